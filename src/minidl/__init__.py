@@ -1,0 +1,16 @@
+"""minidl: a mini deep-learning framework with explicit, hand-derived backpropagation.
+
+Built from PyTorch tensor operations alone (no ``torch.nn``, no ``torch.autograd``): every module
+computes its own backward pass.
+
+>>> import minidl
+>>> from minidl import nn, optim
+>>> model = nn.Sequential(nn.Linear(2, 25), nn.Tanh(), nn.Linear(25, 2))
+"""
+
+from minidl import data, nn, optim
+from minidl.gradcheck import GradcheckError, gradcheck
+
+__version__ = "0.1.0"
+
+__all__ = ["GradcheckError", "__version__", "data", "gradcheck", "nn", "optim"]

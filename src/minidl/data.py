@@ -1,0 +1,196 @@
+"""The paper's disk data set, and shuffled mini-batches.
+
+Points are drawn uniformly in :math:`[0, 1]^2`; a point's label is 1 when it lies inside the
+disk of centre :math:`(0.5, 0.5)` and radius :math:`1/\\sqrt{2\\pi}` (area 1/2, so the classes are
+balanced on average), 0 otherwise. The train, validation and test sets come from one seeded
+generator and are normalised with the training set's per-feature mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from minidl._validate import check_int
+
+__all__ = [
+    "DISK_CENTER",
+    "DISK_RADIUS",
+    "BatchIterator",
+    "DiskData",
+    "Split",
+    "disk_labels",
+    "make_disk_data",
+]
+
+DISK_CENTER = (0.5, 0.5)
+DISK_RADIUS = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def disk_labels(points: Tensor) -> Tensor:
+    """Class of each point of ``points`` (shape ``(N, 2)``, unnormalised): 1 inside the disk, else 0."""
+    center = torch.tensor(DISK_CENTER, dtype=points.dtype, device=points.device)
+    inside = (points - center).square().sum(dim=1) < DISK_RADIUS**2
+    return inside.to(torch.int64)
+
+
+@dataclass(frozen=True)
+class Split:
+    """One set of the data: normalised inputs ``x`` ``(N, 2)``, labels ``y`` (int64, ``(N,)``),
+    and the points before normalisation ``raw`` ``(N, 2)``."""
+
+    x: Tensor
+    y: Tensor
+    raw: Tensor
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass(frozen=True)
+class DiskData:
+    """Train, validation and test sets, and the training statistics used to normalise them."""
+
+    train: Split
+    validation: Split
+    test: Split
+    mean: Tensor
+    std: Tensor
+
+    def normalize(self, points: Tensor) -> Tensor:
+        """Normalise raw points with the training statistics (e.g. for a decision-boundary grid)."""
+        return (points.to(self.mean.dtype) - self.mean) / self.std
+
+
+def make_disk_data(
+    n_train: int = 1000,
+    n_validation: int = 1000,
+    n_test: int = 1000,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> DiskData:
+    """Draw the paper's data set from ``seed``.
+
+    Points are drawn in float64 on the CPU from a generator seeded with ``seed`` (train, then
+    validation, then test), so the same seed gives the same points whatever ``dtype`` and
+    ``device``; they are then normalised with the training set's mean and sample standard
+    deviation and cast.
+
+    Args:
+        n_train, n_validation, n_test: set sizes, integers >= 1 (>= 2 for the training set,
+            whose standard deviation is needed).
+        seed: seed of the generator.
+        dtype: floating dtype of the inputs (labels are int64).
+        device: where the tensors live.
+
+    Example:
+        >>> data = make_disk_data(seed=0)
+        >>> data.train.x.shape, data.train.y.dtype
+        (torch.Size([1000, 2]), torch.int64)
+    """
+    check_int("make_disk_data", "n_train", n_train, low=2)
+    check_int("make_disk_data", "n_validation", n_validation)
+    check_int("make_disk_data", "n_test", n_test)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(
+            f"make_disk_data: dtype must be a floating-point torch.dtype, got {dtype!r}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"make_disk_data: seed must be an int, got {seed!r}")
+    generator = torch.Generator().manual_seed(seed)
+    raws = [
+        torch.rand(n, 2, dtype=torch.float64, generator=generator)
+        for n in (n_train, n_validation, n_test)
+    ]
+    mean = raws[0].mean(dim=0)
+    std = raws[0].std(dim=0)
+    splits = [
+        Split(
+            x=((raw - mean) / std).to(dtype=dtype, device=device),
+            y=disk_labels(raw).to(device=device),
+            raw=raw.to(device=device),
+        )
+        for raw in raws
+    ]
+    return DiskData(
+        train=splits[0],
+        validation=splits[1],
+        test=splits[2],
+        mean=mean.to(dtype=dtype, device=device),
+        std=std.to(dtype=dtype, device=device),
+    )
+
+
+class BatchIterator:
+    """Mini-batches of ``(x, y)``, in a new random order on every pass.
+
+    Each pass draws one permutation from ``generator`` and gathers the whole set once
+    (``index_select``); the batches are then views (slices) of the shuffled copy. The last batch
+    is smaller when ``batch_size`` does not divide the set size (unless ``drop_last``); a
+    ``batch_size`` larger than the set gives one batch holding the whole set.
+
+    Args:
+        x: inputs, shape ``(N, ...)``.
+        y: targets, shape ``(N, ...)``.
+        batch_size: samples per batch, an integer >= 1.
+        shuffle: draw a new order each pass (default ``True``); otherwise keep the given order.
+        generator: the generator of the shuffles (default: torch's global one).
+        drop_last: skip a last, incomplete batch.
+
+    Example:
+        >>> for x_batch, y_batch in BatchIterator(data.train.x, data.train.y, batch_size=100):
+        ...     ...
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        for name, tensor in (("x", x), ("y", y)):
+            if not isinstance(tensor, Tensor):
+                raise TypeError(
+                    f"BatchIterator: {name} must be a torch.Tensor, got {type(tensor).__name__}"
+                )
+            if tensor.dim() == 0 or tensor.shape[0] == 0:
+                raise ValueError(
+                    f"BatchIterator: {name} must hold at least one sample, got shape {tuple(tensor.shape)}"
+                )
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"BatchIterator: x and y must hold as many samples, got {x.shape[0]} and {y.shape[0]}"
+            )
+        self.x = x
+        self.y = y
+        self.batch_size = check_int("BatchIterator", "batch_size", batch_size)
+        self.shuffle = shuffle
+        self.generator = generator
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        n = int(self.x.shape[0])
+        if self.drop_last:
+            return max(n // self.batch_size, 0)
+        return math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        x, y = self.x, self.y
+        n = int(x.shape[0])
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(x.device)
+            x, y = x.index_select(0, order), y.index_select(0, order)
+        size = self.batch_size
+        stop = n - n % size if self.drop_last else n
+        for start in range(0, stop, size):
+            yield x[start : start + size], y[start : start + size]

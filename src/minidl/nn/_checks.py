@@ -1,0 +1,64 @@
+"""Input checks shared by the modules: each raises with a message naming the module, what was
+given and what was expected. They are plain attribute comparisons, cheap enough for every call."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["check_cached", "check_grad_output", "check_input", "check_like_parameter"]
+
+
+def check_input(where: str, input: object, features: int | None = None) -> Tensor:
+    """Check that ``input`` is a floating tensor of shape ``(N, features)`` with ``N >= 1``."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{where}: expected a torch.Tensor as input, got {type(input).__name__}")
+    if not input.is_floating_point():
+        raise TypeError(f"{where}: expected a floating-point input, got dtype {input.dtype}")
+    if input.dim() != 2:
+        raise ValueError(
+            f"{where}: expected an input of shape (N, features), got shape {tuple(input.shape)}"
+        )
+    if features is not None and input.shape[1] != features:
+        raise ValueError(
+            f"{where}: expected {features} input features, got {input.shape[1]} "
+            f"(input shape {tuple(input.shape)})"
+        )
+    if input.shape[0] == 0:
+        raise ValueError(f"{where}: got an empty batch (input shape {tuple(input.shape)})")
+    return input
+
+
+def check_like_parameter(where: str, input: Tensor, parameter: Tensor) -> None:
+    """Check that ``input`` has the dtype and device of ``parameter``."""
+    if input.dtype != parameter.dtype:
+        raise TypeError(
+            f"{where}: input dtype {input.dtype} does not match the parameters' dtype "
+            f"{parameter.dtype}; convert the input or call .to(dtype=...) on the module"
+        )
+    if input.device != parameter.device:
+        raise ValueError(
+            f"{where}: input is on {input.device} but the parameters are on {parameter.device}; "
+            f"move one of them with .to(device=...)"
+        )
+
+
+def check_cached(where: str, cached: Tensor | None) -> Tensor:
+    """Check that ``forward`` ran (and cached a tensor) before ``backward``."""
+    if cached is None:
+        raise RuntimeError(f"{where}: backward called before forward")
+    return cached
+
+
+def check_grad_output(where: str, grad_output: object, shape: torch.Size) -> Tensor:
+    """Check that ``grad_output`` is a tensor of the shape of the last forward's output."""
+    if not isinstance(grad_output, Tensor):
+        raise TypeError(
+            f"{where}: expected a torch.Tensor as gradient, got {type(grad_output).__name__}"
+        )
+    if grad_output.shape != shape:
+        raise ValueError(
+            f"{where}: gradient has shape {tuple(grad_output.shape)}, expected {tuple(shape)} "
+            f"(the shape of the last forward's output)"
+        )
+    return grad_output

@@ -1,0 +1,53 @@
+"""The base class of element-wise activations.
+
+An activation has no parameters. Its ``forward`` checks the input and calls :meth:`_forward`,
+which returns the output and caches what the derivative needs (usually the output itself, the
+cheapest stable quantity: Tanh and Sigmoid derivatives are functions of ``y``). Its ``backward``
+checks that a forward ran and that the gradient has the output's shape, then calls
+:meth:`_backward`.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from minidl.nn._checks import check_cached, check_grad_output
+from minidl.nn.module import Module
+
+__all__ = ["Activation"]
+
+
+class Activation(Module):
+    """Element-wise activation ``y = f(x)``, backward ``dL/dx = dL/dy * f'(x)``.
+
+    Shape:
+        - Input: any shape.
+        - Output: the input's shape.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: Tensor | None = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        name = type(self).__name__
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor as input, got {type(input).__name__}")
+        if not input.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point input, got dtype {input.dtype}")
+        output, self._cache = self._forward(input)
+        return output
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        name = type(self).__name__
+        cache = check_cached(name, self._cache)
+        check_grad_output(name, grad_output, cache.shape)
+        return self._backward(grad_output, cache)
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(output, cache)``: the cache is what :meth:`_backward` receives."""
+        raise NotImplementedError
+
+    def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
+        """Return dL/dinput from dL/doutput and the cache of the last forward."""
+        raise NotImplementedError

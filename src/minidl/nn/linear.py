@@ -1,0 +1,106 @@
+"""Fully connected layer."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from minidl.nn._checks import check_cached, check_grad_output, check_input, check_like_parameter
+from minidl.nn.module import Module
+from minidl.nn.parameter import Parameter
+
+__all__ = ["Linear"]
+
+
+class Linear(Module):
+    r"""Fully connected layer :math:`y = x W^T + b`.
+
+    Initialisation follows the paper (Xavier/Glorot normal):
+    :math:`W_{ij} \sim \mathcal{N}(0, \frac{2}{n_{in} + n_{out}})` and :math:`b_i \sim \mathcal{N}(0, 1)`,
+    drawn from torch's default generator (or ``generator``), so ``torch.manual_seed`` fixes them.
+
+    Backward, for a batch :math:`X` of shape ``(N, in)`` and :math:`G = \partial L / \partial Y`:
+
+    .. math::
+        \frac{\partial L}{\partial X} = G W, \qquad
+        \frac{\partial L}{\partial W} \mathrel{+}= G^T X, \qquad
+        \frac{\partial L}{\partial b} \mathrel{+}= \textstyle\sum_{n} G_{n,:}
+
+    Args:
+        in_features: size of each input sample (``n_in``).
+        out_features: size of each output sample (``n_out``).
+        bias: learn an additive bias (default ``True``).
+        dtype: dtype of the parameters (default: torch's default dtype).
+        device: device of the parameters.
+        generator: the random generator for the initialisation (default: torch's global one).
+
+    Shape:
+        - Input: ``(N, in_features)``.
+        - Output: ``(N, out_features)``.
+
+    Attributes:
+        weight: :class:`Parameter` of shape ``(out_features, in_features)``.
+        bias: :class:`Parameter` of shape ``(out_features,)``, or ``None``.
+
+    Example:
+        >>> layer = Linear(2, 25)
+        >>> layer(torch.randn(100, 2)).shape
+        torch.Size([100, 25])
+    """
+
+    bias: Parameter | None
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Linear: {name} must be a positive integer, got {value!r}")
+        if dtype is not None and not dtype.is_floating_point:
+            raise TypeError(f"Linear: dtype must be a floating-point dtype, got {dtype}")
+        self.in_features = in_features
+        self.out_features = out_features
+        std = math.sqrt(2.0 / (in_features + out_features))
+        weight = torch.randn(
+            out_features, in_features, dtype=dtype, device=device, generator=generator
+        )
+        self.weight = self.register_parameter("weight", Parameter(weight.mul_(std)))
+        if bias:
+            b = torch.randn(out_features, dtype=dtype, device=device, generator=generator)
+            self.bias = self.register_parameter("bias", Parameter(b))
+        else:
+            self.bias = None
+        self._input: Tensor | None = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        check_input("Linear", input, self.in_features)
+        weight = self.weight.data
+        check_like_parameter("Linear", input, weight)
+        self._input = input
+        if self.bias is None:
+            return input.mm(weight.t())
+        return torch.addmm(self.bias.data, input, weight.t())
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        input = check_cached("Linear", self._input)
+        check_grad_output("Linear", grad_output, torch.Size((input.shape[0], self.out_features)))
+        self.weight.grad.addmm_(grad_output.t(), input)
+        if self.bias is not None:
+            self.bias.grad.add_(grad_output.sum(0))
+        return grad_output.mm(self.weight.data)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )

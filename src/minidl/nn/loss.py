@@ -1,0 +1,91 @@
+"""The base class of loss criteria."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from minidl.nn._checks import check_input
+from minidl.nn.module import Module
+
+__all__ = ["Loss"]
+
+
+class Loss(Module):
+    r"""A criterion :math:`L(z, t)` of a prediction :math:`z` and a target :math:`t`.
+
+    ``forward(prediction, target)`` returns a 0-dim tensor and caches what the gradient needs;
+    ``backward()`` returns :math:`\partial L / \partial z`, of the prediction's shape (given a
+    scalar upstream gradient, it returns that multiple). Subclasses implement :meth:`_gradient`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._has_forward = False
+
+    def _check_prediction(self, prediction: object) -> Tensor:
+        return check_input(type(self).__name__, prediction)
+
+    def _check_class_indices(self, target: Tensor, prediction: Tensor) -> None:
+        """Check a target of class indices: int64, shape ``(N,)``, values in ``[0, C)``."""
+        name = type(self).__name__
+        batch, classes = prediction.shape
+        if target.dtype != torch.int64:
+            raise TypeError(
+                f"{name}: class-index targets must have dtype torch.int64, got {target.dtype}"
+            )
+        if target.shape != (batch,):
+            raise ValueError(
+                f"{name}: class-index target has shape {tuple(target.shape)}, expected "
+                f"({batch},) for a prediction of shape {tuple(prediction.shape)}"
+            )
+        if target.device != prediction.device:
+            raise ValueError(
+                f"{name}: target is on {target.device} but the prediction is on {prediction.device}"
+            )
+        low, high = (int(v) for v in torch.aminmax(target))
+        if low < 0 or high >= classes:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"{name}: class index {bad} is out of range for {classes} classes "
+                f"(expected values in [0, {classes - 1}])"
+            )
+
+    def _check_dense_target(self, target: Tensor, prediction: Tensor) -> None:
+        """Check a target with the prediction's shape, dtype and device."""
+        name = type(self).__name__
+        if target.shape != prediction.shape:
+            raise ValueError(
+                f"{name}: target has shape {tuple(target.shape)}, expected the prediction's "
+                f"shape {tuple(prediction.shape)} (or class indices of shape ({prediction.shape[0]},))"
+            )
+        if target.dtype != prediction.dtype:
+            raise TypeError(
+                f"{name}: target dtype {target.dtype} does not match the prediction's dtype "
+                f"{prediction.dtype}"
+            )
+        if target.device != prediction.device:
+            raise ValueError(
+                f"{name}: target is on {target.device} but the prediction is on {prediction.device}"
+            )
+
+    def backward(self, *gradwrtoutput: Tensor) -> Tensor:
+        """Return dL/dprediction, times the upstream scalar gradient if one is given."""
+        name = type(self).__name__
+        if not self._has_forward:
+            raise RuntimeError(f"{name}: backward called before forward")
+        if not gradwrtoutput:
+            return self._gradient()
+        if len(gradwrtoutput) != 1:
+            raise TypeError(
+                f"{name}.backward: expected at most one (scalar) gradient, got {len(gradwrtoutput)}"
+            )
+        (upstream,) = gradwrtoutput
+        if not isinstance(upstream, Tensor) or upstream.numel() != 1:
+            got = tuple(upstream.shape) if isinstance(upstream, Tensor) else type(upstream).__name__
+            raise ValueError(f"{name}.backward: the upstream gradient must be a scalar, got {got}")
+        return self._gradient() * upstream
+
+    def _gradient(self) -> Tensor:
+        """dL/dprediction for the last forward."""
+        raise NotImplementedError

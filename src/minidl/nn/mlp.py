@@ -1,0 +1,79 @@
+"""Multi-layer perceptrons from a list of sizes, and activations by name."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+import torch
+
+from minidl.nn.activation import Activation
+from minidl.nn.elu import ELU
+from minidl.nn.leaky_relu import LeakyReLU
+from minidl.nn.linear import Linear
+from minidl.nn.module import Module
+from minidl.nn.relu import ReLU
+from minidl.nn.selu import SELU
+from minidl.nn.sequential import Sequential
+from minidl.nn.sigmoid import Sigmoid
+from minidl.nn.tanh import Tanh
+
+__all__ = ["ACTIVATIONS", "activation", "mlp"]
+
+#: Activation constructors by the names the command line and the experiments use.
+ACTIVATIONS: dict[str, Callable[[], Activation]] = {
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "relu": ReLU,
+    "leakyrelu": LeakyReLU,
+    "elu": ELU,
+    "selu": SELU,
+}
+
+
+def activation(name: str) -> Activation:
+    """A new activation module from its name (case-insensitive): one of :data:`ACTIVATIONS`."""
+    key = name.lower().replace("_", "").replace("-", "") if isinstance(name, str) else name
+    if key not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {name!r}; valid names are {', '.join(sorted(ACTIVATIONS))}"
+        )
+    return ACTIVATIONS[key]()
+
+
+def mlp(
+    sizes: Sequence[int],
+    activations: str | Sequence[str] = "tanh",
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Sequential:
+    """A fully connected network ``Linear, act, Linear, act, ..., Linear``.
+
+    Args:
+        sizes: layer widths from input to output, e.g. ``(2, 25, 25, 25, 2)`` for the paper's
+            network (at least two).
+        activations: one activation name for every hidden layer, or one name per hidden layer
+            (``len(sizes) - 2`` of them), e.g. ``("relu", "tanh", "relu")``.
+        dtype, device, generator: passed to every :class:`Linear`.
+
+    Example:
+        >>> mlp((2, 25, 25, 25, 2), "tanh")  # doctest: +ELLIPSIS
+        Sequential(...)
+    """
+    sizes = list(sizes)
+    if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+        raise ValueError(f"mlp: sizes must be at least two positive integers, got {sizes!r}")
+    hidden = len(sizes) - 2
+    names = [activations] * hidden if isinstance(activations, str) else list(activations)
+    if len(names) != hidden:
+        raise ValueError(
+            f"mlp: expected {hidden} activation names for {hidden} hidden layers, got {len(names)}"
+        )
+    layers: list[Module] = []
+    for index, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(Linear(n_in, n_out, dtype=dtype, device=device, generator=generator))
+        if index < hidden:
+            layers.append(activation(names[index]))
+    return Sequential(*layers)

@@ -1,0 +1,218 @@
+"""The base class of every network component: :class:`Module`.
+
+The contract is the course's (and the paper's):
+
+* ``forward(*input)`` returns the output and caches exactly what ``backward`` needs;
+* ``backward(*gradwrtoutput)`` returns the gradient of the loss with respect to the input and
+  **accumulates** the gradients of the module's parameters (call ``zero_grad()`` between steps);
+* ``param()`` returns ``(value, grad)`` pairs of tensors of equal shape, empty for modules without
+  parameters.
+
+On top of it, what a PyTorch user expects: ``module(x)``, ``parameters()``, ``zero_grad()``,
+``train()`` / ``eval()``, ``state_dict()`` / ``load_state_dict()``, ``to(device, dtype)`` and a
+readable ``repr``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from minidl.nn.flat import flat_buffer, flatten_parameters
+from minidl.nn.parameter import Parameter
+
+__all__ = ["Module", "Parameter"]
+
+
+class Module:
+    """Base class of every layer, activation, loss and container.
+
+    Subclasses override :meth:`forward`, :meth:`backward` and, when they own parameters,
+    register them with :meth:`register_parameter`; containers register children with
+    :meth:`register_module`. Everything else (``parameters``, ``param``, ``zero_grad``,
+    ``state_dict``, ``train``/``eval``, ``to``, ``repr``) is derived from those registrations.
+
+    Example:
+        >>> class Double(Module):
+        ...     def forward(self, x):
+        ...         return 2 * x
+        ...     def backward(self, grad_output):
+        ...         return 2 * grad_output
+    """
+
+    def __init__(self) -> None:
+        self._parameters: dict[str, Parameter] = {}
+        self._modules: dict[str, Module] = {}
+        self.training = True
+
+    # -- the course contract ----------------------------------------------------------------------
+
+    def forward(self, *input: Any) -> Any:
+        """Compute the output from the input, caching what :meth:`backward` needs."""
+        raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
+
+    def backward(self, *gradwrtoutput: Any) -> Any:
+        """Return dL/dinput from dL/doutput and accumulate dL/dparameter into each ``grad``."""
+        raise NotImplementedError(f"{type(self).__name__}.backward is not implemented")
+
+    def param(self) -> list[tuple[Tensor, Tensor]]:
+        """``(value, grad)`` pairs of every parameter, in registration order, children included."""
+        return [(p.data, p.grad) for p in self.parameters()]
+
+    def __call__(self, *input: Any) -> Any:
+        return self.forward(*input)
+
+    # -- registration -----------------------------------------------------------------------------
+
+    def register_parameter(self, name: str, parameter: Parameter) -> Parameter:
+        """Register ``parameter`` under ``name`` and return it (also set as an attribute)."""
+        if not isinstance(parameter, Parameter):
+            raise TypeError(
+                f"{type(self).__name__}.register_parameter: expected a Parameter for {name!r}, "
+                f"got {type(parameter).__name__}"
+            )
+        if not parameter.name:
+            parameter.name = name
+        self._parameters[name] = parameter
+        object.__setattr__(self, name, parameter)
+        return parameter
+
+    def register_module(self, name: str, module: Module) -> Module:
+        """Register a child module under ``name`` and return it."""
+        if not isinstance(module, Module):
+            raise TypeError(
+                f"{type(self).__name__}.register_module: expected a Module for {name!r}, "
+                f"got {type(module).__name__}"
+            )
+        self._modules[name] = module
+        return module
+
+    # -- traversal --------------------------------------------------------------------------------
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """``(dotted name, Parameter)`` for this module's parameters, then its children's."""
+        for name, parameter in self._parameters.items():
+            yield prefix + name, parameter
+        for child_name, child in self._modules.items():
+            yield from child.named_parameters(prefix + child_name + ".")
+
+    def parameters(self) -> list[Parameter]:
+        """The :class:`Parameter` objects, in the same order as :meth:`param`."""
+        return [p for _, p in self.named_parameters()]
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """``(dotted path, module)`` for this module and every descendant, depth first."""
+        yield prefix, self
+        for child_name, child in self._modules.items():
+            path = f"{prefix}.{child_name}" if prefix else child_name
+            yield from child.named_modules(path)
+
+    def children(self) -> list[Module]:
+        return list(self._modules.values())
+
+    def zero_grad(self) -> None:
+        """Set the gradient of every parameter to zero."""
+        for parameter in self.parameters():
+            parameter.grad.zero_()
+
+    def num_parameters(self) -> int:
+        """The number of trainable scalars."""
+        return sum(p.numel() for p in self.parameters())
+
+    # -- modes ------------------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> Module:
+        """Put this module and its children in training mode (or evaluation mode if ``False``)."""
+        for _, module in self.named_modules():
+            module.training = mode
+        return self
+
+    def eval(self) -> Module:
+        """Put this module and its children in evaluation mode."""
+        return self.train(False)
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """A copy of every parameter value, keyed by dotted name (``"0.weight"``, ...)."""
+        return {name: p.data.detach().clone() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True) -> None:
+        """Copy values from ``state_dict`` into the parameters, in place.
+
+        Every entry is checked (missing or unexpected keys, shapes, floating dtype) before anything
+        is written, so a bad ``state_dict`` leaves the module unchanged.
+
+        Raises:
+            KeyError: missing or (with ``strict``) unexpected keys.
+            ValueError: an entry whose shape differs from the parameter's.
+            TypeError: an entry that is not a floating-point tensor.
+        """
+        own = dict(self.named_parameters())
+        where = type(self).__name__
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if missing or (strict and unexpected):
+            raise KeyError(
+                f"{where}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}; "
+                f"expected exactly {list(own)}"
+            )
+        for name, parameter in own.items():
+            value = state_dict[name]
+            if not isinstance(value, Tensor) or not value.is_floating_point():
+                got = value.dtype if isinstance(value, Tensor) else type(value).__name__
+                raise TypeError(
+                    f"{where}.load_state_dict: entry {name!r} must be a floating-point tensor, "
+                    f"got {got}"
+                )
+            if value.shape != parameter.data.shape:
+                raise ValueError(
+                    f"{where}.load_state_dict: entry {name!r} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(parameter.data.shape)}"
+                )
+        for name, parameter in own.items():
+            parameter.data.copy_(state_dict[name])
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Module:
+        """Move every parameter (value and gradient) to ``device`` and/or cast it to ``dtype``.
+
+        The :class:`Parameter` objects stay the same, so optimizers built on them keep working
+        (their state moves with the next ``step``).
+        """
+        if dtype is not None and not dtype.is_floating_point:
+            raise TypeError(f"{type(self).__name__}.to: dtype must be floating point, got {dtype}")
+        parameters = self.parameters()
+        if flat_buffer([p.data for p in parameters]) is not None:
+            # Keep a flat model flat: move the whole buffer, then view it again.
+            flatten_parameters(parameters, device=device, dtype=dtype)
+        else:
+            for parameter in parameters:
+                parameter.data = parameter.data.to(device=device, dtype=dtype)
+                parameter.grad = parameter.grad.to(device=device, dtype=dtype)
+        for _, module in self.named_modules():
+            module._parameters_moved()
+        return self
+
+    def _parameters_moved(self) -> None:
+        """Hook: called after parameter tensors were replaced (``to``, flattening)."""
+
+    # -- repr -------------------------------------------------------------------------------------
+
+    def extra_repr(self) -> str:
+        """The text between the parentheses of ``repr``; override to show hyper-parameters."""
+        return ""
+
+    def __repr__(self) -> str:
+        if not self._modules:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, child in self._modules.items():
+            child_repr = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child_repr}")
+        lines.append(")")
+        return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""Mean squared error."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from minidl.nn.loss import Loss
+
+__all__ = ["MSELoss"]
+
+Reduction = Literal["paper", "mean", "sum"]
+
+
+class MSELoss(Loss):
+    r"""Squared error between a prediction :math:`z` and a target :math:`t`, both ``(N, C)``.
+
+    ``reduction`` chooses the normalisation :math:`D`, with
+    :math:`L = \frac{1}{D}\sum_{n,c} (z_{nc} - t_{nc})^2` and
+    :math:`\partial L/\partial z = \frac{2}{D}(z - t)`:
+
+    - ``"paper"`` (default): :math:`D = N`, the paper's formula (squared error summed over the
+      outputs, mean over the samples, gradient :math:`2(z - t)/N`);
+    - ``"mean"``: :math:`D = N C`, PyTorch's element-wise mean (half the paper's gradient for
+      two outputs);
+    - ``"sum"``: :math:`D = 1`.
+
+    The target is a float tensor of the prediction's shape, or class indices (int64, ``(N,)``),
+    which are turned into one-hot rows.
+
+    Shape:
+        - Prediction: ``(N, C)``. Target: ``(N, C)`` or ``(N,)`` (class indices).
+        - Output: a 0-dim tensor.
+
+    Example:
+        >>> criterion = MSELoss()
+        >>> loss = criterion(torch.zeros(2, 2), torch.tensor([0, 1]))
+        >>> float(loss), criterion.backward().tolist()
+        (1.0, [[-1.0, 0.0], [0.0, -1.0]])
+    """
+
+    def __init__(self, reduction: Reduction = "paper") -> None:
+        super().__init__()
+        if reduction not in ("paper", "mean", "sum"):
+            raise ValueError(
+                f"MSELoss: reduction must be 'paper', 'mean' or 'sum', got {reduction!r}"
+            )
+        self.reduction: Reduction = reduction
+        self._difference: Tensor | None = None
+        self._scale = 0.0
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        prediction = self._check_prediction(prediction)
+        if not isinstance(target, Tensor):
+            raise TypeError(f"MSELoss: expected a torch.Tensor target, got {type(target).__name__}")
+        if target.dim() == 1 and not target.is_floating_point():
+            self._check_class_indices(target, prediction)
+            target = torch.zeros_like(prediction).scatter_(1, target.unsqueeze(1), 1.0)
+        else:
+            self._check_dense_target(target, prediction)
+        batch, outputs = prediction.shape
+        denominator = {"paper": batch, "mean": batch * outputs, "sum": 1}[self.reduction]
+        difference = prediction - target
+        self._difference = difference
+        self._scale = 2.0 / denominator
+        self._has_forward = True
+        return difference.square().sum().div_(denominator)
+
+    def _gradient(self) -> Tensor:
+        assert self._difference is not None
+        return self._difference * self._scale
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"

@@ -1,0 +1,32 @@
+"""Rectified linear unit."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from minidl.nn.activation import Activation
+
+__all__ = ["ReLU"]
+
+
+class ReLU(Activation):
+    r"""Rectified linear unit :math:`y = \max(0, x)`.
+
+    Backward: :math:`\partial L/\partial x = g \cdot [y > 0]`; the derivative at 0 is taken
+    as 0, as in PyTorch.
+
+    Shape:
+        - Input: any shape. Output: the same shape.
+
+    Example:
+        >>> ReLU()(torch.tensor([-1.0, 2.0]))
+        tensor([0., 2.])
+    """
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        output = torch.relu(input)
+        return output, output
+
+    def _backward(self, grad_output: Tensor, output: Tensor) -> Tensor:
+        return grad_output.masked_fill(output <= 0, 0.0)

@@ -1,0 +1,33 @@
+"""Scaled exponential linear unit."""
+
+from __future__ import annotations
+
+from minidl.nn.elu import ELU
+
+__all__ = ["SELU"]
+
+#: The self-normalising constants of Klambauer et al. (2017), as in PyTorch.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+class SELU(ELU):
+    r"""Scaled ELU :math:`y = \lambda x` for :math:`x > 0`, :math:`y = \lambda\alpha(e^x - 1)` otherwise.
+
+    With the self-normalising constants :math:`\alpha \approx 1.6733`, :math:`\lambda \approx 1.0507`.
+    Backward: :math:`g\lambda` for :math:`x > 0`, :math:`g\,(y + \lambda\alpha)` otherwise.
+
+    Shape:
+        - Input: any shape. Output: the same shape.
+
+    Example:
+        >>> SELU()(torch.tensor([1.0]))
+        tensor([1.0507])
+    """
+
+    def __init__(self) -> None:
+        super().__init__(alpha=SELU_ALPHA)
+        self._scale = SELU_SCALE
+
+    def extra_repr(self) -> str:
+        return ""

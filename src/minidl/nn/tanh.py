@@ -1,0 +1,33 @@
+"""Hyperbolic tangent activation."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from minidl.nn.activation import Activation
+
+__all__ = ["Tanh"]
+
+
+class Tanh(Activation):
+    r"""Hyperbolic tangent :math:`y = \tanh(x)`.
+
+    Backward reuses the cached output: :math:`\partial L/\partial x = g\,(1 - y^2)`, computed
+    as :math:`g - g y^2`. ``torch.tanh`` saturates to :math:`\pm 1` instead of overflowing, so
+    both passes are finite at any finite input.
+
+    Shape:
+        - Input: any shape. Output: the same shape.
+
+    Example:
+        >>> Tanh()(torch.tensor([0.0, 1000.0]))
+        tensor([0., 1.])
+    """
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        output = torch.tanh(input)
+        return output, output
+
+    def _backward(self, grad_output: Tensor, output: Tensor) -> Tensor:
+        return torch.addcmul(grad_output, grad_output, output.square(), value=-1)

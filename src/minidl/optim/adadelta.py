@@ -1,0 +1,66 @@
+"""ADADELTA (Zeiler, 2012)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from torch import Tensor
+
+from minidl._validate import check_real
+from minidl.nn.parameter import Parameter
+from minidl.optim.optimizer import Optimizer
+
+__all__ = ["Adadelta"]
+
+
+class Adadelta(Optimizer):
+    r"""ADADELTA: an adaptive step from running averages of squared gradients and updates.
+
+    With :math:`E[g^2]` and :math:`E[\Delta x^2]` starting at 0 (Zeiler's Algorithm 1):
+
+    .. math::
+        E[g^2]_t = \rho E[g^2]_{t-1} + (1 - \rho) g_t^2 \\
+        \Delta x_t = -\frac{\sqrt{E[\Delta x^2]_{t-1} + \epsilon}}{\sqrt{E[g^2]_t + \epsilon}}\, g_t \\
+        E[\Delta x^2]_t = \rho E[\Delta x^2]_{t-1} + (1 - \rho) \Delta x_t^2 \\
+        x_{t+1} = x_t + \mathrm{lr} \cdot \Delta x_t
+
+    Zeiler's method has no learning rate (``lr = 1``); like ``torch.optim.Adadelta``, ``lr``
+    scales the applied update (the accumulated :math:`E[\Delta x^2]` is not scaled).
+
+    Args:
+        params: the parameters to optimise, usually ``model.parameters()``.
+        lr: scale of the update, finite and >= 0 (default 1.0).
+        rho: the decay :math:`\rho` of the running averages, in ``[0, 1]`` (default 0.9).
+        eps: :math:`\epsilon`, added inside the square roots, > 0 (default 1e-6).
+
+    State:
+        ``square_avg`` (:math:`E[g^2]`) and ``acc_delta`` (:math:`E[\Delta x^2]`).
+    """
+
+    state_names: tuple[str, ...] = ("square_avg", "acc_delta")
+
+    def __init__(
+        self, params: Iterable[Parameter], lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6
+    ) -> None:
+        checked = self._validate_hyperparameters(rho=rho, eps=eps)
+        self.rho: float = checked["rho"]
+        self.eps: float = checked["eps"]
+        super().__init__(params, lr)
+
+    def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
+        return {
+            "rho": check_real("Adadelta", "rho", hyperparameters["rho"], low=0.0, high=1.0),
+            "eps": check_real("Adadelta", "eps", hyperparameters["eps"], low=0.0, low_open=True),
+        }
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"rho": self.rho, "eps": self.eps}
+
+    def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
+        square_avg, acc_delta = state
+        rho, eps = self.rho, self.eps
+        square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
+        delta = acc_delta.add(eps).sqrt_().div_(square_avg.add(eps).sqrt_()).mul_(grad)
+        acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
+        value.add_(delta, alpha=-self.lr)

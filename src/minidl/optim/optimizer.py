@@ -1,0 +1,213 @@
+"""The base class of optimizers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from minidl._validate import check_real
+from minidl.nn.flat import flat_buffer
+from minidl.nn.parameter import Parameter
+
+__all__ = ["Optimizer"]
+
+
+class Optimizer:
+    """Updates a list of :class:`~minidl.nn.Parameter` in place from their accumulated gradients.
+
+    A subclass names its per-parameter state in ``state_names`` (e.g. ``("momentum_buffer",)``)
+    and implements :meth:`_update`, which updates one value tensor in place from its gradient and
+    state tensors. The state of all parameters lives in one flat tensor per name. When the
+    parameters' values and gradients are views of flat buffers (as in a
+    :class:`~minidl.nn.Sequential`), ``step`` and ``zero_grad`` run one update over the whole
+    model; otherwise they run it parameter by parameter. Both give the same numbers.
+
+    Args:
+        params: the parameters to optimise, usually ``model.parameters()``.
+        lr: the learning rate, finite and >= 0; read and set it through :attr:`lr`.
+    """
+
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, params: Iterable[Parameter], lr: float) -> None:
+        name = type(self).__name__
+        if isinstance(params, Parameter | Tensor):
+            raise TypeError(
+                f"{name}: params must be an iterable of Parameters (e.g. model.parameters()), "
+                f"got a single {type(params).__name__}"
+            )
+        self.params: list[Parameter] = list(params)
+        if not self.params:
+            raise ValueError(f"{name}: got an empty parameter list")
+        for index, parameter in enumerate(self.params):
+            if not isinstance(parameter, Parameter):
+                raise TypeError(
+                    f"{name}: params[{index}] must be a minidl Parameter, "
+                    f"got {type(parameter).__name__}"
+                )
+        if len({id(p) for p in self.params}) != len(self.params):
+            raise ValueError(f"{name}: a parameter appears more than once in params")
+        self._lr = check_real(name, "lr", lr, low=0.0)
+        self.step_count = 0
+        numel = sum(p.numel() for p in self.params)
+        first = self.params[0].data
+        self.state: dict[str, Tensor] = {
+            state_name: torch.zeros(numel, dtype=first.dtype, device=first.device)
+            for state_name in self.state_names
+        }
+        self._layout_key: tuple[Tensor, ...] = ()
+        self._flat: tuple[Tensor, Tensor] | None = None
+        self._state_views: list[tuple[Tensor, ...]] = []
+
+    @property
+    def lr(self) -> float:
+        """The current learning rate (schedulers set it)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = check_real(type(self).__name__, "lr", value, low=0.0)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor's hyper-parameters besides ``lr`` (for ``repr`` and ``state_dict``)."""
+        return {}
+
+    # -- the update -------------------------------------------------------------------------------
+
+    def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
+        """Update ``value`` in place from ``grad`` and this optimizer's ``state`` tensors."""
+        raise NotImplementedError
+
+    def _refresh_layout(self) -> None:
+        """Find out whether the parameters are flat, and move the state along with them."""
+        values = [p.data for p in self.params]
+        grads = [p.grad for p in self.params]
+        self._layout_key = (*values, *grads)
+        flat_values, flat_grads = flat_buffer(values), flat_buffer(grads)
+        self._flat = (
+            None if flat_values is None or flat_grads is None else (flat_values, flat_grads)
+        )
+        first = values[0]
+        for state_name, tensor in self.state.items():
+            if tensor.device != first.device or tensor.dtype != first.dtype:
+                self.state[state_name] = tensor.to(device=first.device, dtype=first.dtype)
+        self._state_views = []
+        offset = 0
+        for value in values:
+            size = value.numel()
+            self._state_views.append(
+                tuple(t[offset : offset + size].view(value.shape) for t in self.state.values())
+            )
+            offset += size
+
+    def _layout_changed(self) -> bool:
+        key = self._layout_key
+        params = self.params
+        count = len(params)
+        if len(key) != 2 * count:
+            return True
+        for index, parameter in enumerate(params):
+            if parameter.data is not key[index] or parameter.grad is not key[count + index]:
+                return True
+        return False
+
+    def step(self) -> None:
+        """Update every parameter from its accumulated gradient."""
+        if self._layout_changed():
+            self._refresh_layout()
+        if self._flat is not None:
+            self._update(self._flat[0], self._flat[1], tuple(self.state.values()))
+        else:
+            for parameter, state in zip(self.params, self._state_views, strict=True):
+                self._update(parameter.data, parameter.grad, state)
+        self.step_count += 1
+
+    def zero_grad(self) -> None:
+        """Set the gradient of every parameter to zero."""
+        if self._layout_changed():
+            self._refresh_layout()
+        if self._flat is not None:
+            self._flat[1].zero_()
+        else:
+            for parameter in self.params:
+                parameter.grad.zero_()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """``lr``, ``step_count``, the hyper-parameters and a copy of each flat state tensor."""
+        return {
+            "lr": self._lr,
+            "step_count": self.step_count,
+            "hyperparameters": dict(self.hyperparameters()),
+            "state": {name: tensor.clone() for name, tensor in self.state.items()},
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned; everything is checked before anything changes."""
+        name = type(self).__name__
+        missing = {"lr", "step_count", "state"} - set(state_dict)
+        if missing:
+            raise KeyError(f"{name}.load_state_dict: missing keys {sorted(missing)}")
+        lr = check_real(name, "lr", state_dict["lr"], low=0.0)
+        step_count = state_dict["step_count"]
+        if isinstance(step_count, bool) or not isinstance(step_count, int) or step_count < 0:
+            raise ValueError(
+                f"{name}.load_state_dict: step_count must be an int >= 0, got {step_count!r}"
+            )
+        state = state_dict["state"]
+        if not isinstance(state, Mapping) or set(state) != set(self.state):
+            found = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            raise KeyError(
+                f"{name}.load_state_dict: state must have the entries {sorted(self.state)}, "
+                f"got {found}"
+            )
+        for state_name, tensor in state.items():
+            expected = self.state[state_name]
+            if not isinstance(tensor, Tensor) or tensor.shape != expected.shape:
+                got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+                raise ValueError(
+                    f"{name}.load_state_dict: state {state_name!r} has shape {got}, expected "
+                    f"{tuple(expected.shape)} (one entry per parameter scalar)"
+                )
+            if not tensor.is_floating_point():
+                raise TypeError(
+                    f"{name}.load_state_dict: state {state_name!r} must be floating point, "
+                    f"got {tensor.dtype}"
+                )
+        hyperparameters = state_dict.get("hyperparameters", {})
+        if hyperparameters:
+            self._check_hyperparameters(hyperparameters)
+        self._lr = lr
+        self.step_count = step_count
+        for state_name, tensor in state.items():
+            self.state[state_name].copy_(tensor)
+        if hyperparameters:
+            self._set_hyperparameters(hyperparameters)
+
+    def _check_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
+        """Check saved hyper-parameters with the constructor's own checks."""
+        expected = set(self.hyperparameters())
+        if set(hyperparameters) != expected:
+            raise KeyError(
+                f"{type(self).__name__}.load_state_dict: hyper-parameters must be "
+                f"{sorted(expected)}, got {sorted(hyperparameters)}"
+            )
+        self._validate_hyperparameters(**hyperparameters)
+
+    def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
+        """Return the hyper-parameters checked (and normalised); raise on a bad one."""
+        return dict(hyperparameters)
+
+    def _set_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
+        for key, value in self._validate_hyperparameters(**hyperparameters).items():
+            setattr(self, key, value)
+
+    def __repr__(self) -> str:
+        settings = ", ".join(
+            f"{k}={v}" for k, v in {"lr": self._lr, **self.hyperparameters()}.items()
+        )
+        return f"{type(self).__name__}({settings})"

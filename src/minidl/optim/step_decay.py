@@ -1,0 +1,45 @@
+"""Step decay of the learning rate."""
+
+from __future__ import annotations
+
+from minidl._validate import check_int, check_real
+from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.optimizer import Optimizer
+
+__all__ = ["StepDecay"]
+
+
+class StepDecay(LRScheduler):
+    r"""Multiply the learning rate by :math:`\gamma` every ``step_size`` epochs (the paper's ``step_decay``).
+
+    .. math:: \lambda_e = \lambda_0 \cdot \gamma^{\lfloor e / \beta \rfloor}
+
+    with :math:`\lambda_0` the optimizer's learning rate when the scheduler is built and
+    :math:`\beta` = ``step_size``. Call :meth:`step` once per epoch, after the epoch's updates
+    (as ``torch.optim.lr_scheduler.StepLR``, which gives the same sequence).
+
+    Args:
+        optimizer: the optimizer to schedule.
+        step_size: :math:`\beta`, epochs between drops, an integer >= 1 (default 10).
+        gamma: :math:`\gamma`, the factor of each drop, in ``[0, 1]`` (default 0.5).
+
+    Example:
+        >>> scheduler = StepDecay(optimizer, step_size=10, gamma=0.5)
+        >>> for epoch in range(epochs):
+        ...     train_one_epoch()
+        ...     scheduler.step()
+    """
+
+    interval = "epoch"
+
+    def __init__(self, optimizer: Optimizer, step_size: int = 10, gamma: float = 0.5) -> None:
+        super().__init__(optimizer)
+        self.step_size = check_int("StepDecay", "step_size", step_size)
+        self.gamma = check_real("StepDecay", "gamma", gamma, low=0.0, high=1.0)
+        self._start()
+
+    def lr_at(self, step: int) -> float:
+        return self.base_lr * self.gamma ** (step // self.step_size)
+
+    def __repr__(self) -> str:
+        return f"StepDecay(step_size={self.step_size}, gamma={self.gamma}, base_lr={self.base_lr})"

@@ -1,0 +1,145 @@
+"""The training loop shared by the command line, the experiments and the examples."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from minidl.data import BatchIterator
+from minidl.nn.loss import Loss
+from minidl.nn.module import Module
+from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.optimizer import Optimizer
+
+__all__ = ["EpochRecord", "History", "error_rate", "fit", "predict"]
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What one epoch produced: mean training loss, learning rate at its start, and errors in %
+    (``validation_error`` is ``nan`` without a validation set)."""
+
+    epoch: int
+    train_loss: float
+    lr: float
+    validation_error: float
+
+
+@dataclass
+class History:
+    """Per-epoch curves of a run (``lr`` is the learning rate at the start of each epoch;
+    ``batch_lr`` the rate used by every batch, for per-batch schedules)."""
+
+    train_loss: list[float] = field(default_factory=list)
+    validation_error: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    batch_lr: list[float] = field(default_factory=list)
+
+    def append(self, record: EpochRecord) -> None:
+        self.train_loss.append(record.train_loss)
+        self.validation_error.append(record.validation_error)
+        self.lr.append(record.lr)
+
+
+def predict(model: Module, x: Tensor, batch_size: int = 4096) -> Tensor:
+    """Predicted classes (argmax of the outputs) for ``x``, in evaluation mode.
+
+    The model's training mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        chunks = [
+            model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, x.shape[0], batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks)
+
+
+def error_rate(model: Module, x: Tensor, y: Tensor) -> float:
+    """Classification error of ``model`` on ``(x, y)``, in percent."""
+    if y.shape[0] == 0:
+        raise ValueError("error_rate: empty set")
+    wrong = (predict(model, x) != y).sum()
+    return 100.0 * float(wrong) / y.shape[0]
+
+
+def fit(
+    model: Module,
+    criterion: Loss,
+    optimizer: Optimizer,
+    x: Tensor,
+    y: Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 100,
+    scheduler: LRScheduler | None = None,
+    validation: tuple[Tensor, Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    start_epoch: int = 0,
+    history: History | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> History:
+    """Train ``model`` with mini-batch gradient descent and return its :class:`History`.
+
+    Each epoch shuffles ``(x, y)`` with ``generator`` and, for every batch, runs
+    ``zero_grad``, ``forward``, the loss, ``backward`` and ``optimizer.step()``; a scheduler is
+    stepped after every batch or every epoch, as its ``interval`` says. After each epoch the
+    validation error (if a validation set is given) is measured and ``on_epoch`` is called.
+
+    Args:
+        model: the network.
+        criterion: the loss; it receives the model's output and the targets ``y``.
+        optimizer: built on ``model.parameters()``.
+        x, y: training inputs and targets.
+        epochs: the epoch to stop at (training runs epochs ``start_epoch .. epochs - 1``).
+        batch_size: samples per batch.
+        scheduler: an optional learning-rate schedule on ``optimizer``.
+        validation: an optional ``(x, y)`` evaluated after each epoch.
+        generator: the generator of the shuffles (default: torch's global one).
+        start_epoch: the first epoch to run (when resuming).
+        history: a history to extend (when resuming).
+        on_epoch: called with the :class:`EpochRecord` of each epoch.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"fit: epochs must be an integer >= 0, got {epochs!r}")
+    if scheduler is not None and scheduler.optimizer is not optimizer:
+        raise ValueError("fit: the scheduler must schedule the optimizer given to fit")
+    history = History() if history is None else history
+    batches = BatchIterator(x, y, batch_size, generator=generator)
+    per_batch = scheduler is not None and scheduler.interval == "batch"
+    model.train()
+    with torch.inference_mode():
+        for epoch in range(start_epoch, epochs):
+            epoch_lr = optimizer.lr
+            total_loss = torch.zeros((), dtype=torch.float64)
+            for x_batch, y_batch in batches:
+                if per_batch:
+                    history.batch_lr.append(optimizer.lr)
+                optimizer.zero_grad()
+                loss = criterion(model(x_batch), y_batch)
+                model.backward(criterion.backward())
+                optimizer.step()
+                total_loss += loss.detach().to("cpu", torch.float64)
+                if per_batch:
+                    assert scheduler is not None
+                    scheduler.step()
+            if scheduler is not None and not per_batch:
+                scheduler.step()
+            validation_error = (
+                error_rate(model, *validation) if validation is not None else float("nan")
+            )
+            record = EpochRecord(
+                epoch=epoch,
+                train_loss=float(total_loss) / len(batches),
+                lr=epoch_lr,
+                validation_error=validation_error,
+            )
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+    return history
