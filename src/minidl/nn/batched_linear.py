@@ -1,0 +1,162 @@
+"""R independent fully connected layers applied at once (batched matrix products)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from minidl.nn._checks import check_cached, check_grad_output, check_like_parameter
+from minidl.nn.linear import Linear
+from minidl.nn.module import Module
+from minidl.nn.parameter import Parameter
+
+__all__ = ["BatchedLinear"]
+
+
+class BatchedLinear(Module):
+    r"""``models`` independent :class:`Linear` layers evaluated together: :math:`Y_r = X_r W_r^T + b_r`.
+
+    The leading dimension indexes the model: model :math:`r` sees only its own input
+    :math:`X_r` and its own parameters :math:`W_r, b_r`, so training R stacked networks is
+    training R networks, with one batched matrix product per layer instead of R. Backward, per
+    model, is :class:`Linear`'s:
+
+    .. math::
+        \frac{\partial L}{\partial X_r} = G_r W_r, \qquad
+        \frac{\partial L}{\partial W_r} \mathrel{+}= G_r^T X_r, \qquad
+        \frac{\partial L}{\partial b_r} \mathrel{+}= \textstyle\sum_n (G_r)_{n,:}
+
+    Build one with :meth:`stack` from R :class:`Linear` layers (to start from their weights) and
+    take them apart with :meth:`unstack`; :func:`minidl.nn.stack_models` does it for whole
+    networks.
+
+    Args:
+        models: the number of models R, >= 1.
+        in_features, out_features, bias, dtype, device, generator: as for :class:`Linear`; each
+            model's weights are drawn as a :class:`Linear`'s would be, one model after the other.
+
+    Shape:
+        - Input: ``(R, N, in_features)``.
+        - Output: ``(R, N, out_features)``.
+
+    Example:
+        >>> layer = BatchedLinear(5, 2, 25)
+        >>> layer(torch.randn(5, 100, 2)).shape
+        torch.Size([5, 100, 25])
+    """
+
+    bias: Parameter | None
+
+    def __init__(
+        self,
+        models: int,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if isinstance(models, bool) or not isinstance(models, int) or models < 1:
+            raise ValueError(f"BatchedLinear: models must be a positive integer, got {models!r}")
+        layers = [
+            Linear(in_features, out_features, bias, dtype=dtype, device=device, generator=generator)
+            for _ in range(models)
+        ]
+        self._adopt(layers)
+
+    @classmethod
+    def stack(cls, layers: Sequence[Linear]) -> BatchedLinear:
+        """A :class:`BatchedLinear` holding copies of the parameters of ``layers``, in order."""
+        if not layers or not all(isinstance(layer, Linear) for layer in layers):
+            raise TypeError("BatchedLinear.stack: expected a non-empty sequence of Linear layers")
+        shapes = {
+            (layer.in_features, layer.out_features, layer.bias is not None) for layer in layers
+        }
+        placements = {(layer.weight.data.dtype, layer.weight.data.device) for layer in layers}
+        if len(shapes) != 1 or len(placements) != 1:
+            raise ValueError(
+                "BatchedLinear.stack: every layer must have the same shape, bias, dtype and "
+                f"device, got {sorted(map(str, shapes))} and {sorted(map(str, placements))}"
+            )
+        stacked = cls.__new__(cls)
+        stacked._adopt(layers)
+        return stacked
+
+    def _adopt(self, layers: Sequence[Linear]) -> None:
+        """Initialise from copies of the parameters of ``layers`` (same shapes, checked)."""
+        Module.__init__(self)
+        first = layers[0]
+        self.models = len(layers)
+        self.in_features = first.in_features
+        self.out_features = first.out_features
+        weight = torch.stack([layer.weight.data for layer in layers])
+        self.weight = self.register_parameter("weight", Parameter(weight))
+        biases = [layer.bias.data for layer in layers if layer.bias is not None]
+        self.bias = (
+            self.register_parameter("bias", Parameter(torch.stack(biases))) if biases else None
+        )
+        self._input: Tensor | None = None
+        self._ones = torch.ones(0)
+
+    def unstack(self) -> list[Linear]:
+        """R :class:`Linear` layers holding copies of each model's parameters."""
+        layers = []
+        for index in range(self.models):
+            weight = self.weight.data[index]
+            layer = Linear(
+                self.in_features,
+                self.out_features,
+                self.bias is not None,
+                dtype=weight.dtype,
+                device=weight.device,
+            )
+            layer.weight.data.copy_(weight)
+            if layer.bias is not None and self.bias is not None:
+                layer.bias.data.copy_(self.bias.data[index])
+            layers.append(layer)
+        return layers
+
+    def forward(self, input: Tensor) -> Tensor:
+        expected = (self.models, self.in_features)
+        if not isinstance(input, Tensor) or not input.is_floating_point():
+            got = input.dtype if isinstance(input, Tensor) else type(input).__name__
+            raise TypeError(f"BatchedLinear: expected a floating-point tensor input, got {got}")
+        if input.dim() != 3 or (input.shape[0], input.shape[2]) != expected or input.shape[1] == 0:
+            raise ValueError(
+                f"BatchedLinear: expected an input of shape ({self.models}, N, "
+                f"{self.in_features}) with N >= 1, got {tuple(input.shape)}"
+            )
+        weight = self.weight.data
+        check_like_parameter("BatchedLinear", input, weight)
+        self._input = input
+        if self.bias is None:
+            return torch.bmm(input, weight.transpose(1, 2))
+        return torch.baddbmm(self.bias.data.unsqueeze(1), input, weight.transpose(1, 2))
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        input = check_cached("BatchedLinear", self._input)
+        shape = torch.Size((self.models, input.shape[1], self.out_features))
+        check_grad_output("BatchedLinear", grad_output, shape)
+        grad_output_t = grad_output.transpose(1, 2)
+        self.weight.grad.baddbmm_(grad_output_t, input)
+        if self.bias is not None:
+            # Sum over the batch as a product with a column of ones, accumulated in place.
+            self.bias.grad.unsqueeze(2).baddbmm_(grad_output_t, self._batch_ones(input))
+        return torch.bmm(grad_output, self.weight.data)
+
+    def _batch_ones(self, like: Tensor) -> Tensor:
+        ones = self._ones
+        shape = (self.models, like.shape[1], 1)
+        if ones.shape != shape or ones.dtype != like.dtype or ones.device != like.device:
+            ones = self._ones = torch.ones(shape, dtype=like.dtype, device=like.device)
+        return ones
+
+    def extra_repr(self) -> str:
+        return (
+            f"models={self.models}, in_features={self.in_features}, "
+            f"out_features={self.out_features}, bias={self.bias is not None}"
+        )

@@ -1,0 +1,168 @@
+"""Batched rounds: R stacked models train exactly as R models trained one by one."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from minidl import nn
+from minidl.data import make_disk_data
+from minidl.nn.parameter import Parameter
+from minidl.optim import SGD, Adadelta, CyclicLR, StepDecay
+from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.optimizer import Optimizer
+from minidl.rounds import fit_rounds
+from minidl.train import fit
+
+ROUNDS = 3
+DTYPE = torch.float64
+
+OptimizerFactory = Callable[[list[Parameter]], Optimizer]
+
+SchedulerFactory = Callable[[Optimizer], LRScheduler] | None
+
+CASES: list[tuple[str, str, OptimizerFactory, SchedulerFactory]] = [
+    ("tanh", "ce", lambda p: SGD(p, lr=0.1), None),
+    ("relu", "mse", lambda p: SGD(p, lr=0.05, momentum=0.9), None),
+    ("elu", "ce", lambda p: Adadelta(p, lr=1.0), None),
+    ("selu", "ce", lambda p: SGD(p, lr=0.1), lambda o: StepDecay(o, step_size=2, gamma=0.5)),
+    ("sigmoid", "ce", lambda p: SGD(p, lr=0.1, momentum=0.5), lambda o: CyclicLR(o, 0.01, 0.1, 3)),
+    ("leakyrelu", "mse", lambda p: Adadelta(p, lr=0.5, rho=0.8), None),
+]
+
+
+def _criterion(name: str) -> nn.Loss:
+    return nn.CrossEntropyLoss() if name == "ce" else nn.MSELoss()
+
+
+@pytest.mark.parametrize(("activation", "loss", "make_optimizer", "make_scheduler"), CASES)
+def test_fit_rounds_equals_one_by_one(
+    activation: str,
+    loss: str,
+    make_optimizer: OptimizerFactory,
+    make_scheduler: SchedulerFactory,
+) -> None:
+    datasets = [make_disk_data(120, 50, 10, seed=100 + r, dtype=DTYPE) for r in range(ROUNDS)]
+    models = []
+    for r in range(ROUNDS):
+        torch.manual_seed(r)
+        models.append(nn.mlp((2, 7, 5, 2), activation, dtype=DTYPE))
+    alone = [copy.deepcopy(m) for m in models]
+    expected = []
+    for r, model in enumerate(alone):
+        optimizer = make_optimizer(model.parameters())
+        scheduler = make_scheduler(optimizer) if make_scheduler else None
+        expected.append(
+            fit(
+                model,
+                _criterion(loss),
+                optimizer,
+                datasets[r].train.x,
+                datasets[r].train.y,
+                epochs=6,
+                batch_size=25,
+                scheduler=scheduler,
+                validation=(datasets[r].validation.x, datasets[r].validation.y),
+                generator=torch.Generator().manual_seed(7 + r),
+            )
+        )
+    histories = fit_rounds(
+        models,
+        _criterion(loss),
+        lambda stack: make_optimizer(stack.parameters()),
+        [(d.train.x, d.train.y) for d in datasets],
+        epochs=6,
+        batch_size=25,
+        generators=[torch.Generator().manual_seed(7 + r) for r in range(ROUNDS)],
+        make_scheduler=make_scheduler,
+        validation_sets=[(d.validation.x, d.validation.y) for d in datasets],
+    )
+    for model, reference, history, reference_history in zip(
+        models, alone, histories, expected, strict=True
+    ):
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+            scale = q.data.abs().max().clamp_min(1.0)
+            assert float((p.data - q.data).abs().max() / scale) <= 1e-12
+        assert history.validation_error == reference_history.validation_error
+        assert history.lr == reference_history.lr
+        assert history.batch_lr == reference_history.batch_lr
+        assert history.train_loss == pytest.approx(reference_history.train_loss, rel=1e-12)
+
+
+def test_stack_and_unstack_round_trip() -> None:
+    torch.manual_seed(0)
+    models = [nn.mlp((3, 4, 2), "elu", dtype=DTYPE) for _ in range(4)]
+    stacked = nn.stack_models(models)
+    x = torch.randn(4, 6, 3, dtype=DTYPE)
+    out = stacked(x)
+    for r, model in enumerate(models):
+        torch.testing.assert_close(out[r], model(x[r]), rtol=1e-12, atol=1e-12)
+        restored = nn.unstack_model(stacked, r)
+        for p, q in zip(restored.parameters(), model.parameters(), strict=True):
+            assert torch.equal(p.data, q.data)
+
+
+def test_batched_linear_backward_matches_autograd() -> None:
+    torch.manual_seed(1)
+    layer = nn.BatchedLinear(3, 4, 5, dtype=DTYPE)
+    x = torch.randn(3, 7, 4, dtype=DTYPE, requires_grad=True)
+    weight = layer.weight.data.clone().requires_grad_()
+    bias = layer.bias.data.clone().requires_grad_() if layer.bias is not None else None
+    assert bias is not None
+    grad = torch.randn(3, 7, 5, dtype=DTYPE)
+    reference = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+    reference.backward(grad)
+    out = layer(x.detach())
+    grad_input = layer.backward(grad)
+    torch.testing.assert_close(out, reference.detach(), rtol=1e-12, atol=1e-12)
+    assert x.grad is not None and weight.grad is not None and bias.grad is not None
+    torch.testing.assert_close(grad_input, x.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.weight.grad, weight.grad, rtol=1e-12, atol=1e-12)
+    assert layer.bias is not None
+    torch.testing.assert_close(layer.bias.grad, bias.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_stacked_losses_are_each_models_loss() -> None:
+    torch.manual_seed(2)
+    logits = torch.randn(3, 5, 4, dtype=DTYPE)
+    target = torch.randint(0, 4, (3, 5))
+    for criterion in (nn.CrossEntropyLoss(), nn.MSELoss(), nn.MSELoss(reduction="mean")):
+        losses = criterion(logits, target)
+        grad = criterion.backward()
+        for r in range(3):
+            single = (
+                type(criterion)()
+                if not isinstance(criterion, nn.MSELoss)
+                else nn.MSELoss(reduction=criterion.reduction)
+            )
+            assert float(single(logits[r], target[r])) == pytest.approx(float(losses[r]), rel=1e-13)
+            torch.testing.assert_close(grad[r], single.backward(), rtol=1e-13, atol=1e-15)
+
+
+def test_stack_models_rejects_different_architectures() -> None:
+    a = nn.mlp((2, 3, 2), "tanh")
+    b = nn.mlp((2, 4, 2), "tanh")
+    c = nn.mlp((2, 3, 2), "relu")
+    with pytest.raises(ValueError, match="same shape"):
+        nn.stack_models([a, b])
+    with pytest.raises(ValueError, match="layer 1 differs"):
+        nn.stack_models([a, c])
+    with pytest.raises(ValueError, match="at least one"):
+        nn.stack_models([])
+
+
+def test_fit_rounds_rejects_mismatched_lengths() -> None:
+    model = nn.mlp((2, 3, 2), "tanh")
+    data = make_disk_data(20, 5, 5, seed=0)
+    with pytest.raises(ValueError, match="expected 1 generators"):
+        fit_rounds(
+            [model],
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            [(data.train.x, data.train.y)],
+            epochs=1,
+            generators=[],
+        )
