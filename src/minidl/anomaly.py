@@ -1,0 +1,216 @@
+"""Anomaly detection: stop at the first NaN or infinity, and say which module made it.
+
+Inside ``with detect_anomaly(model, criterion):`` every module of ``model`` and ``criterion``
+(children and grandchildren included) checks its forward inputs and outputs and, in the backward
+pass, the gradient it receives, the gradient it returns and the gradients it accumulated into its
+own parameters. The first non-finite value raises an :class:`AnomalyError` naming the module by
+its path in the model (``Sequential[3]: Tanh``), the pass (``forward`` or ``backward``), what was
+checked, the first bad index and its value. Modules are wrapped for the duration of the ``with``
+block only (their ``forward`` and ``backward`` are replaced on the instances and restored on
+exit), so outside it nothing is checked and nothing costs anything.
+
+``with detect_anomaly():`` with no module switches on a flag that every
+:class:`~minidl.nn.Sequential` reads once per ``forward``/``backward`` call: while it is on, a
+``Sequential`` checks the output (and the returned gradient) of each of its layers, nested
+``Sequential`` layers included, and the path is relative to the outermost ``Sequential`` called.
+Losses and other containers are checked only in the first form.
+
+Example:
+    >>> model = nn.Sequential(nn.Linear(2, 3), nn.Tanh())
+    >>> with detect_anomaly(model):
+    ...     model(torch.tensor([[float("nan"), 0.0]]))
+    Traceback (most recent call last):
+    ...
+    minidl.anomaly.AnomalyError: forward input of Sequential: non-finite value nan at index (0, 0) ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from minidl.nn.module import Module
+
+if TYPE_CHECKING:
+    from minidl.nn.sequential import Sequential
+
+__all__ = ["AnomalyError", "detect_anomaly", "enabled"]
+
+#: Whether the module-less form is active; :class:`~minidl.nn.Sequential` reads it once per call.
+enabled: bool = False
+
+
+class AnomalyError(RuntimeError):
+    """A non-finite value met while anomaly detection is on.
+
+    Attributes:
+        module: the module's path and type, e.g. ``"Sequential[3]: Tanh"``.
+        pass_: ``"forward"`` or ``"backward"``.
+        what: what held the value, e.g. ``"output"``, ``"returned gradient"``.
+        index: the index of the first non-finite element (``()`` for a 0-dim tensor).
+        value: that element.
+    """
+
+    def __init__(
+        self, module: str, pass_: str, what: str, index: tuple[int, ...], value: float, shape: Any
+    ) -> None:
+        self.module = module
+        self.pass_ = pass_
+        self.what = what
+        self.index = index
+        self.value = value
+        super().__init__(
+            f"{pass_} {what} of {module}: non-finite value {value} at index {index} "
+            f"(shape {tuple(shape)})"
+        )
+
+
+def check_finite(tensor: object, module: str, pass_: str, what: str) -> None:
+    """Raise :class:`AnomalyError` if ``tensor`` is a floating tensor with a NaN or infinity."""
+    if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
+        return
+    finite = torch.isfinite(tensor)
+    if bool(finite.all()):
+        return
+    position = (~finite).nonzero()[0]
+    index = tuple(int(i) for i in position)
+    raise AnomalyError(module, pass_, what, index, float(tensor[index]), tensor.shape)
+
+
+def _check_parameters(module: Module, label: str) -> None:
+    for name, parameter in module._parameters.items():
+        check_finite(parameter.grad, label, "backward", f"gradient of parameter {name!r}")
+
+
+def _child_path(path: str, name: str) -> str:
+    return f"{path}[{name}]" if name.isdigit() else f"{path}.{name}"
+
+
+def _label(path: str, module: Module, is_root: bool) -> str:
+    return type(module).__name__ if is_root else f"{path}: {type(module).__name__}"
+
+
+def _wrap(module: Module, label: str) -> None:
+    forward: Callable[..., Any] = module.forward
+    backward: Callable[..., Any] = module.backward
+
+    def checked_forward(*inputs: Any) -> Any:
+        for position, input in enumerate(inputs):
+            check_finite(
+                input, label, "forward", "input" if len(inputs) == 1 else f"input {position}"
+            )
+        output = forward(*inputs)
+        check_finite(output, label, "forward", "output")
+        return output
+
+    def checked_backward(*gradwrtoutput: Any) -> Any:
+        for gradient in gradwrtoutput:
+            check_finite(gradient, label, "backward", "incoming gradient")
+        gradient = backward(*gradwrtoutput)
+        check_finite(gradient, label, "backward", "returned gradient")
+        _check_parameters(module, label)
+        return gradient
+
+    # Instance attributes shadow the class's methods, for this module only.
+    module.__dict__["forward"] = checked_forward
+    module.__dict__["backward"] = checked_backward
+
+
+@contextmanager
+def detect_anomaly(*modules: Module) -> Iterator[None]:
+    """Check every forward output and backward gradient for NaN and infinity while active.
+
+    Args:
+        *modules: the models (and losses) to watch, every descendant included; with none, every
+            :class:`~minidl.nn.Sequential` checks its layers.
+
+    Raises:
+        AnomalyError: (inside the block) at the first non-finite value.
+        TypeError: an argument that is not a minidl Module.
+
+    Example:
+        >>> with detect_anomaly(model, criterion):
+        ...     loss = criterion(model(x), y)
+        ...     model.backward(criterion.backward())
+    """
+    global enabled  # noqa: PLW0603 (a module flag keeps the check in Sequential one read)
+    for index, module in enumerate(modules):
+        if not isinstance(module, Module):
+            raise TypeError(
+                f"detect_anomaly: argument {index} must be a minidl Module, "
+                f"got {type(module).__name__}"
+            )
+    previous_flag = enabled
+    saved: list[tuple[Module, dict[str, Any]]] = []
+    try:
+        if not modules:
+            enabled = True
+        seen: set[int] = set()
+        for root in modules:
+            root_name = type(root).__name__
+            for path, module in root.named_modules():
+                if id(module) in seen:
+                    continue
+                seen.add(id(module))
+                own: dict[str, Any] = {
+                    k: module.__dict__[k] for k in ("forward", "backward") if k in module.__dict__
+                }
+                saved.append((module, own))
+                full_path = (
+                    root_name
+                    if not path
+                    else root_name + "".join(_child_path("", part) for part in path.split("."))
+                )
+                _wrap(module, _label(full_path, module, is_root=not path))
+        yield
+    finally:
+        enabled = previous_flag
+        for module, own in reversed(saved):
+            for key in ("forward", "backward"):
+                if key in own:
+                    module.__dict__[key] = own[key]
+                else:
+                    module.__dict__.pop(key, None)
+
+
+# -- the module-less form: called by Sequential while ``enabled`` --------------------------------
+
+
+def sequential_forward(sequential: Sequential, input: Tensor, path: str = "") -> Tensor:
+    """``Sequential.forward`` with every layer's output checked (nested ``Sequential`` too)."""
+    from minidl.nn.sequential import Sequential
+
+    path = path or type(sequential).__name__
+    check_finite(input, path, "forward", "input")
+    for index, module in enumerate(sequential):
+        child = f"{path}[{index}]"
+        if type(module) is Sequential:
+            input = sequential_forward(module, input, child)
+        else:
+            input = module.forward(input)
+            check_finite(input, f"{child}: {type(module).__name__}", "forward", "output")
+    return input
+
+
+def sequential_backward(sequential: Sequential, grad_output: Tensor, path: str = "") -> Tensor:
+    """``Sequential.backward`` with every layer's returned and parameter gradients checked."""
+    from minidl.nn.sequential import Sequential
+
+    path = path or type(sequential).__name__
+    check_finite(grad_output, path, "backward", "incoming gradient")
+    for index in reversed(range(len(sequential))):
+        module = sequential[index]
+        child = f"{path}[{index}]"
+        if type(module) is Sequential:
+            grad_output = sequential_backward(module, grad_output, child)
+        else:
+            label = f"{child}: {type(module).__name__}"
+            grad_output = module.backward(grad_output)
+            check_finite(grad_output, label, "backward", "returned gradient")
+            for name, parameter in module.named_parameters():
+                check_finite(parameter.grad, label, "backward", f"gradient of parameter {name!r}")
+    return grad_output

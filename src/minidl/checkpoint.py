@@ -1,0 +1,667 @@
+"""Checkpoints: save and resume the whole state of a training run, bit for bit.
+
+A checkpoint holds everything a run needs to continue exactly as if it had never stopped: the
+model's parameters, the optimizer's state (learning rate, step count, hyper-parameters and its
+flat state tensors such as ``momentum_buffer``), the scheduler's state, the epoch and step
+counters, the :class:`~minidl.train.History` so far, and the state of every random generator in
+use (torch's global generator and the data-shuffling :class:`torch.Generator`).
+
+The file is a `safetensors <https://huggingface.co/docs/safetensors>`_ file: the tensors, and one
+metadata entry ``"minidl"`` holding a JSON header with the format version, the minidl and torch
+versions, the architecture (parameter names, shapes and dtypes, and the model's ``repr``), the
+non-tensor state, a SHA-256 digest and a finiteness flag for every tensor, and a digest of the
+header itself. Loading never executes code from the file (no pickle, no ``torch.load``) and checks,
+before anything is written:
+
+* that the file is a well-formed safetensors file, byte for byte as minidl writes it;
+* the header's digest, format and version (a newer format is refused, naming both versions);
+* that the architecture matches the model (the message lists what differs);
+* every tensor's presence, shape, dtype, digest and finiteness;
+* that the optimizer and scheduler are of the saved classes and accept the saved state.
+
+A file that fails any check raises :class:`CheckpointError` and the model, optimizer, scheduler
+and generators are left exactly as they were.
+
+Writes are atomic: the bytes go to a temporary file in the destination folder, which is flushed,
+``fsync``-ed and renamed over the destination, and the folder is then ``fsync``-ed; a crash during
+a save leaves the previous checkpoint intact.
+
+Example:
+    >>> save_checkpoint("run.ckpt", model, optimizer, scheduler, epoch=10, history=history,
+    ...                 generator=generator)
+    >>> state = load_checkpoint("run.ckpt", model, optimizer, scheduler, generator=generator)
+    >>> fit(model, criterion, optimizer, x, y, epochs=400, start_epoch=state.epoch,
+    ...     history=state.history, scheduler=scheduler, generator=generator)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from minidl.nn.module import Module
+from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.optimizer import Optimizer
+from minidl.train import History
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "CheckpointError",
+    "TrainingState",
+    "architecture",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_checkpoint",
+]
+
+#: The name of the format, in every header.
+FORMAT = "minidl-checkpoint"
+#: The version of the format this minidl writes; files of a newer version are refused.
+FORMAT_VERSION = 1
+
+#: Environment variable read by :func:`save_checkpoint`, for crash tests only: seconds to sleep
+#: half-way through writing the temporary file and again just before the rename.
+_TEST_DELAY_ENV = "MINIDL_CHECKPOINT_TEST_DELAY"
+
+_MODEL = "model."
+_OPTIMIZER = "optimizer."
+_RNG_TORCH = "rng.torch"
+_RNG_GENERATOR = "rng.generator"
+_MAX_HEADER = 100_000_000
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be written, read or applied; the message says what is wrong."""
+
+
+@dataclass
+class TrainingState:
+    """The counters and curves of a run, as a checkpoint restores them.
+
+    Attributes:
+        epoch: epochs completed (the next epoch to run, ``start_epoch`` of :func:`~minidl.train.fit`).
+        step: optimizer steps (batches) completed.
+        history: the :class:`~minidl.train.History` of the completed epochs.
+        extra: the JSON-serialisable ``extra`` given to :func:`save_checkpoint`.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    history: History = field(default_factory=History)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint read and verified by :func:`read_checkpoint`, not yet applied to anything.
+
+    Attributes:
+        header: the JSON header (format, versions, architecture, non-tensor state, digests).
+        tensors: every tensor of the file, by name (``"model.0.weight"``,
+            ``"optimizer.momentum_buffer"``, ``"rng.torch"``, ...).
+    """
+
+    header: dict[str, Any]
+    tensors: dict[str, Tensor]
+
+    @property
+    def model_state(self) -> dict[str, Tensor]:
+        """The parameter values, keyed as :meth:`Module.state_dict` keys them."""
+        return {k[len(_MODEL) :]: v for k, v in self.tensors.items() if k.startswith(_MODEL)}
+
+    @property
+    def training(self) -> TrainingState:
+        """The counters, history and ``extra`` saved with the checkpoint."""
+        training = self.header["training"]
+        return TrainingState(
+            epoch=training["epoch"],
+            step=training["step"],
+            history=History(**{k: list(v) for k, v in training["history"].items()}),
+            extra=dict(training["extra"]),
+        )
+
+
+# -- saving ---------------------------------------------------------------------------------------
+
+
+def architecture(model: Module) -> dict[str, Any]:
+    """What a checkpoint records of a model's architecture: the names, shapes and dtypes of its
+    state (parameters and buffers, as :meth:`~minidl.nn.Module.state_dict` names them) and its
+    ``repr``."""
+    return {
+        "parameters": [
+            [name, list(value.shape), str(value.dtype).removeprefix("torch.")]
+            for name, value in model.state_dict().items()
+        ],
+        "repr": repr(model),
+    }
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: Module,
+    optimizer: Optimizer | None = None,
+    scheduler: LRScheduler | None = None,
+    *,
+    epoch: int = 0,
+    history: History | None = None,
+    generator: torch.Generator | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Write the whole training state to ``path``, atomically.
+
+    Args:
+        path: the file to write (replaced atomically if it exists).
+        model: the network; its parameter values are saved.
+        optimizer: the optimizer, if any (its :meth:`~minidl.optim.Optimizer.state_dict`).
+        scheduler: the learning-rate scheduler, if any (its ``state_dict``).
+        epoch: epochs completed so far, an integer >= 0.
+        history: the curves so far.
+        generator: the data-shuffling generator, if any (its ``get_state()``). torch's global
+            generator state is always saved.
+        extra: JSON-serialisable values to keep with the checkpoint (e.g. the run's settings).
+
+    Raises:
+        CheckpointError: bad arguments, or a state that cannot be serialised.
+        OSError: the file cannot be written (the previous file, if any, is untouched).
+    """
+    from safetensors.torch import save as safetensors_save
+
+    where = "save_checkpoint"
+    if not isinstance(model, Module):
+        raise CheckpointError(f"{where}: model must be a minidl Module, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise CheckpointError(
+            f"{where}: optimizer must be a minidl Optimizer, got {type(optimizer).__name__}"
+        )
+    if scheduler is not None and not isinstance(scheduler, LRScheduler):
+        raise CheckpointError(
+            f"{where}: scheduler must be a minidl LRScheduler, got {type(scheduler).__name__}"
+        )
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise CheckpointError(f"{where}: epoch must be an integer >= 0, got {epoch!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise CheckpointError(
+            f"{where}: generator must be a torch.Generator, got {type(generator).__name__}"
+        )
+    history = History() if history is None else history
+
+    tensors: dict[str, Tensor] = {
+        _MODEL + name: value.detach().to("cpu").contiguous()
+        for name, value in model.state_dict().items()
+    }
+    optimizer_header: dict[str, Any] | None = None
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        for name, tensor in state["state"].items():
+            tensors[_OPTIMIZER + name] = tensor.detach().to("cpu").contiguous()
+        optimizer_header = {
+            "class": type(optimizer).__name__,
+            "lr": state["lr"],
+            "step_count": state["step_count"],
+            "hyperparameters": state["hyperparameters"],
+            "state": sorted(state["state"]),
+        }
+    scheduler_header: dict[str, Any] | None = None
+    if scheduler is not None:
+        scheduler_header = {
+            "class": type(scheduler).__name__,
+            "repr": repr(scheduler),
+            "state": scheduler.state_dict(),
+        }
+    tensors[_RNG_TORCH] = torch.get_rng_state()
+    if generator is not None:
+        tensors[_RNG_GENERATOR] = generator.get_state()
+
+    header: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "minidl_version": _minidl_version(),
+        "torch_version": torch.__version__,
+        "architecture": architecture(model),
+        "optimizer": optimizer_header,
+        "scheduler": scheduler_header,
+        "training": {
+            "epoch": epoch,
+            "step": optimizer.step_count if optimizer is not None else 0,
+            "history": {
+                "train_loss": list(history.train_loss),
+                "validation_error": list(history.validation_error),
+                "lr": list(history.lr),
+                "batch_lr": list(history.batch_lr),
+            },
+            "extra": dict(extra or {}),
+        },
+        "tensors": {},
+    }
+    digests = _digests(safetensors_save(tensors))
+    header["tensors"] = {
+        name: {
+            "dtype": str(tensor.dtype).removeprefix("torch."),
+            "shape": list(tensor.shape),
+            "sha256": digests[name],
+            "finite": bool(torch.isfinite(tensor).all()) if tensor.is_floating_point() else True,
+        }
+        for name, tensor in tensors.items()
+    }
+    try:
+        metadata = _dump_header(header)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{where}: the state cannot be written as JSON: {error}") from None
+    _write_atomically(Path(path), safetensors_save(tensors, metadata={"minidl": metadata}))
+
+
+def _minidl_version() -> str:
+    import minidl
+
+    return str(minidl.__version__)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def _dump_header(header: dict[str, Any]) -> str:
+    body = _canonical(header)
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    return _canonical({"header": header, "sha256": digest})
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    delay = float(os.environ.get(_TEST_DELAY_ENV, "0") or 0)
+    folder = path.parent if str(path.parent) else Path(".")
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        # mkstemp creates the file readable by its owner only; give it the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        with os.fdopen(descriptor, "wb") as file:
+            if hasattr(os, "fchmod"):
+                os.fchmod(file.fileno(), 0o666 & ~umask)
+            half = len(data) // 2
+            file.write(data[:half])
+            if delay:
+                file.flush()
+                time.sleep(delay)
+            file.write(data[half:])
+            file.flush()
+            os.fsync(file.fileno())
+        if delay:
+            time.sleep(delay)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows: folders cannot be opened
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+# -- reading and checking -------------------------------------------------------------------------
+
+
+def _parse_safetensors_header(data: bytes, where: str) -> dict[str, Any]:
+    """The JSON header of a safetensors blob, checked for the framing only."""
+    if len(data) < 8:
+        raise CheckpointError(f"{where}: the file is truncated ({len(data)} bytes)")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > min(len(data) - 8, _MAX_HEADER):
+        raise CheckpointError(
+            f"{where}: not a safetensors file, or truncated (header of {size} bytes in a file "
+            f"of {len(data)} bytes)"
+        )
+    try:
+        header = json.loads(data[8 : 8 + size].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{where}: the safetensors header is corrupted ({error})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{where}: the safetensors header is not a JSON object")
+    return header
+
+
+def _expected_size(data: bytes, framing: Mapping[str, Any]) -> int | None:
+    """The file size the safetensors header describes, or ``None`` if it is malformed."""
+    (size,) = struct.unpack("<Q", data[:8])
+    try:
+        ends = [
+            int(entry["data_offsets"][1])
+            for name, entry in framing.items()
+            if name != "__metadata__"
+        ]
+    except (KeyError, TypeError, IndexError, ValueError):
+        return None
+    return 8 + int(size) + max(ends, default=0)
+
+
+def _digests(blob: bytes) -> dict[str, str]:
+    """SHA-256 of the bytes of every tensor of a safetensors blob, by name."""
+    header = _parse_safetensors_header(blob, "checkpoint")
+    (size,) = struct.unpack("<Q", blob[:8])
+    start = 8 + size
+    digests = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = entry["data_offsets"]
+        digests[name] = hashlib.sha256(blob[start + begin : start + end]).hexdigest()
+    return digests
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read and verify the checkpoint at ``path`` without applying it to anything.
+
+    Every check that does not need the model is made here: the file's framing, the header's
+    digest, the format version, and every tensor's shape, dtype, digest and finiteness.
+
+    Raises:
+        CheckpointError: a missing, truncated, corrupted, tampered or newer-format file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load as safetensors_load
+    from safetensors.torch import save as safetensors_save
+
+    where = f"checkpoint {os.fspath(path)!r}"
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"{where}: cannot be read ({error.strerror or error})") from None
+    try:
+        framing = _parse_safetensors_header(data, where)
+    except CheckpointError:
+        if data[:1] == b"\x80" or data[:4] == b"PK\x03\x04":
+            raise CheckpointError(
+                f"{where}: not a safetensors file: it looks like a pickle or torch.save file, "
+                "which minidl never loads (unpickling can run arbitrary code)"
+            ) from None
+        raise
+    expected = _expected_size(data, framing)
+    if expected is not None and expected != len(data):
+        what = "truncated" if expected > len(data) else "followed by extra bytes"
+        raise CheckpointError(
+            f"{where}: the file is {what} ({len(data)} bytes, its header describes {expected})"
+        )
+    try:
+        tensors = safetensors_load(data)
+    except (SafetensorError, ValueError, RuntimeError, TypeError) as error:
+        raise CheckpointError(f"{where}: not a valid safetensors file ({error})") from None
+    metadata = framing.get("__metadata__")
+    if not isinstance(metadata, dict) or "minidl" not in metadata:
+        raise CheckpointError(f"{where}: not a minidl checkpoint (no 'minidl' header)")
+    # A file that parses but is not byte for byte what minidl writes for its own content has
+    # been altered (e.g. in the header's padding); refuse it.
+    try:
+        rewritten = safetensors_save(tensors, metadata=metadata)
+    except (SafetensorError, ValueError, RuntimeError, TypeError) as error:
+        raise CheckpointError(f"{where}: the file is corrupted ({error})") from None
+    if rewritten != data:
+        raise CheckpointError(f"{where}: the file is corrupted (its layout is not canonical)")
+    header = _check_header(metadata["minidl"], where)
+    _check_tensors(header, tensors, _digests(data), where)
+    return Checkpoint(header=header, tensors=tensors)
+
+
+def _check_header(text: object, where: str) -> dict[str, Any]:
+    if not isinstance(text, str):
+        raise CheckpointError(f"{where}: the 'minidl' header is not a string")
+    try:
+        wrapper = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{where}: the header is corrupted ({error})") from None
+    if (
+        not isinstance(wrapper, dict)
+        or set(wrapper) != {"header", "sha256"}
+        or not isinstance(wrapper["header"], dict)
+    ):
+        raise CheckpointError(f"{where}: the header is corrupted (unexpected structure)")
+    header: dict[str, Any] = wrapper["header"]
+    if _canonical(wrapper) != text:
+        raise CheckpointError(f"{where}: the header is corrupted (not canonical JSON)")
+    digest = hashlib.sha256(_canonical(header).encode()).hexdigest()
+    if digest != wrapper["sha256"]:
+        raise CheckpointError(f"{where}: the header is corrupted (its SHA-256 does not match)")
+    if header.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{where}: not a minidl checkpoint (format {header.get('format')!r}, "
+            f"expected {FORMAT!r})"
+        )
+    version = header.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{where}: invalid format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where}: format version {version} (written by minidl "
+            f"{header.get('minidl_version')}) is newer than this minidl ({_minidl_version()}) "
+            f"reads (format version {FORMAT_VERSION}); upgrade minidl"
+        )
+    try:
+        _check_header_fields(header)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{where}: the header is malformed ({error})") from None
+    return header
+
+
+def _check_header_fields(header: dict[str, Any]) -> None:
+    """Check the types of the header's entries (a KeyError/TypeError/ValueError names the field)."""
+
+    def integer(value: object, name: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+    architecture = header["architecture"]
+    if not isinstance(architecture["parameters"], list):
+        raise TypeError("architecture.parameters must be a list")
+    training = header["training"]
+    integer(training["epoch"], "training.epoch")
+    integer(training["step"], "training.step")
+    history = training["history"]
+    if set(history) != {"train_loss", "validation_error", "lr", "batch_lr"}:
+        raise ValueError(f"training.history has the entries {sorted(history)}")
+    for name, values in history.items():
+        if not isinstance(values, list) or not all(
+            isinstance(v, float | int) and not isinstance(v, bool) for v in values
+        ):
+            raise TypeError(f"training.history.{name} must be a list of numbers")
+    if not isinstance(training["extra"], dict):
+        raise TypeError("training.extra must be an object")
+    for entry in header["tensors"].values():
+        integer(len(entry["shape"]), "tensor rank")
+        if not isinstance(entry["finite"], bool) or not isinstance(entry["sha256"], str):
+            raise TypeError("tensor entries need a boolean 'finite' and a string 'sha256'")
+
+
+def _check_tensors(
+    header: dict[str, Any], tensors: Mapping[str, Tensor], digests: Mapping[str, str], where: str
+) -> None:
+    expected: dict[str, Any] = header["tensors"]
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{where}: tensors do not match the header: missing {missing}, unexpected {unexpected}"
+        )
+    for name, entry in expected.items():
+        tensor = tensors[name]
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if dtype != entry["dtype"]:
+            raise CheckpointError(
+                f"{where}: tensor {name!r} has dtype {dtype}, the header says {entry['dtype']}"
+            )
+        if list(tensor.shape) != entry["shape"]:
+            raise CheckpointError(
+                f"{where}: tensor {name!r} has shape {tuple(tensor.shape)}, the header says "
+                f"{tuple(entry['shape'])}"
+            )
+        if digests[name] != entry["sha256"]:
+            raise CheckpointError(
+                f"{where}: tensor {name!r} is corrupted (its SHA-256 does not match the header)"
+            )
+        finite = bool(torch.isfinite(tensor).all()) if tensor.is_floating_point() else True
+        if finite != entry["finite"]:
+            raise CheckpointError(
+                f"{where}: tensor {name!r} is "
+                f"{'finite' if finite else 'not finite'}, the header says "
+                f"{'finite' if entry['finite'] else 'not finite'}"
+            )
+
+
+# -- applying -------------------------------------------------------------------------------------
+
+
+def _check_architecture(header: dict[str, Any], model: Module, where: str) -> None:
+    saved = {name: (shape, dtype) for name, shape, dtype in header["architecture"]["parameters"]}
+    own = {name: (shape, dtype) for name, shape, dtype in architecture(model)["parameters"]}
+    if saved == own:
+        return
+    differences = []
+    for name, (shape, dtype) in own.items():
+        if name not in saved:
+            differences.append(f"{name!r} is not in the checkpoint")
+        elif saved[name] != (shape, dtype):
+            differences.append(
+                f"{name!r} has shape {tuple(saved[name][0])} ({saved[name][1]}) in the "
+                f"checkpoint, {tuple(shape)} ({dtype}) in the model"
+            )
+    differences += [f"{name!r} is not in the model" for name in saved if name not in own]
+    raise CheckpointError(
+        f"{where}: the checkpoint is for another architecture: {'; '.join(differences)}.\n"
+        f"checkpoint's model: {header['architecture']['repr']}\nthis model: {model!r}"
+    )
+
+
+def _check_optimizer(header: dict[str, Any], optimizer: Optimizer | None, where: str) -> None:
+    saved = header["optimizer"]
+    if optimizer is None:
+        return
+    if saved is None:
+        raise CheckpointError(f"{where}: the checkpoint has no optimizer state")
+    if saved["class"] != type(optimizer).__name__:
+        raise CheckpointError(
+            f"{where}: the checkpoint is for optimizer {saved['class']}, got "
+            f"{type(optimizer).__name__}"
+        )
+    if sorted(saved["state"]) != sorted(optimizer.state):
+        raise CheckpointError(
+            f"{where}: the checkpoint's {saved['class']} has state {sorted(saved['state'])}, this "
+            f"one {sorted(optimizer.state)} (e.g. momentum on in one and off in the other)"
+        )
+
+
+def _check_scheduler(header: dict[str, Any], scheduler: LRScheduler | None, where: str) -> None:
+    saved = header["scheduler"]
+    name = type(scheduler).__name__ if scheduler is not None else None
+    saved_name = saved["class"] if saved is not None else None
+    if name != saved_name:
+        raise CheckpointError(
+            f"{where}: the checkpoint was saved with scheduler {saved_name}, got {name}"
+        )
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str] | Checkpoint,
+    model: Module,
+    optimizer: Optimizer | None = None,
+    scheduler: LRScheduler | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> TrainingState:
+    """Restore a training run from ``path`` (or an already read :class:`Checkpoint`).
+
+    The parameters, the optimizer's and scheduler's state, torch's global generator and (if
+    given) the data generator are restored, so that training continues bit-identically. Every
+    check runs before anything is written; on any failure everything is left as it was.
+
+    Args:
+        path: the checkpoint file, or a :class:`Checkpoint` from :func:`read_checkpoint`.
+        model: a model of the saved architecture.
+        optimizer: the optimizer to restore (of the saved class), or ``None`` to skip it.
+        scheduler: the scheduler to restore; it must be given exactly when one was saved.
+        generator: the data generator to restore (the file must hold one).
+
+    Returns:
+        The :class:`TrainingState`: epochs and steps completed, the history, ``extra``.
+
+    Raises:
+        CheckpointError: an unreadable, corrupted, newer or mismatched checkpoint.
+    """
+    checkpoint = path if isinstance(path, Checkpoint) else read_checkpoint(path)
+    where = (
+        "load_checkpoint"
+        if isinstance(path, Checkpoint)
+        else f"load_checkpoint: checkpoint {os.fspath(path)!r}"
+    )
+    header, tensors = checkpoint.header, checkpoint.tensors
+    if not isinstance(model, Module):
+        raise CheckpointError(f"{where}: model must be a minidl Module, got {type(model).__name__}")
+    try:
+        _check_architecture(header, model, where)
+        _check_optimizer(header, optimizer, where)
+        _check_scheduler(header, scheduler, where)
+        if generator is not None and _RNG_GENERATOR not in tensors:
+            raise CheckpointError(f"{where}: the checkpoint holds no data-generator state")
+        model_state = checkpoint.model_state
+        optimizer_state: dict[str, Any] | None = None
+        if optimizer is not None:
+            saved = header["optimizer"]
+            optimizer_state = {
+                "lr": saved["lr"],
+                "step_count": saved["step_count"],
+                "hyperparameters": saved["hyperparameters"],
+                "state": {name: tensors[_OPTIMIZER + name] for name in saved["state"]},
+            }
+        training = checkpoint.training
+    except (KeyError, TypeError, ValueError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"{where}: the header is malformed ({error!r})") from None
+
+    # Everything checkable is checked; apply, and undo it all should a component still refuse.
+    backup_model = model.state_dict()
+    backup_optimizer = optimizer.state_dict() if optimizer is not None else None
+    backup_scheduler = scheduler.state_dict() if scheduler is not None else None
+    backup_rng = torch.get_rng_state()
+    backup_generator = generator.get_state() if generator is not None else None
+    try:
+        model.load_state_dict(model_state)
+        if optimizer is not None and optimizer_state is not None:
+            optimizer.load_state_dict(optimizer_state)
+        if scheduler is not None:
+            scheduler.load_state_dict(header["scheduler"]["state"])
+        torch.set_rng_state(tensors[_RNG_TORCH])
+        if generator is not None:
+            generator.set_state(tensors[_RNG_GENERATOR])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        model.load_state_dict(backup_model)
+        if optimizer is not None and backup_optimizer is not None:
+            optimizer.load_state_dict(backup_optimizer)
+        if scheduler is not None and backup_scheduler is not None:
+            scheduler.load_state_dict(backup_scheduler)
+        torch.set_rng_state(backup_rng)
+        if generator is not None and backup_generator is not None:
+            generator.set_state(backup_generator)
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise CheckpointError(f"{where}: the saved state was refused: {message}") from None
+    return training

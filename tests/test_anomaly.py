@@ -1,0 +1,187 @@
+"""Anomaly detection: the first NaN or infinity of a forward or backward pass raises an
+AnomalyError naming the module by its path, the pass and the first bad index; outside the
+``with`` block nothing is checked and nothing is left behind; inside it the numbers are unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import Tensor
+
+import minidl
+from minidl import nn
+from minidl.anomaly import AnomalyError, detect_anomaly
+from minidl.cli import main
+
+NAN = float("nan")
+
+
+class Faulty(nn.Module):
+    """The identity, whose backward puts ``value`` at ``index`` of the returned gradient."""
+
+    def __init__(self, index: tuple[int, int], value: float) -> None:
+        super().__init__()
+        self.index, self.value = index, value
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input.clone()
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        grad = grad_output.clone()
+        grad[self.index] = self.value
+        return grad
+
+
+def network() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(3, 4),
+        nn.Tanh(),
+        nn.Sequential(nn.Linear(4, 4), nn.ReLU()),
+        nn.Linear(4, 2),
+    )
+
+
+def first_bad_index(tensor: Tensor) -> tuple[int, ...]:
+    return tuple(int(i) for i in (~torch.isfinite(tensor)).nonzero()[0])
+
+
+# Both forms: modules given (wrapped) and none (the Sequential flag).
+FORMS = [pytest.param(True, id="wrapped"), pytest.param(False, id="flag")]
+
+
+@pytest.mark.parametrize("wrapped", FORMS)
+def test_non_finite_input_is_reported_at_the_model(wrapped: bool) -> None:
+    model = network()
+    x = torch.randn(5, 3)
+    x[3, 2] = NAN
+    with pytest.raises(AnomalyError) as info, detect_anomaly(*([model] if wrapped else [])):
+        model(x)
+    error = info.value
+    assert (error.module, error.pass_, error.what, error.index) == (
+        "Sequential",
+        "forward",
+        "input",
+        (3, 2),
+    )
+    assert "forward input of Sequential" in str(error)
+    assert "(3, 2)" in str(error)
+
+
+@pytest.mark.parametrize("wrapped", FORMS)
+def test_forward_names_the_first_module_whose_output_is_not_finite(wrapped: bool) -> None:
+    model = network()
+    inner = model[2][0]
+    assert isinstance(inner, nn.Linear)
+    inner.weight.data[2, 1] = float("inf")
+    x = torch.randn(6, 3)
+    hidden = model[1](model[0](x))
+    expected_output = hidden.mm(inner.weight.data.t()) + inner.bias.data  # type: ignore[union-attr]
+    with pytest.raises(AnomalyError) as info, detect_anomaly(*([model] if wrapped else [])):
+        model(x)
+    error = info.value
+    assert error.module == "Sequential[2][0]: Linear"
+    assert error.pass_ == "forward"
+    assert error.what == "output"
+    assert error.index == first_bad_index(expected_output)
+    assert error.value == float(expected_output[error.index])
+
+
+@pytest.mark.parametrize("wrapped", FORMS)
+def test_backward_names_the_module_that_returned_a_bad_gradient(wrapped: bool) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), Faulty((1, 3), float("-inf")), nn.Tanh())
+    criterion = nn.MSELoss()
+    with detect_anomaly(*([model, criterion] if wrapped else [])):
+        loss = criterion(model(torch.randn(2, 3)), torch.randn(2, 4))
+        with pytest.raises(AnomalyError) as info:
+            model.backward(criterion.backward())
+    error = info.value
+    assert error.module == "Sequential[1]: Faulty"
+    assert error.pass_ == "backward"
+    assert error.what == "returned gradient"
+    assert error.index == (1, 3)
+    assert error.value == float("-inf")
+    assert torch.isfinite(loss)
+
+
+def test_backward_checks_the_parameter_gradients() -> None:
+    model = network()
+    x = torch.randn(4, 3)
+    with detect_anomaly(model):
+        output = model(x)
+        model[3].bias.grad[1] = NAN  # type: ignore[union-attr]  # e.g. left over from a bad step
+        with pytest.raises(AnomalyError, match="gradient of parameter 'bias'") as info:
+            model.backward(torch.ones_like(output))
+    assert info.value.module == "Sequential[3]: Linear"
+
+
+def test_losses_are_checked_when_given() -> None:
+    model = network()
+    criterion = nn.MSELoss()
+    target = torch.randn(2, 2)
+    target[1, 0] = float("inf")
+    with pytest.raises(AnomalyError) as info, detect_anomaly(model, criterion):
+        criterion(model(torch.randn(2, 3)), target)
+    assert (info.value.module, info.value.what) == ("MSELoss", "input 1")
+
+
+def test_results_are_unchanged_inside_the_block() -> None:
+    model = network()
+    x = torch.randn(7, 3)
+    output = model(x)
+    model.zero_grad()
+    grad_input = model.backward(torch.ones_like(output))
+    grads = [p.grad.clone() for p in model.parameters()]
+    for modules in ([model], []):
+        with detect_anomaly(*modules):
+            model.zero_grad()
+            assert torch.equal(model(x), output)
+            assert torch.equal(model.backward(torch.ones_like(output)), grad_input)
+        assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads, strict=True))
+
+
+def test_nothing_is_left_behind_even_after_an_error() -> None:
+    model = network()
+    x = torch.full((2, 3), NAN)
+    for modules in ([model], []):
+        with pytest.raises(AnomalyError), detect_anomaly(*modules):
+            model(x)
+        assert not minidl.anomaly.enabled
+        for _, module in model.named_modules():
+            assert "forward" not in module.__dict__
+            assert "backward" not in module.__dict__
+        assert torch.isnan(model(x)).all()  # off: no check, no error
+
+
+def test_nested_blocks_restore_the_outer_one() -> None:
+    model = network()
+    x = torch.full((2, 3), NAN)
+    with detect_anomaly(model):
+        with detect_anomaly(model):
+            pass
+        with pytest.raises(AnomalyError):
+            model(x)
+        with detect_anomaly():
+            pass
+    assert not minidl.anomaly.enabled
+    assert "forward" not in model[0].__dict__
+
+
+def test_exported_from_the_package() -> None:
+    assert minidl.detect_anomaly is detect_anomaly
+    assert minidl.AnomalyError is AnomalyError
+
+
+def test_cli_flag_stops_at_the_first_non_finite_value(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "--epochs", "2", "--hidden", "4", "--quiet", "--loss", "mse"]
+    code = main([*args, "--lr", "1e30", "--detect-anomaly"])
+    errors = capsys.readouterr().err
+    assert code == 1
+    assert "anomaly detected" in errors
+    assert re.search(r"(forward|backward) .* of (Sequential|MSELoss).*: non-finite value", errors)
+    # Without the flag the same run goes on to the end (with NaN parameters).
+    assert main([*args, "--lr", "1e30"]) == 0

@@ -1,0 +1,264 @@
+"""Checkpoints: the whole training state round-trips, a resumed run is bit-identical to an
+uninterrupted one, writes are atomic, and loading never runs code from the file.
+
+Refusals of bad files (truncated, corrupted, tampered, another architecture, a newer format) are
+in ``test_validation.py``; random byte corruption is in ``test_properties.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from minidl import nn, optim
+from minidl.checkpoint import (
+    FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from minidl.data import make_disk_data
+from minidl.optim.lr_scheduler import LRScheduler
+from minidl.train import History, fit
+
+DATA = make_disk_data(n_train=120, n_validation=40, n_test=10, seed=5)
+
+
+def build(
+    kind: str, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> tuple[nn.Sequential, optim.Optimizer, LRScheduler | None, torch.Generator]:
+    """A small network with the optimizer and scheduler of ``kind``, all from ``seed``."""
+    torch.manual_seed(seed)
+    model = nn.mlp((2, 6, 5, 2), ("tanh", "relu"), dtype=dtype)
+    scheduler: LRScheduler | None
+    if kind == "sgd-momentum-step":
+        optimizer: optim.Optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        scheduler = optim.StepDecay(optimizer, step_size=2, gamma=0.5)
+    elif kind == "adadelta-clr":
+        optimizer = optim.Adadelta(model.parameters(), lr=1.0, rho=0.8)
+        scheduler = optim.CyclicLR(optimizer, base_lr=0.1, max_lr=1.0, step_size_up=3)
+    else:
+        optimizer = optim.SGD(model.parameters(), lr=0.1)
+        scheduler = None
+    return model, optimizer, scheduler, torch.Generator().manual_seed(seed + 1)
+
+
+def train(
+    parts: tuple[nn.Sequential, optim.Optimizer, LRScheduler | None, torch.Generator],
+    epochs: int,
+    start_epoch: int = 0,
+    history: History | None = None,
+) -> History:
+    model, optimizer, scheduler, generator = parts
+    return fit(
+        model,
+        nn.CrossEntropyLoss(),
+        optimizer,
+        DATA.train.x.to(model[0].weight.dtype),
+        DATA.train.y,
+        epochs=epochs,
+        batch_size=32,
+        scheduler=scheduler,
+        validation=(DATA.validation.x.to(model[0].weight.dtype), DATA.validation.y),
+        generator=generator,
+        start_epoch=start_epoch,
+        history=history,
+    )
+
+
+def snapshot(
+    parts: tuple[nn.Sequential, optim.Optimizer, LRScheduler | None, torch.Generator],
+) -> dict[str, Any]:
+    """Everything a checkpoint restores, as comparable values."""
+    model, optimizer, scheduler, generator = parts
+    state = optimizer.state_dict()
+    return {
+        "model": model.state_dict(),
+        "optimizer": {k: v for k, v in state.items() if k != "state"},
+        "optimizer_state": state["state"],
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "lr": optimizer.lr,
+        "generator": generator.get_state(),
+        "rng": torch.get_rng_state(),
+    }
+
+
+def assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        other = b[key]
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, other), key
+        elif isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values()):
+            assert value.keys() == other.keys(), key
+            for name, tensor in value.items():
+                assert torch.equal(tensor, other[name]), f"{key}.{name}"
+        else:
+            assert value == other, key
+
+
+KINDS = ["sgd", "sgd-momentum-step", "adadelta-clr"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_round_trip_restores_every_piece_of_state(kind: str, tmp_path: Path) -> None:
+    source = build(kind, seed=1)
+    history = train(source, epochs=2)
+    torch.rand(3)  # move the global generator away from its seeded state
+    save_checkpoint(
+        tmp_path / "run.ckpt",
+        source[0],
+        source[1],
+        source[2],
+        epoch=2,
+        history=history,
+        generator=source[3],
+        extra={"note": "two epochs"},
+    )
+    expected = snapshot(source)
+
+    target = build(kind, seed=7)  # another initialisation, other generator states
+    torch.rand(11)
+    state = load_checkpoint(tmp_path / "run.ckpt", *target[:3], generator=target[3])
+
+    assert_same(snapshot(target), expected)
+    assert state.epoch == 2
+    assert state.step == source[1].step_count == 2 * 4  # 120 samples in batches of 32
+    assert state.history == history
+    assert state.extra == {"note": "two epochs"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_resumed_training_is_bit_identical(kind: str, dtype: torch.dtype, tmp_path: Path) -> None:
+    uninterrupted = build(kind, dtype=dtype)
+    full_history = train(uninterrupted, epochs=5)
+
+    first = build(kind, dtype=dtype)
+    history = train(first, epochs=2)
+    save_checkpoint(tmp_path / "c", *first[:3], epoch=2, history=history, generator=first[3])
+    torch.rand(5)  # whatever happens in between must not matter
+
+    resumed = build(kind, dtype=dtype)
+    state = load_checkpoint(tmp_path / "c", *resumed[:3], generator=resumed[3])
+    resumed_history = train(resumed, epochs=5, start_epoch=state.epoch, history=state.history)
+
+    assert_same(snapshot(resumed), snapshot(uninterrupted))
+    assert resumed_history == full_history
+
+
+def test_file_is_plain_safetensors_with_a_json_header(tmp_path: Path) -> None:
+    model, optimizer, scheduler, generator = build("sgd-momentum-step")
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, model, optimizer, scheduler, epoch=3, generator=generator)
+
+    with safe_open(str(path), framework="pt") as file:
+        names = set(file.keys())
+        metadata = file.metadata()
+        weight = file.get_tensor("model.0.weight")
+    assert torch.equal(weight, model[0].weight.data)
+    assert names == {
+        *(f"model.{name}" for name in model.state_dict()),
+        "optimizer.momentum_buffer",
+        "rng.torch",
+        "rng.generator",
+    }
+    header = json.loads(metadata["minidl"])["header"]
+    assert header["format"] == FORMAT
+    assert header["format_version"] == FORMAT_VERSION
+    assert header["architecture"]["parameters"][0] == ["0.weight", [6, 2], "float32"]
+    assert header["architecture"]["repr"] == repr(model)
+    assert header["optimizer"]["class"] == "SGD"
+    assert header["optimizer"]["hyperparameters"] == {"momentum": 0.9}
+    assert header["scheduler"]["state"] == scheduler.state_dict()  # type: ignore[union-attr]
+    assert header["training"]["epoch"] == 3
+    assert all(entry["finite"] for entry in header["tensors"].values())
+    assert all(len(entry["sha256"]) == 64 for entry in header["tensors"].values())
+
+
+def test_read_checkpoint_needs_no_model(tmp_path: Path) -> None:
+    model, optimizer, _, _ = build("sgd")
+    save_checkpoint(tmp_path / "c", model, optimizer, epoch=4)
+    checkpoint = read_checkpoint(tmp_path / "c")
+    assert checkpoint.training.epoch == 4
+    assert checkpoint.model_state.keys() == model.state_dict().keys()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in checkpoint.model_state.items())
+
+
+def test_optimizer_and_scheduler_are_optional(tmp_path: Path) -> None:
+    model, optimizer, _, _ = build("sgd")
+    save_checkpoint(tmp_path / "c", model)
+    other, _, _, _ = build("sgd", seed=3)
+    state = load_checkpoint(tmp_path / "c", other)
+    assert all(torch.equal(other.state_dict()[k], v) for k, v in model.state_dict().items())
+    assert state.epoch == 0
+    with pytest.raises(CheckpointError, match="no optimizer state"):
+        load_checkpoint(tmp_path / "c", other, optimizer)
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, optimizer, _, _ = build("sgd")
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, model, optimizer, epoch=1)
+    before = path.read_bytes()
+
+    def crash(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    model[0].weight.data.add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, optimizer, epoch=2)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.ckpt"]  # no temporary left
+
+
+def test_checkpoint_gets_ordinary_permissions(tmp_path: Path) -> None:
+    model, _, _, _ = build("sgd")
+    save_checkpoint(tmp_path / "c", model)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o666 & ~umask
+
+
+class _Exploit:
+    """Unpickling this object creates the file ``marker`` (what a malicious checkpoint does)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("how", ["pickle", "torch.save"])
+def test_pickled_checkpoint_is_refused_without_running_it(how: str, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "run.ckpt"
+    payload = {"model.0.weight": _Exploit(marker)}
+    if how == "pickle":
+        path.write_bytes(pickle.dumps(payload))
+    else:
+        torch.save(payload, path)
+    model, optimizer, _, _ = build("sgd")
+    before = model.state_dict()
+
+    with pytest.raises(CheckpointError, match=r"run\.ckpt': not a safetensors file: .* pickle"):
+        load_checkpoint(path, model, optimizer)
+    assert not marker.exists()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    # Sanity check of the test itself: unpickling the file does run the payload.
+    pickle.loads(pickle.dumps(payload))
+    assert marker.exists()

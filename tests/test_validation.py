@@ -1,0 +1,504 @@
+"""Bad input at the command line, in checkpoints, in the training loop and in anomaly detection:
+each case checks the exception type (or the exit code) and that the message names what was
+wrong; a refused checkpoint leaves the model, optimizer, scheduler and generators unchanged.
+
+The core's module, loss, optimizer, scheduler and data-set arguments are in ``test_errors.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
+from torch import Tensor
+
+from minidl import nn, optim
+from minidl.anomaly import detect_anomaly
+from minidl.checkpoint import (
+    CheckpointError,
+    _canonical,
+    _digests,
+    _dump_header,
+    load_checkpoint,
+    save_checkpoint,
+)
+from minidl.cli import main
+from minidl.data import BatchIterator
+from minidl.optim.lr_scheduler import LRScheduler
+from minidl.train import error_rate, fit
+
+
+@contextmanager
+def raises(kind: type[BaseException], *fragments: str) -> Iterator[None]:
+    """Expect ``kind`` with every fragment in its message (case-sensitive substrings)."""
+    with pytest.raises(kind) as info:
+        yield
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in the message {message!r}"
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run ``minidl`` in this process and return its exit code and standard error."""
+    try:
+        code = main(args)
+    except SystemExit as exit:
+        if isinstance(exit.code, str):  # SystemExit("message") prints the message, exits 1
+            return 1, capsys.readouterr().err + exit.code
+        code = int(exit.code or 0)
+    return code, capsys.readouterr().err
+
+
+TRAIN = ["train", "--epochs", "1", "--hidden", "4", "--quiet"]
+
+CLI_CASES = [
+    (["--activation", "swish"], ["unknown activation 'swish'", "elu, leakyrelu, relu, selu"]),
+    (["--activation", "relu,tanh"], ["--activation gives 2 names for 1 hidden layers"]),
+    (["--hidden", "8,x"], ["--hidden", "'8,x'", "comma-separated positive integers"]),
+    (["--hidden", "0"], ["--hidden", "positive widths", "'0'"]),
+    (["--hidden", ""], ["--hidden", "''"]),
+    (["--epochs", "-3"], ["--epochs", "integer >= 0", "-3"]),
+    (["--epochs", "ten"], ["--epochs", "'ten'"]),
+    (["--batch-size", "0"], ["--batch-size", "positive integer", "0"]),
+    (["--batch-size", "2.5"], ["--batch-size", "'2.5'"]),
+    (["--lr", "-1"], ["SGD", "lr", "[0, inf]", "-1"]),
+    (["--lr", "nan"], ["SGD", "lr", "finite", "nan"]),
+    (["--lr", "inf"], ["SGD", "lr", "finite", "inf"]),
+    (["--lr", "abc"], ["--lr", "'abc'"]),
+    (["--optimizer", "adadelta", "--lr", "-0.5"], ["Adadelta", "lr", "-0.5"]),
+    (["--momentum", "1.5"], ["SGD", "momentum", "[0, 1)", "1.5"]),
+    (["--momentum", "-0.1"], ["SGD", "momentum", "-0.1"]),
+    (["--optimizer", "adadelta", "--momentum", "0.5"], ["--momentum", "sgd only"]),
+    (["--optimizer", "adam"], ["--optimizer", "'adam'", "'sgd', 'adadelta'"]),
+    (["--scheduler", "cosine"], ["--scheduler", "'cosine'", "'step'", "'clr'"]),
+    (["--loss", "hinge"], ["--loss", "'hinge'", "'cross-entropy', 'mse'"]),
+    (["--dtype", "float16"], ["--dtype", "'float16'", "'float32', 'float64'"]),
+    (["--seed", "1.5"], ["--seed", "'1.5'"]),
+    (["--log-every", "0"], ["--log-every", "positive integer"]),
+    (["--checkpoint-every", "0"], ["--checkpoint-every", "positive integer", "0"]),
+    (["--checkpoint-every", "x"], ["--checkpoint-every", "'x'"]),
+    (["--checkpoint", "/no/such/folder/run.ckpt"], ["--checkpoint", "existing folder"]),
+    (["--resume", "/no/such/run.ckpt"], ["/no/such/run.ckpt", "cannot be read"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"), CLI_CASES, ids=[" ".join(case[0]) or "empty" for case in CLI_CASES]
+)
+def test_cli_bad_flags(
+    args: list[str], fragments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, errors = run_cli([*TRAIN, *args], capsys)
+    assert code in (1, 2)
+    for fragment in fragments:
+        assert fragment in errors, f"{fragment!r} not in {errors!r}"
+
+
+def test_cli_checkpoint_path_that_is_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, errors = run_cli([*TRAIN, "--checkpoint", str(tmp_path)], capsys)
+    assert code == 2
+    assert "existing folder" in errors
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def saved_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    path = tmp_path / "run.ckpt"
+    assert main([*TRAIN, "--epochs", "3", "--checkpoint", str(path)]) == 0
+    capsys.readouterr()
+    return path
+
+
+RESUME_CASES = [
+    (["--hidden", "5"], ["other settings", "--hidden [4] in the checkpoint, [5] now"]),
+    (["--lr", "0.1"], ["other settings", "--lr 0.01 in the checkpoint, 0.1 now"]),
+    (["--seed", "7"], ["other settings", "--seed 0 in the checkpoint, 7 now"]),
+    (["--batch-size", "50"], ["other settings", "--batch-size"]),
+    (["--epochs", "2"], ["the checkpoint is at epoch 3, past --epochs 2"]),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"), RESUME_CASES)
+def test_cli_resume_with_other_settings(
+    saved_run: Path, args: list[str], fragments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = saved_run.read_bytes()
+    code, errors = run_cli([*TRAIN, "--epochs", "5", "--resume", str(saved_run), *args], capsys)
+    assert code == 2
+    for fragment in fragments:
+        assert fragment in errors, f"{fragment!r} not in {errors!r}"
+    assert saved_run.read_bytes() == before
+
+
+@pytest.mark.parametrize("damage", ["truncated", "text"])
+def test_cli_resume_from_a_bad_file(
+    saved_run: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if damage == "truncated":
+        saved_run.write_bytes(saved_run.read_bytes()[:100])
+    else:
+        saved_run.write_text("epoch = 3\n")
+    code, errors = run_cli([*TRAIN, "--resume", str(saved_run)], capsys)
+    assert code == 2
+    assert "minidl train: error: checkpoint" in errors
+    assert str(saved_run) in errors
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+
+Parts = tuple[nn.Sequential, optim.Optimizer, LRScheduler | None, torch.Generator]
+
+
+def parts(
+    sizes: tuple[int, ...] = (2, 4, 2),
+    momentum: float = 0.5,
+    optimizer: str = "sgd",
+    scheduler: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> Parts:
+    model = nn.mlp(sizes, "tanh", dtype=dtype, generator=torch.Generator().manual_seed(0))
+    opt: optim.Optimizer = (
+        optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
+        if optimizer == "sgd"
+        else optim.Adadelta(model.parameters())
+    )
+    sched = optim.StepDecay(opt, step_size=2) if scheduler else None
+    return model, opt, sched, torch.Generator().manual_seed(1)
+
+
+def state_of(target: Parts) -> list[Any]:
+    model, optimizer, scheduler, generator = target
+    state = optimizer.state_dict()
+    return [
+        model.state_dict(),
+        state.pop("state"),
+        state,
+        scheduler.state_dict() if scheduler is not None else None,
+        generator.get_state(),
+        torch.get_rng_state(),
+    ]
+
+
+def assert_same_state(a: list[Any], b: list[Any]) -> None:
+    for x, y in zip(a, b, strict=True):
+        if isinstance(x, Tensor):
+            assert torch.equal(x, y)
+        elif isinstance(x, dict) and all(isinstance(v, Tensor) for v in x.values()):
+            assert x.keys() == y.keys()
+            assert all(torch.equal(x[k], y[k]) for k in x)
+        else:
+            assert x == y
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    model, optimizer, scheduler, generator = parts()
+    x, y = torch.randn(6, 2), torch.tensor([0, 1, 1, 0, 1, 0])
+    fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=2, batch_size=4, scheduler=scheduler)
+    path = tmp_path / "good.ckpt"
+    save_checkpoint(path, model, optimizer, scheduler, epoch=2, generator=generator)
+    return path
+
+
+def rewrite(
+    path: Path,
+    tensors: Callable[[dict[str, Tensor]], None] | None = None,
+    header: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    redigest: bool = True,
+) -> None:
+    """Tamper with a checkpoint like an attacker who knows the format: change its tensors and/or
+    header and (with ``redigest``) recompute the per-tensor and header digests, so that only the
+    semantic checks can catch it."""
+    with safe_open(str(path), framework="pt") as file:
+        wrapper = json.loads(file.metadata()["minidl"])
+    content = safetensors_load(path.read_bytes())
+    if tensors is not None:
+        tensors(content)
+    digests = _digests(safetensors_save(content))
+    for name, entry in wrapper["header"]["tensors"].items():
+        if name in digests:
+            entry["sha256"] = digests[name]
+    if header is not None:
+        header(wrapper["header"])
+    metadata = _dump_header(wrapper["header"]) if redigest else _canonical(wrapper)
+    path.write_bytes(safetensors_save(content, metadata={"minidl": metadata}))
+
+
+def _set(tensors: dict[str, Tensor], name: str, value: Tensor) -> None:
+    tensors[name] = value
+
+
+def _nan(tensors: dict[str, Tensor]) -> None:
+    tensors["model.0.weight"] = tensors["model.0.weight"].clone()
+    tensors["model.0.weight"][1, 1] = float("nan")
+
+
+def _bad_optimizer_lr(header: dict[str, Any]) -> None:
+    header["optimizer"]["lr"] = -1.0
+
+
+def _bad_scheduler_step(header: dict[str, Any]) -> None:
+    header["scheduler"]["state"]["last_step"] = -4
+
+
+def _edit(header: dict[str, Any]) -> None:
+    header["training"]["epoch"] = 40
+
+
+TAMPERING: list[tuple[str, Callable[[Path], None], list[str]]] = [
+    (
+        "truncated",
+        lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+        ["good.ckpt", "truncated"],
+    ),
+    ("empty", lambda p: p.write_bytes(b""), ["truncated (0 bytes)"]),
+    ("seven bytes", lambda p: p.write_bytes(p.read_bytes()[:7]), ["truncated (7 bytes)"]),
+    ("text", lambda p: p.write_text("weights = [1, 2]"), ["not a safetensors file"]),
+    (
+        "trailing bytes",
+        lambda p: p.write_bytes(p.read_bytes() + b"\0"),
+        ["followed by extra bytes"],
+    ),
+    (
+        "flipped data byte",
+        lambda p: p.write_bytes(p.read_bytes()[:-1] + bytes([p.read_bytes()[-1] ^ 1])),
+        ["is corrupted", "SHA-256 does not match"],
+    ),
+    (
+        "header padding",
+        lambda p: p.write_bytes(p.read_bytes().replace(b"} ", b"}\t", 1)),
+        ["corrupted"],
+    ),
+    (
+        "wrong shape",
+        lambda p: rewrite(p, lambda t: _set(t, "model.0.bias", torch.zeros(5))),
+        ["'model.0.bias' has shape (5,)", "the header says (4,)"],
+    ),
+    (
+        "wrong dtype",
+        lambda p: rewrite(
+            p, lambda t: _set(t, "model.0.bias", torch.zeros(4, dtype=torch.float64))
+        ),
+        ["'model.0.bias' has dtype float64", "the header says float32"],
+    ),
+    (
+        "missing tensor",
+        lambda p: rewrite(p, lambda t: t.pop("optimizer.momentum_buffer")),
+        ["missing ['optimizer.momentum_buffer']"],
+    ),
+    (
+        "unexpected tensor",
+        lambda p: rewrite(p, lambda t: _set(t, "model.9.weight", torch.zeros(2))),
+        ["unexpected ['model.9.weight']"],
+    ),
+    (
+        "NaN said finite",
+        lambda p: rewrite(p, _nan),
+        ["'model.0.weight' is not finite", "says finite"],
+    ),
+    (
+        "newer format",
+        lambda p: rewrite(p, header=lambda h: h.update(format_version=2)),
+        ["format version 2", "newer", "format version 1"],
+    ),
+    (
+        "another format",
+        lambda p: rewrite(p, header=lambda h: h.update(format="other")),
+        ["not a minidl checkpoint", "'other'"],
+    ),
+    (
+        "header edited without its digest",
+        lambda p: rewrite(p, header=_edit, redigest=False),
+        ["header is corrupted", "SHA-256 does not match"],
+    ),
+    (
+        "no minidl header",
+        lambda p: p.write_bytes(safetensors_save({"w": torch.zeros(2)})),
+        ["no 'minidl' header"],
+    ),
+    (
+        "malformed training entry",
+        lambda p: rewrite(p, header=lambda h: h["training"].update(epoch=-1)),
+        ["malformed", "training.epoch", "-1"],
+    ),
+    (
+        "optimizer refuses the saved lr",
+        lambda p: rewrite(p, header=_bad_optimizer_lr),
+        ["refused", "lr", "-1"],
+    ),
+    (
+        "scheduler refuses the saved step",
+        lambda p: rewrite(p, header=_bad_scheduler_step),
+        ["refused", "last_step", "-4"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragments"),
+    [(case[1], case[2]) for case in TAMPERING],
+    ids=[case[0] for case in TAMPERING],
+)
+def test_tampered_checkpoint_is_refused_and_changes_nothing(
+    good: Path, damage: Callable[[Path], None], fragments: list[str]
+) -> None:
+    damage(good)
+    target = parts()
+    torch.rand(3)
+    before = state_of(target)
+    with raises(CheckpointError, *fragments):
+        load_checkpoint(good, *target[:3], generator=target[3])
+    assert_same_state(state_of(target), before)
+
+
+MISMATCHES: list[tuple[str, Callable[[], Parts], list[str]]] = [
+    (
+        "another architecture",
+        lambda: parts(sizes=(2, 5, 2)),
+        ["another architecture", "'0.weight' has shape (4, 2) (float32) in the checkpoint, (5, 2)"],
+    ),
+    ("deeper", lambda: parts(sizes=(2, 4, 4, 2)), ["another architecture", "'4.weight'"]),
+    ("float64", lambda: parts(dtype=torch.float64), ["another architecture", "float64"]),
+    ("another optimizer", lambda: parts(optimizer="adadelta"), ["optimizer SGD, got Adadelta"]),
+    ("momentum off", lambda: parts(momentum=0.0), ["momentum_buffer", "momentum"]),
+    ("no scheduler", lambda: parts(scheduler=False), ["scheduler StepDecay, got None"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "fragments"),
+    [(case[1], case[2]) for case in MISMATCHES],
+    ids=[case[0] for case in MISMATCHES],
+)
+def test_mismatched_checkpoint_is_refused_and_changes_nothing(
+    good: Path, make: Callable[[], Parts], fragments: list[str]
+) -> None:
+    target = make()
+    before = state_of(target)
+    with raises(CheckpointError, *fragments):
+        load_checkpoint(good, *target[:3], generator=target[3])
+    assert_same_state(state_of(target), before)
+
+
+def test_generator_requested_but_not_saved(tmp_path: Path) -> None:
+    model, optimizer, scheduler, generator = parts()
+    save_checkpoint(tmp_path / "c", model, optimizer, scheduler)
+    before = state_of((model, optimizer, scheduler, generator))
+    with raises(CheckpointError, "no data-generator state"):
+        load_checkpoint(tmp_path / "c", model, optimizer, scheduler, generator=generator)
+    assert_same_state(state_of((model, optimizer, scheduler, generator)), before)
+
+
+@pytest.mark.parametrize("where", ["missing", "folder"])
+def test_unreadable_checkpoint(tmp_path: Path, where: str) -> None:
+    path = tmp_path / "none.ckpt" if where == "missing" else tmp_path
+    model, _, _, _ = parts()
+    with raises(CheckpointError, str(path), "cannot be read"):
+        load_checkpoint(path, model)
+
+
+def test_load_into_something_that_is_not_a_module(good: Path) -> None:
+    with raises(CheckpointError, "model must be a minidl Module", "dict"):
+        load_checkpoint(good, {})  # type: ignore[arg-type]
+
+
+SAVE_CASES: list[tuple[dict[str, Any], list[str]]] = [
+    ({"epoch": -1}, ["epoch must be an integer >= 0", "-1"]),
+    ({"epoch": 1.5}, ["epoch", "1.5"]),
+    ({"model": "weights"}, ["model must be a minidl Module", "str"]),
+    ({"optimizer": "sgd"}, ["optimizer must be a minidl Optimizer", "str"]),
+    ({"scheduler": 3}, ["scheduler must be a minidl LRScheduler", "int"]),
+    ({"generator": 0}, ["generator must be a torch.Generator", "int"]),
+    ({"extra": {"when": object()}}, ["cannot be written as JSON", "object"]),
+]
+
+
+@pytest.mark.parametrize(("change", "fragments"), SAVE_CASES)
+def test_save_checkpoint_bad_arguments(
+    tmp_path: Path, change: dict[str, Any], fragments: list[str]
+) -> None:
+    model, optimizer, scheduler, generator = parts()
+    arguments: dict[str, Any] = {
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "generator": generator,
+        **change,
+    }
+    with raises(CheckpointError, "save_checkpoint", *fragments):
+        save_checkpoint(tmp_path / "c", **arguments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_checkpoint_into_a_missing_folder(tmp_path: Path) -> None:
+    model, _, _, _ = parts()
+    with pytest.raises(FileNotFoundError):
+        save_checkpoint(tmp_path / "missing" / "c", model)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- the training loop and the data ----------------------------------------------------------------
+
+
+def test_fit_bad_start_epoch_and_history() -> None:
+    model = nn.mlp((2, 3, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(4, 2), torch.tensor([0, 1, 0, 1])
+    before = model.state_dict()
+    criterion = nn.CrossEntropyLoss()
+    with raises(ValueError, "fit", "start_epoch", "integer >= 0", "-1"):
+        fit(model, criterion, optimizer, x, y, epochs=2, start_epoch=-1)
+    with raises(ValueError, "fit", "start_epoch 3 is past epochs 2"):
+        fit(model, criterion, optimizer, x, y, epochs=2, start_epoch=3)
+    with raises(TypeError, "fit", "history must be a History", "list"):
+        fit(model, criterion, optimizer, x, y, epochs=2, history=[])  # type: ignore[arg-type]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+def test_error_rate_with_mismatched_sets() -> None:
+    with raises(ValueError, "error_rate", "x and y", "5 and 2"):
+        error_rate(nn.mlp((2, 2)), torch.randn(5, 2), torch.tensor([0, 1]))
+
+
+def test_batch_larger_than_the_set_gives_one_batch_of_the_whole_set() -> None:
+    """Documented behaviour, not an error: ``batch_size`` > N gives one batch of all N samples."""
+    x, y = torch.arange(10.0).reshape(5, 2), torch.arange(5)
+    batches = list(BatchIterator(x, y, batch_size=100, shuffle=False))
+    assert len(batches) == 1
+    assert torch.equal(batches[0][0], x)
+    assert torch.equal(batches[0][1], y)
+    assert list(BatchIterator(x, y, batch_size=100, drop_last=True)) == []
+
+
+# -- anomaly detection ---------------------------------------------------------------------------
+
+
+def test_detect_anomaly_needs_modules() -> None:
+    model = nn.mlp((2, 2))
+    with raises(TypeError, "detect_anomaly", "argument 1", "str"), detect_anomaly(model, "loss"):  # type: ignore[arg-type]
+        pass
+    assert "forward" not in model[0].__dict__
+
+
+# -- a gap found by this audit -------------------------------------------------------------------
+
+
+def test_cross_entropy_probability_target_with_nan() -> None:
+    """NaN compares false with everything, so a NaN row used to pass the "sums to 1" check."""
+    target = torch.tensor([[float("nan"), 1.0], [0.5, 0.5]])
+    with raises(ValueError, "CrossEntropyLoss", "probability target", "summing to 1", "nan"):
+        nn.CrossEntropyLoss()(torch.zeros(2, 2), target)
