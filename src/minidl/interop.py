@@ -1,0 +1,307 @@
+"""Conversion between minidl models and ``torch.nn`` models.
+
+This is the one module of minidl allowed to import ``torch.nn``: it builds ``torch.nn`` modules
+from minidl ones and back, copying parameters and buffers. Nothing else in the framework depends
+on it, and it plays no part in minidl's own forward and backward passes.
+
+:func:`to_torch` returns a ``torch.nn`` model with the same outputs (and, through autograd, the
+same gradients) as the minidl model; :func:`from_torch` does the reverse. Both keep dtypes,
+devices and the training mode, and a round trip is lossless. Converted layers:
+
+=========================  ==========================================
+minidl                     torch.nn
+=========================  ==========================================
+``Linear`` (bias or not)   ``Linear``
+``ReLU``, ``Tanh``,        ``ReLU``, ``Tanh``, ``Sigmoid``,
+``Sigmoid``, ``SELU``      ``SELU``
+``LeakyReLU(a)``           ``LeakyReLU(negative_slope=a)``
+``ELU(alpha)``             ``ELU(alpha)``
+``Sequential`` (nested)    ``Sequential``
+``Dropout(p)``             ``Dropout(p)``
+``BatchNorm1d``            ``BatchNorm1d`` (with running statistics)
+``Identity``               ``Identity``
+``Softmax(1)``             ``Softmax(dim=1)``
+``LogSoftmax(1)``          ``LogSoftmax(dim=1)``
+``Residual(block)``        :class:`TorchResidual` (defined here)
+=========================  ==========================================
+
+A minidl ``Dropout`` with its own generator becomes a ``torch.nn.Dropout``, which draws from
+torch's global generator.
+
+Example:
+    >>> model = nn.Sequential(nn.Linear(2, 25), nn.Tanh(), nn.Linear(25, 2))
+    >>> twin = to_torch(model)              # a torch.nn.Sequential
+    >>> back = from_torch(twin)             # a minidl Sequential, equal parameters
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch import nn as tnn
+
+from minidl import nn
+from minidl.nn.module import Module
+
+__all__ = ["ConversionError", "TorchResidual", "from_torch", "to_torch"]
+
+#: A generator for the throw-away initial values of layers whose values are then copied,
+#: so converting never consumes torch's global random stream.
+_SCRATCH_SEED = 0
+
+
+class ConversionError(TypeError):
+    """A layer that has no counterpart in the other framework."""
+
+
+class TorchResidual(tnn.Module):
+    """``y = x + block(x)`` as a ``torch.nn.Module``: the counterpart of minidl's ``Residual``.
+
+    Args:
+        block: the ``torch.nn.Module`` inside the skip connection.
+    """
+
+    def __init__(self, block: tnn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, input: Tensor) -> Tensor:
+        output: Tensor = self.block(input)
+        return input + output
+
+
+def _path_name(path: str) -> str:
+    return repr(path) if path else "the model itself"
+
+
+def _copy_parameter(target: Tensor, source: Tensor) -> None:
+    with torch.no_grad():
+        target.copy_(source.detach())
+
+
+def to_torch(model: Module) -> tnn.Module:
+    """Build the ``torch.nn`` equivalent of a minidl model, with copied parameters and buffers.
+
+    Args:
+        model: a minidl :class:`~minidl.nn.Module` built from the layers listed in the module
+            docstring (for a :class:`~minidl.nn.Sequential`, a ``torch.nn.Sequential`` comes back).
+
+    Returns:
+        A new ``torch.nn.Module`` with the same dtype, device, training mode and outputs.
+
+    Raises:
+        ConversionError: a layer has no ``torch.nn`` counterpart; the message gives its path
+            (e.g. ``'2.block.0'``) and type.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"to_torch: expected a minidl Module, got {type(model).__name__}")
+    converted = _to_torch(model, "")
+    converted.train(model.training)
+    return converted
+
+
+def _to_torch(module: Module, path: str) -> tnn.Module:
+    kind = type(module)
+    result: tnn.Module
+    if kind is nn.Sequential:
+        assert isinstance(module, nn.Sequential)
+        result = tnn.Sequential(
+            *(
+                _to_torch(child, f"{path}.{index}" if path else str(index))
+                for index, child in enumerate(module)
+            )
+        )
+    elif kind is nn.Linear:
+        assert isinstance(module, nn.Linear)
+        weight = module.weight.data
+        linear = tnn.Linear(
+            module.in_features,
+            module.out_features,
+            bias=module.bias is not None,
+            dtype=weight.dtype,
+            device=weight.device,
+        )
+        _copy_parameter(linear.weight, weight)
+        if module.bias is not None:
+            _copy_parameter(linear.bias, module.bias.data)
+        result = linear
+    elif kind is nn.BatchNorm1d:
+        assert isinstance(module, nn.BatchNorm1d)
+        mean = module.running_mean
+        norm = tnn.BatchNorm1d(
+            module.num_features,
+            eps=module.eps,
+            momentum=module.momentum,
+            affine=module.affine,
+            dtype=mean.dtype,
+            device=mean.device,
+        )
+        if module.weight is not None and module.bias is not None:
+            _copy_parameter(norm.weight, module.weight.data)
+            _copy_parameter(norm.bias, module.bias.data)
+        for name, buffer in module.named_buffers():
+            _copy_parameter(getattr(norm, name), buffer)
+        result = norm
+    elif kind is nn.Residual:
+        assert isinstance(module, nn.Residual)
+        result = TorchResidual(_to_torch(module.block, f"{path}.block" if path else "block"))
+    elif kind is nn.LeakyReLU:
+        assert isinstance(module, nn.LeakyReLU)
+        result = tnn.LeakyReLU(module.negative_slope)
+    elif kind is nn.ELU:
+        assert isinstance(module, nn.ELU)
+        result = tnn.ELU(module.alpha)
+    elif kind is nn.Dropout:
+        assert isinstance(module, nn.Dropout)
+        result = tnn.Dropout(module.p)
+    elif kind is nn.Softmax:
+        result = tnn.Softmax(dim=1)
+    elif kind is nn.LogSoftmax:
+        result = tnn.LogSoftmax(dim=1)
+    elif kind in _SIMPLE_TO_TORCH:
+        result = _SIMPLE_TO_TORCH[kind]()
+    else:
+        raise ConversionError(
+            f"to_torch: cannot convert the layer at {_path_name(path)} of type "
+            f"{kind.__module__}.{kind.__qualname__}; supported: {', '.join(_SUPPORTED_MINIDL)}"
+        )
+    result.train(module.training)
+    return result
+
+
+def from_torch(model: tnn.Module) -> Module:
+    """Build the minidl equivalent of a ``torch.nn`` model, with copied parameters and buffers.
+
+    Args:
+        model: a ``torch.nn.Module`` built from the layers listed in the module docstring
+            (``Softmax`` and ``LogSoftmax`` with ``dim=1`` or ``-1``; ``BatchNorm1d`` with
+            running statistics and a numeric momentum).
+
+    Returns:
+        A new minidl :class:`~minidl.nn.Module` with the same dtype, device, training mode and
+        outputs.
+
+    Raises:
+        ConversionError: a layer has no minidl counterpart (or uses an unsupported option); the
+            message gives its path (e.g. ``'1.0'``) and type.
+    """
+    if not isinstance(model, tnn.Module):
+        raise TypeError(f"from_torch: expected a torch.nn.Module, got {type(model).__name__}")
+    converted = _from_torch(model, "")
+    converted.train(model.training)
+    return converted
+
+
+def _unsupported(path: str, module: tnn.Module, why: str = "") -> ConversionError:
+    kind = type(module)
+    detail = f" ({why})" if why else ""
+    return ConversionError(
+        f"from_torch: cannot convert the layer at {_path_name(path)} of type "
+        f"{kind.__module__}.{kind.__qualname__}{detail}; supported: "
+        f"{', '.join(_SUPPORTED_TORCH)}"
+    )
+
+
+def _from_torch(module: tnn.Module, path: str) -> Module:
+    kind = type(module)
+    scratch = torch.Generator().manual_seed(_SCRATCH_SEED)
+    result: Module
+    if kind is tnn.Sequential:
+        children = [
+            _from_torch(child, f"{path}.{name}" if path else name)
+            for name, child in module.named_children()
+        ]
+        result = nn.Sequential(*children)
+    elif kind is tnn.Linear:
+        assert isinstance(module, tnn.Linear)
+        weight = module.weight
+        if weight.device.type != "cpu":
+            scratch = torch.Generator(device=weight.device).manual_seed(_SCRATCH_SEED)
+        linear = nn.Linear(
+            module.in_features,
+            module.out_features,
+            bias=module.bias is not None,
+            dtype=weight.dtype,
+            device=weight.device,
+            generator=scratch,
+        )
+        _copy_parameter(linear.weight.data, weight)
+        if module.bias is not None and linear.bias is not None:
+            _copy_parameter(linear.bias.data, module.bias)
+        result = linear
+    elif kind is tnn.BatchNorm1d:
+        assert isinstance(module, tnn.BatchNorm1d)
+        running_mean, running_var = module.running_mean, module.running_var
+        if running_mean is None or running_var is None or module.num_batches_tracked is None:
+            raise _unsupported(path, module, "track_running_stats=False")
+        if module.affine and module.bias is None:
+            raise _unsupported(path, module, "affine without a bias (bias=False)")
+        if module.momentum is None:
+            raise _unsupported(path, module, "momentum=None (a cumulative average)")
+        norm = nn.BatchNorm1d(
+            module.num_features,
+            eps=module.eps,
+            momentum=module.momentum,
+            affine=module.affine,
+            dtype=running_mean.dtype,
+            device=running_mean.device,
+        )
+        if norm.weight is not None and norm.bias is not None:
+            _copy_parameter(norm.weight.data, module.weight)
+            _copy_parameter(norm.bias.data, module.bias)
+        norm.running_mean.copy_(running_mean)
+        norm.running_var.copy_(running_var)
+        norm.num_batches_tracked.copy_(module.num_batches_tracked)
+        result = norm
+    elif kind is TorchResidual:
+        assert isinstance(module, TorchResidual)
+        result = nn.Residual(_from_torch(module.block, f"{path}.block" if path else "block"))
+    elif kind is tnn.LeakyReLU:
+        assert isinstance(module, tnn.LeakyReLU)
+        result = nn.LeakyReLU(module.negative_slope)
+    elif kind is tnn.ELU:
+        assert isinstance(module, tnn.ELU)
+        result = nn.ELU(module.alpha)
+    elif kind is tnn.Dropout:
+        assert isinstance(module, tnn.Dropout)
+        result = nn.Dropout(module.p)
+    elif kind in (tnn.Softmax, tnn.LogSoftmax):
+        assert isinstance(module, tnn.Softmax | tnn.LogSoftmax)
+        if module.dim not in (1, -1):
+            raise _unsupported(path, module, f"dim={module.dim}; only dim=1 is supported")
+        result = nn.Softmax(dim=1) if kind is tnn.Softmax else nn.LogSoftmax(dim=1)
+    elif kind in _SIMPLE_FROM_TORCH:
+        result = _SIMPLE_FROM_TORCH[kind]()
+    else:
+        raise _unsupported(path, module)
+    result.train(module.training)
+    return result
+
+
+_SIMPLE_TO_TORCH: dict[type[Module], type[tnn.Module]] = {
+    nn.ReLU: tnn.ReLU,
+    nn.Tanh: tnn.Tanh,
+    nn.Sigmoid: tnn.Sigmoid,
+    nn.SELU: tnn.SELU,
+    nn.Identity: tnn.Identity,
+}
+_SIMPLE_FROM_TORCH: dict[type[tnn.Module], type[Module]] = {
+    torch_kind: minidl_kind for minidl_kind, torch_kind in _SIMPLE_TO_TORCH.items()
+}
+_SUPPORTED_MINIDL = (
+    "Sequential",
+    "Linear",
+    "ReLU",
+    "Tanh",
+    "Sigmoid",
+    "LeakyReLU",
+    "ELU",
+    "SELU",
+    "Dropout",
+    "BatchNorm1d",
+    "Identity",
+    "Softmax",
+    "LogSoftmax",
+    "Residual",
+)
+_SUPPORTED_TORCH = (*_SUPPORTED_MINIDL[:-1], "TorchResidual")

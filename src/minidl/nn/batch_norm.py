@@ -1,0 +1,157 @@
+"""Batch normalisation of features."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from minidl._validate import check_int, check_real
+from minidl.nn._checks import check_cached, check_grad_output, check_input, check_like_parameter
+from minidl.nn.module import Module
+from minidl.nn.parameter import Parameter
+
+__all__ = ["BatchNorm1d"]
+
+
+class BatchNorm1d(Module):
+    r"""Batch normalisation (Ioffe & Szegedy, 2015) of each feature of an ``(N, C)`` batch.
+
+    Training mode normalises with the batch's mean :math:`\mu` and biased variance
+    :math:`\sigma^2`, then scales and shifts:
+
+    .. math::
+        \hat x = (x - \mu) / \sqrt{\sigma^2 + \epsilon}, \qquad y = \gamma \hat x + \beta
+
+    and updates the running statistics (buffers) as PyTorch does, with the *unbiased* variance:
+    :math:`\bar\mu \leftarrow (1 - m)\bar\mu + m\mu`,
+    :math:`\bar\sigma^2 \leftarrow (1 - m)\bar\sigma^2 + m\,\sigma^2 N/(N - 1)`.
+    Evaluation mode uses them instead: :math:`\hat x = (x - \bar\mu)/\sqrt{\bar\sigma^2 + \epsilon}`.
+
+    Backward in training mode (the statistics depend on the batch), with
+    :math:`\hat g = \gamma g` and :math:`s = 1/\sqrt{\sigma^2 + \epsilon}`:
+
+    .. math::
+        \frac{\partial L}{\partial x} = \frac{s}{N}\Big(N \hat g - \sum_n \hat g_n
+            - \hat x \sum_n \hat g_n \hat x_n\Big), \qquad
+        \frac{\partial L}{\partial \gamma} \mathrel{+}= \sum_n g_n \hat x_n, \qquad
+        \frac{\partial L}{\partial \beta} \mathrel{+}= \sum_n g_n
+
+    and in evaluation mode :math:`\partial L/\partial x = \gamma\, s\, g` (with the running
+    variance in :math:`s`).
+
+    Args:
+        num_features: :math:`C`, the number of features, an integer >= 1.
+        eps: :math:`\epsilon`, added to the variance, > 0 (default 1e-5).
+        momentum: :math:`m`, the weight of the batch in the running statistics, in ``[0, 1]``
+            (default 0.1).
+        affine: learn :math:`\gamma` (``weight``, starting at 1) and :math:`\beta` (``bias``,
+            starting at 0); otherwise :math:`\gamma = 1, \beta = 0` (default ``True``).
+        dtype: dtype of the parameters and running statistics (default: torch's default dtype).
+        device: their device.
+
+    Shape:
+        - Input: ``(N, C)`` (``N >= 2`` in training mode). Output: ``(N, C)``.
+
+    Buffers:
+        ``running_mean`` (zeros), ``running_var`` (ones), ``num_batches_tracked`` (int64, the
+        number of training batches seen), all in :meth:`state_dict`.
+
+    Example:
+        >>> layer = BatchNorm1d(3)
+        >>> y = layer(torch.randn(16, 3))
+        >>> y.mean(0).abs().max() < 1e-6
+        tensor(True)
+    """
+
+    weight: Parameter | None
+    bias: Parameter | None
+    running_mean: Tensor
+    running_var: Tensor
+    num_batches_tracked: Tensor
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_features = check_int("BatchNorm1d", "num_features", num_features)
+        self.eps = check_real("BatchNorm1d", "eps", eps, low=0.0, low_open=True)
+        self.momentum = check_real("BatchNorm1d", "momentum", momentum, low=0.0, high=1.0)
+        if not isinstance(affine, bool):
+            raise TypeError(f"BatchNorm1d: affine must be a bool, got {affine!r}")
+        if dtype is not None and not dtype.is_floating_point:
+            raise TypeError(f"BatchNorm1d: dtype must be a floating-point dtype, got {dtype}")
+        self.affine = affine
+        options = {"dtype": dtype, "device": device}
+        if affine:
+            weight = torch.ones(num_features, **options)  # type: ignore[arg-type]
+            bias = torch.zeros(num_features, **options)  # type: ignore[arg-type]
+            self.weight = self.register_parameter("weight", Parameter(weight))
+            self.bias = self.register_parameter("bias", Parameter(bias))
+        else:
+            self.weight = self.bias = None
+        self.register_buffer("running_mean", torch.zeros(num_features, dtype=dtype, device=device))
+        self.register_buffer("running_var", torch.ones(num_features, dtype=dtype, device=device))
+        self.register_buffer(
+            "num_batches_tracked", torch.zeros((), dtype=torch.int64, device=device)
+        )
+        self._normalized: Tensor | None = None
+        self._inv_std: Tensor | None = None
+        self._batch_statistics = False
+
+    def forward(self, input: Tensor) -> Tensor:
+        check_input("BatchNorm1d", input, self.num_features)
+        check_like_parameter("BatchNorm1d", input, self.running_mean)
+        if self.training:
+            batch = input.shape[0]
+            if batch < 2:
+                raise ValueError(
+                    "BatchNorm1d: training mode needs more than one sample per feature to "
+                    f"estimate a variance, got an input of shape {tuple(input.shape)}"
+                )
+            mean = input.mean(dim=0)
+            centered = input - mean
+            variance = centered.square().mean(dim=0)
+            self.running_mean.mul_(1 - self.momentum).add_(mean, alpha=self.momentum)
+            self.running_var.mul_(1 - self.momentum).add_(
+                variance, alpha=self.momentum * batch / (batch - 1)
+            )
+            self.num_batches_tracked.add_(1)
+        else:
+            centered = input - self.running_mean
+            variance = self.running_var
+        inv_std = variance.add(self.eps).rsqrt_()
+        normalized = centered.mul_(inv_std)
+        self._normalized, self._inv_std = normalized, inv_std
+        self._batch_statistics = self.training
+        if self.weight is None or self.bias is None:
+            return normalized
+        return torch.addcmul(self.bias.data, normalized, self.weight.data)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        normalized = check_cached("BatchNorm1d", self._normalized)
+        inv_std = check_cached("BatchNorm1d", self._inv_std)
+        check_grad_output("BatchNorm1d", grad_output, normalized.shape)
+        if self.weight is not None and self.bias is not None:
+            self.weight.grad.add_((grad_output * normalized).sum(dim=0))
+            self.bias.grad.add_(grad_output.sum(dim=0))
+            grad_normalized = grad_output * self.weight.data
+        else:
+            grad_normalized = grad_output
+        if not self._batch_statistics:
+            return grad_normalized * inv_std
+        # (s / N) (N g - sum g - x_hat sum(g x_hat)) = s (g - mean g - x_hat mean(g x_hat))
+        mean_grad = grad_normalized.mean(dim=0)
+        mean_projection = (grad_normalized * normalized).mean(dim=0)
+        return (grad_normalized - mean_grad).sub_(normalized * mean_projection).mul_(inv_std)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+        )

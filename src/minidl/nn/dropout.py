@@ -1,0 +1,78 @@
+"""Dropout."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from minidl._validate import check_real
+from minidl.nn._checks import check_grad_output
+from minidl.nn.module import Module
+
+__all__ = ["Dropout"]
+
+
+class Dropout(Module):
+    r"""Inverted dropout: zero each element with probability :math:`p` in training mode.
+
+    In training mode, with a mask :math:`m_i \sim \operatorname{Bernoulli}(1 - p)` drawn afresh
+    at every forward,
+
+    .. math::
+        y = \frac{m \odot x}{1 - p}, \qquad \frac{\partial L}{\partial x} = \frac{m \odot g}{1 - p}
+
+    (backward reuses the mask of the last forward). In evaluation mode (``eval()``) it is the
+    identity. The mask is drawn with ``Tensor.bernoulli_`` from ``generator`` or, without one,
+    from torch's global generator, so ``torch.manual_seed(s)`` before a forward gives the mask of
+    ``torch.nn.functional.dropout`` after the same seed.
+
+    Args:
+        p: the probability of zeroing an element, in ``[0, 1)`` (default 0.5).
+        generator: the random generator of the masks (default: torch's global one).
+
+    Shape:
+        - Input: any shape. Output: the same shape.
+
+    Example:
+        >>> layer = Dropout(0.25)
+        >>> layer(torch.ones(2, 4)).unique().tolist()  # doctest: +SKIP
+        [0.0, 1.3333333333333333]
+    """
+
+    def __init__(self, p: float = 0.5, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.p = check_real("Dropout", "p", p, low=0.0, high=1.0, high_open=True)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"Dropout: generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
+        self.generator = generator
+        self._scaled_mask: Tensor | None = None
+        self._shape: torch.Size | None = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not isinstance(input, Tensor):
+            raise TypeError(
+                f"Dropout: expected a torch.Tensor as input, got {type(input).__name__}"
+            )
+        if not input.is_floating_point():
+            raise TypeError(f"Dropout: expected a floating-point input, got dtype {input.dtype}")
+        self._shape = input.shape
+        if not self.training or self.p == 0.0:
+            self._scaled_mask = None
+            return input
+        keep = 1.0 - self.p
+        mask = torch.empty_like(input).bernoulli_(keep, generator=self.generator)
+        self._scaled_mask = mask.div_(keep)
+        return input * self._scaled_mask
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        if self._shape is None:
+            raise RuntimeError("Dropout: backward called before forward")
+        check_grad_output("Dropout", grad_output, self._shape)
+        if self._scaled_mask is None:
+            return grad_output
+        return grad_output * self._scaled_mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

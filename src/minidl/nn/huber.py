@@ -1,0 +1,75 @@
+"""Huber loss."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from minidl._validate import check_real
+from minidl.nn.loss import Loss
+
+__all__ = ["HuberLoss"]
+
+
+class HuberLoss(Loss):
+    r"""Huber loss: quadratic for small errors, linear for large ones.
+
+    With :math:`d = z - t` and threshold :math:`\delta`,
+
+    .. math::
+        \ell(d) = \begin{cases} \tfrac12 d^2 & |d| \le \delta \\
+                                \delta\,(|d| - \tfrac12\delta) & \text{otherwise} \end{cases},
+        \qquad L = \frac{1}{D}\sum \ell(d_{nc})
+
+    with :math:`D` the number of elements (``"mean"``) or 1 (``"sum"``). Gradient:
+    :math:`\partial L/\partial z = \operatorname{clamp}(d, -\delta, \delta)/D`.
+
+    Args:
+        delta: :math:`\delta`, where the loss turns linear, > 0 (default 1.0).
+        reduction: ``"mean"`` (default) or ``"sum"``.
+
+    Shape:
+        - Prediction: ``(N, C)``. Target: ``(N, C)``, of the prediction's dtype.
+        - Output: a 0-dim tensor.
+
+    Example:
+        >>> float(HuberLoss()(torch.tensor([[0.5, 3.0]]), torch.zeros(1, 2)))
+        1.3125
+    """
+
+    def __init__(self, delta: float = 1.0, reduction: Literal["mean", "sum"] = "mean") -> None:
+        super().__init__()
+        self.delta = check_real("HuberLoss", "delta", delta, low=0.0, low_open=True)
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"HuberLoss: reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.reduction: Literal["mean", "sum"] = reduction
+        self._difference: Tensor | None = None
+        self._scale = 1.0
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        prediction = self._check_prediction(prediction)
+        if not isinstance(target, Tensor):
+            raise TypeError(
+                f"HuberLoss: expected a torch.Tensor target, got {type(target).__name__}"
+            )
+        self._check_dense_target(target, prediction)
+        difference = prediction - target
+        self._difference = difference
+        self._scale = 1.0 / prediction.numel() if self.reduction == "mean" else 1.0
+        self._has_forward = True
+        magnitude = difference.abs()
+        elements = torch.where(
+            magnitude <= self.delta,
+            difference.square().mul_(0.5),
+            magnitude.sub(0.5 * self.delta).mul_(self.delta),
+        )
+        return elements.sum().mul_(self._scale)
+
+    def _gradient(self) -> Tensor:
+        assert self._difference is not None
+        return self._difference.clamp(-self.delta, self.delta).mul_(self._scale)
+
+    def extra_repr(self) -> str:
+        return f"delta={self.delta}, reduction={self.reduction!r}"

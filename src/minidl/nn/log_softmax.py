@@ -1,0 +1,52 @@
+"""Log-softmax over the features, as a layer."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from minidl.nn._checks import check_cached, check_grad_output, check_input
+from minidl.nn.module import Module
+from minidl.nn.softmax import check_dim
+
+__all__ = ["LogSoftmax"]
+
+
+class LogSoftmax(Module):
+    r"""Log-softmax over the features: :math:`y_{nc} = x_{nc} - m_n - \log\sum_k e^{x_{nk} - m_n}`.
+
+    The max shift :math:`m_n = \max_k x_{nk}` keeps it finite at inputs of :math:`\pm 10^4`.
+    Backward, with :math:`p = e^{y}` the softmax:
+    :math:`\partial L/\partial x_{nc} = g_{nc} - p_{nc} \sum_k g_{nk}`.
+    Followed by :class:`~minidl.nn.NLLLoss` it computes the cross-entropy.
+
+    Args:
+        dim: the dimension normalised, ``1`` (or ``-1``), the features (default 1).
+
+    Shape:
+        - Input: ``(N, C)``. Output: ``(N, C)``.
+
+    Example:
+        >>> LogSoftmax(dim=1)(torch.tensor([[0.0, 0.0]]))
+        tensor([[-0.6931, -0.6931]])
+    """
+
+    def __init__(self, dim: int = 1) -> None:
+        super().__init__()
+        self.dim = check_dim("LogSoftmax", dim)
+        self._probabilities: Tensor | None = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        check_input("LogSoftmax", input)
+        shifted = input - input.amax(dim=1, keepdim=True)
+        exp = shifted.exp()
+        sum_exp = exp.sum(dim=1, keepdim=True)
+        self._probabilities = exp.div_(sum_exp)
+        return shifted.sub_(sum_exp.log_())
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        probabilities = check_cached("LogSoftmax", self._probabilities)
+        check_grad_output("LogSoftmax", grad_output, probabilities.shape)
+        return grad_output - probabilities * grad_output.sum(dim=1, keepdim=True)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"

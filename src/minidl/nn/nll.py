@@ -1,0 +1,62 @@
+"""Negative log-likelihood of log-probabilities."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from minidl.nn.loss import Loss
+
+__all__ = ["NLLLoss"]
+
+
+class NLLLoss(Loss):
+    r"""Negative log-likelihood :math:`L = -\frac{1}{D}\sum_n z_{n, y_n}` of log-probabilities.
+
+    The prediction :math:`z` holds log-probabilities (e.g. the output of
+    :class:`~minidl.nn.LogSoftmax`) and the target class indices :math:`y_n`; :math:`D = N`
+    (``"mean"``) or 1 (``"sum"``). Gradient:
+    :math:`\partial L/\partial z = -\operatorname{onehot}(y)/D`.
+    ``LogSoftmax`` followed by ``NLLLoss`` is :class:`~minidl.nn.CrossEntropyLoss`.
+
+    Args:
+        reduction: ``"mean"`` (default) or ``"sum"``.
+
+    Shape:
+        - Prediction: ``(N, C)``. Target: ``(N,)``, int64 in ``[0, C)``.
+        - Output: a 0-dim tensor.
+
+    Example:
+        >>> float(NLLLoss()(torch.tensor([[-1.0, -2.0]]), torch.tensor([1])))
+        2.0
+    """
+
+    def __init__(self, reduction: Literal["mean", "sum"] = "mean") -> None:
+        super().__init__()
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"NLLLoss: reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.reduction: Literal["mean", "sum"] = reduction
+        self._prediction: Tensor | None = None
+        self._target: Tensor | None = None
+        self._scale = 1.0
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        log_probabilities = self._check_prediction(prediction)
+        if not isinstance(target, Tensor):
+            raise TypeError(f"NLLLoss: expected a torch.Tensor target, got {type(target).__name__}")
+        self._check_class_indices(target, log_probabilities)
+        self._scale = 1.0 / log_probabilities.shape[0] if self.reduction == "mean" else 1.0
+        self._prediction, self._target = log_probabilities, target
+        self._has_forward = True
+        picked = log_probabilities.gather(1, target.unsqueeze(1))
+        return picked.sum().mul_(-self._scale)
+
+    def _gradient(self) -> Tensor:
+        assert self._prediction is not None and self._target is not None
+        grad = torch.zeros_like(self._prediction)
+        return grad.scatter_(1, self._target.unsqueeze(1), -self._scale)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"

@@ -1,0 +1,62 @@
+"""Softmax over the features, as a layer."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from minidl.nn._checks import check_cached, check_grad_output, check_input
+from minidl.nn.module import Module
+
+__all__ = ["Softmax", "check_dim"]
+
+
+def check_dim(where: str, dim: int) -> int:
+    """Check a softmax dimension: only the feature dimension of an ``(N, C)`` input."""
+    if isinstance(dim, bool) or dim not in (1, -1):
+        raise ValueError(
+            f"{where}: dim must be 1 (or -1), the feature dimension of an (N, C) input, got {dim!r}"
+        )
+    return 1
+
+
+class Softmax(Module):
+    r"""Softmax over the features: :math:`y_{nc} = e^{x_{nc} - m_n} / \sum_k e^{x_{nk} - m_n}`.
+
+    The max shift :math:`m_n = \max_k x_{nk}` keeps it finite at inputs of :math:`\pm 10^4`.
+    Backward, from the cached output:
+    :math:`\partial L/\partial x_{nc} = y_{nc} (g_{nc} - \sum_k g_{nk} y_{nk})`.
+
+    Use it for probabilities at inference; for training with a class target, feed logits to
+    :class:`~minidl.nn.CrossEntropyLoss` (or :class:`~minidl.nn.LogSoftmax` to :class:`~minidl.nn.NLLLoss`),
+    which is more accurate than the log of this output.
+
+    Args:
+        dim: the dimension normalised, ``1`` (or ``-1``), the features (default 1).
+
+    Shape:
+        - Input: ``(N, C)``. Output: ``(N, C)``, rows summing to 1.
+
+    Example:
+        >>> Softmax(dim=1)(torch.tensor([[0.0, 0.0]]))
+        tensor([[0.5000, 0.5000]])
+    """
+
+    def __init__(self, dim: int = 1) -> None:
+        super().__init__()
+        self.dim = check_dim("Softmax", dim)
+        self._output: Tensor | None = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        check_input("Softmax", input)
+        exp = (input - input.amax(dim=1, keepdim=True)).exp_()
+        self._output = exp.div_(exp.sum(dim=1, keepdim=True))
+        return self._output
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        output = check_cached("Softmax", self._output)
+        check_grad_output("Softmax", grad_output, output.shape)
+        inner = (grad_output * output).sum(dim=1, keepdim=True)
+        return (grad_output - inner).mul_(output)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"

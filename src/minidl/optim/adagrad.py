@@ -1,0 +1,94 @@
+"""Adagrad (Duchi, Hazan & Singer, 2011)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from torch import Tensor
+
+from minidl._validate import check_real
+from minidl.nn.parameter import Parameter
+from minidl.optim.optimizer import Optimizer
+
+__all__ = ["Adagrad"]
+
+
+class Adagrad(Optimizer):
+    r"""Adagrad: per-coordinate steps divided by the root of the summed squared gradients.
+
+    With :math:`g_t \leftarrow g_t + \lambda_{wd} w_{t-1}` (optional L2 penalty),
+    :math:`S_0 = a` (``initial_accumulator_value``) and the step count :math:`t = 1, 2, \dots`:
+
+    .. math::
+        \lambda_t = \frac{\lambda}{1 + (t - 1)\,\eta}, \qquad
+        S_t = S_{t-1} + g_t^2, \qquad
+        w_t = w_{t-1} - \lambda_t \frac{g_t}{\sqrt{S_t} + \epsilon}
+
+    as ``torch.optim.Adagrad`` (:math:`\eta` = ``lr_decay``).
+
+    Args:
+        params: the parameters to optimise, usually ``model.parameters()``.
+        lr: the learning rate :math:`\lambda`, finite and >= 0 (default 1e-2).
+        lr_decay: :math:`\eta`, >= 0 (default 0).
+        weight_decay: :math:`\lambda_{wd}`, >= 0 (default 0).
+        initial_accumulator_value: :math:`a`, >= 0 (default 0).
+        eps: :math:`\epsilon`, > 0 (default 1e-10).
+
+    State:
+        ``sum`` (:math:`S`).
+
+    Example:
+        >>> optimizer = Adagrad(model.parameters(), lr=0.1)
+    """
+
+    state_names: tuple[str, ...] = ("sum",)
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+    ) -> None:
+        checked = self._validate_hyperparameters(
+            lr_decay=lr_decay,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+        )
+        self.lr_decay: float = checked["lr_decay"]
+        self.weight_decay: float = checked["weight_decay"]
+        self.initial_accumulator_value: float = checked["initial_accumulator_value"]
+        self.eps: float = checked["eps"]
+        super().__init__(params, lr)
+        self.state["sum"].fill_(self.initial_accumulator_value)
+
+    def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
+        checked = {
+            name: check_real("Adagrad", name, hyperparameters[name], low=0.0)
+            for name in ("lr_decay", "weight_decay", "initial_accumulator_value")
+        }
+        checked["eps"] = check_real(
+            "Adagrad", "eps", hyperparameters["eps"], low=0.0, low_open=True
+        )
+        return checked
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "lr_decay": self.lr_decay,
+            "weight_decay": self.weight_decay,
+            "initial_accumulator_value": self.initial_accumulator_value,
+            "eps": self.eps,
+        }
+
+    def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
+        (accumulator,) = state
+        if self.weight_decay != 0.0:
+            grad = grad.add(value, alpha=self.weight_decay)
+        clr = self.lr / (1 + self.step_count * self.lr_decay)
+        accumulator.addcmul_(grad, grad, value=1)
+        denominator = accumulator.sqrt().add_(self.eps)
+        value.addcdiv_(grad, denominator, value=-clr)

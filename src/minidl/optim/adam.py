@@ -1,0 +1,100 @@
+"""Adam (Kingma & Ba, 2015)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from torch import Tensor
+
+from minidl._validate import check_real
+from minidl.nn.parameter import Parameter
+from minidl.optim.optimizer import Optimizer
+
+__all__ = ["Adam", "check_betas"]
+
+
+def check_betas(where: str, betas: object) -> tuple[float, float]:
+    """Check a pair of decay rates, each in ``[0, 1)``."""
+    if not isinstance(betas, tuple | list) or len(betas) != 2:
+        raise ValueError(f"{where}: betas must be a pair of numbers in [0, 1), got {betas!r}")
+    beta1 = check_real(where, "betas[0]", betas[0], low=0.0, high=1.0, high_open=True)
+    beta2 = check_real(where, "betas[1]", betas[1], low=0.0, high=1.0, high_open=True)
+    return beta1, beta2
+
+
+class Adam(Optimizer):
+    r"""Adam: steps scaled by bias-corrected moving averages of the gradient and its square.
+
+    At step :math:`t = 1, 2, \dots`, with :math:`m_0 = v_0 = 0` and the optional L2 penalty
+    folded into the gradient (:math:`g_t \leftarrow g_t + \lambda_{wd} w_{t-1}`):
+
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        w_t = w_{t-1} - \frac{\lambda}{1 - \beta_1^t}\,
+              \frac{m_t}{\sqrt{v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    as ``torch.optim.Adam`` computes it (:math:`\epsilon` added after the bias correction of
+    :math:`\sqrt{v}`). The step count :math:`t` is ``step_count + 1`` during an update.
+
+    Args:
+        params: the parameters to optimise, usually ``model.parameters()``.
+        lr: the learning rate :math:`\lambda`, finite and >= 0 (default 1e-3).
+        betas: :math:`(\beta_1, \beta_2)`, each in ``[0, 1)`` (default ``(0.9, 0.999)``).
+        eps: :math:`\epsilon`, > 0 (default 1e-8).
+        weight_decay: :math:`\lambda_{wd}`, the L2 penalty added to the gradient, >= 0 (default 0).
+
+    State:
+        ``exp_avg`` (:math:`m`) and ``exp_avg_sq`` (:math:`v`).
+
+    Example:
+        >>> optimizer = Adam(model.parameters(), lr=1e-3)
+    """
+
+    state_names: tuple[str, ...] = ("exp_avg", "exp_avg_sq")
+    _decoupled = False
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        checked = self._validate_hyperparameters(betas=betas, eps=eps, weight_decay=weight_decay)
+        self.betas: tuple[float, float] = checked["betas"]
+        self.eps: float = checked["eps"]
+        self.weight_decay: float = checked["weight_decay"]
+        super().__init__(params, lr)
+
+    def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
+        name = type(self).__name__
+        return {
+            "betas": check_betas(name, hyperparameters["betas"]),
+            "eps": check_real(name, "eps", hyperparameters["eps"], low=0.0, low_open=True),
+            "weight_decay": check_real(
+                name, "weight_decay", hyperparameters["weight_decay"], low=0.0
+            ),
+        }
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay}
+
+    def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
+        exp_avg, exp_avg_sq = state
+        beta1, beta2 = self.betas
+        step = self.step_count + 1
+        if self.weight_decay != 0.0:
+            if self._decoupled:
+                value.mul_(1 - self.lr * self.weight_decay)
+            else:
+                grad = grad.add(value, alpha=self.weight_decay)
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step_size = self.lr / (1 - beta1**step)
+        bias_correction2_sqrt = math.sqrt(1 - beta2**step)
+        denominator = exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(self.eps)
+        value.addcdiv_(exp_avg, denominator, value=-step_size)

@@ -1,0 +1,75 @@
+"""Cosine annealing with warm restarts: SGDR (Loshchilov & Hutter, 2017)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from minidl._validate import check_int, check_real
+from minidl.optim.exponential_decay import check_interval
+from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.optimizer import Optimizer
+
+__all__ = ["CosineAnnealingWarmRestarts"]
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+    r"""Cosine annealing restarted every period, each period ``T_mult`` times the previous one.
+
+    Period :math:`i = 0, 1, \dots` lasts :math:`T_i = T_0 T_{mult}^i` steps. At step :math:`t`,
+    with :math:`T_{cur}` the steps since the last restart,
+
+    .. math::
+        \lambda_t = \eta_{min} + \tfrac12(\lambda_0 - \eta_{min})\left(1 + \cos\frac{\pi T_{cur}}{T_i}\right)
+
+    The same sequence as ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts`` stepped
+    without an epoch argument.
+
+    Args:
+        optimizer: the optimizer to schedule.
+        T_0: :math:`T_0`, the steps of the first period, an integer >= 1.
+        T_mult: :math:`T_{mult}`, the growth of the periods, an integer >= 1 (default 1).
+        eta_min: :math:`\eta_{min}`, the lowest rate, >= 0 (default 0).
+        interval: call :meth:`step` after every ``"epoch"`` (default) or ``"batch"``.
+
+    Example:
+        >>> scheduler = CosineAnnealingWarmRestarts(optimizer, T_0=10, T_mult=2)
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        T_0: int,
+        T_mult: int = 1,
+        eta_min: float = 0.0,
+        interval: Literal["epoch", "batch"] = "epoch",
+    ) -> None:
+        super().__init__(optimizer)
+        where = "CosineAnnealingWarmRestarts"
+        self.T_0 = check_int(where, "T_0", T_0)
+        self.T_mult = check_int(where, "T_mult", T_mult)
+        self.eta_min = check_real(where, "eta_min", eta_min, low=0.0)
+        self.interval = check_interval(where, interval)
+        self._start()
+
+    def _position(self, step: int) -> tuple[int, int]:
+        """``(T_cur, T_i)``: steps since the last restart and the length of the current period."""
+        if self.T_mult == 1:
+            return step % self.T_0, self.T_0
+        # Exact integer search rather than a floating logarithm (which can floor the wrong way).
+        period, start = self.T_0, 0
+        while step >= start + period:
+            start += period
+            period *= self.T_mult
+        return step - start, period
+
+    def lr_at(self, step: int) -> float:
+        t_cur, t_i = self._position(step)
+        cosine = 1 + math.cos(math.pi * t_cur / t_i)
+        return self.eta_min + (self.base_lr - self.eta_min) * cosine / 2
+
+    def __repr__(self) -> str:
+        return (
+            f"CosineAnnealingWarmRestarts(T_0={self.T_0}, T_mult={self.T_mult}, "
+            f"eta_min={self.eta_min}, base_lr={self.base_lr})"
+        )

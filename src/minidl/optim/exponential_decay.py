@@ -1,0 +1,53 @@
+"""Exponential decay of the learning rate."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from minidl._validate import check_real
+from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.optimizer import Optimizer
+
+__all__ = ["ExponentialDecay", "check_interval"]
+
+
+def check_interval(where: str, interval: object) -> Literal["epoch", "batch"]:
+    """Check a scheduler's ``interval``: ``"epoch"`` or ``"batch"``."""
+    if interval not in ("epoch", "batch"):
+        raise ValueError(f"{where}: interval must be 'epoch' or 'batch', got {interval!r}")
+    return "epoch" if interval == "epoch" else "batch"
+
+
+class ExponentialDecay(LRScheduler):
+    r"""Multiply the learning rate by :math:`\gamma` every step: :math:`\lambda_t = \lambda_0 \gamma^t`.
+
+    :math:`\lambda_0` is the optimizer's learning rate when the scheduler is built. The same
+    sequence as ``torch.optim.lr_scheduler.ExponentialLR``.
+
+    Args:
+        optimizer: the optimizer to schedule.
+        gamma: :math:`\gamma`, in ``(0, 1]``.
+        interval: call :meth:`step` after every ``"epoch"`` (default) or ``"batch"``.
+
+    Example:
+        >>> scheduler = ExponentialDecay(optimizer, gamma=0.95)
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        gamma: float,
+        interval: Literal["epoch", "batch"] = "epoch",
+    ) -> None:
+        super().__init__(optimizer)
+        self.gamma = check_real(
+            "ExponentialDecay", "gamma", gamma, low=0.0, high=1.0, low_open=True
+        )
+        self.interval = check_interval("ExponentialDecay", interval)
+        self._start()
+
+    def lr_at(self, step: int) -> float:
+        return self.base_lr * self.gamma**step
+
+    def __repr__(self) -> str:
+        return f"ExponentialDecay(gamma={self.gamma}, base_lr={self.base_lr})"

@@ -1,0 +1,137 @@
+"""RMSprop (Tieleman & Hinton, 2012)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from torch import Tensor
+
+from minidl._validate import check_real
+from minidl.nn.parameter import Parameter
+from minidl.optim.optimizer import Optimizer
+
+__all__ = ["RMSprop"]
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop: steps divided by a moving root mean square of the gradient, as ``torch.optim.RMSprop``.
+
+    With :math:`g_t \leftarrow g_t + \lambda_{wd} w_{t-1}` (optional L2 penalty) and
+    :math:`s_0 = 0`:
+
+    .. math::
+        s_t = \alpha s_{t-1} + (1 - \alpha) g_t^2, \qquad
+        d_t = \sqrt{s_t - \bar g_t^2} + \epsilon
+
+    where, when ``centered``, :math:`\bar g_t = \alpha \bar g_{t-1} + (1 - \alpha) g_t` (the
+    moving mean, so :math:`d` estimates a standard deviation) and otherwise :math:`\bar g = 0`.
+    Without momentum :math:`w_t = w_{t-1} - \lambda g_t / d_t`; with momentum :math:`\mu > 0`,
+    :math:`b_t = \mu b_{t-1} + g_t / d_t` and :math:`w_t = w_{t-1} - \lambda b_t`.
+
+    Args:
+        params: the parameters to optimise, usually ``model.parameters()``.
+        lr: the learning rate :math:`\lambda`, finite and >= 0 (default 1e-2).
+        alpha: :math:`\alpha`, the decay of the averages, in ``[0, 1]`` (default 0.99).
+        eps: :math:`\epsilon`, > 0 (default 1e-8).
+        weight_decay: :math:`\lambda_{wd}`, >= 0 (default 0).
+        momentum: :math:`\mu`, in ``[0, 1)`` (default 0).
+        centered: divide by the moving standard deviation instead of the root mean square.
+
+    State:
+        ``square_avg`` (:math:`s`), ``momentum_buffer`` (:math:`b`, when ``momentum > 0``) and
+        ``grad_avg`` (:math:`\bar g`, when ``centered``).
+
+    Example:
+        >>> optimizer = RMSprop(model.parameters(), lr=1e-3, momentum=0.9)
+    """
+
+    state_names: tuple[str, ...] = ("square_avg",)
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ) -> None:
+        checked = self._validate_hyperparameters(
+            alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered
+        )
+        self.alpha: float = checked["alpha"]
+        self.eps: float = checked["eps"]
+        self.weight_decay: float = checked["weight_decay"]
+        self.momentum: float = checked["momentum"]
+        self.centered: bool = checked["centered"]
+        names = ["square_avg"]
+        if self.momentum > 0:
+            names.append("momentum_buffer")
+        if self.centered:
+            names.append("grad_avg")
+        self.state_names = tuple(names)
+        super().__init__(params, lr)
+
+    def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
+        centered = hyperparameters["centered"]
+        if not isinstance(centered, bool):
+            raise TypeError(f"RMSprop: centered must be a bool, got {centered!r}")
+        return {
+            "alpha": check_real("RMSprop", "alpha", hyperparameters["alpha"], low=0.0, high=1.0),
+            "eps": check_real("RMSprop", "eps", hyperparameters["eps"], low=0.0, low_open=True),
+            "weight_decay": check_real(
+                "RMSprop", "weight_decay", hyperparameters["weight_decay"], low=0.0
+            ),
+            "momentum": check_real(
+                "RMSprop",
+                "momentum",
+                hyperparameters["momentum"],
+                low=0.0,
+                high=1.0,
+                high_open=True,
+            ),
+            "centered": centered,
+        }
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha,
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+            "momentum": self.momentum,
+            "centered": self.centered,
+        }
+
+    def _check_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
+        super()._check_hyperparameters(hyperparameters)
+        # ``centered`` and ``momentum > 0`` decide which state tensors exist: they cannot change
+        # on load.
+        saved = (hyperparameters["centered"], hyperparameters["momentum"] > 0)
+        if saved != (self.centered, self.momentum > 0):
+            raise ValueError(
+                "RMSprop.load_state_dict: the state was saved with centered="
+                f"{hyperparameters['centered']!r}, momentum={hyperparameters['momentum']!r}, "
+                f"which needs other state tensors than this optimizer's (centered="
+                f"{self.centered!r}, momentum={self.momentum!r})"
+            )
+
+    def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
+        square_avg = state[0]
+        alpha = self.alpha
+        if self.weight_decay != 0.0:
+            grad = grad.add(value, alpha=self.weight_decay)
+        square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+        if self.centered:
+            grad_avg = state[-1]
+            grad_avg.lerp_(grad, 1 - alpha)
+            denominator = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_().add_(self.eps)
+        else:
+            denominator = square_avg.sqrt().add_(self.eps)
+        if self.momentum > 0:
+            momentum_buffer = state[1]
+            momentum_buffer.mul_(self.momentum).addcdiv_(grad, denominator)
+            value.add_(momentum_buffer, alpha=-self.lr)
+        else:
+            value.addcdiv_(grad, denominator, value=-self.lr)

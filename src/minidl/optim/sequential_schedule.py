@@ -1,0 +1,107 @@
+"""Schedules one after the other (e.g. a warm-up, then a decay)."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.optimizer import Optimizer
+
+__all__ = ["SequentialSchedule"]
+
+
+class SequentialSchedule(LRScheduler):
+    r"""Run ``schedules[0]`` until ``milestones[0]``, then ``schedules[1]`` from its step 0, ...
+
+    At step :math:`t`, with :math:`i` the number of milestones :math:`\le t` and :math:`M_{-1} = 0`,
+    :math:`\lambda_t = s_i(t - M_{i-1})`, where :math:`s_i` is ``schedules[i].lr_at``: each
+    schedule starts afresh at its milestone, like ``torch.optim.lr_scheduler.SequentialLR``.
+
+    Every schedule must be built on ``optimizer``. Building a schedule sets the optimizer's
+    learning rate, so the later ones would see the earlier ones' rate as their reference: this
+    class resets every schedule's ``base_lr`` to the first one's (the optimizer's rate before any
+    schedule was built), as ``SequentialLR`` restarts each from the initial rate. Schedules that
+    take their own rates (:class:`~minidl.optim.OneCycle`, :class:`~minidl.optim.CyclicLR`) are
+    not affected. Only this object's :meth:`step` should be called.
+
+    Args:
+        optimizer: the optimizer to schedule.
+        schedules: the schedules, in order (at least one), all with the same ``interval``.
+        milestones: the steps where each next schedule starts, strictly increasing integers
+            >= 1, one fewer than the schedules.
+
+    Example:
+        >>> warmup = LinearWarmup(optimizer, warmup_steps=5, start_factor=0.1)
+        >>> decay = CosineAnnealing(optimizer, T_max=95)
+        >>> scheduler = SequentialSchedule(optimizer, [warmup, decay], milestones=[5])
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        schedules: Sequence[LRScheduler],
+        milestones: Sequence[int],
+    ) -> None:
+        super().__init__(optimizer)
+        schedules = list(schedules)
+        milestones = list(milestones)
+        if not schedules:
+            raise ValueError("SequentialSchedule: give at least one schedule")
+        for index, schedule in enumerate(schedules):
+            if not isinstance(schedule, LRScheduler):
+                raise TypeError(
+                    f"SequentialSchedule: schedules[{index}] must be an LRScheduler, "
+                    f"got {type(schedule).__name__}"
+                )
+            if schedule.optimizer is not optimizer:
+                raise ValueError(
+                    f"SequentialSchedule: schedules[{index}] ({type(schedule).__name__}) "
+                    "schedules another optimizer"
+                )
+        intervals = {schedule.interval for schedule in schedules}
+        if len(intervals) != 1:
+            raise ValueError(
+                f"SequentialSchedule: all schedules must step at the same interval, got "
+                f"{sorted(intervals)}"
+            )
+        if len(milestones) != len(schedules) - 1:
+            raise ValueError(
+                f"SequentialSchedule: expected {len(schedules) - 1} milestones for "
+                f"{len(schedules)} schedules, got {len(milestones)}"
+            )
+        previous = 0
+        for milestone in milestones:
+            if isinstance(milestone, bool) or not isinstance(milestone, int):
+                raise TypeError(
+                    f"SequentialSchedule: milestones must be integers, got {milestones!r}"
+                )
+            if milestone <= previous:
+                raise ValueError(
+                    "SequentialSchedule: milestones must be strictly increasing integers >= 1, "
+                    f"got {milestones!r}"
+                )
+            previous = milestone
+        self.schedules = schedules
+        self.milestones = milestones
+        self.interval = schedules[0].interval
+        self.base_lr = schedules[0].base_lr
+        for schedule in schedules:
+            schedule.base_lr = self.base_lr
+        self._start()
+
+    def lr_at(self, step: int) -> float:
+        index = bisect.bisect_right(self.milestones, step)
+        start = self.milestones[index - 1] if index > 0 else 0
+        return self.schedules[index].lr_at(step - start)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore the step counter and reference rate (given to every schedule)."""
+        super().load_state_dict(state_dict)
+        for schedule in self.schedules:
+            schedule.base_lr = self.base_lr
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(schedule) for schedule in self.schedules)
+        return f"SequentialSchedule([{inner}], milestones={self.milestones})"

@@ -1,0 +1,425 @@
+"""The building blocks (Dropout, BatchNorm1d, Identity, Softmax, LogSoftmax, Residual and the
+losses BCEWithLogits, NLL, L1, Huber) against PyTorch autograd in float64 and finite differences,
+plus their argument checks and the buffer mechanism of Module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from minidl import nn
+from minidl.gradcheck import gradcheck
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared machine, tiny tensors are far faster without a pool."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+F64 = torch.float64
+TOL = 1e-10
+
+
+def _close(actual: Tensor, expected: Tensor, rtol: float = TOL, what: str = "") -> None:
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    expected = expected.detach()
+    scale = max(float(expected.abs().max()), float(actual.abs().max()), 1e-300)
+    error = float((actual - expected).abs().max()) / scale
+    assert error <= rtol, f"{what}: relative error {error:.3g}"
+
+
+def _x(*shape: int, seed: int = 1, scale: float = 1.0) -> Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, dtype=F64, generator=generator) * scale
+
+
+def _check_against_torch(
+    module: nn.Module,
+    reference: Callable[[Tensor, dict[str, Tensor]], Tensor],
+    x: Tensor,
+) -> None:
+    """Forward, input gradient and parameter gradients of ``module`` vs autograd of ``reference``
+    (which gets the input and leaf copies of the parameters)."""
+    parameters = {name: p.data.clone().requires_grad_() for name, p in module.named_parameters()}
+    x_leaf = x.clone().requires_grad_()
+    expected = reference(x_leaf, parameters)
+    upstream = _x(*expected.shape, seed=7)
+    (expected * upstream).sum().backward()
+    module.zero_grad()
+    output = module(x)
+    _close(output, expected, what="forward")
+    grad_input = module.backward(upstream)
+    assert x_leaf.grad is not None
+    _close(grad_input, x_leaf.grad, what="input gradient")
+    for name, parameter in module.named_parameters():
+        grad = parameters[name].grad
+        assert grad is not None
+        _close(parameter.grad, grad, what=f"gradient of {name}")
+
+
+# -- layers ---------------------------------------------------------------------------------------
+
+
+def test_identity_forward_backward_and_gradcheck() -> None:
+    _check_against_torch(nn.Identity(), lambda x, _: x.clone(), _x(4, 3))
+    assert gradcheck(nn.Identity(), _x(3, 2))
+
+
+@pytest.mark.parametrize("layer", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_softmax_layers_match_torch_and_are_stable(layer: str, scale: float) -> None:
+    module = nn.Softmax(dim=1) if layer == "softmax" else nn.LogSoftmax(dim=-1)
+    function = F.softmax if layer == "softmax" else F.log_softmax
+    x = _x(5, 4, scale=scale)
+    _check_against_torch(module, lambda x, _: function(x, dim=1), x)
+    if scale == 1.0:
+        assert gradcheck(module, x)
+    # Stable at extreme logits even in float32.
+    assert bool(torch.isfinite(module(x.float() * 10)).all())
+
+
+def test_softmax_rejects_other_dims() -> None:
+    with pytest.raises(ValueError, match=r"Softmax: dim must be 1.*got 0"):
+        nn.Softmax(dim=0)
+    with pytest.raises(ValueError, match=r"LogSoftmax: dim must be 1.*got 2"):
+        nn.LogSoftmax(dim=2)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.9])
+def test_dropout_train_mode_matches_torch_with_the_same_seed(p: float) -> None:
+    x = _x(6, 5)
+    torch.manual_seed(11)
+    expected_output = F.dropout(x, p, training=True)
+    torch.manual_seed(11)
+    module = nn.Dropout(p)
+    output = module(x)
+    assert torch.equal(output, expected_output)
+    upstream = _x(6, 5, seed=3)
+    x_leaf = x.clone().requires_grad_()
+    torch.manual_seed(11)
+    (F.dropout(x_leaf, p, training=True) * upstream).sum().backward()
+    assert x_leaf.grad is not None
+    assert torch.equal(module.backward(upstream), x_leaf.grad)
+
+
+def test_dropout_backward_reuses_the_forward_mask_and_eval_is_identity() -> None:
+    generator = torch.Generator().manual_seed(5)
+    module = nn.Dropout(0.5, generator=generator)
+    x = torch.ones(8, 8, dtype=F64)
+    output = module(x)
+    grad = module.backward(torch.ones_like(x))
+    assert torch.equal(grad, output)  # the same mask, same scale 1 / (1 - p)
+    assert set(output.unique().tolist()) <= {0.0, 2.0}
+    # The generator, not the global stream, decides the mask.
+    again = nn.Dropout(0.5, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(123)
+    assert torch.equal(again(x), output)
+    module.eval()
+    assert torch.equal(module(x), x)
+    assert torch.equal(module.backward(x * 3), x * 3)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, float("nan"), "0.5"])
+def test_dropout_validates_p(p: object) -> None:
+    with pytest.raises(ValueError, match=r"Dropout: p must be"):
+        nn.Dropout(p)  # type: ignore[arg-type]
+
+
+def test_dropout_backward_before_forward() -> None:
+    with pytest.raises(RuntimeError, match="Dropout: backward called before forward"):
+        nn.Dropout(0.1).backward(torch.ones(2, 2))
+
+
+def _torch_batch_norm(module: nn.BatchNorm1d) -> torch.nn.BatchNorm1d:
+    return torch.nn.BatchNorm1d(
+        module.num_features,
+        eps=module.eps,
+        momentum=module.momentum,
+        affine=module.affine,
+        dtype=F64,
+    )
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("momentum", [0.1, 0.5])
+def test_batch_norm_train_and_eval_match_torch(affine: bool, momentum: float) -> None:
+    module = nn.BatchNorm1d(4, eps=1e-3, momentum=momentum, affine=affine, dtype=F64)
+    if affine:
+        assert module.weight is not None and module.bias is not None
+        module.weight.data.copy_(_x(4, seed=2))
+        module.bias.data.copy_(_x(4, seed=3))
+    twin = _torch_batch_norm(module)
+    if affine:
+        with torch.no_grad():
+            twin.weight.copy_(module.weight.data)  # type: ignore[union-attr]
+            twin.bias.copy_(module.bias.data)  # type: ignore[union-attr]
+    for step in range(3):  # three training batches: the running statistics accumulate
+        x = _x(7, 4, seed=10 + step, scale=3.0) + 2.0
+
+        def reference(x: Tensor, parameters: dict[str, Tensor]) -> Tensor:
+            return F.batch_norm(
+                x,
+                twin.running_mean,
+                twin.running_var,
+                parameters.get("weight"),
+                parameters.get("bias"),
+                training=True,
+                momentum=momentum,
+                eps=1e-3,
+            )
+
+        _check_against_torch(module, reference, x)
+        twin.num_batches_tracked.add_(1)  # type: ignore[union-attr, operator]
+        _close(module.running_mean, twin.running_mean, what="running mean")  # type: ignore[arg-type]
+        _close(module.running_var, twin.running_var, what="running var")  # type: ignore[arg-type]
+    assert int(module.num_batches_tracked) == 3
+    module.eval()
+    twin.eval()
+
+    def evaluation(x: Tensor, parameters: dict[str, Tensor]) -> Tensor:
+        return F.batch_norm(
+            x,
+            twin.running_mean,
+            twin.running_var,
+            parameters.get("weight"),
+            parameters.get("bias"),
+            training=False,
+            eps=1e-3,
+        )
+
+    _check_against_torch(module, evaluation, _x(5, 4, seed=20))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_gradcheck(training: bool) -> None:
+    module = nn.BatchNorm1d(3, dtype=F64)
+    assert module.weight is not None and module.bias is not None
+    module.weight.data.copy_(_x(3, seed=4))
+    module.bias.data.copy_(_x(3, seed=5))
+    module.running_var.fill_(2.0)
+    module.train(training)
+    # gradcheck runs many forwards: momentum 0 keeps the running statistics fixed meanwhile.
+    module.momentum = 0.0
+    assert gradcheck(module, _x(5, 3, seed=6))
+
+
+def test_batch_norm_buffers_in_state_dict_and_to() -> None:
+    module = nn.Sequential(nn.Linear(3, 4, dtype=F64), nn.BatchNorm1d(4, dtype=F64))
+    module(_x(6, 3))
+    state = module.state_dict()
+    assert set(state) == {
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+    }
+    assert state["1.num_batches_tracked"].dtype == torch.int64
+    norm = module[1]
+    assert isinstance(norm, nn.BatchNorm1d)
+    assert torch.equal(state["1.running_mean"], norm.running_mean)
+    assert state["1.running_mean"] is not norm.running_mean  # a copy
+    fresh = nn.Sequential(nn.Linear(3, 4, dtype=F64), nn.BatchNorm1d(4, dtype=F64))
+    fresh.load_state_dict(state)
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    # A bad buffer entry is refused and nothing changes.
+    bad = dict(state)
+    bad["1.num_batches_tracked"] = torch.tensor(1.0)
+    before = fresh.state_dict()
+    with pytest.raises(TypeError, match=r"num_batches_tracked.*torch.int64"):
+        fresh.load_state_dict(bad)
+    bad["1.num_batches_tracked"] = state["1.num_batches_tracked"]
+    bad["1.running_var"] = torch.ones(5, dtype=F64)
+    with pytest.raises(ValueError, match=r"running_var.*shape \(5,\)"):
+        fresh.load_state_dict(bad)
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    fresh.to(dtype=torch.float32)
+    fresh_norm = fresh[1]
+    assert isinstance(fresh_norm, nn.BatchNorm1d)
+    assert fresh_norm.running_mean.dtype == torch.float32
+    assert fresh_norm._buffers["running_var"] is fresh_norm.running_var
+    assert fresh_norm.num_batches_tracked.dtype == torch.int64
+    fresh.eval()
+    assert fresh(_x(2, 3).float()).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"num_features": 0}, ValueError, "num_features must be an integer >= 1"),
+        ({"num_features": 2, "eps": 0.0}, ValueError, "eps must be in"),
+        ({"num_features": 2, "momentum": 1.5}, ValueError, "momentum must be in"),
+        ({"num_features": 2, "affine": 1}, TypeError, "affine must be a bool"),
+        ({"num_features": 2, "dtype": torch.int64}, TypeError, "dtype must be a floating"),
+    ],
+)
+def test_batch_norm_validates_arguments(
+    kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"BatchNorm1d: {message}"):
+        nn.BatchNorm1d(**kwargs)  # type: ignore[arg-type]
+
+
+def test_batch_norm_needs_two_samples_in_training() -> None:
+    module = nn.BatchNorm1d(3, dtype=F64)
+    with pytest.raises(ValueError, match=r"BatchNorm1d: training mode needs more than one"):
+        module(_x(1, 3))
+    assert int(module.num_batches_tracked) == 0
+    assert torch.equal(module.running_mean, torch.zeros(3, dtype=F64))
+    module.eval()
+    assert module(_x(1, 3)).shape == (1, 3)
+
+
+def test_residual_matches_torch_and_gradchecks() -> None:
+    torch.manual_seed(3)
+    block = nn.Sequential(nn.Linear(4, 4, dtype=F64), nn.Tanh(), nn.Linear(4, 4, dtype=F64))
+    module = nn.Residual(block)
+
+    def reference(x: Tensor, parameters: dict[str, Tensor]) -> Tensor:
+        hidden = torch.tanh(F.linear(x, parameters["block.0.weight"], parameters["block.0.bias"]))
+        return x + F.linear(hidden, parameters["block.2.weight"], parameters["block.2.bias"])
+
+    _check_against_torch(module, reference, _x(5, 4))
+    assert gradcheck(module, _x(3, 4))
+    assert next(name for name, _ in module.named_parameters()) == "block.0.weight"
+
+
+def test_residual_checks_block_and_shapes() -> None:
+    with pytest.raises(TypeError, match="Residual: block must be a minidl Module"):
+        nn.Residual(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
+    module = nn.Residual(nn.Linear(3, 2, dtype=F64))
+    with pytest.raises(ValueError, match=r"Residual: the block's output has shape \(4, 2\)"):
+        module(_x(4, 3))
+    with pytest.raises(RuntimeError, match="Residual: backward called before forward"):
+        nn.Residual(nn.Identity()).backward(_x(2, 2))
+
+
+# -- losses ---------------------------------------------------------------------------------------
+
+
+def _check_loss(
+    criterion: nn.Loss,
+    reference: Callable[[Tensor, Tensor], Tensor],
+    prediction: Tensor,
+    target: Tensor,
+) -> None:
+    leaf = prediction.clone().requires_grad_()
+    expected = reference(leaf, target)
+    expected.backward()
+    loss = criterion(prediction, target)
+    assert loss.dim() == 0
+    _close(loss, expected, what="loss")
+    assert leaf.grad is not None
+    _close(criterion.backward(), leaf.grad, what="gradient")
+    _close(criterion.backward(torch.tensor(3.0, dtype=F64)), 3 * leaf.grad, what="scaled gradient")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_bce_with_logits_matches_torch_and_is_stable(reduction: str, scale: float) -> None:
+    logits = _x(6, 3, scale=scale)
+    target = torch.rand(6, 3, dtype=F64, generator=torch.Generator().manual_seed(2))
+    _check_loss(
+        nn.BCEWithLogitsLoss(reduction),  # type: ignore[arg-type]
+        lambda z, t: F.binary_cross_entropy_with_logits(z, t, reduction=reduction),
+        logits,
+        target,
+    )
+    if scale == 1.0:
+        assert gradcheck(nn.BCEWithLogitsLoss(), logits, target)
+
+
+def test_bce_with_logits_checks_targets() -> None:
+    with pytest.raises(ValueError, match=r"BCEWithLogitsLoss: targets must lie in \[0, 1\]"):
+        nn.BCEWithLogitsLoss()(_x(2, 2), torch.full((2, 2), 2.0, dtype=F64))
+    with pytest.raises(ValueError, match="BCEWithLogitsLoss: target has shape"):
+        nn.BCEWithLogitsLoss()(_x(2, 2), torch.zeros(2, dtype=F64))
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum'"):
+        nn.BCEWithLogitsLoss("none")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_nll_matches_torch_and_composes_to_cross_entropy(reduction: str) -> None:
+    log_probabilities = F.log_softmax(_x(7, 4), dim=1)
+    target = torch.tensor([0, 3, 1, 1, 2, 0, 3])
+    _check_loss(
+        nn.NLLLoss(reduction),  # type: ignore[arg-type]
+        lambda z, t: F.nll_loss(z, t, reduction=reduction),
+        log_probabilities,
+        target,
+    )
+    assert gradcheck(nn.NLLLoss(reduction), log_probabilities, target)  # type: ignore[arg-type]
+    # LogSoftmax + NLLLoss = CrossEntropyLoss, gradient included.
+    logits = _x(7, 4, seed=9)
+    layer, nll, cross_entropy = nn.LogSoftmax(), nn.NLLLoss(), nn.CrossEntropyLoss()
+    _close(nll(layer(logits), target), cross_entropy(logits, target), what="loss")
+    _close(layer.backward(nll.backward()), cross_entropy.backward(), what="gradient")
+
+
+def test_nll_checks_targets() -> None:
+    with pytest.raises(ValueError, match="NLLLoss: class index 5 is out of range"):
+        nn.NLLLoss()(_x(2, 3), torch.tensor([0, 5]))
+    with pytest.raises(TypeError, match="NLLLoss: class-index targets must have dtype"):
+        nn.NLLLoss()(_x(2, 3), torch.tensor([0.0, 1.0]))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_l1_matches_torch_including_the_subgradient_at_zero(reduction: str) -> None:
+    prediction = _x(5, 3)
+    target = _x(5, 3, seed=2)
+    target[0] = prediction[0]  # |d| = 0: torch's sign gives 0
+    _check_loss(
+        nn.L1Loss(reduction),  # type: ignore[arg-type]
+        lambda z, t: F.l1_loss(z, t, reduction=reduction),
+        prediction,
+        target,
+    )
+    criterion = nn.L1Loss(reduction)  # type: ignore[arg-type]
+    criterion(prediction, target)
+    assert torch.equal(criterion.backward()[0], torch.zeros(3, dtype=F64))
+    assert gradcheck(nn.L1Loss(), _x(4, 2), _x(4, 2, seed=3))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("delta", [1.0, 0.3, 2.5])
+def test_huber_matches_torch(reduction: str, delta: float) -> None:
+    prediction = _x(6, 4, scale=2.0)
+    target = _x(6, 4, seed=2)
+    _check_loss(
+        nn.HuberLoss(delta, reduction),  # type: ignore[arg-type]
+        lambda z, t: F.huber_loss(z, t, reduction=reduction, delta=delta),
+        prediction,
+        target,
+    )
+    assert gradcheck(nn.HuberLoss(delta), _x(4, 2, scale=2.0), _x(4, 2, seed=3))
+
+
+def test_huber_and_l1_validate_arguments() -> None:
+    with pytest.raises(ValueError, match=r"HuberLoss: delta must be in \(0, inf\], got 0"):
+        nn.HuberLoss(0.0)
+    with pytest.raises(ValueError, match="HuberLoss: reduction must be"):
+        nn.HuberLoss(1.0, "paper")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="L1Loss: reduction must be"):
+        nn.L1Loss("none")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="L1Loss: target dtype"):
+        nn.L1Loss()(_x(2, 2), torch.zeros(2, 2))
+
+
+@pytest.mark.parametrize(
+    "criterion", [nn.BCEWithLogitsLoss(), nn.NLLLoss(), nn.L1Loss(), nn.HuberLoss()]
+)
+def test_losses_refuse_backward_before_forward(criterion: nn.Loss) -> None:
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        type(criterion)().backward()

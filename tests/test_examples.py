@@ -1,0 +1,68 @@
+"""examples/digits.py: the quick mode runs and prints both accuracies; the full run reaches the
+test accuracy that the example and the README document, for minidl and for its torch twin."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+pytest.importorskip("sklearn", reason="the digits example needs scikit-learn (dev extra)")
+
+ROOT = Path(__file__).resolve().parent.parent
+PATTERN = re.compile(r"^(minidl|torch) +test accuracy: ([0-9.]+) %$", re.MULTILINE)
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> Iterator[None]:
+    """The example sets one torch thread; give the other tests their setting back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("digits_example", ROOT / "examples" / "digits.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _printed(text: str) -> dict[str, float]:
+    return {name: float(value) for name, value in PATTERN.findall(text)}
+
+
+def test_quick_mode_runs_and_prints_both_accuracies(
+    digits: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    minidl_accuracy, torch_accuracy = digits.main(["--quick"])
+    printed = _printed(capsys.readouterr().out)
+    assert printed == {
+        "minidl": round(minidl_accuracy, 2),
+        "torch": round(torch_accuracy, 2),
+    }
+    assert 10.0 < minidl_accuracy <= 100.0  # better than chance after two epochs
+
+
+def test_full_run_reaches_the_documented_accuracy(
+    digits: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    digits.main([])
+    printed = _printed(capsys.readouterr().out)
+    documented = dict(zip(("minidl", "torch"), digits.DOCUMENTED_ACCURACY, strict=True))
+    assert printed == documented
+    assert min(documented.values()) >= 97.0
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name, value in documented.items():
+        assert re.search(rf"{name}\W.*{value:.2f} %", readme, re.IGNORECASE), (
+            f"README.md does not report the {name} accuracy {value:.2f} %"
+        )

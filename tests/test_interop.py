@@ -1,0 +1,291 @@
+"""minidl.interop: to_torch and from_torch give models with the same outputs (1e-12, float64)
+and the same gradients (minidl backward vs torch autograd), keep dtype, device and mode, round
+trips are lossless on every parameter and buffer, and unsupported layers are named in errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import Tensor
+
+from minidl import nn
+from minidl.interop import ConversionError, TorchResidual, from_torch, to_torch
+
+F64 = torch.float64
+TOL = 1e-12
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared machine, tiny tensors are far faster without a pool."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _close(actual: Tensor, expected: Tensor, what: str) -> None:
+    expected = expected.detach()
+    assert actual.shape == expected.shape, what
+    # Relative to max(|expected|, 1): a gradient that is exactly zero in exact arithmetic (the
+    # bias before a batch norm) is rounding noise in both frameworks.
+    scale = max(float(expected.abs().max()), 1.0)
+    error = float((actual - expected).abs().max()) / scale
+    assert error <= TOL, f"{what}: error {error:.3g}"
+
+
+def _minidl_model(dtype: torch.dtype = F64) -> nn.Sequential:
+    """Every convertible minidl layer, a nested Sequential and a Residual included."""
+    torch.manual_seed(2)
+    return nn.Sequential(
+        nn.Linear(5, 8, dtype=dtype),
+        nn.BatchNorm1d(8, eps=1e-3, momentum=0.3, dtype=dtype),
+        nn.LeakyReLU(0.2),
+        nn.Sequential(nn.Linear(8, 8, bias=False, dtype=dtype), nn.ELU(0.7), nn.Identity()),
+        nn.Residual(nn.Sequential(nn.Linear(8, 8, dtype=dtype), nn.Tanh())),
+        nn.Dropout(0.25),
+        nn.SELU(),
+        nn.Linear(8, 6, dtype=dtype),
+        nn.BatchNorm1d(6, affine=False, dtype=dtype),
+        nn.Sigmoid(),
+        nn.Linear(6, 4, dtype=dtype),
+        nn.ReLU(),
+        nn.Softmax(dim=1),
+        nn.Linear(4, 3, dtype=dtype),
+        nn.LogSoftmax(dim=1),
+    )
+
+
+def _torch_model(dtype: torch.dtype = F64) -> torch.nn.Sequential:
+    """Every convertible torch.nn layer, nested, with non-default options."""
+    torch.manual_seed(3)
+    tnn = torch.nn
+    model = tnn.Sequential(
+        tnn.Linear(5, 8, dtype=dtype),
+        tnn.BatchNorm1d(8, eps=1e-4, momentum=0.2, dtype=dtype),
+        tnn.ELU(alpha=1.3),
+        tnn.Sequential(
+            tnn.Linear(8, 8, bias=False, dtype=dtype),
+            tnn.LeakyReLU(negative_slope=0.05),
+            tnn.Sequential(tnn.Dropout(0.1), tnn.Identity()),
+        ),
+        TorchResidual(tnn.Sequential(tnn.Linear(8, 8, dtype=dtype), tnn.SELU())),
+        tnn.BatchNorm1d(8, affine=False, momentum=0.5, dtype=dtype),
+        tnn.Tanh(),
+        tnn.Linear(8, 4, dtype=dtype),
+        tnn.Sigmoid(),
+        tnn.Softmax(dim=1),
+        tnn.Linear(4, 4, dtype=dtype),
+        tnn.ReLU(),
+        tnn.Linear(4, 3, dtype=dtype),
+        tnn.LogSoftmax(dim=1),
+    )
+    with torch.no_grad():  # non-trivial batch-norm parameters and statistics
+        for module in model.modules():
+            if isinstance(module, tnn.BatchNorm1d):
+                if module.affine:
+                    module.weight.uniform_(0.5, 1.5)
+                    module.bias.normal_()
+                assert module.running_mean is not None and module.running_var is not None
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
+                module.num_batches_tracked = torch.tensor(7)
+    return model
+
+
+def _input(rows: int = 9, seed: int = 5) -> Tensor:
+    return torch.randn(rows, 5, dtype=F64, generator=torch.Generator().manual_seed(seed))
+
+
+def _compare(minidl_model: nn.Module, torch_model: torch.nn.Module, training: bool) -> None:
+    """Outputs, input gradient and every parameter gradient, minidl backward vs torch autograd,
+    then the buffers after the forward (the running statistics in training mode)."""
+    minidl_model.train(training)
+    torch_model.train(training)
+    x = _input()
+    x_leaf = x.clone().requires_grad_()
+    torch.manual_seed(9)  # the same dropout masks in both
+    expected = torch_model(x_leaf)
+    torch.manual_seed(9)
+    minidl_model.zero_grad()
+    output = minidl_model(x)
+    _close(output, expected, "output")
+    upstream = torch.randn(expected.shape, dtype=F64, generator=torch.Generator().manual_seed(1))
+    (expected * upstream).sum().backward()
+    assert x_leaf.grad is not None
+    _close(minidl_model.backward(upstream), x_leaf.grad, "input gradient")
+    torch_parameters = dict(torch_model.named_parameters())
+    minidl_parameters = dict(minidl_model.named_parameters())
+    assert minidl_parameters.keys() == torch_parameters.keys()
+    for name, parameter in minidl_parameters.items():
+        grad = torch_parameters[name].grad
+        assert grad is not None, name
+        _close(parameter.grad, grad, f"gradient of {name}")
+    torch_buffers = dict(torch_model.named_buffers())
+    for name, buffer in minidl_model.named_buffers():
+        if buffer.is_floating_point():
+            _close(buffer, torch_buffers[name], f"buffer {name}")
+        else:
+            assert torch.equal(buffer, torch_buffers[name]), name
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_to_torch_gives_the_same_outputs_and_gradients(training: bool) -> None:
+    model = _minidl_model()
+    twin = to_torch(model)
+    assert isinstance(twin, torch.nn.Sequential)
+    for name, value in model.state_dict().items():
+        assert torch.equal(twin.state_dict()[name], value), name
+    _compare(model, twin, training)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_from_torch_gives_the_same_outputs_and_gradients(training: bool) -> None:
+    original = _torch_model()
+    model = from_torch(original)
+    assert isinstance(model, nn.Sequential)
+    for name, value in original.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
+    _compare(model, original, training)
+
+
+def test_layer_options_survive_conversion() -> None:
+    model = from_torch(_torch_model())
+    assert isinstance(model, nn.Sequential)
+    norm, elu, inner = model[1], model[2], model[3]
+    assert isinstance(norm, nn.BatchNorm1d)
+    assert (norm.eps, norm.momentum, norm.affine) == (1e-4, 0.2, True)
+    assert isinstance(elu, nn.ELU) and elu.alpha == 1.3
+    assert isinstance(inner, nn.Sequential)
+    leaky = inner[1]
+    assert isinstance(leaky, nn.LeakyReLU) and leaky.negative_slope == 0.05
+    back = to_torch(model)
+    assert isinstance(back, torch.nn.Sequential)
+    torch_norm = back[5]
+    assert isinstance(torch_norm, torch.nn.BatchNorm1d)
+    assert (torch_norm.affine, torch_norm.momentum) == (False, 0.5)
+    torch_dropout = back[3][2][0]
+    assert isinstance(torch_dropout, torch.nn.Dropout) and torch_dropout.p == 0.1
+    softmax = from_torch(torch.nn.LogSoftmax(dim=-1))
+    assert isinstance(softmax, nn.LogSoftmax) and softmax.dim == 1
+
+
+def test_round_trips_are_lossless() -> None:
+    model = _minidl_model()
+    model(_input())  # move the running statistics away from their initial values
+    model.eval()
+    again = from_torch(to_torch(model))
+    assert again.training is False
+    assert all(not module.training for _, module in again.named_modules())
+    state, state_again = model.state_dict(), again.state_dict()
+    assert state.keys() == state_again.keys()
+    for name, value in state.items():
+        assert torch.equal(state_again[name], value), name
+        assert state_again[name].dtype == value.dtype, name
+    assert repr(again) == repr(model)
+
+    original = _torch_model()
+    twice = to_torch(from_torch(original))
+    torch_state, torch_state_twice = original.state_dict(), twice.state_dict()
+    assert torch_state.keys() == torch_state_twice.keys()
+    for name, value in torch_state.items():
+        assert torch.equal(torch_state_twice[name], value), name
+    assert repr(twice) == repr(original)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dtype_and_device_are_kept(dtype: torch.dtype) -> None:
+    model = _minidl_model(dtype)
+    twin = to_torch(model)
+    assert {p.dtype for p in twin.parameters()} == {dtype}
+    assert {p.device for p in twin.parameters()} == {torch.device("cpu")}
+    back = from_torch(_torch_model(dtype))
+    assert {p.dtype for p in back.parameters()} == {dtype}
+    assert (
+        {b.dtype for b in back.buffers() if b.is_floating_point()} == {dtype}
+        if hasattr(back, "buffers")
+        else True
+    )
+    assert {b.dtype for _, b in back.named_buffers() if b.is_floating_point()} == {dtype}
+    back.eval()
+    assert back(_input().to(dtype)).dtype == dtype
+
+
+def test_converting_does_not_touch_the_global_random_stream() -> None:
+    original = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    from_torch(original)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_converted_model_trains_like_the_original() -> None:
+    """Flat parameters: the converted minidl Sequential works with the optimizers."""
+    from minidl import optim
+
+    original = _torch_model()
+    model = from_torch(original)
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    torch_optimizer = torch.optim.SGD(original.parameters(), lr=0.1, momentum=0.9)
+    for step in range(3):
+        x = _input(seed=step)
+        torch.manual_seed(step)
+        optimizer.zero_grad()
+        output = model(x)
+        model.backward(torch.ones_like(output))
+        optimizer.step()
+        torch.manual_seed(step)
+        torch_optimizer.zero_grad()
+        original(x).sum().backward()
+        torch_optimizer.step()
+    for name, parameter in model.named_parameters():
+        _close(parameter.data, dict(original.named_parameters())[name], name)
+
+
+class _Custom(nn.Module):
+    def forward(self, input: Tensor) -> Tensor:
+        return input
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output
+
+
+def test_unsupported_layers_are_named_with_their_path() -> None:
+    torch_model = torch.nn.Sequential(
+        torch.nn.Linear(3, 3), torch.nn.Sequential(torch.nn.Tanh(), torch.nn.Conv1d(1, 1, 1))
+    )
+    with pytest.raises(ConversionError, match=r"from_torch: .* at '1\.1' of type .*Conv1d"):
+        from_torch(torch_model)
+    with pytest.raises(ConversionError, match=r"at '0' of type .*Softmax \(dim=0"):
+        from_torch(torch.nn.Sequential(torch.nn.Softmax(dim=0)))
+    with pytest.raises(ConversionError, match=r"track_running_stats=False"):
+        from_torch(torch.nn.BatchNorm1d(3, track_running_stats=False))
+    with pytest.raises(ConversionError, match=r"momentum=None"):
+        from_torch(torch.nn.BatchNorm1d(3, momentum=None))
+    with pytest.raises(ConversionError, match=r"the model itself of type .*GELU"):
+        from_torch(torch.nn.GELU())
+    model = nn.Sequential(nn.Linear(2, 2), nn.Residual(nn.Sequential(nn.Tanh(), _Custom())))
+    with pytest.raises(ConversionError, match=r"to_torch: .* at '1\.block\.1' of type .*_Custom"):
+        to_torch(model)
+    with pytest.raises(TypeError, match="to_torch: expected a minidl Module"):
+        to_torch(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"from_torch: expected a torch\.nn\.Module"):
+        from_torch(nn.Linear(2, 2))  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_models_stay_on_their_device() -> None:
+    cuda = torch.device("cuda")
+    model = _minidl_model().to(device=cuda)
+    twin = to_torch(model)
+    assert {p.device.type for p in twin.parameters()} == {"cuda"}
+    back = from_torch(twin)
+    assert {p.device.type for p in back.parameters()} == {"cuda"}
+    assert {b.device.type for _, b in back.named_buffers()} == {"cuda"}
+    back.eval()
+    twin.eval()
+    x = _input().to(cuda)
+    _close(back(x), twin(x), "output on the device")

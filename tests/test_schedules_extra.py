@@ -1,0 +1,245 @@
+"""ExponentialDecay, CosineAnnealing, CosineAnnealingWarmRestarts, OneCycle, LinearWarmup and
+SequentialSchedule against the torch.optim.lr_scheduler equivalents over many steps, with any
+optimizer; their argument checks and state restore."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+
+from minidl import nn, optim
+
+LR = 0.1
+MakeSchedule = Callable[[optim.Optimizer], optim.LRScheduler]
+MakeTorchSchedule = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared machine, tiny tensors are far faster without a pool."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _params() -> list[nn.Parameter]:
+    return [nn.Parameter(torch.zeros(2, dtype=torch.float64))]
+
+
+def _torch_optimizer() -> torch.optim.Optimizer:
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=LR)
+
+
+def _sequential(optimizer: optim.Optimizer) -> optim.LRScheduler:
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=5, start_factor=0.2, interval="epoch")
+    decay = optim.CosineAnnealing(optimizer, T_max=20, eta_min=0.001)
+    return optim.SequentialSchedule(optimizer, [warmup, decay], milestones=[5])
+
+
+def _torch_sequential(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.2, total_iters=5)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=20, eta_min=0.001)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, decay], milestones=[5])
+
+
+def _three_stage(optimizer: optim.Optimizer) -> optim.LRScheduler:
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=3, start_factor=0.5, interval="epoch")
+    decay = optim.ExponentialDecay(optimizer, gamma=0.9)
+    restarts = optim.CosineAnnealingWarmRestarts(optimizer, T_0=4, T_mult=2)
+    return optim.SequentialSchedule(optimizer, [warmup, decay, restarts], milestones=[3, 10])
+
+
+def _torch_three_stage(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    schedules = [
+        torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.5, total_iters=3),
+        torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9),
+        torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=4, T_mult=2),
+    ]
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, schedules, milestones=[3, 10])
+
+
+CASES: dict[str, tuple[MakeSchedule, MakeTorchSchedule, int]] = {
+    "exponential": (
+        lambda o: optim.ExponentialDecay(o, gamma=0.93),
+        lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.93),
+        100,
+    ),
+    "cosine": (
+        lambda o: optim.CosineAnnealing(o, T_max=30),
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=30),
+        90,  # three half periods: torch's recursive form goes on past T_max too
+    ),
+    "cosine-eta-min": (
+        lambda o: optim.CosineAnnealing(o, T_max=17, eta_min=0.01),
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=17, eta_min=0.01),
+        60,
+    ),
+    "warm-restarts": (
+        lambda o: optim.CosineAnnealingWarmRestarts(o, T_0=7),
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=7),
+        50,
+    ),
+    "warm-restarts-mult": (
+        lambda o: optim.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2, eta_min=0.005),
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            o, T_0=3, T_mult=2, eta_min=0.005
+        ),
+        100,
+    ),
+    "one-cycle-cos": (
+        lambda o: optim.OneCycle(o, max_lr=0.5, total_steps=100),
+        lambda o: torch.optim.lr_scheduler.OneCycleLR(
+            o, max_lr=0.5, total_steps=100, cycle_momentum=False
+        ),
+        100,
+    ),
+    "one-cycle-linear": (
+        lambda o: optim.OneCycle(
+            o,
+            max_lr=1.0,
+            total_steps=57,
+            pct_start=0.45,
+            anneal_strategy="linear",
+            div_factor=10,
+            final_div_factor=100,
+        ),
+        lambda o: torch.optim.lr_scheduler.OneCycleLR(
+            o,
+            max_lr=1.0,
+            total_steps=57,
+            pct_start=0.45,
+            anneal_strategy="linear",
+            div_factor=10,
+            final_div_factor=100,
+            cycle_momentum=False,
+        ),
+        57,
+    ),
+    "linear-warmup": (
+        lambda o: optim.LinearWarmup(o, warmup_steps=10, start_factor=0.01),
+        lambda o: torch.optim.lr_scheduler.LinearLR(o, start_factor=0.01, total_iters=10),
+        40,
+    ),
+    "warmup-then-cosine": (_sequential, _torch_sequential, 60),
+    "warmup-exponential-restarts": (_three_stage, _torch_three_stage, 60),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_schedule_matches_torch(case: str) -> None:
+    make, make_torch, steps = CASES[case]
+    optimizer = optim.SGD(_params(), lr=LR)
+    schedule = make(optimizer)
+    torch_optimizer = _torch_optimizer()
+    torch_schedule = make_torch(torch_optimizer)
+    for step in range(steps + 1):
+        expected = torch_optimizer.param_groups[0]["lr"]
+        if case.startswith("one-cycle") and step == steps:
+            # After the last batch: minidl stays at the minimum, torch extrapolates.
+            assert optimizer.lr == pytest.approx(0.5 / 25 / 1e4 if "cos" in case else 0.001)
+            break
+        assert math.isclose(optimizer.lr, expected, rel_tol=1e-9, abs_tol=1e-15), (
+            f"{case}, step {step}: {optimizer.lr} != {expected}"
+        )
+        assert math.isclose(schedule.lr_at(step), expected, rel_tol=1e-9, abs_tol=1e-15)
+        if step < steps:
+            schedule.step()
+            torch_optimizer.step()
+            torch_schedule.step()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda p: optim.Adam(p, lr=LR),
+        lambda p: optim.RMSprop(p, lr=LR),
+        lambda p: optim.Adadelta(p, lr=LR),
+    ],
+    ids=["adam", "rmsprop", "adadelta"],
+)
+def test_schedules_drive_any_optimizer(
+    case: str, make_optimizer: Callable[[list[nn.Parameter]], optim.Optimizer]
+) -> None:
+    make, _, steps = CASES[case]
+    reference = make(optim.SGD(_params(), lr=LR))
+    optimizer = make_optimizer(_params())
+    schedule = make(optimizer)
+    for _ in range(steps // 2):
+        schedule.step()
+    assert optimizer.lr == reference.lr_at(steps // 2)
+
+
+def test_state_dict_restores_the_position() -> None:
+    optimizer = optim.Adam(_params(), lr=LR)
+    schedule = _sequential(optimizer)
+    for _ in range(12):
+        schedule.step()
+    state = schedule.state_dict()
+    other_optimizer = optim.Adam(_params(), lr=LR)
+    other = _sequential(other_optimizer)
+    other.load_state_dict(state)
+    assert other_optimizer.lr == optimizer.lr == other.lr_at(12)
+
+
+def test_one_cycle_refuses_to_step_past_total_steps() -> None:
+    optimizer = optim.SGD(_params(), lr=LR)
+    schedule = optim.OneCycle(optimizer, max_lr=0.5, total_steps=10)
+    for _ in range(10):
+        schedule.step()
+    lr = optimizer.lr
+    with pytest.raises(ValueError, match="OneCycle: step 11 is past total_steps=10"):
+        schedule.step()
+    assert (schedule.last_step, optimizer.lr) == (10, lr)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda o: optim.ExponentialDecay(o, gamma=0.0), r"ExponentialDecay: gamma must be in"),
+        (lambda o: optim.ExponentialDecay(o, 0.5, "step"), r"ExponentialDecay: interval must"),
+        (lambda o: optim.CosineAnnealing(o, T_max=0), r"CosineAnnealing: T_max must be"),
+        (lambda o: optim.CosineAnnealing(o, 5, eta_min=-1), r"CosineAnnealing: eta_min must"),
+        (
+            lambda o: optim.CosineAnnealingWarmRestarts(o, T_0=2, T_mult=0),
+            r"CosineAnnealingWarmRestarts: T_mult must be an integer >= 1",
+        ),
+        (lambda o: optim.OneCycle(o, max_lr=0.0, total_steps=10), r"OneCycle: max_lr must be"),
+        (lambda o: optim.OneCycle(o, 0.1, total_steps=1), r"OneCycle: total_steps must be"),
+        (lambda o: optim.OneCycle(o, 0.1, 10, pct_start=1.0), r"OneCycle: pct_start must be"),
+        (lambda o: optim.OneCycle(o, 0.1, 10, pct_start=0.05), r"OneCycle: pct_start \* total"),
+        (lambda o: optim.OneCycle(o, 0.1, 10, anneal_strategy="exp"), r"anneal_strategy must"),
+        (lambda o: optim.LinearWarmup(o, 0), r"LinearWarmup: warmup_steps must be"),
+        (lambda o: optim.LinearWarmup(o, 5, start_factor=0.0), r"LinearWarmup: start_factor"),
+        (lambda o: optim.SequentialSchedule(o, [], []), r"SequentialSchedule: give at least one"),
+        (
+            lambda o: optim.SequentialSchedule(
+                o, [optim.ExponentialDecay(o, 0.9), optim.ExponentialDecay(o, 0.8)], [0]
+            ),
+            r"SequentialSchedule: milestones must be strictly increasing",
+        ),
+        (
+            lambda o: optim.SequentialSchedule(o, [optim.ExponentialDecay(o, 0.9)], [3]),
+            r"SequentialSchedule: expected 0 milestones for 1 schedules, got 1",
+        ),
+        (
+            lambda o: optim.SequentialSchedule(
+                o, [optim.ExponentialDecay(o, 0.9), optim.OneCycle(o, 0.1, 10)], [3]
+            ),
+            r"SequentialSchedule: all schedules must step at the same interval",
+        ),
+        (
+            lambda o: optim.SequentialSchedule(
+                o, [optim.ExponentialDecay(optim.SGD(_params(), lr=0.1), 0.9)], []
+            ),
+            r"SequentialSchedule: schedules\[0\] \(ExponentialDecay\) schedules another",
+        ),
+    ],
+)
+def test_arguments_are_validated(build: Callable[[optim.Optimizer], object], message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        build(optim.SGD(_params(), lr=LR))
