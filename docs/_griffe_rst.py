@@ -1,0 +1,102 @@
+"""A griffe extension that turns the reStructuredText bits of minidl's docstrings into Markdown.
+
+The docstrings follow PyTorch's style: Google sections (``Args:``, ``Shape:``, ``Example:``) with
+reStructuredText roles (``:math:`y = x W^T```, ``:class:`~minidl.nn.Parameter```) and
+``.. math::`` blocks. mkdocstrings renders Markdown, so before the docstrings are parsed:
+
+- an inline role becomes a code span (``~a.b.C`` shows as ``C``, as Sphinx does);
+- a ``.. math::`` block becomes a fenced code block of its formula lines;
+- a simple table (columns under ``=====  =====`` borders) becomes a Markdown table;
+- an ``Example:`` section is read as griffe's ``Examples:``, so that its ``>>>`` lines show as
+  a console session rather than as nested quotes.
+
+The formulas stay TeX source, readable as they are and without any script to typeset them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import griffe
+
+ROLE = re.compile(r":(?:py:)?(?:math|class|func|meth|attr|mod|data|obj|exc):`(~?)([^`]+)`")
+DIRECTIVE = re.compile(r"^(\s*)\.\. math::\s*(.*)$")
+EXAMPLE = re.compile(r"^(\s*)Example:\s*$")
+BORDER = re.compile(r"^\s*=+(?: +=+)+\s*$")
+
+
+def _role(match: re.Match[str]) -> str:
+    tilde, target = match.groups()
+    if tilde:
+        target = target.rsplit(".", 1)[-1]
+    return f"`{target}`"
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _table(lines: list[str]) -> list[str]:
+    """A simple table (border, header, border, rows, border) as Markdown table lines."""
+    border = lines[0]
+    starts = [match.start() for match in re.finditer(r"=+", border)]
+    margin = border[: starts[0]]
+    rows: list[list[str]] = []
+    for line in lines[1:]:
+        if BORDER.match(line) or not line.strip():
+            continue
+        cells = []
+        for start, stop in zip(starts, [*starts[1:], len(line)], strict=True):
+            cells.append(ROLE.sub(_role, line[start:stop].strip()))
+        if rows and not cells[0]:  # a continuation line adds to the row above
+            rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], cells, strict=True)]
+        else:
+            rows.append(cells)
+    header, *body = rows
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table += ["| " + " | ".join(row) + " |" for row in body]
+    return ["", *(margin + line for line in table), ""]
+
+
+def rst_to_markdown(text: str) -> str:
+    """Return ``text`` with inline roles as code spans and ``.. math::`` blocks as fences."""
+    lines = text.splitlines()
+    output: list[str] = []
+    index = 0
+    while index < len(lines):
+        if BORDER.match(lines[index]):
+            borders = [i for i in range(index, len(lines)) if BORDER.match(lines[i])][:3]
+            if len(borders) == 3:
+                output += _table(lines[index : borders[2] + 1])
+                index = borders[2] + 1
+                continue
+        match = DIRECTIVE.match(lines[index])
+        if match is None:
+            line = EXAMPLE.sub(r"\1Examples:", lines[index])
+            output.append(ROLE.sub(_role, line))
+            index += 1
+            continue
+        margin, inline = match.groups()
+        body = [inline] if inline else []
+        index += 1
+        while index < len(lines) and (
+            not lines[index].strip() or _indent(lines[index]) > len(margin)
+        ):
+            body.append(lines[index])
+            index += 1
+        while body and not body[-1].strip():
+            body.pop()
+        depth = min((_indent(line) for line in body if line.strip()), default=0)
+        output += ["", f"{margin}```text"]
+        output += [f"{margin}{line[depth:]}" if line.strip() else "" for line in body]
+        output += [f"{margin}```", ""]
+    return "\n".join(output)
+
+
+class RstToMarkdown(griffe.Extension):
+    """Rewrite every docstring with :func:`rst_to_markdown` as griffe loads it."""
+
+    def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = rst_to_markdown(obj.docstring.value)

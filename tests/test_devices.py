@@ -1,0 +1,465 @@
+"""Devices and dtypes: ``Module.to``, optimizers that follow their parameters, clear mismatch errors.
+
+The CPU tests cover dtype conversion (float32 <-> float64) against PyTorch autograd and
+``torch.optim``; the tests named ``test_cuda_*`` (marker ``cuda``) run on a GPU and compare with
+the same computation on the CPU, and are skipped where no GPU is available.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from minidl import nn, optim
+from minidl.nn._checks import check_like_parameter
+from minidl.nn.flat import flat_buffer
+
+HAS_CUDA = torch.cuda.is_available()
+cuda = pytest.mark.cuda
+requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+
+SIZES = (2, 7, 5, 2)
+BATCH = 9
+
+
+def make_model(dtype: torch.dtype = torch.float64, seed: int = 0) -> nn.Sequential:
+    return nn.mlp(SIZES, "tanh", dtype=dtype, generator=torch.Generator().manual_seed(seed))
+
+
+def make_batches(count: int, dtype: torch.dtype = torch.float64) -> list[tuple[torch.Tensor, ...]]:
+    generator = torch.Generator().manual_seed(1)
+    return [
+        (
+            torch.randn(BATCH, SIZES[0], generator=generator, dtype=dtype),
+            torch.randint(0, SIZES[-1], (BATCH,), generator=generator),
+        )
+        for _ in range(count)
+    ]
+
+
+def is_flat(model: nn.Module) -> bool:
+    parameters = model.parameters()
+    return (
+        flat_buffer([p.data for p in parameters]) is not None
+        and flat_buffer([p.grad for p in parameters]) is not None
+    )
+
+
+def train_steps(
+    model: nn.Module, optimizer: optim.Optimizer, batches: list[tuple[torch.Tensor, ...]]
+) -> None:
+    """One SGD/Adadelta step per batch, with inputs moved to the model's dtype and device."""
+    criterion = nn.CrossEntropyLoss()
+    first = model.parameters()[0]
+    for x, y in batches:
+        optimizer.zero_grad()
+        criterion(model(x.to(device=first.device, dtype=first.dtype)), y.to(first.device))
+        model.backward(criterion.backward())
+        optimizer.step()
+
+
+def torch_copy(model: nn.Sequential) -> torch.nn.Sequential:
+    """The same network as a ``torch.nn`` model (the oracle), with equal weights."""
+    layers: list[torch.nn.Module] = []
+    for module in model:
+        if isinstance(module, nn.Linear):
+            linear = torch.nn.Linear(
+                module.in_features, module.out_features, dtype=module.weight.dtype
+            )
+            with torch.no_grad():
+                linear.weight.copy_(module.weight.data)
+                assert module.bias is not None
+                linear.bias.copy_(module.bias.data)
+            layers.append(linear)
+        else:
+            assert isinstance(module, nn.Tanh)
+            layers.append(torch.nn.Tanh())
+    return torch.nn.Sequential(*layers)
+
+
+def torch_train_steps(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: list[tuple[torch.Tensor, ...]],
+) -> None:
+    dtype = next(model.parameters()).dtype
+    for x, y in batches:
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x.to(dtype)), y).backward()
+        optimizer.step()
+
+
+def values(model: nn.Module) -> list[torch.Tensor]:
+    return [p.data.detach().clone() for p in model.parameters()]
+
+
+OPTIMIZERS = {
+    "sgd-momentum": (
+        lambda params: optim.SGD(params, lr=0.1, momentum=0.9),
+        lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9),
+    ),
+    "adadelta": (
+        lambda params: optim.Adadelta(params, lr=1.0, rho=0.9, eps=1e-6),
+        lambda params: torch.optim.Adadelta(params, lr=1.0, rho=0.9, eps=1e-6),
+    ),
+}
+
+
+def torch_state_from(name: str, optimizer: optim.Optimizer, params: list[torch.Tensor]) -> dict:
+    """Torch optimizer state equal to ``optimizer``'s (flat state split per parameter)."""
+    state = optimizer.state_dict()["state"]
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    offset = 0
+    for index, param in enumerate(params):
+        size = param.numel()
+        chunk = {
+            k: v[offset : offset + size].view(param.shape).to(param.dtype) for k, v in state.items()
+        }
+        offset += size
+        if name == "sgd-momentum":
+            # The paper's velocity v = lr * b, with b torch's buffer.
+            per_param[index] = {"momentum_buffer": chunk["momentum_buffer"] / optimizer.lr}
+        else:
+            per_param[index] = {**chunk, "step": torch.tensor(float(optimizer.step_count))}
+    return per_param
+
+
+# -- dtype conversion on the CPU -----------------------------------------------------------------
+
+
+def test_to_float32_matches_float64_forward_and_backward_to_float32_precision():
+    reference = make_model(torch.float64)
+    converted = make_model(torch.float64).to(dtype=torch.float32)
+    assert all(p.dtype == torch.float32 for p in converted.parameters())
+    assert all(p.grad.dtype == torch.float32 for p in converted.parameters())
+    ((x, _),) = make_batches(1)
+    out64, out32 = reference(x), converted(x.float())
+    assert out32.dtype == torch.float32
+    torch.testing.assert_close(out32.double(), out64, rtol=1e-5, atol=1e-6)
+    grad = torch.randn(out64.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    dx64, dx32 = reference.backward(grad), converted.backward(grad.float())
+    torch.testing.assert_close(dx32.double(), dx64, rtol=1e-5, atol=1e-6)
+    for p64, p32 in zip(reference.parameters(), converted.parameters(), strict=True):
+        torch.testing.assert_close(p32.grad.double(), p64.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_to_float64_matches_pytorch_autograd_in_float64():
+    model = make_model(torch.float32).to(dtype=torch.float64)
+    oracle = torch_copy(model)
+    ((x, y),) = make_batches(1)
+    criterion = nn.CrossEntropyLoss()
+    loss = criterion(model(x), y)
+    model.backward(criterion.backward())
+    torch_loss = torch.nn.functional.cross_entropy(oracle(x), y)
+    torch_loss.backward()
+    torch.testing.assert_close(loss, torch_loss.detach(), rtol=1e-12, atol=1e-12)
+    for mine, theirs in zip(model.parameters(), oracle.parameters(), strict=True):
+        assert theirs.grad is not None
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_float64_float32_round_trip_is_exact():
+    model = make_model(torch.float32)
+    before = values(model)
+    model.to(dtype=torch.float64).to(dtype=torch.float32)
+    for value, original in zip(values(model), before, strict=True):
+        assert value.dtype == torch.float32
+        assert torch.equal(value, original)
+
+
+def test_float64_float32_float64_round_trip_rounds_to_float32():
+    model = make_model(torch.float64)
+    before = values(model)
+    model.to(dtype=torch.float32).to(dtype=torch.float64)
+    for value, original in zip(values(model), before, strict=True):
+        assert value.dtype == torch.float64
+        assert torch.equal(value, original.float().double())
+
+
+def test_to_keeps_parameters_gradients_and_flatness():
+    model = make_model(torch.float32)
+    ((x, y),) = make_batches(1, torch.float32)
+    criterion = nn.CrossEntropyLoss()
+    criterion(model(x), y)
+    model.backward(criterion.backward())
+    parameters = model.parameters()
+    grads = [p.grad.clone() for p in parameters]
+    assert is_flat(model)
+    assert model.to(dtype=torch.float64) is model
+    assert model.parameters() == parameters  # the same Parameter objects, in order
+    assert all(a is b for a, b in zip(model.parameters(), parameters, strict=True))
+    assert is_flat(model)
+    flat = flat_buffer([p.data for p in model.parameters()])
+    assert (
+        flat is not None and flat.dtype == torch.float64 and flat.numel() == model.num_parameters()
+    )
+    for parameter, grad in zip(parameters, grads, strict=True):
+        assert parameter.grad.dtype == torch.float64
+        assert torch.equal(parameter.grad, grad.double())  # accumulated gradients move too
+    # Writing through the flat buffer reaches every parameter: the views are real.
+    flat.zero_()
+    assert all(bool((p.data == 0).all()) for p in model.parameters())
+
+
+def test_to_rejects_a_non_floating_dtype_and_changes_nothing():
+    model = make_model(torch.float32)
+    before = values(model)
+    with pytest.raises(
+        TypeError, match=r"Sequential\.to: dtype must be floating point, got torch\.int64"
+    ):
+        model.to(dtype=torch.int64)
+    assert all(torch.equal(a, b) for a, b in zip(values(model), before, strict=True))
+    assert is_flat(model)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizer_continues_after_to_float64_like_torch_optim(name):
+    make_mine, make_theirs = OPTIMIZERS[name]
+    batches = make_batches(6)
+    model = make_model(torch.float32)
+    optimizer = make_mine(model.parameters())
+    train_steps(model, optimizer, batches[:3])
+    # The oracle starts from the float32 run's values and state, in float64.
+    oracle = torch_copy(model).double()
+    oracle_optimizer = make_theirs(list(oracle.parameters()))
+    oracle_state = torch_state_from(name, optimizer, list(oracle.parameters()))
+    oracle_optimizer.load_state_dict({**oracle_optimizer.state_dict(), "state": oracle_state})
+
+    model.to(dtype=torch.float64)
+    train_steps(model, optimizer, batches[3:])
+    torch_train_steps(oracle, oracle_optimizer, batches[3:])
+
+    assert all(t.dtype == torch.float64 for t in optimizer.state.values())
+    assert is_flat(model)
+    for mine, theirs in zip(model.parameters(), oracle.parameters(), strict=True):
+        # A float32 state would leave errors of ~1e-8 here.
+        torch.testing.assert_close(mine.data, theirs.detach(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizer_state_dict_follows_the_model_before_the_next_step(name):
+    make_mine, _ = OPTIMIZERS[name]
+    model = make_model(torch.float32)
+    optimizer = make_mine(model.parameters())
+    train_steps(model, optimizer, make_batches(2, torch.float32))
+    saved32 = optimizer.state_dict()["state"]
+    model.to(dtype=torch.float64)
+    saved64 = optimizer.state_dict()["state"]
+    for key, tensor in saved64.items():
+        assert tensor.dtype == torch.float64
+        assert torch.equal(tensor, saved32[key].double())
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizer_state_dict_loads_across_dtypes(name):
+    """A state saved in float64 loads into a float32 optimizer (cast), and back exactly."""
+    make_mine, _ = OPTIMIZERS[name]
+    batches = make_batches(4)
+    model64 = make_model(torch.float64)
+    optimizer64 = make_mine(model64.parameters())
+    train_steps(model64, optimizer64, batches[:2])
+    saved = optimizer64.state_dict()
+
+    model32 = make_model(torch.float32)
+    model32.load_state_dict(model64.state_dict())
+    optimizer32 = make_mine(model32.parameters())
+    optimizer32.load_state_dict(saved)
+    for key, tensor in optimizer32.state.items():
+        assert tensor.dtype == torch.float32
+        assert torch.equal(tensor, saved["state"][key].float())
+    # Continuing in float32 follows the float64 run to float32 precision.
+    train_steps(model32, optimizer32, batches[2:])
+    train_steps(model64, optimizer64, batches[2:])
+    for p32, p64 in zip(model32.parameters(), model64.parameters(), strict=True):
+        torch.testing.assert_close(p32.data.double(), p64.data, rtol=1e-5, atol=1e-5)
+
+
+def test_optimizer_follows_a_non_flat_module():
+    """A lone Linear is not flat: parameters are moved one by one, the optimizer follows."""
+    layer = nn.Linear(3, 2, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+    optimizer = optim.SGD(layer.parameters(), lr=0.1, momentum=0.5)
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    layer(x)
+    layer.backward(torch.ones(4, 2))
+    optimizer.step()
+    layer.to(dtype=torch.float64)
+    oracle = torch.nn.Linear(3, 2, dtype=torch.float64)
+    with torch.no_grad():
+        oracle.weight.copy_(layer.weight.data)
+        oracle.bias.copy_(layer.bias.data)  # type: ignore[union-attr]
+    oracle_optimizer = torch.optim.SGD(oracle.parameters(), lr=0.1, momentum=0.5)
+    velocity = optimizer.state_dict()["state"]["momentum_buffer"]
+    oracle_optimizer.load_state_dict(
+        {
+            **oracle_optimizer.state_dict(),
+            "state": {
+                0: {"momentum_buffer": velocity[:6].view(2, 3) / 0.1},
+                1: {"momentum_buffer": velocity[6:] / 0.1},
+            },
+        }
+    )
+    optimizer.zero_grad()
+    layer(x.double())
+    layer.backward(torch.ones(4, 2, dtype=torch.float64))
+    optimizer.step()
+    oracle(x.double()).sum().backward()
+    oracle_optimizer.step()
+    assert optimizer.state["momentum_buffer"].dtype == torch.float64
+    torch.testing.assert_close(layer.weight.data, oracle.weight.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(layer.bias.data, oracle.bias.detach(), rtol=1e-10, atol=1e-12)  # type: ignore[union-attr]
+
+
+# -- mismatch errors on the CPU ------------------------------------------------------------------
+
+
+def test_dtype_mismatch_names_module_and_both_dtypes():
+    model = make_model(torch.float64)
+    with pytest.raises(
+        TypeError,
+        match=r"Linear: input dtype torch\.float32 does not match the parameters' dtype "
+        r"torch\.float64; convert the input or call \.to\(dtype=\.\.\.\) on the module",
+    ):
+        model(torch.zeros(3, 2, dtype=torch.float32))
+
+
+def test_device_mismatch_message():
+    """Produced on the CPU with a stand-in input that reports another device."""
+    parameter = torch.zeros(2, 2)
+    stand_in = SimpleNamespace(dtype=parameter.dtype, device=torch.device("cuda", 0))
+    with pytest.raises(
+        ValueError,
+        match=r"Linear: input is on cuda:0 but the parameters are on cpu; "
+        r"move one of them with \.to\(device=\.\.\.\)",
+    ):
+        check_like_parameter("Linear", stand_in, parameter)  # type: ignore[arg-type]
+
+
+# -- CUDA ----------------------------------------------------------------------------------------
+
+
+@cuda
+@requires_cuda
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_cuda_training_matches_cpu(name):
+    make_mine, _ = OPTIMIZERS[name]
+    batches = make_batches(4)
+    cpu_model = make_model(torch.float64)
+    cpu_optimizer = make_mine(cpu_model.parameters())
+    gpu_model = make_model(torch.float64).to(device="cuda")
+    gpu_optimizer = make_mine(gpu_model.parameters())
+    assert is_flat(gpu_model)
+    assert all(p.device.type == "cuda" for p in gpu_model.parameters())
+    (x, y) = batches[0]
+    criterion = nn.CrossEntropyLoss()
+    cpu_out = cpu_model(x)
+    gpu_out = gpu_model(x.cuda())
+    assert gpu_out.device.type == "cuda"
+    torch.testing.assert_close(gpu_out.cpu(), cpu_out, rtol=1e-10, atol=1e-12)
+    criterion(cpu_out, y)
+    cpu_dx = cpu_model.backward(criterion.backward())
+    criterion(gpu_out, y.cuda())
+    gpu_dx = gpu_model.backward(criterion.backward())
+    torch.testing.assert_close(gpu_dx.cpu(), cpu_dx, rtol=1e-10, atol=1e-12)
+    for mine, theirs in zip(gpu_model.parameters(), cpu_model.parameters(), strict=True):
+        torch.testing.assert_close(mine.grad.cpu(), theirs.grad, rtol=1e-10, atol=1e-12)
+    train_steps(cpu_model, cpu_optimizer, batches)
+    train_steps(gpu_model, gpu_optimizer, batches)
+    assert all(t.device.type == "cuda" for t in gpu_optimizer.state.values())
+    for mine, theirs in zip(gpu_model.parameters(), cpu_model.parameters(), strict=True):
+        torch.testing.assert_close(mine.data.cpu(), theirs.data, rtol=1e-10, atol=1e-12)
+
+
+@cuda
+@requires_cuda
+def test_cuda_float32_training_matches_cpu_to_float32_precision():
+    batches = make_batches(3, torch.float32)
+    cpu_model = make_model(torch.float32)
+    gpu_model = make_model(torch.float32).to("cuda")
+    cpu_optimizer = optim.SGD(cpu_model.parameters(), lr=0.1, momentum=0.9)
+    gpu_optimizer = optim.SGD(gpu_model.parameters(), lr=0.1, momentum=0.9)
+    train_steps(cpu_model, cpu_optimizer, batches)
+    train_steps(gpu_model, gpu_optimizer, batches)
+    for mine, theirs in zip(gpu_model.parameters(), cpu_model.parameters(), strict=True):
+        torch.testing.assert_close(mine.data.cpu(), theirs.data, rtol=1e-4, atol=1e-5)
+
+
+@cuda
+@requires_cuda
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_cuda_optimizer_follows_the_model_mid_training(name):
+    """Half the steps on the CPU, ``.to("cuda")``, the rest on the GPU: same as all on the CPU."""
+    make_mine, _ = OPTIMIZERS[name]
+    batches = make_batches(6)
+    reference = make_model(torch.float64)
+    reference_optimizer = make_mine(reference.parameters())
+    train_steps(reference, reference_optimizer, batches)
+
+    model = make_model(torch.float64)
+    optimizer = make_mine(model.parameters())
+    train_steps(model, optimizer, batches[:3])
+    model.to("cuda")
+    assert is_flat(model)
+    train_steps(model, optimizer, batches[3:])
+    assert all(t.device.type == "cuda" for t in optimizer.state.values())
+    for mine, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(mine.data.cpu(), theirs.data, rtol=1e-10, atol=1e-12)
+
+
+@cuda
+@requires_cuda
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_cuda_optimizer_state_dict_loads_on_the_other_device(name):
+    make_mine, _ = OPTIMIZERS[name]
+    batches = make_batches(4)
+    gpu_model = make_model(torch.float64).to("cuda")
+    gpu_optimizer = make_mine(gpu_model.parameters())
+    train_steps(gpu_model, gpu_optimizer, batches[:2])
+    saved = gpu_optimizer.state_dict()
+    assert all(t.device.type == "cuda" for t in saved["state"].values())
+
+    cpu_model = make_model(torch.float64)
+    cpu_model.load_state_dict(gpu_model.state_dict())
+    cpu_optimizer = make_mine(cpu_model.parameters())
+    cpu_optimizer.load_state_dict(saved)
+    assert all(t.device.type == "cpu" for t in cpu_optimizer.state.values())
+    # And back: a CPU state loads into a GPU optimizer.
+    gpu_optimizer.load_state_dict(cpu_optimizer.state_dict())
+    train_steps(cpu_model, cpu_optimizer, batches[2:])
+    train_steps(gpu_model, gpu_optimizer, batches[2:])
+    for mine, theirs in zip(gpu_model.parameters(), cpu_model.parameters(), strict=True):
+        torch.testing.assert_close(mine.data.cpu(), theirs.data, rtol=1e-10, atol=1e-12)
+
+
+@cuda
+@requires_cuda
+def test_cuda_round_trip_keeps_values_parameters_and_flatness():
+    model = make_model(torch.float32)
+    parameters = model.parameters()
+    before = values(model)
+    model.to("cuda")
+    assert all(p.device.type == "cuda" and p.grad.device.type == "cuda" for p in parameters)
+    assert is_flat(model)
+    model.to("cpu")
+    assert all(a is b for a, b in zip(model.parameters(), parameters, strict=True))
+    assert is_flat(model)
+    assert all(torch.equal(a, b) for a, b in zip(values(model), before, strict=True))
+    model.to(device="cuda", dtype=torch.float64)
+    assert all(p.device.type == "cuda" and p.dtype == torch.float64 for p in parameters)
+    assert is_flat(model)
+
+
+@cuda
+@requires_cuda
+def test_cuda_wrong_device_input_and_target_raise_clear_errors():
+    model = make_model(torch.float32).to("cuda")
+    with pytest.raises(
+        ValueError, match=r"Linear: input is on cpu but the parameters are on cuda:0"
+    ):
+        model(torch.zeros(3, 2))
+    prediction = model(torch.zeros(3, 2, device="cuda"))
+    with pytest.raises(
+        ValueError, match=r"CrossEntropyLoss: target is on cpu but the prediction is on cuda:0"
+    ):
+        nn.CrossEntropyLoss()(prediction, torch.zeros(3, dtype=torch.int64))

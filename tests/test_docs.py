@@ -1,0 +1,250 @@
+"""The documentation: it builds without a warning, and the code it shows runs and is right.
+
+- the site builds with ``mkdocs build --strict`` (every docstring parses, every link resolves)
+  and the API pages hold the documented objects, with the reStructuredText turned into Markdown;
+- every ``python`` code block of the tutorial and of the PyTorch page runs, in order (the blocks
+  hold their own assertions against PyTorch autograd and ``minidl.gradcheck``);
+- the tutorial's Softplus matches PyTorch where the tutorial claims it is stable;
+- the docstring converter (docs/_griffe_rst.py) turns roles, math blocks, tables and examples
+  into the expected Markdown.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def missing_docs_tools() -> list[str]:
+    modules = {
+        "mkdocs": "mkdocs",
+        "mkdocstrings": "mkdocstrings",
+        "mkdocstrings_handlers.python": "mkdocstrings-python",
+        "material": "mkdocs-material",
+        "griffe": "griffe",
+    }
+    missing = []
+    for module, package in modules.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            missing.append(package)
+    return missing
+
+
+requires_docs_tools = pytest.mark.skipif(
+    bool(missing_docs_tools()),
+    reason=f"the docs tools are not installed ({', '.join(missing_docs_tools())}); "
+    "`pip install -e '.[docs]'` or `make dev` installs them",
+)
+
+
+def python_blocks(page: str) -> list[str]:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
+
+
+def run_page(page: str) -> dict[str, Any]:
+    """Execute the page's ``python`` blocks in order, in one namespace, and return it."""
+    namespace: dict[str, Any] = {"__name__": f"docs_{page.removesuffix('.md')}"}
+    for number, block in enumerate(python_blocks(page), start=1):
+        exec(compile(block, f"docs/{page} (python block {number})", "exec"), namespace)
+    return namespace
+
+
+# -- the site ------------------------------------------------------------------------------------
+
+API_OBJECTS = {
+    "nn": ["minidl.nn.Linear", "minidl.nn.Sequential", "minidl.nn.Module", "minidl.nn.Tanh"],
+    "optim": ["minidl.optim.SGD", "minidl.optim.Adadelta", "minidl.optim.Optimizer"],
+    "data": ["minidl.data.make_disk_data", "minidl.data.BatchIterator"],
+    "train": ["minidl.train.fit", "minidl.train.error_rate"],
+    "gradcheck": ["minidl.gradcheck.gradcheck"],
+    "checkpoint": ["minidl.checkpoint"],
+    "interop": ["minidl.interop.to_torch", "minidl.interop.from_torch"],
+}
+
+
+def build_site(directory: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(directory)],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"mkdocs build --strict failed:\n{output}"
+    warnings = [line for line in output.splitlines() if "WARNING" in line]
+    assert not warnings, "mkdocs build warned:\n" + "\n".join(warnings)
+
+
+@requires_docs_tools
+def test_site_builds_strictly_and_documents_the_api(tmp_path: Path) -> None:
+    """One build (the slow part), then every check of its pages."""
+    build_site(tmp_path)
+    for page in ("index.html", "tutorial.html", "pytorch.html"):
+        assert (tmp_path / page).is_file(), page
+    assert not list(tmp_path.rglob("*.py")), "the docstring converter must not be published"
+    for module, objects in API_OBJECTS.items():
+        html = (tmp_path / "api" / f"{module}.html").read_text(encoding="utf-8")
+        for name in objects:
+            assert f'id="{name}"' in html, f"{name} missing from api/{module}.html"
+        text = re.sub(r"<[^>]+>", "", html)
+        for leftover in (":math:`", ":class:`", ":func:`", ":meth:`", ".. math::", "Example:"):
+            assert leftover not in text, f"{leftover!r} left in api/{module}.html"
+    # The sections of one docstring, rendered.
+    html = (tmp_path / "api" / "nn.html").read_text(encoding="utf-8")
+    start = html.index('id="minidl.nn.Linear"')
+    linear = html[start : html.index('id="minidl.nn.', start + 30)]
+    assert "in_features" in linear and "size of each input sample" in linear  # Args
+    assert "<summary>Shape</summary>" in linear
+    assert "Examples:" in linear and "torch.Size([100, 25])" in linear  # a console session
+    assert r"\frac{\partial L}{\partial X} = G W" in linear  # the math block, as code
+
+
+# -- the code of the pages -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tutorial() -> dict[str, Any]:
+    """The tutorial's namespace after running all its blocks (they assert as they go)."""
+    assert python_blocks("tutorial.md"), "docs/tutorial.md has no python block"
+    return run_page("tutorial.md")
+
+
+def test_tutorial_code_runs(tutorial: dict[str, Any]) -> None:
+    for name in ("Softplus", "WrongSoftplus", "Scale", "model", "optimizer"):
+        assert name in tutorial, name
+
+
+def test_pytorch_page_code_runs() -> None:
+    assert python_blocks("pytorch.md"), "docs/pytorch.md has no python block"
+    namespace = run_page("pytorch.md")
+    assert "twin" in namespace and "back" in namespace
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tutorial_softplus_matches_autograd_including_extreme_inputs(
+    tutorial: dict[str, Any], dtype: torch.dtype
+) -> None:
+    x = torch.cat(
+        [
+            torch.tensor([-1000.0, -100.0, -40.0, -25.0, 0.0, 19.0, 50.0, 1000.0], dtype=dtype),
+            torch.linspace(-15, 15, 31, dtype=dtype),
+        ]
+    )
+    softplus = tutorial["Softplus"]()
+    y = softplus(x)
+    dx = softplus.backward(torch.ones_like(x))
+    # The oracle: autograd through the stable form, in float64.
+    x_ref = x.double().requires_grad_(True)
+    y_ref = torch.logaddexp(x_ref, torch.zeros_like(x_ref))
+    y_ref.sum().backward()
+    assert x_ref.grad is not None
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-6
+    torch.testing.assert_close(y.double(), y_ref.detach(), rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(dx.double(), x_ref.grad, rtol=tolerance * 10, atol=tolerance)
+    # Where sigmoid(x) is tiny (but a normal number), expm1 keeps it to full relative precision.
+    tiny = (x < -20) & (torch.sigmoid(x.double()) > torch.finfo(dtype).tiny)
+    assert int(tiny.sum()) >= 2
+    torch.testing.assert_close(
+        dx[tiny].double(), torch.sigmoid(x[tiny].double()), rtol=tolerance * 10, atol=0.0
+    )
+
+
+def test_tutorial_scale_layer_accumulates(tutorial: dict[str, Any]) -> None:
+    layer = tutorial["Scale"](3, dtype=torch.float64)
+    x = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    grad = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    layer(x)
+    layer.backward(grad)
+    once = layer.scale.grad.clone()
+    torch.testing.assert_close(once, (grad * x).sum(0), rtol=1e-12, atol=1e-12)
+    layer(x)
+    layer.backward(grad)
+    torch.testing.assert_close(layer.scale.grad, 2 * once, rtol=1e-12, atol=1e-12)
+    with pytest.raises(
+        ValueError, match=r"Scale: expected an input of shape \(N, 3\), got \(5, 4\)"
+    ):
+        layer(torch.zeros(5, 4, dtype=torch.float64))
+
+
+# -- the docstring converter ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def converter() -> ModuleType:
+    pytest.importorskip("griffe", reason="the docs tools are not installed")
+    spec = importlib.util.spec_from_file_location("_griffe_rst", DOCS / "_griffe_rst.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_converter_turns_roles_into_code_spans(converter: ModuleType) -> None:
+    text = "Layer :math:`y = x W^T` of :class:`~minidl.nn.Parameter`, see :func:`minidl.gradcheck`."
+    assert converter.rst_to_markdown(text) == (
+        "Layer `y = x W^T` of `Parameter`, see `minidl.gradcheck`."
+    )
+
+
+def test_converter_turns_math_blocks_into_fences(converter: ModuleType) -> None:
+    text = "Backward:\n\n.. math::\n    a = b \\\\\n    c = d\n\nArgs:\n    x: the input."
+    assert converter.rst_to_markdown(text) == (
+        "Backward:\n\n\n```text\na = b \\\\\nc = d\n```\n\nArgs:\n    x: the input."
+    )
+
+
+def test_converter_turns_simple_tables_into_markdown(converter: ModuleType) -> None:
+    text = "\n".join(
+        [
+            "Converted:",
+            "",
+            "=======  ==========",
+            "minidl   torch.nn",
+            "=======  ==========",
+            "``A``    ``B``",
+            "         (continued)",
+            "``C``    ``D``",
+            "=======  ==========",
+            "",
+            "After.",
+        ]
+    )
+    assert converter.rst_to_markdown(text) == "\n".join(
+        [
+            "Converted:",
+            "",
+            "",
+            "| minidl | torch.nn |",
+            "|---|---|",
+            "| ``A`` | ``B`` (continued) |",
+            "| ``C`` | ``D`` |",
+            "",
+            "",
+            "After.",
+        ]
+    )
+
+
+def test_converter_reads_example_as_examples(converter: ModuleType) -> None:
+    text = "Summary.\n\nExample:\n    >>> 1 + 1\n    2"
+    assert converter.rst_to_markdown(text) == "Summary.\n\nExamples:\n    >>> 1 + 1\n    2"
