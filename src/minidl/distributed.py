@@ -1,0 +1,550 @@
+r"""Data-parallel training across processes, on ``torch.distributed``.
+
+This is the one module of minidl that imports ``torch.distributed`` (see docs/ARCHITECTURE.md); it
+uses it for the rendezvous and for collectives only. Every gradient is still derived by hand and
+computed by the modules.
+
+Each of the :math:`W` processes (*ranks*) holds the whole model and the whole data set. Every
+epoch, all ranks draw the same shuffled order from generators seeded identically, and rank
+:math:`k` takes its slice of every global batch (:class:`ShardedBatches`). After ``backward``,
+each rank scales its gradients by its share :math:`b_k / B` of the global batch of :math:`B`
+samples, and one ``all_reduce`` (a sum) over the model's flat gradient buffer gives every rank
+
+.. math::
+    g = \sum_k \frac{b_k}{B} \cdot \frac{1}{b_k} \sum_{i \in \text{shard}_k} \nabla \ell_i
+      = \frac{1}{B} \sum_{i \in \text{batch}} \nabla \ell_i ,
+
+the gradient of the global batch's mean loss, exactly what a single process computes. This holds
+for a loss that is a mean over the samples (the default reduction of every minidl loss); with a
+``"sum"`` reduction, or a class-weighted mean, the shares would have to be 1 or the ranks' weight
+sums instead, which :class:`DataParallel` does not do. The optimizers then take identical steps on
+every rank, so the parameters stay identical without further communication.
+
+The world size must divide the batch size, so that every full batch splits into equal shards. The
+last, smaller batch of an epoch (when the batch size does not divide the set) is split as evenly as
+possible (shard sizes differ by at most one); the weights :math:`b_k / B` keep its gradient exact.
+It must hold at least one sample per rank (or be dropped with ``drop_last``).
+
+A rank that dies or hangs makes the collectives of the others fail, after at most ``timeout``
+seconds (gloo's collective timeout; a dead peer is usually noticed at once, from its closed
+connections). The survivors then take a census through the rendezvous store and raise a
+:class:`DistributedError` that names the ranks that did not answer. (With NCCL, PyTorch's
+watchdog notices a timed-out collective itself and ends the process with its own message.)
+
+Launch with ``torchrun`` (``python -m torch.distributed.run``), which sets ``WORLD_SIZE``,
+``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``:
+
+Example:
+    >>> launch = launch_from_env()                      # None outside torchrun
+    >>> with ProcessGroup(launch, timeout=60.0) as group:
+    ...     model = mlp((2, 25, 25, 25, 2), "tanh")
+    ...     parallel = DataParallel(model, group)       # broadcasts rank 0's parameters
+    ...     fit(model, criterion, optimizer, x, y, epochs=400, batch_size=100,
+    ...         generator=torch.Generator().manual_seed(0), parallel=parallel)
+    ...     parallel.check_in_sync()
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.distributed.rendezvous import rendezvous
+
+from minidl._validate import check_int, check_real
+from minidl.data import BatchIterator
+from minidl.nn.flat import flat_buffer
+from minidl.nn.module import Module
+from minidl.nn.parameter import Parameter
+
+if TYPE_CHECKING:
+    from torch._C._distributed_c10d import Store
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "TIMEOUT_ENV",
+    "DataParallel",
+    "DistributedError",
+    "Launch",
+    "ProcessGroup",
+    "ShardedBatches",
+    "all_reduce_gradients",
+    "broadcast_parameters",
+    "launch_from_env",
+    "parameter_checksum",
+    "timeout_from_env",
+]
+
+#: Seconds a collective (or the start-up rendezvous) may wait for the other ranks.
+DEFAULT_TIMEOUT = 60.0
+#: The environment variable that sets the timeout (the ``--dist-timeout`` flag overrides it).
+TIMEOUT_ENV = "MINIDL_DIST_TIMEOUT"
+#: At most this many seconds, after a failed collective, to hear from the other survivors.
+_CENSUS_SECONDS = 2.0
+_CENSUS_KEY = "minidl/alive-after-failure/"
+
+
+class DistributedError(RuntimeError):
+    """A failure of the process group: a rank that died or hung, a rendezvous that failed."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where this process stands in a launch: its ``rank`` among ``world_size`` processes and its
+    ``local_rank`` on its machine (the GPU it uses)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+    def __post_init__(self) -> None:
+        check_int("Launch", "world_size", self.world_size)
+        check_int("Launch", "rank", self.rank, low=0)
+        check_int("Launch", "local_rank", self.local_rank, low=0)
+        if self.rank >= self.world_size:
+            raise ValueError(
+                f"Launch: rank must be in [0, {self.world_size - 1}] for world_size "
+                f"{self.world_size}, got {self.rank}"
+            )
+
+
+def _env_int(environ: Mapping[str, str], name: str) -> int:
+    text = environ[name]
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            f"launch_from_env: environment variable {name} must be an integer, got {text!r}"
+        ) from None
+
+
+def launch_from_env(environ: Mapping[str, str] | None = None) -> Launch | None:
+    """The :class:`Launch` that ``torchrun`` describes in ``environ`` (default ``os.environ``),
+    or ``None`` when ``WORLD_SIZE`` is not set (a plain, single-process run).
+
+    Reads ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` (default: ``RANK``).
+
+    Raises:
+        ValueError: ``RANK`` missing, or a value that is not an integer or out of range.
+    """
+    environ = os.environ if environ is None else environ
+    if "WORLD_SIZE" not in environ:
+        return None
+    if "RANK" not in environ:
+        raise ValueError(
+            "launch_from_env: WORLD_SIZE is set but RANK is not; launch with torchrun, which "
+            "sets both"
+        )
+    world_size = _env_int(environ, "WORLD_SIZE")
+    rank = _env_int(environ, "RANK")
+    local_rank = _env_int(environ, "LOCAL_RANK") if "LOCAL_RANK" in environ else rank
+    return Launch(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """The timeout in seconds from ``MINIDL_DIST_TIMEOUT`` in ``environ`` (default ``os.environ``),
+    or :data:`DEFAULT_TIMEOUT` when it is not set.
+
+    Raises:
+        ValueError: a value that is not a number > 0.
+    """
+    environ = os.environ if environ is None else environ
+    text = environ.get(TIMEOUT_ENV, "")
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(
+            f"timeout_from_env: {TIMEOUT_ENV} must be a number of seconds > 0, got {text!r}"
+        ) from None
+    return check_real("timeout_from_env", TIMEOUT_ENV, value, low=0.0, low_open=True)
+
+
+class ProcessGroup:
+    """Joins the default ``torch.distributed`` process group of a :class:`Launch`.
+
+    The rendezvous uses ``MASTER_ADDR`` and ``MASTER_PORT`` (``env://``, as ``torchrun`` sets
+    them). The backend is gloo for CPU tensors and NCCL for CUDA tensors (each rank then uses GPU
+    ``local_rank``). Every collective waits at most ``timeout`` seconds; a failed one raises a
+    :class:`DistributedError` naming the ranks that stopped answering. Use it as a context
+    manager, or call :meth:`close`.
+
+    Args:
+        launch: this process's rank, world size and local rank.
+        device: where the model lives: ``"cpu"`` (gloo) or ``"cuda"`` (NCCL).
+        timeout: seconds a collective or the start-up may wait for the others, > 0.
+
+    Raises:
+        DistributedError: the group could not be joined within ``timeout``.
+    """
+
+    def __init__(
+        self,
+        launch: Launch,
+        *,
+        device: torch.device | str = "cpu",
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if not isinstance(launch, Launch):
+            raise TypeError(f"ProcessGroup: launch must be a Launch, got {type(launch).__name__}")
+        self.timeout = check_real("ProcessGroup", "timeout", timeout, low=0.0, low_open=True)
+        self.rank = launch.rank
+        self.world_size = launch.world_size
+        self.local_rank = launch.local_rank
+        device = torch.device(device)
+        if device.type == "cuda":
+            device = torch.device("cuda", launch.local_rank)
+            torch.cuda.set_device(device)
+        elif device.type != "cpu":
+            raise ValueError(f"ProcessGroup: device must be cpu or cuda, got {device}")
+        self.device = device
+        self.backend = "nccl" if device.type == "cuda" else "gloo"
+        if not dist.is_available():
+            raise DistributedError("ProcessGroup: this torch build has no torch.distributed")
+        if dist.is_initialized():
+            raise DistributedError("ProcessGroup: a default process group is already initialised")
+        address = (
+            f"{os.environ.get('MASTER_ADDR', '<MASTER_ADDR unset>')}:"
+            f"{os.environ.get('MASTER_PORT', '<MASTER_PORT unset>')}"
+        )
+        delta = timedelta(seconds=self.timeout)
+        try:
+            url = f"env://?rank={self.rank}&world_size={self.world_size}"
+            store, _, _ = next(rendezvous(url, timeout=delta))
+            dist.init_process_group(
+                self.backend,
+                store=store,
+                rank=self.rank,
+                world_size=self.world_size,
+                timeout=delta,
+            )
+        except (RuntimeError, ValueError) as error:
+            raise DistributedError(
+                f"ProcessGroup: rank {self.rank} could not join the {self.world_size} ranks at "
+                f"{address} within {self.timeout:g} s: {_first_line(error)}"
+            ) from error
+        self._store: Store = store
+
+    # -- collectives ------------------------------------------------------------------------------
+
+    def all_reduce_(self, tensor: Tensor, what: str) -> Tensor:
+        """Sum ``tensor`` over the ranks, in place, and return it; ``what`` names it in errors."""
+        try:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        except RuntimeError as error:
+            raise self._failure(f"the all_reduce of {what}", error) from error
+        return tensor
+
+    def broadcast_(self, tensor: Tensor, what: str, source: int = 0) -> Tensor:
+        """Overwrite ``tensor`` with rank ``source``'s, in place, and return it."""
+        try:
+            dist.broadcast(tensor, src=source)
+        except RuntimeError as error:
+            raise self._failure(f"the broadcast of {what}", error) from error
+        return tensor
+
+    def all_gather(self, tensor: Tensor, what: str) -> list[Tensor]:
+        """Every rank's ``tensor``, in rank order."""
+        gathered = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        try:
+            dist.all_gather(gathered, tensor)
+        except RuntimeError as error:
+            raise self._failure(f"the all_gather of {what}", error) from error
+        return gathered
+
+    # -- failures ---------------------------------------------------------------------------------
+
+    def _failure(self, what: str, error: BaseException) -> DistributedError:
+        """Find out which ranks stopped, and say so."""
+        missing = self._census()
+        where = f"rank {self.rank} of {self.world_size}"
+        if missing is None:
+            diagnosis = (
+                "the rendezvous store is unreachable too, so rank 0 (which hosts it) or the "
+                "launcher has stopped"
+            )
+        elif missing:
+            names = ", ".join(str(rank) for rank in missing)
+            rank_word = "rank" if len(missing) == 1 else "ranks"
+            diagnosis = f"{rank_word} {names} stopped responding (died or hung)"
+        else:
+            diagnosis = "every rank is still alive (the ranks may have diverged in their calls)"
+        return DistributedError(
+            f"{where}: {what} failed: {diagnosis} (collective timeout "
+            f"{self.timeout:g} s). Cause: {_first_line(error)}"
+        )
+
+    def _census(self) -> list[int] | None:
+        """The ranks that did not report through the store within a few seconds (``None`` if the
+        store was unreachable from the start)."""
+        try:
+            self._store.set(f"{_CENSUS_KEY}{self.rank}", "1")
+        except RuntimeError:
+            return None
+        deadline = time.monotonic() + min(self.timeout, _CENSUS_SECONDS)
+        missing = [rank for rank in range(self.world_size) if rank != self.rank]
+        polled = False
+        while missing:
+            try:
+                missing = [r for r in missing if not self._store.check([f"{_CENSUS_KEY}{r}"])]
+            except RuntimeError:
+                if not polled:
+                    return None
+                # The host of the store (rank 0) left after its own census: what was seen stands.
+                break
+            polled = True
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        return missing
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Leave the process group (idempotent)."""
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"ProcessGroup(rank={self.rank}, world_size={self.world_size}, "
+            f"backend={self.backend!r}, timeout={self.timeout:g})"
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def broadcast_parameters(group: ProcessGroup, parameters: Sequence[Parameter]) -> None:
+    """Copy rank 0's parameter values to every rank, in place.
+
+    One ``broadcast`` when the values are views of one flat buffer (a
+    :class:`~minidl.nn.Sequential`), else one on a temporary flat copy.
+    """
+    values = [p.data for p in parameters]
+    if not values:
+        return
+    flat = flat_buffer(values)
+    if flat is not None:
+        group.broadcast_(flat, "the initial parameters")
+        return
+    buffer = torch.cat([value.reshape(-1) for value in values])
+    group.broadcast_(buffer, "the initial parameters")
+    _scatter_back(buffer, values)
+
+
+def all_reduce_gradients(
+    group: ProcessGroup, parameters: Sequence[Parameter], weight: float
+) -> None:
+    r"""Replace every gradient with :math:`\sum_k w_k\, g_k`, the sum over ranks of each rank's
+    gradient times its ``weight`` (``1 / world_size`` averages), in place.
+
+    One ``all_reduce`` on the flat gradient buffer when the gradients are views of one (a
+    :class:`~minidl.nn.Sequential`); else one on a temporary flat copy, copied back.
+    """
+    grads = [p.grad for p in parameters]
+    if not grads:
+        return
+    flat = flat_buffer(grads)
+    if flat is not None:
+        group.all_reduce_(flat.mul_(weight), "the gradients")
+        return
+    buffer = torch.cat([grad.reshape(-1) for grad in grads]).mul_(weight)
+    group.all_reduce_(buffer, "the gradients")
+    _scatter_back(buffer, grads)
+
+
+def _scatter_back(buffer: Tensor, tensors: Sequence[Tensor]) -> None:
+    offset = 0
+    for tensor in tensors:
+        size = tensor.numel()
+        tensor.copy_(buffer[offset : offset + size].view(tensor.shape))
+        offset += size
+
+
+class ShardedBatches:
+    """This rank's shard of every batch of a :class:`~minidl.data.BatchIterator`.
+
+    Every rank iterates over the same batches (the same shuffled order, when their generators are
+    seeded identically) and keeps its own slice of each: of a batch of :math:`s` samples, rank
+    :math:`k` of :math:`W` takes samples :math:`\\lfloor sk/W \\rfloor` to
+    :math:`\\lfloor s(k+1)/W \\rfloor - 1`. So the ranks' shards, in rank order, make up the
+    batch exactly, and every full batch splits into equal shards. After each batch,
+    :attr:`share` is this rank's fraction of it.
+
+    Args:
+        batches: the global batches, identical on every rank.
+        rank: this rank, in ``[0, world_size)``.
+        world_size: the number of ranks; it must divide ``batches.batch_size``.
+
+    Raises:
+        ValueError: a world size that does not divide the batch size, or a last batch that holds
+            fewer samples than there are ranks.
+
+    Example:
+        >>> batches = BatchIterator(x, y, batch_size=120, generator=generator)
+        >>> for x_shard, y_shard in ShardedBatches(batches, rank=1, world_size=3):
+        ...     ...   # 40 samples of every batch of 120
+    """
+
+    def __init__(self, batches: BatchIterator, rank: int, world_size: int) -> None:
+        if not isinstance(batches, BatchIterator):
+            raise TypeError(
+                f"ShardedBatches: batches must be a BatchIterator, got {type(batches).__name__}"
+            )
+        world_size = check_int("ShardedBatches", "world_size", world_size)
+        rank = check_int("ShardedBatches", "rank", rank, low=0)
+        if rank >= world_size:
+            raise ValueError(f"ShardedBatches: rank must be in [0, {world_size - 1}], got {rank}")
+        size = batches.batch_size
+        if size % world_size:
+            raise ValueError(
+                f"ShardedBatches: the batch size {size} is not divisible by the world size "
+                f"{world_size}; every rank takes 1/{world_size} of each batch, so choose a batch "
+                f"size that is a multiple of {world_size}"
+            )
+        samples = int(batches.x.shape[0])
+        last = samples % size if samples > size else samples
+        if last and last < world_size and not batches.drop_last:
+            raise ValueError(
+                f"ShardedBatches: the last batch of every epoch holds {last} samples ({samples} "
+                f"samples, batches of {size}), fewer than the {world_size} ranks; choose another "
+                f"batch size or drop the last batch"
+            )
+        self.batches = batches
+        self.rank = rank
+        self.world_size = world_size
+        #: This rank's fraction of the last batch yielded (``1 / world_size`` before any).
+        self.share = 1.0 / world_size
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        rank, world_size = self.rank, self.world_size
+        for x, y in self.batches:
+            size = int(x.shape[0])
+            start, stop = size * rank // world_size, size * (rank + 1) // world_size
+            self.share = (stop - start) / size
+            yield x[start:stop], y[start:stop]
+
+
+class DataParallel:
+    """Keeps the replicas of ``model`` on the ranks of ``group`` identical while they train on
+    their shards of every batch.
+
+    Building it broadcasts rank 0's parameters, so every rank starts from the same point. Pass it
+    to :func:`minidl.train.fit` as ``parallel=``: ``fit`` then iterates over :meth:`shard` of its
+    batches and calls :meth:`synchronize` after every ``backward`` and :meth:`reduce_loss` at the
+    end of every epoch. In a loop of one's own, call :meth:`synchronize` between
+    ``model.backward`` and ``optimizer.step``.
+
+    Args:
+        model: the network (the same architecture on every rank).
+        group: the joined :class:`ProcessGroup`.
+
+    Example:
+        >>> parallel = DataParallel(model, group)
+        >>> for x_shard, y_shard in parallel.shard(BatchIterator(x, y, 120, generator=g)):
+        ...     optimizer.zero_grad()
+        ...     loss = criterion(model(x_shard), y_shard)
+        ...     model.backward(criterion.backward())
+        ...     parallel.synchronize(loss)   # one all_reduce: the global batch's gradient
+        ...     optimizer.step()
+    """
+
+    def __init__(self, model: Module, group: ProcessGroup) -> None:
+        if not isinstance(model, Module):
+            raise TypeError(
+                f"DataParallel: model must be a minidl Module, got {type(model).__name__}"
+            )
+        if not isinstance(group, ProcessGroup):
+            raise TypeError(
+                f"DataParallel: group must be a ProcessGroup, got {type(group).__name__}"
+            )
+        self.model = model
+        self.group = group
+        self._sharded: ShardedBatches | None = None
+        broadcast_parameters(group, model.parameters())
+
+    @property
+    def rank(self) -> int:
+        return self.group.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.group.world_size
+
+    def shard(self, batches: BatchIterator) -> ShardedBatches:
+        """This rank's :class:`ShardedBatches` of ``batches``; :meth:`synchronize` then weights
+        the gradients by this rank's share of the current batch."""
+        self._sharded = ShardedBatches(batches, self.rank, self.world_size)
+        return self._sharded
+
+    def synchronize(self, loss: Tensor) -> Tensor:
+        """Turn every rank's gradients into the global batch's (one ``all_reduce``) and return
+        this rank's part of the global batch's loss, ``share * loss``.
+
+        Call it after ``model.backward`` and before ``optimizer.step``. Without :meth:`shard`,
+        every rank is assumed to hold an equal share.
+        """
+        share = self._sharded.share if self._sharded is not None else 1.0 / self.world_size
+        all_reduce_gradients(self.group, self.model.parameters(), share)
+        return loss * share
+
+    def reduce_loss(self, total: Tensor) -> Tensor:
+        """Sum ``total`` (e.g. an epoch's sum of :meth:`synchronize`'s losses) over the ranks."""
+        return self.group.all_reduce_(total, "the epoch's loss")
+
+    def check_in_sync(self) -> None:
+        """Check that every rank holds bit-identical parameter values (one ``all_gather`` of a
+        checksum).
+
+        Raises:
+            DistributedError: the ranks whose parameters differ from rank 0's.
+        """
+        checksum = parameter_checksum(self.model.parameters()).to(self.group.device)
+        sums = self.group.all_gather(checksum, "the parameter checksums")
+        differ = [rank for rank, other in enumerate(sums) if not torch.equal(other, sums[0])]
+        if differ:
+            raise DistributedError(
+                f"DataParallel: the parameters of ranks {differ} differ from rank 0's "
+                f"(checksums {[int(s) for s in sums]})"
+            )
+
+
+def parameter_checksum(parameters: Sequence[Parameter]) -> Tensor:
+    """A 0-dim int64 checksum of the bits of every parameter value: equal values give equal sums,
+    and any change of any bit of one value changes it (almost surely)."""
+    total = torch.zeros((), dtype=torch.int64)
+    for index, parameter in enumerate(parameters):
+        value = parameter.data.detach().to("cpu").contiguous().reshape(-1)
+        bits = value.view(_INT_OF_SIZE[value.element_size()]).to(torch.int64)
+        weights = torch.arange(1, bits.numel() + 1, dtype=torch.int64).mul_(2 * index + 1)
+        total += (bits * weights).sum()
+    return total
+
+
+_INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}

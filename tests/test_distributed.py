@@ -1,0 +1,384 @@
+"""Data-parallel training (minidl.distributed): the shards, the launch environment, and real
+process groups of 2 and 3 ranks on gloo over 127.0.0.1.
+
+The oracle is a single-process run on the same global batches: the data-parallel parameters must
+equal it (float64, relative error <= 1e-6; measured ~1e-15), every rank must hold bit-identical
+parameters after every step, and a rank that dies or hangs must stop the others, within the
+timeout, with an error that names it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.multiprocessing
+
+from minidl.cli import build_parser, main
+from minidl.data import BatchIterator, make_disk_data
+from minidl.distributed import (
+    DEFAULT_TIMEOUT,
+    DataParallel,
+    Launch,
+    ProcessGroup,
+    ShardedBatches,
+    all_reduce_gradients,
+    broadcast_parameters,
+    launch_from_env,
+    parameter_checksum,
+    timeout_from_env,
+)
+from minidl.nn import CrossEntropyLoss, Linear, mlp
+from minidl.nn.flat import flat_buffer
+from minidl.optim import SGD
+from minidl.train import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 3
+BATCH = 120  # 1000 samples: 8 batches of 120 and one of 40 (split 20/20 and 13/13/14)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def _flat(model: Any) -> torch.Tensor:
+    return torch.cat([p.data.reshape(-1) for p in model.parameters()]).clone()
+
+
+def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((got - expected).abs().max() / expected.abs().max())
+
+
+# -- the shards -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("samples", "batch_size", "world_size", "drop_last"),
+    [(1000, 120, 1, False), (1000, 120, 2, False), (1000, 120, 3, False), (1000, 120, 4, False),
+     (1000, 100, 4, False), (10, 12, 2, False), (1000, 99, 3, True)],
+)  # fmt: skip
+def test_shards_make_up_every_global_batch(
+    samples: int, batch_size: int, world_size: int, drop_last: bool
+) -> None:
+    x = torch.randn(samples, 2, dtype=torch.float64)
+    y = torch.arange(samples)
+
+    def batches() -> BatchIterator:
+        generator = torch.Generator().manual_seed(7)  # seeded identically on every rank
+        return BatchIterator(x, y, batch_size, generator=generator, drop_last=drop_last)
+
+    reference = batches()
+    shards = [ShardedBatches(batches(), rank, world_size) for rank in range(world_size)]
+    for _epoch in range(2):  # a new shuffled order each epoch, the same on every rank
+        expected = list(reference)
+        assert all(len(shard) == len(expected) for shard in shards)
+        steps = 0
+        for (x_batch, y_batch), *parts in zip(expected, *shards, strict=True):
+            sizes = [part[0].shape[0] for part in parts]
+            assert torch.equal(torch.cat([part[0] for part in parts]), x_batch)
+            assert torch.equal(torch.cat([part[1] for part in parts]), y_batch)
+            assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+            if x_batch.shape[0] == batch_size:
+                assert sizes == [batch_size // world_size] * world_size
+            assert [shard.share for shard in shards] == [n / x_batch.shape[0] for n in sizes]
+            steps += 1
+        assert steps == len(expected)
+
+
+def test_world_size_must_divide_the_batch_size() -> None:
+    batches = BatchIterator(torch.zeros(1000, 2), torch.zeros(1000), batch_size=100)
+    with pytest.raises(ValueError, match=r"batch size 100 is not divisible by the world size 3"):
+        ShardedBatches(batches, rank=0, world_size=3)
+
+
+def test_last_batch_needs_a_sample_per_rank() -> None:
+    x, y = torch.zeros(1000, 2), torch.zeros(1000)
+    with pytest.raises(ValueError, match=r"last batch of every epoch holds 1 samples.*3 ranks"):
+        ShardedBatches(BatchIterator(x, y, batch_size=999), rank=0, world_size=3)
+    dropped = ShardedBatches(BatchIterator(x, y, batch_size=999, drop_last=True), 0, 3)
+    assert [xs.shape[0] for xs, _ in dropped] == [333]
+
+
+@pytest.mark.parametrize(("rank", "world_size"), [(-1, 2), (2, 2), (0, 0)])
+def test_sharded_batches_refuses_bad_ranks(rank: int, world_size: int) -> None:
+    batches = BatchIterator(torch.zeros(8, 2), torch.zeros(8), batch_size=4)
+    with pytest.raises(ValueError, match=r"ShardedBatches: (rank|world_size)"):
+        ShardedBatches(batches, rank, world_size)
+
+
+# -- the launch environment -----------------------------------------------------------------------
+
+
+def test_launch_from_env() -> None:
+    assert launch_from_env({}) is None
+    assert launch_from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}) == Launch(3, 4, 1)
+    assert launch_from_env({"WORLD_SIZE": "2", "RANK": "1"}) == Launch(1, 2, 1)
+    with pytest.raises(ValueError, match="RANK is not"):
+        launch_from_env({"WORLD_SIZE": "2"})
+    with pytest.raises(ValueError, match="WORLD_SIZE must be an integer, got 'two'"):
+        launch_from_env({"WORLD_SIZE": "two", "RANK": "0"})
+    with pytest.raises(ValueError, match=r"rank must be in \[0, 1\] for world_size 2, got 2"):
+        launch_from_env({"WORLD_SIZE": "2", "RANK": "2"})
+
+
+def test_timeout_from_env_and_flag() -> None:
+    assert timeout_from_env({}) == DEFAULT_TIMEOUT
+    assert timeout_from_env({"MINIDL_DIST_TIMEOUT": "2.5"}) == 2.5
+    for bad in ("0", "-1", "soon", "nan"):
+        with pytest.raises(ValueError, match="MINIDL_DIST_TIMEOUT"):
+            timeout_from_env({"MINIDL_DIST_TIMEOUT": bad})
+    assert build_parser().parse_args(["train", "--dist-timeout", "7"]).dist_timeout == 7.0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--dist-timeout", "0"])
+
+
+def test_parameter_checksum_sees_one_ulp() -> None:
+    model = mlp((2, 5, 2), "tanh", dtype=torch.float64)
+    before = parameter_checksum(model.parameters())
+    assert torch.equal(before, parameter_checksum(model.parameters()))
+    value = model.parameters()[1].data
+    value[0] = torch.nextafter(value[0], torch.tensor(float("inf"), dtype=torch.float64))
+    assert not torch.equal(before, parameter_checksum(model.parameters()))
+
+
+# -- real process groups: the library -------------------------------------------------------------
+
+
+def _paper_run(group: ProcessGroup | None) -> dict[str, Any]:
+    """Train the paper's network (float64, SGD with momentum) and record the parameters after
+    every step; under ``group``, data-parallel from rank-dependent initial weights."""
+    data = make_disk_data(seed=0, dtype=torch.float64)
+    torch.manual_seed(0 if group is None else group.rank)  # the broadcast must fix this
+    model = mlp((2, 25, 25, 25, 2), "tanh", dtype=torch.float64)
+    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    steps: list[torch.Tensor] = []
+    step = optimizer.step
+
+    def step_and_record() -> None:
+        step()
+        steps.append(_flat(model))
+
+    optimizer.step = step_and_record  # type: ignore[method-assign]
+    parallel = DataParallel(model, group) if group is not None else None
+    history = fit(
+        model,
+        CrossEntropyLoss(),
+        optimizer,
+        data.train.x,
+        data.train.y,
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        generator=torch.Generator().manual_seed(0),
+        parallel=parallel,
+    )
+    if parallel is not None:
+        parallel.check_in_sync()
+    return {"steps": torch.stack(steps), "loss": history.train_loss}
+
+
+def _library_worker(rank: int, ports: tuple[int, int], out: str) -> None:
+    """Rank ``rank`` of a group of 3, then (ranks 0 and 1) of a group of 2: one start-up each."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo")
+    torch.set_num_threads(1)
+    for world_size, port in zip((3, 2), ports, strict=True):
+        if rank >= world_size:
+            return
+        os.environ["MASTER_PORT"] = str(port)
+        with ProcessGroup(Launch(rank, world_size, rank), timeout=30.0) as group:
+            result = _paper_run(group)
+            # A model that is not flat (a lone Linear) goes through temporary flat copies.
+            torch.manual_seed(100 + rank)
+            layer = Linear(3, 2, dtype=torch.float64)
+            broadcast_parameters(group, layer.parameters())
+            result["broadcast"] = _flat(layer)
+            for index, parameter in enumerate(layer.parameters()):
+                parameter.grad.copy_(torch.arange(parameter.numel()).view(parameter.shape))
+                parameter.grad.add_(10.0 * rank + index)
+            all_reduce_gradients(group, layer.parameters(), weight=rank + 1.0)
+            result["reduced"] = torch.cat([p.grad.reshape(-1) for p in layer.parameters()])
+        torch.save(result, Path(out) / f"world{world_size}-rank{rank}.pt")
+
+
+def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> None:
+    ports = (_free_port(), _free_port())
+    torch.multiprocessing.spawn(_library_worker, args=(ports, str(tmp_path)), nprocs=3)
+    reference = _paper_run(None)
+    steps = reference["steps"]
+    assert steps.shape[0] == EPOCHS * 9
+    torch.manual_seed(100)
+    layer = Linear(3, 2, dtype=torch.float64)
+    assert flat_buffer([p.grad for p in layer.parameters()]) is None
+    for world_size in (2, 3):
+        results = [
+            torch.load(tmp_path / f"world{world_size}-rank{r}.pt") for r in range(world_size)
+        ]
+        for result in results:
+            # Bit-identical on every rank after every step.
+            assert torch.equal(result["steps"], results[0]["steps"])
+            assert result["loss"] == results[0]["loss"]
+        got = results[0]["steps"]
+        per_step = max(_relative_error(got[i], steps[i]) for i in range(len(steps)))
+        assert per_step <= 1e-6, (world_size, per_step)
+        assert _relative_error(got[-1], steps[-1]) <= 1e-6
+        assert results[0]["loss"] == pytest.approx(reference["loss"], rel=1e-9)
+        # The fallback paths: rank 0's values everywhere; sum over ranks of (rank + 1) * grad.
+        expected = torch.zeros(8, dtype=torch.float64)
+        for rank in range(world_size):
+            grads = [torch.arange(6.0) + 10 * rank, torch.arange(2.0) + 10 * rank + 1]
+            expected += (rank + 1) * torch.cat(grads).double()
+        for result in results:
+            assert torch.equal(result["broadcast"], _flat(layer))
+            assert torch.allclose(result["reduced"], expected, rtol=1e-12, atol=0)
+
+
+# -- real process groups: `minidl train` under torchrun, and launched by hand ---------------------
+
+
+def _torchrun(world_size: int, argv: Sequence[str], tmp_path: Path) -> str:
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world_size),
+        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        "-m", "minidl", *argv,
+    ]  # fmt: skip
+    done = subprocess.run(
+        command,
+        check=False,
+        env=_child_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _start_ranks(
+    world_size: int, argv: Sequence[str], tmp_path: Path
+) -> list[subprocess.Popen[str]]:
+    """``minidl ARGV`` as ``world_size`` ranks started by hand (as torchrun would start them,
+    but with no launcher watching over them); rank r writes outR.txt and errR.txt."""
+    port = str(_free_port())
+    ranks = []
+    for rank in range(world_size):
+        env = _child_env(
+            WORLD_SIZE=str(world_size), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_PORT=port
+        )
+        ranks.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "minidl", *argv],
+                env=env,
+                cwd=tmp_path,
+                text=True,
+                stdout=(tmp_path / f"out{rank}.txt").open("w"),
+                stderr=(tmp_path / f"err{rank}.txt").open("w"),
+            )
+        )
+    return ranks
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not line.startswith("training time")]
+
+
+def test_cli_under_torchrun_matches_one_process_and_resumes_on_another_world_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from minidl.checkpoint import read_checkpoint
+
+    common = ["--dtype", "float64", "--batch-size", str(BATCH), "--momentum", "0.5"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a network this small trains fastest on one thread
+    try:
+        checkpoint = ["--checkpoint", str(tmp_path / "one.ckpt")]
+        assert main(["train", "--epochs", "5", *common, *checkpoint]) == 0
+        five_epochs = _lines(capsys.readouterr().out)
+        assert main(["train", "--epochs", "3", *common]) == 0
+        three_epochs = _lines(capsys.readouterr().out)
+    finally:
+        torch.set_num_threads(threads)
+
+    # 2 ranks under torchrun, 3 epochs: rank 0 alone prints, and prints what one process prints.
+    two_ranks = _torchrun(
+        2, ["train", "--epochs", "3", *common, "--checkpoint", "dist.ckpt"], tmp_path
+    )
+    assert _lines(two_ranks) == three_epochs
+    # 3 ranks resume the 2 ranks' checkpoint up to epoch 5: as if one process never stopped.
+    ranks = _start_ranks(3, ["train", "--epochs", "5", *common, "--resume", "dist.ckpt"], tmp_path)
+    for rank in ranks:
+        assert rank.wait(timeout=120) == 0, (tmp_path / "err0.txt").read_text()
+    resumed = (tmp_path / "out0.txt").read_text()
+    assert _lines(resumed)[-4:] == five_epochs[-4:]  # epochs 4 and 5, the final errors
+    assert sum("resumed from" in line for line in resumed.splitlines()) == 1
+    assert (tmp_path / "out1.txt").read_text() == (tmp_path / "out2.txt").read_text() == ""
+
+    expected = read_checkpoint(tmp_path / "one.ckpt")
+    got = read_checkpoint(tmp_path / "dist.ckpt")
+    assert got.training.epoch == 5
+    for name, value in expected.model_state.items():
+        assert _relative_error(got.model_state[name], value) <= 1e-6, name
+    assert got.training.history.train_loss == pytest.approx(
+        expected.training.history.train_loss, rel=1e-9
+    )
+
+
+# -- real process groups: a rank that dies or hangs -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("world_size", "victim", "how", "timeout"),
+    [(3, 1, signal.SIGKILL, 5.0), (2, 1, signal.SIGSTOP, 3.0)],
+    ids=["killed", "hung"],
+)
+def test_a_dead_or_hung_rank_stops_the_others_with_its_name(
+    world_size: int, victim: int, how: signal.Signals, timeout: float, tmp_path: Path
+) -> None:
+    argv = ["train", "--epochs", "1000000", "--batch-size", str(BATCH)]
+    ranks = _start_ranks(world_size, [*argv, "--dist-timeout", str(timeout)], tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not re.search(r"epoch +2/", (tmp_path / "out0.txt").read_text()):
+            assert time.monotonic() < deadline, (tmp_path / "err0.txt").read_text()
+            assert all(rank.poll() is None for rank in ranks), (tmp_path / "err0.txt").read_text()
+            time.sleep(0.05)
+        os.kill(ranks[victim].pid, how)
+        stopped = time.monotonic()
+        survivors = [r for r in range(world_size) if r != victim]
+        for rank in survivors:
+            assert ranks[rank].wait(timeout=timeout + 30) == 1
+        elapsed = time.monotonic() - stopped
+    finally:
+        for rank in ranks:
+            rank.kill()
+            rank.wait()
+    # Found at once (killed: closed connections) or at the timeout (hung), plus the census (<= 2 s).
+    assert elapsed <= timeout + 2.0 + 4.0, elapsed
+    if how == signal.SIGSTOP:
+        assert elapsed >= timeout
+    for rank in survivors:
+        error = (tmp_path / f"err{rank}.txt").read_text()
+        assert f"minidl train: error: rank {rank} of {world_size}: the all_reduce of " in error
+        assert f": rank {victim} stopped responding (died or hung)" in error, error
+        assert f"collective timeout {timeout:g} s" in error
