@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install dev test lint typecheck train reproduce bench clean
+.PHONY: install dev test lint typecheck train reproduce bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,5 +44,9 @@ reproduce: $(STAMP)
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/run.py
 
+# The API reference and guides (docs/, mkdocs.yml) as a static site in site/.
+docs: $(DEV_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) results .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) results site .mypy_cache .ruff_cache .pytest_cache

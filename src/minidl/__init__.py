@@ -9,8 +9,18 @@ computes its own backward pass.
 """
 
 from minidl import data, nn, optim
+from minidl.anomaly import AnomalyError, detect_anomaly
 from minidl.gradcheck import GradcheckError, gradcheck
 
 __version__ = "0.1.0"
 
-__all__ = ["GradcheckError", "__version__", "data", "gradcheck", "nn", "optim"]
+__all__ = [
+    "AnomalyError",
+    "GradcheckError",
+    "__version__",
+    "data",
+    "detect_anomaly",
+    "gradcheck",
+    "nn",
+    "optim",
+]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -32,6 +34,18 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds > 0, got {text!r}"
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
     return value
 
 
@@ -100,7 +114,43 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "--log-every", type=_positive_int, default=1, help="print the loss every N epochs"
     )
     parser.add_argument("--quiet", action="store_true", help="print only the final errors")
-    parser.set_defaults(run=_run_train)
+    parser.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        default=None,
+        help="save the whole training state to PATH every --checkpoint-every epochs and at the "
+        "end (atomically: a crash leaves the previous checkpoint intact)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="epochs between checkpoints",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="PATH",
+        default=None,
+        help="continue the run saved in PATH (same settings; --epochs may grow); it gives the "
+        "numbers of an uninterrupted run. Unless --checkpoint names another file, checkpoints "
+        "keep going to PATH",
+    )
+    parser.add_argument(
+        "--detect-anomaly",
+        action="store_true",
+        help="check every forward output and backward gradient and stop at the first NaN or "
+        "infinity, naming the module (slower)",
+    )
+    parser.add_argument(
+        "--dist-timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="under torchrun: how long a rank waits for the others before stopping with an error "
+        "that names the ranks that died or hung (default: $MINIDL_DIST_TIMEOUT, else 60)",
+    )
+    parser.set_defaults(run=_run_train_launched)
 
 
 def _add_reproduce_parser(
@@ -145,13 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_train(args: argparse.Namespace) -> int:
     import torch
 
+    from minidl.anomaly import AnomalyError, detect_anomaly
     from minidl.data import make_disk_data
     from minidl.nn import CrossEntropyLoss, MSELoss, mlp
     from minidl.nn.loss import Loss
     from minidl.optim import SGD, Adadelta, CyclicLR, StepDecay
     from minidl.optim.lr_scheduler import LRScheduler
     from minidl.optim.optimizer import Optimizer
-    from minidl.train import EpochRecord, error_rate, fit
+    from minidl.train import EpochRecord, History, error_rate, fit
 
     dtype = getattr(torch, args.dtype)
     hidden = args.hidden
@@ -166,6 +217,9 @@ def _run_train(args: argparse.Namespace) -> int:
     data = make_disk_data(seed=args.seed, dtype=dtype)
     torch.manual_seed(args.seed)
     model = mlp((2, *hidden, 2), activations, dtype=dtype)
+    # Under torchrun (see _run_train_launched): rank 0 alone prints and writes checkpoints.
+    group = getattr(args, "process_group", None)
+    rank = 0 if group is None else group.rank
     criterion: Loss = CrossEntropyLoss() if args.loss == "cross-entropy" else MSELoss()
     optimizer: Optimizer
     if args.optimizer == "sgd":
@@ -200,28 +254,169 @@ def _run_train(args: argparse.Namespace) -> int:
         )
 
     generator = torch.Generator().manual_seed(args.seed)
+    history = History()
+    start_epoch = 0
+    settings = _train_settings(args)
+    if args.resume is not None:
+        from minidl.checkpoint import load_checkpoint, read_checkpoint
+
+        checkpoint = read_checkpoint(args.resume)
+        _check_resume_settings(args.resume, checkpoint.training.extra.get("settings"), settings)
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler, generator=generator)
+        if state.epoch > args.epochs:
+            raise ValueError(
+                f"--resume {args.resume}: the checkpoint is at epoch {state.epoch}, past "
+                f"--epochs {args.epochs}"
+            )
+        history, start_epoch = state.history, state.epoch
+        if not args.quiet:
+            print(f"resumed from {args.resume} at epoch {start_epoch}")
+    checkpoint_path = args.checkpoint if args.checkpoint is not None else args.resume
+    if checkpoint_path is not None:
+        folder = os.path.dirname(os.path.abspath(checkpoint_path))
+        if not os.path.isdir(folder) or os.path.isdir(checkpoint_path):
+            raise ValueError(
+                f"--checkpoint {checkpoint_path}: expected a file path in an existing folder"
+            )
+
+    def on_epoch(record: EpochRecord) -> None:
+        log(record)
+        done = record.epoch + 1
+        if (
+            checkpoint_path is not None
+            and rank == 0
+            and (done % args.checkpoint_every == 0 or done == args.epochs)
+        ):
+            from minidl.checkpoint import save_checkpoint
+
+            save_checkpoint(
+                checkpoint_path,
+                model,
+                optimizer,
+                scheduler,
+                epoch=done,
+                history=history,
+                generator=generator,
+                extra={"settings": settings},
+            )
+
+    parallel = None
+    if group is not None:
+        from minidl.distributed import DataParallel
+
+        parallel = DataParallel(model, group)  # every rank starts from rank 0's parameters
+    watch = detect_anomaly(model, criterion) if args.detect_anomaly else contextlib.nullcontext()
     start = time.perf_counter()
-    fit(
-        model,
-        criterion,
-        optimizer,
-        data.train.x,
-        data.train.y,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        scheduler=scheduler,
-        validation=(data.validation.x, data.validation.y),
-        generator=generator,
-        on_epoch=log,
-    )
+    try:
+        with watch:
+            fit(
+                model,
+                criterion,
+                optimizer,
+                data.train.x,
+                data.train.y,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                scheduler=scheduler,
+                validation=(data.validation.x, data.validation.y),
+                generator=generator,
+                start_epoch=start_epoch,
+                history=history,
+                on_epoch=on_epoch,
+                parallel=parallel,
+            )
+    except AnomalyError as error:
+        print(f"minidl train: anomaly detected: {error}", file=sys.stderr)
+        return 1
     elapsed = time.perf_counter() - start
+    if parallel is not None:
+        parallel.check_in_sync()
     train_error = error_rate(model, data.train.x, data.train.y)
     test_error = error_rate(model, data.test.x, data.test.y)
-    print(f"final train error: {train_error:.2f}%")
-    print(f"final test error: {test_error:.2f}%")
+    if rank == 0:
+        print(f"final train error: {train_error:.2f}%")
+        print(f"final test error: {test_error:.2f}%")
     if not args.quiet:
         print(f"training time: {elapsed:.2f} s")
     return 0
+
+
+#: The settings of `minidl train` that a resumed run must share with the saved one.
+_RESUME_SETTINGS = (
+    "activation",
+    "loss",
+    "optimizer",
+    "lr",
+    "momentum",
+    "scheduler",
+    "batch_size",
+    "hidden",
+    "seed",
+    "dtype",
+)
+
+
+def _train_settings(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        name: list(value) if isinstance(value, tuple) else value
+        for name in _RESUME_SETTINGS
+        for value in [getattr(args, name)]
+    }
+
+
+def _check_resume_settings(path: str, saved: object, settings: dict[str, object]) -> None:
+    """Refuse to resume a run saved with other settings (its numbers would differ)."""
+    if not isinstance(saved, dict):
+        return
+    differences = [
+        f"--{name.replace('_', '-')} {saved.get(name)!r} in the checkpoint, {value!r} now"
+        for name, value in settings.items()
+        if saved.get(name) != value
+    ]
+    if differences:
+        raise ValueError(
+            f"--resume {path}: the checkpoint was made with other settings: "
+            + "; ".join(differences)
+        )
+
+
+def _run_train_launched(args: argparse.Namespace) -> int:
+    """``minidl train``, alone or as one rank of a ``torchrun`` launch.
+
+    Under torchrun (``WORLD_SIZE`` set), join the process group (gloo on CPU), train
+    data-parallel (each rank takes 1/N of every batch, see :mod:`minidl.distributed`) and leave
+    the group. A rank that dies or hangs stops the others, within ``--dist-timeout``, with an
+    error that names it (exit code 1).
+    """
+    from minidl.distributed import (
+        DistributedError,
+        ProcessGroup,
+        launch_from_env,
+        timeout_from_env,
+    )
+
+    launch = launch_from_env()
+    if launch is None:
+        return _run_train(args)
+    timeout = args.dist_timeout if args.dist_timeout is not None else timeout_from_env()
+    try:
+        with ProcessGroup(launch, device=getattr(args, "device", "cpu"), timeout=timeout) as group:
+            args.process_group = group
+            args.quiet = args.quiet or group.rank != 0
+            try:
+                return _run_train(args)
+            except (ValueError, TypeError, KeyError) as error:
+                if group.rank == 0:
+                    raise  # reported by main
+                print(f"minidl train: rank {group.rank}: error: {error}", file=sys.stderr)
+                return 2
+    except DistributedError as error:
+        print(f"minidl train: error: {error}", file=sys.stderr)
+        # After a failed collective the communication threads can hold up the interpreter's exit
+        # for seconds; nothing is left to clean up (the group is closed), so leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 def _run_reproduce(args: argparse.Namespace) -> int:

@@ -191,6 +191,9 @@ class BatchIterator:
             order = torch.randperm(n, generator=self.generator).to(x.device)
             x, y = x.index_select(0, order), y.index_select(0, order)
         size = self.batch_size
-        stop = n - n % size if self.drop_last else n
-        for start in range(0, stop, size):
-            yield x[start : start + size], y[start : start + size]
+        if self.drop_last and n % size:
+            if n < size:  # no full batch (torch.split would give one empty batch)
+                return
+            x, y = x[: n - n % size], y[: n - n % size]
+        # One split per tensor gives every batch as a view.
+        yield from zip(torch.split(x, size), torch.split(y, size), strict=True)

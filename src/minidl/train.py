@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -14,7 +15,28 @@ from minidl.nn.module import Module
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 
-__all__ = ["EpochRecord", "History", "error_rate", "fit", "predict"]
+__all__ = ["EpochRecord", "History", "Parallel", "error_rate", "fit", "predict"]
+
+
+class _Batches(Iterable[tuple[Tensor, Tensor]], Sized, Protocol):
+    """Sized batches of ``(x, y)``."""
+
+
+class Parallel(Protocol):
+    """What :func:`fit` calls to train data-parallel across processes; implemented by
+    :class:`minidl.distributed.DataParallel` (see there)."""
+
+    def shard(self, batches: BatchIterator) -> _Batches:
+        """This process's part of every batch of ``batches``."""
+        ...
+
+    def synchronize(self, loss: Tensor) -> Tensor:
+        """After ``backward``: make the gradients the global batch's; return this part's loss."""
+        ...
+
+    def reduce_loss(self, total: Tensor) -> Tensor:
+        """Sum an epoch's loss over the processes."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +86,10 @@ def error_rate(model: Module, x: Tensor, y: Tensor) -> float:
     """Classification error of ``model`` on ``(x, y)``, in percent."""
     if y.shape[0] == 0:
         raise ValueError("error_rate: empty set")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"error_rate: x and y must hold as many samples, got {x.shape[0]} and {y.shape[0]}"
+        )
     wrong = (predict(model, x) != y).sum()
     return 100.0 * float(wrong) / y.shape[0]
 
@@ -83,6 +109,7 @@ def fit(
     start_epoch: int = 0,
     history: History | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    parallel: Parallel | None = None,
 ) -> History:
     """Train ``model`` with mini-batch gradient descent and return its :class:`History`.
 
@@ -104,30 +131,44 @@ def fit(
         start_epoch: the first epoch to run (when resuming).
         history: a history to extend (when resuming).
         on_epoch: called with the :class:`EpochRecord` of each epoch.
+        parallel: data-parallel training (a :class:`minidl.distributed.DataParallel`): each
+            process trains on its shard of every batch, the gradients are made the global
+            batch's after every ``backward``, and the recorded loss is the global one.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be an integer >= 0, got {epochs!r}")
     if scheduler is not None and scheduler.optimizer is not optimizer:
         raise ValueError("fit: the scheduler must schedule the optimizer given to fit")
+    if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
+        raise ValueError(f"fit: start_epoch must be an integer >= 0, got {start_epoch!r}")
+    if start_epoch > epochs:
+        raise ValueError(f"fit: start_epoch {start_epoch} is past epochs {epochs}")
+    if history is not None and not isinstance(history, History):
+        raise TypeError(f"fit: history must be a History, got {type(history).__name__}")
     history = History() if history is None else history
     batches = BatchIterator(x, y, batch_size, generator=generator)
+    steps: _Batches = batches if parallel is None else parallel.shard(batches)
     per_batch = scheduler is not None and scheduler.interval == "batch"
     model.train()
     with torch.inference_mode():
         for epoch in range(start_epoch, epochs):
             epoch_lr = optimizer.lr
-            total_loss = torch.zeros((), dtype=torch.float64)
-            for x_batch, y_batch in batches:
+            total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
+            for x_batch, y_batch in steps:
                 if per_batch:
                     history.batch_lr.append(optimizer.lr)
                 optimizer.zero_grad()
                 loss = criterion(model(x_batch), y_batch)
                 model.backward(criterion.backward())
+                if parallel is not None:
+                    loss = parallel.synchronize(loss)
                 optimizer.step()
-                total_loss += loss.detach().to("cpu", torch.float64)
+                total_loss.add_(loss)
                 if per_batch:
                     assert scheduler is not None
                     scheduler.step()
+            if parallel is not None:
+                total_loss = parallel.reduce_loss(total_loss)
             if scheduler is not None and not per_batch:
                 scheduler.step()
             validation_error = (

@@ -61,6 +61,16 @@ def flatten_parameters(
     """
     if not parameters:
         return None
+    # Normal (not inference-mode) tensors, so the views can be updated in place anywhere.
+    with torch.inference_mode(False):
+        return _flatten(parameters, device, dtype)
+
+
+def _flatten(
+    parameters: Sequence[Parameter],
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> tuple[Tensor, Tensor] | None:
     moved = [p.data.to(device=device, dtype=dtype) for p in parameters]
     if len({(t.dtype, t.device) for t in moved}) != 1:
         return None

@@ -81,23 +81,42 @@ class Linear(Module):
         else:
             self.bias = None
         self._input: Tensor | None = None
+        # Views and constants reused from step to step (one fewer op each per call); rebuilt
+        # when the parameter tensors are replaced (Module.to, flattening) or the batch changes.
+        self._weight_seen: Tensor | None = None
+        self._weight_t = self.weight.data.t()
+        self._ones = torch.ones(0)
+
+    def _transposed_weight(self) -> Tensor:
+        weight = self.weight.data
+        if weight is not self._weight_seen:
+            self._weight_seen, self._weight_t = weight, weight.t()
+        return self._weight_t
 
     def forward(self, input: Tensor) -> Tensor:
         check_input("Linear", input, self.in_features)
-        weight = self.weight.data
-        check_like_parameter("Linear", input, weight)
+        check_like_parameter("Linear", input, self.weight.data)
         self._input = input
         if self.bias is None:
-            return input.mm(weight.t())
-        return torch.addmm(self.bias.data, input, weight.t())
+            return input.mm(self._transposed_weight())
+        return torch.addmm(self.bias.data, input, self._transposed_weight())
 
     def backward(self, grad_output: Tensor) -> Tensor:
         input = check_cached("Linear", self._input)
         check_grad_output("Linear", grad_output, torch.Size((input.shape[0], self.out_features)))
-        self.weight.grad.addmm_(grad_output.t(), input)
+        grad_output_t = grad_output.t()
+        self.weight.grad.addmm_(grad_output_t, input)
         if self.bias is not None:
-            self.bias.grad.add_(grad_output.sum(0))
+            # The bias gradient, sum over the batch, as a matrix-vector product with ones:
+            # one op that accumulates in place.
+            self.bias.grad.addmv_(grad_output_t, self._batch_ones(grad_output))
         return grad_output.mm(self.weight.data)
+
+    def _batch_ones(self, like: Tensor) -> Tensor:
+        ones = self._ones
+        if ones.shape[0] != like.shape[0] or ones.dtype != like.dtype or ones.device != like.device:
+            ones = self._ones = torch.ones(like.shape[0], dtype=like.dtype, device=like.device)
+        return ones
 
     def extra_repr(self) -> str:
         return (

@@ -17,6 +17,10 @@ class Loss(Module):
     ``forward(prediction, target)`` returns a 0-dim tensor and caches what the gradient needs;
     ``backward()`` returns :math:`\partial L / \partial z`, of the prediction's shape (given a
     scalar upstream gradient, it returns that multiple). Subclasses implement :meth:`_gradient`.
+
+    For R stacked models (see :class:`~minidl.nn.BatchedLinear`) the prediction has shape
+    ``(R, N, C)`` and the target a leading ``R`` too; ``forward`` then returns the R losses
+    (shape ``(R,)``) and ``backward`` the gradient of their sum, which is each model's own.
     """
 
     def __init__(self) -> None:
@@ -24,20 +28,26 @@ class Loss(Module):
         self._has_forward = False
 
     def _check_prediction(self, prediction: object) -> Tensor:
-        return check_input(type(self).__name__, prediction)
+        """Check a prediction of shape ``(N, C)``, or ``(R, N, C)`` for R stacked models."""
+        name = type(self).__name__
+        if isinstance(prediction, Tensor) and prediction.dim() == 3:
+            check_input(name, prediction[0])
+            return prediction
+        return check_input(name, prediction)
 
     def _check_class_indices(self, target: Tensor, prediction: Tensor) -> None:
-        """Check a target of class indices: int64, shape ``(N,)``, values in ``[0, C)``."""
+        """Check a target of class indices: int64, shape ``(N,)`` (``(R, N)``), values in ``[0, C)``."""
         name = type(self).__name__
-        batch, classes = prediction.shape
+        classes = prediction.shape[-1]
         if target.dtype != torch.int64:
             raise TypeError(
                 f"{name}: class-index targets must have dtype torch.int64, got {target.dtype}"
             )
-        if target.shape != (batch,):
+        if target.shape != prediction.shape[:-1]:
             raise ValueError(
                 f"{name}: class-index target has shape {tuple(target.shape)}, expected "
-                f"({batch},) for a prediction of shape {tuple(prediction.shape)}"
+                f"{tuple(prediction.shape[:-1])} for a prediction of shape "
+                f"{tuple(prediction.shape)}"
             )
         if target.device != prediction.device:
             raise ValueError(
@@ -57,7 +67,8 @@ class Loss(Module):
         if target.shape != prediction.shape:
             raise ValueError(
                 f"{name}: target has shape {tuple(target.shape)}, expected the prediction's "
-                f"shape {tuple(prediction.shape)} (or class indices of shape ({prediction.shape[0]},))"
+                f"shape {tuple(prediction.shape)} (or class indices of shape "
+                f"{tuple(prediction.shape[:-1])})"
             )
         if target.dtype != prediction.dtype:
             raise TypeError(

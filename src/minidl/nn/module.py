@@ -10,7 +10,8 @@ The contract is the course's (and the paper's):
 
 On top of it, what a PyTorch user expects: ``module(x)``, ``parameters()``, ``zero_grad()``,
 ``train()`` / ``eval()``, ``state_dict()`` / ``load_state_dict()``, ``to(device, dtype)`` and a
-readable ``repr``.
+readable ``repr``. State that is not trained (e.g. batch-norm running statistics) is registered
+with ``register_buffer``: saved, loaded and moved with the parameters, but given no gradient.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Module:
     def __init__(self) -> None:
         self._parameters: dict[str, Parameter] = {}
         self._modules: dict[str, Module] = {}
+        self._buffers: dict[str, Tensor] = {}
         self.training = True
 
     # -- the course contract ----------------------------------------------------------------------
@@ -90,6 +92,23 @@ class Module:
         self._modules[name] = module
         return module
 
+    def register_buffer(self, name: str, tensor: Tensor) -> Tensor:
+        """Register ``tensor`` as a buffer under ``name`` and return it (also set as an attribute).
+
+        A buffer is state that is not trained (e.g. the running statistics of a batch
+        normalisation): it is saved by :meth:`state_dict`, restored by :meth:`load_state_dict`
+        and moved by :meth:`to` (a floating buffer is also cast to ``dtype``), but has no
+        gradient and is not in :meth:`parameters`. Update it in place.
+        """
+        if not isinstance(tensor, Tensor):
+            raise TypeError(
+                f"{type(self).__name__}.register_buffer: expected a torch.Tensor for {name!r}, "
+                f"got {type(tensor).__name__}"
+            )
+        self._buffers[name] = tensor
+        object.__setattr__(self, name, tensor)
+        return tensor
+
     # -- traversal --------------------------------------------------------------------------------
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
@@ -98,6 +117,13 @@ class Module:
             yield prefix + name, parameter
         for child_name, child in self._modules.items():
             yield from child.named_parameters(prefix + child_name + ".")
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        """``(dotted name, tensor)`` for this module's buffers, then its children's."""
+        for name, tensor in self._buffers.items():
+            yield prefix + name, tensor
+        for child_name, child in self._modules.items():
+            yield from child.named_buffers(prefix + child_name + ".")
 
     def parameters(self) -> list[Parameter]:
         """The :class:`Parameter` objects, in the same order as :meth:`param`."""
@@ -137,11 +163,13 @@ class Module:
     # -- state ------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Tensor]:
-        """A copy of every parameter value, keyed by dotted name (``"0.weight"``, ...)."""
-        return {name: p.data.detach().clone() for name, p in self.named_parameters()}
+        """A copy of every parameter value and buffer, keyed by dotted name (``"0.weight"``, ...)."""
+        state = {name: p.data.detach().clone() for name, p in self.named_parameters()}
+        state.update((name, b.detach().clone()) for name, b in self.named_buffers())
+        return state
 
     def load_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True) -> None:
-        """Copy values from ``state_dict`` into the parameters, in place.
+        """Copy values from ``state_dict`` into the parameters and buffers, in place.
 
         Every entry is checked (missing or unexpected keys, shapes, floating dtype) before anything
         is written, so a bad ``state_dict`` leaves the module unchanged.
@@ -149,9 +177,11 @@ class Module:
         Raises:
             KeyError: missing or (with ``strict``) unexpected keys.
             ValueError: an entry whose shape differs from the parameter's.
-            TypeError: an entry that is not a floating-point tensor.
+            TypeError: an entry that is not a floating-point tensor (for a buffer that is not
+                floating point: an entry of another dtype).
         """
-        own = dict(self.named_parameters())
+        own = {name: parameter.data for name, parameter in self.named_parameters()}
+        own.update(self.named_buffers())
         where = type(self).__name__
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
@@ -160,26 +190,33 @@ class Module:
                 f"{where}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}; "
                 f"expected exactly {list(own)}"
             )
-        for name, parameter in own.items():
+        for name, tensor in own.items():
             value = state_dict[name]
-            if not isinstance(value, Tensor) or not value.is_floating_point():
+            if tensor.is_floating_point():
+                if not isinstance(value, Tensor) or not value.is_floating_point():
+                    got = value.dtype if isinstance(value, Tensor) else type(value).__name__
+                    raise TypeError(
+                        f"{where}.load_state_dict: entry {name!r} must be a floating-point tensor, "
+                        f"got {got}"
+                    )
+            elif not isinstance(value, Tensor) or value.dtype != tensor.dtype:
                 got = value.dtype if isinstance(value, Tensor) else type(value).__name__
                 raise TypeError(
-                    f"{where}.load_state_dict: entry {name!r} must be a floating-point tensor, "
-                    f"got {got}"
+                    f"{where}.load_state_dict: entry {name!r} must be a tensor of dtype "
+                    f"{tensor.dtype}, got {got}"
                 )
-            if value.shape != parameter.data.shape:
+            if value.shape != tensor.shape:
                 raise ValueError(
                     f"{where}.load_state_dict: entry {name!r} has shape {tuple(value.shape)}, "
-                    f"expected {tuple(parameter.data.shape)}"
+                    f"expected {tuple(tensor.shape)}"
                 )
-        for name, parameter in own.items():
-            parameter.data.copy_(state_dict[name])
+        for name, tensor in own.items():
+            tensor.copy_(state_dict[name])
 
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> Module:
-        """Move every parameter (value and gradient) to ``device`` and/or cast it to ``dtype``.
+        """Move every parameter (value and gradient) and buffer to ``device`` and/or cast it to ``dtype``.
 
         The :class:`Parameter` objects stay the same, so optimizers built on them keep working
         (their state moves with the next ``step``).
@@ -194,6 +231,13 @@ class Module:
             for parameter in parameters:
                 parameter.data = parameter.data.to(device=device, dtype=dtype)
                 parameter.grad = parameter.grad.to(device=device, dtype=dtype)
+        for _, module in self.named_modules():
+            for name, buffer in module._buffers.items():
+                moved = buffer.to(
+                    device=device, dtype=dtype if buffer.is_floating_point() else None
+                )
+                module._buffers[name] = moved
+                object.__setattr__(module, name, moved)
         for _, module in self.named_modules():
             module._parameters_moved()
         return self

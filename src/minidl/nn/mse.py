@@ -33,6 +33,7 @@ class MSELoss(Loss):
     Shape:
         - Prediction: ``(N, C)``. Target: ``(N, C)`` or ``(N,)`` (class indices).
         - Output: a 0-dim tensor.
+        - Stacked models: prediction ``(R, N, C)``, target ``(R, N, C)`` or ``(R, N)``, output ``(R,)``.
 
     Example:
         >>> criterion = MSELoss()
@@ -55,18 +56,18 @@ class MSELoss(Loss):
         prediction = self._check_prediction(prediction)
         if not isinstance(target, Tensor):
             raise TypeError(f"MSELoss: expected a torch.Tensor target, got {type(target).__name__}")
-        if target.dim() == 1 and not target.is_floating_point():
+        if target.dim() == prediction.dim() - 1 and not target.is_floating_point():
             self._check_class_indices(target, prediction)
-            target = torch.zeros_like(prediction).scatter_(1, target.unsqueeze(1), 1.0)
+            target = torch.zeros_like(prediction).scatter_(-1, target.unsqueeze(-1), 1.0)
         else:
             self._check_dense_target(target, prediction)
-        batch, outputs = prediction.shape
+        batch, outputs = prediction.shape[-2:]
         denominator = {"paper": batch, "mean": batch * outputs, "sum": 1}[self.reduction]
         difference = prediction - target
         self._difference = difference
         self._scale = 2.0 / denominator
         self._has_forward = True
-        return difference.square().sum().div_(denominator)
+        return difference.square().sum(dim=(-2, -1)).div_(denominator)
 
     def _gradient(self) -> Tensor:
         assert self._difference is not None

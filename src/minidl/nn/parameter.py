@@ -33,8 +33,13 @@ class Parameter:
             raise TypeError(f"Parameter: data must be a torch.Tensor, got {type(data).__name__}")
         if not data.is_floating_point():
             raise TypeError(f"Parameter: data must be a floating-point tensor, got {data.dtype}")
-        self.data: Tensor = data
-        self.grad: Tensor = torch.zeros_like(data)
+        # Parameters are updated in place inside and outside torch.inference_mode(), which
+        # only normal tensors allow: a tensor made in inference mode is copied out of it.
+        with torch.inference_mode(False):
+            if data.is_inference():
+                data = data.clone()
+            self.data: Tensor = data.detach()
+            self.grad: Tensor = torch.zeros_like(data)
         self.name = name
 
     @property

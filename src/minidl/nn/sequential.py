@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from torch import Tensor
 
+from minidl import anomaly
 from minidl.nn.flat import flatten_parameters
 from minidl.nn.module import Module
 
@@ -46,11 +47,15 @@ class Sequential(Module):
         flatten_parameters(self.parameters())
 
     def forward(self, input: Tensor) -> Tensor:
+        if anomaly.enabled:  # the one check of `with minidl.detect_anomaly():`
+            return anomaly.sequential_forward(self, input)
         for module in self._layers:
             input = module.forward(input)
         return input
 
     def backward(self, grad_output: Tensor) -> Tensor:
+        if anomaly.enabled:
+            return anomaly.sequential_backward(self, grad_output)
         for module in self._reversed:
             grad_output = module.backward(grad_output)
         return grad_output

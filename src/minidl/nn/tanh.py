@@ -30,4 +30,4 @@ class Tanh(Activation):
         return output, output
 
     def _backward(self, grad_output: Tensor, output: Tensor) -> Tensor:
-        return torch.addcmul(grad_output, grad_output, output.square(), value=-1)
+        return torch.addcmul(grad_output, grad_output, output * output, value=-1)

@@ -82,7 +82,16 @@ class Optimizer:
         raise NotImplementedError
 
     def _refresh_layout(self) -> None:
-        """Find out whether the parameters are flat, and move the state along with them."""
+        """Find out whether the parameters are flat, and move the state along with them.
+
+        The views are made outside inference mode, so that they stay usable in place whether
+        the next step runs inside ``torch.inference_mode()`` (as :func:`minidl.train.fit` does)
+        or not.
+        """
+        with torch.inference_mode(False):
+            self._make_views()
+
+    def _make_views(self) -> None:
         values = [p.data for p in self.params]
         grads = [p.grad for p in self.params]
         self._layout_key = (*values, *grads)
@@ -138,7 +147,13 @@ class Optimizer:
     # -- state ------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """``lr``, ``step_count``, the hyper-parameters and a copy of each flat state tensor."""
+        """``lr``, ``step_count``, the hyper-parameters and a copy of each flat state tensor.
+
+        The state tensors have the parameters' current device and dtype, even when the model was
+        moved (``model.to(...)``) since the last ``step``.
+        """
+        if self._layout_changed():
+            self._refresh_layout()
         return {
             "lr": self._lr,
             "step_count": self.step_count,

@@ -25,10 +25,22 @@ class SGD(Optimizer):
     When a scheduler changes :math:`\lambda`, the paper's velocity keeps the old rates' steps
     while PyTorch's rescales them. Without momentum both are :math:`w_t = w_{t-1} - \lambda g_t`.
 
+    ``weight_decay`` :math:`\lambda_{wd}` adds the L2 penalty's gradient first,
+    :math:`g_t \leftarrow g_t + \lambda_{wd} w_{t-1}` (as PyTorch). ``nesterov`` looks ahead
+    along the velocity, in the same convention:
+
+    .. math::
+        v_t = \mu\, v_{t-1} + \lambda\, g_t, \qquad w_t = w_{t-1} - (\mu\, v_t + \lambda\, g_t)
+
+    which is PyTorch's Nesterov step (:math:`w_t = w_{t-1} - \lambda (g_t + \mu b_t)`) whenever
+    the learning rate is constant.
+
     Args:
         params: the parameters to optimise, usually ``model.parameters()``.
         lr: the learning rate :math:`\lambda`, finite and >= 0.
         momentum: the momentum coefficient :math:`\mu`, in ``[0, 1)`` (default 0).
+        weight_decay: the L2 penalty :math:`\lambda_{wd}`, >= 0 (default 0).
+        nesterov: use Nesterov momentum (needs ``momentum > 0``; default ``False``).
 
     State:
         ``momentum_buffer``: the velocity :math:`v` (only when built with ``momentum > 0``).
@@ -41,8 +53,21 @@ class SGD(Optimizer):
 
     state_names: tuple[str, ...] = ("momentum_buffer",)
 
-    def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0) -> None:
-        self.momentum = self._validate_hyperparameters(momentum=momentum)["momentum"]
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float,
+        momentum: float = 0.0,
+        *,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
+        checked = self._validate_hyperparameters(
+            momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+        )
+        self.momentum = checked["momentum"]
+        self.weight_decay: float = checked.get("weight_decay", 0.0)
+        self.nesterov: bool = checked.get("nesterov", False)
         # Plain SGD keeps no state (no buffer to allocate, save or move).
         self.state_names = ("momentum_buffer",) if self.momentum > 0 else ()
         super().__init__(params, lr)
@@ -51,15 +76,39 @@ class SGD(Optimizer):
         momentum = check_real(
             "SGD", "momentum", hyperparameters["momentum"], low=0.0, high=1.0, high_open=True
         )
-        return {"momentum": momentum}
+        checked: dict[str, Any] = {"momentum": momentum}
+        # The two extensions are saved only when used, so plain SGD's state_dict keeps its keys.
+        weight_decay = check_real(
+            "SGD", "weight_decay", hyperparameters.get("weight_decay", 0.0), low=0.0
+        )
+        if weight_decay != 0.0:
+            checked["weight_decay"] = weight_decay
+        nesterov = hyperparameters.get("nesterov", False)
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"SGD: nesterov must be a bool, got {nesterov!r}")
+        if nesterov and momentum == 0.0:
+            raise ValueError("SGD: nesterov momentum needs momentum > 0, got momentum 0")
+        if nesterov:
+            checked["nesterov"] = True
+        return checked
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"momentum": self.momentum}
+        settings: dict[str, Any] = {"momentum": self.momentum}
+        if self.weight_decay != 0.0:
+            settings["weight_decay"] = self.weight_decay
+        if self.nesterov:
+            settings["nesterov"] = True
+        return settings
 
     def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
+        if self.weight_decay != 0.0:
+            grad = grad.add(value, alpha=self.weight_decay)
         if self.momentum == 0.0:
             value.add_(grad, alpha=-self.lr)
             return
         (velocity,) = state
         velocity.mul_(self.momentum).add_(grad, alpha=self.lr)
-        value.sub_(velocity)
+        if self.nesterov:
+            value.sub_(velocity, alpha=self.momentum).sub_(grad, alpha=self.lr)
+        else:
+            value.sub_(velocity)

@@ -1,0 +1,133 @@
+"""The experiments of ``minidl reproduce`` written with PyTorch eager (the twin of workload D).
+
+Each row is trained round by round with ``torch.nn``, autograd and ``torch.optim``, on the same
+data sets, initial weights and shuffles as minidl's run, with the validation error measured
+after every epoch and the test error at the end, as minidl's runner does. Rows that train
+identically are trained once, as in minidl's runner. The faults of the published code that
+some variant rows reproduce have no PyTorch counterpart; those rows train the nearest standard
+configuration, which costs the same.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import torch
+
+from minidl.experiments.config import CHOICES, Experiment, experiments_for_tables, training_key
+from minidl.experiments.runner import QUICK_EPOCHS
+from minidl.experiments.seeds import round_seeds
+from minidl.experiments.training import build_network, make_round_data
+from minidl.nn import ELU, SELU, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
+
+_ACTIVATION_TWINS: list[tuple[type, Any]] = [
+    (SELU, lambda m: torch.nn.SELU()),
+    (ELU, lambda m: torch.nn.ELU(alpha=m.alpha)),
+    (LeakyReLU, lambda m: torch.nn.LeakyReLU(m.negative_slope)),
+    (ReLU, lambda m: torch.nn.ReLU()),
+    (Sigmoid, lambda m: torch.nn.Sigmoid()),
+    (Tanh, lambda m: torch.nn.Tanh()),
+]
+
+
+def _twin(model: Any) -> torch.nn.Sequential:
+    layers: list[torch.nn.Module] = []
+    for layer in model:
+        if isinstance(layer, Linear):
+            twin = torch.nn.Linear(layer.in_features, layer.out_features)
+            with torch.no_grad():
+                twin.weight.copy_(layer.weight.data)
+                assert layer.bias is not None
+                twin.bias.copy_(layer.bias.data)
+            layers.append(twin)
+            continue
+        for kind, make in _ACTIVATION_TWINS:
+            if isinstance(layer, kind):
+                layers.append(make(layer))
+                break
+    return torch.nn.Sequential(*layers)
+
+
+def _criterion(experiment: Experiment) -> Any:
+    if experiment.loss == "cross-entropy":
+        return torch.nn.CrossEntropyLoss()
+    reduction = "sum" if experiment.mse_reduction == "paper" else experiment.mse_reduction
+
+    def mse(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = torch.nn.functional.one_hot(y, z.shape[1]).to(z.dtype)
+        loss = torch.nn.functional.mse_loss(z, target, reduction=reduction)
+        return loss / z.shape[0] if experiment.mse_reduction == "paper" else loss
+
+    return mse
+
+
+def _train_round(experiment: Experiment, round_index: int, epochs: int, base_seed: int) -> float:
+    seeds = round_seeds(base_seed, round_index, new_data=CHOICES.new_data_per_round)
+    data = make_round_data(experiment, seeds)
+    model = _twin(build_network(experiment, torch.Generator().manual_seed(seeds.init)))
+    if experiment.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=experiment.lr, momentum=experiment.momentum
+        )
+    else:
+        optimizer = torch.optim.Adadelta(model.parameters(), lr=experiment.lr)
+    scheduler: Any = None
+    per_batch = False
+    schedule = experiment.scheduler
+    if schedule is not None and hasattr(schedule, "step_size"):
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, schedule.step_size, schedule.gamma)
+    elif schedule is not None:
+        scheduler = torch.optim.lr_scheduler.CyclicLR(
+            optimizer,
+            schedule.base_lr,
+            schedule.max_lr,
+            schedule.step_size_up,
+            cycle_momentum=False,
+        )
+        per_batch = True
+    criterion = _criterion(experiment)
+    generator = torch.Generator().manual_seed(seeds.shuffle)
+    x, y = data.train.x, data.train.y
+    batch = experiment.protocol.batch_size
+    for _ in range(epochs):
+        order = torch.randperm(x.shape[0], generator=generator)
+        for x_batch, y_batch in zip(x[order].split(batch), y[order].split(batch), strict=True):
+            optimizer.zero_grad()
+            criterion(model(x_batch), y_batch).backward()
+            optimizer.step()
+            if per_batch:
+                scheduler.step()
+        if scheduler is not None and not per_batch:
+            scheduler.step()
+        with torch.no_grad():
+            (model(data.validation.x).argmax(1) != data.validation.y).float().mean()
+    with torch.no_grad():
+        wrong = (model(data.test.x).argmax(1) != data.test.y).sum()
+    return 100.0 * float(wrong) / data.test.y.shape[0]
+
+
+def run_torch_reproduce(
+    quick: bool = False, rounds: int = 5, base_seed: int = 0
+) -> list[dict[str, Any]]:
+    """Train every row of ``minidl reproduce`` with PyTorch eager; return each row's errors."""
+    rounds = 1 if quick else rounds
+    trained: dict[Experiment, list[float]] = {}
+    rows = []
+    for experiment in experiments_for_tables("1,2,3"):
+        key = training_key(experiment)
+        if key not in trained:
+            epochs = QUICK_EPOCHS if quick else experiment.epochs
+            trained[key] = [
+                _train_round(experiment, index, epochs, base_seed) for index in range(rounds)
+            ]
+        errors = trained[key]
+        rows.append(
+            {
+                "table": experiment.table,
+                "label": experiment.label,
+                "test_errors": errors,
+                "mean": statistics.fmean(errors),
+            }
+        )
+    return rows

@@ -1,0 +1,233 @@
+"""The reproduction's figures (PNG, headless): Figs. 1-3 of the paper and one per table.
+
+matplotlib is imported inside the functions (with the Agg backend), so importing this module,
+and running ``minidl --help``, stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from minidl.experiments.training import RowResult, make_round_data
+from minidl.train import predict
+
+__all__ = ["write_figures"]
+
+DPI = 120
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _band(axes: Any, row: RowResult, label: str, color: Any, linestyle: str = "-") -> None:
+    """Mean validation curve over the rounds, with a min-max band."""
+    curves = torch.tensor([list(r.validation_curve) for r in row.rounds], dtype=torch.float64)
+    epochs = torch.arange(1, curves.shape[1] + 1)
+    axes.plot(epochs, curves.mean(0), color=color, linestyle=linestyle, lw=1.3, label=label)
+    if curves.shape[0] > 1:
+        axes.fill_between(
+            epochs, curves.min(0).values, curves.max(0).values, color=color, alpha=0.18, lw=0
+        )
+
+
+def _error_axes(axes: Any, title: str) -> None:
+    """Log-scale error axis with plain-number ticks at 1, 2, 5 x 10^k."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axes.set_yscale("log")
+    axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.yaxis.set_minor_formatter(NullFormatter())
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("validation error (%)")
+    axes.set_title(title)
+    axes.grid(True, which="major", alpha=0.3)
+
+
+def _save(plt: Any, figure: Any, path: Path) -> None:
+    # bbox_inches="tight" keeps legends placed outside the axes inside the image.
+    figure.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(figure)
+
+
+def figure_1(rows: Sequence[RowResult], path: Path) -> None:
+    """Validation error per epoch with MSE and with cross-entropy."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(8.5, 4.4))
+    colors = ("tab:orange", "tab:red", "tab:blue", "tab:green")
+    for index, row in enumerate(rows):
+        diverged = sum(any(not math.isfinite(v) for v in r.train_loss) for r in row.rounds)
+        note = f", {diverged} diverged" if diverged else ""
+        label = f"{row.experiment.label}\n({len(row.rounds)} rounds{note})"
+        _band(axes, row, label, colors[index % len(colors)])
+    _error_axes(axes, "Fig. 1: validation error vs epoch by loss (Tanh, SGD, lr 0.1)")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    figure.tight_layout()
+    _save(plt, figure, path)
+
+
+def figure_2(row: RowResult, path: Path) -> None:
+    """The test set by label (top); the network's right and wrong answers and its boundary."""
+    plt = _pyplot()
+    first = row.rounds[0]
+    data = make_round_data(row.experiment, first.seeds)
+    raw, labels = data.test.raw, data.test.y
+    predicted = predict(first.model, data.test.x)
+    correct = predicted == labels
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.6, 10.4))
+    top.scatter(*raw[labels == 1].T, s=7, color="tab:green", label="label 1 (inside)")
+    top.scatter(*raw[labels == 0].T, s=7, color="tab:red", label="label 0 (outside)")
+    top.set_title("Test set")
+    bottom.scatter(*raw[correct].T, s=7, color="tab:green", label=f"correct ({int(correct.sum())})")
+    bottom.scatter(
+        *raw[~correct].T,
+        s=22,
+        color="tab:red",
+        marker="x",
+        label=f"misclassified ({int((~correct).sum())})",
+    )
+    grid = torch.linspace(0.0, 1.0, 301, dtype=torch.float64)
+    gx, gy = torch.meshgrid(grid, grid, indexing="xy")
+    points = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+    inside = predict(first.model, data.normalize(points)).reshape(gx.shape).to(torch.float64)
+    bottom.contour(gx, gy, inside, levels=[0.5], colors="black", linewidths=1.2)
+    bottom.plot([], [], color="black", lw=1.2, label="decision boundary")
+    from minidl.data import DISK_CENTER, DISK_RADIUS
+
+    circle = plt.Circle(DISK_CENTER, DISK_RADIUS, fill=False, ls="--", color="0.45", lw=1.0)
+    bottom.add_patch(circle)
+    bottom.plot([], [], color="0.45", ls="--", lw=1.0, label="true circle")
+    bottom.set_title(f"Tanh network (Table I, round 1): test error {first.test_error:.1f}%")
+    for axes in (top, bottom):
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1)
+        axes.set_aspect("equal")
+        axes.set_xlabel("x1 (before normalisation)")
+        axes.set_ylabel("x2 (before normalisation)")
+        axes.legend(
+            loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False
+        )
+    figure.tight_layout()
+    _save(plt, figure, path)
+
+
+def figure_3(rows: Sequence[RowResult], path: Path) -> None:
+    """Learning rate over training (top) and per batch over the first epochs (bottom)."""
+    plt = _pyplot()
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.4))
+    styles = {"none": ("0.4", ":"), "step": ("tab:purple", "-"), "clr": ("tab:green", "-")}
+    for row in rows:
+        first = row.rounds[0]
+        color, linestyle = styles[row.experiment.scheduler_name]
+        protocol = row.experiment.protocol
+        batches_per_epoch = max(1, -(-protocol.n_train // protocol.batch_size))
+        if first.batch_lr:
+            batch_lr = first.batch_lr
+        else:  # per-epoch schedules: each batch uses its epoch's rate
+            batch_lr = tuple(lr for lr in first.lr_curve for _ in range(batches_per_epoch))
+        x = torch.arange(len(batch_lr), dtype=torch.float64) / batches_per_epoch
+        label = row.experiment.label
+        top.step(x, batch_lr, where="post", color=color, ls=linestyle, lw=0.8, label=label)
+        shown = 12 * batches_per_epoch
+        bottom.step(
+            x[:shown], batch_lr[:shown], where="post", color=color, ls=linestyle, label=label
+        )
+    top.set_yscale("log")
+    top.set_xlabel("epoch")
+    top.set_ylabel("learning rate")
+    top.set_title("Fig. 3: learning rate under each schedule (SGD, lr 1e-2)")
+    bottom.set_xlabel("epoch (the rate changes per batch under CLR, per epoch under step decay)")
+    bottom.set_ylabel("learning rate")
+    bottom.set_title("The first epochs, batch by batch")
+    for axes in (top, bottom):
+        axes.grid(True, which="major", alpha=0.3)
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    figure.tight_layout()
+    _save(plt, figure, path)
+
+
+def table_figure(rows: Sequence[RowResult], table: str, path: Path) -> None:
+    """Mean validation error per epoch of each row of a table.
+
+    Variants are drawn in the colour of the row they vary, dashed or dotted; a variant that
+    trains exactly as a row already drawn (a "without effect" variant) is left out.
+    """
+    plt = _pyplot()
+    from minidl.experiments.config import training_key
+
+    mains = [r for r in rows if r.experiment.kind == "main"]
+    colors = {row.experiment.label: plt.get_cmap("tab10")(i % 10) for i, row in enumerate(mains)}
+    drawn = set()
+    variant_styles = ("--", ":", "-.")
+    count: dict[str, int] = {}
+    figure, axes = plt.subplots(figsize=(10, 4.8))
+    for row in (*mains, *(r for r in rows if r.experiment.kind == "variant")):
+        key = training_key(row.experiment)
+        if key in drawn:
+            continue
+        drawn.add(key)
+        curves = torch.tensor([list(r.validation_curve) for r in row.rounds], dtype=torch.float64)
+        epochs = torch.arange(1, curves.shape[1] + 1)
+        if row.experiment.kind == "main":
+            color, style, width, label = (
+                colors[row.experiment.label],
+                "-",
+                1.5,
+                row.experiment.label,
+            )
+        else:
+            parent = row.experiment.variant_of or ""
+            index = count.get(parent, 0)
+            count[parent] = index + 1
+            color = colors.get(parent, "0.3")
+            style = variant_styles[index % len(variant_styles)]
+            width, label = 1.0, f"variant: {row.experiment.label}"
+        axes.plot(epochs, curves.mean(0), color=color, ls=style, lw=width, label=label)
+    rounds = len(rows[0].rounds)
+    _error_axes(
+        axes, f"Table {table}: mean validation error over {rounds} round{'s' * (rounds > 1)}"
+    )
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False)
+    figure.tight_layout()
+    _save(plt, figure, path)
+
+
+def write_figures(results: Sequence[RowResult], out: Path) -> dict[str, str]:
+    """Draw every figure whose rows were run; return ``{name: file name}`` (relative to ``out``)."""
+    written: dict[str, str] = {}
+    fig1 = [r for r in results if r.experiment.table == "Fig. 1"]
+    if fig1:
+        figure_1(fig1, out / "fig1_loss_criteria.png")
+        written["fig1"] = "fig1_loss_criteria.png"
+    tanh = [r for r in results if r.experiment.table == "I" and r.experiment.label == "Tanh"]
+    if tanh:
+        figure_2(tanh[0], out / "fig2_test_set.png")
+        written["fig2"] = "fig2_test_set.png"
+    schedules = [
+        r
+        for r in results
+        if r.experiment.table == "III"
+        and r.experiment.kind == "main"
+        and r.experiment.optimizer == "sgd"
+    ]
+    if schedules:
+        figure_3(schedules, out / "fig3_learning_rates.png")
+        written["fig3"] = "fig3_learning_rates.png"
+    for table in ("I", "II", "III"):
+        rows = [r for r in results if r.experiment.table == table]
+        if rows:
+            name = f"table{table}"
+            table_figure(rows, table, out / f"table{table}_validation.png")
+            written[name] = f"table{table}_validation.png"
+    return written

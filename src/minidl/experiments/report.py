@@ -1,0 +1,709 @@
+"""The reproduction's report (Markdown), its machine-readable results (JSON) and its summary.
+
+Every number and every verdict in the report is computed from the results, so the report stays
+true when the numbers change. Only the explanations are templates, and they cite the numbers of
+the variant rows that test them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from minidl.experiments.config import (
+    CHOICES,
+    PROTOCOL,
+    CyclicSchedule,
+    Experiment,
+    StepSchedule,
+    training_key,
+)
+from minidl.experiments.training import RowResult
+
+if TYPE_CHECKING:
+    from minidl.experiments.runner import RunSettings
+
+__all__ = [
+    "NOISE_FACTOR",
+    "Comparison",
+    "compare",
+    "results_json",
+    "summary_table",
+    "write_json",
+    "write_report",
+]
+
+#: A row differs from the paper when ``|ours - paper| > NOISE_FACTOR * combined standard error``.
+NOISE_FACTOR = 2.0
+
+TABLE_TITLES = {
+    "I": "Table I: activation functions (cross-entropy, SGD without momentum, 400 epochs)",
+    "II": "Table II: optimizers (MSE, Tanh, lr 1e-2, 100 epochs)",
+    "III": "Table III: schedulers (cross-entropy, Tanh, lr 1e-2, 400 epochs)",
+}
+
+CRITERION = (
+    "A row **differs** from the paper when |ours - paper| > "
+    f"{NOISE_FACTOR:g} x SE, where SE = sqrt(s_ours^2 / n_ours + s_paper^2 / n_paper) is the "
+    "standard error of the difference of the two means (s: sample s.d. over the rounds, n: "
+    "number of rounds, 5 in the paper): a two-sided test at about the 5% level under a normal "
+    "approximation. With 5 rounds on each side a t-test would ask for about 2.3 to 2.8 SE, so "
+    "the criterion is slightly liberal: a row just over the line is a weak difference, and "
+    "the report gives the ratio (difference / SE) so that each can be judged."
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A row's mean test error against a published one."""
+
+    difference: float
+    """ours - paper, in percentage points."""
+    standard_error: float
+    """Standard error of the difference."""
+
+    @property
+    def differs(self) -> bool:
+        return abs(self.difference) > NOISE_FACTOR * self.standard_error
+
+
+def _paper_row(results: Sequence[RowResult], row: RowResult) -> RowResult | None:
+    """The main row whose published numbers ``row`` is compared with (itself, for a main row)."""
+    experiment = row.experiment
+    if experiment.paper is not None:
+        return row
+    for other in results:
+        if (
+            other.experiment.table == experiment.table
+            and other.experiment.label == experiment.variant_of
+            and other.experiment.paper is not None
+        ):
+            return other
+    return None
+
+
+def compare(row: RowResult, paper_row: RowResult | None = None) -> Comparison | None:
+    """Compare ``row`` with the paper's numbers of ``paper_row`` (default: its own).
+
+    ``None`` when there is nothing to compare with, or fewer than 2 rounds (no s.d.).
+    """
+    reference = (paper_row or row).experiment.paper
+    if reference is None or len(row.rounds) < 2:
+        return None
+    standard_error = math.sqrt(row.sd**2 / len(row.rounds) + reference.sd**2 / reference.rounds)
+    return Comparison(row.mean - reference.mean, standard_error)
+
+
+# -- JSON ---------------------------------------------------------------------------------------
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _scheduler_settings(experiment: Experiment) -> dict[str, Any] | None:
+    schedule = experiment.scheduler
+    if isinstance(schedule, StepSchedule):
+        return {"gamma": schedule.gamma, "step_size_epochs": schedule.step_size}
+    if isinstance(schedule, CyclicSchedule):
+        return {
+            "mode": "triangular",
+            "base_lr": schedule.base_lr,
+            "max_lr": schedule.max_lr,
+            "step_size_up_epochs": schedule.step_size_up_epochs,
+            "step_size_up_batches": schedule.step_size_up,
+        }
+    return None
+
+
+def _row_json(results: Sequence[RowResult], row: RowResult) -> dict[str, Any]:
+    experiment = row.experiment
+    paper_row = _paper_row(results, row)
+    comparison = compare(row, paper_row)
+    paper = experiment.paper
+    return {
+        "table": experiment.table,
+        "label": experiment.label,
+        "kind": experiment.kind,
+        "variant_of": experiment.variant_of,
+        "hypothesis": experiment.hypothesis or None,
+        "activation": experiment.activation,
+        "activations": list(experiment.activations),
+        "loss": experiment.loss,
+        "mse_reduction": experiment.mse_reduction if experiment.loss == "mse" else None,
+        "optimizer": experiment.optimizer,
+        "lr": experiment.lr,
+        "momentum": experiment.momentum,
+        "scheduler": experiment.scheduler_name,
+        "scheduler_settings": _scheduler_settings(experiment),
+        "epochs": len(row.rounds[0].validation_curve),
+        "sizes": list(experiment.protocol.sizes),
+        "batch_size": experiment.protocol.batch_size,
+        "rounds": len(row.rounds),
+        "seeds": [dataclasses.asdict(r.seeds) for r in row.rounds],
+        "test_errors": row.test_errors,
+        "mean": row.mean,
+        "sd": _number(row.sd),
+        "train_errors": row.train_errors,
+        "paper_mean": None if paper is None else paper.mean,
+        "paper_sd": None if paper is None else paper.sd,
+        "differs_from_paper": None if comparison is None else comparison.differs,
+        "difference_from_paper": None if comparison is None else comparison.difference,
+        "standard_error": None if comparison is None else comparison.standard_error,
+        "compared_with": None if paper_row is None else paper_row.experiment.label,
+        "validation_curves": [list(r.validation_curve) for r in row.rounds],
+        "train_loss_curves": [list(r.train_loss) for r in row.rounds],
+        "lr_curve": list(row.rounds[0].lr_curve),
+        "seconds": row.seconds,
+    }
+
+
+def results_json(
+    results: Sequence[RowResult],
+    settings: RunSettings,
+    wall_seconds: float,
+    training_seconds: float,
+    figures: dict[str, str],
+) -> dict[str, Any]:
+    """The run as a JSON-ready dictionary: settings, choices, and one entry per row."""
+    return {
+        "command": settings.command,
+        "base_seed": settings.base_seed,
+        "rounds": settings.rounds,
+        "quick": settings.quick,
+        "epochs_override": settings.epochs_override,
+        "wall_time_s": wall_seconds,
+        "training_time_s": training_seconds,
+        "created": _now(),
+        "machine": _machine(),
+        "protocol": dataclasses.asdict(PROTOCOL),
+        "choices": dataclasses.asdict(CHOICES),
+        "criterion": CRITERION,
+        "figures": figures,
+        "rows": [_row_json(results, row) for row in results],
+    }
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (a diverged loss) replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def write_json(document: dict[str, Any], path: Path) -> None:
+    """Write ``document`` as indented, strict JSON: a non-finite number (e.g. the loss of a
+    diverged run) is written as ``null``."""
+    path.write_text(json.dumps(_finite(document), indent=1, allow_nan=False) + "\n")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _machine() -> str:
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, training on 1 torch thread"
+    )
+
+
+# -- text helpers ---------------------------------------------------------------------------------
+
+
+def _mean_sd(mean: float, sd: float) -> str:
+    return f"{mean:.2f} ({'-' if math.isnan(sd) else f'{sd:.2f}'})"
+
+
+def _ours(row: RowResult) -> str:
+    return _mean_sd(row.mean, row.sd)
+
+
+def _paper(row: RowResult) -> str:
+    paper = row.experiment.paper
+    return "-" if paper is None else _mean_sd(paper.mean, paper.sd)
+
+
+def _verdict(comparison: Comparison | None) -> str:
+    if comparison is None:
+        return "n/a"
+    word = "**differs**" if comparison.differs else "within noise"
+    return f"{word} ({comparison.difference:+.2f}, SE {comparison.standard_error:.2f})"
+
+
+def _rounds(row: RowResult) -> str:
+    return ", ".join(f"{e:.1f}" for e in row.test_errors)
+
+
+def _settings(experiment: Experiment) -> str:
+    parts = [f"act {experiment.activation}", f"{experiment.loss}"]
+    if experiment.loss == "mse" and experiment.mse_reduction != "paper":
+        parts[-1] += f" ({experiment.mse_reduction})"
+    optimizer = experiment.optimizer.replace("adadelta", "ADADELTA").replace("sgd", "SGD")
+    parts.append(f"{optimizer} lr {experiment.lr:g}")
+    if experiment.momentum:
+        parts.append(f"momentum {experiment.momentum:g}")
+    schedule = experiment.scheduler
+    if isinstance(schedule, StepSchedule):
+        parts.append(f"step decay x{schedule.gamma:g} every {schedule.step_size} epochs")
+    elif isinstance(schedule, CyclicSchedule):
+        parts.append(
+            f"CLR {schedule.base_lr:g}-{schedule.max_lr:g}, half-cycle "
+            f"{schedule.step_size_up_epochs} epochs"
+        )
+    return ", ".join(parts)
+
+
+def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(cells) + " |" for cells in lines]
+    return out
+
+
+def summary_table(results: Sequence[RowResult]) -> str:
+    """Paper vs ours for the tables' main rows, as plain text for the terminal."""
+    lines = [
+        f"{'table':<6}{'row':<22}{'paper mean (s.d.)':>19}{'ours mean (s.d.)':>19}  verdict",
+    ]
+    for row in results:
+        if row.experiment.kind != "main":
+            continue
+        comparison = compare(row)
+        verdict = "n/a" if comparison is None else ("DIFFERS" if comparison.differs else "ok")
+        lines.append(
+            f"{row.experiment.table:<6}{row.experiment.label:<22}{_paper(row):>19}"
+            f"{_ours(row):>19}  {verdict}"
+        )
+    return "\n".join(lines)
+
+
+def _curve_trend(row: RowResult) -> str:
+    """How the mean validation error moved over the last quarter of training (a description)."""
+    curves = [r.validation_curve for r in row.rounds]
+    epochs = len(curves[0])
+    if epochs < 8:
+        return ""
+    mark = epochs - epochs // 4
+    at_mark = statistics.fmean(c[mark - 1] for c in curves)
+    # The last 5 epochs, averaged, damp the epoch-to-epoch jitter.
+    at_end = statistics.fmean(statistics.fmean(c[-5:]) for c in curves)
+    best = statistics.fmean(min(c) for c in curves)
+    change = at_end - at_mark
+    if change < -0.25:
+        trend = "still falling when training stopped"
+    elif change > 0.25:
+        trend = "rising at the end"
+    else:
+        trend = "flat over the last quarter"
+    return (
+        f"mean validation error {at_mark:.2f}% at epoch {mark}, {at_end:.2f}% over the last 5 "
+        f"epochs ({trend}); the best epoch of each round averaged {best:.2f}%."
+    )
+
+
+def _diverged(row: RowResult) -> int:
+    """Rounds whose training loss became non-finite."""
+    return sum(any(not math.isfinite(v) for v in r.train_loss) for r in row.rounds)
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def _choices_section() -> list[str]:
+    lines = ["## Decisions on what the paper leaves open", ""]
+    for field in dataclasses.fields(CHOICES):
+        value = getattr(CHOICES, field.name)
+        lines.append(f"- `{field.name} = {value!r}`: {field.metadata['doc']}")
+    return [*lines, ""]
+
+
+def _protocol_section(settings: RunSettings) -> list[str]:
+    p = PROTOCOL
+    epochs = (
+        f"**every row trained for {settings.epochs_override} epochs only (quick mode)**"
+        if settings.epochs_override is not None
+        else "epochs as each table says"
+    )
+    return [
+        "## Protocol",
+        "",
+        f"- Network {'-'.join(map(str, p.sizes))} (Xavier-normal weights, N(0, 1) biases), "
+        f"batches of {p.batch_size}, training set reshuffled every epoch, {epochs}, {p.dtype}.",
+        f"- Data: {p.n_train} training, {p.n_validation} validation and {p.n_test} test points, "
+        "uniform in [0, 1]^2, label 1 inside the disk of centre (0.5, 0.5) and radius "
+        "1/sqrt(2 pi), all normalised with the training set's mean and s.d.",
+        f"- {settings.rounds} round(s) per row. Round r takes its data, initial-weight and "
+        f"shuffle seeds from sha256(base seed {settings.base_seed}, r, stream) "
+        "(`minidl.experiments.seeds`), so a run is reproducible bit for bit and round r is the "
+        "same in every row. Rows that train identically (a 'without effect' variant and the row "
+        "it equals) are trained once.",
+        "- Test error: % of misclassified test points after the last epoch; mean and sample "
+        "s.d. over the rounds. The validation set only gives the curves (no early stopping).",
+        "",
+    ]
+
+
+def _table_section(results: Sequence[RowResult], table: str, figures: dict[str, str]) -> list[str]:
+    rows = [r for r in results if r.experiment.table == table]
+    if not rows:
+        return []
+    lines = [f"## {TABLE_TITLES[table]}", ""]
+    mains = [r for r in rows if r.experiment.kind == "main"]
+    lines += _table(
+        [
+            "Row",
+            "Settings",
+            "Paper mean (s.d.) %",
+            "Ours mean (s.d.) %",
+            "Ours per round %",
+            "Train error %",
+            "Verdict (ours - paper, SE)",
+        ],
+        [
+            [
+                r.experiment.label,
+                _settings(r.experiment),
+                _paper(r),
+                _ours(r),
+                _rounds(r),
+                f"{statistics.fmean(r.train_errors):.2f}",
+                _verdict(compare(r)),
+            ]
+            for r in mains
+        ],
+    )
+    variants = [r for r in rows if r.experiment.kind == "variant"]
+    if variants:
+        lines += ["", f"Variants of Table {table} (run to test the explanations below):", ""]
+        lines += _table(
+            [
+                "Variant",
+                "Tests",
+                "Settings",
+                "Ours mean (s.d.) %",
+                "Ours per round %",
+                "Vs the paper's row",
+            ],
+            [
+                [
+                    r.experiment.label,
+                    r.experiment.hypothesis,
+                    _settings(r.experiment),
+                    _ours(r),
+                    _rounds(r),
+                    _verdict(compare(r, _paper_row(results, r))),
+                ]
+                for r in variants
+            ],
+        )
+    name = f"table{table}"
+    if name in figures:
+        lines += ["", f"![Validation error per epoch, Table {table}]({figures[name]})"]
+    return [*lines, ""]
+
+
+def _figures_section(results: Sequence[RowResult], figures: dict[str, str]) -> list[str]:
+    lines = ["## Figures", ""]
+    captions = {
+        "fig1": "Fig. 1: validation error per epoch with MSE and cross-entropy (Tanh, SGD, lr "
+        "0.1); line: mean over rounds, band: min to max.",
+        "fig2": "Fig. 2: top, the test set of round 1 (green: label 1, red: label 0); bottom, "
+        "the Tanh network of Table I (round 1) on it: correctly classified (green) and "
+        "misclassified (red) points, its decision boundary (black) and the true circle "
+        "(dashed).",
+        "fig3": "Fig. 3: learning rate per epoch under step decay and CLR (top), and per batch "
+        "over the first epochs (bottom), as recorded during training.",
+    }
+    for name, caption in captions.items():
+        if name in figures:
+            lines += [f"![{caption}]({figures[name]})", "", caption, ""]
+    fig1 = [r for r in results if r.experiment.table == "Fig. 1"]
+    if fig1:
+        lines += _table(
+            [
+                "Fig. 1 run",
+                "Settings",
+                "Ours test error mean (s.d.) %",
+                "Per round %",
+                "Rounds diverged",
+            ],
+            [
+                [
+                    r.experiment.label,
+                    _settings(r.experiment),
+                    _ours(r),
+                    _rounds(r),
+                    f"{_diverged(r)} of {len(r.rounds)}",
+                ]
+                for r in fig1
+            ],
+        )
+        lines.append("")
+    return lines
+
+
+def _explain(results: Sequence[RowResult], row: RowResult, comparison: Comparison) -> list[str]:
+    experiment = row.experiment
+    paper = experiment.paper
+    assert paper is not None
+    direction = "higher" if comparison.difference > 0 else "lower"
+    lines = [
+        f"### Table {experiment.table}, {experiment.label}",
+        "",
+        f"Paper {paper.mean:.2f} (s.d. {paper.sd:.2f}), ours {row.mean:.2f} (s.d. "
+        f"{row.sd:.2f}): ours is {abs(comparison.difference):.2f} points {direction}, "
+        f"{abs(comparison.difference) / comparison.standard_error:.1f} SE.",
+        "",
+    ]
+    variants = [
+        r
+        for r in results
+        if r.experiment.kind == "variant"
+        and r.experiment.table == experiment.table
+        and r.experiment.variant_of == experiment.label
+    ]
+    explained: list[RowResult] = []
+    for variant in variants:
+        result = compare(variant, row)
+        assert result is not None
+        closer = abs(result.difference) < abs(comparison.difference)
+        verdict = (
+            f"within noise of the paper ({result.difference:+.2f}, SE {result.standard_error:.2f})"
+            if not result.differs
+            else f"still differs from the paper ({result.difference:+.2f}, SE "
+            f"{result.standard_error:.2f})"
+        )
+        lines.append(
+            f"- Hypothesis: {variant.experiment.hypothesis}. Variant '{variant.experiment.label}'"
+            f" gives {variant.mean:.2f} (s.d. {variant.sd:.2f}), per round "
+            f"{_rounds(variant)}: {verdict}, {'closer to' if closer else 'no closer to'} the "
+            "paper than our row."
+        )
+        if not result.differs:
+            explained.append(variant)
+    repeats = _paper_repeats(results, row)
+    agreeing_repeats = []
+    for other, via in repeats:
+        other_paper = other.experiment.paper
+        assert other_paper is not None
+        difference = row.mean - other_paper.mean
+        standard_error = math.sqrt(
+            row.sd**2 / len(row.rounds) + other_paper.sd**2 / other_paper.rounds
+        )
+        within = abs(difference) <= NOISE_FACTOR * standard_error
+        lines.append(
+            f"- The paper measured this same training again as Table {other.experiment.table} "
+            f"'{other.experiment.label}' ({_paper(other)})"
+            + ("" if via is None else f" (if {via.experiment.hypothesis})")
+            + ": ours is "
+            + ("within noise of" if within else "also different from")
+            + f" that ({difference:+.2f}, SE {standard_error:.2f})."
+        )
+        if within and via is None:
+            agreeing_repeats.append(other)
+    trend = _curve_trend(row)
+    if trend:
+        lines.append(f"- Our curve: {trend}")
+    if _diverged(row):
+        lines.append(f"- {_diverged(row)} of our rounds diverged (non-finite training loss).")
+    lines.append("")
+    if explained:
+        kinds = {variant.experiment.fault for variant in explained}
+        lines.append(
+            "**Conclusion:** the difference is accounted for if "
+            + "; or if ".join(v.experiment.hypothesis for v in explained)
+            + ". "
+            + (
+                "The paper's number is consistent with the published code's fault rather than "
+                "with the method as the paper describes it."
+                if kinds == {True}
+                else "The paper's number is consistent with that reading of the paper."
+                if kinds == {False}
+                else "Either explanation fits; this run cannot tell them apart."
+            )
+        )
+    elif agreeing_repeats:
+        lines.append(
+            "**Conclusion:** ours agrees with the paper's own repeat of this training, so the "
+            "difference is within the spread of the paper's repeated measurements (see the "
+            "last section); it is a weak difference, not a sign of a different method."
+        )
+    elif variants:
+        lines.append(
+            "**Conclusion:** none of the variants run here brings the row within noise of the "
+            "paper; the difference stays unexplained by this run."
+        )
+    else:
+        lines.append(
+            "**Conclusion:** no variant of this run tests an explanation for this row; the "
+            "difference stays unexplained by this run."
+        )
+    return [*lines, ""]
+
+
+def _paper_repeats(
+    results: Sequence[RowResult], row: RowResult
+) -> list[tuple[RowResult, RowResult | None]]:
+    """Other main rows whose published numbers measure the same training as ``row``.
+
+    Each comes with ``None`` when it is the same training as described, or with the fault
+    variant through which it is (e.g. a schedule without effect is plain SGD).
+    """
+    key = training_key(row.experiment)
+    found: list[tuple[RowResult, RowResult | None]] = []
+    for other in results:
+        if other.experiment.kind == "figure" or other is row:
+            continue
+        if training_key(other.experiment) != key:
+            continue
+        paper_row = _paper_row(results, other)
+        if (
+            paper_row is not None
+            and paper_row.experiment.key != row.experiment.key
+            and (other.experiment.kind == "main" or other.experiment.fault)
+            and all(f.experiment.key != paper_row.experiment.key for f, _ in found)
+        ):
+            found.append((paper_row, None if other.experiment.kind == "main" else other))
+    return found
+
+
+def _differences_section(results: Sequence[RowResult]) -> list[str]:
+    lines = ["## Where we differ from the paper", "", CRITERION, ""]
+    mains = [r for r in results if r.experiment.kind == "main"]
+    comparisons = [(r, compare(r)) for r in mains]
+    if any(c is None for _, c in comparisons):
+        lines += ["(Fewer than 2 rounds: no standard deviation, so no comparison.)", ""]
+        return lines
+    differing = [(r, c) for r, c in comparisons if c is not None and c.differs]
+    agreeing = [r for r, c in comparisons if c is not None and not c.differs]
+    lines.append(
+        f"{len(differing)} of the {len(mains)} rows differ; "
+        + (
+            "within noise: "
+            + ", ".join(f"Table {r.experiment.table} {r.experiment.label}" for r in agreeing)
+            + "."
+            if agreeing
+            else "none agrees within noise."
+        )
+    )
+    lines.append("")
+    for row, comparison in differing:
+        assert comparison is not None
+        lines += _explain(results, row, comparison)
+    return [*lines, *_paper_consistency(results)]
+
+
+def _paper_consistency(results: Sequence[RowResult]) -> list[str]:
+    """The paper's own numbers for configurations that train identically.
+
+    Two main rows with the same training key (e.g. Table I's Tanh and Table III's SGD) are the
+    same experiment; so are the rows that a published fault makes equal to another (a
+    "without effect" variant). Their published numbers should then agree within noise.
+    """
+    groups: dict[Experiment, list[RowResult]] = {}
+    trained: dict[Experiment, RowResult] = {}
+    for row in results:
+        if row.experiment.kind == "figure":
+            continue
+        paper_row = _paper_row(results, row)
+        if paper_row is None:
+            continue
+        key = training_key(row.experiment)
+        trained.setdefault(key, row)
+        members = groups.setdefault(key, [])
+        if all(m.experiment.key != paper_row.experiment.key for m in members):
+            members.append(paper_row)
+    lines = []
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        names = ", ".join(
+            f"Table {m.experiment.table} {m.experiment.label} ({_paper(m)})" for m in members
+        )
+        papers = [m.experiment.paper for m in members if m.experiment.paper is not None]
+        worst = max(
+            abs(a.mean - b.mean) / math.sqrt(a.sd**2 / a.rounds + b.sd**2 / b.rounds)
+            for index, a in enumerate(papers)
+            for b in papers[index + 1 :]
+        )
+        ours = trained[key]
+        lines.append(
+            f"- Same training here (given the published faults where a variant says so): "
+            f"{names}. The paper's numbers differ from each other by at most {worst:.1f} SE, "
+            + (
+                "within noise: they are consistent with one experiment measured several times"
+                if worst <= NOISE_FACTOR
+                else "more than noise"
+            )
+            + f"; ours for that training: {_ours(ours)}."
+        )
+    if not lines:
+        return []
+    return [
+        "### The paper's numbers for one and the same training",
+        "",
+        "The paper reports some trainings more than once, under different names; comparing "
+        "its numbers with each other measures its own round-to-round noise.",
+        "",
+        *lines,
+        "",
+    ]
+
+
+def write_report(
+    results: Sequence[RowResult],
+    settings: RunSettings,
+    wall_seconds: float,
+    training_seconds: float,
+    figures: dict[str, str],
+    path: Path,
+) -> None:
+    """Write the Markdown report to ``path``."""
+    lines = [
+        '# Reproduction of "Mini deep-learning framework" (EPFL EE-559) with minidl',
+        "",
+        f"Generated by `{settings.command}` on {_now()} ({_machine()}).",
+        "",
+        f"**Wall time of the run: {wall_seconds:.0f} s** (training {training_seconds:.0f} s, "
+        f"figures and report {wall_seconds - training_seconds:.0f} s).",
+        "",
+    ]
+    if settings.quick:
+        lines += [
+            "> **Quick mode**: 1 round and a few epochs per row, a smoke test of the pipeline. "
+            "These numbers are not results; run `minidl reproduce` for the report.",
+            "",
+        ]
+    lines += _protocol_section(settings)
+    lines += _choices_section()
+    mains = [r for r in results if r.experiment.kind == "main"]
+    if mains:
+        lines += ["## Summary: the paper's tables and ours (test error, %)", ""]
+        lines += _table(
+            ["Table", "Row", "Paper mean (s.d.)", "Ours mean (s.d.)", "Verdict"],
+            [
+                [r.experiment.table, r.experiment.label, _paper(r), _ours(r), _verdict(compare(r))]
+                for r in mains
+            ],
+        )
+        lines.append("")
+    for table in ("I", "II", "III"):
+        lines += _table_section(results, table, figures)
+    lines += _figures_section(results, figures)
+    lines += _differences_section(results)
+    path.write_text("\n".join(lines).rstrip() + "\n")

@@ -1,0 +1,271 @@
+"""Training one row of a table: its rounds, each from its own seeds.
+
+:func:`train_row` is the one entry point the runner calls for a row; it trains the rounds one
+after the other with :func:`train_round`. A faster implementation (e.g. the rounds trained at
+once with batched matrix products) can replace it behind the same signature, returning the same
+:class:`RowResult`.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from minidl.data import DiskData, make_disk_data
+from minidl.experiments.config import CHOICES, CyclicSchedule, Experiment, StepSchedule
+from minidl.experiments.faithful import PUBLISHED_ACTIVATIONS, PublishedAdadelta
+from minidl.experiments.seeds import RoundSeeds, round_seeds
+from minidl.nn import ACTIVATIONS, CrossEntropyLoss, Linear, MSELoss, Sequential, mlp
+from minidl.nn.loss import Loss
+from minidl.nn.module import Module
+from minidl.optim import SGD, Adadelta, CyclicLR, StepDecay
+from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.optimizer import Optimizer
+from minidl.train import EpochRecord, error_rate, fit
+
+__all__ = [
+    "RoundResult",
+    "RowResult",
+    "build_criterion",
+    "build_network",
+    "build_optimizer",
+    "build_scheduler",
+    "make_round_data",
+    "train_round",
+    "train_row",
+]
+
+
+def build_network(experiment: Experiment, generator: torch.Generator) -> Sequential:
+    """The row's network, its weights drawn from ``generator``.
+
+    Standard activations go through :func:`minidl.nn.mlp`; rows with a published fault's
+    activation build the same ``Linear`` layers in the same order, so a given generator gives
+    the same initial weights either way.
+    """
+    dtype = getattr(torch, experiment.protocol.dtype)
+    names = experiment.activations
+    if all(name in ACTIVATIONS for name in names):
+        return mlp(experiment.protocol.sizes, names, dtype=dtype, generator=generator)
+    sizes = experiment.protocol.sizes
+    if len(names) != len(sizes) - 2:
+        raise ValueError(
+            f"build_network: {experiment.key} has {len(names)} activations for "
+            f"{len(sizes) - 2} hidden layers"
+        )
+    layers: list[Module] = []
+    for index in range(len(sizes) - 1):
+        layers.append(Linear(sizes[index], sizes[index + 1], dtype=dtype, generator=generator))
+        if index < len(names):
+            name = names[index]
+            if name in PUBLISHED_ACTIVATIONS:
+                layers.append(PUBLISHED_ACTIVATIONS[name]())
+            elif name in ACTIVATIONS:
+                layers.append(ACTIVATIONS[name]())
+            else:
+                known = sorted({*ACTIVATIONS, *PUBLISHED_ACTIVATIONS})
+                raise ValueError(
+                    f"build_network: unknown activation {name!r} in {experiment.key}; "
+                    f"expected one of {', '.join(known)}"
+                )
+    return Sequential(*layers)
+
+
+def build_criterion(experiment: Experiment) -> Loss:
+    """The row's loss: cross-entropy, or the MSE with the row's reduction."""
+    if experiment.loss == "cross-entropy":
+        return CrossEntropyLoss()
+    if experiment.loss == "mse":
+        return MSELoss(reduction=experiment.mse_reduction)
+    raise ValueError(
+        f"build_criterion: loss must be 'cross-entropy' or 'mse', got {experiment.loss!r}"
+    )
+
+
+def build_optimizer(experiment: Experiment, model: Module) -> Optimizer:
+    """The row's optimizer on ``model``'s parameters."""
+    if experiment.optimizer == "sgd":
+        return SGD(model.parameters(), lr=experiment.lr, momentum=experiment.momentum)
+    if experiment.momentum:
+        raise ValueError(f"build_optimizer: momentum applies to SGD only ({experiment.key})")
+    if experiment.optimizer == "adadelta":
+        return Adadelta(model.parameters(), lr=experiment.lr)
+    if experiment.optimizer == "adadelta-published":
+        return PublishedAdadelta(model.parameters(), lr=experiment.lr)
+    raise ValueError(
+        "build_optimizer: optimizer must be 'sgd', 'adadelta' or 'adadelta-published', "
+        f"got {experiment.optimizer!r}"
+    )
+
+
+def build_scheduler(experiment: Experiment, optimizer: Optimizer) -> LRScheduler | None:
+    """The row's learning-rate schedule on ``optimizer`` (``None`` without one)."""
+    schedule = experiment.scheduler
+    if schedule is None:
+        return None
+    if isinstance(schedule, StepSchedule):
+        return StepDecay(optimizer, step_size=schedule.step_size, gamma=schedule.gamma)
+    if isinstance(schedule, CyclicSchedule):
+        return CyclicLR(
+            optimizer,
+            base_lr=schedule.base_lr,
+            max_lr=schedule.max_lr,
+            step_size_up=schedule.step_size_up,
+        )
+    raise TypeError(f"build_scheduler: unknown schedule {schedule!r}")
+
+
+def make_round_data(experiment: Experiment, seeds: RoundSeeds) -> DiskData:
+    """The data set of a round (train, validation, test), normalised with training statistics."""
+    protocol = experiment.protocol
+    return make_disk_data(
+        protocol.n_train,
+        protocol.n_validation,
+        protocol.n_test,
+        seed=seeds.data,
+        dtype=getattr(torch, protocol.dtype),
+    )
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What one round produced. Errors are in %."""
+
+    seeds: RoundSeeds
+    test_error: float
+    train_error: float
+    validation_curve: tuple[float, ...]
+    """Validation error after each epoch."""
+    train_loss: tuple[float, ...]
+    """Mean training loss of each epoch."""
+    lr_curve: tuple[float, ...]
+    """Learning rate at the start of each epoch."""
+    batch_lr: tuple[float, ...]
+    """Learning rate of each batch (per-batch schedules only, else empty)."""
+    seconds: float
+    model: Module
+    """The trained network (for Fig. 2)."""
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """The rounds of one row."""
+
+    experiment: Experiment
+    rounds: tuple[RoundResult, ...]
+    seconds: float
+
+    @property
+    def test_errors(self) -> list[float]:
+        return [r.test_error for r in self.rounds]
+
+    @property
+    def train_errors(self) -> list[float]:
+        return [r.train_error for r in self.rounds]
+
+    @property
+    def mean(self) -> float:
+        """Mean test error over the rounds, in %."""
+        return statistics.fmean(self.test_errors)
+
+    @property
+    def sd(self) -> float:
+        """Sample standard deviation of the test error over the rounds (``nan`` for 1 round)."""
+        errors = self.test_errors
+        return statistics.stdev(errors) if len(errors) > 1 else math.nan
+
+
+def train_round(
+    experiment: Experiment,
+    seeds: RoundSeeds,
+    *,
+    epochs: int | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> RoundResult:
+    """Train one round of ``experiment`` from ``seeds`` with :func:`minidl.train.fit`.
+
+    Args:
+        experiment: the row.
+        seeds: the round's data, initialisation and shuffle seeds.
+        epochs: overrides ``experiment.epochs`` (for smoke tests).
+        on_epoch: called after every epoch.
+    """
+    epochs = experiment.epochs if epochs is None else epochs
+    start = time.perf_counter()
+    data = make_round_data(experiment, seeds)
+    model = build_network(experiment, torch.Generator().manual_seed(seeds.init))
+    criterion = build_criterion(experiment)
+    optimizer = build_optimizer(experiment, model)
+    scheduler = build_scheduler(experiment, optimizer)
+    history = fit(
+        model,
+        criterion,
+        optimizer,
+        data.train.x,
+        data.train.y,
+        epochs=epochs,
+        batch_size=experiment.protocol.batch_size,
+        scheduler=scheduler,
+        validation=(data.validation.x, data.validation.y),
+        generator=torch.Generator().manual_seed(seeds.shuffle),
+        on_epoch=on_epoch,
+    )
+    return RoundResult(
+        seeds=seeds,
+        test_error=error_rate(model, data.test.x, data.test.y),
+        train_error=error_rate(model, data.train.x, data.train.y),
+        validation_curve=tuple(history.validation_error),
+        train_loss=tuple(history.train_loss),
+        lr_curve=tuple(history.lr),
+        batch_lr=tuple(history.batch_lr),
+        seconds=time.perf_counter() - start,
+        model=model,
+    )
+
+
+def train_row(
+    experiment: Experiment,
+    rounds: int,
+    base_seed: int,
+    *,
+    epochs: int | None = None,
+    on_epoch: Callable[[int, EpochRecord], None] | None = None,
+) -> RowResult:
+    """Train ``rounds`` rounds of ``experiment``; round r uses ``round_seeds(base_seed, r)``.
+
+    Args:
+        experiment: the row.
+        rounds: number of rounds, >= 1.
+        base_seed: the run's base seed.
+        epochs: overrides ``experiment.epochs`` (for smoke tests).
+        on_epoch: called with ``(round index, record)`` after every epoch.
+
+    Example:
+        >>> result = train_row(TABLE_I[1], rounds=5, base_seed=0)
+        >>> result.mean, result.sd
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"train_row: rounds must be an integer >= 1, got {rounds!r}")
+    start = time.perf_counter()
+    results = []
+    for index in range(rounds):
+        seeds = round_seeds(base_seed, index, new_data=CHOICES.new_data_per_round)
+        callback = None if on_epoch is None else _bind_round(on_epoch, index)
+        results.append(train_round(experiment, seeds, epochs=epochs, on_epoch=callback))
+    return RowResult(
+        experiment=experiment, rounds=tuple(results), seconds=time.perf_counter() - start
+    )
+
+
+def _bind_round(
+    on_epoch: Callable[[int, EpochRecord], None], index: int
+) -> Callable[[EpochRecord], None]:
+    def callback(record: EpochRecord) -> None:
+        on_epoch(index, record)
+
+    return callback

@@ -1,0 +1,166 @@
+"""Oracles shared by the tests: PyTorch twins of minidl modules and losses, and one comparison helper.
+
+:func:`helper_test_op` (after tinygrad's ``helper_test_op``) runs a minidl model, and optionally a
+loss, forward and backward, runs the same computation through ``torch.nn`` with autograd, and
+compares the output, the loss, the gradient with respect to the input and every parameter's
+gradient. Every module and loss test goes through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from minidl import nn
+
+__all__ = [
+    "F64",
+    "TOL",
+    "assert_close",
+    "helper_test_op",
+    "relative_error",
+    "torch_loss",
+    "torch_twin",
+]
+
+F64 = torch.float64
+#: The relative error allowed between minidl and the float64 PyTorch oracle.
+TOL = 1e-10
+
+
+def relative_error(actual: Tensor, expected: Tensor) -> float:
+    """``max|actual - expected| / max(|expected|, |actual|)`` (0 when both are exactly zero)."""
+    actual = actual.detach().to(F64)
+    expected = expected.detach().to(F64)
+    scale = max(float(expected.abs().max()), float(actual.abs().max()))
+    error = float((actual - expected).abs().max())
+    if scale == 0.0:
+        return error
+    return error / scale
+
+
+def assert_close(actual: Tensor, expected: Tensor, rtol: float = TOL, what: str = "") -> None:
+    """Assert equal shape, finite values and a max-norm relative error of at most ``rtol``."""
+    label = f"{what}: " if what else ""
+    assert isinstance(actual, Tensor), f"{label}expected a tensor, got {type(actual).__name__}"
+    assert actual.shape == expected.shape, (
+        f"{label}shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    )
+    assert bool(torch.isfinite(actual).all()), f"{label}non-finite values in {actual}"
+    error = relative_error(actual, expected)
+    assert error <= rtol, f"{label}relative error {error:.3g} > {rtol:.3g}"
+
+
+def torch_twin(module: nn.Module) -> torch.nn.Module:
+    """A ``torch.nn`` module computing the same function, with copies of the same parameters."""
+    if isinstance(module, nn.Sequential):
+        return torch.nn.Sequential(*(torch_twin(child) for child in module))
+    if isinstance(module, nn.Linear):
+        weight = module.weight.data
+        twin = torch.nn.Linear(
+            module.in_features,
+            module.out_features,
+            bias=module.bias is not None,
+            dtype=weight.dtype,
+            device=weight.device,
+        )
+        with torch.no_grad():
+            twin.weight.copy_(weight)
+            if module.bias is not None:
+                twin.bias.copy_(module.bias.data)
+        return twin
+    if isinstance(module, nn.SELU):  # before ELU: SELU is a subclass of ELU
+        return torch.nn.SELU()
+    if isinstance(module, nn.ELU):
+        return torch.nn.ELU(alpha=module.alpha)
+    if isinstance(module, nn.LeakyReLU):
+        return torch.nn.LeakyReLU(negative_slope=module.negative_slope)
+    simple: dict[type[nn.Module], type[torch.nn.Module]] = {
+        nn.ReLU: torch.nn.ReLU,
+        nn.Sigmoid: torch.nn.Sigmoid,
+        nn.Tanh: torch.nn.Tanh,
+    }
+    for kind, twin_kind in simple.items():
+        if isinstance(module, kind):  # subclasses too: a deliberately wrong Tanh has Tanh's twin
+            return twin_kind()
+    raise TypeError(f"no torch twin for {type(module).__name__}")
+
+
+def torch_loss(criterion: nn.Loss, prediction: Tensor, target: Tensor) -> Tensor:
+    """The PyTorch value of ``criterion(prediction, target)``, differentiable by autograd.
+
+    MSE ``"paper"`` is ``MSELoss(reduction="sum") / N``; class-index targets of the MSE are one-hot
+    rows. Cross-entropy is ``torch.nn.functional.cross_entropy``, which accepts class indices and
+    probabilities.
+    """
+    batch, classes = prediction.shape
+    if isinstance(criterion, nn.MSELoss):
+        dense = target
+        if not target.is_floating_point():
+            dense = F.one_hot(target, classes).to(prediction.dtype)
+        if criterion.reduction == "paper":
+            return F.mse_loss(prediction, dense, reduction="sum") / batch
+        return F.mse_loss(prediction, dense, reduction=criterion.reduction)
+    if isinstance(criterion, nn.CrossEntropyLoss):
+        return F.cross_entropy(prediction, target)
+    raise TypeError(f"no torch oracle for {type(criterion).__name__}")
+
+
+def helper_test_op(
+    model: nn.Module | None,
+    x: Tensor,
+    criterion: nn.Loss | None = None,
+    target: Tensor | None = None,
+    *,
+    grad_output: Tensor | None = None,
+    rtol: float = TOL,
+) -> None:
+    """Compare a minidl forward/backward with PyTorch autograd on the same numbers.
+
+    Args:
+        model: the minidl module (``None``: the identity, to test a loss on its own).
+        x: the input.
+        criterion, target: an optional loss on the model's output; without one, the model's
+            output is reduced with ``grad_output`` (default: a random tensor) as upstream gradient.
+        grad_output: the upstream gradient when there is no criterion.
+        rtol: the allowed relative error of every compared tensor.
+    """
+    parameters: Sequence[nn.Parameter] = [] if model is None else model.parameters()
+    if model is not None:
+        model.zero_grad()
+    twin = None if model is None else torch_twin(model)
+    x_torch = x.detach().clone().requires_grad_(True)
+    output_torch = x_torch if twin is None else twin(x_torch)
+    output = x if model is None else model(x)
+    assert_close(output, output_torch, rtol, "output")
+    assert output.dtype == x.dtype, f"output dtype {output.dtype} != input dtype {x.dtype}"
+
+    if criterion is None:
+        assert model is not None, "give a model, a criterion or both"
+        upstream = torch.randn_like(output) if grad_output is None else grad_output
+        (output_torch * upstream).sum().backward()
+        grad_input = model.backward(upstream)
+    else:
+        assert target is not None, "a criterion needs a target"
+        loss = criterion(output, target)
+        loss_torch = torch_loss(criterion, output_torch, target)
+        assert loss.shape == (), f"the loss must be a 0-dim tensor, got shape {tuple(loss.shape)}"
+        assert loss.dtype == x.dtype
+        assert_close(loss, loss_torch, rtol, "loss")
+        loss_torch.backward()
+        grad_prediction = criterion.backward()
+        grad_input = grad_prediction if model is None else model.backward(grad_prediction)
+
+    assert x_torch.grad is not None
+    assert_close(grad_input, x_torch.grad, rtol, "grad input")
+    if twin is not None:
+        twin_parameters = list(twin.parameters())
+        assert len(twin_parameters) == len(parameters)
+        for index, (parameter, twin_parameter) in enumerate(
+            zip(parameters, twin_parameters, strict=True)
+        ):
+            assert twin_parameter.grad is not None
+            assert_close(parameter.grad, twin_parameter.grad, rtol, f"grad of parameter {index}")

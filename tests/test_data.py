@@ -1,0 +1,172 @@
+"""The disk data set (labels, balance, normalisation, seeding) and the mini-batch iterator."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from minidl.data import BatchIterator, make_disk_data
+
+F64 = torch.float64
+
+
+def _inside_disk(raw: torch.Tensor) -> torch.Tensor:
+    # The paper: label 1 inside the disk of centre (0.5, 0.5) and radius 1 / sqrt(2 pi).
+    return (((raw[:, 0] - 0.5) ** 2 + (raw[:, 1] - 0.5) ** 2) < 1 / (2 * math.pi)).long()
+
+
+def test_points_are_uniform_in_the_unit_square_and_labelled_by_the_disk() -> None:
+    data = make_disk_data(seed=3, dtype=F64)
+    for split in (data.train, data.validation, data.test):
+        assert len(split) == 1000
+        assert split.raw.shape == split.x.shape == (1000, 2)
+        assert split.y.dtype == torch.int64 and split.y.shape == (1000,)
+        assert float(split.raw.min()) >= 0.0 and float(split.raw.max()) <= 1.0
+        assert torch.equal(split.y, _inside_disk(split.raw))
+        # Balanced on average (area 1/2): 1000 draws give 0.5 +- 0.016.
+        assert 0.44 < float(split.y.double().mean()) < 0.56
+    # Uniform: mean 1/2 and variance 1/12 per coordinate, within ~5 standard errors.
+    raw = torch.cat([data.train.raw, data.validation.raw, data.test.raw])
+    assert torch.allclose(raw.mean(dim=0), torch.full((2,), 0.5, dtype=F64), atol=0.03)
+    assert torch.allclose(raw.var(dim=0), torch.full((2,), 1 / 12, dtype=F64), atol=0.008)
+
+
+def test_training_set_is_normalised_with_its_own_statistics() -> None:
+    data = make_disk_data(n_train=500, seed=1, dtype=F64)
+    x = data.train.x
+    assert torch.allclose(x.mean(dim=0), torch.zeros(2, dtype=F64), atol=1e-12)
+    assert torch.allclose(x.std(dim=0), torch.ones(2, dtype=F64), atol=1e-12)
+    assert torch.allclose(data.mean, data.train.raw.mean(dim=0), rtol=1e-15, atol=0)
+    assert torch.allclose(data.std, data.train.raw.std(dim=0), rtol=1e-15, atol=0)
+
+
+def test_validation_and_test_use_the_training_statistics() -> None:
+    data = make_disk_data(n_train=200, n_validation=300, n_test=400, seed=2, dtype=F64)
+    mean, std = data.train.raw.mean(dim=0), data.train.raw.std(dim=0)
+    for split in (data.validation, data.test):
+        assert torch.allclose(split.x, (split.raw - mean) / std, rtol=1e-14, atol=1e-14)
+        # ... not their own: their own mean would be exactly 0.
+        assert float(split.x.mean(dim=0).abs().max()) > 1e-6
+    assert len(data.validation) == 300 and len(data.test) == 400
+    assert torch.allclose(data.normalize(data.test.raw), data.test.x, rtol=1e-14, atol=1e-14)
+
+
+def test_same_seed_same_data_and_different_seed_different_data() -> None:
+    first, second, other = (make_disk_data(n_train=50, seed=s) for s in (7, 7, 8))
+    for a, b, c in zip(
+        (first.train, first.validation, first.test),
+        (second.train, second.validation, second.test),
+        (other.train, other.validation, other.test),
+        strict=True,
+    ):
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and torch.equal(a.raw, b.raw)
+        assert not torch.equal(a.raw, c.raw)
+    # The seed is the data set's own: torch's global generator is neither used nor disturbed.
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    make_disk_data(seed=1)
+    assert torch.equal(torch.rand(1), expected)
+
+
+def test_float32_and_float64_give_the_same_points() -> None:
+    single, double = make_disk_data(seed=4), make_disk_data(seed=4, dtype=F64)
+    assert single.train.x.dtype == torch.float32 and double.train.x.dtype == F64
+    for a, b in zip(
+        (single.train, single.validation, single.test),
+        (double.train, double.validation, double.test),
+        strict=True,
+    ):
+        assert torch.equal(a.raw, b.raw)
+        assert torch.equal(a.y, b.y)
+        assert torch.equal(a.x, b.x.float())
+
+
+# -- BatchIterator -------------------------------------------------------------------------------
+
+
+def _dataset(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    # x[i] = (i, -i) and y[i] = i: a batch's pairs show whether x and y stay together.
+    index = torch.arange(n)
+    return torch.stack([index, -index], dim=1).double(), index
+
+
+@pytest.mark.parametrize(("n", "batch_size"), [(10, 3), (10, 5), (1, 1), (7, 1), (100, 100)])
+def test_every_sample_once_per_pass_in_pairs(n: int, batch_size: int) -> None:
+    x, y = _dataset(n)
+    batches = BatchIterator(x, y, batch_size, generator=torch.Generator().manual_seed(0))
+    for _ in range(3):
+        seen_x, seen_y = zip(*batches, strict=True)
+        assert len(seen_y) == len(batches) == math.ceil(n / batch_size)
+        all_y = torch.cat(seen_y)
+        assert torch.equal(all_y.sort().values, y)
+        assert torch.equal(torch.cat(seen_x)[:, 0].long(), all_y)
+        assert torch.equal(torch.cat(seen_x)[:, 1].long(), -all_y)
+
+
+def test_reshuffles_every_pass() -> None:
+    x, y = _dataset(50)
+    batches = BatchIterator(x, y, 10, generator=torch.Generator().manual_seed(0))
+    orders = [torch.cat([b for _, b in batches]) for _ in range(3)]
+    assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[1], orders[2])
+    assert not torch.equal(orders[0], y)
+
+
+def test_seeded_generator_is_reproducible() -> None:
+    x, y = _dataset(30)
+    runs = []
+    for _ in range(2):
+        batches = BatchIterator(x, y, 7, generator=torch.Generator().manual_seed(5))
+        runs.append([torch.cat([b for _, b in batches]) for _ in range(3)])
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+    other = BatchIterator(x, y, 7, generator=torch.Generator().manual_seed(6))
+    assert not torch.equal(torch.cat([b for _, b in other]), runs[0][0])
+    # Without a generator, torch's global one: torch.manual_seed fixes it.
+    torch.manual_seed(3)
+    first = torch.cat([b for _, b in BatchIterator(x, y, 7)])
+    torch.manual_seed(3)
+    assert torch.equal(torch.cat([b for _, b in BatchIterator(x, y, 7)]), first)
+
+
+def test_last_batch_is_smaller() -> None:
+    x, y = _dataset(10)
+    sizes = [len(b) for _, b in BatchIterator(x, y, 3)]
+    assert sizes == [3, 3, 3, 1]
+
+
+def test_batch_larger_than_the_set_gives_one_batch() -> None:
+    x, y = _dataset(10)
+    batches = list(BatchIterator(x, y, 64))
+    assert len(batches) == 1 and len(BatchIterator(x, y, 64)) == 1
+    assert torch.equal(batches[0][1].sort().values, y)
+
+
+@pytest.mark.parametrize(
+    ("n", "batch_size", "expected"), [(10, 3, [3, 3, 3]), (9, 3, [3, 3, 3]), (2, 3, [])]
+)
+def test_drop_last(n: int, batch_size: int, expected: list[int]) -> None:
+    x, y = _dataset(n)
+    batches = BatchIterator(x, y, batch_size, drop_last=True)
+    assert [len(b) for _, b in batches] == expected
+    assert len(batches) == len(expected)
+    # The dropped samples differ between passes: every sample is still seen over many passes.
+    if expected:
+        seen = torch.cat([b for _ in range(30) for _, b in batches]).unique()
+        assert torch.equal(seen, y)
+
+
+def test_no_shuffle_keeps_the_order() -> None:
+    x, y = _dataset(10)
+    batches = list(BatchIterator(x, y, 4, shuffle=False))
+    assert torch.equal(torch.cat([b for _, b in batches]), y)
+    assert torch.equal(torch.cat([a for a, _ in batches]), x)
+
+
+def test_shuffling_does_not_change_the_data() -> None:
+    x, y = _dataset(10)
+    x_before, y_before = x.clone(), y.clone()
+    for _ in BatchIterator(x, y, 3):
+        pass
+    assert torch.equal(x, x_before) and torch.equal(y, y_before)

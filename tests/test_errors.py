@@ -1,0 +1,630 @@
+"""Every bad input raises the right exception, with a message that names the module or function,
+what was given and what was expected, and leaves nothing half-changed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from minidl import nn, optim
+from minidl.data import BatchIterator, make_disk_data
+from minidl.train import fit
+
+F64 = torch.float64
+
+
+@contextmanager
+def raises(kind: type[BaseException], *fragments: str) -> Iterator[None]:
+    """Expect ``kind`` with every fragment in its message (case-sensitive substrings)."""
+    with pytest.raises(kind) as info:
+        yield
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in the message {message!r}"
+
+
+def _snapshot(module: nn.Module) -> list[Tensor]:
+    return [t.clone() for pair in module.param() for t in pair]
+
+
+def _assert_unchanged(module: nn.Module, before: list[Tensor]) -> None:
+    after = _snapshot(module)
+    assert len(after) == len(before)
+    assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+def _expect_forward_error_keeps_cache(
+    module: nn.Module, good: Tensor, bad: Any, kind: type[BaseException], *fragments: str
+) -> None:
+    """A failing forward neither changes the parameters nor replaces the last good forward's cache."""
+    output = module(good)
+    upstream = torch.randn_like(output)
+    expected_input_grad = module.backward(upstream)
+    expected = _snapshot(module)
+    module.zero_grad()
+    with raises(kind, *fragments):
+        module(bad)
+    assert torch.equal(module.backward(upstream), expected_input_grad)
+    _assert_unchanged(module, expected)
+
+
+# -- module inputs -------------------------------------------------------------------------------
+
+
+def test_linear_wrong_feature_count() -> None:
+    layer = nn.Linear(2, 25)
+    _expect_forward_error_keeps_cache(
+        layer,
+        torch.randn(4, 2),
+        torch.randn(4, 3),
+        ValueError,
+        "Linear",
+        "expected 2 input features",
+        "got 3",
+    )
+
+
+@pytest.mark.parametrize("bad", [[[1.0, 2.0]], 1.0, None], ids=["list", "float", "none"])
+def test_non_tensor_input(bad: Any) -> None:
+    kind = type(bad).__name__
+    _expect_forward_error_keeps_cache(
+        nn.Linear(2, 3), torch.randn(2, 2), bad, TypeError, "Linear", "torch.Tensor", kind
+    )
+    _expect_forward_error_keeps_cache(nn.Tanh(), torch.randn(2, 2), bad, TypeError, "Tanh", kind)
+    with raises(TypeError, "MSELoss", "torch.Tensor", kind):
+        nn.MSELoss()(bad, torch.tensor([0]))
+    with raises(TypeError, "CrossEntropyLoss", "target", kind):
+        nn.CrossEntropyLoss()(torch.randn(1, 2), bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_integer_input(dtype: torch.dtype) -> None:
+    bad = torch.ones(2, 2, dtype=dtype)
+    _expect_forward_error_keeps_cache(
+        nn.Linear(2, 3), torch.randn(2, 2), bad, TypeError, "Linear", "floating-point", str(dtype)
+    )
+    _expect_forward_error_keeps_cache(
+        nn.ReLU(), torch.randn(2, 2), bad, TypeError, "ReLU", "floating-point", str(dtype)
+    )
+    with raises(TypeError, "CrossEntropyLoss", "floating-point", str(dtype)):
+        nn.CrossEntropyLoss()(bad, torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 2, 2), ()], ids=str)
+def test_input_of_wrong_rank(shape: tuple[int, ...]) -> None:
+    _expect_forward_error_keeps_cache(
+        nn.Linear(2, 3),
+        torch.randn(2, 2),
+        torch.ones(shape),
+        ValueError,
+        "Linear",
+        "(N, features)",
+        str(shape),
+    )
+
+
+@pytest.mark.parametrize("criterion", [nn.MSELoss(), nn.CrossEntropyLoss()], ids=repr)
+@pytest.mark.parametrize("shape", [(2,), (1, 1, 2, 2), ()], ids=str)
+def test_prediction_of_wrong_rank(criterion: nn.Loss, shape: tuple[int, ...]) -> None:
+    bad = torch.ones(shape, dtype=F64)
+    _expect_loss_error_keeps_cache(
+        criterion,
+        bad,
+        torch.zeros(shape, dtype=torch.int64),
+        ValueError,
+        "(N, features)",
+        str(shape),
+    )
+
+
+def test_empty_batch() -> None:
+    with raises(ValueError, "Linear", "empty batch"):
+        nn.Linear(2, 3)(torch.ones(0, 2))
+
+
+def test_dtype_mismatch_with_parameters() -> None:
+    layer = nn.Linear(2, 3, dtype=torch.float32)
+    _expect_forward_error_keeps_cache(
+        layer,
+        torch.randn(4, 2),
+        torch.randn(4, 2, dtype=F64),
+        TypeError,
+        "Linear",
+        "torch.float64",
+        "torch.float32",
+    )
+
+
+# -- loss targets --------------------------------------------------------------------------------
+
+
+def _expect_loss_error_keeps_cache(
+    criterion: nn.Loss,
+    bad_prediction: Tensor,
+    bad_target: Any,
+    kind: type[BaseException],
+    *fragments: str,
+) -> None:
+    prediction = torch.randn(3, 3, dtype=F64)
+    criterion(prediction, torch.tensor([0, 1, 2]))
+    expected = criterion.backward().clone()
+    with raises(kind, type(criterion).__name__, *fragments):
+        criterion(bad_prediction, bad_target)
+    assert torch.equal(criterion.backward(), expected)
+
+
+LOSSES = [nn.MSELoss(), nn.CrossEntropyLoss()]
+
+
+@pytest.mark.parametrize("criterion", LOSSES, ids=repr)
+def test_target_of_wrong_shape(criterion: nn.Loss) -> None:
+    prediction = torch.randn(3, 3, dtype=F64)
+    _expect_loss_error_keeps_cache(
+        criterion, prediction, torch.zeros(3, 2, dtype=F64), ValueError, "(3, 2)", "(3, 3)"
+    )
+    _expect_loss_error_keeps_cache(
+        criterion, prediction, torch.tensor([0, 1, 1, 0]), ValueError, "(4,)", "(3,)"
+    )
+    _expect_loss_error_keeps_cache(
+        criterion, prediction, torch.tensor([[0, 1, 1]]), ValueError, "(1, 3)"
+    )
+
+
+@pytest.mark.parametrize("criterion", LOSSES, ids=repr)
+@pytest.mark.parametrize("bad_index", [-1, 3, 7])
+def test_class_index_out_of_range(criterion: nn.Loss, bad_index: int) -> None:
+    _expect_loss_error_keeps_cache(
+        criterion,
+        torch.randn(3, 3, dtype=F64),
+        torch.tensor([0, bad_index, 1]),
+        ValueError,
+        f"class index {bad_index}",
+        "out of range",
+        "[0, 2]",
+    )
+
+
+@pytest.mark.parametrize("criterion", LOSSES, ids=repr)
+def test_wrong_target_dtype(criterion: nn.Loss) -> None:
+    prediction = torch.randn(3, 3, dtype=F64)
+    _expect_loss_error_keeps_cache(
+        criterion,
+        prediction,
+        torch.tensor([0, 1, 2], dtype=torch.int32),
+        TypeError,
+        "torch.int64",
+        "torch.int32",
+    )
+    _expect_loss_error_keeps_cache(
+        criterion,
+        prediction,
+        torch.eye(3, dtype=torch.float32),
+        TypeError,
+        "torch.float32",
+        "torch.float64",
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "fragment"),
+    [
+        ([[0.5, 0.4, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], "row sum off by 0.1"),
+        ([[1.5, -0.5, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], "minimum of -0.5"),
+        ([[2.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], "row sum off by 1"),
+    ],
+    ids=["sum-0.9", "negative", "sum-2"],
+)
+def test_probabilities_that_are_not_a_distribution(
+    target: list[list[float]], fragment: str
+) -> None:
+    _expect_loss_error_keeps_cache(
+        nn.CrossEntropyLoss(),
+        torch.randn(3, 3, dtype=F64),
+        torch.tensor(target, dtype=F64),
+        ValueError,
+        "non-negative with rows summing to 1",
+        fragment,
+    )
+
+
+# -- backward ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "module",
+    [nn.Linear(2, 2), nn.Sigmoid(), nn.Tanh(), nn.ReLU(), nn.LeakyReLU(), nn.ELU(), nn.SELU()],
+    ids=repr,
+)
+def test_backward_before_forward(module: nn.Module) -> None:
+    before = _snapshot(module)
+    with raises(RuntimeError, type(module).__name__, "backward called before forward"):
+        module.backward(torch.ones(1, 2))
+    _assert_unchanged(module, before)
+
+
+@pytest.mark.parametrize("criterion", [nn.MSELoss(), nn.CrossEntropyLoss()], ids=repr)
+def test_loss_backward_before_forward(criterion: nn.Loss) -> None:
+    with raises(RuntimeError, type(criterion).__name__, "backward called before forward"):
+        criterion.backward()
+
+
+def test_sequential_backward_before_forward() -> None:
+    with raises(RuntimeError, "backward called before forward"):
+        nn.mlp((2, 3, 2)).backward(torch.ones(1, 2))
+
+
+@pytest.mark.parametrize("module", [nn.Linear(3, 4), nn.Tanh(), nn.ELU()], ids=repr)
+def test_grad_output_of_wrong_shape(module: nn.Module) -> None:
+    output = module(torch.randn(5, 3))
+    before = _snapshot(module)
+    with raises(ValueError, type(module).__name__, "(5, 7)", str(tuple(output.shape))):
+        module.backward(torch.ones(5, 7))
+    with raises(TypeError, type(module).__name__, "torch.Tensor", "list"):
+        module.backward([[1.0]])
+    _assert_unchanged(module, before)
+
+
+def test_loss_backward_with_a_non_scalar_upstream() -> None:
+    criterion = nn.MSELoss()
+    criterion(torch.randn(2, 2), torch.tensor([0, 1]))
+    with raises(ValueError, "MSELoss.backward", "scalar", "(2,)"):
+        criterion.backward(torch.ones(2))
+
+
+# -- constructors of modules ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "kind", "fragments"),
+    [
+        (lambda: nn.Linear(0, 2), ValueError, ("Linear", "in_features", "positive integer", "0")),
+        (lambda: nn.Linear(2, 2.5), ValueError, ("Linear", "out_features", "2.5")),
+        (lambda: nn.Linear(2, 2, dtype=torch.int64), TypeError, ("Linear", "torch.int64")),
+        (lambda: nn.LeakyReLU(-0.1), ValueError, ("LeakyReLU", "negative_slope", ">= 0", "-0.1")),
+        (lambda: nn.ELU(0.0), ValueError, ("ELU", "alpha", "> 0", "0.0")),
+        (lambda: nn.ELU(math.inf), ValueError, ("ELU", "alpha", "inf")),
+        (lambda: nn.MSELoss("avg"), ValueError, ("MSELoss", "reduction", "'avg'", "'paper'")),
+        (lambda: nn.Sequential(nn.Tanh(), "relu"), TypeError, ("Sequential", "argument 1", "str")),
+    ],
+)
+def test_module_constructor_errors(
+    make: Callable[[], Any], kind: type[Exception], fragments: tuple[str, ...]
+) -> None:
+    with raises(kind, *fragments):
+        make()
+
+
+# -- optimizers ----------------------------------------------------------------------------------
+
+
+def _params() -> list[nn.Parameter]:
+    return nn.Linear(2, 2).parameters()
+
+
+@pytest.mark.parametrize("lr", [-1, -1e-9, math.nan, math.inf, "0.1"])
+@pytest.mark.parametrize("make", [optim.SGD, optim.Adadelta], ids=["SGD", "Adadelta"])
+def test_bad_learning_rate(make: Callable[..., optim.Optimizer], lr: Any) -> None:
+    name = make.__name__
+    with raises(ValueError, name, "lr", "[0, inf]", repr(lr)):
+        make(_params(), lr=lr)
+    optimizer = make(_params(), lr=0.5)
+    with raises(ValueError, name, "lr", repr(lr)):
+        optimizer.lr = lr
+    assert optimizer.lr == 0.5
+
+
+@pytest.mark.parametrize("momentum", [1.0, 1.5, -0.1, math.nan])
+def test_bad_momentum(momentum: float) -> None:
+    with raises(ValueError, "SGD", "momentum", "[0, 1)", repr(momentum)):
+        optim.SGD(_params(), lr=0.1, momentum=momentum)
+
+
+@pytest.mark.parametrize("rho", [-0.1, 1.01, math.nan])
+def test_bad_rho(rho: float) -> None:
+    with raises(ValueError, "Adadelta", "rho", "[0, 1]", repr(rho)):
+        optim.Adadelta(_params(), rho=rho)
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-6, math.inf])
+def test_bad_eps(eps: float) -> None:
+    with raises(ValueError, "Adadelta", "eps", "(0, inf]", repr(eps)):
+        optim.Adadelta(_params(), eps=eps)
+
+
+def test_bad_parameter_lists() -> None:
+    layer = nn.Linear(2, 2)
+    with raises(ValueError, "SGD", "empty parameter list"):
+        optim.SGD([], lr=0.1)
+    with raises(TypeError, "SGD", "single Parameter"):
+        optim.SGD(layer.weight, lr=0.1)  # type: ignore[arg-type]
+    with raises(TypeError, "SGD", "params[1]", "Tensor"):
+        optim.SGD([layer.weight, torch.zeros(2)], lr=0.1)  # type: ignore[list-item]
+    with raises(ValueError, "SGD", "more than once"):
+        optim.SGD([layer.weight, layer.weight], lr=0.1)
+
+
+# -- schedulers ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "kind", "fragments"),
+    [
+        (
+            lambda o: optim.StepDecay(o, step_size=0),
+            ValueError,
+            ("StepDecay", "step_size", ">= 1", "0"),
+        ),
+        (lambda o: optim.StepDecay(o, step_size=2.5), TypeError, ("StepDecay", "step_size", "2.5")),
+        (
+            lambda o: optim.StepDecay(o, gamma=1.5),
+            ValueError,
+            ("StepDecay", "gamma", "[0, 1]", "1.5"),
+        ),
+        (lambda o: optim.StepDecay(o, gamma=-0.5), ValueError, ("StepDecay", "gamma", "-0.5")),
+        (
+            lambda o: optim.CyclicLR(o, 0.1, 0.01, 4),
+            ValueError,
+            ("CyclicLR", "max_lr", "[0.1, inf]", "0.01"),
+        ),
+        (lambda o: optim.CyclicLR(o, -0.1, 0.01, 4), ValueError, ("CyclicLR", "base_lr", "-0.1")),
+        (lambda o: optim.CyclicLR(o, 0.01, 0.1, 0), ValueError, ("CyclicLR", "step_size_up", "0")),
+        (
+            lambda o: optim.CyclicLR(o, 0.01, 0.1, 4, step_size_down=0),
+            ValueError,
+            ("CyclicLR", "step_size_down"),
+        ),
+        (
+            lambda o: optim.CyclicLR(o, 0.01, 0.1, 4, mode="triangle"),
+            ValueError,
+            ("CyclicLR", "mode", "'triangle'", "'exp_range'"),
+        ),
+        (
+            lambda o: optim.CyclicLR(o, 0.01, 0.1, 4, gamma=0.0),
+            ValueError,
+            ("CyclicLR", "gamma", "(0, 1]"),
+        ),
+        (
+            lambda o: optim.StepDecay(o.params),
+            TypeError,
+            ("StepDecay", "minidl Optimizer", "list"),
+        ),
+    ],
+)
+def test_scheduler_bad_arguments(
+    make: Callable[[Any], Any], kind: type[Exception], fragments: tuple[str, ...]
+) -> None:
+    optimizer = optim.SGD(_params(), lr=0.5)
+    with raises(kind, *fragments):
+        make(optimizer)
+    assert optimizer.lr == 0.5  # a failed construction does not touch the optimizer
+
+
+@pytest.mark.parametrize(
+    ("state", "kind", "fragment"),
+    [
+        ({"last_step": 3}, KeyError, "missing keys ['base_lr']"),
+        ({"base_lr": 0.1, "last_step": -1}, ValueError, "last_step"),
+        ({"base_lr": 0.1, "last_step": 2.0}, ValueError, "last_step"),
+        ({"base_lr": -0.1, "last_step": 2}, ValueError, "base_lr"),
+    ],
+)
+def test_scheduler_load_state_dict_bad_entries(
+    state: dict[str, Any], kind: type[Exception], fragment: str
+) -> None:
+    optimizer = optim.SGD(_params(), lr=0.5)
+    scheduler = optim.StepDecay(optimizer, step_size=1)
+    scheduler.step()
+    before = (scheduler.state_dict(), optimizer.lr)
+    with raises(kind, "StepDecay.load_state_dict", fragment):
+        scheduler.load_state_dict(state)
+    assert (scheduler.state_dict(), optimizer.lr) == before
+
+
+# -- state dicts ---------------------------------------------------------------------------------
+
+
+def _bad_module_states() -> list[
+    tuple[Callable[[dict[str, Tensor]], None], type[Exception], tuple[str, ...]]
+]:
+    def missing(state: dict[str, Tensor]) -> None:
+        del state["2.bias"]
+
+    def unexpected(state: dict[str, Tensor]) -> None:
+        state["5.weight"] = torch.zeros(2)
+
+    def misshaped(state: dict[str, Tensor]) -> None:
+        state["2.weight"] = torch.zeros(3, 2)
+
+    def integer(state: dict[str, Tensor]) -> None:
+        state["2.weight"] = torch.zeros(2, 3, dtype=torch.int64)
+
+    def not_a_tensor(state: dict[str, Tensor]) -> None:
+        state["0.bias"] = [0.0, 0.0, 0.0]  # type: ignore[assignment]
+
+    return [
+        (missing, KeyError, ("Sequential.load_state_dict", "missing keys ['2.bias']")),
+        (unexpected, KeyError, ("Sequential.load_state_dict", "unexpected keys ['5.weight']")),
+        (misshaped, ValueError, ("Sequential.load_state_dict", "'2.weight'", "(3, 2)", "(2, 3)")),
+        (integer, TypeError, ("Sequential.load_state_dict", "'2.weight'", "torch.int64")),
+        (not_a_tensor, TypeError, ("Sequential.load_state_dict", "'0.bias'", "list")),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "kind", "fragments"), _bad_module_states(), ids=lambda v: getattr(v, "__name__", "")
+)
+def test_module_load_state_dict_bad_entries(
+    corrupt: Callable[[dict[str, Tensor]], None], kind: type[Exception], fragments: tuple[str, ...]
+) -> None:
+    torch.manual_seed(1)
+    model = nn.mlp((2, 3, 2))
+    before = model.state_dict()
+    torch.manual_seed(2)
+    state = nn.mlp((2, 3, 2)).state_dict()  # different values: a partial write would show
+    corrupt(state)
+    with raises(kind, *fragments):
+        model.load_state_dict(state)
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_module_load_state_dict_non_strict_allows_unexpected_only() -> None:
+    model = nn.Linear(2, 2)
+    state = {**nn.Linear(2, 2).state_dict(), "extra": torch.zeros(1)}
+    model.load_state_dict(state, strict=False)
+    assert torch.equal(model.weight.data, state["weight"])
+    del state["bias"]
+    with raises(KeyError, "missing keys ['bias']"):
+        model.load_state_dict(state, strict=False)
+
+
+def _optimizer_with_history() -> optim.SGD:
+    layer = nn.Linear(2, 2)
+    optimizer = optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(2):
+        layer.weight.grad.normal_()
+        optimizer.step()
+    return optimizer
+
+
+def _bad_optimizer_states() -> list[
+    tuple[str, Callable[[dict[str, Any]], None], type[Exception], str]
+]:
+    def drop(key: str) -> Callable[[dict[str, Any]], None]:
+        return lambda state: state.pop(key)
+
+    def set_(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+        return lambda state: state.__setitem__(key, value)
+
+    return [
+        ("missing-lr", drop("lr"), KeyError, "missing keys ['lr']"),
+        ("missing-state", drop("state"), KeyError, "missing keys ['state']"),
+        ("negative-lr", set_("lr", -0.1), ValueError, "lr must be in [0, inf], got -0.1"),
+        ("bad-step-count", set_("step_count", -3), ValueError, "step_count"),
+        ("float-step-count", set_("step_count", 1.0), ValueError, "step_count"),
+        (
+            "wrong-state-name",
+            set_("state", {"velocity": torch.zeros(6)}),
+            KeyError,
+            "['momentum_buffer']",
+        ),
+        ("misshaped-state", set_("state", {"momentum_buffer": torch.zeros(5)}), ValueError, "(5,)"),
+        (
+            "integer-state",
+            set_("state", {"momentum_buffer": torch.zeros(6, dtype=torch.int64)}),
+            TypeError,
+            "torch.int64",
+        ),
+        (
+            "bad-momentum",
+            set_("hyperparameters", {"momentum": 1.5}),
+            ValueError,
+            "momentum must be in [0, 1), got 1.5",
+        ),
+        ("unknown-hyperparameter", set_("hyperparameters", {"rho": 0.9}), KeyError, "['momentum']"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "kind", "fragment"),
+    [case[1:] for case in _bad_optimizer_states()],
+    ids=[case[0] for case in _bad_optimizer_states()],
+)
+def test_optimizer_load_state_dict_bad_entries(
+    corrupt: Callable[[dict[str, Any]], None], kind: type[Exception], fragment: str
+) -> None:
+    optimizer = _optimizer_with_history()
+    before = optimizer.state_dict()
+    state = _optimizer_with_history().state_dict()
+    state["lr"], state["hyperparameters"] = 0.2, {"momentum": 0.5}  # a partial write would show
+    corrupt(state)
+    with raises(kind, "SGD", fragment):
+        optimizer.load_state_dict(state)
+    after = optimizer.state_dict()
+    assert (after["lr"], after["step_count"], after["hyperparameters"]) == (
+        before["lr"],
+        before["step_count"],
+        before["hyperparameters"],
+    )
+    assert torch.equal(after["state"]["momentum_buffer"], before["state"]["momentum_buffer"])
+
+
+# -- builders and data ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sizes", [[2], [], [2, 0, 2], [2, 2.5, 2], [2, -3], [2, True, 2]], ids=str)
+def test_mlp_bad_sizes(sizes: list[Any]) -> None:
+    with raises(ValueError, "mlp", "sizes", "positive integers", repr(sizes)):
+        nn.mlp(sizes)
+
+
+@pytest.mark.parametrize("activations", ["softmax", ("tanh", "gelu")], ids=str)
+def test_mlp_unknown_activation_lists_valid_names(activations: Any) -> None:
+    with raises(
+        ValueError,
+        "unknown activation",
+        "valid names are elu, leakyrelu, relu, selu, sigmoid, tanh",
+    ):
+        nn.mlp((2, 3, 3, 2), activations)
+
+
+def test_mlp_wrong_number_of_activation_names() -> None:
+    with raises(ValueError, "mlp", "expected 2 activation names", "got 3"):
+        nn.mlp((2, 3, 3, 2), ("tanh", "relu", "elu"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "kind", "fragments"),
+    [
+        ({"n_train": 1}, ValueError, ("make_disk_data", "n_train", ">= 2", "1")),
+        ({"n_train": 0}, ValueError, ("make_disk_data", "n_train", "0")),
+        ({"n_validation": 0}, ValueError, ("make_disk_data", "n_validation", ">= 1")),
+        ({"n_test": -5}, ValueError, ("make_disk_data", "n_test", "-5")),
+        ({"n_test": 2.5}, TypeError, ("make_disk_data", "n_test", "2.5")),
+        ({"n_train": True}, TypeError, ("make_disk_data", "n_train", "True")),
+        ({"dtype": torch.int64}, TypeError, ("make_disk_data", "dtype", "torch.int64")),
+        ({"seed": "0"}, TypeError, ("make_disk_data", "seed", "'0'")),
+    ],
+)
+def test_make_disk_data_bad_arguments(
+    kwargs: dict[str, Any], kind: type[Exception], fragments: tuple[str, ...]
+) -> None:
+    with raises(kind, *fragments):
+        make_disk_data(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "kind"), [(0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError)]
+)
+def test_batch_iterator_bad_batch_size(batch_size: Any, kind: type[Exception]) -> None:
+    with raises(kind, "BatchIterator", "batch_size", repr(batch_size)):
+        BatchIterator(torch.zeros(4, 2), torch.zeros(4), batch_size)
+
+
+def test_batch_iterator_bad_data() -> None:
+    with raises(ValueError, "BatchIterator", "x and y", "10 and 9"):
+        BatchIterator(torch.zeros(10, 2), torch.zeros(9), 2)
+    with raises(TypeError, "BatchIterator", "y", "list"):
+        BatchIterator(torch.zeros(2, 2), [0, 1], 2)  # type: ignore[arg-type]
+    with raises(ValueError, "BatchIterator", "x", "at least one sample"):
+        BatchIterator(torch.zeros(0, 2), torch.zeros(0), 2)
+
+
+def test_fit_bad_arguments() -> None:
+    model = nn.mlp((2, 3, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(4, 2), torch.tensor([0, 1, 0, 1])
+    before = model.state_dict()
+    with raises(ValueError, "fit", "epochs", "-1"):
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=-1)
+    other = optim.StepDecay(optim.SGD(nn.Linear(1, 1).parameters(), lr=0.1))
+    with raises(ValueError, "fit", "scheduler"):
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, scheduler=other)
+    assert all(torch.equal(model.state_dict()[k], before[k]) for k in before)

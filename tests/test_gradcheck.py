@@ -1,0 +1,132 @@
+"""`minidl.gradcheck`: it passes on every correct module and loss, and catches wrong backwards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor
+
+import minidl
+from minidl import nn
+from tests.helpers import F64, helper_test_op
+
+MODULES: dict[str, Callable[[], nn.Module]] = {
+    "linear": lambda: nn.Linear(3, 2, dtype=F64),
+    "linear-no-bias": lambda: nn.Linear(3, 2, bias=False, dtype=F64),
+    "linear-1x1": lambda: nn.Linear(1, 1, dtype=F64),
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "leakyrelu": lambda: nn.LeakyReLU(0.2),
+    "elu": lambda: nn.ELU(1.5),
+    "selu": nn.SELU,
+    "sequential": lambda: nn.mlp((3, 4, 3, 2), ("tanh", "elu"), dtype=F64),
+}
+
+
+def _input(features: int = 3) -> Tensor:
+    # Away from the kink of the piecewise activations, where finite differences straddle it.
+    x = torch.randn(4, features, dtype=F64)
+    return x + 0.1 * torch.sign(x)
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_gradcheck_passes_on_every_module(name: str) -> None:
+    module = MODULES[name]()
+    features = 1 if name == "linear-1x1" else 3
+    assert minidl.gradcheck(module, _input(features))
+
+
+@pytest.mark.parametrize(
+    ("criterion", "target"),
+    [
+        (nn.MSELoss(), torch.tensor([0, 2, 1, 1])),
+        (nn.MSELoss("mean"), torch.randn(4, 3, dtype=F64)),
+        (nn.MSELoss("sum"), torch.randn(4, 3, dtype=F64)),
+        (nn.CrossEntropyLoss(), torch.tensor([0, 2, 1, 1])),
+        (nn.CrossEntropyLoss(), torch.rand(4, 3, dtype=F64).softmax(dim=1)),
+    ],
+    ids=["mse-indices", "mse-mean", "mse-sum", "ce-indices", "ce-probabilities"],
+)
+def test_gradcheck_passes_on_every_loss(criterion: nn.Loss, target: Tensor) -> None:
+    assert minidl.gradcheck(criterion, torch.randn(4, 3, dtype=F64), target)
+
+
+class MeanBiasLinear(nn.Linear):
+    """A classic mistake: the bias gradient taken as the mean of ``grad_output`` (a scalar)."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        assert self._input is not None and self.bias is not None
+        self.weight.grad.addmm_(grad_output.t(), self._input)
+        self.bias.grad.add_(grad_output.mean())
+        return grad_output.mm(self.weight.data)
+
+
+class WrongTanh(nn.Tanh):
+    """Another one: the derivative of tanh taken as ``1 - y`` instead of ``1 - y**2``."""
+
+    def _backward(self, grad_output: Tensor, output: Tensor) -> Tensor:
+        return grad_output * (1 - output)
+
+
+class TransposedWeightGradLinear(nn.Linear):
+    """A square layer whose weight gradient is transposed (same shape, wrong values)."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        assert self._input is not None
+        self.weight.grad.add_((grad_output.t() @ self._input).t())
+        if self.bias is not None:
+            self.bias.grad.add_(grad_output.sum(0))
+        return grad_output.mm(self.weight.data)
+
+
+WRONG: dict[str, Callable[[], nn.Module]] = {
+    "mean-bias": lambda: MeanBiasLinear(3, 2, dtype=F64),
+    "wrong-tanh": WrongTanh,
+    "transposed-weight": lambda: TransposedWeightGradLinear(3, 3, dtype=F64),
+    "wrong-tanh-in-sequential": lambda: nn.Sequential(nn.Linear(3, 3, dtype=F64), WrongTanh()),
+}
+
+
+@pytest.mark.parametrize("name", list(WRONG))
+def test_gradcheck_fails_on_a_wrong_backward(name: str) -> None:
+    module = WRONG[name]()
+    with pytest.raises(minidl.GradcheckError, match="disagrees with finite differences"):
+        minidl.gradcheck(module, _input())
+    assert minidl.gradcheck(module, _input(), raise_exception=False) is False
+
+
+@pytest.mark.parametrize("name", list(WRONG))
+def test_torch_oracle_fails_on_a_wrong_backward(name: str) -> None:
+    # The oracle helper of the other tests catches the same mistakes.
+    with pytest.raises(AssertionError, match="relative error"):
+        helper_test_op(WRONG[name](), _input())
+
+
+def test_gradcheck_names_the_wrong_parameter() -> None:
+    with pytest.raises(minidl.GradcheckError, match=r"MeanBiasLinear.*bias\["):
+        minidl.gradcheck(MeanBiasLinear(3, 2, dtype=F64), _input())
+
+
+def test_gradcheck_restores_values_and_grads() -> None:
+    model = nn.mlp((3, 4, 2), dtype=F64)
+    for parameter in model.parameters():
+        parameter.grad.normal_()
+    values = [p.data.clone() for p in model.parameters()]
+    grads = [p.grad.clone() for p in model.parameters()]
+    x = _input()
+    x_before = x.clone()
+    minidl.gradcheck(model, x)
+    assert torch.equal(x, x_before)
+    for parameter, value, grad in zip(model.parameters(), values, grads, strict=True):
+        assert torch.equal(parameter.data, value)
+        assert torch.equal(parameter.grad, grad)
+
+
+def test_gradcheck_refuses_float32() -> None:
+    with pytest.raises(TypeError, match="gradcheck: use float64"):
+        minidl.gradcheck(nn.Tanh(), torch.randn(2, 2))
+    with pytest.raises(ValueError, match="gradcheck: give at least one input"):
+        minidl.gradcheck(nn.Tanh())

@@ -1,0 +1,132 @@
+"""Losses against PyTorch in float64 (through the shared oracle helper), their conventions and
+their numerical stability."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minidl import nn
+from tests.helpers import F64, assert_close, helper_test_op
+
+SHAPES = [(1, 1), (1, 2), (5, 1), (8, 3), (33, 10)]
+
+
+def _indices(batch: int, classes: int) -> torch.Tensor:
+    return torch.randint(classes, (batch,))
+
+
+@pytest.mark.parametrize("reduction", ["paper", "mean", "sum"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_mse_dense_target(reduction: str, shape: tuple[int, int]) -> None:
+    prediction, target = torch.randn(*shape, dtype=F64), torch.randn(*shape, dtype=F64)
+    helper_test_op(None, prediction, nn.MSELoss(reduction), target)
+
+
+@pytest.mark.parametrize("reduction", ["paper", "mean", "sum"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_mse_class_index_target_is_one_hot(reduction: str, shape: tuple[int, int]) -> None:
+    prediction = torch.randn(*shape, dtype=F64)
+    helper_test_op(None, prediction, nn.MSELoss(reduction), _indices(*shape))
+    one_hot = F.one_hot(_indices(*shape), shape[1]).to(F64)
+    indices = one_hot.argmax(dim=1)
+    assert torch.equal(
+        nn.MSELoss(reduction)(prediction, indices), nn.MSELoss(reduction)(prediction, one_hot)
+    )
+
+
+def test_mse_paper_reduction_is_sum_over_outputs_mean_over_samples() -> None:
+    prediction = torch.tensor([[0.5, -1.0], [2.0, 0.0], [1.0, 1.0]], dtype=F64)
+    target = torch.tensor([1, 0, 1])
+    criterion = nn.MSELoss()
+    assert criterion.reduction == "paper"
+    # squared errors: (0.25 + 4) + (1 + 0) + (1 + 0) = 6.25, over N = 3
+    assert float(criterion(prediction, target)) == pytest.approx(6.25 / 3, rel=1e-15)
+    one_hot = torch.tensor([[0, 1], [1, 0], [0, 1]], dtype=F64)
+    assert_close(criterion.backward(), 2 * (prediction - one_hot) / 3, 1e-15)
+    # "mean" also divides by the C = 2 outputs: half the paper's gradient.
+    mean = nn.MSELoss("mean")
+    mean(prediction, target)
+    assert_close(mean.backward(), criterion.backward() / 2, 1e-15)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_cross_entropy_class_indices(shape: tuple[int, int]) -> None:
+    prediction = 4 * torch.randn(*shape, dtype=F64)
+    helper_test_op(None, prediction, nn.CrossEntropyLoss(), _indices(*shape))
+
+
+@pytest.mark.parametrize("kind", ["one-hot", "probabilities"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_cross_entropy_probability_targets(kind: str, shape: tuple[int, int]) -> None:
+    batch, classes = shape
+    if kind == "one-hot":
+        target = F.one_hot(_indices(batch, classes), classes).to(F64)
+    else:
+        target = torch.rand(batch, classes, dtype=F64).softmax(dim=1)
+    prediction = 4 * torch.randn(*shape, dtype=F64)
+    helper_test_op(None, prediction, nn.CrossEntropyLoss(), target)
+
+
+def test_cross_entropy_one_hot_equals_class_indices() -> None:
+    prediction = torch.randn(6, 4, dtype=F64)
+    indices = _indices(6, 4)
+    criterion = nn.CrossEntropyLoss()
+    loss_indices = criterion(prediction, indices)
+    grad_indices = criterion.backward()
+    loss_one_hot = criterion(prediction, F.one_hot(indices, 4).to(F64))
+    assert_close(loss_one_hot, loss_indices, 1e-15)
+    assert_close(criterion.backward(), grad_indices, 1e-15)
+
+
+@pytest.mark.parametrize("criterion", [nn.MSELoss(), nn.CrossEntropyLoss()], ids=repr)
+def test_loss_backward_scales_by_an_upstream_scalar(criterion: nn.Loss) -> None:
+    prediction = torch.randn(4, 3, dtype=F64)
+    criterion(prediction, _indices(4, 3))
+    grad = criterion.backward()
+    assert_close(criterion.backward(torch.tensor(2.5, dtype=F64)), 2.5 * grad, 1e-15)
+    assert torch.equal(criterion.backward(), grad)  # backward does not consume the cache
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_cross_entropy_is_stable_at_huge_logits(dtype: torch.dtype) -> None:
+    logits = torch.tensor(
+        [[1e4, -1e4], [-1e4, 1e4], [1e4, 1e4 - 1.0], [-1e4, -1e4], [0.0, 1e4], [1e4, 0.0]],
+        dtype=dtype,
+    )
+    target = torch.tensor([0, 0, 1, 1, 1, 1])
+    criterion = nn.CrossEntropyLoss()
+    loss = criterion(logits, target)
+    grad = criterion.backward()
+    assert bool(torch.isfinite(loss)) and bool(torch.isfinite(grad).all())
+    # The float64 oracle: every value here is exact in float32, so only rounding differs.
+    oracle = logits.double().requires_grad_(True)
+    expected = F.cross_entropy(oracle, target)
+    expected.backward()
+    assert oracle.grad is not None
+    rtol = 1e-6 if dtype == torch.float32 else 1e-12
+    assert_close(loss, expected.to(dtype), rtol)
+    assert_close(grad, oracle.grad.to(dtype), rtol)
+    # Correct, not just finite: row 1 costs 2e4, rows 3/4 cost log(1 + e) and log 2.
+    assert float(loss) == pytest.approx(
+        (2e4 + (1 + torch.tensor(1.0).exp()).log().item() + torch.tensor(2.0).log().item() + 1e4)
+        / 6,
+        rel=1e-6,
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_cross_entropy_probability_targets_stable_at_huge_logits(dtype: torch.dtype) -> None:
+    logits = torch.tensor([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4]], dtype=dtype)
+    target = torch.tensor([[0.5, 0.25, 0.25], [0.0, 0.5, 0.5]], dtype=dtype)
+    criterion = nn.CrossEntropyLoss()
+    loss = criterion(logits, target)
+    grad = criterion.backward()
+    oracle = logits.double().requires_grad_(True)
+    expected = F.cross_entropy(oracle, target.double())
+    expected.backward()
+    assert oracle.grad is not None
+    rtol = 1e-6 if dtype == torch.float32 else 1e-12
+    assert_close(loss, expected.to(dtype), rtol)
+    assert_close(grad, oracle.grad.to(dtype), rtol)

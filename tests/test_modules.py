@@ -1,0 +1,434 @@
+"""Every module against PyTorch autograd in float64, and the Module contract around it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minidl import nn, optim
+from minidl.nn.flat import flat_buffer
+from tests.helpers import F64, assert_close, helper_test_op, torch_twin
+
+# -- the modules ---------------------------------------------------------------------------------
+
+ACTIVATION_FACTORIES: dict[str, Callable[[], nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "leakyrelu-0": lambda: nn.LeakyReLU(0.0),
+    "leakyrelu-0.01": nn.LeakyReLU,
+    "leakyrelu-0.3": lambda: nn.LeakyReLU(0.3),
+    "leakyrelu-2": lambda: nn.LeakyReLU(2.0),
+    "elu-0.1": lambda: nn.ELU(0.1),
+    "elu-1": nn.ELU,
+    "elu-2.5": lambda: nn.ELU(2.5),
+    "selu": nn.SELU,
+}
+
+#: (batch, in_features, out_features): batch 1, width 1 and ordinary shapes.
+SHAPES = [(1, 1, 1), (1, 4, 3), (6, 1, 5), (5, 3, 1), (17, 8, 6)]
+
+
+def _input(batch: int, features: int) -> torch.Tensor:
+    # Scaled so that the activations see both signs and their saturating ranges.
+    return 3 * torch.randn(batch, features, dtype=F64)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_linear_matches_torch(shape: tuple[int, int, int], bias: bool) -> None:
+    batch, n_in, n_out = shape
+    helper_test_op(nn.Linear(n_in, n_out, bias=bias, dtype=F64), _input(batch, n_in))
+
+
+@pytest.mark.parametrize("name", list(ACTIVATION_FACTORIES))
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (7, 1), (9, 6)], ids=str)
+def test_activation_matches_torch(name: str, shape: tuple[int, int]) -> None:
+    helper_test_op(ACTIVATION_FACTORIES[name](), _input(*shape))
+
+
+@pytest.mark.parametrize("name", list(ACTIVATION_FACTORIES))
+def test_activation_keeps_any_shape(name: str) -> None:
+    activation = ACTIVATION_FACTORIES[name]()
+    x = torch.randn(2, 3, 4, dtype=F64)
+    x_torch = x.clone().requires_grad_(True)
+    upstream = torch.randn(2, 3, 4, dtype=F64)
+    expected = torch_twin(activation)(x_torch)
+    (expected * upstream).sum().backward()
+    assert_close(activation(x), expected)
+    assert x_torch.grad is not None
+    assert_close(activation.backward(upstream), x_torch.grad)
+
+
+@pytest.mark.parametrize("name", list(ACTIVATION_FACTORIES))
+@pytest.mark.parametrize("shape", [(1, 1), (4, 3)], ids=str)
+def test_sequential_stack_of_each_activation(name: str, shape: tuple[int, int]) -> None:
+    batch, width = shape
+    factory = ACTIVATION_FACTORIES[name]
+    model = nn.Sequential(
+        nn.Linear(2, width, dtype=F64),
+        factory(),
+        nn.Linear(width, width, dtype=F64),
+        factory(),
+        nn.Linear(width, 3, bias=False, dtype=F64),
+        factory(),
+        nn.Linear(3, 2, dtype=F64),
+    )
+    helper_test_op(model, _input(batch, 2))
+
+
+def test_sequential_of_every_activation_at_once() -> None:
+    layers: list[nn.Module] = [nn.Linear(3, 5, dtype=F64)]
+    for factory in ACTIVATION_FACTORIES.values():
+        layers += [factory(), nn.Linear(5, 5, dtype=F64)]
+    helper_test_op(nn.Sequential(*layers), torch.randn(4, 3, dtype=F64))
+
+
+def test_nested_sequential() -> None:
+    inner = nn.Sequential(nn.Linear(3, 4, dtype=F64), nn.ELU())
+    model = nn.Sequential(inner, nn.Tanh(), nn.Linear(4, 2, dtype=F64))
+    helper_test_op(model, torch.randn(5, 3, dtype=F64))
+
+
+LOSSES: dict[str, Callable[[], nn.Loss]] = {
+    "mse-paper": nn.MSELoss,
+    "mse-mean": lambda: nn.MSELoss("mean"),
+    "mse-sum": lambda: nn.MSELoss("sum"),
+    "cross-entropy": nn.CrossEntropyLoss,
+}
+
+
+def _targets(kind: str, batch: int, classes: int) -> torch.Tensor:
+    if kind == "indices":
+        return torch.randint(classes, (batch,))
+    if kind == "one-hot":
+        return torch.eye(classes, dtype=F64)[torch.randint(classes, (batch,))]
+    if kind == "probabilities":
+        return torch.rand(batch, classes, dtype=F64).softmax(dim=1)
+    return torch.randn(batch, classes, dtype=F64)  # "real", regression targets
+
+
+@pytest.mark.parametrize("activation", sorted(nn.ACTIVATIONS))
+@pytest.mark.parametrize(
+    ("loss", "target_kind"),
+    [
+        ("mse-paper", "indices"),
+        ("mse-paper", "real"),
+        ("mse-mean", "one-hot"),
+        ("mse-sum", "indices"),
+        ("cross-entropy", "indices"),
+        ("cross-entropy", "probabilities"),
+    ],
+)
+@pytest.mark.parametrize("batch", [1, 11])
+def test_mlp_with_loss_matches_torch(
+    activation: str, loss: str, target_kind: str, batch: int
+) -> None:
+    model = nn.mlp((2, 6, 5, 3), activation, dtype=F64)
+    helper_test_op(
+        model, torch.randn(batch, 2, dtype=F64), LOSSES[loss](), _targets(target_kind, batch, 3)
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    widths=st.lists(st.integers(1, 7), min_size=1, max_size=4),
+    batch=st.integers(1, 9),
+    activation=st.sampled_from(sorted(nn.ACTIVATIONS)),
+    loss=st.sampled_from(sorted(LOSSES)),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_random_mlps_match_torch(
+    widths: list[int], batch: int, activation: str, loss: str, seed: int
+) -> None:
+    torch.manual_seed(seed)
+    model = nn.mlp([*widths, 3], activation, dtype=F64)
+    target_kind = "indices" if loss == "cross-entropy" or seed % 2 else "real"
+    helper_test_op(model, _input(batch, widths[0]), LOSSES[loss](), _targets(target_kind, batch, 3))
+
+
+# -- accumulation and param() --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_sequential", [False, True], ids=["linear", "sequential"])
+def test_backward_accumulates(use_sequential: bool) -> None:
+    model: nn.Module = (
+        nn.mlp((3, 4, 2), "tanh", dtype=F64) if use_sequential else nn.Linear(3, 2, dtype=F64)
+    )
+    x, upstream = torch.randn(5, 3, dtype=F64), torch.randn(5, 2, dtype=F64)
+    model(x)
+    first_input_grad = model.backward(upstream)
+    once = [grad.clone() for _, grad in model.param()]
+    assert all(bool(grad.abs().sum() > 0) for grad in once)
+    second_input_grad = model.backward(upstream)
+    assert torch.equal(first_input_grad, second_input_grad)
+    for (_, grad), single in zip(model.param(), once, strict=True):
+        assert_close(grad, 2 * single, 1e-15)
+    model.zero_grad()
+    assert all(bool((grad == 0).all()) for _, grad in model.param())
+
+
+def test_linear_param_pairs() -> None:
+    layer = nn.Linear(3, 5)
+    pairs = layer.param()
+    assert len(pairs) == 2
+    (weight, grad_weight), (bias, grad_bias) = pairs
+    assert weight is layer.weight.data and grad_weight is layer.weight.grad
+    assert bias is not None and layer.bias is not None
+    assert bias is layer.bias.data and grad_bias is layer.bias.grad
+    assert weight.shape == grad_weight.shape == (5, 3)
+    assert bias.shape == grad_bias.shape == (5,)
+    assert [p.data for p in layer.parameters()] == [weight, bias]
+    assert len(nn.Linear(3, 5, bias=False).param()) == 1
+
+
+@pytest.mark.parametrize("name", list(ACTIVATION_FACTORIES))
+def test_activations_have_no_parameters(name: str) -> None:
+    module = ACTIVATION_FACTORIES[name]()
+    assert module.param() == [] and module.parameters() == []
+
+
+def test_sequential_param_concatenates_children_in_order() -> None:
+    children = [nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 3, bias=False), nn.ReLU(), nn.Linear(3, 1)]
+    model = nn.Sequential(*children)
+    expected = [pair for child in children for pair in child.param()]
+    got = model.param()
+    assert len(got) == len(expected) == 5
+    for (value, grad), (child_value, child_grad) in zip(got, expected, strict=True):
+        assert value is child_value and grad is child_grad
+        assert value.shape == grad.shape
+    assert [p.data for p in model.parameters()] == [value for value, _ in got]
+    assert [p for child in children for p in child.parameters()] == model.parameters()
+    names = [name for name, _ in model.named_parameters()]
+    assert names == ["0.weight", "0.bias", "2.weight", "4.weight", "4.bias"]
+
+
+@pytest.mark.parametrize("factory", [lambda: nn.Linear(3, 2), nn.Tanh, lambda: nn.mlp((3, 4, 2))])
+def test_call_is_forward(factory: Callable[[], nn.Module]) -> None:
+    module = factory()
+    x = torch.randn(4, 3)
+    assert torch.equal(module(x), module.forward(x))
+
+
+def test_zero_grad_clears_every_parameter() -> None:
+    model = nn.mlp((2, 3, 2))
+    model(torch.randn(4, 2))
+    model.backward(torch.ones(4, 2))
+    assert any(bool(p.grad.abs().sum() > 0) for p in model.parameters())
+    model[0].zero_grad()
+    assert bool((model[0].weight.grad == 0).all())
+    assert bool(model[2].weight.grad.abs().sum() > 0)
+    model.zero_grad()
+    assert all(bool((p.grad == 0).all()) for p in model.parameters())
+
+
+def test_train_eval_reach_every_child() -> None:
+    model = nn.Sequential(nn.Sequential(nn.Linear(2, 2), nn.Tanh()), nn.Linear(2, 2))
+    modules = [module for _, module in model.named_modules()]
+    assert len(modules) == 5
+    assert all(module.training for module in modules)
+    assert model.eval() is model
+    assert not any(module.training for module in modules)
+    assert model.train() is model
+    assert all(module.training for module in modules)
+    model.train(False)
+    assert not any(module.training for module in modules)
+
+
+def test_state_dict_round_trip() -> None:
+    torch.manual_seed(1)
+    source = nn.mlp((2, 5, 3), "elu")
+    torch.manual_seed(2)
+    target = nn.mlp((2, 5, 3), "elu")
+    x = torch.randn(6, 2)
+    assert not torch.equal(source(x), target(x))
+    state = source.state_dict()
+    assert list(state) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    target.load_state_dict(state)
+    assert torch.equal(source(x), target(x))
+    # The state dict is a copy: changing it changes neither model.
+    state["0.weight"].add_(1.0)
+    assert torch.equal(source(x), target(x))
+    # Loading writes in place: the Parameter objects and the flat buffer survive.
+    assert flat_buffer([p.data for p in target.parameters()]) is not None
+
+
+def test_repr_is_readable() -> None:
+    assert repr(nn.Linear(2, 25)) == "Linear(in_features=2, out_features=25, bias=True)"
+    assert repr(nn.LeakyReLU(0.2)) == "LeakyReLU(negative_slope=0.2)"
+    assert repr(nn.ELU(2.0)) == "ELU(alpha=2.0)"
+    assert repr(nn.Tanh()) == "Tanh()"
+    assert repr(nn.MSELoss("mean")) == "MSELoss(reduction='mean')"
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Sequential(nn.Linear(3, 1)))
+    assert repr(model) == (
+        "Sequential(\n"
+        "  (0): Linear(in_features=2, out_features=3, bias=True)\n"
+        "  (1): ReLU()\n"
+        "  (2): Sequential(\n"
+        "    (0): Linear(in_features=3, out_features=1, bias=True)\n"
+        "  )\n"
+        ")"
+    )
+
+
+# -- initialisation ------------------------------------------------------------------------------
+
+
+def _moments(values: torch.Tensor) -> tuple[float, float, float]:
+    """Mean, variance and kurtosis (4th standardised moment) of a sample."""
+    values = values.double().reshape(-1)
+    mean = float(values.mean())
+    variance = float(values.var())
+    kurtosis = float(((values - mean) ** 4).mean()) / variance**2
+    return mean, variance, kurtosis
+
+
+def test_linear_weight_init_is_glorot_normal() -> None:
+    # 300 x 700 distinguishes 2/(in+out) = 2e-3 from 1/in, 1/out, 2/in, 2/out.
+    layer = nn.Linear(700, 300)
+    mean, variance, kurtosis = _moments(layer.weight.data)
+    expected = 2.0 / (700 + 300)
+    assert abs(mean) < 5 * math.sqrt(expected / layer.weight.numel())
+    assert abs(variance / expected - 1) < 0.02  # the sample's relative spread is ~0.3%
+    assert abs(kurtosis - 3) < 0.1  # normal (3), not uniform (1.8)
+
+
+def test_linear_bias_init_is_standard_normal() -> None:
+    layer = nn.Linear(1, 200_000)
+    assert layer.bias is not None
+    mean, variance, kurtosis = _moments(layer.bias.data)
+    assert abs(mean) < 0.015
+    assert abs(variance - 1) < 0.02
+    assert abs(kurtosis - 3) < 0.1
+
+
+def test_linear_init_is_seeded() -> None:
+    torch.manual_seed(123)
+    first = nn.mlp((2, 25, 25, 2)).state_dict()
+    torch.manual_seed(123)
+    second = nn.mlp((2, 25, 25, 2)).state_dict()
+    torch.manual_seed(124)
+    third = nn.mlp((2, 25, 25, 2)).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not any(torch.equal(first[k], third[k]) for k in first)
+    generated = [
+        nn.Linear(3, 4, generator=torch.Generator().manual_seed(7)).state_dict() for _ in range(2)
+    ]
+    assert all(torch.equal(generated[0][k], generated[1][k]) for k in generated[0])
+
+
+# -- dtype, device, flat buffer, .to -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_output_dtype_and_device(dtype: torch.dtype) -> None:
+    model = nn.mlp((2, 4, 2), "selu", dtype=dtype)
+    assert all(p.dtype == dtype and p.grad.dtype == dtype for p in model.parameters())
+    x = torch.randn(3, 2, dtype=dtype)
+    output = model(x)
+    assert output.dtype == dtype and output.device == x.device
+    loss = nn.CrossEntropyLoss()(output, torch.tensor([0, 1, 1]))
+    assert loss.dtype == dtype and loss.shape == ()
+    grad = model.backward(torch.ones_like(output))
+    assert grad.dtype == dtype and grad.shape == x.shape
+
+
+def test_default_dtype_is_torchs(float64_default: None) -> None:
+    assert nn.Linear(2, 2).weight.dtype == F64
+
+
+def test_sequential_parameters_stay_flat_views_through_optimizer_steps() -> None:
+    model = nn.mlp((2, 4, 3, 2), "tanh", dtype=F64)
+    parameters = model.parameters()
+    children_parameters = [model[0].weight, model[0].bias, model[2].weight]
+    values = flat_buffer([p.data for p in parameters])
+    grads = flat_buffer([p.grad for p in parameters])
+    assert values is not None and grads is not None
+    optimizer = optim.SGD(parameters, lr=0.1, momentum=0.9)
+    criterion = nn.CrossEntropyLoss()
+    before = values.clone()
+    for _ in range(3):
+        optimizer.zero_grad()
+        criterion(model(torch.randn(5, 2, dtype=F64)), torch.randint(2, (5,)))
+        model.backward(criterion.backward())
+        optimizer.step()
+    assert not torch.equal(before, values)
+    after = model.parameters()
+    assert all(a is b for a, b in zip(after, parameters, strict=True))
+    assert children_parameters == [model[0].weight, model[0].bias, model[2].weight]
+    # Still views of the same buffers: the children see the optimizer's updates.
+    assert flat_buffer([p.data for p in after]) is not None
+    assert parameters[0].data.untyped_storage().data_ptr() == values.untyped_storage().data_ptr()
+    assert parameters[0].grad.untyped_storage().data_ptr() == grads.untyped_storage().data_ptr()
+    assert torch.equal(values[: parameters[0].numel()], parameters[0].data.reshape(-1))
+
+
+def test_to_float64_keeps_results_and_identity() -> None:
+    model = nn.mlp((2, 5, 4, 2), "elu", dtype=torch.float32)
+    parameters = model.parameters()
+    reference = torch_twin(model).to(F64)  # float32 -> float64 is exact
+    x = torch.randn(7, 2, dtype=F64)
+    assert model.to(dtype=F64) is model
+    assert model.parameters() == parameters
+    assert all(p.dtype == F64 and p.grad.dtype == F64 for p in parameters)
+    assert flat_buffer([p.data for p in parameters]) is not None
+    with torch.no_grad():
+        expected = reference(x)
+    assert_close(model(x), expected, 1e-12)
+    helper_test_op(model, x)
+    model.to(dtype=torch.float32)
+    assert all(p.dtype == torch.float32 for p in parameters)
+    assert_close(model(x.float()), expected.float(), 1e-6)
+
+
+def test_to_keeps_an_optimizer_working() -> None:
+    model = nn.mlp((2, 3, 2), "tanh", dtype=torch.float32)
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    criterion = nn.MSELoss()
+    x, y = torch.randn(4, 2), torch.randint(2, (4,))
+    criterion(model(x), y)
+    model.backward(criterion.backward())
+    optimizer.step()
+    model.to(dtype=F64)
+    before = [p.data.clone() for p in model.parameters()]
+    optimizer.zero_grad()
+    criterion(model(x.double()), y)
+    model.backward(criterion.backward())
+    grads = [p.grad.clone() for p in model.parameters()]
+    velocity = optimizer.state_dict()["state"]["momentum_buffer"]
+    optimizer.step()
+    assert optimizer.state_dict()["state"]["momentum_buffer"].dtype == F64
+    # v <- 0.5 v + lr g ; w <- w - v, with v carried over from the float32 step.
+    offset = 0
+    for parameter, old, grad in zip(model.parameters(), before, grads, strict=True):
+        size = parameter.numel()
+        v = 0.5 * velocity[offset : offset + size].double().view_as(old) + 0.1 * grad
+        assert_close(parameter.data, old - v, 1e-12)
+        offset += size
+
+
+# -- stability -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factory", [nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_saturating_activations_are_finite_at_extremes(
+    factory: Callable[[], nn.Module], dtype: torch.dtype
+) -> None:
+    activation = factory()
+    x = torch.tensor([[-1000.0, -100.0, -89.0, 0.5, 89.0, 100.0, 1000.0]], dtype=dtype)
+    output = activation(x)
+    grad = activation.backward(torch.ones_like(x))
+    assert bool(torch.isfinite(output).all()) and bool(torch.isfinite(grad).all())
+    x64 = x.double().requires_grad_(True)
+    expected = torch_twin(activation)(x64)
+    expected.sum().backward()
+    assert x64.grad is not None
+    rtol = 1e-6 if dtype == torch.float32 else 1e-12
+    assert_close(output, expected.to(dtype), rtol)
+    assert_close(grad, x64.grad.to(dtype), rtol)

@@ -1,0 +1,256 @@
+"""Optimizers against torch.optim trajectories (float64), flat against per-parameter updates,
+state save/restore, and convergence on a quadratic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import pytest
+import torch
+
+from minidl import nn, optim
+from minidl.nn.flat import flat_buffer
+from tests.helpers import F64, assert_close, torch_loss, torch_twin
+
+STEPS = 40
+Batch = tuple[torch.Tensor, torch.Tensor]
+MakeOptimizer = Callable[[Iterable[nn.Parameter]], optim.Optimizer]
+MakeTorchOptimizer = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+def _batches(steps: int, seed: int = 0, features: int = 3, classes: int = 2) -> list[Batch]:
+    """Random batches of random sizes (1 included), from their own generator."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for step in range(steps):
+        size = 1 if step == 3 else int(torch.randint(2, 12, (), generator=generator))
+        x = torch.randn(size, features, dtype=F64, generator=generator)
+        y = torch.randint(classes, (size,), generator=generator)
+        batches.append((x, y))
+    return batches
+
+
+def _step(model: nn.Module, criterion: nn.Loss, optimizer: optim.Optimizer, batch: Batch) -> None:
+    optimizer.zero_grad()
+    criterion(model(batch[0]), batch[1])
+    model.backward(criterion.backward())
+    optimizer.step()
+
+
+def _torch_step(
+    model: torch.nn.Module, criterion: nn.Loss, optimizer: torch.optim.Optimizer, batch: Batch
+) -> None:
+    optimizer.zero_grad()
+    torch_loss(criterion, model(batch[0]), batch[1]).backward()
+    optimizer.step()
+
+
+def _assert_same_parameters(
+    parameters: Sequence[nn.Parameter], expected: Iterable[torch.Tensor], rtol: float, step: int
+) -> None:
+    for index, (parameter, value) in enumerate(zip(parameters, expected, strict=True)):
+        assert_close(parameter.data, value.detach(), rtol, f"step {step}, parameter {index}")
+
+
+CASES: dict[str, tuple[MakeOptimizer, MakeTorchOptimizer]] = {
+    "sgd": (lambda p: optim.SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
+    "sgd-momentum-0.5": (
+        lambda p: optim.SGD(p, lr=0.05, momentum=0.5),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.5),
+    ),
+    "sgd-momentum-0.9": (
+        lambda p: optim.SGD(p, lr=0.02, momentum=0.9),
+        lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9),
+    ),
+    "adadelta-default": (optim.Adadelta, torch.optim.Adadelta),
+    "adadelta-lr0.5-rho0.5-eps1e-3": (
+        lambda p: optim.Adadelta(p, lr=0.5, rho=0.5, eps=1e-3),
+        lambda p: torch.optim.Adadelta(p, lr=0.5, rho=0.5, eps=1e-3),
+    ),
+    "adadelta-lr1e-2-rho0.95-eps1e-8": (
+        lambda p: optim.Adadelta(p, lr=1e-2, rho=0.95, eps=1e-8),
+        lambda p: torch.optim.Adadelta(p, lr=1e-2, rho=0.95, eps=1e-8),
+    ),
+    "adadelta-rho0": (
+        lambda p: optim.Adadelta(p, lr=2.0, rho=0.0),
+        lambda p: torch.optim.Adadelta(p, lr=2.0, rho=0.0),
+    ),
+}
+
+
+@pytest.mark.parametrize("criterion", [nn.CrossEntropyLoss(), nn.MSELoss()], ids=repr)
+@pytest.mark.parametrize("case", list(CASES))
+def test_trajectory_matches_torch_optim(case: str, criterion: nn.Loss) -> None:
+    make, make_torch = CASES[case]
+    model = nn.mlp((3, 6, 5, 2), "tanh", dtype=F64)
+    twin = torch_twin(model)
+    optimizer, torch_optimizer = make(model.parameters()), make_torch(twin.parameters())
+    for step, batch in enumerate(_batches(STEPS)):
+        _step(model, criterion, optimizer, batch)
+        _torch_step(twin, criterion, torch_optimizer, batch)
+        _assert_same_parameters(model.parameters(), twin.parameters(), 1e-8, step)
+    assert optimizer.step_count == STEPS
+
+
+class _Chain:
+    """Standalone layers run one after the other, without a Sequential (so not flattened)."""
+
+    def __init__(self, layers: Sequence[nn.Module]) -> None:
+        self.layers = list(layers)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def backward(self, grad: torch.Tensor) -> torch.Tensor:
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+        return grad
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.zero_grad()
+
+
+@pytest.mark.parametrize("case", ["sgd", "sgd-momentum-0.9", "adadelta-default"])
+def test_per_parameter_path_equals_flat_path(case: str) -> None:
+    make, _ = CASES[case]
+    flat_model = nn.mlp((3, 6, 5, 2), "relu", dtype=F64)
+    layers: list[nn.Module] = []
+    for child in flat_model:
+        if isinstance(child, nn.Linear):
+            layer = nn.Linear(child.in_features, child.out_features, dtype=F64)
+            layer.load_state_dict(child.state_dict())
+            layers.append(layer)
+        else:
+            layers.append(nn.ReLU())
+    chain = _Chain(layers)
+    assert flat_buffer([p.data for p in flat_model.parameters()]) is not None
+    assert flat_buffer([p.data for p in chain.parameters()]) is None
+    criterion = nn.CrossEntropyLoss()
+    flat_optimizer, chain_optimizer = make(flat_model.parameters()), make(chain.parameters())
+    for step, batch in enumerate(_batches(STEPS, seed=1)):
+        _step(flat_model, criterion, flat_optimizer, batch)
+        _step(chain, criterion, chain_optimizer, batch)  # type: ignore[arg-type]
+        _assert_same_parameters(
+            chain.parameters(), [p.data for p in flat_model.parameters()], 1e-12, step
+        )
+
+
+@pytest.mark.parametrize("case", ["sgd-momentum-0.9", "adadelta-lr0.5-rho0.5-eps1e-3"])
+def test_state_dict_round_trip_continues_identically(case: str) -> None:
+    make, _ = CASES[case]
+    criterion = nn.MSELoss()
+    batches = _batches(30, seed=2)
+    model = nn.mlp((3, 4, 2), "sigmoid", dtype=F64)
+    optimizer = make(model.parameters())
+    for batch in batches[:10]:
+        _step(model, criterion, optimizer, batch)
+    saved_model, saved_optimizer = model.state_dict(), optimizer.state_dict()
+    saved_copy = {name: tensor.clone() for name, tensor in saved_optimizer["state"].items()}
+    for batch in batches[10:]:
+        _step(model, criterion, optimizer, batch)
+    # The saved state is a copy: the later steps did not change it.
+    for name, tensor in saved_optimizer["state"].items():
+        assert torch.equal(tensor, saved_copy[name])
+
+    resumed = nn.mlp((3, 4, 2), "sigmoid", dtype=F64)
+    resumed.load_state_dict(saved_model)
+    resumed_optimizer = make(resumed.parameters())
+    resumed_optimizer.load_state_dict(saved_optimizer)
+    assert resumed_optimizer.step_count == 10
+    for batch in batches[10:]:
+        _step(resumed, criterion, resumed_optimizer, batch)
+    for parameter, expected in zip(resumed.parameters(), model.parameters(), strict=True):
+        assert torch.equal(parameter.data, expected.data)
+    # Without the optimizer's state the continuation differs: the state matters.
+    fresh = nn.mlp((3, 4, 2), "sigmoid", dtype=F64)
+    fresh.load_state_dict(saved_model)
+    fresh_optimizer = make(fresh.parameters())
+    for batch in batches[10:]:
+        _step(fresh, criterion, fresh_optimizer, batch)
+    assert not torch.equal(fresh.parameters()[0].data, model.parameters()[0].data)
+
+
+def test_sgd_momentum_keeps_the_papers_velocity_when_lr_changes() -> None:
+    # v_t = mu v_{t-1} + lr_t g_t ; w_t = w_{t-1} - v_t (the paper's convention, not torch's).
+    layer = nn.Linear(3, 2, dtype=F64)
+    criterion = nn.MSELoss()
+    optimizer = optim.SGD(layer.parameters(), lr=0.1, momentum=0.8)
+    weights = [p.data.clone() for p in layer.parameters()]
+    velocities = [torch.zeros_like(w) for w in weights]
+    for step, batch in enumerate(_batches(12, seed=3)):
+        optimizer.lr = 0.1 / (1 + step)
+        layer.zero_grad()
+        criterion(layer(batch[0]), batch[1])
+        layer.backward(criterion.backward())
+        grads = [p.grad.clone() for p in layer.parameters()]
+        optimizer.step()
+        for index, grad in enumerate(grads):
+            velocities[index] = 0.8 * velocities[index] + optimizer.lr * grad
+            weights[index] = weights[index] - velocities[index]
+        _assert_same_parameters(layer.parameters(), weights, 1e-12, step)
+
+
+def test_zero_grad_clears_flat_and_standalone_gradients() -> None:
+    model = nn.mlp((3, 4, 2), dtype=F64)
+    layer = nn.Linear(2, 2, dtype=F64)
+    for params in (model.parameters(), layer.parameters()):
+        for p in params:
+            p.grad.fill_(1.0)
+        optimizer = optim.SGD(params, lr=0.1)
+        optimizer.zero_grad()
+        assert all(bool((p.grad == 0).all()) for p in params)
+
+
+def _quadratic(make: MakeOptimizer, steps: int) -> float:
+    """Minimise 0.5 * sum(a (w - c)^2) (condition number 20) and return max |w - c|."""
+    curvature = torch.tensor([1.0, 10.0, 0.5], dtype=F64)
+    minimum = torch.tensor([0.5, -2.0, 1.0], dtype=F64)
+    parameter = nn.Parameter(torch.tensor([-1.0, 1.5, 3.0], dtype=F64))
+    optimizer = make([parameter])
+    for _ in range(steps):
+        optimizer.zero_grad()
+        parameter.grad.add_(curvature * (parameter.data - minimum))
+        optimizer.step()
+    return float((parameter.data - minimum).abs().max())
+
+
+@pytest.mark.parametrize(
+    ("make", "steps", "tolerance"),
+    [
+        (lambda p: optim.SGD(p, lr=0.15), 300, 1e-6),
+        (lambda p: optim.SGD(p, lr=0.05, momentum=0.9), 500, 1e-8),
+        (optim.Adadelta, 1000, 1e-8),
+        (lambda p: optim.Adadelta(p, lr=10.0, rho=0.95), 300, 1e-8),
+    ],
+    ids=["sgd", "sgd-momentum", "adadelta", "adadelta-lr10"],
+)
+def test_converges_on_a_quadratic(make: MakeOptimizer, steps: int, tolerance: float) -> None:
+    assert _quadratic(make, steps) < tolerance
+
+
+def test_optimizer_updates_parameters_in_place() -> None:
+    layer = nn.Linear(2, 2, dtype=F64)
+    weight, before = layer.weight.data, layer.weight.data.clone()
+    optimizer = optim.Adadelta(layer.parameters())
+    layer.weight.grad.fill_(1.0)
+    optimizer.step()
+    assert layer.weight.data is weight
+    # First step: E[g^2] = 0.1, update = sqrt(eps) / sqrt(0.1 + eps) for g = 1.
+    assert_close(before - weight, torch.full_like(weight, (1e-6 / (0.1 + 1e-6)) ** 0.5), 1e-12)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "expected"),
+    [
+        (lambda p: optim.SGD(p, lr=0.1, momentum=0.9), "SGD(lr=0.1, momentum=0.9)"),
+        (optim.Adadelta, "Adadelta(lr=1.0, rho=0.9, eps=1e-06)"),
+    ],
+)
+def test_optimizer_repr(optimizer: MakeOptimizer, expected: str) -> None:
+    assert repr(optimizer(nn.Linear(2, 2).parameters())) == expected

@@ -1,0 +1,183 @@
+"""Learning-rate schedules: their closed forms, PyTorch's StepLR / CyclicLR sequences, the
+optimizer's learning rate actually changing, and save/restore."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from minidl import nn, optim
+
+STEPS = 200
+
+
+def _optimizer(lr: float = 0.1) -> optim.SGD:
+    return optim.SGD(nn.Linear(2, 2).parameters(), lr=lr)
+
+
+def _torch_optimizer(lr: float = 0.1) -> torch.optim.SGD:
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def _torch_lrs(scheduler: Any, optimizer: torch.optim.Optimizer, steps: int) -> list[float]:
+    lrs = [optimizer.param_groups[0]["lr"]]
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    return lrs
+
+
+def _minidl_lrs(scheduler: optim.LRScheduler, steps: int) -> list[float]:
+    lrs = [scheduler.optimizer.lr]
+    for _ in range(steps):
+        returned = scheduler.step()
+        assert returned == scheduler.optimizer.lr == scheduler.lr
+        lrs.append(scheduler.optimizer.lr)
+    return lrs
+
+
+def _assert_sequences_close(got: list[float], expected: list[float], rtol: float = 1e-12) -> None:
+    assert len(got) == len(expected)
+    for step, (a, b) in enumerate(zip(got, expected, strict=True)):
+        assert a == pytest.approx(b, rel=rtol, abs=1e-15), f"step {step}: {a} != {b}"
+
+
+@pytest.mark.parametrize(("step_size", "gamma"), [(10, 0.5), (1, 0.9), (7, 0.1), (3, 1.0)])
+def test_step_decay_closed_form_and_torch(step_size: int, gamma: float) -> None:
+    scheduler = optim.StepDecay(_optimizer(0.1), step_size=step_size, gamma=gamma)
+    got = _minidl_lrs(scheduler, STEPS)
+    closed_form = [0.1 * gamma ** (epoch // step_size) for epoch in range(STEPS + 1)]
+    _assert_sequences_close(got, closed_form)
+    torch_optimizer = _torch_optimizer(0.1)
+    torch_scheduler = torch.optim.lr_scheduler.StepLR(
+        torch_optimizer, step_size=step_size, gamma=gamma
+    )
+    _assert_sequences_close(got, _torch_lrs(torch_scheduler, torch_optimizer, STEPS))
+
+
+def test_step_decay_paper_defaults() -> None:
+    scheduler = optim.StepDecay(_optimizer(1e-2))
+    lrs = _minidl_lrs(scheduler, 30)
+    assert lrs[0] == lrs[9] == 1e-2
+    assert lrs[10] == lrs[19] == 5e-3
+    assert lrs[20] == lrs[29] == 2.5e-3
+    assert lrs[30] == 1.25e-3
+
+
+def _triangle(
+    step: int, base: float, top: float, up: int, down: int, mode: str, gamma: float
+) -> float:
+    """Smith's policy written independently: position in the cycle, then up or down."""
+    cycle_length = up + down
+    cycle = step // cycle_length
+    position = step - cycle * cycle_length
+    height = position / up if position <= up else 1 - (position - up) / down
+    scale = {"triangular": 1.0, "triangular2": 0.5**cycle, "exp_range": gamma**step}[mode]
+    return base + (top - base) * height * scale
+
+
+CYCLIC_CASES = [
+    ("triangular", 1.0, 10, None),
+    ("triangular2", 1.0, 10, None),
+    ("exp_range", 0.99, 10, None),
+    ("triangular", 1.0, 4, 13),
+    ("triangular2", 1.0, 9, 3),
+    ("exp_range", 0.995, 1, 6),
+    ("triangular", 1.0, 1, 1),
+]
+
+
+@pytest.mark.parametrize(("mode", "gamma", "up", "down"), CYCLIC_CASES)
+def test_cyclic_lr_closed_form_and_torch(
+    mode: str, gamma: float, up: int, down: int | None
+) -> None:
+    base, top = 1e-3, 1e-2
+    scheduler = optim.CyclicLR(
+        _optimizer(0.5), base, top, step_size_up=up, mode=mode, gamma=gamma, step_size_down=down
+    )
+    got = _minidl_lrs(scheduler, STEPS)
+    closed_form = [
+        _triangle(t, base, top, up, up if down is None else down, mode, gamma)
+        for t in range(STEPS + 1)
+    ]
+    _assert_sequences_close(got, closed_form)
+    torch_optimizer = _torch_optimizer(0.5)
+    torch_scheduler = torch.optim.lr_scheduler.CyclicLR(
+        torch_optimizer,
+        base_lr=base,
+        max_lr=top,
+        step_size_up=up,
+        step_size_down=down,
+        mode=mode,
+        gamma=gamma,
+        cycle_momentum=False,
+    )
+    _assert_sequences_close(got, _torch_lrs(torch_scheduler, torch_optimizer, STEPS))
+
+
+def test_cyclic_lr_smith_formula_for_symmetric_cycles() -> None:
+    # Smith (2017): cycle = floor(1 + t / 2s), x = |t / s - 2 cycle + 1|, lr = base + d max(0, 1 - x)
+    scheduler = optim.CyclicLR(_optimizer(), 0.1, 0.5, step_size_up=6)
+    for t in range(STEPS):
+        cycle = math.floor(1 + t / 12)
+        x = abs(t / 6 - 2 * cycle + 1)
+        assert scheduler.lr_at(t) == pytest.approx(0.1 + 0.4 * max(0.0, 1 - x), rel=1e-12)
+    assert scheduler.lr_at(0) == 0.1 and scheduler.lr_at(6) == pytest.approx(0.5)
+
+
+def test_scheduler_sets_the_learning_rate_the_optimizer_uses() -> None:
+    layer = nn.Linear(1, 1, bias=False, dtype=torch.float64)
+    optimizer = optim.SGD(layer.parameters(), lr=1.0)
+    scheduler = optim.StepDecay(optimizer, step_size=1, gamma=0.5)
+    for epoch in range(4):
+        before = layer.weight.data.clone()
+        layer.weight.grad.fill_(1.0)
+        optimizer.step()
+        assert float(before - layer.weight.data) == 0.5**epoch
+        scheduler.step()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda o: optim.StepDecay(o, step_size=3, gamma=0.7),
+        lambda o: optim.CyclicLR(o, 0.01, 0.1, 5, mode="triangular2", step_size_down=8),
+        lambda o: optim.CyclicLR(o, 0.01, 0.1, 5, mode="exp_range", gamma=0.98),
+    ],
+    ids=["step", "cyclic-triangular2", "cyclic-exp-range"],
+)
+def test_scheduler_state_dict_round_trip(make: Any) -> None:
+    scheduler = make(_optimizer(0.1))
+    for _ in range(37):
+        scheduler.step()
+    state = scheduler.state_dict()
+    continued = _minidl_lrs(scheduler, 50)
+    optimizer = _optimizer(0.1)
+    resumed = make(optimizer)
+    resumed.load_state_dict(state)
+    assert resumed.last_step == 37
+    assert optimizer.lr == continued[0]
+    assert _minidl_lrs(resumed, 50) == continued
+
+
+def test_step_decay_restores_base_lr_from_state() -> None:
+    scheduler = optim.StepDecay(_optimizer(0.2), step_size=2, gamma=0.5)
+    for _ in range(5):
+        scheduler.step()
+    resumed = optim.StepDecay(_optimizer(0.9), step_size=2, gamma=0.5)
+    resumed.load_state_dict(scheduler.state_dict())
+    assert resumed.optimizer.lr == scheduler.optimizer.lr == 0.2 * 0.5**2
+
+
+def test_scheduler_repr() -> None:
+    assert (
+        repr(optim.StepDecay(_optimizer(0.1))) == "StepDecay(step_size=10, gamma=0.5, base_lr=0.1)"
+    )
+    assert repr(optim.CyclicLR(_optimizer(), 0.1, 1.0, 4)) == (
+        "CyclicLR(base_lr=0.1, max_lr=1.0, step_size_up=4, step_size_down=4, "
+        "mode='triangular', gamma=1.0)"
+    )

@@ -1,0 +1,262 @@
+"""The training loop (`minidl.train.fit`) and the `minidl train` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from minidl import nn, optim
+from minidl.cli import build_parser, main
+from minidl.data import BatchIterator, make_disk_data
+from minidl.train import EpochRecord, error_rate, fit
+
+F64 = torch.float64
+FLAGS = (
+    "--activation",
+    "--loss",
+    "--optimizer",
+    "--lr",
+    "--momentum",
+    "--scheduler",
+    "--epochs",
+    "--batch-size",
+    "--hidden",
+    "--seed",
+    "--dtype",
+    "--log-every",
+    "--quiet",
+)
+VALID_ACTIVATIONS = "elu, leakyrelu, relu, selu, sigmoid, tanh"
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def _start_cli(*arguments: str) -> subprocess.Popen[str]:
+    """Start ``python -m minidl train ARGUMENTS`` (one intra-op thread: tiny tensors)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "minidl", "train", *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    try:
+        stdout, stderr = process.communicate(timeout=180)
+    finally:
+        process.kill()
+    return process.returncode, stdout, stderr
+
+
+def _numbers(output: str) -> list[str]:
+    """Every number of the output, except the wall-clock training time."""
+    lines = [line for line in output.splitlines() if not line.startswith("training time")]
+    return NUMBER.findall("\n".join(lines))
+
+
+def test_train_command_runs_and_is_reproducible() -> None:
+    arguments = ("--epochs", "3", "--seed", "1", "--hidden", "10,10")
+    # Both runs at once: most of each is starting Python and importing torch.
+    processes = [_start_cli(*arguments), _start_cli(*arguments)]
+    first, second = (_finish(process) for process in processes)
+    assert first[0] == 0, first[2]
+    output = first[1]
+    final = re.search(r"final train error: (\d+\.\d+)%\nfinal test error: (\d+\.\d+)%", output)
+    assert final is not None, output
+    assert all(0.0 <= float(value) <= 100.0 for value in final.groups())
+    # The loss is logged every epoch.
+    assert len(re.findall(r"^epoch +\d+/3 +loss \d+\.\d+", output, flags=re.MULTILINE)) == 3
+    assert second[0] == 0, second[2]
+    assert _numbers(second[1]) == _numbers(output)
+    assert len(_numbers(output)) > 10
+
+
+def test_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    subcommands = next(
+        action
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    registered = {
+        option
+        for action in subcommands.choices["train"]._actions
+        for option in action.option_strings
+    }
+    assert set(FLAGS) <= registered
+    for flag in registered:
+        assert flag in text, f"{flag} is missing from `minidl train --help`"
+    for name in nn.ACTIVATIONS:
+        assert name in text
+
+
+@pytest.mark.parametrize("activation", ["softmax", "tanh,gelu,relu"])
+def test_unknown_activation_lists_the_valid_names(
+    activation: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--activation", activation, "--epochs", "0"])
+    assert exit_info.value.code != 0
+    error = capsys.readouterr().err
+    assert "unknown activation" in error
+    assert VALID_ACTIVATIONS in error
+
+
+def test_wrong_number_of_activations_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--activation", "tanh,relu", "--hidden", "5,5,5", "--epochs", "0"])
+    assert exit_info.value.code not in (0, None)
+    assert "2 names for 3 hidden layers" in str(exit_info.value.code) + capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--loss", "mse", "--optimizer", "adadelta", "--scheduler", "step"],
+        ["--activation", "relu,tanh", "--hidden", "6,6", "--scheduler", "clr", "--momentum", "0.9"],
+        ["--dtype", "float64", "--activation", "selu", "--batch-size", "1000"],
+    ],
+    ids=["mse-adadelta-step", "mixed-clr-momentum", "float64-selu"],
+)
+def test_train_options_run(arguments: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--epochs", "2", "--quiet", *arguments]) == 0
+    output = capsys.readouterr().out
+    assert re.fullmatch(r"final train error: \d+\.\d\d%\nfinal test error: \d+\.\d\d%\n", output), (
+        output
+    )
+
+
+# -- fit -----------------------------------------------------------------------------------------
+
+
+def _problem(seed: int = 0) -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
+    data = make_disk_data(n_train=60, n_validation=10, n_test=10, seed=seed, dtype=F64)
+    torch.manual_seed(seed)
+    return nn.mlp((2, 6, 2), "tanh", dtype=F64), data.train.x, data.train.y
+
+
+def test_fit_is_the_readme_loop() -> None:
+    model, x, y = _problem()
+    reference = nn.mlp((2, 6, 2), "tanh", dtype=F64)
+    reference.load_state_dict(model.state_dict())
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    history = fit(
+        model,
+        criterion,
+        optimizer,
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        generator=torch.Generator().manual_seed(4),
+    )
+    reference_optimizer = optim.SGD(reference.parameters(), lr=0.1, momentum=0.5)
+    batches = BatchIterator(x, y, 16, generator=torch.Generator().manual_seed(4))
+    losses = []
+    for _ in range(3):
+        total = 0.0
+        for x_batch, y_batch in batches:
+            reference_optimizer.zero_grad()
+            total += float(criterion(reference(x_batch), y_batch))
+            reference.backward(criterion.backward())
+            reference_optimizer.step()
+        losses.append(total / len(batches))
+    for parameter, expected in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(parameter.data, expected.data)
+    assert history.train_loss == pytest.approx(losses, rel=1e-12)
+    assert len(history.lr) == 3 and history.lr == [0.1] * 3
+
+
+def test_fit_steps_step_decay_per_epoch() -> None:
+    model, x, y = _problem(1)
+    optimizer = optim.SGD(model.parameters(), lr=0.2)
+    scheduler = optim.StepDecay(optimizer, step_size=2, gamma=0.5)
+    history = fit(
+        model, nn.MSELoss(), optimizer, x, y, epochs=7, batch_size=20, scheduler=scheduler
+    )
+    assert history.lr == [scheduler.lr_at(epoch) for epoch in range(7)]
+    assert history.lr == [0.2, 0.2, 0.1, 0.1, 0.05, 0.05, 0.025]
+    assert history.batch_lr == []
+    assert optimizer.lr == scheduler.lr_at(7) and scheduler.last_step == 7
+
+
+def test_fit_steps_cyclic_lr_per_batch() -> None:
+    model, x, y = _problem(2)
+    optimizer = optim.SGD(model.parameters(), lr=0.5)
+    scheduler = optim.CyclicLR(optimizer, 0.01, 0.1, step_size_up=4, step_size_down=2)
+    batches_per_epoch = 3  # 60 samples, batches of 25: 25, 25, 10
+    history = fit(
+        model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=5, batch_size=25, scheduler=scheduler
+    )
+    steps = 5 * batches_per_epoch
+    assert history.batch_lr == [scheduler.lr_at(step) for step in range(steps)]
+    assert history.lr == [scheduler.lr_at(epoch * batches_per_epoch) for epoch in range(5)]
+    assert scheduler.last_step == steps and optimizer.lr == scheduler.lr_at(steps)
+    assert len(set(history.batch_lr)) > 3  # the rate does cycle
+
+
+def test_fit_records_validation_error_and_calls_on_epoch() -> None:
+    model, x, y = _problem(3)
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    records: list[EpochRecord] = []
+    history = fit(
+        model,
+        nn.CrossEntropyLoss(),
+        optimizer,
+        x,
+        y,
+        epochs=2,
+        batch_size=30,
+        validation=(x[:10], y[:10]),
+        on_epoch=records.append,
+    )
+    assert [r.epoch for r in records] == [0, 1]
+    assert history.validation_error == [r.validation_error for r in records]
+    assert history.validation_error[-1] == error_rate(model, x[:10], y[:10])
+    assert model.training  # fit leaves the model in training mode
+
+
+def test_error_rate_counts_wrong_predictions() -> None:
+    layer = nn.Linear(1, 2, dtype=F64)
+    layer.load_state_dict(
+        {"weight": torch.tensor([[1.0], [-1.0]], dtype=F64), "bias": torch.zeros(2, dtype=F64)}
+    )
+    x = torch.tensor([[1.0], [2.0], [-1.0], [-3.0]], dtype=F64)  # predicted 0, 0, 1, 1
+    assert error_rate(layer, x, torch.tensor([0, 0, 1, 1])) == 0.0
+    assert error_rate(layer, x, torch.tensor([0, 1, 1, 1])) == 25.0
+    assert error_rate(layer, x, torch.tensor([1, 1, 0, 0])) == 100.0
+    layer.train()
+    error_rate(layer, x, torch.tensor([0, 0, 1, 1]))
+    assert layer.training  # the mode is restored
+
+
+@pytest.mark.slow
+def test_default_configuration_reaches_the_papers_error() -> None:
+    # `minidl train` with no argument: Table I's Tanh row, 400 epochs of SGD at 1e-2.
+    data = make_disk_data(seed=0)
+    torch.manual_seed(0)
+    model = nn.mlp((2, 25, 25, 25, 2), "tanh")
+    optimizer = optim.SGD(model.parameters(), lr=1e-2)
+    fit(
+        model,
+        nn.CrossEntropyLoss(),
+        optimizer,
+        data.train.x,
+        data.train.y,
+        epochs=400,
+        batch_size=100,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert error_rate(model, data.test.x, data.test.y) < 3.0
+    assert error_rate(model, data.train.x, data.train.y) < 3.0
