@@ -166,3 +166,22 @@ def test_fit_rounds_rejects_mismatched_lengths() -> None:
             epochs=1,
             generators=[],
         )
+
+
+@pytest.mark.parametrize("index", [0, 2, 3])
+def test_batched_rows_equal_rows_trained_round_by_round(index: int) -> None:
+    from minidl.experiments.batched import train_row_batched
+    from minidl.experiments.config import experiments_for_tables
+    from minidl.experiments.training import train_row
+
+    experiment = [e for e in experiments_for_tables("1,2,3") if e.kind == "main"][index * 4]
+    batched = train_row_batched(experiment, 2, 0, epochs=3)
+    alone = train_row(experiment, 2, 0, epochs=3)
+    for a, b in zip(batched.rounds, alone.rounds, strict=True):
+        assert a.seeds == b.seeds
+        assert a.validation_curve == b.validation_curve
+        assert a.lr_curve == b.lr_curve and a.batch_lr == b.batch_lr
+        assert (a.test_error, a.train_error) == (b.test_error, b.train_error)
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)
+        for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            torch.testing.assert_close(p.data, q.data, rtol=1e-5, atol=1e-6)

@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
+from minidl.experiments.batched import train_row_batched
 from minidl.experiments.config import Experiment, experiments_for_tables, training_key
-from minidl.experiments.training import RowResult, train_row
+from minidl.experiments.training import RowResult
 from minidl.train import EpochRecord
 
 __all__ = ["QUICK_EPOCHS", "RunSettings", "reproduce", "run_experiments", "run_from_cli"]
@@ -41,7 +42,7 @@ def run_experiments(
     base_seed: int,
     *,
     epochs: int | None = None,
-    train: Callable[..., RowResult] = train_row,
+    train: Callable[..., RowResult] = train_row_batched,
     on_epoch: Callable[[Experiment, int, EpochRecord], None] | None = None,
 ) -> list[RowResult]:
     """Train every experiment (``rounds`` rounds each) and return one result per experiment.
@@ -54,7 +55,9 @@ def run_experiments(
         rounds: rounds per row.
         base_seed: the run's base seed.
         epochs: overrides every row's epochs (for smoke tests).
-        train: the function that trains one row (:func:`train_row` or a faster equivalent).
+        train: the function that trains one row: :func:`~minidl.experiments.batched.train_row_batched`
+            (the rounds at once, the default) or :func:`~minidl.experiments.training.train_row`
+            (one round after the other; the same numbers, slower).
         on_epoch: called with ``(experiment, round index, record)`` after every epoch.
     """
     trained: dict[Experiment, RowResult] = {}
@@ -115,10 +118,11 @@ def reproduce(
 
         def on_epoch(experiment: Experiment, index: int, record: EpochRecord) -> None:
             assert bar is not None
-            if record.epoch == 0:
+            if record.epoch == 0 and index == 0:
+                # The rounds of a row train at once (batched rounds).
+                rounds = "round 1" if settings.rounds == 1 else f"rounds 1-{settings.rounds}"
                 bar.set_description(
-                    f"Table {experiment.table} | {experiment.label[:40]} | "
-                    f"round {index + 1}/{settings.rounds}",
+                    f"Table {experiment.table} | {experiment.label[:40]} | {rounds}",
                     refresh=False,
                 )
             bar.update(1)
