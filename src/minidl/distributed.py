@@ -27,8 +27,9 @@ It must hold at least one sample per rank (or be dropped with ``drop_last``).
 
 A rank that dies or hangs makes the collectives of the others fail, after at most ``timeout``
 seconds (gloo's collective timeout; a dead peer is usually noticed at once, from its closed
-connections). The survivors then take a census through the rendezvous store and raise a
-:class:`DistributedError` that names the ranks that did not answer. (With NCCL, PyTorch's
+connections). Every rank keeps a heartbeat counter in the rendezvous store (a thread bumps it
+four times a second, also while the rank waits in a collective); the survivors look at which
+counters stopped and raise a :class:`DistributedError` that names those ranks. (With NCCL, PyTorch's
 watchdog notices a timed-out collective itself and ends the process with its own message.)
 
 Launch with ``torchrun`` (``python -m torch.distributed.run``), which sets ``WORLD_SIZE``,
@@ -47,6 +48,7 @@ Example:
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -87,9 +89,13 @@ __all__ = [
 DEFAULT_TIMEOUT = 60.0
 #: The environment variable that sets the timeout (the ``--dist-timeout`` flag overrides it).
 TIMEOUT_ENV = "MINIDL_DIST_TIMEOUT"
-#: At most this many seconds, after a failed collective, to hear from the other survivors.
-_CENSUS_SECONDS = 2.0
-_CENSUS_KEY = "minidl/alive-after-failure/"
+#: Every rank's heartbeat thread bumps its counter in the store this often (seconds) ...
+_BEAT_SECONDS = 0.25
+#: ... and after a failed collective, a rank whose counter did not move for this long is named
+#: as stopped (killed, or hung as a whole process).
+_CENSUS_SECONDS = 1.5
+_BEAT_KEY = "minidl/heartbeat/"
+_DONE_KEY = "minidl/census-done/"
 
 
 class DistributedError(RuntimeError):
@@ -233,6 +239,24 @@ class ProcessGroup:
                 f"{address} within {self.timeout:g} s: {_first_line(error)}"
             ) from error
         self._store: Store = store
+        # A rank blocked in a collective still beats (the collective releases the GIL), so after
+        # a failure the census can tell a dead or hung rank from a survivor still waiting.
+        self._stop_beating = threading.Event()
+        self._heartbeat = threading.Thread(
+            target=self._beat, name=f"minidl-heartbeat-{self.rank}", daemon=True
+        )
+        self._heartbeat.start()
+
+    def _beat(self) -> None:
+        count = 0
+        while True:
+            count += 1
+            try:
+                self._store.set(f"{_BEAT_KEY}{self.rank}", str(count))
+            except RuntimeError:
+                return
+            if self._stop_beating.wait(_BEAT_SECONDS):
+                return
 
     # -- collectives ------------------------------------------------------------------------------
 
@@ -266,6 +290,8 @@ class ProcessGroup:
     def _failure(self, what: str, error: BaseException) -> DistributedError:
         """Find out which ranks stopped, and say so."""
         missing = self._census()
+        if missing is not None:
+            self._finish_census(missing)
         where = f"rank {self.rank} of {self.world_size}"
         if missing is None:
             diagnosis = (
@@ -284,33 +310,45 @@ class ProcessGroup:
         )
 
     def _census(self) -> list[int] | None:
-        """The ranks that did not report through the store within a few seconds (``None`` if the
-        store was unreachable from the start)."""
+        """The other ranks whose heartbeat did not move for :data:`_CENSUS_SECONDS` (``None``
+        if the store is unreachable)."""
+        others = [rank for rank in range(self.world_size) if rank != self.rank]
+
+        def beats() -> dict[int, bytes | None]:
+            keys = {rank: f"{_BEAT_KEY}{rank}" for rank in others}
+            return {
+                rank: self._store.get(key) if self._store.check([key]) else None
+                for rank, key in keys.items()
+            }
+
         try:
-            self._store.set(f"{_CENSUS_KEY}{self.rank}", "1")
+            before = beats()
+            time.sleep(_CENSUS_SECONDS)
+            after = beats()
         except RuntimeError:
             return None
-        deadline = time.monotonic() + min(self.timeout, _CENSUS_SECONDS)
-        missing = [rank for rank in range(self.world_size) if rank != self.rank]
-        polled = False
-        while missing:
-            try:
-                missing = [r for r in missing if not self._store.check([f"{_CENSUS_KEY}{r}"])]
-            except RuntimeError:
-                if not polled:
-                    return None
-                # The host of the store (rank 0) left after its own census: what was seen stands.
-                break
-            polled = True
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
-        return missing
+        return [rank for rank in others if after[rank] is None or after[rank] == before[rank]]
+
+    def _finish_census(self, missing: list[int]) -> None:
+        """Say this rank's census is done; rank 0, which hosts the store, waits for the census of
+        every rank still alive (they may fail up to a timeout later) before it leaves."""
+        try:
+            self._store.set(f"{_DONE_KEY}{self.rank}", "1")
+            if self.rank != 0:
+                return
+            alive = [r for r in range(1, self.world_size) if r not in missing]
+            deadline = time.monotonic() + self.timeout + _CENSUS_SECONDS + 2.0
+            while alive and time.monotonic() < deadline:
+                alive = [r for r in alive if not self._store.check([f"{_DONE_KEY}{r}"])]
+                time.sleep(0.05)
+        except RuntimeError:
+            return
 
     # -- life cycle -------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Leave the process group (idempotent)."""
+        self._stop_beating.set()
         if dist.is_initialized():
             dist.destroy_process_group()
 
