@@ -130,3 +130,14 @@ def test_cross_entropy_probability_targets_stable_at_huge_logits(dtype: torch.dt
     rtol = 1e-6 if dtype == torch.float32 else 1e-12
     assert_close(loss, expected.to(dtype), rtol)
     assert_close(grad, oracle.grad.to(dtype), rtol)
+
+
+def test_cross_entropy_accepts_logits_from_an_autograd_graph() -> None:
+    logits = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0, 2, 1, 1, 0])
+    criterion = nn.CrossEntropyLoss()
+    loss = criterion(logits * 2, target)
+    reference = torch.nn.functional.cross_entropy(logits * 2, target)
+    assert float(loss.detach()) == pytest.approx(float(reference), rel=1e-12)
+    (oracle,) = torch.autograd.grad(reference, logits)
+    torch.testing.assert_close(criterion.backward() * 2, oracle, rtol=1e-10, atol=1e-12)

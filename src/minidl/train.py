@@ -153,7 +153,7 @@ def fit(
     with torch.inference_mode():
         for epoch in range(start_epoch, epochs):
             epoch_lr = optimizer.lr
-            total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
+            losses: list[Tensor] = []
             for x_batch, y_batch in steps:
                 if per_batch:
                     history.batch_lr.append(optimizer.lr)
@@ -163,10 +163,16 @@ def fit(
                 if parallel is not None:
                     loss = parallel.synchronize(loss)
                 optimizer.step()
-                total_loss.add_(loss)
+                losses.append(loss)
                 if per_batch:
                     assert scheduler is not None
                     scheduler.step()
+            # One float64 sum per epoch, cheaper than a mixed-dtype addition per batch.
+            total_loss = (
+                torch.stack(losses).sum(dtype=torch.float64)
+                if losses
+                else torch.zeros((), dtype=torch.float64, device=x.device)
+            )
             if parallel is not None:
                 total_loss = parallel.reduce_loss(total_loss)
             if scheduler is not None and not per_batch:

@@ -30,18 +30,24 @@ class Activation(Module):
         self._cache: Tensor | None = None
 
     def forward(self, input: Tensor) -> Tensor:
+        if type(input) is not Tensor or not input.is_floating_point():
+            self._check_input(input)
+        output, self._cache = self._forward(input)
+        return output
+
+    def _check_input(self, input: object) -> None:
         name = type(self).__name__
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor as input, got {type(input).__name__}")
         if not input.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point input, got dtype {input.dtype}")
-        output, self._cache = self._forward(input)
-        return output
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        name = type(self).__name__
-        cache = check_cached(name, self._cache)
-        check_grad_output(name, grad_output, cache.shape)
+        cache = self._cache
+        if cache is None or type(grad_output) is not Tensor or grad_output.shape != cache.shape:
+            name = type(self).__name__
+            cache = check_cached(name, cache)
+            check_grad_output(name, grad_output, cache.shape)
         return self._backward(grad_output, cache)
 
     def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:

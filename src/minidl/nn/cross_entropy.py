@@ -37,10 +37,13 @@ class CrossEntropyLoss(Loss):
 
     def __init__(self) -> None:
         super().__init__()
-        self._scaled_probabilities: Tensor | None = None
+        self._log_probabilities: Tensor | None = None
         self._target: Tensor | None = None
         self._index: Tensor | None = None
-        self._minus_one_over_n = torch.zeros(())
+        # Tensors of the batch shape, made once per prediction shape, dtype and device (see
+        # _make_constants), and those the last successful forward used (for backward).
+        self._constants_for: tuple[int, ...] | None = None
+        self._constants = self._used = self._make_constants(torch.zeros(1, 1))
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         logits = self._check_prediction(prediction)
@@ -48,31 +51,63 @@ class CrossEntropyLoss(Loss):
             raise TypeError(
                 f"CrossEntropyLoss: expected a torch.Tensor target, got {type(target).__name__}"
             )
-        batch = logits.shape[-2]
+        constants = self._constants
+        if self._constants_for is not self._prediction_shape:  # a new shape, dtype or device
+            constants = self._constants = self._make_constants(logits)
+            self._constants_for = self._prediction_shape
+        _, minus_one_over_n_vector, _, picked, picked_vector = constants
         # torch.log_softmax computes z - m - log(sum exp(z - m)), m the row maximum.
-        log_probabilities = torch.log_softmax(logits, dim=-1)
+        log_probabilities = logits.log_softmax(-1)
         if target.is_floating_point():
             self._check_dense_target(target, logits)
             self._check_probabilities(target)
-            loss = torch.sum(target * log_probabilities, dim=(-2, -1)).div_(-batch)
-            self._index = None
+            loss = torch.sum(target * log_probabilities, dim=(-2, -1)).div_(-logits.shape[-2])
+            index = None
         else:
-            if target.dtype != torch.int64 or target.shape != logits.shape[:-1]:
+            # (_check_prediction leaves the logits' shape in _prediction_shape)
+            if target.dtype is not torch.int64 or target.shape != self._prediction_shape[:-1]:
                 self._check_class_indices(target, logits)
             index = target.unsqueeze(-1)
             try:
-                picked = log_probabilities.gather(-1, index)
+                torch.gather(log_probabilities, -1, index, out=picked)
             except RuntimeError:
-                # gather refuses an index out of range (or on another device): name it.
+                # Either gather refused an index out of range (or on another device): the
+                # check names it; or the logits come from an autograd graph, where out= is
+                # refused: gather into a new tensor instead.
                 self._check_class_indices(target, logits)
-                raise
-            loss = picked.sum(dim=(-2, -1)).div_(-batch)
-            self._index = index
-        # p / N, the gradient's main term, kept for backward.
-        self._scaled_probabilities = log_probabilities.exp_().div_(batch)
+                picked = log_probabilities.gather(-1, index)
+                picked_vector = picked.view(-1)
+            if picked.dim() == 2:
+                # -1/N times the sum of the picked log-probabilities, as one dot product.
+                loss = picked_vector.dot(minus_one_over_n_vector)
+            else:
+                loss = picked.sum(dim=(-2, -1)).div_(-logits.shape[-2])
+        # Backward turns the log-probabilities into probabilities (nothing to do for an
+        # evaluation that only needs the loss).
+        self._log_probabilities = log_probabilities
+        self._index = index
         self._target = target
+        self._used = constants
         self._has_forward = True
         return loss
+
+    @staticmethod
+    def _make_constants(like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Tensors for logits like ``like`` (``(N, C)`` or ``(R, N, C)``), of its dtype and device.
+
+        ``-1/N`` shaped ``(N, 1)`` (``(R, N, 1)``) and a 1-D view of it; ``N`` as a 0-dim tensor
+        (an op on a tensor skips wrapping a Python number on each call); a buffer of the first
+        one's shape for the picked log-probabilities, and a 1-D view of it. They are made
+        outside inference mode, so that the buffer can be written to whether or not the next
+        call runs in it.
+        """
+        shape, batch = (*like.shape[:-1], 1), like.shape[-2]
+        with torch.inference_mode(False):
+            minus_one_over_n = torch.full(shape, -1.0 / batch, dtype=like.dtype, device=like.device)
+            batch_size = torch.tensor(float(batch), dtype=like.dtype, device=like.device)
+            picked = torch.empty(shape, dtype=like.dtype, device=like.device)
+        vector = minus_one_over_n.view(-1)
+        return minus_one_over_n, vector, batch_size, picked, picked.view(-1)
 
     def _check_probabilities(self, target: Tensor) -> None:
         low = float(target.min())
@@ -86,26 +121,13 @@ class CrossEntropyLoss(Loss):
             )
 
     def _gradient(self) -> Tensor:
-        scaled, target, index = self._scaled_probabilities, self._target, self._index
-        assert scaled is not None and target is not None
-        batch = scaled.shape[-2]
+        log_probabilities, target, index = self._log_probabilities, self._target, self._index
+        assert log_probabilities is not None and target is not None
+        minus_one_over_n, _, batch_size, _, _ = self._used
+        # p / N, the gradient's main term, in a new tensor (backward may run twice).
+        scaled = log_probabilities.exp().div_(batch_size)
         if index is None:
-            grad = scaled * target.sum(dim=-1, keepdim=True)
-            return grad.sub_(target, alpha=1.0 / batch)
-        # (p - onehot(y)) / N in one op: add -1/N at each row's target class.
-        return scaled.scatter_add(-1, index, self._minus_constant(index, batch))
-
-    def _minus_constant(self, index: Tensor, batch: int) -> Tensor:
-        """A tensor of ``-1/N`` shaped like ``index``, made once per shape, dtype and device."""
-        value = self._minus_one_over_n
-        scaled = self._scaled_probabilities
-        assert scaled is not None
-        if (
-            value.shape != index.shape
-            or value.dtype != scaled.dtype
-            or value.device != scaled.device
-        ):
-            value = self._minus_one_over_n = torch.full(
-                index.shape, -1.0 / batch, dtype=scaled.dtype, device=scaled.device
-            )
-        return value
+            grad = scaled.mul_(target.sum(dim=-1, keepdim=True))
+            return grad.sub_(target, alpha=1.0 / log_probabilities.shape[-2])
+        # (p - onehot(y)) / N in one more op: add -1/N at each row's target class.
+        return scaled.scatter_add_(-1, index, minus_one_over_n)

@@ -81,42 +81,63 @@ class Linear(Module):
         else:
             self.bias = None
         self._input: Tensor | None = None
-        # Views and constants reused from step to step (one fewer op each per call); rebuilt
-        # when the parameter tensors are replaced (Module.to, flattening) or the batch changes.
+        # Per-layer memory of the last accepted input, so that a call like the previous one is
+        # checked with a few identity and equality tests, and views and constants reused from
+        # step to step (one fewer op each per call). All of it is rebuilt when the parameter
+        # tensors are replaced (Module.to, flattening) or the input's shape changes.
         self._weight_seen: Tensor | None = None
         self._weight_t = self.weight.data.t()
+        self._dtype = self.weight.data.dtype
+        self._device = self.weight.data.device
+        self._input_shape: tuple[int, ...] = ()
+        self._output_shape: tuple[int, ...] = ()
         self._ones = torch.ones(0)
 
-    def _transposed_weight(self) -> Tensor:
-        weight = self.weight.data
+    def _accept(self, input: object, weight: Tensor) -> Tensor:
+        """Full checks of an input unlike the last accepted one; remember it if it passes."""
         if weight is not self._weight_seen:
             self._weight_seen, self._weight_t = weight, weight.t()
-        return self._weight_t
+            self._dtype, self._device = weight.dtype, weight.device
+            self._input_shape = ()
+        checked = check_input("Linear", input, self.in_features)
+        check_like_parameter("Linear", checked, weight)
+        if checked.shape != self._input_shape:
+            batch = checked.shape[0]
+            self._input_shape = tuple(checked.shape)
+            self._output_shape = (batch, self.out_features)
+            # Ones for the bias gradient, a sum over the batch done as a matrix-vector product.
+            self._ones = torch.ones(batch, dtype=weight.dtype, device=weight.device)
+        return checked
 
     def forward(self, input: Tensor) -> Tensor:
-        check_input("Linear", input, self.in_features)
-        check_like_parameter("Linear", input, self.weight.data)
+        weight = self.weight.data
+        if (
+            weight is not self._weight_seen
+            or type(input) is not Tensor
+            or input.dtype is not self._dtype
+            or input.shape != self._input_shape
+            or input.device != self._device
+        ):
+            input = self._accept(input, weight)
         self._input = input
         if self.bias is None:
-            return input.mm(self._transposed_weight())
-        return torch.addmm(self.bias.data, input, self._transposed_weight())
+            return input.mm(self._weight_t)
+        return self.bias.data.addmm(input, self._weight_t)
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        input = check_cached("Linear", self._input)
-        check_grad_output("Linear", grad_output, torch.Size((input.shape[0], self.out_features)))
+        input = self._input
+        if input is None:
+            input = check_cached("Linear", input)
+        if type(grad_output) is not Tensor or grad_output.shape != self._output_shape:
+            check_grad_output("Linear", grad_output, torch.Size(self._output_shape))
         grad_output_t = grad_output.t()
         self.weight.grad.addmm_(grad_output_t, input)
-        if self.bias is not None:
-            # The bias gradient, sum over the batch, as a matrix-vector product with ones:
+        bias = self.bias
+        if bias is not None:
+            # The bias gradient, the sum over the batch, as a matrix-vector product with ones:
             # one op that accumulates in place.
-            self.bias.grad.addmv_(grad_output_t, self._batch_ones(grad_output))
+            bias.grad.addmv_(grad_output_t, self._ones)
         return grad_output.mm(self.weight.data)
-
-    def _batch_ones(self, like: Tensor) -> Tensor:
-        ones = self._ones
-        if ones.shape[0] != like.shape[0] or ones.dtype != like.dtype or ones.device != like.device:
-            ones = self._ones = torch.ones(like.shape[0], dtype=like.dtype, device=like.device)
-        return ones
 
     def extra_repr(self) -> str:
         return (

@@ -26,14 +26,31 @@ class Loss(Module):
     def __init__(self) -> None:
         super().__init__()
         self._has_forward = False
+        # The shape, dtype and device of the last accepted prediction: a prediction like it
+        # passes the checks with three comparisons. A new accepted prediction gets a new
+        # _prediction_shape object, so subclasses can key their own caches on its identity.
+        self._prediction_shape: tuple[int, ...] = ()
+        self._prediction_dtype: torch.dtype | None = None
+        self._prediction_device: torch.device | None = None
 
     def _check_prediction(self, prediction: object) -> Tensor:
         """Check a prediction of shape ``(N, C)``, or ``(R, N, C)`` for R stacked models."""
+        if (
+            type(prediction) is Tensor
+            and prediction.dtype is self._prediction_dtype
+            and prediction.shape == self._prediction_shape
+            and prediction.device == self._prediction_device
+        ):
+            return prediction
         name = type(self).__name__
         if isinstance(prediction, Tensor) and prediction.dim() == 3:
             check_input(name, prediction[0])
-            return prediction
-        return check_input(name, prediction)
+        else:
+            prediction = check_input(name, prediction)
+        self._prediction_shape = tuple(prediction.shape)
+        self._prediction_dtype = prediction.dtype
+        self._prediction_device = prediction.device
+        return prediction
 
     def _check_class_indices(self, target: Tensor, prediction: Tensor) -> None:
         """Check a target of class indices: int64, shape ``(N,)`` (``(R, N)``), values in ``[0, C)``."""
@@ -82,11 +99,11 @@ class Loss(Module):
 
     def backward(self, *gradwrtoutput: Tensor) -> Tensor:
         """Return dL/dprediction, times the upstream scalar gradient if one is given."""
+        if not gradwrtoutput and self._has_forward:
+            return self._gradient()
         name = type(self).__name__
         if not self._has_forward:
             raise RuntimeError(f"{name}: backward called before forward")
-        if not gradwrtoutput:
-            return self._gradient()
         if len(gradwrtoutput) != 1:
             raise TypeError(
                 f"{name}.backward: expected at most one (scalar) gradient, got {len(gradwrtoutput)}"

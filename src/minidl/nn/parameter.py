@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -16,6 +18,10 @@ class Parameter:
     ``grad`` always exists and has the shape, dtype and device of ``data`` (zeros until a backward
     pass accumulates into it).
 
+    :attr:`Parameter.replacements` counts every assignment of a ``data`` or ``grad`` tensor, of
+    any parameter (in-place updates are not counted): an optimizer that saw the count unchanged
+    since it last looked knows that its parameters still hold the same tensors.
+
     Args:
         data: the initial value; it is used as is (not copied).
         name: an optional name used in messages.
@@ -27,6 +33,8 @@ class Parameter:
     """
 
     __slots__ = ("data", "grad", "name")
+
+    replacements: ClassVar[int] = 0
 
     def __init__(self, data: Tensor, name: str = "") -> None:
         if not isinstance(data, Tensor):
@@ -41,6 +49,11 @@ class Parameter:
             self.data: Tensor = data.detach()
             self.grad: Tensor = torch.zeros_like(data)
         self.name = name
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name != "name":
+            Parameter.replacements += 1
+        object.__setattr__(self, name, value)
 
     @property
     def shape(self) -> torch.Size:

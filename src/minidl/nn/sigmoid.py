@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from minidl.nn.activation import Activation
@@ -26,9 +25,9 @@ class Sigmoid(Activation):
     """
 
     def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
-        output = torch.sigmoid(input)
+        output = input.sigmoid()
         return output, output
 
     def _backward(self, grad_output: Tensor, output: Tensor) -> Tensor:
         grad_times_y = grad_output * output
-        return torch.addcmul(grad_times_y, grad_times_y, output, value=-1)
+        return grad_times_y.addcmul(grad_times_y, output, value=-1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from minidl.nn.activation import Activation
@@ -26,8 +25,8 @@ class Tanh(Activation):
     """
 
     def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
-        output = torch.tanh(input)
+        output = input.tanh()
         return output, output
 
     def _backward(self, grad_output: Tensor, output: Tensor) -> Tensor:
-        return torch.addcmul(grad_output, grad_output, output * output, value=-1)
+        return grad_output.addcmul(grad_output, output * output, value=-1)

@@ -59,6 +59,9 @@ class Optimizer:
             for state_name in self.state_names
         }
         self._layout_key: tuple[Tensor, ...] = ()
+        # Parameter.replacements when the layout was last found unchanged: while it stays the
+        # same, no parameter tensor was replaced and the per-parameter comparison is skipped.
+        self._replacements_seen = -1
         self._flat: tuple[Tensor, Tensor] | None = None
         self._state_views: list[tuple[Tensor, ...]] = []
 
@@ -113,6 +116,9 @@ class Optimizer:
             offset += size
 
     def _layout_changed(self) -> bool:
+        replacements = Parameter.replacements
+        if replacements == self._replacements_seen:
+            return False
         key = self._layout_key
         params = self.params
         count = len(params)
@@ -121,14 +127,16 @@ class Optimizer:
         for index, parameter in enumerate(params):
             if parameter.data is not key[index] or parameter.grad is not key[count + index]:
                 return True
+        self._replacements_seen = replacements
         return False
 
     def step(self) -> None:
         """Update every parameter from its accumulated gradient."""
-        if self._layout_changed():
+        if Parameter.replacements != self._replacements_seen and self._layout_changed():
             self._refresh_layout()
-        if self._flat is not None:
-            self._update(self._flat[0], self._flat[1], tuple(self.state.values()))
+        flat = self._flat
+        if flat is not None:
+            self._update(flat[0], flat[1], tuple(self.state.values()))
         else:
             for parameter, state in zip(self.params, self._state_views, strict=True):
                 self._update(parameter.data, parameter.grad, state)
@@ -136,10 +144,11 @@ class Optimizer:
 
     def zero_grad(self) -> None:
         """Set the gradient of every parameter to zero."""
-        if self._layout_changed():
+        if Parameter.replacements != self._replacements_seen and self._layout_changed():
             self._refresh_layout()
-        if self._flat is not None:
-            self._flat[1].zero_()
+        flat = self._flat
+        if flat is not None:
+            flat[1].zero_()
         else:
             for parameter in self.params:
                 parameter.grad.zero_()

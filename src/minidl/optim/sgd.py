@@ -104,7 +104,7 @@ class SGD(Optimizer):
         if self.weight_decay != 0.0:
             grad = grad.add(value, alpha=self.weight_decay)
         if self.momentum == 0.0:
-            value.add_(grad, alpha=-self.lr)
+            value.add_(grad, alpha=-self._lr)
             return
         (velocity,) = state
         velocity.mul_(self.momentum).add_(grad, alpha=self.lr)
