@@ -35,6 +35,7 @@ import torch
 from minidl import nn as mnn
 from minidl import optim as moptim
 from minidl.data import BatchIterator, make_disk_data
+from minidl.interop import to_torch
 from minidl.train import fit
 
 HERE = Path(__file__).resolve().parent
@@ -50,20 +51,9 @@ def minidl_model(sizes: tuple[int, ...], seed: int) -> mnn.Sequential:
     return mnn.mlp(sizes, "tanh")
 
 
-def torch_twin(model: mnn.Sequential) -> torch.nn.Sequential:
-    """A torch.nn copy of a minidl MLP (same weights)."""
-    layers: list[torch.nn.Module] = []
-    for layer in model:
-        if isinstance(layer, mnn.Linear):
-            twin = torch.nn.Linear(layer.in_features, layer.out_features)
-            with torch.no_grad():
-                twin.weight.copy_(layer.weight.data)
-                assert layer.bias is not None
-                twin.bias.copy_(layer.bias.data)
-            layers.append(twin)
-        else:
-            layers.append(torch.nn.Tanh())
-    return torch.nn.Sequential(*layers)
+def torch_twin(model: mnn.Sequential) -> torch.nn.Module:
+    """A torch.nn copy of a minidl network (same weights)."""
+    return to_torch(model)
 
 
 # -- timing ---------------------------------------------------------------------------------------

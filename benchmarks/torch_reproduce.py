@@ -16,36 +16,24 @@ from typing import Any
 import torch
 
 from minidl.experiments.config import CHOICES, Experiment, experiments_for_tables, training_key
+from minidl.experiments.faithful import PublishedELU, PublishedSELU
 from minidl.experiments.runner import QUICK_EPOCHS
 from minidl.experiments.seeds import round_seeds
 from minidl.experiments.training import build_network, make_round_data
-from minidl.nn import ELU, SELU, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
-
-_ACTIVATION_TWINS: list[tuple[type, Any]] = [
-    (SELU, lambda m: torch.nn.SELU()),
-    (ELU, lambda m: torch.nn.ELU(alpha=m.alpha)),
-    (LeakyReLU, lambda m: torch.nn.LeakyReLU(m.negative_slope)),
-    (ReLU, lambda m: torch.nn.ReLU()),
-    (Sigmoid, lambda m: torch.nn.Sigmoid()),
-    (Tanh, lambda m: torch.nn.Tanh()),
-]
+from minidl.interop import to_torch
 
 
 def _twin(model: Any) -> torch.nn.Sequential:
+    """``minidl.interop.to_torch`` of the row's network; the activations of the published code's
+    faults, which torch does not have, become their standard counterparts (same cost)."""
     layers: list[torch.nn.Module] = []
     for layer in model:
-        if isinstance(layer, Linear):
-            twin = torch.nn.Linear(layer.in_features, layer.out_features)
-            with torch.no_grad():
-                twin.weight.copy_(layer.weight.data)
-                assert layer.bias is not None
-                twin.bias.copy_(layer.bias.data)
-            layers.append(twin)
-            continue
-        for kind, make in _ACTIVATION_TWINS:
-            if isinstance(layer, kind):
-                layers.append(make(layer))
-                break
+        if isinstance(layer, PublishedSELU):
+            layers.append(torch.nn.SELU())
+        elif isinstance(layer, PublishedELU):
+            layers.append(torch.nn.ELU(alpha=layer.alpha))
+        else:
+            layers.append(to_torch(layer))
     return torch.nn.Sequential(*layers)
 
 
