@@ -97,7 +97,7 @@ class Choices:
         default=True,
         metadata={
             "doc": "ADADELTA: section IV.C says the optimizers were tested 'with ... a learning "
-            "rate of 1e-2', so 1e-2 is passed to ADADELTA, which (as torch.optim.Adadelta) "
+            "rate of 1e-2', so 1e-2 is passed to ADADELTA, which (as PyTorch's Adadelta) "
             "multiplies its update by it. Zeiler's method has no learning rate (lr = 1); that "
             "reading is a variant row of Tables II and III."
         },

@@ -24,7 +24,7 @@ class Dropout(Module):
     (backward reuses the mask of the last forward). In evaluation mode (``eval()``) it is the
     identity. The mask is drawn with ``Tensor.bernoulli_`` from ``generator`` or, without one,
     from torch's global generator, so ``torch.manual_seed(s)`` before a forward gives the mask of
-    ``torch.nn.functional.dropout`` after the same seed.
+    PyTorch's ``dropout`` after the same seed.
 
     Args:
         p: the probability of zeroing an element, in ``[0, 1)`` (default 0.5).

@@ -25,7 +25,7 @@ class Adadelta(Optimizer):
         E[\Delta x^2]_t = \rho E[\Delta x^2]_{t-1} + (1 - \rho) \Delta x_t^2 \\
         x_{t+1} = x_t + \mathrm{lr} \cdot \Delta x_t
 
-    Zeiler's method has no learning rate (``lr = 1``); like ``torch.optim.Adadelta``, ``lr``
+    Zeiler's method has no learning rate (``lr = 1``); like PyTorch's ``Adadelta``, ``lr``
     scales the applied update (the accumulated :math:`E[\Delta x^2]` is not scaled).
 
     Args:

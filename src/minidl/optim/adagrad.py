@@ -25,7 +25,7 @@ class Adagrad(Optimizer):
         S_t = S_{t-1} + g_t^2, \qquad
         w_t = w_{t-1} - \lambda_t \frac{g_t}{\sqrt{S_t} + \epsilon}
 
-    as ``torch.optim.Adagrad`` (:math:`\eta` = ``lr_decay``).
+    as PyTorch's ``Adagrad`` (:math:`\eta` = ``lr_decay``).
 
     Args:
         params: the parameters to optimise, usually ``model.parameters()``.

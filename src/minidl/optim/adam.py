@@ -36,7 +36,7 @@ class Adam(Optimizer):
         w_t = w_{t-1} - \frac{\lambda}{1 - \beta_1^t}\,
               \frac{m_t}{\sqrt{v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
 
-    as ``torch.optim.Adam`` computes it (:math:`\epsilon` added after the bias correction of
+    as PyTorch's ``Adam`` computes it (:math:`\epsilon` added after the bias correction of
     :math:`\sqrt{v}`). The step count :math:`t` is ``step_count + 1`` during an update.
 
     Args:

@@ -11,7 +11,7 @@ __all__ = ["AdamW"]
 
 
 class AdamW(Adam):
-    r"""Adam with decoupled weight decay, as ``torch.optim.AdamW``.
+    r"""Adam with decoupled weight decay, as PyTorch's ``AdamW``.
 
     The decay shrinks the weights directly instead of entering the gradient (and so the moving
     averages): at step :math:`t`,

@@ -21,7 +21,7 @@ class CosineAnnealing(LRScheduler):
 
     with :math:`\lambda_0` the optimizer's learning rate when the scheduler is built. Past
     :math:`T_{max}` the cosine goes on (back up to :math:`\lambda_0` at :math:`2T_{max}`), like
-    ``torch.optim.lr_scheduler.CosineAnnealingLR``; that class computes the same values
+    PyTorch's ``lr_scheduler.CosineAnnealingLR``; that class computes the same values
     recursively (they agree to rounding).
 
     Args:

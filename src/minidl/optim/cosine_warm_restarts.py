@@ -22,7 +22,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
     .. math::
         \lambda_t = \eta_{min} + \tfrac12(\lambda_0 - \eta_{min})\left(1 + \cos\frac{\pi T_{cur}}{T_i}\right)
 
-    The same sequence as ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts`` stepped
+    The same sequence as PyTorch's ``lr_scheduler.CosineAnnealingWarmRestarts`` stepped
     without an epoch argument.
 
     Args:

@@ -22,7 +22,7 @@ class ExponentialDecay(LRScheduler):
     r"""Multiply the learning rate by :math:`\gamma` every step: :math:`\lambda_t = \lambda_0 \gamma^t`.
 
     :math:`\lambda_0` is the optimizer's learning rate when the scheduler is built. The same
-    sequence as ``torch.optim.lr_scheduler.ExponentialLR``.
+    sequence as PyTorch's ``lr_scheduler.ExponentialLR``.
 
     Args:
         optimizer: the optimizer to schedule.

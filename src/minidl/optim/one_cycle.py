@@ -28,7 +28,7 @@ class OneCycle(LRScheduler):
     where the annealing :math:`A(a, b, x)` is :math:`b + \tfrac12(a - b)(1 + \cos \pi x)`
     (``"cos"``) or :math:`a + (b - a)x` (``"linear"``). Call :meth:`step` once per batch,
     ``total_steps`` times at most. The same learning rates as
-    ``torch.optim.lr_scheduler.OneCycleLR`` (with ``cycle_momentum=False``: this schedule sets
+    PyTorch's ``lr_scheduler.OneCycleLR`` (with ``cycle_momentum=False``: this schedule sets
     the learning rate only) for steps 0 to :math:`T - 1`; at step :math:`T`, after the last
     batch, it stays at :math:`\lambda_{min}` where PyTorch extrapolates the annealing (below
     zero for ``"linear"``). Building it sets the optimizer's learning rate to

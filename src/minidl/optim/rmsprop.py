@@ -15,7 +15,7 @@ __all__ = ["RMSprop"]
 
 
 class RMSprop(Optimizer):
-    r"""RMSprop: steps divided by a moving root mean square of the gradient, as ``torch.optim.RMSprop``.
+    r"""RMSprop: steps divided by a moving root mean square of the gradient, as PyTorch's ``RMSprop``.
 
     With :math:`g_t \leftarrow g_t + \lambda_{wd} w_{t-1}` (optional L2 penalty) and
     :math:`s_0 = 0`:

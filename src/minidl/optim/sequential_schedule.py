@@ -17,7 +17,7 @@ class SequentialSchedule(LRScheduler):
 
     At step :math:`t`, with :math:`i` the number of milestones :math:`\le t` and :math:`M_{-1} = 0`,
     :math:`\lambda_t = s_i(t - M_{i-1})`, where :math:`s_i` is ``schedules[i].lr_at``: each
-    schedule starts afresh at its milestone, like ``torch.optim.lr_scheduler.SequentialLR``.
+    schedule starts afresh at its milestone, like PyTorch's ``lr_scheduler.SequentialLR``.
 
     Every schedule must be built on ``optimizer``. Building a schedule sets the optimizer's
     learning rate, so the later ones would see the earlier ones' rate as their reference: this
@@ -29,8 +29,8 @@ class SequentialSchedule(LRScheduler):
     Args:
         optimizer: the optimizer to schedule.
         schedules: the schedules, in order (at least one), all with the same ``interval``.
-        milestones: the steps where each next schedule starts, strictly increasing integers
-            >= 1, one fewer than the schedules.
+        milestones: the steps where each next schedule starts: strictly increasing integers,
+            each at least 1, one fewer than the schedules.
 
     Example:
         >>> warmup = LinearWarmup(optimizer, warmup_steps=5, start_factor=0.1)

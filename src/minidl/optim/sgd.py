@@ -20,7 +20,7 @@ class SGD(Optimizer):
     .. math::
         v_t = \mu\, v_{t-1} + \lambda\, g_t, \qquad w_t = w_{t-1} - v_t, \qquad v_0 = 0
 
-    With a constant learning rate this is exactly PyTorch's ``torch.optim.SGD`` (whose buffer is
+    With a constant learning rate this is exactly PyTorch's ``SGD`` (whose buffer is
     :math:`b_t = \mu b_{t-1} + g_t` with :math:`w_t = w_{t-1} - \lambda b_t`, so :math:`v = \lambda b`).
     When a scheduler changes :math:`\lambda`, the paper's velocity keeps the old rates' steps
     while PyTorch's rescales them. Without momentum both are :math:`w_t = w_{t-1} - \lambda g_t`.

@@ -16,7 +16,7 @@ class StepDecay(LRScheduler):
 
     with :math:`\lambda_0` the optimizer's learning rate when the scheduler is built and
     :math:`\beta` = ``step_size``. Call :meth:`step` once per epoch, after the epoch's updates
-    (as ``torch.optim.lr_scheduler.StepLR``, which gives the same sequence).
+    (as PyTorch's ``lr_scheduler.StepLR``, which gives the same sequence).
 
     Args:
         optimizer: the optimizer to schedule.
