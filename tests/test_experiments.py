@@ -15,6 +15,7 @@ import torch
 
 from minidl.cli import main
 from minidl.experiments import config
+from minidl.experiments.batched import train_row_batched
 from minidl.experiments.config import (
     ALL_EXPERIMENTS,
     FIGURE_1,
@@ -29,7 +30,7 @@ from minidl.experiments.config import (
     training_key,
 )
 from minidl.experiments.faithful import PublishedAdadelta, PublishedELU, PublishedSELU
-from minidl.experiments.runner import QUICK_EPOCHS
+from minidl.experiments.runner import QUICK_EPOCHS, run_experiments
 from minidl.experiments.seeds import derive_seed, round_seeds
 from minidl.experiments.training import build_network
 from minidl.nn import mlp
@@ -255,7 +256,8 @@ def test_published_adadelta_matches_a_transcription_of_the_fault() -> None:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("reproduce")
-    assert main(["reproduce", "--quick", "--quiet", "--out", str(out)]) == 0
+    # Two worker processes; test_quick_run_is_deterministic trains table II again in one.
+    assert main(["reproduce", "--quick", "--quiet", "--jobs", "2", "--out", str(out)]) == 0
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -277,6 +279,8 @@ def test_quick_run_writes_report_json_and_figures(quick_run: tuple[Path, dict[st
     for name in document["figures"].values():
         assert f"]({name})" in report
     assert document["rounds"] == 1 and document["wall_time_s"] > 0
+    assert document["jobs"] == 2 and "--jobs 2" in document["command"]
+    assert "in 2 processes" in report
 
 
 def test_quick_run_json_has_every_row(quick_run: tuple[Path, dict[str, Any]]) -> None:
@@ -304,8 +308,10 @@ def test_quick_run_json_has_every_row(quick_run: tuple[Path, dict[str, Any]]) ->
 
 
 def test_quick_run_is_deterministic(quick_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """The same numbers again, and in one process as in two."""
     _, first = quick_run
-    assert main(["reproduce", "--quick", "--quiet", "--tables", "2", "--out", str(tmp_path)]) == 0
+    args = ["reproduce", "--quick", "--quiet", "--tables", "2", "--jobs", "1"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
     second = json.loads((tmp_path / "results.json").read_text())
     table_ii = [r for r in first["rows"] if r["table"] == "II"]
     assert [r["label"] for r in second["rows"]] == [r["label"] for r in table_ii]
@@ -313,6 +319,52 @@ def test_quick_run_is_deterministic(quick_run: tuple[Path, dict[str, Any]], tmp_
         assert a["test_errors"] == b["test_errors"]
         assert a["validation_curves"] == b["validation_curves"]
     assert set(second["figures"]) == {"tableII"}
+
+
+def test_worker_processes_give_the_same_rows_and_progress() -> None:
+    """run_experiments with jobs=2 equals jobs=1: results, trained weights, and the progress
+    calls (each row's in order)."""
+    experiments = experiments_for_tables("2")[:3]
+    calls: dict[int, list[Any]] = {1: [], 2: []}
+    results = {
+        jobs: run_experiments(
+            experiments,
+            2,
+            0,
+            epochs=3,
+            jobs=jobs,
+            on_epoch=lambda e, i, r, jobs=jobs: calls[jobs].append((e.label, i, r)),
+        )
+        for jobs in (1, 2)
+    }
+    for a, b in zip(results[1], results[2], strict=True):
+        assert a.experiment == b.experiment
+        for x, y in zip(a.rounds, b.rounds, strict=True):
+            assert (x.test_error, x.train_error, x.validation_curve, x.train_loss) == (
+                y.test_error, y.train_error, y.validation_curve, y.train_loss
+            )  # fmt: skip
+            for p, q in zip(x.model.parameters(), y.model.parameters(), strict=True):
+                assert torch.equal(p.data, q.data)
+    for experiment in experiments:
+        per_row = [[c for c in calls[jobs] if c[0] == experiment.label] for jobs in (1, 2)]
+        assert per_row[0] == per_row[1] and len(per_row[0]) == 2 * 3
+
+
+def test_worker_errors_reach_the_caller() -> None:
+    from minidl.experiments.pool import train_rows
+
+    with pytest.raises(ValueError, match="rounds must be an integer >= 1, got 0"):
+        train_rows(experiments_for_tables("2")[:2], 0, 0, jobs=2, train=train_row_batched, epochs=1)
+    with pytest.raises(ValueError, match="train_rows: jobs must be an integer >= 1, got 0"):
+        train_rows(experiments_for_tables("2")[:2], 1, 0, jobs=0, train=train_row_batched)
+
+
+def test_reproduce_rejects_bad_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "--quick", "--jobs", "0", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "argument --jobs: expected a positive integer, got 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_reproduce_rejects_bad_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -176,6 +176,13 @@ def _add_reproduce_parser(
     parser.add_argument(
         "--quick", action="store_true", help="1 round and few epochs: a smoke test of the pipeline"
     )
+    parser.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="worker processes training rows side by side (default: the CPUs available); "
+        "the numbers are the same for any value",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     parser.set_defaults(run=_run_reproduce)
 

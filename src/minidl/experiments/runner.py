@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,14 @@ from minidl.experiments.config import Experiment, experiments_for_tables, traini
 from minidl.experiments.training import RowResult
 from minidl.train import EpochRecord
 
-__all__ = ["QUICK_EPOCHS", "RunSettings", "reproduce", "run_experiments", "run_from_cli"]
+__all__ = [
+    "QUICK_EPOCHS",
+    "RunSettings",
+    "default_jobs",
+    "reproduce",
+    "run_experiments",
+    "run_from_cli",
+]
 
 #: Epochs of every row in ``--quick`` mode (a smoke test of the pipeline, not a result).
 QUICK_EPOCHS = 5
@@ -34,6 +42,8 @@ class RunSettings:
     quick: bool
     epochs_override: int | None
     command: str
+    jobs: int = 1
+    """Worker processes that trained the rows (the numbers do not depend on it)."""
 
 
 def run_experiments(
@@ -44,6 +54,7 @@ def run_experiments(
     epochs: int | None = None,
     train: Callable[..., RowResult] = train_row_batched,
     on_epoch: Callable[[Experiment, int, EpochRecord], None] | None = None,
+    jobs: int = 1,
 ) -> list[RowResult]:
     """Train every experiment (``rounds`` rounds each) and return one result per experiment.
 
@@ -59,18 +70,42 @@ def run_experiments(
             (the rounds at once, the default) or :func:`~minidl.experiments.training.train_row`
             (one round after the other; the same numbers, slower).
         on_epoch: called with ``(experiment, round index, record)`` after every epoch.
+        jobs: worker processes (:mod:`minidl.experiments.pool`); 1 trains here, in this
+            process. The results are the same for any number.
     """
-    trained: dict[Experiment, RowResult] = {}
-    results = []
+    distinct: dict[Experiment, Experiment] = {}
     for experiment in experiments:
-        key = training_key(experiment)
-        if key not in trained:
+        distinct.setdefault(training_key(experiment), experiment)
+    rows = list(distinct.values())
+    if jobs > 1 and len(rows) > 1:
+        from minidl.experiments.pool import train_rows
+
+        trained = dict(
+            zip(
+                distinct,
+                train_rows(
+                    rows,
+                    rounds,
+                    base_seed,
+                    jobs=jobs,
+                    train=train,
+                    epochs=epochs,
+                    on_epoch=on_epoch,
+                ),
+                strict=True,
+            )
+        )
+    else:
+        trained = {}
+        for key, experiment in distinct.items():
             callback = None
             if on_epoch is not None:
                 callback = _bind_experiment(on_epoch, experiment)
             trained[key] = train(experiment, rounds, base_seed, epochs=epochs, on_epoch=callback)
-        results.append(dataclasses.replace(trained[key], experiment=experiment))
-    return results
+    return [
+        dataclasses.replace(trained[training_key(experiment)], experiment=experiment)
+        for experiment in experiments
+    ]
 
 
 def _bind_experiment(
@@ -118,7 +153,7 @@ def reproduce(
 
         def on_epoch(experiment: Experiment, index: int, record: EpochRecord) -> None:
             assert bar is not None
-            if record.epoch == 0 and index == 0:
+            if record.epoch == 0 and index == 0 and settings.jobs == 1:
                 # The rounds of a row train at once (batched rounds).
                 rounds = "round 1" if settings.rounds == 1 else f"rounds 1-{settings.rounds}"
                 bar.set_description(
@@ -126,6 +161,9 @@ def reproduce(
                     refresh=False,
                 )
             bar.update(1)
+
+        if settings.jobs > 1:
+            bar.set_description(f"{settings.jobs} processes", refresh=False)
 
     # The networks are tiny: intra-op threads only add synchronisation, which costs ~10x when
     # other processes share the cores. One thread for the run, restored afterwards.
@@ -138,6 +176,7 @@ def reproduce(
             settings.base_seed,
             epochs=settings.epochs_override,
             on_epoch=on_epoch,
+            jobs=settings.jobs,
         )
     finally:
         torch.set_num_threads(threads)
@@ -155,10 +194,19 @@ def reproduce(
     return document
 
 
+def default_jobs() -> int:
+    """The CPUs this process may run on (``--jobs``'s default)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return max(os.cpu_count() or 1, 1)
+
+
 def run_from_cli(args: argparse.Namespace) -> int:
     """Entry point of ``minidl reproduce``."""
     rounds = 1 if args.quick else args.rounds
     epochs = QUICK_EPOCHS if args.quick else None
+    jobs = default_jobs() if args.jobs is None else args.jobs
     experiments_for_tables(args.tables)  # checks --tables before anything runs
     command = "minidl reproduce " + " ".join(
         part
@@ -167,6 +215,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
             f"--tables {args.tables}",
             f"--seed {args.seed}",
             "--quick" if args.quick else "",
+            f"--jobs {jobs}",
         )
         if part
     )
@@ -177,6 +226,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
         quick=bool(args.quick),
         epochs_override=epochs,
         command=command,
+        jobs=jobs,
     )
     reproduce(settings, Path(args.out), progress=not args.quiet, summary=not args.quiet)
     return 0
