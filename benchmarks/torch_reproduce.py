@@ -10,7 +10,9 @@ configuration, which costs the same.
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import torch
@@ -95,21 +97,41 @@ def _train_round(experiment: Experiment, round_index: int, epochs: int, base_see
     return 100.0 * float(wrong) / data.test.y.shape[0]
 
 
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
 def run_torch_reproduce(
-    quick: bool = False, rounds: int = 5, base_seed: int = 0
+    quick: bool = False, rounds: int = 5, base_seed: int = 0, jobs: int = 1
 ) -> list[dict[str, Any]]:
-    """Train every row of ``minidl reproduce`` with PyTorch eager; return each row's errors."""
+    """Train every row of ``minidl reproduce`` with PyTorch eager; return each row's errors.
+
+    With ``jobs`` > 1 the rounds are trained in that many worker processes (one thread each),
+    as ``minidl reproduce --jobs`` does with its rows.
+    """
     rounds = 1 if quick else rounds
-    trained: dict[Experiment, list[float]] = {}
+    experiments = experiments_for_tables("1,2,3")
+    distinct: dict[Experiment, Experiment] = {}
+    for experiment in experiments:
+        distinct.setdefault(training_key(experiment), experiment)
+    tasks = [
+        (experiment, index, QUICK_EPOCHS if quick else experiment.epochs, base_seed)
+        for experiment in distinct.values()
+        for index in range(rounds)
+    ]
+    if jobs > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread) as pool:
+            errors_of_tasks = list(pool.map(_train_round, *zip(*tasks, strict=True)))
+    else:
+        errors_of_tasks = [_train_round(*task) for task in tasks]
+    trained = {
+        key: errors_of_tasks[position * rounds : (position + 1) * rounds]
+        for position, key in enumerate(distinct)
+    }
     rows = []
-    for experiment in experiments_for_tables("1,2,3"):
-        key = training_key(experiment)
-        if key not in trained:
-            epochs = QUICK_EPOCHS if quick else experiment.epochs
-            trained[key] = [
-                _train_round(experiment, index, epochs, base_seed) for index in range(rounds)
-            ]
-        errors = trained[key]
+    for experiment in experiments:
+        errors = trained[training_key(experiment)]
         rows.append(
             {
                 "table": experiment.table,

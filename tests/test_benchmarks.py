@@ -62,3 +62,5 @@ def test_torch_reproduce_twin_trains_every_row_in_quick_mode(
 
     assert [row["label"] for row in rows] == [e.label for e in experiments_for_tables("1,2,3")]
     assert all(0.0 <= row["mean"] <= 100.0 for row in rows)
+    # In worker processes, the same numbers.
+    assert torch_reproduce.run_torch_reproduce(quick=True, jobs=2) == rows
