@@ -432,3 +432,41 @@ def test_saturating_activations_are_finite_at_extremes(
     rtol = 1e-6 if dtype == torch.float32 else 1e-12
     assert_close(output, expected.to(dtype), rtol)
     assert_close(grad, x64.grad.to(dtype), rtol)
+
+
+PIECEWISE = ["relu", "leakyrelu-0", "leakyrelu-0.01", "leakyrelu-2", "elu-0.1", "elu-1", "selu"]
+
+
+@pytest.mark.parametrize("name", PIECEWISE)
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_piecewise_activations_are_exact_on_each_side_and_at_the_kink(
+    name: str, dtype: torch.dtype
+) -> None:
+    """Built from float operations (no boolean masks), the piecewise activations still give
+    torch's outputs bit for bit where torch's formula is one rounding (x > 0, the kink, +-inf),
+    a derivative of exactly 1 (or SELU's scale) for x > 0, and NaN for NaN."""
+    activation = ACTIVATION_FACTORIES[name]()
+    x = torch.tensor(
+        [[-math.inf, -1e30, -3.0, -1e-30, -0.0, 0.0, 1e-30, 0.7, 3.0, 1e30, math.inf]], dtype=dtype
+    )
+    output = activation(x)
+    grad = activation.backward(torch.ones_like(x))
+    twin = torch_twin(activation)
+    x_torch = x.clone().requires_grad_(True)
+    expected = twin(x_torch)
+    expected.sum().backward()
+    assert x_torch.grad is not None
+    positive = x > 0
+    assert torch.equal(output[positive], expected.detach()[positive])
+    scale = nn.selu.SELU_SCALE if name == "selu" else 1.0
+    assert bool((grad[positive] == scale).all())
+    rtol = 1e-6 if dtype == torch.float32 else 1e-15
+    torch.testing.assert_close(output, expected.detach(), rtol=rtol, atol=0, equal_nan=True)
+    # ELU's derivative y + alpha (from the cached output) loses a few bits to cancellation
+    # where torch's alpha * exp(x) does not: at x = -3, about 20 ulp.
+    torch.testing.assert_close(grad, x_torch.grad, rtol=1e3 * rtol, atol=0)
+    if name.startswith("leakyrelu"):  # the cached slope is exactly 1 or the negative slope
+        slope = torch.tensor(activation.negative_slope, dtype=dtype).item()
+        assert set(grad[~positive].tolist()) == {slope}
+    nan = activation(torch.tensor([[math.nan]], dtype=dtype))
+    assert bool(nan.isnan().all())

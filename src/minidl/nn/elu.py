@@ -16,9 +16,9 @@ class ELU(Activation):
     r"""Exponential linear unit :math:`y = x` for :math:`x > 0`, :math:`y = \alpha(e^x - 1)` otherwise.
 
     Backward: :math:`\partial L/\partial x = g` for :math:`x > 0` and
-    :math:`g\,(y + \alpha)` otherwise (since :math:`\alpha e^x = y + \alpha`), so only the output
-    and the sign of the input are cached. ``expm1`` keeps small negative inputs accurate; at
-    :math:`x = +1000` its overflow is discarded by the selection, so the output stays finite.
+    :math:`g\,(y + \alpha)` otherwise (since :math:`\alpha e^x = y + \alpha`); the forward pass
+    caches this derivative. ``expm1`` keeps small negative inputs accurate, and it only sees
+    :math:`\min(x, 0)`, so :math:`x = +1000` does not overflow.
 
     Args:
         alpha: the saturation value :math:`\alpha` for negative inputs (default 1.0), finite, > 0.
@@ -46,13 +46,18 @@ class ELU(Activation):
         self._scale = 1.0
 
     def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
-        # Derivative with respect to the input, cached for backward:
-        # scale for x > 0, scale * alpha * e^x = output + scale * alpha otherwise.
+        # With p = [x > 0] = sign(max(x, 0)) and n = scale * alpha * expm1(min(x, 0)):
+        #   y = n + scale * max(x, 0)                      (one of the two terms is exactly 0)
+        #   dy/dx = (n + scale * alpha) * (1 - p) + scale * p   (cached for backward)
+        # Float operations only: boolean masks (where, masked_fill) cost several times more
+        # per element on a CPU. expm1 only sees min(x, 0), so nothing overflows.
         scaled_alpha = self._scale * self.alpha
-        negative = torch.expm1(input).mul_(scaled_alpha)
-        output = torch.where(input > 0, input * self._scale, negative)
-        derivative = torch.where(input > 0, self._scale, negative.add_(scaled_alpha))
-        return output, derivative
+        positive = input.clamp_min(0)
+        negative = input.clamp_max(0).expm1_().mul_(scaled_alpha)
+        output = torch.add(negative, positive, alpha=self._scale)
+        indicator = positive.sign_()
+        derivative = negative.add_(scaled_alpha).mul_(torch.rsub(indicator, 1))
+        return output, derivative.add_(indicator, alpha=self._scale)
 
     def _backward(self, grad_output: Tensor, derivative: Tensor) -> Tensor:
         return grad_output * derivative

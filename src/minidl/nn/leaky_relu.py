@@ -15,8 +15,11 @@ __all__ = ["LeakyReLU"]
 class LeakyReLU(Activation):
     r"""Leaky ReLU :math:`y = x` for :math:`x > 0`, :math:`y = a x` otherwise.
 
-    The forward pass caches the local slope :math:`s = [x > 0] + a [x \le 0]`, so that
-    :math:`y = s x` and backward is one product :math:`\partial L/\partial x = g\,s`.
+    The forward pass caches the local slope :math:`s = p + a (1 - p)` with the indicator
+    :math:`p = [x > 0] = \operatorname{sign}(\max(x, 0))`, so that :math:`y = s x` and backward
+    is one product :math:`\partial L/\partial x = g\,s`. The slope is exactly 1 or :math:`a`
+    (one of the two terms is exactly 0), and it is built from float operations only: on a CPU,
+    boolean masks (``masked_fill``, ``where``) cost several times more per element.
 
     Args:
         negative_slope: the slope :math:`a` for negative inputs (default 0.01), finite and >= 0.
@@ -43,7 +46,8 @@ class LeakyReLU(Activation):
         self.negative_slope = float(negative_slope)
 
     def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
-        slope = torch.full_like(input, self.negative_slope).masked_fill_(input > 0, 1.0)
+        positive = input.clamp_min(0).sign_()
+        slope = torch.add(positive, torch.rsub(positive, 1), alpha=self.negative_slope)
         return input * slope, slope
 
     def _backward(self, grad_output: Tensor, slope: Tensor) -> Tensor:
