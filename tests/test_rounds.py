@@ -14,7 +14,7 @@ from minidl.nn.parameter import Parameter
 from minidl.optim import SGD, Adadelta, CyclicLR, StepDecay
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
-from minidl.rounds import fit_rounds
+from minidl.rounds import PerModel, fit_rounds
 from minidl.train import fit
 
 ROUNDS = 3
@@ -90,6 +90,118 @@ def test_fit_rounds_equals_one_by_one(
         assert history.lr == reference_history.lr
         assert history.batch_lr == reference_history.batch_lr
         assert history.train_loss == pytest.approx(reference_history.train_loss, rel=1e-12)
+
+
+def _one_by_one_and_batched(
+    make_optimizer: Callable[[int, list[Parameter]], Optimizer],
+    make_scheduler: Callable[[Optimizer], LRScheduler | None],
+    activation: str = "tanh",
+) -> None:
+    """Train ROUNDS models one by one with fit and at once with fit_rounds(PerModel(...));
+    assert the same parameters (1e-12), validation errors, learning rates and losses."""
+    datasets = [make_disk_data(120, 50, 10, seed=200 + r, dtype=DTYPE) for r in range(ROUNDS)]
+    models = []
+    for r in range(ROUNDS):
+        torch.manual_seed(10 + r)
+        models.append(nn.mlp((2, 6, 4, 2), activation, dtype=DTYPE))
+    alone = [copy.deepcopy(m) for m in models]
+    expected = []
+    for r, model in enumerate(alone):
+        optimizer = make_optimizer(r, model.parameters())
+        expected.append(
+            fit(
+                model,
+                nn.CrossEntropyLoss(),
+                optimizer,
+                datasets[r].train.x,
+                datasets[r].train.y,
+                epochs=5,
+                batch_size=30,
+                scheduler=make_scheduler(optimizer),
+                validation=(datasets[r].validation.x, datasets[r].validation.y),
+                generator=torch.Generator().manual_seed(3 + r),
+            )
+        )
+    histories = fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        PerModel(make_optimizer),
+        [(d.train.x, d.train.y) for d in datasets],
+        epochs=5,
+        batch_size=30,
+        generators=[torch.Generator().manual_seed(3 + r) for r in range(ROUNDS)],
+        make_scheduler=make_scheduler,
+        validation_sets=[(d.validation.x, d.validation.y) for d in datasets],
+    )
+    for model, reference, history, reference_history in zip(
+        models, alone, histories, expected, strict=True
+    ):
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+            scale = q.data.abs().max().clamp_min(1.0)
+            assert float((p.data - q.data).abs().max() / scale) <= 1e-12
+        assert history.validation_error == reference_history.validation_error
+        assert history.lr == reference_history.lr
+        assert history.batch_lr == reference_history.batch_lr
+        assert history.train_loss == pytest.approx(reference_history.train_loss, rel=1e-12)
+    # The models really trained differently (the sweep is not three copies of one run).
+    assert len({tuple(h.lr) for h in histories}) == ROUNDS
+
+
+def test_per_model_learning_rates_momenta_and_schedules_equal_one_by_one() -> None:
+    rates, momenta = [0.3, 0.1, 0.02], [0.0, 0.5, 0.9]
+    _one_by_one_and_batched(
+        lambda r, p: SGD(p, lr=rates[r], momentum=momenta[r]),
+        lambda o: StepDecay(o, step_size=2, gamma=0.5),
+    )
+
+
+def test_per_model_optimizers_of_different_kinds_and_schedules() -> None:
+    """Model 0: SGD with a per-batch cyclic schedule; 1: ADADELTA, no schedule; 2: SGD, step
+    decay per epoch. Only model 0 records per-batch learning rates."""
+
+    def make_optimizer(r: int, p: list[Parameter]) -> Optimizer:
+        return Adadelta(p, lr=1.0) if r == 1 else SGD(p, lr=0.05 * (r + 1), momentum=0.5)
+
+    def make_scheduler(o: Optimizer) -> LRScheduler | None:
+        if isinstance(o, Adadelta):
+            return None
+        if o.lr < 0.1:
+            return CyclicLR(o, 0.01, 0.1, 3)
+        return StepDecay(o, step_size=1, gamma=0.7)
+
+    _one_by_one_and_batched(make_optimizer, make_scheduler, activation="elu")
+
+
+def test_per_model_factory_must_return_optimizers() -> None:
+    data = make_disk_data(20, 5, 5, seed=0)
+    models = [nn.mlp((2, 3, 2), "tanh") for _ in range(2)]
+    with pytest.raises(TypeError, match="returned list for model 0, expected a minidl Optimizer"):
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            PerModel(lambda r, p: p),  # type: ignore[arg-type, return-value]
+            [(data.train.x, data.train.y)] * 2,
+            epochs=1,
+            generators=[torch.Generator(), torch.Generator()],
+        )
+
+
+def test_model_parameters_are_views_of_the_stack() -> None:
+    torch.manual_seed(4)
+    stacked = nn.stack_models([nn.mlp((2, 3, 2), "tanh", dtype=DTYPE) for _ in range(3)])
+    layers = [layer for layer in stacked if isinstance(layer, nn.BatchedLinear)]
+    parameters = nn.model_parameters(stacked, 1)
+    assert [p.name for p in parameters] == ["[0].weight", "[0].bias", "[2].weight", "[2].bias"]
+    first = layers[0]
+    assert first.bias is not None
+    for p, stacked_parameter in zip(parameters[:2], (first.weight, first.bias), strict=True):
+        p.data.add_(1.0)
+        p.grad.add_(2.0)
+        assert torch.equal(stacked_parameter.data[1], p.data)
+        assert torch.equal(stacked_parameter.grad[1], p.grad)
+        assert bool((stacked_parameter.grad[0] == 0).all())  # the other models are untouched
+    with pytest.raises(IndexError, match="model_parameters: index 3 is out of range for 3 models"):
+        nn.model_parameters(stacked, 3)
 
 
 def test_stack_and_unstack_round_trip() -> None:

@@ -12,20 +12,43 @@ products may sum in a different order), for a fraction of the time on small netw
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from minidl.nn.batched_linear import BatchedLinear
+from minidl.nn.flat import flat_buffer
 from minidl.nn.linear import Linear
 from minidl.nn.loss import Loss
+from minidl.nn.parameter import Parameter
 from minidl.nn.sequential import Sequential
-from minidl.nn.stack import stack_models
+from minidl.nn.stack import model_parameters, stack_models
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 from minidl.train import EpochRecord, History
 
-__all__ = ["fit_rounds", "stacked_error_rates"]
+__all__ = ["PerModel", "fit_rounds", "stacked_error_rates"]
+
+
+@dataclass(frozen=True)
+class PerModel:
+    """An optimizer per model, for :func:`fit_rounds`: ``factory(r, parameters)`` builds the
+    optimizer of model ``r`` on its parameters (views into the stack, see
+    :func:`minidl.nn.model_parameters`).
+
+    Each model then has its own learning rate, hyper-parameters and schedule, e.g. a learning
+    rate sweep trained at once::
+
+        rates = [0.3, 0.1, 0.03, 0.01]
+        fit_rounds(models, criterion, PerModel(lambda r, p: SGD(p, lr=rates[r])), ...)
+
+    One optimizer over the whole stack (a plain factory) updates all the models in one operation;
+    R optimizers cost R operations per step, plus one per parameter tensor when a model's
+    parameters are not contiguous (they are not, in a stack).
+    """
+
+    factory: Callable[[int, list[Parameter]], Optimizer]
 
 
 def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
@@ -47,7 +70,7 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
 def fit_rounds(
     models: Sequence[Sequential],
     criterion: Loss,
-    make_optimizer: Callable[[Sequential], Optimizer],
+    make_optimizer: Callable[[Sequential], Optimizer] | PerModel,
     train_sets: Sequence[tuple[Tensor, Tensor]],
     *,
     epochs: int,
@@ -65,13 +88,15 @@ def fit_rounds(
     :class:`~minidl.data.BatchIterator` does), so each model sees its own data in its own order.
     The optimizer and the optional scheduler are built on the stack by the two factories; as all
     of minidl's optimizers are element-wise, this is one optimizer per model with the same
-    hyper-parameters and schedule.
+    hyper-parameters and schedule. Wrapped in :class:`PerModel`, the optimizer factory is called
+    once per model instead, and the scheduler factory once per optimizer, so that each model
+    has its own learning rate, hyper-parameters and schedule.
 
     Args:
         models: R :class:`Sequential` networks of the same architecture (Linear and activations).
         criterion: the loss; it receives ``(R, B, C)`` predictions and returns R losses.
         make_optimizer: builds the optimizer on the stacked network, e.g.
-            ``lambda stack: SGD(stack.parameters(), lr=0.01)``.
+            ``lambda stack: SGD(stack.parameters(), lr=0.01)``; or a :class:`PerModel`.
         train_sets: R pairs ``(x, y)`` with the same number of samples.
         epochs: epochs to train.
         batch_size: samples per batch.
@@ -106,9 +131,31 @@ def fit_rounds(
         )
 
     stacked = stack_models(models)
-    optimizer = make_optimizer(stacked)
-    scheduler = make_scheduler(optimizer) if make_scheduler is not None else None
-    per_batch = scheduler is not None and scheduler.interval == "batch"
+    if isinstance(make_optimizer, PerModel):
+        optimizers = [
+            make_optimizer.factory(index, model_parameters(stacked, index))
+            for index in range(rounds)
+        ]
+        for index, optimizer in enumerate(optimizers):
+            if not isinstance(optimizer, Optimizer):
+                raise TypeError(
+                    f"fit_rounds: the PerModel factory returned {type(optimizer).__name__} for "
+                    f"model {index}, expected a minidl Optimizer"
+                )
+        # The stack's gradients are one flat buffer: zero them in one operation.
+        flat_grads = flat_buffer([parameter.grad for parameter in stacked.parameters()])
+        zero_grad = flat_grads.zero_ if flat_grads is not None else stacked.zero_grad
+    else:
+        optimizers = [make_optimizer(stacked)]
+        zero_grad = optimizers[0].zero_grad
+    schedulers = [
+        make_scheduler(optimizer) if make_scheduler is not None else None
+        for optimizer in optimizers
+    ]
+    # The optimizer (and schedule) of each model: one shared, or its own.
+    of_model = (lambda index: index) if len(optimizers) > 1 else (lambda index: 0)
+    per_batch = [s for s in schedulers if s is not None and s.interval == "batch"]
+    per_epoch = [s for s in schedulers if s is not None and s.interval != "batch"]
     x_all = torch.stack([x for x, _ in train_sets])
     y_all = torch.stack([y for _, y in train_sets])
     samples = x_all.shape[1]
@@ -122,7 +169,7 @@ def fit_rounds(
     stacked.train()
     with torch.inference_mode():
         for epoch in range(epochs):
-            epoch_lr = optimizer.lr
+            epoch_lrs = [optimizers[of_model(index)].lr for index in range(rounds)]
             order = torch.cat(
                 [torch.randperm(samples, generator=generator) for generator in generators]
             ).to(x_all.device)
@@ -137,17 +184,19 @@ def fit_rounds(
                 strict=True,
             ):
                 if per_batch:
-                    for history in histories:
-                        history.batch_lr.append(optimizer.lr)
-                optimizer.zero_grad()
+                    for index, history in enumerate(histories):
+                        scheduler = schedulers[of_model(index)]
+                        if scheduler is not None and scheduler.interval == "batch":
+                            history.batch_lr.append(optimizers[of_model(index)].lr)
+                zero_grad()
                 loss = criterion(stacked(x_batch), y_batch)
                 stacked.backward(criterion.backward())
-                optimizer.step()
+                for optimizer in optimizers:
+                    optimizer.step()
                 total_loss.add_(loss)
-                if per_batch:
-                    assert scheduler is not None
+                for scheduler in per_batch:
                     scheduler.step()
-            if scheduler is not None and not per_batch:
+            for scheduler in per_epoch:
                 scheduler.step()
             errors = (
                 stacked_error_rates(stacked, x_val, y_val)
@@ -161,7 +210,9 @@ def fit_rounds(
                     lr=epoch_lr,
                     validation_error=error,
                 )
-                for loss_sum, error in zip(total_loss.tolist(), errors, strict=True)
+                for loss_sum, error, epoch_lr in zip(
+                    total_loss.tolist(), errors, epoch_lrs, strict=True
+                )
             ]
             for history, record in zip(histories, records, strict=True):
                 history.append(record)

@@ -25,7 +25,7 @@ from minidl.nn.selu import SELU
 from minidl.nn.sequential import Sequential
 from minidl.nn.sigmoid import Sigmoid
 from minidl.nn.softmax import Softmax
-from minidl.nn.stack import stack_models, unstack_model
+from minidl.nn.stack import model_parameters, stack_models, unstack_model
 from minidl.nn.tanh import Tanh
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "Tanh",
     "activation",
     "mlp",
+    "model_parameters",
     "stack_models",
     "unstack_model",
 ]

@@ -9,9 +9,10 @@ from minidl.nn.activation import Activation
 from minidl.nn.batched_linear import BatchedLinear
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
+from minidl.nn.parameter import Parameter
 from minidl.nn.sequential import Sequential
 
-__all__ = ["stack_models", "unstack_model"]
+__all__ = ["model_parameters", "stack_models", "unstack_model"]
 
 
 def stack_models(models: Sequence[Sequential]) -> Sequential:
@@ -68,6 +69,35 @@ def stack_models(models: Sequence[Sequential]) -> Sequential:
                 "Linear layers and element-wise activations can be stacked"
             )
     return Sequential(*layers)
+
+
+def model_parameters(stacked: Sequential, index: int) -> list[Parameter]:
+    """The parameters of model ``index`` of a network made by :func:`stack_models`, in place.
+
+    Each returned :class:`Parameter` has ``data`` and ``grad`` that are views of the stack's
+    (``layer.weight.data[index]``, ...), so an optimizer built on them updates that model alone,
+    inside the stack: R such optimizers give the R models their own learning rates,
+    hyper-parameters and schedules. They stay valid while the stack's tensors are not replaced
+    (``stacked.to(...)`` replaces them).
+
+    Raises:
+        IndexError: ``index`` is not in ``[0, R)``.
+    """
+    parameters = []
+    for position, layer in enumerate(stacked):
+        if not isinstance(layer, BatchedLinear):
+            continue
+        if not 0 <= index < layer.models:
+            raise IndexError(
+                f"model_parameters: index {index} is out of range for {layer.models} models"
+            )
+        for name, stacked_parameter in (("weight", layer.weight), ("bias", layer.bias)):
+            if stacked_parameter is None:
+                continue
+            parameter = Parameter(stacked_parameter.data[index], name=f"[{position}].{name}")
+            parameter.grad = stacked_parameter.grad[index]
+            parameters.append(parameter)
+    return parameters
 
 
 def unstack_model(stacked: Sequential, index: int) -> Sequential:
