@@ -73,6 +73,7 @@ API_OBJECTS = {
     "optim": ["minidl.optim.SGD", "minidl.optim.Adadelta", "minidl.optim.Optimizer"],
     "data": ["minidl.data.make_disk_data", "minidl.data.BatchIterator"],
     "train": ["minidl.train.fit", "minidl.train.error_rate"],
+    "rounds": ["minidl.rounds.fit_rounds", "minidl.rounds.PerModel"],
     "gradcheck": ["minidl.gradcheck.gradcheck"],
     "checkpoint": ["minidl.checkpoint"],
     "interop": ["minidl.interop.to_torch", "minidl.interop.from_torch"],

@@ -470,3 +470,19 @@ def test_piecewise_activations_are_exact_on_each_side_and_at_the_kink(
         assert set(grad[~positive].tolist()) == {slope}
     nan = activation(torch.tensor([[math.nan]], dtype=dtype))
     assert bool(nan.isnan().all())
+
+
+@pytest.mark.parametrize("name", list(ACTIVATION_FACTORIES))
+def test_activation_backward_promotes_a_gradient_of_another_dtype(name: str) -> None:
+    """A float64 gradient through a float32 activation gives float64, as torch's promotion
+    would (the in-place fast paths must not truncate it)."""
+    activation = ACTIVATION_FACTORIES[name]()
+    x = 3 * torch.randn(4, 5)
+    activation(x)
+    upstream = torch.randn(4, 5, dtype=F64)
+    grad = activation.backward(upstream)
+    assert grad.dtype == F64
+    x_torch = x.double().requires_grad_(True)
+    torch_twin(activation)(x_torch).backward(upstream)
+    assert x_torch.grad is not None
+    torch.testing.assert_close(grad, x_torch.grad, rtol=1e-6, atol=1e-6)

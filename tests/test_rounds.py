@@ -96,18 +96,20 @@ def _one_by_one_and_batched(
     make_optimizer: Callable[[int, list[Parameter]], Optimizer],
     make_scheduler: Callable[[Optimizer], LRScheduler | None],
     activation: str = "tanh",
+    group: int = 1,
+    rounds: int = ROUNDS,
 ) -> None:
-    """Train ROUNDS models one by one with fit and at once with fit_rounds(PerModel(...));
+    """Train ``rounds`` models one by one with fit and at once with fit_rounds(PerModel(...));
     assert the same parameters (1e-12), validation errors, learning rates and losses."""
-    datasets = [make_disk_data(120, 50, 10, seed=200 + r, dtype=DTYPE) for r in range(ROUNDS)]
+    datasets = [make_disk_data(120, 50, 10, seed=200 + r, dtype=DTYPE) for r in range(rounds)]
     models = []
-    for r in range(ROUNDS):
+    for r in range(rounds):
         torch.manual_seed(10 + r)
         models.append(nn.mlp((2, 6, 4, 2), activation, dtype=DTYPE))
     alone = [copy.deepcopy(m) for m in models]
     expected = []
     for r, model in enumerate(alone):
-        optimizer = make_optimizer(r, model.parameters())
+        optimizer = make_optimizer(r // group, model.parameters())
         expected.append(
             fit(
                 model,
@@ -125,11 +127,11 @@ def _one_by_one_and_batched(
     histories = fit_rounds(
         models,
         nn.CrossEntropyLoss(),
-        PerModel(make_optimizer),
+        PerModel(make_optimizer, group=group),
         [(d.train.x, d.train.y) for d in datasets],
         epochs=5,
         batch_size=30,
-        generators=[torch.Generator().manual_seed(3 + r) for r in range(ROUNDS)],
+        generators=[torch.Generator().manual_seed(3 + r) for r in range(rounds)],
         make_scheduler=make_scheduler,
         validation_sets=[(d.validation.x, d.validation.y) for d in datasets],
     )
@@ -143,8 +145,8 @@ def _one_by_one_and_batched(
         assert history.lr == reference_history.lr
         assert history.batch_lr == reference_history.batch_lr
         assert history.train_loss == pytest.approx(reference_history.train_loss, rel=1e-12)
-    # The models really trained differently (the sweep is not three copies of one run).
-    assert len({tuple(h.lr) for h in histories}) == ROUNDS
+    # The groups really trained differently (the sweep is not copies of one run).
+    assert len({tuple(h.lr) for h in histories}) == rounds // group
 
 
 def test_per_model_learning_rates_momenta_and_schedules_equal_one_by_one() -> None:
@@ -175,7 +177,9 @@ def test_per_model_optimizers_of_different_kinds_and_schedules() -> None:
 def test_per_model_factory_must_return_optimizers() -> None:
     data = make_disk_data(20, 5, 5, seed=0)
     models = [nn.mlp((2, 3, 2), "tanh") for _ in range(2)]
-    with pytest.raises(TypeError, match="returned list for model 0, expected a minidl Optimizer"):
+    with pytest.raises(
+        TypeError, match="returned list for optimizer 0, expected a minidl Optimizer"
+    ):
         fit_rounds(
             models,
             nn.CrossEntropyLoss(),
@@ -184,6 +188,34 @@ def test_per_model_factory_must_return_optimizers() -> None:
             epochs=1,
             generators=[torch.Generator(), torch.Generator()],
         )
+
+
+def test_per_model_groups_share_an_optimizer() -> None:
+    """Six models in three groups of two: each group its own SGD settings and schedule."""
+    rates, momenta = [0.3, 0.1, 0.02], [0.0, 0.5, 0.9]
+    _one_by_one_and_batched(
+        lambda g, p: SGD(p, lr=rates[g], momentum=momenta[g]),
+        lambda o: StepDecay(o, step_size=2, gamma=0.5) if o.lr > 0.05 else None,
+        group=2,
+        rounds=6,
+    )
+
+
+def test_per_model_group_must_divide_the_models() -> None:
+    data = make_disk_data(20, 5, 5, seed=0)
+    models = [nn.mlp((2, 3, 2), "tanh") for _ in range(3)]
+    for group in (2, 0):
+        with pytest.raises(
+            ValueError, match=f"positive divisor of the number of models \\(3\\), got {group}"
+        ):
+            fit_rounds(
+                models,
+                nn.CrossEntropyLoss(),
+                PerModel(lambda g, p: SGD(p, lr=0.1), group=group),
+                [(data.train.x, data.train.y)] * 3,
+                epochs=1,
+                generators=[torch.Generator() for _ in range(3)],
+            )
 
 
 def test_model_parameters_are_views_of_the_stack() -> None:
@@ -202,6 +234,14 @@ def test_model_parameters_are_views_of_the_stack() -> None:
         assert bool((stacked_parameter.grad[0] == 0).all())  # the other models are untouched
     with pytest.raises(IndexError, match="model_parameters: index 3 is out of range for 3 models"):
         nn.model_parameters(stacked, 3)
+    # A slice keeps the model dimension.
+    pair = nn.model_parameters(stacked, slice(1, 3))
+    assert pair[0].data.shape == (2, 3, 2) and pair[0].data.data_ptr() == (
+        first.weight.data[1].data_ptr()
+    )
+    for bad in (slice(2, 2), slice(0, 3, 2)):
+        with pytest.raises(IndexError, match="non-empty slice of step 1 within 3 models"):
+            nn.model_parameters(stacked, bad)
 
 
 def test_stack_and_unstack_round_trip() -> None:

@@ -33,8 +33,8 @@ __all__ = ["PerModel", "fit_rounds", "stacked_error_rates"]
 
 @dataclass(frozen=True)
 class PerModel:
-    """An optimizer per model, for :func:`fit_rounds`: ``factory(r, parameters)`` builds the
-    optimizer of model ``r`` on its parameters (views into the stack, see
+    """Optimizers per model, for :func:`fit_rounds`: ``factory(g, parameters)`` builds the
+    optimizer of model ``g`` on its parameters (views into the stack, see
     :func:`minidl.nn.model_parameters`).
 
     Each model then has its own learning rate, hyper-parameters and schedule, e.g. a learning
@@ -43,12 +43,16 @@ class PerModel:
         rates = [0.3, 0.1, 0.03, 0.01]
         fit_rounds(models, criterion, PerModel(lambda r, p: SGD(p, lr=rates[r])), ...)
 
+    With ``group`` = k, consecutive models share an optimizer: ``factory(g, parameters)`` gets
+    the parameters of models ``g k`` to ``g k + k - 1`` (with a leading dimension k), e.g. the
+    rounds of several experiments, each experiment with its own settings.
+
     One optimizer over the whole stack (a plain factory) updates all the models in one operation;
-    R optimizers cost R operations per step, plus one per parameter tensor when a model's
-    parameters are not contiguous (they are not, in a stack).
+    each optimizer of a ``PerModel`` costs one operation per parameter tensor and step.
     """
 
     factory: Callable[[int, list[Parameter]], Optimizer]
+    group: int = 1
 
 
 def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
@@ -132,15 +136,24 @@ def fit_rounds(
 
     stacked = stack_models(models)
     if isinstance(make_optimizer, PerModel):
+        group = make_optimizer.group
+        if isinstance(group, bool) or not isinstance(group, int) or group < 1 or rounds % group:
+            raise ValueError(
+                f"fit_rounds: PerModel.group must be a positive divisor of the number of "
+                f"models ({rounds}), got {group!r}"
+            )
         optimizers = [
-            make_optimizer.factory(index, model_parameters(stacked, index))
-            for index in range(rounds)
+            make_optimizer.factory(
+                start // group,
+                model_parameters(stacked, start if group == 1 else slice(start, start + group)),
+            )
+            for start in range(0, rounds, group)
         ]
         for index, optimizer in enumerate(optimizers):
             if not isinstance(optimizer, Optimizer):
                 raise TypeError(
                     f"fit_rounds: the PerModel factory returned {type(optimizer).__name__} for "
-                    f"model {index}, expected a minidl Optimizer"
+                    f"optimizer {index}, expected a minidl Optimizer"
                 )
         # The stack's gradients are one flat buffer: zero them in one operation.
         flat_grads = flat_buffer([parameter.grad for parameter in stacked.parameters()])
@@ -152,8 +165,12 @@ def fit_rounds(
         make_scheduler(optimizer) if make_scheduler is not None else None
         for optimizer in optimizers
     ]
-    # The optimizer (and schedule) of each model: one shared, or its own.
-    of_model = (lambda index: index) if len(optimizers) > 1 else (lambda index: 0)
+    # The optimizer (and schedule) of each model.
+    models_per_optimizer = rounds // len(optimizers)
+
+    def of_model(index: int) -> int:
+        return index // models_per_optimizer
+
     per_batch = [s for s in schedulers if s is not None and s.interval == "batch"]
     per_epoch = [s for s in schedulers if s is not None and s.interval != "batch"]
     x_all = torch.stack([x for x, _ in train_sets])

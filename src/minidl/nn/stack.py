@@ -71,26 +71,38 @@ def stack_models(models: Sequence[Sequential]) -> Sequential:
     return Sequential(*layers)
 
 
-def model_parameters(stacked: Sequential, index: int) -> list[Parameter]:
-    """The parameters of model ``index`` of a network made by :func:`stack_models`, in place.
+def model_parameters(stacked: Sequential, index: int | slice) -> list[Parameter]:
+    """The parameters of model ``index`` (or of the models of a slice) of a network made by
+    :func:`stack_models`, in place.
 
     Each returned :class:`Parameter` has ``data`` and ``grad`` that are views of the stack's
-    (``layer.weight.data[index]``, ...), so an optimizer built on them updates that model alone,
-    inside the stack: R such optimizers give the R models their own learning rates,
-    hyper-parameters and schedules. They stay valid while the stack's tensors are not replaced
-    (``stacked.to(...)`` replaces them).
+    (``layer.weight.data[index]``, ...), so an optimizer built on them updates those models
+    alone, inside the stack: R such optimizers give the R models their own learning rates,
+    hyper-parameters and schedules; with slices, each group of models shares one. They stay
+    valid while the stack's tensors are not replaced (``stacked.to(...)`` replaces them).
+
+    Args:
+        stacked: a network made by :func:`stack_models`.
+        index: a model index in ``[0, R)`` (views without the model dimension), or a slice of
+            models with step 1 (views that keep it).
 
     Raises:
-        IndexError: ``index`` is not in ``[0, R)``.
+        IndexError: ``index`` is out of range, or the slice is empty or has a step.
     """
     parameters = []
     for position, layer in enumerate(stacked):
         if not isinstance(layer, BatchedLinear):
             continue
-        if not 0 <= index < layer.models:
-            raise IndexError(
-                f"model_parameters: index {index} is out of range for {layer.models} models"
-            )
+        models = layer.models
+        if isinstance(index, slice):
+            start, stop, step = index.indices(models)
+            if step != 1 or start >= stop:
+                raise IndexError(
+                    f"model_parameters: expected a non-empty slice of step 1 within {models} "
+                    f"models, got {index}"
+                )
+        elif not 0 <= index < models:
+            raise IndexError(f"model_parameters: index {index} is out of range for {models} models")
         for name, stacked_parameter in (("weight", layer.weight), ("bias", layer.bias)):
             if stacked_parameter is None:
                 continue

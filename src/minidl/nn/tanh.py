@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from minidl.nn.activation import Activation
@@ -29,4 +30,8 @@ class Tanh(Activation):
         return output, output
 
     def _backward(self, grad_output: Tensor, output: Tensor) -> Tensor:
-        return grad_output.addcmul(grad_output, output * output, value=-1)
+        squared = output * output
+        if squared.dtype is not grad_output.dtype:  # a gradient of another dtype: promote
+            return grad_output.addcmul(grad_output, squared, value=-1)
+        # g - g y^2, written over the y^2 temporary: one allocation, not two.
+        return torch.addcmul(grad_output, grad_output, squared, value=-1, out=squared)
