@@ -304,7 +304,7 @@ def main() -> int:
         print(f"  B: PyTorch / minidl fit = {small['ratio_B']:.2f}x   (target >= 4x)")
         print(f"  ops per step: {small['ops_per_step']}")
     if "C" in chosen:
-        wide = workload_wide(repetitions=3 if args.quick else 7)
+        wide = workload_wide(repetitions=3 if args.quick else 21)
         results["C"] = wide
         print("C: 2-1024-1024-1024-2, batch 1024, float32, 2 threads (ms per step)")
         for name, value in wide["ms_per_step"].items():
