@@ -100,6 +100,12 @@ class BatchedLinear(Module):
             self.register_parameter("bias", Parameter(torch.stack(biases))) if biases else None
         )
         self._input: Tensor | None = None
+        # The last accepted call: (weight, bias, input shape, dtype, device), so that a call
+        # like the previous one is checked with a few identity and equality tests.
+        self._seen: tuple[object, ...] = (None, None, None, None, None)
+        self._weight_t = self.weight.data.transpose(1, 2)
+        self._bias_row: Tensor | None = None
+        self._output_shape = torch.Size()
 
     def unstack(self) -> list[Linear]:
         """R :class:`Linear` layers holding copies of each model's parameters."""
@@ -119,7 +125,12 @@ class BatchedLinear(Module):
             layers.append(layer)
         return layers
 
-    def forward(self, input: Tensor) -> Tensor:
+    def _accept(self, input: object) -> Tensor:
+        """Full checks of an input unlike the last accepted one; remember it if it passes.
+
+        Also (re)makes the views of the parameters that every call uses, when the parameter
+        tensors were replaced (``Module.to``, flattening).
+        """
         expected = (self.models, self.in_features)
         if not isinstance(input, Tensor) or not input.is_floating_point():
             got = input.dtype if isinstance(input, Tensor) else type(input).__name__
@@ -131,17 +142,37 @@ class BatchedLinear(Module):
             )
         weight = self.weight.data
         check_like_parameter("BatchedLinear", input, weight)
+        bias = self.bias.data if self.bias is not None else None
+        self._seen = (weight, bias, input.shape, input.dtype, input.device)
+        self._weight_t = weight.transpose(1, 2)
+        self._bias_row = bias.unsqueeze(1) if bias is not None else None
+        self._output_shape = torch.Size((self.models, input.shape[1], self.out_features))
+        return input
+
+    def forward(self, input: Tensor) -> Tensor:
+        seen = self._seen
+        bias = self.bias
+        if (
+            self.weight.data is not seen[0]
+            or (bias is not None and bias.data is not seen[1])
+            or type(input) is not Tensor
+            or input.shape != seen[2]
+            or input.dtype is not seen[3]
+            or input.device != seen[4]
+        ):
+            input = self._accept(input)
         self._input = input
-        if self.bias is None:
-            return torch.bmm(input, weight.transpose(1, 2))
-        return torch.baddbmm(self.bias.data.unsqueeze(1), input, weight.transpose(1, 2))
+        if self._bias_row is None:
+            return torch.bmm(input, self._weight_t)
+        return torch.baddbmm(self._bias_row, input, self._weight_t)
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        input = check_cached("BatchedLinear", self._input)
-        shape = torch.Size((self.models, input.shape[1], self.out_features))
-        check_grad_output("BatchedLinear", grad_output, shape)
-        grad_output_t = grad_output.transpose(1, 2)
-        self.weight.grad.baddbmm_(grad_output_t, input)
+        input = self._input
+        if input is None:
+            input = check_cached("BatchedLinear", input)
+        if type(grad_output) is not Tensor or grad_output.shape != self._output_shape:
+            check_grad_output("BatchedLinear", grad_output, self._output_shape)
+        self.weight.grad.baddbmm_(grad_output.transpose(1, 2), input)
         if self.bias is not None:
             # A sum over the batch (cheaper here than a batched product with ones).
             self.bias.grad.add_(grad_output.sum(dim=1))
