@@ -247,10 +247,14 @@ def workload_reproduce(quick: bool, jobs: int) -> dict[str, Any]:
     """``minidl reproduce`` and its PyTorch twin, each in 1 process and in ``jobs`` processes."""
     import tempfile
 
+    from minidl._allocator import keep_freed_memory
     from minidl.cli import main as minidl_main
     from torch_reproduce import run_torch_reproduce
 
     torch.set_num_threads(1)
+    # minidl reproduce sets glibc to keep freed memory (minidl._allocator); the twin runs with
+    # the same setting, here and in its workers, so that the ratio compares the frameworks.
+    keep_freed_memory()
     seconds: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
     for processes in sorted({1, jobs}):

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from minidl._allocator import keep_freed_memory
 from minidl.experiments.config import CHOICES, Experiment, experiments_for_tables, training_key
 from minidl.experiments.faithful import PublishedELU, PublishedSELU
 from minidl.experiments.runner import QUICK_EPOCHS
@@ -97,8 +98,10 @@ def _train_round(experiment: Experiment, round_index: int, epochs: int, base_see
     return 100.0 * float(wrong) / data.test.y.shape[0]
 
 
-def _one_thread() -> None:
+def _start_worker() -> None:
+    # As minidl's workers: one thread, and glibc keeps freed memory (minidl._allocator).
     torch.set_num_threads(1)
+    keep_freed_memory()
 
 
 def run_torch_reproduce(
@@ -121,7 +124,7 @@ def run_torch_reproduce(
     ]
     if jobs > 1:
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker) as pool:
             errors_of_tasks = list(pool.map(_train_round, *zip(*tasks, strict=True)))
     else:
         errors_of_tasks = [_train_round(*task) for task in tasks]

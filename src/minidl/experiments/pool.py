@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from minidl._allocator import keep_freed_memory
 from minidl.experiments.config import Experiment
 from minidl.experiments.training import RowResult
 from minidl.train import EpochRecord
@@ -38,6 +39,7 @@ _worker: dict[str, Any] = {}
 def _start_worker(progress: Any) -> None:
     _worker["progress"] = progress
     torch.set_num_threads(1)
+    keep_freed_memory()
 
 
 def _train_in_worker(

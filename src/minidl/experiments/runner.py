@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from minidl._allocator import keep_freed_memory
 from minidl.experiments.batched import train_row_batched
 from minidl.experiments.config import Experiment, experiments_for_tables, training_key
 from minidl.experiments.training import RowResult
@@ -165,6 +166,9 @@ def reproduce(
         if settings.jobs > 1:
             bar.set_description(f"{settings.jobs} processes", refresh=False)
 
+    # The stacked rounds' tensors are large enough that glibc would map and unmap them on every
+    # step; keep freed memory in the process instead (see minidl._allocator).
+    keep_freed_memory()
     # The networks are tiny: intra-op threads only add synchronisation, which costs ~10x when
     # other processes share the cores. One thread for the run, restored afterwards.
     threads = torch.get_num_threads()
