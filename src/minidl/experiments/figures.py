@@ -56,15 +56,16 @@ def _error_axes(axes: Any, title: str) -> None:
 
 
 def _save(plt: Any, figure: Any, path: Path) -> None:
-    # bbox_inches="tight" keeps legends placed outside the axes inside the image.
-    figure.savefig(path, dpi=DPI, bbox_inches="tight")
+    # The figures are made with layout="constrained", which keeps legends placed outside the
+    # axes inside the image in one drawing (tight_layout and bbox_inches="tight" draw it again).
+    figure.savefig(path, dpi=DPI)
     plt.close(figure)
 
 
 def figure_1(rows: Sequence[RowResult], path: Path) -> None:
     """Validation error per epoch with MSE and with cross-entropy."""
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(8.5, 4.4))
+    figure, axes = plt.subplots(figsize=(8.5, 4.4), layout="constrained")
     colors = ("tab:orange", "tab:red", "tab:blue", "tab:green")
     for index, row in enumerate(rows):
         diverged = sum(any(not math.isfinite(v) for v in r.train_loss) for r in row.rounds)
@@ -73,7 +74,6 @@ def figure_1(rows: Sequence[RowResult], path: Path) -> None:
         _band(axes, row, label, colors[index % len(colors)])
     _error_axes(axes, "Fig. 1: validation error vs epoch by loss (Tanh, SGD, lr 0.1)")
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    figure.tight_layout()
     _save(plt, figure, path)
 
 
@@ -85,7 +85,7 @@ def figure_2(row: RowResult, path: Path) -> None:
     raw, labels = data.test.raw, data.test.y
     predicted = predict(first.model, data.test.x)
     correct = predicted == labels
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.6, 10.4))
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.6, 10.4), layout="constrained")
     top.scatter(*raw[labels == 1].T, s=7, color="tab:green", label="label 1 (inside)")
     top.scatter(*raw[labels == 0].T, s=7, color="tab:red", label="label 0 (outside)")
     top.set_title("Test set")
@@ -118,14 +118,13 @@ def figure_2(row: RowResult, path: Path) -> None:
         axes.legend(
             loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False
         )
-    figure.tight_layout()
     _save(plt, figure, path)
 
 
 def figure_3(rows: Sequence[RowResult], path: Path) -> None:
     """Learning rate over training (top) and per batch over the first epochs (bottom)."""
     plt = _pyplot()
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.4))
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.4), layout="constrained")
     styles = {"none": ("0.4", ":"), "step": ("tab:purple", "-"), "clr": ("tab:green", "-")}
     for row in rows:
         first = row.rounds[0]
@@ -153,7 +152,6 @@ def figure_3(rows: Sequence[RowResult], path: Path) -> None:
     for axes in (top, bottom):
         axes.grid(True, which="major", alpha=0.3)
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    figure.tight_layout()
     _save(plt, figure, path)
 
 
@@ -171,7 +169,7 @@ def table_figure(rows: Sequence[RowResult], table: str, path: Path) -> None:
     drawn = set()
     variant_styles = ("--", ":", "-.")
     count: dict[str, int] = {}
-    figure, axes = plt.subplots(figsize=(10, 4.8))
+    figure, axes = plt.subplots(figsize=(10, 4.8), layout="constrained")
     for row in (*mains, *(r for r in rows if r.experiment.kind == "variant")):
         key = training_key(row.experiment)
         if key in drawn:
@@ -199,7 +197,6 @@ def table_figure(rows: Sequence[RowResult], table: str, path: Path) -> None:
         axes, f"Table {table}: mean validation error over {rounds} round{'s' * (rounds > 1)}"
     )
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False)
-    figure.tight_layout()
     _save(plt, figure, path)
 
 
