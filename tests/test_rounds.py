@@ -15,7 +15,7 @@ from minidl.optim import SGD, Adadelta, CyclicLR, StepDecay
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 from minidl.rounds import PerModel, fit_rounds
-from minidl.train import fit
+from minidl.train import History, fit
 
 ROUNDS = 3
 DTYPE = torch.float64
@@ -36,6 +36,26 @@ CASES: list[tuple[str, str, OptimizerFactory, SchedulerFactory]] = [
 
 def _criterion(name: str) -> nn.Loss:
     return nn.CrossEntropyLoss() if name == "ce" else nn.MSELoss()
+
+
+def _assert_trained_alike(
+    models: list[nn.Sequential],
+    alone: list[nn.Sequential],
+    histories: list[History],
+    expected: list[History],
+) -> None:
+    """Batched models end as the models trained alone: parameters to 1e-12, the same
+    validation errors and learning rates, losses to 1e-12."""
+    for model, reference, history, reference_history in zip(
+        models, alone, histories, expected, strict=True
+    ):
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+            scale = q.data.abs().max().clamp_min(1.0)
+            assert float((p.data - q.data).abs().max() / scale) <= 1e-12
+        assert history.validation_error == reference_history.validation_error
+        assert history.lr == reference_history.lr
+        assert history.batch_lr == reference_history.batch_lr
+        assert history.train_loss == pytest.approx(reference_history.train_loss, rel=1e-12)
 
 
 @pytest.mark.parametrize(("activation", "loss", "make_optimizer", "make_scheduler"), CASES)
@@ -80,16 +100,7 @@ def test_fit_rounds_equals_one_by_one(
         make_scheduler=make_scheduler,
         validation_sets=[(d.validation.x, d.validation.y) for d in datasets],
     )
-    for model, reference, history, reference_history in zip(
-        models, alone, histories, expected, strict=True
-    ):
-        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
-            scale = q.data.abs().max().clamp_min(1.0)
-            assert float((p.data - q.data).abs().max() / scale) <= 1e-12
-        assert history.validation_error == reference_history.validation_error
-        assert history.lr == reference_history.lr
-        assert history.batch_lr == reference_history.batch_lr
-        assert history.train_loss == pytest.approx(reference_history.train_loss, rel=1e-12)
+    _assert_trained_alike(models, alone, histories, expected)
 
 
 def _one_by_one_and_batched(
@@ -135,16 +146,7 @@ def _one_by_one_and_batched(
         make_scheduler=make_scheduler,
         validation_sets=[(d.validation.x, d.validation.y) for d in datasets],
     )
-    for model, reference, history, reference_history in zip(
-        models, alone, histories, expected, strict=True
-    ):
-        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
-            scale = q.data.abs().max().clamp_min(1.0)
-            assert float((p.data - q.data).abs().max() / scale) <= 1e-12
-        assert history.validation_error == reference_history.validation_error
-        assert history.lr == reference_history.lr
-        assert history.batch_lr == reference_history.batch_lr
-        assert history.train_loss == pytest.approx(reference_history.train_loss, rel=1e-12)
+    _assert_trained_alike(models, alone, histories, expected)
     # The groups really trained differently (the sweep is not copies of one run).
     assert len({tuple(h.lr) for h in histories}) == rounds // group
 
