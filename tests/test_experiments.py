@@ -358,6 +358,12 @@ def test_worker_errors_reach_the_caller() -> None:
     with pytest.raises(ValueError, match="train_rows: jobs must be an integer >= 1, got 0"):
         train_rows(experiments_for_tables("2")[:2], 1, 0, jobs=0, train=train_row_batched)
 
+    def local_train(*args: Any, **kwargs: Any) -> Any:  # not importable: no worker can run it
+        return train_row_batched(*args, **kwargs)
+
+    with pytest.raises(TypeError, match="the train function runs in worker processes"):
+        run_experiments(experiments_for_tables("2")[:2], 1, 0, jobs=2, train=local_train)
+
 
 def test_reproduce_rejects_bad_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:

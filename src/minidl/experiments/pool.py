@@ -14,6 +14,7 @@ are small, so one row never gains from a second thread.
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import queue
 import time
 from collections.abc import Callable, Sequence
@@ -97,6 +98,13 @@ def train_rows(
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"train_rows: jobs must be an integer >= 1, got {jobs!r}")
+    try:
+        pickle.dumps(train)
+    except (pickle.PicklingError, AttributeError, TypeError) as error:
+        raise TypeError(
+            "train_rows: the train function runs in worker processes, so it must be importable "
+            f"(a function defined at the top level of a module), got {train!r}"
+        ) from error
     context = multiprocessing.get_context("spawn")
     progress = context.Queue()
     # The longest rows first: the workers then finish at about the same time.
