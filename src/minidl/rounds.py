@@ -165,11 +165,8 @@ def fit_rounds(
         make_scheduler(optimizer) if make_scheduler is not None else None
         for optimizer in optimizers
     ]
-    # The optimizer (and schedule) of each model.
-    models_per_optimizer = rounds // len(optimizers)
-
-    def of_model(index: int) -> int:
-        return index // models_per_optimizer
+    # The index of the optimizer (and schedule) of each model.
+    owner = [index * len(optimizers) // rounds for index in range(rounds)]
 
     per_batch = [s for s in schedulers if s is not None and s.interval == "batch"]
     per_epoch = [s for s in schedulers if s is not None and s.interval != "batch"]
@@ -186,7 +183,7 @@ def fit_rounds(
     stacked.train()
     with torch.inference_mode():
         for epoch in range(epochs):
-            epoch_lrs = [optimizers[of_model(index)].lr for index in range(rounds)]
+            epoch_lrs = [optimizers[owner[index]].lr for index in range(rounds)]
             order = torch.cat(
                 [torch.randperm(samples, generator=generator) for generator in generators]
             ).to(x_all.device)
@@ -202,9 +199,9 @@ def fit_rounds(
             ):
                 if per_batch:
                     for index, history in enumerate(histories):
-                        scheduler = schedulers[of_model(index)]
+                        scheduler = schedulers[owner[index]]
                         if scheduler is not None and scheduler.interval == "batch":
-                            history.batch_lr.append(optimizers[of_model(index)].lr)
+                            history.batch_lr.append(optimizers[owner[index]].lr)
                 zero_grad()
                 loss = criterion(stacked(x_batch), y_batch)
                 stacked.backward(criterion.backward())

@@ -16,7 +16,8 @@ class ReLU(Activation):
     Backward: :math:`\partial L/\partial x = g \cdot [y > 0]`, with the indicator computed as
     :math:`\operatorname{sign}(y)` (:math:`y \ge 0`), a float operation: on a CPU, masks of
     booleans (``masked_fill``, ``where``) cost several times more per element. The derivative at
-    0 is taken as 0, as in PyTorch; a NaN output gives a NaN gradient.
+    0 is taken as 0, as in PyTorch. At a NaN output the gradient is 0 (``sign`` of NaN is 0
+    here), where PyTorch passes it through.
 
     Shape:
         - Input: any shape. Output: the same shape.
