@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 
 from minidl.cli import main
 from minidl.experiments import config
-from minidl.experiments.batched import train_row_batched
+from minidl.experiments.batched import train_row_batched, train_rows_batched
 from minidl.experiments.config import (
     ALL_EXPERIMENTS,
     FIGURE_1,
@@ -27,12 +28,14 @@ from minidl.experiments.config import (
     Experiment,
     StepSchedule,
     experiments_for_tables,
+    shares_a_stack,
+    stack_key,
     training_key,
 )
 from minidl.experiments.faithful import PublishedAdadelta, PublishedELU, PublishedSELU
 from minidl.experiments.runner import QUICK_EPOCHS, run_experiments
 from minidl.experiments.seeds import derive_seed, round_seeds
-from minidl.experiments.training import build_network
+from minidl.experiments.training import RoundResult, build_network
 from minidl.nn import mlp
 from minidl.nn.parameter import Parameter
 from minidl.nn.selu import SELU_ALPHA
@@ -323,8 +326,11 @@ def test_quick_run_is_deterministic(quick_run: tuple[Path, dict[str, Any]], tmp_
 
 def test_worker_processes_give_the_same_rows_and_progress() -> None:
     """run_experiments with jobs=2 equals jobs=1: results, trained weights, and the progress
-    calls (each row's in order)."""
-    experiments = experiments_for_tables("2")[:3]
+    calls (each row's in order). Three groups: two rows of Table II in one stack, a Table I row
+    and a Table II row with another loss alone."""
+    table_ii = experiments_for_tables("2")
+    experiments = [*table_ii[:2], experiments_for_tables("1")[0], table_ii[-1]]
+    assert len({stack_key(e) for e in experiments}) == 3
     calls: dict[int, list[Any]] = {1: [], 2: []}
     results = {
         jobs: run_experiments(
@@ -351,18 +357,72 @@ def test_worker_processes_give_the_same_rows_and_progress() -> None:
 
 
 def test_worker_errors_reach_the_caller() -> None:
-    from minidl.experiments.pool import train_rows
+    from minidl.experiments.pool import train_groups
 
+    groups = [[e] for e in experiments_for_tables("2")[:2]]
     with pytest.raises(ValueError, match="rounds must be an integer >= 1, got 0"):
-        train_rows(experiments_for_tables("2")[:2], 0, 0, jobs=2, train=train_row_batched, epochs=1)
-    with pytest.raises(ValueError, match="train_rows: jobs must be an integer >= 1, got 0"):
-        train_rows(experiments_for_tables("2")[:2], 1, 0, jobs=0, train=train_row_batched)
+        train_groups(groups, 0, 0, jobs=2, train=train_rows_batched, epochs=1)
+    with pytest.raises(ValueError, match="train_groups: jobs must be an integer >= 1, got 0"):
+        train_groups(groups, 1, 0, jobs=0, train=train_rows_batched)
 
     def local_train(*args: Any, **kwargs: Any) -> Any:  # not importable: no worker can run it
-        return train_row_batched(*args, **kwargs)
+        return train_rows_batched(*args, **kwargs)
 
+    two_groups = [experiments_for_tables("1")[0], experiments_for_tables("2")[0]]
     with pytest.raises(TypeError, match="the train function runs in worker processes"):
-        run_experiments(experiments_for_tables("2")[:2], 1, 0, jobs=2, train=local_train)
+        run_experiments(two_groups, 1, 0, jobs=2, train=local_train)
+
+
+def test_stack_key_groups_rows_that_differ_only_in_their_updates() -> None:
+    table_ii = experiments_for_tables("2")
+    assert len({stack_key(e) for e in table_ii if e.mse_reduction == "paper"}) == 1
+    assert stack_key(table_ii[-1]) != stack_key(table_ii[0])  # another loss (MSE normalisation)
+    assert len({stack_key(e) for e in TABLE_III}) == 1  # optimizers and schedules only
+    assert len({stack_key(e) for e in TABLE_I}) == len({e.activations for e in TABLE_I})
+    # Who may share a stack: Table III's rows and Table I's Tanh row (the same network, loss
+    # and epochs); not Table I's ELU row, alone with its activation.
+    by_label = {e.label: e for e in TABLE_I}
+    assert shares_a_stack(by_label["Tanh"]) and all(shares_a_stack(e) for e in TABLE_III)
+    assert not shares_a_stack(by_label["ELU"])
+
+
+def _assert_same_rounds(first: Sequence[RoundResult], second: Sequence[RoundResult]) -> None:
+    assert len(first) == len(second)
+    for a, b in zip(first, second, strict=True):
+        assert a.seeds == b.seeds
+        assert (a.test_error, a.train_error) == (b.test_error, b.train_error)
+        assert (a.validation_curve, a.train_loss) == (b.validation_curve, b.train_loss)
+        assert (a.lr_curve, a.batch_lr) == (b.lr_curve, b.batch_lr)
+        for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            assert torch.equal(p.data, q.data)
+
+
+def test_a_row_gives_the_same_bits_alone_beside_other_rows_and_with_fewer_rounds() -> None:
+    """The rows of one stack (float32): each row's rounds are those of the row trained alone,
+    and its first rounds those of a run with fewer rounds and other neighbours."""
+    rows = [e for e in TABLE_III if e.kind == "main"]  # SGD, step decay, CLR, ADADELTA
+    together = train_rows_batched(rows, 3, 0, epochs=3)
+    assert [result.experiment for result in together] == rows
+    assert len({result.rounds[0].validation_curve for result in together}) > 1
+    for row, result in zip(rows, together, strict=True):
+        _assert_same_rounds(result.rounds, train_row_batched(row, 3, 0, epochs=3).rounds)
+    fewer = train_rows_batched(rows[2:], 2, 0, epochs=3)
+    for wide, narrow in zip(together[2:], fewer, strict=True):
+        _assert_same_rounds(wide.rounds[:2], narrow.rounds)
+
+
+def test_train_rows_batched_rejects_rows_of_different_stacks() -> None:
+    rows = [TABLE_III[0], experiments_for_tables("2")[0]]
+    with pytest.raises(
+        ValueError, match="must differ only in optimizer and schedule, got 'III / SGD'"
+    ):
+        train_rows_batched(rows, 1, 0, epochs=1)
+    with pytest.raises(ValueError, match="expected at least one experiment"):
+        train_rows_batched([], 1, 0, epochs=1)
+    with pytest.raises(
+        ValueError, match="train_rows_batched: rounds must be an integer >= 1, got 0"
+    ):
+        train_rows_batched(rows[:1], 0, 0, epochs=1)
 
 
 def test_reproduce_rejects_bad_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from minidl import nn
+from minidl import nn, optim
 from minidl.data import make_disk_data
 from minidl.nn.parameter import Parameter
 from minidl.optim import SGD, Adadelta, CyclicLR, StepDecay
@@ -109,6 +109,7 @@ def _one_by_one_and_batched(
     activation: str = "tanh",
     group: int = 1,
     rounds: int = ROUNDS,
+    flat: bool = False,
 ) -> None:
     """Train ``rounds`` models one by one with fit and at once with fit_rounds(PerModel(...));
     assert the same parameters (1e-12), validation errors, learning rates and losses."""
@@ -138,7 +139,7 @@ def _one_by_one_and_batched(
     histories = fit_rounds(
         models,
         nn.CrossEntropyLoss(),
-        PerModel(make_optimizer, group=group),
+        PerModel(make_optimizer, group=group, flat=flat),
         [(d.train.x, d.train.y) for d in datasets],
         epochs=5,
         batch_size=30,
@@ -190,6 +191,26 @@ def test_per_model_factory_must_return_optimizers() -> None:
             epochs=1,
             generators=[torch.Generator(), torch.Generator()],
         )
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_flat_per_model_optimizers_equal_one_by_one(group: int) -> None:
+    """PerModel(flat=True): each optimizer gets one flat Parameter over its models (the stack
+    laid out by model); SGD with momentum and ADADELTA, a per-epoch and a per-batch schedule."""
+
+    def make_optimizer(g: int, p: list[Parameter]) -> Optimizer:
+        return Adadelta(p, lr=1.0) if g == 1 else SGD(p, lr=0.05 * (g + 1), momentum=0.5)
+
+    def make_scheduler(o: Optimizer) -> LRScheduler | None:
+        if isinstance(o, Adadelta):
+            return None
+        if o.lr < 0.1:
+            return CyclicLR(o, 0.01, 0.1, 3)
+        return StepDecay(o, step_size=1, gamma=0.7)
+
+    _one_by_one_and_batched(
+        make_optimizer, make_scheduler, group=group, rounds=3 * group, flat=True
+    )
 
 
 def test_per_model_groups_share_an_optimizer() -> None:
@@ -339,3 +360,147 @@ def test_batched_rows_equal_rows_trained_round_by_round(index: int) -> None:
         assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)
         for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
             torch.testing.assert_close(p.data, q.data, rtol=1e-5, atol=1e-6)
+
+
+# -- the "model" layout ---------------------------------------------------------------------------
+
+
+def _models(count: int, seed: int, dtype: torch.dtype = DTYPE) -> list[nn.Sequential]:
+    torch.manual_seed(seed)
+    return [nn.mlp((2, 5, 3, 2), "tanh", dtype=dtype) for _ in range(count)]
+
+
+def test_model_layout_puts_each_model_in_one_aligned_block() -> None:
+    models = _models(3, seed=7)
+    by_layer = nn.stack_models(models)
+    stacked = nn.stack_models(models, layout="model")
+    per_model = sum(p.numel() for p in models[0].parameters())
+    assert per_model == 10 + 5 + 15 + 3 + 6 + 2
+    block = 48  # 41 float64 values padded to a multiple of 64 bytes
+    x = torch.randn(3, 4, 2, dtype=DTYPE)
+    grad = torch.randn(3, 4, 2, dtype=DTYPE)
+    torch.testing.assert_close(stacked(x), by_layer(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        stacked.backward(grad), by_layer.backward(grad), rtol=1e-12, atol=1e-12
+    )
+    for p, q in zip(stacked.parameters(), by_layer.parameters(), strict=True):
+        assert not p.grad.is_contiguous() or p.grad.dim() < 3  # weights: a stride of one block
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-12)
+    for r, model in enumerate(models):
+        flat = nn.flat_model_parameters(stacked, r)
+        assert flat.data.shape == (block,) and flat.data.data_ptr() % 64 == 0
+        expected = torch.cat([p.data.reshape(-1) for p in model.parameters()])
+        assert torch.equal(flat.data[:per_model], expected)
+        assert bool((flat.data[per_model:] == 0).all())
+        # The stack's parameters are views of the block: their gradients were written there.
+        layers = [layer for layer in stacked if isinstance(layer, nn.BatchedLinear)]
+        assert torch.equal(flat.grad[:10], layers[0].weight.grad[r].reshape(-1))
+        assert bool((flat.grad[per_model:] == 0).all())
+    both = nn.flat_model_parameters(stacked, slice(1, 3))
+    assert both.data.shape == (2 * block,)
+    assert both.data.data_ptr() == nn.flat_model_parameters(stacked, 1).data.data_ptr()
+
+
+def test_flat_model_parameters_rejects_what_it_cannot_view() -> None:
+    models = _models(3, seed=8)
+    with pytest.raises(ValueError, match="does not have the 'model' layout"):
+        nn.flat_model_parameters(nn.stack_models(models), 0)
+    stacked = nn.stack_models(models, layout="model")
+    with pytest.raises(IndexError, match="flat_model_parameters: index 3 is out of range"):
+        nn.flat_model_parameters(stacked, 3)
+    for bad in (slice(2, 2), slice(0, 3, 2)):
+        with pytest.raises(IndexError, match="non-empty slice of step 1 within 3 models"):
+            nn.flat_model_parameters(stacked, bad)
+    stacked.to(dtype=torch.float32)  # the move lays the parameters out anew
+    with pytest.raises(ValueError, match="does not have the 'model' layout"):
+        nn.flat_model_parameters(stacked, 0)
+    with pytest.raises(ValueError, match="layout must be 'layer' or 'model', got 'rows'"):
+        nn.stack_models(models, layout="rows")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="has no stacked layer"):
+        nn.flat_model_parameters(nn.Sequential(nn.Tanh()), 0)
+
+
+def test_per_model_flat_must_be_a_bool() -> None:
+    data = make_disk_data(20, 5, 5, seed=0)
+    with pytest.raises(TypeError, match=r"PerModel\.flat must be a bool, got 1$"):
+        fit_rounds(
+            _models(2, seed=0),
+            nn.CrossEntropyLoss(),
+            PerModel(lambda g, p: SGD(p, lr=0.1), flat=1),  # type: ignore[arg-type]
+            [(data.train.x, data.train.y)] * 2,
+            epochs=1,
+            generators=[torch.Generator(), torch.Generator()],
+        )
+
+
+def _train_flat(
+    models: list[nn.Sequential], data: list[tuple[torch.Tensor, torch.Tensor]], seeds: list[int]
+) -> list[History]:
+    rates = [0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5]
+    return fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        PerModel(lambda g, p: SGD(p, lr=rates[seeds[g] % 7], momentum=0.5), flat=True),
+        data,
+        epochs=4,
+        batch_size=25,
+        generators=[torch.Generator().manual_seed(s) for s in seeds],
+        validation_sets=data,
+    )
+
+
+def test_a_model_trains_to_the_same_bits_in_any_flat_stack() -> None:
+    """float32, where a matrix product's rounding can depend on memory alignment: three models
+    trained in a stack of three, then at other positions of a stack of seven with other models,
+    end bit for bit the same (parameters and histories)."""
+    datasets = [make_disk_data(100, 40, 10, seed=30 + r) for r in range(7)]
+    data = [(d.train.x, d.train.y) for d in datasets]
+    originals = _models(7, seed=9, dtype=torch.float32)
+    small = [copy.deepcopy(m) for m in originals[:3]]
+    small_histories = _train_flat(small, data[:3], [0, 1, 2])
+    order = [4, 0, 5, 1, 6, 3, 2]  # models 0, 1, 2 at positions 1, 3, 6
+    large = [copy.deepcopy(originals[i]) for i in order]
+    large_histories = _train_flat(large, [data[i] for i in order], order)
+    for model_index, position in ((0, 1), (1, 3), (2, 6)):
+        assert large_histories[position].train_loss == small_histories[model_index].train_loss
+        assert (
+            large_histories[position].validation_error
+            == small_histories[model_index].validation_error
+        )
+        for p, q in zip(large[position].parameters(), small[model_index].parameters(), strict=True):
+            assert torch.equal(p.data, q.data)
+
+
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda p: SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True),
+        lambda p: Adadelta(p, lr=1.0),
+        lambda p: optim.Adam(p, lr=0.01, weight_decay=0.01),
+        lambda p: optim.AdamW(p, lr=0.01),
+        lambda p: optim.RMSprop(p, lr=0.01, momentum=0.5, centered=True),
+        lambda p: optim.Adagrad(p, lr=0.1, initial_accumulator_value=0.1),
+    ],
+)
+def test_padding_of_flat_blocks_stays_zero(make_optimizer: OptimizerFactory) -> None:
+    """Every optimizer of minidl leaves a zero value with a zero gradient at zero, so the
+    padding of the blocks that flat_model_parameters views stays zero, values and gradients."""
+    models = _models(2, seed=11)
+    stacked = nn.stack_models(models, layout="model")
+    blocks = [nn.flat_model_parameters(stacked, r) for r in range(2)]
+    start = [block.data.clone() for block in blocks]
+    optimizers = [make_optimizer([block]) for block in blocks]
+    criterion = nn.CrossEntropyLoss()
+    x, y = torch.randn(2, 20, 2, dtype=DTYPE), torch.randint(0, 2, (2, 20))
+    for _ in range(5):
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        criterion(stacked(x), y)
+        stacked.backward(criterion.backward())
+        for optimizer in optimizers:
+            optimizer.step()
+    per_model = sum(p.numel() for p in models[0].parameters())
+    for block, before in zip(blocks, start, strict=True):
+        assert bool((block.data[per_model:] == 0).all())
+        assert bool((block.grad[per_model:] == 0).all())
+        assert not torch.equal(block.data[:per_model], before[:per_model])

@@ -23,7 +23,7 @@ from minidl.nn.linear import Linear
 from minidl.nn.loss import Loss
 from minidl.nn.parameter import Parameter
 from minidl.nn.sequential import Sequential
-from minidl.nn.stack import model_parameters, stack_models
+from minidl.nn.stack import flat_model_parameters, model_parameters, stack_models
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 from minidl.train import EpochRecord, History
@@ -49,10 +49,19 @@ class PerModel:
 
     One optimizer over the whole stack (a plain factory) updates all the models in one operation;
     each optimizer of a ``PerModel`` costs one operation per parameter tensor and step.
+
+    With ``flat=True``, the models are stacked with ``layout="model"`` (see
+    :func:`minidl.nn.stack_models`) and ``factory(g, parameters)`` gets a list holding one flat
+    :class:`Parameter` over the group's models, all layers (:func:`minidl.nn.flat_model_parameters`):
+    each optimizer is then one operation per step, and, with one intra-op thread, a model trains
+    to the same bits whatever the other models in the stack and their number (every matrix
+    product sees the same memory alignment for it). It suits element-wise optimizers (all of
+    minidl's), not per-layer settings.
     """
 
     factory: Callable[[int, list[Parameter]], Optimizer]
     group: int = 1
+    flat: bool = False
 
 
 def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
@@ -134,8 +143,13 @@ def fit_rounds(
             f"fit_rounds: every training set must have as many samples, got {sorted(sizes)}"
         )
 
-    stacked = stack_models(models)
+    flat = isinstance(make_optimizer, PerModel) and make_optimizer.flat is True
+    stacked = stack_models(models, layout="model" if flat else "layer")
     if isinstance(make_optimizer, PerModel):
+        if not isinstance(make_optimizer.flat, bool):
+            raise TypeError(
+                f"fit_rounds: PerModel.flat must be a bool, got {make_optimizer.flat!r}"
+            )
         group = make_optimizer.group
         if isinstance(group, bool) or not isinstance(group, int) or group < 1 or rounds % group:
             raise ValueError(
@@ -143,10 +157,7 @@ def fit_rounds(
                 f"models ({rounds}), got {group!r}"
             )
         optimizers = [
-            make_optimizer.factory(
-                start // group,
-                model_parameters(stacked, start if group == 1 else slice(start, start + group)),
-            )
+            make_optimizer.factory(start // group, _group_parameters(stacked, start, group, flat))
             for start in range(0, rounds, group)
         ]
         for index, optimizer in enumerate(optimizers):
@@ -156,8 +167,12 @@ def fit_rounds(
                     f"optimizer {index}, expected a minidl Optimizer"
                 )
         # The stack's gradients are one flat buffer: zero them in one operation.
-        flat_grads = flat_buffer([parameter.grad for parameter in stacked.parameters()])
-        zero_grad = flat_grads.zero_ if flat_grads is not None else stacked.zero_grad
+        zero_grad: Callable[[], object]
+        if flat:
+            zero_grad = flat_model_parameters(stacked, slice(0, rounds)).grad.zero_
+        else:
+            flat_grads = flat_buffer([parameter.grad for parameter in stacked.parameters()])
+            zero_grad = flat_grads.zero_ if flat_grads is not None else stacked.zero_grad
     else:
         optimizers = [make_optimizer(stacked)]
         zero_grad = optimizers[0].zero_grad
@@ -234,6 +249,14 @@ def fit_rounds(
                 on_epoch(epoch, records)
     _copy_back(stacked, models)
     return histories
+
+
+def _group_parameters(stacked: Sequential, start: int, group: int, flat: bool) -> list[Parameter]:
+    """The parameters of models ``start`` to ``start + group - 1``, for their optimizer."""
+    index = start if group == 1 else slice(start, start + group)
+    if flat:
+        return [flat_model_parameters(stacked, index)]
+    return model_parameters(stacked, index)
 
 
 def _copy_back(stacked: Sequential, models: Sequence[Sequential]) -> None:

@@ -42,6 +42,8 @@ __all__ = [
     "Protocol",
     "StepSchedule",
     "experiments_for_tables",
+    "shares_a_stack",
+    "stack_key",
     "training_key",
 ]
 
@@ -258,6 +260,18 @@ def training_key(experiment: Experiment) -> Experiment:
         variant_of=None,
         hypothesis="",
         fault=False,
+    )
+
+
+def stack_key(experiment: Experiment) -> Experiment:
+    """The experiment stripped of its optimizer and schedule as well.
+
+    Rows with the same key have the same network, loss, epochs, data and initial weights, and
+    differ only in how they update them, so the runner trains their rounds in one stack
+    (:func:`minidl.experiments.batched.train_rows_batched`), each row with its own optimizer.
+    """
+    return dataclasses.replace(
+        training_key(experiment), optimizer="sgd", lr=0.0, momentum=0.0, scheduler=None
     )
 
 
@@ -513,6 +527,16 @@ TABLES: dict[str, tuple[Experiment, ...]] = {
 }
 
 ALL_EXPERIMENTS: tuple[Experiment, ...] = (*TABLES["1"], *TABLES["2"], *TABLES["3"])
+
+
+def shares_a_stack(experiment: Experiment) -> bool:
+    """Whether another training of :data:`ALL_EXPERIMENTS` has the :func:`stack_key` of
+    ``experiment`` (so that the runner may train the two in one stack)."""
+    key = stack_key(experiment)
+    return any(
+        stack_key(other) == key and training_key(other) != training_key(experiment)
+        for other in ALL_EXPERIMENTS
+    )
 
 
 def experiments_for_tables(tables: str) -> tuple[Experiment, ...]:

@@ -2,10 +2,10 @@
 
 The rows are independent: each is seeded from ``(base seed, round, stream)`` alone
 (:mod:`minidl.experiments.seeds`) and trained with one intra-op thread, so a row gives the
-same numbers in any process, in any order. :func:`train_rows` hands the rows to ``jobs``
-processes (started with ``spawn``, so no thread pool is inherited from the parent), the longest
-first so that the workers finish together, and forwards each epoch's records to the parent's
-progress callback through a queue.
+same numbers in any process, in any order. :func:`train_groups` hands the groups of rows (each
+trained by one call of the train function) to ``jobs`` processes (started with ``spawn``, so no
+thread pool is inherited from the parent), the longest first so that the workers finish
+together, and forwards each epoch's records to the parent's progress callback through a queue.
 
 On a machine with C free cores, ``jobs = C`` divides the wall time by nearly C: the networks
 are small, so one row never gains from a second thread.
@@ -28,7 +28,7 @@ from minidl.experiments.config import Experiment
 from minidl.experiments.training import RowResult
 from minidl.train import EpochRecord
 
-__all__ = ["train_rows"]
+__all__ = ["train_groups"]
 
 #: Seconds between two progress messages of a worker (a row's last epochs are always sent).
 _FLUSH_SECONDS = 0.25
@@ -45,74 +45,73 @@ def _start_worker(progress: Any) -> None:
 
 def _train_in_worker(
     position: int,
-    train: Callable[..., RowResult],
-    experiment: Experiment,
+    train: Callable[..., list[RowResult]],
+    group: list[Experiment],
     rounds: int,
     base_seed: int,
     epochs: int | None,
     report: bool,
-) -> RowResult:
-    """Train one row in a worker; send ``(position, [(round, record), ...])`` messages."""
-    pending: list[tuple[int, EpochRecord]] = []
+) -> list[RowResult]:
+    """Train one group in a worker; send ``(position, [(row, round, record), ...])`` messages."""
+    pending: list[tuple[int, int, EpochRecord]] = []
     last = time.monotonic()
-
-    def on_epoch(index: int, record: EpochRecord) -> None:
+    def on_epoch(experiment: Experiment, index: int, record: EpochRecord) -> None:
         nonlocal last
-        pending.append((index, record))
+        pending.append((group.index(experiment), index, record))
         now = time.monotonic()
-        if index == rounds - 1 and now - last >= _FLUSH_SECONDS:
+        if now - last >= _FLUSH_SECONDS:
             _worker["progress"].put((position, pending.copy()))
             pending.clear()
             last = now
 
-    result = train(
-        experiment, rounds, base_seed, epochs=epochs, on_epoch=on_epoch if report else None
-    )
+    results = train(group, rounds, base_seed, epochs=epochs, on_epoch=on_epoch if report else None)
     if pending:
         _worker["progress"].put((position, pending))
-    return result
+    return results
 
 
-def train_rows(
-    experiments: Sequence[Experiment],
+def train_groups(
+    groups: Sequence[Sequence[Experiment]],
     rounds: int,
     base_seed: int,
     *,
     jobs: int,
-    train: Callable[..., RowResult],
+    train: Callable[..., list[RowResult]],
     epochs: int | None = None,
     on_epoch: Callable[[Experiment, int, EpochRecord], None] | None = None,
-) -> list[RowResult]:
-    """Train each of ``experiments`` (distinct rows) in ``jobs`` worker processes.
+) -> list[list[RowResult]]:
+    """Train each group of rows with one call of ``train``, in ``jobs`` worker processes.
 
     Args:
-        experiments: the rows; each is trained once.
+        groups: the groups of distinct rows; each row is trained once.
         rounds, base_seed, epochs: as for :func:`minidl.experiments.runner.run_experiments`.
         jobs: the number of worker processes, >= 1.
-        train: the function that trains one row (it must be importable: it runs in a worker).
+        train: the function that trains a group, as ``train(group, rounds, base_seed,
+            epochs=..., on_epoch=...)`` (it must be importable: it runs in a worker).
         on_epoch: called in this process with ``(experiment, round index, record)`` for every
-            epoch of every round; the calls of one row come in order.
+            epoch of every round; the calls of one round come in order.
 
     Returns:
-        The results, in the order of ``experiments``.
+        The results of each group, in the order of ``groups``.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"train_rows: jobs must be an integer >= 1, got {jobs!r}")
+        raise ValueError(f"train_groups: jobs must be an integer >= 1, got {jobs!r}")
     try:
         pickle.dumps(train)
     except (pickle.PicklingError, AttributeError, TypeError) as error:
         raise TypeError(
-            "train_rows: the train function runs in worker processes, so it must be importable "
+            "train_groups: the train function runs in worker processes, so it must be importable "
             f"(a function defined at the top level of a module), got {train!r}"
         ) from error
     context = multiprocessing.get_context("spawn")
     progress = context.Queue()
-    # The longest rows first: the workers then finish at about the same time.
+    # The longest groups first (epochs times rows): the workers then finish at about the
+    # same time.
     order = sorted(
-        range(len(experiments)),
-        key=lambda i: -(experiments[i].epochs if epochs is None else epochs),
+        range(len(groups)),
+        key=lambda i: -(groups[i][0].epochs if epochs is None else epochs) * len(groups[i]),
     )
-    results: dict[int, RowResult] = {}
+    results: dict[int, list[RowResult]] = {}
 
     def drain() -> None:
         while True:
@@ -121,21 +120,21 @@ def train_rows(
             except queue.Empty:
                 return
             if on_epoch is not None:
-                for index, record in records:
-                    on_epoch(experiments[position], index, record)
+                for row, index, record in records:
+                    on_epoch(groups[position][row], index, record)
 
     with ProcessPoolExecutor(
-        max_workers=min(jobs, max(len(experiments), 1)),
+        max_workers=min(jobs, max(len(groups), 1)),
         mp_context=context,
         initializer=_start_worker,
         initargs=(progress,),
     ) as pool:
-        futures: dict[Future[RowResult], int] = {
+        futures: dict[Future[list[RowResult]], int] = {
             pool.submit(
                 _train_in_worker,
                 position,
                 train,
-                experiments[position],
+                list(groups[position]),
                 rounds,
                 base_seed,
                 epochs,
@@ -155,4 +154,4 @@ def train_rows(
                 future.cancel()
             raise
     drain()
-    return [results[position] for position in range(len(experiments))]
+    return [results[position] for position in range(len(groups))]

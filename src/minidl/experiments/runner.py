@@ -15,8 +15,13 @@ from typing import Any
 import torch
 
 from minidl._allocator import keep_freed_memory
-from minidl.experiments.batched import train_row_batched
-from minidl.experiments.config import Experiment, experiments_for_tables, training_key
+from minidl.experiments.batched import train_rows_batched
+from minidl.experiments.config import (
+    Experiment,
+    experiments_for_tables,
+    stack_key,
+    training_key,
+)
 from minidl.experiments.training import RowResult
 from minidl.train import EpochRecord
 
@@ -53,23 +58,27 @@ def run_experiments(
     base_seed: int,
     *,
     epochs: int | None = None,
-    train: Callable[..., RowResult] = train_row_batched,
+    train: Callable[..., list[RowResult]] = train_rows_batched,
     on_epoch: Callable[[Experiment, int, EpochRecord], None] | None = None,
     jobs: int = 1,
 ) -> list[RowResult]:
     """Train every experiment (``rounds`` rounds each) and return one result per experiment.
 
     Experiments that train identically (same :func:`training_key`, e.g. a "momentum without
-    effect" variant and the momentum-0 row) are trained once and share the numbers.
+    effect" variant and the momentum-0 row) are trained once and share the numbers. The others
+    are trained in groups of one :func:`stack_key` (rows that differ only in optimizer and
+    schedule), each group by one call of ``train``.
 
     Args:
         experiments: the rows.
         rounds: rounds per row.
         base_seed: the run's base seed.
         epochs: overrides every row's epochs (for smoke tests).
-        train: the function that trains one row: :func:`~minidl.experiments.batched.train_row_batched`
-            (the rounds at once, the default) or :func:`~minidl.experiments.training.train_row`
-            (one round after the other; the same numbers, slower).
+        train: the function that trains a group of rows:
+            :func:`~minidl.experiments.batched.train_rows_batched` (the rounds of the group's
+            rows in one stack, the default) or :func:`~minidl.experiments.training.train_rows`
+            (one round after the other; the same numbers to rounding, slower). A row's numbers
+            do not depend on the other rows of its group.
         on_epoch: called with ``(experiment, round index, record)`` after every epoch.
         jobs: worker processes (:mod:`minidl.experiments.pool`); 1 trains here, in this
             process. The results are the same for any number.
@@ -77,45 +86,29 @@ def run_experiments(
     distinct: dict[Experiment, Experiment] = {}
     for experiment in experiments:
         distinct.setdefault(training_key(experiment), experiment)
-    rows = list(distinct.values())
-    if jobs > 1 and len(rows) > 1:
-        from minidl.experiments.pool import train_rows
+    grouped: dict[Experiment, list[Experiment]] = {}
+    for experiment in distinct.values():
+        grouped.setdefault(stack_key(experiment), []).append(experiment)
+    groups = list(grouped.values())
+    if jobs > 1 and len(groups) > 1:
+        from minidl.experiments.pool import train_groups
 
-        trained = dict(
-            zip(
-                distinct,
-                train_rows(
-                    rows,
-                    rounds,
-                    base_seed,
-                    jobs=jobs,
-                    train=train,
-                    epochs=epochs,
-                    on_epoch=on_epoch,
-                ),
-                strict=True,
-            )
+        results = train_groups(
+            groups, rounds, base_seed, jobs=jobs, train=train, epochs=epochs, on_epoch=on_epoch
         )
     else:
-        trained = {}
-        for key, experiment in distinct.items():
-            callback = None
-            if on_epoch is not None:
-                callback = _bind_experiment(on_epoch, experiment)
-            trained[key] = train(experiment, rounds, base_seed, epochs=epochs, on_epoch=callback)
+        results = [
+            train(group, rounds, base_seed, epochs=epochs, on_epoch=on_epoch) for group in groups
+        ]
+    trained = {
+        training_key(result.experiment): result
+        for group_results in results
+        for result in group_results
+    }
     return [
         dataclasses.replace(trained[training_key(experiment)], experiment=experiment)
         for experiment in experiments
     ]
-
-
-def _bind_experiment(
-    on_epoch: Callable[[Experiment, int, EpochRecord], None], experiment: Experiment
-) -> Callable[[int, EpochRecord], None]:
-    def callback(index: int, record: EpochRecord) -> None:
-        on_epoch(experiment, index, record)
-
-    return callback
 
 
 def count_epochs(experiments: Sequence[Experiment], rounds: int, epochs: int | None) -> int:

@@ -1,9 +1,9 @@
 """Training one row of a table: its rounds, each from its own seeds.
 
-:func:`train_row` is the one entry point the runner calls for a row; it trains the rounds one
-after the other with :func:`train_round`. A faster implementation (e.g. the rounds trained at
-once with batched matrix products) can replace it behind the same signature, returning the same
-:class:`RowResult`.
+:func:`train_row` trains the rounds of a row one after the other with :func:`train_round`, and
+:func:`train_rows` does so for several rows. The runner's default,
+:func:`minidl.experiments.batched.train_rows_batched`, trains the rounds of rows at once with
+batched matrix products behind the same signature, returning the same :class:`RowResult`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +23,7 @@ from minidl.experiments.seeds import RoundSeeds, round_seeds
 from minidl.nn import ACTIVATIONS, CrossEntropyLoss, Linear, MSELoss, Sequential, mlp
 from minidl.nn.loss import Loss
 from minidl.nn.module import Module
+from minidl.nn.parameter import Parameter
 from minidl.optim import SGD, Adadelta, CyclicLR, StepDecay
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
@@ -38,6 +39,7 @@ __all__ = [
     "make_round_data",
     "train_round",
     "train_row",
+    "train_rows",
 ]
 
 
@@ -87,16 +89,16 @@ def build_criterion(experiment: Experiment) -> Loss:
     )
 
 
-def build_optimizer(experiment: Experiment, model: Module) -> Optimizer:
-    """The row's optimizer on ``model``'s parameters."""
+def build_optimizer(experiment: Experiment, parameters: Iterable[Parameter]) -> Optimizer:
+    """The row's optimizer on ``parameters`` (a model's ``parameters()``, or a stack's)."""
     if experiment.optimizer == "sgd":
-        return SGD(model.parameters(), lr=experiment.lr, momentum=experiment.momentum)
+        return SGD(parameters, lr=experiment.lr, momentum=experiment.momentum)
     if experiment.momentum:
         raise ValueError(f"build_optimizer: momentum applies to SGD only ({experiment.key})")
     if experiment.optimizer == "adadelta":
-        return Adadelta(model.parameters(), lr=experiment.lr)
+        return Adadelta(parameters, lr=experiment.lr)
     if experiment.optimizer == "adadelta-published":
-        return PublishedAdadelta(model.parameters(), lr=experiment.lr)
+        return PublishedAdadelta(parameters, lr=experiment.lr)
     raise ValueError(
         "build_optimizer: optimizer must be 'sgd', 'adadelta' or 'adadelta-published', "
         f"got {experiment.optimizer!r}"
@@ -200,7 +202,7 @@ def train_round(
     data = make_round_data(experiment, seeds)
     model = build_network(experiment, torch.Generator().manual_seed(seeds.init))
     criterion = build_criterion(experiment)
-    optimizer = build_optimizer(experiment, model)
+    optimizer = build_optimizer(experiment, model.parameters())
     scheduler = build_scheduler(experiment, optimizer)
     history = fit(
         model,
@@ -260,6 +262,38 @@ def train_row(
     return RowResult(
         experiment=experiment, rounds=tuple(results), seconds=time.perf_counter() - start
     )
+
+
+def train_rows(
+    experiments: Sequence[Experiment],
+    rounds: int,
+    base_seed: int,
+    *,
+    epochs: int | None = None,
+    on_epoch: Callable[[Experiment, int, EpochRecord], None] | None = None,
+) -> list[RowResult]:
+    """Train each of ``experiments`` with :func:`train_row`, one round after the other.
+
+    The same signature as :func:`minidl.experiments.batched.train_rows_batched`, for
+    :func:`minidl.experiments.runner.run_experiments`; ``on_epoch`` is called with
+    ``(experiment, round index, record)``.
+    """
+    results = []
+    for experiment in experiments:
+        callback = None
+        if on_epoch is not None:
+            callback = _bind_experiment(on_epoch, experiment)
+        results.append(train_row(experiment, rounds, base_seed, epochs=epochs, on_epoch=callback))
+    return results
+
+
+def _bind_experiment(
+    on_epoch: Callable[[Experiment, int, EpochRecord], None], experiment: Experiment
+) -> Callable[[int, EpochRecord], None]:
+    def callback(index: int, record: EpochRecord) -> None:
+        on_epoch(experiment, index, record)
+
+    return callback
 
 
 def _bind_round(

@@ -25,7 +25,12 @@ from minidl.nn.selu import SELU
 from minidl.nn.sequential import Sequential
 from minidl.nn.sigmoid import Sigmoid
 from minidl.nn.softmax import Softmax
-from minidl.nn.stack import model_parameters, stack_models, unstack_model
+from minidl.nn.stack import (
+    flat_model_parameters,
+    model_parameters,
+    stack_models,
+    unstack_model,
+)
 from minidl.nn.tanh import Tanh
 
 __all__ = [
@@ -56,6 +61,7 @@ __all__ = [
     "Softmax",
     "Tanh",
     "activation",
+    "flat_model_parameters",
     "mlp",
     "model_parameters",
     "stack_models",

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Literal
+
+import torch
 
 from minidl.nn.activation import Activation
 from minidl.nn.batched_linear import BatchedLinear
@@ -12,10 +15,15 @@ from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 from minidl.nn.sequential import Sequential
 
-__all__ = ["model_parameters", "stack_models", "unstack_model"]
+__all__ = ["flat_model_parameters", "model_parameters", "stack_models", "unstack_model"]
+
+#: Each model's block of a ``layout="model"`` stack starts on a multiple of this many bytes.
+MODEL_ALIGNMENT = 64
 
 
-def stack_models(models: Sequence[Sequential]) -> Sequential:
+def stack_models(
+    models: Sequence[Sequential], *, layout: Literal["layer", "model"] = "layer"
+) -> Sequential:
     """One :class:`Sequential` that runs R networks of the same architecture side by side.
 
     Layer ``i`` of the result is a :class:`BatchedLinear` stacking the ``i``-th :class:`Linear`
@@ -23,15 +31,32 @@ def stack_models(models: Sequence[Sequential]) -> Sequential:
     The stacked network takes ``(R, N, features)`` and returns ``(R, N, outputs)``; with a loss
     given ``(R, N, C)`` predictions, one training step of the stack is one step of each model.
 
+    Where the parameters live (``layout``):
+
+    - ``"layer"``: as in any :class:`Sequential`, each stacked parameter is one contiguous tensor
+      ``(R, ...)`` and together they tile one flat buffer, so one optimizer over the whole stack
+      updates it in one operation.
+    - ``"model"``: model ``r``'s parameters, all layers, form one contiguous block of the buffer,
+      and the blocks are padded to a multiple of :data:`MODEL_ALIGNMENT` bytes (a stacked weight
+      is then a view with the block size as its stride over models). Every matrix product then
+      sees the same memory alignment for a model whatever the number of models in the stack and
+      its position among them, so that a model trains to the same bits in any stack (the
+      products' kernels may round differently at another alignment). Consecutive models' blocks
+      are one flat :class:`Parameter` (:func:`flat_model_parameters`), which an optimizer of
+      those models alone updates in one operation.
+
     Args:
         models: R >= 1 :class:`Sequential` networks of :class:`Linear` layers and activations,
             with the same layer types, sizes and activation settings.
+        layout: ``"layer"`` (the default) or ``"model"``.
 
     Raises:
         ValueError: the models differ in architecture (the message names the first layer that
-            differs).
+            differs), or an unknown layout.
         TypeError: a layer that cannot be stacked (only Linear and element-wise activations can).
     """
+    if layout not in ("layer", "model"):
+        raise ValueError(f"stack_models: layout must be 'layer' or 'model', got {layout!r}")
     if not models:
         raise ValueError("stack_models: expected at least one model")
     first = models[0]
@@ -68,7 +93,110 @@ def stack_models(models: Sequence[Sequential]) -> Sequential:
                 f"stack_models: cannot stack layer {position} ({type(reference).__name__}); only "
                 "Linear layers and element-wise activations can be stacked"
             )
-    return Sequential(*layers)
+    stacked = Sequential(*layers)
+    if layout == "model":
+        _lay_out_by_model(stacked.parameters(), len(models))
+    return stacked
+
+
+def _lay_out_by_model(parameters: Sequence[Parameter], models: int) -> None:
+    """Move the stacked ``parameters`` (each ``(R, ...)``) into one new buffer where each model's
+    parameters are one block, padded to :data:`MODEL_ALIGNMENT` bytes (values and gradients)."""
+    if not parameters:
+        return
+    first = parameters[0].data
+    block = _model_block_size(parameters)
+    with torch.inference_mode(False):  # normal tensors: updated in place anywhere
+        values = torch.zeros(models * block, dtype=first.dtype, device=first.device)
+        grads = torch.zeros_like(values)
+    offset = 0
+    for parameter in parameters:
+        shape = parameter.data.shape
+        strides = (block, *parameter.data[0].contiguous().stride())
+        value = values.as_strided(shape, strides, offset)
+        grad = grads.as_strided(shape, strides, offset)
+        value.copy_(parameter.data)
+        grad.copy_(parameter.grad)
+        parameter.data, parameter.grad = value, grad
+        offset += parameter.data[0].numel()
+
+
+def _model_block_size(parameters: Sequence[Parameter]) -> int:
+    """Elements of one model's block: its parameters, padded to :data:`MODEL_ALIGNMENT` bytes."""
+    per_model = sum(parameter.data[0].numel() for parameter in parameters)
+    step = max(MODEL_ALIGNMENT // parameters[0].data.element_size(), 1)
+    return -(-per_model // step) * step
+
+
+def flat_model_parameters(stacked: Sequential, index: int | slice) -> Parameter:
+    """The parameters of model ``index`` (or of the models of a slice) of a network made by
+    ``stack_models(..., layout="model")``, as one flat :class:`Parameter`, in place.
+
+    Its ``data`` and ``grad`` are 1-D views of the models' blocks of the stack (their padding
+    included), so an element-wise optimizer built on it updates those models in one operation.
+    The padding is zero, its gradient too, and it stays zero under every element-wise optimizer
+    whose update of a zero value with a zero gradient is zero (all of minidl's). It stays valid
+    while the stack's tensors are not replaced (``stacked.to(...)`` replaces them).
+
+    Args:
+        stacked: a network made by ``stack_models(..., layout="model")``.
+        index: a model index in ``[0, R)``, or a non-empty slice of models with step 1.
+
+    Raises:
+        ValueError: ``stacked`` does not have the ``"model"`` layout.
+        IndexError: ``index`` is out of range, or the slice is empty or has a step.
+    """
+    parameters = stacked.parameters()
+    models = _stacked_models(stacked)
+    start, stop = _model_range("flat_model_parameters", index, models)
+    block = _model_block_size(parameters) if parameters else 0
+    base = parameters[0].data.storage_offset() if parameters else 0
+    offset = base
+    for parameter in parameters:
+        for tensor in (parameter.data, parameter.grad):
+            if tensor.stride(0) != block or tensor.storage_offset() != offset:
+                raise ValueError(
+                    "flat_model_parameters: the stack does not have the 'model' layout (build "
+                    "it with stack_models(models, layout='model'))"
+                )
+            if tensor.untyped_storage().data_ptr() != _storage(
+                parameters[0], tensor is parameter.grad
+            ):
+                raise ValueError("flat_model_parameters: the stack's parameters are not one buffer")
+        offset += parameter.data[0].numel()
+    size = (stop - start) * block
+    first = parameters[0]
+    flat = Parameter(
+        first.data.as_strided((size,), (1,), base + start * block),
+        name=f"models[{start}:{stop}]",
+    )
+    flat.grad = first.grad.as_strided((size,), (1,), base + start * block)
+    return flat
+
+
+def _storage(parameter: Parameter, grad: bool) -> int:
+    return (parameter.grad if grad else parameter.data).untyped_storage().data_ptr()
+
+
+def _stacked_models(stacked: Sequential) -> int:
+    layers = [layer for layer in stacked if isinstance(layer, BatchedLinear)]
+    if not layers:
+        raise ValueError("flat_model_parameters: the network has no stacked layer")
+    return layers[0].models
+
+
+def _model_range(where: str, index: int | slice, models: int) -> tuple[int, int]:
+    """``(start, stop)`` of a model index or slice, checked against ``models``."""
+    if isinstance(index, slice):
+        start, stop, step = index.indices(models)
+        if step != 1 or start >= stop:
+            raise IndexError(
+                f"{where}: expected a non-empty slice of step 1 within {models} models, got {index}"
+            )
+        return start, stop
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < models:
+        raise IndexError(f"{where}: index {index!r} is out of range for {models} models")
+    return index, index + 1
 
 
 def model_parameters(stacked: Sequential, index: int | slice) -> list[Parameter]:
@@ -93,16 +221,7 @@ def model_parameters(stacked: Sequential, index: int | slice) -> list[Parameter]
     for position, layer in enumerate(stacked):
         if not isinstance(layer, BatchedLinear):
             continue
-        models = layer.models
-        if isinstance(index, slice):
-            start, stop, step = index.indices(models)
-            if step != 1 or start >= stop:
-                raise IndexError(
-                    f"model_parameters: expected a non-empty slice of step 1 within {models} "
-                    f"models, got {index}"
-                )
-        elif not 0 <= index < models:
-            raise IndexError(f"model_parameters: index {index} is out of range for {models} models")
+        _model_range("model_parameters", index, layer.models)
         for name, stacked_parameter in (("weight", layer.weight), ("bias", layer.bias)):
             if stacked_parameter is None:
                 continue
