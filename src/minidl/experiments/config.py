@@ -264,14 +264,20 @@ def training_key(experiment: Experiment) -> Experiment:
 
 
 def stack_key(experiment: Experiment) -> Experiment:
-    """The experiment stripped of its optimizer and schedule as well.
+    """The experiment stripped of its activations, optimizer and schedule as well.
 
-    Rows with the same key have the same network, loss, epochs, data and initial weights, and
-    differ only in how they update them, so the runner trains their rounds in one stack
-    (:func:`minidl.experiments.batched.train_rows_batched`), each row with its own optimizer.
+    Rows with the same key have the same layer sizes, loss, epochs, data and initial weights,
+    and differ only in their activations and in how they update the weights, so the runner may
+    train their rounds in one stack (:func:`minidl.experiments.batched.train_rows_batched`),
+    each row with its own activations (:class:`minidl.nn.StackedActivation`) and optimizer.
     """
     return dataclasses.replace(
-        training_key(experiment), optimizer="sgd", lr=0.0, momentum=0.0, scheduler=None
+        training_key(experiment),
+        activations=(),
+        optimizer="sgd",
+        lr=0.0,
+        momentum=0.0,
+        scheduler=None,
     )
 
 

@@ -55,6 +55,7 @@ def _train_in_worker(
     """Train one group in a worker; send ``(position, [(row, round, record), ...])`` messages."""
     pending: list[tuple[int, int, EpochRecord]] = []
     last = time.monotonic()
+
     def on_epoch(experiment: Experiment, index: int, record: EpochRecord) -> None:
         nonlocal last
         pending.append((group.index(experiment), index, record))

@@ -26,12 +26,14 @@ from minidl.experiments.training import RowResult
 from minidl.train import EpochRecord
 
 __all__ = [
+    "MAX_STACKED_MODELS",
     "QUICK_EPOCHS",
     "RunSettings",
     "default_jobs",
     "reproduce",
     "run_experiments",
     "run_from_cli",
+    "stack_groups",
 ]
 
 #: Epochs of every row in ``--quick`` mode (a smoke test of the pipeline, not a result).
@@ -86,10 +88,7 @@ def run_experiments(
     distinct: dict[Experiment, Experiment] = {}
     for experiment in experiments:
         distinct.setdefault(training_key(experiment), experiment)
-    grouped: dict[Experiment, list[Experiment]] = {}
-    for experiment in distinct.values():
-        grouped.setdefault(stack_key(experiment), []).append(experiment)
-    groups = list(grouped.values())
+    groups = stack_groups(list(distinct.values()), rounds)
     if jobs > 1 and len(groups) > 1:
         from minidl.experiments.pool import train_groups
 
@@ -109,6 +108,27 @@ def run_experiments(
         dataclasses.replace(trained[training_key(experiment)], experiment=experiment)
         for experiment in experiments
     ]
+
+
+#: The most models :func:`stack_groups` puts in one stack: larger stacks are no faster here
+#: (their tensors no longer fit in the cache).
+MAX_STACKED_MODELS = 40
+
+
+def stack_groups(experiments: Sequence[Experiment], rounds: int) -> list[list[Experiment]]:
+    """The experiments in groups that train in one stack each: the same :func:`stack_key`, at
+    most :data:`MAX_STACKED_MODELS` models (``rounds`` per row, at least one row) per group, the
+    rows with the same activations side by side (one run each in a
+    :class:`~minidl.nn.StackedActivation`)."""
+    grouped: dict[Experiment, list[Experiment]] = {}
+    for experiment in experiments:
+        grouped.setdefault(stack_key(experiment), []).append(experiment)
+    size = max(1, MAX_STACKED_MODELS // max(rounds, 1))
+    groups = []
+    for rows in grouped.values():
+        rows = sorted(rows, key=lambda experiment: experiment.activations)
+        groups += [rows[start : start + size] for start in range(0, len(rows), size)]
+    return groups
 
 
 def count_epochs(experiments: Sequence[Experiment], rounds: int, epochs: int | None) -> int:

@@ -31,6 +31,7 @@ from minidl.nn.stack import (
     stack_models,
     unstack_model,
 )
+from minidl.nn.stacked_activation import StackedActivation
 from minidl.nn.tanh import Tanh
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "Sequential",
     "Sigmoid",
     "Softmax",
+    "StackedActivation",
     "Tanh",
     "activation",
     "flat_model_parameters",

@@ -14,6 +14,7 @@ from minidl.nn.linear import Linear
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 from minidl.nn.sequential import Sequential
+from minidl.nn.stacked_activation import StackedActivation
 
 __all__ = ["flat_model_parameters", "model_parameters", "stack_models", "unstack_model"]
 
@@ -27,7 +28,9 @@ def stack_models(
     """One :class:`Sequential` that runs R networks of the same architecture side by side.
 
     Layer ``i`` of the result is a :class:`BatchedLinear` stacking the ``i``-th :class:`Linear`
-    of every model (copies of their parameters), or the models' shared element-wise activation.
+    of every model (copies of their parameters), or the models' shared element-wise activation,
+    or, where the models' activations differ, a :class:`StackedActivation` applying each
+    model's own.
     The stacked network takes ``(R, N, features)`` and returns ``(R, N, outputs)``; with a loss
     given ``(R, N, C)`` predictions, one training step of the stack is one step of each model.
 
@@ -47,7 +50,7 @@ def stack_models(
 
     Args:
         models: R >= 1 :class:`Sequential` networks of :class:`Linear` layers and activations,
-            with the same layer types, sizes and activation settings.
+            with the same layer sizes and an activation at the same positions.
         layout: ``"layer"`` (the default) or ``"model"``.
 
     Raises:
@@ -79,15 +82,15 @@ def stack_models(
                 BatchedLinear.stack([layer for layer in column if isinstance(layer, Linear)])
             )
         elif isinstance(reference, Activation):
-            if any(
-                repr(layer) != repr(reference) or type(layer) is not type(reference)
-                for layer in column
-            ):
+            if not all(isinstance(layer, Activation) for layer in column):
                 raise ValueError(
-                    f"stack_models: layer {position} differs between models "
-                    f"({sorted({repr(layer) for layer in column})})"
+                    f"stack_models: layer {position} is not an activation in every model"
                 )
-            layers.append(copy.deepcopy(reference))
+            runs = _activation_runs([layer for layer in column if isinstance(layer, Activation)])
+            if len(runs) == 1:
+                layers.append(copy.deepcopy(reference))
+            else:
+                layers.append(StackedActivation(runs))
         else:
             raise TypeError(
                 f"stack_models: cannot stack layer {position} ({type(reference).__name__}); only "
@@ -97,6 +100,17 @@ def stack_models(
     if layout == "model":
         _lay_out_by_model(stacked.parameters(), len(models))
     return stacked
+
+
+def _activation_runs(column: Sequence[Activation]) -> list[tuple[Activation, int]]:
+    """Copies of the activations of consecutive models, one per run of equal activations."""
+    runs: list[tuple[Activation, int]] = []
+    for layer in column:
+        if runs and type(layer) is type(runs[-1][0]) and repr(layer) == repr(runs[-1][0]):
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((copy.deepcopy(layer), 1))
+    return runs
 
 
 def _lay_out_by_model(parameters: Sequence[Parameter], models: int) -> None:
@@ -242,6 +256,8 @@ def unstack_model(stacked: Sequential, index: int) -> Sequential:
                     f"unstack_model: index {index} is out of range for {layer.models} models"
                 )
             layers.append(layer.unstack()[index])
+        elif isinstance(layer, StackedActivation):
+            layers.append(copy.deepcopy(layer.activation_of(index)))
         else:
             layers.append(copy.deepcopy(layer))
     return Sequential(*layers)

@@ -1,0 +1,94 @@
+"""Different element-wise activations for the models of one stack."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from minidl.nn.activation import Activation
+from minidl.nn.module import Module
+
+__all__ = ["StackedActivation"]
+
+
+class StackedActivation(Module):
+    r"""Element-wise activations that differ between the stacked models: model ``r``'s slice
+    ``x[r]`` of an input ``(R, ...)`` goes through its own activation :math:`f_r`.
+
+    .. math::
+        y_r = f_r(x_r), \qquad \frac{\partial L}{\partial x_r} = \frac{\partial L}{\partial y_r}
+        \, f_r'(x_r)
+
+    Consecutive models with the same activation form one run: each run is one call of its
+    activation on a slice (a view) of the input, and the runs' results are concatenated, so
+    forward and backward cost one operation per run besides the activations'. Made by
+    :func:`minidl.nn.stack_models` where the models' activations differ.
+
+    Args:
+        runs: ``(activation, models)`` pairs in model order: ``models`` consecutive models use
+            ``activation`` (each run's module is used for its models only).
+
+    Shape:
+        - Input: ``(R, ...)`` with R the total of the runs' models. Output: the same shape.
+
+    Example:
+        >>> layer = StackedActivation([(Tanh(), 2), (ReLU(), 1)])
+        >>> layer(torch.full((3, 1), -1.0)).flatten()
+        tensor([-0.7616, -0.7616,  0.0000])
+    """
+
+    def __init__(self, runs: Sequence[tuple[Activation, int]]) -> None:
+        super().__init__()
+        if not runs:
+            raise ValueError("StackedActivation: expected at least one (activation, models) run")
+        bounds = []
+        start = 0
+        for index, (activation, models) in enumerate(runs):
+            if not isinstance(activation, Activation):
+                raise TypeError(
+                    f"StackedActivation: run {index} must hold a minidl Activation, got "
+                    f"{type(activation).__name__}"
+                )
+            if isinstance(models, bool) or not isinstance(models, int) or models < 1:
+                raise ValueError(
+                    f"StackedActivation: run {index} must cover a positive number of models, "
+                    f"got {models!r}"
+                )
+            # Named by the models it covers: the repr reads "(0:2): Tanh()".
+            self.register_module(f"{start}:{start + models}", activation)
+            bounds.append((activation, start, start + models))
+            start += models
+        self._runs: tuple[tuple[Activation, int, int], ...] = tuple(bounds)
+        self.models = start
+
+    def activation_of(self, index: int) -> Activation:
+        """The activation of model ``index``."""
+        for activation, start, stop in self._runs:
+            if start <= index < stop:
+                return activation
+        raise IndexError(
+            f"StackedActivation: index {index} is out of range for {self.models} models"
+        )
+
+    def _check(self, tensor: object, what: str) -> Tensor:
+        if not isinstance(tensor, Tensor) or tensor.dim() == 0 or tensor.shape[0] != self.models:
+            got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+            raise ValueError(
+                f"StackedActivation: expected {what} with a leading dimension of {self.models} "
+                f"models, got {got}"
+            )
+        return tensor
+
+    def forward(self, input: Tensor) -> Tensor:
+        input = self._check(input, "an input")
+        return torch.cat(
+            [activation.forward(input[start:stop]) for activation, start, stop in self._runs]
+        )
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        grad_output = self._check(grad_output, "a gradient")
+        return torch.cat(
+            [activation.backward(grad_output[start:stop]) for activation, start, stop in self._runs]
+        )

@@ -1,0 +1,110 @@
+"""StackedActivation: each stacked model through its own activation, checked against autograd."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from minidl import nn
+from minidl.data import make_disk_data
+from minidl.optim import SGD
+from minidl.rounds import PerModel, fit_rounds
+from minidl.train import fit
+
+DTYPE = torch.float64
+
+
+def _reference(name: str, x: torch.Tensor) -> torch.Tensor:
+    functions = {
+        "tanh": torch.tanh,
+        "relu": torch.relu,
+        "sigmoid": torch.sigmoid,
+        "elu": torch.nn.functional.elu,
+        "selu": torch.nn.functional.selu,
+    }
+    return functions[name](x)
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_forward_and_backward_match_autograd(batch: int) -> None:
+    torch.manual_seed(batch)
+    names = ["tanh", "tanh", "relu", "elu", "elu", "elu", "selu", "sigmoid"]
+    runs = [(nn.activation("tanh"), 2), (nn.ReLU(), 1), (nn.ELU(), 3), (nn.SELU(), 1)]
+    runs.append((nn.Sigmoid(), 1))
+    layer = nn.StackedActivation(runs)
+    x = torch.randn(len(names), batch, 5, dtype=DTYPE, requires_grad=True)
+    grad = torch.randn(len(names), batch, 5, dtype=DTYPE)
+    reference = torch.stack([_reference(name, x[r]) for r, name in enumerate(names)])
+    reference.backward(grad)
+    out = layer(x.detach())
+    torch.testing.assert_close(out, reference.detach(), rtol=1e-12, atol=1e-12)
+    assert x.grad is not None
+    torch.testing.assert_close(layer.backward(grad), x.grad, rtol=1e-12, atol=1e-12)
+    assert layer.models == 8 and isinstance(layer.activation_of(5), nn.ELU)
+    assert "(0:2): Tanh()" in repr(layer) and "(7:8): Sigmoid()" in repr(layer)
+
+
+def test_bad_runs_and_inputs_are_refused() -> None:
+    with pytest.raises(ValueError, match="expected at least one"):
+        nn.StackedActivation([])
+    with pytest.raises(TypeError, match="run 1 must hold a minidl Activation, got Linear"):
+        nn.StackedActivation([(nn.Tanh(), 1), (nn.Linear(2, 2), 1)])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="run 0 must cover a positive number of models, got 0"):
+        nn.StackedActivation([(nn.Tanh(), 0)])
+    layer = nn.StackedActivation([(nn.Tanh(), 2), (nn.ReLU(), 1)])
+    with pytest.raises(ValueError, match="leading dimension of 3 models, got \\(2, 4\\)"):
+        layer(torch.randn(2, 4))
+    with pytest.raises(ValueError, match="expected a gradient with a leading dimension"):
+        layer.backward("grad")  # type: ignore[arg-type]
+    with pytest.raises(IndexError, match="index 3 is out of range for 3 models"):
+        layer.activation_of(3)
+
+
+def test_models_with_different_activations_stack_and_train_as_alone() -> None:
+    """stack_models makes one StackedActivation per position where the activations differ
+    (consecutive equal ones in one run); fit_rounds then trains each model as fit would."""
+    names = [("tanh", "tanh"), ("tanh", "relu"), ("elu", "relu"), ("elu", "relu")]
+    datasets = [make_disk_data(80, 30, 10, seed=60 + r, dtype=DTYPE) for r in range(4)]
+    models = []
+    for r, pair in enumerate(names):
+        torch.manual_seed(r)
+        models.append(nn.mlp((2, 6, 5, 2), list(pair), dtype=DTYPE))
+    stacked = nn.stack_models(models)
+    first, second = stacked[1], stacked[3]
+    assert isinstance(first, nn.StackedActivation) and isinstance(second, nn.StackedActivation)
+    assert [type(m).__name__ for m in (first.activation_of(r) for r in range(4))] == [
+        "Tanh", "Tanh", "ELU", "ELU"
+    ]  # fmt: skip
+    assert "(0:1): Tanh()" in repr(second) and "(1:4): ReLU()" in repr(second)
+    assert isinstance(nn.unstack_model(stacked, 2)[3], nn.ReLU)
+    alone = [copy.deepcopy(m) for m in models]
+    expected = [
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            SGD(model.parameters(), lr=0.1),
+            d.train.x,
+            d.train.y,
+            epochs=4,
+            batch_size=20,
+            generator=torch.Generator().manual_seed(r),
+        )
+        for r, (model, d) in enumerate(zip(alone, datasets, strict=True))
+    ]
+    histories = fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        PerModel(lambda g, p: SGD(p, lr=0.1), flat=True),
+        [(d.train.x, d.train.y) for d in datasets],
+        epochs=4,
+        batch_size=20,
+        generators=[torch.Generator().manual_seed(r) for r in range(4)],
+    )
+    for model, reference, history, reference_history in zip(
+        models, alone, histories, expected, strict=True
+    ):
+        assert history.train_loss == pytest.approx(reference_history.train_loss, rel=1e-12)
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(p.data, q.data, rtol=1e-12, atol=1e-12)
