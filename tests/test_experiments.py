@@ -326,11 +326,11 @@ def test_quick_run_is_deterministic(quick_run: tuple[Path, dict[str, Any]], tmp_
 
 def test_worker_processes_give_the_same_rows_and_progress() -> None:
     """run_experiments with jobs=2 equals jobs=1: results, trained weights, and the progress
-    calls (each row's in order). Three groups: two rows of Table II in one stack, a Table I row
-    and a Table II row with another loss alone."""
+    calls (each row's in order). Two stacks: three rows of Table II (two losses) and a row of
+    Fig. 1 (other epochs)."""
     table_ii = experiments_for_tables("2")
     experiments = [*table_ii[:2], experiments_for_tables("1")[0], table_ii[-1]]
-    assert len({stack_key(e) for e in experiments}) == 3
+    assert len({stack_key(e) for e in experiments}) == 2
     calls: dict[int, list[Any]] = {1: [], 2: []}
     results = {
         jobs: run_experiments(
@@ -375,14 +375,14 @@ def test_worker_errors_reach_the_caller() -> None:
 
 def test_stack_key_groups_rows_that_differ_only_in_their_updates() -> None:
     table_ii = experiments_for_tables("2")
-    assert len({stack_key(e) for e in table_ii if e.mse_reduction == "paper"}) == 1
-    assert stack_key(table_ii[-1]) != stack_key(table_ii[0])  # another loss (MSE normalisation)
-    assert len({stack_key(e) for e in TABLE_III}) == 1  # optimizers and schedules only
+    assert stack_key(table_ii[0]) != stack_key(TABLE_III[0])  # other epochs
     # Table I's rows differ only in activations, and from Table III's in the optimizer too.
     assert len({stack_key(e) for e in (*TABLE_I, *TABLE_III)}) == 1
-    # Who may share a stack: all of them; not Fig. 1's MSE rows (each its loss, 400 epochs).
-    assert all(shares_a_stack(e) for e in (*TABLE_I, *TABLE_III))
-    assert not any(shares_a_stack(e) for e in FIGURE_1 if e.loss == "mse")
+    # Every row may share a stack: Fig. 1's and Table I's and III's (400 epochs), Table II's
+    # (100 epochs, MSE with both reductions).
+    assert len({stack_key(e) for e in (*FIGURE_1, *TABLE_I, *TABLE_III)}) == 1
+    assert len({stack_key(e) for e in table_ii}) == 1
+    assert all(shares_a_stack(e) for e in ALL_EXPERIMENTS)
 
 
 def _assert_same_rounds(first: Sequence[RoundResult], second: Sequence[RoundResult]) -> None:
@@ -398,8 +398,12 @@ def _assert_same_rounds(first: Sequence[RoundResult], second: Sequence[RoundResu
 
 def test_a_row_gives_the_same_bits_alone_beside_other_rows_and_with_fewer_rounds() -> None:
     """The rows of one stack (float32): each row's rounds are those of the row trained alone,
-    and its first rounds those of a run with fewer rounds and other neighbours."""
-    rows = [e for e in TABLE_III if e.kind == "main"]  # SGD, step decay, CLR, ADADELTA
+    and its first rounds those of a run with fewer rounds and other neighbours. Table III's
+    rows (SGD, step decay, CLR, ADADELTA), two rows of Table I (other activations) and Fig. 1's
+    MSE row with PyTorch's reduction (another loss)."""
+    by_label = {e.label: e for e in TABLE_I}
+    mse = next(e for e in FIGURE_1 if e.loss == "mse" and e.mse_reduction == "mean")
+    rows = [e for e in TABLE_III if e.kind == "main"] + [by_label["ELU"], by_label["ReLU"], mse]
     together = train_rows_batched(rows, 3, 0, epochs=3)
     assert [result.experiment for result in together] == rows
     assert len({result.rounds[0].validation_curve for result in together}) > 1

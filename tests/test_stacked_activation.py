@@ -108,3 +108,53 @@ def test_models_with_different_activations_stack_and_train_as_alone() -> None:
         assert history.train_loss == pytest.approx(reference_history.train_loss, rel=1e-12)
         for p, q in zip(model.parameters(), reference.parameters(), strict=True):
             torch.testing.assert_close(p.data, q.data, rtol=1e-12, atol=1e-12)
+
+
+# -- StackedLoss ----------------------------------------------------------------------------------
+
+
+def test_stacked_loss_gives_each_models_loss_and_gradient() -> None:
+    torch.manual_seed(3)
+    criteria = [nn.MSELoss(), nn.MSELoss(reduction="mean"), nn.CrossEntropyLoss()]
+    stacked = nn.StackedLoss([(criteria[0], 2), (criteria[1], 1), (criteria[2], 2)])
+    prediction = torch.randn(5, 6, 3, dtype=DTYPE, requires_grad=True)
+    target = torch.randint(0, 3, (5, 6))
+    losses = stacked(prediction.detach(), target)
+    gradient = stacked.backward()
+    owners = [0, 0, 1, 2, 2]
+    for r, owner in enumerate(owners):
+        single = copy.deepcopy(criteria[owner])
+        assert float(losses[r]) == pytest.approx(float(single(prediction[r].detach(), target[r])))
+        torch.testing.assert_close(gradient[r], single.backward(), rtol=1e-12, atol=1e-12)
+    # The gradient is that of the sum of the losses (autograd on the same formulas).
+    reference = sum(
+        torch.nn.functional.cross_entropy(prediction[r], target[r])
+        if owners[r] == 2
+        else (
+            (prediction[r] - torch.nn.functional.one_hot(target[r], 3)).pow(2).sum(-1).mean()
+            if owners[r] == 0
+            else (prediction[r] - torch.nn.functional.one_hot(target[r], 3)).pow(2).mean()
+        )
+        for r in range(5)
+    )
+    assert isinstance(reference, torch.Tensor)
+    reference.backward()
+    assert prediction.grad is not None
+    torch.testing.assert_close(gradient, prediction.grad, rtol=1e-12, atol=1e-12)
+    assert "(2:3): MSELoss(reduction='mean')" in repr(stacked)
+
+
+def test_stacked_loss_refuses_bad_runs_and_inputs() -> None:
+    with pytest.raises(ValueError, match="expected at least one"):
+        nn.StackedLoss([])
+    with pytest.raises(TypeError, match="run 0 must hold a minidl Loss, got Tanh"):
+        nn.StackedLoss([(nn.Tanh(), 1)])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="run 1 must cover a positive number of models, got -1"):
+        nn.StackedLoss([(nn.MSELoss(), 1), (nn.MSELoss(), -1)])
+    criterion = nn.StackedLoss([(nn.MSELoss(), 2)])
+    with pytest.raises(ValueError, match="stacked prediction with a leading dimension of 2"):
+        criterion(torch.randn(3, 4, 2), torch.randint(0, 2, (3, 4)))
+    with pytest.raises(ValueError, match="stacked target with a leading dimension of 2"):
+        criterion(torch.randn(2, 4, 2), torch.randint(0, 2, (4,)))
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        nn.StackedLoss([(nn.MSELoss(), 2)]).backward()

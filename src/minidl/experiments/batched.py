@@ -4,7 +4,8 @@
 computed with :func:`minidl.rounds.fit_rounds`: the R rounds of every given row are stacked and
 trained together, each on its own data set, initial weights and shuffles, and each row with its
 own optimizer and schedule. The rows must share a :func:`~minidl.experiments.config.stack_key`
-(same network, loss, epochs and data; they differ only in how they update the weights).
+(same layer sizes, epochs and data; they differ only in activations, loss and how they update
+the weights).
 
 A row that can share a stack (several rows given, or a row of the paper's catalog with a
 partner: :func:`~minidl.experiments.config.shares_a_stack`) is trained in a stack with the
@@ -34,8 +35,10 @@ from minidl.experiments.training import (
     build_scheduler,
     make_round_data,
 )
+from minidl.nn.loss import Loss
 from minidl.nn.parameter import Parameter
 from minidl.nn.sequential import Sequential
+from minidl.nn.stacked_loss import StackedLoss
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 from minidl.rounds import PerModel, fit_rounds
@@ -115,7 +118,7 @@ def train_rows_batched(
     )
     histories = fit_rounds(
         models,
-        build_criterion(first),
+        _criterion(experiments, rounds),
         optimizers,
         [(d.train.x, d.train.y) for _ in experiments for d in data],
         epochs=epochs,
@@ -152,6 +155,20 @@ def train_rows_batched(
             )
         )
     return results
+
+
+def _criterion(experiments: Sequence[Experiment], rounds: int) -> Loss:
+    """The stack's loss: the rows' own if they share it, else one run per row of a loss."""
+    losses = [build_criterion(experiment) for experiment in experiments]
+    if len({repr(loss) for loss in losses}) == 1:
+        return losses[0]
+    runs: list[tuple[Loss, int]] = []
+    for loss in losses:
+        if runs and repr(runs[-1][0]) == repr(loss):
+            runs[-1] = (runs[-1][0], runs[-1][1] + rounds)
+        else:
+            runs.append((loss, rounds))
+    return StackedLoss(runs)
 
 
 def train_row_batched(

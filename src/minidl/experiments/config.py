@@ -264,16 +264,19 @@ def training_key(experiment: Experiment) -> Experiment:
 
 
 def stack_key(experiment: Experiment) -> Experiment:
-    """The experiment stripped of its activations, optimizer and schedule as well.
+    """The experiment stripped of its activations, loss, optimizer and schedule as well.
 
-    Rows with the same key have the same layer sizes, loss, epochs, data and initial weights,
-    and differ only in their activations and in how they update the weights, so the runner may
-    train their rounds in one stack (:func:`minidl.experiments.batched.train_rows_batched`),
-    each row with its own activations (:class:`minidl.nn.StackedActivation`) and optimizer.
+    Rows with the same key have the same layer sizes, epochs, data and initial weights, and
+    differ only in their activations, loss and in how they update the weights, so the runner
+    may train their rounds in one stack (:func:`minidl.experiments.batched.train_rows_batched`),
+    each row with its own activations (:class:`minidl.nn.StackedActivation`), loss
+    (:class:`minidl.nn.StackedLoss`) and optimizer.
     """
     return dataclasses.replace(
         training_key(experiment),
         activations=(),
+        loss="cross-entropy",
+        mse_reduction="paper",
         optimizer="sgd",
         lr=0.0,
         momentum=0.0,

@@ -32,6 +32,7 @@ from minidl.nn.stack import (
     unstack_model,
 )
 from minidl.nn.stacked_activation import StackedActivation
+from minidl.nn.stacked_loss import StackedLoss
 from minidl.nn.tanh import Tanh
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "StackedActivation",
+    "StackedLoss",
     "Tanh",
     "activation",
     "flat_model_parameters",

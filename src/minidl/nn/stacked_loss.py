@@ -1,0 +1,83 @@
+"""Different losses for the models of one stack."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from minidl.nn.loss import Loss
+
+__all__ = ["StackedLoss"]
+
+
+class StackedLoss(Loss):
+    r"""Losses that differ between stacked models: model ``r``'s prediction ``z[r]`` and target
+    ``t[r]`` go to its own criterion :math:`L_r`.
+
+    .. math::
+        \text{forward} = (L_1(z_1, t_1), \dots, L_R(z_R, t_R)), \qquad
+        \frac{\partial \sum_r L_r}{\partial z_r} = \frac{\partial L_r}{\partial z_r}
+
+    Consecutive models with the same loss form one run: each run is one call of its loss on a
+    slice (a view) of the prediction and the target, and the runs' results are concatenated.
+
+    Args:
+        runs: ``(loss, models)`` pairs in model order: ``models`` consecutive models use ``loss``
+            (each run's module is used for its models only).
+
+    Shape:
+        - Prediction: ``(R, N, C)`` with R the total of the runs' models; target: ``(R, ...)``
+          as each run's loss takes it.
+        - Output: ``(R,)``, each model's loss.
+
+    Example:
+        >>> criterion = StackedLoss([(MSELoss(), 1), (CrossEntropyLoss(), 1)])
+        >>> criterion(torch.zeros(2, 1, 2), torch.tensor([[1], [1]])).shape
+        torch.Size([2])
+    """
+
+    def __init__(self, runs: Sequence[tuple[Loss, int]]) -> None:
+        super().__init__()
+        if not runs:
+            raise ValueError("StackedLoss: expected at least one (loss, models) run")
+        bounds = []
+        start = 0
+        for index, (loss, models) in enumerate(runs):
+            if not isinstance(loss, Loss) or isinstance(loss, StackedLoss):
+                raise TypeError(
+                    f"StackedLoss: run {index} must hold a minidl Loss, got {type(loss).__name__}"
+                )
+            if isinstance(models, bool) or not isinstance(models, int) or models < 1:
+                raise ValueError(
+                    f"StackedLoss: run {index} must cover a positive number of models, "
+                    f"got {models!r}"
+                )
+            # Named by the models it covers: the repr reads "(0:5): MSELoss(...)".
+            self.register_module(f"{start}:{start + models}", loss)
+            bounds.append((loss, start, start + models))
+            start += models
+        self._runs: tuple[tuple[Loss, int, int], ...] = tuple(bounds)
+        self.models = start
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        for tensor, what in ((prediction, "prediction"), (target, "target")):
+            if not isinstance(tensor, Tensor) or tensor.dim() < 2 or tensor.shape[0] != self.models:
+                got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+                raise ValueError(
+                    f"StackedLoss: expected a stacked {what} with a leading dimension of "
+                    f"{self.models} models, got {got}"
+                )
+        self._has_forward = False
+        losses = torch.cat(
+            [
+                criterion.forward(prediction[start:stop], target[start:stop])
+                for criterion, start, stop in self._runs
+            ]
+        )
+        self._has_forward = True
+        return losses
+
+    def _gradient(self) -> Tensor:
+        return torch.cat([criterion.backward() for criterion, _, _ in self._runs])
