@@ -160,21 +160,23 @@ def test_per_model_learning_rates_momenta_and_schedules_equal_one_by_one() -> No
     )
 
 
+def _mixed_optimizer(g: int, p: list[Parameter]) -> Optimizer:
+    """Optimizer 0: SGD (with a per-batch cyclic schedule); 1: ADADELTA; 2: SGD (step decay)."""
+    return Adadelta(p, lr=1.0) if g == 1 else SGD(p, lr=0.05 * (g + 1), momentum=0.5)
+
+
+def _mixed_scheduler(o: Optimizer) -> LRScheduler | None:
+    if isinstance(o, Adadelta):
+        return None
+    if o.lr < 0.1:
+        return CyclicLR(o, 0.01, 0.1, 3)
+    return StepDecay(o, step_size=1, gamma=0.7)
+
+
 def test_per_model_optimizers_of_different_kinds_and_schedules() -> None:
     """Model 0: SGD with a per-batch cyclic schedule; 1: ADADELTA, no schedule; 2: SGD, step
     decay per epoch. Only model 0 records per-batch learning rates."""
-
-    def make_optimizer(r: int, p: list[Parameter]) -> Optimizer:
-        return Adadelta(p, lr=1.0) if r == 1 else SGD(p, lr=0.05 * (r + 1), momentum=0.5)
-
-    def make_scheduler(o: Optimizer) -> LRScheduler | None:
-        if isinstance(o, Adadelta):
-            return None
-        if o.lr < 0.1:
-            return CyclicLR(o, 0.01, 0.1, 3)
-        return StepDecay(o, step_size=1, gamma=0.7)
-
-    _one_by_one_and_batched(make_optimizer, make_scheduler, activation="elu")
+    _one_by_one_and_batched(_mixed_optimizer, _mixed_scheduler, activation="elu")
 
 
 def test_per_model_factory_must_return_optimizers() -> None:
@@ -197,19 +199,8 @@ def test_per_model_factory_must_return_optimizers() -> None:
 def test_flat_per_model_optimizers_equal_one_by_one(group: int) -> None:
     """PerModel(flat=True): each optimizer gets one flat Parameter over its models (the stack
     laid out by model); SGD with momentum and ADADELTA, a per-epoch and a per-batch schedule."""
-
-    def make_optimizer(g: int, p: list[Parameter]) -> Optimizer:
-        return Adadelta(p, lr=1.0) if g == 1 else SGD(p, lr=0.05 * (g + 1), momentum=0.5)
-
-    def make_scheduler(o: Optimizer) -> LRScheduler | None:
-        if isinstance(o, Adadelta):
-            return None
-        if o.lr < 0.1:
-            return CyclicLR(o, 0.01, 0.1, 3)
-        return StepDecay(o, step_size=1, gamma=0.7)
-
     _one_by_one_and_batched(
-        make_optimizer, make_scheduler, group=group, rounds=3 * group, flat=True
+        _mixed_optimizer, _mixed_scheduler, group=group, rounds=3 * group, flat=True
     )
 
 

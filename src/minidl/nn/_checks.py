@@ -3,10 +3,18 @@ given and what was expected. They are plain attribute comparisons, cheap enough 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-__all__ = ["check_cached", "check_grad_output", "check_input", "check_like_parameter"]
+__all__ = [
+    "check_cached",
+    "check_grad_output",
+    "check_input",
+    "check_like_parameter",
+    "check_runs",
+]
 
 
 def check_input(where: str, input: object, features: int | None = None) -> Tensor:
@@ -62,3 +70,27 @@ def check_grad_output(where: str, grad_output: object, shape: torch.Size) -> Ten
             f"(the shape of the last forward's output)"
         )
     return grad_output
+
+
+def check_runs(
+    where: str, runs: Sequence[tuple[object, object]], kind: type
+) -> list[tuple[int, int]]:
+    """Check the ``(module, models)`` runs of a stacked module (at least one; each a ``kind``
+    covering a positive number of models) and return each run's ``(start, stop)`` models."""
+    if not runs:
+        raise ValueError(f"{where}: expected at least one ({kind.__name__.lower()}, models) run")
+    bounds = []
+    start = 0
+    for index, (module, models) in enumerate(runs):
+        if not isinstance(module, kind):
+            raise TypeError(
+                f"{where}: run {index} must hold a minidl {kind.__name__}, got "
+                f"{type(module).__name__}"
+            )
+        if isinstance(models, bool) or not isinstance(models, int) or models < 1:
+            raise ValueError(
+                f"{where}: run {index} must cover a positive number of models, got {models!r}"
+            )
+        bounds.append((start, start + models))
+        start += models
+    return bounds

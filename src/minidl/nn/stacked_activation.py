@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from minidl.nn._checks import check_runs
 from minidl.nn.activation import Activation
 from minidl.nn.module import Module
 
@@ -41,27 +42,15 @@ class StackedActivation(Module):
 
     def __init__(self, runs: Sequence[tuple[Activation, int]]) -> None:
         super().__init__()
-        if not runs:
-            raise ValueError("StackedActivation: expected at least one (activation, models) run")
-        bounds = []
-        start = 0
-        for index, (activation, models) in enumerate(runs):
-            if not isinstance(activation, Activation):
-                raise TypeError(
-                    f"StackedActivation: run {index} must hold a minidl Activation, got "
-                    f"{type(activation).__name__}"
-                )
-            if isinstance(models, bool) or not isinstance(models, int) or models < 1:
-                raise ValueError(
-                    f"StackedActivation: run {index} must cover a positive number of models, "
-                    f"got {models!r}"
-                )
+        bounds = check_runs("StackedActivation", runs, Activation)
+        for (activation, _), (start, stop) in zip(runs, bounds, strict=True):
             # Named by the models it covers: the repr reads "(0:2): Tanh()".
-            self.register_module(f"{start}:{start + models}", activation)
-            bounds.append((activation, start, start + models))
-            start += models
-        self._runs: tuple[tuple[Activation, int, int], ...] = tuple(bounds)
-        self.models = start
+            self.register_module(f"{start}:{stop}", activation)
+        self._runs: tuple[tuple[Activation, int, int], ...] = tuple(
+            (activation, start, stop)
+            for (activation, _), (start, stop) in zip(runs, bounds, strict=True)
+        )
+        self.models = bounds[-1][1]
 
     def activation_of(self, index: int) -> Activation:
         """The activation of model ``index``."""

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from minidl.nn._checks import check_runs
 from minidl.nn.loss import Loss
 
 __all__ = ["StackedLoss"]
@@ -40,26 +41,19 @@ class StackedLoss(Loss):
 
     def __init__(self, runs: Sequence[tuple[Loss, int]]) -> None:
         super().__init__()
-        if not runs:
-            raise ValueError("StackedLoss: expected at least one (loss, models) run")
-        bounds = []
-        start = 0
-        for index, (loss, models) in enumerate(runs):
-            if not isinstance(loss, Loss) or isinstance(loss, StackedLoss):
+        bounds = check_runs("StackedLoss", runs, Loss)
+        for index, ((criterion, _), (start, stop)) in enumerate(zip(runs, bounds, strict=True)):
+            if isinstance(criterion, StackedLoss):
                 raise TypeError(
-                    f"StackedLoss: run {index} must hold a minidl Loss, got {type(loss).__name__}"
-                )
-            if isinstance(models, bool) or not isinstance(models, int) or models < 1:
-                raise ValueError(
-                    f"StackedLoss: run {index} must cover a positive number of models, "
-                    f"got {models!r}"
+                    f"StackedLoss: run {index} must hold a single loss, got StackedLoss"
                 )
             # Named by the models it covers: the repr reads "(0:5): MSELoss(...)".
-            self.register_module(f"{start}:{start + models}", loss)
-            bounds.append((loss, start, start + models))
-            start += models
-        self._runs: tuple[tuple[Loss, int, int], ...] = tuple(bounds)
-        self.models = start
+            self.register_module(f"{start}:{stop}", criterion)
+        self._runs: tuple[tuple[Loss, int, int], ...] = tuple(
+            (criterion, start, stop)
+            for (criterion, _), (start, stop) in zip(runs, bounds, strict=True)
+        )
+        self.models = bounds[-1][1]
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         for tensor, what in ((prediction, "prediction"), (target, "target")):
