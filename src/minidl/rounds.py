@@ -143,19 +143,18 @@ def fit_rounds(
             f"fit_rounds: every training set must have as many samples, got {sorted(sizes)}"
         )
 
-    flat = isinstance(make_optimizer, PerModel) and make_optimizer.flat is True
-    stacked = stack_models(models, layout="model" if flat else "layer")
+    flat = False
     if isinstance(make_optimizer, PerModel):
-        if not isinstance(make_optimizer.flat, bool):
-            raise TypeError(
-                f"fit_rounds: PerModel.flat must be a bool, got {make_optimizer.flat!r}"
-            )
-        group = make_optimizer.group
+        flat, group = make_optimizer.flat, make_optimizer.group
+        if not isinstance(flat, bool):
+            raise TypeError(f"fit_rounds: PerModel.flat must be a bool, got {flat!r}")
         if isinstance(group, bool) or not isinstance(group, int) or group < 1 or rounds % group:
             raise ValueError(
                 f"fit_rounds: PerModel.group must be a positive divisor of the number of "
                 f"models ({rounds}), got {group!r}"
             )
+    stacked = stack_models(models, layout="model" if flat else "layer")
+    if isinstance(make_optimizer, PerModel):
         optimizers = [
             make_optimizer.factory(start // group, _group_parameters(stacked, start, group, flat))
             for start in range(0, rounds, group)
