@@ -163,10 +163,11 @@ def wide_setup(framework: str) -> Callable[[], None]:
         optimizer = moptim.SGD(model.parameters(), lr=1e-3)
 
         def step() -> None:
+            # The input is data: like PyTorch's autograd and the floor, no gradient for it.
             with torch.inference_mode():
                 optimizer.zero_grad()
                 criterion(model(x), y)
-                model.backward(criterion.backward())
+                model.backward_parameters(criterion.backward())
                 optimizer.step()
 
         return step

@@ -218,7 +218,7 @@ def fit_rounds(
                             history.batch_lr.append(optimizers[owner[index]].lr)
                 zero_grad()
                 loss = criterion(stacked(x_batch), y_batch)
-                stacked.backward(criterion.backward())
+                stacked.backward_parameters(criterion.backward())
                 for optimizer in optimizers:
                     optimizer.step()
                 total_loss.add_(loss)

@@ -114,7 +114,8 @@ def fit(
     """Train ``model`` with mini-batch gradient descent and return its :class:`History`.
 
     Each epoch shuffles ``(x, y)`` with ``generator`` and, for every batch, runs
-    ``zero_grad``, ``forward``, the loss, ``backward`` and ``optimizer.step()``; a scheduler is
+    ``zero_grad``, ``forward``, the loss, ``backward`` (as ``model.backward_parameters``: the
+    data need no gradient) and ``optimizer.step()``; a scheduler is
     stepped after every batch or every epoch, as its ``interval`` says. After each epoch the
     validation error (if a validation set is given) is measured and ``on_epoch`` is called.
 
@@ -159,7 +160,7 @@ def fit(
                     history.batch_lr.append(optimizer.lr)
                 optimizer.zero_grad()
                 loss = criterion(model(x_batch), y_batch)
-                model.backward(criterion.backward())
+                model.backward_parameters(criterion.backward())
                 if parallel is not None:
                     loss = parallel.synchronize(loss)
                 optimizer.step()

@@ -167,6 +167,11 @@ class BatchedLinear(Module):
         return torch.baddbmm(self._bias_row, input, self._weight_t)
 
     def backward(self, grad_output: Tensor) -> Tensor:
+        self.backward_parameters(grad_output)
+        return torch.bmm(grad_output, self.weight.data)
+
+    def backward_parameters(self, grad_output: Tensor) -> None:
+        """Accumulate the weight and bias gradients only (no :math:`G_r W_r` products)."""
         input = self._input
         if input is None:
             input = check_cached("BatchedLinear", input)
@@ -176,7 +181,6 @@ class BatchedLinear(Module):
         if self.bias is not None:
             # A sum over the batch (cheaper here than a batched product with ones).
             self.bias.grad.add_(grad_output.sum(dim=1))
-        return torch.bmm(grad_output, self.weight.data)
 
     def extra_repr(self) -> str:
         return (

@@ -125,6 +125,11 @@ class Linear(Module):
         return self.bias.data.addmm(input, self._weight_t)
 
     def backward(self, grad_output: Tensor) -> Tensor:
+        self.backward_parameters(grad_output)
+        return grad_output.mm(self.weight.data)
+
+    def backward_parameters(self, grad_output: Tensor) -> None:
+        """Accumulate the weight and bias gradients only (no :math:`G W` product)."""
         input = self._input
         if input is None:
             input = check_cached("Linear", input)
@@ -137,7 +142,6 @@ class Linear(Module):
             # The bias gradient, the sum over the batch, as a matrix-vector product with ones:
             # one op that accumulates in place.
             bias.grad.addmv_(grad_output_t, self._ones)
-        return grad_output.mm(self.weight.data)
 
     def extra_repr(self) -> str:
         return (

@@ -8,6 +8,9 @@ The contract is the course's (and the paper's):
 * ``param()`` returns ``(value, grad)`` pairs of tensors of equal shape, empty for modules without
   parameters.
 
+``backward_parameters(grad_output)`` is ``backward`` for a module whose input needs no gradient
+(the data, at the start of a network): the same parameter gradients, no input gradient returned.
+
 On top of it, what a PyTorch user expects: ``module(x)``, ``parameters()``, ``zero_grad()``,
 ``train()`` / ``eval()``, ``state_dict()`` / ``load_state_dict()``, ``to(device, dtype)`` and a
 readable ``repr``. State that is not trained (e.g. batch-norm running statistics) is registered
@@ -59,6 +62,17 @@ class Module:
     def backward(self, *gradwrtoutput: Any) -> Any:
         """Return dL/dinput from dL/doutput and accumulate dL/dparameter into each ``grad``."""
         raise NotImplementedError(f"{type(self).__name__}.backward is not implemented")
+
+    def backward_parameters(self, grad_output: Tensor) -> None:
+        """Accumulate dL/dparameter like :meth:`backward`, without returning dL/dinput.
+
+        For the first layers of a network, whose input is the data: its gradient is not needed,
+        and a layer like :class:`~minidl.nn.Linear` then skips the matrix product that computes
+        it. The checks, the errors and the accumulated gradients are :meth:`backward`'s. This
+        default calls :meth:`backward` and drops its result; a module overrides it where the
+        input gradient is work of its own.
+        """
+        self.backward(grad_output)
 
     def param(self) -> list[tuple[Tensor, Tensor]]:
         """``(value, grad)`` pairs of every parameter, in registration order, children included."""

@@ -18,7 +18,9 @@ class Sequential(Module):
 
     ``forward`` calls each child's ``forward`` in order; ``backward`` calls each child's
     ``backward`` in reverse order, so gradients flow from the last module to the first. ``param()``
-    and ``parameters()`` concatenate the children's, in order.
+    and ``parameters()`` concatenate the children's, in order. ``backward_parameters`` (for a
+    network whose input is data) stops at the first module with parameters and skips its input
+    gradient.
 
     When it is built, a ``Sequential`` makes the values (and the gradients) of all its parameters
     views of one flat buffer (see :mod:`minidl.nn.flat`), so that optimizers update the whole
@@ -44,6 +46,12 @@ class Sequential(Module):
             self.register_module(str(index), module)
         self._layers: tuple[Module, ...] = tuple(modules)
         self._reversed: tuple[Module, ...] = tuple(reversed(modules))
+        # For backward_parameters: the modules from the last one back to the first that has
+        # parameters (the last module alone if none has), that one apart.
+        trained = [index for index, module in enumerate(modules) if module.parameters()]
+        first = trained[0] if trained else len(modules) - 1
+        self._first_trained: Module | None = modules[first] if modules else None
+        self._after_first_trained: tuple[Module, ...] = tuple(reversed(modules[first + 1 :]))
         flatten_parameters(self.parameters())
 
     def forward(self, input: Tensor) -> Tensor:
@@ -59,6 +67,22 @@ class Sequential(Module):
         for module in self._reversed:
             grad_output = module.backward(grad_output)
         return grad_output
+
+    def backward_parameters(self, grad_output: Tensor) -> None:
+        """:meth:`backward` without the input gradient: the modules in front of the first one
+        with parameters are skipped, and that one runs its own ``backward_parameters``.
+
+        The parameter gradients, the checks of the gradients that flow and their errors are
+        :meth:`backward`'s. Under :func:`minidl.detect_anomaly` it is :meth:`backward` (every
+        module runs and is checked).
+        """
+        if anomaly.enabled:
+            anomaly.sequential_backward(self, grad_output)
+            return
+        for module in self._after_first_trained:
+            grad_output = module.backward(grad_output)
+        if self._first_trained is not None:
+            self._first_trained.backward_parameters(grad_output)
 
     def __getitem__(self, index: int) -> Module:
         return self._layers[index]

@@ -1,0 +1,177 @@
+"""``backward_parameters``: the parameter gradients of ``backward``, without the input gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor
+
+from minidl import nn
+from minidl.anomaly import detect_anomaly
+from tests.helpers import F64, assert_close
+
+
+class _Spy(nn.Module):
+    """The identity, counting its backward calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backward_calls = 0
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        self.backward_calls += 1
+        return grad_output
+
+
+NETWORKS: dict[str, Callable[[], nn.Module]] = {
+    "linear": lambda: nn.Linear(3, 4, dtype=F64),
+    "linear-no-bias": lambda: nn.Linear(3, 4, bias=False, dtype=F64),
+    "batched-linear": lambda: nn.BatchedLinear(3, 3, 4, dtype=F64),
+    "mlp": lambda: nn.mlp((3, 5, 5, 4), "tanh", dtype=F64),
+    "leading-activation": lambda: nn.Sequential(
+        nn.Sigmoid(), nn.Linear(3, 5, dtype=F64), nn.ReLU(), nn.Linear(5, 4, dtype=F64)
+    ),
+    "nested": lambda: nn.Sequential(
+        nn.Sequential(nn.ELU(), nn.Linear(3, 5, dtype=F64)),
+        nn.Tanh(),
+        nn.Linear(5, 4, dtype=F64),
+    ),
+    "residual": lambda: nn.Sequential(
+        nn.Linear(3, 4, dtype=F64), nn.Residual(nn.Sequential(nn.Linear(4, 4, dtype=F64)))
+    ),
+}
+
+
+def _input(network: nn.Module, batch: int) -> Tensor:
+    if isinstance(network, nn.BatchedLinear):
+        return torch.randn(network.models, batch, 3, dtype=F64)
+    return torch.randn(batch, 3, dtype=F64)
+
+
+def _gradients(network: nn.Module) -> list[Tensor]:
+    return [parameter.grad.clone() for parameter in network.parameters()]
+
+
+@pytest.mark.parametrize("batch", [1, 6])
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_same_parameter_gradients_as_backward_and_autograd(name: str, batch: int) -> None:
+    torch.manual_seed(batch)
+    network = NETWORKS[name]()
+    x = _input(network, batch)
+    upstream = torch.randn(network(x).shape, dtype=F64)
+    network.zero_grad()
+    network(x)
+    network.backward(upstream)
+    expected = _gradients(network)
+    network.zero_grad()
+    network(x)
+    assert network.backward_parameters(upstream) is None
+    got = _gradients(network)
+    # The same operations on the same numbers: equal bit for bit.
+    for one, other in zip(expected, got, strict=True):
+        assert torch.equal(one, other)
+    # And the gradients autograd gives for the same network (a torch copy of every parameter).
+    leaves = [parameter.data.clone().requires_grad_(True) for parameter in network.parameters()]
+    torch.autograd.backward(_torch_forward(network, x, leaves), upstream)
+    for leaf, gradient in zip(leaves, got, strict=True):
+        assert leaf.grad is not None
+        assert_close(gradient, leaf.grad)
+
+
+def _torch_forward(module: nn.Module, x: Tensor, leaves: list[Tensor]) -> Tensor:
+    """The network's forward with torch ops on ``leaves`` (its parameters, in order)."""
+    queue = list(leaves)
+
+    def run(module: nn.Module, x: Tensor) -> Tensor:
+        if isinstance(module, nn.Sequential):
+            for child in module:
+                x = run(child, x)
+            return x
+        if isinstance(module, nn.Residual):
+            return x + run(module.block, x)
+        if isinstance(module, nn.Linear | nn.BatchedLinear):
+            weight = queue.pop(0)
+            bias = queue.pop(0) if module.bias is not None else None
+            if isinstance(module, nn.BatchedLinear):
+                out = torch.bmm(x, weight.transpose(1, 2))
+                return out if bias is None else out + bias.unsqueeze(1)
+            out = x @ weight.t()
+            return out if bias is None else out + bias
+        functions: dict[type, Callable[[Tensor], Tensor]] = {
+            nn.Sigmoid: torch.sigmoid,
+            nn.Tanh: torch.tanh,
+            nn.ReLU: torch.relu,
+            nn.ELU: lambda t: torch.where(t > 0, t, torch.expm1(t)),
+        }
+        return functions[type(module)](x)
+
+    output = run(module, x)
+    assert not queue
+    return output
+
+
+def test_sequential_skips_the_modules_in_front_of_the_first_with_parameters() -> None:
+    front, middle, back = _Spy(), _Spy(), _Spy()
+    network = nn.Sequential(front, nn.Linear(2, 3), middle, nn.Linear(3, 1), back)
+    network(torch.randn(4, 2))
+    network.backward_parameters(torch.ones(4, 1))
+    assert (front.backward_calls, middle.backward_calls, back.backward_calls) == (0, 1, 1)
+    network.backward(torch.ones(4, 1))
+    assert (front.backward_calls, middle.backward_calls, back.backward_calls) == (1, 2, 2)
+
+
+def test_sequential_without_parameters_still_checks_the_gradient() -> None:
+    spy = _Spy()
+    network = nn.Sequential(spy, nn.Tanh())
+    network(torch.randn(4, 2))
+    network.backward_parameters(torch.ones(4, 2))
+    assert spy.backward_calls == 0
+    with pytest.raises(ValueError, match=r"Tanh: .*shape"):
+        network.backward_parameters(torch.ones(4, 3))
+    nn.Sequential().backward_parameters(torch.ones(1))  # nothing to do
+
+
+def test_a_custom_module_falls_back_to_its_backward() -> None:
+    spy = _Spy()
+    spy(torch.ones(2))
+    assert spy.backward_parameters(torch.ones(2)) is None
+    assert spy.backward_calls == 1
+
+
+def test_under_detect_anomaly_every_module_runs() -> None:
+    spy = _Spy()
+    network = nn.Sequential(spy, nn.Linear(2, 1))
+    network(torch.randn(3, 2))
+    with detect_anomaly():
+        network.backward_parameters(torch.ones(3, 1))
+    assert spy.backward_calls == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "checker"),
+    [("linear", "Linear"), ("batched-linear", "BatchedLinear"), ("mlp", "Linear")],
+)
+def test_errors_are_backwards_and_change_nothing(name: str, checker: str) -> None:
+    network = NETWORKS[name]()
+    with pytest.raises(RuntimeError) as before:
+        network.backward_parameters(torch.ones(2, 4, dtype=F64))
+    assert str(before.value) == f"{checker}: backward called before forward"
+    x = _input(network, 2)
+    output = network(x)
+    network.backward(torch.ones_like(output))
+    wrong = torch.ones(*output.shape[:-1], output.shape[-1] + 1, dtype=F64)
+    gradients = _gradients(network)
+    with pytest.raises(ValueError) as info:
+        network.backward_parameters(wrong)
+    with pytest.raises(ValueError) as reference:
+        network.backward(wrong)
+    assert str(info.value) == str(reference.value)
+    assert str(info.value).startswith(f"{checker}: ")
+    assert str(tuple(wrong.shape)) in str(info.value)
+    for one, other in zip(gradients, _gradients(network), strict=True):
+        assert torch.equal(one, other)
