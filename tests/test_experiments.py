@@ -35,11 +35,12 @@ from minidl.experiments.config import (
 from minidl.experiments.faithful import PublishedAdadelta, PublishedELU, PublishedSELU
 from minidl.experiments.runner import QUICK_EPOCHS, run_experiments
 from minidl.experiments.seeds import derive_seed, round_seeds
-from minidl.experiments.training import RoundResult, build_network
+from minidl.experiments.training import RoundResult, build_network, make_round_data, train_row
 from minidl.nn import mlp
 from minidl.nn.parameter import Parameter
 from minidl.nn.selu import SELU_ALPHA
 from minidl.optim import Adadelta
+from minidl.train import error_rate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = {"fig1", "fig2", "fig3", "tableI", "tableII", "tableIII"}
@@ -412,6 +413,29 @@ def test_a_row_gives_the_same_bits_alone_beside_other_rows_and_with_fewer_rounds
     fewer = train_rows_batched(rows[2:], 2, 0, epochs=3)
     for wide, narrow in zip(together[2:], fewer, strict=True):
         _assert_same_rounds(wide.rounds[:2], narrow.rounds)
+
+
+def test_results_keep_the_trained_networks_without_their_caches() -> None:
+    """Each round's network is a copy: the trained parameters (the same test error), none of
+    the activations of the last evaluation; from a stack and from one-by-one training."""
+    by_label = {e.label: e for e in TABLE_I}
+    rows = [
+        by_label["Sigmoid+Tanh (tanh, sigmoid, tanh)"],
+        by_label["SELU, as published (scale 0.5)"],
+    ]
+    stacked = [result.rounds for result in train_rows_batched(rows, 2, 0, epochs=2)]
+    alone = [train_row(row, 2, 0, epochs=2).rounds for row in rows]
+    for row, rounds in [*zip(rows, stacked, strict=True), *zip(rows, alone, strict=True)]:
+        for result in rounds:
+            cached = [
+                name
+                for name, module in result.model.named_modules()
+                if getattr(module, "_input", None) is not None
+                or getattr(module, "_cache", None) is not None
+            ]
+            assert cached == []
+            data = make_round_data(row, result.seeds)
+            assert error_rate(result.model, data.test.x, data.test.y) == result.test_error
 
 
 def test_train_rows_batched_rejects_rows_of_different_stacks() -> None:

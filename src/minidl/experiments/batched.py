@@ -34,6 +34,7 @@ from minidl.experiments.training import (
     build_optimizer,
     build_scheduler,
     make_round_data,
+    trained_copy,
 )
 from minidl.nn.loss import Loss
 from minidl.nn.parameter import Parameter
@@ -144,7 +145,7 @@ def train_rows_batched(
                     lr_curve=tuple(history.lr),
                     batch_lr=tuple(history.batch_lr),
                     seconds=elapsed / len(models),
-                    model=model,
+                    model=trained_copy(experiment, model),
                 )
             )
         results.append(
