@@ -44,6 +44,10 @@ NETWORKS: dict[str, Callable[[], nn.Module]] = {
     "residual": lambda: nn.Sequential(
         nn.Linear(3, 4, dtype=F64), nn.Residual(nn.Sequential(nn.Linear(4, 4, dtype=F64)))
     ),
+    "leading-residual": lambda: nn.Sequential(
+        nn.Residual(nn.Sequential(nn.Linear(3, 3, dtype=F64), nn.Tanh())),
+        nn.Linear(3, 4, dtype=F64),
+    ),
 }
 
 
@@ -175,3 +179,17 @@ def test_errors_are_backwards_and_change_nothing(name: str, checker: str) -> Non
     assert str(tuple(wrong.shape)) in str(info.value)
     for one, other in zip(gradients, _gradients(network), strict=True):
         assert torch.equal(one, other)
+
+
+def test_residual_checks_like_its_backward() -> None:
+    layer = nn.Residual(nn.Sequential(nn.Linear(3, 3, dtype=F64), nn.Tanh()))
+    with pytest.raises(RuntimeError, match=r"^Residual: backward called before forward$"):
+        layer.backward_parameters(torch.ones(2, 3, dtype=F64))
+    layer(torch.randn(2, 3, dtype=F64))
+    with pytest.raises(ValueError) as info:
+        layer.backward_parameters(torch.ones(2, 4, dtype=F64))
+    with pytest.raises(ValueError) as reference:
+        layer.backward(torch.ones(2, 4, dtype=F64))
+    assert str(info.value) == str(reference.value)
+    assert str(info.value).startswith("Residual: ")
+    assert all(torch.count_nonzero(p.grad) == 0 for p in layer.parameters())

@@ -54,8 +54,17 @@ class Residual(Module):
         return input + output
 
     def backward(self, grad_output: Tensor) -> Tensor:
+        self._check_backward(grad_output)
+        grad_block: Tensor = self.block.backward(grad_output)
+        return grad_output + grad_block
+
+    def backward_parameters(self, grad_output: Tensor) -> None:
+        """The block's parameter gradients only: the skip path has no parameters, and the
+        block's see the same upstream gradient :math:`g`."""
+        self._check_backward(grad_output)
+        self.block.backward_parameters(grad_output)
+
+    def _check_backward(self, grad_output: Tensor) -> None:
         if self._shape is None:
             raise RuntimeError("Residual: backward called before forward")
         check_grad_output("Residual", grad_output, torch.Size(self._shape))
-        grad_block: Tensor = self.block.backward(grad_output)
-        return grad_output + grad_block
