@@ -400,11 +400,19 @@ def _assert_same_rounds(first: Sequence[RoundResult], second: Sequence[RoundResu
 def test_a_row_gives_the_same_bits_alone_beside_other_rows_and_with_fewer_rounds() -> None:
     """The rows of one stack (float32): each row's rounds are those of the row trained alone,
     and its first rounds those of a run with fewer rounds and other neighbours. Table III's
-    rows (SGD, step decay, CLR, ADADELTA), two rows of Table I (other activations) and Fig. 1's
-    MSE row with PyTorch's reduction (another loss)."""
+    rows (SGD, step decay, CLR, ADADELTA), four rows of Table I (other activations; the two
+    with Sigmoid first share one run of it, whose last elements torch.sigmoid would round
+    otherwise) and Fig. 1's MSE row with PyTorch's reduction (another loss)."""
     by_label = {e.label: e for e in TABLE_I}
     mse = next(e for e in FIGURE_1 if e.loss == "mse" and e.mse_reduction == "mean")
-    rows = [e for e in TABLE_III if e.kind == "main"] + [by_label["ELU"], by_label["ReLU"], mse]
+    sigmoids = [by_label["Sigmoid"], by_label["Sigmoid+Tanh (sigmoid, tanh, sigmoid)"]]
+    rows = [
+        *(e for e in TABLE_III if e.kind == "main"),
+        by_label["ELU"],
+        *sigmoids,
+        by_label["ReLU"],
+        mse,
+    ]
     together = train_rows_batched(rows, 3, 0, epochs=3)
     assert [result.experiment for result in together] == rows
     assert len({result.rounds[0].validation_curve for result in together}) > 1

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from minidl.nn.loss import Loss
+from minidl.nn.sigmoid import sigmoid
 
 __all__ = ["BCEWithLogitsLoss"]
 
@@ -69,7 +70,7 @@ class BCEWithLogitsLoss(Loss):
 
     def _gradient(self) -> Tensor:
         assert self._logits is not None and self._target is not None
-        return torch.sigmoid(self._logits).sub_(self._target).mul_(self._scale)
+        return sigmoid(self._logits).sub_(self._target).mul_(self._scale)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"

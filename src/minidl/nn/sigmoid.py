@@ -7,15 +7,33 @@ from torch import Tensor
 
 from minidl.nn.activation import Activation
 
-__all__ = ["Sigmoid"]
+__all__ = ["Sigmoid", "sigmoid"]
+
+
+def sigmoid(input: Tensor) -> Tensor:
+    r""":math:`1 / (1 + e^{-x})` element by element, each element's bits independent of its place.
+
+    ``torch.sigmoid`` on CPU computes the last elements of a tensor (its size modulo twice the
+    vector width) with scalar code that rounds differently from its vectorised body, so an
+    element's value depended on where it sat: in a stack of models (:func:`minidl.nn.stack_models`),
+    the last model's last elements, and a model trained beside others did not get the bits it
+    gets alone. The negation, :math:`e^x`, :math:`+1` and the reciprocal round the same anywhere
+    (checked against every position of stacks in float32). At :math:`x = -1000`,
+    :math:`e^{1000}` overflows to ``inf`` and :math:`1/\infty = 0`, the right limit, not NaN.
+
+    Shape:
+        - Input: any shape. Output: a new tensor of the same shape.
+    """
+    output = input.neg()
+    return output.exp_().add_(1).reciprocal_()
 
 
 class Sigmoid(Activation):
     r"""Logistic sigmoid :math:`y = \sigma(x) = 1 / (1 + e^{-x})`.
 
-    Backward reuses the cached output: :math:`\partial L/\partial x = g\,y\,(1 - y)`, computed as
-    :math:`g y - g y \cdot y`. ``torch.sigmoid`` is stable (no overflow of :math:`e^{-x}` at
-    :math:`x = -1000`).
+    Forward is :func:`sigmoid` (the same bits for an element wherever it sits in the input, which
+    ``torch.sigmoid`` does not give). Backward reuses the cached output:
+    :math:`\partial L/\partial x = g\,y\,(1 - y)`, computed as :math:`g y - g y \cdot y`.
 
     Shape:
         - Input: any shape. Output: the same shape.
@@ -26,7 +44,7 @@ class Sigmoid(Activation):
     """
 
     def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
-        output = input.sigmoid()
+        output = sigmoid(input)
         return output, output
 
     def _backward(self, grad_output: Tensor, output: Tensor) -> Tensor:
