@@ -357,6 +357,88 @@ def test_worker_processes_give_the_same_rows_and_progress() -> None:
         assert per_row[0] == per_row[1] and len(per_row[0]) == 2 * 3
 
 
+def test_a_free_worker_lets_the_caller_use_the_groups_trained_so_far() -> None:
+    """train_groups calls when_idle while a worker has nothing left to train, with exactly the
+    groups finished by then; here the third group starts 3 s late, the first two are done."""
+    from minidl.experiments.pool import train_groups
+    from tests.pool_helpers import train_cross_entropy_late
+
+    late = next(e for e in FIGURE_1 if e.loss == "cross-entropy")
+    groups = [[TABLE_II[0]], [TABLE_II[1]], [late]]
+    calls: list[dict[int, Any]] = []
+    results = train_groups(
+        groups, 1, 0, jobs=2, train=train_cross_entropy_late, epochs=2, when_idle=calls.append
+    )
+    assert calls, "a worker waited with nothing to train, but when_idle was not called"
+    for call in calls:
+        assert sorted(call) == [0, 1]
+        for position, rows in call.items():
+            assert [r.rounds[0].test_error for r in rows] == [
+                r.rounds[0].test_error for r in results[position]
+            ]
+
+
+def test_run_experiments_passes_the_rows_trained_so_far_in_order() -> None:
+    """when_idle gets one result per experiment already trained, in the experiments' order
+    (identical rows included), equal to the final ones; never with training here."""
+    from tests.pool_helpers import is_late, train_cross_entropy_late
+
+    experiments = [*FIGURE_1, *TABLE_II]
+    calls: list[list[Any]] = []
+    results = run_experiments(
+        experiments, 1, 0, epochs=2, jobs=2, train=train_cross_entropy_late, when_idle=calls.append
+    )
+    assert calls
+    final = {result.experiment: result for result in results}
+    for call in calls:
+        trained = [result.experiment for result in call]
+        assert trained == [e for e in experiments if e in set(trained)]
+        assert not any(is_late(e) for e in trained)
+        for result in call:
+            assert result.rounds[0].validation_curve == (
+                final[result.experiment].rounds[0].validation_curve
+            )
+    assert set(TABLE_II) <= {result.experiment for result in calls[-1]}
+    here: list[Any] = []
+    run_experiments(TABLE_II[:2], 1, 0, epochs=1, jobs=1, when_idle=here.append)
+    assert here == []
+
+
+def test_figure_writer_draws_each_figure_once_when_its_rows_are_in(tmp_path: Path) -> None:
+    """A figure waits for every row it shows and is drawn once; the files reach ``out`` only in
+    draw_all, the same bytes as figures drawn at the end (write_figures), named in the report's
+    order; leaving the writer early removes what it drew and keeps ``out``'s older files."""
+    from minidl.experiments.figures import FigureWriter, write_figures
+
+    experiments = [*TABLE_II[:2], *FIGURE_1]
+    results = run_experiments(experiments, 1, 0, epochs=2)
+    early, late = tmp_path / "early", tmp_path / "late"
+    with FigureWriter(experiments, early) as writer:
+        assert not writer.draw_next([])
+        assert not writer.draw_next(results[:1])  # Table II's figure shows two rows
+        assert writer.draw_next(results[:2])
+        assert not writer.draw_next(results[:2])  # drawn once
+        assert [p.name for p in early.iterdir() if not p.name.startswith(".")] == []
+        with pytest.raises(ValueError, match="the results miss rows of the figures fig1"):
+            writer.draw_all(results[:3])
+        written = writer.draw_all(results)
+    assert list(written) == ["fig1", "tableII"]
+    assert sorted(p.name for p in early.iterdir()) == sorted(written.values())  # no hidden folder
+    assert write_figures(results, late) == written
+    for name in written.values():
+        assert (early / name).read_bytes() == (late / name).read_bytes()
+    # A run that stops before draw_all: the older figure stays, nothing of the new one remains.
+    older = (early / "tableII_validation.png").read_bytes()
+    with (
+        pytest.raises(RuntimeError, match="training failed"),
+        FigureWriter(experiments, early) as writer,
+    ):
+        assert writer.draw_next(results[:2])
+        raise RuntimeError("training failed")
+    assert sorted(p.name for p in early.iterdir()) == sorted(written.values())
+    assert (early / "tableII_validation.png").read_bytes() == older
+
+
 def test_worker_errors_reach_the_caller() -> None:
     from minidl.experiments.pool import train_groups
 

@@ -7,16 +7,21 @@ and running ``minidl --help``, stays fast.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from minidl.experiments.config import Experiment
 from minidl.experiments.training import RowResult, make_round_data
 from minidl.train import predict
 
-__all__ = ["write_figures"]
+__all__ = ["FIGURES", "Figure", "FigureWriter", "write_figures"]
 
 DPI = 120
 
@@ -200,31 +205,139 @@ def table_figure(rows: Sequence[RowResult], table: str, path: Path) -> None:
     _save(plt, figure, path)
 
 
+def _draw_figure_2(rows: Sequence[RowResult], path: Path) -> None:
+    figure_2(rows[0], path)
+
+
+def _table(
+    table: str,
+) -> tuple[Callable[[Experiment], bool], Callable[[Sequence[RowResult], Path], None]]:
+    """Which rows a table's figure shows, and how it is drawn."""
+
+    def shows(experiment: Experiment) -> bool:
+        return experiment.table == table
+
+    def draw(rows: Sequence[RowResult], path: Path) -> None:
+        table_figure(rows, table, path)
+
+    return shows, draw
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of the reproduction: its name in the report, its file, the rows it shows."""
+
+    name: str
+    file: str
+    shows: Callable[[Experiment], bool]
+    draw: Callable[[Sequence[RowResult], Path], None]
+
+
+#: Every figure, in the order of the report.
+FIGURES: tuple[Figure, ...] = (
+    Figure("fig1", "fig1_loss_criteria.png", lambda e: e.table == "Fig. 1", figure_1),
+    Figure(
+        "fig2",
+        "fig2_test_set.png",
+        lambda e: e.table == "I" and e.label == "Tanh",
+        _draw_figure_2,
+    ),
+    Figure(
+        "fig3",
+        "fig3_learning_rates.png",
+        lambda e: e.table == "III" and e.kind == "main" and e.optimizer == "sgd",
+        figure_3,
+    ),
+    *(
+        Figure(f"table{table}", f"table{table}_validation.png", *_table(table))
+        for table in ("I", "II", "III")
+    ),
+)
+
+
+class FigureWriter:
+    """Draws the figures of a run's experiments, each as soon as all the rows it shows are in.
+
+    ``minidl reproduce`` draws some while the last rows still train (on a core that a finished
+    worker leaves free), and the rest at the end. A figure is the same whenever it is drawn.
+    Until :meth:`draw_all`, the files wait in a hidden folder inside ``out``, which
+    :meth:`close` (or leaving a ``with`` block) removes: a run that fails leaves the figures of
+    the previous run in ``out`` as they were, beside its report.
+
+    Args:
+        experiments: the run's rows; a figure is drawn if it shows at least one of them.
+        out: the folder of the files (created if missing).
+
+    Example:
+        >>> with FigureWriter(experiments, out) as writer:  # doctest: +SKIP
+        ...     writer.draw_next(results_so_far)
+        ...     figures = writer.draw_all(results)
+    """
+
+    def __init__(self, experiments: Sequence[Experiment], out: Path) -> None:
+        self.out = out
+        shown_by = [(figure, [e for e in experiments if figure.shows(e)]) for figure in FIGURES]
+        self._pending = [(figure, shown) for figure, shown in shown_by if shown]
+        self._drawn: list[Figure] = []
+        self._staging: Path | None = None
+
+    def __enter__(self) -> FigureWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the figures drawn and not yet moved into ``out`` by :meth:`draw_all`."""
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+
+    def draw_next(self, results: Sequence[RowResult]) -> bool:
+        """Draw the first figure not drawn yet whose rows are all in ``results``.
+
+        Returns:
+            Whether a figure was drawn.
+        """
+        have = {result.experiment for result in results}
+        for index, (figure, shown) in enumerate(self._pending):
+            if all(experiment in have for experiment in shown):
+                if self._staging is None:
+                    self.out.mkdir(parents=True, exist_ok=True)
+                    self._staging = Path(tempfile.mkdtemp(prefix=".figures-", dir=self.out))
+                rows = [result for result in results if figure.shows(result.experiment)]
+                figure.draw(rows, self._staging / figure.file)
+                self._drawn.append(figure)
+                del self._pending[index]
+                return True
+        return False
+
+    def draw_all(self, results: Sequence[RowResult]) -> dict[str, str]:
+        """Draw every figure not drawn yet and move all of them into ``out``.
+
+        Args:
+            results: every row of the run.
+
+        Returns:
+            ``{name: file name}`` of every figure (relative to ``out``), in the report's order.
+
+        Raises:
+            ValueError: ``results`` misses a row that a figure shows (nothing is moved).
+        """
+        while self.draw_next(results):
+            pass
+        if self._pending:
+            missing = ", ".join(figure.name for figure, _ in self._pending)
+            raise ValueError(f"FigureWriter: the results miss rows of the figures {missing}")
+        if self._staging is not None:
+            for figure in self._drawn:
+                os.replace(self._staging / figure.file, self.out / figure.file)
+            self.close()
+        drawn = {figure.name for figure in self._drawn}
+        return {figure.name: figure.file for figure in FIGURES if figure.name in drawn}
+
+
 def write_figures(results: Sequence[RowResult], out: Path) -> dict[str, str]:
     """Draw every figure whose rows were run; return ``{name: file name}`` (relative to ``out``)."""
-    written: dict[str, str] = {}
-    fig1 = [r for r in results if r.experiment.table == "Fig. 1"]
-    if fig1:
-        figure_1(fig1, out / "fig1_loss_criteria.png")
-        written["fig1"] = "fig1_loss_criteria.png"
-    tanh = [r for r in results if r.experiment.table == "I" and r.experiment.label == "Tanh"]
-    if tanh:
-        figure_2(tanh[0], out / "fig2_test_set.png")
-        written["fig2"] = "fig2_test_set.png"
-    schedules = [
-        r
-        for r in results
-        if r.experiment.table == "III"
-        and r.experiment.kind == "main"
-        and r.experiment.optimizer == "sgd"
-    ]
-    if schedules:
-        figure_3(schedules, out / "fig3_learning_rates.png")
-        written["fig3"] = "fig3_learning_rates.png"
-    for table in ("I", "II", "III"):
-        rows = [r for r in results if r.experiment.table == table]
-        if rows:
-            name = f"table{table}"
-            table_figure(rows, table, out / f"table{table}_validation.png")
-            written[name] = f"table{table}_validation.png"
-    return written
+    with FigureWriter([result.experiment for result in results], out) as writer:
+        return writer.draw_all(results)

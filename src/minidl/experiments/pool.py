@@ -6,6 +6,8 @@ same numbers in any process, in any order. :func:`train_groups` hands the groups
 trained by one call of the train function) to ``jobs`` processes (started with ``spawn``, so no
 thread pool is inherited from the parent), the longest first so that the workers finish
 together, and forwards each epoch's records to the parent's progress callback through a queue.
+Once a worker has nothing left to train, the parent may use the core it leaves free
+(``when_idle``: ``minidl reproduce`` draws the figures whose rows are done).
 
 On a machine with C free cores, ``jobs = C`` divides the wall time by nearly C: the networks
 are small, so one row never gains from a second thread.
@@ -80,6 +82,7 @@ def train_groups(
     train: Callable[..., list[RowResult]],
     epochs: int | None = None,
     on_epoch: Callable[[Experiment, int, EpochRecord], None] | None = None,
+    when_idle: Callable[[dict[int, list[RowResult]]], object] | None = None,
 ) -> list[list[RowResult]]:
     """Train each group of rows with one call of ``train``, in ``jobs`` worker processes.
 
@@ -91,6 +94,10 @@ def train_groups(
             epochs=..., on_epoch=...)`` (it must be importable: it runs in a worker).
         on_epoch: called in this process with ``(experiment, round index, record)`` for every
             epoch of every round; the calls of one round come in order.
+        when_idle: called in this process, about every 0.1 s while fewer groups are left than
+            workers (a worker has nothing left to train), with the results of the groups
+            finished so far by position in ``groups``. It should return soon: progress messages
+            wait for it.
 
     Returns:
         The results of each group, in the order of ``groups``.
@@ -124,8 +131,9 @@ def train_groups(
                 for row, index, record in records:
                     on_epoch(groups[position][row], index, record)
 
+    workers = min(jobs, max(len(groups), 1))
     with ProcessPoolExecutor(
-        max_workers=min(jobs, max(len(groups), 1)),
+        max_workers=workers,
         mp_context=context,
         initializer=_start_worker,
         initargs=(progress,),
@@ -150,6 +158,8 @@ def train_groups(
                 drain()
                 for future in done:
                     results[futures[future]] = future.result()
+                if when_idle is not None and remaining and len(remaining) < workers:
+                    when_idle(dict(results))
         except BaseException:
             for future in futures:
                 future.cancel()

@@ -8,7 +8,7 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ def run_experiments(
     train: Callable[..., list[RowResult]] = train_rows_batched,
     on_epoch: Callable[[Experiment, int, EpochRecord], None] | None = None,
     jobs: int = 1,
+    when_idle: Callable[[list[RowResult]], object] | None = None,
 ) -> list[RowResult]:
     """Train every experiment (``rounds`` rounds each) and return one result per experiment.
 
@@ -85,6 +86,10 @@ def run_experiments(
         on_epoch: called with ``(experiment, round index, record)`` after every epoch.
         jobs: worker processes (:mod:`minidl.experiments.pool`); 1 trains here, in this
             process. The results are the same for any number.
+        when_idle: with worker processes, called here about every 0.1 s while a worker has
+            nothing left to train, with the results of the experiments trained so far (in the
+            order of ``experiments``), so that work done there costs the training no core.
+            Never called when training here.
     """
     distinct: dict[Experiment, Experiment] = {}
     for experiment in experiments:
@@ -93,13 +98,33 @@ def run_experiments(
     if jobs > 1 and len(groups) > 1:
         from minidl.experiments.pool import train_groups
 
+        def report_idle(finished: dict[int, list[RowResult]]) -> None:
+            if when_idle is not None:
+                when_idle(_by_experiment(experiments, finished.values()))
+
         results = train_groups(
-            groups, rounds, base_seed, jobs=jobs, train=train, epochs=epochs, on_epoch=on_epoch
+            groups,
+            rounds,
+            base_seed,
+            jobs=jobs,
+            train=train,
+            epochs=epochs,
+            on_epoch=on_epoch,
+            when_idle=report_idle if when_idle is not None else None,
         )
     else:
         results = [
             train(group, rounds, base_seed, epochs=epochs, on_epoch=on_epoch) for group in groups
         ]
+    by_experiment = _by_experiment(experiments, results)
+    assert len(by_experiment) == len(experiments), "a group's results miss one of its rows"
+    return by_experiment
+
+
+def _by_experiment(
+    experiments: Sequence[Experiment], results: Iterable[list[RowResult]]
+) -> list[RowResult]:
+    """One result per experiment whose training key was trained (in ``results``), in order."""
     trained = {
         training_key(result.experiment): result
         for group_results in results
@@ -108,6 +133,7 @@ def run_experiments(
     return [
         dataclasses.replace(trained[training_key(experiment)], experiment=experiment)
         for experiment in experiments
+        if training_key(experiment) in trained
     ]
 
 
@@ -149,7 +175,7 @@ def reproduce(
 
     Writes ``out/report.md``, ``out/results.json`` and the figures (PNG).
     """
-    from minidl.experiments.figures import write_figures
+    from minidl.experiments.figures import FigureWriter
     from minidl.experiments.report import results_json, summary_table, write_json, write_report
 
     experiments = experiments_for_tables(settings.tables)
@@ -188,24 +214,31 @@ def reproduce(
     # step; keep freed memory in the process instead (see minidl._allocator).
     keep_freed_memory()
     # The networks are tiny: intra-op threads only add synchronisation, which costs ~10x when
-    # other processes share the cores. One thread for the run, restored afterwards.
+    # other processes share the cores. One thread for the run (the figures' predictions
+    # included, as the test errors were computed), restored afterwards.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    # With workers, a figure is drawn as soon as its rows are trained, on the core a worker
+    # with nothing left to train leaves free; the rest after the training.
     try:
-        results = run_experiments(
-            experiments,
-            settings.rounds,
-            settings.base_seed,
-            epochs=settings.epochs_override,
-            on_epoch=on_epoch,
-            jobs=settings.jobs,
-        )
+        with FigureWriter(experiments, out) as figure_writer:
+            try:
+                results = run_experiments(
+                    experiments,
+                    settings.rounds,
+                    settings.base_seed,
+                    epochs=settings.epochs_override,
+                    on_epoch=on_epoch,
+                    jobs=settings.jobs,
+                    when_idle=figure_writer.draw_next,
+                )
+            finally:
+                if bar is not None:
+                    bar.close()
+            training_seconds = time.perf_counter() - start
+            figures = figure_writer.draw_all(results)
     finally:
         torch.set_num_threads(threads)
-        if bar is not None:
-            bar.close()
-    training_seconds = time.perf_counter() - start
-    figures = write_figures(results, out)
     wall_seconds = time.perf_counter() - start
     write_report(results, settings, wall_seconds, training_seconds, figures, out / "report.md")
     document = results_json(results, settings, wall_seconds, training_seconds, figures)

@@ -1,0 +1,29 @@
+"""Train functions for the tests of worker processes (importable, so that a worker can run them)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from minidl.experiments.batched import train_rows_batched
+from minidl.experiments.config import Experiment
+from minidl.experiments.training import RowResult
+
+#: How long :func:`train_cross_entropy_late` waits before a group with Fig. 1's cross-entropy row.
+DELAY_SECONDS = 3.0
+
+
+def is_late(experiment: Experiment) -> bool:
+    """Fig. 1's cross-entropy row: its group starts :data:`DELAY_SECONDS` late."""
+    return experiment.table == "Fig. 1" and experiment.loss == "cross-entropy"
+
+
+def train_cross_entropy_late(
+    group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
+) -> list[RowResult]:
+    """``train_rows_batched``, started :data:`DELAY_SECONDS` late for the group of Fig. 1's
+    cross-entropy row: the others then finish first, and a worker waits with nothing to train."""
+    if any(is_late(experiment) for experiment in group):
+        time.sleep(DELAY_SECONDS)
+    return train_rows_batched(group, rounds, base_seed, **kwargs)
