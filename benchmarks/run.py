@@ -5,7 +5,8 @@ weights, timed alternately, several repetitions, medians and their ratio):
 
 - A: the paper's network 2-25-25-25-2, batch 100, 1 thread, written as a user writes it: a loop
   over minidl's BatchIterator calling the model, the loss, ``backward`` and ``optimizer.step()``.
-- B: the same through :func:`minidl.train.fit`.
+- B: the same through :func:`minidl.train.fit`. Beside A and B, a step written by hand without
+  modules (``benchmarks/handwritten.py``): what this machine allows for the network.
 - C: width 1024, batch 1024, three hidden layers, 2 threads, with the matrix-products-only
   floor (the step's 11 matrix products alone, into preallocated outputs) beside it; peak memory
   of each framework measured in a fresh process.
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 
+from handwritten import HandwrittenStep
 from minidl import nn as mnn
 from minidl import optim as moptim
 from minidl.data import BatchIterator, make_disk_data
@@ -123,8 +125,22 @@ def workload_small(repetitions: int, epochs_per_rep: int) -> dict[str, Any]:
                 twin_criterion(twin(x_batch), y_batch).backward()
                 twin_optimizer.step()
 
+    with torch.inference_mode():
+        hand = HandwrittenStep(minidl_model(PAPER_SIZES, seed=0), lr=1e-2, batch=100)
+
+    def hand_loop() -> None:
+        with torch.inference_mode():
+            for _ in range(epochs_per_rep):
+                for x_batch, y_batch in batches:
+                    hand.step(x_batch, y_batch)
+
     medians = paired_medians(
-        {"A minidl": user_loop, "B minidl fit": fit_loop, "PyTorch eager": torch_loop},
+        {
+            "A minidl": user_loop,
+            "B minidl fit": fit_loop,
+            "PyTorch eager": torch_loop,
+            "hand-written": hand_loop,
+        },
         repetitions,
     )
     per_step = {name: seconds / steps * 1e6 for name, seconds in medians.items()}
@@ -141,11 +157,20 @@ def workload_small(repetitions: int, epochs_per_rep: int) -> dict[str, Any]:
         twin_criterion(twin(x_batch), y_batch).backward()
         twin_optimizer.step()
 
+    def hand_step() -> None:
+        with torch.inference_mode():
+            hand.step(x_batch, y_batch)
+
     return {
         "us_per_step": per_step,
         "ratio_A": per_step["PyTorch eager"] / per_step["A minidl"],
         "ratio_B": per_step["PyTorch eager"] / per_step["B minidl fit"],
-        "ops_per_step": {"minidl": count_ops(minidl_step), "PyTorch eager": count_ops(torch_step)},
+        "ratio_hand_written": per_step["PyTorch eager"] / per_step["hand-written"],
+        "ops_per_step": {
+            "minidl": count_ops(minidl_step),
+            "PyTorch eager": count_ops(torch_step),
+            "hand-written": count_ops(hand_step),
+        },
     }
 
 
@@ -307,6 +332,7 @@ def main() -> int:
             print(f"  {name:<16} {value:8.1f}")
         print(f"  A: PyTorch / minidl = {small['ratio_A']:.2f}x   (target >= 3x)")
         print(f"  B: PyTorch / minidl fit = {small['ratio_B']:.2f}x   (target >= 4x)")
+        print(f"  PyTorch / hand-written = {small['ratio_hand_written']:.2f}x   (no modules)")
         print(f"  ops per step: {small['ops_per_step']}")
     if "C" in chosen:
         wide = workload_wide(repetitions=3 if args.quick else 21)

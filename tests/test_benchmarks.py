@@ -35,6 +35,49 @@ def test_torch_twin_has_the_same_outputs_and_gradients() -> None:
         torch.testing.assert_close(parameter.grad, twin_parameter.grad, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize(("sizes", "batch"), [((2, 7, 5, 3), 11), ((3, 4, 2), 1)])
+def test_handwritten_step_trains_as_minidl_does(sizes: tuple[int, ...], batch: int) -> None:
+    """The reference step of workloads A and B: the same losses and parameters as minidl's
+    zero_grad, forward, loss, backward and SGD step, over several steps (float64)."""
+    import run
+    from handwritten import HandwrittenStep
+    from minidl import nn, optim
+
+    model = run.minidl_model(sizes, seed=5).to(dtype=torch.float64)
+    with torch.inference_mode():
+        hand = HandwrittenStep(model, lr=0.3, batch=batch)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), lr=0.3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        x = torch.randn(batch, sizes[0], dtype=torch.float64, generator=generator)
+        y = torch.randint(0, sizes[-1], (batch,), generator=generator)
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        model.backward(criterion.backward())
+        optimizer.step()
+        with torch.inference_mode():
+            hand_loss = hand.step(x, y).clone()
+        torch.testing.assert_close(hand_loss, loss, rtol=1e-12, atol=1e-15)
+    layers = [layer for layer in model if isinstance(layer, nn.Linear)]
+    for layer, (weight, bias) in zip(layers, hand.parameters(), strict=True):
+        assert layer.bias is not None
+        torch.testing.assert_close(weight, layer.weight.data, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(bias, layer.bias.data, rtol=1e-12, atol=1e-15)
+
+
+def test_handwritten_step_refuses_what_it_does_not_compute() -> None:
+    import run
+    from handwritten import HandwrittenStep
+    from minidl import nn
+
+    with pytest.raises(ValueError, match="HandwrittenStep: expected Linear layers"):
+        HandwrittenStep(nn.mlp((2, 3, 2), "relu"), lr=0.1, batch=4)
+    hand = HandwrittenStep(run.minidl_model((2, 3, 2), seed=0), lr=0.1, batch=4)
+    with torch.inference_mode(), pytest.raises(ValueError, match="expected 4 samples, got 3"):
+        hand.step(torch.zeros(3, 2), torch.zeros(3, dtype=torch.int64))
+
+
 def test_small_workload_reports_ratios_and_op_counts() -> None:
     import run
 
@@ -43,10 +86,18 @@ def test_small_workload_reports_ratios_and_op_counts() -> None:
         result = run.workload_small(repetitions=1, epochs_per_rep=1)
     finally:
         torch.set_num_threads(threads)
-    assert set(result["us_per_step"]) == {"A minidl", "B minidl fit", "PyTorch eager"}
-    assert result["ratio_A"] > 0 and result["ratio_B"] > 0
-    # One op count per framework, and minidl's step issues fewer tensor ops than autograd's.
-    assert 0 < result["ops_per_step"]["minidl"] < result["ops_per_step"]["PyTorch eager"]
+    assert set(result["us_per_step"]) == {
+        "A minidl",
+        "B minidl fit",
+        "PyTorch eager",
+        "hand-written",
+    }
+    assert result["ratio_A"] > 0 and result["ratio_B"] > 0 and result["ratio_hand_written"] > 0
+    # One op count per step, and minidl's step issues fewer tensor ops than autograd's; the
+    # hand-written step (A's network: 4 layers) issues 30.
+    ops = result["ops_per_step"]
+    assert 0 < ops["hand-written"] < ops["minidl"] < ops["PyTorch eager"]
+    assert ops["hand-written"] == 30
 
 
 def test_torch_reproduce_twin_trains_every_row_in_quick_mode(
