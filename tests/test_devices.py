@@ -7,6 +7,7 @@ the same computation on the CPU, and are skipped where no GPU is available.
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -463,3 +464,24 @@ def test_cuda_wrong_device_input_and_target_raise_clear_errors():
         ValueError, match=r"CrossEntropyLoss: target is on cpu but the prediction is on cuda:0"
     ):
         nn.CrossEntropyLoss()(prediction, torch.zeros(3, dtype=torch.int64))
+
+
+def test_gpu_check_script_times_both_frameworks_on_the_cpu() -> None:
+    """scripts/gpu-check's benchmark, as a smoke run without a GPU (no CUDA graphs there)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "gpu-check"
+    result = subprocess.run(
+        [str(script), "--device", "cpu", "--steps", "2", "--bench-only"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 2-")]
+    assert [row.split(" | ")[0] for row in rows] == ["| 2-25-25-25-2", "| 2-1024-1024-1024-2"]
+    # minidl's and torch.nn's times, and "n/a" for the CUDA graphs on the CPU.
+    assert all(row.count("n/a") == 2 for row in rows)
