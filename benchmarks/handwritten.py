@@ -2,7 +2,8 @@
 
 :class:`HandwrittenStep` is one SGD step of a network of ``Linear`` layers with ``Tanh`` between
 them and a softmax cross-entropy at the end, written as the fewest tensor operations we know for
-it, with every technique that the module contract rules out:
+it, with the techniques that minidl's modules do without (each module returns a new tensor and
+keeps the batch-major layout of ``torch.nn``):
 
 - features by batch: each activation is ``(features + 1, N)``, its last row all ones, so that a
   layer is one ``mm`` with ``[W | b]`` (``out x (in + 1)``), and its weight and bias gradients
