@@ -8,6 +8,9 @@ the same computation on the CPU, and are skipped where no GPU is available.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -468,10 +471,6 @@ def test_cuda_wrong_device_input_and_target_raise_clear_errors():
 
 def test_gpu_check_script_times_both_frameworks_on_the_cpu() -> None:
     """scripts/gpu-check's benchmark, as a smoke run without a GPU (no CUDA graphs there)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = Path(__file__).resolve().parent.parent / "scripts" / "gpu-check"
     result = subprocess.run(
         [str(script), "--device", "cpu", "--steps", "2", "--bench-only"],
