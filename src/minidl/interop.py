@@ -95,7 +95,10 @@ def to_torch(model: Module) -> tnn.Module:
     """
     if not isinstance(model, Module):
         raise TypeError(f"to_torch: expected a minidl Module, got {type(model).__name__}")
-    converted = _to_torch(model, "")
+    # Normal tensors, even when called inside torch.inference_mode(): autograd refuses to save
+    # inference tensors for backward, and the torch model is made to be trained.
+    with torch.inference_mode(False):
+        converted = _to_torch(model, "")
     converted.train(model.training)
     return converted
 

@@ -113,12 +113,18 @@ class Module:
         normalisation): it is saved by :meth:`state_dict`, restored by :meth:`load_state_dict`
         and moved by :meth:`to` (a floating buffer is also cast to ``dtype``), but has no
         gradient and is not in :meth:`parameters`. Update it in place.
+
+        A tensor made in ``torch.inference_mode()`` is copied out of it (and the copy
+        registered and returned), so that the buffer can be updated in place outside it too.
         """
         if not isinstance(tensor, Tensor):
             raise TypeError(
                 f"{type(self).__name__}.register_buffer: expected a torch.Tensor for {name!r}, "
                 f"got {type(tensor).__name__}"
             )
+        if tensor.is_inference():
+            with torch.inference_mode(False):
+                tensor = tensor.clone()
         self._buffers[name] = tensor
         object.__setattr__(self, name, tensor)
         return tensor
@@ -237,6 +243,13 @@ class Module:
         """
         if dtype is not None and not dtype.is_floating_point:
             raise TypeError(f"{type(self).__name__}.to: dtype must be floating point, got {dtype}")
+        # Normal (not inference-mode) tensors, so that they can still be updated in place outside
+        # torch.inference_mode() when the move runs inside it.
+        with torch.inference_mode(False):
+            self._move(device, dtype)
+        return self
+
+    def _move(self, device: torch.device | str | None, dtype: torch.dtype | None) -> None:
         parameters = self.parameters()
         if flat_buffer([p.data for p in parameters]) is not None:
             # Keep a flat model flat: move the whole buffer, then view it again.
@@ -254,7 +267,6 @@ class Module:
                 object.__setattr__(module, name, moved)
         for _, module in self.named_modules():
             module._parameters_moved()
-        return self
 
     def _parameters_moved(self) -> None:
         """Hook: called after parameter tensors were replaced (``to``, flattening)."""

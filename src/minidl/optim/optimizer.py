@@ -54,10 +54,13 @@ class Optimizer:
         self.step_count = 0
         numel = sum(p.numel() for p in self.params)
         first = self.params[0].data
-        self.state: dict[str, Tensor] = {
-            state_name: torch.zeros(numel, dtype=first.dtype, device=first.device)
-            for state_name in self.state_names
-        }
+        # Normal (not inference-mode) tensors, updated in place inside and outside
+        # torch.inference_mode() whichever of the two the optimizer was built in.
+        with torch.inference_mode(False):
+            self.state: dict[str, Tensor] = {
+                state_name: torch.zeros(numel, dtype=first.dtype, device=first.device)
+                for state_name in self.state_names
+            }
         self._layout_key: tuple[Tensor, ...] = ()
         # Parameter.replacements when the layout was last found unchanged: while it stays the
         # same, no parameter tensor was replaced and the per-parameter comparison is skipped.

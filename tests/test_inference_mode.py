@@ -1,0 +1,209 @@
+"""Training inside and outside ``torch.inference_mode()``, in any mix.
+
+Everything minidl keeps and updates in place (parameters, flat buffers, optimizer state, buffers
+such as batch-norm statistics) is a normal tensor, wherever it was made: a model and optimizer
+built, moved or restored inside inference mode train outside it, and the reverse. The oracle is
+the same training run entirely outside inference mode: every loss, parameter and state tensor
+must be the same bits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from minidl import nn, optim
+from minidl.interop import to_torch
+from minidl.nn.stack import stack_models
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+F64 = torch.float64
+
+OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter]], optim.Optimizer]] = {
+    "SGD": lambda p: optim.SGD(p, lr=0.1),
+    "SGD momentum nesterov": lambda p: optim.SGD(
+        p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3
+    ),
+    "Adadelta": lambda p: optim.Adadelta(p, lr=1.0),
+    "Adam": lambda p: optim.Adam(p, lr=1e-2),
+    "AdamW": lambda p: optim.AdamW(p, lr=1e-2),
+    "RMSprop": lambda p: optim.RMSprop(p, lr=1e-2, momentum=0.5, centered=True),
+    "Adagrad": lambda p: optim.Adagrad(p, lr=0.1),
+}
+
+
+def _mlp() -> nn.Module:
+    return nn.mlp((3, 6, 5, 2), "tanh")
+
+
+def _lone_linear() -> nn.Module:
+    # Not in a Sequential: its parameters are not views of a flat buffer.
+    return nn.Linear(3, 2)
+
+
+def _batch_norm() -> nn.Module:
+    return nn.Sequential(nn.Linear(3, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2))
+
+
+def _stack() -> nn.Module:
+    return stack_models([nn.mlp((3, 6, 2), "tanh") for _ in range(3)])
+
+
+MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "flat mlp": (_mlp, ()),
+    "lone Linear": (_lone_linear, ()),
+    "batch norm": (_batch_norm, ()),
+    "stack of 3": (_stack, (3,)),
+}
+
+
+def _data(lead: tuple[int, ...], batch: int, seed: int) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(*lead, batch, 3, dtype=F64, generator=generator)
+    y = torch.randint(0, 2, (*lead, batch), generator=generator)
+    return x, y
+
+
+def _build(
+    make_model: Callable[[], nn.Module],
+    make_optimizer: Callable[[Iterable[nn.Parameter]], optim.Optimizer],
+) -> tuple[nn.Module, optim.Optimizer]:
+    torch.manual_seed(0)
+    model = make_model().to(dtype=F64)
+    return model, make_optimizer(model.parameters())
+
+
+def _state(model: nn.Module, optimizer: optim.Optimizer) -> list[Tensor]:
+    return [*model.state_dict().values(), *optimizer.state_dict()["state"].values()]
+
+
+def _train(
+    model: nn.Module,
+    optimizer: optim.Optimizer,
+    batches: list[tuple[Tensor, Tensor]],
+    inside: Callable[[int], bool],
+) -> list[Tensor]:
+    """One step per batch; step ``i`` runs in inference mode when ``inside(i)``."""
+    criterion = nn.CrossEntropyLoss()
+    losses = []
+    for index, (x, y) in enumerate(batches):
+        with torch.inference_mode(inside(index)):
+            optimizer.zero_grad()
+            losses.append(criterion(model(x), y).clone())
+            model.backward(criterion.backward())
+            optimizer.step()
+    return losses
+
+
+def _assert_same(actual: list[Tensor], expected: list[Tensor]) -> None:
+    assert len(actual) == len(expected)
+    for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        assert torch.equal(a, e), f"tensor {index} differs"
+
+
+@pytest.mark.parametrize("first_inside", [False, True])
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("optimizer_name", OPTIMIZERS)
+def test_built_inside_trains_anywhere(
+    model_name: str, optimizer_name: str, first_inside: bool
+) -> None:
+    make_model, lead = MODELS[model_name]
+    make_optimizer = OPTIMIZERS[optimizer_name]
+    # Batch size 1 among them (2 for batch norm, which needs two samples to train).
+    smallest = 2 if model_name == "batch norm" else 1
+    batches = [_data(lead, batch, seed) for seed, batch in enumerate((4, smallest, 5, 4, 2, 3))]
+
+    model, optimizer = _build(make_model, make_optimizer)
+    expected_losses = _train(model, optimizer, batches, lambda _: False)
+    expected = _state(model, optimizer)
+
+    with torch.inference_mode():
+        model, optimizer = _build(make_model, make_optimizer)
+    # Alternating, from the first step inside or outside.
+    losses = _train(model, optimizer, batches, lambda index: index % 2 == int(not first_inside))
+    _assert_same(losses, expected_losses)
+    _assert_same(_state(model, optimizer), expected)
+    for tensor in _state(model, optimizer):
+        assert not tensor.is_inference()
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_moved_inside_trains_outside(model_name: str) -> None:
+    make_model, lead = MODELS[model_name]
+    batches = [_data(lead, 4, seed) for seed in range(4)]
+
+    def run(move_inside: bool) -> tuple[list[Tensor], list[Tensor]]:
+        torch.manual_seed(0)
+        model = make_model()
+        optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        first = _train(model, optimizer, [(x.float(), y) for x, y in batches[:2]], lambda _: False)
+        with torch.inference_mode(move_inside):
+            model.to(dtype=F64)
+        rest = _train(model, optimizer, batches[2:], lambda _: False)
+        return first + rest, _state(model, optimizer)
+
+    losses, state = run(move_inside=True)
+    expected_losses, expected = run(move_inside=False)
+    _assert_same(losses, expected_losses)
+    _assert_same(state, expected)
+
+
+@pytest.mark.parametrize("optimizer_name", OPTIMIZERS)
+def test_restored_inside_trains_outside(optimizer_name: str) -> None:
+    make_optimizer = OPTIMIZERS[optimizer_name]
+    batches = [_data((), 4, seed) for seed in range(6)]
+    model, optimizer = _build(_batch_norm, make_optimizer)
+    _train(model, optimizer, batches[:3], lambda _: False)
+    saved = (model.state_dict(), optimizer.state_dict())
+    expected_losses = _train(model, optimizer, batches[3:], lambda _: False)
+    expected = _state(model, optimizer)
+
+    with torch.inference_mode():
+        model, optimizer = _build(_batch_norm, make_optimizer)
+        model.load_state_dict(saved[0])
+        optimizer.load_state_dict(saved[1])
+    losses = _train(model, optimizer, batches[3:], lambda _: False)
+    _assert_same(losses, expected_losses)
+    _assert_same(_state(model, optimizer), expected)
+
+
+def test_register_buffer_copies_an_inference_tensor_out() -> None:
+    module = nn.Module()
+    with torch.inference_mode():
+        made_inside = torch.arange(4.0)
+        registered = module.register_buffer("counts", made_inside)
+    assert not registered.is_inference()
+    assert registered is module.counts
+    assert torch.equal(registered, made_inside)
+    registered.add_(1)  # in place, outside inference mode
+    assert module.state_dict()["counts"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    normal = torch.zeros(2)
+    assert module.register_buffer("normal", normal) is normal
+
+
+def test_to_torch_inside_gives_a_model_autograd_trains() -> None:
+    torch.manual_seed(0)
+    model = nn.mlp((3, 6, 5, 2), "tanh").to(dtype=F64)
+    x, y = _data((), 4, 0)
+
+    def gradients(convert_inside: bool) -> list[Tensor]:
+        with torch.inference_mode(convert_inside):
+            twin = to_torch(model)
+        F.cross_entropy(twin(x), y).backward()
+        return [parameter.grad for parameter in twin.parameters() if parameter.grad is not None]
+
+    inside, outside = gradients(True), gradients(False)
+    assert len(inside) == 6
+    _assert_same(inside, outside)
