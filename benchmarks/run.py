@@ -5,6 +5,7 @@ weights, timed alternately, several repetitions, medians and their ratio):
 
 - A: the paper's network 2-25-25-25-2, batch 100, 1 thread, written as a user writes it: a loop
   over minidl's BatchIterator calling the model, the loss, ``backward`` and ``optimizer.step()``.
+  Beside it, the same loop inside ``torch.inference_mode()`` (as a user may write it too).
 - B: the same through :func:`minidl.train.fit`. Beside A and B, a step written by hand without
   modules (``benchmarks/handwritten.py``): what this machine allows for the network.
 - C: width 1024, batch 1024, three hidden layers, 2 threads, with the matrix-products-only
@@ -115,6 +116,10 @@ def workload_small(repetitions: int, epochs_per_rep: int) -> dict[str, Any]:
                 model.backward(criterion.backward())
                 optimizer.step()
 
+    def user_loop_inference_mode() -> None:
+        with torch.inference_mode():
+            user_loop()
+
     def fit_loop() -> None:
         fit(model, criterion, optimizer, x, y, epochs=epochs_per_rep, generator=generator)
 
@@ -137,6 +142,7 @@ def workload_small(repetitions: int, epochs_per_rep: int) -> dict[str, Any]:
     medians = paired_medians(
         {
             "A minidl": user_loop,
+            "A in inference mode": user_loop_inference_mode,
             "B minidl fit": fit_loop,
             "PyTorch eager": torch_loop,
             "hand-written": hand_loop,
@@ -164,6 +170,7 @@ def workload_small(repetitions: int, epochs_per_rep: int) -> dict[str, Any]:
     return {
         "us_per_step": per_step,
         "ratio_A": per_step["PyTorch eager"] / per_step["A minidl"],
+        "ratio_A_inference_mode": per_step["PyTorch eager"] / per_step["A in inference mode"],
         "ratio_B": per_step["PyTorch eager"] / per_step["B minidl fit"],
         "ratio_hand_written": per_step["PyTorch eager"] / per_step["hand-written"],
         "ops_per_step": {
@@ -329,8 +336,12 @@ def main() -> int:
         results["A_B"] = small
         print("A/B: paper network 2-25-25-25-2, batch 100, float32, 1 thread (us per step)")
         for name, value in small["us_per_step"].items():
-            print(f"  {name:<16} {value:8.1f}")
+            print(f"  {name:<19} {value:8.1f}")
         print(f"  A: PyTorch / minidl = {small['ratio_A']:.2f}x   (target >= 3x)")
+        print(
+            f"  A in inference mode: PyTorch / minidl = {small['ratio_A_inference_mode']:.2f}x"
+            "   (the user's loop inside torch.inference_mode())"
+        )
         print(f"  B: PyTorch / minidl fit = {small['ratio_B']:.2f}x   (target >= 4x)")
         print(f"  PyTorch / hand-written = {small['ratio_hand_written']:.2f}x   (no modules)")
         print(f"  ops per step: {small['ops_per_step']}")

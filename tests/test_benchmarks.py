@@ -88,11 +88,13 @@ def test_small_workload_reports_ratios_and_op_counts() -> None:
         torch.set_num_threads(threads)
     assert set(result["us_per_step"]) == {
         "A minidl",
+        "A in inference mode",
         "B minidl fit",
         "PyTorch eager",
         "hand-written",
     }
-    assert result["ratio_A"] > 0 and result["ratio_B"] > 0 and result["ratio_hand_written"] > 0
+    ratios = ("ratio_A", "ratio_A_inference_mode", "ratio_B", "ratio_hand_written")
+    assert all(result[ratio] > 0 for ratio in ratios)
     # One op count per step, and minidl's step issues fewer tensor ops than autograd's; the
     # hand-written step (A's network: 4 layers) issues 30.
     ops = result["ops_per_step"]
