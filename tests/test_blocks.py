@@ -4,7 +4,7 @@ plus their argument checks and the buffer mechanism of Module."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -13,16 +13,6 @@ from torch import Tensor
 
 from minidl import nn
 from minidl.gradcheck import gradcheck
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared machine, tiny tensors are far faster without a pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 F64 = torch.float64
 TOL = 1e-10

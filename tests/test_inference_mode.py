@@ -9,7 +9,7 @@ must be the same bits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import pytest
 import torch
@@ -19,15 +19,6 @@ from torch import Tensor
 from minidl import nn, optim
 from minidl.interop import to_torch
 from minidl.nn.stack import stack_models
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 F64 = torch.float64
 

@@ -4,8 +4,6 @@ trips are lossless on every parameter and buffer, and unsupported layers are nam
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import Tensor
@@ -15,15 +13,6 @@ from minidl.interop import ConversionError, TorchResidual, from_torch, to_torch
 
 F64 = torch.float64
 TOL = 1e-12
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared machine, tiny tensors are far faster without a pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _close(actual: Tensor, expected: Tensor, what: str) -> None:

@@ -5,7 +5,7 @@ optimizer; their argument checks and state restore."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -15,15 +15,6 @@ from minidl import nn, optim
 LR = 0.1
 MakeSchedule = Callable[[optim.Optimizer], optim.LRScheduler]
 MakeTorchSchedule = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared machine, tiny tensors are far faster without a pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _params() -> list[nn.Parameter]:
