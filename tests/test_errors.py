@@ -270,6 +270,37 @@ def test_grad_output_of_wrong_shape(module: nn.Module) -> None:
     _assert_unchanged(module, before)
 
 
+@pytest.mark.parametrize(
+    ("module", "input_shape"),
+    [
+        (nn.Linear(3, 4), (5, 3)),
+        (nn.BatchedLinear(2, 3, 4), (2, 5, 3)),
+        (nn.BatchNorm1d(3), (5, 3)),
+    ],
+    ids=["Linear", "BatchedLinear", "BatchNorm1d"],
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.int64])
+def test_grad_output_of_another_dtype_or_device(
+    module: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype
+) -> None:
+    """A module with parameters accumulates in their dtype: a gradient of another dtype (or
+    device) is refused before anything is accumulated, whether or not a good one came first."""
+    name = type(module).__name__
+    output = module(torch.randn(input_shape))
+    for warm in (False, True):
+        if warm:  # the checks of a call like the last one are the quick ones
+            module.backward(torch.ones_like(output))
+        before = _snapshot(module)
+        with raises(TypeError, name, f"gradient dtype {dtype}", "parameters' dtype torch.float32"):
+            module.backward(torch.ones_like(output, dtype=dtype))
+        with raises(TypeError, name, f"gradient dtype {dtype}"):
+            module.backward_parameters(torch.ones_like(output, dtype=dtype))
+        # (a meta tensor stands for another device on a machine without one)
+        with raises(ValueError, name, "gradient is on meta", "parameters are on cpu"):
+            module.backward(torch.ones_like(output, device="meta"))
+        _assert_unchanged(module, before)
+
+
 def test_loss_backward_with_a_non_scalar_upstream() -> None:
     criterion = nn.MSELoss()
     criterion(torch.randn(2, 2), torch.tensor([0, 1]))

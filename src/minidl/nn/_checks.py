@@ -58,8 +58,11 @@ def check_cached(where: str, cached: Tensor | None) -> Tensor:
     return cached
 
 
-def check_grad_output(where: str, grad_output: object, shape: torch.Size) -> Tensor:
-    """Check that ``grad_output`` is a tensor of the shape of the last forward's output."""
+def check_grad_output(
+    where: str, grad_output: object, shape: torch.Size, like: Tensor | None = None
+) -> Tensor:
+    """Check that ``grad_output`` is a tensor of the shape of the last forward's output and,
+    for a module with parameters (``like``, one of them), of their dtype and device."""
     if not isinstance(grad_output, Tensor):
         raise TypeError(
             f"{where}: expected a torch.Tensor as gradient, got {type(grad_output).__name__}"
@@ -69,6 +72,17 @@ def check_grad_output(where: str, grad_output: object, shape: torch.Size) -> Ten
             f"{where}: gradient has shape {tuple(grad_output.shape)}, expected {tuple(shape)} "
             f"(the shape of the last forward's output)"
         )
+    if like is not None:
+        if grad_output.dtype != like.dtype:
+            raise TypeError(
+                f"{where}: gradient dtype {grad_output.dtype} does not match the parameters' "
+                f"dtype {like.dtype}"
+            )
+        if grad_output.device != like.device:
+            raise ValueError(
+                f"{where}: gradient is on {grad_output.device} but the parameters are on "
+                f"{like.device}"
+            )
     return grad_output
 
 

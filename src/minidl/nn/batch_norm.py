@@ -137,7 +137,8 @@ class BatchNorm1d(Module):
     def backward(self, grad_output: Tensor) -> Tensor:
         normalized = check_cached("BatchNorm1d", self._normalized)
         inv_std = check_cached("BatchNorm1d", self._inv_std)
-        check_grad_output("BatchNorm1d", grad_output, normalized.shape)
+        # (normalized has the dtype and device of the parameters and running statistics)
+        check_grad_output("BatchNorm1d", grad_output, normalized.shape, normalized)
         if self.weight is not None and self.bias is not None:
             self.weight.grad.add_((grad_output * normalized).sum(dim=0))
             self.bias.grad.add_(grad_output.sum(dim=0))

@@ -175,8 +175,14 @@ class BatchedLinear(Module):
         input = self._input
         if input is None:
             input = check_cached("BatchedLinear", input)
-        if type(grad_output) is not Tensor or grad_output.shape != self._output_shape:
-            check_grad_output("BatchedLinear", grad_output, self._output_shape)
+        seen = self._seen
+        if (
+            type(grad_output) is not Tensor
+            or grad_output.shape != self._output_shape
+            or grad_output.dtype is not seen[3]
+            or grad_output.device != seen[4]
+        ):
+            check_grad_output("BatchedLinear", grad_output, self._output_shape, self.weight.data)
         self.weight.grad.baddbmm_(grad_output.transpose(1, 2), input)
         if self.bias is not None:
             # A sum over the batch (cheaper here than a batched product with ones).

@@ -133,10 +133,21 @@ class Linear(Module):
         input = self._input
         if input is None:
             input = check_cached("Linear", input)
-        if type(grad_output) is not Tensor or grad_output.shape != self._output_shape:
-            check_grad_output("Linear", grad_output, torch.Size(self._output_shape))
+        shape = self._output_shape
+        if (
+            type(grad_output) is not Tensor
+            or grad_output.shape != shape
+            or grad_output.dtype is not self._dtype
+        ):
+            check_grad_output("Linear", grad_output, torch.Size(shape), self.weight.data)
         grad_output_t = grad_output.t()
-        self.weight.grad.addmm_(grad_output_t, input)
+        try:
+            self.weight.grad.addmm_(grad_output_t, input)
+        except RuntimeError:
+            # Nothing is accumulated yet. A gradient on another device is found here rather
+            # than by a comparison on every call.
+            check_grad_output("Linear", grad_output, torch.Size(shape), self.weight.data)
+            raise
         bias = self.bias
         if bias is not None:
             # The bias gradient, the sum over the batch, as a matrix-vector product with ones:
