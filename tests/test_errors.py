@@ -380,6 +380,78 @@ def test_bad_parameter_lists() -> None:
         optim.SGD([layer.weight, layer.weight], lr=0.1)
 
 
+@pytest.mark.parametrize(
+    ("bad", "kind", "fragments"),
+    [
+        (None, TypeError, ("torch.Tensor", "NoneType", "zero_grad()")),
+        ([0.0, 0.0, 0.0], TypeError, ("torch.Tensor", "list")),
+        (torch.zeros(3, 2), ValueError, ("shape and device", "(2, 3) on cpu", "(3, 2) on cpu")),
+        (torch.zeros(2, 3, dtype=torch.float64), TypeError, ("dtype", "torch.float64")),
+        (torch.zeros(2, 3, dtype=torch.int64), TypeError, ("dtype", "torch.int64")),
+        (torch.zeros(2, 3, device="meta"), ValueError, ("(2, 3) on meta",)),
+    ],
+    ids=["None", "list", "shape", "float64", "int64", "device"],
+)
+def test_parameter_grad_must_fit_data(bad: Any, kind: type[Exception], fragments: str) -> None:
+    parameter = nn.Linear(3, 2).weight
+    grad, replacements = parameter.grad, nn.Parameter.replacements
+    with raises(kind, "Parameter 'weight'", "grad", *fragments):
+        parameter.grad = bad
+    assert parameter.grad is grad
+    assert nn.Parameter.replacements == replacements
+
+
+def test_parameter_data_assignment() -> None:
+    parameter = nn.Parameter(torch.zeros(2, 3), name="w")
+    for bad, kind, fragment in (
+        (None, TypeError, "NoneType"),
+        (torch.ones(3, dtype=torch.int64), TypeError, "torch.int64"),
+    ):
+        with raises(kind, "Parameter 'w'", "data", fragment):
+            parameter.data = bad
+    grad = parameter.grad
+    parameter.data = torch.ones(2, 3)  # a new value that fits the gradient: the gradient stays
+    assert parameter.grad is grad
+    parameter.data = torch.ones(4, dtype=torch.float64)  # does not fit: zeros that fit
+    assert parameter.grad.shape == (4,) and parameter.grad.dtype == torch.float64
+    assert not parameter.grad.any()
+    with raises(TypeError, "Parameter", "name", "int"):
+        parameter.name = 3  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: optim.Adam(p, lr=0.1)],
+    ids=["SGD momentum", "Adam"],
+)
+def test_optimizer_refuses_a_parameter_of_another_size(
+    make: Callable[[list[nn.Parameter]], optim.Optimizer],
+) -> None:
+    """Its state would not fit: the step refuses before anything changes."""
+    model = nn.mlp((2, 3, 2))
+    optimizer = make(model.parameters())
+    model.parameters()[1].grad.fill_(1.0)
+    optimizer.step()
+    state = optimizer.state_dict()["state"]
+    model.parameters()[1].data = torch.zeros(7)
+    values = [p.data.clone() for p in model.parameters()]
+    with raises(ValueError, type(optimizer).__name__, "params[1]", "7 values, 3 when"):
+        optimizer.step()
+    with raises(ValueError, type(optimizer).__name__, "params[1]"):
+        optimizer.state_dict()
+    assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+    assert all(torch.equal(optimizer.state[k], v) for k, v in state.items())
+
+
+def test_stateless_optimizer_follows_a_parameter_of_another_size() -> None:
+    parameter = nn.Parameter(torch.zeros(3))
+    optimizer = optim.SGD([parameter], lr=0.5)
+    parameter.data = torch.ones(5)
+    parameter.grad.fill_(2.0)
+    optimizer.step()
+    assert parameter.data.tolist() == [0.0] * 5
+
+
 # -- schedulers ----------------------------------------------------------------------------------
 
 

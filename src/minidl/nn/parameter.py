@@ -16,7 +16,8 @@ class Parameter:
     A ``Parameter`` is the unit of identity of the framework: optimizers keep their state per
     parameter and update ``data`` in place, so a module never sees its tensors replaced behind it.
     ``grad`` always exists and has the shape, dtype and device of ``data`` (zeros until a backward
-    pass accumulates into it).
+    pass accumulates into it): assigning a ``grad`` that does not fit raises, and assigning a
+    ``data`` that the ``grad`` does not fit replaces the ``grad`` with zeros that do.
 
     :attr:`Parameter.replacements` counts every assignment of a ``data`` or ``grad`` tensor, of
     any parameter (in-place updates are not counted): an optimizer that saw the count unchanged
@@ -35,25 +36,77 @@ class Parameter:
     __slots__ = ("data", "grad", "name")
 
     replacements: ClassVar[int] = 0
+    data: Tensor
+    grad: Tensor
+    name: str
 
     def __init__(self, data: Tensor, name: str = "") -> None:
-        if not isinstance(data, Tensor):
-            raise TypeError(f"Parameter: data must be a torch.Tensor, got {type(data).__name__}")
-        if not data.is_floating_point():
-            raise TypeError(f"Parameter: data must be a floating-point tensor, got {data.dtype}")
-        # Parameters are updated in place inside and outside torch.inference_mode(), which
-        # only normal tensors allow: a tensor made in inference mode is copied out of it.
-        with torch.inference_mode(False):
-            if data.is_inference():
-                data = data.clone()
-            self.data: Tensor = data.detach()
-            self.grad: Tensor = torch.zeros_like(data)
         self.name = name
+        self.data = data  # and grad, zeros like it
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name != "name":
-            Parameter.replacements += 1
+        """Assign ``data``, ``grad`` or ``name``; checked, so that ``grad`` keeps the shape,
+        dtype and device of ``data``.
+
+        A new ``data`` must be a floating-point tensor; if ``grad`` does not fit it, ``grad``
+        becomes zeros that do. A new ``grad`` must fit ``data``. Parameters are updated in place
+        inside and outside ``torch.inference_mode()``, which only normal tensors allow: a tensor
+        made in inference mode is copied out of it.
+        """
+        if name == "data":
+            value = self._checked_data(value)
+        elif name == "grad":
+            value = self._checked_grad(value)
+        elif name == "name":
+            if not isinstance(value, str):
+                raise TypeError(f"Parameter: name must be a str, got {type(value).__name__}")
+            object.__setattr__(self, name, value)
+            return
+        else:
+            raise AttributeError(f"Parameter has no attribute {name!r} to set")
+        Parameter.replacements += 1
         object.__setattr__(self, name, value)
+        if name == "data":
+            grad = getattr(self, "grad", None)
+            if grad is None or not _fits(grad, value):
+                with torch.inference_mode(False):
+                    self.grad = torch.zeros_like(value)
+
+    def _where(self) -> str:
+        return f"Parameter {self.name!r}" if getattr(self, "name", "") else "Parameter"
+
+    def _checked_data(self, value: object) -> Tensor:
+        if not isinstance(value, Tensor):
+            raise TypeError(
+                f"{self._where()}: data must be a torch.Tensor, got {type(value).__name__}"
+            )
+        if not value.is_floating_point():
+            raise TypeError(
+                f"{self._where()}: data must be a floating-point tensor, got {value.dtype}"
+            )
+        with torch.inference_mode(False):
+            return (value.clone() if value.is_inference() else value).detach()
+
+    def _checked_grad(self, value: object) -> Tensor:
+        data = self.data
+        if not isinstance(value, Tensor):
+            raise TypeError(
+                f"{self._where()}: grad must be a torch.Tensor like data, got "
+                f"{type(value).__name__} (zero_grad() clears it)"
+            )
+        if value.dtype != data.dtype:
+            raise TypeError(
+                f"{self._where()}: grad must have the dtype of data ({data.dtype}), "
+                f"got {value.dtype}"
+            )
+        if value.shape != data.shape or value.device != data.device:
+            raise ValueError(
+                f"{self._where()}: grad must have the shape and device of data "
+                f"({tuple(data.shape)} on {data.device}), got {tuple(value.shape)} on "
+                f"{value.device}"
+            )
+        with torch.inference_mode(False):
+            return (value.clone() if value.is_inference() else value).detach()
 
     @property
     def shape(self) -> torch.Size:
@@ -77,3 +130,10 @@ class Parameter:
     def __repr__(self) -> str:
         name = f" {self.name!r}" if self.name else ""
         return f"Parameter{name}(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
+
+
+def _fits(tensor: Tensor, like: Tensor) -> bool:
+    """``tensor`` has the shape, dtype and device of ``like``."""
+    return (
+        tensor.shape == like.shape and tensor.dtype == like.dtype and tensor.device == like.device
+    )

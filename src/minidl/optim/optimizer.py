@@ -52,7 +52,8 @@ class Optimizer:
             raise ValueError(f"{name}: a parameter appears more than once in params")
         self._lr = check_real(name, "lr", lr, low=0.0)
         self.step_count = 0
-        numel = sum(p.numel() for p in self.params)
+        self._sizes = [p.numel() for p in self.params]
+        numel = sum(self._sizes)
         first = self.params[0].data
         # Normal (not inference-mode) tensors, updated in place inside and outside
         # torch.inference_mode() whichever of the two the optimizer was built in.
@@ -94,6 +95,14 @@ class Optimizer:
         the next step runs inside ``torch.inference_mode()`` (as :func:`minidl.train.fit` does)
         or not.
         """
+        for index, (parameter, size) in enumerate(zip(self.params, self._sizes, strict=True)):
+            if self.state and parameter.numel() != size:  # its state would not fit
+                raise ValueError(
+                    f"{type(self).__name__}: params[{index}] ({parameter!r}) holds "
+                    f"{parameter.numel()} values, {size} when the optimizer was built (its data "
+                    "was replaced by a tensor of another size); build a new optimizer"
+                )
+        self._sizes = [p.numel() for p in self.params]
         with torch.inference_mode(False):
             self._make_views()
 
