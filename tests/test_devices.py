@@ -218,6 +218,19 @@ def test_to_rejects_a_non_floating_dtype_and_changes_nothing():
     assert is_flat(model)
 
 
+def test_to_rejects_what_is_not_a_dtype_or_a_device_and_changes_nothing():
+    model = make_model(torch.float32)
+    before = values(model)
+    with pytest.raises(
+        TypeError, match=r"Sequential\.to: dtype must be a torch\.dtype, got 'float'"
+    ):
+        model.to(dtype="float")
+    with pytest.raises(ValueError, match=r"Sequential\.to: 'gpu0' is not a device"):
+        model.to(device="gpu0")
+    assert all(torch.equal(a, b) for a, b in zip(values(model), before, strict=True))
+    assert is_flat(model)
+
+
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_optimizer_continues_after_to_float64_like_torch_optim(name):
     make_mine, make_theirs = OPTIMIZERS[name]

@@ -718,6 +718,15 @@ def test_batch_iterator_bad_data() -> None:
         BatchIterator(torch.zeros(2, 2), [0, 1], 2)  # type: ignore[arg-type]
     with raises(ValueError, "BatchIterator", "x", "at least one sample"):
         BatchIterator(torch.zeros(0, 2), torch.zeros(0), 2)
+    with raises(TypeError, "BatchIterator", "generator", "torch.Generator", "int"):
+        BatchIterator(torch.zeros(2, 2), torch.zeros(2), 2, generator=0)  # type: ignore[arg-type]
+
+
+def test_sequential_index_out_of_range() -> None:
+    model = nn.mlp((2, 3, 2))
+    assert model[-1] is model[2]
+    with raises(IndexError, "Sequential", "index 3", "3 modules"):
+        model[3]
 
 
 def test_fit_bad_arguments() -> None:

@@ -472,6 +472,40 @@ def test_fit_bad_start_epoch_and_history() -> None:
 def test_error_rate_with_mismatched_sets() -> None:
     with raises(ValueError, "error_rate", "x and y", "5 and 2"):
         error_rate(nn.mlp((2, 2)), torch.randn(5, 2), torch.tensor([0, 1]))
+    with raises(ValueError, "error_rate", "class indices of shape (N,)", "(5, 2)"):
+        error_rate(nn.mlp((2, 2)), torch.randn(5, 2), torch.zeros(5, 2))
+    with raises(TypeError, "error_rate", "y must be a torch.Tensor", "list"):
+        error_rate(nn.mlp((2, 2)), torch.randn(2, 2), [0, 1])  # type: ignore[arg-type]
+
+
+def test_fit_refuses_what_is_not_a_model_loss_optimizer_or_validation_pair() -> None:
+    model = nn.mlp((2, 3, 2))
+    criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(4, 2), torch.tensor([0, 1, 0, 1])
+    before = model.state_dict()
+    bad: list[tuple[dict[str, Any], type[Exception], tuple[str, ...]]] = [
+        ({"model": lambda v: v}, TypeError, ("model must be a minidl Module", "function")),
+        ({"criterion": torch.nn.CrossEntropyLoss()}, TypeError, ("criterion", "CrossEntropyLoss")),
+        ({"optimizer": torch.optim.SGD([torch.zeros(1)], lr=0.1)}, TypeError, ("optimizer",)),
+        (
+            {"optimizer": optim.SGD(nn.mlp((2, 3, 2)).parameters(), lr=0.1)},
+            ValueError,
+            ("updates none of the model's parameters",),
+        ),
+        ({"validation": x}, TypeError, ("validation must be an (x, y) pair", "Tensor")),
+        ({"validation": (x, y, y)}, TypeError, ("validation must be an (x, y) pair", "tuple")),
+    ]
+    for change, kind, fragments in bad:
+        arguments: dict[str, Any] = {"model": model, "criterion": criterion, "optimizer": optimizer}
+        arguments.update(change)
+        validation = arguments.pop("validation", None)
+        with raises(kind, "fit", *fragments):
+            fit(**arguments, x=x, y=y, epochs=1, validation=validation)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    # An optimizer over part of the model (the rest frozen) is fine.
+    fit(model, criterion, optim.SGD(model.parameters()[2:], lr=0.1), x, y, epochs=1)
+    assert torch.equal(model.state_dict()["0.weight"], before["0.weight"])
+    assert not torch.equal(model.state_dict()["2.weight"], before["2.weight"])
 
 
 def test_batch_larger_than_the_set_gives_one_batch_of_the_whole_set() -> None:

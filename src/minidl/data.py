@@ -174,6 +174,11 @@ class BatchIterator:
         self.x = x
         self.y = y
         self.batch_size = check_int("BatchIterator", "batch_size", batch_size)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                "BatchIterator: generator must be a torch.Generator or None, got "
+                f"{type(generator).__name__}"
+            )
         self.shuffle = shuffle
         self.generator = generator
         self.drop_last = drop_last

@@ -50,6 +50,8 @@ def gradcheck(
         >>> gradcheck(Linear(3, 2, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64))
         True
     """
+    if not isinstance(module, Module):
+        raise TypeError(f"gradcheck: expected a minidl Module, got {type(module).__name__}")
     if not inputs:
         raise ValueError("gradcheck: give at least one input tensor")
     first = inputs[0]

@@ -83,7 +83,16 @@ def predict(model: Module, x: Tensor, batch_size: int = 4096) -> Tensor:
 
 
 def error_rate(model: Module, x: Tensor, y: Tensor) -> float:
-    """Classification error of ``model`` on ``(x, y)``, in percent."""
+    """Classification error of ``model`` on ``(x, y)``, in percent (``y``: class indices, ``(N,)``)."""
+    for name, tensor in (("x", x), ("y", y)):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(
+                f"error_rate: {name} must be a torch.Tensor, got {type(tensor).__name__}"
+            )
+    if y.dim() != 1:
+        raise ValueError(
+            f"error_rate: y must hold class indices of shape (N,), got shape {tuple(y.shape)}"
+        )
     if y.shape[0] == 0:
         raise ValueError("error_rate: empty set")
     if x.shape[0] != y.shape[0]:
@@ -136,6 +145,23 @@ def fit(
             process trains on its shard of every batch, the gradients are made the global
             batch's after every ``backward``, and the recorded loss is the global one.
     """
+    for name, value, kind in (
+        ("model", model, Module),
+        ("criterion", criterion, Loss),
+        ("optimizer", optimizer, Optimizer),
+    ):
+        if not isinstance(value, kind):
+            raise TypeError(
+                f"fit: {name} must be a minidl {kind.__name__}, got {type(value).__name__}"
+            )
+    if not {id(p) for p in model.parameters()} & {id(p) for p in optimizer.params}:
+        raise ValueError("fit: the optimizer updates none of the model's parameters")
+    if validation is not None and (
+        not isinstance(validation, tuple | list) or len(validation) != 2
+    ):
+        raise TypeError(
+            f"fit: validation must be an (x, y) pair of tensors, got {type(validation).__name__}"
+        )
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be an integer >= 0, got {epochs!r}")
     if scheduler is not None and scheduler.optimizer is not optimizer:

@@ -241,8 +241,16 @@ class Module:
         The :class:`Parameter` objects stay the same, so optimizers built on them keep working
         (their state moves with the next ``step``).
         """
+        name = type(self).__name__
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise TypeError(f"{name}.to: dtype must be a torch.dtype, got {dtype!r}")
         if dtype is not None and not dtype.is_floating_point:
-            raise TypeError(f"{type(self).__name__}.to: dtype must be floating point, got {dtype}")
+            raise TypeError(f"{name}.to: dtype must be floating point, got {dtype}")
+        if device is not None:
+            try:
+                device = torch.device(device)
+            except (RuntimeError, TypeError) as error:
+                raise ValueError(f"{name}.to: {device!r} is not a device ({error})") from None
         # Normal (not inference-mode) tensors, so that they can still be updated in place outside
         # torch.inference_mode() when the move runs inside it.
         with torch.inference_mode(False):

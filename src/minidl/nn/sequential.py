@@ -85,7 +85,12 @@ class Sequential(Module):
             self._first_trained.backward_parameters(grad_output)
 
     def __getitem__(self, index: int) -> Module:
-        return self._layers[index]
+        try:
+            return self._layers[index]
+        except IndexError:
+            raise IndexError(
+                f"Sequential: index {index} is out of range for {len(self._layers)} modules"
+            ) from None
 
     def __len__(self) -> int:
         return len(self._layers)
