@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -318,6 +319,51 @@ def test_stack_models_rejects_different_architectures() -> None:
         nn.stack_models([a, c])
     with pytest.raises(ValueError, match="at least one"):
         nn.stack_models([])
+    with pytest.raises(TypeError, match="expected a sequence of models, got a single Sequential"):
+        nn.stack_models(a)  # type: ignore[arg-type]
+
+
+def test_unstack_model_needs_a_stack_and_a_model_index() -> None:
+    stacked = nn.stack_models([nn.mlp((2, 3, 2), "tanh") for _ in range(2)])
+    with pytest.raises(ValueError, match="unstack_model: the network has no stacked layer"):
+        nn.unstack_model(nn.mlp((2, 3, 2), "tanh"), 0)
+    with pytest.raises(TypeError, match="unstack_model: expected a stack made by stack_models"):
+        nn.unstack_model(nn.Linear(2, 2), 0)  # type: ignore[arg-type]
+    for bad in (2, -1, True, "0"):
+        with pytest.raises(IndexError, match=f"unstack_model: index {bad!r} is out of range"):
+            nn.unstack_model(stacked, bad)  # type: ignore[arg-type]
+
+
+def test_fit_rounds_rejects_what_is_not_a_loss_a_pair_or_an_optimizer() -> None:
+    data = make_disk_data(20, 5, 5, seed=0)
+    pair = (data.train.x, data.train.y)
+
+    def run(**change: object) -> None:
+        arguments: dict[str, Any] = {
+            "models": [nn.mlp((2, 3, 2), "tanh")],
+            "criterion": nn.CrossEntropyLoss(),
+            "make_optimizer": lambda stack: SGD(stack.parameters(), lr=0.1),
+            "train_sets": [pair],
+            "epochs": 1,
+            "generators": [torch.Generator().manual_seed(0)],
+            **change,
+        }
+        fit_rounds(**arguments)
+
+    with pytest.raises(TypeError, match="criterion must be a minidl Loss, got CrossEntropyLoss"):
+        run(criterion=torch.nn.CrossEntropyLoss())
+    with pytest.raises(TypeError, match=r"train_sets\[0\] must be an \(x, y\) pair of tensors"):
+        run(train_sets=[data.train.x])
+    with pytest.raises(ValueError, match=r"train_sets\[0\] holds 20 inputs and 19 targets"):
+        run(train_sets=[(data.train.x, data.train.y[:19])])
+    with pytest.raises(TypeError, match=r"validation_sets\[0\] must be an \(x, y\) pair"):
+        run(validation_sets=[(data.validation.x, data.validation.y, 0)])
+    with pytest.raises(TypeError, match="make_optimizer returned int, expected a minidl Optimizer"):
+        run(make_optimizer=lambda stack: 3)
+    with pytest.raises(
+        TypeError, match="make_scheduler returned str, expected a minidl LRScheduler"
+    ):
+        run(make_scheduler=lambda optimizer: "step")
 
 
 def test_fit_rounds_rejects_mismatched_lengths() -> None:

@@ -451,6 +451,13 @@ def test_save_checkpoint_into_a_missing_folder(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_save_checkpoint_to_a_folder(tmp_path: Path) -> None:
+    model, _, _, _ = parts()
+    with raises(CheckpointError, "save_checkpoint", repr(str(tmp_path)), "is a folder"):
+        save_checkpoint(tmp_path, model)
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- the training loop and the data ----------------------------------------------------------------
 
 

@@ -197,6 +197,8 @@ def save_checkpoint(
         raise CheckpointError(
             f"{where}: generator must be a torch.Generator, got {type(generator).__name__}"
         )
+    if Path(path).is_dir():
+        raise CheckpointError(f"{where}: {os.fspath(path)!r} is a folder; give a file path")
     history = History() if history is None else history
 
     tensors: dict[str, Tensor] = {

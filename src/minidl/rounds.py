@@ -124,6 +124,26 @@ def fit_rounds(
     rounds = len(models)
     if rounds == 0:
         raise ValueError("fit_rounds: expected at least one model")
+    if not isinstance(criterion, Loss):
+        raise TypeError(
+            f"fit_rounds: criterion must be a minidl Loss, got {type(criterion).__name__}"
+        )
+    for name, sets in (("train_sets", train_sets), ("validation_sets", validation_sets or ())):
+        for index, pair in enumerate(sets):
+            if not (
+                isinstance(pair, tuple | list)
+                and len(pair) == 2
+                and all(isinstance(tensor, Tensor) and tensor.dim() >= 1 for tensor in pair)
+            ):
+                raise TypeError(
+                    f"fit_rounds: {name}[{index}] must be an (x, y) pair of tensors, got "
+                    f"{type(pair).__name__}"
+                )
+            if pair[0].shape[0] != pair[1].shape[0]:
+                raise ValueError(
+                    f"fit_rounds: {name}[{index}] holds {pair[0].shape[0]} inputs and "
+                    f"{pair[1].shape[0]} targets"
+                )
     for name, sequence in (("train_sets", train_sets), ("generators", generators)):
         if len(sequence) != rounds:
             raise ValueError(
@@ -174,11 +194,22 @@ def fit_rounds(
             zero_grad = flat_grads.zero_ if flat_grads is not None else stacked.zero_grad
     else:
         optimizers = [make_optimizer(stacked)]
+        if not isinstance(optimizers[0], Optimizer):
+            raise TypeError(
+                f"fit_rounds: make_optimizer returned {type(optimizers[0]).__name__}, expected a "
+                "minidl Optimizer"
+            )
         zero_grad = optimizers[0].zero_grad
     schedulers = [
         make_scheduler(optimizer) if make_scheduler is not None else None
         for optimizer in optimizers
     ]
+    for scheduler in schedulers:
+        if scheduler is not None and not isinstance(scheduler, LRScheduler):
+            raise TypeError(
+                f"fit_rounds: make_scheduler returned {type(scheduler).__name__}, expected a "
+                "minidl LRScheduler or None"
+            )
     # The index of the optimizer (and schedule) of each model.
     owner = [index * len(optimizers) // rounds for index in range(rounds)]
 

@@ -60,6 +60,10 @@ def stack_models(
     """
     if layout not in ("layer", "model"):
         raise ValueError(f"stack_models: layout must be 'layer' or 'model', got {layout!r}")
+    if isinstance(models, Module):
+        raise TypeError(
+            f"stack_models: expected a sequence of models, got a single {type(models).__name__}"
+        )
     if not models:
         raise ValueError("stack_models: expected at least one model")
     first = models[0]
@@ -192,10 +196,16 @@ def _storage(parameter: Parameter, grad: bool) -> int:
     return (parameter.grad if grad else parameter.data).untyped_storage().data_ptr()
 
 
-def _stacked_models(stacked: Sequential) -> int:
+def _stacked_models(stacked: Sequential, where: str = "flat_model_parameters") -> int:
+    if not isinstance(stacked, Sequential):
+        raise TypeError(
+            f"{where}: expected a stack made by stack_models, got {type(stacked).__name__}"
+        )
     layers = [layer for layer in stacked if isinstance(layer, BatchedLinear)]
     if not layers:
-        raise ValueError("flat_model_parameters: the network has no stacked layer")
+        raise ValueError(
+            f"{where}: the network has no stacked layer (BatchedLinear); make it with stack_models"
+        )
     return layers[0].models
 
 
@@ -248,13 +258,10 @@ def model_parameters(stacked: Sequential, index: int | slice) -> list[Parameter]
 def unstack_model(stacked: Sequential, index: int) -> Sequential:
     """Model ``index`` of a network made by :func:`stack_models`, as a plain :class:`Sequential`
     holding copies of its parameters."""
+    _model_range("unstack_model", index, _stacked_models(stacked, "unstack_model"))
     layers: list[Module] = []
     for layer in stacked:
         if isinstance(layer, BatchedLinear):
-            if not 0 <= index < layer.models:
-                raise IndexError(
-                    f"unstack_model: index {index} is out of range for {layer.models} models"
-                )
             layers.append(layer.unstack()[index])
         elif isinstance(layer, StackedActivation):
             layers.append(copy.deepcopy(layer.activation_of(index)))
