@@ -556,6 +556,18 @@ def test_reproduce_rejects_bad_tables(tmp_path: Path, capsys: pytest.CaptureFixt
     assert not any(tmp_path.iterdir())
 
 
+def test_reproduce_rejects_an_out_that_cannot_be_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "report.md"
+    a_file.write_text("kept")
+    for out in (a_file, a_file / "results"):
+        assert main(["reproduce", "--quick", "--quiet", "--out", str(out)]) == 2
+        assert f"--out {out}: cannot be made a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+
+
 def test_sd_is_the_sample_sd() -> None:
     from minidl.experiments.report import compare
     from minidl.experiments.training import RowResult

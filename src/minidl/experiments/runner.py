@@ -263,6 +263,11 @@ def run_from_cli(args: argparse.Namespace) -> int:
     epochs = QUICK_EPOCHS if args.quick else None
     jobs = default_jobs() if args.jobs is None else args.jobs
     experiments_for_tables(args.tables)  # checks --tables before anything runs
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--out {args.out}: cannot be made a folder ({error.strerror})") from None
     command = "minidl reproduce " + " ".join(
         part
         for part in (
@@ -283,5 +288,5 @@ def run_from_cli(args: argparse.Namespace) -> int:
         command=command,
         jobs=jobs,
     )
-    reproduce(settings, Path(args.out), progress=not args.quiet, summary=not args.quiet)
+    reproduce(settings, out, progress=not args.quiet, summary=not args.quiet)
     return 0
