@@ -84,8 +84,7 @@ class Parameter:
             raise TypeError(
                 f"{self._where()}: data must be a floating-point tensor, got {value.dtype}"
             )
-        with torch.inference_mode(False):
-            return (value.clone() if value.is_inference() else value).detach()
+        return _normal(value)
 
     def _checked_grad(self, value: object) -> Tensor:
         data = self.data
@@ -105,8 +104,7 @@ class Parameter:
                 f"({tuple(data.shape)} on {data.device}), got {tuple(value.shape)} on "
                 f"{value.device}"
             )
-        with torch.inference_mode(False):
-            return (value.clone() if value.is_inference() else value).detach()
+        return _normal(value)
 
     @property
     def shape(self) -> torch.Size:
@@ -137,3 +135,12 @@ def _fits(tensor: Tensor, like: Tensor) -> bool:
     return (
         tensor.shape == like.shape and tensor.dtype == like.dtype and tensor.device == like.device
     )
+
+
+def _normal(tensor: Tensor) -> Tensor:
+    """``tensor`` detached from any autograd graph (minidl computes its own gradients); an
+    inference tensor is first copied outside inference mode."""
+    if tensor.is_inference():
+        with torch.inference_mode(False):
+            tensor = tensor.clone()
+    return tensor.detach()
