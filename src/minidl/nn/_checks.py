@@ -37,17 +37,20 @@ def check_input(where: str, input: object, features: int | None = None) -> Tenso
     return input
 
 
-def check_like_parameter(where: str, input: Tensor, parameter: Tensor) -> None:
-    """Check that ``input`` has the dtype and device of ``parameter``."""
+def check_like_parameter(where: str, input: Tensor, parameter: Tensor, what: str = "input") -> None:
+    """Check that ``input`` (or another tensor, ``what``) has the dtype and device of
+    ``parameter``; the messages of an input say how to mend it."""
+    hint = what == "input"
     if input.dtype != parameter.dtype:
         raise TypeError(
-            f"{where}: input dtype {input.dtype} does not match the parameters' dtype "
-            f"{parameter.dtype}; convert the input or call .to(dtype=...) on the module"
+            f"{where}: {what} dtype {input.dtype} does not match the parameters' dtype "
+            f"{parameter.dtype}"
+            + ("; convert the input or call .to(dtype=...) on the module" * hint)
         )
     if input.device != parameter.device:
         raise ValueError(
-            f"{where}: input is on {input.device} but the parameters are on {parameter.device}; "
-            f"move one of them with .to(device=...)"
+            f"{where}: {what} is on {input.device} but the parameters are on {parameter.device}"
+            + ("; move one of them with .to(device=...)" * hint)
         )
 
 
@@ -73,16 +76,7 @@ def check_grad_output(
             f"(the shape of the last forward's output)"
         )
     if like is not None:
-        if grad_output.dtype != like.dtype:
-            raise TypeError(
-                f"{where}: gradient dtype {grad_output.dtype} does not match the parameters' "
-                f"dtype {like.dtype}"
-            )
-        if grad_output.device != like.device:
-            raise ValueError(
-                f"{where}: gradient is on {grad_output.device} but the parameters are on "
-                f"{like.device}"
-            )
+        check_like_parameter(where, grad_output, like, "gradient")
     return grad_output
 
 
