@@ -14,8 +14,8 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True)
 def _torch_state() -> Iterator[None]:
-    """Seed torch's global generator and use one intra-op thread; restore the default dtype and
-    grad mode afterwards.
+    """Seed torch's global generator and set one intra-op thread (whatever a test before set);
+    restore the default dtype and grad mode afterwards.
 
     Tests never change the default dtype globally; a test that wants float64 by default uses the
     ``float64_default`` fixture, which this one undoes.
@@ -23,11 +23,10 @@ def _torch_state() -> Iterator[None]:
     dtype = torch.get_default_dtype()
     grad_enabled = torch.is_grad_enabled()
     torch.manual_seed(0)
-    torch.set_num_threads(1)  # whatever a test before set
+    torch.set_num_threads(1)
     yield
     torch.set_default_dtype(dtype)
     torch.set_grad_enabled(grad_enabled)
-    torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -95,14 +95,17 @@ class Optimizer:
         the next step runs inside ``torch.inference_mode()`` (as :func:`minidl.train.fit` does)
         or not.
         """
-        for index, (parameter, size) in enumerate(zip(self.params, self._sizes, strict=True)):
-            if self.state and parameter.numel() != size:  # its state would not fit
-                raise ValueError(
-                    f"{type(self).__name__}: params[{index}] ({parameter!r}) holds "
-                    f"{parameter.numel()} values, {size} when the optimizer was built (its data "
-                    "was replaced by a tensor of another size); build a new optimizer"
-                )
-        self._sizes = [p.numel() for p in self.params]
+        sizes = [p.numel() for p in self.params]
+        if self.state and sizes != self._sizes:  # the state would not fit
+            index = next(
+                i for i, (a, b) in enumerate(zip(sizes, self._sizes, strict=True)) if a != b
+            )
+            raise ValueError(
+                f"{type(self).__name__}: params[{index}] ({self.params[index]!r}) holds "
+                f"{sizes[index]} values, {self._sizes[index]} when the optimizer was built (its "
+                "data was replaced by a tensor of another size); build a new optimizer"
+            )
+        self._sizes = sizes
         with torch.inference_mode(False):
             self._make_views()
 
