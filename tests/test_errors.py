@@ -276,29 +276,48 @@ def test_grad_output_of_wrong_shape(module: nn.Module) -> None:
         (nn.Linear(3, 4), (5, 3)),
         (nn.BatchedLinear(2, 3, 4), (2, 5, 3)),
         (nn.BatchNorm1d(3), (5, 3)),
+        (nn.BatchNorm1d(3, affine=False), (5, 3)),
     ],
-    ids=["Linear", "BatchedLinear", "BatchNorm1d"],
+    ids=["Linear", "BatchedLinear", "BatchNorm1d", "BatchNorm1d-not-affine"],
 )
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.int64])
 def test_grad_output_of_another_dtype_or_device(
     module: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype
 ) -> None:
-    """A module with parameters accumulates in their dtype: a gradient of another dtype (or
-    device) is refused before anything is accumulated, whether or not a good one came first."""
+    """A module with parameters (or running statistics) computes in their dtype: a gradient of
+    another dtype (or device) is refused before anything is accumulated, whether or not a good
+    one came first, and the message names what the gradient must match."""
     name = type(module).__name__
+    owner = "parameters" if module.parameters() else "running statistics"
     output = module(torch.randn(input_shape))
     for warm in (False, True):
         if warm:  # the checks of a call like the last one are the quick ones
             module.backward(torch.ones_like(output))
         before = _snapshot(module)
-        with raises(TypeError, name, f"gradient dtype {dtype}", "parameters' dtype torch.float32"):
+        with raises(TypeError, name, f"gradient dtype {dtype}", f"{owner}' dtype torch.float32"):
             module.backward(torch.ones_like(output, dtype=dtype))
         with raises(TypeError, name, f"gradient dtype {dtype}"):
             module.backward_parameters(torch.ones_like(output, dtype=dtype))
         # (a meta tensor stands for another device on a machine without one)
-        with raises(ValueError, name, "gradient is on meta", "parameters are on cpu"):
+        with raises(ValueError, name, "gradient is on meta", f"{owner} are on cpu"):
             module.backward(torch.ones_like(output, device="meta"))
         _assert_unchanged(module, before)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_input_of_another_dtype_names_what_it_must_match(affine: bool) -> None:
+    """A batch norm without parameters compares the input with its running statistics, and
+    says so."""
+    owner = "parameters" if affine else "running statistics"
+    module = nn.BatchNorm1d(3, affine=affine)
+    before = {name: tensor.clone() for name, tensor in module.state_dict().items()}
+    with raises(TypeError, "BatchNorm1d", "input dtype torch.float64", f"{owner}' dtype"):
+        module(torch.randn(5, 3, dtype=torch.float64))
+    with raises(ValueError, "BatchNorm1d", "input is on meta", f"{owner} are on cpu"):
+        module(torch.randn(5, 3, device="meta"))
+    after = module.state_dict()
+    assert set(after) == set(before)
+    assert all(torch.equal(after[name], before[name]) for name in before)
 
 
 def test_loss_backward_with_a_non_scalar_upstream() -> None:

@@ -37,19 +37,26 @@ def check_input(where: str, input: object, features: int | None = None) -> Tenso
     return input
 
 
-def check_like_parameter(where: str, input: Tensor, parameter: Tensor, what: str = "input") -> None:
+def check_like_parameter(
+    where: str,
+    input: Tensor,
+    parameter: Tensor,
+    what: str = "input",
+    owner: str = "parameters",
+) -> None:
     """Check that ``input`` (or another tensor, ``what``) has the dtype and device of
-    ``parameter``; the messages of an input say how to mend it."""
+    ``parameter``, one of the module's ``owner`` (a plural: "parameters", "running
+    statistics"); the messages of an input say how to mend it."""
     hint = what == "input"
     if input.dtype != parameter.dtype:
         raise TypeError(
-            f"{where}: {what} dtype {input.dtype} does not match the parameters' dtype "
+            f"{where}: {what} dtype {input.dtype} does not match the {owner}' dtype "
             f"{parameter.dtype}"
             + ("; convert the input or call .to(dtype=...) on the module" * hint)
         )
     if input.device != parameter.device:
         raise ValueError(
-            f"{where}: {what} is on {input.device} but the parameters are on {parameter.device}"
+            f"{where}: {what} is on {input.device} but the {owner} are on {parameter.device}"
             + ("; move one of them with .to(device=...)" * hint)
         )
 
@@ -62,10 +69,15 @@ def check_cached(where: str, cached: Tensor | None) -> Tensor:
 
 
 def check_grad_output(
-    where: str, grad_output: object, shape: torch.Size, like: Tensor | None = None
+    where: str,
+    grad_output: object,
+    shape: torch.Size,
+    like: Tensor | None = None,
+    owner: str = "parameters",
 ) -> Tensor:
     """Check that ``grad_output`` is a tensor of the shape of the last forward's output and,
-    for a module with parameters (``like``, one of them), of their dtype and device."""
+    for a module with parameters (``like``, one of them, or of another of its ``owner``), of
+    their dtype and device."""
     if not isinstance(grad_output, Tensor):
         raise TypeError(
             f"{where}: expected a torch.Tensor as gradient, got {type(grad_output).__name__}"
@@ -76,7 +88,7 @@ def check_grad_output(
             f"(the shape of the last forward's output)"
         )
     if like is not None:
-        check_like_parameter(where, grad_output, like, "gradient")
+        check_like_parameter(where, grad_output, like, "gradient", owner)
     return grad_output
 
 

@@ -107,7 +107,7 @@ class BatchNorm1d(Module):
 
     def forward(self, input: Tensor) -> Tensor:
         check_input("BatchNorm1d", input, self.num_features)
-        check_like_parameter("BatchNorm1d", input, self.running_mean)
+        check_like_parameter("BatchNorm1d", input, self.running_mean, owner=self._owner())
         if self.training:
             batch = input.shape[0]
             if batch < 2:
@@ -134,11 +134,17 @@ class BatchNorm1d(Module):
             return normalized
         return torch.addcmul(self.bias.data, normalized, self.weight.data)
 
+    def _owner(self) -> str:
+        """What the dtype and device messages call the tensors an input must match."""
+        return "running statistics" if self.weight is None else "parameters"
+
     def backward(self, grad_output: Tensor) -> Tensor:
         normalized = check_cached("BatchNorm1d", self._normalized)
         inv_std = check_cached("BatchNorm1d", self._inv_std)
         # (normalized has the dtype and device of the parameters and running statistics)
-        check_grad_output("BatchNorm1d", grad_output, normalized.shape, normalized)
+        check_grad_output(
+            "BatchNorm1d", grad_output, normalized.shape, normalized, owner=self._owner()
+        )
         if self.weight is not None and self.bias is not None:
             self.weight.grad.add_((grad_output * normalized).sum(dim=0))
             self.bias.grad.add_(grad_output.sum(dim=0))
