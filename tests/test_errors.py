@@ -233,6 +233,27 @@ def test_probabilities_that_are_not_a_distribution(
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_probability_rows_must_sum_to_one_within_1e_5(dtype: torch.dtype) -> None:
+    """Rows off by 1e-6 pass as rounding; rows off by 1e-4 are refused, in float32 as in
+    float64."""
+    criterion = nn.CrossEntropyLoss()
+    prediction = torch.randn(2, 3, dtype=dtype)
+
+    def target(off: float) -> Tensor:
+        return torch.tensor([[0.5, 0.5 + off, 0.0], [0.0, 0.0, 1.0]], dtype=dtype)
+
+    criterion(prediction, target(1e-6))
+    _expect_loss_error_keeps_cache(
+        criterion,
+        prediction,
+        target(1e-4),
+        ValueError,
+        "rows summing to 1",
+        "row sum off by 0.0001",
+    )
+
+
 # -- backward ------------------------------------------------------------------------------------
 
 

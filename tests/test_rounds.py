@@ -272,6 +272,33 @@ def test_stack_and_unstack_round_trip() -> None:
             assert torch.equal(p.data, q.data)
 
 
+@pytest.mark.parametrize("layout", ["layer", "model"])
+def test_stacking_copies_values_and_starts_gradients_at_zero(layout: str) -> None:
+    """A stack (and a model taken out of it) is a new network: it holds copies of the models'
+    parameter values, bit for bit, and gradients of zero, whatever the models had accumulated;
+    the models keep theirs."""
+    torch.manual_seed(4)
+    models = [nn.mlp((3, 4, 2), "tanh", dtype=DTYPE) for _ in range(3)]
+    for model in models:
+        model(torch.randn(5, 3, dtype=DTYPE))
+        model.backward(torch.randn(5, 2, dtype=DTYPE))
+    grads = [[p.grad.clone() for p in model.parameters()] for model in models]
+    stacked = nn.stack_models(models, layout=layout)
+    stacked(torch.randn(3, 5, 3, dtype=DTYPE))
+    stacked.backward(torch.randn(3, 5, 2, dtype=DTYPE))  # the stack accumulates from zero
+    for r, model in enumerate(models):
+        views = nn.model_parameters(stacked, r)
+        alone = model.parameters()
+        assert len(views) == len(alone)
+        for view, parameter, grad in zip(views, alone, grads[r], strict=True):
+            assert torch.equal(view.data, parameter.data)
+            assert torch.equal(parameter.grad, grad) and grad.abs().sum() > 0
+    stacked = nn.stack_models(models, layout=layout)
+    for r in range(3):
+        assert all(not view.grad.any() for view in nn.model_parameters(stacked, r))
+        assert all(not p.grad.any() for p in nn.unstack_model(stacked, r).parameters())
+
+
 def test_batched_linear_backward_matches_autograd() -> None:
     torch.manual_seed(1)
     layer = nn.BatchedLinear(3, 4, 5, dtype=DTYPE)
@@ -292,10 +319,16 @@ def test_batched_linear_backward_matches_autograd() -> None:
     torch.testing.assert_close(layer.bias.grad, bias.grad, rtol=1e-12, atol=1e-12)
 
 
-def test_stacked_losses_are_each_models_loss() -> None:
+@pytest.mark.parametrize("kind", ["class indices", "probabilities"])
+def test_stacked_losses_are_each_models_loss(kind: str) -> None:
+    """A loss of R stacked predictions (R, N, C) gives each model the loss and gradient of its
+    own (N, C) slice (R differs from N, so a mean over the wrong dimension shows)."""
     torch.manual_seed(2)
     logits = torch.randn(3, 5, 4, dtype=DTYPE)
-    target = torch.randint(0, 4, (3, 5))
+    if kind == "class indices":
+        target = torch.randint(0, 4, (3, 5))
+    else:
+        target = torch.rand(3, 5, 4, dtype=DTYPE).softmax(dim=-1)
     for criterion in (nn.CrossEntropyLoss(), nn.MSELoss(), nn.MSELoss(reduction="mean")):
         losses = criterion(logits, target)
         grad = criterion.backward()

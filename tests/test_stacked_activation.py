@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -110,6 +111,31 @@ def test_models_with_different_activations_stack_and_train_as_alone() -> None:
             torch.testing.assert_close(p.data, q.data, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [lambda r: nn.LeakyReLU(0.01 if r < 2 else 0.5), lambda r: nn.ELU(1.0 if r < 2 else 0.3)],
+    ids=["LeakyReLU", "ELU"],
+)
+def test_activations_of_one_type_with_other_settings_stack_apart(
+    make: Callable[[int], nn.Activation],
+) -> None:
+    """Activations of one type but another slope or alpha are different functions: each model
+    of the stack keeps its own, forward and backward."""
+    torch.manual_seed(3)
+    models = [nn.Sequential(nn.Linear(2, 4, dtype=DTYPE), make(r)) for r in range(3)]
+    stacked = nn.stack_models(models)
+    layer = stacked[1]
+    assert isinstance(layer, nn.StackedActivation)
+    assert [repr(layer.activation_of(r)) for r in range(3)] == [repr(make(r)) for r in range(3)]
+    x = 3 * torch.randn(3, 5, 2, dtype=DTYPE)
+    grad = torch.randn(3, 5, 4, dtype=DTYPE)
+    out = stacked(x)
+    grad_input = stacked.backward(grad)
+    for r, model in enumerate(models):
+        assert torch.equal(out[r], model(x[r]))
+        assert torch.equal(grad_input[r], model.backward(grad[r]))
+
+
 # -- StackedLoss ----------------------------------------------------------------------------------
 
 
@@ -158,3 +184,18 @@ def test_stacked_loss_refuses_bad_runs_and_inputs() -> None:
         criterion(torch.randn(2, 4, 2), torch.randint(0, 2, (4,)))
     with pytest.raises(RuntimeError, match="backward called before forward"):
         nn.StackedLoss([(nn.MSELoss(), 2)]).backward()
+    with pytest.raises(TypeError, match="run 1 must hold a single loss, got StackedLoss"):
+        nn.StackedLoss([(nn.MSELoss(), 1), (nn.StackedLoss([(nn.MSELoss(), 1)]), 1)])
+
+
+def test_stacked_loss_has_no_gradient_after_a_forward_that_failed() -> None:
+    """When a later run refuses its slice, the earlier runs have already taken theirs: the
+    stacked loss then has no forward to differentiate, rather than a gradient mixing the last
+    good batch and the refused one."""
+    criterion = nn.StackedLoss([(nn.CrossEntropyLoss(), 1), (nn.CrossEntropyLoss(), 1)])
+    criterion(torch.randn(2, 3, 2, dtype=DTYPE), torch.tensor([[0, 1, 0], [1, 1, 0]]))
+    criterion.backward()
+    with pytest.raises(ValueError, match="CrossEntropyLoss"):
+        criterion(torch.randn(2, 3, 2, dtype=DTYPE), torch.tensor([[1, 0, 1], [0, 5, 0]]))
+    with pytest.raises(RuntimeError, match="StackedLoss: backward called before forward"):
+        criterion.backward()

@@ -28,7 +28,8 @@ def stack_models(
     """One :class:`Sequential` that runs R networks of the same architecture side by side.
 
     Layer ``i`` of the result is a :class:`BatchedLinear` stacking the ``i``-th :class:`Linear`
-    of every model (copies of their parameters), or the models' shared element-wise activation,
+    of every model (copies of their parameter values; the stack's gradients start at zero, as
+    a new model's do), or the models' shared element-wise activation,
     or, where the models' activations differ, a :class:`StackedActivation` applying each
     model's own.
     The stacked network takes ``(R, N, features)`` and returns ``(R, N, outputs)``; with a loss
@@ -257,7 +258,7 @@ def model_parameters(stacked: Sequential, index: int | slice) -> list[Parameter]
 
 def unstack_model(stacked: Sequential, index: int) -> Sequential:
     """Model ``index`` of a network made by :func:`stack_models`, as a plain :class:`Sequential`
-    holding copies of its parameters."""
+    holding copies of its parameter values (its gradients start at zero)."""
     _model_range("unstack_model", index, _stacked_models(stacked, "unstack_model"))
     layers: list[Module] = []
     for layer in stacked:
