@@ -123,6 +123,33 @@ def test_dropout_validates_p(p: object) -> None:
         nn.Dropout(p)  # type: ignore[arg-type]
 
 
+def test_dropout_of_zero_draws_no_random_numbers() -> None:
+    """Dropout(0) in training is the identity and leaves the random streams where they were,
+    as torch's dropout does, so adding it to a network changes nothing downstream."""
+    x = _x(6, 5)
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    assert torch.equal(nn.Dropout(0.0)(x), x)
+    assert torch.equal(torch.rand(3), expected)
+    generator = torch.Generator().manual_seed(7)
+    state = generator.get_state()
+    assert torch.equal(nn.Dropout(0.0, generator=generator)(x), x)
+    assert torch.equal(generator.get_state(), state)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("p", [0.0, 0.5])
+def test_dropout_backward_refuses_a_gradient_of_another_shape(p: float, training: bool) -> None:
+    """In training and in evaluation (where the gradient would otherwise pass through as it
+    is), a gradient that is not the output's shape is refused."""
+    module = nn.Dropout(p).train(training)
+    module(_x(6, 5))
+    for bad in (torch.ones(6, 1, dtype=F64), torch.ones(5, dtype=F64)):
+        with pytest.raises(ValueError, match=r"Dropout: gradient has shape .* expected \(6, 5\)"):
+            module.backward(bad)
+
+
 def test_dropout_backward_before_forward() -> None:
     with pytest.raises(RuntimeError, match="Dropout: backward called before forward"):
         nn.Dropout(0.1).backward(torch.ones(2, 2))

@@ -325,6 +325,20 @@ def test_grad_output_of_another_dtype_or_device(
         _assert_unchanged(module, before)
 
 
+@pytest.mark.parametrize("shape", [(2, 0, 3), (2, 5), (3, 5, 3), (2, 5, 4)], ids=str)
+def test_batched_linear_input_of_a_wrong_shape(shape: tuple[int, ...]) -> None:
+    """An input must be (models, N, in_features) with N >= 1: an empty batch too is refused."""
+    layer = nn.BatchedLinear(2, 3, 4, dtype=F64)
+    x = torch.randn(2, 5, 3, dtype=F64)
+    layer(x)
+    before = _snapshot(layer)
+    with raises(ValueError, "BatchedLinear", "(2, N, 3) with N >= 1", str(shape)):
+        layer(torch.zeros(shape, dtype=F64))
+    _assert_unchanged(layer, before)
+    layer.backward(torch.ones(2, 5, 4, dtype=F64))  # the last good forward is still cached
+    assert torch.equal(layer.weight.grad, torch.ones(2, 4, 5, dtype=F64) @ x)
+
+
 @pytest.mark.parametrize("affine", [True, False])
 def test_batch_norm_input_of_another_dtype_names_what_it_must_match(affine: bool) -> None:
     """A batch norm without parameters compares the input with its running statistics, and

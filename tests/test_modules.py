@@ -155,18 +155,43 @@ def test_random_mlps_match_torch(
 # -- accumulation and param() --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("use_sequential", [False, True], ids=["linear", "sequential"])
-def test_backward_accumulates(use_sequential: bool) -> None:
-    model: nn.Module = (
-        nn.mlp((3, 4, 2), "tanh", dtype=F64) if use_sequential else nn.Linear(3, 2, dtype=F64)
-    )
-    x, upstream = torch.randn(5, 3, dtype=F64), torch.randn(5, 2, dtype=F64)
+ACCUMULATING: list[tuple[str, Callable[[], nn.Module], tuple[int, ...], tuple[int, ...]]] = [
+    ("linear", lambda: nn.Linear(3, 2, dtype=F64), (5, 3), (5, 2)),
+    ("sequential", lambda: nn.mlp((3, 4, 2), "tanh", dtype=F64), (5, 3), (5, 2)),
+    ("batched-linear", lambda: nn.BatchedLinear(2, 3, 4, dtype=F64), (2, 5, 3), (2, 5, 4)),
+    ("batch-norm", lambda: nn.BatchNorm1d(3, dtype=F64), (5, 3), (5, 3)),
+    (
+        "residual",
+        lambda: nn.Residual(nn.Sequential(nn.Linear(3, 3, dtype=F64), nn.Tanh())),
+        (5, 3),
+        (5, 3),
+    ),
+]
+
+
+@pytest.mark.parametrize("backward", ["backward", "backward_parameters"])
+@pytest.mark.parametrize(
+    ("make", "input_shape", "output_shape"),
+    [case[1:] for case in ACCUMULATING],
+    ids=[case[0] for case in ACCUMULATING],
+)
+def test_backward_accumulates(
+    make: Callable[[], nn.Module],
+    input_shape: tuple[int, ...],
+    output_shape: tuple[int, ...],
+    backward: str,
+) -> None:
+    """Every parameter gradient is added to, not overwritten: two backward passes give twice
+    one, and zero_grad clears them."""
+    model = make()
+    x, upstream = torch.randn(input_shape, dtype=F64), torch.randn(output_shape, dtype=F64)
     model(x)
-    first_input_grad = model.backward(upstream)
+    first_input_grad = getattr(model, backward)(upstream)
     once = [grad.clone() for _, grad in model.param()]
-    assert all(bool(grad.abs().sum() > 0) for grad in once)
-    second_input_grad = model.backward(upstream)
-    assert torch.equal(first_input_grad, second_input_grad)
+    assert once and all(bool(grad.abs().sum() > 0) for grad in once)
+    second_input_grad = getattr(model, backward)(upstream)
+    if backward == "backward":
+        assert torch.equal(first_input_grad, second_input_grad)
     for (_, grad), single in zip(model.param(), once, strict=True):
         assert_close(grad, 2 * single, 1e-15)
     model.zero_grad()
@@ -368,6 +393,48 @@ def test_sequential_parameters_stay_flat_views_through_optimizer_steps() -> None
     assert torch.equal(values[: parameters[0].numel()], parameters[0].data.reshape(-1))
 
 
+def test_views_that_are_not_contiguous_do_not_count_as_one_flat_buffer() -> None:
+    """A transposed view covers the right span of a buffer, but not in the parameter's element
+    order: an optimizer updates it parameter by parameter, pairing every value with its own
+    gradient, and gives the plain tensor update."""
+    buffer = torch.arange(12.0, dtype=F64)
+    transposed, rest = buffer[:6].view(2, 3).t(), buffer[6:]
+    assert flat_buffer([transposed, rest]) is None
+    assert flat_buffer([buffer[:6].view(3, 2), rest]) is not None
+    weight, bias = nn.Parameter(transposed), nn.Parameter(rest)
+    grads = torch.randn(12, dtype=F64)
+    weight.grad, bias.grad = grads[:6].view(3, 2), grads[6:]
+    expected = [transposed - 0.5 * weight.grad, rest - 0.5 * bias.grad]
+    optim.SGD([weight, bias], lr=0.5).step()
+    assert torch.equal(weight.data, expected[0]) and torch.equal(bias.data, expected[1])
+
+
+@pytest.mark.parametrize("replaced", ["weight", "bias"])
+@pytest.mark.parametrize("batched", [False, True], ids=["Linear", "BatchedLinear"])
+def test_a_replaced_parameter_tensor_is_used_from_the_next_call(
+    batched: bool, replaced: str
+) -> None:
+    """Layers keep views of their parameters between calls; assigning a new tensor to one
+    parameter's ``data`` (the other one unchanged) is seen by the next forward and backward."""
+    torch.manual_seed(5)
+    layer: nn.Module = (
+        nn.BatchedLinear(2, 3, 4, dtype=F64) if batched else nn.Linear(3, 4, dtype=F64)
+    )
+    x = torch.randn((2, 5, 3) if batched else (5, 3), dtype=F64)
+    layer(x)  # a first call like the next one: the quick path follows
+    parameter = getattr(layer, replaced)
+    parameter.data = torch.randn_like(parameter.data)
+    weight, bias = layer.weight.data, layer.bias.data
+    expected = x @ weight.transpose(-1, -2) + bias.unsqueeze(-2)
+    assert_close(layer(x), expected, 1e-14)
+    upstream = torch.randn_like(expected)
+    layer.zero_grad()
+    grad_input = layer.backward(upstream)
+    assert_close(grad_input, upstream @ weight, 1e-14)
+    assert_close(layer.weight.grad, upstream.transpose(-1, -2) @ x, 1e-14)
+    assert_close(layer.bias.grad, upstream.sum(dim=-2), 1e-14)
+
+
 def test_to_float64_keeps_results_and_identity() -> None:
     model = nn.mlp((2, 5, 4, 2), "elu", dtype=torch.float32)
     parameters = model.parameters()
@@ -505,6 +572,16 @@ def test_piecewise_activations_are_exact_on_each_side_and_at_the_kink(
         assert set(grad[~positive].tolist()) == {slope}
     nan = activation(torch.tensor([[math.nan]], dtype=dtype))
     assert bool(nan.isnan().all())
+
+
+def test_relu_gradient_at_a_nan_is_zero() -> None:
+    """ReLU passes a NaN forward and, as its docstring says, gives it a zero gradient (where
+    PyTorch's passes the upstream gradient through)."""
+    module = nn.ReLU()
+    x = torch.tensor([[float("nan"), -1.0, 2.0]], dtype=F64)
+    output = module(x)
+    assert output[0, 0].isnan() and output[0, 1:].tolist() == [0.0, 2.0]
+    assert module.backward(torch.full_like(x, 3.0)).tolist() == [[0.0, 0.0, 3.0]]
 
 
 @pytest.mark.parametrize("name", list(ACTIVATION_FACTORIES))

@@ -481,6 +481,15 @@ def test_flat_model_parameters_rejects_what_it_cannot_view() -> None:
     for bad in (slice(2, 2), slice(0, 3, 2)):
         with pytest.raises(IndexError, match="non-empty slice of step 1 within 3 models"):
             nn.flat_model_parameters(stacked, bad)
+    # A parameter moved within the block (same buffer and strides, another offset): the flat
+    # view would no longer cover what the parameters hold.
+    bias = stacked.parameters()[1]
+    moved = bias.data.as_strided(
+        bias.data.shape, bias.data.stride(), bias.data.storage_offset() + 1
+    )
+    bias.data = moved
+    with pytest.raises(ValueError, match="does not have the 'model' layout"):
+        nn.flat_model_parameters(stacked, 0)
     stacked.to(dtype=torch.float32)  # the move lays the parameters out anew
     with pytest.raises(ValueError, match="does not have the 'model' layout"):
         nn.flat_model_parameters(stacked, 0)

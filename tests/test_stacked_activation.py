@@ -57,6 +57,8 @@ def test_bad_runs_and_inputs_are_refused() -> None:
     layer = nn.StackedActivation([(nn.Tanh(), 2), (nn.ReLU(), 1)])
     with pytest.raises(ValueError, match="leading dimension of 3 models, got \\(2, 4\\)"):
         layer(torch.randn(2, 4))
+    with pytest.raises(ValueError, match="leading dimension of 3 models, got \\(\\)"):
+        layer(torch.tensor(1.0))
     with pytest.raises(ValueError, match="expected a gradient with a leading dimension"):
         layer.backward("grad")  # type: ignore[arg-type]
     with pytest.raises(IndexError, match="index 3 is out of range for 3 models"):
