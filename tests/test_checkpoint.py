@@ -35,20 +35,28 @@ DATA = make_disk_data(n_train=120, n_validation=40, n_test=10, seed=5)
 
 
 def build(
-    kind: str, seed: int = 0, dtype: torch.dtype = torch.float32
+    kind: str, seed: int = 0, dtype: torch.dtype = torch.float32, lr_factor: float = 1.0
 ) -> tuple[nn.Sequential, optim.Optimizer, LRScheduler | None, torch.Generator]:
-    """A small network with the optimizer and scheduler of ``kind``, all from ``seed``."""
+    """A small network with the optimizer and scheduler of ``kind``, all from ``seed``, with
+    ``lr_factor`` times the kind's learning rate."""
     torch.manual_seed(seed)
     model = nn.mlp((2, 6, 5, 2), ("tanh", "relu"), dtype=dtype)
     scheduler: LRScheduler | None
     if kind == "sgd-momentum-step":
-        optimizer: optim.Optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        optimizer: optim.Optimizer = optim.SGD(
+            model.parameters(), lr=0.05 * lr_factor, momentum=0.9
+        )
         scheduler = optim.StepDecay(optimizer, step_size=2, gamma=0.5)
     elif kind == "adadelta-clr":
-        optimizer = optim.Adadelta(model.parameters(), lr=1.0, rho=0.8)
+        optimizer = optim.Adadelta(model.parameters(), lr=1.0 * lr_factor, rho=0.8)
         scheduler = optim.CyclicLR(optimizer, base_lr=0.1, max_lr=1.0, step_size_up=3)
+    elif kind == "sgd-warmup-cosine":
+        optimizer = optim.SGD(model.parameters(), lr=0.1 * lr_factor, momentum=0.5)
+        warmup = optim.LinearWarmup(optimizer, warmup_steps=3, start_factor=0.25)
+        cosine = optim.CosineAnnealing(optimizer, T_max=4)
+        scheduler = optim.SequentialSchedule(optimizer, [warmup, cosine], milestones=[3])
     else:
-        optimizer = optim.SGD(model.parameters(), lr=0.1)
+        optimizer = optim.SGD(model.parameters(), lr=0.1 * lr_factor)
         scheduler = None
     return model, optimizer, scheduler, torch.Generator().manual_seed(seed + 1)
 
@@ -107,7 +115,7 @@ def assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
             assert value == other, key
 
 
-KINDS = ["sgd", "sgd-momentum-step", "adadelta-clr"]
+KINDS = ["sgd", "sgd-momentum-step", "adadelta-clr", "sgd-warmup-cosine"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -127,7 +135,8 @@ def test_round_trip_restores_every_piece_of_state(kind: str, tmp_path: Path) -> 
     )
     expected = snapshot(source)
 
-    target = build(kind, seed=7)  # another initialisation, other generator states
+    # Another initialisation, other generator states, other learning rates.
+    target = build(kind, seed=7, lr_factor=3.0)
     torch.rand(11)
     state = load_checkpoint(tmp_path / "run.ckpt", *target[:3], generator=target[3])
 
@@ -262,3 +271,48 @@ def test_pickled_checkpoint_is_refused_without_running_it(how: str, tmp_path: Pa
     # Sanity check of the test itself: unpickling the file does run the payload.
     pickle.loads(pickle.dumps(payload))
     assert marker.exists()
+
+
+HYPERPARAMETER_CASES: dict[str, tuple[Any, Any]] = {
+    "adam": (
+        lambda p: optim.Adam(p, lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1),
+        lambda p: optim.Adam(p, lr=0.02),
+    ),
+    "rmsprop": (
+        lambda p: optim.RMSprop(p, lr=0.01, alpha=0.9, eps=1e-6, momentum=0.8, centered=True),
+        lambda p: optim.RMSprop(p, lr=0.01, momentum=0.2, centered=True, weight_decay=0.3),
+    ),
+    "sgd-nesterov": (
+        lambda p: optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+        lambda p: optim.SGD(p, lr=0.05, momentum=0.5, nesterov=True, weight_decay=0.2),
+    ),
+    "adadelta": (
+        lambda p: optim.Adadelta(p, lr=1.0, rho=0.8, eps=1e-4),
+        lambda p: optim.Adadelta(p, lr=1.0),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HYPERPARAMETER_CASES))
+def test_checkpoint_restores_the_optimizer_hyperparameters(case: str, tmp_path: Path) -> None:
+    """A checkpoint loaded into an optimizer of the saved class built with other
+    hyper-parameters (the same state tensors) gives it the saved ones, through the JSON header
+    (betas come back as a tuple): the resumed run is bit-identical to the uninterrupted one."""
+    make_saved, make_other = HYPERPARAMETER_CASES[case]
+    parts = []
+    for make in (make_saved, make_saved, make_other):
+        torch.manual_seed(0)
+        model = nn.mlp((2, 6, 5, 2), ("tanh", "relu"), dtype=torch.float64)
+        parts.append((model, make(model.parameters()), None, torch.Generator().manual_seed(1)))
+    uninterrupted, first, resumed = parts
+    full_history = train(uninterrupted, epochs=4)
+    history = train(first, epochs=2)
+    save_checkpoint(tmp_path / "c", *first[:3], epoch=2, history=history, generator=first[3])
+    assert resumed[1].hyperparameters() != first[1].hyperparameters()
+
+    state = load_checkpoint(tmp_path / "c", *resumed[:3], generator=resumed[3])
+    assert resumed[1].hyperparameters() == first[1].hyperparameters()
+    assert repr(resumed[1]) == repr(first[1])
+    resumed_history = train(resumed, epochs=4, start_epoch=state.epoch, history=state.history)
+    assert_same(snapshot(resumed), snapshot(uninterrupted))
+    assert resumed_history == full_history

@@ -234,3 +234,71 @@ def test_one_cycle_refuses_to_step_past_total_steps() -> None:
 def test_arguments_are_validated(build: Callable[[optim.Optimizer], object], message: str) -> None:
     with pytest.raises((ValueError, TypeError), match=message):
         build(optim.SGD(_params(), lr=LR))
+
+
+def test_sequential_schedule_restores_base_lr_from_state() -> None:
+    """Loading a SequentialSchedule's state gives the saved reference rate to every inner
+    schedule (each computes its rates from its own ``base_lr``): a schedule built on an
+    optimizer at another rate then continues with the saved schedule's rates, in every phase."""
+    schedule = _three_stage(optim.SGD(_params(), lr=0.2))
+    for _ in range(2):
+        schedule.step()
+    resumed = _three_stage(optim.SGD(_params(), lr=0.9))
+    assert isinstance(resumed, optim.SequentialSchedule)
+    resumed.load_state_dict(schedule.state_dict())
+    assert resumed.base_lr == 0.2
+    assert [inner.base_lr for inner in resumed.schedules] == [0.2, 0.2, 0.2]
+    expected = 0.2 * (0.5 + 0.5 * 2 / 3)
+    assert resumed.lr == schedule.lr == schedule.optimizer.lr == expected
+    assert resumed.optimizer.lr == expected  # the rate the next optimizer step uses
+    for step in range(3, 30):  # through the warm-up's end and both milestones
+        assert resumed.step() == schedule.step(), f"step {step}"
+        assert resumed.optimizer.lr == schedule.optimizer.lr
+
+
+@pytest.mark.parametrize(
+    ("total_steps", "pct_start"), [(10, 0.1), (2, 0.5), (4, 0.25), (100, 0.01), (10, 0.05)]
+)
+def test_one_cycle_refuses_a_rise_of_no_step(total_steps: int, pct_start: float) -> None:
+    """The rise ends at step ``pct_start * total_steps - 1``; at 0 or below the rise would last
+    no step (and its annealing divide by zero): OneCycle refuses it with a ValueError naming
+    that value and the two arguments, leaving the optimizer's rate unchanged."""
+    optimizer = optim.SGD(_params(), lr=LR)
+    rise_end = pct_start * total_steps - 1
+    assert rise_end <= 0
+    with pytest.raises(ValueError) as info:
+        optim.OneCycle(optimizer, max_lr=0.5, total_steps=total_steps, pct_start=pct_start)
+    message = str(info.value)
+    for fragment in (
+        f"OneCycle: pct_start * total_steps - 1 = {rise_end:g} must lie strictly between 0 and "
+        f"total_steps - 1 = {total_steps - 1}",
+        f"pct_start={pct_start}",
+    ):
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert optimizer.lr == LR
+
+
+@pytest.mark.parametrize(
+    ("total_steps", "pct_start"),
+    [(10, 0.2), (11, 0.1), (3, 0.5), (10, 0.9), (2, math.nextafter(1.0, 0.0))],
+)
+def test_one_cycle_accepts_the_shortest_phases(total_steps: int, pct_start: float) -> None:
+    """The closest accepted cases: a rise ending at step 1 or just after 0, and a fall as short
+    as pct_start < 1 allows; their rates are PyTorch's OneCycleLR's (no division by zero)."""
+    optimizer = optim.SGD(_params(), lr=LR)
+    schedule = optim.OneCycle(optimizer, max_lr=0.5, total_steps=total_steps, pct_start=pct_start)
+    torch_optimizer = _torch_optimizer()
+    torch_schedule = torch.optim.lr_scheduler.OneCycleLR(
+        torch_optimizer,
+        max_lr=0.5,
+        total_steps=total_steps,
+        pct_start=pct_start,
+        cycle_momentum=False,
+    )
+    for step in range(total_steps):
+        expected = torch_optimizer.param_groups[0]["lr"]
+        assert math.isclose(optimizer.lr, expected, rel_tol=1e-12, abs_tol=1e-15), step
+        schedule.step()
+        torch_optimizer.step()
+        torch_schedule.step()
+    assert optimizer.lr == schedule.min_lr

@@ -97,10 +97,13 @@ class SequentialSchedule(LRScheduler):
         return self.schedules[index].lr_at(step - start)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore the step counter and reference rate (given to every schedule)."""
+        """Restore the step counter and reference rate (given to every schedule), and set the
+        optimizer's rate from them."""
         super().load_state_dict(state_dict)
         for schedule in self.schedules:
             schedule.base_lr = self.base_lr
+        # (the base class set it before the schedules had the restored reference rate)
+        self.optimizer.lr = self.lr_at(self.last_step)
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(schedule) for schedule in self.schedules)
