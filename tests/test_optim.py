@@ -254,3 +254,49 @@ def test_optimizer_updates_parameters_in_place() -> None:
 )
 def test_optimizer_repr(optimizer: MakeOptimizer, expected: str) -> None:
     assert repr(optimizer(nn.Linear(2, 2).parameters())) == expected
+
+
+@pytest.mark.parametrize(
+    ("make", "make_torch"),
+    [
+        (lambda p: optim.SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
+        (
+            lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
+            lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+        ),
+        (optim.Adadelta, torch.optim.Adadelta),
+    ],
+    ids=["sgd", "sgd-momentum", "adadelta"],
+)
+def test_step_uses_a_gradient_tensor_assigned_to_a_flat_parameter(
+    make: MakeOptimizer, make_torch: MakeTorchOptimizer
+) -> None:
+    """``p.grad = new_tensor`` on a parameter of a flat model (a Sequential, whose gradients are
+    views of one buffer) takes the parameter's gradient out of that buffer: the next ``step``
+    must read the new tensor, not the buffer's stale slice, and ``zero_grad`` must clear it.
+
+    The oracle is ``torch.optim`` on plain tensors given the same gradients."""
+    model = nn.mlp((3, 5, 2), "tanh", dtype=F64)
+    assert flat_buffer([p.grad for p in model.parameters()]) is not None
+    twin = [torch.nn.Parameter(p.data.clone()) for p in model.parameters()]
+    optimizer, torch_optimizer = make(model.parameters()), make_torch(twin)
+    generator = torch.Generator().manual_seed(7)
+    gradients = [
+        [torch.randn(p.shape, dtype=F64, generator=generator) for p in model.parameters()]
+        for _ in range(4)
+    ]
+    for step, grads in enumerate(gradients):
+        for index, (parameter, grad) in enumerate(zip(model.parameters(), grads, strict=True)):
+            if step == 1 and index in (0, 3):  # replace two gradient tensors, once
+                old = parameter.grad
+                parameter.grad = grad.clone()
+                assert parameter.grad is not old
+            else:  # in place: into the flat buffer, or into the replaced tensors
+                parameter.grad.copy_(grad)
+        for twin_parameter, grad in zip(twin, grads, strict=True):
+            twin_parameter.grad = grad.clone()
+        optimizer.step()
+        torch_optimizer.step()
+        _assert_same_parameters(model.parameters(), twin, 1e-12, step)
+    optimizer.zero_grad()
+    assert all(bool((p.grad == 0).all()) for p in model.parameters())

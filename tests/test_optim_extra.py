@@ -5,7 +5,9 @@ save/restore."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import pytest
 import torch
@@ -200,3 +202,166 @@ def test_rmsprop_refuses_a_state_of_another_shape() -> None:
     with pytest.raises((KeyError, ValueError), match=r"RMSprop\.load_state_dict"):
         optimizer.load_state_dict(saved)
     assert optimizer.momentum == 0.0 and optimizer.step_count == 0
+
+
+RELOAD_CASES: dict[str, tuple[MakeOptimizer, MakeOptimizer]] = {
+    "sgd-nesterov-weight-decay": (
+        lambda p: optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+        lambda p: optim.SGD(p, lr=0.3, momentum=0.2, nesterov=True, weight_decay=0.5),
+    ),
+    "sgd-momentum": (
+        lambda p: optim.SGD(p, lr=0.05, momentum=0.9),
+        lambda p: optim.SGD(p, lr=0.05, momentum=0.1),
+    ),
+    "adam": (
+        lambda p: optim.Adam(p, lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1),
+        lambda p: optim.Adam(p, lr=0.02),
+    ),
+    "adamw": (
+        lambda p: optim.AdamW(p, lr=0.03, betas=(0.5, 0.9), weight_decay=0.5),
+        lambda p: optim.AdamW(p, lr=0.03, betas=(0.95, 0.9999), eps=1e-3),
+    ),
+    "rmsprop": (
+        lambda p: optim.RMSprop(
+            p, lr=0.005, alpha=0.9, eps=1e-6, weight_decay=0.05, momentum=0.8, centered=True
+        ),
+        lambda p: optim.RMSprop(p, lr=0.005, momentum=0.3, centered=True),
+    ),
+    "adadelta": (
+        lambda p: optim.Adadelta(p, lr=0.5, rho=0.5, eps=1e-3),
+        lambda p: optim.Adadelta(p, lr=0.5),
+    ),
+    "adagrad": (
+        lambda p: optim.Adagrad(
+            p, lr=0.2, lr_decay=0.01, weight_decay=0.1, initial_accumulator_value=0.5, eps=1e-8
+        ),
+        lambda p: optim.Adagrad(p, lr=0.2, eps=1e-3),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RELOAD_CASES))
+def test_load_state_dict_restores_the_saved_hyperparameters(case: str) -> None:
+    """A state saved from an optimizer and loaded into one of the same class built with other
+    hyper-parameters (the same state tensors) gives it the saved hyper-parameters: the next
+    steps are the original optimizer's, bit for bit."""
+    make_saved, make_other = RELOAD_CASES[case]
+    criterion = nn.CrossEntropyLoss()
+
+    def run(model: nn.Sequential, optimizer: optim.Optimizer, steps: range) -> None:
+        for step in steps:
+            x, y = _batch(step)
+            optimizer.zero_grad()
+            criterion(model(x), y)
+            model.backward(criterion.backward())
+            optimizer.step()
+
+    original = _model()
+    original_optimizer = make_saved(original.parameters())
+    run(original, original_optimizer, range(5))
+    saved = original_optimizer.state_dict()
+    resumed = _model()
+    resumed.load_state_dict(original.state_dict())
+    resumed_optimizer = make_other(resumed.parameters())
+    assert resumed_optimizer.hyperparameters() != saved["hyperparameters"]
+    resumed_optimizer.load_state_dict(saved)
+    assert resumed_optimizer.hyperparameters() == saved["hyperparameters"]
+    assert repr(resumed_optimizer) == repr(original_optimizer)
+    run(original, original_optimizer, range(5, 15))
+    run(resumed, resumed_optimizer, range(5, 15))
+    for parameter, expected in zip(resumed.parameters(), original.parameters(), strict=True):
+        assert torch.equal(parameter.data, expected.data)
+
+
+BAD_BETAS = [
+    ((0.9, 1.0), "betas[1] must be in [0, 1), got 1.0"),
+    ((0.9, 1.5), "betas[1] must be in [0, 1), got 1.5"),
+    ((0.9, -0.1), "betas[1] must be in [0, 1), got -0.1"),
+    ((1.0, 0.999), "betas[0] must be in [0, 1), got 1.0"),
+    ((-0.1, 0.999), "betas[0] must be in [0, 1), got -0.1"),
+    ((0.9, float("nan")), "betas[1] must be a finite number in [0, 1), got nan"),
+    ((0.9, 0.99, 0.9), "betas must be a pair of numbers in [0, 1), got (0.9, 0.99, 0.9)"),
+    (0.9, "betas must be a pair of numbers in [0, 1), got 0.9"),
+]
+
+
+@pytest.mark.parametrize("kind", [optim.Adam, optim.AdamW], ids=["Adam", "AdamW"])
+@pytest.mark.parametrize(("betas", "fragment"), BAD_BETAS, ids=[str(b[0]) for b in BAD_BETAS])
+def test_betas_outside_zero_one_are_refused(
+    kind: type[optim.Adam], betas: object, fragment: str
+) -> None:
+    """Each of Adam's and AdamW's betas must lie in [0, 1): beta2 = 1 would never forget and
+    divide by ``1 - beta2**t = 0``. The constructor and ``load_state_dict`` refuse the same
+    values, naming the optimizer, the entry, the range and the value; a refused load changes
+    nothing. The closest accepted values (0 and just below 1) are accepted."""
+    with pytest.raises(ValueError) as info:
+        kind(_params(), betas=betas)  # type: ignore[arg-type]
+    assert str(info.value) == f"{kind.__name__}: {fragment}"
+
+    optimizer = kind(_params(), betas=(0.5, 0.6))
+    saved = kind(_params()).state_dict()
+    saved["hyperparameters"]["betas"] = betas
+    saved["lr"], saved["step_count"] = 0.5, 3
+    saved["state"] = {name: torch.ones(2, dtype=F64) for name in saved["state"]}
+    before = optimizer.state_dict()
+    with pytest.raises(ValueError) as info:
+        optimizer.load_state_dict(saved)
+    assert str(info.value) == f"{kind.__name__}: {fragment}"
+    after = optimizer.state_dict()
+    assert {k: v for k, v in after.items() if k != "state"} == {
+        k: v for k, v in before.items() if k != "state"
+    }
+    for name, tensor in after["state"].items():
+        assert torch.equal(tensor, before["state"][name])
+    assert optimizer.betas == (0.5, 0.6)
+
+    for accepted in [(0.0, 0.0), (0.9, math.nextafter(1.0, 0.0)), [0.8, 0.99]]:
+        assert kind(_params(), betas=accepted).betas == tuple(accepted)  # type: ignore[arg-type]
+
+
+def _hand_made_rmsprop_state(centered: bool, momentum: float) -> dict[str, Any]:
+    """A state dict whose state entries are those of plain RMSprop (``square_avg`` only) but
+    whose hyper-parameters say ``centered``/``momentum``: not one ``state_dict`` writes."""
+    saved = optim.RMSprop(_params()).state_dict()
+    saved["state"]["square_avg"] = torch.full((2,), 0.25, dtype=F64)
+    saved["hyperparameters"].update(centered=centered, momentum=momentum)
+    saved["step_count"] = 4
+    return saved
+
+
+@pytest.mark.parametrize(
+    ("centered", "momentum", "fragment"),
+    [
+        (True, 0.0, "saved with centered=True, momentum=0.0"),
+        (False, 0.5, "saved with centered=False, momentum=0.5"),
+        (True, 0.9, "saved with centered=True, momentum=0.9"),
+    ],
+)
+def test_rmsprop_refuses_hyperparameters_that_need_other_state_tensors(
+    centered: bool, momentum: float, fragment: str
+) -> None:
+    """``centered`` and ``momentum > 0`` decide which state tensors RMSprop keeps: a state whose
+    entries fit this optimizer (plain RMSprop) but whose hyper-parameters switch either on is
+    refused, naming both configurations, and changes nothing. Changing ``momentum`` between two
+    positive values is accepted."""
+    optimizer = optim.RMSprop(_params(), lr=0.01)
+    before = optimizer.state_dict()
+    with pytest.raises(ValueError) as info:
+        optimizer.load_state_dict(_hand_made_rmsprop_state(centered, momentum))
+    message = str(info.value)
+    for expected in (
+        "RMSprop.load_state_dict",
+        fragment,
+        "other state tensors",
+        "(centered=False, momentum=0.0)",
+    ):
+        assert expected in message, f"{expected!r} not in {message!r}"
+    after = optimizer.state_dict()
+    assert after["hyperparameters"] == before["hyperparameters"]
+    assert (after["lr"], after["step_count"]) == (0.01, 0)
+    assert torch.equal(after["state"]["square_avg"], before["state"]["square_avg"])
+
+    with_momentum = optim.RMSprop(_params(), momentum=0.1)
+    saved = optim.RMSprop(_params(), momentum=0.7).state_dict()
+    with_momentum.load_state_dict(saved)
+    assert with_momentum.momentum == 0.7

@@ -14,7 +14,7 @@ import torch
 from minidl import nn, optim
 from minidl.cli import build_parser, main
 from minidl.data import BatchIterator, make_disk_data
-from minidl.train import EpochRecord, error_rate, fit
+from minidl.train import EpochRecord, History, error_rate, fit
 
 F64 = torch.float64
 FLAGS = (
@@ -260,3 +260,116 @@ def test_default_configuration_reaches_the_papers_error() -> None:
     )
     assert error_rate(model, data.test.x, data.test.y) < 3.0
     assert error_rate(model, data.train.x, data.train.y) < 3.0
+
+
+def _noisy_model(seed: int) -> nn.Sequential:
+    """A network whose training and evaluation modes compute different things."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(2, 6, dtype=F64),
+        nn.BatchNorm1d(6, dtype=F64),
+        nn.Tanh(),
+        nn.Dropout(0.3, generator=torch.Generator().manual_seed(seed)),
+        nn.Linear(6, 2, dtype=F64),
+    )
+
+
+def test_fit_trains_in_training_mode_whatever_mode_the_model_was_left_in() -> None:
+    """``fit`` puts the model in training mode (batch statistics in BatchNorm1d, masks in
+    Dropout) even if it was left in evaluation mode: it trains exactly as on a twin put in
+    training mode, and not as the evaluation-mode computation would. The model stays in
+    training mode afterwards, as fit's docstring says."""
+    _, x, y = _problem(5)
+    results = []
+    for mode in ("eval", "train"):
+        model = _noisy_model(3)
+        model.train(mode == "train")
+        assert model.training == (mode == "train")
+        optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+        history = fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optimizer,
+            x,
+            y,
+            epochs=2,
+            batch_size=16,
+            generator=torch.Generator().manual_seed(4),
+            validation=(x[:10], y[:10]),
+        )
+        assert model.training
+        assert all(child.training for child in model)
+        results.append((model.state_dict(), history))
+    (left_in_eval, history), (in_training, expected_history) = results
+    assert left_in_eval.keys() == in_training.keys()
+    for name, value in left_in_eval.items():
+        assert torch.equal(value, in_training[name]), name
+    assert history == expected_history
+    assert int(left_in_eval["1.num_batches_tracked"]) == 2 * 4  # 60 samples, batches of 16
+
+    # The check can fail: the same steps in evaluation mode give other numbers.
+    model = _noisy_model(3)
+    model.eval()
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    criterion = nn.CrossEntropyLoss()
+    with torch.inference_mode():
+        for x_batch, y_batch in BatchIterator(x, y, 16, generator=torch.Generator().manual_seed(4)):
+            optimizer.zero_grad()
+            criterion(model(x_batch), y_batch)
+            model.backward_parameters(criterion.backward())
+            optimizer.step()
+    assert not torch.equal(model.state_dict()["0.weight"], in_training["0.weight"])
+
+
+def test_fit_resuming_a_finished_run_trains_nothing() -> None:
+    """``start_epoch == epochs`` (resuming a run that has finished) is accepted and runs no
+    epoch: parameters, optimizer, scheduler, generator and history stay as they were, and the
+    same History object is returned. One epoch further is refused."""
+    model, x, y = _problem(6)
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    scheduler = optim.StepDecay(optimizer, step_size=1, gamma=0.5)
+    generator = torch.Generator().manual_seed(2)
+    history = fit(
+        model,
+        nn.MSELoss(),
+        optimizer,
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        scheduler=scheduler,
+        generator=generator,
+    )
+    model_before, optimizer_before = model.state_dict(), optimizer.state_dict()
+    scheduler_before, generator_before = scheduler.state_dict(), generator.get_state()
+    recorded = History(**{k: list(v) for k, v in vars(history).items()})
+    records: list[EpochRecord] = []
+    returned = fit(
+        model,
+        nn.MSELoss(),
+        optimizer,
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        scheduler=scheduler,
+        generator=generator,
+        start_epoch=3,
+        history=history,
+        on_epoch=records.append,
+    )
+    assert returned is history
+    assert history == recorded
+    assert records == []
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, model_before[name]), name
+    after = optimizer.state_dict()
+    assert after["step_count"] == optimizer_before["step_count"] == 3 * 4
+    assert after["lr"] == optimizer_before["lr"]
+    assert torch.equal(
+        after["state"]["momentum_buffer"], optimizer_before["state"]["momentum_buffer"]
+    )
+    assert scheduler.state_dict() == scheduler_before
+    assert torch.equal(generator.get_state(), generator_before)
+    with pytest.raises(ValueError, match="fit: start_epoch 4 is past epochs 3"):
+        fit(model, nn.MSELoss(), optimizer, x, y, epochs=3, start_epoch=4, history=history)

@@ -219,10 +219,12 @@ def rewrite(
     header: Callable[[dict[str, Any]], None] | None = None,
     *,
     redigest: bool = True,
+    dump: Callable[[dict[str, Any]], str] | None = None,
 ) -> None:
     """Tamper with a checkpoint like an attacker who knows the format: change its tensors and/or
     header and (with ``redigest``) recompute the per-tensor and header digests, so that only the
-    semantic checks can catch it."""
+    semantic checks can catch it. ``dump`` writes the wrapper ``{"header", "sha256"}`` as JSON
+    (default: canonical JSON, as minidl writes it)."""
     with safe_open(str(path), framework="pt") as file:
         wrapper = json.loads(file.metadata()["minidl"])
     content = safetensors_load(path.read_bytes())
@@ -235,6 +237,8 @@ def rewrite(
     if header is not None:
         header(wrapper["header"])
     metadata = _dump_header(wrapper["header"]) if redigest else _canonical(wrapper)
+    if dump is not None:
+        metadata = dump(json.loads(metadata))
     path.write_bytes(safetensors_save(content, metadata={"minidl": metadata}))
 
 
@@ -257,6 +261,30 @@ def _bad_scheduler_step(header: dict[str, Any]) -> None:
 
 def _edit(header: dict[str, Any]) -> None:
     header["training"]["epoch"] = 40
+
+
+def _reversed_keys(value: Any) -> Any:
+    """``value`` with the keys of every JSON object in reverse order (not sorted)."""
+    if isinstance(value, dict):
+        return {key: _reversed_keys(value[key]) for key in reversed(sorted(value))}
+    if isinstance(value, list):
+        return [_reversed_keys(item) for item in value]
+    return value
+
+
+def _not_canonical(dump: Callable[[dict[str, Any]], str]) -> Callable[[Path], None]:
+    """Rewrite the header with ``dump``: the same content and a valid digest (the digest is of
+    the canonical form), but not the canonical JSON minidl writes."""
+
+    def damage(path: Path) -> None:
+        def checked(wrapper: dict[str, Any]) -> str:
+            text = dump(wrapper)
+            assert text != _canonical(wrapper) and json.loads(text) == wrapper
+            return text
+
+        rewrite(path, dump=checked)
+
+    return damage
 
 
 TAMPERING: list[tuple[str, Callable[[Path], None], list[str]]] = [
@@ -326,6 +354,26 @@ TAMPERING: list[tuple[str, Callable[[Path], None], list[str]]] = [
         ["header is corrupted", "SHA-256 does not match"],
     ),
     (
+        "header with spaces",
+        _not_canonical(lambda w: json.dumps(w, sort_keys=True)),
+        ["header is corrupted", "not canonical JSON"],
+    ),
+    (
+        "indented header",
+        _not_canonical(lambda w: json.dumps(w, sort_keys=True, indent=1)),
+        ["header is corrupted", "not canonical JSON"],
+    ),
+    (
+        "header keys reordered",
+        _not_canonical(lambda w: json.dumps(_reversed_keys(w), separators=(",", ":"))),
+        ["header is corrupted", "not canonical JSON"],
+    ),
+    (
+        "header with a trailing newline",
+        _not_canonical(lambda w: _canonical(w) + "\n"),
+        ["header is corrupted", "not canonical JSON"],
+    ),
+    (
         "no minidl header",
         lambda p: p.write_bytes(safetensors_save({"w": torch.zeros(2)})),
         ["no 'minidl' header"],
@@ -374,7 +422,11 @@ MISMATCHES: list[tuple[str, Callable[[], Parts], list[str]]] = [
     ("deeper", lambda: parts(sizes=(2, 4, 4, 2)), ["another architecture", "'4.weight'"]),
     ("float64", lambda: parts(dtype=torch.float64), ["another architecture", "float64"]),
     ("another optimizer", lambda: parts(optimizer="adadelta"), ["optimizer SGD, got Adadelta"]),
-    ("momentum off", lambda: parts(momentum=0.0), ["momentum_buffer", "momentum"]),
+    (
+        "momentum off",
+        lambda: parts(momentum=0.0),
+        ["the checkpoint's SGD has state ['momentum_buffer'], this one []", "momentum"],
+    ),
     ("no scheduler", lambda: parts(scheduler=False), ["scheduler StepDecay, got None"]),
 ]
 
@@ -392,6 +444,81 @@ def test_mismatched_checkpoint_is_refused_and_changes_nothing(
     with raises(CheckpointError, *fragments):
         load_checkpoint(good, *target[:3], generator=target[3])
     assert_same_state(state_of(target), before)
+
+
+def _rmsprop_run(path: Path, **settings: Any) -> None:
+    """Train a small network with RMSprop(**settings) for two epochs and save a checkpoint."""
+    model = nn.mlp((2, 4, 2), "tanh", generator=torch.Generator().manual_seed(0))
+    optimizer = optim.RMSprop(model.parameters(), lr=0.01, **settings)
+    x, y = torch.randn(6, 2), torch.tensor([0, 1, 1, 0, 1, 0])
+    fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=2, batch_size=4)
+    save_checkpoint(path, model, optimizer, epoch=2, generator=torch.Generator())
+
+
+def _rmsprop_parts(**settings: Any) -> Parts:
+    model = nn.mlp((2, 4, 2), "tanh", generator=torch.Generator().manual_seed(9))
+    optimizer = optim.RMSprop(model.parameters(), lr=0.05, **settings)
+    return model, optimizer, None, torch.Generator().manual_seed(1)
+
+
+ALL_STATE = "['grad_avg', 'momentum_buffer', 'square_avg']"
+
+
+@pytest.mark.parametrize(
+    ("saved", "own", "fragment"),
+    [
+        (
+            {"centered": True, "momentum": 0.5},
+            {},
+            f"has state {ALL_STATE}, this one ['square_avg']",
+        ),
+        ({}, {"centered": True}, "has state ['square_avg'], this one ['grad_avg', 'square_avg']"),
+        ({"momentum": 0.9}, {"centered": True}, "['momentum_buffer', 'square_avg'], this one"),
+        ({"centered": True}, {"centered": True, "momentum": 0.1}, f"this one {ALL_STATE}"),
+    ],
+    ids=[
+        "centered-momentum-into-plain",
+        "plain-into-centered",
+        "momentum-into-centered",
+        "centered-into-centered-momentum",
+    ],
+)
+def test_checkpoint_of_an_optimizer_with_other_state_tensors_is_refused(
+    tmp_path: Path, saved: dict[str, Any], own: dict[str, Any], fragment: str
+) -> None:
+    """An optimizer of the saved class whose settings give it other state tensors (RMSprop's
+    ``centered``, ``momentum > 0``) is refused before anything is loaded, the message naming
+    the saved and the present state entries; nothing changes."""
+    path = tmp_path / "rmsprop.ckpt"
+    _rmsprop_run(path, **saved)
+    target = _rmsprop_parts(**own)
+    before = state_of(target)
+    with raises(CheckpointError, "load_checkpoint", "the checkpoint's RMSprop", fragment):
+        load_checkpoint(path, *target[:3])
+    assert_same_state(state_of(target), before)
+
+
+def test_checkpoint_whose_hyperparameters_need_other_state_tensors_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A tampered header (valid digests) whose RMSprop hyper-parameters say ``centered`` while
+    its state entries are plain RMSprop's passes the state-name check but is refused by the
+    optimizer, naming both configurations; the model and optimizer are rolled back."""
+    path = tmp_path / "rmsprop.ckpt"
+    _rmsprop_run(path)
+    rewrite(path, header=lambda h: h["optimizer"]["hyperparameters"].update(centered=True))
+    target = _rmsprop_parts()
+    torch.rand(2)
+    before = state_of(target)
+    with raises(
+        CheckpointError,
+        "the saved state was refused",
+        "RMSprop.load_state_dict: the state was saved with centered=True, momentum=0.0",
+        "(centered=False, momentum=0.0)",
+    ):
+        load_checkpoint(path, *target[:3], generator=target[3])
+    assert_same_state(state_of(target), before)
+    assert isinstance(target[1], optim.RMSprop) and target[1].centered is False
 
 
 def test_generator_requested_but_not_saved(tmp_path: Path) -> None:

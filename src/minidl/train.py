@@ -127,6 +127,7 @@ def fit(
     data need no gradient) and ``optimizer.step()``; a scheduler is
     stepped after every batch or every epoch, as its ``interval`` says. After each epoch the
     validation error (if a validation set is given) is measured and ``on_epoch`` is called.
+    The model is put in training mode first (``model.train()``) and left in it.
 
     Args:
         model: the network.
