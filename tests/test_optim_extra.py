@@ -128,30 +128,32 @@ def test_trajectory_matches_torch_optim(case: str, flat: bool) -> None:
     assert optimizer.step_count == STEPS
 
 
+def _run(model: nn.Sequential, optimizer: optim.Optimizer, steps: range) -> None:
+    """Train ``model`` on the batches ``_batch(step)`` of ``steps``."""
+    criterion = nn.CrossEntropyLoss()
+    for step in steps:
+        x, y = _batch(step)
+        optimizer.zero_grad()
+        criterion(model(x), y)
+        model.backward(criterion.backward())
+        optimizer.step()
+
+
 @pytest.mark.parametrize("case", ["adam", "rmsprop-all", "adagrad-all", "sgd-nesterov"])
 def test_state_dict_resumes_the_same_trajectory(case: str) -> None:
     make, _ = CASES[case]
-    criterion = nn.CrossEntropyLoss()
-
-    def run(model: nn.Sequential, optimizer: optim.Optimizer, steps: range) -> None:
-        for step in steps:
-            x, y = _batch(step)
-            optimizer.zero_grad()
-            criterion(model(x), y)
-            model.backward(criterion.backward())
-            optimizer.step()
 
     reference = _model()
     reference_optimizer = make(reference.parameters())
-    run(reference, reference_optimizer, range(10))
+    _run(reference, reference_optimizer, range(10))
     first = _model()
     first_optimizer = make(first.parameters())
-    run(first, first_optimizer, range(5))
+    _run(first, first_optimizer, range(5))
     second = _model()
     second.load_state_dict(first.state_dict())
     second_optimizer = make(second.parameters())
     second_optimizer.load_state_dict(first_optimizer.state_dict())
-    run(second, second_optimizer, range(5, 10))
+    _run(second, second_optimizer, range(5, 10))
     for parameter, expected in zip(second.parameters(), reference.parameters(), strict=True):
         assert torch.equal(parameter.data, expected.data)
 
@@ -246,19 +248,10 @@ def test_load_state_dict_restores_the_saved_hyperparameters(case: str) -> None:
     hyper-parameters (the same state tensors) gives it the saved hyper-parameters: the next
     steps are the original optimizer's, bit for bit."""
     make_saved, make_other = RELOAD_CASES[case]
-    criterion = nn.CrossEntropyLoss()
-
-    def run(model: nn.Sequential, optimizer: optim.Optimizer, steps: range) -> None:
-        for step in steps:
-            x, y = _batch(step)
-            optimizer.zero_grad()
-            criterion(model(x), y)
-            model.backward(criterion.backward())
-            optimizer.step()
 
     original = _model()
     original_optimizer = make_saved(original.parameters())
-    run(original, original_optimizer, range(5))
+    _run(original, original_optimizer, range(5))
     saved = original_optimizer.state_dict()
     resumed = _model()
     resumed.load_state_dict(original.state_dict())
@@ -267,8 +260,8 @@ def test_load_state_dict_restores_the_saved_hyperparameters(case: str) -> None:
     resumed_optimizer.load_state_dict(saved)
     assert resumed_optimizer.hyperparameters() == saved["hyperparameters"]
     assert repr(resumed_optimizer) == repr(original_optimizer)
-    run(original, original_optimizer, range(5, 15))
-    run(resumed, resumed_optimizer, range(5, 15))
+    _run(original, original_optimizer, range(5, 15))
+    _run(resumed, resumed_optimizer, range(5, 15))
     for parameter, expected in zip(resumed.parameters(), original.parameters(), strict=True):
         assert torch.equal(parameter.data, expected.data)
 

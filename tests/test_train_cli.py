@@ -329,17 +329,8 @@ def test_fit_resuming_a_finished_run_trains_nothing() -> None:
     optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
     scheduler = optim.StepDecay(optimizer, step_size=1, gamma=0.5)
     generator = torch.Generator().manual_seed(2)
-    history = fit(
-        model,
-        nn.MSELoss(),
-        optimizer,
-        x,
-        y,
-        epochs=3,
-        batch_size=16,
-        scheduler=scheduler,
-        generator=generator,
-    )
+    settings = {"epochs": 3, "batch_size": 16, "scheduler": scheduler, "generator": generator}
+    history = fit(model, nn.MSELoss(), optimizer, x, y, **settings)
     model_before, optimizer_before = model.state_dict(), optimizer.state_dict()
     scheduler_before, generator_before = scheduler.state_dict(), generator.get_state()
     recorded = History(**{k: list(v) for k, v in vars(history).items()})
@@ -350,10 +341,7 @@ def test_fit_resuming_a_finished_run_trains_nothing() -> None:
         optimizer,
         x,
         y,
-        epochs=3,
-        batch_size=16,
-        scheduler=scheduler,
-        generator=generator,
+        **settings,
         start_epoch=3,
         history=history,
         on_epoch=records.append,
