@@ -110,6 +110,56 @@ def test_gradcheck_names_the_wrong_parameter() -> None:
         minidl.gradcheck(MeanBiasLinear(3, 2, dtype=F64), _input())
 
 
+class ScaledTanh(nn.Tanh):
+    """A tanh whose input gradient is off by a relative ``error`` or an absolute ``offset``."""
+
+    def __init__(self, error: float = 0.0, offset: float = 0.0) -> None:
+        super().__init__()
+        self.error, self.offset = error, offset
+
+    def _backward(self, grad_output: Tensor, output: Tensor) -> Tensor:
+        return super()._backward(grad_output, output) * (1 + self.error) + self.offset
+
+
+@pytest.mark.parametrize(
+    ("module", "atol", "rtol", "passes"),
+    [
+        (ScaledTanh(error=5e-4), 0.0, 1e-3, True),
+        (ScaledTanh(error=2e-3), 0.0, 1e-3, False),
+        (ScaledTanh(offset=5e-6), 1e-5, 0.0, True),
+        (ScaledTanh(offset=2e-5), 1e-5, 0.0, False),
+    ],
+    ids=["relative-within", "relative-beyond", "absolute-within", "absolute-beyond"],
+)
+def test_gradcheck_tolerance_is_atol_plus_rtol_times_numeric(
+    module: nn.Module, atol: float, rtol: float, passes: bool
+) -> None:
+    """An element passes when ``|analytic - numeric| <= atol + rtol * |numeric|``: each of the
+    two terms on its own lets an error below it pass and catches one above it."""
+    result = minidl.gradcheck(module, _input(), atol=atol, rtol=rtol, raise_exception=False)
+    assert result is passes
+
+
+def test_gradcheck_reports_the_first_element_that_disagrees() -> None:
+    """Every element of WrongTanh's gradient is wrong: the message names the first, [0, 0]."""
+    with pytest.raises(minidl.GradcheckError, match=r"WrongTanh\.backward .* at input\[0, 0\]:"):
+        minidl.gradcheck(WrongTanh(), _input())
+
+
+def test_gradcheck_seed_chooses_the_projection() -> None:
+    """The projection u comes from ``seed``: the same seed reports the same analytic and
+    numeric values, another seed other ones."""
+
+    def message(seed: int) -> str:
+        with pytest.raises(minidl.GradcheckError) as info:
+            minidl.gradcheck(WrongTanh(), x, seed=seed)
+        return str(info.value)
+
+    x = _input()
+    assert message(1) == message(1)
+    assert message(1) != message(2)
+
+
 def test_gradcheck_restores_values_and_grads() -> None:
     model = nn.mlp((3, 4, 2), dtype=F64)
     for parameter in model.parameters():
