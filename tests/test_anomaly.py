@@ -108,15 +108,35 @@ def test_backward_names_the_module_that_returned_a_bad_gradient(wrapped: bool) -
     assert torch.isfinite(loss)
 
 
-def test_backward_checks_the_parameter_gradients() -> None:
+@pytest.mark.parametrize("wrapped", FORMS)
+def test_backward_checks_the_parameter_gradients(wrapped: bool) -> None:
     model = network()
     x = torch.randn(4, 3)
-    with detect_anomaly(model):
+    with detect_anomaly(*([model] if wrapped else [])):
         output = model(x)
         model[3].bias.grad[1] = NAN  # type: ignore[union-attr]  # e.g. left over from a bad step
         with pytest.raises(AnomalyError, match="gradient of parameter 'bias'") as info:
             model.backward(torch.ones_like(output))
     assert info.value.module == "Sequential[3]: Linear"
+
+
+@pytest.mark.parametrize("wrapped", FORMS)
+def test_backward_checks_the_incoming_gradient(wrapped: bool) -> None:
+    """A non-finite gradient given to the model is reported at the model itself, before any
+    layer runs its backward."""
+    model = network()
+    output = model(torch.randn(3, 3))
+    grad = torch.ones_like(output)
+    grad[2, 1] = NAN
+    with detect_anomaly(*([model] if wrapped else [])), pytest.raises(AnomalyError) as info:
+        model.backward(grad)
+    error = info.value
+    assert (error.module, error.pass_, error.what, error.index) == (
+        "Sequential",
+        "backward",
+        "incoming gradient",
+        (2, 1),
+    )
 
 
 def test_losses_are_checked_when_given() -> None:
@@ -169,6 +189,21 @@ def test_nested_blocks_restore_the_outer_one() -> None:
             pass
     assert not minidl.anomaly.enabled
     assert "forward" not in model[0].__dict__
+
+
+def test_a_block_with_modules_inside_one_without_keeps_the_outer_flag() -> None:
+    """``detect_anomaly(model)`` inside ``detect_anomaly()`` leaves every Sequential checked
+    when it ends, and the flag off only when the outer block ends."""
+    model, other = network(), network()
+    x = torch.full((2, 3), NAN)
+    with detect_anomaly():
+        with detect_anomaly(model):
+            pass
+        assert minidl.anomaly.enabled
+        with pytest.raises(AnomalyError):
+            other(x)
+    assert not minidl.anomaly.enabled
+    assert torch.isnan(other(x)).all()
 
 
 def test_exported_from_the_package() -> None:
