@@ -469,6 +469,9 @@ def test_parameter_data_assignment() -> None:
     parameter.data = torch.ones(4, dtype=torch.float64)  # does not fit: zeros that fit
     assert parameter.grad.shape == (4,) and parameter.grad.dtype == torch.float64
     assert not parameter.grad.any()
+    # (a meta tensor stands for another device on a machine without one)
+    parameter.data = torch.ones(4, dtype=torch.float64, device="meta")
+    assert parameter.grad.device.type == "meta" and parameter.grad.shape == (4,)
     with raises(TypeError, "Parameter", "name", "int"):
         parameter.name = 3  # type: ignore[assignment]
 

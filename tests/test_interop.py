@@ -254,6 +254,8 @@ def test_unsupported_layers_are_named_with_their_path() -> None:
         from_torch(torch.nn.BatchNorm1d(3, track_running_stats=False))
     with pytest.raises(ConversionError, match=r"momentum=None"):
         from_torch(torch.nn.BatchNorm1d(3, momentum=None))
+    with pytest.raises(ConversionError, match=r"affine without a bias \(bias=False\)"):
+        from_torch(torch.nn.BatchNorm1d(3, bias=False))
     with pytest.raises(ConversionError, match=r"the model itself of type .*GELU"):
         from_torch(torch.nn.GELU())
     model = nn.Sequential(nn.Linear(2, 2), nn.Residual(nn.Sequential(nn.Tanh(), _Custom())))
