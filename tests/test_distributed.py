@@ -29,6 +29,7 @@ from minidl.data import BatchIterator, make_disk_data
 from minidl.distributed import (
     DEFAULT_TIMEOUT,
     DataParallel,
+    DistributedError,
     Launch,
     ProcessGroup,
     ShardedBatches,
@@ -117,6 +118,11 @@ def test_last_batch_needs_a_sample_per_rank() -> None:
     x, y = torch.zeros(1000, 2), torch.zeros(1000)
     with pytest.raises(ValueError, match=r"last batch of every epoch holds 1 samples.*3 ranks"):
         ShardedBatches(BatchIterator(x, y, batch_size=999), rank=0, world_size=3)
+    # A last batch of 2 samples for 3 ranks is refused, one of 3 gives each rank one.
+    with pytest.raises(ValueError, match=r"last batch of every epoch holds 2 samples"):
+        ShardedBatches(BatchIterator(torch.zeros(1001, 2), torch.zeros(1001), 999), 0, 3)
+    exact = ShardedBatches(BatchIterator(torch.zeros(1002, 2), torch.zeros(1002), 999), 2, 3)
+    assert [xs.shape[0] for xs, _ in exact] == [333, 1]
     dropped = ShardedBatches(BatchIterator(x, y, batch_size=999, drop_last=True), 0, 3)
     assert [xs.shape[0] for xs, _ in dropped] == [333]
 
@@ -161,6 +167,11 @@ def test_parameter_checksum_sees_one_ulp() -> None:
     value = model.parameters()[1].data
     value[0] = torch.nextafter(value[0], torch.tensor(float("inf"), dtype=torch.float64))
     assert not torch.equal(before, parameter_checksum(model.parameters()))
+    # Values exchanged between two parameters (at the same position) change it too.
+    changed = parameter_checksum(model.parameters())
+    first, second = model.parameters()[0].data.view(-1), model.parameters()[1].data.view(-1)
+    first[0], second[0] = second[0].clone(), first[0].clone()
+    assert not torch.equal(changed, parameter_checksum(model.parameters()))
 
 
 # -- real process groups: the library -------------------------------------------------------------
@@ -218,6 +229,16 @@ def _library_worker(rank: int, ports: tuple[int, int], out: str) -> None:
                 parameter.grad.add_(10.0 * rank + index)
             all_reduce_gradients(group, layer.parameters(), weight=rank + 1.0)
             result["reduced"] = torch.cat([p.grad.reshape(-1) for p in layer.parameters()])
+            # The last rank's replica drifts by one ulp: every rank is told which one.
+            parallel = DataParallel(layer, group)
+            if rank == world_size - 1:
+                value = layer.weight.data
+                value[0, 0] = torch.nextafter(value[0, 0], value[0, 0] + 1)
+            try:
+                parallel.check_in_sync()
+                result["in_sync"] = "no error"
+            except DistributedError as error:
+                result["in_sync"] = str(error)
         torch.save(result, Path(out) / f"world{world_size}-rank{rank}.pt")
 
 
@@ -251,6 +272,10 @@ def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> No
         for result in results:
             assert torch.equal(result["broadcast"], _flat(layer))
             assert torch.allclose(result["reduced"], expected, rtol=1e-12, atol=0)
+            assert (
+                f"parameters of ranks [{world_size - 1}] differ from rank 0's"
+                in (result["in_sync"])
+            )
 
 
 # -- real process groups: `minidl train` under torchrun, and launched by hand ---------------------
