@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import ctypes.util
 import subprocess
 import sys
@@ -24,6 +25,32 @@ def test_keep_freed_memory_applies_on_glibc_and_can_be_repeated() -> None:
 def test_keep_freed_memory_does_nothing_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "platform", "darwin")
     assert keep_freed_memory() is False
+
+
+class _FakeMallopt:
+    """Records the calls of ``mallopt`` and returns ``result``."""
+
+    def __init__(self, result: int) -> None:
+        self.result = result
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, option: int, value: int) -> int:
+        self.calls.append((option, value))
+        return self.result
+
+
+@pytest.mark.parametrize("result", [1, 0])
+def test_keep_freed_memory_sets_glibcs_two_thresholds(
+    monkeypatch: pytest.MonkeyPatch, result: int
+) -> None:
+    """The options are glibc's <malloc.h> M_MMAP_THRESHOLD (-3) and M_TRIM_THRESHOLD (-1),
+    set to 32 MiB and 256 MiB; a refusal by mallopt (0) is reported as False."""
+    mallopt = _FakeMallopt(result)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: type("Libc", (), {"mallopt": mallopt})())
+    assert keep_freed_memory() is bool(result)
+    expected = [(-3, 32 * 2**20), (-1, 256 * 2**20)]
+    assert mallopt.calls == (expected if result else expected[:1])
 
 
 #: Page faults of a stacked training (5 models, validation sets of 1000 points: 500 KB tensors)
