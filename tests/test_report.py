@@ -1,0 +1,328 @@
+"""The report's verdicts, computed from fake results (no training).
+
+Each test builds :class:`RowResult` objects with chosen test errors, training losses and seeds
+for rows of the paper's catalogue, and checks a verdict of ``minidl.experiments.report`` exactly:
+which rows differ, what they are compared with, and what the report concludes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from minidl.experiments.config import (
+    FIGURE_1,
+    TABLE_I,
+    TABLE_II,
+    TABLE_III,
+    Experiment,
+    PaperResult,
+)
+from minidl.experiments.report import (
+    CRITERION,
+    _diverged,
+    _paper_repeats,
+    _paper_row,
+    compare,
+    results_json,
+    summary_table,
+    write_json,
+    write_report,
+)
+from minidl.experiments.runner import RunSettings
+from minidl.experiments.seeds import RoundSeeds, round_seeds
+from minidl.experiments.training import RoundResult, RowResult
+from minidl.nn import mlp
+
+SETTINGS = RunSettings(
+    rounds=5,
+    base_seed=0,
+    tables="1,2,3",
+    quick=False,
+    epochs_override=None,
+    command="minidl reproduce",
+)
+
+DIFFERENCES = "## Where we differ from the paper"
+
+
+def experiment(table: str, label: str) -> Experiment:
+    """The catalogue's row ``label`` of ``table`` ("I", "II", "III" or "Fig. 1")."""
+    rows = {"I": TABLE_I, "II": TABLE_II, "III": TABLE_III, "Fig. 1": FIGURE_1}[table]
+    (found,) = [row for row in rows if row.label == label]
+    return found
+
+
+def fake_row(
+    row: Experiment,
+    errors: Sequence[float],
+    *,
+    losses: Sequence[tuple[float, ...]] | None = None,
+    seeds: Sequence[RoundSeeds] | None = None,
+) -> RowResult:
+    """A trained-looking result of ``row``: one round per test error, with the given training
+    losses (default: finite) and seeds (default: those of base seed 0)."""
+    model = mlp((2, 2))
+    rounds = tuple(
+        RoundResult(
+            seeds=round_seeds(0, index) if seeds is None else seeds[index],
+            test_error=error,
+            train_error=0.5,
+            validation_curve=(5.0, 4.0),
+            train_loss=(0.7, 0.3) if losses is None else losses[index],
+            lr_curve=(row.lr, row.lr),
+            batch_lr=(),
+            seconds=0.0,
+            model=model,
+        )
+        for index, error in enumerate(errors)
+    )
+    return RowResult(experiment=row, rounds=rounds, seconds=0.0)
+
+
+def report_text(results: Sequence[RowResult], tmp_path: Path) -> str:
+    path = tmp_path / "report.md"
+    write_report(results, SETTINGS, 10.0, 8.0, {}, path)
+    return path.read_text()
+
+
+def differences_section(results: Sequence[RowResult], tmp_path: Path) -> str:
+    """The report's last section, "Where we differ from the paper", without its heading."""
+    before, after = report_text(results, tmp_path).split(DIFFERENCES + "\n")
+    assert DIFFERENCES not in before
+    return after
+
+
+def conclusions(section: str) -> list[str]:
+    return [line for line in section.splitlines() if line.startswith("**Conclusion:**")]
+
+
+# Test errors, in %: DIFFERING is 1.94 above Table I Tanh's 1.06 (0.41), 10.4 SE.
+DIFFERING = (3.0, 3.1, 2.9, 3.0, 3.0)
+
+
+def test_one_round_gives_no_comparison() -> None:
+    """R2: with one round there is no standard deviation, so ``compare`` gives ``None`` for a
+    main row and for a variant against its paper row, and the JSON has no verdict."""
+    tanh = fake_row(experiment("I", "Tanh"), [3.0])
+    variant = fake_row(experiment("I", "ELU, as published (SELU's alpha)"), [2.0])
+    elu = fake_row(experiment("I", "ELU"), [2.0])
+    assert math.isnan(tanh.sd)
+    assert compare(tanh) is None
+    assert compare(variant, elu) is None
+    two_rounds = compare(fake_row(experiment("I", "Tanh"), [3.0, 3.2]))
+    assert two_rounds is not None
+    assert two_rounds.difference == pytest.approx(3.1 - 1.06)
+    rows = results_json([tanh, elu, variant], SETTINGS, 1.0, 1.0, {})["rows"]
+    for entry in rows:
+        assert entry["differs_from_paper"] is None
+        assert entry["difference_from_paper"] is None
+        assert entry["standard_error"] is None
+        assert entry["sd"] is None
+    assert [entry["compared_with"] for entry in rows] == ["Tanh", "ELU", "ELU"]
+
+
+def test_variant_is_compared_with_the_paper_row_of_its_own_table(tmp_path: Path) -> None:
+    """R6: Tables II and III both have an "ADADELTA" row and the same ADADELTA variants; a
+    Table III variant is compared with Table III's ADADELTA (1.86, s.d. 0.93), never with
+    Table II's (4.96, s.d. 2.54), even when Table II's comes first in the results."""
+    zeiler = "ADADELTA, lr 1 (Zeiler's, no learning rate)"
+    main_ii = fake_row(experiment("II", "ADADELTA"), [5.0, 5.0, 5.0, 5.0, 5.0])
+    main_iii = fake_row(experiment("III", "ADADELTA"), [2.0, 2.0, 2.0, 2.0, 2.0])
+    errors = (2.0, 2.0, 2.0, 2.0, 2.0)
+    variant_ii = fake_row(experiment("II", zeiler), errors)
+    variant_iii = fake_row(experiment("III", zeiler), errors)
+    results = [main_ii, main_iii, variant_ii, variant_iii]
+    assert _paper_row(results, variant_iii) is main_iii
+    assert _paper_row(results, variant_ii) is main_ii
+
+    rows = results_json(results, SETTINGS, 1.0, 1.0, {})["rows"]
+    by_key = {(entry["table"], entry["label"]): entry for entry in rows}
+    entry_iii = by_key[("III", zeiler)]
+    assert entry_iii["compared_with"] == "ADADELTA"
+    assert entry_iii["difference_from_paper"] == pytest.approx(2.0 - 1.86)
+    assert entry_iii["standard_error"] == pytest.approx(math.sqrt(0.93**2 / 5))
+    assert entry_iii["differs_from_paper"] is False  # 0.14 <= 2 x 0.42
+    entry_ii = by_key[("II", zeiler)]
+    assert entry_ii["compared_with"] == "ADADELTA"
+    assert entry_ii["difference_from_paper"] == pytest.approx(2.0 - 4.96)
+    assert entry_ii["standard_error"] == pytest.approx(math.sqrt(2.54**2 / 5))
+    assert entry_ii["differs_from_paper"] is True  # 2.96 > 2 x 1.14
+
+    # The Table III section's variant table says the same.
+    report = report_text(results, tmp_path)
+    table_iii = report.split("## Table III")[1].split("## ")[0]
+    (line,) = [line for line in table_iii.splitlines() if line.startswith(f"| {zeiler} |")]
+    assert line.endswith("| within noise (+0.14, SE 0.42) |")
+
+
+def test_a_main_row_with_one_round_stops_the_differences_section(tmp_path: Path) -> None:
+    """R12: if ANY main row has fewer than 2 rounds (not only when all have), the section says
+    there is no comparison and explains no row, even though another row clearly differs."""
+    tanh = fake_row(experiment("I", "Tanh"), DIFFERING)
+    sigmoid = fake_row(experiment("I", "Sigmoid"), [1.6])
+    section = differences_section([tanh, sigmoid], tmp_path)
+    assert section == (
+        "\n" + CRITERION + "\n\n(Fewer than 2 rounds: no standard deviation, so no comparison.)\n"
+    )
+    assert compare(tanh) is not None and compare(tanh).differs  # type: ignore[union-attr]
+
+
+ELU_VARIANT = "ELU, as published (SELU's alpha)"
+ELU_HYPOTHESIS = "the published ELU used SELU's alpha (1.6733) instead of 1"
+
+
+def test_only_a_variant_within_noise_explains_a_difference(tmp_path: Path) -> None:
+    """R13: ELU (paper 1.80, s.d. 0.53) differs at 3.00; a variant still at 3.50 does not
+    explain it (the conclusion says nothing explains it), a variant at 2.00 (within noise of
+    the paper) does, and the conclusion names its hypothesis and that it is a published fault."""
+    elu = fake_row(experiment("I", "ELU"), DIFFERING)
+    far = fake_row(experiment("I", ELU_VARIANT), (3.5, 3.6, 3.4, 3.5, 3.5))
+    section = differences_section([elu, far], tmp_path)
+    assert "1 of the 1 rows differ; none agrees within noise." in section.splitlines()
+    assert (
+        f"- Hypothesis: {ELU_HYPOTHESIS}. Variant '{ELU_VARIANT}' gives 3.50 (s.d. 0.07), per "
+        "round 3.5, 3.6, 3.4, 3.5, 3.5: still differs from the paper (+1.70, SE 0.24), no "
+        "closer to the paper than our row."
+    ) in section.splitlines()
+    assert conclusions(section) == [
+        "**Conclusion:** none of the variants run here brings the row within noise of the "
+        "paper; the difference stays unexplained by this run."
+    ]
+
+    near = fake_row(experiment("I", ELU_VARIANT), (2.0, 2.1, 1.9, 2.0, 2.0))
+    section = differences_section([elu, near], tmp_path)
+    assert (
+        f"- Hypothesis: {ELU_HYPOTHESIS}. Variant '{ELU_VARIANT}' gives 2.00 (s.d. 0.07), per "
+        "round 2.0, 2.1, 1.9, 2.0, 2.0: within noise of the paper (+0.20, SE 0.24), closer to "
+        "the paper than our row."
+    ) in section.splitlines()
+    assert conclusions(section) == [
+        f"**Conclusion:** the difference is accounted for if {ELU_HYPOTHESIS}. The paper's "
+        "number is consistent with the published code's fault rather than with the method as "
+        "the paper describes it."
+    ]
+
+    # Both variants: only the one within noise is cited.
+    section = differences_section([elu, far, near], tmp_path)
+    assert conclusions(section)[0].startswith(
+        f"**Conclusion:** the difference is accounted for if {ELU_HYPOTHESIS}. The paper's"
+    )
+    assert "; or if" not in conclusions(section)[0]
+
+
+MOMENTUM_VARIANT = "SGD, momentum 0.5, as published (momentum without effect)"
+
+
+@pytest.mark.parametrize("fault", [True, False])
+def test_only_a_main_row_or_a_fault_variant_repeats_the_papers_measurement(
+    fault: bool, tmp_path: Path
+) -> None:
+    """R14: "momentum 0.5, as published" trains as momentum 0. As a published fault, it makes
+    the paper's momentum 0.5 row (5.00, s.d. 1.82) a repeat of momentum 0's training; as another
+    reading (``fault=False``) it is not the paper's measurement, so no repeat is reported."""
+    momentum_0 = fake_row(experiment("II", "SGD, momentum 0"), (1.0, 1.1, 0.9, 1.0, 1.0))
+    momentum_05 = fake_row(experiment("II", "SGD, momentum 0.5"), (1.0, 1.1, 0.9, 1.0, 1.0))
+    variant = fake_row(
+        dataclasses.replace(experiment("II", MOMENTUM_VARIANT), fault=fault),
+        (1.0, 1.1, 0.9, 1.0, 1.0),
+    )
+    results = [momentum_0, momentum_05, variant]
+    repeats = _paper_repeats(results, momentum_0)
+    assert repeats == ([(momentum_05, variant)] if fault else [])
+
+    section = differences_section(results, tmp_path)
+    row_0 = section.split("### Table II, SGD, momentum 0\n")[1].split("###")[0]
+    repeat_lines = [line for line in row_0.splitlines() if "measured this same" in line]
+    expected = (
+        "- The paper measured this same training again as Table II 'SGD, momentum 0.5' "
+        "(5.00 (1.82)) (if the published SGD never stored its momentum buffer, so momentum had "
+        "no effect (the row equals momentum 0)): ours is also different from that (-4.00, "
+        "SE 0.81)."
+    )
+    assert repeat_lines == ([expected] if fault else [])
+
+
+def test_summary_table_marks_exactly_the_differing_rows() -> None:
+    """R17: the terminal summary says DIFFERS for Tanh (1.94 above the paper, 10 SE), ok for
+    Sigmoid (0.00 away) and n/a for a one-round row; variants are not listed."""
+    results = [
+        fake_row(experiment("I", "Tanh"), DIFFERING),
+        fake_row(experiment("I", "Sigmoid"), (1.5, 1.6, 1.7, 1.6, 1.6)),
+        fake_row(experiment("I", "ReLU"), [2.0]),
+        fake_row(experiment("I", ELU_VARIANT), DIFFERING),
+    ]
+    assert summary_table(results).splitlines() == [
+        "table row                     paper mean (s.d.)   ours mean (s.d.)  verdict",
+        "I     Tanh                          1.06 (0.41)        3.00 (0.07)  DIFFERS",
+        "I     Sigmoid                       1.60 (1.57)        1.60 (0.07)  ok",
+        "I     ReLU                          2.64 (1.90)           2.00 (-)  n/a",
+    ]
+
+
+def test_a_round_diverges_when_any_of_its_losses_is_not_finite(tmp_path: Path) -> None:
+    """R18: a round counts as diverged when any epoch's training loss is non-finite, not only
+    when all are: of 4 rounds with losses (0.5, nan), (inf, inf), (0.5, 0.4), (0.6, 0.3), 2
+    diverged, in the Fig. 1 table and in a differing row's explanation."""
+    losses = [(0.5, math.nan), (math.inf, math.inf), (0.5, 0.4), (0.6, 0.3)]
+    errors = (10.0, 10.0, 9.0, 9.0)
+    figure = fake_row(experiment("Fig. 1", "MSE"), errors, losses=losses)
+    tanh = fake_row(experiment("I", "Tanh"), errors, losses=losses)
+    assert _diverged(figure) == 2
+    assert _diverged(fake_row(experiment("Fig. 1", "MSE"), errors)) == 0
+
+    report = report_text([figure, tanh], tmp_path)
+    (line,) = [line for line in report.splitlines() if line.startswith("| MSE |")]
+    assert line == (
+        "| MSE | act tanh, mse, SGD lr 0.1 | 9.50 (0.58) | 10.0, 10.0, 9.0, 9.0 | 2 of 4 |"
+    )
+    assert "- 2 of our rounds diverged (non-finite training loss)." in report.splitlines()
+
+
+def test_json_keeps_each_rounds_own_seeds(tmp_path: Path) -> None:
+    """R19: the JSON of a row lists the seeds of every round, each round its own (base seed 7,
+    rounds 0, 1, 2), in round order, through ``write_json`` too."""
+    seeds = [round_seeds(7, index) for index in range(3)]
+    assert len({s.data for s in seeds}) == 3
+    row = fake_row(experiment("I", "Tanh"), (1.0, 2.0, 3.0), seeds=seeds)
+    document = results_json([row], SETTINGS, 1.0, 1.0, {})
+    expected = [dataclasses.asdict(s) for s in seeds]
+    assert document["rows"][0]["seeds"] == expected
+    assert [s["round"] for s in expected] == [0, 1, 2]
+    write_json(document, tmp_path / "results.json")
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["rows"][0]["seeds"] == expected
+
+
+def consistency_lines(results: Sequence[RowResult], tmp_path: Path) -> list[str]:
+    section = differences_section(results, tmp_path)
+    return [line for line in section.splitlines() if line.startswith("- Same training here")]
+
+
+def test_paper_consistency_says_whether_the_papers_repeats_agree(tmp_path: Path) -> None:
+    """R20: Table I Tanh (1.06, s.d. 0.41) and Table III SGD (1.66, s.d. 0.81) train
+    identically; their published numbers are 1.5 SE apart, within noise. With Table III SGD
+    published as 3.00 (s.d. 0.20) they would be 9.5 SE apart: more than noise."""
+    tanh = fake_row(experiment("I", "Tanh"), DIFFERING)
+    sgd = fake_row(experiment("III", "SGD"), DIFFERING)
+    prefix = (
+        "- Same training here (given the published faults where a variant says so): "
+        "Table I Tanh (1.06 (0.41)), "
+    )
+    assert consistency_lines([tanh, sgd], tmp_path) == [
+        prefix + "Table III SGD (1.66 (0.81)). The paper's numbers differ from each other by "
+        "at most 1.5 SE, within noise: they are consistent with one experiment measured "
+        "several times; ours for that training: 3.00 (0.07)."
+    ]
+
+    far = dataclasses.replace(sgd.experiment, paper=PaperResult(3.00, 0.20))
+    sgd_far = fake_row(far, DIFFERING)
+    assert consistency_lines([tanh, sgd_far], tmp_path) == [
+        prefix + "Table III SGD (3.00 (0.20)). The paper's numbers differ from each other by "
+        "at most 9.5 SE, more than noise; ours for that training: 3.00 (0.07)."
+    ]
