@@ -170,3 +170,12 @@ def test_shuffling_does_not_change_the_data() -> None:
     for _ in BatchIterator(x, y, 3):
         pass
     assert torch.equal(x, x_before) and torch.equal(y, y_before)
+
+
+@pytest.mark.parametrize("seed", [True, False, 1.0, "1", None])
+def test_seed_must_be_an_int(seed: object) -> None:
+    """``seed`` must be an int: a bool (an int subclass) is refused like a float, a string or
+    None, with a TypeError naming the function, ``seed`` and the value."""
+    with pytest.raises(TypeError) as error:
+        make_disk_data(seed=seed)  # type: ignore[arg-type]
+    assert str(error.value) == f"make_disk_data: seed must be an int, got {seed!r}"

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from minidl import nn, optim
+from minidl.checkpoint import Checkpoint, read_checkpoint
 from minidl.cli import build_parser, main
 from minidl.data import BatchIterator, make_disk_data
 from minidl.train import EpochRecord, History, error_rate, fit
@@ -361,3 +364,164 @@ def test_fit_resuming_a_finished_run_trains_nothing() -> None:
     assert torch.equal(generator.get_state(), generator_before)
     with pytest.raises(ValueError, match="fit: start_epoch 4 is past epochs 3"):
         fit(model, nn.MSELoss(), optimizer, x, y, epochs=3, start_epoch=4, history=history)
+
+
+# -- `minidl train`: flags and what they do ----------------------------------------------------
+
+
+def _train_checkpoint(tmp_path: Path, *arguments: str) -> Checkpoint:
+    """Run ``minidl train --quiet ARGUMENTS --checkpoint tmp_path/run.ckpt`` in-process (a
+    4-unit hidden layer, batches of 400: 3 batches an epoch) and read the checkpoint back."""
+    path = tmp_path / "run.ckpt"
+    argv = ["train", "--quiet", "--hidden", "4", "--batch-size", "400", *arguments]
+    assert main([*argv, "--checkpoint", str(path)]) == 0
+    return read_checkpoint(path)
+
+
+def test_seed_sets_the_initial_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--seed`` seeds the initial weights: the network `minidl train --seed S` starts from is,
+    bit for bit, ``mlp((2, 25, 25, 25, 2), "tanh")`` built after ``torch.manual_seed(S)``; the
+    same seed gives the same weights and another seed other weights."""
+    built: list[nn.Sequential] = []
+    real_mlp = nn.mlp
+
+    def recording_mlp(*args, **kwargs):  # type: ignore[no-untyped-def]
+        model = real_mlp(*args, **kwargs)
+        built.append(model)
+        return model
+
+    monkeypatch.setattr(nn, "mlp", recording_mlp)
+    for seed in ("3", "3", "4"):
+        assert main(["train", "--epochs", "0", "--quiet", "--seed", seed]) == 0
+    first, again, other = (model.state_dict() for model in built)
+    torch.manual_seed(3)
+    expected = real_mlp((2, 25, 25, 25, 2), "tanh").state_dict()
+    assert first.keys() == again.keys() == other.keys() == expected.keys()
+    for name, value in first.items():
+        assert torch.equal(value, expected[name]), name
+        assert torch.equal(value, again[name]), name
+    assert not torch.equal(first["0.weight"], other["0.weight"])
+
+
+def test_step_scheduler_halves_the_rate_every_10_epochs(tmp_path: Path) -> None:
+    """``--scheduler step`` is what --help says: the rate is halved every 10 epochs (per
+    epoch, not per batch): lr 0.1 for epochs 1-10, 0.05 for 11-20, 0.025 for 21."""
+    checkpoint = _train_checkpoint(tmp_path, "--epochs", "21", "--lr", "0.1", "--scheduler", "step")
+    history = checkpoint.training.history
+    assert history.lr == [0.1] * 10 + [0.05] * 10 + [0.025]
+    assert history.batch_lr == []
+
+
+def test_clr_scheduler_cycles_between_lr_over_10_and_lr(tmp_path: Path) -> None:
+    """``--scheduler clr`` is what --help says: a triangular cycle, per batch, from lr/10 up to
+    lr in 2 epochs and back down in 2 (1000 samples in batches of 400: 3 batches an epoch, so
+    6 batches up and 6 down; lr 0.1: from 0.01 by steps of 0.015)."""
+    checkpoint = _train_checkpoint(tmp_path, "--epochs", "5", "--lr", "0.1", "--scheduler", "clr")
+    history = checkpoint.training.history
+    expected = [
+        *(0.01, 0.025, 0.04, 0.055, 0.07, 0.085),  # epochs 1-2: up
+        *(0.1, 0.085, 0.07, 0.055, 0.04, 0.025),  # epochs 3-4: down
+        *(0.01, 0.025, 0.04),  # epoch 5: up again
+    ]
+    assert len(history.batch_lr) == 15
+    assert history.batch_lr == pytest.approx(expected, rel=1e-12, abs=0)
+    assert history.lr == pytest.approx([0.01, 0.055, 0.1, 0.055, 0.01], rel=1e-12, abs=0)
+
+
+def test_the_last_epoch_is_logged_even_when_log_every_does_not_divide_epochs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--log-every 2 --epochs 5`` prints epochs 2 and 4, every 2nd, and epoch 5, the last;
+    ``--log-every 7 --epochs 5`` prints epoch 5 alone."""
+    argv = ["train", "--epochs", "5", "--log-every", "2", "--hidden", "4", "--batch-size", "500"]
+    assert main(argv) == 0
+    output = capsys.readouterr().out
+    logged = re.findall(r"^epoch +(\d+)/5 +loss \d+\.\d{6} ", output, flags=re.MULTILINE)
+    assert logged == ["2", "4", "5"], output
+    argv = ["train", "--epochs", "5", "--log-every", "7", "--hidden", "4", "--batch-size", "500"]
+    assert main(argv) == 0  # --log-every past --epochs: the last epoch only
+    output = capsys.readouterr().out
+    assert re.findall(r"^epoch +(\d+)/5 ", output, flags=re.MULTILINE) == ["5"], output
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("ReLU", ("relu",)), ("RELU", ("relu",)), ("Tanh, ReLU ,SeLU", ("tanh", "relu", "selu"))],
+)
+def test_activation_names_are_case_insensitive(
+    text: str, expected: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--activation`` accepts any case (and spaces around the commas): ``ReLU`` is relu."""
+    args = build_parser().parse_args(["train", "--activation", text])
+    assert args.activation == expected
+    hidden = ",".join(["3"] * len(expected))
+    argv = ["train", "--activation", text, "--hidden", hidden, "--epochs", "1", "--quiet"]
+    assert main([*argv, "--batch-size", "1000"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("text", ["inf", "Infinity", "1e400", "nan", "0", "-0", "-5", "soon"])
+def test_dist_timeout_must_be_a_finite_positive_number(
+    text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--dist-timeout`` refuses infinity, NaN, zero, negatives and non-numbers with an
+    argparse usage error (exit code 2) that names the flag and the value."""
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["train", "--dist-timeout", text])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"argument --dist-timeout: expected a number of seconds > 0, got {text!r}" in error, (
+        error
+    )
+
+
+def test_dist_timeout_accepts_positive_seconds() -> None:
+    """A finite positive ``--dist-timeout`` is kept as a float, and the default is None."""
+    assert build_parser().parse_args(["train", "--dist-timeout", "2.5"]).dist_timeout == 2.5
+    assert build_parser().parse_args(["train", "--dist-timeout", "1e-3"]).dist_timeout == 1e-3
+    assert build_parser().parse_args(["train"]).dist_timeout is None
+
+
+def test_only_rank_0_writes_the_checkpoint(tmp_path: Path) -> None:
+    """Launched as 2 ranks (gloo over 127.0.0.1, started by hand as torchrun would), each in its
+    own folder with the same relative ``--checkpoint run.ckpt``: rank 0 writes it (at the last
+    epoch) and rank 1 writes nothing at all, not even a temporary file."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = os.path.join(root, "src")
+    argv = ["train", "--epochs", "2", "--hidden", "4", "--batch-size", "500"]
+    ranks = []
+    for rank in range(2):
+        folder = tmp_path / f"rank{rank}"
+        folder.mkdir()
+        env = {
+            **os.environ,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "GLOO_SOCKET_IFNAME": "lo",
+            "OMP_NUM_THREADS": "1",
+            "WORLD_SIZE": "2",
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])),
+        }
+        ranks.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "minidl", *argv, "--checkpoint", "run.ckpt"],
+                env=env,
+                cwd=folder,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    results = [_finish(process) for process in ranks]
+    for code, _, stderr in results:
+        assert code == 0, stderr
+    assert os.listdir(tmp_path / "rank1") == []
+    assert os.listdir(tmp_path / "rank0") == ["run.ckpt"]
+    checkpoint = read_checkpoint(tmp_path / "rank0" / "run.ckpt")
+    assert checkpoint.training.epoch == 2
+    assert len(checkpoint.training.history.train_loss) == 2
