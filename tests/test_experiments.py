@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,9 +34,25 @@ from minidl.experiments.config import (
     training_key,
 )
 from minidl.experiments.faithful import PublishedAdadelta, PublishedELU, PublishedSELU
-from minidl.experiments.runner import QUICK_EPOCHS, run_experiments
+from minidl.experiments.runner import (
+    MAX_STACKED_MODELS,
+    QUICK_EPOCHS,
+    RunSettings,
+    count_epochs,
+    reproduce,
+    run_experiments,
+    stack_groups,
+)
 from minidl.experiments.seeds import derive_seed, round_seeds
-from minidl.experiments.training import RoundResult, build_network, make_round_data, train_row
+from minidl.experiments.training import (
+    RoundResult,
+    RowResult,
+    build_network,
+    build_optimizer,
+    make_round_data,
+    train_row,
+    train_rows,
+)
 from minidl.nn import mlp
 from minidl.nn.parameter import Parameter
 from minidl.nn.selu import SELU_ALPHA
@@ -611,3 +628,158 @@ def test_json_writes_a_diverged_loss_as_null(tmp_path: Path) -> None:
         "curve": [1.0, None, None],
         "nested": {"x": None},
     }
+
+
+# -- the runner's bookkeeping: seeds, threads, deduplication, stacks, epochs ----------------------
+
+
+def test_reproduce_seed_reaches_the_training(tmp_path: Path) -> None:
+    """``minidl reproduce --seed 5`` trains every round from round_seeds(5, r): the seeds
+    recorded by the training (and the run's base seed) are those of seed 5, not of seed 0."""
+    out = tmp_path / "seed5"
+    args = ["reproduce", "--quick", "--quiet", "--tables", "2", "--jobs", "1", "--seed", "5"]
+    assert main([*args, "--out", str(out)]) == 0
+    document = json.loads((out / "results.json").read_text())
+    assert document["base_seed"] == 5 and "--seed 5" in document["command"]
+    expected = [dataclasses.asdict(round_seeds(5, 0, new_data=config.CHOICES.new_data_per_round))]
+    assert expected != [dataclasses.asdict(round_seeds(0, 0))]
+    assert [row["seeds"] for row in document["rows"]] == [expected] * len(TABLE_II)
+
+
+def test_reproduce_restores_the_torch_thread_count(tmp_path: Path) -> None:
+    """reproduce trains with one intra-op thread and sets the caller's count back afterwards
+    (here 3 before, 1 during the training, 3 after)."""
+    from minidl.experiments import runner
+
+    during: list[int] = []
+    real = runner.run_experiments
+
+    def recording(*args: Any, **kwargs: Any) -> list[RowResult]:
+        during.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="2", quick=True, epochs_override=1, command="test"
+    )
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(runner, "run_experiments", recording)
+            reproduce(settings, tmp_path, progress=False, summary=False)
+        assert during == [1]
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def _record_groups(calls: list[list[Experiment]]) -> Any:
+    def train(group: list[Experiment], rounds: int, base_seed: int, **_: Any) -> list[RowResult]:
+        calls.append(list(group))
+        return [RowResult(experiment=e, rounds=(), seconds=0.0) for e in group]
+
+    return train
+
+
+def test_run_experiments_trains_identical_rows_once() -> None:
+    """Rows with the same training_key train once: Table II's 9 rows are 7 trainings (the two
+    "momentum without effect" rows are the momentum-0 row), and every row gets a result, the
+    duplicates the momentum-0 row's."""
+    calls: list[list[Experiment]] = []
+    results = run_experiments(TABLE_II, 1, 0, train=_record_groups(calls))
+    trained = [e for group in calls for e in group]
+    assert len(trained) == 7
+    assert len({training_key(e) for e in trained}) == 7
+    labels = {e.label for e in trained}
+    assert "SGD, momentum 0" in labels
+    assert not any("momentum without effect" in label for label in labels)
+    assert [r.experiment for r in results] == list(TABLE_II)
+
+
+def test_stack_groups_count_every_round_as_a_model() -> None:
+    """A stack holds at most MAX_STACKED_MODELS (25) models, a row counting once per round:
+    the 21 distinct rows of Fig. 1 and Tables I and III are one stack of 21 models with one
+    round, five of 4, 4, 4, 4 and 5 rows (at most 25 models) with 5 rounds, and one row per
+    stack with 30 rounds; every row in exactly one group, in sorted order."""
+    assert MAX_STACKED_MODELS == 25
+    rows = list({training_key(e): e for e in (*FIGURE_1, *TABLE_I, *TABLE_III)}.values())
+    assert len(rows) == 21
+    ordered = sorted(rows, key=lambda e: (e.loss, e.mse_reduction, e.activations))
+    expected_sizes = {1: [21], 5: [4, 4, 4, 4, 5], 30: [1] * 21}
+    for rounds, sizes in expected_sizes.items():
+        groups = stack_groups(rows, rounds)
+        assert [len(group) for group in groups] == sizes
+        assert [e for group in groups for e in group] == ordered
+        if rounds <= MAX_STACKED_MODELS:
+            assert all(len(group) * rounds <= MAX_STACKED_MODELS for group in groups)
+
+
+def test_count_epochs_counts_every_round() -> None:
+    """count_epochs is rounds x epochs over the distinct trainings: Table II's 7 trainings of
+    100 epochs are 3500 epochs in 5 rounds, 105 with epochs=3, 700 in one round."""
+    assert count_epochs(TABLE_II, 5, None) == 3500
+    assert count_epochs(TABLE_II, 5, 3) == 105
+    assert count_epochs(TABLE_II, 1, None) == 700
+
+
+# -- building and training one row ----------------------------------------------------------------
+
+
+def test_build_optimizer_refuses_momentum_without_sgd() -> None:
+    """Momentum applies to SGD only: ADADELTA (and the published ADADELTA) with momentum is
+    refused, naming the row; without momentum it builds."""
+    by_label = {e.label: e for e in TABLE_II}
+    for label in ("ADADELTA", "ADADELTA, as published (accumulators overwritten by sqrt_)"):
+        row = dataclasses.replace(by_label[label], momentum=0.5)
+        message = f"build_optimizer: momentum applies to SGD only (II / {label})"
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            build_optimizer(row, mlp((2, 2)).parameters())
+    assert isinstance(build_optimizer(by_label["ADADELTA"], mlp((2, 2)).parameters()), Adadelta)
+
+
+def test_on_epoch_gets_each_rounds_index() -> None:
+    """train_row (and train_rows) call on_epoch with the round's own index: rounds 0, 1 and 2,
+    two epochs each, in order."""
+    row = TABLE_II[0]
+    calls: list[tuple[int, int]] = []
+    train_row(
+        row, 3, 0, epochs=2, on_epoch=lambda index, record: calls.append((index, record.epoch))
+    )
+    assert calls == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+    by_row: list[tuple[str, int, int]] = []
+    train_rows([row], 2, 0, epochs=1, on_epoch=lambda e, i, r: by_row.append((e.label, i, r.epoch)))
+    assert by_row == [(row.label, 0, 0), (row.label, 1, 0)]
+
+
+@pytest.mark.parametrize(
+    "activations",
+    [
+        ("tanh", "tanh", "tanh"),
+        ("elu-published", "elu-published", "elu-published"),
+        ("selu-published", "tanh", "relu"),
+    ],
+    ids=["standard", "published", "mixed"],
+)
+def test_build_network_uses_the_protocols_dtype(activations: tuple[str, ...]) -> None:
+    """A float64 protocol gives float64 weights and outputs on every path (mlp, the published
+    activations' layers, a mix); the float32 protocol float32."""
+    for dtype in ("float64", "float32"):
+        protocol = dataclasses.replace(PROTOCOL, dtype=dtype)
+        row = dataclasses.replace(TABLE_I[0], activations=activations, protocol=protocol)
+        network = build_network(row, torch.Generator().manual_seed(0))
+        parameters = list(network.parameters())
+        assert len(parameters) == 8
+        assert {p.data.dtype for p in parameters} == {getattr(torch, dtype)}
+        output = network(torch.zeros(3, 2, dtype=getattr(torch, dtype)))
+        assert output.dtype == getattr(torch, dtype) and output.shape == (3, 2)
+
+
+@pytest.mark.parametrize("argument", ["base_seed", "round_index"])
+def test_derive_seed_refuses_bools_and_other_non_ints(argument: str) -> None:
+    """derive_seed takes int seeds only: True, 1.0 and "1" are refused with a TypeError naming
+    the argument, though True == 1."""
+    for bad in (True, False, 1.0, "1"):
+        values = {"base_seed": 1, "round_index": 1, argument: bad}
+        with pytest.raises(TypeError, match=rf"^derive_seed: {argument} must be an int, got "):
+            derive_seed(values["base_seed"], values["round_index"], "data")  # type: ignore[arg-type]
+    assert derive_seed(1, 1, "data") == derive_seed(1, 1, "data")
