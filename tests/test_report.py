@@ -326,3 +326,29 @@ def test_paper_consistency_says_whether_the_papers_repeats_agree(tmp_path: Path)
         prefix + "Table III SGD (3.00 (0.20)). The paper's numbers differ from each other by "
         "at most 9.5 SE, more than noise; ours for that training: 3.00 (0.07)."
     ]
+
+
+@pytest.mark.parametrize("fault", [True, False])
+def test_only_a_published_fault_makes_the_papers_numbers_one_training(
+    fault: bool, tmp_path: Path
+) -> None:
+    """ "SGD, momentum 0.5, as published" trains as momentum 0: as a published fault it makes the
+    paper's two numbers measurements of one training, in the repeats of a row and in the
+    consistency section alike. The same variant as a mere hypothesis (not what the paper ran)
+    makes neither."""
+    momentum_0 = fake_row(experiment("II", "SGD, momentum 0"), DIFFERING)
+    momentum_05 = fake_row(experiment("II", "SGD, momentum 0.5"), DIFFERING)
+    published = experiment("II", "SGD, momentum 0.5, as published (momentum without effect)")
+    variant = fake_row(dataclasses.replace(published, fault=fault), DIFFERING)
+    results = [momentum_0, momentum_05, variant]
+    repeats = _paper_repeats(results, momentum_0)
+    lines = consistency_lines(results, tmp_path)
+    if fault:
+        assert [(other.experiment.label, via) for other, via in repeats] == [
+            ("SGD, momentum 0.5", variant)
+        ]
+        assert len(lines) == 1
+        assert "Table II SGD, momentum 0 (5.20 (1.60)), Table II SGD, momentum 0.5" in lines[0]
+    else:
+        assert repeats == []
+        assert lines == []
