@@ -352,3 +352,19 @@ def test_only_a_published_fault_makes_the_papers_numbers_one_training(
     else:
         assert repeats == []
         assert lines == []
+
+
+def test_a_variant_of_one_round_is_reported_without_a_comparison(tmp_path: Path) -> None:
+    """A variant run once beside a row run five times has no standard deviation: the report
+    says so instead of comparing it (and still writes the rest)."""
+    elu = fake_row(experiment("I", "ELU"), DIFFERING)
+    once = fake_row(experiment("I", ELU_VARIANT), (2.0,))
+    section = differences_section([elu, once], tmp_path)
+    assert (
+        f"- Hypothesis: {ELU_HYPOTHESIS}. Variant '{ELU_VARIANT}' gives 2.00 in one round: no "
+        "comparison (fewer than 2 rounds)."
+    ) in section.splitlines()
+    assert conclusions(section) == [
+        "**Conclusion:** none of the variants run here brings the row within noise of the "
+        "paper; the difference stays unexplained by this run."
+    ]

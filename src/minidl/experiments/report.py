@@ -481,7 +481,13 @@ def _explain(results: Sequence[RowResult], row: RowResult, comparison: Compariso
     explained: list[RowResult] = []
     for variant in variants:
         result = compare(variant, row)
-        assert result is not None
+        if result is None:  # a variant run once: no standard deviation to compare with
+            lines.append(
+                f"- Hypothesis: {variant.experiment.hypothesis}. Variant "
+                f"'{variant.experiment.label}' gives {variant.mean:.2f} in one round: no "
+                "comparison (fewer than 2 rounds)."
+            )
+            continue
         closer = abs(result.difference) < abs(comparison.difference)
         verdict = (
             f"within noise of the paper ({result.difference:+.2f}, SE {result.standard_error:.2f})"
