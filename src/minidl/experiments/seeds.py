@@ -22,6 +22,8 @@ def derive_seed(base_seed: int, round_index: int, stream: str) -> int:
     for name, value in (("base_seed", base_seed), ("round_index", round_index)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"derive_seed: {name} must be an int, got {value!r}")
+    if not isinstance(stream, str):
+        raise TypeError(f"derive_seed: stream must be a str, got {stream!r}")
     digest = hashlib.sha256(f"minidl-reproduce/{base_seed}/{round_index}/{stream}".encode())
     return int.from_bytes(digest.digest()[:8], "big") >> 1
 
@@ -47,8 +49,10 @@ def round_seeds(base_seed: int, round_index: int, *, new_data: bool = True) -> R
         >>> round_seeds(0, 0).data == round_seeds(0, 3, new_data=False).data
         True
     """
-    if isinstance(round_index, bool) or not isinstance(round_index, int) or round_index < 0:
-        raise ValueError(f"round_seeds: round_index must be an int >= 0, got {round_index!r}")
+    if isinstance(round_index, bool) or not isinstance(round_index, int):
+        raise TypeError(f"round_seeds: round_index must be an int, got {round_index!r}")
+    if round_index < 0:
+        raise ValueError(f"round_seeds: round_index must be >= 0, got {round_index}")
     return RoundSeeds(
         round=round_index,
         data=derive_seed(base_seed, round_index if new_data else 0, "data"),
