@@ -82,10 +82,15 @@ def test_cross_entropy_one_hot_equals_class_indices() -> None:
 
 @pytest.mark.parametrize("criterion", [nn.MSELoss(), nn.CrossEntropyLoss()], ids=repr)
 def test_loss_backward_scales_by_an_upstream_scalar(criterion: nn.Loss) -> None:
+    """The upstream gradient is one number, however it is shaped ((), (1,), (1, 1, 1)): the
+    gradient keeps the prediction's shape."""
     prediction = torch.randn(4, 3, dtype=F64)
     criterion(prediction, _indices(4, 3))
     grad = criterion.backward()
-    assert_close(criterion.backward(torch.tensor(2.5, dtype=F64)), 2.5 * grad, 1e-15)
+    for shape in ((), (1,), (1, 1, 1)):
+        scaled = criterion.backward(torch.full(shape, 2.5, dtype=F64))
+        assert scaled.shape == prediction.shape
+        assert_close(scaled, 2.5 * grad, 1e-15)
     assert torch.equal(criterion.backward(), grad)  # backward does not consume the cache
 
 

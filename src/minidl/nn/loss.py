@@ -112,7 +112,7 @@ class Loss(Module):
         if not isinstance(upstream, Tensor) or upstream.numel() != 1:
             got = tuple(upstream.shape) if isinstance(upstream, Tensor) else type(upstream).__name__
             raise ValueError(f"{name}.backward: the upstream gradient must be a scalar, got {got}")
-        return self._gradient() * upstream
+        return self._gradient() * upstream.reshape(())
 
     def _gradient(self) -> Tensor:
         """dL/dprediction for the last forward."""
