@@ -17,7 +17,7 @@ from minidl import nn, optim
 from minidl.checkpoint import Checkpoint, read_checkpoint
 from minidl.cli import build_parser, main
 from minidl.data import BatchIterator, make_disk_data
-from minidl.train import EpochRecord, History, error_rate, fit
+from minidl.train import EpochRecord, History, error_rate, fit, predict
 
 F64 = torch.float64
 FLAGS = (
@@ -525,3 +525,27 @@ def test_only_rank_0_writes_the_checkpoint(tmp_path: Path) -> None:
     checkpoint = read_checkpoint(tmp_path / "rank0" / "run.ckpt")
     assert checkpoint.training.epoch == 2
     assert len(checkpoint.training.history.train_loss) == 2
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 59, 60, 4096])
+@pytest.mark.parametrize("training", [True, False])
+def test_predict_in_batches_equals_one_pass(batch_size: int, training: bool) -> None:
+    """Predictions in batches of any size (a last batch of one sample included: 60 = 3 * 19 +
+    3, = 59 + 1) are those of one pass over the whole set in evaluation mode; the model's mode
+    is restored."""
+    model, x, _ = _problem(7)
+    model.train(training)
+    expected = model.eval()(x).argmax(dim=1)
+    model.train(training)
+    predicted = predict(model, x, batch_size=batch_size)
+    assert torch.equal(predicted, expected)
+    assert model.training is training
+
+
+@pytest.mark.parametrize(("batch_size", "kind"), [(0, ValueError), (True, TypeError)])
+def test_predict_refuses_a_batch_size_that_is_not_a_positive_int(
+    batch_size: object, kind: type[Exception]
+) -> None:
+    model, x, _ = _problem(7)
+    with pytest.raises(kind, match=r"^predict: batch_size must be an integer >= 1, got "):
+        predict(model, x, batch_size=batch_size)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from minidl._validate import check_int
 from minidl.data import BatchIterator
 from minidl.nn.loss import Loss
 from minidl.nn.module import Module
@@ -71,6 +72,7 @@ def predict(model: Module, x: Tensor, batch_size: int = 4096) -> Tensor:
 
     The model's training mode is restored afterwards.
     """
+    batch_size = check_int("predict", "batch_size", batch_size)
     was_training = model.training
     model.eval()
     try:
