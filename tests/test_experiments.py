@@ -33,7 +33,12 @@ from minidl.experiments.config import (
     stack_key,
     training_key,
 )
-from minidl.experiments.faithful import PublishedAdadelta, PublishedELU, PublishedSELU
+from minidl.experiments.faithful import (
+    PUBLISHED_ACTIVATIONS,
+    PublishedAdadelta,
+    PublishedELU,
+    PublishedSELU,
+)
 from minidl.experiments.runner import (
     MAX_STACKED_MODELS,
     QUICK_EPOCHS,
@@ -788,3 +793,11 @@ def test_derive_seed_refuses_bools_and_other_non_ints(argument: str) -> None:
         with pytest.raises(TypeError, match=rf"^derive_seed: {argument} must be an int, got "):
             derive_seed(values["base_seed"], values["round_index"], "data")  # type: ignore[arg-type]
     assert derive_seed(1, 1, "data") == derive_seed(1, 1, "data")
+
+
+def test_published_activation_names_build_their_own_class() -> None:
+    """The catalogue names the published activations; each name builds its own class."""
+    assert {name: type(make()) for name, make in PUBLISHED_ACTIVATIONS.items()} == {
+        "elu-published": PublishedELU,
+        "selu-published": PublishedSELU,
+    }

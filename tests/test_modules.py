@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minidl import nn, optim
-from minidl.nn.flat import flat_buffer
+from minidl.nn.flat import flat_buffer, flatten_parameters
 from tests.helpers import F64, assert_close, helper_test_op, torch_twin
 
 # -- the modules ---------------------------------------------------------------------------------
@@ -433,6 +433,17 @@ def test_a_replaced_parameter_tensor_is_used_from_the_next_call(
     assert_close(grad_input, upstream @ weight, 1e-14)
     assert_close(layer.weight.grad, upstream.transpose(-1, -2) @ x, 1e-14)
     assert_close(layer.bias.grad, upstream.sum(dim=-2), 1e-14)
+
+
+def test_parameters_of_mixed_dtypes_are_not_flattened() -> None:
+    """One buffer holds one dtype: parameters of two dtypes are left as they are (no silent
+    promotion), and flatten_parameters says so with None."""
+    float32, float64 = nn.Linear(2, 3), nn.Linear(3, 2, dtype=F64)
+    parameters = [*float32.parameters(), *float64.parameters()]
+    values = [p.data for p in parameters]
+    assert flatten_parameters(parameters) is None
+    assert all(p.data is v for p, v in zip(parameters, values, strict=True))
+    assert [p.data.dtype for p in parameters] == [torch.float32] * 2 + [F64] * 2
 
 
 def test_to_float64_keeps_results_and_identity() -> None:

@@ -15,8 +15,8 @@ from minidl.nn.parameter import Parameter
 from minidl.optim import SGD, Adadelta, CyclicLR, StepDecay
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
-from minidl.rounds import PerModel, fit_rounds
-from minidl.train import History, fit
+from minidl.rounds import PerModel, fit_rounds, stacked_error_rates
+from minidl.train import History, error_rate, fit
 
 ROUNDS = 3
 DTYPE = torch.float64
@@ -583,3 +583,17 @@ def test_padding_of_flat_blocks_stays_zero(make_optimizer: OptimizerFactory) -> 
         assert bool((block.data[per_model:] == 0).all())
         assert bool((block.grad[per_model:] == 0).all())
         assert not torch.equal(block.data[:per_model], before[:per_model])
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_stacked_error_rates_are_each_models_and_restore_the_mode(training: bool) -> None:
+    """The error rate of each stacked model on its own set is error_rate of that model alone,
+    and the stack's training mode is what it was."""
+    models = _models(3, seed=9)
+    stacked = nn.stack_models(models).train(training)
+    sets = [make_disk_data(30, 5, 5, seed=40 + r, dtype=DTYPE).train for r in range(3)]
+    errors = stacked_error_rates(
+        stacked, torch.stack([s.x for s in sets]), torch.stack([s.y for s in sets])
+    )
+    assert errors == [error_rate(model, s.x, s.y) for model, s in zip(models, sets, strict=True)]
+    assert stacked.training is training

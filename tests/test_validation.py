@@ -419,7 +419,16 @@ MISMATCHES: list[tuple[str, Callable[[], Parts], list[str]]] = [
         lambda: parts(sizes=(2, 5, 2)),
         ["another architecture", "'0.weight' has shape (4, 2) (float32) in the checkpoint, (5, 2)"],
     ),
-    ("deeper", lambda: parts(sizes=(2, 4, 4, 2)), ["another architecture", "'4.weight'"]),
+    (
+        "deeper",
+        lambda: parts(sizes=(2, 4, 4, 2)),
+        ["another architecture", "'4.weight' is not in the checkpoint"],
+    ),
+    (
+        "shallower",
+        lambda: parts(sizes=(2, 2)),
+        ["another architecture", "'2.weight' is not in the model", "'2.bias' is not in the model"],
+    ),
     ("float64", lambda: parts(dtype=torch.float64), ["another architecture", "float64"]),
     ("another optimizer", lambda: parts(optimizer="adadelta"), ["optimizer SGD, got Adadelta"]),
     (
