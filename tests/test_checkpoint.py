@@ -234,6 +234,31 @@ def test_a_failed_write_keeps_the_previous_checkpoint(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.ckpt"]  # no temporary left
 
 
+def test_the_file_then_its_folder_reach_the_disk_around_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The temporary file is fsync-ed before it replaces the checkpoint, and the folder after,
+    so that the rename itself survives a crash."""
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor: int) -> None:
+        events.append(
+            "fsync folder" if stat.S_ISDIR(os.fstat(descriptor).st_mode) else "fsync file"
+        )
+        real_fsync(descriptor)
+
+    def replace(source: str | os.PathLike[str], destination: str | os.PathLike[str]) -> None:
+        events.append("replace")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    model, optimizer, scheduler, generator = build("sgd")
+    save_checkpoint(tmp_path / "run.ckpt", model, optimizer, scheduler, generator=generator)
+    assert events == ["fsync file", "replace", "fsync folder"]
+
+
 def test_checkpoint_gets_ordinary_permissions(tmp_path: Path) -> None:
     model, _, _, _ = build("sgd")
     save_checkpoint(tmp_path / "c", model)
