@@ -219,10 +219,14 @@ def test_round_seeds_are_deterministic_and_distinct() -> None:
     assert {round_seeds(7, r, new_data=False).data for r in range(5)} == {seeds[0].data}
     # Pinned: a change of the derivation would silently change every published number.
     assert derive_seed(0, 1, "data") == 2685213107814182475
-    with pytest.raises(ValueError, match=r"^round_seeds: round_index must be >= 0, got -1$"):
+    with pytest.raises(
+        ValueError, match=r"^round_seeds: round_index must be an integer >= 0, got -1$"
+    ):
         round_seeds(0, -1)
     for bad in (True, 1.0, "1"):
-        with pytest.raises(TypeError, match=r"^round_seeds: round_index must be an int, got "):
+        with pytest.raises(
+            TypeError, match=r"^round_seeds: round_index must be an integer >= 0, got "
+        ):
             round_seeds(0, bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^derive_seed: stream must be a str, got 3$"):
         derive_seed(0, 0, 3)  # type: ignore[arg-type]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from minidl._validate import check_int
+
 __all__ = ["RoundSeeds", "derive_seed", "round_seeds"]
 
 
@@ -49,10 +51,7 @@ def round_seeds(base_seed: int, round_index: int, *, new_data: bool = True) -> R
         >>> round_seeds(0, 0).data == round_seeds(0, 3, new_data=False).data
         True
     """
-    if isinstance(round_index, bool) or not isinstance(round_index, int):
-        raise TypeError(f"round_seeds: round_index must be an int, got {round_index!r}")
-    if round_index < 0:
-        raise ValueError(f"round_seeds: round_index must be >= 0, got {round_index}")
+    round_index = check_int("round_seeds", "round_index", round_index, low=0)
     return RoundSeeds(
         round=round_index,
         data=derive_seed(base_seed, round_index if new_data else 0, "data"),
