@@ -353,6 +353,30 @@ def test_device_mismatch_message():
         check_like_parameter("Linear", stand_in, parameter)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "criterion, target",
+    [
+        (nn.CrossEntropyLoss(), torch.tensor([0, 1, 2, 1])),
+        (nn.MSELoss(), torch.ones(4, 3)),
+    ],
+    ids=["cross-entropy", "mse"],
+)
+def test_losses_follow_a_prediction_of_the_same_shape_and_dtype_to_another_device(
+    criterion: nn.Loss, target: torch.Tensor
+) -> None:
+    """A prediction like the last one but on another device is checked again, and the loss's
+    per-shape tensors are made anew there: the quick path compares the device too. PyTorch's
+    ``meta`` device (shapes only) stands for a second device, so this runs on the CPU."""
+    x = torch.linspace(-1.0, 1.0, 12).reshape(4, 3)
+    first = criterion(x, target)
+    gradient = criterion.backward()
+    loss = criterion(x.to("meta"), target.to("meta"))
+    assert loss.device.type == "meta" and loss.shape == first.shape
+    assert criterion.backward().device.type == "meta"
+    assert torch.equal(criterion(x, target), first)
+    assert torch.equal(criterion.backward(), gradient)
+
+
 # -- CUDA ----------------------------------------------------------------------------------------
 
 

@@ -62,7 +62,7 @@ from minidl.nn import mlp
 from minidl.nn.parameter import Parameter
 from minidl.nn.selu import SELU_ALPHA
 from minidl.optim import Adadelta
-from minidl.train import error_rate
+from minidl.train import EpochRecord, error_rate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = {"fig1", "fig2", "fig3", "tableI", "tableII", "tableIII"}
@@ -468,6 +468,44 @@ def test_figure_writer_draws_each_figure_once_when_its_rows_are_in(tmp_path: Pat
         raise RuntimeError("training failed")
     assert sorted(p.name for p in early.iterdir()) == sorted(written.values())
     assert (early / "tableII_validation.png").read_bytes() == older
+
+
+def test_a_worker_sends_every_record_once_in_messages_it_no_longer_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker's progress messages hold each epoch record once, in order, tagged with the
+    group's position. A queue pickles a message later, on its own thread, so a message must not
+    change once sent: the recorder keeps the objects it is given, as the queue's buffer does."""
+    from minidl.experiments import pool
+
+    sent: list[tuple[int, list[tuple[int, int, EpochRecord]]]] = []
+
+    class Recorder:
+        def put(self, message: tuple[int, list[tuple[int, int, EpochRecord]]]) -> None:
+            sent.append(message)
+
+    def train(
+        group: list[Experiment], rounds: int, base_seed: int, *, epochs: int, on_epoch: Any
+    ) -> list[Any]:
+        for epoch in range(epochs):
+            for row in group:
+                for index in range(rounds):
+                    if on_epoch is not None:
+                        on_epoch(row, index, EpochRecord(epoch, 0.5, 0.1, float(index)))
+        return []
+
+    monkeypatch.setitem(pool._worker, "progress", Recorder())
+    for flush_seconds in (0.0, 3600.0):  # a message per epoch record; one at the end
+        sent.clear()
+        monkeypatch.setattr(pool, "_FLUSH_SECONDS", flush_seconds)
+        assert pool._train_in_worker(3, train, list(TABLE_II[:2]), 2, 0, 4, True) == []
+        assert len(sent) == (16 if flush_seconds == 0 else 1)
+        assert {position for position, _ in sent} == {3}
+        received = [(row, index, r.epoch) for _, records in sent for row, index, r in records]
+        assert received == [(row, i, e) for e in range(4) for row in (0, 1) for i in (0, 1)]
+    sent.clear()
+    pool._train_in_worker(0, train, list(TABLE_II[:1]), 1, 0, 2, False)
+    assert sent == []
 
 
 def test_worker_errors_reach_the_caller() -> None:
