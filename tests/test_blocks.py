@@ -424,7 +424,7 @@ def test_huber_matches_torch(reduction: str, delta: float) -> None:
 
 
 def test_huber_and_l1_validate_arguments() -> None:
-    with pytest.raises(ValueError, match=r"HuberLoss: delta must be in \(0, inf\], got 0"):
+    with pytest.raises(ValueError, match=r"HuberLoss: delta must be in \(0, inf\), got 0"):
         nn.HuberLoss(0.0)
     with pytest.raises(ValueError, match="HuberLoss: reduction must be"):
         nn.HuberLoss(1.0, "paper")  # type: ignore[arg-type]

@@ -209,6 +209,33 @@ def test_wrong_target_dtype(criterion: nn.Loss) -> None:
         "torch.float32",
         "torch.float64",
     )
+    # Class indices given as floats (a common slip): the message asks for int64, not a shape.
+    _expect_loss_error_keeps_cache(
+        criterion,
+        prediction,
+        torch.tensor([0.0, 1.0, 2.0], dtype=F64),
+        TypeError,
+        "a target of shape (3,) holds class indices",
+        "must have dtype torch.int64, got torch.float64",
+        "the prediction's shape (3, 3)",
+    )
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [nn.L1Loss(), nn.HuberLoss(), nn.BCEWithLogitsLoss()],
+    ids=lambda criterion: type(criterion).__name__,
+)
+def test_losses_without_class_indices_ask_for_the_prediction_shape(criterion: nn.Loss) -> None:
+    """Their shape errors do not offer class indices, which they do not take."""
+    prediction = torch.zeros(3, 2, dtype=F64)
+    for target in (torch.zeros(3, dtype=F64), torch.tensor([0, 1, 1]), torch.zeros(3, 1)):
+        with pytest.raises(ValueError) as info:
+            criterion(prediction, target)
+        message = str(info.value)
+        assert message.startswith(f"{type(criterion).__name__}: target has shape")
+        assert "expected the prediction's shape (3, 2)" in message
+        assert "class indices" not in message
 
 
 @pytest.mark.parametrize(
@@ -396,7 +423,7 @@ def _params() -> list[nn.Parameter]:
 @pytest.mark.parametrize("make", [optim.SGD, optim.Adadelta], ids=["SGD", "Adadelta"])
 def test_bad_learning_rate(make: Callable[..., optim.Optimizer], lr: Any) -> None:
     name = make.__name__
-    with raises(ValueError, name, "lr", "[0, inf]", repr(lr)):
+    with raises(ValueError, name, "lr", "[0, inf)", repr(lr)):
         make(_params(), lr=lr)
     optimizer = make(_params(), lr=0.5)
     with raises(ValueError, name, "lr", repr(lr)):
@@ -418,7 +445,7 @@ def test_bad_rho(rho: float) -> None:
 
 @pytest.mark.parametrize("eps", [0.0, -1e-6, math.inf])
 def test_bad_eps(eps: float) -> None:
-    with raises(ValueError, "Adadelta", "eps", "(0, inf]", repr(eps)):
+    with raises(ValueError, "Adadelta", "eps", "(0, inf)", repr(eps)):
         optim.Adadelta(_params(), eps=eps)
 
 
@@ -530,7 +557,7 @@ def test_stateless_optimizer_follows_a_parameter_of_another_size() -> None:
         (
             lambda o: optim.CyclicLR(o, 0.1, 0.01, 4),
             ValueError,
-            ("CyclicLR", "max_lr", "[0.1, inf]", "0.01"),
+            ("CyclicLR", "max_lr", "[0.1, inf)", "0.01"),
         ),
         (lambda o: optim.CyclicLR(o, -0.1, 0.01, 4), ValueError, ("CyclicLR", "base_lr", "-0.1")),
         (lambda o: optim.CyclicLR(o, 0.01, 0.1, 0), ValueError, ("CyclicLR", "step_size_up", "0")),
@@ -666,7 +693,7 @@ def _bad_optimizer_states() -> list[
     return [
         ("missing-lr", drop("lr"), KeyError, "missing keys ['lr']"),
         ("missing-state", drop("state"), KeyError, "missing keys ['state']"),
-        ("negative-lr", set_("lr", -0.1), ValueError, "lr must be in [0, inf], got -0.1"),
+        ("negative-lr", set_("lr", -0.1), ValueError, "lr must be in [0, inf), got -0.1"),
         ("bad-step-count", set_("step_count", -3), ValueError, "step_count"),
         ("float-step-count", set_("step_count", 1.0), ValueError, "step_count"),
         (
@@ -727,12 +754,21 @@ def test_mlp_bad_sizes(sizes: list[Any]) -> None:
 
 @pytest.mark.parametrize("activations", ["softmax", ("tanh", "gelu")], ids=str)
 def test_mlp_unknown_activation_lists_valid_names(activations: Any) -> None:
+    generator = torch.Generator().manual_seed(0)
+    state = generator.get_state()
     with raises(
         ValueError,
-        "unknown activation",
+        "mlp: unknown activation",
         "valid names are elu, leakyrelu, relu, selu, sigmoid, tanh",
     ):
-        nn.mlp((2, 3, 3, 2), activations)
+        nn.mlp((2, 3, 3, 2), activations, generator=generator)
+    assert torch.equal(generator.get_state(), state)  # checked before any weight is drawn
+
+
+@pytest.mark.parametrize("name", ["gelu", None, 3])
+def test_activation_by_an_unknown_name(name: Any) -> None:
+    with raises(ValueError, f"activation: unknown activation {name!r}", "valid names are elu"):
+        nn.activation(name)
 
 
 def test_mlp_wrong_number_of_activation_names() -> None:

@@ -165,10 +165,10 @@ def _params() -> list[nn.Parameter]:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: optim.Adam(_params(), lr=-1.0), r"Adam: lr must be in \[0, inf\], got -1"),
+        (lambda: optim.Adam(_params(), lr=-1.0), r"Adam: lr must be in \[0, inf\), got -1"),
         (lambda: optim.Adam(_params(), betas=(1.0, 0.9)), r"Adam: betas\[0\] must be in \[0, 1\)"),
         (lambda: optim.Adam(_params(), betas=(0.9,)), r"Adam: betas must be a pair"),
-        (lambda: optim.Adam(_params(), eps=0.0), r"Adam: eps must be in \(0, inf\]"),
+        (lambda: optim.Adam(_params(), eps=0.0), r"Adam: eps must be in \(0, inf\)"),
         (lambda: optim.AdamW(_params(), weight_decay=-1.0), r"AdamW: weight_decay must be in"),
         (lambda: optim.RMSprop(_params(), alpha=1.5), r"RMSprop: alpha must be in \[0, 1\]"),
         (lambda: optim.RMSprop(_params(), momentum=1.0), r"RMSprop: momentum must be in"),

@@ -72,7 +72,7 @@ CLI_CASES = [
     (["--epochs", "ten"], ["--epochs", "'ten'"]),
     (["--batch-size", "0"], ["--batch-size", "positive integer", "0"]),
     (["--batch-size", "2.5"], ["--batch-size", "'2.5'"]),
-    (["--lr", "-1"], ["SGD", "lr", "[0, inf]", "-1"]),
+    (["--lr", "-1"], ["SGD", "lr", "[0, inf)", "-1"]),
     (["--lr", "nan"], ["SGD", "lr", "finite", "nan"]),
     (["--lr", "inf"], ["SGD", "lr", "finite", "inf"]),
     (["--lr", "abc"], ["--lr", "'abc'"]),

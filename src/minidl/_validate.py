@@ -22,8 +22,9 @@ def check_real(
     The message names the caller, the argument, the value and the allowed range, e.g.
     ``SGD: momentum must be in [0, 1), got 1.5``.
     """
-    left = "(" if low_open else "["
-    right = ")" if high_open else "]"
+    # An unbounded side is open: the value must be finite.
+    left = "(" if low_open or low is None else "["
+    right = ")" if high_open or high is None else "]"
     bounds = f"{left}{_fmt(low, '-inf')}, {_fmt(high, 'inf')}{right}"
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{where}: {name} must be a finite number in {bounds}, got {value!r}")

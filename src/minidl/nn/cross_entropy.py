@@ -59,7 +59,7 @@ class CrossEntropyLoss(Loss):
         # torch.log_softmax computes z - m - log(sum exp(z - m)), m the row maximum.
         log_probabilities = logits.log_softmax(-1)
         if target.is_floating_point():
-            self._check_dense_target(target, logits)
+            self._check_dense_target(target, logits, class_indices=True)
             self._check_probabilities(target)
             loss = torch.sum(target * log_probabilities, dim=(-2, -1)).div_(-logits.shape[-2])
             index = None

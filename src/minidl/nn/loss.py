@@ -78,14 +78,24 @@ class Loss(Module):
                 f"(expected values in [0, {classes - 1}])"
             )
 
-    def _check_dense_target(self, target: Tensor, prediction: Tensor) -> None:
-        """Check a target with the prediction's shape, dtype and device."""
+    def _check_dense_target(
+        self, target: Tensor, prediction: Tensor, *, class_indices: bool = False
+    ) -> None:
+        """Check a target with the prediction's shape, dtype and device; ``class_indices``: the
+        loss also takes class indices (the messages then say so)."""
         name = type(self).__name__
+        indices_shape = tuple(prediction.shape[:-1])
+        if class_indices and tuple(target.shape) == indices_shape:
+            raise TypeError(
+                f"{name}: a target of shape {indices_shape} holds class indices, which must have "
+                f"dtype torch.int64, got {target.dtype} (a floating-point target has the "
+                f"prediction's shape {tuple(prediction.shape)})"
+            )
         if target.shape != prediction.shape:
+            also = f" (or class indices of shape {indices_shape})" if class_indices else ""
             raise ValueError(
                 f"{name}: target has shape {tuple(target.shape)}, expected the prediction's "
-                f"shape {tuple(prediction.shape)} (or class indices of shape "
-                f"{tuple(prediction.shape[:-1])})"
+                f"shape {tuple(prediction.shape)}{also}"
             )
         if target.dtype != prediction.dtype:
             raise TypeError(

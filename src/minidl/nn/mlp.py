@@ -33,12 +33,19 @@ ACTIVATIONS: dict[str, Callable[[], Activation]] = {
 
 def activation(name: str) -> Activation:
     """A new activation module from its name (case-insensitive): one of :data:`ACTIVATIONS`."""
-    key = name.lower().replace("_", "").replace("-", "") if isinstance(name, str) else name
+    return ACTIVATIONS[_activation_key("activation", name)]()
+
+
+def _activation_key(where: str, name: object) -> str:
+    """The key of :data:`ACTIVATIONS` for ``name`` (case, ``_`` and ``-`` ignored), or a
+    ValueError from ``where`` that lists the valid names."""
+    key = name.lower().replace("_", "").replace("-", "") if isinstance(name, str) else None
     if key not in ACTIVATIONS:
         raise ValueError(
-            f"unknown activation {name!r}; valid names are {', '.join(sorted(ACTIVATIONS))}"
+            f"{where}: unknown activation {name!r}; valid names are "
+            f"{', '.join(sorted(ACTIVATIONS))}"
         )
-    return ACTIVATIONS[key]()
+    return key
 
 
 def mlp(
@@ -71,9 +78,10 @@ def mlp(
         raise ValueError(
             f"mlp: expected {hidden} activation names for {hidden} hidden layers, got {len(names)}"
         )
+    keys = [_activation_key("mlp", name) for name in names]  # all checked before any draw
     layers: list[Module] = []
     for index, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(Linear(n_in, n_out, dtype=dtype, device=device, generator=generator))
         if index < hidden:
-            layers.append(activation(names[index]))
+            layers.append(ACTIVATIONS[keys[index]]())
     return Sequential(*layers)

@@ -60,7 +60,7 @@ class MSELoss(Loss):
             self._check_class_indices(target, prediction)
             target = torch.zeros_like(prediction).scatter_(-1, target.unsqueeze(-1), 1.0)
         else:
-            self._check_dense_target(target, prediction)
+            self._check_dense_target(target, prediction, class_indices=True)
         batch, outputs = prediction.shape[-2:]
         denominator = {"paper": batch, "mean": batch * outputs, "sum": 1}[self.reduction]
         difference = prediction - target
