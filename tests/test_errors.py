@@ -820,6 +820,11 @@ def test_sequential_index_out_of_range() -> None:
     assert model[-1] is model[2]
     with raises(IndexError, "Sequential", "index 3", "3 modules"):
         model[3]
+    for index in ("0", 1.0, True, None):
+        with raises(
+            TypeError, "Sequential: indices must be integers or slices", type(index).__name__
+        ):
+            model[index]  # type: ignore[call-overload]
 
 
 def test_fit_bad_arguments() -> None:

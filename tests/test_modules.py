@@ -393,6 +393,68 @@ def test_sequential_parameters_stay_flat_views_through_optimizer_steps() -> None
     assert torch.equal(values[: parameters[0].numel()], parameters[0].data.reshape(-1))
 
 
+def _storage_and_offset(tensor: torch.Tensor) -> tuple[int, int]:
+    return tensor.untyped_storage().data_ptr(), tensor.storage_offset()
+
+
+@pytest.mark.parametrize(
+    "part", [slice(0, 3), slice(2, None), slice(None, -1), slice(None, None, 2)], ids=str
+)
+def test_a_slice_of_a_sequential_shares_its_modules_and_moves_nothing(part: slice) -> None:
+    """``model[a:b]`` (with a step too) is a Sequential of the same module objects, computing
+    their composition, with every parameter left where it was: the model stays one flat buffer
+    and an optimizer built on it before the slice trains both, bit for bit as without a slice."""
+    model = nn.mlp((2, 4, 3, 2), "tanh", dtype=F64, generator=torch.Generator().manual_seed(0))
+    twin = nn.mlp((2, 4, 3, 2), "tanh", dtype=F64, generator=torch.Generator().manual_seed(0))
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    twin_optimizer = optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
+    places = [_storage_and_offset(t) for p in model.parameters() for t in (p.data, p.grad)]
+    sliced = model[part]
+    assert isinstance(sliced, nn.Sequential)
+    assert list(sliced) == list(model)[part]
+    assert all(a is b for a, b in zip(sliced, list(model)[part], strict=True))
+    assert [_storage_and_offset(t) for p in model.parameters() for t in (p.data, p.grad)] == places
+    first = sliced[0]
+    assert isinstance(first, nn.Linear)  # every slice here starts with one
+    x = torch.randn(5, first.in_features, dtype=F64)
+    expected = x
+    for module in list(model)[part]:
+        expected = module.forward(expected)
+    assert torch.equal(sliced(x), expected)
+    criterion = nn.CrossEntropyLoss()
+    for step in range(3):
+        x, y = torch.randn(5, 2, dtype=F64), torch.tensor([0, 1, 1, 0, step % 2])
+        for net, opt in ((model, optimizer), (twin, twin_optimizer)):
+            opt.zero_grad()
+            criterion(net(x), y)
+            net.backward(criterion.backward())
+            opt.step()
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(a.data, b.data)
+    assert flat_buffer([p.data for p in model.parameters()]) is not None
+    # The slice holds the model's own Parameter objects, so it sees the trained values.
+    assert sliced.parameters()[0] is first.weight
+
+
+def test_a_sequential_of_another_ones_consecutive_modules_keeps_its_buffer() -> None:
+    """Parameters that already tile one buffer are not copied: ``Sequential(*model[1:])`` and a
+    Sequential holding a whole model stay views of the model's buffer; modules that do not
+    tile one are flattened into a new one, as before."""
+    model = nn.mlp((2, 4, 3, 2), "tanh", dtype=F64)
+    values = flat_buffer([p.data for p in model.parameters()])
+    assert values is not None
+    pointer = values.untyped_storage().data_ptr()
+    for built in (nn.Sequential(*list(model)[1:]), nn.Sequential(model, nn.Tanh())):
+        built_values = flat_buffer([p.data for p in built.parameters()])
+        built_grads = flat_buffer([p.grad for p in built.parameters()])
+        assert built_values is not None and built_grads is not None
+        assert built_values.untyped_storage().data_ptr() == pointer
+    assert flat_buffer([p.data for p in model.parameters()]) is not None
+    apart = nn.Sequential(model[0], model[4])
+    assert flat_buffer([p.data for p in apart.parameters()]) is not None
+    assert apart.parameters()[0].data.untyped_storage().data_ptr() != pointer
+
+
 def test_views_that_are_not_contiguous_do_not_count_as_one_flat_buffer() -> None:
     """A transposed view covers the right span of a buffer, but not in the parameter's element
     order: an optimizer updates it parameter by parameter, pairing every value with its own

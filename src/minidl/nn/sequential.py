@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import overload
 
 from torch import Tensor
 
 from minidl import anomaly
-from minidl.nn.flat import flatten_parameters
+from minidl.nn.flat import flat_buffer, flatten_parameters
 from minidl.nn.module import Module
 
 __all__ = ["Sequential"]
@@ -25,6 +26,12 @@ class Sequential(Module):
     When it is built, a ``Sequential`` makes the values (and the gradients) of all its parameters
     views of one flat buffer (see :mod:`minidl.nn.flat`), so that optimizers update the whole
     model in one operation. The :class:`~minidl.nn.Parameter` objects of the children are kept.
+    Parameters that already tile one buffer, in order (those of consecutive modules of another
+    ``Sequential``), stay where they are.
+
+    ``model[i]`` is the i-th module; ``model[a:b]`` is a ``Sequential`` of the same module
+    objects (as in ``torch.nn``; ``model[:-1]`` runs all but the last), whose parameters stay
+    where they are: training either trains both.
 
     Args:
         *modules: the modules, in the order data flows through them.
@@ -36,6 +43,16 @@ class Sequential(Module):
     """
 
     def __init__(self, *modules: Module) -> None:
+        self._chain(modules)
+        parameters = self.parameters()
+        if (
+            flat_buffer([parameter.data for parameter in parameters]) is None
+            or flat_buffer([parameter.grad for parameter in parameters]) is None
+        ):
+            flatten_parameters(parameters)
+
+    def _chain(self, modules: tuple[Module, ...]) -> None:
+        """Everything ``__init__`` does but the flattening."""
         super().__init__()
         for index, module in enumerate(modules):
             if not isinstance(module, Module):
@@ -52,7 +69,6 @@ class Sequential(Module):
         first = trained[0] if trained else len(modules) - 1
         self._first_trained: Module | None = modules[first] if modules else None
         self._after_first_trained: tuple[Module, ...] = tuple(reversed(modules[first + 1 :]))
-        flatten_parameters(self.parameters())
 
     def forward(self, input: Tensor) -> Tensor:
         if anomaly.enabled:  # the one check of `with minidl.detect_anomaly():`
@@ -84,7 +100,23 @@ class Sequential(Module):
         if self._first_trained is not None:
             self._first_trained.backward_parameters(grad_output)
 
-    def __getitem__(self, index: int) -> Module:
+    @overload
+    def __getitem__(self, index: int) -> Module: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequential: ...
+
+    def __getitem__(self, index: int | slice) -> Module:
+        if isinstance(index, slice):
+            # The same modules, their parameters left where they are (even with a step, where
+            # they do not tile one buffer and __init__ would move them out of this model's).
+            part = Sequential.__new__(Sequential)
+            part._chain(self._layers[index])
+            return part
+        if isinstance(index, bool) or not hasattr(index, "__index__"):
+            raise TypeError(
+                f"Sequential: indices must be integers or slices, got {type(index).__name__}"
+            )
         try:
             return self._layers[index]
         except IndexError:
