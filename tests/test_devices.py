@@ -353,6 +353,44 @@ def test_device_mismatch_message():
         check_like_parameter("Linear", stand_in, parameter)  # type: ignore[arg-type]
 
 
+def test_to_a_device_that_is_not_there_names_the_module_and_changes_nothing() -> None:
+    """No machine has 64 GPUs here; without CUDA torch refuses "cuda" outright."""
+    model = make_model()
+    before = [t for p in model.parameters() for t in (p.data, p.grad)]
+    with pytest.raises(RuntimeError, match=r"^Sequential\.to: cuda:63 is not available \("):
+        model.to("cuda:63")
+    after = [t for p in model.parameters() for t in (p.data, p.grad)]
+    assert all(a is b for a, b in zip(after, before, strict=True))
+
+
+class _Immovable(torch.Tensor):
+    """A buffer whose move fails, as a move that runs out of memory would."""
+
+    def to(self, *args: object, **kwargs: object) -> torch.Tensor:  # type: ignore[override]
+        raise RuntimeError("out of memory (simulated)")
+
+
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "not flat"])
+def test_a_move_that_fails_leaves_the_module_as_it_was(flat: bool) -> None:
+    """Every tensor is moved before any is put in place: a failure on the last one (a buffer)
+    leaves every parameter, gradient and buffer as it was."""
+    batch_norm = nn.BatchNorm1d(3, dtype=torch.float32 if flat else torch.float64)
+    model = nn.Sequential(nn.Linear(2, 3), batch_norm)
+    assert is_flat(model) == flat
+    batch_norm.register_buffer("running_mean", torch.zeros(3).as_subclass(_Immovable))
+    tensors = [t for p in model.parameters() for t in (p.data, p.grad)]
+    buffers = [b for _, b in model.named_buffers()]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        model.to(dtype=torch.float16)
+    assert all(
+        a is b
+        for a, b in zip(
+            tensors, [t for p in model.parameters() for t in (p.data, p.grad)], strict=True
+        )
+    )
+    assert all(a is b for a, b in zip(buffers, [b for _, b in model.named_buffers()], strict=True))
+
+
 @pytest.mark.parametrize(
     "criterion, target",
     [

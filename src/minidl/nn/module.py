@@ -239,7 +239,13 @@ class Module:
         """Move every parameter (value and gradient) and buffer to ``device`` and/or cast it to ``dtype``.
 
         The :class:`Parameter` objects stay the same, so optimizers built on them keep working
-        (their state moves with the next ``step``).
+        (their state moves with the next ``step``). A move that fails leaves the module as it
+        was.
+
+        Raises:
+            TypeError: ``dtype`` is not a floating-point ``torch.dtype``.
+            ValueError: ``device`` is not a device.
+            RuntimeError: the device is not available here (e.g. ``"cuda"`` without a GPU).
         """
         name = type(self).__name__
         if dtype is not None and not isinstance(dtype, torch.dtype):
@@ -251,28 +257,36 @@ class Module:
                 device = torch.device(device)
             except (RuntimeError, TypeError) as error:
                 raise ValueError(f"{name}.to: {device!r} is not a device ({error})") from None
+            try:  # a device this torch or machine lacks (e.g. "cuda" without a GPU)
+                torch.empty(0, device=device)
+            except (RuntimeError, AssertionError) as error:
+                raise RuntimeError(f"{name}.to: {device} is not available ({error})") from None
         # Normal (not inference-mode) tensors, so that they can still be updated in place outside
         # torch.inference_mode() when the move runs inside it.
         with torch.inference_mode(False):
             self._move(device, dtype)
         return self
 
-    def _move(self, device: torch.device | str | None, dtype: torch.dtype | None) -> None:
+    def _move(self, device: torch.device | None, dtype: torch.dtype | None) -> None:
+        """Every tensor is moved first, then all are put in place: a move that fails (out of
+        memory, say) leaves the module as it was."""
         parameters = self.parameters()
+        buffers = [
+            (module, name, buffer.to(device, dtype if buffer.is_floating_point() else None))
+            for _, module in self.named_modules()
+            for name, buffer in module._buffers.items()
+        ]
         if flat_buffer([p.data for p in parameters]) is not None:
-            # Keep a flat model flat: move the whole buffer, then view it again.
+            # Keep a flat model flat: move the whole buffer, then view it again (its own moves
+            # all come before the first view is put in place).
             flatten_parameters(parameters, device=device, dtype=dtype)
         else:
-            for parameter in parameters:
-                parameter.data = parameter.data.to(device=device, dtype=dtype)
-                parameter.grad = parameter.grad.to(device=device, dtype=dtype)
-        for _, module in self.named_modules():
-            for name, buffer in module._buffers.items():
-                moved = buffer.to(
-                    device=device, dtype=dtype if buffer.is_floating_point() else None
-                )
-                module._buffers[name] = moved
-                object.__setattr__(module, name, moved)
+            moved = [(p, p.data.to(device, dtype), p.grad.to(device, dtype)) for p in parameters]
+            for parameter, data, grad in moved:
+                parameter.data, parameter.grad = data, grad
+        for module, name, buffer in buffers:
+            module._buffers[name] = buffer
+            object.__setattr__(module, name, buffer)
         for _, module in self.named_modules():
             module._parameters_moved()
 
