@@ -815,6 +815,41 @@ def test_batch_iterator_bad_data() -> None:
         BatchIterator(torch.zeros(2, 2), torch.zeros(2), 2, generator=0)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("attribute", "make", "fragment"),
+    [
+        ("weight", lambda w: w.transpose(-1, -2), "weight has shape"),
+        ("bias", lambda b: b[..., :-1], "bias has shape"),
+        ("bias", lambda b: b.to(torch.float32), "bias is torch.float32 on cpu but weight is"),
+    ],
+    ids=["weight transposed", "bias too short", "bias of another dtype"],
+)
+@pytest.mark.parametrize("stacked", [False, True], ids=["Linear", "BatchedLinear"])
+def test_a_parameter_assigned_by_hand_must_fit_the_layer(
+    stacked: bool, attribute: str, make: Callable[[Tensor], Tensor], fragment: str
+) -> None:
+    """``layer.weight.data = ...`` of the wrong shape (a transposed weight is the usual slip) or
+    a bias unlike the weight: the next forward names the layer, what it got and what it
+    expects, instead of a shape error from deep inside a matrix product; after the right
+    tensor is put back, the layer computes what it did before."""
+    layer: nn.Module = (
+        nn.BatchedLinear(2, 3, 4, dtype=F64) if stacked else nn.Linear(3, 4, dtype=F64)
+    )
+    x = torch.randn(2, 5, 3, dtype=F64) if stacked else torch.randn(5, 3, dtype=F64)
+    expected = layer(x)
+    parameter = getattr(layer, attribute)
+    good = parameter.data
+    parameter.data = make(good)
+    name = type(layer).__name__
+    with raises(ValueError, f"{name}: {fragment}"):
+        layer(x)
+    if fragment.endswith("has shape"):
+        with raises(ValueError, str(tuple(parameter.data.shape)), str(tuple(good.shape))):
+            layer(x)
+    parameter.data = good
+    assert torch.equal(layer(x), expected)
+
+
 def test_sequential_index_out_of_range() -> None:
     model = nn.mlp((2, 3, 2))
     assert model[-1] is model[2]

@@ -12,6 +12,7 @@ __all__ = [
     "check_cached",
     "check_grad_output",
     "check_input",
+    "check_layer_parameters",
     "check_like_parameter",
     "check_runs",
 ]
@@ -58,6 +59,30 @@ def check_like_parameter(
         raise ValueError(
             f"{where}: {what} is on {input.device} but the {owner} are on {parameter.device}"
             + ("; move one of them with .to(device=...)" * hint)
+        )
+
+
+def check_layer_parameters(
+    where: str, weight: Tensor, bias: Tensor | None, shape: tuple[int, ...], names: str
+) -> None:
+    """A layer's weight of ``shape`` (its dimensions called ``names``), and a bias of the
+    weight's shape without its last dimension, dtype and device: parameter tensors assigned by
+    hand (``weight.data = ...``) must fit the layer."""
+    if tuple(weight.shape) != shape:
+        raise ValueError(
+            f"{where}: weight has shape {tuple(weight.shape)}, expected ({names}) = {shape}"
+        )
+    if bias is None:
+        return
+    if tuple(bias.shape) != shape[:-1]:
+        bias_names = names.rsplit(", ", 1)[0] + ("," if len(shape) == 2 else "")
+        raise ValueError(
+            f"{where}: bias has shape {tuple(bias.shape)}, expected ({bias_names}) = {shape[:-1]}"
+        )
+    if bias.dtype != weight.dtype or bias.device != weight.device:
+        raise ValueError(
+            f"{where}: bias is {bias.dtype} on {bias.device} but weight is {weight.dtype} on "
+            f"{weight.device}"
         )
 
 

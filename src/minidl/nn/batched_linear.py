@@ -7,7 +7,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from minidl.nn._checks import check_cached, check_grad_output, check_like_parameter
+from minidl.nn._checks import (
+    check_cached,
+    check_grad_output,
+    check_layer_parameters,
+    check_like_parameter,
+)
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
@@ -141,8 +146,16 @@ class BatchedLinear(Module):
                 f"{self.in_features}) with N >= 1, got {tuple(input.shape)}"
             )
         weight = self.weight.data
-        check_like_parameter("BatchedLinear", input, weight)
         bias = self.bias.data if self.bias is not None else None
+        if weight is not self._seen[0] or bias is not self._seen[1]:
+            check_layer_parameters(
+                "BatchedLinear",
+                weight,
+                bias,
+                (self.models, self.out_features, self.in_features),
+                "models, out_features, in_features",
+            )
+        check_like_parameter("BatchedLinear", input, weight)
         self._seen = (weight, bias, input.shape, input.dtype, input.device)
         self._weight_t = weight.transpose(1, 2)
         self._bias_row = bias.unsqueeze(1) if bias is not None else None

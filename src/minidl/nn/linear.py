@@ -7,7 +7,13 @@ import math
 import torch
 from torch import Tensor
 
-from minidl.nn._checks import check_cached, check_grad_output, check_input, check_like_parameter
+from minidl.nn._checks import (
+    check_cached,
+    check_grad_output,
+    check_input,
+    check_layer_parameters,
+    check_like_parameter,
+)
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 
@@ -86,6 +92,7 @@ class Linear(Module):
         # step to step (one fewer op each per call). All of it is rebuilt when the parameter
         # tensors are replaced (Module.to, flattening) or the input's shape changes.
         self._weight_seen: Tensor | None = None
+        self._bias_seen: Tensor | None = None
         self._weight_t = self.weight.data.t()
         self._dtype = self.weight.data.dtype
         self._device = self.weight.data.device
@@ -93,10 +100,18 @@ class Linear(Module):
         self._output_shape: tuple[int, ...] = ()
         self._ones = torch.ones(0)
 
-    def _accept(self, input: object, weight: Tensor) -> Tensor:
-        """Full checks of an input unlike the last accepted one; remember it if it passes."""
-        if weight is not self._weight_seen:
-            self._weight_seen, self._weight_t = weight, weight.t()
+    def _accept(self, input: object, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """Full checks of an input unlike the last accepted one, or of parameter tensors that
+        were replaced; remember them if they pass."""
+        if weight is not self._weight_seen or bias is not self._bias_seen:
+            check_layer_parameters(
+                "Linear",
+                weight,
+                bias,
+                (self.out_features, self.in_features),
+                "out_features, in_features",
+            )
+            self._weight_seen, self._bias_seen, self._weight_t = weight, bias, weight.t()
             self._dtype, self._device = weight.dtype, weight.device
             self._input_shape = ()
         checked = check_input("Linear", input, self.in_features)
@@ -111,18 +126,20 @@ class Linear(Module):
 
     def forward(self, input: Tensor) -> Tensor:
         weight = self.weight.data
+        bias = self.bias.data if self.bias is not None else None
         if (
             weight is not self._weight_seen
+            or bias is not self._bias_seen
             or type(input) is not Tensor
             or input.dtype is not self._dtype
             or input.shape != self._input_shape
             or input.device != self._device
         ):
-            input = self._accept(input, weight)
+            input = self._accept(input, weight, bias)
         self._input = input
-        if self.bias is None:
+        if bias is None:
             return input.mm(self._weight_t)
-        return self.bias.data.addmm(input, self._weight_t)
+        return bias.addmm(input, self._weight_t)
 
     def backward(self, grad_output: Tensor) -> Tensor:
         self.backward_parameters(grad_output)
