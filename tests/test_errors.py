@@ -850,6 +850,31 @@ def test_a_parameter_assigned_by_hand_must_fit_the_layer(
     assert torch.equal(layer(x), expected)
 
 
+@pytest.mark.parametrize("attribute", ["weight", "bias"])
+@pytest.mark.parametrize(
+    "make", [lambda t: t[:-1], lambda t: t.to(torch.float32)], ids=["shape", "dtype"]
+)
+def test_batch_norm_parameter_assigned_by_hand_must_fit(
+    attribute: str, make: Callable[[Tensor], Tensor]
+) -> None:
+    """Checked before the running statistics are updated: a failed training forward leaves
+    them as they were."""
+    layer = nn.BatchNorm1d(3, dtype=F64)
+    x = torch.randn(5, 3, dtype=F64)
+    parameter = getattr(layer, attribute)
+    good = parameter.data
+    parameter.data = make(good)
+    statistics = [b.clone() for _, b in layer.named_buffers()]
+    with raises(ValueError, f"BatchNorm1d: {attribute} has shape", "expected (3,), torch.float64"):
+        layer(x)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(statistics, [b for _, b in layer.named_buffers()], strict=True)
+    )
+    parameter.data = good
+    layer(x)
+
+
 def test_sequential_index_out_of_range() -> None:
     model = nn.mlp((2, 3, 2))
     assert model[-1] is model[2]

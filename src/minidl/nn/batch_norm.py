@@ -108,6 +108,7 @@ class BatchNorm1d(Module):
     def forward(self, input: Tensor) -> Tensor:
         check_input("BatchNorm1d", input, self.num_features)
         check_like_parameter("BatchNorm1d", input, self.running_mean, owner=self._owner())
+        self._check_parameters()
         if self.training:
             batch = input.shape[0]
             if batch < 2:
@@ -133,6 +134,25 @@ class BatchNorm1d(Module):
         if self.weight is None or self.bias is None:
             return normalized
         return torch.addcmul(self.bias.data, normalized, self.weight.data)
+
+    def _check_parameters(self) -> None:
+        """A weight or bias assigned by hand (``weight.data = ...``) must be like the running
+        statistics; checked before anything is updated."""
+        statistics = self.running_mean
+        for name, parameter in (("weight", self.weight), ("bias", self.bias)):
+            if parameter is None:
+                continue
+            data = parameter.data
+            if (
+                data.shape != statistics.shape
+                or data.dtype != statistics.dtype
+                or data.device != statistics.device
+            ):
+                raise ValueError(
+                    f"BatchNorm1d: {name} has shape {tuple(data.shape)}, {data.dtype} on "
+                    f"{data.device}, expected ({self.num_features},), {statistics.dtype} on "
+                    f"{statistics.device} like the running statistics"
+                )
 
     def _owner(self) -> str:
         """What the dtype and device messages call the tensors an input must match."""
