@@ -103,6 +103,25 @@ def test_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
         assert name in text
 
 
+@pytest.mark.parametrize("command", ["train", "reproduce"])
+def test_help_writes_defaults_as_they_are_typed(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Defaults as a user types them (``25,25,25``), none for flags and for options whose help
+    states its own default, so that no ``(default: None)`` or ``(default: False)`` remains."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for wrong in ("(default: None)", "(default: False)", "(default: ("):
+        assert wrong not in text
+    expected = {
+        "train": ["(default: 25,25,25)", "(default: tanh)", "(default: 400)", "else 60)"],
+        "reproduce": ["(default: 1,2,3)", "(default: 5)", "(default: the CPUs available)"],
+    }
+    for fragment in expected[command]:
+        assert fragment in text
+
+
 @pytest.mark.parametrize("activation", ["softmax", "tanh,gelu,relu"])
 def test_unknown_activation_lists_the_valid_names(
     activation: str, capsys: pytest.CaptureFixture[str]

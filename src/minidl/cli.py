@@ -17,6 +17,20 @@ OPTIMIZERS = ("sgd", "adadelta")
 SCHEDULERS = ("none", "step", "clr")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default after its help, written as it would be typed (``25,25,25``);
+    none for a flag, an option without a default, or a help that already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if default is None or isinstance(default, bool) or "default" in text:
+            return text
+        if isinstance(default, tuple):
+            return f"{text} (default: {','.join(str(part) for part in default)})"
+        return super()._get_help_string(action)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -83,7 +97,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
             "argument it runs Table I's Tanh row: cross-entropy, SGD, lr 1e-2, 400 epochs, "
             "batches of 100."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--activation",
@@ -163,7 +177,7 @@ def _add_reproduce_parser(
             "Re-run every experiment of the paper and write results/report.md, "
             "results/results.json and the figures."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--rounds", type=_positive_int, default=5, help="rounds per row")
     parser.add_argument(
