@@ -346,8 +346,17 @@ def test_stack_models_rejects_different_architectures() -> None:
     a = nn.mlp((2, 3, 2), "tanh")
     b = nn.mlp((2, 4, 2), "tanh")
     c = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 3), nn.Linear(3, 2))
-    with pytest.raises(ValueError, match="same shape"):
-        nn.stack_models([a, b])
+    with pytest.raises(
+        ValueError,
+        match=r"^stack_models: layer 0 differs between models\[0\] and models\[2\]: "
+        r"Linear\(in_features=2, out_features=3, bias=True\) of torch.float32 on cpu against "
+        r"Linear\(in_features=2, out_features=4, bias=True\) of torch.float32 on cpu$",
+    ):
+        nn.stack_models([a, a, b])
+    with pytest.raises(ValueError, match=r"layer 2 differs .* of torch.float32 on cpu against .* "):
+        nn.stack_models([a, nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2, bias=False))])
+    with pytest.raises(ValueError, match=r"layer 0 differs .* against .* of torch.float64 on cpu$"):
+        nn.stack_models([a, nn.mlp((2, 3, 2), "tanh", dtype=torch.float64)])
     with pytest.raises(ValueError, match="layer 1 is not an activation in every model"):
         nn.stack_models([a, c])
     with pytest.raises(ValueError, match="at least one"):

@@ -81,11 +81,11 @@ def stack_models(
     for position, reference in enumerate(first):
         column = [model[position] for model in models]
         if isinstance(reference, Linear):
-            if not all(isinstance(layer, Linear) for layer in column):
+            linears = [layer for layer in column if isinstance(layer, Linear)]
+            if len(linears) != len(column):
                 raise ValueError(f"stack_models: layer {position} is not a Linear in every model")
-            layers.append(
-                BatchedLinear.stack([layer for layer in column if isinstance(layer, Linear)])
-            )
+            _check_same_linear(position, linears)
+            layers.append(BatchedLinear.stack(linears))
         elif isinstance(reference, Activation):
             if not all(isinstance(layer, Activation) for layer in column):
                 raise ValueError(
@@ -105,6 +105,22 @@ def stack_models(
     if layout == "model":
         _lay_out_by_model(stacked.parameters(), len(models))
     return stacked
+
+
+def _check_same_linear(position: int, column: Sequence[Linear]) -> None:
+    """The ``Linear`` layers at ``position`` must agree in shape, bias, dtype and device."""
+
+    def description(layer: Linear) -> str:
+        data = layer.weight.data
+        return f"{layer!r} of {data.dtype} on {data.device}"
+
+    first = description(column[0])
+    for index, layer in enumerate(column[1:], start=1):
+        if description(layer) != first:
+            raise ValueError(
+                f"stack_models: layer {position} differs between models[0] and "
+                f"models[{index}]: {first} against {description(layer)}"
+            )
 
 
 def _activation_runs(column: Sequence[Activation]) -> list[tuple[Activation, int]]:
