@@ -28,6 +28,7 @@ from minidl.checkpoint import (
     _digests,
     _dump_header,
     load_checkpoint,
+    read_checkpoint,
     save_checkpoint,
 )
 from minidl.cli import main
@@ -168,8 +169,9 @@ def parts(
     optimizer: str = "sgd",
     scheduler: bool = True,
     dtype: torch.dtype = torch.float32,
+    activation: str = "tanh",
 ) -> Parts:
-    model = nn.mlp(sizes, "tanh", dtype=dtype, generator=torch.Generator().manual_seed(0))
+    model = nn.mlp(sizes, activation, dtype=dtype, generator=torch.Generator().manual_seed(0))
     opt: optim.Optimizer = (
         optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
         if optimizer == "sgd"
@@ -430,6 +432,16 @@ MISMATCHES: list[tuple[str, Callable[[], Parts], list[str]]] = [
         ["another architecture", "'2.weight' is not in the model", "'2.bias' is not in the model"],
     ),
     ("float64", lambda: parts(dtype=torch.float64), ["another architecture", "float64"]),
+    (
+        "another activation",
+        lambda: parts(activation="relu"),
+        [
+            "the checkpoint is for another model: the parameters fit, the modules differ",
+            "(1): Tanh()",
+            "(1): ReLU()",
+            "model.load_state_dict(read_checkpoint(path).model_state)",
+        ],
+    ),
     ("another optimizer", lambda: parts(optimizer="adadelta"), ["optimizer SGD, got Adadelta"]),
     (
         "momentum off",
@@ -453,6 +465,16 @@ def test_mismatched_checkpoint_is_refused_and_changes_nothing(
     with raises(CheckpointError, *fragments):
         load_checkpoint(good, *target[:3], generator=target[3])
     assert_same_state(state_of(target), before)
+
+
+def test_the_parameters_alone_load_into_a_model_with_other_modules(good: Path) -> None:
+    """What the refusal of another model suggests: the checkpoint's parameters, loaded with
+    ``load_state_dict``, into a network with other activations."""
+    saved = read_checkpoint(good).model_state
+    model = parts(activation="relu")[0]
+    model.load_state_dict(saved)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, saved[name])
 
 
 def _rmsprop_run(path: Path, **settings: Any) -> None:
@@ -582,8 +604,9 @@ def test_save_checkpoint_bad_arguments(
 
 def test_save_checkpoint_into_a_missing_folder(tmp_path: Path) -> None:
     model, _, _, _ = parts()
-    with pytest.raises(FileNotFoundError):
-        save_checkpoint(tmp_path / "missing" / "c", model)
+    folder = tmp_path / "missing"
+    with raises(FileNotFoundError, "save_checkpoint", repr(str(folder / "c")), "does not exist"):
+        save_checkpoint(folder / "c", model)
     assert list(tmp_path.iterdir()) == []
 
 

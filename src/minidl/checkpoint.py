@@ -15,7 +15,8 @@ before anything is written:
 
 * that the file is a well-formed safetensors file, byte for byte as minidl writes it;
 * the header's digest, format and version (a newer format is refused, naming both versions);
-* that the architecture matches the model (the message lists what differs);
+* that the architecture matches the model: the same parameters and buffers, and the same
+  modules (its ``repr``: activations and hyper-parameters); the message lists what differs;
 * every tensor's presence, shape, dtype, digest and finiteness;
 * that the optimizer and scheduler are of the saved classes and accept the saved state.
 
@@ -199,6 +200,12 @@ def save_checkpoint(
         )
     if Path(path).is_dir():
         raise CheckpointError(f"{where}: {os.fspath(path)!r} is a folder; give a file path")
+    folder = Path(path).parent
+    if not folder.is_dir():  # the error Python gives for it, with a message that says so
+        raise FileNotFoundError(
+            f"{where}: cannot write {os.fspath(path)!r}: the folder {os.fspath(folder)!r} does "
+            "not exist"
+        )
     history = History() if history is None else history
 
     tensors: dict[str, Tensor] = {
@@ -537,7 +544,15 @@ def _check_architecture(header: dict[str, Any], model: Module, where: str) -> No
     saved = {name: (shape, dtype) for name, shape, dtype in header["architecture"]["parameters"]}
     own = {name: (shape, dtype) for name, shape, dtype in architecture(model)["parameters"]}
     if saved == own:
-        return
+        if header["architecture"]["repr"] == repr(model):
+            return
+        # The same tensors, other modules: an activation or a hyper-parameter differs.
+        raise CheckpointError(
+            f"{where}: the checkpoint is for another model: the parameters fit, the modules "
+            f"differ.\ncheckpoint's model: {header['architecture']['repr']}\nthis model: "
+            f"{model!r}\n(to load the parameters alone into this model: "
+            "model.load_state_dict(read_checkpoint(path).model_state))"
+        )
     differences = []
     for name, (shape, dtype) in own.items():
         if name not in saved:
