@@ -256,8 +256,16 @@ def test_unsupported_layers_are_named_with_their_path() -> None:
         from_torch(torch.nn.BatchNorm1d(3, momentum=None))
     with pytest.raises(ConversionError, match=r"affine without a bias \(bias=False\)"):
         from_torch(torch.nn.BatchNorm1d(3, bias=False))
-    with pytest.raises(ConversionError, match=r"the model itself of type .*GELU"):
+    with pytest.raises(ConversionError, match=r"cannot convert the model itself, of type .*GELU"):
         from_torch(torch.nn.GELU())
+    stack = nn.stack_models([nn.mlp((2, 3, 2)) for _ in range(2)])
+    with pytest.raises(
+        ConversionError,
+        match=r"to_torch: cannot convert the layer at '0' of type .*BatchedLinear \(a stack of "
+        r"models: convert each, from minidl\.nn\.unstack_model\(stack, index\)\)",
+    ):
+        to_torch(stack)
+    to_torch(nn.unstack_model(stack, 1))
     model = nn.Sequential(nn.Linear(2, 2), nn.Residual(nn.Sequential(nn.Tanh(), _Custom())))
     with pytest.raises(ConversionError, match=r"to_torch: .* at '1\.block\.1' of type .*_Custom"):
         to_torch(model)

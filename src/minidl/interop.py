@@ -71,7 +71,8 @@ class TorchResidual(tnn.Module):
 
 
 def _path_name(path: str) -> str:
-    return repr(path) if path else "the model itself"
+    """Where a layer is: ``"the layer at '1.0'"``, or ``"the model itself,"``."""
+    return f"the layer at {path!r}" if path else "the model itself,"
 
 
 def _copy_parameter(target: Tensor, source: Tensor) -> None:
@@ -164,9 +165,15 @@ def _to_torch(module: Module, path: str) -> tnn.Module:
     elif kind in _SIMPLE_TO_TORCH:
         result = _SIMPLE_TO_TORCH[kind]()
     else:
+        hint = (
+            " (a stack of models: convert each, from minidl.nn.unstack_model(stack, index))"
+            if kind in (nn.BatchedLinear, nn.StackedActivation)
+            else ""
+        )
         raise ConversionError(
-            f"to_torch: cannot convert the layer at {_path_name(path)} of type "
-            f"{kind.__module__}.{kind.__qualname__}; supported: {', '.join(_SUPPORTED_MINIDL)}"
+            f"to_torch: cannot convert {_path_name(path)} of type "
+            f"{kind.__module__}.{kind.__qualname__}{hint}; supported: "
+            f"{', '.join(_SUPPORTED_MINIDL)}"
         )
     result.train(module.training)
     return result
@@ -199,7 +206,7 @@ def _unsupported(path: str, module: tnn.Module, why: str = "") -> ConversionErro
     kind = type(module)
     detail = f" ({why})" if why else ""
     return ConversionError(
-        f"from_torch: cannot convert the layer at {_path_name(path)} of type "
+        f"from_torch: cannot convert {_path_name(path)} of type "
         f"{kind.__module__}.{kind.__qualname__}{detail}; supported: "
         f"{', '.join(_SUPPORTED_TORCH)}"
     )
