@@ -434,6 +434,7 @@ def test_a_slice_of_a_sequential_shares_its_modules_and_moves_nothing(part: slic
     assert flat_buffer([p.data for p in model.parameters()]) is not None
     # The slice holds the model's own Parameter objects, so it sees the trained values.
     assert sliced.parameters()[0] is first.weight
+    assert sliced.training and not model.eval()[part].training
 
 
 def test_a_sequential_of_another_ones_consecutive_modules_keeps_its_buffer() -> None:

@@ -112,6 +112,7 @@ class Sequential(Module):
             # they do not tile one buffer and __init__ would move them out of this model's).
             part = Sequential.__new__(Sequential)
             part._chain(self._layers[index])
+            part.training = self.training  # its modules are in this model's mode
             return part
         if isinstance(index, bool) or not hasattr(index, "__index__"):
             raise TypeError(
