@@ -36,6 +36,27 @@ def test_mse_class_index_target_is_one_hot(reduction: str, shape: tuple[int, int
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=str)
+@pytest.mark.parametrize("stacked", [False, True], ids=["(N, C)", "(R, N, C)"])
+def test_mse_class_indices_give_the_bits_of_one_hot_targets(
+    dtype: torch.dtype, stacked: bool
+) -> None:
+    """Loss and gradient, call after call (the quick path once the shape is known), are the
+    bits of the same loss given one-hot targets; signed zeros and large values included."""
+    generator = torch.Generator().manual_seed(0)
+    shape = (3, 7, 4) if stacked else (7, 4)
+    by_index, by_one_hot = nn.MSELoss(), nn.MSELoss()
+    for call in range(4):
+        prediction = torch.randn(*shape, generator=generator, dtype=dtype) * 10.0**call
+        prediction[..., 0, :2] = torch.tensor([-0.0, 0.0], dtype=dtype)
+        indices = torch.randint(0, shape[-1], shape[:-1], generator=generator)
+        one_hot = F.one_hot(indices, shape[-1]).to(dtype)
+        assert torch.equal(by_index(prediction, indices), by_one_hot(prediction, one_hot))
+        index_gradient, one_hot_gradient = by_index.backward(), by_one_hot.backward()
+        assert torch.equal(index_gradient, one_hot_gradient)
+        assert torch.equal(index_gradient.signbit(), one_hot_gradient.signbit())
+
+
 def test_mse_paper_reduction_is_sum_over_outputs_mean_over_samples() -> None:
     prediction = torch.tensor([[0.5, -1.0], [2.0, 0.0], [1.0, 1.0]], dtype=F64)
     target = torch.tensor([1, 0, 1])

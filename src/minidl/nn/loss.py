@@ -21,6 +21,11 @@ class Loss(Module):
     For R stacked models (see :class:`~minidl.nn.BatchedLinear`) the prediction has shape
     ``(R, N, C)`` and the target a leading ``R`` too; ``forward`` then returns the R losses
     (shape ``(R,)``) and ``backward`` the gradient of their sum, which is each model's own.
+
+    Class-index targets of the dtype and shape of the last accepted ones are range-checked by
+    the kernel that reads them (``gather``, ``scatter_add``), not by a pass of their own: on the
+    CPU an index out of range is a ValueError naming it, and nothing is changed; on a GPU it
+    stops the device with an assertion, as PyTorch's losses do.
     """
 
     def __init__(self) -> None:

@@ -51,23 +51,49 @@ class MSELoss(Loss):
         self.reduction: Reduction = reduction
         self._difference: Tensor | None = None
         self._scale = 0.0
+        # -1 in the shape of the class indices plus a last dimension of 1, made once per
+        # prediction shape, dtype and device (see _minus_one_hot).
+        self._minus_ones_for: tuple[int, ...] | None = None
+        self._minus_ones = torch.zeros(0)
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction = self._check_prediction(prediction)
         if not isinstance(target, Tensor):
             raise TypeError(f"MSELoss: expected a torch.Tensor target, got {type(target).__name__}")
         if target.dim() == prediction.dim() - 1 and not target.is_floating_point():
-            self._check_class_indices(target, prediction)
-            target = torch.zeros_like(prediction).scatter_(-1, target.unsqueeze(-1), 1.0)
+            difference = self._minus_one_hot(prediction, target)
         else:
             self._check_dense_target(target, prediction, class_indices=True)
+            difference = prediction - target
         batch, outputs = prediction.shape[-2:]
         denominator = {"paper": batch, "mean": batch * outputs, "sum": 1}[self.reduction]
-        difference = prediction - target
         self._difference = difference
         self._scale = 2.0 / denominator
         self._has_forward = True
         return difference.square().sum(dim=(-2, -1)).div_(denominator)
+
+    def _minus_one_hot(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """``prediction`` minus the one-hot rows of the class indices ``target``, as one
+        ``scatter_add`` of -1 at each row's class: the same bits as subtracting a one-hot tensor
+        (``z + (-1) = z - 1`` and ``z - 0 = z``), without making one. An index out of range (or
+        on another device), which ``scatter_add`` refuses, is named by the full check."""
+        # (_check_prediction leaves the prediction's shape in _prediction_shape)
+        if target.dtype is not torch.int64 or target.shape != self._prediction_shape[:-1]:
+            self._check_class_indices(target, prediction)
+        if self._minus_ones_for is not self._prediction_shape:
+            with torch.inference_mode(False):  # a normal tensor, used in and out of it
+                self._minus_ones = torch.full(
+                    (*prediction.shape[:-1], 1),
+                    -1.0,
+                    dtype=prediction.dtype,
+                    device=prediction.device,
+                )
+            self._minus_ones_for = self._prediction_shape
+        try:
+            return prediction.scatter_add(-1, target.unsqueeze(-1), self._minus_ones)
+        except RuntimeError:
+            self._check_class_indices(target, prediction)
+            raise
 
     def _gradient(self) -> Tensor:
         assert self._difference is not None
