@@ -14,6 +14,7 @@ from torch import Tensor
 
 from minidl import nn, optim
 from minidl.data import BatchIterator, make_disk_data
+from minidl.rounds import fit_rounds
 from minidl.train import fit
 
 F64 = torch.float64
@@ -873,6 +874,45 @@ def test_batch_norm_parameter_assigned_by_hand_must_fit(
     )
     parameter.data = good
     layer(x)
+
+
+@pytest.mark.parametrize(
+    ("criterion", "target"),
+    [
+        (nn.L1Loss(), torch.zeros(2, 4, 3, dtype=F64)),
+        (nn.HuberLoss(), torch.zeros(2, 4, 3, dtype=F64)),
+        (nn.BCEWithLogitsLoss(), torch.zeros(2, 4, 3, dtype=F64)),
+        (nn.NLLLoss(), torch.zeros(2, 4, dtype=torch.int64)),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, nn.Loss) else "",
+)
+def test_losses_without_stacks_refuse_stacked_predictions(
+    criterion: nn.Loss, target: Tensor
+) -> None:
+    """They reduce over a batch of (N, C): a stack's (R, N, C) would be read as one batch, its
+    mean over all R models, each model's gradient R times too small. Refused, in the loss, in
+    a StackedLoss and in fit_rounds, with the cache of the last good call kept."""
+    assert not criterion.stacks and nn.CrossEntropyLoss.stacks and nn.MSELoss.stacks
+    name = type(criterion).__name__
+    good = torch.zeros(4, 3, dtype=F64)
+    criterion(good, target[0])
+    expected = criterion.backward().clone()
+    with raises(ValueError, f"{name}: expected a prediction of shape (N, C), got shape (2, 4, 3)"):
+        criterion(torch.zeros(2, 4, 3, dtype=F64), target)
+    assert torch.equal(criterion.backward(), expected)
+    with raises(TypeError, f"StackedLoss: run 1 holds {name}, which does not take stacked"):
+        nn.StackedLoss([(nn.MSELoss(), 1), (criterion, 1)])
+    models = [nn.mlp((2, 3), generator=torch.Generator().manual_seed(0)) for _ in range(2)]
+    with raises(TypeError, f"fit_rounds: criterion {name} does not take stacked predictions"):
+        fit_rounds(
+            models,
+            criterion,
+            lambda stack: optim.SGD(stack.parameters(), lr=0.1),
+            [(torch.zeros(4, 2), torch.zeros(4, dtype=torch.int64))] * 2,
+            epochs=1,
+            batch_size=2,
+            generators=[torch.Generator(), torch.Generator()],
+        )
 
 
 def test_sequential_index_out_of_range() -> None:

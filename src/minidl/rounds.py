@@ -128,6 +128,11 @@ def fit_rounds(
         raise TypeError(
             f"fit_rounds: criterion must be a minidl Loss, got {type(criterion).__name__}"
         )
+    if not criterion.stacks:
+        raise TypeError(
+            f"fit_rounds: criterion {type(criterion).__name__} does not take stacked predictions "
+            "(R, N, C); CrossEntropyLoss, MSELoss and a StackedLoss of them do"
+        )
     for name, sets in (("train_sets", train_sets), ("validation_sets", validation_sets or ())):
         for index, pair in enumerate(sets):
             if not (

@@ -35,6 +35,8 @@ class CrossEntropyLoss(Loss):
         0.6931
     """
 
+    stacks = True
+
     def __init__(self) -> None:
         super().__init__()
         self._log_probabilities: Tensor | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -21,12 +23,17 @@ class Loss(Module):
     For R stacked models (see :class:`~minidl.nn.BatchedLinear`) the prediction has shape
     ``(R, N, C)`` and the target a leading ``R`` too; ``forward`` then returns the R losses
     (shape ``(R,)``) and ``backward`` the gradient of their sum, which is each model's own.
+    Losses that do so (:class:`~minidl.nn.CrossEntropyLoss`, :class:`~minidl.nn.MSELoss`) set
+    :attr:`stacks`; the others refuse a stacked prediction, as a subclass does unless it sets it.
 
     Class-index targets of the dtype and shape of the last accepted ones are range-checked by
     the kernel that reads them (``gather``, ``scatter_add``), not by a pass of their own: on the
     CPU an index out of range is a ValueError naming it, and nothing is changed; on a GPU it
     stops the device with an assertion, as PyTorch's losses do.
     """
+
+    #: Whether ``forward`` takes stacked predictions ``(R, N, C)`` (one loss per model).
+    stacks: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,6 +56,12 @@ class Loss(Module):
             return prediction
         name = type(self).__name__
         if isinstance(prediction, Tensor) and prediction.dim() == 3:
+            if not self.stacks:
+                raise ValueError(
+                    f"{name}: expected a prediction of shape (N, C), got shape "
+                    f"{tuple(prediction.shape)}; stacked predictions (R, N, C) are taken by "
+                    "CrossEntropyLoss and MSELoss"
+                )
             check_input(name, prediction[0])
         else:
             prediction = check_input(name, prediction)

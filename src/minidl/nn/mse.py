@@ -42,6 +42,8 @@ class MSELoss(Loss):
         (1.0, [[-1.0, 0.0], [0.0, -1.0]])
     """
 
+    stacks = True
+
     def __init__(self, reduction: Reduction = "paper") -> None:
         super().__init__()
         if reduction not in ("paper", "mean", "sum"):

@@ -39,6 +39,8 @@ class StackedLoss(Loss):
         torch.Size([2])
     """
 
+    stacks = True
+
     def __init__(self, runs: Sequence[tuple[Loss, int]]) -> None:
         super().__init__()
         bounds = check_runs("StackedLoss", runs, Loss)
@@ -46,6 +48,11 @@ class StackedLoss(Loss):
             if isinstance(criterion, StackedLoss):
                 raise TypeError(
                     f"StackedLoss: run {index} must hold a single loss, got StackedLoss"
+                )
+            if not criterion.stacks:
+                raise TypeError(
+                    f"StackedLoss: run {index} holds {type(criterion).__name__}, which does not "
+                    "take stacked predictions (R, N, C); CrossEntropyLoss and MSELoss do"
                 )
             # Named by the models it covers: the repr reads "(0:5): MSELoss(...)".
             self.register_module(f"{start}:{stop}", criterion)
