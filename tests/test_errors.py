@@ -177,7 +177,7 @@ def test_target_of_wrong_shape(criterion: nn.Loss) -> None:
     )
 
 
-@pytest.mark.parametrize("criterion", LOSSES, ids=repr)
+@pytest.mark.parametrize("criterion", [*LOSSES, nn.NLLLoss()], ids=repr)
 @pytest.mark.parametrize("bad_index", [-1, 3, 7])
 def test_class_index_out_of_range(criterion: nn.Loss, bad_index: int) -> None:
     _expect_loss_error_keeps_cache(
