@@ -140,6 +140,38 @@ def test_from_torch_gives_the_same_outputs_and_gradients(training: bool) -> None
     _compare(model, original, training)
 
 
+def test_a_torch_module_used_at_several_places_is_converted_at_each() -> None:
+    """torch runs a module object as often as it appears (an activation reused is common);
+    named_children() lists it once. Each place becomes its own minidl module, with the same
+    outputs and gradients; a module with parameters at two places (shared weights) is refused,
+    naming both places."""
+    generator = torch.Generator().manual_seed(0)
+    tanh, relu = torch.nn.Tanh(), torch.nn.ReLU()
+    layers = [torch.nn.Linear(5, 5), tanh, torch.nn.Linear(5, 5), relu, torch.nn.Linear(5, 5)]
+    original = torch.nn.Sequential(*layers, tanh, torch.nn.Sequential(relu, torch.nn.Linear(5, 2)))
+    original = original.to(F64)
+    for parameter in original.parameters():
+        parameter.data.normal_(generator=generator)
+    model = from_torch(original)
+    assert [type(m).__name__ for m in model][:6] == [
+        "Linear",
+        "Tanh",
+        "Linear",
+        "ReLU",
+        "Linear",
+        "Tanh",
+    ]
+    assert len({id(m) for _, m in model.named_modules()}) == len(list(model.named_modules()))
+    _compare(model, original, training=True)
+    shared = torch.nn.Linear(2, 2)
+    with pytest.raises(
+        ConversionError,
+        match=r"^from_torch: the layer at '2\.0' is the Linear already at '0': one module used at "
+        r"two places \(shared weights\)",
+    ):
+        from_torch(torch.nn.Sequential(shared, torch.nn.Tanh(), torch.nn.Sequential(shared)))
+
+
 def test_layer_options_survive_conversion() -> None:
     model = from_torch(_torch_model())
     assert isinstance(model, nn.Sequential)

@@ -197,7 +197,7 @@ def from_torch(model: tnn.Module) -> Module:
     """
     if not isinstance(model, tnn.Module):
         raise TypeError(f"from_torch: expected a torch.nn.Module, got {type(model).__name__}")
-    converted = _from_torch(model, "")
+    converted = _from_torch(model, "", {})
     converted.train(model.training)
     return converted
 
@@ -212,14 +212,28 @@ def _unsupported(path: str, module: tnn.Module, why: str = "") -> ConversionErro
     )
 
 
-def _from_torch(module: tnn.Module, path: str) -> Module:
+def _from_torch(module: tnn.Module, path: str, trained: dict[int, str]) -> Module:
+    """``module`` converted; ``trained`` maps the modules with parameters converted so far to
+    their paths (a torch model may use one module at several places, which minidl cannot)."""
     kind = type(module)
+    if any(True for _ in module.parameters()):
+        if id(module) in trained:
+            raise ConversionError(
+                f"from_torch: {_path_name(path)} is the {kind.__qualname__} already at "
+                f"{trained[id(module)]!r}: one module used at two places (shared weights), "
+                "which minidl cannot express (each of its modules keeps its own forward's "
+                "cache for its backward)"
+            )
+        trained[id(module)] = path
     scratch = torch.Generator().manual_seed(_SCRATCH_SEED)
     result: Module
     if kind is tnn.Sequential:
+        # Every place, as torch's forward runs them: named_children() would skip a module
+        # used twice (an activation object reused is common); each place gets its own.
         children = [
-            _from_torch(child, f"{path}.{name}" if path else name)
-            for name, child in module.named_children()
+            _from_torch(child, f"{path}.{name}" if path else name, trained)
+            for name, child in module._modules.items()
+            if child is not None
         ]
         result = nn.Sequential(*children)
     elif kind is tnn.Linear:
@@ -265,7 +279,9 @@ def _from_torch(module: tnn.Module, path: str) -> Module:
         result = norm
     elif kind is TorchResidual:
         assert isinstance(module, TorchResidual)
-        result = nn.Residual(_from_torch(module.block, f"{path}.block" if path else "block"))
+        result = nn.Residual(
+            _from_torch(module.block, f"{path}.block" if path else "block", trained)
+        )
     elif kind is tnn.LeakyReLU:
         assert isinstance(module, tnn.LeakyReLU)
         result = nn.LeakyReLU(module.negative_slope)
