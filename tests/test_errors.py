@@ -915,6 +915,27 @@ def test_losses_without_stacks_refuse_stacked_predictions(
         )
 
 
+def test_sequential_refuses_a_module_at_two_places() -> None:
+    """A module keeps its last forward's cache for its backward: one object at two places
+    (an activation reused as in ``torch.nn``, even inside a nested block) would give wrong
+    gradients without an error. Refused, naming both places; a new object per place is fine."""
+    tanh, linear = nn.Tanh(), nn.Linear(3, 3)
+    with raises(
+        ValueError,
+        "Sequential: the Tanh at '3' is the same object as the one at '1'",
+        "each place needs its own (e.g. a second Tanh())",
+    ):
+        nn.Sequential(nn.Linear(2, 3), tanh, nn.Linear(3, 3), tanh)
+    with raises(ValueError, "the Linear at '2' is the same object as the one at '0'", "weights"):
+        nn.Sequential(linear, nn.Tanh(), linear)
+    with raises(ValueError, "the Tanh at '1.block.1' is the same object as the one at '0.0'"):
+        nn.Sequential(nn.Sequential(tanh), nn.Residual(nn.Sequential(nn.Linear(3, 3), tanh)))
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 3), nn.Tanh())
+    with raises(ValueError, "the Sequential at '1' is the same object as the one at '0'"):
+        nn.Sequential(model, model)
+    assert len(nn.Sequential(model[:2], model[2:])) == 2  # the same modules, each once
+
+
 def test_sequential_index_out_of_range() -> None:
     model = nn.mlp((2, 3, 2))
     assert model[-1] is model[2]

@@ -54,12 +54,28 @@ class Sequential(Module):
     def _chain(self, modules: tuple[Module, ...]) -> None:
         """Everything ``__init__`` does but the flattening."""
         super().__init__()
+        places: dict[int, str] = {}  # id of every module in the chain -> its path
         for index, module in enumerate(modules):
             if not isinstance(module, Module):
                 raise TypeError(
                     f"Sequential: argument {index} must be a minidl Module, "
                     f"got {type(module).__name__}"
                 )
+            for path, part in module.named_modules(str(index)):
+                if id(part) in places:
+                    # Its second forward would overwrite the cache its first backward needs.
+                    name = type(part).__name__
+                    hint = (
+                        "weights cannot be shared between places"
+                        if part.parameters()
+                        else f"e.g. a second {name}()"
+                    )
+                    raise ValueError(
+                        f"Sequential: the {name} at {path!r} is the same object as the one at "
+                        f"{places[id(part)]!r}; a module keeps what its last forward computed "
+                        f"for its backward, so each place needs its own ({hint})"
+                    )
+                places[id(part)] = path
             self.register_module(str(index), module)
         self._layers: tuple[Module, ...] = tuple(modules)
         self._reversed: tuple[Module, ...] = tuple(reversed(modules))
