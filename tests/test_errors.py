@@ -936,6 +936,15 @@ def test_sequential_refuses_a_module_at_two_places() -> None:
     assert len(nn.Sequential(model[:2], model[2:])) == 2  # the same modules, each once
 
 
+def test_stacked_modules_refuse_one_object_in_two_runs() -> None:
+    """Each run's forward would overwrite the cache of the other's backward."""
+    tanh, loss = nn.Tanh(), nn.MSELoss()
+    with raises(ValueError, "StackedActivation: run 2 holds the same Tanh object as run 0"):
+        nn.StackedActivation([(tanh, 2), (nn.ReLU(), 1), (tanh, 3)])
+    with raises(ValueError, "StackedLoss: run 2 holds the same MSELoss object as run 0"):
+        nn.StackedLoss([(loss, 2), (nn.CrossEntropyLoss(), 1), (loss, 3)])
+
+
 def test_sequential_index_out_of_range() -> None:
     model = nn.mlp((2, 3, 2))
     assert model[-1] is model[2]

@@ -126,12 +126,20 @@ def check_runs(
         raise ValueError(f"{where}: expected at least one ({kind.__name__.lower()}, models) run")
     bounds = []
     start = 0
+    runs_of: dict[int, int] = {}  # id of each run's module -> the run
     for index, (module, models) in enumerate(runs):
         if not isinstance(module, kind):
             raise TypeError(
                 f"{where}: run {index} must hold a minidl {kind.__name__}, got "
                 f"{type(module).__name__}"
             )
+        if id(module) in runs_of:
+            raise ValueError(
+                f"{where}: run {index} holds the same {type(module).__name__} object as run "
+                f"{runs_of[id(module)]}; each run needs its own (a module keeps its last "
+                "forward's cache for its backward)"
+            )
+        runs_of[id(module)] = index
         if isinstance(models, bool) or not isinstance(models, int) or models < 1:
             raise ValueError(
                 f"{where}: run {index} must cover a positive number of models, got {models!r}"
