@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -95,6 +96,21 @@ class Loss(Module):
                 f"{name}: class index {bad} is out of range for {classes} classes "
                 f"(expected values in [0, {classes - 1}])"
             )
+
+    def _read_class_indices(
+        self, target: Tensor, prediction: Tensor, read: Callable[[Tensor], Tensor]
+    ) -> Tensor:
+        """``read(target.unsqueeze(-1))``, a kernel that reads the class indices (``gather``,
+        ``scatter_add``) and range-checks them as it does; indices unlike the last accepted ones
+        get the full check first, and an index the kernel refuses is named by it."""
+        # (_check_prediction leaves the prediction's shape in _prediction_shape)
+        if target.dtype is not torch.int64 or target.shape != self._prediction_shape[:-1]:
+            self._check_class_indices(target, prediction)
+        try:
+            return read(target.unsqueeze(-1))
+        except RuntimeError:
+            self._check_class_indices(target, prediction)
+            raise
 
     def _check_dense_target(
         self, target: Tensor, prediction: Tensor, *, class_indices: bool = False

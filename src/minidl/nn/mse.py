@@ -79,9 +79,6 @@ class MSELoss(Loss):
         ``scatter_add`` of -1 at each row's class: the same bits as subtracting a one-hot tensor
         (``z + (-1) = z - 1`` and ``z - 0 = z``), without making one. An index out of range (or
         on another device), which ``scatter_add`` refuses, is named by the full check."""
-        # (_check_prediction leaves the prediction's shape in _prediction_shape)
-        if target.dtype is not torch.int64 or target.shape != self._prediction_shape[:-1]:
-            self._check_class_indices(target, prediction)
         if self._minus_ones_for is not self._prediction_shape:
             with torch.inference_mode(False):  # a normal tensor, used in and out of it
                 self._minus_ones = torch.full(
@@ -91,11 +88,10 @@ class MSELoss(Loss):
                     device=prediction.device,
                 )
             self._minus_ones_for = self._prediction_shape
-        try:
-            return prediction.scatter_add(-1, target.unsqueeze(-1), self._minus_ones)
-        except RuntimeError:
-            self._check_class_indices(target, prediction)
-            raise
+        minus_ones = self._minus_ones
+        return self._read_class_indices(
+            target, prediction, lambda index: prediction.scatter_add(-1, index, minus_ones)
+        )
 
     def _gradient(self) -> Tensor:
         assert self._difference is not None

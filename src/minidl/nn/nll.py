@@ -46,15 +46,9 @@ class NLLLoss(Loss):
         log_probabilities = self._check_prediction(prediction)
         if not isinstance(target, Tensor):
             raise TypeError(f"NLLLoss: expected a torch.Tensor target, got {type(target).__name__}")
-        # (_check_prediction leaves the prediction's shape in _prediction_shape) Indices of
-        # the shape and dtype seen before are range-checked by gather (see Loss).
-        if target.dtype is not torch.int64 or target.shape != self._prediction_shape[:-1]:
-            self._check_class_indices(target, log_probabilities)
-        try:
-            picked = log_probabilities.gather(1, target.unsqueeze(1))
-        except RuntimeError:
-            self._check_class_indices(target, log_probabilities)
-            raise
+        picked = self._read_class_indices(
+            target, log_probabilities, lambda index: log_probabilities.gather(1, index)
+        )
         self._scale = 1.0 / log_probabilities.shape[0] if self.reduction == "mean" else 1.0
         self._prediction, self._target = log_probabilities, target
         self._has_forward = True
