@@ -198,3 +198,61 @@ def test_to_torch_inside_gives_a_model_autograd_trains() -> None:
     inside, outside = gradients(True), gradients(False)
     assert len(inside) == 6
     _assert_same(inside, outside)
+
+
+def _callback_state(kept: list[Tensor]) -> Callable[..., None]:
+    """An ``on_epoch`` that checks it runs as ordinary code: outside inference mode, with
+    autograd and in-place changes of what it made available."""
+
+    def on_epoch(*_: object) -> None:
+        assert not torch.is_inference_mode_enabled()
+        weight = torch.ones(2, requires_grad=True)
+        (weight * 3.0).sum().backward()
+        assert weight.grad is not None and weight.grad.tolist() == [3.0, 3.0]
+        made = torch.zeros(2)
+        made.add_(1)  # an inference tensor would refuse this outside inference mode
+        kept.append(made)
+
+    return on_epoch
+
+
+def test_fit_calls_on_epoch_outside_inference_mode() -> None:
+    from minidl.train import fit
+
+    torch.manual_seed(0)
+    model = _mlp()
+    x, y = torch.randn(12, 3), torch.randint(0, 2, (12,))
+    kept: list[Tensor] = []
+    fit(
+        model,
+        nn.CrossEntropyLoss(),
+        optim.SGD(model.parameters(), lr=0.1),
+        x,
+        y,
+        epochs=3,
+        batch_size=4,
+        validation=(x, y),
+        on_epoch=_callback_state(kept),
+    )
+    assert len(kept) == 3 and not any(t.is_inference() for t in kept)
+
+
+def test_fit_rounds_calls_on_epoch_outside_inference_mode() -> None:
+    from minidl.rounds import fit_rounds
+
+    torch.manual_seed(0)
+    models = [nn.mlp((3, 6, 2), "tanh") for _ in range(2)]
+    x, y = torch.randn(12, 3), torch.randint(0, 2, (12,))
+    kept: list[Tensor] = []
+    fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        lambda stack: optim.SGD(stack.parameters(), lr=0.1),
+        [(x, y)] * 2,
+        epochs=3,
+        batch_size=4,
+        generators=[torch.Generator().manual_seed(r) for r in range(2)],
+        validation_sets=[(x, y)] * 2,
+        on_epoch=_callback_state(kept),
+    )
+    assert len(kept) == 3 and not any(t.is_inference() for t in kept)

@@ -16,7 +16,7 @@ from minidl.optim import SGD, Adadelta, CyclicLR, StepDecay
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 from minidl.rounds import PerModel, fit_rounds, stacked_error_rates
-from minidl.train import History, error_rate, fit
+from minidl.train import EpochRecord, History, error_rate, fit
 
 ROUNDS = 3
 DTYPE = torch.float64
@@ -420,6 +420,43 @@ def test_fit_rounds_rejects_mismatched_lengths() -> None:
             epochs=1,
             generators=[],
         )
+
+
+def test_a_run_stopped_by_on_epoch_leaves_the_models_where_it_stopped() -> None:
+    data = [make_disk_data(40, 10, 10, seed=r, dtype=DTYPE) for r in range(2)]
+
+    def models() -> list[nn.Sequential]:
+        made = []
+        for r in range(2):
+            torch.manual_seed(r)
+            made.append(nn.mlp((2, 5, 2), "tanh", dtype=DTYPE))
+        return made
+
+    def train(models: list[nn.Sequential], epochs: int, stop_after: int | None = None) -> None:
+        def on_epoch(epoch: int, records: list[EpochRecord]) -> None:
+            if epoch == stop_after:
+                raise KeyboardInterrupt
+
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1, momentum=0.9),
+            [(d.train.x, d.train.y) for d in data],
+            epochs=epochs,
+            batch_size=10,
+            generators=[torch.Generator().manual_seed(r) for r in range(2)],
+            on_epoch=on_epoch,
+        )
+
+    stopped, three_epochs = models(), models()
+    initial = [[p.data.clone() for p in model.parameters()] for model in stopped]
+    with pytest.raises(KeyboardInterrupt):
+        train(stopped, epochs=6, stop_after=2)
+    train(three_epochs, epochs=3)
+    for model, reference, start in zip(stopped, three_epochs, initial, strict=True):
+        for p, q, p0 in zip(model.parameters(), reference.parameters(), start, strict=True):
+            assert torch.equal(p.data, q.data)
+            assert not torch.equal(p.data, p0)
 
 
 @pytest.mark.parametrize("index", [0, 2, 3])

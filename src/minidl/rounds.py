@@ -97,7 +97,8 @@ def fit_rounds(
     would leave it when trained alone on ``train_sets[r]`` shuffled by ``generators[r]``.
 
     The models are stacked, trained together and their trained parameters are copied back into
-    ``models`` (in place). Each epoch draws one permutation per model from its generator (as
+    ``models`` (in place) when training ends, also when it stops with an exception (from a step
+    or from ``on_epoch``), so that each model holds its parameters of that moment. Each epoch draws one permutation per model from its generator (as
     :class:`~minidl.data.BatchIterator` does), so each model sees its own data in its own order.
     The optimizer and the optional scheduler are built on the stack by the two factories; as all
     of minidl's optimizers are element-wise, this is one optimizer per model with the same
@@ -116,7 +117,9 @@ def fit_rounds(
         generators: R generators of the shuffles.
         make_scheduler: builds an optional schedule on the optimizer (it may return ``None``).
         validation_sets: R optional pairs evaluated after each epoch.
-        on_epoch: called after each epoch with the epoch and the R :class:`EpochRecord`.
+        on_epoch: called after each epoch with the epoch and the R :class:`EpochRecord`,
+            outside ``torch.inference_mode()`` (in which the steps run). ``models`` get the
+            trained parameters only when training ends, so they are not updated yet here.
 
     Returns:
         The R histories, as :func:`~minidl.train.fit` would return them.
@@ -231,58 +234,63 @@ def fit_rounds(
     histories = [History() for _ in range(rounds)]
     batches_per_epoch = -(-samples // batch_size)
     stacked.train()
-    with torch.inference_mode():
+    # The models get the stack's parameters even when a step or on_epoch raises (as fit
+    # leaves a model where it stopped).
+    try:
         for epoch in range(epochs):
-            epoch_lrs = [optimizers[owner[index]].lr for index in range(rounds)]
-            order = torch.cat(
-                [torch.randperm(samples, generator=generator) for generator in generators]
-            ).to(x_all.device)
-            # Row r * samples + i of the flattened sets is sample i of model r.
-            order.add_(model_offsets)
-            x_epoch = x_flat.index_select(0, order).view(rounds, samples, -1)
-            y_epoch = y_flat.index_select(0, order).view(rounds, samples)
-            total_loss = torch.zeros(rounds, dtype=torch.float64, device=x_all.device)
-            for x_batch, y_batch in zip(
-                torch.split(x_epoch, batch_size, dim=1),
-                torch.split(y_epoch, batch_size, dim=1),
-                strict=True,
-            ):
-                if per_batch:
-                    for index, history in enumerate(histories):
-                        scheduler = schedulers[owner[index]]
-                        if scheduler is not None and scheduler.interval == "batch":
-                            history.batch_lr.append(optimizers[owner[index]].lr)
-                zero_grad()
-                loss = criterion(stacked(x_batch), y_batch)
-                stacked.backward_parameters(criterion.backward())
-                for optimizer in optimizers:
-                    optimizer.step()
-                total_loss.add_(loss)
-                for scheduler in per_batch:
+            # The steps skip autograd's bookkeeping; on_epoch runs outside, as the caller's code.
+            with torch.inference_mode():
+                epoch_lrs = [optimizers[owner[index]].lr for index in range(rounds)]
+                order = torch.cat(
+                    [torch.randperm(samples, generator=generator) for generator in generators]
+                ).to(x_all.device)
+                # Row r * samples + i of the flattened sets is sample i of model r.
+                order.add_(model_offsets)
+                x_epoch = x_flat.index_select(0, order).view(rounds, samples, -1)
+                y_epoch = y_flat.index_select(0, order).view(rounds, samples)
+                total_loss = torch.zeros(rounds, dtype=torch.float64, device=x_all.device)
+                for x_batch, y_batch in zip(
+                    torch.split(x_epoch, batch_size, dim=1),
+                    torch.split(y_epoch, batch_size, dim=1),
+                    strict=True,
+                ):
+                    if per_batch:
+                        for index, history in enumerate(histories):
+                            scheduler = schedulers[owner[index]]
+                            if scheduler is not None and scheduler.interval == "batch":
+                                history.batch_lr.append(optimizers[owner[index]].lr)
+                    zero_grad()
+                    loss = criterion(stacked(x_batch), y_batch)
+                    stacked.backward_parameters(criterion.backward())
+                    for optimizer in optimizers:
+                        optimizer.step()
+                    total_loss.add_(loss)
+                    for scheduler in per_batch:
+                        scheduler.step()
+                for scheduler in per_epoch:
                     scheduler.step()
-            for scheduler in per_epoch:
-                scheduler.step()
-            errors = (
-                stacked_error_rates(stacked, x_val, y_val)
-                if validation_sets is not None
-                else [float("nan")] * rounds
-            )
-            records = [
-                EpochRecord(
-                    epoch=epoch,
-                    train_loss=loss_sum / batches_per_epoch,
-                    lr=epoch_lr,
-                    validation_error=error,
+                errors = (
+                    stacked_error_rates(stacked, x_val, y_val)
+                    if validation_sets is not None
+                    else [float("nan")] * rounds
                 )
-                for loss_sum, error, epoch_lr in zip(
-                    total_loss.tolist(), errors, epoch_lrs, strict=True
-                )
-            ]
+                records = [
+                    EpochRecord(
+                        epoch=epoch,
+                        train_loss=loss_sum / batches_per_epoch,
+                        lr=epoch_lr,
+                        validation_error=error,
+                    )
+                    for loss_sum, error, epoch_lr in zip(
+                        total_loss.tolist(), errors, epoch_lrs, strict=True
+                    )
+                ]
             for history, record in zip(histories, records, strict=True):
                 history.append(record)
             if on_epoch is not None:
                 on_epoch(epoch, records)
-    _copy_back(stacked, models)
+    finally:
+        _copy_back(stacked, models)
     return histories
 
 

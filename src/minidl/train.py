@@ -129,7 +129,9 @@ def fit(
     data need no gradient) and ``optimizer.step()``; a scheduler is
     stepped after every batch or every epoch, as its ``interval`` says. After each epoch the
     validation error (if a validation set is given) is measured and ``on_epoch`` is called.
-    The model is put in training mode first (``model.train()``) and left in it.
+    The model is put in training mode first (``model.train()``) and left in it. The steps and
+    the validation run inside ``torch.inference_mode()`` (minidl needs no autograd); ``on_epoch``
+    is called outside it, so what it computes or keeps is an ordinary tensor.
 
     Args:
         model: the network.
@@ -180,8 +182,9 @@ def fit(
     steps: _Batches = batches if parallel is None else parallel.shard(batches)
     per_batch = scheduler is not None and scheduler.interval == "batch"
     model.train()
-    with torch.inference_mode():
-        for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, epochs):
+        # The steps skip autograd's bookkeeping; on_epoch runs outside, as the caller's code.
+        with torch.inference_mode():
             epoch_lr = optimizer.lr
             losses: list[Tensor] = []
             for x_batch, y_batch in steps:
@@ -210,13 +213,13 @@ def fit(
             validation_error = (
                 error_rate(model, *validation) if validation is not None else float("nan")
             )
-            record = EpochRecord(
-                epoch=epoch,
-                train_loss=float(total_loss) / len(batches),
-                lr=epoch_lr,
-                validation_error=validation_error,
-            )
-            history.append(record)
-            if on_epoch is not None:
-                on_epoch(record)
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=float(total_loss) / len(batches),
+            lr=epoch_lr,
+            validation_error=validation_error,
+        )
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
     return history
