@@ -140,6 +140,17 @@ def test_gradcheck_tolerance_is_atol_plus_rtol_times_numeric(
     assert result is passes
 
 
+@pytest.mark.parametrize("name", ["linear", "tanh", "sequential"])
+def test_gradcheck_takes_a_transposed_input(name: str) -> None:
+    """A non-contiguous input is perturbed element by element in its own layout: correct modules
+    pass, and a wrong backward is still caught at its first element."""
+    x = _input().T.contiguous().T
+    assert not x.is_contiguous()
+    assert minidl.gradcheck(MODULES[name](), x)
+    with pytest.raises(minidl.GradcheckError, match=r"at input\[0, 0\]:"):
+        minidl.gradcheck(WrongTanh(), x)
+
+
 def test_gradcheck_reports_the_first_element_that_disagrees() -> None:
     """Every element of WrongTanh's gradient is wrong: the message names the first, [0, 0]."""
     with pytest.raises(minidl.GradcheckError, match=r"WrongTanh\.backward .* at input\[0, 0\]:"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor
 
@@ -92,15 +94,15 @@ def gradcheck(
         failures = []
         for name, tensor in targets:
             numeric = torch.zeros_like(tensor)
-            flat, flat_numeric = tensor.view(-1), numeric.view(-1)
-            for i in range(flat.numel()):
-                original = float(flat[i])
-                flat[i] = original + eps
+            # Element by element in the tensor's own layout (an input may be a transposed view).
+            for index in itertools.product(*(range(size) for size in tensor.shape)):
+                original = float(tensor[index])
+                tensor[index] = original + eps
                 plus = scalar(x)
-                flat[i] = original - eps
+                tensor[index] = original - eps
                 minus = scalar(x)
-                flat[i] = original
-                flat_numeric[i] = (plus - minus) / (2 * eps)
+                tensor[index] = original
+                numeric[index] = (plus - minus) / (2 * eps)
             error = (analytic[name] - numeric).abs()
             bad = error > atol + rtol * numeric.abs()
             if bool(bad.any()):
