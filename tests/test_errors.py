@@ -99,6 +99,19 @@ def test_integer_input(dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("shape", [(2,), (1, 2, 2), ()], ids=str)
 def test_input_of_wrong_rank(shape: tuple[int, ...]) -> None:
+    # As the first input of a new layer, after a refused first one, and after a good one.
+    for make in (
+        lambda: nn.Linear(2, 3),
+        lambda: nn.mlp((2, 3, 2)),
+        lambda: nn.Residual(nn.Sequential(nn.Linear(2, 2))),
+    ):
+        for refused_first in (False, True):
+            fresh = make()
+            if refused_first:
+                with raises(ValueError, "Linear", "expected 2 input features"):
+                    fresh(torch.ones(4, 5))
+            with raises(ValueError, "Linear", "(N, features)", str(shape)):
+                fresh(torch.ones(shape))
     _expect_forward_error_keeps_cache(
         nn.Linear(2, 3),
         torch.randn(2, 2),
@@ -845,8 +858,19 @@ def test_a_parameter_assigned_by_hand_must_fit_the_layer(
     with raises(ValueError, f"{name}: {fragment}"):
         layer(x)
     if fragment.endswith("has shape"):
-        with raises(ValueError, str(tuple(parameter.data.shape)), str(tuple(good.shape))):
+        names = {
+            ("weight", False): "(out_features, in_features)",
+            ("bias", False): "(out_features,)",
+            ("weight", True): "(models, out_features, in_features)",
+            ("bias", True): "(models, out_features)",
+        }[attribute, stacked]
+        expected_text = (
+            f"{name}: {attribute} has shape {tuple(parameter.data.shape)}, "
+            f"expected {names} = {tuple(good.shape)}"
+        )
+        with pytest.raises(ValueError) as info:
             layer(x)
+        assert str(info.value) == expected_text
     parameter.data = good
     assert torch.equal(layer(x), expected)
 

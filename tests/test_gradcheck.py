@@ -191,5 +191,9 @@ def test_gradcheck_refuses_float32() -> None:
         minidl.gradcheck(nn.Tanh(), torch.randn(2, 2))
     with pytest.raises(ValueError, match="gradcheck: give at least one input"):
         minidl.gradcheck(nn.Tanh())
+    with pytest.raises(TypeError, match="gradcheck: the first input must be a floating-point"):
+        minidl.gradcheck(nn.Tanh(), torch.ones(2, 2, dtype=torch.int64))
+    with pytest.raises(TypeError, match="gradcheck: the first input must be a floating-point"):
+        minidl.gradcheck(nn.Tanh(), [[1.0, 2.0]])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="gradcheck: expected a minidl Module, got Tanh"):
         minidl.gradcheck(torch.nn.Tanh(), torch.randn(2, 2, dtype=F64))  # type: ignore[arg-type]

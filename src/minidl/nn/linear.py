@@ -19,6 +19,8 @@ from minidl.nn.parameter import Parameter
 
 __all__ = ["Linear"]
 
+_NO_SHAPE = (-1,)
+
 
 class Linear(Module):
     r"""Fully connected layer :math:`y = x W^T + b`.
@@ -96,7 +98,8 @@ class Linear(Module):
         self._weight_t = self.weight.data.t()
         self._dtype = self.weight.data.dtype
         self._device = self.weight.data.device
-        self._input_shape: tuple[int, ...] = ()
+        # No tensor has the shape (-1,): the first input gets the full checks, even a 0-dim one.
+        self._input_shape: tuple[int, ...] = _NO_SHAPE
         self._output_shape: tuple[int, ...] = ()
         self._ones = torch.ones(0)
 
@@ -113,7 +116,7 @@ class Linear(Module):
             )
             self._weight_seen, self._bias_seen, self._weight_t = weight, bias, weight.t()
             self._dtype, self._device = weight.dtype, weight.device
-            self._input_shape = ()
+            self._input_shape = _NO_SHAPE
         checked = check_input("Linear", input, self.in_features)
         check_like_parameter("Linear", checked, weight)
         if checked.shape != self._input_shape:
