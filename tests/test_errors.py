@@ -380,6 +380,52 @@ def test_batched_linear_input_of_a_wrong_shape(shape: tuple[int, ...]) -> None:
     assert torch.equal(layer.weight.grad, torch.ones(2, 4, 5, dtype=F64) @ x)
 
 
+@pytest.mark.parametrize(
+    ("bad", "kind", "fragments"),
+    [
+        ([[1.0, 2.0, 3.0]], TypeError, ("torch.Tensor", "list")),
+        (torch.ones(5, 3, dtype=torch.int64), TypeError, ("floating-point", "torch.int64")),
+        (torch.ones(3), ValueError, ("(N, features)", "(3,)")),
+        (torch.ones(2, 5, 3), ValueError, ("(N, features)", "(2, 5, 3)")),
+        (torch.ones(()), ValueError, ("(N, features)", "()")),
+        (torch.ones(0, 3), ValueError, ("empty batch", "(0, 3)")),
+        (torch.ones(5, 2), ValueError, ("expected 3 input features", "got 2")),
+    ],
+    ids=["list", "int64", "1-d", "3-d", "0-d", "empty", "features"],
+)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batch_norm_input_of_a_wrong_kind_or_shape(
+    bad: Any, kind: type[Exception], fragments: tuple[str, ...], training: bool
+) -> None:
+    """Refused before the running statistics move, with the last good forward kept."""
+    module = nn.BatchNorm1d(3, dtype=F64).train(training)
+    output = module(torch.randn(5, 3, dtype=F64))
+    upstream = torch.randn_like(output)
+    expected_grad = module.backward(upstream)
+    module.zero_grad()
+    before = {name: tensor.clone() for name, tensor in module.state_dict().items()}
+    with raises(kind, "BatchNorm1d", *fragments):
+        module(bad.to(F64) if isinstance(bad, Tensor) and bad.is_floating_point() else bad)
+    after = module.state_dict()
+    assert set(after) == set(before)
+    assert all(torch.equal(after[name], before[name]) for name in before)
+    assert int(module.num_batches_tracked) == int(training)
+    assert torch.equal(module.backward(upstream), expected_grad)
+
+
+@pytest.mark.parametrize("models", [0, -1, 2.5, True, None])
+def test_batched_linear_needs_a_positive_number_of_models(models: Any) -> None:
+    with raises(ValueError, "BatchedLinear", "models must be a positive integer", repr(models)):
+        nn.BatchedLinear(models, 3, 4)
+
+
+def test_batched_linear_of_one_model_is_that_linear() -> None:
+    layer = nn.BatchedLinear(1, 3, 4, dtype=F64)
+    single = layer.unstack()[0]
+    x = torch.randn(1, 5, 3, dtype=F64)
+    assert torch.equal(layer(x)[0], single(x[0]))
+
+
 @pytest.mark.parametrize("affine", [True, False])
 def test_batch_norm_input_of_another_dtype_names_what_it_must_match(affine: bool) -> None:
     """A batch norm without parameters compares the input with its running statistics, and
