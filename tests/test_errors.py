@@ -142,17 +142,23 @@ def test_empty_batch() -> None:
         nn.Linear(2, 3)(torch.ones(0, 2))
 
 
-def test_dtype_mismatch_with_parameters() -> None:
-    layer = nn.Linear(2, 3, dtype=torch.float32)
-    _expect_forward_error_keeps_cache(
-        layer,
-        torch.randn(4, 2),
-        torch.randn(4, 2, dtype=F64),
-        TypeError,
-        "Linear",
-        "torch.float64",
-        "torch.float32",
-    )
+@pytest.mark.parametrize("stacked", [False, True], ids=["Linear", "BatchedLinear"])
+def test_dtype_or_device_mismatch_with_parameters(stacked: bool) -> None:
+    """An input of the right shape but another dtype or device, after a good one of that shape
+    (when the checks are the quick ones) and as a layer's first input."""
+    shape = (2, 4, 2) if stacked else (4, 2)
+
+    def make() -> nn.Module:
+        return nn.BatchedLinear(2, 2, 3) if stacked else nn.Linear(2, 3)
+
+    name = "BatchedLinear" if stacked else "Linear"
+    for bad, kind, fragments in (
+        (torch.randn(shape, dtype=F64), TypeError, ("torch.float64", "torch.float32")),
+        (torch.randn(shape, device="meta"), ValueError, ("input is on meta", "are on cpu")),
+    ):
+        _expect_forward_error_keeps_cache(make(), torch.randn(shape), bad, kind, name, *fragments)
+        with raises(kind, name, *fragments):
+            make()(bad)
 
 
 # -- loss targets --------------------------------------------------------------------------------
@@ -417,6 +423,24 @@ def test_batch_norm_input_of_a_wrong_kind_or_shape(
 def test_batched_linear_needs_a_positive_number_of_models(models: Any) -> None:
     with raises(ValueError, "BatchedLinear", "models must be a positive integer", repr(models)):
         nn.BatchedLinear(models, 3, 4)
+
+
+@pytest.mark.parametrize(
+    ("layers", "kind", "fragments"),
+    [
+        ([], TypeError, ("non-empty sequence of Linear",)),
+        ([nn.Linear(3, 4), nn.Tanh()], TypeError, ("non-empty sequence of Linear",)),
+        ([nn.Linear(3, 4), nn.Linear(3, 5)], ValueError, ("same shape", "(3, 4, True)")),
+        ([nn.Linear(3, 4), nn.Linear(3, 4, bias=False)], ValueError, ("(3, 4, False)",)),
+        ([nn.Linear(3, 4), nn.Linear(3, 4, dtype=F64)], ValueError, ("torch.float64",)),
+    ],
+    ids=["empty", "not Linear", "shape", "bias", "dtype"],
+)
+def test_batched_linear_stacks_only_alike_linear_layers(
+    layers: list[nn.Module], kind: type[Exception], fragments: tuple[str, ...]
+) -> None:
+    with raises(kind, "BatchedLinear.stack", *fragments):
+        nn.BatchedLinear.stack(layers)  # type: ignore[arg-type]
 
 
 def test_batched_linear_of_one_model_is_that_linear() -> None:
