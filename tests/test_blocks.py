@@ -345,9 +345,15 @@ def _check_loss(
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("scale", [1.0, 1e4])
-def test_bce_with_logits_matches_torch_and_is_stable(reduction: str, scale: float) -> None:
+@pytest.mark.parametrize("labels", ["soft", "hard"])
+def test_bce_with_logits_matches_torch_and_is_stable(
+    reduction: str, scale: float, labels: str
+) -> None:
     logits = _x(6, 3, scale=scale)
     target = torch.rand(6, 3, dtype=F64, generator=torch.Generator().manual_seed(2))
+    if labels == "hard":  # exactly 0 and 1, the bounds of the accepted range
+        target = target.round()
+        assert set(target.unique().tolist()) == {0.0, 1.0}
     _check_loss(
         nn.BCEWithLogitsLoss(reduction),  # type: ignore[arg-type]
         lambda z, t: F.binary_cross_entropy_with_logits(z, t, reduction=reduction),
@@ -359,8 +365,9 @@ def test_bce_with_logits_matches_torch_and_is_stable(reduction: str, scale: floa
 
 
 def test_bce_with_logits_checks_targets() -> None:
-    with pytest.raises(ValueError, match=r"BCEWithLogitsLoss: targets must lie in \[0, 1\]"):
-        nn.BCEWithLogitsLoss()(_x(2, 2), torch.full((2, 2), 2.0, dtype=F64))
+    for bad in (2.0, 1.0 + 1e-12, -1e-12):
+        with pytest.raises(ValueError, match=r"BCEWithLogitsLoss: targets must lie in \[0, 1\]"):
+            nn.BCEWithLogitsLoss()(_x(2, 2), torch.full((2, 2), bad, dtype=F64))
     with pytest.raises(ValueError, match="BCEWithLogitsLoss: target has shape"):
         nn.BCEWithLogitsLoss()(_x(2, 2), torch.zeros(2, dtype=F64))
     with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum'"):
