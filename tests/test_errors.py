@@ -299,6 +299,10 @@ def test_probability_rows_must_sum_to_one_within_1e_5(dtype: torch.dtype) -> Non
         "rows summing to 1",
         "row sum off by 0.0001",
     )
+    if dtype == torch.float64:  # fine enough to see the bound itself
+        criterion(prediction, target(0.99e-5))
+        with raises(ValueError, "rows summing to 1"):
+            criterion(prediction, target(1.01e-5))
 
 
 # -- backward ------------------------------------------------------------------------------------

@@ -167,3 +167,10 @@ def test_cross_entropy_accepts_logits_from_an_autograd_graph() -> None:
     assert float(loss.detach()) == pytest.approx(float(reference.detach()), rel=1e-12)
     (oracle,) = torch.autograd.grad(reference, logits)
     torch.testing.assert_close(criterion.backward() * 2, oracle, rtol=1e-10, atol=1e-12)
+    # Stacked logits (R, N, C) from a graph: one loss per model.
+    stacked = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([[0, 2, 1, 1, 0], [1, 1, 2, 0, 2]])
+    losses = criterion(stacked * 2, targets)
+    for r in range(2):
+        expected = torch.nn.functional.cross_entropy(stacked[r] * 2, targets[r])
+        assert float(losses[r].detach()) == pytest.approx(float(expected.detach()), rel=1e-12)
