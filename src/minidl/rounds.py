@@ -98,8 +98,9 @@ def fit_rounds(
 
     The models are stacked, trained together and their trained parameters are copied back into
     ``models`` (in place) when training ends, also when it stops with an exception (from a step
-    or from ``on_epoch``), so that each model holds its parameters of that moment. Each epoch draws one permutation per model from its generator (as
-    :class:`~minidl.data.BatchIterator` does), so each model sees its own data in its own order.
+    or from ``on_epoch``), so that each model holds its parameters of that moment. Each epoch
+    draws one permutation per model from its generator (as :class:`~minidl.data.BatchIterator`
+    does), so each model sees its own data in its own order.
     The optimizer and the optional scheduler are built on the stack by the two factories; as all
     of minidl's optimizers are element-wise, this is one optimizer per model with the same
     hyper-parameters and schedule. Wrapped in :class:`PerModel`, the optimizer factory is called
