@@ -197,12 +197,13 @@ def test_target_of_wrong_shape(criterion: nn.Loss) -> None:
 
 
 @pytest.mark.parametrize("criterion", [*LOSSES, nn.NLLLoss()], ids=repr)
-@pytest.mark.parametrize("bad_index", [-1, 3, 7])
+@pytest.mark.parametrize("bad_index", [-1, 3, 4, 7])
 def test_class_index_out_of_range(criterion: nn.Loss, bad_index: int) -> None:
+    # 5 samples of 3 classes: an index below the batch size is still out of range.
     _expect_loss_error_keeps_cache(
         criterion,
-        torch.randn(3, 3, dtype=F64),
-        torch.tensor([0, bad_index, 1]),
+        torch.randn(5, 3, dtype=F64),
+        torch.tensor([0, bad_index, 1, 2, 0]),
         ValueError,
         f"class index {bad_index}",
         "out of range",
@@ -421,6 +422,26 @@ def test_batch_norm_input_of_a_wrong_kind_or_shape(
     assert all(torch.equal(after[name], before[name]) for name in before)
     assert int(module.num_batches_tracked) == int(training)
     assert torch.equal(module.backward(upstream), expected_grad)
+
+
+@pytest.mark.parametrize("module", [nn.Softmax(), nn.LogSoftmax()], ids=repr)
+@pytest.mark.parametrize(
+    ("bad", "kind", "fragments"),
+    [
+        ([[1.0, 2.0, 3.0]], TypeError, ("torch.Tensor", "list")),
+        (torch.ones(5, 3, dtype=torch.int64), TypeError, ("floating-point", "torch.int64")),
+        (torch.ones(3), ValueError, ("(N, features)", "(3,)")),
+        (torch.ones(2, 5, 3), ValueError, ("(N, features)", "(2, 5, 3)")),
+        (torch.ones(()), ValueError, ("(N, features)", "()")),
+        (torch.ones(0, 3), ValueError, ("empty batch", "(0, 3)")),
+    ],
+    ids=["list", "int64", "1-d", "3-d", "0-d", "empty"],
+)
+def test_softmax_input_of_a_wrong_kind_or_shape(
+    module: nn.Module, bad: Any, kind: type[Exception], fragments: tuple[str, ...]
+) -> None:
+    name = type(module).__name__
+    _expect_forward_error_keeps_cache(module, torch.randn(5, 3), bad, kind, name, *fragments)
 
 
 @pytest.mark.parametrize("models", [0, -1, 2.5, True, None])
