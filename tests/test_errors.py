@@ -444,6 +444,61 @@ def test_softmax_input_of_a_wrong_kind_or_shape(
     _expect_forward_error_keeps_cache(module, torch.randn(5, 3), bad, kind, name, *fragments)
 
 
+@pytest.mark.parametrize("criterion", LOSSES, ids=repr)
+@pytest.mark.parametrize(
+    ("prediction", "target", "kind", "fragments"),
+    [
+        (
+            torch.ones(2, 5, 3, dtype=torch.int64),
+            torch.zeros(2, 5, dtype=torch.int64),
+            TypeError,
+            ("floating-point", "torch.int64"),
+        ),
+        (
+            torch.ones(2, 0, 3, dtype=F64),
+            torch.zeros(2, 0, dtype=torch.int64),
+            ValueError,
+            ("empty", "(2, 0, 3)"),
+        ),
+        (
+            torch.ones(0, 5, 3, dtype=F64),
+            torch.zeros(0, 5, dtype=torch.int64),
+            ValueError,
+            ("empty", "(0, 5, 3)"),
+        ),
+        (
+            torch.ones(2, 5, 3, dtype=F64),
+            torch.zeros(2, 6, dtype=torch.int64),
+            ValueError,
+            ("class-index target has shape (2, 6), expected (2, 5)",),
+        ),
+        (
+            torch.ones(2, 5, 3, dtype=F64),
+            torch.tensor([[0, 1, 2, 0, 1], [0, 4, 1, 1, 1]]),
+            ValueError,
+            ("class index 4 is out of range for 3 classes", "[0, 2]"),
+        ),
+        (
+            torch.ones(2, 5, 3, dtype=F64),
+            torch.zeros(2, 5, 4, dtype=F64),
+            ValueError,
+            ("target has shape (2, 5, 4)", "(2, 5, 3)", "class indices of shape (2, 5)"),
+        ),
+    ],
+    ids=["int64", "empty batch", "empty stack", "indices shape", "index range", "dense shape"],
+)
+def test_stacked_predictions_are_checked_as_stacks(
+    criterion: nn.Loss,
+    prediction: Tensor,
+    target: Tensor,
+    kind: type[Exception],
+    fragments: tuple[str, ...],
+) -> None:
+    """(R, N, C) predictions and (R, N) indices: the messages give the stacked shapes, and a
+    class index below N but not below C is out of range."""
+    _expect_loss_error_keeps_cache(criterion, prediction, target, kind, *fragments)
+
+
 @pytest.mark.parametrize("models", [0, -1, 2.5, True, None])
 def test_batched_linear_needs_a_positive_number_of_models(models: Any) -> None:
     with raises(ValueError, "BatchedLinear", "models must be a positive integer", repr(models)):

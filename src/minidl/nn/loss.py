@@ -63,6 +63,11 @@ class Loss(Module):
                     f"{tuple(prediction.shape)}; stacked predictions (R, N, C) are taken by "
                     "CrossEntropyLoss and MSELoss"
                 )
+            if prediction.shape[0] == 0 or prediction.shape[1] == 0:
+                raise ValueError(
+                    f"{name}: got an empty stack or batch (prediction shape "
+                    f"{tuple(prediction.shape)}, expected (R, N, C) with R, N >= 1)"
+                )
             check_input(name, prediction[0])
         else:
             prediction = check_input(name, prediction)
