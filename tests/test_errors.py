@@ -332,7 +332,24 @@ def test_sequential_backward_before_forward() -> None:
         nn.mlp((2, 3, 2)).backward(torch.ones(1, 2))
 
 
-@pytest.mark.parametrize("module", [nn.Linear(3, 4), nn.Tanh(), nn.ELU()], ids=repr)
+@pytest.mark.parametrize(
+    "module",
+    [
+        nn.Linear(3, 4),
+        nn.Tanh(),
+        nn.ELU(),
+        nn.Sigmoid(),
+        nn.ReLU(),
+        nn.LeakyReLU(),
+        nn.SELU(),
+        nn.Softmax(),
+        nn.LogSoftmax(),
+        nn.BatchNorm1d(3),
+        nn.Dropout(0.5),
+        nn.Residual(nn.Sequential(nn.Linear(3, 3), nn.Tanh())),
+    ],
+    ids=repr,
+)
 def test_grad_output_of_wrong_shape(module: nn.Module) -> None:
     output = module(torch.randn(5, 3))
     before = _snapshot(module)
@@ -914,6 +931,12 @@ def test_optimizer_load_state_dict_bad_entries(
 def test_mlp_bad_sizes(sizes: list[Any]) -> None:
     with raises(ValueError, "mlp", "sizes", "positive integers", repr(sizes)):
         nn.mlp(sizes)
+
+
+def test_mlp_of_two_sizes_is_one_linear_layer() -> None:
+    model = nn.mlp((3, 2), "relu")
+    assert len(model) == 1 and isinstance(model[0], nn.Linear)
+    assert (model[0].in_features, model[0].out_features) == (3, 2)
 
 
 @pytest.mark.parametrize("activations", ["softmax", ("tanh", "gelu")], ids=str)
