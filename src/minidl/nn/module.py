@@ -287,11 +287,6 @@ class Module:
         for module, name, buffer in buffers:
             module._buffers[name] = buffer
             object.__setattr__(module, name, buffer)
-        for _, module in self.named_modules():
-            module._parameters_moved()
-
-    def _parameters_moved(self) -> None:
-        """Hook: called after parameter tensors were replaced (``to``, flattening)."""
 
     # -- repr -------------------------------------------------------------------------------------
 
