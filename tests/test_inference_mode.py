@@ -256,3 +256,22 @@ def test_fit_rounds_calls_on_epoch_outside_inference_mode() -> None:
         on_epoch=_callback_state(kept),
     )
     assert len(kept) == 3 and not any(t.is_inference() for t in kept)
+
+
+def test_a_parameter_given_inference_tensors_keeps_normal_copies() -> None:
+    """Data and gradients made inside inference mode, given to a Parameter inside or outside
+    it, are kept as normal copies that change in place anywhere."""
+    with torch.inference_mode():
+        data, grad = torch.arange(3.0), torch.ones(3)
+        made_inside = nn.Parameter(data)
+    made_outside = nn.Parameter(torch.zeros(3))
+    for parameter in (made_inside, made_outside):
+        with torch.inference_mode():
+            parameter.data = data
+            parameter.grad = grad
+        assert not parameter.data.is_inference() and not parameter.grad.is_inference()
+        parameter.data.add_(1)  # outside inference mode
+        parameter.grad.mul_(2)
+        assert parameter.data.tolist() == [1.0, 2.0, 3.0]
+        assert parameter.grad.tolist() == [2.0, 2.0, 2.0]
+    assert data.tolist() == [0.0, 1.0, 2.0]  # the given tensors are not changed
