@@ -270,6 +270,9 @@ def test_stack_and_unstack_round_trip() -> None:
         restored = nn.unstack_model(stacked, r)
         for p, q in zip(restored.parameters(), model.parameters(), strict=True):
             assert torch.equal(p.data, q.data)
+        # The same network: every layer, the activations included, computing the same outputs.
+        assert repr(restored) == repr(model)
+        assert torch.equal(restored(x[r]), model(x[r]))
 
 
 @pytest.mark.parametrize("layout", ["layer", "model"])
