@@ -192,6 +192,13 @@ def test_one_cycle_refuses_to_step_past_total_steps() -> None:
     ("build", "message"),
     [
         (lambda o: optim.ExponentialDecay(o, gamma=0.0), r"ExponentialDecay: gamma must be in"),
+        (lambda o: optim.ExponentialDecay(o, gamma=1.5), r"ExponentialDecay: gamma must be in"),
+        (lambda o: optim.OneCycle(o, 0.1, 10, div_factor=0.0), r"OneCycle: div_factor must be"),
+        (
+            lambda o: optim.OneCycle(o, 0.1, 10, final_div_factor=0.0),
+            r"OneCycle: final_div_factor must be",
+        ),
+        (lambda o: optim.LinearWarmup(o, 5, start_factor=1.5), r"LinearWarmup: start_factor"),
         (lambda o: optim.ExponentialDecay(o, 0.5, "step"), r"ExponentialDecay: interval must"),
         (lambda o: optim.CosineAnnealing(o, T_max=0), r"CosineAnnealing: T_max must be"),
         (lambda o: optim.CosineAnnealing(o, 5, eta_min=-1), r"CosineAnnealing: eta_min must"),
