@@ -267,6 +267,14 @@ def test_optimizer_state_dict_follows_the_model_before_the_next_step(name):
     for key, tensor in saved64.items():
         assert tensor.dtype == torch.float64
         assert torch.equal(tensor, saved32[key].double())
+    # A move of device only (the meta device stands for a second one on the CPU).
+    model.to("meta")
+    for key, tensor in optimizer.state_dict()["state"].items():
+        assert (tensor.device.type, tensor.dtype, tensor.shape) == (
+            "meta",
+            torch.float64,
+            saved64[key].shape,
+        )
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
