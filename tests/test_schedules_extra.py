@@ -116,6 +116,20 @@ CASES: dict[str, tuple[MakeSchedule, MakeTorchSchedule, int]] = {
         40,
     ),
     "warmup-then-cosine": (_sequential, _torch_sequential, 60),
+    "switch-after-one-step": (  # the smallest milestone
+        lambda o: optim.SequentialSchedule(
+            o, [optim.ExponentialDecay(o, 0.5), optim.ExponentialDecay(o, 0.9)], [1]
+        ),
+        lambda o: torch.optim.lr_scheduler.SequentialLR(
+            o,
+            [
+                torch.optim.lr_scheduler.ExponentialLR(o, 0.5),
+                torch.optim.lr_scheduler.ExponentialLR(o, 0.9),
+            ],
+            milestones=[1],
+        ),
+        20,
+    ),
     "warmup-exponential-restarts": (_three_stage, _torch_three_stage, 60),
 }
 
@@ -224,6 +238,19 @@ def test_one_cycle_refuses_to_step_past_total_steps() -> None:
             lambda o: optim.SequentialSchedule(o, [optim.ExponentialDecay(o, 0.9)], [3]),
             r"SequentialSchedule: expected 0 milestones for 1 schedules, got 1",
         ),
+        *[
+            (
+                lambda o, bad=bad: optim.SequentialSchedule(
+                    o, [optim.ExponentialDecay(o, 0.9), optim.ExponentialDecay(o, 0.8)], [bad]
+                ),
+                message,
+            )
+            for bad, message in (
+                (True, r"SequentialSchedule: milestones must be integers, got \[True\]"),
+                (2.5, r"SequentialSchedule: milestones must be integers, got \[2.5\]"),
+                (0, r"SequentialSchedule: milestones must be strictly increasing integers >= 1"),
+            )
+        ],
         (
             lambda o: optim.SequentialSchedule(
                 o, [optim.ExponentialDecay(o, 0.9), optim.OneCycle(o, 0.1, 10)], [3]
