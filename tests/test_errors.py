@@ -516,6 +516,22 @@ def test_stacked_predictions_are_checked_as_stacks(
     _expect_loss_error_keeps_cache(criterion, prediction, target, kind, *fragments)
 
 
+@pytest.mark.parametrize(
+    ("bad", "got"),
+    [([[[1.0, 2.0, 3.0]]], "list"), (torch.ones(2, 5, 3, dtype=torch.int64), "torch.int64")],
+    ids=["list", "int64"],
+)
+def test_batched_linear_input_of_a_wrong_kind(bad: Any, got: str) -> None:
+    _expect_forward_error_keeps_cache(
+        nn.BatchedLinear(2, 3, 4),
+        torch.randn(2, 5, 3),
+        bad,
+        TypeError,
+        "BatchedLinear: expected a floating-point tensor input",
+        got,
+    )
+
+
 @pytest.mark.parametrize("models", [0, -1, 2.5, True, None])
 def test_batched_linear_needs_a_positive_number_of_models(models: Any) -> None:
     with raises(ValueError, "BatchedLinear", "models must be a positive integer", repr(models)):
