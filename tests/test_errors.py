@@ -408,18 +408,24 @@ def test_batched_linear_input_of_a_wrong_shape(shape: tuple[int, ...]) -> None:
     assert torch.equal(layer.weight.grad, torch.ones(2, 4, 5, dtype=F64) @ x)
 
 
+# Inputs that no module taking a batch (N, 3) accepts: (input, exception, message fragments).
+BAD_BATCHES = {
+    "list": ([[1.0, 2.0, 3.0]], TypeError, ("torch.Tensor", "list")),
+    "int64": (torch.ones(5, 3, dtype=torch.int64), TypeError, ("floating-point", "torch.int64")),
+    "1-d": (torch.ones(3), ValueError, ("(N, features)", "(3,)")),
+    "3-d": (torch.ones(2, 5, 3), ValueError, ("(N, features)", "(2, 5, 3)")),
+    "0-d": (torch.ones(()), ValueError, ("(N, features)", "()")),
+    "empty": (torch.ones(0, 3), ValueError, ("empty batch", "(0, 3)")),
+}
+
+
 @pytest.mark.parametrize(
     ("bad", "kind", "fragments"),
     [
-        ([[1.0, 2.0, 3.0]], TypeError, ("torch.Tensor", "list")),
-        (torch.ones(5, 3, dtype=torch.int64), TypeError, ("floating-point", "torch.int64")),
-        (torch.ones(3), ValueError, ("(N, features)", "(3,)")),
-        (torch.ones(2, 5, 3), ValueError, ("(N, features)", "(2, 5, 3)")),
-        (torch.ones(()), ValueError, ("(N, features)", "()")),
-        (torch.ones(0, 3), ValueError, ("empty batch", "(0, 3)")),
+        *BAD_BATCHES.values(),
         (torch.ones(5, 2), ValueError, ("expected 3 input features", "got 2")),
     ],
-    ids=["list", "int64", "1-d", "3-d", "0-d", "empty", "features"],
+    ids=[*BAD_BATCHES, "features"],
 )
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_batch_norm_input_of_a_wrong_kind_or_shape(
@@ -443,16 +449,7 @@ def test_batch_norm_input_of_a_wrong_kind_or_shape(
 
 @pytest.mark.parametrize("module", [nn.Softmax(), nn.LogSoftmax()], ids=repr)
 @pytest.mark.parametrize(
-    ("bad", "kind", "fragments"),
-    [
-        ([[1.0, 2.0, 3.0]], TypeError, ("torch.Tensor", "list")),
-        (torch.ones(5, 3, dtype=torch.int64), TypeError, ("floating-point", "torch.int64")),
-        (torch.ones(3), ValueError, ("(N, features)", "(3,)")),
-        (torch.ones(2, 5, 3), ValueError, ("(N, features)", "(2, 5, 3)")),
-        (torch.ones(()), ValueError, ("(N, features)", "()")),
-        (torch.ones(0, 3), ValueError, ("empty batch", "(0, 3)")),
-    ],
-    ids=["list", "int64", "1-d", "3-d", "0-d", "empty"],
+    ("bad", "kind", "fragments"), list(BAD_BATCHES.values()), ids=list(BAD_BATCHES)
 )
 def test_softmax_input_of_a_wrong_kind_or_shape(
     module: nn.Module, bad: Any, kind: type[Exception], fragments: tuple[str, ...]
