@@ -238,9 +238,8 @@ def fit_rounds(
     # The models get the stack's parameters even when a step or on_epoch raises (as fit
     # leaves a model where it stopped).
     try:
-        for epoch in range(epochs):
-            # The steps skip autograd's bookkeeping; on_epoch runs outside, as the caller's code.
-            with torch.inference_mode():
+        with torch.inference_mode():
+            for epoch in range(epochs):
                 epoch_lrs = [optimizers[owner[index]].lr for index in range(rounds)]
                 order = torch.cat(
                     [torch.randperm(samples, generator=generator) for generator in generators]
@@ -286,10 +285,11 @@ def fit_rounds(
                         total_loss.tolist(), errors, epoch_lrs, strict=True
                     )
                 ]
-            for history, record in zip(histories, records, strict=True):
-                history.append(record)
-            if on_epoch is not None:
-                on_epoch(epoch, records)
+                for history, record in zip(histories, records, strict=True):
+                    history.append(record)
+                if on_epoch is not None:
+                    with torch.inference_mode(False):  # the caller's code, as outside
+                        on_epoch(epoch, records)
     finally:
         _copy_back(stacked, models)
     return histories

@@ -182,9 +182,8 @@ def fit(
     steps: _Batches = batches if parallel is None else parallel.shard(batches)
     per_batch = scheduler is not None and scheduler.interval == "batch"
     model.train()
-    for epoch in range(start_epoch, epochs):
-        # The steps skip autograd's bookkeeping; on_epoch runs outside, as the caller's code.
-        with torch.inference_mode():
+    with torch.inference_mode():
+        for epoch in range(start_epoch, epochs):
             epoch_lr = optimizer.lr
             losses: list[Tensor] = []
             for x_batch, y_batch in steps:
@@ -213,13 +212,14 @@ def fit(
             validation_error = (
                 error_rate(model, *validation) if validation is not None else float("nan")
             )
-        record = EpochRecord(
-            epoch=epoch,
-            train_loss=float(total_loss) / len(batches),
-            lr=epoch_lr,
-            validation_error=validation_error,
-        )
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
+            record = EpochRecord(
+                epoch=epoch,
+                train_loss=float(total_loss) / len(batches),
+                lr=epoch_lr,
+                validation_error=validation_error,
+            )
+            history.append(record)
+            if on_epoch is not None:
+                with torch.inference_mode(False):  # the caller's code, as outside fit
+                    on_epoch(record)
     return history
