@@ -11,7 +11,8 @@ products may sum in a different order), for a fraction of the time on small netw
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -235,63 +236,60 @@ def fit_rounds(
     histories = [History() for _ in range(rounds)]
     batches_per_epoch = -(-samples // batch_size)
     stacked.train()
-    # The models get the stack's parameters even when a step or on_epoch raises (as fit
-    # leaves a model where it stopped).
-    try:
-        with torch.inference_mode():
-            for epoch in range(epochs):
-                epoch_lrs = [optimizers[owner[index]].lr for index in range(rounds)]
-                order = torch.cat(
-                    [torch.randperm(samples, generator=generator) for generator in generators]
-                ).to(x_all.device)
-                # Row r * samples + i of the flattened sets is sample i of model r.
-                order.add_(model_offsets)
-                x_epoch = x_flat.index_select(0, order).view(rounds, samples, -1)
-                y_epoch = y_flat.index_select(0, order).view(rounds, samples)
-                total_loss = torch.zeros(rounds, dtype=torch.float64, device=x_all.device)
-                for x_batch, y_batch in zip(
-                    torch.split(x_epoch, batch_size, dim=1),
-                    torch.split(y_epoch, batch_size, dim=1),
-                    strict=True,
-                ):
-                    if per_batch:
-                        for index, history in enumerate(histories):
-                            scheduler = schedulers[owner[index]]
-                            if scheduler is not None and scheduler.interval == "batch":
-                                history.batch_lr.append(optimizers[owner[index]].lr)
-                    zero_grad()
-                    loss = criterion(stacked(x_batch), y_batch)
-                    stacked.backward_parameters(criterion.backward())
-                    for optimizer in optimizers:
-                        optimizer.step()
-                    total_loss.add_(loss)
-                    for scheduler in per_batch:
-                        scheduler.step()
-                for scheduler in per_epoch:
+    # The models get the stack's parameters also when a step or on_epoch raises (as fit leaves
+    # a model where it stopped); the copy comes after inference mode is left.
+    with _copied_back(stacked, models), torch.inference_mode():
+        for epoch in range(epochs):
+            epoch_lrs = [optimizers[owner[index]].lr for index in range(rounds)]
+            order = torch.cat(
+                [torch.randperm(samples, generator=generator) for generator in generators]
+            ).to(x_all.device)
+            # Row r * samples + i of the flattened sets is sample i of model r.
+            order.add_(model_offsets)
+            x_epoch = x_flat.index_select(0, order).view(rounds, samples, -1)
+            y_epoch = y_flat.index_select(0, order).view(rounds, samples)
+            total_loss = torch.zeros(rounds, dtype=torch.float64, device=x_all.device)
+            for x_batch, y_batch in zip(
+                torch.split(x_epoch, batch_size, dim=1),
+                torch.split(y_epoch, batch_size, dim=1),
+                strict=True,
+            ):
+                if per_batch:
+                    for index, history in enumerate(histories):
+                        scheduler = schedulers[owner[index]]
+                        if scheduler is not None and scheduler.interval == "batch":
+                            history.batch_lr.append(optimizers[owner[index]].lr)
+                zero_grad()
+                loss = criterion(stacked(x_batch), y_batch)
+                stacked.backward_parameters(criterion.backward())
+                for optimizer in optimizers:
+                    optimizer.step()
+                total_loss.add_(loss)
+                for scheduler in per_batch:
                     scheduler.step()
-                errors = (
-                    stacked_error_rates(stacked, x_val, y_val)
-                    if validation_sets is not None
-                    else [float("nan")] * rounds
+            for scheduler in per_epoch:
+                scheduler.step()
+            errors = (
+                stacked_error_rates(stacked, x_val, y_val)
+                if validation_sets is not None
+                else [float("nan")] * rounds
+            )
+            records = [
+                EpochRecord(
+                    epoch=epoch,
+                    train_loss=loss_sum / batches_per_epoch,
+                    lr=epoch_lr,
+                    validation_error=error,
                 )
-                records = [
-                    EpochRecord(
-                        epoch=epoch,
-                        train_loss=loss_sum / batches_per_epoch,
-                        lr=epoch_lr,
-                        validation_error=error,
-                    )
-                    for loss_sum, error, epoch_lr in zip(
-                        total_loss.tolist(), errors, epoch_lrs, strict=True
-                    )
-                ]
-                for history, record in zip(histories, records, strict=True):
-                    history.append(record)
-                if on_epoch is not None:
-                    with torch.inference_mode(False):  # the caller's code, as outside
-                        on_epoch(epoch, records)
-    finally:
-        _copy_back(stacked, models)
+                for loss_sum, error, epoch_lr in zip(
+                    total_loss.tolist(), errors, epoch_lrs, strict=True
+                )
+            ]
+            for history, record in zip(histories, records, strict=True):
+                history.append(record)
+            if on_epoch is not None:
+                with torch.inference_mode(False):  # the caller's code, as outside
+                    on_epoch(epoch, records)
     return histories
 
 
@@ -301,6 +299,15 @@ def _group_parameters(stacked: Sequential, start: int, group: int, flat: bool) -
     if flat:
         return [flat_model_parameters(stacked, index)]
     return model_parameters(stacked, index)
+
+
+@contextlib.contextmanager
+def _copied_back(stacked: Sequential, models: Sequence[Sequential]) -> Iterator[None]:
+    """Copy the stack's parameters into ``models`` when the block ends, however it ends."""
+    try:
+        yield
+    finally:
+        _copy_back(stacked, models)
 
 
 def _copy_back(stacked: Sequential, models: Sequence[Sequential]) -> None:
