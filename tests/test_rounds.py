@@ -104,6 +104,49 @@ def test_fit_rounds_equals_one_by_one(
     _assert_trained_alike(models, alone, histories, expected)
 
 
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_fit_rounds_takes_target_rows_as_fit_does(loss: str) -> None:
+    """Targets of shape (N, C), one-hot rows for MSE and probability rows for cross-entropy,
+    train as with fit (the targets used to be flattened as class indices)."""
+    datasets = [make_disk_data(60, 20, 10, seed=200 + r, dtype=DTYPE) for r in range(ROUNDS)]
+    targets = []
+    for r, data in enumerate(datasets):
+        rows = torch.nn.functional.one_hot(data.train.y, 2).to(DTYPE)
+        if loss == "ce":  # soft labels, a different mix per round
+            rows = rows * (0.8 - 0.1 * r) + 0.1 + 0.05 * r
+        targets.append(rows)
+    models = []
+    for r in range(ROUNDS):
+        torch.manual_seed(r)
+        models.append(nn.mlp((2, 6, 2), "tanh", dtype=DTYPE))
+    alone = [copy.deepcopy(m) for m in models]
+    expected = [
+        fit(
+            model,
+            _criterion(loss),
+            SGD(model.parameters(), lr=0.1, momentum=0.9),
+            datasets[r].train.x,
+            targets[r],
+            epochs=4,
+            batch_size=16,
+            validation=(datasets[r].validation.x, datasets[r].validation.y),
+            generator=torch.Generator().manual_seed(r),
+        )
+        for r, model in enumerate(alone)
+    ]
+    histories = fit_rounds(
+        models,
+        _criterion(loss),
+        lambda stack: SGD(stack.parameters(), lr=0.1, momentum=0.9),
+        [(d.train.x, t) for d, t in zip(datasets, targets, strict=True)],
+        epochs=4,
+        batch_size=16,
+        generators=[torch.Generator().manual_seed(r) for r in range(ROUNDS)],
+        validation_sets=[(d.validation.x, d.validation.y) for d in datasets],
+    )
+    _assert_trained_alike(models, alone, histories, expected)
+
+
 def _one_by_one_and_batched(
     make_optimizer: Callable[[int, list[Parameter]], Optimizer],
     make_scheduler: Callable[[Optimizer], LRScheduler | None],
@@ -409,6 +452,125 @@ def test_fit_rounds_rejects_what_is_not_a_loss_a_pair_or_an_optimizer() -> None:
         TypeError, match="make_scheduler returned str, expected a minidl LRScheduler"
     ):
         run(make_scheduler=lambda optimizer: "step")
+
+
+def test_fit_rounds_refuses_bad_sets_before_training() -> None:
+    """Sets that cannot be stacked or that the stack cannot take are refused before anything
+    is trained: a bad validation set used to fail after an epoch, with the models changed."""
+    torch.manual_seed(0)
+    models = [nn.mlp((2, 3, 2), "tanh") for _ in range(2)]
+    before = [model.state_dict() for model in models]
+    x, y = torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 1, 0])
+    pairs = [(x, y), (x, y)]
+    like = "must hold samples like"
+    bad: list[tuple[dict[str, Any], type[Exception], tuple[str, ...]]] = [
+        (
+            {"train_sets": [(x, y), (torch.randn(6, 3), y)]},
+            ValueError,
+            ("train_sets[1] x", like, "train_sets[0]'s x", "(N, 2)", "got (N, 3)"),
+        ),
+        (
+            {"train_sets": [(x, y), (x.double(), y)]},
+            ValueError,
+            ("train_sets[1] x", like, "torch.float32", "got (N, 2), torch.float64"),
+        ),
+        (
+            {"train_sets": [(x, y), (x, y[:, None])]},
+            ValueError,
+            ("train_sets[1] y", like, "train_sets[0]'s y", "(N,)", "got (N, 1)"),
+        ),
+        (
+            {"train_sets": [(x, y), (x, y.float())]},
+            ValueError,
+            ("train_sets[1] y", "torch.int64", "got (N,), torch.float32"),
+        ),
+        ({"train_sets": [(x[:0], y[:0])] * 2}, ValueError, ("the training sets are empty",)),
+        (
+            {"validation_sets": [(x, y), (torch.randn(6, 3), y)]},
+            ValueError,
+            ("validation_sets[1] x", like, "the training x", "got (N, 3)"),
+        ),
+        (
+            {"validation_sets": [(x, y), (x.double(), y)]},
+            ValueError,
+            ("validation_sets[1] x", like, "got (N, 2), torch.float64"),
+        ),
+        (
+            {"validation_sets": [(x, y), (x[:4], y[:4])]},
+            ValueError,
+            ("every validation set must have as many samples", "[4, 6]"),
+        ),
+        (
+            {"validation_sets": [(x, y), (x, y[:, None])]},
+            ValueError,
+            ("validation_sets[1] y must hold class indices of shape (N,)", "(6, 1)"),
+        ),
+        (
+            {"validation_sets": [(x, y), (x, y[:4])]},
+            ValueError,
+            ("validation_sets[1] x and y must hold as many samples", "(6, 2) and y of shape (4,)"),
+        ),
+        (
+            {"validation_sets": [(x, y), (x, y.tolist())]},
+            TypeError,
+            ("validation_sets[1] y must be a torch.Tensor", "list"),
+        ),
+        (
+            {"validation_sets": [(x, y), x]},
+            TypeError,
+            ("validation_sets[1] must be an (x, y) pair of tensors", "Tensor"),
+        ),
+        ({"validation_sets": [(x[:0], y[:0])] * 2}, ValueError, ("validation_sets[0] is empty",)),
+        (
+            {"generators": [torch.Generator(), 0]},
+            TypeError,
+            ("generators[1] must be a torch.Generator", "int"),
+        ),
+    ]
+    for change, kind, fragments in bad:
+        arguments: dict[str, Any] = {
+            "train_sets": pairs,
+            "validation_sets": pairs,
+            "generators": [torch.Generator().manual_seed(r) for r in range(2)],
+            **change,
+        }
+        with pytest.raises(kind) as caught:
+            fit_rounds(
+                models,
+                nn.CrossEntropyLoss(),
+                lambda stack: SGD(stack.parameters(), lr=0.1),
+                epochs=2,
+                batch_size=3,
+                **arguments,
+            )
+        message = str(caught.value)
+        assert message.startswith("fit_rounds: "), message
+        for fragment in fragments:
+            assert fragment in message, (fragment, message)
+        for model, state in zip(models, before, strict=True):
+            assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_stacked_error_rates_refuses_what_is_not_a_stacked_set() -> None:
+    stacked = nn.stack_models([nn.mlp((2, 3, 2), "tanh") for _ in range(2)])
+    x, y = torch.randn(2, 5, 2), torch.zeros(2, 5, dtype=torch.int64)
+    bad: list[tuple[Any, Any, type[Exception], str]] = [
+        (x, y[:, :4], ValueError, r"x of shape \(2, 5, 2\) and y of shape \(2, 4\) must hold as"),
+        (
+            x,
+            y[:, :, None],
+            ValueError,
+            r"y must hold class indices \(R, N\), got shape \(2, 5, 1\)",
+        ),
+        (x[0], y[0], ValueError, r"x must hold inputs \(R, N, features\), got shape \(5, 2\)"),
+        (x, y.tolist(), TypeError, "y must be a torch.Tensor, got list"),
+    ]
+    for inputs, targets, kind, message in bad:
+        with pytest.raises(kind, match="^stacked_error_rates: " + message):
+            stacked_error_rates(stacked, inputs, targets)
+    with pytest.raises(ValueError, match=r"BatchedLinear: expected an input of shape \(2, N, 2\)"):
+        stacked_error_rates(stacked, x[:, :0], y[:, :0])
+    assert stacked.training
 
 
 def test_fit_rounds_rejects_mismatched_lengths() -> None:

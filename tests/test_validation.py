@@ -34,7 +34,7 @@ from minidl.checkpoint import (
 from minidl.cli import main
 from minidl.data import BatchIterator
 from minidl.optim.lr_scheduler import LRScheduler
-from minidl.train import error_rate, fit
+from minidl.train import History, error_rate, fit
 
 
 @contextmanager
@@ -636,12 +636,83 @@ def test_fit_bad_start_epoch_and_history() -> None:
 
 
 def test_error_rate_with_mismatched_sets() -> None:
-    with raises(ValueError, "error_rate", "x and y", "5 and 2"):
+    with raises(ValueError, "error_rate", "x and y", "x of shape (5, 2) and y of shape (2,)"):
         error_rate(nn.mlp((2, 2)), torch.randn(5, 2), torch.tensor([0, 1]))
     with raises(ValueError, "error_rate", "class indices of shape (N,)", "(5, 2)"):
         error_rate(nn.mlp((2, 2)), torch.randn(5, 2), torch.zeros(5, 2))
     with raises(TypeError, "error_rate", "y must be a torch.Tensor", "list"):
         error_rate(nn.mlp((2, 2)), torch.randn(2, 2), [0, 1])  # type: ignore[arg-type]
+
+
+def test_error_rate_with_an_empty_set_or_inputs_on_their_own() -> None:
+    with raises(ValueError, "error_rate", "the set is empty"):
+        error_rate(nn.mlp((2, 2)), torch.randn(0, 2), torch.zeros(0, dtype=torch.int64))
+    with raises(ValueError, "error_rate", "x and y must hold as many samples", "x of shape ()"):
+        error_rate(nn.mlp((2, 2)), torch.tensor(1.0), torch.tensor([0]))
+
+
+def test_fit_refuses_a_bad_validation_set_before_training() -> None:
+    """A validation set is first used after an epoch: it used to fail only then, with the model
+    trained for an epoch (and in the model's or error_rate's name)."""
+    model = nn.mlp((2, 3, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = optim.CyclicLR(optimizer, 0.01, 0.1, 2)
+    x, y = torch.randn(4, 2), torch.tensor([0, 1, 0, 1])
+    before, history = model.state_dict(), fit_history()
+    like = "validation x must hold samples like the training x, of shape (N, 2), torch.float32"
+    bad: list[tuple[tuple[Any, Any], type[Exception], tuple[str, ...]]] = [
+        ((torch.randn(4, 3), y), ValueError, (like, "got (N, 3), torch.float32 on cpu")),
+        ((x.double(), y), ValueError, (like, "got (N, 2), torch.float64 on cpu")),
+        ((x[:, None], y), ValueError, (like, "got (N, 1, 2)")),
+        ((x, y[:2]), ValueError, ("validation x and y", "x of shape (4, 2) and y of shape (2,)")),
+        ((x, y[:, None]), ValueError, ("validation y", "class indices of shape (N,)", "(4, 1)")),
+        ((x, [0, 1, 0, 1]), TypeError, ("validation y must be a torch.Tensor", "list")),
+        (([[0.0, 1.0]], y), TypeError, ("validation x must be a torch.Tensor", "list")),
+        ((x[:0], y[:0]), ValueError, ("the validation set is empty",)),
+        ((x, y.to("meta")), ValueError, ("validation x and y must be on one device", "meta")),
+    ]
+    for validation, kind, fragments in bad:
+        with raises(kind, "fit", *fragments):
+            fit(
+                model,
+                nn.CrossEntropyLoss(),
+                optimizer,
+                x,
+                y,
+                epochs=2,
+                batch_size=2,
+                scheduler=scheduler,
+                validation=validation,
+                history=history,
+            )
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+        assert history == fit_history()
+        assert optimizer.lr == 0.01 and scheduler.last_step == 0
+
+
+def fit_history() -> History:
+    """A history to resume from, as a checkpoint gives it."""
+    return History(train_loss=[0.5], validation_error=[10.0], lr=[0.1], batch_lr=[0.1, 0.1])
+
+
+def test_a_failing_batch_leaves_the_history_as_it_was() -> None:
+    """The learning rate of a batch is recorded once the batch has trained."""
+    model = nn.mlp((2, 3, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    scheduler = optim.CyclicLR(optimizer, 0.01, 0.1, 2)
+    history = fit_history()
+    with raises(ValueError, "Linear", "expected 2 input features, got 3"):
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optimizer,
+            torch.randn(4, 3),
+            torch.tensor([0, 1, 0, 1]),
+            epochs=1,
+            scheduler=scheduler,
+            history=history,
+        )
+    assert history == fit_history()
 
 
 def test_fit_refuses_what_is_not_a_model_loss_optimizer_or_validation_pair() -> None:

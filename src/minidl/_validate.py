@@ -1,10 +1,12 @@
-"""Checks of hyper-parameters, shared by optimizers, schedulers and data sets."""
+"""Checks of hyper-parameters and data sets, shared by optimizers, schedulers and training loops."""
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["check_int", "check_real"]
+from torch import Tensor
+
+__all__ = ["check_int", "check_labelled", "check_like", "check_real"]
 
 
 def check_real(
@@ -43,6 +45,60 @@ def check_int(where: str, name: str, value: object, *, low: int = 1) -> int:
     if value < low:
         raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
     return value
+
+
+def check_labelled(
+    where: str, what: str, x: object, y: object, *, set_name: str | None = None
+) -> tuple[Tensor, Tensor]:
+    """Return ``(x, y)`` after checking it is a non-empty set of inputs ``(N, ...)`` and class
+    indices ``(N,)``.
+
+    ``what`` names the set in the messages, e.g. ``"validation "`` gives
+    ``fit: validation y must hold class indices of shape (N,), got shape (4, 1)``; ``set_name``
+    names the set as a whole (default: ``"the " + what + "set"``).
+    """
+    for name, tensor in (("x", x), ("y", y)):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(
+                f"{where}: {what}{name} must be a torch.Tensor, got {type(tensor).__name__}"
+            )
+    assert isinstance(x, Tensor) and isinstance(y, Tensor)
+    if y.dim() != 1:
+        raise ValueError(
+            f"{where}: {what}y must hold class indices of shape (N,), got shape {tuple(y.shape)}"
+        )
+    if x.dim() == 0 or x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{where}: {what}x and y must hold as many samples, got x of shape "
+            f"{tuple(x.shape)} and y of shape {tuple(y.shape)}"
+        )
+    if y.shape[0] == 0:
+        raise ValueError(f"{where}: {set_name or f'the {what}set'} is empty")
+    if x.device != y.device:
+        raise ValueError(
+            f"{where}: {what}x and y must be on one device, got {x.device} and {y.device}"
+        )
+    return x, y
+
+
+def check_like(where: str, name: str, x: Tensor, reference: Tensor, reference_name: str) -> None:
+    """Check that ``x`` holds samples like ``reference``: the same shape after the first
+    dimension, dtype and device (so that a model that takes one takes the other)."""
+    if (
+        x.shape[1:] != reference.shape[1:]
+        or x.dtype != reference.dtype
+        or x.device != reference.device
+    ):
+        raise ValueError(
+            f"{where}: {name} must hold samples like {reference_name}, of shape "
+            f"{_samples(reference)}, {reference.dtype} on {reference.device}; got "
+            f"{_samples(x)}, {x.dtype} on {x.device}"
+        )
+
+
+def _samples(tensor: Tensor) -> str:
+    """``(N, 2)`` for a tensor of shape ``(k, 2)``: its shape with the sample dimension named."""
+    return str(("N", *tensor.shape[1:])).replace("'N'", "N")
 
 
 def _fmt(bound: float | None, default: str) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from minidl._validate import check_labelled, check_like
 from minidl.nn.batched_linear import BatchedLinear
 from minidl.nn.flat import flat_buffer
 from minidl.nn.linear import Linear
@@ -72,6 +73,21 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
         model: a network made by :func:`minidl.nn.stack_models`.
         x: inputs ``(R, N, features)``; y: class indices ``(R, N)``.
     """
+    for name, tensor, dims in (("x", x, 3), ("y", y, 2)):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(
+                f"stacked_error_rates: {name} must be a torch.Tensor, got {type(tensor).__name__}"
+            )
+        if tensor.dim() != dims:
+            expected = "inputs (R, N, features)" if name == "x" else "class indices (R, N)"
+            raise ValueError(
+                f"stacked_error_rates: {name} must hold {expected}, got shape {tuple(tensor.shape)}"
+            )
+    if x.shape[:2] != y.shape:
+        raise ValueError(
+            f"stacked_error_rates: x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)} "
+            "must hold as many models and samples"
+        )
     was_training = model.training
     model.eval()
     try:
@@ -113,12 +129,15 @@ def fit_rounds(
         criterion: the loss; it receives ``(R, B, C)`` predictions and returns R losses.
         make_optimizer: builds the optimizer on the stacked network, e.g.
             ``lambda stack: SGD(stack.parameters(), lr=0.01)``; or a :class:`PerModel`.
-        train_sets: R pairs ``(x, y)`` with the same number of samples.
+        train_sets: R pairs ``(x, y)`` with the same number of samples, alike in shape, dtype
+            and device; ``y`` holds class indices ``(N,)`` or target rows ``(N, C)``, as the
+            criterion takes them.
         epochs: epochs to train.
         batch_size: samples per batch.
         generators: R generators of the shuffles.
         make_scheduler: builds an optional schedule on the optimizer (it may return ``None``).
-        validation_sets: R optional pairs evaluated after each epoch.
+        validation_sets: R optional pairs ``(x, y)`` evaluated after each epoch, ``y`` class
+            indices ``(N,)``, all of one size; they are checked before training starts.
         on_epoch: called after each epoch with the epoch and the R :class:`EpochRecord`,
             outside ``torch.inference_mode()`` (in which the steps run). ``models`` get the
             trained parameters only when training ends, so they are not updated yet here.
@@ -138,22 +157,6 @@ def fit_rounds(
             f"fit_rounds: criterion {type(criterion).__name__} does not take stacked predictions "
             "(R, N, C); CrossEntropyLoss, MSELoss and a StackedLoss of them do"
         )
-    for name, sets in (("train_sets", train_sets), ("validation_sets", validation_sets or ())):
-        for index, pair in enumerate(sets):
-            if not (
-                isinstance(pair, tuple | list)
-                and len(pair) == 2
-                and all(isinstance(tensor, Tensor) and tensor.dim() >= 1 for tensor in pair)
-            ):
-                raise TypeError(
-                    f"fit_rounds: {name}[{index}] must be an (x, y) pair of tensors, got "
-                    f"{type(pair).__name__}"
-                )
-            if pair[0].shape[0] != pair[1].shape[0]:
-                raise ValueError(
-                    f"fit_rounds: {name}[{index}] holds {pair[0].shape[0]} inputs and "
-                    f"{pair[1].shape[0]} targets"
-                )
     for name, sequence in (("train_sets", train_sets), ("generators", generators)):
         if len(sequence) != rounds:
             raise ValueError(
@@ -163,15 +166,17 @@ def fit_rounds(
         raise ValueError(
             f"fit_rounds: expected {rounds} validation_sets, one per model, got {len(validation_sets)}"
         )
+    for index, generator in enumerate(generators):
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"fit_rounds: generators[{index}] must be a torch.Generator, got "
+                f"{type(generator).__name__}"
+            )
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit_rounds: epochs must be an integer >= 0, got {epochs!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"fit_rounds: batch_size must be an integer >= 1, got {batch_size!r}")
-    sizes = {int(x.shape[0]) for x, _ in train_sets}
-    if len(sizes) != 1:
-        raise ValueError(
-            f"fit_rounds: every training set must have as many samples, got {sorted(sizes)}"
-        )
+    _check_sets(train_sets, validation_sets)
 
     flat = False
     if isinstance(make_optimizer, PerModel):
@@ -228,7 +233,9 @@ def fit_rounds(
     x_all = torch.stack([x for x, _ in train_sets])
     y_all = torch.stack([y for _, y in train_sets])
     samples = x_all.shape[1]
-    x_flat, y_flat = x_all.reshape(rounds * samples, -1), y_all.reshape(rounds * samples)
+    # The targets may be class indices (R, N) or rows (R, N, C) such as MSE's.
+    x_flat = x_all.reshape(rounds * samples, *x_all.shape[2:])
+    y_flat = y_all.reshape(rounds * samples, *y_all.shape[2:])
     model_offsets = torch.arange(rounds, device=x_all.device).repeat_interleave(samples) * samples
     if validation_sets is not None:
         x_val = torch.stack([x for x, _ in validation_sets])
@@ -246,8 +253,8 @@ def fit_rounds(
             ).to(x_all.device)
             # Row r * samples + i of the flattened sets is sample i of model r.
             order.add_(model_offsets)
-            x_epoch = x_flat.index_select(0, order).view(rounds, samples, -1)
-            y_epoch = y_flat.index_select(0, order).view(rounds, samples)
+            x_epoch = x_flat.index_select(0, order).view(x_all.shape)
+            y_epoch = y_flat.index_select(0, order).view(y_all.shape)
             total_loss = torch.zeros(rounds, dtype=torch.float64, device=x_all.device)
             for x_batch, y_batch in zip(
                 torch.split(x_epoch, batch_size, dim=1),
@@ -291,6 +298,55 @@ def fit_rounds(
                 with torch.inference_mode(False):  # the caller's code, as outside
                     on_epoch(epoch, records)
     return histories
+
+
+def _check_sets(
+    train_sets: Sequence[tuple[Tensor, Tensor]],
+    validation_sets: Sequence[tuple[Tensor, Tensor]] | None,
+) -> None:
+    """Refuse training and validation sets that cannot be stacked or that a stack cannot take,
+    before anything is trained (a bad validation set would otherwise fail after an epoch)."""
+    for index, pair in enumerate(train_sets):
+        if not (
+            isinstance(pair, tuple | list)
+            and len(pair) == 2
+            and all(isinstance(tensor, Tensor) and tensor.dim() >= 1 for tensor in pair)
+        ):
+            raise TypeError(
+                f"fit_rounds: train_sets[{index}] must be an (x, y) pair of tensors, got "
+                f"{type(pair).__name__}"
+            )
+        if pair[0].shape[0] != pair[1].shape[0]:
+            raise ValueError(
+                f"fit_rounds: train_sets[{index}] holds {pair[0].shape[0]} inputs and "
+                f"{pair[1].shape[0]} targets"
+            )
+    sizes = {int(x.shape[0]) for x, _ in train_sets}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"fit_rounds: every training set must have as many samples, got {sorted(sizes)}"
+        )
+    if sizes == {0}:
+        raise ValueError("fit_rounds: the training sets are empty")
+    x_first, y_first = train_sets[0]
+    for index, (x, y) in enumerate(train_sets[1:], start=1):
+        check_like("fit_rounds", f"train_sets[{index}] x", x, x_first, "train_sets[0]'s x")
+        check_like("fit_rounds", f"train_sets[{index}] y", y, y_first, "train_sets[0]'s y")
+    for index, pair in enumerate(validation_sets or ()):
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            raise TypeError(
+                f"fit_rounds: validation_sets[{index}] must be an (x, y) pair of tensors, got "
+                f"{type(pair).__name__}"
+            )
+        name = f"validation_sets[{index}]"
+        x, _ = check_labelled("fit_rounds", name + " ", *pair, set_name=name)
+        check_like("fit_rounds", f"validation_sets[{index}] x", x, x_first, "the training x")
+    if validation_sets is not None:
+        sizes = {int(x.shape[0]) for x, _ in validation_sets}
+        if len(sizes) != 1:
+            raise ValueError(
+                f"fit_rounds: every validation set must have as many samples, got {sorted(sizes)}"
+            )
 
 
 def _group_parameters(stacked: Sequential, start: int, group: int, flat: bool) -> list[Parameter]:

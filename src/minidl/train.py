@@ -9,7 +9,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from minidl._validate import check_int
+from minidl._validate import check_int, check_labelled, check_like
 from minidl.data import BatchIterator
 from minidl.nn.loss import Loss
 from minidl.nn.module import Module
@@ -86,21 +86,7 @@ def predict(model: Module, x: Tensor, batch_size: int = 4096) -> Tensor:
 
 def error_rate(model: Module, x: Tensor, y: Tensor) -> float:
     """Classification error of ``model`` on ``(x, y)``, in percent (``y``: class indices, ``(N,)``)."""
-    for name, tensor in (("x", x), ("y", y)):
-        if not isinstance(tensor, Tensor):
-            raise TypeError(
-                f"error_rate: {name} must be a torch.Tensor, got {type(tensor).__name__}"
-            )
-    if y.dim() != 1:
-        raise ValueError(
-            f"error_rate: y must hold class indices of shape (N,), got shape {tuple(y.shape)}"
-        )
-    if y.shape[0] == 0:
-        raise ValueError("error_rate: empty set")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"error_rate: x and y must hold as many samples, got {x.shape[0]} and {y.shape[0]}"
-        )
+    check_labelled("error_rate", "", x, y)
     wrong = (predict(model, x) != y).sum()
     return 100.0 * float(wrong) / y.shape[0]
 
@@ -141,7 +127,8 @@ def fit(
         epochs: the epoch to stop at (training runs epochs ``start_epoch .. epochs - 1``).
         batch_size: samples per batch.
         scheduler: an optional learning-rate schedule on ``optimizer``.
-        validation: an optional ``(x, y)`` evaluated after each epoch.
+        validation: an optional ``(x, y)`` evaluated after each epoch: inputs like ``x`` and
+            class indices ``(N,)``, checked before training starts.
         generator: the generator of the shuffles (default: torch's global one).
         start_epoch: the first epoch to run (when resuming).
         history: a history to extend (when resuming).
@@ -179,6 +166,10 @@ def fit(
         raise TypeError(f"fit: history must be a History, got {type(history).__name__}")
     history = History() if history is None else history
     batches = BatchIterator(x, y, batch_size, generator=generator)
+    if validation is not None:
+        # Checked before training, so that a bad set does not fail after the first epoch.
+        x_validation, _ = check_labelled("fit", "validation ", *validation)
+        check_like("fit", "validation x", x_validation, x, "the training x")
     steps: _Batches = batches if parallel is None else parallel.shard(batches)
     per_batch = scheduler is not None and scheduler.interval == "batch"
     model.train()
@@ -187,8 +178,6 @@ def fit(
             epoch_lr = optimizer.lr
             losses: list[Tensor] = []
             for x_batch, y_batch in steps:
-                if per_batch:
-                    history.batch_lr.append(optimizer.lr)
                 optimizer.zero_grad()
                 loss = criterion(model(x_batch), y_batch)
                 model.backward_parameters(criterion.backward())
@@ -198,6 +187,8 @@ def fit(
                 losses.append(loss)
                 if per_batch:
                     assert scheduler is not None
+                    # Recorded after the step, so that a failing batch leaves the history as is.
+                    history.batch_lr.append(optimizer.lr)
                     scheduler.step()
             # One float64 sum per epoch, cheaper than a mixed-dtype addition per batch.
             total_loss = (
