@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -571,6 +572,71 @@ def test_stacked_error_rates_refuses_what_is_not_a_stacked_set() -> None:
     with pytest.raises(ValueError, match=r"BatchedLinear: expected an input of shape \(2, N, 2\)"):
         stacked_error_rates(stacked, x[:, :0], y[:, :0])
     assert stacked.training
+
+
+def test_fit_rounds_refuses_bad_epochs_batch_sizes_and_set_sizes() -> None:
+    torch.manual_seed(0)
+    models = [nn.mlp((2, 3, 2), "tanh") for _ in range(2)]
+    before = [model.state_dict() for model in models]
+    x, y = torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 1, 0])
+    bad: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({"epochs": -1}, ValueError, r"epochs must be an integer >= 0, got -1"),
+        ({"epochs": True}, ValueError, r"epochs must be an integer >= 0, got True"),
+        ({"epochs": 2.0}, ValueError, r"epochs must be an integer >= 0, got 2.0"),
+        ({"batch_size": 0}, ValueError, r"batch_size must be an integer >= 1, got 0"),
+        ({"batch_size": True}, ValueError, r"batch_size must be an integer >= 1, got True"),
+        ({"batch_size": "3"}, ValueError, r"batch_size must be an integer >= 1, got '3'"),
+        (
+            {"train_sets": [(x, y), (x[:5], y[:5])]},
+            ValueError,
+            r"every training set must have as many samples, got \[5, 6\]",
+        ),
+        (
+            {"train_sets": [(x, y), (torch.tensor(1.0), y)]},
+            TypeError,
+            r"train_sets\[1\] must be an \(x, y\) pair of tensors",
+        ),
+    ]
+    for change, kind, message in bad:
+        arguments: dict[str, Any] = {
+            "train_sets": [(x, y), (x, y)],
+            "generators": [torch.Generator().manual_seed(r) for r in range(2)],
+            "epochs": 1,
+            "batch_size": 3,
+            **change,
+        }
+        with pytest.raises(kind, match="^fit_rounds: " + message):
+            fit_rounds(
+                models,
+                nn.CrossEntropyLoss(),
+                lambda stack: SGD(stack.parameters(), lr=0.1),
+                **arguments,
+            )
+        for model, state in zip(models, before, strict=True):
+            assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    # Zero epochs train nothing and record nothing.
+    histories = fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        lambda stack: SGD(stack.parameters(), lr=0.1),
+        [(x, y), (x, y)],
+        epochs=0,
+        generators=[torch.Generator(), torch.Generator()],
+    )
+    assert histories == [History(), History()]
+    for model, state in zip(models, before, strict=True):
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_fit_rounds_defaults_are_fits() -> None:
+    """A batch size left out is fit's, and PerModel's defaults are one optimizer per model over
+    a layer-wise stack."""
+    fit_defaults = inspect.signature(fit).parameters
+    for name, parameter in inspect.signature(fit_rounds).parameters.items():
+        if parameter.default is not inspect.Parameter.empty and name in fit_defaults:
+            assert parameter.default == fit_defaults[name].default, name
+    per_model = PerModel(lambda g, parameters: SGD(parameters, lr=0.1))
+    assert (per_model.group, per_model.flat) == (1, False)
 
 
 def test_fit_rounds_rejects_mismatched_lengths() -> None:
