@@ -1013,6 +1013,10 @@ def test_batch_iterator_bad_data() -> None:
         BatchIterator(torch.zeros(0, 2), torch.zeros(0), 2)
     with raises(TypeError, "BatchIterator", "generator", "torch.Generator", "int"):
         BatchIterator(torch.zeros(2, 2), torch.zeros(2), 2, generator=0)  # type: ignore[arg-type]
+    # The meta device stands in for a second device; the shuffle used to fail on it with
+    # torch's index_select message, at the first pass.
+    with raises(ValueError, "BatchIterator: x and y must be on one device", "cpu and meta"):
+        BatchIterator(torch.zeros(2, 2), torch.zeros(2, device="meta"), 2)
 
 
 @pytest.mark.parametrize(
@@ -1172,8 +1176,9 @@ def test_fit_bad_arguments() -> None:
     optimizer = optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(4, 2), torch.tensor([0, 1, 0, 1])
     before = model.state_dict()
-    with raises(ValueError, "fit", "epochs", "-1"):
-        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=-1)
+    for epochs in (-1, True, 2.0, "2"):
+        with raises(ValueError, "fit: epochs must be an integer >= 0, got", repr(epochs)):
+            fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=epochs)  # type: ignore[arg-type]
     other = optim.StepDecay(optim.SGD(nn.Linear(1, 1).parameters(), lr=0.1))
     with raises(ValueError, "fit", "scheduler"):
         fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, scheduler=other)

@@ -171,6 +171,10 @@ class BatchIterator:
             raise ValueError(
                 f"BatchIterator: x and y must hold as many samples, got {x.shape[0]} and {y.shape[0]}"
             )
+        if x.device != y.device:
+            raise ValueError(
+                f"BatchIterator: x and y must be on one device, got {x.device} and {y.device}"
+            )
         self.x = x
         self.y = y
         self.batch_size = check_int("BatchIterator", "batch_size", batch_size)
