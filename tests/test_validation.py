@@ -731,13 +731,15 @@ def test_fit_refuses_what_is_not_a_model_loss_optimizer_or_validation_pair() -> 
         ),
         ({"validation": x}, TypeError, ("validation must be an (x, y) pair", "Tensor")),
         ({"validation": (x, y, y)}, TypeError, ("validation must be an (x, y) pair", "tuple")),
+        ({"parallel": 2}, TypeError, ("parallel must be a minidl.distributed.DataParallel", "int")),
     ]
     for change, kind, fragments in bad:
         arguments: dict[str, Any] = {"model": model, "criterion": criterion, "optimizer": optimizer}
         arguments.update(change)
         validation = arguments.pop("validation", None)
+        parallel = arguments.pop("parallel", None)
         with raises(kind, "fit", *fragments):
-            fit(**arguments, x=x, y=y, epochs=1, validation=validation)
+            fit(**arguments, x=x, y=y, epochs=1, validation=validation, parallel=parallel)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     # An optimizer over part of the model (the rest frozen) is fine.
     fit(model, criterion, optim.SGD(model.parameters()[2:], lr=0.1), x, y, epochs=1)

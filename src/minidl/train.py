@@ -162,6 +162,14 @@ def fit(
         raise ValueError(f"fit: start_epoch must be an integer >= 0, got {start_epoch!r}")
     if start_epoch > epochs:
         raise ValueError(f"fit: start_epoch {start_epoch} is past epochs {epochs}")
+    if parallel is not None and not all(
+        callable(getattr(parallel, method, None))
+        for method in ("shard", "synchronize", "reduce_loss")
+    ):
+        raise TypeError(
+            "fit: parallel must be a minidl.distributed.DataParallel (with shard, synchronize "
+            f"and reduce_loss), got {type(parallel).__name__}"
+        )
     if history is not None and not isinstance(history, History):
         raise TypeError(f"fit: history must be a History, got {type(history).__name__}")
     history = History() if history is None else history
