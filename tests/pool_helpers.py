@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from minidl.experiments.batched import train_rows_batched
@@ -27,3 +29,17 @@ def train_cross_entropy_late(
     if any(is_late(experiment) for experiment in group):
         time.sleep(DELAY_SECONDS)
     return train_rows_batched(group, rounds, base_seed, **kwargs)
+
+
+#: The folder where :func:`wait_in_worker` leaves a file named after its worker's process id.
+PID_FOLDER_ENV = "MINIDL_TEST_PID_FOLDER"
+
+
+def wait_in_worker(
+    group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
+) -> list[RowResult]:
+    """Leave ``<pid>.pid`` in the folder named by :data:`PID_FOLDER_ENV`, then wait two minutes
+    (long enough for a test to kill the parent process meanwhile)."""
+    (Path(os.environ[PID_FOLDER_ENV]) / f"{os.getpid()}.pid").touch()
+    time.sleep(120)
+    return []

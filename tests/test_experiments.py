@@ -525,6 +525,60 @@ def test_worker_errors_reach_the_caller() -> None:
         run_experiments(two_groups, 1, 0, jobs=2, train=local_train)
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """A parent killed with SIGKILL cannot stop its workers: they used to wait for work forever
+    (each holds both ends of the pool's task pipe). They now end with the parent."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.pool_helpers import PID_FOLDER_ENV
+
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        f"import sys; sys.path.insert(0, {str(root)!r})\n"
+        "from minidl.experiments.config import experiments_for_tables\n"
+        "from minidl.experiments.pool import train_groups\n"
+        "from tests.pool_helpers import wait_in_worker\n"
+        "if __name__ == '__main__':\n"
+        "    rows = experiments_for_tables('2')[:2]\n"
+        "    train_groups([[row] for row in rows], 1, 0, jobs=2, train=wait_in_worker)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], env={**os.environ, PID_FOLDER_ENV: str(tmp_path)}
+    )
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.1)
+            workers = [int(path.stem) for path in tmp_path.glob("*.pid")]
+        assert len(workers) == 2, f"the workers did not start (parent: {parent.poll()})"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(_alive, workers)), "workers outlived their killed parent"
+    finally:
+        parent.kill()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_stack_key_groups_rows_that_differ_only_in_their_updates() -> None:
     table_ii = experiments_for_tables("2")
     assert stack_key(table_ii[0]) != stack_key(TABLE_III[0])  # other epochs

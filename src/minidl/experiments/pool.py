@@ -16,8 +16,11 @@ are small, so one row never gains from a second thread.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import os
 import pickle
 import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -43,6 +46,26 @@ def _start_worker(progress: Any) -> None:
     _worker["progress"] = progress
     torch.set_num_threads(1)
     keep_freed_memory()
+    _exit_with_parent()
+
+
+def _exit_with_parent() -> None:
+    """End this worker as soon as the parent process ends, however it ends.
+
+    A parent that is killed (``SIGKILL``, the out-of-memory killer) cannot stop its workers, and
+    they would wait for work forever: each holds both ends of the pool's task pipe, so the read
+    never sees the end of the file. A daemon thread waits on the parent's sentinel instead.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="minidl-watch-parent", daemon=True).start()
 
 
 def _train_in_worker(
