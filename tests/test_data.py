@@ -150,6 +150,8 @@ def test_drop_last(n: int, batch_size: int, expected: list[int]) -> None:
     x, y = _dataset(n)
     batches = BatchIterator(x, y, batch_size, drop_last=True)
     assert [len(b) for _, b in batches] == expected
+    for x_batch, y_batch in batches:  # the inputs are cut as the targets, in pairs
+        assert torch.equal(x_batch[:, 0].long(), y_batch)
     assert len(batches) == len(expected)
     # The dropped samples differ between passes: every sample is still seen over many passes.
     if expected:
