@@ -15,6 +15,8 @@ import minidl
 from minidl import nn
 from minidl.anomaly import AnomalyError, detect_anomaly
 from minidl.cli import main
+from minidl.optim import SGD
+from minidl.train import fit
 
 NAN = float("nan")
 
@@ -139,6 +141,48 @@ def test_backward_checks_the_incoming_gradient(wrapped: bool) -> None:
     )
 
 
+@pytest.mark.parametrize("wrapped", FORMS)
+def test_backward_parameters_checks_as_backward_does(wrapped: bool) -> None:
+    """fit trains with backward_parameters: the first layer's parameter gradients and the
+    gradient given to the model used to go unchecked there when the model was given."""
+    model = network()
+    output = model(torch.randn(4, 3))
+    with detect_anomaly(*([model] if wrapped else [])):
+        model[0].weight.grad[2, 1] = float("inf")  # type: ignore[index]
+        with pytest.raises(AnomalyError) as info:
+            model.backward_parameters(torch.ones_like(output))
+        assert (info.value.module, info.value.what, info.value.index) == (
+            "Sequential[0]: Linear",
+            "gradient of parameter 'weight'",
+            (2, 1),
+        )
+        model.zero_grad()
+        grad = torch.ones_like(output)
+        grad[3, 0] = NAN
+        with pytest.raises(AnomalyError) as info:
+            model.backward_parameters(grad)
+        assert (info.value.module, info.value.what, info.value.index) == (
+            "Sequential",
+            "incoming gradient",
+            (3, 0),
+        )
+
+
+def test_fit_under_detect_anomaly_checks_the_first_layer() -> None:
+    """An infinite weight gradient in the first layer (tiny weights, huge inputs) stops fit."""
+    torch.manual_seed(0)
+    model = nn.mlp((2, 3, 2), "tanh")
+    model[0].weight.data.fill_(1e-38)
+    x, y = torch.full((4, 2), 3e37), torch.full((4, 2), 1e18)
+    criterion = nn.MSELoss()
+    with pytest.raises(AnomalyError) as info, detect_anomaly(model, criterion):
+        fit(model, criterion, SGD(model.parameters(), lr=0.1), x, y, epochs=1)
+    assert (info.value.module, info.value.what) == (
+        "Sequential[0]: Linear",
+        "gradient of parameter 'weight'",
+    )
+
+
 def test_losses_are_checked_when_given() -> None:
     model = network()
     criterion = nn.MSELoss()
@@ -172,8 +216,8 @@ def test_nothing_is_left_behind_even_after_an_error() -> None:
             model(x)
         assert not minidl.anomaly.enabled
         for _, module in model.named_modules():
-            assert "forward" not in module.__dict__
-            assert "backward" not in module.__dict__
+            for method in ("forward", "backward", "backward_parameters"):
+                assert method not in module.__dict__
         assert torch.isnan(model(x)).all()  # off: no check, no error
 
 

@@ -6,8 +6,8 @@ pass, the gradient it receives, the gradient it returns and the gradients it acc
 own parameters. The first non-finite value raises an :class:`AnomalyError` naming the module by
 its path in the model (``Sequential[3]: Tanh``), the pass (``forward`` or ``backward``), what was
 checked, the first bad index and its value. Modules are wrapped for the duration of the ``with``
-block only (their ``forward`` and ``backward`` are replaced on the instances and restored on
-exit), so outside it nothing is checked and nothing costs anything.
+block only (their ``forward``, ``backward`` and ``backward_parameters`` are replaced on the instances
+and restored on exit), so outside it nothing is checked and nothing costs anything.
 
 ``with detect_anomaly():`` with no module switches on a flag that every
 :class:`~minidl.nn.Sequential` reads once per ``forward``/``backward`` call: while it is on, a
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from minidl.nn.sequential import Sequential
 
 __all__ = ["AnomalyError", "detect_anomaly", "enabled"]
+
+#: The methods that the module form replaces on each instance, for the duration of the block.
+_WRAPPED = ("forward", "backward", "backward_parameters")
 
 #: Whether the module-less form is active; :class:`~minidl.nn.Sequential` reads it once per call.
 enabled: bool = False
@@ -97,6 +100,7 @@ def _label(path: str, module: Module, is_root: bool) -> str:
 def _wrap(module: Module, label: str) -> None:
     forward: Callable[..., Any] = module.forward
     backward: Callable[..., Any] = module.backward
+    backward_parameters: Callable[[Tensor], None] = module.backward_parameters
 
     def checked_forward(*inputs: Any) -> Any:
         for position, input in enumerate(inputs):
@@ -115,9 +119,15 @@ def _wrap(module: Module, label: str) -> None:
         _check_parameters(module, label)
         return gradient
 
+    def checked_backward_parameters(grad_output: Tensor) -> None:
+        check_finite(grad_output, label, "backward", "incoming gradient")
+        backward_parameters(grad_output)
+        _check_parameters(module, label)
+
     # Instance attributes shadow the class's methods, for this module only.
     module.__dict__["forward"] = checked_forward
     module.__dict__["backward"] = checked_backward
+    module.__dict__["backward_parameters"] = checked_backward_parameters
 
 
 @contextmanager
@@ -157,7 +167,7 @@ def detect_anomaly(*modules: Module) -> Iterator[None]:
                     continue
                 seen.add(id(module))
                 own: dict[str, Any] = {
-                    k: module.__dict__[k] for k in ("forward", "backward") if k in module.__dict__
+                    k: module.__dict__[k] for k in _WRAPPED if k in module.__dict__
                 }
                 saved.append((module, own))
                 full_path = (
@@ -170,7 +180,7 @@ def detect_anomaly(*modules: Module) -> Iterator[None]:
     finally:
         enabled = previous_flag
         for module, own in reversed(saved):
-            for key in ("forward", "backward"):
+            for key in _WRAPPED:
                 if key in own:
                     module.__dict__[key] = own[key]
                 else:
