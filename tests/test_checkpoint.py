@@ -8,6 +8,7 @@ in ``test_validation.py``; random byte corruption is in ``test_properties.py``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import stat
@@ -210,9 +211,33 @@ def test_optimizer_and_scheduler_are_optional(tmp_path: Path) -> None:
     other, _, _, _ = build("sgd", seed=3)
     state = load_checkpoint(tmp_path / "c", other)
     assert all(torch.equal(other.state_dict()[k], v) for k, v in model.state_dict().items())
-    assert state.epoch == 0
+    assert (state.epoch, state.step) == (0, 0)
     with pytest.raises(CheckpointError, match="no optimizer state"):
         load_checkpoint(tmp_path / "c", other, optimizer)
+
+
+def test_a_diverged_run_round_trips(tmp_path: Path) -> None:
+    """A run that diverged is worth keeping, to see where: non-finite weights, optimizer state
+    and curves (a NaN loss, no validation set) are saved, flagged and loaded back as they were."""
+    model, optimizer, scheduler, generator = build("sgd-momentum-step")
+    history = train((model, optimizer, scheduler, generator), epochs=2)
+    history.train_loss[1] = float("nan")
+    history.validation_error[:] = [float("nan")] * 2
+    model[0].weight.data[1, 0] = float("inf")
+    model[2].bias.data[0] = float("nan")
+    save_checkpoint(tmp_path / "c", model, optimizer, scheduler, epoch=2, history=history)
+    checkpoint = read_checkpoint(tmp_path / "c")
+    flags = {name: entry["finite"] for name, entry in checkpoint.header["tensors"].items()}
+    assert not flags["model.0.weight"] and not flags["model.2.bias"]
+    assert flags["model.0.bias"] and flags["model.2.weight"]
+    other, other_optimizer, other_scheduler, _ = build("sgd-momentum-step", seed=3)
+    state = load_checkpoint(tmp_path / "c", other, other_optimizer, other_scheduler)
+    for name, value in model.state_dict().items():
+        assert torch.equal(other.state_dict()[name].isnan(), value.isnan())
+        assert torch.equal(other.state_dict()[name].nan_to_num(), value.nan_to_num())
+    assert state.history.train_loss[0] == history.train_loss[0]
+    assert math.isnan(state.history.train_loss[1])
+    assert all(math.isnan(error) for error in state.history.validation_error)
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(
