@@ -828,12 +828,20 @@ def _bad_module_states() -> list[
     def not_a_tensor(state: dict[str, Tensor]) -> None:
         state["0.bias"] = [0.0, 0.0, 0.0]  # type: ignore[assignment]
 
+    def meta(state: dict[str, Tensor]) -> None:  # the last entry: the others would be copied
+        state["2.bias"] = state["2.bias"].to("meta")
+
+    def sparse(state: dict[str, Tensor]) -> None:
+        state["2.weight"] = state["2.weight"].to_sparse()
+
     return [
         (missing, KeyError, ("Sequential.load_state_dict", "missing keys ['2.bias']")),
         (unexpected, KeyError, ("Sequential.load_state_dict", "unexpected keys ['5.weight']")),
         (misshaped, ValueError, ("Sequential.load_state_dict", "'2.weight'", "(3, 2)", "(2, 3)")),
         (integer, TypeError, ("Sequential.load_state_dict", "'2.weight'", "torch.int64")),
         (not_a_tensor, TypeError, ("Sequential.load_state_dict", "'0.bias'", "list")),
+        (meta, TypeError, ("Sequential.load_state_dict", "'2.bias' is a meta tensor", "dense")),
+        (sparse, TypeError, ("Sequential.load_state_dict", "'2.weight' is a sparse_coo tensor")),
     ]
 
 
@@ -854,6 +862,18 @@ def test_module_load_state_dict_bad_entries(
     after = model.state_dict()
     assert list(after) == list(before)
     assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_module_load_state_dict_needs_a_mapping() -> None:
+    model = nn.mlp((2, 3, 2))
+    for bad in (5, [("0.weight", torch.zeros(3, 2))]):
+        with raises(
+            TypeError, "Sequential.load_state_dict: expected a mapping", type(bad).__name__
+        ):
+            model.load_state_dict(bad)  # type: ignore[arg-type]
+    # A model on the meta device takes a meta state (nothing to copy).
+    on_meta = nn.mlp((2, 3, 2)).to("meta")
+    on_meta.load_state_dict({k: v.to("meta") for k, v in model.state_dict().items()})
 
 
 def test_module_load_state_dict_non_strict_allows_unexpected_only() -> None:

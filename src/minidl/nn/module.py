@@ -200,9 +200,14 @@ class Module:
             TypeError: an entry that is not a floating-point tensor (for a buffer that is not
                 floating point: an entry of another dtype).
         """
+        where = type(self).__name__
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"{where}.load_state_dict: expected a mapping of names to tensors (as "
+                f"state_dict() returns), got {type(state_dict).__name__}"
+            )
         own = {name: parameter.data for name, parameter in self.named_parameters()}
         own.update(self.named_buffers())
-        where = type(self).__name__
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if missing or (strict and unexpected):
@@ -229,6 +234,12 @@ class Module:
                 raise ValueError(
                     f"{where}.load_state_dict: entry {name!r} has shape {tuple(value.shape)}, "
                     f"expected {tuple(tensor.shape)}"
+                )
+            if value.layout != torch.strided or (value.is_meta and not tensor.is_meta):
+                kind = "meta" if value.is_meta else str(value.layout).removeprefix("torch.")
+                raise TypeError(
+                    f"{where}.load_state_dict: entry {name!r} is a {kind} tensor; expected a "
+                    "dense tensor that holds its values"
                 )
         for name, tensor in own.items():
             tensor.copy_(state_dict[name])
