@@ -792,7 +792,11 @@ def test_scheduler_bad_arguments(
         ({"last_step": 3}, KeyError, "missing keys ['base_lr']"),
         ({"base_lr": 0.1, "last_step": -1}, ValueError, "last_step"),
         ({"base_lr": 0.1, "last_step": 2.0}, ValueError, "last_step"),
-        ({"base_lr": -0.1, "last_step": 2}, ValueError, "base_lr"),
+        ({"base_lr": -0.1, "last_step": 2}, ValueError, "base_lr must be in [0, inf), got -0.1"),
+        # NaN passed the old ">= 0" check and failed in the optimizer, the counters changed.
+        ({"base_lr": float("nan"), "last_step": 2}, ValueError, "base_lr must be a finite"),
+        ({"base_lr": float("inf"), "last_step": 2}, ValueError, "base_lr must be a finite"),
+        ({"base_lr": "0.1", "last_step": 2}, ValueError, "base_lr must be a finite"),
     ],
 )
 def test_scheduler_load_state_dict_bad_entries(
@@ -805,6 +809,19 @@ def test_scheduler_load_state_dict_bad_entries(
     with raises(kind, "StepDecay.load_state_dict", fragment):
         scheduler.load_state_dict(state)
     assert (scheduler.state_dict(), optimizer.lr) == before
+
+
+def test_optimizer_and_scheduler_load_state_dict_need_a_mapping() -> None:
+    optimizer = optim.SGD(_params(), lr=0.5)
+    scheduler = optim.StepDecay(optimizer, step_size=1)
+    for target in (optimizer, scheduler):
+        for bad in (5, None, [("lr", 0.1)]):
+            with raises(
+                TypeError,
+                f"{type(target).__name__}.load_state_dict: expected a mapping",
+                type(bad).__name__,
+            ):
+                target.load_state_dict(bad)  # type: ignore[arg-type]
 
 
 # -- state dicts ---------------------------------------------------------------------------------
@@ -922,6 +939,12 @@ def _bad_optimizer_states() -> list[
             set_("state", {"momentum_buffer": torch.zeros(6, dtype=torch.int64)}),
             TypeError,
             "torch.int64",
+        ),
+        (
+            "meta-state",  # checked before anything is written: lr and step_count were set first
+            set_("state", {"momentum_buffer": torch.zeros(6, device="meta")}),
+            TypeError,
+            "state 'momentum_buffer' is a meta tensor",
         ),
         (
             "bad-momentum",

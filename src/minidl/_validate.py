@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
-__all__ = ["check_int", "check_labelled", "check_like", "check_real"]
+__all__ = ["check_copyable", "check_int", "check_labelled", "check_like", "check_real"]
 
 
 def check_real(
@@ -45,6 +46,16 @@ def check_int(where: str, name: str, value: object, *, low: int = 1) -> int:
     if value < low:
         raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
     return value
+
+
+def check_copyable(where: str, what: str, value: Tensor, target: Tensor) -> None:
+    """Check that ``target.copy_(value)`` can work: ``value`` is dense and holds its values (a
+    meta tensor holds none, unless ``target`` is on the meta device too)."""
+    if value.layout != torch.strided or (value.is_meta and not target.is_meta):
+        kind = "meta" if value.is_meta else str(value.layout).removeprefix("torch.")
+        raise TypeError(
+            f"{where}: {what} is a {kind} tensor; expected a dense tensor that holds its values"
+        )
 
 
 def check_labelled(

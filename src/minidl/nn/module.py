@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from minidl._validate import check_copyable
 from minidl.nn.flat import flat_buffer, flatten_parameters
 from minidl.nn.parameter import Parameter
 
@@ -235,12 +236,7 @@ class Module:
                     f"{where}.load_state_dict: entry {name!r} has shape {tuple(value.shape)}, "
                     f"expected {tuple(tensor.shape)}"
                 )
-            if value.layout != torch.strided or (value.is_meta and not tensor.is_meta):
-                kind = "meta" if value.is_meta else str(value.layout).removeprefix("torch.")
-                raise TypeError(
-                    f"{where}.load_state_dict: entry {name!r} is a {kind} tensor; expected a "
-                    "dense tensor that holds its values"
-                )
+            check_copyable(f"{where}.load_state_dict", f"entry {name!r}", value, tensor)
         for name, tensor in own.items():
             tensor.copy_(state_dict[name])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from minidl._validate import check_real
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["LRScheduler"]
@@ -61,6 +62,11 @@ class LRScheduler:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the step counter (and the reference learning rate) and set the optimizer's lr."""
         name = type(self).__name__
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"{name}.load_state_dict: expected a mapping (as state_dict() returns), got "
+                f"{type(state_dict).__name__}"
+            )
         missing = {"base_lr", "last_step"} - set(state_dict)
         if missing:
             raise KeyError(f"{name}.load_state_dict: missing keys {sorted(missing)}")
@@ -69,11 +75,7 @@ class LRScheduler:
             raise ValueError(
                 f"{name}.load_state_dict: last_step must be an int >= 0, got {last_step!r}"
             )
-        base_lr = state_dict["base_lr"]
-        if isinstance(base_lr, bool) or not isinstance(base_lr, int | float) or base_lr < 0:
-            raise ValueError(
-                f"{name}.load_state_dict: base_lr must be a number >= 0, got {base_lr!r}"
-            )
-        self.base_lr = float(base_lr)
+        base_lr = check_real(f"{name}.load_state_dict", "base_lr", state_dict["base_lr"], low=0.0)
+        self.base_lr = base_lr
         self.last_step = last_step
         self.optimizer.lr = self.lr_at(last_step)

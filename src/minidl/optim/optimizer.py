@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from minidl._validate import check_real
+from minidl._validate import check_copyable, check_real
 from minidl.nn.flat import flat_buffer
 from minidl.nn.parameter import Parameter
 
@@ -188,6 +188,11 @@ class Optimizer:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned; everything is checked before anything changes."""
         name = type(self).__name__
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"{name}.load_state_dict: expected a mapping (as state_dict() returns), got "
+                f"{type(state_dict).__name__}"
+            )
         missing = {"lr", "step_count", "state"} - set(state_dict)
         if missing:
             raise KeyError(f"{name}.load_state_dict: missing keys {sorted(missing)}")
@@ -217,6 +222,7 @@ class Optimizer:
                     f"{name}.load_state_dict: state {state_name!r} must be floating point, "
                     f"got {tensor.dtype}"
                 )
+            check_copyable(f"{name}.load_state_dict", f"state {state_name!r}", tensor, expected)
         hyperparameters = state_dict.get("hyperparameters", {})
         if hyperparameters:
             self._check_hyperparameters(hyperparameters)
