@@ -285,11 +285,36 @@ def test_the_file_then_its_folder_reach_the_disk_around_the_rename(
 
 
 def test_checkpoint_gets_ordinary_permissions(tmp_path: Path) -> None:
+    """The file gets the permissions the umask gives a new file, and the umask (read by
+    setting it) is left as it was."""
     model, _, _, _ = build("sgd")
-    save_checkpoint(tmp_path / "c", model)
-    umask = os.umask(0)
-    os.umask(umask)
-    assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o666 & ~umask
+    previous = os.umask(0o027)
+    try:
+        save_checkpoint(tmp_path / "c", model)
+        assert os.umask(0o027) == 0o027
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o640
+
+
+def test_the_whole_file_is_written_before_its_fsync_and_nothing_is_left_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        if not stat.S_ISDIR(os.fstat(descriptor).st_mode):
+            sizes.append(os.fstat(descriptor).st_size)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    model, optimizer, scheduler, generator = build("sgd")
+    open_before = sorted(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").exists() else []
+    save_checkpoint(tmp_path / "c", model, optimizer, scheduler, generator=generator)
+    assert sizes == [(tmp_path / "c").stat().st_size]
+    if open_before:
+        assert sorted(os.listdir("/proc/self/fd")) == open_before
 
 
 class _Exploit:
