@@ -568,3 +568,17 @@ def test_predict_refuses_a_batch_size_that_is_not_a_positive_int(
     model, x, _ = _problem(7)
     with pytest.raises(kind, match=r"^predict: batch_size must be an integer >= 1, got "):
         predict(model, x, batch_size=batch_size)  # type: ignore[arg-type]
+
+
+def test_predict_refuses_what_is_not_a_set_of_samples() -> None:
+    """An empty set used to fail in torch.cat, a non-tensor with an AttributeError."""
+    model, x, _ = _problem(7)
+    with pytest.raises(ValueError, match=r"^predict: x must hold at least one sample, got shape"):
+        predict(model, x[:0])
+    with pytest.raises(
+        ValueError, match=r"^predict: x must hold at least one sample, got shape \(\)"
+    ):
+        predict(model, torch.tensor(1.0))
+    with pytest.raises(TypeError, match=r"^predict: x must be a torch.Tensor, got str"):
+        predict(model, "x")  # type: ignore[arg-type]
+    assert model.training

@@ -73,6 +73,10 @@ def predict(model: Module, x: Tensor, batch_size: int = 4096) -> Tensor:
     The model's training mode is restored afterwards.
     """
     batch_size = check_int("predict", "batch_size", batch_size)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"predict: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(f"predict: x must hold at least one sample, got shape {tuple(x.shape)}")
     was_training = model.training
     model.eval()
     try:
