@@ -386,6 +386,63 @@ TAMPERING: list[tuple[str, Callable[[Path], None], list[str]]] = [
         ["malformed", "training.epoch", "-1"],
     ),
     (
+        "format version true",
+        lambda p: rewrite(p, header=lambda h: h.update(format_version=True)),
+        ["invalid format version True"],
+    ),
+    (
+        "format version as text",
+        lambda p: rewrite(p, header=lambda h: h.update(format_version="1")),
+        ["invalid format version '1'"],
+    ),
+    (
+        "step as text",
+        lambda p: rewrite(p, header=lambda h: h["training"].update(step="3")),
+        ["malformed", "training.step must be an integer >= 0, got '3'"],
+    ),
+    (
+        "a text in the history",
+        lambda p: rewrite(p, header=lambda h: h["training"]["history"]["lr"].append("0.1")),
+        ["malformed", "training.history.lr must be a list of numbers"],
+    ),
+    (
+        "a boolean in the history",
+        lambda p: rewrite(p, header=lambda h: h["training"]["history"]["lr"].append(True)),
+        ["malformed", "training.history.lr must be a list of numbers"],
+    ),
+    (
+        "a history entry missing",
+        lambda p: rewrite(p, header=lambda h: h["training"]["history"].pop("batch_lr")),
+        ["malformed", "training.history has the entries ['lr', 'train_loss', 'validation_error']"],
+    ),
+    (
+        "the history as a list of its names",
+        lambda p: rewrite(
+            p, header=lambda h: h["training"].update(history=sorted(h["training"]["history"]))
+        ),
+        ["malformed", "training.history must be an object, got list"],
+    ),
+    (
+        "the tensor table as a list",
+        lambda p: rewrite(p, header=lambda h: h.update(tensors=sorted(h["tensors"]))),
+        ["malformed", "tensors must be an object, got list"],
+    ),
+    (
+        "a tensor's shape as text",
+        lambda p: rewrite(p, header=lambda h: h["tensors"]["model.0.bias"].update(shape="4")),
+        ["malformed", "tensors.model.0.bias.shape must be a list"],
+    ),
+    (
+        "finite as text",
+        lambda p: rewrite(p, header=lambda h: h["tensors"]["model.0.bias"].update(finite="yes")),
+        ["malformed", "a boolean 'finite'"],
+    ),
+    (
+        "the header as a list",
+        lambda p: rewrite(p, dump=lambda w: _canonical({"header": [], "sha256": w["sha256"]})),
+        ["header is corrupted", "unexpected structure"],
+    ),
+    (
         "optimizer refuses the saved lr",
         lambda p: rewrite(p, header=_bad_optimizer_lr),
         ["refused", "lr", "-1"],

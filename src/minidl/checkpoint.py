@@ -480,13 +480,18 @@ def _check_header_fields(header: dict[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
 
-    architecture = header["architecture"]
+    def mapping(value: object, name: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise TypeError(f"{name} must be an object, got {type(value).__name__}")
+        return value
+
+    architecture = mapping(header["architecture"], "architecture")
     if not isinstance(architecture["parameters"], list):
         raise TypeError("architecture.parameters must be a list")
-    training = header["training"]
+    training = mapping(header["training"], "training")
     integer(training["epoch"], "training.epoch")
     integer(training["step"], "training.step")
-    history = training["history"]
+    history = mapping(training["history"], "training.history")
     if set(history) != {"train_loss", "validation_error", "lr", "batch_lr"}:
         raise ValueError(f"training.history has the entries {sorted(history)}")
     for name, values in history.items():
@@ -496,8 +501,10 @@ def _check_header_fields(header: dict[str, Any]) -> None:
             raise TypeError(f"training.history.{name} must be a list of numbers")
     if not isinstance(training["extra"], dict):
         raise TypeError("training.extra must be an object")
-    for entry in header["tensors"].values():
-        integer(len(entry["shape"]), "tensor rank")
+    for name, entry in mapping(header["tensors"], "tensors").items():
+        mapping(entry, f"tensors.{name}")
+        if not isinstance(entry["shape"], list):
+            raise TypeError(f"tensors.{name}.shape must be a list")
         if not isinstance(entry["finite"], bool) or not isinstance(entry["sha256"], str):
             raise TypeError("tensor entries need a boolean 'finite' and a string 'sha256'")
 
