@@ -443,6 +443,17 @@ TAMPERING: list[tuple[str, Callable[[Path], None], list[str]]] = [
         ["header is corrupted", "unexpected structure"],
     ),
     (
+        # Refused at the last stage: the model, optimizer, scheduler and torch's generator,
+        # already loaded, must be put back.
+        "generator refuses its saved state",
+        lambda p: rewrite(
+            p,
+            lambda t: _set(t, "rng.generator", torch.zeros(10, dtype=torch.uint8)),
+            header=lambda h: h["tensors"]["rng.generator"].update(shape=[10]),
+        ),
+        ["the saved state was refused"],
+    ),
+    (
         "optimizer refuses the saved lr",
         lambda p: rewrite(p, header=_bad_optimizer_lr),
         ["refused", "lr", "-1"],
