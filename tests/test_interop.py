@@ -216,6 +216,33 @@ def test_round_trips_are_lossless() -> None:
     assert repr(twice) == repr(original)
 
 
+def test_every_module_keeps_its_own_mode() -> None:
+    """A batch norm frozen in evaluation mode inside a model that trains (a common way to
+    fine-tune) stays frozen: a recursive train() at the top used to put every module in the
+    model's mode. Both ways, nested modules included, with the outputs to match."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(3, 4, dtype=F64),
+        nn.BatchNorm1d(4, dtype=F64),
+        nn.Residual(nn.Sequential(nn.Dropout(0.5), nn.Linear(4, 4, dtype=F64))),
+        nn.Tanh(),
+    )
+    model.train()
+    model[1].eval()
+    model[2].block[0].eval()
+    model[1].running_mean.data.uniform_()  # not the batch's statistics: a wrong mode shows
+    modes = [module.training for _, module in model.named_modules()]
+    twin = to_torch(model)
+    assert [module.training for module in twin.modules()] == modes
+    back = from_torch(twin)
+    assert [module.training for _, module in back.named_modules()] == modes
+    x = torch.randn(5, 3, dtype=F64)
+    with torch.no_grad():
+        expected = twin(x)
+    assert torch.allclose(model(x), expected, rtol=0, atol=1e-12)
+    assert torch.allclose(back(x), expected, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_dtype_and_device_are_kept(dtype: torch.dtype) -> None:
     model = _minidl_model(dtype)

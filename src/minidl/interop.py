@@ -6,7 +6,8 @@ on it, and it plays no part in minidl's own forward and backward passes.
 
 :func:`to_torch` returns a ``torch.nn`` model with the same outputs (and, through autograd, the
 same gradients) as the minidl model; :func:`from_torch` does the reverse. Both keep dtypes,
-devices and the training mode, and a round trip is lossless. Converted layers:
+devices and the training mode of every module (a model may mix modes), and a round trip is
+lossless. Converted layers:
 
 =========================  ==========================================
 minidl                     torch.nn
@@ -99,9 +100,7 @@ def to_torch(model: Module) -> tnn.Module:
     # Normal tensors, even when called inside torch.inference_mode(): autograd refuses to save
     # inference tensors for backward, and the torch model is made to be trained.
     with torch.inference_mode(False):
-        converted = _to_torch(model, "")
-    converted.train(model.training)
-    return converted
+        return _to_torch(model, "")
 
 
 def _to_torch(module: Module, path: str) -> tnn.Module:
@@ -175,7 +174,9 @@ def _to_torch(module: Module, path: str) -> tnn.Module:
             f"{kind.__module__}.{kind.__qualname__}{hint}; supported: "
             f"{', '.join(_SUPPORTED_MINIDL)}"
         )
-    result.train(module.training)
+    # This module's mode only: its children keep theirs (e.g. a batch norm frozen in evaluation
+    # mode inside a model that trains), which a recursive train() would overwrite.
+    result.training = module.training
     return result
 
 
@@ -197,9 +198,7 @@ def from_torch(model: tnn.Module) -> Module:
     """
     if not isinstance(model, tnn.Module):
         raise TypeError(f"from_torch: expected a torch.nn.Module, got {type(model).__name__}")
-    converted = _from_torch(model, "", {})
-    converted.train(model.training)
-    return converted
+    return _from_torch(model, "", {})
 
 
 def _unsupported(path: str, module: tnn.Module, why: str = "") -> ConversionError:
@@ -300,7 +299,7 @@ def _from_torch(module: tnn.Module, path: str, trained: dict[int, str]) -> Modul
         result = _SIMPLE_FROM_TORCH[kind]()
     else:
         raise _unsupported(path, module)
-    result.train(module.training)
+    result.training = module.training  # this module's mode only, as in _to_torch
     return result
 
 
