@@ -17,7 +17,7 @@ from minidl import nn, optim
 from minidl.checkpoint import Checkpoint, read_checkpoint
 from minidl.cli import build_parser, main
 from minidl.data import BatchIterator, make_disk_data
-from minidl.train import EpochRecord, History, error_rate, fit, predict
+from minidl.train import EpochRecord, History, error_rate, eval_mode, fit, predict
 
 F64 = torch.float64
 FLAGS = (
@@ -582,3 +582,34 @@ def test_predict_refuses_what_is_not_a_set_of_samples() -> None:
     with pytest.raises(TypeError, match=r"^predict: x must be a torch.Tensor, got str"):
         predict(model, "x")  # type: ignore[arg-type]
     assert model.training
+
+
+def test_evaluation_gives_every_module_back_its_own_mode() -> None:
+    """predict and error_rate used to restore the model's mode with a recursive train(), which
+    put a batch norm kept in evaluation mode (frozen) back in training mode."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2))
+    model[1].eval()
+    modes = [module.training for _, module in model.named_modules()]
+    assert modes == [True, True, False, True, True]
+    x, y = torch.randn(8, 2), torch.randint(0, 2, (8,))
+    predict(model, x)
+    error_rate(model, x, y)
+    assert [module.training for _, module in model.named_modules()] == modes
+    with eval_mode(model) as same:
+        assert same is model
+        assert not any(module.training for _, module in model.named_modules())
+    assert [module.training for _, module in model.named_modules()] == modes
+    with pytest.raises(KeyboardInterrupt), eval_mode(model):
+        raise KeyboardInterrupt
+    assert [module.training for _, module in model.named_modules()] == modes
+
+
+def test_stacked_error_rates_gives_every_module_back_its_own_mode() -> None:
+    from minidl.rounds import stacked_error_rates
+
+    stack = nn.stack_models([nn.mlp((2, 3, 2), "tanh") for _ in range(2)])
+    stack[1].eval()
+    modes = [module.training for _, module in stack.named_modules()]
+    stacked_error_rates(stack, torch.randn(2, 5, 2), torch.zeros(2, 5, dtype=torch.int64))
+    assert [module.training for _, module in stack.named_modules()] == modes

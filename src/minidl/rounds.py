@@ -28,7 +28,7 @@ from minidl.nn.sequential import Sequential
 from minidl.nn.stack import flat_model_parameters, model_parameters, stack_models
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
-from minidl.train import EpochRecord, History
+from minidl.train import EpochRecord, History, eval_mode
 
 __all__ = ["PerModel", "fit_rounds", "stacked_error_rates"]
 
@@ -88,12 +88,8 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
             f"stacked_error_rates: x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)} "
             "must hold as many models and samples"
         )
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         wrong = (model(x).argmax(dim=-1) != y).sum(dim=1)
-    finally:
-        model.train(was_training)
     return [100.0 * int(count) / y.shape[1] for count in wrong.tolist()]
 
 

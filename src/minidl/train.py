@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sized
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -16,7 +17,7 @@ from minidl.nn.module import Module
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 
-__all__ = ["EpochRecord", "History", "Parallel", "error_rate", "fit", "predict"]
+__all__ = ["EpochRecord", "History", "Parallel", "error_rate", "eval_mode", "fit", "predict"]
 
 
 class _Batches(Iterable[tuple[Tensor, Tensor]], Sized, Protocol):
@@ -70,22 +71,38 @@ class History:
 def predict(model: Module, x: Tensor, batch_size: int = 4096) -> Tensor:
     """Predicted classes (argmax of the outputs) for ``x``, in evaluation mode.
 
-    The model's training mode is restored afterwards.
+    The training mode of every module is restored afterwards (see :func:`eval_mode`).
     """
     batch_size = check_int("predict", "batch_size", batch_size)
     if not isinstance(x, Tensor):
         raise TypeError(f"predict: x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"predict: x must hold at least one sample, got shape {tuple(x.shape)}")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         chunks = [
             model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, x.shape[0], batch_size)
         ]
-    finally:
-        model.train(was_training)
     return torch.cat(chunks)
+
+
+@contextlib.contextmanager
+def eval_mode(model: Module) -> Iterator[Module]:
+    """Put ``model`` in evaluation mode for the block, then give every module back its own mode.
+
+    ``model.train(was_training)`` would put every module in the model's mode, so that a module
+    kept in evaluation mode inside a training model (a frozen batch norm) would train again.
+
+    Example:
+        >>> with eval_mode(model):
+        ...     logits = model(x)
+    """
+    modes = [(module, module.training) for _, module in model.named_modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def error_rate(model: Module, x: Tensor, y: Tensor) -> float:
