@@ -124,7 +124,8 @@ def saved_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
 
 
 RESUME_CASES = [
-    (["--hidden", "5"], ["other settings", "--hidden [4] in the checkpoint, [5] now"]),
+    (["--hidden", "5,3"], ["other settings", "--hidden 4 in the checkpoint, 5,3 now"]),
+    (["--activation", "relu"], ["other settings", "--activation tanh in the checkpoint, relu now"]),
     (["--lr", "0.1"], ["other settings", "--lr 0.01 in the checkpoint, 0.1 now"]),
     (["--seed", "7"], ["other settings", "--seed 0 in the checkpoint, 7 now"]),
     (["--batch-size", "50"], ["other settings", "--batch-size"]),
@@ -142,6 +143,15 @@ def test_cli_resume_with_other_settings(
     for fragment in fragments:
         assert fragment in errors, f"{fragment!r} not in {errors!r}"
     assert saved_run.read_bytes() == before
+
+
+def test_resume_settings_missing_from_the_checkpoint_are_named() -> None:
+    from minidl.cli import _check_resume_settings
+
+    with raises(
+        ValueError, "--resume r.ckpt", "--momentum (not recorded) in the checkpoint, 0.9 now"
+    ):
+        _check_resume_settings("r.ckpt", {"lr": 0.1}, {"lr": 0.1, "momentum": 0.9})
 
 
 @pytest.mark.parametrize("damage", ["truncated", "text"])

@@ -385,12 +385,22 @@ def _train_settings(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def _as_typed(value: object) -> str:
+    """A setting as it is given on the command line (``25,25,25``, ``tanh``)."""
+    if value is None:
+        return "(not recorded)"
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
 def _check_resume_settings(path: str, saved: object, settings: dict[str, object]) -> None:
     """Refuse to resume a run saved with other settings (its numbers would differ)."""
     if not isinstance(saved, dict):
         return
     differences = [
-        f"--{name.replace('_', '-')} {saved.get(name)!r} in the checkpoint, {value!r} now"
+        f"--{name.replace('_', '-')} {_as_typed(saved.get(name))} in the checkpoint, "
+        f"{_as_typed(value)} now"
         for name, value in settings.items()
         if saved.get(name) != value
     ]
