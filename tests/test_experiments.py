@@ -59,6 +59,7 @@ from minidl.experiments.training import (
     train_rows,
 )
 from minidl.nn import mlp
+from minidl.nn.mlp import ACTIVATIONS
 from minidl.nn.parameter import Parameter
 from minidl.nn.selu import SELU_ALPHA
 from minidl.optim import Adadelta
@@ -706,6 +707,33 @@ def test_sd_is_the_sample_sd() -> None:
     assert comparison.difference == pytest.approx(3.0 - 1.06)
     assert comparison.standard_error == pytest.approx(math.sqrt(result.sd**2 / 5 + 0.41**2 / 5))
     assert comparison.differs
+    # Two rounds are enough for a sample SD; one gives none.
+    two = RowResult(experiment=row, rounds=rounds[:2], seconds=0.0)
+    assert two.sd == pytest.approx(statistics.stdev([1.0, 2.0]))
+    assert math.isnan(RowResult(experiment=row, rounds=rounds[:1], seconds=0.0).sd)
+
+
+def test_row_names_of_activations_and_schedules() -> None:
+    """The names the report and JSON give a row: one activation name for a row that uses it in
+    every layer, the list for a mixed row; the schedule's kind."""
+    for row in ALL_EXPERIMENTS:
+        names = row.activation.split(",")
+        if len(set(row.activations)) == 1:
+            assert names == [row.activations[0]]
+        else:
+            assert names == list(row.activations)
+    assert any(len(set(row.activations)) > 1 for row in ALL_EXPERIMENTS)
+    by_scheduler = {row.scheduler_name: row for row in ALL_EXPERIMENTS}
+    assert set(by_scheduler) == {"none", "step", "clr"}
+    assert by_scheduler["none"].scheduler is None
+    assert isinstance(by_scheduler["step"].scheduler, config.StepSchedule)
+    assert isinstance(by_scheduler["clr"].scheduler, config.CyclicSchedule)
+
+
+def test_train_row_refuses_bad_rounds() -> None:
+    for rounds in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match=r"^train_row: rounds must be an integer >= 1, got "):
+            train_row(TABLE_II[0], rounds, 0, epochs=1)  # type: ignore[arg-type]
 
 
 def _fake_round() -> Any:
@@ -857,6 +885,9 @@ def test_on_epoch_gets_each_rounds_index() -> None:
     assert by_row == [(row.label, 0, 0), (row.label, 1, 0)]
 
 
+ACTIVATION_MODULES: dict[str, Any] = {**ACTIVATIONS, **PUBLISHED_ACTIVATIONS}
+
+
 @pytest.mark.parametrize(
     "activations",
     [
@@ -878,6 +909,10 @@ def test_build_network_uses_the_protocols_dtype(activations: tuple[str, ...]) ->
         assert {p.data.dtype for p in parameters} == {getattr(torch, dtype)}
         output = network(torch.zeros(3, 2, dtype=getattr(torch, dtype)))
         assert output.dtype == getattr(torch, dtype) and output.shape == (3, 2)
+        # Each hidden layer is followed by its own activation, of the row's kind.
+        kinds = [type(module).__name__ for module in network][1::2]
+        assert len(network) == 7
+        assert kinds == [type(ACTIVATION_MODULES[name]()).__name__ for name in activations]
 
 
 @pytest.mark.parametrize("argument", ["base_seed", "round_index"])
