@@ -515,8 +515,15 @@ def test_worker_errors_reach_the_caller() -> None:
     groups = [[e] for e in experiments_for_tables("2")[:2]]
     with pytest.raises(ValueError, match="rounds must be an integer >= 1, got 0"):
         train_groups(groups, 0, 0, jobs=2, train=train_rows_batched, epochs=1)
-    with pytest.raises(ValueError, match="train_groups: jobs must be an integer >= 1, got 0"):
-        train_groups(groups, 1, 0, jobs=0, train=train_rows_batched)
+    for jobs in (0, True, 1.0):
+        with pytest.raises(
+            ValueError, match=f"train_groups: jobs must be an integer >= 1, got {jobs}"
+        ):
+            train_groups(groups, 1, 0, jobs=jobs, train=train_rows_batched)  # type: ignore[arg-type]
+    # One worker is a pool too: it trains the groups in turn, as in this process.
+    one = train_groups(groups[:1], 1, 0, jobs=1, train=train_rows_batched, epochs=1)
+    here = train_rows_batched(groups[0], 1, 0, epochs=1)
+    assert [r.rounds[0].test_error for r in one[0]] == [r.rounds[0].test_error for r in here]
 
     def local_train(*args: Any, **kwargs: Any) -> Any:  # not importable: no worker can run it
         return train_rows_batched(*args, **kwargs)
