@@ -291,7 +291,7 @@ def test_published_adadelta_matches_a_transcription_of_the_fault() -> None:
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    out = tmp_path_factory.mktemp("reproduce")
+    out = tmp_path_factory.mktemp("reproduce") / "a" / "b"  # missing folders are made
     # Two worker processes; test_quick_run_is_deterministic trains table II again in one.
     assert main(["reproduce", "--quick", "--quiet", "--jobs", "2", "--out", str(out)]) == 0
     return out, json.loads((out / "results.json").read_text())
