@@ -775,14 +775,19 @@ def test_json_writes_a_diverged_loss_as_null(tmp_path: Path) -> None:
 # -- the runner's bookkeeping: seeds, threads, deduplication, stacks, epochs ----------------------
 
 
-def test_reproduce_seed_reaches_the_training(tmp_path: Path) -> None:
+def test_reproduce_seed_reaches_the_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``minidl reproduce --seed 5`` trains every round from round_seeds(5, r): the seeds
-    recorded by the training (and the run's base seed) are those of seed 5, not of seed 0."""
+    recorded by the training (and the run's base seed) are those of seed 5, not of seed 0.
+    With ``--quiet`` nothing is printed, and the command recorded is the one given."""
     out = tmp_path / "seed5"
     args = ["reproduce", "--quick", "--quiet", "--tables", "2", "--jobs", "1", "--seed", "5"]
     assert main([*args, "--out", str(out)]) == 0
+    assert capsys.readouterr() == ("", "")
     document = json.loads((out / "results.json").read_text())
-    assert document["base_seed"] == 5 and "--seed 5" in document["command"]
+    assert document["base_seed"] == 5
+    assert document["command"] == "minidl reproduce --rounds 5 --tables 2 --seed 5 --quick --jobs 1"
     expected = [dataclasses.asdict(round_seeds(5, 0, new_data=config.CHOICES.new_data_per_round))]
     assert expected != [dataclasses.asdict(round_seeds(0, 0))]
     assert [row["seeds"] for row in document["rows"]] == [expected] * len(TABLE_II)
