@@ -216,6 +216,37 @@ def test_optimizer_and_scheduler_are_optional(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "c", other, optimizer)
 
 
+def test_a_full_checkpoint_loads_into_a_model_alone(tmp_path: Path) -> None:
+    """To evaluate a trained network, only the model is needed: the optimizer's and scheduler's
+    state in the file are then left unused."""
+    model, optimizer, scheduler, generator = build("sgd-momentum-step")
+    train((model, optimizer, scheduler, generator), epochs=2)
+    save_checkpoint(tmp_path / "c", model, optimizer, scheduler, epoch=2, generator=generator)
+    other, _, _, _ = build("sgd-momentum-step", seed=3)
+    state = load_checkpoint(tmp_path / "c", other)
+    assert state.epoch == 2
+    assert all(torch.equal(other.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_scheduler_is_restored_with_its_own_optimizer(tmp_path: Path) -> None:
+    model, optimizer, scheduler, generator = build("sgd-momentum-step")
+    save_checkpoint(tmp_path / "c", model, optimizer, scheduler, generator=generator)
+    other, other_optimizer, other_scheduler, _ = build("sgd-momentum-step", seed=3)
+    assert other_scheduler is not None
+    before = (other.state_dict(), other_optimizer.lr, other_scheduler.state_dict())
+    with pytest.raises(CheckpointError, match="a scheduler is restored with its optimizer"):
+        load_checkpoint(tmp_path / "c", other, None, other_scheduler)
+    third = optim.SGD(other.parameters(), lr=0.05, momentum=0.9)
+    with pytest.raises(CheckpointError, match="the scheduler given schedules another optimizer"):
+        load_checkpoint(tmp_path / "c", other, third, other_scheduler)
+    # With an optimizer, a saved scheduler must be given: resuming would lose the schedule.
+    with pytest.raises(CheckpointError, match="saved with scheduler StepDecay, got None"):
+        load_checkpoint(tmp_path / "c", other, other_optimizer)
+    after = (other.state_dict(), other_optimizer.lr, other_scheduler.state_dict())
+    assert all(torch.equal(after[0][k], v) for k, v in before[0].items())
+    assert after[1:] == before[1:]
+
+
 def test_a_diverged_run_round_trips(tmp_path: Path) -> None:
     """A run that diverged is worth keeping, to see where: non-finite weights, optimizer state
     and curves (a NaN loss, no validation set) are saved, flagged and loaded back as they were."""

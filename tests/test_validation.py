@@ -493,6 +493,24 @@ def test_tampered_checkpoint_is_refused_and_changes_nothing(
     assert_same_state(state_of(target), before)
 
 
+def test_a_refused_checkpoint_puts_back_a_model_loaded_alone(good: Path) -> None:
+    """Refused at the generator, after the model was loaded, with no optimizer or scheduler
+    given: the model and torch's generator are put back, and nothing else is touched."""
+    rewrite(
+        good,
+        lambda t: _set(t, "rng.generator", torch.zeros(10, dtype=torch.uint8)),
+        header=lambda h: h["tensors"]["rng.generator"].update(shape=[10]),
+    )
+    model, _, _, generator = parts()
+    torch.rand(3)
+    before = (model.state_dict(), generator.get_state(), torch.get_rng_state())
+    with raises(CheckpointError, "the saved state was refused"):
+        load_checkpoint(good, model, generator=generator)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before[0].items())
+    assert torch.equal(generator.get_state(), before[1])
+    assert torch.equal(torch.get_rng_state(), before[2])
+
+
 MISMATCHES: list[tuple[str, Callable[[], Parts], list[str]]] = [
     (
         "another architecture",

@@ -594,7 +594,20 @@ def _check_optimizer(header: dict[str, Any], optimizer: Optimizer | None, where:
         )
 
 
-def _check_scheduler(header: dict[str, Any], scheduler: LRScheduler | None, where: str) -> None:
+def _check_scheduler(
+    header: dict[str, Any],
+    scheduler: LRScheduler | None,
+    optimizer: Optimizer | None,
+    where: str,
+) -> None:
+    if optimizer is None:
+        if scheduler is not None:
+            raise CheckpointError(
+                f"{where}: a scheduler is restored with its optimizer; give the optimizer too"
+            )
+        return  # the model alone (e.g. to evaluate it): the training state is left unused
+    if scheduler is not None and scheduler.optimizer is not optimizer:
+        raise CheckpointError(f"{where}: the scheduler given schedules another optimizer")
     saved = header["scheduler"]
     name = type(scheduler).__name__ if scheduler is not None else None
     saved_name = saved["class"] if saved is not None else None
@@ -621,8 +634,11 @@ def load_checkpoint(
     Args:
         path: the checkpoint file, or a :class:`Checkpoint` from :func:`read_checkpoint`.
         model: a model of the saved architecture.
-        optimizer: the optimizer to restore (of the saved class), or ``None`` to skip it.
-        scheduler: the scheduler to restore; it must be given exactly when one was saved.
+        optimizer: the optimizer to restore (of the saved class), or ``None`` to restore the
+            model alone (e.g. to evaluate it; the optimizer's and scheduler's state are then
+            left unused).
+        scheduler: the scheduler of ``optimizer`` to restore; with an optimizer, it must be
+            given exactly when one was saved (resuming without it would lose the schedule).
         generator: the data generator to restore (the file must hold one).
 
     Returns:
@@ -643,7 +659,7 @@ def load_checkpoint(
     try:
         _check_architecture(header, model, where)
         _check_optimizer(header, optimizer, where)
-        _check_scheduler(header, scheduler, where)
+        _check_scheduler(header, scheduler, optimizer, where)
         if generator is not None and _RNG_GENERATOR not in tensors:
             raise CheckpointError(f"{where}: the checkpoint holds no data-generator state")
         model_state = checkpoint.model_state
