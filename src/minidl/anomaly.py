@@ -6,8 +6,8 @@ pass, the gradient it receives, the gradient it returns and the gradients it acc
 own parameters. The first non-finite value raises an :class:`AnomalyError` naming the module by
 its path in the model (``Sequential[3]: Tanh``), the pass (``forward`` or ``backward``), what was
 checked, the first bad index and its value. Modules are wrapped for the duration of the ``with``
-block only (their ``forward``, ``backward`` and ``backward_parameters`` are replaced on the instances
-and restored on exit), so outside it nothing is checked and nothing costs anything.
+block only (their ``forward``, ``backward`` and ``backward_parameters`` are replaced on the
+instances and restored on exit), so outside it nothing is checked and nothing costs anything.
 
 ``with detect_anomaly():`` with no module switches on a flag that every
 :class:`~minidl.nn.Sequential` reads once per ``forward``/``backward`` call: while it is on, a

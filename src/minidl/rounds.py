@@ -336,7 +336,7 @@ def _check_sets(
             )
         name = f"validation_sets[{index}]"
         x, _ = check_labelled("fit_rounds", name + " ", *pair, set_name=name)
-        check_like("fit_rounds", f"validation_sets[{index}] x", x, x_first, "the training x")
+        check_like("fit_rounds", name + " x", x, x_first, "the training x")
     if validation_sets is not None:
         sizes = {int(x.shape[0]) for x, _ in validation_sets}
         if len(sizes) != 1:
