@@ -396,3 +396,40 @@ def test_a_difference_within_noise_of_the_papers_own_repeat_is_called_weak(
     # Lower than the paper: the direction is said.
     low = fake_row(experiment("I", "Tanh"), (0.1, 0.1, 0.2, 0.1, 0.1))
     assert "points lower" in differences_section([low], tmp_path)
+
+
+def test_rows_are_described_with_their_own_settings(tmp_path: Path) -> None:
+    """What the report and the JSON say of a row: its momentum, MSE reduction, schedule and
+    hypothesis; the choices made where the paper is silent; a quick run's epochs."""
+    from minidl.experiments import report
+    from minidl.experiments.config import CHOICES
+
+    momentum = experiment("II", "SGD, momentum 0.9")
+    mean_mse = experiment("Fig. 1", "MSE averaged over outputs too (PyTorch's MSELoss)")
+    assert report._settings(momentum) == f"act tanh, mse, SGD lr {momentum.lr:g}, momentum 0.9"
+    assert "mse (mean)" in report._settings(mean_mse)
+    assert "mse (" not in report._settings(experiment("II", "SGD, momentum 0"))
+    schedules = [report._settings(row) for row in TABLE_III]
+    assert any("step decay x" in text for text in schedules)
+    assert any("CLR " in text and "half-cycle" in text for text in schedules)
+
+    variant = experiment("III", "SGD, CLR from 0.01 to 0.1")
+    rows = [
+        fake_row(row, (1.0, 1.2)) for row in (momentum, mean_mse, experiment("I", "Tanh"), variant)
+    ]
+    document = results_json(rows, SETTINGS, 1.0, 1.0, {})
+    by_label = {row["label"]: row for row in document["rows"]}
+    assert by_label[variant.label]["hypothesis"] == variant.hypothesis
+    assert by_label["Tanh"]["hypothesis"] is None
+    assert by_label["Tanh"]["mse_reduction"] is None
+    assert by_label[momentum.label]["mse_reduction"] == "paper"
+    assert by_label[mean_mse.label]["mse_reduction"] == "mean"
+
+    text = report_text(rows, tmp_path)
+    for field in dataclasses.fields(CHOICES):
+        assert f"- `{field.name} = {getattr(CHOICES, field.name)!r}`:" in text
+    assert "quick mode" not in text
+    quick = dataclasses.replace(SETTINGS, quick=True, epochs_override=5)
+    path = tmp_path / "quick.md"
+    write_report(rows, quick, 1.0, 1.0, {}, path)
+    assert "**every row trained for 5 epochs only (quick mode)**" in path.read_text()
