@@ -39,7 +39,7 @@ from minidl.distributed import (
     parameter_checksum,
     timeout_from_env,
 )
-from minidl.nn import CrossEntropyLoss, Linear, mlp
+from minidl.nn import BatchNorm1d, CrossEntropyLoss, Linear, Sequential, Tanh, mlp
 from minidl.nn.flat import flat_buffer
 from minidl.optim import SGD
 from minidl.train import fit
@@ -239,7 +239,46 @@ def _library_worker(rank: int, ports: tuple[int, int], out: str) -> None:
                 result["in_sync"] = "no error"
             except DistributedError as error:
                 result["in_sync"] = str(error)
+            result.update(_normed_run(group))
         torch.save(result, Path(out) / f"world{world_size}-rank{rank}.pt")
+
+
+def _normed_run(group: ProcessGroup) -> dict[str, Any]:
+    """A model with a batch norm, each rank starting from other running statistics: its buffers
+    are rank 0's after training (each rank's forward updates them from its own shard); then the
+    last rank's drift by one ulp and every rank is told."""
+    torch.manual_seed(200 + group.rank)
+    dtype = torch.float64
+    model = Sequential(
+        Linear(2, 6, dtype=dtype), BatchNorm1d(6, dtype=dtype), Tanh(), Linear(6, 2, dtype=dtype)
+    )
+    model[1].running_mean.add_(group.rank)
+    parallel = DataParallel(model, group)
+    data = make_disk_data(n_train=120, n_validation=10, n_test=10, seed=1, dtype=dtype)
+    fit(
+        model,
+        CrossEntropyLoss(),
+        SGD(model.parameters(), lr=0.1),
+        data.train.x,
+        data.train.y,
+        epochs=2,
+        batch_size=60,
+        generator=torch.Generator().manual_seed(0),
+        parallel=parallel,
+    )
+    parallel.check_in_sync()  # raises if a rank's parameters or buffers differ
+    result: dict[str, Any] = {
+        "buffers": torch.cat([b.reshape(-1).double() for _, b in model.named_buffers()])
+    }
+    if group.rank == group.world_size - 1:
+        value = model[1].running_var
+        value[0] = torch.nextafter(value[0], value[0] + 1)
+    try:
+        parallel.check_in_sync()
+        result["buffers_in_sync"] = "no error"
+    except DistributedError as error:
+        result["buffers_in_sync"] = str(error)
+    return result
 
 
 def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> None:
@@ -276,6 +315,13 @@ def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> No
                 f"parameters of ranks [{world_size - 1}] differ from rank 0's"
                 in (result["in_sync"])
             )
+            assert torch.equal(result["buffers"], results[0]["buffers"])
+            assert (
+                f"the buffers of ranks [{world_size - 1}] differ from rank 0's"
+                in result["buffers_in_sync"]
+            )
+        # The running statistics moved during training (they are not the initial ones).
+        assert not torch.equal(results[0]["buffers"][:6], torch.zeros(6, dtype=torch.float64))
 
 
 # -- real process groups: `minidl train` under torchrun, and launched by hand ---------------------

@@ -20,6 +20,12 @@ for a loss that is a mean over the samples (the default reduction of every minid
 sums instead, which :class:`DataParallel` does not do. The optimizers then take identical steps on
 every rank, so the parameters stay identical without further communication.
 
+A batch norm in training mode normalises with the statistics of its input, here of the rank's
+shard, as with PyTorch's ``DistributedDataParallel`` (without ``SyncBatchNorm``): a model with
+one does not train exactly as in one process. Its running statistics, updated by each rank from
+its own shard, are made rank 0's after every step (one ``broadcast``, as ``DistributedDataParallel``
+does), so that the ranks stay identical.
+
 The world size must divide the batch size, so that every full batch splits into equal shards. The
 last, smaller batch of an epoch (when the batch size does not divide the set) is split as evenly as
 possible (shard sizes differ by at most one); the weights :math:`b_k / B` keep its gradient exact.
@@ -79,6 +85,7 @@ __all__ = [
     "ProcessGroup",
     "ShardedBatches",
     "all_reduce_gradients",
+    "broadcast_buffers",
     "broadcast_parameters",
     "launch_from_env",
     "parameter_checksum",
@@ -393,6 +400,18 @@ def broadcast_parameters(group: ProcessGroup, parameters: Sequence[Parameter]) -
     _scatter_back(buffer, values)
 
 
+def broadcast_buffers(group: ProcessGroup, buffers: Sequence[Tensor]) -> None:
+    """Copy rank 0's buffers (e.g. a batch norm's running statistics) to every rank, in place:
+    one ``broadcast`` per dtype, on a temporary flat copy."""
+    by_dtype: dict[torch.dtype, list[Tensor]] = {}
+    for buffer in buffers:
+        by_dtype.setdefault(buffer.dtype, []).append(buffer)
+    for tensors in by_dtype.values():
+        flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
+        group.broadcast_(flat, "the buffers")
+        _scatter_back(flat, tensors)
+
+
 def all_reduce_gradients(
     group: ProcessGroup, parameters: Sequence[Parameter], weight: float
 ) -> None:
@@ -525,7 +544,9 @@ class DataParallel:
         self.model = model
         self.group = group
         self._sharded: ShardedBatches | None = None
+        self._buffers = [buffer for _, buffer in model.named_buffers()]
         broadcast_parameters(group, model.parameters())
+        broadcast_buffers(group, self._buffers)
 
     @property
     def rank(self) -> int:
@@ -546,10 +567,14 @@ class DataParallel:
         this rank's part of the global batch's loss, ``share * loss``.
 
         Call it after ``model.backward`` and before ``optimizer.step``. Without :meth:`shard`,
-        every rank is assumed to hold an equal share.
+        every rank is assumed to hold an equal share. A model with buffers (a batch norm's
+        running statistics) also gets rank 0's, as ``torch.nn.parallel.DistributedDataParallel``
+        does: each rank's forward updated them from its own shard.
         """
         share = self._sharded.share if self._sharded is not None else 1.0 / self.world_size
         all_reduce_gradients(self.group, self.model.parameters(), share)
+        if self._buffers:
+            broadcast_buffers(self.group, self._buffers)
         return loss * share
 
     def reduce_loss(self, total: Tensor) -> Tensor:
@@ -557,28 +582,36 @@ class DataParallel:
         return self.group.all_reduce_(total, "the epoch's loss")
 
     def check_in_sync(self) -> None:
-        """Check that every rank holds bit-identical parameter values (one ``all_gather`` of a
-        checksum).
+        """Check that every rank holds bit-identical parameter values and buffers (one
+        ``all_gather`` of two checksums).
 
         Raises:
-            DistributedError: the ranks whose parameters differ from rank 0's.
+            DistributedError: the ranks whose parameters or buffers differ from rank 0's.
         """
-        checksum = parameter_checksum(self.model.parameters()).to(self.group.device)
-        sums = self.group.all_gather(checksum, "the parameter checksums")
-        differ = [rank for rank, other in enumerate(sums) if not torch.equal(other, sums[0])]
-        if differ:
-            raise DistributedError(
-                f"DataParallel: the parameters of ranks {differ} differ from rank 0's "
-                f"(checksums {[int(s) for s in sums]})"
-            )
+        checksums = torch.stack(
+            [parameter_checksum(self.model.parameters()), _checksum(self._buffers)]
+        ).to(self.group.device)
+        sums = self.group.all_gather(checksums, "the parameter checksums")
+        for index, what in enumerate(("parameters", "buffers")):
+            differ = [rank for rank, other in enumerate(sums) if other[index] != sums[0][index]]
+            if differ:
+                raise DistributedError(
+                    f"DataParallel: the {what} of ranks {differ} differ from rank 0's "
+                    f"(checksums {[int(s[index]) for s in sums]})"
+                )
 
 
 def parameter_checksum(parameters: Sequence[Parameter]) -> Tensor:
     """A 0-dim int64 checksum of the bits of every parameter value: equal values give equal sums,
     and any change of any bit of one value changes it (almost surely)."""
+    return _checksum([parameter.data for parameter in parameters])
+
+
+def _checksum(tensors: Sequence[Tensor]) -> Tensor:
+    """:func:`parameter_checksum` of any tensors."""
     total = torch.zeros((), dtype=torch.int64)
-    for index, parameter in enumerate(parameters):
-        value = parameter.data.detach().to("cpu").contiguous().reshape(-1)
+    for index, tensor in enumerate(tensors):
+        value = tensor.detach().to("cpu").contiguous().reshape(-1)
         bits = value.view(_INT_OF_SIZE[value.element_size()]).to(torch.int64)
         weights = torch.arange(1, bits.numel() + 1, dtype=torch.int64).mul_(2 * index + 1)
         total += (bits * weights).sum()
