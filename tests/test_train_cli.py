@@ -115,7 +115,13 @@ def test_help_writes_defaults_as_they_are_typed(
     for wrong in ("(default: None)", "(default: False)", "(default: ("):
         assert wrong not in text
     expected = {
-        "train": ["(default: 25,25,25)", "(default: tanh)", "(default: 400)", "else 60)"],
+        "train": [
+            "(default: 25,25,25)",
+            "(default: tanh)",
+            "(default: 400)",
+            "else 60)",
+            "epochs between checkpoints (default: 10)",
+        ],
         "reproduce": ["(default: 1,2,3)", "(default: 5)", "(default: the CPUs available)"],
     }
     for fragment in expected[command]:

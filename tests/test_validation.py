@@ -87,6 +87,7 @@ CLI_CASES = [
     (["--dtype", "float16"], ["--dtype", "'float16'", "'float32', 'float64'"]),
     (["--seed", "1.5"], ["--seed", "'1.5'"]),
     (["--log-every", "0"], ["--log-every", "positive integer"]),
+    (["--hidden", "25,0,25"], ["--hidden", "expected positive widths", "'25,0,25'"]),
     (["--checkpoint-every", "0"], ["--checkpoint-every", "positive integer", "0"]),
     (["--checkpoint-every", "x"], ["--checkpoint-every", "'x'"]),
     (["--checkpoint", "/no/such/folder/run.ckpt"], ["--checkpoint", "existing folder"]),
