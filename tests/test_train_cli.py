@@ -122,7 +122,12 @@ def test_help_writes_defaults_as_they_are_typed(
             "else 60)",
             "epochs between checkpoints (default: 10)",
         ],
-        "reproduce": ["(default: 1,2,3)", "(default: 5)", "(default: the CPUs available)"],
+        "reproduce": [
+            "(default: 1,2,3)",
+            "(default: 5)",
+            "(default: the CPUs available)",
+            "base seed of every round (default: 0)",
+        ],
     }
     for fragment in expected[command]:
         assert fragment in text

@@ -134,6 +134,16 @@ RESUME_CASES = [
 ]
 
 
+def test_cli_resumes_a_finished_run(saved_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A checkpoint at epoch 3 resumed with --epochs 3: nothing is left to train, and the run
+    ends with the saved model's errors."""
+    not_quiet = [arg for arg in TRAIN if arg != "--quiet"]
+    assert main([*not_quiet, "--epochs", "3", "--resume", str(saved_run)]) == 0
+    output = capsys.readouterr().out
+    assert f"resumed from {saved_run} at epoch 3" in output
+    assert "final test error" in output
+
+
 @pytest.mark.parametrize(("args", "fragments"), RESUME_CASES)
 def test_cli_resume_with_other_settings(
     saved_run: Path, args: list[str], fragments: list[str], capsys: pytest.CaptureFixture[str]
