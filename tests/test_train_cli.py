@@ -624,3 +624,25 @@ def test_stacked_error_rates_gives_every_module_back_its_own_mode() -> None:
     modes = [module.training for _, module in stack.named_modules()]
     stacked_error_rates(stack, torch.randn(2, 5, 2), torch.zeros(2, 5, dtype=torch.int64))
     assert [module.training for _, module in stack.named_modules()] == modes
+
+
+def test_checkpoints_are_written_every_n_epochs_and_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import minidl.checkpoint
+
+    saved: list[int] = []
+    save = minidl.checkpoint.save_checkpoint
+
+    def record(*args: object, **kwargs: object) -> None:
+        saved.append(int(kwargs["epoch"]))  # type: ignore[call-overload]
+        save(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(minidl.checkpoint, "save_checkpoint", record)
+    path = tmp_path / "run.ckpt"
+    argv = ["train", "--epochs", "5", "--hidden", "3", "--checkpoint-every", "2"]
+    assert main([*argv, "--checkpoint", str(path)]) == 0
+    assert saved == [2, 4, 5]
+    assert read_checkpoint(path).training.epoch == 5
+    output = capsys.readouterr().out
+    assert "final test error" in output and "training time:" in output
