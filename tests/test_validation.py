@@ -282,6 +282,16 @@ def _bad_scheduler_step(header: dict[str, Any]) -> None:
     header["scheduler"]["state"]["last_step"] = -4
 
 
+def _bad_generator_state(path: Path) -> None:
+    """A data-generator state of 10 bytes, consistent with the header (shape and digests): only
+    ``Generator.set_state``, the last stage of loading, refuses it."""
+    rewrite(
+        path,
+        lambda t: _set(t, "rng.generator", torch.zeros(10, dtype=torch.uint8)),
+        header=lambda h: h["tensors"]["rng.generator"].update(shape=[10]),
+    )
+
+
 def _edit(header: dict[str, Any]) -> None:
     header["training"]["epoch"] = 40
 
@@ -467,11 +477,7 @@ TAMPERING: list[tuple[str, Callable[[Path], None], list[str]]] = [
         # Refused at the last stage: the model, optimizer, scheduler and torch's generator,
         # already loaded, must be put back.
         "generator refuses its saved state",
-        lambda p: rewrite(
-            p,
-            lambda t: _set(t, "rng.generator", torch.zeros(10, dtype=torch.uint8)),
-            header=lambda h: h["tensors"]["rng.generator"].update(shape=[10]),
-        ),
+        _bad_generator_state,
         ["the saved state was refused"],
     ),
     (
@@ -507,11 +513,7 @@ def test_tampered_checkpoint_is_refused_and_changes_nothing(
 def test_a_refused_checkpoint_puts_back_a_model_loaded_alone(good: Path) -> None:
     """Refused at the generator, after the model was loaded, with no optimizer or scheduler
     given: the model and torch's generator are put back, and nothing else is touched."""
-    rewrite(
-        good,
-        lambda t: _set(t, "rng.generator", torch.zeros(10, dtype=torch.uint8)),
-        header=lambda h: h["tensors"]["rng.generator"].update(shape=[10]),
-    )
+    _bad_generator_state(good)
     model, _, _, generator = parts()
     torch.rand(3)
     before = (model.state_dict(), generator.get_state(), torch.get_rng_state())
