@@ -568,8 +568,8 @@ class DataParallel:
 
         Call it after ``model.backward`` and before ``optimizer.step``. Without :meth:`shard`,
         every rank is assumed to hold an equal share. A model with buffers (a batch norm's
-        running statistics) also gets rank 0's, as ``torch.nn.parallel.DistributedDataParallel``
-        does: each rank's forward updated them from its own shard.
+        running statistics) also gets rank 0's, as PyTorch's ``DistributedDataParallel`` does:
+        each rank's forward updated them from its own shard.
         """
         share = self._sharded.share if self._sharded is not None else 1.0 / self.world_size
         all_reduce_gradients(self.group, self.model.parameters(), share)
