@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -191,6 +192,34 @@ def _params() -> list[nn.Parameter]:
         (lambda: optim.SGD(_params(), lr=0.1, nesterov=True), r"SGD: nesterov momentum needs"),
         (lambda: optim.SGD(_params(), lr=0.1, weight_decay=-1), r"SGD: weight_decay must be in"),
         (lambda: optim.SGD(_params(), lr=0.1, momentum=0.5, nesterov=1), r"SGD: nesterov must"),
+        (
+            lambda: optim.SGD(_params(), lr=10**400),
+            r"SGD: lr must be a finite number in \[0, inf\), got 1000000000",
+        ),
+        (
+            lambda: optim.Adam(_params(), betas=(0.9, -(10**400))),
+            r"Adam: betas\[1\] must be a finite number in \[0, 1\), got -1000000000",
+        ),
+        (
+            lambda: optim.SGD(None, lr=0.1),  # type: ignore[arg-type]
+            r"SGD: params must be an iterable of Parameters \(e\.g\. model\.parameters\(\)\), "
+            r"got NoneType$",
+        ),
+        (
+            lambda: optim.Adam(nn.Linear(2, 3)),  # type: ignore[arg-type]
+            r"Adam: params must be an iterable of Parameters .*got Linear \(pass its "
+            r"\.parameters\(\)\)$",
+        ),
+        (
+            lambda: optim.SGD(nn.Sequential(nn.Linear(2, 3)), lr=0.1),  # type: ignore[arg-type]
+            r"got Sequential \(pass its \.parameters\(\)\)$",
+        ),
+        (
+            lambda: optim.CyclicLR(
+                optim.SGD(_params(), lr=0.1), base_lr=0.1000002, max_lr=0.1000001, step_size_up=2
+            ),
+            r"CyclicLR: max_lr must be in \[0\.1000002, inf\), got 0\.1000001",
+        ),
     ],
 )
 def test_arguments_are_validated(build: Callable[[], object], message: str) -> None:
@@ -203,9 +232,56 @@ def test_plain_sgd_state_dict_keeps_its_keys() -> None:
     assert optimizer.state_dict()["hyperparameters"] == {"momentum": 0.5}
     nesterov = optim.SGD(_params(), lr=0.1, momentum=0.5, nesterov=True, weight_decay=0.1)
     assert nesterov.hyperparameters() == {"momentum": 0.5, "weight_decay": 0.1, "nesterov": True}
-    with pytest.raises(KeyError, match="hyper-parameters must be"):
-        optimizer.load_state_dict(nesterov.state_dict())
     assert "nesterov=True" in repr(nesterov)
+    saved = nesterov.state_dict()
+    saved["hyperparameters"]["dampening"] = 0.0
+    with pytest.raises(
+        KeyError,
+        match=r"SGD\.load_state_dict: hyper-parameters must be \['momentum'\] \(and optionally "
+        r"\['nesterov', 'weight_decay'\]\), got \['dampening', 'momentum', 'nesterov',",
+    ):
+        optimizer.load_state_dict(saved)
+    del saved["hyperparameters"]["momentum"], saved["hyperparameters"]["dampening"]
+    with pytest.raises(KeyError, match=r"must be \['momentum'\]"):
+        optimizer.load_state_dict(saved)
+    assert optimizer.hyperparameters() == {"momentum": 0.5}
+
+
+def _sgd_trajectory(optimizer: optim.SGD, steps: int) -> list[torch.Tensor]:
+    (parameter,) = optimizer.params
+    values = []
+    for step in range(steps):
+        parameter.grad.copy_(torch.sin(3 * parameter.data + step) + 0.1)
+        optimizer.step()
+        values.append(parameter.data.clone())
+    return values
+
+
+@pytest.mark.parametrize(
+    ("saved_settings", "loaded_settings"),
+    [
+        ({"weight_decay": 0.1, "nesterov": True}, {}),
+        ({}, {"weight_decay": 0.1, "nesterov": True}),
+        ({"weight_decay": 0.2}, {"nesterov": True}),
+        ({"weight_decay": 0.1}, {"weight_decay": 0.3}),
+    ],
+)
+def test_sgd_state_with_other_extensions_restores_them(
+    saved_settings: dict[str, Any], loaded_settings: dict[str, Any]
+) -> None:
+    """Weight decay and Nesterov momentum are saved only when used: a state with or without
+    them restores them (or their defaults), and training goes on as the saved run, bit for bit."""
+    saved = optim.SGD(_params(), lr=0.1, momentum=0.5, **saved_settings)
+    _sgd_trajectory(saved, 3)
+    state = saved.state_dict()
+    (value,) = (p.data.clone() for p in saved.params)
+    expected = _sgd_trajectory(saved, 6)
+    loaded = optim.SGD([nn.Parameter(value)], lr=0.3, momentum=0.9, **loaded_settings)
+    loaded.load_state_dict(state)
+    assert loaded.hyperparameters() == saved.hyperparameters()
+    assert (loaded.weight_decay, loaded.nesterov) == (saved.weight_decay, saved.nesterov)
+    for got, want in zip(_sgd_trajectory(loaded, 6), expected, strict=True):
+        assert torch.equal(got, want)
 
 
 def test_rmsprop_refuses_a_state_of_another_shape() -> None:
@@ -368,3 +444,46 @@ def test_rmsprop_refuses_hyperparameters_that_need_other_state_tensors(
     saved = optim.RMSprop(_params(), momentum=0.7).state_dict()
     with_momentum.load_state_dict(saved)
     assert with_momentum.momentum == 0.7
+
+
+def test_learning_rates_may_be_any_real_number() -> None:
+    """numpy scalars and fractions are real numbers: taken as floats, as torch.optim takes them."""
+    numpy = pytest.importorskip("numpy")
+    optimizer = optim.SGD(_params(), lr=numpy.float32(0.5), momentum=numpy.float64(0.25))
+    assert (optimizer.lr, optimizer.momentum) == (0.5, 0.25)
+    assert type(optimizer.lr) is float
+    optimizer.lr = Fraction(1, 4)
+    assert optimizer.lr == 0.25 and type(optimizer.lr) is float
+    with pytest.raises(
+        ValueError, match=r"SGD: lr must be a finite number in \[0, inf\), got .*nan"
+    ):
+        optimizer.lr = numpy.float32("nan")
+    assert optimizer.lr == 0.25
+
+
+@pytest.mark.parametrize("make", [optim.SGD, optim.Adam, optim.RMSprop])
+def test_parameters_of_two_dtypes_are_refused(make: Callable[..., optim.Optimizer]) -> None:
+    """The state is one tensor of the parameters' dtype and device: parameters of another dtype
+    are refused when the optimizer is built, and at the next step if only part of a model was
+    moved (before anything changes), with the index and both kinds."""
+    mixed = [nn.Parameter(torch.zeros(2, dtype=torch.float32)), nn.Parameter(torch.zeros(3))]
+    mixed[1].data = torch.zeros(3, dtype=F64)
+    with pytest.raises(
+        TypeError,
+        match=rf"{make.__name__}: all parameters must have one dtype and device .*params\[1\] is "
+        r"torch\.float64 on cpu and params\[0\] torch\.float32 on cpu",
+    ):
+        make(mixed, lr=0.1)
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2))
+    optimizer = make(model.parameters(), lr=0.1)
+    model[2].to(dtype=F64)
+    for parameter in model.parameters():
+        parameter.grad.fill_(1.0)
+    before = [p.data.clone() for p in model.parameters()]
+    with pytest.raises(TypeError, match=r"params\[2\] is torch\.float64 on cpu and params\[0\]"):
+        optimizer.step()
+    assert optimizer.step_count == 0
+    assert all(torch.equal(a, p.data) for a, p in zip(before, model.parameters(), strict=True))
+    model.to(dtype=F64)
+    optimizer.step()
+    assert all(state.dtype == F64 for state in optimizer.state.values())

@@ -336,3 +336,143 @@ def test_one_cycle_accepts_the_shortest_phases(total_steps: int, pct_start: floa
         torch_optimizer.step()
         torch_schedule.step()
     assert optimizer.lr == schedule.min_lr
+
+
+def _rates(schedule: optim.LRScheduler, steps: int) -> list[float]:
+    return [schedule.optimizer.lr] + [schedule.step() for _ in range(steps)]
+
+
+def _torch_rates(schedule: torch.optim.lr_scheduler.LRScheduler, steps: int) -> list[float]:
+    optimizer = schedule.optimizer
+    rates = [optimizer.param_groups[0]["lr"]]
+    for _ in range(steps):
+        optimizer.step()
+        schedule.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    return rates
+
+
+def test_sequential_schedule_leaves_cyclic_lr_its_own_bounds() -> None:
+    """CyclicLR takes its own rates (``takes_own_rates``): a SequentialSchedule does not reset
+    its lower bound to the warm-up's reference rate, as SequentialLR does not."""
+    optimizer = optim.SGD(_params(), lr=LR)
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=4, start_factor=0.1, interval="batch")
+    cyclic = optim.CyclicLR(optimizer, base_lr=0.01, max_lr=0.05, step_size_up=3)
+    schedule = optim.SequentialSchedule(optimizer, [warmup, cyclic], milestones=[4])
+    assert (cyclic.base_lr, cyclic.max_lr, warmup.base_lr) == (0.01, 0.05, LR)
+    twin = _torch_optimizer()
+    torch_schedule = torch.optim.lr_scheduler.SequentialLR(
+        twin,
+        [
+            torch.optim.lr_scheduler.LinearLR(twin, start_factor=0.1, total_iters=4),
+            torch.optim.lr_scheduler.CyclicLR(
+                twin, base_lr=0.01, max_lr=0.05, step_size_up=3, cycle_momentum=False
+            ),
+        ],
+        milestones=[4],
+    )
+    got, expected = _rates(schedule, 20), _torch_rates(torch_schedule, 20)
+    assert got == pytest.approx(expected, rel=1e-12, abs=0.0)
+    assert min(got[4:]) == pytest.approx(0.01) and max(got[4:]) == pytest.approx(0.05)
+    # a state restored into a schedule built at another rate keeps the bounds too
+    resumed_optimizer = optim.SGD(_params(), lr=0.7)
+    resumed = optim.SequentialSchedule(
+        resumed_optimizer,
+        [
+            optim.LinearWarmup(resumed_optimizer, 4, 0.1, interval="batch"),
+            optim.CyclicLR(resumed_optimizer, base_lr=0.01, max_lr=0.05, step_size_up=3),
+        ],
+        milestones=[4],
+    )
+    resumed.load_state_dict(schedule.state_dict())
+    assert [inner.base_lr for inner in resumed.schedules] == [LR, 0.01]
+    assert _rates(resumed, 10)[1:] == _rates(schedule, 10)[1:]
+
+
+def test_nested_sequential_schedule_equals_the_flat_one() -> None:
+    """A SequentialSchedule inside another restarts its schedules from the outer reference
+    rate: the rates are those of one flat chain, in every phase and after a restore."""
+
+    def nested(optimizer: optim.Optimizer) -> optim.SequentialSchedule:
+        warmup = optim.LinearWarmup(optimizer, 2, 0.1)
+        inner = optim.SequentialSchedule(
+            optimizer,
+            [optim.ExponentialDecay(optimizer, 0.5), optim.StepDecay(optimizer, 2, 0.5)],
+            [3],
+        )
+        return optim.SequentialSchedule(optimizer, [warmup, inner], [2])
+
+    def flat(optimizer: optim.Optimizer) -> optim.SequentialSchedule:
+        schedules = [
+            optim.LinearWarmup(optimizer, 2, 0.1),
+            optim.ExponentialDecay(optimizer, 0.5),
+            optim.StepDecay(optimizer, 2, 0.5),
+        ]
+        return optim.SequentialSchedule(optimizer, schedules, [2, 5])
+
+    expected = _rates(flat(optim.SGD(_params(), lr=LR)), 12)
+    assert expected[:5] == pytest.approx([0.01, 0.055, 0.1, 0.05, 0.025])
+    schedule = nested(optim.SGD(_params(), lr=LR))
+    assert _rates(schedule, 12) == expected
+    resumed = nested(optim.SGD(_params(), lr=0.3))
+    for _ in range(4):
+        resumed.step()
+    resumed.load_state_dict({"base_lr": LR, "last_step": 0})
+    assert _rates(resumed, 12) == expected
+
+
+def test_a_failed_load_or_step_changes_no_schedule() -> None:
+    """A state whose step OneCycle has no rate for, and a step past it (inside a
+    SequentialSchedule too), raise and leave the schedule and the optimizer as they were."""
+    optimizer = optim.SGD(_params(), lr=LR)
+    schedule = optim.OneCycle(optimizer, max_lr=0.5, total_steps=10)
+    schedule.step()
+    schedule.step()
+    before = (schedule.last_step, schedule.base_lr, optimizer.lr)
+    with pytest.raises(ValueError, match="OneCycle: step 50 is past total_steps=10"):
+        schedule.load_state_dict({"base_lr": 0.3, "last_step": 50})
+    assert (schedule.last_step, schedule.base_lr, optimizer.lr) == before
+    assert schedule.step() == schedule.lr_at(3)
+
+    optimizer = optim.SGD(_params(), lr=LR)
+    warmup = optim.LinearWarmup(optimizer, 2, interval="batch")
+    chain = optim.SequentialSchedule(optimizer, [warmup, optim.OneCycle(optimizer, 0.5, 4)], [2])
+    for _ in range(6):
+        chain.step()
+    lr = optimizer.lr
+    for _ in range(2):
+        with pytest.raises(ValueError, match="OneCycle: step 5 is past total_steps=4"):
+            chain.step()
+        assert (chain.last_step, optimizer.lr) == (6, lr)
+    before = (chain.last_step, chain.base_lr, warmup.base_lr, optimizer.lr)
+    with pytest.raises(ValueError, match="OneCycle: step 7 is past total_steps=4"):
+        chain.load_state_dict({"base_lr": 0.2, "last_step": 9})
+    assert (chain.last_step, chain.base_lr, warmup.base_lr, optimizer.lr) == before
+
+
+def test_cyclic_lr_refuses_a_saved_lower_bound_above_its_max() -> None:
+    optimizer = optim.SGD(_params(), lr=LR)
+    schedule = optim.CyclicLR(optimizer, base_lr=0.01, max_lr=0.05, step_size_up=3)
+    schedule.step()
+    with pytest.raises(
+        ValueError, match=r"CyclicLR\.load_state_dict: base_lr must be in \[0, 0\.05\], got 0\.06"
+    ):
+        schedule.load_state_dict({"base_lr": 0.06, "last_step": 2})
+    assert (schedule.base_lr, schedule.last_step, optimizer.lr) == (0.01, 1, schedule.lr_at(1))
+    schedule.load_state_dict({"base_lr": 0.05, "last_step": 2})
+    assert optimizer.lr == 0.05
+
+
+@pytest.mark.parametrize(
+    ("schedules", "milestones", "message"),
+    [
+        (None, [], "schedules must be a sequence, got NoneType"),
+        ("warmup", [], "schedules must be a sequence, got str"),
+        ([], 3, "milestones must be a sequence, got int"),
+    ],
+)
+def test_sequential_schedule_refuses_non_sequences(
+    schedules: object, milestones: object, message: str
+) -> None:
+    with pytest.raises(TypeError, match=f"SequentialSchedule: {message}"):
+        optim.SequentialSchedule(optim.SGD(_params(), lr=LR), schedules, milestones)  # type: ignore[arg-type]

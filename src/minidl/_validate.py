@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -29,9 +30,14 @@ def check_real(
     left = "(" if low_open or low is None else "["
     right = ")" if high_open or high is None else "]"
     bounds = f"{left}{_fmt(low, '-inf')}, {_fmt(high, 'inf')}{right}"
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    number = math.nan
+    if not isinstance(value, bool) and isinstance(value, numbers.Real):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float's range
+            number = math.inf
+    if not math.isfinite(number):
         raise ValueError(f"{where}: {name} must be a finite number in {bounds}, got {value!r}")
-    number = float(value)
     too_low = low is not None and (number <= low if low_open else number < low)
     too_high = high is not None and (number >= high if high_open else number > high)
     if too_low or too_high:
@@ -115,4 +121,6 @@ def _samples(tensor: Tensor) -> str:
 def _fmt(bound: float | None, default: str) -> str:
     if bound is None:
         return default
-    return f"{bound:g}"
+    text = f"{bound:g}"
+    # Six significant digits unless they would show another number (a bound near the value).
+    return text if float(text) == bound else repr(float(bound))

@@ -43,6 +43,7 @@ class CyclicLR(LRScheduler):
     """
 
     interval = "batch"
+    takes_own_rates = True
 
     def __init__(
         self,
@@ -70,6 +71,10 @@ class CyclicLR(LRScheduler):
         self.mode: Mode = mode
         self.gamma = check_real("CyclicLR", "gamma", gamma, low=0.0, high=1.0, low_open=True)
         self._start()
+
+    def _check_base_lr(self, where: str, base_lr: object) -> float:
+        """The lower bound restored: in ``[0, max_lr]``."""
+        return check_real(where, "base_lr", base_lr, low=0.0, high=self.max_lr)
 
     def lr_at(self, step: int) -> float:
         total = self.step_size_up + self.step_size_down

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from minidl._validate import check_real
 from minidl.optim.optimizer import Optimizer
@@ -18,7 +18,8 @@ class LRScheduler:
     as the subclass documents). ``step()`` advances the counter by one and sets
     ``optimizer.lr = lr_at(counter)``; construction sets ``optimizer.lr = lr_at(0)``. The
     schedule's reference learning rate ``base_lr`` is the optimizer's learning rate at
-    construction unless the subclass takes one.
+    construction unless the subclass takes its own rates (``takes_own_rates``). A ``step`` or a
+    ``load_state_dict`` that raises (a rate the schedule does not define) changes nothing.
 
     Args:
         optimizer: the optimizer whose ``lr`` is scheduled.
@@ -26,6 +27,11 @@ class LRScheduler:
 
     #: When the training loop calls :meth:`step`: after every ``"epoch"`` or every ``"batch"``.
     interval: Literal["epoch", "batch"] = "epoch"
+
+    #: Whether the schedule's rates come from its own arguments (``CyclicLR``'s bounds) rather
+    #: than from the optimizer's rate: a :class:`~minidl.optim.SequentialSchedule` leaves its
+    #: ``base_lr`` alone.
+    takes_own_rates: ClassVar[bool] = False
 
     def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
@@ -44,11 +50,29 @@ class LRScheduler:
         """Set the learning rate of step 0 (subclasses call it at the end of ``__init__``)."""
         self.optimizer.lr = self.lr_at(0)
 
+    def _set_base_lr(self, base_lr: float) -> None:
+        """Take ``base_lr`` as the reference learning rate."""
+        self.base_lr = base_lr
+
+    def _restart_from(self, base_lr: float) -> None:
+        """Restart from ``base_lr``, the rate before any schedule (as a schedule of a
+        :class:`~minidl.optim.SequentialSchedule`), unless the schedule takes its own rates."""
+        if not self.takes_own_rates:
+            self._set_base_lr(base_lr)
+
+    def _check_base_lr(self, where: str, base_lr: object) -> float:
+        """Check a reference learning rate to restore (finite and >= 0)."""
+        return check_real(where, "base_lr", base_lr, low=0.0)
+
     def step(self) -> float:
-        """Advance one step, set the optimizer's learning rate and return it."""
-        self.last_step += 1
-        lr = self.lr_at(self.last_step)
+        """Advance one step, set the optimizer's learning rate and return it.
+
+        If the schedule has no rate for the next step (``OneCycle`` past its ``total_steps``),
+        it raises and nothing changes.
+        """
+        lr = self.lr_at(self.last_step + 1)
         self.optimizer.lr = lr
+        self.last_step += 1
         return lr
 
     @property
@@ -60,7 +84,10 @@ class LRScheduler:
         return {"base_lr": self.base_lr, "last_step": self.last_step}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore the step counter (and the reference learning rate) and set the optimizer's lr."""
+        """Restore the step counter (and the reference learning rate) and set the optimizer's lr.
+
+        Everything is checked before anything changes, the rate of the restored step included.
+        """
         name = type(self).__name__
         if not isinstance(state_dict, Mapping):
             raise TypeError(
@@ -75,7 +102,12 @@ class LRScheduler:
             raise ValueError(
                 f"{name}.load_state_dict: last_step must be an int >= 0, got {last_step!r}"
             )
-        base_lr = check_real(f"{name}.load_state_dict", "base_lr", state_dict["base_lr"], low=0.0)
-        self.base_lr = base_lr
+        base_lr = self._check_base_lr(f"{name}.load_state_dict", state_dict["base_lr"])
+        previous = self.base_lr
+        self._set_base_lr(base_lr)
+        try:
+            self.optimizer.lr = self.lr_at(last_step)
+        except Exception:
+            self._set_base_lr(previous)
+            raise
         self.last_step = last_step
-        self.optimizer.lr = self.lr_at(last_step)

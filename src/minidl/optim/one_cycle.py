@@ -27,7 +27,7 @@ class OneCycle(LRScheduler):
 
     where the annealing :math:`A(a, b, x)` is :math:`b + \tfrac12(a - b)(1 + \cos \pi x)`
     (``"cos"``) or :math:`a + (b - a)x` (``"linear"``). Call :meth:`step` once per batch,
-    ``total_steps`` times at most. The same learning rates as
+    ``total_steps`` times at most (one more raises, changing nothing). The same learning rates as
     PyTorch's ``lr_scheduler.OneCycleLR`` (with ``cycle_momentum=False``: this schedule sets
     the learning rate only) for steps 0 to :math:`T - 1`; at step :math:`T`, after the last
     batch, it stays at :math:`\lambda_{min}` where PyTorch extrapolates the annealing (below
@@ -48,6 +48,7 @@ class OneCycle(LRScheduler):
     """
 
     interval = "batch"
+    takes_own_rates = True
 
     def __init__(
         self,
@@ -103,11 +104,6 @@ class OneCycle(LRScheduler):
         # annealing past its end (below zero for "linear").
         fraction = min((step - self._rise_end) / (self._end - self._rise_end), 1.0)
         return self._anneal(self.max_lr, self.min_lr, fraction)
-
-    def step(self) -> float:
-        """Advance one batch; raises (changing nothing) once ``total_steps`` is passed."""
-        self.lr_at(self.last_step + 1)
-        return super().step()
 
     def __repr__(self) -> str:
         return (

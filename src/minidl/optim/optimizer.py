@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from minidl._validate import check_copyable, check_real
 from minidl.nn.flat import flat_buffer
+from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 
 __all__ = ["Optimizer"]
@@ -25,6 +26,9 @@ class Optimizer:
     :class:`~minidl.nn.Sequential`), ``step`` and ``zero_grad`` run one update over the whole
     model; otherwise they run it parameter by parameter. Both give the same numbers.
 
+    The parameters must share one dtype and device (the state's); a model moved with
+    ``model.to(...)`` after the optimizer was built takes its state along at the next ``step``.
+
     Args:
         params: the parameters to optimise, usually ``model.parameters()``.
         lr: the learning rate, finite and >= 0; read and set it through :attr:`lr`.
@@ -32,12 +36,22 @@ class Optimizer:
 
     state_names: tuple[str, ...] = ()
 
+    #: Hyper-parameters that :meth:`hyperparameters` leaves out at their default (the values
+    #: here): a saved state without them restores the default.
+    optional_hyperparameters: ClassVar[Mapping[str, Any]] = {}
+
     def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         name = type(self).__name__
         if isinstance(params, Parameter | Tensor):
             raise TypeError(
                 f"{name}: params must be an iterable of Parameters (e.g. model.parameters()), "
                 f"got a single {type(params).__name__}"
+            )
+        if isinstance(params, Module) or not isinstance(params, Iterable):
+            hint = " (pass its .parameters())" if isinstance(params, Module) else ""
+            raise TypeError(
+                f"{name}: params must be an iterable of Parameters (e.g. model.parameters()), "
+                f"got {type(params).__name__}{hint}"
             )
         self.params: list[Parameter] = list(params)
         if not self.params:
@@ -50,6 +64,7 @@ class Optimizer:
                 )
         if len({id(p) for p in self.params}) != len(self.params):
             raise ValueError(f"{name}: a parameter appears more than once in params")
+        self._check_one_kind()
         self._lr = check_real(name, "lr", lr, low=0.0)
         self.step_count = 0
         self._sizes = [p.numel() for p in self.params]
@@ -109,7 +124,21 @@ class Optimizer:
         with torch.inference_mode(False):
             self._make_views()
 
+    def _check_one_kind(self) -> None:
+        """Check that the parameters share one dtype and device, those of the state tensors."""
+        first = self.params[0].data
+        for index, parameter in enumerate(self.params):
+            value = parameter.data
+            if value.dtype != first.dtype or value.device != first.device:
+                raise TypeError(
+                    f"{type(self).__name__}: all parameters must have one dtype and device (the "
+                    f"state is one tensor of them), but params[{index}] is {value.dtype} on "
+                    f"{value.device} and params[0] {first.dtype} on {first.device}; build one "
+                    "optimizer for each kind, or move the model with .to()"
+                )
+
     def _make_views(self) -> None:
+        self._check_one_kind()
         values = [p.data for p in self.params]
         grads = [p.grad for p in self.params]
         self._layout_key = (*values, *grads)
@@ -235,11 +264,14 @@ class Optimizer:
 
     def _check_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
         """Check saved hyper-parameters with the constructor's own checks."""
-        expected = set(self.hyperparameters())
-        if set(hyperparameters) != expected:
+        optional = set(self.optional_hyperparameters)
+        required = set(self.hyperparameters()) - optional
+        found = set(hyperparameters)
+        if not required <= found <= required | optional:
+            also = f" (and optionally {sorted(optional)})" if optional else ""
             raise KeyError(
                 f"{type(self).__name__}.load_state_dict: hyper-parameters must be "
-                f"{sorted(expected)}, got {sorted(hyperparameters)}"
+                f"{sorted(required)}{also}, got {sorted(found)}"
             )
         self._validate_hyperparameters(**hyperparameters)
 
@@ -248,7 +280,8 @@ class Optimizer:
         return dict(hyperparameters)
 
     def _set_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
-        for key, value in self._validate_hyperparameters(**hyperparameters).items():
+        settings = {**self.optional_hyperparameters, **hyperparameters}
+        for key, value in {**settings, **self._validate_hyperparameters(**settings)}.items():
             setattr(self, key, value)
 
     def __repr__(self) -> str:

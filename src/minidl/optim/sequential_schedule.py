@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["SequentialSchedule"]
+
+
+def _as_list(name: str, values: object) -> list[Any]:
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise TypeError(
+            f"SequentialSchedule: {name} must be a sequence, got {type(values).__name__}"
+        )
+    return list(values)
 
 
 class SequentialSchedule(LRScheduler):
@@ -22,9 +30,10 @@ class SequentialSchedule(LRScheduler):
     Every schedule must be built on ``optimizer``. Building a schedule sets the optimizer's
     learning rate, so the later ones would see the earlier ones' rate as their reference: this
     class resets every schedule's ``base_lr`` to the first one's (the optimizer's rate before any
-    schedule was built), as ``SequentialLR`` restarts each from the initial rate. Schedules that
-    take their own rates (:class:`~minidl.optim.OneCycle`, :class:`~minidl.optim.CyclicLR`) are
-    not affected. Only this object's :meth:`step` should be called.
+    schedule was built), as ``SequentialLR`` restarts each from the initial rate, and a nested
+    ``SequentialSchedule`` passes it on to its own schedules. Schedules that take their own
+    rates (``takes_own_rates``: :class:`~minidl.optim.OneCycle`, :class:`~minidl.optim.CyclicLR`)
+    keep them. Only this object's :meth:`step` should be called.
 
     Args:
         optimizer: the optimizer to schedule.
@@ -45,8 +54,8 @@ class SequentialSchedule(LRScheduler):
         milestones: Sequence[int],
     ) -> None:
         super().__init__(optimizer)
-        schedules = list(schedules)
-        milestones = list(milestones)
+        schedules = _as_list("schedules", schedules)
+        milestones = _as_list("milestones", milestones)
         if not schedules:
             raise ValueError("SequentialSchedule: give at least one schedule")
         for index, schedule in enumerate(schedules):
@@ -83,12 +92,10 @@ class SequentialSchedule(LRScheduler):
                     f"got {milestones!r}"
                 )
             previous = milestone
-        self.schedules = schedules
-        self.milestones = milestones
+        self.schedules: list[LRScheduler] = schedules
+        self.milestones: list[int] = milestones
         self.interval = schedules[0].interval
-        self.base_lr = schedules[0].base_lr
-        for schedule in schedules:
-            schedule.base_lr = self.base_lr
+        self._set_base_lr(schedules[0].base_lr)
         self._start()
 
     def lr_at(self, step: int) -> float:
@@ -96,14 +103,12 @@ class SequentialSchedule(LRScheduler):
         start = self.milestones[index - 1] if index > 0 else 0
         return self.schedules[index].lr_at(step - start)
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore the step counter and reference rate (given to every schedule), and set the
-        optimizer's rate from them."""
-        super().load_state_dict(state_dict)
+    def _set_base_lr(self, base_lr: float) -> None:
+        """Take ``base_lr`` as the reference rate, and give it to every schedule that does not
+        take its own rates (a restored ``state_dict``'s rate too)."""
+        self.base_lr = base_lr
         for schedule in self.schedules:
-            schedule.base_lr = self.base_lr
-        # (the base class set it before the schedules had the restored reference rate)
-        self.optimizer.lr = self.lr_at(self.last_step)
+            schedule._restart_from(base_lr)
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(schedule) for schedule in self.schedules)

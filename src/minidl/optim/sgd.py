@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -52,6 +52,10 @@ class SGD(Optimizer):
     """
 
     state_names: tuple[str, ...] = ("momentum_buffer",)
+    optional_hyperparameters: ClassVar[Mapping[str, Any]] = {
+        "weight_decay": 0.0,
+        "nesterov": False,
+    }
 
     def __init__(
         self,
