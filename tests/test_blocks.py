@@ -4,6 +4,7 @@ plus their argument checks and the buffer mechanism of Module."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -365,9 +366,13 @@ def test_bce_with_logits_matches_torch_and_is_stable(
 
 
 def test_bce_with_logits_checks_targets() -> None:
-    for bad in (2.0, 1.0 + 1e-12, -1e-12):
+    for bad in (2.0, 1.0 + 1e-12, -1e-12, math.nan):
         with pytest.raises(ValueError, match=r"BCEWithLogitsLoss: targets must lie in \[0, 1\]"):
             nn.BCEWithLogitsLoss()(_x(2, 2), torch.full((2, 2), bad, dtype=F64))
+    target = torch.zeros(2, 2, dtype=F64)
+    target[1, 0] = math.nan  # one NaN among valid targets
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 1\], got values in \[nan"):
+        nn.BCEWithLogitsLoss()(_x(2, 2), target)
     with pytest.raises(ValueError, match="BCEWithLogitsLoss: target has shape"):
         nn.BCEWithLogitsLoss()(_x(2, 2), torch.zeros(2, dtype=F64))
     with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum'"):

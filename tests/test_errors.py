@@ -597,6 +597,36 @@ def test_loss_backward_with_a_non_scalar_upstream() -> None:
         (lambda: nn.ELU(math.inf), ValueError, ("ELU", "alpha", "inf")),
         (lambda: nn.MSELoss("avg"), ValueError, ("MSELoss", "reduction", "'avg'", "'paper'")),
         (lambda: nn.Sequential(nn.Tanh(), "relu"), TypeError, ("Sequential", "argument 1", "str")),
+        (
+            lambda: nn.Linear(2, 2, dtype="float64"),
+            TypeError,
+            ("Linear", "dtype must be a floating-point torch.dtype", "'float64'"),
+        ),
+        (
+            lambda: nn.Linear(2, 2, generator=0),
+            TypeError,
+            ("Linear", "generator must be a torch.Generator or None", "got int"),
+        ),
+        (
+            lambda: nn.Linear(2, 2, device="bogus"),
+            ValueError,
+            ("Linear", "'bogus' is not a device"),
+        ),
+        (lambda: nn.Linear(2, 2, bias="no"), TypeError, ("Linear", "bias must be True or False")),
+        (
+            lambda: nn.BatchNorm1d(2, dtype="float64"),
+            TypeError,
+            ("BatchNorm1d", "dtype must be a floating-point torch.dtype", "'float64'"),
+        ),
+        (lambda: nn.BatchNorm1d(2, device=3.5), ValueError, ("BatchNorm1d", "3.5 is not a device")),
+        (lambda: nn.Softmax(1.0), ValueError, ("Softmax", "dim must be 1 (or -1)", "1.0")),
+        (lambda: nn.LogSoftmax(-1.0), ValueError, ("LogSoftmax", "dim must be 1", "-1.0")),
+        (
+            lambda: nn.mlp((2, 3, 2), None),
+            TypeError,
+            ("mlp", "activations must be an activation name or a sequence of names", "NoneType"),
+        ),
+        (lambda: nn.mlp((2, 2), "bogus"), ValueError, ("mlp", "unknown activation 'bogus'")),
     ],
 )
 def test_module_constructor_errors(

@@ -672,3 +672,76 @@ def test_activation_backward_promotes_a_gradient_of_another_dtype(name: str) -> 
     torch_twin(activation)(x_torch).backward(upstream)
     assert x_torch.grad is not None
     torch.testing.assert_close(grad, x_torch.grad, rtol=1e-6, atol=1e-6)
+
+
+# -- tied weights, modes and moves ----------------------------------------------------------------
+
+
+def test_a_parameter_tied_between_two_layers_counts_once_and_trains_as_torch() -> None:
+    """A Parameter registered in two layers (tied weights) comes once from ``parameters()``
+    (under its first name, as in torch.nn): counted once, one slot of the flat buffer, accepted
+    by an optimizer, and trained as torch.nn trains the same tie."""
+    torch.manual_seed(0)
+    first, second = nn.Linear(3, 3, dtype=F64), nn.Linear(3, 3, dtype=F64)
+    second.register_parameter("weight", first.weight)
+    model = nn.Sequential(first, nn.Tanh(), second)
+    assert [name for name, _ in model.named_parameters()] == ["0.weight", "0.bias", "2.bias"]
+    assert model.num_parameters() == 15
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.bias"]
+    assert flat_buffer([p.data for p in model.parameters()]) is not None
+    twin = torch_twin(model)
+    twin[2].weight = twin[0].weight
+    assert sum(p.numel() for p in twin.parameters()) == 15
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    twin_optimizer = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.5)
+    criterion = nn.CrossEntropyLoss()
+    for _ in range(5):
+        x, target = torch.randn(4, 3, dtype=F64), torch.randint(0, 3, (4,))
+        optimizer.zero_grad()
+        criterion(model(x), target)
+        model.backward(criterion.backward())
+        optimizer.step()
+        twin_optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(twin(x), target).backward()
+        twin_optimizer.step()
+    assert_close(first.weight.data, twin[0].weight.detach())
+    assert second.weight.data is first.weight.data
+    assert_close(second.bias.data, twin[2].bias.detach())  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("mode", ["no", 0, 1, None])
+def test_train_takes_a_bool(mode: object) -> None:
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+    with pytest.raises(TypeError, match=r"Sequential\.train: mode must be True or False, got"):
+        model.train(mode)  # type: ignore[arg-type]
+    assert all(module.training for _, module in model.named_modules())
+
+
+def test_to_takes_a_dtype_as_its_first_argument() -> None:
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    assert model.to(F64) is model
+    assert {p.data.dtype for p in model.parameters()} == {F64}
+    assert model[1].running_mean.dtype == F64  # type: ignore[union-attr]
+    assert flat_buffer([p.data for p in model.parameters()]) is not None
+    with pytest.raises(TypeError, match=r"Sequential\.to: got two dtypes, torch\.float32 and"):
+        model.to(torch.float32, torch.float16)
+    assert {p.data.dtype for p in model.parameters()} == {F64}
+
+
+def test_moving_part_of_a_model_keeps_or_restores_one_flat_buffer() -> None:
+    """A move of a part that changes nothing does nothing (it used to copy the part out of the
+    model's buffer, for good); after a real move of a part, moving the model makes it one buffer
+    again, so that an optimizer's step is one operation again."""
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2))
+    values = [p.data for p in model.parameters()]
+    model[0].to(dtype=torch.float32)
+    model[0].to("cpu")
+    assert all(p.data is v for p, v in zip(model.parameters(), values, strict=True))
+    model[2].to(dtype=F64)
+    assert flat_buffer([p.data for p in model.parameters()]) is None
+    model.to(dtype=F64)
+    assert flat_buffer([p.data for p in model.parameters()]) is not None
+    assert flat_buffer([p.grad for p in model.parameters()]) is not None
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    optimizer.step()
+    assert optimizer._flat is not None

@@ -190,14 +190,21 @@ def test_stacked_loss_refuses_bad_runs_and_inputs() -> None:
         nn.StackedLoss([(nn.MSELoss(), 1), (nn.StackedLoss([(nn.MSELoss(), 1)]), 1)])
 
 
-def test_stacked_loss_has_no_gradient_after_a_forward_that_failed() -> None:
-    """When a later run refuses its slice, the earlier runs have already taken theirs: the
-    stacked loss then has no forward to differentiate, rather than a gradient mixing the last
-    good batch and the refused one."""
-    criterion = nn.StackedLoss([(nn.CrossEntropyLoss(), 1), (nn.CrossEntropyLoss(), 1)])
-    criterion(torch.randn(2, 3, 2, dtype=DTYPE), torch.tensor([[0, 1, 0], [1, 1, 0]]))
-    criterion.backward()
-    with pytest.raises(ValueError, match="CrossEntropyLoss"):
+def test_stacked_loss_keeps_its_last_forward_after_one_that_failed() -> None:
+    """When a later run refuses its slice, the earlier runs have already taken theirs: every
+    criterion gets back its last good forward, so that the stacked loss still differentiates
+    the last good batch (not a mix of it and the refused one), as a single loss does."""
+    criterion = nn.StackedLoss([(nn.CrossEntropyLoss(), 1), (nn.MSELoss(), 1)])
+    logits = torch.randn(2, 3, 2, dtype=DTYPE)
+    target = torch.tensor([[0, 1, 0], [1, 1, 0]])
+    expected_loss = criterion(logits, target)
+    expected = criterion.backward()
+    with pytest.raises(ValueError, match="MSELoss"):
         criterion(torch.randn(2, 3, 2, dtype=DTYPE), torch.tensor([[1, 0, 1], [0, 5, 0]]))
-    with pytest.raises(RuntimeError, match="StackedLoss: backward called before forward"):
-        criterion.backward()
+    assert torch.equal(criterion.backward(), expected)
+    with pytest.raises(
+        TypeError, match=r"CrossEntropyLoss: class-index targets must have dtype torch\.int64"
+    ):
+        criterion(torch.randn(2, 3, 2, dtype=DTYPE), target.int())
+    assert torch.equal(criterion.backward(), expected)
+    assert torch.equal(criterion(logits, target), expected_loss)

@@ -9,13 +9,41 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "check_bool",
     "check_cached",
+    "check_factory_options",
     "check_grad_output",
     "check_input",
     "check_layer_parameters",
     "check_like_parameter",
     "check_runs",
 ]
+
+
+def check_bool(where: str, name: str, value: object) -> bool:
+    """Check a flag: ``True`` or ``False`` (not a truthy string or number)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{where}: {name} must be True or False, got {value!r}")
+    return value
+
+
+def check_factory_options(
+    where: str, dtype: object, device: torch.device | str | None, generator: object = None
+) -> torch.device | None:
+    """Check the ``dtype``, ``device`` and ``generator`` a layer makes its tensors with, before
+    it draws anything; return the device (``None`` if not given)."""
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"{where}: dtype must be a floating-point torch.dtype, got {dtype!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"{where}: generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
+    if device is None:
+        return None
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"{where}: {device!r} is not a device ({error})") from None
 
 
 def check_input(where: str, input: object, features: int | None = None) -> Tensor:

@@ -6,7 +6,13 @@ import torch
 from torch import Tensor
 
 from minidl._validate import check_int, check_real
-from minidl.nn._checks import check_cached, check_grad_output, check_input, check_like_parameter
+from minidl.nn._checks import (
+    check_cached,
+    check_factory_options,
+    check_grad_output,
+    check_input,
+    check_like_parameter,
+)
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 
@@ -85,8 +91,7 @@ class BatchNorm1d(Module):
         self.momentum = check_real("BatchNorm1d", "momentum", momentum, low=0.0, high=1.0)
         if not isinstance(affine, bool):
             raise TypeError(f"BatchNorm1d: affine must be a bool, got {affine!r}")
-        if dtype is not None and not dtype.is_floating_point:
-            raise TypeError(f"BatchNorm1d: dtype must be a floating-point dtype, got {dtype}")
+        device = check_factory_options("BatchNorm1d", dtype, device)
         self.affine = affine
         options = {"dtype": dtype, "device": device}
         if affine:
@@ -109,6 +114,9 @@ class BatchNorm1d(Module):
         check_input("BatchNorm1d", input, self.num_features)
         check_like_parameter("BatchNorm1d", input, self.running_mean, owner=self._owner())
         self._check_parameters()
+        # An input from an autograd graph is read as a plain value (the running statistics
+        # would otherwise record the graph, for good).
+        input = input.detach()
         if self.training:
             batch = input.shape[0]
             if batch < 2:
@@ -165,6 +173,7 @@ class BatchNorm1d(Module):
         check_grad_output(
             "BatchNorm1d", grad_output, normalized.shape, normalized, owner=self._owner()
         )
+        grad_output = grad_output.detach()  # (as the input: a plain value)
         if self.weight is not None and self.bias is not None:
             self.weight.grad.add_((grad_output * normalized).sum(dim=0))
             self.bias.grad.add_(grad_output.sum(dim=0))

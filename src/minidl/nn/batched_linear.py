@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -196,10 +197,19 @@ class BatchedLinear(Module):
             or grad_output.device != seen[4]
         ):
             check_grad_output("BatchedLinear", grad_output, self._output_shape, self.weight.data)
-        self.weight.grad.baddbmm_(grad_output.transpose(1, 2), input)
+        # Detached: an operand from an autograd graph is read as a plain value, rather than
+        # recorded into the gradients for good by the in-place updates.
+        grad_output = grad_output.detach()
+        self.weight.grad.baddbmm_(grad_output.transpose(1, 2), input.detach())
         if self.bias is not None:
             # A sum over the batch (cheaper here than a batched product with ones).
             self.bias.grad.add_(grad_output.sum(dim=1))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        # Views of the parameters, not pickled: the next forward makes them again.
+        state.update(_seen=(None,) * 5, _weight_t=None, _bias_row=None)
+        return state
 
     def extra_repr(self) -> str:
         return (

@@ -57,7 +57,7 @@ class BCEWithLogitsLoss(Loss):
             )
         self._check_dense_target(target, logits)
         low, high = (float(v) for v in torch.aminmax(target))
-        if low < 0 or high > 1:
+        if not 0 <= low <= high <= 1:  # (NaN fails too)
             raise ValueError(
                 f"BCEWithLogitsLoss: targets must lie in [0, 1], got values in [{low:g}, {high:g}]"
             )

@@ -17,7 +17,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from minidl.nn.parameter import Parameter
 
-__all__ = ["flat_buffer", "flatten_parameters"]
+__all__ = ["compact", "flat_buffer", "flatten_parameters"]
 
 
 def flat_buffer(tensors: Sequence[Tensor]) -> Tensor | None:
@@ -83,3 +83,15 @@ def _flatten(
         parameter.grad = grads[offset : offset + size].view(value.shape)
         offset += size
     return values, grads
+
+
+def compact(tensor: Tensor) -> Tensor:
+    """``tensor`` itself if it spans its whole storage, else a copy that does.
+
+    For pickling and ``copy.deepcopy``: a view is pickled with its whole storage, so a parameter
+    of a flat model would take the whole model's buffer along, once per parameter.
+    """
+    if tensor.untyped_storage().nbytes() > tensor.numel() * tensor.element_size():
+        with torch.inference_mode(False):
+            return tensor.clone(memory_format=torch.contiguous_format)
+    return tensor

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from minidl.nn._checks import (
+    check_bool,
     check_cached,
+    check_factory_options,
     check_grad_output,
     check_input,
     check_layer_parameters,
@@ -74,8 +77,8 @@ class Linear(Module):
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Linear: {name} must be a positive integer, got {value!r}")
-        if dtype is not None and not dtype.is_floating_point:
-            raise TypeError(f"Linear: dtype must be a floating-point dtype, got {dtype}")
+        check_bool("Linear", "bias", bias)
+        device = check_factory_options("Linear", dtype, device, generator)
         self.in_features = in_features
         self.out_features = out_features
         std = math.sqrt(2.0 / (in_features + out_features))
@@ -161,18 +164,29 @@ class Linear(Module):
         ):
             check_grad_output("Linear", grad_output, torch.Size(shape), self.weight.data)
         grad_output_t = grad_output.t()
+        weight_grad = self.weight.grad
         try:
-            self.weight.grad.addmm_(grad_output_t, input)
+            # With out= rather than in place (addmm_): autograd refuses out= for an operand from
+            # an autograd graph, where addmm_ would record the gradient into that graph for good.
+            torch.addmm(weight_grad, grad_output_t, input, out=weight_grad)
         except RuntimeError:
             # Nothing is accumulated yet. A gradient on another device is found here rather
             # than by a comparison on every call.
             check_grad_output("Linear", grad_output, torch.Size(shape), self.weight.data)
-            raise
+            # Operands from an autograd graph: minidl reads them as plain values.
+            grad_output_t, input = grad_output_t.detach(), input.detach()
+            torch.addmm(weight_grad, grad_output_t, input, out=weight_grad)
         bias = self.bias
         if bias is not None:
             # The bias gradient, the sum over the batch, as a matrix-vector product with ones:
             # one op that accumulates in place.
             bias.grad.addmv_(grad_output_t, self._ones)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        # Views of the parameters, not pickled: the next forward makes them again.
+        state.update(_weight_seen=None, _bias_seen=None, _weight_t=None)
+        return state
 
     def extra_repr(self) -> str:
         return (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -73,7 +73,16 @@ def mlp(
     if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
         raise ValueError(f"mlp: sizes must be at least two positive integers, got {sizes!r}")
     hidden = len(sizes) - 2
-    names = [activations] * hidden if isinstance(activations, str) else list(activations)
+    if isinstance(activations, str):
+        _activation_key("mlp", activations)  # (checked even with no hidden layer to use it)
+        names = [activations] * hidden
+    elif isinstance(activations, Iterable):
+        names = list(activations)
+    else:
+        raise TypeError(
+            "mlp: activations must be an activation name or a sequence of names, got "
+            f"{type(activations).__name__}"
+        )
     if len(names) != hidden:
         raise ValueError(
             f"mlp: expected {hidden} activation names for {hidden} hidden layers, got {len(names)}"

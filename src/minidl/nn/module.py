@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from minidl._validate import check_copyable
-from minidl.nn.flat import flat_buffer, flatten_parameters
+from minidl.nn.flat import compact, flat_buffer, flatten_parameters
 from minidl.nn.parameter import Parameter
 
 __all__ = ["Module", "Parameter"]
@@ -133,11 +133,23 @@ class Module:
     # -- traversal --------------------------------------------------------------------------------
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """``(dotted name, Parameter)`` for this module's parameters, then its children's."""
+        """``(dotted name, Parameter)`` for this module's parameters, then its children's.
+
+        A parameter registered in two places (tied weights) comes once, under its first name,
+        as in ``torch.nn``: its gradient is the sum of both places', and an optimizer updates it
+        once.
+        """
+        seen: set[int] = set()
+        for name, parameter in self._named_parameters(prefix):
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                yield name, parameter
+
+    def _named_parameters(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
         for name, parameter in self._parameters.items():
             yield prefix + name, parameter
         for child_name, child in self._modules.items():
-            yield from child.named_parameters(prefix + child_name + ".")
+            yield from child._named_parameters(prefix + child_name + ".")
 
     def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
         """``(dotted name, tensor)`` for this module's buffers, then its children's."""
@@ -173,6 +185,10 @@ class Module:
 
     def train(self, mode: bool = True) -> Module:
         """Put this module and its children in training mode (or evaluation mode if ``False``)."""
+        if not isinstance(mode, bool):
+            raise TypeError(
+                f"{type(self).__name__}.train: mode must be True or False, got {mode!r}"
+            )
         for _, module in self.named_modules():
             module.training = mode
         return self
@@ -238,16 +254,20 @@ class Module:
                 )
             check_copyable(f"{where}.load_state_dict", f"entry {name!r}", value, tensor)
         for name, tensor in own.items():
-            tensor.copy_(state_dict[name])
+            # (detached: an entry from an autograd graph, a torch.nn.Parameter say, is a value)
+            tensor.copy_(state_dict[name].detach())
 
     def to(
-        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+        self,
+        device: torch.device | str | torch.dtype | None = None,
+        dtype: torch.dtype | None = None,
     ) -> Module:
         """Move every parameter (value and gradient) and buffer to ``device`` and/or cast it to ``dtype``.
 
         The :class:`Parameter` objects stay the same, so optimizers built on them keep working
         (their state moves with the next ``step``). A move that fails leaves the module as it
-        was.
+        was, and one that changes nothing does nothing. As in ``torch.nn``, a dtype may come
+        alone as the first argument: ``model.to(torch.float64)``.
 
         Raises:
             TypeError: ``dtype`` is not a floating-point ``torch.dtype``.
@@ -255,6 +275,10 @@ class Module:
             RuntimeError: the device is not available here (e.g. ``"cuda"`` without a GPU).
         """
         name = type(self).__name__
+        if isinstance(device, torch.dtype):
+            if dtype is not None:
+                raise TypeError(f"{name}.to: got two dtypes, {device} and {dtype}")
+            device, dtype = None, device
         if dtype is not None and not isinstance(dtype, torch.dtype):
             raise TypeError(f"{name}.to: dtype must be a torch.dtype, got {dtype!r}")
         if dtype is not None and not dtype.is_floating_point:
@@ -283,6 +307,10 @@ class Module:
             for _, module in self.named_modules()
             for name, buffer in module._buffers.items()
         ]
+        if all(p.data.to(device, dtype) is p.data for p in parameters) and all(
+            moved is module._buffers[name] for module, name, moved in buffers
+        ):
+            return  # nothing to move (a copy would take a part of a flat model out of it)
         if flat_buffer([p.data for p in parameters]) is not None:
             # Keep a flat model flat: move the whole buffer, then view it again (its own moves
             # all come before the first view is put in place).
@@ -294,6 +322,23 @@ class Module:
         for module, name, buffer in buffers:
             module._buffers[name] = buffer
             object.__setattr__(module, name, buffer)
+
+    # -- pickling ---------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For pickle and ``copy.deepcopy``: the module's attributes, with the tensors it keeps
+        between calls (caches, views of its parameters) as compact copies, as
+        :class:`Parameter` does, rather than with the whole storage they may view (a flat
+        model's buffer, a data set a batch came from)."""
+        state = self.__dict__.copy()
+        for name, value in state.items():
+            if name in self._buffers:  # (the same object as in _buffers: kept as it is)
+                continue
+            if isinstance(value, Tensor):
+                state[name] = compact(value)
+            elif isinstance(value, tuple) and any(isinstance(v, Tensor) for v in value):
+                state[name] = tuple(compact(v) if isinstance(v, Tensor) else v for v in value)
+        return state
 
     # -- repr -------------------------------------------------------------------------------------
 

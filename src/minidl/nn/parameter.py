@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+
+from minidl.nn.flat import compact
 
 __all__ = ["Parameter"]
 
@@ -120,6 +122,17 @@ class Parameter:
 
     def numel(self) -> int:
         return self.data.numel()
+
+    def __getstate__(self) -> dict[str, object]:
+        """For pickle and ``copy.deepcopy``: ``data`` and ``grad`` as compact copies when they
+        are views (of a flat buffer, say), which would take their whole storage along; a
+        :class:`~minidl.nn.Sequential` makes them views of one buffer again when it is loaded."""
+        return {"name": self.name, "data": compact(self.data), "grad": compact(self.grad)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.name = state["name"]
+        self.data = state["data"]
+        self.grad = state["grad"]
 
     def zero_grad(self) -> None:
         """Set the accumulated gradient to zero, in place."""

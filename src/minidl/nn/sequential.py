@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import overload
+from typing import Any, overload
 
+import torch
 from torch import Tensor
 
 from minidl import anomaly
@@ -44,12 +45,28 @@ class Sequential(Module):
 
     def __init__(self, *modules: Module) -> None:
         self._chain(modules)
+        self._flatten()
+
+    def _flatten(self) -> None:
+        """Make the parameters views of one flat buffer, unless they already are."""
         parameters = self.parameters()
         if (
             flat_buffer([parameter.data for parameter in parameters]) is None
             or flat_buffer([parameter.grad for parameter in parameters]) is None
         ):
             flatten_parameters(parameters)
+
+    def _move(self, device: torch.device | None, dtype: torch.dtype | None) -> None:
+        """Move, then make the parameters one flat buffer again if they are not (after a part
+        of the model was moved on its own, say)."""
+        super()._move(device, dtype)
+        self._flatten()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Loaded from a pickle (or ``copy.deepcopy``): the parameters come back each with its
+        own tensors, and are made views of one flat buffer again, as ``__init__`` does."""
+        self.__dict__.update(state)
+        self._flatten()
 
     def _chain(self, modules: tuple[Module, ...]) -> None:
         """Everything ``__init__`` does but the flattening."""

@@ -50,4 +50,8 @@ class Sigmoid(Activation):
     def _backward(self, grad_output: Tensor, output: Tensor) -> Tensor:
         # g y - g y^2, written over the g y temporary: one allocation, not two.
         grad_times_y = grad_output * output
-        return torch.addcmul(grad_times_y, grad_times_y, output, value=-1, out=grad_times_y)
+        try:
+            return torch.addcmul(grad_times_y, grad_times_y, output, value=-1, out=grad_times_y)
+        except RuntimeError:  # out= refused for values from an autograd graph: read them plain
+            grad_times_y, output = grad_times_y.detach(), output.detach()
+            return torch.addcmul(grad_times_y, grad_times_y, output, value=-1, out=grad_times_y)

@@ -12,7 +12,7 @@ __all__ = ["Softmax", "check_dim"]
 
 def check_dim(where: str, dim: int) -> int:
     """Check a softmax dimension: only the feature dimension of an ``(N, C)`` input."""
-    if isinstance(dim, bool) or dim not in (1, -1):
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim not in (1, -1):
         raise ValueError(
             f"{where}: dim must be 1 (or -1), the feature dimension of an (N, C) input, got {dim!r}"
         )

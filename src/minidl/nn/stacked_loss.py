@@ -70,13 +70,20 @@ class StackedLoss(Loss):
                     f"StackedLoss: expected a stacked {what} with a leading dimension of "
                     f"{self.models} models, got {got}"
                 )
-        self._has_forward = False
-        losses = torch.cat(
-            [
-                criterion.forward(prediction[start:stop], target[start:stop])
-                for criterion, start, stop in self._runs
-            ]
-        )
+        # A run that refuses its part leaves every criterion with its last good forward.
+        saved = [dict(criterion.__dict__) for criterion, _, _ in self._runs]
+        try:
+            losses = torch.cat(
+                [
+                    criterion.forward(prediction[start:stop], target[start:stop])
+                    for criterion, start, stop in self._runs
+                ]
+            )
+        except Exception:
+            for (criterion, _, _), state in zip(self._runs, saved, strict=True):
+                criterion.__dict__.clear()
+                criterion.__dict__.update(state)
+            raise
         self._has_forward = True
         return losses
 

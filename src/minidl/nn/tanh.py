@@ -34,4 +34,8 @@ class Tanh(Activation):
         if squared.dtype is not grad_output.dtype:  # a gradient of another dtype: promote
             return grad_output.addcmul(grad_output, squared, value=-1)
         # g - g y^2, written over the y^2 temporary: one allocation, not two.
-        return torch.addcmul(grad_output, grad_output, squared, value=-1, out=squared)
+        try:
+            return torch.addcmul(grad_output, grad_output, squared, value=-1, out=squared)
+        except RuntimeError:  # out= refused for values from an autograd graph: read them plain
+            grad_output, squared = grad_output.detach(), squared.detach()
+            return torch.addcmul(grad_output, grad_output, squared, value=-1, out=squared)

@@ -197,6 +197,16 @@ class Optimizer:
             for parameter in self.params:
                 parameter.grad.zero_()
 
+    # -- pickling ---------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For pickle and ``copy.deepcopy``: without the layout found last (views, which would
+        take whole storages along, and a count of replacements that means nothing in another
+        process); the next ``step`` or ``zero_grad`` finds it again."""
+        state = self.__dict__.copy()
+        state.update(_layout_key=(), _replacements_seen=-1, _flat=None, _state_views=[])
+        return state
+
     # -- state ------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,132 @@
+"""Inputs, gradients and state entries from an autograd graph are read as plain values.
+
+minidl computes its own gradients, so a tensor that requires grad (the output of a ``torch.nn``
+feature extractor, a ``torch.nn.Parameter``, a leaf made with ``requires_grad=True``) must not
+pull anything minidl keeps into autograd: the in-place accumulation of a parameter gradient
+would otherwise record the graph into that gradient, the optimizer step would pass it on to the
+parameter, and every later step would grow the graph (a memory leak that lasts after the
+autograd input is gone). Each case is compared, bit for bit, with the same steps on plain
+tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor
+
+from minidl import nn, optim
+from minidl.interop import to_torch
+from tests.helpers import F64
+
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "linear-tanh": lambda: nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)),
+    "linear-sigmoid": lambda: nn.Sequential(nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 3)),
+    "linear-relu-no-bias": lambda: nn.Sequential(
+        nn.Linear(3, 4, bias=False), nn.ReLU(), nn.Linear(4, 3)
+    ),
+    "batch-norm": lambda: nn.Sequential(
+        nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ELU(), nn.Linear(4, 3)
+    ),
+    "residual-softmax": lambda: nn.Sequential(
+        nn.Linear(3, 4), nn.Residual(nn.Sequential(nn.Linear(4, 4), nn.Tanh())), nn.Linear(4, 3)
+    ),
+}
+
+
+def _kept(model: nn.Module, optimizer: optim.Optimizer) -> list[Tensor]:
+    """Every tensor that lives on from step to step."""
+    tensors = [t for pair in model.param() for t in pair]
+    tensors += [buffer for _, buffer in model.named_buffers()]
+    return tensors + list(optimizer.state.values())
+
+
+def _train(make: Callable[[], nn.Module], autograd_steps: set[int], where: str) -> list[Tensor]:
+    torch.manual_seed(0)
+    model = make().to(dtype=F64)
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    criterion = nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(1)
+    for step in range(4):
+        x = torch.randn(5, 3, dtype=F64, generator=generator)
+        target = torch.randint(0, 3, (5,), generator=generator)
+        autograd = step in autograd_steps
+        if autograd and where == "input":
+            x = (x.clone().requires_grad_() * 1.0) if step % 2 else x.clone().requires_grad_()
+        optimizer.zero_grad()
+        loss = criterion(model(x), target)
+        grad = criterion.backward()
+        if autograd and where == "gradient":
+            grad = grad.clone().requires_grad_() * 1.0
+        model.backward(grad)
+        optimizer.step()
+        for tensor in _kept(model, optimizer):
+            assert not tensor.requires_grad and tensor.grad_fn is None
+        if step > max(autograd_steps, default=-1):
+            assert not loss.requires_grad  # the graph did not outlive its input
+    return [tensor.clone() for tensor in _kept(model, optimizer)]
+
+
+@pytest.mark.parametrize("where", ["input", "gradient"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_autograd_tensors_are_read_as_plain_values(name: str, where: str) -> None:
+    """An autograd leaf (step 0) or non-leaf (step 1) as input or gradient, then plain steps:
+    nothing kept requires grad at any step, the loss of a plain step has no graph, and every
+    parameter, buffer and optimizer state equals plain training's."""
+    expected = _train(MODELS[name], set(), where)
+    for got, want in zip(_train(MODELS[name], {0, 1}, where), expected, strict=True):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("make", [nn.Tanh, nn.Sigmoid, nn.ReLU, nn.ELU, nn.Softmax, nn.Identity])
+def test_activation_backward_takes_autograd_inputs(make: Callable[[], nn.Module]) -> None:
+    """Tanh and Sigmoid write their gradient with out=, which autograd refuses for a tensor
+    from a graph: they fall back to plain values, with the numbers of a plain input."""
+    x = torch.randn(4, 3, dtype=F64)
+    grad = torch.randn(4, 3, dtype=F64)
+    plain = make()
+    expected_output = plain(x)
+    expected = plain.backward(grad)
+    module = make()
+    output = module(x.clone().requires_grad_())
+    got = module.backward(grad.clone().requires_grad_() * 1.0)
+    assert torch.equal(output.detach(), expected_output)
+    assert torch.equal(got.detach(), expected)
+
+
+def test_batched_linear_reads_autograd_tensors_as_plain_values() -> None:
+    torch.manual_seed(0)
+    layer = nn.BatchedLinear(2, 3, 4, dtype=F64)
+    x = torch.randn(2, 5, 3, dtype=F64)
+    grad = torch.randn(2, 5, 4, dtype=F64)
+    layer(x.clone().requires_grad_())
+    layer.backward(grad.clone().requires_grad_() * 1.0)
+    autograd = [t.clone() for pair in layer.param() for t in pair]
+    assert not any(t.requires_grad for t in autograd)
+    layer.zero_grad()
+    layer(x)
+    layer.backward(grad)
+    plain = [t for pair in layer.param() for t in pair]
+    assert all(torch.equal(a, b) for a, b in zip(autograd, plain, strict=True))
+
+
+def test_load_state_dict_takes_torch_parameters() -> None:
+    """A state of ``torch.nn.Parameter`` objects (``named_parameters()``) loads as values: the
+    model then trains (Tanh's out= used to refuse it) and nothing it keeps requires grad."""
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2))
+    twin = to_torch(model)
+    with torch.no_grad():
+        for parameter in twin.parameters():
+            parameter.mul_(2)
+    model.load_state_dict(dict(twin.named_parameters()))
+    for (name, value), (_, expected) in zip(
+        model.state_dict().items(), twin.state_dict().items(), strict=True
+    ):
+        assert torch.equal(value, expected), name
+    assert not any(p.data.requires_grad for p in model.parameters())
+    criterion = nn.CrossEntropyLoss()
+    criterion(model(torch.randn(4, 2)), torch.tensor([0, 1, 0, 1]))
+    model.backward(criterion.backward())
+    assert not any(p.grad.requires_grad for p in model.parameters())
