@@ -311,7 +311,16 @@ def test_probability_rows_must_sum_to_one_within_1e_5(dtype: torch.dtype) -> Non
 
 @pytest.mark.parametrize(
     "module",
-    [nn.Linear(2, 2), nn.Sigmoid(), nn.Tanh(), nn.ReLU(), nn.LeakyReLU(), nn.ELU(), nn.SELU()],
+    [
+        nn.Linear(2, 2),
+        nn.Sigmoid(),
+        nn.Tanh(),
+        nn.ReLU(),
+        nn.LeakyReLU(),
+        nn.ELU(),
+        nn.SELU(),
+        nn.Identity(),
+    ],
     ids=repr,
 )
 def test_backward_before_forward(module: nn.Module) -> None:
@@ -346,6 +355,7 @@ def test_sequential_backward_before_forward() -> None:
         nn.LogSoftmax(),
         nn.BatchNorm1d(3),
         nn.Dropout(0.5),
+        nn.Identity(),
         nn.Residual(nn.Sequential(nn.Linear(3, 3), nn.Tanh())),
     ],
     ids=repr,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
+from minidl.nn._checks import check_grad_output
 from minidl.nn.module import Module
 
 __all__ = ["Identity"]
@@ -23,16 +25,21 @@ class Identity(Module):
         tensor([ 1., -2.])
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._shape: torch.Size | None = None  # of the last forward's input
+
     def forward(self, input: Tensor) -> Tensor:
         if not isinstance(input, Tensor):
             raise TypeError(
                 f"Identity: expected a torch.Tensor as input, got {type(input).__name__}"
             )
+        self._shape = input.shape
         return input
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        if not isinstance(grad_output, Tensor):
-            raise TypeError(
-                f"Identity: expected a torch.Tensor as gradient, got {type(grad_output).__name__}"
-            )
-        return grad_output
+        """Return ``grad_output``, checked like every module's: a forward ran, and the gradient
+        has the shape of its output."""
+        if self._shape is None:
+            raise RuntimeError("Identity: backward called before forward")
+        return check_grad_output("Identity", grad_output, self._shape)
