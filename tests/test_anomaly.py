@@ -168,6 +168,70 @@ def test_backward_parameters_checks_as_backward_does(wrapped: bool) -> None:
         )
 
 
+def residual_network() -> nn.Sequential:
+    """A Sequential inside a Residual inside a Sequential (the block's Linear at
+    ``Sequential[1].block[0]``), and a Residual inside that block."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(2, 3),
+        nn.Residual(
+            nn.Sequential(
+                nn.Linear(3, 3),
+                nn.Tanh(),
+                nn.Residual(nn.Sequential(nn.Linear(3, 3), Faulty((1, 2), NAN))),
+            )
+        ),
+        nn.Linear(3, 2),
+    )
+
+
+@pytest.mark.parametrize("wrapped", FORMS)
+def test_a_sequential_inside_a_residual_is_named_by_its_full_path(wrapped: bool) -> None:
+    """The Residual calls its block itself: without a module given, the block used to take
+    itself for the outermost Sequential, and its Linear was reported as "Sequential[0]"."""
+    model = residual_network()
+    model[1].block[0].bias.data[1] = NAN  # type: ignore[attr-defined]
+    with pytest.raises(AnomalyError) as info, detect_anomaly(*([model] if wrapped else [])):
+        model(torch.randn(4, 2))
+    assert (info.value.module, info.value.pass_, info.value.what, info.value.index) == (
+        "Sequential[1].block[0]: Linear",
+        "forward",
+        "output",
+        (0, 1),
+    )
+    assert not minidl.anomaly._paths
+
+
+@pytest.mark.parametrize("wrapped", FORMS)
+@pytest.mark.parametrize("method", ["backward", "backward_parameters"])
+def test_backward_inside_nested_residuals_is_named_by_its_full_path(
+    wrapped: bool, method: str
+) -> None:
+    """Backward (and backward_parameters, which fit uses) through two Residuals: the Faulty
+    layer of the inner block is named from the outermost Sequential."""
+    model = residual_network()
+    output = model(torch.randn(4, 2))
+    with detect_anomaly(*([model] if wrapped else [])), pytest.raises(AnomalyError) as info:
+        getattr(model, method)(torch.ones_like(output))
+    assert (info.value.module, info.value.pass_, info.value.what, info.value.index) == (
+        "Sequential[1].block[2].block[1]: Faulty",
+        "backward",
+        "returned gradient",
+        (1, 2),
+    )
+    assert not minidl.anomaly._paths
+
+
+def test_a_block_called_on_its_own_is_the_outermost_sequential() -> None:
+    """Called directly (not through the model), the block is the outermost Sequential."""
+    model = residual_network()
+    block = model[1].block  # type: ignore[attr-defined]
+    block[0].bias.data[0] = NAN
+    with pytest.raises(AnomalyError) as info, detect_anomaly():
+        block(torch.randn(4, 3))
+    assert info.value.module == "Sequential[0]: Linear"
+
+
 def test_fit_under_detect_anomaly_checks_the_first_layer() -> None:
     """An infinite weight gradient in the first layer (tiny weights, huge inputs) stops fit."""
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from minidl.data import BatchIterator, make_disk_data
+from minidl.data import BatchIterator, disk_labels, make_disk_data
 
 F64 = torch.float64
 
@@ -181,3 +181,100 @@ def test_seed_must_be_an_int(seed: object) -> None:
     with pytest.raises(TypeError) as error:
         make_disk_data(seed=seed)  # type: ignore[arg-type]
     assert str(error.value) == f"make_disk_data: seed must be an int, got {seed!r}"
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1, 10**30])
+def test_seed_out_of_the_generators_range_is_named(seed: int) -> None:
+    """A seed torch's generator cannot take used to fail in torch's own words ("Overflow when
+    unpacking long long"), without the function's name or the range."""
+    with pytest.raises(ValueError) as error:
+        make_disk_data(seed=seed)
+    assert str(error.value) == (
+        "make_disk_data: seed must be in [-2**63, 2**64 - 1] (torch.Generator.manual_seed's "
+        f"range), got {seed!r}"
+    )
+
+
+def test_the_ends_of_the_seed_range_are_taken() -> None:
+    """A negative seed s is torch's seed 2**64 + s."""
+    top = make_disk_data(5, 1, 1, seed=2**64 - 1)
+    assert torch.equal(make_disk_data(5, 1, 1, seed=-1).train.raw, top.train.raw)
+    make_disk_data(5, 1, 1, seed=-(2**63))
+
+
+@pytest.mark.parametrize(
+    ("device", "kind", "message"),
+    [
+        ("nonsense", ValueError, r"^make_disk_data: cannot put tensors on device 'nonsense': "),
+        (1.5, TypeError, r"^make_disk_data: device must be a torch\.device, a device name or "),
+        (True, TypeError, r"^make_disk_data: device must be .* got bool$"),
+    ],
+)
+def test_bad_device_is_named(device: object, kind: type[Exception], message: str) -> None:
+    with pytest.raises(kind, match=message):
+        make_disk_data(seed=0, device=device)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_cuda_device_without_cuda_is_named() -> None:
+    with pytest.raises(ValueError, match=r"^make_disk_data: cannot put tensors on device 'cuda'"):
+        make_disk_data(seed=0, device="cuda")
+
+
+@pytest.mark.parametrize(
+    ("points", "kind", "message"),
+    [
+        (torch.rand(3), ValueError, r"must have shape \(N, 2\), got shape \(3,\)"),
+        (torch.rand(3, 3), ValueError, r"must have shape \(N, 2\), got shape \(3, 3\)"),
+        (torch.rand(2, 3, 2), ValueError, r"must have shape \(N, 2\), got shape \(2, 3, 2\)"),
+        (
+            torch.ones(3, 2, dtype=torch.int64),
+            TypeError,
+            r"must be a floating-point .* got a torch\.int64 tensor$",
+        ),
+        ([[0.5, 0.5]], TypeError, r"must be a floating-point tensor of shape \(N, 2\), got list$"),
+    ],
+    ids=["1-dim", "3-columns", "3-dim", "integer", "list"],
+)
+def test_disk_labels_refuses_what_is_not_points(
+    points: object, kind: type[Exception], message: str
+) -> None:
+    """Raw torch broadcasting errors used to come out, without the function's name; integer
+    points were silently compared with a centre truncated to (0, 0)."""
+    with pytest.raises(kind, match="^disk_labels: points " + message):
+        disk_labels(points)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("argument", ["shuffle", "drop_last"])
+@pytest.mark.parametrize("value", ["no", 0, 1, None, 1.0])
+def test_batch_iterator_flags_must_be_bools(argument: str, value: object) -> None:
+    """``shuffle="no"`` used to shuffle and ``drop_last="no"`` to drop (both are true)."""
+    x, y = _dataset(5)
+    with pytest.raises(TypeError) as error:
+        BatchIterator(x, y, 2, **{argument: value})  # type: ignore[arg-type]
+    assert str(error.value) == f"BatchIterator: {argument} must be a bool, got {value!r}"
+
+
+@pytest.mark.parametrize(
+    ("change", "kind", "message"),
+    [
+        ({"batch_size": 0}, ValueError, "batch_size must be an integer >= 1, got 0"),
+        ({"batch_size": 2.0}, TypeError, "batch_size must be an integer >= 1, got 2.0"),
+        ({"batch_size": True}, TypeError, "batch_size must be an integer >= 1, got True"),
+        ({"generator": 0}, TypeError, "generator must be a torch.Generator or None, got int"),
+        ({"x": [1.0, 2.0]}, TypeError, "x must be a torch.Tensor, got list"),
+        ({"y": torch.arange(4)}, ValueError, "x and y must hold as many samples, got 5 and 4"),
+        ({"x": torch.zeros(0, 2)}, ValueError, "x must hold at least one sample, got shape (0, 2)"),
+    ],
+)
+def test_batch_iterator_names_its_other_bad_arguments(
+    change: dict[str, object], kind: type[Exception], message: str
+) -> None:
+    x, y = _dataset(5)
+    arguments: dict[str, object] = {"x": x, "y": y, "batch_size": 2, **change}
+    with pytest.raises(kind) as error:
+        BatchIterator(**arguments)  # type: ignore[arg-type]
+    assert str(error.value) == "BatchIterator: " + message

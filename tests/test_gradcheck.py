@@ -197,3 +197,105 @@ def test_gradcheck_refuses_float32() -> None:
         minidl.gradcheck(nn.Tanh(), [[1.0, 2.0]])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="gradcheck: expected a minidl Module, got Tanh"):
         minidl.gradcheck(torch.nn.Tanh(), torch.randn(2, 2, dtype=F64))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("setting", "kind", "message"),
+    [
+        ({"eps": 0}, ValueError, r"eps must be in \(0, inf\), got 0$"),
+        ({"eps": -1e-6}, ValueError, r"eps must be in \(0, inf\), got -1e-06$"),
+        ({"eps": float("nan")}, ValueError, r"eps must be a finite number in \(0, inf\), got nan"),
+        ({"eps": "a"}, ValueError, r"eps must be a finite number in \(0, inf\), got 'a'$"),
+        ({"eps": True}, ValueError, r"eps must be a finite number in \(0, inf\), got True$"),
+        ({"atol": -1.0}, ValueError, r"atol must be in \[0, inf\), got -1\.0$"),
+        (
+            {"rtol": float("inf")},
+            ValueError,
+            r"rtol must be a finite number in \[0, inf\), got inf",
+        ),
+        ({"seed": "a"}, TypeError, r"seed must be an int, got 'a'$"),
+        ({"seed": 1.0}, TypeError, r"seed must be an int, got 1\.0$"),
+        ({"seed": True}, TypeError, r"seed must be an int, got True$"),
+        (
+            {"seed": 2**64},
+            ValueError,
+            r"seed must be in \[-2\*\*63, 2\*\*64 - 1\] .*got 18446744073709551616$",
+        ),
+        ({"raise_exception": "no"}, TypeError, r"raise_exception must be a bool, got 'no'$"),
+    ],
+    ids=[
+        "eps-0",
+        "eps-negative",
+        "eps-nan",
+        "eps-str",
+        "eps-bool",
+        "atol-negative",
+        "rtol-inf",
+        "seed-str",
+        "seed-float",
+        "seed-bool",
+        "seed-too-large",
+        "raise-exception-str",
+    ],
+)
+def test_gradcheck_refuses_bad_settings_before_running(
+    setting: dict[str, object], kind: type[Exception], message: str
+) -> None:
+    """eps=0 used to raise ZeroDivisionError, eps="a" a TypeError from '+' and seed="a" torch's
+    RuntimeError, each without gradcheck's name (and after the module had run)."""
+    calls = []
+
+    class Counted(nn.Tanh):
+        def forward(self, input: Tensor) -> Tensor:
+            calls.append(1)
+            return super().forward(input)
+
+    with pytest.raises(kind, match="^gradcheck: " + message):
+        minidl.gradcheck(Counted(), _input(), **setting)  # type: ignore[arg-type]
+    assert calls == []
+
+
+class FailsAtCall(nn.Linear):
+    """A Linear whose forward raises at its ``fail_at``-th call (counted from 1)."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__(3, 2, dtype=F64)
+        self.calls, self.fail_at = 0, fail_at
+
+    def forward(self, input: Tensor) -> Tensor:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("forward failed")
+        return super().forward(input)
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 29, 30, 40])
+def test_gradcheck_restores_the_parameters_when_the_module_raises(fail_at: int) -> None:
+    """Calls 1 and 2 are the plain forwards, 3 to 26 perturb the input's 12 elements (+eps,
+    then -eps), 27 to 38 the weight's 6, 39 to 42 the bias's 2: a failure at call 29, 30 or 40
+    used to leave ``weight[0, 1]`` or ``bias[0]`` shifted by +eps or -eps."""
+    module = FailsAtCall(fail_at)
+    for parameter in module.parameters():
+        parameter.grad.normal_()
+    values = [p.data.clone() for p in module.parameters()]
+    grads = [p.grad.clone() for p in module.parameters()]
+    with pytest.raises(RuntimeError, match="forward failed"):
+        minidl.gradcheck(module, _input())
+    assert module.calls == fail_at
+    for parameter, value, grad in zip(module.parameters(), values, grads, strict=True):
+        assert torch.equal(parameter.data, value)
+        assert torch.equal(parameter.grad, grad)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_gradcheck_restores_a_batch_norms_running_statistics(training: bool) -> None:
+    """Every forward of a batch norm in training mode updates its running statistics and its
+    batch count: gradcheck runs hundreds, and used to leave them changed."""
+    norm = nn.BatchNorm1d(3, momentum=0.3, dtype=F64).train(training)
+    norm.running_mean.normal_()
+    norm.running_var.uniform_(0.5, 2.0)
+    norm.num_batches_tracked.fill_(7)
+    before = {name: buffer.clone() for name, buffer in norm.named_buffers()}
+    assert minidl.gradcheck(norm, _input())
+    for name, buffer in norm.named_buffers():
+        assert torch.equal(buffer, before[name]), name

@@ -4,6 +4,8 @@ trips are lossless on every parameter and buffer, and unsupported layers are nam
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import Tensor
@@ -270,6 +272,43 @@ def test_converting_does_not_touch_the_global_random_stream() -> None:
     assert torch.equal(torch.rand(3), expected)
 
 
+# Every layer that to_torch builds, each alone (a Linear's torch.nn init used to draw from the
+# global generator) and all of them together.
+TO_TORCH_LAYERS = {
+    "linear": lambda: nn.Linear(3, 3),
+    "linear-no-bias": lambda: nn.Linear(3, 3, bias=False),
+    "batchnorm": lambda: nn.BatchNorm1d(3),
+    "batchnorm-not-affine": lambda: nn.BatchNorm1d(3, affine=False),
+    "residual": lambda: nn.Residual(nn.Sequential(nn.Linear(3, 3), nn.Tanh())),
+    "leakyrelu": lambda: nn.LeakyReLU(0.1),
+    "elu": lambda: nn.ELU(0.5),
+    "dropout": lambda: nn.Dropout(0.5),
+    "softmax": lambda: nn.Softmax(dim=1),
+    "logsoftmax": lambda: nn.LogSoftmax(dim=1),
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "selu": nn.SELU,
+    "identity": nn.Identity,
+    "mlp": lambda: nn.mlp((2, 3, 2), "tanh"),
+    "every-layer": _minidl_model,
+}
+
+
+@pytest.mark.parametrize("make", list(TO_TORCH_LAYERS.values()), ids=list(TO_TORCH_LAYERS))
+def test_to_torch_does_not_touch_the_global_random_stream(make: Callable[[], nn.Module]) -> None:
+    """to_torch copies every value: torch.nn's initialisation of the layers it builds must not
+    consume torch's global random stream (a run converted mid-way would draw other numbers)."""
+    model = make()
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    twin = to_torch(model)
+    assert torch.equal(torch.rand(3), expected)
+    for name, value in model.state_dict().items():
+        assert torch.equal(twin.state_dict()[name], value), name
+
+
 def test_a_converted_model_trains_like_the_original() -> None:
     """Flat parameters: the converted minidl Sequential works with the optimizers."""
     from minidl import optim
@@ -332,6 +371,49 @@ def test_unsupported_layers_are_named_with_their_path() -> None:
         to_torch(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"from_torch: expected a torch\.nn\.Module"):
         from_torch(nn.Linear(2, 2))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("layer", "fragment"),
+    [
+        (
+            torch.nn.LeakyReLU(-0.5),
+            "LeakyReLU: negative_slope must be a finite number >= 0, got -0.5",
+        ),
+        (torch.nn.ELU(-1.0), "ELU: alpha must be a finite number > 0, got -1.0"),
+        (torch.nn.Dropout(1.0), "Dropout: p must be in [0, 1), got 1.0"),
+        (torch.nn.BatchNorm1d(3, momentum=1.5), "BatchNorm1d: momentum"),
+    ],
+    ids=["leakyrelu", "elu", "dropout", "batchnorm"],
+)
+def test_settings_that_minidl_refuses_are_named_with_their_path(
+    layer: torch.nn.Module, fragment: str
+) -> None:
+    """A torch.nn layer whose settings minidl's constructor refuses (a negative slope, ELU's
+    alpha <= 0, p = 1) is a ConversionError naming its path and type, with minidl's reason; it
+    used to be the constructor's plain ValueError, with neither."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Sequential(torch.nn.Tanh(), layer))
+    kind = type(layer)
+    with pytest.raises(ConversionError) as info:
+        from_torch(model)
+    message = str(info.value)
+    assert message.startswith(
+        f"from_torch: cannot convert the layer at '1.1' of type {kind.__module__}."
+        f"{kind.__qualname__} ("
+    ), message
+    assert fragment in message, message
+    assert isinstance(info.value.__cause__, ValueError)
+    with pytest.raises(ConversionError, match=r"^from_torch: cannot convert the model itself, of"):
+        from_torch(layer)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_converting_cuda_models_does_not_touch_the_device_random_stream() -> None:
+    model = _minidl_model().to(device=torch.device("cuda"))
+    state = torch.cuda.get_rng_state()
+    twin = to_torch(model)
+    from_torch(twin)
+    assert torch.equal(torch.cuda.get_rng_state(), state)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

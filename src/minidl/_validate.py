@@ -8,7 +8,14 @@ import numbers
 import torch
 from torch import Tensor
 
-__all__ = ["check_copyable", "check_int", "check_labelled", "check_like", "check_real"]
+__all__ = [
+    "check_class_indices",
+    "check_copyable",
+    "check_int",
+    "check_labelled",
+    "check_like",
+    "check_real",
+]
 
 
 def check_real(
@@ -61,6 +68,33 @@ def check_copyable(where: str, what: str, value: Tensor, target: Tensor) -> None
         kind = "meta" if value.is_meta else str(value.layout).removeprefix("torch.")
         raise TypeError(
             f"{where}: {what} is a {kind} tensor; expected a dense tensor that holds its values"
+        )
+
+
+def check_class_indices(where: str, what: str, y: Tensor, classes: int | None = None) -> None:
+    """Check that ``y`` holds class indices: of an integer dtype, and in ``[0, classes)`` (only
+    ``>= 0`` when ``classes`` is None: the model's number of classes is not known yet).
+
+    A float or out-of-range label never equals a predicted class, so that an error rate
+    computed with it would silently count it wrong. ``what`` names the set as in
+    :func:`check_labelled`.
+    """
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(
+            f"{where}: {what}y must hold class indices of an integer dtype, got {y.dtype}"
+        )
+    if y.is_meta or y.numel() == 0:  # no values to check
+        return
+    if classes is None:
+        lowest = int(y.min())
+        if lowest < 0:
+            raise ValueError(f"{where}: {what}y must hold class indices >= 0, got {lowest}")
+        return
+    highest = int(y.max())
+    if highest >= classes:
+        raise ValueError(
+            f"{where}: {what}y must hold class indices in [0, {classes}) (the model's outputs "
+            f"have {classes} columns), got {highest}"
         )
 
 

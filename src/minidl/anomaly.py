@@ -12,7 +12,8 @@ instances and restored on exit), so outside it nothing is checked and nothing co
 ``with detect_anomaly():`` with no module switches on a flag that every
 :class:`~minidl.nn.Sequential` reads once per ``forward``/``backward`` call: while it is on, a
 ``Sequential`` checks the output (and the returned gradient) of each of its layers, nested
-``Sequential`` layers included, and the path is relative to the outermost ``Sequential`` called.
+``Sequential`` layers included (also inside another layer, such as a ``Residual``'s block), and
+the path is relative to the outermost ``Sequential`` called.
 Losses and other containers are checked only in the first form.
 
 Example:
@@ -45,6 +46,11 @@ _WRAPPED = ("forward", "backward", "backward_parameters")
 
 #: Whether the module-less form is active; :class:`~minidl.nn.Sequential` reads it once per call.
 enabled: bool = False
+
+#: In the module-less form, while a layer that holds ``Sequential`` modules runs (a
+#: ``Residual``'s block): their paths, by ``id``. The layer calls their ``forward`` and
+#: ``backward`` itself, so they would otherwise take themselves for the outermost one.
+_paths: dict[int, str] = {}
 
 
 class AnomalyError(RuntimeError):
@@ -190,18 +196,41 @@ def detect_anomaly(*modules: Module) -> Iterator[None]:
 # -- the module-less form: called by Sequential while ``enabled`` --------------------------------
 
 
+@contextmanager
+def _inner_paths(module: Module, path: str) -> Iterator[None]:
+    """While the block runs, the ``Sequential`` modules inside ``module`` (at ``path``), itself
+    included, know their paths (see :data:`_paths`)."""
+    from minidl.nn.sequential import Sequential
+
+    added = []
+    for name, part in module.named_modules():
+        if isinstance(part, Sequential) and id(part) not in _paths:
+            parts = name.split(".") if name else []
+            _paths[id(part)] = path + "".join(_child_path("", part_name) for part_name in parts)
+            added.append(id(part))
+    try:
+        yield
+    finally:
+        for key in added:
+            del _paths[key]
+
+
 def sequential_forward(sequential: Sequential, input: Tensor, path: str = "") -> Tensor:
     """``Sequential.forward`` with every layer's output checked (nested ``Sequential`` too)."""
     from minidl.nn.sequential import Sequential
 
-    path = path or type(sequential).__name__
+    path = path or _paths.get(id(sequential)) or type(sequential).__name__
     check_finite(input, path, "forward", "input")
     for index, module in enumerate(sequential):
         child = f"{path}[{index}]"
         if type(module) is Sequential:
             input = sequential_forward(module, input, child)
         else:
-            input = module.forward(input)
+            if module._modules:  # e.g. a Residual: its block names itself from here
+                with _inner_paths(module, child):
+                    input = module.forward(input)
+            else:
+                input = module.forward(input)
             check_finite(input, f"{child}: {type(module).__name__}", "forward", "output")
     return input
 
@@ -210,7 +239,7 @@ def sequential_backward(sequential: Sequential, grad_output: Tensor, path: str =
     """``Sequential.backward`` with every layer's returned and parameter gradients checked."""
     from minidl.nn.sequential import Sequential
 
-    path = path or type(sequential).__name__
+    path = path or _paths.get(id(sequential)) or type(sequential).__name__
     check_finite(grad_output, path, "backward", "incoming gradient")
     for index in reversed(range(len(sequential))):
         module = sequential[index]
@@ -219,7 +248,11 @@ def sequential_backward(sequential: Sequential, grad_output: Tensor, path: str =
             grad_output = sequential_backward(module, grad_output, child)
         else:
             label = f"{child}: {type(module).__name__}"
-            grad_output = module.backward(grad_output)
+            if module._modules:
+                with _inner_paths(module, child):
+                    grad_output = module.backward(grad_output)
+            else:
+                grad_output = module.backward(grad_output)
             check_finite(grad_output, label, "backward", "returned gradient")
             for name, parameter in module.named_parameters():
                 check_finite(parameter.grad, label, "backward", f"gradient of parameter {name!r}")

@@ -31,8 +31,26 @@ DISK_CENTER = (0.5, 0.5)
 DISK_RADIUS = 1.0 / math.sqrt(2.0 * math.pi)
 
 
+#: The seeds that ``torch.Generator.manual_seed`` takes: a negative seed s is taken as 2**64 + s.
+_SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
 def disk_labels(points: Tensor) -> Tensor:
-    """Class of each point of ``points`` (shape ``(N, 2)``, unnormalised): 1 inside the disk, else 0."""
+    """Class of each point of ``points`` (shape ``(N, 2)``, unnormalised): 1 inside the disk, else 0.
+
+    Raises:
+        TypeError: ``points`` is not a floating-point tensor.
+        ValueError: its shape is not ``(N, 2)``.
+    """
+    if not isinstance(points, Tensor) or not points.is_floating_point():
+        got = f"a {points.dtype} tensor" if isinstance(points, Tensor) else type(points).__name__
+        raise TypeError(
+            f"disk_labels: points must be a floating-point tensor of shape (N, 2), got {got}"
+        )
+    if points.dim() != 2 or points.shape[1] != 2:
+        raise ValueError(
+            f"disk_labels: points must have shape (N, 2), got shape {tuple(points.shape)}"
+        )
     center = torch.tensor(DISK_CENTER, dtype=points.dtype, device=points.device)
     inside = (points - center).square().sum(dim=1) < DISK_RADIUS**2
     return inside.to(torch.int64)
@@ -85,9 +103,11 @@ def make_disk_data(
     Args:
         n_train, n_validation, n_test: set sizes, integers >= 1 (>= 2 for the training set,
             whose standard deviation is needed).
-        seed: seed of the generator.
+        seed: seed of the generator, an integer in ``[-2**63, 2**64 - 1]`` (what
+            ``torch.Generator.manual_seed`` takes; a negative seed s is the seed 2**64 + s).
         dtype: floating dtype of the inputs (labels are int64).
-        device: where the tensors live.
+        device: where the tensors live (a ``torch.device``, a name such as ``"cuda:0"``, or
+            ``None`` for the CPU).
 
     Example:
         >>> data = make_disk_data(seed=0)
@@ -103,6 +123,12 @@ def make_disk_data(
         )
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"make_disk_data: seed must be an int, got {seed!r}")
+    if not _SEED_RANGE[0] <= seed <= _SEED_RANGE[1]:
+        raise ValueError(
+            f"make_disk_data: seed must be in [-2**63, 2**64 - 1] (torch.Generator.manual_seed's "
+            f"range), got {seed!r}"
+        )
+    device = _check_device("make_disk_data", device)
     generator = torch.Generator().manual_seed(seed)
     raws = [
         torch.rand(n, 2, dtype=torch.float64, generator=generator)
@@ -127,6 +153,24 @@ def make_disk_data(
     )
 
 
+def _check_device(where: str, device: object) -> torch.device | None:
+    """``device`` as a ``torch.device`` (``None`` kept), after checking that tensors can be made
+    there (a name torch does not know, or a CUDA device on a machine without one, is refused)."""
+    if device is None:
+        return None
+    if isinstance(device, bool) or not isinstance(device, torch.device | str | int):
+        raise TypeError(
+            f"{where}: device must be a torch.device, a device name or None, got "
+            f"{type(device).__name__}"
+        )
+    try:
+        place = torch.device(device)
+        torch.empty(0, device=place)
+    except (RuntimeError, AssertionError, ValueError) as error:
+        raise ValueError(f"{where}: cannot put tensors on device {device!r}: {error}") from None
+    return place
+
+
 class BatchIterator:
     """Mini-batches of ``(x, y)``, in a new random order on every pass.
 
@@ -142,6 +186,11 @@ class BatchIterator:
         shuffle: draw a new order each pass (default ``True``); otherwise keep the given order.
         generator: the generator of the shuffles (default: torch's global one).
         drop_last: skip a last, incomplete batch.
+
+    Raises:
+        TypeError: ``x`` or ``y`` is not a tensor, ``batch_size`` not an integer, ``shuffle`` or
+            ``drop_last`` not a bool, ``generator`` not a ``torch.Generator`` or ``None``.
+        ValueError: an empty set, ``x`` and ``y`` of other lengths or devices, ``batch_size`` < 1.
 
     Example:
         >>> for x_batch, y_batch in BatchIterator(data.train.x, data.train.y, batch_size=100):
@@ -183,6 +232,10 @@ class BatchIterator:
                 "BatchIterator: generator must be a torch.Generator or None, got "
                 f"{type(generator).__name__}"
             )
+        for name, flag in (("shuffle", shuffle), ("drop_last", drop_last)):
+            # A string such as "no" would be true: refused rather than taken for True.
+            if not isinstance(flag, bool):
+                raise TypeError(f"BatchIterator: {name} must be a bool, got {flag!r}")
         self.shuffle = shuffle
         self.generator = generator
         self.drop_last = drop_last

@@ -7,6 +7,7 @@ import itertools
 import torch
 from torch import Tensor
 
+from minidl._validate import check_real
 from minidl.nn.module import Module
 
 __all__ = ["GradcheckError", "gradcheck"]
@@ -35,18 +36,24 @@ def gradcheck(
     its ``backward`` given the scalar :math:`u`.
 
     Run it in float64: float32 finite differences are too coarse. Parameters' values and
-    gradients are restored afterwards.
+    gradients, and the module's buffers (a batch norm's running statistics, which every forward
+    in training mode updates), are restored afterwards, also when the module raises part-way.
 
     Args:
         module: the module under test.
         *inputs: the forward inputs; the first is the one differentiated.
-        eps: the finite-difference step.
-        atol, rtol: an element passes when ``|analytic - numeric| <= atol + rtol * |numeric|``.
-        seed: seed of the random projection ``u``.
+        eps: the finite-difference step, a finite number > 0.
+        atol, rtol: an element passes when ``|analytic - numeric| <= atol + rtol * |numeric|``
+            (finite numbers >= 0).
+        seed: seed of the random projection ``u``, an integer in ``[-2**63, 2**64 - 1]``.
         raise_exception: raise :class:`GradcheckError` on failure (otherwise return ``False``).
 
     Returns:
         ``True`` when every gradient agrees.
+
+    Raises:
+        GradcheckError: a gradient disagrees (with ``raise_exception``).
+        TypeError, ValueError: a bad argument, named in the message, before anything runs.
 
     Example:
         >>> gradcheck(Linear(3, 2, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64))
@@ -64,9 +71,25 @@ def gradcheck(
             f"gradcheck: use float64 inputs and parameters (got {first.dtype}); float32 "
             "finite differences are too coarse to check a gradient"
         )
+    eps = check_real("gradcheck", "eps", eps, low=0.0, low_open=True)
+    atol = check_real("gradcheck", "atol", atol, low=0.0)
+    rtol = check_real("gradcheck", "rtol", rtol, low=0.0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"gradcheck: seed must be an int, got {seed!r}")
+    if not -(2**63) <= seed <= 2**64 - 1:
+        raise ValueError(
+            f"gradcheck: seed must be in [-2**63, 2**64 - 1] (torch.Generator.manual_seed's "
+            f"range), got {seed!r}"
+        )
+    if not isinstance(raise_exception, bool):
+        raise TypeError(f"gradcheck: raise_exception must be a bool, got {raise_exception!r}")
     named = list(module.named_parameters())
     parameters = [parameter for _, parameter in named]
+    # Values too: a forward that raises part-way through would leave one nudged by eps.
+    saved_values = [p.data.clone() for p in parameters]
     saved_grads = [p.grad.clone() for p in parameters]
+    buffers = [buffer for _, buffer in module.named_buffers()]
+    saved_buffers = [buffer.clone() for buffer in buffers]
     x = first.clone()
     rest = inputs[1:]
 
@@ -74,14 +97,13 @@ def gradcheck(
         result: Tensor = module.forward(at, *rest)
         return result
 
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    y = output(x)
-    projection = torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
-
     def scalar(at: Tensor) -> float:
         return float((output(at) * projection).sum())
 
+    generator = torch.Generator(device="cpu").manual_seed(seed)
     try:
+        y = output(x)
+        projection = torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
         for parameter in parameters:
             parameter.grad.zero_()
         output(x)
@@ -112,8 +134,11 @@ def gradcheck(
                     f"numeric {float(numeric[index]):.6g}"
                 )
     finally:
-        for parameter, grad in zip(parameters, saved_grads, strict=True):
+        for parameter, value, grad in zip(parameters, saved_values, saved_grads, strict=True):
+            parameter.data.copy_(value)
             parameter.grad.copy_(grad)
+        for buffer, saved in zip(buffers, saved_buffers, strict=True):
+            buffer.copy_(saved)
     if failures:
         if raise_exception:
             raise GradcheckError(

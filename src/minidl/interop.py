@@ -37,6 +37,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 from torch import nn as tnn
@@ -46,8 +49,9 @@ from minidl.nn.module import Module
 
 __all__ = ["ConversionError", "TorchResidual", "from_torch", "to_torch"]
 
-#: A generator for the throw-away initial values of layers whose values are then copied,
-#: so converting never consumes torch's global random stream.
+#: A generator for the throw-away initial values of the minidl layers whose values are then
+#: copied, so that :func:`from_torch` never consumes torch's global random stream (:func:`to_torch`
+#: builds its layers on the meta device, with no initial values at all).
 _SCRATCH_SEED = 0
 
 
@@ -81,6 +85,22 @@ def _copy_parameter(target: Tensor, source: Tensor) -> None:
         target.copy_(source.detach())
 
 
+@contextmanager
+def _building(where: str, path: str, kind: type) -> Iterator[None]:
+    """Turn a constructor's refusal of a layer's settings (``ValueError`` or ``TypeError``, e.g.
+    ``torch.nn.LeakyReLU(-0.5)``, which minidl's ``LeakyReLU`` refuses) into a
+    :class:`ConversionError` that names the layer's path and type."""
+    try:
+        yield
+    except ConversionError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise ConversionError(
+            f"{where}: cannot convert {_path_name(path)} of type "
+            f"{kind.__module__}.{kind.__qualname__} ({error})"
+        ) from error
+
+
 def to_torch(model: Module) -> tnn.Module:
     """Build the ``torch.nn`` equivalent of a minidl model, with copied parameters and buffers.
 
@@ -105,6 +125,18 @@ def to_torch(model: Module) -> tnn.Module:
 
 def _to_torch(module: Module, path: str) -> tnn.Module:
     kind = type(module)
+    # A constructor that refuses a setting names the layer (its children are named at theirs).
+    with _building("to_torch", path, kind):
+        result = _torch_layer(module, path)
+    # This module's mode only: its children keep theirs (e.g. a batch norm frozen in evaluation
+    # mode inside a model that trains), which a recursive train() would overwrite.
+    result.training = module.training
+    return result
+
+
+def _torch_layer(module: Module, path: str) -> tnn.Module:
+    """``module`` as a ``torch.nn`` module, its children converted by :func:`_to_torch`."""
+    kind = type(module)
     result: tnn.Module
     if kind is nn.Sequential:
         assert isinstance(module, nn.Sequential)
@@ -117,13 +149,15 @@ def _to_torch(module: Module, path: str) -> tnn.Module:
     elif kind is nn.Linear:
         assert isinstance(module, nn.Linear)
         weight = module.weight.data
+        # Built on the meta device, then given uninitialised memory: torch.nn.Linear's own
+        # initialisation would draw from torch's global generator (of the CPU or of the device).
         linear = tnn.Linear(
             module.in_features,
             module.out_features,
             bias=module.bias is not None,
             dtype=weight.dtype,
-            device=weight.device,
-        )
+            device="meta",
+        ).to_empty(device=weight.device)
         _copy_parameter(linear.weight, weight)
         if module.bias is not None:
             _copy_parameter(linear.bias, module.bias.data)
@@ -131,14 +165,15 @@ def _to_torch(module: Module, path: str) -> tnn.Module:
     elif kind is nn.BatchNorm1d:
         assert isinstance(module, nn.BatchNorm1d)
         mean = module.running_mean
+        # As Linear, though its initial values are constants: every value is copied below.
         norm = tnn.BatchNorm1d(
             module.num_features,
             eps=module.eps,
             momentum=module.momentum,
             affine=module.affine,
             dtype=mean.dtype,
-            device=mean.device,
-        )
+            device="meta",
+        ).to_empty(device=mean.device)
         if module.weight is not None and module.bias is not None:
             _copy_parameter(norm.weight, module.weight.data)
             _copy_parameter(norm.bias, module.bias.data)
@@ -174,9 +209,6 @@ def _to_torch(module: Module, path: str) -> tnn.Module:
             f"{kind.__module__}.{kind.__qualname__}{hint}; supported: "
             f"{', '.join(_SUPPORTED_MINIDL)}"
         )
-    # This module's mode only: its children keep theirs (e.g. a batch norm frozen in evaluation
-    # mode inside a model that trains), which a recursive train() would overwrite.
-    result.training = module.training
     return result
 
 
@@ -224,6 +256,17 @@ def _from_torch(module: tnn.Module, path: str, trained: dict[int, str]) -> Modul
                 "cache for its backward)"
             )
         trained[id(module)] = path
+    # A constructor that refuses a setting (torch.nn.LeakyReLU(-0.5): minidl's slope is >= 0)
+    # names the layer (its children are named at theirs).
+    with _building("from_torch", path, kind):
+        result = _minidl_layer(module, path, trained)
+    result.training = module.training  # this module's mode only, as in _to_torch
+    return result
+
+
+def _minidl_layer(module: tnn.Module, path: str, trained: dict[int, str]) -> Module:
+    """``module`` as a minidl module, its children converted by :func:`_from_torch`."""
+    kind = type(module)
     scratch = torch.Generator().manual_seed(_SCRATCH_SEED)
     result: Module
     if kind is tnn.Sequential:
@@ -299,7 +342,6 @@ def _from_torch(module: tnn.Module, path: str, trained: dict[int, str]) -> Modul
         result = _SIMPLE_FROM_TORCH[kind]()
     else:
         raise _unsupported(path, module)
-    result.training = module.training  # this module's mode only, as in _to_torch
     return result
 
 

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from minidl._validate import check_labelled, check_like
+from minidl._validate import check_class_indices, check_labelled, check_like
 from minidl.nn.batched_linear import BatchedLinear
 from minidl.nn.flat import flat_buffer
 from minidl.nn.linear import Linear
 from minidl.nn.loss import Loss
+from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 from minidl.nn.sequential import Sequential
 from minidl.nn.stack import flat_model_parameters, model_parameters, stack_models
@@ -71,7 +72,8 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
 
     Args:
         model: a network made by :func:`minidl.nn.stack_models`.
-        x: inputs ``(R, N, features)``; y: class indices ``(R, N)``.
+        x: inputs ``(R, N, features)``; y: class indices ``(R, N)``, of an integer dtype and
+            below the number of classes (the width of the model's outputs).
     """
     for name, tensor, dims in (("x", x, 3), ("y", y, 2)):
         if not isinstance(tensor, Tensor):
@@ -88,8 +90,16 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
             f"stacked_error_rates: x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)} "
             "must hold as many models and samples"
         )
+    check_class_indices("stacked_error_rates", "", y)
     with eval_mode(model):
-        wrong = (model(x).argmax(dim=-1) != y).sum(dim=1)
+        output = model(x)
+    check_class_indices("stacked_error_rates", "", y, int(output.shape[-1]))
+    return _error_rates(output, y)
+
+
+def _error_rates(output: Tensor, y: Tensor) -> list[float]:
+    """Each model's error (%) from the stacked outputs ``(R, N, C)`` and checked indices ``y``."""
+    wrong = (output.argmax(dim=-1) != y).sum(dim=1)
     return [100.0 * int(count) / y.shape[1] for count in wrong.tolist()]
 
 
@@ -109,7 +119,9 @@ def fit_rounds(
     """Train R models of one architecture at once; model ``r`` ends as :func:`~minidl.train.fit`
     would leave it when trained alone on ``train_sets[r]`` shuffled by ``generators[r]``.
 
-    The models are stacked, trained together and their trained parameters are copied back into
+    Every argument is checked before anything changes. Each model is then put in training mode
+    (``model.train()``, as :func:`~minidl.train.fit` does) and left in it; the models are
+    stacked, trained together and their trained parameters are copied back into
     ``models`` (in place) when training ends, also when it stops with an exception (from a step
     or from ``on_epoch``), so that each model holds its parameters of that moment. Each epoch
     draws one permutation per model from its generator (as :class:`~minidl.data.BatchIterator`
@@ -121,7 +133,9 @@ def fit_rounds(
     has its own learning rate, hyper-parameters and schedule.
 
     Args:
-        models: R :class:`Sequential` networks of the same architecture (Linear and activations).
+        models: R distinct :class:`Sequential` networks of the same architecture (Linear and
+            activations); a model given twice, or two models that share a parameter, are
+            refused (each round would train the other's parameters).
         criterion: the loss; it receives ``(R, B, C)`` predictions and returns R losses.
         make_optimizer: builds the optimizer on the stacked network, e.g.
             ``lambda stack: SGD(stack.parameters(), lr=0.01)``; or a :class:`PerModel`.
@@ -133,17 +147,29 @@ def fit_rounds(
         generators: R generators of the shuffles.
         make_scheduler: builds an optional schedule on the optimizer (it may return ``None``).
         validation_sets: R optional pairs ``(x, y)`` evaluated after each epoch, ``y`` class
-            indices ``(N,)``, all of one size; they are checked before training starts.
+            indices ``(N,)`` of an integer dtype, all of one size; they are checked before
+            training starts (the indices against the width of the stack's outputs, from one
+            forward pass of the first sample of each set in evaluation mode).
         on_epoch: called after each epoch with the epoch and the R :class:`EpochRecord`,
             outside ``torch.inference_mode()`` (in which the steps run). ``models`` get the
             trained parameters only when training ends, so they are not updated yet here.
 
     Returns:
         The R histories, as :func:`~minidl.train.fit` would return them.
+
+    Raises:
+        TypeError, ValueError: a bad argument, named in the message, before anything changes
+            (the models and the generators are then as they were).
     """
+    _check_sequence("models", models)
+    _check_sequence("train_sets", train_sets)
+    _check_sequence("generators", generators)
+    if validation_sets is not None:
+        _check_sequence("validation_sets", validation_sets)
     rounds = len(models)
     if rounds == 0:
         raise ValueError("fit_rounds: expected at least one model")
+    _check_models(models)
     if not isinstance(criterion, Loss):
         raise TypeError(
             f"fit_rounds: criterion must be a minidl Loss, got {type(criterion).__name__}"
@@ -172,6 +198,21 @@ def fit_rounds(
         raise ValueError(f"fit_rounds: epochs must be an integer >= 0, got {epochs!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"fit_rounds: batch_size must be an integer >= 1, got {batch_size!r}")
+    if not isinstance(make_optimizer, PerModel) and not callable(make_optimizer):
+        raise TypeError(
+            "fit_rounds: make_optimizer must be a callable that builds an optimizer on the stack, "
+            f"or a PerModel, got {type(make_optimizer).__name__}"
+        )
+    if isinstance(make_optimizer, PerModel) and not callable(make_optimizer.factory):
+        raise TypeError(
+            "fit_rounds: PerModel.factory must be a callable (index, parameters) -> Optimizer, "
+            f"got {type(make_optimizer.factory).__name__}"
+        )
+    for name, function in (("make_scheduler", make_scheduler), ("on_epoch", on_epoch)):
+        if function is not None and not callable(function):
+            raise TypeError(
+                f"fit_rounds: {name} must be callable or None, got {type(function).__name__}"
+            )
     _check_sets(train_sets, validation_sets)
 
     flat = False
@@ -184,7 +225,10 @@ def fit_rounds(
                 f"fit_rounds: PerModel.group must be a positive divisor of the number of "
                 f"models ({rounds}), got {group!r}"
             )
-    stacked = stack_models(models, layout="model" if flat else "layer")
+    try:
+        stacked = stack_models(models, layout="model" if flat else "layer")
+    except (TypeError, ValueError) as error:  # models of other architectures
+        raise type(error)(f"fit_rounds: {error}") from error
     if isinstance(make_optimizer, PerModel):
         optimizers = [
             make_optimizer.factory(start // group, _group_parameters(stacked, start, group, flat))
@@ -236,8 +280,15 @@ def fit_rounds(
     if validation_sets is not None:
         x_val = torch.stack([x for x, _ in validation_sets])
         y_val = torch.stack([y for _, y in validation_sets])
+        # The class indices against the number of classes, before training (as fit does).
+        with eval_mode(stacked), torch.inference_mode():
+            classes = int(stacked(x_val[:, :1]).shape[-1])
+        for index, (_, y) in enumerate(validation_sets):
+            check_class_indices("fit_rounds", f"validation_sets[{index}] ", y, classes)
     histories = [History() for _ in range(rounds)]
     batches_per_epoch = -(-samples // batch_size)
+    for model in models:
+        model.train()
     stacked.train()
     # The models get the stack's parameters also when a step or on_epoch raises (as fit leaves
     # a model where it stopped); the copy comes after inference mode is left.
@@ -272,11 +323,11 @@ def fit_rounds(
                     scheduler.step()
             for scheduler in per_epoch:
                 scheduler.step()
-            errors = (
-                stacked_error_rates(stacked, x_val, y_val)
-                if validation_sets is not None
-                else [float("nan")] * rounds
-            )
+            if validation_sets is not None:
+                with eval_mode(stacked):
+                    errors = _error_rates(stacked(x_val), y_val)
+            else:
+                errors = [float("nan")] * rounds
             records = [
                 EpochRecord(
                     epoch=epoch,
@@ -294,6 +345,39 @@ def fit_rounds(
                 with torch.inference_mode(False):  # the caller's code, as outside
                     on_epoch(epoch, records)
     return histories
+
+
+def _check_sequence(name: str, value: object) -> None:
+    """Refuse what is not a list or tuple (e.g. a single model, or an iterator)."""
+    if isinstance(value, Module | Tensor | str) or not isinstance(value, Sequence):
+        raise TypeError(
+            f"fit_rounds: {name} must be a list or tuple, one per model, got {type(value).__name__}"
+        )
+
+
+def _check_models(models: Sequence[Sequential]) -> None:
+    """Refuse what is not a Sequential, a model given twice and models that share a parameter:
+    the stack would train each round apart and copy both back into one parameter."""
+    owners: dict[int, tuple[int, str]] = {}
+    for index, model in enumerate(models):
+        if not isinstance(model, Sequential):
+            raise TypeError(
+                f"fit_rounds: models[{index}] must be a minidl Sequential, got "
+                f"{type(model).__name__}"
+            )
+        for other in range(index):
+            if models[other] is model:
+                raise ValueError(
+                    f"fit_rounds: models[{index}] is models[{other}] (one object given twice); "
+                    "each round needs a model of its own"
+                )
+        for name, parameter in model.named_parameters():
+            owner = owners.setdefault(id(parameter), (index, name))
+            if owner[0] != index:
+                raise ValueError(
+                    f"fit_rounds: models[{index}] shares its parameter {name!r} with "
+                    f"models[{owner[0]}] ({owner[1]!r}); each round needs parameters of its own"
+                )
 
 
 def _check_sets(
@@ -335,8 +419,9 @@ def _check_sets(
                 f"{type(pair).__name__}"
             )
         name = f"validation_sets[{index}]"
-        x, _ = check_labelled("fit_rounds", name + " ", *pair, set_name=name)
+        x, y = check_labelled("fit_rounds", name + " ", *pair, set_name=name)
         check_like("fit_rounds", name + " x", x, x_first, "the training x")
+        check_class_indices("fit_rounds", name + " ", y)
     if validation_sets is not None:
         sizes = {int(x.shape[0]) for x, _ in validation_sets}
         if len(sizes) != 1:

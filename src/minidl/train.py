@@ -10,7 +10,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from minidl._validate import check_int, check_labelled, check_like
+from minidl._validate import check_class_indices, check_int, check_labelled, check_like
 from minidl.data import BatchIterator
 from minidl.nn.loss import Loss
 from minidl.nn.module import Module
@@ -78,11 +78,14 @@ def predict(model: Module, x: Tensor, batch_size: int = 4096) -> Tensor:
         raise TypeError(f"predict: x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"predict: x must hold at least one sample, got shape {tuple(x.shape)}")
+    return _predict(model, x, batch_size)[0]
+
+
+def _predict(model: Module, x: Tensor, batch_size: int = 4096) -> tuple[Tensor, int]:
+    """The predicted classes for ``x`` and the number of classes (the outputs' width)."""
     with eval_mode(model):
-        chunks = [
-            model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, x.shape[0], batch_size)
-        ]
-    return torch.cat(chunks)
+        outputs = [model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+    return torch.cat([output.argmax(dim=1) for output in outputs]), int(outputs[0].shape[1])
 
 
 @contextlib.contextmanager
@@ -106,10 +109,23 @@ def eval_mode(model: Module) -> Iterator[Module]:
 
 
 def error_rate(model: Module, x: Tensor, y: Tensor) -> float:
-    """Classification error of ``model`` on ``(x, y)``, in percent (``y``: class indices, ``(N,)``)."""
+    """Classification error of ``model`` on ``(x, y)``, in percent (``y``: class indices, ``(N,)``).
+
+    Raises:
+        TypeError: ``y`` is not of an integer dtype.
+        ValueError: a class index is negative, or not below the model's number of classes (the
+            width of its outputs), or ``x`` and ``y`` do not hold as many samples.
+    """
     check_labelled("error_rate", "", x, y)
-    wrong = (predict(model, x) != y).sum()
-    return 100.0 * float(wrong) / y.shape[0]
+    check_class_indices("error_rate", "", y)
+    predicted, classes = _predict(model, x)
+    check_class_indices("error_rate", "", y, classes)
+    return _error_rate(predicted, y)
+
+
+def _error_rate(predicted: Tensor, y: Tensor) -> float:
+    """The error in percent of the predicted classes against the checked class indices ``y``."""
+    return 100.0 * float((predicted != y).sum()) / y.shape[0]
 
 
 def fit(
@@ -149,7 +165,9 @@ def fit(
         batch_size: samples per batch.
         scheduler: an optional learning-rate schedule on ``optimizer``.
         validation: an optional ``(x, y)`` evaluated after each epoch: inputs like ``x`` and
-            class indices ``(N,)``, checked before training starts.
+            class indices ``(N,)`` of an integer dtype, checked before training starts (the
+            indices against the width of the model's outputs, from one forward pass of the
+            first validation sample in evaluation mode, which changes nothing).
         generator: the generator of the shuffles (default: torch's global one).
         start_epoch: the first epoch to run (when resuming).
         history: a history to extend (when resuming).
@@ -157,6 +175,11 @@ def fit(
         parallel: data-parallel training (a :class:`minidl.distributed.DataParallel`): each
             process trains on its shard of every batch, the gradients are made the global
             batch's after every ``backward``, and the recorded loss is the global one.
+
+    Raises:
+        TypeError, ValueError: a bad argument, named in the message; every argument is checked
+            before anything changes (the model, the optimizer, the scheduler, the history and
+            the generators are then as they were).
     """
     for name, value, kind in (
         ("model", model, Module),
@@ -169,6 +192,20 @@ def fit(
             )
     if not {id(p) for p in model.parameters()} & {id(p) for p in optimizer.params}:
         raise ValueError("fit: the optimizer updates none of the model's parameters")
+    for name, tensor in (("x", x), ("y", y)):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"fit: {name} must be a torch.Tensor, got {type(tensor).__name__}")
+        if tensor.dim() == 0 or tensor.shape[0] == 0:
+            raise ValueError(
+                f"fit: {name} must hold at least one sample, got shape {tuple(tensor.shape)}"
+            )
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"fit: x and y must hold as many samples, got {x.shape[0]} and {y.shape[0]}"
+        )
+    if x.device != y.device:
+        raise ValueError(f"fit: x and y must be on one device, got {x.device} and {y.device}")
+    batch_size = check_int("fit", "batch_size", batch_size)
     if validation is not None and (
         not isinstance(validation, tuple | list) or len(validation) != 2
     ):
@@ -177,8 +214,18 @@ def fit(
         )
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be an integer >= 0, got {epochs!r}")
+    if scheduler is not None and not isinstance(scheduler, LRScheduler):
+        raise TypeError(
+            f"fit: scheduler must be a minidl LRScheduler or None, got {type(scheduler).__name__}"
+        )
     if scheduler is not None and scheduler.optimizer is not optimizer:
         raise ValueError("fit: the scheduler must schedule the optimizer given to fit")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"fit: generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
+    if on_epoch is not None and not callable(on_epoch):
+        raise TypeError(f"fit: on_epoch must be callable or None, got {type(on_epoch).__name__}")
     if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
         raise ValueError(f"fit: start_epoch must be an integer >= 0, got {start_epoch!r}")
     if start_epoch > epochs:
@@ -193,12 +240,22 @@ def fit(
         )
     if history is not None and not isinstance(history, History):
         raise TypeError(f"fit: history must be a History, got {type(history).__name__}")
-    history = History() if history is None else history
-    batches = BatchIterator(x, y, batch_size, generator=generator)
     if validation is not None:
         # Checked before training, so that a bad set does not fail after the first epoch.
-        x_validation, _ = check_labelled("fit", "validation ", *validation)
+        x_validation, y_validation = check_labelled("fit", "validation ", *validation)
         check_like("fit", "validation x", x_validation, x, "the training x")
+        check_class_indices("fit", "validation ", y_validation)
+        with eval_mode(model), torch.inference_mode():
+            probe = model(x_validation[:1])
+        if not isinstance(probe, Tensor) or probe.dim() != 2:
+            got = tuple(probe.shape) if isinstance(probe, Tensor) else type(probe).__name__
+            raise ValueError(
+                "fit: a validation set needs a model whose outputs are class scores (N, C), "
+                f"got {got} for one sample"
+            )
+        check_class_indices("fit", "validation ", y_validation, int(probe.shape[1]))
+    history = History() if history is None else history
+    batches = BatchIterator(x, y, batch_size, generator=generator)
     steps: _Batches = batches if parallel is None else parallel.shard(batches)
     per_batch = scheduler is not None and scheduler.interval == "batch"
     model.train()
@@ -230,7 +287,9 @@ def fit(
             if scheduler is not None and not per_batch:
                 scheduler.step()
             validation_error = (
-                error_rate(model, *validation) if validation is not None else float("nan")
+                _error_rate(_predict(model, validation[0])[0], validation[1])
+                if validation is not None
+                else float("nan")
             )
             record = EpochRecord(
                 epoch=epoch,

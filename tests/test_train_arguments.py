@@ -1,0 +1,474 @@
+"""Bad arguments of fit, fit_rounds, error_rate and stacked_error_rates: each is refused before
+anything changes, with a message naming the function, what was given and what was expected.
+
+"Nothing changes" is checked on the model's parameters and modes, the optimizer (step count,
+learning rate, state), the scheduler's step, the history, the data generator and torch's global
+generator. Several of these arguments used to be used only once training had begun: a bad
+``on_epoch`` failed after an epoch had trained (weights changed, a step taken, the history
+extended), a bad validation label gave a silent 100 % error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from minidl import nn, optim
+from minidl.rounds import PerModel, fit_rounds, stacked_error_rates
+from minidl.train import History, error_rate, fit
+
+
+def _history() -> History:
+    """A history to resume from, as a checkpoint gives it."""
+    return History(train_loss=[0.5], validation_error=[10.0], lr=[0.1], batch_lr=[0.1])
+
+
+class Run:
+    """A model, optimizer, scheduler, history and generator for fit, and a snapshot of all of
+    them (and of torch's global generator) to compare with after a refused call."""
+
+    def __init__(self) -> None:
+        self.model = nn.mlp((2, 3, 2), "tanh", generator=torch.Generator().manual_seed(0))
+        self.model[1].eval()  # a mixed mode, which fit's model.train() would change
+        self.optimizer = optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9)
+        self.scheduler = optim.StepDecay(self.optimizer, step_size=1)
+        self.history = _history()
+        self.generator = torch.Generator().manual_seed(1)
+        self.x = torch.randn(10, 2, generator=torch.Generator().manual_seed(2))
+        self.y = torch.tensor([0, 1] * 5)
+        self.before = self.snapshot()
+
+    def snapshot(self) -> list[Any]:
+        state = self.optimizer.state_dict()
+        return [
+            {name: value.clone() for name, value in self.model.state_dict().items()},
+            [module.training for _, module in self.model.named_modules()],
+            self.optimizer.step_count,
+            self.optimizer.lr,
+            [tensor.clone() for tensor in state["state"].values()],
+            self.scheduler.last_step,
+            self.history,
+            self.generator.get_state(),
+            torch.get_rng_state(),
+        ]
+
+    def fit(self, **change: Any) -> History:
+        arguments: dict[str, Any] = {
+            "model": self.model,
+            "criterion": nn.CrossEntropyLoss(),
+            "optimizer": self.optimizer,
+            "x": self.x,
+            "y": self.y,
+            "epochs": 2,
+            "batch_size": 4,
+            "scheduler": self.scheduler,
+            "validation": (self.x, self.y),
+            "generator": self.generator,
+            "start_epoch": 1,
+            "history": self.history,
+            **change,
+        }
+        return fit(**arguments)
+
+    def assert_unchanged(self) -> None:
+        after = self.snapshot()
+        assert after[0].keys() == self.before[0].keys()
+        for name, value in self.before[0].items():
+            assert torch.equal(after[0][name], value), name
+        assert after[1:4] == self.before[1:4]
+        assert all(torch.equal(a, b) for a, b in zip(after[4], self.before[4], strict=True))
+        assert after[5] == self.before[5]
+        assert after[6] == _history()
+        assert torch.equal(after[7], self.before[7])
+        assert torch.equal(after[8], self.before[8])
+
+
+X_FLOAT = torch.randn(10, 2)
+LABELS_OUT_OF_RANGE = torch.full((10,), 7)
+
+FIT_CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
+    ("on_epoch", {"on_epoch": 3}, TypeError, "on_epoch must be callable or None, got int"),
+    (
+        "scheduler",
+        {"scheduler": "cosine"},
+        TypeError,
+        "scheduler must be a minidl LRScheduler or None, got str",
+    ),
+    (
+        "generator",
+        {"generator": 0},
+        TypeError,
+        "generator must be a torch.Generator or None, got int",
+    ),
+    ("batch_size-0", {"batch_size": 0}, ValueError, "batch_size must be an integer >= 1, got 0"),
+    (
+        "batch_size-float",
+        {"batch_size": 4.0},
+        TypeError,
+        "batch_size must be an integer >= 1, got 4.0",
+    ),
+    ("x-list", {"x": [[0.0, 1.0]]}, TypeError, "x must be a torch.Tensor, got list"),
+    ("y-none", {"y": None}, TypeError, "y must be a torch.Tensor, got NoneType"),
+    (
+        "x-empty",
+        {"x": torch.zeros(0, 2)},
+        ValueError,
+        "x must hold at least one sample, got shape (0, 2)",
+    ),
+    (
+        "y-short",
+        {"y": torch.tensor([0, 1, 0])},
+        ValueError,
+        "x and y must hold as many samples, got 10 and 3",
+    ),
+    (
+        "y-meta",
+        {"y": torch.zeros(10, dtype=torch.int64, device="meta")},
+        ValueError,
+        "x and y must be on one device, got cpu and meta",
+    ),
+    (
+        "validation-labels-out-of-range",
+        {"validation": (X_FLOAT, LABELS_OUT_OF_RANGE)},
+        ValueError,
+        "validation y must hold class indices in [0, 2) (the model's outputs have 2 columns), "
+        "got 7",
+    ),
+    (
+        "validation-labels-negative",
+        {"validation": (X_FLOAT, torch.tensor([0, 1, -1, 0, 1, 0, 1, 0, 1, 0]))},
+        ValueError,
+        "validation y must hold class indices >= 0, got -1",
+    ),
+    (
+        "validation-labels-float",
+        {"validation": (X_FLOAT, torch.tensor([0.0, 1.0] * 5))},
+        TypeError,
+        "validation y must hold class indices of an integer dtype, got torch.float32",
+    ),
+    (
+        "validation-labels-bool",
+        {"validation": (X_FLOAT, torch.tensor([False, True] * 5))},
+        TypeError,
+        "validation y must hold class indices of an integer dtype, got torch.bool",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "kind", "message"),
+    [case[1:] for case in FIT_CASES],
+    ids=[case[0] for case in FIT_CASES],
+)
+def test_fit_refuses_a_bad_argument_before_anything_changes(
+    change: dict[str, Any], kind: type[Exception], message: str
+) -> None:
+    run = Run()
+    with pytest.raises(kind) as info:
+        run.fit(**change)
+    assert str(info.value) == "fit: " + message
+    run.assert_unchanged()
+
+
+def test_fit_refuses_a_validation_set_for_a_model_without_class_scores() -> None:
+    """The validation error is an argmax over the outputs' columns: a model whose outputs are
+    not (N, C) is refused before training, not after the first epoch."""
+
+    class Flatten(nn.Module):
+        def forward(self, input: Tensor) -> Tensor:
+            return input.sum(dim=1)
+
+        def backward(self, grad_output: Tensor) -> Tensor:
+            raise AssertionError("not called")
+
+    model = nn.Sequential(nn.Linear(2, 2), Flatten())
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    x, y = torch.randn(4, 2), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(ValueError) as info:
+        fit(model, nn.MSELoss(), optimizer, x, x, epochs=1, validation=(x, y))
+    assert str(info.value) == (
+        "fit: a validation set needs a model whose outputs are class scores (N, C), got (1,) "
+        "for one sample"
+    )
+    assert optimizer.step_count == 0
+    assert all(torch.equal(model.state_dict()[name], value) for name, value in before.items())
+
+
+def test_fit_checks_the_validation_labels_without_changing_the_model() -> None:
+    """The forward pass that gives the number of classes runs in evaluation mode: a batch
+    norm's statistics and a dropout's generator are untouched, and a good set trains as it did
+    before the check (the same numbers as the run without a validation set)."""
+
+    def make() -> tuple[nn.Sequential, optim.SGD, torch.Generator]:
+        model = nn.Sequential(
+            nn.Linear(2, 4, generator=torch.Generator().manual_seed(0)),
+            nn.BatchNorm1d(4),
+            nn.Dropout(0.3, generator=torch.Generator().manual_seed(5)),
+            nn.Linear(4, 2, generator=torch.Generator().manual_seed(1)),
+        )
+        return model, optim.SGD(model.parameters(), lr=0.1), torch.Generator().manual_seed(3)
+
+    x, y = torch.randn(12, 2), torch.tensor([0, 1, 1] * 4)
+    results = []
+    for validation in (None, (x, y)):
+        model, optimizer, generator = make()
+        history = fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optimizer,
+            x,
+            y,
+            epochs=2,
+            batch_size=5,
+            validation=validation,
+            generator=generator,
+        )
+        results.append((model.state_dict(), history.train_loss))
+    (plain, plain_loss), (checked, checked_loss) = results
+    assert plain_loss == checked_loss
+    assert all(torch.equal(checked[name], value) for name, value in plain.items())
+
+
+def test_error_rate_refuses_labels_that_are_not_class_indices() -> None:
+    """error_rate used to return a number for float labels, and for labels no class can be
+    (7 for a 2-class model: counted wrong, silently)."""
+    model = nn.mlp((2, 2))
+    x = torch.randn(4, 2)
+    modes = [module.training for _, module in model.named_modules()]
+    with pytest.raises(TypeError) as info:
+        error_rate(model, x, torch.tensor([0.0, 1.0, 1.0, 0.0]))
+    assert str(info.value) == (
+        "error_rate: y must hold class indices of an integer dtype, got torch.float32"
+    )
+    with pytest.raises(ValueError) as info:
+        error_rate(model, x, torch.tensor([0, 1, 2, 0]))
+    assert str(info.value) == (
+        "error_rate: y must hold class indices in [0, 2) (the model's outputs have 2 columns), "
+        "got 2"
+    )
+    with pytest.raises(ValueError, match=r"^error_rate: y must hold class indices >= 0, got -3$"):
+        error_rate(model, x, torch.tensor([0, -3, 1, 0]))
+    assert [module.training for _, module in model.named_modules()] == modes
+    assert error_rate(model, x, torch.tensor([0, 1, 1, 0], dtype=torch.int32)) in {
+        0.0,
+        25.0,
+        50.0,
+        75.0,
+        100.0,
+    }
+
+
+def test_stacked_error_rates_refuses_labels_that_are_not_class_indices() -> None:
+    stacked = nn.stack_models([nn.mlp((2, 3, 2), "tanh") for _ in range(2)])
+    x = torch.randn(2, 5, 2)
+    with pytest.raises(TypeError, match=r"^stacked_error_rates: y must hold class indices of an"):
+        stacked_error_rates(stacked, x, torch.zeros(2, 5))
+    with pytest.raises(ValueError) as info:
+        stacked_error_rates(stacked, x, torch.full((2, 5), 2))
+    assert str(info.value) == (
+        "stacked_error_rates: y must hold class indices in [0, 2) (the model's outputs have 2 "
+        "columns), got 2"
+    )
+    with pytest.raises(ValueError, match=r"^stacked_error_rates: y must hold class indices >= 0"):
+        stacked_error_rates(stacked, x, torch.full((2, 5), -1))
+
+
+# -- fit_rounds ----------------------------------------------------------------------------------
+
+
+class Rounds:
+    """Two models, their data and generators for fit_rounds, and a snapshot of them."""
+
+    def __init__(self) -> None:
+        self.models = [
+            nn.mlp((2, 3, 2), "tanh", generator=torch.Generator().manual_seed(r)) for r in range(2)
+        ]
+        self.models[1].eval()  # fit_rounds puts every model in training mode, when it trains
+        self.generators = [torch.Generator().manual_seed(10 + r) for r in range(2)]
+        x, y = torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 1, 0])
+        self.sets = [(x, y), (x, y)]
+        self.before = self.snapshot()
+
+    def snapshot(self) -> list[Any]:
+        return [
+            [{k: v.clone() for k, v in model.state_dict().items()} for model in self.models],
+            [[m.training for _, m in model.named_modules()] for model in self.models],
+            [generator.get_state() for generator in self.generators],
+            torch.get_rng_state(),
+        ]
+
+    def fit_rounds(self, **change: Any) -> list[History]:
+        arguments: dict[str, Any] = {
+            "models": self.models,
+            "criterion": nn.CrossEntropyLoss(),
+            "make_optimizer": lambda stack: optim.SGD(stack.parameters(), lr=0.1),
+            "train_sets": self.sets,
+            "epochs": 2,
+            "batch_size": 3,
+            "generators": self.generators,
+            "validation_sets": self.sets,
+            **change,
+        }
+        return fit_rounds(**arguments)
+
+    def assert_unchanged(self) -> None:
+        after = self.snapshot()
+        for model_after, model_before in zip(after[0], self.before[0], strict=True):
+            for name, value in model_before.items():
+                assert torch.equal(model_after[name], value), name
+        assert after[1] == self.before[1]
+        for state_after, state_before in zip(after[2], self.before[2], strict=True):
+            assert torch.equal(state_after, state_before)
+        assert torch.equal(after[3], self.before[3])
+
+
+def _seeded() -> torch.Generator:
+    """The cases build their models from their own generator: a refused call must leave the
+    global one as it was."""
+    return torch.Generator().manual_seed(7)
+
+
+def _shares_a_layer() -> list[nn.Sequential]:
+    first = nn.mlp((2, 3, 2), "tanh", generator=_seeded())
+    return [first, nn.Sequential(first[0], nn.Tanh(), nn.Linear(3, 2, generator=_seeded()))]
+
+
+x6 = torch.randn(6, 2)
+ROUNDS_CASES: list[tuple[str, Callable[[Rounds], dict[str, Any]], type[Exception], str]] = [
+    (
+        "on_epoch",
+        lambda r: {"on_epoch": 3},
+        TypeError,
+        "on_epoch must be callable or None, got int",
+    ),
+    (
+        "make_optimizer",
+        lambda r: {"make_optimizer": 3},
+        TypeError,
+        "make_optimizer must be a callable that builds an optimizer on the stack, or a "
+        "PerModel, got int",
+    ),
+    (
+        "make_optimizer-an-optimizer",
+        lambda r: {"make_optimizer": optim.SGD(r.models[0].parameters(), lr=0.1)},
+        TypeError,
+        "make_optimizer must be a callable that builds an optimizer on the stack, or a "
+        "PerModel, got SGD",
+    ),
+    (
+        "per-model-factory",
+        lambda r: {"make_optimizer": PerModel("sgd")},  # type: ignore[arg-type]
+        TypeError,
+        "PerModel.factory must be a callable (index, parameters) -> Optimizer, got str",
+    ),
+    (
+        "make_scheduler",
+        lambda r: {"make_scheduler": "step"},
+        TypeError,
+        "make_scheduler must be callable or None, got str",
+    ),
+    (
+        "same-model-twice",
+        lambda r: {"models": [r.models[0], r.models[0]]},
+        ValueError,
+        "models[1] is models[0] (one object given twice); each round needs a model of its own",
+    ),
+    (
+        "shared-parameter",
+        lambda r: {"models": _shares_a_layer()},
+        ValueError,
+        "models[1] shares its parameter '0.weight' with models[0] ('0.weight'); each round "
+        "needs parameters of its own",
+    ),
+    (
+        "not-a-sequential",
+        lambda r: {"models": [r.models[0], nn.Linear(2, 2, generator=_seeded())]},
+        TypeError,
+        "models[1] must be a minidl Sequential, got Linear",
+    ),
+    (
+        "a-single-model",
+        lambda r: {"models": r.models[0]},
+        TypeError,
+        "models must be a list or tuple, one per model, got Sequential",
+    ),
+    (
+        "generators-not-a-list",
+        lambda r: {"generators": r.generators[0]},
+        TypeError,
+        "generators must be a list or tuple, one per model, got Generator",
+    ),
+    (
+        "other-architecture",
+        lambda r: {"models": [r.models[0], nn.mlp((2, 4, 2), "tanh", generator=_seeded())]},
+        ValueError,
+        "stack_models: layer 0 differs between models[0] and models[1]: Linear(in_features=2, "
+        "out_features=3, bias=True) of torch.float32 on cpu against Linear(in_features=2, "
+        "out_features=4, bias=True) of torch.float32 on cpu",
+    ),
+    (
+        "validation-labels-out-of-range",
+        lambda r: {"validation_sets": [r.sets[0], (x6, torch.tensor([0, 1, 0, 1, 5, 0]))]},
+        ValueError,
+        "validation_sets[1] y must hold class indices in [0, 2) (the model's outputs have 2 "
+        "columns), got 5",
+    ),
+    (
+        "validation-labels-negative",
+        lambda r: {"validation_sets": [(x6, torch.tensor([0, 1, 0, -1, 1, 0])), r.sets[1]]},
+        ValueError,
+        "validation_sets[0] y must hold class indices >= 0, got -1",
+    ),
+    (
+        "validation-labels-float",
+        lambda r: {"validation_sets": [r.sets[0], (x6, torch.zeros(6))]},
+        TypeError,
+        "validation_sets[1] y must hold class indices of an integer dtype, got torch.float32",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "kind", "message"),
+    [case[1:] for case in ROUNDS_CASES],
+    ids=[case[0] for case in ROUNDS_CASES],
+)
+def test_fit_rounds_refuses_a_bad_argument_before_anything_changes(
+    change: Callable[[Rounds], dict[str, Any]], kind: type[Exception], message: str
+) -> None:
+    """``on_epoch=3`` used to fail after an epoch, with the models trained and the generators
+    drawn from; ``make_optimizer=3`` with "'int' object is not callable"; a model given twice
+    was trained as two rounds, one copied over the other."""
+    run = Rounds()
+    with pytest.raises(kind) as info:
+        run.fit_rounds(**change(run))
+    assert str(info.value) == "fit_rounds: " + message
+    run.assert_unchanged()
+
+
+def test_fit_rounds_leaves_the_models_in_training_mode_as_fit_does() -> None:
+    """fit calls model.train(); fit_rounds used to leave each model's modes as they were."""
+    rounds, alone = Rounds(), Rounds()
+    rounds.fit_rounds()
+    for model, generator, train_set, validation_set in zip(
+        alone.models, alone.generators, alone.sets, alone.sets, strict=True
+    ):
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optim.SGD(model.parameters(), lr=0.1),
+            *train_set,
+            epochs=2,
+            batch_size=3,
+            validation=validation_set,
+            generator=generator,
+        )
+    for model, reference in zip(rounds.models, alone.models, strict=True):
+        modes = [module.training for _, module in model.named_modules()]
+        assert modes == [module.training for _, module in reference.named_modules()]
+        assert all(modes)
