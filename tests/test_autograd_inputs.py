@@ -130,3 +130,25 @@ def test_load_state_dict_takes_torch_parameters() -> None:
     criterion(model(torch.randn(4, 2)), torch.tensor([0, 1, 0, 1]))
     model.backward(criterion.backward())
     assert not any(p.grad.requires_grad for p in model.parameters())
+
+
+def test_a_minidl_head_on_a_torch_feature_extractor() -> None:
+    """The gradient ``model.backward`` returns for features from autograd passes on to autograd:
+    the extractor's gradients equal those of the whole network in torch.nn, and the head's
+    equal minidl's."""
+    torch.manual_seed(0)
+    extractor = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh()).double()
+    head = nn.Sequential(nn.Linear(5, 4), nn.Sigmoid(), nn.Linear(4, 2)).to(F64)
+    x, target = torch.randn(6, 3, dtype=F64), torch.tensor([0, 1, 1, 0, 1, 0])
+    criterion = nn.CrossEntropyLoss()
+    features = extractor(x)
+    criterion(head(features), target)
+    features.backward(head.backward(criterion.backward()))
+    mine = [p.grad.clone() for p in extractor.parameters()]  # type: ignore[union-attr]
+    extractor.zero_grad()
+    whole = torch.nn.Sequential(extractor, to_torch(head))
+    torch.nn.functional.cross_entropy(whole(x), target).backward()
+    for got, expected in zip(mine, extractor.parameters(), strict=True):
+        torch.testing.assert_close(got, expected.grad, rtol=1e-12, atol=1e-14)
+    for got, twin in zip(head.parameters(), whole[1].parameters(), strict=True):
+        torch.testing.assert_close(got.grad, twin.grad, rtol=1e-12, atol=1e-14)
