@@ -422,3 +422,342 @@ def test_checkpoint_restores_the_optimizer_hyperparameters(case: str, tmp_path: 
     resumed_history = train(resumed, epochs=4, start_epoch=state.epoch, history=state.history)
     assert_same(snapshot(resumed), snapshot(uninterrupted))
     assert resumed_history == full_history
+
+
+# -- what a load restores, and what it refuses ----------------------------------------------------
+
+
+def test_loading_the_model_alone_leaves_torchs_generator_alone(tmp_path: Path) -> None:
+    """Loading the model alone (no optimizer: to evaluate it) restores the parameters and, if
+    one is given, the data generator, but not torch's global generator, which belongs to the
+    training state; resuming (an optimizer given) restores it."""
+    source = build("sgd-momentum-step", seed=1)
+    train(source, epochs=1)
+    save_checkpoint(tmp_path / "c", *source[:3], epoch=1, generator=source[3])
+    saved_rng = torch.get_rng_state()
+    torch.rand(7)
+    moved = torch.get_rng_state()
+
+    model, optimizer, scheduler, generator = build("sgd-momentum-step", seed=3)
+    torch.manual_seed(11)
+    before = torch.get_rng_state()
+    load_checkpoint(tmp_path / "c", model)
+    assert torch.equal(torch.get_rng_state(), before)
+    load_checkpoint(tmp_path / "c", model, generator=generator)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(generator.get_state(), source[3].get_state())
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source[0].state_dict().items())
+    assert not torch.equal(moved, saved_rng)
+
+    load_checkpoint(tmp_path / "c", model, optimizer, scheduler, generator=generator)
+    assert torch.equal(torch.get_rng_state(), saved_rng)
+
+
+SCHEDULER_MISMATCHES: dict[str, tuple[Any, Any, str]] = {
+    # saved, given (each built on its optimizer), a fragment of the given one's repr
+    "cyclic-max-lr": (
+        lambda o: optim.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=3),
+        lambda o: optim.CyclicLR(o, base_lr=0.5, max_lr=0.9, step_size_up=3),
+        "CyclicLR(base_lr=0.5, max_lr=0.9,",
+    ),
+    "cyclic-refused-base-lr": (  # the saved base_lr 0.5 is above this max_lr 0.1
+        lambda o: optim.CyclicLR(o, base_lr=0.5, max_lr=0.9, step_size_up=3),
+        lambda o: optim.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=3),
+        "CyclicLR(base_lr=0.01, max_lr=0.1,",
+    ),
+    "step-size": (
+        lambda o: optim.StepDecay(o, step_size=2, gamma=0.5),
+        lambda o: optim.StepDecay(o, step_size=3, gamma=0.5),
+        "StepDecay(step_size=3, gamma=0.5,",
+    ),
+    "sequential-milestone": (
+        lambda o: optim.SequentialSchedule(
+            o, [optim.LinearWarmup(o, warmup_steps=3), optim.CosineAnnealing(o, T_max=4)], [3]
+        ),
+        lambda o: optim.SequentialSchedule(
+            o, [optim.LinearWarmup(o, warmup_steps=3), optim.CosineAnnealing(o, T_max=4)], [2]
+        ),
+        "milestones=[2]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCHEDULER_MISMATCHES))
+def test_a_scheduler_with_other_settings_is_refused_and_changes_nothing(
+    case: str, tmp_path: Path
+) -> None:
+    """A scheduler's settings (CyclicLR's bounds, StepDecay's step size, ...) are not in its
+    state: loading the state of one schedule into another of the same class used to give a mix
+    of both (CyclicLR with the saved base_lr and its own max_lr). It is refused, naming both."""
+    make_saved, make_given, fragment = SCHEDULER_MISMATCHES[case]
+    model, optimizer, _, generator = build("sgd")
+    scheduler = make_saved(optimizer)
+    train((model, optimizer, scheduler, generator), epochs=1)
+    save_checkpoint(tmp_path / "c", model, optimizer, scheduler, epoch=1, generator=generator)
+
+    target_model, target_optimizer, _, target_generator = build("sgd", seed=3)
+    target = (target_model, target_optimizer, make_given(target_optimizer), target_generator)
+    torch.rand(3)
+    before = snapshot(target)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "c", *target[:3], generator=target[3])
+    message = str(error.value)
+    assert message.startswith(
+        f"load_checkpoint: checkpoint {str(tmp_path / 'c')!r}: the checkpoint is for another "
+        "scheduler: the settings differ"
+    )
+    assert f"checkpoint's scheduler: {scheduler!r}\n" in message
+    assert f"this scheduler: {target[2]!r}" in message and fragment in message
+    assert_same(snapshot(target), before)
+
+
+@pytest.mark.parametrize("kind", ["sgd-momentum-step", "adadelta-clr", "sgd-warmup-cosine"])
+def test_resuming_into_a_scheduler_built_at_another_rate_is_bit_identical(
+    kind: str, tmp_path: Path
+) -> None:
+    """A scheduler whose ``repr`` differs only by the ``base_lr`` it took from its optimizer
+    (built at 3 times the rate) has the saved settings once its state is loaded: accepted, and
+    the resumed run is the uninterrupted one, bit for bit."""
+    uninterrupted = build(kind, dtype=torch.float64)
+    full_history = train(uninterrupted, epochs=5)
+    first = build(kind, dtype=torch.float64)
+    history = train(first, epochs=2)
+    save_checkpoint(tmp_path / "c", *first[:3], epoch=2, history=history, generator=first[3])
+
+    resumed = build(kind, dtype=torch.float64, lr_factor=3.0)
+    if kind != "adadelta-clr":  # CyclicLR takes its own rates
+        assert repr(resumed[2]) != repr(first[2])
+    state = load_checkpoint(tmp_path / "c", *resumed[:3], generator=resumed[3])
+    assert repr(resumed[2]) == repr(first[2])
+    resumed_history = train(resumed, epochs=5, start_epoch=state.epoch, history=state.history)
+    assert_same(snapshot(resumed), snapshot(uninterrupted))
+    assert resumed_history == full_history
+
+
+def test_a_refused_load_gives_the_optimizer_back_its_own_rate(tmp_path: Path) -> None:
+    """Putting back a refused load restores the scheduler before the optimizer: a rate set by
+    hand on the optimizer (not the schedule's) used to be overwritten by the schedule's."""
+    model, optimizer, scheduler, generator = build("sgd-momentum-step")
+    save_checkpoint(tmp_path / "c", model, optimizer, scheduler, generator=generator)
+    _tamper(  # a data-generator state that only Generator.set_state, the last stage, refuses
+        tmp_path / "c",
+        lambda tensors: tensors.update({"rng.generator": torch.zeros(10, dtype=torch.uint8)}),
+        lambda header: header["tensors"]["rng.generator"].update(shape=[10]),
+    )
+    target = build("sgd-momentum-step", seed=3)
+    target[1].lr = 0.123
+    before = snapshot(target)
+    with pytest.raises(CheckpointError, match="the saved state was refused"):
+        load_checkpoint(tmp_path / "c", *target[:3], generator=target[3])
+    assert target[1].lr == 0.123
+    assert_same(snapshot(target), before)
+
+
+def _tamper(
+    path: Path,
+    tensors: Any = None,
+    header: Any = None,
+) -> None:
+    """Rewrite a checkpoint as an attacker who knows the format: change its tensors and/or
+    header, and recompute every digest, so that only the semantic checks can catch it."""
+    from safetensors.torch import load as safetensors_load
+    from safetensors.torch import save as safetensors_save
+
+    from minidl.checkpoint import _digests, _dump_header
+
+    with safe_open(str(path), framework="pt") as file:
+        wrapper = json.loads(file.metadata()["minidl"])
+    content = safetensors_load(path.read_bytes())
+    if tensors is not None:
+        tensors(content)
+    digests = _digests(safetensors_save(content))
+    for name, entry in wrapper["header"]["tensors"].items():
+        if name in digests:
+            entry["sha256"] = digests[name]
+    if header is not None:
+        header(wrapper["header"])
+    metadata = _dump_header(wrapper["header"])
+    path.write_bytes(safetensors_save(content, metadata={"minidl": metadata}))
+
+
+def _drop_torch_rng(tensors: dict[str, torch.Tensor]) -> None:
+    del tensors["rng.torch"]
+
+
+MALFORMED_HEADERS: list[tuple[str, Any, Any, str | None]] = [
+    # name, tensors' change, header's change, what "the header is malformed (...)" says
+    (
+        "a tensor without dtype",
+        None,
+        lambda h: h["tensors"]["model.0.bias"].pop("dtype"),
+        r"tensors\.model\.0\.bias\.dtype is missing",
+    ),
+    (
+        "a tensor's dtype as a number",
+        None,
+        lambda h: h["tensors"]["model.0.bias"].update(dtype=32),
+        r"tensors\.model\.0\.bias\.dtype must be a string, got int",
+    ),
+    (
+        "a tensor without shape",
+        None,
+        lambda h: h["tensors"]["model.0.bias"].pop("shape"),
+        r"tensors\.model\.0\.bias\.shape is missing",
+    ),
+    (
+        "a tensor's shape with a text",
+        None,
+        lambda h: h["tensors"]["model.0.bias"].update(shape=["6"]),
+        r"tensors\.model\.0\.bias\.shape must be a list of integers >= 0, got \['6'\]",
+    ),
+    (
+        "a tensor without digest",
+        None,
+        lambda h: h["tensors"]["model.0.bias"].pop("sha256"),
+        r"tensors\.model\.0\.bias\.sha256 is missing",
+    ),
+    (
+        "no architecture",
+        None,
+        lambda h: h.pop("architecture"),
+        r"architecture is missing",
+    ),
+    (
+        "a parameter entry of two items",
+        None,
+        lambda h: h["architecture"]["parameters"][0].pop(),
+        r"architecture\.parameters\[0\] must be a list \[name, shape, dtype\], got "
+        r"\['0\.weight', \[6, 2\]\]",
+    ),
+    (
+        "the model's repr as a list",
+        None,
+        lambda h: h["architecture"].update(repr=[]),
+        r"architecture\.repr must be a string, got list",
+    ),
+    (
+        "no optimizer class",
+        None,
+        lambda h: h["optimizer"].pop("class"),
+        r"optimizer\.class is missing",
+    ),
+    (
+        "the optimizer's state as a text",
+        None,
+        lambda h: h["optimizer"].update(state="momentum_buffer"),
+        r"optimizer\.state must be a list of names, got 'momentum_buffer'",
+    ),
+    (
+        "the optimizer as a list",
+        None,
+        lambda h: h.update(optimizer=[]),
+        r"optimizer must be an object, got list",
+    ),
+    (
+        "no scheduler repr",
+        None,
+        lambda h: h["scheduler"].pop("repr"),
+        r"scheduler\.repr is missing",
+    ),
+    (
+        "the scheduler's state as a list",
+        None,
+        lambda h: h["scheduler"].update(state=[0.1, 2]),
+        r"scheduler\.state must be an object, got list",
+    ),
+    (
+        "no extra",
+        None,
+        lambda h: h["training"].pop("extra"),
+        r"training\.extra is missing",
+    ),
+    (
+        "no state of torch's generator",
+        _drop_torch_rng,
+        lambda h: h["tensors"].pop("rng.torch"),
+        None,  # refused with an optimizer: the checkpoint holds no state of torch's generator
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("tensors", "header", "message"),
+    [case[1:] for case in MALFORMED_HEADERS],
+    ids=[case[0] for case in MALFORMED_HEADERS],
+)
+def test_a_header_without_an_entry_read_later_is_refused_and_changes_nothing(
+    tmp_path: Path, tensors: Any, header: Any, message: str | None
+) -> None:
+    """A tampered header (valid digests) lacking an entry that is read later, or with one of
+    the wrong type, is refused with a CheckpointError naming the entry (a tensor entry without
+    ``dtype`` used to raise a bare KeyError), before anything changes."""
+    path = tmp_path / "run.ckpt"
+    source = build("sgd-momentum-step")
+    train(source, epochs=1)
+    save_checkpoint(path, *source[:3], epoch=1, generator=source[3])
+    _tamper(path, tensors, header)
+    target = build("sgd-momentum-step", seed=3)
+    torch.rand(3)
+    before = snapshot(target)
+    what = "the checkpoint holds no state of torch's generator"
+    if message is not None:
+        what = rf"the header is malformed \({message}\)"
+    with pytest.raises(CheckpointError, match=rf"^(load_checkpoint: )?checkpoint '.*': {what}$"):
+        load_checkpoint(path, *target[:3], generator=target[3])
+    assert_same(snapshot(target), before)
+
+
+def _history(**values: Any) -> History:
+    history = History()
+    for name, value in values.items():
+        setattr(history, name, value)
+    return history
+
+
+SAVE_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
+    ("history as a dict", {"history": {"a": 1}}, "history must be a minidl History, got dict"),
+    (
+        "history with a text",
+        {"history": _history(lr=[0.1, "0.2"])},
+        r"history\.lr must be a list of numbers, got the element '0\.2'",
+    ),
+    (
+        "history with a tuple",
+        {"history": _history(train_loss=(1.0,))},
+        r"history\.train_loss must be a list of numbers, got tuple",
+    ),
+    ("extra as a list", {"extra": [1, 2]}, "extra must be a mapping with string keys, got list"),
+    (
+        "extra with an int key",
+        {"extra": {1: "one"}},
+        "extra must be a mapping with string keys, got the key 1",
+    ),
+    ("path as an int", {"path": 3}, r"path must be a str or os\.PathLike, got int"),
+    ("path as bytes", {"path": b"run.ckpt"}, r"path must be a str or os\.PathLike, got bytes"),
+    ("empty path", {"path": ""}, "path is empty; give a file path"),
+    (
+        "path ending in a separator",
+        {"path": "newdir" + os.sep},
+        r"'newdir.' ends with a path separator \(a folder\); give a file path",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [case[1:] for case in SAVE_REFUSALS],
+    ids=[case[0] for case in SAVE_REFUSALS],
+)
+def test_save_checkpoint_refuses_bad_history_extra_and_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: dict[str, Any], message: str
+) -> None:
+    """Each used to raise a bare AttributeError or TypeError from inside, or (a text in the
+    history, ``"newdir/"``) to write a file that loading refuses or that is not the one asked
+    for; now a CheckpointError naming save_checkpoint, and nothing is written."""
+    monkeypatch.chdir(tmp_path)  # relative paths land here
+    model, optimizer, scheduler, generator = build("sgd-momentum-step")
+    arguments: dict[str, Any] = {"path": tmp_path / "run.ckpt", "generator": generator, **change}
+    path = arguments.pop("path")
+    with pytest.raises(CheckpointError, match=f"^save_checkpoint: {message}"):
+        save_checkpoint(path, model, optimizer, scheduler, **arguments)
+    assert list(tmp_path.iterdir()) == []

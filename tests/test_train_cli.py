@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -646,3 +650,245 @@ def test_checkpoints_are_written_every_n_epochs_and_at_the_end(
     assert read_checkpoint(path).training.epoch == 5
     output = capsys.readouterr().out
     assert "final test error" in output and "training time:" in output
+
+
+# -- `minidl train`: checkpoint paths, seeds, the end's checkpoint, Ctrl-C ------------------------
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path: Path) -> Iterator[Path]:
+    """An existing folder that takes no new file: a read-only folder where permissions apply
+    (not as root), else ``/sys`` (sysfs refuses new files even to root)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        for candidate in (folder, Path("/sys")):
+            try:
+                descriptor, probe = tempfile.mkstemp(dir=candidate)
+            except OSError:
+                yield candidate
+                return
+            os.close(descriptor)
+            os.unlink(probe)
+        pytest.skip("no folder here refuses new files")
+    finally:
+        folder.chmod(0o700)
+
+
+def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    import minidl.train
+
+    def fit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(minidl.train, "fit", fit)
+
+
+@pytest.mark.parametrize("where", ["unwritable folder", "empty", "ends with a separator", "file"])
+def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(
+    where: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--checkpoint`` in a folder that takes no file (``/sys/x.ckpt``), empty, or naming a
+    folder used to fail with a traceback (or at the first save) after training had started;
+    it is refused at once with a usage error naming the path, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("kept")
+    if where == "unwritable folder":
+        folder = request.getfixturevalue("unwritable_folder")
+        path = str(folder / "x.ckpt")
+        expected = f"--checkpoint {path}: cannot write into the folder {folder} ("
+    else:
+        path = {"empty": "", "ends with a separator": "newdir" + os.sep, "file": "a-file/x"}[where]
+        shown = path if where == "file" else repr(path)
+        expected = f"--checkpoint {shown}: expected a file path in an existing folder"
+    _no_training(monkeypatch)
+    argv = ["train", "--epochs", "3", "--hidden", "3", "--quiet", "--checkpoint", path]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(f"minidl train: error: {expected}")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "read-only") == ["a-file"]
+    assert (tmp_path / "a-file").read_text() == "kept"
+    if (tmp_path / "read-only").exists():
+        assert list((tmp_path / "read-only").iterdir()) == []
+
+
+@pytest.mark.parametrize("seed", [str(2**64), str(-(2**63) - 1), "99999999999999999999999", "x"])
+def test_a_seed_out_of_torchs_range_is_refused_naming_the_flag_and_the_range(
+    seed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--seed 99999999999999999999999`` used to end in "Overflow when unpacking long long";
+    it is a usage error naming ``--seed`` and the range torch's generators accept."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--epochs", "0", "--seed", seed])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert (
+        "minidl train: error: argument --seed: expected an integer in "
+        "[-9223372036854775808, 18446744073709551615]"
+    ) in error
+    assert error.endswith(f", got {repr(seed) if seed == 'x' else seed}\n")
+
+
+def test_the_seeds_at_the_ends_of_torchs_range_train() -> None:
+    for seed in (str(2**64 - 1), str(-(2**63))):
+        argv = ["train", "--epochs", "1", "--quiet", "--hidden", "3", "--seed", seed]
+        assert main([*argv, "--batch-size", "1000"]) == 0
+
+
+def test_reproduce_takes_any_integer_seed_as_it_hashes_it() -> None:
+    """``minidl reproduce --seed`` is not bound by torch's range: each round's seeds are derived
+    from it by SHA-256, into [0, 2**63), which torch accepts."""
+    from minidl.experiments.seeds import round_seeds
+
+    seed = build_parser().parse_args(["reproduce", "--seed", "99999999999999999999999"]).seed
+    assert seed == 99999999999999999999999
+    for round_index in range(3):
+        seeds = round_seeds(seed, round_index)
+        for value in (seeds.data, seeds.init, seeds.shuffle):
+            assert 0 <= value < 2**63
+            torch.Generator().manual_seed(value)
+
+
+def test_a_run_with_no_epoch_left_still_writes_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checkpoints are written "at the end" also when no epoch runs: ``--epochs 0`` writes the
+    initial state (resumed, it gives the uninterrupted run bit for bit), and a finished run
+    resumed with ``--checkpoint`` another file writes its state there. Resumed without it, the
+    resumed file, which already holds that state, is not rewritten."""
+    import minidl.checkpoint
+
+    argv = ["train", "--quiet", "--hidden", "4", "--batch-size", "400"]
+    start, resumed, whole, copy = (tmp_path / f"{n}.ckpt" for n in ("e0", "r", "whole", "copy"))
+    assert main([*argv, "--epochs", "0", "--checkpoint", str(start)]) == 0
+    assert read_checkpoint(start).training.epoch == 0
+    assert main([*argv, "--epochs", "3", "--resume", str(start), "--checkpoint", str(resumed)]) == 0
+    assert main([*argv, "--epochs", "3", "--checkpoint", str(whole)]) == 0
+    got, want = read_checkpoint(resumed), read_checkpoint(whole)
+    assert got.training == want.training and got.training.epoch == 3
+    assert got.tensors.keys() == want.tensors.keys()
+    for name, tensor in want.tensors.items():
+        assert torch.equal(got.tensors[name], tensor), name
+
+    assert main([*argv, "--epochs", "3", "--resume", str(whole), "--checkpoint", str(copy)]) == 0
+    assert copy.read_bytes() == whole.read_bytes()
+    saved: list[object] = []
+    monkeypatch.setattr(minidl.checkpoint, "save_checkpoint", lambda *a, **k: saved.append(a))
+    assert main([*argv, "--epochs", "3", "--resume", str(whole)]) == 0
+    assert saved == []
+    capsys.readouterr()
+
+
+def _interrupting_fit(monkeypatch: pytest.MonkeyPatch, after: int) -> None:
+    """Make ``minidl train``'s fit raise KeyboardInterrupt (Ctrl-C) once epoch ``after`` is
+    done (and checkpointed, if it is an epoch to save)."""
+    import minidl.train
+
+    real_fit = minidl.train.fit
+
+    def fit(*args: object, on_epoch: object, **kwargs: object) -> object:
+        def interrupt(record: EpochRecord) -> None:
+            on_epoch(record)  # type: ignore[operator]
+            if record.epoch + 1 == after:
+                raise KeyboardInterrupt
+
+        return real_fit(*args, on_epoch=interrupt, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(minidl.train, "fit", fit)
+
+
+@pytest.mark.parametrize("case", ["saved", "resumed", "none yet", "no checkpoint"])
+def test_an_interrupted_run_says_where_its_last_checkpoint_is(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C during ``minidl train`` used to print a KeyboardInterrupt traceback; it exits
+    with status 130 and one line saying where the last checkpoint is, and at which epoch."""
+    argv = ["train", "--quiet", "--hidden", "4", "--batch-size", "400", "--epochs", "9"]
+    path, other = tmp_path / "run.ckpt", tmp_path / "other.ckpt"
+    if case == "resumed":  # interrupted before its first save into another file
+        assert main([*argv, "--epochs", "2", "--checkpoint", str(other)]) == 0
+        argv += ["--resume", str(other)]
+    capsys.readouterr()
+    _interrupting_fit(monkeypatch, after=5 if case != "resumed" else 3)
+    if case != "no checkpoint":
+        argv += ["--checkpoint", str(path), "--checkpoint-every", "2" if case == "saved" else "6"]
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("the KeyboardInterrupt escaped main")
+    assert code == 130
+    output = capsys.readouterr()
+    last = {"saved": (path, 4), "resumed": (other, 2)}.get(case)
+    if last is not None:
+        assert read_checkpoint(last[0]).training.epoch == last[1]
+        expected = (
+            f"minidl train: interrupted; the last checkpoint is {last[0]} (epoch {last[1]}); "
+            f"continue with --resume {last[0]}\n"
+        )
+    elif case == "none yet":
+        expected = f"minidl train: interrupted; no checkpoint was written to {path} yet\n"
+    else:
+        expected = "minidl train: interrupted; no checkpoint (--checkpoint PATH saves one)\n"
+    assert output.err == expected
+    assert output.out == ""
+    assert path.exists() == (case == "saved")
+
+
+def test_an_interrupt_outside_training_exits_with_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import minidl.experiments.runner
+
+    def interrupted(*args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(minidl.experiments.runner, "run_from_cli", interrupted)
+    try:
+        code = main(["reproduce", "--quick"])
+    except KeyboardInterrupt:
+        pytest.fail("the KeyboardInterrupt escaped main")
+    assert code == 130
+    assert capsys.readouterr().err == "minidl reproduce: interrupted\n"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+def test_ctrl_c_exits_with_130_and_names_the_last_checkpoint(tmp_path: Path) -> None:
+    """A real SIGINT (what Ctrl-C sends) to ``minidl train`` once its first checkpoint is on
+    disk: exit status 130, no traceback, and one line naming the checkpoint and its epoch, which
+    is the epoch of the file on disk (where ever the signal lands, a save included)."""
+    path = tmp_path / "run.ckpt"
+    arguments = ["--epochs", "1000000", "--hidden", "4", "--batch-size", "1000", "--quiet"]
+    process = _start_cli(*arguments, "--checkpoint-every", "1", "--checkpoint", str(path))
+    try:
+        deadline = time.monotonic() + 120
+        while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process.poll() is None and path.exists(), "no checkpoint before the deadline"
+        process.send_signal(signal.SIGINT)
+    finally:
+        code, stdout, stderr = _finish(process)
+    assert code == 130, stderr
+    epoch = read_checkpoint(path).training.epoch
+    assert epoch >= 1
+    assert stderr == (
+        f"minidl train: interrupted; the last checkpoint is {path} (epoch {epoch}); "
+        f"continue with --resume {path}\n"
+    )
+    assert stdout == ""
+
+
+def test_a_resumed_file_in_a_folder_that_takes_no_file_is_refused(unwritable_folder: Path) -> None:
+    """Checkpoints go on to the resumed file unless --checkpoint names another: its folder is
+    checked too, and the message says how to save elsewhere. Ranks other than 0, which write
+    nothing, do not try."""
+    from minidl.cli import _check_checkpoint_path
+
+    path = str(unwritable_folder / "run.ckpt")
+    expected = f"--resume {path}: cannot write into the folder {unwritable_folder} ("
+    with pytest.raises(ValueError, match=re.escape(expected) + ".*; give --checkpoint PATH to"):
+        _check_checkpoint_path("--resume", path, writable=True)
+    _check_checkpoint_path("--resume", path, writable=False)

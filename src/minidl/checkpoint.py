@@ -18,10 +18,14 @@ before anything is written:
 * that the architecture matches the model: the same parameters and buffers, and the same
   modules (its ``repr``: activations and hyper-parameters); the message lists what differs;
 * every tensor's presence, shape, dtype, digest and finiteness;
-* that the optimizer and scheduler are of the saved classes and accept the saved state.
+* that the optimizer and scheduler are of the saved classes and accept the saved state, and
+  that the scheduler has the saved settings (its ``repr`` once its state is loaded: settings
+  such as ``CyclicLR``'s ``max_lr`` are not in its state).
 
 A file that fails any check raises :class:`CheckpointError` and the model, optimizer, scheduler
-and generators are left exactly as they were.
+and generators are left exactly as they were. Loading the model alone (no optimizer, e.g. to
+evaluate it) restores its parameters (and the data generator, if one is given): torch's global
+generator is restored only when resuming training.
 
 Writes are atomic: the bytes go to a temporary file in the destination folder, which is flushed,
 ``fsync``-ed and renamed over the destination, and the folder is then ``fsync``-ed; a crash during
@@ -40,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 import tempfile
 import time
@@ -82,6 +87,8 @@ _OPTIMIZER = "optimizer."
 _RNG_TORCH = "rng.torch"
 _RNG_GENERATOR = "rng.generator"
 _MAX_HEADER = 100_000_000
+_HISTORY_FIELDS = ("train_loss", "validation_error", "lr", "batch_lr")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
 
 
 class CheckpointError(ValueError):
@@ -165,15 +172,17 @@ def save_checkpoint(
     """Write the whole training state to ``path``, atomically.
 
     Args:
-        path: the file to write (replaced atomically if it exists).
+        path: the file to write (replaced atomically if it exists), a ``str`` or
+            :class:`os.PathLike`; not a folder, nor a path ending in a separator.
         model: the network; its parameter values are saved.
         optimizer: the optimizer, if any (its :meth:`~minidl.optim.Optimizer.state_dict`).
-        scheduler: the learning-rate scheduler, if any (its ``state_dict``).
+        scheduler: the learning-rate scheduler, if any (its ``state_dict`` and ``repr``).
         epoch: epochs completed so far, an integer >= 0.
-        history: the curves so far.
+        history: the curves so far, a :class:`~minidl.train.History` of lists of numbers.
         generator: the data-shuffling generator, if any (its ``get_state()``). torch's global
             generator state is always saved.
-        extra: JSON-serialisable values to keep with the checkpoint (e.g. the run's settings).
+        extra: a mapping with string keys of JSON-serialisable values to keep with the
+            checkpoint (e.g. the run's settings).
 
     Raises:
         CheckpointError: bad arguments, or a state that cannot be serialised.
@@ -198,6 +207,19 @@ def save_checkpoint(
         raise CheckpointError(
             f"{where}: generator must be a torch.Generator, got {type(generator).__name__}"
         )
+    history = History() if history is None else history
+    _check_history(history, where)
+    if extra is not None:
+        if not isinstance(extra, Mapping):
+            raise CheckpointError(
+                f"{where}: extra must be a mapping with string keys, got {type(extra).__name__}"
+            )
+        for key in extra:
+            if not isinstance(key, str):
+                raise CheckpointError(
+                    f"{where}: extra must be a mapping with string keys, got the key {key!r}"
+                )
+    _check_file_path(path, where)
     if Path(path).is_dir():
         raise CheckpointError(f"{where}: {os.fspath(path)!r} is a folder; give a file path")
     folder = Path(path).parent
@@ -206,7 +228,6 @@ def save_checkpoint(
             f"{where}: cannot write {os.fspath(path)!r}: the folder {os.fspath(folder)!r} does "
             "not exist"
         )
-    history = History() if history is None else history
 
     tensors: dict[str, Tensor] = {
         _MODEL + name: value.detach().to("cpu").contiguous()
@@ -271,6 +292,42 @@ def save_checkpoint(
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{where}: the state cannot be written as JSON: {error}") from None
     _write_atomically(Path(path), safetensors_save(tensors, metadata={"minidl": metadata}))
+
+
+def _check_history(history: object, where: str) -> None:
+    """Refuse a ``history`` that is not a :class:`History` of lists of numbers (what loading
+    accepts back)."""
+    if not isinstance(history, History):
+        raise CheckpointError(
+            f"{where}: history must be a minidl History, got {type(history).__name__}"
+        )
+    for name in _HISTORY_FIELDS:
+        values = getattr(history, name)
+        if not isinstance(values, list):
+            raise CheckpointError(
+                f"{where}: history.{name} must be a list of numbers, got {type(values).__name__}"
+            )
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, float | int):
+                raise CheckpointError(
+                    f"{where}: history.{name} must be a list of numbers, got the element {value!r}"
+                )
+
+
+def _check_file_path(path: object, where: str) -> None:
+    """Refuse a ``path`` that is not a ``str`` or path-like, or cannot name a file (empty, or
+    ending in a separator: ``Path("new/")`` would silently write the file ``new``)."""
+    if not isinstance(path, str | os.PathLike) or not isinstance(os.fspath(path), str):
+        raise CheckpointError(
+            f"{where}: path must be a str or os.PathLike, got {type(path).__name__}"
+        )
+    text = os.fspath(path)
+    if not text:
+        raise CheckpointError(f"{where}: path is empty; give a file path")
+    if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+        raise CheckpointError(
+            f"{where}: {text!r} ends with a path separator (a folder); give a file path"
+        )
 
 
 def _minidl_version() -> str:
@@ -474,7 +531,14 @@ def _check_header(text: object, where: str) -> dict[str, Any]:
 
 
 def _check_header_fields(header: dict[str, Any]) -> None:
-    """Check the types of the header's entries (a KeyError/TypeError/ValueError names the field)."""
+    """Check the presence and types of every header entry read later (a TypeError/ValueError
+    names the field). The values a component checks itself when it loads them (the optimizer's
+    ``lr`` and ``step_count``, the scheduler's state) are left to it."""
+
+    def entry(container: dict[str, Any], key: str, name: str) -> Any:
+        if key not in container:
+            raise ValueError(f"{name}.{key} is missing" if name else f"{key} is missing")
+        return container[key]
 
     def integer(value: object, name: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -485,27 +549,68 @@ def _check_header_fields(header: dict[str, Any]) -> None:
             raise TypeError(f"{name} must be an object, got {type(value).__name__}")
         return value
 
-    architecture = mapping(header["architecture"], "architecture")
-    if not isinstance(architecture["parameters"], list):
+    def string(value: object, name: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+
+    def shape(value: object, name: str) -> None:
+        if not isinstance(value, list) or not all(
+            isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in value
+        ):
+            raise TypeError(f"{name} must be a list of integers >= 0, got {value!r}")
+
+    architecture = mapping(entry(header, "architecture", ""), "architecture")
+    parameters = entry(architecture, "parameters", "architecture")
+    if not isinstance(parameters, list):
         raise TypeError("architecture.parameters must be a list")
-    training = mapping(header["training"], "training")
-    integer(training["epoch"], "training.epoch")
-    integer(training["step"], "training.step")
-    history = mapping(training["history"], "training.history")
-    if set(history) != {"train_loss", "validation_error", "lr", "batch_lr"}:
+    for index, parameter in enumerate(parameters):
+        name = f"architecture.parameters[{index}]"
+        if not isinstance(parameter, list) or len(parameter) != 3:
+            raise TypeError(f"{name} must be a list [name, shape, dtype], got {parameter!r}")
+        string(parameter[0], f"{name}'s name")
+        shape(parameter[1], f"{name}'s shape")
+        string(parameter[2], f"{name}'s dtype")
+    string(entry(architecture, "repr", "architecture"), "architecture.repr")
+
+    optimizer = entry(header, "optimizer", "")
+    if optimizer is not None:
+        mapping(optimizer, "optimizer")
+        string(entry(optimizer, "class", "optimizer"), "optimizer.class")
+        entry(optimizer, "lr", "optimizer")
+        entry(optimizer, "step_count", "optimizer")
+        mapping(entry(optimizer, "hyperparameters", "optimizer"), "optimizer.hyperparameters")
+        state = entry(optimizer, "state", "optimizer")
+        if not isinstance(state, list) or not all(isinstance(name, str) for name in state):
+            raise TypeError(f"optimizer.state must be a list of names, got {state!r}")
+    scheduler = entry(header, "scheduler", "")
+    if scheduler is not None:
+        mapping(scheduler, "scheduler")
+        string(entry(scheduler, "class", "scheduler"), "scheduler.class")
+        string(entry(scheduler, "repr", "scheduler"), "scheduler.repr")
+        mapping(entry(scheduler, "state", "scheduler"), "scheduler.state")
+
+    training = mapping(entry(header, "training", ""), "training")
+    integer(entry(training, "epoch", "training"), "training.epoch")
+    integer(entry(training, "step", "training"), "training.step")
+    history = mapping(entry(training, "history", "training"), "training.history")
+    if set(history) != set(_HISTORY_FIELDS):
         raise ValueError(f"training.history has the entries {sorted(history)}")
     for name, values in history.items():
         if not isinstance(values, list) or not all(
             isinstance(v, float | int) and not isinstance(v, bool) for v in values
         ):
             raise TypeError(f"training.history.{name} must be a list of numbers")
-    if not isinstance(training["extra"], dict):
+    if not isinstance(entry(training, "extra", "training"), dict):
         raise TypeError("training.extra must be an object")
-    for name, entry in mapping(header["tensors"], "tensors").items():
-        mapping(entry, f"tensors.{name}")
-        if not isinstance(entry["shape"], list):
-            raise TypeError(f"tensors.{name}.shape must be a list")
-        if not isinstance(entry["finite"], bool) or not isinstance(entry["sha256"], str):
+
+    for name, tensor in mapping(entry(header, "tensors", ""), "tensors").items():
+        mapping(tensor, f"tensors.{name}")
+        string(entry(tensor, "dtype", f"tensors.{name}"), f"tensors.{name}.dtype")
+        shape(entry(tensor, "shape", f"tensors.{name}"), f"tensors.{name}.shape")
+        finite = entry(tensor, "finite", f"tensors.{name}")
+        if not isinstance(finite, bool) or not isinstance(
+            entry(tensor, "sha256", f"tensors.{name}"), str
+        ):
             raise TypeError("tensor entries need a boolean 'finite' and a string 'sha256'")
 
 
@@ -617,6 +722,45 @@ def _check_scheduler(
         )
 
 
+def _settings(text: str) -> str:
+    """A ``repr`` without the memory addresses of default reprs (``<X object at 0x...>``), which
+    differ between two objects of the same settings."""
+    return _ADDRESS.sub(">", text)
+
+
+def _restore_scheduler(
+    saved: dict[str, Any], scheduler: LRScheduler, given: str, where: str
+) -> None:
+    """Load the saved state into ``scheduler`` and check that it is then the saved schedule.
+
+    A scheduler's constructor settings (``CyclicLR``'s ``max_lr``, ``StepDecay``'s
+    ``step_size``, ...) are not in its state, which holds ``base_lr`` and ``last_step`` only:
+    the state of a schedule with other settings would load into a mix of both. The ``repr``
+    after loading (with the saved ``base_lr``, so a scheduler built on an optimizer at another
+    learning rate is accepted) must be the saved one. ``given`` is the scheduler's ``repr``
+    before loading. Raises ``CheckpointError`` naming both schedules, or what the scheduler
+    raises for a state it refuses; the caller puts everything back.
+    """
+    refusal: Exception | None = None
+    try:
+        scheduler.load_state_dict(saved["state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        refusal = error
+    if _settings(saved["repr"]) == _settings(given if refusal else repr(scheduler)):
+        if refusal is not None:
+            raise refusal
+        return
+    reason = ""
+    if refusal is not None:
+        message = refusal.args[0] if isinstance(refusal, KeyError) and refusal.args else refusal
+        reason = f"\n(this one refuses the saved state: {message})"
+    raise CheckpointError(
+        f"{where}: the checkpoint is for another scheduler: the settings differ (its state "
+        f"{sorted(saved['state'])} is restored from the checkpoint, the other settings must "
+        f"match).\ncheckpoint's scheduler: {saved['repr']}\nthis scheduler: {given}{reason}"
+    )
+
+
 def load_checkpoint(
     path: str | os.PathLike[str] | Checkpoint,
     model: Module,
@@ -627,18 +771,26 @@ def load_checkpoint(
 ) -> TrainingState:
     """Restore a training run from ``path`` (or an already read :class:`Checkpoint`).
 
-    The parameters, the optimizer's and scheduler's state, torch's global generator and (if
-    given) the data generator are restored, so that training continues bit-identically. Every
-    check runs before anything is written; on any failure everything is left as it was.
+    With an optimizer (resuming training), the parameters, the optimizer's and scheduler's
+    state, torch's global generator and (if given) the data generator are restored, so that
+    training continues bit-identically. Without one (loading the model alone, e.g. to evaluate
+    it), only the parameters (and the data generator, if given) are: torch's global generator
+    is left alone. Every check runs before anything is written; on any failure everything is
+    left as it was.
+
+    The optimizer's hyper-parameters are restored from the checkpoint (the saved ones win, as
+    in ``torch.optim``); a scheduler's settings are not in its state, so a scheduler of the
+    saved class with other settings (``repr``, once its ``base_lr`` is restored) is refused.
 
     Args:
         path: the checkpoint file, or a :class:`Checkpoint` from :func:`read_checkpoint`.
         model: a model of the saved architecture.
         optimizer: the optimizer to restore (of the saved class), or ``None`` to restore the
-            model alone (e.g. to evaluate it; the optimizer's and scheduler's state are then
-            left unused).
-        scheduler: the scheduler of ``optimizer`` to restore; with an optimizer, it must be
-            given exactly when one was saved (resuming without it would lose the schedule).
+            model alone (e.g. to evaluate it; the optimizer's and scheduler's state and torch's
+            global generator state are then left unused).
+        scheduler: the scheduler of ``optimizer`` to restore, of the saved class and settings;
+            with an optimizer, it must be given exactly when one was saved (resuming without it
+            would lose the schedule).
         generator: the data generator to restore (the file must hold one).
 
     Returns:
@@ -662,6 +814,8 @@ def load_checkpoint(
         _check_scheduler(header, scheduler, optimizer, where)
         if generator is not None and _RNG_GENERATOR not in tensors:
             raise CheckpointError(f"{where}: the checkpoint holds no data-generator state")
+        if optimizer is not None and _RNG_TORCH not in tensors:
+            raise CheckpointError(f"{where}: the checkpoint holds no state of torch's generator")
         model_state = checkpoint.model_state
         optimizer_state: dict[str, Any] | None = None
         if optimizer is not None:
@@ -679,29 +833,38 @@ def load_checkpoint(
         raise CheckpointError(f"{where}: the header is malformed ({error!r})") from None
 
     # Everything checkable is checked; apply, and undo it all should a component still refuse.
+    # torch's global generator is part of the training state: restored only with an optimizer.
+    resuming = optimizer is not None
     backup_model = model.state_dict()
     backup_optimizer = optimizer.state_dict() if optimizer is not None else None
     backup_scheduler = scheduler.state_dict() if scheduler is not None else None
-    backup_rng = torch.get_rng_state()
+    given_scheduler = repr(scheduler) if scheduler is not None else ""
+    backup_rng = torch.get_rng_state() if resuming else None
     backup_generator = generator.get_state() if generator is not None else None
     try:
         model.load_state_dict(model_state)
         if optimizer is not None and optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
         if scheduler is not None:
-            scheduler.load_state_dict(header["scheduler"]["state"])
-        torch.set_rng_state(tensors[_RNG_TORCH])
+            _restore_scheduler(header["scheduler"], scheduler, given_scheduler, where)
+        if resuming:
+            torch.set_rng_state(tensors[_RNG_TORCH])
         if generator is not None:
             generator.set_state(tensors[_RNG_GENERATOR])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        model.load_state_dict(backup_model)
-        if optimizer is not None and backup_optimizer is not None:
-            optimizer.load_state_dict(backup_optimizer)
-        if scheduler is not None and backup_scheduler is not None:
-            scheduler.load_state_dict(backup_scheduler)
-        torch.set_rng_state(backup_rng)
+        # Put back in the reverse order: the scheduler sets the optimizer's lr, then the
+        # optimizer gets its own back exactly.
         if generator is not None and backup_generator is not None:
             generator.set_state(backup_generator)
+        if backup_rng is not None:
+            torch.set_rng_state(backup_rng)
+        if scheduler is not None and backup_scheduler is not None:
+            scheduler.load_state_dict(backup_scheduler)
+        if optimizer is not None and backup_optimizer is not None:
+            optimizer.load_state_dict(backup_optimizer)
+        model.load_state_dict(backup_model)
+        if isinstance(error, CheckpointError):
+            raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         raise CheckpointError(f"{where}: the saved state was refused: {message}") from None
     return training

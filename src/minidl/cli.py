@@ -63,6 +63,25 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+#: The seeds torch's generators accept (``torch.manual_seed``).
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _seed(text: str) -> int:
+    low, high = SEED_RANGE
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in [{low}, {high}], got {text!r}"
+        ) from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in [{low}, {high}] (the seeds torch accepts), got {value}"
+        )
+    return value
+
+
 def _sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.split(","))
@@ -122,7 +141,12 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument(
         "--hidden", type=_sizes, default=(25, 25, 25), help="hidden layer widths, comma-separated"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of data, weights and shuffling")
+    parser.add_argument(
+        "--seed",
+        type=_seed,
+        default=0,
+        help="seed of data, weights and shuffling, an integer in [-2**63, 2**64 - 1]",
+    )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point type")
     parser.add_argument(
         "--log-every", type=_positive_int, default=1, help="print the loss every N epochs"
@@ -294,11 +318,24 @@ def _run_train(args: argparse.Namespace) -> int:
             print(f"resumed from {args.resume} at epoch {start_epoch}")
     checkpoint_path = args.checkpoint if args.checkpoint is not None else args.resume
     if checkpoint_path is not None:
-        folder = os.path.dirname(os.path.abspath(checkpoint_path))
-        if not os.path.isdir(folder) or os.path.isdir(checkpoint_path):
-            raise ValueError(
-                f"--checkpoint {checkpoint_path}: expected a file path in an existing folder"
-            )
+        flag = "--checkpoint" if args.checkpoint is not None else "--resume"
+        _check_checkpoint_path(flag, checkpoint_path, writable=rank == 0)
+    saves: list[int] = []  # the epochs of the saves this run has started
+
+    def save(done: int) -> None:
+        from minidl.checkpoint import save_checkpoint
+
+        saves.append(done)
+        save_checkpoint(
+            checkpoint_path,
+            model,
+            optimizer,
+            scheduler,
+            epoch=done,
+            history=history,
+            generator=generator,
+            extra={"settings": settings},
+        )
 
     def on_epoch(record: EpochRecord) -> None:
         log(record)
@@ -308,18 +345,7 @@ def _run_train(args: argparse.Namespace) -> int:
             and rank == 0
             and (done % args.checkpoint_every == 0 or done == args.epochs)
         ):
-            from minidl.checkpoint import save_checkpoint
-
-            save_checkpoint(
-                checkpoint_path,
-                model,
-                optimizer,
-                scheduler,
-                epoch=done,
-                history=history,
-                generator=generator,
-                extra={"settings": settings},
-            )
+            save(done)
 
     parallel = None
     if group is not None:
@@ -346,20 +372,81 @@ def _run_train(args: argparse.Namespace) -> int:
                 on_epoch=on_epoch,
                 parallel=parallel,
             )
+        # No epoch ran (--epochs 0, or a finished run resumed): the end's checkpoint is still
+        # written, unless it is the resumed file itself, which already holds this state.
+        if (
+            checkpoint_path is not None
+            and rank == 0
+            and start_epoch == args.epochs
+            and checkpoint_path != args.resume
+        ):
+            save(args.epochs)
+        elapsed = time.perf_counter() - start
+        if parallel is not None:
+            parallel.check_in_sync()
+        train_error = error_rate(model, data.train.x, data.train.y)
+        test_error = error_rate(model, data.test.x, data.test.y)
     except AnomalyError as error:
         print(f"minidl train: anomaly detected: {error}", file=sys.stderr)
         return 1
-    elapsed = time.perf_counter() - start
-    if parallel is not None:
-        parallel.check_in_sync()
-    train_error = error_rate(model, data.train.x, data.train.y)
-    test_error = error_rate(model, data.test.x, data.test.y)
+    except KeyboardInterrupt:
+        if rank == 0:
+            saved = checkpoint_path if saves else None
+            print(_interrupted(saved, args.resume, checkpoint_path), file=sys.stderr)
+        return 130
     if rank == 0:
         print(f"final train error: {train_error:.2f}%")
         print(f"final test error: {test_error:.2f}%")
     if not args.quiet:
         print(f"training time: {elapsed:.2f} s")
     return 0
+
+
+def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
+    """Refuse, before training, a checkpoint path that cannot be written: empty, a folder (or
+    ending in a separator), in a missing folder, or (``writable``) in a folder where no file
+    can be made, which is tried by making and removing a temporary file there."""
+    import tempfile
+
+    if not path or path.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+        raise ValueError(f"{flag} {path!r}: expected a file path in an existing folder")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: expected a file path in an existing folder")
+    if not writable:
+        return
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".minidl-write-test.", dir=folder)
+    except OSError as error:
+        hint = "; give --checkpoint PATH to save elsewhere" if flag == "--resume" else ""
+        raise ValueError(
+            f"{flag} {path}: cannot write into the folder {folder} ({error.strerror or error})"
+            + hint
+        ) from None
+    os.close(descriptor)
+    os.unlink(probe)
+
+
+def _interrupted(saved: str | None, resumed: str | None, checkpoint: str | None) -> str:
+    """The one line printed when ``minidl train`` is interrupted (Ctrl-C): where the last
+    checkpoint is, read from the disk (``saved``: the checkpoint path once this run has started
+    a save, whose file is the previous or the new one; else the ``resumed`` file)."""
+    from minidl.checkpoint import CheckpointError, read_checkpoint
+
+    for path in (saved, resumed):
+        if path is None or not os.path.exists(path):
+            continue
+        try:
+            epoch = read_checkpoint(path).training.epoch
+        except CheckpointError:
+            continue
+        return (
+            f"minidl train: interrupted; the last checkpoint is {path} (epoch {epoch}); "
+            f"continue with --resume {path}"
+        )
+    if checkpoint is None:
+        return "minidl train: interrupted; no checkpoint (--checkpoint PATH saves one)"
+    return f"minidl train: interrupted; no checkpoint was written to {checkpoint} yet"
 
 
 #: The settings of `minidl train` that a resumed run must share with the saved one.
@@ -468,3 +555,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, KeyError) as error:
         print(f"minidl {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the shell's status for SIGINT, and no traceback
+        print(f"minidl {args.command}: interrupted", file=sys.stderr)
+        return 130

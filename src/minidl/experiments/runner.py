@@ -268,6 +268,18 @@ def run_from_cli(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"--out {args.out}: cannot be made a folder ({error.strerror})") from None
+    # A folder that exists but takes no file (no permission, a read-only file system) would
+    # fail only after all the training: try making and removing a file there first.
+    import tempfile
+
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".minidl-write-test.", dir=out)
+    except OSError as error:
+        raise ValueError(
+            f"--out {args.out}: cannot write into the folder ({error.strerror or error})"
+        ) from None
+    os.close(descriptor)
+    os.unlink(probe)
     command = "minidl reproduce " + " ".join(
         part
         for part in (
