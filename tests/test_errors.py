@@ -1009,7 +1009,7 @@ def test_optimizer_load_state_dict_bad_entries(
     state = _optimizer_with_history().state_dict()
     state["lr"], state["hyperparameters"] = 0.2, {"momentum": 0.5}  # a partial write would show
     corrupt(state)
-    with raises(kind, "SGD", fragment):
+    with raises(kind, "SGD.load_state_dict: ", fragment):
         optimizer.load_state_dict(state)
     after = optimizer.state_dict()
     assert (after["lr"], after["step_count"], after["hyperparameters"]) == (

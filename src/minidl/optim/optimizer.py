@@ -235,7 +235,7 @@ class Optimizer:
         missing = {"lr", "step_count", "state"} - set(state_dict)
         if missing:
             raise KeyError(f"{name}.load_state_dict: missing keys {sorted(missing)}")
-        lr = check_real(name, "lr", state_dict["lr"], low=0.0)
+        lr = check_real(f"{name}.load_state_dict", "lr", state_dict["lr"], low=0.0)
         step_count = state_dict["step_count"]
         if isinstance(step_count, bool) or not isinstance(step_count, int) or step_count < 0:
             raise ValueError(
@@ -274,16 +274,21 @@ class Optimizer:
 
     def _check_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
         """Check saved hyper-parameters with the constructor's own checks."""
+        name = type(self).__name__
         optional = set(self.optional_hyperparameters)
         required = set(self.hyperparameters()) - optional
         found = set(hyperparameters)
         if not required <= found <= required | optional:
             also = f" (and optionally {sorted(optional)})" if optional else ""
             raise KeyError(
-                f"{type(self).__name__}.load_state_dict: hyper-parameters must be "
+                f"{name}.load_state_dict: hyper-parameters must be "
                 f"{sorted(required)}{also}, got {sorted(found)}"
             )
-        self._validate_hyperparameters(**hyperparameters)
+        try:
+            self._validate_hyperparameters(**hyperparameters)
+        except (TypeError, ValueError) as error:  # the constructor's message, from load_state_dict
+            message = str(error).replace(f"{name}: ", f"{name}.load_state_dict: ", 1)
+            raise type(error)(message) from None
 
     def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
         """Return the hyper-parameters checked (and normalised); raise on a bad one."""
