@@ -371,8 +371,9 @@ def test_betas_outside_zero_one_are_refused(
 ) -> None:
     """Each of Adam's and AdamW's betas must lie in [0, 1): beta2 = 1 would never forget and
     divide by ``1 - beta2**t = 0``. The constructor and ``load_state_dict`` refuse the same
-    values, naming the optimizer (and the method), the entry, the range and the value; a refused load changes
-    nothing. The closest accepted values (0 and just below 1) are accepted."""
+    values, naming the optimizer (and the method), the entry, the range and the value; a
+    refused load changes nothing. The closest accepted values (0 and just below 1) are
+    accepted."""
     with pytest.raises(ValueError) as info:
         kind(_params(), betas=betas)  # type: ignore[arg-type]
     assert str(info.value) == f"{kind.__name__}: {fragment}"

@@ -475,4 +475,5 @@ def test_sequential_schedule_refuses_non_sequences(
     schedules: object, milestones: object, message: str
 ) -> None:
     with pytest.raises(TypeError, match=f"SequentialSchedule: {message}"):
-        optim.SequentialSchedule(optim.SGD(_params(), lr=LR), schedules, milestones)  # type: ignore[arg-type]
+        optimizer = optim.SGD(_params(), lr=LR)
+        optim.SequentialSchedule(optimizer, schedules, milestones)  # type: ignore[arg-type]
