@@ -3,18 +3,26 @@
 :func:`helper_test_op` (after tinygrad's ``helper_test_op``) runs a minidl model, and optionally a
 loss, forward and backward, runs the same computation through ``torch.nn`` with autograd, and
 compares the output, the loss, the gradient with respect to the input and every parameter's
-gradient. Every module and loss test goes through it.
+gradient. Every module and loss test goes through it. :func:`rewrite_checkpoint` tampers with a
+checkpoint as an attacker who knows the format would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
 from minidl import nn
+from minidl.checkpoint import _canonical, _digests, _dump_header
 
 __all__ = [
     "F64",
@@ -22,6 +30,7 @@ __all__ = [
     "assert_close",
     "helper_test_op",
     "relative_error",
+    "rewrite_checkpoint",
     "torch_loss",
     "torch_twin",
 ]
@@ -164,3 +173,32 @@ def helper_test_op(
         ):
             assert twin_parameter.grad is not None
             assert_close(parameter.grad, twin_parameter.grad, rtol, f"grad of parameter {index}")
+
+
+def rewrite_checkpoint(
+    path: Path,
+    tensors: Callable[[dict[str, Tensor]], None] | None = None,
+    header: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    redigest: bool = True,
+    dump: Callable[[dict[str, Any]], str] | None = None,
+) -> None:
+    """Tamper with a checkpoint like an attacker who knows the format: change its tensors and/or
+    header and (with ``redigest``) recompute the per-tensor and header digests, so that only the
+    semantic checks can catch it. ``dump`` writes the wrapper ``{"header", "sha256"}`` as JSON
+    (default: canonical JSON, as minidl writes it)."""
+    with safe_open(str(path), framework="pt") as file:
+        wrapper = json.loads(file.metadata()["minidl"])
+    content = safetensors_load(path.read_bytes())
+    if tensors is not None:
+        tensors(content)
+    digests = _digests(safetensors_save(content))
+    for name, entry in wrapper["header"]["tensors"].items():
+        if name in digests:
+            entry["sha256"] = digests[name]
+    if header is not None:
+        header(wrapper["header"])
+    metadata = _dump_header(wrapper["header"]) if redigest else _canonical(wrapper)
+    if dump is not None:
+        metadata = dump(json.loads(metadata))
+    path.write_bytes(safetensors_save(content, metadata={"minidl": metadata}))

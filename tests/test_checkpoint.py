@@ -31,6 +31,7 @@ from minidl.checkpoint import (
 from minidl.data import make_disk_data
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.train import History, fit
+from tests.helpers import rewrite_checkpoint
 
 DATA = make_disk_data(n_train=120, n_validation=40, n_test=10, seed=5)
 
@@ -539,7 +540,7 @@ def test_a_refused_load_gives_the_optimizer_back_its_own_rate(tmp_path: Path) ->
     hand on the optimizer (not the schedule's) used to be overwritten by the schedule's."""
     model, optimizer, scheduler, generator = build("sgd-momentum-step")
     save_checkpoint(tmp_path / "c", model, optimizer, scheduler, generator=generator)
-    _tamper(  # a data-generator state that only Generator.set_state, the last stage, refuses
+    rewrite_checkpoint(  # a data-generator state that only Generator.set_state, the last stage, refuses
         tmp_path / "c",
         lambda tensors: tensors.update({"rng.generator": torch.zeros(10, dtype=torch.uint8)}),
         lambda header: header["tensors"]["rng.generator"].update(shape=[10]),
@@ -551,33 +552,6 @@ def test_a_refused_load_gives_the_optimizer_back_its_own_rate(tmp_path: Path) ->
         load_checkpoint(tmp_path / "c", *target[:3], generator=target[3])
     assert target[1].lr == 0.123
     assert_same(snapshot(target), before)
-
-
-def _tamper(
-    path: Path,
-    tensors: Any = None,
-    header: Any = None,
-) -> None:
-    """Rewrite a checkpoint as an attacker who knows the format: change its tensors and/or
-    header, and recompute every digest, so that only the semantic checks can catch it."""
-    from safetensors.torch import load as safetensors_load
-    from safetensors.torch import save as safetensors_save
-
-    from minidl.checkpoint import _digests, _dump_header
-
-    with safe_open(str(path), framework="pt") as file:
-        wrapper = json.loads(file.metadata()["minidl"])
-    content = safetensors_load(path.read_bytes())
-    if tensors is not None:
-        tensors(content)
-    digests = _digests(safetensors_save(content))
-    for name, entry in wrapper["header"]["tensors"].items():
-        if name in digests:
-            entry["sha256"] = digests[name]
-    if header is not None:
-        header(wrapper["header"])
-    metadata = _dump_header(wrapper["header"])
-    path.write_bytes(safetensors_save(content, metadata={"minidl": metadata}))
 
 
 def _drop_torch_rng(tensors: dict[str, torch.Tensor]) -> None:
@@ -695,7 +669,7 @@ def test_a_header_without_an_entry_read_later_is_refused_and_changes_nothing(
     source = build("sgd-momentum-step")
     train(source, epochs=1)
     save_checkpoint(path, *source[:3], epoch=1, generator=source[3])
-    _tamper(path, tensors, header)
+    rewrite_checkpoint(path, tensors, header)
     target = build("sgd-momentum-step", seed=3)
     torch.rand(3)
     before = snapshot(target)

@@ -15,8 +15,6 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
@@ -25,8 +23,6 @@ from minidl.anomaly import detect_anomaly
 from minidl.checkpoint import (
     CheckpointError,
     _canonical,
-    _digests,
-    _dump_header,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
@@ -35,6 +31,7 @@ from minidl.cli import main
 from minidl.data import BatchIterator
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.train import History, error_rate, fit
+from tests.helpers import rewrite_checkpoint as rewrite
 
 
 @contextmanager
@@ -234,35 +231,6 @@ def good(tmp_path: Path) -> Path:
     path = tmp_path / "good.ckpt"
     save_checkpoint(path, model, optimizer, scheduler, epoch=2, generator=generator)
     return path
-
-
-def rewrite(
-    path: Path,
-    tensors: Callable[[dict[str, Tensor]], None] | None = None,
-    header: Callable[[dict[str, Any]], None] | None = None,
-    *,
-    redigest: bool = True,
-    dump: Callable[[dict[str, Any]], str] | None = None,
-) -> None:
-    """Tamper with a checkpoint like an attacker who knows the format: change its tensors and/or
-    header and (with ``redigest``) recompute the per-tensor and header digests, so that only the
-    semantic checks can catch it. ``dump`` writes the wrapper ``{"header", "sha256"}`` as JSON
-    (default: canonical JSON, as minidl writes it)."""
-    with safe_open(str(path), framework="pt") as file:
-        wrapper = json.loads(file.metadata()["minidl"])
-    content = safetensors_load(path.read_bytes())
-    if tensors is not None:
-        tensors(content)
-    digests = _digests(safetensors_save(content))
-    for name, entry in wrapper["header"]["tensors"].items():
-        if name in digests:
-            entry["sha256"] = digests[name]
-    if header is not None:
-        header(wrapper["header"])
-    metadata = _dump_header(wrapper["header"]) if redigest else _canonical(wrapper)
-    if dump is not None:
-        metadata = dump(json.loads(metadata))
-    path.write_bytes(safetensors_save(content, metadata={"minidl": metadata}))
 
 
 def _set(tensors: dict[str, Tensor], name: str, value: Tensor) -> None:

@@ -15,6 +15,7 @@ __all__ = [
     "check_labelled",
     "check_like",
     "check_real",
+    "check_samples",
 ]
 
 
@@ -69,6 +70,26 @@ def check_copyable(where: str, what: str, value: Tensor, target: Tensor) -> None
         raise TypeError(
             f"{where}: {what} is a {kind} tensor; expected a dense tensor that holds its values"
         )
+
+
+def check_samples(where: str, x: object, y: object) -> tuple[Tensor, Tensor]:
+    """Check a set of samples and their targets: two tensors, each holding at least one sample,
+    as many of them, on one device; return them."""
+    for name, tensor in (("x", x), ("y", y)):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(tensor).__name__}")
+        if tensor.dim() == 0 or tensor.shape[0] == 0:
+            raise ValueError(
+                f"{where}: {name} must hold at least one sample, got shape {tuple(tensor.shape)}"
+            )
+    assert isinstance(x, Tensor) and isinstance(y, Tensor)  # (for the type checker)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{where}: x and y must hold as many samples, got {x.shape[0]} and {y.shape[0]}"
+        )
+    if x.device != y.device:
+        raise ValueError(f"{where}: x and y must be on one device, got {x.device} and {y.device}")
+    return x, y
 
 
 def check_class_indices(where: str, what: str, y: Tensor, classes: int | None = None) -> None:

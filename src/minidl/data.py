@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from minidl._validate import check_int
+from minidl._validate import check_int, check_samples
 
 __all__ = [
     "DISK_CENTER",
@@ -207,23 +207,7 @@ class BatchIterator:
         generator: torch.Generator | None = None,
         drop_last: bool = False,
     ) -> None:
-        for name, tensor in (("x", x), ("y", y)):
-            if not isinstance(tensor, Tensor):
-                raise TypeError(
-                    f"BatchIterator: {name} must be a torch.Tensor, got {type(tensor).__name__}"
-                )
-            if tensor.dim() == 0 or tensor.shape[0] == 0:
-                raise ValueError(
-                    f"BatchIterator: {name} must hold at least one sample, got shape {tuple(tensor.shape)}"
-                )
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(
-                f"BatchIterator: x and y must hold as many samples, got {x.shape[0]} and {y.shape[0]}"
-            )
-        if x.device != y.device:
-            raise ValueError(
-                f"BatchIterator: x and y must be on one device, got {x.device} and {y.device}"
-            )
+        check_samples("BatchIterator", x, y)
         self.x = x
         self.y = y
         self.batch_size = check_int("BatchIterator", "batch_size", batch_size)

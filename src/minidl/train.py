@@ -10,7 +10,13 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from minidl._validate import check_class_indices, check_int, check_labelled, check_like
+from minidl._validate import (
+    check_class_indices,
+    check_int,
+    check_labelled,
+    check_like,
+    check_samples,
+)
 from minidl.data import BatchIterator
 from minidl.nn.loss import Loss
 from minidl.nn.module import Module
@@ -192,19 +198,7 @@ def fit(
             )
     if not {id(p) for p in model.parameters()} & {id(p) for p in optimizer.params}:
         raise ValueError("fit: the optimizer updates none of the model's parameters")
-    for name, tensor in (("x", x), ("y", y)):
-        if not isinstance(tensor, Tensor):
-            raise TypeError(f"fit: {name} must be a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.dim() == 0 or tensor.shape[0] == 0:
-            raise ValueError(
-                f"fit: {name} must hold at least one sample, got shape {tuple(tensor.shape)}"
-            )
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"fit: x and y must hold as many samples, got {x.shape[0]} and {y.shape[0]}"
-        )
-    if x.device != y.device:
-        raise ValueError(f"fit: x and y must be on one device, got {x.device} and {y.device}")
+    check_samples("fit", x, y)
     batch_size = check_int("fit", "batch_size", batch_size)
     if validation is not None and (
         not isinstance(validation, tuple | list) or len(validation) != 2
