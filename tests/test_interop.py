@@ -12,6 +12,7 @@ from torch import Tensor
 
 from minidl import nn
 from minidl.interop import ConversionError, TorchResidual, from_torch, to_torch
+from minidl.nn.flat import flat_buffer
 
 F64 = torch.float64
 TOL = 1e-12
@@ -429,3 +430,28 @@ def test_cuda_models_stay_on_their_device() -> None:
     twin.eval()
     x = _input().to(cuda)
     _close(back(x), twin(x), "output on the device")
+
+
+def test_tied_parameters_stay_tied_both_ways() -> None:
+    """A Parameter in two modules (tied weights, also inside a Residual) is one torch Parameter
+    in the twin (the same count, outputs and gradients), and a torch model's tied weights come
+    back as one minidl Parameter, in one flat buffer."""
+    torch.manual_seed(0)
+    first, second = nn.Linear(4, 4, dtype=torch.float64), nn.Linear(4, 4, dtype=torch.float64)
+    second.register_parameter("weight", first.weight)
+    model = nn.Sequential(first, nn.Tanh(), nn.Residual(nn.Sequential(second, nn.Tanh())))
+    twin = to_torch(model)
+    assert twin[2].block[0].weight is twin[0].weight
+    assert sum(p.numel() for p in twin.parameters()) == model.num_parameters() == 24
+    x, target = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 0])
+    criterion = nn.CrossEntropyLoss()
+    criterion(model(x), target)
+    model.backward(criterion.backward())
+    torch.nn.functional.cross_entropy(twin(x), target).backward()
+    for mine, theirs in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-12, atol=1e-14)
+    back = from_torch(twin)
+    assert back[2].block[0].weight is back[0].weight  # type: ignore[union-attr]
+    assert list(back.state_dict()) == list(model.state_dict())
+    assert flat_buffer([p.data for p in back.parameters()]) is not None
+    assert torch.equal(back(x), model(x))

@@ -745,3 +745,35 @@ def test_moving_part_of_a_model_keeps_or_restores_one_flat_buffer() -> None:
     optimizer = optim.SGD(model.parameters(), lr=0.1)
     optimizer.step()
     assert optimizer._flat is not None
+
+
+def test_a_move_that_changes_nothing_keeps_every_layout() -> None:
+    """A ``layout="model"`` stack (padded blocks, one per model) and a parent model whose slice
+    with a step is moved: a move to where they already are changes nothing, so the stack's
+    per-model optimizers and the parent's one-operation step go on working."""
+    torch.manual_seed(0)
+    models = [nn.mlp((3, 5, 2), "tanh", dtype=F64) for _ in range(2)]
+    stack = nn.stack_models(models, layout="model")
+    optimizer = optim.SGD([nn.flat_model_parameters(stack, 0)], lr=0.1)
+    values = [p.data for p in stack.parameters()]
+    stack.to(F64)
+    stack.to("cpu", F64)
+    assert all(p.data is v for p, v in zip(stack.parameters(), values, strict=True))
+    before = stack[0].weight.data.clone()  # type: ignore[union-attr]
+    criterion = nn.CrossEntropyLoss()
+    criterion(stack(torch.randn(2, 6, 3, dtype=F64)), torch.randint(0, 2, (2, 6)))
+    stack.backward(criterion.backward())
+    optimizer.step()
+    assert not torch.equal(stack[0].weight.data[0], before[0])  # type: ignore[union-attr]
+    assert torch.equal(stack[0].weight.data[1], before[1])  # type: ignore[union-attr]
+    parent = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 3))
+    parent[::2].to(torch.float32)
+    assert flat_buffer([p.data for p in parent.parameters()]) is not None
+
+
+def test_stack_models_refuses_tied_parameters() -> None:
+    first, second = nn.Linear(3, 3), nn.Linear(3, 3)
+    second.register_parameter("weight", first.weight)
+    tied = nn.Sequential(first, nn.Tanh(), second)
+    with pytest.raises(ValueError, match=r"stack_models: models\[1\] ties '2\.weight' to '0\.w"):
+        nn.stack_models([nn.mlp((3, 3, 3), "tanh"), tied])

@@ -488,3 +488,18 @@ def test_parameters_of_two_dtypes_are_refused(make: Callable[..., optim.Optimize
     model.to(dtype=F64)
     optimizer.step()
     assert all(state.dtype == F64 for state in optimizer.state.values())
+
+
+def test_a_state_loaded_after_the_model_moved_keeps_its_precision() -> None:
+    """An optimizer built on a float32 model, moved to float64 before any step, loads a
+    float64 state without rounding it through float32 (its state moves first)."""
+    torch.manual_seed(0)
+    saved_model = nn.Sequential(nn.Linear(3, 4, dtype=F64))
+    saved = optim.SGD(saved_model.parameters(), lr=0.1, momentum=0.9)
+    saved.state["momentum_buffer"].copy_(torch.randn(16, dtype=F64) / 3)
+    state = saved.state_dict()
+    model = nn.Sequential(nn.Linear(3, 4))
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.to(F64)
+    optimizer.load_state_dict(state)
+    assert torch.equal(optimizer.state["momentum_buffer"], state["state"]["momentum_buffer"])

@@ -1,10 +1,11 @@
 """Models and optimizers through pickle and ``copy.deepcopy``.
 
-A flat model's parameters are views of one buffer. Pickled as they are, each view would take
-the whole buffer along (and come back holding a copy of it); an optimizer's views of the layout
-would too, and its count of parameter replacements means nothing in another process. So each
-tensor goes as a compact copy, a ``Sequential`` makes its parameters one buffer again when it is
-loaded, and an optimizer finds its layout again at its next step.
+A flat model's parameters are views of one buffer, and the per-model parameters of a stack
+(``model_parameters``) views of the stack's. Pickled as they are, each view would take its whole
+storage along and come back a view of nothing in common. Each parameter is written as a view of
+one tensor over its whole storage, which pickle writes once: the copies share storage as the
+originals did, in the same layout. An optimizer finds its layout again at its next step (its
+count of parameter replacements means nothing in another process).
 """
 
 from __future__ import annotations
@@ -89,19 +90,97 @@ def test_an_optimizer_loaded_in_another_process_updates_its_model(
 
 
 def test_a_pickled_model_holds_its_parameters_once() -> None:
-    """Values and gradients once each (plus small caches), not the whole buffer per parameter;
-    a layer copied out of a flat model takes its own parameters only."""
+    """Values and gradients once each (plus small caches), not the whole buffer per parameter."""
     model, _ = _trained()
     parameter_bytes = 8 * model.num_parameters()
-    assert len(pickle.dumps(model)) < 2.5 * parameter_bytes
-    layer = model[2]
-    assert isinstance(layer, nn.Linear)
-    copied = copy.deepcopy(layer)
-    for parameter in copied.parameters():
-        assert parameter.data.untyped_storage().nbytes() == 8 * parameter.numel()
-    x = torch.randn(3, 64, dtype=F64)
-    assert torch.equal(copied(x), layer(x))
-    assert len(pickle.dumps(layer)) < 2.5 * 8 * layer.num_parameters() + 4096
+    assert len(pickle.dumps(model)) < 3 * parameter_bytes  # (17 times when each view took all)
+    copied = pickle.loads(pickle.dumps(model))
+    storages = {p.data.untyped_storage().data_ptr() for p in copied.parameters()}
+    assert len(storages) == 1
+
+
+@pytest.mark.parametrize("copier", ["pickle", "deepcopy"])
+@pytest.mark.parametrize("layout", ["layer", "model"])
+def test_a_stack_and_its_per_model_optimizers_stay_together(copier: str, layout: str) -> None:
+    """The per-model parameters of a stack are views of its layers' parameters: copied together
+    with their optimizers, they still are (the copied optimizers train the copied stack), and a
+    ``layout="model"`` stack keeps its layout."""
+    torch.manual_seed(0)
+    stack = nn.stack_models([nn.mlp((3, 5, 2), "tanh", dtype=F64) for _ in range(2)], layout=layout)
+    if layout == "model":
+        optimizers = [optim.SGD([nn.flat_model_parameters(stack, r)], lr=0.1) for r in range(2)]
+    else:
+        optimizers = [optim.SGD(nn.model_parameters(stack, r), lr=0.1) for r in range(2)]
+    if copier == "pickle":
+        copied, copied_optimizers = pickle.loads(pickle.dumps((stack, optimizers)))
+    else:
+        copied, copied_optimizers = copy.deepcopy((stack, optimizers))
+    if layout == "model":
+        for r in range(2):
+            nn.flat_model_parameters(copied, r)  # (raises unless the layout was kept)
+    criterion = nn.CrossEntropyLoss()
+    x, target = torch.randn(2, 6, 3, dtype=F64), torch.randint(0, 2, (2, 6))
+    for model, group in ((stack, optimizers), (copied, copied_optimizers)):
+        for optimizer in group:
+            optimizer.zero_grad()
+        criterion(model(x), target)
+        model.backward(criterion.backward())
+        for optimizer in group:
+            optimizer.step()
+    for mine, theirs in zip(stack.parameters(), copied.parameters(), strict=True):
+        assert torch.equal(mine.data, theirs.data)
+
+
+def test_copies_made_in_inference_mode_train_outside_it() -> None:
+    """Parameters, buffers and optimizer state of a copy made inside ``torch.inference_mode()``
+    are normal tensors, which can be updated in place outside it."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for copier in (copy.deepcopy, lambda pair: pickle.loads(pickle.dumps(pair))):
+        with torch.inference_mode():
+            copied, copied_optimizer = copier((model, optimizer))
+        criterion = nn.CrossEntropyLoss()
+        criterion(copied(torch.randn(5, 3)), torch.tensor([0, 1, 1, 0, 1]))
+        copied.backward(criterion.backward())
+        copied_optimizer.step()
+        assert copied[1].num_batches_tracked == 1  # type: ignore[union-attr]
+
+
+def test_a_model_that_read_an_autograd_input_can_be_copied() -> None:
+    """Its caches hold tensors of that graph, which ``copy.deepcopy`` refuses to copy: they are
+    copied detached, and the copy's backward gives the original's numbers."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
+    model(torch.randn(2, 3, requires_grad=True) * 2)
+    copied = copy.deepcopy(model)
+    grad = torch.randn(2, 4)
+    assert torch.equal(copied.backward(grad), model.backward(grad).detach())
+
+
+def test_a_copy_made_under_anomaly_detection_is_its_own_model() -> None:
+    """The checks :func:`minidl.detect_anomaly` sets on each module call that module: a copy
+    does not take them along (it would run the original)."""
+    import minidl
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
+    with minidl.detect_anomaly(model):
+        copied = copy.deepcopy(model)
+        pickled = pickle.loads(pickle.dumps(model))
+    for other in (copied, pickled):
+        other[0].weight.data.zero_()  # type: ignore[union-attr]
+        other[0].bias.data.zero_()  # type: ignore[union-attr]
+        assert torch.equal(other(torch.randn(2, 3)), torch.zeros(2, 4))
+
+
+def test_a_loss_goes_on_after_pickling() -> None:
+    """A loss keeps constants for the last batch shape, some views of others: a copy gives the
+    original's loss and gradient for a batch of that shape."""
+    criterion = nn.CrossEntropyLoss()
+    logits, target = torch.randn(5, 3, dtype=F64), torch.tensor([0, 2, 1, 1, 0])
+    criterion(logits, target)
+    for copied in (pickle.loads(pickle.dumps(criterion)), copy.deepcopy(criterion)):
+        other_logits = torch.randn(5, 3, dtype=F64)
+        assert torch.equal(copied(other_logits, target), criterion(other_logits, target))
+        assert torch.equal(copied.backward(), criterion.backward())
 
 
 def test_a_pickled_model_keeps_its_buffers_and_modes() -> None:

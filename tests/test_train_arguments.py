@@ -174,9 +174,9 @@ def test_fit_refuses_a_bad_argument_before_anything_changes(
     run.assert_unchanged()
 
 
-def test_fit_refuses_a_validation_set_for_a_model_without_class_scores() -> None:
-    """The validation error is an argmax over the outputs' columns: a model whose outputs are
-    not (N, C) is refused before training, not after the first epoch."""
+def test_fit_refuses_a_model_without_class_scores_before_training() -> None:
+    """A model whose outputs are not (N, C) is refused before training (by the loss, which
+    fit runs once on the first sample), not at the first step or after the first epoch."""
 
     class Flatten(nn.Module):
         def forward(self, input: Tensor) -> Tensor:
@@ -191,10 +191,7 @@ def test_fit_refuses_a_validation_set_for_a_model_without_class_scores() -> None
     x, y = torch.randn(4, 2), torch.tensor([0, 1, 0, 1])
     with pytest.raises(ValueError) as info:
         fit(model, nn.MSELoss(), optimizer, x, x, epochs=1, validation=(x, y))
-    assert str(info.value) == (
-        "fit: a validation set needs a model whose outputs are class scores (N, C), got (1,) "
-        "for one sample"
-    )
+    assert str(info.value) == "MSELoss: expected an input of shape (N, features), got shape (1,)"
     assert optimizer.step_count == 0
     assert all(torch.equal(model.state_dict()[name], value) for name, value in before.items())
 
@@ -472,3 +469,40 @@ def test_fit_rounds_leaves_the_models_in_training_mode_as_fit_does() -> None:
         modes = [module.training for _, module in model.named_modules()]
         assert modes == [module.training for _, module in reference.named_modules()]
         assert all(modes)
+
+
+@pytest.mark.parametrize(
+    ("make_y", "kind", "message"),
+    [
+        (
+            lambda y: y.index_fill(0, torch.tensor([5]), 3),
+            ValueError,
+            r"fit: y must hold class indices in \[0, 3\) \(the model's outputs have 3 columns\), "
+            r"got 3",
+        ),
+        (
+            lambda y: y.int(),
+            TypeError,
+            r"CrossEntropyLoss: class-index targets must have dtype torch\.int64, got torch\.int32",
+        ),
+        (
+            lambda y: torch.zeros(len(y), 2),
+            ValueError,
+            r"CrossEntropyLoss: target has shape \(1, 2\), expected the prediction's shape",
+        ),
+    ],
+)
+def test_fit_checks_the_training_targets_before_the_first_step(
+    make_y: Callable[[Tensor], Tensor], kind: type[Exception], message: str
+) -> None:
+    """A target the loss would refuse at a later batch, or at the first (after the forward had
+    updated batch-norm statistics), is refused before training: nothing changes."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 3))
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(20, 2), torch.randint(0, 3, (20,))
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    with pytest.raises(kind, match=message):
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, make_y(y), epochs=2, batch_size=4)
+    assert optimizer.step_count == 0
+    assert all(torch.equal(model.state_dict()[name], value) for name, value in before.items())

@@ -120,7 +120,9 @@ def to_torch(model: Module) -> tnn.Module:
     # Normal tensors, even when called inside torch.inference_mode(): autograd refuses to save
     # inference tensors for backward, and the torch model is made to be trained.
     with torch.inference_mode(False):
-        return _to_torch(model, "")
+        twin = _to_torch(model, "")
+        _tie_torch(model, twin)
+        return twin
 
 
 def _to_torch(module: Module, path: str) -> tnn.Module:
@@ -230,7 +232,41 @@ def from_torch(model: tnn.Module) -> Module:
     """
     if not isinstance(model, tnn.Module):
         raise TypeError(f"from_torch: expected a torch.nn.Module, got {type(model).__name__}")
-    return _from_torch(model, "", {})
+    result = _from_torch(model, "", {})
+    _tie_minidl(model, result)
+    return result
+
+
+def _ties(names: Iterator[tuple[str, object]]) -> Iterator[tuple[str, str]]:
+    """``(name, first name)`` of each parameter met again under another name (tied weights)."""
+    first: dict[int, str] = {}
+    for name, parameter in names:
+        if id(parameter) in first:
+            yield name, first[id(parameter)]
+        else:
+            first[id(parameter)] = name
+
+
+def _tie_torch(model: Module, twin: tnn.Module) -> None:
+    """Tie in ``twin`` the parameters tied in ``model`` (one Parameter in two modules): the
+    conversion made one for each place."""
+    for name, first in _ties(model._named_parameters("")):
+        owner, _, leaf = name.rpartition(".")
+        setattr(twin.get_submodule(owner), leaf, twin.get_parameter(first))
+
+
+def _tie_minidl(model: tnn.Module, result: Module) -> None:
+    """Tie in ``result`` the parameters tied in ``model``, then make a ``Sequential``'s
+    parameters one flat buffer again (the tied copies left holes in it)."""
+    modules = dict(result.named_modules())
+    parameters = dict(result._named_parameters(""))
+    tied = False
+    for name, first in _ties(model.named_parameters(remove_duplicate=False)):
+        owner, _, leaf = name.rpartition(".")
+        modules[owner].register_parameter(leaf, parameters[first])
+        tied = True
+    if tied and isinstance(result, nn.Sequential):
+        result._flatten()
 
 
 def _unsupported(path: str, module: tnn.Module, why: str = "") -> ConversionError:

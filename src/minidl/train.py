@@ -172,8 +172,7 @@ def fit(
         scheduler: an optional learning-rate schedule on ``optimizer``.
         validation: an optional ``(x, y)`` evaluated after each epoch: inputs like ``x`` and
             class indices ``(N,)`` of an integer dtype, checked before training starts (the
-            indices against the width of the model's outputs, from one forward pass of the
-            first validation sample in evaluation mode, which changes nothing).
+            indices against the width of the model's outputs).
         generator: the generator of the shuffles (default: torch's global one).
         start_epoch: the first epoch to run (when resuming).
         history: a history to extend (when resuming).
@@ -185,7 +184,10 @@ def fit(
     Raises:
         TypeError, ValueError: a bad argument, named in the message; every argument is checked
             before anything changes (the model, the optimizer, the scheduler, the history and
-            the generators are then as they were).
+            the generators are then as they were). Before training, ``model`` and ``criterion``
+            run once on the first sample in evaluation mode, which changes nothing, so that
+            their own checks of ``x`` and ``y`` apply and class indices in ``y`` (and in
+            ``validation``) are checked against the width of the model's outputs.
     """
     for name, value, kind in (
         ("model", model, Module),
@@ -234,13 +236,20 @@ def fit(
         )
     if history is not None and not isinstance(history, History):
         raise TypeError(f"fit: history must be a History, got {type(history).__name__}")
+    # One forward of the first sample and its loss, in evaluation mode (which changes nothing),
+    # so that the model's and the loss's own checks of x and y fail before the first step (which
+    # would have changed batch-norm statistics), and class indices are checked against the
+    # width of the outputs.
+    with eval_mode(model), torch.inference_mode():
+        probe = model(x[:1])
+        criterion(probe, y[:1])
+    if not y.is_floating_point() and isinstance(probe, Tensor) and probe.dim() == 2:
+        check_class_indices("fit", "", y, int(probe.shape[1]))
     if validation is not None:
         # Checked before training, so that a bad set does not fail after the first epoch.
         x_validation, y_validation = check_labelled("fit", "validation ", *validation)
         check_like("fit", "validation x", x_validation, x, "the training x")
         check_class_indices("fit", "validation ", y_validation)
-        with eval_mode(model), torch.inference_mode():
-            probe = model(x_validation[:1])
         if not isinstance(probe, Tensor) or probe.dim() != 2:
             got = tuple(probe.shape) if isinstance(probe, Tensor) else type(probe).__name__
             raise ValueError(

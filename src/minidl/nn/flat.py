@@ -8,8 +8,9 @@ depth of the model. :func:`flatten_parameters` arranges that; :func:`flat_buffer
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
@@ -17,7 +18,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from minidl.nn.parameter import Parameter
 
-__all__ = ["compact", "flat_buffer", "flatten_parameters"]
+__all__ = ["StorageView", "flat_buffer", "flatten_parameters", "storage_view"]
 
 
 def flat_buffer(tensors: Sequence[Tensor]) -> Tensor | None:
@@ -85,13 +86,44 @@ def _flatten(
     return values, grads
 
 
-def compact(tensor: Tensor) -> Tensor:
-    """``tensor`` itself if it spans its whole storage, else a copy that does.
+class StorageView(NamedTuple):
+    """A tensor written as a view of one tensor over its whole storage (for pickling).
 
-    For pickling and ``copy.deepcopy``: a view is pickled with its whole storage, so a parameter
-    of a flat model would take the whole model's buffer along, once per parameter.
+    Pickle writes a tensor with its whole storage, and a storage once per tensor, so views of
+    one buffer (the parameters of a flat model, a loss's constants) would each take a copy of
+    all of it along and come back views of nothing in common. Written as views of one ``whole``
+    object, which pickle's memo writes once, they come back views of one storage, in the same
+    layout. Make one with :func:`storage_view`, and the tensor again with :meth:`tensor`.
     """
-    if tensor.untyped_storage().nbytes() > tensor.numel() * tensor.element_size():
+
+    whole: Tensor
+    offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+
+    def tensor(self) -> Tensor:
+        """The view again."""
+        return self.whole.as_strided(self.size, self.stride, self.offset)
+
+
+#: While something holds it (the memo of a pickle or of ``copy.deepcopy`` being written), the
+#: one 1-D tensor over each storage that :func:`storage_view` gave out.
+_WHOLE: weakref.WeakValueDictionary[tuple[int, int, torch.dtype, str], Tensor] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def storage_view(tensor: Tensor) -> StorageView:
+    """``tensor`` (detached) as a view of a 1-D tensor over its whole storage, the same object
+    for every tensor of that storage while it is held."""
+    storage = tensor.untyped_storage()
+    key = (storage.data_ptr(), storage.nbytes(), tensor.dtype, str(tensor.device))
+    whole = _WHOLE.get(key) if storage.nbytes() else None
+    if whole is None:
         with torch.inference_mode(False):
-            return tensor.clone(memory_format=torch.contiguous_format)
-    return tensor
+            length = storage.nbytes() // tensor.element_size()
+            whole = tensor.detach().new_empty(0).set_(storage, 0, (length,), (1,))
+        if storage.nbytes():
+            _WHOLE[key] = whole
+    size, stride = tuple(tensor.shape), tuple(tensor.stride())
+    return StorageView(whole, int(tensor.storage_offset()), size, stride)

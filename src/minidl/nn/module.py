@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from minidl._validate import check_copyable
-from minidl.nn.flat import compact, flat_buffer, flatten_parameters
+from minidl.nn.flat import StorageView, flat_buffer, flatten_parameters, storage_view
 from minidl.nn.parameter import Parameter
 
 __all__ = ["Module", "Parameter"]
@@ -298,9 +298,9 @@ class Module:
             self._move(device, dtype)
         return self
 
-    def _move(self, device: torch.device | None, dtype: torch.dtype | None) -> None:
+    def _move(self, device: torch.device | None, dtype: torch.dtype | None) -> bool:
         """Every tensor is moved first, then all are put in place: a move that fails (out of
-        memory, say) leaves the module as it was."""
+        memory, say) leaves the module as it was. Return whether anything moved."""
         parameters = self.parameters()
         buffers = [
             (module, name, buffer.to(device, dtype if buffer.is_floating_point() else None))
@@ -310,7 +310,7 @@ class Module:
         if all(p.data.to(device, dtype) is p.data for p in parameters) and all(
             moved is module._buffers[name] for module, name, moved in buffers
         ):
-            return  # nothing to move (a copy would take a part of a flat model out of it)
+            return False  # nothing to move (a copy would take a part of a flat model out of it)
         if flat_buffer([p.data for p in parameters]) is not None:
             # Keep a flat model flat: move the whole buffer, then view it again (its own moves
             # all come before the first view is put in place).
@@ -322,23 +322,42 @@ class Module:
         for module, name, buffer in buffers:
             module._buffers[name] = buffer
             object.__setattr__(module, name, buffer)
+        return True
 
     # -- pickling ---------------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         """For pickle and ``copy.deepcopy``: the module's attributes, with the tensors it keeps
-        between calls (caches, views of its parameters) as compact copies, as
-        :class:`Parameter` does, rather than with the whole storage they may view (a flat
-        model's buffer, a data set a batch came from)."""
+        between calls (caches, constants, some views of others) as views of their whole storages
+        (:class:`~minidl.nn.flat.StorageView`: they come back sharing storage as they did, and
+        detached from any autograd graph, which ``copy.deepcopy`` refuses to copy), and without
+        methods set on the instance (the checks of :func:`minidl.detect_anomaly`, which belong
+        to the original module)."""
         state = self.__dict__.copy()
+        for name in ("forward", "backward", "backward_parameters"):
+            state.pop(name, None)
         for name, value in state.items():
             if name in self._buffers:  # (the same object as in _buffers: kept as it is)
                 continue
             if isinstance(value, Tensor):
-                state[name] = compact(value)
+                state[name] = storage_view(value)
             elif isinstance(value, tuple) and any(isinstance(v, Tensor) for v in value):
-                state[name] = tuple(compact(v) if isinstance(v, Tensor) else v for v in value)
+                state[name] = tuple(storage_view(v) if isinstance(v, Tensor) else v for v in value)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """The tensors again; loaded inside ``torch.inference_mode()``, buffers are copied out of
+        it, as :meth:`register_buffer` does, so that they can still be updated in place outside
+        it."""
+        for name, value in state.items():
+            if isinstance(value, StorageView):
+                state[name] = value.tensor()
+            elif isinstance(value, tuple) and any(isinstance(v, StorageView) for v in value):
+                state[name] = tuple(v.tensor() if isinstance(v, StorageView) else v for v in value)
+        self.__dict__.update(state)
+        for name, buffer in self._buffers.items():
+            if buffer.is_inference():
+                self.register_buffer(name, buffer)
 
     # -- repr -------------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from minidl.nn.flat import compact
+from minidl.nn.flat import storage_view
 
 __all__ = ["Parameter"]
 
@@ -124,15 +124,15 @@ class Parameter:
         return self.data.numel()
 
     def __getstate__(self) -> dict[str, object]:
-        """For pickle and ``copy.deepcopy``: ``data`` and ``grad`` as compact copies when they
-        are views (of a flat buffer, say), which would take their whole storage along; a
-        :class:`~minidl.nn.Sequential` makes them views of one buffer again when it is loaded."""
-        return {"name": self.name, "data": compact(self.data), "grad": compact(self.grad)}
+        """For pickle and ``copy.deepcopy``: ``data`` and ``grad`` as views of their whole
+        storages (:class:`~minidl.nn.flat.StorageView`), so that a flat buffer is written once
+        and the parameters come back views of one buffer, in the same layout."""
+        return {"name": self.name, "data": storage_view(self.data), "grad": storage_view(self.grad)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.name = state["name"]
-        self.data = state["data"]
-        self.grad = state["grad"]
+        self.data = state["data"].tensor()
+        self.grad = state["grad"].tensor()
 
     def zero_grad(self) -> None:
         """Set the accumulated gradient to zero, in place."""

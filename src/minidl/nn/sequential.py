@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, overload
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -56,17 +56,13 @@ class Sequential(Module):
         ):
             flatten_parameters(parameters)
 
-    def _move(self, device: torch.device | None, dtype: torch.dtype | None) -> None:
+    def _move(self, device: torch.device | None, dtype: torch.dtype | None) -> bool:
         """Move, then make the parameters one flat buffer again if they are not (after a part
-        of the model was moved on its own, say)."""
-        super()._move(device, dtype)
-        self._flatten()
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Loaded from a pickle (or ``copy.deepcopy``): the parameters come back each with its
-        own tensors, and are made views of one flat buffer again, as ``__init__`` does."""
-        self.__dict__.update(state)
-        self._flatten()
+        of the model was moved on its own, say); a move that changes nothing does nothing."""
+        moved = super()._move(device, dtype)
+        if moved:
+            self._flatten()
+        return moved
 
     def _chain(self, modules: tuple[Module, ...]) -> None:
         """Everything ``__init__`` does but the flattening."""

@@ -77,6 +77,14 @@ def stack_models(
             raise ValueError(
                 f"stack_models: models[{index}] has {len(model)} layers, models[0] has {len(first)}"
             )
+        places: dict[int, str] = {}
+        for name, parameter in model._named_parameters(""):
+            if id(parameter) in places:
+                raise ValueError(
+                    f"stack_models: models[{index}] ties {name!r} to {places[id(parameter)]!r} "
+                    "(one Parameter at two places), which a stack would train as two"
+                )
+            places[id(parameter)] = name
     layers: list[Module] = []
     for position, reference in enumerate(first):
         column = [model[position] for model in models]

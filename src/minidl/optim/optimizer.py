@@ -207,6 +207,15 @@ class Optimizer:
         state.update(_layout_key=(), _replacements_seen=-1, _flat=None, _state_views=[])
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Loaded inside ``torch.inference_mode()``, the state tensors are copied out of it, so
+        that they can still be updated in place outside it."""
+        self.__dict__.update(state)
+        with torch.inference_mode(False):
+            for name, tensor in self.state.items():
+                if tensor.is_inference():
+                    self.state[name] = tensor.clone()
+
     # -- state ------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -235,6 +244,8 @@ class Optimizer:
         missing = {"lr", "step_count", "state"} - set(state_dict)
         if missing:
             raise KeyError(f"{name}.load_state_dict: missing keys {sorted(missing)}")
+        if self._layout_changed():  # the state moves with a model moved since the last step
+            self._refresh_layout()
         lr = check_real(f"{name}.load_state_dict", "lr", state_dict["lr"], low=0.0)
         step_count = state_dict["step_count"]
         if isinstance(step_count, bool) or not isinstance(step_count, int) or step_count < 0:

@@ -29,8 +29,10 @@ class SequentialSchedule(LRScheduler):
 
     Every schedule must be built on ``optimizer``. Building a schedule sets the optimizer's
     learning rate, so the later ones would see the earlier ones' rate as their reference: this
-    class resets every schedule's ``base_lr`` to the first one's (the optimizer's rate before any
-    schedule was built), as ``SequentialLR`` restarts each from the initial rate, and a nested
+    class resets every schedule's ``base_lr`` to the first one's (the optimizer's rate when the
+    first was built; ``CyclicLR``'s lower bound), as ``SequentialLR`` restarts each from the
+    first one's initial rate (for a first ``OneCycle`` minidl takes the optimizer's rate, where
+    ``SequentialLR`` takes ``OneCycleLR``'s ``max_lr / div_factor``), and a nested
     ``SequentialSchedule`` passes it on to its own schedules. Schedules that take their own
     rates (``takes_own_rates``: :class:`~minidl.optim.OneCycle`, :class:`~minidl.optim.CyclicLR`)
     keep them. Only this object's :meth:`step` should be called.
