@@ -587,6 +587,84 @@ def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def _in_group(group: int) -> list[int]:
+    """The live (not zombie) processes of process group ``group``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+_WAITING_POOL = (
+    "import sys; sys.path.insert(0, {root!r})\n"
+    "if __name__ == '__main__':\n"
+    "    try:\n"
+    "        from minidl.experiments.config import experiments_for_tables\n"
+    "        from minidl.experiments.pool import train_groups\n"
+    "        from tests.pool_helpers import wait_in_worker\n"
+    "        rows = experiments_for_tables('2')[:2]\n"
+    "        print('starting', flush=True)\n"
+    "        train_groups([[row] for row in rows], 1, 0, jobs=2, train=wait_in_worker)\n"
+    "    except KeyboardInterrupt:\n"
+    "        print('interrupted', file=sys.stderr)\n"
+    "        sys.exit(130)\n"
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("target", ["parent", "group"])
+def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path, target: str) -> None:
+    """SIGINT to the parent alone (``kill -INT``) used to leave the pool waiting for the running
+    groups, for good once the progress queue filled up; to the whole group (Ctrl-C) while the
+    workers were starting, it printed their tracebacks. The parent now stops the workers, which
+    ignore SIGINT from their start, and ends at once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.pool_helpers import PID_FOLDER_ENV
+
+    root = Path(__file__).resolve().parent.parent
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _WAITING_POOL.format(root=str(root))],
+        env={**os.environ, PID_FOLDER_ENV: str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == "starting\n"
+        if target == "parent":  # once both workers wait in their group
+            deadline = time.monotonic() + 120
+            while len(list(tmp_path.glob("*.pid"))) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(list(tmp_path.glob("*.pid"))) == 2, "the workers did not start"
+            parent.send_signal(signal.SIGINT)
+        else:  # while the workers import torch
+            time.sleep(0.5)
+            os.killpg(parent.pid, signal.SIGINT)
+        _, errors = parent.communicate(timeout=30)
+        assert parent.returncode == 130, errors
+        assert errors.strip() == "interrupted", errors
+        deadline = time.monotonic() + 10
+        while _in_group(parent.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _in_group(parent.pid), "workers outlived the interrupted parent"
+    finally:
+        for pid in _in_group(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
+
+
 def test_stack_key_groups_rows_that_differ_only_in_their_updates() -> None:
     table_ii = experiments_for_tables("2")
     assert stack_key(table_ii[0]) != stack_key(TABLE_III[0])  # other epochs

@@ -15,14 +15,16 @@ are small, so one row never gains from a second thread.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
 import queue
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
@@ -43,6 +45,10 @@ _worker: dict[str, Any] = {}
 
 
 def _start_worker(progress: Any) -> None:
+    # Ctrl-C is the parent's to handle (it stops the workers): a worker that raised
+    # KeyboardInterrupt too would print its traceback. (Started with SIGINT ignored, see
+    # _ignoring_ctrl_c, it ignores it from its very start, while it imports torch.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker["progress"] = progress
     torch.set_num_threads(1)
     keep_freed_memory()
@@ -94,6 +100,28 @@ def _train_in_worker(
     if pending:
         _worker["progress"].put((position, pending))
     return results
+
+
+@contextlib.contextmanager
+def _ignoring_ctrl_c() -> Iterator[None]:
+    """Ignore SIGINT in this process meanwhile (in the main thread): processes started then
+    inherit it ignored, from before the interpreter starts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop the workers at once, as Ctrl-C or an error leaves the pool: a group running would
+    otherwise be trained to its end, blocked for good once the progress queue, which nobody
+    reads any more, is full (the executor has no public way to do this before Python 3.14)."""
+    for process in list(pool._processes.values()):
+        process.terminate()
 
 
 def train_groups(
@@ -161,19 +189,20 @@ def train_groups(
         initializer=_start_worker,
         initargs=(progress,),
     ) as pool:
-        futures: dict[Future[list[RowResult]], int] = {
-            pool.submit(
-                _train_in_worker,
-                position,
-                train,
-                list(groups[position]),
-                rounds,
-                base_seed,
-                epochs,
-                on_epoch is not None,
-            ): position
-            for position in order
-        }
+        with _ignoring_ctrl_c():  # (the workers are started by the submissions)
+            futures: dict[Future[list[RowResult]], int] = {
+                pool.submit(
+                    _train_in_worker,
+                    position,
+                    train,
+                    list(groups[position]),
+                    rounds,
+                    base_seed,
+                    epochs,
+                    on_epoch is not None,
+                ): position
+                for position in order
+            }
         try:
             remaining = set(futures)
             while remaining:
@@ -186,6 +215,7 @@ def train_groups(
         except BaseException:
             for future in futures:
                 future.cancel()
+            _stop_workers(pool)
             raise
     drain()
     return [results[position] for position in range(len(groups))]
