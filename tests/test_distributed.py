@@ -24,6 +24,7 @@ import pytest
 import torch
 import torch.multiprocessing
 
+from minidl import distributed
 from minidl.cli import build_parser, main
 from minidl.data import BatchIterator, make_disk_data
 from minidl.distributed import (
@@ -174,6 +175,22 @@ def test_parameter_checksum_sees_one_ulp() -> None:
     assert not torch.equal(changed, parameter_checksum(model.parameters()))
 
 
+def test_parameter_checksum_sees_changes_that_cancel_in_a_sum() -> None:
+    """Two changes of a few units of the last bit that a weighted sum of the bits missed (+2 at
+    one place, -1 at the next), and a value moved to the next parameter (same bytes)."""
+    torch.manual_seed(0)
+    model = mlp((2, 8, 2), "tanh")
+    before = parameter_checksum(model.parameters())
+    bits = model.parameters()[0].data.view(-1).view(torch.int32)
+    bits[0] += 2
+    bits[1] -= 1
+    assert not torch.equal(before, parameter_checksum(model.parameters()))
+    a, b = torch.tensor([1.0, 2.0]), torch.tensor([3.0])
+    assert not torch.equal(
+        distributed._checksum([a, b]), distributed._checksum([a[:1], torch.tensor([2.0, 3.0])])
+    )
+
+
 # -- real process groups: the library -------------------------------------------------------------
 
 
@@ -240,6 +257,20 @@ def _library_worker(rank: int, ports: tuple[int, int], out: str) -> None:
             except DistributedError as error:
                 result["in_sync"] = str(error)
             result.update(_normed_run(group))
+            # Ranks that disagree on the model or on the batches are told so on every rank
+            # (gloo used to abort the processes at the first collective of other sizes).
+            try:
+                DataParallel(Linear(3 + (rank > 0), 2), group)
+                result["architecture"] = "no error"
+            except DistributedError as error:
+                result["architecture"] = str(error)
+            samples = 12 + 6 * (rank > 0)
+            try:
+                parallel.shard(BatchIterator(torch.zeros(samples, 3), torch.zeros(samples), 6))
+                result["batches"] = "no error"
+            except DistributedError as error:
+                result["batches"] = str(error)
+            parallel.shard(BatchIterator(torch.zeros(12, 3), torch.zeros(12), 6))  # the same
         torch.save(result, Path(out) / f"world{world_size}-rank{rank}.pt")
 
 
@@ -319,6 +350,16 @@ def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> No
             assert (
                 f"the buffers of ranks [{world_size - 1}] differ from rank 0's"
                 in result["buffers_in_sync"]
+            )
+            others = list(range(1, world_size))
+            assert result["architecture"] == (
+                f"DataParallel: the model (the shapes and dtypes of its parameters and buffers) "
+                f"of ranks {others} differs from rank 0's; every rank must run the same model on "
+                "batches of the same sizes"
+            )
+            assert result["batches"].startswith(
+                f"DataParallel: the batches (the number of samples, the batch size and "
+                f"drop_last) of ranks {others} differs from rank 0's"
             )
         # The running statistics moved during training (they are not the initial ones).
         assert not torch.equal(results[0]["buffers"][:6], torch.zeros(6, dtype=torch.float64))
@@ -453,3 +494,32 @@ def test_a_dead_or_hung_rank_stops_the_others_with_its_name(
         assert f"minidl train: error: rank {rank} of {world_size}: the all_reduce of " in error
         assert f": rank {victim} stopped responding (died or hung)" in error, error
         assert f"collective timeout {timeout:g} s" in error
+
+
+class _Store:
+    """A rendezvous store of fixed heartbeats and finished censuses (for ``_census``)."""
+
+    def __init__(self, values: dict[str, bytes]) -> None:
+        self.values = values
+
+    def check(self, keys: list[str]) -> bool:
+        return all(key in self.values for key in keys)
+
+    def get(self, key: str) -> bytes:
+        return self.values[key]
+
+
+def test_the_census_does_not_name_a_survivor_that_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranks 1 and 2 stopped beating: rank 2 died, rank 1 found the failure, finished its census
+    and left. Rank 0 used to name both; a finished census marks a survivor."""
+    monkeypatch.setattr(distributed, "_CENSUS_SECONDS", 0.0)
+    group = distributed.ProcessGroup.__new__(distributed.ProcessGroup)
+    group.rank, group.world_size = 0, 3
+    group._store = _Store(  # type: ignore[assignment]
+        {
+            "minidl/heartbeat/1": b"7",
+            "minidl/heartbeat/2": b"5",
+            "minidl/census-done/1": b"1",
+        }
+    )
+    assert group._census() == [2]

@@ -53,6 +53,8 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import os
 import threading
 import time
@@ -317,8 +319,9 @@ class ProcessGroup:
         )
 
     def _census(self) -> list[int] | None:
-        """The other ranks whose heartbeat did not move for :data:`_CENSUS_SECONDS` (``None``
-        if the store is unreachable)."""
+        """The other ranks whose heartbeat did not move for :data:`_CENSUS_SECONDS` and that did
+        not finish a census of their own (a survivor that did may have left since, and stopped
+        beating), or ``None`` if the store is unreachable."""
         others = [rank for rank in range(self.world_size) if rank != self.rank]
 
         def beats() -> dict[int, bytes | None]:
@@ -332,9 +335,10 @@ class ProcessGroup:
             before = beats()
             time.sleep(_CENSUS_SECONDS)
             after = beats()
+            stalled = [r for r in others if after[r] is None or after[r] == before[r]]
+            return [r for r in stalled if not self._store.check([f"{_DONE_KEY}{r}"])]
         except RuntimeError:
             return None
-        return [rank for rank in others if after[rank] is None or after[rank] == before[rank]]
 
     def _finish_census(self, missing: list[int]) -> None:
         """Say this rank's census is done; rank 0, which hosts the store, waits for the census of
@@ -545,8 +549,34 @@ class DataParallel:
         self.group = group
         self._sharded: ShardedBatches | None = None
         self._buffers = [buffer for _, buffer in model.named_buffers()]
+        tensors = [parameter.data for parameter in model.parameters()] + self._buffers
+        self._agree(
+            "model",
+            "the shapes and dtypes of its parameters and buffers",
+            ";".join(f"{tuple(t.shape)} {t.dtype}" for t in tensors),
+        )
         broadcast_parameters(group, model.parameters())
         broadcast_buffers(group, self._buffers)
+
+    def _agree(self, what: str, contents: str, description: str) -> None:
+        """Check that every rank has the same ``description`` of its ``what`` (one
+        ``all_gather`` of a digest of it): ranks that differ would otherwise join collectives of
+        other sizes, which gloo ends by aborting the processes.
+
+        Raises:
+            DistributedError: on every rank, naming the ranks whose ``what`` differs.
+        """
+        digest = hashlib.blake2b(description.encode(), digest_size=8).digest()
+        mine = torch.tensor(int.from_bytes(digest, "little", signed=True), device=self.group.device)
+        digests = self.group.all_gather(
+            mine, f"the digests of the {what.split(' ', maxsplit=1)[0]}"
+        )
+        differ = [rank for rank, other in enumerate(digests) if not torch.equal(other, digests[0])]
+        if differ:
+            raise DistributedError(
+                f"DataParallel: the {what} ({contents}) of ranks {differ} differs from rank 0's; "
+                "every rank must run the same model on batches of the same sizes"
+            )
 
     @property
     def rank(self) -> int:
@@ -559,6 +589,16 @@ class DataParallel:
     def shard(self, batches: BatchIterator) -> ShardedBatches:
         """This rank's :class:`ShardedBatches` of ``batches``; :meth:`synchronize` then weights
         the gradients by this rank's share of the current batch."""
+        if not isinstance(batches, BatchIterator):
+            raise TypeError(
+                f"DataParallel.shard: batches must be a BatchIterator, got {type(batches).__name__}"
+            )
+        # (agreed first, so that every rank meets ShardedBatches' checks with the same sizes)
+        self._agree(
+            "batches",
+            "the number of samples, the batch size and drop_last",
+            f"{batches.x.shape[0]} {batches.batch_size} {batches.drop_last}",
+        )
         self._sharded = ShardedBatches(batches, self.rank, self.world_size)
         return self._sharded
 
@@ -602,20 +642,19 @@ class DataParallel:
 
 
 def parameter_checksum(parameters: Sequence[Parameter]) -> Tensor:
-    """A 0-dim int64 checksum of the bits of every parameter value: equal values give equal sums,
-    and any change of any bit of one value changes it (almost surely)."""
+    """A 0-dim int64 checksum of the bits of every parameter value: equal values give equal
+    checksums, and any change of any bit gives another (but with probability 2**-64): the first
+    8 bytes of a BLAKE2b digest of the values' bytes, dtypes and shapes, in order."""
     return _checksum([parameter.data for parameter in parameters])
 
 
 def _checksum(tensors: Sequence[Tensor]) -> Tensor:
     """:func:`parameter_checksum` of any tensors."""
-    total = torch.zeros((), dtype=torch.int64)
-    for index, tensor in enumerate(tensors):
-        value = tensor.detach().to("cpu").contiguous().reshape(-1)
-        bits = value.view(_INT_OF_SIZE[value.element_size()]).to(torch.int64)
-        weights = torch.arange(1, bits.numel() + 1, dtype=torch.int64).mul_(2 * index + 1)
-        total += (bits * weights).sum()
-    return total
-
-
-_INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+    digest = hashlib.blake2b(digest_size=8)
+    for tensor in tensors:
+        value = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{value.dtype}{tuple(value.shape)};".encode())
+        if value.numel():
+            size = value.numel() * value.element_size()
+            digest.update((ctypes.c_char * size).from_address(value.data_ptr()))
+    return torch.tensor(int.from_bytes(digest.digest(), "little", signed=True))
