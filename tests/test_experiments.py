@@ -778,6 +778,13 @@ def test_reproduce_rejects_an_out_that_cannot_be_a_folder(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
 
 
+@pytest.mark.parametrize("out", ["", "  "])
+def test_reproduce_rejects_an_empty_out(out: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out ''`` used to write into the current folder."""
+    assert main(["reproduce", "--quick", "--quiet", "--out", out]) == 2
+    assert f"--out {out!r}: expected a folder path" in capsys.readouterr().err
+
+
 def test_reproduce_rejects_an_out_it_cannot_write_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -895,14 +902,15 @@ def test_reproduce_seed_reaches_the_training(
 ) -> None:
     """``minidl reproduce --seed 5`` trains every round from round_seeds(5, r): the seeds
     recorded by the training (and the run's base seed) are those of seed 5, not of seed 0.
-    With ``--quiet`` nothing is printed, and the command recorded is the one given."""
+    With ``--quiet`` nothing is printed, and the command recorded is the one that was run
+    (without the ``--rounds 5`` that quick mode does not use: it trains one round)."""
     out = tmp_path / "seed5"
     args = ["reproduce", "--quick", "--quiet", "--tables", "2", "--jobs", "1", "--seed", "5"]
     assert main([*args, "--out", str(out)]) == 0
     assert capsys.readouterr() == ("", "")
     document = json.loads((out / "results.json").read_text())
     assert document["base_seed"] == 5
-    assert document["command"] == "minidl reproduce --rounds 5 --tables 2 --seed 5 --quick --jobs 1"
+    assert document["command"] == "minidl reproduce --tables 2 --seed 5 --quick --jobs 1"
     expected = [dataclasses.asdict(round_seeds(5, 0, new_data=config.CHOICES.new_data_per_round))]
     assert expected != [dataclasses.asdict(round_seeds(0, 0))]
     assert [row["seeds"] for row in document["rows"]] == [expected] * len(TABLE_II)

@@ -263,6 +263,8 @@ def run_from_cli(args: argparse.Namespace) -> int:
     epochs = QUICK_EPOCHS if args.quick else None
     jobs = default_jobs() if args.jobs is None else args.jobs
     experiments_for_tables(args.tables)  # checks --tables before anything runs
+    if not str(args.out).strip():
+        raise ValueError(f"--out {args.out!r}: expected a folder path")
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -283,7 +285,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
     command = "minidl reproduce " + " ".join(
         part
         for part in (
-            f"--rounds {args.rounds}",
+            "" if args.quick else f"--rounds {args.rounds}",  # (quick mode trains one round)
             f"--tables {args.tables}",
             f"--seed {args.seed}",
             "--quick" if args.quick else "",
