@@ -1266,3 +1266,16 @@ def test_fit_bad_arguments() -> None:
     with raises(ValueError, "fit", "scheduler"):
         fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, scheduler=other)
     assert all(torch.equal(model.state_dict()[k], before[k]) for k in before)
+
+
+def test_sizes_may_be_numpy_integers() -> None:
+    """Sizes read from numpy arrays are integers (as torch.nn takes them), stored as ints."""
+    numpy = pytest.importorskip("numpy")
+    layer = nn.Linear(numpy.int64(2), numpy.int32(3))
+    assert (layer.in_features, layer.out_features) == (2, 3)
+    assert type(layer.in_features) is int
+    model = nn.mlp(numpy.array([2, 4, 2]), "tanh")
+    assert [m.out_features for m in model if isinstance(m, nn.Linear)] == [4, 2]
+    assert nn.BatchNorm1d(numpy.int64(3)).num_features == 3
+    with raises(ValueError, "Linear", "in_features", "positive integer"):
+        nn.Linear(numpy.float64(2.0), 3)

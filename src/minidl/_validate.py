@@ -54,12 +54,13 @@ def check_real(
 
 
 def check_int(where: str, name: str, value: object, *, low: int = 1) -> int:
-    """Return ``value`` after checking it is an integer ``>= low``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Return ``value`` as an ``int`` after checking it is an integer ``>= low`` (a numpy integer
+    is one; a bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
     if value < low:
         raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_copyable(where: str, what: str, value: Tensor, target: Tensor) -> None:

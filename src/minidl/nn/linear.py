@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -75,8 +76,9 @@ class Linear(Module):
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"Linear: {name} must be a positive integer, got {value!r}")
+        in_features, out_features = int(in_features), int(out_features)
         check_bool("Linear", "bias", bias)
         device = check_factory_options("Linear", dtype, device, generator)
         self.in_features = in_features

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -70,8 +71,11 @@ def mlp(
         Sequential(...)
     """
     sizes = list(sizes)
-    if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+    if len(sizes) < 2 or any(
+        isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in sizes
+    ):
         raise ValueError(f"mlp: sizes must be at least two positive integers, got {sizes!r}")
+    sizes = [int(size) for size in sizes]
     hidden = len(sizes) - 2
     if isinstance(activations, str):
         _activation_key("mlp", activations)  # (checked even with no hidden layer to use it)
