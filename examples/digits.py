@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -118,11 +118,29 @@ def run(epochs: int, seed: int = SEED) -> tuple[float, float]:
     return train_minidl(data, model, epochs, seed), train_torch(data, twin, epochs, seed)
 
 
+def _count(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[low, high]``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"expected an integer {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
 def main(argv: Sequence[str] | None = None) -> tuple[float, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_EPOCHS} epochs only")
-    parser.add_argument("--epochs", type=int, default=None, help=f"default {EPOCHS}")
-    parser.add_argument("--seed", type=int, default=SEED)
+    epochs = parser.add_mutually_exclusive_group()
+    epochs.add_argument("--quick", action="store_true", help=f"{QUICK_EPOCHS} epochs only")
+    epochs.add_argument("--epochs", type=_count(1), default=None, help=f"default {EPOCHS}")
+    # (the split's and the weights' seed: scikit-learn takes seeds in [0, 2**32 - 1])
+    parser.add_argument("--seed", type=_count(0, 2**32 - 1), default=SEED)
     args = parser.parse_args(argv)
     # Small matrices: one thread is faster than a pool, above all on a busy machine.
     torch.set_num_threads(1)
@@ -131,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> tuple[float, float]:
     minidl_accuracy, torch_accuracy = run(epochs, args.seed)
     elapsed = time.perf_counter() - start
     print(
-        f"digits: MLP {'-'.join(map(str, SIZES))}, Adam lr={LR}, {epochs} epochs, seed {args.seed}"
+        f"digits: MLP {'-'.join(map(str, SIZES))}, Adam lr={LR}, {epochs} "
+        f"epoch{'s' * (epochs != 1)}, seed {args.seed}"
     )
     print(f"minidl test accuracy: {minidl_accuracy:.2f} %")
     print(f"torch  test accuracy: {torch_accuracy:.2f} %")

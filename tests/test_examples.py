@@ -66,3 +66,24 @@ def test_full_run_reaches_the_documented_accuracy(
         assert re.search(rf"{name}\W.*{value:.2f} %", readme, re.IGNORECASE), (
             f"README.md does not report the {name} accuracy {value:.2f} %"
         )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", "0"], "argument --epochs: expected an integer >= 1, got '0'"),
+        (["--epochs", "-1"], "argument --epochs: expected an integer >= 1, got '-1'"),
+        (["--seed", "-1"], "argument --seed: expected an integer in [0, 4294967295], got '-1'"),
+        (["--seed", "5000000000"], "argument --seed: expected an integer in [0, 4294967295]"),
+        (["--quick", "--epochs", "5"], "argument --epochs: not allowed with argument --quick"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_runs(
+    digits: ModuleType, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """They used to end in tracebacks from fit or scikit-learn (or, for --quick with --epochs,
+    to ignore --quick)."""
+    with pytest.raises(SystemExit) as info:
+        digits.main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -204,7 +204,9 @@ def test_experiments_for_tables_selects_and_rejects() -> None:
     assert experiments_for_tables("2") == TABLE_II
     assert experiments_for_tables("III, 1") == (*FIGURE_1, *TABLE_I, *TABLE_III)
     for bad in ("", "4", "1,x"):
-        with pytest.raises(ValueError, match="--tables"):
+        with pytest.raises(
+            ValueError, match=r"experiments_for_tables: tables must be a comma-separated choice"
+        ):
             experiments_for_tables(bad)
 
 
@@ -1068,3 +1070,14 @@ def test_published_activation_names_build_their_own_class() -> None:
         "elu-published": PublishedELU,
         "selu-published": PublishedSELU,
     }
+
+
+def test_reproduce_names_a_bad_tables_flag_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """The message used to say "reproduce" twice: "minidl reproduce: error: reproduce: ..."."""
+    assert main(["reproduce", "--quick", "--tables", "4"]) == 2
+    assert capsys.readouterr().err == (
+        "minidl reproduce: error: --tables '4': expected a comma-separated choice from 1,2,3 "
+        "(or I,II,III)\n"
+    )
+    with pytest.raises(ValueError, match=r"experiments_for_tables: tables must be a comma-sep"):
+        experiments_for_tables("4")

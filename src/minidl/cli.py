@@ -255,9 +255,9 @@ def _run_train(args: argparse.Namespace) -> int:
     if len(activations) == 1:
         activations = activations * len(hidden)
     elif len(activations) != len(hidden):
-        raise SystemExit(
-            f"minidl train: --activation gives {len(activations)} names for "
-            f"{len(hidden)} hidden layers; give one name, or one per hidden layer"
+        raise ValueError(
+            f"--activation gives {len(activations)} names for {len(hidden)} hidden layers; "
+            "give one name, or one per hidden layer"
         )
     data = make_disk_data(seed=args.seed, dtype=dtype)
     torch.manual_seed(args.seed)
@@ -271,7 +271,7 @@ def _run_train(args: argparse.Namespace) -> int:
         optimizer = SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     else:
         if args.momentum:
-            raise SystemExit("minidl train: --momentum applies to --optimizer sgd only")
+            raise ValueError("--momentum applies to --optimizer sgd only")
         optimizer = Adadelta(model.parameters(), lr=args.lr)
     scheduler: LRScheduler | None = None
     if args.scheduler == "step":

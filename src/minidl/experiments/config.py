@@ -563,7 +563,8 @@ def experiments_for_tables(tables: str) -> tuple[Experiment, ...]:
     parts = [part.strip().upper() for part in tables.split(",") if part.strip()]
     if not parts or any(part not in names for part in parts):
         raise ValueError(
-            f"reproduce: --tables must be a comma-separated choice from 1,2,3, got {tables!r}"
+            "experiments_for_tables: tables must be a comma-separated choice from 1,2,3 (or "
+            f"I,II,III), got {tables!r}"
         )
     chosen = {names[part] for part in parts}
     return tuple(row for name in ("1", "2", "3") if name in chosen for row in TABLES[name])

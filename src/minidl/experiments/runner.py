@@ -262,7 +262,12 @@ def run_from_cli(args: argparse.Namespace) -> int:
     rounds = 1 if args.quick else args.rounds
     epochs = QUICK_EPOCHS if args.quick else None
     jobs = default_jobs() if args.jobs is None else args.jobs
-    experiments_for_tables(args.tables)  # checks --tables before anything runs
+    try:  # --tables, checked before anything runs
+        experiments_for_tables(args.tables)
+    except ValueError:
+        raise ValueError(
+            f"--tables {args.tables!r}: expected a comma-separated choice from 1,2,3 (or I,II,III)"
+        ) from None
     if not str(args.out).strip():
         raise ValueError(f"--out {args.out!r}: expected a folder path")
     out = Path(args.out)
