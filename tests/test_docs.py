@@ -77,6 +77,8 @@ API_OBJECTS = {
     "gradcheck": ["minidl.gradcheck.gradcheck"],
     "checkpoint": ["minidl.checkpoint"],
     "interop": ["minidl.interop.to_torch", "minidl.interop.from_torch"],
+    "anomaly": ["minidl.anomaly.detect_anomaly", "minidl.anomaly.AnomalyError"],
+    "distributed": ["minidl.distributed.DataParallel", "minidl.distributed.ProcessGroup"],
 }
 
 
