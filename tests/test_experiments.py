@@ -1081,3 +1081,15 @@ def test_reproduce_names_a_bad_tables_flag_once(capsys: pytest.CaptureFixture[st
     )
     with pytest.raises(ValueError, match=r"experiments_for_tables: tables must be a comma-sep"):
         experiments_for_tables("4")
+
+
+def test_reproduce_help_says_what_quick_mode_and_out_do(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from minidl.experiments.runner import QUICK_EPOCHS
+
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"1 round of {QUICK_EPOCHS} epochs per row" in text
+    assert "into the --out folder (default results/)" in text

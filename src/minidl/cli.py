@@ -198,8 +198,8 @@ def _add_reproduce_parser(
         "reproduce",
         help="re-run the paper's experiments (Tables I-III, Figures 1-3) and write a report",
         description=(
-            "Re-run every experiment of the paper and write results/report.md, "
-            "results/results.json and the figures."
+            "Re-run every experiment of the paper and write report.md, results.json and the "
+            "figures into the --out folder (default results/)."
         ),
         formatter_class=_HelpFormatter,
     )
@@ -212,7 +212,9 @@ def _add_reproduce_parser(
     parser.add_argument("--out", default="results", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="base seed of every round")
     parser.add_argument(
-        "--quick", action="store_true", help="1 round and few epochs: a smoke test of the pipeline"
+        "--quick",
+        action="store_true",
+        help="1 round of 5 epochs per row: a smoke test of the pipeline",
     )
     parser.add_argument(
         "--jobs",
