@@ -9,14 +9,16 @@ weights, timed alternately, several repetitions, medians and their ratio):
 - B: the same through :func:`minidl.train.fit`. Beside A and B, a step written by hand without
   modules (``benchmarks/handwritten.py``): what this machine allows for the network.
 - C: width 1024, batch 1024, three hidden layers, 2 threads, with the matrix-products-only
-  floor (the step's 11 matrix products alone, into preallocated outputs) beside it; peak memory
-  of each framework measured in a fresh process.
+  floor (the step's 11 matrix products alone, into preallocated outputs) beside it; the
+  resident memory of each, measured in a fresh process (``--only M``: that alone).
 - D: the full ``minidl reproduce`` run against the same experiments written with PyTorch eager
   (``benchmarks/torch_reproduce.py``), both in one process and both in ``--jobs`` worker
   processes (default: the CPUs available), so that each ratio compares equal resources.
 
-It also counts the tensor operations of one training step (torch.profiler). It prints a table
-and writes ``benchmarks/results.json``. No test asserts timings: machines are noisy.
+It also counts the tensor operations of one training step (torch.profiler). It prints a table;
+a full run (A, C and D, not ``--quick``) writes ``benchmarks/results.json``, which the README's
+table comes from, and a partial or quick one writes only to ``--json PATH``. No test asserts
+timings: machines are noisy.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ from handwritten import HandwrittenStep
 from minidl import nn as mnn
 from minidl import optim as moptim
 from minidl.data import BatchIterator, make_disk_data
-from minidl.interop import to_torch
 from minidl.train import fit
 
 HERE = Path(__file__).resolve().parent
@@ -56,8 +57,30 @@ def minidl_model(sizes: tuple[int, ...], seed: int) -> mnn.Sequential:
 
 
 def torch_twin(model: mnn.Sequential) -> torch.nn.Module:
-    """A torch.nn copy of a minidl network (same weights)."""
-    return to_torch(model)
+    """A torch.nn copy of a minidl network of Linear and Tanh layers (same weights), built as a
+    PyTorch user builds it (``minidl.interop.to_torch`` would import modules, sympy among them,
+    that a PyTorch program does not, and C's memory would charge them to PyTorch)."""
+    layers: list[torch.nn.Module] = []
+    for layer in model:
+        if isinstance(layer, mnn.Tanh):
+            layers.append(torch.nn.Tanh())
+            continue
+        if not isinstance(layer, mnn.Linear):
+            raise TypeError(f"torch_twin: expected Linear and Tanh layers, got {layer!r}")
+        weight = layer.weight.data
+        linear = torch.nn.Linear(
+            weight.shape[1],
+            weight.shape[0],
+            bias=layer.bias is not None,
+            dtype=weight.dtype,
+            device=weight.device,
+        )
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            if layer.bias is not None:
+                linear.bias.copy_(layer.bias.data)
+        layers.append(linear)
+    return torch.nn.Sequential(*layers)
 
 
 # -- timing ---------------------------------------------------------------------------------------
@@ -235,24 +258,115 @@ def wide_setup(framework: str) -> Callable[[], None]:
     return floor_step
 
 
-def peak_memory_mib(framework: str, steps: int) -> dict[str, float]:
-    """Peak resident memory of a fresh process running ``steps`` wide steps (and its growth
-    over the set-up's)."""
-    page = os.sysconf("SC_PAGE_SIZE")
+MEMORY_STEPS = 5
+
+
+def _memory_mib(field: str) -> float | None:
+    """``VmRSS`` or ``VmHWM`` of this process from /proc/self/status (MiB), or None without it."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024  # kB
+    return None
+
+
+def _peak_mib() -> float:
+    """This process's peak resident memory (MiB): ``VmHWM``, else ``ru_maxrss``.
+
+    ``VmHWM`` belongs to the process's own address space, new at ``exec``; Linux's ``ru_maxrss``
+    keeps across ``exec`` the high-water mark of the address space it replaced (the parent's,
+    as of the fork), so a child of a large process would report at least the parent's size.
+    """
+    peak = _memory_mib("VmHWM")
+    if peak is not None:
+        return peak
+    import resource
+
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes there, else KiB
+
+
+def memory_child(framework: str, steps: int) -> None:
+    """In a fresh process: resident memory around ``steps`` wide steps, printed as JSON (MiB).
+
+    ``rss`` is ``VmRSS`` after the imports, after the set-up, after the first step and after the
+    last one (None without /proc), ``peak`` the high-water mark of the whole process.
+    """
+    torch.set_num_threads(2)
+    rss = {"after imports": _memory_mib("VmRSS")}
+    step = wide_setup(framework)
+    rss["after set-up"] = _memory_mib("VmRSS")
+    step()
+    rss["after first step"] = _memory_mib("VmRSS")
+    for _ in range(steps - 1):
+        step()
+    rss["after last step"] = _memory_mib("VmRSS")
+    print(json.dumps({"rss": rss, "peak": _peak_mib()}))
+
+
+#: glibc's settings for the second measurement: every block of 64 KiB or more its own mapping,
+#: returned to the system when freed, so that resident memory follows the live tensors.
+RETURN_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+def _measure_in_fresh_process(framework: str, steps: int, env: dict[str, str]) -> dict[str, Any]:
+    """:func:`memory_child`'s readings, from a new interpreter (so that no other process's peak
+    counts) with environment ``env``."""
     code = (
-        f"import resource, sys, torch; sys.path.insert(0, {str(HERE)!r}); "
-        "torch.set_num_threads(2); "
-        f"from run import wide_setup; step = wide_setup({framework!r}); "
-        f"rss = lambda: int(open('/proc/self/statm').read().split()[1]) * {page} / 2**20; "
-        f"before = rss(); [step() for _ in range({steps})]; "
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
-        "print(before, peak)"
+        f"import sys; sys.path.insert(0, {str(HERE)!r}); "
+        f"from run import memory_child; memory_child({framework!r}, {steps})"
     )
-    output = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.split()
-    before, peak = float(output[0]), float(output[1])
-    return {"peak_mib": peak, "growth_mib": peak - before}
+    child = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"C's memory ({framework}): the child failed:\n{child.stderr[-2000:]}")
+    measured: dict[str, Any] = json.loads(child.stdout.splitlines()[-1])
+    return measured
+
+
+def peak_memory_mib(framework: str, steps: int = MEMORY_STEPS) -> dict[str, Any]:
+    """Resident memory of ``steps`` wide steps of ``framework`` (minidl, torch or floor), each
+    measured in a fresh process, in MiB.
+
+    ``peak_mib``: the process's peak (the imports of torch and minidl included) with glibc's
+    default settings, as a user's program runs. The others come from a second process in which
+    glibc returns freed memory to the system at once (:data:`RETURN_FREED_MEMORY`; with the
+    defaults, freed blocks stay in the process or not depending on the history of allocations,
+    which moves resident memory by 10 to 20 MiB from one step to the next), so that resident
+    memory follows the live tensors: ``live_peak_mib``, its peak; ``held_between_steps_mib``,
+    what the process holds after the last step beyond what it held after the set-up (model, data,
+    optimizer), e.g. minidl's activations kept for a second ``backward`` or PyTorch's gradients;
+    ``growth_over_steps_mib``, after the last step against after the first (0: the steps do not
+    accumulate memory). The last two are None where /proc is missing. ``rss_mib`` gives the
+    readings of both processes.
+    """
+    default = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
+    user = _measure_in_fresh_process(framework, steps, default)
+    live = _measure_in_fresh_process(framework, steps, {**default, **RETURN_FREED_MEMORY})
+    rss = live["rss"]
+
+    def difference(later: str, earlier: str) -> float | None:
+        if rss[later] is None or rss[earlier] is None:
+            return None
+        return float(rss[later] - rss[earlier])
+
+    return {
+        "peak_mib": user["peak"],
+        "live_peak_mib": live["peak"],
+        "held_between_steps_mib": difference("after last step", "after set-up"),
+        "growth_over_steps_mib": difference("after last step", "after first step"),
+        "rss_mib": {"default": user["rss"], "freed memory returned": rss},
+    }
+
+
+def workload_memory() -> dict[str, Any]:
+    """C's memory: minidl, PyTorch eager and the matrix-products floor, each in fresh processes."""
+    frameworks = {"minidl": "minidl", "PyTorch eager": "torch", "matmul floor": "floor"}
+    return {name: peak_memory_mib(framework) for name, framework in frameworks.items()}
 
 
 def workload_wide(repetitions: int) -> dict[str, Any]:
@@ -264,12 +378,11 @@ def workload_wide(repetitions: int) -> dict[str, Any]:
         warmup=1,
     )
     ms = {name: seconds * 1e3 for name, seconds in medians.items()}
-    memory = {name: peak_memory_mib(name, 3) for name in ("minidl", "torch")}
     return {
         "ms_per_step": ms,
         "ratio_torch_over_minidl": ms["PyTorch eager"] / ms["minidl"],
         "ratio_minidl_over_floor": ms["minidl"] / ms["matmul floor"],
-        "memory": memory,
+        "memory": workload_memory(),
     }
 
 
@@ -309,20 +422,87 @@ def workload_reproduce(quick: bool, jobs: int) -> dict[str, Any]:
 
 # -- main -----------------------------------------------------------------------------------------
 
+#: ``--only``'s workloads: B runs with A, and M (C's peak memory alone) with C.
+WORKLOADS = ("A", "B", "C", "D", "M")
+FULL_RUN = frozenset({"A", "C", "D"})
 
-def main() -> int:
+
+def parse_only(text: str) -> frozenset[str]:
+    """``--only``'s value: comma-separated workloads (any case, spaces allowed), B read as A."""
+    names = [name.strip().upper() for name in text.split(",")]
+    unknown = [name for name in names if name not in WORKLOADS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected workloads from {', '.join(WORKLOADS)}, separated by commas"
+            " (e.g. A,C)"
+        )
+    return frozenset("A" if name == "B" else name for name in names)
+
+
+def positive_int(text: str) -> int:
+    """``--jobs``'s value: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
+    return value
+
+
+def check_writable(path: Path) -> str | None:
+    """Why ``path`` cannot be written as the JSON file, or None where it can (checked by opening
+    it for appending, which changes nothing, or by creating it and removing it again)."""
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    if not path.parent.is_dir():
+        return f"the folder {path.parent} does not exist"
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as error:
+        return f"{path} cannot be written ({error.strerror or error})"
+    if not existed:
+        path.unlink()
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from minidl.experiments.runner import default_jobs
+
+    default_json = HERE / "results.json"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="A,C,D", help="workloads: A (with B), C, D")
+    parser.add_argument(
+        "--only",
+        type=parse_only,
+        default=FULL_RUN,
+        help="comma-separated workloads: A (with B), C (with M), D, M (C's peak memory alone);"
+        " default: A,C,D",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, quick D")
-    parser.add_argument("--json", default=str(HERE / "results.json"), help="output file")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help=f"output file (default: {default_json.relative_to(HERE.parent)} for a full run,"
+        " none for a partial or --quick one)",
+    )
     parser.add_argument(
         "--jobs",
-        type=int,
-        default=len(os.sched_getaffinity(0)),
+        type=positive_int,
+        default=None,
         help="processes of D's parallel runs (default: the CPUs available)",
     )
-    args = parser.parse_args()
-    chosen = set(args.only.upper().replace("B", "A").split(","))
+    args = parser.parse_args(argv)
+    chosen: frozenset[str] = args.only
+    # Only a full run replaces the results the README's table comes from.
+    whole_run = chosen >= FULL_RUN and not args.quick
+    json_path: Path | None = (
+        args.json if args.json is not None else default_json if whole_run else None
+    )
+    if json_path is not None and (problem := check_writable(json_path)) is not None:
+        parser.error(f"argument --json: {problem}")
+    jobs = default_jobs() if args.jobs is None else args.jobs
     results: dict[str, Any] = {
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -353,9 +533,14 @@ def main() -> int:
             print(f"  {name:<16} {value:8.1f}")
         print(f"  PyTorch / minidl = {wide['ratio_torch_over_minidl']:.2f}x   (target >= 1)")
         print(f"  minidl / floor = {wide['ratio_minidl_over_floor']:.2f}x   (target <= 1.10)")
-        print(f"  peak memory (MiB): {wide['memory']}")
+        print_memory(wide["memory"])
+    elif "M" in chosen:
+        memory = workload_memory()
+        results["C"] = {"memory": memory}
+        print("C's memory: 2-1024-1024-1024-2, batch 1024, float32, 2 threads")
+        print_memory(memory)
     if "D" in chosen:
-        full = workload_reproduce(args.quick, args.jobs)
+        full = workload_reproduce(args.quick, jobs)
         results["D"] = full
         print("D: the paper's experiments (every row, all rounds; wall time)")
         for name, value in full["seconds"].items():
@@ -364,9 +549,31 @@ def main() -> int:
             print(f"  PyTorch / minidl, {processes} each = {ratio:.2f}x   (target >= 5x)")
         fastest = min(v for k, v in full["seconds"].items() if k.startswith("minidl"))
         print(f"  minidl's fastest: {fastest:.1f} s   (target < 30 s)")
-    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    if json_path is None:
+        print("not written: a partial or --quick run (--json PATH writes its results)")
+        return 0
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {json_path}")
     return 0
+
+
+def print_memory(memory: dict[str, dict[str, Any]]) -> None:
+    """C's memory lines (MiB; see :func:`peak_memory_mib`)."""
+
+    def mib(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1f}"
+
+    print(f"  resident memory, each in fresh processes over {MEMORY_STEPS} steps (MiB):")
+    print(
+        f"    {'':<14} {'peak':>6} {'peak, freed memory returned':>28}"
+        f" {'held between steps':>19} {'growth over steps':>18}"
+    )
+    for name, values in memory.items():
+        print(
+            f"    {name:<14} {mib(values['peak_mib']):>6} {mib(values['live_peak_mib']):>28}"
+            f" {mib(values['held_between_steps_mib']):>19}"
+            f" {mib(values['growth_over_steps_mib']):>18}"
+        )
 
 
 if __name__ == "__main__":

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+GPU_CHECK = BENCHMARKS.parent / "scripts" / "gpu-check"
 
 
 @pytest.fixture(autouse=True)
@@ -117,3 +126,268 @@ def test_torch_reproduce_twin_trains_every_row_in_quick_mode(
     assert all(0.0 <= row["mean"] <= 100.0 for row in rows)
     # In worker processes, the same numbers.
     assert torch_reproduce.run_torch_reproduce(quick=True, jobs=2) == rows
+
+
+# -- benchmarks/run.py's command line (the workloads replaced by stubs) --------------------------
+
+MEMORY = {
+    "minidl": {
+        "peak_mib": 300.0,
+        "live_peak_mib": 270.0,
+        "held_between_steps_mib": 10.0,
+        "growth_over_steps_mib": None,
+    }
+}
+STUB_RESULTS: dict[str, Any] = {
+    "A": {
+        "us_per_step": {"A minidl": 200.0, "PyTorch eager": 500.0},
+        "ratio_A": 2.5,
+        "ratio_A_inference_mode": 3.0,
+        "ratio_B": 3.0,
+        "ratio_hand_written": 4.0,
+        "ops_per_step": {"minidl": 38},
+    },
+    "C": {
+        "ms_per_step": {"minidl": 80.0, "PyTorch eager": 90.0, "matmul floor": 75.0},
+        "ratio_torch_over_minidl": 1.1,
+        "ratio_minidl_over_floor": 1.05,
+        "memory": MEMORY,
+    },
+    "M": MEMORY,
+    "D": {
+        "seconds": {"minidl, 1 process": 60.0, "PyTorch eager, 1 process": 300.0},
+        "ratios": {"1 process": 5.0},
+        "jobs": 1,
+        "rows": [],
+    },
+}
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> SimpleNamespace:
+    """``run.main`` with its workloads recorded instead of run, and its folder (where the default
+    JSON goes) moved to ``tmp_path``: ``bench.main(*argv)``, ``bench.calls`` (workload, args)."""
+    import run
+
+    calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def stub(name: str) -> Callable[..., Any]:
+        def workload(*args: Any, **kwargs: Any) -> Any:
+            calls.append((name, args))
+            return STUB_RESULTS[name]
+
+        return workload
+
+    monkeypatch.setattr(run, "HERE", tmp_path)
+    monkeypatch.setattr(run, "workload_small", stub("A"))
+    monkeypatch.setattr(run, "workload_wide", stub("C"))
+    monkeypatch.setattr(run, "workload_memory", stub("M"), raising=False)
+    monkeypatch.setattr(run, "workload_reproduce", stub("D"))
+
+    def main(*argv: str) -> int:
+        monkeypatch.setattr(sys, "argv", ["run.py", *argv])
+        result: int = run.main()
+        return result
+
+    return SimpleNamespace(
+        main=main, calls=calls, default_json=tmp_path / "results.json", tmp_path=tmp_path
+    )
+
+
+def workloads(bench: SimpleNamespace) -> list[str]:
+    return [name for name, _ in bench.calls]
+
+
+@pytest.mark.parametrize("only", ["Z", "A,,C", "", "A,E"])
+def test_only_refuses_unknown_workloads_before_any_work(
+    bench: SimpleNamespace, only: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        bench.main("--only", only)
+    assert raised.value.code == 2
+    assert "--only" in capsys.readouterr().err
+    assert bench.calls == []
+    assert not bench.default_json.exists()
+
+
+def test_only_names_the_valid_workloads(
+    bench: SimpleNamespace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        bench.main("--only", "Z")
+    assert "'Z': expected workloads from A, B, C, D, M" in capsys.readouterr().err
+
+
+def test_only_reads_workloads_in_any_case_with_spaces(bench: SimpleNamespace) -> None:
+    """B runs with A, and M (C's memory alone) with C."""
+    out = bench.tmp_path / "out.json"
+    cases = {"A, C": ["A", "C"], " b ,d": ["A", "D"], "m": ["M"], "C,M": ["C"], "A,B": ["A"]}
+    for only, expected in cases.items():
+        bench.calls.clear()
+        assert bench.main("--only", only, "--json", str(out)) == 0
+        assert workloads(bench) == expected, only
+        written = json.loads(out.read_text())
+        assert ("A_B" in written, "C" in written, "D" in written) == (
+            "A" in expected,
+            "C" in expected or "M" in expected,
+            "D" in expected,
+        )
+
+
+@pytest.mark.parametrize("argv", [["--only", "A"], ["--quick"], ["--only", "C,D"], ["--only", "M"]])
+def test_a_partial_or_quick_run_leaves_the_default_json_alone(
+    bench: SimpleNamespace, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """benchmarks/results.json is the last full run (the README's table): a partial or quick
+    run prints its table and writes JSON only where --json says."""
+    bench.default_json.write_text("the last full run\n")
+    assert bench.main(*argv) == 0
+    assert bench.default_json.read_text() == "the last full run\n"
+    assert "not written" in capsys.readouterr().out
+    other = bench.tmp_path / "partial.json"
+    assert bench.main(*argv, "--json", str(other)) == 0
+    assert "machine" in json.loads(other.read_text())
+    assert bench.default_json.read_text() == "the last full run\n"
+
+
+def test_only_a_full_run_writes_the_default_json(bench: SimpleNamespace) -> None:
+    assert bench.main() == 0
+    assert workloads(bench) == ["A", "C", "D"]
+    written = json.loads(bench.default_json.read_text())
+    assert {"machine", "A_B", "C", "D"} <= set(written)
+    bench.default_json.unlink()
+    assert bench.main("--only", "d,c,a") == 0  # the same workloads: a full run too
+    assert json.loads(bench.default_json.read_text()) == written
+    bench.default_json.unlink()
+    for argv in (["--quick"], ["--only", "A,D"], ["--only", "C"]):
+        assert bench.main(*argv) == 0
+        assert not bench.default_json.exists(), argv
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--jobs", "0"],
+        ["--jobs", "-2"],
+        ["--json", "{tmp}/missing/a.json"],
+        ["--json", "{tmp}"],
+        ["--only", "A", "--json", "{tmp}/missing/a.json"],
+    ],
+)
+def test_bad_options_stop_the_run_before_any_work(
+    bench: SimpleNamespace, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [arg.replace("{tmp}", str(bench.tmp_path)) for arg in argv]
+    with pytest.raises(SystemExit) as raised:
+        bench.main(*argv)
+    assert raised.value.code == 2
+    assert f"argument {argv[-2]}" in capsys.readouterr().err
+    assert bench.calls == []
+
+
+def test_an_unwritable_json_folder_stops_the_run_before_any_work(
+    bench: SimpleNamespace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc, where nobody may create a file")
+    with pytest.raises(SystemExit) as raised:
+        bench.main("--only", "A", "--json", "/proc/self/results.json")
+    assert raised.value.code == 2
+    assert "argument --json: /proc/self/results.json cannot be written" in capsys.readouterr().err
+    assert bench.calls == []
+
+
+def test_help_and_the_default_jobs_work_without_sched_getaffinity(
+    bench: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """os.sched_getaffinity is Linux only: --jobs's default falls back to the CPU count."""
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    with pytest.raises(SystemExit) as raised:
+        bench.main("--help")
+    assert raised.value.code == 0
+    assert bench.main("--only", "D") == 0
+    assert bench.calls == [("D", (False, max(os.cpu_count() or 1, 1)))]
+
+
+def test_jobs_is_checked_by_the_bench_and_reaches_workload_d(
+    bench: SimpleNamespace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for jobs in ("two", "0", ""):
+        with pytest.raises(SystemExit):
+            bench.main("--only", "D", "--jobs", jobs)
+        assert f"argument --jobs: '{jobs}': expected a whole number >= 1" in capsys.readouterr().err
+    assert bench.calls == []
+    assert bench.main("--only", "D", "--quick", "--jobs", "3") == 0
+    assert bench.calls == [("D", (True, 3))]
+
+
+def test_peak_memory_is_the_fresh_process_own(tmp_path: Path) -> None:
+    """C's memory comes from a new interpreter, whatever the process that starts it holds (Linux's
+    ru_maxrss of a child carries over its parent's high-water mark)."""
+    import run
+
+    ballast = torch.ones(256 * 2**20)  # 1 GiB, written, so resident
+    memory = run.peak_memory_mib("floor", steps=1)
+    del ballast
+    assert 100 < memory["peak_mib"] < 900
+    if Path("/proc/self/status").exists():
+        # The floor's step writes into outputs made at the set-up, and adds nothing after.
+        assert memory["growth_over_steps_mib"] == 0 or abs(memory["growth_over_steps_mib"]) < 2
+
+
+# -- scripts/gpu-check's options ------------------------------------------------------------------
+
+
+def gpu_check(*argv: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("needs bash")
+    return subprocess.run(
+        [bash, str(GPU_CHECK), *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": python},
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--device"], "--device needs a value"),
+        (["--steps"], "--steps needs a value"),
+        (["--steps", "0"], "--steps expects a whole number >= 1, got '0'"),
+        (["--steps", "abc"], "--steps expects a whole number >= 1, got 'abc'"),
+        (["--steps", "-3"], "--steps expects a whole number >= 1, got '-3'"),
+        (["--device", ""], "--device expects a device"),
+    ],
+)
+def test_gpu_check_refuses_bad_options_clearly(argv: list[str], message: str) -> None:
+    result = gpu_check(*argv, "--bench-only")
+    assert result.returncode == 2, result.stderr
+    assert f"gpu-check: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_gpu_check_says_when_torch_cannot_be_imported(tmp_path: Path) -> None:
+    """A Python without torch (here: the same one without its site-packages)."""
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    python.chmod(0o755)
+    result = gpu_check("--device", "cpu", "--bench-only", python=str(python))
+    assert result.returncode == 2, result.stderr
+    assert "gpu-check: torch cannot be imported" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_gpu_check_treats_any_cuda_device_as_cuda() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("for a machine without CUDA")
+    for device in ("cuda:0", "--device=cuda:1", "cuda"):
+        argv = [device] if device.startswith("--") else ["--device", device]
+        result = gpu_check(*argv, "--bench-only")
+        assert result.returncode == 2, (device, result.stderr)
+        assert "gpu-check: no CUDA device is available to torch (torch " in result.stderr
+        assert "Traceback" not in result.stderr
