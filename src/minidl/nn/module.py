@@ -136,7 +136,7 @@ class Module:
         """``(dotted name, Parameter)`` for this module's parameters, then its children's.
 
         A parameter registered in two places (tied weights) comes once, under its first name,
-        as in ``torch.nn``: its gradient is the sum of both places', and an optimizer updates it
+        as in PyTorch: its gradient is the sum of both places', and an optimizer updates it
         once.
         """
         seen: set[int] = set()
@@ -254,7 +254,7 @@ class Module:
                 )
             check_copyable(f"{where}.load_state_dict", f"entry {name!r}", value, tensor)
         for name, tensor in own.items():
-            # (detached: an entry from an autograd graph, a torch.nn.Parameter say, is a value)
+            # (detached: an entry from an autograd graph, a PyTorch Parameter say, is a value)
             tensor.copy_(state_dict[name].detach())
 
     def to(
@@ -266,7 +266,7 @@ class Module:
 
         The :class:`Parameter` objects stay the same, so optimizers built on them keep working
         (their state moves with the next ``step``). A move that fails leaves the module as it
-        was, and one that changes nothing does nothing. As in ``torch.nn``, a dtype may come
+        was, and one that changes nothing does nothing. As in PyTorch, a dtype may come
         alone as the first argument: ``model.to(torch.float64)``.
 
         Raises:
