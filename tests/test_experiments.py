@@ -609,7 +609,7 @@ _WAITING_POOL = (
     "        from minidl.experiments.config import experiments_for_tables\n"
     "        from minidl.experiments.pool import train_groups\n"
     "        from tests.pool_helpers import wait_in_worker\n"
-    "        rows = experiments_for_tables('2')[:2]\n"
+    "        rows = experiments_for_tables('1,2')[:{groups}]\n"
     "        print('starting', flush=True)\n"
     "        train_groups([[row] for row in rows], 1, 0, jobs=2, train=wait_in_worker)\n"
     "    except KeyboardInterrupt:\n"
@@ -619,12 +619,17 @@ _WAITING_POOL = (
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
-@pytest.mark.parametrize("target", ["parent", "group"])
-def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path, target: str) -> None:
+@pytest.mark.parametrize(
+    ("target", "groups"),
+    [("parent", 2), ("group", 2), ("early", 6)],
+    ids=["parent", "group", "early"],
+)
+def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path, target: str, groups: int) -> None:
     """SIGINT to the parent alone (``kill -INT``) used to leave the pool waiting for the running
     groups, for good once the progress queue filled up; to the whole group (Ctrl-C) while the
-    workers were starting, it printed their tracebacks. The parent now stops the workers, which
-    ignore SIGINT from their start, and ends at once."""
+    workers were starting, it printed their tracebacks; and early, with groups still waiting for
+    a worker, the executor's thread printed one for each cancelled group. The parent now stops
+    the workers, which ignore SIGINT from their start, and ends at once."""
     import os
     import signal
     import subprocess
@@ -635,7 +640,7 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path, target: str) -> None:
 
     root = Path(__file__).resolve().parent.parent
     parent = subprocess.Popen(
-        [sys.executable, "-c", _WAITING_POOL.format(root=str(root))],
+        [sys.executable, "-c", _WAITING_POOL.format(root=str(root), groups=groups)],
         env={**os.environ, PID_FOLDER_ENV: str(tmp_path)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -650,9 +655,12 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path, target: str) -> None:
                 time.sleep(0.1)
             assert len(list(tmp_path.glob("*.pid"))) == 2, "the workers did not start"
             parent.send_signal(signal.SIGINT)
-        else:  # while the workers import torch
+        elif target == "group":  # while the workers import torch
             time.sleep(0.5)
             os.killpg(parent.pid, signal.SIGINT)
+        else:  # the parent alone, while the workers import torch and 4 groups wait
+            time.sleep(0.5)
+            parent.send_signal(signal.SIGINT)
         _, errors = parent.communicate(timeout=30)
         assert parent.returncode == 130, errors
         assert errors.strip() == "interrupted", errors

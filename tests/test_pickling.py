@@ -99,22 +99,27 @@ def test_a_pickled_model_holds_its_parameters_once() -> None:
     assert len(storages) == 1
 
 
+@pytest.mark.parametrize("inference", [False, True], ids=["", "in-inference-mode"])
 @pytest.mark.parametrize("copier", ["pickle", "deepcopy"])
 @pytest.mark.parametrize("layout", ["layer", "model"])
-def test_a_stack_and_its_per_model_optimizers_stay_together(copier: str, layout: str) -> None:
+def test_a_stack_and_its_per_model_optimizers_stay_together(
+    copier: str, layout: str, inference: bool
+) -> None:
     """The per-model parameters of a stack are views of its layers' parameters: copied together
     with their optimizers, they still are (the copied optimizers train the copied stack), and a
-    ``layout="model"`` stack keeps its layout."""
+    ``layout="model"`` stack keeps its layout; also for a copy made inside
+    ``torch.inference_mode()`` (each storage comes back out of it once, not each view)."""
     torch.manual_seed(0)
     stack = nn.stack_models([nn.mlp((3, 5, 2), "tanh", dtype=F64) for _ in range(2)], layout=layout)
     if layout == "model":
         optimizers = [optim.SGD([nn.flat_model_parameters(stack, r)], lr=0.1) for r in range(2)]
     else:
         optimizers = [optim.SGD(nn.model_parameters(stack, r), lr=0.1) for r in range(2)]
-    if copier == "pickle":
-        copied, copied_optimizers = pickle.loads(pickle.dumps((stack, optimizers)))
-    else:
-        copied, copied_optimizers = copy.deepcopy((stack, optimizers))
+    with torch.inference_mode(inference):
+        if copier == "pickle":
+            copied, copied_optimizers = pickle.loads(pickle.dumps((stack, optimizers)))
+        else:
+            copied, copied_optimizers = copy.deepcopy((stack, optimizers))
     if layout == "model":
         for r in range(2):
             nn.flat_model_parameters(copied, r)  # (raises unless the layout was kept)

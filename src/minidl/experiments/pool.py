@@ -213,8 +213,8 @@ def train_groups(
                 if when_idle is not None and remaining and len(remaining) < workers:
                     when_idle(dict(results))
         except BaseException:
-            for future in futures:
-                future.cancel()
+            # The pool, broken by this, fails every future left (cancelling them first would
+            # make Python 3.11's executor fail on the cancelled ones, with a traceback).
             _stop_workers(pool)
             raise
     drain()

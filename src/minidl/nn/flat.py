@@ -9,7 +9,7 @@ depth of the model. :func:`flatten_parameters` arranges that; :func:`flat_buffer
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -86,43 +86,69 @@ def _flatten(
     return values, grads
 
 
+class Whole:
+    """One 1-D tensor over a whole storage, as :func:`storage_view` gives it out for pickling.
+
+    Pickled, it comes back as that tensor, once for all the views that share it (pickle's memo
+    keeps one result per object): a normal tensor, also when loaded inside
+    ``torch.inference_mode()``, so that the views can be updated in place outside it.
+    """
+
+    __slots__ = ("__weakref__", "tensor")
+
+    def __init__(self, tensor: Tensor) -> None:
+        self.tensor = tensor
+
+    def __reduce__(self) -> tuple[Callable[[Tensor], Tensor], tuple[Tensor]]:
+        return _loaded_whole, (self.tensor,)
+
+
+def _loaded_whole(tensor: Tensor) -> Tensor:
+    """A whole storage as loaded: copied out of inference mode if it was loaded inside it."""
+    if tensor.is_inference():
+        with torch.inference_mode(False):
+            return tensor.clone()
+    return tensor
+
+
 class StorageView(NamedTuple):
     """A tensor written as a view of one tensor over its whole storage (for pickling).
 
     Pickle writes a tensor with its whole storage, and a storage once per tensor, so views of
     one buffer (the parameters of a flat model, a loss's constants) would each take a copy of
-    all of it along and come back views of nothing in common. Written as views of one ``whole``
-    object, which pickle's memo writes once, they come back views of one storage, in the same
-    layout. Make one with :func:`storage_view`, and the tensor again with :meth:`tensor`.
+    all of it along and come back views of nothing in common. Written as views of one
+    :class:`Whole`, which pickle's memo writes once, they come back views of one storage, in the
+    same layout. Make one with :func:`storage_view`, and the tensor again with :meth:`tensor`.
     """
 
-    whole: Tensor
+    whole: Whole | Tensor  # (a Tensor once loaded)
     offset: int
     size: tuple[int, ...]
     stride: tuple[int, ...]
 
     def tensor(self) -> Tensor:
         """The view again."""
-        return self.whole.as_strided(self.size, self.stride, self.offset)
+        whole = self.whole.tensor if isinstance(self.whole, Whole) else self.whole
+        return whole.as_strided(self.size, self.stride, self.offset)
 
 
 #: While something holds it (the memo of a pickle or of ``copy.deepcopy`` being written), the
-#: one 1-D tensor over each storage that :func:`storage_view` gave out.
-_WHOLE: weakref.WeakValueDictionary[tuple[int, int, torch.dtype, str], Tensor] = (
+#: :class:`Whole` of each storage that :func:`storage_view` gave out.
+_WHOLE: weakref.WeakValueDictionary[tuple[int, int, torch.dtype, str], Whole] = (
     weakref.WeakValueDictionary()
 )
 
 
 def storage_view(tensor: Tensor) -> StorageView:
-    """``tensor`` (detached) as a view of a 1-D tensor over its whole storage, the same object
-    for every tensor of that storage while it is held."""
+    """``tensor`` (detached) as a view of a 1-D tensor over its whole storage, the same
+    :class:`Whole` for every tensor of that storage while it is held."""
     storage = tensor.untyped_storage()
     key = (storage.data_ptr(), storage.nbytes(), tensor.dtype, str(tensor.device))
     whole = _WHOLE.get(key) if storage.nbytes() else None
     if whole is None:
         with torch.inference_mode(False):
             length = storage.nbytes() // tensor.element_size()
-            whole = tensor.detach().new_empty(0).set_(storage, 0, (length,), (1,))
+            whole = Whole(tensor.detach().new_empty(0).set_(storage, 0, (length,), (1,)))
         if storage.nbytes():
             _WHOLE[key] = whole
     size, stride = tuple(tensor.shape), tuple(tensor.stride())
