@@ -686,6 +686,8 @@ def test_a_parameter_tied_between_two_layers_counts_once_and_trains_as_torch() -
     second.register_parameter("weight", first.weight)
     model = nn.Sequential(first, nn.Tanh(), second)
     assert [name for name, _ in model.named_parameters()] == ["0.weight", "0.bias", "2.bias"]
+    everywhere = [name for name, _ in model.named_parameters(remove_duplicate=False)]
+    assert everywhere == ["0.weight", "0.bias", "2.weight", "2.bias"]
     assert model.num_parameters() == 15
     assert list(model.state_dict()) == ["0.weight", "0.bias", "2.bias"]
     assert flat_buffer([p.data for p in model.parameters()]) is not None

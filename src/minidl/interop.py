@@ -250,7 +250,7 @@ def _ties(names: Iterator[tuple[str, object]]) -> Iterator[tuple[str, str]]:
 def _tie_torch(model: Module, twin: tnn.Module) -> None:
     """Tie in ``twin`` the parameters tied in ``model`` (one Parameter in two modules): the
     conversion made one for each place."""
-    for name, first in _ties(model._named_parameters("")):
+    for name, first in _ties(model.named_parameters(remove_duplicate=False)):
         owner, _, leaf = name.rpartition(".")
         setattr(twin.get_submodule(owner), leaf, twin.get_parameter(first))
 
@@ -259,7 +259,7 @@ def _tie_minidl(model: tnn.Module, result: Module) -> None:
     """Tie in ``result`` the parameters tied in ``model``, then make a ``Sequential``'s
     parameters one flat buffer again (the tied copies left holes in it)."""
     modules = dict(result.named_modules())
-    parameters = dict(result._named_parameters(""))
+    parameters = dict(result.named_parameters(remove_duplicate=False))
     tied = False
     for name, first in _ties(model.named_parameters(remove_duplicate=False)):
         owner, _, leaf = name.rpartition(".")

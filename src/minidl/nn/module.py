@@ -132,13 +132,18 @@ class Module:
 
     # -- traversal --------------------------------------------------------------------------------
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+    def named_parameters(
+        self, prefix: str = "", remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Parameter]]:
         """``(dotted name, Parameter)`` for this module's parameters, then its children's.
 
         A parameter registered in two places (tied weights) comes once, under its first name,
         as in PyTorch: its gradient is the sum of both places', and an optimizer updates it
-        once.
+        once. With ``remove_duplicate=False`` it comes at every place.
         """
+        if not remove_duplicate:
+            yield from self._named_parameters(prefix)
+            return
         seen: set[int] = set()
         for name, parameter in self._named_parameters(prefix):
             if id(parameter) not in seen:

@@ -78,7 +78,7 @@ def stack_models(
                 f"stack_models: models[{index}] has {len(model)} layers, models[0] has {len(first)}"
             )
         places: dict[int, str] = {}
-        for name, parameter in model._named_parameters(""):
+        for name, parameter in model.named_parameters(remove_duplicate=False):
             if id(parameter) in places:
                 raise ValueError(
                     f"stack_models: models[{index}] ties {name!r} to {places[id(parameter)]!r} "
