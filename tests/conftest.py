@@ -1,11 +1,15 @@
-"""Shared fixtures: every test starts from torch's default state and leaves it as it found it."""
+"""Shared fixtures: every test starts from torch's default state and leaves it as it found it;
+an existing folder that takes no new file, for the commands that must refuse one."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
+
+from minidl._validate import check_folder_takes_files
 
 # The tests use small tensors, for which intra-op threads only add contention (a training step
 # can run 50x slower on a busy machine); one thread also makes every run sum in the same order.
@@ -34,3 +38,22 @@ def float64_default() -> Iterator[None]:
     """Make float64 the default dtype for one test only."""
     torch.set_default_dtype(torch.float64)
     yield
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path: Path) -> Iterator[Path]:
+    """An existing folder that takes no new file: a read-only folder where permissions apply
+    (not as root), else ``/sys`` (sysfs refuses new files even to root)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        for candidate in (folder, Path("/sys")):
+            try:
+                check_folder_takes_files(candidate)
+            except OSError:
+                yield candidate
+                return
+        pytest.skip("no folder here refuses new files")
+    finally:
+        folder.chmod(0o700)

@@ -796,40 +796,25 @@ def test_reproduce_rejects_an_empty_out(out: str, capsys: pytest.CaptureFixture[
 
 
 def test_reproduce_rejects_an_out_it_cannot_write_before_training(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    unwritable_folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """``--out`` an existing folder that takes no file (``/sys/kernel``) used to fail with a
-    PermissionError traceback after all the training; it is refused before, naming it. The
-    folder: a read-only one where permissions apply (not as root), else /sys."""
-    import os
-    import tempfile
-
+    PermissionError traceback after all the training; it is refused before, naming it."""
     import minidl.experiments.runner
 
     def reproduce(*args: object, **kwargs: object) -> None:
         raise AssertionError("training started")
 
     monkeypatch.setattr(minidl.experiments.runner, "reproduce", reproduce)
-    read_only = tmp_path / "read-only"
-    read_only.mkdir()
-    read_only.chmod(0o500)
-    try:
-        for out in (read_only, Path("/sys")):
-            try:
-                descriptor, probe = tempfile.mkstemp(dir=out)
-            except OSError:
-                break
-            os.close(descriptor)
-            os.unlink(probe)
-        else:
-            pytest.skip("no folder here refuses new files")
-        assert main(["reproduce", "--quick", "--quiet", "--out", str(out)]) == 2
-        assert capsys.readouterr().err.startswith(
-            f"minidl reproduce: error: --out {out}: cannot write into the folder ("
-        )
-        assert list(read_only.iterdir()) == []
-    finally:
-        read_only.chmod(0o700)
+    out = unwritable_folder
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"minidl reproduce: error: --out {out}: cannot write into the folder ("
+    )
+    assert list((tmp_path / "read-only").iterdir()) == []
 
 
 def test_sd_is_the_sample_sd() -> None:

@@ -9,9 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -654,27 +652,6 @@ def test_checkpoints_are_written_every_n_epochs_and_at_the_end(
 
 
 # -- `minidl train`: checkpoint paths, seeds, the end's checkpoint, Ctrl-C ------------------------
-
-
-@pytest.fixture
-def unwritable_folder(tmp_path: Path) -> Iterator[Path]:
-    """An existing folder that takes no new file: a read-only folder where permissions apply
-    (not as root), else ``/sys`` (sysfs refuses new files even to root)."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        for candidate in (folder, Path("/sys")):
-            try:
-                descriptor, probe = tempfile.mkstemp(dir=candidate)
-            except OSError:
-                yield candidate
-                return
-            os.close(descriptor)
-            os.unlink(probe)
-        pytest.skip("no folder here refuses new files")
-    finally:
-        folder.chmod(0o700)
 
 
 def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import tempfile
 
 import torch
 from torch import Tensor
@@ -11,12 +13,17 @@ from torch import Tensor
 __all__ = [
     "check_class_indices",
     "check_copyable",
+    "check_folder_takes_files",
     "check_int",
     "check_labelled",
     "check_like",
     "check_real",
     "check_samples",
+    "check_seed",
 ]
+
+#: The seeds that ``torch.Generator.manual_seed`` takes (a negative seed s is the seed 2**64 + s).
+SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 def check_real(
@@ -61,6 +68,29 @@ def check_int(where: str, name: str, value: object, *, low: int = 1) -> int:
     if value < low:
         raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
     return int(value)
+
+
+def check_seed(where: str, value: object) -> int:
+    """Return ``value`` after checking it is an int that ``torch.Generator.manual_seed`` takes."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{where}: seed must be an int, got {value!r}")
+    if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+        raise ValueError(
+            f"{where}: seed must be in [-2**63, 2**64 - 1] (torch.Generator.manual_seed's "
+            f"range), got {value!r}"
+        )
+    return value
+
+
+def check_folder_takes_files(folder: str | os.PathLike[str]) -> None:
+    """Make a file in ``folder`` and remove it, or raise the ``OSError`` of making it.
+
+    A folder that exists but takes no file (no permission, a read-only file system) would fail
+    only when the results are written, after all the work: commands call this first.
+    """
+    descriptor, probe = tempfile.mkstemp(prefix=".minidl-write-test.", dir=folder)
+    os.close(descriptor)
+    os.unlink(probe)
 
 
 def check_copyable(where: str, what: str, value: Tensor, target: Tensor) -> None:

@@ -63,11 +63,9 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-#: The seeds torch's generators accept (``torch.manual_seed``).
-SEED_RANGE = (-(2**63), 2**64 - 1)
-
-
 def _seed(text: str) -> int:
+    from minidl._validate import SEED_RANGE
+
     low, high = SEED_RANGE
     try:
         value = int(text)
@@ -408,7 +406,7 @@ def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
     """Refuse, before training, a checkpoint path that cannot be written: empty, a folder (or
     ending in a separator), in a missing folder, or (``writable``) in a folder where no file
     can be made, which is tried by making and removing a temporary file there."""
-    import tempfile
+    from minidl._validate import check_folder_takes_files
 
     if not path or path.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
         raise ValueError(f"{flag} {path!r}: expected a file path in an existing folder")
@@ -418,15 +416,13 @@ def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
     if not writable:
         return
     try:
-        descriptor, probe = tempfile.mkstemp(prefix=".minidl-write-test.", dir=folder)
+        check_folder_takes_files(folder)
     except OSError as error:
         hint = "; give --checkpoint PATH to save elsewhere" if flag == "--resume" else ""
         raise ValueError(
             f"{flag} {path}: cannot write into the folder {folder} ({error.strerror or error})"
             + hint
         ) from None
-    os.close(descriptor)
-    os.unlink(probe)
 
 
 def _interrupted(saved: str | None, resumed: str | None, checkpoint: str | None) -> str:

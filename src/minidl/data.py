@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from minidl._validate import check_int, check_samples
+from minidl._validate import check_int, check_samples, check_seed
 
 __all__ = [
     "DISK_CENTER",
@@ -29,10 +29,6 @@ __all__ = [
 
 DISK_CENTER = (0.5, 0.5)
 DISK_RADIUS = 1.0 / math.sqrt(2.0 * math.pi)
-
-
-#: The seeds that ``torch.Generator.manual_seed`` takes: a negative seed s is taken as 2**64 + s.
-_SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 def disk_labels(points: Tensor) -> Tensor:
@@ -121,13 +117,7 @@ def make_disk_data(
         raise TypeError(
             f"make_disk_data: dtype must be a floating-point torch.dtype, got {dtype!r}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"make_disk_data: seed must be an int, got {seed!r}")
-    if not _SEED_RANGE[0] <= seed <= _SEED_RANGE[1]:
-        raise ValueError(
-            f"make_disk_data: seed must be in [-2**63, 2**64 - 1] (torch.Generator.manual_seed's "
-            f"range), got {seed!r}"
-        )
+    check_seed("make_disk_data", seed)
     device = _check_device("make_disk_data", device)
     generator = torch.Generator().manual_seed(seed)
     raws = [

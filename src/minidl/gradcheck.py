@@ -7,7 +7,7 @@ import itertools
 import torch
 from torch import Tensor
 
-from minidl._validate import check_real
+from minidl._validate import check_real, check_seed
 from minidl.nn.module import Module
 
 __all__ = ["GradcheckError", "gradcheck"]
@@ -74,13 +74,7 @@ def gradcheck(
     eps = check_real("gradcheck", "eps", eps, low=0.0, low_open=True)
     atol = check_real("gradcheck", "atol", atol, low=0.0)
     rtol = check_real("gradcheck", "rtol", rtol, low=0.0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"gradcheck: seed must be an int, got {seed!r}")
-    if not -(2**63) <= seed <= 2**64 - 1:
-        raise ValueError(
-            f"gradcheck: seed must be in [-2**63, 2**64 - 1] (torch.Generator.manual_seed's "
-            f"range), got {seed!r}"
-        )
+    check_seed("gradcheck", seed)
     if not isinstance(raise_exception, bool):
         raise TypeError(f"gradcheck: raise_exception must be a bool, got {raise_exception!r}")
     named = list(module.named_parameters())

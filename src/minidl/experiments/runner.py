@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from minidl._allocator import keep_freed_memory
+from minidl._validate import check_folder_takes_files
 from minidl.experiments.batched import train_rows_batched
 from minidl.experiments.config import (
     Experiment,
@@ -275,18 +276,12 @@ def run_from_cli(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"--out {args.out}: cannot be made a folder ({error.strerror})") from None
-    # A folder that exists but takes no file (no permission, a read-only file system) would
-    # fail only after all the training: try making and removing a file there first.
-    import tempfile
-
     try:
-        descriptor, probe = tempfile.mkstemp(prefix=".minidl-write-test.", dir=out)
+        check_folder_takes_files(out)
     except OSError as error:
         raise ValueError(
             f"--out {args.out}: cannot write into the folder ({error.strerror or error})"
         ) from None
-    os.close(descriptor)
-    os.unlink(probe)
     command = "minidl reproduce " + " ".join(
         part
         for part in (
