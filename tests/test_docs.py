@@ -3,7 +3,8 @@
 - the site builds with ``mkdocs build --strict`` (every docstring parses, every link resolves)
   and the API pages hold the documented objects, with the reStructuredText turned into Markdown;
 - every ``python`` code block of the tutorial and of the PyTorch page runs, in order (the blocks
-  hold their own assertions against PyTorch autograd and ``minidl.gradcheck``);
+  hold their own assertions against PyTorch autograd and ``minidl.gradcheck``), and so do the
+  README's;
 - the tutorial's Softplus matches PyTorch where the tutorial claims it is stable;
 - the docstring converter (docs/_griffe_rst.py) turns roles, math blocks, tables and examples
   into the expected Markdown.
@@ -141,6 +142,25 @@ def test_pytorch_page_code_runs() -> None:
     assert python_blocks("pytorch.md"), "docs/pytorch.md has no python block"
     namespace = run_page("pytorch.md")
     assert "twin" in namespace and "back" in namespace
+
+
+def test_readme_code_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's ``python`` blocks run in order, in one namespace, with fewer epochs (the
+    counts are the README's: its first loop alone takes seconds)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
+    assert len(blocks) == 5, "the README's python blocks changed: update this test"
+    shorter = {"range(400)": "range(2)", "epochs=400": "epochs=12", "epochs=100": "epochs=2"}
+    monkeypatch.chdir(tmp_path)  # the checkpoint block writes run.ckpt
+    namespace: dict[str, Any] = {"__name__": "readme"}
+    for number, block in enumerate(blocks, start=1):
+        for long, short in shorter.items():
+            block = block.replace(long, short)
+        exec(compile(block, f"README.md (python block {number})", "exec"), namespace)
+    # The checkpoint block resumed after its 10 epochs and trained to the end.
+    assert namespace["state"].epoch == 10
+    assert len(namespace["state"].history.train_loss) == 12
+    assert len(namespace["histories"]) == len(namespace["rates"])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
