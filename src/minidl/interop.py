@@ -27,7 +27,11 @@ minidl                     torch.nn
 =========================  ==========================================
 
 A minidl ``Dropout`` with its own generator becomes a ``torch.nn.Dropout``, which draws from
-torch's global generator.
+torch's global generator. What :func:`from_torch` does not carry over, as minidl has no such
+thing: the names of a ``Sequential``'s children (minidl numbers them, so ``state_dict`` keys
+become ``'0.weight'``, ...), ``requires_grad`` (a frozen PyTorch layer becomes an ordinary minidl
+one: give the optimizer only the parameters to train) and ``inplace=True`` (minidl's activations
+never change their input).
 
 Example:
     >>> model = nn.Sequential(nn.Linear(2, 25), nn.Tanh(), nn.Linear(25, 2))
