@@ -17,6 +17,7 @@ __all__ = [
     "check_layer_parameters",
     "check_like_parameter",
     "check_runs",
+    "check_still_fits",
 ]
 
 
@@ -47,7 +48,8 @@ def check_factory_options(
 
 
 def check_input(where: str, input: object, features: int | None = None) -> Tensor:
-    """Check that ``input`` is a floating tensor of shape ``(N, features)`` with ``N >= 1``."""
+    """Check that ``input`` is a floating tensor of shape ``(N, features)`` with ``N >= 1`` and
+    at least one feature."""
     if not isinstance(input, Tensor):
         raise TypeError(f"{where}: expected a torch.Tensor as input, got {type(input).__name__}")
     if not input.is_floating_point():
@@ -61,8 +63,10 @@ def check_input(where: str, input: object, features: int | None = None) -> Tenso
             f"{where}: expected {features} input features, got {input.shape[1]} "
             f"(input shape {tuple(input.shape)})"
         )
-    if input.shape[0] == 0:
-        raise ValueError(f"{where}: got an empty batch (input shape {tuple(input.shape)})")
+    if input.shape[0] == 0 or input.shape[1] == 0:
+        # (no features: a loss or a softmax would divide by zero or reduce over nothing)
+        what = "an empty batch" if input.shape[0] == 0 else "no features"
+        raise ValueError(f"{where}: got {what} (input shape {tuple(input.shape)})")
     return input
 
 
@@ -111,6 +115,18 @@ def check_layer_parameters(
         raise ValueError(
             f"{where}: bias is {bias.dtype} on {bias.device} but weight is {weight.dtype} on "
             f"{weight.device}"
+        )
+
+
+def check_still_fits(where: str, cached: Tensor, parameter: Tensor) -> None:
+    """After an operation of ``backward`` failed: if the module's ``parameter`` no longer has
+    the dtype and device of a tensor its last forward ``cached``, the module was cast or moved
+    (``.to(...)``) in between; say so rather than let the tensor library's message stand."""
+    if cached.dtype != parameter.dtype or cached.device != parameter.device:
+        raise RuntimeError(
+            f"{where}: the parameters are {parameter.dtype} on {parameter.device} but the last "
+            f"forward ran in {cached.dtype} on {cached.device}: the module was cast or moved "
+            "(.to(...)) after that forward; run forward again before backward"
         )
 
 

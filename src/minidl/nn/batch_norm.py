@@ -12,6 +12,7 @@ from minidl.nn._checks import (
     check_grad_output,
     check_input,
     check_like_parameter,
+    check_still_fits,
 )
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
@@ -169,6 +170,10 @@ class BatchNorm1d(Module):
     def backward(self, grad_output: Tensor) -> Tensor:
         normalized = check_cached("BatchNorm1d", self._normalized)
         inv_std = check_cached("BatchNorm1d", self._inv_std)
+        # Cast or moved (.to(...)) since that forward: the cache no longer fits the parameters.
+        check_still_fits("BatchNorm1d", normalized, self.running_mean)
+        if self.weight is not None:
+            check_still_fits("BatchNorm1d", normalized, self.weight.data)
         # (normalized has the dtype and device of the parameters and running statistics)
         check_grad_output(
             "BatchNorm1d", grad_output, normalized.shape, normalized, owner=self._owner()

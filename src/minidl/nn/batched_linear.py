@@ -13,6 +13,7 @@ from minidl.nn._checks import (
     check_grad_output,
     check_layer_parameters,
     check_like_parameter,
+    check_still_fits,
 )
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
@@ -200,7 +201,11 @@ class BatchedLinear(Module):
         # Detached: an operand from an autograd graph is read as a plain value, rather than
         # recorded into the gradients for good by the in-place updates.
         grad_output = grad_output.detach()
-        self.weight.grad.baddbmm_(grad_output.transpose(1, 2), input.detach())
+        try:
+            self.weight.grad.baddbmm_(grad_output.transpose(1, 2), input.detach())
+        except RuntimeError:  # (nothing is accumulated yet)
+            check_still_fits("BatchedLinear", input, self.weight.data)
+            raise
         if self.bias is not None:
             # A sum over the batch (cheaper here than a batched product with ones).
             self.bias.grad.add_(grad_output.sum(dim=1))

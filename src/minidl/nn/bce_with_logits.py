@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from minidl.nn.loss import Loss
+from minidl.nn.loss import Loss, scaled_sum
 from minidl.nn.sigmoid import sigmoid
 
 __all__ = ["BCEWithLogitsLoss"]
@@ -66,7 +66,7 @@ class BCEWithLogitsLoss(Loss):
         self._scale = 1.0 / logits.numel() if self.reduction == "mean" else 1.0
         self._logits, self._target = logits, target
         self._has_forward = True
-        return elements.sum().mul_(self._scale)
+        return scaled_sum(elements, self._scale)
 
     def _gradient(self) -> Tensor:
         assert self._logits is not None and self._target is not None

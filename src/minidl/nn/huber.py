@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from minidl._validate import check_real
-from minidl.nn.loss import Loss
+from minidl.nn.loss import Loss, scaled_sum
 
 __all__ = ["HuberLoss"]
 
@@ -65,7 +65,7 @@ class HuberLoss(Loss):
             difference.square().mul_(0.5),
             magnitude.sub(0.5 * self.delta).mul_(self.delta),
         )
-        return elements.sum().mul_(self._scale)
+        return scaled_sum(elements, self._scale)
 
     def _gradient(self) -> Tensor:
         assert self._difference is not None

@@ -6,7 +6,7 @@ from typing import Literal
 
 from torch import Tensor
 
-from minidl.nn.loss import Loss
+from minidl.nn.loss import Loss, scaled_sum
 
 __all__ = ["L1Loss"]
 
@@ -46,7 +46,7 @@ class L1Loss(Loss):
         self._difference = prediction - target
         self._scale = 1.0 / prediction.numel() if self.reduction == "mean" else 1.0
         self._has_forward = True
-        return self._difference.abs().sum().mul_(self._scale)
+        return scaled_sum(self._difference.abs(), self._scale)
 
     def _gradient(self) -> Tensor:
         assert self._difference is not None

@@ -17,6 +17,7 @@ from minidl.nn._checks import (
     check_input,
     check_layer_parameters,
     check_like_parameter,
+    check_still_fits,
 )
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
@@ -172,8 +173,10 @@ class Linear(Module):
             # an autograd graph, where addmm_ would record the gradient into that graph for good.
             torch.addmm(weight_grad, grad_output_t, input, out=weight_grad)
         except RuntimeError:
-            # Nothing is accumulated yet. A gradient on another device is found here rather
-            # than by a comparison on every call.
+            # Nothing is accumulated yet. A layer cast or moved since its forward, and a
+            # gradient on another device, are found here rather than by comparisons on every
+            # call.
+            check_still_fits("Linear", input, self.weight.data)
             check_grad_output("Linear", grad_output, torch.Size(shape), self.weight.data)
             # Operands from an autograd graph: minidl reads them as plain values.
             grad_output_t, input = grad_output_t.detach(), input.detach()

@@ -11,7 +11,30 @@ from torch import Tensor
 from minidl.nn._checks import check_input
 from minidl.nn.module import Module
 
-__all__ = ["Loss"]
+__all__ = ["Loss", "scaled_sum"]
+
+
+def scaled_sum(
+    elements: Tensor, scale: float, dim: tuple[int, ...] | None = None, *, divide: bool = False
+) -> Tensor:
+    """``elements.sum(dim)`` times ``scale`` (divided by it with ``divide``), in the dtype of
+    ``elements``.
+
+    A float16 or bfloat16 sum is accumulated in float32 and scaled there, as PyTorch's mean
+    reductions do: summed first in float16, a mean of values well inside its range (65504)
+    became ``inf`` as soon as their sum was not. Other dtypes take the plain path.
+    """
+    dtype = elements.dtype
+    if dtype is torch.float16 or dtype is torch.bfloat16:
+        total = (
+            elements.sum(dtype=torch.float32)
+            if dim is None
+            else elements.sum(dim, dtype=torch.float32)
+        )
+        total = total.div_(scale) if divide else total.mul_(scale)
+        return total.to(dtype)
+    total = elements.sum() if dim is None else elements.sum(dim)
+    return total.div_(scale) if divide else total.mul_(scale)
 
 
 class Loss(Module):
@@ -63,10 +86,10 @@ class Loss(Module):
                     f"{tuple(prediction.shape)}; stacked predictions (R, N, C) are taken by "
                     "CrossEntropyLoss and MSELoss"
                 )
-            if prediction.shape[0] == 0 or prediction.shape[1] == 0:
+            if 0 in prediction.shape:
                 raise ValueError(
-                    f"{name}: got an empty stack or batch (prediction shape "
-                    f"{tuple(prediction.shape)}, expected (R, N, C) with R, N >= 1)"
+                    f"{name}: got an empty stack, batch or feature dimension (prediction shape "
+                    f"{tuple(prediction.shape)}, expected (R, N, C) with R, N, C >= 1)"
                 )
             check_input(name, prediction[0])
         else:

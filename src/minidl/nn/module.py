@@ -15,6 +15,24 @@ On top of it, what a PyTorch user expects: ``module(x)``, ``parameters()``, ``ze
 ``train()`` / ``eval()``, ``state_dict()`` / ``load_state_dict()``, ``to(device, dtype)`` and a
 readable ``repr``. State that is not trained (e.g. batch-norm running statistics) is registered
 with ``register_buffer``: saved, loaded and moved with the parameters, but given no gradient.
+
+The cache holds references, not copies (a copy per call would cost the time minidl competes
+on): the input (:class:`~minidl.nn.Linear`), the output that ``forward`` returned (the
+activations that reuse it, such as :class:`~minidl.nn.Tanh`, :class:`~minidl.nn.ReLU`,
+:class:`~minidl.nn.Sigmoid` and :class:`~minidl.nn.Softmax`; :class:`~minidl.nn.BatchNorm1d`
+without ``affine``), the target of a loss (and, for some, the prediction); and ``backward``
+reads the parameters' values when it runs. **Changing any of them in place between a forward
+and its backward silently changes what backward computes**, where PyTorch's autograd raises
+("modified by an inplace operation"): clone a tensor before changing it in place, or run the
+forward again. A module cast or moved (``.to(...)``) after its forward refuses to run its
+backward.
+
+Backward may run more than once after one forward: each call returns the same input gradient
+and accumulates the parameter gradients once more (PyTorch asks for ``retain_graph=True``).
+It does not change its gradient argument or the cache; the tensor it returns is new, except
+where the module is the identity (:class:`~minidl.nn.Identity`, :class:`~minidl.nn.Dropout`
+in evaluation mode or with ``p = 0``): it returns its argument, as its forward returns its
+input, like PyTorch's.
 """
 
 from __future__ import annotations
@@ -39,6 +57,9 @@ class Module:
     register them with :meth:`register_parameter`; containers register children with
     :meth:`register_module`. Everything else (``parameters``, ``param``, ``zero_grad``,
     ``state_dict``, ``train``/``eval``, ``to``, ``repr``) is derived from those registrations.
+    Unlike in PyTorch, assigning a child or a parameter as a plain attribute
+    (``self.fc = Linear(2, 3)``) does not register it (attribute assignment is not intercepted,
+    which would slow down every forward), so ``parameters()`` would not see it: register it.
 
     Example:
         >>> class Double(Module):
@@ -139,8 +160,11 @@ class Module:
 
         A parameter registered in two places (tied weights) comes once, under its first name,
         as in PyTorch: its gradient is the sum of both places', and an optimizer updates it
-        once. With ``remove_duplicate=False`` it comes at every place.
+        once. With ``remove_duplicate=False`` it comes at every place. A ``prefix`` is joined
+        to the names with a dot, as in PyTorch: ``"model"`` gives ``"model.0.weight"``.
         """
+        if prefix:
+            prefix += "."
         if not remove_duplicate:
             yield from self._named_parameters(prefix)
             return
@@ -157,11 +181,15 @@ class Module:
             yield from child._named_parameters(prefix + child_name + ".")
 
     def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
-        """``(dotted name, tensor)`` for this module's buffers, then its children's."""
+        """``(dotted name, tensor)`` for this module's buffers, then its children's; a
+        ``prefix`` is joined to the names with a dot, as in :meth:`named_parameters`."""
+        return self._named_buffers(prefix + "." if prefix else "")
+
+    def _named_buffers(self, prefix: str) -> Iterator[tuple[str, Tensor]]:
         for name, tensor in self._buffers.items():
             yield prefix + name, tensor
         for child_name, child in self._modules.items():
-            yield from child.named_buffers(prefix + child_name + ".")
+            yield from child._named_buffers(prefix + child_name + ".")
 
     def parameters(self) -> list[Parameter]:
         """The :class:`Parameter` objects, in the same order as :meth:`param`."""
@@ -214,7 +242,9 @@ class Module:
         """Copy values from ``state_dict`` into the parameters and buffers, in place.
 
         Every entry is checked (missing or unexpected keys, shapes, floating dtype) before anything
-        is written, so a bad ``state_dict`` leaves the module unchanged.
+        is written, so a bad ``state_dict`` leaves the module unchanged. Each entry is loaded
+        with its value at the call, even one that is a view of the module's own tensors (a
+        transposed weight, say).
 
         Raises:
             KeyError: missing or (with ``strict``) unexpected keys.
@@ -258,9 +288,20 @@ class Module:
                     f"expected {tuple(tensor.shape)}"
                 )
             check_copyable(f"{where}.load_state_dict", f"entry {name!r}", value, tensor)
-        for name, tensor in own.items():
+        # An entry that shares memory with the module's tensors (a view of its own or another
+        # parameter, of the flat buffer they share) is read before anything is written: each
+        # entry is its value at the call, whatever the order of the writes, and a copy onto
+        # overlapping memory, which the tensor library refuses half-way through, cannot happen.
+        written = {t.untyped_storage().data_ptr() for t in own.values() if not t.is_meta}
+        values = {}
+        for name in own:
             # (detached: an entry from an autograd graph, a PyTorch Parameter say, is a value)
-            tensor.copy_(state_dict[name].detach())
+            value = state_dict[name].detach()
+            if not value.is_meta and value.untyped_storage().data_ptr() in written:
+                value = value.clone()
+            values[name] = value
+        for name, tensor in own.items():
+            tensor.copy_(values[name])
 
     def to(
         self,

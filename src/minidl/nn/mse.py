@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from minidl.nn.loss import Loss
+from minidl.nn.loss import Loss, scaled_sum
 
 __all__ = ["MSELoss"]
 
@@ -72,7 +72,7 @@ class MSELoss(Loss):
         self._difference = difference
         self._scale = 2.0 / denominator
         self._has_forward = True
-        return difference.square().sum(dim=(-2, -1)).div_(denominator)
+        return scaled_sum(difference.square(), denominator, (-2, -1), divide=True)
 
     def _minus_one_hot(self, prediction: Tensor, target: Tensor) -> Tensor:
         """``prediction`` minus the one-hot rows of the class indices ``target``, as one

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from minidl.nn.loss import Loss
+from minidl.nn.loss import Loss, scaled_sum
 
 __all__ = ["NLLLoss"]
 
@@ -52,7 +52,7 @@ class NLLLoss(Loss):
         self._scale = 1.0 / log_probabilities.shape[0] if self.reduction == "mean" else 1.0
         self._prediction, self._target = log_probabilities, target
         self._has_forward = True
-        return picked.sum().mul_(-self._scale)
+        return scaled_sum(picked, -self._scale)
 
     def _gradient(self) -> Tensor:
         assert self._prediction is not None and self._target is not None

@@ -282,8 +282,20 @@ def model_parameters(stacked: Sequential, index: int | slice) -> list[Parameter]
 
 def unstack_model(stacked: Sequential, index: int) -> Sequential:
     """Model ``index`` of a network made by :func:`stack_models`, as a plain :class:`Sequential`
-    holding copies of its parameter values (its gradients start at zero)."""
-    _model_range("unstack_model", index, _stacked_models(stacked, "unstack_model"))
+    holding copies of its parameter values (its gradients start at zero).
+
+    Raises:
+        TypeError: ``index`` is a slice (one model at a time; :func:`model_parameters` takes
+            slices).
+        IndexError: ``index`` is not a model index in ``[0, R)``.
+    """
+    models = _stacked_models(stacked, "unstack_model")
+    if isinstance(index, slice):
+        raise TypeError(
+            f"unstack_model: expected the index of one model, got {index}; unstack the models "
+            "of a slice one by one"
+        )
+    _model_range("unstack_model", index, models)
     layers: list[Module] = []
     for layer in stacked:
         if isinstance(layer, BatchedLinear):

@@ -1,0 +1,411 @@
+"""Probes of minidl.nn as a demanding PyTorch user, with PyTorch as the oracle: non-contiguous
+and aliasing inputs and gradients, dtypes, empty and special inputs, backward twice, modules
+cast between forward and backward, and the contract the Module docstring states about caches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import minidl.nn.module as module_file
+from minidl import nn
+
+F64 = torch.float64
+
+
+def _close(actual: Tensor, expected: Tensor) -> None:
+    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12, equal_nan=True)
+
+
+# -- views: transposed, stepped, expanded (stride 0), channels-last-like ---------------------------
+
+
+def _views(rows: int, columns: int) -> dict[str, Tensor]:
+    return {
+        "contiguous": torch.randn(rows, columns, dtype=F64),
+        "transposed": torch.randn(columns, rows, dtype=F64).t(),
+        "stepped": torch.randn(2 * rows, 3 * columns, dtype=F64)[1::2, ::3],
+        "expanded-row": torch.randn(1, columns, dtype=F64).expand(rows, columns),
+        "expanded-column": torch.randn(rows, 1, dtype=F64).expand(rows, columns),
+        "channels-last": torch.randn(rows, columns, 1, 1, dtype=F64).contiguous(
+            memory_format=torch.channels_last
+        )[:, :, 0, 0],
+    }
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("view", list(_views(1, 1)))
+def test_linear_matches_pytorch_on_views_of_input_and_gradient(view: str, bias: bool) -> None:
+    x = _views(6, 4)[view]
+    layer = nn.Linear(4, 3, bias=bias, dtype=F64)
+    twin = torch.nn.Linear(4, 3, bias=bias, dtype=F64)
+    with torch.no_grad():
+        twin.weight.copy_(layer.weight.data)
+        if bias:
+            assert layer.bias is not None
+            twin.bias.copy_(layer.bias.data)
+    for grad in (_views(6, 3)[view], torch.tensor(1.5, dtype=F64).expand(6, 3)):
+        layer.zero_grad()
+        twin.zero_grad()
+        output = layer(x)
+        grad_x = layer.backward(grad)
+        reference = x.clone().requires_grad_()
+        twin_output = twin(reference)
+        twin_output.backward(grad)
+        _close(output, twin_output.detach())
+        assert reference.grad is not None
+        _close(grad_x, reference.grad)
+        _close(layer.weight.grad, twin.weight.grad)
+        if bias:
+            assert layer.bias is not None
+            _close(layer.bias.grad, twin.bias.grad)
+
+
+_ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], Callable[[], torch.nn.Module]]] = {
+    "Tanh": (nn.Tanh, torch.nn.Tanh),
+    "ReLU": (nn.ReLU, torch.nn.ReLU),
+    "Sigmoid": (nn.Sigmoid, torch.nn.Sigmoid),
+    "ELU": (lambda: nn.ELU(0.7), lambda: torch.nn.ELU(0.7)),
+    "SELU": (nn.SELU, torch.nn.SELU),
+    "LeakyReLU": (lambda: nn.LeakyReLU(0.1), lambda: torch.nn.LeakyReLU(0.1)),
+    "Softmax": (nn.Softmax, lambda: torch.nn.Softmax(1)),
+    "LogSoftmax": (nn.LogSoftmax, lambda: torch.nn.LogSoftmax(1)),
+    "Identity": (nn.Identity, torch.nn.Identity),
+}
+
+
+@pytest.mark.parametrize("name", list(_ACTIVATIONS))
+def test_activations_match_pytorch_on_views_and_aliased_gradients(name: str) -> None:
+    """Every view as input, and as gradient: another view, the input itself, the module's own
+    output (its cache, for Tanh, ReLU, Sigmoid and Softmax)."""
+    make, make_twin = _ACTIVATIONS[name]
+    inputs, grads = _views(5, 4), _views(5, 4)
+    for x in inputs.values():
+        for grad_name in [*grads, "input", "output"]:
+            module = make()
+            output = module(x)
+            grad = {"input": x, "output": output}.get(grad_name, grads.get(grad_name))
+            assert grad is not None
+            expected_grad = grad.clone()
+            grad_x = module.backward(grad)
+            reference = x.clone().requires_grad_()
+            twin_output = make_twin()(reference)
+            twin_output.backward(expected_grad)
+            _close(output, twin_output.detach())
+            assert reference.grad is not None
+            _close(grad_x, reference.grad)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_matches_pytorch_on_views_and_aliased_gradients(
+    training: bool, affine: bool
+) -> None:
+    for x in _views(6, 4).values():
+        for grad in (torch.randn(4, 6, dtype=F64).t(), x, torch.ones(1, 4, dtype=F64).expand(6, 4)):
+            layer = nn.BatchNorm1d(4, affine=affine, dtype=F64)
+            twin = torch.nn.BatchNorm1d(4, affine=affine, dtype=F64)
+            layer.running_mean.copy_(torch.randn(4, dtype=F64))
+            layer.running_var.copy_(torch.rand(4, dtype=F64) + 0.5)
+            twin.load_state_dict(layer.state_dict())
+            layer.train(training)
+            twin.train(training)
+            output = layer(x)
+            grad_x = layer.backward(grad)
+            reference = x.clone().requires_grad_()
+            twin_output = twin(reference)
+            twin_output.backward(grad)
+            _close(output, twin_output.detach())
+            assert reference.grad is not None
+            _close(grad_x, reference.grad)
+            _close(layer.running_mean, twin.running_mean)
+            _close(layer.running_var, twin.running_var)
+            if affine:
+                assert layer.weight is not None and twin.weight.grad is not None
+                _close(layer.weight.grad, twin.weight.grad)
+
+
+def test_losses_match_pytorch_on_views_and_special_values() -> None:
+    special = torch.tensor(
+        [[1e308, -1e308, 0.0], [-0.0, 5e-324, 1.0], [50.0, -50.0, 2.0], [800.0, -800.0, 1e-310]],
+        dtype=F64,
+    )
+    predictions = {**_views(4, 3), "special": special, "one sample": torch.randn(1, 3, dtype=F64)}
+    for z in predictions.values():
+        n = z.shape[0]
+        dense, indices = torch.rand(3, n, dtype=F64).t(), torch.randint(0, 3, (2 * n,))[::2]
+        cases: list[tuple[nn.Loss, Callable[[Tensor, Tensor], Tensor], Tensor]] = [
+            (nn.L1Loss("sum"), lambda a, b: F.l1_loss(a, b, reduction="sum"), dense),
+            (nn.HuberLoss(0.3), lambda a, b: F.huber_loss(a, b, delta=0.3), dense),
+            (nn.BCEWithLogitsLoss(), F.binary_cross_entropy_with_logits, dense),
+            (nn.NLLLoss("sum"), lambda a, b: F.nll_loss(a, b, reduction="sum"), indices),
+            (nn.MSELoss("mean"), F.mse_loss, dense),
+        ]
+        if z is not special:  # (PyTorch's log_softmax gradient of +-1e308 is NaN)
+            cases.append((nn.CrossEntropyLoss(), F.cross_entropy, indices))
+        for criterion, reference_loss, target in cases:
+            loss = criterion(z, target)
+            grad = criterion.backward()
+            reference = z.clone().requires_grad_()
+            expected = reference_loss(reference, target)
+            expected.backward()
+            _close(loss, expected.detach())
+            assert reference.grad is not None
+            _close(grad, reference.grad)
+
+
+# -- no features: refused with a clear message (ZeroDivisionError, IndexError or 0 before) --------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: nn.Softmax()(torch.randn(3, 0)),
+        lambda: nn.LogSoftmax()(torch.randn(3, 0)),
+        lambda: nn.L1Loss()(torch.randn(3, 0), torch.randn(3, 0)),
+        lambda: nn.HuberLoss()(torch.randn(3, 0), torch.randn(3, 0)),
+        lambda: nn.BCEWithLogitsLoss()(torch.randn(3, 0), torch.rand(3, 0)),
+        lambda: nn.MSELoss()(torch.randn(3, 0), torch.randn(3, 0)),
+        lambda: nn.MSELoss("mean")(torch.randn(3, 0), torch.randn(3, 0)),
+        lambda: nn.MSELoss("sum")(torch.randn(3, 0), torch.randn(3, 0)),
+        lambda: nn.CrossEntropyLoss()(torch.randn(3, 0), torch.zeros(3, dtype=torch.int64)),
+        lambda: nn.NLLLoss()(torch.randn(3, 0), torch.zeros(3, dtype=torch.int64)),
+    ],
+    ids=["Softmax", "LogSoftmax", "L1", "Huber", "BCE", "MSE", "MSE-mean", "MSE-sum", "CE", "NLL"],
+)
+def test_zero_features_are_refused_clearly(call: Callable[[], object]) -> None:
+    with pytest.raises(ValueError, match=r"no features \(input shape \(3, 0\)\)"):
+        call()
+
+
+def test_stacked_prediction_without_features_is_refused_clearly() -> None:
+    for criterion in (nn.CrossEntropyLoss(), nn.MSELoss()):
+        with pytest.raises(
+            ValueError, match=r"empty stack, batch or feature dimension.*\(2, 3, 0\)"
+        ):
+            criterion(torch.randn(2, 3, 0), torch.zeros(2, 3, dtype=torch.int64))
+
+
+# -- a module cast between forward and backward -----------------------------------------------------
+
+
+@pytest.mark.parametrize("grad_dtype", [torch.float32, F64])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.Linear(2, 3),
+        lambda: nn.Linear(2, 3, bias=False),
+        lambda: nn.mlp((2, 4, 3)),
+        lambda: nn.BatchNorm1d(2),
+        lambda: nn.BatchNorm1d(2, affine=False),
+        lambda: nn.BatchedLinear(2, 2, 3),
+    ],
+    ids=[
+        "Linear",
+        "Linear-no-bias",
+        "mlp",
+        "BatchNorm1d",
+        "BatchNorm1d-no-affine",
+        "BatchedLinear",
+    ],
+)
+def test_backward_after_a_cast_is_refused_clearly_and_changes_nothing(
+    make: Callable[[], nn.Module], grad_dtype: torch.dtype
+) -> None:
+    """It used to raise the tensor library's "self and mat2 must have the same dtype" (Linear,
+    BatchedLinear) or mix the float32 cache into float64 gradients (BatchNorm1d)."""
+    module = make()
+    x = torch.randn(2, 5, 2) if isinstance(module, nn.BatchedLinear) else torch.randn(5, 2)
+    output = module(x)
+    module.to(F64)
+    with pytest.raises(RuntimeError, match=r"cast or moved \(\.to\(\.\.\.\)\) after that forward"):
+        module.backward(torch.ones(output.shape, dtype=grad_dtype))
+    assert all(not parameter.grad.any() for parameter in module.parameters())
+    module.backward(module(x.to(F64)).clone())  # a new forward mends it
+
+
+# -- unstack_model takes one model ------------------------------------------------------------------
+
+
+def test_unstack_model_refuses_a_slice_clearly() -> None:
+    """It used to fail inside Sequential ("argument 0 must be a minidl Module, got list")."""
+    for activations in (("tanh", "tanh"), ("tanh", "relu")):
+        stacked = nn.stack_models([nn.mlp((2, 3, 2), name) for name in activations])
+        with pytest.raises(TypeError, match="unstack_model: expected the index of one model"):
+            nn.unstack_model(stacked, slice(0, 2))  # type: ignore[arg-type]
+
+
+# -- the cache contract the Module docstring states --------------------------------------------------
+
+
+def _every_module() -> list[tuple[nn.Module, Tensor]]:
+    x = torch.randn(6, 4, dtype=F64)
+    modules: list[nn.Module] = [
+        nn.Linear(4, 3, dtype=F64),
+        nn.BatchNorm1d(4, dtype=F64),
+        nn.BatchNorm1d(4, affine=False, dtype=F64),
+        nn.Dropout(0.5),
+        nn.Residual(nn.Sequential(nn.Linear(4, 4, dtype=F64), nn.Tanh())),
+        nn.mlp((4, 5, 2), "elu", dtype=F64),
+        *(make() for make, _ in _ACTIVATIONS.values()),
+    ]
+    return [(module, x) for module in modules]
+
+
+def test_backward_twice_repeats_itself_and_changes_neither_its_argument_nor_the_cache() -> None:
+    for module, x in _every_module():
+        output = module(x)
+        kept_output = output.clone()
+        grad = torch.randn(output.shape, dtype=F64)
+        kept_grad = grad.clone()
+        first = module.backward(grad)
+        once = [parameter.grad.clone() for parameter in module.parameters()]
+        second = module.backward(grad)
+        torch.testing.assert_close(first, second, rtol=0, atol=0)
+        torch.testing.assert_close(grad, kept_grad, rtol=0, atol=0)
+        torch.testing.assert_close(output, kept_output, rtol=0, atol=0)
+        for parameter, grad_once in zip(module.parameters(), once, strict=True):
+            _close(parameter.grad, 2 * grad_once)
+        if not isinstance(module, nn.Identity) and first is not grad:
+            first.mul_(0)  # the returned gradient is the caller's: changing it changes nothing
+            torch.testing.assert_close(module.backward(grad), second, rtol=0, atol=0)
+
+
+def test_changing_the_cached_output_in_place_is_documented_not_detected() -> None:
+    """PyTorch raises ("modified by an inplace operation"); minidl keeps references for speed,
+    and says so in the Module docstring."""
+    assert module_file.__doc__ is not None
+    assert "Changing any of them in place between a forward" in module_file.__doc__
+    assert nn.Module.__doc__ is not None and "does not register it" in nn.Module.__doc__
+    tanh = nn.Tanh()
+    x = torch.randn(3, dtype=F64)
+    output = tanh(x)
+    output.zero_()
+    assert torch.equal(tanh.backward(torch.ones(3, dtype=F64)), torch.ones(3, dtype=F64))
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        reference = torch.tanh(x.clone().requires_grad_())
+        reference.zero_()
+        reference.sum().backward()
+
+
+# -- dtypes ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, F64])
+def test_every_float_dtype_trains_and_a_mixed_one_is_refused_clearly(dtype: torch.dtype) -> None:
+    model = nn.mlp((3, 4, 2), "tanh", dtype=dtype)
+    criterion = nn.CrossEntropyLoss()
+    x = torch.randn(5, 3, dtype=dtype)
+    loss = criterion(model(x), torch.tensor([0, 1, 1, 0, 1]))
+    grad_x = model.backward(criterion.backward())
+    assert loss.dtype == grad_x.dtype == dtype
+    assert all(parameter.grad.dtype == dtype for parameter in model.parameters())
+    other = torch.float32 if dtype != torch.float32 else F64
+    with pytest.raises(TypeError, match=f"input dtype {other} does not match"):
+        model(x.to(other))
+    with pytest.raises(TypeError, match=f"gradient dtype {other} does not match"):
+        model(x)
+        model.backward(torch.ones(5, 2, dtype=other))
+
+
+# -- load_state_dict with entries that are views of the module's own tensors ----------------------
+
+
+def test_load_state_dict_entry_that_overlaps_its_destination_loads_whole() -> None:
+    """A transposed view of the weight it is loaded into used to make ``copy_`` raise after the
+    entries before it were written: the module was left half-loaded, against the docstring."""
+    model = nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 3))
+    before = model.state_dict()
+    state = {name: value + 1 for name, value in before.items()}
+    state["2.weight"] = model[2].weight.data.t()
+    model.load_state_dict(state)
+    after = model.state_dict()
+    torch.testing.assert_close(after["2.weight"], before["2.weight"].t(), rtol=0, atol=0)
+    for name in ("0.weight", "0.bias", "2.bias"):
+        torch.testing.assert_close(after[name], before[name] + 1, rtol=0, atol=0)
+
+
+def test_load_state_dict_entries_are_their_values_at_the_call_whatever_the_write_order() -> None:
+    model = nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 3))
+    state = model.state_dict()
+    old_first_bias = state["0.bias"].clone()
+    state["0.bias"] = state["0.bias"] + 5  # written before "2.bias"
+    state["2.bias"] = model[0].bias.data  # a view of the first bias, as it is now
+    model.load_state_dict(state)
+    torch.testing.assert_close(model[2].bias.data, old_first_bias, rtol=0, atol=0)
+    torch.testing.assert_close(model[0].bias.data, old_first_bias + 5, rtol=0, atol=0)
+
+
+def test_batch_norm_without_affine_takes_its_own_output_as_gradient() -> None:
+    """The output is the cache there: backward must read it before writing anything."""
+    for training in (True, False):
+        layer = nn.BatchNorm1d(3, affine=False, dtype=F64).train(training)
+        twin = torch.nn.BatchNorm1d(3, affine=False, dtype=F64).train(training)
+        x = torch.randn(5, 3, dtype=F64)
+        output = layer(x)
+        grad_x = layer.backward(output)
+        reference = x.clone().requires_grad_()
+        twin_output = twin(reference)
+        twin_output.backward(twin_output.detach().clone())
+        assert reference.grad is not None
+        _close(grad_x, reference.grad)
+
+
+def test_names_with_a_prefix_are_joined_with_a_dot_as_in_pytorch() -> None:
+    """``named_parameters("model")`` used to give ``"model0.weight"`` (``named_modules`` gave
+    ``"model.0"``)."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2), nn.Residual(nn.Linear(2, 2)))
+    twin = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2), torch.nn.Module())
+    twin[2].block = torch.nn.Linear(2, 2)
+    for prefix in ("", "model", "a.b"):
+        assert [name for name, _ in model.named_parameters(prefix)] == [
+            name for name, _ in twin.named_parameters(prefix)
+        ]
+        assert [name for name, _ in model.named_buffers(prefix)] == [
+            name for name, _ in twin.named_buffers(prefix)
+        ]
+        assert [name for name, _ in model.named_modules(prefix)] == [
+            name for name, _ in twin.named_modules(prefix=prefix)
+        ]
+    first = next(iter(model.named_parameters("m", remove_duplicate=False)))
+    assert first[0] == "m.0.weight"
+    assert list(model.state_dict()) == [
+        *(name for name, _ in model.named_parameters()),
+        *(name for name, _ in model.named_buffers()),
+    ]
+
+
+# -- float16 mean reductions ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16_bit_mean_losses_do_not_overflow_where_the_mean_is_in_range(dtype: torch.dtype) -> None:
+    """Summed in float16 before the division, these means of values well inside float16's range
+    (65504) were ``inf``; PyTorch's are finite (it accumulates in float32)."""
+    z = (torch.randn(64, 5, dtype=F64) * 2000).to(dtype)
+    zero, probabilities = torch.zeros(64, 5, dtype=dtype), torch.rand(64, 5).to(dtype)
+    log_probabilities = torch.full((2000, 3), -40.0, dtype=dtype)
+    indices = torch.zeros(2000, dtype=torch.int64)
+    wide = z.double()
+    cases: list[tuple[Tensor, Tensor]] = [
+        (
+            nn.MSELoss("mean")(z[:, :1] / 100, zero[:, :1]),
+            F.mse_loss(wide[:, :1] / 100, zero[:, :1].double()),
+        ),
+        (nn.MSELoss()(z / 100, zero), F.mse_loss(wide / 100, zero.double(), reduction="sum") / 64),
+        (nn.L1Loss()(z, zero), F.l1_loss(wide, zero.double())),
+        (nn.HuberLoss()(z, zero), F.huber_loss(wide, zero.double())),
+        (
+            nn.BCEWithLogitsLoss()(z, probabilities),
+            F.binary_cross_entropy_with_logits(wide, probabilities.double()),
+        ),
+        (nn.NLLLoss()(log_probabilities, indices), torch.tensor(40.0, dtype=F64)),
+    ]
+    for loss, expected in cases:
+        assert loss.dtype == dtype
+        torch.testing.assert_close(loss.double(), expected, rtol=1e-2, atol=0)
