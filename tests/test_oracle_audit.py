@@ -885,16 +885,12 @@ def test_schedule_edges_match_torch(case: str) -> None:
 # -- a forward refused part-way through a Sequential ----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG: a Sequential whose forward is refused part-way (here by BatchNorm1d) leaves "
-    "the modules before the refusing one with the refused input's cache, so the backward of "
-    "the last good forward is refused (Linear: gradient has shape (5, 4), expected (1, 4))",
-)
-def test_a_forward_refused_part_way_keeps_the_last_good_forward() -> None:
-    """As the single modules do (test_errors.py) and StackedLoss does: a refused forward leaves
-    the last good forward differentiable, with the same gradients."""
+def test_a_forward_refused_part_way_refuses_backward_until_a_forward_succeeds() -> None:
+    """A single module keeps its last good forward when refused (test_errors.py). A Sequential
+    refused part-way cannot (the modules before the refusing one cached the refused input), so
+    its backward is refused, clearly and before any gradient changes, rather than mix the
+    caches of two inputs; a forward that succeeds makes it work again. The same for a Residual
+    whose block's output is refused, and for a Sequential refused inside a Residual."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Linear(3, 4, dtype=F64), nn.BatchNorm1d(4, dtype=F64), nn.Linear(4, 2, dtype=F64)
@@ -907,6 +903,65 @@ def test_a_forward_refused_part_way_keeps_the_last_good_forward() -> None:
     model(x)
     with pytest.raises(ValueError, match="BatchNorm1d: training mode needs more than one"):
         model(_randn(1, 3, seed=52))  # Linear 0 accepts it, BatchNorm1d refuses it
+    for backward in (model.backward, model.backward_parameters):
+        with pytest.raises(
+            RuntimeError,
+            match=r"Sequential: backward after the forward refused "
+            r"by module 1 \(BatchNorm1d\)",
+        ):
+            backward(upstream)
+        assert all(not p.grad.any() for p in model.parameters())
+    # A refusal by the first module changes nothing: it does not block backward on its own...
+    model.eval()
+    model(x)
+    with pytest.raises(ValueError, match="Linear: expected 3 input features"):
+        model(_randn(5, 4, seed=53))
+    model.backward(upstream)
+    model.zero_grad()
+    model.train()
+    # ...nor lift the block of an earlier refusal part-way.
+    with pytest.raises(ValueError):
+        model(_randn(1, 3, seed=52))
+    with pytest.raises(ValueError):
+        model(_randn(5, 4, seed=53))
+    with pytest.raises(RuntimeError, match="Sequential: backward after"):
+        model.backward(upstream)
+    model(x)  # the same batch as before: the same gradients as before
     assert torch.equal(model.backward(upstream), expected)
     for parameter, grad in zip(model.parameters(), expected_grads, strict=True):
         assert torch.equal(parameter.grad, grad)
+
+    # A Residual whose block's output has another shape than the input: the block ran.
+    class FirstThree(nn.Module):
+        """The first three features (a block whose output does not always fit)."""
+
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            self._width = input.shape[1]
+            return input[:, :3]
+
+        def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.pad(grad_output, (0, self._width - 3))
+
+    residual = nn.Residual(FirstThree())
+    residual(x)
+    with pytest.raises(ValueError, match="Residual: the block's output has shape"):
+        residual(_randn(5, 4, seed=53))
+    with pytest.raises(RuntimeError, match="Residual: backward after a forward refused"):
+        residual.backward(_randn(5, 3, seed=54))
+    residual(x)
+    assert residual.backward(upstream_3 := _randn(5, 3, seed=54)).equal(2 * upstream_3)
+    # A Sequential refused inside a Residual, inside a Sequential.
+    outer = nn.Sequential(
+        nn.Residual(nn.Sequential(nn.Linear(3, 3, dtype=F64), nn.BatchNorm1d(3, dtype=F64)))
+    )
+    outer(x)
+    with pytest.raises(ValueError, match="BatchNorm1d"):
+        outer(_randn(1, 3, seed=52))
+    with pytest.raises(
+        RuntimeError,
+        match="Sequential: backward after the forward refused by "
+        r"module 0 \(Residual\)",
+    ):
+        outer.backward(_randn(5, 3, seed=54))
+    outer(x)
+    outer.backward(_randn(5, 3, seed=54))

@@ -38,6 +38,10 @@ class Residual(Module):
         self.register_module("block", block)
         self._shape: tuple[int, ...] | None = None
 
+    # Whether the last forward was refused after the block ran; a class default, so that
+    # models pickled before it existed load.
+    _refused: bool = False
+
     def forward(self, input: Tensor) -> Tensor:
         if not isinstance(input, Tensor):
             raise TypeError(
@@ -46,11 +50,14 @@ class Residual(Module):
         output: Tensor = self.block.forward(input)
         if not isinstance(output, Tensor) or output.shape != input.shape:
             got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            # The block ran: it now holds the caches of this input, not of the last good one.
+            self._refused = True
             raise ValueError(
                 f"Residual: the block's output has shape {got}, expected the input's shape "
                 f"{tuple(input.shape)}"
             )
         self._shape = tuple(input.shape)
+        self._refused = False
         return input + output
 
     def backward(self, grad_output: Tensor) -> Tensor:
@@ -67,4 +74,10 @@ class Residual(Module):
     def _check_backward(self, grad_output: Tensor) -> None:
         if self._shape is None:
             raise RuntimeError("Residual: backward called before forward")
+        if self._refused:
+            raise RuntimeError(
+                "Residual: backward after a forward refused for its block's output shape: the "
+                "block had already cached the refused input, so the last good forward cannot be "
+                "differentiated; run a forward that succeeds, then backward"
+            )
         check_grad_output("Residual", grad_output, torch.Size(self._shape))

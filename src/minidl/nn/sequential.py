@@ -34,6 +34,12 @@ class Sequential(Module):
     objects (as in ``torch.nn``; ``model[:-1]`` runs all but the last), whose parameters stay
     where they are: training either trains both.
 
+    A forward refused part-way (a child raises, say for an input that the children before it
+    accepted) leaves those children holding the refused input's caches, and a
+    :class:`~minidl.nn.BatchNorm1d` among them with its running statistics updated by it, as in
+    PyTorch. Rather than mix the caches of two inputs, ``backward`` then raises a
+    ``RuntimeError`` until a forward succeeds. The parameters and their gradients are untouched.
+
     Args:
         *modules: the modules, in the order data flows through them.
 
@@ -42,6 +48,10 @@ class Sequential(Module):
         >>> model(torch.randn(4, 2)).shape
         torch.Size([4, 2])
     """
+
+    # What the last forward was, if it raised part-way (see forward); a class default, so that
+    # models pickled before it existed load.
+    _refused: str | None = None
 
     def __init__(self, *modules: Module) -> None:
         self._chain(modules)
@@ -91,6 +101,7 @@ class Sequential(Module):
                 places[id(part)] = path
             self.register_module(str(index), module)
         self._layers: tuple[Module, ...] = tuple(modules)
+        self._refused = None
         self._reversed: tuple[Module, ...] = tuple(reversed(modules))
         # For backward_parameters: the modules from the last one back to the first that has
         # parameters (the last module alone if none has), that one apart.
@@ -101,12 +112,43 @@ class Sequential(Module):
 
     def forward(self, input: Tensor) -> Tensor:
         if anomaly.enabled:  # the one check of `with minidl.detect_anomaly():`
-            return anomaly.sequential_forward(self, input)
-        for module in self._layers:
-            input = module.forward(input)
+            try:
+                return anomaly.sequential_forward(self, input)
+            except BaseException:
+                self._refused = "a forward stopped by detect_anomaly"
+                raise
+        module = None
+        try:
+            for module in self._layers:
+                input = module.forward(input)
+        except BaseException:
+            self._note_refusal(module)
+            raise
+        if self._refused is not None:
+            self._refused = None  # a forward that succeeds makes backward possible again
         return input
 
+    def _note_refusal(self, module: Module | None) -> None:
+        """A child's forward raised: unless it was the first child and has no children of its
+        own (a refusing module changes nothing), the children before it now hold the caches of
+        the refused input, so backward is refused until a forward succeeds."""
+        if module is None:  # (no child ran)
+            return
+        index = next(i for i, layer in enumerate(self._layers) if layer is module)
+        if index > 0 or module._modules:
+            self._refused = f"the forward refused by module {index} ({type(module).__name__})"
+
+    def _check_not_refused(self) -> None:
+        if self._refused is not None:
+            raise RuntimeError(
+                f"Sequential: backward after {self._refused}: the modules before it had already "
+                "cached the refused input, so the last good forward cannot be differentiated; "
+                "run a forward that succeeds, then backward"
+            )
+
     def backward(self, grad_output: Tensor) -> Tensor:
+        if self._refused is not None:
+            self._check_not_refused()
         if anomaly.enabled:
             return anomaly.sequential_backward(self, grad_output)
         for module in self._reversed:
@@ -121,6 +163,8 @@ class Sequential(Module):
         :meth:`backward`'s. Under :func:`minidl.detect_anomaly` it is :meth:`backward` (every
         module runs and is checked).
         """
+        if self._refused is not None:
+            self._check_not_refused()
         if anomaly.enabled:
             anomaly.sequential_backward(self, grad_output)
             return
