@@ -161,13 +161,25 @@ def _check_device(where: str, device: object) -> torch.device | None:
     return place
 
 
+def _check_flag(name: str, flag: object) -> bool:
+    """A ``BatchIterator`` flag: a bool (a string such as "no" would be true: refused rather
+    than taken for True)."""
+    if not isinstance(flag, bool):
+        raise TypeError(f"BatchIterator: {name} must be a bool, got {flag!r}")
+    return flag
+
+
 class BatchIterator:
     """Mini-batches of ``(x, y)``, in a new random order on every pass.
 
     Each pass draws one permutation from ``generator`` and gathers the whole set once
-    (``index_select``); the batches are then views (slices) of the shuffled copy. The last batch
-    is smaller when ``batch_size`` does not divide the set size (unless ``drop_last``); a
-    ``batch_size`` larger than the set gives one batch holding the whole set.
+    (``index_select``); the batches are then views (slices) of the shuffled copy, so writing
+    into one changes only that pass's copy. With ``shuffle=False`` nothing is copied: the
+    batches are views of ``x`` and ``y`` themselves (as slicing them would give), and writing
+    into one writes into the data set. The last batch is smaller when ``batch_size`` does not
+    divide the set size (unless ``drop_last``); a ``batch_size`` larger than the set gives one
+    batch holding the whole set. ``batch_size``, ``shuffle`` and ``drop_last`` may be set again
+    between passes, with the constructor's checks.
 
     Args:
         x: inputs, shape ``(N, ...)``.
@@ -198,21 +210,47 @@ class BatchIterator:
         drop_last: bool = False,
     ) -> None:
         check_samples("BatchIterator", x, y)
-        self.x = x
-        self.y = y
-        self.batch_size = check_int("BatchIterator", "batch_size", batch_size)
+        check_int("BatchIterator", "batch_size", batch_size)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(
                 "BatchIterator: generator must be a torch.Generator or None, got "
                 f"{type(generator).__name__}"
             )
         for name, flag in (("shuffle", shuffle), ("drop_last", drop_last)):
-            # A string such as "no" would be true: refused rather than taken for True.
-            if not isinstance(flag, bool):
-                raise TypeError(f"BatchIterator: {name} must be a bool, got {flag!r}")
+            _check_flag(name, flag)
+        self.x = x
+        self.y = y
+        self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
         self.drop_last = drop_last
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per batch, an integer >= 1."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self._batch_size = check_int("BatchIterator", "batch_size", value)
+
+    @property
+    def shuffle(self) -> bool:
+        """Whether each pass draws a new order."""
+        return self._shuffle
+
+    @shuffle.setter
+    def shuffle(self, value: bool) -> None:
+        self._shuffle = _check_flag("shuffle", value)
+
+    @property
+    def drop_last(self) -> bool:
+        """Whether a last, incomplete batch is skipped."""
+        return self._drop_last
+
+    @drop_last.setter
+    def drop_last(self, value: bool) -> None:
+        self._drop_last = _check_flag("drop_last", value)
 
     def __len__(self) -> int:
         n = int(self.x.shape[0])

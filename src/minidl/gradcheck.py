@@ -9,6 +9,7 @@ from torch import Tensor
 
 from minidl._validate import check_real, check_seed
 from minidl.nn.module import Module
+from minidl.nn.parameter import Parameter
 
 __all__ = ["GradcheckError", "gradcheck"]
 
@@ -35,6 +36,11 @@ def gradcheck(
     (whose ``forward`` takes ``(prediction, target)``) is checked with respect to the prediction,
     its ``backward`` given the scalar :math:`u`.
 
+    Two parts of the module contract are checked first, each reported alone (finite
+    differences would then mean nothing): ``forward`` must be deterministic (a dropout in
+    training mode is not: put it in evaluation mode), and a second ``backward`` must add to the
+    parameters' gradients (accumulate), not overwrite them.
+
     Run it in float64: float32 finite differences are too coarse. Parameters' values and
     gradients, and the module's buffers (a batch norm's running statistics, which every forward
     in training mode updates), are restored afterwards, also when the module raises part-way.
@@ -52,7 +58,8 @@ def gradcheck(
         ``True`` when every gradient agrees.
 
     Raises:
-        GradcheckError: a gradient disagrees (with ``raise_exception``).
+        GradcheckError: a gradient disagrees, the forward is random or the backward does not
+            accumulate (with ``raise_exception``).
         TypeError, ValueError: a bad argument, named in the message, before anything runs.
 
     Example:
@@ -96,19 +103,26 @@ def gradcheck(
 
     generator = torch.Generator(device="cpu").manual_seed(seed)
     try:
-        y = output(x)
+        y = output(x).clone()  # (a module may write each output into one buffer)
         projection = torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
         for parameter in parameters:
             parameter.grad.zero_()
-        output(x)
+        again = output(x)
+        # Broken contracts, each reported alone: finite differences would then mean nothing.
+        contract = _nondeterminism(module, y, again)
         analytic = {"input": module.backward(projection).clone()}
         for name, parameter in named:
             analytic[name] = parameter.grad.clone()
+        if contract is None:
+            # A second backward must add to the gradients (the Module contract), not overwrite.
+            output(x)
+            module.backward(projection)
+            contract = _overwritten(named, analytic)
 
         targets: list[tuple[str, Tensor]] = [("input", x)]
         targets += [(name, parameter.data) for name, parameter in named]
-        failures = []
-        for name, tensor in targets:
+        failures: list[str] = []
+        for name, tensor in targets if contract is None else ():
             numeric = torch.zeros_like(tensor)
             # Element by element in the tensor's own layout (an input may be a transposed view).
             for index in itertools.product(*(range(size) for size in tensor.shape)):
@@ -133,11 +147,49 @@ def gradcheck(
             parameter.grad.copy_(grad)
         for buffer, saved in zip(buffers, saved_buffers, strict=True):
             buffer.copy_(saved)
-    if failures:
+    if contract is not None or failures:
         if raise_exception:
-            raise GradcheckError(
-                f"gradcheck: {type(module).__name__}.backward disagrees with finite differences "
-                f"at " + "; ".join(failures)
+            text = contract or (
+                "backward disagrees with finite differences at " + "; ".join(failures)
             )
+            raise GradcheckError(f"gradcheck: {type(module).__name__}.{text}")
         return False
     return True
+
+
+def _nondeterminism(module: Module, first: Tensor, second: Tensor) -> str | None:
+    """What is wrong when two forward calls on the same input differ (a dropout in training
+    mode): finite differences of a random function mean nothing."""
+    if not first.numel():
+        return None
+    scale = max(float(first.abs().max()), 1.0)
+    difference = float((first - second).abs().max())
+    if difference <= 1e-10 * scale:
+        return None
+    return (
+        f"forward is not deterministic: two calls on the same input differ by up to "
+        f"{difference:.6g}, so finite differences cannot check its backward (put a module "
+        "that draws random numbers, such as Dropout, in evaluation mode with .eval())"
+    )
+
+
+def _overwritten(named: list[tuple[str, Parameter]], analytic: dict[str, Tensor]) -> str | None:
+    """What is wrong when a second backward did not double a parameter's gradient:
+    ``backward`` must accumulate into ``grad`` (add to it), not overwrite it."""
+    # Relative to the largest gradient: one that is zero but for rounding (a bias before a
+    # batch norm) may come out of two passes as other rounding.
+    scale = max((float(g.abs().max()) for g in analytic.values() if g.numel()), default=0.0)
+    for name, parameter in named:
+        expected = 2 * analytic[name]
+        if not expected.numel():
+            continue
+        bad = (parameter.grad - expected).abs() > 1e-8 * scale
+        if bool(bad.any()):
+            index = tuple(int(i) for i in bad.nonzero()[0])
+            return (
+                f"backward does not accumulate into the gradient of {name!r}: after a second "
+                f"backward, {name}.grad{list(index)} is {float(parameter.grad[index]):.6g}, "
+                f"expected twice the first one, {float(expected[index]):.6g} (add to grad, do "
+                "not overwrite it)"
+            )
+    return None

@@ -29,7 +29,7 @@ from minidl.nn.sequential import Sequential
 from minidl.nn.stack import flat_model_parameters, model_parameters, stack_models
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
-from minidl.train import EpochRecord, History, eval_mode
+from minidl.train import EpochRecord, History, _check_step_limit, eval_mode
 
 __all__ = ["PerModel", "fit_rounds", "stacked_error_rates"]
 
@@ -144,7 +144,7 @@ def fit_rounds(
             criterion takes them.
         epochs: epochs to train.
         batch_size: samples per batch.
-        generators: R generators of the shuffles.
+        generators: R generators of the shuffles, a distinct object per model.
         make_scheduler: builds an optional schedule on the optimizer (it may return ``None``).
         validation_sets: R optional pairs ``(x, y)`` evaluated after each epoch, ``y`` class
             indices ``(N,)`` of an integer dtype, all of one size; they are checked before
@@ -159,7 +159,13 @@ def fit_rounds(
 
     Raises:
         TypeError, ValueError: a bad argument, named in the message, before anything changes
-            (the models and the generators are then as they were).
+            (the models and the generators are then as they were). As in
+            :func:`~minidl.train.fit`, the stack and the criterion first run once on the first
+            sample of every training set, in evaluation mode, so that sets the models or the
+            criterion do not take fail here, and class indices are checked against the width
+            of the outputs. An optimizer that updates none of the parameters it was built for,
+            one returned for two groups, a schedule of another optimizer and a schedule that
+            the run would step past its ``step_limit`` are refused too.
     """
     _check_sequence("models", models)
     _check_sequence("train_sets", train_sets)
@@ -194,6 +200,15 @@ def fit_rounds(
                 f"fit_rounds: generators[{index}] must be a torch.Generator, got "
                 f"{type(generator).__name__}"
             )
+        for other in range(index):
+            if generators[other] is generator:
+                # The models would draw their orders in turns from one stream: each order
+                # would depend on the others and on their number, unlike fit's.
+                raise ValueError(
+                    f"fit_rounds: generators[{index}] is generators[{other}] (one generator "
+                    "given twice); each model needs a generator of its own, e.g. "
+                    "[torch.Generator().manual_seed(seed) for seed in seeds]"
+                )
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit_rounds: epochs must be an integer >= 0, got {epochs!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -229,10 +244,18 @@ def fit_rounds(
         stacked = stack_models(models, layout="model" if flat else "layer")
     except (TypeError, ValueError) as error:  # models of other architectures
         raise type(error)(f"fit_rounds: {error}") from error
+    classes = _check_fit(stacked, criterion, train_sets)
+    if validation_sets is not None:
+        for index, (_, y) in enumerate(validation_sets):
+            check_class_indices("fit_rounds", f"validation_sets[{index}] ", y, classes)
+    samples = int(train_sets[0][0].shape[0])
+    batches_per_epoch = -(-samples // batch_size)
     if isinstance(make_optimizer, PerModel):
+        given = [
+            _group_parameters(stacked, start, group, flat) for start in range(0, rounds, group)
+        ]
         optimizers = [
-            make_optimizer.factory(start // group, _group_parameters(stacked, start, group, flat))
-            for start in range(0, rounds, group)
+            make_optimizer.factory(index, parameters) for index, parameters in enumerate(given)
         ]
         for index, optimizer in enumerate(optimizers):
             if not isinstance(optimizer, Optimizer):
@@ -240,6 +263,13 @@ def fit_rounds(
                     f"fit_rounds: the PerModel factory returned {type(optimizer).__name__} for "
                     f"optimizer {index}, expected a minidl Optimizer"
                 )
+            _check_optimizer(
+                optimizer,
+                given[index],
+                optimizers[:index],
+                f"optimizer {index}",
+                "build it on the parameters given to the PerModel factory",
+            )
         # The stack's gradients are one flat buffer: zero them in one operation.
         zero_grad: Callable[[], object]
         if flat:
@@ -254,17 +284,32 @@ def fit_rounds(
                 f"fit_rounds: make_optimizer returned {type(optimizers[0]).__name__}, expected a "
                 "minidl Optimizer"
             )
+        _check_optimizer(
+            optimizers[0],
+            stacked.parameters(),
+            [],
+            "the optimizer",
+            "build it on the parameters of the stack it is given (stack.parameters())",
+        )
         zero_grad = optimizers[0].zero_grad
     schedulers = [
         make_scheduler(optimizer) if make_scheduler is not None else None
         for optimizer in optimizers
     ]
-    for scheduler in schedulers:
-        if scheduler is not None and not isinstance(scheduler, LRScheduler):
+    for index, (scheduler, optimizer) in enumerate(zip(schedulers, optimizers, strict=True)):
+        if scheduler is None:
+            continue
+        if not isinstance(scheduler, LRScheduler):
             raise TypeError(
                 f"fit_rounds: make_scheduler returned {type(scheduler).__name__}, expected a "
                 "minidl LRScheduler or None"
             )
+        if scheduler.optimizer is not optimizer:
+            raise ValueError(
+                f"fit_rounds: make_scheduler returned a {type(scheduler).__name__} for optimizer "
+                f"{index} that schedules another optimizer; build it on the optimizer it is given"
+            )
+        _check_step_limit("fit_rounds", scheduler, epochs, batches_per_epoch)
     # The index of the optimizer (and schedule) of each model.
     owner = [index * len(optimizers) // rounds for index in range(rounds)]
 
@@ -272,7 +317,6 @@ def fit_rounds(
     per_epoch = [s for s in schedulers if s is not None and s.interval != "batch"]
     x_all = torch.stack([x for x, _ in train_sets])
     y_all = torch.stack([y for _, y in train_sets])
-    samples = x_all.shape[1]
     # The targets may be class indices (R, N) or rows (R, N, C) such as MSE's.
     x_flat = x_all.reshape(rounds * samples, *x_all.shape[2:])
     y_flat = y_all.reshape(rounds * samples, *y_all.shape[2:])
@@ -280,13 +324,7 @@ def fit_rounds(
     if validation_sets is not None:
         x_val = torch.stack([x for x, _ in validation_sets])
         y_val = torch.stack([y for _, y in validation_sets])
-        # The class indices against the number of classes, before training (as fit does).
-        with eval_mode(stacked), torch.inference_mode():
-            classes = int(stacked(x_val[:, :1]).shape[-1])
-        for index, (_, y) in enumerate(validation_sets):
-            check_class_indices("fit_rounds", f"validation_sets[{index}] ", y, classes)
     histories = [History() for _ in range(rounds)]
-    batches_per_epoch = -(-samples // batch_size)
     for model in models:
         model.train()
     stacked.train()
@@ -428,6 +466,47 @@ def _check_sets(
             raise ValueError(
                 f"fit_rounds: every validation set must have as many samples, got {sorted(sizes)}"
             )
+
+
+def _check_fit(
+    stacked: Sequential, criterion: Loss, train_sets: Sequence[tuple[Tensor, Tensor]]
+) -> int | None:
+    """Run the stack and the criterion once on the first sample of every training set, in
+    evaluation mode (which changes nothing), so that a set the models or the criterion do not
+    take fails before training, as in :func:`~minidl.train.fit`; check class indices against the
+    width of the outputs, and return it (``None`` when the outputs are not class scores)."""
+    x_probe = torch.stack([x[:1] for x, _ in train_sets])
+    y_probe = torch.stack([y[:1] for _, y in train_sets])
+    try:
+        with eval_mode(stacked), torch.inference_mode():
+            probe = stacked(x_probe)
+            criterion(probe, y_probe)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"fit_rounds: the training sets do not fit: {error}") from error
+    if not isinstance(probe, Tensor) or probe.dim() != 3:
+        return None
+    classes = int(probe.shape[-1])
+    for index, (_, y) in enumerate(train_sets):
+        if not y.is_floating_point():
+            check_class_indices("fit_rounds", f"train_sets[{index}] ", y)
+            check_class_indices("fit_rounds", f"train_sets[{index}] ", y, classes)
+    return classes
+
+
+def _check_optimizer(
+    optimizer: Optimizer, given: list[Parameter], earlier: list[Optimizer], what: str, hint: str
+) -> None:
+    """Refuse an optimizer that updates none of the parameters it was built for (the models
+    would not train), or one returned twice (it would step twice per batch)."""
+    if any(optimizer is other for other in earlier):
+        raise ValueError(
+            f"fit_rounds: the PerModel factory returned the same optimizer for {what} as for an "
+            "earlier one; each group of models needs its own"
+        )
+    if not {id(p) for p in given} & {id(p) for p in optimizer.params}:
+        raise ValueError(
+            f"fit_rounds: {what} updates none of the parameters it was built for; {hint}"
+        )
 
 
 def _group_parameters(stacked: Sequential, start: int, group: int, flat: bool) -> list[Parameter]:

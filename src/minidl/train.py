@@ -18,6 +18,7 @@ from minidl._validate import (
     check_samples,
 )
 from minidl.data import BatchIterator
+from minidl.nn.batch_norm import BatchNorm1d
 from minidl.nn.loss import Loss
 from minidl.nn.module import Module
 from minidl.optim.lr_scheduler import LRScheduler
@@ -134,6 +135,25 @@ def _error_rate(predicted: Tensor, y: Tensor) -> float:
     return 100.0 * float((predicted != y).sum()) / y.shape[0]
 
 
+def _check_step_limit(where: str, scheduler: LRScheduler, epochs: int, batches: int) -> None:
+    """Refuse, before training, ``epochs`` of ``batches`` batches that would step ``scheduler``
+    past its :attr:`~minidl.optim.LRScheduler.step_limit` (which would raise at the end of the
+    run, the training done but the epoch not recorded)."""
+    limit = scheduler.step_limit
+    if limit is None:
+        return
+    per_batch = scheduler.interval == "batch"
+    calls = epochs * batches if per_batch else epochs
+    if scheduler.last_step + calls > limit:
+        unit = f"{epochs} epochs of {batches} batches" if per_batch else f"{epochs} epochs"
+        raise ValueError(
+            f"{where}: the scheduler {type(scheduler).__name__} has rates up to step {limit} and "
+            f"is at step {scheduler.last_step}, but {unit} would step it {calls} times (to step "
+            f"{scheduler.last_step + calls}); build it for the whole training (e.g. OneCycle's "
+            f"total_steps = epochs * batches per epoch)"
+        )
+
+
 def fit(
     model: Module,
     criterion: Loss,
@@ -146,6 +166,7 @@ def fit(
     scheduler: LRScheduler | None = None,
     validation: tuple[Tensor, Tensor] | None = None,
     generator: torch.Generator | None = None,
+    drop_last: bool = False,
     start_epoch: int = 0,
     history: History | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
@@ -174,6 +195,10 @@ def fit(
             class indices ``(N,)`` of an integer dtype, checked before training starts (the
             indices against the width of the model's outputs).
         generator: the generator of the shuffles (default: torch's global one).
+        drop_last: skip the last batch of every epoch when it is smaller than ``batch_size``
+            (a model with a :class:`~minidl.nn.BatchNorm1d` cannot train on a batch of one
+            sample: such a run is refused unless the batch is dropped). The recorded loss is
+            then the mean over the full batches.
         start_epoch: the first epoch to run (when resuming).
         history: a history to extend (when resuming).
         on_epoch: called with the :class:`EpochRecord` of each epoch.
@@ -187,7 +212,9 @@ def fit(
             the generators are then as they were). Before training, ``model`` and ``criterion``
             run once on the first sample in evaluation mode, which changes nothing, so that
             their own checks of ``x`` and ``y`` apply and class indices in ``y`` (and in
-            ``validation``) are checked against the width of the model's outputs.
+            ``validation``) are checked against the width of the model's outputs. A scheduler
+            that the run would step past its ``step_limit`` (a ``OneCycle`` built for fewer
+            batches) is refused too.
     """
     for name, value, kind in (
         ("model", model, Module),
@@ -226,6 +253,25 @@ def fit(
         raise ValueError(f"fit: start_epoch must be an integer >= 0, got {start_epoch!r}")
     if start_epoch > epochs:
         raise ValueError(f"fit: start_epoch {start_epoch} is past epochs {epochs}")
+    if not isinstance(drop_last, bool):
+        raise TypeError(f"fit: drop_last must be a bool, got {drop_last!r}")
+    samples = int(x.shape[0])
+    if drop_last and samples < batch_size:
+        raise ValueError(
+            f"fit: with drop_last, batches of {batch_size} leave no batch of the {samples} "
+            "samples; choose a batch_size <= the number of samples"
+        )
+    smallest = batch_size if drop_last else samples % batch_size or batch_size
+    if smallest == 1:
+        for path, module in model.named_modules():
+            if isinstance(module, BatchNorm1d):
+                raise ValueError(
+                    f"fit: every epoch would end with a batch of 1 sample ({samples} samples, "
+                    f"batches of {batch_size}), on which "
+                    f"{f'the BatchNorm1d {path!r}' if path else 'the BatchNorm1d model'} cannot "
+                    "estimate a variance in training mode; pass drop_last=True or choose "
+                    "another batch_size"
+                )
     if parallel is not None and not all(
         callable(getattr(parallel, method, None))
         for method in ("shard", "synchronize", "reduce_loss")
@@ -244,6 +290,7 @@ def fit(
         probe = model(x[:1])
         criterion(probe, y[:1])
     if not y.is_floating_point() and isinstance(probe, Tensor) and probe.dim() == 2:
+        check_class_indices("fit", "", y)  # >= 0 (the check against the width is only < C)
         check_class_indices("fit", "", y, int(probe.shape[1]))
     if validation is not None:
         # Checked before training, so that a bad set does not fail after the first epoch.
@@ -258,9 +305,11 @@ def fit(
             )
         check_class_indices("fit", "validation ", y_validation, int(probe.shape[1]))
     history = History() if history is None else history
-    batches = BatchIterator(x, y, batch_size, generator=generator)
-    steps: _Batches = batches if parallel is None else parallel.shard(batches)
+    batches = BatchIterator(x, y, batch_size, generator=generator, drop_last=drop_last)
     per_batch = scheduler is not None and scheduler.interval == "batch"
+    if scheduler is not None:
+        _check_step_limit("fit", scheduler, epochs - start_epoch, len(batches))
+    steps: _Batches = batches if parallel is None else parallel.shard(batches)
     model.train()
     with torch.inference_mode():
         for epoch in range(start_epoch, epochs):

@@ -76,6 +76,13 @@ class LRScheduler:
         return lr
 
     @property
+    def step_limit(self) -> int | None:
+        """The last step that has a learning rate (``OneCycle``'s ``total_steps``), or ``None``
+        when every step has one: a :meth:`step` to a later one raises. :func:`minidl.train.fit`
+        reads it to refuse, before training, a run that would step the schedule past it."""
+        return None
+
+    @property
     def lr(self) -> float:
         """The learning rate of the current step."""
         return self.lr_at(self.last_step)

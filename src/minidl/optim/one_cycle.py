@@ -87,6 +87,11 @@ class OneCycle(LRScheduler):
             )
         self._start()
 
+    @property
+    def step_limit(self) -> int:
+        """``total_steps``: the schedule has no rate past it."""
+        return self.total_steps
+
     def _anneal(self, start: float, end: float, fraction: float) -> float:
         if self.anneal_strategy == "cos":
             return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1)

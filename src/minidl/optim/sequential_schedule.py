@@ -105,6 +105,22 @@ class SequentialSchedule(LRScheduler):
         start = self.milestones[index - 1] if index > 0 else 0
         return self.schedules[index].lr_at(step - start)
 
+    @property
+    def step_limit(self) -> int | None:
+        """The last step before one of the schedules runs past its own ``step_limit`` (a
+        schedule before the last is only asked for the steps up to the next milestone)."""
+        limit: int | None = None
+        starts = [0, *self.milestones]
+        for index, schedule in enumerate(self.schedules):
+            own = schedule.step_limit
+            if own is None:
+                continue
+            last = starts[index] + own
+            if index + 1 < len(starts) and last >= starts[index + 1] - 1:
+                continue  # the next schedule takes over before this one runs out
+            limit = last if limit is None else min(limit, last)
+        return limit
+
     def _set_base_lr(self, base_lr: float) -> None:
         """Take ``base_lr`` as the reference rate, and give it to every schedule that does not
         take its own rates (a restored ``state_dict``'s rate too)."""
