@@ -503,3 +503,121 @@ def test_a_state_loaded_after_the_model_moved_keeps_its_precision() -> None:
     model.to(F64)
     optimizer.load_state_dict(state)
     assert torch.equal(optimizer.state["momentum_buffer"], state["state"]["momentum_buffer"])
+
+
+# -- hyper-parameters set as attributes --------------------------------------------------------
+
+# (case, hyper-parameter, new value, the torch param_groups key and value)
+CHANGES = [
+    ("sgd-momentum-weight-decay", "momentum", 0.5, "momentum", 0.5),
+    ("sgd-momentum-weight-decay", "weight_decay", 0.2, "weight_decay", 0.2),
+    ("sgd-nesterov", "nesterov", False, "nesterov", False),
+    ("adam-wd-betas", "betas", (0.7, 0.95), "betas", (0.7, 0.95)),
+    ("adam-wd-betas", "eps", 1e-3, "eps", 1e-3),
+    ("adamw-wd", "weight_decay", 0.05, "weight_decay", 0.05),
+    ("rmsprop-all", "alpha", 0.5, "alpha", 0.5),
+    ("rmsprop-all", "momentum", 0.3, "momentum", 0.3),
+    ("adagrad-all", "lr_decay", 0.1, "lr_decay", 0.1),
+    ("adagrad-all", "eps", 1e-3, "eps", 1e-3),
+]
+
+
+@pytest.mark.parametrize(("case", "name", "value", "torch_name", "torch_value"), CHANGES)
+def test_a_hyperparameter_set_mid_run_follows_torch(
+    case: str, name: str, value: object, torch_name: str, torch_value: object
+) -> None:
+    """``optimizer.<name> = value`` after 20 steps: the next 25 follow torch.optim with the
+    same change made in its param_groups (float64, 1e-10)."""
+    make, make_torch = CASES[case]
+    model = _model()
+    twin = [torch.nn.Parameter(p.data.clone()) for p in model.parameters()]
+    optimizer, torch_optimizer = make(model.parameters()), make_torch(twin)
+    criterion = nn.CrossEntropyLoss()
+    for step in range(STEPS):
+        if step == 20:
+            setattr(optimizer, name, value)
+            torch_optimizer.param_groups[0][torch_name] = torch_value
+            assert getattr(optimizer, name) == value
+            assert optimizer.hyperparameters().get(name, value) == value
+        x, y = _batch(step)
+        optimizer.zero_grad()
+        criterion(model(x), y)
+        model.backward(criterion.backward())
+        optimizer.step()
+        torch_optimizer.zero_grad()
+        hidden = torch.tanh(F.linear(x, twin[0], twin[1]))
+        F.cross_entropy(F.linear(hidden, twin[2]), y).backward()
+        torch_optimizer.step()
+        for parameter, expected in zip(model.parameters(), twin, strict=True):
+            error = _relative(parameter.data, expected.detach())
+            assert error <= RTOL, f"{case}, {name}, step {step}: relative error {error:.3g}"
+
+
+BAD_SETTINGS = [
+    (lambda p: optim.SGD(p, lr=0.1, momentum=0.5), "momentum", 5, ValueError, "SGD: momentum"),
+    (lambda p: optim.SGD(p, lr=0.1), "weight_decay", -1.0, ValueError, "SGD: weight_decay"),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=0.5), "nesterov", "yes", TypeError, "nesterov"),
+    (lambda p: optim.SGD(p, lr=0.1), "nesterov", True, ValueError, "needs momentum > 0"),
+    (
+        lambda p: optim.SGD(p, lr=0.1, momentum=0.5, nesterov=True),
+        "momentum",
+        0.0,
+        ValueError,
+        "needs momentum > 0",
+    ),
+    (
+        lambda p: optim.SGD(p, lr=0.1),
+        "momentum",
+        0.9,
+        ValueError,
+        r"SGD: momentum=0.9 needs the state tensors \['momentum_buffer'\], but this optimizer "
+        r"keeps \[\]",
+    ),
+    (
+        lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
+        "momentum",
+        0.0,
+        ValueError,
+        "needs the state tensors",
+    ),
+    (lambda p: optim.Adam(p, lr=0.1), "betas", (2, 3), ValueError, "Adam: betas"),
+    (lambda p: optim.AdamW(p, lr=0.1), "eps", 0.0, ValueError, "AdamW: eps"),
+    (optim.Adadelta, "rho", 1.5, ValueError, "Adadelta: rho"),
+    (optim.RMSprop, "centered", True, ValueError, "needs the state tensors"),
+    (optim.RMSprop, "alpha", float("nan"), ValueError, "RMSprop: alpha"),
+    (optim.Adagrad, "lr_decay", -0.5, ValueError, "Adagrad: lr_decay"),
+]
+
+
+@pytest.mark.parametrize(("make", "name", "value", "error", "message"), BAD_SETTINGS)
+def test_a_bad_hyperparameter_set_as_an_attribute_is_refused_and_changes_nothing(
+    make: MakeOptimizer, name: str, value: object, error: type[Exception], message: str
+) -> None:
+    """The constructor's checks, with the other hyper-parameters; a refused value leaves the
+    optimizer training exactly as an untouched twin."""
+    model, twin_model = _model(), _model()
+    optimizer, twin = make(model.parameters()), make(twin_model.parameters())
+    _run(model, optimizer, range(3))
+    _run(twin_model, twin, range(3))
+    before = optimizer.hyperparameters()
+    with pytest.raises(error, match=message):
+        setattr(optimizer, name, value)
+    assert optimizer.hyperparameters() == before
+    _run(model, optimizer, range(3, 8))
+    _run(twin_model, twin, range(3, 8))
+    for parameter, expected in zip(model.parameters(), twin_model.parameters(), strict=True):
+        assert torch.equal(parameter.data, expected.data)
+
+
+def test_an_optimizer_pickled_with_plain_hyperparameter_attributes_loads() -> None:
+    """Optimizers pickled when the hyper-parameters were plain attributes (``momentum``, not
+    ``_momentum``) load with them."""
+    model = _model()
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.5, weight_decay=0.01)
+    state = optimizer.__getstate__()
+    for name in ("momentum", "weight_decay", "nesterov"):
+        state[name] = state.pop("_" + name)
+    loaded = optim.SGD.__new__(optim.SGD)
+    loaded.__setstate__(state)
+    assert loaded.hyperparameters() == optimizer.hyperparameters()
+    assert (loaded.momentum, loaded.weight_decay, loaded.nesterov) == (0.5, 0.01, False)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from minidl._validate import check_real
 from minidl.nn.parameter import Parameter
-from minidl.optim.optimizer import Optimizer
+from minidl.optim.optimizer import Hyperparameter, Optimizer
 
 __all__ = ["Adadelta"]
 
@@ -39,13 +39,15 @@ class Adadelta(Optimizer):
     """
 
     state_names: tuple[str, ...] = ("square_avg", "acc_delta")
+    rho = Hyperparameter()
+    eps = Hyperparameter()
+    _rho: float
+    _eps: float
 
     def __init__(
         self, params: Iterable[Parameter], lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6
     ) -> None:
-        checked = self._validate_hyperparameters(rho=rho, eps=eps)
-        self.rho: float = checked["rho"]
-        self.eps: float = checked["eps"]
+        self._assign_hyperparameters({"rho": rho, "eps": eps})
         super().__init__(params, lr)
 
     def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
@@ -59,7 +61,7 @@ class Adadelta(Optimizer):
 
     def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
         square_avg, acc_delta = state
-        rho, eps = self.rho, self.eps
+        rho, eps = self._rho, self._eps
         square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
         delta = acc_delta.add(eps).sqrt_().div_(square_avg.add(eps).sqrt_()).mul_(grad)
         acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)

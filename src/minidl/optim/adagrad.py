@@ -9,7 +9,7 @@ from torch import Tensor
 
 from minidl._validate import check_real
 from minidl.nn.parameter import Parameter
-from minidl.optim.optimizer import Optimizer
+from minidl.optim.optimizer import Hyperparameter, Optimizer
 
 __all__ = ["Adagrad"]
 
@@ -43,6 +43,14 @@ class Adagrad(Optimizer):
     """
 
     state_names: tuple[str, ...] = ("sum",)
+    lr_decay = Hyperparameter()
+    weight_decay = Hyperparameter()
+    initial_accumulator_value = Hyperparameter()
+    eps = Hyperparameter()
+    _lr_decay: float
+    _weight_decay: float
+    _initial_accumulator_value: float
+    _eps: float
 
     def __init__(
         self,
@@ -53,16 +61,14 @@ class Adagrad(Optimizer):
         initial_accumulator_value: float = 0.0,
         eps: float = 1e-10,
     ) -> None:
-        checked = self._validate_hyperparameters(
-            lr_decay=lr_decay,
-            weight_decay=weight_decay,
-            initial_accumulator_value=initial_accumulator_value,
-            eps=eps,
+        self._assign_hyperparameters(
+            {
+                "lr_decay": lr_decay,
+                "weight_decay": weight_decay,
+                "initial_accumulator_value": initial_accumulator_value,
+                "eps": eps,
+            }
         )
-        self.lr_decay: float = checked["lr_decay"]
-        self.weight_decay: float = checked["weight_decay"]
-        self.initial_accumulator_value: float = checked["initial_accumulator_value"]
-        self.eps: float = checked["eps"]
         super().__init__(params, lr)
         self.state["sum"].fill_(self.initial_accumulator_value)
 
@@ -86,9 +92,9 @@ class Adagrad(Optimizer):
 
     def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
         (accumulator,) = state
-        if self.weight_decay != 0.0:
-            grad = grad.add(value, alpha=self.weight_decay)
-        clr = self.lr / (1 + self.step_count * self.lr_decay)
+        if self._weight_decay != 0.0:
+            grad = grad.add(value, alpha=self._weight_decay)
+        clr = self.lr / (1 + self.step_count * self._lr_decay)
         accumulator.addcmul_(grad, grad, value=1)
-        denominator = accumulator.sqrt().add_(self.eps)
+        denominator = accumulator.sqrt().add_(self._eps)
         value.addcdiv_(grad, denominator, value=-clr)

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from minidl._validate import check_real
 from minidl.nn.parameter import Parameter
-from minidl.optim.optimizer import Optimizer
+from minidl.optim.optimizer import Hyperparameter, Optimizer
 
 __all__ = ["Adam", "check_betas"]
 
@@ -54,6 +54,12 @@ class Adam(Optimizer):
     """
 
     state_names: tuple[str, ...] = ("exp_avg", "exp_avg_sq")
+    betas = Hyperparameter()
+    eps = Hyperparameter()
+    weight_decay = Hyperparameter()
+    _betas: tuple[float, float]
+    _eps: float
+    _weight_decay: float
     _decoupled = False
 
     def __init__(
@@ -64,10 +70,7 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
-        checked = self._validate_hyperparameters(betas=betas, eps=eps, weight_decay=weight_decay)
-        self.betas: tuple[float, float] = checked["betas"]
-        self.eps: float = checked["eps"]
-        self.weight_decay: float = checked["weight_decay"]
+        self._assign_hyperparameters({"betas": betas, "eps": eps, "weight_decay": weight_decay})
         super().__init__(params, lr)
 
     def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
@@ -85,16 +88,16 @@ class Adam(Optimizer):
 
     def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
         exp_avg, exp_avg_sq = state
-        beta1, beta2 = self.betas
+        beta1, beta2 = self._betas
         step = self.step_count + 1
-        if self.weight_decay != 0.0:
+        if self._weight_decay != 0.0:
             if self._decoupled:
-                value.mul_(1 - self.lr * self.weight_decay)
+                value.mul_(1 - self.lr * self._weight_decay)
             else:
-                grad = grad.add(value, alpha=self.weight_decay)
+                grad = grad.add(value, alpha=self._weight_decay)
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         step_size = self.lr / (1 - beta1**step)
         bias_correction2_sqrt = math.sqrt(1 - beta2**step)
-        denominator = exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(self.eps)
+        denominator = exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(self._eps)
         value.addcdiv_(exp_avg, denominator, value=-step_size)

@@ -13,7 +13,31 @@ from minidl.nn.flat import flat_buffer
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 
-__all__ = ["Optimizer"]
+__all__ = ["Hyperparameter", "Optimizer"]
+
+
+class Hyperparameter:
+    """A hyper-parameter of an optimizer (``momentum``, ``betas``, ...), read and set as an
+    attribute.
+
+    Setting it runs the constructor's checks, with the optimizer's other hyper-parameters (SGD's
+    ``nesterov`` needs ``momentum > 0``), so ``optimizer.momentum = 5`` raises as
+    ``SGD(..., momentum=5)`` does, and leaves the optimizer as it was. A value that would need
+    other state tensors than the optimizer keeps (SGD's ``momentum`` between 0 and > 0) is
+    refused too. The value is kept in ``_<name>``, which the updates read.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.slot = "_" + name
+
+    def __get__(self, instance: Optimizer | None, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return instance.__dict__[self.slot]
+
+    def __set__(self, instance: Optimizer, value: Any) -> None:
+        instance._assign_hyperparameters({self.name: value})
 
 
 class Optimizer:
@@ -28,6 +52,10 @@ class Optimizer:
 
     The parameters must share one dtype and device (the state's); a model moved with
     ``model.to(...)`` after the optimizer was built takes its state along at the next ``step``.
+
+    A subclass declares its hyper-parameters as :class:`Hyperparameter` attributes (SGD's
+    ``momentum``, Adam's ``betas``, ...): they may be set between steps, as ``lr`` may, and
+    each value set is checked as the constructor checks it.
 
     Args:
         params: the parameters to optimise, usually ``model.parameters()``.
@@ -210,6 +238,9 @@ class Optimizer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Loaded inside ``torch.inference_mode()``, the state tensors are copied out of it, so
         that they can still be updated in place outside it."""
+        for key in self._hyperparameter_names():  # pickled when they were plain attributes
+            if key in state:
+                state["_" + key] = state.pop(key)
         self.__dict__.update(state)
         with torch.inference_mode(False):
             for name, tensor in self.state.items():
@@ -306,9 +337,46 @@ class Optimizer:
         return dict(hyperparameters)
 
     def _set_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
-        settings = {**self.optional_hyperparameters, **hyperparameters}
-        for key, value in {**settings, **self._validate_hyperparameters(**settings)}.items():
-            setattr(self, key, value)
+        """Restore saved hyper-parameters (an optional one left out takes its default)."""
+        self._assign_hyperparameters({**self.optional_hyperparameters, **hyperparameters})
+
+    def _state_names_for(self, hyperparameters: Mapping[str, Any]) -> tuple[str, ...]:
+        """The state tensors that the (checked) ``hyperparameters`` need."""
+        return type(self).state_names
+
+    def _assign_hyperparameters(self, changes: Mapping[str, Any]) -> None:
+        """Check ``changes`` with the other hyper-parameters, as the constructor does, then
+        set them (all of them or none)."""
+        name = type(self).__name__
+        current = {
+            key: self.__dict__["_" + key]
+            for key in self._hyperparameter_names()
+            if "_" + key in self.__dict__
+        }
+        settings = {**self.optional_hyperparameters, **current, **changes}
+        checked = {**settings, **self._validate_hyperparameters(**settings)}
+        if "state" in self.__dict__:  # (built: the state tensors exist)
+            needed = self._state_names_for(checked)
+            if set(needed) != set(self.state):
+                given = ", ".join(f"{key}={value!r}" for key, value in changes.items())
+                raise ValueError(
+                    f"{name}: {given} needs the state tensors {sorted(needed)}, but this "
+                    f"optimizer keeps {sorted(self.state)}, fixed when it was built; build a "
+                    f"new {name} with these settings"
+                )
+        for key, value in checked.items():
+            self.__dict__["_" + key] = value
+
+    @classmethod
+    def _hyperparameter_names(cls) -> list[str]:
+        """The names of the class's :class:`Hyperparameter` attributes."""
+        names = (
+            key
+            for klass in reversed(cls.__mro__)
+            for key, value in vars(klass).items()
+            if isinstance(value, Hyperparameter)
+        )
+        return list(dict.fromkeys(names))
 
     def __repr__(self) -> str:
         settings = ", ".join(

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from minidl._validate import check_real
 from minidl.nn.parameter import Parameter
-from minidl.optim.optimizer import Optimizer
+from minidl.optim.optimizer import Hyperparameter, Optimizer
 
 __all__ = ["RMSprop"]
 
@@ -47,6 +47,16 @@ class RMSprop(Optimizer):
     """
 
     state_names: tuple[str, ...] = ("square_avg",)
+    alpha = Hyperparameter()
+    eps = Hyperparameter()
+    weight_decay = Hyperparameter()
+    momentum = Hyperparameter()
+    centered = Hyperparameter()
+    _alpha: float
+    _eps: float
+    _weight_decay: float
+    _momentum: float
+    _centered: bool
 
     def __init__(
         self,
@@ -58,21 +68,27 @@ class RMSprop(Optimizer):
         momentum: float = 0.0,
         centered: bool = False,
     ) -> None:
-        checked = self._validate_hyperparameters(
-            alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered
+        self._assign_hyperparameters(
+            {
+                "alpha": alpha,
+                "eps": eps,
+                "weight_decay": weight_decay,
+                "momentum": momentum,
+                "centered": centered,
+            }
         )
-        self.alpha: float = checked["alpha"]
-        self.eps: float = checked["eps"]
-        self.weight_decay: float = checked["weight_decay"]
-        self.momentum: float = checked["momentum"]
-        self.centered: bool = checked["centered"]
-        names = ["square_avg"]
-        if self.momentum > 0:
-            names.append("momentum_buffer")
-        if self.centered:
-            names.append("grad_avg")
-        self.state_names = tuple(names)
+        self.state_names = self._state_names_for(
+            {"momentum": self._momentum, "centered": self._centered}
+        )
         super().__init__(params, lr)
+
+    def _state_names_for(self, hyperparameters: Mapping[str, Any]) -> tuple[str, ...]:
+        names = ["square_avg"]
+        if hyperparameters["momentum"] > 0:
+            names.append("momentum_buffer")
+        if hyperparameters["centered"]:
+            names.append("grad_avg")
+        return tuple(names)
 
     def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
         centered = hyperparameters["centered"]
@@ -119,19 +135,19 @@ class RMSprop(Optimizer):
 
     def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
         square_avg = state[0]
-        alpha = self.alpha
-        if self.weight_decay != 0.0:
-            grad = grad.add(value, alpha=self.weight_decay)
+        alpha = self._alpha
+        if self._weight_decay != 0.0:
+            grad = grad.add(value, alpha=self._weight_decay)
         square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
-        if self.centered:
+        if self._centered:
             grad_avg = state[-1]
             grad_avg.lerp_(grad, 1 - alpha)
-            denominator = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_().add_(self.eps)
+            denominator = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_().add_(self._eps)
         else:
-            denominator = square_avg.sqrt().add_(self.eps)
-        if self.momentum > 0:
+            denominator = square_avg.sqrt().add_(self._eps)
+        if self._momentum > 0:
             momentum_buffer = state[1]
-            momentum_buffer.mul_(self.momentum).addcdiv_(grad, denominator)
+            momentum_buffer.mul_(self._momentum).addcdiv_(grad, denominator)
             value.add_(momentum_buffer, alpha=-self.lr)
         else:
             value.addcdiv_(grad, denominator, value=-self.lr)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from minidl._validate import check_real
 from minidl.nn.parameter import Parameter
-from minidl.optim.optimizer import Optimizer
+from minidl.optim.optimizer import Hyperparameter, Optimizer
 
 __all__ = ["SGD"]
 
@@ -52,6 +52,12 @@ class SGD(Optimizer):
     """
 
     state_names: tuple[str, ...] = ("momentum_buffer",)
+    momentum = Hyperparameter()
+    weight_decay = Hyperparameter()
+    nesterov = Hyperparameter()
+    _momentum: float
+    _weight_decay: float
+    _nesterov: bool
     optional_hyperparameters: ClassVar[Mapping[str, Any]] = {
         "weight_decay": 0.0,
         "nesterov": False,
@@ -66,37 +72,32 @@ class SGD(Optimizer):
         weight_decay: float = 0.0,
         nesterov: bool = False,
     ) -> None:
-        checked = self._validate_hyperparameters(
-            momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+        self._assign_hyperparameters(
+            {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
         )
-        self.momentum = checked["momentum"]
-        self.weight_decay: float = checked.get("weight_decay", 0.0)
-        self.nesterov: bool = checked.get("nesterov", False)
-        # Plain SGD keeps no state (no buffer to allocate, save or move).
-        self.state_names = ("momentum_buffer",) if self.momentum > 0 else ()
+        self.state_names = self._state_names_for({"momentum": self._momentum})
         super().__init__(params, lr)
+
+    def _state_names_for(self, hyperparameters: Mapping[str, Any]) -> tuple[str, ...]:
+        # Plain SGD keeps no state (no buffer to allocate, save or move).
+        return ("momentum_buffer",) if hyperparameters["momentum"] > 0 else ()
 
     def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
         momentum = check_real(
             "SGD", "momentum", hyperparameters["momentum"], low=0.0, high=1.0, high_open=True
         )
-        checked: dict[str, Any] = {"momentum": momentum}
-        # The two extensions are saved only when used, so plain SGD's state_dict keeps its keys.
         weight_decay = check_real(
             "SGD", "weight_decay", hyperparameters.get("weight_decay", 0.0), low=0.0
         )
-        if weight_decay != 0.0:
-            checked["weight_decay"] = weight_decay
         nesterov = hyperparameters.get("nesterov", False)
         if not isinstance(nesterov, bool):
             raise TypeError(f"SGD: nesterov must be a bool, got {nesterov!r}")
         if nesterov and momentum == 0.0:
             raise ValueError("SGD: nesterov momentum needs momentum > 0, got momentum 0")
-        if nesterov:
-            checked["nesterov"] = True
-        return checked
+        return {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
 
     def hyperparameters(self) -> dict[str, Any]:
+        # The two extensions are listed only when used, so plain SGD's state_dict keeps its keys.
         settings: dict[str, Any] = {"momentum": self.momentum}
         if self.weight_decay != 0.0:
             settings["weight_decay"] = self.weight_decay
@@ -105,14 +106,15 @@ class SGD(Optimizer):
         return settings
 
     def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
-        if self.weight_decay != 0.0:
-            grad = grad.add(value, alpha=self.weight_decay)
-        if self.momentum == 0.0:
+        if self._weight_decay != 0.0:
+            grad = grad.add(value, alpha=self._weight_decay)
+        momentum = self._momentum
+        if momentum == 0.0:
             value.add_(grad, alpha=-self._lr)
             return
         (velocity,) = state
-        velocity.mul_(self.momentum).add_(grad, alpha=self.lr)
-        if self.nesterov:
-            value.sub_(velocity, alpha=self.momentum).sub_(grad, alpha=self.lr)
+        velocity.mul_(momentum).add_(grad, alpha=self._lr)
+        if self._nesterov:
+            value.sub_(velocity, alpha=momentum).sub_(grad, alpha=self._lr)
         else:
             value.sub_(velocity)
