@@ -104,6 +104,18 @@ class Choices:
             "reading is a variant row of Tables II and III."
         },
     )
+    adadelta_rho: float = field(
+        default=0.9,
+        metadata={
+            "doc": "ADADELTA's decay rate rho: the paper (and PAPER-NOTES) gives neither rho nor "
+            "epsilon; PyTorch's defaults are used, rho 0.9 (Zeiler's experiments used 0.95), as "
+            "`minidl train --optimizer adadelta` does. Not run as a variant."
+        },
+    )
+    adadelta_eps: float = field(
+        default=1e-6,
+        metadata={"doc": "ADADELTA's epsilon: 1e-6, PyTorch's default and Zeiler's value."},
+    )
     clr_base_lr_ratio: float = field(
         default=0.1,
         metadata={

@@ -21,7 +21,7 @@ from minidl.experiments.config import Experiment
 from minidl.experiments.training import RowResult, make_round_data
 from minidl.train import predict
 
-__all__ = ["FIGURES", "Figure", "FigureWriter", "write_figures"]
+__all__ = ["FIGURES", "Figure", "FigureWriter", "remove_other_figures", "write_figures"]
 
 DPI = 120
 
@@ -75,7 +75,8 @@ def figure_1(rows: Sequence[RowResult], path: Path) -> None:
     for index, row in enumerate(rows):
         diverged = sum(any(not math.isfinite(v) for v in r.train_loss) for r in row.rounds)
         note = f", {diverged} diverged" if diverged else ""
-        label = f"{row.experiment.label}\n({len(row.rounds)} rounds{note})"
+        rounds = len(row.rounds)
+        label = f"{row.experiment.label}\n({rounds} round{'s' * (rounds != 1)}{note})"
         _band(axes, row, label, colors[index % len(colors)])
     _error_axes(axes, "Fig. 1: validation error vs epoch by loss (Tanh, SGD, lr 0.1)")
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
@@ -335,6 +336,26 @@ class FigureWriter:
             self.close()
         drawn = {figure.name for figure in self._drawn}
         return {figure.name: figure.file for figure in FIGURES if figure.name in drawn}
+
+
+def remove_other_figures(out: Path, figures: dict[str, str]) -> list[str]:
+    """Remove from ``out`` the files of :data:`FIGURES` that are not in ``figures``.
+
+    ``minidl reproduce --tables 2`` into a folder that holds a full run's figures would otherwise
+    leave Figs. 1-3 of that earlier run (other rows, perhaps other seeds) beside a report and a
+    JSON that do not show them. Only the figures' own file names are touched; other files stay.
+
+    Returns:
+        The names of the files removed.
+    """
+    kept = set(figures.values())
+    removed = []
+    for figure in FIGURES:
+        path = out / figure.file
+        if figure.file not in kept and path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(figure.file)
+    return removed
 
 
 def write_figures(results: Sequence[RowResult], out: Path) -> dict[str, str]:

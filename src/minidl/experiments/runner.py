@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from minidl._allocator import keep_freed_memory
-from minidl._validate import check_folder_takes_files
+from minidl._validate import check_folder_takes_files, check_int
 from minidl.experiments.batched import train_rows_batched
 from minidl.experiments.config import (
     Experiment,
@@ -32,6 +32,7 @@ __all__ = [
     "QUICK_EPOCHS",
     "RunSettings",
     "default_jobs",
+    "progress_label",
     "reproduce",
     "run_experiments",
     "run_from_cli",
@@ -55,6 +56,21 @@ class RunSettings:
     jobs: int = 1
     """Worker processes that trained the rows (the numbers do not depend on it)."""
 
+    def __post_init__(self) -> None:
+        # Checked here, so that a bad setting fails before anything is trained or written.
+        check_int("RunSettings", "rounds", self.rounds)
+        if isinstance(self.base_seed, bool) or not isinstance(self.base_seed, int):
+            raise TypeError(f"RunSettings: base_seed must be an int, got {self.base_seed!r}")
+        try:
+            experiments_for_tables(self.tables)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"RunSettings: tables: {error}") from None
+        if not isinstance(self.quick, bool):
+            raise TypeError(f"RunSettings: quick must be True or False, got {self.quick!r}")
+        if self.epochs_override is not None:
+            check_int("RunSettings", "epochs_override", self.epochs_override)
+        check_int("RunSettings", "jobs", self.jobs)
+
 
 def run_experiments(
     experiments: Sequence[Experiment],
@@ -71,8 +87,8 @@ def run_experiments(
 
     Experiments that train identically (same :func:`training_key`, e.g. a "momentum without
     effect" variant and the momentum-0 row) are trained once and share the numbers. The others
-    are trained in groups of one :func:`stack_key` (rows that differ only in optimizer and
-    schedule), each group by one call of ``train``.
+    are trained in groups of one :func:`stack_key` (rows that differ only in activations, loss,
+    optimizer and schedule), each group by one call of ``train``.
 
     Args:
         experiments: the rows.
@@ -92,6 +108,8 @@ def run_experiments(
             order of ``experiments``), so that work done there costs the training no core.
             Never called when training here.
     """
+    rounds = check_int("run_experiments", "rounds", rounds)
+    jobs = check_int("run_experiments", "jobs", jobs)
     distinct: dict[Experiment, Experiment] = {}
     for experiment in experiments:
         distinct.setdefault(training_key(experiment), experiment)
@@ -170,16 +188,23 @@ def count_epochs(experiments: Sequence[Experiment], rounds: int, epochs: int | N
 
 
 def reproduce(
-    settings: RunSettings, out: Path, *, progress: bool = True, summary: bool = True
+    settings: RunSettings,
+    out: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    summary: bool = True,
 ) -> dict[str, Any]:
     """Run the experiments of ``settings``, write everything into ``out`` and return the JSON.
 
-    Writes ``out/report.md``, ``out/results.json`` and the figures (PNG).
+    Writes ``out/report.md``, ``out/results.json`` and the figures (PNG), and removes from
+    ``out`` the figures of an earlier run that this run does not draw (e.g. Fig. 1 when it runs
+    ``tables="2"``); other files in ``out`` are left alone.
     """
-    from minidl.experiments.figures import FigureWriter
+    from minidl.experiments.figures import FigureWriter, remove_other_figures
     from minidl.experiments.report import results_json, summary_table, write_json, write_report
 
     experiments = experiments_for_tables(settings.tables)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     total = count_epochs(experiments, settings.rounds, settings.epochs_override)
     start = time.perf_counter()
@@ -200,12 +225,7 @@ def reproduce(
         def on_epoch(experiment: Experiment, index: int, record: EpochRecord) -> None:
             assert bar is not None
             if record.epoch == 0 and index == 0 and settings.jobs == 1:
-                # The rounds of a row train at once (batched rounds).
-                rounds = "round 1" if settings.rounds == 1 else f"rounds 1-{settings.rounds}"
-                bar.set_description(
-                    f"Table {experiment.table} | {experiment.label[:40]} | {rounds}",
-                    refresh=False,
-                )
+                bar.set_description(progress_label(experiment, settings.rounds), refresh=False)
             bar.update(1)
 
         if settings.jobs > 1:
@@ -244,10 +264,20 @@ def reproduce(
     write_report(results, settings, wall_seconds, training_seconds, figures, out / "report.md")
     document = results_json(results, settings, wall_seconds, training_seconds, figures)
     write_json(document, out / "results.json")
+    # The figures of an earlier run into ``out`` that this run did not draw belong to no report.
+    remove_other_figures(out, figures)
     if summary:
         print(summary_table(results))
         print(f"wall time {wall_seconds:.0f} s; report: {out / 'report.md'}")
     return document
+
+
+def progress_label(experiment: Experiment, rounds: int) -> str:
+    """The progress bar's description while ``experiment`` trains (its rounds train at once):
+    ``"Table II | ADADELTA | rounds 1-5"``, ``"Fig. 1 | MSE | round 1"``."""
+    where = experiment.table if experiment.table.startswith("Fig.") else f"Table {experiment.table}"
+    which = "round 1" if rounds == 1 else f"rounds 1-{rounds}"
+    return f"{where} | {experiment.label[:40]} | {which}"
 
 
 def default_jobs() -> int:

@@ -96,10 +96,11 @@ def build_optimizer(experiment: Experiment, parameters: Iterable[Parameter]) -> 
         return SGD(parameters, lr=experiment.lr, momentum=experiment.momentum)
     if experiment.momentum:
         raise ValueError(f"build_optimizer: momentum applies to SGD only ({experiment.key})")
+    rho, eps = CHOICES.adadelta_rho, CHOICES.adadelta_eps
     if experiment.optimizer == "adadelta":
-        return Adadelta(parameters, lr=experiment.lr)
+        return Adadelta(parameters, lr=experiment.lr, rho=rho, eps=eps)
     if experiment.optimizer == "adadelta-published":
-        return PublishedAdadelta(parameters, lr=experiment.lr)
+        return PublishedAdadelta(parameters, lr=experiment.lr, rho=rho, eps=eps)
     raise ValueError(
         "build_optimizer: optimizer must be 'sgd', 'adadelta' or 'adadelta-published', "
         f"got {experiment.optimizer!r}"

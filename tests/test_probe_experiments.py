@@ -1,0 +1,257 @@
+"""What a demanding reader of ``minidl reproduce`` found: each test pins one fixed problem.
+
+The report's sentences must follow from the numbers (a trend is not made by one epoch's jitter,
+a curve at chance is called so, a conclusion claims no more than the variants run show), the
+figures must say what they show, a rerun into a folder must not leave another run's figures
+beside its report, and bad settings must fail before anything is trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from minidl.experiments import figures, runner
+from minidl.experiments.config import TABLE_II, Experiment
+from minidl.experiments.figures import FIGURES, figure_1
+from minidl.experiments.report import _curve_trend, write_report
+from minidl.experiments.runner import RunSettings, reproduce, run_experiments
+from minidl.experiments.training import RowResult
+from tests.test_report import SETTINGS, conclusions, differences_section, experiment, fake_row
+
+
+def _with_curve(row: Experiment, curve: Sequence[float], rounds: int = 5) -> RowResult:
+    """A fake result of ``row`` whose every round has the validation curve ``curve``."""
+    result = fake_row(row, [2.0] * rounds)
+    replaced = tuple(dataclasses.replace(r, validation_curve=tuple(curve)) for r in result.rounds)
+    return RowResult(experiment=row, rounds=replaced, seconds=0.0)
+
+
+def test_one_low_epoch_at_the_mark_does_not_make_a_rising_curve() -> None:
+    """A curve flat at 3.0% but for one epoch at 2.0% just before three quarters of training:
+    the error three quarters in and at the end are both averaged over 5 epochs, so the curve is
+    flat, not "rising at the end" (one epoch compared with a 5-epoch mean made it rise)."""
+    curve = [3.0] * 400
+    curve[299] = 2.0
+    text = _curve_trend(_with_curve(experiment("II", "SGD, momentum 0.5"), curve))
+    assert "(flat over the last quarter)" in text
+    assert text.startswith("mean validation error 2.80% over epochs 296-300, 3.00% over the last 5")
+
+
+def test_a_curve_at_chance_is_called_so_and_its_jitter_is_no_trend() -> None:
+    """Table I's Sigmoid row hovers at 50% (a constant answer): a jump of a few points in one
+    epoch is neither "still falling" nor "rising", and the sentence says it is near chance."""
+    curve = [50.0] * 400
+    curve[299] = 53.0
+    text = _curve_trend(_with_curve(experiment("I", "Sigmoid"), curve))
+    assert "(flat over the last quarter; near chance level, where a constant answer" in text
+    falling = [60.0] * 300 + [20.0] * 100
+    assert "still falling" in _curve_trend(_with_curve(experiment("I", "Sigmoid"), falling))
+    assert "near chance" not in _curve_trend(_with_curve(experiment("I", "Sigmoid"), falling))
+
+
+def test_short_runs_compare_windows_that_do_not_overlap() -> None:
+    """With 8 epochs the two windows are epochs 5-6 and 7-8 (2 each), not one epoch against
+    the last 5 (which held it)."""
+    curve = [9.0, 9.0, 9.0, 9.0, 4.0, 4.0, 2.0, 2.0]
+    text = _curve_trend(_with_curve(experiment("II", "SGD, momentum 0"), curve))
+    assert text.startswith("mean validation error 4.00% over epochs 5-6, 2.00% over the last 2 ")
+    assert "(still falling when training stopped)" in text
+
+
+CLR = "SGD, CLR"
+CLR_FAULT = "SGD, CLR, as published (schedule without effect)"
+CLR_READING = "SGD, CLR from 0.01 to 0.1"
+
+
+def test_a_fault_explains_a_row_whose_open_reading_failed_without_overclaiming(
+    tmp_path: Path,
+) -> None:
+    """Table III's CLR: the paper gives no bounds, so when the fault explains the row and the
+    other reading (lr to 10 lr) still differs, the conclusion says the number is inconsistent
+    with the readings run here, naming them, not with "the method as the paper describes it"."""
+    main = fake_row(experiment("III", CLR), (2.9, 3.0, 2.8, 3.0, 2.9))
+    fault = fake_row(experiment("III", CLR_FAULT), (1.4, 1.5, 1.3, 1.4, 1.4))
+    reading = fake_row(experiment("III", CLR_READING), (1.0, 1.1, 0.9, 1.0, 1.0))
+    (conclusion,) = conclusions(differences_section([main, fault, reading], tmp_path))
+    assert "as the paper describes it" not in conclusion
+    assert (
+        "The paper's number is consistent with the published code's fault rather than with the "
+        f"method as run here: our row and the other reading of the paper tried ('{CLR_READING}') "
+        "differ from it; the paper does not say enough to rule out a reading not run here."
+    ) in conclusion
+
+
+def test_two_readings_that_explain_a_row_are_called_readings(tmp_path: Path) -> None:
+    """Both Sigmoid+Tanh mixes within noise of the paper: "those readings", not "that reading"."""
+    sigmoid = fake_row(experiment("I", "Sigmoid"), (49.0, 50.0, 51.0, 50.0, 50.0))
+    mixes = [
+        fake_row(experiment("I", f"Sigmoid+Tanh ({pattern})"), (1.5, 1.6, 1.7, 1.6, 1.6))
+        for pattern in ("sigmoid, tanh, sigmoid", "tanh, sigmoid, tanh")
+    ]
+    (conclusion,) = conclusions(differences_section([sigmoid, *mixes], tmp_path))
+    assert conclusion.endswith("The paper's number is consistent with those readings of the paper.")
+
+
+def test_a_shortened_run_says_its_comparisons_do_not_test_the_paper(tmp_path: Path) -> None:
+    """Rows trained for fewer epochs than the paper (``epochs_override`` outside quick mode):
+    the protocol does not call it quick mode, and the differences section warns first."""
+    settings = dataclasses.replace(SETTINGS, epochs_override=8)
+    row = fake_row(experiment("I", "Tanh"), (3.0, 3.1, 2.9, 3.0, 3.0))
+    path = tmp_path / "report.md"
+    write_report([row], settings, 1.0, 1.0, {}, path)
+    text = path.read_text()
+    assert "**every row trained for 8 epochs only, not the epochs of the paper**" in text
+    assert "(quick mode)" not in text
+    assert (
+        "**Every row trained for 8 epochs only, not the epochs of the paper: the comparisons "
+        "below test the pipeline, not the paper's numbers.**"
+    ) in text.split("## Where we differ from the paper")[1]
+
+
+def test_figure_1_legend_says_1_round_not_1_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quick mode trains one round: the legend says "(1 round)", and "(5 rounds)" for five."""
+    drawn: list[Any] = []
+    monkeypatch.setattr(figures, "_save", lambda plt, figure, path: drawn.append(figure))
+    one = _with_curve(experiment("Fig. 1", "Cross-entropy"), [50.0, 40.0], rounds=1)
+    five = _with_curve(experiment("Fig. 1", "MSE"), [50.0, 40.0], rounds=5)
+    figure_1([five, one], tmp_path / "fig1.png")
+    legend = [text.get_text() for text in drawn[0].axes[0].get_legend().get_texts()]
+    assert legend == ["MSE\n(5 rounds)", "Cross-entropy\n(1 round)"]
+    import matplotlib.pyplot as plt
+
+    plt.close(drawn[0])
+
+
+def test_a_rerun_with_fewer_tables_removes_only_the_earlier_runs_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full run's figures, then ``--tables 2`` into the same folder: Figs. 1-3 and the other
+    tables' figures (not in this report) are removed; a file of the user's stays."""
+    for figure in FIGURES:
+        (tmp_path / figure.file).write_bytes(b"an earlier run's figure")
+    (tmp_path / "notes.txt").write_text("mine")
+
+    def fake_run(experiments: Sequence[Experiment], rounds: int, *_: Any, **__: Any) -> Any:
+        return [_with_curve(e, [50.0, 40.0], rounds=rounds) for e in experiments]
+
+    monkeypatch.setattr(runner, "run_experiments", fake_run)
+    settings = RunSettings(
+        rounds=2, base_seed=0, tables="2", quick=False, epochs_override=None, command="test"
+    )
+    document = reproduce(settings, tmp_path, progress=False, summary=False)
+    assert document["figures"] == {"tableII": "tableII_validation.png"}
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "notes.txt",
+        "report.md",
+        "results.json",
+        "tableII_validation.png",
+    ]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "tableII_validation.png").read_bytes() != b"an earlier run's figure"
+
+
+def test_the_progress_bar_names_figure_1_without_table() -> None:
+    """Fig. 1's rows are "Fig. 1 | MSE", not "Table Fig. 1 | MSE"."""
+    from minidl.experiments.runner import progress_label
+
+    assert progress_label(experiment("Fig. 1", "MSE"), 1) == "Fig. 1 | MSE | round 1"
+    assert progress_label(TABLE_II[3], 5) == "Table II | ADADELTA | rounds 1-5"
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"rounds": 0}, ValueError),
+        ({"rounds": True}, TypeError),
+        ({"epochs_override": 0}, ValueError),
+        ({"jobs": 0}, ValueError),
+        ({"tables": "4"}, ValueError),
+        ({"base_seed": 1.5}, TypeError),
+        ({"quick": "yes"}, TypeError),
+    ],
+)
+def test_bad_run_settings_fail_when_made(change: dict[str, Any], error: type[Exception]) -> None:
+    """A bad setting raises when the RunSettings is made, before any training or file: 0
+    epochs used to write a report of untrained rows, and jobs 0 a report of "1 process"."""
+    with pytest.raises(error, match="RunSettings"):
+        dataclasses.replace(SETTINGS, **change)
+
+
+@pytest.mark.parametrize("jobs", [0, -2])
+def test_run_experiments_refuses_a_number_of_jobs_below_1(jobs: int) -> None:
+    """``jobs`` 0 or negative was taken as 1 without a word."""
+    with pytest.raises(ValueError, match="run_experiments: jobs must be an integer >= 1"):
+        run_experiments(TABLE_II[:1], 1, 0, epochs=1, jobs=jobs)
+
+
+def test_the_report_names_the_variants_its_table_figure_leaves_out(tmp_path: Path) -> None:
+    """Table II's figure draws no "momentum without effect" curve (it is the momentum-0 curve):
+    the report says so under the figure, instead of leaving the reader to look for them."""
+    labels = [
+        "SGD, momentum 0",
+        "SGD, momentum 0.5",
+        "SGD, momentum 0.5, as published (momentum without effect)",
+        "SGD, momentum 0, MSE averaged over outputs too",
+    ]
+    rows = [fake_row(experiment("II", label), (3.0, 3.1, 2.9, 3.0, 3.0)) for label in labels]
+    path = tmp_path / "report.md"
+    write_report(rows, SETTINGS, 1.0, 1.0, {"tableII": "tableII_validation.png"}, path)
+    assert (
+        "Not drawn, as they train exactly as a row drawn: 'SGD, momentum 0.5, as published "
+        "(momentum without effect)' (the curve of 'SGD, momentum 0')."
+    ) in path.read_text().splitlines()
+    write_report(rows[:2], SETTINGS, 1.0, 1.0, {"tableII": "tableII_validation.png"}, path)
+    assert "Not drawn" not in path.read_text()
+
+
+def test_reproduce_takes_its_folder_as_a_string(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``reproduce(settings, "results")`` as a user types it: ``out`` was used as a Path
+    (``out.mkdir``), so a str failed with an AttributeError."""
+
+    def fake_run(experiments: Sequence[Experiment], rounds: int, *_: Any, **__: Any) -> Any:
+        return [_with_curve(e, [50.0, 40.0], rounds=rounds) for e in experiments]
+
+    monkeypatch.setattr(runner, "run_experiments", fake_run)
+    settings = dataclasses.replace(SETTINGS, tables="2", rounds=2)
+    reproduce(settings, str(tmp_path / "out"), progress=False, summary=False)
+    assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_adadelta_rows_state_and_use_their_rho_and_eps(tmp_path: Path) -> None:
+    """The paper gives no rho or epsilon for ADADELTA; the rows used PyTorch's defaults without
+    a word. They are now a documented choice that the optimizer is built with, that each
+    ADADELTA row's settings name, and that the JSON records."""
+    from minidl.experiments import config
+    from minidl.experiments.report import _settings, results_json
+    from minidl.experiments.training import build_optimizer
+    from minidl.nn import mlp
+
+    fields = {field.name: field for field in dataclasses.fields(config.Choices)}
+    assert len(fields["adadelta_rho"].metadata["doc"]) > 40
+    choices = config.CHOICES
+    for label in ("ADADELTA", "ADADELTA, as published (accumulators overwritten by sqrt_)"):
+        row = experiment("II", label)
+        optimizer = build_optimizer(row, mlp((2, 2)).parameters())
+        assert (optimizer.rho, optimizer.eps) == (choices.adadelta_rho, choices.adadelta_eps)
+        assert _settings(row).endswith(
+            f"lr 0.01, rho {choices.adadelta_rho:g}, eps {choices.adadelta_eps:g}"
+        )
+    assert "rho" not in _settings(experiment("II", "SGD, momentum 0"))
+    rows = [
+        fake_row(experiment("II", label), (4.0, 5.0)) for label in ("ADADELTA", "SGD, momentum 0")
+    ]
+    document = results_json(rows, SETTINGS, 1.0, 1.0, {})
+    assert [row["optimizer_settings"] for row in document["rows"]] == [
+        {"rho": choices.adadelta_rho, "eps": choices.adadelta_eps},
+        None,
+    ]
+    assert document["choices"]["adadelta_rho"] == choices.adadelta_rho
