@@ -750,7 +750,9 @@ def test_results_keep_the_trained_networks_without_their_caches() -> None:
 def test_train_rows_batched_rejects_rows_of_different_stacks() -> None:
     rows = [TABLE_III[0], experiments_for_tables("2")[0]]
     with pytest.raises(
-        ValueError, match="must differ only in optimizer and schedule, got 'III / SGD'"
+        ValueError,
+        match=r"must differ only in activations, loss, optimizer and schedule \(one stack_key\), "
+        "got 'III / SGD'",
     ):
         train_rows_batched(rows, 1, 0, epochs=1)
     with pytest.raises(ValueError, match="expected at least one experiment"):

@@ -212,7 +212,7 @@ def _add_reproduce_parser(
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="1 round of 5 epochs per row: a smoke test of the pipeline",
+        help="1 round of 5 epochs per row (--rounds is ignored): a smoke test of the pipeline",
     )
     parser.add_argument(
         "--jobs",

@@ -77,7 +77,8 @@ def train_rows_batched(
     keys = {stack_key(experiment) for experiment in experiments}
     if len(keys) != 1:
         raise ValueError(
-            "train_rows_batched: the rows must differ only in optimizer and schedule, got "
+            "train_rows_batched: the rows must differ only in activations, loss, optimizer and "
+            "schedule (one stack_key), got "
             + ", ".join(repr(experiment.key) for experiment in experiments)
         )
     first = experiments[0]
