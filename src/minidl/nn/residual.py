@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -37,10 +39,7 @@ class Residual(Module):
         self.block = block
         self.register_module("block", block)
         self._shape: tuple[int, ...] | None = None
-
-    # Whether the last forward was refused after the block ran; a class default, so that
-    # models pickled before it existed load.
-    _refused: bool = False
+        self._refused = False  # whether the last forward was refused after the block ran
 
     def forward(self, input: Tensor) -> Tensor:
         if not isinstance(input, Tensor):
@@ -59,6 +58,10 @@ class Residual(Module):
         self._shape = tuple(input.shape)
         self._refused = False
         return input + output
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_refused", False)  # (pickled before it existed)
+        super().__setstate__(state)
 
     def backward(self, grad_output: Tensor) -> Tensor:
         self._check_backward(grad_output)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import overload
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -48,10 +48,6 @@ class Sequential(Module):
         >>> model(torch.randn(4, 2)).shape
         torch.Size([4, 2])
     """
-
-    # What the last forward was, if it raised part-way (see forward); a class default, so that
-    # models pickled before it existed load.
-    _refused: str | None = None
 
     def __init__(self, *modules: Module) -> None:
         self._chain(modules)
@@ -101,7 +97,9 @@ class Sequential(Module):
                 places[id(part)] = path
             self.register_module(str(index), module)
         self._layers: tuple[Module, ...] = tuple(modules)
-        self._refused = None
+        # What the last forward was, if it raised part-way (see forward). (An instance attribute
+        # only: one of the class too would make every read of it a slow lookup.)
+        self._refused: str | None = None
         self._reversed: tuple[Module, ...] = tuple(reversed(modules))
         # For backward_parameters: the modules from the last one back to the first that has
         # parameters (the last module alone if none has), that one apart.
@@ -127,6 +125,10 @@ class Sequential(Module):
         if self._refused is not None:
             self._refused = None  # a forward that succeeds makes backward possible again
         return input
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_refused", None)  # (pickled before it existed)
+        super().__setstate__(state)
 
     def _note_refusal(self, module: Module | None) -> None:
         """A child's forward raised: unless it was the first child and has no children of its

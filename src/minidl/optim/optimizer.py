@@ -34,7 +34,7 @@ class Hyperparameter:
     def __get__(self, instance: Optimizer | None, owner: type | None = None) -> Any:
         if instance is None:
             return self
-        return instance.__dict__[self.slot]
+        return getattr(instance, self.slot)
 
     def __set__(self, instance: Optimizer, value: Any) -> None:
         instance._assign_hyperparameters({self.name: value})
@@ -241,7 +241,8 @@ class Optimizer:
         for key in self._hyperparameter_names():  # pickled when they were plain attributes
             if key in state:
                 state["_" + key] = state.pop(key)
-        self.__dict__.update(state)
+        for key, value in state.items():  # (not self.__dict__.update: see Module.__setstate__)
+            object.__setattr__(self, key, value)
         with torch.inference_mode(False):
             for name, tensor in self.state.items():
                 if tensor.is_inference():
@@ -347,15 +348,18 @@ class Optimizer:
     def _assign_hyperparameters(self, changes: Mapping[str, Any]) -> None:
         """Check ``changes`` with the other hyper-parameters, as the constructor does, then
         set them (all of them or none)."""
+        # (getattr and setattr rather than self.__dict__, whose use would make every later
+        # attribute read of this optimizer, those of step() too, a slower lookup)
         name = type(self).__name__
-        current = {
-            key: self.__dict__["_" + key]
-            for key in self._hyperparameter_names()
-            if "_" + key in self.__dict__
+        absent = object()
+        current = {key: getattr(self, "_" + key, absent) for key in self._hyperparameter_names()}
+        settings = {
+            **self.optional_hyperparameters,
+            **{key: value for key, value in current.items() if value is not absent},
+            **changes,
         }
-        settings = {**self.optional_hyperparameters, **current, **changes}
         checked = {**settings, **self._validate_hyperparameters(**settings)}
-        if "state" in self.__dict__:  # (built: the state tensors exist)
+        if hasattr(self, "state"):  # (built: the state tensors exist)
             needed = self._state_names_for(checked)
             if set(needed) != set(self.state):
                 given = ", ".join(f"{key}={value!r}" for key, value in changes.items())
@@ -365,7 +369,7 @@ class Optimizer:
                     f"new {name} with these settings"
                 )
         for key, value in checked.items():
-            self.__dict__["_" + key] = value
+            setattr(self, "_" + key, value)
 
     @classmethod
     def _hyperparameter_names(cls) -> list[str]:
