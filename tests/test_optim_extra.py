@@ -112,21 +112,34 @@ def test_trajectory_matches_torch_optim(case: str, flat: bool) -> None:
             parameter.data = parameter.data.clone()
             parameter.grad = parameter.grad.clone()
     optimizer, torch_optimizer = make(model.parameters()), make_torch(twin)
-    criterion = nn.CrossEntropyLoss()
     for step in range(STEPS):
-        x, y = _batch(step)
-        optimizer.zero_grad()
-        criterion(model(x), y)
-        model.backward(criterion.backward())
-        optimizer.step()
-        torch_optimizer.zero_grad()
-        hidden = torch.tanh(F.linear(x, twin[0], twin[1]))
-        F.cross_entropy(F.linear(hidden, twin[2]), y).backward()
-        torch_optimizer.step()
-        for parameter, expected in zip(model.parameters(), twin, strict=True):
-            error = _relative(parameter.data, expected.detach())
-            assert error <= RTOL, f"{case}, step {step}: relative error {error:.3g}"
+        _step_both(step, model, optimizer, twin, torch_optimizer, f"{case}, step {step}")
     assert optimizer.step_count == STEPS
+
+
+def _step_both(
+    step: int,
+    model: nn.Sequential,
+    optimizer: optim.Optimizer,
+    twin: list[torch.nn.Parameter],
+    torch_optimizer: torch.optim.Optimizer,
+    where: str,
+) -> None:
+    """One step of ``model`` and of its torch twin on ``_batch(step)``; the parameters must
+    agree to ``RTOL`` after it."""
+    x, y = _batch(step)
+    criterion = nn.CrossEntropyLoss()
+    optimizer.zero_grad()
+    criterion(model(x), y)
+    model.backward(criterion.backward())
+    optimizer.step()
+    torch_optimizer.zero_grad()
+    hidden = torch.tanh(F.linear(x, twin[0], twin[1]))
+    F.cross_entropy(F.linear(hidden, twin[2]), y).backward()
+    torch_optimizer.step()
+    for parameter, expected in zip(model.parameters(), twin, strict=True):
+        error = _relative(parameter.data, expected.detach())
+        assert error <= RTOL, f"{where}: relative error {error:.3g}"
 
 
 def _run(model: nn.Sequential, optimizer: optim.Optimizer, steps: range) -> None:
@@ -532,25 +545,13 @@ def test_a_hyperparameter_set_mid_run_follows_torch(
     model = _model()
     twin = [torch.nn.Parameter(p.data.clone()) for p in model.parameters()]
     optimizer, torch_optimizer = make(model.parameters()), make_torch(twin)
-    criterion = nn.CrossEntropyLoss()
     for step in range(STEPS):
         if step == 20:
             setattr(optimizer, name, value)
             torch_optimizer.param_groups[0][torch_name] = torch_value
             assert getattr(optimizer, name) == value
             assert optimizer.hyperparameters().get(name, value) == value
-        x, y = _batch(step)
-        optimizer.zero_grad()
-        criterion(model(x), y)
-        model.backward(criterion.backward())
-        optimizer.step()
-        torch_optimizer.zero_grad()
-        hidden = torch.tanh(F.linear(x, twin[0], twin[1]))
-        F.cross_entropy(F.linear(hidden, twin[2]), y).backward()
-        torch_optimizer.step()
-        for parameter, expected in zip(model.parameters(), twin, strict=True):
-            error = _relative(parameter.data, expected.detach())
-            assert error <= RTOL, f"{case}, {name}, step {step}: relative error {error:.3g}"
+        _step_both(step, model, optimizer, twin, torch_optimizer, f"{case}, {name}, step {step}")
 
 
 BAD_SETTINGS = [
