@@ -224,7 +224,13 @@ def sequential_forward(sequential: Sequential, input: Tensor, path: str = "") ->
     for index, module in enumerate(sequential):
         child = f"{path}[{index}]"
         if type(module) is Sequential:
-            input = sequential_forward(module, input, child)
+            # (its own forward, which keeps its refusal flag, is not called: kept here)
+            try:
+                input = sequential_forward(module, input, child)
+            except BaseException:
+                module._refused = "a forward stopped by detect_anomaly"
+                raise
+            module._refused = None
         else:
             if module._modules:  # e.g. a Residual: its block names itself from here
                 with _inner_paths(module, child):
@@ -245,6 +251,8 @@ def sequential_backward(sequential: Sequential, grad_output: Tensor, path: str =
         module = sequential[index]
         child = f"{path}[{index}]"
         if type(module) is Sequential:
+            if module._refused is not None:  # (as its own backward would refuse)
+                module._check_not_refused()
             grad_output = sequential_backward(module, grad_output, child)
         else:
             label = f"{child}: {type(module).__name__}"

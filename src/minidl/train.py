@@ -265,12 +265,20 @@ def fit(
     if smallest == 1:
         for path, module in model.named_modules():
             if isinstance(module, BatchNorm1d):
+                # (with batches of 1, every batch is one sample: drop_last cannot help)
+                what, hint = (
+                    ("every batch would hold 1 sample (batch_size 1)", "choose a batch_size >= 2")
+                    if batch_size == 1
+                    else (
+                        f"every epoch would end with a batch of 1 sample ({samples} samples, "
+                        f"batches of {batch_size})",
+                        "pass drop_last=True or choose another batch_size",
+                    )
+                )
                 raise ValueError(
-                    f"fit: every epoch would end with a batch of 1 sample ({samples} samples, "
-                    f"batches of {batch_size}), on which "
+                    f"fit: {what}, on which "
                     f"{f'the BatchNorm1d {path!r}' if path else 'the BatchNorm1d model'} cannot "
-                    "estimate a variance in training mode; pass drop_last=True or choose "
-                    "another batch_size"
+                    f"estimate a variance in training mode; {hint}"
                 )
     if parallel is not None and not all(
         callable(getattr(parallel, method, None))

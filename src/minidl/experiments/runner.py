@@ -57,8 +57,10 @@ class RunSettings:
     """Worker processes that trained the rows (the numbers do not depend on it)."""
 
     def __post_init__(self) -> None:
-        # Checked here, so that a bad setting fails before anything is trained or written.
-        check_int("RunSettings", "rounds", self.rounds)
+        # Checked here, so that a bad setting fails before anything is trained or written; the
+        # integers are kept as plain ints (a numpy integer would fail results.json's writing,
+        # after the training).
+        object.__setattr__(self, "rounds", check_int("RunSettings", "rounds", self.rounds))
         if isinstance(self.base_seed, bool) or not isinstance(self.base_seed, int):
             raise TypeError(f"RunSettings: base_seed must be an int, got {self.base_seed!r}")
         try:
@@ -68,8 +70,9 @@ class RunSettings:
         if not isinstance(self.quick, bool):
             raise TypeError(f"RunSettings: quick must be True or False, got {self.quick!r}")
         if self.epochs_override is not None:
-            check_int("RunSettings", "epochs_override", self.epochs_override)
-        check_int("RunSettings", "jobs", self.jobs)
+            epochs = check_int("RunSettings", "epochs_override", self.epochs_override)
+            object.__setattr__(self, "epochs_override", epochs)
+        object.__setattr__(self, "jobs", check_int("RunSettings", "jobs", self.jobs))
 
 
 def run_experiments(

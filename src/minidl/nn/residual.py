@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from minidl import anomaly
 from minidl.nn._checks import check_grad_output
 from minidl.nn.module import Module
 
@@ -39,28 +40,37 @@ class Residual(Module):
         self.block = block
         self.register_module("block", block)
         self._shape: tuple[int, ...] | None = None
-        self._refused = False  # whether the last forward was refused after the block ran
+        # What the last forward was, if it was stopped after the block ran (see forward).
+        self._refused: str | None = None
 
     def forward(self, input: Tensor) -> Tensor:
         if not isinstance(input, Tensor):
             raise TypeError(
                 f"Residual: expected a torch.Tensor as input, got {type(input).__name__}"
             )
-        output: Tensor = self.block.forward(input)
+        try:
+            output: Tensor = self.block.forward(input)
+        except BaseException as error:
+            # Interrupted, or stopped by detect_anomaly's check of its output: the block may
+            # hold the caches of this input already. (A block that refused its input changed
+            # nothing; a Sequential block keeps its own refusal.)
+            if not isinstance(error, Exception) or isinstance(error, anomaly.AnomalyError):
+                self._refused = f"a forward stopped in its block by {type(error).__name__}"
+            raise
         if not isinstance(output, Tensor) or output.shape != input.shape:
             got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
             # The block ran: it now holds the caches of this input, not of the last good one.
-            self._refused = True
+            self._refused = "a forward refused for its block's output shape"
             raise ValueError(
                 f"Residual: the block's output has shape {got}, expected the input's shape "
                 f"{tuple(input.shape)}"
             )
         self._shape = tuple(input.shape)
-        self._refused = False
+        self._refused = None
         return input + output
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("_refused", False)  # (pickled before it existed)
+        state.setdefault("_refused", None)  # (pickled before it existed)
         super().__setstate__(state)
 
     def backward(self, grad_output: Tensor) -> Tensor:
@@ -77,10 +87,10 @@ class Residual(Module):
     def _check_backward(self, grad_output: Tensor) -> None:
         if self._shape is None:
             raise RuntimeError("Residual: backward called before forward")
-        if self._refused:
+        if self._refused is not None:
             raise RuntimeError(
-                "Residual: backward after a forward refused for its block's output shape: the "
-                "block had already cached the refused input, so the last good forward cannot be "
-                "differentiated; run a forward that succeeds, then backward"
+                f"Residual: backward after {self._refused}: the block had already cached its "
+                "input, so the last good forward cannot be differentiated; run a forward that "
+                "succeeds, then backward"
             )
         check_grad_output("Residual", grad_output, torch.Size(self._shape))

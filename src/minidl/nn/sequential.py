@@ -38,7 +38,9 @@ class Sequential(Module):
     accepted) leaves those children holding the refused input's caches, and a
     :class:`~minidl.nn.BatchNorm1d` among them with its running statistics updated by it, as in
     PyTorch. Rather than mix the caches of two inputs, ``backward`` then raises a
-    ``RuntimeError`` until a forward succeeds. The parameters and their gradients are untouched.
+    ``RuntimeError`` until a forward succeeds (under :func:`minidl.detect_anomaly` too); so does
+    a forward interrupted (``KeyboardInterrupt``) or stopped by ``detect_anomaly``, even in the
+    first child. The parameters and their gradients are untouched.
 
     Args:
         *modules: the modules, in the order data flows through them.
@@ -111,16 +113,18 @@ class Sequential(Module):
     def forward(self, input: Tensor) -> Tensor:
         if anomaly.enabled:  # the one check of `with minidl.detect_anomaly():`
             try:
-                return anomaly.sequential_forward(self, input)
+                output = anomaly.sequential_forward(self, input)
             except BaseException:
                 self._refused = "a forward stopped by detect_anomaly"
                 raise
+            self._refused = None  # (a forward that succeeds, as below)
+            return output
         module = None
         try:
             for module in self._layers:
                 input = module.forward(input)
-        except BaseException:
-            self._note_refusal(module)
+        except BaseException as error:
+            self._note_refusal(module, error)
             raise
         if self._refused is not None:
             self._refused = None  # a forward that succeeds makes backward possible again
@@ -130,22 +134,29 @@ class Sequential(Module):
         state.setdefault("_refused", None)  # (pickled before it existed)
         super().__setstate__(state)
 
-    def _note_refusal(self, module: Module | None) -> None:
-        """A child's forward raised: unless it was the first child and has no children of its
-        own (a refusing module changes nothing), the children before it now hold the caches of
-        the refused input, so backward is refused until a forward succeeds."""
+    def _note_refusal(self, module: Module | None, error: BaseException) -> None:
+        """A child's forward raised: unless it was the first child, has no children of its
+        own and refused its input (a refusing module changes nothing), the children before it
+        now hold the caches of the refused input, so backward is refused until a forward
+        succeeds. A first child interrupted (``KeyboardInterrupt``) or stopped by
+        :func:`minidl.detect_anomaly`'s check of its output may have cached its input already."""
         if module is None:  # (no child ran)
             return
         index = next(i for i, layer in enumerate(self._layers) if layer is module)
-        if index > 0 or module._modules:
-            self._refused = f"the forward refused by module {index} ({type(module).__name__})"
+        name = type(module).__name__
+        if not isinstance(error, Exception) or isinstance(error, anomaly.AnomalyError):
+            self._refused = (
+                f"a forward stopped at module {index} ({name}) by {type(error).__name__}"
+            )
+        elif index > 0 or module._modules:
+            self._refused = f"the forward refused by module {index} ({name})"
 
     def _check_not_refused(self) -> None:
         if self._refused is not None:
             raise RuntimeError(
-                f"Sequential: backward after {self._refused}: the modules before it had already "
-                "cached the refused input, so the last good forward cannot be differentiated; "
-                "run a forward that succeeds, then backward"
+                f"Sequential: backward after {self._refused}: the modules that ran had already "
+                "cached its input, so the last good forward cannot be differentiated; run a "
+                "forward that succeeds, then backward"
             )
 
     def backward(self, grad_output: Tensor) -> Tensor:

@@ -51,9 +51,10 @@ class Adadelta(Optimizer):
         super().__init__(params, lr)
 
     def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
+        name = type(self).__name__  # (a subclass, such as PublishedAdadelta, by its own name)
         return {
-            "rho": check_real("Adadelta", "rho", hyperparameters["rho"], low=0.0, high=1.0),
-            "eps": check_real("Adadelta", "eps", hyperparameters["eps"], low=0.0, low_open=True),
+            "rho": check_real(name, "rho", hyperparameters["rho"], low=0.0, high=1.0),
+            "eps": check_real(name, "eps", hyperparameters["eps"], low=0.0, low_open=True),
         }
 
     def hyperparameters(self) -> dict[str, Any]:

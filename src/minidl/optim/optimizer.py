@@ -308,6 +308,7 @@ class Optimizer:
         hyperparameters = state_dict.get("hyperparameters", {})
         if hyperparameters:
             self._check_hyperparameters(hyperparameters)
+            self._check_state_names(hyperparameters)
         self._lr = lr
         self.step_count = step_count
         for state_name, tensor in state.items():
@@ -333,6 +334,20 @@ class Optimizer:
             message = str(error).replace(f"{name}: ", f"{name}.load_state_dict: ", 1)
             raise type(error)(message) from None
 
+    def _check_state_names(self, hyperparameters: Mapping[str, Any]) -> None:
+        """Refuse saved (checked) hyper-parameters that need other state tensors than this
+        optimizer keeps (SGD's ``momentum`` 0 with a momentum buffer), before anything is
+        loaded: setting them afterwards would raise with the state already overwritten."""
+        settings = {**self.optional_hyperparameters, **hyperparameters}
+        needed = self._state_names_for({**settings, **self._validate_hyperparameters(**settings)})
+        if set(needed) != set(self.state):
+            given = ", ".join(f"{key}={value!r}" for key, value in hyperparameters.items())
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: the saved hyper-parameters ({given}) "
+                f"need the state tensors {sorted(needed)}, but this optimizer keeps "
+                f"{sorted(self.state)}"
+            )
+
     def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
         """Return the hyper-parameters checked (and normalised); raise on a bad one."""
         return dict(hyperparameters)
@@ -352,7 +367,8 @@ class Optimizer:
         # attribute read of this optimizer, those of step() too, a slower lookup)
         name = type(self).__name__
         absent = object()
-        current = {key: getattr(self, "_" + key, absent) for key in self._hyperparameter_names()}
+        names = self._hyperparameter_names()
+        current = {key: getattr(self, "_" + key, absent) for key in names}
         settings = {
             **self.optional_hyperparameters,
             **{key: value for key, value in current.items() if value is not absent},
@@ -369,7 +385,9 @@ class Optimizer:
                     f"new {name} with these settings"
                 )
         for key, value in checked.items():
-            setattr(self, "_" + key, value)
+            # (a subclass that keeps a hyper-parameter as a plain attribute, as before
+            # Hyperparameter existed, gets it back there)
+            setattr(self, "_" + key if key in names else key, value)
 
     @classmethod
     def _hyperparameter_names(cls) -> list[str]:
