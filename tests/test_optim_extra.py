@@ -622,3 +622,21 @@ def test_an_optimizer_pickled_with_plain_hyperparameter_attributes_loads() -> No
     loaded.__setstate__(state)
     assert loaded.hyperparameters() == optimizer.hyperparameters()
     assert (loaded.momentum, loaded.weight_decay, loaded.nesterov) == (0.5, 0.01, False)
+
+
+@pytest.mark.parametrize(
+    ("base", "settings", "name"),
+    [
+        (optim.SGD, {"lr": 0.1, "momentum": 5}, "momentum"),
+        (optim.RMSprop, {"alpha": 2.0}, "alpha"),
+        (optim.Adagrad, {"eps": 0.0}, "eps"),
+        (optim.Adam, {"eps": 0.0}, "eps"),
+        (optim.Adadelta, {"rho": 2.0}, "rho"),
+    ],
+)
+def test_a_subclass_names_itself_in_hyperparameter_errors(
+    base: type[optim.Optimizer], settings: dict[str, Any], name: str
+) -> None:
+    subclass = type("Tuned" + base.__name__, (base,), {})
+    with pytest.raises(ValueError, match=f"^Tuned{base.__name__}: {name}"):
+        subclass(_model().parameters(), **settings)

@@ -73,13 +73,12 @@ class Adagrad(Optimizer):
         self.state["sum"].fill_(self.initial_accumulator_value)
 
     def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
+        where = type(self).__name__  # (a subclass by its own name)
         checked = {
-            name: check_real("Adagrad", name, hyperparameters[name], low=0.0)
+            name: check_real(where, name, hyperparameters[name], low=0.0)
             for name in ("lr_decay", "weight_decay", "initial_accumulator_value")
         }
-        checked["eps"] = check_real(
-            "Adagrad", "eps", hyperparameters["eps"], low=0.0, low_open=True
-        )
+        checked["eps"] = check_real(where, "eps", hyperparameters["eps"], low=0.0, low_open=True)
         return checked
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -91,17 +91,18 @@ class RMSprop(Optimizer):
         return tuple(names)
 
     def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
+        where = type(self).__name__  # (a subclass by its own name)
         centered = hyperparameters["centered"]
         if not isinstance(centered, bool):
-            raise TypeError(f"RMSprop: centered must be a bool, got {centered!r}")
+            raise TypeError(f"{where}: centered must be a bool, got {centered!r}")
         return {
-            "alpha": check_real("RMSprop", "alpha", hyperparameters["alpha"], low=0.0, high=1.0),
-            "eps": check_real("RMSprop", "eps", hyperparameters["eps"], low=0.0, low_open=True),
+            "alpha": check_real(where, "alpha", hyperparameters["alpha"], low=0.0, high=1.0),
+            "eps": check_real(where, "eps", hyperparameters["eps"], low=0.0, low_open=True),
             "weight_decay": check_real(
-                "RMSprop", "weight_decay", hyperparameters["weight_decay"], low=0.0
+                where, "weight_decay", hyperparameters["weight_decay"], low=0.0
             ),
             "momentum": check_real(
-                "RMSprop",
+                where,
                 "momentum",
                 hyperparameters["momentum"],
                 low=0.0,

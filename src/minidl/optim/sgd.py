@@ -83,17 +83,18 @@ class SGD(Optimizer):
         return ("momentum_buffer",) if hyperparameters["momentum"] > 0 else ()
 
     def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
+        where = type(self).__name__  # (a subclass by its own name)
         momentum = check_real(
-            "SGD", "momentum", hyperparameters["momentum"], low=0.0, high=1.0, high_open=True
+            where, "momentum", hyperparameters["momentum"], low=0.0, high=1.0, high_open=True
         )
         weight_decay = check_real(
-            "SGD", "weight_decay", hyperparameters.get("weight_decay", 0.0), low=0.0
+            where, "weight_decay", hyperparameters.get("weight_decay", 0.0), low=0.0
         )
         nesterov = hyperparameters.get("nesterov", False)
         if not isinstance(nesterov, bool):
-            raise TypeError(f"SGD: nesterov must be a bool, got {nesterov!r}")
+            raise TypeError(f"{where}: nesterov must be a bool, got {nesterov!r}")
         if nesterov and momentum == 0.0:
-            raise ValueError("SGD: nesterov momentum needs momentum > 0, got momentum 0")
+            raise ValueError(f"{where}: nesterov momentum needs momentum > 0, got momentum 0")
         return {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
 
     def hyperparameters(self) -> dict[str, Any]:
