@@ -151,7 +151,7 @@ def detect_anomaly(*modules: Module) -> Iterator[None]:
     Example:
         >>> with detect_anomaly(model, criterion):
         ...     loss = criterion(model(x), y)
-        ...     model.backward(criterion.backward())
+        ...     model.backward_parameters(criterion.backward())
     """
     global enabled  # noqa: PLW0603 (a module flag keeps the check in Sequential one read)
     for index, module in enumerate(modules):

@@ -32,11 +32,15 @@ Writes are atomic: the bytes go to a temporary file in the destination folder, w
 a save leaves the previous checkpoint intact.
 
 Example:
+    >>> from minidl.train import fit
+    >>> scheduler = optim.StepDecay(optimizer, step_size=100)
+    >>> history = fit(model, criterion, optimizer, x, y, epochs=10, scheduler=scheduler,
+    ...               generator=generator)
     >>> save_checkpoint("run.ckpt", model, optimizer, scheduler, epoch=10, history=history,
     ...                 generator=generator)
     >>> state = load_checkpoint("run.ckpt", model, optimizer, scheduler, generator=generator)
-    >>> fit(model, criterion, optimizer, x, y, epochs=400, start_epoch=state.epoch,
-    ...     history=state.history, scheduler=scheduler, generator=generator)
+    >>> history = fit(model, criterion, optimizer, x, y, epochs=400, start_epoch=state.epoch,
+    ...               history=state.history, scheduler=scheduler, generator=generator)
 """
 
 from __future__ import annotations

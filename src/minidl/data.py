@@ -196,7 +196,7 @@ class BatchIterator:
 
     Example:
         >>> for x_batch, y_batch in BatchIterator(data.train.x, data.train.y, batch_size=100):
-        ...     ...
+        ...     pass  # 10 batches: x_batch (100, 2), y_batch (100,)
     """
 
     def __init__(

@@ -42,12 +42,14 @@ Launch with ``torchrun`` (``python -m torch.distributed.run``), which sets ``WOR
 ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``:
 
 Example:
+    >>> from minidl.train import fit
     >>> launch = launch_from_env()                      # None outside torchrun
     >>> with ProcessGroup(launch, timeout=60.0) as group:
-    ...     model = mlp((2, 25, 25, 25, 2), "tanh")
+    ...     model = nn.mlp((2, 25, 25, 25, 2), "tanh")
+    ...     optimizer = optim.SGD(model.parameters(), lr=0.1)
     ...     parallel = DataParallel(model, group)       # broadcasts rank 0's parameters
-    ...     fit(model, criterion, optimizer, x, y, epochs=400, batch_size=100,
-    ...         generator=torch.Generator().manual_seed(0), parallel=parallel)
+    ...     history = fit(model, criterion, optimizer, x, y, epochs=400, batch_size=100,
+    ...                   generator=torch.Generator().manual_seed(0), parallel=parallel)
     ...     parallel.check_in_sync()
 """
 
@@ -465,9 +467,10 @@ class ShardedBatches:
             fewer samples than there are ranks.
 
     Example:
-        >>> batches = BatchIterator(x, y, batch_size=120, generator=generator)
+        >>> from minidl.data import BatchIterator
+        >>> batches = BatchIterator(data.train.x, data.train.y, batch_size=120, generator=generator)
         >>> for x_shard, y_shard in ShardedBatches(batches, rank=1, world_size=3):
-        ...     ...   # 40 samples of every batch of 120
+        ...     pass  # 40 samples of every batch of 120
     """
 
     def __init__(self, batches: BatchIterator, rank: int, world_size: int) -> None:
@@ -527,12 +530,13 @@ class DataParallel:
         group: the joined :class:`ProcessGroup`.
 
     Example:
+        >>> from minidl.data import BatchIterator
         >>> parallel = DataParallel(model, group)
-        >>> for x_shard, y_shard in parallel.shard(BatchIterator(x, y, 120, generator=g)):
+        >>> for x_shard, y_shard in parallel.shard(BatchIterator(x, y, 120, generator=generator)):
         ...     optimizer.zero_grad()
         ...     loss = criterion(model(x_shard), y_shard)
-        ...     model.backward(criterion.backward())
-        ...     parallel.synchronize(loss)   # one all_reduce: the global batch's gradient
+        ...     model.backward_parameters(criterion.backward())
+        ...     part = parallel.synchronize(loss)  # one all_reduce: the global batch's gradient
         ...     optimizer.step()
     """
 

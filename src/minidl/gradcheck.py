@@ -63,7 +63,7 @@ def gradcheck(
         TypeError, ValueError: a bad argument, named in the message, before anything runs.
 
     Example:
-        >>> gradcheck(Linear(3, 2, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64))
+        >>> gradcheck(nn.Linear(3, 2, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64))
         True
     """
     if not isinstance(module, Module):

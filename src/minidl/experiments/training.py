@@ -263,8 +263,10 @@ def train_row(
         on_epoch: called with ``(round index, record)`` after every epoch.
 
     Example:
-        >>> result = train_row(TABLE_I[1], rounds=5, base_seed=0)
-        >>> result.mean, result.sd
+        >>> from minidl.experiments.config import TABLE_I
+        >>> result = train_row(TABLE_I[1], rounds=5, base_seed=0, epochs=2)  # a smoke run
+        >>> result.mean, result.sd  # the test error over the rounds, in %
+        (..., ...)
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"train_row: rounds must be an integer >= 1, got {rounds!r}")

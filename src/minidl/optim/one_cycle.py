@@ -44,7 +44,7 @@ class OneCycle(LRScheduler):
         final_div_factor: :math:`d_f`, > 0 (default 1e4).
 
     Example:
-        >>> scheduler = OneCycle(optimizer, max_lr=0.1, total_steps=epochs * len(batches))
+        >>> scheduler = OneCycle(optimizer, max_lr=0.1, total_steps=400 * 10)  # epochs * batches
     """
 
     interval = "batch"

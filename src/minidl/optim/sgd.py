@@ -47,7 +47,9 @@ class SGD(Optimizer):
 
     Example:
         >>> optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
-        >>> optimizer.zero_grad(); criterion(model(x), y); model.backward(criterion.backward())
+        >>> optimizer.zero_grad()
+        >>> loss = criterion(model(x), y)
+        >>> model.backward_parameters(criterion.backward())
         >>> optimizer.step()
     """
 

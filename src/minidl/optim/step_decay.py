@@ -24,10 +24,12 @@ class StepDecay(LRScheduler):
         gamma: :math:`\gamma`, the factor of each drop, in ``[0, 1]`` (default 0.5).
 
     Example:
+        >>> optimizer = SGD(model.parameters(), lr=0.1)
         >>> scheduler = StepDecay(optimizer, step_size=10, gamma=0.5)
-        >>> for epoch in range(epochs):
-        ...     train_one_epoch()
-        ...     scheduler.step()
+        >>> for epoch in range(30):
+        ...     lr = scheduler.step()  # after each epoch of training
+        >>> lr  # 0.1 halved 3 times
+        0.0125
     """
 
     interval = "epoch"
