@@ -307,6 +307,12 @@ def _run_train(args: argparse.Namespace) -> int:
 
         checkpoint = read_checkpoint(args.resume)
         _check_resume_settings(args.resume, checkpoint.training.extra.get("settings"), settings)
+        _check_resume_hyperparameters(
+            args.resume,
+            checkpoint.header.get("optimizer"),
+            optimizer,
+            args.lr if scheduler is None else None,
+        )
         state = load_checkpoint(checkpoint, model, optimizer, scheduler, generator=generator)
         if state.epoch > args.epochs:
             raise ValueError(
@@ -493,6 +499,57 @@ def _check_resume_settings(path: str, saved: object, settings: dict[str, object]
         raise ValueError(
             f"--resume {path}: the checkpoint was made with other settings: "
             + "; ".join(differences)
+        )
+
+
+#: The flag of `minidl train` that sets each optimizer hyper-parameter (the others keep their
+#: defaults).
+_HYPERPARAMETER_FLAGS = {"momentum": "--momentum"}
+
+
+def _check_resume_hyperparameters(
+    path: str, saved: object, optimizer: object, lr: float | None
+) -> None:
+    """Refuse to resume a checkpoint whose optimizer hyper-parameters differ from the ones this
+    command line builds (set in a program of one's own between steps, say): loading would
+    silently replace them, and the run would train and record other settings than its flags
+    say. ``lr`` is the constant learning rate of a run without a scheduler (``None`` with
+    one, whose rate changes), checked too. Another optimizer class is left to
+    :func:`~minidl.checkpoint.load_checkpoint`."""
+    from minidl.optim.optimizer import Optimizer
+
+    if not isinstance(saved, dict) or not isinstance(optimizer, Optimizer):
+        return
+    name = type(optimizer).__name__
+    hyperparameters = saved.get("hyperparameters")
+    if saved.get("class") != name or not isinstance(hyperparameters, dict):
+        return
+    defaults = dict(optimizer.optional_hyperparameters)
+
+    def typed(value: object) -> object:  # (as JSON keeps it: a tuple comes back a list)
+        return list(value) if isinstance(value, tuple) else value
+
+    ours = {key: typed(value) for key, value in {**defaults, **optimizer.hyperparameters()}.items()}
+    theirs = {key: typed(value) for key, value in {**defaults, **hyperparameters}.items()}
+    differences = []
+    if lr is not None and saved.get("lr") != lr:
+        differences.append(
+            f"lr {_as_typed(saved.get('lr'))} in the checkpoint's {name}, --lr {lr} now"
+        )
+    for key in sorted(set(ours) | set(theirs)):
+        if ours.get(key) == theirs.get(key):
+            continue
+        flag = _HYPERPARAMETER_FLAGS.get(key)
+        now = (
+            f"{flag} {_as_typed(ours.get(key))} now"
+            if flag is not None
+            else f"{_as_typed(ours.get(key))} now (minidl train has no flag for it)"
+        )
+        differences.append(f"{key} {_as_typed(theirs.get(key))} in the checkpoint's {name}, {now}")
+    if differences:
+        raise ValueError(
+            f"--resume {path}: the checkpoint's optimizer has other settings than these flags "
+            "(changed during the run that saved it?): " + "; ".join(differences)
         )
 
 

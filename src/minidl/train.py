@@ -154,6 +154,45 @@ def _check_step_limit(where: str, scheduler: LRScheduler, epochs: int, batches: 
         )
 
 
+def _refuse_batch_norm(model: Module, what: str, hint: str) -> None:
+    """Raise, naming ``what`` and ``hint``, if ``model`` holds a :class:`BatchNorm1d` (which
+    cannot train on a batch of one sample)."""
+    for path, module in model.named_modules():
+        if isinstance(module, BatchNorm1d):
+            raise ValueError(
+                f"fit: {what}, on which "
+                f"{f'the BatchNorm1d {path!r}' if path else 'the BatchNorm1d model'} cannot "
+                f"estimate a variance in training mode; {hint}"
+            )
+
+
+def _check_shards(
+    model: Module, world_size: object, samples: int, batch_size: int, smallest: int
+) -> None:
+    """Refuse, before training, data-parallel batches whose shards would give some rank's
+    batch norm a batch of one sample (each rank normalises over its own shard). Batches that
+    the processes cannot split (a world size that does not divide ``batch_size``, a last batch
+    with fewer samples than processes) are left to the sharding's own refusal."""
+    if not isinstance(world_size, int) or world_size < 2 or batch_size % world_size:
+        return
+    if smallest < world_size or smallest // world_size != 1:
+        return
+    if batch_size // world_size == 1:
+        what = (
+            f"every rank's shard of a batch would hold 1 sample (batches of {batch_size} split "
+            f"over {world_size} processes)"
+        )
+        hint = f"choose a batch_size >= {2 * world_size} (2 samples per process)"
+    else:
+        what = (
+            f"every epoch would end with a batch of {smallest} samples ({samples} samples, "
+            f"batches of {batch_size}), of which some of the {world_size} processes would take "
+            "1 sample"
+        )
+        hint = "pass drop_last=True or choose another batch_size"
+    _refuse_batch_norm(model, what, hint)
+
+
 def fit(
     model: Module,
     criterion: Loss,
@@ -204,7 +243,9 @@ def fit(
         on_epoch: called with the :class:`EpochRecord` of each epoch.
         parallel: data-parallel training (a :class:`minidl.distributed.DataParallel`): each
             process trains on its shard of every batch, the gradients are made the global
-            batch's after every ``backward``, and the recorded loss is the global one.
+            batch's after every ``backward``, and the recorded loss is the global one. A
+            batch norm normalises over each process's shard, so a run that would give a
+            process a shard of one sample is refused, as a batch of one is without it.
 
     Raises:
         TypeError, ValueError: a bad argument, named in the message; every argument is checked
@@ -263,23 +304,19 @@ def fit(
         )
     smallest = batch_size if drop_last else samples % batch_size or batch_size
     if smallest == 1:
-        for path, module in model.named_modules():
-            if isinstance(module, BatchNorm1d):
-                # (with batches of 1, every batch is one sample: drop_last cannot help)
-                what, hint = (
-                    ("every batch would hold 1 sample (batch_size 1)", "choose a batch_size >= 2")
-                    if batch_size == 1
-                    else (
-                        f"every epoch would end with a batch of 1 sample ({samples} samples, "
-                        f"batches of {batch_size})",
-                        "pass drop_last=True or choose another batch_size",
-                    )
+        # (with batches of 1, every batch is one sample: drop_last cannot help)
+        _refuse_batch_norm(
+            model,
+            *(
+                ("every batch would hold 1 sample (batch_size 1)", "choose a batch_size >= 2")
+                if batch_size == 1
+                else (
+                    f"every epoch would end with a batch of 1 sample ({samples} samples, "
+                    f"batches of {batch_size})",
+                    "pass drop_last=True or choose another batch_size",
                 )
-                raise ValueError(
-                    f"fit: {what}, on which "
-                    f"{f'the BatchNorm1d {path!r}' if path else 'the BatchNorm1d model'} cannot "
-                    f"estimate a variance in training mode; {hint}"
-                )
+            ),
+        )
     if parallel is not None and not all(
         callable(getattr(parallel, method, None))
         for method in ("shard", "synchronize", "reduce_loss")
@@ -288,6 +325,8 @@ def fit(
             "fit: parallel must be a minidl.distributed.DataParallel (with shard, synchronize "
             f"and reduce_loss), got {type(parallel).__name__}"
         )
+    if parallel is not None:
+        _check_shards(model, getattr(parallel, "world_size", 1), samples, batch_size, smallest)
     if history is not None and not isinstance(history, History):
         raise TypeError(f"fit: history must be a History, got {type(history).__name__}")
     # One forward of the first sample and its loss, in evaluation mode (which changes nothing),
