@@ -78,6 +78,13 @@ class AnomalyError(RuntimeError):
         )
 
 
+def may_follow_a_run(error: BaseException) -> bool:
+    """Whether ``error``, raised by a module's forward, may come after the module ran (and
+    cached its input): an interruption (``KeyboardInterrupt``), or this module's check of the
+    output. A module's own refusal of its input comes before it changes anything."""
+    return not isinstance(error, Exception) or isinstance(error, AnomalyError)
+
+
 def check_finite(tensor: object, module: str, pass_: str, what: str) -> None:
     """Raise :class:`AnomalyError` if ``tensor`` is a floating tensor with a NaN or infinity."""
     if not isinstance(tensor, Tensor) or not tensor.is_floating_point():

@@ -200,15 +200,15 @@ def fit_rounds(
                 f"fit_rounds: generators[{index}] must be a torch.Generator, got "
                 f"{type(generator).__name__}"
             )
-        for other in range(index):
-            if generators[other] is generator:
-                # The models would draw their orders in turns from one stream: each order
-                # would depend on the others and on their number, unlike fit's.
-                raise ValueError(
-                    f"fit_rounds: generators[{index}] is generators[{other}] (one generator "
-                    "given twice); each model needs a generator of its own, e.g. "
-                    "[torch.Generator().manual_seed(seed) for seed in seeds]"
-                )
+    twice = _given_twice(generators)
+    if twice is not None:
+        # The models would draw their orders in turns from one stream: each order would
+        # depend on the others and on their number, unlike fit's.
+        raise ValueError(
+            f"fit_rounds: generators[{twice[1]}] is generators[{twice[0]}] (one generator given "
+            "twice); each model needs a generator of its own, e.g. "
+            "[torch.Generator().manual_seed(seed) for seed in seeds]"
+        )
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit_rounds: epochs must be an integer >= 0, got {epochs!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -393,9 +393,26 @@ def _check_sequence(name: str, value: object) -> None:
         )
 
 
+def _given_twice(items: Sequence[object]) -> tuple[int, int] | None:
+    """``(first, second)``: the indices of the first object that ``items`` holds twice, or
+    ``None``."""
+    seen: dict[int, int] = {}
+    for index, item in enumerate(items):
+        if id(item) in seen:
+            return seen[id(item)], index
+        seen[id(item)] = index
+    return None
+
+
 def _check_models(models: Sequence[Sequential]) -> None:
     """Refuse what is not a Sequential, a model given twice and models that share a parameter:
     the stack would train each round apart and copy both back into one parameter."""
+    twice = _given_twice(models)
+    if twice is not None and all(isinstance(model, Sequential) for model in models[: twice[1]]):
+        raise ValueError(
+            f"fit_rounds: models[{twice[1]}] is models[{twice[0]}] (one object given twice); "
+            "each round needs a model of its own"
+        )
     owners: dict[int, tuple[int, str]] = {}
     for index, model in enumerate(models):
         if not isinstance(model, Sequential):
@@ -403,12 +420,6 @@ def _check_models(models: Sequence[Sequential]) -> None:
                 f"fit_rounds: models[{index}] must be a minidl Sequential, got "
                 f"{type(model).__name__}"
             )
-        for other in range(index):
-            if models[other] is model:
-                raise ValueError(
-                    f"fit_rounds: models[{index}] is models[{other}] (one object given twice); "
-                    "each round needs a model of its own"
-                )
         for name, parameter in model.named_parameters():
             owner = owners.setdefault(id(parameter), (index, name))
             if owner[0] != index:

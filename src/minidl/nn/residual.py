@@ -54,7 +54,7 @@ class Residual(Module):
             # Interrupted, or stopped by detect_anomaly's check of its output: the block may
             # hold the caches of this input already. (A block that refused its input changed
             # nothing; a Sequential block keeps its own refusal.)
-            if not isinstance(error, Exception) or isinstance(error, anomaly.AnomalyError):
+            if anomaly.may_follow_a_run(error):
                 self._refused = f"a forward stopped in its block by {type(error).__name__}"
             raise
         if not isinstance(output, Tensor) or output.shape != input.shape:

@@ -144,7 +144,7 @@ class Sequential(Module):
             return
         index = next(i for i, layer in enumerate(self._layers) if layer is module)
         name = type(module).__name__
-        if not isinstance(error, Exception) or isinstance(error, anomaly.AnomalyError):
+        if anomaly.may_follow_a_run(error):
             self._refused = (
                 f"a forward stopped at module {index} ({name}) by {type(error).__name__}"
             )

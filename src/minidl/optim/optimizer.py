@@ -339,13 +339,22 @@ class Optimizer:
         optimizer keeps (SGD's ``momentum`` 0 with a momentum buffer), before anything is
         loaded: setting them afterwards would raise with the state already overwritten."""
         settings = {**self.optional_hyperparameters, **hyperparameters}
-        needed = self._state_names_for({**settings, **self._validate_hyperparameters(**settings)})
+        given = ", ".join(f"{key}={value!r}" for key, value in hyperparameters.items())
+        self._check_state_fits(
+            {**settings, **self._validate_hyperparameters(**settings)},
+            f"{type(self).__name__}.load_state_dict: the saved hyper-parameters ({given}) need",
+        )
+
+    def _check_state_fits(self, checked: Mapping[str, Any], what: str) -> None:
+        """Refuse ``checked`` hyper-parameters that need other state tensors than this
+        optimizer keeps (they are fixed when it is built); ``what`` starts the message."""
+        needed = self._state_names_for(checked)
         if set(needed) != set(self.state):
-            given = ", ".join(f"{key}={value!r}" for key, value in hyperparameters.items())
+            name = type(self).__name__
             raise ValueError(
-                f"{type(self).__name__}.load_state_dict: the saved hyper-parameters ({given}) "
-                f"need the state tensors {sorted(needed)}, but this optimizer keeps "
-                f"{sorted(self.state)}"
+                f"{what} the state tensors {sorted(needed)}, but this optimizer keeps "
+                f"{sorted(self.state)}, fixed when it was built; build a new {name} with these "
+                "settings"
             )
 
     def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
@@ -376,14 +385,8 @@ class Optimizer:
         }
         checked = {**settings, **self._validate_hyperparameters(**settings)}
         if hasattr(self, "state"):  # (built: the state tensors exist)
-            needed = self._state_names_for(checked)
-            if set(needed) != set(self.state):
-                given = ", ".join(f"{key}={value!r}" for key, value in changes.items())
-                raise ValueError(
-                    f"{name}: {given} needs the state tensors {sorted(needed)}, but this "
-                    f"optimizer keeps {sorted(self.state)}, fixed when it was built; build a "
-                    f"new {name} with these settings"
-                )
+            given = ", ".join(f"{key}={value!r}" for key, value in changes.items())
+            self._check_state_fits(checked, f"{name}: {given} needs")
         for key, value in checked.items():
             # (a subclass that keeps a hyper-parameter as a plain attribute, as before
             # Hyperparameter existed, gets it back there)
