@@ -21,6 +21,41 @@ from minidl.nn.parameter import Parameter
 
 __all__ = ["BatchedLinear"]
 
+# The answers of _batched_gradient_is_exact, by gradient layout and operand shapes.
+_EXACT_BATCHED_GRADIENT: dict[tuple[object, ...], bool] = {}
+
+
+def _batched_gradient_is_exact(grad: Tensor, batch: int) -> bool:
+    r"""Whether one batched product :math:`G_r^T X_r` into a contiguous temporary gives every
+    model r exactly the bits that ``grad.baddbmm_`` gives into ``grad`` (which, for a
+    ``grad`` that is not contiguous, ATen computes as one matrix product per model), for
+    inputs of ``batch`` samples and gradients that start from zero, as in every training step.
+
+    Which kernel the BLAS library runs, and so the order of its sums, depends on the shapes,
+    the memory alignment of every matrix and the CPU, not on the values: both ways are
+    computed once, on random operands laid out as the real ones (fresh tensors, and a
+    gradient at ``grad``'s strides and offset in a buffer of its storage's size), and the
+    answer is kept for that layout. (On one CPU the two ways agreed for every shape tried but
+    those with a dimension of 1, where the batched kernel's bits also depended on the model's
+    position; a CPU where they differ keeps the per-model products.)
+    """
+    models, out_features, in_features = grad.shape
+    key = (tuple(grad.shape), grad.stride(), grad.storage_offset(), batch, grad.dtype)
+    exact = _EXACT_BATCHED_GRADIENT.get(key)
+    if exact is None:
+        generator = torch.Generator().manual_seed(0)
+        options: dict[str, Any] = {"dtype": grad.dtype, "generator": generator}
+        grad_output_t = torch.randn(models, batch, out_features, **options).transpose(1, 2)
+        input = torch.randn(models, batch, in_features, **options)
+        buffer = torch.zeros(
+            grad.untyped_storage().nbytes() // grad.element_size(), dtype=grad.dtype
+        )
+        per_model = buffer.as_strided(grad.shape, grad.stride(), grad.storage_offset())
+        per_model.baddbmm_(grad_output_t, input)
+        exact = torch.equal(per_model, torch.bmm(grad_output_t, input))
+        _EXACT_BATCHED_GRADIENT[key] = exact
+    return exact
+
 
 class BatchedLinear(Module):
     r"""``models`` independent :class:`Linear` layers evaluated together: :math:`Y_r = X_r W_r^T + b_r`.
@@ -34,6 +69,14 @@ class BatchedLinear(Module):
         \frac{\partial L}{\partial X_r} = G_r W_r, \qquad
         \frac{\partial L}{\partial W_r} \mathrel{+}= G_r^T X_r, \qquad
         \frac{\partial L}{\partial b_r} \mathrel{+}= \textstyle\sum_n (G_r)_{n,:}
+
+    The weight gradient is one batched product accumulated into ``weight.grad``. Where that
+    tensor is not contiguous (a ``layout="model"`` stack, see :func:`minidl.nn.stack_models`,
+    whose models' parameters are blocks of one buffer), ATen would compute it as one product
+    per model; on the CPU the layer computes it instead as one batched product into a
+    contiguous temporary, then adds it, wherever a check made once per layout shows that this
+    gives every model the bits of its own product (:func:`_batched_gradient_is_exact`), so
+    that a model's numbers stay the same in any stack.
 
     Build one with :meth:`stack` from R :class:`Linear` layers (to start from their weights) and
     take them apart with :meth:`unstack`; :func:`minidl.nn.stack_models` does it for whole
@@ -113,6 +156,9 @@ class BatchedLinear(Module):
         self._weight_t = self.weight.data.transpose(1, 2)
         self._bias_row: Tensor | None = None
         self._output_shape = torch.Size()
+        # The temporary of the weight gradient's batched product, where it is used (see _accept).
+        self._product: Tensor | None = None
+        self._product_buffer: Tensor | None = None
 
     def unstack(self) -> list[Linear]:
         """R :class:`Linear` layers holding copies of each model's parameters."""
@@ -162,6 +208,23 @@ class BatchedLinear(Module):
         self._weight_t = weight.transpose(1, 2)
         self._bias_row = bias.unsqueeze(1) if bias is not None else None
         self._output_shape = torch.Size((self.models, input.shape[1], self.out_features))
+        # Where the weight gradient is computed as one batched product into a contiguous
+        # temporary rather than one product per model (see the class docstring).
+        grad = self.weight.grad
+        if (
+            grad.is_contiguous()
+            or grad.device.type != "cpu"
+            or not _batched_gradient_is_exact(grad, input.shape[1])
+        ):
+            self._product = None
+        elif (
+            self._product_buffer is None
+            or self._product_buffer.shape != grad.shape
+            or self._product_buffer.dtype is not grad.dtype
+        ):
+            self._product = self._product_buffer = torch.empty(grad.shape, dtype=grad.dtype)
+        else:
+            self._product = self._product_buffer
         return input
 
     def forward(self, input: Tensor) -> Tensor:
@@ -201,8 +264,13 @@ class BatchedLinear(Module):
         # Detached: an operand from an autograd graph is read as a plain value, rather than
         # recorded into the gradients for good by the in-place updates.
         grad_output = grad_output.detach()
+        product = self._product
         try:
-            self.weight.grad.baddbmm_(grad_output.transpose(1, 2), input.detach())
+            if product is None:
+                self.weight.grad.baddbmm_(grad_output.transpose(1, 2), input.detach())
+            else:
+                torch.bmm(grad_output.transpose(1, 2), input.detach(), out=product)
+                self.weight.grad.add_(product)
         except RuntimeError:  # (nothing is accumulated yet)
             check_still_fits("BatchedLinear", input, self.weight.data)
             raise
@@ -213,8 +281,15 @@ class BatchedLinear(Module):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         # Views of the parameters, not pickled: the next forward makes them again.
-        state.update(_seen=(None,) * 5, _weight_t=None, _bias_row=None)
+        state.update(
+            _seen=(None,) * 5, _weight_t=None, _bias_row=None, _product=None, _product_buffer=None
+        )
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_product", None)  # (pickled before they existed)
+        state.setdefault("_product_buffer", None)
+        super().__setstate__(state)
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,201 @@
+"""The weight gradient of a ``layout="model"`` stack: one batched product into a temporary where
+a check shows it gives every model the bits of its own product, one product per model elsewhere.
+
+The oracle of the bits is ``baddbmm_`` into the stack's own (non-contiguous) gradient, which
+ATen computes as one matrix product per model; of the values, PyTorch autograd in float64.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+from minidl import nn
+from minidl.nn import batched_linear
+from minidl.nn.batched_linear import BatchedLinear, _batched_gradient_is_exact
+
+F64 = torch.float64
+
+
+def _stack(sizes: tuple[int, ...], models: int, dtype: torch.dtype, seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.stack_models(
+        [nn.mlp(sizes, "tanh", dtype=dtype) for _ in range(models)], layout="model"
+    )
+
+
+def _layers(stack: nn.Sequential) -> list[BatchedLinear]:
+    return [layer for layer in stack if isinstance(layer, BatchedLinear)]
+
+
+def _per_model_gradients(
+    stack: nn.Sequential, x: torch.Tensor, grad: torch.Tensor
+) -> list[torch.Tensor]:
+    """The weight gradients of ``stack`` for (x, grad) with one product per model: baddbmm_
+    into a copy of each gradient at its real strides and offset (so not contiguous)."""
+    stack(x)
+    grads = []
+    layers = _layers(stack)
+    stored = {id(layer): layer._product for layer in layers}
+    try:
+        for layer in layers:
+            layer._product = None  # the per-model path
+        for parameter in stack.parameters():
+            parameter.grad.zero_()
+        stack.backward(grad)
+        grads = [layer.weight.grad.clone() for layer in layers]
+    finally:
+        for layer in layers:
+            layer._product = stored[id(layer)]
+    return grads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize(
+    ("sizes", "models", "batch"),
+    [
+        ((2, 25, 25, 25, 2), 20, 100),
+        ((2, 25, 25, 25, 2), 1, 100),
+        ((3, 7, 1), 5, 9),
+        ((4, 6, 5), 3, 1),
+    ],
+)
+def test_weight_gradients_are_the_per_model_products_bit_for_bit(
+    dtype: torch.dtype, sizes: tuple[int, ...], models: int, batch: int
+) -> None:
+    stack = _stack(sizes, models, dtype, seed=models)
+    generator = torch.Generator().manual_seed(batch)
+    x = torch.randn(models, batch, sizes[0], dtype=dtype, generator=generator)
+    grad = torch.randn(models, batch, sizes[-1], dtype=dtype, generator=generator)
+    expected = _per_model_gradients(stack, x, grad)
+    stack(x)
+    for parameter in stack.parameters():
+        parameter.grad.zero_()
+    stack.backward(grad)
+    for layer, want in zip(_layers(stack), expected, strict=True):
+        assert torch.equal(layer.weight.grad, want)
+        # The batched product is used exactly where the check says it gives these bits.
+        uses_product = layer._product is not None
+        assert uses_product == (models > 1 and _batched_gradient_is_exact(layer.weight.grad, batch))
+
+
+def test_the_paper_stack_uses_the_batched_product_where_the_check_allows_it() -> None:
+    """(Whether it does depends on the CPU and the BLAS library; where it does not, the
+    per-model products are kept, with the same bits.)"""
+    stack = _stack((2, 25, 25, 25, 2), 20, torch.float32, seed=0)
+    stack(torch.randn(20, 100, 2))
+    for layer in _layers(stack):
+        grad = layer.weight.grad
+        assert not grad.is_contiguous()
+        assert (layer._product is not None) == _batched_gradient_is_exact(grad, 100)
+        if layer._product is not None:
+            assert layer._product.is_contiguous() and layer._product.shape == grad.shape
+
+
+def test_the_check_compares_the_two_ways_and_keeps_its_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batched_linear, "_EXACT_BATCHED_GRADIENT", {})
+    stack = _stack((3, 4, 2), 3, F64, seed=1)
+    grad = _layers(stack)[0].weight.grad
+    calls = []
+    real_bmm = torch.bmm
+
+    def counting_bmm(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(1)
+        return real_bmm(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "bmm", counting_bmm)
+    first = _batched_gradient_is_exact(grad, 6)
+    assert len(calls) == 1
+    assert _batched_gradient_is_exact(grad, 6) is first and len(calls) == 1  # kept
+    _batched_gradient_is_exact(grad, 7)  # another batch size: checked again
+    assert len(calls) == 2
+
+
+def test_the_check_leaves_the_global_random_state_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batched_linear, "_EXACT_BATCHED_GRADIENT", {})
+    stack = _stack((2, 5, 2), 4, torch.float32, seed=2)
+    x = torch.randn(4, 10, 2)
+    state = torch.get_rng_state()
+    stack(x)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_where_the_check_fails_the_per_model_products_are_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batched_linear, "_batched_gradient_is_exact", lambda grad, batch: False)
+    stack = _stack((2, 5, 2), 4, F64, seed=3)
+    stack(torch.randn(4, 10, 2, dtype=F64))
+    assert all(layer._product is None for layer in _layers(stack))
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_gradients_accumulate_as_autograd_says_either_way(
+    monkeypatch: pytest.MonkeyPatch, exact: bool
+) -> None:
+    """Two backward calls without zeroing in between (the temporary is added, not written),
+    against autograd in float64."""
+    monkeypatch.setattr(batched_linear, "_batched_gradient_is_exact", lambda grad, batch: exact)
+    models = 3
+    torch.manual_seed(4)
+    singles = [nn.mlp((3, 6, 2), "tanh", dtype=F64) for _ in range(models)]
+    stack = nn.stack_models(singles, layout="model")
+    generator = torch.Generator().manual_seed(5)
+    xs = [torch.randn(models, 8, 3, dtype=F64, generator=generator) for _ in range(2)]
+    grads = [torch.randn(models, 8, 2, dtype=F64, generator=generator) for _ in range(2)]
+    for x, grad in zip(xs, grads, strict=True):
+        stack(x)
+        stack.backward(grad)
+    assert all((layer._product is not None) == exact for layer in _layers(stack))
+    for r, single in enumerate(singles):
+        weights = [
+            torch.tensor(p.data.tolist(), dtype=F64, requires_grad=True)
+            for p in single.parameters()
+        ]
+        for x, grad in zip(xs, grads, strict=True):
+            h = torch.tanh(x[r] @ weights[0].T + weights[1])
+            (h @ weights[2].T + weights[3]).backward(grad[r])
+        stacked_grads = [p.grad[r] for p in stack.parameters()]
+        for got, w in zip(stacked_grads, weights, strict=True):
+            assert w.grad is not None
+            torch.testing.assert_close(got, w.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_copies_and_old_pickles_make_their_own_temporary() -> None:
+    stack = _stack((2, 5, 2), 3, torch.float32, seed=6)
+    x = torch.randn(3, 10, 2)
+    grad = torch.randn(3, 10, 2)
+    stack(x)
+    stack.backward(grad)
+    for copied in (copy.deepcopy(stack), pickle.loads(pickle.dumps(stack))):
+        layers = _layers(copied)
+        assert all(layer._product is None for layer in layers)  # made again by the next call
+        for p in copied.parameters():
+            p.grad.zero_()
+        for p in stack.parameters():
+            p.grad.zero_()
+        copied(x)
+        copied.backward(grad)
+        stack(x)
+        stack.backward(grad)
+        for p, q in zip(copied.parameters(), stack.parameters(), strict=True):
+            assert torch.equal(p.grad, q.grad)
+        if any(layer._product is not None for layer in _layers(stack)):
+            assert all(
+                a._product is not None and a._product.data_ptr() != b._product.data_ptr()
+                for a, b in zip(layers, _layers(stack), strict=True)
+                if b._product is not None
+            )
+    # A layer pickled before the temporary existed.
+    layer = _layers(stack)[0]
+    state = layer.__getstate__()
+    del state["_product"], state["_product_buffer"]
+    old = BatchedLinear.__new__(BatchedLinear)
+    old.__setstate__(state)
+    old(x)
+    old.backward(torch.randn(3, 10, 5))
