@@ -8,6 +8,7 @@ import json
 import math
 import re
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 from minidl.cli import main
-from minidl.experiments import config
+from minidl.experiments import config, pool
 from minidl.experiments.batched import train_row_batched, train_rows_batched
 from minidl.experiments.config import (
     ALL_EXPERIMENTS,
@@ -389,6 +390,41 @@ def test_worker_processes_give_the_same_rows_and_progress() -> None:
     for experiment in experiments:
         per_row = [[c for c in calls[jobs] if c[0] == experiment.label] for jobs in (1, 2)]
         assert per_row[0] == per_row[1] and len(per_row[0]) == 2 * 3
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_forked_and_spawned_workers_give_the_rows_of_one_process(
+    monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    """Forked workers (Linux's start method) and spawned ones train the rows of one process,
+    bit for bit, even where the parent has run a 2-thread pool (which a fork does not copy:
+    the workers use one intra-op thread)."""
+    if method == "fork" and sys.platform != "linux":
+        pytest.skip("workers are forked on Linux only")
+    assert ("fork" if sys.platform == "linux" else "spawn") == pool.START_METHOD
+    monkeypatch.setattr(pool, "START_METHOD", method)
+    started = []
+    real_context = pool.multiprocessing.get_context
+    monkeypatch.setattr(
+        pool.multiprocessing,
+        "get_context",
+        lambda name: started.append(name) or real_context(name),
+    )
+    experiments = [experiments_for_tables("2")[0], experiments_for_tables("1")[0]]
+    assert len({stack_key(e) for e in experiments}) == 2  # two groups: the workers train them
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.randn(600, 600).mm(torch.randn(600, 600)).tanh_()  # the parent's thread pool
+        results = {jobs: run_experiments(experiments, 2, 0, epochs=2, jobs=jobs) for jobs in (1, 2)}
+    finally:
+        torch.set_num_threads(threads)
+    assert started == [method]  # (jobs=1 trains in this process)
+    for a, b in zip(results[1], results[2], strict=True):
+        for x, y in zip(a.rounds, b.rounds, strict=True):
+            assert (x.validation_curve, x.train_loss) == (y.validation_curve, y.train_loss)
+            for p, q in zip(x.model.parameters(), y.model.parameters(), strict=True):
+                assert torch.equal(p.data, q.data)
 
 
 def test_a_free_worker_lets_the_caller_use_the_groups_trained_so_far() -> None:

@@ -3,9 +3,16 @@
 The rows are independent: each is seeded from ``(base seed, round, stream)`` alone
 (:mod:`minidl.experiments.seeds`) and trained with one intra-op thread, so a row gives the
 same numbers in any process, in any order. :func:`train_groups` hands the groups of rows (each
-trained by one call of the train function) to ``jobs`` processes (started with ``spawn``, so no
-thread pool is inherited from the parent), the longest first so that the workers finish
-together, and forwards each epoch's records to the parent's progress callback through a queue.
+trained by one call of the train function) to ``jobs`` processes, the longest first so that the
+workers finish together, and forwards each epoch's records to the parent's progress callback
+through a queue.
+
+On Linux the workers are forked (:data:`START_METHOD`): a spawned worker would first import
+torch again, about 2 s of each worker's start here. Each sets one intra-op thread before it
+computes anything, as PyTorch's ``DataLoader`` workers do, so that a thread pool the parent may
+have started (which a fork does not copy) is never used in it; the numbers do not depend on
+the start method. Elsewhere (macOS, Windows, where forking a process that runs threads is not
+safe) they are spawned.
 Once a worker has nothing left to train, the parent may use the core it leaves free
 (``when_idle``: ``minidl reproduce`` draws the figures whose rows are done).
 
@@ -22,6 +29,7 @@ import os
 import pickle
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +47,9 @@ __all__ = ["train_groups"]
 
 #: Seconds between two progress messages of a worker (a row's last epochs are always sent).
 _FLUSH_SECONDS = 0.25
+
+#: How the workers are started (see the module docstring).
+START_METHOD = "fork" if sys.platform == "linux" else "spawn"
 
 # In each worker: the queue of the progress messages, set by _start_worker.
 _worker: dict[str, Any] = {}
@@ -162,7 +173,7 @@ def train_groups(
             "train_groups: the train function runs in worker processes, so it must be importable "
             f"(a function defined at the top level of a module), got {train!r}"
         ) from error
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(START_METHOD)
     progress = context.Queue()
     # The longest groups first (epochs times rows): the workers then finish at about the
     # same time.
