@@ -143,6 +143,106 @@ def test_activations_of_one_type_with_other_settings_stack_apart(
 # -- StackedLoss ----------------------------------------------------------------------------------
 
 
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor's bit patterns (so that -0.0 and 0.0 differ, and NaNs compare)."""
+    return tensor.view({torch.float32: torch.int32, torch.float64: torch.int64}[tensor.dtype])
+
+
+_ALL_ACTIVATIONS: list[Callable[[], nn.Activation]] = [
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.ReLU,
+    lambda: nn.LeakyReLU(0.1),
+    nn.ELU,
+    nn.SELU,
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, DTYPE])
+def test_each_run_gets_the_bits_of_its_activation_alone(dtype: torch.dtype) -> None:
+    """The built-in activations write their runs into one output (no concatenation): forward
+    and backward give each run the bits its activation gives alone, -0.0, infinities and NaN
+    included."""
+    runs = [(make(), 2) for make in _ALL_ACTIVATIONS]
+    layer = nn.StackedActivation(runs)
+    assert layer._writes_out == ((True, True),) * len(runs)
+    generator = torch.Generator().manual_seed(0)
+    x = 3 * torch.randn(12, 7, 5, dtype=dtype, generator=generator)
+    x[:, 0, :4] = torch.tensor([-0.0, float("inf"), -float("inf"), float("nan")], dtype=dtype)
+    grad = torch.randn(12, 7, 5, dtype=dtype, generator=generator)
+    output = layer(x)
+    grad_input = layer.backward(grad)
+    for index, make in enumerate(_ALL_ACTIVATIONS):
+        alone = make()
+        part = slice(2 * index, 2 * index + 2)
+        assert torch.equal(_bits(output[part]), _bits(alone(x[part].clone())))
+        assert torch.equal(_bits(grad_input[part]), _bits(alone.backward(grad[part].clone())))
+
+
+class _OwnTanh(nn.Activation):
+    """An activation of a user's, with hooks that take no ``out``."""
+
+    def _forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = torch.tanh(input)
+        return output, output
+
+    def _backward(self, grad_output: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        return grad_output * (1 - output * output)
+
+
+class _ShiftedReLU(nn.ReLU):
+    """A built-in activation whose forward hook a subclass replaced (without ``out``)."""
+
+    def _forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = torch.relu(input - 1)
+        return output, output
+
+
+def test_activations_whose_hooks_take_no_out_are_copied_into_place() -> None:
+    layer = nn.StackedActivation([(nn.Sigmoid(), 1), (_OwnTanh(), 2), (_ShiftedReLU(), 1)])
+    assert layer._writes_out == ((True, True), (False, False), (False, True))
+    x = torch.randn(4, 3, 2, dtype=DTYPE)
+    grad = torch.randn(4, 3, 2, dtype=DTYPE)
+    output = layer(x)
+    grad_input = layer.backward(grad)
+    torch.testing.assert_close(output[1:3], torch.tanh(x[1:3]), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(output[3], torch.relu(x[3] - 1), rtol=1e-12, atol=1e-12)
+    y = torch.tanh(x[1:3])
+    torch.testing.assert_close(grad_input[1:3], grad[1:3] * (1 - y * y), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        grad_input[3], grad[3] * (x[3] > 1).to(DTYPE), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_inputs_from_an_autograd_graph_and_gradients_of_another_dtype() -> None:
+    """out= is refused for an operand from an autograd graph, and for a result of a wider
+    dtype than the output: each run then makes its own result, as PyTorch would."""
+    layer = nn.StackedActivation([(nn.Tanh(), 2), (nn.ELU(), 1)])
+    x = torch.randn(3, 4, dtype=DTYPE, requires_grad=True)
+    output = layer(x)
+    expected = torch.cat([torch.tanh(x[:2]), torch.nn.functional.elu(x[2:])])
+    torch.testing.assert_close(output, expected, rtol=1e-12, atol=1e-12)
+    plain = nn.StackedActivation([(nn.Tanh(), 2), (nn.ELU(), 1)])
+    plain(torch.randn(3, 4))  # float32 caches
+    wide = plain.backward(torch.randn(3, 4, dtype=DTYPE))  # written into a float64 output
+    assert wide.dtype == DTYPE
+    narrow_layer = nn.StackedActivation([(nn.Tanh(), 2), (nn.ELU(), 1)])
+    narrow_layer(torch.randn(3, 4, dtype=DTYPE))
+    narrow = narrow_layer.backward(torch.randn(3, 4))  # tanh's result is float64: concatenated
+    assert narrow.shape == (3, 4) and narrow.dtype == DTYPE
+
+
+def test_a_stacked_activation_pickled_before_the_out_hooks_loads() -> None:
+    layer = nn.StackedActivation([(nn.Tanh(), 1), (_OwnTanh(), 1)])
+    state = layer.__getstate__()
+    del state["_writes_out"]
+    old = nn.StackedActivation.__new__(nn.StackedActivation)
+    old.__setstate__(state)
+    assert old._writes_out == ((True, True), (False, False))
+    x = torch.randn(2, 3)
+    assert torch.equal(old(x), layer(x))
+
+
 def test_stacked_loss_gives_each_models_loss_and_gradient() -> None:
     torch.manual_seed(3)
     criteria = [nn.MSELoss(), nn.MSELoss(reduction="mean"), nn.CrossEntropyLoss()]

@@ -5,6 +5,11 @@ which returns the output and caches what the derivative needs (usually the outpu
 cheapest stable quantity: Tanh and Sigmoid derivatives are functions of ``y``). Its ``backward``
 checks that a forward ran and that the gradient has the output's shape, then calls
 :meth:`_backward`.
+
+Both hooks may take an optional ``out``: a tensor of the result's shape, dtype and device
+(contiguous) into which the result is written, as with ``torch``'s ``out=``. Where both take
+it, a :class:`~minidl.nn.StackedActivation` writes each run of models into its part of one
+output, instead of concatenating the runs' results; the bits are the same.
 """
 
 from __future__ import annotations
@@ -57,3 +62,20 @@ class Activation(Module):
     def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
         """Return dL/dinput from dL/doutput and the cache of the last forward."""
         raise NotImplementedError
+
+    def _forward_out(self, input: Tensor, out: Tensor) -> None:
+        """:meth:`forward`, writing the output into ``out`` (for an activation whose
+        :meth:`_forward` takes ``out``)."""
+        if type(input) is not Tensor or not input.is_floating_point():
+            self._check_input(input)
+        _, self._cache = self._forward(input, out=out)  # type: ignore[call-arg]
+
+    def _backward_out(self, grad_output: Tensor, out: Tensor) -> None:
+        """:meth:`backward`, writing the input gradient into ``out`` (for an activation whose
+        :meth:`_backward` takes ``out``)."""
+        cache = self._cache
+        if cache is None or type(grad_output) is not Tensor or grad_output.shape != cache.shape:
+            name = type(self).__name__
+            cache = check_cached(name, cache)
+            check_grad_output(name, grad_output, cache.shape)
+        self._backward(grad_output, cache, out=out)  # type: ignore[call-arg]

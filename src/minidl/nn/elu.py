@@ -45,7 +45,7 @@ class ELU(Activation):
         self.alpha = float(alpha)
         self._scale = 1.0
 
-    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
         # With p = [x > 0] = sign(max(x, 0)) and n = scale * alpha * expm1(min(x, 0)):
         #   y = n + scale * max(x, 0)                      (one of the two terms is exactly 0)
         #   dy/dx = (n + scale * alpha) * (1 - p) + scale * p   (cached for backward)
@@ -54,13 +54,15 @@ class ELU(Activation):
         scaled_alpha = self._scale * self.alpha
         positive = input.clamp_min(0)
         negative = input.clamp_max(0).expm1_().mul_(scaled_alpha)
-        output = torch.add(negative, positive, alpha=self._scale)
+        output = torch.add(negative, positive, alpha=self._scale, out=out)
         indicator = positive.sign_()
         derivative = negative.add_(scaled_alpha).mul_(torch.rsub(indicator, 1))
         return output, derivative.add_(indicator, alpha=self._scale)
 
-    def _backward(self, grad_output: Tensor, derivative: Tensor) -> Tensor:
-        return grad_output * derivative
+    def _backward(
+        self, grad_output: Tensor, derivative: Tensor, out: Tensor | None = None
+    ) -> Tensor:
+        return torch.mul(grad_output, derivative, out=out)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"

@@ -45,13 +45,13 @@ class LeakyReLU(Activation):
             )
         self.negative_slope = float(negative_slope)
 
-    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
         positive = input.clamp_min(0).sign_()
         slope = torch.add(positive, torch.rsub(positive, 1), alpha=self.negative_slope)
-        return input * slope, slope
+        return torch.mul(input, slope, out=out), slope
 
-    def _backward(self, grad_output: Tensor, slope: Tensor) -> Tensor:
-        return grad_output * slope
+    def _backward(self, grad_output: Tensor, slope: Tensor, out: Tensor | None = None) -> Tensor:
+        return torch.mul(grad_output, slope, out=out)
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"

@@ -27,9 +27,10 @@ class ReLU(Activation):
         tensor([0., 2.])
     """
 
-    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
-        output = torch.relu(input)
+    def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        # (torch.relu has no out=; on the CPU it is clamp_min(x, 0), the same bits)
+        output = torch.relu(input) if out is None else torch.clamp_min(input, 0, out=out)
         return output, output
 
-    def _backward(self, grad_output: Tensor, output: Tensor) -> Tensor:
-        return grad_output * output.sign()
+    def _backward(self, grad_output: Tensor, output: Tensor, out: Tensor | None = None) -> Tensor:
+        return torch.mul(grad_output, output.sign(), out=out)

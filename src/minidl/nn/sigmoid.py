@@ -10,7 +10,7 @@ from minidl.nn.activation import Activation
 __all__ = ["Sigmoid", "sigmoid"]
 
 
-def sigmoid(input: Tensor) -> Tensor:
+def sigmoid(input: Tensor, out: Tensor | None = None) -> Tensor:
     r""":math:`1 / (1 + e^{-x})` element by element, each element's bits independent of its place.
 
     ``torch.sigmoid`` on CPU computes the last elements of a tensor (its size modulo twice the
@@ -21,10 +21,14 @@ def sigmoid(input: Tensor) -> Tensor:
     (checked against every position of stacks in float32). At :math:`x = -1000`,
     :math:`e^{1000}` overflows to ``inf`` and :math:`1/\infty = 0`, the right limit, not NaN.
 
+    Args:
+        input: the input.
+        out: a tensor of the input's shape to write the result into (default: a new one).
+
     Shape:
-        - Input: any shape. Output: a new tensor of the same shape.
+        - Input: any shape. Output: a new tensor of the same shape (or ``out``).
     """
-    output = input.neg()
+    output = input.neg() if out is None else torch.neg(input, out=out)
     return output.exp_().add_(1).reciprocal_()
 
 
@@ -43,15 +47,27 @@ class Sigmoid(Activation):
         tensor([0.5000])
     """
 
-    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
-        output = sigmoid(input)
+    def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        output = sigmoid(input, out)
         return output, output
 
-    def _backward(self, grad_output: Tensor, output: Tensor) -> Tensor:
-        # g y - g y^2, written over the g y temporary: one allocation, not two.
+    def _backward(self, grad_output: Tensor, output: Tensor, out: Tensor | None = None) -> Tensor:
+        # g y - g y^2, written over the g y temporary (one allocation, not two), or into out.
         grad_times_y = grad_output * output
         try:
-            return torch.addcmul(grad_times_y, grad_times_y, output, value=-1, out=grad_times_y)
+            return torch.addcmul(
+                grad_times_y,
+                grad_times_y,
+                output,
+                value=-1,
+                out=grad_times_y if out is None else out,
+            )
         except RuntimeError:  # out= refused for values from an autograd graph: read them plain
             grad_times_y, output = grad_times_y.detach(), output.detach()
-            return torch.addcmul(grad_times_y, grad_times_y, output, value=-1, out=grad_times_y)
+            return torch.addcmul(
+                grad_times_y,
+                grad_times_y,
+                output,
+                value=-1,
+                out=grad_times_y if out is None else out,
+            )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,8 +25,10 @@ class StackedActivation(Module):
         \, f_r'(x_r)
 
     Consecutive models with the same activation form one run: each run is one call of its
-    activation on a slice (a view) of the input, and the runs' results are concatenated, so
-    forward and backward cost one operation per run besides the activations'. Made by
+    activation on a slice (a view) of the input. The built-in activations write their results
+    into their parts of one output (their hooks take ``out``, see
+    :class:`~minidl.nn.Activation`); the results of others are copied there, so forward and
+    backward cost at most one copy per run besides the activations'. Made by
     :func:`minidl.nn.stack_models` where the models' activations differ.
 
     Args:
@@ -51,6 +55,8 @@ class StackedActivation(Module):
             for (activation, _), (start, stop) in zip(runs, bounds, strict=True)
         )
         self.models = bounds[-1][1]
+        self._writes_out = _writes_out(self._runs)
+        self._dtype: torch.dtype | None = None  # the last forward's input dtype
 
     def activation_of(self, index: int) -> Activation:
         """The activation of model ``index``."""
@@ -72,12 +78,63 @@ class StackedActivation(Module):
 
     def forward(self, input: Tensor) -> Tensor:
         input = self._check(input, "an input")
-        return torch.cat(
-            [activation.forward(input[start:stop]) for activation, start, stop in self._runs]
-        )
+        self._dtype = input.dtype
+        output = torch.empty(input.shape, dtype=input.dtype, device=input.device)
+        try:
+            for (activation, start, stop), (writes, _) in zip(
+                self._runs, self._writes_out, strict=True
+            ):
+                if writes:
+                    activation._forward_out(input[start:stop], output[start:stop])
+                else:
+                    output[start:stop] = activation.forward(input[start:stop])
+        except RuntimeError:
+            # out= refused for an input from an autograd graph:
+            # each run makes its own result.
+            return torch.cat(
+                [activation.forward(input[start:stop]) for activation, start, stop in self._runs]
+            )
+        return output
 
     def backward(self, grad_output: Tensor) -> Tensor:
         grad_output = self._check(grad_output, "a gradient")
+        if grad_output.dtype is not self._dtype:
+            # A gradient of another dtype: each activation promotes it as it does alone.
+            return self._concatenated_backward(grad_output)
+        grad_input = torch.empty(
+            grad_output.shape, dtype=grad_output.dtype, device=grad_output.device
+        )
+        try:
+            for (activation, start, stop), (_, writes) in zip(
+                self._runs, self._writes_out, strict=True
+            ):
+                if writes:
+                    activation._backward_out(grad_output[start:stop], grad_input[start:stop])
+                else:
+                    grad_input[start:stop] = activation.backward(grad_output[start:stop])
+        except RuntimeError:  # (as in forward)
+            return self._concatenated_backward(grad_output)
+        return grad_input
+
+    def _concatenated_backward(self, grad_output: Tensor) -> Tensor:
         return torch.cat(
             [activation.backward(grad_output[start:stop]) for activation, start, stop in self._runs]
         )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_writes_out" not in state:  # (pickled before it existed)
+            state["_writes_out"] = _writes_out(state["_runs"])
+        state.setdefault("_dtype", None)
+        super().__setstate__(state)
+
+
+def _takes_out(hook: Callable[..., object]) -> bool:
+    return "out" in inspect.signature(hook).parameters
+
+
+def _writes_out(runs: Sequence[tuple[Activation, int, int]]) -> tuple[tuple[bool, bool], ...]:
+    """For each run: whether its activation's forward and backward hooks take ``out``."""
+    return tuple(
+        (_takes_out(activation._forward), _takes_out(activation._backward))
+        for activation, _, _ in runs
+    )

@@ -25,17 +25,19 @@ class Tanh(Activation):
         tensor([0., 1.])
     """
 
-    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
-        output = input.tanh()
+    def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        output = input.tanh() if out is None else torch.tanh(input, out=out)
         return output, output
 
-    def _backward(self, grad_output: Tensor, output: Tensor) -> Tensor:
+    def _backward(self, grad_output: Tensor, output: Tensor, out: Tensor | None = None) -> Tensor:
         squared = output * output
         if squared.dtype is not grad_output.dtype:  # a gradient of another dtype: promote
-            return grad_output.addcmul(grad_output, squared, value=-1)
-        # g - g y^2, written over the y^2 temporary: one allocation, not two.
+            return torch.addcmul(grad_output, grad_output, squared, value=-1, out=out)
+        # g - g y^2, written over the y^2 temporary (one allocation, not two), or into out.
+        target = squared if out is None else out
         try:
-            return torch.addcmul(grad_output, grad_output, squared, value=-1, out=squared)
+            return torch.addcmul(grad_output, grad_output, squared, value=-1, out=target)
         except RuntimeError:  # out= refused for values from an autograd graph: read them plain
             grad_output, squared = grad_output.detach(), squared.detach()
-            return torch.addcmul(grad_output, grad_output, squared, value=-1, out=squared)
+            target = squared if out is None else out
+            return torch.addcmul(grad_output, grad_output, squared, value=-1, out=target)
