@@ -54,20 +54,10 @@ class Sigmoid(Activation):
     def _backward(self, grad_output: Tensor, output: Tensor, out: Tensor | None = None) -> Tensor:
         # g y - g y^2, written over the g y temporary (one allocation, not two), or into out.
         grad_times_y = grad_output * output
+        target = grad_times_y if out is None else out
         try:
-            return torch.addcmul(
-                grad_times_y,
-                grad_times_y,
-                output,
-                value=-1,
-                out=grad_times_y if out is None else out,
-            )
+            return torch.addcmul(grad_times_y, grad_times_y, output, value=-1, out=target)
         except RuntimeError:  # out= refused for values from an autograd graph: read them plain
             grad_times_y, output = grad_times_y.detach(), output.detach()
-            return torch.addcmul(
-                grad_times_y,
-                grad_times_y,
-                output,
-                value=-1,
-                out=grad_times_y if out is None else out,
-            )
+            target = grad_times_y if out is None else out
+            return torch.addcmul(grad_times_y, grad_times_y, output, value=-1, out=target)
