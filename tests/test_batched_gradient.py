@@ -199,3 +199,16 @@ def test_copies_and_old_pickles_make_their_own_temporary() -> None:
     old.__setstate__(state)
     old(x)
     old.backward(torch.randn(3, 10, 5))
+
+
+def test_a_dtype_without_the_kernels_keeps_the_per_model_products(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batched_linear, "_EXACT_BATCHED_GRADIENT", {})
+    stack = _stack((2, 5, 2), 3, torch.float32, seed=7)
+
+    def refused(*args: object, **kwargs: object) -> torch.Tensor:
+        raise RuntimeError("not implemented for this dtype")
+
+    monkeypatch.setattr(torch, "bmm", refused)
+    assert not _batched_gradient_is_exact(_layers(stack)[0].weight.grad, 4)

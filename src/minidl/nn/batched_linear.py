@@ -51,8 +51,11 @@ def _batched_gradient_is_exact(grad: Tensor, batch: int) -> bool:
             grad.untyped_storage().nbytes() // grad.element_size(), dtype=grad.dtype
         )
         per_model = buffer.as_strided(grad.shape, grad.stride(), grad.storage_offset())
-        per_model.baddbmm_(grad_output_t, input)
-        exact = torch.equal(per_model, torch.bmm(grad_output_t, input))
+        try:
+            per_model.baddbmm_(grad_output_t, input)
+            exact = torch.equal(per_model, torch.bmm(grad_output_t, input))
+        except RuntimeError:  # (a dtype without these kernels: backward will say so)
+            exact = False
         _EXACT_BATCHED_GRADIENT[key] = exact
     return exact
 
@@ -76,7 +79,9 @@ class BatchedLinear(Module):
     per model; on the CPU the layer computes it instead as one batched product into a
     contiguous temporary, then adds it, wherever a check made once per layout shows that this
     gives every model the bits of its own product (:func:`_batched_gradient_is_exact`), so
-    that a model's numbers stay the same in any stack.
+    that a model's numbers stay the same in any stack. (Where gradients accumulate over
+    several backward calls without ``zero_grad``, the product is added as a whole, which may
+    round the sum differently in the last bit from a product accumulated into it.)
 
     Build one with :meth:`stack` from R :class:`Linear` layers (to start from their weights) and
     take them apart with :meth:`unstack`; :func:`minidl.nn.stack_models` does it for whole
