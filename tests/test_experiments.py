@@ -204,7 +204,7 @@ def test_every_open_point_has_a_documented_choice() -> None:
 def test_experiments_for_tables_selects_and_rejects() -> None:
     assert experiments_for_tables("2") == TABLE_II
     assert experiments_for_tables("III, 1") == (*FIGURE_1, *TABLE_I, *TABLE_III)
-    for bad in ("", "4", "1,x"):
+    for bad in ("", "4", "1,x", "1,,2", "1,", ",2", " , "):
         with pytest.raises(
             ValueError, match=r"experiments_for_tables: tables must be a comma-separated choice"
         ):

@@ -572,8 +572,8 @@ def experiments_for_tables(tables: str) -> tuple[Experiment, ...]:
             f"experiments_for_tables: tables must be a str, got {type(tables).__name__}"
         )
     names = {"1": "1", "I": "1", "2": "2", "II": "2", "3": "3", "III": "3"}
-    parts = [part.strip().upper() for part in tables.split(",") if part.strip()]
-    if not parts or any(part not in names for part in parts):
+    parts = [part.strip().upper() for part in tables.split(",")]
+    if any(part not in names for part in parts):  # (an empty part too: "1,,2", "1,", "")
         raise ValueError(
             "experiments_for_tables: tables must be a comma-separated choice from 1,2,3 (or "
             f"I,II,III), got {tables!r}"
