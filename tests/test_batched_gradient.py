@@ -194,7 +194,7 @@ def test_copies_and_old_pickles_make_their_own_temporary() -> None:
     # A layer pickled before the temporary existed.
     layer = _layers(stack)[0]
     state = layer.__getstate__()
-    del state["_product"], state["_product_buffer"]
+    del state["_product"]
     old = BatchedLinear.__new__(BatchedLinear)
     old.__setstate__(state)
     old(x)

@@ -163,7 +163,6 @@ class BatchedLinear(Module):
         self._output_shape = torch.Size()
         # The temporary of the weight gradient's batched product, where it is used (see _accept).
         self._product: Tensor | None = None
-        self._product_buffer: Tensor | None = None
 
     def unstack(self) -> list[Linear]:
         """R :class:`Linear` layers holding copies of each model's parameters."""
@@ -216,20 +215,12 @@ class BatchedLinear(Module):
         # Where the weight gradient is computed as one batched product into a contiguous
         # temporary rather than one product per model (see the class docstring).
         grad = self.weight.grad
-        if (
-            grad.is_contiguous()
-            or grad.device.type != "cpu"
-            or not _batched_gradient_is_exact(grad, input.shape[1])
-        ):
-            self._product = None
-        elif (
-            self._product_buffer is None
-            or self._product_buffer.shape != grad.shape
-            or self._product_buffer.dtype is not grad.dtype
-        ):
-            self._product = self._product_buffer = torch.empty(grad.shape, dtype=grad.dtype)
-        else:
-            self._product = self._product_buffer
+        batched = (
+            not grad.is_contiguous()
+            and grad.device.type == "cpu"
+            and _batched_gradient_is_exact(grad, input.shape[1])
+        )
+        self._product = torch.empty(grad.shape, dtype=grad.dtype) if batched else None
         return input
 
     def forward(self, input: Tensor) -> Tensor:
@@ -286,14 +277,11 @@ class BatchedLinear(Module):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         # Views of the parameters, not pickled: the next forward makes them again.
-        state.update(
-            _seen=(None,) * 5, _weight_t=None, _bias_row=None, _product=None, _product_buffer=None
-        )
+        state.update(_seen=(None,) * 5, _weight_t=None, _bias_row=None, _product=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("_product", None)  # (pickled before they existed)
-        state.setdefault("_product_buffer", None)
+        state.setdefault("_product", None)  # (pickled before it existed)
         super().__setstate__(state)
 
     def extra_repr(self) -> str:
