@@ -408,6 +408,7 @@ def test_settings_that_minidl_refuses_are_named_with_their_path(
         from_torch(layer)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_converting_cuda_models_does_not_touch_the_device_random_stream() -> None:
     model = _minidl_model().to(device=torch.device("cuda"))
@@ -417,6 +418,7 @@ def test_converting_cuda_models_does_not_touch_the_device_random_stream() -> Non
     assert torch.equal(torch.cuda.get_rng_state(), state)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_models_stay_on_their_device() -> None:
     cuda = torch.device("cuda")
