@@ -89,6 +89,8 @@ def test_freed_blocks_are_reused_instead_of_mapped_afresh() -> None:
             [sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True
         )
         faults[mode] = int(result.stdout.split()[-1])
+    if faults["off"] == 0:
+        pytest.skip("this kernel does not count minor page faults (getrusage's ru_minflt is 0)")
     assert faults["on"] * 5 < faults["off"], faults
 
 
