@@ -8,6 +8,7 @@ the same computation on the CPU, and are skipped where no GPU is available.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -567,3 +568,32 @@ def test_gpu_check_script_times_both_frameworks_on_the_cpu() -> None:
     assert [row.split(" | ")[0] for row in rows] == ["| 2-25-25-25-2", "| 2-1024-1024-1024-2"]
     # minidl's and torch.nn's times, and "n/a" for the CUDA graphs on the CPU.
     assert all(row.count("n/a") == 2 for row in rows)
+
+
+def test_the_cuda_tests_run_on_the_cpu_as_a_smoke_run() -> None:
+    """tests/test_cuda.py, skipped without a GPU, run with MINIDL_TEST_DEVICE=cpu: each compares
+    the CPU with itself there (no oracle), but the tests' own code runs, so that it cannot rot
+    between the runs of scripts/gpu-check. Only the NCCL test needs CUDA."""
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            str(root / "tests" / "test_cuda.py"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "MINIDL_TEST_DEVICE": "cpu"},
+        check=False,
+    )
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    # Nothing skipped but the NCCL test, nothing failed or deselected.
+    assert re.fullmatch(r"\d+ passed, 1 skipped in .*", summary), summary
