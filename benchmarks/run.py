@@ -9,8 +9,10 @@ weights, timed alternately, several repetitions, medians and their ratio):
 - B: the same through :func:`minidl.train.fit`. Beside A and B, a step written by hand without
   modules (``benchmarks/handwritten.py``): what this machine allows for the network.
 - C: width 1024, batch 1024, three hidden layers, 2 threads, with the matrix-products-only
-  floor (the step's 11 matrix products alone, into preallocated outputs) beside it; the
-  resident memory of each, measured in a fresh process (``--only M``: that alone).
+  floor (the step's 11 matrix products alone, into preallocated outputs) beside it, and the
+  hand-written step on this network (what the step's other operations cost at best); the
+  resident memory of minidl, PyTorch and the floor, measured in a fresh process (``--only M``:
+  that alone).
 - D: the full ``minidl reproduce`` run against the same experiments written with PyTorch eager
   (``benchmarks/torch_reproduce.py``), both in one process and both in ``--jobs`` worker
   processes (default: the CPUs available), so that each ratio compares equal resources.
@@ -208,7 +210,7 @@ def workload_small(repetitions: int, epochs_per_rep: int) -> dict[str, Any]:
 
 
 def wide_setup(framework: str) -> Callable[[], None]:
-    """One training step of the wide network, for ``framework`` in minidl / torch / floor."""
+    """One training step of the wide network, for ``framework`` in minidl / torch / hand / floor."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(1024, WIDE_SIZES[0], generator=generator)
     y = torch.randint(0, WIDE_SIZES[-1], (1024,), generator=generator)
@@ -237,6 +239,17 @@ def wide_setup(framework: str) -> Callable[[], None]:
             twin_optimizer.step()
 
         return torch_step
+    if framework == "hand":
+        # The same step written by hand: every buffer made once, the bias in the products, the
+        # gradients written rather than accumulated (benchmarks/handwritten.py).
+        with torch.inference_mode():
+            hand = HandwrittenStep(model, lr=1e-3, batch=1024)
+
+        def hand_step() -> None:
+            with torch.inference_mode():
+                hand.step(x, y)
+
+        return hand_step
     # The floor: the 11 matrix products of a step (4 forward, 4 weight gradients, 3 input
     # gradients) into preallocated outputs, nothing else.
     weights = [layer.weight.data for layer in model if isinstance(layer, mnn.Linear)]
@@ -371,9 +384,14 @@ def workload_memory() -> dict[str, Any]:
 
 def workload_wide(repetitions: int) -> dict[str, Any]:
     torch.set_num_threads(2)
-    runs = {name: wide_setup(name) for name in ("minidl", "torch", "floor")}
+    runs = {name: wide_setup(name) for name in ("minidl", "torch", "hand", "floor")}
     medians = paired_medians(
-        {"minidl": runs["minidl"], "PyTorch eager": runs["torch"], "matmul floor": runs["floor"]},
+        {
+            "minidl": runs["minidl"],
+            "PyTorch eager": runs["torch"],
+            "hand-written": runs["hand"],
+            "matmul floor": runs["floor"],
+        },
         repetitions,
         warmup=1,
     )
@@ -382,6 +400,7 @@ def workload_wide(repetitions: int) -> dict[str, Any]:
         "ms_per_step": ms,
         "ratio_torch_over_minidl": ms["PyTorch eager"] / ms["minidl"],
         "ratio_minidl_over_floor": ms["minidl"] / ms["matmul floor"],
+        "ratio_hand_written_over_floor": ms["hand-written"] / ms["matmul floor"],
         "memory": workload_memory(),
     }
 
@@ -533,6 +552,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<16} {value:8.1f}")
         print(f"  PyTorch / minidl = {wide['ratio_torch_over_minidl']:.2f}x   (target >= 1)")
         print(f"  minidl / floor = {wide['ratio_minidl_over_floor']:.2f}x   (target <= 1.10)")
+        print(
+            f"  hand-written / floor = {wide['ratio_hand_written_over_floor']:.2f}x"
+            "   (no modules, every buffer made once)"
+        )
         print_memory(wide["memory"])
     elif "M" in chosen:
         memory = workload_memory()
