@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl._validate import check_int, check_real
 from minidl.nn._checks import (
     check_cached,
@@ -128,15 +129,17 @@ class BatchNorm1d(Module):
             mean = input.mean(dim=0)
             centered = input - mean
             variance = centered.square().mean(dim=0)
-            self.running_mean.mul_(1 - self.momentum).add_(mean, alpha=self.momentum)
-            self.running_var.mul_(1 - self.momentum).add_(
+            self.running_mean.mul_(operand(1 - self.momentum, self.running_mean)).add_(
+                mean, alpha=self.momentum
+            )
+            self.running_var.mul_(operand(1 - self.momentum, self.running_var)).add_(
                 variance, alpha=self.momentum * batch / (batch - 1)
             )
             self.num_batches_tracked.add_(1)
         else:
             centered = input - self.running_mean
             variance = self.running_var
-        inv_std = variance.add(self.eps).rsqrt_()
+        inv_std = variance.add(operand(self.eps, variance)).rsqrt_()
         normalized = centered.mul_(inv_std)
         self._normalized, self._inv_std = normalized, inv_std
         self._batch_statistics = self.training

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl.nn.loss import Loss, scaled_sum
 from minidl.nn.sigmoid import sigmoid
 
@@ -70,7 +71,8 @@ class BCEWithLogitsLoss(Loss):
 
     def _gradient(self) -> Tensor:
         assert self._logits is not None and self._target is not None
-        return sigmoid(self._logits).sub_(self._target).mul_(self._scale)
+        gradient = sigmoid(self._logits).sub_(self._target)
+        return gradient.mul_(operand(self._scale, gradient))
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"

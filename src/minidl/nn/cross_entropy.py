@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl.nn.loss import Loss
 
 __all__ = ["CrossEntropyLoss"]
@@ -63,7 +64,8 @@ class CrossEntropyLoss(Loss):
         if target.is_floating_point():
             self._check_dense_target(target, logits, class_indices=True)
             self._check_probabilities(target)
-            loss = torch.sum(target * log_probabilities, dim=(-2, -1)).div_(-logits.shape[-2])
+            loss = torch.sum(target * log_probabilities, dim=(-2, -1))
+            loss.div_(operand(-logits.shape[-2], loss))
             index = None
         else:
             # (_check_prediction leaves the logits' shape in _prediction_shape)
@@ -83,7 +85,8 @@ class CrossEntropyLoss(Loss):
                 # -1/N times the sum of the picked log-probabilities, as one dot product.
                 loss = picked_vector.dot(minus_one_over_n_vector)
             else:
-                loss = picked.sum(dim=(-2, -1)).div_(-logits.shape[-2])
+                loss = picked.sum(dim=(-2, -1))
+                loss.div_(operand(-logits.shape[-2], loss))
         # Backward turns the log-probabilities into probabilities (nothing to do for an
         # evaluation that only needs the loss).
         self._log_probabilities = log_probabilities

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl._validate import check_real
 from minidl.nn._checks import check_grad_output
 from minidl.nn.module import Module
@@ -63,7 +64,7 @@ class Dropout(Module):
             return input
         keep = 1.0 - self.p
         mask = torch.empty_like(input).bernoulli_(keep, generator=self.generator)
-        self._scaled_mask = mask.div_(keep)
+        self._scaled_mask = mask.div_(operand(keep, mask))
         return input * self._scaled_mask
 
     def backward(self, grad_output: Tensor) -> Tensor:

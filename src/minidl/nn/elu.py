@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl.nn.activation import Activation
 
 __all__ = ["ELU"]
@@ -51,12 +52,14 @@ class ELU(Activation):
         #   dy/dx = (n + scale * alpha) * (1 - p) + scale * p   (cached for backward)
         # Float operations only: boolean masks (where, masked_fill) cost several times more
         # per element on a CPU. expm1 only sees min(x, 0), so nothing overflows.
-        scaled_alpha = self._scale * self.alpha
         positive = input.clamp_min(0)
-        negative = input.clamp_max(0).expm1_().mul_(scaled_alpha)
+        negative = input.clamp_max(0).expm1_()
+        scaled_alpha = operand(self._scale * self.alpha, negative)
+        negative.mul_(scaled_alpha)
         output = torch.add(negative, positive, alpha=self._scale, out=out)
         indicator = positive.sign_()
-        derivative = negative.add_(scaled_alpha).mul_(torch.rsub(indicator, 1))
+        one = operand(1.0, indicator)
+        derivative = negative.add_(scaled_alpha).mul_(torch.rsub(indicator, one))
         return output, derivative.add_(indicator, alpha=self._scale)
 
     def _backward(

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl._validate import check_real
 from minidl.nn.loss import Loss, scaled_sum
 
@@ -60,16 +61,18 @@ class HuberLoss(Loss):
         self._scale = 1.0 / prediction.numel() if self.reduction == "mean" else 1.0
         self._has_forward = True
         magnitude = difference.abs()
+        delta = operand(self.delta, magnitude)
         elements = torch.where(
-            magnitude <= self.delta,
-            difference.square().mul_(0.5),
-            magnitude.sub(0.5 * self.delta).mul_(self.delta),
+            magnitude <= delta,
+            difference.square().mul_(operand(0.5, magnitude)),
+            magnitude.sub(operand(0.5 * self.delta, magnitude)).mul_(delta),
         )
         return scaled_sum(elements, self._scale)
 
     def _gradient(self) -> Tensor:
         assert self._difference is not None
-        return self._difference.clamp(-self.delta, self.delta).mul_(self._scale)
+        clamped = self._difference.clamp(-self.delta, self.delta)
+        return clamped.mul_(operand(self._scale, clamped))
 
     def extra_repr(self) -> str:
         return f"delta={self.delta}, reduction={self.reduction!r}"

@@ -6,6 +6,7 @@ from typing import Literal
 
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl.nn.loss import Loss, scaled_sum
 
 __all__ = ["L1Loss"]
@@ -50,7 +51,8 @@ class L1Loss(Loss):
 
     def _gradient(self) -> Tensor:
         assert self._difference is not None
-        return self._difference.sign().mul_(self._scale)
+        sign = self._difference.sign()
+        return sign.mul_(operand(self._scale, sign))
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl.nn.activation import Activation
 
 __all__ = ["LeakyReLU"]
@@ -47,7 +48,8 @@ class LeakyReLU(Activation):
 
     def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
         positive = input.clamp_min(0).sign_()
-        slope = torch.add(positive, torch.rsub(positive, 1), alpha=self.negative_slope)
+        negative = torch.rsub(positive, operand(1.0, positive))
+        slope = torch.add(positive, negative, alpha=self.negative_slope)
         return torch.mul(input, slope, out=out), slope
 
     def _backward(self, grad_output: Tensor, slope: Tensor, out: Tensor | None = None) -> Tensor:

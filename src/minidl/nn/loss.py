@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl.nn._checks import check_input
 from minidl.nn.module import Module
 
@@ -31,10 +32,12 @@ def scaled_sum(
             if dim is None
             else elements.sum(dim, dtype=torch.float32)
         )
-        total = total.div_(scale) if divide else total.mul_(scale)
+        factor = operand(scale, total)
+        total = total.div_(factor) if divide else total.mul_(factor)
         return total.to(dtype)
     total = elements.sum() if dim is None else elements.sum(dim)
-    return total.div_(scale) if divide else total.mul_(scale)
+    factor = operand(scale, total)
+    return total.div_(factor) if divide else total.mul_(factor)
 
 
 class Loss(Module):

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl.nn.loss import Loss, scaled_sum
 
 __all__ = ["MSELoss"]
@@ -95,7 +96,7 @@ class MSELoss(Loss):
 
     def _gradient(self) -> Tensor:
         assert self._difference is not None
-        return self._difference * self._scale
+        return self._difference * operand(self._scale, self._difference)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl.nn.activation import Activation
 
 __all__ = ["Sigmoid", "sigmoid"]
@@ -29,7 +30,7 @@ def sigmoid(input: Tensor, out: Tensor | None = None) -> Tensor:
         - Input: any shape. Output: a new tensor of the same shape (or ``out``).
     """
     output = input.neg() if out is None else torch.neg(input, out=out)
-    return output.exp_().add_(1).reciprocal_()
+    return output.exp_().add_(operand(1.0, output)).reciprocal_()
 
 
 class Sigmoid(Activation):

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl._validate import check_real
 from minidl.nn.parameter import Parameter
 from minidl.optim.optimizer import Hyperparameter, Optimizer
@@ -63,7 +64,12 @@ class Adadelta(Optimizer):
     def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
         square_avg, acc_delta = state
         rho, eps = self._rho, self._eps
-        square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
-        delta = acc_delta.add(eps).sqrt_().div_(square_avg.add(eps).sqrt_()).mul_(grad)
-        acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
+        square_avg.mul_(operand(rho, square_avg)).addcmul_(grad, grad, value=1 - rho)
+        delta = (
+            acc_delta.add(operand(eps, acc_delta))
+            .sqrt_()
+            .div_(square_avg.add(operand(eps, square_avg)).sqrt_())
+            .mul_(grad)
+        )
+        acc_delta.mul_(operand(rho, acc_delta)).addcmul_(delta, delta, value=1 - rho)
         value.add_(delta, alpha=-self.lr)

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl._validate import check_real
 from minidl.nn.parameter import Parameter
 from minidl.optim.optimizer import Hyperparameter, Optimizer
@@ -95,5 +96,5 @@ class Adagrad(Optimizer):
             grad = grad.add(value, alpha=self._weight_decay)
         clr = self.lr / (1 + self.step_count * self._lr_decay)
         accumulator.addcmul_(grad, grad, value=1)
-        denominator = accumulator.sqrt().add_(self._eps)
+        denominator = accumulator.sqrt().add_(operand(self._eps, accumulator))
         value.addcdiv_(grad, denominator, value=-clr)

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl._validate import check_real
 from minidl.nn.parameter import Parameter
 from minidl.optim.optimizer import Hyperparameter, Optimizer
@@ -92,12 +93,16 @@ class Adam(Optimizer):
         step = self.step_count + 1
         if self._weight_decay != 0.0:
             if self._decoupled:
-                value.mul_(1 - self.lr * self._weight_decay)
+                value.mul_(operand(1 - self.lr * self._weight_decay, value))
             else:
                 grad = grad.add(value, alpha=self._weight_decay)
         exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        exp_avg_sq.mul_(operand(beta2, exp_avg_sq)).addcmul_(grad, grad, value=1 - beta2)
         step_size = self.lr / (1 - beta1**step)
         bias_correction2_sqrt = math.sqrt(1 - beta2**step)
-        denominator = exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(self._eps)
+        denominator = (
+            exp_avg_sq.sqrt()
+            .div_(operand(bias_correction2_sqrt, exp_avg_sq))
+            .add_(operand(self._eps, exp_avg_sq))
+        )
         value.addcdiv_(exp_avg, denominator, value=-step_size)

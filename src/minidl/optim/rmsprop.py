@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl._validate import check_real
 from minidl.nn.parameter import Parameter
 from minidl.optim.optimizer import Hyperparameter, Optimizer
@@ -139,16 +140,22 @@ class RMSprop(Optimizer):
         alpha = self._alpha
         if self._weight_decay != 0.0:
             grad = grad.add(value, alpha=self._weight_decay)
-        square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+        square_avg.mul_(operand(alpha, square_avg)).addcmul_(grad, grad, value=1 - alpha)
         if self._centered:
             grad_avg = state[-1]
             grad_avg.lerp_(grad, 1 - alpha)
-            denominator = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_().add_(self._eps)
+            denominator = (
+                square_avg.addcmul(grad_avg, grad_avg, value=-1)
+                .sqrt_()
+                .add_(operand(self._eps, square_avg))
+            )
         else:
-            denominator = square_avg.sqrt().add_(self._eps)
+            denominator = square_avg.sqrt().add_(operand(self._eps, square_avg))
         if self._momentum > 0:
             momentum_buffer = state[1]
-            momentum_buffer.mul_(self._momentum).addcdiv_(grad, denominator)
+            momentum_buffer.mul_(operand(self._momentum, momentum_buffer)).addcdiv_(
+                grad, denominator
+            )
             value.add_(momentum_buffer, alpha=-self.lr)
         else:
             value.addcdiv_(grad, denominator, value=-self.lr)

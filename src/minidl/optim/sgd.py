@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl._validate import check_real
 from minidl.nn.parameter import Parameter
 from minidl.optim.optimizer import Hyperparameter, Optimizer
@@ -116,7 +117,7 @@ class SGD(Optimizer):
             value.add_(grad, alpha=-self._lr)
             return
         (velocity,) = state
-        velocity.mul_(momentum).add_(grad, alpha=self._lr)
+        velocity.mul_(operand(momentum, velocity)).add_(grad, alpha=self._lr)
         if self._nesterov:
             value.sub_(velocity, alpha=momentum).sub_(grad, alpha=self._lr)
         else:

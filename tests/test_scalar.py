@@ -1,0 +1,219 @@
+"""Python numbers as cached 0-dim operands (minidl._scalar.operand): the same bits as the number
+itself, and no conversion per call in the modules and optimizers that use them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor
+
+from minidl import nn, optim
+from minidl._scalar import operand
+
+F32, F64 = torch.float32, torch.float64
+
+#: Operations as minidl writes them, each with the number and with its operand.
+OPERATIONS: dict[str, Callable[[Tensor, float | Tensor], Tensor]] = {
+    "mul": torch.mul,
+    "div": torch.div,
+    "add": torch.add,
+    "sub": torch.sub,
+    "rsub": torch.rsub,
+    "le": torch.le,
+    "mul_": lambda x, v: x.clone().mul_(v),
+    "div_": lambda x, v: x.clone().div_(v),
+    "add_": lambda x, v: x.clone().add_(v),
+}
+
+
+def _bits(tensor: Tensor) -> Tensor:
+    """The tensor's bit patterns (NaNs of one pattern compare equal, -0.0 differs from 0.0)."""
+    if tensor.dtype == torch.bool:
+        return tensor
+    return tensor.view(torch.int32 if tensor.dtype == F32 else torch.int64)
+
+
+def _numbers(generator: torch.Generator) -> list[float]:
+    """Numbers of many magnitudes and both signs, most not representable in float32, and the
+    special ones: integers, infinities, NaN, the ends of float32's range."""
+    drawn = torch.randn(200, generator=generator, dtype=F64) * torch.exp2(
+        torch.randint(-60, 60, (200,), generator=generator).double()
+    )
+    special = [1, -3, 2**40 + 1, 0.1, 1 / 3, 1e-45, 3.4e38, 3.5e38, -math.inf, math.inf, math.nan]
+    return [*drawn.tolist(), *special]
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(OPERATIONS))
+def test_an_operand_gives_the_bits_of_the_number(name: str, dtype: torch.dtype) -> None:
+    generator = torch.Generator().manual_seed(0)
+    operation = OPERATIONS[name]
+    x = torch.randn(64, generator=generator, dtype=F64).mul_(1e3).to(dtype)
+    x[:4] = torch.tensor([0.0, -0.0, math.inf, math.nan], dtype=dtype)
+    for value in _numbers(generator):
+        number_form = operation(x, value)
+        operand_form = operation(x, operand(value, x))
+        assert operand_form.dtype == number_form.dtype
+        assert torch.equal(_bits(operand_form), _bits(number_form)), (name, value)
+        # A number exactly representable in the dtype, compared as equal by `le`.
+        representable = float(x[5])
+        assert torch.equal(
+            _bits(operation(x, operand(representable, x))), _bits(operation(x, representable))
+        )
+
+
+def test_an_operand_is_a_cached_normal_0_dim_tensor_of_the_dtype() -> None:
+    x32, x64 = torch.zeros(2, dtype=F32), torch.zeros(2, dtype=F64)
+    with torch.inference_mode():
+        made_inside = operand(0.123, x32)
+    assert isinstance(made_inside, Tensor)
+    assert not made_inside.is_inference()  # usable outside inference mode too
+    assert made_inside.dim() == 0 and made_inside.dtype == F32
+    assert operand(0.123, x32) is made_inside
+    other = operand(0.123, x64)
+    assert isinstance(other, Tensor) and other.dtype == F64 and float(other) == 0.123
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, 0])
+def test_zero_stays_a_number_with_its_sign(value: float) -> None:
+    result = operand(value, torch.ones(2))
+    assert not isinstance(result, Tensor)
+    assert math.copysign(1.0, result) == math.copysign(1.0, value)
+
+
+@pytest.mark.parametrize(
+    "like",
+    [
+        torch.ones(2, dtype=torch.float16),
+        torch.ones(2, dtype=torch.bfloat16),
+        torch.ones(2, device="meta"),
+    ],
+    ids=["float16", "bfloat16", "meta device"],
+)
+def test_other_dtypes_and_devices_get_the_number_itself(like: Tensor) -> None:
+    """float16 and bfloat16 compute with the number in float32, which a 0-dim tensor of their
+    dtype would round first; other devices are left as they are."""
+    assert operand(0.3, like) == 0.3
+
+
+# -- the modules and optimizers convert no number per call ---------------------------------------
+
+
+def _conversions(call: Callable[[], object]) -> list[str]:
+    """The operations of one ``call`` (after two warm-ups) that convert a tensor's dtype."""
+    from torch.profiler import profile
+
+    call()
+    call()
+    with profile() as recorded:
+        call()
+    found = []
+    for event in recorded.events():
+        if event.name == "aten::_to_copy":
+            # Named by the outermost operation around it (the one minidl called).
+            outer = event
+            while outer.cpu_parent is not None and outer.cpu_parent.name.startswith("aten::"):
+                outer = outer.cpu_parent
+            found.append(outer.name)
+    return found
+
+
+MODULES: dict[str, Callable[[torch.dtype], nn.Module]] = {
+    "ELU": lambda dtype: nn.ELU(0.7),
+    "SELU": lambda dtype: nn.SELU(),
+    "LeakyReLU": lambda dtype: nn.LeakyReLU(0.1),
+    "Sigmoid": lambda dtype: nn.Sigmoid(),
+    "Dropout": lambda dtype: nn.Dropout(0.3),
+}
+
+LOSSES: dict[str, tuple[Callable[[], nn.Loss], str]] = {
+    "MSELoss": (nn.MSELoss, "dense"),
+    "MSELoss, class indices": (nn.MSELoss, "indices"),
+    "L1Loss": (nn.L1Loss, "dense"),
+    "HuberLoss": (lambda: nn.HuberLoss(delta=0.7), "dense"),
+    "BCEWithLogitsLoss": (nn.BCEWithLogitsLoss, "probabilities"),
+    "NLLLoss": (nn.NLLLoss, "indices"),
+    "CrossEntropyLoss": (nn.CrossEntropyLoss, "indices"),
+}
+
+OPTIMIZERS: dict[str, Callable[[list[nn.Parameter]], optim.Optimizer]] = {
+    "SGD with momentum": lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
+    "SGD, Nesterov, weight decay": lambda p: optim.SGD(
+        p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01
+    ),
+    "Adadelta": optim.Adadelta,
+    "Adagrad": lambda p: optim.Adagrad(p, lr=0.1),
+    "Adam": lambda p: optim.Adam(p, lr=0.01),
+    "AdamW": lambda p: optim.AdamW(p, lr=0.01),
+    "RMSprop, centered, momentum": lambda p: optim.RMSprop(p, lr=0.01, centered=True, momentum=0.5),
+}
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(MODULES))
+def test_activations_convert_no_number(name: str, dtype: torch.dtype) -> None:
+    module = MODULES[name](dtype)
+    x = torch.randn(20, 6, dtype=dtype)
+    gradient = torch.randn(20, 6, dtype=dtype)
+
+    def call() -> None:
+        module(x)
+        module.backward(gradient)
+
+    assert _conversions(call) == []
+
+
+#: The losses that also take stacked predictions (R, N, C).
+STACKABLE = ("MSELoss", "MSELoss, class indices", "CrossEntropyLoss")
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize(
+    ("name", "stacked"),
+    [(name, False) for name in LOSSES] + [(name, True) for name in STACKABLE],
+    ids=str,
+)
+def test_losses_convert_no_number(name: str, stacked: bool, dtype: torch.dtype) -> None:
+    make, kind = LOSSES[name]
+    shape = (3, 20, 4) if stacked else (20, 4)
+    prediction = torch.randn(shape, dtype=dtype)
+    if kind == "indices":
+        target = torch.randint(0, 4, shape[:-1])
+    elif kind == "probabilities":
+        target = torch.rand(shape, dtype=dtype)
+    else:
+        target = torch.randn(shape, dtype=dtype)
+    criterion = make()
+
+    def call() -> None:
+        criterion(prediction, target)
+        criterion.backward()
+
+    assert _conversions(call) == []
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_steps_convert_no_number(name: str, dtype: torch.dtype) -> None:
+    model = nn.mlp((3, 5, 2), dtype=dtype)
+    for parameter in model.parameters():
+        parameter.grad.normal_()
+    optimizer = OPTIMIZERS[name](model.parameters())
+    assert _conversions(optimizer.step) == []
+
+
+def test_batch_norm_converts_only_inside_mean() -> None:
+    """BatchNorm1d's own numbers are operands; ``Tensor.mean`` converts its divisor inside
+    ATen (two means in the forward of training mode, two in the backward)."""
+    module = nn.BatchNorm1d(6)
+    x = torch.randn(20, 6)
+    gradient = torch.randn(20, 6)
+
+    def call() -> None:
+        module(x)
+        module.backward(gradient)
+
+    assert _conversions(call) == ["aten::mean"] * 4
