@@ -10,6 +10,7 @@ checkpoint as an attacker who knows the format would.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "F64",
     "TOL",
     "assert_close",
+    "free_port",
     "helper_test_op",
     "relative_error",
     "rewrite_checkpoint",
@@ -61,6 +63,14 @@ def assert_close(actual: Tensor, expected: Tensor, rtol: float = TOL, what: str 
     assert bool(torch.isfinite(actual).all()), f"{label}non-finite values in {actual}"
     error = relative_error(actual, expected)
     assert error <= rtol, f"{label}relative error {error:.3g} > {rtol:.3g}"
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that no process listens on now (for the rendezvous
+    of a process group)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def torch_twin(module: nn.Module) -> torch.nn.Module:

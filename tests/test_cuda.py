@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from minidl.data import make_disk_data
 from minidl.distributed import DataParallel, Launch, ProcessGroup
 from minidl.rounds import fit_rounds
 from minidl.train import fit
-from tests.helpers import assert_close
+from tests.helpers import assert_close, free_port
 
 DEVICE = torch.device(os.environ.get("MINIDL_TEST_DEVICE", "cuda"))
 F64 = torch.float64
@@ -245,12 +244,6 @@ def test_a_resumed_run_on_the_device_continues_bit_for_bit(tmp_path: Path) -> No
         assert torch.equal(p.data, q.data.cpu())
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="NCCL needs a CUDA device")
 def test_data_parallel_over_nccl_of_one_rank_equals_plain_training(
     monkeypatch: pytest.MonkeyPatch,
@@ -258,7 +251,7 @@ def test_data_parallel_over_nccl_of_one_rank_equals_plain_training(
     """One rank on NCCL: the broadcast, the all-reduce and the parameter checksum run on the
     GPU, and the run equals plain training on it."""
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
     data = make_disk_data(120, 20, 10, seed=4, dtype=F64, device=DEVICE)
     runs = []
     for parallel in (False, True):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,16 +43,11 @@ from minidl.nn import BatchNorm1d, CrossEntropyLoss, Linear, Sequential, Tanh, m
 from minidl.nn.flat import flat_buffer
 from minidl.optim import SGD
 from minidl.train import fit
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 3
 BATCH = 120  # 1000 samples: 8 batches of 120 and one of 40 (split 20/20 and 13/13/14)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _child_env(**extra: str) -> dict[str, str]:
@@ -313,7 +307,7 @@ def _normed_run(group: ProcessGroup) -> dict[str, Any]:
 
 
 def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> None:
-    ports = (_free_port(), _free_port())
+    ports = (free_port(), free_port())
     torch.multiprocessing.spawn(_library_worker, args=(ports, str(tmp_path)), nprocs=3)
     reference = _paper_run(None)
     steps = reference["steps"]
@@ -371,7 +365,7 @@ def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> No
 def _torchrun(world_size: int, argv: Sequence[str], tmp_path: Path) -> str:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world_size),
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
         "-m", "minidl", *argv,
     ]  # fmt: skip
     done = subprocess.run(
@@ -392,7 +386,7 @@ def _start_ranks(
 ) -> list[subprocess.Popen[str]]:
     """``minidl ARGV`` as ``world_size`` ranks started by hand (as torchrun would start them,
     but with no launcher watching over them); rank r writes outR.txt and errR.txt."""
-    port = str(_free_port())
+    port = str(free_port())
     ranks = []
     for rank in range(world_size):
         env = _child_env(

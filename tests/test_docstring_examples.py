@@ -30,7 +30,6 @@ from __future__ import annotations
 import doctest
 import importlib
 import pkgutil
-import socket
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -42,6 +41,7 @@ import torch
 import minidl
 from minidl import distributed, nn, optim
 from minidl.data import make_disk_data
+from tests.helpers import free_port
 
 OPTIONS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
@@ -118,12 +118,6 @@ def context(module: ModuleType) -> dict[str, Any]:
     )
     torch.manual_seed(0)
     return namespace
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def run_examples(test: doctest.DocTest, namespace: dict[str, Any]) -> None:

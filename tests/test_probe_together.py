@@ -4,7 +4,6 @@ refusals) tried together with checkpoints, the command line and data-parallel tr
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from minidl.data import BatchIterator
 from minidl.distributed import DataParallel, Launch, ProcessGroup, ShardedBatches
 from minidl.nn import mlp
 from minidl.train import fit
+from tests.helpers import free_port
 
 DTYPE = torch.float64
 
@@ -122,12 +122,6 @@ def test_fit_accepts_batch_norm_shards_that_drop_last_or_the_sizes_make_safe(
     assert optimizer.step_count == 2 * steps == 4  # 2 batches an epoch either way
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _worker(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -155,7 +149,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 def test_two_processes_refuse_a_batch_norm_shard_of_one_sample_on_every_rank(
     tmp_path: Path,
 ) -> None:
-    torch.multiprocessing.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2)
+    torch.multiprocessing.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2)
     for rank in range(2):
         result = torch.load(tmp_path / f"rank{rank}.pt")
         assert "of which some of the 2 processes would take 1 sample" in result["refusal"]
