@@ -386,11 +386,15 @@ def test_names_with_a_prefix_are_joined_with_a_dot_as_in_pytorch() -> None:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_16_bit_mean_losses_do_not_overflow_where_the_mean_is_in_range(dtype: torch.dtype) -> None:
     """Summed in float16 before the division, these means of values well inside float16's range
-    (65504) were ``inf``; PyTorch's are finite (it accumulates in float32)."""
+    (65504) were ``inf``; PyTorch's are finite (it accumulates in float32). Stacked losses give
+    each model's mean."""
     z = (torch.randn(64, 5, dtype=F64) * 2000).to(dtype)
     zero, probabilities = torch.zeros(64, 5, dtype=dtype), torch.rand(64, 5).to(dtype)
     log_probabilities = torch.full((2000, 3), -40.0, dtype=dtype)
     indices = torch.zeros(2000, dtype=torch.int64)
+    logits = torch.tensor([[-40.0, 0.0, 0.0]], dtype=dtype).expand(2000, -1).contiguous()
+    one_hot = torch.zeros(2000, 3, dtype=dtype)
+    one_hot[:, 0] = 1
     wide = z.double()
     cases: list[tuple[Tensor, Tensor]] = [
         (
@@ -405,6 +409,16 @@ def test_16_bit_mean_losses_do_not_overflow_where_the_mean_is_in_range(dtype: to
             F.binary_cross_entropy_with_logits(wide, probabilities.double()),
         ),
         (nn.NLLLoss()(log_probabilities, indices), torch.tensor(40.0, dtype=F64)),
+        # Cross-entropy with probability targets, and of stacked models (R, N, C): each
+        # sample's loss is about 40.7, so the sums of 2000 are beyond float16's range.
+        (
+            nn.CrossEntropyLoss()(logits, one_hot),
+            F.cross_entropy(logits.double(), one_hot.double()),
+        ),
+        (
+            nn.CrossEntropyLoss()(logits.expand(2, -1, -1), indices.expand(2, -1)),
+            F.cross_entropy(logits.double(), indices).expand(2),
+        ),
     ]
     for loss, expected in cases:
         assert loss.dtype == dtype

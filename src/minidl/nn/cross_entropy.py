@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from minidl._scalar import operand
-from minidl.nn.loss import Loss
+from minidl.nn.loss import Loss, scaled_sum
 
 __all__ = ["CrossEntropyLoss"]
 
@@ -64,8 +63,8 @@ class CrossEntropyLoss(Loss):
         if target.is_floating_point():
             self._check_dense_target(target, logits, class_indices=True)
             self._check_probabilities(target)
-            loss = torch.sum(target * log_probabilities, dim=(-2, -1))
-            loss.div_(operand(-logits.shape[-2], loss))
+            # -1/N times the sum (accumulated in float32 for 16-bit logits, as PyTorch does).
+            loss = scaled_sum(target * log_probabilities, -logits.shape[-2], (-2, -1), divide=True)
             index = None
         else:
             # (_check_prediction leaves the logits' shape in _prediction_shape)
@@ -85,8 +84,7 @@ class CrossEntropyLoss(Loss):
                 # -1/N times the sum of the picked log-probabilities, as one dot product.
                 loss = picked_vector.dot(minus_one_over_n_vector)
             else:
-                loss = picked.sum(dim=(-2, -1))
-                loss.div_(operand(-logits.shape[-2], loss))
+                loss = scaled_sum(picked, -logits.shape[-2], (-2, -1), divide=True)
         # Backward turns the log-probabilities into probabilities (nothing to do for an
         # evaluation that only needs the loss).
         self._log_probabilities = log_probabilities
