@@ -735,3 +735,125 @@ def test_save_checkpoint_refuses_bad_history_extra_and_path(
     with pytest.raises(CheckpointError, match=f"^save_checkpoint: {message}"):
         save_checkpoint(path, model, optimizer, scheduler, **arguments)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the modules' generators ----------------------------------------------------------------------
+
+
+def _dropout_run(
+    seed: int,
+) -> tuple[nn.Sequential, optim.Optimizer, torch.Generator, torch.Generator]:
+    """A network with two Dropout layers: one with a generator of its own, one sharing the data
+    generator; all seeded from ``seed``."""
+    torch.manual_seed(seed)
+    data_generator = torch.Generator().manual_seed(seed + 1)
+    own = torch.Generator().manual_seed(seed + 2)
+    model = nn.Sequential(
+        nn.Linear(2, 8),
+        nn.Tanh(),
+        nn.Dropout(0.3, generator=own),
+        nn.Linear(8, 8),
+        nn.Tanh(),
+        nn.Dropout(0.2, generator=data_generator),
+        nn.Linear(8, 2),
+    )
+    return model, optim.SGD(model.parameters(), lr=0.1, momentum=0.9), data_generator, own
+
+
+def _train_dropout(run: tuple[Any, ...], epochs: int, **resume: Any) -> History:
+    model, optimizer, data_generator, _ = run
+    return fit(
+        model,
+        nn.CrossEntropyLoss(),
+        optimizer,
+        DATA.train.x,
+        DATA.train.y,
+        epochs=epochs,
+        batch_size=32,
+        validation=(DATA.validation.x, DATA.validation.y),
+        generator=data_generator,
+        **resume,
+    )
+
+
+def test_resumed_training_with_dropout_generators_is_bit_identical(tmp_path: Path) -> None:
+    """The masks of a Dropout with its own generator continue as if the run never stopped (that
+    generator was not saved, so the resumed run drew other masks)."""
+    uninterrupted = _dropout_run(seed=0)
+    full_history = _train_dropout(uninterrupted, epochs=5)
+
+    first = _dropout_run(seed=0)
+    history = _train_dropout(first, epochs=2)
+    save_checkpoint(
+        tmp_path / "c", first[0], first[1], epoch=2, history=history, generator=first[2]
+    )
+    header = read_checkpoint(tmp_path / "c").header
+    assert {"rng.module.2", "rng.module.5"} <= set(header["tensors"])
+
+    resumed = _dropout_run(seed=9)  # other weights and other generator states
+    state = load_checkpoint(tmp_path / "c", resumed[0], resumed[1], generator=resumed[2])
+    assert torch.equal(resumed[3].get_state(), first[3].get_state())
+    resumed_history = _train_dropout(
+        resumed, epochs=5, start_epoch=state.epoch, history=state.history
+    )
+    assert resumed_history == full_history
+    for p, q in zip(resumed[0].parameters(), uninterrupted[0].parameters(), strict=True):
+        assert torch.equal(p.data, q.data)
+    assert torch.equal(resumed[3].get_state(), uninterrupted[3].get_state())
+
+
+def test_loading_the_model_alone_leaves_the_modules_generators_alone(tmp_path: Path) -> None:
+    source = _dropout_run(seed=0)
+    _train_dropout(source, epochs=1)
+    save_checkpoint(tmp_path / "c", source[0], source[1], generator=source[2])
+    target = _dropout_run(seed=4)
+    before = target[3].get_state()
+    load_checkpoint(tmp_path / "c", target[0])
+    assert torch.equal(target[3].get_state(), before)
+
+
+def test_a_checkpoint_without_module_generators_leaves_them_alone(tmp_path: Path) -> None:
+    """A checkpoint of an earlier version (no ``rng.module.*`` entries) still resumes; the
+    modules' generators keep their own states."""
+    source = _dropout_run(seed=0)
+    save_checkpoint(tmp_path / "c", source[0], source[1], generator=source[2])
+
+    def drop(tensors: dict[str, torch.Tensor]) -> None:
+        for name in [n for n in tensors if n.startswith("rng.module.")]:
+            del tensors[name]
+
+    def drop_from_header(header: dict[str, Any]) -> None:
+        for name in [n for n in header["tensors"] if n.startswith("rng.module.")]:
+            del header["tensors"][name]
+
+    rewrite_checkpoint(tmp_path / "c", drop, drop_from_header)
+    target = _dropout_run(seed=4)
+    before = target[3].get_state()
+    load_checkpoint(tmp_path / "c", target[0], target[1], generator=target[2])
+    assert torch.equal(target[3].get_state(), before)
+    assert torch.equal(target[2].get_state(), source[2].get_state())
+
+
+def test_a_refused_module_generator_state_changes_nothing(tmp_path: Path) -> None:
+    """A module generator's state that only ``Generator.set_state`` refuses (the last stage of a
+    load): everything, the generators restored before it included, is put back."""
+    source = _dropout_run(seed=0)
+    _train_dropout(source, epochs=1)
+    save_checkpoint(tmp_path / "c", source[0], source[1], generator=source[2])
+    rewrite_checkpoint(
+        tmp_path / "c",
+        lambda tensors: tensors.update({"rng.module.5": torch.zeros(10, dtype=torch.uint8)}),
+        lambda header: header["tensors"]["rng.module.5"].update(shape=[10]),
+    )
+    target = _dropout_run(seed=4)
+    torch.rand(3)
+    states = [g.get_state() for g in target[2:]]
+    values = [p.data.clone() for p in target[0].parameters()]
+    optimizer_state = target[1].state_dict()
+    global_state = torch.get_rng_state()
+    with pytest.raises(CheckpointError, match="the saved state was refused"):
+        load_checkpoint(tmp_path / "c", target[0], target[1], generator=target[2])
+    assert all(torch.equal(g.get_state(), s) for g, s in zip(target[2:], states, strict=True))
+    assert all(torch.equal(p.data, v) for p, v in zip(target[0].parameters(), values, strict=True))
+    assert target[1].state_dict()["step_count"] == optimizer_state["step_count"]
+    assert torch.equal(torch.get_rng_state(), global_state)

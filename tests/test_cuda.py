@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from minidl import gradcheck, nn, optim
-from minidl.checkpoint import load_checkpoint, save_checkpoint
+from minidl.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from minidl.data import make_disk_data
 from minidl.distributed import DataParallel, Launch, ProcessGroup
 from minidl.rounds import fit_rounds
@@ -195,8 +195,17 @@ def test_fit_rounds_on_the_device_equals_one_by_one_and_the_cpu() -> None:
 
 
 def _training(device: torch.device) -> tuple[nn.Sequential, optim.Optimizer, optim.StepDecay]:
+    """A network with a Dropout layer, whose masks are drawn from the device's default
+    generator (seeded here, on every device, by ``torch.manual_seed``)."""
     torch.manual_seed(6)
-    model = nn.mlp((2, 8, 8, 2), "tanh", dtype=F64).to(device=device)
+    model = nn.Sequential(
+        nn.Linear(2, 8, dtype=F64),
+        nn.Tanh(),
+        nn.Dropout(0.2),
+        nn.Linear(8, 8, dtype=F64),
+        nn.Tanh(),
+        nn.Linear(8, 2, dtype=F64),
+    ).to(device=device)
     optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return model, optimizer, optim.StepDecay(optimizer, step_size=2, gamma=0.5)
 
@@ -230,6 +239,8 @@ def test_a_resumed_run_on_the_device_continues_bit_for_bit(tmp_path: Path) -> No
     generator = torch.Generator().manual_seed(99)
     state = load_checkpoint(tmp_path / "run", *resumed, generator=generator)
     assert all(p.data.device.type == DEVICE.type for p in resumed[0].parameters())
+    if DEVICE.type == "cuda":  # the dropout masks continue from the saved generator state
+        assert f"rng.cuda.{DEVICE.index or 0}" in read_checkpoint(tmp_path / "run").tensors
     resumed_history = train(resumed, 5, generator, start_epoch=state.epoch, history=state.history)
     assert resumed_history == whole_history
     for p, q in zip(resumed[0].parameters(), whole[0].parameters(), strict=True):

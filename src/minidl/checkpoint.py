@@ -4,7 +4,9 @@ A checkpoint holds everything a run needs to continue exactly as if it had never
 model's parameters, the optimizer's state (learning rate, step count, hyper-parameters and its
 flat state tensors such as ``momentum_buffer``), the scheduler's state, the epoch and step
 counters, the :class:`~minidl.train.History` so far, and the state of every random generator in
-use (torch's global generator and the data-shuffling :class:`torch.Generator`).
+use: torch's global generator, the data-shuffling :class:`torch.Generator`, the generators of the
+model's modules (a ``generator`` attribute, as :class:`~minidl.nn.Dropout`'s), and the default
+CUDA generator of each GPU the model is on (where a module without its own generator draws).
 
 The file is a `safetensors <https://huggingface.co/docs/safetensors>`_ file: the tensors, and one
 metadata entry ``"minidl"`` holding a JSON header with the format version, the minidl and torch
@@ -25,7 +27,8 @@ before anything is written:
 A file that fails any check raises :class:`CheckpointError` and the model, optimizer, scheduler
 and generators are left exactly as they were. Loading the model alone (no optimizer, e.g. to
 evaluate it) restores its parameters (and the data generator, if one is given): torch's global
-generator is restored only when resuming training.
+generator, the modules' generators and the CUDA generators are restored only when resuming
+training.
 
 Writes are atomic: the bytes go to a temporary file in the destination folder, which is flushed,
 ``fsync``-ed and renamed over the destination, and the folder is then ``fsync``-ed; a crash during
@@ -90,6 +93,8 @@ _MODEL = "model."
 _OPTIMIZER = "optimizer."
 _RNG_TORCH = "rng.torch"
 _RNG_GENERATOR = "rng.generator"
+_RNG_MODULE = "rng.module."
+_RNG_CUDA = "rng.cuda."
 _MAX_HEADER = 100_000_000
 _HISTORY_FIELDS = ("train_loss", "validation_error", "lr", "batch_lr")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
@@ -149,6 +154,23 @@ class Checkpoint:
 # -- saving ---------------------------------------------------------------------------------------
 
 
+def _module_generators(model: Module) -> dict[str, torch.Generator]:
+    """The generators of ``model``'s modules (a ``generator`` attribute holding a
+    ``torch.Generator``, as :class:`~minidl.nn.Dropout`'s), by checkpoint entry name."""
+    found: dict[str, torch.Generator] = {}
+    for name, module in model.named_modules():
+        generator = getattr(module, "generator", None)
+        if isinstance(generator, torch.Generator):
+            found[_RNG_MODULE + name] = generator
+    return found
+
+
+def _cuda_devices(model: Module) -> list[int]:
+    """The indices of the GPUs holding ``model``'s parameters or buffers."""
+    tensors = [*model.state_dict().values()]
+    return sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
+
+
 def architecture(model: Module) -> dict[str, Any]:
     """What a checkpoint records of a model's architecture: the names, shapes and dtypes of its
     state (parameters and buffers, as :meth:`~minidl.nn.Module.state_dict` names them) and its
@@ -184,7 +206,8 @@ def save_checkpoint(
         epoch: epochs completed so far, an integer >= 0.
         history: the curves so far, a :class:`~minidl.train.History` of lists of numbers.
         generator: the data-shuffling generator, if any (its ``get_state()``). torch's global
-            generator state is always saved.
+            generator state is always saved, and so are the states of the model's modules'
+            generators and of the default CUDA generator of each GPU the model is on.
         extra: a mapping with string keys of JSON-serialisable values to keep with the
             checkpoint (e.g. the run's settings).
 
@@ -259,6 +282,10 @@ def save_checkpoint(
     tensors[_RNG_TORCH] = torch.get_rng_state()
     if generator is not None:
         tensors[_RNG_GENERATOR] = generator.get_state()
+    for name, module_generator in _module_generators(model).items():
+        tensors[name] = module_generator.get_state()
+    for index in _cuda_devices(model):
+        tensors[f"{_RNG_CUDA}{index}"] = torch.cuda.get_rng_state(index)
 
     header: dict[str, Any] = {
         "format": FORMAT,
@@ -776,10 +803,12 @@ def load_checkpoint(
     """Restore a training run from ``path`` (or an already read :class:`Checkpoint`).
 
     With an optimizer (resuming training), the parameters, the optimizer's and scheduler's
-    state, torch's global generator and (if given) the data generator are restored, so that
-    training continues bit-identically. Without one (loading the model alone, e.g. to evaluate
-    it), only the parameters (and the data generator, if given) are: torch's global generator
-    is left alone. Every check runs before anything is written; on any failure everything is
+    state, torch's global generator, the modules' generators, the default CUDA generator of
+    each GPU the model is on, and (if given) the data generator are restored, so that training
+    continues bit-identically. Without one (loading the model alone, e.g. to evaluate it), only
+    the parameters (and the data generator, if given) are: the other generators are left
+    alone. A module generator or GPU that the checkpoint holds no state for (a checkpoint of an
+    earlier minidl version, or of a model on the CPU) keeps its own. Every check runs before anything is written; on any failure everything is
     left as it was.
 
     The optimizer's hyper-parameters are restored from the checkpoint (the saved ones win, as
@@ -845,6 +874,17 @@ def load_checkpoint(
     given_scheduler = repr(scheduler) if scheduler is not None else ""
     backup_rng = torch.get_rng_state() if resuming else None
     backup_generator = generator.get_state() if generator is not None else None
+    # The modules' and the GPUs' generators, where the checkpoint holds their state.
+    module_generators = {
+        name: module_generator
+        for name, module_generator in _module_generators(model).items()
+        if resuming and name in tensors
+    }
+    backup_modules = {name: g.get_state() for name, g in module_generators.items()}
+    cuda_devices = [
+        index for index in _cuda_devices(model) if resuming and f"{_RNG_CUDA}{index}" in tensors
+    ]
+    backup_cuda = {index: torch.cuda.get_rng_state(index) for index in cuda_devices}
     try:
         model.load_state_dict(model_state)
         if optimizer is not None and optimizer_state is not None:
@@ -855,9 +895,18 @@ def load_checkpoint(
             torch.set_rng_state(tensors[_RNG_TORCH])
         if generator is not None:
             generator.set_state(tensors[_RNG_GENERATOR])
+        for name, module_generator in module_generators.items():
+            module_generator.set_state(tensors[name])
+        for index in cuda_devices:
+            torch.cuda.set_rng_state(tensors[f"{_RNG_CUDA}{index}"], index)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         # Put back in the reverse order: the scheduler sets the optimizer's lr, then the
-        # optimizer gets its own back exactly.
+        # optimizer gets its own back exactly. (A generator shared by two modules, or with the
+        # data, gets its state from before the load in every case.)
+        for index, state in backup_cuda.items():
+            torch.cuda.set_rng_state(state, index)
+        for name, state in reversed(backup_modules.items()):
+            module_generators[name].set_state(state)
         if generator is not None and backup_generator is not None:
             generator.set_state(backup_generator)
         if backup_rng is not None:
