@@ -808,8 +808,8 @@ def load_checkpoint(
     continues bit-identically. Without one (loading the model alone, e.g. to evaluate it), only
     the parameters (and the data generator, if given) are: the other generators are left
     alone. A module generator or GPU that the checkpoint holds no state for (a checkpoint of an
-    earlier minidl version, or of a model on the CPU) keeps its own. Every check runs before anything is written; on any failure everything is
-    left as it was.
+    earlier minidl version, or of a model on the CPU) keeps its own. Every check runs before
+    anything is written; on any failure everything is left as it was.
 
     The optimizer's hyper-parameters are restored from the checkpoint (the saved ones win, as
     in ``torch.optim``); a scheduler's settings are not in its state, so a scheduler of the
