@@ -5,7 +5,10 @@ An element-wise operation with a Python number, ``x.mul_(0.9)``, wraps the numbe
 about as much as a small operation itself (about 2.5 us of 5 on a CPU, for a float32 ``x`` of a
 hundred elements). :func:`operand` gives the number as a 0-dim tensor of ``x``'s dtype instead,
 made once and cached: the operation then reads it as it would have read the converted number,
-so the result has the same bits.
+so the result has the same bits. It is for numbers that repeat from call to call (a module's or
+an optimizer's constants): a number not seen recently costs a new tensor (about 7.7 us against
+2.9 us for the conversion, measured as above), so a number that changes on every call, such
+as Adam's bias correction, is better passed as it is.
 
 That holds where the number is converted to ``x``'s dtype before the arithmetic, which is the
 case for float32 and float64 on the CPU. float16 and bfloat16 operations compute with the number

@@ -93,16 +93,15 @@ class Adam(Optimizer):
         step = self.step_count + 1
         if self._weight_decay != 0.0:
             if self._decoupled:
-                value.mul_(operand(1 - self.lr * self._weight_decay, value))
+                value.mul_(1 - self.lr * self._weight_decay)  # changes with lr: a number
             else:
                 grad = grad.add(value, alpha=self._weight_decay)
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(operand(beta2, exp_avg_sq)).addcmul_(grad, grad, value=1 - beta2)
         step_size = self.lr / (1 - beta1**step)
         bias_correction2_sqrt = math.sqrt(1 - beta2**step)
+        # (the bias correction changes every step: cheaper as a number than as an operand)
         denominator = (
-            exp_avg_sq.sqrt()
-            .div_(operand(bias_correction2_sqrt, exp_avg_sq))
-            .add_(operand(self._eps, exp_avg_sq))
+            exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(operand(self._eps, exp_avg_sq))
         )
         value.addcdiv_(exp_avg, denominator, value=-step_size)
