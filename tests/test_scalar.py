@@ -3,6 +3,7 @@ itself, and no conversion per call in the modules and optimizers that use them."
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor
 
 from minidl import nn, optim
-from minidl._scalar import operand
+from minidl._scalar import _zero_dim, operand
 
 F32, F64 = torch.float32, torch.float64
 
@@ -223,3 +224,26 @@ def test_batch_norm_converts_only_inside_mean() -> None:
         module.backward(gradient)
 
     assert _conversions(call) == ["aten::mean"] * 4
+
+
+def test_an_operand_first_made_under_another_default_device_is_on_the_cpu() -> None:
+    """The cache outlives the context it was filled in: a momentum first used inside
+    ``torch.device("meta")`` (or after ``torch.set_default_device``) must still be a CPU
+    tensor, or every later CPU step would multiply by a meta tensor, which does nothing."""
+    _zero_dim.cache_clear()
+    runs = []
+    for first_in_meta in (True, False):
+        parameter = nn.Parameter(torch.ones(3, dtype=torch.float64))
+        optimizer = optim.SGD([parameter], lr=0.1, momentum=0.7)
+        for step in range(3):
+            parameter.grad.fill_(1.0)
+            with torch.device("meta") if first_in_meta and step == 0 else contextlib.nullcontext():
+                optimizer.step()
+        runs.append(optimizer.state["momentum_buffer"].clone())
+    like = torch.ones(1, dtype=torch.float64)
+    with torch.device("meta"):
+        assert operand(0.7, like).device.type == "cpu"  # type: ignore[union-attr]
+    assert torch.equal(runs[0], runs[1])
+    torch.testing.assert_close(
+        runs[0], torch.full((3,), 0.1 * (1 + 0.7 + 0.49), dtype=torch.float64)
+    )

@@ -48,6 +48,8 @@ def operand(value: float, like: Tensor) -> Tensor | float:
 @lru_cache(maxsize=256)
 def _zero_dim(value: float, dtype: torch.dtype) -> Tensor:
     # A normal tensor even when first asked for inside torch.inference_mode(), so that it can
-    # serve operations outside it too; nothing ever writes to it.
+    # serve operations outside it too; nothing ever writes to it. On the CPU whatever the
+    # default device is when it is made (torch.device("meta") as a context, say): it is
+    # cached for CPU operands only.
     with torch.inference_mode(False):
-        return torch.tensor(float(value), dtype=dtype)
+        return torch.tensor(float(value), dtype=dtype, device="cpu")
