@@ -857,3 +857,55 @@ def test_a_refused_module_generator_state_changes_nothing(tmp_path: Path) -> Non
     assert all(torch.equal(p.data, v) for p, v in zip(target[0].parameters(), values, strict=True))
     assert target[1].state_dict()["step_count"] == optimizer_state["step_count"]
     assert torch.equal(torch.get_rng_state(), global_state)
+
+
+def _optimizer_over(*shapes: tuple[int, ...]) -> tuple[nn.Module, optim.SGD]:
+    """A bare module holding parameters of ``shapes``, and an SGD with momentum on them that
+    has stepped once."""
+    model = nn.Module()
+    for index, shape in enumerate(shapes):
+        model.register_parameter(f"p{index}", nn.Parameter(torch.randn(shape)))
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for parameter in model.parameters():
+        parameter.grad.normal_()
+    optimizer.step()
+    return model, optimizer
+
+
+def test_an_optimizer_over_parameters_of_other_shapes_is_refused(tmp_path: Path) -> None:
+    """The same number of values in parameters of other shapes: the momentum of one would be
+    given to another. The model loads alone (its own check), the optimizer is refused by name."""
+    source_model, source = _optimizer_over((3, 4), (4,))
+    save_checkpoint(tmp_path / "c", source_model, source)
+    assert read_checkpoint(tmp_path / "c").header["optimizer"]["shapes"] == [[3, 4], [4]]
+    _, target = _optimizer_over((16,))
+    before = target.state_dict()
+    with pytest.raises(
+        CheckpointError,
+        match=r"the checkpoint's SGD updates parameters of shapes \[\(3, 4\), \(4,\)\], this one "
+        r"\[\(16,\)\]",
+    ):
+        load_checkpoint(tmp_path / "c", source_model, target)
+    after = target.state_dict()["state"]["momentum_buffer"]
+    assert torch.equal(after, before["state"]["momentum_buffer"])
+
+
+def test_a_checkpoint_without_optimizer_shapes_still_resumes(tmp_path: Path) -> None:
+    """Checkpoints of earlier versions have no ``optimizer.shapes``: the sizes are checked as
+    before, and the state loads."""
+    source_model, source = _optimizer_over((3, 4), (4,))
+    save_checkpoint(tmp_path / "c", source_model, source)
+    rewrite_checkpoint(tmp_path / "c", header=lambda header: header["optimizer"].pop("shapes"))
+    target_model, target = _optimizer_over((3, 4), (4,))
+    load_checkpoint(tmp_path / "c", target_model, target)
+    assert torch.equal(target.state["momentum_buffer"], source.state["momentum_buffer"])
+
+
+def test_malformed_optimizer_shapes_are_refused(tmp_path: Path) -> None:
+    source_model, source = _optimizer_over((3, 4), (4,))
+    save_checkpoint(tmp_path / "c", source_model, source)
+    rewrite_checkpoint(
+        tmp_path / "c", header=lambda header: header["optimizer"].update(shapes=[[3, -4], [4]])
+    )
+    with pytest.raises(CheckpointError, match=r"optimizer.shapes\[0\] must be a list of integers"):
+        load_checkpoint(tmp_path / "c", source_model, source)

@@ -833,7 +833,11 @@ def test_scheduler_bad_arguments(
     [
         ({"last_step": 3}, KeyError, "missing keys ['base_lr']"),
         ({"base_lr": 0.1, "last_step": -1}, ValueError, "last_step"),
-        ({"base_lr": 0.1, "last_step": 2.0}, ValueError, "last_step"),
+        (
+            {"base_lr": 0.1, "last_step": 2.0},
+            TypeError,
+            "last_step must be an integer >= 0, got 2.0",
+        ),
         ({"base_lr": -0.1, "last_step": 2}, ValueError, "base_lr must be in [0, inf), got -0.1"),
         # NaN passed the old ">= 0" check and failed in the optimizer, the counters changed.
         ({"base_lr": float("nan"), "last_step": 2}, ValueError, "base_lr must be a finite"),
@@ -968,7 +972,12 @@ def _bad_optimizer_states() -> list[
         ("missing-state", drop("state"), KeyError, "missing keys ['state']"),
         ("negative-lr", set_("lr", -0.1), ValueError, "lr must be in [0, inf), got -0.1"),
         ("bad-step-count", set_("step_count", -3), ValueError, "step_count"),
-        ("float-step-count", set_("step_count", 1.0), ValueError, "step_count"),
+        (
+            "float-step-count",
+            set_("step_count", 1.0),
+            TypeError,
+            "step_count must be an integer >= 0, got 1.0",
+        ),
         (
             "wrong-state-name",
             set_("state", {"velocity": torch.zeros(6)}),
@@ -995,6 +1004,30 @@ def _bad_optimizer_states() -> list[
             "momentum must be in [0, 1), got 1.5",
         ),
         ("unknown-hyperparameter", set_("hyperparameters", {"rho": 0.9}), KeyError, "['momentum']"),
+        *(
+            (
+                f"hyperparameters-{type(value).__name__}",
+                set_("hyperparameters", value),
+                TypeError,
+                f"hyperparameters must be a mapping of names to values (as state_dict() returns), "
+                f"got {type(value).__name__}",
+            )
+            for value in (5, None, "abc", [])
+        ),
+        (
+            "state-not-a-tensor",
+            set_("state", {"momentum_buffer": None}),
+            TypeError,
+            "state 'momentum_buffer' must be a tensor, got NoneType",
+        ),
+        (
+            "other-shapes",  # the same number of values, in parameters of other shapes
+            set_("shapes", [[6]]),
+            ValueError,
+            "the state was saved for parameters of shapes [(6,)], but this optimizer's "
+            "parameters have shapes [(2, 2), (2,)]",
+        ),
+        ("shapes-not-a-list", set_("shapes", 3), ValueError, "parameters of shapes 3, but"),
     ]
 
 

@@ -640,3 +640,50 @@ def test_a_subclass_names_itself_in_hyperparameter_errors(
     subclass = type("Tuned" + base.__name__, (base,), {})
     with pytest.raises(ValueError, match=f"^Tuned{base.__name__}: {name}"):
         subclass(_model().parameters(), **settings)
+
+
+def test_state_dict_names_the_shapes_of_its_parameters() -> None:
+    layer = nn.Linear(3, 2)
+    assert optim.Adam(layer.parameters()).state_dict()["shapes"] == [[2, 3], [2]]
+
+
+def test_a_state_dict_without_shapes_still_loads() -> None:
+    """State dicts of earlier versions have no ``shapes``: checked by their sizes alone."""
+    source = optim.SGD(_params(), lr=0.1, momentum=0.9)
+    for parameter in source.params:
+        parameter.grad.normal_()
+    source.step()
+    saved = source.state_dict()
+    del saved["shapes"]
+    target = optim.SGD(_params(), lr=0.1, momentum=0.9)
+    target.load_state_dict(saved)
+    assert torch.equal(target.state["momentum_buffer"], source.state["momentum_buffer"])
+
+
+def test_loaded_state_joins_no_autograd_graph() -> None:
+    """State tensors from an autograd graph are read as plain values: neither the state nor
+    the parameters record a graph in the steps after."""
+    optimizer = optim.Adam(_params())
+    saved = optimizer.state_dict()
+    saved["state"] = {k: v.clone().requires_grad_() for k, v in saved["state"].items()}
+    optimizer.load_state_dict(saved)
+    for _ in range(2):
+        for parameter in optimizer.params:
+            parameter.grad.fill_(1.0)
+        optimizer.step()
+    assert all(not tensor.requires_grad for tensor in optimizer.state.values())
+    assert all(not parameter.data.requires_grad for parameter in optimizer.params)
+
+
+def test_numpy_integer_steps_load() -> None:
+    """``step_count`` and ``last_step`` take any integer, as every other count does."""
+    np = pytest.importorskip("numpy")
+    optimizer = optim.SGD(_params(), lr=0.1)
+    saved = optimizer.state_dict()
+    saved["step_count"] = np.int64(3)
+    optimizer.load_state_dict(saved)
+    assert optimizer.step_count == 3 and type(optimizer.step_count) is int
+    scheduler = optim.StepDecay(optimizer, step_size=2)
+    scheduler.load_state_dict({"base_lr": 0.1, "last_step": np.int64(4)})
+    assert scheduler.last_step == 4 and type(scheduler.last_step) is int
+    assert optimizer.lr == pytest.approx(0.1 * 0.5**2)

@@ -271,6 +271,7 @@ def save_checkpoint(
             "step_count": state["step_count"],
             "hyperparameters": state["hyperparameters"],
             "state": sorted(state["state"]),
+            "shapes": state["shapes"],
         }
     scheduler_header: dict[str, Any] | None = None
     if scheduler is not None:
@@ -613,6 +614,11 @@ def _check_header_fields(header: dict[str, Any]) -> None:
         state = entry(optimizer, "state", "optimizer")
         if not isinstance(state, list) or not all(isinstance(name, str) for name in state):
             raise TypeError(f"optimizer.state must be a list of names, got {state!r}")
+        shapes = optimizer.get("shapes", [])  # (not in checkpoints of older versions)
+        if not isinstance(shapes, list):
+            raise TypeError(f"optimizer.shapes must be a list of shapes, got {shapes!r}")
+        for index, saved_shape in enumerate(shapes):
+            shape(saved_shape, f"optimizer.shapes[{index}]")
     scheduler = entry(header, "scheduler", "")
     if scheduler is not None:
         mapping(scheduler, "scheduler")
@@ -727,6 +733,13 @@ def _check_optimizer(header: dict[str, Any], optimizer: Optimizer | None, where:
         raise CheckpointError(
             f"{where}: the checkpoint's {saved['class']} has state {sorted(saved['state'])}, this "
             f"one {sorted(optimizer.state)} (e.g. momentum on in one and off in the other)"
+        )
+    shapes = [list(parameter.data.shape) for parameter in optimizer.params]
+    if "shapes" in saved and saved["shapes"] != shapes:
+        raise CheckpointError(
+            f"{where}: the checkpoint's {saved['class']} updates parameters of shapes "
+            f"{[tuple(shape) for shape in saved['shapes']]}, this one "
+            f"{[tuple(shape) for shape in shapes]}"
         )
 
 
@@ -859,6 +872,8 @@ def load_checkpoint(
                 "hyperparameters": saved["hyperparameters"],
                 "state": {name: tensors[_OPTIMIZER + name] for name in saved["state"]},
             }
+            if "shapes" in saved:
+                optimizer_state["shapes"] = saved["shapes"]
         training = checkpoint.training
     except (KeyError, TypeError, ValueError) as error:
         if isinstance(error, CheckpointError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from minidl._validate import check_real
+from minidl._validate import check_int, check_real
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["LRScheduler"]
@@ -104,11 +104,9 @@ class LRScheduler:
         missing = {"base_lr", "last_step"} - set(state_dict)
         if missing:
             raise KeyError(f"{name}.load_state_dict: missing keys {sorted(missing)}")
-        last_step = state_dict["last_step"]
-        if isinstance(last_step, bool) or not isinstance(last_step, int) or last_step < 0:
-            raise ValueError(
-                f"{name}.load_state_dict: last_step must be an int >= 0, got {last_step!r}"
-            )
+        last_step = check_int(
+            f"{name}.load_state_dict", "last_step", state_dict["last_step"], low=0
+        )
         base_lr = self._check_base_lr(f"{name}.load_state_dict", state_dict["base_lr"])
         previous = self.base_lr
         self._set_base_lr(base_lr)

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from minidl._validate import check_copyable, check_real
+from minidl._validate import check_copyable, check_int, check_real
 from minidl.nn.flat import flat_buffer
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
@@ -251,7 +251,9 @@ class Optimizer:
     # -- state ------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """``lr``, ``step_count``, the hyper-parameters and a copy of each flat state tensor.
+        """``lr``, ``step_count``, the hyper-parameters, a copy of each flat state tensor, and
+        the shapes of the parameters (``shapes``: a list of lists of ints) that the flat
+        tensors hold the state of, in order.
 
         The state tensors have the parameters' current device and dtype, even when the model was
         moved (``model.to(...)``) since the last ``step``.
@@ -263,10 +265,19 @@ class Optimizer:
             "step_count": self.step_count,
             "hyperparameters": dict(self.hyperparameters()),
             "state": {name: tensor.clone() for name, tensor in self.state.items()},
+            "shapes": self._shapes(),
         }
 
+    def _shapes(self) -> list[list[int]]:
+        return [list(parameter.data.shape) for parameter in self.params]
+
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned; everything is checked before anything changes."""
+        """Restore what :meth:`state_dict` returned; everything is checked before anything changes.
+
+        A state saved over parameters of other shapes is refused (``shapes``; a state without
+        it, from an older version, is checked by its total size only). State tensors are copied
+        as plain values, detached from any autograd graph.
+        """
         name = type(self).__name__
         if not isinstance(state_dict, Mapping):
             raise TypeError(
@@ -279,10 +290,15 @@ class Optimizer:
         if self._layout_changed():  # the state moves with a model moved since the last step
             self._refresh_layout()
         lr = check_real(f"{name}.load_state_dict", "lr", state_dict["lr"], low=0.0)
-        step_count = state_dict["step_count"]
-        if isinstance(step_count, bool) or not isinstance(step_count, int) or step_count < 0:
+        step_count = check_int(
+            f"{name}.load_state_dict", "step_count", state_dict["step_count"], low=0
+        )
+        shapes = state_dict.get("shapes")
+        if shapes is not None and not _same_shapes(shapes, self._shapes()):
             raise ValueError(
-                f"{name}.load_state_dict: step_count must be an int >= 0, got {step_count!r}"
+                f"{name}.load_state_dict: the state was saved for parameters of shapes "
+                f"{_format_shapes(shapes)}, but this optimizer's parameters have shapes "
+                f"{_format_shapes(self._shapes())}"
             )
         state = state_dict["state"]
         if not isinstance(state, Mapping) or set(state) != set(self.state):
@@ -293,8 +309,13 @@ class Optimizer:
             )
         for state_name, tensor in state.items():
             expected = self.state[state_name]
-            if not isinstance(tensor, Tensor) or tensor.shape != expected.shape:
-                got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+            if not isinstance(tensor, Tensor):
+                raise TypeError(
+                    f"{name}.load_state_dict: state {state_name!r} must be a tensor, got "
+                    f"{type(tensor).__name__}"
+                )
+            if tensor.shape != expected.shape:
+                got = tuple(tensor.shape)
                 raise ValueError(
                     f"{name}.load_state_dict: state {state_name!r} has shape {got}, expected "
                     f"{tuple(expected.shape)} (one entry per parameter scalar)"
@@ -306,13 +327,18 @@ class Optimizer:
                 )
             check_copyable(f"{name}.load_state_dict", f"state {state_name!r}", tensor, expected)
         hyperparameters = state_dict.get("hyperparameters", {})
+        if not isinstance(hyperparameters, Mapping):
+            raise TypeError(
+                f"{name}.load_state_dict: hyperparameters must be a mapping of names to values "
+                f"(as state_dict() returns), got {type(hyperparameters).__name__}"
+            )
         if hyperparameters:
             self._check_hyperparameters(hyperparameters)
             self._check_state_names(hyperparameters)
         self._lr = lr
         self.step_count = step_count
         for state_name, tensor in state.items():
-            self.state[state_name].copy_(tensor)
+            self.state[state_name].copy_(tensor.detach())
         if hyperparameters:
             self._set_hyperparameters(hyperparameters)
 
@@ -408,3 +434,19 @@ class Optimizer:
             f"{k}={v}" for k, v in {"lr": self._lr, **self.hyperparameters()}.items()
         )
         return f"{type(self).__name__}({settings})"
+
+
+def _same_shapes(saved: object, shapes: list[list[int]]) -> bool:
+    """Whether ``saved`` (from a state dict: lists or tuples of ints) equals ``shapes``."""
+    if not isinstance(saved, list | tuple) or len(saved) != len(shapes):
+        return False
+    return all(
+        isinstance(shape, list | tuple | torch.Size) and list(shape) == expected
+        for shape, expected in zip(saved, shapes, strict=True)
+    )
+
+
+def _format_shapes(shapes: object) -> str:
+    if isinstance(shapes, list | tuple) and all(isinstance(s, list | tuple) for s in shapes):
+        return "[" + ", ".join(str(tuple(shape)) for shape in shapes) + "]"
+    return repr(shapes)
