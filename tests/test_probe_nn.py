@@ -14,6 +14,7 @@ from torch import Tensor
 
 import minidl.nn.module as module_file
 from minidl import nn
+from minidl.nn.sigmoid import sigmoid
 
 F64 = torch.float64
 
@@ -423,3 +424,69 @@ def test_16_bit_mean_losses_do_not_overflow_where_the_mean_is_in_range(dtype: to
     for loss, expected in cases:
         assert loss.dtype == dtype
         torch.testing.assert_close(loss.double(), expected, rtol=1e-2, atol=0)
+
+
+# -- 16-bit modules -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16_bit_batch_norm_computes_its_statistics_in_float32(dtype: torch.dtype) -> None:
+    """Deviations above 256 square beyond float16's range: computed in float16, the variance
+    was ``inf`` and the output and gradients all zeros. Against PyTorch's batch norm in
+    float64 on the same (rounded) values: output, input gradient, parameter gradients, the
+    running statistics and an evaluation-mode output, each within a few epsilons of the
+    dtype."""
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.randn(64, 3, generator=generator, dtype=F64) * 300).to(dtype)
+    g = torch.randn(64, 3, generator=generator, dtype=F64).to(dtype)
+    layer = nn.BatchNorm1d(3, dtype=dtype)
+    reference = torch.nn.BatchNorm1d(3, dtype=F64)
+    x_reference = x.double().requires_grad_(True)
+    y, y_reference = layer(x), reference(x_reference)
+    grad = layer.backward(g)
+    y_reference.backward(g.double())
+    eps = torch.finfo(dtype).eps
+
+    def close(value: Tensor, expected: Tensor) -> None:
+        assert value.dtype == dtype and torch.isfinite(value).all()
+        scale = float(expected.detach().abs().max())
+        torch.testing.assert_close(value.double(), expected.detach(), rtol=0, atol=4 * eps * scale)
+
+    close(y, y_reference)
+    close(grad, x_reference.grad)  # type: ignore[arg-type]
+    close(layer.weight.grad, reference.weight.grad)  # type: ignore[union-attr, arg-type]
+    close(layer.bias.grad, reference.bias.grad)  # type: ignore[union-attr, arg-type]
+    close(layer.running_mean, reference.running_mean)
+    close(layer.running_var, reference.running_var)
+    layer.eval(), reference.eval()
+    close(layer(x), reference(x.double()))
+
+
+def test_bfloat16_probability_targets_are_accepted_as_pytorch_accepts_them() -> None:
+    """A bfloat16 row of probabilities is off from 1 by up to half its epsilon (2**-9 near 1)
+    from the rounding of its entries: summed in bfloat16 with a 1e-3 tolerance, rows like
+    uniform 1/61 were refused."""
+    logits = torch.zeros(1, 3, dtype=torch.bfloat16)
+    target = torch.tensor([[0.03, 0.14, 0.83]], dtype=torch.bfloat16)
+    loss = nn.CrossEntropyLoss()(logits, target)
+    assert loss == F.cross_entropy(logits, target)
+    for classes in range(2, 200):
+        uniform = torch.full((2, classes), 1 / classes, dtype=torch.bfloat16)
+        nn.CrossEntropyLoss()(torch.zeros(2, classes, dtype=torch.bfloat16), uniform)
+    with pytest.raises(ValueError, match="row sum off by"):
+        nn.CrossEntropyLoss()(logits, torch.tensor([[0.1, 0.1, 0.7]], dtype=torch.bfloat16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16_bit_sigmoid_is_torch_sigmoid(dtype: torch.dtype) -> None:
+    """Computed in float16, exp(-x) overflowed below x = -11.1 and the sigmoid was 0 where it
+    is a subnormal float16 number (and its derivative with it); computed in float32 and
+    rounded once, it is torch.sigmoid's bits, inside a stack's output buffer too."""
+    x = torch.linspace(-30, 30, 20001, dtype=F64).to(dtype)
+    expected = torch.sigmoid(x)
+    assert torch.equal(nn.Sigmoid()(x), expected)
+    out = torch.empty_like(x)
+    assert sigmoid(x, out) is out and torch.equal(out, expected)
+    activation = nn.Sigmoid()
+    activation(torch.tensor([-12.0], dtype=dtype))
+    assert activation.backward(torch.ones(1, dtype=dtype)) > 0

@@ -60,6 +60,10 @@ class BatchNorm1d(Module):
     Shape:
         - Input: ``(N, C)`` (``N >= 2`` in training mode). Output: ``(N, C)``.
 
+    A float16 or bfloat16 layer computes in float32 (the statistics, :math:`\hat x`, the
+    output before its rounding, and the backward's sums over the batch), as PyTorch does: in
+    float16 the squares of deviations above 256 overflow, and the variance with them.
+
     Buffers:
         ``running_mean`` (zeros), ``running_var`` (ones), ``num_batches_tracked`` (int64, the
         number of training batches seen), all in :meth:`state_dict`.
@@ -118,16 +122,18 @@ class BatchNorm1d(Module):
         self._check_parameters()
         # An input from an autograd graph is read as a plain value (the running statistics
         # would otherwise record the graph, for good).
-        input = input.detach()
+        dtype = input.dtype
+        compute = _computed_in(dtype)
+        x = input.detach().to(compute)
         if self.training:
-            batch = input.shape[0]
+            batch = x.shape[0]
             if batch < 2:
                 raise ValueError(
                     "BatchNorm1d: training mode needs more than one sample per feature to "
-                    f"estimate a variance, got an input of shape {tuple(input.shape)}"
+                    f"estimate a variance, got an input of shape {tuple(x.shape)}"
                 )
-            mean = input.mean(dim=0)
-            centered = input - mean
+            mean = x.mean(dim=0)
+            centered = x - mean
             variance = centered.square().mean(dim=0)
             self.running_mean.mul_(operand(1 - self.momentum, self.running_mean)).add_(
                 mean, alpha=self.momentum
@@ -137,15 +143,17 @@ class BatchNorm1d(Module):
             )
             self.num_batches_tracked.add_(1)
         else:
-            centered = input - self.running_mean
-            variance = self.running_var
+            centered = x - self.running_mean.to(compute)
+            variance = self.running_var.to(compute)
         inv_std = variance.add(operand(self.eps, variance)).rsqrt_()
         normalized = centered.mul_(inv_std)
-        self._normalized, self._inv_std = normalized, inv_std
+        # (cached in the layer's dtype, so that the checks of backward compare it as it is)
+        self._normalized, self._inv_std = normalized.to(dtype), inv_std
         self._batch_statistics = self.training
         if self.weight is None or self.bias is None:
-            return normalized
-        return torch.addcmul(self.bias.data, normalized, self.weight.data)
+            return normalized.to(dtype)
+        weight, bias = self.weight.data.to(compute), self.bias.data.to(compute)
+        return torch.addcmul(bias, normalized, weight).to(dtype)
 
     def _check_parameters(self) -> None:
         """A weight or bias assigned by hand (``weight.data = ...``) must be like the running
@@ -181,21 +189,30 @@ class BatchNorm1d(Module):
         check_grad_output(
             "BatchNorm1d", grad_output, normalized.shape, normalized, owner=self._owner()
         )
-        grad_output = grad_output.detach()  # (as the input: a plain value)
+        dtype = normalized.dtype
+        compute = _computed_in(dtype)
+        grad_output = grad_output.detach().to(compute)  # (as the input: a plain value)
+        normalized = normalized.to(compute)
         if self.weight is not None and self.bias is not None:
             self.weight.grad.add_((grad_output * normalized).sum(dim=0))
             self.bias.grad.add_(grad_output.sum(dim=0))
-            grad_normalized = grad_output * self.weight.data
+            grad_normalized = grad_output * self.weight.data.to(compute)
         else:
             grad_normalized = grad_output
         if not self._batch_statistics:
-            return grad_normalized * inv_std
+            return (grad_normalized * inv_std).to(dtype)
         # (s / N) (N g - sum g - x_hat sum(g x_hat)) = s (g - mean g - x_hat mean(g x_hat))
         mean_grad = grad_normalized.mean(dim=0)
         mean_projection = (grad_normalized * normalized).mean(dim=0)
-        return (grad_normalized - mean_grad).sub_(normalized * mean_projection).mul_(inv_std)
+        grad_input = (grad_normalized - mean_grad).sub_(normalized * mean_projection)
+        return grad_input.mul_(inv_std).to(dtype)
 
     def extra_repr(self) -> str:
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
         )
+
+
+def _computed_in(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a layer of ``dtype`` computes in: float32 for float16 and bfloat16."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype

@@ -114,8 +114,12 @@ class CrossEntropyLoss(Loss):
 
     def _check_probabilities(self, target: Tensor) -> None:
         low = float(target.min())
-        worst = float((target.sum(dim=-1) - 1).abs().max())
-        tolerance = 1e-3 if target.dtype in (torch.float16, torch.bfloat16) else 1e-5
+        # Summed in float32 at least; a 16-bit row is off by up to half an epsilon of its
+        # dtype from the rounding of its entries alone (bfloat16's 2**-8 near 1).
+        sums = target.sum(dim=-1, dtype=torch.promote_types(target.dtype, torch.float32))
+        worst = float((sums - 1).abs().max())
+        sixteen_bit = target.dtype in (torch.float16, torch.bfloat16)
+        tolerance = max(1e-3, torch.finfo(target.dtype).eps) if sixteen_bit else 1e-5
         if not (low >= 0 and worst <= tolerance):  # written so that a NaN target fails too
             raise ValueError(
                 "CrossEntropyLoss: a probability target must be non-negative with rows summing "

@@ -21,6 +21,9 @@ def sigmoid(input: Tensor, out: Tensor | None = None) -> Tensor:
     gets alone. The negation, :math:`e^x`, :math:`+1` and the reciprocal round the same anywhere
     (checked against every position of stacks in float32). At :math:`x = -1000`,
     :math:`e^{1000}` overflows to ``inf`` and :math:`1/\infty = 0`, the right limit, not NaN.
+    A float16 or bfloat16 input is computed in float32 and rounded once, as ``torch.sigmoid``
+    does: in float16, :math:`e^{-x}` overflows below :math:`x \approx -11.1`, where
+    :math:`\sigma(x)` is still a (subnormal) float16 number.
 
     Args:
         input: the input.
@@ -29,6 +32,9 @@ def sigmoid(input: Tensor, out: Tensor | None = None) -> Tensor:
     Shape:
         - Input: any shape. Output: a new tensor of the same shape (or ``out``).
     """
+    if input.dtype is torch.float16 or input.dtype is torch.bfloat16:
+        wide = sigmoid(input.float())
+        return wide.to(input.dtype) if out is None else out.copy_(wide)
     output = input.neg() if out is None else torch.neg(input, out=out)
     return output.exp_().add_(operand(1.0, output)).reciprocal_()
 
