@@ -1314,3 +1314,59 @@ def test_sizes_may_be_numpy_integers() -> None:
     assert nn.BatchNorm1d(numpy.int64(3)).num_features == 3
     with raises(ValueError, "Linear", "in_features", "positive integer"):
         nn.Linear(numpy.float64(2.0), 3)
+
+
+# -- gradients of parameter-free modules -----------------------------------------------------------
+
+
+def _parameter_free_modules() -> list[tuple[str, Callable[[], nn.Module]]]:
+    return [
+        ("Tanh", nn.Tanh),
+        ("Sigmoid", nn.Sigmoid),
+        ("ReLU", nn.ReLU),
+        ("LeakyReLU", nn.LeakyReLU),
+        ("ELU", nn.ELU),
+        ("SELU", nn.SELU),
+        ("Softmax", nn.Softmax),
+        ("LogSoftmax", nn.LogSoftmax),
+        ("Dropout", lambda: nn.Dropout(0.5)),
+    ]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [build for _, build in _parameter_free_modules()],
+    ids=[n for n, _ in _parameter_free_modules()],
+)
+def test_a_gradient_that_is_not_floating_point_or_on_another_device_is_named(
+    build: Callable[[], nn.Module],
+) -> None:
+    """An integer gradient was accepted and promoted; one on another device failed with
+    torch's message, which names no module. A floating-point gradient of another dtype is
+    still promoted (see test_modules)."""
+    module = build()
+    module(torch.randn(2, 3))
+    name = type(module).__name__
+    with raises(TypeError, f"{name}: expected a floating-point gradient, got dtype torch.int64"):
+        module.backward(torch.ones(2, 3, dtype=torch.int64))
+    with raises(ValueError, f"{name}: gradient is on meta but the last forward's output is on cpu"):
+        module.backward(torch.ones(2, 3, device="meta"))
+    assert module.backward(torch.ones(2, 3, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_a_stacked_activation_names_a_gradient_on_another_device() -> None:
+    stacked = nn.StackedActivation([(nn.Tanh(), 1), (nn.ReLU(), 1)])
+    stacked(torch.randn(2, 4, 3))
+    with raises(ValueError, "gradient is on meta but the last forward's output is on cpu"):
+        stacked.backward(torch.ones(2, 4, 3, device="meta"))
+
+
+def test_numpy_numbers_are_numbers() -> None:
+    """Every constructor takes numpy integers and floats, as ``Linear`` and the optimizers do."""
+    np = pytest.importorskip("numpy")
+    assert nn.BatchedLinear(np.int64(3), 2, 4).weight.shape[0] == 3
+    assert nn.ELU(np.float32(0.5)).alpha == 0.5
+    assert nn.LeakyReLU(np.float64(0.25)).negative_slope == 0.25
+    assert nn.Softmax(np.int64(1)).dim == 1
+    stacked = nn.StackedActivation([(nn.Tanh(), np.int64(2)), (nn.ReLU(), 1)])
+    assert stacked.models == 3

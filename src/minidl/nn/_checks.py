@@ -3,6 +3,7 @@ given and what was expected. They are plain attribute comparisons, cheap enough 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -184,10 +185,28 @@ def check_runs(
                 "forward's cache for its backward)"
             )
         runs_of[id(module)] = index
-        if isinstance(models, bool) or not isinstance(models, int) or models < 1:
+        if isinstance(models, bool) or not isinstance(models, numbers.Integral) or models < 1:
             raise ValueError(
                 f"{where}: run {index} must cover a positive number of models, got {models!r}"
             )
-        bounds.append((start, start + models))
-        start += models
+        bounds.append((start, start + int(models)))
+        start += int(models)
     return bounds
+
+
+def check_grad_like(where: str, grad_output: object, output: Tensor) -> Tensor:
+    """For a module without parameters: check that ``grad_output`` is a floating-point tensor
+    of the shape and on the device of ``output`` (the last forward's output, or a tensor cached
+    with it). Its dtype may differ: the backward promotes it, as torch's operations do."""
+    check_grad_output(where, grad_output, output.shape)
+    assert isinstance(grad_output, Tensor)
+    if not grad_output.is_floating_point():
+        raise TypeError(
+            f"{where}: expected a floating-point gradient, got dtype {grad_output.dtype}"
+        )
+    if grad_output.device != output.device:
+        raise ValueError(
+            f"{where}: gradient is on {grad_output.device} but the last forward's output is on "
+            f"{output.device}"
+        )
+    return grad_output

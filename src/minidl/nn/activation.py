@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from minidl.nn._checks import check_cached, check_grad_output
+from minidl.nn._checks import check_cached, check_grad_like
 from minidl.nn.module import Module
 
 __all__ = ["Activation"]
@@ -49,11 +49,26 @@ class Activation(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         cache = self._cache
-        if cache is None or type(grad_output) is not Tensor or grad_output.shape != cache.shape:
-            name = type(self).__name__
-            cache = check_cached(name, cache)
-            check_grad_output(name, grad_output, cache.shape)
-        return self._backward(grad_output, cache)
+        if (
+            cache is None
+            or type(grad_output) is not Tensor
+            or grad_output.shape != cache.shape
+            or not grad_output.is_floating_point()
+        ):
+            cache = self._check_gradient(grad_output)
+        try:
+            return self._backward(grad_output, cache)
+        except RuntimeError:
+            self._check_gradient(grad_output)  # (a gradient on another device, named)
+            raise
+
+    def _check_gradient(self, grad_output: object) -> Tensor:
+        """The full checks of a gradient (see :func:`~minidl.nn._checks.check_grad_like`);
+        return the cache."""
+        name = type(self).__name__
+        cache = check_cached(name, self._cache)
+        check_grad_like(name, grad_output, cache)
+        return cache
 
     def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
         """Return ``(output, cache)``: the cache is what :meth:`_backward` receives."""
@@ -74,8 +89,15 @@ class Activation(Module):
         """:meth:`backward`, writing the input gradient into ``out`` (for an activation whose
         :meth:`_backward` takes ``out``)."""
         cache = self._cache
-        if cache is None or type(grad_output) is not Tensor or grad_output.shape != cache.shape:
-            name = type(self).__name__
-            cache = check_cached(name, cache)
-            check_grad_output(name, grad_output, cache.shape)
-        self._backward(grad_output, cache, out=out)  # type: ignore[call-arg]
+        if (
+            cache is None
+            or type(grad_output) is not Tensor
+            or grad_output.shape != cache.shape
+            or not grad_output.is_floating_point()
+        ):
+            cache = self._check_gradient(grad_output)
+        try:
+            self._backward(grad_output, cache, out=out)  # type: ignore[call-arg]
+        except RuntimeError:
+            self._check_gradient(grad_output)
+            raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -115,8 +116,9 @@ class BatchedLinear(Module):
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        if isinstance(models, bool) or not isinstance(models, int) or models < 1:
+        if isinstance(models, bool) or not isinstance(models, numbers.Integral) or models < 1:
             raise ValueError(f"BatchedLinear: models must be a positive integer, got {models!r}")
+        models = int(models)
         layers = [
             Linear(in_features, out_features, bias, dtype=dtype, device=device, generator=generator)
             for _ in range(models)

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from minidl._scalar import operand
 from minidl._validate import check_real
-from minidl.nn._checks import check_grad_output
+from minidl.nn._checks import check_grad_like, check_grad_output
 from minidl.nn.module import Module
 
 __all__ = ["Dropout"]
@@ -70,10 +70,9 @@ class Dropout(Module):
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._shape is None:
             raise RuntimeError("Dropout: backward called before forward")
-        check_grad_output("Dropout", grad_output, self._shape)
         if self._scaled_mask is None:
-            return grad_output
-        return grad_output * self._scaled_mask
+            return check_grad_output("Dropout", grad_output, self._shape)
+        return check_grad_like("Dropout", grad_output, self._scaled_mask) * self._scaled_mask
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

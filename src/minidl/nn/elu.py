@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -36,15 +37,15 @@ class ELU(Activation):
         super().__init__()
         if (
             isinstance(alpha, bool)
-            or not isinstance(alpha, int | float)
+            or not isinstance(alpha, numbers.Real)
             or not math.isfinite(alpha)
             or alpha <= 0
         ):
             raise ValueError(
                 f"{type(self).__name__}: alpha must be a finite number > 0, got {alpha!r}"
             )
-        self.alpha = float(alpha)
-        self._scale = 1.0
+        self.alpha: float = float(alpha)
+        self._scale: float = 1.0
 
     def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
         # With p = [x > 0] = sign(max(x, 0)) and n = scale * alpha * expm1(min(x, 0)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -37,14 +38,14 @@ class LeakyReLU(Activation):
         super().__init__()
         if (
             isinstance(negative_slope, bool)
-            or not isinstance(negative_slope, int | float)
+            or not isinstance(negative_slope, numbers.Real)
             or not math.isfinite(negative_slope)
             or negative_slope < 0
         ):
             raise ValueError(
                 f"LeakyReLU: negative_slope must be a finite number >= 0, got {negative_slope!r}"
             )
-        self.negative_slope = float(negative_slope)
+        self.negative_slope: float = float(negative_slope)
 
     def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
         positive = input.clamp_min(0).sign_()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from minidl.nn._checks import check_cached, check_grad_output, check_input
+from minidl.nn._checks import check_cached, check_grad_like, check_input
 from minidl.nn.module import Module
 from minidl.nn.softmax import check_dim
 
@@ -45,7 +45,7 @@ class LogSoftmax(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         probabilities = check_cached("LogSoftmax", self._probabilities)
-        check_grad_output("LogSoftmax", grad_output, probabilities.shape)
+        check_grad_like("LogSoftmax", grad_output, probabilities)
         return grad_output - probabilities * grad_output.sum(dim=1, keepdim=True)
 
     def extra_repr(self) -> str:

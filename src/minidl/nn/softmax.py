@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numbers
+
 from torch import Tensor
 
-from minidl.nn._checks import check_cached, check_grad_output, check_input
+from minidl.nn._checks import check_cached, check_grad_like, check_input
 from minidl.nn.module import Module
 
 __all__ = ["Softmax", "check_dim"]
@@ -12,7 +14,7 @@ __all__ = ["Softmax", "check_dim"]
 
 def check_dim(where: str, dim: int) -> int:
     """Check a softmax dimension: only the feature dimension of an ``(N, C)`` input."""
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim not in (1, -1):
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim not in (1, -1):
         raise ValueError(
             f"{where}: dim must be 1 (or -1), the feature dimension of an (N, C) input, got {dim!r}"
         )
@@ -54,7 +56,7 @@ class Softmax(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         output = check_cached("Softmax", self._output)
-        check_grad_output("Softmax", grad_output, output.shape)
+        check_grad_like("Softmax", grad_output, output)
         inner = (grad_output * output).sum(dim=1, keepdim=True)
         return (grad_output - inner).mul_(output)
 

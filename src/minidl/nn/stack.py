@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Sequence
 from typing import Literal
 
@@ -243,9 +244,13 @@ def _model_range(where: str, index: int | slice, models: int) -> tuple[int, int]
                 f"{where}: expected a non-empty slice of step 1 within {models} models, got {index}"
             )
         return start, stop
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < models:
+    if (
+        isinstance(index, bool)
+        or not isinstance(index, numbers.Integral)
+        or not 0 <= index < models
+    ):
         raise IndexError(f"{where}: index {index!r} is out of range for {models} models")
-    return index, index + 1
+    return int(index), int(index) + 1
 
 
 def model_parameters(stacked: Sequential, index: int | slice) -> list[Parameter]:
