@@ -274,6 +274,16 @@ def _reversed_keys(value: Any) -> Any:
     return value
 
 
+def _pad_safetensors_header(path: Path) -> None:
+    """Eight more bytes of whitespace after the safetensors header's JSON, one of them a tab (a
+    file any safetensors reader takes, with the same content): whether or not the header had
+    padding before, which depends on its length."""
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    padded = data[8 : 8 + size] + b"\t" + b" " * 7
+    path.write_bytes(len(padded).to_bytes(8, "little") + padded + data[8 + size :])
+
+
 def _not_canonical(dump: Callable[[dict[str, Any]], str]) -> Callable[[Path], None]:
     """Rewrite the header with ``dump``: the same content and a valid digest (the digest is of
     the canonical form), but not the canonical JSON minidl writes."""
@@ -310,7 +320,7 @@ TAMPERING: list[tuple[str, Callable[[Path], None], list[str]]] = [
     ),
     (
         "header padding",
-        lambda p: p.write_bytes(p.read_bytes().replace(b"} ", b"}\t", 1)),
+        _pad_safetensors_header,
         ["corrupted"],
     ),
     (
