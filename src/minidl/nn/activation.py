@@ -53,7 +53,7 @@ class Activation(Module):
             cache is None
             or type(grad_output) is not Tensor
             or grad_output.shape != cache.shape
-            or not grad_output.is_floating_point()
+            or grad_output.dtype is not cache.dtype
         ):
             cache = self._check_gradient(grad_output)
         try:
@@ -93,7 +93,7 @@ class Activation(Module):
             cache is None
             or type(grad_output) is not Tensor
             or grad_output.shape != cache.shape
-            or not grad_output.is_floating_point()
+            or grad_output.dtype is not cache.dtype
         ):
             cache = self._check_gradient(grad_output)
         try:
