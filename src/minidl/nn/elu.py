@@ -20,7 +20,8 @@ class ELU(Activation):
     Backward: :math:`\partial L/\partial x = g` for :math:`x > 0` and
     :math:`g\,(y + \alpha)` otherwise (since :math:`\alpha e^x = y + \alpha`); the forward pass
     caches this derivative. ``expm1`` keeps small negative inputs accurate, and it only sees
-    :math:`\min(x, 0)`, so :math:`x = +1000` does not overflow.
+    :math:`\min(x, 0)`, so :math:`x = +1000` does not overflow. At a NaN input the gradient
+    is NaN (the cached derivative is), where PyTorch's is :math:`g` (times SELU's scale).
 
     Args:
         alpha: the saturation value :math:`\alpha` for negative inputs (default 1.0), finite, > 0.
