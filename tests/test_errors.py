@@ -1370,3 +1370,21 @@ def test_numpy_numbers_are_numbers() -> None:
     assert nn.Softmax(np.int64(1)).dim == 1
     stacked = nn.StackedActivation([(nn.Tanh(), np.int64(2)), (nn.ReLU(), 1)])
     assert stacked.models == 3
+
+
+def test_a_schedule_state_past_its_step_limit_is_refused_by_name() -> None:
+    """The refusal names the loading schedule and the step asked for (it was OneCycle's own
+    message about another step, from inside a chain), and nothing changes."""
+    optimizer = optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1)
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=3, interval="batch")
+    chain = optim.SequentialSchedule(
+        optimizer, [warmup, optim.OneCycle(optimizer, max_lr=1.0, total_steps=5)], milestones=[3]
+    )
+    before = (chain.state_dict(), optimizer.lr)
+    with raises(
+        ValueError,
+        "SequentialSchedule.load_state_dict: last_step 20 is past this schedule's last step 8",
+    ):
+        chain.load_state_dict({"base_lr": 0.7, "last_step": 20})
+    assert (chain.state_dict(), optimizer.lr) == before
+    chain.load_state_dict({"base_lr": 0.7, "last_step": 8})

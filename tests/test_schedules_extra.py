@@ -429,7 +429,10 @@ def test_a_failed_load_or_step_changes_no_schedule() -> None:
     schedule.step()
     schedule.step()
     before = (schedule.last_step, schedule.base_lr, optimizer.lr)
-    with pytest.raises(ValueError, match="OneCycle: step 50 is past total_steps=10"):
+    with pytest.raises(
+        ValueError,
+        match=r"OneCycle\.load_state_dict: last_step 50 is past this schedule.s last step 10",
+    ):
         schedule.load_state_dict({"base_lr": 0.3, "last_step": 50})
     assert (schedule.last_step, schedule.base_lr, optimizer.lr) == before
     assert schedule.step() == schedule.lr_at(3)
@@ -445,7 +448,10 @@ def test_a_failed_load_or_step_changes_no_schedule() -> None:
             chain.step()
         assert (chain.last_step, optimizer.lr) == (6, lr)
     before = (chain.last_step, chain.base_lr, warmup.base_lr, optimizer.lr)
-    with pytest.raises(ValueError, match="OneCycle: step 7 is past total_steps=4"):
+    with pytest.raises(
+        ValueError,
+        match=r"SequentialSchedule\.load_state_dict: last_step 9 is past this schedule.s last step 6",
+    ):
         chain.load_state_dict({"base_lr": 0.2, "last_step": 9})
     assert (chain.last_step, chain.base_lr, warmup.base_lr, optimizer.lr) == before
 

@@ -107,6 +107,12 @@ class LRScheduler:
         last_step = check_int(
             f"{name}.load_state_dict", "last_step", state_dict["last_step"], low=0
         )
+        limit = self.step_limit
+        if limit is not None and last_step > limit:
+            raise ValueError(
+                f"{name}.load_state_dict: last_step {last_step} is past this schedule's last "
+                f"step {limit} (its step_limit)"
+            )
         base_lr = self._check_base_lr(f"{name}.load_state_dict", state_dict["base_lr"])
         previous = self.base_lr
         self._set_base_lr(base_lr)
