@@ -7,6 +7,7 @@ The core's module, loss, optimizer, scheduler and data-set arguments are in ``te
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -863,3 +864,65 @@ def test_cross_entropy_probability_target_with_nan() -> None:
     target = torch.tensor([[float("nan"), 1.0], [0.5, 0.5]])
     with raises(ValueError, "CrossEntropyLoss", "probability target", "summing to 1", "nan"):
         nn.CrossEntropyLoss()(torch.zeros(2, 2), target)
+
+
+@pytest.mark.parametrize(
+    ("saved", "now"),
+    [("tanh", "tanh,tanh"), ("tanh,tanh", "tanh")],
+    ids=["one-then-each", "each-then-one"],
+)
+def test_cli_resumes_with_activations_spelled_either_way(
+    tmp_path: Path, saved: str, now: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One ``--activation`` name is that name for every hidden layer: the same network, so
+    not "other settings"."""
+    path = tmp_path / "run.ckpt"
+    network = ["train", "--hidden", "4,3", "--quiet"]
+    assert main([*network, "--epochs", "1", "--activation", saved, "--checkpoint", str(path)]) == 0
+    code, errors = run_cli(
+        [*network, "--epochs", "2", "--activation", now, "--resume", str(path)], capsys
+    )
+    assert (code, errors) == (0, "")
+    code, errors = run_cli(
+        [*network, "--epochs", "3", "--activation", "relu", "--resume", str(path)], capsys
+    )
+    # (the resumed run saved its own spelling)
+    assert code == 2 and f"--activation {now} in the checkpoint, relu now" in errors
+
+
+def test_cli_names_a_file_system_error_during_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint that cannot be written during the run (its folder removed, a full disk):
+    one line and exit status 1, no traceback."""
+    import minidl.checkpoint
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(minidl.checkpoint, "save_checkpoint", full_disk)
+    code, errors = run_cli([*TRAIN, "--checkpoint", str(tmp_path / "run.ckpt")], capsys)
+    assert code == 1
+    assert errors == "minidl train: error: [Errno 28] No space left on device\n"
+
+
+def test_cli_stops_quietly_when_its_reader_goes_away(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``minidl train | head -1``: the pipe closes; no traceback, exit status 1."""
+    import minidl.cli
+
+    def closed(*args: object, **kwargs: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    class Stdout(io.StringIO):
+        def fileno(self) -> int:
+            return 99
+
+    monkeypatch.setattr(minidl.cli, "_run_train", closed)
+    monkeypatch.setattr(minidl.cli.sys, "stdout", Stdout())
+    dup2: list[int] = []
+    monkeypatch.setattr(minidl.cli.os, "dup2", lambda source, target: dup2.append(target))
+    code, errors = run_cli(TRAIN, capsys)
+    assert (code, errors) == (1, "")
+    assert dup2 == [99]  # the rest of the output, and Python's flush at exit, go nowhere

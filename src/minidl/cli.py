@@ -485,6 +485,16 @@ def _as_typed(value: object) -> str:
     return str(value)
 
 
+def _meaning(settings: dict[str, object], name: str) -> object:
+    """A setting as the network it builds reads it: one ``--activation`` name is that name for
+    every hidden layer (``tanh`` and ``tanh,tanh,tanh`` are one setting for three layers)."""
+    value, hidden = settings.get(name), settings.get("hidden")
+    one_name = name == "activation" and isinstance(value, list) and len(value) == 1
+    if one_name and isinstance(hidden, list):
+        return value * len(hidden)  # type: ignore[operator]
+    return value
+
+
 def _check_resume_settings(path: str, saved: object, settings: dict[str, object]) -> None:
     """Refuse to resume a run saved with other settings (its numbers would differ)."""
     if not isinstance(saved, dict):
@@ -493,7 +503,7 @@ def _check_resume_settings(path: str, saved: object, settings: dict[str, object]
         f"--{name.replace('_', '-')} {_as_typed(saved.get(name))} in the checkpoint, "
         f"{_as_typed(value)} now"
         for name, value in settings.items()
-        if saved.get(name) != value
+        if _meaning(saved, name) != _meaning(settings, name)
     ]
     if differences:
         raise ValueError(
@@ -610,6 +620,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, KeyError) as error:
         print(f"minidl {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of the output went away (`minidl train | head -1`): stop quietly, with
+        # the rest of the output (and Python's flush at exit) sent nowhere.
+        with contextlib.suppress(OSError, ValueError):  # (a stdout that is no file: nothing to do)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as error:  # the file system, during the run (a checkpoint's folder removed)
+        print(f"minidl {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Ctrl-C: the shell's status for SIGINT, and no traceback
         print(f"minidl {args.command}: interrupted", file=sys.stderr)
         return 130
