@@ -1295,8 +1295,13 @@ def test_fit_bad_arguments() -> None:
     x, y = torch.randn(4, 2), torch.tensor([0, 1, 0, 1])
     before = model.state_dict()
     for epochs in (-1, True, 2.0, "2"):
-        with raises(ValueError, "fit: epochs must be an integer >= 0, got", repr(epochs)):
+        kind = ValueError if epochs == -1 else TypeError
+        with raises(kind, "fit: epochs must be an integer >= 0, got", repr(epochs)):
             fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=epochs)  # type: ignore[arg-type]
+    for start in (-1, 1.0):
+        kind = ValueError if start == -1 else TypeError
+        with raises(kind, "fit: start_epoch must be an integer >= 0, got", repr(start)):
+            fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=2, start_epoch=start)  # type: ignore[arg-type]
     other = optim.StepDecay(optim.SGD(nn.Linear(1, 1).parameters(), lr=0.1))
     with raises(ValueError, "fit", "scheduler"):
         fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, scheduler=other)
@@ -1388,3 +1393,42 @@ def test_a_schedule_state_past_its_step_limit_is_refused_by_name() -> None:
         chain.load_state_dict({"base_lr": 0.7, "last_step": 20})
     assert (chain.state_dict(), optimizer.lr) == before
     chain.load_state_dict({"base_lr": 0.7, "last_step": 8})
+
+
+def test_training_counts_may_be_numpy_integers() -> None:
+    """``epochs``, ``start_epoch`` and ``batch_size`` of ``fit`` and ``fit_rounds``, and the
+    model of ``predict`` and ``error_rate`` is checked by name."""
+    np = pytest.importorskip("numpy")
+    from minidl.rounds import fit_rounds
+    from minidl.train import error_rate, predict
+
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 1, 0])
+    model = nn.mlp((2, 3, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    history = fit(
+        model,
+        nn.CrossEntropyLoss(),
+        optimizer,
+        x,
+        y,
+        epochs=np.int64(3),
+        start_epoch=np.int64(1),
+        batch_size=np.int64(2),
+    )
+    assert len(history.train_loss) == 2
+    models = [nn.mlp((2, 3, 2)) for _ in range(2)]
+    histories = fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        lambda stack: optim.SGD(stack.parameters(), lr=0.1),
+        [(x, y), (x, y)],
+        epochs=np.int64(2),
+        batch_size=np.int64(3),
+        generators=[torch.Generator().manual_seed(seed) for seed in range(2)],
+    )
+    assert [len(h.train_loss) for h in histories] == [2, 2]
+    for function in (predict, error_rate):
+        name = function.__name__
+        with raises(TypeError, f"{name}: model must be a minidl Module, got function"):
+            function(lambda t: t, x, *([y] if function is error_rate else []))  # type: ignore[operator, arg-type]

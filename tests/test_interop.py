@@ -459,3 +459,15 @@ def test_tied_parameters_stay_tied_both_ways() -> None:
     assert list(back.state_dict()) == list(model.state_dict())
     assert flat_buffer([p.data for p in back.parameters()]) is not None
     assert torch.equal(back(x), model(x))
+
+
+def test_meta_models_convert_both_ways() -> None:
+    """A model on the meta device (shapes without values, to plan memory say) keeps its device
+    through both conversions; ``from_torch`` asked for a generator on it, which meta has not."""
+    linear = from_torch(torch.nn.Linear(2, 3, device="meta"))
+    assert isinstance(linear, nn.Linear) and linear.weight.data.device.type == "meta"
+    model = nn.mlp((2, 4, 2), "tanh", device="meta")
+    back = from_torch(to_torch(model))
+    assert repr(back) == repr(model)
+    assert all(p.data.device.type == "meta" for p in back.parameters())
+    assert [p.data.shape for p in back.parameters()] == [p.data.shape for p in model.parameters()]

@@ -581,11 +581,11 @@ def test_fit_rounds_refuses_bad_epochs_batch_sizes_and_set_sizes() -> None:
     x, y = torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 1, 0])
     bad: list[tuple[dict[str, Any], type[Exception], str]] = [
         ({"epochs": -1}, ValueError, r"epochs must be an integer >= 0, got -1"),
-        ({"epochs": True}, ValueError, r"epochs must be an integer >= 0, got True"),
-        ({"epochs": 2.0}, ValueError, r"epochs must be an integer >= 0, got 2.0"),
+        ({"epochs": True}, TypeError, r"epochs must be an integer >= 0, got True"),
+        ({"epochs": 2.0}, TypeError, r"epochs must be an integer >= 0, got 2.0"),
         ({"batch_size": 0}, ValueError, r"batch_size must be an integer >= 1, got 0"),
-        ({"batch_size": True}, ValueError, r"batch_size must be an integer >= 1, got True"),
-        ({"batch_size": "3"}, ValueError, r"batch_size must be an integer >= 1, got '3'"),
+        ({"batch_size": True}, TypeError, r"batch_size must be an integer >= 1, got True"),
+        ({"batch_size": "3"}, TypeError, r"batch_size must be an integer >= 1, got '3'"),
         (
             {"train_sets": [(x, y), (x[:5], y[:5])]},
             ValueError,

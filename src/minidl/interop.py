@@ -307,7 +307,7 @@ def _from_torch(module: tnn.Module, path: str, trained: dict[int, str]) -> Modul
 def _minidl_layer(module: tnn.Module, path: str, trained: dict[int, str]) -> Module:
     """``module`` as a minidl module, its children converted by :func:`_from_torch`."""
     kind = type(module)
-    scratch = torch.Generator().manual_seed(_SCRATCH_SEED)
+    scratch: torch.Generator | None = torch.Generator().manual_seed(_SCRATCH_SEED)
     result: Module
     if kind is tnn.Sequential:
         # Every place, as torch's forward runs them: named_children() would skip a module
@@ -321,7 +321,9 @@ def _minidl_layer(module: tnn.Module, path: str, trained: dict[int, str]) -> Mod
     elif kind is tnn.Linear:
         assert isinstance(module, tnn.Linear)
         weight = module.weight
-        if weight.device.type != "cpu":
+        if weight.device.type == "meta":
+            scratch = None  # (no generator there, and nothing drawn: meta tensors hold no values)
+        elif weight.device.type != "cpu":
             scratch = torch.Generator(device=weight.device).manual_seed(_SCRATCH_SEED)
         linear = nn.Linear(
             module.in_features,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from minidl._validate import check_class_indices, check_labelled, check_like
+from minidl._validate import check_class_indices, check_int, check_labelled, check_like
 from minidl.nn.batched_linear import BatchedLinear
 from minidl.nn.flat import flat_buffer
 from minidl.nn.linear import Linear
@@ -209,10 +209,8 @@ def fit_rounds(
             "twice); each model needs a generator of its own, e.g. "
             "[torch.Generator().manual_seed(seed) for seed in seeds]"
         )
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"fit_rounds: epochs must be an integer >= 0, got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"fit_rounds: batch_size must be an integer >= 1, got {batch_size!r}")
+    epochs = check_int("fit_rounds", "epochs", epochs, low=0)
+    batch_size = check_int("fit_rounds", "batch_size", batch_size)
     if not isinstance(make_optimizer, PerModel) and not callable(make_optimizer):
         raise TypeError(
             "fit_rounds: make_optimizer must be a callable that builds an optimizer on the stack, "

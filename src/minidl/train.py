@@ -80,12 +80,18 @@ def predict(model: Module, x: Tensor, batch_size: int = 4096) -> Tensor:
 
     The training mode of every module is restored afterwards (see :func:`eval_mode`).
     """
+    _check_model("predict", model)
     batch_size = check_int("predict", "batch_size", batch_size)
     if not isinstance(x, Tensor):
         raise TypeError(f"predict: x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"predict: x must hold at least one sample, got shape {tuple(x.shape)}")
     return _predict(model, x, batch_size)[0]
+
+
+def _check_model(where: str, model: object) -> None:
+    if not isinstance(model, Module):
+        raise TypeError(f"{where}: model must be a minidl Module, got {type(model).__name__}")
 
 
 def _predict(model: Module, x: Tensor, batch_size: int = 4096) -> tuple[Tensor, int]:
@@ -123,6 +129,7 @@ def error_rate(model: Module, x: Tensor, y: Tensor) -> float:
         ValueError: a class index is negative, or not below the model's number of classes (the
             width of its outputs), or ``x`` and ``y`` do not hold as many samples.
     """
+    _check_model("error_rate", model)
     check_labelled("error_rate", "", x, y)
     check_class_indices("error_rate", "", y)
     predicted, classes = _predict(model, x)
@@ -276,8 +283,7 @@ def fit(
         raise TypeError(
             f"fit: validation must be an (x, y) pair of tensors, got {type(validation).__name__}"
         )
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"fit: epochs must be an integer >= 0, got {epochs!r}")
+    epochs = check_int("fit", "epochs", epochs, low=0)
     if scheduler is not None and not isinstance(scheduler, LRScheduler):
         raise TypeError(
             f"fit: scheduler must be a minidl LRScheduler or None, got {type(scheduler).__name__}"
@@ -290,8 +296,7 @@ def fit(
         )
     if on_epoch is not None and not callable(on_epoch):
         raise TypeError(f"fit: on_epoch must be callable or None, got {type(on_epoch).__name__}")
-    if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
-        raise ValueError(f"fit: start_epoch must be an integer >= 0, got {start_epoch!r}")
+    start_epoch = check_int("fit", "start_epoch", start_epoch, low=0)
     if start_epoch > epochs:
         raise ValueError(f"fit: start_epoch {start_epoch} is past epochs {epochs}")
     if not isinstance(drop_last, bool):
