@@ -926,3 +926,14 @@ def test_cli_stops_quietly_when_its_reader_goes_away(
     code, errors = run_cli(TRAIN, capsys)
     assert (code, errors) == (1, "")
     assert dup2 == [99]  # the rest of the output, and Python's flush at exit, go nowhere
+
+
+def test_a_refused_run_prints_its_error_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The model and optimizer lines come once every argument is checked (they came before a
+    refused --checkpoint path)."""
+    code = main(["train", "--epochs", "1", "--checkpoint", str(tmp_path / "missing" / "x.ckpt")])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert "--checkpoint" in err and "existing folder" in err

@@ -282,12 +282,6 @@ def _run_train(args: argparse.Namespace) -> int:
             optimizer, base_lr=args.lr / 10, max_lr=args.lr, step_size_up=2 * batches_per_epoch
         )
 
-    if not args.quiet:
-        print(f"model: {model}".replace("\n", "\n       "))
-        print(
-            f"loss: {criterion}   optimizer: {optimizer}"
-            + (f"   scheduler: {scheduler}" if scheduler else "")
-        )
     width = len(str(args.epochs))
 
     def log(record: EpochRecord) -> None:
@@ -320,12 +314,19 @@ def _run_train(args: argparse.Namespace) -> int:
                 f"--epochs {args.epochs}"
             )
         history, start_epoch = state.history, state.epoch
-        if not args.quiet:
-            print(f"resumed from {args.resume} at epoch {start_epoch}")
     checkpoint_path = args.checkpoint if args.checkpoint is not None else args.resume
     if checkpoint_path is not None:
         flag = "--checkpoint" if args.checkpoint is not None else "--resume"
         _check_checkpoint_path(flag, checkpoint_path, writable=rank == 0)
+    # Printed once every argument is checked: a refused run prints its error alone.
+    if not args.quiet:
+        print(f"model: {model}".replace("\n", "\n       "))
+        print(
+            f"loss: {criterion}   optimizer: {optimizer}"
+            + (f"   scheduler: {scheduler}" if scheduler else "")
+        )
+        if args.resume is not None:
+            print(f"resumed from {args.resume} at epoch {start_epoch}")
     saves: list[int] = []  # the epochs of the saves this run has started
 
     def save(done: int) -> None:
