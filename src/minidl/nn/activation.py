@@ -89,15 +89,8 @@ class Activation(Module):
         """:meth:`backward`, writing the input gradient into ``out`` (for an activation whose
         :meth:`_backward` takes ``out``)."""
         cache = self._cache
-        if (
-            cache is None
-            or type(grad_output) is not Tensor
-            or grad_output.shape != cache.shape
-            or grad_output.dtype is not cache.dtype
-        ):
+        if cache is None or type(grad_output) is not Tensor or grad_output.shape != cache.shape:
             cache = self._check_gradient(grad_output)
-        try:
-            self._backward(grad_output, cache, out=out)  # type: ignore[call-arg]
-        except RuntimeError:
-            self._check_gradient(grad_output)
-            raise
+        # (a gradient of another dtype or device never comes here: StackedActivation gives it
+        # to backward, which promotes or names it)
+        self._backward(grad_output, cache, out=out)  # type: ignore[call-arg]
