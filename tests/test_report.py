@@ -433,3 +433,50 @@ def test_rows_are_described_with_their_own_settings(tmp_path: Path) -> None:
     path = tmp_path / "quick.md"
     write_report(rows, quick, 1.0, 1.0, {}, path)
     assert "**every row trained for 5 epochs only (quick mode)**" in path.read_text()
+
+
+def _with_curves(row: RowResult, curves: Sequence[tuple[float, ...]]) -> RowResult:
+    rounds = tuple(
+        dataclasses.replace(round_, validation_curve=curve)
+        for round_, curve in zip(row.rounds, curves, strict=True)
+    )
+    return dataclasses.replace(row, rounds=rounds)
+
+
+def test_figure_1_is_compared_with_the_papers_description(tmp_path: Path) -> None:
+    """The paper: cross-entropy's validation error decreases stably, MSE's fluctuates a lot.
+    The report measures the mean change per epoch over the first quarter of training (the
+    first 2 of these 8 epochs), names a run that diverged in every round, and says whether the
+    contrast holds."""
+    flat = (52.0, 50.0) + (50.0,) * 6
+    jumpy = (10.0, 30.0) * 4
+    falling = (40.0, 35.0, 30.0, 25.0, 20.0, 15.0, 10.0, 5.0)
+    diverged = fake_row(experiment("Fig. 1", "MSE"), (50.0, 50.0), losses=[(1.0, math.inf)] * 2)
+    mean_mse = fake_row(
+        experiment("Fig. 1", "MSE averaged over outputs too (PyTorch's MSELoss)"), (3.0, 3.0)
+    )
+    entropy = fake_row(experiment("Fig. 1", "Cross-entropy"), (2.0, 2.0))
+    results = [
+        _with_curves(diverged, [flat, flat]),
+        _with_curves(mean_mse, [jumpy, jumpy]),
+        _with_curves(entropy, [falling, falling]),
+    ]
+    section = differences_section(results, tmp_path).splitlines()
+    assert (
+        "- MSE: 2.00 points per epoch; 2 of 2 rounds diverged (non-finite training loss); it ends at 50.00%, near chance level."
+        in section
+    )
+    assert (
+        "- MSE averaged over outputs too (PyTorch's MSELoss): 20.00 points per epoch; it ends at 30.00%."
+        in section
+    )
+    assert "- Cross-entropy: 5.00 points per epoch; it ends at 5.00%." in section
+    assert (
+        "MSE diverged in every round: its curve is flat at chance level, not the fluctuating "
+        "curve of the paper."
+    ) in section
+    assert (
+        "The paper's contrast holds between MSE averaged over outputs too (PyTorch's MSELoss) "
+        "(20.00) and Cross-entropy (5.00), 4.0 times as much change per epoch; cross-entropy's "
+        "error is not stable either (5.00 points per epoch)."
+    ) in section
