@@ -1,5 +1,5 @@
 """The project's hard rules, checked on the source: no autograd in the framework, and the layers of
-docs/ARCHITECTURE.md import only downward.
+docs/architecture.md import only downward.
 
 The scanners are tested on small snippets first, so that a scanner that finds nothing cannot pass
 unnoticed; then they run on every file of ``src/minidl``. A runtime check completes them: a whole
@@ -231,7 +231,7 @@ def _imported_modules(tree: ast.AST, package: str) -> Iterator[str]:
             yield from (f"{base}.{alias.name}" for alias in node.names)
 
 
-#: layer -> the packages it must not import (docs/ARCHITECTURE.md: each layer imports downward).
+#: layer -> the packages it must not import (docs/architecture.md: each layer imports downward).
 ABOVE_NN = ("minidl.optim", "minidl.train", "minidl.checkpoint", "minidl.experiments", "minidl.cli")
 ABOVE_OPTIM = ("minidl.train", "minidl.checkpoint", "minidl.experiments", "minidl.cli")
 ABOVE_TRAIN = ("minidl.experiments", "minidl.cli")
@@ -276,7 +276,7 @@ def test_import_resolution() -> None:
 )
 def test_layers_import_only_downward(path: Path) -> None:
     assert layering_violations(path) == [], (
-        f"{path.relative_to(SOURCE)} imports from a layer above it (see docs/ARCHITECTURE.md)"
+        f"{path.relative_to(SOURCE)} imports from a layer above it (see docs/architecture.md)"
     )
 
 

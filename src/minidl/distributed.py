@@ -1,6 +1,6 @@
 r"""Data-parallel training across processes, on ``torch.distributed``.
 
-This is the one module of minidl that imports ``torch.distributed`` (see docs/ARCHITECTURE.md); it
+This is the one module of minidl that imports ``torch.distributed`` (see docs/architecture.md); it
 uses it for the rendezvous and for collectives only. Every gradient is still derived by hand and
 computed by the modules.
 
