@@ -174,3 +174,33 @@ def test_cross_entropy_accepts_logits_from_an_autograd_graph() -> None:
     for r in range(2):
         expected = torch.nn.functional.cross_entropy(stacked[r] * 2, targets[r])
         assert float(losses[r].detach()) == pytest.approx(float(expected.detach()), rel=1e-12)
+
+
+def test_a_loss_of_ones_own_differentiates_as_the_tutorial_writes_it() -> None:
+    """A subclass implements ``forward`` and ``_gradient`` (docs/tutorial.md): the call marks
+    that a forward ran (only the built-in losses did), and backward before it still raises."""
+
+    class MeanAbsolute(nn.Loss):
+        def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            self._difference = prediction - target
+            return self._difference.abs().mean()
+
+        def _gradient(self) -> torch.Tensor:
+            return self._difference.sign() / self._difference.numel()
+
+    criterion = MeanAbsolute()
+    with pytest.raises(RuntimeError, match="MeanAbsolute: backward called before forward"):
+        criterion.backward()
+    prediction = torch.randn(4, 2, dtype=torch.float64)
+    target = torch.randn(4, 2, dtype=torch.float64)
+    loss = criterion(prediction, target)
+    reference = prediction.clone().requires_grad_(True)
+    torch.nn.functional.l1_loss(reference, target).backward()
+    torch.testing.assert_close(loss, torch.nn.functional.l1_loss(prediction, target))
+    torch.testing.assert_close(criterion.backward(), reference.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        criterion.backward(torch.tensor(3.0, dtype=torch.float64)),
+        3 * reference.grad,
+        rtol=1e-12,
+        atol=1e-12,
+    )  # type: ignore[operator]

@@ -937,3 +937,14 @@ def test_a_refused_run_prints_its_error_alone(
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert "--checkpoint" in err and "existing folder" in err
+
+
+def test_cli_names_only_the_hidden_layers_when_they_change(
+    saved_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One activation name for a network of another depth: --hidden differs, --activation not."""
+    code, errors = run_cli(
+        [*TRAIN, "--epochs", "5", "--hidden", "4,4", "--resume", str(saved_run)], capsys
+    )
+    assert code == 2
+    assert "--hidden 4 in the checkpoint, 4,4 now" in errors and "--activation" not in errors

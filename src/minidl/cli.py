@@ -487,12 +487,12 @@ def _as_typed(value: object) -> str:
 
 
 def _meaning(settings: dict[str, object], name: str) -> object:
-    """A setting as the network it builds reads it: one ``--activation`` name is that name for
-    every hidden layer (``tanh`` and ``tanh,tanh,tanh`` are one setting for three layers)."""
-    value, hidden = settings.get(name), settings.get("hidden")
-    one_name = name == "activation" and isinstance(value, list) and len(value) == 1
-    if one_name and isinstance(hidden, list):
-        return value * len(hidden)  # type: ignore[operator]
+    """A setting as the network it builds reads it: ``--activation tanh`` is ``tanh`` for every
+    hidden layer, so ``tanh,tanh,tanh`` is the same setting (and with another ``--hidden``,
+    only ``--hidden`` differs)."""
+    value = settings.get(name)
+    if name == "activation" and isinstance(value, list) and len(set(value)) == 1:
+        return value[:1]
     return value
 
 

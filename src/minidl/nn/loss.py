@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -45,7 +45,10 @@ class Loss(Module):
 
     ``forward(prediction, target)`` returns a 0-dim tensor and caches what the gradient needs;
     ``backward()`` returns :math:`\partial L / \partial z`, of the prediction's shape (given a
-    scalar upstream gradient, it returns that multiple). Subclasses implement :meth:`_gradient`.
+    scalar upstream gradient, it returns that multiple). A subclass implements ``forward`` and
+    :meth:`_gradient`; calling the loss (``criterion(prediction, target)``) runs ``forward`` and
+    marks that a forward ran, so that ``backward`` before any forward raises rather than read
+    missing caches.
 
     For R stacked models (see :class:`~minidl.nn.BatchedLinear`) the prediction has shape
     ``(R, N, C)`` and the target a leading ``R`` too; ``forward`` then returns the R losses
@@ -61,6 +64,11 @@ class Loss(Module):
 
     #: Whether ``forward`` takes stacked predictions ``(R, N, C)`` (one loss per model).
     stacks: ClassVar[bool] = False
+
+    def __call__(self, *input: Any) -> Any:
+        output = self.forward(*input)
+        self._has_forward = True  # (the built-in losses also set it in forward itself)
+        return output
 
     def __init__(self) -> None:
         super().__init__()
