@@ -310,3 +310,33 @@ def test_stacked_loss_keeps_its_last_forward_after_one_that_failed() -> None:
         criterion(torch.randn(2, 3, 2, dtype=DTYPE), target.int())
     assert torch.equal(criterion.backward(), expected)
     assert torch.equal(criterion(logits, target), expected_loss)
+
+
+def test_activations_of_ones_own_with_other_settings_are_kept_apart() -> None:
+    """Two activations of one class whose repr does not show their setting (the tutorial's way
+    of writing one) were taken as equal: the stack gave every model the first one's."""
+
+    class ScaledTanh(nn.Activation):
+        def __init__(self, k: float) -> None:
+            super().__init__()
+            self.k = k
+
+        def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y = torch.tanh(self.k * x)
+            return y, y
+
+        def _backward(self, g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return g * self.k * (1 - y * y)
+
+    torch.manual_seed(0)
+    models = [
+        nn.Sequential(nn.Linear(2, 3, dtype=torch.float64), ScaledTanh(k)) for k in (1.0, 5.0, 5.0)
+    ]
+    x = torch.randn(3, 4, 2, dtype=torch.float64)
+    stacked = nn.stack_models(models)
+    output = stacked(x)
+    for index, model in enumerate(models):
+        torch.testing.assert_close(output[index], model(x[index]), rtol=0, atol=1e-12)
+    activation = stacked[1]
+    assert isinstance(activation, nn.StackedActivation)
+    assert [stop - start for _, start, stop in activation._runs] == [1, 2]

@@ -136,11 +136,46 @@ def _activation_runs(column: Sequence[Activation]) -> list[tuple[Activation, int
     """Copies of the activations of consecutive models, one per run of equal activations."""
     runs: list[tuple[Activation, int]] = []
     for layer in column:
-        if runs and type(layer) is type(runs[-1][0]) and repr(layer) == repr(runs[-1][0]):
+        if runs and _same_activation(layer, runs[-1][0]):
             runs[-1] = (runs[-1][0], runs[-1][1] + 1)
         else:
             runs.append((copy.deepcopy(layer), 1))
     return runs
+
+
+def _same_activation(a: Activation, b: Activation) -> bool:
+    """Whether ``a`` and ``b`` compute the same function: the same class, ``repr`` and public
+    settings (an activation of one's own may keep a setting that its ``repr`` does not show)."""
+    if type(a) is not type(b) or repr(a) != repr(b):
+        return False
+    settings_a, settings_b = _public_settings(a), _public_settings(b)
+    if settings_a.keys() != settings_b.keys():
+        return False
+    for name, value in settings_a.items():
+        other = settings_b[name]
+        if isinstance(value, torch.Tensor) or isinstance(other, torch.Tensor):
+            same = (
+                isinstance(value, torch.Tensor)
+                and isinstance(other, torch.Tensor)
+                and value.shape == other.shape
+                and bool(torch.equal(value, other))
+            )
+        else:
+            try:
+                same = bool(value == other)
+            except Exception:  # (a value whose comparison is not a truth value)
+                same = value is other
+        if not same:
+            return False
+    return True
+
+
+def _public_settings(activation: Activation) -> dict[str, object]:
+    return {
+        name: value
+        for name, value in vars(activation).items()
+        if not name.startswith("_") and name != "training"
+    }
 
 
 def _lay_out_by_model(parameters: Sequence[Parameter], models: int) -> None:
