@@ -299,3 +299,26 @@ def test_gradcheck_restores_a_batch_norms_running_statistics(training: bool) -> 
     assert minidl.gradcheck(norm, _input())
     for name, buffer in norm.named_buffers():
         assert torch.equal(buffer, before[name]), name
+
+
+def test_float32_parameters_are_refused_by_name() -> None:
+    """A float64 input with float32 parameters was checked, and a correct backward failed (the
+    parameters nudged by 1e-6 in float32)."""
+    layer = nn.Linear(3, 2)
+    before = [p.data.clone() for p in layer.parameters()]
+    with pytest.raises(
+        TypeError, match=r"parameter 'weight' is torch\.float32: call \.to\(torch\.float64\)"
+    ):
+        minidl.gradcheck(layer, torch.randn(4, 3, dtype=torch.float64))
+    assert all(torch.equal(p.data, b) for p, b in zip(layer.parameters(), before, strict=True))
+
+
+def test_a_stacked_loss_is_refused_with_what_to_check_instead() -> None:
+    prediction = torch.randn(2, 4, 3, dtype=torch.float64)
+    target = torch.randint(0, 3, (2, 4))
+    with pytest.raises(
+        ValueError,
+        match=r"one loss per stacked model \(shape \(2,\)\).*gradcheck\(loss, prediction\[r\], target\[r\]\)",
+    ):
+        minidl.gradcheck(nn.CrossEntropyLoss(), prediction, target)
+    assert minidl.gradcheck(nn.CrossEntropyLoss(), prediction[1], target[1])

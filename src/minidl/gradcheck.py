@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from minidl._validate import check_real, check_seed
+from minidl.nn.loss import Loss
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 
@@ -85,6 +86,13 @@ def gradcheck(
     if not isinstance(raise_exception, bool):
         raise TypeError(f"gradcheck: raise_exception must be a bool, got {raise_exception!r}")
     named = list(module.named_parameters())
+    for name, parameter in named:
+        if parameter.data.dtype != torch.float64:
+            raise TypeError(
+                f"gradcheck: use float64 inputs and parameters (parameter {name!r} is "
+                f"{parameter.data.dtype}: call .to(torch.float64) on the module); float32 "
+                "finite differences are too coarse to check a gradient"
+            )
     parameters = [parameter for _, parameter in named]
     # Values too: a forward that raises part-way through would leave one nudged by eps.
     saved_values = [p.data.clone() for p in parameters]
@@ -104,6 +112,12 @@ def gradcheck(
     generator = torch.Generator(device="cpu").manual_seed(seed)
     try:
         y = output(x).clone()  # (a module may write each output into one buffer)
+        if isinstance(module, Loss) and y.dim() != 0:
+            raise ValueError(
+                f"gradcheck: {type(module).__name__} returned one loss per stacked model (shape "
+                f"{tuple(y.shape)}), and a loss's backward takes a scalar upstream gradient; "
+                "check one model's loss: gradcheck(loss, prediction[r], target[r])"
+            )
         projection = torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
         for parameter in parameters:
             parameter.grad.zero_()
