@@ -340,3 +340,18 @@ def test_activations_of_ones_own_with_other_settings_are_kept_apart() -> None:
     activation = stacked[1]
     assert isinstance(activation, nn.StackedActivation)
     assert [stop - start for _, start, stop in activation._runs] == [1, 2]
+
+
+def test_model_parameters_of_something_that_is_no_stack_is_refused() -> None:
+    """It returned [] for any index of a network without a stacked layer, and a raw TypeError
+    for a module that is no Sequential."""
+    with pytest.raises(ValueError, match="model_parameters: the network has no stacked layer"):
+        nn.model_parameters(nn.Sequential(nn.Linear(2, 3)), 99)
+    with pytest.raises(
+        TypeError, match="model_parameters: expected a stack made by stack_models, got Linear"
+    ):
+        nn.model_parameters(nn.Linear(2, 3), 0)  # type: ignore[arg-type]
+    stacked = nn.stack_models([nn.mlp((2, 3, 2), "tanh") for _ in range(2)])
+    with pytest.raises(IndexError, match="index 2 is out of range for 2 models"):
+        nn.model_parameters(stacked, 2)
+    assert len(nn.model_parameters(stacked, 1)) == 4

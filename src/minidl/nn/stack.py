@@ -304,8 +304,10 @@ def model_parameters(stacked: Sequential, index: int | slice) -> list[Parameter]
             models with step 1 (views that keep it).
 
     Raises:
+        TypeError, ValueError: ``stacked`` is not a network made by :func:`stack_models`.
         IndexError: ``index`` is out of range, or the slice is empty or has a step.
     """
+    _model_range("model_parameters", index, _stacked_models(stacked, "model_parameters"))
     parameters = []
     for position, layer in enumerate(stacked):
         if not isinstance(layer, BatchedLinear):
