@@ -328,3 +328,21 @@ def test_cli_flag_stops_at_the_first_non_finite_value(capsys: pytest.CaptureFixt
     assert re.search(r"(forward|backward) .* of (Sequential|MSELoss).*: non-finite value", errors)
     # Without the flag the same run goes on to the end (with NaN parameters).
     assert main([*args, "--lr", "1e30"]) == 0
+
+
+def test_an_input_refused_under_detect_anomaly_leaves_backward_possible() -> None:
+    """The first layer refusing its input changes nothing, with detection on as off: backward
+    of the last good forward still runs (it was refused as "stopped by detect_anomaly"). A
+    forward that detection did stop still blocks backward, naming where and why."""
+    model = nn.Sequential(nn.Linear(2, 3, dtype=torch.float64), nn.Tanh())
+    model(torch.randn(4, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="Linear: expected 2 input features"), detect_anomaly():
+        model(torch.randn(4, 5, dtype=torch.float64))
+    model.backward(torch.ones(4, 3, dtype=torch.float64))
+    model[0].weight.data[0, 0] = float("nan")
+    with pytest.raises(AnomalyError), detect_anomaly():
+        model(torch.randn(4, 2, dtype=torch.float64))
+    with pytest.raises(
+        RuntimeError, match=r"a forward stopped at module 0 \(Linear\) by AnomalyError"
+    ):
+        model.backward(torch.ones(4, 3, dtype=torch.float64))

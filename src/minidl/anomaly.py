@@ -227,24 +227,27 @@ def sequential_forward(sequential: Sequential, input: Tensor, path: str = "") ->
     from minidl.nn.sequential import Sequential
 
     path = path or _paths.get(id(sequential)) or type(sequential).__name__
-    check_finite(input, path, "forward", "input")
-    for index, module in enumerate(sequential):
-        child = f"{path}[{index}]"
-        if type(module) is Sequential:
-            # (its own forward, which keeps its refusal flag, is not called: kept here)
-            try:
+    check_finite(input, path, "forward", "input")  # (before any module ran: nothing to undo)
+    module = None
+    try:
+        for index, module in enumerate(sequential):
+            child = f"{path}[{index}]"
+            if type(module) is Sequential:
+                # (its own forward, which keeps its refusal flag, is not called: this call
+                # sets the flag, as Sequential.forward would)
                 input = sequential_forward(module, input, child)
-            except BaseException:
-                module._refused = "a forward stopped by detect_anomaly"
-                raise
-            module._refused = None
-        else:
-            if module._modules:  # e.g. a Residual: its block names itself from here
-                with _inner_paths(module, child):
-                    input = module.forward(input)
+                module._refused = None
             else:
-                input = module.forward(input)
-            check_finite(input, f"{child}: {type(module).__name__}", "forward", "output")
+                if module._modules:  # e.g. a Residual: its block names itself from here
+                    with _inner_paths(module, child):
+                        input = module.forward(input)
+                else:
+                    input = module.forward(input)
+                check_finite(input, f"{child}: {type(module).__name__}", "forward", "output")
+    except BaseException as error:
+        # As Sequential.forward: refused unless the first module refused its input unchanged.
+        sequential._note_refusal(module, error)
+        raise
     return input
 
 
