@@ -151,6 +151,10 @@ def detect_anomaly(*modules: Module) -> Iterator[None]:
         *modules: the models (and losses) to watch, every descendant included; with none, every
             :class:`~minidl.nn.Sequential` checks its layers.
 
+    Blocks may nest, and each restores on exit what it found on entry (the process-wide
+    flag, the modules' own methods). Blocks that end in another order than they began, in two
+    threads that overlap, would restore each other's state: use it from one thread at a time.
+
     Raises:
         AnomalyError: (inside the block) at the first non-finite value.
         TypeError: an argument that is not a minidl Module.
