@@ -1432,3 +1432,22 @@ def test_training_counts_may_be_numpy_integers() -> None:
         name = function.__name__
         with raises(TypeError, f"{name}: model must be a minidl Module, got function"):
             function(lambda t: t, x, *([y] if function is error_rate else []))  # type: ignore[operator, arg-type]
+
+
+def test_sequential_says_how_to_mend_the_usual_wrong_arguments() -> None:
+    with raises(
+        TypeError,
+        "Sequential: argument 1 must be a minidl Module, got the class ReLU; pass an instance, ReLU()",
+    ):
+        nn.Sequential(nn.Linear(2, 3), nn.ReLU)  # type: ignore[arg-type]
+    with raises(
+        TypeError,
+        "argument 0 must be a minidl Module, got a list; pass the modules themselves, Sequential(*modules)",
+    ):
+        nn.Sequential([nn.Linear(2, 3)])  # type: ignore[arg-type]
+    with raises(
+        TypeError, "got torch.nn.ReLU, a torch.nn module (minidl.interop.from_torch converts one)"
+    ):
+        nn.Sequential(torch.nn.ReLU())  # type: ignore[arg-type]
+    with raises(TypeError, "argument 0 must be a minidl Module, got int"):
+        nn.Sequential(3)  # type: ignore[arg-type]

@@ -813,3 +813,18 @@ def test_modules_and_parameters_assigned_as_attributes_are_registered() -> None:
     replacement = nn.Linear(4, 2, dtype=torch.float64)
     net.fc2 = replacement  # an attribute assigned again replaces the child
     assert net.children()[2] is replacement
+
+
+def test_pytorch_shorthands_for_to() -> None:
+    """``double()``, ``half()``, ``cpu()`` and ``cuda()`` are ``to(...)``, as in PyTorch."""
+    model = nn.mlp((2, 3, 2), "tanh")
+    assert model.double() is model and all(
+        p.data.dtype == torch.float64 for p in model.parameters()
+    )
+    assert model.half() is model and all(p.data.dtype == torch.float16 for p in model.parameters())
+    assert model.cpu() is model and all(p.data.device.type == "cpu" for p in model.parameters())
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match=r"cuda:0 is not available"):
+            model.cuda(0)
+    with pytest.raises(TypeError, match=r"Sequential\.cuda: device must be an index"):
+        model.cuda(1.5)  # type: ignore[arg-type]

@@ -368,6 +368,34 @@ class Module:
             self._move(device, dtype)
         return self
 
+    def double(self) -> Module:
+        """``self.to(torch.float64)``, as in PyTorch."""
+        return self.to(torch.float64)
+
+    def half(self) -> Module:
+        """``self.to(torch.float16)``, as in PyTorch."""
+        return self.to(torch.float16)
+
+    def cpu(self) -> Module:
+        """``self.to("cpu")``, as in PyTorch."""
+        return self.to("cpu")
+
+    def cuda(self, device: int | str | torch.device | None = None) -> Module:
+        """``self.to(device)`` for a GPU (default: the current one), as in PyTorch."""
+        target: str | torch.device
+        if device is None:
+            target = "cuda"
+        elif isinstance(device, int) and not isinstance(device, bool):
+            target = f"cuda:{device}"
+        elif isinstance(device, str | torch.device):
+            target = device
+        else:
+            raise TypeError(
+                f"{type(self).__name__}.cuda: device must be an index, a str or a "
+                f"torch.device, got {device!r}"
+            )
+        return self.to(target)
+
     def _move(self, device: torch.device | None, dtype: torch.dtype | None) -> bool:
         """Every tensor is moved first, then all are put in place: a move that fails (out of
         memory, say) leaves the module as it was. Return whether anything moved."""

@@ -79,8 +79,8 @@ class Sequential(Module):
         for index, module in enumerate(modules):
             if not isinstance(module, Module):
                 raise TypeError(
-                    f"Sequential: argument {index} must be a minidl Module, "
-                    f"got {type(module).__name__}"
+                    f"Sequential: argument {index} must be a minidl Module, got "
+                    + _what_was_given(module)
                 )
             for path, part in module.named_modules(str(index)):
                 if id(part) in places:
@@ -212,3 +212,18 @@ class Sequential(Module):
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self._layers)
+
+
+def _what_was_given(value: object) -> str:
+    """A non-module given to ``Sequential``, and the usual fix."""
+    if isinstance(value, type) and issubclass(value, Module):
+        return f"the class {value.__name__}; pass an instance, {value.__name__}()"
+    if isinstance(value, list | tuple):
+        return f"a {type(value).__name__}; pass the modules themselves, Sequential(*modules)"
+    kind = type(value)
+    if kind.__module__.startswith("torch.nn"):
+        return (
+            f"torch.nn.{kind.__name__}, a torch.nn module (minidl.interop.from_torch converts "
+            "one)"
+        )
+    return kind.__name__
