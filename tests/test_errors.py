@@ -1451,3 +1451,18 @@ def test_sequential_says_how_to_mend_the_usual_wrong_arguments() -> None:
         nn.Sequential(torch.nn.ReLU())  # type: ignore[arg-type]
     with raises(TypeError, "argument 0 must be a minidl Module, got int"):
         nn.Sequential(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not hasattr(Exception, "add_note"), reason="exception notes: Python >= 3.11")
+def test_a_refusal_inside_a_sequential_notes_where() -> None:
+    """The module's message names its class; a note (shown in the traceback) names its place,
+    at every level of nested Sequentials."""
+    inner = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(9, 2))
+    model = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), inner)
+    with pytest.raises(ValueError, match="Linear: expected 9 input features") as info:
+        model(torch.randn(4, 2))
+    notes = info.value.__notes__  # type: ignore[attr-defined]
+    assert notes == [
+        "in Sequential, at module 2 (Linear)",
+        "in Sequential, at module 2 (Sequential)",
+    ]

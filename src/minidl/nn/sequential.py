@@ -140,6 +140,10 @@ class Sequential(Module):
             return
         index = next(i for i, layer in enumerate(self._layers) if layer is module)
         name = type(module).__name__
+        if isinstance(error, Exception) and hasattr(error, "add_note"):  # (Python >= 3.11)
+            # Where in the chain, shown under the message in a traceback: the module's own
+            # message names its class, not its place.
+            error.add_note(f"in Sequential, at module {index} ({name})")
         if anomaly.may_follow_a_run(error):
             self._refused = (
                 f"a forward stopped at module {index} ({name}) by {type(error).__name__}"
