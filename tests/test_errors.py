@@ -1466,3 +1466,12 @@ def test_a_refusal_inside_a_sequential_notes_where() -> None:
         "in Sequential, at module 2 (Linear)",
         "in Sequential, at module 2 (Sequential)",
     ]
+
+
+@pytest.mark.parametrize("loss", [nn.MSELoss, nn.BCEWithLogitsLoss, nn.L1Loss, nn.HuberLoss])
+def test_a_regression_target_of_shape_n_says_how_to_mend_it(loss: Callable[[], nn.Loss]) -> None:
+    with raises(
+        (TypeError, ValueError),
+        "for one value per sample, give the target that shape: target.unsqueeze(-1)",
+    ):  # type: ignore[arg-type]
+        loss()(torch.randn(8, 1), torch.rand(8))

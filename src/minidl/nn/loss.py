@@ -40,6 +40,13 @@ def scaled_sum(
     return total.div_(factor) if divide else total.mul_(factor)
 
 
+def _one_value(target: Tensor, prediction: Tensor) -> str:
+    """How to mend one value per sample given as ``(N,)`` for a prediction ``(N, 1)``."""
+    if prediction.shape[-1] == 1 and target.shape == prediction.shape[:-1]:
+        return "; for one value per sample, give the target that shape: target.unsqueeze(-1)"
+    return ""
+
+
 class Loss(Module):
     r"""A criterion :math:`L(z, t)` of a prediction :math:`z` and a target :math:`t`.
 
@@ -162,13 +169,13 @@ class Loss(Module):
             raise TypeError(
                 f"{name}: a target of shape {indices_shape} holds class indices, which must have "
                 f"dtype torch.int64, got {target.dtype} (a floating-point target has the "
-                f"prediction's shape {tuple(prediction.shape)})"
+                f"prediction's shape {tuple(prediction.shape)}{_one_value(target, prediction)})"
             )
         if target.shape != prediction.shape:
             also = f" (or class indices of shape {indices_shape})" if class_indices else ""
             raise ValueError(
                 f"{name}: target has shape {tuple(target.shape)}, expected the prediction's "
-                f"shape {tuple(prediction.shape)}{also}"
+                f"shape {tuple(prediction.shape)}{also}{_one_value(target, prediction)}"
             )
         if target.dtype != prediction.dtype:
             raise TypeError(

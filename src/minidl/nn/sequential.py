@@ -227,7 +227,6 @@ def _what_was_given(value: object) -> str:
     kind = type(value)
     if kind.__module__.startswith("torch.nn"):
         return (
-            f"torch.nn.{kind.__name__}, a torch.nn module (minidl.interop.from_torch converts "
-            "one)"
+            f"torch.nn.{kind.__name__}, a torch.nn module (minidl.interop.from_torch converts one)"
         )
     return kind.__name__
