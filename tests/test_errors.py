@@ -1475,3 +1475,22 @@ def test_a_regression_target_of_shape_n_says_how_to_mend_it(loss: Callable[[], n
         "for one value per sample, give the target that shape: target.unsqueeze(-1)",
     ):  # type: ignore[arg-type]
         loss()(torch.randn(8, 1), torch.rand(8))
+
+
+@pytest.mark.skipif(not hasattr(Exception, "add_note"), reason="exception notes: Python >= 3.11")
+def test_fit_says_its_check_ran_on_the_first_sample() -> None:
+    model = nn.mlp((2, 3, 2))
+    x, y = torch.randn(64, 2), torch.randint(0, 2, (64,))
+    with pytest.raises(TypeError, match="holds class indices") as info:
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optim.SGD(model.parameters(), lr=0.1),
+            x,
+            y.float(),
+            epochs=1,
+        )
+    assert info.value.__notes__ == [  # type: ignore[attr-defined]
+        "fit ran the model and the loss on the first sample, x[:1] and y[:1] (shapes (1, 2) "
+        "and (1,)), before training: the shapes above are that sample's"
+    ]
