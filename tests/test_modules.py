@@ -781,40 +781,6 @@ def test_stack_models_refuses_tied_parameters() -> None:
         nn.stack_models([nn.mlp((3, 3, 3), "tanh"), tied])
 
 
-def test_modules_and_parameters_assigned_as_attributes_are_registered() -> None:
-    """``self.fc1 = Linear(...)`` as in torch.nn: they were not registered, so the module had
-    no parameters, an empty state_dict and repr, and .to() left them behind."""
-
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc1 = nn.Linear(2, 4)
-            self.act = nn.Tanh()
-            self.fc2 = nn.Linear(4, 2)
-            self.scale = nn.Parameter(torch.ones(2))
-            self._helper = nn.Linear(2, 2)  # private: not a child
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc2(self.act(self.fc1(x))) * self.scale.data
-
-    net = Net()
-    names = [name for name, _ in net.named_parameters()]
-    assert names == ["scale", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
-    assert net.scale.name == "scale"
-    assert [name for name, _ in net.named_modules()] == ["", "fc1", "act", "fc2"]
-    assert list(net.state_dict()) == names
-    assert "(fc1): Linear(in_features=2, out_features=4, bias=True)" in repr(net)
-    net.to(torch.float64)
-    assert all(p.data.dtype == torch.float64 for p in net.parameters())
-    net.eval()
-    assert not net.fc1.training and net._helper.training  # (the private one is no child)
-    optimizer = optim.SGD(net.parameters(), lr=0.1)
-    assert len(optimizer.params) == 5
-    replacement = nn.Linear(4, 2, dtype=torch.float64)
-    net.fc2 = replacement  # an attribute assigned again replaces the child
-    assert net.children()[2] is replacement
-
-
 def test_pytorch_shorthands_for_to() -> None:
     """``double()``, ``half()``, ``cpu()`` and ``cuda()`` are ``to(...)``, as in PyTorch."""
     model = nn.mlp((2, 3, 2), "tanh")

@@ -57,12 +57,9 @@ class Module:
     register them with :meth:`register_parameter`; containers register children with
     :meth:`register_module`. Everything else (``parameters``, ``param``, ``zero_grad``,
     ``state_dict``, ``train``/``eval``, ``to``, ``repr``) is derived from those registrations.
-    As in PyTorch, a child or a parameter assigned to a public attribute
-    (``self.fc = Linear(2, 3)``) is registered too, under the attribute's name and in the order
-    of assignment; assigning the attribute again replaces it. Attribute assignment is not
-    intercepted (that would slow down every forward, which keeps its caches in attributes):
-    the traversals (``parameters``, ``named_modules``, ``state_dict``, ``repr``, ...) find
-    such attributes when they run. Attributes whose names start with ``_`` are never children.
+    Unlike in PyTorch, assigning a child or a parameter as a plain attribute
+    (``self.fc = Linear(2, 3)``) does not register it (attribute assignment is not intercepted,
+    which would slow down every forward), so ``parameters()`` would not see it: register it.
 
     Example:
         >>> class Double(Module):
@@ -177,25 +174,7 @@ class Module:
                 seen.add(id(parameter))
                 yield name, parameter
 
-    def _register_attributes(self) -> None:
-        """Register the modules and parameters assigned to public attributes without
-        :meth:`register_module` or :meth:`register_parameter` (``self.fc = Linear(2, 3)``, as
-        in ``torch.nn``), in the order they were assigned; an attribute assigned again
-        replaces what it held. Run by every traversal (parameters, modules, buffers, ``repr``),
-        so that assigning costs nothing on the paths a training step runs."""
-        for name, value in self.__dict__.items():
-            if name.startswith("_"):
-                continue
-            if isinstance(value, Module):
-                if self._modules.get(name) is not value and value is not self:
-                    self._modules[name] = value
-            elif isinstance(value, Parameter) and self._parameters.get(name) is not value:
-                if not value.name:
-                    value.name = name
-                self._parameters[name] = value
-
     def _named_parameters(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
-        self._register_attributes()
         for name, parameter in self._parameters.items():
             yield prefix + name, parameter
         for child_name, child in self._modules.items():
@@ -207,7 +186,6 @@ class Module:
         return self._named_buffers(prefix + "." if prefix else "")
 
     def _named_buffers(self, prefix: str) -> Iterator[tuple[str, Tensor]]:
-        self._register_attributes()
         for name, tensor in self._buffers.items():
             yield prefix + name, tensor
         for child_name, child in self._modules.items():
@@ -220,13 +198,11 @@ class Module:
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         """``(dotted path, module)`` for this module and every descendant, depth first."""
         yield prefix, self
-        self._register_attributes()
         for child_name, child in self._modules.items():
             path = f"{prefix}.{child_name}" if prefix else child_name
             yield from child.named_modules(path)
 
     def children(self) -> list[Module]:
-        self._register_attributes()
         return list(self._modules.values())
 
     def zero_grad(self) -> None:
@@ -468,7 +444,6 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        self._register_attributes()
         if not self._modules:
             return f"{type(self).__name__}({self.extra_repr()})"
         lines = [f"{type(self).__name__}("]
