@@ -687,7 +687,9 @@ def test_bad_eps(eps: float) -> None:
 
 def test_bad_parameter_lists() -> None:
     layer = nn.Linear(2, 2)
-    with raises(ValueError, "SGD", "empty parameter list"):
+    with raises(
+        ValueError, "SGD", "empty parameter list", "register_module", "self.fc = Linear(...)"
+    ):
         optim.SGD([], lr=0.1)
     with raises(TypeError, "SGD", "single Parameter"):
         optim.SGD(layer.weight, lr=0.1)  # type: ignore[arg-type]

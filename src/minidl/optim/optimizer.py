@@ -83,7 +83,11 @@ class Optimizer:
             )
         self.params: list[Parameter] = list(params)
         if not self.params:
-            raise ValueError(f"{name}: got an empty parameter list")
+            raise ValueError(
+                f"{name}: got an empty parameter list (a module of your own registers its layers "
+                "with register_module and its parameters with register_parameter: an attribute "
+                "alone, self.fc = Linear(...), is not registered)"
+            )
         for index, parameter in enumerate(self.params):
             if not isinstance(parameter, Parameter):
                 raise TypeError(
