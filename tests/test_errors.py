@@ -1496,3 +1496,26 @@ def test_fit_says_its_check_ran_on_the_first_sample() -> None:
         "fit ran the model and the loss on the first sample, x[:1] and y[:1] (shapes (1, 2) "
         "and (1,)), before training: the shapes above are that sample's"
     ]
+
+
+def test_an_exception_that_refuses_notes_passes_through_a_sequential_unchanged() -> None:
+    """A frozen dataclass exception cannot take a note: it was replaced by FrozenInstanceError,
+    and backward was not refused."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class RefusalError(Exception):
+        reason: str
+
+    class Refuses(nn.Tanh):
+        def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+            if input.shape[0] == 3:
+                raise RefusalError("three")
+            return super()._forward(input)
+
+    model = nn.Sequential(nn.Linear(2, 2), Refuses())
+    model(torch.randn(4, 2))
+    with pytest.raises(RefusalError):
+        model(torch.randn(3, 2))
+    with raises(RuntimeError, "backward after the forward refused by module 1 (Refuses)"):
+        model.backward(torch.ones(4, 2))

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import minidl
 from minidl import nn
 from tests.helpers import F64, assert_close, helper_test_op
 
@@ -204,3 +205,26 @@ def test_a_loss_of_ones_own_differentiates_as_the_tutorial_writes_it() -> None:
         rtol=1e-12,
         atol=1e-12,
     )  # type: ignore[operator]
+
+
+def test_gradcheck_and_stacked_loss_take_a_loss_of_ones_own() -> None:
+    """They ran ``forward`` directly, so a loss written as the tutorial says (which the call
+    marks as having run) could not run backward there."""
+
+    class Squared(nn.Loss):
+        stacks = True
+
+        def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            self._difference = prediction - target
+            return self._difference.square().sum(dim=(-2, -1))
+
+        def _gradient(self) -> torch.Tensor:
+            return 2 * self._difference
+
+    generator = torch.Generator().manual_seed(0)
+    prediction = torch.randn(2, 3, 2, dtype=torch.float64, generator=generator)
+    target = torch.randn(2, 3, 2, dtype=torch.float64, generator=generator)
+    assert minidl.gradcheck(Squared(), prediction[0], target[0])
+    stacked = nn.StackedLoss([(Squared(), 1), (nn.MSELoss(), 1)])
+    stacked(prediction, target)
+    torch.testing.assert_close(stacked.backward()[0], 2 * (prediction[0] - target[0]))

@@ -26,6 +26,7 @@ from minidl.experiments.config import (
 from minidl.experiments.report import (
     CRITERION,
     _diverged,
+    _figure_1_comparison,
     _paper_repeats,
     _paper_row,
     compare,
@@ -480,3 +481,20 @@ def test_figure_1_is_compared_with_the_papers_description(tmp_path: Path) -> Non
         "(20.00) and Cross-entropy (5.00), 4.0 times as much change per epoch; cross-entropy's "
         "error is not stable either (5.00 points per epoch)."
     ) in section
+
+
+def test_figure_1_with_a_flat_cross_entropy_curve_is_reported() -> None:
+    """A cross-entropy curve that does not move over the first quarter (a short run) divided
+    the MSE's change by zero."""
+    flat = (20.0, 20.0, 20.0, 20.0)
+    jumpy = (10.0, 30.0, 10.0, 30.0)
+    mean_mse = fake_row(
+        experiment("Fig. 1", "MSE averaged over outputs too (PyTorch's MSELoss)"), (3.0, 3.0)
+    )
+    entropy = fake_row(experiment("Fig. 1", "Cross-entropy"), (2.0, 2.0))
+    results = [_with_curves(mean_mse, [jumpy, jumpy]), _with_curves(entropy, [flat, flat])]
+    lines = _figure_1_comparison(results)
+    assert (
+        "The paper's contrast holds between MSE averaged over outputs too (PyTorch's MSELoss) "
+        "(20.00) and Cross-entropy (0.00)."
+    ) in lines

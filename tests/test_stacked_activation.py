@@ -355,3 +355,14 @@ def test_model_parameters_of_something_that_is_no_stack_is_refused() -> None:
     with pytest.raises(IndexError, match="index 2 is out of range for 2 models"):
         nn.model_parameters(stacked, 2)
     assert len(nn.model_parameters(stacked, 1)) == 4
+
+
+def test_stacking_inside_detect_anomaly_merges_equal_activations() -> None:
+    """The checks detect_anomaly sets on watched modules are instance attributes, not settings:
+    equal activations stay one run inside the block too."""
+    from minidl import detect_anomaly
+
+    models = [nn.mlp((2, 3, 2), "tanh") for _ in range(2)]
+    with detect_anomaly(*models):
+        stacked = nn.stack_models(models)
+    assert isinstance(stacked[1], nn.Tanh)

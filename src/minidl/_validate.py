@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -210,3 +211,11 @@ def _fmt(bound: float | None, default: str) -> str:
     text = f"{bound:g}"
     # Six significant digits unless they would show another number (a bound near the value).
     return text if float(text) == bound else repr(float(bound))
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """Add ``note`` to ``error``, shown under its message in a traceback (Python >= 3.11);
+    nothing where notes do not exist or the exception refuses them (a frozen dataclass)."""
+    if isinstance(error, Exception) and hasattr(error, "add_note"):
+        with contextlib.suppress(Exception):
+            error.add_note(note)

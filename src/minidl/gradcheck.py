@@ -103,7 +103,7 @@ def gradcheck(
     rest = inputs[1:]
 
     def output(at: Tensor) -> Tensor:
-        result: Tensor = module.forward(at, *rest)
+        result: Tensor = module(at, *rest)  # (a call: a loss notes that a forward ran)
         return result
 
     def scalar(at: Tensor) -> float:

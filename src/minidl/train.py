@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from minidl._validate import (
+    add_note,
     check_class_indices,
     check_int,
     check_labelled,
@@ -343,12 +344,12 @@ def fit(
             probe = model(x[:1])
             criterion(probe, y[:1])
         except (TypeError, ValueError) as error:
-            if hasattr(error, "add_note"):  # (Python >= 3.11: shown under the message)
-                error.add_note(
-                    f"fit ran the model and the loss on the first sample, x[:1] and y[:1] "
-                    f"(shapes {tuple(x[:1].shape)} and {tuple(y[:1].shape)}), before training: "
-                    "the shapes above are that sample's"
-                )
+            add_note(
+                error,
+                f"fit ran the model and the loss on the first sample, x[:1] and y[:1] (shapes "
+                f"{tuple(x[:1].shape)} and {tuple(y[:1].shape)}), before training: the shapes "
+                "above are that sample's",
+            )
             raise
     if not y.is_floating_point() and isinstance(probe, Tensor) and probe.dim() == 2:
         check_class_indices("fit", "", y)  # >= 0 (the check against the width is only < C)

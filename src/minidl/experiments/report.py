@@ -738,10 +738,10 @@ def _figure_1_comparison(results: Sequence[RowResult]) -> list[str]:
     if mse and entropy:
         (mse_row, mse_value), (ce_row, ce_value) = max(mse, key=lambda p: p[1]), entropy[0]
         holds = "holds" if mse_value > ce_value else "does not hold"
+        ratio = f", {mse_value / ce_value:.1f} times as much change per epoch" if ce_value else ""
         lines.append(
             f"The paper's contrast {holds} between {mse_row.experiment.label} "
-            f"({mse_value:.2f}) and {ce_row.experiment.label} ({ce_value:.2f}), "
-            f"{mse_value / ce_value:.1f} times as much change per epoch"
+            f"({mse_value:.2f}) and {ce_row.experiment.label} ({ce_value:.2f}){ratio}"
             + (
                 f"; cross-entropy's error is not stable either ({ce_value:.2f} points per epoch)."
                 if ce_value >= 1.0

@@ -114,8 +114,9 @@ class CrossEntropyLoss(Loss):
 
     def _check_probabilities(self, target: Tensor) -> None:
         low = float(target.min())
-        # Summed in float32 at least; a 16-bit row is off by up to half an epsilon of its
-        # dtype from the rounding of its entries alone (bfloat16's 2**-8 near 1).
+        # Summed in float32 at least. A 16-bit row summing to 1 is off by up to half an
+        # epsilon of its dtype from the rounding of its entries alone (bfloat16's 2**-8):
+        # one epsilon is allowed.
         sums = target.sum(dim=-1, dtype=torch.promote_types(target.dtype, torch.float32))
         worst = float((sums - 1).abs().max())
         sixteen_bit = target.dtype in (torch.float16, torch.bfloat16)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from minidl import anomaly
+from minidl._validate import add_note
 from minidl.nn.flat import flat_buffer, flatten_parameters
 from minidl.nn.module import Module
 
@@ -140,16 +141,14 @@ class Sequential(Module):
             return
         index = next(i for i, layer in enumerate(self._layers) if layer is module)
         name = type(module).__name__
-        if isinstance(error, Exception) and hasattr(error, "add_note"):  # (Python >= 3.11)
-            # Where in the chain, shown under the message in a traceback: the module's own
-            # message names its class, not its place.
-            error.add_note(f"in Sequential, at module {index} ({name})")
         if anomaly.may_follow_a_run(error):
             self._refused = (
                 f"a forward stopped at module {index} ({name}) by {type(error).__name__}"
             )
         elif index > 0 or module._modules:
             self._refused = f"the forward refused by module {index} ({name})"
+        # Where in the chain: the module's own message names its class, not its place.
+        add_note(error, f"in Sequential, at module {index} ({name})")
 
     def _check_not_refused(self) -> None:
         if self._refused is not None:

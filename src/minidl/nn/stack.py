@@ -174,8 +174,13 @@ def _public_settings(activation: Activation) -> dict[str, object]:
     return {
         name: value
         for name, value in vars(activation).items()
-        if not name.startswith("_") and name != "training"
+        if not name.startswith("_") and name not in _NOT_SETTINGS
     }
+
+
+#: Public instance attributes that are no setting: the mode, and the methods that
+#: :func:`minidl.detect_anomaly` sets on the modules it watches.
+_NOT_SETTINGS = ("training", "forward", "backward", "backward_parameters")
 
 
 def _lay_out_by_model(parameters: Sequence[Parameter], models: int) -> None:

@@ -75,7 +75,7 @@ class StackedLoss(Loss):
         try:
             losses = torch.cat(
                 [
-                    criterion.forward(prediction[start:stop], target[start:stop])
+                    criterion(prediction[start:stop], target[start:stop])
                     for criterion, start, stop in self._runs
                 ]
             )
