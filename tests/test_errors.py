@@ -1519,3 +1519,27 @@ def test_an_exception_that_refuses_notes_passes_through_a_sequential_unchanged()
         model(torch.randn(3, 2))
     with raises(RuntimeError, "backward after the forward refused by module 1 (Refuses)"):
         model.backward(torch.ones(4, 2))
+
+
+def test_review_findings_name_the_right_class() -> None:
+    """BatchedLinear's arguments were checked by the Linear layers it builds (messages said
+    "Linear"); the stacked modules raised ValueError for a non-tensor; load_checkpoint let a
+    generator or scheduler of the wrong kind fail as an AttributeError."""
+    with raises(ValueError, "BatchedLinear: in_features must be a positive integer, got 2.5"):
+        nn.BatchedLinear(3, 2.5, 4)  # type: ignore[arg-type]
+    with raises(TypeError, "BatchedLinear: bias must be True or False, got 1"):
+        nn.BatchedLinear(3, 2, 4, bias=1)  # type: ignore[arg-type]
+    with raises(TypeError, "StackedLoss: expected a torch.Tensor prediction, got str"):
+        nn.StackedLoss([(nn.MSELoss(), 1)])("x", torch.zeros(1, 2, 2))  # type: ignore[arg-type]
+
+
+def test_load_checkpoint_refuses_components_of_the_wrong_kind(tmp_path: Any) -> None:
+    from minidl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    model = nn.mlp((2, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    save_checkpoint(tmp_path / "c", model, optimizer)
+    with raises(CheckpointError, "generator must be a torch.Generator, got int"):
+        load_checkpoint(tmp_path / "c", model, optimizer, generator=3)  # type: ignore[arg-type]
+    with raises(CheckpointError, "scheduler must be a minidl LRScheduler, got str"):
+        load_checkpoint(tmp_path / "c", model, optimizer, "step")  # type: ignore[arg-type]

@@ -59,7 +59,9 @@ def test_bad_runs_and_inputs_are_refused() -> None:
         layer(torch.randn(2, 4))
     with pytest.raises(ValueError, match="leading dimension of 3 models, got \\(\\)"):
         layer(torch.tensor(1.0))
-    with pytest.raises(ValueError, match="expected a gradient with a leading dimension"):
+    with pytest.raises(
+        TypeError, match=r"StackedActivation: expected a torch\.Tensor as gradient, got str"
+    ):
         layer.backward("grad")  # type: ignore[arg-type]
     with pytest.raises(IndexError, match="index 3 is out of range for 3 models"):
         layer.activation_of(3)

@@ -136,7 +136,7 @@ class Checkpoint:
 
     @property
     def model_state(self) -> dict[str, Tensor]:
-        """The parameter values, keyed as :meth:`Module.state_dict` keys them."""
+        """The parameter values and buffers, keyed as :meth:`Module.state_dict` keys them."""
         return {k[len(_MODEL) :]: v for k, v in self.tensors.items() if k.startswith(_MODEL)}
 
     @property
@@ -200,7 +200,7 @@ def save_checkpoint(
     Args:
         path: the file to write (replaced atomically if it exists), a ``str`` or
             :class:`os.PathLike`; not a folder, nor a path ending in a separator.
-        model: the network; its parameter values are saved.
+        model: the network; its parameter values and buffers (its state_dict) are saved.
         optimizer: the optimizer, if any (its :meth:`~minidl.optim.Optimizer.state_dict`).
         scheduler: the learning-rate scheduler, if any (its ``state_dict`` and ``repr``).
         epoch: epochs completed so far, an integer >= 0.
@@ -218,22 +218,9 @@ def save_checkpoint(
     from safetensors.torch import save as safetensors_save
 
     where = "save_checkpoint"
-    if not isinstance(model, Module):
-        raise CheckpointError(f"{where}: model must be a minidl Module, got {type(model).__name__}")
-    if optimizer is not None and not isinstance(optimizer, Optimizer):
-        raise CheckpointError(
-            f"{where}: optimizer must be a minidl Optimizer, got {type(optimizer).__name__}"
-        )
-    if scheduler is not None and not isinstance(scheduler, LRScheduler):
-        raise CheckpointError(
-            f"{where}: scheduler must be a minidl LRScheduler, got {type(scheduler).__name__}"
-        )
+    _check_components(where, model, optimizer, scheduler, generator)
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise CheckpointError(f"{where}: epoch must be an integer >= 0, got {epoch!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise CheckpointError(
-            f"{where}: generator must be a torch.Generator, got {type(generator).__name__}"
-        )
     history = History() if history is None else history
     _check_history(history, where)
     if extra is not None:
@@ -718,6 +705,21 @@ def _check_architecture(header: dict[str, Any], model: Module, where: str) -> No
     )
 
 
+def _check_components(
+    where: str, model: object, optimizer: object, scheduler: object, generator: object
+) -> None:
+    """Refuse arguments of the wrong kind, before anything is read or written."""
+    if not isinstance(model, Module):
+        raise CheckpointError(f"{where}: model must be a minidl Module, got {type(model).__name__}")
+    for name, value, kind, what in (
+        ("optimizer", optimizer, Optimizer, "a minidl Optimizer"),
+        ("scheduler", scheduler, LRScheduler, "a minidl LRScheduler"),
+        ("generator", generator, torch.Generator, "a torch.Generator"),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise CheckpointError(f"{where}: {name} must be {what}, got {type(value).__name__}")
+
+
 def _check_optimizer(header: dict[str, Any], optimizer: Optimizer | None, where: str) -> None:
     saved = header["optimizer"]
     if optimizer is None:
@@ -852,8 +854,7 @@ def load_checkpoint(
         else f"load_checkpoint: checkpoint {os.fspath(path)!r}"
     )
     header, tensors = checkpoint.header, checkpoint.tensors
-    if not isinstance(model, Module):
-        raise CheckpointError(f"{where}: model must be a minidl Module, got {type(model).__name__}")
+    _check_components(where, model, optimizer, scheduler, generator)
     try:
         _check_architecture(header, model, where)
         _check_optimizer(header, optimizer, where)

@@ -13,6 +13,7 @@ __all__ = [
     "check_bool",
     "check_cached",
     "check_factory_options",
+    "check_grad_like",
     "check_grad_output",
     "check_input",
     "check_layer_parameters",

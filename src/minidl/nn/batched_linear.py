@@ -10,7 +10,9 @@ import torch
 from torch import Tensor
 
 from minidl.nn._checks import (
+    check_bool,
     check_cached,
+    check_factory_options,
     check_grad_output,
     check_layer_parameters,
     check_like_parameter,
@@ -116,8 +118,15 @@ class BatchedLinear(Module):
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        if isinstance(models, bool) or not isinstance(models, numbers.Integral) or models < 1:
-            raise ValueError(f"BatchedLinear: models must be a positive integer, got {models!r}")
+        for name, value in (
+            ("models", models),
+            ("in_features", in_features),
+            ("out_features", out_features),
+        ):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"BatchedLinear: {name} must be a positive integer, got {value!r}")
+        check_bool("BatchedLinear", "bias", bias)
+        check_factory_options("BatchedLinear", dtype, device, generator)
         models = int(models)
         layers = [
             Linear(in_features, out_features, bias, dtype=dtype, device=device, generator=generator)
@@ -144,7 +153,7 @@ class BatchedLinear(Module):
         return stacked
 
     def _adopt(self, layers: Sequence[Linear]) -> None:
-        """Initialise from copies of the parameters of ``layers`` (same shapes, checked)."""
+        """Initialise from copies of the parameters of ``layers`` (the callers ensure their shapes match)."""
         Module.__init__(self)
         first = layers[0]
         self.models = len(layers)

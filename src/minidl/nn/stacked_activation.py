@@ -68,7 +68,12 @@ class StackedActivation(Module):
         )
 
     def _check(self, tensor: object, what: str) -> Tensor:
-        if not isinstance(tensor, Tensor) or tensor.dim() == 0 or tensor.shape[0] != self.models:
+        if not isinstance(tensor, Tensor):
+            raise TypeError(
+                f"StackedActivation: expected a torch.Tensor as {what.rsplit(maxsplit=1)[-1]}, got "
+                f"{type(tensor).__name__}"
+            )
+        if tensor.dim() == 0 or tensor.shape[0] != self.models:
             got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
             raise ValueError(
                 f"StackedActivation: expected {what} with a leading dimension of {self.models} "

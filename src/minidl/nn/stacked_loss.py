@@ -64,7 +64,11 @@ class StackedLoss(Loss):
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         for tensor, what in ((prediction, "prediction"), (target, "target")):
-            if not isinstance(tensor, Tensor) or tensor.dim() < 2 or tensor.shape[0] != self.models:
+            if not isinstance(tensor, Tensor):
+                raise TypeError(
+                    f"StackedLoss: expected a torch.Tensor {what}, got {type(tensor).__name__}"
+                )
+            if tensor.dim() < 2 or tensor.shape[0] != self.models:
                 got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
                 raise ValueError(
                     f"StackedLoss: expected a stacked {what} with a leading dimension of "

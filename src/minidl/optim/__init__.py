@@ -11,7 +11,7 @@ from minidl.optim.exponential_decay import ExponentialDecay
 from minidl.optim.linear_warmup import LinearWarmup
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.one_cycle import OneCycle
-from minidl.optim.optimizer import Optimizer
+from minidl.optim.optimizer import Hyperparameter, Optimizer
 from minidl.optim.rmsprop import RMSprop
 from minidl.optim.sequential_schedule import SequentialSchedule
 from minidl.optim.sgd import SGD
@@ -27,6 +27,7 @@ __all__ = [
     "CosineAnnealingWarmRestarts",
     "CyclicLR",
     "ExponentialDecay",
+    "Hyperparameter",
     "LRScheduler",
     "LinearWarmup",
     "OneCycle",
