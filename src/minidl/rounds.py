@@ -268,7 +268,7 @@ def fit_rounds(
                 f"optimizer {index}",
                 "build it on the parameters given to the PerModel factory",
             )
-        # The stack's gradients are one flat buffer: zero them in one operation.
+        # Where the stack's gradients are one flat buffer, zero them in one operation.
         zero_grad: Callable[[], object]
         if flat:
             zero_grad = flat_model_parameters(stacked, slice(0, rounds)).grad.zero_

@@ -60,7 +60,8 @@ class Loss(Module):
     For R stacked models (see :class:`~minidl.nn.BatchedLinear`) the prediction has shape
     ``(R, N, C)`` and the target a leading ``R`` too; ``forward`` then returns the R losses
     (shape ``(R,)``) and ``backward`` the gradient of their sum, which is each model's own.
-    Losses that do so (:class:`~minidl.nn.CrossEntropyLoss`, :class:`~minidl.nn.MSELoss`) set
+    Losses that do so (:class:`~minidl.nn.CrossEntropyLoss`, :class:`~minidl.nn.MSELoss`,
+    :class:`~minidl.nn.StackedLoss`) set
     :attr:`stacks`; the others refuse a stacked prediction, as a subclass does unless it sets it.
 
     Class-index targets of the dtype and shape of the last accepted ones are range-checked by

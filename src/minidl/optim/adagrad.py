@@ -33,7 +33,8 @@ class Adagrad(Optimizer):
         lr: the learning rate :math:`\lambda`, finite and >= 0 (default 1e-2).
         lr_decay: :math:`\eta`, >= 0 (default 0).
         weight_decay: :math:`\lambda_{wd}`, >= 0 (default 0).
-        initial_accumulator_value: :math:`a`, >= 0 (default 0).
+        initial_accumulator_value: :math:`a`, >= 0 (default 0). It fills the sums when the
+            optimizer is built: setting it later changes no sum, as in PyTorch.
         eps: :math:`\epsilon`, > 0 (default 1e-10).
 
     State:
