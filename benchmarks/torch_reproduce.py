@@ -20,6 +20,7 @@ import torch
 from minidl._allocator import keep_freed_memory
 from minidl.experiments.config import CHOICES, Experiment, experiments_for_tables, training_key
 from minidl.experiments.faithful import PublishedELU, PublishedSELU
+from minidl.experiments.pool import START_METHOD
 from minidl.experiments.runner import QUICK_EPOCHS
 from minidl.experiments.seeds import round_seeds
 from minidl.experiments.training import build_network, make_round_data
@@ -123,7 +124,9 @@ def run_torch_reproduce(
         for index in range(rounds)
     ]
     if jobs > 1:
-        context = multiprocessing.get_context("spawn")
+        # Started as minidl's workers are (forked on Linux: a spawned worker imports torch
+        # again, about 2 s of its start here), so that both sides pay the same.
+        context = multiprocessing.get_context(START_METHOD)
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker) as pool:
             errors_of_tasks = list(pool.map(_train_round, *zip(*tasks, strict=True)))
     else:
