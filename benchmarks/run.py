@@ -1,7 +1,8 @@
 """minidl against PyTorch eager, side by side in one process (``make bench``).
 
 Workloads (each a minidl version and a PyTorch eager twin on identical data and initial
-weights, timed alternately, several repetitions, medians and their ratio):
+weights, timed alternately, several repetitions, medians and their ratio; D, minutes long, runs
+each side once per setting):
 
 - A: the paper's network 2-25-25-25-2, batch 100, 1 thread, written as a user writes it: a loop
   over minidl's BatchIterator calling the model, the loss, ``backward`` and ``optimizer.step()``.
