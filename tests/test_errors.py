@@ -1447,9 +1447,7 @@ def test_sequential_says_how_to_mend_the_usual_wrong_arguments() -> None:
         "argument 0 must be a minidl Module, got a list; pass the modules themselves, Sequential(*modules)",
     ):
         nn.Sequential([nn.Linear(2, 3)])  # type: ignore[arg-type]
-    with raises(
-        TypeError, "got torch.nn.ReLU, a torch.nn module (minidl.interop.from_torch converts one)"
-    ):
+    with raises(TypeError, "got ReLU, a PyTorch module (minidl.interop.from_torch converts one)"):
         nn.Sequential(torch.nn.ReLU())  # type: ignore[arg-type]
     with raises(TypeError, "argument 0 must be a minidl Module, got int"):
         nn.Sequential(3)  # type: ignore[arg-type]

@@ -224,8 +224,6 @@ def _what_was_given(value: object) -> str:
     if isinstance(value, list | tuple):
         return f"a {type(value).__name__}; pass the modules themselves, Sequential(*modules)"
     kind = type(value)
-    if kind.__module__.startswith("torch.nn"):
-        return (
-            f"torch.nn.{kind.__name__}, a torch.nn module (minidl.interop.from_torch converts one)"
-        )
+    if kind.__module__.startswith("torch.") and callable(getattr(value, "parameters", None)):
+        return f"{kind.__name__}, a PyTorch module (minidl.interop.from_torch converts one)"
     return kind.__name__
