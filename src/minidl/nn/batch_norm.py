@@ -123,7 +123,7 @@ class BatchNorm1d(Module):
         # An input from an autograd graph is read as a plain value (the running statistics
         # would otherwise record the graph, for good).
         dtype = input.dtype
-        compute = _computed_in(dtype)
+        compute = torch.promote_types(dtype, torch.float32)  # (float32 for 16-bit)
         x = input.detach().to(compute)
         if self.training:
             batch = x.shape[0]
@@ -190,7 +190,7 @@ class BatchNorm1d(Module):
             "BatchNorm1d", grad_output, normalized.shape, normalized, owner=self._owner()
         )
         dtype = normalized.dtype
-        compute = _computed_in(dtype)
+        compute = torch.promote_types(dtype, torch.float32)  # (float32 for 16-bit)
         grad_output = grad_output.detach().to(compute)  # (as the input: a plain value)
         normalized = normalized.to(compute)
         if self.weight is not None and self.bias is not None:
@@ -211,8 +211,3 @@ class BatchNorm1d(Module):
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
         )
-
-
-def _computed_in(dtype: torch.dtype) -> torch.dtype:
-    """The dtype a layer of ``dtype`` computes in: float32 for float16 and bfloat16."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
