@@ -130,6 +130,29 @@ def test_built_inside_trains_anywhere(
         assert not tensor.is_inference()
 
 
+def _model_layout_stack() -> nn.Module:
+    # Its weight gradients are blocks of each model's buffer: BatchedLinear computes them into
+    # a temporary of its own and adds them. (Made in float64: a move lays a stack out by layer.)
+    models = [nn.mlp((3, 6, 2), "tanh").to(dtype=F64) for _ in range(3)]
+    return stack_models(models, layout="model")
+
+
+@pytest.mark.parametrize("model_name", [*MODELS, "stack of 3, model layout"])
+def test_a_batch_shape_seen_inside_trains_outside(model_name: str) -> None:
+    # What a module makes for a batch shape and keeps for the next calls of that shape (a
+    # gradient temporary, a loss's buffers) must be writable whichever mode made it.
+    make_model, lead = MODELS.get(model_name, (_model_layout_stack, (3,)))
+    batches = [_data(lead, 4, seed) for seed in range(4)]
+    for inside in (lambda index: index % 2 == 0, lambda index: index % 2 == 1):
+        model, optimizer = _build(make_model, OPTIMIZERS["SGD momentum nesterov"])
+        expected_losses = _train(model, optimizer, batches, lambda _: False)
+        expected = _state(model, optimizer)
+        model, optimizer = _build(make_model, OPTIMIZERS["SGD momentum nesterov"])
+        losses = _train(model, optimizer, batches, inside)
+        _assert_same(losses, expected_losses)
+        _assert_same(_state(model, optimizer), expected)
+
+
 @pytest.mark.parametrize("model_name", MODELS)
 def test_moved_inside_trains_outside(model_name: str) -> None:
     make_model, lead = MODELS[model_name]

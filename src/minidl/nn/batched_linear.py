@@ -18,6 +18,7 @@ from minidl.nn._checks import (
     check_like_parameter,
     check_still_fits,
 )
+from minidl.nn._recent import Recent
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
@@ -174,6 +175,10 @@ class BatchedLinear(Module):
         self._output_shape = torch.Size()
         # The temporary of the weight gradient's batched product, where it is used (see _accept).
         self._product: Tensor | None = None
+        # The gradient tensor that _product was chosen for, and (output shape, _product) of the
+        # last few input shapes accepted with these parameter tensors (see Recent).
+        self._grad_seen: Tensor | None = None
+        self._shapes: Recent[tuple[torch.Size, Tensor | None]] = Recent()
 
     def unstack(self) -> list[Linear]:
         """R :class:`Linear` layers holding copies of each model's parameters."""
@@ -210,7 +215,8 @@ class BatchedLinear(Module):
             )
         weight = self.weight.data
         bias = self.bias.data if self.bias is not None else None
-        if weight is not self._seen[0] or bias is not self._seen[1]:
+        grad = self.weight.grad
+        if weight is not self._seen[0] or bias is not self._seen[1] or grad is not self._grad_seen:
             check_layer_parameters(
                 "BatchedLinear",
                 weight,
@@ -218,20 +224,27 @@ class BatchedLinear(Module):
                 (self.models, self.out_features, self.in_features),
                 "models, out_features, in_features",
             )
+            self._weight_t = weight.transpose(1, 2)
+            self._bias_row = bias.unsqueeze(1) if bias is not None else None
+            self._grad_seen = grad
+            self._shapes.clear()
         check_like_parameter("BatchedLinear", input, weight)
+        known = self._shapes.get(input.shape)
+        if known is None:
+            # Where the weight gradient is computed as one batched product into a contiguous
+            # temporary rather than one product per model (see the class docstring). A normal
+            # tensor, written in and out of inference mode.
+            batched = (
+                not grad.is_contiguous()
+                and grad.device.type == "cpu"
+                and _batched_gradient_is_exact(grad, input.shape[1])
+            )
+            with torch.inference_mode(False):
+                product = torch.empty(grad.shape, dtype=grad.dtype) if batched else None
+            output_shape = torch.Size((self.models, input.shape[1], self.out_features))
+            known = self._shapes.put(input.shape, (output_shape, product))
+        self._output_shape, self._product = known
         self._seen = (weight, bias, input.shape, input.dtype, input.device)
-        self._weight_t = weight.transpose(1, 2)
-        self._bias_row = bias.unsqueeze(1) if bias is not None else None
-        self._output_shape = torch.Size((self.models, input.shape[1], self.out_features))
-        # Where the weight gradient is computed as one batched product into a contiguous
-        # temporary rather than one product per model (see the class docstring).
-        grad = self.weight.grad
-        batched = (
-            not grad.is_contiguous()
-            and grad.device.type == "cpu"
-            and _batched_gradient_is_exact(grad, input.shape[1])
-        )
-        self._product = torch.empty(grad.shape, dtype=grad.dtype) if batched else None
         return input
 
     def forward(self, input: Tensor) -> Tensor:
@@ -288,11 +301,15 @@ class BatchedLinear(Module):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         # Views of the parameters, not pickled: the next forward makes them again.
-        state.update(_seen=(None,) * 5, _weight_t=None, _bias_row=None, _product=None)
+        state.update(
+            _seen=(None,) * 5, _weight_t=None, _bias_row=None, _product=None, _grad_seen=None
+        )
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("_product", None)  # (pickled before it existed)
+        state.setdefault("_product", None)  # (pickled before they existed)
+        state.setdefault("_grad_seen", None)
+        state.setdefault("_shapes", Recent())
         super().__setstate__(state)
 
     def extra_repr(self) -> str:

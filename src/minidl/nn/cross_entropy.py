@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
+from minidl.nn._recent import Recent
 from minidl.nn.loss import Loss, scaled_sum
 
 __all__ = ["CrossEntropyLoss"]
+
+#: -1/N (N, 1), its 1-D view, N, the picked buffer (N, 1) and its 1-D view (see _make_constants).
+_Constants = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
 class CrossEntropyLoss(Loss):
@@ -46,6 +52,8 @@ class CrossEntropyLoss(Loss):
         # _make_constants), and those the last successful forward used (for backward).
         self._constants_for: tuple[int, ...] | None = None
         self._constants = self._used = self._make_constants(torch.zeros(1, 1))
+        # Those of the last few prediction shapes, dtypes and devices (see Recent).
+        self._recent: Recent[_Constants] = Recent()
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         logits = self._check_prediction(prediction)
@@ -55,7 +63,11 @@ class CrossEntropyLoss(Loss):
             )
         constants = self._constants
         if self._constants_for is not self._prediction_shape:  # a new shape, dtype or device
-            constants = self._constants = self._make_constants(logits)
+            key = (self._prediction_shape, logits.dtype, logits.device)
+            known = self._recent.get(key)
+            if known is None:
+                known = self._recent.put(key, self._make_constants(logits))
+            constants = self._constants = known
             self._constants_for = self._prediction_shape
         _, minus_one_over_n_vector, _, picked, picked_vector = constants
         # torch.log_softmax computes z - m - log(sum exp(z - m)), m the row maximum.
@@ -94,8 +106,12 @@ class CrossEntropyLoss(Loss):
         self._has_forward = True
         return loss
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_recent", Recent())  # (pickled before it existed)
+        super().__setstate__(state)
+
     @staticmethod
-    def _make_constants(like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def _make_constants(like: Tensor) -> _Constants:
         """Tensors for logits like ``like`` (``(N, C)`` or ``(R, N, C)``), of its dtype and device.
 
         ``-1/N`` shaped ``(N, 1)`` (``(R, N, 1)``) and a 1-D view of it; ``N`` as a 0-dim tensor

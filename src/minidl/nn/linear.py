@@ -19,6 +19,7 @@ from minidl.nn._checks import (
     check_like_parameter,
     check_still_fits,
 )
+from minidl.nn._recent import Recent
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 
@@ -108,6 +109,10 @@ class Linear(Module):
         self._input_shape: tuple[int, ...] = _NO_SHAPE
         self._output_shape: tuple[int, ...] = ()
         self._ones = torch.ones(0)
+        # (input shape, output shape, ones) of the last few input shapes accepted with these
+        # parameter tensors, so that switching back to one (from the last, smaller batch of an
+        # epoch, or from an evaluation on another batch size) needs no checks or new tensor.
+        self._shapes: Recent[tuple[tuple[int, ...], tuple[int, ...], Tensor]] = Recent()
 
     def _accept(self, input: object, weight: Tensor, bias: Tensor | None) -> Tensor:
         """Full checks of an input unlike the last accepted one, or of parameter tensors that
@@ -123,14 +128,23 @@ class Linear(Module):
             self._weight_seen, self._bias_seen, self._weight_t = weight, bias, weight.t()
             self._dtype, self._device = weight.dtype, weight.device
             self._input_shape = _NO_SHAPE
+            self._shapes.clear()
+        if type(input) is Tensor and input.dtype is self._dtype and input.device == self._device:
+            # A shape accepted lately (with these parameters: same dtype and device) passes.
+            known = self._shapes.get(input.shape)
+            if known is not None:
+                self._input_shape, self._output_shape, self._ones = known
+                return input
         checked = check_input("Linear", input, self.in_features)
         check_like_parameter("Linear", checked, weight)
         if checked.shape != self._input_shape:
             batch = checked.shape[0]
-            self._input_shape = tuple(checked.shape)
-            self._output_shape = (batch, self.out_features)
             # Ones for the bias gradient, a sum over the batch done as a matrix-vector product.
-            self._ones = torch.ones(batch, dtype=weight.dtype, device=weight.device)
+            ones = torch.ones(batch, dtype=weight.dtype, device=weight.device)
+            shape = tuple(checked.shape)
+            self._input_shape, self._output_shape, self._ones = self._shapes.put(
+                shape, (shape, (batch, self.out_features), ones)
+            )
         return checked
 
     def forward(self, input: Tensor) -> Tensor:
@@ -192,6 +206,10 @@ class Linear(Module):
         # Views of the parameters, not pickled: the next forward makes them again.
         state.update(_weight_seen=None, _bias_seen=None, _weight_t=None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_shapes", Recent())  # (pickled before it existed)
+        super().__setstate__(state)
 
     def extra_repr(self) -> str:
         return (

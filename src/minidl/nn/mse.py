@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from minidl._scalar import operand
+from minidl.nn._recent import Recent
 from minidl.nn.loss import Loss, scaled_sum
 
 __all__ = ["MSELoss"]
@@ -58,6 +59,7 @@ class MSELoss(Loss):
         # prediction shape, dtype and device (see _minus_one_hot).
         self._minus_ones_for: tuple[int, ...] | None = None
         self._minus_ones = torch.zeros(0)
+        self._recent: Recent[Tensor] = Recent()  # those of the last few (see Recent)
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction = self._check_prediction(prediction)
@@ -81,18 +83,29 @@ class MSELoss(Loss):
         (``z + (-1) = z - 1`` and ``z - 0 = z``), without making one. An index out of range (or
         on another device), which ``scatter_add`` refuses, is named by the full check."""
         if self._minus_ones_for is not self._prediction_shape:
-            with torch.inference_mode(False):  # a normal tensor, used in and out of it
-                self._minus_ones = torch.full(
-                    (*prediction.shape[:-1], 1),
-                    -1.0,
-                    dtype=prediction.dtype,
-                    device=prediction.device,
-                )
+            key = (self._prediction_shape, prediction.dtype, prediction.device)
+            minus_ones = self._recent.get(key)
+            if minus_ones is None:
+                with torch.inference_mode(False):  # a normal tensor, used in and out of it
+                    minus_ones = self._recent.put(
+                        key,
+                        torch.full(
+                            (*prediction.shape[:-1], 1),
+                            -1.0,
+                            dtype=prediction.dtype,
+                            device=prediction.device,
+                        ),
+                    )
+            self._minus_ones = minus_ones
             self._minus_ones_for = self._prediction_shape
         minus_ones = self._minus_ones
         return self._read_class_indices(
             target, prediction, lambda index: prediction.scatter_add(-1, index, minus_ones)
         )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_recent", Recent())  # (pickled before it existed)
+        super().__setstate__(state)
 
     def _gradient(self) -> Tensor:
         assert self._difference is not None

@@ -1,0 +1,48 @@
+"""What a module made for the last few input shapes it accepted."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Recent"]
+
+V = TypeVar("V")
+
+
+class Recent(Generic[V]):
+    """At most ``size`` values, each kept under the key (a shape, with the dtype and device
+    where they matter) it was made for; the oldest one is dropped to make room.
+
+    A module trained on batches whose last one is smaller, or evaluated between epochs on
+    another batch size, switches between two or three input shapes. With the tensors it makes
+    for a shape (ones for a bias gradient, a loss's constants) kept here, a switch back to a
+    shape it has seen costs one dictionary lookup rather than new tensors and the full checks.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self._size = size
+        self._values: dict[Hashable, V] = {}
+
+    def get(self, key: Hashable) -> V | None:
+        """The value kept under ``key``, or ``None``."""
+        return self._values.get(key)
+
+    def put(self, key: Hashable, value: V) -> V:
+        """Keep ``value`` under ``key`` (dropping the oldest value if full); return it."""
+        values = self._values
+        if key not in values and len(values) >= self._size:
+            del values[next(iter(values))]
+        values[key] = value
+        return value
+
+    def clear(self) -> None:
+        """Forget every value (the module's parameters were replaced, say)."""
+        self._values.clear()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled and copied empty: what it keeps is made again when needed.
+        return (Recent, (self._size,))

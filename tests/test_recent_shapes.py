@@ -1,0 +1,129 @@
+"""Switching between batch shapes: what a module makes for a shape is kept for its next calls.
+
+A ``Linear``, ``BatchedLinear``, ``CrossEntropyLoss`` and ``MSELoss`` keep what they made for the
+last few input shapes (:class:`minidl.nn._recent.Recent`), so that an epoch's last, smaller
+batch or an evaluation on another batch size costs no new tensors when the shape comes back.
+The oracle is PyTorch autograd on every call of a sequence of shapes longer than the cache, and
+an unchanged refusal where the module's parameters changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+from minidl import nn
+from minidl.nn._recent import Recent
+from minidl.nn.stack import stack_models
+from tests.helpers import F64, assert_close, helper_test_op
+
+# 12 batch sizes, 10 of them different (more than the 8 a module keeps), returning to earlier
+# ones after others, batch size 1 among them.
+BATCHES = (5, 3, 5, 1, 3, 7, 2, 9, 4, 6, 8, 10, 11, 5, 1, 3)
+
+
+def test_recent_keeps_the_last_values_and_drops_the_oldest() -> None:
+    recent: Recent[str] = Recent(size=3)
+    for key in "abc":
+        assert recent.put(key, key.upper()) == key.upper()
+    recent.put("a", "A again")  # a key kept already takes no room
+    assert [recent.get(key) for key in "abc"] == ["A again", "B", "C"]
+    recent.put("d", "D")  # full: the oldest put goes
+    assert [recent.get(key) for key in "abcd"] == [None, "B", "C", "D"]
+    assert len(recent) == 3
+    recent.clear()
+    assert len(recent) == 0 and recent.get("b") is None
+
+
+def test_recent_is_pickled_and_copied_empty() -> None:
+    recent: Recent[torch.Tensor] = Recent(size=2)
+    recent.put((4, 2), torch.ones(4))
+    for other in (pickle.loads(pickle.dumps(recent)), copy.deepcopy(recent)):
+        assert len(other) == 0
+        for key in ((1,), (2,), (3,)):
+            other.put(key, torch.zeros(1))
+        assert len(other) == 2  # the size is kept
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [nn.CrossEntropyLoss(), nn.MSELoss(), nn.MSELoss(reduction="mean")],
+    ids=["cross-entropy", "MSE, class indices", "MSE mean, class indices"],
+)
+def test_every_call_of_a_sequence_of_shapes_matches_autograd(criterion: nn.Loss) -> None:
+    torch.manual_seed(0)
+    model = nn.mlp((3, 6, 5, 4), "tanh").to(dtype=F64)
+    for batch in BATCHES:
+        x = torch.randn(batch, 3, dtype=F64)
+        y = torch.randint(0, 4, (batch,))
+        helper_test_op(model, x, criterion, y)
+
+
+def test_mse_of_dense_targets_over_a_sequence_of_shapes_matches_autograd() -> None:
+    torch.manual_seed(0)
+    model = nn.mlp((3, 6, 4), "relu").to(dtype=F64)
+    criterion = nn.MSELoss()
+    for batch in BATCHES:
+        x, target = torch.randn(batch, 3, dtype=F64), torch.randn(batch, 4, dtype=F64)
+        helper_test_op(model, x, criterion, target)
+
+
+def test_a_stack_over_a_sequence_of_shapes_matches_its_models() -> None:
+    torch.manual_seed(0)
+    models = [nn.mlp((3, 6, 2), "tanh").to(dtype=F64) for _ in range(3)]
+    copies = copy.deepcopy(models)
+    for layout in ("layer", "model"):
+        stack = stack_models(copy.deepcopy(models), layout=layout)
+        criterion = nn.CrossEntropyLoss()
+        for batch in BATCHES:
+            x, y = torch.randn(3, batch, 3, dtype=F64), torch.randint(0, 2, (3, batch))
+            stack.zero_grad()
+            criterion(stack(x), y)
+            stack.backward(criterion.backward())
+            stacked = [parameter.grad for parameter in stack.parameters()]
+            for index, model in enumerate(copies):
+                model.zero_grad()
+                alone = nn.CrossEntropyLoss()
+                alone(model(x[index]), y[index])
+                model.backward(alone.backward())
+                for grad, parameter in zip(stacked, model.parameters(), strict=True):
+                    assert_close(grad[index], parameter.grad, what=f"{layout}, batch {batch}")
+
+
+def test_a_shape_seen_lately_reuses_what_was_made_for_it() -> None:
+    layer, criterion = nn.Linear(3, 2), nn.CrossEntropyLoss()
+
+    def call(batch: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        criterion(layer(torch.randn(batch, 3)), torch.zeros(batch, dtype=torch.int64))
+        return layer._ones, criterion._constants
+
+    ones, constants = call(5)
+    call(3)
+    assert call(5) == (ones, constants)  # the same tensors, not equal new ones
+    for batch in range(10, 18):  # 8 other shapes: 5 is dropped
+        call(batch)
+    again, constants_again = call(5)
+    assert again is not ones and constants_again is not constants
+    assert torch.equal(again, ones)
+
+
+def test_a_layer_given_other_parameters_forgets_the_shapes_it_accepted() -> None:
+    layer = nn.Linear(3, 2).to(dtype=F64)
+    for batch in (5, 3):
+        layer(torch.randn(batch, 3, dtype=F64))
+    layer.to(dtype=torch.float32)
+    with pytest.raises(TypeError, match=r"Linear: input dtype torch\.float64 does not match"):
+        layer(torch.randn(5, 3, dtype=F64))
+    assert layer(torch.randn(5, 3)).dtype == torch.float32
+
+
+def test_backward_takes_only_the_last_forwards_shape() -> None:
+    layer = nn.Linear(3, 2)
+    for batch in (5, 3):
+        layer(torch.randn(batch, 3))
+    with pytest.raises(ValueError, match=r"Linear: .*\(3, 2\)"):
+        layer.backward(torch.randn(5, 2))
+    assert not layer.weight.grad.any() and not layer.bias.grad.any()
