@@ -631,6 +631,22 @@ def test_loss_backward_with_a_non_scalar_upstream() -> None:
             ("BatchNorm1d", "dtype must be a floating-point torch.dtype", "'float64'"),
         ),
         (lambda: nn.BatchNorm1d(2, device=3.5), ValueError, ("BatchNorm1d", "3.5 is not a device")),
+        # A device this machine lacks (no CUDA build, or no 100th GPU): torch's own words follow.
+        (
+            lambda: nn.Linear(2, 2, device="cuda:99"),
+            ValueError,
+            ("Linear", "cannot put tensors on device 'cuda:99'"),
+        ),
+        (
+            lambda: nn.BatchNorm1d(2, device="cuda:99"),
+            ValueError,
+            ("BatchNorm1d", "cannot put tensors on device 'cuda:99'"),
+        ),
+        (
+            lambda: nn.BatchedLinear(2, 2, 3, device="cuda:99"),
+            ValueError,
+            ("BatchedLinear", "cannot put tensors on device 'cuda:99'"),
+        ),
         (lambda: nn.Softmax(1.0), ValueError, ("Softmax", "dim must be 1 (or -1)", "1.0")),
         (lambda: nn.LogSoftmax(-1.0), ValueError, ("LogSoftmax", "dim must be 1", "-1.0")),
         (

@@ -34,7 +34,8 @@ def check_factory_options(
     where: str, dtype: object, device: torch.device | str | None, generator: object = None
 ) -> torch.device | None:
     """Check the ``dtype``, ``device`` and ``generator`` a layer makes its tensors with, before
-    it draws anything; return the device (``None`` if not given)."""
+    it draws anything (a device name torch does not know, or one this machine lacks, such as
+    ``"cuda"`` without a GPU, is refused); return the device (``None`` if not given)."""
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise TypeError(f"{where}: dtype must be a floating-point torch.dtype, got {dtype!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -44,9 +45,14 @@ def check_factory_options(
     if device is None:
         return None
     try:
-        return torch.device(device)
+        place = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"{where}: {device!r} is not a device ({error})") from None
+    try:
+        torch.empty(0, device=place)
+    except (RuntimeError, AssertionError) as error:  # (torch's words for a missing CUDA)
+        raise ValueError(f"{where}: cannot put tensors on device {device!r}: {error}") from None
+    return place
 
 
 def check_input(where: str, input: object, features: int | None = None) -> Tensor:
