@@ -265,6 +265,16 @@ def test_train_eval_reach_every_child() -> None:
     assert not any(module.training for module in modules)
 
 
+def test_modules_are_named_modules_without_the_paths() -> None:
+    inner = nn.Sequential(nn.Linear(2, 2), nn.Tanh())
+    model = nn.Sequential(inner, nn.Residual(nn.Sequential(nn.Linear(2, 2))), nn.Linear(2, 2))
+    named = list(model.named_modules())
+    assert [path for path, _ in named] == ["", "0", "0.0", "0.1", "1", "1.block", "1.block.0", "2"]
+    assert [id(module) for module in model.modules()] == [id(module) for _, module in named]
+    lone = nn.Tanh()
+    assert list(lone.modules()) == [lone]
+
+
 def test_state_dict_round_trip() -> None:
     torch.manual_seed(1)
     source = nn.mlp((2, 5, 3), "elu")

@@ -113,7 +113,7 @@ def eval_mode(model: Module) -> Iterator[Module]:
         >>> with eval_mode(model):
         ...     logits = model(x)
     """
-    modes = [(module, module.training) for _, module in model.named_modules()]
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         yield model

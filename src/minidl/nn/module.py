@@ -202,6 +202,13 @@ class Module:
             path = f"{prefix}.{child_name}" if prefix else child_name
             yield from child.named_modules(path)
 
+    def modules(self) -> Iterator[Module]:
+        """This module and every descendant, depth first: :meth:`named_modules` without the
+        paths."""
+        yield self
+        for child in self._modules.values():
+            yield from child.modules()
+
     def children(self) -> list[Module]:
         return list(self._modules.values())
 
@@ -222,7 +229,7 @@ class Module:
             raise TypeError(
                 f"{type(self).__name__}.train: mode must be True or False, got {mode!r}"
             )
-        for _, module in self.named_modules():
+        for module in self.modules():
             module.training = mode
         return self
 
@@ -378,7 +385,7 @@ class Module:
         parameters = self.parameters()
         buffers = [
             (module, name, buffer.to(device, dtype if buffer.is_floating_point() else None))
-            for _, module in self.named_modules()
+            for module in self.modules()
             for name, buffer in module._buffers.items()
         ]
         if all(p.data.to(device, dtype) is p.data for p in parameters) and all(
