@@ -48,7 +48,8 @@ def stack_models(
       its position among them, so that a model trains to the same bits in any stack (the
       products' kernels may round differently at another alignment). Consecutive models' blocks
       are one flat :class:`Parameter` (:func:`flat_model_parameters`), which an optimizer of
-      those models alone updates in one operation.
+      those models alone updates in one operation. A move or cast of the stack (``.to(...)``)
+      lays it out by layer: stack models that already have the dtype and device wanted.
 
     Args:
         models: R >= 1 :class:`Sequential` networks of :class:`Linear` layers and activations,
