@@ -52,7 +52,11 @@ class Parallel(Protocol):
 @dataclass(frozen=True)
 class EpochRecord:
     """What one epoch produced: mean training loss, learning rate at its start, and errors in %
-    (``validation_error`` is ``nan`` without a validation set)."""
+    (``validation_error`` is ``nan`` without a validation set).
+
+    ``train_loss`` is the mean of the epoch's batch losses, each batch counting once (a smaller
+    last batch as much as a full one, as in a loop that averages its batches' losses).
+    """
 
     epoch: int
     train_loss: float
