@@ -209,6 +209,7 @@ def test_the_ends_of_the_seed_range_are_taken() -> None:
     ("device", "kind", "message"),
     [
         ("nonsense", ValueError, r"^make_disk_data: cannot put tensors on device 'nonsense': "),
+        ("hpu", ValueError, r"^make_disk_data: cannot put tensors on device 'hpu': "),
         (1.5, TypeError, r"^make_disk_data: device must be a torch\.device, a device name or "),
         (True, TypeError, r"^make_disk_data: device must be .* got bool$"),
     ],

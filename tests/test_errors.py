@@ -643,6 +643,11 @@ def test_loss_backward_with_a_non_scalar_upstream() -> None:
             ("BatchNorm1d", "cannot put tensors on device 'cuda:99'"),
         ),
         (
+            lambda: nn.Linear(2, 2, device="hpu"),
+            ValueError,
+            ("Linear", "cannot put tensors on device 'hpu'"),
+        ),
+        (
             lambda: nn.BatchedLinear(2, 2, 3, device="cuda:99"),
             ValueError,
             ("BatchedLinear", "cannot put tensors on device 'cuda:99'"),

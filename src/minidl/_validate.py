@@ -21,10 +21,25 @@ __all__ = [
     "check_real",
     "check_samples",
     "check_seed",
+    "unavailable",
 ]
 
 #: The seeds that ``torch.Generator.manual_seed`` takes (a negative seed s is the seed 2**64 + s).
 SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def unavailable(device: torch.device) -> str | None:
+    """Why tensors cannot be made on ``device`` here (torch's words), or ``None`` if they can.
+
+    A device type this build of torch lacks fails in several ways: ``"cuda"`` without CUDA with
+    an ``AssertionError``, ``"mps"`` or ``"xla"`` with a ``NotImplementedError``, ``"hpu"`` with
+    a ``ModuleNotFoundError``, a GPU index past the last with a ``RuntimeError``.
+    """
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ImportError) as error:
+        return str(error)
+    return None
 
 
 def check_real(

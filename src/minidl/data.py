@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from minidl._validate import check_int, check_samples, check_seed
+from minidl._validate import check_int, check_samples, check_seed, unavailable
 
 __all__ = [
     "DISK_CENTER",
@@ -155,9 +155,11 @@ def _check_device(where: str, device: object) -> torch.device | None:
         )
     try:
         place = torch.device(device)
-        torch.empty(0, device=place)
-    except (RuntimeError, AssertionError, ValueError) as error:
+    except (RuntimeError, ValueError) as error:
         raise ValueError(f"{where}: cannot put tensors on device {device!r}: {error}") from None
+    reason = unavailable(place)
+    if reason is not None:
+        raise ValueError(f"{where}: cannot put tensors on device {device!r}: {reason}")
     return place
 
 

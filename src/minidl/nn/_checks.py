@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from minidl._validate import unavailable
+
 __all__ = [
     "check_bool",
     "check_cached",
@@ -48,10 +50,9 @@ def check_factory_options(
         place = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"{where}: {device!r} is not a device ({error})") from None
-    try:
-        torch.empty(0, device=place)
-    except (RuntimeError, AssertionError) as error:  # (torch's words for a missing CUDA)
-        raise ValueError(f"{where}: cannot put tensors on device {device!r}: {error}") from None
+    reason = unavailable(place)
+    if reason is not None:
+        raise ValueError(f"{where}: cannot put tensors on device {device!r}: {reason}")
     return place
 
 

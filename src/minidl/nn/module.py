@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from minidl._validate import check_copyable
+from minidl._validate import check_copyable, unavailable
 from minidl.nn.flat import StorageView, flat_buffer, flatten_parameters, storage_view
 from minidl.nn.parameter import Parameter
 
@@ -341,10 +341,9 @@ class Module:
                 device = torch.device(device)
             except (RuntimeError, TypeError) as error:
                 raise ValueError(f"{name}.to: {device!r} is not a device ({error})") from None
-            try:  # a device this torch or machine lacks (e.g. "cuda" without a GPU)
-                torch.empty(0, device=device)
-            except (RuntimeError, AssertionError) as error:
-                raise RuntimeError(f"{name}.to: {device} is not available ({error})") from None
+            reason = unavailable(device)  # a device this torch or machine lacks
+            if reason is not None:
+                raise RuntimeError(f"{name}.to: {device} is not available ({reason})")
         # Normal (not inference-mode) tensors, so that they can still be updated in place outside
         # torch.inference_mode() when the move runs inside it.
         with torch.inference_mode(False):
