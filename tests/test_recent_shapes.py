@@ -38,6 +38,15 @@ def test_recent_keeps_the_last_values_and_drops_the_oldest() -> None:
     assert len(recent) == 0 and recent.get("b") is None
 
 
+def test_recent_drops_the_value_used_least_recently() -> None:
+    recent: Recent[str] = Recent(size=3)
+    for key in "abc":
+        recent.put(key, key.upper())
+    assert recent.get("a") == "A"  # a is now the most recent: b goes first
+    recent.put("d", "D")
+    assert [recent.get(key) for key in "abcd"] == ["A", None, "C", "D"]
+
+
 def test_recent_is_pickled_and_copied_empty() -> None:
     recent: Recent[torch.Tensor] = Recent(size=2)
     recent.put((4, 2), torch.ones(4))
@@ -127,3 +136,45 @@ def test_backward_takes_only_the_last_forwards_shape() -> None:
     with pytest.raises(ValueError, match=r"Linear: .*\(3, 2\)"):
         layer.backward(torch.randn(5, 2))
     assert not layer.weight.grad.any() and not layer.bias.grad.any()
+
+
+def test_a_shallow_copy_keeps_shapes_of_its_own() -> None:
+    # A copy shares the parameters until one of them is given new ones: then each must use
+    # what was made for its own.
+    layer = nn.Linear(3, 2)
+    twin = copy.copy(layer)
+    for batch in (4, 5):
+        layer(torch.randn(batch, 3))
+    twin.weight = nn.Parameter(torch.randn(2, 3, dtype=F64))
+    twin.bias = nn.Parameter(torch.randn(2, dtype=F64))
+    twin(torch.randn(4, 3, dtype=F64))
+    x = torch.randn(4, 3)
+    output = layer(x)
+    layer.zero_grad()
+    layer.backward(torch.ones_like(output))
+    assert layer.bias.grad.tolist() == [4.0, 4.0]
+    assert layer._ones.dtype == torch.float32
+
+
+def test_a_model_layout_stack_keeps_one_gradient_temporary_whatever_the_batch_sizes() -> None:
+    torch.manual_seed(0)
+    stack = stack_models([nn.mlp((3, 6, 2), "tanh") for _ in range(4)], layout="model")
+    criterion = nn.CrossEntropyLoss()
+    temporaries: dict[int, set[int]] = {}
+    for batch in BATCHES:
+        x, y = torch.randn(4, batch, 3), torch.randint(0, 2, (4, batch))
+        criterion(stack(x), y)
+        stack.backward(criterion.backward())
+        for index, layer in enumerate(stack):
+            if isinstance(layer, nn.BatchedLinear) and layer._product is not None:
+                temporaries.setdefault(index, set()).add(id(layer._product))
+    assert temporaries  # (this CPU uses them for the model layout)
+    assert all(len(ids) == 1 for ids in temporaries.values())
+
+
+def test_a_batched_layer_whose_bias_is_removed_after_a_forward_adds_none() -> None:
+    layer = nn.BatchedLinear(2, 3, 2).to(dtype=F64)
+    x = torch.randn(2, 4, 3, dtype=F64)
+    layer(x)
+    layer.bias = None
+    assert torch.equal(layer(x), torch.bmm(x, layer.weight.data.transpose(1, 2)))

@@ -12,7 +12,7 @@ V = TypeVar("V")
 
 class Recent(Generic[V]):
     """At most ``size`` values, each kept under the key (a shape, with the dtype and device
-    where they matter) it was made for; the oldest one is dropped to make room.
+    where they matter) it was made for; the one used least recently is dropped to make room.
 
     A module trained on batches whose last one is smaller, or evaluated between epochs on
     another batch size, switches between two or three input shapes. With the tensors it makes
@@ -25,8 +25,12 @@ class Recent(Generic[V]):
         self._values: dict[Hashable, V] = {}
 
     def get(self, key: Hashable) -> V | None:
-        """The value kept under ``key``, or ``None``."""
-        return self._values.get(key)
+        """The value kept under ``key`` (now the most recent), or ``None``."""
+        values = self._values
+        value = values.pop(key, None)
+        if value is not None:
+            values[key] = value  # (last in the dict's order: dropped last)
+        return value
 
     def put(self, key: Hashable, value: V) -> V:
         """Keep ``value`` under ``key`` (dropping the oldest value if full); return it."""
@@ -36,6 +40,10 @@ class Recent(Generic[V]):
         values[key] = value
         return value
 
+    def empty(self) -> Recent[V]:
+        """A new, empty cache of the same size."""
+        return Recent(self._size)
+
     def clear(self) -> None:
         """Forget every value (the module's parameters were replaced, say)."""
         self._values.clear()
@@ -44,5 +52,6 @@ class Recent(Generic[V]):
         return len(self._values)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled and copied empty: what it keeps is made again when needed.
+        # Pickled and copied empty: what it keeps belongs to its module's tensors, and is made
+        # again when needed.
         return (Recent, (self._size,))

@@ -175,10 +175,12 @@ class BatchedLinear(Module):
         self._output_shape = torch.Size()
         # The temporary of the weight gradient's batched product, where it is used (see _accept).
         self._product: Tensor | None = None
-        # The gradient tensor that _product was chosen for, and (output shape, _product) of the
-        # last few input shapes accepted with these parameter tensors (see Recent).
+        # The gradient tensor that it was chosen for, the temporary itself (made once for it),
+        # and (output shape, whether the temporary is used) for the last few input shapes
+        # accepted with these parameter tensors (see Recent).
         self._grad_seen: Tensor | None = None
-        self._shapes: Recent[tuple[torch.Size, Tensor | None]] = Recent()
+        self._temporary: Tensor | None = None
+        self._shapes: Recent[tuple[torch.Size, bool]] = Recent()
 
     def unstack(self) -> list[Linear]:
         """R :class:`Linear` layers holding copies of each model's parameters."""
@@ -228,22 +230,26 @@ class BatchedLinear(Module):
             self._bias_row = bias.unsqueeze(1) if bias is not None else None
             self._grad_seen = grad
             self._shapes.clear()
+            self._temporary = None
         check_like_parameter("BatchedLinear", input, weight)
         known = self._shapes.get(input.shape)
         if known is None:
-            # Where the weight gradient is computed as one batched product into a contiguous
-            # temporary rather than one product per model (see the class docstring). A normal
-            # tensor, written in and out of inference mode.
+            # Whether the weight gradient is computed as one batched product into a contiguous
+            # temporary rather than one product per model (see the class docstring).
             batched = (
                 not grad.is_contiguous()
                 and grad.device.type == "cpu"
                 and _batched_gradient_is_exact(grad, input.shape[1])
             )
-            with torch.inference_mode(False):
-                product = torch.empty(grad.shape, dtype=grad.dtype) if batched else None
             output_shape = torch.Size((self.models, input.shape[1], self.out_features))
-            known = self._shapes.put(input.shape, (output_shape, product))
-        self._output_shape, self._product = known
+            known = self._shapes.put(input.shape, (output_shape, batched))
+        self._output_shape, batched = known
+        if batched and self._temporary is None:
+            # One for every batch shape (it has the gradient's). A normal tensor, written in
+            # and out of inference mode.
+            with torch.inference_mode(False):
+                self._temporary = torch.empty(grad.shape, dtype=grad.dtype)
+        self._product = self._temporary if batched else None
         self._seen = (weight, bias, input.shape, input.dtype, input.device)
         return input
 
@@ -252,7 +258,7 @@ class BatchedLinear(Module):
         bias = self.bias
         if (
             self.weight.data is not seen[0]
-            or (bias is not None and bias.data is not seen[1])
+            or (bias.data if bias is not None else None) is not seen[1]
             or type(input) is not Tensor
             or input.shape != seen[2]
             or input.dtype is not seen[3]
@@ -302,13 +308,19 @@ class BatchedLinear(Module):
         state = super().__getstate__()
         # Views of the parameters, not pickled: the next forward makes them again.
         state.update(
-            _seen=(None,) * 5, _weight_t=None, _bias_row=None, _product=None, _grad_seen=None
+            _seen=(None,) * 5,
+            _weight_t=None,
+            _bias_row=None,
+            _product=None,
+            _grad_seen=None,
+            _temporary=None,
         )
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_product", None)  # (pickled before they existed)
         state.setdefault("_grad_seen", None)
+        state.setdefault("_temporary", None)
         state.setdefault("_shapes", Recent())
         super().__setstate__(state)
 

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from minidl._validate import check_copyable, unavailable
+from minidl.nn._recent import Recent
 from minidl.nn.flat import StorageView, flat_buffer, flatten_parameters, storage_view
 from minidl.nn.parameter import Parameter
 
@@ -410,9 +411,10 @@ class Module:
         """For pickle and ``copy.deepcopy``: the module's attributes, with the tensors it keeps
         between calls (caches, constants, some views of others) as views of their whole storages
         (:class:`~minidl.nn.flat.StorageView`: they come back sharing storage as they did, and
-        detached from any autograd graph, which ``copy.deepcopy`` refuses to copy), and without
+        detached from any autograd graph, which ``copy.deepcopy`` refuses to copy), without
         methods set on the instance (the checks of :func:`minidl.detect_anomaly`, which belong
-        to the original module)."""
+        to the original module), and with its caches of per-shape tensors empty (also for a
+        shallow ``copy.copy``: see :class:`~minidl.nn._recent.Recent`)."""
         state = self.__dict__.copy()
         for name in ("forward", "backward", "backward_parameters"):
             state.pop(name, None)
@@ -423,6 +425,10 @@ class Module:
                 state[name] = storage_view(value)
             elif isinstance(value, tuple) and any(isinstance(v, Tensor) for v in value):
                 state[name] = tuple(storage_view(v) if isinstance(v, Tensor) else v for v in value)
+            elif isinstance(value, Recent):
+                # A new one, also for a shallow copy (copy.copy), whose parameters may be
+                # replaced on their own: what a cache keeps belongs to this module's tensors.
+                state[name] = value.empty()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
