@@ -962,14 +962,36 @@ def test_module_load_state_dict_needs_a_mapping() -> None:
     on_meta.load_state_dict({k: v.to("meta") for k, v in model.state_dict().items()})
 
 
-def test_module_load_state_dict_non_strict_allows_unexpected_only() -> None:
+def test_module_load_state_dict_non_strict_skips_what_one_side_lacks() -> None:
+    # As in PyTorch: the entries both have are loaded, and the keys skipped are returned.
     model = nn.Linear(2, 2)
     state = {**nn.Linear(2, 2).state_dict(), "extra": torch.zeros(1)}
-    model.load_state_dict(state, strict=False)
+    assert model.load_state_dict(state, strict=False) == ([], ["extra"])
     assert torch.equal(model.weight.data, state["weight"])
+    bias = model.bias.data.clone()
     del state["bias"]
-    with raises(KeyError, "missing keys ['bias']"):
-        model.load_state_dict(state, strict=False)
+    state["weight"] = torch.ones(2, 2)
+    skipped = model.load_state_dict(state, strict=False)
+    assert skipped.missing_keys == ["bias"] and skipped.unexpected_keys == ["extra"]
+    assert torch.equal(model.weight.data, torch.ones(2, 2))
+    assert torch.equal(model.bias.data, bias)
+    assert model.load_state_dict(model.state_dict()) == ([], [])
+    with raises(KeyError, "missing keys ['bias']", "strict=False loads the keys both have"):
+        model.load_state_dict(state)
+    with raises(TypeError, "Linear.load_state_dict: strict must be True or False, got 'no'"):
+        model.load_state_dict(state, strict="no")  # type: ignore[arg-type]
+
+
+def test_a_trained_trunk_loads_into_a_model_with_a_new_head() -> None:
+    trunk = nn.mlp((2, 5, 5, 3))
+    model = nn.mlp((2, 5, 5, 4))  # the same layers but the last
+    head = {k: v for k, v in trunk.state_dict().items() if not k.startswith("4.")}
+    before = model.state_dict()
+    assert model.load_state_dict(head, strict=False) == (["4.weight", "4.bias"], [])
+    after = model.state_dict()
+    for key, value in after.items():
+        expected = before[key] if key.startswith("4.") else trunk.state_dict()[key]
+        assert torch.equal(value, expected), key
 
 
 def _optimizer_with_history() -> optim.SGD:

@@ -15,7 +15,7 @@ from minidl.nn.linear import Linear
 from minidl.nn.log_softmax import LogSoftmax
 from minidl.nn.loss import Loss
 from minidl.nn.mlp import ACTIVATIONS, activation, mlp
-from minidl.nn.module import Module
+from minidl.nn.module import IncompatibleKeys, Module
 from minidl.nn.mse import MSELoss
 from minidl.nn.nll import NLLLoss
 from minidl.nn.parameter import Parameter
@@ -47,6 +47,7 @@ __all__ = [
     "Dropout",
     "HuberLoss",
     "Identity",
+    "IncompatibleKeys",
     "L1Loss",
     "LeakyReLU",
     "Linear",

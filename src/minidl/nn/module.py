@@ -38,7 +38,7 @@ input, like PyTorch's.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -48,7 +48,15 @@ from minidl.nn._recent import Recent
 from minidl.nn.flat import StorageView, flat_buffer, flatten_parameters, storage_view
 from minidl.nn.parameter import Parameter
 
-__all__ = ["Module", "Parameter"]
+__all__ = ["IncompatibleKeys", "Module", "Parameter"]
+
+
+class IncompatibleKeys(NamedTuple):
+    """What :meth:`Module.load_state_dict` skipped: the module's keys missing from the state
+    dict, and the state dict's keys the module does not have (as in PyTorch)."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 
 class Module:
@@ -246,7 +254,9 @@ class Module:
         state.update((name, b.detach().clone()) for name, b in self.named_buffers())
         return state
 
-    def load_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True) -> None:
+    def load_state_dict(
+        self, state_dict: Mapping[str, Tensor], strict: bool = True
+    ) -> IncompatibleKeys:
         """Copy values from ``state_dict`` into the parameters and buffers, in place.
 
         Every entry is checked (missing or unexpected keys, shapes, floating dtype) before anything
@@ -254,8 +264,15 @@ class Module:
         with its value at the call, even one that is a view of the module's own tensors (a
         transposed weight, say).
 
+        With ``strict=False``, as in PyTorch, the keys of one side that the other lacks are
+        skipped: the entries present are loaded (a trained trunk into a model with a new head,
+        say) and the others keep their values.
+
+        Returns:
+            The keys skipped, ``(missing_keys, unexpected_keys)`` (both empty with ``strict``).
+
         Raises:
-            KeyError: missing or (with ``strict``) unexpected keys.
+            KeyError: (with ``strict``) missing or unexpected keys.
             ValueError: an entry whose shape differs from the parameter's.
             TypeError: an entry that is not a floating-point tensor (for a buffer that is not
                 floating point: an entry of another dtype).
@@ -266,15 +283,21 @@ class Module:
                 f"{where}.load_state_dict: expected a mapping of names to tensors (as "
                 f"state_dict() returns), got {type(state_dict).__name__}"
             )
+        if not isinstance(strict, bool):
+            raise TypeError(
+                f"{where}.load_state_dict: strict must be True or False, got {strict!r}"
+            )
         own = {name: parameter.data for name, parameter in self.named_parameters()}
         own.update(self.named_buffers())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
-        if missing or (strict and unexpected):
+        if strict and (missing or unexpected):
             raise KeyError(
                 f"{where}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}; "
-                f"expected exactly {list(own)}"
+                f"expected exactly {list(own)} (strict=False loads the keys both have)"
             )
+        for name in missing:
+            del own[name]
         for name, tensor in own.items():
             value = state_dict[name]
             if tensor.is_floating_point():
@@ -310,6 +333,7 @@ class Module:
             values[name] = value
         for name, tensor in own.items():
             tensor.copy_(values[name])
+        return IncompatibleKeys(missing, unexpected)
 
     def to(
         self,
