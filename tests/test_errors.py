@@ -1584,3 +1584,20 @@ def test_load_checkpoint_refuses_components_of_the_wrong_kind(tmp_path: Any) -> 
         load_checkpoint(tmp_path / "c", model, optimizer, generator=3)  # type: ignore[arg-type]
     with raises(CheckpointError, "scheduler must be a minidl LRScheduler, got str"):
         load_checkpoint(tmp_path / "c", model, optimizer, "step")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("last", "width"), [(nn.Linear(3, 2), 2), (nn.Tanh(), 3)], ids=["Linear", "Tanh"]
+)
+def test_backward_given_the_loss_says_to_pass_its_gradient(last: nn.Module, width: int) -> None:
+    model = nn.Sequential(nn.Linear(2, 3), last)
+    criterion = nn.MSELoss()
+    loss = criterion(model(torch.randn(4, 2)), torch.randn(4, width))
+    before = _snapshot(model)
+    with raises(
+        ValueError,
+        f"{type(last).__name__}: gradient has shape (), expected (4, {width})",
+        "criterion.backward(), not the loss",
+    ):
+        model.backward(loss)
+    assert all(torch.equal(a, b) for a, b in zip(_snapshot(model), before, strict=True))

@@ -161,9 +161,16 @@ def check_grad_output(
             f"{where}: expected a torch.Tensor as gradient, got {type(grad_output).__name__}"
         )
     if grad_output.shape != shape:
+        # A 0-dim gradient for a bigger output is most likely the loss value itself.
+        hint = (
+            "; backward takes the gradient of the loss with respect to the output, "
+            "criterion.backward(), not the loss"
+            if grad_output.dim() == 0 and len(shape) > 0
+            else ""
+        )
         raise ValueError(
             f"{where}: gradient has shape {tuple(grad_output.shape)}, expected {tuple(shape)} "
-            f"(the shape of the last forward's output)"
+            f"(the shape of the last forward's output){hint}"
         )
     if like is not None:
         check_like_parameter(where, grad_output, like, "gradient", owner)
