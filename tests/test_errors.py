@@ -1601,3 +1601,31 @@ def test_backward_given_the_loss_says_to_pass_its_gradient(last: nn.Module, widt
     ):
         model.backward(loss)
     assert all(torch.equal(a, b) for a, b in zip(_snapshot(model), before, strict=True))
+
+
+class _Gate(nn.Module):
+    """Holds a Parameter as a plain attribute (`self.w = Parameter(...)`), as torch.nn would
+    register it; optionally a reference to a registered parameter of another module."""
+
+    def __init__(self, tied: nn.Parameter | None = None) -> None:
+        super().__init__()
+        self.w = tied if tied is not None else nn.Parameter(torch.ones(2))
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input * self.w.data
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output * self.w.data
+
+
+def test_sequential_refuses_a_parameter_that_is_not_registered() -> None:
+    with raises(
+        ValueError,
+        "Sequential: the Parameter in attribute '1.w' is not registered",
+        "self.w = self.register_parameter('w', Parameter(...))",
+    ):
+        nn.Sequential(nn.Linear(2, 2), _Gate())
+    # A reference to a parameter that the model registers elsewhere is not refused.
+    first = nn.Linear(2, 2)
+    model = nn.Sequential(first, _Gate(tied=first.bias))
+    assert model.parameters() == [first.weight, first.bias]

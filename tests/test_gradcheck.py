@@ -193,8 +193,14 @@ def test_gradcheck_refuses_float32() -> None:
         minidl.gradcheck(nn.Tanh())
     with pytest.raises(TypeError, match="gradcheck: the first input must be a floating-point"):
         minidl.gradcheck(nn.Tanh(), torch.ones(2, 2, dtype=torch.int64))
-    with pytest.raises(TypeError, match="gradcheck: the first input must be a floating-point"):
+    with pytest.raises(
+        TypeError, match="gradcheck: the first input must be a floating-point tensor, got list"
+    ):
         minidl.gradcheck(nn.Tanh(), [[1.0, 2.0]])  # type: ignore[arg-type]
+    # As torch.autograd.gradcheck takes them: a tuple of inputs.
+    x = torch.randn(2, 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"gradcheck: got the inputs as a tuple; pass them as arg"):
+        minidl.gradcheck(nn.Tanh(), (x,))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="gradcheck: expected a minidl Module, got Tanh"):
         minidl.gradcheck(torch.nn.Tanh(), torch.randn(2, 2, dtype=F64))  # type: ignore[arg-type]
 
@@ -322,3 +328,34 @@ def test_a_stacked_loss_is_refused_with_what_to_check_instead() -> None:
     ):
         minidl.gradcheck(nn.CrossEntropyLoss(), prediction, target)
     assert minidl.gradcheck(nn.CrossEntropyLoss(), prediction[1], target[1])
+
+
+class _Scale(nn.Module):
+    """y = x * w, w set as a plain attribute (not registered), with a wrong weight gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(2, dtype=torch.float64))
+        self._x = torch.zeros(0)
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._x = input
+        return input * self.w.data
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        self.w.grad.add_(grad_output.sum(0))  # wrong: misses the factor x
+        return grad_output * self.w.data
+
+
+def test_an_unregistered_parameter_is_refused_rather_than_left_unchecked() -> None:
+    x = torch.randn(3, 2, dtype=torch.float64)
+    for module, path in ((_Scale(), "'w'"), (nn.Sequential.__new__(nn.Sequential), None)):
+        if path is None:  # the same inside a container built without Sequential's own check
+            module._chain((nn.Linear(2, 2, dtype=torch.float64), _Scale()))
+            path = "'1.w'"
+        with pytest.raises(
+            ValueError,
+            match=rf"gradcheck: the Parameter in attribute {path} is not registered, .*"
+            r"self\.w = self\.register_parameter\('w', Parameter\(\.\.\.\)\)",
+        ):
+            minidl.gradcheck(module, x)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from minidl._validate import check_real, check_seed
 from minidl.nn.loss import Loss
-from minidl.nn.module import Module
+from minidl.nn.module import Module, check_registered
 from minidl.nn.parameter import Parameter
 
 __all__ = ["GradcheckError", "gradcheck"]
@@ -72,8 +72,19 @@ def gradcheck(
     if not inputs:
         raise ValueError("gradcheck: give at least one input tensor")
     first = inputs[0]
+    if (
+        isinstance(first, tuple | list)
+        and first
+        and all(isinstance(item, Tensor) for item in first)
+        and len(inputs) == 1
+    ):
+        raise TypeError(
+            f"gradcheck: got the inputs as a {type(first).__name__}; pass them as arguments, "
+            "gradcheck(module, *inputs) (not as torch.autograd.gradcheck takes them)"
+        )
     if not isinstance(first, Tensor) or not first.is_floating_point():
-        raise TypeError("gradcheck: the first input must be a floating-point tensor")
+        got = first.dtype if isinstance(first, Tensor) else type(first).__name__
+        raise TypeError(f"gradcheck: the first input must be a floating-point tensor, got {got}")
     if first.dtype != torch.float64:
         raise TypeError(
             f"gradcheck: use float64 inputs and parameters (got {first.dtype}); float32 "
@@ -85,6 +96,8 @@ def gradcheck(
     check_seed("gradcheck", seed)
     if not isinstance(raise_exception, bool):
         raise TypeError(f"gradcheck: raise_exception must be a bool, got {raise_exception!r}")
+    # (an unregistered parameter's gradient would go unchecked: a wrong one would pass)
+    check_registered("gradcheck", module)
     named = list(module.named_parameters())
     for name, parameter in named:
         if parameter.data.dtype != torch.float64:

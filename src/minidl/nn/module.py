@@ -48,7 +48,13 @@ from minidl.nn._recent import Recent
 from minidl.nn.flat import StorageView, flat_buffer, flatten_parameters, storage_view
 from minidl.nn.parameter import Parameter
 
-__all__ = ["IncompatibleKeys", "Module", "Parameter"]
+__all__ = [
+    "IncompatibleKeys",
+    "Module",
+    "Parameter",
+    "check_registered",
+    "unregistered_parameters",
+]
 
 
 class IncompatibleKeys(NamedTuple):
@@ -488,3 +494,34 @@ class Module:
             lines.append(f"  ({name}): {child_repr}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def unregistered_parameters(module: Module) -> list[str]:
+    """The attributes of ``module`` and its descendants (dotted paths) that hold a
+    :class:`Parameter` which is not one of ``module.parameters()``.
+
+    Setting a parameter as an attribute does not register it, unlike in PyTorch: such a
+    parameter is not trained by an optimizer built on ``parameters()``, saved by ``state_dict``
+    or checked by :func:`minidl.gradcheck`.
+    """
+    registered = {id(parameter) for parameter in module.parameters()}
+    found = []
+    for path, part in module.named_modules():
+        for name, value in vars(part).items():
+            if isinstance(value, Parameter) and id(value) not in registered:
+                found.append(f"{path}.{name}" if path else name)
+    return found
+
+
+def check_registered(where: str, module: Module) -> None:
+    """Refuse ``module`` if :func:`unregistered_parameters` finds any, naming the first."""
+    found = unregistered_parameters(module)
+    if found:
+        path = found[0]
+        name = path.rsplit(".", 1)[-1]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise ValueError(
+            f"{where}: the Parameter in attribute {path!r}{more} is not registered, so an "
+            "optimizer on parameters() would not train it and state_dict would not save it; "
+            f"register it: self.{name} = self.register_parameter({name!r}, Parameter(...))"
+        )

@@ -11,7 +11,7 @@ from torch import Tensor
 from minidl import anomaly
 from minidl._validate import add_note
 from minidl.nn.flat import flat_buffer, flatten_parameters
-from minidl.nn.module import Module
+from minidl.nn.module import Module, check_registered
 
 __all__ = ["Sequential"]
 
@@ -54,6 +54,7 @@ class Sequential(Module):
 
     def __init__(self, *modules: Module) -> None:
         self._chain(modules)
+        check_registered("Sequential", self)
         self._flatten()
 
     def _flatten(self) -> None:
