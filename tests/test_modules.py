@@ -275,6 +275,39 @@ def test_modules_are_named_modules_without_the_paths() -> None:
     assert list(lone.modules()) == [lone]
 
 
+def test_buffers_and_named_children_as_in_pytorch() -> None:
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Sequential(nn.BatchNorm1d(3)))
+    assert model.buffers() == [buffer for _, buffer in model.named_buffers()]
+    assert len(model.buffers()) == 6  # two norms' running mean, variance and count
+    assert [(name, child) for name, child in model.named_children()] == [
+        ("0", model[0]),
+        ("1", model[1]),
+        ("2", model[2]),
+    ]
+    twin = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    assert [name for name, _ in twin.named_children()] == ["0", "1"]  # the same names
+
+
+def test_apply_calls_every_module_children_first() -> None:
+    model = nn.Sequential(nn.Sequential(nn.Linear(2, 2), nn.Tanh()), nn.Linear(2, 2))
+    seen: list[nn.Module] = []
+    assert model.apply(seen.append) is model
+    assert seen == [model[0][0], model[0][1], model[0], model[1], model]
+    twin = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 2)), torch.nn.Linear(2, 2))
+    order: list[torch.nn.Module] = []
+    twin.apply(order.append)
+    assert [type(m).__name__ for m in order] == ["Linear", "Sequential", "Linear", "Sequential"]
+
+    def init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            module.weight.data.fill_(0.5)
+
+    model.apply(init)
+    assert all(float(p.data.min()) == 0.5 for p in model.parameters() if p.data.dim() == 2)
+    with pytest.raises(TypeError, match=r"Sequential\.apply: fn must be callable, got 3"):
+        model.apply(3)  # type: ignore[arg-type]
+
+
 def test_state_dict_round_trip() -> None:
     torch.manual_seed(1)
     source = nn.mlp((2, 5, 3), "elu")
@@ -792,12 +825,16 @@ def test_stack_models_refuses_tied_parameters() -> None:
 
 
 def test_pytorch_shorthands_for_to() -> None:
-    """``double()``, ``half()``, ``cpu()`` and ``cuda()`` are ``to(...)``, as in PyTorch."""
+    """``float()``, ``double()``, ``half()``, ``bfloat16()``, ``cpu()`` and ``cuda()`` are
+    ``to(...)``, as in PyTorch."""
     model = nn.mlp((2, 3, 2), "tanh")
     assert model.double() is model and all(
         p.data.dtype == torch.float64 for p in model.parameters()
     )
     assert model.half() is model and all(p.data.dtype == torch.float16 for p in model.parameters())
+    assert model.bfloat16() is model
+    assert all(p.data.dtype == torch.bfloat16 for p in model.parameters())
+    assert model.float() is model and all(p.data.dtype == torch.float32 for p in model.parameters())
     assert model.cpu() is model and all(p.data.device.type == "cpu" for p in model.parameters())
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match=r"cuda:0 is not available"):

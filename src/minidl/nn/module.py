@@ -37,7 +37,7 @@ input, like PyTorch's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -217,6 +217,31 @@ class Module:
             path = f"{prefix}.{child_name}" if prefix else child_name
             yield from child.named_modules(path)
 
+    def buffers(self) -> list[Tensor]:
+        """The buffers, in the order of :meth:`named_buffers`."""
+        return [buffer for _, buffer in self.named_buffers()]
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """``(name, module)`` for the direct children, in registration order."""
+        return iter(list(self._modules.items()))
+
+    def apply(self, fn: Callable[[Module], object]) -> Module:
+        """Call ``fn`` on every descendant, then on this module (children first, as in
+        PyTorch); return this module. For example, to initialise every ``Linear`` in place::
+
+            def init(module):
+                if isinstance(module, Linear):
+                    module.weight.data.uniform_(-0.1, 0.1)
+
+            model.apply(init)
+        """
+        if not callable(fn):
+            raise TypeError(f"{type(self).__name__}.apply: fn must be callable, got {fn!r}")
+        for child in self._modules.values():
+            child.apply(fn)
+        fn(self)
+        return self
+
     def modules(self) -> Iterator[Module]:
         """This module and every descendant, depth first: :meth:`named_modules` without the
         paths."""
@@ -381,9 +406,17 @@ class Module:
             self._move(device, dtype)
         return self
 
+    def float(self) -> Module:
+        """``self.to(torch.float32)``, as in PyTorch."""
+        return self.to(torch.float32)
+
     def double(self) -> Module:
         """``self.to(torch.float64)``, as in PyTorch."""
         return self.to(torch.float64)
+
+    def bfloat16(self) -> Module:
+        """``self.to(torch.bfloat16)``, as in PyTorch."""
+        return self.to(torch.bfloat16)
 
     def half(self) -> Module:
         """``self.to(torch.float16)``, as in PyTorch."""
