@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import torch
 
+from minidl.checkpoint import read_checkpoint
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
@@ -149,8 +151,13 @@ def test_readme_code_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     counts are the README's: its first loop alone takes seconds)."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
-    assert len(blocks) == 5, "the README's python blocks changed: update this test"
-    shorter = {"range(400)": "range(2)", "epochs=400": "epochs=12", "epochs=100": "epochs=2"}
+    assert len(blocks) == 6, "the README's python blocks changed: update this test"
+    shorter = {
+        "range(400)": "range(2)",
+        "epochs=400": "epochs=12",
+        "epochs=100": "epochs=2",
+        ">= 20": ">= 1",  # the early stopping's patience
+    }
     monkeypatch.chdir(tmp_path)  # the checkpoint block writes run.ckpt
     namespace: dict[str, Any] = {"__name__": "readme"}
     for number, block in enumerate(blocks, start=1):
@@ -161,6 +168,11 @@ def test_readme_code_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert namespace["state"].epoch == 10
     assert len(namespace["state"].history.train_loss) == 12
     assert len(namespace["histories"]) == len(namespace["rates"])
+    # The early stopping stopped one epoch after its best, which it saved and loaded back.
+    best, stopped = namespace["best"], namespace["stopped"]
+    assert len(stopped.train_loss) == min(best["epoch"] + 2, 12)
+    assert min(stopped.validation_error) == best["error"]
+    assert read_checkpoint(tmp_path / "best.ckpt").training.epoch == best["epoch"] + 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

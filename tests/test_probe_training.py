@@ -754,3 +754,42 @@ def test_fit_stopped_by_on_epoch_resumes_to_the_uninterrupted_run_bit_for_bit() 
         whole_history.lr,
         whole_history.batch_lr,
     )
+
+
+def test_fit_stops_after_an_epoch_whose_on_epoch_returns_true() -> None:
+    """Early stopping: the run equals one of exactly that many epochs, bit for bit (the
+    returned history included); only ``True`` stops (another truthy value is ignored)."""
+    x, y = _data(1, 33)
+
+    def run(epochs: int, on_epoch: Any = None) -> tuple[nn.Sequential, History]:
+        model = _model()
+        optimizer = mo.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        generator = torch.Generator().manual_seed(3)
+        history = fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optimizer,
+            x,
+            y,
+            epochs=epochs,
+            batch_size=7,
+            validation=(x, y),
+            generator=generator,
+            on_epoch=on_epoch,
+        )
+        return model, history
+
+    seen: list[int] = []
+
+    def stop_at_two(record: EpochRecord) -> bool:
+        seen.append(record.epoch)
+        return record.epoch == 2
+
+    stopped, stopped_history = run(10, stop_at_two)
+    exact, exact_history = run(3)
+    assert seen == [0, 1, 2]
+    assert stopped_history == exact_history and len(stopped_history.train_loss) == 3
+    for p, q in zip(stopped.parameters(), exact.parameters(), strict=True):
+        assert torch.equal(p.data, q.data)
+    _, history = run(4, lambda record: 1)  # truthy, not True: no stop
+    assert len(history.train_loss) == 4

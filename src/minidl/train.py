@@ -220,7 +220,7 @@ def fit(
     drop_last: bool = False,
     start_epoch: int = 0,
     history: History | None = None,
-    on_epoch: Callable[[EpochRecord], None] | None = None,
+    on_epoch: Callable[[EpochRecord], object] | None = None,
     parallel: Parallel | None = None,
 ) -> History:
     """Train ``model`` with mini-batch gradient descent and return its :class:`History`.
@@ -252,7 +252,8 @@ def fit(
             then the mean over the full batches.
         start_epoch: the first epoch to run (when resuming).
         history: a history to extend (when resuming).
-        on_epoch: called with the :class:`EpochRecord` of each epoch.
+        on_epoch: called with the :class:`EpochRecord` of each epoch; if it returns ``True``,
+            training stops after that epoch (early stopping: the history ends with it).
         parallel: data-parallel training (a :class:`minidl.distributed.DataParallel`): each
             process trains on its shard of every batch, the gradients are made the global
             batch's after every ``backward``, and the recorded loss is the global one. A
@@ -418,5 +419,7 @@ def fit(
             history.append(record)
             if on_epoch is not None:
                 with torch.inference_mode(False):  # the caller's code, as outside fit
-                    on_epoch(record)
+                    stop = on_epoch(record)
+                if stop is True:
+                    break
     return history
