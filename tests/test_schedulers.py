@@ -181,3 +181,62 @@ def test_scheduler_repr() -> None:
         "CyclicLR(base_lr=0.1, max_lr=1.0, step_size_up=4, step_size_down=4, "
         "mode='triangular', gamma=1.0)"
     )
+
+
+def _sgd() -> optim.SGD:
+    return optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1, momentum=0.9)
+
+
+def test_an_older_schedule_on_the_same_optimizer_refuses_to_step() -> None:
+    # In PyTorch two schedulers on one optimizer multiply their factors; minidl's set the rate,
+    # so the older one would be overwritten silently: it refuses, and changes nothing.
+    optimizer = _sgd()
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=3, start_factor=0.5)
+    decay = optim.ExponentialDecay(optimizer, gamma=0.5)
+    assert warmup.superseded_by == "ExponentialDecay" and decay.superseded_by is None
+    lr, state = optimizer.lr, warmup.state_dict()
+    for call in (warmup.step, lambda: warmup.load_state_dict(state)):
+        with pytest.raises(
+            RuntimeError,
+            match=r"^LinearWarmup\.(step|load_state_dict): the optimizer is scheduled by the "
+            r"ExponentialDecay built on it after this schedule; .*SequentialSchedule$",
+        ):
+            call()
+        assert optimizer.lr == lr and warmup.last_step == 0
+    assert decay.step() == decay.base_lr * 0.5
+    # The schedules of a SequentialSchedule, built before it, are run by it, never stepped.
+    first = optim.LinearWarmup(optimizer, warmup_steps=2, start_factor=0.5)
+    then = optim.ExponentialDecay(optimizer, gamma=0.5)
+    both = optim.SequentialSchedule(optimizer, [first, then], milestones=[2])
+    assert [both.step() for _ in range(3)] == [both.lr_at(step) for step in (1, 2, 3)]
+    assert decay.superseded_by == "SequentialSchedule"
+
+
+def test_a_schedule_copied_or_pickled_with_its_optimizer_still_steps() -> None:
+    import copy
+    import pickle
+
+    optimizer = _sgd()
+    schedule = optim.StepDecay(optimizer, step_size=1, gamma=0.5)
+    for twin in (copy.deepcopy(schedule), pickle.loads(pickle.dumps(schedule))):
+        assert twin.superseded_by is None
+        assert twin.step() == pytest.approx(0.05)
+    assert schedule.step() == pytest.approx(0.05)  # the original is still its optimizer's
+
+
+def test_fit_refuses_a_schedule_superseded_before_training() -> None:
+    from minidl.train import fit
+
+    model = nn.mlp((2, 3, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    older = optim.StepDecay(optimizer, step_size=1)
+    optim.ExponentialDecay(optimizer, gamma=0.9)
+    before = [p.data.clone() for p in model.parameters()]
+    x, y = torch.randn(8, 2), torch.randint(0, 2, (8,))
+    with pytest.raises(
+        ValueError,
+        match=r"^fit: the optimizer is scheduled by the ExponentialDecay built on it after the "
+        r"StepDecay given; pass that one",
+    ):
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, scheduler=older)
+    assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))

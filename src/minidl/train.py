@@ -296,6 +296,12 @@ def fit(
         )
     if scheduler is not None and scheduler.optimizer is not optimizer:
         raise ValueError("fit: the scheduler must schedule the optimizer given to fit")
+    if scheduler is not None and scheduler.superseded_by is not None:
+        raise ValueError(
+            f"fit: the optimizer is scheduled by the {scheduler.superseded_by} built on it after "
+            f"the {type(scheduler).__name__} given; pass that one (two schedules would "
+            "overwrite each other's rates: a SequentialSchedule runs them one after the other)"
+        )
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             f"fit: generator must be a torch.Generator or None, got {type(generator).__name__}"

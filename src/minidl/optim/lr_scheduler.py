@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
@@ -20,6 +21,10 @@ class LRScheduler:
     schedule's reference learning rate ``base_lr`` is the optimizer's learning rate at
     construction unless the subclass takes its own rates (``takes_own_rates``). A ``step`` or a
     ``load_state_dict`` that raises (a rate the schedule does not define) changes nothing.
+
+    The schedule built last on an optimizer sets its rate: an older one refuses to ``step``
+    (two schedules would overwrite each other's rates; a
+    :class:`~minidl.optim.SequentialSchedule` runs several one after the other).
 
     Args:
         optimizer: the optimizer whose ``lr`` is scheduled.
@@ -41,6 +46,32 @@ class LRScheduler:
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.last_step = 0
+        # The schedule built last on an optimizer sets its rate (see _check_scheduling): a
+        # token that survives pickling and copying with the optimizer, and its class's name.
+        self._token = secrets.randbits(63)
+        optimizer._scheduled_by = (self._token, type(self).__name__)
+
+    @property
+    def superseded_by(self) -> str | None:
+        """The class name of a schedule built on the optimizer after this one (which now sets
+        its rate: this one refuses to ``step``), or ``None``."""
+        owner = getattr(self.optimizer, "_scheduled_by", None)
+        if owner is None or owner[0] == getattr(self, "_token", owner[0]):
+            return None
+        return str(owner[1])
+
+    def _check_scheduling(self, where: str) -> None:
+        """Refuse to set the rate of an optimizer that a schedule built after this one
+        schedules: each sets the rate from its own formula (rather than scale it, as PyTorch's
+        chained schedulers do), so stepping both would silently keep the last one's."""
+        other = self.superseded_by
+        if other is not None:
+            raise RuntimeError(
+                f"{type(self).__name__}.{where}: the optimizer is scheduled by the {other} "
+                "built on it after this schedule; minidl's schedules set the rate rather than "
+                "scale it, so two would overwrite each other: step only the last one built, "
+                "or put them one after the other in a SequentialSchedule"
+            )
 
     def lr_at(self, step: int) -> float:
         """The learning rate after ``step`` calls of :meth:`step`."""
@@ -70,6 +101,7 @@ class LRScheduler:
         If the schedule has no rate for the next step (``OneCycle`` past its ``total_steps``),
         it raises and nothing changes.
         """
+        self._check_scheduling("step")
         lr = self.lr_at(self.last_step + 1)
         self.optimizer.lr = lr
         self.last_step += 1
@@ -96,6 +128,7 @@ class LRScheduler:
         Everything is checked before anything changes, the rate of the restored step included.
         """
         name = type(self).__name__
+        self._check_scheduling("load_state_dict")
         if not isinstance(state_dict, Mapping):
             raise TypeError(
                 f"{name}.load_state_dict: expected a mapping (as state_dict() returns), got "

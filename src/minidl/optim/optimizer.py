@@ -99,6 +99,8 @@ class Optimizer:
         self._check_one_kind()
         self._lr = check_real(name, "lr", lr, low=0.0)
         self.step_count = 0
+        # (token, class name) of the schedule built last on it (see LRScheduler).
+        self._scheduled_by: tuple[int, str] | None = None
         self._sizes = [p.numel() for p in self.params]
         numel = sum(self._sizes)
         first = self.params[0].data
@@ -245,6 +247,7 @@ class Optimizer:
         for key in self._hyperparameter_names():  # pickled when they were plain attributes
             if key in state:
                 state["_" + key] = state.pop(key)
+        state.setdefault("_scheduled_by", None)  # (pickled before it existed)
         for key, value in state.items():  # (not self.__dict__.update: see Module.__setstate__)
             object.__setattr__(self, key, value)
         with torch.inference_mode(False):
