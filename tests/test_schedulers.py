@@ -240,3 +240,16 @@ def test_fit_refuses_a_schedule_superseded_before_training() -> None:
     ):
         fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, scheduler=older)
     assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+def test_get_last_lr_is_pytorchs() -> None:
+    optimizer = _sgd()
+    schedule = optim.StepDecay(optimizer, step_size=2, gamma=0.5)
+    twin_optimizer = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1)
+    twin = torch.optim.lr_scheduler.StepLR(twin_optimizer, step_size=2, gamma=0.5)
+    for _ in range(6):
+        assert schedule.get_last_lr() == pytest.approx(twin.get_last_lr(), rel=1e-15)
+        assert schedule.get_last_lr() == [optimizer.lr]
+        twin_optimizer.step()
+        schedule.step()
+        twin.step()

@@ -119,6 +119,11 @@ class LRScheduler:
         """The learning rate of the current step."""
         return self.lr_at(self.last_step)
 
+    def get_last_lr(self) -> list[float]:
+        """``[lr]``: the rate of the current step in a list, as PyTorch's ``get_last_lr``
+        returns one per parameter group (a minidl optimizer is one group)."""
+        return [self.lr]
+
     def state_dict(self) -> dict[str, Any]:
         return {"base_lr": self.base_lr, "last_step": self.last_step}
 
