@@ -909,3 +909,22 @@ def test_malformed_optimizer_shapes_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(CheckpointError, match=r"optimizer.shapes\[0\] must be a list of integers"):
         load_checkpoint(tmp_path / "c", source_model, source)
+
+
+def test_the_same_model_in_another_dtype_is_named_as_such(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.mlp((2, 4, 2), "tanh")
+    save_checkpoint(tmp_path / "c", model)
+    cast = nn.mlp((2, 4, 2), "tanh").to(torch.float64)
+    before = [p.data.clone() for p in cast.parameters()]
+    with pytest.raises(
+        CheckpointError,
+        match=r"the checkpoint's parameters are float32 and this model's float64 \(the same "
+        r"names and shapes\): cast the model .*read_checkpoint\(path\)\.model_state\)$",
+    ):
+        load_checkpoint(tmp_path / "c", cast)
+    assert all(torch.equal(p.data, b) for p, b in zip(cast.parameters(), before, strict=True))
+    # What it suggests works.
+    cast.load_state_dict(read_checkpoint(tmp_path / "c").model_state)
+    for mine, saved in zip(cast.parameters(), model.parameters(), strict=True):
+        assert torch.equal(mine.data, saved.data.double())

@@ -520,7 +520,11 @@ MISMATCHES: list[tuple[str, Callable[[], Parts], list[str]]] = [
         lambda: parts(sizes=(2, 2)),
         ["another architecture", "'2.weight' is not in the model", "'2.bias' is not in the model"],
     ),
-    ("float64", lambda: parts(dtype=torch.float64), ["another architecture", "float64"]),
+    (
+        "float64",
+        lambda: parts(dtype=torch.float64),
+        ["parameters are float32 and this model's float64"],
+    ),
     (
         "another activation",
         lambda: parts(activation="relu"),

@@ -689,6 +689,16 @@ def _check_architecture(header: dict[str, Any], model: Module, where: str) -> No
             f"{model!r}\n(to load the parameters alone into this model: "
             "model.load_state_dict(read_checkpoint(path).model_state))"
         )
+    if saved.keys() == own.keys() and all(saved[n][0] == own[n][0] for n in own):
+        # Only dtypes differ: the same model, cast (a float64 copy for gradcheck, say).
+        saved_dtypes = sorted({dtype for _, dtype in saved.values()})
+        own_dtypes = sorted({dtype for _, dtype in own.values()})
+        raise CheckpointError(
+            f"{where}: the checkpoint's parameters are {', '.join(saved_dtypes)} and this "
+            f"model's {', '.join(own_dtypes)} (the same names and shapes): cast the model to "
+            "the checkpoint's dtype before loading (.to(dtype)), or load the parameters alone, "
+            "converted: model.load_state_dict(read_checkpoint(path).model_state)"
+        )
     differences = []
     for name, (shape, dtype) in own.items():
         if name not in saved:
