@@ -124,7 +124,7 @@ def torch_loss(criterion: nn.Loss, prediction: Tensor, target: Tensor) -> Tensor
             return F.mse_loss(prediction, dense, reduction="sum") / batch
         return F.mse_loss(prediction, dense, reduction=criterion.reduction)
     if isinstance(criterion, nn.CrossEntropyLoss):
-        return F.cross_entropy(prediction, target)
+        return F.cross_entropy(prediction, target, reduction=criterion.reduction)
     raise TypeError(f"no torch oracle for {type(criterion).__name__}")
 
 

@@ -3,6 +3,8 @@ their numerical stability."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -73,22 +75,57 @@ def test_mse_paper_reduction_is_sum_over_outputs_mean_over_samples() -> None:
     assert_close(mean.backward(), criterion.backward() / 2, 1e-15)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_cross_entropy_class_indices(shape: tuple[int, int]) -> None:
+def test_cross_entropy_class_indices(shape: tuple[int, int], reduction: Any) -> None:
     prediction = 4 * torch.randn(*shape, dtype=F64)
-    helper_test_op(None, prediction, nn.CrossEntropyLoss(), _indices(*shape))
+    helper_test_op(None, prediction, nn.CrossEntropyLoss(reduction), _indices(*shape))
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("kind", ["one-hot", "probabilities"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_cross_entropy_probability_targets(kind: str, shape: tuple[int, int]) -> None:
+def test_cross_entropy_probability_targets(
+    kind: str, shape: tuple[int, int], reduction: Any
+) -> None:
     batch, classes = shape
     if kind == "one-hot":
         target = F.one_hot(_indices(batch, classes), classes).to(F64)
     else:
         target = torch.rand(batch, classes, dtype=F64).softmax(dim=1)
     prediction = 4 * torch.randn(*shape, dtype=F64)
-    helper_test_op(None, prediction, nn.CrossEntropyLoss(), target)
+    helper_test_op(None, prediction, nn.CrossEntropyLoss(reduction), target)
+
+
+def test_cross_entropy_reduction_set_between_calls_and_refused_when_bad() -> None:
+    prediction, indices = torch.randn(5, 3, dtype=F64), _indices(5, 3)
+    probabilities = torch.rand(5, 3, dtype=F64).softmax(dim=1)
+    criterion = nn.CrossEntropyLoss()
+    assert repr(criterion) == "CrossEntropyLoss(reduction='mean')"
+    for target in (indices, probabilities):
+        mean = criterion(prediction, target)
+        mean_grad = criterion.backward()
+        criterion.reduction = "sum"
+        assert_close(criterion.backward(), mean_grad, 1e-15)  # the last forward's reduction
+        assert_close(criterion(prediction, target), 5 * mean, 1e-14)
+        assert_close(criterion.backward(), 5 * mean_grad, 1e-14)
+        criterion.reduction = "mean"
+        assert_close(criterion(prediction, target), mean, 1e-15)
+    with pytest.raises(ValueError, match=r"^CrossEntropyLoss: reduction must be 'mean' or 'sum'"):
+        nn.CrossEntropyLoss("none")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"got \['sum'\]$"):
+        criterion.reduction = ["sum"]  # type: ignore[assignment]
+    assert criterion.reduction == "mean"
+
+
+def test_stacked_cross_entropy_sum_is_each_models_sum() -> None:
+    prediction, target = torch.randn(3, 4, 5, dtype=F64), torch.randint(0, 5, (3, 4))
+    stacked, alone = nn.CrossEntropyLoss("sum"), nn.CrossEntropyLoss("sum")
+    losses = stacked(prediction, target)
+    grad = stacked.backward()
+    for model in range(3):
+        assert_close(losses[model], alone(prediction[model], target[model]), 1e-14)
+        assert_close(grad[model], alone.backward(), 1e-14)
 
 
 def test_cross_entropy_one_hot_equals_class_indices() -> None:

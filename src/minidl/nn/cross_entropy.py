@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
@@ -17,7 +17,8 @@ _Constants = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
 class CrossEntropyLoss(Loss):
-    r"""Cross-entropy of the softmax of logits :math:`z` against a target, mean over the batch.
+    r"""Cross-entropy of the softmax of logits :math:`z` against a target, mean (or sum) over
+    the batch.
 
     With :math:`\log p = z - \operatorname{LSE}(z)` computed with the max shift
     :math:`\operatorname{LSE}(z) = m + \log\sum_c e^{z_c - m}`, :math:`m = \max_c z_c` (finite at
@@ -28,6 +29,11 @@ class CrossEntropyLoss(Loss):
     - probabilities :math:`t` (rows summing to 1, e.g. one-hot):
       :math:`L = -\frac{1}{N}\sum_{n,c} t_{nc} \log p_{nc}`,
       :math:`\partial L/\partial z = \frac{1}{N}(p\,\textstyle\sum_c t_{nc} - t)`.
+
+    With ``reduction="sum"`` the :math:`\frac{1}{N}` is left out (PyTorch's ``reduction="sum"``).
+
+    Args:
+        reduction: ``"mean"`` (default) or ``"sum"`` over the batch.
 
     Shape:
         - Logits: ``(N, C)``. Target: ``(N,)`` int64 in ``[0, C)``, or ``(N, C)`` float with
@@ -43,8 +49,10 @@ class CrossEntropyLoss(Loss):
 
     stacks = True
 
-    def __init__(self) -> None:
+    def __init__(self, reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()
+        self._reduction = _check_reduction(reduction)
+        self._divisor_used: int | None = 1  # (the last forward's, for backward)
         self._log_probabilities: Tensor | None = None
         self._target: Tensor | None = None
         self._index: Tensor | None = None
@@ -66,7 +74,7 @@ class CrossEntropyLoss(Loss):
             key = (self._prediction_shape, logits.dtype, logits.device)
             known = self._recent.get(key)
             if known is None:
-                known = self._recent.put(key, self._make_constants(logits))
+                known = self._recent.put(key, self._make_constants(logits, self._reduction))
             constants = self._constants = known
             self._constants_for = self._prediction_shape
         _, minus_one_over_n_vector, _, picked, picked_vector = constants
@@ -76,7 +84,9 @@ class CrossEntropyLoss(Loss):
             self._check_dense_target(target, logits, class_indices=True)
             self._check_probabilities(target)
             # -1/N times the sum (accumulated in float32 for 16-bit logits, as PyTorch does).
-            loss = scaled_sum(target * log_probabilities, -logits.shape[-2], (-2, -1), divide=True)
+            loss = scaled_sum(
+                target * log_probabilities, -self._divisor(logits), (-2, -1), divide=True
+            )
             index = None
         else:
             # (_check_prediction leaves the logits' shape in _prediction_shape)
@@ -96,31 +106,55 @@ class CrossEntropyLoss(Loss):
                 # -1/N times the sum of the picked log-probabilities, as one dot product.
                 loss = picked_vector.dot(minus_one_over_n_vector)
             else:
-                loss = scaled_sum(picked, -logits.shape[-2], (-2, -1), divide=True)
+                loss = scaled_sum(picked, -self._divisor(logits), (-2, -1), divide=True)
         # Backward turns the log-probabilities into probabilities (nothing to do for an
         # evaluation that only needs the loss).
         self._log_probabilities = log_probabilities
         self._index = index
         self._target = target
         self._used = constants
+        self._divisor_used = self._divisor(logits)
         self._has_forward = True
         return loss
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("_recent", Recent())  # (pickled before it existed)
+        state.setdefault("_recent", Recent())  # (pickled before they existed)
+        state.setdefault("_reduction", "mean")
+        state.setdefault("_divisor_used", None)  # (then a mean's: the only reduction then)
         super().__setstate__(state)
 
+    @property
+    def reduction(self) -> Literal["mean", "sum"]:
+        """``"mean"`` or ``"sum"`` over the batch; it may be set between calls."""
+        return self._reduction
+
+    @reduction.setter
+    def reduction(self, value: Literal["mean", "sum"]) -> None:
+        self._reduction = _check_reduction(value)
+        # (the constants hold the divisor: made again at the next forward)
+        self._constants_for = None
+        self._recent.clear()
+
+    def _divisor(self, logits: Tensor) -> int:
+        """N for a mean over the batch, 1 for a sum."""
+        return logits.shape[-2] if self._reduction == "mean" else 1
+
+    def extra_repr(self) -> str:
+        return f"reduction={self._reduction!r}"
+
     @staticmethod
-    def _make_constants(like: Tensor) -> _Constants:
+    def _make_constants(like: Tensor, reduction: str = "mean") -> _Constants:
         """Tensors for logits like ``like`` (``(N, C)`` or ``(R, N, C)``), of its dtype and device.
 
+        With ``N`` the divisor (the batch size for a mean, 1 for a sum):
         ``-1/N`` shaped ``(N, 1)`` (``(R, N, 1)``) and a 1-D view of it; ``N`` as a 0-dim tensor
         (an op on a tensor skips wrapping a Python number on each call); a buffer of the first
         one's shape for the picked log-probabilities, and a 1-D view of it. They are made
         outside inference mode, so that the buffer can be written to whether or not the next
         call runs in it.
         """
-        shape, batch = (*like.shape[:-1], 1), like.shape[-2]
+        shape = (*like.shape[:-1], 1)
+        batch = like.shape[-2] if reduction == "mean" else 1
         with torch.inference_mode(False):
             minus_one_over_n = torch.full(shape, -1.0 / batch, dtype=like.dtype, device=like.device)
             batch_size = torch.tensor(float(batch), dtype=like.dtype, device=like.device)
@@ -152,6 +186,13 @@ class CrossEntropyLoss(Loss):
         scaled = log_probabilities.exp().div_(batch_size)
         if index is None:
             grad = scaled.mul_(target.sum(dim=-1, keepdim=True))
-            return grad.sub_(target, alpha=1.0 / log_probabilities.shape[-2])
+            divisor = self._divisor_used or log_probabilities.shape[-2]
+            return grad.sub_(target, alpha=1.0 / divisor)
         # (p - onehot(y)) / N in one more op: add -1/N at each row's target class.
         return scaled.scatter_add_(-1, index, minus_one_over_n)
+
+
+def _check_reduction(reduction: object) -> Literal["mean", "sum"]:
+    if isinstance(reduction, str) and reduction in ("mean", "sum"):
+        return cast(Literal["mean", "sum"], reduction)
+    raise ValueError(f"CrossEntropyLoss: reduction must be 'mean' or 'sum', got {reduction!r}")
