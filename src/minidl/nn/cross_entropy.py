@@ -84,9 +84,8 @@ class CrossEntropyLoss(Loss):
             self._check_dense_target(target, logits, class_indices=True)
             self._check_probabilities(target)
             # -1/N times the sum (accumulated in float32 for 16-bit logits, as PyTorch does).
-            loss = scaled_sum(
-                target * log_probabilities, -self._divisor(logits), (-2, -1), divide=True
-            )
+            divisor = self._divisor_used = self._divisor(logits)  # (backward's, in this case)
+            loss = scaled_sum(target * log_probabilities, -divisor, (-2, -1), divide=True)
             index = None
         else:
             # (_check_prediction leaves the logits' shape in _prediction_shape)
@@ -113,7 +112,6 @@ class CrossEntropyLoss(Loss):
         self._index = index
         self._target = target
         self._used = constants
-        self._divisor_used = self._divisor(logits)
         self._has_forward = True
         return loss
 
