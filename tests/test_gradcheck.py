@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import pytest
@@ -359,3 +360,13 @@ def test_an_unregistered_parameter_is_refused_rather_than_left_unchecked() -> No
             r"self\.w = self\.register_parameter\('w', Parameter\(\.\.\.\)\)",
         ):
             minidl.gradcheck(module, x)
+
+
+def test_an_input_that_requires_grad_is_checked_as_a_value_without_warnings() -> None:
+    # As torch.autograd.gradcheck's inputs are made: requires_grad=True.
+    model = nn.Sequential(nn.Linear(3, 2, dtype=torch.float64), nn.Tanh())
+    x = torch.randn(4, 3, dtype=torch.float64).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert minidl.gradcheck(model, x)
+    assert x.grad is None

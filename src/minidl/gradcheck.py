@@ -112,8 +112,10 @@ def gradcheck(
     saved_grads = [p.grad.clone() for p in parameters]
     buffers = [buffer for _, buffer in module.named_buffers()]
     saved_buffers = [buffer.clone() for buffer in buffers]
-    x = first.clone()
-    rest = inputs[1:]
+    # (detached: an input from an autograd graph, or one requiring its gradient as
+    # torch.autograd.gradcheck's inputs do, is a value here)
+    x = first.detach().clone()
+    rest = tuple(t.detach() if isinstance(t, Tensor) else t for t in inputs[1:])
 
     def output(at: Tensor) -> Tensor:
         result: Tensor = module(at, *rest)  # (a call: a loss notes that a forward ran)
