@@ -276,7 +276,13 @@ def test_nothing_is_left_behind_even_after_an_error() -> None:
     model = network()
     x = torch.full((2, 3), NAN)
     for modules in ([model], []):
-        with pytest.raises(AnomalyError), detect_anomaly(*modules):
+        with (
+            pytest.raises(
+                AnomalyError,
+                match=r"^forward input of Sequential: non-finite value nan at index \(0, 0\)",
+            ),
+            detect_anomaly(*modules),
+        ):
             model(x)
         assert not minidl.anomaly.enabled
         for _, module in model.named_modules():
@@ -291,7 +297,10 @@ def test_nested_blocks_restore_the_outer_one() -> None:
     with detect_anomaly(model):
         with detect_anomaly(model):
             pass
-        with pytest.raises(AnomalyError):
+        with pytest.raises(
+            AnomalyError,
+            match=r"^forward input of Sequential: non-finite value nan at index \(0, 0\)",
+        ):
             model(x)
         with detect_anomaly():
             pass
@@ -308,7 +317,10 @@ def test_a_block_with_modules_inside_one_without_keeps_the_outer_flag() -> None:
         with detect_anomaly(model):
             pass
         assert minidl.anomaly.enabled
-        with pytest.raises(AnomalyError):
+        with pytest.raises(
+            AnomalyError,
+            match=r"^forward input of Sequential: non-finite value nan at index \(0, 0\)",
+        ):
             other(x)
     assert not minidl.anomaly.enabled
     assert torch.isnan(other(x)).all()
@@ -340,7 +352,12 @@ def test_an_input_refused_under_detect_anomaly_leaves_backward_possible() -> Non
         model(torch.randn(4, 5, dtype=torch.float64))
     model.backward(torch.ones(4, 3, dtype=torch.float64))
     model[0].weight.data[0, 0] = float("nan")
-    with pytest.raises(AnomalyError), detect_anomaly():
+    with (
+        pytest.raises(
+            AnomalyError, match=r"^forward output of Sequential\[0\]: Linear: non-finite"
+        ),
+        detect_anomaly(),
+    ):
         model(torch.randn(4, 2, dtype=torch.float64))
     with pytest.raises(
         RuntimeError, match=r"a forward stopped at module 0 \(Linear\) by AnomalyError"

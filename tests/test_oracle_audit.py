@@ -920,9 +920,9 @@ def test_a_forward_refused_part_way_refuses_backward_until_a_forward_succeeds() 
     model.zero_grad()
     model.train()
     # ...nor lift the block of an earlier refusal part-way.
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^BatchNorm1d: training mode needs more than one"):
         model(_randn(1, 3, seed=52))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^Linear: expected 3 input features, got 4"):
         model(_randn(5, 4, seed=53))
     with pytest.raises(RuntimeError, match="Sequential: backward after"):
         model.backward(upstream)

@@ -86,7 +86,7 @@ def test_a_nested_sequential_refused_on_its_own_refuses_backward_under_detect_an
     model = _nested()
     x, upstream = torch.randn(4, 2, dtype=F64), torch.randn(4, 2, dtype=F64)
     model(x)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^Linear: expected 2 input features, got 5"):
         model[0](torch.randn(4, 5, dtype=F64))
     with pytest.raises(RuntimeError, match="Sequential: backward after"):
         model.backward(upstream)
