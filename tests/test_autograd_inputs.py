@@ -152,3 +152,19 @@ def test_a_minidl_head_on_a_torch_feature_extractor() -> None:
         torch.testing.assert_close(got, expected.grad, rtol=1e-12, atol=1e-14)
     for got, twin in zip(head.parameters(), whole[1].parameters(), strict=True):
         torch.testing.assert_close(got.grad, twin.grad, rtol=1e-12, atol=1e-14)
+
+
+def test_linear_accumulates_over_backwards_of_autograd_inputs() -> None:
+    # Inputs from an autograd graph take Linear's second path for the weight gradient: it must
+    # add, as the first does.
+    layer = nn.Linear(3, 2, dtype=F64)
+    x = torch.randn(5, 3, dtype=F64, requires_grad=True)
+    upstream = torch.randn(5, 2, dtype=F64)
+    layer(x)
+    layer.backward(upstream)
+    once = [p.grad.clone() for p in layer.parameters()]
+    layer(x)
+    layer.backward(upstream)
+    for grad, first in zip((p.grad for p in layer.parameters()), once, strict=True):
+        torch.testing.assert_close(grad, 2 * first, rtol=1e-15, atol=0)
+    torch.testing.assert_close(once[0], upstream.t() @ x.detach(), rtol=1e-14, atol=0)

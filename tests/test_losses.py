@@ -264,4 +264,18 @@ def test_gradcheck_and_stacked_loss_take_a_loss_of_ones_own() -> None:
     assert minidl.gradcheck(Squared(), prediction[0], target[0])
     stacked = nn.StackedLoss([(Squared(), 1), (nn.MSELoss(), 1)])
     stacked(prediction, target)
-    torch.testing.assert_close(stacked.backward()[0], 2 * (prediction[0] - target[0]))
+    grad = stacked.backward()
+    torch.testing.assert_close(grad[0], 2 * (prediction[0] - target[0]), rtol=1e-15, atol=0)
+    # (MSELoss's "paper" reduction: 2 (z - t) / N, N = 3)
+    torch.testing.assert_close(grad[1], 2 * (prediction[1] - target[1]) / 3, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_cross_entropy_probability_rows_accepted_off_one_match_torch(reduction: Any) -> None:
+    # Rows are accepted within 1e-5 of summing to 1; the gradient p * sum(t) - t must then use
+    # the row's own sum, as PyTorch's does.
+    prediction = 4 * torch.randn(6, 4, dtype=F64)
+    target = torch.rand(6, 4, dtype=F64).softmax(dim=1)
+    target[::2] *= 1 + 5e-6
+    target[1::2] *= 1 - 5e-6
+    helper_test_op(None, prediction, nn.CrossEntropyLoss(reduction), target)

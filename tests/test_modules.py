@@ -714,7 +714,13 @@ def test_activation_backward_promotes_a_gradient_of_another_dtype(name: str) -> 
     x_torch = x.double().requires_grad_(True)
     torch_twin(activation)(x_torch).backward(upstream)
     assert x_torch.grad is not None
+    # Against float64 autograd: as close as the float32 forward's cache allows.
     torch.testing.assert_close(grad, x_torch.grad, rtol=1e-6, atol=1e-6)
+    # Not truncated: the upstream gradient times the derivative the float32 cache gives (a
+    # float64 gradient of ones is exact in float32 too), to float64's rounding; a gradient
+    # rounded to float32 on the way would be 1e-8 off.
+    derivative = activation.backward(torch.ones(4, 5, dtype=F64))
+    torch.testing.assert_close(grad, upstream * derivative, rtol=1e-10, atol=1e-14)
 
 
 # -- tied weights, modes and moves ----------------------------------------------------------------

@@ -253,3 +253,18 @@ def test_get_last_lr_is_pytorchs() -> None:
         twin_optimizer.step()
         schedule.step()
         twin.step()
+
+
+def test_a_restored_state_whose_rate_overflows_is_refused_and_changes_nothing() -> None:
+    optimizer = _sgd()
+    schedule = optim.CosineAnnealing(optimizer, T_max=10)
+    schedule.step()
+    before = (schedule.base_lr, schedule.last_step, optimizer.lr)
+    with pytest.raises(
+        ValueError,
+        match=r"^CosineAnnealing\.load_state_dict: the rate of step 0 is inf \(from base_lr "
+        r"1\.7e\+308\); expected a finite rate >= 0$",
+    ):
+        schedule.load_state_dict({"base_lr": 1.7e308, "last_step": 0})
+    assert (schedule.base_lr, schedule.last_step, optimizer.lr) == before
+    assert schedule.step() == schedule.lr_at(2)  # and it goes on as before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
@@ -102,9 +103,20 @@ class LRScheduler:
         it raises and nothing changes.
         """
         self._check_scheduling("step")
-        lr = self.lr_at(self.last_step + 1)
+        lr = self._rate("step", self.last_step + 1)
         self.optimizer.lr = lr
         self.last_step += 1
+        return lr
+
+    def _rate(self, where: str, step: int) -> float:
+        """``lr_at(step)``, refused in this schedule's words unless finite and >= 0 (a huge
+        ``base_lr`` can overflow)."""
+        lr = self.lr_at(step)
+        if not (math.isfinite(lr) and lr >= 0):
+            raise ValueError(
+                f"{type(self).__name__}.{where}: the rate of step {step} is {lr!r} (from base_lr "
+                f"{self.base_lr!r}); expected a finite rate >= 0"
+            )
         return lr
 
     @property
@@ -155,7 +167,7 @@ class LRScheduler:
         previous = self.base_lr
         self._set_base_lr(base_lr)
         try:
-            self.optimizer.lr = self.lr_at(last_step)
+            self.optimizer.lr = self._rate("load_state_dict", last_step)
         except Exception:
             self._set_base_lr(previous)
             raise
