@@ -80,7 +80,7 @@ def gradcheck(
     ):
         raise TypeError(
             f"gradcheck: got the inputs as a {type(first).__name__}; pass them as arguments, "
-            "gradcheck(module, *inputs) (not as torch.autograd.gradcheck takes them)"
+            "gradcheck(module, *inputs) (not as one tuple, as PyTorch's autograd gradcheck takes them)"
         )
     if not isinstance(first, Tensor) or not first.is_floating_point():
         got = first.dtype if isinstance(first, Tensor) else type(first).__name__
@@ -113,7 +113,7 @@ def gradcheck(
     buffers = [buffer for _, buffer in module.named_buffers()]
     saved_buffers = [buffer.clone() for buffer in buffers]
     # (detached: an input from an autograd graph, or one requiring its gradient as
-    # torch.autograd.gradcheck's inputs do, is a value here)
+    # the inputs of PyTorch's autograd gradcheck do, is a value here)
     x = first.detach().clone()
     rest = tuple(t.detach() if isinstance(t, Tensor) else t for t in inputs[1:])
 
