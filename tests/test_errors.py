@@ -3,6 +3,7 @@ what was given and what was expected, and leaves nothing half-changed."""
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ import pytest
 import torch
 from torch import Tensor
 
+import minidl
 from minidl import nn, optim
 from minidl.data import BatchIterator, make_disk_data
 from minidl.rounds import fit_rounds
@@ -1629,3 +1631,18 @@ def test_sequential_refuses_a_parameter_that_is_not_registered() -> None:
     first = nn.Linear(2, 2)
     model = nn.Sequential(first, _Gate(tied=first.bias))
     assert model.parameters() == [first.weight, first.bias]
+
+
+def test_the_registration_check_leaves_the_modules_attribute_storage_alone() -> None:
+    # Asking for a module's __dict__ makes CPython 3.11 keep its attributes in a plain dict
+    # from then on, and every forward and backward slower: the check must find parameters
+    # without it. (Where attributes always live in a dict, nothing changes either.)
+    def has_dict(module: nn.Module) -> bool:
+        return any(isinstance(r, dict) and "_parameters" in r for r in gc.get_referents(module))
+
+    layers = [nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2, dtype=torch.float64)]
+    before = [has_dict(layer) for layer in layers]
+    model = nn.Sequential(layers[0], layers[1])
+    minidl.gradcheck(layers[2], torch.randn(4, 3, dtype=torch.float64))
+    assert [has_dict(layer) for layer in layers] == before
+    assert has_dict(model) == before[0]
