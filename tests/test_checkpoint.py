@@ -928,3 +928,10 @@ def test_the_same_model_in_another_dtype_is_named_as_such(tmp_path: Path) -> Non
     cast.load_state_dict(read_checkpoint(tmp_path / "c").model_state)
     for mine, saved in zip(cast.parameters(), model.parameters(), strict=True):
         assert torch.equal(mine.data, saved.data.double())
+
+
+def test_a_model_of_another_dtype_and_other_modules_is_another_model(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "c", nn.mlp((2, 4, 2), "tanh"))
+    other = nn.mlp((2, 4, 2), "relu").to(torch.float64)
+    with pytest.raises(CheckpointError, match="the checkpoint is for another architecture"):
+        load_checkpoint(tmp_path / "c", other)

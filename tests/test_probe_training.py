@@ -758,7 +758,7 @@ def test_fit_stopped_by_on_epoch_resumes_to_the_uninterrupted_run_bit_for_bit() 
 
 def test_fit_stops_after_an_epoch_whose_on_epoch_returns_true() -> None:
     """Early stopping: the run equals one of exactly that many epochs, bit for bit (the
-    returned history included); only ``True`` stops (another truthy value is ignored)."""
+    returned history included)."""
     x, y = _data(1, 33)
 
     def run(epochs: int, on_epoch: Any = None) -> tuple[nn.Sequential, History]:
@@ -791,5 +791,13 @@ def test_fit_stops_after_an_epoch_whose_on_epoch_returns_true() -> None:
     assert stopped_history == exact_history and len(stopped_history.train_loss) == 3
     for p, q in zip(stopped.parameters(), exact.parameters(), strict=True):
         assert torch.equal(p.data, q.data)
-    _, history = run(4, lambda record: 1)  # truthy, not True: no stop
+    # A comparison of metrics in numpy or torch stops too; a value that is not a bool is
+    # refused rather than taken for "go on".
+    numpy = pytest.importorskip("numpy")
+    for stop in (numpy.float64(2.0) > 1.0, torch.tensor(2.0) > 1.0):
+        _, history = run(4, lambda record, stop=stop: stop)
+        assert len(history.train_loss) == 1
+    _, history = run(4, lambda record: numpy.bool_(False))
     assert len(history.train_loss) == 4
+    with pytest.raises(TypeError, match=r"^fit: on_epoch must return None or a bool .*, got int$"):
+        run(4, lambda record: 1)

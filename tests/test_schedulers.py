@@ -268,3 +268,62 @@ def test_a_restored_state_whose_rate_overflows_is_refused_and_changes_nothing() 
         schedule.load_state_dict({"base_lr": 1.7e308, "last_step": 0})
     assert (schedule.base_lr, schedule.last_step, optimizer.lr) == before
     assert schedule.step() == schedule.lr_at(2)  # and it goes on as before
+
+
+def test_a_schedule_refused_when_built_takes_nothing_over() -> None:
+    optimizer = _sgd()
+    schedule = optim.StepDecay(optimizer, step_size=1, gamma=0.5)
+    with pytest.raises(ValueError, match="CosineAnnealing"):
+        optim.CosineAnnealing(optimizer, T_max=-3)
+    first = optim.LinearWarmup(optimizer, warmup_steps=2, start_factor=0.5)
+    with pytest.raises(ValueError, match="SequentialSchedule: milestones"):
+        optim.SequentialSchedule(optimizer, [first, optim.ExponentialDecay(optimizer, 0.5)], [0])
+    # The schedule built last that was accepted owns the rate (the ExponentialDecay).
+    assert schedule.superseded_by == "ExponentialDecay"
+    assert first.superseded_by == "ExponentialDecay"
+
+
+def test_checkpoints_and_fit_rounds_refuse_a_superseded_schedule() -> None:
+    import tempfile
+    from pathlib import Path
+
+    from minidl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from minidl.rounds import fit_rounds
+
+    model = nn.mlp((2, 3, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    older = optim.StepDecay(optimizer, step_size=1)
+    optim.ExponentialDecay(optimizer, gamma=0.5)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "c"
+        message = r"scheduled by the ExponentialDecay built on it after the StepDecay given"
+        with pytest.raises(CheckpointError, match=message):
+            save_checkpoint(path, model, optimizer, older)
+        assert not path.exists()
+        save_checkpoint(path, model)
+        before = [p.data.clone() for p in model.parameters()]
+        with pytest.raises(CheckpointError, match=message):
+            load_checkpoint(path, model, optimizer, older)
+        assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))
+        assert optimizer.lr == 0.1
+
+    def two_schedules(optimizer: optim.Optimizer) -> optim.LRScheduler:
+        first = optim.StepDecay(optimizer, step_size=1)
+        optim.ExponentialDecay(optimizer, gamma=0.5)
+        return first
+
+    models = [nn.mlp((2, 3, 2)) for _ in range(2)]
+    data = [(torch.randn(6, 2), torch.randint(0, 2, (6,)))] * 2
+    before = [p.data.clone() for m in models for p in m.parameters()]
+    with pytest.raises(ValueError, match=r"^fit_rounds: make_scheduler returned a StepDecay for"):
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            lambda stack: optim.SGD(stack.parameters(), lr=0.1),
+            data,
+            epochs=1,
+            generators=[torch.Generator().manual_seed(r) for r in range(2)],
+            make_scheduler=two_schedules,
+        )
+    after = [p.data for m in models for p in m.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))

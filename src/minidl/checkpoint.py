@@ -689,7 +689,11 @@ def _check_architecture(header: dict[str, Any], model: Module, where: str) -> No
             f"{model!r}\n(to load the parameters alone into this model: "
             "model.load_state_dict(read_checkpoint(path).model_state))"
         )
-    if saved.keys() == own.keys() and all(saved[n][0] == own[n][0] for n in own):
+    if (
+        saved.keys() == own.keys()
+        and all(saved[n][0] == own[n][0] for n in own)
+        and header["architecture"]["repr"] == repr(model)
+    ):
         # Only dtypes differ: the same model, cast (a float64 copy for gradcheck, say).
         saved_dtypes = sorted({dtype for _, dtype in saved.values()})
         own_dtypes = sorted({dtype for _, dtype in own.values()})
@@ -728,6 +732,11 @@ def _check_components(
     ):
         if value is not None and not isinstance(value, kind):
             raise CheckpointError(f"{where}: {name} must be {what}, got {type(value).__name__}")
+    if isinstance(scheduler, LRScheduler) and scheduler.superseded_by is not None:
+        raise CheckpointError(
+            f"{where}: the optimizer is scheduled by the {scheduler.superseded_by} built on it "
+            f"after the {type(scheduler).__name__} given; give that one"
+        )
 
 
 def _check_optimizer(header: dict[str, Any], optimizer: Optimizer | None, where: str) -> None:

@@ -307,6 +307,12 @@ def fit_rounds(
                 f"fit_rounds: make_scheduler returned a {type(scheduler).__name__} for optimizer "
                 f"{index} that schedules another optimizer; build it on the optimizer it is given"
             )
+        if scheduler.superseded_by is not None:
+            raise ValueError(
+                f"fit_rounds: make_scheduler returned a {type(scheduler).__name__} for optimizer "
+                f"{index}, on which a {scheduler.superseded_by} was built after it; return the "
+                "schedule built last (a SequentialSchedule runs several one after the other)"
+            )
         _check_step_limit("fit_rounds", scheduler, epochs, batches_per_epoch)
     # The index of the optimizer (and schedule) of each model.
     owner = [index * len(optimizers) // rounds for index in range(rounds)]

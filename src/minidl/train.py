@@ -166,6 +166,22 @@ def _check_step_limit(where: str, scheduler: LRScheduler, epochs: int, batches: 
         )
 
 
+def _stops(value: object) -> bool:
+    """Whether an ``on_epoch`` return value asks ``fit`` to stop: a bool, a numpy bool or a
+    one-element bool tensor (the result of a comparison of metrics) that is true; anything
+    else but ``None`` is refused, rather than taken for "go on" unseen."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, Tensor) and value.dtype == torch.bool and value.numel() == 1:
+        return bool(value)
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
+        return bool(value)
+    raise TypeError(
+        "fit: on_epoch must return None or a bool (True stops the training after its epoch), "
+        f"got {type(value).__name__}"
+    )
+
+
 def _refuse_batch_norm(model: Module, what: str, hint: str) -> None:
     """Raise, naming ``what`` and ``hint``, if ``model`` holds a :class:`BatchNorm1d` (which
     cannot train on a batch of one sample)."""
@@ -252,8 +268,10 @@ def fit(
             then the mean over the full batches.
         start_epoch: the first epoch to run (when resuming).
         history: a history to extend (when resuming).
-        on_epoch: called with the :class:`EpochRecord` of each epoch; if it returns ``True``,
-            training stops after that epoch (early stopping: the history ends with it).
+        on_epoch: called with the :class:`EpochRecord` of each epoch; if it returns ``True``
+            (or a true numpy bool or one-element bool tensor), training stops after that epoch
+            (early stopping: the history ends with it). Other return values than ``None`` and
+            bools are refused (a TypeError after the epoch, which stays recorded).
         parallel: data-parallel training (a :class:`minidl.distributed.DataParallel`): each
             process trains on its shard of every batch, the gradients are made the global
             batch's after every ``backward``, and the recorded loss is the global one. A
@@ -426,6 +444,6 @@ def fit(
             if on_epoch is not None:
                 with torch.inference_mode(False):  # the caller's code, as outside fit
                     stop = on_epoch(record)
-                if stop is True:
+                if stop is not None and _stops(stop):
                     break
     return history

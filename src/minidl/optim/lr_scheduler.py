@@ -48,16 +48,17 @@ class LRScheduler:
         self.base_lr = optimizer.lr
         self.last_step = 0
         # The schedule built last on an optimizer sets its rate (see _check_scheduling): a
-        # token that survives pickling and copying with the optimizer, and its class's name.
-        self._token = secrets.randbits(63)
-        optimizer._scheduled_by = (self._token, type(self).__name__)
+        # token that survives pickling and copying with the optimizer, given to the optimizer
+        # with the class's name by _start, once the subclass has accepted its arguments.
+        self._token: int | None = None
 
     @property
     def superseded_by(self) -> str | None:
         """The class name of a schedule built on the optimizer after this one (which now sets
         its rate: this one refuses to ``step``), or ``None``."""
         owner = getattr(self.optimizer, "_scheduled_by", None)
-        if owner is None or owner[0] == getattr(self, "_token", owner[0]):
+        token = getattr(self, "_token", None)  # (None: never started, or pickled before)
+        if owner is None or token is None or owner[0] == token:
             return None
         return str(owner[1])
 
@@ -79,8 +80,11 @@ class LRScheduler:
         raise NotImplementedError
 
     def _start(self) -> None:
-        """Set the learning rate of step 0 (subclasses call it at the end of ``__init__``)."""
+        """Set the learning rate of step 0 and take over the optimizer's rate from any schedule
+        built on it before (subclasses call it at the end of ``__init__``)."""
         self.optimizer.lr = self.lr_at(0)
+        self._token = secrets.randbits(63)
+        self.optimizer._scheduled_by = (self._token, type(self).__name__)
 
     def _set_base_lr(self, base_lr: float) -> None:
         """Take ``base_lr`` as the reference learning rate."""
