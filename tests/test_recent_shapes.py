@@ -47,6 +47,21 @@ def test_recent_drops_the_value_used_least_recently() -> None:
     assert [recent.get(key) for key in "abcd"] == ["A", None, "C", "D"]
 
 
+def test_recent_makes_a_value_only_when_it_has_none() -> None:
+    recent: Recent[list[int]] = Recent(size=2)
+    made: list[str] = []
+
+    def make(key: str) -> list[int]:
+        made.append(key)
+        return [len(made)]
+
+    first = recent.get_or_make("a", lambda: make("a"))
+    assert recent.get_or_make("a", lambda: make("a")) is first and made == ["a"]
+    recent.get_or_make("b", lambda: make("b"))
+    recent.get_or_make("c", lambda: make("c"))  # full: a goes
+    assert recent.get_or_make("a", lambda: make("a")) == [4] and made == ["a", "b", "c", "a"]
+
+
 def test_recent_is_pickled_and_copied_empty() -> None:
     recent: Recent[torch.Tensor] = Recent(size=2)
     recent.put((4, 2), torch.ones(4))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 __all__ = ["Recent"]
@@ -39,6 +39,11 @@ class Recent(Generic[V]):
             del values[next(iter(values))]
         values[key] = value
         return value
+
+    def get_or_make(self, key: Hashable, make: Callable[[], V]) -> V:
+        """The value kept under ``key``, or ``make()`` kept under it."""
+        value = self.get(key)
+        return self.put(key, make()) if value is None else value
 
     def empty(self) -> Recent[V]:
         """A new, empty cache of the same size."""

@@ -232,18 +232,18 @@ class BatchedLinear(Module):
             self._shapes.clear()
             self._temporary = None
         check_like_parameter("BatchedLinear", input, weight)
-        known = self._shapes.get(input.shape)
-        if known is None:
-            # Whether the weight gradient is computed as one batched product into a contiguous
-            # temporary rather than one product per model (see the class docstring).
-            batched = (
+        # The output shape, and whether the weight gradient is computed as one batched product
+        # into a contiguous temporary rather than one product per model (see the class
+        # docstring).
+        self._output_shape, batched = self._shapes.get_or_make(
+            input.shape,
+            lambda: (
+                torch.Size((self.models, input.shape[1], self.out_features)),
                 not grad.is_contiguous()
                 and grad.device.type == "cpu"
-                and _batched_gradient_is_exact(grad, input.shape[1])
-            )
-            output_shape = torch.Size((self.models, input.shape[1], self.out_features))
-            known = self._shapes.put(input.shape, (output_shape, batched))
-        self._output_shape, batched = known
+                and _batched_gradient_is_exact(grad, input.shape[1]),
+            ),
+        )
         if batched and self._temporary is None:
             # One for every batch shape (it has the gradient's). A normal tensor, written in
             # and out of inference mode.

@@ -72,10 +72,9 @@ class CrossEntropyLoss(Loss):
         constants = self._constants
         if self._constants_for is not self._prediction_shape:  # a new shape, dtype or device
             key = (self._prediction_shape, logits.dtype, logits.device)
-            known = self._recent.get(key)
-            if known is None:
-                known = self._recent.put(key, self._make_constants(logits, self._reduction))
-            constants = self._constants = known
+            constants = self._constants = self._recent.get_or_make(
+                key, lambda: self._make_constants(logits, self._reduction)
+            )
             self._constants_for = self._prediction_shape
         _, minus_one_over_n_vector, _, picked, picked_vector = constants
         # torch.log_softmax computes z - m - log(sum exp(z - m)), m the row maximum.

@@ -84,19 +84,7 @@ class MSELoss(Loss):
         on another device), which ``scatter_add`` refuses, is named by the full check."""
         if self._minus_ones_for is not self._prediction_shape:
             key = (self._prediction_shape, prediction.dtype, prediction.device)
-            minus_ones = self._recent.get(key)
-            if minus_ones is None:
-                with torch.inference_mode(False):  # a normal tensor, used in and out of it
-                    minus_ones = self._recent.put(
-                        key,
-                        torch.full(
-                            (*prediction.shape[:-1], 1),
-                            -1.0,
-                            dtype=prediction.dtype,
-                            device=prediction.device,
-                        ),
-                    )
-            self._minus_ones = minus_ones
+            self._minus_ones = self._recent.get_or_make(key, lambda: _minus_ones(prediction))
             self._minus_ones_for = self._prediction_shape
         minus_ones = self._minus_ones
         return self._read_class_indices(
@@ -113,3 +101,12 @@ class MSELoss(Loss):
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
+
+
+def _minus_ones(prediction: Tensor) -> Tensor:
+    """-1 in the shape of ``prediction`` with a last dimension of 1; a normal tensor, used in
+    and out of inference mode."""
+    with torch.inference_mode(False):
+        return torch.full(
+            (*prediction.shape[:-1], 1), -1.0, dtype=prediction.dtype, device=prediction.device
+        )
