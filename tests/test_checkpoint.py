@@ -480,6 +480,11 @@ SCHEDULER_MISMATCHES: dict[str, tuple[Any, Any, str]] = {
         ),
         "milestones=[2]",
     ),
+    "interval": (  # fit steps one every batch, the other every epoch
+        lambda o: optim.CosineAnnealing(o, T_max=10, interval="batch"),
+        lambda o: optim.CosineAnnealing(o, T_max=10),
+        "CosineAnnealing(T_max=10, eta_min=0.0, base_lr=",
+    ),
 }
 
 

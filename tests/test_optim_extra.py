@@ -365,6 +365,9 @@ def test_load_state_dict_restores_the_saved_hyperparameters(case: str) -> None:
         assert torch.equal(parameter.data, expected.data)
 
 
+_PAIR = (
+    "betas must be a pair of numbers in [0, 1) (a tuple, a list, or a 1-D array or tensor of two)"
+)
 BAD_BETAS = [
     ((0.9, 1.0), "betas[1] must be in [0, 1), got 1.0"),
     ((0.9, 1.5), "betas[1] must be in [0, 1), got 1.5"),
@@ -372,8 +375,14 @@ BAD_BETAS = [
     ((1.0, 0.999), "betas[0] must be in [0, 1), got 1.0"),
     ((-0.1, 0.999), "betas[0] must be in [0, 1), got -0.1"),
     ((0.9, float("nan")), "betas[1] must be a finite number in [0, 1), got nan"),
-    ((0.9, 0.99, 0.9), "betas must be a pair of numbers in [0, 1), got (0.9, 0.99, 0.9)"),
-    (0.9, "betas must be a pair of numbers in [0, 1), got 0.9"),
+    (
+        (0.9, 0.99, 0.9),
+        "betas must be a pair of numbers in [0, 1) (a tuple, a list, or a 1-D array or tensor of two), got (0.9, 0.99, 0.9)",
+    ),
+    (
+        0.9,
+        "betas must be a pair of numbers in [0, 1) (a tuple, a list, or a 1-D array or tensor of two), got 0.9",
+    ),
 ]
 
 
@@ -687,3 +696,43 @@ def test_numpy_integer_steps_load() -> None:
     scheduler.load_state_dict({"base_lr": 0.1, "last_step": np.int64(4)})
     assert scheduler.last_step == 4 and type(scheduler.last_step) is int
     assert optimizer.lr == pytest.approx(0.1 * 0.5**2)
+
+
+def test_pytorch_parameters_groups_and_sets_are_refused_with_the_fix() -> None:
+    twin = torch.nn.Linear(2, 2)
+    with pytest.raises(
+        TypeError,
+        match=r"^Adam: params\[0\] must be a minidl Parameter, got torch\.nn\.parameter\."
+        r"Parameter, a PyTorch tensor or parameter .*minidl\.interop\.from_torch",
+    ):
+        optim.Adam(twin.parameters())
+    with pytest.raises(
+        TypeError, match=r"^SGD: params\[0\] must be a minidl Parameter, got a dict: parameter "
+    ):
+        optim.SGD([{"params": _params()}], lr=0.1)
+    with pytest.raises(
+        TypeError, match=r"^SGD: params must be an ordered iterable such as a list, got a set"
+    ):
+        optim.SGD(set(_params()), lr=0.1)
+    with pytest.raises(
+        TypeError,
+        match=r"^StepDecay: expected a minidl Optimizer, got torch\.optim\.sgd\.SGD, a PyTorch "
+        "optimizer",
+    ):
+        optim.StepDecay(torch.optim.SGD(twin.parameters(), lr=0.1), 1)  # type: ignore[arg-type]
+
+
+def test_adam_takes_betas_as_an_array_or_tensor_of_two() -> None:
+    np = pytest.importorskip("numpy")
+    for betas in (np.array([0.8, 0.99]), torch.tensor([0.8, 0.99], dtype=F64)):
+        assert optim.Adam(_params(), betas=betas).betas == (0.8, 0.99)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^AdamW: betas must be a pair of numbers in \[0, 1\)"):
+        optim.AdamW(_params(), betas=torch.tensor([[0.8, 0.99]]))  # type: ignore[arg-type]
+
+
+def test_an_rmsprop_subclass_is_named_in_its_refusal() -> None:
+    class Centred(optim.RMSprop):
+        pass
+
+    with pytest.raises(ValueError, match=r"^Centred\.load_state_dict: the state was saved with"):
+        Centred(_params(), lr=0.01).load_state_dict(_hand_made_rmsprop_state(True, 0.0))

@@ -255,19 +255,57 @@ def test_get_last_lr_is_pytorchs() -> None:
         twin.step()
 
 
+class _Doubling(optim.LRScheduler):
+    """A schedule of one's own whose rate doubles every step (so a huge rate overflows)."""
+
+    def __init__(self, optimizer: optim.Optimizer) -> None:
+        super().__init__(optimizer)
+        self._start()
+
+    def lr_at(self, step: int) -> float:
+        return self.base_lr * 2.0**step
+
+
 def test_a_restored_state_whose_rate_overflows_is_refused_and_changes_nothing() -> None:
     optimizer = _sgd()
-    schedule = optim.CosineAnnealing(optimizer, T_max=10)
+    schedule = _Doubling(optimizer)
     schedule.step()
     before = (schedule.base_lr, schedule.last_step, optimizer.lr)
     with pytest.raises(
         ValueError,
-        match=r"^CosineAnnealing\.load_state_dict: the rate of step 0 is inf \(from base_lr "
+        match=r"^_Doubling\.load_state_dict: the rate of step 1 is inf \(from base_lr "
         r"1\.7e\+308\); expected a finite rate >= 0$",
     ):
-        schedule.load_state_dict({"base_lr": 1.7e308, "last_step": 0})
+        schedule.load_state_dict({"base_lr": 1.7e308, "last_step": 1})
     assert (schedule.base_lr, schedule.last_step, optimizer.lr) == before
     assert schedule.step() == schedule.lr_at(2)  # and it goes on as before
+
+
+def test_cosine_schedules_take_the_largest_finite_rate() -> None:
+    # The rate lies between eta_min and base_lr; computed as (base_lr - eta_min) * 2 / 2, the
+    # product overflowed first at step 0.
+    for build in (
+        lambda o: optim.CosineAnnealing(o, T_max=10),
+        lambda o: optim.CosineAnnealingWarmRestarts(o, T_0=3),
+    ):
+        optimizer = optim.SGD([nn.Parameter(torch.zeros(2))], lr=1.7e308)
+        schedule = build(optimizer)
+        assert optimizer.lr == 1.7e308
+        rates = [schedule.step() for _ in range(12)]
+        assert all(math.isfinite(rate) and 0 <= rate <= 1.7e308 for rate in rates)
+        schedule.load_state_dict({"base_lr": 1.7e308, "last_step": 0})
+        assert optimizer.lr == 1.7e308
+
+
+def test_a_schedule_whose_first_rate_overflows_is_refused_in_its_own_words() -> None:
+    optimizer = _sgd()
+    with pytest.raises(
+        ValueError,
+        match=r"^OneCycle: the rate of step 0 is inf \(OneCycle\(max_lr=1e\+300, .*"
+        r"div_factor=1e-10, .*\); expected a finite rate >= 0$",
+    ):
+        optim.OneCycle(optimizer, max_lr=1e300, total_steps=10, div_factor=1e-10)
+    assert optimizer.lr == 0.1 and optimizer._scheduled_by is None
 
 
 def test_a_schedule_refused_when_built_takes_nothing_over() -> None:

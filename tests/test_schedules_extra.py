@@ -17,6 +17,9 @@ MakeSchedule = Callable[[optim.Optimizer], optim.LRScheduler]
 MakeTorchSchedule = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
+_NOT_INTEGER = r"SequentialSchedule: milestones must be integers, got milestones\[0\] = "
+
+
 def _params() -> list[nn.Parameter]:
     return [nn.Parameter(torch.zeros(2, dtype=torch.float64))]
 
@@ -246,8 +249,8 @@ def test_one_cycle_refuses_to_step_past_total_steps() -> None:
                 message,
             )
             for bad, message in (
-                (True, r"SequentialSchedule: milestones must be integers, got \[True\]"),
-                (2.5, r"SequentialSchedule: milestones must be integers, got \[2.5\]"),
+                (True, _NOT_INTEGER + r"True \(bool\)"),
+                (2.5, _NOT_INTEGER + r"2.5 \(float\)"),
                 (0, r"SequentialSchedule: milestones must be strictly increasing integers >= 1"),
             )
         ],
@@ -483,3 +486,61 @@ def test_sequential_schedule_refuses_non_sequences(
     with pytest.raises(TypeError, match=f"SequentialSchedule: {message}"):
         optimizer = optim.SGD(_params(), lr=LR)
         optim.SequentialSchedule(optimizer, schedules, milestones)  # type: ignore[arg-type]
+
+
+def test_sequential_schedule_takes_the_rate_from_the_schedule_built_first() -> None:
+    """Listed in another order than built, the schedules still restart from the optimizer's
+    rate before any of them was built, as SequentialLR's (the warm-up, built first, set the rate
+    that the decay would otherwise take as its own reference: ten times too low)."""
+    optimizer = optim.SGD(_params(), lr=LR)
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=4, start_factor=0.1)
+    decay = optim.ExponentialDecay(optimizer, gamma=0.5)
+    schedule = optim.SequentialSchedule(optimizer, [decay, warmup], milestones=[3])
+    twin_optimizer = _torch_optimizer()
+    twin_warmup = torch.optim.lr_scheduler.LinearLR(twin_optimizer, 0.1, total_iters=4)
+    twin_decay = torch.optim.lr_scheduler.ExponentialLR(twin_optimizer, gamma=0.5)
+    twin = torch.optim.lr_scheduler.SequentialLR(
+        twin_optimizer, [twin_decay, twin_warmup], milestones=[3]
+    )
+    rates, twin_rates = [optimizer.lr], [twin_optimizer.param_groups[0]["lr"]]
+    for _ in range(10):
+        rates.append(schedule.step())
+        twin_optimizer.step()
+        twin.step()
+        twin_rates.append(twin_optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx(twin_rates, rel=1e-12)
+    assert rates[0] == LR and rates[-1] == LR
+
+
+def test_sequential_schedule_takes_numpy_milestones() -> None:
+    np = pytest.importorskip("numpy")
+    optimizer = optim.SGD(_params(), lr=LR)
+    first, second = optim.StepDecay(optimizer, 1, 0.5), optim.StepDecay(optimizer, 1, 0.5)
+    schedule = optim.SequentialSchedule(optimizer, [first, second], [np.int64(3)])
+    assert schedule.milestones == [3] and type(schedule.milestones[0]) is int
+    with pytest.raises(
+        TypeError,
+        match=r"^SequentialSchedule: milestones must be integers, got milestones\[1\] = 2\.5 "
+        r"\(float\)$",
+    ):
+        optim.SequentialSchedule(optimizer, [first, second, second], [1, 2.5])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda o, interval: optim.ExponentialDecay(o, 0.5, interval=interval),
+        lambda o, interval: optim.CosineAnnealing(o, T_max=5, interval=interval),
+        lambda o, interval: optim.CosineAnnealingWarmRestarts(o, T_0=5, interval=interval),
+        lambda o, interval: optim.LinearWarmup(o, 3, 0.5, interval=interval),
+    ],
+)
+def test_a_schedule_repr_shows_an_interval_other_than_the_default(
+    make: Callable[[optim.Optimizer, str], optim.LRScheduler],
+) -> None:
+    """A checkpoint compares schedules by their repr: one stepped every batch must not match the
+    same stepped every epoch (the default, left out so that older checkpoints still match)."""
+    by_epoch = make(optim.SGD(_params(), lr=LR), "epoch")
+    by_batch = make(optim.SGD(_params(), lr=LR), "batch")
+    assert "interval" not in repr(by_epoch)
+    assert repr(by_batch) == repr(by_epoch)[:-1] + ", interval='batch')"

@@ -17,9 +17,15 @@ __all__ = ["Adam", "check_betas"]
 
 
 def check_betas(where: str, betas: object) -> tuple[float, float]:
-    """Check a pair of decay rates, each in ``[0, 1)``."""
+    """Check a pair of decay rates, each in ``[0, 1)`` (a tuple, a list, or a 1-D array or
+    tensor of two)."""
+    if getattr(betas, "ndim", None) == 1 and callable(getattr(betas, "tolist", None)):
+        betas = betas.tolist()  # type: ignore[attr-defined]  # (a numpy array or a tensor)
     if not isinstance(betas, tuple | list) or len(betas) != 2:
-        raise ValueError(f"{where}: betas must be a pair of numbers in [0, 1), got {betas!r}")
+        raise ValueError(
+            f"{where}: betas must be a pair of numbers in [0, 1) (a tuple, a list, or a 1-D "
+            f"array or tensor of two), got {betas!r}"
+        )
     beta1 = check_real(where, "betas[0]", betas[0], low=0.0, high=1.0, high_open=True)
     beta2 = check_real(where, "betas[1]", betas[1], low=0.0, high=1.0, high_open=True)
     return beta1, beta2

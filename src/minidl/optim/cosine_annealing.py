@@ -6,7 +6,7 @@ import math
 from typing import Literal
 
 from minidl._validate import check_int, check_real
-from minidl.optim.exponential_decay import check_interval
+from minidl.optim.exponential_decay import check_interval, interval_repr
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 
@@ -49,9 +49,10 @@ class CosineAnnealing(LRScheduler):
 
     def lr_at(self, step: int) -> float:
         cosine = 1 + math.cos(math.pi * step / self.T_max)
-        return self.eta_min + (self.base_lr - self.eta_min) * cosine / 2
+        return self.eta_min + (self.base_lr - self.eta_min) * (cosine / 2)
 
     def __repr__(self) -> str:
         return (
-            f"CosineAnnealing(T_max={self.T_max}, eta_min={self.eta_min}, base_lr={self.base_lr})"
+            f"CosineAnnealing(T_max={self.T_max}, eta_min={self.eta_min}, base_lr={self.base_lr}"
+            f"{interval_repr(self.interval)})"
         )

@@ -6,7 +6,7 @@ import math
 from typing import Literal
 
 from minidl._validate import check_int, check_real
-from minidl.optim.exponential_decay import check_interval
+from minidl.optim.exponential_decay import check_interval, interval_repr
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 
@@ -66,10 +66,10 @@ class CosineAnnealingWarmRestarts(LRScheduler):
     def lr_at(self, step: int) -> float:
         t_cur, t_i = self._position(step)
         cosine = 1 + math.cos(math.pi * t_cur / t_i)
-        return self.eta_min + (self.base_lr - self.eta_min) * cosine / 2
+        return self.eta_min + (self.base_lr - self.eta_min) * (cosine / 2)
 
     def __repr__(self) -> str:
         return (
             f"CosineAnnealingWarmRestarts(T_0={self.T_0}, T_mult={self.T_mult}, "
-            f"eta_min={self.eta_min}, base_lr={self.base_lr})"
+            f"eta_min={self.eta_min}, base_lr={self.base_lr}{interval_repr(self.interval)})"
         )

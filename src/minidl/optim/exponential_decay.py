@@ -8,7 +8,7 @@ from minidl._validate import check_real
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 
-__all__ = ["ExponentialDecay", "check_interval"]
+__all__ = ["ExponentialDecay", "check_interval", "interval_repr"]
 
 
 def check_interval(where: str, interval: object) -> Literal["epoch", "batch"]:
@@ -16,6 +16,12 @@ def check_interval(where: str, interval: object) -> Literal["epoch", "batch"]:
     if interval not in ("epoch", "batch"):
         raise ValueError(f"{where}: interval must be 'epoch' or 'batch', got {interval!r}")
     return "epoch" if interval == "epoch" else "batch"
+
+
+def interval_repr(interval: str) -> str:
+    """``", interval='batch'"`` for a ``repr``, or nothing for the default ``"epoch"`` (so that the
+    ``repr`` that a checkpoint saved before it was shown still matches)."""
+    return "" if interval == "epoch" else f", interval={interval!r}"
 
 
 class ExponentialDecay(LRScheduler):
@@ -50,4 +56,4 @@ class ExponentialDecay(LRScheduler):
         return self.base_lr * self.gamma**step
 
     def __repr__(self) -> str:
-        return f"ExponentialDecay(gamma={self.gamma}, base_lr={self.base_lr})"
+        return f"ExponentialDecay(gamma={self.gamma}, base_lr={self.base_lr}{interval_repr(self.interval)})"

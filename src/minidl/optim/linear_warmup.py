@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from minidl._validate import check_int, check_real
-from minidl.optim.exponential_decay import check_interval
+from minidl.optim.exponential_decay import check_interval, interval_repr
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 
@@ -56,5 +56,5 @@ class LinearWarmup(LRScheduler):
     def __repr__(self) -> str:
         return (
             f"LinearWarmup(warmup_steps={self.warmup_steps}, start_factor={self.start_factor}, "
-            f"base_lr={self.base_lr})"
+            f"base_lr={self.base_lr}{interval_repr(self.interval)})"
         )

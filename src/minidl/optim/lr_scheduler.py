@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import secrets
 from collections.abc import Mapping
@@ -11,6 +12,9 @@ from minidl._validate import check_int, check_real
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["LRScheduler"]
+
+#: Numbers the schedules in the order they are built (see LRScheduler.__init__).
+_build_order = itertools.count()
 
 
 class LRScheduler:
@@ -41,12 +45,20 @@ class LRScheduler:
 
     def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(
-                f"{type(self).__name__}: expected a minidl Optimizer, got {type(optimizer).__name__}"
+            kind = type(optimizer)
+            given = (
+                f"{kind.__module__}.{kind.__qualname__}, a PyTorch optimizer (build the "
+                "optimizer of the same name from minidl.optim)"
+                if kind.__module__.startswith("torch.")
+                else kind.__name__
             )
+            raise TypeError(f"{type(self).__name__}: expected a minidl Optimizer, got {given}")
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.last_step = 0
+        # The order in which the schedules of this process were built (a SequentialSchedule
+        # takes the reference rate of the first).
+        self._built = next(_build_order)
         # The schedule built last on an optimizer sets its rate (see _check_scheduling): a
         # token that survives pickling and copying with the optimizer, given to the optimizer
         # with the class's name by _start, once the subclass has accepted its arguments.
@@ -82,7 +94,7 @@ class LRScheduler:
     def _start(self) -> None:
         """Set the learning rate of step 0 and take over the optimizer's rate from any schedule
         built on it before (subclasses call it at the end of ``__init__``)."""
-        self.optimizer.lr = self.lr_at(0)
+        self.optimizer.lr = self._rate("", 0)
         self._token = secrets.randbits(63)
         self.optimizer._scheduled_by = (self._token, type(self).__name__)
 
@@ -114,12 +126,14 @@ class LRScheduler:
 
     def _rate(self, where: str, step: int) -> float:
         """``lr_at(step)``, refused in this schedule's words unless finite and >= 0 (a huge
-        ``base_lr`` can overflow)."""
+        ``base_lr`` can overflow); ``where`` is the method that asks (``""``: the constructor)."""
         lr = self.lr_at(step)
         if not (math.isfinite(lr) and lr >= 0):
+            name = type(self).__name__
+            source = repr(self) if self.takes_own_rates else f"from base_lr {self.base_lr!r}"
             raise ValueError(
-                f"{type(self).__name__}.{where}: the rate of step {step} is {lr!r} (from base_lr "
-                f"{self.base_lr!r}); expected a finite rate >= 0"
+                f"{name}{'.' if where else ''}{where}: the rate of step {step} is {lr!r} "
+                f"({source}); expected a finite rate >= 0"
             )
         return lr
 

@@ -81,6 +81,12 @@ class Optimizer:
                 f"{name}: params must be an iterable of Parameters (e.g. model.parameters()), "
                 f"got {type(params).__name__}{hint}"
             )
+        if isinstance(params, set | frozenset):
+            raise TypeError(
+                f"{name}: params must be an ordered iterable such as a list, got a "
+                f"{type(params).__name__}: a set's order changes from run to run, and the state "
+                "of an optimizer is saved and loaded in the order of its parameters"
+            )
         self.params: list[Parameter] = list(params)
         if not self.params:
             raise ValueError(
@@ -91,8 +97,8 @@ class Optimizer:
         for index, parameter in enumerate(self.params):
             if not isinstance(parameter, Parameter):
                 raise TypeError(
-                    f"{name}: params[{index}] must be a minidl Parameter, "
-                    f"got {type(parameter).__name__}"
+                    f"{name}: params[{index}] must be a minidl Parameter, got "
+                    + _not_a_parameter(parameter)
                 )
         if len({id(p) for p in self.params}) != len(self.params):
             raise ValueError(f"{name}: a parameter appears more than once in params")
@@ -457,3 +463,20 @@ def _format_shapes(shapes: object) -> str:
     if isinstance(shapes, list | tuple) and all(isinstance(s, list | tuple) for s in shapes):
         return "[" + ", ".join(str(tuple(shape)) for shape in shapes) + "]"
     return repr(shapes)
+
+
+def _not_a_parameter(value: object) -> str:
+    """What was given in place of a :class:`Parameter`, and the usual fix."""
+    kind = type(value)
+    if isinstance(value, Mapping):
+        return (
+            f"a {kind.__name__}: parameter groups are not supported (a minidl optimizer is one "
+            "group; build one optimizer for each group's parameters)"
+        )
+    if kind.__module__.startswith("torch.") and isinstance(value, Tensor):
+        return (
+            f"{kind.__module__}.{kind.__qualname__}, a PyTorch tensor or parameter (minidl "
+            "modules give their Parameters with .parameters(); minidl.interop.from_torch "
+            "converts a PyTorch model)"
+        )
+    return kind.__name__

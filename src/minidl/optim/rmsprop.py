@@ -129,7 +129,7 @@ class RMSprop(Optimizer):
         saved = (hyperparameters["centered"], hyperparameters["momentum"] > 0)
         if saved != (self.centered, self.momentum > 0):
             raise ValueError(
-                "RMSprop.load_state_dict: the state was saved with centered="
+                f"{type(self).__name__}.load_state_dict: the state was saved with centered="
                 f"{hyperparameters['centered']!r}, momentum={hyperparameters['momentum']!r}, "
                 f"which needs other state tensors than this optimizer's (centered="
                 f"{self.centered!r}, momentum={self.momentum!r})"

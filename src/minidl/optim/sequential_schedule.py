@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -29,9 +30,9 @@ class SequentialSchedule(LRScheduler):
 
     Every schedule must be built on ``optimizer``. Building a schedule sets the optimizer's
     learning rate, so the later ones would see the earlier ones' rate as their reference: this
-    class resets every schedule's ``base_lr`` to the first one's (the optimizer's rate when the
-    first was built; ``CyclicLR``'s lower bound), as ``SequentialLR`` restarts each from the
-    first one's initial rate (for a first ``OneCycle`` minidl takes the optimizer's rate, where
+    class resets every schedule's ``base_lr`` to that of the one built first, in whatever order
+    they are listed (the optimizer's rate when it was built; ``CyclicLR``'s lower bound), as
+    ``SequentialLR`` restarts each from the optimizer's initial rate (for a first ``OneCycle`` minidl takes the optimizer's rate, where
     ``SequentialLR`` takes ``OneCycleLR``'s ``max_lr / div_factor``), and a nested
     ``SequentialSchedule`` passes it on to its own schedules. Schedules that take their own
     rates (``takes_own_rates``: :class:`~minidl.optim.OneCycle`, :class:`~minidl.optim.CyclicLR`)
@@ -83,11 +84,13 @@ class SequentialSchedule(LRScheduler):
                 f"{len(schedules)} schedules, got {len(milestones)}"
             )
         previous = 0
-        for milestone in milestones:
-            if isinstance(milestone, bool) or not isinstance(milestone, int):
+        for index, milestone in enumerate(milestones):
+            if isinstance(milestone, bool) or not isinstance(milestone, numbers.Integral):
                 raise TypeError(
-                    f"SequentialSchedule: milestones must be integers, got {milestones!r}"
+                    f"SequentialSchedule: milestones must be integers, got milestones[{index}] "
+                    f"= {milestone!r} ({type(milestone).__name__})"
                 )
+            milestone = milestones[index] = int(milestone)
             if milestone <= previous:
                 raise ValueError(
                     "SequentialSchedule: milestones must be strictly increasing integers >= 1, "
@@ -97,7 +100,10 @@ class SequentialSchedule(LRScheduler):
         self.schedules: list[LRScheduler] = schedules
         self.milestones: list[int] = milestones
         self.interval = schedules[0].interval
-        self._set_base_lr(schedules[0].base_lr)
+        # The rate before any of them was built: the reference of the one built first (the
+        # later ones were built on the rate it set).
+        first = min(schedules, key=lambda schedule: getattr(schedule, "_built", -1))
+        self._set_base_lr(first.base_lr)
         self._start()
 
     def lr_at(self, step: int) -> float:
