@@ -230,7 +230,48 @@ def test_backward_after_a_cast_is_refused_clearly_and_changes_nothing(
     module.backward(module(x.to(F64)).clone())  # a new forward mends it
 
 
+@pytest.mark.parametrize("dtypes", [(torch.float32, F64), (F64, torch.float32)])
+@pytest.mark.parametrize("method", ["backward", "backward_parameters"])
+def test_a_model_layout_stack_cast_after_its_forward_refuses_backward(
+    dtypes: tuple[torch.dtype, torch.dtype], method: str
+) -> None:
+    """A layout="model" stack keeps one gradient temporary per layer, of the forward's dtype:
+    the stale product was added into the cast gradients (backward then raised the tensor
+    library's message, backward_parameters nothing at all)."""
+    before, after = dtypes
+    stack = nn.stack_models([nn.mlp((3, 4, 2), dtype=before) for _ in range(3)], layout="model")
+    layer = stack[0]
+    assert isinstance(layer, nn.BatchedLinear)
+    output = layer(torch.randn(3, 5, 3, dtype=before))
+    stack.to(after)
+    with pytest.raises(RuntimeError, match=r"^BatchedLinear: the parameters are .* cast or moved"):
+        getattr(layer, method)(torch.ones(output.shape, dtype=before))
+    assert all(not parameter.grad.any() for parameter in stack.parameters())
+
+
 # -- unstack_model takes one model ------------------------------------------------------------------
+
+
+def test_unstacking_draws_nothing_from_torchs_generator() -> None:
+    """Each layer taken out of a stack was built with a random initialisation (R of them for
+    one model), which moved the global generator: the Dropout masks and draws that followed a
+    model's export or evaluation changed."""
+    stack = nn.stack_models([nn.mlp((2, 5, 3)) for _ in range(4)])
+    layer = stack[0]
+    assert isinstance(layer, nn.BatchedLinear)
+    state = torch.get_rng_state()
+    model = nn.unstack_model(stack, 1)
+    layers = layer.unstack()
+    assert torch.equal(torch.get_rng_state(), state)
+    first = model[0]
+    assert isinstance(first, nn.Linear) and first.bias is not None and layer.bias is not None
+    assert torch.equal(first.weight.data, layer.weight.data[1])
+    assert torch.equal(first.bias.data, layer.bias.data[1])
+    assert torch.equal(layers[3].weight.data, layer.model(-1).weight.data)
+    with pytest.raises(IndexError, match=r"^BatchedLinear.model: index 4 is out of range for 4"):
+        layer.model(4)
+    with pytest.raises(TypeError, match=r"^BatchedLinear.model: expected an integer index, got"):
+        layer.model(1.0)  # type: ignore[arg-type]
 
 
 def test_unstack_model_refuses_a_slice_clearly() -> None:
@@ -385,6 +426,28 @@ def test_names_with_a_prefix_are_joined_with_a_dot_as_in_pytorch() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16_bit_cross_entropy_gradients_past_float16s_largest_batch(dtype: torch.dtype) -> None:
+    """The batch size was a 0-dim tensor of the logits' dtype: in float16, 70000 is inf, and
+    p / N vanished from the gradient (a relative error of 1). Class indices and probabilities,
+    against PyTorch in float64: within the 16-bit rounding of values this small."""
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(70000, 2, generator=generator).to(dtype)
+    y = torch.randint(0, 2, (70000,), generator=generator)
+    for target in (y, F.one_hot(y, 2).to(dtype)):
+        criterion = nn.CrossEntropyLoss()
+        loss = criterion(z, target)
+        grad = criterion.backward()
+        wide = z.double().requires_grad_()
+        expected = F.cross_entropy(wide, target if target.dtype == torch.int64 else target.double())
+        expected.backward()
+        assert wide.grad is not None
+        eps = torch.finfo(dtype).eps  # (the loss is rounded to the dtype)
+        torch.testing.assert_close(loss.double(), expected.detach(), rtol=eps, atol=0)
+        scale = float(wide.grad.abs().max())
+        assert float((grad.double() - wide.grad).abs().max()) <= 1e-2 * scale
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_16_bit_mean_losses_do_not_overflow_where_the_mean_is_in_range(dtype: torch.dtype) -> None:
     """Summed in float16 before the division, these means of values well inside float16's range
     (65504) were ``inf``; PyTorch's are finite (it accumulates in float32). Stacked losses give
@@ -490,3 +553,29 @@ def test_16_bit_sigmoid_is_torch_sigmoid(dtype: torch.dtype) -> None:
     activation = nn.Sigmoid()
     activation(torch.tensor([-12.0], dtype=dtype))
     assert activation.backward(torch.ones(1, dtype=dtype)) > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize(
+    ("module", "reference"),
+    [
+        (nn.ELU, F.elu),
+        (lambda: nn.ELU(0.3), lambda x: F.elu(x, 0.3)),
+        (nn.SELU, F.selu),
+    ],
+    ids=["ELU", "ELU-0.3", "SELU"],
+)
+def test_elu_gradients_keep_their_digits_for_very_negative_inputs(
+    module: Callable[[], nn.Module], reference: Callable[[Tensor], Tensor], dtype: torch.dtype
+) -> None:
+    """The derivative alpha * e^x was computed as y + alpha: at x = -17 in float32 it was 0
+    (PyTorch: 4.1e-8), in float64 it lost 8 digits at -20 and all at -40."""
+    x = torch.tensor([-10.0, -17.0, -20.0, -40.0, -80.0, -0.5, 0.0, 2.0], dtype=dtype)
+    layer = module()
+    layer(x)
+    grad = layer.backward(torch.ones_like(x))
+    leaf = x.clone().requires_grad_()
+    reference(leaf).sum().backward()
+    assert leaf.grad is not None
+    torch.testing.assert_close(grad, leaf.grad, rtol=4 * torch.finfo(dtype).eps, atol=0)
+    assert (grad[:5] > 0).all()

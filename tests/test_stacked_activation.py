@@ -284,8 +284,18 @@ def test_stacked_loss_refuses_bad_runs_and_inputs() -> None:
     with pytest.raises(ValueError, match="run 1 must cover a positive number of models, got -1"):
         nn.StackedLoss([(nn.MSELoss(), 1), (nn.MSELoss(), -1)])
     criterion = nn.StackedLoss([(nn.MSELoss(), 2)])
-    with pytest.raises(ValueError, match="stacked prediction with a leading dimension of 2"):
+    with pytest.raises(
+        ValueError,
+        match=r"^StackedLoss: expected a stacked prediction \(R, N, C\) of R = 2 models, got "
+        r"\(3, 4, 2\)$",
+    ):
         criterion(torch.randn(3, 4, 2), torch.randint(0, 2, (3, 4)))
+    # Two models' predictions without a class dimension (it used to fail inside torch.cat).
+    for loss in (nn.MSELoss(), nn.CrossEntropyLoss()):
+        with pytest.raises(
+            ValueError, match=r"prediction \(R, N, C\) of R = 2 models, got \(2, 4\)"
+        ):
+            nn.StackedLoss([(loss, 1), (type(loss)(), 1)])(torch.zeros(2, 4), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="stacked target with a leading dimension of 2"):
         criterion(torch.randn(2, 4, 2), torch.randint(0, 2, (4,)))
     with pytest.raises(RuntimeError, match="backward called before forward"):

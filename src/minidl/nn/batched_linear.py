@@ -184,21 +184,30 @@ class BatchedLinear(Module):
 
     def unstack(self) -> list[Linear]:
         """R :class:`Linear` layers holding copies of each model's parameters."""
-        layers = []
-        for index in range(self.models):
-            weight = self.weight.data[index]
-            layer = Linear(
-                self.in_features,
-                self.out_features,
-                self.bias is not None,
-                dtype=weight.dtype,
-                device=weight.device,
+        return [self.model(index) for index in range(self.models)]
+
+    def model(self, index: int) -> Linear:
+        """A :class:`Linear` layer holding a copy of model ``index``'s parameters (no random
+        number is drawn from torch's generator for it); ``index`` may be negative, as in a list."""
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+            raise TypeError(f"BatchedLinear.model: expected an integer index, got {index!r}")
+        if not -self.models <= index < self.models:
+            raise IndexError(
+                f"BatchedLinear.model: index {index} is out of range for {self.models} models"
             )
-            layer.weight.data.copy_(weight)
-            if layer.bias is not None and self.bias is not None:
-                layer.bias.data.copy_(self.bias.data[index])
-            layers.append(layer)
-        return layers
+        weight = self.weight.data[index]
+        layer = Linear(
+            self.in_features,
+            self.out_features,
+            self.bias is not None,
+            dtype=weight.dtype,
+            device=weight.device,
+            generator=torch.Generator(device=weight.device),  # (its draws are overwritten)
+        )
+        layer.weight.data.copy_(weight)
+        if layer.bias is not None and self.bias is not None:
+            layer.bias.data.copy_(self.bias.data[index])
+        return layer
 
     def _accept(self, input: object) -> Tensor:
         """Full checks of an input unlike the last accepted one; remember it if it passes.
@@ -280,6 +289,10 @@ class BatchedLinear(Module):
         if input is None:
             input = check_cached("BatchedLinear", input)
         seen = self._seen
+        if self.weight.data is not seen[0]:
+            # Replaced since the forward: a cast or a move (.to) is refused here, before the
+            # temporary product, which would take the old dtype, is added in.
+            check_still_fits("BatchedLinear", input, self.weight.data)
         if (
             type(grad_output) is not Tensor
             or grad_output.shape != self._output_shape

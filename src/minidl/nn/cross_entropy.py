@@ -100,8 +100,9 @@ class CrossEntropyLoss(Loss):
                 self._check_class_indices(target, logits)
                 picked = log_probabilities.gather(-1, index)
                 picked_vector = picked.view(-1)
-            if picked.dim() == 2:
-                # -1/N times the sum of the picked log-probabilities, as one dot product.
+            if picked.dim() == 2 and minus_one_over_n_vector.dtype is not torch.float16:
+                # -1/N times the sum of the picked log-probabilities, as one dot product (but
+                # for float16, where -1/N is subnormal from N = 16385 on).
                 loss = picked_vector.dot(minus_one_over_n_vector)
             else:
                 loss = scaled_sum(picked, -self._divisor(logits), (-2, -1), divide=True)
@@ -145,16 +146,17 @@ class CrossEntropyLoss(Loss):
 
         With ``N`` the divisor (the batch size for a mean, 1 for a sum):
         ``-1/N`` shaped ``(N, 1)`` (``(R, N, 1)``) and a 1-D view of it; ``N`` as a 0-dim tensor
-        (an op on a tensor skips wrapping a Python number on each call); a buffer of the first
-        one's shape for the picked log-probabilities, and a 1-D view of it. They are made
-        outside inference mode, so that the buffer can be written to whether or not the next
-        call runs in it.
+        (an op on a tensor skips wrapping a Python number on each call; in float32 at least, as
+        float16 ends at 65504); a buffer of the first one's shape for the picked
+        log-probabilities, and a 1-D view of it. They are made outside inference mode, so that
+        the buffer can be written to whether or not the next call runs in it.
         """
         shape = (*like.shape[:-1], 1)
         batch = like.shape[-2] if reduction == "mean" else 1
+        wide = torch.promote_types(like.dtype, torch.float32)
         with torch.inference_mode(False):
             minus_one_over_n = torch.full(shape, -1.0 / batch, dtype=like.dtype, device=like.device)
-            batch_size = torch.tensor(float(batch), dtype=like.dtype, device=like.device)
+            batch_size = torch.tensor(float(batch), dtype=wide, device=like.device)
             picked = torch.empty(shape, dtype=like.dtype, device=like.device)
         vector = minus_one_over_n.view(-1)
         return minus_one_over_n, vector, batch_size, picked, picked.view(-1)

@@ -18,8 +18,9 @@ class ELU(Activation):
     r"""Exponential linear unit :math:`y = x` for :math:`x > 0`, :math:`y = \alpha(e^x - 1)` otherwise.
 
     Backward: :math:`\partial L/\partial x = g` for :math:`x > 0` and
-    :math:`g\,(y + \alpha)` otherwise (since :math:`\alpha e^x = y + \alpha`); the forward pass
-    caches this derivative. ``expm1`` keeps small negative inputs accurate, and it only sees
+    :math:`g\,\alpha e^x` otherwise; the forward pass caches this derivative (computed from
+    :math:`e^x`, not as :math:`y + \alpha`, which loses all its digits for very negative
+    :math:`x`). ``expm1`` keeps small negative inputs accurate, and it only sees
     :math:`\min(x, 0)`, so :math:`x = +1000` does not overflow. At a NaN input the gradient
     is NaN (the cached derivative is), where PyTorch's is :math:`g` (times SELU's scale).
 
@@ -51,17 +52,21 @@ class ELU(Activation):
     def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
         # With p = [x > 0] = sign(max(x, 0)) and n = scale * alpha * expm1(min(x, 0)):
         #   y = n + scale * max(x, 0)                      (one of the two terms is exactly 0)
-        #   dy/dx = (n + scale * alpha) * (1 - p) + scale * p   (cached for backward)
+        #   dy/dx = scale * alpha * e^min(x, 0) * (1 - p) + scale * p   (cached for backward)
         # Float operations only: boolean masks (where, masked_fill) cost several times more
         # per element on a CPU. expm1 only sees min(x, 0), so nothing overflows.
         positive = input.clamp_min(0)
-        negative = input.clamp_max(0).expm1_()
+        clamped = input.clamp_max(0)
+        # scale * alpha * e^x, from exp itself: as n + scale * alpha it cancels for very
+        # negative x (all of it in float32 from x = -17 on, where e^x is still 4e-8).
+        exponential = clamped.exp()
+        negative = clamped.expm1_()
         scaled_alpha = operand(self._scale * self.alpha, negative)
         negative.mul_(scaled_alpha)
         output = torch.add(negative, positive, alpha=self._scale, out=out)
         indicator = positive.sign_()
         one = operand(1.0, indicator)
-        derivative = negative.add_(scaled_alpha).mul_(torch.rsub(indicator, one))
+        derivative = exponential.mul_(scaled_alpha).mul_(torch.rsub(indicator, one))
         return output, derivative.add_(indicator, alpha=self._scale)
 
     def _backward(

@@ -347,7 +347,7 @@ def unstack_model(stacked: Sequential, index: int) -> Sequential:
     layers: list[Module] = []
     for layer in stacked:
         if isinstance(layer, BatchedLinear):
-            layers.append(layer.unstack()[index])
+            layers.append(layer.model(index))
         elif isinstance(layer, StackedActivation):
             layers.append(copy.deepcopy(layer.activation_of(index)))
         else:

@@ -68,12 +68,16 @@ class StackedLoss(Loss):
                 raise TypeError(
                     f"StackedLoss: expected a torch.Tensor {what}, got {type(tensor).__name__}"
                 )
-            if tensor.dim() < 2 or tensor.shape[0] != self.models:
-                got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
-                raise ValueError(
-                    f"StackedLoss: expected a stacked {what} with a leading dimension of "
-                    f"{self.models} models, got {got}"
-                )
+        if prediction.dim() != 3 or prediction.shape[0] != self.models:
+            raise ValueError(
+                f"StackedLoss: expected a stacked prediction (R, N, C) of R = {self.models} "
+                f"models, got {tuple(prediction.shape)}"
+            )
+        if target.dim() < 2 or target.shape[0] != self.models:
+            raise ValueError(
+                f"StackedLoss: expected a stacked target with a leading dimension of "
+                f"{self.models} models, got {tuple(target.shape)}"
+            )
         # A run that refuses its part leaves every criterion with its last good forward.
         saved = [dict(criterion.__dict__) for criterion, _, _ in self._runs]
         try:
