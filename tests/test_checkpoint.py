@@ -940,3 +940,32 @@ def test_a_model_of_another_dtype_and_other_modules_is_another_model(tmp_path: P
     other = nn.mlp((2, 4, 2), "relu").to(torch.float64)
     with pytest.raises(CheckpointError, match="the checkpoint is for another architecture"):
         load_checkpoint(tmp_path / "c", other)
+
+
+def test_resuming_refuses_a_module_without_the_saved_generator(tmp_path: Path) -> None:
+    """A Dropout with a generator of its own and one without have the same repr: the saved
+    generator state was dropped without a word, and the resumed run drew other masks. Loading
+    the model alone still works."""
+
+    def model(generator: torch.Generator | None) -> nn.Sequential:
+        return nn.Sequential(nn.Linear(2, 4), nn.Dropout(0.5, generator=generator), nn.Linear(4, 2))
+
+    saved = model(torch.Generator().manual_seed(1))
+    save_checkpoint(tmp_path / "c", saved, optim.SGD(saved.parameters(), lr=0.1), epoch=1)
+    target = model(None)
+    optimizer = optim.SGD(target.parameters(), lr=0.1)
+    before = {key: value.clone() for key, value in target.state_dict().items()}
+    rng = torch.get_rng_state()
+    with pytest.raises(
+        CheckpointError,
+        match=r"the saved model's modules \['1'\] \(by path\) drew from generators of their "
+        r"own, whose states the checkpoint holds, but this model's have none \(modules with "
+        r"one: \[\]\)",
+    ):
+        load_checkpoint(tmp_path / "c", target, optimizer)
+    assert all(torch.equal(target.state_dict()[key], value) for key, value in before.items())
+    assert torch.equal(torch.get_rng_state(), rng)
+    load_checkpoint(tmp_path / "c", target)  # the parameters alone
+    loaded, original = target[0], saved[0]
+    assert isinstance(loaded, nn.Linear) and isinstance(original, nn.Linear)
+    assert torch.equal(loaded.weight.data, original.weight.data)

@@ -170,9 +170,21 @@ def test_a_torch_module_used_at_several_places_is_converted_at_each() -> None:
     with pytest.raises(
         ConversionError,
         match=r"^from_torch: the layer at '2\.0' is the Linear already at '0': one module used at "
-        r"two places \(shared weights\)",
+        r"two places \(shared weights or running statistics\)",
     ):
         from_torch(torch.nn.Sequential(shared, torch.nn.Tanh(), torch.nn.Sequential(shared)))
+    # Buffers alone (it was split into two BatchNorm1d tracking their statistics apart).
+    statistics = torch.nn.BatchNorm1d(3, affine=False)
+    with pytest.raises(
+        ConversionError,
+        match=r"^from_torch: the layer at '3' is the BatchNorm1d already at '1': one module used "
+        r"at two places \(shared weights or running statistics\)",
+    ):
+        from_torch(
+            torch.nn.Sequential(
+                torch.nn.Linear(3, 3), statistics, torch.nn.Linear(3, 3), statistics
+            )
+        )
 
 
 def test_layer_options_survive_conversion() -> None:

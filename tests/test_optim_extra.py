@@ -736,3 +736,56 @@ def test_an_rmsprop_subclass_is_named_in_its_refusal() -> None:
 
     with pytest.raises(ValueError, match=r"^Centred\.load_state_dict: the state was saved with"):
         Centred(_params(), lr=0.01).load_state_dict(_hand_made_rmsprop_state(True, 0.0))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda params: optim.SGD(params, lr=0.1, momentum=0.5, weight_decay=1.0),
+        lambda params: optim.Adam(params, lr=0.1, weight_decay=1.0),
+        lambda params: optim.RMSprop(params, lr=0.1, momentum=0.5, centered=True),
+        lambda params: optim.Adadelta(params, lr=1.0),
+    ],
+    ids=["SGD", "Adam", "RMSprop", "Adadelta"],
+)
+def test_a_hyperparameter_beyond_the_dtypes_range_is_refused_before_anything_changes(
+    build: Callable[[list[nn.Parameter]], optim.Optimizer],
+) -> None:
+    """A rate of 1e39 for float32 parameters was accepted, and a step then failed to convert it
+    part-way (SGD's velocity already scaled by its momentum)."""
+    model = nn.mlp((2, 3, 2))
+    optimizer = build(model.parameters())
+    name = type(optimizer).__name__
+    beyond = r"is beyond the range of the parameters' dtype torch\.float(32|16) \(largest"
+    with pytest.raises(ValueError, match=rf"^{name}: lr=1e\+39 {beyond}"):
+        build(model.parameters()).lr = 1e39
+    with pytest.raises(ValueError, match=rf"^{name}: lr=1e\+39 {beyond}"):
+        build([nn.Parameter(torch.zeros(2)), *model.parameters()[1:]]).lr = 1e39
+    setting = "eps" if name == "Adadelta" else "weight_decay"
+    with pytest.raises(ValueError, match=rf"^{name}: {setting}=1e\+39 {beyond}"):
+        setattr(optimizer, setting, 1e39)
+    assert getattr(optimizer, setting) < 2
+    saved = optimizer.state_dict()
+    saved["lr"] = 1e39
+    with pytest.raises(ValueError, match=rf"^{name}\.load_state_dict: lr=1e\+39 {beyond}"):
+        optimizer.load_state_dict(saved)
+    model(torch.randn(4, 2))
+    model.backward(torch.ones(4, 2))
+    optimizer.lr = 1e5  # fits float32, not float16
+    optimizer.step()
+    before = {key: tensor.clone() for key, tensor in optimizer.state.items()}
+    values = [parameter.data.clone() for parameter in model.parameters()]
+    model.half()
+    with pytest.raises(
+        ValueError, match=rf"^{name} \(parameters now torch\.float16\): lr=100000\.0 {beyond}"
+    ):
+        optimizer.step()
+    for key, tensor in optimizer.state.items():
+        assert torch.equal(tensor, before[key])
+    assert all(
+        torch.equal(parameter.data, value.half())
+        for parameter, value in zip(model.parameters(), values, strict=True)
+    )
+    optimizer.lr = 0.01
+    optimizer.step()  # and it steps once the rate fits
+    assert optimizer.state and all(t.dtype == torch.float16 for t in optimizer.state.values())

@@ -155,6 +155,17 @@ def test_wrong_number_of_activations_is_refused(capsys: pytest.CaptureFixture[st
     )
 
 
+def test_a_learning_rate_beyond_float32_is_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It was accepted, and the first step failed with a traceback."""
+    assert main(["train", "--lr", "1e39", "--momentum", "0.5", "--epochs", "1"]) == 2
+    assert capsys.readouterr().err == (
+        "minidl train: error: SGD: lr=1e+39 is beyond the range of the parameters' dtype "
+        "torch.float32 (largest finite value 3.40282e+38)\n"
+    )
+
+
 @pytest.mark.parametrize(
     "arguments",
     [

@@ -165,6 +165,24 @@ def _module_generators(model: Module) -> dict[str, torch.Generator]:
     return found
 
 
+def _check_module_generators(tensors: Mapping[str, Tensor], model: Module, where: str) -> None:
+    """When resuming: refuse a checkpoint holding the state of a module's own generator (a
+    :class:`~minidl.nn.Dropout` built with one) where this model's module has none. The reprs
+    are the same, but the saved state would be dropped and the resumed run draw from torch's
+    generator instead. (A module generator that the checkpoint does not know, as in the files
+    of versions before they were saved, keeps its own state.)"""
+    saved = sorted(name[len(_RNG_MODULE) :] for name in tensors if name.startswith(_RNG_MODULE))
+    given = sorted(name[len(_RNG_MODULE) :] for name in _module_generators(model))
+    missing = [name for name in saved if name not in given]
+    if missing:
+        raise CheckpointError(
+            f"{where}: the saved model's modules {missing} (by path) drew from generators of "
+            f"their own, whose states the checkpoint holds, but this model's have none "
+            f"(modules with one: {given}); build them as when the checkpoint was saved, "
+            "e.g. Dropout(p, generator=torch.Generator())"
+        )
+
+
 def _cuda_devices(model: Module) -> list[int]:
     """The indices of the GPUs holding ``model``'s parameters or buffers."""
     tensors = [*model.state_dict().values()]
@@ -882,6 +900,8 @@ def load_checkpoint(
             raise CheckpointError(f"{where}: the checkpoint holds no data-generator state")
         if optimizer is not None and _RNG_TORCH not in tensors:
             raise CheckpointError(f"{where}: the checkpoint holds no state of torch's generator")
+        if optimizer is not None:
+            _check_module_generators(tensors, model, where)
         model_state = checkpoint.model_state
         optimizer_state: dict[str, Any] | None = None
         if optimizer is not None:

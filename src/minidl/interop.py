@@ -287,13 +287,15 @@ def _from_torch(module: tnn.Module, path: str, trained: dict[int, str]) -> Modul
     """``module`` converted; ``trained`` maps the modules with parameters converted so far to
     their paths (a torch model may use one module at several places, which minidl cannot)."""
     kind = type(module)
-    if any(True for _ in module.parameters()):
+    # With parameters or buffers (BatchNorm1d(affine=False)'s running statistics): two
+    # converted copies would train or track apart.
+    if any(True for _ in module.parameters()) or any(True for _ in module.buffers()):
         if id(module) in trained:
             raise ConversionError(
                 f"from_torch: {_path_name(path)} is the {kind.__qualname__} already at "
-                f"{trained[id(module)]!r}: one module used at two places (shared weights), "
-                "which minidl cannot express (each of its modules keeps its own forward's "
-                "cache for its backward)"
+                f"{trained[id(module)]!r}: one module used at two places (shared weights or "
+                "running statistics), which minidl cannot express (each of its modules keeps "
+                "its own forward's cache for its backward)"
             )
         trained[id(module)] = path
     # A constructor that refuses a setting (torch.nn.LeakyReLU(-0.5): minidl's slope is >= 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -104,6 +105,10 @@ class Optimizer:
             raise ValueError(f"{name}: a parameter appears more than once in params")
         self._check_one_kind()
         self._lr = check_real(name, "lr", lr, low=0.0)
+        # The largest finite value of the parameters' dtype: a larger hyper-parameter cannot
+        # enter an update of them (see _check_in_range).
+        self._largest = torch.finfo(self.params[0].data.dtype).max
+        self._check_in_range({"lr": self._lr, **self.hyperparameters()}, name)
         self.step_count = 0
         # (token, class name) of the schedule built last on it (see LRScheduler).
         self._scheduled_by: tuple[int, str] | None = None
@@ -131,7 +136,29 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = check_real(type(self).__name__, "lr", value, low=0.0)
+        name = type(self).__name__
+        lr = check_real(name, "lr", value, low=0.0)
+        if lr > self._largest:
+            self._check_in_range({"lr": lr}, name)
+        self._lr = lr
+
+    def _check_in_range(
+        self, values: Mapping[str, Any], where: str, dtype: torch.dtype | None = None
+    ) -> None:
+        """Refuse a hyper-parameter (or one of a pair, such as ``betas``) beyond the largest
+        finite value of the parameters' dtype (or of ``dtype``, the one they were cast to): an
+        update would fail to convert it part-way, with some state tensors already changed."""
+        dtype = self.params[0].data.dtype if dtype is None else dtype
+        largest = torch.finfo(dtype).max
+        for key, value in values.items():
+            parts = value if isinstance(value, tuple | list) else (value,)
+            for part in parts:
+                real = isinstance(part, numbers.Real) and not isinstance(part, bool)
+                if real and not abs(float(part)) <= largest:
+                    raise ValueError(
+                        f"{where}: {key}={value!r} is beyond the range of the parameters' "
+                        f"dtype {dtype} (largest finite value {largest:.6g})"
+                    )
 
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor's hyper-parameters besides ``lr`` (for ``repr`` and ``state_dict``)."""
@@ -179,6 +206,12 @@ class Optimizer:
 
     def _make_views(self) -> None:
         self._check_one_kind()
+        dtype = self.params[0].data.dtype
+        largest = torch.finfo(dtype).max
+        if largest != self._largest:  # cast since the last step: refused before any change
+            where = f"{type(self).__name__} (parameters now {dtype})"
+            self._check_in_range({"lr": self._lr, **self.hyperparameters()}, where, dtype)
+            self._largest = largest
         values = [p.data for p in self.params]
         grads = [p.grad for p in self.params]
         self._layout_key = (*values, *grads)
@@ -254,6 +287,7 @@ class Optimizer:
             if key in state:
                 state["_" + key] = state.pop(key)
         state.setdefault("_scheduled_by", None)  # (pickled before it existed)
+        state.setdefault("_largest", float("inf"))
         for key, value in state.items():  # (not self.__dict__.update: see Module.__setstate__)
             object.__setattr__(self, key, value)
         with torch.inference_mode(False):
@@ -348,6 +382,7 @@ class Optimizer:
         if hyperparameters:
             self._check_hyperparameters(hyperparameters)
             self._check_state_names(hyperparameters)
+        self._check_in_range({"lr": lr, **hyperparameters}, f"{name}.load_state_dict")
         self._lr = lr
         self.step_count = step_count
         for state_name, tensor in state.items():
@@ -426,6 +461,7 @@ class Optimizer:
         if hasattr(self, "state"):  # (built: the state tensors exist)
             given = ", ".join(f"{key}={value!r}" for key, value in changes.items())
             self._check_state_fits(checked, f"{name}: {given} needs")
+            self._check_in_range(checked, name)
         for key, value in checked.items():
             # (a subclass that keeps a hyper-parameter as a plain attribute, as before
             # Hyperparameter existed, gets it back there)
