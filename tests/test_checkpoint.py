@@ -969,3 +969,28 @@ def test_resuming_refuses_a_module_without_the_saved_generator(tmp_path: Path) -
     loaded, original = target[0], saved[0]
     assert isinstance(loaded, nn.Linear) and isinstance(original, nn.Linear)
     assert torch.equal(loaded.weight.data, original.weight.data)
+
+
+def test_saving_through_a_symbolic_link_writes_its_target(tmp_path: Path) -> None:
+    """The file was renamed over the link: the link became a file, the target kept the old."""
+    target = tmp_path / "disk" / "run.ckpt"
+    target.parent.mkdir()
+    link = tmp_path / "link.ckpt"
+    link.symlink_to(target)
+    model, optimizer, _, _ = build("sgd")
+    save_checkpoint(link, model, optimizer, epoch=1)
+    save_checkpoint(link, model, optimizer, epoch=2)
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert read_checkpoint(target).training.epoch == 2
+    assert sorted(p.name for p in target.parent.iterdir()) == ["run.ckpt"]
+
+
+def test_a_name_as_long_as_the_folder_takes_is_saved(tmp_path: Path) -> None:
+    """The temporary file was named after the file plus 14 characters: past the longest
+    name, the save failed, naming the temporary file."""
+    longest = os.pathconf(tmp_path, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    path = tmp_path / ("a" * (longest - 5) + ".ckpt")
+    model, optimizer, _, _ = build("sgd")
+    save_checkpoint(path, model, optimizer, epoch=1)
+    assert read_checkpoint(path).training.epoch == 1
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]

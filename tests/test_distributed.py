@@ -39,7 +39,7 @@ from minidl.distributed import (
     parameter_checksum,
     timeout_from_env,
 )
-from minidl.nn import BatchNorm1d, CrossEntropyLoss, Linear, Sequential, Tanh, mlp
+from minidl.nn import BatchNorm1d, CrossEntropyLoss, Dropout, Linear, Sequential, Tanh, mlp
 from minidl.nn.flat import flat_buffer
 from minidl.optim import SGD
 from minidl.train import fit
@@ -265,6 +265,12 @@ def _library_worker(rank: int, ports: tuple[int, int], out: str) -> None:
             except DistributedError as error:
                 result["batches"] = str(error)
             parallel.shard(BatchIterator(torch.zeros(12, 3), torch.zeros(12), 6))  # the same
+            # Dropout masks (the distributed module's docstring): the same seed on every rank
+            # draws the same masks for each shard; a generator seeded by rank, other ones.
+            torch.manual_seed(7)
+            result["masks"] = Dropout(0.5)(torch.ones(6, 5))
+            own = Dropout(0.5, generator=torch.Generator().manual_seed(7 + rank))
+            result["own_masks"] = own(torch.ones(6, 5))
         torch.save(result, Path(out) / f"world{world_size}-rank{rank}.pt")
 
 
@@ -355,6 +361,9 @@ def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> No
                 f"DataParallel: the batches (the number of samples, the batch size and "
                 f"drop_last) of ranks {others} differs from rank 0's"
             )
+        for result in results[1:]:
+            assert torch.equal(result["masks"], results[0]["masks"])
+            assert not torch.equal(result["own_masks"], results[0]["own_masks"])
         # The running statistics moved during training (they are not the initial ones).
         assert not torch.equal(results[0]["buffers"][:6], torch.zeros(6, dtype=torch.float64))
 

@@ -54,6 +54,13 @@ def test_a_curve_at_chance_is_called_so_and_its_jitter_is_no_trend() -> None:
     assert "near chance" not in _curve_trend(_with_curve(experiment("I", "Sigmoid"), falling))
 
 
+def test_a_diverged_curve_is_not_called_chance() -> None:
+    """A model whose outputs are NaN errs on every sample: 100% is not "near chance"."""
+    text = _curve_trend(_with_curve(experiment("I", "Sigmoid"), [50.0] * 10 + [100.0] * 390))
+    assert "(flat over the last quarter; a diverged model's NaN outputs count as errors)" in text
+    assert "near chance" not in text
+
+
 def test_short_runs_compare_windows_that_do_not_overlap() -> None:
     """With 8 epochs the two windows are epochs 5-6 and 7-8 (2 each), not one epoch against
     the last 5 (which held it)."""

@@ -801,3 +801,28 @@ def test_fit_stops_after_an_epoch_whose_on_epoch_returns_true() -> None:
     assert len(history.train_loss) == 4
     with pytest.raises(TypeError, match=r"^fit: on_epoch must return None or a bool .*, got int$"):
         run(4, lambda record: 1)
+
+
+def test_a_sample_with_nan_outputs_counts_as_an_error() -> None:
+    """argmax named class 0 for a row of NaNs (and the NaN's class for a row with one): a
+    diverged model scored about 50% on the disk data, and on a set of class 0 alone, 0%."""
+    from minidl.rounds import stacked_error_rates
+    from minidl.train import predict
+
+    layer = nn.Linear(2, 3)
+    x = torch.randn(6, 2)
+    x[1, 0] = math.nan
+    x[4] = math.nan
+    y = torch.zeros(6, dtype=torch.int64)
+    layer.weight.data.zero_()
+    assert layer.bias is not None
+    layer.bias.data.copy_(torch.tensor([1.0, 0.0, 0.0]))  # class 0 for every finite row
+    assert predict(layer, x).tolist() == [0, -1, 0, 0, -1, 0]
+    assert error_rate(layer, x, y) == pytest.approx(100 * 2 / 6)
+    stacked = nn.stack_models([nn.mlp((2, 3)), nn.mlp((2, 3))])
+    first = stacked[0]
+    assert isinstance(first, nn.BatchedLinear)
+    first.weight.data[1] = math.nan
+    inputs = torch.randn(2, 5, 2)
+    targets = stacked(inputs).argmax(dim=-1)  # right for the first model
+    assert stacked_error_rates(stacked, inputs, targets) == [0.0, 100.0]

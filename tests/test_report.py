@@ -449,7 +449,7 @@ def test_figure_1_is_compared_with_the_papers_description(tmp_path: Path) -> Non
     The report measures the mean change per epoch over the first quarter of training (the
     first 2 of these 8 epochs), names a run that diverged in every round, and says whether the
     contrast holds."""
-    flat = (52.0, 50.0) + (50.0,) * 6
+    flat = (52.0, 50.0) + (100.0,) * 6  # NaN outputs from the third epoch: all wrong
     jumpy = (10.0, 30.0) * 4
     falling = (40.0, 35.0, 30.0, 25.0, 20.0, 15.0, 10.0, 5.0)
     diverged = fake_row(experiment("Fig. 1", "MSE"), (50.0, 50.0), losses=[(1.0, math.inf)] * 2)
@@ -464,7 +464,7 @@ def test_figure_1_is_compared_with_the_papers_description(tmp_path: Path) -> Non
     ]
     section = differences_section(results, tmp_path).splitlines()
     assert (
-        "- MSE: 2.00 points per epoch; 2 of 2 rounds diverged (non-finite training loss); it ends at 50.00%, near chance level."
+        "- MSE: 2.00 points per epoch; 2 of 2 rounds diverged (non-finite training loss); it ends at 100.00%."
         in section
     )
     assert (
@@ -473,8 +473,8 @@ def test_figure_1_is_compared_with_the_papers_description(tmp_path: Path) -> Non
     )
     assert "- Cross-entropy: 5.00 points per epoch; it ends at 5.00%." in section
     assert (
-        "MSE diverged in every round: its curve is flat at chance level, not the fluctuating "
-        "curve of the paper."
+        "MSE diverged in every round: its outputs became NaN, which count as errors, so its "
+        "curve stays at 100% once it diverged, not the fluctuating curve of the paper."
     ) in section
     assert (
         "The paper's contrast holds between MSE averaged over outputs too (PyTorch's MSELoss) "

@@ -288,7 +288,7 @@ def test_cosine_schedules_take_the_largest_finite_rate() -> None:
         lambda o: optim.CosineAnnealing(o, T_max=10),
         lambda o: optim.CosineAnnealingWarmRestarts(o, T_0=3),
     ):
-        optimizer = optim.SGD([nn.Parameter(torch.zeros(2))], lr=1.7e308)
+        optimizer = optim.SGD([nn.Parameter(torch.zeros(2, dtype=torch.float64))], lr=1.7e308)
         schedule = build(optimizer)
         assert optimizer.lr == 1.7e308
         rates = [schedule.step() for _ in range(12)]

@@ -881,3 +881,63 @@ def test_a_resumed_file_in_a_folder_that_takes_no_file_is_refused(unwritable_fol
     with pytest.raises(ValueError, match=re.escape(expected) + ".*; give --checkpoint PATH to"):
         _check_checkpoint_path("--resume", path, writable=True)
     _check_checkpoint_path("--resume", path, writable=False)
+
+
+@pytest.mark.parametrize(
+    ("hidden", "reason"),
+    [
+        ((25, 25), "the checkpoint is for another architecture: '4.weight' has shape (2, 25)"),
+        ((25, 25, 25), "the checkpoint holds no data-generator state"),
+    ],
+)
+def test_resuming_a_checkpoint_not_written_by_train_is_refused_in_one_line(
+    hidden: tuple[int, ...], reason: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint of save_checkpoint: the message was load_checkpoint's, without the file's
+    name, and for another architecture some 20 lines (two model reprs, a hint for Python)."""
+    from minidl.checkpoint import save_checkpoint
+
+    model = nn.mlp((2, *hidden, 2))
+    path = tmp_path / "api.ckpt"
+    save_checkpoint(path, model, optim.SGD(model.parameters(), lr=0.01), epoch=1)
+    assert main(["train", "--resume", str(path), "--epochs", "2", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"minidl train: error: --resume {path}: {reason}")
+    assert error.endswith(
+        "; this checkpoint was not written by minidl train (it holds none of its settings)\n"
+    )
+    assert error.count("\n") == 1
+
+
+def test_a_checkpoint_name_longer_than_the_folder_takes_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    longest = os.pathconf(tmp_path, "PC_NAME_MAX")
+    path = tmp_path / ("a" * longest + ".ckpt")
+    assert main(["train", "--epochs", "1", "--quiet", "--checkpoint", str(path)]) == 2
+    assert capsys.readouterr() == (
+        "",
+        f"minidl train: error: --checkpoint {path}: the file name is {longest + 5} bytes long, "
+        f"longer than its folder takes ({longest})\n",
+    )
+
+
+def test_a_diverged_run_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """It printed error rates of about 50% (NaN outputs counted as class 0) and nothing else."""
+    argv = ["train", "--lr", "1e20", "--activation", "relu", "--loss", "mse", "--epochs", "2"]
+    assert main([*argv, "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "final train error: 100.00%\nfinal test error: 100.00%\n"
+    assert err == (
+        "minidl train: warning: the training diverged (the loss was nan at epoch 1); a model "
+        "whose outputs are NaN errs on every sample (try a smaller --lr, or --detect-anomaly to "
+        "see where it started)\n"
+    )
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("usage: minidl [-h]")
+    assert err.endswith("\nminidl: error: give a command (minidl --help lists them)\n")

@@ -384,9 +384,17 @@ def _dump_header(header: dict[str, Any]) -> str:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``. A symbolic
+    link is followed: its target is replaced (renaming over the link would replace the link
+    with a file, and leave the target as it was)."""
     delay = float(os.environ.get(_TEST_DELAY_ENV, "0") or 0)
-    folder = path.parent if str(path.parent) else Path(".")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    path = Path(os.path.realpath(path))
+    folder = path.parent
+    # The temporary name is short whatever the file's (the longest names a folder takes would
+    # be refused as soon as a suffix were added to them).
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{path.name[:40]}.", suffix=".tmp", dir=folder
+    )
     try:
         # mkstemp creates the file readable by its owner only; give it the usual permissions.
         umask = os.umask(0)

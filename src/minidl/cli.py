@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 import time
@@ -297,17 +298,29 @@ def _run_train(args: argparse.Namespace) -> int:
     start_epoch = 0
     settings = _train_settings(args)
     if args.resume is not None:
-        from minidl.checkpoint import load_checkpoint, read_checkpoint
+        from minidl.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 
         checkpoint = read_checkpoint(args.resume)
-        _check_resume_settings(args.resume, checkpoint.training.extra.get("settings"), settings)
+        saved_settings = checkpoint.training.extra.get("settings")
+        _check_resume_settings(args.resume, saved_settings, settings)
         _check_resume_hyperparameters(
             args.resume,
             checkpoint.header.get("optimizer"),
             optimizer,
             args.lr if scheduler is None else None,
         )
-        state = load_checkpoint(checkpoint, model, optimizer, scheduler, generator=generator)
+        try:
+            state = load_checkpoint(checkpoint, model, optimizer, scheduler, generator=generator)
+        except CheckpointError as error:
+            # One line naming the file (the model reprs and the Python hints that follow the
+            # first line are for a program's author).
+            reason = str(error).split("\n", 1)[0].removeprefix("load_checkpoint: ")
+            if not isinstance(saved_settings, dict):
+                reason = (
+                    f"{reason.rstrip('.')}; this checkpoint was not written by minidl train (it "
+                    "holds none of its settings)"
+                )
+            raise CheckpointError(f"--resume {args.resume}: {reason}") from None
         if state.epoch > args.epochs:
             raise ValueError(
                 f"--resume {args.resume}: the checkpoint is at epoch {state.epoch}, past "
@@ -404,6 +417,18 @@ def _run_train(args: argparse.Namespace) -> int:
     if rank == 0:
         print(f"final train error: {train_error:.2f}%")
         print(f"final test error: {test_error:.2f}%")
+        diverged = next(
+            (epoch for epoch, loss in enumerate(history.train_loss) if not math.isfinite(loss)),
+            None,
+        )
+        if diverged is not None:
+            print(
+                f"minidl train: warning: the training diverged (the loss was "
+                f"{history.train_loss[diverged]} at epoch {diverged + 1}); a model whose outputs "
+                "are NaN errs on every sample (try a smaller --lr, or --detect-anomaly to see "
+                "where it started)",
+                file=sys.stderr,
+            )
     if not args.quiet:
         print(f"training time: {elapsed:.2f} s")
     return 0
@@ -420,6 +445,16 @@ def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder) or os.path.isdir(path):
         raise ValueError(f"{flag} {path}: expected a file path in an existing folder")
+    name = os.path.basename(path)
+    try:
+        longest = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # (not on this system)
+        longest = None
+    if longest is not None and len(os.fsencode(name)) > longest:
+        raise ValueError(
+            f"{flag} {path}: the file name is {len(os.fsencode(name))} bytes long, longer than "
+            f"its folder takes ({longest})"
+        )
     if not writable:
         return
     try:
@@ -614,7 +649,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        # The usage and one line on stderr, as for any other usage error (exit status 2).
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: give a command (minidl --help lists them)", file=sys.stderr)
         return 2
     try:
         return int(args.run(args))

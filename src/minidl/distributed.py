@@ -26,6 +26,14 @@ one does not train exactly as in one process. Its running statistics, updated by
 its own shard, are made rank 0's after every step (one ``broadcast``, as ``DistributedDataParallel``
 does), so that the ranks stay identical.
 
+A random layer (:class:`~minidl.nn.Dropout`) draws its mask on each rank for that rank's shard,
+from that rank's generator: the masks are not those of one process over the whole batch, so such
+a model does not train exactly as in one process either. With the same seed on every rank (as
+``minidl train`` and ``torch.manual_seed(seed)`` give), every rank draws the same masks for its
+shard; give each rank a generator of its own (``Dropout(p, generator=torch.Generator()
+.manual_seed(seed + rank))``) for independent ones. The gradients are still averaged and the
+ranks still take identical steps.
+
 The world size must divide the batch size, so that every full batch splits into equal shards. The
 last, smaller batch of an epoch (when the batch size does not divide the set) is split as evenly as
 possible (shard sizes differ by at most one); the weights :math:`b_k / B` keep its gradient exact.

@@ -29,7 +29,7 @@ from minidl.nn.sequential import Sequential
 from minidl.nn.stack import flat_model_parameters, model_parameters, stack_models
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
-from minidl.train import EpochRecord, History, _check_step_limit, eval_mode
+from minidl.train import EpochRecord, History, _check_step_limit, _classes, eval_mode
 
 __all__ = ["PerModel", "fit_rounds", "stacked_error_rates"]
 
@@ -98,8 +98,9 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
 
 
 def _error_rates(output: Tensor, y: Tensor) -> list[float]:
-    """Each model's error (%) from the stacked outputs ``(R, N, C)`` and checked indices ``y``."""
-    wrong = (output.argmax(dim=-1) != y).sum(dim=1)
+    """Each model's error (%) from the stacked outputs ``(R, N, C)`` and checked indices ``y``
+    (a sample whose outputs hold a NaN counts as wrong)."""
+    wrong = (_classes(output) != y).sum(dim=1)
     return [100.0 * int(count) / y.shape[1] for count in wrong.tolist()]
 
 

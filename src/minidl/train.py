@@ -83,7 +83,10 @@ class History:
 def predict(model: Module, x: Tensor, batch_size: int = 4096) -> Tensor:
     """Predicted classes (argmax of the outputs) for ``x``, in evaluation mode.
 
-    The training mode of every module is restored afterwards (see :func:`eval_mode`).
+    A sample whose outputs hold a NaN (a diverged model's) has no class: its prediction is -1,
+    which no error rate counts as right (argmax would name the NaN's class, or class 0 for a
+    row of NaNs). The training mode of every module is restored afterwards (see
+    :func:`eval_mode`).
     """
     _check_model("predict", model)
     batch_size = check_int("predict", "batch_size", batch_size)
@@ -103,7 +106,13 @@ def _predict(model: Module, x: Tensor, batch_size: int = 4096) -> tuple[Tensor, 
     """The predicted classes for ``x`` and the number of classes (the outputs' width)."""
     with eval_mode(model):
         outputs = [model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
-    return torch.cat([output.argmax(dim=1) for output in outputs]), int(outputs[0].shape[1])
+    return torch.cat([_classes(output) for output in outputs]), int(outputs[0].shape[1])
+
+
+def _classes(output: Tensor) -> Tensor:
+    """The class of each row of scores ``output`` (``(..., C)``): its argmax, or -1 (no class)
+    for a row holding a NaN."""
+    return output.argmax(dim=-1).masked_fill_(output.isnan().any(dim=-1), -1)
 
 
 @contextlib.contextmanager

@@ -301,9 +301,9 @@ def summary_table(results: Sequence[RowResult]) -> str:
     return "\n".join(lines)
 
 
-#: A mean validation error at or above this (in %) is near chance: half the points of the disk
-#: data set lie inside the disk (its area is pi / (2 pi) = 1/2), so a constant answer errs on
-#: about 50% of them.
+#: A mean validation error within this (in %) of 50% is near chance: half the points of the
+#: disk data set lie inside the disk (its area is pi / (2 pi) = 1/2), so a constant answer errs
+#: on about 50% of them. (Above 60%, a diverged model's NaN outputs count as errors.)
 NEAR_CHANCE = 40.0
 
 
@@ -333,7 +333,9 @@ def _curve_trend(row: RowResult) -> str:
         trend = "flat over the last quarter"
     chance = (
         "; near chance level, where a constant answer errs on about 50%"
-        if at_end >= NEAR_CHANCE
+        if NEAR_CHANCE <= at_end <= 100 - NEAR_CHANCE
+        else "; a diverged model's NaN outputs count as errors"
+        if at_end > 100 - NEAR_CHANCE
         else ""
     )
     return (
@@ -721,7 +723,7 @@ def _figure_1_comparison(results: Sequence[RowResult]) -> list[str]:
         if diverged:
             line += f"; {diverged} of {len(row.rounds)} rounds diverged (non-finite training loss)"
         line += f"; it ends at {end:.2f}%"
-        if end >= NEAR_CHANCE:
+        if NEAR_CHANCE <= end <= 100 - NEAR_CHANCE:
             line += ", near chance level"
         lines.append(line + ".")
         if diverged < len(row.rounds):
@@ -730,8 +732,9 @@ def _figure_1_comparison(results: Sequence[RowResult]) -> list[str]:
     for row in runs:
         if _diverged(row) == len(row.rounds):
             lines.append(
-                f"{row.experiment.label} diverged in every round: its curve is flat at chance "
-                "level, not the fluctuating curve of the paper."
+                f"{row.experiment.label} diverged in every round: its outputs became NaN, "
+                "which count as errors, so its curve stays at 100% once it diverged, not the "
+                "fluctuating curve of the paper."
             )
     mse = [(r, f) for r, f in trained if r.experiment.loss == "mse"]
     entropy = [(r, f) for r, f in trained if r.experiment.loss == "cross-entropy"]
