@@ -789,3 +789,22 @@ def test_a_hyperparameter_beyond_the_dtypes_range_is_refused_before_anything_cha
     optimizer.lr = 0.01
     optimizer.step()  # and it steps once the rate fits
     assert optimizer.state and all(t.dtype == torch.float16 for t in optimizer.state.values())
+
+
+@pytest.mark.parametrize(
+    "case", sorted(case for case in CASES if not case.startswith(("sgd-momentum", "sgd-nesterov")))
+)
+def test_trajectory_matches_torch_optim_with_a_rate_changed_every_step(case: str) -> None:
+    """The rate set between steps (as a per-batch schedule does) enters every update as
+    torch.optim's does. (SGD with momentum is left out: the paper's velocity keeps the old
+    rates' steps, by design; see its docstring.)"""
+    make, make_torch = CASES[case]
+    model = _model()
+    twin = [torch.nn.Parameter(p.data.clone()) for p in model.parameters()]
+    optimizer, torch_optimizer = make(model.parameters()), make_torch(twin)
+    base = optimizer.lr
+    for step in range(3 * STEPS):
+        rate = base * (1.5 + math.sin(step)) / 2
+        optimizer.lr = rate
+        torch_optimizer.param_groups[0]["lr"] = rate
+        _step_both(step, model, optimizer, twin, torch_optimizer, f"{case}, step {step}")
