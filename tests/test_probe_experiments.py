@@ -9,6 +9,7 @@ beside its report, and bad settings must fail before anything is trained.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,15 @@ def test_a_curve_at_chance_is_called_so_and_its_jitter_is_no_trend() -> None:
 
 
 def test_a_diverged_curve_is_not_called_chance() -> None:
-    """A model whose outputs are NaN errs on every sample: 100% is not "near chance"."""
-    text = _curve_trend(_with_curve(experiment("I", "Sigmoid"), [50.0] * 10 + [100.0] * 390))
+    """A model whose outputs are NaN errs on every sample: 100% is not "near chance". A row
+    that did not diverge but ends above 60% is not said to have NaN outputs."""
+    curve = [50.0] * 10 + [100.0] * 390
+    trained = _with_curve(experiment("I", "Sigmoid"), curve)
+    rounds = tuple(dataclasses.replace(r, train_loss=(0.7, math.nan)) for r in trained.rounds)
+    text = _curve_trend(dataclasses.replace(trained, rounds=rounds))
     assert "(flat over the last quarter; a diverged model's NaN outputs count as errors)" in text
     assert "near chance" not in text
+    assert "(flat over the last quarter)" in _curve_trend(trained)
 
 
 def test_short_runs_compare_windows_that_do_not_overlap() -> None:

@@ -66,7 +66,9 @@ class Protocol:
     """"randomly split into 1000 samples for training, 1000 samples for validation and 1000
     samples for testing"; every set is normalised with the training set's statistics."""
     shuffle_each_epoch: bool = True
-    """The training set is reshuffled at every epoch (``minidl.train.fit`` does so)."""
+    """The training set is reshuffled at every epoch (``minidl.train.fit`` does so), the usual
+    practice of mini-batch SGD. The paper says only that "data was shuffled at the beginning of
+    each round"; a single shuffle per round is another reading, not run."""
     dtype: str = "float32"
     """Floating-point type of data and weights (float32, as PyTorch's default)."""
 
@@ -120,8 +122,10 @@ class Choices:
         default=0.1,
         metadata={
             "doc": "CLR lower bound as a fraction of the row's learning rate. The paper gives no "
-            "bounds; the triangle runs from lr/10 to lr, Smith's usual span of one decade below "
-            "the largest good rate (1e-2 is the rate Table I uses for Tanh). Same as "
+            "bounds; the triangle runs from lr/10 to lr: one decade below the row's rate 1e-2, "
+            "so that CLR never exceeds the plain SGD row it is compared with. This is our "
+            "choice, not Smith's rule (he suggests a lower bound of a third or a quarter of an "
+            "upper bound found by a range test, which the paper does not report). Same as "
             "`minidl train --scheduler clr`. The reading 'from lr to 10 lr' is a variant row."
         },
     )

@@ -131,10 +131,16 @@ def figure_3(rows: Sequence[RowResult], path: Path) -> None:
     """Learning rate over training (top) and per batch over the first epochs (bottom)."""
     plt = _pyplot()
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.4), layout="constrained")
-    styles = {"none": ("0.4", ":"), "step": ("tab:purple", "-"), "clr": ("tab:green", "-")}
+    # The constant rate is drawn above the others, thicker: at 1e-2 it runs along the top of
+    # the CLR cycles and the first step of the decay, which hid it in the top panel.
+    styles = {
+        "none": ("0.2", ":", 1.6, 3),
+        "step": ("tab:purple", "-", 0.8, 2),
+        "clr": ("tab:green", "-", 0.8, 2),
+    }
     for row in rows:
         first = row.rounds[0]
-        color, linestyle = styles[row.experiment.scheduler_name]
+        color, linestyle, width, order = styles[row.experiment.scheduler_name]
         protocol = row.experiment.protocol
         batches_per_epoch = max(1, -(-protocol.n_train // protocol.batch_size))
         if first.batch_lr:
@@ -143,10 +149,25 @@ def figure_3(rows: Sequence[RowResult], path: Path) -> None:
             batch_lr = tuple(lr for lr in first.lr_curve for _ in range(batches_per_epoch))
         x = torch.arange(len(batch_lr), dtype=torch.float64) / batches_per_epoch
         label = row.experiment.label
-        top.step(x, batch_lr, where="post", color=color, ls=linestyle, lw=0.8, label=label)
+        top.step(
+            x,
+            batch_lr,
+            where="post",
+            color=color,
+            ls=linestyle,
+            lw=width,
+            zorder=order,
+            label=label,
+        )
         shown = 12 * batches_per_epoch
         bottom.step(
-            x[:shown], batch_lr[:shown], where="post", color=color, ls=linestyle, label=label
+            x[:shown],
+            batch_lr[:shown],
+            where="post",
+            color=color,
+            ls=linestyle,
+            zorder=order,
+            label=label,
         )
     top.set_yscale("log")
     top.set_xlabel("epoch")
