@@ -25,6 +25,7 @@ from minidl.experiments.config import (
 )
 from minidl.experiments.report import (
     CRITERION,
+    WEAK_DIFFERENCE,
     _diverged,
     _figure_1_comparison,
     _paper_repeats,
@@ -499,3 +500,23 @@ def test_figure_1_with_a_flat_cross_entropy_curve_is_reported() -> None:
         "The paper's contrast holds between MSE averaged over outputs too (PyTorch's MSELoss) "
         "(20.00) and Cross-entropy (0.00)."
     ) in lines
+
+
+def test_a_weak_difference_explained_by_a_variant_is_called_a_lead(tmp_path: Path) -> None:
+    """Over the 2 SE line but under Welch's t (2.3 to 2.8 SE with 5 rounds a side): the
+    conclusion said the paper's number fits the fault "rather than" the method, without the
+    caveat that our row's difference is itself weak."""
+    weak = fake_row(experiment("I", "ELU"), (2.5, 2.9, 2.1, 2.6, 2.4))  # 2.50, paper 1.80
+    near = fake_row(experiment("I", ELU_VARIANT), (2.0, 2.1, 1.9, 2.0, 2.0))
+    comparison = compare(weak)
+    assert comparison is not None and comparison.differs
+    ratio = abs(comparison.difference) / comparison.standard_error
+    assert 2.0 < ratio <= WEAK_DIFFERENCE
+    (conclusion,) = conclusions(differences_section([weak, near], tmp_path))
+    assert conclusion.endswith(
+        f"Our row's own difference is weak ({ratio:.1f} SE: a t-test on 5 rounds a side would "
+        "not call it one), so this is a lead, not a finding."
+    )
+    strong = fake_row(experiment("I", "ELU"), DIFFERING)
+    (conclusion,) = conclusions(differences_section([strong, near], tmp_path))
+    assert "weak" not in conclusion

@@ -504,6 +504,11 @@ def _figures_section(results: Sequence[RowResult], figures: dict[str, str]) -> l
     return lines
 
 
+#: A difference of at most this many standard errors is weak: over the 2 SE line, but below
+#: what Welch's t-test asks for with 5 rounds on each side (2.3 to 2.8 SE, by the two s.d.).
+WEAK_DIFFERENCE = 2.8
+
+
 def _explain(results: Sequence[RowResult], row: RowResult, comparison: Comparison) -> list[str]:
     experiment = row.experiment
     paper = experiment.paper
@@ -603,6 +608,12 @@ def _explain(results: Sequence[RowResult], row: RowResult, comparison: Compariso
             )
         else:
             verdict = "Either explanation fits; this run cannot tell them apart."
+        ratio = abs(comparison.difference) / comparison.standard_error
+        if ratio <= WEAK_DIFFERENCE:
+            verdict += (
+                f" Our row's own difference is weak ({ratio:.1f} SE: a t-test on 5 rounds a "
+                "side would not call it one), so this is a lead, not a finding."
+            )
         lines.append(
             "**Conclusion:** the difference is accounted for if "
             + "; or if ".join(v.experiment.hypothesis for v in explained)
