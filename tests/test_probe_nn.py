@@ -579,3 +579,20 @@ def test_elu_gradients_keep_their_digits_for_very_negative_inputs(
     assert leaf.grad is not None
     torch.testing.assert_close(grad, leaf.grad, rtol=4 * torch.finfo(dtype).eps, atol=0)
     assert (grad[:5] > 0).all()
+
+
+def test_a_slice_keeps_its_modules_names_as_pytorchs() -> None:
+    """The slice renumbered its modules from 0: its state_dict loaded with strict=False put
+    layer 2's weights into layer 0 of a whole model, without a word."""
+    model = nn.mlp((3, 3, 3, 3), "tanh")
+    twin = torch.nn.Sequential(
+        *[torch.nn.Linear(3, 3) if i % 2 == 0 else torch.nn.Tanh() for i in range(5)]
+    )
+    assert list(model[2:].state_dict()) == list(twin[2:].state_dict())
+    assert [name for name, _ in model[1:4].named_children()] == ["1", "2", "3"]
+    fresh = nn.mlp((3, 3, 3, 3), "tanh")
+    loaded = fresh.load_state_dict(model[2:].state_dict(), strict=False)
+    assert loaded.missing_keys == ["0.weight", "0.bias"]
+    for index in (2, 4):
+        assert torch.equal(fresh[index].weight.data, model[index].weight.data)  # type: ignore[union-attr]
+    assert model[2:][0] is model[2]  # indexing is by position, as in PyTorch

@@ -32,8 +32,9 @@ class Sequential(Module):
     ``Sequential``), stay where they are.
 
     ``model[i]`` is the i-th module; ``model[a:b]`` is a ``Sequential`` of the same module
-    objects (as in ``torch.nn``; ``model[:-1]`` runs all but the last), whose parameters stay
-    where they are: training either trains both.
+    objects under the same names (as in ``torch.nn``: ``model[2:]``'s first module is ``"2"``,
+    and its ``state_dict`` keys are the model's; ``model[:-1]`` runs all but the last), whose
+    parameters stay where they are: training either trains both.
 
     A forward refused part-way (a child raises, say for an input that the children before it
     accepted) leaves those children holding the refused input's caches, and a
@@ -74,9 +75,11 @@ class Sequential(Module):
             self._flatten()
         return moved
 
-    def _chain(self, modules: tuple[Module, ...]) -> None:
-        """Everything ``__init__`` does but the flattening."""
+    def _chain(self, modules: tuple[Module, ...], names: tuple[str, ...] | None = None) -> None:
+        """Everything ``__init__`` does but the flattening; the modules are registered as
+        ``names`` (default ``"0"``, ``"1"``, ...)."""
         super().__init__()
+        names = tuple(str(index) for index in range(len(modules))) if names is None else names
         places: dict[int, str] = {}  # id of every module in the chain -> its path
         for index, module in enumerate(modules):
             if not isinstance(module, Module):
@@ -99,7 +102,7 @@ class Sequential(Module):
                         f"for its backward, so each place needs its own ({hint})"
                     )
                 places[id(part)] = path
-            self.register_module(str(index), module)
+            self.register_module(names[index], module)
         self._layers: tuple[Module, ...] = tuple(modules)
         # What the last forward was, if it raised part-way (see forward). (An instance attribute
         # only: one of the class too would make every read of it a slow lookup.)
@@ -196,8 +199,10 @@ class Sequential(Module):
         if isinstance(index, slice):
             # The same modules, their parameters left where they are (even with a step, where
             # they do not tile one buffer and __init__ would move them out of this model's).
+            # Registered under their names in this model, as PyTorch's slices keep them (so
+            # that the part's state_dict keys are the model's).
             part = Sequential.__new__(Sequential)
-            part._chain(self._layers[index])
+            part._chain(self._layers[index], tuple(self._modules)[index])
             part.training = self.training  # its modules are in this model's mode
             return part
         if isinstance(index, bool) or not hasattr(index, "__index__"):
