@@ -370,3 +370,68 @@ def test_an_input_that_requires_grad_is_checked_as_a_value_without_warnings() ->
         warnings.simplefilter("error")
         assert minidl.gradcheck(model, x)
     assert x.grad is None
+
+
+# -- what gradcheck used to let pass ---------------------------------------------------------------
+
+
+class NanTanh(nn.Tanh):
+    """A tanh whose input gradient is NaN at one element."""
+
+    def _backward(self, grad_output: Tensor, output: Tensor) -> Tensor:
+        grad = super()._backward(grad_output, output).clone()
+        grad[1, 2] = float("nan")
+        return grad
+
+
+class NanBiasLinear(nn.Linear):
+    """A Linear whose backward accumulates NaN into the bias gradient."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        grad_input = super().backward(grad_output)
+        assert self.bias is not None
+        self.bias.grad[0] += float("nan")
+        return grad_input
+
+
+class NanOnSecondBackwardLinear(nn.Linear):
+    """Right gradients, but every second backward writes NaN into the weight gradient (the
+    second of gradcheck's, which checks that a backward accumulates)."""
+
+    def __init__(self) -> None:
+        super().__init__(3, 2, dtype=F64)
+        self.calls = 0
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        self.calls += 1
+        grad_input = super().backward(grad_output)
+        if self.calls % 2 == 0:
+            self.weight.grad.fill_(float("nan"))
+        return grad_input
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        (NanTanh(), r"NanTanh\.backward disagrees .* at input\[1, 2\]: analytic nan,"),
+        (
+            NanBiasLinear(3, 2, dtype=F64),
+            r"NanBiasLinear\.backward disagrees .* at bias\[0\]: analytic nan,",
+        ),
+        (
+            NanOnSecondBackwardLinear(),
+            r"NanOnSecondBackwardLinear\.backward does not accumulate into the gradient of "
+            r"'weight': after a second backward, weight\.grad\[0, 0\] is nan",
+        ),
+    ],
+    ids=["input", "parameter", "second-backward"],
+)
+def test_a_nan_gradient_fails(module: nn.Module, message: str) -> None:
+    """``error > tol`` is False for NaN: a NaN gradient used to pass (PyTorch's autograd
+    gradcheck counts NaN as not close)."""
+    grads = [p.grad.clone() for p in module.parameters()]
+    with pytest.raises(minidl.GradcheckError, match="^gradcheck: " + message):
+        minidl.gradcheck(module, _input())
+    assert minidl.gradcheck(module, _input(), raise_exception=False) is False
+    for parameter, grad in zip(module.parameters(), grads, strict=True):
+        assert torch.equal(parameter.grad, grad)

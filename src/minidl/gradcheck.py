@@ -51,7 +51,7 @@ def gradcheck(
         *inputs: the forward inputs; the first is the one differentiated.
         eps: the finite-difference step, a finite number > 0.
         atol, rtol: an element passes when ``|analytic - numeric| <= atol + rtol * |numeric|``
-            (finite numbers >= 0).
+            (finite numbers >= 0); NaN in either never passes.
         seed: seed of the random projection ``u``, an integer in ``[-2**63, 2**64 - 1]``.
         raise_exception: raise :class:`GradcheckError` on failure (otherwise return ``False``).
 
@@ -162,14 +162,7 @@ def gradcheck(
                 minus = scalar(x)
                 tensor[index] = original
                 numeric[index] = (plus - minus) / (2 * eps)
-            error = (analytic[name] - numeric).abs()
-            bad = error > atol + rtol * numeric.abs()
-            if bool(bad.any()):
-                index = tuple(int(i) for i in bad.nonzero()[0])
-                failures.append(
-                    f"{name}{list(index)}: analytic {float(analytic[name][index]):.6g}, "
-                    f"numeric {float(numeric[index]):.6g}"
-                )
+            failures += _disagreement(name, analytic[name], numeric, atol, rtol)
     finally:
         for parameter, value, grad in zip(parameters, saved_values, saved_grads, strict=True):
             parameter.data.copy_(value)
@@ -206,17 +199,39 @@ def _nondeterminism(module: Module, first: Tensor, second: Tensor) -> str | None
     )
 
 
+def _disagreement(
+    name: str, analytic: Tensor, numeric: Tensor, atol: float, rtol: float
+) -> list[str]:
+    """The first element where ``analytic`` is not within ``atol + rtol * |numeric|`` of
+    ``numeric``, described (an empty list when every element agrees)."""
+    # Written so that NaN (in either) is a mismatch, as in PyTorch's autograd gradcheck;
+    # equal infinities (whose difference is NaN) agree.
+    close = ((analytic - numeric).abs() <= atol + rtol * numeric.abs()) | (analytic == numeric)
+    if bool(close.all()):
+        return []
+    index = tuple(int(i) for i in (~close).nonzero()[0])
+    return [
+        f"{name}{list(index)}: analytic {float(analytic[index]):.6g}, "
+        f"numeric {float(numeric[index]):.6g}"
+    ]
+
+
 def _overwritten(named: list[tuple[str, Parameter]], analytic: dict[str, Tensor]) -> str | None:
     """What is wrong when a second backward did not double a parameter's gradient:
     ``backward`` must accumulate into ``grad`` (add to it), not overwrite it."""
     # Relative to the largest gradient: one that is zero but for rounding (a bias before a
     # batch norm) may come out of two passes as other rounding.
-    scale = max((float(g.abs().max()) for g in analytic.values() if g.numel()), default=0.0)
+    finite = [g[g.isfinite()] for g in analytic.values()]
+    scale = max((float(g.abs().max()) for g in finite if g.numel()), default=0.0)
     for name, parameter in named:
         expected = 2 * analytic[name]
         if not expected.numel():
             continue
-        bad = (parameter.grad - expected).abs() > 1e-8 * scale
+        grad = parameter.grad
+        # NaN after the second backward alone is a mismatch; NaN after both is left to the
+        # comparison with finite differences, which reports the NaN gradient itself.
+        agree = ((grad - expected).abs() <= 1e-8 * scale) | (grad == expected)
+        bad = ~(agree | (grad.isnan() & expected.isnan()))
         if bool(bad.any()):
             index = tuple(int(i) for i in bad.nonzero()[0])
             return (
