@@ -435,3 +435,63 @@ def test_a_nan_gradient_fails(module: nn.Module, message: str) -> None:
     assert minidl.gradcheck(module, _input(), raise_exception=False) is False
     for parameter, grad in zip(module.parameters(), grads, strict=True):
         assert torch.equal(parameter.grad, grad)
+
+
+class RowSum(nn.Module):
+    """y = x.sum(1, keepdim=True), whose backward returns what ``returns`` makes of g."""
+
+    def __init__(self, returns: Callable[[Tensor, torch.Size], object]) -> None:
+        super().__init__()
+        self.returns = returns
+        self._shape = torch.Size()
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._shape = input.shape
+        return input.sum(1, keepdim=True)
+
+    def backward(self, grad_output: Tensor) -> object:
+        return self.returns(grad_output, self._shape)
+
+
+@pytest.mark.parametrize(
+    ("returns", "got"),
+    [
+        (lambda g, shape: g, r"an input gradient of shape \(3, 1\), torch\.float64, on cpu;"),
+        (lambda g, shape: None, r"None,"),
+        (lambda g, shape: g.expand(shape).tolist(), r"a list,"),
+        (
+            lambda g, shape: g.expand(shape).float(),
+            r"an input gradient of shape \(3, 4\), torch\.float32, on cpu;",
+        ),
+    ],
+    ids=["broadcastable", "none", "list", "float32"],
+)
+def test_an_input_gradient_unlike_the_input_is_refused(
+    returns: Callable[[Tensor, torch.Size], object], got: str
+) -> None:
+    """A (3, 1) gradient for a (3, 4) input was broadcast against the numeric one and passed;
+    None raised a bare AttributeError."""
+    x = torch.randn(3, 4, dtype=F64)
+    with pytest.raises(
+        minidl.GradcheckError,
+        match=rf"^gradcheck: RowSum\.backward returned {got} expected .*"
+        r"a tensor of the input's shape \(3, 4\), torch\.float64, on cpu$",
+    ):
+        minidl.gradcheck(RowSum(returns), x)
+    assert minidl.gradcheck(RowSum(returns), x, raise_exception=False) is False
+    assert minidl.gradcheck(RowSum(lambda g, shape: g.expand(shape)), x)
+
+
+def test_a_backward_returning_none_leaves_the_gradients_as_they_were() -> None:
+    class NoneLinear(nn.Linear):
+        def backward(self, grad_output: Tensor) -> None:  # type: ignore[override]
+            self.backward_parameters(grad_output)
+
+    module = NoneLinear(3, 2, dtype=F64)
+    for parameter in module.parameters():
+        parameter.grad.normal_()
+    grads = [p.grad.clone() for p in module.parameters()]
+    with pytest.raises(minidl.GradcheckError, match=r"NoneLinear\.backward returned None"):
+        minidl.gradcheck(module, _input())
+    for parameter, grad in zip(module.parameters(), grads, strict=True):
+        assert torch.equal(parameter.grad, grad)

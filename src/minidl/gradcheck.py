@@ -37,10 +37,11 @@ def gradcheck(
     (whose ``forward`` takes ``(prediction, target)``) is checked with respect to the prediction,
     its ``backward`` given the scalar :math:`u`.
 
-    Two parts of the module contract are checked first, each reported alone (finite
+    Three parts of the module contract are checked first, each reported alone (finite
     differences would then mean nothing): ``forward`` must be deterministic (a dropout in
-    training mode is not: put it in evaluation mode), and a second ``backward`` must add to the
-    parameters' gradients (accumulate), not overwrite them.
+    training mode is not: put it in evaluation mode), ``backward`` must return a tensor of the
+    input's shape, dtype and device (one of another shape would be broadcast), and a second
+    ``backward`` must add to the parameters' gradients (accumulate), not overwrite them.
 
     Run it in float64: float32 finite differences are too coarse. Parameters' values and
     gradients, and the module's buffers (a batch norm's running statistics, which every forward
@@ -59,8 +60,8 @@ def gradcheck(
         ``True`` when every gradient agrees.
 
     Raises:
-        GradcheckError: a gradient disagrees, the forward is random or the backward does not
-            accumulate (with ``raise_exception``).
+        GradcheckError: a gradient disagrees, the forward is random, the backward returns no
+            tensor like the input or does not accumulate (with ``raise_exception``).
         TypeError, ValueError: a bad argument, named in the message, before anything runs.
 
     Example:
@@ -139,7 +140,11 @@ def gradcheck(
         again = output(x)
         # Broken contracts, each reported alone: finite differences would then mean nothing.
         contract = _nondeterminism(module, y, again)
-        analytic = {"input": module.backward(projection).clone()}
+        returned = module.backward(projection)
+        contract = contract or _misshapen(returned, x)
+        analytic: dict[str, Tensor] = {}
+        if contract is None:
+            analytic["input"] = returned.clone()
         for name, parameter in named:
             analytic[name] = parameter.grad.clone()
         if contract is None:
@@ -214,6 +219,21 @@ def _disagreement(
         f"{name}{list(index)}: analytic {float(analytic[index]):.6g}, "
         f"numeric {float(numeric[index]):.6g}"
     ]
+
+
+def _misshapen(returned: object, x: Tensor) -> str | None:
+    """What is wrong when ``backward`` did not return a tensor like the input: its gradient has
+    the input's shape, dtype and device (one of another shape would be broadcast)."""
+    expected = f"a tensor of the input's shape {tuple(x.shape)}, {x.dtype}, on {x.device}"
+    if not isinstance(returned, Tensor):
+        got = "None" if returned is None else f"a {type(returned).__name__}"
+        return f"backward returned {got}, expected the input gradient: {expected}"
+    if returned.shape == x.shape and returned.dtype == x.dtype and returned.device == x.device:
+        return None
+    return (
+        f"backward returned an input gradient of shape {tuple(returned.shape)}, "
+        f"{returned.dtype}, on {returned.device}; expected {expected}"
+    )
 
 
 def _overwritten(named: list[tuple[str, Parameter]], analytic: dict[str, Tensor]) -> str | None:
