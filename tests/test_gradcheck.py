@@ -495,3 +495,34 @@ def test_a_backward_returning_none_leaves_the_gradients_as_they_were() -> None:
         minidl.gradcheck(module, _input())
     for parameter, grad in zip(module.parameters(), grads, strict=True):
         assert torch.equal(parameter.grad, grad)
+
+
+class MeanBiasParametersLinear(nn.Linear):
+    """A right backward, and a backward_parameters (what fit runs for a first layer) whose
+    bias gradient is the mean of ``grad_output`` over the batch rather than its sum."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        assert self._input is not None and self.bias is not None
+        self.weight.grad.addmm_(grad_output.t(), self._input)
+        self.bias.grad.add_(grad_output.sum(0))
+        return grad_output.mm(self.weight.data)
+
+    def backward_parameters(self, grad_output: Tensor) -> None:
+        assert self._input is not None and self.bias is not None
+        self.weight.grad.addmm_(grad_output.t(), self._input)
+        self.bias.grad.add_(grad_output.mean(0))
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["alone", "first-in-sequential"])
+def test_a_wrong_backward_parameters_fails(inside: bool) -> None:
+    """gradcheck checked backward only: a wrong backward_parameters passed."""
+    layer = MeanBiasParametersLinear(3, 2, dtype=F64)
+    module: nn.Module = nn.Sequential(layer, nn.Tanh()) if inside else layer
+    where, name = ("Sequential", r"0\.bias") if inside else ("MeanBiasParametersLinear", "bias")
+    with pytest.raises(
+        minidl.GradcheckError,
+        match=rf"^gradcheck: {where}\.backward_parameters disagrees with finite differences "
+        rf"at {name}\[0\]: analytic",
+    ):
+        minidl.gradcheck(module, _input())
+    assert minidl.gradcheck(module, _input(), raise_exception=False) is False

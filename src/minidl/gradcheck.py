@@ -35,7 +35,9 @@ def gradcheck(
     each parameter) are compared element by element with
     :math:`(s(\theta + \epsilon e_i) - s(\theta - \epsilon e_i)) / 2\epsilon`. A loss module
     (whose ``forward`` takes ``(prediction, target)``) is checked with respect to the prediction,
-    its ``backward`` given the scalar :math:`u`.
+    its ``backward`` given the scalar :math:`u`. A module that overrides
+    ``backward_parameters`` (what training runs for a network's first layers) has the parameter
+    gradients it accumulates compared in the same way.
 
     Three parts of the module contract are checked first, each reported alone (finite
     differences would then mean nothing): ``forward`` must be deterministic (a dropout in
@@ -152,10 +154,23 @@ def gradcheck(
             output(x)
             module.backward(projection)
             contract = _overwritten(named, analytic)
+        # What fit runs for a network's first layers, where a module overrides it: checked
+        # against finite differences as backward is (after the forward of the check above).
+        only_parameters: dict[str, Tensor] = {}
+        if (
+            contract is None
+            and named
+            and type(module).backward_parameters is not Module.backward_parameters
+        ):
+            for parameter in parameters:
+                parameter.grad.zero_()
+            module.backward_parameters(projection)
+            only_parameters = {name: parameter.grad.clone() for name, parameter in named}
 
         targets: list[tuple[str, Tensor]] = [("input", x)]
         targets += [(name, parameter.data) for name, parameter in named]
         failures: list[str] = []
+        parameter_failures: list[str] = []
         for name, tensor in targets if contract is None else ():
             numeric = torch.zeros_like(tensor)
             # Element by element in the tensor's own layout (an input may be a transposed view).
@@ -168,18 +183,28 @@ def gradcheck(
                 tensor[index] = original
                 numeric[index] = (plus - minus) / (2 * eps)
             failures += _disagreement(name, analytic[name], numeric, atol, rtol)
+            if name in only_parameters:
+                parameter_failures += _disagreement(
+                    name, only_parameters[name], numeric, atol, rtol
+                )
     finally:
         for parameter, value, grad in zip(parameters, saved_values, saved_grads, strict=True):
             parameter.data.copy_(value)
             parameter.grad.copy_(grad)
         for buffer, saved in zip(buffers, saved_buffers, strict=True):
             buffer.copy_(saved)
-    if contract is not None or failures:
+    if contract is not None or failures or parameter_failures:
         if raise_exception:
-            text = contract or (
-                "backward disagrees with finite differences at " + "; ".join(failures)
-            )
-            raise GradcheckError(f"gradcheck: {type(module).__name__}.{text}")
+            where = type(module).__name__
+            texts = [contract] if contract is not None else []
+            if failures:
+                texts.append("backward disagrees with finite differences at " + "; ".join(failures))
+            if parameter_failures:
+                texts.append(
+                    "backward_parameters disagrees with finite differences at "
+                    + "; ".join(parameter_failures)
+                )
+            raise GradcheckError("gradcheck: " + "; ".join(f"{where}.{t}" for t in texts))
         return False
     return True
 
