@@ -526,3 +526,17 @@ def test_a_wrong_backward_parameters_fails(inside: bool) -> None:
     ):
         minidl.gradcheck(module, _input())
     assert minidl.gradcheck(module, _input(), raise_exception=False) is False
+
+
+@pytest.mark.parametrize("own_generator", [False, True], ids=["global", "own-generator"])
+def test_a_dropout_of_one_element_is_always_reported(own_generator: bool) -> None:
+    """Two forwards of a dropout of one element draw the same mask half the time, and
+    gradcheck used to pass it then (3 times in 10)."""
+    for seed in range(20):
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed) if own_generator else None
+        dropout = nn.Dropout(0.5, generator=generator)
+        x = torch.randn(1, 1, dtype=F64)
+        with pytest.raises(minidl.GradcheckError, match=r"Dropout\.forward is not deterministic"):
+            minidl.gradcheck(dropout, x)
+        assert minidl.gradcheck(dropout.eval(), x)

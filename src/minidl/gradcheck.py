@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 
 import torch
@@ -40,10 +41,11 @@ def gradcheck(
     gradients it accumulates compared in the same way.
 
     Three parts of the module contract are checked first, each reported alone (finite
-    differences would then mean nothing): ``forward`` must be deterministic (a dropout in
-    training mode is not: put it in evaluation mode), ``backward`` must return a tensor of the
-    input's shape, dtype and device (one of another shape would be broadcast), and a second
-    ``backward`` must add to the parameters' gradients (accumulate), not overwrite them.
+    differences would then mean nothing): ``forward`` must be deterministic (give the same
+    output twice and draw from no random generator: a dropout in training mode does, put it in
+    evaluation mode), ``backward`` must return a tensor of the input's shape, dtype and device
+    (one of another shape would be broadcast), and a second ``backward`` must add to the
+    parameters' gradients (accumulate), not overwrite them.
 
     Run it in float64: float32 finite differences are too coarse. Parameters' values and
     gradients, and the module's buffers (a batch norm's running statistics, which every forward
@@ -139,9 +141,14 @@ def gradcheck(
         projection = torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
         for parameter in parameters:
             parameter.grad.zero_()
+        states = _random_states(module, x.device)
         again = output(x)
+        drew = any(
+            not torch.equal(before, after)
+            for before, after in zip(states, _random_states(module, x.device), strict=True)
+        )
         # Broken contracts, each reported alone: finite differences would then mean nothing.
-        contract = _nondeterminism(module, y, again)
+        contract = _nondeterminism(module, y, again, drew)
         returned = module.backward(projection)
         contract = contract or _misshapen(returned, x)
         analytic: dict[str, Tensor] = {}
@@ -209,24 +216,50 @@ def gradcheck(
     return True
 
 
-def _nondeterminism(module: Module, first: Tensor, second: Tensor) -> str | None:
+def _random_states(module: Module, device: torch.device) -> list[Tensor]:
+    """The states of the random generators a forward may draw from: torch's global one (and
+    the input's CUDA device's), and those the module and its children hold (a Dropout's)."""
+    states = [torch.random.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    for part in module.modules():
+        # Found without asking for the module's __dict__, as check_registered does (asking
+        # slows down every later attribute read on CPython 3.11).
+        referents = gc.get_referents(part)
+        held = referents + [v for d in referents if isinstance(d, dict) for v in d.values()]
+        states += [g.get_state() for g in held if isinstance(g, torch.Generator)]
+    return states
+
+
+def _nondeterminism(module: Module, first: Tensor, second: Tensor, drew: bool) -> str | None:
     """What is wrong when two forward calls on the same input differ (a dropout in training
-    mode): finite differences of a random function mean nothing."""
+    mode), or the second drew from a random generator (``drew``; a dropout of a tiny input
+    may draw the same mask twice): finite differences of a random function mean nothing."""
+    advice = (
+        "so finite differences cannot check its backward (put a module that draws random "
+        "numbers, such as Dropout, in evaluation mode with .eval())"
+    )
     # Equal values (an infinity in both calls too) and NaN in both agree: a deterministic
     # forward may return them (a log at 0), and their difference would be NaN.
     differ = (first != second) & ~(first.isnan() & second.isnan())
-    if not bool(differ.any()):
-        return None
-    finite = first[first.isfinite()]
-    scale = max(float(finite.abs().max()) if finite.numel() else 0.0, 1.0)
-    difference = float((first - second)[differ].abs().max())
-    if difference <= 1e-10 * scale:
-        return None
-    return (
-        f"forward is not deterministic: two calls on the same input differ by up to "
-        f"{difference:.6g}, so finite differences cannot check its backward (put a module "
-        "that draws random numbers, such as Dropout, in evaluation mode with .eval())"
-    )
+    difference = 0.0
+    if bool(differ.any()):
+        finite = first[first.isfinite()]
+        scale = max(float(finite.abs().max()) if finite.numel() else 0.0, 1.0)
+        difference = float((first - second)[differ].abs().max())
+        if difference <= 1e-10 * scale:
+            difference = 0.0
+    if difference:
+        return (
+            f"forward is not deterministic: two calls on the same input differ by up to "
+            f"{difference:.6g}, {advice}"
+        )
+    if drew:
+        return (
+            "forward is not deterministic: a call drew from a random generator (torch's "
+            f"global one, or one the module holds), {advice}"
+        )
+    return None
 
 
 def _disagreement(
