@@ -100,11 +100,12 @@ def test_a_fault_explains_a_row_whose_open_reading_failed_without_overclaiming(
 
 
 def test_two_readings_that_explain_a_row_are_called_readings(tmp_path: Path) -> None:
-    """Both Sigmoid+Tanh mixes within noise of the paper: "those readings", not "that reading"."""
+    """Both other readings of the Sigmoid row within noise of the paper: "those readings", not
+    "that reading"."""
     sigmoid = fake_row(experiment("I", "Sigmoid"), (49.0, 50.0, 51.0, 50.0, 50.0))
     mixes = [
-        fake_row(experiment("I", f"Sigmoid+Tanh ({pattern})"), (1.5, 1.6, 1.7, 1.6, 1.6))
-        for pattern in ("sigmoid, tanh, sigmoid", "tanh, sigmoid, tanh")
+        fake_row(experiment("I", label), (1.5, 1.6, 1.7, 1.6, 1.6))
+        for label in ("Sigmoid+Tanh (tanh, sigmoid, tanh)", "Sigmoid alone")
     ]
     (conclusion,) = conclusions(differences_section([sigmoid, *mixes], tmp_path))
     assert conclusion.endswith("The paper's number is consistent with those readings of the paper.")
