@@ -28,6 +28,7 @@ from minidl.checkpoint import _canonical, _digests, _dump_header
 __all__ = [
     "F64",
     "TOL",
+    "CudaLikeGenerator",
     "assert_close",
     "free_port",
     "helper_test_op",
@@ -40,6 +41,15 @@ __all__ = [
 F64 = torch.float64
 #: The relative error allowed between minidl and the float64 PyTorch oracle.
 TOL = 1e-10
+
+
+class CudaLikeGenerator(torch.Generator):
+    """A CPU generator that says it is on ``cuda:0``: a stand-in for a CUDA generator on a
+    machine without CUDA (``torch.randperm`` on the CPU would fail with a real one)."""
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return torch.device("cuda", 0)
 
 
 def relative_error(actual: Tensor, expected: Tensor) -> float:

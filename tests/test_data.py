@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from minidl.data import BatchIterator, disk_labels, make_disk_data
+from tests.helpers import CudaLikeGenerator
 
 F64 = torch.float64
 
@@ -279,3 +280,50 @@ def test_batch_iterator_names_its_other_bad_arguments(
     with pytest.raises(kind) as error:
         BatchIterator(**arguments)  # type: ignore[arg-type]
     assert str(error.value) == "BatchIterator: " + message
+
+
+def test_batch_iterator_data_are_read_only_and_its_generator_is_checked_when_set_again() -> None:
+    """``x``, ``y`` and ``generator`` used to take any value, which failed at the next pass with
+    a raw torch error (or, for an ``x`` of another length, gave batches of mismatched pairs)."""
+    x, y = _dataset(5)
+    generator = torch.Generator().manual_seed(1)
+    batches = BatchIterator(x, y, 2, generator=generator)
+    for name, value in (("x", torch.zeros(4, 2)), ("y", [0, 1, 0, 1, 0])):
+        with pytest.raises(AttributeError):
+            setattr(batches, name, value)
+    for value, kind, message in (
+        (0, TypeError, "generator must be a torch.Generator or None, got int"),
+        (
+            CudaLikeGenerator(),
+            ValueError,
+            "generator must be a CPU torch.Generator (the shuffles are drawn on the CPU, then "
+            "moved to the data's device), got a generator on cuda:0",
+        ),
+    ):
+        with pytest.raises(kind) as error:
+            batches.generator = value  # type: ignore[assignment]
+        assert str(error.value) == "BatchIterator: " + message
+    assert batches.x is x and batches.y is y and batches.generator is generator
+    other = torch.Generator().manual_seed(2)
+    batches.generator = other
+    assert batches.generator is other
+    assert [int(i) for _, yb in batches for i in yb] == torch.randperm(
+        5, generator=torch.Generator().manual_seed(2)
+    ).tolist()
+    batches.generator = None
+    assert batches.generator is None and len(list(batches)) == 3
+
+
+def test_batch_iterator_refuses_a_generator_that_is_not_on_the_cpu() -> None:
+    """A CUDA generator used to be taken, and to fail at the first pass (randperm draws on the
+    CPU)."""
+    x, y = _dataset(5)
+    with pytest.raises(ValueError, match=r"^BatchIterator: generator must be a CPU .* on cuda:0$"):
+        BatchIterator(x, y, 2, generator=CudaLikeGenerator())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batch_iterator_refuses_a_cuda_generator() -> None:
+    x, y = _dataset(5)
+    with pytest.raises(ValueError, match=r"^BatchIterator: generator must be a CPU .* on cuda"):
+        BatchIterator(x, y, 2, generator=torch.Generator(device="cuda"))

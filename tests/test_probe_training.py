@@ -826,3 +826,43 @@ def test_a_sample_with_nan_outputs_counts_as_an_error() -> None:
     inputs = torch.randn(2, 5, 2)
     targets = stacked(inputs).argmax(dim=-1)  # right for the first model
     assert stacked_error_rates(stacked, inputs, targets) == [0.0, 100.0]
+
+
+def test_fit_and_fit_rounds_refuse_a_generator_that_is_not_on_the_cpu() -> None:
+    """A CUDA generator used to be taken, and to fail at the first epoch (randperm draws on the
+    CPU), after the checks; a stand-in that says it is on cuda:0 shows the refusal here."""
+    from tests.helpers import CudaLikeGenerator
+
+    x, y = _data(1, 20)
+    model = _model()
+    optimizer = mo.SGD(model.parameters(), lr=0.1)
+    before = [p.data.clone() for p in model.parameters()]
+    with pytest.raises(ValueError) as error:
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optimizer,
+            x,
+            y,
+            epochs=1,
+            generator=CudaLikeGenerator(),
+        )
+    assert str(error.value) == (
+        "fit: generator must be a CPU torch.Generator (the shuffles are drawn on the CPU, then "
+        "moved to the data's device), got a generator on cuda:0"
+    )
+    models = [_model(0), _model(1)]
+    with pytest.raises(
+        ValueError, match=r"^fit_rounds: generators\[1\] must be a CPU torch.Generator .* cuda:0$"
+    ):
+        _fit_rounds(
+            models,
+            [_data(1, 20), _data(2, 20)],
+            generators=[torch.Generator(), CudaLikeGenerator()],
+        )
+    assert optimizer.step_count == 0
+    for p, value in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p.data, value)
+    for index, model in enumerate(models):
+        for p, q in zip(model.parameters(), _model(index).parameters(), strict=True):
+            assert torch.equal(p.data, q.data)

@@ -14,6 +14,7 @@ from torch import Tensor
 __all__ = [
     "check_class_indices",
     "check_copyable",
+    "check_cpu_generator",
     "check_folder_takes_files",
     "check_int",
     "check_labelled",
@@ -84,6 +85,17 @@ def check_int(where: str, name: str, value: object, *, low: int = 1) -> int:
     if value < low:
         raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
     return int(value)
+
+
+def check_cpu_generator(where: str, name: str, generator: torch.Generator) -> None:
+    """Refuse a generator (of the shuffles) that is not on the CPU: ``torch.randperm`` draws
+    the orders on the CPU and would fail with it at the first epoch, after the checks."""
+    device = generator.device
+    if device.type != "cpu":
+        raise ValueError(
+            f"{where}: {name} must be a CPU torch.Generator (the shuffles are drawn on the CPU, "
+            f"then moved to the data's device), got a generator on {device}"
+        )
 
 
 def check_seed(where: str, value: object) -> int:

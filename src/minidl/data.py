@@ -15,7 +15,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from minidl._validate import check_int, check_samples, check_seed, unavailable
+from minidl._validate import (
+    check_cpu_generator,
+    check_int,
+    check_samples,
+    check_seed,
+    unavailable,
+)
 
 __all__ = [
     "DISK_CENTER",
@@ -171,6 +177,20 @@ def _check_flag(name: str, flag: object) -> bool:
     return flag
 
 
+def _check_generator(generator: object) -> torch.Generator | None:
+    """A ``BatchIterator`` generator: ``None`` or a CPU ``torch.Generator`` (``randperm`` draws
+    the orders on the CPU; a CUDA generator would fail at the first pass)."""
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            "BatchIterator: generator must be a torch.Generator or None, got "
+            f"{type(generator).__name__}"
+        )
+    check_cpu_generator("BatchIterator", "generator", generator)
+    return generator
+
+
 class BatchIterator:
     """Mini-batches of ``(x, y)``, in a new random order on every pass.
 
@@ -180,8 +200,10 @@ class BatchIterator:
     batches are views of ``x`` and ``y`` themselves (as slicing them would give), and writing
     into one writes into the data set. The last batch is smaller when ``batch_size`` does not
     divide the set size (unless ``drop_last``); a ``batch_size`` larger than the set gives one
-    batch holding the whole set. ``batch_size``, ``shuffle`` and ``drop_last`` may be set again
-    between passes, with the constructor's checks.
+    batch holding the whole set. ``batch_size``, ``shuffle``, ``drop_last`` and ``generator``
+    may be set again between passes, with the constructor's checks; ``x`` and ``y`` are
+    read-only (they are checked as a pair, so one of them alone could not be replaced by a set
+    of another size: make a new iterator for another set).
 
     Args:
         x: inputs, shape ``(N, ...)``.
@@ -194,7 +216,8 @@ class BatchIterator:
     Raises:
         TypeError: ``x`` or ``y`` is not a tensor, ``batch_size`` not an integer, ``shuffle`` or
             ``drop_last`` not a bool, ``generator`` not a ``torch.Generator`` or ``None``.
-        ValueError: an empty set, ``x`` and ``y`` of other lengths or devices, ``batch_size`` < 1.
+        ValueError: an empty set, ``x`` and ``y`` of other lengths or devices, ``batch_size`` < 1,
+            a ``generator`` that is not on the CPU (the orders are drawn there).
 
     Example:
         >>> for x_batch, y_batch in BatchIterator(data.train.x, data.train.y, batch_size=100):
@@ -213,19 +236,34 @@ class BatchIterator:
     ) -> None:
         check_samples("BatchIterator", x, y)
         check_int("BatchIterator", "batch_size", batch_size)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                "BatchIterator: generator must be a torch.Generator or None, got "
-                f"{type(generator).__name__}"
-            )
+        _check_generator(generator)
         for name, flag in (("shuffle", shuffle), ("drop_last", drop_last)):
             _check_flag(name, flag)
-        self.x = x
-        self.y = y
+        self._x = x
+        self._y = y
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
         self.drop_last = drop_last
+
+    @property
+    def x(self) -> Tensor:
+        """The inputs, ``(N, ...)`` (read-only: make a new iterator for another set)."""
+        return self._x
+
+    @property
+    def y(self) -> Tensor:
+        """The targets, ``(N, ...)`` (read-only: make a new iterator for another set)."""
+        return self._y
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The generator of the shuffles (``None``: torch's global one), a CPU generator."""
+        return self._generator
+
+    @generator.setter
+    def generator(self, value: torch.Generator | None) -> None:
+        self._generator = _check_generator(value)
 
     @property
     def batch_size(self) -> int:
@@ -255,16 +293,16 @@ class BatchIterator:
         self._drop_last = _check_flag("drop_last", value)
 
     def __len__(self) -> int:
-        n = int(self.x.shape[0])
+        n = int(self._x.shape[0])
         if self.drop_last:
             return max(n // self.batch_size, 0)
         return math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        x, y = self.x, self.y
+        x, y = self._x, self._y
         n = int(x.shape[0])
         if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(x.device)
+            order = torch.randperm(n, generator=self._generator).to(x.device)
             x, y = x.index_select(0, order), y.index_select(0, order)
         size = self.batch_size
         if self.drop_last and n % size:

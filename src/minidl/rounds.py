@@ -18,7 +18,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from minidl._validate import check_class_indices, check_int, check_labelled, check_like
+from minidl._validate import (
+    check_class_indices,
+    check_cpu_generator,
+    check_int,
+    check_labelled,
+    check_like,
+)
 from minidl.nn.batched_linear import BatchedLinear
 from minidl.nn.flat import flat_buffer
 from minidl.nn.linear import Linear
@@ -201,6 +207,7 @@ def fit_rounds(
                 f"fit_rounds: generators[{index}] must be a torch.Generator, got "
                 f"{type(generator).__name__}"
             )
+        check_cpu_generator("fit_rounds", f"generators[{index}]", generator)
     twice = _given_twice(generators)
     if twice is not None:
         # The models would draw their orders in turns from one stream: each order would

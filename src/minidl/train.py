@@ -13,6 +13,7 @@ from torch import Tensor
 from minidl._validate import (
     add_note,
     check_class_indices,
+    check_cpu_generator,
     check_int,
     check_labelled,
     check_like,
@@ -270,7 +271,8 @@ def fit(
         validation: an optional ``(x, y)`` evaluated after each epoch: inputs like ``x`` and
             class indices ``(N,)`` of an integer dtype, checked before training starts (the
             indices against the width of the model's outputs).
-        generator: the generator of the shuffles (default: torch's global one).
+        generator: the generator of the shuffles (default: torch's global one), a CPU one
+            (the orders are drawn on the CPU, then moved to the data's device).
         drop_last: skip the last batch of every epoch when it is smaller than ``batch_size``
             (a model with a :class:`~minidl.nn.BatchNorm1d` cannot train on a batch of one
             sample: such a run is refused unless the batch is dropped). The recorded loss is
@@ -333,6 +335,8 @@ def fit(
         raise TypeError(
             f"fit: generator must be a torch.Generator or None, got {type(generator).__name__}"
         )
+    if generator is not None:
+        check_cpu_generator("fit", "generator", generator)
     if on_epoch is not None and not callable(on_epoch):
         raise TypeError(f"fit: on_epoch must be callable or None, got {type(on_epoch).__name__}")
     start_epoch = check_int("fit", "start_epoch", start_epoch, low=0)
