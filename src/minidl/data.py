@@ -82,8 +82,36 @@ class DiskData:
     std: Tensor
 
     def normalize(self, points: Tensor) -> Tensor:
-        """Normalise raw points with the training statistics (e.g. for a decision-boundary grid)."""
-        return (points.to(self.mean.dtype) - self.mean) / self.std
+        """Normalise raw points with the training statistics (e.g. for a decision-boundary grid).
+
+        As :func:`make_disk_data` normalises the sets: in float64, with the float64 mean and
+        sample standard deviation of the training set's raw points (``train.raw``), then cast
+        to the dtype of ``mean`` and put on its device; so ``normalize(split.raw)`` is
+        ``split.x`` in every dtype (``mean`` and ``std``, rounded to that dtype, would not give
+        it in a 16-bit one).
+
+        Raises:
+            TypeError: ``points`` is not a floating-point tensor.
+            ValueError: its shape is not ``(N, 2)``.
+        """
+        if not isinstance(points, Tensor) or not points.is_floating_point():
+            got = (
+                f"a {points.dtype} tensor" if isinstance(points, Tensor) else type(points).__name__
+            )
+            raise TypeError(
+                "DiskData.normalize: points must be a floating-point tensor of shape (N, 2), "
+                f"got {got}"
+            )
+        if points.dim() != 2 or points.shape[1] != 2:
+            raise ValueError(
+                "DiskData.normalize: points must have shape (N, 2), got shape "
+                f"{tuple(points.shape)}"
+            )
+        # The statistics as make_disk_data computes them: on the CPU, in float64.
+        raw = self.train.raw.to(device="cpu", dtype=torch.float64)
+        mean, std = raw.mean(dim=0), raw.std(dim=0)
+        normalized = (points.to(device="cpu", dtype=torch.float64) - mean) / std
+        return normalized.to(dtype=self.mean.dtype, device=self.mean.device)
 
 
 def make_disk_data(
