@@ -874,3 +874,73 @@ def test_stacked_error_rates_are_each_models_and_restore_the_mode(training: bool
     )
     assert errors == [error_rate(model, s.x, s.y) for model, s in zip(models, sets, strict=True)]
     assert stacked.training is training
+
+
+# -- on_epoch, refusals and what the models are left with --------------------------------------
+
+
+def _two_models() -> list[nn.Sequential]:
+    made = []
+    for r in range(2):
+        torch.manual_seed(r)
+        made.append(nn.mlp((2, 5, 2), "tanh", dtype=DTYPE))
+    return made
+
+
+def _train_two(
+    models: list[nn.Sequential], epochs: int, on_epoch: Any = None, **change: Any
+) -> list[History]:
+    data = [make_disk_data(40, 10, 10, seed=r, dtype=DTYPE) for r in range(2)]
+    arguments: dict[str, Any] = {
+        "epochs": epochs,
+        "batch_size": 15,
+        "generators": [torch.Generator().manual_seed(r) for r in range(2)],
+        "validation_sets": [(d.validation.x, d.validation.y) for d in data],
+        "on_epoch": on_epoch,
+        **change,
+    }
+    make_optimizer = arguments.pop("make_optimizer", None) or (
+        lambda stack: SGD(stack.parameters(), lr=0.1, momentum=0.9)
+    )
+    return fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        make_optimizer,
+        [(d.train.x, d.train.y) for d in data],
+        **arguments,
+    )
+
+
+def test_fit_rounds_stops_every_model_after_an_epoch_whose_on_epoch_returns_true() -> None:
+    """A True return value used to be ignored (fit stops on it); any other was taken too."""
+    seen: list[int] = []
+
+    def stop_at_two(epoch: int, records: list[EpochRecord]) -> bool:
+        seen.append(epoch)
+        return epoch == 2
+
+    stopped, exact = _two_models(), _two_models()
+    histories = _train_two(stopped, 10, stop_at_two)
+    expected = _train_two(exact, 3)
+    assert seen == [0, 1, 2]
+    assert histories == expected and all(len(h.train_loss) == 3 for h in histories)
+    for model, reference in zip(stopped, exact, strict=True):
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+            assert torch.equal(p.data, q.data)
+    numpy = pytest.importorskip("numpy")
+    for stop in (numpy.float64(2.0) > 1.0, torch.tensor(2.0) > 1.0):
+        histories = _train_two(_two_models(), 4, lambda epoch, records, stop=stop: stop)
+        assert [len(h.train_loss) for h in histories] == [1, 1]
+    histories = _train_two(_two_models(), 3, lambda epoch, records: numpy.bool_(False))
+    assert [len(h.train_loss) for h in histories] == [3, 3]
+    # Another value is refused after its epoch, as fit refuses it; the models keep that epoch.
+    refused, one_epoch = _two_models(), _two_models()
+    with pytest.raises(
+        TypeError, match=r"^fit_rounds: on_epoch must return None or a bool .*, got int$"
+    ):
+        _train_two(refused, 4, lambda epoch, records: 1)
+    _train_two(one_epoch, 1)
+    for model, reference in zip(refused, one_epoch, strict=True):
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+            assert torch.equal(p.data, q.data)
+            assert torch.equal(p.grad, q.grad)

@@ -35,7 +35,7 @@ from minidl.nn.sequential import Sequential
 from minidl.nn.stack import flat_model_parameters, model_parameters, stack_models
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
-from minidl.train import EpochRecord, History, _check_step_limit, _classes, eval_mode
+from minidl.train import EpochRecord, History, _check_step_limit, _classes, _stops, eval_mode
 
 __all__ = ["PerModel", "fit_rounds", "stacked_error_rates"]
 
@@ -121,7 +121,7 @@ def fit_rounds(
     generators: Sequence[torch.Generator],
     make_scheduler: Callable[[Optimizer], LRScheduler | None] | None = None,
     validation_sets: Sequence[tuple[Tensor, Tensor]] | None = None,
-    on_epoch: Callable[[int, list[EpochRecord]], None] | None = None,
+    on_epoch: Callable[[int, list[EpochRecord]], object] | None = None,
 ) -> list[History]:
     """Train R models of one architecture at once; model ``r`` ends as :func:`~minidl.train.fit`
     would leave it when trained alone on ``train_sets[r]`` shuffled by ``generators[r]``.
@@ -159,7 +159,11 @@ def fit_rounds(
             forward pass of the first sample of each set in evaluation mode).
         on_epoch: called after each epoch with the epoch and the R :class:`EpochRecord`,
             outside ``torch.inference_mode()`` (in which the steps run). ``models`` get the
-            trained parameters only when training ends, so they are not updated yet here.
+            trained parameters only when training ends, so they are not updated yet here. As
+            with :func:`~minidl.train.fit`, if it returns ``True`` (or a true numpy bool or
+            one-element bool tensor), training stops after that epoch, for all the models (the
+            histories end with it); other return values than ``None`` and bools are refused (a
+            TypeError after the epoch, which stays recorded).
 
     Returns:
         The R histories, as :func:`~minidl.train.fit` would return them.
@@ -393,7 +397,9 @@ def fit_rounds(
                 history.append(record)
             if on_epoch is not None:
                 with torch.inference_mode(False):  # the caller's code, as outside
-                    on_epoch(epoch, records)
+                    stop = on_epoch(epoch, records)
+                if stop is not None and _stops(stop, "fit_rounds"):
+                    break
     return histories
 
 

@@ -176,10 +176,10 @@ def _check_step_limit(where: str, scheduler: LRScheduler, epochs: int, batches: 
         )
 
 
-def _stops(value: object) -> bool:
-    """Whether an ``on_epoch`` return value asks ``fit`` to stop: a bool, a numpy bool or a
-    one-element bool tensor (the result of a comparison of metrics) that is true; anything
-    else but ``None`` is refused, rather than taken for "go on" unseen."""
+def _stops(value: object, where: str = "fit") -> bool:
+    """Whether an ``on_epoch`` return value asks ``where`` (``fit`` or ``fit_rounds``) to stop:
+    a bool, a numpy bool or a one-element bool tensor (the result of a comparison of metrics)
+    that is true; anything else but ``None`` is refused, rather than taken for "go on" unseen."""
     if isinstance(value, bool):
         return value
     if isinstance(value, Tensor) and value.dtype == torch.bool and value.numel() == 1:
@@ -187,7 +187,8 @@ def _stops(value: object) -> bool:
     if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
         return bool(value)
     raise TypeError(
-        "fit: on_epoch must return None or a bool (True stops the training after its epoch), "
+        f"{where}: on_epoch must return None or a bool (True stops the training after its "
+        "epoch), "
         f"got {type(value).__name__}"
     )
 
