@@ -828,6 +828,35 @@ def test_a_sample_with_nan_outputs_counts_as_an_error() -> None:
     assert stacked_error_rates(stacked, inputs, targets) == [0.0, 100.0]
 
 
+def test_fit_refuses_a_one_sample_set_for_a_batch_norm_without_a_hint_that_cannot_work() -> None:
+    """The refusal used to say "pass drop_last=True or choose another batch_size", which no
+    batch_size or drop_last can satisfy with one sample."""
+    x, y = _data(1, 1)
+    network = nn.Sequential(nn.Linear(2, 4, dtype=F64), nn.BatchNorm1d(4, dtype=F64))
+    optimizer = mo.SGD(network.parameters(), lr=0.1)
+    for batch_size, drop_last in ((100, False), (1, False), (1, True), (2, True)):
+        with pytest.raises(ValueError) as error:
+            fit(
+                network,
+                nn.CrossEntropyLoss(),
+                optimizer,
+                x,
+                y,
+                epochs=1,
+                batch_size=batch_size,
+                drop_last=drop_last,
+            )
+        assert str(error.value) == (
+            "fit: the training set holds 1 sample, on which the BatchNorm1d '1' cannot estimate "
+            "a variance in training mode; no batch_size or drop_last can change that: train on "
+            "at least 2 samples"
+        )
+    assert optimizer.step_count == 0
+    # Without a batch norm, one sample trains.
+    plain = _model()
+    fit(plain, nn.CrossEntropyLoss(), mo.SGD(plain.parameters(), lr=0.1), x, y, epochs=1)
+
+
 def test_fit_and_fit_rounds_refuse_a_generator_that_is_not_on_the_cpu() -> None:
     """A CUDA generator used to be taken, and to fail at the first epoch (randperm draws on the
     CPU), after the checks; a stand-in that says it is on cuda:0 shows the refusal here."""

@@ -276,8 +276,8 @@ def fit(
             (the orders are drawn on the CPU, then moved to the data's device).
         drop_last: skip the last batch of every epoch when it is smaller than ``batch_size``
             (a model with a :class:`~minidl.nn.BatchNorm1d` cannot train on a batch of one
-            sample: such a run is refused unless the batch is dropped). The recorded loss is
-            then the mean over the full batches.
+            sample: such a run is refused unless the batch is dropped, and a training set of
+            one sample with it). The recorded loss is then the mean over the full batches.
         start_epoch: the first epoch to run (when resuming).
         history: a history to extend (when resuming).
         on_epoch: called with the :class:`EpochRecord` of each epoch; if it returns ``True``
@@ -346,6 +346,13 @@ def fit(
     if not isinstance(drop_last, bool):
         raise TypeError(f"fit: drop_last must be a bool, got {drop_last!r}")
     samples = int(x.shape[0])
+    if samples == 1:
+        # (no batch_size or drop_last gives a batch of 2 samples out of 1)
+        _refuse_batch_norm(
+            model,
+            "the training set holds 1 sample",
+            "no batch_size or drop_last can change that: train on at least 2 samples",
+        )
     if drop_last and samples < batch_size:
         raise ValueError(
             f"fit: with drop_last, batches of {batch_size} leave no batch of the {samples} "
