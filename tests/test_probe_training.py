@@ -857,6 +857,22 @@ def test_fit_refuses_a_one_sample_set_for_a_batch_norm_without_a_hint_that_canno
     fit(plain, nn.CrossEntropyLoss(), mo.SGD(plain.parameters(), lr=0.1), x, y, epochs=1)
 
 
+def test_eval_mode_refuses_what_is_not_a_model_when_called() -> None:
+    """eval_mode(5) used to give an AttributeError, at the with statement."""
+    from minidl.train import eval_mode
+
+    for bad in (5, torch.zeros(2)):
+        with pytest.raises(TypeError) as error:
+            eval_mode(bad)  # type: ignore[arg-type]
+        assert str(error.value) == (
+            f"eval_mode: model must be a minidl Module, got {type(bad).__name__}"
+        )
+    model = _model()
+    with eval_mode(model) as inside:
+        assert inside is model and not model.training
+    assert model.training
+
+
 def test_fit_and_fit_rounds_refuse_a_generator_that_is_not_on_the_cpu() -> None:
     """A CUDA generator used to be taken, and to fail at the first epoch (randperm draws on the
     CPU), after the checks; a stand-in that says it is on cuda:0 shows the refusal here."""

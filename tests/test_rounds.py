@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -263,9 +264,16 @@ def test_per_model_groups_share_an_optimizer() -> None:
 def test_per_model_group_must_divide_the_models() -> None:
     data = make_disk_data(20, 5, 5, seed=0)
     models = [nn.mlp((2, 3, 2), "tanh") for _ in range(3)]
-    for group in (2, 0):
+    for group, kind, message in (
+        (2, ValueError, "a divisor of the number of models (3), got 2"),
+        (0, ValueError, "an integer >= 1, got 0"),
+        # A float used to be a ValueError, and a numpy integer refused as not "a positive
+        # divisor" when it was one.
+        (2.0, TypeError, "an integer >= 1, got 2.0"),
+        (True, TypeError, "an integer >= 1, got True"),
+    ):
         with pytest.raises(
-            ValueError, match=f"positive divisor of the number of models \\(3\\), got {group}"
+            kind, match=re.escape(f"fit_rounds: PerModel.group must be {message}") + "$"
         ):
             fit_rounds(
                 models,
@@ -944,3 +952,57 @@ def test_fit_rounds_stops_every_model_after_an_epoch_whose_on_epoch_returns_true
         for p, q in zip(model.parameters(), reference.parameters(), strict=True):
             assert torch.equal(p.data, q.data)
             assert torch.equal(p.grad, q.grad)
+
+
+def test_per_model_group_may_be_a_numpy_integer() -> None:
+    """np.int64(2) used to be refused as "a positive divisor ... got np.int64(2)"."""
+    numpy = pytest.importorskip("numpy")
+    histories = []
+    for group in (2, numpy.int64(2)):
+        models = _two_models()
+        histories.append(
+            _train_two(models, 2, make_optimizer=PerModel(lambda g, p: SGD(p, lr=0.1), group=group))
+        )
+    assert histories[0] == histories[1]
+
+
+def test_stacked_error_rates_needs_a_stack() -> None:
+    """A model that is not a stack used to give an AttributeError (5) or the message of a Linear
+    (a plain network)."""
+    x, y = torch.randn(2, 5, 2), torch.zeros(2, 5, dtype=torch.int64)
+    plain = nn.mlp((2, 3, 2), "tanh")
+    for model, got in (
+        (5, "int"),
+        (nn.Linear(2, 2), "Linear"),
+        (plain, "a Sequential without a stacked layer (BatchedLinear)"),
+    ):
+        with pytest.raises(TypeError) as error:
+            stacked_error_rates(model, x, y)  # type: ignore[arg-type]
+        assert str(error.value) == (
+            f"stacked_error_rates: model must be a network made by minidl.nn.stack_models, got {got}"
+        )
+    assert plain.training
+
+
+def test_fit_rounds_refusal_from_its_probe_says_whose_shapes_it_quotes() -> None:
+    """The refusal quotes the stacked probe's shapes ("(2, 1, 3)"), which the user never made:
+    a note says so, and gives each set's first sample's, as fit's note does."""
+    wide = torch.randn(30, 3, dtype=DTYPE)
+    labels = torch.zeros(30, dtype=torch.int64)
+    with pytest.raises(ValueError) as error:
+        fit_rounds(
+            _two_models(),
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            [(wide, labels), (wide, labels)],
+            epochs=1,
+            generators=[torch.Generator(), torch.Generator()],
+        )
+    assert str(error.value).startswith("fit_rounds: the training sets do not fit: BatchedLinear")
+    assert "(2, 1, 3)" in str(error.value)
+    assert error.value.__notes__ == [
+        "fit_rounds ran the stacked models and the loss on the first sample of every training "
+        "set, stacked (x of shape (2, 1, 3) and y of shape (2, 1): one sample per model), before "
+        "training: the shapes above are those; each set's first sample, x[:1] and y[:1], has "
+        "shapes (1, 3) and (1,)"
+    ]

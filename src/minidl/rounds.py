@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from minidl._validate import (
+    add_note,
     check_class_indices,
     check_cpu_generator,
     check_int,
@@ -80,7 +81,24 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
         model: a network made by :func:`minidl.nn.stack_models`.
         x: inputs ``(R, N, features)``; y: class indices ``(R, N)``, of an integer dtype and
             below the number of classes (the width of the model's outputs).
+
+    Raises:
+        TypeError: ``model`` is not a network made by :func:`minidl.nn.stack_models` (a
+            :class:`Sequential` holding a stacked layer, :class:`BatchedLinear`), ``x`` or
+            ``y`` not a tensor.
     """
+    if not isinstance(model, Sequential) or not any(
+        isinstance(layer, BatchedLinear) for layer in model
+    ):
+        got = (
+            "a Sequential without a stacked layer (BatchedLinear)"
+            if isinstance(model, Sequential)
+            else type(model).__name__
+        )
+        raise TypeError(
+            "stacked_error_rates: model must be a network made by minidl.nn.stack_models, got "
+            f"{got}"
+        )
     for name, tensor, dims in (("x", x, 3), ("y", y, 2)):
         if not isinstance(tensor, Tensor):
             raise TypeError(
@@ -245,10 +263,11 @@ def fit_rounds(
         flat, group = make_optimizer.flat, make_optimizer.group
         if not isinstance(flat, bool):
             raise TypeError(f"fit_rounds: PerModel.flat must be a bool, got {flat!r}")
-        if isinstance(group, bool) or not isinstance(group, int) or group < 1 or rounds % group:
+        group = check_int("fit_rounds", "PerModel.group", group)
+        if rounds % group:
             raise ValueError(
-                f"fit_rounds: PerModel.group must be a positive divisor of the number of "
-                f"models ({rounds}), got {group!r}"
+                f"fit_rounds: PerModel.group must be a divisor of the number of models "
+                f"({rounds}), got {group}"
             )
     try:
         stacked = stack_models(models, layout="model" if flat else "layer")
@@ -511,7 +530,17 @@ def _check_fit(
             probe = stacked(x_probe)
             criterion(probe, y_probe)
     except (TypeError, ValueError) as error:
-        raise type(error)(f"fit_rounds: the training sets do not fit: {error}") from error
+        refusal = type(error)(f"fit_rounds: the training sets do not fit: {error}")
+        x_first, y_first = train_sets[0]
+        add_note(
+            refusal,
+            f"fit_rounds ran the stacked models and the loss on the first sample of every "
+            f"training set, stacked (x of shape {tuple(x_probe.shape)} and y of shape "
+            f"{tuple(y_probe.shape)}: one sample per model), before training: the shapes above "
+            f"are those; each set's first sample, x[:1] and y[:1], has shapes "
+            f"{tuple(x_first[:1].shape)} and {tuple(y_first[:1].shape)}",
+        )
+        raise refusal from error
     if not isinstance(probe, Tensor) or probe.dim() != 3:
         return None
     classes = int(probe.shape[-1])

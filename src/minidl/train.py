@@ -116,8 +116,7 @@ def _classes(output: Tensor) -> Tensor:
     return output.argmax(dim=-1).masked_fill_(output.isnan().any(dim=-1), -1)
 
 
-@contextlib.contextmanager
-def eval_mode(model: Module) -> Iterator[Module]:
+def eval_mode(model: Module) -> contextlib.AbstractContextManager[Module]:
     """Put ``model`` in evaluation mode for the block, then give every module back its own mode.
 
     ``model.train(was_training)`` would put every module in the model's mode, so that a module
@@ -126,7 +125,17 @@ def eval_mode(model: Module) -> Iterator[Module]:
     Example:
         >>> with eval_mode(model):
         ...     logits = model(x)
+
+    Raises:
+        TypeError: ``model`` is not a minidl Module (when called, before the block).
     """
+    _check_model("eval_mode", model)
+    return _eval_mode(model)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Module) -> Iterator[Module]:
+    """:func:`eval_mode` of a checked ``model``."""
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
