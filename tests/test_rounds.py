@@ -47,14 +47,18 @@ def _assert_trained_alike(
     histories: list[History],
     expected: list[History],
 ) -> None:
-    """Batched models end as the models trained alone: parameters to 1e-12, the same
-    validation errors and learning rates, losses to 1e-12."""
+    """Batched models end as the models trained alone: parameters to 1e-12, gradients (the
+    last batch's, as fit leaves them) to 1e-10, the same validation errors and learning rates,
+    losses to 1e-12."""
     for model, reference, history, reference_history in zip(
         models, alone, histories, expected, strict=True
     ):
         for p, q in zip(model.parameters(), reference.parameters(), strict=True):
             scale = q.data.abs().max().clamp_min(1.0)
             assert float((p.data - q.data).abs().max() / scale) <= 1e-12
+            grad_scale = q.grad.abs().max().clamp_min(1.0)
+            assert float((p.grad - q.grad).abs().max() / grad_scale) <= 1e-10
+        assert any(bool(q.grad.any()) for q in reference.parameters())  # (some are not zero)
         assert history.validation_error == reference_history.validation_error
         assert history.lr == reference_history.lr
         assert history.batch_lr == reference_history.batch_lr
@@ -1006,3 +1010,33 @@ def test_fit_rounds_refusal_from_its_probe_says_whose_shapes_it_quotes() -> None
         "training: the shapes above are those; each set's first sample, x[:1] and y[:1], has "
         "shapes (1, 3) and (1,)"
     ]
+
+
+def test_fit_rounds_leaves_the_gradients_as_fit_does() -> None:
+    """Only the parameters used to be copied back: the models' gradients stayed as they were,
+    where fit leaves the last batch's. A run of no epoch leaves them untouched, as fit does."""
+    models = _two_models()
+    alone = [copy.deepcopy(model) for model in models]
+    data = [make_disk_data(40, 10, 10, seed=r, dtype=DTYPE) for r in range(2)]
+    _train_two(models, 2)
+    for r, model in enumerate(alone):
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            SGD(model.parameters(), lr=0.1, momentum=0.9),
+            data[r].train.x,
+            data[r].train.y,
+            epochs=2,
+            batch_size=15,
+            generator=torch.Generator().manual_seed(r),
+        )
+    for model, reference in zip(models, alone, strict=True):
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+            assert bool(q.grad.any())
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-14)
+    untouched = _two_models()
+    for model in untouched:
+        for p in model.parameters():
+            p.grad.fill_(3.0)
+    _train_two(untouched, 0)
+    assert all(bool((p.grad == 3.0).all()) for model in untouched for p in model.parameters())

@@ -146,9 +146,11 @@ def fit_rounds(
 
     Every argument is checked before anything changes. Each model is then put in training mode
     (``model.train()``, as :func:`~minidl.train.fit` does) and left in it; the models are
-    stacked, trained together and their trained parameters are copied back into
-    ``models`` (in place) when training ends, also when it stops with an exception (from a step
-    or from ``on_epoch``), so that each model holds its parameters of that moment. Each epoch
+    stacked, trained together and their trained parameters, and their gradients (those of the
+    last batch, as :func:`~minidl.train.fit` leaves them; untouched when no batch ran), are
+    copied back into ``models`` (in place) when training ends, also when it stops with an
+    exception (from a step or from ``on_epoch``), so that each model holds its parameters of
+    that moment. Each epoch
     draws one permutation per model from its generator (as :class:`~minidl.data.BatchIterator`
     does), so each model sees its own data in its own order.
     The optimizer and the optional scheduler are built on the stack by the two factories; as all
@@ -364,8 +366,10 @@ def fit_rounds(
         model.train()
     stacked.train()
     # The models get the stack's parameters also when a step or on_epoch raises (as fit leaves
-    # a model where it stopped); the copy comes after inference mode is left.
-    with _copied_back(stacked, models), torch.inference_mode():
+    # a model where it stopped); the copy comes after inference mode is left. The gradients
+    # are copied once a batch has begun (before, the stack's zeros are no gradient of fit's).
+    stepped = [False]
+    with _copied_back(stacked, models, stepped), torch.inference_mode():
         for epoch in range(epochs):
             epoch_lrs = [optimizers[owner[index]].lr for index in range(rounds)]
             order = torch.cat(
@@ -376,6 +380,7 @@ def fit_rounds(
             x_epoch = x_flat.index_select(0, order).view(x_all.shape)
             y_epoch = y_flat.index_select(0, order).view(y_all.shape)
             total_loss = torch.zeros(rounds, dtype=torch.float64, device=x_all.device)
+            stepped[0] = True  # (once per epoch, not per batch)
             for x_batch, y_batch in zip(
                 torch.split(x_epoch, batch_size, dim=1),
                 torch.split(y_epoch, batch_size, dim=1),
@@ -576,16 +581,20 @@ def _group_parameters(stacked: Sequential, start: int, group: int, flat: bool) -
 
 
 @contextlib.contextmanager
-def _copied_back(stacked: Sequential, models: Sequence[Sequential]) -> Iterator[None]:
-    """Copy the stack's parameters into ``models`` when the block ends, however it ends."""
+def _copied_back(
+    stacked: Sequential, models: Sequence[Sequential], stepped: list[bool]
+) -> Iterator[None]:
+    """Copy the stack's parameters into ``models`` when the block ends, however it ends, and
+    their gradients if ``stepped[0]`` was set (a batch began)."""
     try:
         yield
     finally:
-        _copy_back(stacked, models)
+        _copy_back(stacked, models, gradients=stepped[0])
 
 
-def _copy_back(stacked: Sequential, models: Sequence[Sequential]) -> None:
-    """Copy each stacked model's parameters into the corresponding original model."""
+def _copy_back(stacked: Sequential, models: Sequence[Sequential], *, gradients: bool) -> None:
+    """Copy each stacked model's parameters (and ``gradients``: their gradients, as the last
+    batch left them) into the corresponding original model."""
     for position, layer in enumerate(stacked):
         if not isinstance(layer, BatchedLinear):
             continue
@@ -593,5 +602,9 @@ def _copy_back(stacked: Sequential, models: Sequence[Sequential]) -> None:
             target = model[position]
             assert isinstance(target, Linear)
             target.weight.data.copy_(layer.weight.data[index])
+            if gradients:
+                target.weight.grad.copy_(layer.weight.grad[index])
             if target.bias is not None and layer.bias is not None:
                 target.bias.data.copy_(layer.bias.data[index])
+                if gradients:
+                    target.bias.grad.copy_(layer.bias.grad[index])
