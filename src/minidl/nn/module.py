@@ -122,7 +122,20 @@ class Module:
     # -- registration -----------------------------------------------------------------------------
 
     def register_parameter(self, name: str, parameter: Parameter) -> Parameter:
-        """Register ``parameter`` under ``name`` and return it (also set as an attribute)."""
+        """Register ``parameter`` under ``name`` and return it (also set as an attribute).
+
+        Args:
+            name: a non-empty ``str`` without ``"."``; not the name of a buffer or child module,
+                nor of another attribute or method (re-registering a parameter replaces it).
+            parameter: a :class:`Parameter`; named ``name`` if it has no name yet.
+
+        Raises:
+            AttributeError: called before ``Module.__init__()``.
+            TypeError: ``name`` is not a ``str``, or ``parameter`` is not a :class:`Parameter`.
+            KeyError: a name refused above. A refused call changes nothing.
+        """
+        registry = self._registry("register_parameter", "parameter")
+        self._check_name("register_parameter", "parameter", name, parameter, registry)
         if not isinstance(parameter, Parameter):
             raise TypeError(
                 f"{type(self).__name__}.register_parameter: expected a Parameter for {name!r}, "
@@ -130,18 +143,45 @@ class Module:
             )
         if not parameter.name:
             parameter.name = name
-        self._parameters[name] = parameter
+        registry[name] = parameter
         object.__setattr__(self, name, parameter)
         return parameter
 
     def register_module(self, name: str, module: Module) -> Module:
-        """Register a child module under ``name`` and return it."""
+        """Register a child module under ``name`` and return it.
+
+        A module may be registered under several names, or in several modules (it is then
+        listed once by :meth:`modules`, :meth:`children` and the other traversals, as in
+        PyTorch), but not in itself or in one of its own descendants.
+
+        Args:
+            name: a non-empty ``str`` without ``"."``; not the name of a parameter or buffer, nor
+                of another attribute or method (but of an attribute holding ``module`` itself,
+                as after ``self.block = block``; re-registering a child replaces it).
+            module: a :class:`Module`, not this module nor one that contains it.
+
+        Raises:
+            AttributeError: called before ``Module.__init__()``.
+            TypeError: ``name`` is not a ``str``, or ``module`` is not a :class:`Module`.
+            KeyError: a name refused above.
+            ValueError: ``module`` is this module or contains it (a cycle). A refused call
+                changes nothing.
+        """
+        registry = self._registry("register_module", "module")
+        self._check_name("register_module", "module", name, module, registry)
         if not isinstance(module, Module):
             raise TypeError(
                 f"{type(self).__name__}.register_module: expected a Module for {name!r}, "
                 f"got {type(module).__name__}"
             )
-        self._modules[name] = module
+        if any(part is self for part in module.modules()):
+            what = "itself" if module is self else f"a {type(module).__name__} that contains it"
+            raise ValueError(
+                f"{type(self).__name__}.register_module: cannot register {what} as child "
+                f"{name!r} (a module would be its own descendant); expected a module that "
+                "does not contain this one"
+            )
+        registry[name] = module
         return module
 
     def register_buffer(self, name: str, tensor: Tensor) -> Tensor:
@@ -152,20 +192,90 @@ class Module:
         and moved by :meth:`to` (a floating buffer is also cast to ``dtype``), but has no
         gradient and is not in :meth:`parameters`. Update it in place.
 
-        A tensor made in ``torch.inference_mode()`` is copied out of it (and the copy
-        registered and returned), so that the buffer can be updated in place outside it too.
+        A tensor made in ``torch.inference_mode()`` is copied out of it, and one from an
+        autograd graph is detached from it (it shares its memory; the graph is not kept, nor
+        extended by the updates of a forward): that tensor is registered and returned, so that
+        the buffer can be updated in place anywhere. Any other tensor is registered as it is.
+
+        Args:
+            name: a non-empty ``str`` without ``"."``; not the name of a parameter or child
+                module, nor of another attribute or method (re-registering a buffer replaces
+                it).
+            tensor: a ``torch.Tensor``.
+
+        Raises:
+            AttributeError: called before ``Module.__init__()``.
+            TypeError: ``name`` is not a ``str``, or ``tensor`` is not a ``torch.Tensor``.
+            KeyError: a name refused above. A refused call changes nothing.
         """
+        registry = self._registry("register_buffer", "buffer")
+        self._check_name("register_buffer", "buffer", name, tensor, registry)
         if not isinstance(tensor, Tensor):
             raise TypeError(
                 f"{type(self).__name__}.register_buffer: expected a torch.Tensor for {name!r}, "
                 f"got {type(tensor).__name__}"
             )
-        if tensor.is_inference():
-            with torch.inference_mode(False):
-                tensor = tensor.clone()
-        self._buffers[name] = tensor
+        tensor = _plain(tensor)
+        registry[name] = tensor
         object.__setattr__(self, name, tensor)
         return tensor
+
+    def _registry(self, method: str, kind: str) -> dict[str, Any]:
+        """The dict that ``method`` registers into; refused before ``Module.__init__()``."""
+        try:
+            registries: dict[str, dict[str, Any]] = {
+                "parameter": self._parameters,
+                "buffer": self._buffers,
+                "module": self._modules,
+            }
+        except AttributeError:
+            raise AttributeError(
+                f"{type(self).__name__}.{method}: cannot assign a {kind} before "
+                "Module.__init__() call; call super().__init__() first in __init__"
+            ) from None
+        return registries[kind]
+
+    def _check_name(
+        self, method: str, kind: str, name: object, value: object, registry: dict[str, Any]
+    ) -> None:
+        """Refuse a ``name`` that :meth:`register_parameter`, :meth:`register_buffer` or
+        :meth:`register_module` cannot take (as PyTorch's do): not a ``str``, empty, dotted,
+        another kind's name, or an attribute of another kind (an attribute holding ``value``
+        itself, as ``self.block = block`` before registering it, is allowed)."""
+        where = f"{type(self).__name__}.{method}"
+        if not isinstance(name, str):
+            raise TypeError(
+                f"{where}: {kind} name must be a str, got {type(name).__name__} {name!r}"
+            )
+        if not name or "." in name:
+            raise KeyError(
+                f"{where}: {kind} name {name!r} refused: expected a non-empty name without '.' "
+                "(dots join the names of nested modules)"
+            )
+        for other, names in (
+            ("parameter", self._parameters),
+            ("buffer", self._buffers),
+            ("module", self._modules),
+        ):
+            if other != kind and name in names:
+                raise KeyError(
+                    f"{where}: {name!r} is already a {other} of this {type(self).__name__}; "
+                    f"expected a name that is not another parameter, buffer or module"
+                )
+        if name in registry:
+            return  # (the same kind: replaced)
+        missing = object()
+        attribute = getattr(type(self), name, missing)
+        if attribute is missing:
+            attribute = getattr(self, name, missing)
+            if attribute is value:
+                return  # (self.block = block, then registered)
+        if attribute is not missing:
+            what = "method" if callable(attribute) else "attribute"
+            raise KeyError(
+                f"{where}: {name!r} is already a {what} of {type(self).__name__} (a {kind} "
+                "there would hide it, or be hidden); expected another name"
+            )
 
     # -- traversal --------------------------------------------------------------------------------
 
@@ -528,6 +638,21 @@ class Module:
             lines.append(f"  ({name}): {child_repr}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _plain(tensor: Tensor) -> Tensor:
+    """``tensor`` as a buffer keeps it: an inference tensor copied outside inference mode, a
+    tensor of an autograd graph (recorded by an op on it, or a leaf whose ops are recorded)
+    detached; any other tensor itself."""
+    if tensor.is_inference():
+        with torch.inference_mode(False):
+            tensor = tensor.clone()
+    if tensor.grad_fn is not None:
+        return tensor.detach()
+    # A leaf whose ops are recorded: a view of it taken with recording on has a grad_fn.
+    with torch.inference_mode(False), torch.enable_grad():
+        recorded = tensor.view_as(tensor).grad_fn is not None
+    return tensor.detach() if recorded else tensor
 
 
 def unregistered_parameters(module: Module) -> list[str]:

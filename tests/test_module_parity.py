@@ -1,0 +1,239 @@
+"""``Module``'s registration, traversal, ``repr`` and pickling against ``torch.nn.Module``.
+
+Buffers are detached from any autograd graph; the register methods refuse the names PyTorch's
+refuse (and a few more: minidl does not intercept attribute assignment), before changing
+anything; a module registered at several places is listed once, as in PyTorch; ``repr`` shows
+``extra_repr`` with the children; and a pickled module takes along only the part of a cached
+input's storage that it uses.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn as tnn
+
+from minidl import nn
+
+# -- register_buffer: no autograd graph --------------------------------------------------------
+
+
+@pytest.mark.parametrize("leaf", [False, True], ids=["from a graph", "a leaf recorded"])
+def test_a_buffer_from_an_autograd_graph_is_detached(leaf: bool) -> None:
+    norm = nn.BatchNorm1d(2)
+    source = torch.zeros(2, requires_grad=True)
+    tensor = source if leaf else source * 1.0
+    registered = norm.register_buffer("running_mean", tensor)
+    assert registered is norm.running_mean is norm._buffers["running_mean"]
+    assert registered.grad_fn is None and not registered.requires_grad
+    assert registered.data_ptr() == tensor.data_ptr()  # (detached: the same memory)
+    norm(torch.randn(5, 2))  # updates the running statistics in place
+    assert norm.running_mean.grad_fn is None
+    assert not torch.equal(norm.running_mean, torch.zeros(2))
+    copied = copy.deepcopy(norm)
+    assert torch.equal(copied.running_mean, norm.running_mean)
+    assert pickle.loads(pickle.dumps(norm)).running_mean.grad_fn is None
+
+
+def test_a_plain_buffer_is_registered_as_it_is() -> None:
+    module = nn.Module()
+    tensor = torch.zeros(3)
+    assert module.register_buffer("counts", tensor) is tensor
+
+
+# -- register_*: the names refused, and nothing changed ----------------------------------------
+
+
+class _Custom(nn.Module):
+    """A module of a user's, with a parameter, a buffer and a child."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = self.register_parameter("weight", nn.Parameter(torch.ones(2)))
+        self.register_buffer("count", torch.zeros(1))
+        self.register_module("child", nn.Tanh())
+        self.hidden = 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight.data
+
+
+def _snapshot(module: nn.Module) -> tuple[object, ...]:
+    return (
+        dict(module._parameters),
+        dict(module._buffers),
+        dict(module._modules),
+        module.training,
+        module.weight,
+        module.count,
+        module.forward,
+        [p.name for p in module.parameters()],
+    )
+
+
+def _register(kind: str) -> Callable[[nn.Module, object], object]:
+    values: dict[str, Callable[[], object]] = {
+        "parameter": lambda: nn.Parameter(torch.zeros(2)),
+        "buffer": lambda: torch.zeros(2),
+        "module": nn.ReLU,
+    }
+
+    def register(module: nn.Module, name: object) -> object:
+        method = getattr(module, f"register_{kind}")
+        return method(name, values[kind]())
+
+    return register
+
+
+KINDS = ["parameter", "buffer", "module"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("name", "error", "words"),
+    [
+        (3, TypeError, ["must be a str", "int"]),
+        ("", KeyError, ["non-empty", "'.'"]),
+        ("a.b", KeyError, ["'a.b'", "without '.'"]),
+        ("training", KeyError, ["'training'", "attribute"]),
+        ("forward", KeyError, ["'forward'", "method"]),
+        ("hidden", KeyError, ["'hidden'", "attribute"]),
+        ("_parameters", KeyError, ["'_parameters'", "attribute"]),
+    ],
+)
+def test_a_bad_name_is_refused_and_changes_nothing(
+    kind: str, name: object, error: type[Exception], words: list[str]
+) -> None:
+    module = _Custom()
+    before = _snapshot(module)
+    with pytest.raises(error) as caught:
+        _register(kind)(module, name)
+    message = str(caught.value)
+    for word in ["_Custom", f"register_{kind}", *words]:
+        assert word in message, (word, message)
+    assert _snapshot(module) == before
+    assert module(torch.ones(2)).tolist() == [1.0, 1.0]  # still callable
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("name", "other"), [("weight", "parameter"), ("count", "buffer"), ("child", "module")]
+)
+def test_a_name_of_another_kind_is_refused(kind: str, name: str, other: str) -> None:
+    module = _Custom()
+    before = _snapshot(module)
+    if kind == other:  # the same kind: replaced
+        _register(kind)(module, name)
+        assert (
+            {"parameter": module._parameters, "buffer": module._buffers, "module": module._modules}[
+                kind
+            ][name]
+            is not before[KINDS.index(kind)][name]  # type: ignore[index]
+        )
+        return
+    with pytest.raises(KeyError, match=f"_Custom.register_{kind}: '{name}' is already a {other}"):
+        _register(kind)(module, name)
+    assert _snapshot(module) == before
+    assert list(module.state_dict()) == ["weight", "count"]
+
+
+def test_torch_refuses_the_same_names() -> None:
+    """The oracle: PyTorch's register methods refuse these names with these exceptions."""
+    module = tnn.BatchNorm1d(2)
+    cases: list[tuple[object, type[Exception]]] = [
+        (3, TypeError),
+        ("", KeyError),
+        ("a.b", KeyError),
+        ("training", KeyError),
+        ("forward", KeyError),
+    ]
+    for name, error in cases:
+        with pytest.raises(error):
+            module.register_buffer(name, torch.zeros(2))  # type: ignore[arg-type]
+        with pytest.raises(error):
+            module.register_parameter(name, tnn.Parameter(torch.zeros(2)))  # type: ignore[arg-type]
+        with pytest.raises(error):
+            module.add_module(name, tnn.ReLU())  # type: ignore[arg-type]
+    with pytest.raises(KeyError):
+        module.register_buffer("weight", torch.zeros(2))
+    with pytest.raises(KeyError):
+        module.register_parameter("running_mean", tnn.Parameter(torch.zeros(2)))
+
+
+def test_a_parameter_with_a_bad_name_and_value_is_not_left_registered() -> None:
+    module = nn.Module()
+    parameter = nn.Parameter(torch.zeros(2))
+    with pytest.raises(TypeError, match="parameter name must be a str"):
+        module.register_parameter(3, parameter)  # type: ignore[arg-type]
+    assert module._parameters == {} and module.parameters() == []
+    assert parameter.name == ""
+    with pytest.raises(TypeError, match="expected a Parameter for 'w'"):
+        module.register_parameter("w", torch.zeros(2))  # type: ignore[arg-type]
+    assert module._parameters == {}
+
+
+def test_an_attribute_holding_the_object_itself_may_be_registered() -> None:
+    """``self.block = block`` then ``register_module("block", block)`` (as Residual does)."""
+    module = nn.Module()
+    child = nn.Tanh()
+    module.child = child  # type: ignore[attr-defined]
+    assert module.register_module("child", child) is child
+    parameter = nn.Parameter(torch.zeros(2))
+    module.w = parameter  # type: ignore[attr-defined]
+    assert module.register_parameter("w", parameter) is parameter
+    assert module.parameters() == [parameter]
+    with pytest.raises(KeyError, match="'w' is already a parameter"):
+        module.register_module("w", nn.Tanh())
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_a_module_cannot_be_its_own_descendant(depth: int) -> None:
+    root = nn.Module()
+    parent = root
+    for _ in range(depth):
+        child = nn.Module()
+        parent.register_module("inner", child)
+        parent = child
+    with pytest.raises(ValueError, match="register_module: cannot register") as caught:
+        parent.register_module("loop", root)
+    assert ("itself" in str(caught.value)) == (depth == 0)
+    assert "loop" not in parent._modules
+    assert len(list(root.modules())) == depth + 1
+    repr(root)
+
+
+class _Early(nn.Module):
+    def __init__(self, kind: str) -> None:
+        _register(kind)(self, "x")
+        super().__init__()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_registering_before_init_names_the_missing_call(kind: str) -> None:
+    with pytest.raises(
+        AttributeError,
+        match=rf"_Early.register_{kind}: cannot assign a {kind} "
+        r"before Module.__init__\(\) call",
+    ):
+        _Early(kind)
+
+
+def test_the_built_in_modules_register_as_before() -> None:
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Residual(nn.Linear(3, 3)))
+    assert [name for name, _ in model.named_parameters()] == [
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "2.block.weight",
+        "2.block.bias",
+    ]
+    linear = model[0]
+    linear.weight = linear.register_parameter("weight", nn.Parameter(torch.zeros(3, 2)))
+    norm = model[1]
+    norm.register_buffer("running_mean", torch.ones(3))
+    assert torch.equal(model.state_dict()["1.running_mean"], torch.ones(3))
