@@ -18,6 +18,7 @@ import torch
 import torch.nn as tnn
 
 from minidl import nn
+from tests.helpers import F64
 
 # -- register_buffer: no autograd graph --------------------------------------------------------
 
@@ -237,3 +238,114 @@ def test_the_built_in_modules_register_as_before() -> None:
     norm = model[1]
     norm.register_buffer("running_mean", torch.ones(3))
     assert torch.equal(model.state_dict()["1.running_mean"], torch.ones(3))
+
+
+# -- shared modules are listed once --------------------------------------------------------------
+
+
+def _pair(shared_twice_in_one: bool) -> tuple[nn.Module, tnn.Module]:
+    """The same structure in minidl and torch: a BatchNorm1d registered at two places."""
+    ours, theirs = nn.Module(), tnn.Module()
+    norm, tnorm = nn.BatchNorm1d(2), tnn.BatchNorm1d(2)
+    if shared_twice_in_one:
+        ours.register_module("a", norm)
+        ours.register_module("b", norm)
+        theirs.add_module("a", tnorm)
+        theirs.add_module("b", tnorm)
+    else:
+        for module, child, leaf in ((ours, nn.Module(), norm), (theirs, tnn.Module(), tnorm)):
+            other = type(child)()
+            if isinstance(module, nn.Module):
+                child.register_module("n", leaf)
+                other.register_module("n", leaf)
+                module.register_module("a", child)
+                module.register_module("b", other)
+            else:
+                child.add_module("n", leaf)
+                other.add_module("n", leaf)
+                module.add_module("a", child)
+                module.add_module("b", other)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("twice_in_one", [True, False], ids=["two names", "two parents"])
+def test_a_shared_module_is_listed_as_in_torch(twice_in_one: bool) -> None:
+    ours, theirs = _pair(twice_in_one)
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in theirs.named_modules()]
+    assert [n for n, _ in ours.named_modules(remove_duplicate=False)] == [
+        n for n, _ in theirs.named_modules(remove_duplicate=False)
+    ]
+    assert [n for n, _ in ours.named_children()] == [n for n, _ in theirs.named_children()]
+    assert len(ours.children()) == len(list(theirs.children()))
+    assert len(list(ours.modules())) == len(list(theirs.modules()))
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
+    assert [n for n, _ in ours.named_buffers(remove_duplicate=False)] == [
+        n for n, _ in theirs.named_buffers(remove_duplicate=False)
+    ]
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    assert len(ours.buffers()) == 3
+    calls: list[str] = []
+    tcalls: list[str] = []
+    ours.apply(lambda m: calls.append(type(m).__name__))
+    theirs.apply(lambda m: tcalls.append(type(m).__name__))
+    assert calls == tcalls
+
+
+def test_apply_calls_a_child_registered_twice_once() -> None:
+    ours, _ = _pair(True)
+    norms: list[nn.Module] = []
+    ours.apply(lambda m: norms.append(m) if isinstance(m, nn.BatchNorm1d) else None)
+    assert len(norms) == 1
+
+
+def test_the_order_is_unchanged_without_sharing() -> None:
+    model = nn.Sequential(
+        nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Residual(nn.Sequential(nn.Linear(3, 3), nn.Tanh()))
+    )
+    names = [
+        "",
+        "0",
+        "1",
+        "2",
+        "2.block",
+        "2.block.0",
+        "2.block.1",
+    ]
+    assert [n for n, _ in model.named_modules()] == names
+    assert [n for n, _ in model.named_modules(remove_duplicate=False)] == names
+    assert [n for n, _ in model.named_buffers()] == [
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+    ]
+    assert [n for n, _ in model.named_buffers("m")][:2] == [
+        "m.1.running_mean",
+        "m.1.running_var",
+    ]
+    assert [n for n, _ in model.named_children()] == ["0", "1", "2"]
+    visited: list[str] = []
+    model.apply(lambda m: visited.append(type(m).__name__))
+    assert visited == [
+        "Linear",
+        "BatchNorm1d",
+        "Linear",
+        "Tanh",
+        "Sequential",
+        "Residual",
+        "Sequential",
+    ]
+
+
+def test_a_shared_module_is_moved_and_put_in_mode_once() -> None:
+    ours, _ = _pair(True)
+    ours.to(F64).eval()
+    assert [b.dtype for b in ours.buffers()] == [F64, F64, torch.int64]
+    assert not ours._modules["a"].training
+
+
+def test_sequential_still_refuses_a_module_shared_inside_a_layer() -> None:
+    """Sequential looks at every place (a shared module's second forward would overwrite the
+    cache its first backward needs)."""
+    ours, _ = _pair(True)
+    with pytest.raises(ValueError, match=r"the BatchNorm1d at '0.b' is the same object as"):
+        nn.Sequential(ours)

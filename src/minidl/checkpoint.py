@@ -158,7 +158,8 @@ def _module_generators(model: Module) -> dict[str, torch.Generator]:
     """The generators of ``model``'s modules (a ``generator`` attribute holding a
     ``torch.Generator``, as :class:`~minidl.nn.Dropout`'s), by checkpoint entry name."""
     found: dict[str, torch.Generator] = {}
-    for name, module in model.named_modules():
+    # (every place of a module registered at two, as checkpoints always named them)
+    for name, module in model.named_modules(remove_duplicate=False):
         generator = getattr(module, "generator", None)
         if isinstance(generator, torch.Generator):
             found[_RNG_MODULE + name] = generator

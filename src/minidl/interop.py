@@ -262,7 +262,7 @@ def _tie_torch(model: Module, twin: tnn.Module) -> None:
 def _tie_minidl(model: tnn.Module, result: Module) -> None:
     """Tie in ``result`` the parameters tied in ``model``, then make a ``Sequential``'s
     parameters one flat buffer again (the tied copies left holes in it)."""
-    modules = dict(result.named_modules())
+    modules = dict(result.named_modules(remove_duplicate=False))
     parameters = dict(result.named_parameters(remove_duplicate=False))
     tied = False
     for name, first in _ties(model.named_parameters(remove_duplicate=False)):

@@ -306,10 +306,27 @@ class Module:
         for child_name, child in self._modules.items():
             yield from child._named_parameters(prefix + child_name + ".")
 
-    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+    def named_buffers(
+        self, prefix: str = "", remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Tensor]]:
         """``(dotted name, tensor)`` for this module's buffers, then its children's; a
-        ``prefix`` is joined to the names with a dot, as in :meth:`named_parameters`."""
-        return self._named_buffers(prefix + "." if prefix else "")
+        ``prefix`` is joined to the names with a dot, as in :meth:`named_parameters`.
+
+        As in PyTorch, a module registered at several places (see :meth:`named_modules`) gives
+        its buffers once, at its first place, and a tensor registered as two buffers comes
+        once; with ``remove_duplicate=False`` they come at every place.
+        """
+        if prefix:
+            prefix += "."
+        if not remove_duplicate:
+            yield from self._named_buffers(prefix)
+            return
+        seen: set[int] = set()
+        for path, module in self.named_modules(prefix[:-1]):
+            for name, tensor in module._buffers.items():
+                if id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    yield f"{path}.{name}" if path else name, tensor
 
     def _named_buffers(self, prefix: str) -> Iterator[tuple[str, Tensor]]:
         for name, tensor in self._buffers.items():
@@ -321,20 +338,42 @@ class Module:
         """The :class:`Parameter` objects, in the same order as :meth:`param`."""
         return [p for _, p in self.named_parameters()]
 
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
-        """``(dotted path, module)`` for this module and every descendant, depth first."""
+    def named_modules(
+        self, prefix: str = "", remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Module]]:
+        """``(dotted path, module)`` for this module and every descendant, depth first (a
+        module before its children, the children in registration order).
+
+        As in PyTorch, a module registered at several places (under two names, or in two
+        modules) comes once, at its first place; with ``remove_duplicate=False`` it comes at
+        every place.
+        """
+        return self._named_modules(prefix, set() if remove_duplicate else None)
+
+    def _named_modules(self, prefix: str, seen: set[int] | None) -> Iterator[tuple[str, Module]]:
+        if seen is not None:
+            if id(self) in seen:
+                return
+            seen.add(id(self))
         yield prefix, self
         for child_name, child in self._modules.items():
             path = f"{prefix}.{child_name}" if prefix else child_name
-            yield from child.named_modules(path)
+            yield from child._named_modules(path, seen)
 
     def buffers(self) -> list[Tensor]:
         """The buffers, in the order of :meth:`named_buffers`."""
         return [buffer for _, buffer in self.named_buffers()]
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
-        """``(name, module)`` for the direct children, in registration order."""
-        return iter(list(self._modules.items()))
+        """``(name, module)`` for the direct children, in registration order; a child
+        registered under two names comes once, under its first, as in PyTorch."""
+        seen: set[int] = set()
+        children = []
+        for name, child in self._modules.items():
+            if id(child) not in seen:
+                seen.add(id(child))
+                children.append((name, child))
+        return iter(children)
 
     def apply(self, fn: Callable[[Module], object]) -> Module:
         """Call ``fn`` on every descendant, then on this module (children first, as in
@@ -345,23 +384,28 @@ class Module:
                     module.weight.data.uniform_(-0.1, 0.1)
 
             model.apply(init)
+
+        As in PyTorch, ``fn`` is applied to each of :meth:`children` (a child registered under
+        two names once), then recursively: a module registered in two different modules gets
+        ``fn`` once from each.
         """
         if not callable(fn):
             raise TypeError(f"{type(self).__name__}.apply: fn must be callable, got {fn!r}")
-        for child in self._modules.values():
+        for child in self.children():
             child.apply(fn)
         fn(self)
         return self
 
     def modules(self) -> Iterator[Module]:
         """This module and every descendant, depth first: :meth:`named_modules` without the
-        paths."""
-        yield self
-        for child in self._modules.values():
-            yield from child.modules()
+        paths (each module once)."""
+        for _, module in self.named_modules():
+            yield module
 
     def children(self) -> list[Module]:
-        return list(self._modules.values())
+        """The direct children, in registration order: :meth:`named_children` without the
+        names (a child registered under two names once)."""
+        return [child for _, child in self.named_children()]
 
     def zero_grad(self) -> None:
         """Set the gradient of every parameter to zero."""

@@ -87,7 +87,7 @@ class Sequential(Module):
                     f"Sequential: argument {index} must be a minidl Module, got "
                     + _what_was_given(module)
                 )
-            for path, part in module.named_modules(str(index)):
+            for path, part in module.named_modules(str(index), remove_duplicate=False):
                 if id(part) in places:
                     # Its second forward would overwrite the cache its first backward needs.
                     name = type(part).__name__
