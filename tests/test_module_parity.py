@@ -349,3 +349,39 @@ def test_sequential_still_refuses_a_module_shared_inside_a_layer() -> None:
     ours, _ = _pair(True)
     with pytest.raises(ValueError, match=r"the BatchNorm1d at '0.b' is the same object as"):
         nn.Sequential(ours)
+
+
+# -- repr ------------------------------------------------------------------------------------------
+
+
+class _WithExtra(nn.Module):
+    def __init__(self, lines: str, children: int) -> None:
+        super().__init__()
+        self.lines = lines
+        for index in range(children):
+            self.register_module(str(index), nn.Linear(2, 3))
+
+    def extra_repr(self) -> str:
+        return self.lines
+
+
+class _TorchWithExtra(tnn.Module):
+    def __init__(self, lines: str, children: int) -> None:
+        super().__init__()
+        self.lines = lines
+        for index in range(children):
+            self.add_module(str(index), tnn.Linear(2, 3))
+
+    def extra_repr(self) -> str:
+        return self.lines
+
+
+@pytest.mark.parametrize("lines", ["", "size=3", "size=3\nscale=2.0"])
+@pytest.mark.parametrize("children", [0, 1, 2])
+def test_repr_is_torchs(lines: str, children: int) -> None:
+    assert repr(_WithExtra(lines, children)).replace("_WithExtra", "X") == repr(
+        _TorchWithExtra(lines, children)
+    ).replace("_TorchWithExtra", "X")
+    nested = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.Tanh(), nn.Linear(3, 1)))
+    theirs = tnn.Sequential(tnn.Linear(2, 3), tnn.Sequential(tnn.Tanh(), tnn.Linear(3, 1)))
+    assert repr(nested) == repr(theirs)

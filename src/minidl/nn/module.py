@@ -674,14 +674,19 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        if not self._modules:
-            return f"{type(self).__name__}({self.extra_repr()})"
-        lines = [f"{type(self).__name__}("]
+        """As PyTorch's: the class name, then the lines of :meth:`extra_repr` and a line per
+        child, ``(name): repr(child)``, indented; on one line when there is a one-line
+        :meth:`extra_repr` and no child."""
+        extra = self.extra_repr()
+        lines = extra.split("\n") if extra else []
+        if len(lines) == 1 and not self._modules:
+            return f"{type(self).__name__}({lines[0]})"
         for name, child in self._modules.items():
             child_repr = repr(child).replace("\n", "\n  ")
-            lines.append(f"  ({name}): {child_repr}")
-        lines.append(")")
-        return "\n".join(lines)
+            lines.append(f"({name}): {child_repr}")
+        if not lines:
+            return f"{type(self).__name__}()"
+        return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
 
 
 def _plain(tensor: Tensor) -> Tensor:
