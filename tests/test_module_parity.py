@@ -385,3 +385,47 @@ def test_repr_is_torchs(lines: str, children: int) -> None:
     nested = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.Tanh(), nn.Linear(3, 1)))
     theirs = tnn.Sequential(tnn.Linear(2, 3), tnn.Sequential(tnn.Tanh(), tnn.Linear(3, 1)))
     assert repr(nested) == repr(theirs)
+
+
+# -- pickling: a cached slice takes its rows along, not its storage ------------------------------
+
+
+def test_a_cached_slice_is_pickled_compactly() -> None:
+    torch.manual_seed(0)
+    data = torch.randn(100_000, 100)  # 40 MB
+    model = nn.Sequential(nn.Linear(100, 8), nn.Tanh(), nn.Linear(8, 2))
+    batch = data[64:96]
+    output = model(batch)
+    size = len(pickle.dumps(model))
+    assert size < 200_000, size  # (the 32 rows are 12.8 kB; the data set 40 MB)
+    copied = copy.deepcopy(model)
+    grad = torch.randn_like(output)
+    expected = model.backward(grad)
+    assert torch.equal(copied.backward(grad), expected)
+    for ours, theirs in zip(copied.parameters(), model.parameters(), strict=True):
+        assert torch.equal(ours.grad, theirs.grad)
+    loaded = pickle.loads(pickle.dumps(model))
+    assert torch.equal(loaded.backward(grad), expected)
+    assert torch.equal(loaded[0]._input, batch)
+
+
+def test_views_of_one_cached_part_stay_views_of_one_copy() -> None:
+    """Two kept tensors over the same part of a storage come back sharing memory."""
+    module = nn.Module()
+    data = torch.arange(1000.0)
+    part = data[10:20]
+    module.a = part  # type: ignore[attr-defined]
+    module.b = (part.view(2, 5), 3)  # type: ignore[attr-defined]
+    loaded = pickle.loads(pickle.dumps(module))
+    assert torch.equal(loaded.a, part) and torch.equal(loaded.b[0], part.view(2, 5))
+    assert loaded.a.untyped_storage().nbytes() == 10 * 4
+    assert loaded.b[0].data_ptr() == loaded.a.data_ptr()
+
+
+def test_a_cache_that_views_the_parameters_stays_a_view() -> None:
+    module = nn.Linear(3, 2)
+    module.view = module.weight.data[:, :1]  # type: ignore[attr-defined]
+    loaded = copy.deepcopy(module)
+    assert loaded.view.untyped_storage().data_ptr() == (  # type: ignore[attr-defined]
+        loaded.weight.data.untyped_storage().data_ptr()
+    )

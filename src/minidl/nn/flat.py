@@ -133,23 +133,44 @@ class StorageView(NamedTuple):
 
 
 #: While something holds it (the memo of a pickle or of ``copy.deepcopy`` being written), the
-#: :class:`Whole` of each storage that :func:`storage_view` gave out.
-_WHOLE: weakref.WeakValueDictionary[tuple[int, int, torch.dtype, str], Whole] = (
-    weakref.WeakValueDictionary()
-)
+#: :class:`Whole` of each storage that :func:`storage_view` gave out (and of each part of one
+#: that it gave out with ``compact``).
+_WHOLE: weakref.WeakValueDictionary[tuple[object, ...], Whole] = weakref.WeakValueDictionary()
 
 
-def storage_view(tensor: Tensor) -> StorageView:
+def storage_view(tensor: Tensor, compact: bool = False) -> StorageView:
     """``tensor`` (detached) as a view of a 1-D tensor over its whole storage, the same
-    :class:`Whole` for every tensor of that storage while it is held."""
+    :class:`Whole` for every tensor of that storage while it is held.
+
+    With ``compact``, a tensor whose elements lie in a part of its storage only (a slice of
+    a batch, say) is written as a view of a copy of that part: the elements from the first to
+    the last it reaches, ``offset`` to ``offset + 1 + sum((size - 1) * stride)``, rather
+    than all of the storage; once loaded, it shares memory only with the tensors given out
+    for the same part. (The same :class:`Whole` is given for that part while it is held.)
+    """
     storage = tensor.untyped_storage()
-    key = (storage.data_ptr(), storage.nbytes(), tensor.dtype, str(tensor.device))
+    key: tuple[object, ...] = (
+        storage.data_ptr(),
+        storage.nbytes(),
+        tensor.dtype,
+        str(tensor.device),
+    )
+    offset = int(tensor.storage_offset())
+    size, stride = tuple(tensor.shape), tuple(tensor.stride())
+    length = storage.nbytes() // tensor.element_size()
+    low, high = 0, length
+    if compact and storage.nbytes():
+        reach = sum((n - 1) * s for n, s in zip(size, stride, strict=True)) + 1
+        low, high = (offset, offset + reach) if tensor.numel() else (offset, offset)
+        if (low, high) != (0, length):
+            key = (*key, low, high)
+        else:
+            low, high = 0, length
     whole = _WHOLE.get(key) if storage.nbytes() else None
     if whole is None:
         with torch.inference_mode(False):
-            length = storage.nbytes() // tensor.element_size()
-            whole = Whole(tensor.detach().new_empty(0).set_(storage, 0, (length,), (1,)))
+            full = tensor.detach().new_empty(0).set_(storage, 0, (length,), (1,))
+            whole = Whole(full if (low, high) == (0, length) else full[low:high].clone())
         if storage.nbytes():
             _WHOLE[key] = whole
-    size, stride = tuple(tensor.shape), tuple(tensor.stride())
-    return StorageView(whole, int(tensor.storage_offset()), size, stride)
+    return StorageView(whole, offset - low, size, stride)

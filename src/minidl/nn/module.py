@@ -627,27 +627,46 @@ class Module:
 
     def __getstate__(self) -> dict[str, Any]:
         """For pickle and ``copy.deepcopy``: the module's attributes, with the tensors it keeps
-        between calls (caches, constants, some views of others) as views of their whole storages
+        between calls (caches, constants, some views of others) as views of their storages
         (:class:`~minidl.nn.flat.StorageView`: they come back sharing storage as they did, and
         detached from any autograd graph, which ``copy.deepcopy`` refuses to copy), without
         methods set on the instance (the checks of :func:`minidl.detect_anomaly`, which belong
         to the original module), and with its caches of per-shape tensors empty (also for a
-        shallow ``copy.copy``: see :class:`~minidl.nn._recent.Recent`)."""
+        shallow ``copy.copy``: see :class:`~minidl.nn._recent.Recent`).
+
+        A kept tensor that shares no storage with the parameters (values or gradients) or
+        buffers of this module and its descendants is written compactly: only the part of its
+        storage that it reaches (a cached input that is a 32-row slice of a data set takes
+        those rows along, not the data set)."""
         state = self.__dict__.copy()
         for name in ("forward", "backward", "backward_parameters"):
             state.pop(name, None)
+        owned: set[int] | None = None  # the storages of the parameters and buffers (if needed)
         for name, value in state.items():
             if name in self._buffers:  # (the same object as in _buffers: kept as it is)
                 continue
-            if isinstance(value, Tensor):
-                state[name] = storage_view(value)
-            elif isinstance(value, tuple) and any(isinstance(v, Tensor) for v in value):
-                state[name] = tuple(storage_view(v) if isinstance(v, Tensor) else v for v in value)
+            if isinstance(value, Tensor) or (
+                isinstance(value, tuple) and any(isinstance(v, Tensor) for v in value)
+            ):
+                if owned is None:
+                    owned = self._owned_storages()
+                if isinstance(value, Tensor):
+                    state[name] = _kept_view(value, owned)
+                else:
+                    state[name] = tuple(
+                        _kept_view(v, owned) if isinstance(v, Tensor) else v for v in value
+                    )
             elif isinstance(value, Recent):
                 # A new one, also for a shallow copy (copy.copy), whose parameters may be
                 # replaced on their own: what a cache keeps belongs to this module's tensors.
                 state[name] = value.empty()
         return state
+
+    def _owned_storages(self) -> set[int]:
+        """The addresses of the storages of the parameters (values and gradients) and buffers
+        of this module and its descendants."""
+        tensors = [t for p in self.parameters() for t in (p.data, p.grad)] + self.buffers()
+        return {t.untyped_storage().data_ptr() for t in tensors}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """The tensors again; loaded inside ``torch.inference_mode()``, buffers are copied out of
@@ -687,6 +706,12 @@ class Module:
         if not lines:
             return f"{type(self).__name__}()"
         return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _kept_view(tensor: Tensor, owned: set[int]) -> StorageView:
+    """``tensor`` as :meth:`Module.__getstate__` writes it: a view of its whole storage if it
+    shares it with the module's parameters or buffers (``owned``), else a compact one."""
+    return storage_view(tensor, compact=tensor.untyped_storage().data_ptr() not in owned)
 
 
 def _plain(tensor: Tensor) -> Tensor:
