@@ -18,6 +18,9 @@ import torch
 import torch.nn as tnn
 
 from minidl import nn
+from minidl.nn.flat import flat_buffer
+from minidl.nn.module import Module
+from minidl.nn.parameter import Parameter
 from tests.helpers import F64
 
 # -- register_buffer: no autograd graph --------------------------------------------------------
@@ -429,3 +432,27 @@ def test_a_cache_that_views_the_parameters_stays_a_view() -> None:
     assert loaded.view.untyped_storage().data_ptr() == (  # type: ignore[attr-defined]
         loaded.weight.data.untyped_storage().data_ptr()
     )
+
+
+def test_a_move_keeps_each_flat_part_of_a_module_flat() -> None:
+    """A module of one's own with a parameter of its own and two Sequentials: the move took
+    the Sequentials' parameters out of their flat buffers (their optimizer steps then ran
+    parameter by parameter). Each part is moved as one buffer now, and the values are kept."""
+
+    class Net(Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = self.register_parameter("scale", Parameter(torch.ones(2)))
+            self.body = self.register_module("body", nn.mlp((2, 3, 2)))
+            self.head = self.register_module("head", nn.mlp((2, 4, 2)))
+
+    net = Net()
+    before = [parameter.data.clone() for parameter in net.parameters()]
+    net.double()
+    for part in (net.body, net.head):
+        assert flat_buffer([p.data for p in part.parameters()]) is not None
+        assert flat_buffer([p.grad for p in part.parameters()]) is not None
+    assert flat_buffer([p.data for p in net.parameters()]) is None  # two buffers and a scale
+    for parameter, value in zip(net.parameters(), before, strict=True):
+        assert parameter.data.dtype == torch.float64 == parameter.grad.dtype
+        assert torch.equal(parameter.data, value.double())

@@ -18,7 +18,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from minidl.nn.parameter import Parameter
 
-__all__ = ["StorageView", "flat_buffer", "flatten_parameters", "storage_view"]
+__all__ = ["StorageView", "flat_buffer", "flatten_parameters", "moved_keeping_runs", "storage_view"]
 
 
 def flat_buffer(tensors: Sequence[Tensor]) -> Tensor | None:
@@ -84,6 +84,45 @@ def _flatten(
         parameter.grad = grads[offset : offset + size].view(value.shape)
         offset += size
     return values, grads
+
+
+def moved_keeping_runs(
+    parameters: Sequence[Parameter],
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> list[tuple[Tensor, Tensor]]:
+    """The ``(value, grad)`` of each parameter moved to ``device`` and/or cast to ``dtype``, not
+    yet put in place: each run of consecutive parameters whose values tile one buffer (and
+    whose gradients tile another) is moved as one buffer and viewed again, so that a flat part
+    of a model (a :class:`~minidl.nn.Sequential` inside a module of one's own) stays flat."""
+    runs: list[list[Parameter]] = []
+    for parameter in parameters:
+        run = runs[-1] if runs else None
+        if (
+            run is not None
+            and flat_buffer([p.data for p in run] + [parameter.data]) is not None
+            and flat_buffer([p.grad for p in run] + [parameter.grad]) is not None
+        ):
+            run.append(parameter)
+        else:
+            runs.append([parameter])
+    moved: list[tuple[Tensor, Tensor]] = []
+    # Normal (not inference-mode) tensors, so the views can be updated in place anywhere.
+    with torch.inference_mode(False):
+        for run in runs:
+            values = [p.data.to(device=device, dtype=dtype) for p in run]
+            grads = [p.grad.to(device=device, dtype=dtype) for p in run]
+            if len(run) > 1:
+                flat_values = torch.cat([t.reshape(-1) for t in values])
+                flat_grads = torch.cat([t.reshape(-1) for t in grads])
+                offset = 0
+                for index, value in enumerate(values):
+                    size, shape = value.numel(), value.shape
+                    values[index] = flat_values[offset : offset + size].view(shape)
+                    grads[index] = flat_grads[offset : offset + size].view(shape)
+                    offset += size
+            moved += zip(values, grads, strict=True)
+    return moved
 
 
 class Whole:

@@ -46,7 +46,13 @@ from torch import Tensor
 
 from minidl._validate import check_copyable, unavailable
 from minidl.nn._recent import Recent
-from minidl.nn.flat import StorageView, flat_buffer, flatten_parameters, storage_view
+from minidl.nn.flat import (
+    StorageView,
+    flat_buffer,
+    flatten_parameters,
+    moved_keeping_runs,
+    storage_view,
+)
 from minidl.nn.parameter import Parameter
 
 __all__ = [
@@ -615,8 +621,9 @@ class Module:
             # all come before the first view is put in place).
             flatten_parameters(parameters, device=device, dtype=dtype)
         else:
-            moved = [(p, p.data.to(device, dtype), p.grad.to(device, dtype)) for p in parameters]
-            for parameter, data, grad in moved:
+            # Parameters of its own and flat parts (a Sequential inside): each part stays flat.
+            moved = moved_keeping_runs(parameters, device, dtype)
+            for parameter, (data, grad) in zip(parameters, moved, strict=True):
                 parameter.data, parameter.grad = data, grad
         for module, name, buffer in buffers:
             module._buffers[name] = buffer
