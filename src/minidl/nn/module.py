@@ -404,9 +404,19 @@ class Module:
 
     def modules(self) -> Iterator[Module]:
         """This module and every descendant, depth first: :meth:`named_modules` without the
-        paths (each module once)."""
-        for _, module in self.named_modules():
-            yield module
+        paths (each module once). (Found without making the paths: ``train``, ``eval`` and
+        every evaluation walk the model with it.)"""
+        found: list[Module] = [self]
+        self._collect(found, {id(self)})
+        return iter(found)
+
+    def _collect(self, found: list[Module], seen: set[int]) -> None:
+        """Append the descendants not in ``seen`` to ``found``, depth first."""
+        for child in self._modules.values():
+            if id(child) not in seen:
+                seen.add(id(child))
+                found.append(child)
+                child._collect(found, seen)
 
     def children(self) -> list[Module]:
         """The direct children, in registration order: :meth:`named_children` without the
