@@ -1,0 +1,92 @@
+"""Welch's t-test of two means from their sample means, standard deviations and sizes.
+
+The report compares each row's mean test error over its rounds with the paper's mean over the
+paper's rounds; both sides give a mean, a sample standard deviation and a count, and their
+variances need not be equal, which is Welch's case:
+
+.. math::
+    t = \\frac{\\bar x_1 - \\bar x_2}{SE}, \\qquad
+    SE = \\sqrt{\\frac{s_1^2}{n_1} + \\frac{s_2^2}{n_2}}, \\qquad
+    \\nu = \\frac{SE^4}{\\frac{(s_1^2/n_1)^2}{n_1 - 1} + \\frac{(s_2^2/n_2)^2}{n_2 - 1}}
+
+and the two-sided p-value is :math:`P(|T_\\nu| \\ge |t|) = I_{\\nu / (\\nu + t^2)}(\\nu/2, 1/2)`,
+with :math:`I_x(a, b)` the regularized incomplete beta function, computed here from its
+continued fraction (the standard library has no Student distribution).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["Welch", "regularized_beta", "welch"]
+
+#: Below this, a term of the continued fraction is replaced by it (Lentz's method).
+_TINY = 1e-300
+
+
+@dataclass(frozen=True)
+class Welch:
+    """Welch's test of ``mean_1 - mean_2``."""
+
+    difference: float
+    """``mean_1 - mean_2``."""
+    standard_error: float
+    """Standard error of the difference."""
+    degrees_of_freedom: float
+    """Welch-Satterthwaite degrees of freedom (``inf`` when both s.d. are 0)."""
+    p_value: float
+    """Two-sided p-value of ``difference`` under equal means (1 for no difference, 0 for a
+    difference with no spread at all)."""
+
+
+def welch(mean_1: float, sd_1: float, n_1: int, mean_2: float, sd_2: float, n_2: int) -> Welch:
+    """Welch's t-test of two means from their summaries (each ``n >= 2``)."""
+    if n_1 < 2 or n_2 < 2:
+        raise ValueError(f"welch: each side needs 2 samples or more, got {n_1} and {n_2}")
+    share_1, share_2 = sd_1**2 / n_1, sd_2**2 / n_2
+    variance = share_1 + share_2
+    difference = mean_1 - mean_2
+    if variance == 0.0:
+        return Welch(difference, 0.0, math.inf, 1.0 if difference == 0 else 0.0)
+    degrees = variance**2 / (share_1**2 / (n_1 - 1) + share_2**2 / (n_2 - 1))
+    t = difference / math.sqrt(variance)
+    p_value = regularized_beta(degrees / (degrees + t * t), degrees / 2, 0.5)
+    return Welch(difference, math.sqrt(variance), degrees, p_value)
+
+
+def regularized_beta(x: float, a: float, b: float) -> float:
+    """:math:`I_x(a, b)` for ``0 <= x <= 1`` and ``a, b > 0``, to about 1e-14."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(
+        a * math.log(x) + b * math.log1p(-x) + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    )
+    # The continued fraction converges fast for x below the mean of Beta(a, b); above it, the
+    # symmetry I_x(a, b) = 1 - I_{1-x}(b, a) is used.
+    if x < (a + 1) / (a + b + 2):
+        return front * _continued_fraction(x, a, b) / a
+    return 1.0 - front * _continued_fraction(1.0 - x, b, a) / b
+
+
+def _continued_fraction(x: float, a: float, b: float) -> float:
+    """The continued fraction of :math:`I_x(a, b)`, by the modified Lentz method."""
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > _TINY else _TINY)
+    result = d
+    for m in range(1, 1000):
+        # The even step, then the odd step, of the fraction's coefficients.
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > _TINY else _TINY)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > _TINY else _TINY
+            result *= c * d
+        if abs(c * d - 1.0) < 1e-16:
+            break
+    return result

@@ -1,0 +1,67 @@
+"""Welch's t-test of the report against Student's distribution: table values, closed forms and,
+where it is installed, scipy."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from minidl.experiments.welch import regularized_beta, welch
+
+
+@pytest.mark.parametrize(
+    ("degrees", "critical"),
+    # Two-sided 5% critical values of Student's t (any statistics table).
+    [(2, 4.303), (4, 2.776), (8, 2.306), (30, 2.042), (1000, 1.962)],
+)
+def test_the_p_value_at_a_tables_critical_value_is_five_percent(
+    degrees: int, critical: float
+) -> None:
+    # Equal s.d. and sizes give n_1 + n_2 - 2 degrees of freedom; SE = sd * sqrt(2 / n).
+    n = degrees // 2 + 1
+    standard_error = math.sqrt(2 / n)
+    test = welch(critical * standard_error, 1.0, n, 0.0, 1.0, n)
+    assert test.degrees_of_freedom == pytest.approx(degrees, rel=1e-12)
+    assert test.p_value == pytest.approx(0.05, abs=5e-5)
+
+
+def test_closed_forms_of_the_incomplete_beta() -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        x, a = rng.random(), rng.uniform(0.1, 20)
+        assert regularized_beta(x, a, 1.0) == pytest.approx(x**a, rel=1e-12)
+        assert regularized_beta(x, 1.0, a) == pytest.approx(1 - (1 - x) ** a, rel=1e-12)
+        # I_x(1/2, 1/2) = 2 asin(sqrt(x)) / pi (the arcsine distribution).
+        assert regularized_beta(x, 0.5, 0.5) == pytest.approx(
+            2 * math.asin(math.sqrt(x)) / math.pi, rel=1e-12
+        )
+    assert regularized_beta(0.0, 2.0, 3.0) == 0.0 and regularized_beta(1.0, 2.0, 3.0) == 1.0
+
+
+def test_welch_is_scipys() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    rng = random.Random(1)
+    for _ in range(300):
+        summaries = (
+            rng.uniform(0, 50),
+            rng.uniform(0.01, 10),
+            rng.randint(2, 12),
+            rng.uniform(0, 50),
+            rng.uniform(0.01, 10),
+            rng.randint(2, 12),
+        )
+        test = welch(*summaries)
+        expected = stats.ttest_ind_from_stats(*summaries, equal_var=False)
+        assert test.p_value == pytest.approx(float(expected.pvalue), rel=1e-9, abs=1e-300)
+        assert test.difference / test.standard_error == pytest.approx(float(expected.statistic))
+
+
+def test_no_spread_at_all_and_too_few_samples() -> None:
+    assert welch(2.0, 0.0, 5, 2.0, 0.0, 5).p_value == 1.0
+    assert welch(2.0, 0.0, 5, 1.0, 0.0, 5).p_value == 0.0
+    with pytest.raises(
+        ValueError, match=r"^welch: each side needs 2 samples or more, got 1 and 5$"
+    ):
+        welch(1.0, 0.0, 1, 1.0, 1.0, 5)
