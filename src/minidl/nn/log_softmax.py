@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from minidl.nn._checks import check_cached, check_grad_like, check_input
@@ -34,9 +35,22 @@ class LogSoftmax(Module):
         super().__init__()
         self.dim = check_dim("LogSoftmax", dim)
         self._probabilities: Tensor | None = None
+        # The dtype of a 16-bit input, whose probabilities are kept in float32; else None.
+        self._narrow: torch.dtype | None = None
 
     def forward(self, input: Tensor) -> Tensor:
         check_input("LogSoftmax", input)
+        if input.dtype is torch.float16 or input.dtype is torch.bfloat16:
+            # Computed in float32 and rounded once, as torch.log_softmax does; the
+            # probabilities for backward are kept in float32.
+            wide = input.float()
+            shifted = wide - wide.amax(dim=1, keepdim=True)
+            exp = shifted.exp()
+            sum_exp = exp.sum(dim=1, keepdim=True)
+            self._probabilities = exp.div_(sum_exp)
+            self._narrow = input.dtype
+            return shifted.sub_(sum_exp.log_()).to(input.dtype)
+        self._narrow = None
         shifted = input - input.amax(dim=1, keepdim=True)
         exp = shifted.exp()
         sum_exp = exp.sum(dim=1, keepdim=True)
@@ -45,6 +59,13 @@ class LogSoftmax(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         probabilities = check_cached("LogSoftmax", self._probabilities)
+        narrow = getattr(self, "_narrow", None)  # (pickled before it existed: None)
+        if narrow is not None:
+            # A 16-bit forward: its probabilities kept in float32, the gradient in its dtype.
+            check_grad_like("LogSoftmax", grad_output, probabilities.to(narrow))
+            wide = grad_output.float()
+            result = wide - probabilities * wide.sum(dim=1, keepdim=True)
+            return result.to(grad_output.dtype)
         check_grad_like("LogSoftmax", grad_output, probabilities)
         return grad_output - probabilities * grad_output.sum(dim=1, keepdim=True)
 

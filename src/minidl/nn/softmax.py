@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 
+import torch
 from torch import Tensor
 
 from minidl.nn._checks import check_cached, check_grad_like, check_input
@@ -50,6 +51,13 @@ class Softmax(Module):
 
     def forward(self, input: Tensor) -> Tensor:
         check_input("Softmax", input)
+        if input.dtype is torch.float16 or input.dtype is torch.bfloat16:
+            # Computed in float32 and rounded once, as torch.softmax does (the sum of 16-bit
+            # exponentials loses most of their digits).
+            wide = input.float()
+            exp = (wide - wide.amax(dim=1, keepdim=True)).exp_()
+            self._output = exp.div_(exp.sum(dim=1, keepdim=True)).to(input.dtype)
+            return self._output
         exp = (input - input.amax(dim=1, keepdim=True)).exp_()
         self._output = exp.div_(exp.sum(dim=1, keepdim=True))
         return self._output
@@ -57,6 +65,10 @@ class Softmax(Module):
     def backward(self, grad_output: Tensor) -> Tensor:
         output = check_cached("Softmax", self._output)
         check_grad_like("Softmax", grad_output, output)
+        if grad_output.dtype is torch.float16 or grad_output.dtype is torch.bfloat16:
+            wide, wide_output = grad_output.float(), output.float()
+            inner = (wide * wide_output).sum(dim=1, keepdim=True)
+            return (wide - inner).mul_(wide_output).to(grad_output.dtype)
         inner = (grad_output * output).sum(dim=1, keepdim=True)
         return (grad_output - inner).mul_(output)
 
