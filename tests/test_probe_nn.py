@@ -629,3 +629,25 @@ def test_16_bit_softmaxes_are_as_accurate_as_pytorchs(
 
     assert error(output, expected) <= error(twin_output.detach(), expected) * 1.001
     assert error(input_grad, exact.grad) <= error(twin.grad, exact.grad) * 1.001
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(("module", "reference"), [(nn.ELU, F.elu), (nn.SELU, F.selu)])
+def test_16_bit_elus_compute_in_float32_and_round_once(
+    module: Callable[[], nn.Module], reference: Callable[[Tensor], Tensor], dtype: torch.dtype
+) -> None:
+    """As PyTorch's kernels do: the same bits as its forward (it was computed in 16 bits), and a
+    gradient within two roundings of the float64 one."""
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.randn(64, 10, generator=generator) * 4).to(dtype)
+    layer = module()
+    output = layer(x)
+    assert torch.equal(output, reference(x))
+    grad = torch.randn(64, 10, generator=generator).to(dtype)
+    exact = x.double().requires_grad_()
+    reference(exact).backward(grad.double())
+    assert exact.grad is not None
+    scale = float(exact.grad.abs().max())
+    got = layer.backward(grad)
+    assert got.dtype == dtype
+    assert float((got.double() - exact.grad).abs().max()) <= 2 * torch.finfo(dtype).eps * scale

@@ -55,6 +55,11 @@ class ELU(Activation):
         #   dy/dx = scale * alpha * e^min(x, 0) * (1 - p) + scale * p   (cached for backward)
         # Float operations only: boolean masks (where, masked_fill) cost several times more
         # per element on a CPU. expm1 only sees min(x, 0), so nothing overflows.
+        if input.dtype is torch.float16 or input.dtype is torch.bfloat16:
+            # Computed in float32 and rounded once, as PyTorch's kernels do.
+            wide, derivative = self._forward(input.float())
+            output = wide.to(input.dtype) if out is None else out.copy_(wide)
+            return output, derivative.to(input.dtype)
         positive = input.clamp_min(0)
         clamped = input.clamp_max(0)
         # scale * alpha * e^x, from exp itself: as n + scale * alpha it cancels for very
