@@ -366,3 +366,26 @@ def test_normalize_refuses_what_is_not_points(
     with pytest.raises(kind) as error:
         data.normalize(points)  # type: ignore[arg-type]
     assert str(error.value) == "DiskData.normalize: points " + message
+
+
+def test_an_iterator_pickled_with_plain_attributes_still_iterates() -> None:
+    """x, y and generator were plain attributes (they are checked properties now): an iterator
+    pickled then lost them on loading; setting x or y says why it cannot be done."""
+    x, y = torch.arange(10.0).reshape(10, 1), torch.arange(10)
+    fresh = BatchIterator(x, y, 4, generator=torch.Generator().manual_seed(3))
+    old = BatchIterator.__new__(BatchIterator)
+    old.__setstate__(
+        {
+            "x": x,
+            "y": y,
+            "generator": torch.Generator().manual_seed(3),
+            "_batch_size": 4,
+            "_shuffle": True,
+            "_drop_last": False,
+        }
+    )
+    assert [b.tolist() for _, b in old] == [b.tolist() for _, b in fresh]
+    with pytest.raises(AttributeError, match=r"^BatchIterator: x is read-only .* make a new"):
+        fresh.x = x
+    with pytest.raises(AttributeError, match=r"^BatchIterator: y is read-only"):
+        fresh.y = y

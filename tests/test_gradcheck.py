@@ -540,3 +540,25 @@ def test_a_dropout_of_one_element_is_always_reported(own_generator: bool) -> Non
         with pytest.raises(minidl.GradcheckError, match=r"Dropout\.forward is not deterministic"):
             minidl.gradcheck(dropout, x)
         assert minidl.gradcheck(dropout.eval(), x)
+
+
+def test_a_forward_that_makes_its_generator_is_reported_as_random() -> None:
+    """A module that makes a generator in its second forward changed the number of generators
+    between gradcheck's two forwards: the comparison of their states raised a ValueError."""
+
+    class LazyNoise(nn.Module):
+        calls = 0
+
+        def forward(self, input: Tensor) -> Tensor:
+            self.calls += 1
+            if self.calls == 2:
+                self.generator = torch.Generator().manual_seed(0)
+            return input * 1.0
+
+        def backward(self, grad_output: Tensor) -> Tensor:
+            return grad_output
+
+    with pytest.raises(
+        minidl.GradcheckError, match=r"LazyNoise\.forward is not deterministic: a call"
+    ):
+        minidl.gradcheck(LazyNoise(), torch.randn(2, 3, dtype=torch.float64))

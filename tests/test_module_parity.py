@@ -456,3 +456,38 @@ def test_a_move_keeps_each_flat_part_of_a_module_flat() -> None:
     for parameter, value in zip(net.parameters(), before, strict=True):
         assert parameter.data.dtype == torch.float64 == parameter.grad.dtype
         assert torch.equal(parameter.data, value.double())
+
+
+def test_a_state_dict_with_every_name_of_a_shared_tensor_loads() -> None:
+    """PyTorch's state_dict (and minidl's before shared modules were listed once) gives a tied
+    parameter or a shared module's buffers under every name: load_state_dict called the other
+    names unexpected. They are accepted, and the first name's entry is loaded."""
+
+    class Twice(Module):
+        def __init__(self, first: Module, second: Module) -> None:
+            super().__init__()
+            self.register_module("a", first)
+            self.register_module("b", second)
+
+    shared = nn.BatchNorm1d(3)
+    model = Twice(shared, shared)
+    twin = tnn.Module()
+    twin.a = twin.b = tnn.BatchNorm1d(3)  # type: ignore[assignment]
+    twin.a.running_mean.fill_(0.25)
+    assert "b.running_mean" in twin.state_dict()
+    model.load_state_dict(twin.state_dict())
+    assert torch.equal(shared.running_mean, torch.full((3,), 0.25))
+    assert list(model.state_dict()) == [k for k in twin.state_dict() if k.startswith("a.")]
+
+    first, second = nn.Linear(3, 3), nn.Linear(3, 3)
+    second.register_parameter("weight", first.weight)
+    tied = Twice(first, second)
+    torch_first, torch_second = tnn.Linear(3, 3), tnn.Linear(3, 3)
+    torch_second.weight = torch_first.weight
+    torch_tied = tnn.Module()
+    torch_tied.a, torch_tied.b = torch_first, torch_second  # type: ignore[assignment]
+    tied.load_state_dict(torch_tied.state_dict())
+    assert torch.equal(first.weight.data, torch_first.weight.detach())
+    assert torch.equal(second.bias.data, torch_second.bias.detach())  # type: ignore[union-attr]
+    with pytest.raises(KeyError, match=r"unexpected keys \['c.weight'\]"):
+        tied.load_state_dict({**torch_tied.state_dict(), "c.weight": torch.zeros(3, 3)})

@@ -808,3 +808,18 @@ def test_trajectory_matches_torch_optim_with_a_rate_changed_every_step(case: str
         optimizer.lr = rate
         torch_optimizer.param_groups[0]["lr"] = rate
         _step_both(step, model, optimizer, twin, torch_optimizer, f"{case}, step {step}")
+
+
+def test_an_optimizer_of_ones_own_may_set_its_settings_after_the_base_constructor() -> None:
+    """The range check read hyperparameters() before the subclass had set them."""
+
+    class Scaled(optim.SGD):
+        def __init__(self, params: Iterable[nn.Parameter], lr: float) -> None:
+            super().__init__(params, lr)
+            self.scale = 0.5
+
+        def hyperparameters(self) -> dict[str, Any]:
+            return {**super().hyperparameters(), "scale": self.scale}
+
+    optimizer = Scaled(_params(), lr=0.1)
+    assert optimizer.hyperparameters()["scale"] == 0.5

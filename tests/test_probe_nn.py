@@ -651,3 +651,18 @@ def test_16_bit_elus_compute_in_float32_and_round_once(
     got = layer.backward(grad)
     assert got.dtype == dtype
     assert float((got.double() - exact.grad).abs().max()) <= 2 * torch.finfo(dtype).eps * scale
+
+
+def test_a_meta_stack_unstacks() -> None:
+    """The throwaway generator of the unstacked layers cannot be made for the meta device."""
+    stack = nn.stack_models([nn.mlp((2, 4, 2)) for _ in range(3)]).to("meta")
+    layer = stack[0]
+    assert isinstance(layer, nn.BatchedLinear)
+    assert [part.weight.data.device.type for part in layer.unstack()] == ["meta"] * 3
+
+
+def test_a_refusal_inside_a_slice_names_the_module_as_registered() -> None:
+    model = nn.mlp((3, 3, 3), "tanh")
+    with pytest.raises(ValueError) as error:
+        model[2:](torch.zeros(4, 5))
+    assert "in Sequential, at module 2 (Linear)" in error.value.__notes__

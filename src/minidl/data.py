@@ -279,10 +279,32 @@ class BatchIterator:
         """The inputs, ``(N, ...)`` (read-only: make a new iterator for another set)."""
         return self._x
 
+    @x.setter
+    def x(self, value: Tensor) -> None:
+        self._refuse_data("x")
+
     @property
     def y(self) -> Tensor:
         """The targets, ``(N, ...)`` (read-only: make a new iterator for another set)."""
         return self._y
+
+    @y.setter
+    def y(self, value: Tensor) -> None:
+        self._refuse_data("y")
+
+    def _refuse_data(self, name: str) -> None:
+        raise AttributeError(
+            f"BatchIterator: {name} is read-only (x and y are checked as a pair, of one length "
+            "and device); make a new BatchIterator(x, y, ...) for other data"
+        )
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Unpickle, also an iterator pickled when its data and settings were plain attributes
+        (``x``, ``y``, ``batch_size``, ... rather than ``_x``, ``_y``, ``_batch_size``, ...)."""
+        for name in ("x", "y", "batch_size", "shuffle", "generator", "drop_last"):
+            if name in state:
+                state["_" + name] = state.pop(name)
+        self.__dict__.update(state)
 
     @property
     def generator(self) -> torch.Generator | None:

@@ -143,9 +143,10 @@ def gradcheck(
             parameter.grad.zero_()
         states = _random_states(module, x.device)
         again = output(x)
-        drew = any(
-            not torch.equal(before, after)
-            for before, after in zip(states, _random_states(module, x.device), strict=True)
+        after = _random_states(module, x.device)
+        # (a generator made or dropped by the forward counts as a draw too)
+        drew = len(after) != len(states) or any(
+            not torch.equal(old, new) for old, new in zip(states, after, strict=True)
         )
         # Broken contracts, each reported alone: finite differences would then mean nothing.
         contract = _nondeterminism(module, y, again, drew)

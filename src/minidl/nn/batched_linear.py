@@ -202,7 +202,10 @@ class BatchedLinear(Module):
             self.bias is not None,
             dtype=weight.dtype,
             device=weight.device,
-            generator=torch.Generator(device=weight.device),  # (its draws are overwritten)
+            # (its draws are overwritten; a meta tensor draws nothing)
+            generator=torch.Generator(device=weight.device)
+            if weight.device.type != "meta"
+            else None,
         )
         layer.weight.data.copy_(weight)
         if layer.bias is not None and self.bias is not None:

@@ -153,10 +153,17 @@ class CrossEntropyLoss(Loss):
         """
         shape = (*like.shape[:-1], 1)
         batch = like.shape[-2] if reduction == "mean" else 1
-        wide = torch.promote_types(like.dtype, torch.float32)
+        sixteen_bit = like.dtype in (torch.float16, torch.bfloat16)
         with torch.inference_mode(False):
             minus_one_over_n = torch.full(shape, -1.0 / batch, dtype=like.dtype, device=like.device)
-            batch_size = torch.tensor(float(batch), dtype=wide, device=like.device)
+            # For 16-bit logits, a float32 scalar on the CPU, which the kernels of every device
+            # read in float32 rather than cast to the logits' dtype (a 0-dim tensor on a GPU
+            # would be, and 70000 is inf in float16).
+            batch_size = (
+                torch.tensor(float(batch), dtype=torch.float32)
+                if sixteen_bit
+                else torch.tensor(float(batch), dtype=like.dtype, device=like.device)
+            )
             picked = torch.empty(shape, dtype=like.dtype, device=like.device)
         vector = minus_one_over_n.view(-1)
         return minus_one_over_n, vector, batch_size, picked, picked.view(-1)

@@ -97,13 +97,13 @@ def moved_keeping_runs(
     of a model (a :class:`~minidl.nn.Sequential` inside a module of one's own) stays flat."""
     runs: list[list[Parameter]] = []
     for parameter in parameters:
-        run = runs[-1] if runs else None
+        # (each compared with the one before it only: a long run costs no more per parameter)
         if (
-            run is not None
-            and flat_buffer([p.data for p in run] + [parameter.data]) is not None
-            and flat_buffer([p.grad for p in run] + [parameter.grad]) is not None
+            runs
+            and flat_buffer([runs[-1][-1].data, parameter.data]) is not None
+            and flat_buffer([runs[-1][-1].grad, parameter.grad]) is not None
         ):
-            run.append(parameter)
+            runs[-1].append(parameter)
         else:
             runs.append([parameter])
     moved: list[tuple[Tensor, Tensor]] = []

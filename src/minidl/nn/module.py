@@ -38,6 +38,7 @@ input, like PyTorch's.
 from __future__ import annotations
 
 import gc
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -491,8 +492,19 @@ class Module:
             )
         own = {name: parameter.data for name, parameter in self.named_parameters()}
         own.update(self.named_buffers())
+        # The other names of a tied parameter or of a module registered at several places
+        # (PyTorch's state_dict and minidl's of earlier versions give them): not unexpected,
+        # and not loaded (the first name's entry is).
+        aliases = {
+            name
+            for name, _ in itertools.chain(
+                self.named_parameters(remove_duplicate=False),
+                self.named_buffers(remove_duplicate=False),
+            )
+            if name not in own
+        }
         missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
+        unexpected = [k for k in state_dict if k not in own and k not in aliases]
         if strict and (missing or unexpected):
             raise KeyError(
                 f"{where}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}; "

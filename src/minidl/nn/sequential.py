@@ -144,15 +144,17 @@ class Sequential(Module):
         if module is None:  # (no child ran)
             return
         index = next(i for i, layer in enumerate(self._layers) if layer is module)
+        # Named as registered: a slice keeps the model's names (model[2:]'s first is "2").
+        place = tuple(self._modules)[index]
         name = type(module).__name__
         if anomaly.may_follow_a_run(error):
             self._refused = (
-                f"a forward stopped at module {index} ({name}) by {type(error).__name__}"
+                f"a forward stopped at module {place} ({name}) by {type(error).__name__}"
             )
         elif index > 0 or module._modules:
-            self._refused = f"the forward refused by module {index} ({name})"
+            self._refused = f"the forward refused by module {place} ({name})"
         # Where in the chain: the module's own message names its class, not its place.
-        add_note(error, f"in Sequential, at module {index} ({name})")
+        add_note(error, f"in Sequential, at module {place} ({name})")
 
     def _check_not_refused(self) -> None:
         if self._refused is not None:

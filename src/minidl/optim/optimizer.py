@@ -108,7 +108,11 @@ class Optimizer:
         # The largest finite value of the parameters' dtype: a larger hyper-parameter cannot
         # enter an update of them (see _check_in_range).
         self._largest = torch.finfo(self.params[0].data.dtype).max
-        self._check_in_range({"lr": self._lr, **self.hyperparameters()}, name)
+        try:
+            hyperparameters = self.hyperparameters()
+        except AttributeError:  # (a subclass of one's own that sets them after this call)
+            hyperparameters = {}
+        self._check_in_range({"lr": self._lr, **hyperparameters}, name)
         self.step_count = 0
         # (token, class name) of the schedule built last on it (see LRScheduler).
         self._scheduled_by: tuple[int, str] | None = None

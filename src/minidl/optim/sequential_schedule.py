@@ -83,6 +83,7 @@ class SequentialSchedule(LRScheduler):
                 f"SequentialSchedule: expected {len(schedules) - 1} milestones for "
                 f"{len(schedules)} schedules, got {len(milestones)}"
             )
+        given = list(milestones)  # (as given, for the messages)
         previous = 0
         for index, milestone in enumerate(milestones):
             if isinstance(milestone, bool) or not isinstance(milestone, numbers.Integral):
@@ -94,7 +95,7 @@ class SequentialSchedule(LRScheduler):
             if milestone <= previous:
                 raise ValueError(
                     "SequentialSchedule: milestones must be strictly increasing integers >= 1, "
-                    f"got {milestones!r}"
+                    f"got {given!r}"
                 )
             previous = milestone
         self.schedules: list[LRScheduler] = schedules
