@@ -491,3 +491,30 @@ def test_a_state_dict_with_every_name_of_a_shared_tensor_loads() -> None:
     assert torch.equal(second.bias.data, torch_second.bias.detach())  # type: ignore[union-attr]
     with pytest.raises(KeyError, match=r"unexpected keys \['c.weight'\]"):
         tied.load_state_dict({**torch_tied.state_dict(), "c.weight": torch.zeros(3, 3)})
+
+
+def test_an_entry_under_another_name_of_a_shared_tensor_is_checked_and_loaded() -> None:
+    """The other names were skipped unchecked: different values were dropped without a word,
+    and a dict holding only them loaded nothing."""
+
+    class Twice(Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = self.register_module("a", nn.Linear(2, 2))
+            self.register_module("b", self.a)
+
+    model = Twice()
+    sevens = {"b.weight": torch.full((2, 2), 7.0), "b.bias": torch.full((2,), 7.0)}
+    model.load_state_dict(sevens)  # strict: the other names stand for the first ones
+    assert torch.equal(model.a.weight.data, torch.full((2, 2), 7.0))
+    both = {**model.state_dict(), "b.weight": torch.zeros(2, 2)}
+    before = model.a.weight.data.clone()
+    with pytest.raises(
+        ValueError,
+        match=r"^Twice\.load_state_dict: entries 'a\.weight' and 'b\.weight' name one tensor .* "
+        r"hold different values",
+    ):
+        model.load_state_dict(both)
+    assert torch.equal(model.a.weight.data, before)
+    equal = {**model.state_dict(), "b.weight": before.clone(), "b.bias": model.a.bias.data.clone()}
+    assert model.load_state_dict(equal) == ([], [])

@@ -777,7 +777,7 @@ def test_a_hyperparameter_beyond_the_dtypes_range_is_refused_before_anything_cha
     values = [parameter.data.clone() for parameter in model.parameters()]
     model.half()
     with pytest.raises(
-        ValueError, match=rf"^{name} \(parameters now torch\.float16\): lr=100000\.0 {beyond}"
+        ValueError, match=rf"^{name} \(parameters of dtype torch\.float16\): lr=100000\.0 {beyond}"
     ):
         optimizer.step()
     for key, tensor in optimizer.state.items():
@@ -823,3 +823,13 @@ def test_an_optimizer_of_ones_own_may_set_its_settings_after_the_base_constructo
 
     optimizer = Scaled(_params(), lr=0.1)
     assert optimizer.hyperparameters()["scale"] == 0.5
+    optimizer.step()
+    # Its settings are checked at its first step instead, before anything changes.
+    wide = Scaled([nn.Parameter(torch.zeros(2))], lr=0.1)
+    wide.scale = 1e39
+    before = wide.params[0].data.clone()
+    with pytest.raises(
+        ValueError, match=r"^Scaled \(parameters of dtype torch\.float32\): scale=1e\+39"
+    ):
+        wide.step()
+    assert torch.equal(wide.params[0].data, before)

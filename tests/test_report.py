@@ -188,7 +188,7 @@ def test_only_a_variant_within_noise_explains_a_difference(tmp_path: Path) -> No
     elu = fake_row(experiment("I", "ELU"), DIFFERING)
     far = fake_row(experiment("I", ELU_VARIANT), (3.5, 3.6, 3.4, 3.5, 3.5))
     section = differences_section([elu, far], tmp_path)
-    assert "1 of the 1 rows differ; none agrees within noise." in section.splitlines()
+    assert "1 of the 1 rows differ; none is within noise." in section.splitlines()
     assert (
         f"- Hypothesis: {ELU_HYPOTHESIS}. Variant '{ELU_VARIANT}' gives 3.50 (s.d. 0.07), per "
         "round 3.5, 3.6, 3.4, 3.5, 3.5: still differs from the paper (+1.70, SE 0.24), no "
@@ -395,7 +395,7 @@ def test_a_difference_within_noise_of_the_papers_own_repeat_is_called_weak(
     assert conclusions(row) == [
         "**Conclusion:** ours agrees with the paper's own repeat of this training, so the "
         "difference is within the spread of the paper's repeated measurements (see the last "
-        "section); it is a weak difference, not a sign of a different method."
+        "section), not a sign of a different method."
     ]
     # Lower than the paper: the direction is said.
     low = fake_row(experiment("I", "Tanh"), (0.1, 0.1, 0.2, 0.1, 0.1))
@@ -502,3 +502,14 @@ def test_figure_1_with_a_flat_cross_entropy_curve_is_reported() -> None:
         "The paper's contrast holds between MSE averaged over outputs too (PyTorch's MSELoss) "
         "(20.00) and Cross-entropy (0.00)."
     ) in lines
+
+
+def test_a_difference_with_no_spread_on_either_side_is_reported(tmp_path: Path) -> None:
+    """Both s.d. 0 and the means apart: the standard error is 0, the row differs (Welch's p is
+    0), and the explanation divided by it."""
+    tanh = dataclasses.replace(experiment("I", "Tanh"), paper=PaperResult(1.06, 0.0))
+    section = differences_section([fake_row(tanh, (3.0,) * 5)], tmp_path)
+    assert (
+        "Paper 1.06 (s.d. 0.00), ours 3.00 (s.d. 0.00): ours is 1.94 points higher, with no "
+        "spread on either side."
+    ) in section.splitlines()

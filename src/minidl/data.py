@@ -293,9 +293,10 @@ class BatchIterator:
         self._refuse_data("y")
 
     def _refuse_data(self, name: str) -> None:
+        kind = type(self).__name__
         raise AttributeError(
-            f"BatchIterator: {name} is read-only (x and y are checked as a pair, of one length "
-            "and device); make a new BatchIterator(x, y, ...) for other data"
+            f"{kind}: {name} is read-only (x and y are checked as a pair, of one length and "
+            f"device); make a new {kind}(x, y, ...) for other data"
         )
 
     def __setstate__(self, state: dict[str, object]) -> None:

@@ -63,7 +63,8 @@ CRITERION = (
     "the Welch-Satterthwaite degrees of freedom. With 5 rounds on each side this asks for 2.3 "
     'to 2.8 SE, by the two s.d. Each verdict gives the difference and its SE. "Within noise" '
     "means this test does not tell the two apart, not that they agree: with 5 rounds a side "
-    "it misses differences of less than about 3 SE half the time. The comparisons are not "
+    "it misses a true difference of about 2.5 SE half the time, and smaller ones more often. "
+    "The comparisons are not "
     "corrected for their number (about 30): at the 5% level, one or two of them may differ "
     "by chance alone."
 )
@@ -521,7 +522,11 @@ def _explain(results: Sequence[RowResult], row: RowResult, comparison: Compariso
         "",
         f"Paper {paper.mean:.2f} (s.d. {paper.sd:.2f}), ours {row.mean:.2f} (s.d. "
         f"{row.sd:.2f}): ours is {abs(comparison.difference):.2f} points {direction}, "
-        f"{abs(comparison.difference) / comparison.standard_error:.1f} SE.",
+        + (
+            f"{abs(comparison.difference) / comparison.standard_error:.1f} SE."
+            if comparison.standard_error
+            else "with no spread on either side."
+        ),
         "",
     ]
     variants = [
@@ -620,7 +625,7 @@ def _explain(results: Sequence[RowResult], row: RowResult, comparison: Compariso
         lines.append(
             "**Conclusion:** ours agrees with the paper's own repeat of this training, so the "
             "difference is within the spread of the paper's repeated measurements (see the "
-            "last section); it is a weak difference, not a sign of a different method."
+            "last section), not a sign of a different method."
         )
     elif variants:
         lines.append(
@@ -685,7 +690,7 @@ def _differences_section(
             + ", ".join(f"Table {r.experiment.table} {r.experiment.label}" for r in agreeing)
             + "."
             if agreeing
-            else "none agrees within noise."
+            else "none is within noise."
         )
     )
     lines.append("")
@@ -809,7 +814,9 @@ def _paper_consistency(results: Sequence[RowResult]) -> list[str]:
             for b in papers[index + 1 :]
         ]
         worst = max(
-            abs(test.difference) / test.standard_error if test.standard_error else math.inf
+            abs(test.difference) / test.standard_error
+            if test.standard_error
+            else (math.inf if test.difference else 0.0)
             for test in tests
         )
         consistent = all(test.p_value >= SIGNIFICANCE for test in tests)

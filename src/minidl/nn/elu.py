@@ -48,6 +48,8 @@ class ELU(Activation):
             )
         self.alpha: float = float(alpha)
         self._scale: float = 1.0
+        # The dtype of a 16-bit input, whose derivative is cached in float32; else None.
+        self._narrow: torch.dtype | None = None
 
     def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
         # With p = [x > 0] = sign(max(x, 0)) and n = scale * alpha * expm1(min(x, 0)):
@@ -56,10 +58,13 @@ class ELU(Activation):
         # Float operations only: boolean masks (where, masked_fill) cost several times more
         # per element on a CPU. expm1 only sees min(x, 0), so nothing overflows.
         if input.dtype is torch.float16 or input.dtype is torch.bfloat16:
-            # Computed in float32 and rounded once, as PyTorch's kernels do.
+            # Computed in float32 and rounded once, as PyTorch's kernels do; the derivative is
+            # kept in float32, so that backward rounds once too.
             wide, derivative = self._forward(input.float())
             output = wide.to(input.dtype) if out is None else out.copy_(wide)
-            return output, derivative.to(input.dtype)
+            self._narrow = input.dtype
+            return output, derivative
+        self._narrow = None
         positive = input.clamp_min(0)
         clamped = input.clamp_max(0)
         # scale * alpha * e^x, from exp itself: as n + scale * alpha it cancels for very
@@ -77,6 +82,10 @@ class ELU(Activation):
     def _backward(
         self, grad_output: Tensor, derivative: Tensor, out: Tensor | None = None
     ) -> Tensor:
+        if grad_output.dtype is getattr(self, "_narrow", None):  # (pickled before: None)
+            # A 16-bit gradient for a 16-bit forward: multiplied in float32, rounded once.
+            wide = torch.mul(grad_output, derivative)
+            return wide.to(grad_output.dtype) if out is None else out.copy_(wide)
         return torch.mul(grad_output, derivative, out=out)
 
     def extra_repr(self) -> str:

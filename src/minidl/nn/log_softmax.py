@@ -62,7 +62,7 @@ class LogSoftmax(Module):
         narrow = getattr(self, "_narrow", None)  # (pickled before it existed: None)
         if narrow is not None:
             # A 16-bit forward: its probabilities kept in float32, the gradient in its dtype.
-            check_grad_like("LogSoftmax", grad_output, probabilities.to(narrow))
+            check_grad_like("LogSoftmax", grad_output, probabilities)  # (shape and device)
             wide = grad_output.float()
             result = wide - probabilities * wide.sum(dim=1, keepdim=True)
             return result.to(grad_output.dtype)

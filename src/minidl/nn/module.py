@@ -457,6 +457,48 @@ class Module:
         state.update((name, b.detach().clone()) for name, b in self.named_buffers())
         return state
 
+    def _with_first_names(
+        self, state_dict: Mapping[str, Tensor], own: Mapping[str, Tensor]
+    ) -> Mapping[str, Tensor]:
+        """``state_dict`` with the other names of a tied parameter, or of the buffers of a
+        module registered at several places (PyTorch's ``state_dict`` gives them, as minidl's
+        did before), as the first name (the one ``state_dict()`` gives). An entry under another
+        name stands for a first name left out; beside it, it must hold the same values."""
+        firsts = {id(tensor): name for name, tensor in own.items()}
+        aliases = {
+            name: firsts[id(tensor)]
+            for name, tensor in itertools.chain(
+                ((n, p.data) for n, p in self.named_parameters(remove_duplicate=False)),
+                self.named_buffers(remove_duplicate=False),
+            )
+            if name not in own and id(tensor) in firsts
+        }
+        if not any(name in state_dict for name in aliases):
+            return state_dict
+        entries = {name: value for name, value in state_dict.items() if name not in aliases}
+        for alias, first in aliases.items():
+            if alias not in state_dict:
+                continue
+            value = state_dict[alias]
+            if first not in entries:
+                entries[first] = value
+                continue
+            other = entries[first]
+            same = (
+                isinstance(value, Tensor)
+                and isinstance(other, Tensor)
+                and value.shape == other.shape
+                and value.dtype == other.dtype
+                and bool(torch.equal(value, other))
+            )
+            if not same:
+                raise ValueError(
+                    f"{type(self).__name__}.load_state_dict: entries {first!r} and {alias!r} name "
+                    "one tensor (a tied parameter, or a module registered at two places) but "
+                    "hold different values; expected one of them, or equal ones"
+                )
+        return entries
+
     def load_state_dict(
         self, state_dict: Mapping[str, Tensor], strict: bool = True
     ) -> IncompatibleKeys:
@@ -492,19 +534,9 @@ class Module:
             )
         own = {name: parameter.data for name, parameter in self.named_parameters()}
         own.update(self.named_buffers())
-        # The other names of a tied parameter or of a module registered at several places
-        # (PyTorch's state_dict and minidl's of earlier versions give them): not unexpected,
-        # and not loaded (the first name's entry is).
-        aliases = {
-            name
-            for name, _ in itertools.chain(
-                self.named_parameters(remove_duplicate=False),
-                self.named_buffers(remove_duplicate=False),
-            )
-            if name not in own
-        }
+        state_dict = self._with_first_names(state_dict, own)
         missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own and k not in aliases]
+        unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
             raise KeyError(
                 f"{where}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}; "

@@ -110,8 +110,11 @@ class Optimizer:
         self._largest = torch.finfo(self.params[0].data.dtype).max
         try:
             hyperparameters = self.hyperparameters()
-        except AttributeError:  # (a subclass of one's own that sets them after this call)
+        except AttributeError:
+            # A subclass of one's own that sets them after this call: checked at the first
+            # step instead (the layout is found then; see _make_views).
             hyperparameters = {}
+            self._largest = -1.0
         self._check_in_range({"lr": self._lr, **hyperparameters}, name)
         self.step_count = 0
         # (token, class name) of the schedule built last on it (see LRScheduler).
@@ -212,8 +215,8 @@ class Optimizer:
         self._check_one_kind()
         dtype = self.params[0].data.dtype
         largest = torch.finfo(dtype).max
-        if largest != self._largest:  # cast since the last step: refused before any change
-            where = f"{type(self).__name__} (parameters now {dtype})"
+        if largest != self._largest:  # cast since (or set after the constructor): checked first
+            where = f"{type(self).__name__} (parameters of dtype {dtype})"
             self._check_in_range({"lr": self._lr, **self.hyperparameters()}, where, dtype)
             self._largest = largest
         values = [p.data for p in self.params]
