@@ -205,11 +205,14 @@ def table_figure(rows: Sequence[RowResult], table: str, path: Path) -> None:
         curves = torch.tensor([list(r.validation_curve) for r in row.rounds], dtype=torch.float64)
         epochs = torch.arange(1, curves.shape[1] + 1)
         if row.experiment.kind == "main":
+            activations = row.experiment.activations
+            # A row that mixes activations (Table I's Sigmoid and ReLU) says which, by layer.
+            mixed = f" ({', '.join(activations)})" if len(set(activations)) > 1 else ""
             color, style, width, label = (
                 colors[row.experiment.label],
                 "-",
                 1.5,
-                row.experiment.label,
+                row.experiment.label + mixed,
             )
         else:
             parent = row.experiment.variant_of or ""
