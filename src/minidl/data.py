@@ -107,11 +107,22 @@ class DiskData:
                 "DiskData.normalize: points must have shape (N, 2), got shape "
                 f"{tuple(points.shape)}"
             )
-        # The statistics as make_disk_data computes them: on the CPU, in float64.
         raw = self.train.raw.to(device="cpu", dtype=torch.float64)
-        mean, std = raw.mean(dim=0), raw.std(dim=0)
-        normalized = (points.to(device="cpu", dtype=torch.float64) - mean) / std
-        return normalized.to(dtype=self.mean.dtype, device=self.mean.device)
+        return _normalized(
+            points.to(device="cpu", dtype=torch.float64),
+            raw.mean(dim=0),
+            raw.std(dim=0),
+            self.mean.dtype,
+            self.mean.device,
+        )
+
+
+def _normalized(
+    points: Tensor, mean: Tensor, std: Tensor, dtype: torch.dtype, device: torch.device | None
+) -> Tensor:
+    """``(points - mean) / std`` in float64 (the CPU statistics of the raw training points),
+    then cast to ``dtype`` on ``device``: how every set of the data is normalised."""
+    return ((points - mean) / std).to(dtype=dtype, device=device)
 
 
 def make_disk_data(
@@ -162,7 +173,7 @@ def make_disk_data(
     std = raws[0].std(dim=0)
     splits = [
         Split(
-            x=((raw - mean) / std).to(dtype=dtype, device=device),
+            x=_normalized(raw, mean, std, dtype, device),
             y=disk_labels(raw).to(device=device),
             raw=raw.to(device=device),
         )

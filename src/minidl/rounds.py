@@ -33,7 +33,12 @@ from minidl.nn.loss import Loss
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 from minidl.nn.sequential import Sequential
-from minidl.nn.stack import flat_model_parameters, model_parameters, stack_models
+from minidl.nn.stack import (
+    _stacked_models,
+    flat_model_parameters,
+    model_parameters,
+    stack_models,
+)
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 from minidl.train import EpochRecord, History, _check_step_limit, _classes, _stops, eval_mode
@@ -83,22 +88,11 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
             below the number of classes (the width of the model's outputs).
 
     Raises:
-        TypeError: ``model`` is not a network made by :func:`minidl.nn.stack_models` (a
-            :class:`Sequential` holding a stacked layer, :class:`BatchedLinear`), ``x`` or
-            ``y`` not a tensor.
+        TypeError: ``model`` is not a :class:`Sequential`, ``x`` or ``y`` not a tensor.
+        ValueError: ``model`` holds no stacked layer (:class:`BatchedLinear`): it was not made
+            by :func:`minidl.nn.stack_models`.
     """
-    if not isinstance(model, Sequential) or not any(
-        isinstance(layer, BatchedLinear) for layer in model
-    ):
-        got = (
-            "a Sequential without a stacked layer (BatchedLinear)"
-            if isinstance(model, Sequential)
-            else type(model).__name__
-        )
-        raise TypeError(
-            "stacked_error_rates: model must be a network made by minidl.nn.stack_models, got "
-            f"{got}"
-        )
+    _stacked_models(model, "stacked_error_rates")
     for name, tensor, dims in (("x", x, 3), ("y", y, 2)):
         if not isinstance(tensor, Tensor):
             raise TypeError(
