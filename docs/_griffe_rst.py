@@ -8,7 +8,9 @@ reStructuredText roles (``:math:`y = x W^T```, ``:class:`~minidl.nn.Parameter```
 - a ``.. math::`` block becomes a fenced code block of its formula lines;
 - a simple table (columns under ``=====  =====`` borders) becomes a Markdown table;
 - an ``Example:`` section is read as griffe's ``Examples:``, so that its ``>>>`` lines show as
-  a console session rather than as nested quotes.
+  a console session rather than as nested quotes;
+- the ``#:`` comment lines just above a module attribute (Sphinx's form of an attribute's
+  docstring, e.g. ``minidl.nn.ACTIVATIONS``) become its docstring, so that it is documented.
 
 The formulas stay TeX source, readable as they are and without any script to typeset them.
 """
@@ -16,6 +18,8 @@ The formulas stay TeX source, readable as they are and without any script to typ
 from __future__ import annotations
 
 import re
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import griffe
@@ -94,8 +98,32 @@ def rst_to_markdown(text: str) -> str:
     return "\n".join(output)
 
 
+@cache
+def _source_lines(path: Path) -> tuple[str, ...]:
+    return tuple(path.read_text(encoding="utf-8").splitlines())
+
+
+def comment_docstring(lines: tuple[str, ...], lineno: int) -> str | None:
+    """The text of the ``#:`` comment lines just above line ``lineno`` (1-based), or ``None``."""
+    found: list[str] = []
+    index = lineno - 2
+    while index >= 0 and lines[index].lstrip().startswith("#:"):
+        found.insert(0, lines[index].lstrip()[2:].strip())
+        index -= 1
+    return " ".join(found) if found else None
+
+
 class RstToMarkdown(griffe.Extension):
-    """Rewrite every docstring with :func:`rst_to_markdown` as griffe loads it."""
+    """Rewrite every docstring with :func:`rst_to_markdown` as griffe loads it, and give an
+    attribute without a docstring the ``#:`` comment above it."""
+
+    def on_attribute_instance(self, *, attr: griffe.Attribute, **kwargs: Any) -> None:
+        filepath, lineno = attr.filepath, attr.lineno
+        if attr.docstring is not None or not isinstance(filepath, Path) or lineno is None:
+            return
+        text = comment_docstring(_source_lines(filepath), lineno)
+        if text is not None:
+            attr.docstring = griffe.Docstring(rst_to_markdown(text), lineno=lineno, parent=attr)
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:

@@ -84,6 +84,13 @@ API_OBJECTS = {
     "distributed": ["minidl.distributed.DataParallel", "minidl.distributed.ProcessGroup"],
 }
 
+#: Exported names documented under another path: ``mlp`` and ``activation`` share their names
+#: with submodules of ``minidl.nn``, so the API page documents them in ``minidl.nn.mlp``.
+DOCUMENTED_ELSEWHERE = {
+    "minidl.nn.mlp": "minidl.nn.mlp.mlp",
+    "minidl.nn.activation": "minidl.nn.mlp.activation",
+}
+
 
 def build_site(directory: Path) -> None:
     result = subprocess.run(
@@ -112,6 +119,10 @@ def test_site_builds_strictly_and_documents_the_api(tmp_path: Path) -> None:
         html = (tmp_path / "api" / f"{module}.html").read_text(encoding="utf-8")
         for name in objects:
             assert f'id="{name}"' in html, f"{name} missing from api/{module}.html"
+        # Every name the module exports (constants documented by their "#:" comments too).
+        for name in importlib.import_module(f"minidl.{module}").__all__:
+            path = DOCUMENTED_ELSEWHERE.get(f"minidl.{module}.{name}", f"minidl.{module}.{name}")
+            assert f'id="{path}"' in html, f"{path} missing from api/{module}.html"
         text = re.sub(r"<[^>]+>", "", html)
         for leftover in (":math:`", ":class:`", ":func:`", ":meth:`", ".. math::", "Example:"):
             assert leftover not in text, f"{leftover!r} left in api/{module}.html"
@@ -278,6 +289,13 @@ def test_converter_turns_simple_tables_into_markdown(converter: ModuleType) -> N
             "After.",
         ]
     )
+
+
+def test_converter_reads_comment_docstrings(converter: ModuleType) -> None:
+    lines = ("x = 1", "#: The first line", "#: and the second.", "CONSTANT = 2", "y = 3")
+    assert converter.comment_docstring(lines, 4) == "The first line and the second."
+    assert converter.comment_docstring(lines, 5) is None
+    assert converter.comment_docstring(lines, 1) is None
 
 
 def test_converter_reads_example_as_examples(converter: ModuleType) -> None:

@@ -33,7 +33,9 @@ __all__ = [
     "make_disk_data",
 ]
 
+#: The centre of the disk, in the unnormalised coordinates of the points.
 DISK_CENTER = (0.5, 0.5)
+#: The radius of the disk, :math:`1/\sqrt{2\pi}`: the disk covers half of the unit square.
 DISK_RADIUS = 1.0 / math.sqrt(2.0 * math.pi)
 
 

@@ -1,4 +1,8 @@
-"""Multi-layer perceptrons from a list of sizes, and activations by name."""
+"""Multi-layer perceptrons from a list of sizes, and activations by name.
+
+:mod:`minidl.nn` exports the three names of this module: ``nn.mlp`` and ``nn.activation`` are
+the functions below (not their submodules), ``nn.ACTIVATIONS`` the table of names.
+"""
 
 from __future__ import annotations
 
