@@ -232,8 +232,14 @@ def _imported_modules(tree: ast.AST, package: str) -> Iterator[str]:
 
 
 #: layer -> the packages it must not import (docs/architecture.md: each layer imports downward).
-ABOVE_NN = ("minidl.optim", "minidl.train", "minidl.checkpoint", "minidl.experiments", "minidl.cli")
-ABOVE_OPTIM = ("minidl.train", "minidl.checkpoint", "minidl.experiments", "minidl.cli")
+ABOVE_OPTIM = (
+    "minidl.train",
+    "minidl.rounds",
+    "minidl.checkpoint",
+    "minidl.experiments",
+    "minidl.cli",
+)
+ABOVE_NN = ("minidl.optim", *ABOVE_OPTIM)
 ABOVE_TRAIN = ("minidl.experiments", "minidl.cli")
 
 
@@ -242,7 +248,7 @@ def _forbidden_for(relative: str) -> tuple[str, ...]:
         return ABOVE_NN
     if relative.startswith("optim/"):
         return ABOVE_OPTIM
-    if relative in ("train.py", "checkpoint.py"):
+    if relative in ("train.py", "rounds.py", "checkpoint.py"):
         return ABOVE_TRAIN
     return ()
 
