@@ -118,6 +118,7 @@ def to_torch(model: Module) -> tnn.Module:
     Raises:
         ConversionError: a layer has no ``torch.nn`` counterpart; the message gives its path
             (e.g. ``'2.block.0'``) and type.
+        TypeError: ``model`` is not a minidl :class:`~minidl.nn.Module`.
     """
     if not isinstance(model, Module):
         raise TypeError(f"to_torch: expected a minidl Module, got {type(model).__name__}")
@@ -233,6 +234,7 @@ def from_torch(model: tnn.Module) -> Module:
     Raises:
         ConversionError: a layer has no minidl counterpart (or uses an unsupported option); the
             message gives its path (e.g. ``'1.0'``) and type.
+        TypeError: ``model`` is not a ``torch.nn.Module``.
     """
     if not isinstance(model, tnn.Module):
         raise TypeError(f"from_torch: expected a torch.nn.Module, got {type(model).__name__}")

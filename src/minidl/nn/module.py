@@ -518,9 +518,11 @@ class Module:
 
         Raises:
             KeyError: (with ``strict``) missing or unexpected keys.
-            ValueError: an entry whose shape differs from the parameter's.
-            TypeError: an entry that is not a floating-point tensor (for a buffer that is not
-                floating point: an entry of another dtype).
+            ValueError: an entry whose shape differs from the parameter's, or two entries that
+                name one tensor (a tied parameter under two names) with different values.
+            TypeError: ``state_dict`` is not a mapping, ``strict`` not a bool, or an entry is
+                not a dense floating-point tensor (for a buffer that is not floating point: an
+                entry of another dtype).
         """
         where = type(self).__name__
         if not isinstance(state_dict, Mapping):
