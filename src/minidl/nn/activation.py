@@ -7,9 +7,10 @@ checks that a forward ran and that the gradient has the output's shape, then cal
 :meth:`_backward`.
 
 Both hooks may take an optional ``out``: a tensor of the result's shape, dtype and device
-(contiguous) into which the result is written, as with ``torch``'s ``out=``. Where both take
-it, a :class:`~minidl.nn.StackedActivation` writes each run of models into its part of one
-output, instead of concatenating the runs' results; the bits are the same.
+(contiguous) into which the result is written, as with ``torch``'s ``out=``. Where a hook takes
+it, a :class:`~minidl.nn.StackedActivation` has it write each run of models into its part of one
+output (forward or backward); the result of a hook without it is copied there. The bits are the
+same.
 """
 
 from __future__ import annotations

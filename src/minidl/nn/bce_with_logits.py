@@ -24,8 +24,8 @@ class BCEWithLogitsLoss(Loss):
         \ell(z, t) = \max(z, 0) - z t + \log\left(1 + e^{-|z|}\right)
 
     (finite for logits of :math:`\pm 10^4`; an infinite logit gives NaN, from
-    :math:`\infty - \infty` or :math:`\infty \cdot 0`, except :math:`z = -\infty`,
-    :math:`t = 1`, which gives :math:`\infty`), and :math:`L = \frac{1}{D}\sum \ell`, with
+    :math:`\infty - \infty` or :math:`\infty \cdot 0`, except :math:`z = -\infty` with
+    :math:`t > 0`, which gives :math:`\infty`), and :math:`L = \frac{1}{D}\sum \ell`, with
     :math:`D` the number of elements (``"mean"``) or 1 (``"sum"``). Gradient:
     :math:`\partial L/\partial z = (\sigma(z) - t)/D`.
 
