@@ -86,6 +86,7 @@ class Parameter:
             raise TypeError(
                 f"{self._where()}: data must be a floating-point tensor, got {value.dtype}"
             )
+        _check_own_memory(self._where(), "data", value)
         return _normal(value)
 
     def _checked_grad(self, value: object) -> Tensor:
@@ -106,6 +107,7 @@ class Parameter:
                 f"({tuple(data.shape)} on {data.device}), got {tuple(value.shape)} on "
                 f"{value.device}"
             )
+        _check_own_memory(self._where(), "grad", value)
         return _normal(value)
 
     @property
@@ -148,6 +150,23 @@ def _fits(tensor: Tensor, like: Tensor) -> bool:
     return (
         tensor.shape == like.shape and tensor.dtype == like.dtype and tensor.device == like.device
     )
+
+
+def _check_own_memory(where: str, name: str, tensor: Tensor) -> None:
+    """Refuse a tensor with several elements at one memory location (a dimension of stride 0,
+    as ``expand`` makes): it is updated in place (by an optimizer's step, a backward's
+    accumulation, ``load_state_dict``), which the tensor library refuses for it part-way
+    through, with other parameters already changed."""
+    if tensor.layout != torch.strided:  # (no strides)
+        return
+    for size, stride in zip(tensor.shape, tensor.stride(), strict=True):
+        if stride == 0 and size > 1:
+            raise ValueError(
+                f"{where}: {name} of shape {tuple(tensor.shape)} has elements that share memory "
+                f"(strides {tensor.stride()}, as an expanded tensor has), but it is updated in "
+                "place; expected a tensor whose elements each have their own memory (pass "
+                f"{name}.clone())"
+            )
 
 
 def _normal(tensor: Tensor) -> Tensor:
