@@ -35,3 +35,50 @@ def test_a_parameter_refuses_data_or_grad_whose_elements_share_memory() -> None:
     # A stride of 0 over one element shares nothing; transposed data is its own.
     nn.Parameter(torch.zeros(1).expand(1))
     nn.Parameter(torch.zeros(3, 4).t())
+
+
+@pytest.mark.parametrize("make", [nn.CrossEntropyLoss, nn.NLLLoss, nn.MSELoss])
+def test_a_meta_class_index_target_is_refused_like_one_on_another_device(make: type) -> None:
+    # A meta target of the last accepted target's dtype and shape used to pass the fast path:
+    # the kernel read indices from nowhere (a loss of about -3e25, or 0), on a fresh loss too.
+    criterion = make()
+    prediction, target = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    loss = criterion(prediction, target)
+    gradient = criterion.backward()
+    name = make.__name__
+    for fresh in (False, True):
+        if fresh:
+            criterion = make()
+        with pytest.raises(
+            ValueError, match=f"^{name}: target is on meta but the prediction is on cpu$"
+        ):
+            criterion(prediction, target.to("meta"))
+    criterion = make()
+    criterion(prediction, target)
+    with pytest.raises(ValueError):
+        criterion(prediction, target.to("meta"))
+    assert torch.equal(criterion.backward(), gradient)  # (the last forward's, still)
+    assert torch.equal(criterion(prediction, target), loss)
+    # A meta target of meta logits holds no values to check: shapes only.
+    assert criterion(prediction.to("meta"), target.to("meta")).is_meta
+
+
+def test_a_losss_upstream_gradient_must_be_real_and_where_the_gradient_can_take_it() -> None:
+    criterion = nn.CrossEntropyLoss()
+    criterion(torch.randn(3, 2), torch.tensor([0, 1, 1]))
+    gradient = criterion.backward()
+    # A complex upstream made the gradient complex; one on another device failed in the tensor
+    # library's words, naming no loss.
+    with pytest.raises(
+        TypeError,
+        match=r"^CrossEntropyLoss.backward: the upstream gradient must be a real scalar, got "
+        r"dtype torch.complex64$",
+    ):
+        criterion.backward(torch.tensor(1j))
+    with pytest.raises(
+        ValueError,
+        match=r"^CrossEntropyLoss.backward: the upstream gradient is on meta but the prediction "
+        r"is on cpu; expected a scalar on cpu$",
+    ):
+        criterion.backward(torch.tensor(2.0, device="meta"))
+    assert torch.equal(criterion.backward(torch.tensor(2.0, dtype=torch.float64)), 2 * gradient)

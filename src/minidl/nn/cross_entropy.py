@@ -87,8 +87,13 @@ class CrossEntropyLoss(Loss):
             loss = scaled_sum(target * log_probabilities, -divisor, (-2, -1), divide=True)
             index = None
         else:
-            # (_check_prediction leaves the logits' shape in _prediction_shape)
-            if target.dtype is not torch.int64 or target.shape != self._prediction_shape[:-1]:
+            # (_check_prediction leaves the logits' shape in _prediction_shape; a meta target
+            # holds no indices, which gather on another device would read from nowhere)
+            if (
+                target.dtype is not torch.int64
+                or target.shape != self._prediction_shape[:-1]
+                or target.is_meta
+            ):
                 self._check_class_indices(target, logits)
             index = target.unsqueeze(-1)
             try:

@@ -136,6 +136,8 @@ class Loss(Module):
             raise ValueError(
                 f"{name}: target is on {target.device} but the prediction is on {prediction.device}"
             )
+        if target.is_meta:  # (and so is the prediction: no values to check)
+            return
         low, high = (int(v) for v in torch.aminmax(target))
         if low < 0 or high >= classes:
             bad = low if low < 0 else high
@@ -150,8 +152,13 @@ class Loss(Module):
         """``read(target.unsqueeze(-1))``, a kernel that reads the class indices (``gather``,
         ``scatter_add``) and range-checks them as it does; indices unlike the last accepted ones
         get the full check first, and an index the kernel refuses is named by it."""
-        # (_check_prediction leaves the prediction's shape in _prediction_shape)
-        if target.dtype is not torch.int64 or target.shape != self._prediction_shape[:-1]:
+        # (_check_prediction leaves the prediction's shape in _prediction_shape; a meta target
+        # holds no indices, which a kernel on another device would read from nowhere)
+        if (
+            target.dtype is not torch.int64
+            or target.shape != self._prediction_shape[:-1]
+            or target.is_meta
+        ):
             self._check_class_indices(target, prediction)
         try:
             return read(target.unsqueeze(-1))
@@ -203,7 +210,22 @@ class Loss(Module):
         if not isinstance(upstream, Tensor) or upstream.numel() != 1:
             got = tuple(upstream.shape) if isinstance(upstream, Tensor) else type(upstream).__name__
             raise ValueError(f"{name}.backward: the upstream gradient must be a scalar, got {got}")
-        return self._gradient() * upstream.reshape(())
+        if upstream.is_complex():  # (it would make the gradient complex)
+            raise TypeError(
+                f"{name}.backward: the upstream gradient must be a real scalar, got dtype "
+                f"{upstream.dtype}"
+            )
+        gradient = self._gradient()
+        try:
+            return gradient * upstream.reshape(())
+        except RuntimeError:
+            if upstream.device == gradient.device:
+                raise
+            where = "cpu" if gradient.is_cpu else f"cpu or {gradient.device}"
+            raise ValueError(
+                f"{name}.backward: the upstream gradient is on {upstream.device} but the "
+                f"prediction is on {gradient.device}; expected a scalar on {where}"
+            ) from None
 
     def _gradient(self) -> Tensor:
         """dL/dprediction for the last forward."""
