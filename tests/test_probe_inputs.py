@@ -82,3 +82,60 @@ def test_a_losss_upstream_gradient_must_be_real_and_where_the_gradient_can_take_
     ):
         criterion.backward(torch.tensor(2.0, device="meta"))
     assert torch.equal(criterion.backward(torch.tensor(2.0, dtype=torch.float64)), 2 * gradient)
+
+
+SETTINGS = [
+    (lambda: nn.Dropout(0.5), "p", 1.0, r"Dropout: p must be in \[0, 1\), got 1.0"),
+    (nn.LeakyReLU, "negative_slope", -0.5, "LeakyReLU: negative_slope must be a finite number"),
+    (nn.ELU, "alpha", -1, r"ELU: alpha must be a finite number > 0, got -1"),
+    (nn.SELU, "alpha", float("nan"), r"SELU: alpha must be a finite number > 0, got nan"),
+    (lambda: nn.BatchNorm1d(3), "eps", -1, r"BatchNorm1d: eps must be in \(0, inf\), got -1"),
+    (lambda: nn.BatchNorm1d(3), "momentum", 2, r"BatchNorm1d: momentum must be in \[0, 1\]"),
+    (nn.HuberLoss, "delta", -1, r"HuberLoss: delta must be in \(0, inf\), got -1"),
+    (nn.HuberLoss, "reduction", "bogus", "HuberLoss: reduction must be 'mean' or 'sum'"),
+    (nn.L1Loss, "reduction", "bogus", "L1Loss: reduction must be 'mean' or 'sum'"),
+    (nn.NLLLoss, "reduction", None, "NLLLoss: reduction must be 'mean' or 'sum', got None"),
+    (nn.BCEWithLogitsLoss, "reduction", "bogus", "BCEWithLogitsLoss: reduction must be"),
+    (nn.MSELoss, "reduction", "bogus", "MSELoss: reduction must be 'paper', 'mean' or 'sum'"),
+    (nn.Softmax, "dim", 0, r"Softmax: dim must be 1 \(or -1\)"),
+    (nn.LogSoftmax, "dim", 5, r"LogSoftmax: dim must be 1 \(or -1\)"),
+]
+
+
+@pytest.mark.parametrize(("make", "name", "bad", "message"), SETTINGS)
+def test_a_modules_setting_is_checked_when_set_as_by_its_constructor(
+    make: type, name: str, bad: object, message: str
+) -> None:
+    # These were plain attributes: a bad value was taken, then computed with silently (an
+    # unknown reduction summed, a negative delta or eps, a negative ELU alpha, a BatchNorm
+    # momentum of 2) or failed at the next forward in the tensor library's words.
+    module = make()
+    good = getattr(module, name)
+    with pytest.raises(ValueError, match=f"^{message}"):
+        setattr(module, name, bad)
+    assert getattr(module, name) == good
+    setattr(module, name, good)  # (a good value is taken)
+    assert getattr(module, name) == good
+
+
+def test_a_module_pickled_with_its_setting_as_a_plain_attribute_loads_it() -> None:
+    dropout = nn.Dropout(0.25)
+    state = dropout.__getstate__()
+    state["p"] = state.pop("_p")  # as pickled before the setting existed
+    loaded = nn.Dropout.__new__(nn.Dropout)
+    loaded.__setstate__(state)
+    assert loaded.p == 0.25
+    assert repr(loaded) == repr(dropout)
+
+
+def test_stacking_tells_activations_apart_by_a_setting_their_repr_hides() -> None:
+    # SELU's repr shows no alpha: stack_models compares the settings too, now kept by a Setting.
+    first, second = nn.mlp([2, 3, 2], "selu"), nn.mlp([2, 3, 2], "selu")
+    second.load_state_dict(first.state_dict())
+    second[1].alpha = 2.0
+    stacked = nn.stack_models([first, second])
+    x = torch.randn(5, 2)
+    output = stacked(torch.stack([x, x]))
+    torch.testing.assert_close(output[0], first(x))
+    torch.testing.assert_close(output[1], second(x))
+    assert not torch.equal(output[0], output[1])

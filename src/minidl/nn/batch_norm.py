@@ -15,10 +15,19 @@ from minidl.nn._checks import (
     check_like_parameter,
     check_still_fits,
 )
+from minidl.nn._setting import Setting
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 
 __all__ = ["BatchNorm1d"]
+
+
+def _check_eps(where: str, eps: object) -> float:
+    return check_real(where, "eps", eps, low=0.0, low_open=True)
+
+
+def _check_momentum(where: str, momentum: object) -> float:
+    return check_real(where, "momentum", momentum, low=0.0, high=1.0)
 
 
 class BatchNorm1d(Module):
@@ -75,6 +84,11 @@ class BatchNorm1d(Module):
         tensor(True)
     """
 
+    #: :math:`\epsilon` and :math:`m`; checked when set, as by the constructor.
+    eps = Setting(_check_eps)
+    momentum = Setting(_check_momentum)
+    _eps: float
+    _momentum: float
     weight: Parameter | None
     bias: Parameter | None
     running_mean: Tensor
@@ -93,8 +107,8 @@ class BatchNorm1d(Module):
     ) -> None:
         super().__init__()
         self.num_features = check_int("BatchNorm1d", "num_features", num_features)
-        self.eps = check_real("BatchNorm1d", "eps", eps, low=0.0, low_open=True)
-        self.momentum = check_real("BatchNorm1d", "momentum", momentum, low=0.0, high=1.0)
+        self.eps = eps
+        self.momentum = momentum
         if not isinstance(affine, bool):
             raise TypeError(f"BatchNorm1d: affine must be a bool, got {affine!r}")
         device = check_factory_options("BatchNorm1d", dtype, device)
@@ -135,17 +149,17 @@ class BatchNorm1d(Module):
             mean = x.mean(dim=0)
             centered = x - mean
             variance = centered.square().mean(dim=0)
-            self.running_mean.mul_(operand(1 - self.momentum, self.running_mean)).add_(
-                mean, alpha=self.momentum
+            self.running_mean.mul_(operand(1 - self._momentum, self.running_mean)).add_(
+                mean, alpha=self._momentum
             )
-            self.running_var.mul_(operand(1 - self.momentum, self.running_var)).add_(
-                variance, alpha=self.momentum * batch / (batch - 1)
+            self.running_var.mul_(operand(1 - self._momentum, self.running_var)).add_(
+                variance, alpha=self._momentum * batch / (batch - 1)
             )
             self.num_batches_tracked.add_(1)
         else:
             centered = x - self.running_mean.to(compute)
             variance = self.running_var.to(compute)
-        inv_std = variance.add(operand(self.eps, variance)).rsqrt_()
+        inv_std = variance.add(operand(self._eps, variance)).rsqrt_()
         normalized = centered.mul_(inv_std)
         # (cached in the layer's dtype, so that the checks of backward compare it as it is)
         self._normalized, self._inv_std = normalized.to(dtype), inv_std

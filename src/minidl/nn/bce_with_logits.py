@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl.nn.loss import Loss, scaled_sum
+from minidl.nn._setting import Setting
+from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 from minidl.nn.sigmoid import sigmoid
 
 __all__ = ["BCEWithLogitsLoss"]
@@ -41,13 +42,13 @@ class BCEWithLogitsLoss(Loss):
         0.6931
     """
 
+    #: ``"mean"`` or ``"sum"``; checked when set, as by the constructor.
+    reduction = Setting(check_mean_or_sum)
+    _reduction: Literal["mean", "sum"]
+
     def __init__(self, reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()
-        if reduction not in ("mean", "sum"):
-            raise ValueError(
-                f"BCEWithLogitsLoss: reduction must be 'mean' or 'sum', got {reduction!r}"
-            )
-        self.reduction: Literal["mean", "sum"] = reduction
+        self.reduction = reduction
         self._logits: Tensor | None = None
         self._target: Tensor | None = None
         self._scale = 1.0
@@ -66,7 +67,7 @@ class BCEWithLogitsLoss(Loss):
             )
         elements = logits.clamp(min=0) - logits * target
         elements.add_(logits.abs().neg_().exp_().log1p_())
-        self._scale = 1.0 / logits.numel() if self.reduction == "mean" else 1.0
+        self._scale = 1.0 / logits.numel() if self._reduction == "mean" else 1.0
         self._logits, self._target = logits, target
         self._has_forward = True
         return scaled_sum(elements, self._scale)

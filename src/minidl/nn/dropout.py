@@ -8,9 +8,14 @@ from torch import Tensor
 from minidl._scalar import operand
 from minidl._validate import check_real
 from minidl.nn._checks import check_grad_like, check_grad_output
+from minidl.nn._setting import Setting
 from minidl.nn.module import Module
 
 __all__ = ["Dropout"]
+
+
+def _check_p(where: str, p: object) -> float:
+    return check_real(where, "p", p, low=0.0, high=1.0, high_open=True)
 
 
 class Dropout(Module):
@@ -40,9 +45,13 @@ class Dropout(Module):
         tensor([0.0000, 1.3333])
     """
 
+    #: The probability of zeroing an element; checked when set, as by the constructor.
+    p = Setting(_check_p)
+    _p: float
+
     def __init__(self, p: float = 0.5, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.p = check_real("Dropout", "p", p, low=0.0, high=1.0, high_open=True)
+        self.p = p
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(
                 f"Dropout: generator must be a torch.Generator or None, got {type(generator).__name__}"
@@ -59,10 +68,10 @@ class Dropout(Module):
         if not input.is_floating_point():
             raise TypeError(f"Dropout: expected a floating-point input, got dtype {input.dtype}")
         self._shape = input.shape
-        if not self.training or self.p == 0.0:
+        if not self.training or self._p == 0.0:
             self._scaled_mask = None
             return input
-        keep = 1.0 - self.p
+        keep = 1.0 - self._p
         mask = torch.empty_like(input).bernoulli_(keep, generator=self.generator)
         self._scaled_mask = mask.div_(operand(keep, mask))
         return input * self._scaled_mask

@@ -9,9 +9,21 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
+from minidl.nn._setting import Setting
 from minidl.nn.activation import Activation
 
 __all__ = ["ELU"]
+
+
+def _check_alpha(where: str, alpha: object) -> float:
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, numbers.Real)
+        or not math.isfinite(alpha)
+        or alpha <= 0
+    ):
+        raise ValueError(f"{where}: alpha must be a finite number > 0, got {alpha!r}")
+    return float(alpha)
 
 
 class ELU(Activation):
@@ -35,18 +47,13 @@ class ELU(Activation):
         tensor([-1.,  2.])
     """
 
+    #: The saturation value for negative inputs; checked when set, as by the constructor.
+    alpha = Setting(_check_alpha)
+    _alpha: float
+
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
-        if (
-            isinstance(alpha, bool)
-            or not isinstance(alpha, numbers.Real)
-            or not math.isfinite(alpha)
-            or alpha <= 0
-        ):
-            raise ValueError(
-                f"{type(self).__name__}: alpha must be a finite number > 0, got {alpha!r}"
-            )
-        self.alpha: float = float(alpha)
+        self.alpha = alpha
         self._scale: float = 1.0
         # The dtype of a 16-bit input, whose derivative is cached in float32; else None.
         self._narrow: torch.dtype | None = None
@@ -71,7 +78,7 @@ class ELU(Activation):
         # negative x (all of it in float32 from x = -17 on, where e^x is still 4e-8).
         exponential = clamped.exp()
         negative = clamped.expm1_()
-        scaled_alpha = operand(self._scale * self.alpha, negative)
+        scaled_alpha = operand(self._scale * self._alpha, negative)
         negative.mul_(scaled_alpha)
         output = torch.add(negative, positive, alpha=self._scale, out=out)
         indicator = positive.sign_()

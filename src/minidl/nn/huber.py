@@ -9,9 +9,14 @@ from torch import Tensor
 
 from minidl._scalar import operand
 from minidl._validate import check_real
-from minidl.nn.loss import Loss, scaled_sum
+from minidl.nn._setting import Setting
+from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 
 __all__ = ["HuberLoss"]
+
+
+def _check_delta(where: str, delta: object) -> float:
+    return check_real(where, "delta", delta, low=0.0, low_open=True)
 
 
 class HuberLoss(Loss):
@@ -40,12 +45,17 @@ class HuberLoss(Loss):
         1.3125
     """
 
+    #: :math:`\delta`; checked when set, as by the constructor.
+    delta = Setting(_check_delta)
+    _delta: float
+    #: ``"mean"`` or ``"sum"``; checked when set, as by the constructor.
+    reduction = Setting(check_mean_or_sum)
+    _reduction: Literal["mean", "sum"]
+
     def __init__(self, delta: float = 1.0, reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()
-        self.delta = check_real("HuberLoss", "delta", delta, low=0.0, low_open=True)
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"HuberLoss: reduction must be 'mean' or 'sum', got {reduction!r}")
-        self.reduction: Literal["mean", "sum"] = reduction
+        self.delta = delta
+        self.reduction = reduction
         self._difference: Tensor | None = None
         self._scale = 1.0
 
@@ -58,20 +68,20 @@ class HuberLoss(Loss):
         self._check_dense_target(target, prediction)
         difference = prediction - target
         self._difference = difference
-        self._scale = 1.0 / prediction.numel() if self.reduction == "mean" else 1.0
+        self._scale = 1.0 / prediction.numel() if self._reduction == "mean" else 1.0
         self._has_forward = True
         magnitude = difference.abs()
-        delta = operand(self.delta, magnitude)
+        delta = operand(self._delta, magnitude)
         elements = torch.where(
             magnitude <= delta,
             difference.square().mul_(operand(0.5, magnitude)),
-            magnitude.sub(operand(0.5 * self.delta, magnitude)).mul_(delta),
+            magnitude.sub(operand(0.5 * self._delta, magnitude)).mul_(delta),
         )
         return scaled_sum(elements, self._scale)
 
     def _gradient(self) -> Tensor:
         assert self._difference is not None
-        clamped = self._difference.clamp(-self.delta, self.delta)
+        clamped = self._difference.clamp(-self._delta, self._delta)
         return clamped.mul_(operand(self._scale, clamped))
 
     def extra_repr(self) -> str:

@@ -7,7 +7,8 @@ from typing import Literal
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl.nn.loss import Loss, scaled_sum
+from minidl.nn._setting import Setting
+from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 
 __all__ = ["L1Loss"]
 
@@ -31,11 +32,13 @@ class L1Loss(Loss):
         1.0
     """
 
+    #: ``"mean"`` or ``"sum"``; checked when set, as by the constructor.
+    reduction = Setting(check_mean_or_sum)
+    _reduction: Literal["mean", "sum"]
+
     def __init__(self, reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"L1Loss: reduction must be 'mean' or 'sum', got {reduction!r}")
-        self.reduction: Literal["mean", "sum"] = reduction
+        self.reduction = reduction
         self._difference: Tensor | None = None
         self._scale = 1.0
 
@@ -45,7 +48,7 @@ class L1Loss(Loss):
             raise TypeError(f"L1Loss: expected a torch.Tensor target, got {type(target).__name__}")
         self._check_dense_target(target, prediction)
         self._difference = prediction - target
-        self._scale = 1.0 / prediction.numel() if self.reduction == "mean" else 1.0
+        self._scale = 1.0 / prediction.numel() if self._reduction == "mean" else 1.0
         self._has_forward = True
         return scaled_sum(self._difference.abs(), self._scale)
 

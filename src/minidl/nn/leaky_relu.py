@@ -9,9 +9,23 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
+from minidl.nn._setting import Setting
 from minidl.nn.activation import Activation
 
 __all__ = ["LeakyReLU"]
+
+
+def _check_negative_slope(where: str, negative_slope: object) -> float:
+    if (
+        isinstance(negative_slope, bool)
+        or not isinstance(negative_slope, numbers.Real)
+        or not math.isfinite(negative_slope)
+        or negative_slope < 0
+    ):
+        raise ValueError(
+            f"{where}: negative_slope must be a finite number >= 0, got {negative_slope!r}"
+        )
+    return float(negative_slope)
 
 
 class LeakyReLU(Activation):
@@ -34,23 +48,18 @@ class LeakyReLU(Activation):
         tensor([-0.1000,  2.0000])
     """
 
+    #: The slope for negative inputs; checked when set, as by the constructor.
+    negative_slope = Setting(_check_negative_slope)
+    _negative_slope: float
+
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
-        if (
-            isinstance(negative_slope, bool)
-            or not isinstance(negative_slope, numbers.Real)
-            or not math.isfinite(negative_slope)
-            or negative_slope < 0
-        ):
-            raise ValueError(
-                f"LeakyReLU: negative_slope must be a finite number >= 0, got {negative_slope!r}"
-            )
-        self.negative_slope: float = float(negative_slope)
+        self.negative_slope = negative_slope
 
     def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
         positive = input.clamp_min(0).sign_()
         negative = torch.rsub(positive, operand(1.0, positive))
-        slope = torch.add(positive, negative, alpha=self.negative_slope)
+        slope = torch.add(positive, negative, alpha=self._negative_slope)
         return torch.mul(input, slope, out=out), slope
 
     def _backward(self, grad_output: Tensor, slope: Tensor, out: Tensor | None = None) -> Tensor:

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from minidl.nn._checks import check_cached, check_grad_like, check_input
+from minidl.nn._setting import Setting
 from minidl.nn.module import Module
 from minidl.nn.softmax import check_dim
 
@@ -31,9 +32,13 @@ class LogSoftmax(Module):
         tensor([[-0.6931, -0.6931]])
     """
 
+    #: The dimension normalised; checked when set, as by the constructor.
+    dim = Setting(check_dim)
+    _dim: int
+
     def __init__(self, dim: int = 1) -> None:
         super().__init__()
-        self.dim = check_dim("LogSoftmax", dim)
+        self.dim = dim
         self._probabilities: Tensor | None = None
         # The dtype of a 16-bit input, whose probabilities are kept in float32; else None.
         self._narrow: torch.dtype | None = None

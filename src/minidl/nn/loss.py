@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from torch import Tensor
@@ -12,7 +12,14 @@ from minidl._scalar import operand
 from minidl.nn._checks import check_input
 from minidl.nn.module import Module
 
-__all__ = ["Loss", "scaled_sum"]
+__all__ = ["Loss", "check_mean_or_sum", "scaled_sum"]
+
+
+def check_mean_or_sum(where: str, reduction: object) -> Literal["mean", "sum"]:
+    """Check a loss's ``reduction``: ``"mean"`` or ``"sum"``."""
+    if isinstance(reduction, str) and reduction in ("mean", "sum"):
+        return cast(Literal["mean", "sum"], reduction)
+    raise ValueError(f"{where}: reduction must be 'mean' or 'sum', got {reduction!r}")
 
 
 def scaled_sum(

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
 
 from minidl._scalar import operand
 from minidl.nn._recent import Recent
+from minidl.nn._setting import Setting
 from minidl.nn.loss import Loss, scaled_sum
 
 __all__ = ["MSELoss"]
 
 Reduction = Literal["paper", "mean", "sum"]
+
+
+def _check_reduction(where: str, reduction: object) -> Reduction:
+    if isinstance(reduction, str) and reduction in ("paper", "mean", "sum"):
+        return cast(Reduction, reduction)
+    raise ValueError(f"{where}: reduction must be 'paper', 'mean' or 'sum', got {reduction!r}")
 
 
 class MSELoss(Loss):
@@ -46,13 +53,13 @@ class MSELoss(Loss):
 
     stacks = True
 
+    #: ``"paper"``, ``"mean"`` or ``"sum"``; checked when set, as by the constructor.
+    reduction = Setting(_check_reduction)
+    _reduction: Reduction
+
     def __init__(self, reduction: Reduction = "paper") -> None:
         super().__init__()
-        if reduction not in ("paper", "mean", "sum"):
-            raise ValueError(
-                f"MSELoss: reduction must be 'paper', 'mean' or 'sum', got {reduction!r}"
-            )
-        self.reduction: Reduction = reduction
+        self.reduction = reduction
         self._difference: Tensor | None = None
         self._scale = 0.0
         # -1 in the shape of the class indices plus a last dimension of 1, made once per
@@ -71,7 +78,7 @@ class MSELoss(Loss):
             self._check_dense_target(target, prediction, class_indices=True)
             difference = prediction - target
         batch, outputs = prediction.shape[-2:]
-        denominator = {"paper": batch, "mean": batch * outputs, "sum": 1}[self.reduction]
+        denominator = {"paper": batch, "mean": batch * outputs, "sum": 1}[self._reduction]
         self._difference = difference
         self._scale = 2.0 / denominator
         self._has_forward = True

@@ -7,7 +7,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from minidl.nn.loss import Loss, scaled_sum
+from minidl.nn._setting import Setting
+from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 
 __all__ = ["NLLLoss"]
 
@@ -33,11 +34,13 @@ class NLLLoss(Loss):
         2.0
     """
 
+    #: ``"mean"`` or ``"sum"``; checked when set, as by the constructor.
+    reduction = Setting(check_mean_or_sum)
+    _reduction: Literal["mean", "sum"]
+
     def __init__(self, reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"NLLLoss: reduction must be 'mean' or 'sum', got {reduction!r}")
-        self.reduction: Literal["mean", "sum"] = reduction
+        self.reduction = reduction
         self._prediction: Tensor | None = None
         self._target: Tensor | None = None
         self._scale = 1.0
@@ -49,7 +52,7 @@ class NLLLoss(Loss):
         picked = self._read_class_indices(
             target, log_probabilities, lambda index: log_probabilities.gather(1, index)
         )
-        self._scale = 1.0 / log_probabilities.shape[0] if self.reduction == "mean" else 1.0
+        self._scale = 1.0 / log_probabilities.shape[0] if self._reduction == "mean" else 1.0
         self._prediction, self._target = log_probabilities, target
         self._has_forward = True
         return scaled_sum(picked, -self._scale)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from minidl.nn._checks import check_cached, check_grad_like, check_input
+from minidl.nn._setting import Setting
 from minidl.nn.module import Module
 
 __all__ = ["Softmax", "check_dim"]
@@ -44,9 +45,13 @@ class Softmax(Module):
         tensor([[0.5000, 0.5000]])
     """
 
+    #: The dimension normalised; checked when set, as by the constructor.
+    dim = Setting(check_dim)
+    _dim: int
+
     def __init__(self, dim: int = 1) -> None:
         super().__init__()
-        self.dim = check_dim("Softmax", dim)
+        self.dim = dim
         self._output: Tensor | None = None
 
     def forward(self, input: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ from typing import Literal
 
 import torch
 
+from minidl.nn._setting import Setting
 from minidl.nn.activation import Activation
 from minidl.nn.batched_linear import BatchedLinear
 from minidl.nn.linear import Linear
@@ -172,11 +173,18 @@ def _same_activation(a: Activation, b: Activation) -> bool:
 
 
 def _public_settings(activation: Activation) -> dict[str, object]:
-    return {
+    settings = {
         name: value
         for name, value in vars(activation).items()
         if not name.startswith("_") and name not in _NOT_SETTINGS
     }
+    # Those kept by a Setting of the class (ELU's alpha, LeakyReLU's negative_slope), whose
+    # value lives in a private attribute.
+    for klass in type(activation).__mro__:
+        for name, value in vars(klass).items():
+            if isinstance(value, Setting) and name not in settings:
+                settings[name] = getattr(activation, name)
+    return settings
 
 
 #: Public instance attributes that are no setting: the mode, and the methods that
