@@ -139,3 +139,25 @@ def test_stacking_tells_activations_apart_by_a_setting_their_repr_hides() -> Non
     torch.testing.assert_close(output[0], first(x))
     torch.testing.assert_close(output[1], second(x))
     assert not torch.equal(output[0], output[1])
+
+
+@pytest.mark.parametrize("path", [3, None, b"run.ckpt"])
+def test_reading_or_loading_a_checkpoint_names_a_path_of_the_wrong_type(path: object) -> None:
+    # It failed in os.fspath's words ("expected str, bytes or os.PathLike object, not int"),
+    # naming neither function.
+    from minidl.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+
+    kind = type(path).__name__
+    with pytest.raises(
+        CheckpointError, match=rf"^read_checkpoint: path must be a str or os.PathLike, got {kind}$"
+    ):
+        read_checkpoint(path)  # type: ignore[arg-type]
+    model = nn.mlp([2, 3, 2])
+    before = [p.data.clone() for p in model.parameters()]
+    with pytest.raises(
+        CheckpointError,
+        match=r"^load_checkpoint: path must be a str or os.PathLike \(or a Checkpoint from "
+        rf"read_checkpoint\), got {kind}$",
+    ):
+        load_checkpoint(path, model)  # type: ignore[arg-type]
+    assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))

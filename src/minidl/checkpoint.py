@@ -355,16 +355,22 @@ def _check_history(history: object, where: str) -> None:
 def _check_file_path(path: object, where: str) -> None:
     """Refuse a ``path`` that is not a ``str`` or path-like, or cannot name a file (empty, or
     ending in a separator: ``Path("new/")`` would silently write the file ``new``)."""
-    if not isinstance(path, str | os.PathLike) or not isinstance(os.fspath(path), str):
-        raise CheckpointError(
-            f"{where}: path must be a str or os.PathLike, got {type(path).__name__}"
-        )
-    text = os.fspath(path)
+    _check_path_type(path, where)
+    text = os.fspath(path)  # type: ignore[call-overload]
     if not text:
         raise CheckpointError(f"{where}: path is empty; give a file path")
     if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
         raise CheckpointError(
             f"{where}: {text!r} ends with a path separator (a folder); give a file path"
+        )
+
+
+def _check_path_type(path: object, where: str, also: str = "") -> None:
+    """Refuse a ``path`` that is not a ``str`` or a path-like of one (``also``: what else the
+    function takes, for the message)."""
+    if not isinstance(path, str | os.PathLike) or not isinstance(os.fspath(path), str):
+        raise CheckpointError(
+            f"{where}: path must be a str or os.PathLike{also}, got {type(path).__name__}"
         )
 
 
@@ -496,6 +502,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     from safetensors.torch import load as safetensors_load
     from safetensors.torch import save as safetensors_save
 
+    _check_path_type(path, "read_checkpoint")
     where = f"checkpoint {os.fspath(path)!r}"
     try:
         data = Path(path).read_bytes()
@@ -893,6 +900,8 @@ def load_checkpoint(
     Raises:
         CheckpointError: an unreadable, corrupted, newer or mismatched checkpoint.
     """
+    if not isinstance(path, Checkpoint):
+        _check_path_type(path, "load_checkpoint", " (or a Checkpoint from read_checkpoint)")
     checkpoint = path if isinstance(path, Checkpoint) else read_checkpoint(path)
     where = (
         "load_checkpoint"
