@@ -303,9 +303,13 @@ def fit(
         TypeError, ValueError: a bad argument, named in the message; every argument is checked
             before anything changes (the model, the optimizer, the scheduler, the history and
             the generators are then as they were). Before training, ``model`` and ``criterion``
-            run once on the first sample in evaluation mode, which changes nothing, so that
-            their own checks of ``x`` and ``y`` apply and class indices in ``y`` (and in
-            ``validation``) are checked against the width of the model's outputs. A scheduler
+            run once on the first sample in evaluation mode, so that their own checks of ``x``
+            and ``y`` apply and class indices in ``y`` (and in ``validation``) are checked
+            against the width of the model's outputs. That trial forward changes no parameter,
+            gradient, optimizer state, batch-norm statistic or generator, but it does replace
+            what the modules and the loss keep from their last forward for ``backward`` (their
+            forward caches): after a refused fit they hold that trial on ``x[:1]`` and
+            ``y[:1]`` (training's first forward replaces them again). A scheduler
             that the run would step past its ``step_limit`` (a ``OneCycle`` built for fewer
             batches) is refused too.
     """
@@ -394,8 +398,8 @@ def fit(
         _check_shards(model, getattr(parallel, "world_size", 1), samples, batch_size, smallest)
     if history is not None and not isinstance(history, History):
         raise TypeError(f"fit: history must be a History, got {type(history).__name__}")
-    # One forward of the first sample and its loss, in evaluation mode (which changes nothing),
-    # so that the model's and the loss's own checks of x and y fail before the first step (which
+    # One forward of the first sample and its loss, in evaluation mode (which changes no
+    # parameter, statistic or generator; only the forward caches then hold this trial), so that the model's and the loss's own checks of x and y fail before the first step (which
     # would have changed batch-norm statistics), and class indices are checked against the
     # width of the outputs.
     with eval_mode(model), torch.inference_mode():
