@@ -20,6 +20,10 @@ class Setting(Generic[T]):
     than fail in the next forward in the tensor library's words, or compute with it silently
     (a ``reduction`` the loss does not know, a negative ``eps``). The value is kept in
     ``_<name>``, which ``forward`` reads directly (no descriptor call per step).
+
+    The learning-rate schedules' settings are a subclass,
+    ``minidl.optim.lr_scheduler.ScheduleSetting``, which also checks the value against the
+    schedule's other settings and sets the optimizer's rate anew.
     """
 
     def __init__(self, check: Callable[[str, Any], T]) -> None:

@@ -6,11 +6,20 @@ import math
 from typing import Literal
 
 from minidl._validate import check_int, check_real
-from minidl.optim.exponential_decay import check_interval, interval_repr
-from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.exponential_decay import interval_repr
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["CosineAnnealing"]
+
+
+def _check_t_max(where: str, t_max: object) -> int:
+    return check_int(where, "T_max", t_max)
+
+
+def check_eta_min(where: str, eta_min: object) -> float:
+    """Check a cosine schedule's lowest rate ``eta_min``: finite and >= 0."""
+    return check_real(where, "eta_min", eta_min, low=0.0)
 
 
 class CosineAnnealing(LRScheduler):
@@ -34,6 +43,13 @@ class CosineAnnealing(LRScheduler):
         >>> scheduler = CosineAnnealing(optimizer, T_max=100)
     """
 
+    #: :math:`T_{max}` and :math:`\eta_{min}`: checked when set, as by the constructor, and the
+    #: optimizer's rate set to the current step's (see :class:`~minidl.optim.LRScheduler`).
+    T_max = ScheduleSetting(_check_t_max)
+    eta_min = ScheduleSetting(check_eta_min)
+    _T_max: int
+    _eta_min: float
+
     def __init__(
         self,
         optimizer: Optimizer,
@@ -42,14 +58,14 @@ class CosineAnnealing(LRScheduler):
         interval: Literal["epoch", "batch"] = "epoch",
     ) -> None:
         super().__init__(optimizer)
-        self.T_max = check_int("CosineAnnealing", "T_max", T_max)
-        self.eta_min = check_real("CosineAnnealing", "eta_min", eta_min, low=0.0)
-        self.interval = check_interval("CosineAnnealing", interval)
+        self.T_max = T_max
+        self.eta_min = eta_min
+        self.interval = interval
         self._start()
 
     def lr_at(self, step: int) -> float:
-        cosine = 1 + math.cos(math.pi * step / self.T_max)
-        return self.eta_min + (self.base_lr - self.eta_min) * (cosine / 2)
+        cosine = 1 + math.cos(math.pi * step / self._T_max)
+        return self._eta_min + (self._base_lr - self._eta_min) * (cosine / 2)
 
     def __repr__(self) -> str:
         return (

@@ -5,12 +5,21 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from minidl._validate import check_int, check_real
-from minidl.optim.exponential_decay import check_interval, interval_repr
-from minidl.optim.lr_scheduler import LRScheduler
+from minidl._validate import check_int
+from minidl.optim.cosine_annealing import check_eta_min
+from minidl.optim.exponential_decay import interval_repr
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["CosineAnnealingWarmRestarts"]
+
+
+def _check_t_0(where: str, t_0: object) -> int:
+    return check_int(where, "T_0", t_0)
+
+
+def _check_t_mult(where: str, t_mult: object) -> int:
+    return check_int(where, "T_mult", t_mult)
 
 
 class CosineAnnealingWarmRestarts(LRScheduler):
@@ -36,6 +45,16 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         >>> scheduler = CosineAnnealingWarmRestarts(optimizer, T_0=10, T_mult=2)
     """
 
+    #: :math:`T_0`, :math:`T_{mult}` and :math:`\eta_{min}`: checked when set, as by the
+    #: constructor, and the optimizer's rate set to the current step's (see
+    #: :class:`~minidl.optim.LRScheduler`).
+    T_0 = ScheduleSetting(_check_t_0)
+    T_mult = ScheduleSetting(_check_t_mult)
+    eta_min = ScheduleSetting(check_eta_min)
+    _T_0: int
+    _T_mult: int
+    _eta_min: float
+
     def __init__(
         self,
         optimizer: Optimizer,
@@ -45,28 +64,27 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         interval: Literal["epoch", "batch"] = "epoch",
     ) -> None:
         super().__init__(optimizer)
-        where = "CosineAnnealingWarmRestarts"
-        self.T_0 = check_int(where, "T_0", T_0)
-        self.T_mult = check_int(where, "T_mult", T_mult)
-        self.eta_min = check_real(where, "eta_min", eta_min, low=0.0)
-        self.interval = check_interval(where, interval)
+        self.T_0 = T_0
+        self.T_mult = T_mult
+        self.eta_min = eta_min
+        self.interval = interval
         self._start()
 
     def _position(self, step: int) -> tuple[int, int]:
         """``(T_cur, T_i)``: steps since the last restart and the length of the current period."""
-        if self.T_mult == 1:
-            return step % self.T_0, self.T_0
+        if self._T_mult == 1:
+            return step % self._T_0, self._T_0
         # Exact integer search rather than a floating logarithm (which can floor the wrong way).
-        period, start = self.T_0, 0
+        period, start = self._T_0, 0
         while step >= start + period:
             start += period
-            period *= self.T_mult
+            period *= self._T_mult
         return step - start, period
 
     def lr_at(self, step: int) -> float:
         t_cur, t_i = self._position(step)
         cosine = 1 + math.cos(math.pi * t_cur / t_i)
-        return self.eta_min + (self.base_lr - self.eta_min) * (cosine / 2)
+        return self._eta_min + (self._base_lr - self._eta_min) * (cosine / 2)
 
     def __repr__(self) -> str:
         return (

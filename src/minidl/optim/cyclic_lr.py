@@ -6,12 +6,34 @@ import math
 from typing import Literal
 
 from minidl._validate import check_int, check_real
-from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["CyclicLR"]
 
 Mode = Literal["triangular", "triangular2", "exp_range"]
+
+
+def _check_step_size_up(where: str, step_size_up: object) -> int:
+    return check_int(where, "step_size_up", step_size_up)
+
+
+def _check_mode(where: str, mode: object) -> Mode:
+    if mode not in ("triangular", "triangular2", "exp_range"):
+        raise ValueError(
+            f"{where}: mode must be 'triangular', 'triangular2' or 'exp_range', got {mode!r}"
+        )
+    return (
+        "triangular"
+        if mode == "triangular"
+        else "triangular2"
+        if mode == "triangular2"
+        else "exp_range"
+    )
+
+
+def _check_gamma(where: str, gamma: object) -> float:
+    return check_real(where, "gamma", gamma, low=0.0, high=1.0, low_open=True)
 
 
 class CyclicLR(LRScheduler):
@@ -40,10 +62,26 @@ class CyclicLR(LRScheduler):
         mode: ``"triangular"`` (default), ``"triangular2"`` or ``"exp_range"``.
         gamma: the decay of ``"exp_range"``, in ``(0, 1]`` (default 1.0).
         step_size_down: batches from ``max_lr`` back to ``base_lr`` (default ``step_size_up``).
+
+    Every setting may be set after construction: it is checked as by the constructor (a
+    ``base_lr`` above ``max_lr`` or a ``max_lr`` below ``base_lr`` is refused: to move both
+    bounds, set first the one that keeps them in order), and the optimizer's rate is set to the
+    current step's, so that the schedule is the one built with that value. ``step_size_down``
+    keeps its value when ``step_size_up`` is set; setting it to ``None`` makes it
+    ``step_size_up``, as the constructor does.
     """
 
-    interval = "batch"
+    _interval = "batch"
     takes_own_rates = True
+
+    step_size_up = ScheduleSetting(_check_step_size_up)
+    mode = ScheduleSetting(_check_mode)
+    gamma = ScheduleSetting(_check_gamma)
+    _max_lr: float
+    _step_size_up: int
+    _step_size_down: int
+    _mode: Mode
+    _gamma: float
 
     def __init__(
         self,
@@ -56,39 +94,61 @@ class CyclicLR(LRScheduler):
         step_size_down: int | None = None,
     ) -> None:
         super().__init__(optimizer)
-        self.base_lr = check_real("CyclicLR", "base_lr", base_lr, low=0.0)
-        self.max_lr = check_real("CyclicLR", "max_lr", max_lr, low=self.base_lr)
-        self.step_size_up = check_int("CyclicLR", "step_size_up", step_size_up)
-        self.step_size_down = (
-            self.step_size_up
-            if step_size_down is None
-            else check_int("CyclicLR", "step_size_down", step_size_down)
-        )
-        if mode not in ("triangular", "triangular2", "exp_range"):
-            raise ValueError(
-                f"CyclicLR: mode must be 'triangular', 'triangular2' or 'exp_range', got {mode!r}"
-            )
-        self.mode: Mode = mode
-        self.gamma = check_real("CyclicLR", "gamma", gamma, low=0.0, high=1.0, low_open=True)
+        self.base_lr = base_lr
+        self.max_lr = max_lr
+        self.step_size_up = step_size_up
+        self.step_size_down = step_size_down
+        self.mode = mode
+        self.gamma = gamma
         self._start()
+
+    @property
+    def max_lr(self) -> float:
+        """The upper bound; checked when set, as by the constructor (>= ``base_lr``)."""
+        return self._max_lr
+
+    @max_lr.setter
+    def max_lr(self, value: float) -> None:
+        checked = check_real(type(self).__name__, "max_lr", value, low=self._base_lr)
+        self._change("max_lr", {"_max_lr": checked})
+
+    @property
+    def step_size_down(self) -> int:
+        """Batches from ``max_lr`` back to ``base_lr``; checked when set, as by the constructor
+        (``None``: ``step_size_up``)."""
+        return self._step_size_down
+
+    @step_size_down.setter
+    def step_size_down(self, value: int | None) -> None:
+        where = type(self).__name__
+        down = self._step_size_up if value is None else check_int(where, "step_size_down", value)
+        self._change("step_size_down", {"_step_size_down": down})
+
+    def _derive(self, where: str, name: str) -> None:
+        """A lower bound set must not pass ``max_lr``."""
+        if name == "base_lr":
+            check_real(where, "base_lr", self._base_lr, low=0.0, high=self._max_lr)
 
     def _check_base_lr(self, where: str, base_lr: object) -> float:
         """The lower bound restored: in ``[0, max_lr]``."""
-        return check_real(where, "base_lr", base_lr, low=0.0, high=self.max_lr)
+        return check_real(where, "base_lr", base_lr, low=0.0, high=self._max_lr)
 
     def lr_at(self, step: int) -> float:
-        total = self.step_size_up + self.step_size_down
-        up_ratio = self.step_size_up / total
+        up = self._step_size_up
+        total = up + self._step_size_down
+        up_ratio = up / total
         cycle = math.floor(1 + step / total)
         x = 1.0 + step / total - cycle
         height = x / up_ratio if x <= up_ratio else (x - 1) / (up_ratio - 1)
-        if self.mode == "triangular":
+        mode = self._mode
+        if mode == "triangular":
             scale = 1.0
-        elif self.mode == "triangular2":
+        elif mode == "triangular2":
             scale = 1 / 2.0 ** (cycle - 1)
         else:
-            scale = self.gamma**step
-        return self.base_lr + (self.max_lr - self.base_lr) * height * scale
+            scale = self._gamma**step
+        base_lr = self._base_lr
+        return base_lr + (self._max_lr - base_lr) * height * scale
 
     def __repr__(self) -> str:
         return (

@@ -5,17 +5,14 @@ from __future__ import annotations
 from typing import Literal
 
 from minidl._validate import check_real
-from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, check_interval
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["ExponentialDecay", "check_interval", "interval_repr"]
 
 
-def check_interval(where: str, interval: object) -> Literal["epoch", "batch"]:
-    """Check a scheduler's ``interval``: ``"epoch"`` or ``"batch"``."""
-    if interval not in ("epoch", "batch"):
-        raise ValueError(f"{where}: interval must be 'epoch' or 'batch', got {interval!r}")
-    return "epoch" if interval == "epoch" else "batch"
+def _check_gamma(where: str, gamma: object) -> float:
+    return check_real(where, "gamma", gamma, low=0.0, high=1.0, low_open=True)
 
 
 def interval_repr(interval: str) -> str:
@@ -39,6 +36,11 @@ class ExponentialDecay(LRScheduler):
         >>> scheduler = ExponentialDecay(optimizer, gamma=0.95)
     """
 
+    #: :math:`\gamma`: checked when set, as by the constructor, and the optimizer's rate set
+    #: to the current step's (see :class:`~minidl.optim.LRScheduler`).
+    gamma = ScheduleSetting(_check_gamma)
+    _gamma: float
+
     def __init__(
         self,
         optimizer: Optimizer,
@@ -46,14 +48,12 @@ class ExponentialDecay(LRScheduler):
         interval: Literal["epoch", "batch"] = "epoch",
     ) -> None:
         super().__init__(optimizer)
-        self.gamma = check_real(
-            "ExponentialDecay", "gamma", gamma, low=0.0, high=1.0, low_open=True
-        )
-        self.interval = check_interval("ExponentialDecay", interval)
+        self.gamma = gamma
+        self.interval = interval
         self._start()
 
     def lr_at(self, step: int) -> float:
-        return self.base_lr * self.gamma**step
+        return self._base_lr * self._gamma**step
 
     def __repr__(self) -> str:
         return f"ExponentialDecay(gamma={self.gamma}, base_lr={self.base_lr}{interval_repr(self.interval)})"

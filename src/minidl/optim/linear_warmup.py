@@ -5,11 +5,19 @@ from __future__ import annotations
 from typing import Literal
 
 from minidl._validate import check_int, check_real
-from minidl.optim.exponential_decay import check_interval, interval_repr
-from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.exponential_decay import interval_repr
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["LinearWarmup"]
+
+
+def _check_warmup_steps(where: str, warmup_steps: object) -> int:
+    return check_int(where, "warmup_steps", warmup_steps)
+
+
+def _check_start_factor(where: str, start_factor: object) -> float:
+    return check_real(where, "start_factor", start_factor, low=0.0, high=1.0, low_open=True)
 
 
 class LinearWarmup(LRScheduler):
@@ -34,6 +42,13 @@ class LinearWarmup(LRScheduler):
         >>> scheduler = LinearWarmup(optimizer, warmup_steps=100, start_factor=0.01)
     """
 
+    #: :math:`T` and :math:`f`: checked when set, as by the constructor, and the optimizer's
+    #: rate set to the current step's (see :class:`~minidl.optim.LRScheduler`).
+    warmup_steps = ScheduleSetting(_check_warmup_steps)
+    start_factor = ScheduleSetting(_check_start_factor)
+    _warmup_steps: int
+    _start_factor: float
+
     def __init__(
         self,
         optimizer: Optimizer,
@@ -42,16 +57,14 @@ class LinearWarmup(LRScheduler):
         interval: Literal["epoch", "batch"] = "epoch",
     ) -> None:
         super().__init__(optimizer)
-        self.warmup_steps = check_int("LinearWarmup", "warmup_steps", warmup_steps)
-        self.start_factor = check_real(
-            "LinearWarmup", "start_factor", start_factor, low=0.0, high=1.0, low_open=True
-        )
-        self.interval = check_interval("LinearWarmup", interval)
+        self.warmup_steps = warmup_steps
+        self.start_factor = start_factor
+        self.interval = interval
         self._start()
 
     def lr_at(self, step: int) -> float:
-        progress = min(step, self.warmup_steps) / self.warmup_steps
-        return self.base_lr * (self.start_factor + (1 - self.start_factor) * progress)
+        steps, factor = self._warmup_steps, self._start_factor
+        return self._base_lr * (factor + (1 - factor) * (min(step, steps) / steps))
 
     def __repr__(self) -> str:
         return (

@@ -6,15 +6,55 @@ import itertools
 import math
 import secrets
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 from minidl._validate import check_int, check_real
+from minidl.nn._setting import Setting
 from minidl.optim.optimizer import Optimizer
 
-__all__ = ["LRScheduler"]
+__all__ = ["LRScheduler", "ScheduleSetting", "check_interval", "fixed"]
+
+T = TypeVar("T")
 
 #: Numbers the schedules in the order they are built (see LRScheduler.__init__).
 _build_order = itertools.count()
+
+
+def check_interval(where: str, interval: object) -> Literal["epoch", "batch"]:
+    """Check a scheduler's ``interval``: ``"epoch"`` or ``"batch"``."""
+    if interval not in ("epoch", "batch"):
+        raise ValueError(f"{where}: interval must be 'epoch' or 'batch', got {interval!r}")
+    return "epoch" if interval == "epoch" else "batch"
+
+
+def _check_reference_lr(where: str, base_lr: object) -> float:
+    return check_real(where, "base_lr", base_lr, low=0.0)
+
+
+def fixed(schedule: object, name: str, hint: str) -> AttributeError:
+    """The error of setting ``name``, which ``schedule`` cannot change once built."""
+    kind = type(schedule).__name__
+    return AttributeError(f"{kind}.{name} is fixed at construction; {hint}")
+
+
+class ScheduleSetting(Setting[T]):
+    """A setting of a schedule (``StepDecay.step_size``, ``OneCycle.div_factor``, ...), read
+    and set as an attribute.
+
+    Setting it runs the constructor's check, ``check(where, value)``; then, once the schedule
+    is built, the constructor's checks that involve its other settings (``CyclicLR``'s
+    ``max_lr >= base_lr``), recomputes what the constructor derived from it (``OneCycle``'s
+    ``initial_lr``), and sets the optimizer's learning rate to the rate of the current step, as
+    the constructor does for step 0 (unless a schedule built after this one sets the rate: a
+    schedule inside a :class:`~minidl.optim.SequentialSchedule` takes effect at the sequence's
+    next ``step``). A value refused at any point, or one that gives the current step no finite
+    rate, raises naming the schedule's class and leaves the schedule and the optimizer as they
+    were. The value is kept in ``_<name>``, which ``lr_at`` reads directly.
+    """
+
+    def __set__(self, instance: object, value: Any) -> None:
+        schedule = cast("LRScheduler", instance)
+        schedule._change(self.name, {self.slot: self.check(type(instance).__name__, value)})
 
 
 class LRScheduler:
@@ -31,12 +71,28 @@ class LRScheduler:
     (two schedules would overwrite each other's rates; a
     :class:`~minidl.optim.SequentialSchedule` runs several one after the other).
 
+    A schedule's settings (``StepDecay.step_size``, ``OneCycle.div_factor``, ``interval``,
+    ``base_lr``, ...) may be set after construction, as PyTorch's schedulers' attributes may:
+    each value is checked as the constructor checks it, what the constructor derived from it is
+    recomputed, and the optimizer's rate is set to the current step's, so that the schedule
+    goes on as one built with that value (a schedule that does not set the rate, one inside a
+    :class:`~minidl.optim.SequentialSchedule`, takes effect at the next ``step`` of the one that
+    does). A value refused raises the constructor's error and changes nothing. What cannot
+    change (the ``optimizer``, a :class:`~minidl.optim.SequentialSchedule`'s ``schedules``)
+    raises ``AttributeError``.
+
     Args:
         optimizer: the optimizer whose ``lr`` is scheduled.
     """
 
-    #: When the training loop calls :meth:`step`: after every ``"epoch"`` or every ``"batch"``.
-    interval: Literal["epoch", "batch"] = "epoch"
+    #: When the training loop calls :meth:`step`: after every ``"epoch"`` or every ``"batch"``
+    #: (checked when set).
+    interval = ScheduleSetting(check_interval)
+    _interval: Literal["epoch", "batch"] = "epoch"
+
+    #: The reference learning rate (checked when set: finite and >= 0).
+    base_lr = ScheduleSetting(_check_reference_lr)
+    _base_lr: float
 
     #: Whether the schedule's rates come from its own arguments (``CyclicLR``'s bounds) rather
     #: than from the optimizer's rate: a :class:`~minidl.optim.SequentialSchedule` leaves its
@@ -53,9 +109,12 @@ class LRScheduler:
                 else kind.__name__
             )
             raise TypeError(f"{type(self).__name__}: expected a minidl Optimizer, got {given}")
-        self.optimizer = optimizer
-        self.base_lr = optimizer.lr
+        self._optimizer = optimizer
+        self._base_lr = optimizer.lr
         self.last_step = 0
+        # Whether the constructor has finished (see _change): until then a setting is only
+        # stored, and the constructor checks the rest.
+        self._ready = False
         # The order in which the schedules of this process were built (a SequentialSchedule
         # takes the reference rate of the first).
         self._built = next(_build_order)
@@ -65,10 +124,67 @@ class LRScheduler:
         self._token: int | None = None
 
     @property
+    def optimizer(self) -> Optimizer:
+        """The optimizer whose ``lr`` is scheduled (fixed at construction)."""
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, value: object) -> None:
+        raise fixed(self, "optimizer", f"build a new {type(self).__name__} on the other optimizer")
+
+    def _parts(self) -> list[LRScheduler]:
+        """This schedule and the schedules it holds (whose state a change of a setting may
+        change too)."""
+        return [self]
+
+    def _derive(self, where: str, name: str) -> None:
+        """After the setting ``name`` changed: check it against the other settings as the
+        constructor does, and recompute what the constructor derived from it (``where``: the
+        class name, for the messages). Nothing by default."""
+
+    def _change(self, name: str, slots: Mapping[str, Any]) -> None:
+        """Set the checked value of the setting ``name`` (its slots); see
+        ``ScheduleSetting``. Everything is restored if anything is refused."""
+        if not getattr(self, "_ready", True):
+            # Being built: the constructor checks the rest and _start sets the rate.
+            for slot, value in slots.items():
+                setattr(self, slot, value)
+            return
+        saved = [(part, dict(part.__dict__)) for part in self._parts()]
+        try:
+            for slot, value in slots.items():
+                setattr(self, slot, value)
+            where = type(self).__name__
+            self._derive(where, name)
+            limit = self.step_limit
+            if limit is not None and self.last_step > limit:
+                raise ValueError(
+                    f"{where}: with {name}={getattr(self, name)!r} the last step would be "
+                    f"{limit} (its step_limit), before the current step {self.last_step}"
+                )
+            rate = self._rate(name, self.last_step)
+            if self.superseded_by is None:
+                self._optimizer.lr = rate
+        except BaseException:
+            for part, state in saved:
+                part.__dict__.update(state)
+            raise
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """For pickle and ``copy.deepcopy``: a schedule pickled when its settings were plain
+        attributes keeps them in the slots that its settings now read."""
+        kind = type(self)
+        for key in [key for key in state if not key.startswith("_")]:
+            if isinstance(getattr(kind, key, None), Setting | property):
+                state["_" + key] = state.pop(key)
+        state.setdefault("_ready", True)
+        self.__dict__.update(state)
+
+    @property
     def superseded_by(self) -> str | None:
         """The class name of a schedule built on the optimizer after this one (which now sets
         its rate: this one refuses to ``step``), or ``None``."""
-        owner = getattr(self.optimizer, "_scheduled_by", None)
+        owner = getattr(self._optimizer, "_scheduled_by", None)
         token = getattr(self, "_token", None)  # (None: never started, or pickled before)
         if owner is None or token is None or owner[0] == token:
             return None
@@ -93,14 +209,16 @@ class LRScheduler:
 
     def _start(self) -> None:
         """Set the learning rate of step 0 and take over the optimizer's rate from any schedule
-        built on it before (subclasses call it at the end of ``__init__``)."""
-        self.optimizer.lr = self._rate("", 0)
+        built on it before (subclasses call it at the end of ``__init__``); from then on, a
+        setting set is checked against the others (see ``ScheduleSetting``)."""
+        self._optimizer.lr = self._rate("", 0)
         self._token = secrets.randbits(63)
-        self.optimizer._scheduled_by = (self._token, type(self).__name__)
+        self._optimizer._scheduled_by = (self._token, type(self).__name__)
+        self._ready = True
 
     def _set_base_lr(self, base_lr: float) -> None:
-        """Take ``base_lr`` as the reference learning rate."""
-        self.base_lr = base_lr
+        """Take ``base_lr`` (checked) as the reference learning rate."""
+        self._base_lr = base_lr
 
     def _restart_from(self, base_lr: float) -> None:
         """Restart from ``base_lr``, the rate before any schedule (as a schedule of a
@@ -120,7 +238,7 @@ class LRScheduler:
         """
         self._check_scheduling("step")
         lr = self._rate("step", self.last_step + 1)
-        self.optimizer.lr = lr
+        self._optimizer.lr = lr
         self.last_step += 1
         return lr
 
@@ -182,10 +300,10 @@ class LRScheduler:
                 f"step {limit} (its step_limit)"
             )
         base_lr = self._check_base_lr(f"{name}.load_state_dict", state_dict["base_lr"])
-        previous = self.base_lr
+        previous = self._base_lr
         self._set_base_lr(base_lr)
         try:
-            self.optimizer.lr = self._rate("load_state_dict", last_step)
+            self._optimizer.lr = self._rate("load_state_dict", last_step)
         except Exception:
             self._set_base_lr(previous)
             raise

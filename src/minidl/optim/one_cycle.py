@@ -6,10 +6,40 @@ import math
 from typing import Literal
 
 from minidl._validate import check_int, check_real
-from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["OneCycle"]
+
+
+def _check_max_lr(where: str, max_lr: object) -> float:
+    return check_real(where, "max_lr", max_lr, low=0.0, low_open=True)
+
+
+def _check_total_steps(where: str, total_steps: object) -> int:
+    return check_int(where, "total_steps", total_steps, low=2)
+
+
+def _check_pct_start(where: str, pct_start: object) -> float:
+    return check_real(
+        where, "pct_start", pct_start, low=0.0, high=1.0, low_open=True, high_open=True
+    )
+
+
+def _check_anneal_strategy(where: str, anneal_strategy: object) -> Literal["cos", "linear"]:
+    if anneal_strategy not in ("cos", "linear"):
+        raise ValueError(
+            f"{where}: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}"
+        )
+    return "cos" if anneal_strategy == "cos" else "linear"
+
+
+def _check_div_factor(where: str, div_factor: object) -> float:
+    return check_real(where, "div_factor", div_factor, low=0.0, low_open=True)
+
+
+def _check_final_div_factor(where: str, final_div_factor: object) -> float:
+    return check_real(where, "final_div_factor", final_div_factor, low=0.0, low_open=True)
 
 
 class OneCycle(LRScheduler):
@@ -43,12 +73,30 @@ class OneCycle(LRScheduler):
         div_factor: :math:`d`, > 0 (default 25).
         final_div_factor: :math:`d_f`, > 0 (default 1e4).
 
+    Every setting may be set after construction: it is checked as by the constructor (the
+    ``total_steps`` set must also leave the current step within it), the rates derived from it
+    (``initial_lr``, ``min_lr``, the end of the rise) are recomputed, and the optimizer's rate is
+    set to the current step's, so that the schedule is the one built with that value.
+
     Example:
         >>> scheduler = OneCycle(optimizer, max_lr=0.1, total_steps=400 * 10)  # epochs * batches
     """
 
-    interval = "batch"
+    _interval = "batch"
     takes_own_rates = True
+
+    max_lr = ScheduleSetting(_check_max_lr)
+    total_steps = ScheduleSetting(_check_total_steps)
+    pct_start = ScheduleSetting(_check_pct_start)
+    anneal_strategy = ScheduleSetting(_check_anneal_strategy)
+    div_factor = ScheduleSetting(_check_div_factor)
+    final_div_factor = ScheduleSetting(_check_final_div_factor)
+    _max_lr: float
+    _total_steps: int
+    _pct_start: float
+    _anneal_strategy: Literal["cos", "linear"]
+    _div_factor: float
+    _final_div_factor: float
 
     def __init__(
         self,
@@ -61,54 +109,76 @@ class OneCycle(LRScheduler):
         final_div_factor: float = 1e4,
     ) -> None:
         super().__init__(optimizer)
-        self.max_lr = check_real("OneCycle", "max_lr", max_lr, low=0.0, low_open=True)
-        self.total_steps = check_int("OneCycle", "total_steps", total_steps, low=2)
-        self.pct_start = check_real(
-            "OneCycle", "pct_start", pct_start, low=0.0, high=1.0, low_open=True, high_open=True
-        )
-        if anneal_strategy not in ("cos", "linear"):
-            raise ValueError(
-                f"OneCycle: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}"
-            )
-        self.anneal_strategy: Literal["cos", "linear"] = anneal_strategy
-        self.div_factor = check_real("OneCycle", "div_factor", div_factor, low=0.0, low_open=True)
-        self.final_div_factor = check_real(
-            "OneCycle", "final_div_factor", final_div_factor, low=0.0, low_open=True
-        )
-        self.initial_lr = self.max_lr / self.div_factor
-        self.min_lr = self.initial_lr / self.final_div_factor
-        self._rise_end = self.pct_start * self.total_steps - 1
-        self._end = self.total_steps - 1
+        self.max_lr = max_lr
+        self.total_steps = total_steps
+        self.pct_start = pct_start
+        self.anneal_strategy = anneal_strategy
+        self.div_factor = div_factor
+        self.final_div_factor = final_div_factor
+        self._derive(type(self).__name__, "")
+        self._start()
+
+    def _derive(self, where: str, name: str) -> None:
+        """The rates and steps derived from the settings, and the check that the rise and the
+        fall each take a step at least."""
+        self._initial_lr = self._max_lr / self._div_factor
+        self._min_lr = self._initial_lr / self._final_div_factor
+        self._rise_end = self._pct_start * self._total_steps - 1
+        self._end = self._total_steps - 1
         if not 0 < self._rise_end < self._end:
             raise ValueError(
-                f"OneCycle: pct_start * total_steps - 1 = {self._rise_end:g} must lie strictly "
+                f"{where}: pct_start * total_steps - 1 = {self._rise_end:g} must lie strictly "
                 f"between 0 and total_steps - 1 = {self._end} (raise total_steps or change "
-                f"pct_start={self.pct_start})"
+                f"pct_start={self._pct_start})"
             )
-        self._start()
+
+    @property
+    def initial_lr(self) -> float:
+        r""":math:`\lambda_{init} = \lambda_{max} / d`, the rate of step 0 (set ``max_lr`` or
+        ``div_factor`` to change it)."""
+        return self._initial_lr
+
+    @initial_lr.setter
+    def initial_lr(self, value: object) -> None:
+        raise AttributeError(
+            f"{type(self).__name__}.initial_lr is max_lr / div_factor; set max_lr or div_factor"
+        )
+
+    @property
+    def min_lr(self) -> float:
+        r""":math:`\lambda_{min} = \lambda_{init} / d_f`, the rate at the end (set ``max_lr``,
+        ``div_factor`` or ``final_div_factor`` to change it)."""
+        return self._min_lr
+
+    @min_lr.setter
+    def min_lr(self, value: object) -> None:
+        raise AttributeError(
+            f"{type(self).__name__}.min_lr is max_lr / div_factor / final_div_factor; set "
+            "max_lr, div_factor or final_div_factor"
+        )
 
     @property
     def step_limit(self) -> int:
         """``total_steps``: the schedule has no rate past it."""
-        return self.total_steps
+        return self._total_steps
 
     def _anneal(self, start: float, end: float, fraction: float) -> float:
-        if self.anneal_strategy == "cos":
+        if self._anneal_strategy == "cos":
             return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1)
         return (end - start) * fraction + start
 
     def lr_at(self, step: int) -> float:
-        if step > self.total_steps:
+        if step > self._total_steps:
             raise ValueError(
-                f"OneCycle: step {step} is past total_steps={self.total_steps}; build the "
+                f"OneCycle: step {step} is past total_steps={self._total_steps}; build the "
                 "schedule with the number of batches of the whole training"
             )
         if step <= self._rise_end:
-            return self._anneal(self.initial_lr, self.max_lr, step / self._rise_end)
+            return self._anneal(self._initial_lr, self._max_lr, step / self._rise_end)
         # Step total_steps (after the last batch) stays at min_lr where torch extrapolates the
         # annealing past its end (below zero for "linear").
         fraction = min((step - self._rise_end) / (self._end - self._rise_end), 1.0)
-        return self._anneal(self.max_lr, self.min_lr, fraction)
+        return self._anneal(self._max_lr, self._min_lr, fraction)
 
     def __repr__(self) -> str:
         return (

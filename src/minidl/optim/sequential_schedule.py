@@ -5,9 +5,9 @@ from __future__ import annotations
 import bisect
 import numbers
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
-from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.lr_scheduler import LRScheduler, fixed
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["SequentialSchedule"]
@@ -19,6 +19,31 @@ def _as_list(name: str, values: object) -> list[Any]:
             f"SequentialSchedule: {name} must be a sequence, got {type(values).__name__}"
         )
     return list(values)
+
+
+def _check_milestones(where: str, milestones: list[Any], schedules: int) -> list[int]:
+    """The milestones as a list of ints: one fewer than the ``schedules``, strictly increasing
+    from 1 on."""
+    if len(milestones) != schedules - 1:
+        raise ValueError(
+            f"{where}: expected {schedules - 1} milestones for {schedules} schedules, got "
+            f"{len(milestones)}"
+        )
+    checked: list[int] = []
+    previous = 0
+    for index, milestone in enumerate(milestones):
+        if isinstance(milestone, bool) or not isinstance(milestone, numbers.Integral):
+            raise TypeError(
+                f"{where}: milestones must be integers, got milestones[{index}] = {milestone!r} "
+                f"({type(milestone).__name__})"
+            )
+        if int(milestone) <= previous:
+            raise ValueError(
+                f"{where}: milestones must be strictly increasing integers >= 1, got {milestones!r}"
+            )
+        previous = int(milestone)
+        checked.append(previous)
+    return checked
 
 
 class SequentialSchedule(LRScheduler):
@@ -43,6 +68,12 @@ class SequentialSchedule(LRScheduler):
         schedules: the schedules, in order (at least one), all with the same ``interval``.
         milestones: the steps where each next schedule starts: strictly increasing integers,
             each at least 1, one fewer than the schedules.
+
+    ``milestones`` and ``base_lr`` may be set after construction: checked as by the constructor
+    (``base_lr`` passed on to the schedules, as when built), with the optimizer's rate set to
+    the current step's. ``schedules`` and ``interval`` are fixed at construction. A schedule of
+    the sequence may have its own settings set; the optimizer's rate follows at the sequence's
+    next ``step``.
 
     Example:
         >>> warmup = LinearWarmup(optimizer, warmup_steps=5, start_factor=0.1)
@@ -78,47 +109,72 @@ class SequentialSchedule(LRScheduler):
                 f"SequentialSchedule: all schedules must step at the same interval, got "
                 f"{sorted(intervals)}"
             )
-        if len(milestones) != len(schedules) - 1:
-            raise ValueError(
-                f"SequentialSchedule: expected {len(schedules) - 1} milestones for "
-                f"{len(schedules)} schedules, got {len(milestones)}"
-            )
-        given = list(milestones)  # (as given, for the messages)
-        previous = 0
-        for index, milestone in enumerate(milestones):
-            if isinstance(milestone, bool) or not isinstance(milestone, numbers.Integral):
-                raise TypeError(
-                    f"SequentialSchedule: milestones must be integers, got milestones[{index}] "
-                    f"= {milestone!r} ({type(milestone).__name__})"
-                )
-            milestone = milestones[index] = int(milestone)
-            if milestone <= previous:
-                raise ValueError(
-                    "SequentialSchedule: milestones must be strictly increasing integers >= 1, "
-                    f"got {given!r}"
-                )
-            previous = milestone
-        self.schedules: list[LRScheduler] = schedules
-        self.milestones: list[int] = milestones
-        self.interval = schedules[0].interval
+        self._schedules: list[LRScheduler] = schedules
+        self._milestones: list[int] = _check_milestones(
+            type(self).__name__, milestones, len(schedules)
+        )
+        self._interval = schedules[0].interval
         # The rate before any of them was built: the reference of the one built first (the
         # later ones were built on the rate it set).
         first = min(schedules, key=lambda schedule: getattr(schedule, "_built", -1))
         self._set_base_lr(first.base_lr)
         self._start()
 
+    @property
+    def schedules(self) -> list[LRScheduler]:
+        """The schedules, in order (fixed at construction)."""
+        return self._schedules
+
+    @schedules.setter
+    def schedules(self, value: object) -> None:
+        raise fixed(self, "schedules", f"build a new {type(self).__name__}")
+
+    @property
+    def interval(self) -> Literal["epoch", "batch"]:
+        """When to call :meth:`step`: the ``interval`` of the schedules (fixed at construction)."""
+        return self._interval
+
+    @interval.setter
+    def interval(self, value: object) -> None:
+        raise fixed(
+            self,
+            "interval",
+            f"it is that of its schedules: build them with the interval wanted, then a new "
+            f"{type(self).__name__}",
+        )
+
+    @property
+    def milestones(self) -> list[int]:
+        """The steps where each next schedule starts; checked when set, as by the
+        constructor."""
+        return self._milestones
+
+    @milestones.setter
+    def milestones(self, value: Sequence[int]) -> None:
+        where = type(self).__name__
+        checked = _check_milestones(where, _as_list("milestones", value), len(self._schedules))
+        self._change("milestones", {"_milestones": checked})
+
+    def _parts(self) -> list[LRScheduler]:
+        return [self, *(part for schedule in self._schedules for part in schedule._parts())]
+
+    def _derive(self, where: str, name: str) -> None:
+        if name == "base_lr":
+            self._set_base_lr(self._base_lr)
+
     def lr_at(self, step: int) -> float:
-        index = bisect.bisect_right(self.milestones, step)
-        start = self.milestones[index - 1] if index > 0 else 0
-        return self.schedules[index].lr_at(step - start)
+        milestones = self._milestones
+        index = bisect.bisect_right(milestones, step)
+        start = milestones[index - 1] if index > 0 else 0
+        return self._schedules[index].lr_at(step - start)
 
     @property
     def step_limit(self) -> int | None:
         """The last step before one of the schedules runs past its own ``step_limit`` (a
         schedule before the last is only asked for the steps up to the next milestone)."""
         limit: int | None = None
-        starts = [0, *self.milestones]
-        for index, schedule in enumerate(self.schedules):
+        starts = [0, *self._milestones]
+        for index, schedule in enumerate(self._schedules):
             own = schedule.step_limit
             if own is None:
                 continue
@@ -131,8 +187,8 @@ class SequentialSchedule(LRScheduler):
     def _set_base_lr(self, base_lr: float) -> None:
         """Take ``base_lr`` as the reference rate, and give it to every schedule that does not
         take its own rates (a restored ``state_dict``'s rate too)."""
-        self.base_lr = base_lr
-        for schedule in self.schedules:
+        self._base_lr = base_lr
+        for schedule in self._schedules:
             schedule._restart_from(base_lr)
 
     def __repr__(self) -> str:

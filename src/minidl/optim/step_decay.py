@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from minidl._validate import check_int, check_real
-from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["StepDecay"]
+
+
+def _check_step_size(where: str, step_size: object) -> int:
+    return check_int(where, "step_size", step_size)
+
+
+def _check_gamma(where: str, gamma: object) -> float:
+    return check_real(where, "gamma", gamma, low=0.0, high=1.0)
 
 
 class StepDecay(LRScheduler):
@@ -32,16 +40,21 @@ class StepDecay(LRScheduler):
         0.0125
     """
 
-    interval = "epoch"
+    #: :math:`\beta` and :math:`\gamma`: checked when set, as by the constructor, and the
+    #: optimizer's rate set to the current step's (see :class:`~minidl.optim.LRScheduler`).
+    step_size = ScheduleSetting(_check_step_size)
+    gamma = ScheduleSetting(_check_gamma)
+    _step_size: int
+    _gamma: float
 
     def __init__(self, optimizer: Optimizer, step_size: int = 10, gamma: float = 0.5) -> None:
         super().__init__(optimizer)
-        self.step_size = check_int("StepDecay", "step_size", step_size)
-        self.gamma = check_real("StepDecay", "gamma", gamma, low=0.0, high=1.0)
+        self.step_size = step_size
+        self.gamma = gamma
         self._start()
 
     def lr_at(self, step: int) -> float:
-        return self.base_lr * self.gamma ** (step // self.step_size)
+        return self._base_lr * self._gamma ** (step // self._step_size)
 
     def __repr__(self) -> str:
         return f"StepDecay(step_size={self.step_size}, gamma={self.gamma}, base_lr={self.base_lr})"

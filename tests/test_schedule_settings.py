@@ -1,0 +1,548 @@
+"""Learning-rate schedules' settings set after construction: each value is checked as by the
+constructor (a refused one changes neither the schedule nor the optimizer's rate), and a value
+taken gives the schedule built with it, against PyTorch's schedule of the same settings where
+there is one. They were plain attributes: a bad value failed at the next ``step`` in Python's
+words (a ZeroDivisionError, a TypeError) or was computed with silently, and a value from which
+the constructor derived other state (OneCycle's initial rate) was ignored."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from minidl import nn, optim
+from minidl.nn._setting import Setting
+
+STEPS = 160
+LR = 0.1
+
+Build = Callable[..., optim.LRScheduler]
+TorchBuild = Callable[..., Any]
+
+
+def _sgd(lr: float = LR) -> optim.SGD:
+    return optim.SGD([nn.Parameter(torch.zeros(2, dtype=torch.float64))], lr=lr)
+
+
+def _torch_sgd(lr: float = LR) -> torch.optim.SGD:
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))], lr=lr)
+
+
+# -- the schedules, each with every setting a keyword (the defaults below unless given) ----------
+
+
+def _step_decay(o: optim.Optimizer, **kw: Any) -> optim.LRScheduler:
+    return optim.StepDecay(o, **{"step_size": 3, "gamma": 0.5, **kw})
+
+
+def _exponential(o: optim.Optimizer, **kw: Any) -> optim.LRScheduler:
+    return optim.ExponentialDecay(o, **{"gamma": 0.97, **kw})
+
+
+def _cosine(o: optim.Optimizer, **kw: Any) -> optim.LRScheduler:
+    return optim.CosineAnnealing(o, **{"T_max": 20, "eta_min": 0.01, **kw})
+
+
+def _restarts(o: optim.Optimizer, **kw: Any) -> optim.LRScheduler:
+    return optim.CosineAnnealingWarmRestarts(o, **{"T_0": 3, "T_mult": 2, "eta_min": 0.001, **kw})
+
+
+def _warmup(o: optim.Optimizer, **kw: Any) -> optim.LRScheduler:
+    return optim.LinearWarmup(o, **{"warmup_steps": 10, "start_factor": 0.2, **kw})
+
+
+def _one_cycle(o: optim.Optimizer, **kw: Any) -> optim.LRScheduler:
+    return optim.OneCycle(o, **{"max_lr": 1.0, "total_steps": STEPS, **kw})
+
+
+def _cyclic(o: optim.Optimizer, **kw: Any) -> optim.LRScheduler:
+    settings = {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 4, "step_size_down": 4}
+    return optim.CyclicLR(o, **{**settings, **kw})
+
+
+def _sequential(o: optim.Optimizer, **kw: Any) -> optim.LRScheduler:
+    schedules = [optim.LinearWarmup(o, 10, 0.2), optim.CosineAnnealing(o, 40, 0.001)]
+    return optim.SequentialSchedule(o, schedules, kw.get("milestones", [10]))
+
+
+# -- a bad value: the constructor's error, and nothing changed ------------------------------------
+
+BAD: list[tuple[Build, str, object]] = [
+    (_step_decay, "step_size", 0),
+    (_step_decay, "step_size", 2.5),
+    (_step_decay, "gamma", 1.5),
+    (_step_decay, "gamma", "0.5"),
+    (_exponential, "gamma", 0),
+    (_exponential, "gamma", float("nan")),
+    (_exponential, "interval", "step"),
+    (_cosine, "T_max", 0),
+    (_cosine, "T_max", 20.0),
+    (_cosine, "eta_min", -0.01),
+    (_cosine, "eta_min", math.inf),
+    (_cosine, "interval", None),
+    (_restarts, "T_0", 0),
+    (_restarts, "T_mult", 0),
+    (_restarts, "T_mult", True),
+    (_restarts, "eta_min", -1),
+    (_restarts, "interval", "Batch"),
+    (_warmup, "warmup_steps", 0),
+    (_warmup, "warmup_steps", "10"),
+    (_warmup, "start_factor", 0),
+    (_warmup, "start_factor", 1.5),
+    (_warmup, "interval", "bogus"),
+    (_one_cycle, "max_lr", 0),
+    (_one_cycle, "max_lr", None),
+    (_one_cycle, "total_steps", 1),
+    (_one_cycle, "total_steps", 160.0),
+    (_one_cycle, "pct_start", 1.0),
+    (_one_cycle, "pct_start", 0.001),  # a rise of no step: the check of both together
+    (_one_cycle, "anneal_strategy", "cosine"),
+    (_one_cycle, "div_factor", 0),
+    (_one_cycle, "div_factor", -25),
+    (_one_cycle, "final_div_factor", math.nan),
+    (_cyclic, "base_lr", -0.01),
+    (_cyclic, "max_lr", 0.001),  # below base_lr
+    (_cyclic, "max_lr", "x"),
+    (_cyclic, "step_size_up", 0),
+    (_cyclic, "step_size_down", 0),
+    (_cyclic, "step_size_down", 1.5),
+    (_cyclic, "mode", "x"),
+    (_cyclic, "mode", ["triangular"]),
+    (_cyclic, "gamma", 0),
+    (_sequential, "milestones", [0]),
+    (_sequential, "milestones", [5, 6]),
+    (_sequential, "milestones", [2.5]),
+    (_sequential, "milestones", 10),
+]
+
+
+def _ids(case: tuple[Build, str, object]) -> str:
+    return f"{case[0].__name__.strip('_')}.{case[1]}={case[2]!r}"
+
+
+def _snapshot(schedule: optim.LRScheduler) -> tuple[Any, ...]:
+    return (
+        schedule.state_dict(),
+        repr(schedule),
+        schedule.optimizer.lr,
+        schedule.lr,
+        schedule.interval,
+        schedule.step_limit,
+    )
+
+
+@pytest.mark.parametrize("case", BAD, ids=[_ids(case) for case in BAD])
+def test_a_bad_setting_raises_the_constructors_error_and_changes_nothing(
+    case: tuple[Build, str, object],
+) -> None:
+    build, name, bad = case
+    with pytest.raises((TypeError, ValueError)) as refused:
+        build(_sgd(), **{name: bad})
+    schedule, twin = build(_sgd()), build(_sgd())
+    for _ in range(7):
+        schedule.step()
+        twin.step()
+    before, value = _snapshot(schedule), getattr(schedule, name)
+    with pytest.raises(refused.type) as raised:
+        setattr(schedule, name, bad)
+    assert str(raised.value) == str(refused.value)
+    assert str(raised.value).startswith(f"{type(schedule).__name__}: ")
+    if not isinstance(bad, list | int) or isinstance(bad, bool) or name != "milestones":
+        # (pct_start's check of both together names the product pct_start * total_steps - 1)
+        assert repr(bad) in str(raised.value) or name == "pct_start"
+    assert _snapshot(schedule) == before and getattr(schedule, name) == value
+    assert [schedule.step() for _ in range(30)] == [twin.step() for _ in range(30)]
+
+
+def test_a_lower_bound_above_the_upper_is_refused_and_changes_nothing() -> None:
+    schedule = _cyclic(_sgd())
+    schedule.step()
+    before = _snapshot(schedule)
+    with pytest.raises(ValueError, match=r"^CyclicLR: base_lr must be in \[0, 0\.1\], got 0\.5$"):
+        schedule.base_lr = 0.5
+    assert _snapshot(schedule) == before
+    schedule.max_lr = 1.0  # raise the upper bound first, then the lower one
+    schedule.base_lr = 0.5
+    assert (schedule.base_lr, schedule.max_lr) == (0.5, 1.0)
+
+
+@pytest.mark.parametrize(
+    "build", [_step_decay, _exponential, _cosine, _restarts, _warmup, _sequential]
+)
+@pytest.mark.parametrize("bad", [-0.1, math.inf, "0.1", None])
+def test_a_bad_reference_rate_is_refused_and_changes_nothing(build: Build, bad: object) -> None:
+    schedule = build(_sgd())
+    schedule.step()
+    before = _snapshot(schedule)
+    inner = [s.base_lr for s in getattr(schedule, "schedules", [])]
+    name = type(schedule).__name__
+    with pytest.raises(ValueError, match=rf"^{name}: base_lr must be .*\[0, inf\), got "):
+        schedule.base_lr = bad
+    assert _snapshot(schedule) == before
+    assert [s.base_lr for s in getattr(schedule, "schedules", [])] == inner
+
+
+def test_a_setting_that_leaves_the_current_step_no_finite_rate_is_refused() -> None:
+    optimizer = _sgd()
+    schedule = optim.OneCycle(optimizer, max_lr=1e300, total_steps=10)
+    schedule.step()
+    before = _snapshot(schedule)
+    with pytest.raises(
+        ValueError,
+        match=r"^OneCycle\.div_factor: the rate of step 1 is inf \(OneCycle\(max_lr=1e\+300, "
+        r".*div_factor=1e-10, .*\); expected a finite rate >= 0$",
+    ):
+        schedule.div_factor = 1e-10
+    assert _snapshot(schedule) == before and schedule.initial_lr == 1e300 / 25
+
+
+def test_total_steps_before_the_current_step_is_refused() -> None:
+    schedule = _one_cycle(_sgd())
+    for _ in range(100):
+        schedule.step()
+    before = _snapshot(schedule)
+    with pytest.raises(
+        ValueError,
+        match=r"^OneCycle: with total_steps=50 the last step would be 50 \(its step_limit\), "
+        r"before the current step 100$",
+    ):
+        schedule.total_steps = 50
+    assert _snapshot(schedule) == before
+    schedule.total_steps = 100  # (the current step may be the last)
+    assert schedule.optimizer.lr == schedule.min_lr
+    with pytest.raises(ValueError, match="past total_steps=100"):
+        schedule.step()
+
+
+# -- what cannot change --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "name", "message"),
+    [
+        (_step_decay, "optimizer", r"^StepDecay\.optimizer is fixed at construction; build a new "),
+        (_one_cycle, "optimizer", r"^OneCycle\.optimizer is fixed at construction"),
+        (_one_cycle, "initial_lr", r"^OneCycle\.initial_lr is max_lr / div_factor; set max_lr"),
+        (_one_cycle, "min_lr", r"^OneCycle\.min_lr is max_lr / div_factor / final_div_factor"),
+        (_sequential, "schedules", r"^SequentialSchedule\.schedules is fixed at construction"),
+        (_sequential, "interval", r"^SequentialSchedule\.interval is fixed at construction; it "),
+    ],
+)
+def test_what_the_schedule_cannot_change_is_read_only(
+    build: Build, name: str, message: str
+) -> None:
+    schedule = build(_sgd())
+    schedule.step()
+    before, value = _snapshot(schedule), getattr(schedule, name)
+    new = _sgd() if name == "optimizer" else "batch" if name == "interval" else 0.5
+    with pytest.raises(AttributeError, match=message):
+        setattr(schedule, name, new)
+    assert _snapshot(schedule) == before and getattr(schedule, name) is value
+
+
+# -- a good value: the schedule built with it ----------------------------------------------------
+
+GOOD: list[tuple[Build, str, object, TorchBuild | None]] = [
+    (_step_decay, "step_size", 7, lambda o: torch.optim.lr_scheduler.StepLR(o, 7, gamma=0.5)),
+    (_step_decay, "gamma", 0.8, lambda o: torch.optim.lr_scheduler.StepLR(o, 3, gamma=0.8)),
+    (_exponential, "gamma", 0.9, lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.9)),
+    (_cosine, "T_max", 33, lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 33, 0.01)),
+    (_cosine, "eta_min", 0.0, lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 20)),
+    (
+        _restarts,
+        "T_0",
+        5,
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, 5, 2, 0.001),
+    ),
+    (
+        _restarts,
+        "T_mult",
+        1,
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, 3, 1, 0.001),
+    ),
+    (
+        _restarts,
+        "eta_min",
+        0.02,
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, 3, 2, 0.02),
+    ),
+    (
+        _warmup,
+        "warmup_steps",
+        25,
+        lambda o: torch.optim.lr_scheduler.LinearLR(o, 0.2, 1.0, total_iters=25),
+    ),
+    (
+        _warmup,
+        "start_factor",
+        0.05,
+        lambda o: torch.optim.lr_scheduler.LinearLR(o, 0.05, 1.0, total_iters=10),
+    ),
+    *(
+        (
+            _one_cycle,
+            name,
+            value,
+            lambda o, name=name, value=value: torch.optim.lr_scheduler.OneCycleLR(
+                o, **{"max_lr": 1.0, "total_steps": STEPS, name: value}, cycle_momentum=False
+            ),
+        )
+        for name, value in [
+            ("max_lr", 0.3),
+            ("total_steps", 120),
+            ("pct_start", 0.5),
+            ("anneal_strategy", "linear"),
+            ("div_factor", 10.0),
+            ("final_div_factor", 100.0),
+        ]
+    ),
+    *(
+        (
+            _cyclic,
+            name,
+            value,
+            lambda o, name=name, value=value: torch.optim.lr_scheduler.CyclicLR(
+                o,
+                **{
+                    "base_lr": 0.01,
+                    "max_lr": 0.1,
+                    "step_size_up": 4,
+                    "step_size_down": 4,
+                    name: value,
+                },
+                cycle_momentum=False,
+            ),
+        )
+        for name, value in [
+            ("base_lr", 0.05),
+            ("max_lr", 0.3),
+            ("step_size_up", 9),
+            ("step_size_down", 2),
+            ("mode", "triangular2"),
+        ]
+    ),
+    (
+        _cyclic,
+        "gamma",
+        0.99,
+        lambda o: torch.optim.lr_scheduler.CyclicLR(
+            o, 0.01, 0.1, 4, mode="exp_range", gamma=0.99, cycle_momentum=False
+        ),
+    ),
+    (
+        _sequential,
+        "milestones",
+        [25],
+        lambda o: torch.optim.lr_scheduler.SequentialLR(
+            o,
+            [
+                torch.optim.lr_scheduler.LinearLR(o, 0.2, total_iters=10),
+                torch.optim.lr_scheduler.CosineAnnealingLR(o, 40, 0.001),
+            ],
+            milestones=[25],
+        ),
+    ),
+]
+
+
+def _rates(schedule: optim.LRScheduler, steps: int) -> list[float]:
+    return [schedule.optimizer.lr] + [schedule.step() for _ in range(steps)]
+
+
+def _torch_rates(build: TorchBuild, steps: int, lr: float = LR) -> list[float]:
+    optimizer = _torch_sgd(lr)
+    schedule = build(optimizer)
+    rates = [optimizer.param_groups[0]["lr"]]
+    for _ in range(steps):
+        optimizer.step()
+        schedule.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    return rates
+
+
+def _steps(schedule: optim.LRScheduler) -> int:
+    limit = schedule.step_limit
+    return STEPS if limit is None else limit
+
+
+@pytest.mark.parametrize("case", GOOD, ids=[_ids((c[0], c[1], c[2])) for c in GOOD])
+def test_a_good_setting_gives_the_schedule_built_with_it(
+    case: tuple[Build, str, object, TorchBuild | None],
+) -> None:
+    build, name, value, torch_build = case
+    exp_range = {"mode": "exp_range"} if name == "gamma" and build is _cyclic else {}
+    built = build(_sgd(), **{name: value}, **exp_range)
+    expected = _rates(built, _steps(built))
+
+    # Set right after construction: the whole trajectory, step 0's rate included.
+    schedule = build(_sgd(), **exp_range)
+    setattr(schedule, name, value)
+    assert getattr(schedule, name) == value
+    assert repr(schedule) == repr(build(_sgd(), **{name: value}, **exp_range))
+    assert _rates(schedule, _steps(schedule)) == expected
+    if torch_build is not None:
+        torch_rates = _torch_rates(torch_build, _steps(schedule))
+        # (OneCycleLR extrapolates its annealing at step total_steps: minidl stays at min_lr)
+        last = -1 if build is _one_cycle else None
+        assert expected[:last] == pytest.approx(torch_rates[:last], rel=1e-12, abs=1e-15)
+
+    # Set part-way: the optimizer's rate is at once that step's of the schedule built with it,
+    # and the steps go on as that schedule's.
+    schedule = build(_sgd(), **exp_range)
+    for _ in range(60):
+        schedule.step()
+    setattr(schedule, name, value)
+    assert schedule.optimizer.lr == schedule.lr == expected[60]
+    assert _rates(schedule, _steps(schedule) - 60) == expected[60:]
+
+
+@pytest.mark.parametrize(
+    ("build", "torch_build"),
+    [
+        (_step_decay, lambda o: torch.optim.lr_scheduler.StepLR(o, 3, gamma=0.5)),
+        (_exponential, lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.97)),
+        (_cosine, lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 20, 0.01)),
+        (
+            _restarts,
+            lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, 3, 2, 0.001),
+        ),
+        (_warmup, lambda o: torch.optim.lr_scheduler.LinearLR(o, 0.2, total_iters=10)),
+        (
+            _sequential,
+            lambda o: torch.optim.lr_scheduler.SequentialLR(
+                o,
+                [
+                    torch.optim.lr_scheduler.LinearLR(o, 0.2, total_iters=10),
+                    torch.optim.lr_scheduler.CosineAnnealingLR(o, 40, 0.001),
+                ],
+                milestones=[10],
+            ),
+        ),
+    ],
+)
+def test_a_reference_rate_set_gives_the_schedule_built_on_it(
+    build: Build, torch_build: TorchBuild
+) -> None:
+    # (a SequentialSchedule passes it on to its schedules, as when it is built)
+    expected = _rates(build(_sgd(0.5)), STEPS)
+    schedule = build(_sgd())
+    schedule.base_lr = 0.5
+    assert _rates(schedule, STEPS) == expected
+    assert expected == pytest.approx(_torch_rates(torch_build, STEPS, lr=0.5), rel=1e-12)
+    schedule = build(_sgd())
+    for _ in range(60):
+        schedule.step()
+    schedule.base_lr = 0.5
+    assert schedule.optimizer.lr == expected[60]
+    assert _rates(schedule, STEPS - 60) == expected[60:]
+
+
+@pytest.mark.parametrize("build", [_step_decay, _one_cycle, _cyclic, _cosine])
+def test_an_interval_set_is_taken_and_changes_no_rate(build: Build) -> None:
+    schedule = build(_sgd())
+    schedule.step()
+    before = _snapshot(schedule)
+    other = "epoch" if schedule.interval == "batch" else "batch"
+    schedule.interval = other
+    assert schedule.interval == other
+    after = _snapshot(schedule)
+    assert (after[0], after[2], after[3]) == (before[0], before[2], before[3])
+
+
+def test_cyclic_lrs_step_size_down_of_none_is_step_size_up() -> None:
+    schedule = _cyclic(_sgd(), step_size_down=2)
+    schedule.step_size_up = 6
+    assert schedule.step_size_down == 2  # (kept when step_size_up is set)
+    schedule.step_size_down = None
+    assert schedule.step_size_down == 6
+    assert _rates(schedule, 50) == _rates(optim.CyclicLR(_sgd(), 0.01, 0.1, 6), 50)
+
+
+# -- schedules that do not set the optimizer's rate ----------------------------------------------
+
+
+def test_a_setting_of_a_schedule_in_a_sequence_takes_effect_at_the_sequences_next_step() -> None:
+    optimizer = _sgd()
+    warmup, decay = optim.LinearWarmup(optimizer, 10, 0.2), optim.CosineAnnealing(optimizer, 40)
+    sequence = optim.SequentialSchedule(optimizer, [warmup, decay], [10])
+    for _ in range(3):
+        sequence.step()
+    rate = optimizer.lr
+    warmup.start_factor = 0.5
+    decay.T_max = 15
+    assert optimizer.lr == rate  # (the sequence sets the rate)
+    with pytest.raises(ValueError, match=r"^LinearWarmup: warmup_steps must be an integer >= 1"):
+        warmup.warmup_steps = 0
+
+    other = _sgd()
+    expected = optim.SequentialSchedule(
+        other, [optim.LinearWarmup(other, 10, 0.5), optim.CosineAnnealing(other, 15)], [10]
+    )
+    expected.load_state_dict({"base_lr": LR, "last_step": 3})
+    assert _rates(sequence, STEPS)[1:] == _rates(expected, STEPS)[1:]
+
+
+def test_a_setting_of_a_superseded_schedule_leaves_the_optimizers_rate_alone() -> None:
+    optimizer = _sgd()
+    old = optim.StepDecay(optimizer, step_size=2)
+    new = optim.ExponentialDecay(optimizer, gamma=0.9)
+    new.step()
+    rate = optimizer.lr
+    old.gamma = 0.1
+    assert optimizer.lr == rate and old.gamma == 0.1
+    with pytest.raises(ValueError, match="StepDecay: gamma must be in"):
+        old.gamma = 2
+
+
+# -- saved state ---------------------------------------------------------------------------------
+
+ALL = [_step_decay, _exponential, _cosine, _restarts, _warmup, _one_cycle, _cyclic, _sequential]
+
+
+@pytest.mark.parametrize("build", ALL)
+def test_state_dict_and_pickle_are_as_before(build: Build) -> None:
+    schedule = build(_sgd())
+    for _ in range(5):
+        schedule.step()
+    assert set(schedule.state_dict()) == {"base_lr", "last_step"}
+    copy = pickle.loads(pickle.dumps(schedule))
+    assert repr(copy) == repr(schedule) and copy.state_dict() == schedule.state_dict()
+    assert _rates(copy, 20) == _rates(schedule, 20)
+
+
+def _as_pickled_before(schedule: optim.LRScheduler) -> dict[str, Any]:
+    """The schedule's state as pickled when its settings were plain attributes."""
+    state = dict(schedule.__dict__)
+    del state["_ready"]
+    for key in list(state):
+        if isinstance(getattr(type(schedule), key[1:], None), Setting | property):
+            state[key[1:]] = state.pop(key)
+    return state
+
+
+@pytest.mark.parametrize("build", ALL)
+def test_a_schedule_pickled_before_its_settings_were_checked_loads(build: Build) -> None:
+    schedule = build(_sgd())
+    for _ in range(5):
+        schedule.step()
+    state = _as_pickled_before(schedule)
+    assert "_base_lr" not in state and "base_lr" in state and "optimizer" in state
+    if isinstance(schedule, optim.SequentialSchedule):
+        state["schedules"] = [_restore(type(s), _as_pickled_before(s)) for s in schedule.schedules]
+    loaded = _restore(type(schedule), state)
+    assert repr(loaded) == repr(schedule) and loaded.state_dict() == schedule.state_dict()
+    assert loaded.interval == schedule.interval
+    assert _rates(loaded, 20)[1:] == [schedule.lr_at(step) for step in range(6, 26)]
+    with pytest.raises(ValueError, match=f"^{type(schedule).__name__}: base_lr must be"):
+        loaded.base_lr = -1  # (and checked from then on)
+
+
+def _restore(kind: type[optim.LRScheduler], state: dict[str, Any]) -> optim.LRScheduler:
+    schedule = kind.__new__(kind)
+    schedule.__setstate__(state)
+    return schedule
