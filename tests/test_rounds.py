@@ -1038,3 +1038,39 @@ def test_fit_rounds_leaves_the_gradients_as_fit_does() -> None:
             p.grad.fill_(3.0)
     _train_two(untouched, 0)
     assert all(bool((p.grad == 3.0).all()) for model in untouched for p in model.parameters())
+
+
+@pytest.mark.parametrize("per_model", [False, True])
+def test_a_gradient_that_no_optimizer_zeroes_accumulates_as_in_fit(per_model: bool) -> None:
+    """An optimizer over some of a model's parameters (the first layer's): fit zeroes only
+    those gradients, so the others accumulate over the batches onto the model's own. fit_rounds
+    zeroed the whole stack's with PerModel, and its stack started from zero gradients, so
+    the last layer's gradients ended as the last batch's alone (or lacked the model's)."""
+    models = _two_models()
+    for model in models:
+        for p in model.parameters():
+            p.grad.fill_(0.25)
+    alone = [copy.deepcopy(model) for model in models]
+    data = [make_disk_data(40, 10, 10, seed=r, dtype=DTYPE) for r in range(2)]
+    for r, model in enumerate(alone):
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            SGD(model.parameters()[:2], lr=0.1, momentum=0.9),
+            data[r].train.x,
+            data[r].train.y,
+            epochs=2,
+            batch_size=15,
+            validation=(data[r].validation.x, data[r].validation.y),
+            generator=torch.Generator().manual_seed(r),
+        )
+    make_optimizer = (
+        PerModel(lambda g, p: SGD(p[:2], lr=0.1, momentum=0.9))
+        if per_model
+        else (lambda stack: SGD(stack.parameters()[:2], lr=0.1, momentum=0.9))
+    )
+    _train_two(models, 2, make_optimizer=make_optimizer)
+    for model, reference in zip(models, alone, strict=True):
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(p.data, q.data, rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-14)

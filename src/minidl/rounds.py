@@ -12,6 +12,7 @@ products may sum in a different order), for a fraction of the time on small netw
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -140,11 +141,12 @@ def fit_rounds(
 
     Every argument is checked before anything changes. Each model is then put in training mode
     (``model.train()``, as :func:`~minidl.train.fit` does) and left in it; the models are
-    stacked, trained together and their trained parameters, and their gradients (those of the
-    last batch, as :func:`~minidl.train.fit` leaves them; untouched when no batch ran), are
-    copied back into ``models`` (in place) when training ends, also when it stops with an
-    exception (from a step or from ``on_epoch``), so that each model holds its parameters of
-    that moment. Each epoch
+    stacked (gradients included), trained together and their trained parameters, and their
+    gradients (as :func:`~minidl.train.fit` leaves them: the last batch's, or, for a parameter
+    that no optimizer holds, accumulated over the batches onto the model's own; untouched when
+    no batch ran), are copied back into ``models`` (in place) when training ends, also when it
+    stops with an exception (from a step or from ``on_epoch``), so that each model holds its
+    parameters of that moment. Each epoch
     draws one permutation per model from its generator (as :class:`~minidl.data.BatchIterator`
     does), so each model sees its own data in its own order.
     The optimizer and the optional scheduler are built on the stack by the two factories; as all
@@ -269,6 +271,9 @@ def fit_rounds(
         stacked = stack_models(models, layout="model" if flat else "layer")
     except (TypeError, ValueError) as error:  # models of other architectures
         raise type(error)(f"fit_rounds: {error}") from error
+    # The stack starts with the models' gradients, as fit does with a model's: a gradient that
+    # no optimizer zeroes accumulates onto them.
+    _copy_gradients_in(stacked, models)
     classes = _check_fit(stacked, criterion, train_sets)
     if validation_sets is not None:
         for index, (_, y) in enumerate(validation_sets):
@@ -295,9 +300,17 @@ def fit_rounds(
                 f"optimizer {index}",
                 "build it on the parameters given to the PerModel factory",
             )
-        # Where the stack's gradients are one flat buffer, zero them in one operation.
+        # Where the stack's gradients are one flat buffer, zero them in one operation; but
+        # only where that zeroes what the optimizers' zero_grad would, as fit's does: each
+        # optimizer holds exactly the parameters it was given (a gradient that no optimizer
+        # zeroes accumulates over the batches in fit, and one outside the stack is zeroed).
         zero_grad: Callable[[], object]
-        if flat:
+        if not all(
+            {id(p) for p in optimizer.params} == {id(p) for p in parameters}
+            for optimizer, parameters in zip(optimizers, given, strict=True)
+        ):
+            zero_grad = functools.partial(_zero_grads, optimizers)
+        elif flat:
             zero_grad = flat_model_parameters(stacked, slice(0, rounds)).grad.zero_
         else:
             flat_grads = flat_buffer([parameter.grad for parameter in stacked.parameters()])
@@ -584,6 +597,25 @@ def _copied_back(
         yield
     finally:
         _copy_back(stacked, models, gradients=stepped[0])
+
+
+def _zero_grads(optimizers: Sequence[Optimizer]) -> None:
+    """Zero the gradients of every optimizer's parameters (and only those), in turn."""
+    for optimizer in optimizers:
+        optimizer.zero_grad()
+
+
+def _copy_gradients_in(stacked: Sequential, models: Sequence[Sequential]) -> None:
+    """Copy each model's gradients into its part of the stack (whose gradients start at zero)."""
+    for position, layer in enumerate(stacked):
+        if not isinstance(layer, BatchedLinear):
+            continue
+        for index, model in enumerate(models):
+            source = model[position]
+            assert isinstance(source, Linear)
+            layer.weight.grad[index].copy_(source.weight.grad)
+            if source.bias is not None and layer.bias is not None:
+                layer.bias.grad[index].copy_(source.bias.grad)
 
 
 def _copy_back(stacked: Sequential, models: Sequence[Sequential], *, gradients: bool) -> None:
