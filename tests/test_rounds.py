@@ -1074,3 +1074,36 @@ def test_a_gradient_that_no_optimizer_zeroes_accumulates_as_in_fit(per_model: bo
         for p, q in zip(model.parameters(), reference.parameters(), strict=True):
             torch.testing.assert_close(p.data, q.data, rtol=1e-12, atol=1e-14)
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("where", "pair", "got"),
+    [
+        ("train_sets", (0, 1), "a tuple of int and int"),
+        ("train_sets", (torch.tensor(1.0), torch.zeros(2)), "a tuple of a 0-dim Tensor and Tensor"),
+        ("train_sets", "xy", "str"),
+        ("train_sets", (1,), "a tuple of 1 item"),
+        ("validation_sets", [1, 2, 3], "a list of 3 items"),
+    ],
+)
+def test_fit_rounds_says_what_was_given_for_a_set(where: str, pair: object, got: str) -> None:
+    """A tuple that is no pair of tensors (an int for x, a 0-dim x, one or three items) used to
+    be refused as "got tuple", when a tuple is what was asked for."""
+    x, y = torch.randn(4, 2), torch.tensor([0, 1, 1, 0])
+    sets = {
+        "train_sets": [(x, y), (x, y)],
+        "validation_sets": [(x, y), (x, y)],
+        where: [(x, y), pair],
+    }
+    with pytest.raises(TypeError) as caught:
+        fit_rounds(
+            [nn.mlp((2, 3, 2), "tanh") for _ in range(2)],
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            epochs=1,
+            generators=[torch.Generator(), torch.Generator()],
+            **sets,
+        )
+    assert (
+        str(caught.value) == f"fit_rounds: {where}[1] must be an (x, y) pair of tensors, got {got}"
+    )

@@ -492,7 +492,7 @@ def _check_sets(
         ):
             raise TypeError(
                 f"fit_rounds: train_sets[{index}] must be an (x, y) pair of tensors, got "
-                f"{type(pair).__name__}"
+                f"{_describe_pair(pair)}"
             )
         if pair[0].shape[0] != pair[1].shape[0]:
             raise ValueError(
@@ -514,7 +514,7 @@ def _check_sets(
         if not isinstance(pair, tuple | list) or len(pair) != 2:
             raise TypeError(
                 f"fit_rounds: validation_sets[{index}] must be an (x, y) pair of tensors, got "
-                f"{type(pair).__name__}"
+                f"{_describe_pair(pair)}"
             )
         name = f"validation_sets[{index}]"
         x, y = check_labelled("fit_rounds", name + " ", *pair, set_name=name)
@@ -526,6 +526,20 @@ def _check_sets(
             raise ValueError(
                 f"fit_rounds: every validation set must have as many samples, got {sorted(sizes)}"
             )
+
+
+def _describe_pair(pair: object) -> str:
+    """What was given for an ``(x, y)`` pair, for a refusal: ``"Tensor"``, ``"a tuple of 3
+    items"``, ``"a tuple of Tensor and list"``, ``"a tuple of a 0-dim Tensor and Tensor"``."""
+    if not isinstance(pair, tuple | list):
+        return type(pair).__name__
+    if len(pair) != 2:
+        return f"a {type(pair).__name__} of {len(pair)} item{'s' if len(pair) != 1 else ''}"
+    parts = [
+        "a 0-dim Tensor" if isinstance(item, Tensor) and item.dim() == 0 else type(item).__name__
+        for item in pair
+    ]
+    return f"a {type(pair).__name__} of {parts[0]} and {parts[1]}"
 
 
 def _check_fit(
