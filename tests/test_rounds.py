@@ -1107,3 +1107,42 @@ def test_fit_rounds_says_what_was_given_for_a_set(where: str, pair: object, got:
     assert (
         str(caught.value) == f"fit_rounds: {where}[1] must be an (x, y) pair of tensors, got {got}"
     )
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_per_model_optimizers_zero_the_gradients_of_their_other_parameters(flat: bool) -> None:
+    """A PerModel optimizer that also holds a parameter outside the stack (an extra scale of
+    one's own) zeroes its gradient before every batch, as fit's optimizer does; fit_rounds
+    zeroed the stack's gradients alone, so the extra parameter stepped on a stale gradient."""
+    models = _two_models()
+    alone = [copy.deepcopy(model) for model in models]
+    extra = [Parameter(torch.ones(3, dtype=DTYPE)) for _ in range(2)]
+    extra_alone = copy.deepcopy(extra)
+    for parameter in extra + extra_alone:
+        parameter.grad.fill_(2.0)
+    data = [make_disk_data(40, 10, 10, seed=r, dtype=DTYPE) for r in range(2)]
+    for r, model in enumerate(alone):
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            SGD([*model.parameters(), extra_alone[r]], lr=0.1, weight_decay=0.1),
+            data[r].train.x,
+            data[r].train.y,
+            epochs=2,
+            batch_size=15,
+            validation=(data[r].validation.x, data[r].validation.y),
+            generator=torch.Generator().manual_seed(r),
+        )
+    _train_two(
+        models,
+        2,
+        make_optimizer=PerModel(
+            lambda g, p: SGD([*p, extra[g]], lr=0.1, weight_decay=0.1), flat=flat
+        ),
+    )
+    for parameter, reference in zip(extra, extra_alone, strict=True):
+        torch.testing.assert_close(parameter.data, reference.data, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(parameter.grad, reference.grad, rtol=1e-12, atol=1e-14)
+    for model, reference in zip(models, alone, strict=True):
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(p.data, q.data, rtol=1e-12, atol=1e-14)
