@@ -22,6 +22,17 @@ from minidl.nn.parameter import Parameter
 __all__ = ["BatchNorm1d"]
 
 
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the layer computes in: float32 for a 16-bit dtype, else the dtype itself
+    (``torch.promote_types(dtype, torch.float32)`` for floating dtypes, without its op)."""
+    return torch.float32 if dtype is torch.float16 or dtype is torch.bfloat16 else dtype
+
+
+def _as(tensor: Tensor, dtype: torch.dtype) -> Tensor:
+    """``tensor.to(dtype)``, without the op (a no-op ``aten::to``) when it has that dtype."""
+    return tensor if tensor.dtype is dtype else tensor.to(dtype)
+
+
 def _check_eps(where: str, eps: object) -> float:
     return check_real(where, "eps", eps, low=0.0, low_open=True)
 
@@ -137,8 +148,8 @@ class BatchNorm1d(Module):
         # An input from an autograd graph is read as a plain value (the running statistics
         # would otherwise record the graph, for good).
         dtype = input.dtype
-        compute = torch.promote_types(dtype, torch.float32)  # (float32 for 16-bit)
-        x = input.detach().to(compute)
+        compute = _compute_dtype(dtype)
+        x = _as(input.detach(), compute)
         if self.training:
             batch = x.shape[0]
             if batch < 2:
@@ -157,17 +168,17 @@ class BatchNorm1d(Module):
             )
             self.num_batches_tracked.add_(1)
         else:
-            centered = x - self.running_mean.to(compute)
-            variance = self.running_var.to(compute)
+            centered = x - _as(self.running_mean, compute)
+            variance = _as(self.running_var, compute)
         inv_std = variance.add(operand(self._eps, variance)).rsqrt_()
         normalized = centered.mul_(inv_std)
         # (cached in the layer's dtype, so that the checks of backward compare it as it is)
-        self._normalized, self._inv_std = normalized.to(dtype), inv_std
+        self._normalized, self._inv_std = _as(normalized, dtype), inv_std
         self._batch_statistics = self.training
         if self.weight is None or self.bias is None:
-            return normalized.to(dtype)
-        weight, bias = self.weight.data.to(compute), self.bias.data.to(compute)
-        return torch.addcmul(bias, normalized, weight).to(dtype)
+            return _as(normalized, dtype)
+        weight, bias = _as(self.weight.data, compute), _as(self.bias.data, compute)
+        return _as(torch.addcmul(bias, normalized, weight), dtype)
 
     def _check_parameters(self) -> None:
         """A weight or bias assigned by hand (``weight.data = ...``) must be like the running
@@ -204,22 +215,22 @@ class BatchNorm1d(Module):
             "BatchNorm1d", grad_output, normalized.shape, normalized, owner=self._owner()
         )
         dtype = normalized.dtype
-        compute = torch.promote_types(dtype, torch.float32)  # (float32 for 16-bit)
-        grad_output = grad_output.detach().to(compute)  # (as the input: a plain value)
-        normalized = normalized.to(compute)
+        compute = _compute_dtype(dtype)
+        grad_output = _as(grad_output.detach(), compute)  # (as the input: a plain value)
+        normalized = _as(normalized, compute)
         if self.weight is not None and self.bias is not None:
             self.weight.grad.add_((grad_output * normalized).sum(dim=0))
             self.bias.grad.add_(grad_output.sum(dim=0))
-            grad_normalized = grad_output * self.weight.data.to(compute)
+            grad_normalized = grad_output * _as(self.weight.data, compute)
         else:
             grad_normalized = grad_output
         if not self._batch_statistics:
-            return (grad_normalized * inv_std).to(dtype)
+            return _as(grad_normalized * inv_std, dtype)
         # (s / N) (N g - sum g - x_hat sum(g x_hat)) = s (g - mean g - x_hat mean(g x_hat))
         mean_grad = grad_normalized.mean(dim=0)
         mean_projection = (grad_normalized * normalized).mean(dim=0)
         grad_input = (grad_normalized - mean_grad).sub_(normalized * mean_projection)
-        return grad_input.mul_(inv_std).to(dtype)
+        return _as(grad_input.mul_(inv_std), dtype)
 
     def extra_repr(self) -> str:
         return (
