@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from minidl import nn, optim
-from minidl._scalar import _zero_dim, operand
+from minidl._scalar import _zero_dim, operand, tensor_operand
 
 F32, F64 = torch.float32, torch.float64
 
@@ -247,3 +247,46 @@ def test_an_operand_first_made_under_another_default_device_is_on_the_cpu() -> N
     torch.testing.assert_close(
         runs[0], torch.full((3,), 0.1 * (1 + 0.7 + 0.49), dtype=torch.float64)
     )
+
+
+def test_a_tensor_operand_is_the_cached_operand_or_a_new_0_dim_tensor() -> None:
+    """For operations that take tensors only (``lerp``'s ``end``): the cached operand where
+    :func:`operand` gives one, else a 0-dim tensor of the dtype (float16, or zero)."""
+    x32 = torch.ones(3)
+    assert tensor_operand(0.7, x32) is operand(0.7, x32)
+    half = tensor_operand(0.7, x32.half())
+    assert (
+        half.dtype == torch.float16
+        and half.dim() == 0
+        and float(half) == float(torch.tensor(0.7).half())
+    )
+    zero = tensor_operand(-0.0, torch.ones(2, dtype=F64))
+    assert zero.dtype == F64 and math.copysign(1.0, float(zero)) == -1.0
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize(
+    "module", [nn.ELU, lambda: nn.ELU(2.5), nn.SELU], ids=["elu", "a2.5", "selu"]
+)
+def test_elu_derivative_is_the_two_sided_formula_bit_for_bit(
+    dtype: torch.dtype, module: Callable[[], nn.ELU]
+) -> None:
+    """ELU's cached derivative, one ``lerp`` of its two sides on the indicator, is exactly
+    ``scale`` at x > 0 and ``scale * alpha * e^x`` at x <= 0, as the products and sum
+    ``scale * alpha * e^min(x, 0) * (1 - p) + scale * p`` it replaced gave."""
+    layer = module()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(400, generator=generator, dtype=dtype) * 8
+    x = torch.cat([x, torch.tensor([0.0, -0.0, -1e4, 1e4, math.inf, -math.inf], dtype=dtype)])
+    layer(x)
+    gradient = layer.backward(torch.ones_like(x))
+    scaled_alpha = torch.tensor(layer._scale * layer._alpha, dtype=dtype)
+    indicator = x.clamp_min(0).sign()
+    expected = (
+        x.clamp_max(0)
+        .exp()
+        .mul_(scaled_alpha)
+        .mul_(1 - indicator)
+        .add_(indicator, alpha=layer._scale)
+    )
+    assert torch.equal(_bits(gradient), _bits(expected))

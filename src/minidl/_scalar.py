@@ -23,7 +23,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-__all__ = ["operand"]
+__all__ = ["operand", "tensor_operand"]
 
 _CACHED = (torch.float32, torch.float64)
 
@@ -43,6 +43,16 @@ def operand(value: float, like: Tensor) -> Tensor | float:
     if like.dtype in _CACHED and like.is_cpu and value:
         return _zero_dim(value, like.dtype)
     return value
+
+
+def tensor_operand(value: float, like: Tensor) -> Tensor:
+    """``value`` as a 0-dim tensor operand of an operation on ``like`` that takes tensors only
+    (``lerp``'s ``end``): :func:`operand`'s cached tensor where it gives one, else a new 0-dim
+    tensor of ``like``'s dtype and device (the value converted as :func:`operand`'s is)."""
+    cached = operand(value, like)
+    if isinstance(cached, Tensor):
+        return cached
+    return torch.full((), value, dtype=like.dtype, device=like.device)
 
 
 @lru_cache(maxsize=256)

@@ -8,7 +8,7 @@ import numbers
 import torch
 from torch import Tensor
 
-from minidl._scalar import operand
+from minidl._scalar import operand, tensor_operand
 from minidl.nn._setting import Setting
 from minidl.nn.activation import Activation
 
@@ -61,7 +61,10 @@ class ELU(Activation):
     def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
         # With p = [x > 0] = sign(max(x, 0)) and n = scale * alpha * expm1(min(x, 0)):
         #   y = n + scale * max(x, 0)                      (one of the two terms is exactly 0)
-        #   dy/dx = scale * alpha * e^min(x, 0) * (1 - p) + scale * p   (cached for backward)
+        #   dy/dx = lerp(scale * alpha * e^min(x, 0), scale, p)         (cached for backward)
+        # where lerp(a, b, p) = a + p (b - a) is exactly a at p = 0 and exactly b at p = 1
+        # (torch computes b - (b - a)(1 - p) for p >= 1/2): one op for
+        # scale * alpha * e^min(x, 0) * (1 - p) + scale * p.
         # Float operations only: boolean masks (where, masked_fill) cost several times more
         # per element on a CPU. expm1 only sees min(x, 0), so nothing overflows.
         if input.dtype is torch.float16 or input.dtype is torch.bfloat16:
@@ -82,9 +85,8 @@ class ELU(Activation):
         negative.mul_(scaled_alpha)
         output = torch.add(negative, positive, alpha=self._scale, out=out)
         indicator = positive.sign_()
-        one = operand(1.0, indicator)
-        derivative = exponential.mul_(scaled_alpha).mul_(torch.rsub(indicator, one))
-        return output, derivative.add_(indicator, alpha=self._scale)
+        derivative = exponential.mul_(scaled_alpha)
+        return output, derivative.lerp_(tensor_operand(self._scale, derivative), indicator)
 
     def _backward(
         self, grad_output: Tensor, derivative: Tensor, out: Tensor | None = None
