@@ -203,3 +203,19 @@ def test_a_pickled_model_keeps_its_buffers_and_modes() -> None:
     model.eval()
     x = torch.randn(4, 2)
     assert torch.equal(copied(x), model(x))
+
+
+def test_nll_loss_pickled_with_its_target_rather_than_the_index_gives_its_gradient() -> None:
+    """An NLLLoss pickled when it kept the last target (now the index, ``target.unsqueeze(1)``)
+    comes back with the index made from it, and backward gives the same gradient."""
+    loss = nn.NLLLoss()
+    prediction = torch.log_softmax(torch.randn(4, 3), dim=1)
+    target = torch.tensor([0, 2, 1, 2])
+    loss(prediction, target)
+    expected = loss.backward()
+    state = pickle.loads(pickle.dumps(loss)).__dict__.copy()
+    del state["_index"]
+    state["_target"] = target
+    old = nn.NLLLoss.__new__(nn.NLLLoss)
+    old.__setstate__(state)
+    assert torch.equal(old.backward(), expected)

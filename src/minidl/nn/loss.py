@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -13,6 +13,8 @@ from minidl.nn._checks import check_input
 from minidl.nn.module import Module
 
 __all__ = ["Loss", "check_mean_or_sum", "scaled_sum"]
+
+_Read = TypeVar("_Read")
 
 
 def check_mean_or_sum(where: str, reduction: object) -> Literal["mean", "sum"]:
@@ -154,8 +156,8 @@ class Loss(Module):
             )
 
     def _read_class_indices(
-        self, target: Tensor, prediction: Tensor, read: Callable[[Tensor], Tensor]
-    ) -> Tensor:
+        self, target: Tensor, prediction: Tensor, read: Callable[[Tensor], _Read]
+    ) -> _Read:
         """``read(target.unsqueeze(-1))``, a kernel that reads the class indices (``gather``,
         ``scatter_add``) and range-checks them as it does; indices unlike the last accepted ones
         get the full check first, and an index the kernel refuses is named by it."""

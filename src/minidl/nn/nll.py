@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -42,25 +42,31 @@ class NLLLoss(Loss):
         super().__init__()
         self.reduction = reduction
         self._prediction: Tensor | None = None
-        self._target: Tensor | None = None
+        self._index: Tensor | None = None  # the class indices, (N, 1)
         self._scale = 1.0
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         log_probabilities = self._check_prediction(prediction)
         if not isinstance(target, Tensor):
             raise TypeError(f"NLLLoss: expected a torch.Tensor target, got {type(target).__name__}")
-        picked = self._read_class_indices(
-            target, log_probabilities, lambda index: log_probabilities.gather(1, index)
+        # (the index, target.unsqueeze(-1), is kept for backward's scatter)
+        index, picked = self._read_class_indices(
+            target, log_probabilities, lambda index: (index, log_probabilities.gather(1, index))
         )
         self._scale = 1.0 / log_probabilities.shape[0] if self._reduction == "mean" else 1.0
-        self._prediction, self._target = log_probabilities, target
+        self._prediction, self._index = log_probabilities, index
         self._has_forward = True
         return scaled_sum(picked, -self._scale)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        target = state.pop("_target", None)  # (pickled when the target was kept, not the index)
+        state.setdefault("_index", None if target is None else target.unsqueeze(1))
+        super().__setstate__(state)
+
     def _gradient(self) -> Tensor:
-        assert self._prediction is not None and self._target is not None
+        assert self._prediction is not None and self._index is not None
         grad = torch.zeros_like(self._prediction)
-        return grad.scatter_(1, self._target.unsqueeze(1), -self._scale)
+        return grad.scatter_(1, self._index, -self._scale)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
