@@ -178,9 +178,10 @@ class CrossEntropyLoss(Loss):
         # Summed in float32 at least. A 16-bit row summing to 1 is off by up to half an
         # epsilon of its dtype from the rounding of its entries alone (bfloat16's 2**-8):
         # one epsilon is allowed.
-        sums = target.sum(dim=-1, dtype=torch.promote_types(target.dtype, torch.float32))
-        worst = float((sums - 1).abs().max())
         sixteen_bit = target.dtype in (torch.float16, torch.bfloat16)
+        # (torch.promote_types(target.dtype, torch.float32), without its op)
+        sums = target.sum(dim=-1, dtype=torch.float32 if sixteen_bit else target.dtype)
+        worst = float((sums - 1).abs().max())
         tolerance = max(1e-3, torch.finfo(target.dtype).eps) if sixteen_bit else 1e-5
         if not (low >= 0 and worst <= tolerance):  # written so that a NaN target fails too
             raise ValueError(
