@@ -106,6 +106,9 @@ def _check_model(where: str, model: object) -> None:
 def _predict(model: Module, x: Tensor, batch_size: int = 4096) -> tuple[Tensor, int]:
     """The predicted classes for ``x`` and the number of classes (the outputs' width)."""
     with eval_mode(model):
+        if x.shape[0] <= batch_size:  # one batch: no slice of x, no concatenation
+            output = model(x)
+            return _classes(output), int(output.shape[1])
         outputs = [model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
     return torch.cat([_classes(output) for output in outputs]), int(outputs[0].shape[1])
 
