@@ -58,23 +58,28 @@ def check_real(
     The message names the caller, the argument, the value and the allowed range, e.g.
     ``SGD: momentum must be in [0, 1), got 1.5``.
     """
-    # An unbounded side is open: the value must be finite.
-    left = "(" if low_open or low is None else "["
-    right = ")" if high_open or high is None else "]"
-    bounds = f"{left}{_fmt(low, '-inf')}, {_fmt(high, 'inf')}{right}"
     number = math.nan
-    if not isinstance(value, bool) and isinstance(value, numbers.Real):
+    if type(value) is float:  # (the usual case, without the numbers.Real check)
+        number = value
+    elif not isinstance(value, bool) and isinstance(value, numbers.Real):
         try:
             number = float(value)
         except OverflowError:  # an int beyond float's range
             number = math.inf
-    if not math.isfinite(number):
-        raise ValueError(f"{where}: {name} must be a finite number in {bounds}, got {value!r}")
+    finite = math.isfinite(number)
     too_low = low is not None and (number <= low if low_open else number < low)
     too_high = high is not None and (number >= high if high_open else number > high)
-    if too_low or too_high:
-        raise ValueError(f"{where}: {name} must be in {bounds}, got {value!r}")
-    return number
+    if finite and not too_low and not too_high:
+        return number
+    # (the range is written out only for the message: a schedule sets the rate this checks at
+    # every step)
+    # An unbounded side is open: the value must be finite.
+    left = "(" if low_open or low is None else "["
+    right = ")" if high_open or high is None else "]"
+    bounds = f"{left}{_fmt(low, '-inf')}, {_fmt(high, 'inf')}{right}"
+    if not finite:
+        raise ValueError(f"{where}: {name} must be a finite number in {bounds}, got {value!r}")
+    raise ValueError(f"{where}: {name} must be in {bounds}, got {value!r}")
 
 
 def check_int(where: str, name: str, value: object, *, low: int = 1) -> int:
