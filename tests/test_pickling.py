@@ -219,3 +219,18 @@ def test_nll_loss_pickled_with_its_target_rather_than_the_index_gives_its_gradie
     old = nn.NLLLoss.__new__(nn.NLLLoss)
     old.__setstate__(state)
     assert torch.equal(old.backward(), expected)
+
+
+def test_nll_loss_pickled_by_a_version_that_kept_the_target_loads_and_gives_its_gradient() -> None:
+    """As written by the previous version: the kept target goes through Module.__getstate__,
+    which writes it as a view of its storage (a StorageView), not as a tensor."""
+    loss = nn.NLLLoss()
+    prediction = torch.log_softmax(torch.randn(4, 3), dim=1)
+    target = torch.tensor([0, 2, 1, 2])
+    loss(prediction, target)
+    expected = loss.backward()
+    del loss.__dict__["_index"]
+    loss.__dict__["_target"] = target
+    restored = pickle.loads(pickle.dumps(loss))
+    assert "_target" not in vars(restored)
+    assert torch.equal(restored.backward(), expected)

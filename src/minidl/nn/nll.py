@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from minidl.nn._setting import Setting
+from minidl.nn.flat import StorageView
 from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 
 __all__ = ["NLLLoss"]
@@ -59,7 +60,11 @@ class NLLLoss(Loss):
         return scaled_sum(picked, -self._scale)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        target = state.pop("_target", None)  # (pickled when the target was kept, not the index)
+        # Pickled when the target was kept, not the index: written as a view of its storage
+        # (see Module.__getstate__), made a tensor here to make the index from it.
+        target = state.pop("_target", None)
+        if isinstance(target, StorageView):
+            target = target.tensor()
         state.setdefault("_index", None if target is None else target.unsqueeze(1))
         super().__setstate__(state)
 
