@@ -546,3 +546,30 @@ def _restore(kind: type[optim.LRScheduler], state: dict[str, Any]) -> optim.LRSc
     schedule = kind.__new__(kind)
     schedule.__setstate__(state)
     return schedule
+
+
+def test_a_subclass_may_set_a_setting_before_calling_the_constructor() -> None:
+    """As with the plain attributes before: the value is checked and kept, and the schedule is
+    then built as usual (it was refused with an AttributeError for the step counter)."""
+
+    class Halving(optim.LRScheduler):
+        def __init__(self, optimizer: optim.Optimizer) -> None:
+            self.interval = "batch"
+            super().__init__(optimizer)
+            self._start()
+
+        def lr_at(self, step: int) -> float:
+            return self.base_lr * 0.5**step
+
+    class Decay(optim.StepDecay):
+        def __init__(self, optimizer: optim.Optimizer) -> None:
+            self.gamma = 0.25
+            super().__init__(optimizer, step_size=1, gamma=self.gamma)
+
+    halving = Halving(_sgd())
+    assert halving.interval == "batch"
+    assert halving.step() == LR / 2
+    with pytest.raises(ValueError, match="Decay: gamma must be in"):
+        Decay.__new__(Decay).gamma = 2.0
+    decay = Decay(_sgd())
+    assert decay.step() == LR * 0.25

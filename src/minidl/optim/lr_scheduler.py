@@ -145,7 +145,9 @@ class LRScheduler:
     def _change(self, name: str, slots: Mapping[str, Any]) -> None:
         """Set the checked value of the setting ``name`` (its slots); see
         ``ScheduleSetting``. Everything is restored if anything is refused."""
-        if not getattr(self, "_ready", True):
+        # (no _ready yet: a subclass's __init__ sets a setting before LRScheduler.__init__; a
+        # schedule pickled before _ready existed has it from __setstate__)
+        if not getattr(self, "_ready", False):
             # Being built: the constructor checks the rest and _start sets the rate.
             for slot, value in slots.items():
                 setattr(self, slot, value)
