@@ -6,7 +6,7 @@ import copy
 import inspect
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import torch
@@ -1146,3 +1146,30 @@ def test_per_model_optimizers_zero_the_gradients_of_their_other_parameters(flat:
     for model, reference in zip(models, alone, strict=True):
         for p, q in zip(model.parameters(), reference.parameters(), strict=True):
             torch.testing.assert_close(p.data, q.data, rtol=1e-12, atol=1e-14)
+
+
+def test_the_schedules_interval_is_read_before_training_not_at_every_batch() -> None:
+    """A schedule's interval is a setting read through a descriptor (about 0.2 us): it was read
+    for every model at every batch; it is read once, as fit reads it."""
+    reads = [0]
+
+    class Counted(CyclicLR):
+        @property
+        def interval(self) -> Literal["batch"]:  # type: ignore[override]
+            reads[0] += 1
+            return "batch"
+
+    datasets = [make_disk_data(120, 50, 10, seed=300 + r, dtype=DTYPE) for r in range(ROUNDS)]
+    models = [nn.mlp((2, 4, 2), "tanh", dtype=DTYPE) for _ in range(ROUNDS)]
+    histories = fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        PerModel(lambda r, p: SGD(p, lr=0.05)),
+        [(d.train.x, d.train.y) for d in datasets],
+        epochs=2,
+        batch_size=30,
+        generators=[torch.Generator().manual_seed(r) for r in range(ROUNDS)],
+        make_scheduler=lambda o: Counted(o, 0.01, 0.1, 3),
+    )
+    assert all(len(history.batch_lr) == 2 * 4 for history in histories)
+    assert reads[0] <= 3 * ROUNDS  # (not once a batch)

@@ -369,6 +369,13 @@ def fit_rounds(
         x_val = torch.stack([x for x, _ in validation_sets])
         y_val = torch.stack([y for _, y in validation_sets])
     histories = [History() for _ in range(rounds)]
+    # The history and optimizer of each model whose schedule steps per batch (whose rate each
+    # batch records), found once rather than at every batch.
+    batch_lrs = [
+        (history, optimizers[owner[index]])
+        for index, history in enumerate(histories)
+        if any(scheduler is schedulers[owner[index]] for scheduler in per_batch)
+    ]
     for model in models:
         model.train()
     stacked.train()
@@ -393,11 +400,8 @@ def fit_rounds(
                 torch.split(y_epoch, batch_size, dim=1),
                 strict=True,
             ):
-                if per_batch:
-                    for index, history in enumerate(histories):
-                        scheduler = schedulers[owner[index]]
-                        if scheduler is not None and scheduler.interval == "batch":
-                            history.batch_lr.append(optimizers[owner[index]].lr)
+                for history, optimizer in batch_lrs:
+                    history.batch_lr.append(optimizer.lr)
                 zero_grad()
                 loss = criterion(stacked(x_batch), y_batch)
                 stacked.backward_parameters(criterion.backward())
