@@ -402,7 +402,8 @@ def fit(
     if history is not None and not isinstance(history, History):
         raise TypeError(f"fit: history must be a History, got {type(history).__name__}")
     # One forward of the first sample and its loss, in evaluation mode (which changes no
-    # parameter, statistic or generator; only the forward caches then hold this trial), so that the model's and the loss's own checks of x and y fail before the first step (which
+    # parameter, statistic or generator; only the forward caches then hold this trial), so
+    # that the model's and the loss's own checks of x and y fail before the first step (which
     # would have changed batch-norm statistics), and class indices are checked against the
     # width of the outputs.
     with eval_mode(model), torch.inference_mode():
