@@ -469,6 +469,29 @@ def test_rmsprop_refuses_hyperparameters_that_need_other_state_tensors(
     assert with_momentum.momentum == 0.7
 
 
+def test_sgd_refuses_hyperparameters_that_need_other_state_tensors_before_loading() -> None:
+    """A hand-made SGD state whose entries fit (a momentum buffer) but whose hyper-parameters
+    say plain SGD (momentum 0, no buffer) is refused before anything is loaded: the rate, the
+    step count, the buffer and the momentum stay as they were."""
+    optimizer = optim.SGD(_params(), lr=0.01, momentum=0.5)
+    optimizer.params[0].grad.fill_(1.0)
+    optimizer.step()
+    before = optimizer.state_dict()
+    saved = optim.SGD(_params(), lr=0.3, momentum=0.5).state_dict()
+    saved["state"]["momentum_buffer"] = torch.full((2,), 7.0, dtype=F64)
+    saved["hyperparameters"]["momentum"] = 0.0
+    saved["step_count"] = 9
+    with pytest.raises(ValueError, match=r"^SGD\.load_state_dict: the saved hyper-parameters"):
+        optimizer.load_state_dict(saved)
+    after = optimizer.state_dict()
+    assert (after["lr"], after["step_count"], after["hyperparameters"]) == (
+        0.01,
+        1,
+        {"momentum": 0.5},
+    )
+    assert torch.equal(after["state"]["momentum_buffer"], before["state"]["momentum_buffer"])
+
+
 def test_learning_rates_may_be_any_real_number() -> None:
     """numpy scalars and fractions are real numbers: taken as floats, as torch.optim takes them."""
     numpy = pytest.importorskip("numpy")
@@ -654,6 +677,24 @@ def test_a_subclass_names_itself_in_hyperparameter_errors(
 def test_state_dict_names_the_shapes_of_its_parameters() -> None:
     layer = nn.Linear(3, 2)
     assert optim.Adam(layer.parameters()).state_dict()["shapes"] == [[2, 3], [2]]
+
+
+def test_a_state_saved_for_parameters_of_other_shapes_of_the_same_sizes_is_refused() -> None:
+    """Parameters (3, 2) and (2,) against (2, 3) and (2,): as many values per parameter, the
+    same ranks, other shapes; the state of the one does not belong to the other."""
+    saved = optim.Adam([nn.Parameter(torch.zeros(3, 2)), nn.Parameter(torch.zeros(2))])
+    for parameter in saved.params:
+        parameter.grad.fill_(1.0)
+    saved.step()
+    optimizer = optim.Adam([nn.Parameter(torch.zeros(2, 3)), nn.Parameter(torch.zeros(2))])
+    with pytest.raises(
+        ValueError,
+        match=r"saved for parameters of shapes \[\(3, 2\), \(2,\)\], but this optimizer's "
+        r"parameters have shapes \[\(2, 3\), \(2,\)\]",
+    ):
+        optimizer.load_state_dict(saved.state_dict())
+    assert optimizer.step_count == 0
+    assert all(not tensor.any() for tensor in optimizer.state.values())
 
 
 def test_a_state_dict_without_shapes_still_loads() -> None:
