@@ -281,6 +281,29 @@ def test_a_restored_state_whose_rate_overflows_is_refused_and_changes_nothing() 
     assert schedule.step() == schedule.lr_at(2)  # and it goes on as before
 
 
+class _Falling(optim.LRScheduler):
+    """A schedule of one's own whose rate falls by 1 every step (so it turns negative)."""
+
+    def __init__(self, optimizer: optim.Optimizer) -> None:
+        super().__init__(optimizer)
+        self._start()
+
+    def lr_at(self, step: int) -> float:
+        return self.base_lr - step
+
+
+def test_a_negative_rate_is_refused_in_the_schedules_words_and_changes_nothing() -> None:
+    optimizer = _sgd()
+    schedule = _Falling(optimizer)
+    message = r"the rate of step 1 is -0\.9 \(from base_lr 0\.1\); expected a finite rate >= 0$"
+    with pytest.raises(ValueError, match=r"^_Falling\.step: " + message):
+        schedule.step()
+    assert (schedule.last_step, optimizer.lr) == (0, 0.1)
+    with pytest.raises(ValueError, match=r"^_Falling\.load_state_dict: " + message):
+        schedule.load_state_dict({"base_lr": 0.1, "last_step": 1})
+    assert (schedule.base_lr, schedule.last_step, optimizer.lr) == (0.1, 0, 0.1)
+
+
 def test_cosine_schedules_take_the_largest_finite_rate() -> None:
     # The rate lies between eta_min and base_lr; computed as (base_lr - eta_min) * 2 / 2, the
     # product overflowed first at step 0.

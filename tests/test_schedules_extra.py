@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import pytest
 import torch
@@ -118,6 +119,11 @@ CASES: dict[str, tuple[MakeSchedule, MakeTorchSchedule, int]] = {
         lambda o: torch.optim.lr_scheduler.LinearLR(o, start_factor=0.01, total_iters=10),
         40,
     ),
+    "linear-warmup-default-start": (  # minidl's default start_factor 0.1 (LinearLR's is 1/3)
+        lambda o: optim.LinearWarmup(o, warmup_steps=7),
+        lambda o: torch.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=7),
+        20,
+    ),
     "warmup-then-cosine": (_sequential, _torch_sequential, 60),
     "switch-after-one-step": (  # the smallest milestone
         lambda o: optim.SequentialSchedule(
@@ -192,6 +198,52 @@ def test_state_dict_restores_the_position() -> None:
     other = _sequential(other_optimizer)
     other.load_state_dict(state)
     assert other_optimizer.lr == optimizer.lr == other.lr_at(12)
+
+
+@pytest.mark.parametrize("anneal_strategy", ["cos", "linear"])
+def test_one_cycle_gives_torchs_rates_to_the_bit_the_peak_step_included(
+    anneal_strategy: Literal["cos", "linear"],
+) -> None:
+    """The closed forms are OneCycleLR's, and the step that ends the rise (step 29 here,
+    ``pct_start * total_steps - 1``) belongs to the rise as in torch: the fall's formula at its
+    start gives ``max_lr`` rounded otherwise (0.9 against 0.9000000000000001 for "linear")."""
+    optimizer = optim.SGD(_params(), lr=LR)
+    schedule = optim.OneCycle(optimizer, 0.9, 100, div_factor=3.0, anneal_strategy=anneal_strategy)
+    torch_optimizer = _torch_optimizer()
+    torch_schedule = torch.optim.lr_scheduler.OneCycleLR(
+        torch_optimizer,
+        0.9,
+        100,
+        div_factor=3.0,
+        anneal_strategy=anneal_strategy,
+        cycle_momentum=False,
+    )
+    for step in range(100):
+        assert optimizer.lr == torch_optimizer.param_groups[0]["lr"], f"step {step}"
+        schedule.step()
+        torch_optimizer.step()
+        torch_schedule.step()
+
+
+def test_sequential_schedule_step_limit_is_the_first_schedule_to_run_out() -> None:
+    """Two OneCycles that each run out before the schedule after them takes over: the limit is
+    the earlier one's (step 10), the last step that steps without raising."""
+    optimizer = optim.SGD(_params(), lr=LR)
+    schedule = optim.SequentialSchedule(
+        optimizer,
+        [
+            optim.OneCycle(optimizer, max_lr=0.5, total_steps=10),
+            optim.ExponentialDecay(optimizer, 0.9, interval="batch"),
+            optim.OneCycle(optimizer, max_lr=0.5, total_steps=5),
+        ],
+        milestones=[12, 20],
+    )
+    stepped = 0
+    with pytest.raises(ValueError, match="step 11 is past total_steps=10"):
+        for _ in range(30):
+            schedule.step()
+            stepped += 1
+    assert schedule.step_limit == stepped == 10
 
 
 def test_one_cycle_refuses_to_step_past_total_steps() -> None:
