@@ -200,11 +200,20 @@ class _ShiftedReLU(nn.ReLU):
         return output, output
 
 
+class _HalvedTanhGradient(nn.Tanh):
+    """A built-in activation whose backward hook a subclass replaced (without ``out``)."""
+
+    def _backward(self, grad_output: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        return grad_output * (1 - output * output) / 2
+
+
 def test_activations_whose_hooks_take_no_out_are_copied_into_place() -> None:
-    layer = nn.StackedActivation([(nn.Sigmoid(), 1), (_OwnTanh(), 2), (_ShiftedReLU(), 1)])
-    assert layer._writes_out == ((True, True), (False, False), (False, True))
-    x = torch.randn(4, 3, 2, dtype=DTYPE)
-    grad = torch.randn(4, 3, 2, dtype=DTYPE)
+    layer = nn.StackedActivation(
+        [(nn.Sigmoid(), 1), (_OwnTanh(), 2), (_ShiftedReLU(), 1), (_HalvedTanhGradient(), 1)]
+    )
+    assert layer._writes_out == ((True, True), (False, False), (False, True), (True, False))
+    x = torch.randn(5, 3, 2, dtype=DTYPE)
+    grad = torch.randn(5, 3, 2, dtype=DTYPE)
     output = layer(x)
     grad_input = layer.backward(grad)
     torch.testing.assert_close(output[1:3], torch.tanh(x[1:3]), rtol=1e-12, atol=1e-12)
@@ -214,6 +223,9 @@ def test_activations_whose_hooks_take_no_out_are_copied_into_place() -> None:
     torch.testing.assert_close(
         grad_input[3], grad[3] * (x[3] > 1).to(DTYPE), rtol=1e-12, atol=1e-12
     )
+    y = torch.tanh(x[4])
+    torch.testing.assert_close(output[4], y, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_input[4], grad[4] * (1 - y * y) / 2, rtol=1e-12, atol=1e-12)
 
 
 def test_inputs_from_an_autograd_graph_and_gradients_of_another_dtype() -> None:
@@ -352,6 +364,58 @@ def test_activations_of_ones_own_with_other_settings_are_kept_apart() -> None:
     activation = stacked[1]
     assert isinstance(activation, nn.StackedActivation)
     assert [stop - start for _, start, stop in activation._runs] == [1, 2]
+
+
+def test_activations_of_ones_own_with_other_private_settings_shown_in_repr_are_kept_apart() -> None:
+    """A setting kept in a private attribute (not compared as a public setting) but shown by
+    ``extra_repr``: the repr tells the two activations apart, and each model keeps its own."""
+
+    class ScaledTanh(nn.Activation):
+        def __init__(self, k: float) -> None:
+            super().__init__()
+            self._k = k
+
+        def extra_repr(self) -> str:
+            return f"k={self._k}"
+
+        def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y = torch.tanh(self._k * x)
+            return y, y
+
+        def _backward(self, g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return g * self._k * (1 - y * y)
+
+    torch.manual_seed(0)
+    models = [
+        nn.Sequential(nn.Linear(2, 3, dtype=torch.float64), ScaledTanh(k)) for k in (1.0, 5.0)
+    ]
+    x = torch.randn(2, 4, 2, dtype=torch.float64)
+    output = nn.stack_models(models)(x)
+    for index, model in enumerate(models):
+        torch.testing.assert_close(output[index], model(x[index]), rtol=0, atol=1e-12)
+
+
+def test_the_stack_shares_no_activation_with_the_models() -> None:
+    """A model run alone between the stack's forward and backward leaves the stack's gradients
+    as autograd gives them (the stack's activation is a copy, with its own saved output)."""
+    torch.manual_seed(0)
+    models = [nn.mlp((2, 3, 2), "tanh", dtype=torch.float64) for _ in range(2)]
+    stacked = nn.stack_models(models)
+    x = torch.randn(2, 5, 2, dtype=torch.float64)
+    grad_output = torch.randn(2, 5, 2, dtype=torch.float64)
+    stacked(x)
+    models[0](torch.randn(7, 2, dtype=torch.float64))  # model 0 alone, in between
+    grad_input = stacked.backward(grad_output)
+
+    leaves = [p.data.clone().requires_grad_() for p in stacked.parameters()]
+    w1, b1, w2, b2 = leaves
+    x_leaf = x.clone().requires_grad_()
+    hidden = torch.tanh(torch.baddbmm(b1.unsqueeze(1), x_leaf, w1.transpose(1, 2)))
+    output = torch.baddbmm(b2.unsqueeze(1), hidden, w2.transpose(1, 2))
+    output.backward(grad_output)
+    torch.testing.assert_close(grad_input, x_leaf.grad, rtol=1e-10, atol=1e-12)
+    for parameter, leaf in zip(stacked.parameters(), leaves, strict=True):
+        torch.testing.assert_close(parameter.grad, leaf.grad, rtol=1e-10, atol=1e-12)
 
 
 def test_model_parameters_of_something_that_is_no_stack_is_refused() -> None:
