@@ -166,6 +166,25 @@ def test_gradients_accumulate_as_autograd_says_either_way(
             torch.testing.assert_close(got, w.grad, rtol=1e-12, atol=1e-12)
 
 
+def test_a_stack_moved_after_a_step_chooses_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The choice is kept per input shape for the parameter tensors it was made for: a stack
+    moved with ``.to(...)`` (laid out by layer, its gradients contiguous) after a step at the
+    same batch shape uses no temporary, and a move to another device works (a kept CPU
+    temporary took meta operands)."""
+    monkeypatch.setattr(batched_linear, "_batched_gradient_is_exact", lambda grad, batch: True)
+    stack = _stack((3, 4, 2), 3, torch.float32, seed=7)
+    x, grad = torch.randn(3, 5, 3), torch.randn(3, 5, 2)
+    stack(x)
+    stack.backward(grad)
+    assert all(layer._product is not None for layer in _layers(stack))
+    stack.to("meta")
+    stack(x.to("meta"))
+    stack.backward(grad.to("meta"))
+    for layer in _layers(stack):
+        assert layer._product is None
+        assert layer.weight.grad.device.type == "meta"
+
+
 def test_copies_and_old_pickles_make_their_own_temporary() -> None:
     stack = _stack((2, 5, 2), 3, torch.float32, seed=6)
     x = torch.randn(3, 10, 2)
