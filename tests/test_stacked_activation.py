@@ -308,12 +308,38 @@ def test_stacked_loss_refuses_bad_runs_and_inputs() -> None:
             ValueError, match=r"prediction \(R, N, C\) of R = 2 models, got \(2, 4\)"
         ):
             nn.StackedLoss([(loss, 1), (type(loss)(), 1)])(torch.zeros(2, 4), torch.zeros(2, 4))
-    with pytest.raises(ValueError, match="stacked target with a leading dimension of 2"):
-        criterion(torch.randn(2, 4, 2), torch.randint(0, 2, (4,)))
+    for shape in ((4,), (2,), (3, 4)):  # (2,): one target per model, not a stacked target
+        with pytest.raises(
+            ValueError,
+            match=r"^StackedLoss: expected a stacked target with a leading dimension of 2 "
+            rf"models, got \({shape[0]},{' ' + str(shape[1]) if len(shape) > 1 else ''}\)$",
+        ):
+            criterion(torch.randn(2, 4, 2), torch.randint(0, 2, shape))
     with pytest.raises(RuntimeError, match="backward called before forward"):
         nn.StackedLoss([(nn.MSELoss(), 2)]).backward()
     with pytest.raises(TypeError, match="run 1 must hold a single loss, got StackedLoss"):
         nn.StackedLoss([(nn.MSELoss(), 1), (nn.StackedLoss([(nn.MSELoss(), 1)]), 1)])
+
+
+def test_stacked_loss_forward_called_directly_gives_its_gradient() -> None:
+    """``forward`` itself (not only a call of the loss) records that a backward may follow, as
+    the built-in losses' forward does."""
+    criterion = nn.StackedLoss([(nn.MSELoss(), 1), (nn.CrossEntropyLoss(), 1)])
+    prediction = torch.randn(2, 3, 2, dtype=DTYPE)
+    target = torch.tensor([[0, 1, 1], [1, 0, 1]])
+    criterion.forward(prediction, target)
+    expected = torch.cat(
+        [
+            _single_gradient(nn.MSELoss(), prediction[:1], target[:1]),
+            _single_gradient(nn.CrossEntropyLoss(), prediction[1:], target[1:]),
+        ]
+    )
+    torch.testing.assert_close(criterion.backward(), expected, rtol=0, atol=0)
+
+
+def _single_gradient(loss: nn.Loss, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    loss(prediction, target)
+    return loss.backward()
 
 
 def test_stacked_loss_keeps_its_last_forward_after_one_that_failed() -> None:
