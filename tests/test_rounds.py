@@ -110,6 +110,57 @@ def test_fit_rounds_equals_one_by_one(
     _assert_trained_alike(models, alone, histories, expected)
 
 
+class _FlippedInEval(nn.Activation):
+    """An activation of one's own that reads the mode: tanh in training, -tanh in evaluation
+    (so the validation errors tell the two modes apart)."""
+
+    def _forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = torch.tanh(input) if self.training else -torch.tanh(input)
+        return output, output
+
+    def _backward(self, grad_output: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        sign = 1.0 if self.training else -1.0
+        return grad_output * sign * (1 - output * output)
+
+
+def test_fit_rounds_validates_in_evaluation_mode_as_fit_does() -> None:
+    datasets = [make_disk_data(60, 40, 10, seed=200 + r, dtype=DTYPE) for r in range(2)]
+    models = []
+    for r in range(2):
+        torch.manual_seed(r)
+        models.append(
+            nn.Sequential(
+                nn.Linear(2, 6, dtype=DTYPE), _FlippedInEval(), nn.Linear(6, 2, dtype=DTYPE)
+            )
+        )
+    alone = [copy.deepcopy(m) for m in models]
+    expected = [
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            SGD(model.parameters(), lr=0.1),
+            datasets[r].train.x,
+            datasets[r].train.y,
+            epochs=3,
+            batch_size=20,
+            validation=(datasets[r].validation.x, datasets[r].validation.y),
+            generator=torch.Generator().manual_seed(r),
+        )
+        for r, model in enumerate(alone)
+    ]
+    histories = fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        lambda stack: SGD(stack.parameters(), lr=0.1),
+        [(d.train.x, d.train.y) for d in datasets],
+        epochs=3,
+        batch_size=20,
+        generators=[torch.Generator().manual_seed(r) for r in range(2)],
+        validation_sets=[(d.validation.x, d.validation.y) for d in datasets],
+    )
+    _assert_trained_alike(models, alone, histories, expected)
+
+
 @pytest.mark.parametrize("loss", ["mse", "ce"])
 def test_fit_rounds_takes_target_rows_as_fit_does(loss: str) -> None:
     """Targets of shape (N, C), one-hot rows for MSE and probability rows for cross-entropy,
