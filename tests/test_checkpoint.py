@@ -23,6 +23,7 @@ from minidl import nn, optim
 from minidl.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
+    Checkpoint,
     CheckpointError,
     load_checkpoint,
     read_checkpoint,
@@ -705,6 +706,11 @@ SAVE_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
         {"history": _history(train_loss=(1.0,))},
         r"history\.train_loss must be a list of numbers, got tuple",
     ),
+    (
+        "history with a bool",  # (loading refuses it: a bool is no number)
+        {"history": _history(validation_error=[1.0, True])},
+        r"history\.validation_error must be a list of numbers, got the element True",
+    ),
     ("extra as a list", {"extra": [1, 2]}, "extra must be a mapping with string keys, got list"),
     (
         "extra with an int key",
@@ -805,6 +811,59 @@ def test_resumed_training_with_dropout_generators_is_bit_identical(tmp_path: Pat
     for p, q in zip(resumed[0].parameters(), uninterrupted[0].parameters(), strict=True):
         assert torch.equal(p.data, q.data)
     assert torch.equal(resumed[3].get_state(), uninterrupted[3].get_state())
+
+
+def test_a_module_generator_state_refused_puts_every_generator_back(tmp_path: Path) -> None:
+    """The data generator and torch's are set before the modules' generators: when a module's
+    generator refuses its saved state (a checkpoint read, then altered in memory), they and the
+    parameters get their states from before the load back."""
+    torch.manual_seed(0)
+    own = torch.Generator().manual_seed(3)
+    model = nn.Sequential(nn.Linear(2, 4), nn.Dropout(0.5, generator=own), nn.Linear(4, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    save_checkpoint(tmp_path / "c", model, optimizer, generator=torch.Generator().manual_seed(1))
+    saved = read_checkpoint(tmp_path / "c")
+    tensors = {**saved.tensors, "rng.module.1": torch.zeros(3, dtype=torch.uint8)}
+    altered = Checkpoint(header=saved.header, tensors=tensors)
+
+    torch.manual_seed(5)
+    target = nn.Sequential(nn.Linear(2, 4), nn.Dropout(0.5, generator=own), nn.Linear(4, 2))
+    data_generator = torch.Generator().manual_seed(8)
+    before = (data_generator.get_state(), torch.get_rng_state(), own.get_state())
+    values = [p.data.clone() for p in target.parameters()]
+    with pytest.raises(CheckpointError, match="the saved state was refused"):
+        load_checkpoint(
+            altered, target, optim.SGD(target.parameters(), lr=0.1), generator=data_generator
+        )
+    after = (data_generator.get_state(), torch.get_rng_state(), own.get_state())
+    assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    assert all(torch.equal(p.data, v) for p, v in zip(target.parameters(), values, strict=True))
+
+
+class _Halving(LRScheduler):
+    """A schedule of one's own with the default ``repr`` (which shows its memory address)."""
+
+    def __init__(self, optimizer: optim.Optimizer) -> None:
+        super().__init__(optimizer)
+        self._start()
+
+    def lr_at(self, step: int) -> float:
+        return self.base_lr * 0.5**step
+
+
+def test_a_schedule_of_ones_own_with_the_default_repr_resumes(tmp_path: Path) -> None:
+    """Two schedules of the same settings have default reprs that differ by their addresses
+    only: the checkpoint of the one loads into the other."""
+    model = nn.mlp((2, 3, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    schedule = _Halving(optimizer)
+    schedule.step()
+    save_checkpoint(tmp_path / "c", model, optimizer, schedule)
+    resumed_optimizer = optim.SGD(model.parameters(), lr=0.1)
+    resumed = _Halving(resumed_optimizer)
+    assert repr(resumed) != repr(schedule)
+    load_checkpoint(tmp_path / "c", model, resumed_optimizer, resumed)
+    assert (resumed.last_step, resumed_optimizer.lr) == (1, 0.05)
 
 
 def test_loading_the_model_alone_leaves_the_modules_generators_alone(tmp_path: Path) -> None:

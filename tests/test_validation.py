@@ -397,6 +397,11 @@ TAMPERING: list[tuple[str, Callable[[Path], None], list[str]]] = [
         ["malformed", "training.epoch", "-1"],
     ),
     (
+        "format version 0",
+        lambda p: rewrite(p, header=lambda h: h.update(format_version=0)),
+        ["invalid format version 0"],
+    ),
+    (
         "format version true",
         lambda p: rewrite(p, header=lambda h: h.update(format_version=True)),
         ["invalid format version True"],
