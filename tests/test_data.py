@@ -72,6 +72,17 @@ def test_same_seed_same_data_and_different_seed_different_data() -> None:
     assert torch.equal(torch.rand(1), expected)
 
 
+def test_the_sets_are_the_seeded_generators_draws_train_validation_test() -> None:
+    """The documented order: float64 draws of one generator seeded with ``seed``, the training
+    set's first, then the validation set's, then the test set's."""
+    data = make_disk_data(n_train=5, n_validation=3, n_test=4, seed=11)
+    generator = torch.Generator().manual_seed(11)
+    for split, n in ((data.train, 5), (data.validation, 3), (data.test, 4)):
+        expected = torch.rand(n, 2, dtype=torch.float64, generator=generator)
+        assert torch.equal(split.raw, expected)
+        assert torch.equal(split.y, disk_labels(expected))
+
+
 def test_float32_and_float64_give_the_same_points() -> None:
     single, double = make_disk_data(seed=4), make_disk_data(seed=4, dtype=F64)
     assert single.train.x.dtype == torch.float32 and double.train.x.dtype == F64
