@@ -3,6 +3,8 @@ function, what was given and what was expected, and leaves every bit of state as
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 import torch
 
@@ -161,3 +163,81 @@ def test_reading_or_loading_a_checkpoint_names_a_path_of_the_wrong_type(path: ob
     ):
         load_checkpoint(path, model)  # type: ignore[arg-type]
     assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+# -- a subclass that overrides a setting with an attribute or a property of its own ---------------
+# forward reads the setting's slot (_p): such a subclass used to fail there with
+# "AttributeError: 'Annealed' object has no attribute '_p'" (as it worked before the settings).
+
+
+class _Annealed(nn.Dropout):
+    """``p`` a property: the base rate times a factor."""
+
+    def __init__(self, p: float) -> None:
+        self.factor = 1.0
+        super().__init__(p)  # (its self.p = p goes to the setter below, as before the settings)
+
+    @property
+    def p(self) -> float:
+        return self.base * self.factor
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self.base = value
+
+
+def test_a_dropout_whose_p_is_a_property_drops_with_the_propertys_value() -> None:
+    annealed, plain = _Annealed(0.5), nn.Dropout(0.5)
+    assert annealed.base == 0.5
+    x, grad = torch.randn(6, 7), torch.randn(6, 7)
+    torch.manual_seed(3)
+    output = annealed(x)
+    torch.manual_seed(3)
+    assert torch.equal(output, plain(x))
+    assert torch.equal(annealed.backward(grad), plain.backward(grad))
+    annealed.factor = 0.0  # p is 0: the identity
+    assert annealed.p == 0.0
+    assert torch.equal(annealed(x), x)
+    assert torch.equal(annealed.backward(grad), grad)
+
+
+def test_a_read_only_property_over_a_setting_is_refused_by_the_base_constructor_as_before() -> None:
+    class Never(nn.Dropout):
+        @property
+        def p(self) -> float:  # type: ignore[override]
+            return 0.0
+
+    with pytest.raises(AttributeError, match=r"property 'p' of '.*Never' object has no setter"):
+        Never(0.5)
+
+
+def test_a_leaky_relu_whose_slope_is_a_class_attribute_computes_with_the_instances() -> None:
+    class Fixed(nn.LeakyReLU):
+        negative_slope = 0.2
+
+    x, grad = torch.tensor([[-1.0, 2.0, -3.0]]), torch.tensor([[1.0, 1.0, 2.0]])
+    # The constructor's value is the instance's, over the class's, as before the settings.
+    default, given = Fixed(), Fixed(0.3)
+    assert (Fixed.negative_slope, default.negative_slope, given.negative_slope) == (0.2, 0.01, 0.3)
+    torch.testing.assert_close(given(x), torch.tensor([[-0.3, 2.0, -0.9]]))
+    torch.testing.assert_close(given.backward(grad), torch.tensor([[0.3, 1.0, 0.6]]))
+    torch.testing.assert_close(default(x), torch.tensor([[-0.01, 2.0, -0.03]]))
+    given.negative_slope = 0.5  # (a plain attribute now: the subclass's)
+    torch.testing.assert_close(given(x), torch.tensor([[-0.5, 2.0, -1.5]]))
+
+
+def test_a_loss_whose_reduction_is_a_property_reduces_as_it_says() -> None:
+    class Summed(nn.L1Loss):
+        @property
+        def reduction(self) -> Literal["mean", "sum"]:
+            return "sum"
+
+        @reduction.setter
+        def reduction(self, value: Literal["mean", "sum"]) -> None:
+            self.asked = value
+
+    criterion = Summed()
+    assert criterion.asked == "mean"
+    prediction, target = torch.tensor([[1.0, -2.0], [3.0, 0.5]]), torch.zeros(2, 2)
+    assert float(criterion(prediction, target)) == 6.5
+    assert torch.equal(criterion.backward(), torch.tensor([[1.0, -1.0], [1.0, 1.0]]))

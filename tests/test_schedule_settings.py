@@ -573,3 +573,26 @@ def test_a_subclass_may_set_a_setting_before_calling_the_constructor() -> None:
         Decay.__new__(Decay).gamma = 2.0
     decay = Decay(_sgd())
     assert decay.step() == LR * 0.25
+
+
+def test_a_schedule_whose_setting_is_a_property_steps_with_the_propertys_value() -> None:
+    # lr_at reads the setting's slot (_gamma): a subclass overriding gamma failed there.
+    class Tenth(optim.StepDecay):
+        @property
+        def gamma(self) -> float:
+            return 0.1
+
+        @gamma.setter
+        def gamma(self, value: float) -> None:
+            self.asked = value
+
+    class Quarter(optim.StepDecay):
+        gamma = 0.25
+
+    optimizer = _sgd(1.0)
+    tenth = Tenth(optimizer, step_size=2, gamma=0.5)
+    assert tenth.asked == 0.5
+    assert [tenth.step() for _ in range(4)] == pytest.approx([1.0, 0.1, 0.1, 0.01])
+    assert optimizer.lr == pytest.approx(0.01)
+    quarter = Quarter(_sgd(1.0), step_size=1, gamma=0.5)  # (the instance's, as before)
+    assert [quarter.step() for _ in range(2)] == [0.5, 0.25]

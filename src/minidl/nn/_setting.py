@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
 
-__all__ = ["Setting"]
+__all__ = ["Setting", "read_overridden_settings"]
 
 T = TypeVar("T")
 
@@ -20,6 +20,11 @@ class Setting(Generic[T]):
     than fail in the next forward in the tensor library's words, or compute with it silently
     (a ``reduction`` the loss does not know, a negative ``eps``). The value is kept in
     ``_<name>``, which ``forward`` reads directly (no descriptor call per step).
+
+    A subclass of the module that overrides the name with an attribute or a property of its own
+    (``class Fixed(LeakyReLU): negative_slope = 0.2``) takes it over: the value is then neither
+    checked nor kept by the setting, and ``forward`` reads it through ``_<name>``, which
+    :func:`read_overridden_settings` defines on that subclass.
 
     The learning-rate schedules' settings are a subclass,
     ``minidl.optim.lr_scheduler.ScheduleSetting``, which also checks the value against the
@@ -51,3 +56,39 @@ class Setting(Generic[T]):
         # (object.__setattr__ also serves a module unpickled from before the setting existed:
         # Module.__setstate__ sets its old plain attribute, which comes here and is checked)
         object.__setattr__(instance, self.slot, self.check(type(instance).__name__, value))
+
+
+class _ReadsOverride:
+    """The slot ``_<name>`` of a class that overrides a base class's setting ``name`` with an
+    attribute or a property of its own: reading it reads ``self.<name>``, so that the base
+    class's ``forward``, which reads the slot, sees the subclass's value.
+
+    Not a data descriptor: a value the subclass keeps in ``_<name>`` itself (a property ``p``
+    whose setter sets ``self._p``, or a subclass further down that makes ``name`` a
+    :class:`Setting` again) is read directly from the instance.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: object | None, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return getattr(instance, self.name)
+
+
+def read_overridden_settings(cls: type) -> None:
+    """For ``cls``, a new subclass (``Module.__init_subclass__`` and
+    ``LRScheduler.__init_subclass__`` call it): each name that it defines with something other
+    than a :class:`Setting`, where the nearest base class that defines the name has a
+    :class:`Setting`, gets the slot ``_<name>`` read from ``self.<name>`` (unless ``cls``
+    defines ``_<name>`` itself). Without it, ``Annealed(Dropout)`` with ``p`` a property would
+    fail in the first forward, which reads ``_p``, never set."""
+    for name, value in list(vars(cls).items()):
+        if isinstance(value, Setting) or name.startswith("_"):
+            continue
+        inherited = next((vars(base)[name] for base in cls.__mro__[1:] if name in vars(base)), None)
+        if isinstance(inherited, Setting) and "_" + name not in vars(cls):
+            setattr(cls, "_" + name, _ReadsOverride(name))

@@ -47,6 +47,7 @@ from torch import Tensor
 
 from minidl._validate import check_copyable, unavailable
 from minidl.nn._recent import Recent
+from minidl.nn._setting import read_overridden_settings
 from minidl.nn.flat import (
     StorageView,
     flat_buffer,
@@ -91,6 +92,12 @@ class Module:
         ...     def backward(self, grad_output):
         ...         return 2 * grad_output
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass that overrides a setting (Dropout.p) with an attribute or a property of its
+        # own: forward reads the setting's slot (_p), made to read the subclass's value.
+        super().__init_subclass__(**kwargs)
+        read_overridden_settings(cls)
 
     def __init__(self) -> None:
         self._parameters: dict[str, Parameter] = {}

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 from minidl._validate import check_int, check_real
-from minidl.nn._setting import Setting
+from minidl.nn._setting import Setting, read_overridden_settings
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["LRScheduler", "ScheduleSetting", "check_interval", "fixed"]
@@ -98,6 +98,12 @@ class LRScheduler:
     #: than from the optimizer's rate: a :class:`~minidl.optim.SequentialSchedule` leaves its
     #: ``base_lr`` alone.
     takes_own_rates: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass that overrides a setting (StepDecay.gamma) with an attribute or a property
+        # of its own: lr_at reads the setting's slot (_gamma), made to read the subclass's value.
+        super().__init_subclass__(**kwargs)
+        read_overridden_settings(cls)
 
     def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
