@@ -241,9 +241,13 @@ ABOVE_OPTIM = (
 )
 ABOVE_NN = ("minidl.optim", *ABOVE_OPTIM)
 ABOVE_TRAIN = ("minidl.experiments", "minidl.cli")
+#: The shared helpers under the packages (_validate.py, _scalar.py, _setting.py, ...).
+ABOVE_SHARED = ("minidl.nn", "minidl.data", *ABOVE_NN)
 
 
 def _forbidden_for(relative: str) -> tuple[str, ...]:
+    if "/" not in relative and relative.startswith("_") and not relative.startswith("__"):
+        return ABOVE_SHARED
     if relative.startswith("nn/") or relative == "data.py":
         return ABOVE_NN
     if relative.startswith("optim/"):
@@ -284,6 +288,17 @@ def test_layers_import_only_downward(path: Path) -> None:
     assert layering_violations(path) == [], (
         f"{path.relative_to(SOURCE)} imports from a layer above it (see docs/architecture.md)"
     )
+
+
+def test_the_settings_shared_by_nn_and_optim_live_below_both() -> None:
+    # Setting was in minidl.nn, which optim imported it from: not an nn concept.
+    from minidl._setting import Setting
+    from minidl.optim.lr_scheduler import ScheduleSetting
+
+    assert Setting.__module__ == "minidl._setting"
+    assert ScheduleSetting.__mro__[1] is Setting
+    assert not (SOURCE / "nn" / "_setting.py").exists()
+    assert layering_violations(SOURCE / "_setting.py") == []
 
 
 # -- at run time -----------------------------------------------------------------------------------

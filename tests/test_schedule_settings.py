@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from minidl import nn, optim
-from minidl.nn._setting import Setting
+from minidl._setting import Setting
 
 STEPS = 160
 LR = 0.1

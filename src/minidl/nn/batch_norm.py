@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
+from minidl._setting import Setting
 from minidl._validate import check_int, check_real
 from minidl.nn._checks import (
     check_cached,
@@ -15,7 +16,6 @@ from minidl.nn._checks import (
     check_like_parameter,
     check_still_fits,
 )
-from minidl.nn._setting import Setting
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl.nn._setting import Setting
+from minidl._setting import Setting
 from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 from minidl.nn.sigmoid import sigmoid
 

@@ -6,9 +6,9 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
+from minidl._setting import Setting
 from minidl._validate import check_real
 from minidl.nn._checks import check_grad_like, check_grad_output
-from minidl.nn._setting import Setting
 from minidl.nn.module import Module
 
 __all__ = ["Dropout"]

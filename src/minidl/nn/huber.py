@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
+from minidl._setting import Setting
 from minidl._validate import check_real
-from minidl.nn._setting import Setting
 from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 
 __all__ = ["HuberLoss"]

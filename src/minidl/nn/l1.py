@@ -7,7 +7,7 @@ from typing import Literal
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl.nn._setting import Setting
+from minidl._setting import Setting
 from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 
 __all__ = ["L1Loss"]

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl.nn._setting import Setting
+from minidl._setting import Setting
 from minidl.nn.activation import Activation
 
 __all__ = ["LeakyReLU"]

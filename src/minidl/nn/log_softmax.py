@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from minidl._setting import Setting
 from minidl.nn._checks import check_cached, check_grad_like, check_input
-from minidl.nn._setting import Setting
 from minidl.nn.module import Module
 from minidl.nn.softmax import check_dim
 

@@ -45,9 +45,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from minidl._setting import read_overridden_settings
 from minidl._validate import check_copyable, unavailable
 from minidl.nn._recent import Recent
-from minidl.nn._setting import read_overridden_settings
 from minidl.nn.flat import (
     StorageView,
     flat_buffer,

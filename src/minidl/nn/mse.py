@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
+from minidl._setting import Setting
 from minidl.nn._recent import Recent
-from minidl.nn._setting import Setting
 from minidl.nn.loss import Loss, scaled_sum
 
 __all__ = ["MSELoss"]

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from minidl.nn._setting import Setting
+from minidl._setting import Setting
 from minidl.nn.flat import StorageView
 from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 

@@ -7,8 +7,8 @@ import numbers
 import torch
 from torch import Tensor
 
+from minidl._setting import Setting
 from minidl.nn._checks import check_cached, check_grad_like, check_input
-from minidl.nn._setting import Setting
 from minidl.nn.module import Module
 
 __all__ = ["Softmax", "check_dim"]

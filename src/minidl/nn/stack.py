@@ -9,7 +9,7 @@ from typing import Literal
 
 import torch
 
-from minidl.nn._setting import Setting
+from minidl._setting import Setting
 from minidl.nn.activation import Activation
 from minidl.nn.batched_linear import BatchedLinear
 from minidl.nn.linear import Linear

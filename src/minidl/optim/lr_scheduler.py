@@ -8,8 +8,8 @@ import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
+from minidl._setting import Setting, read_overridden_settings
 from minidl._validate import check_int, check_real
-from minidl.nn._setting import Setting, read_overridden_settings
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["LRScheduler", "ScheduleSetting", "check_interval", "fixed"]
