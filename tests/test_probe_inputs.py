@@ -241,3 +241,20 @@ def test_a_loss_whose_reduction_is_a_property_reduces_as_it_says() -> None:
     prediction, target = torch.tensor([[1.0, -2.0], [3.0, 0.5]]), torch.zeros(2, 2)
     assert float(criterion(prediction, target)) == 6.5
     assert torch.equal(criterion.backward(), torch.tensor([[1.0, -1.0], [1.0, 1.0]]))
+
+
+def test_a_setting_cannot_be_deleted_and_one_never_set_is_named() -> None:
+    # del raised "AttributeError: __delete__"; a setting read before it was set named its
+    # slot ("'Dropout' object has no attribute '_p'").
+    dropout = nn.Dropout(0.25)
+    with pytest.raises(AttributeError, match=r"^Dropout\.p cannot be deleted; set another value$"):
+        del dropout.p
+    assert dropout.p == 0.25
+    schedule = optim.StepDecay(optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1))
+    with pytest.raises(AttributeError, match=r"^StepDecay\.gamma cannot be deleted"):
+        del schedule.gamma
+    assert schedule.gamma == 0.5
+    bare = nn.Dropout.__new__(nn.Dropout)
+    with pytest.raises(AttributeError, match=r"^Dropout\.p has no value yet") as error:
+        bare.p  # noqa: B018
+    assert "_p" not in str(error.value)

@@ -19,7 +19,8 @@ class Setting(Generic[T]):
     ``dropout.p = 2`` raises as ``Dropout(2)`` does, and leaves the module as it was, rather
     than fail in the next forward in the tensor library's words, or compute with it silently
     (a ``reduction`` the loss does not know, a negative ``eps``). The value is kept in
-    ``_<name>``, which ``forward`` reads directly (no descriptor call per step).
+    ``_<name>``, which ``forward`` reads directly (no descriptor call per step). It cannot be
+    deleted: ``del dropout.p`` raises ``AttributeError``.
 
     A subclass of the module that overrides the name with an attribute or a property of its own
     (``class Fixed(LeakyReLU): negative_slope = 0.2``) takes it over: the value is then neither
@@ -49,13 +50,26 @@ class Setting(Generic[T]):
     def __get__(self, instance: object | None, owner: type | None = None) -> Setting[T] | T:
         if instance is None:
             return self
-        value: T = getattr(instance, self.slot)
+        try:
+            value: T = getattr(instance, self.slot)
+        except AttributeError:
+            # (not set yet: read before the constructor set it, or on an instance made
+            # without it) named as the attribute read, not its slot
+            kind = type(instance).__name__
+            raise AttributeError(
+                f"{kind}.{self.name} has no value yet: {kind}'s constructor sets it"
+            ) from None
         return value
 
     def __set__(self, instance: object, value: Any) -> None:
         # (object.__setattr__ also serves a module unpickled from before the setting existed:
         # Module.__setstate__ sets its old plain attribute, which comes here and is checked)
         object.__setattr__(instance, self.slot, self.check(type(instance).__name__, value))
+
+    def __delete__(self, instance: object) -> None:
+        raise AttributeError(
+            f"{type(instance).__name__}.{self.name} cannot be deleted; set another value"
+        )
 
 
 class _ReadsOverride:
