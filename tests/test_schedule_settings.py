@@ -242,7 +242,7 @@ def test_what_the_schedule_cannot_change_is_read_only(
     new = _sgd() if name == "optimizer" else "batch" if name == "interval" else 0.5
     with pytest.raises(AttributeError, match=message):
         setattr(schedule, name, new)
-    assert _snapshot(schedule) == before and getattr(schedule, name) is value
+    assert _snapshot(schedule) == before and getattr(schedule, name) == value  # (schedules: a copy)
 
 
 # -- a good value: the schedule built with it ----------------------------------------------------

@@ -596,3 +596,22 @@ def test_a_schedule_repr_shows_an_interval_other_than_the_default(
     by_batch = make(optim.SGD(_params(), lr=LR), "batch")
     assert "interval" not in repr(by_epoch)
     assert repr(by_batch) == repr(by_epoch)[:-1] + ", interval='batch')"
+
+
+def test_a_sequences_schedules_and_milestones_are_copies_that_cannot_bypass_its_checks() -> None:
+    # They were the sequence's own lists: seq.milestones.append(0) left it with milestones
+    # its constructor refuses (and a schedule appended, one no milestone reaches).
+    optimizer = optim.SGD([nn.Parameter(torch.zeros(1))], lr=LR)
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=5, start_factor=0.1)
+    decay = optim.CosineAnnealing(optimizer, T_max=95)
+    seq = optim.SequentialSchedule(optimizer, [warmup, decay], milestones=[5])
+    seq.milestones.append(0)
+    seq.milestones[0] = 50
+    seq.schedules.append(warmup)
+    seq.schedules.reverse()
+    assert seq.milestones == [5]
+    assert type(seq.milestones) is list
+    assert seq.schedules == [warmup, decay]
+    assert repr(seq).endswith("milestones=[5])")
+    rates = [seq.step() for _ in range(6)]
+    assert rates[4] == pytest.approx(LR) and rates[5] == pytest.approx(decay.lr_at(1))

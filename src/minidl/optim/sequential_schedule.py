@@ -122,8 +122,9 @@ class SequentialSchedule(LRScheduler):
 
     @property
     def schedules(self) -> list[LRScheduler]:
-        """The schedules, in order (fixed at construction)."""
-        return self._schedules
+        """The schedules, in order (fixed at construction): a new list, whose changes do not
+        reach the sequence."""
+        return list(self._schedules)
 
     @schedules.setter
     def schedules(self, value: object) -> None:
@@ -146,8 +147,9 @@ class SequentialSchedule(LRScheduler):
     @property
     def milestones(self) -> list[int]:
         """The steps where each next schedule starts; checked when set, as by the
-        constructor."""
-        return self._milestones
+        constructor. A new list: change them by setting it (``seq.milestones = [...]``), as
+        a change made to the list returned would not be checked."""
+        return list(self._milestones)
 
     @milestones.setter
     def milestones(self, value: Sequence[int]) -> None:
@@ -192,5 +194,5 @@ class SequentialSchedule(LRScheduler):
             schedule._restart_from(base_lr)
 
     def __repr__(self) -> str:
-        inner = ", ".join(repr(schedule) for schedule in self.schedules)
-        return f"SequentialSchedule([{inner}], milestones={self.milestones})"
+        inner = ", ".join(repr(schedule) for schedule in self._schedules)
+        return f"SequentialSchedule([{inner}], milestones={self._milestones})"
