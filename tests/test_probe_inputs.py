@@ -258,3 +258,16 @@ def test_a_setting_cannot_be_deleted_and_one_never_set_is_named() -> None:
     with pytest.raises(AttributeError, match=r"^Dropout\.p has no value yet") as error:
         bare.p  # noqa: B018
     assert "_p" not in str(error.value)
+
+
+def test_a_cross_entropy_subclass_is_named_in_its_reductions_error() -> None:
+    # CrossEntropyLoss kept a check of its own, which named CrossEntropyLoss for any subclass.
+    class Smoothed(nn.CrossEntropyLoss):
+        pass
+
+    with pytest.raises(ValueError, match=r"^Smoothed: reduction must be 'mean' or 'sum', got 'x'"):
+        Smoothed("x")  # type: ignore[arg-type]
+    criterion = Smoothed()
+    with pytest.raises(ValueError, match=r"^Smoothed: reduction must be 'mean' or 'sum', got 1"):
+        criterion.reduction = 1  # type: ignore[assignment]
+    assert criterion.reduction == "mean"

@@ -596,3 +596,17 @@ def test_a_schedule_whose_setting_is_a_property_steps_with_the_propertys_value()
     assert optimizer.lr == pytest.approx(0.01)
     quarter = Quarter(_sgd(1.0), step_size=1, gamma=0.5)  # (the instance's, as before)
     assert [quarter.step() for _ in range(2)] == [0.5, 0.25]
+
+
+def test_the_exponential_decays_share_one_check_of_gamma() -> None:
+    # ExponentialDecay and CyclicLR each had the same _check_gamma.
+    from minidl.optim import cyclic_lr, exponential_decay
+    from minidl.optim.lr_scheduler import check_decay_gamma
+
+    for kind in (exponential_decay.ExponentialDecay, cyclic_lr.CyclicLR):
+        assert vars(kind)["gamma"].check is check_decay_gamma
+    for module in (exponential_decay, cyclic_lr):
+        assert not hasattr(module, "_check_gamma")
+    with pytest.raises(ValueError, match=r"^ExponentialDecay: gamma must be in \(0, 1\]"):
+        optim.ExponentialDecay(_sgd(), gamma=0.0)
+    assert check_decay_gamma("CyclicLR", 1) == 1.0

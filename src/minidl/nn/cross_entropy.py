@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from minidl.nn._recent import Recent
-from minidl.nn.loss import Loss, scaled_sum
+from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 
 __all__ = ["CrossEntropyLoss"]
 
@@ -51,7 +51,7 @@ class CrossEntropyLoss(Loss):
 
     def __init__(self, reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()
-        self._reduction = _check_reduction(reduction)
+        self._reduction = check_mean_or_sum(type(self).__name__, reduction)
         self._divisor_used: int | None = 1  # (the last forward's, for backward)
         self._log_probabilities: Tensor | None = None
         self._target: Tensor | None = None
@@ -133,7 +133,7 @@ class CrossEntropyLoss(Loss):
 
     @reduction.setter
     def reduction(self, value: Literal["mean", "sum"]) -> None:
-        self._reduction = _check_reduction(value)
+        self._reduction = check_mean_or_sum(type(self).__name__, value)
         # (the constants hold the divisor: made again at the next forward)
         self._constants_for = None
         self._recent.clear()
@@ -202,9 +202,3 @@ class CrossEntropyLoss(Loss):
             return grad.sub_(target, alpha=1.0 / divisor)
         # (p - onehot(y)) / N in one more op: add -1/N at each row's target class.
         return scaled.scatter_add_(-1, index, minus_one_over_n)
-
-
-def _check_reduction(reduction: object) -> Literal["mean", "sum"]:
-    if isinstance(reduction, str) and reduction in ("mean", "sum"):
-        return cast(Literal["mean", "sum"], reduction)
-    raise ValueError(f"CrossEntropyLoss: reduction must be 'mean' or 'sum', got {reduction!r}")

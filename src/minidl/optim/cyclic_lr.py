@@ -6,7 +6,7 @@ import math
 from typing import Literal
 
 from minidl._validate import check_int, check_real
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, check_decay_gamma
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["CyclicLR"]
@@ -30,10 +30,6 @@ def _check_mode(where: str, mode: object) -> Mode:
         if mode == "triangular2"
         else "exp_range"
     )
-
-
-def _check_gamma(where: str, gamma: object) -> float:
-    return check_real(where, "gamma", gamma, low=0.0, high=1.0, low_open=True)
 
 
 class CyclicLR(LRScheduler):
@@ -76,7 +72,7 @@ class CyclicLR(LRScheduler):
 
     step_size_up = ScheduleSetting(_check_step_size_up)
     mode = ScheduleSetting(_check_mode)
-    gamma = ScheduleSetting(_check_gamma)
+    gamma = ScheduleSetting(check_decay_gamma)
     _max_lr: float
     _step_size_up: int
     _step_size_down: int

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from minidl._validate import check_real
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, check_interval
+from minidl.optim.lr_scheduler import (
+    LRScheduler,
+    ScheduleSetting,
+    check_decay_gamma,
+    check_interval,
+)
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["ExponentialDecay", "check_interval", "interval_repr"]
-
-
-def _check_gamma(where: str, gamma: object) -> float:
-    return check_real(where, "gamma", gamma, low=0.0, high=1.0, low_open=True)
 
 
 def interval_repr(interval: str) -> str:
@@ -38,7 +38,7 @@ class ExponentialDecay(LRScheduler):
 
     #: :math:`\gamma`: checked when set, as by the constructor, and the optimizer's rate set
     #: to the current step's (see :class:`~minidl.optim.LRScheduler`).
-    gamma = ScheduleSetting(_check_gamma)
+    gamma = ScheduleSetting(check_decay_gamma)
     _gamma: float
 
     def __init__(

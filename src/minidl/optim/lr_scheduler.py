@@ -12,7 +12,7 @@ from minidl._setting import Setting, read_overridden_settings
 from minidl._validate import check_int, check_real
 from minidl.optim.optimizer import Optimizer
 
-__all__ = ["LRScheduler", "ScheduleSetting", "check_interval", "fixed"]
+__all__ = ["LRScheduler", "ScheduleSetting", "check_decay_gamma", "check_interval", "fixed"]
 
 T = TypeVar("T")
 
@@ -25,6 +25,12 @@ def check_interval(where: str, interval: object) -> Literal["epoch", "batch"]:
     if interval not in ("epoch", "batch"):
         raise ValueError(f"{where}: interval must be 'epoch' or 'batch', got {interval!r}")
     return "epoch" if interval == "epoch" else "batch"
+
+
+def check_decay_gamma(where: str, gamma: object) -> float:
+    """Check the factor ``gamma`` of an exponential decay (``ExponentialDecay``'s, ``CyclicLR``'s
+    ``"exp_range"``): a real number in ``(0, 1]``."""
+    return check_real(where, "gamma", gamma, low=0.0, high=1.0, low_open=True)
 
 
 def _check_reference_lr(where: str, base_lr: object) -> float:
