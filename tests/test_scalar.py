@@ -264,6 +264,30 @@ def test_a_tensor_operand_is_the_cached_operand_or_a_new_0_dim_tensor() -> None:
     assert zero.dtype == F64 and math.copysign(1.0, float(zero)) == -1.0
 
 
+@pytest.mark.parametrize(
+    "like",
+    [
+        torch.ones(2, dtype=torch.float16),
+        torch.ones(2, dtype=torch.bfloat16),
+        torch.ones(2, device="meta"),
+    ],
+    ids=["float16", "bfloat16", "meta"],
+)
+def test_a_tensor_operand_off_the_cached_cpu_dtypes_is_made_once(like: Tensor) -> None:
+    # It was a new torch.full at every call: at every ELU forward on a GPU.
+    with torch.inference_mode():  # (first asked for inside it: still a normal tensor)
+        first = tensor_operand(0.37, like)
+    assert not first.is_inference()
+    assert tensor_operand(0.37, like) is first
+    assert (first.dtype, first.device, first.dim()) == (like.dtype, like.device, 0)
+    negative, positive = tensor_operand(-0.0, like), tensor_operand(0.0, like)
+    assert negative is not positive and tensor_operand(-0.0, like) is negative
+    if like.device.type == "cpu":
+        assert float(first) == float(torch.tensor(0.37).to(like.dtype))
+        assert math.copysign(1.0, float(negative)) == -1.0
+        assert math.copysign(1.0, float(positive)) == 1.0
+
+
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
 @pytest.mark.parametrize(
     "module", [nn.ELU, lambda: nn.ELU(2.5), nn.SELU], ids=["elu", "a2.5", "selu"]

@@ -18,6 +18,7 @@ are, so there the number itself is returned.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import torch
@@ -47,12 +48,14 @@ def operand(value: float, like: Tensor) -> Tensor | float:
 
 def tensor_operand(value: float, like: Tensor) -> Tensor:
     """``value`` as a 0-dim tensor operand of an operation on ``like`` that takes tensors only
-    (``lerp``'s ``end``): :func:`operand`'s cached tensor where it gives one, else a new 0-dim
-    tensor of ``like``'s dtype and device (the value converted as :func:`operand`'s is)."""
+    (``lerp``'s ``end``): :func:`operand`'s cached tensor where it gives one, else a 0-dim
+    tensor of ``like``'s dtype on its device (the value converted as :func:`operand`'s is),
+    cached too, by value (zero's sign included), dtype and device: made once, not at every
+    call (a ``torch.full`` on a GPU is a kernel launch)."""
     cached = operand(value, like)
     if isinstance(cached, Tensor):
         return cached
-    return torch.full((), value, dtype=like.dtype, device=like.device)
+    return _zero_dim_on(value, math.copysign(1.0, value), like.dtype, like.device)
 
 
 @lru_cache(maxsize=256)
@@ -63,3 +66,10 @@ def _zero_dim(value: float, dtype: torch.dtype) -> Tensor:
     # cached for CPU operands only.
     with torch.inference_mode(False):
         return torch.tensor(float(value), dtype=dtype, device="cpu")
+
+
+@lru_cache(maxsize=256)
+def _zero_dim_on(value: float, sign: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    # ``sign`` keys zero's sign (0.0 == -0.0); made outside inference mode, as _zero_dim's.
+    with torch.inference_mode(False):
+        return torch.full((), value, dtype=dtype, device=device)
