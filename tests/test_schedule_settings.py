@@ -7,6 +7,7 @@ the constructor derived other state (OneCycle's initial rate) was ignored."""
 
 from __future__ import annotations
 
+import copy
 import math
 import pickle
 from collections.abc import Callable
@@ -519,6 +520,7 @@ def _as_pickled_before(schedule: optim.LRScheduler) -> dict[str, Any]:
     """The schedule's state as pickled when its settings were plain attributes."""
     state = dict(schedule.__dict__)
     del state["_ready"]
+    state.pop("_container", None)
     for key in list(state):
         if isinstance(getattr(type(schedule), key[1:], None), Setting | property):
             state[key[1:]] = state.pop(key)
@@ -536,6 +538,8 @@ def test_a_schedule_pickled_before_its_settings_were_checked_loads(build: Build)
         state["schedules"] = [_restore(type(s), _as_pickled_before(s)) for s in schedule.schedules]
     loaded = _restore(type(schedule), state)
     assert repr(loaded) == repr(schedule) and loaded.state_dict() == schedule.state_dict()
+    if isinstance(loaded, optim.SequentialSchedule):  # (its schedules know it again)
+        assert all(inner._container is loaded for inner in loaded.schedules)
     assert loaded.interval == schedule.interval
     assert _rates(loaded, 20)[1:] == [schedule.lr_at(step) for step in range(6, 26)]
     with pytest.raises(ValueError, match=f"^{type(schedule).__name__}: base_lr must be"):
@@ -610,3 +614,96 @@ def test_the_exponential_decays_share_one_check_of_gamma() -> None:
     with pytest.raises(ValueError, match=r"^ExponentialDecay: gamma must be in \(0, 1\]"):
         optim.ExponentialDecay(_sgd(), gamma=0.0)
     assert check_decay_gamma("CyclicLR", 1) == 1.0
+
+
+# -- a schedule inside a SequentialSchedule: its settings checked against the sequence -----------
+# They were checked against the schedule alone: at step 10 of a warm-up then a OneCycle of 20
+# steps, onecycle.total_steps = 4 was taken, leaving the sequence's step_limit before its
+# current step (its next step raised), and inner.interval = "batch" left a sequence of one
+# interval ("epoch") with a schedule of another.
+
+
+def _warmup_then_one_cycle() -> tuple[optim.SequentialSchedule, optim.OneCycle]:
+    optimizer = _sgd()
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=5, interval="batch")
+    one_cycle = optim.OneCycle(optimizer, max_lr=1.0, total_steps=20)
+    sequence = optim.SequentialSchedule(optimizer, [warmup, one_cycle], milestones=[5])
+    for _ in range(10):
+        sequence.step()
+    return sequence, one_cycle
+
+
+def _whole(sequence: optim.SequentialSchedule) -> list[dict[str, Any]]:
+    return [dict(vars(part)) for part in sequence._parts()] + [{"lr": sequence.optimizer.lr}]
+
+
+def test_a_setting_that_ends_the_sequence_before_its_current_step_is_refused() -> None:
+    sequence, one_cycle = _warmup_then_one_cycle()
+    before = _whole(sequence)
+    with pytest.raises(
+        ValueError,
+        match=r"^OneCycle: with total_steps=4 the SequentialSchedule it is part of would end at "
+        r"step 9 \(its step_limit\), before its current step 10$",
+    ):
+        one_cycle.total_steps = 4
+    assert _whole(sequence) == before and one_cycle.total_steps == 20
+    one_cycle.total_steps = 6  # (the sequence's last step is now 11: the current one and next)
+    assert sequence.step_limit == 11
+    rate = sequence.step()
+    assert rate == one_cycle.lr_at(6)
+    with pytest.raises(ValueError, match=r"^OneCycle: with total_steps=5 the SequentialSchedule"):
+        one_cycle.total_steps = 5
+
+
+def test_an_interval_other_than_the_sequences_is_refused() -> None:
+    sequence, one_cycle = _warmup_then_one_cycle()
+    warmup = sequence.schedules[0]
+    before = _whole(sequence)
+    for inner in (warmup, one_cycle):
+        with pytest.raises(
+            ValueError,
+            match=rf"^{type(inner).__name__}: interval must be 'batch', that of the "
+            r"SequentialSchedule it is part of \(its schedules step at one interval\), got "
+            r"'epoch'; build the schedules",
+        ):
+            inner.interval = "epoch"
+        assert _whole(sequence) == before
+    for inner in (warmup, one_cycle):
+        inner.interval = "batch"  # (its own: taken)
+    assert sequence.interval == "batch" and sequence.step() == one_cycle.lr_at(6)
+
+
+def test_a_nested_sequence_checks_a_change_deep_inside_it() -> None:
+    optimizer = _sgd()
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=5, interval="batch")
+    one_cycle = optim.OneCycle(optimizer, max_lr=1.0, total_steps=20)
+    inner = optim.SequentialSchedule(optimizer, [warmup, one_cycle], milestones=[5])
+    decay = optim.ExponentialDecay(optimizer, gamma=0.9, interval="batch")
+    outer = optim.SequentialSchedule(optimizer, [inner, decay], milestones=[30])
+    for _ in range(12):
+        outer.step()
+    assert (one_cycle._container, inner._container) == (inner, outer)
+    # (the inner sequence, which the outer one steps through lr_at, is at its step 0)
+    with pytest.raises(ValueError, match=r"^OneCycle: with total_steps=4 the SequentialSchedule"):
+        one_cycle.total_steps = 4
+    assert one_cycle.total_steps == 20 and outer.step_limit == 25
+    one_cycle.total_steps = 24  # (past the outer milestone: no limit)
+    assert outer.step_limit is None
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy", "load_state_dict"])
+def test_a_sequence_copied_or_restored_still_checks_its_schedules(how: str) -> None:
+    sequence, _ = _warmup_then_one_cycle()
+    if how == "pickle":
+        sequence = pickle.loads(pickle.dumps(sequence))
+    elif how == "deepcopy":
+        sequence = copy.deepcopy(sequence)
+    else:
+        state = sequence.state_dict()
+        sequence, _ = _warmup_then_one_cycle()
+        sequence.load_state_dict({**state, "last_step": 3})
+        sequence.load_state_dict(state)
+    one_cycle = sequence.schedules[1]
+    assert all(inner._container is sequence for inner in sequence.schedules)
+    with pytest.raises(ValueError, match=r"^OneCycle: with total_steps=4 the SequentialSchedule"):
+        one_cycle.total_steps = 4  # type: ignore[attr-defined]

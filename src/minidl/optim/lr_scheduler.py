@@ -53,9 +53,11 @@ class ScheduleSetting(Setting[T]):
     ``initial_lr``), and sets the optimizer's learning rate to the rate of the current step, as
     the constructor does for step 0 (unless a schedule built after this one sets the rate: a
     schedule inside a :class:`~minidl.optim.SequentialSchedule` takes effect at the sequence's
-    next ``step``). A value refused at any point, or one that gives the current step no finite
-    rate, raises naming the schedule's class and leaves the schedule and the optimizer as they
-    were. The value is kept in ``_<name>``, which ``lr_at`` reads directly.
+    next ``step``, and the sequence checks the change as a whole: it must still have a rate at
+    its current step, and one ``interval``). A value refused at any point, or one that gives
+    the current step no finite rate, raises naming the schedule's class and leaves the
+    schedules and the optimizer as they were. The value is kept in ``_<name>``, which
+    ``lr_at`` reads directly.
     """
 
     def __set__(self, instance: object, value: Any) -> None:
@@ -83,7 +85,9 @@ class LRScheduler:
     recomputed, and the optimizer's rate is set to the current step's, so that the schedule
     goes on as one built with that value (a schedule that does not set the rate, one inside a
     :class:`~minidl.optim.SequentialSchedule`, takes effect at the next ``step`` of the one that
-    does). A value refused raises the constructor's error and changes nothing. What cannot
+    does; the sequence refuses a change that leaves it no rate at its current step or a
+    schedule of another ``interval``). A value refused raises the constructor's error and
+    changes nothing. What cannot
     change (the ``optimizer``, a :class:`~minidl.optim.SequentialSchedule`'s ``schedules``)
     raises ``AttributeError``.
 
@@ -104,6 +108,12 @@ class LRScheduler:
     #: than from the optimizer's rate: a :class:`~minidl.optim.SequentialSchedule` leaves its
     #: ``base_lr`` alone.
     takes_own_rates: ClassVar[bool] = False
+
+    #: The :class:`~minidl.optim.SequentialSchedule` built last with this schedule in it (set by
+    #: its constructor), which checks a change of this schedule's settings as a whole (see
+    #: ``_check_part``); ``None`` for a schedule on its own (and one pickled before it existed,
+    #: until its sequence's ``__setstate__`` sets it).
+    _container: LRScheduler | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # A subclass that overrides a setting (StepDecay.gamma) with an attribute or a property
@@ -177,12 +187,28 @@ class LRScheduler:
                     f"{limit} (its step_limit), before the current step {self.last_step}"
                 )
             rate = self._rate(name, self.last_step)
+            # The sequences this schedule is part of (one inside the other, if nested): each
+            # checks the change as a whole, in this schedule's words.
+            part, container = self, self._container
+            change = f"{name}={getattr(self, name)!r}"
+            while container is not None:
+                container._check_part(where, change, part)
+                part, container = container, container._container
             if self.superseded_by is None:
                 self._optimizer.lr = rate
         except BaseException:
             for part, state in saved:
+                # (cleared first: a slot that had only its class's default, such as _interval,
+                # would otherwise keep the value refused)
+                part.__dict__.clear()
                 part.__dict__.update(state)
             raise
+
+    def _check_part(self, where: str, change: str, part: LRScheduler) -> None:
+        """After a setting of ``part``, one of the schedules this one holds (or of a schedule
+        inside it), changed (``change``: ``"name=value"``): refuse the change if this schedule
+        as a whole cannot go on with it, in the words of ``where`` (the class of the schedule
+        changed). Nothing by default."""
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """For pickle and ``copy.deepcopy``: a schedule pickled when its settings were plain

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
@@ -73,7 +74,10 @@ class SequentialSchedule(LRScheduler):
     (``base_lr`` passed on to the schedules, as when built), with the optimizer's rate set to
     the current step's. ``schedules`` and ``interval`` are fixed at construction. A schedule of
     the sequence may have its own settings set; the optimizer's rate follows at the sequence's
-    next ``step``.
+    next ``step``. Such a change is checked against the sequence too, and refused in the
+    schedule's words, changing nothing, if the sequence would have no rate at its current step
+    (a ``OneCycle``'s ``total_steps`` that ends the sequence before it) or the schedule would
+    step at another ``interval`` than the sequence's.
 
     Example:
         >>> warmup = LinearWarmup(optimizer, warmup_steps=5, start_factor=0.1)
@@ -119,6 +123,9 @@ class SequentialSchedule(LRScheduler):
         first = min(schedules, key=lambda schedule: getattr(schedule, "_built", -1))
         self._set_base_lr(first.base_lr)
         self._start()
+        # Built: from now on a change of a schedule's settings is checked by this sequence.
+        for schedule in schedules:
+            schedule._container = self
 
     @property
     def schedules(self) -> list[LRScheduler]:
@@ -156,6 +163,39 @@ class SequentialSchedule(LRScheduler):
         where = type(self).__name__
         checked = _check_milestones(where, _as_list("milestones", value), len(self._schedules))
         self._change("milestones", {"_milestones": checked})
+
+    def _check_part(self, where: str, change: str, part: LRScheduler) -> None:
+        """Refuse a ``change`` (``"name=value"``) of a setting of ``part`` (one of the schedules)
+        or of a schedule inside it, after which this sequence would step ``part`` at another
+        interval than its own, or have no rate at its current step; ``where`` names the
+        schedule changed."""
+        kind = type(self).__name__
+        if part.interval != self._interval:
+            raise ValueError(
+                f"{where}: interval must be {self._interval!r}, that of the {kind} it is part "
+                f"of (its schedules step at one interval), got {part.interval!r}; build the "
+                f"schedules with the interval wanted, then a new {kind}"
+            )
+        limit = self.step_limit
+        if limit is not None and self.last_step > limit:
+            raise ValueError(
+                f"{where}: with {change} the {kind} it is part of would end at step {limit} "
+                f"(its step_limit), before its current step {self.last_step}"
+            )
+        rate = self.lr_at(self.last_step)
+        if not (math.isfinite(rate) and rate >= 0):
+            raise ValueError(
+                f"{where}: with {change} the rate of the current step {self.last_step} of the "
+                f"{kind} it is part of would be {rate!r}; expected a finite rate >= 0"
+            )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """For pickle and ``copy.deepcopy``: also a sequence pickled before its schedules knew
+        it (see ``_check_part``) is given to them."""
+        super().__setstate__(state)
+        for schedule in self._schedules:
+            if "_container" not in vars(schedule):
+                schedule._container = self
 
     def _parts(self) -> list[LRScheduler]:
         return [self, *(part for schedule in self._schedules for part in schedule._parts())]
