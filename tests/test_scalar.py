@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from minidl import nn, optim
-from minidl._scalar import _zero_dim, operand, tensor_operand
+from minidl._scalar import _zero_dim, cpu_operand, operand, tensor_operand
 
 F32, F64 = torch.float32, torch.float64
 
@@ -314,3 +314,15 @@ def test_elu_derivative_is_the_two_sided_formula_bit_for_bit(
         .add_(indicator, alpha=layer._scale)
     )
     assert torch.equal(_bits(gradient), _bits(expected))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_operand_is_operands_cached_tensor(dtype: torch.dtype) -> None:
+    """The operand of an operation that takes tensors only (Tanh's addcmul) is the one tensor
+    that operand gives for a CPU tensor of that dtype, a normal tensor inside inference mode."""
+    like = torch.ones(3, dtype=dtype)
+    with torch.inference_mode():
+        one = cpu_operand(1.0, dtype)
+    assert one is operand(1.0, like)
+    assert one.dtype == dtype and one.dim() == 0 and not one.is_inference()
+    assert one.item() == 1.0

@@ -24,7 +24,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-__all__ = ["operand", "tensor_operand"]
+__all__ = ["cpu_operand", "operand", "tensor_operand"]
 
 _CACHED = (torch.float32, torch.float64)
 
@@ -44,6 +44,13 @@ def operand(value: float, like: Tensor) -> Tensor | float:
     if like.dtype in _CACHED and like.is_cpu and value:
         return _zero_dim(value, like.dtype)
     return value
+
+
+def cpu_operand(value: float, dtype: torch.dtype) -> Tensor:
+    """``value`` as :func:`operand`'s cached 0-dim CPU tensor of ``dtype`` (float32 or float64,
+    not checked), for an operation on CPU tensors of that dtype that takes tensors only (the
+    ``self`` of ``addcmul``), without :func:`operand`'s checks of a tensor."""
+    return _zero_dim(value, dtype)
 
 
 def tensor_operand(value: float, like: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from minidl._scalar import operand
+from minidl._scalar import cpu_operand
 from minidl.nn.activation import Activation
 
 __all__ = ["Tanh"]
@@ -34,29 +34,41 @@ class Tanh(Activation):
         return output, output
 
     def _backward(self, grad_output: Tensor, output: Tensor, out: Tensor | None = None) -> Tensor:
-        if grad_output.dtype is output.dtype and output.dtype in _NARROW:
-            # In float32, rounded once, as PyTorch's kernel computes a 16-bit derivative.
-            wide = self._backward(grad_output.float(), output.float())
-            return wide.to(output.dtype) if out is None else out.copy_(wide)
-        one = operand(1.0, output)  # (a cached float32 or float64 CPU tensor, else the number)
-        if grad_output.dtype is not output.dtype or not isinstance(one, Tensor):
-            return _fallback(grad_output, output, out)
-        # 1 - y^2 as one fused multiply-add, then times g into the same tensor (one allocation).
+        dtype = output.dtype
+        one = _ONES.get(dtype)  # (float32 and float64)
+        if one is None or grad_output.dtype is not dtype or not output.is_cpu:
+            return self._other_backward(grad_output, output, out)
+        # 1 - y^2 as one fused multiply-add, then times g in place (one allocation).
         try:
-            derivative = torch.addcmul(one, output, output, value=-1, out=out)
+            derivative = (
+                torch.addcmul(one, output, output, value=-1)
+                if out is None
+                else torch.addcmul(one, output, output, value=-1, out=out)
+            )
             return torch.mul(derivative, grad_output, out=derivative)
         except RuntimeError:  # out= refused for values from an autograd graph: read them plain
             output, grad_output = output.detach(), grad_output.detach()
             derivative = torch.addcmul(one, output, output, value=-1, out=out)
             return torch.mul(derivative, grad_output, out=derivative)
 
+    def _other_backward(self, grad_output: Tensor, output: Tensor, out: Tensor | None) -> Tensor:
+        """Backward for a 16-bit output (on the CPU: in float32, rounded once, as PyTorch's
+        kernel computes it), a gradient of another dtype (promoted) and other dtypes."""
+        dtype = output.dtype
+        if grad_output.dtype is dtype and dtype in _NARROW and output.is_cpu:
+            wide = self._backward(grad_output.float(), output.float())
+            return wide.to(dtype) if out is None else out.copy_(wide)
+        return _subtracted(grad_output, output, out)
 
+
+#: 1 as the operand of the fused multiply-add of backward, for float32 and float64.
+_ONES = {dtype: cpu_operand(1.0, dtype) for dtype in (torch.float32, torch.float64)}
 _NARROW = (torch.float16, torch.bfloat16)
 
 
-def _fallback(grad_output: Tensor, output: Tensor, out: Tensor | None) -> Tensor:
-    """:math:`g - g y^2`, for a gradient of another dtype than the output (promoted) and on
-    devices where 1 stays a Python number (:func:`~minidl._scalar.operand`)."""
+def _subtracted(grad_output: Tensor, output: Tensor, out: Tensor | None) -> Tensor:
+    """:math:`g - g y^2` (by one fused multiply-add), for a gradient of another dtype than the
+    output (promoted), and for other dtypes and devices."""
     squared = output * output
     if squared.dtype is not grad_output.dtype:  # a gradient of another dtype: promote
         return torch.addcmul(grad_output, grad_output, squared, value=-1, out=out)
