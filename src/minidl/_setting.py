@@ -1,4 +1,4 @@
-"""A module's hyper-parameter, read and set as an attribute and checked when set: :class:`Setting`."""
+"""A setting of a module or a schedule, read and set as an attribute and checked when set: :class:`Setting`."""
 
 from __future__ import annotations
 

@@ -623,32 +623,36 @@ def _zero_grads(optimizers: Sequence[Optimizer]) -> None:
         optimizer.zero_grad()
 
 
-def _copy_gradients_in(stacked: Sequential, models: Sequence[Sequential]) -> None:
-    """Copy each model's gradients into its part of the stack (whose gradients start at zero)."""
+def _stacked_linears(
+    stacked: Sequential, models: Sequence[Sequential]
+) -> Iterator[tuple[BatchedLinear, int, Linear]]:
+    """Each model's ``Linear`` layers, with the stack's layer that holds them and the model's
+    index in it."""
     for position, layer in enumerate(stacked):
         if not isinstance(layer, BatchedLinear):
             continue
         for index, model in enumerate(models):
-            source = model[position]
-            assert isinstance(source, Linear)
-            layer.weight.grad[index].copy_(source.weight.grad)
-            if source.bias is not None and layer.bias is not None:
-                layer.bias.grad[index].copy_(source.bias.grad)
+            linear = model[position]
+            assert isinstance(linear, Linear)
+            yield layer, index, linear
+
+
+def _copy_gradients_in(stacked: Sequential, models: Sequence[Sequential]) -> None:
+    """Copy each model's gradients into its part of the stack (whose gradients start at zero)."""
+    for layer, index, linear in _stacked_linears(stacked, models):
+        layer.weight.grad[index].copy_(linear.weight.grad)
+        if linear.bias is not None and layer.bias is not None:
+            layer.bias.grad[index].copy_(linear.bias.grad)
 
 
 def _copy_back(stacked: Sequential, models: Sequence[Sequential], *, gradients: bool) -> None:
     """Copy each stacked model's parameters (and ``gradients``: their gradients, as the last
     batch left them) into the corresponding original model."""
-    for position, layer in enumerate(stacked):
-        if not isinstance(layer, BatchedLinear):
-            continue
-        for index, model in enumerate(models):
-            target = model[position]
-            assert isinstance(target, Linear)
-            target.weight.data.copy_(layer.weight.data[index])
+    for layer, index, target in _stacked_linears(stacked, models):
+        target.weight.data.copy_(layer.weight.data[index])
+        if gradients:
+            target.weight.grad.copy_(layer.weight.grad[index])
+        if target.bias is not None and layer.bias is not None:
+            target.bias.data.copy_(layer.bias.data[index])
             if gradients:
-                target.weight.grad.copy_(layer.weight.grad[index])
-            if target.bias is not None and layer.bias is not None:
-                target.bias.data.copy_(layer.bias.data[index])
-                if gradients:
-                    target.bias.grad.copy_(layer.bias.grad[index])
+                target.bias.grad.copy_(layer.bias.grad[index])
