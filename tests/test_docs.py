@@ -4,7 +4,8 @@
   and the API pages hold the documented objects, with the reStructuredText turned into Markdown;
 - every ``python`` code block of the tutorial and of the PyTorch page runs, in order (the blocks
   hold their own assertions against PyTorch autograd and ``minidl.gradcheck``), and so do the
-  README's;
+  README's and the home page's, whose names for the API reference's examples are those the
+  docstring examples run with;
 - the tutorial's Softplus matches PyTorch where the tutorial claims it is stable;
 - the docstring converter (docs/_griffe_rst.py) turns roles, math blocks, tables and examples
   into the expected Markdown.
@@ -149,6 +150,39 @@ def tutorial() -> dict[str, Any]:
 def test_tutorial_code_runs(tutorial: dict[str, Any]) -> None:
     for name in ("Softplus", "WrongSoftplus", "Scale", "model", "optimizer"):
         assert name in tutorial, name
+
+
+def test_index_code_runs_and_sets_up_the_names_of_the_api_examples() -> None:
+    """The home page's loop runs (with fewer epochs), and its block of the names the docstring
+    examples assume makes what ``tests/test_docstring_examples.py`` gives them, value for value."""
+    from tests.test_docstring_examples import context
+
+    blocks = python_blocks("index.md")
+    assert len(blocks) == 2, "docs/index.md's python blocks changed: update this test"
+    loop = blocks[0].replace("range(400)", "range(2)")
+    assert loop != blocks[0]
+    exec(compile(loop, "docs/index.md (python block 1)", "exec"), {"__name__": "docs_index"})
+    page: dict[str, Any] = {"__name__": "docs_index"}
+    exec(compile(blocks[1], "docs/index.md (python block 2)", "exec"), page)
+    after_page = torch.get_rng_state()
+    expected = context(importlib.import_module("minidl.train"))
+    assert torch.equal(after_page, torch.get_rng_state())  # both end seeded with 0
+    for name in ("torch", "minidl", "nn", "optim"):
+        assert page[name] is expected[name], name
+    for name in ("x", "y"):
+        assert torch.equal(page[name], expected[name]), name
+    assert page["model"].state_dict().keys() == expected["model"].state_dict().keys()
+    for key, value in page["model"].state_dict().items():
+        assert torch.equal(value, expected["model"].state_dict()[key]), key
+    assert repr(page["model"]) == repr(expected["model"])
+    assert type(page["criterion"]) is type(expected["criterion"])
+    assert type(page["optimizer"]) is type(expected["optimizer"])
+    assert page["optimizer"].lr == expected["optimizer"].lr
+    assert torch.equal(page["generator"].get_state(), expected["generator"].get_state())
+    for split in ("train", "validation", "test"):
+        for part in ("x", "y"):
+            got = getattr(getattr(page["data"], split), part)
+            assert torch.equal(got, getattr(getattr(expected["data"], split), part))
 
 
 def test_pytorch_page_code_runs() -> None:

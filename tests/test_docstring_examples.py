@@ -19,6 +19,9 @@ seeded with 0 again before the examples run, so that a random example prints the
 - ``generator``: a ``torch.Generator`` seeded with 0;
 - ``data``: ``minidl.data.make_disk_data(seed=0)``.
 
+The documentation's home page (``docs/index.md``) shows the reader this context as code, which
+``tests/test_docs.py`` checks makes the same values.
+
 The examples run in a temporary working folder (an example may write a file there). The
 examples of ``minidl.distributed`` run as one rank of a world of one, with the environment
 ``torchrun`` sets (on gloo over 127.0.0.1); for the examples that take a joined group, ``group``
