@@ -10,7 +10,8 @@ and prints the test accuracy of both::
     python examples/digits.py --quick    # a few seconds, 2 epochs
 
 The split is stratified and seeded (75 % train, 25 % test); every pixel is standardised with the
-training set's mean and standard deviation. Needs scikit-learn (in the ``dev`` extra).
+training set's mean and standard deviation. Needs scikit-learn (the ``examples`` extra, also in
+``dev``: ``pip install -e ".[examples]"``).
 """
 
 from __future__ import annotations
