@@ -509,7 +509,8 @@ class Module:
     def load_state_dict(
         self, state_dict: Mapping[str, Tensor], strict: bool = True
     ) -> IncompatibleKeys:
-        """Copy values from ``state_dict`` into the parameters and buffers, in place.
+        """Copy values from ``state_dict`` into the parameters and buffers, in place (cast to
+        their dtypes, as in PyTorch).
 
         Every entry is checked (missing or unexpected keys, shapes, floating dtype) before anything
         is written, so a bad ``state_dict`` leaves the module unchanged. Each entry is loaded
