@@ -148,7 +148,7 @@ def tutorial() -> dict[str, Any]:
 
 
 def test_tutorial_code_runs(tutorial: dict[str, Any]) -> None:
-    for name in ("Softplus", "WrongSoftplus", "Scale", "model", "optimizer"):
+    for name in ("Softplus", "WrongSoftplus", "Scale", "model", "optimizer", "LogCoshLoss"):
         assert name in tutorial, name
 
 
