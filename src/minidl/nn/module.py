@@ -24,8 +24,8 @@ without ``affine``), the target of a loss (and, for some, the prediction); and `
 reads the parameters' values when it runs. **Changing any of them in place between a forward
 and its backward silently changes what backward computes**, where PyTorch's autograd raises
 ("modified by an inplace operation"): clone a tensor before changing it in place, or run the
-forward again. A module cast or moved (``.to(...)``) after its forward refuses to run its
-backward.
+forward again. A built-in module with parameters cast or moved (``.to(...)``) after its
+forward refuses to run its backward (one without parameters has nothing to move).
 
 Backward may run more than once after one forward: each call returns the same input gradient
 and accumulates the parameter gradients once more (PyTorch asks for ``retain_graph=True``).
