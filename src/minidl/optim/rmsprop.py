@@ -23,12 +23,15 @@ class RMSprop(Optimizer):
 
     .. math::
         s_t = \alpha s_{t-1} + (1 - \alpha) g_t^2, \qquad
-        d_t = \sqrt{s_t - \bar g_t^2} + \epsilon
+        d_t = \sqrt{\max(s_t - \bar g_t^2, 0)} + \epsilon
 
     where, when ``centered``, :math:`\bar g_t = \alpha \bar g_{t-1} + (1 - \alpha) g_t` (the
     moving mean, so :math:`d` estimates a standard deviation) and otherwise :math:`\bar g = 0`.
     Without momentum :math:`w_t = w_{t-1} - \lambda g_t / d_t`; with momentum :math:`\mu > 0`,
     :math:`b_t = \mu b_{t-1} + g_t / d_t` and :math:`w_t = w_{t-1} - \lambda b_t`.
+    The centered variance :math:`s_t - \bar g_t^2` is >= 0 in exact arithmetic but can round
+    below 0 when the gradient barely varies; it is clamped at 0 there, where PyTorch's square
+    root gives NaN parameters (elsewhere the two agree).
 
     Args:
         params: the parameters to optimise, usually ``model.parameters()``.
@@ -144,8 +147,12 @@ class RMSprop(Optimizer):
         if self._centered:
             grad_avg = state[-1]
             grad_avg.lerp_(grad, 1 - alpha)
+            # s - g_avg^2 >= 0 in exact arithmetic, but rounds below 0 when the gradient
+            # barely varies (at alpha = 0, or a constant gradient): clamped at 0, where PyTorch
+            # takes a NaN square root (one more op per step, centered only).
             denominator = (
                 square_avg.addcmul(grad_avg, grad_avg, value=-1)
+                .clamp_min_(0.0)
                 .sqrt_()
                 .add_(operand(self._eps, square_avg))
             )
