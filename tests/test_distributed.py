@@ -42,7 +42,7 @@ from minidl.distributed import (
 from minidl.nn import BatchNorm1d, CrossEntropyLoss, Dropout, Linear, Sequential, Tanh, mlp
 from minidl.nn.flat import flat_buffer
 from minidl.optim import SGD
-from minidl.train import fit
+from minidl.train import EpochRecord, fit
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,7 +271,42 @@ def _library_worker(rank: int, ports: tuple[int, int], out: str) -> None:
             result["masks"] = Dropout(0.5)(torch.ones(6, 5))
             own = Dropout(0.5, generator=torch.Generator().manual_seed(7 + rank))
             result["own_masks"] = own(torch.ones(6, 5))
+            result.update(_unshared_orders(group))
         torch.save(result, Path(out) / f"world{world_size}-rank{rank}.pt")
+
+
+def _unshared_orders(group: ProcessGroup) -> dict[str, Any]:
+    """Two runs whose ranks would draw other orders of the samples (and so train on shards that
+    overlap) from torch's global generator (``generator=None``), each refused on every rank at
+    the start of the epoch whose order differs: one with the global generator seeded by rank;
+    one seeded alike, with a Dropout that draws from it more numbers on the ranks whose shard
+    of the last batch is larger (23 samples in batches of 6: the last one of 5 is split 2/3 or
+    1/2/2), so that the orders part after the first epoch."""
+    result: dict[str, Any] = {}
+    x = torch.randn(23, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    y = torch.arange(23) % 2
+    for name, seed, dropout in (("rank_seeded", 50 + group.rank, False), ("drifted", 50, True)):
+        torch.manual_seed(seed)
+        layers = [Linear(2, 4, dtype=torch.float64), Tanh(), Linear(4, 2, dtype=torch.float64)]
+        model = Sequential(*layers[:2], *([Dropout(0.5)] if dropout else []), layers[2])
+        records: list[EpochRecord] = []
+        try:
+            fit(
+                model,
+                CrossEntropyLoss(),
+                SGD(model.parameters(), lr=0.1),
+                x,
+                y,
+                epochs=3,
+                batch_size=6,
+                on_epoch=records.append,
+                parallel=DataParallel(model, group),
+            )
+            result[name] = "no error"
+        except DistributedError as error:
+            result[name] = str(error)
+        result[f"{name}_epochs"] = [record.epoch for record in records]
+    return result
 
 
 def _normed_run(group: ProcessGroup) -> dict[str, Any]:
@@ -361,6 +396,15 @@ def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> No
                 f"DataParallel: the batches (the number of samples, the batch size and "
                 f"drop_last) of ranks {others} differs from rank 0's"
             )
+            order = (
+                f"DataParallel: the order (the state of the generator that draws this pass's "
+                f"order of the samples) of ranks {others} differs from rank 0's; seed every "
+                "rank's generator identically"
+            )
+            assert result["rank_seeded"].startswith(order), result["rank_seeded"]
+            assert result["rank_seeded_epochs"] == []
+            assert result["drifted"].startswith(order), result["drifted"]
+            assert result["drifted_epochs"] == [0]
         for result in results[1:]:
             assert torch.equal(result["masks"], results[0]["masks"])
             assert not torch.equal(result["own_masks"], results[0]["own_masks"])
@@ -526,3 +570,28 @@ def test_the_census_does_not_name_a_survivor_that_left(monkeypatch: pytest.Monke
         }
     )
     assert group._census() == [2]
+
+
+# -- misuse named before anything runs ------------------------------------------------------------
+
+
+def test_a_closed_group_is_named_by_its_collectives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collective of a group after close() used to fail in torch's words ('Default process
+    group has not been initialized'), a ValueError that named neither minidl nor the group."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    with ProcessGroup(Launch(0, 1, 0), timeout=10.0) as group:
+        model = Linear(3, 2)
+        parallel = DataParallel(model, group)
+        parallel.synchronize(torch.tensor(1.0))
+    group.close()  # (idempotent)
+    closed = r"ProcessGroup: the {} was called on rank 0 of 1 after close\(\); join a new"
+    with pytest.raises(
+        DistributedError, match=closed.format("all_gather of the digests of the model")
+    ):
+        DataParallel(model, group)
+    with pytest.raises(DistributedError, match=closed.format("all_reduce of the gradients")):
+        parallel.synchronize(torch.tensor(1.0))
+    with pytest.raises(DistributedError, match=closed.format("broadcast of the buffers")):
+        group.broadcast_(torch.zeros(2), "the buffers")

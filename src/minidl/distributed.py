@@ -5,7 +5,8 @@ uses it for the rendezvous and for collectives only. Every gradient is still der
 computed by the modules.
 
 Each of the :math:`W` processes (*ranks*) holds the whole model and the whole data set. Every
-epoch, all ranks draw the same shuffled order from generators seeded identically, and rank
+epoch, all ranks draw the same shuffled order from generators seeded identically (checked at the
+start of every epoch: one ``all_gather`` of a digest of the generator's state), and rank
 :math:`k` takes its slice of every global batch (:class:`ShardedBatches`). After ``backward``,
 each rank scales its gradients by its share :math:`b_k / B` of the global batch of :math:`B`
 samples, and one ``all_reduce`` (a sum) over the model's flat gradient buffer gives every rank
@@ -258,6 +259,7 @@ class ProcessGroup:
                 f"{address} within {self.timeout:g} s: {_first_line(error)}"
             ) from error
         self._store: Store = store
+        self._closed = False
         # A rank blocked in a collective still beats (the collective releases the GIL), so after
         # a failure the census can tell a dead or hung rank from a survivor still waiting.
         self._stop_beating = threading.Event()
@@ -279,8 +281,16 @@ class ProcessGroup:
 
     # -- collectives ------------------------------------------------------------------------------
 
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            raise DistributedError(
+                f"ProcessGroup: {what} was called on rank {self.rank} of {self.world_size} after "
+                "close(); join a new ProcessGroup (and build the DataParallel on it)"
+            )
+
     def all_reduce_(self, tensor: Tensor, what: str) -> Tensor:
         """Sum ``tensor`` over the ranks, in place, and return it; ``what`` names it in errors."""
+        self._check_open(f"the all_reduce of {what}")
         try:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         except RuntimeError as error:
@@ -289,6 +299,7 @@ class ProcessGroup:
 
     def broadcast_(self, tensor: Tensor, what: str, source: int = 0) -> Tensor:
         """Overwrite ``tensor`` with rank ``source``'s, in place, and return it."""
+        self._check_open(f"the broadcast of {what}")
         try:
             dist.broadcast(tensor, src=source)
         except RuntimeError as error:
@@ -297,6 +308,7 @@ class ProcessGroup:
 
     def all_gather(self, tensor: Tensor, what: str) -> list[Tensor]:
         """Every rank's ``tensor``, in rank order."""
+        self._check_open(f"the all_gather of {what}")
         gathered = [torch.empty_like(tensor) for _ in range(self.world_size)]
         try:
             dist.all_gather(gathered, tensor)
@@ -368,7 +380,9 @@ class ProcessGroup:
     # -- life cycle -------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Leave the process group (idempotent)."""
+        """Leave the process group (idempotent); its collectives then raise a
+        :class:`DistributedError`."""
+        self._closed = True
         self._stop_beating.set()
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -459,11 +473,11 @@ class ShardedBatches:
     """This rank's shard of every batch of a :class:`~minidl.data.BatchIterator`.
 
     Every rank iterates over the same batches (the same shuffled order, when their generators are
-    seeded identically) and keeps its own slice of each: of a batch of :math:`s` samples, rank
-    :math:`k` of :math:`W` takes samples :math:`\\lfloor sk/W \\rfloor` to
-    :math:`\\lfloor s(k+1)/W \\rfloor - 1`. So the ranks' shards, in rank order, make up the
-    batch exactly, and every full batch splits into equal shards. After each batch,
-    :attr:`share` is this rank's fraction of it.
+    seeded identically, which the batches of :meth:`DataParallel.shard` check) and keeps its own
+    slice of each: of a batch of :math:`s` samples, rank :math:`k` of :math:`W` takes samples
+    :math:`\\lfloor sk/W \\rfloor` to :math:`\\lfloor s(k+1)/W \\rfloor - 1`. So the ranks'
+    shards, in rank order, make up the batch exactly, and every full batch splits into equal
+    shards. After each batch, :attr:`share` is this rank's fraction of it.
 
     Args:
         batches: the global batches, identical on every rank.
@@ -523,6 +537,32 @@ class ShardedBatches:
             yield x[start:stop], y[start:stop]
 
 
+class _AgreedShards(ShardedBatches):
+    """:class:`ShardedBatches` whose every pass first checks that the ranks' generators of the
+    shuffles are in the same state (see :meth:`DataParallel.shard`)."""
+
+    def __init__(
+        self, batches: BatchIterator, rank: int, world_size: int, parallel: DataParallel
+    ) -> None:
+        super().__init__(batches, rank, world_size)
+        self._parallel = parallel
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        batches = self.batches
+        if batches.shuffle:
+            generator = batches.generator
+            state = (torch.default_generator if generator is None else generator).get_state()
+            self._parallel._agree(
+                "order",
+                "the state of the generator that draws this pass's order of the samples",
+                _checksum([state]),
+                "seed every rank's generator identically (fit(..., generator=torch.Generator()"
+                ".manual_seed(seed))) and draw nothing else from it: from torch's global "
+                "generator, a Dropout draws more numbers on a rank with a larger shard",
+            )
+        return super().__iter__()
+
+
 class DataParallel:
     """Keeps the replicas of ``model`` on the ranks of ``group`` identical while they train on
     their shards of every batch.
@@ -570,16 +610,25 @@ class DataParallel:
         broadcast_parameters(group, model.parameters())
         broadcast_buffers(group, self._buffers)
 
-    def _agree(self, what: str, contents: str, description: str) -> None:
+    def _agree(
+        self,
+        what: str,
+        contents: str,
+        description: str | Tensor,
+        hint: str = "every rank must run the same model on batches of the same sizes",
+    ) -> None:
         """Check that every rank has the same ``description`` of its ``what`` (one
-        ``all_gather`` of a digest of it): ranks that differ would otherwise join collectives of
-        other sizes, which gloo ends by aborting the processes.
+        ``all_gather`` of a digest of it, or of ``description`` itself when it is a 0-dim
+        int64 digest): ranks that differ would otherwise join collectives of other sizes, which
+        gloo ends by aborting the processes, or train on shards that overlap.
 
         Raises:
             DistributedError: on every rank, naming the ranks whose ``what`` differs.
         """
-        digest = hashlib.blake2b(description.encode(), digest_size=8).digest()
-        mine = torch.tensor(int.from_bytes(digest, "little", signed=True), device=self.group.device)
+        if isinstance(description, str):
+            digest = hashlib.blake2b(description.encode(), digest_size=8).digest()
+            description = torch.tensor(int.from_bytes(digest, "little", signed=True))
+        mine = description.to(self.group.device)
         digests = self.group.all_gather(
             mine, f"the digests of the {what.split(' ', maxsplit=1)[0]}"
         )
@@ -587,7 +636,7 @@ class DataParallel:
         if differ:
             raise DistributedError(
                 f"DataParallel: the {what} ({contents}) of ranks {differ} differs from rank 0's; "
-                "every rank must run the same model on batches of the same sizes"
+                + hint
             )
 
     @property
@@ -600,7 +649,19 @@ class DataParallel:
 
     def shard(self, batches: BatchIterator) -> ShardedBatches:
         """This rank's :class:`ShardedBatches` of ``batches``; :meth:`synchronize` then weights
-        the gradients by this rank's share of the current batch."""
+        the gradients by this rank's share of the current batch.
+
+        The ranks' batches must agree on the number of samples, the batch size and
+        ``drop_last`` (checked here) and, when they shuffle, on the state of the generator that
+        draws each pass's order (checked at the start of every pass, one ``all_gather``): a rank
+        whose generator was seeded otherwise, or that drew other numbers from it (torch's global
+        generator, from which a ``Dropout`` draws more on a rank with a larger shard), would take
+        its slice of another order, so that some samples were used twice and others never.
+
+        Raises:
+            DistributedError: on every rank, naming the ranks whose batches or generator state
+                differ from rank 0's.
+        """
         if not isinstance(batches, BatchIterator):
             raise TypeError(
                 f"DataParallel.shard: batches must be a BatchIterator, got {type(batches).__name__}"
@@ -611,7 +672,7 @@ class DataParallel:
             "the number of samples, the batch size and drop_last",
             f"{batches.x.shape[0]} {batches.batch_size} {batches.drop_last}",
         )
-        self._sharded = ShardedBatches(batches, self.rank, self.world_size)
+        self._sharded = _AgreedShards(batches, self.rank, self.world_size, self)
         return self._sharded
 
     def synchronize(self, loss: Tensor) -> Tensor:
