@@ -595,3 +595,39 @@ def test_a_closed_group_is_named_by_its_collectives(monkeypatch: pytest.MonkeyPa
         parallel.synchronize(torch.tensor(1.0))
     with pytest.raises(DistributedError, match=closed.format("broadcast of the buffers")):
         group.broadcast_(torch.zeros(2), "the buffers")
+
+
+class _Unreachable:
+    """A stand-in for a DataParallel that fit must refuse before training."""
+
+    world_size = 2
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def shard(self, batches: BatchIterator) -> Any:
+        raise AssertionError("fit trained with a parallel it should have refused")
+
+    synchronize = reduce_loss = shard
+
+
+def test_fit_refuses_a_parallel_of_another_model_and_a_summed_loss() -> None:
+    """Both trained without a word: a DataParallel of another model averaged that model's
+    gradients while the ranks' replicas of this one drifted apart; a loss summed over the
+    samples got the shares b_k / B of a mean, a gradient that is neither its sum nor its mean."""
+    torch.manual_seed(0)
+    model, other = mlp((2, 3, 2), "tanh"), mlp((2, 3, 2), "tanh")
+    before = _flat(model)
+    x, y = torch.randn(8, 2), torch.arange(8) % 2
+    arguments: dict[str, Any] = {"epochs": 1, "batch_size": 4}
+    optimizer = SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"fit: parallel must synchronize the model given to fit"):
+        fit(model, CrossEntropyLoss(), optimizer, x, y, parallel=_Unreachable(other), **arguments)
+    summed = CrossEntropyLoss(reduction="sum")
+    with pytest.raises(
+        ValueError,
+        match=r"fit: data-parallel training needs a loss that is a mean over the samples .*got "
+        r"CrossEntropyLoss\(reduction='sum'\)",
+    ):
+        fit(model, summed, optimizer, x, y, parallel=_Unreachable(model), **arguments)
+    assert torch.equal(_flat(model), before)

@@ -300,7 +300,9 @@ def fit(
             process trains on its shard of every batch, the gradients are made the global
             batch's after every ``backward``, and the recorded loss is the global one. A
             batch norm normalises over each process's shard, so a run that would give a
-            process a shard of one sample is refused, as a batch of one is without it.
+            process a shard of one sample is refused, as a batch of one is without it. It must
+            be built on ``model``, and the loss must be a mean over the samples (a
+            ``reduction='sum'`` is refused: the shards' weights would not give its gradient).
 
     Raises:
         TypeError, ValueError: a bad argument, named in the message; every argument is checked
@@ -398,6 +400,19 @@ def fit(
             f"and reduce_loss), got {type(parallel).__name__}"
         )
     if parallel is not None:
+        if getattr(parallel, "model", model) is not model:
+            raise ValueError(
+                "fit: parallel must synchronize the model given to fit (DataParallel(model, "
+                "group)), got one built on another model, whose gradients it would average "
+                "while this model's stayed each process's own"
+            )
+        if getattr(criterion, "reduction", None) == "sum":
+            raise ValueError(
+                f"fit: data-parallel training needs a loss that is a mean over the samples "
+                f"(each process's gradient is weighted by its share of the batch), got "
+                f"{criterion!r}, whose gradient would then be neither the batch's sum nor its "
+                "mean; use reduction='mean' (with a learning rate scaled by the batch size)"
+            )
         _check_shards(model, getattr(parallel, "world_size", 1), samples, batch_size, smallest)
     if history is not None and not isinstance(history, History):
         raise TypeError(f"fit: history must be a History, got {type(history).__name__}")
