@@ -264,6 +264,13 @@ def _library_worker(rank: int, ports: tuple[int, int], out: str) -> None:
                 result["batches"] = "no error"
             except DistributedError as error:
                 result["batches"] = str(error)
+            try:  # the same sizes, other samples on the last rank
+                x = torch.zeros(12, 3)
+                x[5, 1] = float(rank == world_size - 1)
+                parallel.shard(BatchIterator(x, torch.zeros(12), 6))
+                result["data"] = "no error"
+            except DistributedError as error:
+                result["data"] = str(error)
             parallel.shard(BatchIterator(torch.zeros(12, 3), torch.zeros(12), 6))  # the same
             # Dropout masks (the distributed module's docstring): the same seed on every rank
             # draws the same masks for each shard; a generator seeded by rank, other ones.
@@ -392,10 +399,13 @@ def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> No
                 f"of ranks {others} differs from rank 0's; every rank must run the same model on "
                 "batches of the same sizes"
             )
-            assert result["batches"].startswith(
-                f"DataParallel: the batches (the number of samples, the batch size and "
-                f"drop_last) of ranks {others} differs from rank 0's"
+            batches = (
+                "DataParallel: the batches (the number of samples, the batch size, drop_last and "
+                "a digest of the samples and their targets) of ranks {} differs from rank 0's; "
+                "every rank must run the same model on the same data in batches of the same sizes"
             )
+            assert result["batches"] == batches.format(others)
+            assert result["data"] == batches.format([world_size - 1])
             order = (
                 f"DataParallel: the order (the state of the generator that draws this pass's "
                 f"order of the samples) of ranks {others} differs from rank 0's; seed every "

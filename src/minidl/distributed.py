@@ -651,8 +651,8 @@ class DataParallel:
         """This rank's :class:`ShardedBatches` of ``batches``; :meth:`synchronize` then weights
         the gradients by this rank's share of the current batch.
 
-        The ranks' batches must agree on the number of samples, the batch size and
-        ``drop_last`` (checked here) and, when they shuffle, on the state of the generator that
+        The ranks' batches must agree on the samples and their targets, the batch size and
+        ``drop_last`` (checked here, with one pass over the data for its digest) and, when they shuffle, on the state of the generator that
         draws each pass's order (checked at the start of every pass, one ``all_gather``): a rank
         whose generator was seeded otherwise, or that drew other numbers from it (torch's global
         generator, from which a ``Dropout`` draws more on a rank with a larger shard), would take
@@ -667,10 +667,15 @@ class DataParallel:
                 f"DataParallel.shard: batches must be a BatchIterator, got {type(batches).__name__}"
             )
         # (agreed first, so that every rank meets ShardedBatches' checks with the same sizes)
+        # The samples too (a digest, once per call): ranks given other data would each train on
+        # slices of their own, and stay identical while learning from neither data set.
+        data = int(_checksum([batches.x, batches.y]))
         self._agree(
             "batches",
-            "the number of samples, the batch size and drop_last",
-            f"{batches.x.shape[0]} {batches.batch_size} {batches.drop_last}",
+            "the number of samples, the batch size, drop_last and a digest of the samples and "
+            "their targets",
+            f"{batches.x.shape[0]} {batches.batch_size} {batches.drop_last} {data}",
+            "every rank must run the same model on the same data in batches of the same sizes",
         )
         self._sharded = _AgreedShards(batches, self.rank, self.world_size, self)
         return self._sharded
