@@ -1053,3 +1053,44 @@ def test_a_name_as_long_as_the_folder_takes_is_saved(tmp_path: Path) -> None:
     save_checkpoint(path, model, optimizer, epoch=1)
     assert read_checkpoint(path).training.epoch == 1
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_or_a_device_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    """The temporary file was renamed over the path: a FIFO (or, for root, ``/dev/null``)
+    became a regular file holding the checkpoint. It is refused before anything is written,
+    also through a symbolic link; ``/dev/null`` itself is only looked at."""
+    model, optimizer, _, _ = build("sgd")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "link"
+    link.symlink_to(fifo)
+    for path in (fifo, link):
+        with pytest.raises(CheckpointError) as info:
+            save_checkpoint(path, model, optimizer)
+        message = str(info.value)
+        assert message.startswith(f"save_checkpoint: {str(path)!r} is a FIFO, not a regular file")
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "pipe"]
+    if os.path.exists(os.devnull) and stat.S_ISCHR(os.stat(os.devnull).st_mode):
+        null = os.stat(os.devnull)
+        from minidl._validate import special_file_kind
+
+        assert special_file_kind(os.devnull) == "character device"
+        assert os.stat(os.devnull).st_ino == null.st_ino
+
+
+def test_a_link_into_a_missing_folder_is_refused_naming_the_path(tmp_path: Path) -> None:
+    """The error was the temporary file's FileNotFoundError ('.../missing/.run.ckpt.x.tmp'),
+    naming neither the path given nor the link."""
+    link = tmp_path / "link.ckpt"
+    link.symlink_to(tmp_path / "missing" / "run.ckpt")
+    model, _, _, _ = build("sgd")
+    with pytest.raises(FileNotFoundError) as info:
+        save_checkpoint(link, model)
+    assert str(info.value) == (
+        f"save_checkpoint: cannot write {str(link)!r}: it is a symbolic link to "
+        f"{str(tmp_path / 'missing' / 'run.ckpt')!r}, whose folder "
+        f"{str(tmp_path / 'missing')!r} does not exist"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.ckpt"]

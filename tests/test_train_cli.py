@@ -674,7 +674,9 @@ def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(minidl.train, "fit", fit)
 
 
-@pytest.mark.parametrize("where", ["unwritable folder", "empty", "ends with a separator", "file"])
+@pytest.mark.parametrize(
+    "where", ["unwritable folder", "empty", "ends with a separator", "file", "fifo"]
+)
 def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(
     where: str,
     tmp_path: Path,
@@ -691,6 +693,11 @@ def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(
         folder = request.getfixturevalue("unwritable_folder")
         path = str(folder / "x.ckpt")
         expected = f"--checkpoint {path}: cannot write into the folder {folder} ("
+    elif where == "fifo":  # (each save renamed a file over it: the FIFO became that file)
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no FIFOs here")
+        os.mkfifo(tmp_path / "pipe")
+        path, expected = "pipe", "--checkpoint pipe: expected a file path, got a FIFO"
     else:
         path = {"empty": "", "ends with a separator": "newdir" + os.sep, "file": "a-file/x"}[where]
         shown = path if where == "file" else repr(path)
@@ -699,8 +706,11 @@ def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(
     argv = ["train", "--epochs", "3", "--hidden", "3", "--quiet", "--checkpoint", path]
     assert main(argv) == 2
     assert capsys.readouterr().err.startswith(f"minidl train: error: {expected}")
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "read-only") == ["a-file"]
+    kept = ["a-file", "pipe"] if where == "fifo" else ["a-file"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "read-only") == kept
     assert (tmp_path / "a-file").read_text() == "kept"
+    if where == "fifo":
+        assert (tmp_path / "pipe").is_fifo()
     if (tmp_path / "read-only").exists():
         assert list((tmp_path / "read-only").iterdir()) == []
 

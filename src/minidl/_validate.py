@@ -6,6 +6,7 @@ import contextlib
 import math
 import numbers
 import os
+import stat
 import tempfile
 
 import torch
@@ -124,6 +125,29 @@ def check_folder_takes_files(folder: str | os.PathLike[str]) -> None:
     descriptor, probe = tempfile.mkstemp(prefix=".minidl-write-test.", dir=folder)
     os.close(descriptor)
     os.unlink(probe)
+
+
+def special_file_kind(path: str | os.PathLike[str]) -> str | None:
+    """What the existing ``path`` is when it is neither a regular file nor a folder (a
+    ``"character device"`` such as ``/dev/null``, a ``"block device"``, a ``"FIFO"``, a
+    ``"socket"``), following symbolic links; ``None`` for a regular file, a folder, or nothing.
+
+    A file written atomically (a temporary file renamed over ``path``) would replace such a
+    file with a regular one, where writing into it would have written through it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    for test, kind in (
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return kind
+    return None
 
 
 def check_copyable(where: str, what: str, value: Tensor, target: Tensor) -> None:

@@ -32,7 +32,9 @@ training.
 
 Writes are atomic: the bytes go to a temporary file in the destination folder, which is flushed,
 ``fsync``-ed and renamed over the destination, and the folder is then ``fsync``-ed; a crash during
-a save leaves the previous checkpoint intact.
+a save leaves the previous checkpoint intact. A symbolic link is followed (its target is
+replaced); a destination that is a device, FIFO or socket is refused, as the rename would
+replace it with a file.
 
 Example:
     >>> from minidl.train import fit
@@ -63,6 +65,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from minidl._validate import special_file_kind
 from minidl.nn.module import Module
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
@@ -218,7 +221,9 @@ def save_checkpoint(
 
     Args:
         path: the file to write (replaced atomically if it exists), a ``str`` or
-            :class:`os.PathLike`; not a folder, nor a path ending in a separator.
+            :class:`os.PathLike`; not a folder, nor a path ending in a separator, nor a
+            device, FIFO or socket (``/dev/null``: the rename would replace it with a file). A
+            symbolic link is followed: its target is replaced.
         model: the network; its parameter values and buffers (its state_dict) are saved.
         optimizer: the optimizer, if any (its :meth:`~minidl.optim.Optimizer.state_dict`).
         scheduler: the learning-rate scheduler, if any (its ``state_dict`` and ``repr``).
@@ -260,6 +265,19 @@ def save_checkpoint(
         raise FileNotFoundError(
             f"{where}: cannot write {os.fspath(path)!r}: the folder {os.fspath(folder)!r} does "
             "not exist"
+        )
+    target = Path(os.path.realpath(path))  # (what the write replaces: a link's target)
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            f"{where}: cannot write {os.fspath(path)!r}: it is a symbolic link to "
+            f"{os.fspath(target)!r}, whose folder {os.fspath(target.parent)!r} does not exist"
+        )
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise CheckpointError(
+            f"{where}: {os.fspath(path)!r} is a {kind}, not a regular file; give a file path "
+            "(a checkpoint is written to a new file renamed over the path, which would replace "
+            f"the {kind})"
         )
 
     tensors: dict[str, Tensor] = {

@@ -436,15 +436,19 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
     """Refuse, before training, a checkpoint path that cannot be written: empty, a folder (or
-    ending in a separator), in a missing folder, or (``writable``) in a folder where no file
-    can be made, which is tried by making and removing a temporary file there."""
-    from minidl._validate import check_folder_takes_files
+    ending in a separator), a device, FIFO or socket (which a save would replace with a file),
+    in a missing folder, or (``writable``) in a folder where no file can be made, which is
+    tried by making and removing a temporary file there."""
+    from minidl._validate import check_folder_takes_files, special_file_kind
 
     if not path or path.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
         raise ValueError(f"{flag} {path!r}: expected a file path in an existing folder")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder) or os.path.isdir(path):
         raise ValueError(f"{flag} {path}: expected a file path in an existing folder")
+    kind = special_file_kind(path)
+    if kind is not None:  # (each save would replace it with a regular file)
+        raise ValueError(f"{flag} {path}: expected a file path, got a {kind}")
     name = os.path.basename(path)
     try:
         longest = os.pathconf(folder, "PC_NAME_MAX")
