@@ -680,6 +680,10 @@ SAVE_CASES: list[tuple[dict[str, Any], list[str]]] = [
     ({"scheduler": 3}, ["scheduler must be a minidl LRScheduler", "int"]),
     ({"generator": 0}, ["generator must be a torch.Generator", "int"]),
     ({"extra": {"when": object()}}, ["cannot be written as JSON", "object"]),
+    # (saved, a resume loaded the scheduler's state onto an optimizer it never scheduled)
+    ({"optimizer": None}, ["a scheduler is saved with its optimizer; give the optimizer too"]),
+    ({"optimizer": "other"}, ["the scheduler given schedules another optimizer"]),
+    ({"model": "other", "scheduler": None}, ["the optimizer updates none of the model's"]),
 ]
 
 
@@ -695,6 +699,10 @@ def test_save_checkpoint_bad_arguments(
         "generator": generator,
         **change,
     }
+    other_model, other_optimizer, _, _ = parts()
+    for name, other in (("model", other_model), ("optimizer", other_optimizer)):
+        if arguments[name] == "other":
+            arguments[name] = other
     with raises(CheckpointError, "save_checkpoint", *fragments):
         save_checkpoint(tmp_path / "c", **arguments)
     assert list(tmp_path.iterdir()) == []

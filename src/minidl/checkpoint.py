@@ -225,8 +225,10 @@ def save_checkpoint(
             device, FIFO or socket (``/dev/null``: the rename would replace it with a file). A
             symbolic link is followed: its target is replaced.
         model: the network; its parameter values and buffers (its state_dict) are saved.
-        optimizer: the optimizer, if any (its :meth:`~minidl.optim.Optimizer.state_dict`).
-        scheduler: the learning-rate scheduler, if any (its ``state_dict`` and ``repr``).
+        optimizer: the optimizer, if any (its :meth:`~minidl.optim.Optimizer.state_dict`),
+            updating some of ``model``'s parameters.
+        scheduler: the learning-rate scheduler of ``optimizer``, if any (its ``state_dict``
+            and ``repr``).
         epoch: epochs completed so far, an integer >= 0.
         history: the curves so far, a :class:`~minidl.train.History` of lists of numbers.
         generator: the data-shuffling generator, if any (its ``get_state()``). torch's global
@@ -243,6 +245,18 @@ def save_checkpoint(
 
     where = "save_checkpoint"
     _check_components(where, model, optimizer, scheduler, generator)
+    # What load_checkpoint (and fit) refuse: a scheduler saved with another optimizer's state,
+    # or with none, would be restored onto an optimizer it never scheduled.
+    if scheduler is not None and optimizer is None:
+        raise CheckpointError(
+            f"{where}: a scheduler is saved with its optimizer; give the optimizer too"
+        )
+    if scheduler is not None and scheduler.optimizer is not optimizer:
+        raise CheckpointError(f"{where}: the scheduler given schedules another optimizer")
+    if optimizer is not None and not {id(p) for p in model.parameters()} & {
+        id(p) for p in optimizer.params
+    }:
+        raise CheckpointError(f"{where}: the optimizer updates none of the model's parameters")
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise CheckpointError(f"{where}: epoch must be an integer >= 0, got {epoch!r}")
     history = History() if history is None else history
