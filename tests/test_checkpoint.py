@@ -721,6 +721,11 @@ SAVE_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     ("path as bytes", {"path": b"run.ckpt"}, r"path must be a str or os\.PathLike, got bytes"),
     ("empty path", {"path": ""}, "path is empty; give a file path"),
     (
+        "path with a NUL",  # (was the OS's bare ValueError "embedded null byte")
+        {"path": "run\0.ckpt"},
+        r"path 'run\\x00\.ckpt' holds a NUL character, which no file name can hold",
+    ),
+    (
         "path ending in a separator",
         {"path": "newdir" + os.sep},
         r"'newdir.' ends with a path separator \(a folder\); give a file path",
@@ -1094,3 +1099,19 @@ def test_a_link_into_a_missing_folder_is_refused_naming_the_path(tmp_path: Path)
         f"{str(tmp_path / 'missing')!r} does not exist"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.ckpt"]
+
+
+@pytest.mark.parametrize("how", ["read_checkpoint", "load_checkpoint"])
+def test_reading_a_path_with_a_nul_names_the_function_and_the_path(how: str) -> None:
+    """Reading it raised the OS's bare ValueError "embedded null byte", naming neither."""
+    model, _, _, _ = build("sgd")
+    before = model.state_dict()
+    with pytest.raises(CheckpointError) as info:
+        if how == "read_checkpoint":
+            read_checkpoint("run\0.ckpt")
+        else:
+            load_checkpoint("run\0.ckpt", model)
+    assert str(info.value) == (
+        f"{how}: path 'run\\x00.ckpt' holds a NUL character, which no file name can hold"
+    )
+    assert all(torch.equal(value, model.state_dict()[name]) for name, value in before.items())

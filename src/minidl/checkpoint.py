@@ -398,11 +398,15 @@ def _check_file_path(path: object, where: str) -> None:
 
 
 def _check_path_type(path: object, where: str, also: str = "") -> None:
-    """Refuse a ``path`` that is not a ``str`` or a path-like of one (``also``: what else the
-    function takes, for the message)."""
+    """Refuse a ``path`` that is not a ``str`` or a path-like of one, or that holds a NUL
+    character (``also``: what else the function takes, for the message)."""
     if not isinstance(path, str | os.PathLike) or not isinstance(os.fspath(path), str):
         raise CheckpointError(
             f"{where}: path must be a str or os.PathLike{also}, got {type(path).__name__}"
+        )
+    if "\0" in os.fspath(path):  # (the OS's "embedded null byte" named neither)
+        raise CheckpointError(
+            f"{where}: path {os.fspath(path)!r} holds a NUL character, which no file name can hold"
         )
 
 
