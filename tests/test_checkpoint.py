@@ -30,6 +30,7 @@ from minidl.checkpoint import (
     save_checkpoint,
 )
 from minidl.data import make_disk_data
+from minidl.nn.module import Module
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.train import History, fit
 from tests.helpers import rewrite_checkpoint
@@ -1115,3 +1116,47 @@ def test_reading_a_path_with_a_nul_names_the_function_and_the_path(how: str) -> 
         f"{how}: path 'run\\x00.ckpt' holds a NUL character, which no file name can hold"
     )
     assert all(torch.equal(value, model.state_dict()[name]) for name, value in before.items())
+
+
+class _Apply(Module):
+    """A module of one's own whose ``repr`` shows a function (with its memory address)."""
+
+    def __init__(self, function: Any) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.function(x)
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return grad_output
+
+    def extra_repr(self) -> str:
+        return f"function={self.function!r}"
+
+
+def _with_apply(function: Any) -> tuple[nn.Sequential, optim.Optimizer]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), _Apply(function), nn.Linear(3, 2))
+    return model, optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+
+def test_a_module_whose_repr_shows_an_address_loads_into_the_model_built_again(
+    tmp_path: Path,
+) -> None:
+    """The model's repr was compared with its addresses (``<function <lambda> at 0x...>``),
+    which differ in every build of the model: such a checkpoint never loaded. A module showing
+    another function is still another model."""
+    model, optimizer = _with_apply(lambda x: x)
+    model[0].weight.data.fill_(0.5)
+    save_checkpoint(tmp_path / "run.ckpt", model, optimizer, epoch=1)
+    again, again_optimizer = _with_apply(lambda x: x)
+    assert " at 0x" in repr(again) and repr(again) != repr(model)
+    assert load_checkpoint(tmp_path / "run.ckpt", again, again_optimizer).epoch == 1
+    assert torch.equal(again[0].weight.data, model[0].weight.data)
+
+    other, other_optimizer = _with_apply(torch.tanh)
+    before = other.state_dict()
+    with pytest.raises(CheckpointError, match="the parameters fit, the modules differ"):
+        load_checkpoint(tmp_path / "run.ckpt", other, other_optimizer)
+    assert all(torch.equal(value, other.state_dict()[name]) for name, value in before.items())

@@ -18,7 +18,8 @@ before anything is written:
 * that the file is a well-formed safetensors file, byte for byte as minidl writes it;
 * the header's digest, format and version (a newer format is refused, naming both versions);
 * that the architecture matches the model: the same parameters and buffers, and the same
-  modules (its ``repr``: activations and hyper-parameters); the message lists what differs;
+  modules (its ``repr``: activations and hyper-parameters, less the memory addresses of
+  default reprs, ``<function f at 0x...>``); the message lists what differs;
 * every tensor's presence, shape, dtype, digest and finiteness;
 * that the optimizer and scheduler are of the saved classes and accept the saved state, and
   that the scheduler has the saved settings (its ``repr`` once its state is loaded: settings
@@ -750,7 +751,9 @@ def _check_architecture(header: dict[str, Any], model: Module, where: str) -> No
     saved = {name: (shape, dtype) for name, shape, dtype in header["architecture"]["parameters"]}
     own = {name: (shape, dtype) for name, shape, dtype in architecture(model)["parameters"]}
     if saved == own:
-        if header["architecture"]["repr"] == repr(model):
+        # (without the addresses of default reprs, such as a function's that a module of
+        # one's own shows: they differ between two processes, or two builds of the model)
+        if _settings(header["architecture"]["repr"]) == _settings(repr(model)):
             return
         # The same tensors, other modules: an activation or a hyper-parameter differs.
         raise CheckpointError(
@@ -762,7 +765,7 @@ def _check_architecture(header: dict[str, Any], model: Module, where: str) -> No
     if (
         saved.keys() == own.keys()
         and all(saved[n][0] == own[n][0] for n in own)
-        and header["architecture"]["repr"] == repr(model)
+        and _settings(header["architecture"]["repr"]) == _settings(repr(model))
     ):
         # Only dtypes differ: the same model, cast (a float64 copy for gradcheck, say).
         saved_dtypes = sorted({dtype for _, dtype in saved.values()})
