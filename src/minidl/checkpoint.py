@@ -242,6 +242,7 @@ def save_checkpoint(
         CheckpointError: bad arguments, or a state that cannot be serialised.
         OSError: the file cannot be written (the previous file, if any, is untouched).
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save as safetensors_save
 
     where = "save_checkpoint"
@@ -362,7 +363,26 @@ def save_checkpoint(
         metadata = _dump_header(header)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{where}: the state cannot be written as JSON: {error}") from None
-    _write_atomically(Path(path), safetensors_save(tensors, metadata={"minidl": metadata}))
+    # safetensors refuses to write (and to read) a header over 100 MB, with a bare
+    # SafetensorError "header too large": a long run's per-batch rates, or a large extra.
+    size = len(metadata.encode())
+    blob: bytes | None = None
+    refusal = "header too large"
+    if size <= _MAX_HEADER:
+        try:
+            blob = safetensors_save(tensors, metadata={"minidl": metadata})
+        except SafetensorError as error:
+            refusal = str(error)
+    if blob is None:
+        entries = ", ".join(f"{len(getattr(history, name))} {name}" for name in _HISTORY_FIELDS)
+        extra_size = len(_canonical(header["training"]["extra"]).encode())
+        raise CheckpointError(
+            f"{where}: the checkpoint cannot be written ({refusal}): its JSON header holds "
+            f"{size} bytes, and safetensors (as read_checkpoint) takes at most {_MAX_HEADER}; "
+            f"the history holds {entries} entries and extra {extra_size} bytes of JSON: keep "
+            "less of them"
+        )
+    _write_atomically(Path(path), blob)
 
 
 def _check_history(history: object, where: str) -> None:
