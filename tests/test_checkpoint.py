@@ -716,7 +716,13 @@ SAVE_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     (
         "extra with an int key",
         {"extra": {1: "one"}},
-        "extra must be a mapping with string keys, got the key 1",
+        "extra must be a mapping with string keys, got the key 1$",
+    ),
+    (
+        "extra with an int key inside",  # (saved, it came back as {"a": [{"1": "one"}]})
+        {"extra": {"a": [{1: "one"}]}},
+        r"extra must be a mapping with string keys, got the key 1 in extra\['a'\]\[0\] \(JSON "
+        "would make it a string\\)",
     ),
     ("path as an int", {"path": 3}, r"path must be a str or os\.PathLike, got int"),
     ("path as bytes", {"path": b"run.ckpt"}, r"path must be a str or os\.PathLike, got bytes"),

@@ -236,7 +236,7 @@ def save_checkpoint(
             generator state is always saved, and so are the states of the model's modules'
             generators and of the default CUDA generator of each GPU the model is on.
         extra: a mapping with string keys of JSON-serialisable values to keep with the
-            checkpoint (e.g. the run's settings).
+            checkpoint (e.g. the run's settings); mappings inside it need string keys too.
 
     Raises:
         CheckpointError: bad arguments, or a state that cannot be serialised.
@@ -268,11 +268,7 @@ def save_checkpoint(
             raise CheckpointError(
                 f"{where}: extra must be a mapping with string keys, got {type(extra).__name__}"
             )
-        for key in extra:
-            if not isinstance(key, str):
-                raise CheckpointError(
-                    f"{where}: extra must be a mapping with string keys, got the key {key!r}"
-                )
+        _check_extra_keys(extra, "extra", where)
     _check_file_path(path, where)
     if Path(path).is_dir():
         raise CheckpointError(f"{where}: {os.fspath(path)!r} is a folder; give a file path")
@@ -383,6 +379,24 @@ def save_checkpoint(
             "less of them"
         )
     _write_atomically(Path(path), blob)
+
+
+def _check_extra_keys(value: object, name: str, where: str) -> None:
+    """Refuse a mapping in ``extra`` (``name``: where it is) with a key that is not a string:
+    JSON would turn it into one (``{1: 2}`` into ``{"1": 2}``), and the checkpoint would give
+    back another ``extra`` than the one saved."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                inside = f" in {name} (JSON would make it a string)" if name != "extra" else ""
+                raise CheckpointError(
+                    f"{where}: extra must be a mapping with string keys, got the key {key!r}"
+                    + inside
+                )
+            _check_extra_keys(item, f"{name}[{key!r}]", where)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_extra_keys(item, f"{name}[{index}]", where)
 
 
 def _check_history(history: object, where: str) -> None:
