@@ -1198,3 +1198,35 @@ def read_checkpoint_header(path: Path) -> str:
     with safe_open(path, "pt") as file:
         header: str = file.metadata()["minidl"]
     return header
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_reading_a_fifo_or_a_device_is_refused_unread(tmp_path: Path) -> None:
+    """``read_checkpoint`` read a FIFO until a writer closed it (``--resume pipe`` hung) and a
+    device such as ``/dev/zero`` until memory ran out; it refuses them without opening them.
+    (A writer is at the FIFO here, so that the old code returned rather than hung.)"""
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        try:
+            with open(fifo, "wb") as file:
+                file.write(b"not a checkpoint")
+        except OSError:
+            pass
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        with pytest.raises(CheckpointError) as info:
+            read_checkpoint(fifo)
+        assert str(info.value) == f"checkpoint {str(fifo)!r}: is a FIFO, not a regular file"
+    finally:
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # let the writer finish
+        writer.join(10)
+        os.close(reader)
+    if os.path.exists("/dev/zero") and stat.S_ISCHR(os.stat("/dev/zero").st_mode):
+        with pytest.raises(CheckpointError, match="is a character device, not a regular file"):
+            read_checkpoint("/dev/zero")

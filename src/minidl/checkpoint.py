@@ -567,7 +567,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     digest, the format version, and every tensor's shape, dtype, digest and finiteness.
 
     Raises:
-        CheckpointError: a missing, truncated, corrupted, tampered or newer-format file.
+        CheckpointError: a missing, truncated, corrupted, tampered or newer-format file, or a
+            path that is no regular file (a device, FIFO or socket, which is not read).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load as safetensors_load
@@ -575,6 +576,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
     _check_path_type(path, "read_checkpoint")
     where = f"checkpoint {os.fspath(path)!r}"
+    kind = special_file_kind(path)
+    if kind is not None:  # (reading a FIFO waits for a writer; /dev/zero never ends)
+        raise CheckpointError(f"{where}: is a {kind}, not a regular file")
     try:
         data = Path(path).read_bytes()
     except OSError as error:
