@@ -331,6 +331,24 @@ def test_checkpoint_gets_ordinary_permissions(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o640
 
 
+def test_a_replaced_checkpoint_keeps_its_permissions(tmp_path: Path) -> None:
+    """A save over an existing checkpoint gives the new file the old one's permissions (one
+    made private stays private), whatever the umask."""
+    model, _, _, _ = build("sgd")
+    path = tmp_path / "c"
+    save_checkpoint(path, model)
+    os.chmod(path, 0o600)
+    previous = os.umask(0o002)
+    try:
+        save_checkpoint(path, model)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    os.chmod(path, 0o604)
+    save_checkpoint(path, model)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o604
+
+
 def test_the_whole_file_is_written_before_its_fsync_and_nothing_is_left_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

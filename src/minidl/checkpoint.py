@@ -35,7 +35,8 @@ Writes are atomic: the bytes go to a temporary file in the destination folder, w
 ``fsync``-ed and renamed over the destination, and the folder is then ``fsync``-ed; a crash during
 a save leaves the previous checkpoint intact. A symbolic link is followed (its target is
 replaced); a destination that is a device, FIFO or socket is refused, as the rename would
-replace it with a file.
+replace it with a file. A replaced checkpoint's permissions are kept; a new one gets those the
+umask gives a new file.
 
 Example:
     >>> from minidl.train import fit
@@ -55,6 +56,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import struct
 import tempfile
 import time
@@ -474,12 +476,17 @@ def _write_atomically(path: Path, data: bytes) -> None:
         prefix=f".{path.name[:40]}.", suffix=".tmp", dir=folder
     )
     try:
-        # mkstemp creates the file readable by its owner only; give it the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
+        # mkstemp creates the file readable by its owner only; give it the permissions of the
+        # file it replaces (a checkpoint made private stays so), or a new file's usual ones.
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
         with os.fdopen(descriptor, "wb") as file:
             if hasattr(os, "fchmod"):
-                os.fchmod(file.fileno(), 0o666 & ~umask)
+                os.fchmod(file.fileno(), mode)
             half = len(data) // 2
             file.write(data[:half])
             if delay:
