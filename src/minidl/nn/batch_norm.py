@@ -65,7 +65,9 @@ class BatchNorm1d(Module):
         \frac{\partial L}{\partial \beta} \mathrel{+}= \sum_n g_n
 
     and in evaluation mode :math:`\partial L/\partial x = \gamma\, s\, g` (with the running
-    variance in :math:`s`).
+    variance in :math:`s`). Shapes: :math:`x, \hat x, g` and :math:`\partial L/\partial x` are
+    ``(N, C)``; :math:`\mu, \sigma^2, s, \gamma, \beta` and every sum over :math:`n` (so the
+    gradients of :math:`\gamma` and :math:`\beta`) are ``(C,)``, broadcast over the rows.
 
     Args:
         num_features: :math:`C`, the number of features, an integer >= 1.
@@ -163,6 +165,7 @@ class BatchNorm1d(Module):
             self.running_mean.mul_(operand(1 - self._momentum, self.running_mean)).add_(
                 mean, alpha=self._momentum
             )
+            # m sigma^2 N / (N - 1) with the factor m N / (N - 1) as one number: one op.
             self.running_var.mul_(operand(1 - self._momentum, self.running_var)).add_(
                 variance, alpha=self._momentum * batch / (batch - 1)
             )
@@ -170,6 +173,7 @@ class BatchNorm1d(Module):
         else:
             centered = x - _as(self.running_mean, compute)
             variance = _as(self.running_var, compute)
+        # s = 1 / sqrt(sigma^2 + eps), kept for backward; x_hat = (x - mu) s.
         inv_std = variance.add(operand(self._eps, variance)).rsqrt_()
         normalized = centered.mul_(inv_std)
         # (cached in the layer's dtype, so that the checks of backward compare it as it is)
@@ -178,7 +182,7 @@ class BatchNorm1d(Module):
         if self.weight is None or self.bias is None:
             return _as(normalized, dtype)
         weight, bias = _as(self.weight.data, compute), _as(self.bias.data, compute)
-        return _as(torch.addcmul(bias, normalized, weight), dtype)
+        return _as(torch.addcmul(bias, normalized, weight), dtype)  # beta + x_hat gamma, fused
 
     def _check_parameters(self) -> None:
         """A weight or bias assigned by hand (``weight.data = ...``) must be like the running
@@ -219,6 +223,7 @@ class BatchNorm1d(Module):
         grad_output = _as(grad_output.detach(), compute)  # (as the input: a plain value)
         normalized = _as(normalized, compute)
         if self.weight is not None and self.bias is not None:
+            # dL/dgamma += sum_n g x_hat, dL/dbeta += sum_n g; g_hat = gamma g = dL/dx_hat.
             self.weight.grad.add_((grad_output * normalized).sum(dim=0))
             self.bias.grad.add_(grad_output.sum(dim=0))
             grad_normalized = grad_output * _as(self.weight.data, compute)

@@ -70,12 +70,16 @@ class BatchedLinear(Module):
     The leading dimension indexes the model: model :math:`r` sees only its own input
     :math:`X_r` and its own parameters :math:`W_r, b_r`, so training R stacked networks is
     training R networks, with one batched matrix product per layer instead of R. Backward, per
-    model, is :class:`Linear`'s:
+    model, is :class:`Linear`'s, with :math:`G_r = \partial L / \partial Y_r` of shape
+    ``(N, out)``:
 
     .. math::
         \frac{\partial L}{\partial X_r} = G_r W_r, \qquad
         \frac{\partial L}{\partial W_r} \mathrel{+}= G_r^T X_r, \qquad
         \frac{\partial L}{\partial b_r} \mathrel{+}= \textstyle\sum_n (G_r)_{n,:}
+
+    of shapes ``(N, in)``, ``(out, in)`` and ``(out,)``; stacked over the models, the returned
+    ``(R, N, in)`` and the accumulated ``(R, out, in)`` and ``(R, out)``.
 
     The weight gradient is one batched product accumulated into ``weight.grad``. Where that
     tensor is not contiguous (a ``layout="model"`` stack, see :func:`minidl.nn.stack_models`,
@@ -99,6 +103,10 @@ class BatchedLinear(Module):
     Shape:
         - Input: ``(R, N, in_features)``.
         - Output: ``(R, N, out_features)``.
+
+    Attributes:
+        weight: :class:`Parameter` of shape ``(R, out_features, in_features)``.
+        bias: :class:`Parameter` of shape ``(R, out_features)``, or ``None``.
 
     Example:
         >>> layer = BatchedLinear(5, 2, 25)
@@ -280,11 +288,12 @@ class BatchedLinear(Module):
         self._input = input
         if self._bias_row is None:
             return torch.bmm(input, self._weight_t)
+        # b_r + X_r W_r^T for every r as one fused op, each bias (R, 1, out) broadcast over rows.
         return torch.baddbmm(self._bias_row, input, self._weight_t)
 
     def backward(self, grad_output: Tensor) -> Tensor:
         self.backward_parameters(grad_output)
-        return torch.bmm(grad_output, self.weight.data)
+        return torch.bmm(grad_output, self.weight.data)  # G_r W_r for every r
 
     def backward_parameters(self, grad_output: Tensor) -> None:
         """Accumulate the weight and bias gradients only (no :math:`G_r W_r` products)."""
@@ -308,6 +317,8 @@ class BatchedLinear(Module):
         grad_output = grad_output.detach()
         product = self._product
         try:
+            # dL/dW_r += G_r^T X_r for every r: accumulated by the batched product itself, or
+            # computed into the temporary and added (see the class docstring).
             if product is None:
                 self.weight.grad.baddbmm_(grad_output.transpose(1, 2), input.detach())
             else:
@@ -317,7 +328,8 @@ class BatchedLinear(Module):
             check_still_fits("BatchedLinear", input, self.weight.data)
             raise
         if self.bias is not None:
-            # A sum over the batch (cheaper here than a batched product with ones).
+            # dL/db_r += sum_n G_r[n, :], a sum over the batch (cheaper here than a batched
+            # product with ones).
             self.bias.grad.add_(grad_output.sum(dim=1))
 
     def __getstate__(self) -> dict[str, Any]:

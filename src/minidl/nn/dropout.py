@@ -73,6 +73,8 @@ class Dropout(Module):
             return input
         keep = 1.0 - self._p
         mask = torch.empty_like(input).bernoulli_(keep, generator=self.generator)
+        # m / (1 - p), made once and cached: forward is x times it and backward g times it
+        # (one product each, with the rounding of PyTorch's dropout, which scales its mask so).
         self._scaled_mask = mask.div_(operand(keep, mask))
         return input * self._scaled_mask
 

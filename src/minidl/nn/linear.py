@@ -35,12 +35,16 @@ class Linear(Module):
     :math:`W_{ij} \sim \mathcal{N}(0, \frac{2}{n_{in} + n_{out}})` and :math:`b_i \sim \mathcal{N}(0, 1)`,
     drawn from torch's default generator (or ``generator``), so ``torch.manual_seed`` fixes them.
 
-    Backward, for a batch :math:`X` of shape ``(N, in)`` and :math:`G = \partial L / \partial Y`:
+    Backward, for a batch :math:`X` of shape ``(N, in)`` and :math:`G = \partial L / \partial Y`
+    of shape ``(N, out)`` (from :math:`Y_{nj} = \sum_i X_{ni} W_{ji} + b_j`):
 
     .. math::
         \frac{\partial L}{\partial X} = G W, \qquad
         \frac{\partial L}{\partial W} \mathrel{+}= G^T X, \qquad
         \frac{\partial L}{\partial b} \mathrel{+}= \textstyle\sum_{n} G_{n,:}
+
+    of shapes ``(N, in)``, ``(out, in)`` and ``(out,)``: the input gradient is returned, the
+    parameter gradients are added to ``weight.grad`` and ``bias.grad``.
 
     Args:
         in_features: size of each input sample (``n_in``).
@@ -162,6 +166,7 @@ class Linear(Module):
         self._input = input
         if bias is None:
             return input.mm(self._weight_t)
+        # b + X W^T as one fused op (addmm), the bias broadcast over the rows.
         return bias.addmm(input, self._weight_t)
 
     def backward(self, grad_output: Tensor) -> Tensor:
@@ -183,8 +188,9 @@ class Linear(Module):
         grad_output_t = grad_output.t()
         weight_grad = self.weight.grad
         try:
-            # With out= rather than in place (addmm_): autograd refuses out= for an operand from
-            # an autograd graph, where addmm_ would record the gradient into that graph for good.
+            # dL/dW += G^T X, accumulated by the product itself (addmm: no temporary). With
+            # out= rather than in place (addmm_): autograd refuses out= for an operand from an
+            # autograd graph, where addmm_ would record the gradient into that graph for good.
             torch.addmm(weight_grad, grad_output_t, input, out=weight_grad)
         except RuntimeError:
             # Nothing is accumulated yet. A layer cast or moved since its forward, and a
@@ -197,8 +203,8 @@ class Linear(Module):
             torch.addmm(weight_grad, grad_output_t, input, out=weight_grad)
         bias = self.bias
         if bias is not None:
-            # The bias gradient, the sum over the batch, as a matrix-vector product with ones:
-            # one op that accumulates in place.
+            # dL/db += sum_n G[n, :], the sum over the batch as the matrix-vector product
+            # G^T 1 (ones of length N): one op that accumulates in place.
             bias.grad.addmv_(grad_output_t, self._ones)
 
     def __getstate__(self) -> dict[str, Any]:

@@ -70,6 +70,15 @@ def mlp(
             (``len(sizes) - 2`` of them), e.g. ``("relu", "tanh", "relu")``.
         dtype, device, generator: passed to every :class:`Linear`.
 
+    Returns:
+        A :class:`Sequential` of ``2 * len(sizes) - 3`` modules, its layers named ``"0"``,
+        ``"1"``, ... (``Linear`` at the even indices).
+
+    Raises:
+        ValueError: fewer than two sizes, or one that is not a positive integer; an unknown
+            activation name; a number of names other than ``len(sizes) - 2``.
+        TypeError: ``activations`` is neither a name nor a sequence of names.
+
     Example:
         >>> mlp((2, 25, 25, 25, 2), "tanh")  # doctest: +ELLIPSIS
         Sequential(...)

@@ -37,7 +37,11 @@ class MSELoss(Loss):
     - ``"sum"``: :math:`D = 1`.
 
     The target is a float tensor of the prediction's shape, or class indices (int64, ``(N,)``),
-    which are turned into one-hot rows.
+    which are turned into one-hot rows. For stacked models, :math:`N` and :math:`C` are each
+    model's, and each model's loss is its own sum.
+
+    Args:
+        reduction: ``"paper"`` (default), ``"mean"`` or ``"sum"``, as above.
 
     Shape:
         - Prediction: ``(N, C)``. Target: ``(N, C)`` or ``(N,)`` (class indices).
@@ -104,6 +108,7 @@ class MSELoss(Loss):
 
     def _gradient(self) -> Tensor:
         assert self._difference is not None
+        # (2 / D)(z - t), with 2 / D computed once in forward (_scale).
         return self._difference * operand(self._scale, self._difference)
 
     def extra_repr(self) -> str:

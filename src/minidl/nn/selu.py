@@ -15,7 +15,10 @@ class SELU(ELU):
     r"""Scaled ELU :math:`y = \lambda x` for :math:`x > 0`, :math:`y = \lambda\alpha(e^x - 1)` otherwise.
 
     With the self-normalising constants :math:`\alpha \approx 1.6733`, :math:`\lambda \approx 1.0507`.
-    Backward: :math:`g\lambda` for :math:`x > 0`, :math:`g\,(y + \lambda\alpha)` otherwise.
+    Backward: :math:`\partial L/\partial x = g\lambda` for :math:`x > 0` and
+    :math:`g\,\lambda\alpha e^x` (:math:`= g\,(y + \lambda\alpha)`) otherwise, computed as
+    :class:`~minidl.nn.ELU`'s (with the scale :math:`\lambda`): from :math:`e^x`, not from
+    :math:`y + \lambda\alpha`, which cancels for very negative :math:`x`.
 
     Shape:
         - Input: any shape. Output: the same shape.

@@ -20,7 +20,10 @@ class Sequential(Module):
     r"""Modules applied one after the other: :math:`y = f_k(\dots f_2(f_1(x)))`.
 
     ``forward`` calls each child's ``forward`` in order; ``backward`` calls each child's
-    ``backward`` in reverse order, so gradients flow from the last module to the first. ``param()``
+    ``backward`` in reverse order, so gradients flow from the last module to the first: the chain
+    rule :math:`\partial L/\partial x = J_{f_1}^T(J_{f_2}^T(\dots J_{f_k}^T g))`, with
+    :math:`J_{f_i}` the Jacobian of :math:`f_i` at its input of the last forward, each child
+    accumulating its own parameters' gradients from the gradient that reaches it. ``param()``
     and ``parameters()`` concatenate the children's, in order. ``backward_parameters`` (for a
     network whose input is data) stops at the first module with parameters and skips its input
     gradient.

@@ -58,9 +58,11 @@ def stack_models(
         layout: ``"layer"`` (the default) or ``"model"``.
 
     Raises:
-        ValueError: the models differ in architecture (the message names the first layer that
-            differs), or an unknown layout.
-        TypeError: a layer that cannot be stacked (only Linear and element-wise activations can).
+        ValueError: no model; the models differ in architecture (the message names the first
+            layer that differs); a model ties one Parameter to two places; an unknown layout.
+        TypeError: a single model rather than a sequence of them; a model that is not a
+            :class:`Sequential`; a layer that cannot be stacked (only Linear and element-wise
+            activations can).
     """
     if layout not in ("layer", "model"):
         raise ValueError(f"stack_models: layout must be 'layer' or 'model', got {layout!r}")
@@ -236,7 +238,8 @@ def flat_model_parameters(stacked: Sequential, index: int | slice) -> Parameter:
         index: a model index in ``[0, R)``, or a non-empty slice of models with step 1.
 
     Raises:
-        ValueError: ``stacked`` does not have the ``"model"`` layout.
+        TypeError, ValueError: ``stacked`` is not a network made by :func:`stack_models`
+            (ValueError: or not with the ``"model"`` layout).
         IndexError: ``index`` is out of range, or the slice is empty or has a step.
     """
     parameters = stacked.parameters()
@@ -341,6 +344,7 @@ def unstack_model(stacked: Sequential, index: int) -> Sequential:
     holding copies of its parameter values (its gradients start at zero).
 
     Raises:
+        TypeError, ValueError: ``stacked`` is not a network made by :func:`stack_models`.
         TypeError: ``index`` is a slice (one model at a time; :func:`model_parameters` takes
             slices).
         IndexError: ``index`` is not a model index in ``[0, R)``.
