@@ -37,6 +37,9 @@ class Adadelta(Optimizer):
 
     State:
         ``square_avg`` (:math:`E[g^2]`) and ``acc_delta`` (:math:`E[\Delta x^2]`).
+
+    Example:
+        >>> optimizer = Adadelta(model.parameters(), rho=0.95)
     """
 
     state_names: tuple[str, ...] = ("square_avg", "acc_delta")
@@ -64,12 +67,16 @@ class Adadelta(Optimizer):
     def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
         square_avg, acc_delta = state
         rho, eps = self._rho, self._eps
+        # E[g^2] = rho E[g^2] + (1 - rho) g^2, with g^2 fused into the addition (addcmul).
         square_avg.mul_(operand(rho, square_avg)).addcmul_(grad, grad, value=1 - rho)
+        # delta = -Delta x = sqrt(E[Delta x^2] + eps) / sqrt(E[g^2] + eps) * g: the update
+        # without its minus sign, which the last line applies (as torch.optim.Adadelta).
         delta = (
             acc_delta.add(operand(eps, acc_delta))
             .sqrt_()
             .div_(square_avg.add(operand(eps, square_avg)).sqrt_())
             .mul_(grad)
         )
+        # E[Delta x^2] = rho E[Delta x^2] + (1 - rho) Delta x^2 (the sign squares away).
         acc_delta.mul_(operand(rho, acc_delta)).addcmul_(delta, delta, value=1 - rho)
-        value.add_(delta, alpha=-self.lr)
+        value.add_(delta, alpha=-self.lr)  # x += lr Delta x

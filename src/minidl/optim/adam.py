@@ -102,12 +102,17 @@ class Adam(Optimizer):
                 value.mul_(1 - self.lr * self._weight_decay)  # changes with lr: a number
             else:
                 grad = grad.add(value, alpha=self._weight_decay)
+        # m = beta1 m + (1 - beta1) g as m + (1 - beta1)(g - m), one lerp; v = beta2 v +
+        # (1 - beta2) g^2 with g^2 fused into the addition (addcmul). The ops, and so the bits,
+        # of torch.optim.Adam's single-tensor step.
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(operand(beta2, exp_avg_sq)).addcmul_(grad, grad, value=1 - beta2)
         step_size = self.lr / (1 - beta1**step)
         bias_correction2_sqrt = math.sqrt(1 - beta2**step)
+        # sqrt(v) / sqrt(1 - beta2^t) + eps
         # (the bias correction changes every step: cheaper as a number than as an operand)
         denominator = (
             exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(operand(self._eps, exp_avg_sq))
         )
+        # w -= lr / (1 - beta1^t) * m / denominator, the division fused into the update.
         value.addcdiv_(exp_avg, denominator, value=-step_size)

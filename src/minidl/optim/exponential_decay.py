@@ -25,7 +25,8 @@ class ExponentialDecay(LRScheduler):
     r"""Multiply the learning rate by :math:`\gamma` every step: :math:`\lambda_t = \lambda_0 \gamma^t`.
 
     :math:`\lambda_0` is the optimizer's learning rate when the scheduler is built. The same
-    sequence as PyTorch's ``lr_scheduler.ExponentialLR``.
+    rates as PyTorch's ``lr_scheduler.ExponentialLR`` to rounding (it multiplies the previous
+    rate by :math:`\gamma` at every step, where this computes the closed form).
 
     Args:
         optimizer: the optimizer to schedule.

@@ -28,8 +28,9 @@ class LinearWarmup(LRScheduler):
 
     with :math:`\lambda_0` the optimizer's learning rate when the scheduler is built, :math:`f`
     = ``start_factor`` and :math:`T` = ``warmup_steps``; constant at :math:`\lambda_0` after
-    that. The same sequence as PyTorch's ``lr_scheduler.LinearLR(start_factor=f,
-    end_factor=1, total_iters=T)``. To warm up into another schedule, chain both with
+    that. The same rates as PyTorch's ``lr_scheduler.LinearLR(start_factor=f,
+    end_factor=1, total_iters=T)`` to rounding (it multiplies the previous rate by a ratio at
+    every step, where this computes the closed form). To warm up into another schedule, chain both with
     :class:`~minidl.optim.SequentialSchedule`.
 
     Args:

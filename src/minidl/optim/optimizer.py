@@ -174,7 +174,14 @@ class Optimizer:
     # -- the update -------------------------------------------------------------------------------
 
     def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
-        """Update ``value`` in place from ``grad`` and this optimizer's ``state`` tensors."""
+        """Update ``value`` in place from ``grad`` and this optimizer's ``state`` tensors.
+
+        ``value``, ``grad`` and each state tensor (in the order of ``state_names``) have one
+        shape: one parameter's, or the whole flat buffer's. During the call ``step_count`` is
+        the number of steps done before this one (:math:`t - 1` at step :math:`t`). ``grad``
+        is the parameters' own gradient: it is read, never changed (a penalty term such as
+        weight decay is added out of place).
+        """
         raise NotImplementedError
 
     def _refresh_layout(self) -> None:

@@ -143,9 +143,12 @@ class RMSprop(Optimizer):
         alpha = self._alpha
         if self._weight_decay != 0.0:
             grad = grad.add(value, alpha=self._weight_decay)
+        # s = alpha s + (1 - alpha) g^2, with g^2 fused into the addition (addcmul).
         square_avg.mul_(operand(alpha, square_avg)).addcmul_(grad, grad, value=1 - alpha)
         if self._centered:
-            grad_avg = state[-1]
+            grad_avg = state[-1]  # (the last state tensor when centered; see _state_names_for)
+            # g_avg = alpha g_avg + (1 - alpha) g as g_avg + (1 - alpha)(g - g_avg), one lerp
+            # (torch.optim.RMSprop's op, so its bits).
             grad_avg.lerp_(grad, 1 - alpha)
             # s - g_avg^2 >= 0 in exact arithmetic, but rounds below 0 when the gradient
             # barely varies (at alpha = 0, or a constant gradient): clamped at 0, where PyTorch
@@ -160,9 +163,10 @@ class RMSprop(Optimizer):
             denominator = square_avg.sqrt().add_(operand(self._eps, square_avg))
         if self._momentum > 0:
             momentum_buffer = state[1]
+            # b = mu b + g / d, the division fused into the addition (addcdiv); w -= lr b.
             momentum_buffer.mul_(operand(self._momentum, momentum_buffer)).addcdiv_(
                 grad, denominator
             )
             value.add_(momentum_buffer, alpha=-self.lr)
         else:
-            value.addcdiv_(grad, denominator, value=-self.lr)
+            value.addcdiv_(grad, denominator, value=-self.lr)  # w -= lr g / d

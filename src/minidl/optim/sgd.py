@@ -21,8 +21,10 @@ class SGD(Optimizer):
     .. math::
         v_t = \mu\, v_{t-1} + \lambda\, g_t, \qquad w_t = w_{t-1} - v_t, \qquad v_0 = 0
 
-    With a constant learning rate this is exactly PyTorch's ``SGD`` (whose buffer is
-    :math:`b_t = \mu b_{t-1} + g_t` with :math:`w_t = w_{t-1} - \lambda b_t`, so :math:`v = \lambda b`).
+    With a constant learning rate this is PyTorch's ``SGD`` in exact arithmetic (whose buffer is
+    :math:`b_t = \mu b_{t-1} + g_t` with :math:`w_t = w_{t-1} - \lambda b_t`, so :math:`v = \lambda b`);
+    the two round differently (:math:`\mu v + \lambda g` against :math:`\lambda(\mu b + g)`), so
+    with momentum their parameters agree to rounding, not bit for bit.
     When a scheduler changes :math:`\lambda`, the paper's velocity keeps the old rates' steps
     while PyTorch's rescales them. Without momentum both are :math:`w_t = w_{t-1} - \lambda g_t`.
 
@@ -117,8 +119,8 @@ class SGD(Optimizer):
             value.add_(grad, alpha=-self._lr)
             return
         (velocity,) = state
-        velocity.mul_(operand(momentum, velocity)).add_(grad, alpha=self._lr)
+        velocity.mul_(operand(momentum, velocity)).add_(grad, alpha=self._lr)  # v = mu v + lr g
         if self._nesterov:
-            value.sub_(velocity, alpha=momentum).sub_(grad, alpha=self._lr)
+            value.sub_(velocity, alpha=momentum).sub_(grad, alpha=self._lr)  # w -= mu v + lr g
         else:
-            value.sub_(velocity)
+            value.sub_(velocity)  # w -= v

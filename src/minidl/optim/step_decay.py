@@ -24,7 +24,8 @@ class StepDecay(LRScheduler):
 
     with :math:`\lambda_0` the optimizer's learning rate when the scheduler is built and
     :math:`\beta` = ``step_size``. Call :meth:`step` once per epoch, after the epoch's updates
-    (as PyTorch's ``lr_scheduler.StepLR``, which gives the same sequence).
+    (as PyTorch's ``lr_scheduler.StepLR``, which gives the same rates to rounding: it multiplies
+    the previous rate by :math:`\gamma` at each drop, where this computes the closed form).
 
     Args:
         optimizer: the optimizer to schedule.
