@@ -262,13 +262,16 @@ def fit(
     on_epoch: Callable[[EpochRecord], object] | None = None,
     parallel: Parallel | None = None,
 ) -> History:
-    """Train ``model`` with mini-batch gradient descent and return its :class:`History`.
+    r"""Train ``model`` with mini-batch gradient descent and return its :class:`History`.
 
-    Each epoch shuffles ``(x, y)`` with ``generator`` and, for every batch, runs
-    ``zero_grad``, ``forward``, the loss, ``backward`` (as ``model.backward_parameters``: the
-    data need no gradient) and ``optimizer.step()``; a scheduler is
-    stepped after every batch or every epoch, as its ``interval`` says. After each epoch the
-    validation error (if a validation set is given) is measured and ``on_epoch`` is called.
+    Each epoch shuffles ``(x, y)`` with ``generator`` and, for every batch :math:`B`, runs
+    ``optimizer.zero_grad()``, ``forward``, the loss :math:`L_B`, ``criterion.backward()``
+    (:math:`\partial L_B/\partial z`, the gradient of the batch's loss, a mean over it with
+    the default reductions) into ``model.backward_parameters`` (every parameter's
+    :math:`\partial L_B/\partial w`; the data need no gradient) and ``optimizer.step()``; a
+    scheduler is stepped after every batch or every epoch, as its ``interval`` says. After
+    each epoch the validation error (if a validation set is given) is measured in evaluation
+    mode (see :func:`eval_mode`) and ``on_epoch`` is called.
     The model is put in training mode first (``model.train()``) and left in it. The steps and
     the validation run inside ``torch.inference_mode()`` (minidl needs no autograd); ``on_epoch``
     is called outside it, so what it computes or keeps is an ordinary tensor.
@@ -303,6 +306,9 @@ def fit(
             process a shard of one sample is refused, as a batch of one is without it. It must
             be built on ``model``, and the loss must be a mean over the samples (a
             ``reduction='sum'`` is refused: the shards' weights would not give its gradient).
+
+    Returns:
+        ``history`` (a new :class:`History` without one) with a record per epoch run.
 
     Raises:
         TypeError, ValueError: a bad argument, named in the message; every argument is checked
