@@ -135,6 +135,8 @@ class CyclicLR(LRScheduler):
         up_ratio = up / total
         cycle = math.floor(1 + step / total)
         x = 1.0 + step / total - cycle
+        # h = x (u + d) / u rising, (1 - x)(u + d) / d falling, written with u / (u + d) as
+        # torch's CyclicLR writes them (the same roundings, so the same rates).
         height = x / up_ratio if x <= up_ratio else (x - 1) / (up_ratio - 1)
         mode = self._mode
         if mode == "triangular":

@@ -163,6 +163,8 @@ class OneCycle(LRScheduler):
         return self._total_steps
 
     def _anneal(self, start: float, end: float, fraction: float) -> float:
+        """``A(start, end, fraction)`` of the class docstring, in the order of operations of
+        torch's OneCycleLR (the same roundings, so the same rates)."""
         if self._anneal_strategy == "cos":
             return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1)
         return (end - start) * fraction + start
