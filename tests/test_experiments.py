@@ -397,6 +397,39 @@ def test_worker_processes_give_the_same_rows_and_progress() -> None:
         assert per_row[0] == per_row[1] and len(per_row[0]) == 2 * 3
 
 
+@pytest.mark.parametrize(
+    ("tables", "rounds", "jobs", "processes"),
+    # Table II in 2 rounds is one stack (14 models): it trains here, in this one process;
+    # in 4 rounds it is two stacks, which 3 jobs train in 2 workers.
+    [("2", 2, 2, 1), ("2", 4, 3, 2), ("2", 4, 1, 1)],
+)
+def test_the_report_names_the_processes_that_trained(
+    tables: str, rounds: int, jobs: int, processes: int, tmp_path: Path
+) -> None:
+    """``--jobs`` is an upper bound: a run of fewer stacks than jobs trains in fewer processes
+    (one stack: in this one), and the report and the JSON say how many did (the report said
+    "in 2 processes, and meanwhile, on a core left free, ..." for a run trained in one)."""
+    settings = RunSettings(
+        rounds=rounds,
+        base_seed=0,
+        tables=tables,
+        quick=False,
+        epochs_override=1,
+        command="test",
+        jobs=jobs,
+    )
+    groups = stack_groups(
+        list({training_key(e): e for e in experiments_for_tables(tables)}.values()), rounds
+    )
+    assert min(jobs, len(groups)) == processes
+    document = reproduce(settings, tmp_path, progress=False, summary=False)
+    report = (tmp_path / "report.md").read_text()
+    assert document["jobs"] == processes
+    plural = "process" if processes == 1 else "processes"
+    assert f" in {processes} {plural}" in report
+    assert ("on a core left free" in report) == (processes > 1)
+
+
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_forked_and_spawned_workers_give_the_rows_of_one_process(
     monkeypatch: pytest.MonkeyPatch, method: str

@@ -37,6 +37,7 @@ __all__ = [
     "run_experiments",
     "run_from_cli",
     "stack_groups",
+    "training_processes",
 ]
 
 #: Epochs of every row in ``--quick`` mode (a smoke test of the pipeline, not a result).
@@ -54,7 +55,9 @@ class RunSettings:
     epochs_override: int | None
     command: str
     jobs: int = 1
-    """Worker processes that trained the rows (the numbers do not depend on it)."""
+    """Worker processes to train the rows in, at most (the numbers do not depend on it);
+    :func:`reproduce` writes into the report and the JSON the number that trained them
+    (:func:`training_processes`)."""
 
     def __post_init__(self) -> None:
         # Checked here, so that a bad setting fails before anything is trained or written; the
@@ -113,10 +116,7 @@ def run_experiments(
     """
     rounds = check_int("run_experiments", "rounds", rounds)
     jobs = check_int("run_experiments", "jobs", jobs)
-    distinct: dict[Experiment, Experiment] = {}
-    for experiment in experiments:
-        distinct.setdefault(training_key(experiment), experiment)
-    groups = stack_groups(list(distinct.values()), rounds)
+    groups = stack_groups(_distinct(experiments), rounds)
     if jobs > 1 and len(groups) > 1:
         from minidl.experiments.pool import train_groups
 
@@ -141,6 +141,31 @@ def run_experiments(
     by_experiment = _by_experiment(experiments, results)
     assert len(by_experiment) == len(experiments), "a group's results miss one of its rows"
     return by_experiment
+
+
+def _distinct(experiments: Sequence[Experiment]) -> list[Experiment]:
+    """The first experiment of each :func:`training_key`, in order (each is trained once)."""
+    distinct: dict[Experiment, Experiment] = {}
+    for experiment in experiments:
+        distinct.setdefault(training_key(experiment), experiment)
+    return list(distinct.values())
+
+
+def training_processes(experiments: Sequence[Experiment], rounds: int, jobs: int) -> int:
+    """The processes that :func:`run_experiments` trains ``experiments`` in with ``jobs``.
+
+    ``jobs`` is an upper bound: a worker trains one stack at a time, so there are no more
+    workers than stacks (:func:`stack_groups`), and a run of one stack trains in this process.
+
+    Example:
+        >>> from minidl.experiments.config import experiments_for_tables
+        >>> training_processes(experiments_for_tables("2"), 2, 2)  # one stack of 14 models
+        1
+    """
+    rounds = check_int("training_processes", "rounds", rounds)
+    jobs = check_int("training_processes", "jobs", jobs)
+    groups = stack_groups(_distinct(experiments), rounds)
+    return 1 if len(groups) <= 1 else min(jobs, len(groups))
 
 
 def _by_experiment(
@@ -207,6 +232,9 @@ def reproduce(
     from minidl.experiments.report import results_json, summary_table, write_json, write_report
 
     experiments = experiments_for_tables(settings.tables)
+    # The report and the JSON give the processes that train, which --jobs only bounds.
+    processes = training_processes(experiments, settings.rounds, settings.jobs)
+    settings = dataclasses.replace(settings, jobs=processes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     total = count_epochs(experiments, settings.rounds, settings.epochs_override)
