@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import pytest
 
@@ -65,3 +66,46 @@ def test_no_spread_at_all_and_too_few_samples() -> None:
         ValueError, match=r"^welch: each side needs 2 samples or more, got 1 and 5$"
     ):
         welch(1.0, 0.0, 1, 1.0, 1.0, 5)
+
+
+def test_summaries_scaled_by_any_factor_give_the_same_test() -> None:
+    """The test depends only on the ratio of the s.d. and on the difference in standard errors:
+    scaled by a power of two, the summaries give the same bits (and the standard error scaled
+    by it); by a power of ten, the same to rounding. S.d. beyond about 1e-77 or 1e77 gave wrong
+    degrees of freedom or failed: their squares' squares underflowed to 0 (ZeroDivisionError)
+    or overflowed (OverflowError)."""
+    rng = random.Random(2)
+    for _ in range(50):
+        mean_1, mean_2 = rng.uniform(0, 50), rng.uniform(0, 50)
+        sd_1, sd_2 = rng.uniform(0.01, 10), rng.choice([0.0, rng.uniform(0.01, 10)])
+        n_1, n_2 = rng.randint(2, 12), rng.randint(2, 12)
+        reference = welch(mean_1, sd_1, n_1, mean_2, sd_2, n_2)
+        for power in (-1000, -600, -300, -100, 100, 300, 600, 1000):
+            k = math.ldexp(1.0, power)
+            test = welch(k * mean_1, k * sd_1, n_1, k * mean_2, k * sd_2, n_2)
+            assert test.standard_error == k * reference.standard_error
+            assert test.degrees_of_freedom == reference.degrees_of_freedom
+            assert test.p_value == reference.p_value
+        for k in (1e-300, 1e-160, 1e-80, 1e80, 1e160, 1e300):
+            test = welch(k * mean_1, k * sd_1, n_1, k * mean_2, k * sd_2, n_2)
+            assert test.standard_error == pytest.approx(k * reference.standard_error, rel=1e-14)
+            assert test.degrees_of_freedom == pytest.approx(reference.degrees_of_freedom, rel=1e-14)
+            assert test.p_value == pytest.approx(reference.p_value, rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize(
+    ("summaries", "message"),
+    [
+        ((math.nan, 1.0, 5, 0.0, 1.0, 5), "mean_1 must be a finite number in (-inf, inf), got nan"),
+        ((0.0, 1.0, 5, math.inf, 1.0, 5), "mean_2 must be a finite number in (-inf, inf), got inf"),
+        ((0.0, math.nan, 5, 0.0, 1.0, 5), "sd_1 must be a finite number in [0, inf), got nan"),
+        ((0.0, 1.0, 5, 0.0, -0.5, 5), "sd_2 must be in [0, inf), got -0.5"),
+    ],
+)
+def test_summaries_that_are_no_numbers_are_refused(
+    summaries: tuple[float, float, int, float, float, int], message: str
+) -> None:
+    """A NaN gave a p-value of NaN, which the report called "within noise" (it is not below
+    5%), and a negative s.d. was squared into a positive one."""
+    with pytest.raises(ValueError, match=f"^welch: {re.escape(message)}$"):
+        welch(*summaries)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from minidl._validate import check_real
+
 __all__ = ["Welch", "regularized_beta", "welch"]
 
 #: Below this, a term of the continued fraction is replaced by it (Lentz's method).
@@ -41,18 +43,38 @@ class Welch:
 
 
 def welch(mean_1: float, sd_1: float, n_1: int, mean_2: float, sd_2: float, n_2: int) -> Welch:
-    """Welch's t-test of two means from their summaries (each ``n >= 2``)."""
+    """Welch's t-test of two means from their summaries (each ``n >= 2``, each s.d. ``>= 0``).
+
+    The s.d. are first divided by the power of two just above the larger one, so that their
+    squares and the fourth powers in the degrees of freedom neither underflow nor overflow,
+    whatever the size of the s.d.: the test depends only on their ratio and on the difference
+    in units of the standard error. A power of two divides exactly and the powers are products,
+    rounded once each, so summaries scaled by a power of two give the same bits.
+
+    Raises:
+        ValueError: a side of fewer than 2 samples, a mean that is not a finite number, or an
+            s.d. that is not a finite number ``>= 0``.
+    """
     if n_1 < 2 or n_2 < 2:
         raise ValueError(f"welch: each side needs 2 samples or more, got {n_1} and {n_2}")
-    share_1, share_2 = sd_1**2 / n_1, sd_2**2 / n_2
-    variance = share_1 + share_2
+    mean_1, mean_2 = check_real("welch", "mean_1", mean_1), check_real("welch", "mean_2", mean_2)
+    sd_1, sd_2 = (
+        check_real("welch", "sd_1", sd_1, low=0.0),
+        check_real("welch", "sd_2", sd_2, low=0.0),
+    )
     difference = mean_1 - mean_2
-    if variance == 0.0:
+    if sd_1 == 0.0 and sd_2 == 0.0:
         return Welch(difference, 0.0, math.inf, 1.0 if difference == 0 else 0.0)
-    degrees = variance**2 / (share_1**2 / (n_1 - 1) + share_2**2 / (n_2 - 1))
-    t = difference / math.sqrt(variance)
+    exponent = math.frexp(max(sd_1, sd_2))[1]
+    scaled_1, scaled_2 = math.ldexp(sd_1, -exponent), math.ldexp(sd_2, -exponent)
+    # The squared standard error and its two shares, divided by 4 ** exponent.
+    share_1, share_2 = scaled_1 * scaled_1 / n_1, scaled_2 * scaled_2 / n_2
+    variance = share_1 + share_2
+    degrees = variance * variance / (share_1 * share_1 / (n_1 - 1) + share_2 * share_2 / (n_2 - 1))
+    standard_error = math.ldexp(math.sqrt(variance), exponent)
+    t = difference / standard_error
     p_value = regularized_beta(degrees / (degrees + t * t), degrees / 2, 0.5)
-    return Welch(difference, math.sqrt(variance), degrees, p_value)
+    return Welch(difference, standard_error, degrees, p_value)
 
 
 def regularized_beta(x: float, a: float, b: float) -> float:
