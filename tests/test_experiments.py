@@ -4,6 +4,7 @@ against transcriptions of the published code, and ``minidl reproduce --quick`` e
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import re
@@ -239,6 +240,18 @@ def test_round_seeds_are_deterministic_and_distinct() -> None:
             round_seeds(0, bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^derive_seed: stream must be a str, got 3$"):
         derive_seed(0, 0, 3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("base_seed", "round_index", "stream"), [(0, 0, "data"), (7, 3, "init"), (-12, 41, "shuffle")]
+)
+def test_derive_seed_is_the_first_63_bits_of_the_documented_sha256(
+    base_seed: int, round_index: int, stream: str
+) -> None:
+    """The derivation as its docstring and the report state it, computed here from hashlib."""
+    text = f"minidl-reproduce/{base_seed}/{round_index}/{stream}"
+    digest = hashlib.sha256(text.encode()).digest()
+    assert derive_seed(base_seed, round_index, stream) == int.from_bytes(digest[:8], "big") >> 1
 
 
 def test_published_activations_keep_the_initial_weights() -> None:

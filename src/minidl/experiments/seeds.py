@@ -13,9 +13,10 @@ __all__ = ["RoundSeeds", "derive_seed", "round_seeds"]
 def derive_seed(base_seed: int, round_index: int, stream: str) -> int:
     """A seed in ``[0, 2**63)`` that depends only on ``(base_seed, round_index, stream)``.
 
-    It is the first 8 bytes of ``sha256("minidl-reproduce/<base>/<round>/<stream>")``, so it is
-    the same on every machine and Python version, and different streams (data, weights,
-    shuffles) and rounds are unrelated.
+    It is the first 63 bits of ``sha256("minidl-reproduce/<base>/<round>/<stream>")`` (the
+    first 8 bytes of the digest read as a big-endian integer, shifted right by one bit), with
+    the numbers in decimal, so it is the same on every machine and Python version, and
+    different streams (data, weights, shuffles) and rounds are unrelated.
 
     Example:
         >>> derive_seed(0, 1, "data") == derive_seed(0, 1, "data") != derive_seed(0, 2, "data")
