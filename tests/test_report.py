@@ -220,6 +220,54 @@ def test_only_a_variant_within_noise_explains_a_difference(tmp_path: Path) -> No
     assert "; or if" not in conclusions(section)[0]
 
 
+def test_a_variant_within_noise_only_by_its_spread_explains_nothing(tmp_path: Path) -> None:
+    """ELU (paper 1.80, s.d. 0.53) differs at 3.00. A variant at 4.00 with an s.d. of 4.3 is
+    within noise of the paper (1.1 SE) only because its rounds spread so much, and farther
+    from the paper than our row: the conclusion said that it accounted for the difference, and
+    that the paper's number was consistent with the fault rather than with the method."""
+    elu = fake_row(experiment("I", "ELU"), DIFFERING)
+    noisy = fake_row(experiment("I", ELU_VARIANT), (0.5, 9.0, 1.0, 8.5, 1.0))
+    comparison = compare(noisy, elu)
+    assert comparison is not None and not comparison.differs
+    assert abs(comparison.difference) > abs(3.0 - 1.80)
+    section = differences_section([elu, noisy], tmp_path)
+    assert (
+        f"- Hypothesis: {ELU_HYPOTHESIS}. Variant '{ELU_VARIANT}' gives 4.00 (s.d. 4.34), per "
+        "round 0.5, 9.0, 1.0, 8.5, 1.0: within noise of the paper (+2.20, SE 1.96), no closer "
+        "to the paper than our row."
+    ) in section.splitlines()
+    assert conclusions(section) == [
+        "**Conclusion:** none of the variants run here explains the difference: "
+        f"'{ELU_VARIANT}' is within noise of the paper only through the spread of its rounds, "
+        "no closer to the paper than our row; the difference stays unexplained by this run."
+    ]
+    # Beside a variant that is closer and within noise, it is not cited.
+    near = fake_row(experiment("I", ELU_VARIANT), (2.0, 2.1, 1.9, 2.0, 2.0))
+    section = differences_section([elu, noisy, near], tmp_path)
+    assert conclusions(section) == [
+        f"**Conclusion:** the difference is accounted for if {ELU_HYPOTHESIS}. The paper's "
+        "number is consistent with the published code's fault rather than with the method as "
+        "the paper describes it."
+    ]
+
+
+def test_a_reading_within_noise_only_by_its_spread_is_not_said_to_differ(tmp_path: Path) -> None:
+    """CLR (paper 1.38, s.d. 0.16) differs at 3.00; the schedule without effect explains it; the
+    other CLR bounds, at 4.00 with an s.d. of 4.34, are within noise of the paper only by their
+    spread. The conclusion does not say that this reading differs from the paper."""
+    clr = fake_row(experiment("III", "SGD, CLR"), DIFFERING)
+    fault = "SGD, CLR, as published (schedule without effect)"
+    without_effect = fake_row(experiment("III", fault), (1.4, 1.3, 1.5, 1.4, 1.4))
+    reading = fake_row(experiment("III", "SGD, CLR from 0.01 to 0.1"), (0.5, 9.0, 1.0, 8.5, 1.0))
+    section = differences_section([clr, without_effect, reading], tmp_path)
+    (conclusion,) = conclusions(section)
+    assert conclusion == (
+        "**Conclusion:** the difference is accounted for if "
+        f"{experiment('III', fault).hypothesis}. The paper's number is consistent with the "
+        "published code's fault rather than with the method as the paper describes it."
+    )
+
+
 MOMENTUM_VARIANT = "SGD, momentum 0.5, as published (momentum without effect)"
 
 

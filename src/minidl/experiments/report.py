@@ -536,7 +536,10 @@ def _explain(results: Sequence[RowResult], row: RowResult, comparison: Compariso
         and r.experiment.table == experiment.table
         and r.experiment.variant_of == experiment.label
     ]
+    # A variant explains the difference when it is within noise of the paper and closer to it
+    # than our row; one within noise but no closer is so only through the spread of its rounds.
     explained: list[RowResult] = []
+    spread_only: list[RowResult] = []
     for variant in variants:
         result = compare(variant, row)
         if result is None:  # a variant run once: no standard deviation to compare with
@@ -560,7 +563,7 @@ def _explain(results: Sequence[RowResult], row: RowResult, comparison: Compariso
             "paper than our row."
         )
         if not result.differs:
-            explained.append(variant)
+            (explained if closer else spread_only).append(variant)
     repeats = _paper_repeats(results, row)
     agreeing_repeats = []
     for other, via in repeats:
@@ -591,7 +594,9 @@ def _explain(results: Sequence[RowResult], row: RowResult, comparison: Compariso
         kinds = {variant.experiment.fault for variant in explained}
         # Other readings of an open point of the paper (e.g. the CLR bounds) that do not explain
         # the difference: the paper's number is then inconsistent only with the readings run.
-        readings = [v for v in variants if not v.experiment.fault and v not in explained]
+        readings = [
+            v for v in variants if not v.experiment.fault and v not in (*explained, *spread_only)
+        ]
         if kinds == {True} and readings:
             verdict = (
                 "The paper's number is consistent with the published code's fault rather than "
@@ -626,6 +631,16 @@ def _explain(results: Sequence[RowResult], row: RowResult, comparison: Compariso
             "**Conclusion:** ours agrees with the paper's own repeat of this training, so the "
             "difference is within the spread of the paper's repeated measurements (see the "
             "last section), not a sign of a different method."
+        )
+    elif spread_only:
+        names = ", ".join(f"'{v.experiment.label}'" for v in spread_only)
+        lines.append(
+            f"**Conclusion:** none of the variants run here explains the difference: {names} "
+            + ("is" if len(spread_only) == 1 else "are")
+            + " within noise of the paper only through the spread of "
+            + ("its" if len(spread_only) == 1 else "their")
+            + " rounds, no closer to the paper than our row; the difference stays unexplained "
+            "by this run."
         )
     elif variants:
         lines.append(
