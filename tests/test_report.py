@@ -484,7 +484,20 @@ def test_rows_are_described_with_their_own_settings(tmp_path: Path) -> None:
     quick = dataclasses.replace(SETTINGS, quick=True, epochs_override=5)
     path = tmp_path / "quick.md"
     write_report(rows, quick, 1.0, 1.0, {}, path)
-    assert "**every row trained for 5 epochs only (quick mode)**" in path.read_text()
+    quick_text = path.read_text()
+    assert "**every row trained for 5 epochs only (quick mode)**" in quick_text
+    # The tables' titles give the paper's epochs and those that ran.
+    assert (
+        "## Table I: activation functions (cross-entropy, SGD without momentum, 400 epochs)\n"
+        in text
+    )
+    assert (
+        "## Table I: activation functions (cross-entropy, SGD without momentum, 400 epochs; "
+        "here 5 epochs only)\n" in quick_text
+    )
+    assert "## Table II: optimizers (MSE, Tanh, lr 1e-2, 100 epochs; here 5 epochs only)\n" in (
+        quick_text
+    )
 
 
 def _with_curves(row: RowResult, curves: Sequence[tuple[float, ...]]) -> RowResult:

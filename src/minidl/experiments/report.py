@@ -398,11 +398,19 @@ def _protocol_section(settings: RunSettings) -> list[str]:
     ]
 
 
-def _table_section(results: Sequence[RowResult], table: str, figures: dict[str, str]) -> list[str]:
+def _table_section(
+    results: Sequence[RowResult],
+    table: str,
+    figures: dict[str, str],
+    epochs_override: int | None = None,
+) -> list[str]:
     rows = [r for r in results if r.experiment.table == table]
     if not rows:
         return []
-    lines = [f"## {TABLE_TITLES[table]}", ""]
+    title = TABLE_TITLES[table]
+    if epochs_override is not None:  # (the title gives the paper's epochs: say what ran)
+        title = f"{title[:-1]}; here {epochs_override} epochs only)"
+    lines = [f"## {title}", ""]
     mains = [r for r in rows if r.experiment.kind == "main"]
     lines += _table(
         [
@@ -903,7 +911,7 @@ def write_report(
         )
         lines.append("")
     for table in ("I", "II", "III"):
-        lines += _table_section(results, table, figures)
+        lines += _table_section(results, table, figures, settings.epochs_override)
     lines += _figures_section(results, figures)
     lines += _differences_section(results, settings.epochs_override)
     path.write_text("\n".join(lines).rstrip() + "\n")
