@@ -715,6 +715,25 @@ def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(
         assert list((tmp_path / "read-only").iterdir()) == []
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_resuming_a_pipe_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    """``--resume PIPE`` hung, waiting for a writer of the pipe."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    process = _start_cli("--epochs", "1", "--quiet", "--resume", str(pipe))
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))  # (let it go)
+        pytest.fail("minidl train --resume PIPE waited for a writer")
+    finally:
+        process.kill()
+    assert (process.returncode, stdout) == (2, "")
+    assert stderr == (
+        f"minidl train: error: checkpoint {str(pipe)!r}: is a FIFO, not a regular file\n"
+    )
+
+
 @pytest.mark.parametrize("seed", [str(2**64), str(-(2**63) - 1), "99999999999999999999999", "x"])
 def test_a_seed_out_of_torchs_range_is_refused_naming_the_flag_and_the_range(
     seed: str, capsys: pytest.CaptureFixture[str]

@@ -723,6 +723,14 @@ def test_save_checkpoint_to_a_folder(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("path", ["", "."])
+def test_read_checkpoint_of_an_empty_path_or_a_folder(path: str) -> None:
+    """An empty path was read as the current folder ("Is a directory")."""
+    reason = "the path is empty" if path == "" else "Is a directory"
+    with raises(CheckpointError, f"checkpoint {path!r}: cannot be read ({reason})"):
+        read_checkpoint(path)
+
+
 # -- the training loop and the data ----------------------------------------------------------------
 
 

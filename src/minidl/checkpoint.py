@@ -52,6 +52,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -504,6 +505,20 @@ def _write_atomically(path: Path, data: bytes) -> None:
     _fsync_folder(folder)
 
 
+def _read_regular_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the regular file at ``path``; anything else raises an ``OSError`` before
+    a byte is read (a pipe would block for a writer, ``/dev/zero`` would fill the memory).
+    Opened without blocking, so that opening a pipe returns at once."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(descriptor, "rb") as file:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "no regular file: a device, pipe or socket")
+        return file.read()
+
+
 def _fsync_folder(folder: Path) -> None:
     try:
         descriptor = os.open(folder, os.O_RDONLY)
@@ -586,8 +601,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     kind = special_file_kind(path)
     if kind is not None:  # (reading a FIFO waits for a writer; /dev/zero never ends)
         raise CheckpointError(f"{where}: is a {kind}, not a regular file")
+    if not os.fspath(path):  # (Path("") is the current folder)
+        raise CheckpointError(f"{where}: cannot be read (the path is empty)")
     try:
-        data = Path(path).read_bytes()
+        data = _read_regular_file(path)
     except OSError as error:
         raise CheckpointError(f"{where}: cannot be read ({error.strerror or error})") from None
     try:
