@@ -906,6 +906,61 @@ def test_reproduce_rejects_an_out_it_cannot_write_before_training(
     assert list((tmp_path / "read-only").iterdir()) == []
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every entry of ``folder`` (hidden ones too) and the bytes of those that are files."""
+    return {p.name: p.read_bytes() if p.is_file() else b"(folder)" for p in folder.iterdir()}
+
+
+def test_a_reproduction_that_fails_while_writing_leaves_the_previous_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The figures moved into ``out``, then report.md and results.json were written in place:
+    a run that failed while writing the JSON (a full disk, Ctrl-C) left its new figures and
+    report beside the previous run's JSON, or a half-written one. Now nothing in ``out``
+    changes until every file is written, and no temporary file stays."""
+    import minidl.experiments.report
+
+    def settings(seed: int) -> RunSettings:
+        return RunSettings(
+            rounds=1, base_seed=seed, tables="2", quick=True, epochs_override=1, command="test"
+        )
+
+    reproduce(settings(0), tmp_path, progress=False, summary=False)
+    before = _files(tmp_path)
+    assert {"report.md", "results.json", "tableII_validation.png"} <= set(before)
+
+    def write_json(document: dict[str, Any], path: Path) -> None:
+        path.write_text('{"rows": [')
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(minidl.experiments.report, "write_json", write_json)
+    with pytest.raises(OSError, match="No space left on device"):
+        reproduce(settings(1), tmp_path, progress=False, summary=False)
+    assert _files(tmp_path) == before
+
+
+def test_reproduce_refuses_a_folder_where_it_writes_a_file_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder named results.json in ``--out`` failed the run after all the training, and
+    after its figures and report had replaced the previous ones."""
+    from minidl.experiments import runner
+
+    def run_experiments(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(runner, "run_experiments", run_experiments)
+    (tmp_path / "report.md").write_text("kept")
+    (tmp_path / "results.json").mkdir()
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr() == (
+        "",
+        f"minidl reproduce: error: reproduce: {tmp_path / 'results.json'} is a folder, where "
+        "the run writes its results.json; move it\n",
+    )
+    assert _files(tmp_path) == {"report.md": b"kept", "results.json": b"(folder)"}
+
+
 def test_sd_is_the_sample_sd() -> None:
     from minidl.experiments.report import compare
     from minidl.experiments.training import RowResult

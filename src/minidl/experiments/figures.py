@@ -285,9 +285,9 @@ class FigureWriter:
 
     ``minidl reproduce`` draws some while the last rows still train (on a core that a finished
     worker leaves free), and the rest at the end. A figure is the same whenever it is drawn.
-    Until :meth:`draw_all`, the files wait in a hidden folder inside ``out``, which
-    :meth:`close` (or leaving a ``with`` block) removes: a run that fails leaves the figures of
-    the previous run in ``out`` as they were, beside its report.
+    Until :meth:`draw_all` (or :meth:`move_into_out`), the files wait in a hidden folder inside
+    ``out``, which :meth:`close` (or leaving a ``with`` block) removes: a run that fails leaves
+    the figures of the previous run in ``out`` as they were, beside its report.
 
     Args:
         experiments: the run's rows; a figure is drawn if it shows at least one of them.
@@ -313,7 +313,7 @@ class FigureWriter:
         self.close()
 
     def close(self) -> None:
-        """Remove the figures drawn and not yet moved into ``out`` by :meth:`draw_all`."""
+        """Remove the figures drawn and not yet moved into ``out`` by :meth:`move_into_out`."""
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
@@ -338,7 +338,8 @@ class FigureWriter:
         return False
 
     def draw_all(self, results: Sequence[RowResult]) -> dict[str, str]:
-        """Draw every figure not drawn yet and move all of them into ``out``.
+        """Draw every figure not drawn yet and move all of them into ``out``
+        (:meth:`draw_remaining`, then :meth:`move_into_out`).
 
         Args:
             results: every row of the run.
@@ -349,17 +350,37 @@ class FigureWriter:
         Raises:
             ValueError: ``results`` misses a row that a figure shows (nothing is moved).
         """
+        figures = self.draw_remaining(results)
+        self.move_into_out()
+        return figures
+
+    def draw_remaining(self, results: Sequence[RowResult]) -> dict[str, str]:
+        """Draw every figure not drawn yet, leaving them out of ``out`` until
+        :meth:`move_into_out` (so that the files that go with them can be written first).
+
+        Args:
+            results: every row of the run.
+
+        Returns:
+            ``{name: file name}`` of every figure (relative to ``out``), in the report's order.
+
+        Raises:
+            ValueError: ``results`` misses a row that a figure shows.
+        """
         while self.draw_next(results):
             pass
         if self._pending:
             missing = ", ".join(figure.name for figure, _ in self._pending)
             raise ValueError(f"FigureWriter: the results miss rows of the figures {missing}")
+        drawn = {figure.name for figure in self._drawn}
+        return {figure.name: figure.file for figure in FIGURES if figure.name in drawn}
+
+    def move_into_out(self) -> None:
+        """Move the figures drawn so far into ``out`` (replacing the files of those names)."""
         if self._staging is not None:
             for figure in self._drawn:
                 os.replace(self._staging / figure.file, self.out / figure.file)
             self.close()
-        drawn = {figure.name for figure in self._drawn}
-        return {figure.name: figure.file for figure in FIGURES if figure.name in drawn}
 
 
 def remove_other_figures(out: Path, figures: dict[str, str]) -> list[str]:

@@ -6,7 +6,9 @@ import argparse
 import dataclasses
 import itertools
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -226,9 +228,12 @@ def reproduce(
 
     Writes ``out/report.md``, ``out/results.json`` and the figures (PNG), and removes from
     ``out`` the figures of an earlier run that this run does not draw (e.g. Fig. 1 when it runs
-    ``tables="2"``); other files in ``out`` are left alone.
+    ``tables="2"``); other files in ``out`` are left alone. The files move into ``out`` only
+    once all of them are written: a run that fails or is interrupted leaves the previous run's
+    files as they were. A folder in ``out`` with the name of one of these files is refused
+    before the training.
     """
-    from minidl.experiments.figures import FigureWriter, remove_other_figures
+    from minidl.experiments.figures import FIGURES, FigureWriter, remove_other_figures
     from minidl.experiments.report import results_json, summary_table, write_json, write_report
 
     experiments = experiments_for_tables(settings.tables)
@@ -237,6 +242,11 @@ def reproduce(
     settings = dataclasses.replace(settings, jobs=processes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for name in ("report.md", "results.json", *(figure.file for figure in FIGURES)):
+        if (out / name).is_dir():  # (found before the training, not when the files move in)
+            raise ValueError(
+                f"reproduce: {out / name} is a folder, where the run writes its {name}; move it"
+            )
     total = count_epochs(experiments, settings.rounds, settings.epochs_override)
     start = time.perf_counter()
     bar = None
@@ -272,6 +282,11 @@ def reproduce(
     torch.set_num_threads(1)
     # With workers, a figure is drawn as soon as its rows are trained, on the core a worker
     # with nothing left to train leaves free; the rest after the training.
+    # The report and the JSON are written into a hidden folder inside ``out`` too, and the
+    # files move into ``out`` only once all of them are written: a run that fails or is
+    # interrupted (a full disk, Ctrl-C) leaves the previous run's files as they were, and no
+    # half-written file.
+    documents: Path | None = None
     try:
         with FigureWriter(experiments, out) as figure_writer:
             try:
@@ -288,13 +303,21 @@ def reproduce(
                 if bar is not None:
                     bar.close()
             training_seconds = time.perf_counter() - start
-            figures = figure_writer.draw_all(results)
+            figures = figure_writer.draw_remaining(results)
+            wall_seconds = time.perf_counter() - start
+            document = results_json(results, settings, wall_seconds, training_seconds, figures)
+            documents = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+            write_report(
+                results, settings, wall_seconds, training_seconds, figures, documents / "report.md"
+            )
+            write_json(document, documents / "results.json")
+            figure_writer.move_into_out()
+            for name in ("report.md", "results.json"):
+                os.replace(documents / name, out / name)
     finally:
         torch.set_num_threads(threads)
-    wall_seconds = time.perf_counter() - start
-    write_report(results, settings, wall_seconds, training_seconds, figures, out / "report.md")
-    document = results_json(results, settings, wall_seconds, training_seconds, figures)
-    write_json(document, out / "results.json")
+        if documents is not None:
+            shutil.rmtree(documents, ignore_errors=True)
     # The figures of an earlier run into ``out`` that this run did not draw belong to no report.
     remove_other_figures(out, figures)
     if summary:
