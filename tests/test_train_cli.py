@@ -715,6 +715,31 @@ def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(
         assert list((tmp_path / "read-only").iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("hidden", "count"),
+    [
+        ("1000000000000000", 5 * 10**15 + 2),
+        ("25," + str(2**62), 3 * 25 + 26 * 2**62 + (2**62 + 1) * 2),
+        ("99999999999999999999999", 5 * 10**23 - 3),
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_hidden_widths_that_do_not_fit_in_memory_are_refused_in_one_line(
+    hidden: str, count: int, dtype: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--hidden 1000000000000000`` ended in torch's allocation error with a traceback, and
+    widths beyond 64 bits in a message holding a C++ stack; the size the parameters need is
+    compared with the machine's memory before anything is made."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    size = count * (4 if dtype == "float32" else 8)
+    assert main(["train", "--hidden", hidden, "--dtype", dtype, "--epochs", "0"]) == 2
+    assert capsys.readouterr() == (
+        "",
+        f"minidl train: error: --hidden {hidden}: the network's {count} parameters take {size} "
+        f"bytes ({dtype}), more than this machine's memory ({memory} bytes)\n",
+    )
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
 def test_resuming_a_pipe_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
     """``--resume PIPE`` hung, waiting for a writer of the pipe."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import math
 import os
 import sys
@@ -260,6 +261,7 @@ def _run_train(args: argparse.Namespace) -> int:
             f"--activation gives {len(activations)} names for {len(hidden)} hidden layers; "
             "give one name, or one per hidden layer"
         )
+    _check_network_fits(hidden, args.dtype)
     data = make_disk_data(seed=args.seed, dtype=dtype)
     torch.manual_seed(args.seed)
     model = mlp((2, *hidden, 2), activations, dtype=dtype)
@@ -432,6 +434,26 @@ def _run_train(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"training time: {elapsed:.2f} s")
     return 0
+
+
+def _check_network_fits(hidden: tuple[int, ...], dtype: str) -> None:
+    """Refuse ``--hidden`` widths whose parameters alone take more bytes than the machine has
+    memory: torch's allocator fails (with a traceback), or, for widths beyond 64 bits, its
+    argument parsing does (with a C++ stack in the message). ``dtype``: ``--dtype``."""
+    import torch
+
+    sizes = (2, *hidden, 2)
+    count = sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(sizes))
+    size = count * torch.empty((), dtype=getattr(torch, dtype)).element_size()
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError, AttributeError):  # (not on this system)
+        return
+    if memory > 0 and size > memory:
+        raise ValueError(
+            f"--hidden {_as_typed(hidden)}: the network's {count} parameters take {size} bytes "
+            f"({dtype}), more than this machine's memory ({memory} bytes)"
+        )
 
 
 def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
