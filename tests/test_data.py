@@ -155,6 +155,20 @@ def test_batch_larger_than_the_set_gives_one_batch() -> None:
     assert torch.equal(batches[0][1].sort().values, y)
 
 
+@pytest.mark.parametrize("batch_size", [2**63, 10**23])
+def test_a_batch_size_beyond_64_bits_gives_one_batch(batch_size: int) -> None:
+    """It failed at the first pass with "Overflow when unpacking long long" (torch.split's),
+    a message naming neither BatchIterator nor batch_size; it is a batch size beyond the set
+    as any other, one batch of every sample, the same as batch_size=len(x)."""
+    x, y = _dataset(10)
+    batches = list(BatchIterator(x, y, batch_size, generator=torch.Generator().manual_seed(3)))
+    expected = list(BatchIterator(x, y, 10, generator=torch.Generator().manual_seed(3)))
+    assert len(batches) == len(expected) == 1 == len(BatchIterator(x, y, batch_size))
+    assert torch.equal(batches[0][0], expected[0][0])
+    assert torch.equal(batches[0][1], expected[0][1])
+    assert not list(BatchIterator(x, y, batch_size, drop_last=True))
+
+
 @pytest.mark.parametrize(
     ("n", "batch_size", "expected"), [(10, 3, [3, 3, 3]), (9, 3, [3, 3, 3]), (2, 3, [])]
 )

@@ -110,6 +110,34 @@ def test_fit_rounds_equals_one_by_one(
     _assert_trained_alike(models, alone, histories, expected)
 
 
+def test_fit_rounds_takes_a_batch_size_beyond_64_bits_as_one_batch() -> None:
+    """fit_rounds failed with torch.split's "Overflow when unpacking long long"; a batch size
+    beyond the samples is one batch of them all, as batch_size=samples (bit for bit)."""
+    datasets = [make_disk_data(40, 10, 10, seed=100 + r, dtype=DTYPE) for r in range(ROUNDS)]
+    results = []
+    for batch_size in (40, 10**23):
+        models = []
+        for r in range(ROUNDS):
+            torch.manual_seed(r)
+            models.append(nn.mlp((2, 5, 2), "tanh", dtype=DTYPE))
+        histories = fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            [(d.train.x, d.train.y) for d in datasets],
+            epochs=3,
+            batch_size=batch_size,
+            generators=[torch.Generator().manual_seed(7 + r) for r in range(ROUNDS)],
+        )
+        results.append((models, histories))
+    (models, histories), (big_models, big_histories) = results
+    for model, big in zip(models, big_models, strict=True):
+        for p, q in zip(model.parameters(), big.parameters(), strict=True):
+            assert torch.equal(p.data, q.data)
+    assert [h.train_loss for h in histories] == [h.train_loss for h in big_histories]
+    assert [len(h.train_loss) for h in big_histories] == [3] * ROUNDS
+
+
 class _FlippedInEval(nn.Activation):
     """An activation of one's own that reads the mode: tanh in training, -tanh in evaluation
     (so the validation errors tell the two modes apart)."""

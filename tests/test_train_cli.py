@@ -740,6 +740,22 @@ def test_hidden_widths_that_do_not_fit_in_memory_are_refused_in_one_line(
     )
 
 
+@pytest.mark.parametrize("scheduler", ["none", "clr"])
+def test_a_batch_size_beyond_64_bits_is_one_batch_of_the_whole_set(
+    scheduler: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--batch-size 100000000000000000000000`` ended in "minidl train: error: Overflow when
+    unpacking long long"; it trains as ``--batch-size 1000`` (the whole training set)."""
+    argv = ["train", "--epochs", "2", "--hidden", "5", "--scheduler", scheduler]
+    assert main([*argv, "--batch-size", "100000000000000000000000"]) == 0
+    huge = capsys.readouterr()
+    assert main([*argv, "--batch-size", "1000"]) == 0
+    whole = capsys.readouterr()
+    assert huge.err == whole.err == ""
+    assert _numbers(huge.out) == _numbers(whole.out)
+    assert "final test error" in huge.out
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
 def test_resuming_a_pipe_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
     """``--resume PIPE`` hung, waiting for a writer of the pipe."""

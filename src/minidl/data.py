@@ -373,5 +373,7 @@ class BatchIterator:
             if n < size:  # no full batch (torch.split would give one empty batch)
                 return
             x, y = x[: n - n % size], y[: n - n % size]
-        # One split per tensor gives every batch as a view.
+        # One split per tensor gives every batch as a view; a batch size beyond the samples is
+        # one batch of them all (torch.split takes no size beyond 64 bits).
+        size = min(size, max(n, 1))
         yield from zip(torch.split(x, size), torch.split(y, size), strict=True)

@@ -279,6 +279,9 @@ def fit_rounds(
         for index, (_, y) in enumerate(validation_sets):
             check_class_indices("fit_rounds", f"validation_sets[{index}] ", y, classes)
     samples = int(train_sets[0][0].shape[0])
+    # A batch size beyond the samples is one batch of them all (torch.split takes no size
+    # beyond 64 bits).
+    batch_size = min(batch_size, max(samples, 1))
     batches_per_epoch = -(-samples // batch_size)
     if isinstance(make_optimizer, PerModel):
         given = [
