@@ -756,6 +756,24 @@ def test_a_batch_size_beyond_64_bits_is_one_batch_of_the_whole_set(
     assert "final test error" in huge.out
 
 
+def test_a_checkpoint_link_into_a_missing_folder_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A symbolic link whose target is in a missing folder passed the check (the link's own
+    folder exists), trained, and failed at the first save naming a temporary file."""
+    link = tmp_path / "run.ckpt"
+    target = tmp_path / "missing" / "run.ckpt"
+    link.symlink_to(target)
+    _no_training(monkeypatch)
+    assert main(["train", "--epochs", "1", "--quiet", "--checkpoint", str(link)]) == 2
+    assert capsys.readouterr() == (
+        "",
+        f"minidl train: error: --checkpoint {link}: expected a file path in an existing folder "
+        f"(it links to {target})\n",
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["run.ckpt"]
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
 def test_resuming_a_pipe_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
     """``--resume PIPE`` hung, waiting for a writer of the pipe."""

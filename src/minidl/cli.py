@@ -458,20 +458,23 @@ def _check_network_fits(hidden: tuple[int, ...], dtype: str) -> None:
 
 def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
     """Refuse, before training, a checkpoint path that cannot be written: empty, a folder (or
-    ending in a separator), a device, FIFO or socket (which a save would replace with a file),
-    in a missing folder, or (``writable``) in a folder where no file can be made, which is
-    tried by making and removing a temporary file there."""
+    ending in a separator), in a missing folder (for a symbolic link, its target's), a device,
+    FIFO or socket (which a save would replace with a file), or (``writable``) in a folder where
+    no file can be made, which is tried by making and removing a temporary file there."""
     from minidl._validate import check_folder_takes_files, special_file_kind
 
     if not path or path.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
         raise ValueError(f"{flag} {path!r}: expected a file path in an existing folder")
-    folder = os.path.dirname(os.path.abspath(path))
+    # A symbolic link: the save writes its target, whose folder is the one to check.
+    real = os.path.realpath(path)
+    folder = os.path.dirname(real)
     if not os.path.isdir(folder) or os.path.isdir(path):
-        raise ValueError(f"{flag} {path}: expected a file path in an existing folder")
+        linked = f" (it links to {real})" if os.path.islink(path) else ""
+        raise ValueError(f"{flag} {path}: expected a file path in an existing folder{linked}")
     kind = special_file_kind(path)
     if kind is not None:  # (each save would replace it with a regular file)
         raise ValueError(f"{flag} {path}: expected a file path, got a {kind}")
-    name = os.path.basename(path)
+    name = os.path.basename(real)
     try:
         longest = os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):  # (not on this system)
