@@ -955,9 +955,15 @@ def test_reproduce_refuses_a_folder_where_it_writes_a_file_before_training(
     assert main(["reproduce", "--quick", "--quiet", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr() == (
         "",
-        f"minidl reproduce: error: reproduce: {tmp_path / 'results.json'} is a folder, where "
-        "the run writes its results.json; move it\n",
+        f"minidl reproduce: error: --out {tmp_path}: {tmp_path / 'results.json'} is a folder, "
+        "where the run writes its results.json; move it\n",
     )
+    assert _files(tmp_path) == {"report.md": b"kept", "results.json": b"(folder)"}
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="1", quick=True, epochs_override=1, command="test"
+    )
+    with pytest.raises(ValueError, match=re.escape(f"reproduce: {tmp_path / 'results.json'} is")):
+        reproduce(settings, tmp_path, progress=False, summary=False)
     assert _files(tmp_path) == {"report.md": b"kept", "results.json": b"(folder)"}
 
 
@@ -1230,3 +1236,6 @@ def test_reproduce_help_says_what_quick_mode_and_out_do(
     text = " ".join(capsys.readouterr().out.split())
     assert f"1 round of {QUICK_EPOCHS} epochs per row" in text
     assert "into the --out folder (default results/)" in text
+    # --tables takes the Roman numerals too (experiments_for_tables); the help did not say so.
+    assert "comma-separated from 1,2,3 (or I,II,III)" in text
+    assert experiments_for_tables("I,II,III") == experiments_for_tables("1,2,3")

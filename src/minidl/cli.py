@@ -207,7 +207,7 @@ def _add_reproduce_parser(
     parser.add_argument(
         "--tables",
         default="1,2,3",
-        help="which tables to run, comma-separated from 1,2,3",
+        help="which tables to run, comma-separated from 1,2,3 (or I,II,III)",
     )
     parser.add_argument("--out", default="results", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="base seed of every round")

@@ -233,7 +233,7 @@ def reproduce(
     files as they were. A folder in ``out`` with the name of one of these files is refused
     before the training.
     """
-    from minidl.experiments.figures import FIGURES, FigureWriter, remove_other_figures
+    from minidl.experiments.figures import FigureWriter, remove_other_figures
     from minidl.experiments.report import results_json, summary_table, write_json, write_report
 
     experiments = experiments_for_tables(settings.tables)
@@ -242,11 +242,9 @@ def reproduce(
     settings = dataclasses.replace(settings, jobs=processes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("report.md", "results.json", *(figure.file for figure in FIGURES)):
-        if (out / name).is_dir():  # (found before the training, not when the files move in)
-            raise ValueError(
-                f"reproduce: {out / name} is a folder, where the run writes its {name}; move it"
-            )
+    in_the_way = _folder_in_the_way(out)
+    if in_the_way is not None:  # (found before the training, not when the files move in)
+        raise ValueError(f"reproduce: {in_the_way}")
     total = count_epochs(experiments, settings.rounds, settings.epochs_override)
     start = time.perf_counter()
     bar = None
@@ -326,6 +324,17 @@ def reproduce(
     return document
 
 
+def _folder_in_the_way(out: Path) -> str | None:
+    """Why ``out`` cannot take the files of a run (a folder with the name of one of them), or
+    ``None``."""
+    from minidl.experiments.figures import FIGURES
+
+    for name in ("report.md", "results.json", *(figure.file for figure in FIGURES)):
+        if (out / name).is_dir():
+            return f"{out / name} is a folder, where the run writes its {name}; move it"
+    return None
+
+
 def progress_label(experiment: Experiment, rounds: int) -> str:
     """The progress bar's description while ``experiment`` trains (its rounds train at once):
     ``"Table II | ADADELTA | rounds 1-5"``, ``"Fig. 1 | MSE | round 1"``."""
@@ -366,6 +375,9 @@ def run_from_cli(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--out {args.out}: cannot write into the folder ({error.strerror or error})"
         ) from None
+    in_the_way = _folder_in_the_way(out)
+    if in_the_way is not None:
+        raise ValueError(f"--out {args.out}: {in_the_way}")
     command = "minidl reproduce " + " ".join(
         part
         for part in (
