@@ -1023,6 +1023,29 @@ def test_a_diverged_run_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
+def test_a_path_the_output_cannot_encode_is_printed_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With an ASCII standard output (PYTHONIOENCODING=ascii, a C locale), ``--resume ü.ckpt``
+    failed before training with "minidl train: error: 'ascii' codec can't encode character"
+    (and ``minidl reproduce --out résultats`` after the whole run); the path is printed
+    escaped, as stderr does."""
+    import io
+
+    path = tmp_path / "ü.ckpt"
+    argv = ["train", "--epochs", "1", "--hidden", "3", "--batch-size", "1000"]
+    assert main([*argv, "--quiet", "--checkpoint", str(path)]) == 0
+    capsys.readouterr()
+    output = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(output, encoding="ascii", newline="\n"))
+    assert main([*argv, "--resume", str(path)]) == 0
+    sys.stdout.flush()
+    escaped = str(path).encode("ascii", "backslashreplace")
+    assert b"\nresumed from " + escaped + b" at epoch 1\n" in output.getvalue()
+    assert b"final test error: " in output.getvalue()
+    assert capsys.readouterr().err == ""
+
+
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     out, err = capsys.readouterr()
