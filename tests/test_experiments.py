@@ -939,6 +939,31 @@ def test_a_reproduction_that_fails_while_writing_leaves_the_previous_files(
     assert _files(tmp_path) == before
 
 
+def test_a_reproduction_that_fails_removes_the_empty_folder_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run into a new ``out`` that failed (or was interrupted) left that folder behind,
+    empty; a folder that was there before stays, empty or not."""
+    from minidl.experiments import runner
+
+    def run_experiments(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_experiments", run_experiments)
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="2", quick=True, epochs_override=1, command="test"
+    )
+    new = tmp_path / "new" / "results"
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(settings, new, progress=False, summary=False)
+    assert not new.exists() and (tmp_path / "new").is_dir()  # (only the folder of the run)
+    old = tmp_path / "old"
+    old.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(settings, old, progress=False, summary=False)
+    assert old.is_dir() and list(old.iterdir()) == []
+
+
 def test_reproduce_refuses_a_folder_where_it_writes_a_file_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

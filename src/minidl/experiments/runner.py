@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -241,6 +242,7 @@ def reproduce(
     processes = training_processes(experiments, settings.rounds, settings.jobs)
     settings = dataclasses.replace(settings, jobs=processes)
     out = Path(out)
+    created = not out.exists()  # (removed again, if still empty, by a run that fails)
     out.mkdir(parents=True, exist_ok=True)
     in_the_way = _folder_in_the_way(out)
     if in_the_way is not None:  # (found before the training, not when the files move in)
@@ -285,6 +287,7 @@ def reproduce(
     # interrupted (a full disk, Ctrl-C) leaves the previous run's files as they were, and no
     # half-written file.
     documents: Path | None = None
+    done = False
     try:
         with FigureWriter(experiments, out) as figure_writer:
             try:
@@ -312,10 +315,14 @@ def reproduce(
             figure_writer.move_into_out()
             for name in ("report.md", "results.json"):
                 os.replace(documents / name, out / name)
+        done = True
     finally:
         torch.set_num_threads(threads)
         if documents is not None:
             shutil.rmtree(documents, ignore_errors=True)
+        if created and not done:  # (a folder made for this run, and left empty by it)
+            with contextlib.suppress(OSError):
+                out.rmdir()
     # The figures of an earlier run into ``out`` that this run did not draw belong to no report.
     remove_other_figures(out, figures)
     if summary:
