@@ -421,3 +421,40 @@ def test_a_row_with_one_nan_among_finite_scores_has_no_class() -> None:
     scores = torch.tensor([[1.0, math.nan, 0.0], [0.0, 2.0, 1.0], [math.nan, math.nan, 5.0]])
     assert predict(nn.Identity(), scores).tolist() == [-1, 1, -1]
     assert error_rate(nn.Identity(), scores, torch.tensor([1, 1, 2])) == pytest.approx(200 / 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_make_disk_data_normalises_by_the_documented_formula_exactly(dtype: torch.dtype) -> None:
+    """Every set is (raw - mean) / std in float64 with the training set's mean and sample
+    standard deviation, then cast: recomputed here, the inputs are equal to the last bit."""
+    data = make_disk_data(n_train=50, n_validation=20, n_test=30, seed=3, dtype=dtype)
+    raw = data.train.raw.to(F64)
+    mean, std = raw.mean(dim=0), raw.std(dim=0)
+    for split in (data.train, data.validation, data.test):
+        expected = ((split.raw.to(F64) - mean) / std).to(dtype)
+        assert torch.equal(split.x, expected)
+        assert torch.equal(data.normalize(split.raw), expected)
+
+
+class _SlightlyOverwritingScale(_Scale):
+    """A backward that scales the accumulated gradient by 1 + 1e-6 before adding to it."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        assert self._input is not None
+        self.weight.grad.mul_(1 + 1e-6).add_((grad_output * self._input).sum())
+        return grad_output * self.weight.data
+
+
+def test_gradcheck_reports_a_backward_that_does_not_add_exactly() -> None:
+    """A second backward must give twice the first gradient up to 1e-8 of the largest one: a
+    relative error of 1e-6 (a gradient scaled before the addition) breaks the contract."""
+    from minidl import GradcheckError, gradcheck
+
+    x = torch.ones(3, dtype=F64)
+    assert gradcheck(_Scale(0.5).to(F64), x)
+    with pytest.raises(
+        GradcheckError,
+        match=r"^gradcheck: _SlightlyOverwritingScale\.backward does not accumulate into the "
+        r"gradient of 'weight'",
+    ):
+        gradcheck(_SlightlyOverwritingScale(0.5).to(F64), x)
