@@ -1,0 +1,267 @@
+"""Tests that kill the mutants of ``minidl.nn`` that survived a mutation audit.
+
+Each test states the behaviour it pins down against an oracle: PyTorch autograd in float64,
+the documented formula, or the documented error (type and the words of its message).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minidl import nn
+from tests.helpers import F64, assert_close
+
+# -- activations ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape", [(2, 1, 3), (2, 4, 1), (2, 1, 1)], ids=["one-row", "one-feature", "one-element"]
+)
+def test_stacked_activation_refuses_a_gradient_that_only_broadcasts(shape: tuple[int, ...]) -> None:
+    """Each run writes its gradient into its part of one output (``_backward_out``): a gradient
+    that broadcasts against the cached output, but is not of its shape, is named, not broadcast
+    into a result of the gradient's shape."""
+    stacked = nn.StackedActivation([(nn.Tanh(), 1), (nn.ReLU(), 1)])
+    stacked(torch.randn(2, 4, 3, dtype=F64))
+    with pytest.raises(ValueError, match=r"gradient has shape \(1, .*expected \(1, 4, 3\)"):
+        stacked.backward(torch.randn(shape, dtype=F64))
+
+
+@pytest.mark.parametrize("slope", [math.inf, -math.inf, math.nan, True, False])
+def test_leaky_relu_refuses_a_slope_that_is_not_a_finite_number(slope: object) -> None:
+    with pytest.raises(ValueError, match="LeakyReLU: negative_slope must be a finite number >= 0"):
+        nn.LeakyReLU(slope)  # type: ignore[arg-type]
+    layer = nn.LeakyReLU(0.2)
+    with pytest.raises(ValueError, match="LeakyReLU: negative_slope must be a finite number >= 0"):
+        layer.negative_slope = slope  # type: ignore[assignment]
+    assert layer.negative_slope == 0.2
+
+
+# -- losses ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [nn.MSELoss, nn.NLLLoss], ids=["mse", "nll"])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_class_indices_fewer_than_the_rows_are_refused(make: type[nn.Loss], rows: int) -> None:
+    """``gather`` and ``scatter_add`` take an index with fewer rows than the prediction (they
+    read or write those rows only): the shape is checked before them, also on the second call
+    of a loss that accepted a full-length target."""
+    criterion = make()
+    prediction = torch.randn(4, 3, dtype=F64).log_softmax(1)
+    criterion(prediction, torch.tensor([0, 1, 2, 0]))  # accepted: the fast path is primed
+    with pytest.raises(
+        ValueError, match=rf"class-index target has shape \({rows},\), expected \(4,\)"
+    ):
+        criterion(prediction, torch.zeros(rows, dtype=torch.int64))
+
+
+def test_stacked_class_indices_fewer_than_the_rows_are_refused() -> None:
+    criterion = nn.MSELoss()
+    prediction = torch.randn(2, 4, 3, dtype=F64)
+    criterion(prediction, torch.zeros(2, 4, dtype=torch.int64))
+    with pytest.raises(
+        ValueError, match=r"class-index target has shape \(2, 2\), expected \(2, 4\)"
+    ):
+        criterion(prediction, torch.zeros(2, 2, dtype=torch.int64))
+
+
+def test_loss_backward_refuses_two_upstream_gradients() -> None:
+    criterion = nn.CrossEntropyLoss()
+    criterion(torch.randn(3, 2, dtype=F64), torch.tensor([0, 1, 1]))
+    one = torch.tensor(1.0, dtype=F64)
+    with pytest.raises(TypeError, match=r"expected at most one \(scalar\) gradient, got 2"):
+        criterion.backward(one, one)
+
+
+def test_mse_class_indices_of_a_new_batch_size_dtype_after_another() -> None:
+    """The -1 column that MSELoss scatters into the prediction is made again for a new shape
+    (a larger batch) and dtype; each call equals PyTorch's ``mse_loss`` against one-hot rows."""
+    criterion = nn.MSELoss("sum")
+    for rows, dtype in ((2, F64), (5, F64), (5, torch.float32), (2, F64)):
+        prediction = torch.randn(rows, 3, dtype=dtype)
+        target = torch.randint(0, 3, (rows,))
+        z = prediction.double().requires_grad_()
+        expected = F.mse_loss(z, F.one_hot(target, 3).double(), reduction="sum")
+        expected.backward()
+        loss = criterion(prediction, target)
+        assert loss.dtype == dtype
+        rtol = 1e-12 if dtype == F64 else 1e-6
+        assert_close(loss.double(), expected.detach(), rtol=rtol)
+        assert_close(criterion.backward().double(), z.grad, rtol=rtol)
+
+
+@pytest.mark.parametrize("negative", [-1e-3, -1e-8])
+def test_cross_entropy_refuses_any_negative_probability(negative: float) -> None:
+    """Non-negative means >= 0 (a row of [1 - e, e] with e < 0 still sums to 1)."""
+    target = torch.tensor([[1.0 - negative, negative], [0.0, 1.0]], dtype=F64)
+    with pytest.raises(ValueError, match=f"got a minimum of {negative:g}"):
+        nn.CrossEntropyLoss()(torch.randn(2, 2, dtype=F64), target)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, F64])
+@pytest.mark.parametrize("shape", [(1, 4), (3, 1), (4,)], ids=["one-row", "one-column", "1-D"])
+def test_log_softmax_refuses_a_gradient_that_only_broadcasts(
+    dtype: torch.dtype, shape: tuple[int, ...]
+) -> None:
+    """A 16-bit forward keeps its probabilities in float32; its backward checks the gradient's
+    shape as the others do, rather than broadcast it against them."""
+    layer = nn.LogSoftmax(dim=1)
+    layer(torch.randn(3, 4).to(dtype))
+    with pytest.raises(ValueError, match=r"LogSoftmax: gradient has shape .* expected \(3, 4\)"):
+        layer.backward(torch.randn(shape).to(dtype))
+
+
+# -- dropout --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("p", [0.021, 0.043, 0.3])
+def test_dropout_scales_with_the_bits_of_pytorchs_dropout(p: float, dtype: torch.dtype) -> None:
+    """The kept elements are divided by 1 - p (as PyTorch's dropout divides its mask), not
+    multiplied by 1 / (1 - p), which rounds differently at these p in float32."""
+    x = torch.randn(64, 33, dtype=dtype)
+    torch.manual_seed(5)
+    expected = F.dropout(x, p, training=True)
+    torch.manual_seed(5)
+    layer = nn.Dropout(p)
+    assert torch.equal(layer(x), expected)
+    upstream = torch.randn(64, 33, dtype=dtype)
+    leaf = x.clone().requires_grad_()
+    torch.manual_seed(5)
+    (F.dropout(leaf, p, training=True) * upstream).sum().backward()
+    assert leaf.grad is not None
+    assert torch.equal(layer.backward(upstream), leaf.grad)
+
+
+@pytest.mark.parametrize("generator", [42, "cpu", torch.device("cpu")], ids=str)
+def test_dropout_refuses_a_generator_that_is_not_one(generator: object) -> None:
+    with pytest.raises(TypeError, match=r"Dropout: generator must be a torch\.Generator or None"):
+        nn.Dropout(0.5, generator=generator)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5])
+def test_dropout_identity_backward_checks_the_last_forwards_shape(p: float) -> None:
+    """Where dropout is the identity (evaluation mode, or p = 0), backward checks the gradient
+    against the shape of the last forward, not of the first one."""
+    layer = nn.Dropout(p).eval()
+    layer(torch.randn(2, 3))
+    layer(torch.randn(4, 5))
+    gradient = torch.randn(4, 5)
+    assert layer.backward(gradient) is gradient
+    with pytest.raises(
+        ValueError, match=r"Dropout: gradient has shape \(2, 3\), expected \(4, 5\)"
+    ):
+        layer.backward(torch.randn(2, 3))
+
+
+# -- mlp, batch norm, sequential ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["leaky_relu", "Leaky-ReLU", "LEAKY_RELU"])
+def test_activation_names_ignore_case_underscores_and_hyphens(name: str) -> None:
+    assert type(nn.activation(name)) is nn.LeakyReLU
+    model = nn.mlp((2, 3, 1), name)
+    assert type(model[1]) is nn.LeakyReLU
+    model = nn.mlp((2, 3, 3, 1), [name, "tanh"])
+    assert type(model[1]) is nn.LeakyReLU
+
+
+def test_batch_norm_backward_after_its_weight_was_cast_by_hand_is_refused() -> None:
+    """A weight assigned by hand between forward and backward (another dtype) no longer fits
+    what the forward cached: backward says so and accumulates nothing."""
+    layer = nn.BatchNorm1d(3)
+    layer(torch.randn(4, 3))
+    layer.weight.data = layer.weight.data.double()
+    message = "BatchNorm1d: the parameters are torch.float64 on cpu but the last forward ran"
+    with pytest.raises(RuntimeError, match=message):
+        layer.backward(torch.randn(4, 3))
+    assert layer.weight.grad.count_nonzero() == 0 and layer.bias.grad.count_nonzero() == 0
+
+
+def test_sequential_flattens_gradients_that_do_not_tile_one_buffer() -> None:
+    """Values that already tile one buffer are not enough: a Sequential built on modules whose
+    gradients do not (one replaced by hand) makes both flat, values and gradients unchanged."""
+    from minidl.nn.flat import flat_buffer
+
+    first = nn.Sequential(nn.Linear(2, 3, dtype=F64), nn.Linear(3, 2, dtype=F64))
+    first[0].weight.grad = torch.full((3, 2), 0.5, dtype=F64)
+    values = [p.data.clone() for p in first.parameters()]
+    grads = [p.grad.clone() for p in first.parameters()]
+    assert flat_buffer([p.data for p in first.parameters()]) is not None
+    assert flat_buffer([p.grad for p in first.parameters()]) is None
+    model = nn.Sequential(first[0], first[1])
+    assert flat_buffer([p.data for p in model.parameters()]) is not None
+    assert flat_buffer([p.grad for p in model.parameters()]) is not None
+    for parameter, value, grad in zip(model.parameters(), values, grads, strict=True):
+        assert torch.equal(parameter.data, value) and torch.equal(parameter.grad, grad)
+
+
+# -- module ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_zero_grad_zeroes_a_gradient_that_is_not_finite(bad: float) -> None:
+    """``zero_grad`` sets the gradients to 0; multiplying them by 0 would leave NaN where a
+    gradient overflowed (inf * 0)."""
+    model = nn.mlp((2, 3, 1), dtype=F64)
+    for parameter in model.parameters():
+        parameter.grad.fill_(bad)
+    model.zero_grad()
+    for parameter in model.parameters():
+        assert torch.equal(parameter.grad, torch.zeros_like(parameter.grad))
+
+
+def test_load_state_dict_refuses_a_counter_of_another_dtype() -> None:
+    """A buffer that is not floating point (``num_batches_tracked``) takes an entry of its
+    dtype only; the module is left unchanged."""
+    layer = nn.BatchNorm1d(2)
+    state = layer.state_dict()
+    state["num_batches_tracked"] = torch.tensor(3.0)
+    state["running_mean"] = torch.ones(2)
+    with pytest.raises(
+        TypeError,
+        match=r"entry 'num_batches_tracked' must be a tensor of dtype torch.int64, got torch.float32",
+    ):
+        layer.load_state_dict(state)
+    assert int(layer.num_batches_tracked) == 0
+    assert torch.equal(layer.running_mean, torch.zeros(2))
+
+
+# -- stacks ---------------------------------------------------------------------------------------
+
+
+def test_an_unstacked_model_shares_no_activation_with_the_stack() -> None:
+    """The unstacked model runs between the stack's forward and backward: the stack's input
+    gradient is the one it gives without that run (its activation keeps its own cache)."""
+    torch.manual_seed(0)
+    stacked = nn.stack_models([nn.mlp((2, 3, 2), "tanh", dtype=F64) for _ in range(2)])
+    x = torch.randn(2, 5, 2, dtype=F64)
+    grad_output = torch.randn(2, 5, 2, dtype=F64)
+    stacked(x)
+    expected = stacked.backward(grad_output)
+    stacked.zero_grad()
+    stacked(x)
+    single = nn.unstack_model(stacked, 0)
+    assert all(a is not b for a in single for b in stacked)
+    single(torch.randn(7, 2, dtype=F64))  # in between
+    assert torch.equal(stacked.backward(grad_output), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, F64])
+def test_model_layout_blocks_start_on_64_byte_boundaries_in_every_dtype(dtype: torch.dtype) -> None:
+    """Each model's block (13 values here) is padded to a multiple of MODEL_ALIGNMENT (64)
+    bytes, counted in the dtype's own element size."""
+    from minidl.nn.stack import MODEL_ALIGNMENT
+
+    models = [nn.mlp((2, 3, 1), dtype=dtype) for _ in range(3)]
+    stacked = nn.stack_models(models, layout="model")
+    weight = stacked[0].weight.data
+    block_bytes = weight.stride(0) * weight.element_size()
+    assert block_bytes % MODEL_ALIGNMENT == 0
+    assert block_bytes < 13 * weight.element_size() + MODEL_ALIGNMENT  # (no more than needed)
+    for index in range(3):
+        assert nn.flat_model_parameters(stacked, index).data.data_ptr() % MODEL_ALIGNMENT == 0
