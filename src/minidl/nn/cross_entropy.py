@@ -177,7 +177,7 @@ class CrossEntropyLoss(Loss):
         low = float(target.min())
         # Summed in float32 at least. A 16-bit row summing to 1 is off by up to half an
         # epsilon of its dtype from the rounding of its entries alone (bfloat16's 2**-8):
-        # one epsilon is allowed.
+        # one epsilon is allowed, and at least 1e-3 (float16's epsilon is 2**-10).
         sixteen_bit = target.dtype in (torch.float16, torch.bfloat16)
         # (torch.promote_types(target.dtype, torch.float32), without its op)
         sums = target.sum(dim=-1, dtype=torch.float32 if sixteen_bit else target.dtype)
