@@ -70,7 +70,7 @@ class Adadelta(Optimizer):
         # E[g^2] = rho E[g^2] + (1 - rho) g^2, with g^2 fused into the addition (addcmul).
         square_avg.mul_(operand(rho, square_avg)).addcmul_(grad, grad, value=1 - rho)
         # delta = -Delta x = sqrt(E[Delta x^2] + eps) / sqrt(E[g^2] + eps) * g: the update
-        # without its minus sign, which the last line applies (as torch.optim.Adadelta).
+        # without its minus sign, which the last line applies (as PyTorch's Adadelta does).
         delta = (
             acc_delta.add(operand(eps, acc_delta))
             .sqrt_()

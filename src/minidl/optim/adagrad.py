@@ -97,6 +97,6 @@ class Adagrad(Optimizer):
             grad = grad.add(value, alpha=self._weight_decay)
         # lambda_t = lambda / (1 + (t - 1) eta): step_count is t - 1 during the update.
         clr = self.lr / (1 + self.step_count * self._lr_decay)
-        accumulator.addcmul_(grad, grad, value=1)  # S += g^2, fused (torch.optim.Adagrad's op)
+        accumulator.addcmul_(grad, grad, value=1)  # S += g^2, fused (PyTorch's Adagrad's op)
         denominator = accumulator.sqrt().add_(operand(self._eps, accumulator))
         value.addcdiv_(grad, denominator, value=-clr)  # w -= lambda_t g / (sqrt(S) + eps)

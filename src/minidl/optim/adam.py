@@ -104,7 +104,7 @@ class Adam(Optimizer):
                 grad = grad.add(value, alpha=self._weight_decay)
         # m = beta1 m + (1 - beta1) g as m + (1 - beta1)(g - m), one lerp; v = beta2 v +
         # (1 - beta2) g^2 with g^2 fused into the addition (addcmul). The ops, and so the bits,
-        # of torch.optim.Adam's single-tensor step.
+        # of PyTorch's single-tensor Adam step.
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(operand(beta2, exp_avg_sq)).addcmul_(grad, grad, value=1 - beta2)
         step_size = self.lr / (1 - beta1**step)

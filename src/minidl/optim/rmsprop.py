@@ -148,7 +148,7 @@ class RMSprop(Optimizer):
         if self._centered:
             grad_avg = state[-1]  # (the last state tensor when centered; see _state_names_for)
             # g_avg = alpha g_avg + (1 - alpha) g as g_avg + (1 - alpha)(g - g_avg), one lerp
-            # (torch.optim.RMSprop's op, so its bits).
+            # (PyTorch's RMSprop's op, so its bits).
             grad_avg.lerp_(grad, 1 - alpha)
             # s - g_avg^2 >= 0 in exact arithmetic, but rounds below 0 when the gradient
             # barely varies (at alpha = 0, or a constant gradient): clamped at 0, where PyTorch
