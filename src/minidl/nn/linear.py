@@ -163,11 +163,16 @@ class Linear(Module):
             or input.device != self._device
         ):
             input = self._accept(input, weight, bias)
+        return self._apply(input)
+
+    def _apply(self, input: Tensor, out: Tensor | None = None) -> Tensor:
+        """The output for an accepted input (cached for backward), a new tensor or ``out``."""
         self._input = input
+        bias = self.bias
         if bias is None:
-            return input.mm(self._weight_t)
+            return torch.mm(input, self._weight_t, out=out)
         # b + X W^T as one fused op (addmm), the bias broadcast over the rows.
-        return bias.addmm(input, self._weight_t)
+        return torch.addmm(bias.data, input, self._weight_t, out=out)
 
     def backward(self, grad_output: Tensor) -> Tensor:
         self.backward_parameters(grad_output)
@@ -201,6 +206,16 @@ class Linear(Module):
             # Operands from an autograd graph: minidl reads them as plain values.
             grad_output_t, input = grad_output_t.detach(), input.detach()
             torch.addmm(weight_grad, grad_output_t, input, out=weight_grad)
+        self._accumulate_bias(grad_output_t)
+
+    def _accumulate(self, grad_output_t: Tensor, input: Tensor) -> None:
+        """:meth:`backward_parameters` for a gradient (given transposed, ``(out, N)``) and an
+        ``input`` known to fit (a :class:`~minidl.nn.chain.ChainPlan`'s)."""
+        weight_grad = self.weight.grad
+        torch.addmm(weight_grad, grad_output_t, input, out=weight_grad)
+        self._accumulate_bias(grad_output_t)
+
+    def _accumulate_bias(self, grad_output_t: Tensor) -> None:
         bias = self.bias
         if bias is not None:
             # dL/db += sum_n G[n, :], the sum over the batch as the matrix-vector product

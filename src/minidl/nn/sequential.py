@@ -10,6 +10,8 @@ from torch import Tensor
 
 from minidl import anomaly
 from minidl._validate import add_note
+from minidl.nn._recent import Recent
+from minidl.nn.chain import ChainPlan, Signature, plannable
 from minidl.nn.flat import flat_buffer, flatten_parameters
 from minidl.nn.module import Module, check_registered
 
@@ -117,12 +119,32 @@ class Sequential(Module):
         first = trained[0] if trained else len(modules) - 1
         self._first_trained: Module | None = modules[first] if modules else None
         self._after_first_trained: tuple[Module, ...] = tuple(reversed(modules[first + 1 :]))
+        self._init_plans()
+
+    def _init_plans(self) -> None:
+        """No plan yet (see :mod:`minidl.nn.chain`): a chain of Linear layers and built-in
+        activations is planned for an input signature seen twice in a row."""
+        self._plannable = plannable(self._layers)
+        self._plans: Recent[ChainPlan] = Recent(4)
+        self._planned: ChainPlan | None = None  # the plan of the last forward, if it ran one
+        self._last_signature: Signature | None = None  # that of the last forward not planned
 
     def forward(self, input: Tensor) -> Tensor:
         if anomaly.enabled:  # the one check of `with minidl.detect_anomaly():`
+            self._planned = None
             output = anomaly.sequential_forward(self, input)  # (it notes a refusal, as below)
             self._refused = None  # (a forward that succeeds, as below)
             return output
+        if self._plannable:
+            plan = self._planned
+            if plan is None or not plan.accepts(input):
+                plan = self._plan_for(input)
+            if plan is not None:
+                planned = self._planned_forward(plan, input)
+                if planned is not None:
+                    return planned
+        self._planned = None
+        first = input
         module = None
         try:
             for module in self._layers:
@@ -132,11 +154,63 @@ class Sequential(Module):
             raise
         if self._refused is not None:
             self._refused = None  # a forward that succeeds makes backward possible again
+        if self._plannable:
+            self._note_signature(first)
         return input
+
+    def _plan_for(self, input: Tensor) -> ChainPlan | None:
+        """The plan made for ``input``'s signature, if any and still valid."""
+        if type(input) is not Tensor:
+            return None
+        plan = self._plans.get((input.shape, input.dtype, input.device))
+        if plan is None or plan.accepts(input):
+            return plan
+        if plan.stale():  # parameter tensors were replaced, or a method was set: made again
+            self._plans.clear()
+        return None
+
+    def _planned_forward(self, plan: ChainPlan, input: Tensor) -> Tensor | None:
+        """``plan``'s forward; ``None`` if an operation raised an error (the forward then runs
+        child by child, whose checks name what went wrong). An input or a parameter from an
+        autograd graph comes here: the children's operations record the graph, where writing
+        into a buffer is refused."""
+        step = None
+        try:
+            for step in plan.steps:
+                input = step.forward(input)
+        except Exception:
+            self._plans.clear()
+            self._planned = self._last_signature = None
+            return None
+        except BaseException as error:  # (interrupted: see _note_refusal)
+            self._planned = None
+            self._note_refusal(None if step is None else step.module, error)
+            raise
+        self._planned = plan
+        if self._refused is not None:
+            self._refused = None
+        return input
+
+    def _note_signature(self, input: Tensor) -> None:
+        """After a forward run child by child: plan the input's signature if the forward before
+        had it too."""
+        signature = (input.shape, input.dtype, input.device)
+        if signature != self._last_signature:
+            self._last_signature = signature
+        elif ChainPlan.possible(self._layers):
+            self._plans.put(signature, ChainPlan(self._layers, input))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        # Plans hold buffers and the children's caches of this process: made again when needed.
+        state.update(_planned=None, _last_signature=None)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_refused", None)  # (pickled before it existed)
         super().__setstate__(state)
+        if "_plans" not in state:  # (pickled before plans existed)
+            self._init_plans()
 
     def _note_refusal(self, module: Module | None, error: BaseException) -> None:
         """A child's forward raised: unless it was the first child, has no children of its
@@ -172,6 +246,9 @@ class Sequential(Module):
             self._check_not_refused()
         if anomaly.enabled:
             return anomaly.sequential_backward(self, grad_output)
+        plan = self._planned
+        if plan is not None and plan.takes(grad_output):
+            return plan.backward(grad_output, with_input=True)  # type: ignore[return-value]
         for module in self._reversed:
             grad_output = module.backward(grad_output)
         return grad_output
@@ -188,6 +265,10 @@ class Sequential(Module):
             self._check_not_refused()
         if anomaly.enabled:
             anomaly.sequential_backward(self, grad_output)
+            return
+        plan = self._planned
+        if plan is not None and plan.takes(grad_output):
+            plan.backward(grad_output, with_input=False)
             return
         for module in self._after_first_trained:
             grad_output = module.backward(grad_output)

@@ -1,0 +1,305 @@
+"""A :class:`~minidl.nn.Sequential`'s forward and backward planned for one input signature.
+
+A network of the paper's size spends most of a training step on the fixed cost of each tensor
+operation and on the Python around it, not on arithmetic. A ``Sequential`` of
+:class:`~minidl.nn.Linear` layers and built-in activations does not need the checks of every
+child on every call: once its input has passed them, the shape, dtype and device of everything
+that flows through the chain follow from the input's. A :class:`ChainPlan` is made for one input
+signature (shape, dtype, device) when the ``Sequential`` sees that signature twice in a row. It
+then runs every child's own operations (the same methods, the same bits) on inputs known to be
+accepted, with
+
+- the checks made once for the whole chain: the input's signature, and that no parameter
+  tensor was replaced since (:attr:`~minidl.nn.Parameter.replacements`);
+- every intermediate result written into a buffer made once (``out=``): the outputs of the
+  layers and activations inside the chain, and the gradients that flow back between them;
+- the transposed views of those gradients made once.
+
+What a caller sees is what the children compute one by one: the chain's output and the input
+gradient returned by ``backward`` are new tensors, each child keeps what its ``forward`` cached
+for its own ``backward``, and the parameter gradients are accumulated by the same operations.
+The intermediate results (a child's cached output, say) live in the plan's buffers, which the
+next planned call of that signature overwrites, as a child's next ``forward`` replaces its cache.
+
+A plan holds, for a batch of ``N`` samples: the cached activations (as the children do between
+calls), one buffer per shape for the layers' outputs, and two per shape for the gradients
+between the children, these made at the first ``backward``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from minidl.nn.activation import Activation
+from minidl.nn.elu import ELU
+from minidl.nn.leaky_relu import LeakyReLU
+from minidl.nn.linear import Linear
+from minidl.nn.module import Module
+from minidl.nn.parameter import Parameter
+from minidl.nn.relu import ReLU
+from minidl.nn.selu import SELU
+from minidl.nn.sigmoid import Sigmoid
+from minidl.nn.tanh import Tanh
+
+__all__ = ["ChainPlan", "plannable"]
+
+#: The activations a plan runs: element-wise, their output shaped like their input, and none
+#: keeps its input for backward (so a layer's output buffer is free once its activation ran).
+PLANNED_ACTIVATIONS: tuple[type[Activation], ...] = (Tanh, Sigmoid, ReLU, LeakyReLU, ELU, SELU)
+
+#: An input's signature: shape, dtype and device.
+Signature = tuple[torch.Size, torch.dtype, torch.device]
+
+
+def plannable(modules: Sequence[Module]) -> bool:
+    """Whether a chain of ``modules`` may be planned: one or more modules, each a
+    :class:`~minidl.nn.Linear` or a built-in activation of exactly that class (a subclass may
+    compute otherwise)."""
+    return bool(modules) and all(
+        type(module) is Linear or type(module) in PLANNED_ACTIVATIONS for module in modules
+    )
+
+
+#: The methods a Sequential calls on its children. One set on an instance (``layer.forward =
+#: ...``, to trace or change what a child does) is called: the chain then runs child by child.
+_METHODS = ("forward", "backward", "backward_parameters")
+
+
+class _Buffers:
+    """Tensors made once per shape: ``take(shape)`` gives the same one for a shape every time;
+    ``alternate(shape)`` gives one of two, the other one than last time (a gradient that flows
+    between two children is read by the next child while that one writes its own)."""
+
+    def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
+        self._dtype, self._device = dtype, device
+        self._single: dict[tuple[int, ...], Tensor] = {}
+        self._pairs: dict[tuple[int, ...], list[Tensor]] = {}
+
+    def new(self, shape: tuple[int, ...]) -> Tensor:
+        """A buffer of its own."""
+        # A normal tensor (not an inference one): written inside and outside inference mode.
+        with torch.inference_mode(False):
+            return torch.empty(shape, dtype=self._dtype, device=self._device)
+
+    def take(self, shape: tuple[int, ...]) -> Tensor:
+        buffer = self._single.get(shape)
+        if buffer is None:
+            buffer = self._single[shape] = self.new(shape)
+        return buffer
+
+    def alternate(self, shape: tuple[int, ...]) -> Tensor:
+        pair = self._pairs.setdefault(shape, [])
+        if len(pair) < 2:
+            pair.append(self.new(shape))
+            return pair[-1]
+        pair.reverse()
+        return pair[1]
+
+
+class _LinearStep:
+    """A :class:`~minidl.nn.Linear` in a plan."""
+
+    __slots__ = ("cached", "grad_input", "grad_output_t", "known", "module", "output")
+
+    def __init__(self, layer: Linear, known: tuple[object, ...], output: Tensor | None) -> None:
+        self.module = layer
+        # What the layer keeps for an input of this shape (its _input_shape, _output_shape and
+        # _ones), restored on every call: the layer may have seen other shapes in between.
+        self.known = known
+        self.output = output  # the buffer of the output, or None (a new tensor)
+        self.cached: Tensor | None = None  # the input this plan last gave the layer
+        self.grad_input: Tensor | None = None  # the buffer of the input gradient, or None
+        self.grad_output_t: Tensor | None = None  # the transposed gradient buffer, or None
+
+    def forward(self, input: Tensor) -> Tensor:
+        layer = self.module
+        layer._input_shape, layer._output_shape, layer._ones = self.known  # type: ignore[assignment]
+        self.cached = input
+        return layer._apply(input, self.output)
+
+    def is_current(self) -> bool:
+        return self.module._input is self.cached
+
+    def backward(self, grad_output: Tensor, with_input: bool) -> Tensor | None:
+        layer = self.module
+        grad_output_t = self.grad_output_t
+        input = self.cached
+        assert input is not None
+        layer._accumulate(grad_output.t() if grad_output_t is None else grad_output_t, input)
+        if not with_input:
+            return None
+        return torch.mm(grad_output, layer.weight.data, out=self.grad_input)
+
+
+class _ActivationStep:
+    """A built-in activation in a plan."""
+
+    __slots__ = ("cached", "grad_input", "grad_output_t", "module", "output")
+
+    def __init__(self, activation: Activation, output: Tensor | None) -> None:
+        self.module = activation
+        self.output = output
+        self.cached: Tensor | None = None  # the cache this plan last gave the activation
+        self.grad_input: Tensor | None = None
+        self.grad_output_t: Tensor | None = None  # (unused: for the shape of the steps)
+
+    def forward(self, input: Tensor) -> Tensor:
+        activation = self.module
+        output, cache = activation._forward(input, self.output)  # type: ignore[call-arg]
+        activation._cache = self.cached = cache
+        return output
+
+    def is_current(self) -> bool:
+        return self.module._cache is self.cached
+
+    def backward(self, grad_output: Tensor, with_input: bool) -> Tensor | None:
+        cache = self.cached
+        assert cache is not None
+        return self.module._backward(grad_output, cache, self.grad_input)  # type: ignore[call-arg]
+
+
+_Step = _LinearStep | _ActivationStep
+
+
+class ChainPlan:
+    """The forward and backward of a chain of modules (see :func:`plannable`) for inputs of one
+    signature, made when an input of that signature has just passed the children's own checks.
+
+    Args:
+        modules: the chain, in order.
+        input: the input that passed; its signature is the plan's.
+    """
+
+    @staticmethod
+    def possible(modules: Sequence[Module]) -> bool:
+        """Whether a plan can be made for ``modules``: a chain that :func:`plannable` accepts,
+        with no method set on a child's instance (see :data:`_METHODS`)."""
+        return plannable(modules) and not any(
+            name in module.__dict__ for module in modules for name in _METHODS
+        )
+
+    def __init__(self, modules: Sequence[Module], input: Tensor) -> None:
+        # The children's attributes and how many they were: a method set on an instance since
+        # (see _METHODS) adds one.
+        self._attributes = tuple((module.__dict__, len(module.__dict__)) for module in modules)
+        self.signature: Signature = (input.shape, input.dtype, input.device)
+        self.replacements = Parameter.replacements
+        self._buffers = _Buffers(input.dtype, input.device)
+        steps: list[_Step] = []
+        shape = tuple(input.shape)
+        last = len(modules) - 1
+        for index, module in enumerate(modules):
+            if isinstance(module, Linear):
+                shape = (*shape[:-1], module.out_features)
+                # The output of a layer followed by an activation is free once that ran (no
+                # planned activation keeps its input): one buffer per shape serves them all.
+                followed = index < last and not isinstance(modules[index + 1], Linear)
+                output = self._buffers.take(shape) if followed else self._own(shape, index, last)
+                known = (module._input_shape, module._output_shape, module._ones)
+                steps.append(_LinearStep(module, known, output))
+            else:
+                assert isinstance(module, Activation)
+                steps.append(_ActivationStep(module, self._own(shape, index, last)))
+        self.steps = tuple(steps)
+        self.output_shape = torch.Size(shape)
+        # The children backward_parameters runs: from the last back to the first with
+        # parameters (Sequential.backward_parameters's rule), that one without input gradient.
+        trained = [index for index, module in enumerate(modules) if module.parameters()]
+        first = trained[0] if trained else last
+        # For backward (True) and backward_parameters (False): the first step and the others,
+        # each with whether it returns its input gradient.
+        parameters_only = [(step, True) for step in reversed(steps[first + 1 :])]
+        parameters_only.append((steps[first], False))
+        with_input = [(step, True) for step in reversed(steps)]
+        self._backward_steps = {
+            flag: (pairs[0], tuple(pairs[1:]))
+            for flag, pairs in ((True, with_input), (False, parameters_only))
+        }
+        self._backward_ready = False
+
+    def _own(self, shape: tuple[int, ...], index: int, last: int) -> Tensor | None:
+        """A buffer of its own for a result inside the chain (a child may cache it); ``None``
+        (a new tensor on every call) for the chain's output."""
+        return None if index == last else self._buffers.new(shape)
+
+    def accepts(self, input: object) -> bool:
+        """Whether ``input`` has this plan's signature, no parameter tensor was replaced and no
+        method was set on a child since the plan was made."""
+        shape, dtype, device = self.signature
+        return (
+            type(input) is Tensor
+            and input.shape == shape
+            and input.dtype is dtype
+            and Parameter.replacements == self.replacements
+            and input.device == device
+            and self._unchanged()
+        )
+
+    def forward(self, input: Tensor) -> Tensor:
+        """The chain's output for an input that :meth:`accepts`."""
+        for step in self.steps:
+            input = step.forward(input)
+        return input
+
+    def takes(self, grad_output: object) -> bool:
+        """Whether ``grad_output`` fits the output of the last forward, every child still
+        holds what this plan's last forward cached, and no parameter tensor was replaced."""
+        if not (
+            type(grad_output) is Tensor
+            and grad_output.shape == self.output_shape
+            and grad_output.dtype is self.signature[1]
+            and Parameter.replacements == self.replacements
+            and grad_output.device == self.signature[2]
+        ):
+            return False
+        for step in self.steps:
+            if not step.is_current():
+                return False
+        return self._unchanged()
+
+    def stale(self) -> bool:
+        """Whether a parameter tensor was replaced or a method set on a child since the plan
+        was made (which no input of its signature changes)."""
+        return Parameter.replacements != self.replacements or not self._unchanged()
+
+    def _unchanged(self) -> bool:
+        """Whether the children hold as many attributes as when the plan was made (no method
+        set on an instance since: see :data:`_METHODS`)."""
+        for attributes, count in self._attributes:  # noqa: SIM110 (all() of a generator: slower)
+            if len(attributes) != count:
+                return False
+        return True
+
+    def backward(self, grad_output: Tensor, with_input: bool) -> Tensor | None:
+        """The chain's ``backward`` (``with_input``: the input gradient is returned) or its
+        ``backward_parameters``, for a gradient that :meth:`takes`."""
+        if not self._backward_ready:
+            self._make_backward_buffers()
+        (first, returns), rest = self._backward_steps[with_input]
+        try:
+            grad: Tensor | None = first.backward(grad_output, returns)
+        except RuntimeError:
+            # A gradient from an autograd graph, into whose results writing is refused (before
+            # anything is written): read as a plain value, as the children read it.
+            grad = first.backward(grad_output.detach(), returns)
+        for step, returns in rest:
+            grad = step.backward(grad, returns)  # type: ignore[arg-type]
+        return grad
+
+    def _make_backward_buffers(self) -> None:
+        """The buffers of the gradients between the children (the first child's input gradient
+        is a new tensor), and their transposed views for the layers that read them."""
+        steps = self.steps
+        for index in range(len(steps) - 1, 0, -1):
+            step = steps[index]
+            # The gradient with respect to this child's input, the previous child's output.
+            before = steps[index - 1]
+            shape = tuple(before.output.shape) if before.output is not None else None
+            assert shape is not None
+            step.grad_input = self._buffers.alternate(shape)
+            if isinstance(before, _LinearStep):
+                before.grad_output_t = step.grad_input.t()
+        self._backward_ready = True

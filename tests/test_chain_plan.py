@@ -1,0 +1,419 @@
+"""A ``Sequential``'s planned forward and backward (``minidl.nn.chain``) against the same calls
+child by child.
+
+The oracle is the module contract itself: ``model(x)`` is ``model[k](...model[0](x))`` and
+``model.backward(g)`` is each child's ``backward`` from the last, so a twin of the model driven
+child by child (which never plans) must give the same bits: outputs, input gradients, parameter
+gradients and parameters, step after step, for every chain a plan is made for, and whatever is
+done to the model between the calls (other shapes, a child called on its own, parameters
+replaced, methods set on an instance, inference mode, copies). Each test also checks that the
+plan ran, so that it cannot pass on the child-by-child path alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor
+
+import minidl
+from minidl import nn, optim
+
+F32, F64 = torch.float32, torch.float64
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "Tanh": nn.Tanh,
+    "Sigmoid": nn.Sigmoid,
+    "ReLU": nn.ReLU,
+    "LeakyReLU": lambda: nn.LeakyReLU(0.2),
+    "ELU": lambda: nn.ELU(0.7),
+    "SELU": nn.SELU,
+}
+
+
+def _chain(layout: str, widths: list[int], dtype: torch.dtype, seed: int) -> nn.Sequential:
+    """A Sequential from ``layout``: ``L`` a Linear with bias, ``l`` one without, any other
+    letter the activation of ACTIVATIONS whose name starts with it (``S`` Sigmoid, ``s``
+    SELU, ``E`` ELU, ``K`` LeakyReLU); ``widths`` the features before and after each Linear."""
+    torch.manual_seed(seed)
+    letters = {"T": "Tanh", "S": "Sigmoid", "R": "ReLU", "K": "LeakyReLU", "E": "ELU", "s": "SELU"}
+    modules: list[nn.Module] = []
+    sizes = iter(zip(widths, widths[1:], strict=False))
+    for letter in layout:
+        if letter in "Ll":
+            fan_in, fan_out = next(sizes)
+            modules.append(nn.Linear(fan_in, fan_out, bias=letter == "L", dtype=dtype))
+        else:
+            modules.append(ACTIVATIONS[letters[letter]]())
+    return nn.Sequential(*modules)
+
+
+def _plain_forward(model: nn.Sequential, x: Tensor) -> Tensor:
+    for module in model:
+        x = module(x)
+    return x
+
+
+def _plain_backward(model: nn.Sequential, grad: Tensor) -> Tensor:
+    for module in reversed(list(model)):
+        grad = module.backward(grad)
+    return grad
+
+
+def _planned(model: nn.Sequential, x: Tensor) -> Tensor:
+    """Run ``model`` on ``x`` until it runs a plan (the third call: the second makes it), and
+    return the output."""
+    for _ in range(3):
+        y = model(x)
+    assert model._planned is not None
+    return y
+
+
+def _assert_same(planned: nn.Module, plain: nn.Module) -> None:
+    for p, q in zip(planned.parameters(), plain.parameters(), strict=True):
+        assert torch.equal(p.data, q.data)
+        assert torch.equal(p.grad, q.grad)
+
+
+CHAINS = [
+    ("LTLTLTL", [2, 25, 25, 25, 2]),  # the paper's network
+    ("LSLRL", [3, 7, 7, 4]),
+    ("LKLELs", [5, 1, 6, 6]),
+    ("lTlTl", [4, 4, 4, 4]),  # no biases, every width alike (the buffers alternate)
+    ("LL", [3, 5, 2]),  # two layers in a row: the first's output is the second's cache
+    ("LLTL", [4, 4, 4, 4]),  # the same, beside a layer of the same shape before an activation
+    ("TLT", [6, 3]),  # an activation first and last
+    ("L", [4, 3]),
+    ("E", []),
+]
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize(("layout", "widths"), CHAINS)
+def test_planned_training_is_the_child_by_child_training_bit_for_bit(
+    layout: str, widths: list[int], dtype: torch.dtype
+) -> None:
+    planned = _chain(layout, widths, dtype, seed=0)
+    plain = copy.deepcopy(planned)
+    features = widths[0] if widths else 5
+    trained = bool(planned.parameters())
+    sgd = optim.SGD(planned.parameters(), lr=0.1, momentum=0.9) if trained else None
+    twin_sgd = optim.SGD(plain.parameters(), lr=0.1, momentum=0.9) if trained else None
+    generator = torch.Generator().manual_seed(1)
+    # Batch sizes that switch between signatures, with runs of the same one (planned from its
+    # second call on), a batch of one sample among them.
+    batches = [8, 8, 8, 3, 8, 8, 1, 1, 1, 8, 3, 3, 8]
+    planned_calls = 0
+    for step, batch in enumerate(batches):
+        x = torch.randn(batch, features, dtype=dtype, generator=generator)
+        y = planned(x)
+        planned_calls += planned._planned is not None
+        assert torch.equal(y, _plain_forward(plain, x))
+        grad = torch.randn(y.shape, dtype=dtype, generator=generator)
+        if step % 3 == 2:  # the data's gradient left out, as fit does
+            planned.backward_parameters(grad)
+            _plain_backward(plain, grad)
+        else:
+            assert torch.equal(planned.backward(grad), _plain_backward(plain, grad))
+        _assert_same(planned, plain)
+        if sgd is not None and twin_sgd is not None:
+            sgd.step()
+            twin_sgd.step()
+            sgd.zero_grad()
+            twin_sgd.zero_grad()
+        _assert_same(planned, plain)
+    assert planned_calls >= 6
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_planned_16_bit_chains_are_the_child_by_child_bits(dtype: torch.dtype) -> None:
+    planned = _chain("LTLELSLKLR", [3, 6, 6, 5, 5, 4], dtype, seed=2)
+    plain = copy.deepcopy(planned)
+    x = torch.randn(7, 3).to(dtype)
+    for _ in range(3):
+        y = planned(x)
+        assert torch.equal(y, _plain_forward(plain, x))
+        grad = torch.randn(y.shape).to(dtype)
+        assert torch.equal(planned.backward(grad), _plain_backward(plain, grad))
+    assert planned._planned is not None
+    _assert_same(planned, plain)
+
+
+def test_outputs_and_input_gradients_are_new_tensors_on_every_call() -> None:
+    model = _chain("LTLTL", [2, 5, 5, 3], F64, seed=3)
+    x1, x2 = torch.randn(4, 2, dtype=F64), torch.randn(4, 2, dtype=F64)
+    y1 = _planned(model, x1)
+    kept = y1.clone()
+    grad1 = model.backward(torch.ones_like(y1))
+    kept_grad = grad1.clone()
+    y2 = model(x2)
+    model.backward(torch.ones_like(y2))
+    assert torch.equal(y1, kept) and torch.equal(grad1, kept_grad)
+    assert not torch.equal(y1, y2)
+
+
+def test_a_child_called_on_its_own_between_forward_and_backward_is_honoured() -> None:
+    """The child's cache then belongs to its own call: backward runs child by child, as it
+    would without a plan (here it mixes the caches, as the contract says it does)."""
+    planned = _chain("LTLTL", [2, 5, 5, 3], F64, seed=4)
+    plain = copy.deepcopy(planned)
+    x, other = torch.randn(4, 2, dtype=F64), torch.randn(4, 5, dtype=F64)
+    _planned(planned, x)
+    _plain_forward(plain, x)
+    planned[2](other)
+    plain[2](other)
+    grad = torch.randn(4, 3, dtype=F64)
+    assert torch.equal(planned.backward(grad), _plain_backward(plain, grad))
+    _assert_same(planned, plain)
+
+
+def test_a_child_called_on_another_shape_gives_the_childs_own_error() -> None:
+    model = _chain("LTL", [2, 5, 3], F64, seed=5)
+    x = torch.randn(4, 2, dtype=F64)
+    _planned(model, x)
+    model[0](torch.randn(9, 2, dtype=F64))  # the Tanh now holds a (4, 5) cache, Linear 0 (9, 2)
+    with pytest.raises(ValueError, match="Linear") as planned_error:
+        model.backward(torch.randn(4, 3, dtype=F64))
+    twin = _chain("LTL", [2, 5, 3], F64, seed=5)
+    _plain_forward(twin, x)
+    twin[0](torch.randn(9, 2, dtype=F64))
+    with pytest.raises(ValueError, match="Linear") as plain_error:
+        _plain_backward(twin, torch.randn(4, 3, dtype=F64))
+    assert str(planned_error.value) == str(plain_error.value)
+
+
+def test_a_bad_gradient_gets_the_childs_error_and_changes_nothing() -> None:
+    model = _chain("LTL", [2, 5, 3], F64, seed=6)
+    x = torch.randn(4, 2, dtype=F64)
+    _planned(model, x)
+    before = [p.grad.clone() for p in model.parameters()]
+    for bad, error in (
+        (torch.randn(4, 2, dtype=F64), ValueError),
+        (torch.randn(4, 3, dtype=F32), TypeError),
+        ("grad", TypeError),
+    ):
+        with pytest.raises(error, match="Linear"):
+            model.backward(bad)  # type: ignore[arg-type]
+        assert all(torch.equal(p.grad, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+def test_parameters_replaced_after_planning_are_used() -> None:
+    planned = _chain("LTLSL", [3, 4, 4, 2], F32, seed=7)
+    x = torch.randn(5, 3)
+    _planned(planned, x)
+    planned.double()  # new parameter tensors: the plan's signature no longer fits
+    plain = copy.deepcopy(planned)
+    x64 = x.double()
+    for _ in range(3):
+        y = planned(x64)
+        assert torch.equal(y, _plain_forward(plain, x64))
+        grad = torch.ones_like(y)
+        assert torch.equal(planned.backward(grad), _plain_backward(plain, grad))
+    assert planned._planned is not None
+    _assert_same(planned, plain)
+    # Values loaded in place (the same tensors) are read by the plan.
+    planned.load_state_dict({k: v * 2 for k, v in planned.state_dict().items()})
+    plain.load_state_dict({k: v * 2 for k, v in plain.state_dict().items()})
+    assert torch.equal(planned(x64), _plain_forward(plain, x64))
+
+
+def test_parameter_tensors_assigned_after_planning_are_used() -> None:
+    """A new tensor of the same shape and dtype (the plan's signature still fits)."""
+    planned = _chain("LTLTL", [3, 4, 4, 2], F64, seed=16)
+    plain = copy.deepcopy(planned)
+    x = torch.randn(5, 3, dtype=F64)
+    _planned(planned, x)
+    _plain_forward(plain, x)
+    for model in (planned, plain):
+        torch.manual_seed(17)
+        model[2].weight.data = torch.randn(4, 4, dtype=F64)
+        model[4].bias.data = torch.randn(2, dtype=F64)
+    for _ in range(3):
+        y = planned(x)
+        assert torch.equal(y, _plain_forward(plain, x))
+        assert torch.equal(planned.backward(y), _plain_backward(plain, y))
+    assert planned._planned is not None
+    _assert_same(planned, plain)
+
+
+def test_a_method_set_on_a_child_after_planning_is_called() -> None:
+    model = _chain("LTL", [2, 5, 3], F64, seed=8)
+    x = torch.randn(4, 2, dtype=F64)
+    expected = _planned(model, x)
+    calls: list[str] = []
+    tanh = model[1]
+    original = type(tanh).forward
+
+    def traced(input: Tensor) -> Tensor:
+        calls.append("forward")
+        return original(tanh, input)
+
+    tanh.forward = traced  # type: ignore[method-assign]
+    assert torch.equal(model(x), expected) and calls == ["forward"]
+    model(x)
+    assert calls == ["forward", "forward"] and model._planned is None
+
+    def traced_backward(grad: Tensor) -> Tensor:
+        calls.append("backward")
+        return type(tanh).backward(tanh, grad)
+
+    del tanh.forward
+    _planned(model, x)
+    tanh.backward = traced_backward  # type: ignore[method-assign]
+    model.backward(torch.ones(4, 3, dtype=F64))
+    assert calls[-1] == "backward"
+
+
+def test_inputs_from_an_autograd_graph_are_not_planned() -> None:
+    """They run child by child, whose operations record the graph."""
+    model = _chain("LTL", [2, 5, 3], F64, seed=9)
+    x = torch.randn(4, 2, dtype=F64, requires_grad=True)
+    for _ in range(3):
+        y = model(x)
+    assert model._planned is None and len(model._plans) == 0
+    assert torch.equal(y, _plain_forward(copy.deepcopy(model), x.detach()))
+    _planned(model, x.detach())
+    y = model(x)
+    assert y.requires_grad and model._planned is None
+    assert torch.equal(y, _plain_forward(copy.deepcopy(model), x.detach()))
+
+
+@pytest.mark.parametrize(("layout", "widths"), [("LTL", [2, 5, 3]), ("LTLR", [2, 5, 3])])
+def test_a_gradient_from_an_autograd_graph_is_read_as_a_plain_value(
+    layout: str, widths: list[int]
+) -> None:
+    """As the children read it (a layer last, or an activation last, whose first write is
+    refused)."""
+    planned = _chain(layout, widths, F64, seed=18)
+    plain = copy.deepcopy(planned)
+    x = torch.randn(4, 2, dtype=F64)
+    y = _planned(planned, x)
+    _plain_forward(plain, x)
+    grad = torch.randn(y.shape, dtype=F64, requires_grad=True) * 2  # (from a graph)
+    assert torch.equal(planned.backward(grad), _plain_backward(plain, grad).detach())
+    planned.backward_parameters(grad)
+    _plain_backward(plain, grad)
+    _assert_same(planned, plain)
+
+
+@pytest.mark.parametrize("planned_inside", [True, False])
+def test_plans_made_inside_inference_mode_train_outside_it_and_the_reverse(
+    planned_inside: bool,
+) -> None:
+    planned = _chain("LTLTL", [2, 5, 5, 3], F32, seed=10)
+    plain = copy.deepcopy(planned)
+    x = torch.randn(6, 2)
+    for step in range(6):
+        inside = (step < 3) == planned_inside
+        with torch.inference_mode(inside):
+            y = planned(x)
+            z = _plain_forward(plain, x)
+            # Made in the mode of the call, as a child's output is.
+            assert y.is_inference() == z.is_inference() == inside
+            assert torch.equal(y, z)
+            grad = torch.ones_like(y)
+            g = planned.backward(grad)
+            assert g.is_inference() == inside
+            assert torch.equal(g, _plain_backward(plain, grad))
+        y.add_(1) if not inside else None  # an output made outside is a normal tensor
+    assert planned._planned is not None
+    _assert_same(planned, plain)
+
+
+def test_a_copy_made_between_forward_and_backward_runs_the_same_backward() -> None:
+    model = _chain("LTLKL", [3, 6, 6, 2], F64, seed=11)
+    x = torch.randn(5, 3, dtype=F64)
+    _planned(model, x)
+    grad = torch.randn(5, 2, dtype=F64)
+    for copied in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert torch.equal(copied.backward(grad), model.backward(grad))
+        _assert_same(copied, model)
+        model.zero_grad()
+        # The copy plans for itself, with buffers of its own.
+        assert torch.equal(_planned(copied, x), model(x))
+        assert copied._planned is not None and copied._planned is not model._planned
+
+
+def test_a_slice_and_its_model_share_children_and_plan_apart() -> None:
+    planned = _chain("LTLTL", [2, 5, 5, 3], F64, seed=12)
+    plain = copy.deepcopy(planned)
+    head, plain_head = planned[:3], plain[:3]
+    x = torch.randn(4, 2, dtype=F64)
+    for _ in range(3):
+        y = planned(x)
+        h = head(x)
+        assert torch.equal(y, _plain_forward(plain, x))
+        assert torch.equal(h, _plain_forward(plain_head, x))
+        # The children now hold the slice's caches: the model's backward runs child by child.
+        assert torch.equal(head.backward(torch.ones_like(h)), _plain_backward(plain_head, h * 0 + 1))
+        assert torch.equal(planned.backward(torch.ones_like(y)), _plain_backward(plain, y * 0 + 1))
+    assert planned._planned is not None and head._planned is not None
+    _assert_same(planned, plain)
+
+
+def test_an_interrupted_planned_forward_refuses_backward(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _chain("LTLTL", [2, 5, 5, 3], F64, seed=13)
+    x = torch.randn(4, 2, dtype=F64)
+    _planned(model, x)
+    original = nn.Tanh._forward
+    calls = []
+
+    def interrupted(self: nn.Tanh, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, input, out)
+
+    monkeypatch.setattr(nn.Tanh, "_forward", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model(x)
+    with pytest.raises(RuntimeError, match=r"stopped at module 3 \(Tanh\) by KeyboardInterrupt"):
+        model.backward(torch.ones(4, 3, dtype=F64))
+    monkeypatch.undo()
+    model(x)  # a forward that succeeds makes backward possible again
+    model.backward(torch.ones(4, 3, dtype=F64))
+
+
+def test_anomaly_detection_checks_a_planned_model() -> None:
+    model = _chain("LTL", [2, 5, 3], F64, seed=14)
+    x = torch.randn(4, 2, dtype=F64)
+    _planned(model, x)
+    bad = x.clone()
+    bad[1, 0] = float("nan")
+    with minidl.detect_anomaly(), pytest.raises(minidl.AnomalyError):
+        model(bad)
+    with minidl.detect_anomaly():
+        model(x)
+        assert model._planned is None
+
+
+def test_only_a_signature_seen_twice_in_a_row_is_planned() -> None:
+    """A shape seen once between others (an epoch's last batch, a validation set) runs child
+    by child and keeps no buffers."""
+    model = _chain("LTL", [2, 5, 3], F32, seed=15)
+    for batch in (10, 4, 10, 7, 10, 4):
+        model(torch.randn(batch, 2))
+    assert len(model._plans) == 0
+    model(torch.randn(10, 2))
+    assert len(model._plans) == 0
+    model(torch.randn(10, 2))  # made after this call
+    assert len(model._plans) == 1 and model._planned is None
+    model(torch.randn(10, 2))  # run
+    assert model._planned is not None
+
+
+def test_chains_with_other_modules_are_not_planned() -> None:
+    class MyTanh(nn.Tanh):
+        pass
+
+    for model in (
+        nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.5), nn.Linear(3, 2)),
+        nn.Sequential(nn.Linear(2, 3), MyTanh(), nn.Linear(3, 2)),
+        nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.Tanh(), nn.Linear(3, 2))),
+        nn.Sequential(),
+    ):
+        assert not model._plannable
