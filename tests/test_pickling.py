@@ -11,7 +11,12 @@ count of parameter replacements means nothing in another process).
 from __future__ import annotations
 
 import copy
+import json
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -234,3 +239,45 @@ def test_nll_loss_pickled_by_a_version_that_kept_the_target_loads_and_gives_its_
     restored = pickle.loads(pickle.dumps(loss))
     assert "_target" not in vars(restored)
     assert torch.equal(restored.backward(), expected)
+
+
+def test_a_sequence_of_schedules_loaded_in_another_process_restarts_from_the_first_ones_rate(
+    tmp_path: Path,
+) -> None:
+    """A SequentialSchedule restarts its schedules from the reference rate of the one built
+    first. Schedules counted their order in the process that built them: a warm-up pickled with
+    its optimizer and loaded in a fresh process (whose count starts again) came after a decay
+    built there on it, and the sequence restarted from the warm-up's first rate, ten times too
+    low. The optimizer counts them now, so the order travels with it."""
+    optim.StepDecay(optim.SGD(nn.Linear(2, 2).parameters(), lr=1.0), step_size=1)  # (built before)
+    optimizer = optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=4, start_factor=0.1)
+    path = tmp_path / "warmup.pickle"
+    path.write_bytes(pickle.dumps((optimizer, warmup)))
+    build = (
+        "decay = optim.CosineAnnealing(optimizer, T_max=10)\n"
+        "sequence = optim.SequentialSchedule(optimizer, [warmup, decay], milestones=[4])\n"
+        "rates = [sequence.base_lr] + [sequence.lr_at(step) for step in range(8)]\n"
+    )
+    script = (
+        "import json, pickle, sys\n"
+        "from minidl import optim\n"
+        "optimizer, warmup = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        f"{build}print(json.dumps(rates))\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH", "")]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    namespace = {"optim": optim, "optimizer": optimizer, "warmup": warmup}
+    exec(build, namespace)  # the same, in the process that built the warm-up
+    expected = namespace["rates"]
+    assert expected[0] == 0.1
+    assert json.loads(result.stdout) == expected

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import secrets
 from collections.abc import Mapping
@@ -15,9 +14,6 @@ from minidl.optim.optimizer import Optimizer
 __all__ = ["LRScheduler", "ScheduleSetting", "check_decay_gamma", "check_interval", "fixed"]
 
 T = TypeVar("T")
-
-#: Numbers the schedules in the order they are built (see LRScheduler.__init__).
-_build_order = itertools.count()
 
 
 def check_interval(where: str, interval: object) -> Literal["epoch", "batch"]:
@@ -137,9 +133,11 @@ class LRScheduler:
         # Whether the constructor has finished (see _change): until then a setting is only
         # stored, and the constructor checks the rest.
         self._ready = False
-        # The order in which the schedules of this process were built (a SequentialSchedule
-        # takes the reference rate of the first).
-        self._built = next(_build_order)
+        # The order in which the schedules of this optimizer were built (a SequentialSchedule
+        # takes the reference rate of the first): counted by the optimizer, so that it holds
+        # for schedules pickled or copied with it, also when loaded in another process.
+        self._order: int = getattr(optimizer, "_schedules_built", 0)
+        optimizer._schedules_built = self._order + 1
         # The schedule built last on an optimizer sets its rate (see _check_scheduling): a
         # token that survives pickling and copying with the optimizer, given to the optimizer
         # with the class's name by _start, once the subclass has accepted its arguments.

@@ -119,6 +119,8 @@ class Optimizer:
         self.step_count = 0
         # (token, class name) of the schedule built last on it (see LRScheduler).
         self._scheduled_by: tuple[int, str] | None = None
+        # The number of schedules built on it (each takes the next: see LRScheduler).
+        self._schedules_built = 0
         self._sizes = [p.numel() for p in self.params]
         numel = sum(self._sizes)
         first = self.params[0].data
@@ -300,7 +302,8 @@ class Optimizer:
         for key in self._hyperparameter_names():  # pickled when they were plain attributes
             if key in state:
                 state["_" + key] = state.pop(key)
-        state.setdefault("_scheduled_by", None)  # (pickled before it existed)
+        state.setdefault("_scheduled_by", None)  # (pickled before they existed)
+        state.setdefault("_schedules_built", 0)
         state.setdefault("_largest", float("inf"))
         for key, value in state.items():  # (not self.__dict__.update: see Module.__setstate__)
             object.__setattr__(self, key, value)

@@ -120,7 +120,13 @@ class SequentialSchedule(LRScheduler):
         self._interval = schedules[0].interval
         # The rate before any of them was built: the reference of the one built first (the
         # later ones were built on the rate it set).
-        first = min(schedules, key=lambda schedule: getattr(schedule, "_built", -1))
+        # (A schedule pickled before the optimizer counted them has no _order: built before
+        # any built since it was loaded; such schedules in the order of the count of the
+        # process that built them, _built.)
+        first = min(
+            schedules,
+            key=lambda schedule: (getattr(schedule, "_order", -1), getattr(schedule, "_built", -1)),
+        )
         self._set_base_lr(first.base_lr)
         self._start()
         # Built: from now on a change of a schedule's settings is checked by this sequence.
