@@ -9,7 +9,9 @@ timeout, with an error that names it.
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -641,3 +643,23 @@ def test_fit_refuses_a_parallel_of_another_model_and_a_summed_loss() -> None:
     ):
         fit(model, summed, optimizer, x, y, parallel=_Unreachable(model), **arguments)
     assert torch.equal(_flat(model), before)
+
+
+def test_a_data_parallel_is_refused_by_pickle_and_deepcopy_in_the_groups_words(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A joined group cannot travel (its store connection and heartbeat belong to this process):
+    pickle and ``copy.deepcopy`` of it, or of a DataParallel holding it, used to fail with
+    "cannot pickle 'torch._C._distributed_c10d.TCPStore' object", naming neither; they name
+    the ProcessGroup and what to copy instead. ``copy.copy`` still shares it."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    with ProcessGroup(Launch(0, 1, 0), timeout=30.0) as group:
+        parallel = DataParallel(mlp((2, 3, 2), "tanh"), group)
+        for copier in (pickle.dumps, copy.deepcopy):
+            for thing in (group, parallel):
+                with pytest.raises(TypeError, match=r"^ProcessGroup cannot be pickled .*\.model"):
+                    copier(thing)
+        shallow = copy.copy(group)
+        assert shallow is not group and shallow._store is group._store
+        assert copy.copy(parallel).group is group

@@ -73,7 +73,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -386,6 +386,21 @@ class ProcessGroup:
         self._stop_beating.set()
         if dist.is_initialized():
             dist.destroy_process_group()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Refused, for pickle and ``copy.deepcopy``: the group is this process's membership
+        (its store connection and heartbeat), which no other object or process can hold."""
+        raise TypeError(
+            "ProcessGroup cannot be pickled or copied with copy.deepcopy: it is this process's "
+            "membership of the joined group; pickle or copy the model (a DataParallel's .model) "
+            "and wrap it in a new DataParallel on the ProcessGroup of the process that uses it"
+        )
+
+    def __copy__(self) -> ProcessGroup:
+        """A shallow copy (``copy.copy``), which shares the membership."""
+        copied = object.__new__(ProcessGroup)
+        copied.__dict__.update(self.__dict__)
+        return copied
 
     def __enter__(self) -> ProcessGroup:
         return self
