@@ -483,3 +483,160 @@ def test_meta_models_convert_both_ways() -> None:
     assert repr(back) == repr(model)
     assert all(p.data.device.type == "meta" for p in back.parameters())
     assert [p.data.shape for p in back.parameters()] == [p.data.shape for p in model.parameters()]
+
+
+def _hooked(kind: str) -> torch.nn.Module:
+    """A Linear(3, 3) with one hook of ``kind``, each of which changes what it computes."""
+    layer = torch.nn.Linear(3, 3)
+    if kind == "forward":
+        layer.register_forward_hook(lambda module, inputs, output: 2 * output)
+    elif kind == "forward-pre":
+        layer.register_forward_pre_hook(lambda module, inputs: (3 * inputs[0],))
+    elif kind == "backward":
+        layer.register_full_backward_hook(lambda module, grad_in, grad_out: (0 * grad_in[0],))
+    elif kind == "backward-pre":
+        layer.register_full_backward_pre_hook(lambda module, grad_out: (0 * grad_out[0],))
+    else:  # the old weight_norm: a forward pre-hook computes weight from weight_g and weight_v
+        with pytest.warns(FutureWarning):
+            torch.nn.utils.weight_norm(layer)
+    return layer
+
+
+@pytest.mark.parametrize(
+    ("kind", "fragment"),
+    [
+        ("forward", "a forward hook, _hooked.<locals>.<lambda>,"),
+        ("forward-pre", "a forward pre-hook, _hooked.<locals>.<lambda>,"),
+        ("backward", "a backward hook, _hooked.<locals>.<lambda>,"),
+        ("backward-pre", "a backward pre-hook, _hooked.<locals>.<lambda>,"),
+        ("weight-norm", "a forward pre-hook, WeightNorm,"),
+    ],
+)
+def test_torch_modules_with_hooks_are_refused(kind: str, fragment: str) -> None:
+    """minidl's modules have no hooks: a hooked torch module used to convert without its hook,
+    into a model with other outputs (a forward hook doubling them, the old weight_norm's
+    weight) or other gradients, without a word."""
+    model = torch.nn.Sequential(torch.nn.Tanh(), torch.nn.Sequential(_hooked(kind)))
+    with pytest.raises(ConversionError) as info:
+        from_torch(model)
+    message = str(info.value)
+    assert message.startswith(
+        "from_torch: cannot convert the layer at '1.0' of type torch.nn.modules.linear.Linear "
+        f"(it has {fragment} which minidl cannot carry"
+    ), message
+    outer = torch.nn.Sequential(torch.nn.Linear(3, 3))
+    handle = outer.register_forward_hook(lambda module, inputs, output: output + 1)
+    with pytest.raises(
+        ConversionError,
+        match=r"^from_torch: cannot convert the model itself, of type .*Sequential \(it has a "
+        r"forward hook",
+    ):
+        from_torch(outer)
+    handle.remove()
+    assert isinstance(from_torch(outer), nn.Sequential)
+
+
+def test_parametrized_torch_layers_are_refused_with_a_way_out() -> None:
+    layer = torch.nn.utils.parametrizations.orthogonal(torch.nn.Linear(3, 3))
+    model = torch.nn.Sequential(torch.nn.Tanh(), layer)
+    with pytest.raises(
+        ConversionError,
+        match=r"^from_torch: cannot convert the layer at '1' of type .*ParametrizedLinear \(a "
+        r"parametrized layer: torch\.nn\.utils\.parametrize\.remove_parametrizations\(layer, "
+        r"name\) first",
+    ):
+        from_torch(model)
+    x = torch.randn(4, 3)
+    expected = model(x).detach()
+    torch.nn.utils.parametrize.remove_parametrizations(layer, "weight")
+    torch.testing.assert_close(from_torch(model)(x), expected, rtol=0, atol=0)
+
+
+def _with_tensor(module: torch.nn.Module, kind: str, name: str) -> torch.nn.Module:
+    if kind == "parameter":
+        module.register_parameter(name, torch.nn.Parameter(torch.ones(3)))
+    else:
+        module.register_buffer(name, torch.ones(3), persistent=kind == "buffer")
+    return module
+
+
+@pytest.mark.parametrize("kind", ["parameter", "buffer", "non-persistent buffer"])
+def test_tensors_that_the_other_side_has_not_are_refused(kind: str) -> None:
+    """A parameter or buffer registered by hand on a layer (or on a Sequential) has no place in
+    the converted layer: it used to be dropped without a word, so that the round trip lost it
+    and the state dicts of the two models no longer matched."""
+    cases = [
+        (_with_tensor(torch.nn.Linear(3, 3), kind, "mask"), "the model itself,", "linear.Linear"),
+        (
+            _with_tensor(torch.nn.BatchNorm1d(3), kind, "mask"),
+            "the model itself,",
+            "batchnorm.BatchNorm1d",
+        ),
+        (
+            torch.nn.Sequential(
+                torch.nn.Linear(3, 3), _with_tensor(torch.nn.Sequential(), kind, "mask")
+            ),
+            "the layer at '1'",
+            "container.Sequential",
+        ),
+    ]
+    for model, where, name in cases:
+        with pytest.raises(ConversionError) as info:
+            from_torch(model)
+        assert str(info.value) == (
+            f"from_torch: cannot convert {where} of type torch.nn.modules.{name} (parameters or "
+            f"buffers that minidl's {name.split('.')[1]} has not: ['mask'])"
+        )
+    linear = nn.Linear(3, 3)
+    if kind == "parameter":
+        linear.register_parameter("scale", nn.Parameter(torch.ones(3)))
+    else:
+        linear.register_buffer("scale", torch.ones(3))
+    tanh = nn.Tanh()
+    tanh.register_buffer("scale", torch.ones(3))
+    for model, where, name in [
+        (linear, "the model itself,", "linear.Linear"),
+        (nn.Sequential(nn.Linear(3, 3), tanh), "the layer at '1'", "tanh.Tanh"),
+    ]:
+        with pytest.raises(ConversionError) as info:
+            to_torch(model)
+        assert str(info.value) == (
+            f"to_torch: cannot convert {where} of type minidl.nn.{name} (parameters or buffers "
+            f"that torch.nn's {name.split('.')[1]} has not: ['scale'])"
+        )
+
+
+def test_a_layer_whose_tensors_differ_in_dtype_or_device_is_refused() -> None:
+    """A layer converts into one dtype and one device: a bias in another dtype used to be cast
+    without a word (its dtype lost in the round trip), a bias on the meta device to raise
+    NotImplementedError from inside the copy, naming no layer."""
+    mixed = torch.nn.Linear(3, 3)
+    mixed.bias = torch.nn.Parameter(torch.zeros(3, dtype=F64))
+    with pytest.raises(
+        ConversionError,
+        match=r"^from_torch: cannot convert the layer at '1' of type .*Linear \(its tensors have "
+        r"different dtypes: weight torch\.float32, bias torch\.float64; expected one\)$",
+    ):
+        from_torch(torch.nn.Sequential(torch.nn.Tanh(), mixed))
+    norm = torch.nn.BatchNorm1d(3)
+    norm.register_buffer("running_var", torch.ones(3, dtype=F64))
+    with pytest.raises(ConversionError, match=r"different dtypes: .*running_var torch\.float64"):
+        from_torch(norm)
+    meta = torch.nn.Linear(3, 3)
+    meta.bias = torch.nn.Parameter(torch.zeros(3, device="meta"))
+    with pytest.raises(
+        ConversionError,
+        match=r"^from_torch: cannot convert the model itself, of type .*Linear \(its tensors "
+        r"have different devices: weight cpu, bias meta; expected one\)$",
+    ):
+        from_torch(meta)
+    linear = nn.Linear(3, 3)
+    assert linear.bias is not None
+    linear.bias.data = torch.zeros(3, dtype=F64)
+    with pytest.raises(
+        ConversionError,
+        match=r"^to_torch: cannot convert the layer at '0' of type minidl\.nn\.linear\.Linear "
+        r"\(its tensors have different dtypes: weight torch\.float32, bias torch\.float64; "
+        r"expected one\)$",
+    ):
+        to_torch(nn.Sequential(linear))

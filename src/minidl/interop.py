@@ -41,12 +41,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 from torch import nn as tnn
+from torch.nn.utils import parametrize
 
 from minidl import nn
 from minidl.nn.module import Module
@@ -99,10 +100,45 @@ def _building(where: str, path: str, kind: type) -> Iterator[None]:
     except ConversionError:
         raise
     except (ValueError, TypeError) as error:
-        raise ConversionError(
-            f"{where}: cannot convert {_path_name(path)} of type "
-            f"{kind.__module__}.{kind.__qualname__} ({error})"
-        ) from error
+        raise _refused(where, path, kind, str(error)) from error
+
+
+def _refused(where: str, path: str, kind: type, why: str) -> ConversionError:
+    """``"from_torch: cannot convert the layer at '0' of type torch.nn...Linear (why)"``."""
+    return ConversionError(
+        f"{where}: cannot convert {_path_name(path)} of type "
+        f"{kind.__module__}.{kind.__qualname__} ({why})"
+    )
+
+
+def _check_tensors(where: str, path: str, kind: type, tensors: dict[str, Tensor]) -> None:
+    """Refuse a layer whose own parameters and buffers (``tensors``) are not of one floating
+    dtype and one device (a bias assigned in another dtype, say): the converted layer holds
+    them in one, so the copy would cast them, or fail half-way (out of a meta tensor)."""
+    dtypes = {name: tensor.dtype for name, tensor in tensors.items() if tensor.is_floating_point()}
+    devices = {name: tensor.device for name, tensor in tensors.items()}
+    for what, found in (("dtypes", dtypes), ("devices", devices)):
+        if len(set(found.values())) > 1:
+            listed = ", ".join(f"{name} {value}" for name, value in found.items())
+            raise _refused(
+                where, path, kind, f"its tensors have different {what}: {listed}; expected one"
+            )
+
+
+def _check_carried(
+    where: str, path: str, kind: type, names: Iterable[str], carried: set[str], other: str
+) -> None:
+    """Refuse a layer with parameters or buffers (``names``) that its converted counterpart
+    has not (``carried``): a tensor registered by hand would be dropped without a word, and
+    the state dicts of the two models would no longer match."""
+    dropped = [name for name in names if name not in carried]
+    if dropped:
+        raise _refused(
+            where,
+            path,
+            kind,
+            f"parameters or buffers that {other}'s {kind.__qualname__} has not: {dropped}",
+        )
 
 
 def to_torch(model: Module) -> tnn.Module:
@@ -116,8 +152,9 @@ def to_torch(model: Module) -> tnn.Module:
         A new ``torch.nn.Module`` with the same dtype, device, training mode and outputs.
 
     Raises:
-        ConversionError: a layer has no ``torch.nn`` counterpart; the message gives its path
-            (e.g. ``'2.block.0'``) and type.
+        ConversionError: a layer has no ``torch.nn`` counterpart, parameters or buffers that
+            its counterpart has not (registered by hand), or tensors of several dtypes or
+            devices; the message gives its path (e.g. ``'2.block.0'``) and type.
         TypeError: ``model`` is not a minidl :class:`~minidl.nn.Module`.
     """
     if not isinstance(model, Module):
@@ -133,8 +170,14 @@ def to_torch(model: Module) -> tnn.Module:
 def _to_torch(module: Module, path: str) -> tnn.Module:
     kind = type(module)
     # A constructor that refuses a setting names the layer (its children are named at theirs).
+    own = {name: parameter.data for name, parameter in module._parameters.items()}
+    own.update(module._buffers)
+    _check_tensors("to_torch", path, kind, own)
     with _building("to_torch", path, kind):
         result = _torch_layer(module, path)
+    carried = {name for name, _ in result.named_parameters(recurse=False)}
+    carried.update(name for name, _ in result.named_buffers(recurse=False))
+    _check_carried("to_torch", path, kind, own, carried, "torch.nn")
     # This module's mode only: its children keep theirs (e.g. a batch norm frozen in evaluation
     # mode inside a model that trains), which a recursive train() would overwrite.
     result.training = module.training
@@ -232,8 +275,12 @@ def from_torch(model: tnn.Module) -> Module:
         outputs.
 
     Raises:
-        ConversionError: a layer has no minidl counterpart (or uses an unsupported option); the
-            message gives its path (e.g. ``'1.0'``) and type.
+        ConversionError: a layer has no minidl counterpart (or uses an unsupported option),
+            has hooks (forward, forward pre-, backward or backward pre-hooks, which may change
+            what it computes; the old ``torch.nn.utils.weight_norm`` is one) or
+            parametrizations, parameters or buffers that its counterpart has not (registered
+            by hand), or tensors of several dtypes or devices; the message gives its path
+            (e.g. ``'1.0'``) and type.
         TypeError: ``model`` is not a ``torch.nn.Module``.
     """
     if not isinstance(model, tnn.Module):
@@ -300,12 +347,41 @@ def _from_torch(module: tnn.Module, path: str, trained: dict[int, str]) -> Modul
                 "its own forward's cache for its backward)"
             )
         trained[id(module)] = path
+    _check_no_hooks(module, path)
+    own: dict[str, Tensor] = {
+        name: tensor for name, tensor in module._parameters.items() if tensor is not None
+    }
+    own.update((name, tensor) for name, tensor in module._buffers.items() if tensor is not None)
+    _check_tensors("from_torch", path, kind, own)
     # A constructor that refuses a setting (torch.nn.LeakyReLU(-0.5): minidl's slope is >= 0)
     # names the layer (its children are named at theirs).
     with _building("from_torch", path, kind):
         result = _minidl_layer(module, path, trained)
+    _check_carried("from_torch", path, kind, own, {*result._parameters, *result._buffers}, "minidl")
     result.training = module.training  # this module's mode only, as in _to_torch
     return result
+
+
+def _check_no_hooks(module: tnn.Module, path: str) -> None:
+    """Refuse a module with hooks: they may change its input, output or gradients (the hook
+    of ``torch.nn.utils.weight_norm`` computes the weight), and minidl's modules have none, so
+    the converted model would compute something else."""
+    registries = (
+        ("forward pre-hook", module._forward_pre_hooks),
+        ("forward hook", module._forward_hooks),
+        ("backward pre-hook", module._backward_pre_hooks),
+        ("backward hook", module._backward_hooks),
+    )
+    for what, hooks in registries:
+        for hook in hooks.values():
+            name = getattr(hook, "__qualname__", type(hook).__qualname__)
+            raise _refused(
+                "from_torch",
+                path,
+                type(module),
+                f"it has a {what}, {name}, which minidl cannot carry and which may change what "
+                "it computes; remove it (the handle that registered it has remove()) first",
+            )
 
 
 def _minidl_layer(module: tnn.Module, path: str, trained: dict[int, str]) -> Module:
@@ -386,6 +462,13 @@ def _minidl_layer(module: tnn.Module, path: str, trained: dict[int, str]) -> Mod
         result = nn.Softmax(dim=1) if kind is tnn.Softmax else nn.LogSoftmax(dim=1)
     elif kind in _SIMPLE_FROM_TORCH:
         result = _SIMPLE_FROM_TORCH[kind]()
+    elif parametrize.is_parametrized(module):
+        raise _unsupported(
+            path,
+            module,
+            "a parametrized layer: torch.nn.utils.parametrize.remove_parametrizations(layer, "
+            "name) first, which keeps the values it computes",
+        )
     else:
         raise _unsupported(path, module)
     return result
