@@ -640,3 +640,41 @@ def test_a_layer_whose_tensors_differ_in_dtype_or_device_is_refused() -> None:
         r"expected one\)$",
     ):
         to_torch(nn.Sequential(linear))
+
+
+def test_a_tensor_whose_shape_the_layer_sizes_do_not_give_is_refused() -> None:
+    """A weight, bias or statistic assigned by hand in a shape the layer's sizes do not give
+    used to fail inside the copy with the tensor library's RuntimeError, naming no layer, or,
+    for a bias or running variance of shape (1,), to be broadcast without a word (the round
+    trip then changed the state dict's shapes)."""
+    wide = torch.nn.Linear(3, 4)
+    wide.weight = torch.nn.Parameter(torch.randn(5, 3))
+    short = torch.nn.Linear(3, 4)
+    short.bias = torch.nn.Parameter(torch.randn(1))  # torch broadcasts it in its forward
+    norm = torch.nn.BatchNorm1d(3)
+    norm.register_buffer("running_var", torch.ones(1))
+    counter = torch.nn.BatchNorm1d(3)
+    counter.register_buffer("num_batches_tracked", torch.tensor([7]))
+    for model, path, kind, fragment in [
+        (torch.nn.Sequential(torch.nn.Tanh(), wide), "the layer at '1'", "linear.Linear",
+         "its weight has shape (5, 3), where its sizes give (4, 3)"),
+        (short, "the model itself,", "linear.Linear", "its bias has shape (1,), where its sizes "
+         "give (4,)"),
+        (norm, "the model itself,", "batchnorm.BatchNorm1d", "its running_var has shape (1,), "
+         "where its sizes give (3,)"),
+        (counter, "the model itself,", "batchnorm.BatchNorm1d", "its num_batches_tracked has "
+         "shape (1,), where its sizes give ()"),
+    ]:  # fmt: skip
+        with pytest.raises(ConversionError) as info:
+            from_torch(model)
+        assert str(info.value) == (
+            f"from_torch: cannot convert {path} of type torch.nn.modules.{kind} ({fragment})"
+        )
+    linear = nn.Linear(3, 4)
+    linear.weight.data = torch.randn(5, 3)
+    with pytest.raises(
+        ConversionError,
+        match=r"^to_torch: cannot convert the layer at '1' of type minidl\.nn\.linear\.Linear "
+        r"\(its weight has shape \(5, 3\), where its sizes give \(4, 3\)\)$",
+    ):
+        to_torch(nn.Sequential(nn.Tanh(), linear))

@@ -85,7 +85,15 @@ def _path_name(path: str) -> str:
     return f"the layer at {path!r}" if path else "the model itself,"
 
 
-def _copy_parameter(target: Tensor, source: Tensor) -> None:
+def _copy_parameter(name: str, target: Tensor, source: Tensor) -> None:
+    """Copy ``source`` into ``target``, the converted layer's tensor ``name``; refused (a
+    ``ValueError``, which :func:`_building` names) where the shapes differ: a tensor assigned
+    by hand that the layer's sizes do not give (a bias of shape ``(1,)``, which would broadcast)."""
+    if source.shape != target.shape:
+        raise ValueError(
+            f"its {name} has shape {tuple(source.shape)}, where its sizes give "
+            f"{tuple(target.shape)}"
+        )
     with torch.no_grad():
         target.copy_(source.detach())
 
@@ -153,8 +161,9 @@ def to_torch(model: Module) -> tnn.Module:
 
     Raises:
         ConversionError: a layer has no ``torch.nn`` counterpart, parameters or buffers that
-            its counterpart has not (registered by hand), or tensors of several dtypes or
-            devices; the message gives its path (e.g. ``'2.block.0'``) and type.
+            its counterpart has not (registered by hand), tensors of several dtypes or devices,
+            or a tensor of a shape its sizes do not give; the message gives its path (e.g.
+            ``'2.block.0'``) and type.
         TypeError: ``model`` is not a minidl :class:`~minidl.nn.Module`.
     """
     if not isinstance(model, Module):
@@ -208,9 +217,9 @@ def _torch_layer(module: Module, path: str) -> tnn.Module:
             dtype=weight.dtype,
             device="meta",
         ).to_empty(device=weight.device)
-        _copy_parameter(linear.weight, weight)
+        _copy_parameter("weight", linear.weight, weight)
         if module.bias is not None:
-            _copy_parameter(linear.bias, module.bias.data)
+            _copy_parameter("bias", linear.bias, module.bias.data)
         result = linear
     elif kind is nn.BatchNorm1d:
         assert isinstance(module, nn.BatchNorm1d)
@@ -225,10 +234,10 @@ def _torch_layer(module: Module, path: str) -> tnn.Module:
             device="meta",
         ).to_empty(device=mean.device)
         if module.weight is not None and module.bias is not None:
-            _copy_parameter(norm.weight, module.weight.data)
-            _copy_parameter(norm.bias, module.bias.data)
+            _copy_parameter("weight", norm.weight, module.weight.data)
+            _copy_parameter("bias", norm.bias, module.bias.data)
         for name, buffer in module.named_buffers():
-            _copy_parameter(getattr(norm, name), buffer)
+            _copy_parameter(name, getattr(norm, name), buffer)
         result = norm
     elif kind is nn.Residual:
         assert isinstance(module, nn.Residual)
@@ -279,8 +288,8 @@ def from_torch(model: tnn.Module) -> Module:
             has hooks (forward, forward pre-, backward or backward pre-hooks, which may change
             what it computes; the old ``torch.nn.utils.weight_norm`` is one) or
             parametrizations, parameters or buffers that its counterpart has not (registered
-            by hand), or tensors of several dtypes or devices; the message gives its path
-            (e.g. ``'1.0'``) and type.
+            by hand), tensors of several dtypes or devices, or a tensor of a shape its sizes
+            do not give; the message gives its path (e.g. ``'1.0'``) and type.
         TypeError: ``model`` is not a ``torch.nn.Module``.
     """
     if not isinstance(model, tnn.Module):
@@ -413,9 +422,9 @@ def _minidl_layer(module: tnn.Module, path: str, trained: dict[int, str]) -> Mod
             device=weight.device,
             generator=scratch,
         )
-        _copy_parameter(linear.weight.data, weight)
+        _copy_parameter("weight", linear.weight.data, weight)
         if module.bias is not None and linear.bias is not None:
-            _copy_parameter(linear.bias.data, module.bias)
+            _copy_parameter("bias", linear.bias.data, module.bias)
         result = linear
     elif kind is tnn.BatchNorm1d:
         assert isinstance(module, tnn.BatchNorm1d)
@@ -435,11 +444,11 @@ def _minidl_layer(module: tnn.Module, path: str, trained: dict[int, str]) -> Mod
             device=running_mean.device,
         )
         if norm.weight is not None and norm.bias is not None:
-            _copy_parameter(norm.weight.data, module.weight)
-            _copy_parameter(norm.bias.data, module.bias)
-        norm.running_mean.copy_(running_mean)
-        norm.running_var.copy_(running_var)
-        norm.num_batches_tracked.copy_(module.num_batches_tracked)
+            _copy_parameter("weight", norm.weight.data, module.weight)
+            _copy_parameter("bias", norm.bias.data, module.bias)
+        _copy_parameter("running_mean", norm.running_mean, running_mean)
+        _copy_parameter("running_var", norm.running_var, running_var)
+        _copy_parameter("num_batches_tracked", norm.num_batches_tracked, module.num_batches_tracked)
         result = norm
     elif kind is TorchResidual:
         assert isinstance(module, TorchResidual)
