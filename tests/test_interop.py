@@ -678,3 +678,31 @@ def test_a_tensor_whose_shape_the_layer_sizes_do_not_give_is_refused() -> None:
         r"\(its weight has shape \(5, 3\), where its sizes give \(4, 3\)\)$",
     ):
         to_torch(nn.Sequential(nn.Tanh(), linear))
+
+
+def test_a_slice_keeps_its_names_in_torch() -> None:
+    """A slice of a Sequential keeps its model's names ('2', '3', ...), in minidl as in
+    torch.nn; to_torch numbered the twin's children from 0, so that the two state dicts had
+    other keys (neither loaded the other's) and the ties, found by name, raised an
+    AttributeError (or tied the wrong layers)."""
+    torch.manual_seed(0)
+    first, second = nn.Linear(3, 3, dtype=F64), nn.Linear(3, 3, dtype=F64)
+    second.register_parameter("weight", first.weight)
+    model = nn.Sequential(
+        nn.Linear(3, 3, dtype=F64), first, nn.Tanh(), second, nn.Linear(3, 2, dtype=F64)
+    )
+    part = model[1:5]
+    twin = to_torch(part)
+    assert isinstance(twin, torch.nn.Sequential)
+    assert [name for name, _ in twin.named_children()] == ["1", "2", "3", "4"]
+    assert twin.get_submodule("3").weight is twin.get_submodule("1").weight
+    assert list(twin.state_dict()) == ["1.weight", "1.bias", "3.weight", "3.bias", "4.weight",
+                                       "4.bias"]  # fmt: skip
+    for name, value in part.state_dict().items():
+        assert torch.equal(twin.state_dict()[name], value), name
+    twin.load_state_dict(part.state_dict(), strict=False)  # ('3.weight' is given once, as '1.')
+    part.load_state_dict(twin.state_dict())
+    x = torch.randn(4, 3, dtype=F64)
+    with torch.no_grad():
+        assert torch.equal(part(x), twin(x))
+    assert [name for name, _ in to_torch(model[::2]).named_children()] == ["0", "2", "4"]

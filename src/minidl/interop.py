@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -198,11 +199,12 @@ def _torch_layer(module: Module, path: str) -> tnn.Module:
     kind = type(module)
     result: tnn.Module
     if kind is nn.Sequential:
-        assert isinstance(module, nn.Sequential)
+        # Under their names: a slice of a Sequential keeps its model's ('2', '3', ...), as in
+        # torch.nn, so that the state dicts' keys (and the ties, found by name) are the same.
         result = tnn.Sequential(
-            *(
-                _to_torch(child, f"{path}.{index}" if path else str(index))
-                for index, child in enumerate(module)
+            OrderedDict(
+                (name, _to_torch(child, f"{path}.{name}" if path else name))
+                for name, child in module.named_children()
             )
         )
     elif kind is nn.Linear:
