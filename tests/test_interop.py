@@ -706,3 +706,34 @@ def test_a_slice_keeps_its_names_in_torch() -> None:
     with torch.no_grad():
         assert torch.equal(part(x), twin(x))
     assert [name for name, _ in to_torch(model[::2]).named_children()] == ["0", "2", "4"]
+
+
+def test_tied_weights_of_named_torch_children_stay_tied() -> None:
+    """from_torch numbers a Sequential's children, so its names are not the torch model's when
+    those are named ('fc', 'out') or a slice's ('1', '3'): the ties, found by the torch names
+    in the minidl model, raised a bare KeyError ('inner.fc2')."""
+    from collections import OrderedDict
+
+    torch.manual_seed(0)
+    first, second = torch.nn.Linear(3, 3, dtype=F64), torch.nn.Linear(3, 3, dtype=F64)
+    second.weight = first.weight
+    named = torch.nn.Sequential(
+        OrderedDict(
+            fc=first,
+            act=torch.nn.Tanh(),
+            inner=torch.nn.Sequential(OrderedDict(fc2=second)),
+            out=torch.nn.Linear(3, 2, dtype=F64),
+        )
+    )
+    whole = torch.nn.Sequential(torch.nn.Linear(3, 3, dtype=F64), *named)
+    for original in (named, whole[1:]):
+        model = from_torch(original)
+        assert isinstance(model, nn.Sequential)
+        inner = model[2]
+        assert isinstance(inner, nn.Sequential)
+        assert inner[0].weight is model[0].weight  # type: ignore[union-attr]
+        assert model.num_parameters() == sum(p.numel() for p in original.parameters()) == 23
+        assert flat_buffer([p.data for p in model.parameters()]) is not None
+        x = torch.randn(4, 3, dtype=F64)
+        with torch.no_grad():
+            assert torch.equal(model(x), original(x))

@@ -296,8 +296,9 @@ def from_torch(model: tnn.Module) -> Module:
     """
     if not isinstance(model, tnn.Module):
         raise TypeError(f"from_torch: expected a torch.nn.Module, got {type(model).__name__}")
-    result = _from_torch(model, "", {})
-    _tie_minidl(model, result)
+    converted: dict[str, Module] = {}
+    result = _from_torch(model, "", {}, converted)
+    _tie_minidl(model, result, converted)
     return result
 
 
@@ -319,15 +320,17 @@ def _tie_torch(model: Module, twin: tnn.Module) -> None:
         setattr(twin.get_submodule(owner), leaf, twin.get_parameter(first))
 
 
-def _tie_minidl(model: tnn.Module, result: Module) -> None:
+def _tie_minidl(model: tnn.Module, result: Module, converted: dict[str, Module]) -> None:
     """Tie in ``result`` the parameters tied in ``model``, then make a ``Sequential``'s
-    parameters one flat buffer again (the tied copies left holes in it)."""
-    modules = dict(result.named_modules(remove_duplicate=False))
-    parameters = dict(result.named_parameters(remove_duplicate=False))
+    parameters one flat buffer again (the tied copies left holes in it). ``converted`` maps
+    the path of each module of ``model`` to its conversion: the names of ``result`` are
+    others where ``model`` names its children (``'fc'``) or is a slice (``'2'``, ...)."""
     tied = False
     for name, first in _ties(model.named_parameters(remove_duplicate=False)):
         owner, _, leaf = name.rpartition(".")
-        modules[owner].register_parameter(leaf, parameters[first])
+        first_owner, _, first_leaf = first.rpartition(".")
+        parameter = converted[first_owner]._parameters[first_leaf]
+        converted[owner].register_parameter(leaf, parameter)
         tied = True
     if tied and isinstance(result, nn.Sequential):
         result._flatten()
@@ -343,9 +346,12 @@ def _unsupported(path: str, module: tnn.Module, why: str = "") -> ConversionErro
     )
 
 
-def _from_torch(module: tnn.Module, path: str, trained: dict[int, str]) -> Module:
+def _from_torch(
+    module: tnn.Module, path: str, trained: dict[int, str], converted: dict[str, Module]
+) -> Module:
     """``module`` converted; ``trained`` maps the modules with parameters converted so far to
-    their paths (a torch model may use one module at several places, which minidl cannot)."""
+    their paths (a torch model may use one module at several places, which minidl cannot), and
+    ``converted`` maps the path of each module converted to its conversion."""
     kind = type(module)
     # With parameters or buffers (BatchNorm1d(affine=False)'s running statistics): two
     # converted copies would train or track apart.
@@ -367,9 +373,10 @@ def _from_torch(module: tnn.Module, path: str, trained: dict[int, str]) -> Modul
     # A constructor that refuses a setting (torch.nn.LeakyReLU(-0.5): minidl's slope is >= 0)
     # names the layer (its children are named at theirs).
     with _building("from_torch", path, kind):
-        result = _minidl_layer(module, path, trained)
+        result = _minidl_layer(module, path, trained, converted)
     _check_carried("from_torch", path, kind, own, {*result._parameters, *result._buffers}, "minidl")
     result.training = module.training  # this module's mode only, as in _to_torch
+    converted[path] = result
     return result
 
 
@@ -395,7 +402,9 @@ def _check_no_hooks(module: tnn.Module, path: str) -> None:
             )
 
 
-def _minidl_layer(module: tnn.Module, path: str, trained: dict[int, str]) -> Module:
+def _minidl_layer(
+    module: tnn.Module, path: str, trained: dict[int, str], converted: dict[str, Module]
+) -> Module:
     """``module`` as a minidl module, its children converted by :func:`_from_torch`."""
     kind = type(module)
     scratch: torch.Generator | None = torch.Generator().manual_seed(_SCRATCH_SEED)
@@ -404,7 +413,7 @@ def _minidl_layer(module: tnn.Module, path: str, trained: dict[int, str]) -> Mod
         # Every place, as torch's forward runs them: named_children() would skip a module
         # used twice (an activation object reused is common); each place gets its own.
         children = [
-            _from_torch(child, f"{path}.{name}" if path else name, trained)
+            _from_torch(child, f"{path}.{name}" if path else name, trained, converted)
             for name, child in module._modules.items()
             if child is not None
         ]
@@ -455,7 +464,7 @@ def _minidl_layer(module: tnn.Module, path: str, trained: dict[int, str]) -> Mod
     elif kind is TorchResidual:
         assert isinstance(module, TorchResidual)
         result = nn.Residual(
-            _from_torch(module.block, f"{path}.block" if path else "block", trained)
+            _from_torch(module.block, f"{path}.block" if path else "block", trained, converted)
         )
     elif kind is tnn.LeakyReLU:
         assert isinstance(module, tnn.LeakyReLU)
