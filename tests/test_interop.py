@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 import torch
 from torch import Tensor
+from torch.nn.utils import prune
 
 from minidl import nn
 from minidl.interop import ConversionError, TorchResidual, from_torch, to_torch
@@ -496,6 +497,8 @@ def _hooked(kind: str) -> torch.nn.Module:
         layer.register_full_backward_hook(lambda module, grad_in, grad_out: (0 * grad_in[0],))
     elif kind == "backward-pre":
         layer.register_full_backward_pre_hook(lambda module, grad_out: (0 * grad_out[0],))
+    elif kind == "prune":  # a forward pre-hook computes weight from weight_orig and a mask
+        prune.l1_unstructured(layer, "weight", 0.5)
     else:  # the old weight_norm: a forward pre-hook computes weight from weight_g and weight_v
         with pytest.warns(FutureWarning):
             torch.nn.utils.weight_norm(layer)
@@ -510,6 +513,7 @@ def _hooked(kind: str) -> torch.nn.Module:
         ("backward", "a backward hook, _hooked.<locals>.<lambda>,"),
         ("backward-pre", "a backward pre-hook, _hooked.<locals>.<lambda>,"),
         ("weight-norm", "a forward pre-hook, WeightNorm,"),
+        ("prune", "a forward pre-hook, L1Unstructured,"),
     ],
 )
 def test_torch_modules_with_hooks_are_refused(kind: str, fragment: str) -> None:
@@ -524,6 +528,11 @@ def test_torch_modules_with_hooks_are_refused(kind: str, fragment: str) -> None:
         "from_torch: cannot convert the layer at '1.0' of type torch.nn.modules.linear.Linear "
         f"(it has {fragment} which minidl cannot carry"
     ), message
+    way_out = {
+        "weight-norm": "torch.nn.utils.remove_weight_norm(layer)",
+        "prune": "torch.nn.utils.prune.remove(layer, name)",
+    }.get(kind, "the handle that registered it has remove()")
+    assert message.endswith(f"; remove it ({way_out}) first)"), message
     outer = torch.nn.Sequential(torch.nn.Linear(3, 3))
     handle = outer.register_forward_hook(lambda module, inputs, output: output + 1)
     with pytest.raises(

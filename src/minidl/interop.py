@@ -393,13 +393,30 @@ def _check_no_hooks(module: tnn.Module, path: str) -> None:
     for what, hooks in registries:
         for hook in hooks.values():
             name = getattr(hook, "__qualname__", type(hook).__qualname__)
+            # Those of torch.nn.utils have their own remover, which keeps the values computed.
+            way_out = next(
+                (
+                    remover
+                    for kind, remover in _HOOK_REMOVERS.items()
+                    if any(base.__qualname__ == kind for base in type(hook).__mro__)
+                ),
+                "the handle that registered it has remove()",
+            )
             raise _refused(
                 "from_torch",
                 path,
                 type(module),
                 f"it has a {what}, {name}, which minidl cannot carry and which may change what "
-                "it computes; remove it (the handle that registered it has remove()) first",
+                f"it computes; remove it ({way_out}) first",
             )
+
+
+#: The hooks that torch.nn.utils registers, by class, and what removes each of them.
+_HOOK_REMOVERS = {
+    "WeightNorm": "torch.nn.utils.remove_weight_norm(layer)",
+    "SpectralNorm": "torch.nn.utils.remove_spectral_norm(layer)",
+    "BasePruningMethod": "torch.nn.utils.prune.remove(layer, name)",
+}
 
 
 def _minidl_layer(
