@@ -19,14 +19,14 @@ F64 = torch.float64
 TOL = 1e-12
 
 
-def _close(actual: Tensor, expected: Tensor, what: str) -> None:
+def _close(actual: Tensor, expected: Tensor, what: str, tol: float = TOL) -> None:
     expected = expected.detach()
     assert actual.shape == expected.shape, what
     # Relative to max(|expected|, 1): a gradient that is exactly zero in exact arithmetic (the
     # bias before a batch norm) is rounding noise in both frameworks.
     scale = max(float(expected.abs().max()), 1.0)
     error = float((actual - expected).abs().max()) / scale
-    assert error <= TOL, f"{what}: error {error:.3g}"
+    assert error <= tol, f"{what}: error {error:.3g}"
 
 
 def _minidl_model(dtype: torch.dtype = F64) -> nn.Sequential:
@@ -746,3 +746,123 @@ def test_tied_weights_of_named_torch_children_stay_tied() -> None:
         x = torch.randn(4, 3, dtype=F64)
         with torch.no_grad():
             assert torch.equal(model(x), original(x))
+
+
+def _every_layer(width: int, bias: bool, dtype: torch.dtype, batch_norm: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Linear(3, width, bias=bias, dtype=dtype)]
+    if batch_norm:
+        layers.append(nn.BatchNorm1d(width, momentum=0.3, affine=bias, dtype=dtype))
+    layers += [
+        nn.ELU(0.6),
+        nn.Residual(nn.Sequential(nn.Linear(width, width, bias=bias, dtype=dtype), nn.SELU())),
+        nn.LeakyReLU(1.5),
+        nn.Sequential(nn.Dropout(0.4), nn.Identity(), nn.Sigmoid()),
+        nn.Linear(width, 2, bias=bias, dtype=dtype),
+        nn.Tanh(),
+        nn.ReLU(),
+        nn.Softmax(1),
+        nn.LogSoftmax(1),
+    ]
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("direction", ["to_torch", "from_torch"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_random_shapes_and_batches_of_one(direction: str, bias: bool, dtype: torch.dtype) -> None:
+    """Every convertible layer, in both dtypes, with and without biases, in both modes, on
+    widths 1 to 6 and batches of 1 (evaluation mode, as batch norm's training needs 2) to 7:
+    outputs to 1e-12 (float64) or 1e-5 (float32) and gradients to 1e-10 or 1e-4, minidl
+    backward against autograd, then the state dicts loaded both ways."""
+    generator = torch.Generator().manual_seed(7)
+    output_tol, grad_tol = (1e-12, 1e-10) if dtype == F64 else (1e-5, 1e-4)
+    for width, rows, training in [(1, 2, True), (4, 1, False), (6, 7, True), (5, 3, False)]:
+        torch.manual_seed(width)
+        model = _every_layer(width, bias, dtype, batch_norm=rows > 1 or not training)
+        for _, buffer in model.named_buffers():
+            if buffer.is_floating_point():
+                buffer.uniform_(0.5, 1.5, generator=generator)
+            else:
+                buffer.fill_(3)
+        twin = to_torch(model)
+        if direction == "from_torch":
+            model = from_torch(twin)
+        converted = twin.state_dict()
+        for name, value in model.state_dict().items():
+            assert torch.equal(converted[name], value) and converted[name].dtype == value.dtype
+        model.train(training)
+        twin.train(training)
+        x = torch.randn(rows, 3, dtype=dtype, generator=generator)
+        x_leaf = x.clone().requires_grad_()
+        torch.manual_seed(1)  # the same dropout masks in both
+        expected = twin(x_leaf)
+        torch.manual_seed(1)
+        _close(model(x), expected, "output", output_tol)
+        upstream = torch.randn(expected.shape, dtype=dtype, generator=generator)
+        (expected * upstream).sum().backward()
+        assert x_leaf.grad is not None
+        _close(model.backward(upstream), x_leaf.grad, "input gradient", grad_tol)
+        theirs = dict(twin.named_parameters())
+        for name, parameter in model.named_parameters():
+            grad = theirs[name].grad
+            assert grad is not None, name
+            _close(parameter.grad, grad, f"gradient of {name}", grad_tol)
+        state = model.state_dict()
+        assert state.keys() == twin.state_dict().keys()
+        twin.load_state_dict(state)
+        model.load_state_dict(twin.state_dict())
+        for name, value in twin.state_dict().items():
+            assert torch.equal(model.state_dict()[name], value), name
+
+
+@pytest.mark.parametrize("direction", ["to_torch", "from_torch"])
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_training_after_conversion_follows_torch_optim(direction: str, name: str) -> None:
+    """60 steps of minidl's SGD (momentum, constant rate: the two conventions agree) or Adam
+    against torch.optim's on the converted model, dropout and batch norm training: parameters
+    and running statistics to 1e-12. (No bias before the batch norm: its gradient is rounding
+    noise, which Adam's normalised step turns into steps of the full rate, apart.)"""
+    from minidl import optim
+
+    torch.manual_seed(4)
+    original = torch.nn.Sequential(
+        torch.nn.Linear(3, 8, bias=False),
+        torch.nn.BatchNorm1d(8),
+        torch.nn.Tanh(),
+        torch.nn.Dropout(0.2),
+        TorchResidual(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ELU(0.5))),
+        torch.nn.Linear(8, 3),
+    ).to(F64)
+    if direction == "from_torch":
+        model, twin = from_torch(original), original
+    else:
+        model = from_torch(original)
+        twin = to_torch(model)
+    if name == "sgd":
+        optimizer: optim.Optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        torch_optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            twin.parameters(), lr=0.05, momentum=0.9
+        )
+    else:
+        optimizer = optim.Adam(model.parameters(), lr=1e-2)
+        torch_optimizer = torch.optim.Adam(twin.parameters(), lr=1e-2)
+    criterion = nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(0)
+    for step in range(60):
+        x = torch.randn(16, 3, dtype=F64, generator=generator)
+        target = torch.randint(0, 3, (16,), generator=generator)
+        torch.manual_seed(step)
+        optimizer.zero_grad()
+        criterion(model(x), target)
+        model.backward(criterion.backward())
+        optimizer.step()
+        torch.manual_seed(step)
+        torch_optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(twin(x), target).backward()
+        torch_optimizer.step()
+    theirs = twin.state_dict()
+    for key, value in model.state_dict().items():
+        if value.is_floating_point():
+            _close(value, theirs[key], key)
+        else:
+            assert torch.equal(value, theirs[key]), key
