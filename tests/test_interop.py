@@ -370,6 +370,14 @@ def test_unsupported_layers_are_named_with_their_path() -> None:
     without_bias.bias = None  # what bias=False gives (an argument of recent torch versions only)
     with pytest.raises(ConversionError, match=r"affine without a bias \(bias=False\)"):
         from_torch(without_bias)
+    without_weight = torch.nn.BatchNorm1d(3)
+    without_weight.weight = None  # torch's forward runs (x_hat + bias); it raised AttributeError
+    with pytest.raises(
+        ConversionError,
+        match=r"^from_torch: cannot convert the model itself, of type .*BatchNorm1d \(affine "
+        r"without a weight \(weight set to None\)\)",
+    ):
+        from_torch(without_weight)
     with pytest.raises(ConversionError, match=r"cannot convert the model itself, of type .*GELU"):
         from_torch(torch.nn.GELU())
     stack = nn.stack_models([nn.mlp((2, 3, 2)) for _ in range(2)])

@@ -461,6 +461,8 @@ def _minidl_layer(
             raise _unsupported(path, module, "track_running_stats=False")
         if module.affine and module.bias is None:
             raise _unsupported(path, module, "affine without a bias (bias=False)")
+        if module.affine and module.weight is None:
+            raise _unsupported(path, module, "affine without a weight (weight set to None)")
         if module.momentum is None:
             raise _unsupported(path, module, "momentum=None (a cumulative average)")
         norm = nn.BatchNorm1d(
