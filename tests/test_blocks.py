@@ -452,3 +452,39 @@ def test_huber_and_l1_validate_arguments() -> None:
 def test_losses_refuse_backward_before_forward(criterion: nn.Loss) -> None:
     with pytest.raises(RuntimeError, match="backward called before forward"):
         type(criterion)().backward()
+
+
+@pytest.mark.parametrize("layer", ["softmax", "log_softmax"])
+@pytest.mark.parametrize(
+    ("forward_dtype", "grad_dtype"),
+    [
+        (torch.float32, torch.float16),
+        (torch.float64, torch.bfloat16),
+        (torch.float16, torch.bfloat16),
+        (torch.bfloat16, torch.float16),
+        (torch.float16, torch.float32),
+    ],
+    ids=str,
+)
+def test_softmax_layers_promote_a_gradient_of_another_dtype(
+    layer: str, forward_dtype: torch.dtype, grad_dtype: torch.dtype
+) -> None:
+    """The input gradient has the dtype torch's promotion gives, as the activations' does, and
+    that precision: a 16-bit gradient through a float32 or float64 Softmax came back in 16 bits,
+    float16 with bfloat16 in the gradient's dtype, and LogSoftmax, though float32, summed a
+    float16 gradient in float16 (2e-4 off; a bfloat16 one through float64, 8e-3)."""
+    module = nn.Softmax() if layer == "softmax" else nn.LogSoftmax()
+    x = _x(6, 5, seed=4, scale=3.0).to(forward_dtype)
+    grad = _x(6, 5, seed=5).to(grad_dtype)
+    module(x)
+    result = module.backward(grad)
+    expected_dtype = torch.promote_types(forward_dtype, grad_dtype)
+    assert result.dtype == expected_dtype
+    # Oracle: autograd in float64 from the forward's (rounded) input and the gradient's values;
+    # the result is as close as the forward's dtype allows (its cached output's rounding).
+    leaf = x.double().requires_grad_()
+    function = F.softmax if layer == "softmax" else F.log_softmax
+    function(leaf, dim=1).backward(grad.double())
+    assert leaf.grad is not None
+    forward_eps = torch.finfo(forward_dtype).eps
+    _close(result.double(), leaf.grad, rtol=4 * forward_eps, what="input gradient")

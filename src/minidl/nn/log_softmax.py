@@ -66,12 +66,22 @@ class LogSoftmax(Module):
         probabilities = check_cached("LogSoftmax", self._probabilities)
         narrow = getattr(self, "_narrow", None)  # (pickled before it existed: None)
         if narrow is not None:
-            # A 16-bit forward: its probabilities kept in float32, the gradient in its dtype.
+            # A 16-bit forward: its probabilities kept in float32, the result in the dtype of the
+            # gradient promoted with the forward's.
             check_grad_like("LogSoftmax", grad_output, probabilities)  # (shape and device)
             wide = grad_output.float()
             result = wide - probabilities * wide.sum(dim=1, keepdim=True)
-            return result.to(grad_output.dtype)
+            dtype = grad_output.dtype
+            if dtype is not narrow:  # (promoted as torch does: float16 with bfloat16 is float32)
+                dtype = torch.promote_types(dtype, narrow)
+            return result.to(dtype)
         check_grad_like("LogSoftmax", grad_output, probabilities)
+        if grad_output.dtype is not probabilities.dtype:
+            # Read in the promoted dtype: a 16-bit gradient through a float32 forward, summed in
+            # its own dtype, had its sum rounded to 16 bits (a float32 result off by 2e-4).
+            grad_output = grad_output.to(
+                torch.promote_types(grad_output.dtype, probabilities.dtype)
+            )
         return grad_output - probabilities * grad_output.sum(dim=1, keepdim=True)
 
     def extra_repr(self) -> str:

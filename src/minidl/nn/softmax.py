@@ -70,10 +70,15 @@ class Softmax(Module):
     def backward(self, grad_output: Tensor) -> Tensor:
         output = check_cached("Softmax", self._output)
         check_grad_like("Softmax", grad_output, output)
-        if grad_output.dtype is torch.float16 or grad_output.dtype is torch.bfloat16:
+        dtype = grad_output.dtype
+        if dtype is not output.dtype:
+            # The dtype torch's promotion gives (a 16-bit gradient through a float32 or float64
+            # output gives float32 or float64, float16 with bfloat16 float32), not the gradient's.
+            dtype = torch.promote_types(dtype, output.dtype)
+        if dtype is torch.float16 or dtype is torch.bfloat16:
             wide, wide_output = grad_output.float(), output.float()
             inner = (wide * wide_output).sum(dim=1, keepdim=True)
-            return (wide - inner).mul_(wide_output).to(grad_output.dtype)
+            return (wide - inner).mul_(wide_output).to(dtype)
         inner = (grad_output * output).sum(dim=1, keepdim=True)
         return (grad_output - inner).mul_(output)
 
