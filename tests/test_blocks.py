@@ -151,6 +151,23 @@ def test_dropout_backward_refuses_a_gradient_of_another_shape(p: float, training
             module.backward(bad)
 
 
+@pytest.mark.parametrize(("p", "training"), [(0.5, True), (0.5, False), (0.0, True)])
+def test_dropout_backward_refuses_a_non_floating_gradient_in_every_mode(
+    p: float, training: bool
+) -> None:
+    """Training mode refused an integer gradient, but evaluation mode and p = 0 passed it on
+    as it was (an int64 input gradient); each refuses it now, and a float gradient passes."""
+    module = nn.Dropout(p).train(training)
+    x = _x(4, 3)
+    output = module(x)
+    for bad in (torch.ones(4, 3, dtype=torch.int64), torch.ones(4, 3, dtype=torch.bool)):
+        with pytest.raises(TypeError, match=r"Dropout: expected a floating-point gradient, got"):
+            module.backward(bad)
+    upstream = _x(4, 3, seed=2)
+    expected = upstream * (output / x) if training and p else upstream
+    _close(module.backward(upstream), expected, what="input gradient")
+
+
 def test_dropout_backward_before_forward() -> None:
     with pytest.raises(RuntimeError, match="Dropout: backward called before forward"):
         nn.Dropout(0.1).backward(torch.ones(2, 2))

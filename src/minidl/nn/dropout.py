@@ -82,7 +82,14 @@ class Dropout(Module):
         if self._shape is None:
             raise RuntimeError("Dropout: backward called before forward")
         if self._scaled_mask is None:
-            return check_grad_output("Dropout", grad_output, self._shape)
+            # (the identity: checked as the training mode's gradient is, so that a gradient it
+            # refuses is not passed on in evaluation mode, or with p = 0)
+            check_grad_output("Dropout", grad_output, self._shape)
+            if not grad_output.is_floating_point():
+                raise TypeError(
+                    f"Dropout: expected a floating-point gradient, got dtype {grad_output.dtype}"
+                )
+            return grad_output
         return check_grad_like("Dropout", grad_output, self._scaled_mask) * self._scaled_mask
 
     def extra_repr(self) -> str:
