@@ -1111,6 +1111,32 @@ def test_mlp_bad_sizes(sizes: list[Any]) -> None:
         nn.mlp(sizes)
 
 
+@pytest.mark.parametrize(
+    ("sizes", "activations", "what", "got"),
+    [
+        (3, "tanh", "sizes", "int"),
+        (2, 3, "sizes", "int"),  # mlp(2, 3): the widths as separate arguments
+        ({2, 25, 3}, "tanh", "sizes", "an unordered set"),
+        ((2, 3, 3, 2), {"relu", "tanh"}, "activations", "an unordered set"),
+        ((2, 3, 3, 2), frozenset({"tanh"}), "activations", "an unordered frozenset"),
+        ((2, 3, 2), b"tanh", "activations", "bytes"),
+    ],
+    # (named by hand: a set of strings' repr changes from one process to the next)
+    ids=["int", "two ints", "set of sizes", "set of names", "frozenset of names", "bytes"],
+)
+def test_mlp_refuses_sizes_and_activations_that_are_no_sequence(
+    sizes: Any, activations: Any, what: str, got: str
+) -> None:
+    """A number of sizes was Python's bare "'int' object is not iterable", without mlp's name;
+    a set was taken in its own order (not the one written, and for names not the same from
+    one run to the next), and bytes as a sequence of names of its byte values."""
+    generator = torch.Generator().manual_seed(0)
+    state = generator.get_state()
+    with raises(TypeError, f"mlp: {what} must be", f"got {got}"):
+        nn.mlp(sizes, activations, generator=generator)
+    assert torch.equal(generator.get_state(), state)
+
+
 def test_mlp_of_two_sizes_is_one_linear_layer() -> None:
     model = nn.mlp((3, 2), "relu")
     assert len(model) == 1 and isinstance(model[0], nn.Linear)

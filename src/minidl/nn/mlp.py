@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import numbers
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 
 import torch
 
@@ -77,12 +78,19 @@ def mlp(
     Raises:
         ValueError: fewer than two sizes, or one that is not a positive integer; an unknown
             activation name; a number of names other than ``len(sizes) - 2``.
-        TypeError: ``activations`` is neither a name nor a sequence of names.
+        TypeError: ``sizes`` is not a sequence (a single number, or a set, whose order is
+            not the one written); ``activations`` is neither a name nor a sequence of names
+            (a set, bytes).
 
     Example:
         >>> mlp((2, 25, 25, 25, 2), "tanh")  # doctest: +ELLIPSIS
         Sequential(...)
     """
+    if isinstance(sizes, AbstractSet) or not isinstance(sizes, Iterable):
+        raise TypeError(
+            "mlp: sizes must be a sequence of layer widths, e.g. (2, 25, 2), got "
+            f"{_unordered(sizes)}{type(sizes).__name__}"
+        )
     sizes = list(sizes)
     if len(sizes) < 2 or any(
         isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in sizes
@@ -93,12 +101,14 @@ def mlp(
     if isinstance(activations, str):
         _activation_key("mlp", activations)  # (checked even with no hidden layer to use it)
         names = [activations] * hidden
-    elif isinstance(activations, Iterable):
+    elif isinstance(activations, Iterable) and not isinstance(
+        activations, bytes | bytearray | AbstractSet
+    ):
         names = list(activations)
     else:
         raise TypeError(
             "mlp: activations must be an activation name or a sequence of names, got "
-            f"{type(activations).__name__}"
+            f"{_unordered(activations)}{type(activations).__name__}"
         )
     if len(names) != hidden:
         raise ValueError(
@@ -111,3 +121,9 @@ def mlp(
         if index < hidden:
             layers.append(ACTIVATIONS[keys[index]]())
     return Sequential(*layers)
+
+
+def _unordered(value: object) -> str:
+    """The start of a message that refuses ``value``: what is wrong with a set (its order,
+    which is not the order it was written in, would be the order of the layers)."""
+    return "an unordered " if isinstance(value, AbstractSet) else ""
