@@ -84,16 +84,17 @@ def test_softmax_rejects_other_dims() -> None:
         nn.LogSoftmax(dim=2)
 
 
+@pytest.mark.parametrize("dtype", [F64, torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("p", [0.0, 0.3, 0.9])
-def test_dropout_train_mode_matches_torch_with_the_same_seed(p: float) -> None:
-    x = _x(6, 5)
+def test_dropout_train_mode_matches_torch_with_the_same_seed(p: float, dtype: torch.dtype) -> None:
+    x = _x(6, 5).to(dtype)
     torch.manual_seed(11)
     expected_output = F.dropout(x, p, training=True)
     torch.manual_seed(11)
     module = nn.Dropout(p)
     output = module(x)
     assert torch.equal(output, expected_output)
-    upstream = _x(6, 5, seed=3)
+    upstream = _x(6, 5, seed=3).to(dtype)
     x_leaf = x.clone().requires_grad_()
     torch.manual_seed(11)
     (F.dropout(x_leaf, p, training=True) * upstream).sum().backward()
@@ -231,6 +232,59 @@ def test_batch_norm_train_and_eval_match_torch(affine: bool, momentum: float) ->
         )
 
     _check_against_torch(module, evaluation, _x(5, 4, seed=20))
+
+
+def test_batch_norm_tracks_torch_over_changing_batches_modes_and_settings() -> None:
+    """Forty steps against torch.nn.BatchNorm1d in float64: batch sizes that change from step
+    to step (2 and odd ones in training, 1 in evaluation), train/eval switches, momentum
+    (0 and 1 included) and eps set between steps; output, input and parameter gradients,
+    running statistics and the batch count agree at every step."""
+    rng = torch.Generator().manual_seed(12)
+
+    def pick(options: list[float]) -> float:
+        return options[int(torch.randint(len(options), (), generator=rng))]
+
+    module = nn.BatchNorm1d(3, dtype=F64)
+    twin = torch.nn.BatchNorm1d(3, dtype=F64)
+    assert module.weight is not None and module.bias is not None
+    module.weight.data.copy_(_x(3, seed=30))
+    module.bias.data.copy_(_x(3, seed=31))
+    with torch.no_grad():
+        twin.weight.copy_(module.weight.data)
+        twin.bias.copy_(module.bias.data)
+    for step in range(40):
+        if step % 7 == 3:
+            module.momentum = twin.momentum = pick([0.0, 0.05, 0.5, 1.0])
+        if step % 11 == 5:
+            module.eps = twin.eps = pick([1e-5, 0.1, 2.0])
+        if step % 5 == 4:
+            training = not module.training
+            module.train(training)
+            twin.train(training)
+        batch = int(pick([2.0, 3.0, 5.0, 9.0] if module.training else [1.0, 2.0, 7.0]))
+        x = _x(batch, 3, seed=100 + step, scale=pick([0.1, 1.0, 10.0])) + pick([0.0, 4.0])
+        leaf = x.clone().requires_grad_()
+        expected = twin(leaf)
+        upstream = _x(batch, 3, seed=200 + step)
+        (expected * upstream).sum().backward()
+        module.zero_grad()
+        _close(module(x), expected, what=f"step {step}: forward")
+        grad_input = module.backward(upstream)
+        assert leaf.grad is not None and twin.weight.grad is not None
+        if module.training:
+            # (with two samples the input gradient cancels to eps's size: compared on the
+            # scale of g gamma / sigma, the size of its terms)
+            terms = upstream.abs().max() * twin.weight.detach().abs().max() / x.std(0).min()
+            error = float((grad_input - leaf.grad).abs().max())
+            assert error <= 1e-12 * float(terms), f"step {step}: input gradient"
+        else:
+            _close(grad_input, leaf.grad, what=f"step {step}: input gradient")
+        _close(module.weight.grad, twin.weight.grad, what=f"step {step}: weight gradient")
+        _close(module.bias.grad, twin.bias.grad, what=f"step {step}: bias gradient")  # type: ignore[arg-type]
+        twin.weight.grad = twin.bias.grad = None
+        _close(module.running_mean, twin.running_mean, what=f"step {step}: running mean")  # type: ignore[arg-type]
+        _close(module.running_var, twin.running_var, what=f"step {step}: running var")  # type: ignore[arg-type]
+        assert int(module.num_batches_tracked) == int(twin.num_batches_tracked)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("training", [True, False])
