@@ -169,6 +169,59 @@ def test_dropout_backward_refuses_a_non_floating_gradient_in_every_mode(
     _close(module.backward(upstream), expected, what="input gradient")
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_dropout_generator_set_to_a_bad_value_is_refused_and_changes_nothing(
+    training: bool,
+) -> None:
+    """``generator`` was a plain attribute: set to a non-generator between calls, the next
+    training forward failed in torch's words (``bernoulli_() received an invalid combination
+    of arguments``) after recording the new input's shape, so that after an evaluation-mode
+    forward the backward accepted a gradient of that failed forward's shape. It is checked
+    when set now, as by the constructor, and a good generator set later is used."""
+    generator = torch.Generator().manual_seed(5)
+    module = nn.Dropout(0.5, generator=generator).train(training)
+    x = _x(4, 3)
+    module(x)
+    upstream = _x(4, 3, seed=2)
+    expected = module.backward(upstream)
+    for bad in (5, "cpu", torch.device("cpu")):
+        with pytest.raises(
+            TypeError, match=r"Dropout: generator must be a torch.Generator or None, got"
+        ):
+            module.generator = bad  # type: ignore[assignment]
+        assert module.generator is generator
+        with pytest.raises(ValueError, match=r"Dropout: gradient has shape \(2, 2\)"):
+            module.backward(torch.ones(2, 2, dtype=F64))
+        assert torch.equal(module.backward(upstream), expected)
+    module.train()
+    module.generator = torch.Generator().manual_seed(9)
+    mask = torch.empty(4, 3, dtype=F64).bernoulli_(0.5, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(module(x), x * mask / 0.5)
+
+
+def test_dropout_draw_that_fails_leaves_the_last_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A training forward whose draw fails (as from a generator on another device than the
+    input) recorded the new input's shape first: after an evaluation-mode forward, backward
+    then passed on a gradient of the failed forward's shape."""
+    module = nn.Dropout(0.5).eval()
+    module(_x(4, 3))
+    module.train()
+
+    def fail(*args: object, **kwargs: object) -> Tensor:
+        raise RuntimeError("Expected a 'cuda' device type for generator but found 'cpu'")
+
+    monkeypatch.setattr(torch.Tensor, "bernoulli_", fail)
+    with pytest.raises(RuntimeError, match="device type for generator"):
+        module(_x(2, 2))
+    monkeypatch.undo()
+    with pytest.raises(
+        ValueError, match=r"Dropout: gradient has shape \(2, 2\), expected \(4, 3\)"
+    ):
+        module.backward(torch.ones(2, 2, dtype=F64))
+    upstream = _x(4, 3, seed=2)
+    assert torch.equal(module.backward(upstream), upstream)  # the evaluation forward's
+
+
 def test_dropout_backward_before_forward() -> None:
     with pytest.raises(RuntimeError, match="Dropout: backward called before forward"):
         nn.Dropout(0.1).backward(torch.ones(2, 2))

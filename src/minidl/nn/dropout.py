@@ -18,6 +18,14 @@ def _check_p(where: str, p: object) -> float:
     return check_real(where, "p", p, low=0.0, high=1.0, high_open=True)
 
 
+def _check_generator(where: str, generator: object) -> torch.Generator | None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"{where}: generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
+    return generator
+
+
 class Dropout(Module):
     r"""Inverted dropout: zero each element with probability :math:`p` in training mode.
 
@@ -48,14 +56,14 @@ class Dropout(Module):
     #: The probability of zeroing an element; checked when set, as by the constructor.
     p = Setting(_check_p)
     _p: float
+    #: The random generator of the masks (``None``: torch's global one); checked when set, as
+    #: by the constructor.
+    generator = Setting(_check_generator)
+    _generator: torch.Generator | None
 
     def __init__(self, p: float = 0.5, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.p = p
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"Dropout: generator must be a torch.Generator or None, got {type(generator).__name__}"
-            )
         self.generator = generator
         self._scaled_mask: Tensor | None = None
         self._shape: torch.Size | None = None
@@ -67,15 +75,16 @@ class Dropout(Module):
             )
         if not input.is_floating_point():
             raise TypeError(f"Dropout: expected a floating-point input, got dtype {input.dtype}")
-        self._shape = input.shape
         if not self.training or self._p == 0.0:
-            self._scaled_mask = None
+            self._shape, self._scaled_mask = input.shape, None
             return input
         keep = 1.0 - self._p
-        mask = torch.empty_like(input).bernoulli_(keep, generator=self.generator)
+        # (the caches are set once the mask is drawn: a draw that fails, from a generator on
+        # another device, leaves those of the last forward)
+        mask = torch.empty_like(input).bernoulli_(keep, generator=self._generator)
         # m / (1 - p), made once and cached: forward is x times it and backward g times it
         # (one product each, with the rounding of PyTorch's dropout, which scales its mask so).
-        self._scaled_mask = mask.div_(operand(keep, mask))
+        self._shape, self._scaled_mask = input.shape, mask.div_(operand(keep, mask))
         return input * self._scaled_mask
 
     def backward(self, grad_output: Tensor) -> Tensor:
