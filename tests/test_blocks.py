@@ -559,6 +559,31 @@ def test_huber_matches_torch(reduction: str, delta: float) -> None:
     assert gradcheck(nn.HuberLoss(delta), _x(4, 2, scale=2.0), _x(4, 2, seed=3))
 
 
+def test_huber_delta_set_between_forward_and_backward_keeps_the_forwards_gradient() -> None:
+    """backward read delta when it ran: set between forward and backward (a schedule of
+    delta, say), the gradient was not that of the loss forward returned, while a reduction set
+    in between is the forward's (as p, eps and negative_slope are in the other modules)."""
+    prediction = _x(6, 4, scale=2.0)
+    target = _x(6, 4, seed=2)
+    criterion = nn.HuberLoss(1.0, "sum")
+    criterion(prediction, target)
+    criterion.delta = 0.25
+    criterion.reduction = "mean"
+    leaf = prediction.clone().requires_grad_()
+    F.huber_loss(leaf, target, reduction="sum", delta=1.0).backward()
+    assert leaf.grad is not None
+    _close(criterion.backward(), leaf.grad, what="gradient")
+    # The next forward takes the new settings.
+    leaf.grad = None
+    _close(
+        criterion(prediction, target),
+        F.huber_loss(leaf, target, reduction="mean", delta=0.25),
+        what="loss",
+    )
+    F.huber_loss(leaf, target, reduction="mean", delta=0.25).backward()
+    _close(criterion.backward(), leaf.grad, what="gradient")
+
+
 def test_huber_and_l1_validate_arguments() -> None:
     with pytest.raises(ValueError, match=r"HuberLoss: delta must be in \(0, inf\), got 0"):
         nn.HuberLoss(0.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -58,6 +58,9 @@ class HuberLoss(Loss):
         self.reduction = reduction
         self._difference: Tensor | None = None
         self._scale = 1.0
+        # The delta of the last forward: backward's gradient is that loss's, as its scale is the
+        # forward's reduction's, whatever delta is set to in between.
+        self._forward_delta = self._delta
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         prediction = self._check_prediction(prediction)
@@ -69,6 +72,7 @@ class HuberLoss(Loss):
         difference = prediction - target
         self._difference = difference
         self._scale = 1.0 / prediction.numel() if self._reduction == "mean" else 1.0
+        self._forward_delta = self._delta
         self._has_forward = True
         magnitude = difference.abs()
         delta = operand(self._delta, magnitude)
@@ -79,9 +83,15 @@ class HuberLoss(Loss):
         )
         return scaled_sum(elements, self._scale)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "_forward_delta" not in state:  # (pickled before it existed: the delta it had)
+            self._forward_delta = self._delta
+
     def _gradient(self) -> Tensor:
         assert self._difference is not None
-        clamped = self._difference.clamp(-self._delta, self._delta)
+        delta = self._forward_delta
+        clamped = self._difference.clamp(-delta, delta)
         return clamped.mul_(operand(self._scale, clamped))
 
     def extra_repr(self) -> str:
