@@ -83,6 +83,23 @@ def test_the_sets_are_the_seeded_generators_draws_train_validation_test() -> Non
         assert torch.equal(split.y, disk_labels(expected))
 
 
+def test_data_sets_compare_by_value() -> None:
+    """``==`` raised "Boolean value of Tensor with more than one value is ambiguous" for two
+    distinct data sets (the dataclass compared the tensors with ==)."""
+    import copy
+
+    data = make_disk_data(seed=0)
+    same = copy.deepcopy(data)
+    assert data == same and data.train == same.train and hash(data) == hash(same)
+    assert {data, same} == {data}
+    assert data != make_disk_data(seed=1) and data.train != data.test
+    assert data != make_disk_data(seed=0, dtype=torch.float64)  # (the same values, rounded)
+    assert data != "data" and data.train != data  # other types compare unequal
+    nan = copy.deepcopy(data)
+    nan.train.x[0, 0] = float("nan")
+    assert nan != copy.deepcopy(nan)  # NaN equals nothing, as in torch.equal
+
+
 def test_float32_and_float64_give_the_same_points() -> None:
     single, double = make_disk_data(seed=4), make_disk_data(seed=4, dtype=F64)
     assert single.train.x.dtype == torch.float32 and double.train.x.dtype == F64

@@ -60,10 +60,34 @@ def disk_labels(points: Tensor) -> Tensor:
     return inside.to(torch.int64)
 
 
-@dataclass(frozen=True)
+def _same_tensors(first: tuple[object, ...], second: tuple[object, ...]) -> bool:
+    """Whether two records' fields are equal: tensors of the same dtype, device, shape and
+    values (NaN equal to nothing, as ``torch.equal`` has it), other fields by ``==``."""
+    for a, b in zip(first, second, strict=True):
+        if isinstance(a, Tensor) and isinstance(b, Tensor):
+            if (a.dtype, a.device, a.shape) != (b.dtype, b.device, b.shape) or not torch.equal(
+                a, b
+            ):
+                return False
+        elif a != b:
+            return False
+    return True
+
+
+def _signature(fields: tuple[object, ...]) -> int:
+    """A hash of records whose fields :func:`_same_tensors` compares: the tensors' dtypes,
+    devices and shapes, the other fields' own hashes."""
+    return hash(
+        tuple((t.dtype, t.device, tuple(t.shape)) if isinstance(t, Tensor) else t for t in fields)
+    )
+
+
+@dataclass(frozen=True, eq=False)
 class Split:
     """One set of the data: normalised inputs ``x`` ``(N, 2)``, labels ``y`` (int64, ``(N,)``),
-    and the points before normalisation ``raw`` ``(N, 2)``."""
+    and the points before normalisation ``raw`` ``(N, 2)``.
+
+    Two splits are equal when their tensors are: the same dtype, device, shape and values."""
 
     x: Tensor
     y: Tensor
@@ -72,16 +96,37 @@ class Split:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Split):
+            return NotImplemented
+        return _same_tensors((self.x, self.y, self.raw), (other.x, other.y, other.raw))
 
-@dataclass(frozen=True)
+    def __hash__(self) -> int:
+        return _signature((self.x, self.y, self.raw))
+
+
+@dataclass(frozen=True, eq=False)
 class DiskData:
-    """Train, validation and test sets, and the training statistics used to normalise them."""
+    """Train, validation and test sets, and the training statistics used to normalise them.
+
+    Two data sets are equal when their splits and statistics are (see :class:`Split`)."""
 
     train: Split
     validation: Split
     test: Split
     mean: Tensor
     std: Tensor
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DiskData):
+            return NotImplemented
+        return _same_tensors(self._fields(), other._fields())
+
+    def __hash__(self) -> int:
+        return _signature(self._fields())
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.train, self.validation, self.test, self.mean, self.std)
 
     def normalize(self, points: Tensor) -> Tensor:
         """Normalise raw points with the training statistics (e.g. for a decision-boundary grid).
