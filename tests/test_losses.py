@@ -279,3 +279,17 @@ def test_cross_entropy_probability_rows_accepted_off_one_match_torch(reduction: 
     target[::2] *= 1 + 5e-6
     target[1::2] *= 1 - 5e-6
     helper_test_op(None, prediction, nn.CrossEntropyLoss(reduction), target)
+
+
+def test_bce_with_logits_reads_a_target_from_an_autograd_graph_without_a_warning() -> None:
+    """float() of its minimum and maximum warned "Converting a tensor with requires_grad=True
+    to a scalar"; the loss reads such a target as a plain value, as every minidl loss does."""
+    import warnings
+
+    logits = torch.randn(4, 3, dtype=F64)
+    target = torch.rand(4, 3, dtype=F64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = nn.BCEWithLogitsLoss()(logits, target)
+    expected = F.binary_cross_entropy_with_logits(logits, target.detach())
+    assert_close(loss, expected)

@@ -60,7 +60,8 @@ class BCEWithLogitsLoss(Loss):
                 f"BCEWithLogitsLoss: expected a torch.Tensor target, got {type(target).__name__}"
             )
         self._check_dense_target(target, logits)
-        low, high = (float(v) for v in torch.aminmax(target))
+        # (read as plain values: a target from an autograd graph would warn in float())
+        low, high = (float(v) for v in torch.aminmax(target.detach()))
         if not 0 <= low <= high <= 1:  # (NaN fails too)
             raise ValueError(
                 f"BCEWithLogitsLoss: targets must lie in [0, 1], got values in [{low:g}, {high:g}]"
