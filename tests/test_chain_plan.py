@@ -13,6 +13,7 @@ plan ran, so that it cannot pass on the child-by-child path alone.
 from __future__ import annotations
 
 import copy
+import itertools
 import pickle
 from collections.abc import Callable
 
@@ -42,7 +43,7 @@ def _chain(layout: str, widths: list[int], dtype: torch.dtype, seed: int) -> nn.
     torch.manual_seed(seed)
     letters = {"T": "Tanh", "S": "Sigmoid", "R": "ReLU", "K": "LeakyReLU", "E": "ELU", "s": "SELU"}
     modules: list[nn.Module] = []
-    sizes = iter(zip(widths, widths[1:], strict=False))
+    sizes = itertools.pairwise(widths)
     for letter in layout:
         if letter in "Ll":
             fan_in, fan_out = next(sizes)
@@ -349,7 +350,9 @@ def test_a_slice_and_its_model_share_children_and_plan_apart() -> None:
         assert torch.equal(y, _plain_forward(plain, x))
         assert torch.equal(h, _plain_forward(plain_head, x))
         # The children now hold the slice's caches: the model's backward runs child by child.
-        assert torch.equal(head.backward(torch.ones_like(h)), _plain_backward(plain_head, h * 0 + 1))
+        assert torch.equal(
+            head.backward(torch.ones_like(h)), _plain_backward(plain_head, h * 0 + 1)
+        )
         assert torch.equal(planned.backward(torch.ones_like(y)), _plain_backward(plain, y * 0 + 1))
     assert planned._planned is not None and head._planned is not None
     _assert_same(planned, plain)
@@ -362,7 +365,9 @@ def test_an_interrupted_planned_forward_refuses_backward(monkeypatch: pytest.Mon
     original = nn.Tanh._forward
     calls = []
 
-    def interrupted(self: nn.Tanh, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def interrupted(
+        self: nn.Tanh, input: Tensor, out: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
@@ -417,3 +422,20 @@ def test_chains_with_other_modules_are_not_planned() -> None:
         nn.Sequential(),
     ):
         assert not model._plannable
+
+
+def test_plans_for_replaced_parameters_are_dropped() -> None:
+    """Their buffers are of the old dtype or device: a model moved, or whose tensors were
+    replaced, keeps no plan made before."""
+    model = _chain("LTL", [2, 5, 3], F32, seed=19)
+    _planned(model, torch.randn(4, 2))
+    _planned(model, torch.randn(6, 2))
+    assert len(model._plans) == 2
+    model.double()
+    assert len(model._plans) == 0 and model._planned is None
+    _planned(model, torch.randn(4, 2, dtype=F64))
+    _planned(model, torch.randn(6, 2, dtype=F64))
+    model[0].weight.data = torch.randn(5, 2, dtype=F64)  # (no move: found at the next plan)
+    for _ in range(3):
+        model(torch.randn(7, 2, dtype=F64))
+    assert len(model._plans) == 1 and model._planned is not None

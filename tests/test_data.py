@@ -94,7 +94,7 @@ def test_data_sets_compare_by_value() -> None:
     assert {data, same} == {data}
     assert data != make_disk_data(seed=1) and data.train != data.test
     assert data != make_disk_data(seed=0, dtype=torch.float64)  # (the same values, rounded)
-    assert data != "data" and data.train != data  # other types compare unequal
+    assert data not in ("data", data.train)  # other types compare unequal
     nan = copy.deepcopy(data)
     nan.train.x[0, 0] = float("nan")
     assert nan != copy.deepcopy(nan)  # NaN equals nothing, as in torch.equal

@@ -45,6 +45,10 @@ class Recent(Generic[V]):
         value = self.get(key)
         return self.put(key, make()) if value is None else value
 
+    def values(self) -> list[V]:
+        """The values kept, the one used least recently first."""
+        return list(self._values.values())
+
     def empty(self) -> Recent[V]:
         """A new, empty cache of the same size."""
         return Recent(self._size)

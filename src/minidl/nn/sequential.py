@@ -78,6 +78,8 @@ class Sequential(Module):
         moved = super()._move(device, dtype)
         if moved:
             self._flatten()
+            self._plans.clear()  # (buffers of the old dtype or device)
+            self._planned = None
         return moved
 
     def _chain(self, modules: tuple[Module, ...], names: tuple[str, ...] | None = None) -> None:
@@ -198,6 +200,8 @@ class Sequential(Module):
         if signature != self._last_signature:
             self._last_signature = signature
         elif ChainPlan.possible(self._layers):
+            if any(plan.stale() for plan in self._plans.values()):
+                self._plans.clear()  # (their buffers are for parameters replaced since)
             self._plans.put(signature, ChainPlan(self._layers, input))
 
     def __getstate__(self) -> dict[str, Any]:
