@@ -1672,3 +1672,14 @@ def test_the_registration_check_leaves_the_modules_attribute_storage_alone() -> 
     minidl.gradcheck(layers[2], torch.randn(4, 3, dtype=torch.float64))
     assert [has_dict(layer) for layer in layers] == before
     assert has_dict(model) == before[0]
+
+
+@pytest.mark.parametrize(
+    "loss", [nn.MSELoss(), nn.CrossEntropyLoss(), nn.BCEWithLogitsLoss()], ids=type
+)
+def test_a_loss_given_as_a_layer_is_refused_when_the_model_is_built(loss: nn.Loss) -> None:
+    """A model's forward failed at it with Python's "forward() missing 1 required positional
+    argument: 'target'", which names neither the container nor the fix."""
+    name = type(loss).__name__
+    with raises(TypeError, "Residual", "the block is a loss", name, "model(x)"):
+        nn.Residual(loss)

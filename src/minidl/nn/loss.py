@@ -12,7 +12,7 @@ from minidl._scalar import operand
 from minidl.nn._checks import check_input
 from minidl.nn.module import Module
 
-__all__ = ["Loss", "check_mean_or_sum", "scaled_sum"]
+__all__ = ["Loss", "check_mean_or_sum", "check_not_a_loss", "scaled_sum"]
 
 _Read = TypeVar("_Read")
 
@@ -47,6 +47,17 @@ def scaled_sum(
     total = elements.sum() if dim is None else elements.sum(dim)
     factor = operand(scale, total)
     return total.div_(factor) if divide else total.mul_(factor)
+
+
+def check_not_a_loss(where: str, what: str, module: object) -> None:
+    """Refuse a loss given as a layer (to a ``Sequential`` or ``Residual``): its forward takes
+    the targets too, so the model's forward would fail at it."""
+    if isinstance(module, Loss):
+        name = type(module).__name__
+        raise TypeError(
+            f"{where}: {what} is a loss ({name}), whose forward takes the targets too; a loss "
+            f"is applied to the model's output, not chained in it: loss = {name}()(model(x), y)"
+        )
 
 
 def _one_value(target: Tensor, prediction: Tensor) -> str:

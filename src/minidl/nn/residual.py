@@ -9,6 +9,7 @@ from torch import Tensor
 
 from minidl import anomaly
 from minidl.nn._checks import check_grad_output
+from minidl.nn.loss import check_not_a_loss
 from minidl.nn.module import Module
 
 __all__ = ["Residual"]
@@ -37,6 +38,7 @@ class Residual(Module):
         super().__init__()
         if not isinstance(block, Module):
             raise TypeError(f"Residual: block must be a minidl Module, got {type(block).__name__}")
+        check_not_a_loss("Residual", "the block", block)
         self.block = block
         self.register_module("block", block)
         self._shape: tuple[int, ...] | None = None
