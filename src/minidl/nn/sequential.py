@@ -58,6 +58,9 @@ class Sequential(Module):
         torch.Size([4, 2])
     """
 
+    # (declared here, not set: _move assigns it before _init_plans does)
+    _planned: ChainPlan | None
+
     def __init__(self, *modules: Module) -> None:
         self._chain(modules)
         check_registered("Sequential", self)
