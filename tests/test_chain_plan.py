@@ -439,3 +439,27 @@ def test_plans_for_replaced_parameters_are_dropped() -> None:
     for _ in range(3):
         model(torch.randn(7, 2, dtype=F64))
     assert len(model._plans) == 1 and model._planned is not None
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize(("layout", "widths"), [("TL", [64, 8]), ("KLE", [48, 8]), ("TT", [])])
+def test_a_chain_that_starts_with_an_activation_keeps_the_layout_of_its_input(
+    layout: str, widths: list[int], dtype: torch.dtype
+) -> None:
+    """An element-wise output has its input's memory layout (a transposed one for a transposed
+    input), and the next layer's products round according to it: written into a contiguous
+    buffer, a weight gradient differed in its last bits, and the output and input gradient
+    of a chain of activations had other strides."""
+    planned = _chain(layout, widths, dtype, seed=20)
+    plain = copy.deepcopy(planned)
+    features = widths[0] if widths else 7
+    generator = torch.Generator().manual_seed(21)
+    for _ in range(4):
+        x = torch.randn(features, 200, dtype=dtype, generator=generator).t()
+        y, z = planned(x), _plain_forward(plain, x)
+        assert torch.equal(y, z) and y.stride() == z.stride()
+        grad = torch.randn(y.shape, dtype=dtype, generator=generator)
+        got, expected = planned.backward(grad), _plain_backward(plain, grad)
+        assert torch.equal(got, expected) and got.stride() == expected.stride()
+        _assert_same(planned, plain)
+    assert planned._planned is not None

@@ -191,6 +191,13 @@ class ChainPlan:
         steps: list[_Step] = []
         shape = tuple(input.shape)
         last = len(modules) - 1
+        # The activations before the first layer make new tensors, forward and backward, as
+        # they do child by child: an element-wise result takes its operands' memory layout (a
+        # transposed input gives a transposed output), and the layer's products, which read
+        # it, round according to that layout.
+        self._leading = next(
+            (index for index, module in enumerate(modules) if isinstance(module, Linear)), last
+        )
         for index, module in enumerate(modules):
             if isinstance(module, Linear):
                 shape = (*shape[:-1], module.out_features)
@@ -202,7 +209,9 @@ class ChainPlan:
                 steps.append(_LinearStep(module, known, output))
             else:
                 assert isinstance(module, Activation)
-                steps.append(_ActivationStep(module, self._own(shape, index, last)))
+                leading = index < self._leading
+                output = None if leading else self._own(shape, index, last)
+                steps.append(_ActivationStep(module, output))
         self.steps = tuple(steps)
         self.output_shape = torch.Size(shape)
         # The children backward_parameters runs: from the last back to the first with
@@ -293,7 +302,8 @@ class ChainPlan:
         """The buffers of the gradients between the children (the first child's input gradient
         is a new tensor), and their transposed views for the layers that read them."""
         steps = self.steps
-        for index in range(len(steps) - 1, 0, -1):
+        # (none for the gradients of the activations before the first layer: see __init__)
+        for index in range(len(steps) - 1, self._leading, -1):
             step = steps[index]
             # The gradient with respect to this child's input, the previous child's output.
             before = steps[index - 1]
