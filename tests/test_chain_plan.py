@@ -463,3 +463,54 @@ def test_a_chain_that_starts_with_an_activation_keeps_the_layout_of_its_input(
         assert torch.equal(got, expected) and got.stride() == expected.stride()
         _assert_same(planned, plain)
     assert planned._planned is not None
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float16])
+@pytest.mark.parametrize(("layout", "widths"), [("LE", [3, 4]), ("L", [3, 4]), ("LTLR", [3, 4, 2])])
+def test_a_gradient_from_an_autograd_graph_gets_what_the_children_return(
+    layout: str, widths: list[int], dtype: torch.dtype
+) -> None:
+    """The children's own results, whether they join the graph or not: a 16-bit ELU last
+    returned an input gradient in the graph, which the plan wrote into its buffer, and the
+    next layer's product into a buffer was refused (``addmm(): functions with out=...``)."""
+    planned = _chain(layout, widths, dtype, seed=19)
+    plain = copy.deepcopy(planned)
+    x = torch.randn(5, 3).to(dtype)
+    y = _planned(planned, x)
+    _plain_forward(plain, x)
+    grad = (torch.randn(y.shape, requires_grad=True) * 2).to(dtype)
+    got, expected = planned.backward(grad), _plain_backward(plain, grad)
+    assert torch.equal(got, expected) and got.requires_grad == expected.requires_grad
+    planned.backward_parameters(grad)
+    _plain_backward(plain, grad)
+    _assert_same(planned, plain)
+    # The plan runs on for plain gradients.
+    grad = torch.randn(y.shape).to(dtype)
+    assert torch.equal(planned.backward(grad), _plain_backward(plain, grad))
+    assert not planned.backward(grad).requires_grad
+    _plain_backward(plain, grad)
+    _assert_same(planned, plain)
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("activation", ["R", "K", "S", "E", "T"])
+def test_a_transposed_gradient_into_an_activation_last_gives_the_childrens_bits(
+    activation: str, dtype: torch.dtype
+) -> None:
+    """The activation's input gradient takes the gradient's layout, and the layer before reads
+    it (its weight gradient differed in its last bits when it was written into a contiguous
+    buffer)."""
+    planned = _chain("L" + activation, [64, 48], dtype, seed=22)
+    plain = copy.deepcopy(planned)
+    x = torch.randn(200, 64, dtype=dtype)
+    y = _planned(planned, x)
+    _plain_forward(plain, x)
+    grad = torch.randn(48, 200, dtype=dtype).t()
+    assert torch.equal(planned.backward(grad), _plain_backward(plain, grad))
+    _assert_same(planned, plain)
+    planned.backward_parameters(grad)
+    _plain_backward(plain, grad)
+    _assert_same(planned, plain)
+    grad = torch.randn(y.shape, dtype=dtype)  # contiguous: the plan's own backward
+    assert torch.equal(planned.backward(grad), _plain_backward(plain, grad))
+    _assert_same(planned, plain)

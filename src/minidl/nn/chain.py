@@ -187,6 +187,9 @@ class ChainPlan:
         self._attributes = tuple((module.__dict__, len(module.__dict__)) for module in modules)
         self.signature: Signature = (input.shape, input.dtype, input.device)
         self.replacements = Parameter.replacements
+        # Whether the gradient given to backward may have any layout: it goes into a layer's
+        # products as it is, where into an activation last its layout is the result's.
+        self._any_layout = isinstance(modules[-1], Linear)
         self._buffers = _Buffers(input.dtype, input.device)
         steps: list[_Step] = []
         shape = tuple(input.shape)
@@ -254,14 +257,18 @@ class ChainPlan:
         return input
 
     def takes(self, grad_output: object) -> bool:
-        """Whether ``grad_output`` fits the output of the last forward, every child still
-        holds what this plan's last forward cached, and no parameter tensor was replaced."""
+        """Whether ``grad_output`` fits the output of the last forward (and is not from an
+        autograd graph, nor non-contiguous for a chain that ends with an activation), every
+        child still holds what this plan's last forward cached, and no parameter tensor was
+        replaced. Another gradient goes to the children one by one."""
         if not (
             type(grad_output) is Tensor
             and grad_output.shape == self.output_shape
             and grad_output.dtype is self.signature[1]
             and Parameter.replacements == self.replacements
             and grad_output.device == self.signature[2]
+            and not grad_output.requires_grad
+            and (self._any_layout or grad_output.is_contiguous())
         ):
             return False
         for step in self.steps:
@@ -288,12 +295,7 @@ class ChainPlan:
         if not self._backward_ready:
             self._make_backward_buffers()
         (first, returns), rest = self._backward_steps[with_input]
-        try:
-            grad: Tensor | None = first.backward(grad_output, returns)
-        except RuntimeError:
-            # A gradient from an autograd graph, into whose results writing is refused (before
-            # anything is written): read as a plain value, as the children read it.
-            grad = first.backward(grad_output.detach(), returns)
+        grad: Tensor | None = first.backward(grad_output, returns)
         for step, returns in rest:
             grad = step.backward(grad, returns)  # type: ignore[arg-type]
         return grad
