@@ -514,3 +514,32 @@ def test_a_transposed_gradient_into_an_activation_last_gives_the_childrens_bits(
     grad = torch.randn(y.shape, dtype=dtype)  # contiguous: the plan's own backward
     assert torch.equal(planned.backward(grad), _plain_backward(plain, grad))
     _assert_same(planned, plain)
+
+
+@pytest.mark.parametrize("how", ["attribute", "register_parameter"])
+def test_a_parameter_put_in_place_of_a_layers_after_planning_is_used(how: str) -> None:
+    """An existing Parameter (a weight tied to another layer's) replaces no tensor: the plan
+    computed with the layer's view of the weight it had."""
+    planned = _chain("LTLTL", [3, 4, 4, 2], F64, seed=23)
+    plain = copy.deepcopy(planned)
+    donors = [nn.Linear(4, 4, dtype=F64) for _ in range(2)]
+    donors[1].load_state_dict(donors[0].state_dict())
+    x = torch.randn(5, 3, dtype=F64)
+    _planned(planned, x)
+    _plain_forward(plain, x)
+    for model, donor in ((planned, donors[0]), (plain, donors[1])):
+        for name in ("weight", "bias"):
+            if how == "attribute":
+                setattr(model[2], name, getattr(donor, name))
+            else:
+                model[2].register_parameter(name, getattr(donor, name))
+    for _ in range(3):
+        y = planned(x)
+        assert torch.equal(y, _plain_forward(plain, x))
+        assert torch.equal(planned.backward(y), _plain_backward(plain, y))
+    assert planned._planned is not None
+    _assert_same(planned, plain)
+    # One of another shape is refused by the layer, not broadcast.
+    planned[2].register_parameter("bias", nn.Linear(4, 1, dtype=F64).bias)
+    with pytest.raises(ValueError, match="Linear"):
+        planned(x)

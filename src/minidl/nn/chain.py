@@ -10,7 +10,8 @@ then runs every child's own operations (the same methods, the same bits) on inpu
 accepted, with
 
 - the checks made once for the whole chain: the input's signature, and that no parameter
-  tensor was replaced since (:attr:`~minidl.nn.Parameter.replacements`);
+  tensor was replaced since (:attr:`~minidl.nn.Parameter.replacements`), nor a layer's
+  parameters;
 - every intermediate result written into a buffer made once (``out=``): the outputs of the
   layers and activations inside the chain, and the gradients that flow back between them;
 - the transposed views of those gradients made once.
@@ -187,6 +188,14 @@ class ChainPlan:
         self._attributes = tuple((module.__dict__, len(module.__dict__)) for module in modules)
         self.signature: Signature = (input.shape, input.dtype, input.device)
         self.replacements = Parameter.replacements
+        # The parameters of each layer: one put in place of a layer's since (tied to another
+        # layer's, say) replaces no tensor, but the layer's forward must check it and make its
+        # transposed view of the weight again.
+        self._parameters = tuple(
+            (module.__dict__, module.weight, module.bias)
+            for module in modules
+            if isinstance(module, Linear)
+        )
         # Whether the gradient given to backward may have any layout: it goes into a layer's
         # products as it is, where into an activation last its layout is the result's.
         self._any_layout = isinstance(modules[-1], Linear)
@@ -238,8 +247,8 @@ class ChainPlan:
         return None if index == last else self._buffers.new(shape)
 
     def accepts(self, input: object) -> bool:
-        """Whether ``input`` has this plan's signature, no parameter tensor was replaced and no
-        method was set on a child since the plan was made."""
+        """Whether ``input`` has this plan's signature, no parameter (or parameter tensor) was
+        replaced and no method was set on a child since the plan was made."""
         shape, dtype, device = self.signature
         return (
             type(input) is Tensor
@@ -248,6 +257,7 @@ class ChainPlan:
             and Parameter.replacements == self.replacements
             and input.device == device
             and self._unchanged()
+            and self._same_parameters()
         )
 
     def forward(self, input: Tensor) -> Tensor:
@@ -277,15 +287,27 @@ class ChainPlan:
         return self._unchanged()
 
     def stale(self) -> bool:
-        """Whether a parameter tensor was replaced or a method set on a child since the plan
-        was made (which no input of its signature changes)."""
-        return Parameter.replacements != self.replacements or not self._unchanged()
+        """Whether a parameter (or parameter tensor) was replaced or a method set on a child
+        since the plan was made (which no input of its signature changes)."""
+        return (
+            Parameter.replacements != self.replacements
+            or not self._unchanged()
+            or not self._same_parameters()
+        )
 
     def _unchanged(self) -> bool:
         """Whether the children hold as many attributes as when the plan was made (no method
         set on an instance since: see :data:`_METHODS`)."""
         for attributes, count in self._attributes:  # noqa: SIM110 (all() of a generator: slower)
             if len(attributes) != count:
+                return False
+        return True
+
+    def _same_parameters(self) -> bool:
+        """Whether every layer holds the parameters it held when the plan was made (read from
+        its attributes, after :meth:`_unchanged` found as many as then)."""
+        for attributes, weight, bias in self._parameters:
+            if attributes["weight"] is not weight or attributes["bias"] is not bias:
                 return False
         return True
 
