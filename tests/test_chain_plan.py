@@ -543,3 +543,45 @@ def test_a_parameter_put_in_place_of_a_layers_after_planning_is_used(how: str) -
     planned[2].register_parameter("bias", nn.Linear(4, 1, dtype=F64).bias)
     with pytest.raises(ValueError, match="Linear"):
         planned(x)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.randn(6, 2, dtype=F64) @ torch.eye(2, dtype=F64, requires_grad=True),
+        lambda: torch.randn(6, 2, dtype=F64).as_subclass(_Tensor),
+    ],
+    ids=["graph", "subclass"],
+)
+def test_inputs_no_plan_accepts_make_no_plan(
+    make: Callable[[], Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan was made for every other such input (every one, of a subclass), its buffers
+    allocated, and the next forward tried it: a forward of the paper's network took twice as
+    long as child by child."""
+    made = []
+    original = minidl.nn.chain.ChainPlan.__init__
+
+    def counted(self: minidl.nn.chain.ChainPlan, *args: object) -> None:
+        made.append(1)
+        original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(minidl.nn.chain.ChainPlan, "__init__", counted)
+    model = _chain("LTL", [2, 5, 3], F64, seed=24)
+    twin = copy.deepcopy(model)
+    for _ in range(8):
+        x = make()
+        y = model(x)
+        assert torch.equal(y, _plain_forward(twin, x))
+    assert made == [] and len(model._plans) == 0
+    # A plain input is planned as before, and such inputs run child by child beside it.
+    plain_input = torch.randn(6, 2, dtype=F64)
+    _planned(model, plain_input)
+    x = make()
+    assert torch.equal(model(x), _plain_forward(twin, x)) and model._planned is None
+    assert model(plain_input) is not None and model._planned is not None
+    assert len(made) == 1
+
+
+class _Tensor(Tensor):
+    """A subclass of Tensor, as some libraries make."""

@@ -159,7 +159,7 @@ class Sequential(Module):
             raise
         if self._refused is not None:
             self._refused = None  # a forward that succeeds makes backward possible again
-        if self._plannable:
+        if self._plannable and type(first) is Tensor and not first.requires_grad:
             self._note_signature(first)
         return input
 
@@ -176,9 +176,7 @@ class Sequential(Module):
 
     def _planned_forward(self, plan: ChainPlan, input: Tensor) -> Tensor | None:
         """``plan``'s forward; ``None`` if an operation raised an error (the forward then runs
-        child by child, whose checks name what went wrong). An input or a parameter from an
-        autograd graph comes here: the children's operations record the graph, where writing
-        into a buffer is refused."""
+        child by child, whose checks name what went wrong)."""
         step = None
         try:
             for step in plan.steps:
@@ -198,7 +196,9 @@ class Sequential(Module):
 
     def _note_signature(self, input: Tensor) -> None:
         """After a forward run child by child: plan the input's signature if the forward before
-        had it too."""
+        had it too. (Not called for an input that no plan accepts: one of a subclass of
+        ``Tensor``, or from an autograd graph, whose operations record the graph and refuse to
+        write into a buffer.)"""
         signature = (input.shape, input.dtype, input.device)
         if signature != self._last_signature:
             self._last_signature = signature
