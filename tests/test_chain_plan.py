@@ -108,13 +108,15 @@ def test_planned_training_is_the_child_by_child_training_bit_for_bit(
     # Batch sizes that switch between signatures, with runs of the same one (planned from its
     # second call on), a batch of one sample among them.
     batches = [8, 8, 8, 3, 8, 8, 1, 1, 1, 8, 3, 3, 8]
-    planned_calls = 0
+    planned_calls = planned_backwards = 0
     for step, batch in enumerate(batches):
         x = torch.randn(batch, features, dtype=dtype, generator=generator)
         y = planned(x)
         planned_calls += planned._planned is not None
         assert torch.equal(y, _plain_forward(plain, x))
         grad = torch.randn(y.shape, dtype=dtype, generator=generator)
+        plan = planned._planned
+        planned_backwards += plan is not None and plan.takes(grad)  # (its backward runs)
         if step % 3 == 2:  # the data's gradient left out, as fit does
             planned.backward_parameters(grad)
             _plain_backward(plain, grad)
@@ -127,7 +129,7 @@ def test_planned_training_is_the_child_by_child_training_bit_for_bit(
             sgd.zero_grad()
             twin_sgd.zero_grad()
         _assert_same(planned, plain)
-    assert planned_calls >= 6
+    assert planned_calls >= 6 and planned_backwards == planned_calls
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -169,6 +171,45 @@ def test_a_child_called_on_its_own_between_forward_and_backward_is_honoured() ->
     plain[2](other)
     grad = torch.randn(4, 3, dtype=F64)
     assert torch.equal(planned.backward(grad), _plain_backward(plain, grad))
+    _assert_same(planned, plain)
+
+
+def test_an_activation_called_on_its_own_between_forward_and_backward_is_honoured() -> None:
+    """Its cache is then its own call's (the backward runs child by child and mixes the
+    caches, as without a plan)."""
+    planned = _chain("LTLKL", [2, 5, 5, 3], F64, seed=25)
+    plain = copy.deepcopy(planned)
+    x, other = torch.randn(4, 2, dtype=F64), torch.randn(4, 5, dtype=F64)
+    _planned(planned, x)
+    _plain_forward(plain, x)
+    for index in (1, 3):
+        planned[index](other * index)
+        plain[index](other * index)
+        grad = torch.randn(4, 3, dtype=F64)
+        assert torch.equal(planned.backward(grad), _plain_backward(plain, grad))
+        _assert_same(planned, plain)
+
+
+def test_a_gradient_on_another_device_or_parameters_cast_after_forward_get_the_childs_error() -> (
+    None
+):
+    planned = _chain("LTL", [2, 5, 3], F64, seed=26)
+    plain = copy.deepcopy(planned)
+    x = torch.randn(4, 2, dtype=F64)
+    _planned(planned, x)
+    _plain_forward(plain, x)
+    errors = []
+    for model, backward in (
+        (planned, planned.backward),
+        (plain, lambda g: _plain_backward(plain, g)),
+    ):
+        with pytest.raises(ValueError) as on_meta:
+            backward(torch.randn(4, 3, dtype=F64, device="meta"))
+        model[2].weight.data = model[2].weight.data.float()  # (a tensor replaced, not moved)
+        with pytest.raises(RuntimeError) as cast:
+            backward(torch.randn(4, 3, dtype=F64))
+        errors.append((str(on_meta.value), str(cast.value)))
+    assert errors[0] == errors[1] and "Linear: gradient is on meta" in errors[0][0]
     _assert_same(planned, plain)
 
 
@@ -320,6 +361,8 @@ def test_plans_made_inside_inference_mode_train_outside_it_and_the_reverse(
             g = planned.backward(grad)
             assert g.is_inference() == inside
             assert torch.equal(g, _plain_backward(plain, grad))
+            # Planned from the second call on, its buffers written in either mode.
+            assert (planned._planned is not None) == (step >= 2)
         y.add_(1) if not inside else None  # an output made outside is a normal tensor
     assert planned._planned is not None
     _assert_same(planned, plain)
@@ -585,3 +628,20 @@ def test_inputs_no_plan_accepts_make_no_plan(
 
 class _Tensor(Tensor):
     """A subclass of Tensor, as some libraries make."""
+
+
+def test_an_input_of_the_plans_shape_and_another_dtype_or_device_keeps_the_plans() -> None:
+    """It gets the child's error without trying the plan (whose failure would drop every plan
+    made)."""
+    planned = _chain("LTL", [2, 5, 3], F64, seed=27)
+    plain = copy.deepcopy(planned)
+    x = torch.randn(4, 2, dtype=F64)
+    _planned(planned, x)
+    for bad, error in ((x.float(), TypeError), (x.to("meta"), ValueError)):
+        with pytest.raises(error) as planned_error:
+            planned(bad)
+        with pytest.raises(error) as plain_error:
+            _plain_forward(plain, bad)
+        assert str(planned_error.value) == str(plain_error.value)
+        assert len(planned._plans) == 1
+        assert torch.equal(planned(x), _plain_forward(plain, x)) and planned._planned is not None
