@@ -14,6 +14,7 @@ from minidl.nn._recent import Recent
 from minidl.nn.chain import ChainPlan, Signature, plannable
 from minidl.nn.flat import flat_buffer, flatten_parameters
 from minidl.nn.module import Module, check_registered
+from minidl.nn.parameter import Parameter
 
 __all__ = ["Sequential"]
 
@@ -132,7 +133,8 @@ class Sequential(Module):
         self._plannable = plannable(self._layers)
         self._plans: Recent[ChainPlan] = Recent(4)
         self._planned: ChainPlan | None = None  # the plan of the last forward, if it ran one
-        self._last_signature: Signature | None = None  # that of the last forward not planned
+        # The signature of the last forward not planned, and Parameter.replacements then.
+        self._last_signature: tuple[Signature, int] | None = None
 
     def forward(self, input: Tensor) -> Tensor:
         if anomaly.enabled:  # the one check of `with minidl.detect_anomaly():`
@@ -196,12 +198,14 @@ class Sequential(Module):
 
     def _note_signature(self, input: Tensor) -> None:
         """After a forward run child by child: plan the input's signature if the forward before
-        had it too. (Not called for an input that no plan accepts: one of a subclass of
-        ``Tensor``, or from an autograd graph, whose operations record the graph and refuse to
-        write into a buffer.)"""
+        had it too, and no parameter tensor was replaced in between (a plan made where tensors
+        are replaced on every step would be stale at the next call). (Not called for an input
+        that no plan accepts: one of a subclass of ``Tensor``, or from an autograd graph, whose
+        operations record the graph and refuse to write into a buffer.)"""
         signature = (input.shape, input.dtype, input.device)
-        if signature != self._last_signature:
-            self._last_signature = signature
+        seen = (signature, Parameter.replacements)
+        if seen != self._last_signature:
+            self._last_signature = seen
         elif ChainPlan.possible(self._layers):
             if any(plan.stale() for plan in self._plans.values()):
                 self._plans.clear()  # (their buffers are for parameters replaced since)
