@@ -66,10 +66,13 @@ def _plain_backward(model: nn.Sequential, grad: Tensor) -> Tensor:
 
 
 def _planned(model: nn.Sequential, x: Tensor) -> Tensor:
-    """Run ``model`` on ``x`` until it runs a plan (the third call: the second makes it), and
-    return the output."""
+    """Run ``model`` on ``x`` until it runs a plan, and return the output: the second forward
+    makes it, if the first was followed by a backward (here of zeros, which leaves every
+    parameter gradient as it was, bit for bit); the third runs it."""
     for _ in range(3):
         y = model(x)
+        if model._planned is None:
+            model.backward_parameters(torch.zeros_like(y))
     assert model._planned is not None
     return y
 
@@ -311,17 +314,28 @@ def test_a_method_set_on_a_child_after_planning_is_called() -> None:
 
 
 def test_inputs_from_an_autograd_graph_are_not_planned() -> None:
-    """They run child by child, whose operations record the graph."""
+    """They run child by child, whose operations record the graph: the result of recorded
+    operations is never planned; a leaf whose operations are recorded (which a plan cannot
+    tell without an operation) gets one plan, made once, which it never runs."""
     model = _chain("LTL", [2, 5, 3], F64, seed=9)
-    x = torch.randn(4, 2, dtype=F64, requires_grad=True)
-    for _ in range(3):
-        y = model(x)
-    assert model._planned is None and len(model._plans) == 0
-    assert torch.equal(y, _plain_forward(copy.deepcopy(model), x.detach()))
-    _planned(model, x.detach())
-    y = model(x)
+    plain = copy.deepcopy(model)  # (made first: a new Parameter anywhere delays planning)
+    leaf = torch.randn(4, 2, dtype=F64, requires_grad=True)
+    for x in (leaf * 2, leaf):
+        for _ in range(3):
+            y = model(x)
+            assert y.requires_grad and model._planned is None
+            assert torch.equal(y, _plain_forward(plain, x.detach()))
+            model.backward_parameters(torch.zeros(4, 3, dtype=F64))  # (trained)
+        assert len(model._plans) == (x is leaf)
+    plan = model._plans.values()[0]
+    for _ in range(4):
+        model(leaf)
+        model.backward_parameters(torch.zeros(4, 3, dtype=F64))
+    assert model._plans.values() == [plan] and model._planned is None
+    _planned(model, leaf.detach())  # the plan runs for plain values of the same signature
+    y = model(leaf)
     assert y.requires_grad and model._planned is None
-    assert torch.equal(y, _plain_forward(copy.deepcopy(model), x.detach()))
+    assert torch.equal(y, _plain_forward(plain, leaf.detach()))
 
 
 @pytest.mark.parametrize(("layout", "widths"), [("LTL", [2, 5, 3]), ("LTLR", [2, 5, 3])])
@@ -439,19 +453,30 @@ def test_anomaly_detection_checks_a_planned_model() -> None:
         assert model._planned is None
 
 
-def test_only_a_signature_seen_twice_in_a_row_is_planned() -> None:
-    """A shape seen once between others (an epoch's last batch, a validation set) runs child
-    by child and keeps no buffers."""
+def test_only_a_trained_signature_seen_twice_in_a_row_is_planned() -> None:
+    """A shape seen once between others (an epoch's last batch), or only evaluated (a
+    validation or test set, however large and often), runs child by child and keeps no
+    buffers."""
     model = _chain("LTL", [2, 5, 3], F32, seed=15)
+
+    def step(batch: int) -> None:
+        y = model(torch.randn(batch, 2))
+        model.backward_parameters(torch.ones_like(y))
+
     for batch in (10, 4, 10, 7, 10, 4):
-        model(torch.randn(batch, 2))
+        step(batch)
+    for _ in range(5):
+        model(torch.randn(1000, 2))  # evaluated only
     assert len(model._plans) == 0
-    model(torch.randn(10, 2))
+    step(10)
     assert len(model._plans) == 0
-    model(torch.randn(10, 2))  # made after this call
+    step(10)  # made after this forward
     assert len(model._plans) == 1 and model._planned is None
-    model(torch.randn(10, 2))  # run
+    step(10)  # run
     assert model._planned is not None
+    for _ in range(5):
+        model(torch.randn(1000, 2))
+    assert len(model._plans) == 1
 
 
 def test_chains_with_other_modules_are_not_planned() -> None:
@@ -479,9 +504,8 @@ def test_plans_for_replaced_parameters_are_dropped() -> None:
     _planned(model, torch.randn(4, 2, dtype=F64))
     _planned(model, torch.randn(6, 2, dtype=F64))
     model[0].weight.data = torch.randn(5, 2, dtype=F64)  # (no move: found at the next plan)
-    for _ in range(3):
-        model(torch.randn(7, 2, dtype=F64))
-    assert len(model._plans) == 1 and model._planned is not None
+    _planned(model, torch.randn(7, 2, dtype=F64))
+    assert len(model._plans) == 1
 
 
 @pytest.mark.parametrize("dtype", [F64, F32])
@@ -678,3 +702,28 @@ def test_parameter_tensors_replaced_on_every_step_make_no_plan_on_every_step(
     # Without replacements, planned again from the second call on.
     _planned(planned, x)
     assert len(made) == 1
+
+
+@pytest.mark.parametrize(
+    ("layout", "dtype"),
+    [("LTL", F64), ("LTLR", F64), ("LTLT", F64), ("LTLE", torch.float16), ("LTLE", torch.bfloat16)],
+)
+def test_a_leaf_gradient_whose_operations_are_recorded_gets_what_the_children_return(
+    layout: str, dtype: torch.dtype
+) -> None:
+    """A plan cannot tell such a leaf from a plain value without an operation: a write into a
+    buffer is refused before any parameter gradient is written (by the last activation, or by
+    the first layer's product after a 16-bit ELU wrote the graph's result into a buffer), and
+    the children take it."""
+    planned = _chain(layout, [3, 5, 2], dtype, seed=20)
+    plain = copy.deepcopy(planned)
+    x = torch.randn(5, 3).to(dtype)
+    y = _planned(planned, x)
+    _plain_forward(plain, x)
+    grad = torch.randn(y.shape, requires_grad=True).to(dtype).detach().requires_grad_()
+    got, expected = planned.backward(grad), _plain_backward(plain, grad)
+    assert torch.equal(got, expected) and got.requires_grad == expected.requires_grad
+    planned.backward_parameters(grad)
+    _plain_backward(plain, grad)
+    _assert_same(planned, plain)
+    assert torch.equal(_planned(planned, x), _plain_forward(plain, x))

@@ -45,7 +45,7 @@ from minidl.nn.selu import SELU
 from minidl.nn.sigmoid import Sigmoid
 from minidl.nn.tanh import Tanh
 
-__all__ = ["ChainPlan", "plannable"]
+__all__ = ["ChainPlan", "PlanDeclinedError", "plannable"]
 
 #: The activations a plan runs: element-wise, their output shaped like their input, and none
 #: keeps its input for backward (so a layer's output buffer is free once its activation ran).
@@ -67,6 +67,19 @@ def plannable(modules: Sequence[Module]) -> bool:
 #: The methods a Sequential calls on its children. One set on an instance (``layer.forward =
 #: ...``, to trace or change what a child does) is called: the chain then runs child by child.
 _METHODS = ("forward", "backward", "backward_parameters")
+
+
+def _first_layer(pairs: list[tuple[_Step, bool]]) -> int:
+    """The index of the first :class:`_LinearStep` of ``pairs`` (the last index if none)."""
+    return next(
+        (index for index, (step, _) in enumerate(pairs) if isinstance(step, _LinearStep)),
+        len(pairs) - 1,
+    )
+
+
+class PlanDeclinedError(Exception):
+    """Raised by :meth:`ChainPlan.backward` before it changes anything, for a gradient that
+    the children are to take one by one."""
 
 
 class _Buffers:
@@ -138,14 +151,13 @@ class _LinearStep:
 class _ActivationStep:
     """A built-in activation in a plan."""
 
-    __slots__ = ("cached", "grad_input", "grad_output_t", "module", "output")
+    __slots__ = ("cached", "grad_input", "module", "output")
 
     def __init__(self, activation: Activation, output: Tensor | None) -> None:
         self.module = activation
         self.output = output
         self.cached: Tensor | None = None  # the cache this plan last gave the activation
         self.grad_input: Tensor | None = None
-        self.grad_output_t: Tensor | None = None  # (unused: for the shape of the steps)
 
     def forward(self, input: Tensor) -> Tensor:
         activation = self.module
@@ -235,8 +247,11 @@ class ChainPlan:
         parameters_only = [(step, True) for step in reversed(steps[first + 1 :])]
         parameters_only.append((steps[first], False))
         with_input = [(step, True) for step in reversed(steps)]
+        # Split after the first layer: a gradient from an autograd graph can be refused (by a
+        # write into a buffer) up to that layer's first operation, before any parameter
+        # gradient is written (see backward); the layers after it read plain buffers.
         self._backward_steps = {
-            flag: (pairs[0], tuple(pairs[1:]))
+            flag: (tuple(pairs[: _first_layer(pairs) + 1]), tuple(pairs[_first_layer(pairs) + 1 :]))
             for flag, pairs in ((True, with_input), (False, parameters_only))
         }
         self._backward_ready = False
@@ -257,16 +272,10 @@ class ChainPlan:
             and input.dtype is dtype
             and Parameter.replacements == self.replacements
             and input.device == device
-            and not input.requires_grad
+            and input.grad_fn is None
             and self._unchanged()
             and self._same_parameters()
         )
-
-    def forward(self, input: Tensor) -> Tensor:
-        """The chain's output for an input that :meth:`accepts`."""
-        for step in self.steps:
-            input = step.forward(input)
-        return input
 
     def takes(self, grad_output: object) -> bool:
         """Whether ``grad_output`` fits the output of the last forward (and is not from an
@@ -279,7 +288,7 @@ class ChainPlan:
             and grad_output.dtype is self.signature[1]
             and Parameter.replacements == self.replacements
             and grad_output.device == self.signature[2]
-            and not grad_output.requires_grad
+            and grad_output.grad_fn is None
             and (self._any_layout or grad_output.is_contiguous())
         ):
             return False
@@ -318,8 +327,18 @@ class ChainPlan:
         ``backward_parameters``, for a gradient that :meth:`takes`."""
         if not self._backward_ready:
             self._make_backward_buffers()
-        (first, returns), rest = self._backward_steps[with_input]
-        grad: Tensor | None = first.backward(grad_output, returns)
+        head, rest = self._backward_steps[with_input]
+        grad: Tensor | None = grad_output
+        try:
+            for step, returns in head:
+                grad = step.backward(grad, returns)  # type: ignore[arg-type]
+        except RuntimeError:
+            # A leaf of an autograd graph (whose operations are recorded: takes cannot tell it
+            # from a plain value) refused by a write into a buffer, before any parameter
+            # gradient was written; or written into a buffer by a 16-bit activation, which the
+            # first layer's product refuses. The buffers may now be in the graph: the plan is
+            # dropped.
+            raise PlanDeclinedError from None
         for step, returns in rest:
             grad = step.backward(grad, returns)  # type: ignore[arg-type]
         return grad

@@ -11,7 +11,7 @@ from torch import Tensor
 from minidl import anomaly
 from minidl._validate import add_note
 from minidl.nn._recent import Recent
-from minidl.nn.chain import ChainPlan, Signature, plannable
+from minidl.nn.chain import ChainPlan, PlanDeclinedError, Signature, plannable
 from minidl.nn.flat import flat_buffer, flatten_parameters
 from minidl.nn.module import Module, check_registered
 from minidl.nn.parameter import Parameter
@@ -133,8 +133,11 @@ class Sequential(Module):
         self._plannable = plannable(self._layers)
         self._plans: Recent[ChainPlan] = Recent(4)
         self._planned: ChainPlan | None = None  # the plan of the last forward, if it ran one
-        # The signature of the last forward not planned, and Parameter.replacements then.
+        # The signature of the last forward not planned, and Parameter.replacements then; and
+        # that of the last one a backward followed (only such a signature is planned: a model
+        # evaluated on a large set keeps no buffers for it).
         self._last_signature: tuple[Signature, int] | None = None
+        self._trained_signature: tuple[Signature, int] | None = None
 
     def forward(self, input: Tensor) -> Tensor:
         if anomaly.enabled:  # the one check of `with minidl.detect_anomaly():`
@@ -161,7 +164,7 @@ class Sequential(Module):
             raise
         if self._refused is not None:
             self._refused = None  # a forward that succeeds makes backward possible again
-        if self._plannable and type(first) is Tensor and not first.requires_grad:
+        if self._plannable and type(first) is Tensor and first.grad_fn is None:
             self._note_signature(first)
         return input
 
@@ -184,8 +187,10 @@ class Sequential(Module):
             for step in plan.steps:
                 input = step.forward(input)
         except Exception:
-            self._plans.clear()
-            self._planned = self._last_signature = None
+            # (an input from an autograd graph that ChainPlan.accepts cannot tell: a leaf whose
+            # operations are recorded, where writing into a buffer is refused before anything
+            # is written; the plan stays for inputs that are plain values)
+            self._planned = None
             return None
         except BaseException as error:  # (interrupted: see _note_refusal)
             self._planned = None
@@ -196,17 +201,29 @@ class Sequential(Module):
             self._refused = None
         return input
 
+    def _decline(self, plan: ChainPlan) -> None:
+        """``plan`` refused a gradient from an autograd graph before changing anything (see
+        :meth:`ChainPlan.backward`): drop it (its buffers may be in the graph now); the
+        children take the gradient."""
+        self._plans.clear()
+        self._planned = None
+
     def _note_signature(self, input: Tensor) -> None:
         """After a forward run child by child: plan the input's signature if the forward before
-        had it too, and no parameter tensor was replaced in between (a plan made where tensors
-        are replaced on every step would be stale at the next call). (Not called for an input
-        that no plan accepts: one of a subclass of ``Tensor``, or from an autograd graph, whose
-        operations record the graph and refuse to write into a buffer.)"""
+        had it too and was followed by a backward, and no parameter tensor was replaced in between (a plan made where tensors
+        are replaced on every step would be stale at the next call), and no plan is kept for
+        it (one that an input from an autograd graph could not use). (Not called for an input
+        that no plan accepts: one of a subclass of ``Tensor``, or the result of recorded
+        operations, whose operations record the graph and refuse to write into a buffer.)"""
         signature = (input.shape, input.dtype, input.device)
         seen = (signature, Parameter.replacements)
         if seen != self._last_signature:
             self._last_signature = seen
-        elif ChainPlan.possible(self._layers):
+        elif (
+            seen == self._trained_signature
+            and ChainPlan.possible(self._layers)
+            and self._plans.get(signature) is None
+        ):
             if any(plan.stale() for plan in self._plans.values()):
                 self._plans.clear()  # (their buffers are for parameters replaced since)
             self._plans.put(signature, ChainPlan(self._layers, input))
@@ -214,7 +231,7 @@ class Sequential(Module):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         # Plans hold buffers and the children's caches of this process: made again when needed.
-        state.update(_planned=None, _last_signature=None)
+        state.update(_planned=None, _last_signature=None, _trained_signature=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -259,7 +276,11 @@ class Sequential(Module):
             return anomaly.sequential_backward(self, grad_output)
         plan = self._planned
         if plan is not None and plan.takes(grad_output):
-            return plan.backward(grad_output, with_input=True)  # type: ignore[return-value]
+            try:
+                return plan.backward(grad_output, with_input=True)  # type: ignore[return-value]
+            except PlanDeclinedError:
+                self._decline(plan)
+        self._trained_signature = self._last_signature
         for module in self._reversed:
             grad_output = module.backward(grad_output)
         return grad_output
@@ -279,8 +300,12 @@ class Sequential(Module):
             return
         plan = self._planned
         if plan is not None and plan.takes(grad_output):
-            plan.backward(grad_output, with_input=False)
-            return
+            try:
+                plan.backward(grad_output, with_input=False)
+                return
+            except PlanDeclinedError:
+                self._decline(plan)
+        self._trained_signature = self._last_signature
         for module in self._after_first_trained:
             grad_output = module.backward(grad_output)
         if self._first_trained is not None:
