@@ -1683,3 +1683,5 @@ def test_a_loss_given_as_a_layer_is_refused_when_the_model_is_built(loss: nn.Los
     name = type(loss).__name__
     with raises(TypeError, "Residual", "the block is a loss", name, "model(x)"):
         nn.Residual(loss)
+    with raises(TypeError, "Sequential", "argument 2 is a loss", name, "model(x)"):
+        nn.Sequential(nn.Linear(2, 3), nn.Tanh(), loss)

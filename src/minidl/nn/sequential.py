@@ -13,6 +13,7 @@ from minidl._validate import add_note
 from minidl.nn._recent import Recent
 from minidl.nn.chain import ChainPlan, PlanDeclinedError, Signature, plannable
 from minidl.nn.flat import flat_buffer, flatten_parameters
+from minidl.nn.loss import check_not_a_loss
 from minidl.nn.module import Module, check_registered
 from minidl.nn.parameter import Parameter
 
@@ -98,6 +99,7 @@ class Sequential(Module):
                     f"Sequential: argument {index} must be a minidl Module, got "
                     + _what_was_given(module)
                 )
+            check_not_a_loss("Sequential", f"argument {index}", module)
             for path, part in module.named_modules(str(index), remove_duplicate=False):
                 if id(part) in places:
                     # Its second forward would overwrite the cache its first backward needs.
