@@ -32,6 +32,11 @@ class Sequential(Module):
     network whose input is data) stops at the first module with parameters and skips its input
     gradient.
 
+    A chain of :class:`~minidl.nn.Linear` layers and built-in activations plans its calls for
+    an input shape it trains on (see :mod:`minidl.nn.chain`): the same operations and bits as
+    the children one by one, checked once for the chain, with the results inside it written
+    into buffers made once.
+
     When it is built, a ``Sequential`` makes the values (and the gradients) of all its parameters
     views of one flat buffer (see :mod:`minidl.nn.flat`), so that optimizers update the whole
     model in one operation. The :class:`~minidl.nn.Parameter` objects of the children are kept.
@@ -131,7 +136,8 @@ class Sequential(Module):
 
     def _init_plans(self) -> None:
         """No plan yet (see :mod:`minidl.nn.chain`): a chain of Linear layers and built-in
-        activations is planned for an input signature seen twice in a row."""
+        activations is planned for an input signature seen twice in a row, the first time
+        followed by a backward."""
         self._plannable = plannable(self._layers)
         self._plans: Recent[ChainPlan] = Recent(4)
         self._planned: ChainPlan | None = None  # the plan of the last forward, if it ran one
