@@ -727,3 +727,25 @@ def test_a_leaf_gradient_whose_operations_are_recorded_gets_what_the_children_re
     _plain_backward(plain, grad)
     _assert_same(planned, plain)
     assert torch.equal(_planned(planned, x), _plain_forward(plain, x))
+
+
+def test_a_method_replaced_on_a_class_before_training_is_called(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tracer or profiler that wraps a class's forward: the chain runs child by child."""
+    calls: list[int] = []
+    original = nn.Tanh.forward
+
+    def traced(self: nn.Tanh, input: Tensor) -> Tensor:
+        calls.append(1)
+        return original(self, input)
+
+    monkeypatch.setattr(nn.Tanh, "forward", traced)
+    model = _chain("LTLTL", [2, 5, 5, 3], F64, seed=21)
+    x = torch.randn(4, 2, dtype=F64)
+    for _ in range(4):
+        y = model(x)
+        model.backward_parameters(torch.ones_like(y))
+    assert len(calls) == 8 and len(model._plans) == 0
+    monkeypatch.undo()
+    _planned(model, x)

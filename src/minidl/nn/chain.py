@@ -69,6 +69,11 @@ def plannable(modules: Sequence[Module]) -> bool:
 #: ...``, to trace or change what a child does) is called: the chain then runs child by child.
 _METHODS = ("forward", "backward", "backward_parameters")
 
+#: Those methods of each planned class, as defined.
+_CLASS_METHODS = {
+    kind: tuple(getattr(kind, name) for name in _METHODS) for kind in (Linear, *PLANNED_ACTIVATIONS)
+}
+
 
 def _first_layer(pairs: list[tuple[_Step, bool]]) -> int:
     """The index of the first :class:`_LinearStep` of ``pairs`` (the last index if none)."""
@@ -190,9 +195,17 @@ class ChainPlan:
     @staticmethod
     def possible(modules: Sequence[Module]) -> bool:
         """Whether a plan can be made for ``modules``: a chain that :func:`plannable` accepts,
-        with no method set on a child's instance (see :data:`_METHODS`)."""
-        return plannable(modules) and not any(
-            name in module.__dict__ for module in modules for name in _METHODS
+        with no method set on a child's instance (see :data:`_METHODS`) nor replaced on its
+        class (by a tracer or profiler, say: a plan calls the children's operations, not those
+        methods). A class method replaced once a plan is made is not seen by that plan."""
+        return (
+            plannable(modules)
+            and not any(name in module.__dict__ for module in modules for name in _METHODS)
+            and all(
+                tuple(getattr(type(module), name) for name in _METHODS)
+                == _CLASS_METHODS[type(module)]
+                for module in modules
+            )
         )
 
     def __init__(self, modules: Sequence[Module], input: Tensor) -> None:
