@@ -5,10 +5,10 @@ operation and on the Python around it, not on arithmetic. A ``Sequential`` of
 :class:`~minidl.nn.Linear` layers and built-in activations does not need the checks of every
 child on every call: once its input has passed them, the shape, dtype and device of everything
 that flows through the chain follow from the input's. A :class:`ChainPlan` is made for one input
-signature (shape, dtype, device) when the ``Sequential`` sees that signature twice in a row,
-the first time followed by a ``backward`` (a training step: a shape only evaluated keeps no
-buffers). It then runs every child's own operations (the same methods, the same bits) on inputs known to be
-accepted, with
+signature (shape, dtype, device) when the ``Sequential`` sees that signature twice in a row, the
+first time followed by a ``backward`` (a training step: a shape only evaluated keeps no
+buffers). It then runs every child's own operations (the same methods, the same bits) on inputs
+known to be accepted, with
 
 - the checks made once for the whole chain: the input's signature, and that no parameter
   tensor was replaced since (:attr:`~minidl.nn.Parameter.replacements`), nor a layer's
