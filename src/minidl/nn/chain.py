@@ -75,11 +75,12 @@ _CLASS_METHODS = {
 }
 
 
-def _first_layer(pairs: list[tuple[_Step, bool]]) -> int:
-    """The index of the first :class:`_LinearStep` of ``pairs`` (the last index if none)."""
+def _first_layer(items: Sequence[object]) -> int:
+    """The index of the first :class:`~minidl.nn.Linear` (or its step) in ``items``, or the
+    last index if none is."""
+    kinds = (Linear, _LinearStep)
     return next(
-        (index for index, (step, _) in enumerate(pairs) if isinstance(step, _LinearStep)),
-        len(pairs) - 1,
+        (index for index, item in enumerate(items) if isinstance(item, kinds)), len(items) - 1
     )
 
 
@@ -181,6 +182,8 @@ class _ActivationStep:
 
 
 _Step = _LinearStep | _ActivationStep
+#: Steps in the order a backward runs them, each with whether it returns its input gradient.
+_Pairs = tuple[tuple[_Step, bool], ...]
 
 
 class ChainPlan:
@@ -233,9 +236,7 @@ class ChainPlan:
         # they do child by child: an element-wise result takes its operands' memory layout (a
         # transposed input gives a transposed output), and the layer's products, which read
         # it, round according to that layout.
-        self._leading = next(
-            (index for index, module in enumerate(modules) if isinstance(module, Linear)), last
-        )
+        self._leading = _first_layer(modules)
         for index, module in enumerate(modules):
             if isinstance(module, Linear):
                 shape = (*shape[:-1], module.out_features)
@@ -256,18 +257,18 @@ class ChainPlan:
         # parameters (Sequential.backward_parameters's rule), that one without input gradient.
         trained = [index for index, module in enumerate(modules) if module.parameters()]
         first = trained[0] if trained else last
-        # For backward (True) and backward_parameters (False): the first step and the others,
-        # each with whether it returns its input gradient.
+        # For backward (True) and backward_parameters (False): the steps in the order they
+        # run, each with whether it returns its input gradient, split after the first layer
+        # among them: a gradient from an autograd graph can be refused (by a write into a
+        # buffer) up to that layer's first operation, before any parameter gradient is written
+        # (see backward); the layers after it read plain buffers.
         parameters_only = [(step, True) for step in reversed(steps[first + 1 :])]
         parameters_only.append((steps[first], False))
         with_input = [(step, True) for step in reversed(steps)]
-        # Split after the first layer: a gradient from an autograd graph can be refused (by a
-        # write into a buffer) up to that layer's first operation, before any parameter
-        # gradient is written (see backward); the layers after it read plain buffers.
-        self._backward_steps = {
-            flag: (tuple(pairs[: _first_layer(pairs) + 1]), tuple(pairs[_first_layer(pairs) + 1 :]))
-            for flag, pairs in ((True, with_input), (False, parameters_only))
-        }
+        self._backward_steps: dict[bool, tuple[_Pairs, _Pairs]] = {}
+        for flag, pairs in ((True, with_input), (False, parameters_only)):
+            split = _first_layer([step for step, _ in pairs]) + 1
+            self._backward_steps[flag] = (tuple(pairs[:split]), tuple(pairs[split:]))
         self._backward_ready = False
 
     def _own(self, shape: tuple[int, ...], index: int, last: int) -> Tensor | None:
@@ -366,9 +367,8 @@ class ChainPlan:
             step = steps[index]
             # The gradient with respect to this child's input, the previous child's output.
             before = steps[index - 1]
-            shape = tuple(before.output.shape) if before.output is not None else None
-            assert shape is not None
-            step.grad_input = self._buffers.alternate(shape)
+            assert before.output is not None  # (every result inside the chain has a buffer)
+            step.grad_input = self._buffers.alternate(tuple(before.output.shape))
             if isinstance(before, _LinearStep):
                 before.grad_output_t = step.grad_input.t()
         self._backward_ready = True

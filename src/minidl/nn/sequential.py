@@ -218,11 +218,12 @@ class Sequential(Module):
 
     def _note_signature(self, input: Tensor) -> None:
         """After a forward run child by child: plan the input's signature if the forward before
-        had it too and was followed by a backward, and no parameter tensor was replaced in between (a plan made where tensors
-        are replaced on every step would be stale at the next call), and no plan is kept for
-        it (one that an input from an autograd graph could not use). (Not called for an input
-        that no plan accepts: one of a subclass of ``Tensor``, or the result of recorded
-        operations, whose operations record the graph and refuse to write into a buffer.)"""
+        had it too and was followed by a backward, no parameter tensor was replaced in between
+        (a plan made where tensors are replaced on every step would be stale at the next call),
+        and no plan is kept for it (one that an input from an autograd graph could not use).
+        (Not called for an input that no plan accepts: one of a subclass of ``Tensor``, or the
+        result of recorded operations, whose operations record the graph and refuse to write
+        into a buffer.)"""
         signature = (input.shape, input.dtype, input.device)
         seen = (signature, Parameter.replacements)
         if seen != self._last_signature:
