@@ -1685,3 +1685,19 @@ def test_a_loss_given_as_a_layer_is_refused_when_the_model_is_built(loss: nn.Los
         nn.Residual(loss)
     with raises(TypeError, "Sequential", "argument 2 is a loss", name, "model(x)"):
         nn.Sequential(nn.Linear(2, 3), nn.Tanh(), loss)
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"dtype": torch.int64}, TypeError),
+        ({"device": "nowhere"}, ValueError),
+        ({"generator": 3}, TypeError),
+    ],
+)
+def test_mlp_names_itself_when_a_layer_refuses_its_options(
+    options: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error, match=r"^Linear: ") as caught:
+        nn.mlp((2, 3, 2), "tanh", **options)
+    assert "in mlp, building layer 0 (Linear(2, 3))" in getattr(caught.value, "__notes__", [])

@@ -13,6 +13,7 @@ from collections.abc import Set as AbstractSet
 
 import torch
 
+from minidl._validate import add_note
 from minidl.nn.activation import Activation
 from minidl.nn.elu import ELU
 from minidl.nn.leaky_relu import LeakyReLU
@@ -82,6 +83,9 @@ def mlp(
             not the one written); ``activations`` is neither a name nor a sequence of names
             (a set, bytes).
 
+        A ``dtype``, ``device`` or ``generator`` that :class:`Linear` refuses raises its error,
+        with a note that names ``mlp`` and the layer.
+
     Example:
         >>> mlp((2, 25, 25, 25, 2), "tanh")  # doctest: +ELLIPSIS
         Sequential(...)
@@ -117,7 +121,12 @@ def mlp(
     keys = [_activation_key("mlp", name) for name in names]  # all checked before any draw
     layers: list[Module] = []
     for index, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
-        layers.append(Linear(n_in, n_out, dtype=dtype, device=device, generator=generator))
+        try:
+            layers.append(Linear(n_in, n_out, dtype=dtype, device=device, generator=generator))
+        except (TypeError, ValueError, RuntimeError) as error:
+            # (the first layer refuses a dtype, device or generator: every layer gets them)
+            add_note(error, f"in mlp, building layer {index} (Linear({n_in}, {n_out}))")
+            raise
         if index < hidden:
             layers.append(ACTIVATIONS[keys[index]]())
     return Sequential(*layers)
