@@ -7,6 +7,7 @@ the documented formula, or the documented error (type and the words of its messa
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 import torch
@@ -156,6 +157,22 @@ def test_dropout_identity_backward_checks_the_last_forwards_shape(p: float) -> N
         ValueError, match=r"Dropout: gradient has shape \(2, 3\), expected \(4, 5\)"
     ):
         layer.backward(torch.randn(2, 3))
+
+
+@pytest.mark.parametrize(("p", "train"), [(0.0, True), (0.5, False)])
+def test_dropout_identity_backward_refuses_a_gradient_on_another_device(
+    p: float, train: bool
+) -> None:
+    """The identity's backward checks the gradient's device as the training mode's does."""
+    layer = nn.Dropout(p).train(train)
+    layer(torch.randn(2, 3))
+    with pytest.raises(
+        ValueError, match=r"Dropout: gradient is on meta but the last forward's output is on cpu"
+    ):
+        layer.backward(torch.randn(2, 3, device="meta"))
+    restored = pickle.loads(pickle.dumps(layer))
+    with pytest.raises(ValueError, match="gradient is on meta"):
+        restored.backward(torch.randn(2, 3, device="meta"))
 
 
 # -- mlp, batch norm, sequential ------------------------------------------------------------------

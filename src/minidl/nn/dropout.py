@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -67,6 +69,7 @@ class Dropout(Module):
         self.generator = generator
         self._scaled_mask: Tensor | None = None
         self._shape: torch.Size | None = None
+        self._device: torch.device | None = None  # the last forward's, for the identity's check
 
     def forward(self, input: Tensor) -> Tensor:
         if not isinstance(input, Tensor):
@@ -76,7 +79,7 @@ class Dropout(Module):
         if not input.is_floating_point():
             raise TypeError(f"Dropout: expected a floating-point input, got dtype {input.dtype}")
         if not self.training or self._p == 0.0:
-            self._shape, self._scaled_mask = input.shape, None
+            self._shape, self._scaled_mask, self._device = input.shape, None, input.device
             return input
         keep = 1.0 - self._p
         # (the caches are set once the mask is drawn: a draw that fails, from a generator on
@@ -98,8 +101,18 @@ class Dropout(Module):
                 raise TypeError(
                     f"Dropout: expected a floating-point gradient, got dtype {grad_output.dtype}"
                 )
+            device = self._device
+            if device is not None and grad_output.device != device:
+                raise ValueError(
+                    f"Dropout: gradient is on {grad_output.device} but the last forward's output "
+                    f"is on {device}"
+                )
             return grad_output
         return check_grad_like("Dropout", grad_output, self._scaled_mask) * self._scaled_mask
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_device", None)  # (pickled before it existed)
+        super().__setstate__(state)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
