@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import itertools
 import pickle
+import re
 from collections.abc import Callable
 
 import pytest
@@ -264,6 +265,34 @@ def test_parameters_replaced_after_planning_are_used() -> None:
     planned.load_state_dict({k: v * 2 for k, v in planned.state_dict().items()})
     plain.load_state_dict({k: v * 2 for k, v in plain.state_dict().items()})
     assert torch.equal(planned(x64), _plain_forward(plain, x64))
+
+
+@pytest.mark.parametrize("plan", [True, False])
+def test_a_parameter_of_another_shape_put_in_between_forward_and_backward_is_refused(
+    plan: bool,
+) -> None:
+    """A layer given another layer's parameter (weights tied) after its forward: the gradient
+    products no longer fit it, planned or not. Refused before that layer writes anything; its
+    gradient (a view of the optimizer's buffer) keeps its shape, and its neighbours' are not
+    written over."""
+    model = _chain("LTLTL", [2, 5, 5, 3], F64, seed=3)
+    model._plannable = plan
+    x = torch.randn(4, 2, dtype=F64)
+    if plan:
+        _planned(model, x)
+    model.zero_grad()
+    model(x)
+    model[2].weight = model[0].weight  # (5, 2) in a layer of 5 inputs and 5 outputs
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Linear: weight has shape (5, 2), expected (out_features, in_features) = (5, 5)"
+        ),
+    ):
+        model.backward(torch.randn(4, 3, dtype=F64))
+    assert model[0].weight.grad.shape == (5, 2)
+    for p in (model[0].weight, model[0].bias, model[2].bias):
+        assert not p.grad.any()
 
 
 def test_parameter_tensors_assigned_after_planning_are_used() -> None:

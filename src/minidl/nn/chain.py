@@ -295,8 +295,8 @@ class ChainPlan:
     def takes(self, grad_output: object) -> bool:
         """Whether ``grad_output`` fits the output of the last forward (and is not from an
         autograd graph, nor non-contiguous for a chain that ends with an activation), every
-        child still holds what this plan's last forward cached, and no parameter tensor was
-        replaced. Another gradient goes to the children one by one."""
+        child still holds what this plan's last forward cached, and no parameter (or parameter
+        tensor) was replaced. Another gradient goes to the children one by one."""
         if not (
             type(grad_output) is Tensor
             and grad_output.shape == self.output_shape
@@ -310,7 +310,7 @@ class ChainPlan:
         for step in self.steps:
             if not step.is_current():
                 return False
-        return self._unchanged()
+        return self._unchanged() and self._same_parameters()
 
     def stale(self) -> bool:
         """Whether a parameter (or parameter tensor) was replaced or a method set on a child

@@ -70,6 +70,9 @@ class Linear(Module):
 
     bias: Parameter | None
 
+    #: The names of the weight's dimensions, in the errors about its shape.
+    _NAMES = "out_features, in_features"
+
     def __init__(
         self,
         in_features: int,
@@ -123,11 +126,7 @@ class Linear(Module):
         were replaced; remember them if they pass."""
         if weight is not self._weight_seen or bias is not self._bias_seen:
             check_layer_parameters(
-                "Linear",
-                weight,
-                bias,
-                (self.out_features, self.in_features),
-                "out_features, in_features",
+                "Linear", weight, bias, (self.out_features, self.in_features), self._NAMES
             )
             self._weight_seen, self._bias_seen, self._weight_t = weight, bias, weight.t()
             self._dtype, self._device = weight.dtype, weight.device
@@ -190,6 +189,18 @@ class Linear(Module):
             or grad_output.dtype is not self._dtype
         ):
             check_grad_output("Linear", grad_output, torch.Size(shape), self.weight.data)
+        weight = self.weight.data
+        bias = None if self.bias is None else self.bias.data
+        if (weight is not self._weight_seen or bias is not self._bias_seen) and (
+            weight.shape != (self.out_features, self.in_features)
+            or (bias is not None and bias.shape != (self.out_features,))
+        ):
+            # A parameter of another shape put in place since the forward: the products no
+            # longer fit its gradient (out= would resize it, a view of the optimizer's buffer,
+            # over the next one). (Another dtype or device is found below, as a cast.)
+            check_layer_parameters(
+                "Linear", weight, bias, (self.out_features, self.in_features), self._NAMES
+            )
         grad_output_t = grad_output.t()
         weight_grad = self.weight.grad
         try:
