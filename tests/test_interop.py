@@ -134,6 +134,20 @@ def test_to_torch_gives_the_same_outputs_and_gradients(training: bool) -> None:
     _compare(model, twin, training)
 
 
+def test_state_dict_keys_come_in_pytorchs_order() -> None:
+    """Module by module, each one's parameters before its buffers, as ``torch.nn`` gives them
+    (code that walks two state dicts side by side pairs the same entries)."""
+    model = nn.Sequential(
+        nn.Linear(2, 3),
+        nn.BatchNorm1d(3),
+        nn.Tanh(),
+        nn.Residual(nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 3))),
+        nn.Linear(3, 2),
+    )
+    assert list(model.state_dict()) == list(to_torch(model).state_dict())
+    assert list(from_torch(to_torch(model)).state_dict()) == list(model.state_dict())
+
+
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_from_torch_gives_the_same_outputs_and_gradients(training: bool) -> None:
     original = _torch_model()

@@ -459,10 +459,18 @@ class Module:
     # -- state ------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Tensor]:
-        """A copy of every parameter value and buffer, keyed by dotted name (``"0.weight"``, ...)."""
-        state = {name: p.data.detach().clone() for name, p in self.named_parameters()}
-        state.update((name, b.detach().clone()) for name, b in self.named_buffers())
-        return state
+        """A copy of every parameter value and buffer, keyed by dotted name (``"0.weight"``, ...).
+
+        In PyTorch's order: module by module, depth first, each module's parameters before its
+        buffers (a tied parameter, or the buffers of a module registered twice, once, under the
+        first name).
+        """
+        entries = [(name, p.data) for name, p in self.named_parameters()]
+        entries += self.named_buffers()
+        place = {path: index for index, (path, _) in enumerate(self.named_modules())}
+        # (stable: within a module, its parameters stay before its buffers)
+        entries.sort(key=lambda entry: place[entry[0].rpartition(".")[0]])
+        return {name: tensor.detach().clone() for name, tensor in entries}
 
     def _with_first_names(
         self, state_dict: Mapping[str, Tensor], own: Mapping[str, Tensor]
