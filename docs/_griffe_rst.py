@@ -5,6 +5,9 @@ reStructuredText roles (``:math:`y = x W^T```, ``:class:`~minidl.nn.Parameter```
 ``.. math::`` blocks. mkdocstrings renders Markdown, so before the docstrings are parsed:
 
 - an inline role becomes a code span (``~a.b.C`` shows as ``C``, as Sphinx does);
+- a hyperlink, ```text <url>`_``, becomes a Markdown link;
+- a paragraph's closing ``::``, which announces a literal block, becomes ``:`` (or goes, after
+  a space), as Sphinx shows it; the indented block after it is already code in Markdown;
 - a ``.. math::`` block becomes a fenced code block of its formula lines;
 - a simple table (columns under ``=====  =====`` borders) becomes a Markdown table;
 - an ``Example:`` section is read as griffe's ``Examples:``, so that its ``>>>`` lines show as
@@ -28,6 +31,8 @@ ROLE = re.compile(r":(?:py:)?(?:math|class|func|meth|attr|mod|data|obj|exc):`(~?
 DIRECTIVE = re.compile(r"^(\s*)\.\. math::\s*(.*)$")
 EXAMPLE = re.compile(r"^(\s*)Example:\s*$")
 BORDER = re.compile(r"^\s*=+(?: +=+)+\s*$")
+LINK = re.compile(r"(?<!`)`([^`<>]+?)\s*<([^<>`\s]+)>`__?(?![\w`])")
+LITERAL = re.compile(r"^(\s*)(?!\s|\.\. |>>> |\.\.\. )(.*?)(\s?)::\s*$")
 
 
 def _role(match: re.Match[str]) -> str:
@@ -35,6 +40,18 @@ def _role(match: re.Match[str]) -> str:
     if tilde:
         target = target.rsplit(".", 1)[-1]
     return f"`{target}`"
+
+
+def _literal(match: re.Match[str]) -> str:
+    margin, text, space = match.groups()
+    return f"{margin}{text}" if space or not text else f"{margin}{text}:"
+
+
+def _inline(line: str) -> str:
+    """One line of prose: roles as code spans, links as Markdown links, ``::`` as Sphinx
+    shows it."""
+    line = LINK.sub(r"[\1](\2)", ROLE.sub(_role, line))
+    return LITERAL.sub(_literal, line)
 
 
 def _indent(line: str) -> int:
@@ -64,7 +81,8 @@ def _table(lines: list[str]) -> list[str]:
 
 
 def rst_to_markdown(text: str) -> str:
-    """Return ``text`` with inline roles as code spans and ``.. math::`` blocks as fences."""
+    """Return ``text`` in Markdown: inline roles as code spans, links as links, ``.. math::``
+    blocks as fences, simple tables as tables (see the module docstring)."""
     lines = text.splitlines()
     output: list[str] = []
     index = 0
@@ -78,7 +96,7 @@ def rst_to_markdown(text: str) -> str:
         match = DIRECTIVE.match(lines[index])
         if match is None:
             line = EXAMPLE.sub(r"\1Examples:", lines[index])
-            output.append(ROLE.sub(_role, line))
+            output.append(_inline(line))
             index += 1
             continue
         margin, inline = match.groups()

@@ -7,8 +7,8 @@
   README's and the home page's, whose names for the API reference's examples are those the
   docstring examples run with;
 - the tutorial's Softplus matches PyTorch where the tutorial claims it is stable;
-- the docstring converter (docs/_griffe_rst.py) turns roles, math blocks, tables and examples
-  into the expected Markdown.
+- the docstring converter (docs/_griffe_rst.py) turns roles, links, literal-block markers, math
+  blocks, tables and examples into the expected Markdown.
 """
 
 from __future__ import annotations
@@ -127,6 +127,9 @@ def test_site_builds_strictly_and_documents_the_api(tmp_path: Path) -> None:
         text = re.sub(r"<[^>]+>", "", html)
         for leftover in (":math:`", ":class:`", ":func:`", ":meth:`", ".. math::", "Example:"):
             assert leftover not in text, f"{leftover!r} left in api/{module}.html"
+        # A reStructuredText link (`text <url>`_) and a literal block's "::" (shown as ":").
+        assert "&gt;_" not in text, f"a reStructuredText link left in api/{module}.html"
+        assert not re.search(r"\S::$", text, re.MULTILINE), f"'::' left in api/{module}.html"
     # The sections of one docstring, rendered.
     html = (tmp_path / "api" / "nn.html").read_text(encoding="utf-8")
     start = html.index('id="minidl.nn.Linear"')
@@ -283,6 +286,29 @@ def test_converter_turns_roles_into_code_spans(converter: ModuleType) -> None:
     text = "Layer :math:`y = x W^T` of :class:`~minidl.nn.Parameter`, see :func:`minidl.gradcheck`."
     assert converter.rst_to_markdown(text) == (
         "Layer `y = x W^T` of `Parameter`, see `minidl.gradcheck`."
+    )
+
+
+def test_converter_turns_links_into_markdown_links(converter: ModuleType) -> None:
+    """The checkpoint module's link to safetensors showed as code followed by an underscore."""
+    text = "A `safetensors <https://huggingface.co/docs/safetensors>`_ file, `x <https://x.org>`__."
+    assert converter.rst_to_markdown(text) == (
+        "A [safetensors](https://huggingface.co/docs/safetensors) file, [x](https://x.org)."
+    )
+    # Code spans and roles are not links.
+    assert converter.rst_to_markdown("``a <b>`` and :class:`C <d>`") == "``a <b>`` and `C <d>`"
+
+
+def test_converter_shows_a_literal_blocks_colons_as_sphinx_does(converter: ModuleType) -> None:
+    """``Module.apply``'s "in place::" showed both colons."""
+    text = "For example, in place::\n\n    model.apply(init)\n\nOr ::\n\n    x\n\n::\n\n    y"
+    assert converter.rst_to_markdown(text) == (
+        "For example, in place:\n\n    model.apply(init)\n\nOr\n\n    x\n\n\n\n    y"
+    )
+    # Not in an example, nor a directive.
+    text = "Examples:\n    >>> s = a[1::]\n    ... b::\n.. math::\n    a"
+    assert converter.rst_to_markdown(text).startswith(
+        "Examples:\n    >>> s = a[1::]\n    ... b::\n"
     )
 
 
