@@ -7,6 +7,8 @@
   README's and the home page's, whose names for the API reference's examples are those the
   docstring examples run with;
 - the tutorial's Softplus matches PyTorch where the tutorial claims it is stable;
+- every ``Args:`` section of the package's docstrings names each parameter of its function, and
+  no other;
 - the docstring converter (docs/_griffe_rst.py) turns roles, links, literal-block markers, math
   blocks, tables and examples into the expected Markdown.
 """
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import re
 import subprocess
@@ -267,6 +270,84 @@ def test_tutorial_scale_layer_accumulates(tutorial: dict[str, Any]) -> None:
         ValueError, match=r"Scale: expected an input of shape \(N, 3\), got \(5, 4\)"
     ):
         layer(torch.zeros(5, 4, dtype=torch.float64))
+
+
+# -- the docstrings' Args sections ---------------------------------------------------------------
+
+SECTION = re.compile(r"^[A-Z][A-Za-z ]*:$")
+
+
+def documented_arguments(docstring: str) -> list[str] | None:
+    """The names an ``Args:`` section documents (``a, b: ...`` documents both; ``*inputs``
+    is ``inputs``), or ``None`` without one."""
+    lines = docstring.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == "Args:"]
+    if not starts:
+        return None
+    start = starts[0]
+    names: list[str] = []
+    margin = None
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent <= len(lines[start]) - len(lines[start].lstrip()) or SECTION.match(line.strip()):
+            break
+        if margin is None:
+            margin = indent
+        if indent == margin:
+            match = re.match(r"\s*([*\w][\w*, ]*):(\s|$)", line)
+            assert match, f"an Args entry without a name: {line.strip()!r}"
+            names += [name.strip().lstrip("*") for name in match.group(1).split(",")]
+    return names
+
+
+def documented_callables() -> list[tuple[str, Any]]:
+    """Every public function, class and public method defined in the package's modules."""
+    from tests.test_docstring_examples import package_modules
+
+    found: dict[int, tuple[str, Any]] = {}
+    for module in package_modules():
+        for name, value in vars(module).items():
+            if name.startswith("_") or getattr(value, "__module__", None) != module.__name__:
+                continue
+            if inspect.isfunction(value) or inspect.isclass(value):
+                found.setdefault(id(value), (f"{module.__name__}.{name}", value))
+            if inspect.isclass(value):
+                for attribute, member in vars(value).items():
+                    if not attribute.startswith("_") and inspect.isfunction(member):
+                        found.setdefault(
+                            id(member), (f"{module.__name__}.{name}.{attribute}", member)
+                        )
+    return sorted(found.values(), key=lambda item: item[0])
+
+
+def test_args_sections_name_every_parameter_and_no_other() -> None:
+    """An ``Args:`` entry is one parameter (or a comma-separated group), rendered as a row of the
+    API page's parameter table: ``stacked_error_rates`` documented ``y`` inside ``x``'s entry,
+    so that the page listed no ``y``."""
+    checked = 0
+    problems = []
+    for name, value in documented_callables():
+        docstring = inspect.getdoc(value)
+        names = documented_arguments(docstring) if docstring else None
+        function = value.__init__ if inspect.isclass(value) else value
+        if names is None and inspect.isclass(value):
+            names = documented_arguments(inspect.getdoc(function) or "")
+        if names is None:
+            continue
+        parameters = [
+            parameter.name
+            for parameter in inspect.signature(function).parameters.values()
+            if parameter.name not in ("self", "cls") and parameter.kind is not parameter.VAR_KEYWORD
+        ]
+        checked += 1
+        for missing in sorted(set(parameters) - set(names)):
+            problems.append(f"{name}: parameter {missing!r} is not documented in Args")
+        for unknown in sorted(set(names) - set(parameters)):
+            problems.append(f"{name}: Args documents {unknown!r}, which is no parameter")
+    assert checked >= 50
+    assert not problems, "\n".join(problems)
 
 
 # -- the docstring converter ---------------------------------------------------------------------

@@ -85,8 +85,9 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
 
     Args:
         model: a network made by :func:`minidl.nn.stack_models`.
-        x: inputs ``(R, N, features)``; y: class indices ``(R, N)``, of an integer dtype and
-            below the number of classes (the width of the model's outputs).
+        x: inputs ``(R, N, features)``.
+        y: class indices ``(R, N)``, of an integer dtype and below the number of classes (the
+            width of the model's outputs).
 
     Raises:
         TypeError: ``model`` is not a :class:`Sequential`, ``x`` or ``y`` not a tensor.
