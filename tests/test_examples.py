@@ -87,3 +87,22 @@ def test_bad_options_are_refused_before_anything_runs(
         digits.main(argv)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_help_describes_every_option_in_plain_text(
+    digits: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--seed`` had no help line, and the description showed the docstring's ``torch.nn``
+    markup."""
+    with pytest.raises(SystemExit) as info:
+        digits.main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert "``" not in text
+    options = text.split("options:", 1)[1]
+    for option in ("--quick", "--epochs EPOCHS", "--seed SEED"):
+        line = next(line for line in options.splitlines() if line.strip().startswith(option))
+        assert line.strip() != option, f"{option} has no help"
+    assert f"(default {digits.EPOCHS})" in options
+    assert f"(default {digits.SEED})" in options
+    assert "[0, 2**32 - 1]" in options
