@@ -5,7 +5,8 @@
 - every ``python`` code block of the tutorial and of the PyTorch page runs, in order (the blocks
   hold their own assertions against PyTorch autograd and ``minidl.gradcheck``), and so do the
   README's and the home page's, whose names for the API reference's examples are those the
-  docstring examples run with;
+  docstring examples run with; the ``>>>`` examples of the docstrings that the tutorial writes
+  show what they print;
 - the tutorial's Softplus matches PyTorch where the tutorial claims it is stable;
 - every ``Args:`` section of the package's docstrings names each parameter of its function, and
   no other;
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import doctest
 import importlib.util
 import inspect
 import os
@@ -156,6 +158,21 @@ def tutorial() -> dict[str, Any]:
 def test_tutorial_code_runs(tutorial: dict[str, Any]) -> None:
     for name in ("Softplus", "WrongSoftplus", "Scale", "model", "optimizer", "LogCoshLoss"):
         assert name in tutorial, name
+
+
+def test_tutorial_docstring_examples_run(tutorial: dict[str, Any]) -> None:
+    """The ``>>>`` examples in the docstrings the tutorial writes (Softplus's) show what they
+    print: tests/test_docstring_examples.py runs only those of the package."""
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    report: list[str] = []
+    examples = 0
+    for name in ("Softplus", "Scale", "LogCoshLoss"):
+        for test in finder.find(tutorial[name], name, globs=dict(tutorial)):
+            examples += len(test.examples)
+            runner.run(test, out=report.append)
+    assert examples >= 1
+    assert runner.failures == 0, "".join(report)
 
 
 def test_index_code_runs_and_sets_up_the_names_of_the_api_examples() -> None:
