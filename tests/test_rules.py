@@ -241,6 +241,7 @@ ABOVE_OPTIM = (
 )
 ABOVE_NN = ("minidl.optim", *ABOVE_OPTIM)
 ABOVE_TRAIN = ("minidl.experiments", "minidl.cli")
+ABOVE_EXPERIMENTS = ("minidl.cli",)
 #: The shared helpers under the packages (_validate.py, _scalar.py, _setting.py, ...).
 ABOVE_SHARED = ("minidl.nn", "minidl.data", *ABOVE_NN)
 
@@ -254,6 +255,8 @@ def _forbidden_for(relative: str) -> tuple[str, ...]:
         return ABOVE_OPTIM
     if relative in ("train.py", "rounds.py", "checkpoint.py"):
         return ABOVE_TRAIN
+    if relative.startswith("experiments/"):
+        return ABOVE_EXPERIMENTS
     return ()
 
 
