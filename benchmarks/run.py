@@ -1,4 +1,4 @@
-"""minidl against PyTorch eager, side by side in one process (``make bench``).
+"""minidl against PyTorch eager, side by side in one process (make bench).
 
 Workloads (each a minidl version and a PyTorch eager twin on identical data and initial
 weights, timed alternately, several repetitions, medians and their ratio; D, minutes long, runs
