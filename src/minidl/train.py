@@ -333,7 +333,7 @@ def fit(
             raise TypeError(
                 f"fit: {name} must be a minidl {kind.__name__}, got {type(value).__name__}"
             )
-    if not {id(p) for p in model.parameters()} & {id(p) for p in optimizer.params}:
+    if set(map(id, model.parameters())).isdisjoint(map(id, optimizer.params)):
         raise ValueError("fit: the optimizer updates none of the model's parameters")
     check_samples("fit", x, y)
     batch_size = check_int("fit", "batch_size", batch_size)
@@ -456,9 +456,10 @@ def fit(
         check_class_indices("fit", "validation ", y_validation, int(probe.shape[1]))
     history = History() if history is None else history
     batches = BatchIterator(x, y, batch_size, generator=generator, drop_last=drop_last)
+    batch_count = len(batches)  # (per epoch; fixed for the run)
     per_batch = scheduler is not None and scheduler.interval == "batch"
     if scheduler is not None:
-        _check_step_limit("fit", scheduler, epochs - start_epoch, len(batches))
+        _check_step_limit("fit", scheduler, epochs - start_epoch, batch_count)
     steps: _Batches = batches if parallel is None else parallel.shard(batches)
     model.train()
     with torch.inference_mode():
@@ -495,7 +496,7 @@ def fit(
             )
             record = EpochRecord(
                 epoch=epoch,
-                train_loss=float(total_loss) / len(batches),
+                train_loss=float(total_loss) / batch_count,
                 lr=epoch_lr,
                 validation_error=validation_error,
             )
