@@ -70,7 +70,8 @@ def mlp(
             network (at least two).
         activations: one activation name for every hidden layer, or one name per hidden layer
             (``len(sizes) - 2`` of them), e.g. ``("relu", "tanh", "relu")``.
-        dtype, device, generator: passed to every :class:`Linear`.
+        dtype, device, generator: passed to every :class:`Linear`; one it refuses raises its
+            error, with a note that names ``mlp`` and the layer.
 
     Returns:
         A :class:`Sequential` of ``2 * len(sizes) - 3`` modules, its layers named ``"0"``,
@@ -82,9 +83,6 @@ def mlp(
         TypeError: ``sizes`` is not a sequence (a single number, or a set, whose order is
             not the one written); ``activations`` is neither a name nor a sequence of names
             (a set, bytes).
-
-        A ``dtype``, ``device`` or ``generator`` that :class:`Linear` refuses raises its error,
-        with a note that names ``mlp`` and the layer.
 
     Example:
         >>> mlp((2, 25, 25, 25, 2), "tanh")  # doctest: +ELLIPSIS
