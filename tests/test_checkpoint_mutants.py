@@ -237,14 +237,21 @@ def test_a_model_differing_in_shapes_and_dtypes_is_not_called_a_cast_copy(tmp_pa
 
 def test_the_training_state_of_a_checkpoint_is_a_copy(tmp_path: Path) -> None:
     """``Checkpoint.training`` gives a new ``extra`` each time: changing one (or the
-    ``TrainingState`` that ``load_checkpoint`` returns) leaves the checkpoint read as it was."""
+    ``TrainingState`` that ``load_checkpoint`` returns), nested values too, leaves the
+    checkpoint read as it was (a shallow copy let a change inside ``extra["run"]`` reach the
+    header, and the ``extra`` of a later ``load_checkpoint`` of the same Checkpoint)."""
     model, optimizer = _sgd_model()
     save_checkpoint(tmp_path / "c", model, optimizer, extra={"run": {"seed": 1}, "tag": "a"})
     read = read_checkpoint(tmp_path / "c")
     first = read.training
     first.extra["tag"] = "b"
+    first.extra["run"]["seed"] = 2
     first.history.lr.append(1.0)
     second = read.training
     assert second.extra == {"run": {"seed": 1}, "tag": "a"}
     assert second.history.lr == []
     assert read.header["training"]["extra"] == {"run": {"seed": 1}, "tag": "a"}
+    loaded = load_checkpoint(read, *_sgd_model())
+    assert loaded.extra == {"run": {"seed": 1}, "tag": "a"}
+    loaded.extra["run"]["seed"] = 3
+    assert read.training.extra == {"run": {"seed": 1}, "tag": "a"}

@@ -52,6 +52,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
 import json
@@ -148,13 +149,14 @@ class Checkpoint:
 
     @property
     def training(self) -> TrainingState:
-        """The counters, history and ``extra`` saved with the checkpoint."""
+        """The counters, history and ``extra`` saved with the checkpoint (new copies each time:
+        changing them, nested values of ``extra`` too, leaves the checkpoint as read)."""
         training = self.header["training"]
         return TrainingState(
             epoch=training["epoch"],
             step=training["step"],
             history=History(**{k: list(v) for k, v in training["history"].items()}),
-            extra=dict(training["extra"]),
+            extra=copy.deepcopy(training["extra"]),
         )
 
 
