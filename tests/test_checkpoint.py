@@ -208,6 +208,20 @@ def test_read_checkpoint_needs_no_model(tmp_path: Path) -> None:
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in checkpoint.model_state.items())
 
 
+def test_model_state_comes_in_the_saved_models_state_dict_order(tmp_path: Path) -> None:
+    """Not the file's order (a hash order that changes from one process to the next): code that
+    walks a model's state_dict and the checkpoint's side by side pairs the same entries."""
+    model = nn.Sequential(
+        nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Tanh(), nn.Linear(3, 3), nn.BatchNorm1d(3)
+    )
+    save_checkpoint(tmp_path / "c", model)
+    checkpoint = read_checkpoint(tmp_path / "c")
+    assert list(checkpoint.model_state) == list(model.state_dict())
+    assert list(checkpoint.model_state) == [
+        name for name, _, _ in checkpoint.header["architecture"]["parameters"]
+    ]
+
+
 def test_optimizer_and_scheduler_are_optional(tmp_path: Path) -> None:
     model, optimizer, _, _ = build("sgd")
     save_checkpoint(tmp_path / "c", model)

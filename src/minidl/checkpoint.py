@@ -144,8 +144,14 @@ class Checkpoint:
 
     @property
     def model_state(self) -> dict[str, Tensor]:
-        """The parameter values and buffers, keyed as :meth:`Module.state_dict` keys them."""
-        return {k[len(_MODEL) :]: v for k, v in self.tensors.items() if k.startswith(_MODEL)}
+        """The parameter values and buffers, keyed as :meth:`Module.state_dict` keys them, in
+        the order of the saved model's ``state_dict`` (the architecture's; the file's own order
+        is a hash order, another in each process)."""
+        saved = {k[len(_MODEL) :]: v for k, v in self.tensors.items() if k.startswith(_MODEL)}
+        order = [entry[0] for entry in self.header["architecture"]["parameters"]]
+        names = [name for name in order if name in saved]
+        names += sorted(saved.keys() - set(names))  # (none in a checkpoint minidl wrote)
+        return {name: saved[name] for name in names}
 
     @property
     def training(self) -> TrainingState:
