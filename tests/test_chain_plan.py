@@ -273,8 +273,9 @@ def test_a_parameter_of_another_shape_put_in_between_forward_and_backward_is_ref
 ) -> None:
     """A layer given another layer's parameter (weights tied) after its forward: the gradient
     products no longer fit it, planned or not. Refused before that layer writes anything; its
-    gradient (a view of the optimizer's buffer) keeps its shape, and its neighbours' are not
-    written over."""
+    gradient (a view of the optimizer's buffer) keeps its shape, and the gradients beside it in
+    that buffer are not written over. (The layer after it, which ran first, has accumulated its
+    own, as before any refusal in the middle of a chain.)"""
     model = _chain("LTLTL", [2, 5, 5, 3], F64, seed=3)
     model._plannable = plan
     x = torch.randn(4, 2, dtype=F64)
