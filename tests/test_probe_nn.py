@@ -708,3 +708,24 @@ def test_tanh_gradient_of_another_dtype_is_promoted_and_plain() -> None:
     assert not result.requires_grad
     expected = 1 - torch.tanh(x.double()) ** 2
     torch.testing.assert_close(result, expected, rtol=1e-15, atol=1e-15)
+
+
+def test_state_dict_of_a_module_naming_its_parameters_itself() -> None:
+    """A subclass whose ``named_parameters`` gives names that are no module's path: its
+    entries come after those of the modules, in its order (no KeyError)."""
+
+    class Renamed(nn.Sequential):
+        def named_parameters(self, prefix: str = "", remove_duplicate: bool = True):  # type: ignore[no-untyped-def]
+            for name, parameter in super().named_parameters(prefix, remove_duplicate):
+                yield "ghost." + name, parameter
+
+    model = Renamed(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    assert list(model.state_dict()) == [
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+        "ghost.0.weight",
+        "ghost.0.bias",
+        "ghost.1.weight",
+        "ghost.1.bias",
+    ]

@@ -468,8 +468,10 @@ class Module:
         entries = [(name, p.data) for name, p in self.named_parameters()]
         entries += self.named_buffers()
         place = {path: index for index, (path, _) in enumerate(self.named_modules())}
-        # (stable: within a module, its parameters stay before its buffers)
-        entries.sort(key=lambda entry: place[entry[0].rpartition(".")[0]])
+        # (stable: within a module, its parameters stay before its buffers; a name that is no
+        # module's path, from a subclass's own named_parameters, keeps its place at the end)
+        last = len(place)
+        entries.sort(key=lambda entry: place.get(entry[0].rpartition(".")[0], last))
         return {name: tensor.detach().clone() for name, tensor in entries}
 
     def _with_first_names(
