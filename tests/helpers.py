@@ -10,7 +10,9 @@ checkpoint as an attacker who knows the format would.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -222,3 +224,18 @@ def rewrite_checkpoint(
     if dump is not None:
         metadata = dump(json.loads(metadata))
     path.write_bytes(safetensors_save(content, metadata={"minidl": metadata}))
+
+
+def record_file_fsyncs(monkeypatch: Any) -> list[int]:
+    """Make ``os.fsync`` record the size of every file (not folder) it syncs, in order, and
+    return that list (``monkeypatch``: pytest's fixture, which undoes it after the test)."""
+    sizes: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        if not stat.S_ISDIR(os.fstat(descriptor).st_mode):
+            sizes.append(os.fstat(descriptor).st_size)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return sizes

@@ -33,7 +33,7 @@ from minidl.data import make_disk_data
 from minidl.nn.module import Module
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.train import History, fit
-from tests.helpers import rewrite_checkpoint
+from tests.helpers import record_file_fsyncs, rewrite_checkpoint
 
 DATA = make_disk_data(n_train=120, n_validation=40, n_test=10, seed=5)
 
@@ -366,15 +366,7 @@ def test_a_replaced_checkpoint_keeps_its_permissions(tmp_path: Path) -> None:
 def test_the_whole_file_is_written_before_its_fsync_and_nothing_is_left_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sizes: list[int] = []
-    real_fsync = os.fsync
-
-    def fsync(descriptor: int) -> None:
-        if not stat.S_ISDIR(os.fstat(descriptor).st_mode):
-            sizes.append(os.fstat(descriptor).st_size)
-        real_fsync(descriptor)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    sizes = record_file_fsyncs(monkeypatch)
     model, optimizer, scheduler, generator = build("sgd")
     open_before = sorted(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").exists() else []
     save_checkpoint(tmp_path / "c", model, optimizer, scheduler, generator=generator)

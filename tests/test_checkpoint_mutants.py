@@ -4,8 +4,6 @@ suite let through."""
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import torch
 
 from minidl import checkpoint, nn, optim
 from minidl.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from tests.helpers import record_file_fsyncs
 
 
 def test_a_small_checkpoint_is_flushed_before_its_fsync(
@@ -23,15 +22,7 @@ def test_a_small_checkpoint_is_flushed_before_its_fsync(
     small enough to stay in the buffer (a model of 2 scalars, no optimizer) must have its
     full size when fsync-ed. (Without the ``flush`` the fsync saw only the part that left the
     buffer, and the rest reached the disk unsynced on ``close``.)"""
-    sizes: list[int] = []
-    real_fsync = os.fsync
-
-    def fsync(descriptor: int) -> None:
-        if not stat.S_ISDIR(os.fstat(descriptor).st_mode):
-            sizes.append(os.fstat(descriptor).st_size)
-        real_fsync(descriptor)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    sizes = record_file_fsyncs(monkeypatch)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(1, 1))
     path = tmp_path / "small.ckpt"
