@@ -78,6 +78,19 @@ def _planned(model: nn.Sequential, x: Tensor) -> Tensor:
     return y
 
 
+def _count_plans_made(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gets a 1 for every ChainPlan made from now on (undone after the test)."""
+    made: list[int] = []
+    original = minidl.nn.chain.ChainPlan.__init__
+
+    def counted(self: minidl.nn.chain.ChainPlan, *args: object) -> None:
+        made.append(1)
+        original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(minidl.nn.chain.ChainPlan, "__init__", counted)
+    return made
+
+
 def _assert_same(planned: nn.Module, plain: nn.Module) -> None:
     for p, q in zip(planned.parameters(), plain.parameters(), strict=True):
         assert torch.equal(p.data, q.data)
@@ -656,14 +669,7 @@ def test_inputs_no_plan_accepts_make_no_plan(
     """A plan was made for every other such input (every one, of a subclass), its buffers
     allocated, and the next forward tried it: a forward of the paper's network took twice as
     long as child by child."""
-    made = []
-    original = minidl.nn.chain.ChainPlan.__init__
-
-    def counted(self: minidl.nn.chain.ChainPlan, *args: object) -> None:
-        made.append(1)
-        original(self, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(minidl.nn.chain.ChainPlan, "__init__", counted)
+    made = _count_plans_made(monkeypatch)
     model = _chain("LTL", [2, 5, 3], F64, seed=24)
     twin = copy.deepcopy(model)
     for _ in range(8):
@@ -709,14 +715,7 @@ def test_parameter_tensors_replaced_on_every_step_make_no_plan_on_every_step(
     ran child by child and made a new plan (all its buffers) too, about 1.8 times the time of
     a step of the paper's network without plans. A signature is planned when seen twice in a
     row with no tensor replaced in between."""
-    made = []
-    original = minidl.nn.chain.ChainPlan.__init__
-
-    def counted(self: minidl.nn.chain.ChainPlan, *args: object) -> None:
-        made.append(1)
-        original(self, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(minidl.nn.chain.ChainPlan, "__init__", counted)
+    made = _count_plans_made(monkeypatch)
     planned = _chain("LTLTL", [2, 5, 5, 3], F64, seed=28)
     plain = copy.deepcopy(planned)
     x = torch.randn(6, 2, dtype=F64)
