@@ -67,6 +67,36 @@ def test_bad_runs_and_inputs_are_refused() -> None:
         layer.activation_of(3)
 
 
+@pytest.mark.parametrize("kind", ["StackedActivation", "StackedLoss"])
+def test_runs_that_are_not_a_list_of_pairs_are_refused_naming_what_was_given(kind: str) -> None:
+    # They were unpacked unchecked: "'Tanh' object is not iterable", "not enough values to
+    # unpack", or a generator read up by the check and a module left without its runs.
+    build = getattr(nn, kind)
+    make = nn.Tanh if kind == "StackedActivation" else nn.MSELoss
+    pair = "(activation, models)" if kind == "StackedActivation" else "(loss, models)"
+    for runs, got in (
+        (make(), type(make()).__name__),
+        ((run for run in [(make(), 2)]), "generator"),
+        ({(make(), 1)}, "set"),
+    ):
+        with pytest.raises(
+            TypeError,
+            match=rf"^{kind}: runs must be a list or tuple of \{pair[:-1]}\) pairs, got {got}$",
+        ):
+            build(runs)
+    for run, got in (
+        (make(), type(make()).__name__),
+        ((make(),), "a tuple of 1 item"),
+        ([make(), 1, 2], "a list of 3 items"),
+    ):
+        with pytest.raises(
+            TypeError, match=rf"^{kind}: run 1 must be a \{pair[:-1]}\) pair, got {got}$"
+        ):
+            build([(make(), 1), run])
+    layer = build([[make(), 2]])  # a pair as a list is a pair
+    assert layer.models == 2
+
+
 def test_models_with_different_activations_stack_and_train_as_alone() -> None:
     """stack_models makes one StackedActivation per position where the activations differ
     (consecutive equal ones in one run); fit_rounds then trains each model as fit would."""

@@ -180,14 +180,28 @@ def check_grad_output(
 def check_runs(
     where: str, runs: Sequence[tuple[object, object]], kind: type
 ) -> list[tuple[int, int]]:
-    """Check the ``(module, models)`` runs of a stacked module (at least one; each a ``kind``
-    covering a positive number of models) and return each run's ``(start, stop)`` models."""
+    """Check the ``(module, models)`` runs of a stacked module (a list or tuple of at least
+    one pair; each a ``kind`` covering a positive number of models) and return each run's
+    ``(start, stop)`` models."""
+    pair = f"({kind.__name__.lower()}, models)"
+    if not isinstance(runs, list | tuple):
+        raise TypeError(
+            f"{where}: runs must be a list or tuple of {pair} pairs, got {type(runs).__name__}"
+        )
     if not runs:
-        raise ValueError(f"{where}: expected at least one ({kind.__name__.lower()}, models) run")
+        raise ValueError(f"{where}: expected at least one {pair} run")
     bounds = []
     start = 0
     runs_of: dict[int, int] = {}  # id of each run's module -> the run
-    for index, (module, models) in enumerate(runs):
+    for index, run in enumerate(runs):
+        if not isinstance(run, list | tuple) or len(run) != 2:
+            got = (
+                f"a {type(run).__name__} of {len(run)} item{'' if len(run) == 1 else 's'}"
+                if isinstance(run, list | tuple)
+                else type(run).__name__
+            )
+            raise TypeError(f"{where}: run {index} must be a {pair} pair, got {got}")
+        module, models = run
         if not isinstance(module, kind):
             raise TypeError(
                 f"{where}: run {index} must hold a minidl {kind.__name__}, got "
