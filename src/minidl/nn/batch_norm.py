@@ -210,10 +210,7 @@ class BatchNorm1d(Module):
     def backward(self, grad_output: Tensor) -> Tensor:
         normalized = check_cached("BatchNorm1d", self._normalized)
         inv_std = check_cached("BatchNorm1d", self._inv_std)
-        # Cast or moved (.to(...)) since that forward: the cache no longer fits the parameters.
-        check_still_fits("BatchNorm1d", normalized, self.running_mean)
-        if self.weight is not None:
-            check_still_fits("BatchNorm1d", normalized, self.weight.data)
+        self._check_fits_forward()
         # (normalized has the dtype and device of the parameters and running statistics)
         check_grad_output(
             "BatchNorm1d", grad_output, normalized.shape, normalized, owner=self._owner()
@@ -236,6 +233,18 @@ class BatchNorm1d(Module):
         mean_projection = (grad_normalized * normalized).mean(dim=0)
         grad_input = (grad_normalized - mean_grad).sub_(normalized * mean_projection)
         return _as(grad_input.mul_(inv_std), dtype)
+
+    def _check_fits_forward(self, parameters_only: bool = False) -> None:
+        """Refuse, before anything is written, a layer cast or moved (``.to(...)``) since its
+        last forward (the cache no longer fits the running statistics and parameters), and a
+        weight or bias put in place since then that is unlike the running statistics."""
+        normalized = self._normalized
+        if normalized is None:
+            return
+        check_still_fits("BatchNorm1d", normalized, self.running_mean)
+        if self.weight is not None:
+            check_still_fits("BatchNorm1d", normalized, self.weight.data)
+        self._check_parameters()
 
     def extra_repr(self) -> str:
         return (

@@ -301,10 +301,11 @@ class BatchedLinear(Module):
         if input is None:
             input = check_cached("BatchedLinear", input)
         seen = self._seen
-        if self.weight.data is not seen[0]:
-            # Replaced since the forward: a cast or a move (.to) is refused here, before the
-            # temporary product, which would take the old dtype, is added in.
-            check_still_fits("BatchedLinear", input, self.weight.data)
+        if (
+            self.weight.data is not seen[0]
+            or (None if self.bias is None else self.bias.data) is not seen[1]
+        ):
+            self._check_fits_forward()
         if (
             type(grad_output) is not Tensor
             or grad_output.shape != self._output_shape
@@ -331,6 +332,25 @@ class BatchedLinear(Module):
             # dL/db_r += sum_n G_r[n, :], a sum over the batch (cheaper here than a batched
             # product with ones).
             self.bias.grad.add_(grad_output.sum(dim=1))
+
+    def _check_fits_forward(self, parameters_only: bool = False) -> None:
+        """Refuse parameters put in place, cast or moved since the last forward that no longer
+        fit it, before anything is written: another dtype or device than the cached input's (a
+        cast or a move: the temporary product, which would take the old dtype, is not added
+        in), one of another shape, or a bias unlike the weight."""
+        weight = self.weight.data
+        bias = None if self.bias is None else self.bias.data
+        input = self._input
+        if input is None or (weight is self._seen[0] and bias is self._seen[1]):
+            return
+        check_still_fits("BatchedLinear", input, weight)
+        check_layer_parameters(
+            "BatchedLinear",
+            weight,
+            bias,
+            (self.models, self.out_features, self.in_features),
+            "models, out_features, in_features",
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

@@ -189,18 +189,11 @@ class Linear(Module):
             or grad_output.dtype is not self._dtype
         ):
             check_grad_output("Linear", grad_output, torch.Size(shape), self.weight.data)
-        weight = self.weight.data
-        bias = None if self.bias is None else self.bias.data
-        if (weight is not self._weight_seen or bias is not self._bias_seen) and (
-            weight.shape != (self.out_features, self.in_features)
-            or (bias is not None and bias.shape != (self.out_features,))
+        if (
+            self.weight.data is not self._weight_seen
+            or (None if self.bias is None else self.bias.data) is not self._bias_seen
         ):
-            # A parameter of another shape put in place since the forward: the products no
-            # longer fit its gradient (out= would resize it, a view of the optimizer's buffer,
-            # over the next one). (Another dtype or device is found below, as a cast.)
-            check_layer_parameters(
-                "Linear", weight, bias, (self.out_features, self.in_features), self._NAMES
-            )
+            self._check_fits_forward()
         grad_output_t = grad_output.t()
         weight_grad = self.weight.grad
         try:
@@ -209,15 +202,30 @@ class Linear(Module):
             # autograd graph, where addmm_ would record the gradient into that graph for good.
             torch.addmm(weight_grad, grad_output_t, input, out=weight_grad)
         except RuntimeError:
-            # Nothing is accumulated yet. A layer cast or moved since its forward, and a
-            # gradient on another device, are found here rather than by comparisons on every
-            # call.
-            check_still_fits("Linear", input, self.weight.data)
+            # Nothing is accumulated yet. A gradient on another device is found here rather
+            # than by a comparison on every call (a layer cast or moved since its forward was
+            # refused above).
             check_grad_output("Linear", grad_output, torch.Size(shape), self.weight.data)
             # Operands from an autograd graph: minidl reads them as plain values.
             grad_output_t, input = grad_output_t.detach(), input.detach()
             torch.addmm(weight_grad, grad_output_t, input, out=weight_grad)
         self._accumulate_bias(grad_output_t)
+
+    def _check_fits_forward(self, parameters_only: bool = False) -> None:
+        """Refuse parameters put in place, cast or moved since the last forward that no longer
+        fit it, before anything is written: another dtype or device than the cached input's (a
+        cast or a move), one of another shape (the products would not fit its gradient, and
+        ``out=`` would resize that gradient, a view of the optimizer's buffer, over the next
+        one), or a bias unlike the weight."""
+        weight = self.weight.data
+        bias = None if self.bias is None else self.bias.data
+        input = self._input
+        if input is None or (weight is self._weight_seen and bias is self._bias_seen):
+            return
+        check_still_fits("Linear", input, weight)
+        check_layer_parameters(
+            "Linear", weight, bias, (self.out_features, self.in_features), self._NAMES
+        )
 
     def _accumulate(self, grad_output_t: Tensor, input: Tensor) -> None:
         """:meth:`backward_parameters` for a gradient (given transposed, ``(out, N)``) and an

@@ -25,7 +25,10 @@ reads the parameters' values when it runs. **Changing any of them in place betwe
 and its backward silently changes what backward computes**, where PyTorch's autograd raises
 ("modified by an inplace operation"): clone a tensor before changing it in place, or run the
 forward again. A built-in module with parameters cast or moved (``.to(...)``) after its
-forward refuses to run its backward (one without parameters has nothing to move).
+forward refuses to run its backward (one without parameters has nothing to move), and so
+does one given a parameter of another shape since; a :class:`~minidl.nn.Sequential` checks
+this for all its children before the first one's backward runs, so that such a refusal leaves
+every gradient as it was.
 
 Backward may run more than once after one forward: each call returns the same input gradient
 and accumulates the parameter gradients once more (PyTorch asks for ``retain_graph=True``).
@@ -125,6 +128,18 @@ class Module:
         input gradient is work of its own.
         """
         self.backward(grad_output)
+
+    def _check_fits_forward(self, parameters_only: bool = False) -> None:
+        """Raise what this module's ``backward`` (``backward_parameters`` with
+        ``parameters_only``) would raise because its parameters were replaced, cast or moved
+        since its last forward; do nothing if they were not.
+
+        A container runs it on the children its backward will call, before any of them: a
+        child that refuses part-way would otherwise leave the gradients of the children after
+        it (whose backward ran first) accumulated. This default checks nothing; a module whose
+        backward refuses such parameters (:class:`~minidl.nn.Linear`) and a container of such
+        modules override it.
+        """
 
     def param(self) -> list[tuple[Tensor, Tensor]]:
         """``(value, grad)`` pairs of every parameter, in registration order, children included."""

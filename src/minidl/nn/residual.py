@@ -86,6 +86,11 @@ class Residual(Module):
         self._check_backward(grad_output)
         self.block.backward_parameters(grad_output)
 
+    def _check_fits_forward(self, parameters_only: bool = False) -> None:
+        """The block's check (see :meth:`Module._check_fits_forward`): the skip path holds no
+        parameters."""
+        self.block._check_fits_forward(parameters_only)
+
     def _check_backward(self, grad_output: Tensor) -> None:
         if self._shape is None:
             raise RuntimeError("Residual: backward called before forward")

@@ -132,7 +132,34 @@ class Sequential(Module):
         first = trained[0] if trained else len(modules) - 1
         self._first_trained: Module | None = modules[first] if modules else None
         self._after_first_trained: tuple[Module, ...] = tuple(reversed(modules[first + 1 :]))
+        self._init_checks()
         self._init_plans()
+
+    def _init_checks(self) -> None:
+        """The children whose parameters backward checks before any child runs (see
+        :meth:`_check_fits_forward`): those that check anything, for backward and for
+        backward_parameters (the first trained one last, as a parameters-only backward)."""
+        checks = [
+            module
+            for module in self._reversed
+            if type(module)._check_fits_forward is not Module._check_fits_forward
+        ]
+        self._checks: tuple[Module, ...] = tuple(checks)
+        first = self._first_trained
+        self._parameter_checks: tuple[Module, ...] = tuple(
+            module for module in checks if module in self._after_first_trained
+        )
+        self._first_checked = first if first is not None and first in checks else None
+
+    def _check_fits_forward(self, parameters_only: bool = False) -> None:
+        """Refuse, before any child's backward runs, parameters put in place, cast or moved
+        since the last forward that a child's backward would refuse (each child's own check
+        and error): a child refusing part-way would leave the gradients of the children after
+        it, whose backward ran first, accumulated."""
+        for module in self._parameter_checks if parameters_only else self._checks:
+            module._check_fits_forward()
+        if parameters_only and self._first_checked is not None:
+            self._first_checked._check_fits_forward(parameters_only=True)
 
     def _init_plans(self) -> None:
         """No plan yet (see :mod:`minidl.nn.chain`): a chain of Linear layers and built-in
@@ -246,6 +273,8 @@ class Sequential(Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_refused", None)  # (pickled before it existed)
         super().__setstate__(state)
+        if "_checks" not in state:  # (pickled before the checks existed)
+            self._init_checks()
         if "_plans" not in state:  # (pickled before plans existed)
             self._init_plans()
 
@@ -282,6 +311,8 @@ class Sequential(Module):
         if self._refused is not None:
             self._check_not_refused()
         if anomaly.enabled:
+            if self._checks:
+                self._check_fits_forward()
             return anomaly.sequential_backward(self, grad_output)
         plan = self._planned
         if plan is not None and plan.takes(grad_output):
@@ -290,6 +321,8 @@ class Sequential(Module):
             except PlanDeclinedError:
                 self._decline(plan)
         self._trained_signature = self._last_signature
+        if self._checks:
+            self._check_fits_forward()
         for module in self._reversed:
             grad_output = module.backward(grad_output)
         return grad_output
@@ -305,6 +338,8 @@ class Sequential(Module):
         if self._refused is not None:
             self._check_not_refused()
         if anomaly.enabled:
+            if self._checks:
+                self._check_fits_forward()
             anomaly.sequential_backward(self, grad_output)
             return
         plan = self._planned
@@ -315,6 +350,8 @@ class Sequential(Module):
             except PlanDeclinedError:
                 self._decline(plan)
         self._trained_signature = self._last_signature
+        if self._checks:
+            self._check_fits_forward(parameters_only=True)
         for module in self._after_first_trained:
             grad_output = module.backward(grad_output)
         if self._first_trained is not None:
