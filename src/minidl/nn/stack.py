@@ -60,15 +60,20 @@ def stack_models(
     Raises:
         ValueError: no model; the models differ in architecture (the message names the first
             layer that differs); a model ties one Parameter to two places; an unknown layout.
-        TypeError: a single model rather than a sequence of them; a model that is not a
-            :class:`Sequential`; a layer that cannot be stacked (only Linear and element-wise
-            activations can).
+        TypeError: a single model rather than a sequence of them, or anything else that is no
+            sequence (a generator, a set, a tensor); a model that is not a :class:`Sequential`;
+            a layer that cannot be stacked (only Linear and element-wise activations can).
     """
     if layout not in ("layer", "model"):
         raise ValueError(f"stack_models: layout must be 'layer' or 'model', got {layout!r}")
     if isinstance(models, Module):
         raise TypeError(
             f"stack_models: expected a sequence of models, got a single {type(models).__name__}"
+        )
+    if not isinstance(models, Sequence) or isinstance(models, str | bytes):
+        raise TypeError(
+            "stack_models: expected a sequence (list or tuple) of Sequential models, got "
+            f"{type(models).__name__}"
         )
     if not models:
         raise ValueError("stack_models: expected at least one model")
@@ -240,11 +245,12 @@ def flat_model_parameters(stacked: Sequential, index: int | slice) -> Parameter:
     Raises:
         TypeError, ValueError: ``stacked`` is not a network made by :func:`stack_models`
             (ValueError: or not with the ``"model"`` layout).
+        TypeError: ``index`` is neither an integer nor a slice.
         IndexError: ``index`` is out of range, or the slice is empty or has a step.
     """
-    parameters = stacked.parameters()
     models = _stacked_models(stacked)
     start, stop = _model_range("flat_model_parameters", index, models)
+    parameters = stacked.parameters()
     block = _model_block_size(parameters) if parameters else 0
     base = parameters[0].data.storage_offset() if parameters else 0
     offset = base
@@ -287,8 +293,14 @@ def _stacked_models(stacked: Sequential, where: str = "flat_model_parameters") -
     return layers[0].models
 
 
-def _model_range(where: str, index: int | slice, models: int) -> tuple[int, int]:
-    """``(start, stop)`` of a model index or slice, checked against ``models``."""
+def _model_range(
+    where: str, index: int | slice, models: int, *, slices: bool = True
+) -> tuple[int, int]:
+    """``(start, stop)`` of a model index or slice, checked against ``models`` (``slices``:
+    whether the caller takes slices, for the message that refuses another type)."""
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral | slice):
+        kind = "an integer index or a slice" if slices else "an integer index"
+        raise TypeError(f"{where}: expected {kind}, got {index!r}")
     if isinstance(index, slice):
         start, stop, step = index.indices(models)
         if step != 1 or start >= stop:
@@ -296,11 +308,7 @@ def _model_range(where: str, index: int | slice, models: int) -> tuple[int, int]
                 f"{where}: expected a non-empty slice of step 1 within {models} models, got {index}"
             )
         return start, stop
-    if (
-        isinstance(index, bool)
-        or not isinstance(index, numbers.Integral)
-        or not 0 <= index < models
-    ):
+    if not 0 <= index < models:
         raise IndexError(f"{where}: index {index!r} is out of range for {models} models")
     return int(index), int(index) + 1
 
@@ -322,6 +330,7 @@ def model_parameters(stacked: Sequential, index: int | slice) -> list[Parameter]
 
     Raises:
         TypeError, ValueError: ``stacked`` is not a network made by :func:`stack_models`.
+        TypeError: ``index`` is neither an integer nor a slice.
         IndexError: ``index`` is out of range, or the slice is empty or has a step.
     """
     _model_range("model_parameters", index, _stacked_models(stacked, "model_parameters"))
@@ -346,7 +355,7 @@ def unstack_model(stacked: Sequential, index: int) -> Sequential:
     Raises:
         TypeError, ValueError: ``stacked`` is not a network made by :func:`stack_models`.
         TypeError: ``index`` is a slice (one model at a time; :func:`model_parameters` takes
-            slices).
+            slices), or not an integer.
         IndexError: ``index`` is not a model index in ``[0, R)``.
     """
     models = _stacked_models(stacked, "unstack_model")
@@ -355,7 +364,7 @@ def unstack_model(stacked: Sequential, index: int) -> Sequential:
             f"unstack_model: expected the index of one model, got {index}; unstack the models "
             "of a slice one by one"
         )
-    _model_range("unstack_model", index, models)
+    _model_range("unstack_model", index, models, slices=False)
     layers: list[Module] = []
     for layer in stacked:
         if isinstance(layer, BatchedLinear):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -60,6 +61,10 @@ class StackedActivation(Module):
 
     def activation_of(self, index: int) -> Activation:
         """The activation of model ``index``."""
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+            raise TypeError(
+                f"StackedActivation.activation_of: expected an integer index, got {index!r}"
+            )
         for activation, start, stop in self._runs:
             if start <= index < stop:
                 return activation

@@ -1,0 +1,112 @@
+"""A systematic probe of the public API with bad arguments (None, strings, bools, floats for
+ints, huge ints, generators, sets, dicts, modules, tensors of other dtypes and shapes, 0-dim,
+meta and sparse tensors) found these calls raising Python's or torch's own errors rather than
+minidl's: each test pins one fixed case to a message that names the function, what was given
+and what was expected, raised before anything changes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from minidl import nn
+
+
+def _model(seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(2, 3, dtype=torch.float64), nn.Tanh(), nn.Linear(3, 2, dtype=torch.float64)
+    )
+
+
+@pytest.mark.parametrize(
+    ("models", "kind"),
+    [
+        (3, "int"),
+        ((model for model in [_model(0), _model(1)]), "generator"),
+        ({"a": _model(0)}, "dict"),
+        (torch.ones(2), "Tensor"),
+        (torch.tensor(1.0), "Tensor"),
+    ],
+)
+def test_stack_models_refuses_models_that_are_no_sequence(models: object, kind: str) -> None:
+    # Indexed unchecked: "'int' object is not subscriptable", "KeyError: 0", "Boolean value of
+    # Tensor with more than one value is ambiguous", "invalid index of a 0-dim tensor".
+    with pytest.raises(
+        TypeError,
+        match=rf"^stack_models: expected a sequence \(list or tuple\) of Sequential models, "
+        rf"got {kind}$",
+    ):
+        nn.stack_models(models)  # type: ignore[arg-type]
+
+
+def test_stack_models_refuses_a_set_of_models() -> None:
+    # (a set has no order: which model would be which?)
+    with pytest.raises(TypeError, match=r"^stack_models: expected a sequence .* got set$"):
+        nn.stack_models({_model(0), _model(1)})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("function", [nn.model_parameters, nn.flat_model_parameters])
+@pytest.mark.parametrize("index", ["0", 1.0, None, True, torch.tensor(0)])
+def test_model_parameters_refuse_an_index_that_is_no_integer_or_slice(
+    function: Callable[..., Any], index: object
+) -> None:
+    # Refused with IndexError "index '0' is out of range for 2 models": a type, not a range.
+    stacked = nn.stack_models([_model(0), _model(1)], layout="model")
+    name = function.__name__
+    with pytest.raises(
+        TypeError,
+        match=rf"^{name}: expected an integer index or a slice, got {re.escape(repr(index))}$",
+    ):
+        function(stacked, index)
+
+
+@pytest.mark.parametrize("index", ["0", 1.0, None, True])
+def test_unstack_model_refuses_an_index_that_is_no_integer(index: object) -> None:
+    stacked = nn.stack_models([_model(0), _model(1)])
+    with pytest.raises(
+        TypeError,
+        match=rf"^unstack_model: expected an integer index, got {re.escape(repr(index))}$",
+    ):
+        nn.unstack_model(stacked, index)  # type: ignore[arg-type]
+
+
+def test_flat_model_parameters_refuses_what_is_no_stack_in_its_words() -> None:
+    # It read stacked.parameters() before the check: "'NoneType' object has no attribute
+    # 'parameters'".
+    for stacked, kind in ((None, "NoneType"), (torch.zeros(2), "Tensor")):
+        with pytest.raises(
+            TypeError,
+            match=rf"^flat_model_parameters: expected a stack made by stack_models, got {kind}$",
+        ):
+            nn.flat_model_parameters(stacked, 0)  # type: ignore[arg-type]
+
+
+def test_model_indices_that_are_integers_still_work() -> None:
+    # numpy-like integers (numbers.Integral) and slices as before.
+    stacked = nn.stack_models([_model(0), _model(1)], layout="model")
+    first = nn.model_parameters(stacked, 1)
+    torch.testing.assert_close(first[0].data, _model(1)[0].weight.data, rtol=0, atol=0)
+    assert len(nn.model_parameters(stacked, slice(0, 2))) == 4
+    assert nn.flat_model_parameters(stacked, slice(1, 2)).numel() > 0
+    torch.testing.assert_close(
+        nn.unstack_model(stacked, 0)[2].bias.data, _model(0)[2].bias.data, rtol=0, atol=0
+    )
+
+
+@pytest.mark.parametrize("index", ["0", 1.0, None, True])
+def test_stacked_activation_of_refuses_an_index_that_is_no_integer(index: object) -> None:
+    # 'x' and None failed with "'<=' not supported between instances of 'int' and 'str'";
+    # 1.0 and True were taken as model 1.
+    stacked = nn.StackedActivation([(nn.Tanh(), 1), (nn.ReLU(), 1)])
+    with pytest.raises(
+        TypeError,
+        match=rf"^StackedActivation.activation_of: expected an integer index, got {re.escape(repr(index))}$",
+    ):
+        stacked.activation_of(index)  # type: ignore[arg-type]
+    assert isinstance(stacked.activation_of(1), nn.ReLU)
