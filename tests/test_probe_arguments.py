@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from minidl import nn
+from minidl import nn, optim
 
 
 def _model(seed: int) -> nn.Sequential:
@@ -110,3 +110,26 @@ def test_stacked_activation_of_refuses_an_index_that_is_no_integer(index: object
     ):
         stacked.activation_of(index)  # type: ignore[arg-type]
     assert isinstance(stacked.activation_of(1), nn.ReLU)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [{"sizes": torch.tensor(3)}, {"sizes": [2, 3, 2], "activations": torch.tensor(1)}],
+)
+def test_mlp_refuses_a_0_dim_tensor_as_sizes_or_activations(arguments: dict[str, Any]) -> None:
+    # A 0-dim tensor is Iterable but one number: "iteration over a 0-d tensor".
+    name = next(reversed(arguments))
+    with pytest.raises(TypeError, match=rf"^mlp: {name} must be .*, got a 0-dim Tensor$"):
+        nn.mlp(**arguments)
+
+
+@pytest.mark.parametrize("name", ["schedules", "milestones"])
+def test_sequential_schedule_refuses_a_0_dim_tensor_as_a_sequence(name: str) -> None:
+    optimizer = optim.SGD(_model(0).parameters(), lr=0.1)
+    arguments: dict[str, Any] = {"schedules": [optim.StepDecay(optimizer)], "milestones": []}
+    arguments[name] = torch.tensor(1)
+    with pytest.raises(
+        TypeError, match=rf"^SequentialSchedule: {name} must be a sequence, got a 0-dim Tensor$"
+    ):
+        optim.SequentialSchedule(optimizer, **arguments)
+    assert optimizer.lr == 0.1

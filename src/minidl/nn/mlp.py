@@ -80,15 +80,15 @@ def mlp(
     Raises:
         ValueError: fewer than two sizes, or one that is not a positive integer; an unknown
             activation name; a number of names other than ``len(sizes) - 2``.
-        TypeError: ``sizes`` is not a sequence (a single number, or a set, whose order is
-            not the one written); ``activations`` is neither a name nor a sequence of names
-            (a set, bytes).
+        TypeError: ``sizes`` is not a sequence (a single number, a 0-dim tensor, or a set,
+            whose order is not the one written); ``activations`` is neither a name nor a
+            sequence of names (a set, bytes, a 0-dim tensor).
 
     Example:
         >>> mlp((2, 25, 25, 25, 2), "tanh")  # doctest: +ELLIPSIS
         Sequential(...)
     """
-    if isinstance(sizes, AbstractSet) or not isinstance(sizes, Iterable):
+    if isinstance(sizes, AbstractSet) or not _iterable(sizes):
         raise TypeError(
             "mlp: sizes must be a sequence of layer widths, e.g. (2, 25, 2), got "
             f"{_unordered(sizes)}{type(sizes).__name__}"
@@ -103,9 +103,7 @@ def mlp(
     if isinstance(activations, str):
         _activation_key("mlp", activations)  # (checked even with no hidden layer to use it)
         names = [activations] * hidden
-    elif isinstance(activations, Iterable) and not isinstance(
-        activations, bytes | bytearray | AbstractSet
-    ):
+    elif _iterable(activations) and not isinstance(activations, bytes | bytearray | AbstractSet):
         names = list(activations)
     else:
         raise TypeError(
@@ -130,7 +128,18 @@ def mlp(
     return Sequential(*layers)
 
 
+def _iterable(value: object) -> bool:
+    """Whether ``value`` can be iterated: an ``Iterable`` other than a 0-dim tensor (one
+    number, whose ``__iter__`` raises)."""
+    return isinstance(value, Iterable) and not (
+        isinstance(value, torch.Tensor) and value.dim() == 0
+    )
+
+
 def _unordered(value: object) -> str:
     """The start of a message that refuses ``value``: what is wrong with a set (its order,
-    which is not the order it was written in, would be the order of the layers)."""
+    which is not the order it was written in, would be the order of the layers) or a 0-dim
+    tensor (one number)."""
+    if isinstance(value, torch.Tensor):
+        return "a 0-dim "
     return "an unordered " if isinstance(value, AbstractSet) else ""

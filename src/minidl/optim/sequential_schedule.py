@@ -8,6 +8,8 @@ import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+from torch import Tensor
+
 from minidl.optim.lr_scheduler import LRScheduler, fixed
 from minidl.optim.optimizer import Optimizer
 
@@ -15,10 +17,14 @@ __all__ = ["SequentialSchedule"]
 
 
 def _as_list(name: str, values: object) -> list[Any]:
-    if isinstance(values, str) or not isinstance(values, Iterable):
-        raise TypeError(
-            f"SequentialSchedule: {name} must be a sequence, got {type(values).__name__}"
-        )
+    # (a 0-dim tensor is one number: Iterable, but its __iter__ raises)
+    if (
+        isinstance(values, str)
+        or not isinstance(values, Iterable)
+        or (isinstance(values, Tensor) and values.dim() == 0)
+    ):
+        kind = "a 0-dim Tensor" if isinstance(values, Tensor) else type(values).__name__
+        raise TypeError(f"SequentialSchedule: {name} must be a sequence, got {kind}")
     return list(values)
 
 
