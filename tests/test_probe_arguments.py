@@ -7,14 +7,18 @@ and what was expected, raised before anything changes.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 
 from minidl import nn, optim
+from minidl.checkpoint import architecture
+from minidl.train import EpochRecord, History
 
 
 def _model(seed: int) -> nn.Sequential:
@@ -133,3 +137,34 @@ def test_sequential_schedule_refuses_a_0_dim_tensor_as_a_sequence(name: str) -> 
     ):
         optim.SequentialSchedule(optimizer, **arguments)
     assert optimizer.lr == 0.1
+
+
+@pytest.mark.parametrize("record", [None, {"train_loss": 1.0}, (0, 1.0, 0.1, 50.0)])
+def test_history_append_refuses_what_is_no_epoch_record_adding_nothing(record: object) -> None:
+    # A record missing lr (a namespace with the other fields) had train_loss and
+    # validation_error appended before "'...' object has no attribute 'lr'".
+    history = History()
+    history.append(EpochRecord(0, 0.5, 0.1, 40.0))
+    before = copy.deepcopy(history)
+    with pytest.raises(
+        TypeError, match=rf"^History.append: expected an EpochRecord, got {type(record).__name__}$"
+    ):
+        history.append(record)  # type: ignore[arg-type]
+    assert history == before
+
+
+def test_history_append_refuses_a_record_like_object_before_adding_anything() -> None:
+    history = History()
+    with pytest.raises(TypeError, match=r"^History.append: expected an EpochRecord"):
+        history.append(SimpleNamespace(train_loss=0.5, validation_error=40.0))  # type: ignore[arg-type]
+    assert history == History()
+
+
+@pytest.mark.parametrize("model", [None, "model", torch.zeros(2)])
+def test_architecture_refuses_what_is_no_module(model: object) -> None:
+    # "'NoneType' object has no attribute 'state_dict'"
+    with pytest.raises(
+        TypeError,
+        match=rf"^architecture: model must be a minidl Module, got {type(model).__name__}$",
+    ):
+        architecture(model)  # type: ignore[arg-type]

@@ -208,7 +208,13 @@ def _cuda_devices(model: Module) -> list[int]:
 def architecture(model: Module) -> dict[str, Any]:
     """What a checkpoint records of a model's architecture: the names, shapes and dtypes of its
     state (parameters and buffers, as :meth:`~minidl.nn.Module.state_dict` names them) and its
-    ``repr``."""
+    ``repr``.
+
+    Raises:
+        TypeError: ``model`` is not a minidl Module.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"architecture: model must be a minidl Module, got {type(model).__name__}")
     return {
         "parameters": [
             [name, list(value.shape), str(value.dtype).removeprefix("torch.")]

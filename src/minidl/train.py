@@ -76,6 +76,13 @@ class History:
     batch_lr: list[float] = field(default_factory=list)
 
     def append(self, record: EpochRecord) -> None:
+        """Add the epoch of ``record`` to the curves (``batch_lr`` is not touched).
+
+        Raises:
+            TypeError: ``record`` is not an :class:`EpochRecord` (nothing is added).
+        """
+        if not isinstance(record, EpochRecord):
+            raise TypeError(f"History.append: expected an EpochRecord, got {type(record).__name__}")
         self.train_loss.append(record.train_loss)
         self.validation_error.append(record.validation_error)
         self.lr.append(record.lr)
