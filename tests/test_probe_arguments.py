@@ -168,3 +168,21 @@ def test_architecture_refuses_what_is_no_module(model: object) -> None:
         match=rf"^architecture: model must be a minidl Module, got {type(model).__name__}$",
     ):
         architecture(model)  # type: ignore[arg-type]
+
+
+def test_a_parameter_refuses_sparse_data_or_grad() -> None:
+    # A sparse parameter was taken; an Adam or RMSprop step then failed in the tensor
+    # library's words ("Could not run 'aten::lerp_.Scalar' with arguments from the 'SparseCPU'
+    # backend") with the parameters before it already updated.
+    with pytest.raises(
+        TypeError,
+        match=r"^Parameter 'w': data is a sparse_coo tensor; expected a dense tensor "
+        r"\(pass data.to_dense\(\)\)$",
+    ):
+        nn.Parameter(torch.randn(3, 2).to_sparse(), name="w")
+    parameter = nn.Parameter(torch.randn(3, 2), name="w")
+    data, grad = parameter.data, parameter.grad
+    for name in ("data", "grad"):
+        with pytest.raises(TypeError, match=rf"^Parameter 'w': {name} is a sparse_coo tensor"):
+            setattr(parameter, name, torch.randn(3, 2).to_sparse())
+    assert parameter.data is data and parameter.grad is grad

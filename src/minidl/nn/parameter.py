@@ -26,7 +26,8 @@ class Parameter:
     since it last looked knows that its parameters still hold the same tensors.
 
     Args:
-        data: the initial value; it is used as is (not copied).
+        data: the initial value, a dense floating-point tensor; it is used as is (not
+            copied).
         name: an optional name used in messages.
 
     Example:
@@ -86,6 +87,7 @@ class Parameter:
             raise TypeError(
                 f"{self._where()}: data must be a floating-point tensor, got {value.dtype}"
             )
+        _check_dense(self._where(), "data", value)
         _check_own_memory(self._where(), "data", value)
         return _normal(value)
 
@@ -107,6 +109,7 @@ class Parameter:
                 f"({tuple(data.shape)} on {data.device}), got {tuple(value.shape)} on "
                 f"{value.device}"
             )
+        _check_dense(self._where(), "grad", value)
         _check_own_memory(self._where(), "grad", value)
         return _normal(value)
 
@@ -150,6 +153,17 @@ def _fits(tensor: Tensor, like: Tensor) -> bool:
     return (
         tensor.shape == like.shape and tensor.dtype == like.dtype and tensor.device == like.device
     )
+
+
+def _check_dense(where: str, name: str, tensor: Tensor) -> None:
+    """Refuse a sparse (or other non-strided) tensor: the in-place updates of optimizers,
+    backward passes and ``load_state_dict`` are dense operations, which the tensor library
+    refuses for it part-way through, with other parameters already changed."""
+    if tensor.layout != torch.strided:
+        kind = str(tensor.layout).removeprefix("torch.")
+        raise TypeError(
+            f"{where}: {name} is a {kind} tensor; expected a dense tensor (pass {name}.to_dense())"
+        )
 
 
 def _check_own_memory(where: str, name: str, tensor: Tensor) -> None:
