@@ -186,3 +186,57 @@ def test_a_parameter_refuses_sparse_data_or_grad() -> None:
         with pytest.raises(TypeError, match=rf"^Parameter 'w': {name} is a sparse_coo tensor"):
             setattr(parameter, name, torch.randn(3, 2).to_sparse())
     assert parameter.data is data and parameter.grad is grad
+
+
+def test_a_device_number_past_int64_is_refused_as_no_device() -> None:
+    # torch.device raised its own "Overflow when unpacking long long" (a ValueError, which the
+    # checks did not catch).
+    with pytest.raises(ValueError, match=r"^Linear: 1180591620717411303424 is not a device \("):
+        nn.Linear(2, 3, device=2**70)
+    model = _model(0)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(
+        ValueError, match=r"^Sequential\.to: 1180591620717411303424 is not a device \("
+    ):
+        model.to(2**70)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_sparse_input_is_refused_by_a_layer_before_anything_is_cached() -> None:
+    # It was taken: the products ran, and the backward failed in the tensor library's words
+    # ("addmm_sparse_dense: ...").
+    layer = nn.Linear(2, 3, dtype=torch.float64)
+    sparse = torch.randn(4, 2, dtype=torch.float64).to_sparse()
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "Linear: expected a dense input, got a sparse_coo tensor (pass input.to_dense())"
+        ),
+    ):
+        layer(sparse)
+    assert layer._input is None
+    assert layer(sparse.to_dense()).shape == (4, 3)
+
+
+def test_a_sparse_buffer_is_refused_and_nothing_is_registered() -> None:
+    module = nn.Module()
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "Module.register_buffer: expected a dense tensor for 'b', got a sparse_coo tensor "
+            "(pass tensor.to_dense())"
+        ),
+    ):
+        module.register_buffer("b", torch.eye(2).to_sparse())
+    assert module.buffers() == [] and "b" not in module.__dict__
+
+
+@pytest.mark.parametrize("method", ["named_parameters", "named_buffers", "named_modules"])
+@pytest.mark.parametrize("prefix", [1, None, torch.tensor(1.0)])
+def test_a_prefix_that_is_no_str_is_refused(method: str, prefix: object) -> None:
+    # Python's "unsupported operand type(s) for +=", or torch's "Boolean value of Tensor".
+    with pytest.raises(
+        TypeError,
+        match=rf"^Sequential\.{method}: prefix must be a str, got {type(prefix).__name__}$",
+    ):
+        list(getattr(_model(0), method)(prefix))

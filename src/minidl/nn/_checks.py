@@ -48,7 +48,7 @@ def check_factory_options(
         return None
     try:
         place = torch.device(device)
-    except (RuntimeError, TypeError) as error:
+    except (RuntimeError, TypeError, ValueError) as error:
         raise ValueError(f"{where}: {device!r} is not a device ({error})") from None
     reason = unavailable(place)
     if reason is not None:
@@ -57,12 +57,18 @@ def check_factory_options(
 
 
 def check_input(where: str, input: object, features: int | None = None) -> Tensor:
-    """Check that ``input`` is a floating tensor of shape ``(N, features)`` with ``N >= 1`` and
-    at least one feature."""
+    """Check that ``input`` is a dense floating tensor of shape ``(N, features)`` with
+    ``N >= 1`` and at least one feature."""
     if not isinstance(input, Tensor):
         raise TypeError(f"{where}: expected a torch.Tensor as input, got {type(input).__name__}")
     if not input.is_floating_point():
         raise TypeError(f"{where}: expected a floating-point input, got dtype {input.dtype}")
+    if input.layout != torch.strided:
+        # (a sparse input's products run, but its backward is refused by the tensor library)
+        raise TypeError(
+            f"{where}: expected a dense input, got a "
+            f"{str(input.layout).removeprefix('torch.')} tensor (pass input.to_dense())"
+        )
     if input.dim() != 2:
         raise ValueError(
             f"{where}: expected an input of shape (N, features), got shape {tuple(input.shape)}"

@@ -234,7 +234,8 @@ class Module:
 
         Raises:
             AttributeError: called before ``Module.__init__()``.
-            TypeError: ``name`` is not a ``str``, or ``tensor`` is not a ``torch.Tensor``.
+            TypeError: ``name`` is not a ``str``, or ``tensor`` is not a dense (strided)
+                ``torch.Tensor``.
             KeyError: a name refused above. A refused call changes nothing.
         """
         registry = self._registry("register_buffer", "buffer")
@@ -243,6 +244,13 @@ class Module:
             raise TypeError(
                 f"{type(self).__name__}.register_buffer: expected a torch.Tensor for {name!r}, "
                 f"got {type(tensor).__name__}"
+            )
+        if tensor.layout != torch.strided:
+            # (buffers are updated in place, saved and moved by dense operations)
+            raise TypeError(
+                f"{type(self).__name__}.register_buffer: expected a dense tensor for {name!r}, "
+                f"got a {str(tensor.layout).removeprefix('torch.')} tensor (pass "
+                "tensor.to_dense())"
             )
         tensor = _plain(tensor)
         registry[name] = tensor
@@ -318,6 +326,7 @@ class Module:
         once. With ``remove_duplicate=False`` it comes at every place. A ``prefix`` is joined
         to the names with a dot, as in PyTorch: ``"model"`` gives ``"model.0.weight"``.
         """
+        self._check_prefix("named_parameters", prefix)
         if prefix:
             prefix += "."
         if not remove_duplicate:
@@ -328,6 +337,13 @@ class Module:
             if id(parameter) not in seen:
                 seen.add(id(parameter))
                 yield name, parameter
+
+    def _check_prefix(self, method: str, prefix: object) -> None:
+        """Refuse a ``prefix`` that is not a ``str`` (it is joined to the names)."""
+        if not isinstance(prefix, str):
+            raise TypeError(
+                f"{type(self).__name__}.{method}: prefix must be a str, got {type(prefix).__name__}"
+            )
 
     def _named_parameters(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
         for name, parameter in self._parameters.items():
@@ -345,6 +361,7 @@ class Module:
         its buffers once, at its first place, and a tensor registered as two buffers comes
         once; with ``remove_duplicate=False`` they come at every place.
         """
+        self._check_prefix("named_buffers", prefix)
         if prefix:
             prefix += "."
         if not remove_duplicate:
@@ -377,6 +394,7 @@ class Module:
         modules) comes once, at its first place; with ``remove_duplicate=False`` it comes at
         every place.
         """
+        self._check_prefix("named_modules", prefix)
         return self._named_modules(prefix, set() if remove_duplicate else None)
 
     def _named_modules(self, prefix: str, seen: set[int] | None) -> Iterator[tuple[str, Module]]:
@@ -645,7 +663,7 @@ class Module:
         if device is not None:
             try:
                 device = torch.device(device)
-            except (RuntimeError, TypeError) as error:
+            except (RuntimeError, TypeError, ValueError) as error:
                 raise ValueError(f"{name}.to: {device!r} is not a device ({error})") from None
             reason = unavailable(device)  # a device this torch or machine lacks
             if reason is not None:
