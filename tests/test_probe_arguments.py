@@ -240,3 +240,45 @@ def test_a_prefix_that_is_no_str_is_refused(method: str, prefix: object) -> None
         match=rf"^Sequential\.{method}: prefix must be a str, got {type(prefix).__name__}$",
     ):
         list(getattr(_model(0), method)(prefix))
+
+
+def _sparse_after_dense(call: Callable[[torch.Tensor], Any], dense: torch.Tensor) -> str:
+    """The error of ``call`` on a sparse copy of ``dense`` once ``dense`` itself has run (the
+    checks a tensor of a known shape skips)."""
+    for _ in range(3):
+        call(dense)
+    with pytest.raises(TypeError) as refused:
+        call(dense.to_sparse())
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("kind", ["planned chain", "chain run child by child", "Tanh", "loss"])
+def test_a_sparse_input_of_a_shape_seen_before_is_refused_too(kind: str) -> None:
+    # A sparse tensor of the last dense input's shape passed the quick checks: a planned chain
+    # or a Linear ran its products, and the backward failed in the tensor library's words
+    # ("addmm_sparse_dense: ..."); Tanh gave a sparse output.
+    x = torch.randn(4, 2, dtype=torch.float64)
+    dense_words = "expected a dense input, got a sparse_coo tensor (pass input.to_dense())"
+    if kind == "loss":
+        criterion = nn.CrossEntropyLoss()
+        target = torch.tensor([0, 1, 1, 0])
+        message = _sparse_after_dense(lambda p: criterion(p, target), x)
+        assert message == f"CrossEntropyLoss: {dense_words}"
+        return
+    if kind == "Tanh":
+        assert _sparse_after_dense(nn.Tanh(), x) == f"Tanh: {dense_words}"
+        return
+    model = _model(0)
+    if kind == "chain run child by child":
+        model[1].forward = model[1].forward  # type: ignore[method-assign]
+
+    planned = []
+
+    def step(inputs: torch.Tensor) -> None:
+        output = model(inputs)
+        planned.append(model._planned is not None)
+        model.backward(torch.ones_like(output))
+
+    message = _sparse_after_dense(step, x)
+    assert message.startswith(f"Linear: {dense_words}")
+    assert planned[-1] == (kind == "planned chain")  # (the last dense call's forward)

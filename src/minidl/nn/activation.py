@@ -15,6 +15,7 @@ same.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from minidl.nn._checks import check_cached, check_grad_like
@@ -36,7 +37,11 @@ class Activation(Module):
         self._cache: Tensor | None = None
 
     def forward(self, input: Tensor) -> Tensor:
-        if type(input) is not Tensor or not input.is_floating_point():
+        if (
+            type(input) is not Tensor
+            or not input.is_floating_point()
+            or input.layout is not torch.strided
+        ):
             self._check_input(input)
         output, self._cache = self._forward(input)
         return output
@@ -47,6 +52,11 @@ class Activation(Module):
             raise TypeError(f"{name}: expected a torch.Tensor as input, got {type(input).__name__}")
         if not input.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point input, got dtype {input.dtype}")
+        if input.layout is not torch.strided:
+            raise TypeError(
+                f"{name}: expected a dense input, got a "
+                f"{str(input.layout).removeprefix('torch.')} tensor (pass input.to_dense())"
+            )
 
     def backward(self, grad_output: Tensor) -> Tensor:
         cache = self._cache
@@ -82,7 +92,11 @@ class Activation(Module):
     def _forward_out(self, input: Tensor, out: Tensor) -> None:
         """:meth:`forward`, writing the output into ``out`` (for an activation whose
         :meth:`_forward` takes ``out``)."""
-        if type(input) is not Tensor or not input.is_floating_point():
+        if (
+            type(input) is not Tensor
+            or not input.is_floating_point()
+            or input.layout is not torch.strided
+        ):
             self._check_input(input)
         _, self._cache = self._forward(input, out=out)  # type: ignore[call-arg]
 

@@ -230,6 +230,11 @@ class BatchedLinear(Module):
         if not isinstance(input, Tensor) or not input.is_floating_point():
             got = input.dtype if isinstance(input, Tensor) else type(input).__name__
             raise TypeError(f"BatchedLinear: expected a floating-point tensor input, got {got}")
+        if input.layout is not torch.strided:
+            raise TypeError(
+                "BatchedLinear: expected a dense input, got a "
+                f"{str(input.layout).removeprefix('torch.')} tensor (pass input.to_dense())"
+            )
         if input.dim() != 3 or (input.shape[0], input.shape[2]) != expected or input.shape[1] == 0:
             raise ValueError(
                 f"BatchedLinear: expected an input of shape ({self.models}, N, "
@@ -283,6 +288,7 @@ class BatchedLinear(Module):
             or input.shape != seen[2]
             or input.dtype is not seen[3]
             or input.device != seen[4]
+            or input.layout is not torch.strided
         ):
             input = self._accept(input)
         self._input = input

@@ -277,9 +277,9 @@ class ChainPlan:
         return None if index == last else self._buffers.new(shape)
 
     def accepts(self, input: object) -> bool:
-        """Whether ``input`` has this plan's signature and is not from an autograd graph, no
-        parameter (or parameter tensor) was replaced and no method was set on a child since the
-        plan was made."""
+        """Whether ``input`` has this plan's signature (a dense tensor) and is not from an
+        autograd graph, no parameter (or parameter tensor) was replaced and no method was set
+        on a child since the plan was made."""
         shape, dtype, device = self.signature
         return (
             type(input) is Tensor
@@ -288,6 +288,7 @@ class ChainPlan:
             and Parameter.replacements == self.replacements
             and input.device == device
             and input.grad_fn is None
+            and input.layout is torch.strided
             and self._unchanged()
             and self._same_parameters()
         )

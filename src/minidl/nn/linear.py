@@ -132,7 +132,12 @@ class Linear(Module):
             self._dtype, self._device = weight.dtype, weight.device
             self._input_shape = _NO_SHAPE
             self._shapes.clear()
-        if type(input) is Tensor and input.dtype is self._dtype and input.device == self._device:
+        if (
+            type(input) is Tensor
+            and input.dtype is self._dtype
+            and input.device == self._device
+            and input.layout is torch.strided
+        ):
             # A shape accepted lately (with these parameters: same dtype and device) passes.
             known = self._shapes.get(input.shape)
             if known is not None:
@@ -160,6 +165,7 @@ class Linear(Module):
             or input.dtype is not self._dtype
             or input.shape != self._input_shape
             or input.device != self._device
+            or input.layout is not torch.strided
         ):
             input = self._accept(input, weight, bias)
         return self._apply(input)

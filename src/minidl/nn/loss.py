@@ -115,6 +115,7 @@ class Loss(Module):
             and prediction.dtype is self._prediction_dtype
             and prediction.shape == self._prediction_shape
             and prediction.device == self._prediction_device
+            and prediction.layout is torch.strided
         ):
             return prediction
         name = type(self).__name__
