@@ -282,3 +282,35 @@ def test_a_sparse_input_of_a_shape_seen_before_is_refused_too(kind: str) -> None
     message = _sparse_after_dense(step, x)
     assert message.startswith(f"Linear: {dense_words}")
     assert planned[-1] == (kind == "planned chain")  # (the last dense call's forward)
+
+
+@pytest.mark.parametrize("kind", ["Linear", "BatchedLinear", "BatchNorm1d"])
+@pytest.mark.parametrize("value", ["tensor", "number", "no weight"])
+def test_a_parameter_attribute_set_to_no_parameter_is_refused_at_the_next_forward(
+    kind: str, value: str
+) -> None:
+    # A tensor was taken by the forward (the registered Parameter, which the optimizers and
+    # state_dict keep, was no longer used); a number or None raised "'int' object has no
+    # attribute 'data'". (A bias set to None is no bias, as in PyTorch: tests/test_recent_shapes.)
+    torch.manual_seed(0)
+    layer, x = {
+        "Linear": (nn.Linear(2, 3), torch.randn(4, 2)),
+        "BatchedLinear": (nn.BatchedLinear(2, 2, 3), torch.randn(2, 4, 2)),
+        "BatchNorm1d": (nn.BatchNorm1d(2), torch.randn(4, 2)),
+    }[kind]
+    layer(x)
+    name = "weight"
+    given = {"tensor": layer.weight.data.clone(), "number": 3, "no weight": None}[value]
+    setattr(layer, name, given)
+    if kind == "BatchNorm1d" and given is None:
+        assert torch.equal(layer(x), layer._normalized)  # (no weight: no affine transform)
+        return
+    with pytest.raises(TypeError) as refused:
+        layer(x)
+    assert str(refused.value).startswith(
+        f"{kind}: {name} must be a minidl Parameter, got {type(given).__name__} (an attribute "
+        "set by hand is not registered"
+    )
+    assert refused.value.__suppress_context__
+    layer.register_parameter(name, nn.Parameter(layer._parameters[name].data.clone()))
+    layer(x)  # registered: taken

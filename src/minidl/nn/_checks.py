@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from minidl._validate import unavailable
+from minidl.nn.parameter import Parameter
 
 __all__ = [
     "check_bool",
@@ -20,6 +21,7 @@ __all__ = [
     "check_input",
     "check_layer_parameters",
     "check_like_parameter",
+    "check_parameter_attributes",
     "check_runs",
     "check_still_fits",
 ]
@@ -131,6 +133,26 @@ def check_layer_parameters(
             f"{where}: bias is {bias.dtype} on {bias.device} but weight is {weight.dtype} on "
             f"{weight.device}"
         )
+
+
+def check_parameter_attributes(
+    where: str, module: object, names: str, optional: str = "bias"
+) -> None:
+    """Refuse a layer's parameter attribute (``weight``, ``bias``: ``names``, separated by
+    commas) that holds no :class:`Parameter` (those of ``optional`` may be ``None``: no bias, as
+    in PyTorch): a tensor, a number or ``None`` assigned by hand, with which the layer would compute while ``parameters()``, the optimizers
+    and ``state_dict`` keep the registered Parameter. (Read with ``getattr``: asking for a
+    module's ``__dict__`` would make CPython keep its attributes in a slower dict.)"""
+    for name in names.split(", "):
+        value = getattr(module, name, None)
+        if isinstance(value, Parameter) or (value is None and name in optional):
+            continue
+        raise TypeError(
+            f"{where}: {name} must be a minidl Parameter, got {type(value).__name__} (an "
+            f"attribute set by hand is not registered: parameters() and the optimizers would "
+            f"keep the old one); set its values with {name}.data = ..., or register a new one "
+            f"with register_parameter({name!r}, Parameter(...))"
+        ) from None  # (raised where reading the attribute failed too: that error says less)
 
 
 def check_still_fits(where: str, cached: Tensor, parameter: Tensor) -> None:

@@ -14,6 +14,7 @@ from minidl.nn._checks import (
     check_grad_output,
     check_input,
     check_like_parameter,
+    check_parameter_attributes,
     check_still_fits,
 )
 from minidl.nn.module import Module
@@ -187,6 +188,7 @@ class BatchNorm1d(Module):
     def _check_parameters(self) -> None:
         """A weight or bias assigned by hand (``weight.data = ...``) must be like the running
         statistics; checked before anything is updated."""
+        check_parameter_attributes("BatchNorm1d", self, "weight, bias", "weight, bias")
         statistics = self.running_mean
         for name, parameter in (("weight", self.weight), ("bias", self.bias)):
             if parameter is None:

@@ -16,6 +16,7 @@ from minidl.nn._checks import (
     check_grad_output,
     check_layer_parameters,
     check_like_parameter,
+    check_parameter_attributes,
     check_still_fits,
 )
 from minidl.nn._recent import Recent
@@ -240,6 +241,7 @@ class BatchedLinear(Module):
                 f"BatchedLinear: expected an input of shape ({self.models}, N, "
                 f"{self.in_features}) with N >= 1, got {tuple(input.shape)}"
             )
+        check_parameter_attributes("BatchedLinear", self, "weight, bias")
         weight = self.weight.data
         bias = self.bias.data if self.bias is not None else None
         grad = self.weight.grad
@@ -281,8 +283,13 @@ class BatchedLinear(Module):
     def forward(self, input: Tensor) -> Tensor:
         seen = self._seen
         bias = self.bias
+        try:
+            weight = self.weight.data
+        except AttributeError:  # (a number assigned to weight: named)
+            check_parameter_attributes("BatchedLinear", self, "weight")
+            raise
         if (
-            self.weight.data is not seen[0]
+            weight is not seen[0]
             or (bias.data if bias is not None else None) is not seen[1]
             or type(input) is not Tensor
             or input.shape != seen[2]

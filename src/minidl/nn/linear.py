@@ -17,6 +17,7 @@ from minidl.nn._checks import (
     check_input,
     check_layer_parameters,
     check_like_parameter,
+    check_parameter_attributes,
     check_still_fits,
 )
 from minidl.nn._recent import Recent
@@ -125,6 +126,7 @@ class Linear(Module):
         """Full checks of an input unlike the last accepted one, or of parameter tensors that
         were replaced; remember them if they pass."""
         if weight is not self._weight_seen or bias is not self._bias_seen:
+            check_parameter_attributes("Linear", self, "weight, bias")
             check_layer_parameters(
                 "Linear", weight, bias, (self.out_features, self.in_features), self._NAMES
             )
@@ -156,8 +158,12 @@ class Linear(Module):
         return checked
 
     def forward(self, input: Tensor) -> Tensor:
-        weight = self.weight.data
-        bias = self.bias.data if self.bias is not None else None
+        try:
+            weight = self.weight.data
+            bias = self.bias.data if self.bias is not None else None
+        except AttributeError:  # (a number assigned to weight or bias: named)
+            check_parameter_attributes("Linear", self, "weight, bias")
+            raise
         if (
             weight is not self._weight_seen
             or bias is not self._bias_seen
@@ -228,6 +234,7 @@ class Linear(Module):
         input = self._input
         if input is None or (weight is self._weight_seen and bias is self._bias_seen):
             return
+        check_parameter_attributes("Linear", self, "weight, bias")
         check_still_fits("Linear", input, weight)
         check_layer_parameters(
             "Linear", weight, bias, (self.out_features, self.in_features), self._NAMES
