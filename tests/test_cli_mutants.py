@@ -1,0 +1,297 @@
+"""Behaviour of the ``minidl`` command line that a mutation audit of ``minidl.cli`` and
+``minidl._validate`` found untested.
+
+Each test pins one observable result against its oracle: the defaults the help and the
+description of ``minidl train`` document (Table I's Tanh row) and those of ``minidl reproduce``,
+the network ``minidl train --seed S`` trains (bit for bit the one built by hand with the
+library's API from seed ``S``), a resume under a schedule (bit for bit the run without a stop),
+the flag an error names when ``--resume`` alone gives the checkpoint path, the longest file name
+a folder takes (``PC_NAME_MAX``), an infinite loss reported as a divergence, load_checkpoint's
+own message for another optimizer class, the usage error of each rank under torchrun and the
+timeout its group gets, and the exact messages of ``_validate``'s generator and label checks."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from minidl import nn, optim
+from minidl.checkpoint import read_checkpoint, save_checkpoint
+from minidl.cli import build_parser, main
+from minidl.data import make_disk_data
+from minidl.train import fit
+
+
+def test_train_defaults_are_table_one_tanh_row() -> None:
+    """``minidl train`` with no argument is what its description says, Table I's Tanh row
+    (cross-entropy, SGD, lr 1e-2, 400 epochs, batches of 100, a 2-25-25-25-2 tanh network), with
+    the defaults --help writes for the rest."""
+    args = build_parser().parse_args(["train"])
+    expected = {
+        "activation": ("tanh",),
+        "loss": "cross-entropy",
+        "optimizer": "sgd",
+        "lr": 1e-2,
+        "momentum": 0.0,
+        "scheduler": "none",
+        "epochs": 400,
+        "batch_size": 100,
+        "hidden": (25, 25, 25),
+        "seed": 0,
+        "dtype": "float32",
+        "log_every": 1,
+        "quiet": False,
+        "checkpoint": None,
+        "checkpoint_every": 10,
+        "resume": None,
+        "detect_anomaly": False,
+        "dist_timeout": None,
+    }
+    assert {name: getattr(args, name) for name in expected} == expected
+
+
+def test_the_default_loss_is_cross_entropy_and_mse_is_mse(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The header line names the criterion each ``--loss`` builds."""
+    argv = ["train", "--epochs", "0", "--hidden", "3"]
+    assert main(argv) == 0
+    assert "\nloss: CrossEntropyLoss(reduction='mean')   optimizer: SGD(" in capsys.readouterr().out
+    assert main([*argv, "--loss", "mse"]) == 0
+    assert "\nloss: MSELoss(reduction='paper')   optimizer: SGD(" in capsys.readouterr().out
+
+
+def test_reproduce_defaults_reach_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``minidl reproduce`` with no argument: the paper's 5 rounds of every table, seed 0, the
+    CPUs available as jobs, written into ``results/`` of the working folder."""
+    from minidl.experiments import runner
+
+    calls: list[tuple[Any, Path]] = []
+    monkeypatch.setattr(
+        runner, "reproduce", lambda settings, out, **kwargs: calls.append((settings, out))
+    )
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["reproduce"])
+    assert (args.rounds, args.tables, args.out, args.seed, args.quick, args.jobs) == (
+        5,
+        "1,2,3",
+        "results",
+        0,
+        False,
+        None,
+    )
+    assert main(["reproduce"]) == 0
+    [(settings, out)] = calls
+    assert out == Path("results") and (tmp_path / "results").is_dir()
+    assert (settings.rounds, settings.tables, settings.base_seed, settings.quick) == (
+        5,
+        "1,2,3",
+        0,
+        False,
+    )
+    assert settings.jobs == runner.default_jobs()
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_train_seed_seeds_the_data_the_weights_and_the_shuffles(seed: int, tmp_path: Path) -> None:
+    """``minidl train --seed S`` trains, bit for bit, the network of the library's API: data
+    ``make_disk_data(seed=S)``, weights after ``torch.manual_seed(S)``, shuffles from a
+    generator seeded with S (each of the three with another seed gives other numbers)."""
+    path = tmp_path / "run.ckpt"
+    argv = ["train", "--quiet", "--epochs", "2", "--hidden", "4", "--batch-size", "250"]
+    assert main([*argv, "--seed", str(seed), "--checkpoint", str(path)]) == 0
+    data = make_disk_data(seed=seed)
+    torch.manual_seed(seed)
+    model = nn.mlp((2, 4, 2), "tanh")
+    fit(
+        model,
+        nn.CrossEntropyLoss(),
+        optim.SGD(model.parameters(), lr=1e-2),
+        data.train.x,
+        data.train.y,
+        epochs=2,
+        batch_size=250,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    saved = read_checkpoint(path).model_state
+    assert saved.keys() == model.state_dict().keys()
+    for name, value in model.state_dict().items():
+        assert torch.equal(saved[name], value), name
+
+
+def test_a_resumed_file_that_cannot_be_written_is_named_by_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without ``--checkpoint`` the saves go to the ``--resume`` file: an error about that path
+    names ``--resume`` (the flag the user gave) and says how to save elsewhere."""
+    import minidl._validate
+
+    path = tmp_path / "run.ckpt"
+    argv = ["train", "--quiet", "--hidden", "3", "--batch-size", "1000"]
+    assert main([*argv, "--epochs", "1", "--checkpoint", str(path)]) == 0
+
+    def refuse(folder: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(minidl._validate, "check_folder_takes_files", refuse)
+    assert main([*argv, "--epochs", "2", "--resume", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"minidl train: error: --resume {path}: cannot write into the folder {tmp_path} "
+        "(Permission denied); give --checkpoint PATH to save elsewhere\n"
+    )
+    assert read_checkpoint(path).training.epoch == 1
+
+
+def test_the_longest_file_name_the_folder_takes_is_accepted_and_one_byte_more_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``PC_NAME_MAX`` is the longest name a folder takes: a ``--checkpoint`` name of that many
+    bytes is written, one of a byte more refused."""
+    longest = os.pathconf(tmp_path, "PC_NAME_MAX")
+    argv = ["train", "--epochs", "0", "--quiet", "--hidden", "3", "--checkpoint"]
+    fits = tmp_path / ("a" * longest)
+    assert main([*argv, str(fits)]) == 0
+    assert read_checkpoint(fits).training.epoch == 0
+    over = tmp_path / ("b" * (longest + 1))
+    assert main([*argv, str(over)]) == 2
+    assert capsys.readouterr().err == (
+        f"minidl train: error: --checkpoint {over}: the file name is {longest + 1} bytes long, "
+        f"longer than its folder takes ({longest})\n"
+    )
+
+
+def test_an_infinite_loss_is_reported_as_a_divergence(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A loss that is not finite is a divergence, an infinite one as a NaN: the warning names
+    the first such epoch and its loss."""
+    import minidl.train
+
+    real_fit = minidl.train.fit
+
+    def fit_to_infinity(*args: Any, **kwargs: Any) -> Any:
+        result = real_fit(*args, **kwargs)
+        kwargs["history"].train_loss[1] = math.inf
+        return result
+
+    monkeypatch.setattr(minidl.train, "fit", fit_to_infinity)
+    argv = ["train", "--epochs", "3", "--hidden", "3", "--batch-size", "1000", "--quiet"]
+    assert main(argv) == 0
+    assert capsys.readouterr().err == (
+        "minidl train: warning: the training diverged (the loss was inf at epoch 2); a model "
+        "whose outputs are NaN errs on every sample (try a smaller --lr, or --detect-anomaly to "
+        "see where it started)\n"
+    )
+
+
+def test_resuming_another_optimizer_class_gives_load_checkpoints_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint of ``save_checkpoint`` with an Adadelta, resumed by ``minidl train`` (SGD):
+    the optimizer classes differ, which load_checkpoint says; their hyper-parameters, which
+    are another class's, are not compared."""
+    model = nn.mlp((2, 25, 25, 25, 2))
+    path = tmp_path / "api.ckpt"
+    adadelta = optim.Adadelta(model.parameters(), lr=0.01)
+    save_checkpoint(path, model, adadelta, epoch=1, generator=torch.Generator())
+    assert main(["train", "--resume", str(path), "--epochs", "2", "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"minidl train: error: --resume {path}: the checkpoint is for optimizer Adadelta, got "
+        "SGD; this checkpoint was not written by minidl train (it holds none of its settings)\n"
+    )
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_under_torchrun_a_usage_error_is_reported_once_per_rank(
+    rank: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rank refusing its arguments exits with 2: rank 0 as a single process does (main
+    reports it), any other rank in a line naming it; the group waits --dist-timeout seconds,
+    or $MINIDL_DIST_TIMEOUT's without the flag."""
+    import minidl.distributed
+
+    launch = minidl.distributed.Launch(rank=rank, world_size=2, local_rank=rank)
+    monkeypatch.setattr(minidl.distributed, "launch_from_env", lambda: launch)
+    made: list[float] = []  # the timeout of each group made
+
+    class Group:  # (as far as `minidl train` sees it before training)
+        def __init__(self, launch: Any, *, device: str, timeout: float) -> None:
+            self.rank = launch.rank
+            made.append(timeout)
+
+        def __enter__(self) -> Group:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(minidl.distributed, "ProcessGroup", Group)
+    monkeypatch.setenv("MINIDL_DIST_TIMEOUT", "7")
+    argv = ["train", "--activation", "tanh,relu", "--hidden", "5,5,5"]
+    assert main(argv) == 2
+    assert main([*argv, "--dist-timeout", "2.5"]) == 2
+    assert made == [7.0, 2.5]
+    where = "" if rank == 0 else f" rank {rank}:"
+    line = (
+        f"minidl train:{where} error: --activation gives 2 names for 3 hidden layers; give one "
+        "name, or one per hidden layer\n"
+    )
+    assert capsys.readouterr() == ("", line * 2)
+
+
+@pytest.mark.parametrize("device", ["mps", "xpu", "meta"])
+def test_a_shuffle_generator_on_any_device_but_the_cpu_is_refused(device: str) -> None:
+    """Not only a CUDA generator: one on any device but the CPU (a stand-in with that
+    ``device``, as this build of torch makes no such generator) is refused, naming it."""
+    from types import SimpleNamespace
+
+    from minidl._validate import check_cpu_generator
+
+    generator: Any = SimpleNamespace(device=torch.device(device))
+    with pytest.raises(
+        ValueError, match=rf"^fit: generator must be a CPU torch\.Generator .* {device}$"
+    ):
+        check_cpu_generator("fit", "generator", generator)
+    check_cpu_generator("fit", "generator", torch.Generator())
+
+
+@pytest.mark.parametrize("y", [torch.tensor(1), torch.zeros(4, 1, dtype=torch.long)])
+def test_labels_of_a_shape_other_than_n_are_refused_naming_it(y: torch.Tensor) -> None:
+    """Labels must be of shape ``(N,)``: a single 0-d label, as a column ``(N, 1)``, is refused
+    with the shape it has (not an ``IndexError`` from reading its first dimension)."""
+    from minidl.train import error_rate
+
+    model = nn.mlp((2, 3, 2))
+    with pytest.raises(
+        ValueError,
+        match=rf"^error_rate: y must hold class indices of shape \(N,\), got shape "
+        rf"{re.escape(str(tuple(y.shape)))}$",
+    ):
+        error_rate(model, torch.zeros(4, 2), y)
+
+
+def test_a_run_whose_scheduler_moved_the_rate_resumes_as_if_uninterrupted(tmp_path: Path) -> None:
+    """With ``--scheduler step`` the saved rate (0.05 after 10 epochs of --lr 0.1) is not --lr:
+    it is the schedule's, which the checkpoint restores, so the resume is not refused as a rate
+    changed by hand, and it ends bit for bit where the run without a stop ends."""
+    argv = ["train", "--quiet", "--hidden", "4", "--batch-size", "400", "--lr", "0.1"]
+    argv += ["--scheduler", "step"]
+    stopped, whole = tmp_path / "stopped.ckpt", tmp_path / "whole.ckpt"
+    assert main([*argv, "--epochs", "11", "--checkpoint", str(stopped)]) == 0
+    assert read_checkpoint(stopped).header["optimizer"]["lr"] == 0.05
+    assert main([*argv, "--epochs", "12", "--resume", str(stopped)]) == 0
+    assert main([*argv, "--epochs", "12", "--checkpoint", str(whole)]) == 0
+    got, want = read_checkpoint(stopped), read_checkpoint(whole)
+    assert got.training == want.training and got.training.epoch == 12
+    assert got.training.history.lr == [0.1] * 10 + [0.05] * 2
+    for name, tensor in want.tensors.items():
+        assert torch.equal(got.tensors[name], tensor), name
