@@ -424,11 +424,14 @@ def _run_train(args: argparse.Namespace) -> int:
             None,
         )
         if diverged is not None:
+            loss = history.train_loss[diverged]
+            hint = "try a smaller --lr, or --detect-anomaly to see where it started"
+            # (an infinite loss may come from finite outputs, which still classify)
+            if math.isnan(loss):
+                hint = f"a model whose outputs are NaN errs on every sample ({hint})"
             print(
-                f"minidl train: warning: the training diverged (the loss was "
-                f"{history.train_loss[diverged]} at epoch {diverged + 1}); a model whose outputs "
-                "are NaN errs on every sample (try a smaller --lr, or --detect-anomaly to see "
-                "where it started)",
+                f"minidl train: warning: the training diverged (the loss was {loss} at epoch "
+                f"{diverged + 1}); {hint}",
                 file=sys.stderr,
             )
     if not args.quiet:
