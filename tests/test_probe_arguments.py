@@ -314,3 +314,49 @@ def test_a_parameter_attribute_set_to_no_parameter_is_refused_at_the_next_forwar
     assert refused.value.__suppress_context__
     layer.register_parameter(name, nn.Parameter(layer._parameters[name].data.clone()))
     layer(x)  # registered: taken
+
+
+@pytest.mark.parametrize(
+    ("build", "name"),
+    [
+        (lambda n: nn.Linear(n, 3), "Linear: in_features"),
+        (lambda n: nn.Linear(2, n), "Linear: out_features"),
+        (lambda n: nn.BatchedLinear(n, 2, 3), "BatchedLinear: models"),
+        (lambda n: nn.BatchedLinear(2, 2, n), "BatchedLinear: out_features"),
+        (nn.BatchNorm1d, "BatchNorm1d: num_features"),
+    ],
+)
+def test_a_size_past_int64_is_refused_naming_the_largest(
+    build: Callable[[int], nn.Module], name: str
+) -> None:
+    # torch's "Overflow when unpacking long long", with its C++ frames, leaked.
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"{name} must be at most 2**63 - 1 (the largest tensor size), got {2**63}"),
+    ):
+        build(2**63)
+
+
+def test_a_batched_layer_too_large_to_hold_fails_at_once() -> None:
+    # It built its 2**46 Linear layers in a Python list first (hours, then out of memory).
+    # (1.5 PB of weights: more than a 64-bit process can map, whatever the overcommit policy.)
+    with pytest.raises(
+        ValueError,
+        match=r"^BatchedLinear: cannot hold the parameters of 70368744177664 models of 3 x 2 "
+        r"weights \(",
+    ):
+        nn.BatchedLinear(2**46, 2, 3)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_batched_layer_draws_what_its_models_built_one_by_one_draw(bias: bool) -> None:
+    torch.manual_seed(5)
+    batched = nn.BatchedLinear(4, 3, 2, bias, dtype=torch.float64)
+    torch.manual_seed(5)
+    layers = [nn.Linear(3, 2, bias, dtype=torch.float64) for _ in range(4)]
+    assert torch.equal(batched.weight.data, torch.stack([layer.weight.data for layer in layers]))
+    if bias:
+        assert batched.bias is not None
+        assert torch.equal(batched.bias.data, torch.stack([layer.bias.data for layer in layers]))  # type: ignore[union-attr]
+    else:
+        assert batched.bias is None

@@ -23,6 +23,7 @@ __all__ = [
     "check_like_parameter",
     "check_parameter_attributes",
     "check_runs",
+    "check_size",
     "check_still_fits",
 ]
 
@@ -56,6 +57,23 @@ def check_factory_options(
     if reason is not None:
         raise ValueError(f"{where}: cannot put tensors on device {device!r}: {reason}")
     return place
+
+
+#: The largest size of a tensor dimension (torch's sizes are 64-bit integers).
+_LARGEST_SIZE = 2**63 - 1
+
+
+def check_size(where: str, name: str, value: object) -> int:
+    """Return a layer's size ``value`` (a feature or model count) as an ``int`` after checking
+    that it is a positive integer (a numpy integer is one; a bool is not) that a tensor
+    dimension can have."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
+    if int(value) > _LARGEST_SIZE:
+        raise ValueError(
+            f"{where}: {name} must be at most 2**63 - 1 (the largest tensor size), got {value!r}"
+        )
+    return int(value)
 
 
 def check_input(where: str, input: object, features: int | None = None) -> Tensor:

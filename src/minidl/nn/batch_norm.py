@@ -15,6 +15,7 @@ from minidl.nn._checks import (
     check_input,
     check_like_parameter,
     check_parameter_attributes,
+    check_size,
     check_still_fits,
 )
 from minidl.nn.module import Module
@@ -121,6 +122,7 @@ class BatchNorm1d(Module):
     ) -> None:
         super().__init__()
         self.num_features = check_int("BatchNorm1d", "num_features", num_features)
+        check_size("BatchNorm1d", "num_features", num_features)
         self.eps = eps
         self.momentum = momentum
         if not isinstance(affine, bool):

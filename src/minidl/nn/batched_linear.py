@@ -17,6 +17,7 @@ from minidl.nn._checks import (
     check_layer_parameters,
     check_like_parameter,
     check_parameter_attributes,
+    check_size,
     check_still_fits,
 )
 from minidl.nn._recent import Recent
@@ -128,21 +129,30 @@ class BatchedLinear(Module):
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        for name, value in (
-            ("models", models),
-            ("in_features", in_features),
-            ("out_features", out_features),
-        ):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"BatchedLinear: {name} must be a positive integer, got {value!r}")
+        models = check_size("BatchedLinear", "models", models)
+        in_features = check_size("BatchedLinear", "in_features", in_features)
+        out_features = check_size("BatchedLinear", "out_features", out_features)
         check_bool("BatchedLinear", "bias", bias)
         check_factory_options("BatchedLinear", dtype, device, generator)
-        models = int(models)
-        layers = [
-            Linear(in_features, out_features, bias, dtype=dtype, device=device, generator=generator)
-            for _ in range(models)
-        ]
-        self._adopt(layers)
+        # The parameters of R Linear layers built one after the other (the same draws), each
+        # copied into tensors made first: one layer at a time is kept, and a size that cannot
+        # be held fails before any is built.
+        try:
+            weight = torch.empty(models, out_features, in_features, dtype=dtype, device=device)
+            biases = torch.empty(models, out_features, dtype=dtype, device=device) if bias else None
+        except (RuntimeError, ValueError) as error:  # (no memory for it; past int64)
+            raise ValueError(
+                f"BatchedLinear: cannot hold the parameters of {models} models of "
+                f"{out_features} x {in_features} weights ({error})"
+            ) from None
+        for index in range(models):
+            layer = Linear(
+                in_features, out_features, bias, dtype=dtype, device=device, generator=generator
+            )
+            weight[index] = layer.weight.data
+            if biases is not None:
+                biases[index] = layer.bias.data  # type: ignore[union-attr]
+        self._adopt_tensors(weight, biases, in_features, out_features)
 
     @classmethod
     def stack(cls, layers: Sequence[Linear]) -> BatchedLinear:
@@ -164,17 +174,25 @@ class BatchedLinear(Module):
 
     def _adopt(self, layers: Sequence[Linear]) -> None:
         """Initialise from copies of the parameters of ``layers`` (the callers ensure their shapes match)."""
-        Module.__init__(self)
-        first = layers[0]
-        self.models = len(layers)
-        self.in_features = first.in_features
-        self.out_features = first.out_features
-        weight = torch.stack([layer.weight.data for layer in layers])
-        self.weight = self.register_parameter("weight", Parameter(weight))
         biases = [layer.bias.data for layer in layers if layer.bias is not None]
-        self.bias = (
-            self.register_parameter("bias", Parameter(torch.stack(biases))) if biases else None
+        self._adopt_tensors(
+            torch.stack([layer.weight.data for layer in layers]),
+            torch.stack(biases) if biases else None,
+            layers[0].in_features,
+            layers[0].out_features,
         )
+
+    def _adopt_tensors(
+        self, weight: Tensor, bias: Tensor | None, in_features: int, out_features: int
+    ) -> None:
+        """Initialise with ``weight`` ``(R, out, in)`` and ``bias`` ``(R, out)`` (or ``None``) as
+        the parameters' values."""
+        Module.__init__(self)
+        self.models = weight.shape[0]
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = self.register_parameter("weight", Parameter(weight))
+        self.bias = self.register_parameter("bias", Parameter(bias)) if bias is not None else None
         self._input: Tensor | None = None
         # The last accepted call: (weight, bias, input shape, dtype, device), so that a call
         # like the previous one is checked with a few identity and equality tests.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import torch
@@ -18,6 +17,7 @@ from minidl.nn._checks import (
     check_layer_parameters,
     check_like_parameter,
     check_parameter_attributes,
+    check_size,
     check_still_fits,
 )
 from minidl.nn._recent import Recent
@@ -85,10 +85,8 @@ class Linear(Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"Linear: {name} must be a positive integer, got {value!r}")
-        in_features, out_features = int(in_features), int(out_features)
+        in_features = check_size("Linear", "in_features", in_features)
+        out_features = check_size("Linear", "out_features", out_features)
         check_bool("Linear", "bias", bias)
         device = check_factory_options("Linear", dtype, device, generator)
         self.in_features = in_features
