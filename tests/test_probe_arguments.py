@@ -360,3 +360,20 @@ def test_a_batched_layer_draws_what_its_models_built_one_by_one_draw(bias: bool)
         assert torch.equal(batched.bias.data, torch.stack([layer.bias.data for layer in layers]))  # type: ignore[union-attr]
     else:
         assert batched.bias is None
+
+
+def test_make_disk_data_refuses_sets_past_int64_or_memory() -> None:
+    from minidl.data import make_disk_data
+
+    # torch's overflow error (with its C++ frames) or its allocator's error leaked.
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"make_disk_data: n_test must be at most 2**63 - 1 (the largest tensor size), got {2**63}"
+        ),
+    ):
+        make_disk_data(n_test=2**63)
+    with pytest.raises(
+        ValueError, match=r"^make_disk_data: cannot hold 1000 \+ 70368744177664 \+ 1000 samples \("
+    ):
+        make_disk_data(n_validation=2**46)

@@ -202,9 +202,14 @@ def make_disk_data(
         >>> data.train.x.shape, data.train.y.dtype
         (torch.Size([1000, 2]), torch.int64)
     """
-    check_int("make_disk_data", "n_train", n_train, low=2)
-    check_int("make_disk_data", "n_validation", n_validation)
-    check_int("make_disk_data", "n_test", n_test)
+    sizes = {"n_train": n_train, "n_validation": n_validation, "n_test": n_test}
+    for name, n in sizes.items():
+        check_int("make_disk_data", name, n, low=2 if name == "n_train" else 1)
+        if n > 2**63 - 1:
+            raise ValueError(
+                f"make_disk_data: {name} must be at most 2**63 - 1 (the largest tensor size), "
+                f"got {n!r}"
+            )
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(
             f"make_disk_data: dtype must be a floating-point torch.dtype, got {dtype!r}"
@@ -212,10 +217,15 @@ def make_disk_data(
     check_seed("make_disk_data", seed)
     device = _check_device("make_disk_data", device)
     generator = torch.Generator().manual_seed(seed)
-    raws = [
-        torch.rand(n, 2, dtype=torch.float64, generator=generator)
-        for n in (n_train, n_validation, n_test)
-    ]
+    try:
+        raws = [
+            torch.rand(n, 2, dtype=torch.float64, generator=generator)
+            for n in (n_train, n_validation, n_test)
+        ]
+    except RuntimeError as error:  # (no memory for them)
+        raise ValueError(
+            f"make_disk_data: cannot hold {n_train} + {n_validation} + {n_test} samples ({error})"
+        ) from None
     mean = raws[0].mean(dim=0)
     std = raws[0].std(dim=0)
     splits = [
