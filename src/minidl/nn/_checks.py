@@ -13,6 +13,7 @@ from minidl._validate import unavailable
 from minidl.nn.parameter import Parameter
 
 __all__ = [
+    "STRIDED",
     "check_bool",
     "check_cached",
     "check_factory_options",
@@ -26,6 +27,11 @@ __all__ = [
     "check_size",
     "check_still_fits",
 ]
+
+
+#: The layout of a dense tensor, for the checks made on every call (a name imported into the
+#: module that reads it is cheaper to read than ``torch.strided``).
+STRIDED = torch.strided
 
 
 def check_bool(where: str, name: str, value: object) -> bool:

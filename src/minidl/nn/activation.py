@@ -15,10 +15,9 @@ same.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from minidl.nn._checks import check_cached, check_grad_like
+from minidl.nn._checks import STRIDED, check_cached, check_grad_like
 from minidl.nn.module import Module
 
 __all__ = ["Activation"]
@@ -40,7 +39,7 @@ class Activation(Module):
         if (
             type(input) is not Tensor
             or not input.is_floating_point()
-            or input.layout is not torch.strided
+            or input.layout is not STRIDED
         ):
             self._check_input(input)
         output, self._cache = self._forward(input)
@@ -52,7 +51,7 @@ class Activation(Module):
             raise TypeError(f"{name}: expected a torch.Tensor as input, got {type(input).__name__}")
         if not input.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point input, got dtype {input.dtype}")
-        if input.layout is not torch.strided:
+        if input.layout is not STRIDED:
             raise TypeError(
                 f"{name}: expected a dense input, got a "
                 f"{str(input.layout).removeprefix('torch.')} tensor (pass input.to_dense())"
@@ -95,7 +94,7 @@ class Activation(Module):
         if (
             type(input) is not Tensor
             or not input.is_floating_point()
-            or input.layout is not torch.strided
+            or input.layout is not STRIDED
         ):
             self._check_input(input)
         _, self._cache = self._forward(input, out=out)  # type: ignore[call-arg]

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from minidl.nn._checks import (
+    STRIDED,
     check_bool,
     check_cached,
     check_factory_options,
@@ -249,7 +250,7 @@ class BatchedLinear(Module):
         if not isinstance(input, Tensor) or not input.is_floating_point():
             got = input.dtype if isinstance(input, Tensor) else type(input).__name__
             raise TypeError(f"BatchedLinear: expected a floating-point tensor input, got {got}")
-        if input.layout is not torch.strided:
+        if input.layout is not STRIDED:
             raise TypeError(
                 "BatchedLinear: expected a dense input, got a "
                 f"{str(input.layout).removeprefix('torch.')} tensor (pass input.to_dense())"
@@ -313,7 +314,7 @@ class BatchedLinear(Module):
             or input.shape != seen[2]
             or input.dtype is not seen[3]
             or input.device != seen[4]
-            or input.layout is not torch.strided
+            or input.layout is not STRIDED
         ):
             input = self._accept(input)
         self._input = input

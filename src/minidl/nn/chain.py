@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from minidl.nn._checks import STRIDED
 from minidl.nn.activation import Activation
 from minidl.nn.elu import ELU
 from minidl.nn.leaky_relu import LeakyReLU
@@ -288,7 +289,7 @@ class ChainPlan:
             and Parameter.replacements == self.replacements
             and input.device == device
             and input.grad_fn is None
-            and input.layout is torch.strided
+            and input.layout is STRIDED
             and self._unchanged()
             and self._same_parameters()
         )

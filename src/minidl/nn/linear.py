@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from minidl.nn._checks import (
+    STRIDED,
     check_bool,
     check_cached,
     check_factory_options,
@@ -136,7 +137,7 @@ class Linear(Module):
             type(input) is Tensor
             and input.dtype is self._dtype
             and input.device == self._device
-            and input.layout is torch.strided
+            and input.layout is STRIDED
         ):
             # A shape accepted lately (with these parameters: same dtype and device) passes.
             known = self._shapes.get(input.shape)
@@ -169,7 +170,7 @@ class Linear(Module):
             or input.dtype is not self._dtype
             or input.shape != self._input_shape
             or input.device != self._device
-            or input.layout is not torch.strided
+            or input.layout is not STRIDED
         ):
             input = self._accept(input, weight, bias)
         return self._apply(input)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl.nn._checks import check_input
+from minidl.nn._checks import STRIDED, check_input
 from minidl.nn.module import Module
 
 __all__ = ["Loss", "check_mean_or_sum", "check_not_a_loss", "scaled_sum"]
@@ -115,7 +115,7 @@ class Loss(Module):
             and prediction.dtype is self._prediction_dtype
             and prediction.shape == self._prediction_shape
             and prediction.device == self._prediction_device
-            and prediction.layout is torch.strided
+            and prediction.layout is STRIDED
         ):
             return prediction
         name = type(self).__name__
