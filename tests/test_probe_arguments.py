@@ -377,3 +377,32 @@ def test_make_disk_data_refuses_sets_past_int64_or_memory() -> None:
         ValueError, match=r"^make_disk_data: cannot hold 1000 \+ 70368744177664 \+ 1000 samples \("
     ):
         make_disk_data(n_validation=2**46)
+
+
+@pytest.mark.parametrize("kind", ["Linear", "BatchedLinear"])
+@pytest.mark.parametrize("name", ["weight", "bias"])
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_tensor_set_by_hand_between_forward_and_backward_is_refused_with_no_gradient_changed(
+    kind: str, name: str, inside: bool
+) -> None:
+    # BatchedLinear's backward took a tensor set as its bias after the forward: the weight
+    # gradient was accumulated, then "'NoneType' object has no attribute 'add_'" (the tensor's
+    # grad); a Sequential's check before its children's backward let it through. A weight set
+    # so raised "'NoneType' object has no attribute 'baddbmm_'".
+    torch.manual_seed(0)
+    layer, x = {
+        "Linear": (nn.Linear(2, 3), torch.randn(4, 2)),
+        "BatchedLinear": (nn.BatchedLinear(2, 2, 3), torch.randn(2, 4, 2)),
+    }[kind]
+    model = nn.Sequential(layer, nn.Tanh()) if inside else layer
+    output = model(x)
+    grads = [parameter.grad.clone() for parameter in model.parameters()]
+    setattr(layer, name, getattr(layer, name).data.clone())
+    with pytest.raises(TypeError) as refused:
+        model.backward(torch.ones_like(output))
+    assert str(refused.value).startswith(
+        f"{kind}: {name} must be a minidl Parameter, got Tensor (an attribute set by hand is "
+        "not registered"
+    )
+    for parameter, grad in zip(model.parameters(), grads, strict=True):
+        assert torch.equal(parameter.grad, grad)

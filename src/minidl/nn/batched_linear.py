@@ -369,12 +369,14 @@ class BatchedLinear(Module):
         """Refuse parameters put in place, cast or moved since the last forward that no longer
         fit it, before anything is written: another dtype or device than the cached input's (a
         cast or a move: the temporary product, which would take the old dtype, is not added
-        in), one of another shape, or a bias unlike the weight."""
+        in), one of another shape, a bias unlike the weight, or a tensor set by hand as the
+        weight or bias (its ``grad``, None, would fail after the other gradient changed)."""
         weight = self.weight.data
         bias = None if self.bias is None else self.bias.data
         input = self._input
         if input is None or (weight is self._seen[0] and bias is self._seen[1]):
             return
+        check_parameter_attributes("BatchedLinear", self, "weight, bias")
         check_still_fits("BatchedLinear", input, weight)
         check_layer_parameters(
             "BatchedLinear",
