@@ -406,3 +406,34 @@ def test_a_tensor_set_by_hand_between_forward_and_backward_is_refused_with_no_gr
     )
     for parameter, grad in zip(model.parameters(), grads, strict=True):
         assert torch.equal(parameter.grad, grad)
+
+
+@pytest.mark.parametrize("kind", ["Linear", "BatchedLinear", "BatchNorm1d"])
+@pytest.mark.parametrize("value", ["number", "no weight"])
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_number_set_as_weight_between_forward_and_backward_is_refused_by_name(
+    kind: str, value: str, inside: bool
+) -> None:
+    # Refused at the next forward by name, but a backward after the forward raised "'int'
+    # object has no attribute 'data'" (alone, and from a Sequential's check of its children).
+    torch.manual_seed(0)
+    layer, x = {
+        "Linear": (nn.Linear(2, 3), torch.randn(4, 2)),
+        "BatchedLinear": (nn.BatchedLinear(2, 2, 3), torch.randn(2, 4, 2)),
+        "BatchNorm1d": (nn.BatchNorm1d(2), torch.randn(4, 2)),
+    }[kind]
+    model = nn.Sequential(layer, nn.Tanh()) if inside else layer
+    output = model(x)
+    given = {"number": 3, "no weight": None}[value]
+    if kind == "BatchNorm1d" and given is None:
+        return  # (no weight: no affine transform, as at the next forward)
+    grads = [parameter.grad.clone() for parameter in model.parameters()]
+    layer.weight = given  # type: ignore[assignment]
+    with pytest.raises(TypeError) as refused:
+        model.backward(torch.ones_like(output))
+    assert str(refused.value).startswith(
+        f"{kind}: weight must be a minidl Parameter, got {type(given).__name__} (an attribute "
+        "set by hand is not registered"
+    )
+    for parameter, grad in zip(model.parameters(), grads, strict=True):
+        assert torch.equal(parameter.grad, grad)

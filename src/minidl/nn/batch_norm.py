@@ -246,8 +246,12 @@ class BatchNorm1d(Module):
         if normalized is None:
             return
         check_still_fits("BatchNorm1d", normalized, self.running_mean)
-        if self.weight is not None:
-            check_still_fits("BatchNorm1d", normalized, self.weight.data)
+        try:
+            if self.weight is not None:
+                check_still_fits("BatchNorm1d", normalized, self.weight.data)
+        except AttributeError:  # (a number set by hand as weight: named)
+            check_parameter_attributes("BatchNorm1d", self, "weight, bias", "weight, bias")
+            raise
         self._check_parameters()
 
     def extra_repr(self) -> str:

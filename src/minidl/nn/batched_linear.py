@@ -333,11 +333,15 @@ class BatchedLinear(Module):
         if input is None:
             input = check_cached("BatchedLinear", input)
         seen = self._seen
-        if (
-            self.weight.data is not seen[0]
-            or (None if self.bias is None else self.bias.data) is not seen[1]
-        ):
-            self._check_fits_forward()
+        try:
+            if (
+                self.weight.data is not seen[0]
+                or (None if self.bias is None else self.bias.data) is not seen[1]
+            ):
+                self._check_fits_forward()
+        except AttributeError:  # (a number set by hand as weight or bias: named)
+            check_parameter_attributes("BatchedLinear", self, "weight, bias")
+            raise
         if (
             type(grad_output) is not Tensor
             or grad_output.shape != self._output_shape
@@ -371,8 +375,12 @@ class BatchedLinear(Module):
         cast or a move: the temporary product, which would take the old dtype, is not added
         in), one of another shape, a bias unlike the weight, or a tensor set by hand as the
         weight or bias (its ``grad``, None, would fail after the other gradient changed)."""
-        weight = self.weight.data
-        bias = None if self.bias is None else self.bias.data
+        try:
+            weight = self.weight.data
+            bias = None if self.bias is None else self.bias.data
+        except AttributeError:  # (a number set by hand as weight or bias: named)
+            check_parameter_attributes("BatchedLinear", self, "weight, bias")
+            raise
         input = self._input
         if input is None or (weight is self._seen[0] and bias is self._seen[1]):
             return

@@ -200,11 +200,15 @@ class Linear(Module):
             or grad_output.dtype is not self._dtype
         ):
             check_grad_output("Linear", grad_output, torch.Size(shape), self.weight.data)
-        if (
-            self.weight.data is not self._weight_seen
-            or (None if self.bias is None else self.bias.data) is not self._bias_seen
-        ):
-            self._check_fits_forward()
+        try:
+            if (
+                self.weight.data is not self._weight_seen
+                or (None if self.bias is None else self.bias.data) is not self._bias_seen
+            ):
+                self._check_fits_forward()
+        except AttributeError:  # (a number set by hand as weight or bias: named)
+            check_parameter_attributes("Linear", self, "weight, bias")
+            raise
         grad_output_t = grad_output.t()
         weight_grad = self.weight.grad
         try:
@@ -228,8 +232,12 @@ class Linear(Module):
         cast or a move), one of another shape (the products would not fit its gradient, and
         ``out=`` would resize that gradient, a view of the optimizer's buffer, over the next
         one), or a bias unlike the weight."""
-        weight = self.weight.data
-        bias = None if self.bias is None else self.bias.data
+        try:
+            weight = self.weight.data
+            bias = None if self.bias is None else self.bias.data
+        except AttributeError:  # (a number set by hand as weight or bias: named)
+            check_parameter_attributes("Linear", self, "weight, bias")
+            raise
         input = self._input
         if input is None or (weight is self._weight_seen and bias is self._bias_seen):
             return
