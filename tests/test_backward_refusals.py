@@ -253,3 +253,51 @@ def test_a_chain_pickled_before_the_checks_existed_checks_after_loading() -> Non
     with pytest.raises(ValueError, match=r"Linear: weight has shape \(7, 7\)"):
         loaded.backward(torch.randn_like(output))
     _assert_unchanged(loaded, before)
+
+
+@pytest.mark.parametrize(
+    "change", ["none", "weight replaced", "bias replaced", "moved", "copied", "old pickle"]
+)
+def test_a_batch_norm_runs_its_full_checks_only_for_tensors_changed_since_the_forward(
+    change: str,
+) -> None:
+    # Its checks ran in full on every backward, twice in a chain (the chain's check of its
+    # children, then its own): 6% more instructions for a training step of a chain with two
+    # batch norms. What the forward checked and computed with, unchanged, needs no check.
+    torch.manual_seed(4)
+    layer = nn.BatchNorm1d(4, dtype=F64)
+    model = nn.Sequential(nn.Linear(3, 4, dtype=F64), layer, nn.Tanh())
+    x = torch.randn(6, 3, dtype=F64)
+    model.backward(torch.ones_like(model(x)))
+    output = model(x)
+    if change == "weight replaced":
+        layer.weight.data = layer.weight.data.clone()
+    elif change == "bias replaced":
+        layer.bias.data = layer.bias.data.clone()
+    elif change == "moved":
+        model.to(F32)
+        output = model(x.float())
+    elif change == "copied":
+        model = pickle.loads(pickle.dumps(model))
+        layer = model[1]
+    elif change == "old pickle":
+        state = layer.__getstate__()
+        del state["_fitted"]  # (pickled before it existed)
+        del layer.__dict__["_fitted"]
+        layer.__setstate__(state)
+    full = []
+
+    def counted() -> None:
+        full.append(True)
+        nn.BatchNorm1d._check_parameters(layer)
+
+    layer._check_parameters = counted  # type: ignore[method-assign]
+    gradient = torch.randn_like(output)
+    expected = copy.deepcopy(model)
+    expected[1].__dict__.pop("_check_parameters")
+    want = expected.backward(gradient)
+    assert torch.equal(model.backward(gradient), want)
+    for got, oracle in zip(model.parameters(), expected.parameters(), strict=True):
+        assert torch.equal(got.grad, oracle.grad)
+    # (twice in a chain: its check of its children, then the layer's own backward)
+    assert len(full) == (0 if change in ("none", "moved") else 2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -145,6 +147,10 @@ class BatchNorm1d(Module):
         self._normalized: Tensor | None = None
         self._inv_std: Tensor | None = None
         self._batch_statistics = False
+        # The weight and bias tensors and the running mean that the last forward checked and
+        # computed with: while they are the same objects, backward's checks (see
+        # _check_fits_forward) pass without being run.
+        self._fitted: tuple[Tensor | None, Tensor | None, Tensor | None] = (None, None, None)
 
     def forward(self, input: Tensor) -> Tensor:
         check_input("BatchNorm1d", input, self.num_features)
@@ -183,16 +189,27 @@ class BatchNorm1d(Module):
         self._normalized, self._inv_std = _as(normalized, dtype), inv_std
         self._batch_statistics = self.training
         if self.weight is None or self.bias is None:
+            self._fitted = (
+                None if self.weight is None else self.weight.data,
+                None if self.bias is None else self.bias.data,
+                self.running_mean,
+            )
             return _as(normalized, dtype)
-        weight, bias = _as(self.weight.data, compute), _as(self.bias.data, compute)
+        weight_data, bias_data = self.weight.data, self.bias.data
+        self._fitted = (weight_data, bias_data, self.running_mean)
+        weight, bias = _as(weight_data, compute), _as(bias_data, compute)
         return _as(torch.addcmul(bias, normalized, weight), dtype)  # beta + x_hat gamma, fused
 
     def _check_parameters(self) -> None:
         """A weight or bias assigned by hand (``weight.data = ...``) must be like the running
         statistics; checked before anything is updated."""
-        check_parameter_attributes("BatchNorm1d", self, "weight, bias", "weight, bias")
+        weight, bias = self.weight, self.bias
+        if not (weight is None or isinstance(weight, Parameter)) or not (
+            bias is None or isinstance(bias, Parameter)
+        ):
+            check_parameter_attributes("BatchNorm1d", self, "weight, bias", "weight, bias")
         statistics = self.running_mean
-        for name, parameter in (("weight", self.weight), ("bias", self.bias)):
+        for name, parameter in (("weight", weight), ("bias", bias)):
             if parameter is None:
                 continue
             data = parameter.data
@@ -245,14 +262,32 @@ class BatchNorm1d(Module):
         normalized = self._normalized
         if normalized is None:
             return
-        check_still_fits("BatchNorm1d", normalized, self.running_mean)
+        weight, bias = self.weight, self.bias
+        fitted = self._fitted
         try:
-            if self.weight is not None:
-                check_still_fits("BatchNorm1d", normalized, self.weight.data)
-        except AttributeError:  # (a number set by hand as weight: named)
+            if (
+                (None if weight is None else weight.data) is fitted[0]
+                and (None if bias is None else bias.data) is fitted[1]
+                and self.running_mean is fitted[2]
+            ):
+                return  # (what the forward checked and computed with: it fits)
+            check_still_fits("BatchNorm1d", normalized, self.running_mean)
+            if weight is not None:
+                check_still_fits("BatchNorm1d", normalized, weight.data)
+        except AttributeError:  # (a number set by hand as weight or bias: named)
             check_parameter_attributes("BatchNorm1d", self, "weight, bias", "weight, bias")
             raise
         self._check_parameters()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        # (views of the parameters and a buffer: the next backward checks in full instead)
+        state["_fitted"] = (None, None, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_fitted", (None, None, None))  # (pickled before it existed)
+        super().__setstate__(state)
 
     def extra_repr(self) -> str:
         return (
