@@ -437,3 +437,28 @@ def test_a_number_set_as_weight_between_forward_and_backward_is_refused_by_name(
     )
     for parameter, grad in zip(model.parameters(), grads, strict=True):
         assert torch.equal(parameter.grad, grad)
+
+
+@pytest.mark.parametrize("kind", ["Dropout", "chain starting with a Dropout", "StackedActivation"])
+@pytest.mark.parametrize("layout", ["sparse_coo", "sparse_csr"])
+def test_a_sparse_input_to_a_dropout_or_a_stacked_activation_is_refused_by_name(
+    kind: str, layout: str
+) -> None:
+    # The tensor library's words ("Could not run 'aten::bernoulli_.float' with arguments from
+    # the 'SparseCPU' backend", "... 'aten::as_strided' ..."), where the other layers name the
+    # layout.
+    torch.manual_seed(0)
+    module: nn.Module = {
+        "Dropout": nn.Dropout(0.5),
+        "chain starting with a Dropout": nn.Sequential(nn.Dropout(0.5), nn.Linear(3, 2)),
+        "StackedActivation": nn.StackedActivation([(nn.Tanh(), 1), (nn.ReLU(), 1)]),
+    }[kind]
+    dense = torch.randn(2, 4, 3) if kind == "StackedActivation" else torch.randn(4, 3)
+    module(dense)
+    sparse = dense.to_sparse() if layout == "sparse_coo" else dense.to_sparse_csr()
+    name = "StackedActivation" if kind == "StackedActivation" else "Dropout"
+    with pytest.raises(TypeError) as refused:
+        module(sparse)
+    assert str(refused.value) == (
+        f"{name}: expected a dense input, got a {layout} tensor (pass input.to_dense())"
+    )

@@ -84,7 +84,15 @@ class Dropout(Module):
         keep = 1.0 - self._p
         # (the caches are set once the mask is drawn: a draw that fails, from a generator on
         # another device, leaves those of the last forward)
-        mask = torch.empty_like(input).bernoulli_(keep, generator=self._generator)
+        try:
+            mask = torch.empty_like(input).bernoulli_(keep, generator=self._generator)
+        except RuntimeError:
+            if input.layout is not torch.strided:  # (found here, not checked on every call)
+                raise TypeError(
+                    "Dropout: expected a dense input, got a "
+                    f"{str(input.layout).removeprefix('torch.')} tensor (pass input.to_dense())"
+                ) from None
+            raise
         # m / (1 - p), made once and cached: forward is x times it and backward g times it
         # (one product each, with the rounding of PyTorch's dropout, which scales its mask so).
         self._shape, self._scaled_mask = input.shape, mask.div_(operand(keep, mask))

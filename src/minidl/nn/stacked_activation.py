@@ -99,6 +99,11 @@ class StackedActivation(Module):
                 else:
                     output[start:stop] = activation.forward(input[start:stop])
         except RuntimeError:
+            if input.layout is not torch.strided:  # (found here, not checked on every call)
+                raise TypeError(
+                    "StackedActivation: expected a dense input, got a "
+                    f"{str(input.layout).removeprefix('torch.')} tensor (pass input.to_dense())"
+                ) from None
             # out= refused for an input from an autograd graph:
             # each run makes its own result.
             return torch.cat(
