@@ -164,9 +164,10 @@ def check_parameter_attributes(
 ) -> None:
     """Refuse a layer's parameter attribute (``weight``, ``bias``: ``names``, separated by
     commas) that holds no :class:`Parameter` (those of ``optional`` may be ``None``: no bias, as
-    in PyTorch): a tensor, a number or ``None`` assigned by hand, with which the layer would compute while ``parameters()``, the optimizers
-    and ``state_dict`` keep the registered Parameter. (Read with ``getattr``: asking for a
-    module's ``__dict__`` would make CPython keep its attributes in a slower dict.)"""
+    in PyTorch): a tensor, a number or ``None`` assigned by hand, with which the layer would
+    compute while ``parameters()``, the optimizers and ``state_dict`` keep the registered
+    Parameter. (Read with ``getattr``: asking for a module's ``__dict__`` would make CPython
+    keep its attributes in a slower dict.)"""
     for name in names.split(", "):
         value = getattr(module, name, None)
         if isinstance(value, Parameter) or (value is None and name in optional):
