@@ -206,12 +206,18 @@ def check_grad_output(
     like: Tensor | None = None,
     owner: str = "parameters",
 ) -> Tensor:
-    """Check that ``grad_output`` is a tensor of the shape of the last forward's output and,
-    for a module with parameters (``like``, one of them, or of another of its ``owner``), of
-    their dtype and device."""
+    """Check that ``grad_output`` is a dense tensor of the shape of the last forward's output
+    and, for a module with parameters (``like``, one of them, or of another of its ``owner``),
+    of their dtype and device."""
     if not isinstance(grad_output, Tensor):
         raise TypeError(
             f"{where}: expected a torch.Tensor as gradient, got {type(grad_output).__name__}"
+        )
+    if grad_output.layout is not STRIDED:
+        # (a sparse gradient's products run, but not all: a half-accumulated parameter gradient)
+        raise TypeError(
+            f"{where}: expected a dense gradient, got a "
+            f"{str(grad_output.layout).removeprefix('torch.')} tensor (pass it .to_dense())"
         )
     if grad_output.shape != shape:
         # A 0-dim gradient for a bigger output is most likely the loss value itself.

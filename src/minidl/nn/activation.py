@@ -64,6 +64,7 @@ class Activation(Module):
             or type(grad_output) is not Tensor
             or grad_output.shape != cache.shape
             or grad_output.dtype is not cache.dtype
+            or grad_output.layout is not STRIDED
         ):
             cache = self._check_gradient(grad_output)
         try:

@@ -346,6 +346,7 @@ class BatchedLinear(Module):
             type(grad_output) is not Tensor
             or grad_output.shape != self._output_shape
             or grad_output.dtype is not seen[3]
+            or grad_output.layout is not STRIDED
             or grad_output.device != seen[4]
         ):
             check_grad_output("BatchedLinear", grad_output, self._output_shape, self.weight.data)

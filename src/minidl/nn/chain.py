@@ -295,8 +295,8 @@ class ChainPlan:
         )
 
     def takes(self, grad_output: object) -> bool:
-        """Whether ``grad_output`` fits the output of the last forward (and is not from an
-        autograd graph, nor non-contiguous for a chain that ends with an activation), every
+        """Whether ``grad_output`` fits the output of the last forward (and is dense, not from
+        an autograd graph, nor non-contiguous for a chain that ends with an activation), every
         child still holds what this plan's last forward cached, and no parameter (or parameter
         tensor) was replaced. Another gradient goes to the children one by one."""
         if not (
@@ -306,6 +306,7 @@ class ChainPlan:
             and Parameter.replacements == self.replacements
             and grad_output.device == self.signature[2]
             and grad_output.grad_fn is None
+            and grad_output.layout is STRIDED
             and (self._any_layout or grad_output.is_contiguous())
         ):
             return False

@@ -198,6 +198,7 @@ class Linear(Module):
             type(grad_output) is not Tensor
             or grad_output.shape != shape
             or grad_output.dtype is not self._dtype
+            or grad_output.layout is not STRIDED
         ):
             check_grad_output("Linear", grad_output, torch.Size(shape), self.weight.data)
         try:
