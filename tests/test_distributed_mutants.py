@@ -1,0 +1,318 @@
+"""Behaviour of ``minidl.distributed`` that a mutation audit found untested.
+
+Each test pins one observable result against its oracle: the documented errors (their type and
+words) of ``Launch``, ``ProcessGroup``, ``ShardedBatches`` and ``DataParallel``; the share a
+``ShardedBatches`` reports before its first batch; the census's diagnoses and rank 0's wait for
+the survivors' censuses; a group's heartbeat, which beats while it is open and stops at
+``close``; buffers of several dtypes and a model without parameters, which pass through a world
+of one unchanged, bit for bit; the checksum of a tensor that is not contiguous (that of its
+contiguous copy) and of a change in its last element; and, on a real group of 2 ranks (gloo over
+127.0.0.1), rank 0's buffers on every rank as soon as the ``DataParallel`` is built, the mean of
+the ranks' gradients from ``synchronize`` without ``shard`` (computed here by hand, exactly), and
+the refusal, on every rank, of ranks that differ only in a dtype, a buffer, ``drop_last``, the
+batch size or the targets.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.multiprocessing
+
+from minidl import distributed
+from minidl.data import BatchIterator
+from minidl.distributed import (
+    DataParallel,
+    DistributedError,
+    Launch,
+    ProcessGroup,
+    ShardedBatches,
+)
+from minidl.nn import BatchNorm1d, Linear, Module, Sequential, Tanh, mlp
+from tests.helpers import free_port
+
+F64 = torch.float64
+
+
+@pytest.fixture
+def world_of_one(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A joined group of one rank (gloo over 127.0.0.1), closed after the test."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    with ProcessGroup(Launch(0, 1, 0), timeout=10.0) as group:
+        yield group
+
+
+# -- the refusals ---------------------------------------------------------------------------------
+
+
+def test_launch_refuses_a_negative_local_rank_and_an_empty_world() -> None:
+    with pytest.raises(ValueError, match=r"^Launch: local_rank must be an integer >= 0, got -1$"):
+        Launch(0, 1, -1)
+    with pytest.raises(ValueError, match=r"^Launch: world_size must be an integer >= 1, got 0$"):
+        Launch(0, 0, 0)
+
+
+def test_the_classes_refuse_arguments_of_the_wrong_type_by_name() -> None:
+    x, y = torch.zeros(4, 2), torch.zeros(4)
+    with pytest.raises(
+        TypeError, match=r"^ShardedBatches: batches must be a BatchIterator, got list"
+    ):
+        ShardedBatches([(x, y)], 0, 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^ProcessGroup: launch must be a Launch, got tuple$"):
+        ProcessGroup((0, 1, 0))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^DataParallel: model must be a minidl Module, got str$"):
+        DataParallel("model", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^DataParallel: group must be a ProcessGroup, got str$"):
+        DataParallel(Linear(2, 2), "group")  # type: ignore[arg-type]
+
+
+def test_a_process_group_refuses_a_bad_timeout_or_device_before_joining() -> None:
+    launch = Launch(0, 1, 0)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match=r"^ProcessGroup: timeout must be in \(0, inf\), got"):
+            ProcessGroup(launch, timeout=bad)
+    with pytest.raises(ValueError, match=r"^ProcessGroup: device must be cpu or cuda, got meta$"):
+        ProcessGroup(launch, device="meta")
+    assert not torch.distributed.is_initialized()
+
+
+def test_a_second_group_is_refused_and_the_first_still_works(world_of_one: ProcessGroup) -> None:
+    with pytest.raises(DistributedError, match=r"^ProcessGroup: a default process group is alre"):
+        ProcessGroup(Launch(0, 1, 0), timeout=2.0)
+    assert torch.equal(world_of_one.all_reduce_(torch.ones(2), "x"), torch.ones(2))
+    assert repr(world_of_one) == "ProcessGroup(rank=0, world_size=1, backend='gloo', timeout=10)"
+
+
+def test_shard_refuses_what_is_no_batch_iterator(world_of_one: ProcessGroup) -> None:
+    parallel = DataParallel(Linear(2, 2), world_of_one)
+    with pytest.raises(
+        TypeError, match=r"^DataParallel.shard: batches must be a BatchIterator, got list$"
+    ):
+        parallel.shard([])  # type: ignore[arg-type]
+
+
+# -- the shards -----------------------------------------------------------------------------------
+
+
+def test_the_share_before_the_first_batch_is_an_equal_one() -> None:
+    """(documented on the attribute; synchronize weights by it)"""
+    batches = BatchIterator(torch.zeros(10, 2), torch.zeros(10), batch_size=6, shuffle=False)
+    shards = ShardedBatches(batches, rank=1, world_size=3)
+    assert shards.share == 1 / 3
+    assert [x.shape[0] for x, _ in shards] == [2, 1]  # the last batch of 4 splits 1/1/2
+    assert shards.share == 1 / 4
+
+
+# -- the census -----------------------------------------------------------------------------------
+
+
+class _Store:
+    """A rendezvous store in memory (set, get and check, as the census uses them)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}
+
+    def set(self, key: str, value: str) -> None:
+        self.values[key] = value.encode()
+
+    def check(self, keys: list[str]) -> bool:
+        return all(key in self.values for key in keys)
+
+
+def _group_of(rank: int, world_size: int, timeout: float) -> ProcessGroup:
+    group = ProcessGroup.__new__(ProcessGroup)
+    group.rank, group.world_size, group.timeout = rank, world_size, timeout
+    group._store = _Store()  # type: ignore[assignment]
+    return group
+
+
+def test_rank_0_waits_for_the_census_of_every_survivor_but_not_of_the_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rank 0 hosts the store: it leaves only when rank 2 (alive) has finished its census, not
+    waiting for rank 1 (missing); any other rank says it is done and leaves at once."""
+    monkeypatch.setattr(distributed, "_CENSUS_SECONDS", 0.0)
+    group = _group_of(0, 3, timeout=5.0)  # waits at most 5 + 0 + 2 s
+    store: Any = group._store
+    threading.Timer(0.3, store.set, args=("minidl/census-done/2", "1")).start()
+    start = time.monotonic()
+    group._finish_census([1])
+    elapsed = time.monotonic() - start
+    assert 0.3 <= elapsed < 6.0, elapsed
+    assert store.values["minidl/census-done/0"] == b"1"
+    other = _group_of(1, 3, timeout=1.0)
+    start = time.monotonic()
+    other._finish_census([2])
+    assert time.monotonic() - start < 0.1
+    assert other._store.values == {"minidl/census-done/1": b"1"}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("missing", "diagnosis"),
+    [
+        ([2], "rank 2 stopped responding (died or hung)"),
+        ([1, 2], "ranks 1, 2 stopped responding (died or hung)"),
+        ([], "every rank is still alive (the ranks may have diverged in their calls)"),
+        (None, "the rendezvous store is unreachable too, so rank 0 (which hosts it) or the "),
+    ],
+)
+def test_a_failed_collective_names_what_the_census_found(
+    missing: list[int] | None, diagnosis: str
+) -> None:
+    group = _group_of(0, 3, timeout=5.0)
+    finished: list[list[int]] = []
+    group._census = lambda: missing  # type: ignore[method-assign]
+    group._finish_census = finished.append  # type: ignore[method-assign]
+    error = group._failure("the all_reduce of the gradients", RuntimeError("gloo: closed\nmore"))
+    assert str(error).startswith(
+        f"rank 0 of 3: the all_reduce of the gradients failed: {diagnosis}"
+    )
+    assert str(error).endswith("(collective timeout 5 s). Cause: gloo: closed")
+    assert finished == ([] if missing is None else [missing])
+
+
+def test_the_heartbeat_beats_while_the_group_is_open_and_stops_at_close(
+    world_of_one: ProcessGroup,
+) -> None:
+    key = "minidl/heartbeat/0"
+    first = int(world_of_one._store.get(key))
+    deadline = time.monotonic() + 20 * distributed._BEAT_SECONDS  # (a loaded machine is slow)
+    while int(world_of_one._store.get(key)) <= first:
+        assert time.monotonic() < deadline, "the heartbeat did not beat"
+        time.sleep(0.05)
+    world_of_one.close()
+    world_of_one._heartbeat.join(timeout=5.0)
+    assert not world_of_one._heartbeat.is_alive()
+
+
+# -- what a world of one leaves unchanged ---------------------------------------------------------
+
+
+class _Counters(Module):
+    """An identity with buffers of two dtypes, one an int64 that float32 cannot hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.tensor([0.1, 3.0], dtype=torch.float32))
+        self.register_buffer("count", torch.tensor([2**40 + 1], dtype=torch.int64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return grad_output
+
+
+def test_buffers_of_several_dtypes_and_a_model_without_parameters_pass_unchanged(
+    world_of_one: ProcessGroup,
+) -> None:
+    for model in (Tanh(), Sequential(_Counters(), Tanh())):
+        before = {name: value.clone() for name, value in model.state_dict().items()}
+        parallel = DataParallel(model, world_of_one)
+        loss = torch.tensor(0.25, dtype=F64)
+        assert torch.equal(parallel.synchronize(loss), loss)
+        parallel.check_in_sync()
+        after = model.state_dict()
+        assert after.keys() == before.keys()
+        for name, value in before.items():
+            assert after[name].dtype == value.dtype and torch.equal(after[name], value), name
+
+
+def test_the_checksum_of_a_tensor_is_that_of_its_values_in_order() -> None:
+    """A view that is not contiguous has the checksum of its contiguous copy (not of the memory
+    it starts at), and a change of the last element of a tensor changes it."""
+    base = torch.arange(12, dtype=F64).view(3, 4)
+    for view in (base.t(), base[:, ::2], base[1:, 1:]):
+        assert torch.equal(distributed._checksum([view]), distributed._checksum([view.clone()]))
+    assert not torch.equal(distributed._checksum([base.t()]), distributed._checksum([base]))
+    # the same bytes in another shape (documented: a digest of the bytes, dtypes and shapes)
+    assert not torch.equal(
+        distributed._checksum([base]), distributed._checksum([base.reshape(4, 3)])
+    )
+    model = mlp((2, 5, 2), "tanh", dtype=F64)
+    before = distributed.parameter_checksum(model.parameters())
+    model.parameters()[0].data.view(-1)[-1] += 1.0
+    assert not torch.equal(before, distributed.parameter_checksum(model.parameters()))
+
+
+# -- a real group of 2 ranks ----------------------------------------------------------------------
+
+
+def _refusal(make: Any) -> str:
+    try:
+        make()
+    except DistributedError as error:
+        return str(error)
+    return "no error"
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    result: dict[str, Any] = {}
+    with ProcessGroup(Launch(rank, 2, rank), timeout=20.0) as group:
+        torch.manual_seed(rank)
+        model = Sequential(Linear(2, 3, dtype=F64), BatchNorm1d(3, dtype=F64))
+        model[1].running_mean.add_(rank + 1)
+        model[1].running_var.mul_(rank + 2)
+        result["before"] = {name: value.clone() for name, value in model.state_dict().items()}
+        parallel = DataParallel(model, group)
+        result["after"] = model.state_dict()
+        result["in_sync"] = _refusal(parallel.check_in_sync)
+        # synchronize without shard: every rank holds an equal share
+        for parameter in model.parameters():
+            numel = parameter.numel()
+            parameter.grad.copy_(torch.arange(numel).view(parameter.shape) * (rank + 1) + rank)
+        result["part"] = parallel.synchronize(torch.tensor(3.0, dtype=F64))
+        result["grads"] = [parameter.grad.clone() for parameter in model.parameters()]
+        # ranks that differ in one thing only, each told so on every rank
+        result["dtype"] = _refusal(
+            lambda: DataParallel(Linear(3, 2, dtype=(F64, None)[rank]), group)
+        )
+        with_buffer = Linear(3, 2)
+        with_buffer.register_buffer("extra", torch.zeros(1 + rank))
+        result["buffer"] = _refusal(lambda: DataParallel(with_buffer, group))
+        x, y = torch.zeros(14, 2), torch.zeros(14)
+        result["drop_last"] = _refusal(
+            lambda: parallel.shard(BatchIterator(x, y, 6, drop_last=bool(rank)))
+        )
+        result["batch_size"] = _refusal(lambda: parallel.shard(BatchIterator(x, y, 6 + 2 * rank)))
+        targets = y.clone()
+        targets[3] = rank
+        result["targets"] = _refusal(lambda: parallel.shard(BatchIterator(x, targets, 6)))
+    torch.save(result, Path(out) / f"rank{rank}.pt")
+
+
+def test_two_ranks_share_rank_0s_buffers_average_gradients_and_refuse_any_difference(
+    tmp_path: Path,
+) -> None:
+    torch.multiprocessing.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    results = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    initial = results[0]["before"]
+    assert not torch.equal(results[1]["before"]["1.running_mean"], initial["1.running_mean"])
+    model = "DataParallel: the model (the shapes and dtypes of its parameters and buffers) of "
+    batches = "DataParallel: the batches (the number of samples, the batch size, drop_last and "
+    for result in results:
+        # Built: rank 0's parameters and buffers, before any step.
+        assert result["after"].keys() == initial.keys()
+        for name, value in initial.items():
+            assert torch.equal(result["after"][name], value), name
+        assert result["in_sync"] == "no error"
+        # Without shard: the mean of the ranks' gradients, and half of the loss.
+        assert torch.equal(result["part"], torch.tensor(1.5, dtype=F64))
+        for grad in result["grads"]:
+            ramp = torch.arange(grad.numel(), dtype=F64).view(grad.shape)
+            assert torch.equal(grad, (ramp * 1 + 0 + ramp * 2 + 1) / 2)
+        for what in ("dtype", "buffer"):
+            assert result[what].startswith(model + "ranks [1] differs from rank 0's"), what
+        for what in ("drop_last", "batch_size", "targets"):
+            assert result[what].startswith(batches), what
+            assert "of ranks [1] differs from rank 0's" in result[what], what
