@@ -316,3 +316,25 @@ def test_two_ranks_share_rank_0s_buffers_average_gradients_and_refuse_any_differ
         for what in ("drop_last", "batch_size", "targets"):
             assert result[what].startswith(batches), what
             assert "of ranks [1] differs from rank 0's" in result[what], what
+
+
+def test_buffers_replaced_after_the_wrapper_was_built_are_the_ones_synchronized(
+    world_of_one: ProcessGroup,
+) -> None:
+    # DataParallel kept the buffer tensors of when it was built: after model.to(...) it
+    # broadcast and checked those, and the ranks' running statistics could drift apart unseen.
+    torch.manual_seed(0)
+    model = Sequential(Linear(2, 3, dtype=F64), BatchNorm1d(3, dtype=F64))
+    parallel = DataParallel(model, world_of_one)
+    model.to(torch.float32)
+    model(torch.randn(4, 2))
+    loss = torch.tensor(0.5)
+    assert torch.equal(parallel.synchronize(loss), loss)
+    current = [buffer for _, buffer in model.named_buffers()]
+    assert [b.dtype for b in current] == [torch.float32, torch.float32, torch.int64]
+    assert len(parallel._buffers) == 3
+    assert all(a is b for a, b in zip(parallel._buffers, current, strict=True))
+    parallel.check_in_sync()
+    model[1].register_buffer("running_mean", torch.zeros(3))
+    parallel.check_in_sync()
+    assert parallel._buffers[0] is model[1].running_mean

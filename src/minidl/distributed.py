@@ -705,10 +705,31 @@ class DataParallel:
         each rank's forward updated them from its own shard.
         """
         share = self._sharded.share if self._sharded is not None else 1.0 / self.world_size
+        buffers = self._current_buffers()
         all_reduce_gradients(self.group, self.model.parameters(), share)
-        if self._buffers:
-            broadcast_buffers(self.group, self._buffers)
+        if buffers:
+            broadcast_buffers(self.group, buffers)
         return loss * share
+
+    def _current_buffers(self) -> list[Tensor]:
+        """The model's buffers: those of the last call, or, if the model holds others since
+        (``model.to(...)`` replaces them, as ``register_buffer`` does), those, once every rank
+        agrees on their shapes and dtypes (one ``all_gather``), so that the ranks go on
+        broadcasting and checking the tensors the model computes with. (Every rank must replace
+        them at the same step, as it moves its model alike: a rank alone would meet the others
+        in another collective, which the group's timeout ends.)"""
+        buffers = [buffer for _, buffer in self.model.named_buffers()]
+        known = self._buffers
+        if len(buffers) != len(known) or any(
+            new is not old for new, old in zip(buffers, known, strict=True)
+        ):
+            self._agree(
+                "buffers",
+                "the shapes and dtypes of the model's buffers, replaced since the last step",
+                ";".join(f"{tuple(t.shape)} {t.dtype}" for t in buffers),
+            )
+            self._buffers = buffers
+        return buffers
 
     def reduce_loss(self, total: Tensor) -> Tensor:
         """Sum ``total`` (e.g. an epoch's sum of :meth:`synchronize`'s losses) over the ranks."""
@@ -722,7 +743,7 @@ class DataParallel:
             DistributedError: the ranks whose parameters or buffers differ from rank 0's.
         """
         checksums = torch.stack(
-            [parameter_checksum(self.model.parameters()), _checksum(self._buffers)]
+            [parameter_checksum(self.model.parameters()), _checksum(self._current_buffers())]
         ).to(self.group.device)
         sums = self.group.all_gather(checksums, "the parameter checksums")
         for index, what in enumerate(("parameters", "buffers")):
