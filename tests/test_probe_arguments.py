@@ -498,7 +498,7 @@ def test_a_sparse_gradient_is_refused_before_any_gradient_changes(kind: str) -> 
     with pytest.raises(
         TypeError,
         match=re.escape(
-            f"{owner}: expected a dense gradient, got a sparse_coo tensor (pass it .to_dense())"
+            f"{owner}: expected a dense gradient, got a sparse_coo tensor (pass gradient.to_dense())"
         ),
     ):
         module.backward(torch.ones_like(output).to_sparse())

@@ -16,6 +16,7 @@ __all__ = [
     "STRIDED",
     "check_bool",
     "check_cached",
+    "check_dense",
     "check_factory_options",
     "check_grad_like",
     "check_grad_output",
@@ -82,6 +83,16 @@ def check_size(where: str, name: str, value: object) -> int:
     return int(value)
 
 
+def check_dense(where: str, tensor: Tensor, what: str = "input") -> None:
+    """Refuse a sparse (or other non-strided) ``tensor``, the ``what`` of a module (its input
+    or gradient): the tensor library refuses some of the operations that follow, part-way."""
+    if tensor.layout is not STRIDED:
+        raise TypeError(
+            f"{where}: expected a dense {what}, got a "
+            f"{str(tensor.layout).removeprefix('torch.')} tensor (pass {what}.to_dense())"
+        ) from None  # (raised where an operation refused it too: that error says less)
+
+
 def check_input(where: str, input: object, features: int | None = None) -> Tensor:
     """Check that ``input`` is a dense floating tensor of shape ``(N, features)`` with
     ``N >= 1`` and at least one feature."""
@@ -89,12 +100,8 @@ def check_input(where: str, input: object, features: int | None = None) -> Tenso
         raise TypeError(f"{where}: expected a torch.Tensor as input, got {type(input).__name__}")
     if not input.is_floating_point():
         raise TypeError(f"{where}: expected a floating-point input, got dtype {input.dtype}")
-    if input.layout != torch.strided:
-        # (a sparse input's products run, but its backward is refused by the tensor library)
-        raise TypeError(
-            f"{where}: expected a dense input, got a "
-            f"{str(input.layout).removeprefix('torch.')} tensor (pass input.to_dense())"
-        )
+    # (a sparse input's products run, but its backward is refused by the tensor library)
+    check_dense(where, input)
     if input.dim() != 2:
         raise ValueError(
             f"{where}: expected an input of shape (N, features), got shape {tuple(input.shape)}"
@@ -213,12 +220,8 @@ def check_grad_output(
         raise TypeError(
             f"{where}: expected a torch.Tensor as gradient, got {type(grad_output).__name__}"
         )
-    if grad_output.layout is not STRIDED:
-        # (a sparse gradient's products run, but not all: a half-accumulated parameter gradient)
-        raise TypeError(
-            f"{where}: expected a dense gradient, got a "
-            f"{str(grad_output.layout).removeprefix('torch.')} tensor (pass it .to_dense())"
-        )
+    # (a sparse gradient's products run, but not all: a half-accumulated parameter gradient)
+    check_dense(where, grad_output, "gradient")
     if grad_output.shape != shape:
         # A 0-dim gradient for a bigger output is most likely the loss value itself.
         hint = (

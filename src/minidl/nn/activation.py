@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from minidl.nn._checks import STRIDED, check_cached, check_grad_like
+from minidl.nn._checks import STRIDED, check_cached, check_dense, check_grad_like
 from minidl.nn.module import Module
 
 __all__ = ["Activation"]
@@ -51,11 +51,7 @@ class Activation(Module):
             raise TypeError(f"{name}: expected a torch.Tensor as input, got {type(input).__name__}")
         if not input.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point input, got dtype {input.dtype}")
-        if input.layout is not STRIDED:
-            raise TypeError(
-                f"{name}: expected a dense input, got a "
-                f"{str(input.layout).removeprefix('torch.')} tensor (pass input.to_dense())"
-            )
+        check_dense(name, input)
 
     def backward(self, grad_output: Tensor) -> Tensor:
         cache = self._cache

@@ -13,6 +13,7 @@ from minidl.nn._checks import (
     STRIDED,
     check_bool,
     check_cached,
+    check_dense,
     check_factory_options,
     check_grad_output,
     check_layer_parameters,
@@ -250,11 +251,7 @@ class BatchedLinear(Module):
         if not isinstance(input, Tensor) or not input.is_floating_point():
             got = input.dtype if isinstance(input, Tensor) else type(input).__name__
             raise TypeError(f"BatchedLinear: expected a floating-point tensor input, got {got}")
-        if input.layout is not STRIDED:
-            raise TypeError(
-                "BatchedLinear: expected a dense input, got a "
-                f"{str(input.layout).removeprefix('torch.')} tensor (pass input.to_dense())"
-            )
+        check_dense("BatchedLinear", input)
         if input.dim() != 3 or (input.shape[0], input.shape[2]) != expected or input.shape[1] == 0:
             raise ValueError(
                 f"BatchedLinear: expected an input of shape ({self.models}, N, "
@@ -265,13 +262,7 @@ class BatchedLinear(Module):
         bias = self.bias.data if self.bias is not None else None
         grad = self.weight.grad
         if weight is not self._seen[0] or bias is not self._seen[1] or grad is not self._grad_seen:
-            check_layer_parameters(
-                "BatchedLinear",
-                weight,
-                bias,
-                (self.models, self.out_features, self.in_features),
-                "models, out_features, in_features",
-            )
+            self._check_layer_parameters(weight, bias)
             self._weight_t = weight.transpose(1, 2)
             self._bias_row = bias.unsqueeze(1) if bias is not None else None
             self._grad_seen = grad
@@ -387,6 +378,11 @@ class BatchedLinear(Module):
             return
         check_parameter_attributes("BatchedLinear", self, "weight, bias")
         check_still_fits("BatchedLinear", input, weight)
+        self._check_layer_parameters(weight, bias)
+
+    def _check_layer_parameters(self, weight: Tensor, bias: Tensor | None) -> None:
+        """The weight ``(R, out, in)`` and bias ``(R, out)`` fit the layer (see
+        :func:`~minidl.nn._checks.check_layer_parameters`)."""
         check_layer_parameters(
             "BatchedLinear",
             weight,

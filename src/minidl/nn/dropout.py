@@ -10,7 +10,7 @@ from torch import Tensor
 from minidl._scalar import operand
 from minidl._setting import Setting
 from minidl._validate import check_real
-from minidl.nn._checks import check_grad_like, check_grad_output
+from minidl.nn._checks import check_dense, check_grad_like, check_grad_output
 from minidl.nn.module import Module
 
 __all__ = ["Dropout"]
@@ -87,11 +87,7 @@ class Dropout(Module):
         try:
             mask = torch.empty_like(input).bernoulli_(keep, generator=self._generator)
         except RuntimeError:
-            if input.layout is not torch.strided:  # (found here, not checked on every call)
-                raise TypeError(
-                    "Dropout: expected a dense input, got a "
-                    f"{str(input.layout).removeprefix('torch.')} tensor (pass input.to_dense())"
-                ) from None
+            check_dense("Dropout", input)  # (a sparse one found here, not on every call)
             raise
         # m / (1 - p), made once and cached: forward is x times it and backward g times it
         # (one product each, with the rounding of PyTorch's dropout, which scales its mask so).

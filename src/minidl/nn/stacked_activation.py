@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from minidl.nn._checks import check_runs
+from minidl.nn._checks import check_dense, check_runs
 from minidl.nn.activation import Activation
 from minidl.nn.module import Module
 
@@ -99,11 +99,7 @@ class StackedActivation(Module):
                 else:
                     output[start:stop] = activation.forward(input[start:stop])
         except RuntimeError:
-            if input.layout is not torch.strided:  # (found here, not checked on every call)
-                raise TypeError(
-                    "StackedActivation: expected a dense input, got a "
-                    f"{str(input.layout).removeprefix('torch.')} tensor (pass input.to_dense())"
-                ) from None
+            check_dense("StackedActivation", input)  # (a sparse one found here, not per call)
             # out= refused for an input from an autograd graph:
             # each run makes its own result.
             return torch.cat(
