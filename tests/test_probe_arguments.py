@@ -28,6 +28,13 @@ def _model(seed: int) -> nn.Sequential:
     )
 
 
+def _layer_and_input(kind: str) -> tuple[nn.Module, torch.Tensor]:
+    """A ``kind`` layer with parameters (Linear, BatchedLinear, BatchNorm1d) and an input."""
+    if kind == "BatchedLinear":
+        return nn.BatchedLinear(2, 2, 3), torch.randn(2, 4, 2)
+    return (nn.Linear(2, 3) if kind == "Linear" else nn.BatchNorm1d(2)), torch.randn(4, 2)
+
+
 @pytest.mark.parametrize(
     ("models", "kind"),
     [
@@ -293,11 +300,7 @@ def test_a_parameter_attribute_set_to_no_parameter_is_refused_at_the_next_forwar
     # state_dict keep, was no longer used); a number or None raised "'int' object has no
     # attribute 'data'". (A bias set to None is no bias, as in PyTorch: tests/test_recent_shapes.)
     torch.manual_seed(0)
-    layer, x = {
-        "Linear": (nn.Linear(2, 3), torch.randn(4, 2)),
-        "BatchedLinear": (nn.BatchedLinear(2, 2, 3), torch.randn(2, 4, 2)),
-        "BatchNorm1d": (nn.BatchNorm1d(2), torch.randn(4, 2)),
-    }[kind]
+    layer, x = _layer_and_input(kind)
     layer(x)
     name = "weight"
     given = {"tensor": layer.weight.data.clone(), "number": 3, "no weight": None}[value]
@@ -390,10 +393,7 @@ def test_a_tensor_set_by_hand_between_forward_and_backward_is_refused_with_no_gr
     # grad); a Sequential's check before its children's backward let it through. A weight set
     # so raised "'NoneType' object has no attribute 'baddbmm_'".
     torch.manual_seed(0)
-    layer, x = {
-        "Linear": (nn.Linear(2, 3), torch.randn(4, 2)),
-        "BatchedLinear": (nn.BatchedLinear(2, 2, 3), torch.randn(2, 4, 2)),
-    }[kind]
+    layer, x = _layer_and_input(kind)
     model = nn.Sequential(layer, nn.Tanh()) if inside else layer
     output = model(x)
     grads = [parameter.grad.clone() for parameter in model.parameters()]
@@ -417,11 +417,7 @@ def test_a_number_set_as_weight_between_forward_and_backward_is_refused_by_name(
     # Refused at the next forward by name, but a backward after the forward raised "'int'
     # object has no attribute 'data'" (alone, and from a Sequential's check of its children).
     torch.manual_seed(0)
-    layer, x = {
-        "Linear": (nn.Linear(2, 3), torch.randn(4, 2)),
-        "BatchedLinear": (nn.BatchedLinear(2, 2, 3), torch.randn(2, 4, 2)),
-        "BatchNorm1d": (nn.BatchNorm1d(2), torch.randn(4, 2)),
-    }[kind]
+    layer, x = _layer_and_input(kind)
     model = nn.Sequential(layer, nn.Tanh()) if inside else layer
     output = model(x)
     given = {"number": 3, "no weight": None}[value]
