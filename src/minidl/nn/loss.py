@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl.nn._checks import STRIDED, check_input
+from minidl.nn._checks import STRIDED, check_dense, check_input
 from minidl.nn.module import Module
 
 __all__ = ["Loss", "check_mean_or_sum", "check_not_a_loss", "scaled_sum"]
@@ -140,8 +140,10 @@ class Loss(Module):
         return prediction
 
     def _check_class_indices(self, target: Tensor, prediction: Tensor) -> None:
-        """Check a target of class indices: int64, shape ``(N,)`` (``(R, N)``), values in ``[0, C)``."""
+        """Check a target of class indices: dense, int64, shape ``(N,)`` (``(R, N)``), values in
+        ``[0, C)``."""
         name = type(self).__name__
+        check_dense(name, target, "target")
         classes = prediction.shape[-1]
         if target.dtype != torch.int64:
             raise TypeError(
@@ -191,8 +193,10 @@ class Loss(Module):
         self, target: Tensor, prediction: Tensor, *, class_indices: bool = False
     ) -> None:
         """Check a target with the prediction's shape, dtype and device; ``class_indices``: the
-        loss also takes class indices (the messages then say so)."""
+        loss also takes class indices (the messages then say so). A sparse target is refused
+        (MSE, L1 and Huber computed with it; the others failed in the tensor library's words)."""
         name = type(self).__name__
+        check_dense(name, target, "target")
         indices_shape = tuple(prediction.shape[:-1])
         if class_indices and tuple(target.shape) == indices_shape:
             raise TypeError(
