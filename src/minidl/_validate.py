@@ -93,6 +93,15 @@ def check_int(where: str, name: str, value: object, *, low: int = 1) -> int:
     return int(value)
 
 
+def check_tensor_size(where: str, name: str, value: int) -> None:
+    """Refuse an integer ``value`` past the largest size a tensor dimension can have (torch's
+    sizes are 64-bit integers; it would fail with an overflow error of its own)."""
+    if value > 2**63 - 1:
+        raise ValueError(
+            f"{where}: {name} must be at most 2**63 - 1 (the largest tensor size), got {value!r}"
+        )
+
+
 def check_cpu_generator(where: str, name: str, generator: torch.Generator) -> None:
     """Refuse a generator (of the shuffles) that is not on the CPU: ``torch.randperm`` draws
     the orders on the CPU and would fail with it at the first epoch, after the checks."""

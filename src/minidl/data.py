@@ -20,6 +20,7 @@ from minidl._validate import (
     check_int,
     check_samples,
     check_seed,
+    check_tensor_size,
     unavailable,
 )
 
@@ -205,11 +206,7 @@ def make_disk_data(
     sizes = {"n_train": n_train, "n_validation": n_validation, "n_test": n_test}
     for name, n in sizes.items():
         check_int("make_disk_data", name, n, low=2 if name == "n_train" else 1)
-        if n > 2**63 - 1:
-            raise ValueError(
-                f"make_disk_data: {name} must be at most 2**63 - 1 (the largest tensor size), "
-                f"got {n!r}"
-            )
+        check_tensor_size("make_disk_data", name, n)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(
             f"make_disk_data: dtype must be a floating-point torch.dtype, got {dtype!r}"

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from minidl._validate import unavailable
+from minidl._validate import check_tensor_size, unavailable
 from minidl.nn.parameter import Parameter
 
 __all__ = [
@@ -66,20 +66,13 @@ def check_factory_options(
     return place
 
 
-#: The largest size of a tensor dimension (torch's sizes are 64-bit integers).
-_LARGEST_SIZE = 2**63 - 1
-
-
 def check_size(where: str, name: str, value: object) -> int:
     """Return a layer's size ``value`` (a feature or model count) as an ``int`` after checking
     that it is a positive integer (a numpy integer is one; a bool is not) that a tensor
     dimension can have."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
         raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
-    if int(value) > _LARGEST_SIZE:
-        raise ValueError(
-            f"{where}: {name} must be at most 2**63 - 1 (the largest tensor size), got {value!r}"
-        )
+    check_tensor_size(where, name, int(value))
     return int(value)
 
 
@@ -177,7 +170,7 @@ def check_parameter_attributes(
     keep its attributes in a slower dict.)"""
     for name in names.split(", "):
         value = getattr(module, name, None)
-        if isinstance(value, Parameter) or (value is None and name in optional):
+        if isinstance(value, Parameter) or (value is None and name in optional.split(", ")):
             continue
         raise TypeError(
             f"{where}: {name} must be a minidl Parameter, got {type(value).__name__} (an "
