@@ -353,6 +353,50 @@ def test_batch_norm_gradcheck(training: bool) -> None:
     assert gradcheck(module, _x(5, 3, seed=6))
 
 
+@pytest.mark.parametrize("batch", [1, 2, 6])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dropped", ["weight", "bias"])
+def test_batch_norm_with_one_affine_parameter_set_to_none(
+    dropped: str, training: bool, batch: int
+) -> None:
+    """``layer.bias = None`` (or ``weight``), as ``torch.nn.BatchNorm1d`` allows, leaves out
+    that parameter only: the other one still scales or shifts, and gets its gradient (the
+    weight was dropped too). Against ``F.batch_norm`` with the same ``None`` in float64."""
+    if training and batch == 1:
+        batch = 3  # (training needs two samples)
+    module = nn.BatchNorm1d(4, momentum=0.3, dtype=F64)
+    assert module.weight is not None and module.bias is not None
+    module.weight.data.copy_(_x(4, seed=40) + 1.5)
+    module.bias.data.copy_(_x(4, seed=41))
+    module.running_var.fill_(2.5)
+    module.train(training)
+    kept = module.bias if dropped == "weight" else module.weight
+    assert kept is not None
+    setattr(module, dropped, None)
+    leaf_kept = kept.data.clone().requires_grad_()
+    running_mean, running_var = module.running_mean.clone(), module.running_var.clone()
+    x = _x(batch, 4, seed=42, scale=2.0) + 1.0
+    leaf = x.clone().requires_grad_()
+    expected = F.batch_norm(
+        leaf,
+        running_mean,
+        running_var,
+        None if dropped == "weight" else leaf_kept,
+        leaf_kept if dropped == "weight" else None,
+        training=training,
+        momentum=0.3,
+        eps=module.eps,
+    )
+    upstream = _x(batch, 4, seed=43)
+    (expected * upstream).sum().backward()
+    _close(module(x), expected, what="forward")
+    _close(module.running_mean, running_mean, what="running mean")
+    _close(module.running_var, running_var, what="running var")
+    assert leaf.grad is not None and leaf_kept.grad is not None
+    _close(module.backward(upstream), leaf.grad, what="input gradient")
+    _close(kept.grad, leaf_kept.grad, what="gradient of the kept parameter")
+
+
 def test_batch_norm_buffers_in_state_dict_and_to() -> None:
     module = nn.Sequential(nn.Linear(3, 4, dtype=F64), nn.BatchNorm1d(4, dtype=F64))
     module(_x(6, 3))

@@ -79,7 +79,9 @@ class BatchNorm1d(Module):
         momentum: :math:`m`, the weight of the batch in the running statistics, in ``[0, 1]``
             (default 0.1).
         affine: learn :math:`\gamma` (``weight``, starting at 1) and :math:`\beta` (``bias``,
-            starting at 0); otherwise :math:`\gamma = 1, \beta = 0` (default ``True``).
+            starting at 0); otherwise :math:`\gamma = 1, \beta = 0` (default ``True``). One of
+            the two set to ``None`` afterwards (``layer.bias = None``, as ``torch.nn`` allows)
+            is left out alone: the other still applies and gets its gradient.
         dtype: dtype of the parameters and running statistics (default: torch's default dtype).
         device: their device.
 
@@ -189,11 +191,15 @@ class BatchNorm1d(Module):
         self._normalized, self._inv_std = _as(normalized, dtype), inv_std
         self._batch_statistics = self.training
         if self.weight is None or self.bias is None:
-            self._fitted = (
-                None if self.weight is None else self.weight.data,
-                None if self.bias is None else self.bias.data,
-                self.running_mean,
-            )
+            # (without affine; or one of the two set to None by hand, as torch.nn allows: the
+            # other still applies)
+            weight_or_none = None if self.weight is None else self.weight.data
+            bias_or_none = None if self.bias is None else self.bias.data
+            self._fitted = (weight_or_none, bias_or_none, self.running_mean)
+            if weight_or_none is not None:
+                normalized = normalized * _as(weight_or_none, compute)
+            elif bias_or_none is not None:
+                normalized = normalized + _as(bias_or_none, compute)
             return _as(normalized, dtype)
         weight_data, bias_data = self.weight.data, self.bias.data
         self._fitted = (weight_data, bias_data, self.running_mean)
@@ -240,13 +246,13 @@ class BatchNorm1d(Module):
         compute = _compute_dtype(dtype)
         grad_output = _as(grad_output.detach(), compute)  # (as the input: a plain value)
         normalized = _as(normalized, compute)
-        if self.weight is not None and self.bias is not None:
-            # dL/dgamma += sum_n g x_hat, dL/dbeta += sum_n g; g_hat = gamma g = dL/dx_hat.
+        # dL/dgamma += sum_n g x_hat, dL/dbeta += sum_n g; g_hat = gamma g = dL/dx_hat.
+        grad_normalized = grad_output
+        if self.weight is not None:
             self.weight.grad.add_((grad_output * normalized).sum(dim=0))
-            self.bias.grad.add_(grad_output.sum(dim=0))
             grad_normalized = grad_output * _as(self.weight.data, compute)
-        else:
-            grad_normalized = grad_output
+        if self.bias is not None:
+            self.bias.grad.add_(grad_output.sum(dim=0))
         if not self._batch_statistics:
             return _as(grad_normalized * inv_std, dtype)
         # (s / N) (N g - sum g - x_hat sum(g x_hat)) = s (g - mean g - x_hat mean(g x_hat))
@@ -272,8 +278,9 @@ class BatchNorm1d(Module):
             ):
                 return  # (what the forward checked and computed with: it fits)
             check_still_fits("BatchNorm1d", normalized, self.running_mean)
-            if weight is not None:
-                check_still_fits("BatchNorm1d", normalized, weight.data)
+            for parameter in (weight, bias):
+                if parameter is not None:
+                    check_still_fits("BatchNorm1d", normalized, parameter.data)
         except AttributeError:  # (a number set by hand as weight or bias: named)
             check_parameter_attributes("BatchNorm1d", self, "weight, bias", "weight, bias")
             raise
