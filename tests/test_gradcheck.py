@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 
@@ -260,6 +261,43 @@ def test_gradcheck_refuses_bad_settings_before_running(
     with pytest.raises(kind, match="^gradcheck: " + message):
         minidl.gradcheck(Counted(), _input(), **setting)  # type: ignore[arg-type]
     assert calls == []
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", ["input", "weight", "bias"])
+def test_gradcheck_refuses_a_non_finite_input_or_parameter_before_running(
+    where: str, value: float
+) -> None:
+    """Finite differences through a NaN or infinity are NaN: gradcheck blamed the module's
+    gradient (GradcheckError, or False without raise_exception). The value is named, with its
+    index, before the module runs, whatever raise_exception says."""
+    calls = []
+
+    class Counted(nn.Linear):
+        def forward(self, input: Tensor) -> Tensor:
+            calls.append(1)
+            return super().forward(input)
+
+    layer = Counted(3, 2, dtype=F64)
+    x = _input()
+    if where == "input":
+        x[1, 2] = value
+        index, what = "(1, 2)", "the first input"
+    else:
+        getattr(layer, where).data.view(-1)[1] = value
+        index = "(0, 1)" if where == "weight" else "(1,)"
+        what = f"parameter '{where}'"
+    before = [p.grad.clone() for p in layer.parameters()]
+    for raise_exception in (True, False):
+        with pytest.raises(
+            ValueError,
+            match=rf"^gradcheck: {what} has a non-finite value \({value} at index "
+            + re.escape(index)
+            + r"\); finite differences need finite values$",
+        ):
+            minidl.gradcheck(layer, x, raise_exception=raise_exception)
+    assert calls == []
+    assert all(torch.equal(p.grad, old) for p, old in zip(layer.parameters(), before, strict=True))
 
 
 class FailsAtCall(nn.Linear):

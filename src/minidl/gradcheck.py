@@ -66,7 +66,8 @@ def gradcheck(
     Raises:
         GradcheckError: a gradient disagrees, the forward is random, the backward returns no
             tensor like the input or does not accumulate (with ``raise_exception``).
-        TypeError, ValueError: a bad argument, named in the message, before anything runs.
+        TypeError, ValueError: a bad argument, named in the message, before anything runs
+            (a NaN or infinite value in the first input or a parameter is one).
 
     Example:
         >>> gradcheck(nn.Linear(3, 2, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64))
@@ -111,6 +112,10 @@ def gradcheck(
                 f"{parameter.data.dtype}: call .to(torch.float64) on the module); float32 "
                 "finite differences are too coarse to check a gradient"
             )
+    # (finite differences through a non-finite value are NaN: the module would be blamed)
+    _check_finite("the first input", first)
+    for name, parameter in named:
+        _check_finite(f"parameter {name!r}", parameter.data)
     parameters = [parameter for _, parameter in named]
     # Values too: a forward that raises part-way through would leave one nudged by eps.
     saved_values = [p.data.clone() for p in parameters]
@@ -215,6 +220,17 @@ def gradcheck(
             raise GradcheckError("gradcheck: " + "; ".join(f"{where}.{t}" for t in texts))
         return False
     return True
+
+
+def _check_finite(what: str, tensor: Tensor) -> None:
+    """Refuse a NaN or infinite element of ``tensor``, naming the first."""
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        index = tuple(int(i) for i in (~finite).nonzero()[0])
+        raise ValueError(
+            f"gradcheck: {what} has a non-finite value ({float(tensor[index])} at index "
+            f"{index}); finite differences need finite values"
+        )
 
 
 def _random_states(module: Module, device: torch.device) -> list[Tensor]:
