@@ -48,6 +48,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 from torch import nn as tnn
+from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.utils import parametrize
 
 from minidl import nn
@@ -279,7 +280,8 @@ def from_torch(model: tnn.Module) -> Module:
     Args:
         model: a ``torch.nn.Module`` built from the layers listed in the module docstring
             (``Softmax`` and ``LogSoftmax`` with ``dim=1`` or ``-1``; ``BatchNorm1d`` with
-            running statistics and a numeric momentum).
+            running statistics that it tracks, ``track_running_stats`` left ``True``, and a
+            numeric momentum).
 
     Returns:
         A new minidl :class:`~minidl.nn.Module` with the same dtype, device, training mode and
@@ -289,9 +291,11 @@ def from_torch(model: tnn.Module) -> Module:
         ConversionError: a layer has no minidl counterpart (or uses an unsupported option),
             has hooks (forward, forward pre-, backward or backward pre-hooks, which may change
             what it computes; the old ``torch.nn.utils.weight_norm`` is one) or
-            parametrizations, parameters or buffers that its counterpart has not (registered
-            by hand), tensors of several dtypes or devices, or a tensor of a shape its sizes
-            do not give; the message gives its path (e.g. ``'1.0'``) and type.
+            parametrizations, a ``forward`` replaced on the object, parameters or buffers that
+            its counterpart has not (registered by hand), tensors of several dtypes or devices,
+            or a tensor of a shape its sizes do not give, is a lazy layer not yet initialised,
+            or is ``None`` (a child, block or weight set to ``None``); the message gives its
+            path (e.g. ``'1.0'``) and type.
         TypeError: ``model`` is not a ``torch.nn.Module``.
     """
     if not isinstance(model, tnn.Module):
@@ -364,7 +368,18 @@ def _from_torch(
                 "its own forward's cache for its backward)"
             )
         trained[id(module)] = path
+    _check_not_lazy(module, path)
     _check_no_hooks(module, path)
+    if "forward" in vars(module):
+        forward = vars(module)["forward"]
+        name = getattr(forward, "__qualname__", type(forward).__qualname__)
+        raise _refused(
+            "from_torch",
+            path,
+            kind,
+            f"its forward is replaced on the object by {name}, which minidl cannot carry and "
+            "which may change what it computes; delete it (del layer.forward) first",
+        )
     own: dict[str, Tensor] = {
         name: tensor for name, tensor in module._parameters.items() if tensor is not None
     }
@@ -378,6 +393,22 @@ def _from_torch(
     result.training = module.training  # this module's mode only, as in _to_torch
     converted[path] = result
     return result
+
+
+def _check_not_lazy(module: tnn.Module, path: str) -> None:
+    """Refuse a lazy module (``torch.nn.LazyLinear``) whose sizes are not known yet: its first
+    forward sets them, with a forward pre-hook that must not be removed (the way out that
+    :func:`_check_no_hooks` would give)."""
+    if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+        becomes = getattr(module, "cls_to_become", None)
+        then = f", which makes it a torch.nn.{becomes.__name__}" if becomes is not None else ""
+        raise _refused(
+            "from_torch",
+            path,
+            type(module),
+            f"a lazy module whose sizes are not known yet: run one forward through the model "
+            f"first{then}",
+        )
 
 
 def _check_no_hooks(module: tnn.Module, path: str) -> None:
@@ -429,15 +460,18 @@ def _minidl_layer(
     if kind is tnn.Sequential:
         # Every place, as torch's forward runs them: named_children() would skip a module
         # used twice (an activation object reused is common); each place gets its own.
+        # (A child set to None is refused, as torch's forward would fail calling it.)
         children = [
-            _from_torch(child, f"{path}.{name}" if path else name, trained, converted)
+            _from_torch(_not_none(child, where), where, trained, converted)
             for name, child in module._modules.items()
-            if child is not None
+            for where in [f"{path}.{name}" if path else name]
         ]
         result = nn.Sequential(*children)
     elif kind is tnn.Linear:
         assert isinstance(module, tnn.Linear)
         weight = module.weight
+        if weight is None:  # (torch's forward fails on it too)
+            raise _unsupported(path, module, "weight set to None")
         if weight.device.type == "meta":
             scratch = None  # (no generator there, and nothing drawn: meta tensors hold no values)
         elif weight.device.type != "cpu":
@@ -457,7 +491,13 @@ def _minidl_layer(
     elif kind is tnn.BatchNorm1d:
         assert isinstance(module, tnn.BatchNorm1d)
         running_mean, running_var = module.running_mean, module.running_var
-        if running_mean is None or running_var is None or module.num_batches_tracked is None:
+        if (
+            not module.track_running_stats  # (also set after construction, buffers kept:
+            # torch's training then leaves them as they are, where minidl's updates them)
+            or running_mean is None
+            or running_var is None
+            or module.num_batches_tracked is None
+        ):
             raise _unsupported(path, module, "track_running_stats=False")
         if module.affine and module.bias is None:
             raise _unsupported(path, module, "affine without a bias (bias=False)")
@@ -482,9 +522,9 @@ def _minidl_layer(
         result = norm
     elif kind is TorchResidual:
         assert isinstance(module, TorchResidual)
-        result = nn.Residual(
-            _from_torch(module.block, f"{path}.block" if path else "block", trained, converted)
-        )
+        where = f"{path}.block" if path else "block"
+        block = _not_none(module._modules.get("block"), where)
+        result = nn.Residual(_from_torch(block, where, trained, converted))
     elif kind is tnn.LeakyReLU:
         assert isinstance(module, tnn.LeakyReLU)
         result = nn.LeakyReLU(module.negative_slope)
@@ -511,6 +551,17 @@ def _minidl_layer(
     else:
         raise _unsupported(path, module)
     return result
+
+
+def _not_none(child: tnn.Module | None, path: str) -> tnn.Module:
+    """``child``, the module at ``path``; refused where it is ``None`` (set so by hand), which
+    torch's forward would call and fail on, and which minidl has no place for."""
+    if child is None:
+        raise ConversionError(
+            f"from_torch: cannot convert {_path_name(path)}, which is None (a child set to None, "
+            "which torch's forward cannot call either); remove it or put a layer there"
+        )
+    return child
 
 
 _SIMPLE_TO_TORCH: dict[type[Module], type[tnn.Module]] = {

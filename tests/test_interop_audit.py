@@ -1,0 +1,121 @@
+"""minidl.interop, what an audit found: torch.nn models and minidl layers that converted
+without a word into a model that computes or trains otherwise (a batch norm that stopped
+tracking its statistics, a forward replaced on the object, a buffer assigned by hand), or that
+failed in Python's words (a child or weight set to None) or with a wrong way out (a lazy layer
+before its first forward)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from minidl import nn
+from minidl.interop import ConversionError, TorchResidual, from_torch
+
+F64 = torch.float64
+SUPPORTED = (
+    "; supported: Sequential, Linear, ReLU, Tanh, Sigmoid, LeakyReLU, ELU, SELU, Dropout, "
+    "BatchNorm1d, Identity, Softmax, LogSoftmax, TorchResidual"
+)
+
+
+def test_a_batch_norm_that_stopped_tracking_its_statistics_is_refused() -> None:
+    """``norm.track_running_stats = False`` after construction keeps the buffers: torch's
+    training then normalises with the batch and leaves them alone, where minidl's BatchNorm1d
+    updates them. It converted without a word, and the running statistics parted at the first
+    training forward (and the outputs in evaluation mode after it)."""
+    torch.manual_seed(0)
+    norm = torch.nn.BatchNorm1d(3, dtype=F64)
+    norm.track_running_stats = False
+    before = norm.running_mean.clone()
+    norm(torch.randn(8, 3, dtype=F64))
+    assert torch.equal(norm.running_mean, before)  # what torch does with it
+    with pytest.raises(ConversionError) as info:
+        from_torch(torch.nn.Sequential(torch.nn.Linear(2, 3, dtype=F64), norm))
+    assert str(info.value) == (
+        "from_torch: cannot convert the layer at '1' of type "
+        "torch.nn.modules.batchnorm.BatchNorm1d (track_running_stats=False)" + SUPPORTED
+    )
+    norm.track_running_stats = True
+    assert isinstance(from_torch(norm), nn.BatchNorm1d)
+
+
+def test_children_blocks_and_weights_set_to_none_are_refused() -> None:
+    """A Sequential child set to None was dropped without a word (torch's forward calls it and
+    fails); a TorchResidual's block or a Linear's weight set to None raised AttributeError,
+    naming no layer."""
+    with_hole = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Tanh())
+    with_hole.add_module("2", None)
+    with pytest.raises(TypeError):
+        with_hole(torch.randn(3, 2))  # torch cannot run it either
+    no_block = TorchResidual(torch.nn.Linear(2, 2))
+    no_block.block = None
+    no_weight = torch.nn.Linear(2, 2)
+    no_weight.weight = None
+    cases = [
+        (
+            torch.nn.Sequential(torch.nn.Tanh(), with_hole),
+            "from_torch: cannot convert the layer at '1.2', which is None (a child set to None, "
+            "which torch's forward cannot call either); remove it or put a layer there",
+        ),
+        (
+            torch.nn.Sequential(no_block),
+            "from_torch: cannot convert the layer at '0.block', which is None (a child set to "
+            "None, which torch's forward cannot call either); remove it or put a layer there",
+        ),
+        (
+            torch.nn.Sequential(torch.nn.Tanh(), no_weight),
+            "from_torch: cannot convert the layer at '1' of type torch.nn.modules.linear.Linear "
+            "(weight set to None)" + SUPPORTED,
+        ),
+    ]
+    for model, message in cases:
+        with pytest.raises(ConversionError) as info:
+            from_torch(model)
+        assert str(info.value) == message
+
+
+def test_a_forward_replaced_on_the_object_is_refused() -> None:
+    """``layer.forward = ...`` (a debugging patch, a library wrapping the forward) changes what
+    the torch layer computes: it converted into a plain minidl layer, with other outputs."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 3, dtype=F64)
+    original = layer.forward
+
+    def doubled(input: torch.Tensor) -> torch.Tensor:
+        return 2 * original(input)
+
+    layer.forward = doubled  # type: ignore[method-assign]
+    model = torch.nn.Sequential(torch.nn.Tanh(), torch.nn.Sequential(layer))
+    with pytest.raises(
+        ConversionError,
+        match=r"^from_torch: cannot convert the layer at '1\.0' of type "
+        r"torch\.nn\.modules\.linear\.Linear \(its forward is replaced on the object by "
+        + re.escape(doubled.__qualname__)
+        + r", which minidl cannot carry and which may change what it computes; delete it "
+        r"\(del layer\.forward\) first\)$",
+    ):
+        from_torch(model)
+    del layer.forward
+    x = torch.randn(4, 3, dtype=F64)
+    with torch.no_grad():
+        assert torch.equal(from_torch(model)(x), model(x))
+
+
+def test_an_uninitialised_lazy_layer_is_refused_with_its_way_out() -> None:
+    """A lazy layer before its first forward was refused for its forward pre-hook, with the
+    advice to remove it, which would leave the layer without sizes for good."""
+    model = torch.nn.Sequential(torch.nn.LazyLinear(4), torch.nn.Tanh(), torch.nn.LazyLinear(2))
+    with pytest.raises(ConversionError) as info:
+        from_torch(model)
+    assert str(info.value) == (
+        "from_torch: cannot convert the layer at '0' of type torch.nn.modules.linear.LazyLinear "
+        "(a lazy module whose sizes are not known yet: run one forward through the model first, "
+        "which makes it a torch.nn.Linear)"
+    )
+    x = torch.randn(5, 3)
+    model(x)
+    with torch.no_grad():
+        assert torch.equal(from_torch(model)(x), model(x))
