@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from minidl import nn
-from minidl.interop import ConversionError, TorchResidual, from_torch
+from minidl.interop import ConversionError, TorchResidual, from_torch, to_torch
 
 F64 = torch.float64
 SUPPORTED = (
@@ -119,3 +119,42 @@ def test_an_uninitialised_lazy_layer_is_refused_with_its_way_out() -> None:
     model(x)
     with torch.no_grad():
         assert torch.equal(from_torch(model)(x), model(x))
+
+
+def test_an_attribute_that_is_not_the_registered_tensor_is_refused_by_to_torch() -> None:
+    """``norm.running_mean = tensor`` registers the tensor in torch.nn, not in minidl: the
+    layer computes with the attribute and its state_dict holds the registered buffer. to_torch
+    copied the registered one, into a twin with other outputs; for a Linear's weight set to a
+    new Parameter it copied the attribute, into a twin whose state_dict was not the model's."""
+    torch.manual_seed(0)
+    norm = nn.BatchNorm1d(3, dtype=F64)
+    norm.eval()
+    norm.running_mean = torch.full((3,), 2.0, dtype=F64)
+    linear = nn.Linear(3, 3, dtype=F64)
+    linear.weight = nn.Parameter(torch.zeros(3, 3, dtype=F64))
+    unbiased = nn.Linear(3, 3, dtype=F64)
+    unbiased.bias = None
+    cases = [
+        (norm, "the model itself,", "batch_norm.BatchNorm1d", "running_mean", "buffer",
+         "state_dict() holds"),
+        (nn.Residual(linear), "the layer at 'block'",
+         "linear.Linear", "weight", "parameter", "state_dict() and parameters() hold"),
+        (unbiased, "the model itself,", "linear.Linear", "bias", "parameter",
+         "state_dict() and parameters() hold"),
+    ]  # fmt: skip
+    for model, where, kind, name, what, holders in cases:
+        with pytest.raises(ConversionError) as info:
+            to_torch(model)
+        assert str(info.value) == (
+            f"to_torch: cannot convert {where} of type minidl.nn.{kind} (its attribute {name!r} "
+            f"is not its registered {what} {name!r} (assigned by hand, which minidl does not "
+            f"register: the layer computes with the attribute, {holders} the registered one); "
+            f"copy the values in place, or register the new one with "
+            f"register_{what}({name!r}, ...))"
+        )
+    norm.register_buffer("running_mean", norm.running_mean)
+    twin = to_torch(norm)
+    x = torch.randn(4, 3, dtype=F64)
+    with torch.no_grad():
+        torch.testing.assert_close(norm(x), twin(x), rtol=0, atol=1e-12)
+    assert torch.equal(twin.state_dict()["running_mean"], norm.state_dict()["running_mean"])

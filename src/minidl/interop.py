@@ -163,9 +163,11 @@ def to_torch(model: Module) -> tnn.Module:
 
     Raises:
         ConversionError: a layer has no ``torch.nn`` counterpart, parameters or buffers that
-            its counterpart has not (registered by hand), tensors of several dtypes or devices,
-            or a tensor of a shape its sizes do not give; the message gives its path (e.g.
-            ``'2.block.0'``) and type.
+            its counterpart has not (registered by hand), an attribute of a parameter's or
+            buffer's name that holds another object (``norm.running_mean = tensor``, which
+            minidl does not register), tensors of several dtypes or devices, or a tensor of a
+            shape its sizes do not give; the message gives its path (e.g. ``'2.block.0'``) and
+            type.
         TypeError: ``model`` is not a minidl :class:`~minidl.nn.Module`.
     """
     if not isinstance(model, Module):
@@ -181,6 +183,7 @@ def to_torch(model: Module) -> tnn.Module:
 def _to_torch(module: Module, path: str) -> tnn.Module:
     kind = type(module)
     # A constructor that refuses a setting names the layer (its children are named at theirs).
+    _check_attributes(module, path)
     own = {name: parameter.data for name, parameter in module._parameters.items()}
     own.update(module._buffers)
     _check_tensors("to_torch", path, kind, own)
@@ -193,6 +196,30 @@ def _to_torch(module: Module, path: str) -> tnn.Module:
     # mode inside a model that trains), which a recursive train() would overwrite.
     result.training = module.training
     return result
+
+
+def _check_attributes(module: Module, path: str) -> None:
+    """Refuse a layer whose attribute named after one of its parameters or buffers holds
+    another object (``norm.running_mean = tensor``, which ``torch.nn`` registers and minidl
+    does not): the layer computes with the attribute while ``state_dict()`` and
+    ``parameters()`` hold the registered one, so the converted layer would match one of the
+    two and not the other."""
+    for what, registry, holders in (
+        ("parameter", module._parameters, "state_dict() and parameters() hold"),
+        ("buffer", module._buffers, "state_dict() holds"),
+    ):
+        for name, registered in registry.items():
+            if getattr(module, name, None) is not registered:
+                raise _refused(
+                    "to_torch",
+                    path,
+                    type(module),
+                    f"its attribute {name!r} is not its registered {what} {name!r} (assigned by "
+                    f"hand, which minidl does not register: the layer computes with the "
+                    f"attribute, {holders} the registered one); copy "
+                    f"the values in place, or register the new one with "
+                    f"register_{what}({name!r}, ...)",
+                )
 
 
 def _torch_layer(module: Module, path: str) -> tnn.Module:
