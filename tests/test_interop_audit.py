@@ -7,6 +7,7 @@ before its first forward)."""
 from __future__ import annotations
 
 import re
+import warnings
 
 import pytest
 import torch
@@ -102,6 +103,16 @@ def test_a_forward_replaced_on_the_object_is_refused() -> None:
     x = torch.randn(4, 3, dtype=F64)
     with torch.no_grad():
         assert torch.equal(from_torch(model)(x), model(x))
+    # A ScriptModule sets its forward on the object: still refused for its type.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # (torch.jit, in recent versions)
+        scripted = torch.jit.script(model)
+    with pytest.raises(
+        ConversionError,
+        match=r"^from_torch: cannot convert the model itself, of type "
+        r"torch\.jit\._script\.RecursiveScriptModule; supported: ",
+    ):
+        from_torch(scripted)
 
 
 def test_an_uninitialised_lazy_layer_is_refused_with_its_way_out() -> None:

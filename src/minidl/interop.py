@@ -397,7 +397,9 @@ def _from_torch(
         trained[id(module)] = path
     _check_not_lazy(module, path)
     _check_no_hooks(module, path)
-    if "forward" in vars(module):
+    # (Only on the types converted: a torch.jit.ScriptModule sets its forward on the object,
+    # and is refused for its type.)
+    if kind in _CONVERTED_TORCH and "forward" in vars(module):
         forward = vars(module)["forward"]
         name = getattr(forward, "__qualname__", type(forward).__qualname__)
         raise _refused(
@@ -601,6 +603,21 @@ _SIMPLE_TO_TORCH: dict[type[Module], type[tnn.Module]] = {
 _SIMPLE_FROM_TORCH: dict[type[tnn.Module], type[Module]] = {
     torch_kind: minidl_kind for minidl_kind, torch_kind in _SIMPLE_TO_TORCH.items()
 }
+#: The torch.nn types that :func:`from_torch` converts.
+_CONVERTED_TORCH = frozenset(
+    {
+        tnn.Sequential,
+        tnn.Linear,
+        tnn.BatchNorm1d,
+        TorchResidual,
+        tnn.LeakyReLU,
+        tnn.ELU,
+        tnn.Dropout,
+        tnn.Softmax,
+        tnn.LogSoftmax,
+        *_SIMPLE_FROM_TORCH,
+    }
+)
 _SUPPORTED_MINIDL = (
     "Sequential",
     "Linear",
