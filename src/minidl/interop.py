@@ -53,6 +53,7 @@ from torch.nn.utils import parametrize
 
 from minidl import nn
 from minidl.nn.module import Module
+from minidl.nn.selu import SELU_ALPHA
 
 __all__ = ["ConversionError", "TorchResidual", "from_torch", "to_torch"]
 
@@ -165,9 +166,10 @@ def to_torch(model: Module) -> tnn.Module:
         ConversionError: a layer has no ``torch.nn`` counterpart, parameters or buffers that
             its counterpart has not (registered by hand), an attribute of a parameter's or
             buffer's name that holds another object (``norm.running_mean = tensor``, which
-            minidl does not register), tensors of several dtypes or devices, or a tensor of a
-            shape its sizes do not give; the message gives its path (e.g. ``'2.block.0'``) and
-            type.
+            minidl does not register), tensors of several dtypes or devices, a tensor of a
+            shape its sizes do not give, or is a ``SELU`` whose ``alpha`` was changed
+            (``torch.nn.SELU``'s is fixed); the message gives its path (e.g. ``'2.block.0'``)
+            and type.
         TypeError: ``model`` is not a minidl :class:`~minidl.nn.Module`.
     """
     if not isinstance(model, Module):
@@ -281,6 +283,15 @@ def _torch_layer(module: Module, path: str) -> tnn.Module:
     elif kind is nn.Dropout:
         assert isinstance(module, nn.Dropout)
         result = tnn.Dropout(module.p)
+    elif kind is nn.SELU:
+        assert isinstance(module, nn.SELU)
+        # Its alpha is a setting (inherited from ELU); torch.nn.SELU's constants are fixed.
+        if module.alpha != SELU_ALPHA:
+            raise ValueError(
+                f"its alpha was set to {module.alpha!r}, where torch.nn.SELU's is fixed at "
+                f"{SELU_ALPHA!r}"
+            )
+        result = tnn.SELU()
     elif kind is nn.Softmax:
         result = tnn.Softmax(dim=1)
     elif kind is nn.LogSoftmax:
@@ -597,11 +608,11 @@ _SIMPLE_TO_TORCH: dict[type[Module], type[tnn.Module]] = {
     nn.ReLU: tnn.ReLU,
     nn.Tanh: tnn.Tanh,
     nn.Sigmoid: tnn.Sigmoid,
-    nn.SELU: tnn.SELU,
     nn.Identity: tnn.Identity,
 }
 _SIMPLE_FROM_TORCH: dict[type[tnn.Module], type[Module]] = {
-    torch_kind: minidl_kind for minidl_kind, torch_kind in _SIMPLE_TO_TORCH.items()
+    tnn.SELU: nn.SELU,
+    **{torch_kind: minidl_kind for minidl_kind, torch_kind in _SIMPLE_TO_TORCH.items()},
 }
 #: The torch.nn types that :func:`from_torch` converts.
 _CONVERTED_TORCH = frozenset(
