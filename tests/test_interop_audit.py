@@ -188,3 +188,39 @@ def test_a_selu_whose_alpha_was_changed_is_refused_by_to_torch() -> None:
     x = torch.linspace(-3, 3, 13, dtype=F64).reshape(13, 1)
     with torch.no_grad():
         assert torch.equal(to_torch(nn.SELU())(x), torch.nn.SELU()(x))
+
+
+def test_a_residual_block_assigned_by_hand_is_refused_by_to_torch() -> None:
+    """``residual.block = layer`` registers the layer in torch.nn, not in minidl: the Residual
+    computes with the new block while state_dict() and parameters() hold the old one. to_torch
+    converted the new one, into a twin whose state_dict was not the model's."""
+    torch.manual_seed(0)
+    residual = nn.Residual(nn.Linear(3, 3, dtype=F64))
+    residual.block = nn.Linear(3, 3, dtype=F64)
+    with pytest.raises(ConversionError) as info:
+        to_torch(nn.Sequential(nn.Tanh(), residual))
+    assert str(info.value) == (
+        "to_torch: cannot convert the layer at '1' of type minidl.nn.residual.Residual (its "
+        "attribute 'block' is not its registered module 'block' (assigned by hand, which minidl "
+        "does not register: the layer computes with the attribute, state_dict() and "
+        "parameters() hold the registered one); register the new one with "
+        "register_module('block', ...))"
+    )
+    residual.register_module("block", residual.block)
+    twin = to_torch(residual)
+    for name, value in residual.state_dict().items():
+        assert torch.equal(twin.state_dict()[name], value), name
+    # A type to_torch does not convert is refused for its type, whatever its attributes.
+
+    class Custom(nn.Module):
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            return input
+
+        def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+            return grad_output
+
+    custom = Custom()
+    custom.register_module("inner", nn.Tanh())
+    custom.inner = nn.ReLU()
+    with pytest.raises(ConversionError, match=r"^to_torch: .* of type .*Custom; supported: "):
+        to_torch(custom)

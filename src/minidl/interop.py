@@ -164,9 +164,9 @@ def to_torch(model: Module) -> tnn.Module:
 
     Raises:
         ConversionError: a layer has no ``torch.nn`` counterpart, parameters or buffers that
-            its counterpart has not (registered by hand), an attribute of a parameter's or
-            buffer's name that holds another object (``norm.running_mean = tensor``, which
-            minidl does not register), tensors of several dtypes or devices, a tensor of a
+            its counterpart has not (registered by hand), an attribute of a parameter's,
+            buffer's or child's name that holds another object (``norm.running_mean = tensor``,
+            which minidl does not register), tensors of several dtypes or devices, a tensor of a
             shape its sizes do not give, or is a ``SELU`` whose ``alpha`` was changed
             (``torch.nn.SELU``'s is fixed); the message gives its path (e.g. ``'2.block.0'``)
             and type.
@@ -185,7 +185,8 @@ def to_torch(model: Module) -> tnn.Module:
 def _to_torch(module: Module, path: str) -> tnn.Module:
     kind = type(module)
     # A constructor that refuses a setting names the layer (its children are named at theirs).
-    _check_attributes(module, path)
+    if kind in _CONVERTED_MINIDL:  # (another type is refused for its type)
+        _check_attributes(module, path)
     own = {name: parameter.data for name, parameter in module._parameters.items()}
     own.update(module._buffers)
     _check_tensors("to_torch", path, kind, own)
@@ -201,27 +202,32 @@ def _to_torch(module: Module, path: str) -> tnn.Module:
 
 
 def _check_attributes(module: Module, path: str) -> None:
-    """Refuse a layer whose attribute named after one of its parameters or buffers holds
-    another object (``norm.running_mean = tensor``, which ``torch.nn`` registers and minidl
-    does not): the layer computes with the attribute while ``state_dict()`` and
-    ``parameters()`` hold the registered one, so the converted layer would match one of the
-    two and not the other."""
-    for what, registry, holders in (
-        ("parameter", module._parameters, "state_dict() and parameters() hold"),
-        ("buffer", module._buffers, "state_dict() holds"),
+    """Refuse a layer whose attribute named after one of its parameters, buffers or children
+    holds another object (``norm.running_mean = tensor`` or ``residual.block = layer``, which
+    ``torch.nn`` registers and minidl does not): the layer computes with the attribute while
+    ``state_dict()`` and ``parameters()`` hold the registered one, so the converted layer
+    would match one of the two and not the other. (A ``Sequential``'s children have no
+    attributes.)"""
+    absent = object()
+    for what, registry, holders, way_out in (
+        ("parameter", module._parameters, "state_dict() and parameters() hold", True),
+        ("buffer", module._buffers, "state_dict() holds", True),
+        ("module", module._modules, "state_dict() and parameters() hold", False),
     ):
         for name, registered in registry.items():
-            if getattr(module, name, None) is not registered:
-                raise _refused(
-                    "to_torch",
-                    path,
-                    type(module),
-                    f"its attribute {name!r} is not its registered {what} {name!r} (assigned by "
-                    f"hand, which minidl does not register: the layer computes with the "
-                    f"attribute, {holders} the registered one); copy "
-                    f"the values in place, or register the new one with "
-                    f"register_{what}({name!r}, ...)",
-                )
+            attribute = getattr(module, name, absent if what == "module" else None)
+            if attribute is absent or attribute is registered:
+                continue
+            copy = "copy the values in place, or " if way_out else ""
+            raise _refused(
+                "to_torch",
+                path,
+                type(module),
+                f"its attribute {name!r} is not its registered {what} {name!r} (assigned by "
+                f"hand, which minidl does not register: the layer computes with the attribute, "
+                f"{holders} the registered one); {copy}register the new one with "
+                f"register_{what}({name!r}, ...)",
+            )
 
 
 def _torch_layer(module: Module, path: str) -> tnn.Module:
@@ -614,7 +620,23 @@ _SIMPLE_FROM_TORCH: dict[type[tnn.Module], type[Module]] = {
     tnn.SELU: nn.SELU,
     **{torch_kind: minidl_kind for minidl_kind, torch_kind in _SIMPLE_TO_TORCH.items()},
 }
-#: The torch.nn types that :func:`from_torch` converts.
+#: The minidl types that :func:`to_torch` converts, and the torch.nn types that
+#: :func:`from_torch` converts.
+_CONVERTED_MINIDL = frozenset(
+    {
+        nn.Sequential,
+        nn.Linear,
+        nn.BatchNorm1d,
+        nn.Residual,
+        nn.LeakyReLU,
+        nn.ELU,
+        nn.Dropout,
+        nn.SELU,
+        nn.Softmax,
+        nn.LogSoftmax,
+        *_SIMPLE_TO_TORCH,
+    }
+)
 _CONVERTED_TORCH = frozenset(
     {
         tnn.Sequential,
