@@ -964,6 +964,29 @@ def test_a_reproduction_that_fails_removes_the_empty_folder_it_made(
     assert old.is_dir() and list(old.iterdir()) == []
 
 
+def test_minidl_reproduce_interrupted_removes_the_empty_folder_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``minidl reproduce`` made ``--out`` itself, before its checks, so ``reproduce`` found the
+    folder there and left it behind, empty, after Ctrl-C or a failure (the README says a run
+    "removes the folder if it made it"); a folder that was there before stays."""
+    from minidl.experiments import runner
+
+    def run_experiments(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_experiments", run_experiments)
+    new = tmp_path / "new"
+    argv = ["reproduce", "--quick", "--tables", "2", "--jobs", "1", "--quiet", "--out"]
+    assert main([*argv, str(new)]) == 130
+    assert "minidl reproduce: interrupted" in capsys.readouterr().err
+    assert not new.exists()
+    old = tmp_path / "old"
+    old.mkdir()
+    assert main([*argv, str(old)]) == 130
+    assert old.is_dir() and list(old.iterdir()) == []
+
+
 def test_reproduce_refuses_a_folder_where_it_writes_a_file_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -372,19 +372,41 @@ def run_from_cli(args: argparse.Namespace) -> int:
     if not str(args.out).strip():
         raise ValueError(f"--out {args.out!r}: expected a folder path")
     out = Path(args.out)
+    # The folder is made here, before the checks, so reproduce() finds it and would leave it:
+    # a run that fails or is interrupted removes it here if it made it (and it is still empty).
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"--out {args.out}: cannot be made a folder ({error.strerror})") from None
     try:
+        _check_out(args.out, out)
+        _reproduce_from_cli(args, out, rounds, epochs, jobs)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):  # (only if still empty)
+                out.rmdir()
+        raise
+    return 0
+
+
+def _check_out(given: str, out: Path) -> None:
+    """Refuse an ``--out`` folder (``given`` as typed) that cannot take the run's files."""
+    try:
         check_folder_takes_files(out)
     except OSError as error:
         raise ValueError(
-            f"--out {args.out}: cannot write into the folder ({error.strerror or error})"
+            f"--out {given}: cannot write into the folder ({error.strerror or error})"
         ) from None
     in_the_way = _folder_in_the_way(out)
     if in_the_way is not None:
-        raise ValueError(f"--out {args.out}: {in_the_way}")
+        raise ValueError(f"--out {given}: {in_the_way}")
+
+
+def _reproduce_from_cli(
+    args: argparse.Namespace, out: Path, rounds: int, epochs: int | None, jobs: int
+) -> None:
+    """Run :func:`reproduce` into the checked ``out`` with the settings of the command line."""
     command = "minidl reproduce " + " ".join(
         part
         for part in (
@@ -406,4 +428,3 @@ def run_from_cli(args: argparse.Namespace) -> int:
         jobs=jobs,
     )
     reproduce(settings, out, progress=not args.quiet, summary=not args.quiet)
-    return 0
