@@ -30,6 +30,8 @@ from typing import Any
 import pytest
 import torch
 
+import minidl
+import minidl.anomaly
 from minidl.checkpoint import read_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -241,6 +243,116 @@ def test_readme_code_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert len(stopped.train_loss) == min(best["epoch"] + 2, 12)
     assert min(stopped.validation_error) == best["error"]
     assert read_checkpoint(tmp_path / "best.ckpt").training.epoch == best["epoch"] + 1
+
+
+def readme_text() -> str:
+    return (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def quoted_output(block: str, after: str) -> str:
+    """The text of the ``#`` comment lines that follow the line ``after`` in a code block (or
+    that end it), joined with single spaces: the output the block shows."""
+    lines = block.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == after)
+    comment = []
+    for line in lines[start + 1 :]:
+        if not line.strip().startswith("#"):
+            break
+        comment.append(line.strip().removeprefix("#").strip())
+    assert comment, f"no comment after {after!r}"
+    return " ".join(comment)
+
+
+def test_readme_anomaly_error_is_the_one_shown() -> None:
+    """The README's anomaly block shows the error it raises on the paper's network and the disk
+    data when the third layer makes a NaN: that message, word for word."""
+    from minidl.data import make_disk_data
+
+    text = readme_text()
+    block = re.search(
+        r"^```python\n(import minidl\n\nwith minidl\.detect_anomaly.*?)^```",
+        text,
+        flags=re.DOTALL | re.MULTILINE,
+    )
+    assert block, "the README's anomaly block changed: update this test"
+    shown = quoted_output(block.group(1), "model.backward(criterion.backward())")
+    data = make_disk_data(seed=0)
+    torch.manual_seed(0)
+    model = minidl.nn.Sequential(
+        *(minidl.nn.Linear(2, 25), minidl.nn.Tanh(), minidl.nn.Linear(25, 25), minidl.nn.Tanh()),
+        *(minidl.nn.Linear(25, 25), minidl.nn.Tanh(), minidl.nn.Linear(25, 2)),
+    )
+    model[2].bias.data[4] = float("nan")
+    namespace = {
+        "model": model,
+        "criterion": minidl.nn.CrossEntropyLoss(),
+        "x": data.train.x,
+        "y": data.train.y,
+    }
+    with pytest.raises(minidl.anomaly.AnomalyError) as error:
+        exec(compile(block.group(1), "README.md (anomaly block)", "exec"), namespace)
+    assert f"minidl.anomaly.AnomalyError: {error.value}" == shown
+
+
+def test_readme_rank_failure_message_is_the_one_minidl_train_prints() -> None:
+    """The README quotes the error of a rank whose peer died; ``...`` stands for the backend's
+    own words."""
+    from minidl.distributed import DEFAULT_TIMEOUT, ProcessGroup
+
+    quote = re.search(r"with an error naming it, e\.g\.\s+`([^`]+)`", readme_text())
+    assert quote, "the README's quote of a rank failure changed: update this test"
+    shown = " ".join(quote.group(1).split())
+    group = ProcessGroup.__new__(ProcessGroup)
+    group.rank, group.world_size, group.timeout = 0, 3, DEFAULT_TIMEOUT
+    group._census = lambda: [2]  # type: ignore[method-assign]
+    group._finish_census = lambda missing: None  # type: ignore[method-assign]
+    error = group._failure("the all_reduce of the gradients", RuntimeError("gloo: closed"))
+    printed = f"minidl train: error: {error}"  # as the command line prints it
+    pattern = re.escape(shown).replace(re.escape("..."), ".+")
+    assert re.fullmatch(pattern, printed), (shown, printed)
+
+
+def test_pytorch_page_prints_the_errors_its_comments_show(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each ``print(error)`` of docs/pytorch.md is followed by the message it prints (a trailing
+    ``...`` stands for the rest)."""
+    namespace: dict[str, Any] = {"__name__": "docs_pytorch"}
+    checked = 0
+    for number, block in enumerate(python_blocks("pytorch.md"), start=1):
+        capsys.readouterr()
+        exec(compile(block, f"docs/pytorch.md (python block {number})", "exec"), namespace)
+        printed = " ".join(capsys.readouterr().out.split())
+        for line in block.splitlines():
+            if line.strip().startswith("print(error)"):
+                inline = line.partition("#")[2].strip()
+                shown = inline or quoted_output(block, line.strip())
+                assert printed.startswith(shown.removesuffix("...").rstrip()), (shown, printed)
+                checked += 1
+    assert checked == 2, "docs/pytorch.md's printed errors changed: update this test"
+
+
+def test_readme_states_the_command_lines_defaults() -> None:
+    """The defaults and constants the README gives for ``minidl train`` and ``minidl
+    reproduce``."""
+    from minidl import _allocator
+    from minidl.cli import build_parser
+    from minidl.distributed import DEFAULT_TIMEOUT, TIMEOUT_ENV
+    from minidl.experiments.runner import QUICK_EPOCHS
+
+    text = " ".join(readme_text().split())
+    train = build_parser().parse_args(["train"])
+    reproduce = build_parser().parse_args(["reproduce"])
+    assert train.dist_timeout is None  # then the environment's, else DEFAULT_TIMEOUT
+    assert f"(default `${TIMEOUT_ENV}`, else {DEFAULT_TIMEOUT:g})" in text
+    assert reproduce.rounds == 5 and "Each row runs 5 rounds" in text
+    assert QUICK_EPOCHS == 5 and "`--quick` is a 1-round, 5-epoch smoke test" in text
+    assert reproduce.out == "results" and "writes into `results/`" in text
+    assert reproduce.jobs is None and "(default: the CPUs available;" in text
+    assert (
+        f"MALLOC_MMAP_THRESHOLD_={_allocator.MMAP_THRESHOLD} "
+        f"MALLOC_TRIM_THRESHOLD_={_allocator.TRIM_THRESHOLD}"
+    ) in text
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
