@@ -2,9 +2,10 @@
 
 PyTorch's CPU tensors come from ``malloc``. With glibc's defaults, a block of 128 KiB or more
 is mapped fresh from the system and unmapped when freed, and free memory at the top of the
-heap is given back above a threshold; so a training loop whose tensors are that large (the
-5 stacked rounds of ``minidl reproduce`` hold 5 x 1000 x 25 floats, 500 KB, in every validation
-layer) page-faults on every step: about a third of its time, measured on a row of Table I.
+heap is given back above a threshold; so a training loop whose tensors are that large (a
+stack of ``minidl reproduce``, 15 to 25 models, holds up to 25 x 1000 x 25 floats, 2.5 MB, in
+every validation layer) page-faults on every step: about a third of the time of a row of
+Table I stacked alone (its 5 rounds, 500 KB a layer).
 :func:`keep_freed_memory` raises both thresholds, so that freed blocks are reused instead.
 
 It changes the whole process, so the library never calls it on its own: ``minidl reproduce``
