@@ -296,7 +296,7 @@ def test_a_parameter_of_another_shape_put_in_between_forward_and_backward_is_ref
         _planned(model, x)
     model.zero_grad()
     model(x)
-    model[2].weight = model[0].weight  # (5, 2) in a layer of 5 inputs and 5 outputs
+    model[2].register_parameter("weight", model[0].weight)  # (5, 2) where (5, 5) fits
     with pytest.raises(
         ValueError,
         match=re.escape(
@@ -626,7 +626,29 @@ def test_a_transposed_gradient_into_an_activation_last_gives_the_childrens_bits(
     _assert_same(planned, plain)
 
 
-@pytest.mark.parametrize("how", ["attribute", "register_parameter"])
+def test_a_parameter_set_as_a_plain_attribute_after_planning_is_refused() -> None:
+    """Tied by hand as an attribute (``torch.nn``'s way, which registers it there), a layer's
+    weight would be used while ``parameters()`` and ``state_dict`` keep the registered one (the
+    tie lost on saving): the next forward refuses it, planned or not, naming
+    ``register_parameter``."""
+    for plan in (True, False):
+        model = _chain("LTLTL", [3, 4, 4, 2], F64, seed=23)
+        model._plannable = plan
+        x = torch.randn(5, 3, dtype=F64)
+        if plan:
+            _planned(model, x)
+        else:
+            _plain_forward(model, x)
+        model[2].weight = nn.Linear(4, 4, dtype=F64).weight
+        with pytest.raises(
+            ValueError,
+            match=r"^Linear: weight is a Parameter that is not registered .*"
+            r"register_parameter\('weight', \.\.\.\)\nin Sequential, at module 2 \(Linear\)$",
+        ):
+            model(x)
+
+
+@pytest.mark.parametrize("how", ["register_parameter"])
 def test_a_parameter_put_in_place_of_a_layers_after_planning_is_used(how: str) -> None:
     """An existing Parameter (a weight tied to another layer's) replaces no tensor: the plan
     computed with the layer's view of the weight it had."""

@@ -306,7 +306,7 @@ def test_a_parameter_attribute_set_to_no_parameter_is_refused_at_the_next_forwar
     given = {"tensor": layer.weight.data.clone(), "number": 3, "no weight": None}[value]
     setattr(layer, name, given)
     if kind == "BatchNorm1d" and given is None:
-        assert torch.equal(layer(x), layer._normalized)  # (no weight: no affine transform)
+        assert torch.equal(layer(x), layer._normalized)  # (no weight: the bias, zeros, only)
         return
     with pytest.raises(TypeError) as refused:
         layer(x)
@@ -316,6 +316,35 @@ def test_a_parameter_attribute_set_to_no_parameter_is_refused_at_the_next_forwar
     )
     assert refused.value.__suppress_context__
     layer.register_parameter(name, nn.Parameter(layer._parameters[name].data.clone()))
+    layer(x)  # registered: taken
+
+
+@pytest.mark.parametrize("kind", ["Linear", "BatchedLinear", "BatchNorm1d"])
+@pytest.mark.parametrize("name", ["weight", "bias"])
+def test_a_parameter_set_as_a_plain_attribute_is_refused_at_the_next_forward(
+    kind: str, name: str
+) -> None:
+    # The layer computed with it while parameters(), the optimizers and state_dict kept the
+    # registered one: an optimizer trained a tensor the forward no longer read, and a
+    # checkpoint saved it.
+    torch.manual_seed(0)
+    layer, x = _layer_and_input(kind)
+    layer(x)
+    registered = layer._parameters[name]
+    setattr(layer, name, nn.Parameter(registered.data.clone()))
+    buffers = {key: value.clone() for key, value in layer.state_dict().items()}
+    with pytest.raises(ValueError) as refused:
+        layer(x)
+    assert str(refused.value) == (
+        f"{kind}: {name} is a Parameter that is not registered (set by hand as an attribute: "
+        "the layer would compute with it while parameters(), the optimizers and state_dict "
+        f"keep the registered one); set its values with {name}.data = ..., or register it "
+        f"with register_parameter({name!r}, ...)"
+    )
+    state = layer.state_dict()
+    assert all(torch.equal(state[key], value) for key, value in buffers.items())
+    layer.register_parameter(name, getattr(layer, name))
+    assert layer.parameters().count(registered) == 0
     layer(x)  # registered: taken
 
 

@@ -160,8 +160,12 @@ def test_a_shallow_copy_keeps_shapes_of_its_own() -> None:
     twin = copy.copy(layer)
     for batch in (4, 5):
         layer(torch.randn(batch, 3))
-    twin.weight = nn.Parameter(torch.randn(2, 3, dtype=F64))
-    twin.bias = nn.Parameter(torch.randn(2, dtype=F64))
+    # (a shallow copy shares the registry: the twin's new parameters are registered in one of
+    # its own, as a forward refuses a Parameter set as a plain attribute)
+    twin._parameters = {}
+    del twin.weight, twin.bias
+    twin.register_parameter("weight", nn.Parameter(torch.randn(2, 3, dtype=F64)))
+    twin.register_parameter("bias", nn.Parameter(torch.randn(2, dtype=F64)))
     twin(torch.randn(4, 3, dtype=F64))
     x = torch.randn(4, 3)
     output = layer(x)

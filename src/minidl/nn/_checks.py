@@ -164,13 +164,23 @@ def check_parameter_attributes(
 ) -> None:
     """Refuse a layer's parameter attribute (``weight``, ``bias``: ``names``, separated by
     commas) that holds no :class:`Parameter` (those of ``optional`` may be ``None``: no bias, as
-    in PyTorch): a tensor, a number or ``None`` assigned by hand, with which the layer would
-    compute while ``parameters()``, the optimizers and ``state_dict`` keep the registered
-    Parameter. (Read with ``getattr``: asking for a module's ``__dict__`` would make CPython
+    in PyTorch), or one that is not the Parameter registered under its name: a tensor, a number,
+    ``None`` or another Parameter assigned by hand, with which the layer would compute while
+    ``parameters()``, the optimizers and ``state_dict`` keep the registered one. (Read with ``getattr``: asking for a module's ``__dict__`` would make CPython
     keep its attributes in a slower dict.)"""
+    registry = getattr(module, "_parameters", None)
     for name in names.split(", "):
         value = getattr(module, name, None)
-        if isinstance(value, Parameter) or (value is None and name in optional.split(", ")):
+        if isinstance(value, Parameter):
+            if registry is None or registry.get(name) is value:
+                continue
+            raise ValueError(
+                f"{where}: {name} is a Parameter that is not registered (set by hand as an "
+                "attribute: the layer would compute with it while parameters(), the optimizers "
+                f"and state_dict keep the registered one); set its values with {name}.data = "
+                f"..., or register it with register_parameter({name!r}, ...)"
+            )
+        if value is None and name in optional.split(", "):
             continue
         raise TypeError(
             f"{where}: {name} must be a minidl Parameter, got {type(value).__name__} (an "

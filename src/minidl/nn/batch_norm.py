@@ -210,8 +210,9 @@ class BatchNorm1d(Module):
         """A weight or bias assigned by hand (``weight.data = ...``) must be like the running
         statistics; checked before anything is updated."""
         weight, bias = self.weight, self.bias
-        if not (weight is None or isinstance(weight, Parameter)) or not (
-            bias is None or isinstance(bias, Parameter)
+        registered = self._parameters
+        if not (weight is None or weight is registered.get("weight")) or not (
+            bias is None or bias is registered.get("bias")
         ):
             check_parameter_attributes("BatchNorm1d", self, "weight, bias", "weight, bias")
         statistics = self.running_mean
