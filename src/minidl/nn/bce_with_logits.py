@@ -27,8 +27,14 @@ class BCEWithLogitsLoss(Loss):
     (finite for logits of :math:`\pm 10^4`; an infinite logit gives NaN, from
     :math:`\infty - \infty` or :math:`\infty \cdot 0`, except :math:`z = -\infty` with
     :math:`t > 0`, which gives :math:`\infty`), and :math:`L = \frac{1}{D}\sum \ell`, with
-    :math:`D` the number of elements (``"mean"``) or 1 (``"sum"``). Gradient:
-    :math:`\partial L/\partial z = (\sigma(z) - t)/D`.
+    :math:`D` the number of elements (``"mean"``) or 1 (``"sum"``). The linear part is
+    computed as :math:`\max(z, 0)(1 - t) + \max(-z, 0)\,t`, two terms that are never negative,
+    not as :math:`\max(z, 0) - z t`, which cancels for :math:`z > 0` and a target near 1: a
+    float32 loss at :math:`z = 100`, :math:`t = 1 - 2^{-20}` was 4% off that way (a float16 one
+    at :math:`z = 10^4`, :math:`t = 1 - 2^{-10}`, 18%), where PyTorch's is exact. With
+    :math:`\max(-z, 0)` as :math:`\max(z, 0) - z` and :math:`-|z|` as :math:`z - 2\max(z, 0)`
+    (both exact), an infinite logit gives what it gave before; nine element-wise ops, one more
+    than the cancelling form. Gradient: :math:`\partial L/\partial z = (\sigma(z) - t)/D`.
 
     Args:
         reduction: ``"mean"`` (default) or ``"sum"``.
@@ -66,8 +72,14 @@ class BCEWithLogitsLoss(Loss):
             raise ValueError(
                 f"BCEWithLogitsLoss: targets must lie in [0, 1], got values in [{low:g}, {high:g}]"
             )
-        elements = logits.clamp(min=0) - logits * target
-        elements.add_(logits.abs().neg_().exp_().log1p_())
+        # max(z, 0) - z t as max(z, 0) (1 - t) + max(-z, 0) t, no cancellation, with
+        # max(-z, 0) = max(z, 0) - z (inf - inf = NaN at z = +inf, as before); plus
+        # log(1 + e^-|z|), with -|z| = z - 2 max(z, 0), exact, in one op.
+        positive = logits.clamp(min=0)
+        negative = positive - logits
+        elements = torch.rsub(target, operand(1.0, target)).mul_(positive)
+        elements.addcmul_(negative, target)
+        elements.add_(torch.sub(logits, positive, alpha=2).exp_().log1p_())
         self._scale = 1.0 / logits.numel() if self._reduction == "mean" else 1.0
         self._logits, self._target = logits, target
         self._has_forward = True
