@@ -11,6 +11,7 @@ smoke run of the tests themselves on a machine without a GPU).
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from minidl.distributed import DataParallel, Launch, ProcessGroup
 from minidl.rounds import fit_rounds
 from minidl.train import fit
 from tests.helpers import assert_close, free_port
+from tests.test_chain_plan import CHAINS, _chain
 
 DEVICE = torch.device(os.environ.get("MINIDL_TEST_DEVICE", "cuda"))
 F64 = torch.float64
@@ -253,6 +255,42 @@ def test_a_resumed_run_on_the_device_continues_bit_for_bit(tmp_path: Path) -> No
     load_checkpoint(tmp_path / "run", on_cpu)
     for p, q in zip(on_cpu.parameters(), first[0].parameters(), strict=True):
         assert torch.equal(p.data, q.data.cpu())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(("layout", "widths"), CHAINS)
+def test_a_planned_chain_on_the_device_computes_the_bits_of_its_children(
+    layout: str, widths: list[int], dtype: torch.dtype
+) -> None:
+    """A plan runs the children's own operations, which on a GPU choose their kernels (and
+    so the order of their sums) by shape and layout too: four steps of each chain, planned and
+    never planned, give the same outputs, input gradients, parameter gradients and values, bit
+    for bit, for batches of 100 and 4096, contiguous and transposed inputs, ``backward`` and
+    ``backward_parameters``."""
+    features = widths[0] if widths else 5
+    generator = torch.Generator(device=DEVICE).manual_seed(2)
+    for batch, transposed, with_input in itertools.product(
+        [100, 4096], [False, True], [True, False]
+    ):
+        planned = _chain(layout, widths, dtype, seed=1).to(device=DEVICE)
+        plain = copy.deepcopy(planned)
+        plain._plannable = False
+        shape = (features, batch) if transposed else (batch, features)
+        x = torch.randn(shape, dtype=dtype, device=DEVICE, generator=generator)
+        x = x.t() if transposed else x
+        case = f"batch {batch}, transposed {transposed}, backward with input {with_input}"
+        for step in range(4):
+            y = planned(x)
+            assert torch.equal(y, plain(x)), f"{case}, step {step}: output"
+            grad = torch.randn(y.shape, dtype=dtype, device=DEVICE, generator=generator)
+            if with_input:
+                assert torch.equal(planned.backward(grad), plain.backward(grad)), case
+            else:
+                planned.backward_parameters(grad)
+                plain.backward_parameters(grad)
+            for p, q in zip(planned.parameters(), plain.parameters(), strict=True):
+                assert torch.equal(p.grad, q.grad) and torch.equal(p.data, q.data), case
+        assert planned._planned is not None and plain._planned is None, case
 
 
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="NCCL needs a CUDA device")
