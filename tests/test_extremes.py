@@ -260,6 +260,36 @@ def test_huber_exactly_at_the_kink(delta: float, dtype: torch.dtype) -> None:
     torch.testing.assert_close(loss, expected.detach(), rtol=2 * torch.finfo(dtype).eps, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_huber_in_16_bits_computes_its_differences_in_float32(dtype: torch.dtype) -> None:
+    """In float16, z - t past 65504 was inf, and with it the loss, where delta (|d| - delta/2)
+    is finite and PyTorch's loss too (24176 here). Computed in float32 and each element rounded
+    once, as PyTorch's kernel does, the float16 loss is PyTorch's bit for bit, on these and on
+    random values (a bfloat16 one as close to the float64 oracle as PyTorch's), and the gradient
+    is at least as close to that oracle as PyTorch's."""
+    prediction = torch.tensor([[65504.0, -65504.0, 60000.0, 300.0]], dtype=dtype)
+    target = torch.tensor([[-65504.0, 65504.0, 0.0, 0.0]], dtype=dtype)
+    generator = torch.Generator().manual_seed(3)
+    random = [(torch.randn(64, 10, generator=generator) * 3).to(dtype) for _ in range(20)]
+    for z, t in [(prediction, target), *zip(random[::2], random[1::2], strict=True)]:
+        criterion = nn.HuberLoss(0.3)
+        loss = criterion(z, t)
+        grad = criterion.backward()
+        leaf = z.clone().requires_grad_(True)
+        expected = F.huber_loss(leaf, t, delta=0.3)
+        expected.backward()
+        leaf64 = z.to(F64).requires_grad_(True)
+        F.huber_loss(leaf64, t.to(F64), delta=0.3).backward()
+        assert leaf.grad is not None and leaf64.grad is not None
+        if dtype == torch.float16:
+            assert torch.equal(loss, expected.detach())
+        value64 = F.huber_loss(z.to(F64), t.to(F64), delta=0.3)
+        _assert_as_close_as_torch(loss, expected, value64, dtype, "loss")
+        assert grad.dtype == dtype
+        ours, torchs = _error(grad, leaf64.grad), _error(leaf.grad, leaf64.grad)
+        assert ours <= torchs, f"gradient error {ours:.3g}, PyTorch's {torchs:.3g}"
+
+
 TINY = [[1e-40, -1e-40, 5e-324, 0.0, -0.0, 1e-30], [-0.0, 0.0, -5e-324, 1e-310, 0.0, -1e-30]]
 TINY_TARGET = [[0.0, 1e-40, -5e-324, -0.0, 0.0, 0.0], [0.0, -0.0, 0.0, 0.0, 1e-310, 1e-30]]
 

@@ -40,6 +40,9 @@ class HuberLoss(Loss):
         - Prediction: ``(N, C)``. Target: ``(N, C)``, of the prediction's dtype.
         - Output: a 0-dim tensor.
 
+    A float16 or bfloat16 loss computes :math:`d`, the elements and the gradient in float32 and
+    rounds each once, as PyTorch does (in float16, :math:`d` past 65504 would be ``inf``).
+
     Example:
         >>> float(HuberLoss()(torch.tensor([[0.5, 3.0]]), torch.zeros(1, 2)))
         1.3125
@@ -57,6 +60,7 @@ class HuberLoss(Loss):
         self.delta = delta
         self.reduction = reduction
         self._difference: Tensor | None = None
+        self._prediction_dtype = torch.get_default_dtype()
         self._scale = 1.0
         # The delta of the last forward: backward's gradient is that loss's, as its scale is the
         # forward's reduction's, whatever delta is set to in between.
@@ -69,8 +73,13 @@ class HuberLoss(Loss):
                 f"HuberLoss: expected a torch.Tensor target, got {type(target).__name__}"
             )
         self._check_dense_target(target, prediction)
-        difference = prediction - target
+        dtype = prediction.dtype
+        sixteen_bit = dtype is torch.float16 or dtype is torch.bfloat16
+        # In float32 for 16 bits, each element rounded once, as PyTorch's kernel does: in
+        # float16 a difference past 65504 is inf where delta (|d| - delta / 2) may not be.
+        difference = prediction.float() - target.float() if sixteen_bit else prediction - target
         self._difference = difference
+        self._prediction_dtype = dtype
         self._scale = 1.0 / prediction.numel() if self._reduction == "mean" else 1.0
         self._forward_delta = self._delta
         self._has_forward = True
@@ -81,18 +90,26 @@ class HuberLoss(Loss):
             difference.square().mul_(operand(0.5, magnitude)),
             magnitude.sub(operand(0.5 * self._delta, magnitude)).mul_(delta),
         )
-        return scaled_sum(elements, self._scale)
+        return scaled_sum(elements.to(dtype) if sixteen_bit else elements, self._scale)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         if "_forward_delta" not in state:  # (pickled before it existed: the delta it had)
             self._forward_delta = self._delta
+        if "_prediction_dtype" not in state:  # (likewise: the difference had its dtype)
+            difference = self._difference
+            self._prediction_dtype = (
+                torch.get_default_dtype() if difference is None else difference.dtype
+            )
 
     def _gradient(self) -> Tensor:
         assert self._difference is not None
         delta = self._forward_delta
-        clamped = self._difference.clamp(-delta, delta)
-        return clamped.mul_(operand(self._scale, clamped))
+        difference = self._difference
+        clamped = difference.clamp(-delta, delta)
+        gradient = clamped.mul_(operand(self._scale, clamped))
+        dtype = self._prediction_dtype
+        return gradient if dtype is gradient.dtype else gradient.to(dtype)
 
     def extra_repr(self) -> str:
         return f"delta={self.delta}, reduction={self.reduction!r}"
