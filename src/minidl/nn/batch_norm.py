@@ -80,7 +80,7 @@ class BatchNorm1d(Module):
             (default 0.1).
         affine: learn :math:`\gamma` (``weight``, starting at 1) and :math:`\beta` (``bias``,
             starting at 0); otherwise :math:`\gamma = 1, \beta = 0` (default ``True``). One of
-            the two set to ``None`` afterwards (``layer.bias = None``, as ``torch.nn`` allows)
+            the two set to ``None`` afterwards (``layer.bias = None``, as PyTorch allows)
             is left out alone: the other still applies and gets its gradient.
         dtype: dtype of the parameters and running statistics (default: torch's default dtype).
         device: their device.
@@ -191,7 +191,7 @@ class BatchNorm1d(Module):
         self._normalized, self._inv_std = _as(normalized, dtype), inv_std
         self._batch_statistics = self.training
         if self.weight is None or self.bias is None:
-            # (without affine; or one of the two set to None by hand, as torch.nn allows: the
+            # (without affine; or one of the two set to None by hand, as PyTorch allows: the
             # other still applies)
             weight_or_none = None if self.weight is None else self.weight.data
             bias_or_none = None if self.bias is None else self.bias.data
