@@ -397,6 +397,31 @@ def test_batch_norm_with_one_affine_parameter_set_to_none(
     _close(kept.grad, leaf_kept.grad, what="gradient of the kept parameter")
 
 
+@pytest.mark.parametrize("change", ["set to None", "registered again"])
+def test_batch_norm_refuses_a_backward_after_a_parameter_came_or_went(change: str) -> None:
+    """The backward of a forward with a bias, after ``bias = None`` (or the reverse), would
+    differentiate another function than the forward computed: refused, no gradient changed."""
+    module = nn.BatchNorm1d(3, dtype=F64)
+    bias = module.bias
+    assert bias is not None
+    if change == "registered again":
+        module.bias = None
+    module(_x(5, 3, seed=50))
+    if change == "set to None":
+        module.bias = None
+    else:
+        module.register_parameter("bias", bias)
+    before = [p.grad.clone() for p in module.parameters()]
+    had = "had one" if change == "set to None" else "had none"
+    now = "None" if change == "set to None" else "a Parameter"
+    with pytest.raises(
+        RuntimeError,
+        match=f"^BatchNorm1d: bias was set to {now} after the last forward, which {had}; ",
+    ):
+        module.backward(_x(5, 3, seed=51))
+    assert all(torch.equal(p.grad, g) for p, g in zip(module.parameters(), before, strict=True))
+
+
 def test_batch_norm_buffers_in_state_dict_and_to() -> None:
     module = nn.Sequential(nn.Linear(3, 4, dtype=F64), nn.BatchNorm1d(4, dtype=F64))
     module(_x(6, 3))

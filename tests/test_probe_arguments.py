@@ -450,16 +450,24 @@ def test_a_number_set_as_weight_between_forward_and_backward_is_refused_by_name(
     model = nn.Sequential(layer, nn.Tanh()) if inside else layer
     output = model(x)
     given = {"number": 3, "no weight": None}[value]
-    if kind == "BatchNorm1d" and given is None:
-        return  # (no weight: no affine transform, as at the next forward)
     grads = [parameter.grad.clone() for parameter in model.parameters()]
     layer.weight = given  # type: ignore[assignment]
-    with pytest.raises(TypeError) as refused:
-        model.backward(torch.ones_like(output))
-    assert str(refused.value).startswith(
-        f"{kind}: weight must be a minidl Parameter, got {type(given).__name__} (an attribute "
-        "set by hand is not registered"
-    )
+    if kind == "BatchNorm1d" and given is None:
+        # (no weight is allowed, at the next forward: this backward would ignore the weight
+        # its forward multiplied by, and accumulate the bias gradient of another function)
+        with pytest.raises(RuntimeError) as refused:
+            model.backward(torch.ones_like(output))
+        assert str(refused.value).startswith(
+            "BatchNorm1d: weight was set to None after the last forward, which had one; its "
+            "backward would differentiate another function: run forward again before backward"
+        )
+    else:
+        with pytest.raises(TypeError) as refused:
+            model.backward(torch.ones_like(output))
+        assert str(refused.value).startswith(
+            f"{kind}: weight must be a minidl Parameter, got {type(given).__name__} (an "
+            "attribute set by hand is not registered"
+        )
     for parameter, grad in zip(model.parameters(), grads, strict=True):
         assert torch.equal(parameter.grad, grad)
 

@@ -278,6 +278,19 @@ class BatchNorm1d(Module):
                 and self.running_mean is fitted[2]
             ):
                 return  # (what the forward checked and computed with: it fits)
+            if fitted[2] is not None:  # (the forward's, in this process: not unpickled)
+                for name, parameter, used in (
+                    ("weight", weight, fitted[0]),
+                    ("bias", bias, fitted[1]),
+                ):
+                    if (parameter is None) != (used is None):
+                        raise RuntimeError(
+                            f"BatchNorm1d: {name} was set to "
+                            f"{'None' if parameter is None else 'a Parameter'} after the last "
+                            f"forward, which {'had one' if used is not None else 'had none'}; its "
+                            "backward would differentiate another function: run forward again "
+                            "before backward"
+                        )
             check_still_fits("BatchNorm1d", normalized, self.running_mean)
             for parameter in (weight, bias):
                 if parameter is not None:
