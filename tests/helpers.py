@@ -9,13 +9,15 @@ checkpoint as an attacker who knows the format would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,7 @@ from torch import Tensor
 
 from minidl import nn
 from minidl.checkpoint import _canonical, _digests, _dump_header
+from minidl.folded import FoldedStep
 
 __all__ = [
     "F64",
@@ -38,6 +41,7 @@ __all__ = [
     "rewrite_checkpoint",
     "torch_loss",
     "torch_twin",
+    "unfolded",
 ]
 
 F64 = torch.float64
@@ -75,6 +79,14 @@ def assert_close(actual: Tensor, expected: Tensor, rtol: float = TOL, what: str 
     assert bool(torch.isfinite(actual).all()), f"{label}non-finite values in {actual}"
     error = relative_error(actual, expected)
     assert error <= rtol, f"{label}relative error {error:.3g} > {rtol:.3g}"
+
+
+@contextlib.contextmanager
+def unfolded() -> Iterator[None]:
+    """Inside the block, :func:`minidl.train.fit` runs the step-by-step loop it documents, not
+    its folded step (:mod:`minidl.folded`, whose roundings differ)."""
+    with mock.patch.object(FoldedStep, "build", staticmethod(lambda *args: None)):
+        yield
 
 
 def free_port() -> int:

@@ -84,6 +84,7 @@ API_OBJECTS = {
     "optim": ["minidl.optim.SGD", "minidl.optim.Adadelta", "minidl.optim.Optimizer"],
     "data": ["minidl.data.make_disk_data", "minidl.data.BatchIterator"],
     "train": ["minidl.train.fit", "minidl.train.error_rate"],
+    "folded": ["minidl.folded.FoldedStep"],
     "rounds": ["minidl.rounds.fit_rounds", "minidl.rounds.PerModel"],
     "gradcheck": ["minidl.gradcheck.gradcheck"],
     "checkpoint": ["minidl.checkpoint"],

@@ -9,6 +9,9 @@ an experiment's round, ``from_torch``/``to_torch``, hand-written loops that mix 
 optimizers and gradient accumulation, chains nested next to a Dropout, a BatchNorm1d or inside
 a Residual). Each test also counts the planned backwards it ran (``ChainPlan.backward``), so
 that it cannot pass on the child-by-child path alone.
+
+``fit`` runs the step-by-step loop here (``tests.helpers.unfolded``), whose calls plan: its
+folded step (``minidl.folded``) calls no ``Sequential`` and has tests of its own.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from minidl.interop import from_torch, to_torch
 from minidl.nn.chain import ChainPlan
 from minidl.rounds import fit_rounds
 from minidl.train import EpochRecord, History, error_rate, fit, predict
+from tests.helpers import unfolded
 
 F64 = torch.float64
 
@@ -44,6 +48,12 @@ def planned_backwards(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
     monkeypatch.setattr(ChainPlan, "backward", counted)
     yield count
+
+
+@pytest.fixture(autouse=True)
+def _step_by_step() -> Iterator[None]:
+    with unfolded():
+        yield
 
 
 def _never_planning(model: nn.Module) -> nn.Module:

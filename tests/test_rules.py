@@ -20,6 +20,7 @@ import torch
 
 import minidl
 from minidl import nn, optim
+from minidl.train import fit
 
 SOURCE = Path(minidl.__file__).resolve().parent
 #: The two files allowed to use torch.nn (interop) and torch.distributed (distributed).
@@ -234,6 +235,7 @@ def _imported_modules(tree: ast.AST, package: str) -> Iterator[str]:
 #: layer -> the packages it must not import (docs/architecture.md: each layer imports downward).
 ABOVE_OPTIM = (
     "minidl.train",
+    "minidl.folded",
     "minidl.rounds",
     "minidl.checkpoint",
     "minidl.experiments",
@@ -253,7 +255,7 @@ def _forbidden_for(relative: str) -> tuple[str, ...]:
         return ABOVE_NN
     if relative.startswith("optim/"):
         return ABOVE_OPTIM
-    if relative in ("train.py", "rounds.py", "checkpoint.py"):
+    if relative in ("train.py", "folded.py", "rounds.py", "checkpoint.py"):
         return ABOVE_TRAIN
     if relative.startswith("experiments/"):
         return ABOVE_EXPERIMENTS
@@ -328,6 +330,9 @@ def _training_step() -> list[torch.Tensor]:
             optimizer.step()
             scheduler.step()
     minidl.gradcheck(nn.mlp((2, 2, 2), "tanh", dtype=torch.float64), x[:2])
+    # fit's folded step (minidl.folded) too
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=2, batch_size=3)
     return results + [p.data.clone() for p in model.parameters()]
 
 

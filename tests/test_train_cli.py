@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ from minidl.checkpoint import Checkpoint, read_checkpoint
 from minidl.cli import build_parser, main
 from minidl.data import BatchIterator, make_disk_data
 from minidl.train import EpochRecord, History, error_rate, eval_mode, fit, predict
+from tests.helpers import unfolded
 
 F64 = torch.float64
 FLAGS = (
@@ -192,22 +194,25 @@ def _problem(seed: int = 0) -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
     return nn.mlp((2, 6, 2), "tanh", dtype=F64), data.train.x, data.train.y
 
 
-def test_fit_is_the_readme_loop() -> None:
+@pytest.mark.parametrize("folded", [False, True])
+def test_fit_is_the_readme_loop(folded: bool) -> None:
+    """Bit for bit the loop, or to 1e-12 with fit's folded step (``minidl.folded``)."""
     model, x, y = _problem()
     reference = nn.mlp((2, 6, 2), "tanh", dtype=F64)
     reference.load_state_dict(model.state_dict())
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
-    history = fit(
-        model,
-        criterion,
-        optimizer,
-        x,
-        y,
-        epochs=3,
-        batch_size=16,
-        generator=torch.Generator().manual_seed(4),
-    )
+    with contextlib.nullcontext() if folded else unfolded():
+        history = fit(
+            model,
+            criterion,
+            optimizer,
+            x,
+            y,
+            epochs=3,
+            batch_size=16,
+            generator=torch.Generator().manual_seed(4),
+        )
     reference_optimizer = optim.SGD(reference.parameters(), lr=0.1, momentum=0.5)
     batches = BatchIterator(x, y, 16, generator=torch.Generator().manual_seed(4))
     losses = []
@@ -220,7 +225,10 @@ def test_fit_is_the_readme_loop() -> None:
             reference_optimizer.step()
         losses.append(total / len(batches))
     for parameter, expected in zip(model.parameters(), reference.parameters(), strict=True):
-        assert torch.equal(parameter.data, expected.data)
+        if folded:
+            assert torch.allclose(parameter.data, expected.data, rtol=1e-12, atol=1e-12)
+        else:
+            assert torch.equal(parameter.data, expected.data)
     assert history.train_loss == pytest.approx(losses, rel=1e-12)
     assert len(history.lr) == 3 and history.lr == [0.1] * 3
 

@@ -275,6 +275,21 @@ class Optimizer:
                 self._update(parameter.data, parameter.grad, state)
         self.step_count += 1
 
+    def _flat_buffers(self) -> tuple[Tensor, Tensor] | None:
+        """The flat buffers of the parameters' values and gradients (see :meth:`step`), or
+        ``None`` where they are not views of two such buffers."""
+        if Parameter.replacements != self._replacements_seen and self._layout_changed():
+            self._refresh_layout()
+        return self._flat
+
+    def _step_buffers(self, values: Tensor, grads: Tensor, state: tuple[Tensor, ...]) -> None:
+        """:meth:`step` on flat buffers laid out otherwise than the parameters (those of
+        :class:`minidl.folded.FoldedStep`): ``values``, ``grads`` and one tensor per state
+        tensor (in the order of :attr:`state`), all of one layout, which the element-wise
+        update does not see."""
+        self._update(values, grads, state)
+        self.step_count += 1
+
     def zero_grad(self) -> None:
         """Set the gradient of every parameter to zero."""
         if Parameter.replacements != self._replacements_seen and self._layout_changed():
