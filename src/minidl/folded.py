@@ -178,6 +178,19 @@ class FoldedStep:
         self._batches: dict[int, _Batch] = {}
         self._parameters = tuple(optimizer.params)
         self._replacements = Parameter.replacements
+        # The weight and bias parts of each layer's block, of its gradient's and (under the
+        # place of the layer's weight) of each state tensor's; the places of each layer's
+        # weight and bias among the parameters.
+        self._parts = [_split(block) for block in self.blocks]
+        self._grad_parts = [_split(block) for block in self.grad_blocks]
+        self._places = [
+            (self._parameters.index(layer.weight), self._parameters.index(layer.bias))
+            for layer in self.layers
+        ]
+        self._state_parts = {
+            weight: [_split(blocks[index]) for blocks in self.state_blocks]
+            for index, (weight, _) in enumerate(self._places)
+        }
 
     @staticmethod
     def build(
@@ -187,15 +200,34 @@ class FoldedStep:
         loop must run: a model that is not exactly a :class:`~minidl.nn.Sequential` starting
         with a :class:`~minidl.nn.Linear`, of layers with biases and built-in activations (as a
         :class:`~minidl.nn.chain.ChainPlan` takes them, no method set on one); a loss other
-        than the built-in ones of predictions ``(N, C)`` (:data:`_LOSSES`); an optimizer that does not update exactly the model's parameters,
-        as flat buffers; a method that fit calls set on one of the three or replaced on its
+        than the built-in ones of predictions ``(N, C)`` (:data:`_LOSSES`); an optimizer that
+        does not update exactly the model's parameters, as flat buffers; a method that fit calls set on one of the three or replaced on its
         class (see :data:`_MODEL_METHODS`); data that is not a plain CPU float32 or float64
         tensor; or :func:`minidl.detect_anomaly` enabled."""
+        if type(model) is not Sequential or type(criterion) not in _LOSSES:
+            return None
+        for tensor in (x, y):
+            if (
+                type(tensor) is not Tensor
+                or not tensor.is_cpu
+                or tensor.layout is not torch.strided
+            ):
+                return None
+        if x.dtype not in _DTYPES:
+            return None
+        # The step made for the model by the last fit, if it still fits (usable: the same
+        # modules and parameter tensors, of x's dtype then): a model trained by repeated calls,
+        # an epoch or a few at a time, makes its buffers once.
+        step = _STEPS.get(model)
         if (
-            type(model) is not Sequential
-            or anomaly.enabled
-            or _methods_replaced(model, criterion, optimizer)
+            step is not None
+            and step.criterion is criterion
+            and step.optimizer is optimizer
+            and step.values.dtype is x.dtype
+            and step.usable(model)
         ):
+            return step
+        if anomaly.enabled or _methods_replaced(model, criterion, optimizer):
             return None
         modules = tuple(model)
         if (
@@ -205,36 +237,15 @@ class FoldedStep:
             or any(isinstance(m, Linear) and m.bias is None for m in modules)
         ):
             return None
-        if type(criterion) not in _LOSSES:
-            return None
         parameters = model.parameters()
         if not _same(parameters, optimizer.params):
             return None
-        for tensor in (x, y):
-            if (
-                type(tensor) is not Tensor
-                or not tensor.is_cpu
-                or tensor.layout is not torch.strided
-            ):
-                return None
         first = parameters[0].data
-        if x.dtype not in _DTYPES or x.dtype is not first.dtype or not first.is_cpu:
-            return None
-        if any(p.data.dtype is not first.dtype or not p.data.is_cpu for p in parameters):
+        if any(p.data.dtype is not x.dtype or not p.data.is_cpu for p in parameters):
             return None
         if optimizer._flat_buffers() is None:
             return None
-        # The step made for the model by the last fit, if it still fits: a model trained by
-        # repeated calls (an epoch or a few at a time) makes its buffers once.
-        step = _STEPS.get(model)
-        if (
-            step is None
-            or step.criterion is not criterion
-            or step.optimizer is not optimizer
-            or step.values.dtype is not first.dtype
-            or not step.usable(model)
-        ):
-            step = _STEPS[model] = FoldedStep(model, criterion, optimizer, first)
+        step = _STEPS[model] = FoldedStep(model, criterion, optimizer, first)
         return step
 
     def usable(self, model: Sequential) -> bool:
@@ -257,27 +268,28 @@ class FoldedStep:
     def load(self) -> None:
         """Copy the model's parameters and the optimizer's state into the blocks (after
         :meth:`usable`)."""
-        optimizer_state = self.optimizer._state_views
-        for index, layer in enumerate(self.layers):
-            _fold(self.blocks[index], layer.weight.data, layer.bias.data)  # type: ignore[union-attr]
-            for state, blocks in zip(
-                _pairs(optimizer_state, layer, self.optimizer), self.state_blocks, strict=True
-            ):
-                _fold(blocks[index], *state)
+        states = self.optimizer._state_views
+        for (weight, bias), (w, b) in zip(self._places, self._parts, strict=True):
+            w.copy_(self._parameters[weight].data)
+            b.copy_(self._parameters[bias].data)
+            for name, (w_state, b_state) in enumerate(self._state_parts[weight]):
+                w_state.copy_(states[weight][name])
+                b_state.copy_(states[bias][name])
 
     def store(self) -> None:
         """Copy the blocks, their gradients and the optimizer's state back to the model's
         parameters and the optimizer."""
-        optimizer_state = self.optimizer._state_views
-        for index, layer in enumerate(self.layers):
-            bias = layer.bias
-            assert bias is not None
-            _unfold(self.blocks[index], layer.weight.data, bias.data)
-            _unfold(self.grad_blocks[index], layer.weight.grad, bias.grad)
-            for state, blocks in zip(
-                _pairs(optimizer_state, layer, self.optimizer), self.state_blocks, strict=True
-            ):
-                _unfold(blocks[index], *state)
+        states = self.optimizer._state_views
+        for (weight, bias), (w, b), (w_grad, b_grad) in zip(
+            self._places, self._parts, self._grad_parts, strict=True
+        ):
+            self._parameters[weight].data.copy_(w)
+            self._parameters[bias].data.copy_(b)
+            self._parameters[weight].grad.copy_(w_grad)
+            self._parameters[bias].grad.copy_(b_grad)
+            for name, (w_state, b_state) in enumerate(self._state_parts[weight]):
+                states[weight][name].copy_(w_state)
+                states[bias][name].copy_(b_state)
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """Train on the batch ``(x, y)`` (``x``: ``(N, in)``); return its loss."""
@@ -368,21 +380,6 @@ def _blocks(flat: Tensor, shapes: Sequence[tuple[int, int]]) -> list[Tensor]:
     return blocks
 
 
-def _fold(block: Tensor, weight: Tensor, bias: Tensor) -> None:
-    block[:, :-1].copy_(weight)
-    block[:, -1].copy_(bias)
-
-
-def _unfold(block: Tensor, weight: Tensor, bias: Tensor) -> None:
-    weight.copy_(block[:, :-1])
-    bias.copy_(block[:, -1])
-
-
-def _pairs(
-    state_views: Sequence[tuple[Tensor, ...]], layer: Linear, optimizer: Optimizer
-) -> list[tuple[Tensor, Tensor]]:
-    """The ``(weight, bias)`` views of each of the optimizer's state tensors for ``layer``."""
-    params = optimizer.params
-    weight = next(i for i, p in enumerate(params) if p is layer.weight)
-    bias = next(i for i, p in enumerate(params) if p is layer.bias)
-    return list(zip(state_views[weight], state_views[bias], strict=True))
+def _split(block: Tensor) -> tuple[Tensor, Tensor]:
+    """The weight ``(out, in)`` and bias ``(out,)`` parts of a block ``(out, in + 1)``."""
+    return block[:, :-1], block[:, -1]
