@@ -329,33 +329,21 @@ def test_fit_folds_when_it_can(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # -- what the folded step leaves as the loop leaves it -----------------------------------------
 
+_Run = tuple[nn.Module, optim.Optimizer, History]
 
-def test_on_epoch_sees_and_changes_the_model() -> None:
-    """``on_epoch`` reads the model's parameters and the optimizer's state as they are after
-    its epoch, and what it changes in place (parameters, state, learning rate) is what the next
-    epoch trains from."""
+
+def _fit_with_on_epoch(
+    on_epoch_for: Callable[[nn.Module, optim.Optimizer, bool], Callable[[Any], None]],
+    optimizer_for: Callable[[nn.Module], optim.Optimizer],
+) -> tuple[_Run, _Run]:
+    """3 epochs of cross-entropy under ``on_epoch_for(model, optimizer, folded)``, folded and
+    step by step."""
     x, y = _data()
-    seen: dict[bool, list[list[Tensor]]] = {True: [], False: []}
     runs = {}
     for fold in (True, False):
         model = _model()
-        optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
-
-        def on_epoch(
-            record: Any,
-            model: nn.Module = model,
-            fold: bool = fold,
-            optimizer: optim.Optimizer = optimizer,
-        ) -> None:
-            seen[fold].append([p.data.clone() for p in model.parameters()])
-            seen[fold][-1] += [p.grad.clone() for p in model.parameters()]
-            seen[fold][-1] += [optimizer.state["momentum_buffer"].clone()]
-            first = next(iter(model.parameters()))
-            first.data.mul_(0.5)
-            optimizer.state["momentum_buffer"].mul_(0.25)
-            optimizer.lr = optimizer.lr * 0.9
-
-        with unfolded() if not fold else contextlib.nullcontext():
+        optimizer = optimizer_for(model)
+        with contextlib.nullcontext() if fold else unfolded():
             history = fit(
                 model,
                 nn.CrossEntropyLoss(),
@@ -365,10 +353,36 @@ def test_on_epoch_sees_and_changes_the_model() -> None:
                 epochs=3,
                 batch_size=10,
                 generator=torch.Generator().manual_seed(0),
-                on_epoch=on_epoch,
+                on_epoch=on_epoch_for(model, optimizer, fold),
             )
         runs[fold] = (model, optimizer, history)
-    _same_training(runs[True], runs[False])
+    return runs[True], runs[False]
+
+
+def test_on_epoch_sees_and_changes_the_model() -> None:
+    """``on_epoch`` reads the model's parameters and the optimizer's state as they are after
+    its epoch, and what it changes in place (parameters, state, learning rate) is what the next
+    epoch trains from."""
+    seen: dict[bool, list[list[Tensor]]] = {True: [], False: []}
+
+    def on_epoch_for(
+        model: nn.Module, optimizer: optim.Optimizer, fold: bool
+    ) -> Callable[[Any], None]:
+        def on_epoch(record: Any) -> None:
+            seen[fold].append([p.data.clone() for p in model.parameters()])
+            seen[fold][-1] += [p.grad.clone() for p in model.parameters()]
+            seen[fold][-1] += [optimizer.state["momentum_buffer"].clone()]
+            first = next(iter(model.parameters()))
+            first.data.mul_(0.5)
+            optimizer.state["momentum_buffer"].mul_(0.25)
+            optimizer.lr = optimizer.lr * 0.9
+
+        return on_epoch
+
+    _same_training(
+        *_fit_with_on_epoch(on_epoch_for, lambda m: optim.SGD(m.parameters(), 0.1, momentum=0.9))
+    )
+    assert len(seen[True]) == 3
     for a, b in zip(seen[True], seen[False], strict=True):
         for tensor, expected in zip(a, b, strict=True):
             _close(tensor, expected)
@@ -379,33 +393,37 @@ def test_on_epoch_replacing_a_parameter_tensor_goes_on_step_by_step(
 ) -> None:
     """A parameter's tensor replaced by ``on_epoch`` (``weight.data = ...``): the step no
     longer holds the model's tensors, so the next epochs run the loop, on the new tensor."""
-    x, y = _data()
-    runs = {}
     calls = _count_folded_calls(monkeypatch)
-    for fold in (True, False):
-        model = _model()
-        optimizer = optim.SGD(model.parameters(), 0.1)
 
-        def on_epoch(record: Any, model: nn.Module = model) -> None:
+    def on_epoch_for(model: nn.Module, *_: object) -> Callable[[Any], None]:
+        def on_epoch(record: Any) -> None:
             if record.epoch == 0:
                 layer = model[0]
                 layer.weight.data = layer.weight.data * 2
 
-        with unfolded() if not fold else contextlib.nullcontext():
-            history = fit(
-                model,
-                nn.CrossEntropyLoss(),
-                optimizer,
-                x,
-                y,
-                epochs=3,
-                batch_size=10,
-                generator=torch.Generator().manual_seed(0),
-                on_epoch=on_epoch,
-            )
-        runs[fold] = (model, optimizer, history)
-    _same_training(runs[True], runs[False])
+        return on_epoch
+
+    _same_training(*_fit_with_on_epoch(on_epoch_for, lambda m: optim.SGD(m.parameters(), 0.1)))
     assert calls[0] == 5  # the first epoch only
+
+
+def test_a_parameter_registered_anew_by_on_epoch_goes_on_step_by_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``on_epoch`` registers a new weight on a layer (the optimizer keeps the old one): the
+    step no longer holds the model's parameters, so the loop runs, as it would have."""
+    calls = _count_folded_calls(monkeypatch)
+
+    def on_epoch_for(model: nn.Module, *_: object) -> Callable[[Any], None]:
+        def on_epoch(record: Any) -> None:
+            if record.epoch == 0:
+                layer = model[2]
+                layer.register_parameter("weight", nn.Parameter(layer.weight.data * 0.5))
+
+        return on_epoch
+
+    _same_training(*_fit_with_on_epoch(on_epoch_for, lambda m: optim.SGD(m.parameters(), 0.1)))
+    assert calls[0] == 5
 
 
 def test_interrupted_fit_leaves_the_steps_done() -> None:
@@ -740,37 +758,3 @@ def test_a_model_cast_between_calls_is_trained_in_its_new_dtype() -> None:
         runs[fold] = (model, optimizer, history)
     assert all(p.dtype == torch.float32 for p in runs[True][0].parameters())
     _same_training(runs[True], runs[False], tolerance=1e-5)
-
-
-def test_a_parameter_registered_anew_by_on_epoch_goes_on_step_by_step(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """``on_epoch`` registers a new weight on a layer (the optimizer keeps the old one): the
-    step no longer holds the model's parameters, so the loop runs, as it would have."""
-    x, y = _data()
-    calls = _count_folded_calls(monkeypatch)
-    runs = {}
-    for fold in (True, False):
-        model = _model()
-        optimizer = optim.SGD(model.parameters(), 0.1)
-
-        def on_epoch(record: Any, model: nn.Module = model) -> None:
-            if record.epoch == 0:
-                layer = model[2]
-                layer.register_parameter("weight", nn.Parameter(layer.weight.data * 0.5))
-
-        with contextlib.nullcontext() if fold else unfolded():
-            history = fit(
-                model,
-                nn.CrossEntropyLoss(),
-                optimizer,
-                x,
-                y,
-                epochs=3,
-                batch_size=10,
-                generator=torch.Generator().manual_seed(0),
-                on_epoch=on_epoch,
-            )
-        runs[fold] = (model, optimizer, history)
-    _same_training(runs[True], runs[False])
-    assert calls[0] == 5

@@ -1,7 +1,7 @@
 """The training step of :func:`minidl.train.fit` for a chain of layers, with the biases folded.
 
 A :class:`~minidl.nn.Sequential` of :class:`~minidl.nn.Linear` layers and built-in activations
-computes batch-major, as ``torch.nn`` does: a layer's input is ``(N, in)`` and its output
+computes batch-major, as PyTorch's layers do: a layer's input is ``(N, in)`` and its output
 ``X W^T + b`` one ``addmm``, and backward adds ``G^T X`` to the weight gradient and ``G^T 1``
 to the bias gradient, two operations. At the paper's size a step costs what its operations
 cost, not their arithmetic. :class:`FoldedStep` trains such a chain features by batch, with
