@@ -758,3 +758,36 @@ def test_a_model_cast_between_calls_is_trained_in_its_new_dtype() -> None:
         runs[fold] = (model, optimizer, history)
     assert all(p.dtype == torch.float32 for p in runs[True][0].parameters())
     _same_training(runs[True], runs[False], tolerance=1e-5)
+
+
+def test_declines_a_parameter_shared_by_two_layers() -> None:
+    """A weight tied between two layers: its gradient is the sum of the two layers' (the loop
+    accumulates both into it), so the folded step, one block per layer, would train two
+    copies. ``fit`` runs the loop, and trains as it does."""
+    x, y = _data(features=4, classes=4)
+
+    def tied() -> nn.Sequential:
+        torch.manual_seed(0)
+        first, second = nn.Linear(4, 4, dtype=F64), nn.Linear(4, 4, dtype=F64)
+        second.register_parameter("weight", first.weight)
+        return nn.Sequential(first, nn.Tanh(), second)
+
+    model = tied()
+    _declines(model, x=x, y=y)
+    runs = {}
+    for fold in (True, False):
+        model = tied()
+        optimizer = optim.SGD(model.parameters(), 0.1)
+        with contextlib.nullcontext() if fold else unfolded():
+            history = fit(
+                model,
+                nn.CrossEntropyLoss(),
+                optimizer,
+                x,
+                y,
+                epochs=2,
+                batch_size=8,
+                generator=torch.Generator().manual_seed(0),
+            )
+        runs[fold] = (model, optimizer, history)
+    _same_training(runs[True], runs[False], tolerance=0.0)

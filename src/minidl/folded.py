@@ -199,7 +199,8 @@ class FoldedStep:
         """A folded step for training ``model`` on ``(x, y)``, or ``None`` where the step-by-step
         loop must run: a model that is not exactly a :class:`~minidl.nn.Sequential` starting
         with a :class:`~minidl.nn.Linear`, of layers with biases and built-in activations (as a
-        :class:`~minidl.nn.chain.ChainPlan` takes them, no method set on one); a loss other
+        :class:`~minidl.nn.chain.ChainPlan` takes them, no method set on one, no parameter
+        shared by two layers); a loss other
         than the built-in ones of predictions ``(N, C)`` (:data:`_LOSSES`); an optimizer that
         does not update exactly the model's parameters, as flat buffers; a method that fit calls set on one of the three or replaced on its
         class (see :data:`_MODEL_METHODS`); data that is not a plain CPU float32 or float64
@@ -238,8 +239,9 @@ class FoldedStep:
         ):
             return None
         parameters = model.parameters()
-        if not _same(parameters, optimizer.params):
-            return None
+        layers = sum(isinstance(module, Linear) for module in modules)
+        if len(parameters) != 2 * layers or not _same(parameters, optimizer.params):
+            return None  # (a parameter shared by two layers: its gradient is their sum)
         first = parameters[0].data
         if any(p.data.dtype is not x.dtype or not p.data.is_cpu for p in parameters):
             return None
