@@ -388,6 +388,47 @@ def test_on_epoch_sees_and_changes_the_model() -> None:
             _close(tensor, expected)
 
 
+def test_a_state_tensor_replaced_is_the_one_trained() -> None:
+    """A state tensor of the optimizer replaced (``optimizer.state[name] = ...``, a momentum
+    reset), by ``on_epoch`` or between two calls: the loop's ``step`` updates the new tensor,
+    so the folded step loads it and stores into it, not into the one it saw first."""
+
+    def on_epoch_for(_: nn.Module, optimizer: optim.Optimizer, __: bool) -> Callable[[Any], None]:
+        def on_epoch(record: Any) -> None:
+            optimizer.state["momentum_buffer"] = torch.zeros_like(
+                optimizer.state["momentum_buffer"]
+            )
+
+        return on_epoch
+
+    folded, plain = _fit_with_on_epoch(
+        on_epoch_for, lambda m: optim.SGD(m.parameters(), 0.1, momentum=0.9)
+    )
+    _same_training(folded, plain)
+    x, y = _data()
+    runs = {}
+    for fold in (True, False):
+        model = _model()
+        optimizer = optim.Adam(model.parameters(), lr=1e-2)
+        with contextlib.nullcontext() if fold else unfolded():
+            for epochs in (1, 2):
+                if epochs == 2:
+                    optimizer.state = {k: v * 0.5 for k, v in optimizer.state.items()}
+                history = fit(
+                    model,
+                    nn.CrossEntropyLoss(),
+                    optimizer,
+                    x,
+                    y,
+                    epochs=epochs,
+                    start_epoch=epochs - 1,
+                    batch_size=10,
+                    generator=torch.Generator().manual_seed(epochs),
+                )
+        runs[fold] = (model, optimizer, history)
+    _same_training(runs[True], runs[False])
+
+
 def test_on_epoch_replacing_a_parameter_tensor_goes_on_step_by_step(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -267,10 +267,24 @@ class FoldedStep:
             and all(layer.bias is not None for layer in self.layers)
         )
 
+    def _optimizer_states(self) -> list[tuple[Tensor, ...]]:
+        """Views of the optimizer's state tensors as they are now, one tuple per parameter (in
+        the order of :attr:`~minidl.optim.Optimizer.state`): code between epochs or calls may
+        have replaced one (``optimizer.state[name] = ...``), which its ``step`` then updates,
+        while the views it made before are of the old tensor."""
+        tensors = tuple(self.optimizer.state.values())
+        views, offset = [], 0
+        for parameter in self._parameters:
+            size = parameter.data.numel()
+            shape = parameter.data.shape
+            views.append(tuple(t[offset : offset + size].view(shape) for t in tensors))
+            offset += size
+        return views
+
     def load(self) -> None:
         """Copy the model's parameters and the optimizer's state into the blocks (after
         :meth:`usable`)."""
-        states = self.optimizer._state_views
+        states = self._optimizer_states()
         for (weight, bias), (w, b) in zip(self._places, self._parts, strict=True):
             w.copy_(self._parameters[weight].data)
             b.copy_(self._parameters[bias].data)
@@ -281,7 +295,7 @@ class FoldedStep:
     def store(self) -> None:
         """Copy the blocks, their gradients and the optimizer's state back to the model's
         parameters and the optimizer."""
-        states = self.optimizer._state_views
+        states = self._optimizer_states()
         for (weight, bias), (w, b), (w_grad, b_grad) in zip(
             self._places, self._parts, self._grad_parts, strict=True
         ):
