@@ -501,6 +501,36 @@ def test_interrupted_fit_leaves_the_steps_done() -> None:
     assert runs[True][1].step_count == 7
 
 
+@pytest.mark.parametrize("loss", ["bce_with_logits", "cross_entropy_probabilities"])
+def test_targets_refused_mid_epoch_leave_zero_gradients(loss: str) -> None:
+    """A batch whose targets the loss refuses (one sample's, past the first batch: fit tries
+    the first sample only): the loop's ``zero_grad`` ran before that forward, so the gradients
+    are zeros and the parameters those of the steps done; the folded step leaves the same."""
+    x, y = _data()
+    criterion, target = _loss_target(loss, y, 3)
+    target = target.clone()
+    target[40, 0] = 2.0  # (outside [0, 1]; a row of probabilities summing to more than 1)
+    runs = {}
+    for fold in (True, False):
+        model = _model()
+        optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
+        with unfolded() if not fold else contextlib.nullcontext(), pytest.raises(ValueError):
+            fit(
+                model,
+                criterion,
+                optimizer,
+                x,
+                target,
+                epochs=2,
+                batch_size=10,
+                generator=torch.Generator().manual_seed(0),
+            )
+        runs[fold] = (model, optimizer, History())
+    _same_training(runs[True], runs[False])
+    assert runs[True][1].step_count > 0
+    assert all(not p.grad.any() for p in runs[True][0].parameters())
+
+
 def test_two_calls_are_one_longer_run() -> None:
     """Two calls of ``fit`` (the second resuming with ``start_epoch``) train as one."""
     x, y = _data()

@@ -317,14 +317,20 @@ class FoldedStep:
                 batch = self._batches[x.shape[0]] = _Batch(self, x.shape[0])
         batch.features.copy_(x.t())
         caches = self._caches
-        for index, (layer, operation, operand, out) in enumerate(batch.forward):
-            if layer:
-                operation(operand, out=out)
-            else:
-                caches[index] = operation(operand, out)[1]
-        # (the built-in losses' forward and _gradient: what __call__ and backward() call)
         criterion = self.criterion
-        loss: Tensor = criterion.forward(batch.prediction, y)
+        try:
+            for index, (layer, operation, operand, out) in enumerate(batch.forward):
+                if layer:
+                    operation(operand, out=out)
+                else:
+                    caches[index] = operation(operand, out)[1]
+            # (the built-in losses' forward and _gradient: what __call__ and backward() call)
+            loss: Tensor = criterion.forward(batch.prediction, y)
+        except BaseException:
+            # (a batch's targets refused by the loss, an interrupt: the gradients are zeros, as
+            # the loop's zero_grad left them before its forward)
+            self.grads.zero_()
+            raise
         grad = criterion._gradient()
         if batch.last_is_layer:
             inputs, grad_block_t, weight, input_grad_t, input_grad = batch.last_layer
