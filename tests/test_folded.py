@@ -831,6 +831,35 @@ def test_a_model_cast_between_calls_is_trained_in_its_new_dtype() -> None:
     _same_training(runs[True], runs[False], tolerance=1e-5)
 
 
+def test_an_optimizer_refusing_its_cast_parameters_raises_as_the_loop() -> None:
+    """A learning rate beyond the range of the dtype the model was cast to: the loop's first
+    ``zero_grad`` refuses it, after the epoch's shuffle drew from the generator; the folded
+    step must not refuse it earlier (``build`` declines), so the generator is left alike."""
+    x, y = _data()
+    states = {}
+    for fold in (True, False):
+        model = _model()
+        optimizer = optim.SGD(model.parameters(), 1e300)
+        model.to(dtype=torch.float32)
+        generator = torch.Generator().manual_seed(0)
+        with (
+            contextlib.nullcontext() if fold else unfolded(),
+            pytest.raises(ValueError, match="beyond the range"),
+        ):
+            fit(
+                model,
+                nn.CrossEntropyLoss(),
+                optimizer,
+                x.float(),
+                y,
+                epochs=2,
+                batch_size=10,
+                generator=generator,
+            )
+        states[fold] = generator.get_state()
+    assert torch.equal(states[True], states[False])
+
+
 def test_declines_a_parameter_shared_by_two_layers() -> None:
     """A weight tied between two layers: its gradient is the sum of the two layers' (the loop
     accumulates both into it), so the folded step, one block per layer, would train two

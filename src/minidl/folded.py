@@ -245,7 +245,7 @@ class FoldedStep:
         first = parameters[0].data
         if any(p.data.dtype is not x.dtype or not p.data.is_cpu for p in parameters):
             return None
-        if optimizer._flat_buffers() is None:
+        if not _flat(optimizer):
             return None
         step = _STEPS[model] = FoldedStep(model, criterion, optimizer, first)
         return step
@@ -260,7 +260,7 @@ class FoldedStep:
             and Parameter.replacements == self._replacements
             and tuple(model) == self.modules
             and ChainPlan.possible(self.modules)
-            and optimizer._flat_buffers() is not None
+            and _flat(optimizer)
             and _same(optimizer.params, self._parameters)
             and _same(model.parameters(), self._parameters)
             and len(optimizer.state) == len(self.state)
@@ -380,6 +380,17 @@ def _methods_replaced(model: Module, criterion: Loss, optimizer: Optimizer) -> b
         tuple(getattr(Sequential, name) for name in _MODEL_METHODS) != _ORIGINAL[Sequential]
         or (type(optimizer).step, type(optimizer).zero_grad) != _ORIGINAL[Optimizer]
     )
+
+
+def _flat(optimizer: Optimizer) -> bool:
+    """Whether the optimizer's parameters are views of flat buffers (its
+    :meth:`~minidl.optim.Optimizer._flat_buffers`); not where finding that out raises (a
+    learning rate beyond the range of a dtype the model was cast to): the loop runs, whose
+    ``zero_grad`` raises it, after the epoch's shuffle has drawn from the generator."""
+    try:
+        return optimizer._flat_buffers() is not None
+    except (TypeError, ValueError):
+        return False
 
 
 def _same(parameters: Sequence[Parameter], others: Sequence[Parameter]) -> bool:
