@@ -796,6 +796,36 @@ def test_declines_methods_set_or_replaced(monkeypatch: pytest.MonkeyPatch) -> No
     )
 
 
+@pytest.mark.parametrize("owner", [nn.CrossEntropyLoss, nn.Loss])
+@pytest.mark.parametrize("name", ["__call__", "backward"])
+def test_declines_a_loss_method_replaced_on_its_class(
+    monkeypatch: pytest.MonkeyPatch, owner: type, name: str
+) -> None:
+    """``__call__`` or ``backward`` replaced on the loss's class or on ``Loss`` (a gradient
+    scaled, say): the loop calls it on every batch, so ``fit`` does not fold, and trains as
+    the loop does."""
+    original = getattr(owner, name)
+    calls = [0]
+
+    def replaced(self: nn.Loss, *args: Any) -> Any:
+        calls[0] += 1
+        result = original(self, *args)
+        return result * 0.5 if name == "backward" else result
+
+    monkeypatch.setattr(owner, name, replaced)
+    x, y = _data()
+
+    def make() -> tuple[nn.Module, nn.Loss, optim.Optimizer, Any]:
+        model = _model()
+        return model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1), None
+
+    _declines(_model())
+    calls[0] = 0
+    folded, plain = _train_both(make, x, y, epochs=2, batch_size=10)
+    assert calls[0] == 2 * (1 + 10 if name == "__call__" else 10)
+    _same_training(folded, plain, tolerance=0.0)
+
+
 def test_a_model_cast_between_calls_is_trained_in_its_new_dtype() -> None:
     """``model.to(float32)`` between two calls (a new optimizer on it): the second call trains
     in float32, as the loop does."""

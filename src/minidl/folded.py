@@ -354,21 +354,24 @@ class FoldedStep:
 
 
 #: The methods of the model, the loss and the optimizer that fit's loop calls: one set on an
-#: instance, or replaced on Sequential or Optimizer (to trace, clip or log, say), is called by
-#: the loop, so fit does not fold.
+#: instance, or replaced on Sequential, the loss's class or Optimizer (to trace, clip or log,
+#: say), is called by the loop, so fit does not fold.
 _MODEL_METHODS = ("__call__", "forward", "backward", "backward_parameters")
 _LOSS_METHODS = ("__call__", "forward", "backward", "_gradient")
 _OPTIMIZER_METHODS = ("step", "zero_grad", "_update")
-_ORIGINAL = {
+_ORIGINAL: dict[type, tuple[Any, ...]] = {
     Sequential: tuple(getattr(Sequential, name) for name in _MODEL_METHODS),
     Optimizer: tuple(getattr(Optimizer, name) for name in ("step", "zero_grad")),
+    **{loss: tuple(getattr(loss, name) for name in _LOSS_METHODS) for loss in _LOSSES},
 }
 
 
 def _methods_replaced(model: Module, criterion: Loss, optimizer: Optimizer) -> bool:
     """Whether a method that fit's loop calls was set on the model, the loss or the optimizer,
-    or replaced on :class:`~minidl.nn.Sequential` or :class:`~minidl.optim.Optimizer` (whose
-    subclasses must keep the base class's ``step`` and ``zero_grad``)."""
+    or replaced on :class:`~minidl.nn.Sequential`, on the loss's class (or on
+    :class:`~minidl.nn.Loss`, whose ``__call__`` and ``backward`` the loop calls) or on
+    :class:`~minidl.optim.Optimizer` (whose subclasses must keep the base class's ``step`` and
+    ``zero_grad``)."""
     for instance, names in (
         (model, _MODEL_METHODS),
         (criterion, _LOSS_METHODS),
@@ -376,9 +379,11 @@ def _methods_replaced(model: Module, criterion: Loss, optimizer: Optimizer) -> b
     ):
         if any(name in instance.__dict__ for name in names):
             return True
+    loss = type(criterion)
     return (
         tuple(getattr(Sequential, name) for name in _MODEL_METHODS) != _ORIGINAL[Sequential]
         or (type(optimizer).step, type(optimizer).zero_grad) != _ORIGINAL[Optimizer]
+        or tuple(getattr(loss, name) for name in _LOSS_METHODS) != _ORIGINAL.get(loss)
     )
 
 
