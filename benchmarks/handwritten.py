@@ -13,9 +13,11 @@ keeps the batch-major layout of ``torch.nn``):
 - the gradients written, not accumulated, so no ``zero_grad``; the parameters and gradients two
   flat buffers, so the SGD update is one ``add_``.
 
-Its step is 30 operations where minidl's ``fit`` issues 37. It is not part of minidl: it trains
-the paper's network only, and its outputs are buffers that the next step overwrites. The test
-suite checks it against minidl's step in float64.
+Its step is 30 operations where a loop over minidl's modules issues 35; ``fit`` computes this
+way too (``minidl/folded.py``: features by batch, the biases folded), in as many operations,
+with the modules' own activations and loss and the optimizer's own update. This step is not
+part of minidl: it trains the paper's network only, and its outputs are buffers that the next
+step overwrites. The test suite checks it against minidl's step in float64.
 """
 
 from __future__ import annotations
