@@ -566,6 +566,78 @@ def test_two_calls_are_one_longer_run() -> None:
     _same_training((model, optimizer, history), (reference, optimizer_r, history_r))
 
 
+@pytest.mark.parametrize("other", ["loss", "optimizer"])
+def test_a_second_call_with_another_loss_or_optimizer_trains_with_it(other: str) -> None:
+    """A second call with another loss, or another optimizer, over the same model: the step
+    made by the first call (for its loss and optimizer) is not the one the second trains with."""
+    x, y = _data()
+    runs = {}
+    for fold in (True, False):
+        model = _model()
+        criterion = nn.CrossEntropyLoss()
+        optimizer: optim.Optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
+        with contextlib.nullcontext() if fold else unfolded():
+            fit(
+                model,
+                criterion,
+                optimizer,
+                x,
+                y,
+                epochs=1,
+                batch_size=10,
+                generator=torch.Generator().manual_seed(0),
+            )
+            if other == "loss":
+                criterion = nn.CrossEntropyLoss(reduction="sum")
+            else:
+                optimizer = optim.Adam(model.parameters(), lr=1e-2)
+            history = fit(
+                model,
+                criterion,
+                optimizer,
+                x,
+                y,
+                epochs=2,
+                batch_size=10,
+                generator=torch.Generator().manual_seed(1),
+            )
+        runs[fold] = (model, optimizer, history)
+    _same_training(runs[True], runs[False])
+
+
+@pytest.mark.parametrize("change", ["optimizer_step", "child_forward", "anomaly"])
+def test_a_second_call_after_a_method_set_or_anomaly_mode_runs_the_loop(
+    monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """After a first call trained folded, a method set on the optimizer or on a child (to
+    record, say), or :func:`minidl.detect_anomaly` enabled: the second call (same model, loss
+    and optimizer) must not reuse the step made by the first; the loop runs, and calls the
+    method on every batch."""
+    calls = _count_folded_calls(monkeypatch)
+    x, y = _data()
+    model = _model()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), 0.1)
+    options: dict[str, Any] = {"batch_size": 10, "generator": torch.Generator().manual_seed(0)}
+    fit(model, criterion, optimizer, x, y, epochs=1, **options)
+    assert calls[0] == 5
+    counted = [0]
+    owner, name = (optimizer, "step") if change == "optimizer_step" else (model[1], "forward")
+    original = getattr(owner, name)
+
+    def counting(*args: Any) -> Any:
+        counted[0] += 1
+        return original(*args)
+
+    with minidl.detect_anomaly() if change == "anomaly" else contextlib.nullcontext():
+        if change != "anomaly":
+            setattr(owner, name, counting)
+        fit(model, criterion, optimizer, x, y, epochs=2, start_epoch=1, **options)
+    assert calls[0] == 5
+    # (the child's forward also on fit's trial of the first sample)
+    assert counted[0] == {"optimizer_step": 5, "child_forward": 6, "anomaly": 0}[change]
+
+
 def test_model_changed_between_calls_is_trained_from_its_new_values() -> None:
     """Parameters and state changed in place between two calls (a checkpoint loaded, say) are
     what the second call trains from."""
