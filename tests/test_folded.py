@@ -214,6 +214,7 @@ def test_schedules(interval: str) -> None:
     assert len(folded[2].batch_lr) == (20 if interval == "batch" else 0)
 
 
+@pytest.mark.filterwarnings("error")  # (an output buffer resized by a product: a mistake)
 @pytest.mark.parametrize(
     "modules",
     [
@@ -222,11 +223,13 @@ def test_schedules(interval: str) -> None:
         "activation_last",
         "two_activations",
         "mixed",
+        "bottleneck",
     ],
 )
 def test_chains(modules: str) -> None:
     """A lone layer (in a Sequential), two layers in a row, an activation last (its output
-    the prediction), two activations in a row, and mixed activations."""
+    the prediction), two activations in a row, mixed activations, and a first layer narrower
+    than its input; no warning (an output buffer of the wrong shape, resized by a product)."""
 
     def build() -> nn.Sequential:
         torch.manual_seed(3)
@@ -242,6 +245,7 @@ def test_chains(modules: str) -> None:
                 nn.LeakyReLU(0.2),
                 nn.Linear(4, 3),
             ],
+            "bottleneck": lambda: [nn.Linear(3, 1), nn.Tanh(), nn.Linear(1, 3)],
         }[modules]()
         return nn.Sequential(*layers).to(dtype=F64)
 
@@ -528,6 +532,43 @@ def test_targets_refused_mid_epoch_leave_zero_gradients(loss: str) -> None:
         runs[fold] = (model, optimizer, History())
     _same_training(runs[True], runs[False])
     assert runs[True][1].step_count > 0
+    assert all(not p.grad.any() for p in runs[True][0].parameters())
+
+
+def test_interrupted_forward_leaves_zero_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interrupt (not an ``Exception``) in an activation's forward, in the 4th batch: the
+    loop's ``zero_grad`` ran before it, so the gradients are zeros and the parameters those of
+    the 3 steps done; the folded step leaves the same."""
+    original = nn.Tanh._forward
+    calls = [0]
+
+    def interrupted(self: nn.Tanh, input: Tensor, *out: Tensor) -> Any:
+        calls[0] += 1
+        if calls[0] == 2 * (1 + 3) + 1:  # (the first sample's trial, 3 batches: 2 tanh each)
+            raise KeyboardInterrupt
+        return original(self, input, *out)
+
+    monkeypatch.setattr(nn.Tanh, "_forward", interrupted)
+    x, y = _data()
+    runs = {}
+    for fold in (True, False):
+        calls[0] = 0
+        model = _model()
+        optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
+        with unfolded() if not fold else contextlib.nullcontext(), pytest.raises(KeyboardInterrupt):
+            fit(
+                model,
+                nn.CrossEntropyLoss(),
+                optimizer,
+                x,
+                y,
+                epochs=2,
+                batch_size=10,
+                generator=torch.Generator().manual_seed(0),
+            )
+        runs[fold] = (model, optimizer, History())
+    _same_training(runs[True], runs[False])
+    assert runs[True][1].step_count == 3
     assert all(not p.grad.any() for p in runs[True][0].parameters())
 
 
