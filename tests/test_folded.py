@@ -726,13 +726,14 @@ def _declines(model: nn.Module, criterion: nn.Loss | None = None, **kwargs: Any)
 
 
 def test_declines_other_models() -> None:
-    """Modules the step does not compute, layers without a bias, an activation first, a
-    subclass of Sequential or of a layer, and a method set on a child."""
+    """Modules the step does not compute, layers without a bias, an activation first, no module
+    at all, a subclass of Sequential or of a layer, and a method set on a child."""
     torch.manual_seed(0)
     _declines(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).to(dtype=F64))
     _declines(nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Linear(4, 3)).to(dtype=F64))
     _declines(nn.Sequential(nn.Linear(3, 4, bias=False), nn.Tanh(), nn.Linear(4, 3)).to(dtype=F64))
     _declines(nn.Sequential(nn.Tanh(), nn.Linear(3, 3)).to(dtype=F64))
+    _declines(nn.Sequential(), optimizer=optim.SGD(_model().parameters(), 0.1))
     _declines(nn.Sequential(nn.Linear(3, 3), nn.Softmax()).to(dtype=F64))
 
     class Mine(nn.Sequential):
@@ -777,6 +778,56 @@ def test_declines_other_losses_optimizers_and_data() -> None:
         FoldedStep.build(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1), x, y)
         is not None
     )
+
+
+def test_declines_parameters_that_are_not_one_flat_buffer() -> None:
+    """A weight's tensor replaced by a copy (the parameters no longer tile one buffer): the
+    loop's optimizer updates each parameter on its own, which an update that is not element by
+    element (here the gradient divided by its norm) tells from one update of everything; fit
+    runs the loop."""
+
+    class Normalized(optim.SGD):
+        def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
+            super()._update(value, grad / grad.norm(), state)
+
+    x, y = _data()
+
+    def make() -> tuple[nn.Module, nn.Loss, optim.Optimizer, Any]:
+        model = _model()
+        layer = model[2]
+        assert isinstance(layer, nn.Linear)
+        layer.weight.data = layer.weight.data.clone()
+        return model, nn.CrossEntropyLoss(), Normalized(model.parameters(), 0.1), None
+
+    model, _, optimizer, _ = make()
+    _declines(model, optimizer=optimizer)
+    _same_training(*_train_both(make, x, y, epochs=2, batch_size=10), tolerance=0.0)
+
+
+def test_declines_an_update_set_on_the_optimizer() -> None:
+    """``_update`` set on the optimizer (to record the gradients, say): the loop's ``step``
+    calls it on the parameters' flat buffer, in their order, so fit runs the loop, and the
+    update sees what it sees there."""
+    x, y = _data()
+    seen: dict[bool, list[Tensor]] = {}
+
+    def make() -> tuple[nn.Module, nn.Loss, optim.Optimizer, Any]:
+        model = _model()
+        optimizer = optim.SGD(model.parameters(), 0.1)
+        original = optimizer._update
+        grads = seen.setdefault(len(seen) == 0, [])
+
+        def recording(value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
+            grads.append(grad.clone())
+            original(value, grad, state)
+
+        optimizer._update = recording  # type: ignore[method-assign]
+        return model, nn.CrossEntropyLoss(), optimizer, None
+
+    _same_training(*_train_both(make, x, y, epochs=1, batch_size=10), tolerance=0.0)
+    assert len(seen[True]) == 5
+    for a, b in zip(seen[True], seen[False], strict=True):
+        assert torch.equal(a, b)
 
 
 def test_data_parallel_does_not_fold(monkeypatch: pytest.MonkeyPatch) -> None:
