@@ -455,20 +455,58 @@ def test_on_epoch_replacing_a_parameter_tensor_goes_on_step_by_step(
 def test_a_parameter_registered_anew_by_on_epoch_goes_on_step_by_step(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``on_epoch`` registers a new weight on a layer (the optimizer keeps the old one): the
-    step no longer holds the model's parameters, so the loop runs, as it would have."""
+    """``on_epoch`` registers a new weight (made before ``fit``) on a layer (the optimizer keeps
+    the old one): the step no longer holds the model's parameters, so the loop runs, as it would
+    have."""
     calls = _count_folded_calls(monkeypatch)
 
     def on_epoch_for(model: nn.Module, *_: object) -> Callable[[Any], None]:
+        # (made before fit: making a Parameter counts as a replacement of a tensor, which the
+        # step also sees; registering one made earlier replaces none)
+        spare = nn.Parameter(model[2].weight.data * 0.5)
+
         def on_epoch(record: Any) -> None:
             if record.epoch == 0:
-                layer = model[2]
-                layer.register_parameter("weight", nn.Parameter(layer.weight.data * 0.5))
+                model[2].register_parameter("weight", spare)
 
         return on_epoch
 
     _same_training(*_fit_with_on_epoch(on_epoch_for, lambda m: optim.SGD(m.parameters(), 0.1)))
     assert calls[0] == 5
+
+
+def test_on_epoch_removing_a_bias_goes_on_step_by_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``on_epoch`` sets a layer's bias to ``None`` (its parameter stays registered, and in the
+    optimizer): the layer computes without it from then on, so the loop runs, as it would."""
+    calls = _count_folded_calls(monkeypatch)
+
+    def on_epoch_for(model: nn.Module, *_: object) -> Callable[[Any], None]:
+        def on_epoch(record: Any) -> None:
+            if record.epoch == 0:
+                model[2].bias = None
+
+        return on_epoch
+
+    folded, plain = _fit_with_on_epoch(on_epoch_for, lambda m: optim.SGD(m.parameters(), 0.1))
+    _same_training(folded, plain)
+    assert calls[0] == 5
+
+
+def test_on_epoch_emptying_the_optimizer_state_raises_as_the_loop() -> None:
+    """``on_epoch`` sets the optimizer's state to ``{}`` (one state tensor fewer than the step
+    holds): the next epoch runs the loop, whose update refuses it, with the loop's error."""
+    errors = {}
+    for fold in (True, False):
+        model = _model()
+        optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
+
+        def on_epoch(record: Any, optimizer: optim.Optimizer = optimizer) -> None:
+            optimizer.state = {}
+
+        with contextlib.nullcontext() if fold else unfolded(), pytest.raises(Exception) as error:
+            fit(model, nn.CrossEntropyLoss(), optimizer, *_data(), epochs=2, on_epoch=on_epoch)
+        errors[fold] = (type(error.value), str(error.value))
+    assert errors[True] == errors[False]
 
 
 def test_interrupted_fit_leaves_the_steps_done() -> None:
