@@ -764,12 +764,16 @@ def _declines(model: nn.Module, criterion: nn.Loss | None = None, **kwargs: Any)
 
 
 def test_declines_other_models() -> None:
-    """Modules the step does not compute, layers without a bias, an activation first, no module
+    """Modules the step does not compute, layers without a bias (one with another parameter in
+    its place), an activation first, no module
     at all, a subclass of Sequential or of a layer, and a method set on a child."""
     torch.manual_seed(0)
     _declines(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).to(dtype=F64))
     _declines(nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Linear(4, 3)).to(dtype=F64))
     _declines(nn.Sequential(nn.Linear(3, 4, bias=False), nn.Tanh(), nn.Linear(4, 3)).to(dtype=F64))
+    extra = nn.Linear(3, 4, bias=False)  # (as many parameters as two layers with biases)
+    extra.register_parameter("scale", nn.Parameter(torch.ones(4)))
+    _declines(nn.Sequential(extra, nn.Tanh(), nn.Linear(4, 3)).to(dtype=F64))
     _declines(nn.Sequential(nn.Tanh(), nn.Linear(3, 3)).to(dtype=F64))
     _declines(nn.Sequential(), optimizer=optim.SGD(_model().parameters(), 0.1))
     _declines(nn.Sequential(nn.Linear(3, 3), nn.Softmax()).to(dtype=F64))
@@ -794,9 +798,14 @@ def test_declines_other_models() -> None:
     )
 
 
+class _Subclass(Tensor):
+    pass
+
+
 def test_declines_other_losses_optimizers_and_data() -> None:
     """A loss of one's own, an optimizer over part of the model (or over more), 16-bit or
-    integer data, and :func:`minidl.detect_anomaly`."""
+    integer data, data of a subclass of Tensor or sparse, and :func:`minidl.detect_anomaly`;
+    a model that it takes, built twice, gives the same step (its buffers made once)."""
 
     class MyLoss(nn.MSELoss):
         pass
@@ -807,15 +816,18 @@ def test_declines_other_losses_optimizers_and_data() -> None:
     _declines(model, optimizer=optim.SGD(list(model.parameters())[:2], 0.1))
     extra = nn.Parameter(torch.zeros(2, dtype=F64))
     _declines(model, optimizer=optim.SGD([*model.parameters(), extra], 0.1))
+    _declines(model, x=x.as_subclass(_Subclass))
+    _declines(model, y=y.as_subclass(_Subclass))
+    _declines(model, x=x.to_sparse())
     half = _model().to(dtype=torch.bfloat16)
     _declines(half, x=x.to(torch.bfloat16))
     _declines(model, x=x.float())
     with minidl.detect_anomaly():
         _declines(model)
-    assert (
-        FoldedStep.build(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1), x, y)
-        is not None
-    )
+    criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1)
+    step = FoldedStep.build(model, criterion, optimizer, x, y)
+    assert step is not None
+    assert FoldedStep.build(model, criterion, optimizer, x, y) is step
 
 
 def test_declines_parameters_that_are_not_one_flat_buffer() -> None:
