@@ -804,8 +804,9 @@ class _Subclass(Tensor):
 
 def test_declines_other_losses_optimizers_and_data() -> None:
     """A loss of one's own, an optimizer over part of the model (or over more), 16-bit or
-    integer data, data of a subclass of Tensor or sparse, and :func:`minidl.detect_anomaly`;
-    a model that it takes, built twice, gives the same step (its buffers made once)."""
+    integer data, data of a subclass of Tensor, sparse or not on the CPU (or a model not on
+    it), and :func:`minidl.detect_anomaly`; a model that it takes, built twice, gives the same
+    step (its buffers made once)."""
 
     class MyLoss(nn.MSELoss):
         pass
@@ -819,6 +820,10 @@ def test_declines_other_losses_optimizers_and_data() -> None:
     _declines(model, x=x.as_subclass(_Subclass))
     _declines(model, y=y.as_subclass(_Subclass))
     _declines(model, x=x.to_sparse())
+    _declines(model, x=x.to("meta"))  # (not on the CPU: data, or the model, below)
+    on_meta = _model().to(device="meta")
+    _declines(on_meta, x=x.to("meta"), y=y.to("meta"))
+    _declines(on_meta)
     half = _model().to(dtype=torch.bfloat16)
     _declines(half, x=x.to(torch.bfloat16))
     _declines(model, x=x.float())
