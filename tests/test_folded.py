@@ -717,6 +717,22 @@ def test_a_second_call_after_a_method_set_or_anomaly_mode_runs_the_loop(
     assert counted[0] == {"optimizer_step": 5, "child_forward": 6, "anomaly": 0}[change]
 
 
+def test_no_epoch_to_train_leaves_the_optimizer_alone() -> None:
+    """``epochs == start_epoch`` after the model was cast: the loop trains nothing, so the
+    optimizer is left as it is (its state not yet moved to the parameters' new dtype, which its
+    next step does); finding out whether to fold (the optimizer's layout) must not move it."""
+    x, y = _data()
+    model = _model()
+    optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
+    fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, batch_size=10)
+    state = optimizer.state["momentum_buffer"]
+    model.to(dtype=torch.float32)
+    history = fit(model, nn.CrossEntropyLoss(), optimizer, x.float(), y, epochs=1, start_epoch=1)
+    assert len(history.train_loss) == 0
+    assert optimizer.state["momentum_buffer"] is state
+    assert state.dtype == F64
+
+
 def test_model_changed_between_calls_is_trained_from_its_new_values() -> None:
     """Parameters and state changed in place between two calls (a checkpoint loaded, say) are
     what the second call trains from."""
