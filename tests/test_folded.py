@@ -94,6 +94,13 @@ def _train_both(
     return runs[0], runs[1]
 
 
+def _fit(
+    model: nn.Module, optimizer: optim.Optimizer, x: Tensor, y: Tensor, **options: Any
+) -> History:
+    """``fit`` under cross-entropy."""
+    return fit(model, nn.CrossEntropyLoss(), optimizer, x, y, **options)
+
+
 def _count_folded_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls = [0]
     original = FoldedStep.__call__
@@ -297,9 +304,8 @@ def test_same_numbers_twice() -> None:
     for _ in range(2):
         model = _model()
         optimizer = optim.Adam(model.parameters(), lr=1e-2)
-        fit(
+        _fit(
             model,
-            nn.CrossEntropyLoss(),
             optimizer,
             x,
             y,
@@ -319,9 +325,8 @@ def test_fit_folds_when_it_can(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _count_folded_calls(monkeypatch)
     x, y = _data()
     model = _model()
-    fit(
+    _fit(
         model,
-        nn.CrossEntropyLoss(),
         optim.SGD(model.parameters(), 0.1),
         x,
         y,
@@ -348,9 +353,8 @@ def _fit_with_on_epoch(
         model = _model()
         optimizer = optimizer_for(model)
         with contextlib.nullcontext() if fold else unfolded():
-            history = fit(
+            history = _fit(
                 model,
-                nn.CrossEntropyLoss(),
                 optimizer,
                 x,
                 y,
@@ -418,9 +422,8 @@ def test_a_state_tensor_replaced_is_the_one_trained() -> None:
             for epochs in (1, 2):
                 if epochs == 2:
                     optimizer.state = {k: v * 0.5 for k, v in optimizer.state.items()}
-                history = fit(
+                history = _fit(
                     model,
-                    nn.CrossEntropyLoss(),
                     optimizer,
                     x,
                     y,
@@ -527,9 +530,8 @@ def test_interrupted_fit_leaves_the_steps_done() -> None:
         model = _model()
         optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
         with unfolded() if not fold else contextlib.nullcontext(), pytest.raises(KeyboardInterrupt):
-            fit(
+            _fit(
                 model,
-                nn.CrossEntropyLoss(),
                 optimizer,
                 x,
                 y,
@@ -594,9 +596,8 @@ def test_interrupted_forward_leaves_zero_gradients(monkeypatch: pytest.MonkeyPat
         model = _model()
         optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
         with unfolded() if not fold else contextlib.nullcontext(), pytest.raises(KeyboardInterrupt):
-            fit(
+            _fit(
                 model,
-                nn.CrossEntropyLoss(),
                 optimizer,
                 x,
                 y,
@@ -632,9 +633,8 @@ def test_two_calls_are_one_longer_run() -> None:
         history=history,
     )
     with unfolded():
-        history_r = fit(
+        history_r = _fit(
             reference,
-            nn.CrossEntropyLoss(),
             optimizer_r,
             x,
             y,
@@ -742,9 +742,8 @@ def test_model_changed_between_calls_is_trained_from_its_new_values() -> None:
         model = _model()
         optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
         with unfolded() if not fold else contextlib.nullcontext():
-            fit(
+            _fit(
                 model,
-                nn.CrossEntropyLoss(),
                 optimizer,
                 x,
                 y,
@@ -755,9 +754,8 @@ def test_model_changed_between_calls_is_trained_from_its_new_values() -> None:
             with torch.no_grad():
                 model.load_state_dict({k: v * 0.5 for k, v in model.state_dict().items()})
             optimizer.state["momentum_buffer"].zero_()
-            history = fit(
+            history = _fit(
                 model,
-                nn.CrossEntropyLoss(),
                 optimizer,
                 x,
                 y,
@@ -922,9 +920,8 @@ def test_data_parallel_does_not_fold(monkeypatch: pytest.MonkeyPatch) -> None:
 
     x, y = _data()
     model = _model()
-    fit(
+    _fit(
         model,
-        nn.CrossEntropyLoss(),
         optim.SGD(model.parameters(), 0.1),
         x,
         y,
@@ -940,9 +937,8 @@ def test_deep_copy_of_a_trained_model_trains_alike() -> None:
     x, y = _data()
     model = _model()
     optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
-    fit(
+    _fit(
         model,
-        nn.CrossEntropyLoss(),
         optimizer,
         x,
         y,
@@ -952,9 +948,8 @@ def test_deep_copy_of_a_trained_model_trains_alike() -> None:
     )
     twin, twin_optimizer = copy.deepcopy((model, optimizer))
     for m, o in ((model, optimizer), (twin, twin_optimizer)):
-        fit(
+        _fit(
             m,
-            nn.CrossEntropyLoss(),
             o,
             x,
             y,
@@ -1069,9 +1064,8 @@ def test_a_model_cast_between_calls_is_trained_in_its_new_dtype() -> None:
     for fold in (True, False):
         model = _model()
         with contextlib.nullcontext() if fold else unfolded():
-            fit(
+            _fit(
                 model,
-                nn.CrossEntropyLoss(),
                 optim.SGD(model.parameters(), 0.1),
                 x,
                 y,
@@ -1081,9 +1075,8 @@ def test_a_model_cast_between_calls_is_trained_in_its_new_dtype() -> None:
             )
             model.to(dtype=torch.float32)
             optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.5)
-            history = fit(
+            history = _fit(
                 model,
-                nn.CrossEntropyLoss(),
                 optimizer,
                 x.float(),
                 y,
@@ -1111,9 +1104,8 @@ def test_an_optimizer_refusing_its_cast_parameters_raises_as_the_loop() -> None:
             contextlib.nullcontext() if fold else unfolded(),
             pytest.raises(ValueError, match="beyond the range"),
         ):
-            fit(
+            _fit(
                 model,
-                nn.CrossEntropyLoss(),
                 optimizer,
                 x.float(),
                 y,
@@ -1144,9 +1136,8 @@ def test_declines_a_parameter_shared_by_two_layers() -> None:
         model = tied()
         optimizer = optim.SGD(model.parameters(), 0.1)
         with contextlib.nullcontext() if fold else unfolded():
-            history = fit(
+            history = _fit(
                 model,
-                nn.CrossEntropyLoss(),
                 optimizer,
                 x,
                 y,

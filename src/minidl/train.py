@@ -491,12 +491,12 @@ def fit(
         else None
     )
     loaded = False  # whether the folded step holds the model's parameters (they are stale)
-    checked = True  # whether the step was checked against the model since on_epoch ran
     with torch.inference_mode():
         try:
             for epoch in range(start_epoch, epochs):
                 if folded is not None and not loaded:
-                    if checked or folded.usable(model):  # type: ignore[arg-type]
+                    # (build checked it; after on_epoch, whatever that changed is checked)
+                    if epoch == start_epoch or folded.usable(model):  # type: ignore[arg-type]
                         folded.load()
                         loaded = True
                     else:  # (changed by on_epoch: the step-by-step loop from now on)
@@ -518,7 +518,7 @@ def fit(
                 if loaded and (validation is not None or on_epoch is not None):
                     assert folded is not None
                     folded.store()  # (the model's parameters are read, or may be changed)
-                    loaded = checked = on_epoch is None
+                    loaded = on_epoch is None
                 validation_error = (
                     _error_rate(_predict(model, validation[0])[0], validation[1])
                     if validation is not None
