@@ -1147,3 +1147,93 @@ def test_declines_a_parameter_shared_by_two_layers() -> None:
             )
         runs[fold] = (model, optimizer, history)
     _same_training(runs[True], runs[False], tolerance=0.0)
+
+
+# -- the trial forward, skipped on data it passed ----------------------------------------------
+
+
+def _count_trials(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count fit's trial forwards (the only use of eval_mode in a fit without validation)."""
+    import minidl.train
+
+    trials = [0]
+    original = minidl.train.eval_mode
+
+    def counting(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
+        trials[0] += 1
+        return original(model)
+
+    monkeypatch.setattr(minidl.train, "eval_mode", counting)
+    return trials
+
+
+def test_the_trial_forward_runs_again_only_on_other_or_changed_data(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folded fit called again on the same ``x`` and ``y`` tensors skips the trial forward
+    (they passed on a model found unchanged); new tensors, tensors changed in place (their
+    version counters), inference tensors (which keep no version) and a new step run it."""
+    trials = _count_trials(monkeypatch)
+    x, y = _data()
+    model = _model()
+    criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1)
+
+    def run(x: Tensor, y: Tensor, optimizer: optim.Optimizer = optimizer) -> int:
+        before = trials[0]
+        fit(model, criterion, optimizer, x, y, epochs=1, batch_size=8)
+        return trials[0] - before
+
+    assert run(x, y) == 1
+    assert run(x, y) == 0
+    assert run(x, y) == 0
+    y[3] = y[3]  # (an in-place write: the version counter moves)
+    assert run(x, y) == 1
+    assert run(x, y) == 0
+    x.mul_(1.0)
+    assert run(x, y) == 1
+    assert run(x.clone(), y) == 1
+    assert run(x, y.clone()) == 1
+    with torch.inference_mode():
+        x_inference = x.clone()
+    assert run(x_inference, y) == 1
+    assert run(x_inference, y) == 1
+    assert run(x, y) == 1  # (another x since the last call)
+    assert run(x, y, optim.SGD(model.parameters(), 0.1)) == 1  # (a new step)
+    with unfolded():
+        assert run(x, y) == 1
+        assert run(x, y) == 1
+
+
+def test_targets_changed_in_place_are_checked_before_training() -> None:
+    """Probability targets whose first row is made invalid in place between two calls: the
+    second call's trial forward runs again and refuses them before any step (rather than the
+    loss refusing the batch that holds that row in the middle of the epoch)."""
+    x, _ = _data(samples=40)
+    y = torch.full((40, 3), 1 / 3, dtype=F64)
+    model = _model()
+    criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1)
+    generator = torch.Generator().manual_seed(0)
+    fit(model, criterion, optimizer, x, y, epochs=1, batch_size=8, generator=generator)
+    before = [p.data.clone() for p in model.parameters()]
+    y[0, 0] = 2.0
+    with pytest.raises(ValueError, match="rows summing") as raised:
+        fit(model, criterion, optimizer, x, y, epochs=1, batch_size=8, generator=generator)
+    assert any("x[:1] and y[:1]" in note for note in raised.value.__notes__)
+    for p, q in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p.data, q)
+
+
+def test_the_step_holds_its_data_weakly() -> None:
+    """The step notes the tensors of its trial forward by weak reference: the data of a model
+    that lives on are freed."""
+    import gc
+    import weakref
+
+    x, y = _data()
+    model = _model()
+    _fit(model, optim.SGD(model.parameters(), 0.1), x, y, epochs=1)
+    model(torch.zeros(2, 3, dtype=F64))  # (the trial forward's caches: views of x)
+    references = weakref.ref(x), weakref.ref(y)
+    del x, y
+    gc.collect()
+    assert references[0]() is None and references[1]() is None

@@ -64,6 +64,9 @@ __all__ = ["FoldedStep"]
 #: call): those of predictions ``(N, C)``.
 _LOSSES = (BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss)
 
+#: The data of fit's last trial forward: weak references to ``x`` and ``y`` with their versions.
+_Probed = tuple["weakref.ref[Tensor]", int | None, "weakref.ref[Tensor]", int | None]
+
 #: The dtypes a folded step trains in (16-bit activations compute in float32 and copy).
 _DTYPES = (torch.float32, torch.float64)
 
@@ -173,24 +176,24 @@ class FoldedStep:
             self.state = tuple(torch.zeros_like(self.values) for _ in optimizer.state)
         self.blocks = _blocks(self.values, shapes)
         self.grad_blocks = _blocks(self.grads, shapes)
-        self.state_blocks = [_blocks(tensor, shapes) for tensor in self.state]
         self._caches: list[Tensor | None] = [None] * len(self.modules)
         self._batches: dict[int, _Batch] = {}
+        self._probed: _Probed | None = None  # (see note_probed)
         self._parameters = tuple(optimizer.params)
         self._replacements = Parameter.replacements
-        # The weight and bias parts of each layer's block, of its gradient's and (under the
-        # place of the layer's weight) of each state tensor's; the places of each layer's
-        # weight and bias among the parameters.
-        self._parts = [_split(block) for block in self.blocks]
-        self._grad_parts = [_split(block) for block in self.grad_blocks]
-        self._places = [
-            (self._parameters.index(layer.weight), self._parameters.index(layer.bias))
-            for layer in self.layers
-        ]
-        self._state_parts = {
-            weight: [_split(blocks[index]) for blocks in self.state_blocks]
-            for index, (weight, _) in enumerate(self._places)
-        }
+        # The place of each block entry in the optimizer's flat buffers, which tile its
+        # parameters in order (as do its state tensors): load and store are one index_select
+        # or index_copy_ per buffer, not a copy per parameter.
+        places = torch.arange(sum(p.data.numel() for p in self._parameters))
+        offsets = dict(zip(self._parameters, _offsets(self._parameters), strict=True))
+        with torch.inference_mode(False):
+            self._index = torch.empty(sum(sizes), dtype=torch.int64, device=like.device)
+        for layer, block in zip(self.layers, _blocks(self._index, shapes), strict=True):
+            weight, bias = _split(block)
+            start = offsets[layer.weight]
+            weight.copy_(places[start : start + weight.numel()].view(weight.shape))
+            start = offsets[layer.bias]  # type: ignore[index]
+            bias.copy_(places[start : start + bias.numel()])
 
     @staticmethod
     def build(
@@ -216,17 +219,8 @@ class FoldedStep:
                 return None
         if x.dtype not in _DTYPES:
             return None
-        # The step made for the model by the last fit, if it still fits (usable: the same
-        # modules and parameter tensors, of x's dtype then): a model trained by repeated calls,
-        # an epoch or a few at a time, makes its buffers once.
-        step = _STEPS.get(model)
-        if (
-            step is not None
-            and step.criterion is criterion
-            and step.optimizer is optimizer
-            and step.values.dtype is x.dtype
-            and step.usable(model)
-        ):
+        step = FoldedStep.kept(model, criterion, optimizer, x)
+        if step is not None:
             return step
         if anomaly.enabled or _methods_replaced(model, criterion, optimizer):
             return None
@@ -250,6 +244,50 @@ class FoldedStep:
         step = _STEPS[model] = FoldedStep(model, criterion, optimizer, first)
         return step
 
+    @staticmethod
+    def kept(model: Module, criterion: Loss, optimizer: Optimizer, x: Tensor) -> FoldedStep | None:
+        """The step that :meth:`build` made for ``model`` in an earlier call, if it still fits
+        (the same loss and optimizer, ``x``'s dtype, and :meth:`usable`): a model trained by
+        repeated calls, an epoch or a few at a time, makes its buffers once. Nothing is built
+        or changed."""
+        step = _STEPS.get(model) if type(model) is Sequential else None
+        if (
+            step is not None
+            and step.criterion is criterion
+            and step.optimizer is optimizer
+            and type(x) is Tensor
+            and step.values.dtype is x.dtype
+            and step.usable(model)  # type: ignore[arg-type]
+        ):
+            return step
+        return None
+
+    @property
+    def classes(self) -> int:
+        """The width of the model's outputs: its last layer's ``out_features``."""
+        return self.layers[-1].out_features
+
+    def probed(self, x: Tensor, y: Tensor) -> bool:
+        """Whether ``x`` and ``y`` are the tensors on which :func:`~minidl.train.fit` last ran
+        its trial forward for this step (see :meth:`note_probed`), neither changed in place
+        since (by their version counters; an inference tensor keeps none, so it is never
+        taken for the same): the model's and the loss's checks of them would pass again."""
+        seen = self._probed
+        return (
+            seen is not None
+            and seen[0]() is x
+            and seen[2]() is y
+            and seen[1] == _version(x)
+            and seen[3] == _version(y)
+            and seen[1] is not None
+            and seen[3] is not None
+        )
+
+    def note_probed(self, x: Tensor, y: Tensor) -> None:
+        """Note that the model's and the loss's checks passed on ``x`` and ``y`` (held weakly:
+        the step keeps no data alive)."""
+        self._probed = (weakref.ref(x), _version(x), weakref.ref(y), _version(y))
+
     def usable(self, model: Sequential) -> bool:
         """Whether ``model`` still holds the modules and parameters it held when the step was
         built (code run between epochs may change them), as flat buffers of the optimizer's."""
@@ -267,45 +305,28 @@ class FoldedStep:
             and all(layer.bias is not None for layer in self.layers)
         )
 
-    def _optimizer_states(self) -> list[tuple[Tensor, ...]]:
-        """Views of the optimizer's state tensors as they are now, one tuple per parameter (in
-        the order of :attr:`~minidl.optim.Optimizer.state`): code between epochs or calls may
-        have replaced one (``optimizer.state[name] = ...``), which its ``step`` then updates,
-        while the views it made before are of the old tensor."""
-        tensors = tuple(self.optimizer.state.values())
-        views, offset = [], 0
-        for parameter in self._parameters:
-            size = parameter.data.numel()
-            shape = parameter.data.shape
-            views.append(tuple(t[offset : offset + size].view(shape) for t in tensors))
-            offset += size
-        return views
-
     def load(self) -> None:
         """Copy the model's parameters and the optimizer's state into the blocks (after
         :meth:`usable`)."""
-        states = self._optimizer_states()
-        for (weight, bias), (w, b) in zip(self._places, self._parts, strict=True):
-            w.copy_(self._parameters[weight].data)
-            b.copy_(self._parameters[bias].data)
-            for name, (w_state, b_state) in enumerate(self._state_parts[weight]):
-                w_state.copy_(states[weight][name])
-                b_state.copy_(states[bias][name])
+        flat = self.optimizer._flat_buffers()
+        assert flat is not None  # (usable)
+        index = self._index
+        torch.index_select(flat[0], 0, index, out=self.values)
+        # (the state tensors as they are now: code between epochs or calls may have replaced
+        # one, optimizer.state[name] = ..., which the optimizer's own step then updates)
+        for mine, theirs in zip(self.state, self.optimizer.state.values(), strict=True):
+            torch.index_select(theirs, 0, index, out=mine)
 
     def store(self) -> None:
         """Copy the blocks, their gradients and the optimizer's state back to the model's
         parameters and the optimizer."""
-        states = self._optimizer_states()
-        for (weight, bias), (w, b), (w_grad, b_grad) in zip(
-            self._places, self._parts, self._grad_parts, strict=True
-        ):
-            self._parameters[weight].data.copy_(w)
-            self._parameters[bias].data.copy_(b)
-            self._parameters[weight].grad.copy_(w_grad)
-            self._parameters[bias].grad.copy_(b_grad)
-            for name, (w_state, b_state) in enumerate(self._state_parts[weight]):
-                states[weight][name].copy_(w_state)
-                states[bias][name].copy_(b_state)
+        flat = self.optimizer._flat_buffers()
+        assert flat is not None  # (usable)
+        index = self._index
+        flat[0].index_copy_(0, index, self.values)
+        flat[1].index_copy_(0, index, self.grads)
+        for mine, theirs in zip(self.state, self.optimizer.state.values(), strict=True):
+            theirs.index_copy_(0, index, mine)
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """Train on the batch ``(x, y)`` (``x``: ``(N, in)``); return its loss."""
@@ -416,6 +437,21 @@ def _blocks(flat: Tensor, shapes: Sequence[tuple[int, int]]) -> list[Tensor]:
         blocks.append(flat[offset : offset + rows * columns].view(rows, columns))
         offset += rows * columns
     return blocks
+
+
+def _version(tensor: Tensor) -> int | None:
+    """The version counter of ``tensor`` (bumped by every in-place change), or ``None`` for an
+    inference tensor, which keeps none."""
+    return None if tensor.is_inference() else tensor._version
+
+
+def _offsets(parameters: Sequence[Parameter]) -> list[int]:
+    """Where each parameter starts in a flat buffer that tiles ``parameters`` in order."""
+    offsets, offset = [], 0
+    for parameter in parameters:
+        offsets.append(offset)
+        offset += parameter.data.numel()
+    return offsets
 
 
 def _split(block: Tensor) -> tuple[Tensor, Tensor]:

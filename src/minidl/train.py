@@ -296,8 +296,9 @@ def fit(
     :func:`minidl.detect_anomaly`, and with ``parallel``. During a folded epoch the model's
     parameters, gradients and the optimizer's state are stale: they are brought up to date
     before the validation and ``on_epoch``, at the end and on an error (an interrupted fit
-    leaves the steps it finished). The modules' forward caches then hold the trial forward
-    described under Raises, not the last batch's.
+    leaves the steps it finished). The modules' forward caches then hold a trial forward on
+    ``x[:1]`` (described under Raises: this call's, or an earlier call's on the same tensors),
+    not the last batch's.
 
     Args:
         model: the network.
@@ -339,7 +340,9 @@ def fit(
             the generators are then as they were). Before training, ``model`` and ``criterion``
             run once on the first sample in evaluation mode, so that their own checks of ``x``
             and ``y`` apply and class indices in ``y`` (and in ``validation``) are checked
-            against the width of the model's outputs. That trial forward changes no parameter,
+            against the width of the model's outputs (a folded fit given the same ``x`` and
+            ``y`` tensors as its last call, unchanged in place since, does not run it again:
+            they passed, on the model it found unchanged). That trial forward changes no parameter,
             gradient, optimizer state, batch-norm statistic or generator, but it does replace
             what the modules and the loss keep from their last forward for ``backward`` (their
             forward caches): after a refused fit they hold that trial on ``x[:1]`` and
@@ -445,38 +448,53 @@ def fit(
         _check_shards(model, getattr(parallel, "world_size", 1), samples, batch_size, smallest)
     if history is not None and not isinstance(history, History):
         raise TypeError(f"fit: history must be a History, got {type(history).__name__}")
-    # One forward of the first sample and its loss, in evaluation mode (which changes no
-    # parameter, statistic or generator; only the forward caches then hold this trial), so
-    # that the model's and the loss's own checks of x and y fail before the first step (which
-    # would have changed batch-norm statistics), and class indices are checked against the
-    # width of the outputs.
-    with eval_mode(model), torch.inference_mode():
-        try:
-            probe = model(x[:1])
-            criterion(probe, y[:1])
-        except (TypeError, ValueError) as error:
-            add_note(
-                error,
-                f"fit ran the model and the loss on the first sample, x[:1] and y[:1] (shapes "
-                f"{tuple(x[:1].shape)} and {tuple(y[:1].shape)}), before training: the shapes "
-                "above are that sample's",
-            )
-            raise
-    if not y.is_floating_point() and isinstance(probe, Tensor) and probe.dim() == 2:
+    # The folded step kept from an earlier call, if it still fits (nothing is built yet).
+    kept = (
+        FoldedStep.kept(model, criterion, optimizer, x)
+        if parallel is None and epochs > start_epoch
+        else None
+    )
+    # The width of the outputs (None: they are not class scores (N, C)), and what they are.
+    width: int | None
+    if kept is not None and kept.probed(x, y):
+        # (the trial below passed on these very tensors, unchanged since, for this step's
+        # model, loss and optimizer, which it found unchanged too)
+        width, outputs = kept.classes, "(1, C)"
+    else:
+        # One forward of the first sample and its loss, in evaluation mode (which changes no
+        # parameter, statistic or generator; only the forward caches then hold this trial),
+        # so that the model's and the loss's own checks of x and y fail before the first step
+        # (which would have changed batch-norm statistics), and class indices are checked
+        # against the width of the outputs.
+        with eval_mode(model), torch.inference_mode():
+            try:
+                probe = model(x[:1])
+                criterion(probe, y[:1])
+            except (TypeError, ValueError) as error:
+                add_note(
+                    error,
+                    f"fit ran the model and the loss on the first sample, x[:1] and y[:1] "
+                    f"(shapes {tuple(x[:1].shape)} and {tuple(y[:1].shape)}), before training: "
+                    "the shapes above are that sample's",
+                )
+                raise
+        scores = isinstance(probe, Tensor) and probe.dim() == 2
+        width = int(probe.shape[1]) if scores else None
+        outputs = str(tuple(probe.shape)) if isinstance(probe, Tensor) else type(probe).__name__
+    if not y.is_floating_point() and width is not None:
         check_class_indices("fit", "", y)  # >= 0 (the check against the width is only < C)
-        check_class_indices("fit", "", y, int(probe.shape[1]))
+        check_class_indices("fit", "", y, width)
     if validation is not None:
         # Checked before training, so that a bad set does not fail after the first epoch.
         x_validation, y_validation = check_labelled("fit", "validation ", *validation)
         check_like("fit", "validation x", x_validation, x, "the training x")
         check_class_indices("fit", "validation ", y_validation)
-        if not isinstance(probe, Tensor) or probe.dim() != 2:
-            got = tuple(probe.shape) if isinstance(probe, Tensor) else type(probe).__name__
+        if width is None:
             raise ValueError(
                 "fit: a validation set needs a model whose outputs are class scores (N, C), "
-                f"got {got} for one sample"
+                f"got {outputs} for one sample"
             )
-        check_class_indices("fit", "validation ", y_validation, int(probe.shape[1]))
+        check_class_indices("fit", "validation ", y_validation, width)
     history = History() if history is None else history
     batches = BatchIterator(x, y, batch_size, generator=generator, drop_last=drop_last)
     batch_count = len(batches)  # (per epoch; fixed for the run)
@@ -486,10 +504,14 @@ def fit(
     steps: _Batches = batches if parallel is None else parallel.shard(batches)
     model.train()
     folded = (
-        FoldedStep.build(model, criterion, optimizer, x, y)
+        kept
+        if kept is not None
+        else FoldedStep.build(model, criterion, optimizer, x, y)
         if parallel is None and epochs > start_epoch
         else None
     )
+    if folded is not None:
+        folded.note_probed(x, y)  # (the checks above passed on them)
     loaded = False  # whether the folded step holds the model's parameters (they are stale)
     with torch.inference_mode():
         try:

@@ -381,8 +381,22 @@ class Module:
             yield from child._named_buffers(prefix + child_name + ".")
 
     def parameters(self) -> list[Parameter]:
-        """The :class:`Parameter` objects, in the same order as :meth:`param`."""
-        return [p for _, p in self.named_parameters()]
+        """The :class:`Parameter` objects, in the same order as :meth:`param`: those of
+        :meth:`named_parameters`, found without making their names (``fit`` and the optimizers
+        walk the model with it)."""
+        found: list[Parameter] = []
+        self._collect_parameters(found, set())
+        return found
+
+    def _collect_parameters(self, found: list[Parameter], seen: set[int]) -> None:
+        """Append this module's parameters not in ``seen``, then its children's, to ``found``
+        (the order and the tied parameters of :meth:`named_parameters`)."""
+        for parameter in self._parameters.values():
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                found.append(parameter)
+        for child in self._modules.values():
+            child._collect_parameters(found, seen)
 
     def named_modules(
         self, prefix: str = "", remove_duplicate: bool = True
