@@ -1237,3 +1237,19 @@ def test_the_step_holds_its_data_weakly() -> None:
     del x, y
     gc.collect()
     assert references[0]() is None and references[1]() is None
+
+
+def test_class_indices_changed_in_place_are_checked_before_training() -> None:
+    """A class index set out of range in place between two calls is refused by fit's own
+    check before any step (not by the loss, on the batch that holds it)."""
+    x, y = _data(samples=40)
+    model = _model()
+    criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1)
+    generator = torch.Generator().manual_seed(0)
+    fit(model, criterion, optimizer, x, y, epochs=1, batch_size=8, generator=generator)
+    before = [p.data.clone() for p in model.parameters()]
+    y[37] = 3
+    with pytest.raises(ValueError, match=r"^fit: y must hold class indices in \[0, 3\)"):
+        fit(model, criterion, optimizer, x, y, epochs=1, batch_size=8, generator=generator)
+    for p, q in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p.data, q)

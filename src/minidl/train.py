@@ -456,9 +456,10 @@ def fit(
     )
     # The width of the outputs (None: they are not class scores (N, C)), and what they are.
     width: int | None
-    if kept is not None and kept.probed(x, y):
-        # (the trial below passed on these very tensors, unchanged since, for this step's
-        # model, loss and optimizer, which it found unchanged too)
+    probed = kept is not None and kept.probed(x, y)
+    if kept is not None and probed:
+        # (the trial below and the check of the class indices passed on these very tensors,
+        # unchanged since, for this step's model, loss and optimizer, found unchanged too)
         width, outputs = kept.classes, "(1, C)"
     else:
         # One forward of the first sample and its loss, in evaluation mode (which changes no
@@ -481,7 +482,7 @@ def fit(
         scores = isinstance(probe, Tensor) and probe.dim() == 2
         width = int(probe.shape[1]) if scores else None
         outputs = str(tuple(probe.shape)) if isinstance(probe, Tensor) else type(probe).__name__
-    if not y.is_floating_point() and width is not None:
+    if not y.is_floating_point() and width is not None and not probed:
         check_class_indices("fit", "", y)  # >= 0 (the check against the width is only < C)
         check_class_indices("fit", "", y, width)
     if validation is not None:
