@@ -27,6 +27,7 @@ timings: machines are noisy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -488,6 +489,30 @@ def check_writable(path: Path) -> str | None:
     return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux's ``/proc/cpuinfo``; elsewhere what ``platform`` knows):
+    runs on two CPUs compare the CPUs as much as the code, so every run records its own."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def describe_machine() -> dict[str, Any]:
+    """What the numbers were measured on: the CPU, the vector instructions PyTorch's kernels
+    use on it, the CPUs this process may use, and the versions."""
+    return {
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     from minidl.experiments.runner import default_jobs
 
@@ -523,14 +548,12 @@ def main(argv: list[str] | None = None) -> int:
     if json_path is not None and (problem := check_writable(json_path)) is not None:
         parser.error(f"argument --json: {problem}")
     jobs = default_jobs() if args.jobs is None else args.jobs
-    results: dict[str, Any] = {
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        }
-    }
+    machine = describe_machine()
+    results: dict[str, Any] = {"machine": machine}
+    print(
+        f"machine: {machine['cpu']} ({machine['cpu_capability']} kernels), "
+        f"{machine['cpu_count']} CPUs, torch {machine['torch']}, Python {machine['python']}"
+    )
     if "A" in chosen:
         small = workload_small(repetitions=5 if args.quick else 15, epochs_per_rep=5)
         results["A_B"] = small

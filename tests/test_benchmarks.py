@@ -270,6 +270,35 @@ def test_only_a_full_run_writes_the_default_json(bench: SimpleNamespace) -> None
         assert not bench.default_json.exists(), argv
 
 
+def test_every_run_records_and_prints_its_machine(
+    bench: SimpleNamespace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CPU model and the vector instructions PyTorch's kernels use on it are written and
+    printed with the numbers: two runs on two CPUs compare the CPUs as much as the code."""
+    assert bench.main() == 0
+    machine = json.loads(bench.default_json.read_text())["machine"]
+    assert machine["cpu"] and machine["cpu"] != "unknown"
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert machine["torch"] == torch.__version__
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"machine: {machine['cpu']} ({machine['cpu_capability']} kernels)")
+
+
+def test_the_cpu_model_without_proc_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ``/proc/cpuinfo`` cannot be read (not Linux), ``platform`` names the CPU."""
+    import run
+
+    def unreadable(self: Path) -> str:
+        raise FileNotFoundError(str(self))
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    monkeypatch.setattr(run.platform, "processor", lambda: "")
+    monkeypatch.setattr(run.platform, "machine", lambda: "arm64")
+    assert run.cpu_model() == "arm64"
+    monkeypatch.setattr(run.platform, "processor", lambda: "i386")
+    assert run.cpu_model() == "i386"
+
+
 @pytest.mark.parametrize(
     "argv",
     [
