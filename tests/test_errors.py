@@ -1701,3 +1701,25 @@ def test_mlp_names_itself_when_a_layer_refuses_its_options(
     with pytest.raises(error, match=r"^Linear: ") as caught:
         nn.mlp((2, 3, 2), "tanh", **options)
     assert "in mlp, building layer 0 (Linear(2, 3))" in getattr(caught.value, "__notes__", [])
+
+
+def test_a_built_sequential_refuses_a_module_registered_afterwards() -> None:
+    """Its forward runs the modules it was built with: a child registered afterwards (or put in
+    place of one) would be listed by children() and parameters() but never run. Refused, with
+    nothing changed."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2))
+    x = torch.randn(4, 2)
+    before = (model.children(), model.parameters(), model(x))
+    for name in ("1", "3", "extra"):
+        with raises(
+            ValueError,
+            "Sequential.register_module: a Sequential's modules are fixed when it is built",
+            f"got a ReLU to register as {name!r}",
+            "build a new Sequential",
+        ):
+            model.register_module(name, nn.ReLU())
+    assert model.children() == before[0] and model.parameters() == before[1]
+    assert torch.equal(model(x), before[2])
+    # (a slice is a Sequential built from the model's modules)
+    assert model[1:].children() == before[0][1:]

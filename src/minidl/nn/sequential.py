@@ -135,6 +135,27 @@ class Sequential(Module):
         self._init_checks()
         self._init_plans()
 
+    def register_module(self, name: str, module: Module) -> Module:
+        """Register a child while the chain is built; a built ``Sequential`` refuses (its
+        ``forward`` runs the modules it was built with, in that order, and its parameters are
+        one flat buffer made then): build a new one with the modules in the order data flows
+        through them.
+
+        Raises:
+            ValueError: called on a built ``Sequential``; nothing is changed. (And the errors of
+                :meth:`Module.register_module` while it is built.)
+        """
+        # (not self.__dict__: asking for it makes CPython keep the attributes in a plain dict,
+        # and every later attribute read slower)
+        if getattr(self, "_layers", None) is not None:
+            raise ValueError(
+                f"Sequential.register_module: a Sequential's modules are fixed when it is built "
+                f"(its forward runs them in that order), got a {type(module).__name__} to "
+                f"register as {name!r}; build a new Sequential with every module in the order "
+                "data flows through them"
+            )
+        return super().register_module(name, module)
+
     def _init_checks(self) -> None:
         """The children whose parameters backward checks before any child runs (see
         :meth:`_check_fits_forward`): those that check anything, for backward and for
