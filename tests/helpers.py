@@ -84,8 +84,12 @@ def assert_close(actual: Tensor, expected: Tensor, rtol: float = TOL, what: str 
 @contextlib.contextmanager
 def unfolded() -> Iterator[None]:
     """Inside the block, :func:`minidl.train.fit` runs the step-by-step loop it documents, not
-    its folded step (:mod:`minidl.folded`, whose roundings differ)."""
-    with mock.patch.object(FoldedStep, "build", staticmethod(lambda *args: None)):
+    its folded step (:mod:`minidl.folded`, whose roundings differ): neither a new one nor one
+    kept for the model from an earlier call."""
+    with (
+        mock.patch.object(FoldedStep, "build", staticmethod(lambda *args: None)),
+        mock.patch.object(FoldedStep, "kept", staticmethod(lambda *args: None)),
+    ):
         yield
 
 

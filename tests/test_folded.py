@@ -1253,3 +1253,19 @@ def test_class_indices_changed_in_place_are_checked_before_training() -> None:
         fit(model, criterion, optimizer, x, y, epochs=1, batch_size=8, generator=generator)
     for p, q in zip(model.parameters(), before, strict=True):
         assert torch.equal(p.data, q)
+
+
+def test_unfolded_runs_the_loop_for_a_model_with_a_kept_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The oracle: inside ``unfolded()`` fit runs the loop, also for a model whose step an
+    earlier folded call kept (fit looks for that one before ``build``)."""
+    calls = _count_folded_calls(monkeypatch)
+    x, y = _data()
+    model = _model()
+    criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1)
+    fit(model, criterion, optimizer, x, y, epochs=1, batch_size=10)
+    assert calls[0] == 5
+    with unfolded():
+        fit(model, criterion, optimizer, x, y, epochs=1, batch_size=10)
+    assert calls[0] == 5
