@@ -1255,6 +1255,157 @@ def test_class_indices_changed_in_place_are_checked_before_training() -> None:
         assert torch.equal(p.data, q)
 
 
+def _write_7_through_data(x: Tensor, y: Tensor) -> None:
+    y.data[37] = 7
+
+
+def _write_7_through_numpy(x: Tensor, y: Tensor) -> None:
+    y.numpy()[37] = 7
+
+
+def _write_a_negative_index_through_data(x: Tensor, y: Tensor) -> None:
+    y.data[37] = -1
+
+
+def _assign_four_features(x: Tensor, y: Tensor) -> None:
+    x.data = torch.randn(40, 4, dtype=F64)
+
+
+def _assign_targets_of_two_columns(x: Tensor, y: Tensor) -> None:
+    y.data = torch.zeros(40, 2, dtype=torch.int64)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_write_7_through_data, r"^fit: y must hold class indices in \[0, 3\)"),
+        (_write_7_through_numpy, r"^fit: y must hold class indices in \[0, 3\)"),
+        (_write_a_negative_index_through_data, r"^fit: y must hold class indices >= 0"),
+        (_assign_four_features, r"^Linear: expected 3 input features, got 4"),
+        (_assign_targets_of_two_columns, r"^CrossEntropyLoss: class-index target has shape"),
+    ],
+)
+def test_data_changed_past_the_version_counters_is_checked_before_training(
+    change: Callable[[Tensor, Tensor], None], message: str
+) -> None:
+    """What is written through ``.data`` or a NumPy array sharing the memory, or a ``.data``
+    assigned, moves no version counter: fit called again on the same tensors still checks the
+    class indices and runs the trial forward on what changed, and refuses before any step (the
+    parameters and the generator as they were), as the version before the skip did."""
+    x, y = _data(samples=40)
+    model = _model()
+    criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1)
+    generator = torch.Generator().manual_seed(0)
+    fit(model, criterion, optimizer, x, y, epochs=1, batch_size=8, generator=generator)
+    before = [p.data.clone() for p in model.parameters()]
+    state = generator.get_state()
+    change(x, y)
+    with pytest.raises(ValueError, match=message):
+        fit(model, criterion, optimizer, x, y, epochs=1, batch_size=8, generator=generator)
+    for p, q in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p.data, q)
+    assert torch.equal(generator.get_state(), state)
+
+
+@pytest.mark.parametrize(
+    ("criterion", "message"),
+    [(nn.BCEWithLogitsLoss(), "must lie in"), (nn.CrossEntropyLoss(), "rows summing")],
+)
+def test_a_first_target_written_through_data_is_checked_before_training(
+    criterion: nn.Loss, message: str
+) -> None:
+    """Probability targets whose first row is made invalid through ``.data`` (no version
+    counter moves) between two calls: the loss refuses them in the trial forward, before any
+    step, not on the batch that holds that row in the middle of an epoch."""
+    x, _ = _data(samples=40)
+    y = torch.full((40, 3), 1 / 3, dtype=F64)
+    model = _model()
+    optimizer = optim.SGD(model.parameters(), 0.1)
+    fit(model, criterion, optimizer, x, y, epochs=1, batch_size=8)
+    before = [p.data.clone() for p in model.parameters()]
+    y.data[0, 0] = 2.0
+    with pytest.raises(ValueError, match=message) as raised:
+        fit(model, criterion, optimizer, x, y, epochs=1, batch_size=8)
+    assert any("x[:1] and y[:1]" in note for note in raised.value.__notes__)
+    for p, q in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p.data, q)
+
+
+def test_the_kept_step_declines_the_data_build_declines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second call on targets of a Tensor subclass (data that ``build`` declines): the step
+    kept from the first call is not used either, so the loop trains, with its bits."""
+
+    class Targets(Tensor):
+        pass
+
+    calls = _count_folded_calls(monkeypatch)
+    x, y = _data()
+    runs = {}
+    for fold in (True, False):
+        model = _model()
+        criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1)
+        generator = torch.Generator().manual_seed(0)
+        options: dict[str, Any] = {"epochs": 1, "batch_size": 10, "generator": generator}
+        fit(model, criterion, optimizer, x, y, **options)
+        with contextlib.nullcontext() if fold else unfolded():
+            history = fit(model, criterion, optimizer, x, y.as_subclass(Targets), **options)
+        runs[fold] = (model, optimizer, history)
+    assert calls[0] == 10  # (the first calls' epochs only)
+    _same_training(runs[True], runs[False], tolerance=0.0)
+
+
+def _float32_state(optimizer: optim.Optimizer) -> None:
+    for name in optimizer.state:
+        optimizer.state[name] = optimizer.state[name].float()
+
+
+def _longer_state(optimizer: optim.Optimizer) -> None:
+    for name in optimizer.state:
+        optimizer.state[name] = torch.cat([optimizer.state[name], torch.zeros(5, dtype=F64)])
+
+
+@pytest.mark.parametrize("replace", [_float32_state, _longer_state])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: optim.SGD(m.parameters(), 0.1, momentum=0.9),
+        lambda m: optim.Adam(m.parameters(), 1e-2),
+        lambda m: optim.Adadelta(m.parameters()),
+    ],
+    ids=["momentum", "adam", "adadelta"],
+)
+def test_a_state_tensor_replaced_by_another_dtype_or_size_runs_the_loop(
+    replace: Callable[[optim.Optimizer], None],
+    make: Callable[[nn.Module], optim.Optimizer],
+) -> None:
+    """A state tensor replaced, between two calls, by one of another dtype (float32 under
+    float64 parameters) or size: the loop's step updates it as it is (momentum and Adadelta
+    in mixed precision) or refuses it (Adam, a longer one), and fit does the same, rather than
+    failing in the folded step's load or training on part of a longer tensor."""
+    x, y = _data()
+    runs, errors = {}, {}
+    for fold in (True, False):
+        model = _model()
+        optimizer = make(model)
+        generator = torch.Generator().manual_seed(0)
+        criterion = nn.CrossEntropyLoss()  # (one for both calls: the step is kept)
+        options: dict[str, Any] = {"epochs": 1, "batch_size": 10, "generator": generator}
+        history = fit(model, criterion, optimizer, x, y, **options)
+        replace(optimizer)
+        with contextlib.nullcontext() if fold else unfolded():
+            try:
+                fit(model, criterion, optimizer, x, y, history=history, **options)
+                errors[fold] = None
+            except RuntimeError as error:
+                errors[fold] = str(error)
+        runs[fold] = (model, optimizer, history)
+    assert errors[True] == errors[False]
+    for name in runs[True][1].state:
+        assert runs[True][1].state[name].dtype == runs[False][1].state[name].dtype
+    # (the first calls both folded, the second both the loop: the same bits)
+    _same_training(runs[True], runs[False], tolerance=0.0)
+
+
 def test_unfolded_runs_the_loop_for_a_model_with_a_kept_step(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

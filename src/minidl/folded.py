@@ -64,8 +64,11 @@ __all__ = ["FoldedStep"]
 #: call): those of predictions ``(N, C)``.
 _LOSSES = (BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss)
 
-#: The data of fit's last trial forward: weak references to ``x`` and ``y`` with their versions.
-_Probed = tuple["weakref.ref[Tensor]", int | None, "weakref.ref[Tensor]", int | None]
+#: The data of fit's last trial forward: weak references to ``x`` and ``y`` with their versions,
+#: ``x``'s shape and a copy of ``y[:1]`` (see :meth:`FoldedStep.note_probed`).
+_Probed = tuple[
+    "weakref.ref[Tensor]", int | None, torch.Size, "weakref.ref[Tensor]", int | None, Tensor
+]
 
 #: The dtypes a folded step trains in (16-bit activations compute in float32 and copy).
 _DTYPES = (torch.float32, torch.float64)
@@ -203,23 +206,16 @@ class FoldedStep:
         loop must run: a model that is not exactly a :class:`~minidl.nn.Sequential` starting
         with a :class:`~minidl.nn.Linear`, of layers with biases and built-in activations (as a
         :class:`~minidl.nn.chain.ChainPlan` takes them, no method set on one, no parameter
-        shared by two layers); a loss other
-        than the built-in ones of predictions ``(N, C)`` (:data:`_LOSSES`); an optimizer that
-        does not update exactly the model's parameters, as flat buffers; a method that fit calls set on one of the three or replaced on its
-        class (see :data:`_MODEL_METHODS`); data that is not a plain CPU float32 or float64
-        tensor; or :func:`minidl.detect_anomaly` enabled."""
+        shared by two layers); a loss other than the built-in ones of predictions ``(N, C)``
+        (:data:`_LOSSES`); an optimizer that does not update exactly the model's parameters, as
+        flat buffers, with state tensors of their shape and dtype; a method that fit calls set
+        on one of the three or replaced on its class (see :data:`_MODEL_METHODS`); data that is
+        not a plain CPU float32 or float64 tensor; or :func:`minidl.detect_anomaly` enabled."""
         if type(model) is not Sequential or type(criterion) not in _LOSSES:
             return None
-        for tensor in (x, y):
-            if (
-                type(tensor) is not Tensor
-                or not tensor.is_cpu
-                or tensor.layout is not torch.strided
-            ):
-                return None
-        if x.dtype not in _DTYPES:
+        if not _plain(x, y):
             return None
-        step = FoldedStep.kept(model, criterion, optimizer, x)
+        step = FoldedStep.kept(model, criterion, optimizer, x, y)
         if step is not None:
             return step
         if anomaly.enabled or _methods_replaced(model, criterion, optimizer):
@@ -239,23 +235,25 @@ class FoldedStep:
         first = parameters[0].data
         if any(p.data.dtype is not x.dtype or not p.data.is_cpu for p in parameters):
             return None
-        if not _flat(optimizer):
+        if not _flat(optimizer) or not _state_fits(optimizer):
             return None
         step = _STEPS[model] = FoldedStep(model, criterion, optimizer, first)
         return step
 
     @staticmethod
-    def kept(model: Module, criterion: Loss, optimizer: Optimizer, x: Tensor) -> FoldedStep | None:
+    def kept(
+        model: Module, criterion: Loss, optimizer: Optimizer, x: Tensor, y: Tensor
+    ) -> FoldedStep | None:
         """The step that :meth:`build` made for ``model`` in an earlier call, if it still fits
-        (the same loss and optimizer, ``x``'s dtype, and :meth:`usable`): a model trained by
-        repeated calls, an epoch or a few at a time, makes its buffers once. Nothing is built
-        or changed."""
+        (the same loss and optimizer, data that :meth:`build` takes, of the step's dtype, and
+        :meth:`usable`): a model trained by repeated calls, an epoch or a few at a time, makes
+        its buffers once. Nothing is built or changed."""
         step = _STEPS.get(model) if type(model) is Sequential else None
         if (
             step is not None
             and step.criterion is criterion
             and step.optimizer is optimizer
-            and type(x) is Tensor
+            and _plain(x, y)
             and step.values.dtype is x.dtype
             and step.usable(model)  # type: ignore[arg-type]
         ):
@@ -269,24 +267,37 @@ class FoldedStep:
 
     def probed(self, x: Tensor, y: Tensor) -> bool:
         """Whether ``x`` and ``y`` are the tensors on which :func:`~minidl.train.fit` last ran
-        its trial forward for this step (see :meth:`note_probed`), neither changed in place
-        since (by their version counters; an inference tensor keeps none, so it is never
-        taken for the same): the model's and the loss's checks of them would pass again."""
+        its trial forward for this step (see :meth:`note_probed`), unchanged since where that
+        trial looks: neither changed in place by their version counters (an inference tensor
+        keeps none, so it is never taken for the same), ``x`` of the same shape and ``y[:1]``
+        of the same dtype, shape and values. The counters miss what is written through
+        ``.data``, through a NumPy array sharing the memory or by assigning ``.data``, hence
+        the last two: the model's and the loss's checks of them would pass again."""
         seen = self._probed
         return (
             seen is not None
             and seen[0]() is x
-            and seen[2]() is y
+            and seen[3]() is y
             and seen[1] == _version(x)
-            and seen[3] == _version(y)
+            and seen[4] == _version(y)
             and seen[1] is not None
-            and seen[3] is not None
+            and seen[4] is not None
+            and seen[2] == x.shape
+            and seen[5].dtype is y.dtype
+            and torch.equal(seen[5], y[:1])
         )
 
     def note_probed(self, x: Tensor, y: Tensor) -> None:
         """Note that the model's and the loss's checks passed on ``x`` and ``y`` (held weakly:
-        the step keeps no data alive)."""
-        self._probed = (weakref.ref(x), _version(x), weakref.ref(y), _version(y))
+        the step keeps no data alive, but a copy of the first target, which the loss checked)."""
+        self._probed = (
+            weakref.ref(x),
+            _version(x),
+            x.shape,
+            weakref.ref(y),
+            _version(y),
+            y[:1].detach().clone(),
+        )
 
     def usable(self, model: Sequential) -> bool:
         """Whether ``model`` still holds the modules and parameters it held when the step was
@@ -299,6 +310,7 @@ class FoldedStep:
             and tuple(model) == self.modules
             and ChainPlan.possible(self.modules)
             and _flat(optimizer)
+            and _state_fits(optimizer)
             and _same(optimizer.params, self._parameters)
             and _same(model.parameters(), self._parameters)
             and len(optimizer.state) == len(self.state)
@@ -419,6 +431,24 @@ def _flat(optimizer: Optimizer) -> bool:
         return False
 
 
+def _state_fits(optimizer: Optimizer) -> bool:
+    """Whether each of the optimizer's state tensors has the shape, dtype and device of its
+    flat buffers (after :func:`_flat`), as the optimizer made it: one replaced by another
+    tensor (``optimizer.state[name] = ...``) of another size or dtype is updated as it is by
+    the optimizer's own step (a float32 state of float64 parameters), or refused by it (the
+    loop runs, which does either)."""
+    flat = optimizer._flat_buffers()
+    assert flat is not None  # (_flat)
+    values = flat[0]
+    return all(
+        isinstance(tensor, Tensor)
+        and tensor.shape == values.shape
+        and tensor.dtype is values.dtype
+        and tensor.device == values.device
+        for tensor in optimizer.state.values()
+    )
+
+
 def _same(parameters: Sequence[Parameter], others: Sequence[Parameter]) -> bool:
     """Whether two sequences hold the same parameter objects, in the same order."""
     return len(parameters) == len(others) and all(
@@ -437,6 +467,15 @@ def _blocks(flat: Tensor, shapes: Sequence[tuple[int, int]]) -> list[Tensor]:
         blocks.append(flat[offset : offset + rows * columns].view(rows, columns))
         offset += rows * columns
     return blocks
+
+
+def _plain(x: Tensor, y: Tensor) -> bool:
+    """Whether ``x`` and ``y`` are data a folded step takes: plain (not subclassed), strided
+    CPU tensors, ``x`` of a dtype it trains in (:data:`_DTYPES`)."""
+    return x.dtype in _DTYPES and all(
+        type(tensor) is Tensor and tensor.is_cpu and tensor.layout is torch.strided
+        for tensor in (x, y)
+    )
 
 
 def _version(tensor: Tensor) -> int | None:

@@ -341,14 +341,15 @@ def fit(
             run once on the first sample in evaluation mode, so that their own checks of ``x``
             and ``y`` apply and class indices in ``y`` (and in ``validation``) are checked
             against the width of the model's outputs (a folded fit given the same ``x`` and
-            ``y`` tensors as its last call, unchanged in place since, does not run it again:
-            they passed, on the model it found unchanged). That trial forward changes no parameter,
-            gradient, optimizer state, batch-norm statistic or generator, but it does replace
-            what the modules and the loss keep from their last forward for ``backward`` (their
-            forward caches): after a refused fit they hold that trial on ``x[:1]`` and
-            ``y[:1]`` (training's first forward replaces them again). A scheduler
-            that the run would step past its ``step_limit`` (a ``OneCycle`` built for fewer
-            batches) is refused too.
+            ``y`` tensors as its last call, unchanged since, does not run that trial again:
+            they passed it, on the model it found unchanged; the class indices are checked on
+            every call, as a write through ``.data`` or NumPy leaves no trace on a tensor).
+            That trial forward changes no parameter, gradient, optimizer state, batch-norm
+            statistic or generator, but it does replace what the modules and the loss keep
+            from their last forward for ``backward`` (their forward caches): after a refused
+            fit they hold that trial on ``x[:1]`` and ``y[:1]`` (training's first forward
+            replaces them again). A scheduler that the run would step past its ``step_limit``
+            (a ``OneCycle`` built for fewer batches) is refused too.
     """
     for name, value, kind in (
         ("model", model, Module),
@@ -450,16 +451,15 @@ def fit(
         raise TypeError(f"fit: history must be a History, got {type(history).__name__}")
     # The folded step kept from an earlier call, if it still fits (nothing is built yet).
     kept = (
-        FoldedStep.kept(model, criterion, optimizer, x)
+        FoldedStep.kept(model, criterion, optimizer, x, y)
         if parallel is None and epochs > start_epoch
         else None
     )
     # The width of the outputs (None: they are not class scores (N, C)), and what they are.
     width: int | None
-    probed = kept is not None and kept.probed(x, y)
-    if kept is not None and probed:
-        # (the trial below and the check of the class indices passed on these very tensors,
-        # unchanged since, for this step's model, loss and optimizer, found unchanged too)
+    if kept is not None and kept.probed(x, y):
+        # (the trial below passed on these very tensors, unchanged since where it looks, for
+        # this step's model, loss and optimizer, found unchanged too)
         width, outputs = kept.classes, "(1, C)"
     else:
         # One forward of the first sample and its loss, in evaluation mode (which changes no
@@ -482,7 +482,8 @@ def fit(
         scores = isinstance(probe, Tensor) and probe.dim() == 2
         width = int(probe.shape[1]) if scores else None
         outputs = str(tuple(probe.shape)) if isinstance(probe, Tensor) else type(probe).__name__
-    if not y.is_floating_point() and width is not None and not probed:
+    if not y.is_floating_point() and width is not None:
+        # (on a probed y too: what was written through .data or NumPy moved no version counter)
         check_class_indices("fit", "", y)  # >= 0 (the check against the width is only < C)
         check_class_indices("fit", "", y, width)
     if validation is not None:
