@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -292,6 +292,56 @@ def test_a_shared_module_is_listed_as_in_torch(twice_in_one: bool) -> None:
     ours.apply(lambda m: calls.append(type(m).__name__))
     theirs.apply(lambda m: tcalls.append(type(m).__name__))
     assert calls == tcalls
+
+
+@pytest.mark.parametrize("twice_in_one", [True, False], ids=["two names", "two parents"])
+def test_parameters_are_those_of_named_parameters(twice_in_one: bool) -> None:
+    """``parameters()`` (which walks the model without making names) gives the parameters of
+    ``named_parameters()``, in order: a module registered at two places and a parameter tied
+    between two modules come once, as in PyTorch."""
+    ours, theirs = _pair(twice_in_one)
+    tied, ttied = nn.Linear(2, 2), tnn.Linear(2, 2)  # (its bias: the norm's weight)
+    tied.bias = tied.register_parameter("bias", next(p for _, p in ours.named_parameters()))
+    ttied.bias = next(theirs.parameters())
+    ours.register_module("c", tied)
+    theirs.add_module("c", ttied)
+    assert [id(p) for p in ours.parameters()] == [id(p) for _, p in ours.named_parameters()]
+    assert [tuple(p.shape) for p in ours.parameters()] == [
+        tuple(p.shape) for p in theirs.parameters()
+    ]
+
+
+def test_a_subclass_named_parameters_is_what_parameters_gives() -> None:
+    """A subclass that overrides ``named_parameters`` (to leave out a frozen part, say): its
+    ``parameters()``, which optimizers are built on, follows the override, as PyTorch's does."""
+
+    def visible(named: Iterator[tuple[str, object]]) -> Iterator[tuple[str, object]]:
+        return ((name, p) for name, p in named if not name.startswith("body."))
+
+    class Head(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = self.register_module("body", nn.Linear(3, 4))
+            self.out = self.register_module("out", nn.Linear(4, 2))
+
+        def named_parameters(  # type: ignore[override]
+            self, prefix: str = "", remove_duplicate: bool = True
+        ) -> Iterator[tuple[str, object]]:
+            return visible(super().named_parameters(prefix, remove_duplicate))
+
+    class TorchHead(tnn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.out = tnn.Linear(3, 4), tnn.Linear(4, 2)
+
+        def named_parameters(  # type: ignore[override]
+            self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+        ) -> Iterator[tuple[str, object]]:
+            return visible(super().named_parameters(prefix, recurse, remove_duplicate))
+
+    head = Head()
+    assert [id(p) for p in head.parameters()] == [id(head.out.weight), id(head.out.bias)]
+    assert len(head.parameters()) == len(list(TorchHead().parameters()))
 
 
 def test_apply_calls_a_child_registered_twice_once() -> None:

@@ -383,7 +383,10 @@ class Module:
     def parameters(self) -> list[Parameter]:
         """The :class:`Parameter` objects, in the same order as :meth:`param`: those of
         :meth:`named_parameters`, found without making their names (``fit`` and the optimizers
-        walk the model with it)."""
+        walk the model with it; a subclass's own ``named_parameters``, if it has one, as in
+        PyTorch)."""
+        if type(self).named_parameters is not Module.named_parameters:
+            return [p for _, p in self.named_parameters()]
         found: list[Parameter] = []
         self._collect_parameters(found, set())
         return found
