@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -64,11 +64,19 @@ __all__ = ["FoldedStep"]
 #: call): those of predictions ``(N, C)``.
 _LOSSES = (BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss)
 
-#: The data of fit's last trial forward: weak references to ``x`` and ``y`` with their versions,
-#: ``x``'s shape and a copy of ``y[:1]`` (see :meth:`FoldedStep.note_probed`).
-_Probed = tuple[
-    "weakref.ref[Tensor]", int | None, torch.Size, "weakref.ref[Tensor]", int | None, Tensor
-]
+
+class _Trial(NamedTuple):
+    """The data of fit's last trial forward (see :meth:`FoldedStep.note_probed`): weak
+    references to ``x`` and ``y``, their version counters (``None`` for inference tensors),
+    ``x``'s shape and a copy of ``y[:1]``."""
+
+    x: weakref.ref[Tensor]
+    x_version: int | None
+    x_shape: torch.Size
+    y: weakref.ref[Tensor]
+    y_version: int | None
+    y_first: Tensor
+
 
 #: The dtypes a folded step trains in (16-bit activations compute in float32 and copy).
 _DTYPES = (torch.float32, torch.float64)
@@ -181,7 +189,7 @@ class FoldedStep:
         self.grad_blocks = _blocks(self.grads, shapes)
         self._caches: list[Tensor | None] = [None] * len(self.modules)
         self._batches: dict[int, _Batch] = {}
-        self._probed: _Probed | None = None  # (see note_probed)
+        self._probed: _Trial | None = None  # (see note_probed)
         self._parameters = tuple(optimizer.params)
         self._replacements = Parameter.replacements
         # The place of each block entry in the optimizer's flat buffers, which tile its
@@ -276,21 +284,21 @@ class FoldedStep:
         seen = self._probed
         return (
             seen is not None
-            and seen[0]() is x
-            and seen[3]() is y
-            and seen[1] == _version(x)
-            and seen[4] == _version(y)
-            and seen[1] is not None
-            and seen[4] is not None
-            and seen[2] == x.shape
-            and seen[5].dtype is y.dtype
-            and torch.equal(seen[5], y[:1])
+            and seen.x() is x
+            and seen.y() is y
+            and seen.x_version is not None
+            and seen.y_version is not None
+            and seen.x_version == _version(x)
+            and seen.y_version == _version(y)
+            and seen.x_shape == x.shape
+            and seen.y_first.dtype is y.dtype
+            and torch.equal(seen.y_first, y[:1])
         )
 
     def note_probed(self, x: Tensor, y: Tensor) -> None:
         """Note that the model's and the loss's checks passed on ``x`` and ``y`` (held weakly:
         the step keeps no data alive, but a copy of the first target, which the loss checked)."""
-        self._probed = (
+        self._probed = _Trial(
             weakref.ref(x),
             _version(x),
             x.shape,
