@@ -1278,9 +1278,10 @@ def test_data_changed_past_the_version_counters_is_checked_before_training(
     change: Callable[[Tensor, Tensor], None], message: str
 ) -> None:
     """Data changed in place between two calls, or past the version counters (what is written
-    through ``.data`` or a NumPy array sharing the memory, or a ``.data`` assigned, moves none): fit called again on the same tensors still checks the
-    class indices and runs the trial forward on what changed, and refuses before any step (the
-    parameters and the generator as they were), as the version before the skip did."""
+    through ``.data`` or a NumPy array sharing the memory, or a ``.data`` assigned, moves
+    none): fit called again on the same tensors still checks the class indices and runs the
+    trial forward on what changed, and refuses before any step (the parameters and the
+    generator as they were), as the version before the skip did."""
     x, y = _data(samples=40)
     model = _model()
     criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1)
