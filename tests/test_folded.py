@@ -78,7 +78,7 @@ def _train_both(
     for fold in (True, False):
         model, criterion, optimizer, scheduler = make()
         generator = torch.Generator().manual_seed(5)
-        context = unfolded() if not fold else contextlib.nullcontext()
+        context = _path(fold)
         with context:
             history = fit(
                 model,
@@ -92,6 +92,45 @@ def _train_both(
             )
         runs.append((model, optimizer, history))
     return runs[0], runs[1]
+
+
+def _path(fold: bool) -> contextlib.AbstractContextManager[object]:
+    """The folded step (``fold``), or the step-by-step loop."""
+    return contextlib.nullcontext() if fold else unfolded()
+
+
+def _stopped_both_ways(
+    error: type[BaseException],
+    x: Tensor,
+    y: Tensor,
+    criterion: nn.Loss | None = None,
+    before: Callable[[], None] = lambda: None,
+    scheduler: Callable[[optim.Optimizer], Any] | None = None,
+    **options: Any,
+) -> dict[bool, tuple[nn.Module, optim.Optimizer, History]]:
+    """``fit`` stopped by ``error``, folded (``True``) and step by step (``False``): momentum
+    SGD on :func:`_model`, batches of 10 in a seeded order, ``before`` called before each run
+    and ``scheduler`` built on its optimizer; the two runs must leave the same training."""
+    runs = {}
+    for fold in (True, False):
+        before()
+        model = _model()
+        optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
+        with _path(fold), pytest.raises(error):
+            fit(
+                model,
+                nn.CrossEntropyLoss() if criterion is None else criterion,
+                optimizer,
+                x,
+                y,
+                batch_size=10,
+                scheduler=None if scheduler is None else scheduler(optimizer),
+                generator=torch.Generator().manual_seed(0),
+                **options,
+            )
+        runs[fold] = (model, optimizer, History())
+    _same_training(runs[True], runs[False])
+    return runs
 
 
 def _fit(
@@ -352,7 +391,7 @@ def _fit_with_on_epoch(
     for fold in (True, False):
         model = _model()
         optimizer = optimizer_for(model)
-        with contextlib.nullcontext() if fold else unfolded():
+        with _path(fold):
             history = _fit(
                 model,
                 optimizer,
@@ -418,7 +457,7 @@ def test_a_state_tensor_replaced_is_the_one_trained() -> None:
     for fold in (True, False):
         model = _model()
         optimizer = optim.Adam(model.parameters(), lr=1e-2)
-        with contextlib.nullcontext() if fold else unfolded():
+        with _path(fold):
             for epochs in (1, 2):
                 if epochs == 2:
                     optimizer.state = {k: v * 0.5 for k, v in optimizer.state.items()}
@@ -506,7 +545,7 @@ def test_on_epoch_emptying_the_optimizer_state_raises_as_the_loop() -> None:
         def on_epoch(record: Any, optimizer: optim.Optimizer = optimizer) -> None:
             optimizer.state = {}
 
-        with contextlib.nullcontext() if fold else unfolded(), pytest.raises(Exception) as error:
+        with _path(fold), pytest.raises(Exception) as error:
             fit(model, nn.CrossEntropyLoss(), optimizer, *_data(), epochs=2, on_epoch=on_epoch)
         errors[fold] = (type(error.value), str(error.value))
     assert errors[True] == errors[False]
@@ -524,24 +563,12 @@ def test_interrupted_fit_leaves_the_steps_done() -> None:
                 raise KeyboardInterrupt
             super().step()
 
-    x, y = _data()
-    runs = {}
-    for fold in (True, False):
-        model = _model()
-        optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
-        with unfolded() if not fold else contextlib.nullcontext(), pytest.raises(KeyboardInterrupt):
-            _fit(
-                model,
-                optimizer,
-                x,
-                y,
-                epochs=3,
-                batch_size=10,
-                scheduler=Failing(optimizer, step_size=100),
-                generator=torch.Generator().manual_seed(0),
-            )
-        runs[fold] = (model, optimizer, History())
-    _same_training(runs[True], runs[False])
+    runs = _stopped_both_ways(
+        KeyboardInterrupt,
+        *_data(),
+        epochs=3,
+        scheduler=lambda optimizer: Failing(optimizer, step_size=100),
+    )
     assert runs[True][1].step_count == 7
 
 
@@ -554,23 +581,7 @@ def test_targets_refused_mid_epoch_leave_zero_gradients(loss: str) -> None:
     criterion, target = _loss_target(loss, y, 3)
     target = target.clone()
     target[40, 0] = 2.0  # (outside [0, 1]; a row of probabilities summing to more than 1)
-    runs = {}
-    for fold in (True, False):
-        model = _model()
-        optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
-        with unfolded() if not fold else contextlib.nullcontext(), pytest.raises(ValueError):
-            fit(
-                model,
-                criterion,
-                optimizer,
-                x,
-                target,
-                epochs=2,
-                batch_size=10,
-                generator=torch.Generator().manual_seed(0),
-            )
-        runs[fold] = (model, optimizer, History())
-    _same_training(runs[True], runs[False])
+    runs = _stopped_both_ways(ValueError, x, target, criterion, epochs=2)
     assert runs[True][1].step_count > 0
     assert all(not p.grad.any() for p in runs[True][0].parameters())
 
@@ -589,24 +600,11 @@ def test_interrupted_forward_leaves_zero_gradients(monkeypatch: pytest.MonkeyPat
         return original(self, input, *out)
 
     monkeypatch.setattr(nn.Tanh, "_forward", interrupted)
-    x, y = _data()
-    runs = {}
-    for fold in (True, False):
+
+    def reset() -> None:
         calls[0] = 0
-        model = _model()
-        optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
-        with unfolded() if not fold else contextlib.nullcontext(), pytest.raises(KeyboardInterrupt):
-            _fit(
-                model,
-                optimizer,
-                x,
-                y,
-                epochs=2,
-                batch_size=10,
-                generator=torch.Generator().manual_seed(0),
-            )
-        runs[fold] = (model, optimizer, History())
-    _same_training(runs[True], runs[False])
+
+    runs = _stopped_both_ways(KeyboardInterrupt, *_data(), before=reset, epochs=2)
     assert runs[True][1].step_count == 3
     assert all(not p.grad.any() for p in runs[True][0].parameters())
 
@@ -655,7 +653,7 @@ def test_a_second_call_with_another_loss_or_optimizer_trains_with_it(other: str)
         model = _model()
         criterion = nn.CrossEntropyLoss()
         optimizer: optim.Optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
-        with contextlib.nullcontext() if fold else unfolded():
+        with _path(fold):
             fit(
                 model,
                 criterion,
@@ -741,7 +739,7 @@ def test_model_changed_between_calls_is_trained_from_its_new_values() -> None:
     for fold in (True, False):
         model = _model()
         optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
-        with unfolded() if not fold else contextlib.nullcontext():
+        with _path(fold):
             _fit(
                 model,
                 optimizer,
@@ -1063,7 +1061,7 @@ def test_a_model_cast_between_calls_is_trained_in_its_new_dtype() -> None:
     runs = {}
     for fold in (True, False):
         model = _model()
-        with contextlib.nullcontext() if fold else unfolded():
+        with _path(fold):
             _fit(
                 model,
                 optim.SGD(model.parameters(), 0.1),
@@ -1101,7 +1099,7 @@ def test_an_optimizer_refusing_its_cast_parameters_raises_as_the_loop() -> None:
         model.to(dtype=torch.float32)
         generator = torch.Generator().manual_seed(0)
         with (
-            contextlib.nullcontext() if fold else unfolded(),
+            _path(fold),
             pytest.raises(ValueError, match="beyond the range"),
         ):
             _fit(
@@ -1135,7 +1133,7 @@ def test_declines_a_parameter_shared_by_two_layers() -> None:
     for fold in (True, False):
         model = tied()
         optimizer = optim.SGD(model.parameters(), 0.1)
-        with contextlib.nullcontext() if fold else unfolded():
+        with _path(fold):
             history = _fit(
                 model,
                 optimizer,
@@ -1337,7 +1335,7 @@ def test_the_kept_step_declines_the_data_build_declines(monkeypatch: pytest.Monk
         generator = torch.Generator().manual_seed(0)
         options: dict[str, Any] = {"epochs": 1, "batch_size": 10, "generator": generator}
         fit(model, criterion, optimizer, x, y, **options)
-        with contextlib.nullcontext() if fold else unfolded():
+        with _path(fold):
             history = fit(model, criterion, optimizer, x, y.as_subclass(Targets), **options)
         runs[fold] = (model, optimizer, history)
     assert calls[0] == 10  # (the first calls' epochs only)
@@ -1382,7 +1380,7 @@ def test_a_state_tensor_replaced_by_another_dtype_or_size_runs_the_loop(
         options: dict[str, Any] = {"epochs": 1, "batch_size": 10, "generator": generator}
         history = fit(model, criterion, optimizer, x, y, **options)
         replace(optimizer)
-        with contextlib.nullcontext() if fold else unfolded():
+        with _path(fold):
             try:
                 fit(model, criterion, optimizer, x, y, history=history, **options)
                 errors[fold] = None

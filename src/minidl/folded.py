@@ -243,7 +243,7 @@ class FoldedStep:
         first = parameters[0].data
         if any(p.data.dtype is not x.dtype or not p.data.is_cpu for p in parameters):
             return None
-        if not _flat(optimizer) or not _state_fits(optimizer):
+        if not _flat(optimizer):
             return None
         step = _STEPS[model] = FoldedStep(model, criterion, optimizer, first)
         return step
@@ -318,7 +318,6 @@ class FoldedStep:
             and tuple(model) == self.modules
             and ChainPlan.possible(self.modules)
             and _flat(optimizer)
-            and _state_fits(optimizer)
             and _same(optimizer.params, self._parameters)
             and _same(model.parameters(), self._parameters)
             and len(optimizer.state) == len(self.state)
@@ -430,23 +429,19 @@ def _methods_replaced(model: Module, criterion: Loss, optimizer: Optimizer) -> b
 
 def _flat(optimizer: Optimizer) -> bool:
     """Whether the optimizer's parameters are views of flat buffers (its
-    :meth:`~minidl.optim.Optimizer._flat_buffers`); not where finding that out raises (a
+    :meth:`~minidl.optim.Optimizer._flat_buffers`) and each of its state tensors has their
+    shape, dtype and device, as the optimizer made it. Not where finding that out raises (a
     learning rate beyond the range of a dtype the model was cast to): the loop runs, whose
-    ``zero_grad`` raises it, after the epoch's shuffle has drawn from the generator."""
+    ``zero_grad`` raises it, after the epoch's shuffle has drawn from the generator. Nor for a
+    state tensor replaced (``optimizer.state[name] = ...``) by one of another size or dtype,
+    which the optimizer's own step updates as it is (a float32 state of float64 parameters)
+    or refuses: the loop runs, which does either."""
     try:
-        return optimizer._flat_buffers() is not None
+        flat = optimizer._flat_buffers()
     except (TypeError, ValueError):
         return False
-
-
-def _state_fits(optimizer: Optimizer) -> bool:
-    """Whether each of the optimizer's state tensors has the shape, dtype and device of its
-    flat buffers (after :func:`_flat`), as the optimizer made it: one replaced by another
-    tensor (``optimizer.state[name] = ...``) of another size or dtype is updated as it is by
-    the optimizer's own step (a float32 state of float64 parameters), or refused by it (the
-    loop runs, which does either)."""
-    flat = optimizer._flat_buffers()
-    assert flat is not None  # (_flat)
+    if flat is None:
+        return False
     values = flat[0]
     return all(
         isinstance(tensor, Tensor)
