@@ -586,6 +586,104 @@ def test_targets_refused_mid_epoch_leave_zero_gradients(loss: str) -> None:
     assert all(not p.grad.any() for p in runs[True][0].parameters())
 
 
+def _count_prediction_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls = [0]
+    original = nn.Loss._check_prediction
+
+    def counting(self: nn.Loss, prediction: object) -> Tensor:
+        calls[0] += 1
+        return original(self, prediction)
+
+    monkeypatch.setattr(nn.Loss, "_check_prediction", counting)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        "cross_entropy",
+        "cross_entropy_probabilities",
+        "mse_paper",
+        "nll",
+        "l1",
+        "huber",
+        "bce_with_logits",
+    ],
+)
+def test_the_loss_checks_a_batch_prediction_once_while_it_keeps_it(
+    loss: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folded step hands the loss its prediction buffer of a batch size; the loss checks
+    it the first time (and again after it accepted another prediction: an epoch's smaller last
+    batch), then trusts it while it holds what it accepted. The training is the loop's."""
+    x, y = _data()
+    criterion, target = _loss_target(loss, y, 3)
+    calls = _count_prediction_checks(monkeypatch)
+
+    def make() -> tuple[nn.Module, nn.Loss, optim.Optimizer, None]:
+        model = _model()
+        return model, criterion, optim.SGD(model.parameters(), 0.1), None
+
+    _same_training(*_train_both(make, x, target, epochs=3, batch_size=10))
+    calls[0] = 0
+    model, _, optimizer, _ = make()
+    fit(model, criterion, optimizer, x, target, epochs=3, batch_size=10)
+    assert calls[0] == 2  # (fit's trial on x[:1], then the first batch of 10)
+    calls[0] = 0
+    # (the same data: no trial; batches of 20, 20 and 10, each size checked again after the other)
+    fit(model, criterion, optimizer, x, target, epochs=3, batch_size=20)
+    assert calls[0] == 3 * 2
+
+
+def test_the_loss_used_between_epochs_checks_the_next_batch_again() -> None:
+    """``on_epoch`` calling the loss on another prediction, and changing its reduction: the
+    next folded step checks its prediction again and computes with the new reduction, as the
+    loop does."""
+    x, y = _data()
+    runs = {}
+    for fold in (True, False):
+        model = _model()
+        criterion = nn.CrossEntropyLoss()
+        optimizer = optim.SGD(model.parameters(), 0.1)
+
+        def on_epoch(record: Any, criterion: nn.CrossEntropyLoss = criterion) -> None:
+            criterion(torch.zeros(4, 3, dtype=F64), torch.zeros(4, dtype=torch.int64))
+            if record.epoch == 1:
+                criterion.reduction = "sum"
+
+        with _path(fold):
+            history = fit(
+                model,
+                criterion,
+                optimizer,
+                x,
+                y,
+                epochs=4,
+                batch_size=10,
+                generator=torch.Generator().manual_seed(0),
+                on_epoch=on_epoch,
+            )
+        runs[fold] = (model, optimizer, history)
+    _same_training(runs[True], runs[False])
+    losses = runs[True][2].train_loss
+    assert losses[2] > 5 * losses[1]  # (a sum over batches of 10 from epoch 2 on)
+
+
+def test_a_loss_that_defines_only_forward_checks_every_prediction() -> None:
+    """``Loss._forward_accepted`` (a built-in loss's ``forward`` after its check of the
+    prediction) is ``forward`` itself for a subclass that defines only ``forward``."""
+
+    class Halved(nn.Loss):
+        def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+            self._check_prediction(prediction)
+            return (prediction - target).abs().sum() / 2
+
+    with pytest.raises(ValueError, match="Halved"):
+        Halved()._forward_accepted(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4))
+    loss = Halved()._forward_accepted(torch.ones(2, 3), torch.zeros(2, 3))
+    assert float(loss) == 3.0
+
+
 def test_interrupted_forward_leaves_zero_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     """An interrupt (not an ``Exception``) in an activation's forward, in the 4th batch: the
     loop's ``zero_grad`` ran before it, so the gradients are zeros and the parameters those of

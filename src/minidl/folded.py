@@ -161,6 +161,10 @@ class _Batch:
                 assert isinstance(module, Activation)
                 self.backward.append((2, module._backward, grads[index], outputs[index], index))
         self.grads = grads
+        # The loss's _prediction_shape once it accepted this batch's prediction: while it
+        # holds that object, the prediction (this buffer, of a signature that never changes)
+        # is one it accepts, and its check is skipped (see Loss._forward_accepted).
+        self.accepted: tuple[int, ...] | None = None
 
 
 class FoldedStep:
@@ -194,17 +198,21 @@ class FoldedStep:
         self._replacements = Parameter.replacements
         # The place of each block entry in the optimizer's flat buffers, which tile its
         # parameters in order (as do its state tensors): load and store are one index_select
-        # or index_copy_ per buffer, not a copy per parameter.
+        # per buffer, not a copy per parameter.
         places = torch.arange(sum(p.data.numel() for p in self._parameters))
         offsets = dict(zip(self._parameters, _offsets(self._parameters), strict=True))
         with torch.inference_mode(False):
             self._index = torch.empty(sum(sizes), dtype=torch.int64, device=like.device)
+            # and the place of each parameter entry in the blocks: the index's inverse (the
+            # blocks hold every parameter once), so that store is an index_select too.
+            self._inverse = torch.empty_like(self._index)
         for layer, block in zip(self.layers, _blocks(self._index, shapes), strict=True):
             weight, bias = _split(block)
             start = offsets[layer.weight]
             weight.copy_(places[start : start + weight.numel()].view(weight.shape))
             start = offsets[layer.bias]  # type: ignore[index]
             bias.copy_(places[start : start + bias.numel()])
+        self._inverse[self._index] = torch.arange(len(self._index), device=like.device)
 
     @staticmethod
     def build(
@@ -341,11 +349,11 @@ class FoldedStep:
         parameters and the optimizer."""
         flat = self.optimizer._flat_buffers()
         assert flat is not None  # (usable)
-        index = self._index
-        flat[0].index_copy_(0, index, self.values)
-        flat[1].index_copy_(0, index, self.grads)
+        inverse = self._inverse
+        torch.index_select(self.values, 0, inverse, out=flat[0])
+        torch.index_select(self.grads, 0, inverse, out=flat[1])
         for mine, theirs in zip(self.state, self.optimizer.state.values(), strict=True):
-            theirs.index_copy_(0, index, mine)
+            torch.index_select(mine, 0, inverse, out=theirs)
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """Train on the batch ``(x, y)`` (``x``: ``(N, in)``); return its loss."""
@@ -365,7 +373,12 @@ class FoldedStep:
                 else:
                     caches[index] = operation(operand, out)[1]
             # (the built-in losses' forward and _gradient: what __call__ and backward() call)
-            loss: Tensor = criterion.forward(batch.prediction, y)
+            loss: Tensor
+            if criterion._prediction_shape is batch.accepted:
+                loss = criterion._forward_accepted(batch.prediction, y)
+            else:
+                loss = criterion.forward(batch.prediction, y)
+                batch.accepted = criterion._prediction_shape
         except BaseException:
             # (a batch's targets refused by the loss, an interrupt: the gradients are zeros, as
             # the loop's zero_grad left them before its forward)

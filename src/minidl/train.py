@@ -457,10 +457,11 @@ def fit(
     )
     # The width of the outputs (None: they are not class scores (N, C)), and what they are.
     width: int | None
-    if kept is not None and kept.probed(x, y):
+    probed = kept if kept is not None and kept.probed(x, y) else None
+    if probed is not None:
         # (the trial below passed on these very tensors, unchanged since where it looks, for
         # this step's model, loss and optimizer, found unchanged too)
-        width, outputs = kept.classes, "(1, C)"
+        width, outputs = probed.classes, "(1, C)"
     else:
         # One forward of the first sample and its loss, in evaluation mode (which changes no
         # parameter, statistic or generator; only the forward caches then hold this trial),
@@ -512,8 +513,8 @@ def fit(
         if parallel is None and epochs > start_epoch
         else None
     )
-    if folded is not None:
-        folded.note_probed(x, y)  # (the checks above passed on them)
+    if folded is not None and folded is not probed:
+        folded.note_probed(x, y)  # (the checks above passed on them; noted already if probed)
     loaded = False  # whether the folded step holds the model's parameters (they are stale)
     with torch.inference_mode():
         try:

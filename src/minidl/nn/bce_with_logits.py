@@ -60,7 +60,9 @@ class BCEWithLogitsLoss(Loss):
         self._scale = 1.0
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        logits = self._check_prediction(prediction)
+        return self._forward_accepted(self._check_prediction(prediction), target)
+
+    def _forward_accepted(self, logits: Tensor, target: Tensor) -> Tensor:
         if not isinstance(target, Tensor):
             raise TypeError(
                 f"BCEWithLogitsLoss: expected a torch.Tensor target, got {type(target).__name__}"

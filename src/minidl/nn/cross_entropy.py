@@ -12,8 +12,9 @@ from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 
 __all__ = ["CrossEntropyLoss"]
 
-#: -1/N (N, 1), its 1-D view, N, the picked buffer (N, 1) and its 1-D view (see _make_constants).
-_Constants = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+#: -1/N (N, 1), its 1-D view, N, the picked buffer (N, 1), its 1-D view and whether the loss
+#: is their dot product (see _make_constants).
+_Constants = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, bool]
 
 
 class CrossEntropyLoss(Loss):
@@ -64,7 +65,9 @@ class CrossEntropyLoss(Loss):
         self._recent: Recent[_Constants] = Recent()
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        logits = self._check_prediction(prediction)
+        return self._forward_accepted(self._check_prediction(prediction), target)
+
+    def _forward_accepted(self, logits: Tensor, target: Tensor) -> Tensor:
         if not isinstance(target, Tensor):
             raise TypeError(
                 f"CrossEntropyLoss: expected a torch.Tensor target, got {type(target).__name__}"
@@ -76,10 +79,11 @@ class CrossEntropyLoss(Loss):
                 key, lambda: self._make_constants(logits, self._reduction)
             )
             self._constants_for = self._prediction_shape
-        _, minus_one_over_n_vector, _, picked, picked_vector = constants
+        _, minus_one_over_n_vector, _, picked, picked_vector, dot = constants
         # torch.log_softmax computes z - m - log(sum exp(z - m)), m the row maximum.
         log_probabilities = logits.log_softmax(-1)
-        if target.is_floating_point():
+        dtype = target.dtype
+        if dtype.is_floating_point:
             self._check_dense_target(target, logits, class_indices=True)
             self._check_probabilities(target)
             # -1/N times the sum (accumulated in float32 for 16-bit logits, as PyTorch does).
@@ -90,7 +94,7 @@ class CrossEntropyLoss(Loss):
             # (_check_prediction leaves the logits' shape in _prediction_shape; a meta target
             # holds no indices, which gather on another device would read from nowhere)
             if (
-                target.dtype is not torch.int64
+                dtype is not torch.int64
                 or target.shape != self._prediction_shape[:-1]
                 or target.is_meta
             ):
@@ -105,9 +109,8 @@ class CrossEntropyLoss(Loss):
                 self._check_class_indices(target, logits)
                 picked = log_probabilities.gather(-1, index)
                 picked_vector = picked.view(-1)
-            if picked.dim() == 2 and minus_one_over_n_vector.dtype is not torch.float16:
-                # -1/N times the sum of the picked log-probabilities, as one dot product (but
-                # for float16, where -1/N is subnormal from N = 16385 on).
+            if dot:
+                # -1/N times the sum of the picked log-probabilities, as one dot product.
                 loss = picked_vector.dot(minus_one_over_n_vector)
             else:
                 loss = scaled_sum(picked, -self._divisor(logits), (-2, -1), divide=True)
@@ -153,8 +156,10 @@ class CrossEntropyLoss(Loss):
         ``-1/N`` shaped ``(N, 1)`` (``(R, N, 1)``) and a 1-D view of it; ``N`` as a 0-dim tensor
         (an op on a tensor skips wrapping a Python number on each call; in float32 at least, as
         float16 ends at 65504); a buffer of the first one's shape for the picked
-        log-probabilities, and a 1-D view of it. They are made outside inference mode, so that
-        the buffer can be written to whether or not the next call runs in it.
+        log-probabilities, and a 1-D view of it; and whether the loss is the dot product of the
+        two views (logits ``(N, C)``, but for float16, where -1/N is subnormal from N = 16385
+        on). They are made outside inference mode, so that the buffer can be written to whether
+        or not the next call runs in it.
         """
         shape = (*like.shape[:-1], 1)
         batch = like.shape[-2] if reduction == "mean" else 1
@@ -171,7 +176,8 @@ class CrossEntropyLoss(Loss):
             )
             picked = torch.empty(shape, dtype=like.dtype, device=like.device)
         vector = minus_one_over_n.view(-1)
-        return minus_one_over_n, vector, batch_size, picked, picked.view(-1)
+        dot = like.dim() == 2 and like.dtype is not torch.float16
+        return minus_one_over_n, vector, batch_size, picked, picked.view(-1), dot
 
     def _check_probabilities(self, target: Tensor) -> None:
         low = float(target.min())
@@ -193,7 +199,7 @@ class CrossEntropyLoss(Loss):
     def _gradient(self) -> Tensor:
         log_probabilities, target, index = self._log_probabilities, self._target, self._index
         assert log_probabilities is not None and target is not None
-        minus_one_over_n, _, batch_size, _, _ = self._used
+        minus_one_over_n, _, batch_size, _, _, _ = self._used
         # p / N, the gradient's main term, in a new tensor (backward may run twice).
         scaled = log_probabilities.exp().div_(batch_size)
         if index is None:

@@ -67,7 +67,9 @@ class HuberLoss(Loss):
         self._forward_delta = self._delta
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        prediction = self._check_prediction(prediction)
+        return self._forward_accepted(self._check_prediction(prediction), target)
+
+    def _forward_accepted(self, prediction: Tensor, target: Tensor) -> Tensor:
         if not isinstance(target, Tensor):
             raise TypeError(
                 f"HuberLoss: expected a torch.Tensor target, got {type(target).__name__}"

@@ -43,7 +43,9 @@ class L1Loss(Loss):
         self._scale = 1.0
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        prediction = self._check_prediction(prediction)
+        return self._forward_accepted(self._check_prediction(prediction), target)
+
+    def _forward_accepted(self, prediction: Tensor, target: Tensor) -> Tensor:
         if not isinstance(target, Tensor):
             raise TypeError(f"L1Loss: expected a torch.Tensor target, got {type(target).__name__}")
         self._check_dense_target(target, prediction)

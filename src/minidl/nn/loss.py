@@ -139,6 +139,15 @@ class Loss(Module):
         self._prediction_device = prediction.device
         return prediction
 
+    def _forward_accepted(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """``forward`` for a prediction that :meth:`_check_prediction` has just accepted, or
+        one of the signature it accepted last (the same ``_prediction_shape`` object since),
+        without checking it again; the target is checked as ``forward`` checks it. A built-in
+        loss's ``forward`` is that check followed by this; a subclass that defines only
+        ``forward`` gets ``forward`` here."""
+        loss: Tensor = self.forward(prediction, target)
+        return loss
+
     def _check_class_indices(self, target: Tensor, prediction: Tensor) -> None:
         """Check a target of class indices: dense, int64, shape ``(N,)`` (``(R, N)``), values in
         ``[0, C)``."""

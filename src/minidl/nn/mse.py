@@ -73,7 +73,9 @@ class MSELoss(Loss):
         self._recent: Recent[Tensor] = Recent()  # those of the last few (see Recent)
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        prediction = self._check_prediction(prediction)
+        return self._forward_accepted(self._check_prediction(prediction), target)
+
+    def _forward_accepted(self, prediction: Tensor, target: Tensor) -> Tensor:
         if not isinstance(target, Tensor):
             raise TypeError(f"MSELoss: expected a torch.Tensor target, got {type(target).__name__}")
         if target.dim() == prediction.dim() - 1 and not target.is_floating_point():

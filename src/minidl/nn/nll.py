@@ -47,7 +47,9 @@ class NLLLoss(Loss):
         self._scale = 1.0
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
-        log_probabilities = self._check_prediction(prediction)
+        return self._forward_accepted(self._check_prediction(prediction), target)
+
+    def _forward_accepted(self, log_probabilities: Tensor, target: Tensor) -> Tensor:
         if not isinstance(target, Tensor):
             raise TypeError(f"NLLLoss: expected a torch.Tensor target, got {type(target).__name__}")
         # (the index, target.unsqueeze(-1), is kept for backward's scatter)
