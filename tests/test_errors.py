@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
@@ -851,6 +852,61 @@ def test_scheduler_bad_arguments(
     with raises(kind, *fragments):
         make(optimizer)
     assert optimizer.lr == 0.5  # a failed construction does not touch the optimizer
+
+
+_EVERY_SCHEDULE: dict[str, Callable[[Any], Any]] = {
+    "StepDecay": lambda o: optim.StepDecay(o, step_size=2),
+    "ExponentialDecay": lambda o: optim.ExponentialDecay(o, gamma=0.9),
+    "CyclicLR": lambda o: optim.CyclicLR(o, 0.01, 0.1, 4),
+    "OneCycle": lambda o: optim.OneCycle(o, max_lr=1.0, total_steps=10),
+    "CosineAnnealing": lambda o: optim.CosineAnnealing(o, T_max=5),
+    "CosineAnnealingWarmRestarts": lambda o: optim.CosineAnnealingWarmRestarts(o, T_0=3),
+    "LinearWarmup": lambda o: optim.LinearWarmup(o, warmup_steps=3),
+    "SequentialSchedule": lambda o: optim.SequentialSchedule(
+        o, [optim.LinearWarmup(o, warmup_steps=3), optim.StepDecay(o, step_size=2)], [3]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_EVERY_SCHEDULE))
+@pytest.mark.parametrize(
+    ("step", "kind"), [(-1, ValueError), (2.0, TypeError), (True, TypeError), ("2", TypeError)]
+)
+def test_lr_at_refuses_a_step_that_is_not_an_integer_from_0(
+    name: str, step: object, kind: type[Exception]
+) -> None:
+    """Every schedule's ``lr_at`` names itself, the step and what it takes (it computed a rate
+    from a float or a negative step before); a NumPy integer is an integer."""
+    schedule = _EVERY_SCHEDULE[name](optim.SGD(_params(), lr=0.5))
+    with raises(kind, f"{name}.lr_at: step must be an integer >= 0, got {step!r}"):
+        schedule.lr_at(step)
+    assert schedule.lr_at(np.int64(3)) == schedule.lr_at(3)
+
+
+def test_lr_at_of_a_subclass_is_checked_once() -> None:
+    """A schedule written by a user gets the check of ``step`` too, in its own name, and a
+    subclass of it that keeps its ``lr_at`` is checked once, not twice."""
+    calls: list[int] = []
+
+    class Halving(optim.LRScheduler):
+        def __init__(self, optimizer: optim.Optimizer) -> None:
+            super().__init__(optimizer)
+            self._start()
+
+        def lr_at(self, step: int) -> float:
+            calls.append(step)
+            return float(self.base_lr) / 2**step
+
+    class Again(Halving):
+        lr_at = Halving.lr_at
+
+    for kind in (Halving, Again):
+        schedule = kind(optim.SGD(_params(), lr=0.5))
+        with raises(ValueError, f"{kind.__name__}.lr_at: step must be an integer >= 0, got -2"):
+            schedule.lr_at(-2)
+        assert schedule.step() == 0.25
+    assert calls == [0, 1, 0, 1]
+    assert Again.lr_at is Halving.lr_at  # (not wrapped a second time)
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 from minidl._setting import Setting, read_overridden_settings
@@ -31,6 +32,17 @@ def check_decay_gamma(where: str, gamma: object) -> float:
 
 def _check_reference_lr(where: str, base_lr: object) -> float:
     return check_real(where, "base_lr", base_lr, low=0.0)
+
+
+def _checking_step(lr_at: Callable[[Any, int], float]) -> Callable[[Any, int], float]:
+    """``lr_at`` (a schedule's own), called with ``step`` checked: an integer >= 0."""
+
+    @functools.wraps(lr_at)
+    def checked(self: Any, step: int) -> float:
+        return lr_at(self, check_int(f"{type(self).__name__}.lr_at", "step", step, low=0))
+
+    checked._checks_step = True  # type: ignore[attr-defined]
+    return checked
 
 
 def fixed(schedule: object, name: str, hint: str) -> AttributeError:
@@ -116,6 +128,11 @@ class LRScheduler:
         # of its own: lr_at reads the setting's slot (_gamma), made to read the subclass's value.
         super().__init_subclass__(**kwargs)
         read_overridden_settings(cls)
+        # A subclass's own lr_at refuses a step that is not an integer >= 0 before computing
+        # with it (a float or a negative step gives a number from most formulas).
+        own = cls.__dict__.get("lr_at")
+        if callable(own) and not getattr(own, "_checks_step", False):
+            cls.lr_at = _checking_step(own)  # type: ignore[method-assign,assignment]
 
     def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
@@ -242,7 +259,13 @@ class LRScheduler:
             )
 
     def lr_at(self, step: int) -> float:
-        """The learning rate after ``step`` calls of :meth:`step`."""
+        """The learning rate after ``step`` calls of :meth:`step`.
+
+        A subclass implements it for an ``int`` ``step`` >= 0: the ``lr_at`` a subclass
+        defines is wrapped when the class is made so that any other ``step`` raises first
+        (``TypeError`` for a non-integer, such as a float or a bool; ``ValueError`` for a
+        negative one), in the subclass's name; a NumPy integer is taken as an ``int``.
+        """
         raise NotImplementedError
 
     def _start(self) -> None:
