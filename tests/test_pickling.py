@@ -281,3 +281,25 @@ def test_a_sequence_of_schedules_loaded_in_another_process_restarts_from_the_fir
     expected = namespace["rates"]
     assert expected[0] == 0.1
     assert json.loads(result.stdout) == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cross_entropy_pickled_with_five_constants_gives_its_gradient_and_loss(
+    dtype: torch.dtype,
+) -> None:
+    """A CrossEntropyLoss pickled by the version whose constants were five tensors (without
+    whether the loss is a dot product) after a forward: backward, and a forward on logits of
+    the same shape, give what the loss gave, rather than fail to unpack them."""
+    logits = torch.randn(4, 3).to(dtype)
+    target = torch.tensor([0, 2, 1, 2])
+    loss = nn.CrossEntropyLoss()
+    value = loss(logits, target)
+    gradient = loss.backward()
+    state = pickle.loads(pickle.dumps(loss)).__dict__.copy()
+    state["_constants"] = state["_constants"][:5]
+    state["_used"] = state["_used"][:5]
+    old = nn.CrossEntropyLoss.__new__(nn.CrossEntropyLoss)
+    old.__setstate__(state)
+    assert torch.equal(old.backward(), gradient)
+    assert torch.equal(old(logits, target), value)
+    assert torch.equal(old.backward(), gradient)

@@ -128,6 +128,13 @@ class CrossEntropyLoss(Loss):
         state.setdefault("_reduction", "mean")
         state.setdefault("_divisor_used", None)  # (then a mean's: the only reduction then)
         super().__setstate__(state)
+        # Constants pickled before they held whether the loss is a dot product: five tensors.
+        for name in ("_constants", "_used"):
+            constants = getattr(self, name)
+            if len(constants) == 5:
+                picked = constants[3]
+                dot = picked.dim() == 2 and picked.dtype is not torch.float16
+                object.__setattr__(self, name, (*constants, dot))
 
     @property
     def reduction(self) -> Literal["mean", "sum"]:
