@@ -883,30 +883,40 @@ def test_lr_at_refuses_a_step_that_is_not_an_integer_from_0(
     assert schedule.lr_at(np.int64(3)) == schedule.lr_at(3)
 
 
-def test_lr_at_of_a_subclass_is_checked_once() -> None:
-    """A schedule written by a user gets the check of ``step`` too, in its own name, and a
-    subclass of it that keeps its ``lr_at`` is checked once, not twice."""
-    calls: list[int] = []
+def test_lr_at_of_a_schedule_of_ones_own_is_as_written_or_checked_by_choice() -> None:
+    """A schedule written by a user keeps its ``lr_at`` as written (a static one, one with
+    another signature); :func:`checks_step` gives it the built-in schedules' check, and a
+    subclass of a built-in schedule has the check in its own name."""
+    from minidl.optim.lr_scheduler import checks_step
 
-    class Halving(optim.LRScheduler):
+    class Static(optim.LRScheduler):
         def __init__(self, optimizer: optim.Optimizer) -> None:
             super().__init__(optimizer)
             self._start()
 
+        @staticmethod
+        def lr_at(epoch: int, scale: float = 1.0) -> float:  # type: ignore[override]
+            return scale / (epoch + 1)
+
+    static = Static(optim.SGD(_params(), lr=0.5))
+    assert static.step() == 0.5 and static.lr_at(epoch=3, scale=2.0) == 0.5
+
+    class Halving(Static):
+        @checks_step
         def lr_at(self, step: int) -> float:
-            calls.append(step)
             return float(self.base_lr) / 2**step
 
-    class Again(Halving):
-        lr_at = Halving.lr_at
+    halving = Halving(optim.SGD(_params(), lr=0.5))
+    with raises(ValueError, "Halving.lr_at: step must be an integer >= 0, got -2"):
+        halving.lr_at(-2)
+    assert halving.step() == 0.25
 
-    for kind in (Halving, Again):
-        schedule = kind(optim.SGD(_params(), lr=0.5))
-        with raises(ValueError, f"{kind.__name__}.lr_at: step must be an integer >= 0, got -2"):
-            schedule.lr_at(-2)
-        assert schedule.step() == 0.25
-    assert calls == [0, 1, 0, 1]
-    assert Again.lr_at is Halving.lr_at  # (not wrapped a second time)
+    class Slower(optim.StepDecay):
+        pass
+
+    slower = Slower(optim.SGD(_params(), lr=0.5), step_size=2)
+    with raises(TypeError, "Slower.lr_at: step must be an integer >= 0, got 1.5"):
+        slower.lr_at(1.5)
 
 
 @pytest.mark.parametrize(

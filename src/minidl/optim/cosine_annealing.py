@@ -7,7 +7,7 @@ from typing import Literal
 
 from minidl._validate import check_int, check_real
 from minidl.optim.exponential_decay import interval_repr
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["CosineAnnealing"]
@@ -63,6 +63,7 @@ class CosineAnnealing(LRScheduler):
         self.interval = interval
         self._start()
 
+    @checks_step
     def lr_at(self, step: int) -> float:
         cosine = 1 + math.cos(math.pi * step / self._T_max)
         return self._eta_min + (self._base_lr - self._eta_min) * (cosine / 2)

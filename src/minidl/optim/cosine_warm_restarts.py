@@ -8,7 +8,7 @@ from typing import Literal
 from minidl._validate import check_int
 from minidl.optim.cosine_annealing import check_eta_min
 from minidl.optim.exponential_decay import interval_repr
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["CosineAnnealingWarmRestarts"]
@@ -81,6 +81,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
             period *= self._T_mult
         return step - start, period
 
+    @checks_step
     def lr_at(self, step: int) -> float:
         t_cur, t_i = self._position(step)
         cosine = 1 + math.cos(math.pi * t_cur / t_i)

@@ -6,7 +6,7 @@ import math
 from typing import Literal
 
 from minidl._validate import check_int, check_real
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, check_decay_gamma
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, check_decay_gamma, checks_step
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["CyclicLR"]
@@ -129,6 +129,7 @@ class CyclicLR(LRScheduler):
         """The lower bound restored: in ``[0, max_lr]``."""
         return check_real(where, "base_lr", base_lr, low=0.0, high=self._max_lr)
 
+    @checks_step
     def lr_at(self, step: int) -> float:
         up = self._step_size_up
         total = up + self._step_size_down

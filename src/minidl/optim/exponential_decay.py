@@ -9,6 +9,7 @@ from minidl.optim.lr_scheduler import (
     ScheduleSetting,
     check_decay_gamma,
     check_interval,
+    checks_step,
 )
 from minidl.optim.optimizer import Optimizer
 
@@ -53,6 +54,7 @@ class ExponentialDecay(LRScheduler):
         self.interval = interval
         self._start()
 
+    @checks_step
     def lr_at(self, step: int) -> float:
         return self._base_lr * self._gamma**step
 

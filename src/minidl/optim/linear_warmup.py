@@ -6,7 +6,7 @@ from typing import Literal
 
 from minidl._validate import check_int, check_real
 from minidl.optim.exponential_decay import interval_repr
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["LinearWarmup"]
@@ -63,6 +63,7 @@ class LinearWarmup(LRScheduler):
         self.interval = interval
         self._start()
 
+    @checks_step
     def lr_at(self, step: int) -> float:
         steps, factor = self._warmup_steps, self._start_factor
         return self._base_lr * (factor + (1 - factor) * (min(step, steps) / steps))

@@ -12,7 +12,14 @@ from minidl._setting import Setting, read_overridden_settings
 from minidl._validate import check_int, check_real
 from minidl.optim.optimizer import Optimizer
 
-__all__ = ["LRScheduler", "ScheduleSetting", "check_decay_gamma", "check_interval", "fixed"]
+__all__ = [
+    "LRScheduler",
+    "ScheduleSetting",
+    "check_decay_gamma",
+    "check_interval",
+    "checks_step",
+    "fixed",
+]
 
 T = TypeVar("T")
 
@@ -34,14 +41,24 @@ def _check_reference_lr(where: str, base_lr: object) -> float:
     return check_real(where, "base_lr", base_lr, low=0.0)
 
 
-def _checking_step(lr_at: Callable[[Any, int], float]) -> Callable[[Any, int], float]:
-    """``lr_at`` (a schedule's own), called with ``step`` checked: an integer >= 0."""
+Schedule = TypeVar("Schedule", bound="LRScheduler")
+
+
+def checks_step(
+    lr_at: Callable[[Schedule, int], float],
+) -> Callable[[Schedule, int], float]:
+    """Decorate a schedule's ``lr_at(self, step)`` so that a ``step`` that is not an integer
+    >= 0 raises before the formula sees it (a float or a negative step gives a number from most
+    formulas): ``TypeError`` for a non-integer (a float, a bool), ``ValueError`` for a negative
+    one, in the words of the schedule's class (``"CyclicLR.lr_at: step must be an integer >=
+    0, got -1"``); a NumPy integer is taken as an ``int``. Every built-in schedule's ``lr_at``
+    has it; a schedule of one's own may use it too (``from minidl.optim.lr_scheduler import
+    checks_step``)."""
 
     @functools.wraps(lr_at)
-    def checked(self: Any, step: int) -> float:
+    def checked(self: Schedule, step: int) -> float:
         return lr_at(self, check_int(f"{type(self).__name__}.lr_at", "step", step, low=0))
 
-    checked._checks_step = True  # type: ignore[attr-defined]
     return checked
 
 
@@ -128,11 +145,6 @@ class LRScheduler:
         # of its own: lr_at reads the setting's slot (_gamma), made to read the subclass's value.
         super().__init_subclass__(**kwargs)
         read_overridden_settings(cls)
-        # A subclass's own lr_at refuses a step that is not an integer >= 0 before computing
-        # with it (a float or a negative step gives a number from most formulas).
-        own = cls.__dict__.get("lr_at")
-        if callable(own) and not getattr(own, "_checks_step", False):
-            cls.lr_at = _checking_step(own)  # type: ignore[method-assign,assignment]
 
     def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
@@ -261,10 +273,8 @@ class LRScheduler:
     def lr_at(self, step: int) -> float:
         """The learning rate after ``step`` calls of :meth:`step`.
 
-        A subclass implements it for an ``int`` ``step`` >= 0: the ``lr_at`` a subclass
-        defines is wrapped when the class is made so that any other ``step`` raises first
-        (``TypeError`` for a non-integer, such as a float or a bool; ``ValueError`` for a
-        negative one), in the subclass's name; a NumPy integer is taken as an ``int``.
+        A subclass implements it for an ``int`` ``step`` >= 0; the built-in schedules refuse
+        any other ``step`` (see :func:`checks_step`, which a subclass may use too).
         """
         raise NotImplementedError
 

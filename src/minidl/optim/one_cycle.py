@@ -6,7 +6,7 @@ import math
 from typing import Literal
 
 from minidl._validate import check_int, check_real
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["OneCycle"]
@@ -169,6 +169,7 @@ class OneCycle(LRScheduler):
             return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1)
         return (end - start) * fraction + start
 
+    @checks_step
     def lr_at(self, step: int) -> float:
         if step > self._total_steps:
             raise ValueError(

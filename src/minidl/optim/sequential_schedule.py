@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from torch import Tensor
 
-from minidl.optim.lr_scheduler import LRScheduler, fixed
+from minidl.optim.lr_scheduler import LRScheduler, checks_step, fixed
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["SequentialSchedule"]
@@ -216,6 +216,7 @@ class SequentialSchedule(LRScheduler):
         if name == "base_lr":
             self._set_base_lr(self._base_lr)
 
+    @checks_step
     def lr_at(self, step: int) -> float:
         milestones = self._milestones
         index = bisect.bisect_right(milestones, step)

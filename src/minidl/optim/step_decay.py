@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from minidl._validate import check_int, check_real
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["StepDecay"]
@@ -54,6 +54,7 @@ class StepDecay(LRScheduler):
         self.gamma = gamma
         self._start()
 
+    @checks_step
     def lr_at(self, step: int) -> float:
         return self._base_lr * self._gamma ** (step // self._step_size)
 
