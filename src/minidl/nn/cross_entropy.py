@@ -127,14 +127,13 @@ class CrossEntropyLoss(Loss):
         state.setdefault("_recent", Recent())  # (pickled before they existed)
         state.setdefault("_reduction", "mean")
         state.setdefault("_divisor_used", None)  # (then a mean's: the only reduction then)
-        super().__setstate__(state)
-        # Constants pickled before they held whether the loss is a dot product: five tensors.
+        # Constants pickled before they held whether the loss is a dot product: five tensors
+        # (the picked buffer has the logits' dimensions and dtype).
         for name in ("_constants", "_used"):
-            constants = getattr(self, name)
-            if len(constants) == 5:
-                picked = constants[3]
-                dot = picked.dim() == 2 and picked.dtype is not torch.float16
-                object.__setattr__(self, name, (*constants, dot))
+            constants = state.get(name)
+            if constants is not None and len(constants) == 5:
+                state[name] = (*constants, _dot_product(constants[3]))
+        super().__setstate__(state)
 
     @property
     def reduction(self) -> Literal["mean", "sum"]:
@@ -164,8 +163,7 @@ class CrossEntropyLoss(Loss):
         (an op on a tensor skips wrapping a Python number on each call; in float32 at least, as
         float16 ends at 65504); a buffer of the first one's shape for the picked
         log-probabilities, and a 1-D view of it; and whether the loss is the dot product of the
-        two views (logits ``(N, C)``, but for float16, where -1/N is subnormal from N = 16385
-        on). They are made outside inference mode, so that the buffer can be written to whether
+        two views (see :func:`_dot_product`). They are made outside inference mode, so that the buffer can be written to whether
         or not the next call runs in it.
         """
         shape = (*like.shape[:-1], 1)
@@ -183,8 +181,7 @@ class CrossEntropyLoss(Loss):
             )
             picked = torch.empty(shape, dtype=like.dtype, device=like.device)
         vector = minus_one_over_n.view(-1)
-        dot = like.dim() == 2 and like.dtype is not torch.float16
-        return minus_one_over_n, vector, batch_size, picked, picked.view(-1), dot
+        return minus_one_over_n, vector, batch_size, picked, picked.view(-1), _dot_product(like)
 
     def _check_probabilities(self, target: Tensor) -> None:
         low = float(target.min())
@@ -215,3 +212,10 @@ class CrossEntropyLoss(Loss):
             return grad.sub_(target, alpha=1.0 / divisor)
         # (p - onehot(y)) / N in one more op: add -1/N at each row's target class.
         return scaled.scatter_add_(-1, index, minus_one_over_n)
+
+
+def _dot_product(like: Tensor) -> bool:
+    """Whether the loss of logits like ``like`` (or of their picked buffer, of as many
+    dimensions and the same dtype) is one dot product of the picked log-probabilities with
+    -1/N: for logits ``(N, C)``, but in float16, where -1/N is subnormal from N = 16385 on."""
+    return like.dim() == 2 and like.dtype is not torch.float16
