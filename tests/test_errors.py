@@ -1397,7 +1397,11 @@ def test_sequential_refuses_a_module_at_two_places() -> None:
         "each place needs its own (e.g. a second Tanh())",
     ):
         nn.Sequential(nn.Linear(2, 3), tanh, nn.Linear(3, 3), tanh)
-    with raises(ValueError, "the Linear at '2' is the same object as the one at '0'", "weights"):
+    with raises(
+        ValueError,
+        "the Linear at '2' is the same object as the one at '0'",
+        "second.register_parameter('weight', first.weight)",
+    ):
         nn.Sequential(linear, nn.Tanh(), linear)
     with raises(ValueError, "the Tanh at '1.block.1' is the same object as the one at '0.0'"):
         nn.Sequential(nn.Sequential(tanh), nn.Residual(nn.Sequential(nn.Linear(3, 3), tanh)))
@@ -1405,6 +1409,36 @@ def test_sequential_refuses_a_module_at_two_places() -> None:
     with raises(ValueError, "the Sequential at '1' is the same object as the one at '0'"):
         nn.Sequential(model, model)
     assert len(nn.Sequential(model[:2], model[2:])) == 2  # the same modules, each once
+
+
+def test_a_layer_at_two_places_is_told_how_to_tie_its_weights() -> None:
+    """The refusal of one Linear at two places said weights cannot be shared between places,
+    while one Parameter registered in two layers is a tie (the README's tied weights). The hint
+    it gives now, followed, builds the model, whose gradients are autograd's for the tie."""
+    torch.manual_seed(0)
+    first = nn.Linear(3, 3, dtype=torch.float64)
+    with pytest.raises(ValueError) as info:
+        nn.Sequential(first, nn.Tanh(), first)
+    message = str(info.value)
+    assert "cannot be shared" not in message
+    hint = message[message.index("second.register_parameter(") : message.rindex(")")]
+    second = nn.Linear(3, 3, dtype=torch.float64)
+    eval(hint, {"first": first, "second": second})
+    model = nn.Sequential(first, nn.Tanh(), second)
+    assert model.num_parameters() == 9 + 3 + 3
+    x = torch.randn(4, 3, dtype=torch.float64)
+    g = torch.randn(4, 3, dtype=torch.float64)
+    model(x)
+    model.backward(g)
+    weight = first.weight.data.clone().requires_grad_(True)
+    b1 = first.bias.data.clone().requires_grad_(True)
+    b2 = second.bias.data.clone().requires_grad_(True)
+    (torch.tanh(x @ weight.T + b1) @ weight.T + b2).backward(g)
+    torch.testing.assert_close(first.weight.grad, weight.grad, rtol=1e-10, atol=1e-12)
+    assert second.weight is first.weight
+    with raises(ValueError, "a second Sequential of new layers", "register_parameter"):
+        block = nn.Sequential(nn.Linear(3, 3))
+        nn.Sequential(block, nn.Tanh(), block)
 
 
 def test_stacked_modules_refuse_one_object_in_two_runs() -> None:

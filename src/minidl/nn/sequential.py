@@ -109,11 +109,19 @@ class Sequential(Module):
                 if id(part) in places:
                     # Its second forward would overwrite the cache its first backward needs.
                     name = type(part).__name__
-                    hint = (
-                        "weights cannot be shared between places"
-                        if part.parameters()
-                        else f"e.g. a second {name}()"
-                    )
+                    hint = f"e.g. a second {name}()"
+                    if part.parameters():
+                        # Tied weights are one Parameter registered in two layers.
+                        own = next(iter(part._parameters), None)
+                        hint = (
+                            f"a second {name}; to share weights between the places, register "
+                            f"the first's Parameter in it: second.register_parameter({own!r}, "
+                            f"first.{own})"
+                            if own is not None
+                            else f"a second {name} of new layers; to share weights between the "
+                            "places, register the first's Parameters in them: "
+                            "new.register_parameter('weight', old.weight)"
+                        )
                     raise ValueError(
                         f"Sequential: the {name} at {path!r} is the same object as the one at "
                         f"{places[id(part)]!r}; a module keeps what its last forward computed "
