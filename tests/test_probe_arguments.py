@@ -314,6 +314,9 @@ def test_a_parameter_attribute_set_to_no_parameter_is_refused_at_the_next_forwar
         f"{kind}: {name} must be a minidl Parameter, got {type(given).__name__} (an attribute "
         "set by hand is not registered"
     )
+    # In place, as docs/pytorch.md advises: ``weight.data = ...`` takes it out of a model's
+    # flat buffer.
+    assert f"set its values in place with {name}.data.copy_(...)" in str(refused.value)
     assert refused.value.__suppress_context__
     layer.register_parameter(name, nn.Parameter(layer._parameters[name].data.clone()))
     layer(x)  # registered: taken
@@ -338,8 +341,8 @@ def test_a_parameter_set_as_a_plain_attribute_is_refused_at_the_next_forward(
     assert str(refused.value) == (
         f"{kind}: {name} is a Parameter that is not registered (set by hand as an attribute: "
         "the layer would compute with it while parameters(), the optimizers and state_dict "
-        f"keep the registered one); set its values with {name}.data = ..., or register it "
-        f"with register_parameter({name!r}, ...)"
+        f"keep the registered one); set its values in place with {name}.data.copy_(...), or "
+        f"register it with register_parameter({name!r}, ...)"
     )
     state = layer.state_dict()
     assert all(torch.equal(state[key], value) for key, value in buffers.items())

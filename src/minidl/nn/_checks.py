@@ -177,16 +177,16 @@ def check_parameter_attributes(
             raise ValueError(
                 f"{where}: {name} is a Parameter that is not registered (set by hand as an "
                 "attribute: the layer would compute with it while parameters(), the optimizers "
-                f"and state_dict keep the registered one); set its values with {name}.data = "
-                f"..., or register it with register_parameter({name!r}, ...)"
+                f"and state_dict keep the registered one); set its values in place with "
+                f"{name}.data.copy_(...), or register it with register_parameter({name!r}, ...)"
             )
         if value is None and name in optional.split(", "):
             continue
         raise TypeError(
             f"{where}: {name} must be a minidl Parameter, got {type(value).__name__} (an "
             f"attribute set by hand is not registered: parameters() and the optimizers would "
-            f"keep the old one); set its values with {name}.data = ..., or register a new one "
-            f"with register_parameter({name!r}, Parameter(...))"
+            f"keep the old one); set its values in place with {name}.data.copy_(...), or "
+            f"register a new one with register_parameter({name!r}, Parameter(...))"
         ) from None  # (raised where reading the attribute failed too: that error says less)
 
 
