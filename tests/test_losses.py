@@ -229,6 +229,19 @@ def test_a_loss_of_ones_own_differentiates_as_the_tutorial_writes_it() -> None:
     criterion = MeanAbsolute()
     with pytest.raises(RuntimeError, match="MeanAbsolute: backward called before forward"):
         criterion.backward()
+    # Its forward method called directly, as the course's contract writes a forward pass, does
+    # not record it: the refusal says so, rather than that no forward ran.
+    criterion.forward(torch.zeros(2, 2), torch.ones(2, 2))
+    with pytest.raises(RuntimeError) as refused:
+        criterion.backward()
+    assert str(refused.value) == (
+        "MeanAbsolute: backward called before forward (a loss of one's own records its forward "
+        "when it is called, criterion(prediction, target), not when its forward method is "
+        "called directly)"
+    )
+    with pytest.raises(RuntimeError) as built_in:  # (a built-in loss records it in forward)
+        nn.MSELoss().backward()
+    assert str(built_in.value) == "MSELoss: backward called before forward"
     prediction = torch.randn(4, 2, dtype=torch.float64)
     target = torch.randn(4, 2, dtype=torch.float64)
     loss = criterion(prediction, target)

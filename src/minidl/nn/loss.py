@@ -235,7 +235,15 @@ class Loss(Module):
             return self._gradient()
         name = type(self).__name__
         if not self._has_forward:
-            raise RuntimeError(f"{name}: backward called before forward")
+            hint = ""
+            if not getattr(type(self).forward, "__module__", "").startswith("minidl."):
+                # (a built-in loss records it in forward itself; one's own only when called)
+                hint = (
+                    " (a loss of one's own records its forward when it is called, "
+                    "criterion(prediction, target), not when its forward method is called "
+                    "directly)"
+                )
+            raise RuntimeError(f"{name}: backward called before forward{hint}")
         if len(gradwrtoutput) != 1:
             raise TypeError(
                 f"{name}.backward: expected at most one (scalar) gradient, got {len(gradwrtoutput)}"
