@@ -174,6 +174,30 @@ def test_fit_refuses_a_bad_argument_before_anything_changes(
     run.assert_unchanged()
 
 
+def test_fit_refuses_a_history_past_start_epoch_and_appends_to_one_from_epoch_0() -> None:
+    """Resuming at ``start_epoch`` with a history that holds later epochs would record them a
+    second time: refused before anything changes. A history of exactly ``start_epoch`` epochs
+    resumes, and with ``start_epoch`` 0 a history is extended call after call."""
+    run = Run()
+    longer = History(train_loss=[0.5, 0.4, 0.3], validation_error=[9.0, 8.0, 7.0], lr=[0.1] * 3)
+    with pytest.raises(ValueError) as info:
+        run.fit(history=longer)  # (start_epoch 1)
+    assert str(info.value) == (
+        "fit: history holds 3 epochs, past start_epoch 1: resuming there would record epochs "
+        "1 to 2 a second time; pass the history saved with epoch 1 (load_checkpoint's "
+        "state.history), or start_epoch=3"
+    )
+    assert longer == History(
+        train_loss=[0.5, 0.4, 0.3], validation_error=[9.0, 8.0, 7.0], lr=[0.1] * 3
+    )
+    run.assert_unchanged()
+    assert run.fit(history=longer, start_epoch=3, epochs=4) is longer
+    assert len(longer.train_loss) == len(longer.lr) == len(longer.validation_error) == 4
+    for calls in (1, 2):
+        assert run.fit(history=longer, start_epoch=0, epochs=1) is longer
+        assert len(longer.train_loss) == 4 + calls
+
+
 def test_fit_refuses_a_model_without_class_scores_before_training() -> None:
     """A model whose outputs are not (N, C) is refused before training (by the loss, which
     fit runs once on the first sample), not at the first step or after the first epoch."""

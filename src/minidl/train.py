@@ -318,7 +318,9 @@ def fit(
             sample: such a run is refused unless the batch is dropped, and a training set of
             one sample with it). The recorded loss is then the mean over the full batches.
         start_epoch: the first epoch to run (when resuming).
-        history: a history to extend (when resuming).
+        history: a history to extend (when resuming, the one saved with ``start_epoch``: a
+            history holding more epochs than a ``start_epoch`` above 0 is refused, as its later
+            epochs would be recorded twice; with ``start_epoch`` 0 the epochs are appended).
         on_epoch: called with the :class:`EpochRecord` of each epoch; if it returns ``True``
             (or a true numpy bool or one-element bool tensor), training stops after that epoch
             (early stopping: the history ends with it). Other return values than ``None`` and
@@ -449,6 +451,15 @@ def fit(
         _check_shards(model, getattr(parallel, "world_size", 1), samples, batch_size, smallest)
     if history is not None and not isinstance(history, History):
         raise TypeError(f"fit: history must be a History, got {type(history).__name__}")
+    recorded = len(history.train_loss) if history is not None else 0
+    if 0 < start_epoch < recorded:
+        # (start_epoch 0 appends: a history extended by calls of a few epochs each)
+        raise ValueError(
+            f"fit: history holds {recorded} epochs, past start_epoch {start_epoch}: resuming "
+            f"there would record epochs {start_epoch} to {recorded - 1} a second time; pass "
+            f"the history saved with epoch {start_epoch} (load_checkpoint's state.history), "
+            f"or start_epoch={recorded}"
+        )
     # The folded step kept from an earlier call, if it still fits (nothing is built yet).
     kept = (
         FoldedStep.kept(model, criterion, optimizer, x, y)
