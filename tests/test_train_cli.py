@@ -168,6 +168,24 @@ def test_a_learning_rate_beyond_float32_is_refused_in_one_line(
     )
 
 
+@pytest.mark.parametrize("every", ["5", "10"])
+def test_checkpoint_every_without_a_checkpoint_is_refused(
+    every: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--checkpoint-every N`` without ``--checkpoint`` or ``--resume`` was silently ignored
+    (no checkpoint is written); it is refused as ``--momentum`` with ``--optimizer adadelta``
+    is, also when N is the default, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    _no_training(monkeypatch)
+    assert main(["train", "--epochs", "3", "--hidden", "3", "--checkpoint-every", every]) == 2
+    assert capsys.readouterr() == (
+        "",
+        f"minidl train: error: --checkpoint-every {every} applies with --checkpoint PATH or "
+        "--resume PATH only (without them no checkpoint is written)\n",
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "arguments",
     [
@@ -668,6 +686,10 @@ def test_checkpoints_are_written_every_n_epochs_and_at_the_end(
     assert read_checkpoint(path).training.epoch == 5
     output = capsys.readouterr().out
     assert "final test error" in output and "training time:" in output
+    saved.clear()  # without --checkpoint-every: every 10 epochs, as --help says
+    argv = ["train", "--epochs", "12", "--hidden", "3", "--batch-size", "1000", "--quiet"]
+    assert main([*argv, "--checkpoint", str(path)]) == 0
+    assert saved == [10, 12]
 
 
 # -- `minidl train`: checkpoint paths, seeds, the end's checkpoint, Ctrl-C ------------------------

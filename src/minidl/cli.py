@@ -17,6 +17,8 @@ DTYPES = ("float32", "float64")
 LOSSES = ("cross-entropy", "mse")
 OPTIMIZERS = ("sgd", "adadelta")
 SCHEDULERS = ("none", "step", "clr")
+#: The epochs between two checkpoints of ``minidl train`` without ``--checkpoint-every``.
+CHECKPOINT_EVERY = 10
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -162,9 +164,10 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument(
         "--checkpoint-every",
         type=_positive_int,
-        default=10,
+        default=None,  # (CHECKPOINT_EVERY, once it is known that a checkpoint is written)
         metavar="N",
-        help="epochs between checkpoints",
+        help=f"epochs between checkpoints (default: {CHECKPOINT_EVERY}), with --checkpoint or "
+        "--resume",
     )
     parser.add_argument(
         "--resume",
@@ -251,6 +254,12 @@ def _run_train(args: argparse.Namespace) -> int:
     from minidl.optim.optimizer import Optimizer
     from minidl.train import EpochRecord, History, error_rate, fit
 
+    if args.checkpoint_every is not None and args.checkpoint is None and args.resume is None:
+        raise ValueError(
+            f"--checkpoint-every {args.checkpoint_every} applies with --checkpoint PATH or "
+            "--resume PATH only (without them no checkpoint is written)"
+        )
+    checkpoint_every = CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
     dtype = getattr(torch, args.dtype)
     hidden = args.hidden
     activations = args.activation
@@ -365,7 +374,7 @@ def _run_train(args: argparse.Namespace) -> int:
         if (
             checkpoint_path is not None
             and rank == 0
-            and (done % args.checkpoint_every == 0 or done == args.epochs)
+            and (done % checkpoint_every == 0 or done == args.epochs)
         ):
             save(done)
 
