@@ -186,6 +186,21 @@ def test_checkpoint_every_without_a_checkpoint_is_refused(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_missing_resumed_file_is_named_by_its_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--resume missing.ckpt`` said ``checkpoint 'missing.ckpt': cannot be read``, without
+    the ``--resume`` of the other errors of a resumed file."""
+    monkeypatch.chdir(tmp_path)
+    _no_training(monkeypatch)
+    assert main(["train", "--epochs", "3", "--resume", "missing.ckpt"]) == 2
+    assert capsys.readouterr() == (
+        "",
+        "minidl train: error: --resume missing.ckpt: cannot be read (No such file or directory)\n",
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "arguments",
     [
@@ -818,9 +833,7 @@ def test_resuming_a_pipe_is_refused_without_waiting_for_a_writer(tmp_path: Path)
     finally:
         process.kill()
     assert (process.returncode, stdout) == (2, "")
-    assert stderr == (
-        f"minidl train: error: checkpoint {str(pipe)!r}: is a FIFO, not a regular file\n"
-    )
+    assert stderr == (f"minidl train: error: --resume {pipe}: is a FIFO, not a regular file\n")
 
 
 @pytest.mark.parametrize("seed", [str(2**64), str(-(2**63) - 1), "99999999999999999999999", "x"])

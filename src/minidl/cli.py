@@ -311,7 +311,11 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         from minidl.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 
-        checkpoint = read_checkpoint(args.resume)
+        try:
+            checkpoint = read_checkpoint(args.resume)
+        except CheckpointError as error:  # named by its flag, as the errors below
+            reason = str(error).removeprefix(f"checkpoint {args.resume!r}: ")
+            raise CheckpointError(f"--resume {args.resume}: {reason}") from None
         saved_settings = checkpoint.training.extra.get("settings")
         _check_resume_settings(args.resume, saved_settings, settings)
         _check_resume_hyperparameters(
