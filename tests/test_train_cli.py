@@ -160,12 +160,53 @@ def test_wrong_number_of_activations_is_refused(capsys: pytest.CaptureFixture[st
 def test_a_learning_rate_beyond_float32_is_refused_in_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """It was accepted, and the first step failed with a traceback."""
+    """It was accepted, and the first step failed with a traceback; then it was refused in the
+    optimizer's words (``SGD: lr=1e+39 ...``), not the flag's."""
     assert main(["train", "--lr", "1e39", "--momentum", "0.5", "--epochs", "1"]) == 2
     assert capsys.readouterr().err == (
-        "minidl train: error: SGD: lr=1e+39 is beyond the range of the parameters' dtype "
-        "torch.float32 (largest finite value 3.40282e+38)\n"
+        "minidl train: error: --lr 1e+39 is beyond the range of --dtype float32 (largest "
+        "finite value 3.40282e+38)\n"
     )
+    argv = ["train", "--lr", "1e39", "--dtype", "float64", "--epochs", "1", "--hidden", "3"]
+    assert main([*argv, "--quiet"]) == 0  # (float64 holds it)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["--lr", "nan"], "argument --lr: expected a finite number in [0, inf), got 'nan'"),
+        (["--lr", "inf"], "argument --lr: expected a finite number in [0, inf), got 'inf'"),
+        (["--lr", "-0.5"], "argument --lr: expected a finite number in [0, inf), got '-0.5'"),
+        (["--lr", "fast"], "argument --lr: expected a finite number in [0, inf), got 'fast'"),
+        (
+            ["--optimizer", "adadelta", "--lr", "nan"],
+            "argument --lr: expected a finite number in [0, inf), got 'nan'",
+        ),
+        (
+            ["--scheduler", "clr", "--lr", "-1"],
+            "argument --lr: expected a finite number in [0, inf), got '-1'",
+        ),
+        (["--momentum", "1"], "argument --momentum: expected a number in [0, 1), got '1'"),
+        (["--momentum", "nan"], "argument --momentum: expected a number in [0, 1), got 'nan'"),
+        (["--momentum", "-0.1"], "argument --momentum: expected a number in [0, 1), got '-0.1'"),
+    ],
+)
+def test_a_bad_optimizer_setting_is_refused_naming_its_flag(
+    arguments: list[str],
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--lr nan`` was refused in the optimizer's words (``SGD: lr must be a finite number in
+    [0, inf), got nan``), which name no flag: the flag is named, with the same rule."""
+    _no_training(monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--epochs", "1", *arguments])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.endswith(f"minidl train: error: {expected}\n")
+    assert "SGD" not in error and "Adadelta" not in error
 
 
 @pytest.mark.parametrize("every", ["5", "10"])

@@ -67,6 +67,29 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _learning_rate(text: str) -> float:
+    """``--lr``: the optimizer's rule for ``lr`` (and the schedules' for the rates they take
+    from it), a finite number >= 0, checked where the flag is read so that the error names it."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number in [0, inf), got {text!r}")
+    return value
+
+
+def _momentum(text: str) -> float:
+    """``--momentum``: SGD's rule for ``momentum``, a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:  # (NaN too)
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
 def _seed(text: str) -> int:
     from minidl._validate import SEED_RANGE
 
@@ -129,8 +152,10 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     )
     parser.add_argument("--loss", choices=LOSSES, default="cross-entropy", help="loss criterion")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="optimizer")
-    parser.add_argument("--lr", type=float, default=1e-2, help="learning rate")
-    parser.add_argument("--momentum", type=float, default=0.0, help="SGD momentum, in [0, 1)")
+    parser.add_argument(
+        "--lr", type=_learning_rate, default=1e-2, help="learning rate, a finite number >= 0"
+    )
+    parser.add_argument("--momentum", type=_momentum, default=0.0, help="SGD momentum, in [0, 1)")
     parser.add_argument(
         "--scheduler",
         choices=SCHEDULERS,
@@ -261,6 +286,12 @@ def _run_train(args: argparse.Namespace) -> int:
         )
     checkpoint_every = CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
     dtype = getattr(torch, args.dtype)
+    largest = torch.finfo(dtype).max
+    if args.lr > largest:  # (the optimizer would refuse it in its own words)
+        raise ValueError(
+            f"--lr {args.lr:g} is beyond the range of --dtype {args.dtype} (largest finite "
+            f"value {largest:g})"
+        )
     hidden = args.hidden
     activations = args.activation
     if len(activations) == 1:
