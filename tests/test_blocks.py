@@ -119,9 +119,12 @@ def test_dropout_backward_reuses_the_forward_mask_and_eval_is_identity() -> None
     assert torch.equal(module.backward(x * 3), x * 3)
 
 
-@pytest.mark.parametrize("p", [-0.1, 1.0, float("nan"), "0.5"])
-def test_dropout_validates_p(p: object) -> None:
-    with pytest.raises(ValueError, match=r"Dropout: p must be"):
+@pytest.mark.parametrize(
+    ("p", "kind"),
+    [(-0.1, ValueError), (1.0, ValueError), (float("nan"), ValueError), ("0.5", TypeError)],
+)
+def test_dropout_validates_p(p: object, kind: type[Exception]) -> None:
+    with pytest.raises(kind, match=r"Dropout: p must be"):
         nn.Dropout(p)  # type: ignore[arg-type]
 
 

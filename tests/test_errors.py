@@ -679,16 +679,109 @@ def _params() -> list[nn.Parameter]:
     return nn.Linear(2, 2).parameters()
 
 
-@pytest.mark.parametrize("lr", [-1, -1e-9, math.nan, math.inf, "0.1"])
+@pytest.mark.parametrize(
+    ("lr", "kind"),
+    [
+        (-1, ValueError),
+        (-1e-9, ValueError),
+        (math.nan, ValueError),
+        (math.inf, ValueError),
+        ("0.1", TypeError),
+        (True, TypeError),
+    ],
+)
 @pytest.mark.parametrize("make", [optim.SGD, optim.Adadelta], ids=["SGD", "Adadelta"])
-def test_bad_learning_rate(make: Callable[..., optim.Optimizer], lr: Any) -> None:
+def test_bad_learning_rate(
+    make: Callable[..., optim.Optimizer], lr: Any, kind: type[Exception]
+) -> None:
     name = make.__name__
-    with raises(ValueError, name, "lr", "[0, inf)", repr(lr)):
+    with raises(kind, name, "lr", "[0, inf)", repr(lr)):
         make(_params(), lr=lr)
     optimizer = make(_params(), lr=0.5)
-    with raises(ValueError, name, "lr", repr(lr)):
+    with raises(kind, name, "lr", repr(lr)):
         optimizer.lr = lr
     assert optimizer.lr == 0.5
+
+
+#: Each numeric hyper-parameter of the optimizers and the schedules, given ``bad`` (``o``: an
+#: optimizer, ``p``: parameters), with the name its message gives it.
+_NUMERIC_SETTINGS: dict[str, tuple[Callable[[Any, Any, object], Any], str]] = {
+    "SGD lr": (lambda p, o, bad: optim.SGD(p, lr=bad), "SGD: lr"),
+    "SGD momentum": (lambda p, o, bad: optim.SGD(p, lr=0.1, momentum=bad), "SGD: momentum"),
+    "SGD weight_decay": (
+        lambda p, o, bad: optim.SGD(p, lr=0.1, weight_decay=bad),
+        "SGD: weight_decay",
+    ),
+    "Adadelta rho": (lambda p, o, bad: optim.Adadelta(p, rho=bad), "Adadelta: rho"),
+    "Adadelta eps": (lambda p, o, bad: optim.Adadelta(p, eps=bad), "Adadelta: eps"),
+    "Adagrad lr": (lambda p, o, bad: optim.Adagrad(p, lr=bad), "Adagrad: lr"),
+    "Adagrad lr_decay": (lambda p, o, bad: optim.Adagrad(p, lr_decay=bad), "Adagrad: lr_decay"),
+    "Adagrad initial_accumulator_value": (
+        lambda p, o, bad: optim.Adagrad(p, initial_accumulator_value=bad),
+        "Adagrad: initial_accumulator_value",
+    ),
+    "Adam lr": (lambda p, o, bad: optim.Adam(p, lr=bad), "Adam: lr"),
+    "Adam betas[1]": (lambda p, o, bad: optim.Adam(p, betas=(0.9, bad)), "Adam: betas[1]"),
+    "Adam eps": (lambda p, o, bad: optim.Adam(p, eps=bad), "Adam: eps"),
+    "AdamW weight_decay": (
+        lambda p, o, bad: optim.AdamW(p, weight_decay=bad),
+        "AdamW: weight_decay",
+    ),
+    "RMSprop alpha": (lambda p, o, bad: optim.RMSprop(p, alpha=bad), "RMSprop: alpha"),
+    "RMSprop momentum": (lambda p, o, bad: optim.RMSprop(p, momentum=bad), "RMSprop: momentum"),
+    "StepDecay gamma": (lambda p, o, bad: optim.StepDecay(o, gamma=bad), "StepDecay: gamma"),
+    "ExponentialDecay gamma": (
+        lambda p, o, bad: optim.ExponentialDecay(o, gamma=bad),
+        "ExponentialDecay: gamma",
+    ),
+    "CyclicLR base_lr": (lambda p, o, bad: optim.CyclicLR(o, bad, 0.1, 4), "CyclicLR: base_lr"),
+    "CyclicLR max_lr": (lambda p, o, bad: optim.CyclicLR(o, 0.01, bad, 4), "CyclicLR: max_lr"),
+    "OneCycle max_lr": (
+        lambda p, o, bad: optim.OneCycle(o, max_lr=bad, total_steps=10),
+        "OneCycle: max_lr",
+    ),
+    "OneCycle pct_start": (
+        lambda p, o, bad: optim.OneCycle(o, max_lr=1.0, total_steps=10, pct_start=bad),
+        "OneCycle: pct_start",
+    ),
+    "CosineAnnealing eta_min": (
+        lambda p, o, bad: optim.CosineAnnealing(o, T_max=5, eta_min=bad),
+        "CosineAnnealing: eta_min",
+    ),
+    "LinearWarmup start_factor": (
+        lambda p, o, bad: optim.LinearWarmup(o, warmup_steps=3, start_factor=bad),
+        "LinearWarmup: start_factor",
+    ),
+    "SGD.lr =": (lambda p, o, bad: setattr(o, "lr", bad), "SGD: lr"),
+    "SGD.load_state_dict lr": (
+        lambda p, o, bad: o.load_state_dict({**o.state_dict(), "lr": bad}),
+        "SGD.load_state_dict: lr",
+    ),
+}
+
+
+@pytest.mark.parametrize("bad", ["0.1", True, None, torch.tensor(0.1)], ids=repr)
+@pytest.mark.parametrize("setting", sorted(_NUMERIC_SETTINGS))
+def test_a_number_of_another_type_is_a_type_error(setting: str, bad: object) -> None:
+    """A string such as ``"0.1"`` (or a bool, None, a tensor) given as a numeric
+    hyper-parameter of an optimizer or a schedule was a ``ValueError``, as if the number were
+    out of range; it is the ``TypeError`` of other wrong types (``step_size=2.5``), naming the
+    class, the argument, the type and the value, and nothing changes."""
+    make, where = _NUMERIC_SETTINGS[setting]
+    optimizer = optim.SGD(_params(), lr=0.5)
+    with raises(TypeError, f"{where} must be a finite number in ", f"{type(bad).__name__} {bad!r}"):
+        make(_params(), optimizer, bad)
+    assert optimizer.lr == 0.5 and optimizer.state_dict()["lr"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("betas", "kind"), [(0.9, TypeError), ("ab", TypeError), ((0.9, 0.99, 0.999), ValueError)]
+)
+def test_betas_that_are_no_pair_are_a_type_error_and_a_pair_of_three_a_value_error(
+    betas: object, kind: type[Exception]
+) -> None:
+    with raises(kind, "Adam: betas must be a pair of numbers in [0, 1)", repr(betas)):
+        optim.Adam(_params(), betas=betas)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("momentum", [1.0, 1.5, -0.1, math.nan])
@@ -933,7 +1026,7 @@ def test_lr_at_of_a_schedule_of_ones_own_is_as_written_or_checked_by_choice() ->
         # NaN passed the old ">= 0" check and failed in the optimizer, the counters changed.
         ({"base_lr": float("nan"), "last_step": 2}, ValueError, "base_lr must be a finite"),
         ({"base_lr": float("inf"), "last_step": 2}, ValueError, "base_lr must be a finite"),
-        ({"base_lr": "0.1", "last_step": 2}, ValueError, "base_lr must be a finite"),
+        ({"base_lr": "0.1", "last_step": 2}, TypeError, "base_lr must be a finite"),
     ],
 )
 def test_scheduler_load_state_dict_bad_entries(

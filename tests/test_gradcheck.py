@@ -213,8 +213,16 @@ def test_gradcheck_refuses_float32() -> None:
         ({"eps": 0}, ValueError, r"eps must be in \(0, inf\), got 0$"),
         ({"eps": -1e-6}, ValueError, r"eps must be in \(0, inf\), got -1e-06$"),
         ({"eps": float("nan")}, ValueError, r"eps must be a finite number in \(0, inf\), got nan"),
-        ({"eps": "a"}, ValueError, r"eps must be a finite number in \(0, inf\), got 'a'$"),
-        ({"eps": True}, ValueError, r"eps must be a finite number in \(0, inf\), got True$"),
+        (
+            {"eps": "a"},
+            TypeError,
+            r"eps must be a finite number in \(0, inf\) \(a float or an int\), got str 'a'$",
+        ),
+        (
+            {"eps": True},
+            TypeError,
+            r"eps must be a finite number in \(0, inf\) \(a float or an int\), got bool True$",
+        ),
         ({"atol": -1.0}, ValueError, r"atol must be in \[0, inf\), got -1\.0$"),
         (
             {"rtol": float("inf")},

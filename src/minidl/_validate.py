@@ -57,9 +57,12 @@ def check_real(
     """Return ``value`` as a float after checking it is a finite real number in the given range.
 
     The message names the caller, the argument, the value and the allowed range, e.g.
-    ``SGD: momentum must be in [0, 1), got 1.5``.
+    ``SGD: momentum must be in [0, 1), got 1.5``. A value that is no real number (a string
+    such as ``"0.1"``, a bool, a tensor) is a ``TypeError``, as in :func:`check_int`; a real
+    number out of the range (NaN and the infinities too) is a ``ValueError``.
     """
     number = math.nan
+    real = True
     if type(value) is float:  # (the usual case, without the numbers.Real check)
         number = value
     elif not isinstance(value, bool) and isinstance(value, numbers.Real):
@@ -67,6 +70,8 @@ def check_real(
             number = float(value)
         except OverflowError:  # an int beyond float's range
             number = math.inf
+    else:
+        real = False
     finite = math.isfinite(number)
     too_low = low is not None and (number <= low if low_open else number < low)
     too_high = high is not None and (number >= high if high_open else number > high)
@@ -78,6 +83,11 @@ def check_real(
     left = "(" if low_open or low is None else "["
     right = ")" if high_open or high is None else "]"
     bounds = f"{left}{_fmt(low, '-inf')}, {_fmt(high, 'inf')}{right}"
+    if not real:
+        raise TypeError(
+            f"{where}: {name} must be a finite number in {bounds} (a float or an int), got "
+            f"{type(value).__name__} {value!r}"
+        )
     if not finite:
         raise ValueError(f"{where}: {name} must be a finite number in {bounds}, got {value!r}")
     raise ValueError(f"{where}: {name} must be in {bounds}, got {value!r}")

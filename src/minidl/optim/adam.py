@@ -22,7 +22,10 @@ def check_betas(where: str, betas: object) -> tuple[float, float]:
     if getattr(betas, "ndim", None) == 1 and callable(getattr(betas, "tolist", None)):
         betas = betas.tolist()  # type: ignore[attr-defined]  # (a numpy array or a tensor)
     if not isinstance(betas, tuple | list) or len(betas) != 2:
-        raise ValueError(
+        # (a sequence or an array of another length is a bad value; a number, a bad type)
+        array = isinstance(betas, tuple | list) or hasattr(betas, "ndim")
+        kind = ValueError if array else TypeError
+        raise kind(
             f"{where}: betas must be a pair of numbers in [0, 1) (a tuple, a list, or a 1-D "
             f"array or tensor of two), got {betas!r}"
         )
