@@ -1041,6 +1041,73 @@ def test_scheduler_load_state_dict_bad_entries(
     assert (scheduler.state_dict(), optimizer.lr) == before
 
 
+def _sgd_with_momentum(params: list[nn.Parameter]) -> optim.Optimizer:
+    return optim.SGD(params, lr=0.1, momentum=0.9)
+
+
+def _adam_without_hyperparameters(params: list[nn.Parameter]) -> dict[str, Any]:
+    state = optim.Adam(params).state_dict()
+    del state["hyperparameters"]  # (as an older state_dict, or one written by hand)
+    return state
+
+
+@pytest.mark.parametrize(
+    ("make", "source", "expected"),
+    [
+        (
+            lambda p: optim.SGD(p, lr=0.1),
+            lambda p: optim.Adam(p).state_dict(),
+            "SGD.load_state_dict: state must have the entries [], got ['exp_avg', 'exp_avg_sq'] "
+            "(it looks like another optimizer's state: its hyper-parameters ['betas', 'eps', "
+            "'weight_decay'] are those of Adam or AdamW; SGD takes ['momentum'])",
+        ),
+        (
+            optim.Adam,
+            lambda p: optim.RMSprop(p).state_dict(),
+            "Adam.load_state_dict: state must have the entries ['exp_avg', 'exp_avg_sq'], got "
+            "['square_avg'] (it looks like another optimizer's state: its hyper-parameters "
+            "['alpha', 'centered', 'eps', 'momentum', 'weight_decay'] are those of RMSprop; Adam "
+            "takes ['betas', 'eps', 'weight_decay'])",
+        ),
+        (
+            lambda p: optim.SGD(p, lr=0.1),
+            lambda p: _sgd_with_momentum(p).state_dict(),
+            "SGD.load_state_dict: state must have the entries [], got ['momentum_buffer'] (a "
+            "state saved with other settings, momentum=0.9; build this SGD with them)",
+        ),
+        (
+            lambda p: optim.SGD(p, lr=0.1),
+            _adam_without_hyperparameters,
+            "SGD.load_state_dict: state must have the entries [], got ['exp_avg', 'exp_avg_sq'] "
+            "(it looks like another optimizer's state, or one saved with other settings)",
+        ),
+    ],
+    ids=["Adam into SGD", "RMSprop into Adam", "momentum into plain SGD", "no hyper-parameters"],
+)
+def test_another_optimizers_state_is_refused_saying_so(
+    make: Callable[[list[nn.Parameter]], optim.Optimizer],
+    source: Callable[[list[nn.Parameter]], dict[str, Any]],
+    expected: str,
+) -> None:
+    """Adam's state_dict loaded into an SGD was refused as "state must have the entries [],
+    got ['exp_avg', 'exp_avg_sq']" alone; the message says it looks like another optimizer's
+    state, and whose (a state_dict records its hyper-parameters, not its class), or one saved
+    with other settings; nothing changes."""
+    params = _params()
+    optimizer = make(params)
+    before = optimizer.state_dict()
+    with pytest.raises(KeyError) as info:
+        optimizer.load_state_dict(source(params))
+    assert info.value.args == (expected,)
+    after = optimizer.state_dict()
+    assert after.keys() == before.keys() and after["hyperparameters"] == before["hyperparameters"]
+    assert (after["lr"], after["step_count"], sorted(after["state"])) == (
+        before["lr"],
+        before["step_count"],
+        sorted(before["state"]),
+    )
+
+
 def test_optimizer_and_scheduler_load_state_dict_need_a_mapping() -> None:
     optimizer = optim.SGD(_params(), lr=0.5)
     scheduler = optim.StepDecay(optimizer, step_size=1)

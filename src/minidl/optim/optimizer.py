@@ -382,9 +382,10 @@ class Optimizer:
         state = state_dict["state"]
         if not isinstance(state, Mapping) or set(state) != set(self.state):
             found = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            hint = self._other_state_hint(state_dict) if isinstance(state, Mapping) else ""
             raise KeyError(
                 f"{name}.load_state_dict: state must have the entries {sorted(self.state)}, "
-                f"got {found}"
+                f"got {found}{hint}"
             )
         for state_name, tensor in state.items():
             expected = self.state[state_name]
@@ -421,6 +422,37 @@ class Optimizer:
             self.state[state_name].copy_(tensor.detach())
         if hyperparameters:
             self._set_hyperparameters(hyperparameters)
+
+    def _other_state_hint(self, state_dict: Mapping[str, Any]) -> str:
+        """Where state tensors of other names come from, to end the message that refuses them:
+        the state_dict of another optimizer (named from its hyper-parameters, which a
+        state_dict records, but not its class), or of one of this class built with other
+        settings (SGD with momentum, RMSprop centered)."""
+        name = type(self).__name__
+        saved = state_dict.get("hyperparameters")
+        if not isinstance(saved, Mapping) or not saved:
+            return " (it looks like another optimizer's state, or one saved with other settings)"
+        found = set(saved)
+        if _takes(type(self), found):
+            given = ", ".join(f"{key}={value!r}" for key, value in saved.items())
+            return f" (a state saved with other settings, {given}; build this {name} with them)"
+        import minidl.optim
+
+        classes = [getattr(minidl.optim, key) for key in minidl.optim.__all__]
+        others = [
+            klass.__name__
+            for klass in classes
+            if isinstance(klass, type)
+            and issubclass(klass, Optimizer)
+            and klass is not Optimizer
+            and _takes(klass, found)
+        ]
+        who = " or ".join(others) if others else "none of minidl.optim's optimizers"
+        required = sorted(set(self._hyperparameter_names()) - set(self.optional_hyperparameters))
+        return (
+            f" (it looks like another optimizer's state: its hyper-parameters {sorted(found)} "
+            f"are those of {who}; {name} takes {required})"
+        )
 
     def _check_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
         """Check saved hyper-parameters with the constructor's own checks."""
@@ -515,6 +547,14 @@ class Optimizer:
             f"{k}={v}" for k, v in {"lr": self._lr, **self.hyperparameters()}.items()
         )
         return f"{type(self).__name__}({settings})"
+
+
+def _takes(klass: type[Optimizer], names: set[str]) -> bool:
+    """Whether ``klass`` saves hyper-parameters of these ``names``: its required ones and
+    perhaps some of its optional ones."""
+    optional = set(klass.optional_hyperparameters)
+    required = set(klass._hyperparameter_names()) - optional
+    return required <= names <= required | optional
 
 
 def _same_shapes(saved: object, shapes: list[list[int]]) -> bool:
