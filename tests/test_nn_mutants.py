@@ -32,14 +32,56 @@ def test_stacked_activation_refuses_a_gradient_that_only_broadcasts(shape: tuple
         stacked.backward(torch.randn(shape, dtype=F64))
 
 
-@pytest.mark.parametrize("slope", [math.inf, -math.inf, math.nan, True, False])
-def test_leaky_relu_refuses_a_slope_that_is_not_a_finite_number(slope: object) -> None:
-    with pytest.raises(ValueError, match="LeakyReLU: negative_slope must be a finite number >= 0"):
+@pytest.mark.parametrize(
+    ("slope", "kind"),
+    [
+        (math.inf, ValueError),
+        (-math.inf, ValueError),
+        (math.nan, ValueError),
+        (True, TypeError),
+        (False, TypeError),
+        ("0.2", TypeError),
+        (None, TypeError),
+    ],
+)
+def test_leaky_relu_refuses_a_slope_that_is_not_a_finite_number(
+    slope: object, kind: type[Exception]
+) -> None:
+    """A number out of range is a ValueError, anything else (a bool too) a TypeError."""
+    with pytest.raises(kind, match="LeakyReLU: negative_slope must be a finite number >= 0"):
         nn.LeakyReLU(slope)  # type: ignore[arg-type]
     layer = nn.LeakyReLU(0.2)
-    with pytest.raises(ValueError, match="LeakyReLU: negative_slope must be a finite number >= 0"):
+    with pytest.raises(kind, match="LeakyReLU: negative_slope must be a finite number >= 0"):
         layer.negative_slope = slope  # type: ignore[assignment]
     assert layer.negative_slope == 0.2
+
+
+@pytest.mark.parametrize("make", [nn.ELU, nn.SELU])
+@pytest.mark.parametrize(
+    ("alpha", "kind", "shown"),
+    [
+        (0.0, ValueError, ", got 0.0"),
+        (math.nan, ValueError, ", got nan"),
+        (True, TypeError, " (a float or an int), got bool True"),
+        ("1.0", TypeError, " (a float or an int), got str '1.0'"),
+    ],
+)
+def test_elu_and_selu_refuse_an_alpha_that_is_not_a_positive_number(
+    make: type[nn.ELU], alpha: object, kind: type[Exception], shown: str
+) -> None:
+    """A number out of range is a ValueError, anything else (a bool too) a TypeError, from
+    ELU's constructor and from setting ``alpha`` on either (the value is kept)."""
+    message = f"{make.__name__}: alpha must be a finite number > 0{shown}"
+    if make is nn.ELU:
+        with pytest.raises(kind) as info:
+            nn.ELU(alpha=alpha)  # type: ignore[arg-type]
+        assert str(info.value) == message
+    layer = make()
+    before = layer.alpha
+    with pytest.raises(kind) as info:
+        layer.alpha = alpha  # type: ignore[assignment]
+    assert str(info.value) == message
+    assert layer.alpha == before
 
 
 # -- losses ---------------------------------------------------------------------------------------

@@ -16,12 +16,12 @@ __all__ = ["ELU"]
 
 
 def _check_alpha(where: str, alpha: object) -> float:
-    if (
-        isinstance(alpha, bool)
-        or not isinstance(alpha, numbers.Real)
-        or not math.isfinite(alpha)
-        or alpha <= 0
-    ):
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(
+            f"{where}: alpha must be a finite number > 0 (a float or an int), got "
+            f"{type(alpha).__name__} {alpha!r}"
+        )
+    if not math.isfinite(alpha) or alpha <= 0:
         raise ValueError(f"{where}: alpha must be a finite number > 0, got {alpha!r}")
     return float(alpha)
 

@@ -16,12 +16,12 @@ __all__ = ["LeakyReLU"]
 
 
 def _check_negative_slope(where: str, negative_slope: object) -> float:
-    if (
-        isinstance(negative_slope, bool)
-        or not isinstance(negative_slope, numbers.Real)
-        or not math.isfinite(negative_slope)
-        or negative_slope < 0
-    ):
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
+        raise TypeError(
+            f"{where}: negative_slope must be a finite number >= 0 (a float or an int), got "
+            f"{type(negative_slope).__name__} {negative_slope!r}"
+        )
+    if not math.isfinite(negative_slope) or negative_slope < 0:
         raise ValueError(
             f"{where}: negative_slope must be a finite number >= 0, got {negative_slope!r}"
         )
