@@ -9,7 +9,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["main"]
 
@@ -67,27 +67,20 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _learning_rate(text: str) -> float:
-    """``--lr``: the optimizer's rule for ``lr`` (and the schedules' for the rates they take
-    from it), a finite number >= 0, checked where the flag is read so that the error names it."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number in [0, inf), got {text!r}")
-    return value
+def _number(expected: str, *, low: float, high: float | None = None) -> Callable[[str], float]:
+    """An argparse type for a flag passed on to an optimizer: a number in ``[low, high)`` by
+    the optimizer's own rule (:func:`minidl._validate.check_real`), checked where the flag is
+    read, so that the error names the flag (``expected`` describes the range)."""
 
+    def parse(text: str) -> float:
+        from minidl._validate import check_real
 
-def _momentum(text: str) -> float:
-    """``--momentum``: SGD's rule for ``momentum``, a number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < 1:  # (NaN too)
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
+        try:
+            return check_real("", "", float(text), low=low, high=high, high_open=True)
+        except ValueError:  # (not a number, NaN, an infinity or out of the range)
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+    return parse
 
 
 def _seed(text: str) -> int:
@@ -153,9 +146,17 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument("--loss", choices=LOSSES, default="cross-entropy", help="loss criterion")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="optimizer")
     parser.add_argument(
-        "--lr", type=_learning_rate, default=1e-2, help="learning rate, a finite number >= 0"
+        "--lr",
+        type=_number("a finite number in [0, inf)", low=0),
+        default=1e-2,
+        help="learning rate, a finite number >= 0",
     )
-    parser.add_argument("--momentum", type=_momentum, default=0.0, help="SGD momentum, in [0, 1)")
+    parser.add_argument(
+        "--momentum",
+        type=_number("a number in [0, 1)", low=0, high=1),
+        default=0.0,
+        help="SGD momentum, in [0, 1)",
+    )
     parser.add_argument(
         "--scheduler",
         choices=SCHEDULERS,
