@@ -4,6 +4,7 @@ from minidl.nn.activation import Activation
 from minidl.nn.batch_norm import BatchNorm1d
 from minidl.nn.batched_linear import BatchedLinear
 from minidl.nn.bce_with_logits import BCEWithLogitsLoss
+from minidl.nn.clip import clip_grad_norm_, clip_grad_value_
 from minidl.nn.cross_entropy import CrossEntropyLoss
 from minidl.nn.dropout import Dropout
 from minidl.nn.elu import ELU
@@ -66,6 +67,8 @@ __all__ = [
     "StackedLoss",
     "Tanh",
     "activation",
+    "clip_grad_norm_",
+    "clip_grad_value_",
     "flat_model_parameters",
     "mlp",
     "model_parameters",

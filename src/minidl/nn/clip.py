@@ -1,0 +1,211 @@
+r"""Gradient clipping: rescale or bound the accumulated gradients of parameters, in place.
+
+Called between ``model.backward(...)`` and ``optimizer.step()``, as in PyTorch:
+
+.. code-block:: python
+
+    optimizer.zero_grad()
+    criterion(model(x), y)
+    model.backward(criterion.backward())
+    clip_grad_norm_(model.parameters(), max_norm=1.0)
+    optimizer.step()
+
+Both functions take :class:`~minidl.nn.Parameter` objects (``model.parameters()``), whose
+``grad`` tensors they change in place; a parameter listed twice is clipped once. Where the
+gradients tile one flat buffer, as a :class:`~minidl.nn.Sequential`'s do, the norm and the
+update are one operation each over the buffer, whatever the depth of the model.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from minidl._validate import check_real
+from minidl.nn.flat import flat_buffer
+from minidl.nn.module import Module
+from minidl.nn.parameter import Parameter
+
+__all__ = ["clip_grad_norm_", "clip_grad_value_"]
+
+
+def clip_grad_norm_(
+    parameters: Iterable[Parameter] | Parameter,
+    max_norm: float,
+    norm_type: float | str = 2.0,
+    error_if_nonfinite: bool = False,
+) -> Tensor:
+    r"""Scale the gradients so that their total norm is at most ``max_norm``; return that norm.
+
+    With :math:`g` all the gradients taken as one vector and :math:`\|g\|_p` its norm of order
+    :math:`p` (``norm_type``; :math:`\max_i |g_i|` for ``inf``), every gradient becomes
+
+    .. math::
+        g \leftarrow g \cdot \min\!\left(\frac{\text{max\_norm}}{\|g\|_p + 10^{-6}},\ 1\right),
+
+    the formula of ``torch.nn.utils.clip_grad_norm_``. Gradients whose norm is within
+    ``max_norm`` are multiplied by 1, which leaves them unchanged; the coefficient is computed
+    as a tensor, so no value is read back from the device.
+
+    The norm is that of the flat gradient buffer (one ``vector_norm``) where the gradients tile
+    one, and otherwise the norm of the per-parameter norms, as PyTorch computes it: the same
+    number up to rounding (float32 sums in another order), so a clipped gradient agrees with
+    PyTorch's to a few units in the last place, not always bit for bit.
+
+    Args:
+        parameters: the parameters whose gradients are clipped (``model.parameters()``), or one
+            :class:`~minidl.nn.Parameter`.
+        max_norm: the largest total norm, a number ``>= 0`` (``inf`` leaves the gradients
+            as they are, even infinite ones, and only measures their norm).
+        norm_type: the order :math:`p > 0` of the norm, or ``inf`` (``float("inf")`` or the
+            string ``"inf"``).
+        error_if_nonfinite: raise, leaving the gradients unchanged, when the total norm is NaN
+            or infinite; by default such a norm is used (and the gradients become NaN or 0,
+            as in PyTorch).
+
+    Returns:
+        The total norm of the gradients before clipping, a 0-dim tensor on the first
+        gradient's device (``tensor(0.)`` for no parameters).
+
+    Raises:
+        TypeError: ``parameters`` holds something other than :class:`~minidl.nn.Parameter`
+            objects (a module: pass ``model.parameters()``), or a setting is no number.
+        ValueError: ``max_norm < 0``, NaN, or ``norm_type <= 0``.
+        RuntimeError: the total norm is not finite and ``error_if_nonfinite`` is set.
+
+    Example:
+        >>> layer = Linear(3, 2)
+        >>> layer.weight.grad.fill_(1.0)
+        tensor(...)
+        >>> clip_grad_norm_(layer.parameters(), max_norm=1.0)
+        tensor(2.4495)
+        >>> float(layer.weight.grad.norm())
+        0.99999...
+    """
+    where = "clip_grad_norm_"
+    grads = _gradients(where, parameters)
+    limit = _limit(where, "max_norm", max_norm)
+    order = _norm_type(where, norm_type)
+    if error_if_nonfinite is not True and error_if_nonfinite is not False:
+        raise TypeError(
+            f"{where}: error_if_nonfinite must be a bool, got "
+            f"{type(error_if_nonfinite).__name__} {error_if_nonfinite!r}"
+        )
+    if not grads:
+        return torch.tensor(0.0)
+    flat = flat_buffer(grads)
+    if flat is not None:
+        total: Tensor = torch.linalg.vector_norm(flat, order)
+    else:
+        device = grads[0].device
+        norms = [torch.linalg.vector_norm(grad, order).to(device) for grad in grads]
+        total = torch.linalg.vector_norm(torch.stack(norms), order)
+    if error_if_nonfinite and not bool(torch.isfinite(total)):
+        raise RuntimeError(
+            f"{where}: the total norm of order {order} of the gradients is {float(total)}, "
+            "which cannot be clipped; the gradients are left unchanged (pass "
+            "error_if_nonfinite=False to scale them by it anyway)"
+        )
+    if limit == math.inf:
+        return total
+    coefficient = torch.clamp(limit / (total + 1e-6), max=1.0)
+    for grad in [flat] if flat is not None else grads:
+        grad.mul_(coefficient.to(grad.device))
+    return total
+
+
+def clip_grad_value_(parameters: Iterable[Parameter] | Parameter, clip_value: float) -> None:
+    r"""Clamp every gradient element into :math:`[-\text{clip\_value}, \text{clip\_value}]`.
+
+    .. math::
+        g_i \leftarrow \min(\max(g_i, -c), c)
+
+    as ``torch.nn.utils.clip_grad_value_`` does (a NaN stays NaN).
+
+    Args:
+        parameters: the parameters whose gradients are clamped (``model.parameters()``), or
+            one :class:`~minidl.nn.Parameter`.
+        clip_value: :math:`c`, a number ``>= 0`` (``inf`` clamps nothing).
+
+    Raises:
+        TypeError: ``parameters`` holds something other than :class:`~minidl.nn.Parameter`
+            objects, or ``clip_value`` is no number.
+        ValueError: ``clip_value < 0`` or NaN.
+
+    Example:
+        >>> layer = Linear(3, 2)
+        >>> layer.weight.grad.copy_(torch.tensor([[-2.0, 0.5, 3.0], [0.0, -0.1, 1.5]]))
+        tensor(...)
+        >>> clip_grad_value_(layer.parameters(), 1.0)
+        >>> layer.weight.grad
+        tensor([[-1.0000,  0.5000,  1.0000],
+                [ 0.0000, -0.1000,  1.0000]])
+    """
+    where = "clip_grad_value_"
+    grads = _gradients(where, parameters)
+    limit = _limit(where, "clip_value", clip_value)
+    flat = flat_buffer(grads)
+    for grad in [flat] if flat is not None else grads:
+        grad.clamp_(-limit, limit)
+
+
+def _gradients(where: str, parameters: object) -> list[Tensor]:
+    """The ``grad`` of each distinct parameter of ``parameters``, in order; refuses anything
+    but :class:`Parameter` objects, naming what was given."""
+    if isinstance(parameters, Parameter):
+        return [parameters.grad]
+    if isinstance(parameters, Module):
+        raise TypeError(
+            f"{where}: expected Parameters, got the module {type(parameters).__name__}; pass "
+            "its parameters(), e.g. model.parameters()"
+        )
+    if isinstance(parameters, Tensor) or not isinstance(parameters, Iterable):
+        raise TypeError(
+            f"{where}: expected Parameters (model.parameters()) or one Parameter, got "
+            f"{type(parameters).__name__}"
+            + (
+                " (a minidl gradient lives in Parameter.grad: pass the Parameter)"
+                if isinstance(parameters, Tensor)
+                else ""
+            )
+        )
+    grads: list[Tensor] = []
+    seen: set[int] = set()
+    for index, parameter in enumerate(parameters):
+        if not isinstance(parameter, Parameter):
+            raise TypeError(
+                f"{where}: expected Parameters, got {type(parameter).__name__} at position "
+                f"{index}"
+                + (
+                    " (a minidl gradient lives in Parameter.grad: pass the Parameter)"
+                    if isinstance(parameter, Tensor)
+                    else ""
+                )
+            )
+        if id(parameter) not in seen:
+            seen.add(id(parameter))
+            grads.append(parameter.grad)
+    return grads
+
+
+def _limit(where: str, name: str, value: object) -> float:
+    """``value`` as a float ``>= 0``, infinity allowed."""
+    if _infinite(value):
+        return math.inf
+    return check_real(where, name, value, low=0.0)
+
+
+def _norm_type(where: str, value: object) -> float:
+    """The order of the norm: a number ``> 0``, or infinity (also the string ``"inf"``)."""
+    if value == "inf" or _infinite(value):
+        return math.inf
+    return check_real(where, "norm_type", value, low=0.0, low_open=True)
+
+
+def _infinite(value: object) -> bool:
+    """Whether ``value`` is a real number (not a bool) equal to ``+inf``."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == math.inf

@@ -1,0 +1,412 @@
+"""Gradient clipping against ``torch.nn.utils.clip_grad_norm_`` and ``clip_grad_value_``.
+
+The oracle is PyTorch's own clipping of the same gradients, in float64, for flat models (one
+``vector_norm`` over the buffer) and for parameters that tile no buffer (the norm of the
+per-parameter norms); then a training trajectory with clipping against PyTorch's, and every
+refusal, each leaving the gradients as they were.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from minidl import nn, optim
+from minidl.nn.flat import flat_buffer
+from tests.helpers import F64, torch_loss, torch_twin
+
+NORM_TYPES: list[float | str] = [1.0, 2.0, 3.5, 0.5, math.inf, "inf", np.float32(np.inf)]
+
+
+def _model(seed: int, dtype: torch.dtype = F64) -> nn.Sequential:
+    """A random-width MLP whose gradients are random values of a random scale."""
+    generator = torch.Generator().manual_seed(seed)
+    sizes = [int(size) for size in torch.randint(1, 7, (int(torch.randint(2, 5, ())) + 1,))]
+    torch.manual_seed(seed)
+    model = nn.mlp(sizes, "tanh").to(dtype=dtype)
+    scale = 10.0 ** float(torch.empty(()).uniform_(-3, 3, generator=generator))
+    for parameter in model.parameters():
+        parameter.grad.copy_(torch.randn(parameter.grad.shape, generator=generator) * scale)
+    return model
+
+
+def _loose(model: nn.Sequential) -> list[nn.Parameter]:
+    """The model's parameters, each taken out of the flat buffer (a copy of its own)."""
+    parameters = list(model.parameters())
+    for parameter in parameters:
+        grad = parameter.grad.clone()
+        parameter.data = parameter.data.clone()
+        parameter.grad = grad
+    assert flat_buffer([parameter.grad for parameter in parameters]) is None
+    return parameters
+
+
+def _torch_params(parameters: list[nn.Parameter]) -> list[torch.nn.Parameter]:
+    twins = []
+    for parameter in parameters:
+        twin = torch.nn.Parameter(parameter.data.clone())
+        twin.grad = parameter.grad.clone()
+        twins.append(twin)
+    return twins
+
+
+def _grads(parameters: list[nn.Parameter]) -> list[Tensor]:
+    return [parameter.grad.clone() for parameter in parameters]
+
+
+@pytest.mark.parametrize("norm_type", NORM_TYPES, ids=str)
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "loose"])
+@pytest.mark.parametrize("seed", range(6))
+def test_clip_grad_norm_matches_torch(seed: int, flat: bool, norm_type: float | str) -> None:
+    model = _model(seed)
+    parameters = list(model.parameters()) if flat else _loose(model)
+    assert (flat_buffer([p.grad for p in parameters]) is not None) == flat
+    twins = _torch_params(parameters)
+    # max_norm below, near and above the norm: clipped, and unclipped (multiplied by 1)
+    norm = float(torch.nn.utils.get_total_norm([t.grad for t in twins], norm_type))
+    max_norm = norm * [0.1, 0.5, 0.999, 2.0, 10.0, 1.0][seed]
+    total = nn.clip_grad_norm_(parameters, max_norm, norm_type)
+    expected = torch.nn.utils.clip_grad_norm_(twins, max_norm, norm_type)
+    torch.testing.assert_close(total, expected, rtol=1e-13, atol=0)
+    for parameter, twin in zip(parameters, twins, strict=True):
+        torch.testing.assert_close(parameter.grad, twin.grad, rtol=1e-13, atol=1e-300)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_clip_grad_norm_float32_within_rounding_of_torch(seed: int) -> None:
+    model = _model(seed, torch.float32)
+    parameters = list(model.parameters())
+    twins = _torch_params(parameters)
+    total = nn.clip_grad_norm_(parameters, 0.3)
+    expected = torch.nn.utils.clip_grad_norm_(twins, 0.3)
+    assert total.dtype == torch.float32
+    torch.testing.assert_close(total, expected, rtol=4e-7, atol=0)
+    for parameter, twin in zip(parameters, twins, strict=True):
+        torch.testing.assert_close(parameter.grad, twin.grad, rtol=4e-7, atol=1e-30)
+
+
+def test_clip_grad_norm_flat_is_one_norm_over_the_buffer() -> None:
+    """A flat model's total norm is the buffer's norm, computed once; its result equals the
+    loose computation to rounding, and scales the buffer itself."""
+    model = _model(0)
+    parameters = list(model.parameters())
+    buffer = flat_buffer([parameter.grad for parameter in parameters])
+    assert buffer is not None
+    expected_norm = torch.linalg.vector_norm(buffer)
+    before = buffer.clone()
+    total = nn.clip_grad_norm_(parameters, float(expected_norm) / 4)
+    assert torch.equal(total, expected_norm)
+    coefficient = torch.clamp(float(expected_norm) / 4 / (expected_norm + 1e-6), max=1.0)
+    assert torch.equal(buffer, before * coefficient)
+
+
+def test_unclipped_gradients_keep_their_bits() -> None:
+    model = _model(1)
+    parameters = list(model.parameters())
+    before = _grads(parameters)
+    total = nn.clip_grad_norm_(parameters, math.nextafter(math.inf, 0))
+    assert torch.isfinite(total)
+    for parameter, grad in zip(parameters, before, strict=True):
+        assert torch.equal(parameter.grad, grad)
+
+
+def test_a_single_parameter_and_a_subset() -> None:
+    model = _model(2)
+    first = next(iter(model.parameters()))
+    twin = _torch_params([first])[0]
+    total = nn.clip_grad_norm_(first, 0.01, 1.0)
+    expected = torch.nn.utils.clip_grad_norm_(twin, 0.01, 1.0)
+    torch.testing.assert_close(total, expected, rtol=1e-13, atol=0)
+    torch.testing.assert_close(first.grad, twin.grad, rtol=1e-13, atol=0)
+    # the last layer's parameters alone: the others are untouched
+    parameters = list(model.parameters())
+    others = _grads(parameters[:-2])
+    twins = _torch_params(parameters[-2:])
+    nn.clip_grad_norm_(parameters[-2:], 1e-3)
+    torch.nn.utils.clip_grad_norm_(twins, 1e-3)
+    for parameter, twin_parameter in zip(parameters[-2:], twins, strict=True):
+        torch.testing.assert_close(parameter.grad, twin_parameter.grad, rtol=1e-13, atol=0)
+    for parameter, grad in zip(parameters[:-2], others, strict=True):
+        assert torch.equal(parameter.grad, grad)
+
+
+def test_a_parameter_listed_twice_is_clipped_once() -> None:
+    model = _model(3)
+    parameters = list(model.parameters())
+    twins = _torch_params(parameters)
+    total = nn.clip_grad_norm_(parameters + parameters[:2], 0.01)
+    expected = torch.nn.utils.clip_grad_norm_(twins, 0.01)
+    torch.testing.assert_close(total, expected, rtol=1e-13, atol=0)
+    for parameter, twin in zip(parameters, twins, strict=True):
+        torch.testing.assert_close(parameter.grad, twin.grad, rtol=1e-13, atol=0)
+    # tied weights: one Parameter in two layers, counted once
+    first, second = nn.Linear(3, 3, bias=False, dtype=F64), nn.Linear(3, 3, bias=False, dtype=F64)
+    second.register_parameter("weight", first.weight)
+    tied = nn.Sequential(first, nn.Tanh(), second)
+    first.weight.grad.fill_(1.0)
+    norm = nn.clip_grad_norm_([*first.parameters(), *second.parameters()], 1.0)
+    assert float(norm) == pytest.approx(3.0, rel=1e-15)
+    assert float(nn.clip_grad_norm_(tied.parameters(), math.inf)) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_mixed_dtypes_as_torch() -> None:
+    single = nn.Parameter(torch.randn(4, 3, dtype=torch.float32) * 5)
+    double = nn.Parameter(torch.randn(5, dtype=F64))
+    single.grad.normal_()
+    double.grad.normal_()
+    twins = _torch_params([single, double])
+    total = nn.clip_grad_norm_([single, double], 0.5)
+    expected = torch.nn.utils.clip_grad_norm_(twins, 0.5)
+    assert total.dtype == expected.dtype == F64
+    torch.testing.assert_close(total, expected, rtol=1e-7, atol=0)
+    for parameter, twin in zip([single, double], twins, strict=True):
+        torch.testing.assert_close(parameter.grad, twin.grad)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "loose"])
+def test_nonfinite_gradients(bad: float, flat: bool) -> None:
+    model = _model(4)
+    parameters = list(model.parameters()) if flat else _loose(model)
+    parameters[1].grad.view(-1)[0] = bad
+    before = _grads(parameters)
+    with pytest.raises(RuntimeError) as error:
+        nn.clip_grad_norm_(parameters, 1.0, error_if_nonfinite=True)
+    assert str(error.value).startswith(
+        f"clip_grad_norm_: the total norm of order 2.0 of the gradients is {abs(bad)}, which "
+        "cannot be clipped; the gradients are left unchanged"
+    )
+    for parameter, grad in zip(parameters, before, strict=True):
+        torch.testing.assert_close(parameter.grad, grad, rtol=0, atol=0, equal_nan=True)
+    # by default, scaled by it as PyTorch does (NaN, or 0 for an infinite norm)
+    twins = _torch_params(parameters)
+    total = nn.clip_grad_norm_(parameters, 1.0)
+    expected = torch.nn.utils.clip_grad_norm_(twins, 1.0)
+    torch.testing.assert_close(total, expected, equal_nan=True)
+    for parameter, twin in zip(parameters, twins, strict=True):
+        torch.testing.assert_close(parameter.grad, twin.grad, rtol=0, atol=0, equal_nan=True)
+
+
+def test_infinite_max_norm_leaves_every_gradient_and_measures() -> None:
+    model = _model(5)
+    parameters = list(model.parameters())
+    parameters[0].grad.view(-1)[0] = math.inf
+    before = _grads(parameters)
+    total = nn.clip_grad_norm_(parameters, math.inf)
+    assert float(total) == math.inf
+    assert float(nn.clip_grad_norm_(parameters, np.float32(np.inf), np.float64(1))) == math.inf
+    for parameter, grad in zip(parameters, before, strict=True):
+        assert torch.equal(parameter.grad, grad)
+
+
+def test_no_parameters() -> None:
+    total = nn.clip_grad_norm_([], 1.0)
+    assert torch.equal(total, torch.tensor(0.0))
+    nn.clip_grad_value_([], 1.0)
+
+
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "loose"])
+@pytest.mark.parametrize("clip_value", [0.0, 1e-3, 0.7, 5.0])
+def test_clip_grad_value_matches_torch(flat: bool, clip_value: float) -> None:
+    model = _model(6)
+    parameters = list(model.parameters()) if flat else _loose(model)
+    parameters[0].grad.view(-1)[0] = math.nan
+    parameters[-1].grad.view(-1)[0] = -math.inf
+    twins = _torch_params(parameters)
+    assert nn.clip_grad_value_(parameters, clip_value) is None  # type: ignore[func-returns-value]
+    torch.nn.utils.clip_grad_value_(twins, clip_value)
+    for parameter, twin in zip(parameters, twins, strict=True):
+        torch.testing.assert_close(parameter.grad, twin.grad, rtol=0, atol=0, equal_nan=True)
+    bound = nn.Parameter(torch.zeros(3, dtype=F64))
+    bound.grad.copy_(torch.tensor([-2.0, 0.5, 3.0], dtype=F64))
+    nn.clip_grad_value_(bound, math.inf)
+    assert bound.grad.tolist() == [-2.0, 0.5, 3.0]
+
+
+Step = Callable[[list[nn.Parameter]], object]
+TorchStep = Callable[[list[torch.nn.Parameter]], object]
+
+
+@pytest.mark.parametrize(
+    ("clip", "torch_clip"),
+    [
+        (
+            lambda p: nn.clip_grad_norm_(p, 0.05),
+            lambda p: torch.nn.utils.clip_grad_norm_(p, 0.05),
+        ),
+        (
+            lambda p: nn.clip_grad_norm_(p, 0.02, "inf"),
+            lambda p: torch.nn.utils.clip_grad_norm_(p, 0.02, "inf"),
+        ),
+        (
+            lambda p: nn.clip_grad_value_(p, 0.01),
+            lambda p: torch.nn.utils.clip_grad_value_(p, 0.01),
+        ),
+    ],
+    ids=["norm", "inf-norm", "value"],
+)
+def test_training_with_clipping_follows_torch(clip: Step, torch_clip: TorchStep) -> None:
+    """30 SGD steps with momentum, clipping between backward and step, against the same loop
+    in PyTorch: the parameters agree to 1e-10 at every step."""
+    torch.manual_seed(0)
+    model = nn.mlp((3, 8, 8, 2), "tanh").to(dtype=F64)
+    twin = torch_twin(model)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    torch_optimizer = torch.optim.SGD(twin.parameters(), lr=0.5, momentum=0.9)
+    generator = torch.Generator().manual_seed(1)
+    clipped = 0
+    for step in range(30):
+        size = 1 if step == 4 else 16
+        x = torch.randn(size, 3, dtype=F64, generator=generator) * 3
+        y = torch.randint(2, (size,), generator=generator)
+        optimizer.zero_grad()
+        criterion(model(x), y)
+        model.backward(criterion.backward())
+        before = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+        clip(list(model.parameters()))
+        after = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+        clipped += not torch.equal(before, after)
+        optimizer.step()
+        torch_optimizer.zero_grad()
+        torch_loss(criterion, twin(x), y).backward()
+        torch_clip(list(twin.parameters()))
+        torch_optimizer.step()
+        for parameter, torch_parameter in zip(model.parameters(), twin.parameters(), strict=True):
+            torch.testing.assert_close(
+                parameter.data, torch_parameter.detach(), rtol=1e-10, atol=1e-12
+            )
+    assert clipped >= 20  # the clipping acted on most steps, so the comparison tests it
+
+
+# -- refusals: each names the function, what was given and what was expected, and changes nothing
+
+
+@pytest.mark.parametrize(
+    ("parameters", "error", "message"),
+    [
+        (
+            lambda m: m,
+            TypeError,
+            "expected Parameters, got the module Sequential; pass its parameters(), e.g. "
+            "model.parameters()",
+        ),
+        (
+            lambda m: m[0].weight.grad,
+            TypeError,
+            "expected Parameters (model.parameters()) or one Parameter, got Tensor (a minidl "
+            "gradient lives in Parameter.grad: pass the Parameter)",
+        ),
+        (
+            lambda m: [*m.parameters(), m[0].weight.data],
+            TypeError,
+            "expected Parameters, got Tensor at position 4 (a minidl gradient lives in "
+            "Parameter.grad: pass the Parameter)",
+        ),
+        (lambda m: [*m.parameters(), 3], TypeError, "expected Parameters, got int at position 4"),
+        (
+            lambda m: 3,
+            TypeError,
+            "expected Parameters (model.parameters()) or one Parameter, got int",
+        ),
+    ],
+    ids=["module", "tensor", "tensor-in-list", "int-in-list", "int"],
+)
+@pytest.mark.parametrize("function", ["clip_grad_norm_", "clip_grad_value_"])
+def test_refused_parameters(
+    function: str, parameters: Callable[[nn.Sequential], object], error: type, message: str
+) -> None:
+    torch.manual_seed(0)
+    model = nn.mlp((2, 3, 2), "tanh")
+    for parameter in model.parameters():
+        parameter.grad.normal_()
+    before = _grads(list(model.parameters()))
+    with pytest.raises(error) as raised:
+        getattr(nn, function)(parameters(model), 1e-3)
+    assert str(raised.value) == f"{function}: {message}"
+    for parameter, grad in zip(model.parameters(), before, strict=True):
+        assert torch.equal(parameter.grad, grad)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"max_norm": -1.0}, ValueError, "max_norm must be in [0, inf), got -1.0"),
+        (
+            {"max_norm": math.nan},
+            ValueError,
+            "max_norm must be a finite number in [0, inf), got nan",
+        ),
+        (
+            {"max_norm": "1"},
+            TypeError,
+            "max_norm must be a finite number in [0, inf) (a float or an int), got str '1'",
+        ),
+        (
+            {"max_norm": True},
+            TypeError,
+            "max_norm must be a finite number in [0, inf) (a float or an int), got bool True",
+        ),
+        ({"max_norm": 1.0, "norm_type": 0}, ValueError, "norm_type must be in (0, inf), got 0"),
+        (
+            {"max_norm": 1.0, "norm_type": -2.0},
+            ValueError,
+            "norm_type must be in (0, inf), got -2.0",
+        ),
+        (
+            {"max_norm": 1.0, "norm_type": "2"},
+            TypeError,
+            "norm_type must be a finite number in (0, inf) (a float or an int), got str '2'",
+        ),
+        (
+            {"max_norm": 1.0, "error_if_nonfinite": "yes"},
+            TypeError,
+            "error_if_nonfinite must be a bool, got str 'yes'",
+        ),
+    ],
+    ids=["negative", "nan", "string", "bool", "norm-0", "norm-negative", "norm-string", "flag"],
+)
+def test_refused_clip_grad_norm_settings(
+    kwargs: dict[str, object], error: type, message: str
+) -> None:
+    torch.manual_seed(0)
+    model = nn.mlp((2, 3, 2), "tanh")
+    for parameter in model.parameters():
+        parameter.grad.normal_()
+    before = _grads(list(model.parameters()))
+    with pytest.raises(error) as raised:
+        nn.clip_grad_norm_(model.parameters(), **kwargs)  # type: ignore[arg-type]
+    assert str(raised.value) == f"clip_grad_norm_: {message}"
+    for parameter, grad in zip(model.parameters(), before, strict=True):
+        assert torch.equal(parameter.grad, grad)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (-0.5, ValueError, "clip_value must be in [0, inf), got -0.5"),
+        (math.nan, ValueError, "clip_value must be a finite number in [0, inf), got nan"),
+        (
+            None,
+            TypeError,
+            "clip_value must be a finite number in [0, inf) (a float or an int), got NoneType None",
+        ),
+    ],
+    ids=["negative", "nan", "none"],
+)
+def test_refused_clip_value(value: object, error: type, message: str) -> None:
+    torch.manual_seed(0)
+    model = nn.mlp((2, 3, 2), "tanh")
+    for parameter in model.parameters():
+        parameter.grad.normal_()
+    before = _grads(list(model.parameters()))
+    with pytest.raises(error) as raised:
+        nn.clip_grad_value_(model.parameters(), value)  # type: ignore[arg-type]
+    assert str(raised.value) == f"clip_grad_value_: {message}"
+    for parameter, grad in zip(model.parameters(), before, strict=True):
+        assert torch.equal(parameter.grad, grad)
