@@ -1,5 +1,6 @@
 """Modules: layers, activations, losses and containers, each with a hand-derived backward."""
 
+from minidl.nn import init
 from minidl.nn.activation import Activation
 from minidl.nn.batch_norm import BatchNorm1d
 from minidl.nn.batched_linear import BatchedLinear
@@ -70,6 +71,7 @@ __all__ = [
     "clip_grad_norm_",
     "clip_grad_value_",
     "flat_model_parameters",
+    "init",
     "mlp",
     "model_parameters",
     "stack_models",

@@ -1,19 +1,18 @@
 r"""Gradient clipping: rescale or bound the accumulated gradients of parameters, in place.
 
-Called between ``model.backward(...)`` and ``optimizer.step()``, as in PyTorch:
-
-.. code-block:: python
-
-    optimizer.zero_grad()
-    criterion(model(x), y)
-    model.backward(criterion.backward())
-    clip_grad_norm_(model.parameters(), max_norm=1.0)
-    optimizer.step()
+Called between ``model.backward(...)`` and ``optimizer.step()``, as in PyTorch.
 
 Both functions take :class:`~minidl.nn.Parameter` objects (``model.parameters()``), whose
 ``grad`` tensors they change in place; a parameter listed twice is clipped once. Where the
 gradients tile one flat buffer, as a :class:`~minidl.nn.Sequential`'s do, the norm and the
 update are one operation each over the buffer, whatever the depth of the model.
+
+Example:
+    >>> optimizer.zero_grad()
+    >>> loss = criterion(model(x), y)
+    >>> input_grad = model.backward(criterion.backward())
+    >>> norm = clip_grad_norm_(model.parameters(), max_norm=0.1)  # the norm before clipping
+    >>> optimizer.step()
 """
 
 from __future__ import annotations

@@ -1,0 +1,254 @@
+"""``minidl.nn.init`` against ``torch.nn.init``: the same values, bit for bit, from the same
+generator state; filled in place (a model's flat buffer kept); every refusal, each changing
+nothing."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from minidl import nn, optim
+from minidl.nn import init
+from minidl.nn.flat import flat_buffer
+from tests.helpers import CudaLikeGenerator
+
+SHAPES = [(1, 1), (3, 2), (25, 2), (2, 25), (7, 1), (4, 3, 5), (2, 3, 2, 2)]
+
+#: (name, minidl's call, torch's call), each with the generator as keyword.
+Scheme = tuple[str, Callable[..., Any], Callable[..., Any]]
+SCHEMES: list[Scheme] = [
+    ("uniform", lambda t, g: init.uniform_(t, -0.3, 2.0, g), lambda t, g: torch.nn.init.uniform_(t, -0.3, 2.0, g)),
+    ("uniform-default", lambda t, g: init.uniform_(t, generator=g), lambda t, g: torch.nn.init.uniform_(t, generator=g)),
+    ("normal", lambda t, g: init.normal_(t, 1.5, 0.2, g), lambda t, g: torch.nn.init.normal_(t, 1.5, 0.2, g)),
+    ("normal-default", lambda t, g: init.normal_(t, generator=g), lambda t, g: torch.nn.init.normal_(t, generator=g)),
+    ("xavier-uniform", lambda t, g: init.xavier_uniform_(t, generator=g), lambda t, g: torch.nn.init.xavier_uniform_(t, generator=g)),
+    ("xavier-uniform-tanh", lambda t, g: init.xavier_uniform_(t, init.calculate_gain("tanh"), g), lambda t, g: torch.nn.init.xavier_uniform_(t, torch.nn.init.calculate_gain("tanh"), g)),
+    ("xavier-normal", lambda t, g: init.xavier_normal_(t, generator=g), lambda t, g: torch.nn.init.xavier_normal_(t, generator=g)),
+    ("xavier-normal-gain", lambda t, g: init.xavier_normal_(t, 0.7, g), lambda t, g: torch.nn.init.xavier_normal_(t, 0.7, g)),
+    ("kaiming-uniform", lambda t, g: init.kaiming_uniform_(t, generator=g), lambda t, g: torch.nn.init.kaiming_uniform_(t, generator=g)),
+    ("kaiming-uniform-relu-out", lambda t, g: init.kaiming_uniform_(t, mode="fan_out", nonlinearity="relu", generator=g), lambda t, g: torch.nn.init.kaiming_uniform_(t, mode="fan_out", nonlinearity="relu", generator=g)),
+    ("kaiming-uniform-leaky", lambda t, g: init.kaiming_uniform_(t, a=math.sqrt(5), generator=g), lambda t, g: torch.nn.init.kaiming_uniform_(t, a=math.sqrt(5), generator=g)),
+    ("kaiming-normal", lambda t, g: init.kaiming_normal_(t, generator=g), lambda t, g: torch.nn.init.kaiming_normal_(t, generator=g)),
+    ("kaiming-normal-selu", lambda t, g: init.kaiming_normal_(t, nonlinearity="selu", generator=g), lambda t, g: torch.nn.init.kaiming_normal_(t, nonlinearity="selu", generator=g)),
+    ("kaiming-normal-linear-out", lambda t, g: init.kaiming_normal_(t, 0.0, "fan_out", "linear", g), lambda t, g: torch.nn.init.kaiming_normal_(t, 0.0, "fan_out", "linear", g)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=[scheme[0] for scheme in SCHEMES])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_same_bits_as_torch(scheme: Scheme, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    _, mine, theirs = scheme
+    parameter = nn.Parameter(torch.full(shape, math.nan, dtype=dtype))
+    expected = torch.full(shape, math.nan, dtype=dtype)
+    assert mine(parameter, torch.Generator().manual_seed(3)) is parameter
+    theirs(expected, torch.Generator().manual_seed(3))
+    assert torch.equal(parameter.data, expected)
+    assert not torch.equal(parameter.data, torch.zeros(shape, dtype=dtype))
+    # a plain tensor, from torch's global generator
+    tensor = torch.empty(shape, dtype=dtype)
+    torch.manual_seed(4)
+    assert mine(tensor, None) is tensor
+    torch.manual_seed(4)
+    assert torch.equal(tensor, theirs(torch.empty(shape, dtype=dtype), None))
+
+
+@pytest.mark.parametrize(
+    ("nonlinearity", "param"),
+    [
+        ("linear", None),
+        ("identity", None),
+        ("conv2d", None),
+        ("sigmoid", None),
+        ("tanh", None),
+        ("relu", None),
+        ("selu", None),
+        ("leaky_relu", None),
+        ("leaky_relu", 0.2),
+        ("leaky_relu", 3),
+        ("tanh", 0.5),
+    ],
+)
+def test_calculate_gain_as_torch(nonlinearity: str, param: float | None) -> None:
+    name = "linear" if nonlinearity == "identity" else nonlinearity  # (torch's doc names it)
+    assert init.calculate_gain(nonlinearity, param) == torch.nn.init.calculate_gain(
+        name,  # type: ignore[arg-type]
+        param,
+    )
+
+
+def test_constants() -> None:
+    parameter = nn.Parameter(torch.randn(3, 4))
+    assert init.zeros_(parameter) is parameter
+    assert torch.equal(parameter.data, torch.zeros(3, 4))
+    assert torch.equal(init.ones_(torch.randn(5)), torch.ones(5))
+    assert torch.equal(init.constant_(torch.randn(2, 2), -0.25), torch.full((2, 2), -0.25))
+
+
+def test_in_place_keeps_the_flat_buffer_and_the_optimizer() -> None:
+    """A model's parameters are refilled where they are: still views of its buffer, the
+    optimizer's flat step still one operation over them, the gradients untouched."""
+    torch.manual_seed(0)
+    model = nn.mlp((3, 5, 2), "relu")
+    parameters = list(model.parameters())
+    buffer = flat_buffer([parameter.data for parameter in parameters])
+    assert buffer is not None
+    for parameter in parameters:
+        parameter.grad.fill_(0.5)
+    tensors = [parameter.data for parameter in parameters]
+    generator = torch.Generator().manual_seed(1)
+    for layer in (model[0], model[2]):
+        init.kaiming_uniform_(layer.weight, nonlinearity="relu", generator=generator)
+        init.zeros_(layer.bias)
+    assert [parameter.data for parameter in parameters] == tensors  # the same tensor objects
+    assert flat_buffer([parameter.data for parameter in parameters]) is not None
+    torch.testing.assert_close(buffer, torch.cat([t.reshape(-1) for t in tensors]), rtol=0, atol=0)
+    expected = torch.empty(5, 3)
+    torch.nn.init.kaiming_uniform_(
+        expected, nonlinearity="relu", generator=torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(model[0].weight.data, expected)
+    assert all(torch.equal(p.grad, torch.full_like(p.grad, 0.5)) for p in parameters)
+    before = buffer.clone()
+    optimizer = optim.SGD(parameters, lr=0.1)
+    optimizer.step()
+    assert torch.equal(buffer, before - 0.1 * 0.5)
+
+
+def test_a_layer_trained_from_a_chosen_initialisation() -> None:
+    """A Linear re-initialised the torch.nn way gives torch.nn.Linear's initial values."""
+    layer = nn.Linear(10, 4)
+    init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=torch.Generator().manual_seed(0))
+    bound = 1 / math.sqrt(10)
+    init.uniform_(layer.bias, -bound, bound, generator=torch.Generator().manual_seed(1))
+    twin = torch.nn.Linear(10, 4)
+    torch.nn.init.kaiming_uniform_(
+        twin.weight, a=math.sqrt(5), generator=torch.Generator().manual_seed(0)
+    )
+    torch.nn.init.uniform_(twin.bias, -bound, bound, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(layer.weight.data, twin.weight.detach())
+    assert torch.equal(layer.bias.data, twin.bias.detach())  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=[scheme[0] for scheme in SCHEMES])
+def test_zero_elements_are_left_alone(scheme: Scheme) -> None:
+    tensor = torch.empty(0, 3)
+    assert scheme[1](tensor, None) is tensor
+
+
+# -- refusals: each names the function, what was given and what was expected, and changes nothing
+
+Call = Callable[[Tensor], object]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda t: init.xavier_uniform_(t[0]),
+            ValueError,
+            "init.xavier_uniform_: fan_in and fan_out need a weight of 2 or more dimensions (out, "
+            "in, ...), got shape (3,) (a bias: use uniform_, normal_, zeros_ or constant_)",
+        ),
+        (
+            lambda t: init.kaiming_normal_(t[0, 0]),
+            ValueError,
+            "init.kaiming_normal_: fan_in and fan_out need a weight of 2 or more dimensions (out, "
+            "in, ...), got shape () (a bias: use uniform_, normal_, zeros_ or constant_)",
+        ),
+        (
+            lambda t: init.kaiming_uniform_(t, mode="fan"),  # type: ignore[arg-type]
+            ValueError,
+            "init.kaiming_uniform_: mode must be 'fan_in' or 'fan_out', got 'fan'",
+        ),
+        (
+            lambda t: init.kaiming_uniform_(t, nonlinearity="gelu"),
+            ValueError,
+            "init.kaiming_uniform_: nonlinearity must be one of 'linear', 'identity', 'sigmoid', "
+            "'conv1d', 'conv2d', 'conv3d', 'conv_transpose1d', 'conv_transpose2d', "
+            "'conv_transpose3d', 'tanh', 'relu', 'leaky_relu', 'selu', got 'gelu'",
+        ),
+        (
+            lambda t: init.kaiming_uniform_(t, a="0.1"),  # type: ignore[arg-type]
+            TypeError,
+            "init.kaiming_uniform_: a must be a finite number in (-inf, inf) (a float or an "
+            "int), got str '0.1'",
+        ),
+        (
+            lambda t: init.xavier_normal_(t, gain=-1.0),
+            ValueError,
+            "init.xavier_normal_: gain must be in [0, inf), got -1.0",
+        ),
+        (
+            lambda t: init.uniform_(t, 1.0, 0.0),
+            ValueError,
+            "init.uniform_: b must be in [1, inf), got 0.0",
+        ),
+        (
+            lambda t: init.normal_(t, std=math.nan),
+            ValueError,
+            "init.normal_: std must be a finite number in [0, inf), got nan",
+        ),
+        (
+            lambda t: init.constant_(t, math.inf),
+            ValueError,
+            "init.constant_: val must be a finite number in (-inf, inf), got inf",
+        ),
+        (
+            lambda t: init.xavier_uniform_(t.long()),
+            TypeError,
+            "init.xavier_uniform_: expected a Parameter or a floating-point tensor, got a tensor "
+            "of torch.int64",
+        ),
+        (
+            lambda t: init.zeros_(t.tolist()),  # type: ignore[type-var]
+            TypeError,
+            "init.zeros_: expected a Parameter or a floating-point tensor, got list",
+        ),
+        (
+            lambda t: init.normal_(t, generator=0),  # type: ignore[arg-type]
+            TypeError,
+            "init.normal_: generator must be a torch.Generator, got int",
+        ),
+        (
+            lambda t: init.xavier_uniform_(t, generator=CudaLikeGenerator()),
+            ValueError,
+            "init.xavier_uniform_: the generator is on cuda, the tensor on cpu; use a generator "
+            "of the tensor's device",
+        ),
+        (
+            lambda t: init.calculate_gain("leaky_relu", True),
+            TypeError,
+            "init.calculate_gain: param must be a finite number in (-inf, inf) (a float or an "
+            "int), got bool True",
+        ),
+    ],
+    ids=[
+        "1-d",
+        "0-d",
+        "mode",
+        "nonlinearity",
+        "slope-string",
+        "gain",
+        "bounds",
+        "std",
+        "val",
+        "int-tensor",
+        "list",
+        "generator-type",
+        "generator-device",
+        "gain-param",
+    ],
+)
+def test_refusals(call: Call, error: type, message: str) -> None:
+    tensor = torch.randn(2, 3)
+    before = tensor.clone()
+    with pytest.raises(error) as raised:
+        call(tensor)
+    assert str(raised.value) == message
+    assert torch.equal(tensor, before)
