@@ -329,3 +329,47 @@ def test_data_parallel_over_nccl_of_one_rank_equals_plain_training(
         runs.append(model)
     for p, q in zip(runs[1].parameters(), runs[0].parameters(), strict=True):
         assert_close(p.data.cpu(), q.data.cpu(), rtol=1e-12)
+
+
+def test_clip_grad_norm_and_value_on_the_device() -> None:
+    """Clipping on the device, flat and per parameter, against torch's clipping there."""
+    torch.manual_seed(0)
+    for loose in (False, True):
+        model = nn.mlp((5, 6, 3), "tanh", dtype=F64).to(device=DEVICE)
+        parameters = list(model.parameters())
+        for parameter in parameters:
+            parameter.grad.normal_()
+            if loose:
+                grad = parameter.grad.clone()
+                parameter.data = parameter.data.clone()
+                parameter.grad = grad
+        twins = []
+        for parameter in parameters:
+            twin = torch.nn.Parameter(parameter.data.clone())
+            twin.grad = parameter.grad.clone()
+            twins.append(twin)
+        total = nn.clip_grad_norm_(parameters, 0.5)
+        expected = torch.nn.utils.clip_grad_norm_(twins, 0.5)
+        assert total.device == DEVICE or total.device.type == DEVICE.type
+        assert_close(total.cpu(), expected.cpu(), rtol=1e-13)
+        nn.clip_grad_value_(parameters, 0.01)
+        torch.nn.utils.clip_grad_value_(twins, 0.01)
+        for parameter, twin in zip(parameters, twins, strict=True):
+            assert twin.grad is not None
+            assert_close(parameter.grad.cpu(), twin.grad.cpu(), rtol=1e-13)
+
+
+def test_init_on_the_device_gives_torch_bits() -> None:
+    layer = nn.Linear(7, 5, dtype=F64).to(device=DEVICE)
+    expected = torch.empty(5, 7, dtype=F64, device=DEVICE)
+    generator = torch.Generator(device=DEVICE).manual_seed(3)
+    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator)
+    torch.nn.init.kaiming_normal_(
+        expected, nonlinearity="relu", generator=torch.Generator(device=DEVICE).manual_seed(3)
+    )
+    assert torch.equal(layer.weight.data, expected)
+    if DEVICE.type != "cpu":  # a CPU generator for the device's tensor
+        before = layer.weight.data.clone()
+        with pytest.raises(ValueError, match=r"init.xavier_uniform_: the generator is on cpu"):
+            nn.init.xavier_uniform_(layer.weight, generator=torch.Generator())
+        assert torch.equal(layer.weight.data, before)
