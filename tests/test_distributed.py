@@ -49,6 +49,7 @@ from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 3
+CLIP = 0.05  # a max_grad_norm below most of the paper run's gradient norms
 BATCH = 120  # 1000 samples: 8 batches of 120 and one of 40 (split 20/20 and 13/13/14)
 
 
@@ -190,9 +191,10 @@ def test_parameter_checksum_sees_changes_that_cancel_in_a_sum() -> None:
 # -- real process groups: the library -------------------------------------------------------------
 
 
-def _paper_run(group: ProcessGroup | None) -> dict[str, Any]:
-    """Train the paper's network (float64, SGD with momentum) and record the parameters after
-    every step; under ``group``, data-parallel from rank-dependent initial weights."""
+def _paper_run(group: ProcessGroup | None, max_grad_norm: float | None = None) -> dict[str, Any]:
+    """Train the paper's network (float64, SGD with momentum, its gradients clipped to
+    ``max_grad_norm`` if given) and record the parameters after every step; under ``group``,
+    data-parallel from rank-dependent initial weights."""
     data = make_disk_data(seed=0, dtype=torch.float64)
     torch.manual_seed(0 if group is None else group.rank)  # the broadcast must fix this
     model = mlp((2, 25, 25, 25, 2), "tanh", dtype=torch.float64)
@@ -216,6 +218,7 @@ def _paper_run(group: ProcessGroup | None) -> dict[str, Any]:
         batch_size=BATCH,
         generator=torch.Generator().manual_seed(0),
         parallel=parallel,
+        max_grad_norm=max_grad_norm,
     )
     if parallel is not None:
         parallel.check_in_sync()
@@ -232,6 +235,8 @@ def _library_worker(rank: int, ports: tuple[int, int], out: str) -> None:
         os.environ["MASTER_PORT"] = str(port)
         with ProcessGroup(Launch(rank, world_size, rank), timeout=30.0) as group:
             result = _paper_run(group)
+            # The global batch's gradients clipped, alike on every rank.
+            result["clipped"] = _paper_run(group, max_grad_norm=CLIP)["steps"]
             # A model that is not flat (a lone Linear) goes through temporary flat copies.
             torch.manual_seed(100 + rank)
             layer = Linear(3, 2, dtype=torch.float64)
@@ -362,6 +367,8 @@ def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> No
     reference = _paper_run(None)
     steps = reference["steps"]
     assert steps.shape[0] == EPOCHS * 9
+    steps_clipped = _paper_run(None, max_grad_norm=CLIP)["steps"]
+    assert _relative_error(steps_clipped[-1], steps[-1]) > 1e-3  # the clipping acts
     torch.manual_seed(100)
     layer = Linear(3, 2, dtype=torch.float64)
     assert flat_buffer([p.grad for p in layer.parameters()]) is None
@@ -376,6 +383,11 @@ def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> No
         got = results[0]["steps"]
         per_step = max(_relative_error(got[i], steps[i]) for i in range(len(steps)))
         assert per_step <= 1e-12, (world_size, per_step)
+        for result in results:
+            assert torch.equal(result["clipped"], results[0]["clipped"])
+        clipped = results[0]["clipped"]
+        per_step = max(_relative_error(clipped[i], steps_clipped[i]) for i in range(len(steps)))
+        assert per_step <= 1e-12, (world_size, "clipped", per_step)
         assert _relative_error(got[-1], steps[-1]) <= 1e-12
         assert results[0]["loss"] == pytest.approx(reference["loss"], rel=1e-9)
         # The fallback paths: rank 0's values everywhere; sum over ranks of (rank + 1) * grad.

@@ -156,6 +156,24 @@ FIT_CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         TypeError,
         "validation y must hold class indices of an integer dtype, got torch.bool",
     ),
+    (
+        "max_grad_norm-0",
+        {"max_grad_norm": 0},
+        ValueError,
+        "max_grad_norm must be in (0, inf), got 0",
+    ),
+    (
+        "max_grad_norm-nan",
+        {"max_grad_norm": float("nan")},
+        ValueError,
+        "max_grad_norm must be a finite number in (0, inf), got nan",
+    ),
+    (
+        "max_grad_norm-string",
+        {"max_grad_norm": "1.0"},
+        TypeError,
+        "max_grad_norm must be a finite number in (0, inf) (a float or an int), got str '1.0'",
+    ),
 ]
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -30,6 +31,7 @@ FLAGS = (
     "--optimizer",
     "--lr",
     "--momentum",
+    "--max-grad-norm",
     "--scheduler",
     "--epochs",
     "--batch-size",
@@ -190,6 +192,14 @@ def test_a_learning_rate_beyond_float32_is_refused_in_one_line(
         (["--momentum", "1"], "argument --momentum: expected a number in [0, 1), got '1'"),
         (["--momentum", "nan"], "argument --momentum: expected a number in [0, 1), got 'nan'"),
         (["--momentum", "-0.1"], "argument --momentum: expected a number in [0, 1), got '-0.1'"),
+        (
+            ["--max-grad-norm", "0"],
+            "argument --max-grad-norm: expected a finite number in (0, inf), got '0'",
+        ),
+        (
+            ["--max-grad-norm", "inf"],
+            "argument --max-grad-norm: expected a finite number in (0, inf), got 'inf'",
+        ),
     ],
 )
 def test_a_bad_optimizer_setting_is_refused_naming_its_flag(
@@ -941,6 +951,40 @@ def test_a_run_with_no_epoch_left_still_writes_its_checkpoint(
     monkeypatch.setattr(minidl.checkpoint, "save_checkpoint", lambda *a, **k: saved.append(a))
     assert main([*argv, "--epochs", "3", "--resume", str(whole)]) == 0
     assert saved == []
+    capsys.readouterr()
+
+
+def test_max_grad_norm_clips_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--max-grad-norm`` reaches fit, is saved with the run's settings, and a clipped run
+    resumed gives the uninterrupted one bit for bit (and not the unclipped one)."""
+    import minidl.train
+
+    argv = ["train", "--quiet", "--hidden", "4", "--batch-size", "200", "--max-grad-norm", "0.05"]
+    start, resumed, whole, plain = (tmp_path / f"{n}.ckpt" for n in ("e2", "r", "whole", "plain"))
+    assert main([*argv, "--epochs", "2", "--checkpoint", str(start)]) == 0
+    assert main([*argv, "--epochs", "4", "--resume", str(start), "--checkpoint", str(resumed)]) == 0
+    assert main([*argv, "--epochs", "4", "--checkpoint", str(whole)]) == 0
+    assert main([*argv[:-2], "--epochs", "4", "--checkpoint", str(plain)]) == 0
+    got, want = read_checkpoint(resumed), read_checkpoint(whole)
+    assert got.training == want.training
+    assert want.training.extra["settings"]["max_grad_norm"] == 0.05
+    for name, tensor in want.tensors.items():
+        assert torch.equal(got.tensors[name], tensor), name
+    unclipped = read_checkpoint(plain).tensors
+    assert any(not torch.equal(unclipped[name], want.tensors[name]) for name in unclipped)
+    received: list[object] = []
+    real_fit = minidl.train.fit
+
+    def fit(*args: Any, **kwargs: Any) -> Any:
+        received.append(kwargs["max_grad_norm"])
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(minidl.train, "fit", fit)
+    assert main([*argv, "--epochs", "1"]) == 0
+    assert main([*argv[:-2], "--epochs", "1"]) == 0
+    assert received == [0.05, None]
     capsys.readouterr()
 
 

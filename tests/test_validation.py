@@ -128,6 +128,10 @@ RESUME_CASES = [
     (["--activation", "relu"], ["other settings", "--activation tanh in the checkpoint, relu now"]),
     (["--lr", "0.1"], ["other settings", "--lr 0.01 in the checkpoint, 0.1 now"]),
     (["--seed", "7"], ["other settings", "--seed 0 in the checkpoint, 7 now"]),
+    (
+        ["--max-grad-norm", "0.5"],
+        ["other settings", "--max-grad-norm none (no clipping) in the checkpoint, 0.5 now"],
+    ),
     (["--batch-size", "50"], ["other settings", "--batch-size"]),
     (["--epochs", "2"], ["the checkpoint is at epoch 3, past --epochs 2"]),
 ]

@@ -67,16 +67,21 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _number(expected: str, *, low: float, high: float | None = None) -> Callable[[str], float]:
-    """An argparse type for a flag passed on to an optimizer: a number in ``[low, high)`` by
-    the optimizer's own rule (:func:`minidl._validate.check_real`), checked where the flag is
-    read, so that the error names the flag (``expected`` describes the range)."""
+def _number(
+    expected: str, *, low: float, high: float | None = None, low_open: bool = False
+) -> Callable[[str], float]:
+    """An argparse type for a flag passed on to an optimizer or to ``fit``: a number in
+    ``[low, high)`` (``(low, high)`` with ``low_open``) by their own rule
+    (:func:`minidl._validate.check_real`), checked where the flag is read, so that the error
+    names the flag (``expected`` describes the range)."""
 
     def parse(text: str) -> float:
         from minidl._validate import check_real
 
         try:
-            return check_real("", "", float(text), low=low, high=high, high_open=True)
+            return check_real(
+                "", "", float(text), low=low, high=high, low_open=low_open, high_open=True
+            )
         except ValueError:  # (not a number, NaN, an infinity or out of the range)
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
 
@@ -156,6 +161,13 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         type=_number("a number in [0, 1)", low=0, high=1),
         default=0.0,
         help="SGD momentum, in [0, 1)",
+    )
+    parser.add_argument(
+        "--max-grad-norm",
+        type=_number("a finite number in (0, inf)", low=0, low_open=True),
+        default=None,
+        metavar="NORM",
+        help="clip every step's gradients to this total 2-norm (default: no clipping)",
     )
     parser.add_argument(
         "--scheduler",
@@ -438,6 +450,7 @@ def _run_train(args: argparse.Namespace) -> int:
                 history=history,
                 on_epoch=on_epoch,
                 parallel=parallel,
+                max_grad_norm=args.max_grad_norm,
             )
         # No epoch ran (--epochs 0, or a finished run resumed): the end's checkpoint is still
         # written, unless it is the resumed file itself, which already holds this state.
@@ -573,6 +586,7 @@ _RESUME_SETTINGS = (
     "optimizer",
     "lr",
     "momentum",
+    "max_grad_norm",
     "scheduler",
     "batch_size",
     "hidden",
@@ -589,10 +603,14 @@ def _train_settings(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def _as_typed(value: object) -> str:
+#: Settings whose default is ``None`` (a checkpoint written before they existed ran without).
+_OPTIONAL_SETTINGS = {"max_grad_norm": "none (no clipping)"}
+
+
+def _as_typed(value: object, name: str = "") -> str:
     """A setting as it is given on the command line (``25,25,25``, ``tanh``)."""
     if value is None:
-        return "(not recorded)"
+        return _OPTIONAL_SETTINGS.get(name, "(not recorded)")
     if isinstance(value, list | tuple):
         return ",".join(str(item) for item in value)
     return str(value)
@@ -613,8 +631,8 @@ def _check_resume_settings(path: str, saved: object, settings: dict[str, object]
     if not isinstance(saved, dict):
         return
     differences = [
-        f"--{name.replace('_', '-')} {_as_typed(saved.get(name))} in the checkpoint, "
-        f"{_as_typed(value)} now"
+        f"--{name.replace('_', '-')} {_as_typed(saved.get(name), name)} in the checkpoint, "
+        f"{_as_typed(value, name)} now"
         for name, value in settings.items()
         if _meaning(saved, name) != _meaning(settings, name)
     ]

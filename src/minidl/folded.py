@@ -46,6 +46,7 @@ from minidl import anomaly
 from minidl.nn.activation import Activation
 from minidl.nn.bce_with_logits import BCEWithLogitsLoss
 from minidl.nn.chain import ChainPlan
+from minidl.nn.clip import _clip_norm
 from minidl.nn.cross_entropy import CrossEntropyLoss
 from minidl.nn.huber import HuberLoss
 from minidl.nn.l1 import L1Loss
@@ -193,6 +194,9 @@ class FoldedStep:
         self.grad_blocks = _blocks(self.grads, shapes)
         self._caches: list[Tensor | None] = [None] * len(self.modules)
         self._batches: dict[int, _Batch] = {}
+        #: The largest total 2-norm of the gradients of a step (fit's max_grad_norm, set for
+        #: each call), or None: the gradient buffer is scaled down to it before the update.
+        self.max_grad_norm: float | None = None
         self._probed: _Trial | None = None  # (see note_probed)
         self._parameters = tuple(optimizer.params)
         self._replacements = Parameter.replacements
@@ -402,6 +406,9 @@ class FoldedStep:
                 if kind == 1:
                     break
                 grad = torch.mm(third, grad, out=grads[index])
+        if self.max_grad_norm is not None:
+            # (the blocks' gradients are the parameters' entries in another order: one norm)
+            _clip_norm("fit", [self.grads], self.max_grad_norm, 2.0, False)
         self.optimizer._step_buffers(self.values, self.grads, self.state)
         return loss
 

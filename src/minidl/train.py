@@ -17,11 +17,13 @@ from minidl._validate import (
     check_int,
     check_labelled,
     check_like,
+    check_real,
     check_samples,
 )
 from minidl.data import BatchIterator
 from minidl.folded import FoldedStep
 from minidl.nn.batch_norm import BatchNorm1d
+from minidl.nn.clip import clip_grad_norm_
 from minidl.nn.loss import Loss
 from minidl.nn.module import Module
 from minidl.optim.lr_scheduler import LRScheduler
@@ -269,6 +271,7 @@ def fit(
     history: History | None = None,
     on_epoch: Callable[[EpochRecord], object] | None = None,
     parallel: Parallel | None = None,
+    max_grad_norm: float | None = None,
 ) -> History:
     r"""Train ``model`` with mini-batch gradient descent and return its :class:`History`.
 
@@ -276,10 +279,11 @@ def fit(
     ``optimizer.zero_grad()``, ``forward``, the loss :math:`L_B`, ``criterion.backward()``
     (:math:`\partial L_B/\partial z`, the gradient of the batch's loss, a mean over it with
     the default reductions) into ``model.backward_parameters`` (every parameter's
-    :math:`\partial L_B/\partial w`; the data need no gradient) and ``optimizer.step()``; a
-    scheduler is stepped after every batch or every epoch, as its ``interval`` says. After
-    each epoch the validation error (if a validation set is given) is measured in evaluation
-    mode (see :func:`eval_mode`) and ``on_epoch`` is called.
+    :math:`\partial L_B/\partial w`; the data need no gradient), the clipping of the
+    gradients to ``max_grad_norm`` if given, and ``optimizer.step()``; a scheduler is stepped
+    after every batch or every epoch, as its ``interval`` says. After each epoch the
+    validation error (if a validation set is given) is measured in evaluation mode (see
+    :func:`eval_mode`) and ``on_epoch`` is called.
     The model is put in training mode first (``model.train()``) and left in it. The steps and
     the validation run inside ``torch.inference_mode()`` (minidl needs no autograd); ``on_epoch``
     is called outside it, so what it computes or keeps is an ordinary tensor.
@@ -332,6 +336,10 @@ def fit(
             process a shard of one sample is refused, as a batch of one is without it. It must
             be built on ``model``, and the loss must be a mean over the samples (a
             ``reduction='sum'`` is refused: the shards' weights would not give its gradient).
+        max_grad_norm: clip every step's gradients to this total 2-norm before the
+            optimizer's step, as :func:`minidl.nn.clip_grad_norm_` does with the optimizer's
+            parameters (a number ``> 0``; ``None``, the default, clips nothing). With
+            ``parallel``, the global batch's gradients are clipped, the same on every process.
 
     Returns:
         ``history`` (a new :class:`History` without one) with a record per epoch run.
@@ -398,6 +406,8 @@ def fit(
         raise ValueError(f"fit: start_epoch {start_epoch} is past epochs {epochs}")
     if not isinstance(drop_last, bool):
         raise TypeError(f"fit: drop_last must be a bool, got {drop_last!r}")
+    if max_grad_norm is not None:
+        max_grad_norm = check_real("fit", "max_grad_norm", max_grad_norm, low=0.0, low_open=True)
     samples = int(x.shape[0])
     if samples == 1:
         # (no batch_size or drop_last gives a batch of 2 samples out of 1)
@@ -526,6 +536,8 @@ def fit(
     )
     if folded is not None and folded is not probed:
         folded.note_probed(x, y)  # (the checks above passed on them; noted already if probed)
+    if folded is not None:
+        folded.max_grad_norm = max_grad_norm
     loaded = False  # whether the folded step holds the model's parameters (they are stale)
     with torch.inference_mode():
         try:
@@ -539,7 +551,15 @@ def fit(
                         folded = None
                 epoch_lr = optimizer.lr
                 losses = _train_epoch(
-                    model, criterion, optimizer, steps, scheduler, history, parallel, folded
+                    model,
+                    criterion,
+                    optimizer,
+                    steps,
+                    scheduler,
+                    history,
+                    parallel,
+                    folded,
+                    max_grad_norm,
                 )
                 # One float64 sum per epoch, cheaper than a mixed-dtype addition per batch.
                 total_loss = (
@@ -588,6 +608,7 @@ def _train_epoch(
     history: History,
     parallel: Parallel | None,
     folded: FoldedStep | None,
+    max_grad_norm: float | None = None,
 ) -> list[Tensor]:
     """One epoch of :func:`fit`'s steps; the loss of each batch."""
     per_batch = scheduler is not None and scheduler.interval == "batch"
@@ -601,6 +622,8 @@ def _train_epoch(
             model.backward_parameters(criterion.backward())
             if parallel is not None:
                 loss = parallel.synchronize(loss)
+            if max_grad_norm is not None:
+                clip_grad_norm_(optimizer.params, max_grad_norm)
             optimizer.step()
         losses.append(loss)
         if per_batch:

@@ -94,6 +94,14 @@ def clip_grad_norm_(
             f"{where}: error_if_nonfinite must be a bool, got "
             f"{type(error_if_nonfinite).__name__} {error_if_nonfinite!r}"
         )
+    return _clip_norm(where, grads, limit, order, error_if_nonfinite)
+
+
+def _clip_norm(
+    where: str, grads: list[Tensor], limit: float, order: float, error_if_nonfinite: bool
+) -> Tensor:
+    """:func:`clip_grad_norm_` of checked arguments: scale ``grads`` in place, return their
+    total norm (also for :func:`minidl.train.fit`'s steps, on their own gradient buffer)."""
     if not grads:
         return torch.tensor(0.0)
     flat = flat_buffer(grads)
