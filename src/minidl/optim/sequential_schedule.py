@@ -64,11 +64,13 @@ class SequentialSchedule(LRScheduler):
     learning rate, so the later ones would see the earlier ones' rate as their reference: this
     class resets every schedule's ``base_lr`` to that of the one built first, in whatever order
     they are listed (the optimizer's rate when it was built; ``CyclicLR``'s lower bound), as
-    ``SequentialLR`` restarts each from the optimizer's initial rate (for a first ``OneCycle`` minidl takes the optimizer's rate, where
-    ``SequentialLR`` takes ``OneCycleLR``'s ``max_lr / div_factor``), and a nested
+    ``SequentialLR`` restarts each from the optimizer's initial rate, and a nested
     ``SequentialSchedule`` passes it on to its own schedules. Schedules that take their own
     rates (``takes_own_rates``: :class:`~minidl.optim.OneCycle`, :class:`~minidl.optim.CyclicLR`)
-    keep them. Only this object's :meth:`step` should be called.
+    keep them. A ``OneCycle`` anywhere in the list is where the two differ: minidl restarts the
+    others from the rate above, where ``SequentialLR`` restarts them from ``OneCycleLR``'s
+    ``max_lr / div_factor``, which its constructor writes over the optimizer's initial rate
+    wherever it is listed. Only this object's :meth:`step` should be called.
 
     Args:
         optimizer: the optimizer to schedule.
