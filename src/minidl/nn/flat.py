@@ -1,8 +1,9 @@
 """Parameters as views of one flat buffer.
 
 When every parameter value of a model is a view into one contiguous buffer (and every gradient a
-view into another), an optimizer step or a ``zero_grad`` is one tensor operation whatever the
-depth of the model. :func:`flatten_parameters` arranges that; :func:`flat_buffer` recognises it.
+view into another), an optimizer step runs its update's few tensor operations once over the
+whole buffer (plain SGD's is one) and a ``zero_grad`` is one operation, whatever the depth of the
+model. :func:`flatten_parameters` arranges that; :func:`flat_buffer` recognises it.
 :class:`~minidl.nn.Sequential` flattens its parameters when it is built.
 """
 

@@ -38,8 +38,9 @@ class Sequential(Module):
     into buffers made once.
 
     When it is built, a ``Sequential`` makes the values (and the gradients) of all its parameters
-    views of one flat buffer (see :mod:`minidl.nn.flat`), so that optimizers update the whole
-    model in one operation. The :class:`~minidl.nn.Parameter` objects of the children are kept.
+    views of one flat buffer (see :mod:`minidl.nn.flat`), so that an optimizer runs its update's
+    few tensor operations once over the whole model, not once per parameter. The
+    :class:`~minidl.nn.Parameter` objects of the children are kept.
     Parameters that already tile one buffer, in order (those of consecutive modules of another
     ``Sequential``), stay where they are.
 

@@ -41,7 +41,7 @@ def stack_models(
 
     - ``"layer"``: as in any :class:`Sequential`, each stacked parameter is one contiguous tensor
       ``(R, ...)`` and together they tile one flat buffer, so one optimizer over the whole stack
-      updates it in one operation.
+      runs its update once over that buffer.
     - ``"model"``: model ``r``'s parameters, all layers, form one contiguous block of the buffer,
       and the blocks are padded to a multiple of :data:`MODEL_ALIGNMENT` bytes (a stacked weight
       is then a view with the block size as its stride over models). Every matrix product then
@@ -49,8 +49,9 @@ def stack_models(
       its position among them, so that a model trains to the same bits in any stack (the
       products' kernels may round differently at another alignment). Consecutive models' blocks
       are one flat :class:`Parameter` (:func:`flat_model_parameters`), which an optimizer of
-      those models alone updates in one operation. A move or cast of the stack (``.to(...)``)
-      lays it out by layer: stack models that already have the dtype and device wanted.
+      those models alone updates with one run of its update. A move or cast of the stack
+      (``.to(...)``) lays it out by layer: stack models that already have the dtype and device
+      wanted.
 
     Args:
         models: R >= 1 :class:`Sequential` networks of :class:`Linear` layers and activations,
@@ -233,7 +234,8 @@ def flat_model_parameters(stacked: Sequential, index: int | slice) -> Parameter:
     ``stack_models(..., layout="model")``, as one flat :class:`Parameter`, in place.
 
     Its ``data`` and ``grad`` are 1-D views of the models' blocks of the stack (their padding
-    included), so an element-wise optimizer built on it updates those models in one operation.
+    included), so an element-wise optimizer built on it updates those models with one run of its
+    update.
     The padding is zero, its gradient too, and it stays zero under every element-wise optimizer
     whose update of a zero value with a zero gradient is zero (all of minidl's). It stays valid
     while the stack's tensors are not replaced (``stacked.to(...)`` replaces them).
