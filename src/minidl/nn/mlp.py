@@ -68,8 +68,8 @@ def mlp(
     Args:
         sizes: layer widths from input to output, e.g. ``(2, 25, 25, 25, 2)`` for the paper's
             network (at least two).
-        activations: one activation name for every hidden layer, or one name per hidden layer
-            (``len(sizes) - 2`` of them), e.g. ``("relu", "tanh", "relu")``.
+        activations: one activation name for every hidden layer (default ``"tanh"``), or one
+            name per hidden layer (``len(sizes) - 2`` of them), e.g. ``("relu", "tanh", "relu")``.
         dtype, device, generator: passed to every :class:`Linear`; one it refuses raises its
             error, with a note that names ``mlp`` and the layer.
 

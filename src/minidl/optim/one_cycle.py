@@ -67,7 +67,8 @@ class OneCycle(LRScheduler):
     Args:
         optimizer: the optimizer to schedule.
         max_lr: :math:`\lambda_{max}`, > 0.
-        total_steps: :math:`T`, the batches of the whole training, an integer >= 2.
+        total_steps: :math:`T`, the batches of the whole training, an integer >= 2 with
+            :math:`pT > 1` (so that :math:`0 < u < e`).
         pct_start: :math:`p`, the fraction of the steps spent rising, in ``(0, 1)`` (default 0.3).
         anneal_strategy: ``"cos"`` (default) or ``"linear"``.
         div_factor: :math:`d`, > 0 (default 25).

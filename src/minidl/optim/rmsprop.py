@@ -40,7 +40,8 @@ class RMSprop(Optimizer):
         eps: :math:`\epsilon`, > 0 (default 1e-8).
         weight_decay: :math:`\lambda_{wd}`, >= 0 (default 0).
         momentum: :math:`\mu`, in ``[0, 1)`` (default 0).
-        centered: divide by the moving standard deviation instead of the root mean square.
+        centered: divide by the moving standard deviation instead of the root mean square
+            (default ``False``).
 
     State:
         ``square_avg`` (:math:`s`), ``momentum_buffer`` (:math:`b`, when ``momentum > 0``) and
