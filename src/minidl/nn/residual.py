@@ -26,7 +26,9 @@ class Residual(Module):
         block: the module :math:`f`, registered as the child ``"block"``.
 
     Shape:
-        - Input: ``(N, *)``. Output: the same shape.
+        - Input: any shape the block takes (``(N, features)`` for a block that starts with a
+          :class:`Linear`; any shape, a 0-dim one too, for an element-wise block).
+        - Output: the input's shape, which the block's output must have too.
 
     Example:
         >>> layer = Residual(Sequential(Linear(8, 8), Tanh()))
