@@ -41,7 +41,10 @@ class HuberLoss(Loss):
         - Output: a 0-dim tensor.
 
     A float16 or bfloat16 loss computes :math:`d`, the elements and the gradient in float32 and
-    rounds each once, as PyTorch does (in float16, :math:`d` past 65504 would be ``inf``).
+    rounds each once (in float16, :math:`d` past 65504 would be ``inf``): the loss as PyTorch
+    computes it. PyTorch's gradient of a ``"mean"`` is not rounded once (it is computed from
+    :math:`d` and :math:`1/D` each rounded to 16 bits first), so a few of its elements differ
+    from these, the correctly rounded ones, in the last bit.
 
     Example:
         >>> float(HuberLoss()(torch.tensor([[0.5, 3.0]]), torch.zeros(1, 2)))
