@@ -21,7 +21,8 @@ class SGD(Optimizer):
     .. math::
         v_t = \mu\, v_{t-1} + \lambda\, g_t, \qquad w_t = w_{t-1} - v_t, \qquad v_0 = 0
 
-    With a constant learning rate this is PyTorch's ``SGD`` in exact arithmetic (whose buffer is
+    With a constant learning rate this is PyTorch's ``SGD`` with its default ``dampening=0``
+    (minidl has no dampening) in exact arithmetic (whose buffer is
     :math:`b_t = \mu b_{t-1} + g_t` with :math:`w_t = w_{t-1} - \lambda b_t`, so :math:`v = \lambda b`);
     the two round differently (:math:`\mu v + \lambda g` against :math:`\lambda(\mu b + g)`), so
     with momentum their parameters agree to rounding, not bit for bit.
