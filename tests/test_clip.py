@@ -287,6 +287,20 @@ def test_training_with_clipping_follows_torch(clip: Step, torch_clip: TorchStep)
 # -- refusals: each names the function, what was given and what was expected, and changes nothing
 
 
+def _refusable() -> tuple[nn.Sequential, list[Tensor]]:
+    """A model with gradients, and a copy of them."""
+    torch.manual_seed(0)
+    model = nn.mlp((2, 3, 2), "tanh")
+    for parameter in model.parameters():
+        parameter.grad.normal_()
+    return model, _grads(list(model.parameters()))
+
+
+def _assert_unchanged(model: nn.Sequential, before: list[Tensor]) -> None:
+    for parameter, grad in zip(model.parameters(), before, strict=True):
+        assert torch.equal(parameter.grad, grad)
+
+
 @pytest.mark.parametrize(
     ("parameters", "error", "message"),
     [
@@ -321,16 +335,11 @@ def test_training_with_clipping_follows_torch(clip: Step, torch_clip: TorchStep)
 def test_refused_parameters(
     function: str, parameters: Callable[[nn.Sequential], object], error: type, message: str
 ) -> None:
-    torch.manual_seed(0)
-    model = nn.mlp((2, 3, 2), "tanh")
-    for parameter in model.parameters():
-        parameter.grad.normal_()
-    before = _grads(list(model.parameters()))
+    model, before = _refusable()
     with pytest.raises(error) as raised:
         getattr(nn, function)(parameters(model), 1e-3)
     assert str(raised.value) == f"{function}: {message}"
-    for parameter, grad in zip(model.parameters(), before, strict=True):
-        assert torch.equal(parameter.grad, grad)
+    _assert_unchanged(model, before)
 
 
 @pytest.mark.parametrize(
@@ -374,16 +383,11 @@ def test_refused_parameters(
 def test_refused_clip_grad_norm_settings(
     kwargs: dict[str, object], error: type, message: str
 ) -> None:
-    torch.manual_seed(0)
-    model = nn.mlp((2, 3, 2), "tanh")
-    for parameter in model.parameters():
-        parameter.grad.normal_()
-    before = _grads(list(model.parameters()))
+    model, before = _refusable()
     with pytest.raises(error) as raised:
         nn.clip_grad_norm_(model.parameters(), **kwargs)  # type: ignore[arg-type]
     assert str(raised.value) == f"clip_grad_norm_: {message}"
-    for parameter, grad in zip(model.parameters(), before, strict=True):
-        assert torch.equal(parameter.grad, grad)
+    _assert_unchanged(model, before)
 
 
 @pytest.mark.parametrize(
@@ -400,13 +404,8 @@ def test_refused_clip_grad_norm_settings(
     ids=["negative", "nan", "none"],
 )
 def test_refused_clip_value(value: object, error: type, message: str) -> None:
-    torch.manual_seed(0)
-    model = nn.mlp((2, 3, 2), "tanh")
-    for parameter in model.parameters():
-        parameter.grad.normal_()
-    before = _grads(list(model.parameters()))
+    model, before = _refusable()
     with pytest.raises(error) as raised:
         nn.clip_grad_value_(model.parameters(), value)  # type: ignore[arg-type]
     assert str(raised.value) == f"clip_grad_value_: {message}"
-    for parameter, grad in zip(model.parameters(), before, strict=True):
-        assert torch.equal(parameter.grad, grad)
+    _assert_unchanged(model, before)

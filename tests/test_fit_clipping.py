@@ -16,6 +16,7 @@ from minidl.data import BatchIterator
 from minidl.folded import FoldedStep
 from minidl.train import fit
 from tests.helpers import F64, torch_loss, torch_twin, unfolded
+from tests.test_folded import _count_folded_calls
 
 CLIP = 0.2
 
@@ -72,14 +73,7 @@ def test_the_loop_clips_as_clip_grad_norm_does(dtype: torch.dtype) -> None:
 
 
 def test_the_folded_step_clips_as_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = [0]
-    original = FoldedStep.__call__
-
-    def counting(self: FoldedStep, x: Tensor, y: Tensor) -> Tensor:
-        calls[0] += 1
-        return original(self, x, y)
-
-    monkeypatch.setattr(FoldedStep, "__call__", counting)
+    calls = _count_folded_calls(monkeypatch)
     runs = []
     for fold in (True, False):
         model = _model()
