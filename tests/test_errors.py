@@ -1699,6 +1699,72 @@ def test_a_stacked_activation_names_a_gradient_on_another_device() -> None:
         stacked.backward(torch.ones(2, 4, 3, device="meta"))
 
 
+class _ReturnsOutputAlone(nn.Activation):
+    """An activation of one's own whose _forward forgot its cache."""
+
+    def _forward(self, input: Tensor) -> Tensor:  # type: ignore[override]
+        return input * input
+
+    def _backward(self, grad_output: Tensor, input: Tensor) -> Tensor:
+        return 2 * grad_output * input
+
+
+class _CachesTwoTensors(nn.Activation):
+    """An activation of one's own that caches two tensors, as a tuple or stacked."""
+
+    def __init__(self, stacked: bool) -> None:
+        super().__init__()
+        self.stacked = stacked
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Any]:  # type: ignore[override]
+        t = torch.tanh(input)
+        cache = torch.stack([input, t]) if self.stacked else (input, t)
+        return input * t, cache
+
+    def _backward(self, grad_output: Tensor, cache: Any) -> Tensor:
+        input, t = cache[0], cache[1]
+        return grad_output * (t + input * (1 - t * t))
+
+
+@pytest.mark.parametrize("rows", [2, 3])
+def test_an_activation_whose_forward_returns_no_pair_is_refused(rows: int) -> None:
+    """The output alone of a batch of 2 was unpacked as (row 0, row 1): the forward returned
+    row 0 and cached row 1, silently; of another batch it failed in Python's unpacking."""
+    activation = _ReturnsOutputAlone()
+    for module in (activation, nn.Sequential(nn.Linear(3, 3), _ReturnsOutputAlone())):
+        with raises(
+            TypeError,
+            "_ReturnsOutputAlone._forward must return the pair (output, cache), got a tensor "
+            f"of shape ({rows}, 3)",
+        ):
+            module(torch.randn(rows, 3))
+    with raises(RuntimeError, "_ReturnsOutputAlone: backward called before forward"):
+        activation.backward(torch.ones(rows, 3))  # (nothing was cached)
+
+
+@pytest.mark.parametrize("stacked", [False, True], ids=["tuple", "stacked"])
+def test_an_activation_cache_that_is_no_tensor_of_the_outputs_shape_is_refused(
+    stacked: bool,
+) -> None:
+    """Backward checks the gradient against the cache's shape: a tuple failed there with an
+    AttributeError ('tuple' object has no attribute 'shape'), a stacked tensor refused the
+    right gradient as one of the wrong shape. Both are refused by the forward, by name."""
+    kind = ValueError if stacked else TypeError
+    for module, shape in (
+        (_CachesTwoTensors(stacked), (4, 3)),
+        (nn.Sequential(nn.Linear(3, 3), _CachesTwoTensors(stacked)), (4, 3)),
+        # (model 1's slice of a stack of 2)
+        (nn.StackedActivation([(nn.Tanh(), 1), (_CachesTwoTensors(stacked), 1)]), (1, 4, 3)),
+    ):
+        got = f"a tensor of shape {(2, *shape)}" if stacked else "a tuple"
+        with raises(
+            kind,
+            f"_CachesTwoTensors._forward returned {got} as the cache",
+            f"expected one tensor of the output's shape {shape}",
+        ):
+            module(torch.randn(2, 4, 3) if len(shape) == 3 else torch.randn(4, 3))
+
+
 def test_numpy_numbers_are_numbers() -> None:
     """Every constructor takes numpy integers and floats, as ``Linear`` and the optimizers do."""
     np = pytest.importorskip("numpy")

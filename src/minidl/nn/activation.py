@@ -1,10 +1,13 @@
 """The base class of element-wise activations.
 
 An activation has no parameters. Its ``forward`` checks the input and calls :meth:`_forward`,
-which returns the output and caches what the derivative needs (usually the output itself, the
-cheapest stable quantity: Tanh and Sigmoid derivatives are functions of ``y``). Its ``backward``
-checks that a forward ran and that the gradient has the output's shape, then calls
-:meth:`_backward`.
+which returns the pair ``(output, cache)``: the cache is what the derivative needs, one tensor
+of the output's shape (usually the output itself, the cheapest stable quantity: Tanh and
+Sigmoid derivatives are functions of ``y``; or the input). Its ``backward`` checks that a
+forward ran and that the gradient has the cache's shape, the output's, then calls
+:meth:`_backward`. A ``_forward`` that returns anything else (the output alone, a tuple as the
+cache) is refused, naming the activation: a derivative that needs several tensors is written
+as a :class:`~minidl.nn.Module` of one's own.
 
 Both hooks may take an optional ``out``: a tensor of the result's shape, dtype and device
 (contiguous) into which the result is written, as with ``torch``'s ``out=``. Where a hook takes
@@ -42,8 +45,50 @@ class Activation(Module):
             or input.layout is not STRIDED
         ):
             self._check_input(input)
-        output, self._cache = self._forward(input)
+        result = self._forward(input)
+        if type(result) is not tuple or len(result) != 2:
+            raise self._misreturned(result)
+        output, cache = result
+        if cache is not output and (type(cache) is not Tensor or cache.shape != output.shape):
+            self._check_cache(output, cache)
+        self._cache = cache
         return output
+
+    def _misreturned(self, result: object) -> TypeError:
+        """The error for a :meth:`_forward` that returned no ``(output, cache)`` pair (the
+        output alone, a tensor of two rows, would unpack into two rows)."""
+        if isinstance(result, Tensor):
+            got = f"a tensor of shape {tuple(result.shape)}"
+        elif isinstance(result, tuple):
+            got = f"a tuple of {len(result)} item{'' if len(result) == 1 else 's'}"
+        else:
+            got = type(result).__name__
+        return TypeError(
+            f"{type(self).__name__}._forward must return the pair (output, cache), got {got}; "
+            "return the output and the one tensor _backward needs, e.g. (output, output)"
+        )
+
+    def _check_cache(self, output: object, cache: object) -> None:
+        """Refuse what :meth:`_forward` returned unless ``output`` is a tensor and ``cache``
+        one of its shape (backward checks the gradient's shape against the cache)."""
+        name = type(self).__name__
+        if not isinstance(output, Tensor):
+            raise TypeError(
+                f"{name}._forward must return a tensor as the output, got {type(output).__name__}"
+            )
+        if isinstance(cache, Tensor) and cache.shape == output.shape:
+            return
+        got = (
+            f"a tensor of shape {tuple(cache.shape)}"
+            if isinstance(cache, Tensor)
+            else f"a {type(cache).__name__}"
+        )
+        raise (ValueError if isinstance(cache, Tensor) else TypeError)(
+            f"{name}._forward returned {got} as the cache; expected one tensor of the output's "
+            f"shape {tuple(output.shape)} (backward checks the gradient's shape against it): "
+            "cache the input or the output and compute the rest in _backward, or write a "
+            "Module of your own for a derivative that needs several tensors"
+        )
 
     def _check_input(self, input: object) -> None:
         name = type(self).__name__
@@ -78,7 +123,8 @@ class Activation(Module):
         return cache
 
     def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(output, cache)``: the cache is what :meth:`_backward` receives."""
+        """Return ``(output, cache)``: the cache, one tensor of the output's shape (the output
+        itself, or the input), is what :meth:`_backward` receives."""
         raise NotImplementedError
 
     def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
@@ -94,7 +140,11 @@ class Activation(Module):
             or input.layout is not STRIDED
         ):
             self._check_input(input)
-        _, self._cache = self._forward(input, out=out)  # type: ignore[call-arg]
+        result = self._forward(input, out=out)  # type: ignore[call-arg]
+        if type(result) is not tuple or len(result) != 2:
+            raise self._misreturned(result)
+        self._check_cache(*result)
+        self._cache = result[1]
 
     def _backward_out(self, grad_output: Tensor, out: Tensor) -> None:
         """:meth:`backward`, writing the input gradient into ``out`` (for an activation whose
