@@ -1865,6 +1865,64 @@ def test_a_refusal_inside_a_sequential_notes_where() -> None:
     ]
 
 
+class _ReturnsNoGradient(nn.Module):
+    """A module of one's own whose backward forgot its return."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return 2 * input
+
+    def backward(self, grad_output: Tensor) -> None:
+        2 * grad_output
+
+
+class _ReturnsTwoColumns(nn.Module):
+    """A module of one's own whose backward returns a gradient of the wrong shape."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return 2 * input
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return 2 * grad_output[:, :2]
+
+
+@pytest.mark.skipif(not hasattr(Exception, "add_note"), reason="exception notes: Python >= 3.11")
+@pytest.mark.parametrize("method", ["backward", "backward_parameters"])
+def test_a_refusal_inside_a_sequentials_backward_notes_where_and_whose_gradient(
+    method: str,
+) -> None:
+    """A module of one's own whose backward returns no gradient, or one of the wrong shape, is
+    refused by the module before it, whose message names only itself: the note names the
+    place of the refusal and the module whose backward gave the gradient, at every level."""
+    x = torch.randn(4, 3)
+    model = nn.Sequential(nn.Linear(3, 3), _ReturnsNoGradient(), nn.Linear(3, 2))
+    model(x)
+    with pytest.raises(TypeError, match=r"Linear: expected a torch\.Tensor as gradient") as info:
+        getattr(model, method)(torch.ones(4, 2))
+    assert info.value.__notes__ == [  # type: ignore[attr-defined]
+        f"in Sequential.{method}, at module 0 (Linear), given the gradient returned by the "
+        "backward of module 1 (_ReturnsNoGradient)"
+    ]
+    inner = nn.Sequential(nn.Tanh(), _ReturnsTwoColumns())
+    model = nn.Sequential(nn.Linear(3, 3), inner, nn.Linear(3, 2))
+    model(x)
+    with pytest.raises(ValueError, match=r"Tanh: gradient has shape \(4, 2\)") as info:
+        getattr(model, method)(torch.ones(4, 2))
+    assert info.value.__notes__ == [  # type: ignore[attr-defined]
+        "in Sequential.backward, at module 0 (Tanh), given the gradient returned by the "
+        "backward of module 1 (_ReturnsTwoColumns)",
+        f"in Sequential.{method}, at module 1 (Sequential), given the gradient returned by the "
+        "backward of module 2 (Linear)",
+    ]
+    model = nn.Sequential(nn.Linear(3, 3), nn.Tanh())
+    model(x)
+    with pytest.raises(ValueError, match=r"Tanh: gradient has shape \(4, 2\)") as info:
+        getattr(model, method)(torch.ones(4, 2))
+    assert info.value.__notes__ == [  # type: ignore[attr-defined]
+        f"in Sequential.{method}, at module 1 (Tanh), given the gradient passed to "
+        f"Sequential.{method}"
+    ]
+
+
 @pytest.mark.parametrize("loss", [nn.MSELoss, nn.BCEWithLogitsLoss, nn.L1Loss, nn.HuberLoss])
 def test_a_regression_target_of_shape_n_says_how_to_mend_it(loss: Callable[[], nn.Loss]) -> None:
     with raises(

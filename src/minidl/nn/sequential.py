@@ -329,6 +329,26 @@ class Sequential(Module):
         # Where in the chain: the module's own message names its class, not its place.
         add_note(error, f"in Sequential, at module {place} ({name})")
 
+    def _note_backward_refusal(self, method: str, module: Module | None, error: Exception) -> None:
+        """A child's backward raised: note its place, and where the gradient it was given came
+        from (the backward of the module after it, or this ``Sequential``'s caller). A module of
+        one's own that returns a gradient of the wrong shape (or none) is otherwise named by
+        no message: the module before it refuses that gradient, in its own name."""
+        if module is None:
+            return
+        index = next(i for i, layer in enumerate(self._layers) if layer is module)
+        places = tuple(self._modules)
+        if index + 1 < len(self._layers):
+            after = type(self._layers[index + 1]).__name__
+            source = f"returned by the backward of module {places[index + 1]} ({after})"
+        else:
+            source = f"passed to Sequential.{method}"
+        add_note(
+            error,
+            f"in Sequential.{method}, at module {places[index]} ({type(module).__name__}), "
+            f"given the gradient {source}",
+        )
+
     def _check_not_refused(self) -> None:
         if self._refused is not None:
             raise RuntimeError(
@@ -353,8 +373,13 @@ class Sequential(Module):
         self._trained_signature = self._last_signature
         if self._checks:
             self._check_fits_forward()
-        for module in self._reversed:
-            grad_output = module.backward(grad_output)
+        module = None
+        try:
+            for module in self._reversed:
+                grad_output = module.backward(grad_output)
+        except Exception as error:
+            self._note_backward_refusal("backward", module, error)
+            raise
         return grad_output
 
     def backward_parameters(self, grad_output: Tensor) -> None:
@@ -382,10 +407,16 @@ class Sequential(Module):
         self._trained_signature = self._last_signature
         if self._checks:
             self._check_fits_forward(parameters_only=True)
-        for module in self._after_first_trained:
-            grad_output = module.backward(grad_output)
-        if self._first_trained is not None:
-            self._first_trained.backward_parameters(grad_output)
+        module = None
+        try:
+            for module in self._after_first_trained:
+                grad_output = module.backward(grad_output)
+            module = self._first_trained
+            if module is not None:
+                module.backward_parameters(grad_output)
+        except Exception as error:
+            self._note_backward_refusal("backward_parameters", module, error)
+            raise
 
     @overload
     def __getitem__(self, index: int) -> Module: ...
