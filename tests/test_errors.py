@@ -2043,6 +2043,34 @@ def test_sequential_refuses_a_parameter_that_is_not_registered() -> None:
     assert model.parameters() == [first.weight, first.bias]
 
 
+class _NotInitialised(nn.Module):
+    """A module of one's own whose __init__ forgot super().__init__()."""
+
+    def __init__(self) -> None:
+        self.scale = 2.0
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input * self.scale
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output * self.scale
+
+
+def test_a_module_whose_init_did_not_call_module_init_is_named() -> None:
+    """Sequential, gradcheck and register_module failed on the missing registries with
+    Python's message ("'_NotInitialised' object has no attribute '_modules'"), naming no
+    place; they name the module, where it was given and the fix. Nothing is registered."""
+    fix = "_NotInitialised.__init__ must call super().__init__() first"
+    with raises(AttributeError, "Sequential: argument 1, a _NotInitialised, was not", fix):
+        nn.Sequential(nn.Linear(2, 2), _NotInitialised())
+    with raises(AttributeError, "gradcheck: the module, a _NotInitialised, was not", fix):
+        minidl.gradcheck(_NotInitialised(), torch.randn(3, 2, dtype=F64))
+    box = nn.Identity()
+    with raises(AttributeError, "Identity.register_module: child 'inner', a _NotInitialised", fix):
+        box.register_module("inner", _NotInitialised())
+    assert box.children() == []
+
+
 def test_the_registration_check_leaves_the_modules_attribute_storage_alone() -> None:
     # Asking for a module's __dict__ makes CPython 3.11 keep its attributes in a plain dict
     # from then on, and every forward and backward slower: the check must find parameters

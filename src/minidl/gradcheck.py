@@ -10,7 +10,7 @@ from torch import Tensor
 
 from minidl._validate import check_real, check_seed
 from minidl.nn.loss import Loss
-from minidl.nn.module import Module, check_registered
+from minidl.nn.module import Module, check_initialised, check_registered
 from minidl.nn.parameter import Parameter
 
 __all__ = ["GradcheckError", "gradcheck"]
@@ -75,6 +75,7 @@ def gradcheck(
     """
     if not isinstance(module, Module):
         raise TypeError(f"gradcheck: expected a minidl Module, got {type(module).__name__}")
+    check_initialised("gradcheck", "the module", module)
     if not inputs:
         raise ValueError("gradcheck: give at least one input tensor")
     first = inputs[0]

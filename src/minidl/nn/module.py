@@ -64,6 +64,7 @@ __all__ = [
     "IncompatibleKeys",
     "Module",
     "Parameter",
+    "check_initialised",
     "check_registered",
     "unregistered_parameters",
 ]
@@ -193,8 +194,9 @@ class Module:
             AttributeError: called before ``Module.__init__()``.
             TypeError: ``name`` is not a ``str``, or ``module`` is not a :class:`Module`.
             KeyError: a name refused above.
-            ValueError: ``module`` is this module or contains it (a cycle). A refused call
-                changes nothing.
+            ValueError: ``module`` is this module or contains it (a cycle).
+            AttributeError: ``module`` was not initialised (its ``__init__`` did not call
+                ``super().__init__()``). A refused call changes nothing.
         """
         registry = self._registry("register_module", "module")
         self._check_name("register_module", "module", name, module, registry)
@@ -203,6 +205,7 @@ class Module:
                 f"{type(self).__name__}.register_module: expected a Module for {name!r}, "
                 f"got {type(module).__name__}"
             )
+        check_initialised(f"{type(self).__name__}.register_module", f"child {name!r}", module)
         if any(part is self for part in module.modules()):
             what = "itself" if module is self else f"a {type(module).__name__} that contains it"
             raise ValueError(
@@ -886,6 +889,22 @@ def unregistered_parameters(module: Module) -> list[str]:
                 if isinstance(value, Parameter) and id(value) not in registered
             ]
     return found
+
+
+def check_initialised(where: str, what: str, module: Module) -> None:
+    """Refuse ``module`` (described as ``what``) if its ``__init__`` did not call
+    ``Module.__init__()``: without the registries it makes, every traversal (``parameters()``,
+    ``named_modules()``, ...) would fail on a missing attribute, naming no module."""
+    if (
+        getattr(module, "_modules", None) is None
+        or getattr(module, "_parameters", None) is None
+        or getattr(module, "_buffers", None) is None
+    ):
+        name = type(module).__name__
+        raise AttributeError(
+            f"{where}: {what}, a {name}, was not initialised as a Module: {name}.__init__ must "
+            "call super().__init__() first"
+        )
 
 
 def check_registered(where: str, module: Module) -> None:

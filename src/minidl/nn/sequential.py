@@ -14,7 +14,7 @@ from minidl.nn._recent import Recent
 from minidl.nn.chain import ChainPlan, PlanDeclinedError, Signature, plannable
 from minidl.nn.flat import flat_buffer, flatten_parameters
 from minidl.nn.loss import check_not_a_loss
-from minidl.nn.module import Module, check_registered
+from minidl.nn.module import Module, check_initialised, check_registered
 from minidl.nn.parameter import Parameter
 
 __all__ = ["Sequential"]
@@ -105,6 +105,7 @@ class Sequential(Module):
                     f"Sequential: argument {index} must be a minidl Module, got "
                     + _what_was_given(module)
                 )
+            check_initialised("Sequential", f"argument {index}", module)
             check_not_a_loss("Sequential", f"argument {index}", module)
             for path, part in module.named_modules(str(index), remove_duplicate=False):
                 if id(part) in places:
