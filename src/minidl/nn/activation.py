@@ -143,8 +143,10 @@ class Activation(Module):
         result = self._forward(input, out=out)  # type: ignore[call-arg]
         if type(result) is not tuple or len(result) != 2:
             raise self._misreturned(result)
-        self._check_cache(*result)
-        self._cache = result[1]
+        output, cache = result
+        if cache is not output and (type(cache) is not Tensor or cache.shape != output.shape):
+            self._check_cache(output, cache)
+        self._cache = cache
 
     def _backward_out(self, grad_output: Tensor, out: Tensor) -> None:
         """:meth:`backward`, writing the input gradient into ``out`` (for an activation whose
