@@ -252,3 +252,20 @@ def test_refusals(call: Call, error: type, message: str) -> None:
         call(tensor)
     assert str(raised.value) == message
     assert torch.equal(tensor, before)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=[scheme[0] for scheme in SCHEMES])
+def test_a_tensor_that_requires_grad_is_filled_as_torch_fills_it(scheme: Scheme) -> None:
+    """A torch.nn.Parameter (a leaf that requires grad, which autograd refuses to change in
+    place) is filled as torch.nn.init fills it under no_grad: the same bits, the same object,
+    still requiring grad."""
+    _, mine, theirs = scheme
+    parameter = torch.nn.Parameter(torch.full((4, 3), math.nan))
+    expected = torch.nn.Parameter(torch.full((4, 3), math.nan))
+    assert mine(parameter, torch.Generator().manual_seed(5)) is parameter
+    theirs(expected, torch.Generator().manual_seed(5))
+    assert parameter.requires_grad
+    assert torch.equal(parameter.detach(), expected.detach())
+    assert not torch.isnan(parameter.detach()).any()
+    assert init.zeros_(parameter) is parameter
+    assert torch.equal(parameter.detach(), torch.zeros(4, 3))

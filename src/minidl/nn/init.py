@@ -1,9 +1,11 @@
 r"""Initialisation: fill a parameter in place from a distribution scaled by its fans.
 
 ``torch.nn.init``'s schemes for minidl: each function takes a :class:`~minidl.nn.Parameter`
-(whose ``data`` it fills) or a tensor, draws from ``generator`` (default: torch's global one)
-with the same formula and the same tensor operation as ``torch.nn.init``, and returns what it
-was given. With the same generator state the values are PyTorch's, bit for bit.
+(whose ``data`` it fills) or a tensor (one that requires grad too, such as a
+``torch.nn.Parameter``, filled as ``torch.nn.init`` fills it under ``no_grad``), draws from
+``generator`` (default: torch's global one) with the same formula and the same tensor
+operation as ``torch.nn.init``, and returns what it was given. With the same generator state
+the values are PyTorch's, bit for bit.
 
 The values are written in place, so a parameter stays where it is (in its model's flat buffer)
 and optimizers built on it keep working. :class:`~minidl.nn.Linear` draws the paper's
@@ -287,7 +289,10 @@ def _tensor(where: str, target: object, generator: object) -> Tensor:
                 f"{where}: the generator is on {generator.device.type}, the tensor on "
                 f"{tensor.device}; use a generator of the tensor's device"
             )
-    return tensor
+    # Filled through a detached view of its memory: a tensor that requires grad (a
+    # torch.nn.Parameter) is then filled as torch.nn.init fills it under no_grad (in place on
+    # the tensor itself, autograd refuses a leaf that requires grad).
+    return tensor.detach()
 
 
 def _fans(where: str, tensor: Tensor) -> tuple[int, int]:
