@@ -409,3 +409,40 @@ def test_refused_clip_value(value: object, error: type, message: str) -> None:
         nn.clip_grad_value_(model.parameters(), value)  # type: ignore[arg-type]
     assert str(raised.value) == f"clip_grad_value_: {message}"
     _assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf], ids=str)
+def test_an_empty_gradient_adds_nothing_flat_or_loose(norm_type: float) -> None:
+    """A parameter with no elements adds nothing to the total norm, of any order: a flat
+    model's (the buffer has no entries for it) and the same parameters loose agree. (torch's
+    inf-norm of an empty tensor raises; the loose computation raised it, naming no caller.)"""
+    torch.manual_seed(0)
+    results = []
+    for flat in (True, False):
+        parameters = [
+            nn.Parameter(torch.randn(3, 2, dtype=F64)),
+            nn.Parameter(torch.empty(0, dtype=F64)),
+            nn.Parameter(torch.randn(4, dtype=F64)),
+        ]
+        generator = torch.Generator().manual_seed(1)
+        for parameter in parameters:
+            parameter.grad.copy_(torch.randn(parameter.grad.shape, generator=generator, dtype=F64))
+        if flat:
+            assert nn.flat.flatten_parameters(parameters) is not None
+        assert (flat_buffer([p.grad for p in parameters]) is not None) == flat
+        nonempty = torch.cat([parameters[0].grad.reshape(-1), parameters[2].grad])
+        expected = torch.linalg.vector_norm(nonempty, norm_type)
+        total = nn.clip_grad_norm_(parameters, 0.5, norm_type)
+        # (loose, the norm of the norms: the same sum in another order)
+        torch.testing.assert_close(total, expected, rtol=1e-15, atol=0)
+        coefficient = torch.clamp(0.5 / (expected + 1e-6), max=1.0)
+        clipped = torch.cat([parameters[0].grad.reshape(-1), parameters[2].grad])
+        torch.testing.assert_close(clipped, nonempty * coefficient, rtol=1e-15, atol=0)
+        results.append(clipped)
+    torch.testing.assert_close(results[0], results[1], rtol=1e-15, atol=0)
+    # every gradient empty: a norm of 0, flat or loose, and nothing to scale
+    for flat in (True, False):
+        empty = [nn.Parameter(torch.empty(0, 2)), nn.Parameter(torch.empty(0))]
+        if flat:
+            assert nn.flat.flatten_parameters(empty) is not None
+        assert torch.equal(nn.clip_grad_norm_(empty, 1.0, norm_type), torch.tensor(0.0))

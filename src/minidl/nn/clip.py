@@ -105,11 +105,18 @@ def _clip_norm(
     if not grads:
         return torch.tensor(0.0)
     flat = flat_buffer(grads)
-    if flat is not None:
+    if flat is not None and (order != math.inf or flat.numel()):
         total: Tensor = torch.linalg.vector_norm(flat, order)
     else:
+        # An empty gradient's norm is 0 (torch's inf-norm of an empty tensor raises, having no
+        # identity): it adds nothing, as in the buffer's norm, where it has no entries.
         device = grads[0].device
-        norms = [torch.linalg.vector_norm(grad, order).to(device) for grad in grads]
+        norms = [
+            torch.linalg.vector_norm(grad, order).to(device)
+            if grad.numel()
+            else grad.new_zeros((), device=device)
+            for grad in grads
+        ]
         total = torch.linalg.vector_norm(torch.stack(norms), order)
     if error_if_nonfinite and not bool(torch.isfinite(total)):
         raise RuntimeError(
