@@ -210,14 +210,29 @@ def _limit(where: str, name: str, value: object) -> float:
     """``value`` as a float ``>= 0``, infinity allowed."""
     if _infinite(value):
         return math.inf
-    return check_real(where, name, value, low=0.0)
+    try:
+        return check_real(where, name, value, low=0.0)
+    except (TypeError, ValueError) as error:  # (its range would leave out inf, taken above)
+        raise _refused(
+            error, where, name, "a number in [0, inf] (a float or an int)", value
+        ) from None
 
 
 def _norm_type(where: str, value: object) -> float:
     """The order of the norm: a number ``> 0``, or infinity (also the string ``"inf"``)."""
     if value == "inf" or _infinite(value):
         return math.inf
-    return check_real(where, "norm_type", value, low=0.0, low_open=True)
+    try:
+        return check_real(where, "norm_type", value, low=0.0, low_open=True)
+    except (TypeError, ValueError) as error:
+        expected = "a number in (0, inf] (a float or an int, or the string 'inf')"
+        raise _refused(error, where, "norm_type", expected, value) from None
+
+
+def _refused(error: Exception, where: str, name: str, expected: str, value: object) -> Exception:
+    """``error`` (of :func:`check_real`, whose range is finite) again, naming ``expected``."""
+    got = f"{type(value).__name__} {value!r}" if isinstance(error, TypeError) else repr(value)
+    return type(error)(f"{where}: {name} must be {expected}, got {got}")
 
 
 def _infinite(value: object) -> bool:
