@@ -45,14 +45,18 @@ class Activation(Module):
             or input.layout is not STRIDED
         ):
             self._check_input(input)
-        result = self._forward(input)
+        output, self._cache = self._accepted(self._forward(input))
+        return output
+
+    def _accepted(self, result: object) -> tuple[Tensor, Tensor]:
+        """What :meth:`_forward` returned, ``(output, cache)``, once checked (see
+        :meth:`_misreturned` and :meth:`_check_cache`)."""
         if type(result) is not tuple or len(result) != 2:
             raise self._misreturned(result)
         output, cache = result
         if cache is not output and (type(cache) is not Tensor or cache.shape != output.shape):
             self._check_cache(output, cache)
-        self._cache = cache
-        return output
+        return output, cache
 
     def _misreturned(self, result: object) -> TypeError:
         """The error for a :meth:`_forward` that returned no ``(output, cache)`` pair (the
@@ -140,13 +144,7 @@ class Activation(Module):
             or input.layout is not STRIDED
         ):
             self._check_input(input)
-        result = self._forward(input, out=out)  # type: ignore[call-arg]
-        if type(result) is not tuple or len(result) != 2:
-            raise self._misreturned(result)
-        output, cache = result
-        if cache is not output and (type(cache) is not Tensor or cache.shape != output.shape):
-            self._check_cache(output, cache)
-        self._cache = cache
+        self._cache = self._accepted(self._forward(input, out=out))[1]  # type: ignore[call-arg]
 
     def _backward_out(self, grad_output: Tensor, out: Tensor) -> None:
         """:meth:`backward`, writing the input gradient into ``out`` (for an activation whose
