@@ -1,7 +1,7 @@
 """minidl: a mini deep-learning framework with explicit, hand-derived backpropagation.
 
-Built from PyTorch tensor operations alone (no ``torch.nn``, no ``torch.autograd``): every module
-computes its own backward pass.
+Built from PyTorch tensor operations alone (none of PyTorch's ``nn`` or ``autograd`` modules):
+every module computes its own backward pass.
 
 >>> import minidl
 >>> from minidl import nn, optim

@@ -995,7 +995,7 @@ def load_checkpoint(
     anything is written; on any failure everything is left as it was.
 
     The optimizer's hyper-parameters are restored from the checkpoint (the saved ones win, as
-    in ``torch.optim``); a scheduler's settings are not in its state, so a scheduler of the
+    in PyTorch's optimizers); a scheduler's settings are not in its state, so a scheduler of the
     saved class with other settings (``repr``, once its ``base_lr`` is restored) is refused.
 
     Args:

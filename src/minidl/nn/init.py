@@ -1,10 +1,10 @@
 r"""Initialisation: fill a parameter in place from a distribution scaled by its fans.
 
-``torch.nn.init``'s schemes for minidl: each function takes a :class:`~minidl.nn.Parameter`
-(whose ``data`` it fills) or a tensor (one that requires grad too, such as a
-``torch.nn.Parameter``, filled as ``torch.nn.init`` fills it under ``no_grad``), draws from
-``generator`` (default: torch's global one) with the same formula and the same tensor
-operation as ``torch.nn.init``, and returns what it was given. With the same generator state
+PyTorch's initialisation schemes (its ``nn.init``) for minidl: each function takes a
+:class:`~minidl.nn.Parameter` (whose ``data`` it fills) or a tensor (one that is a leaf of an
+autograd graph too, such as PyTorch's own parameters, filled as PyTorch fills it, outside the
+graph), draws from ``generator`` (default: torch's global one) with the same formula and the
+same tensor operation as PyTorch's ``nn.init``, and returns what it was given. With the same generator state
 the values are PyTorch's, bit for bit.
 
 The values are written in place, so a parameter stays where it is (in its model's flat buffer)
@@ -12,7 +12,7 @@ and optimizers built on it keep working. :class:`~minidl.nn.Linear` draws the pa
 Xavier normal weights itself; a layer started otherwise is shown below.
 
 For a weight of shape ``(out, in, *k)``, :math:`\text{fan\_in} = \text{in} \cdot \prod k` and
-:math:`\text{fan\_out} = \text{out} \cdot \prod k`, as in ``torch.nn.init``: for a
+:math:`\text{fan\_out} = \text{out} \cdot \prod k`, as in PyTorch's ``nn.init``: for a
 :class:`~minidl.nn.Linear` weight ``(out, in)``, ``in`` and ``out``.
 
 Example:
@@ -49,7 +49,7 @@ __all__ = [
 
 Target = TypeVar("Target", Tensor, Parameter)
 
-#: The names ``calculate_gain`` takes (``torch.nn.functional``'s), with a gain of 1.
+#: The names ``calculate_gain`` takes (PyTorch's functional names), with a gain of 1.
 _LINEAR = (
     "linear",
     "identity",
@@ -78,7 +78,7 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     ``selu``                :math:`3/4`
     ======================= ===================================================
 
-    The values of ``torch.nn.init.calculate_gain``.
+    The values of PyTorch's ``nn.init.calculate_gain``.
 
     Args:
         nonlinearity: the activation's name, as above.
@@ -289,9 +289,9 @@ def _tensor(where: str, target: object, generator: object) -> Tensor:
                 f"{where}: the generator is on {generator.device.type}, the tensor on "
                 f"{tensor.device}; use a generator of the tensor's device"
             )
-    # Filled through a detached view of its memory: a tensor that requires grad (a
-    # torch.nn.Parameter) is then filled as torch.nn.init fills it under no_grad (in place on
-    # the tensor itself, autograd refuses a leaf that requires grad).
+    # Filled through a detached view of its memory: a leaf of an autograd graph (one of
+    # PyTorch's parameters) is then filled as PyTorch's nn.init fills it, outside the graph (in
+    # place on the tensor itself, autograd refuses such a leaf).
     return tensor.detach()
 
 

@@ -45,7 +45,7 @@ class Sequential(Module):
     ``Sequential``), stay where they are.
 
     ``model[i]`` is the i-th module; ``model[a:b]`` is a ``Sequential`` of the same module
-    objects under the same names (as in ``torch.nn``: ``model[2:]``'s first module is ``"2"``,
+    objects under the same names (as in PyTorch: ``model[2:]``'s first module is ``"2"``,
     and its ``state_dict`` keys are the model's; ``model[:-1]`` runs all but the last), whose
     parameters stay where they are: training either trains both.
 
