@@ -47,7 +47,7 @@ def clip_grad_norm_(
     .. math::
         g \leftarrow g \cdot \min\!\left(\frac{\text{max\_norm}}{\|g\|_p + 10^{-6}},\ 1\right),
 
-    the formula of ``torch.nn.utils.clip_grad_norm_``. Gradients whose norm is within
+    the formula of PyTorch's ``nn.utils.clip_grad_norm_``. Gradients whose norm is within
     ``max_norm`` are multiplied by 1, which leaves them unchanged; the coefficient is computed
     as a tensor, so no value is read back from the device.
 
@@ -166,7 +166,7 @@ def clip_grad_value_(parameters: Iterable[Parameter] | Parameter, clip_value: fl
     .. math::
         g_i \leftarrow \min(\max(g_i, -c), c)
 
-    as ``torch.nn.utils.clip_grad_value_`` does (a NaN stays NaN).
+    as PyTorch's ``nn.utils.clip_grad_value_`` does (a NaN stays NaN).
 
     Args:
         parameters: the parameters whose gradients are clamped (``model.parameters()``), or
@@ -208,30 +208,29 @@ def _gradients(where: str, parameters: object) -> list[Tensor]:
     if isinstance(parameters, Tensor) or not isinstance(parameters, Iterable):
         raise TypeError(
             f"{where}: expected Parameters (model.parameters()) or one Parameter, got "
-            f"{type(parameters).__name__}"
-            + (
-                " (a minidl gradient lives in Parameter.grad: pass the Parameter)"
-                if isinstance(parameters, Tensor)
-                else ""
-            )
+            + _what(parameters)
         )
     grads: list[Tensor] = []
     seen: set[int] = set()
     for index, parameter in enumerate(parameters):
         if not isinstance(parameter, Parameter):
-            raise TypeError(
-                f"{where}: expected Parameters, got {type(parameter).__name__} at position "
-                f"{index}"
-                + (
-                    " (a minidl gradient lives in Parameter.grad: pass the Parameter)"
-                    if isinstance(parameter, Tensor)
-                    else ""
-                )
-            )
+            raise TypeError(f"{where}: expected Parameters, got {_what(parameter, index)}")
         if id(parameter) not in seen:
             seen.add(id(parameter))
             grads.append(parameter.grad)
     return grads
+
+
+def _what(value: object, index: int | None = None) -> str:
+    """What was given instead of a Parameter, for a message: its type, its position in the
+    list, and for a tensor where a minidl gradient lives."""
+    where = "" if index is None else f" at position {index}"
+    hint = (
+        " (a minidl gradient lives in Parameter.grad: pass the Parameter)"
+        if isinstance(value, Tensor)
+        else ""
+    )
+    return f"{type(value).__name__}{where}{hint}"
 
 
 def _limit(where: str, name: str, value: object) -> float:
