@@ -26,7 +26,9 @@ from minidl._validate import (
     check_int,
     check_labelled,
     check_like,
+    check_real,
 )
+from minidl.nn._stack_clip import StackClip
 from minidl.nn.batched_linear import BatchedLinear
 from minidl.nn.flat import flat_buffer
 from minidl.nn.linear import Linear
@@ -136,6 +138,7 @@ def fit_rounds(
     make_scheduler: Callable[[Optimizer], LRScheduler | None] | None = None,
     validation_sets: Sequence[tuple[Tensor, Tensor]] | None = None,
     on_epoch: Callable[[int, list[EpochRecord]], object] | None = None,
+    max_grad_norm: float | None = None,
 ) -> list[History]:
     """Train R models of one architecture at once; model ``r`` ends as :func:`~minidl.train.fit`
     would leave it when trained alone on ``train_sets[r]`` shuffled by ``generators[r]``.
@@ -181,6 +184,18 @@ def fit_rounds(
             one-element bool tensor), training stops after that epoch, for all the models (the
             histories end with it); other return values than ``None`` and bools are refused (a
             TypeError after the epoch, which stays recorded).
+        max_grad_norm: clip every step's gradients to this total 2-norm before the optimizers'
+            steps, each model by its own norm, as :func:`~minidl.train.fit` given it clips a
+            model trained alone (a number ``> 0``; ``None``, the default, clips nothing).
+            Model ``r``'s norm is that of the gradients its optimizer holds, as fit's is of
+            ``optimizer.params``: those of its parameters that the optimizer leaves out are
+            neither counted nor scaled; the parameters outside the stack that an optimizer of
+            one model holds (``PerModel`` with ``group=1``) are counted and scaled with that
+            model's, and an optimizer of several models (a plain factory, or a larger
+            ``group``) that holds one is refused (its gradient belongs to no one model). A
+            NaN or infinite norm gives that model the coefficient of the formula (NaN, or 0),
+            as in :func:`~minidl.nn.clip_grad_norm_`, and leaves the others as they are. It
+            costs a few batched operations per step, whatever the number of models.
 
     Returns:
         The R histories, as :func:`~minidl.train.fit` would return them.
@@ -192,8 +207,9 @@ def fit_rounds(
             sample of every training set, in evaluation mode, so that sets the models or the
             criterion do not take fail here, and class indices are checked against the width
             of the outputs. An optimizer that updates none of the parameters it was built for,
-            one returned for two groups, a schedule of another optimizer and a schedule that
-            the run would step past its ``step_limit`` are refused too.
+            one returned for two groups, a schedule of another optimizer, a schedule that the
+            run would step past its ``step_limit`` and, with ``max_grad_norm``, an optimizer of
+            several models holding a parameter outside the stack are refused too.
     """
     _check_sequence("models", models)
     _check_sequence("train_sets", train_sets)
@@ -240,6 +256,10 @@ def fit_rounds(
         )
     epochs = check_int("fit_rounds", "epochs", epochs, low=0)
     batch_size = check_int("fit_rounds", "batch_size", batch_size)
+    if max_grad_norm is not None:
+        max_grad_norm = check_real(
+            "fit_rounds", "max_grad_norm", max_grad_norm, low=0.0, low_open=True
+        )
     if not isinstance(make_optimizer, PerModel) and not callable(make_optimizer):
         raise TypeError(
             "fit_rounds: make_optimizer must be a callable that builds an optimizer on the stack, "
@@ -320,6 +340,7 @@ def fit_rounds(
             flat_grads = flat_buffer([parameter.grad for parameter in stacked.parameters()])
             zero_grad = flat_grads.zero_ if flat_grads is not None else stacked.zero_grad
     else:
+        group, given = rounds, [stacked.parameters()]
         optimizers = [make_optimizer(stacked)]
         if not isinstance(optimizers[0], Optimizer):
             raise TypeError(
@@ -328,7 +349,7 @@ def fit_rounds(
             )
         _check_optimizer(
             optimizers[0],
-            stacked.parameters(),
+            given[0],
             [],
             "the optimizer",
             "build it on the parameters of the stack it is given (stack.parameters())",
@@ -358,6 +379,29 @@ def fit_rounds(
                 "schedule built last (a SequentialSchedule runs several one after the other)"
             )
         _check_step_limit("fit_rounds", scheduler, epochs, batches_per_epoch)
+    # Each model's gradients clipped to their own norm (those its optimizer holds, as fit's).
+    clip = (
+        StackClip(
+            stacked,
+            max_grad_norm,
+            [
+                (
+                    f"optimizer {index}"
+                    if isinstance(make_optimizer, PerModel)
+                    else "the optimizer",
+                    index * group,
+                    (index + 1) * group,
+                    parameters,
+                    optimizer.params,
+                )
+                for index, (parameters, optimizer) in enumerate(zip(given, optimizers, strict=True))
+            ],
+            flat=flat,
+            where="fit_rounds",
+        )
+        if max_grad_norm is not None
+        else None
+    )
     # The index of the optimizer (and schedule) of each model.
     owner = [index * len(optimizers) // rounds for index in range(rounds)]
 
@@ -409,6 +453,8 @@ def fit_rounds(
                 zero_grad()
                 loss = criterion(stacked(x_batch), y_batch)
                 stacked.backward_parameters(criterion.backward())
+                if clip is not None:
+                    clip()
                 for optimizer in optimizers:
                     optimizer.step()
                 total_loss.add_(loss)

@@ -1,0 +1,177 @@
+r"""Gradient clipping per model in a stack (:func:`minidl.rounds.fit_rounds`'s ``max_grad_norm``).
+
+:func:`minidl.train.fit` clips, each step, the gradients of its optimizer's parameters to the
+total 2-norm ``max_grad_norm`` (:func:`minidl.nn.clip_grad_norm_`). In a stack of R models
+(:func:`minidl.nn.stack_models`) model :math:`r` gets what it would get alone: with
+:math:`g_r` the gradients of model :math:`r`'s parameters that its optimizer holds (and of the
+optimizer's parameters outside the stack, where the optimizer is model :math:`r`'s alone),
+
+.. math::
+    g_r \leftarrow g_r \cdot \min\!\left(\frac{\text{max\_norm}}{\|g_r\|_2 + 10^{-6}},\ 1\right),
+
+each model by its own norm, in a few batched operations per step, whatever R: a norm over the
+model dimension of each stacked gradient, viewed ``(R, -1)`` (one over the whole gradient
+buffer, viewed ``(R, block)``, where the stack is laid out by model), the norm of those norms,
+the R coefficients, and one broadcast multiply per stacked gradient (one in all laid out by
+model). A gradient that no optimizer holds for a model is neither counted nor scaled, as
+:func:`~minidl.train.fit` clips only its optimizer's parameters. A non-finite norm gives the
+coefficient of the formula (NaN, or 0 for an infinite one), as in
+:func:`~minidl.nn.clip_grad_norm_`, for that model alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from minidl.nn.clip import _ROW
+from minidl.nn.parameter import Parameter
+from minidl.nn.sequential import Sequential
+from minidl.nn.stack import _stacked_models, flat_model_parameters
+
+__all__ = ["StackClip"]
+
+
+class StackClip:
+    """Clip each model of a stack to its own total 2-norm, in place; see the module's docstring.
+
+    Args:
+        stacked: a network made by :func:`minidl.nn.stack_models`.
+        max_norm: the largest total 2-norm of a model's gradients (a checked number ``> 0``).
+        holders: one ``(name, first, last, given, held)`` per optimizer: its name in a
+            message, the models ``first`` to ``last - 1`` that it trains, the parameters it was built for (the stack's own
+            parameters, :func:`minidl.nn.model_parameters` of those models, or their
+            :func:`minidl.nn.flat_model_parameters`, as :func:`~minidl.rounds.fit_rounds`
+            gives them) and those it holds (``optimizer.params``).
+        flat: whether ``given`` are flat parameters (a stack laid out by model).
+        where: the caller, for the message of a refusal.
+
+    Raises:
+        ValueError: an optimizer of several models holds a parameter outside the stack (and
+            outside what it was given), whose gradient belongs to no one model.
+    """
+
+    def __init__(
+        self,
+        stacked: Sequential,
+        max_norm: float,
+        holders: Sequence[tuple[str, int, int, Sequence[Parameter], Sequence[Parameter]]],
+        *,
+        flat: bool,
+        where: str,
+    ) -> None:
+        models = _stacked_models(stacked, where)
+        parameters = stacked.parameters()
+        self.max_norm = max_norm
+        # held[j, r]: whether model r's optimizer holds the stack's parameter j.
+        held = torch.zeros(len(parameters), models, dtype=torch.bool)
+        #: (model, parameter) of each parameter outside the stack that model's optimizer holds.
+        self.extras: list[tuple[int, Parameter]] = []
+        for name, first, last, given, holds in holders:
+            places = {id(parameter): place for place, parameter in enumerate(given)}
+            for parameter in holds:
+                place = places.get(id(parameter))
+                if place is not None:
+                    if flat:
+                        held[:, first:last] = True
+                    else:
+                        held[place, first:last] = True
+                elif last - first == 1:
+                    self.extras.append((first, parameter))
+                else:
+                    raise ValueError(
+                        f"{where}: with max_grad_norm, each model's gradients are clipped to "
+                        f"their own norm, but {name}, of models {first} to {last - 1}, holds "
+                        f"{parameter!r}, which is not the parameter of one model in the stack: "
+                        "its gradient would belong to no one model; give each model an "
+                        "optimizer of its own (PerModel with group 1), which clips it with "
+                        "that model's gradients"
+                    )
+        used = held.any(dim=1)
+        like = parameters[0].grad if parameters else torch.zeros(0)
+        #: The gradients clipped, each viewed (R, -1): the whole buffer laid out by model, or
+        #: each stacked gradient that an optimizer holds for some model.
+        self.pieces: list[Tensor]
+        if flat:
+            self.pieces = [flat_model_parameters(stacked, slice(0, models)).grad.view(models, -1)]
+            held = held[:1]
+        else:
+            self.pieces = [
+                parameter.grad.view(models, -1)
+                for parameter, use in zip(parameters, used.tolist(), strict=True)
+                if use
+            ]
+            held = held[used]
+        # (a model without some piece: its norm leaves that piece out, its coefficient is 1)
+        self.partial = bool(not held.all())
+        dtype, device = like.dtype, like.device
+        with torch.inference_mode(False):  # (written in place inside inference mode)
+            self.held = held.to(device)
+            self.unheld = ~self.held
+            self.one = torch.ones((), dtype=dtype, device=device)
+            # Each piece's norm per model, then a row per parameter outside the stack (the
+            # norm in its model's column, zeros elsewhere).
+            self.norms = torch.zeros(
+                len(self.pieces) + len(self.extras), models, dtype=dtype, device=device
+            )
+            self.total = torch.zeros(models, dtype=dtype, device=device)
+            self.coefficient = torch.zeros(models, dtype=dtype, device=device)
+            self.coefficients = torch.zeros(len(self.pieces), models, dtype=dtype, device=device)
+            # The norms of the rows of _ROW entries of each piece longer than that (and of
+            # the rest), whose norm is the piece's: its rounding stays bounded (as in
+            # clip_grad_norm_'s buffer norm).
+            self.rows = [
+                torch.zeros(models, -(-piece.shape[1] // _ROW), dtype=dtype, device=device)
+                if piece.shape[1] > _ROW
+                else None
+                for piece in self.pieces
+            ]
+        # The views a step uses, made once: the total norm (the one piece's norm, or the norm
+        # of the norms) and each piece's coefficients as a column (R, 1).
+        self.whole = self.norms[0] if len(self.norms) == 1 else None
+        self.columns = (
+            [row.unsqueeze(1) for row in self.coefficients]
+            if self.partial
+            else [self.coefficient.unsqueeze(1)] * len(self.pieces)
+        )
+
+    def __call__(self) -> None:
+        """Clip the gradients of this step, each model by its own norm."""
+        norms = self.norms
+        for piece, rows, out in zip(self.pieces, self.rows, norms, strict=False):
+            _model_norms(piece, out, rows)
+        if self.partial:
+            norms[: len(self.pieces)].masked_fill_(self.unheld, 0.0)
+        for row, (model, parameter) in enumerate(self.extras, start=len(self.pieces)):
+            norms[row, model].copy_(torch.linalg.vector_norm(parameter.grad))
+        total = self.whole
+        if total is None:
+            total = torch.linalg.vector_norm(norms, dim=0, out=self.total)
+        # max_norm / (norm + 1e-6), clamped to 1: clip_grad_norm_'s operations (a float over a
+        # tensor is its reciprocal times the float), so the same bits for the same norm.
+        coefficient = torch.add(total, 1e-6, out=self.coefficient)
+        coefficient.reciprocal_().mul_(self.max_norm).clamp_(max=1.0)
+        if self.partial:  # (1 for a model whose optimizer does not hold the piece)
+            torch.where(self.held, coefficient, self.one, out=self.coefficients)
+        for piece, column in zip(self.pieces, self.columns, strict=True):
+            piece.mul_(column)
+        for model, parameter in self.extras:
+            parameter.grad.mul_(coefficient[model].to(parameter.grad.device))
+
+
+def _model_norms(piece: Tensor, out: Tensor, rows: Tensor | None) -> None:
+    """Write the 2-norm of each row of ``piece`` ``(R, n)`` (a model's part) into ``out``
+    ``(R,)``; with ``rows`` ``(R, ceil(n / _ROW))``, as the norm of the norms of its rows of
+    :data:`~minidl.nn.clip._ROW` entries and of the rest."""
+    if rows is None:
+        torch.linalg.vector_norm(piece, dim=1, out=out)
+        return
+    models, size = piece.shape
+    whole = size // _ROW
+    head = piece[:, : whole * _ROW].view(models, whole, _ROW)
+    torch.linalg.vector_norm(head, dim=2, out=rows[:, :whole])
+    if size > whole * _ROW:
+        torch.linalg.vector_norm(piece[:, whole * _ROW :], dim=1, out=rows[:, whole])
+    torch.linalg.vector_norm(rows, dim=1, out=out)

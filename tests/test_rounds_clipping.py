@@ -1,0 +1,492 @@
+"""fit_rounds(max_grad_norm=...): each stacked model is clipped by its own norm, exactly as
+fit(max_grad_norm=...) clips it trained alone.
+
+The oracle is :func:`minidl.train.fit` run model by model in float64 (its folded step, or its
+step-by-step loop where the optimizer holds part of the model), compared to 1e-12 as in
+tests/test_rounds.py. The norm is small enough to clip almost every step: each test records the
+norms of fit's steps and checks that they exceed it, and that the same run without clipping ends
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+import minidl.folded
+import minidl.train
+from minidl import nn
+from minidl.data import make_disk_data
+from minidl.nn.clip import _clip_norm
+from minidl.nn.parameter import Parameter
+from minidl.optim import SGD, Adam, CyclicLR, StepDecay
+from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.optimizer import Optimizer
+from minidl.rounds import PerModel, fit_rounds
+from minidl.train import History, fit
+
+DTYPE = torch.float64
+#: Below the gradients' norm at almost every step of these runs (see _Norms).
+MAX_NORM = 0.05
+
+#: (group index, parameters) -> the optimizer of that group of models.
+MakeOptimizer = Callable[[int, list[Parameter]], Optimizer]
+MakeScheduler = Callable[[Optimizer], LRScheduler | None]
+
+
+class _Norms(list[float]):
+    """The total norm of every step of fit's clipping (its folded step's and its loop's)."""
+
+
+@pytest.fixture
+def fit_norms(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Norms]:
+    """Record the norm that fit clips at each step (the folded step calls ``_clip_norm``, the
+    loop ``clip_grad_norm_``); fit_rounds calls neither."""
+    norms = _Norms()
+
+    def folded_clip(*arguments: Any) -> Tensor:
+        total = _clip_norm(*arguments)
+        norms.append(float(total))
+        return total
+
+    def loop_clip(parameters: list[Parameter], max_norm: float) -> Tensor:
+        total = nn.clip_grad_norm_(parameters, max_norm)
+        norms.append(float(total))
+        return total
+
+    monkeypatch.setattr(minidl.folded, "_clip_norm", folded_clip)
+    monkeypatch.setattr(minidl.train, "clip_grad_norm_", loop_clip)
+    yield norms
+
+
+@dataclass
+class _Run:
+    """What to train: ``rounds`` models on their own data, one optimizer per group."""
+
+    make_optimizer: MakeOptimizer
+    per_model: bool = False
+    flat: bool = False
+    group: int = 1
+    rounds: int = 3
+    seed: int = 0
+    make_scheduler: MakeScheduler | None = None
+    activation: str = "tanh"
+    sizes: tuple[int, ...] = (2, 7, 5, 2)
+    #: Each model's factor on its inputs (larger gradients, or infinite ones), and the samples
+    #: whose first input is set to NaN.
+    scales: dict[int, float] = field(default_factory=dict)
+    nan_samples: dict[int, list[int]] = field(default_factory=dict)
+    epochs: int = 4
+
+    def data(self) -> list[tuple[Tensor, Tensor]]:
+        sets = []
+        for r in range(self.rounds):
+            made = make_disk_data(120, 50, 10, seed=100 * self.seed + r, dtype=DTYPE).train
+            x = made.x * self.scales.get(r, 1.0)
+            x[self.nan_samples.get(r, []), 0] = math.nan
+            sets.append((x, made.y))
+        return sets
+
+    def models(self) -> list[nn.Sequential]:
+        made = []
+        for r in range(self.rounds):
+            torch.manual_seed(1000 * self.seed + r)
+            made.append(nn.mlp(self.sizes, self.activation, dtype=DTYPE))
+        return made
+
+    def one_by_one(
+        self, models: list[nn.Sequential], max_grad_norm: float | None = MAX_NORM
+    ) -> list[History]:
+        """fit on each model alone (its optimizer: the factory's for its group)."""
+        histories = []
+        for r, (model, (x, y)) in enumerate(zip(models, self.data(), strict=True)):
+            index = r // self.group if self.per_model else 0  # (the plain factory's: one)
+            optimizer = self.make_optimizer(index, model.parameters())
+            scheduler = self.make_scheduler(optimizer) if self.make_scheduler else None
+            histories.append(
+                fit(
+                    model,
+                    nn.CrossEntropyLoss(),
+                    optimizer,
+                    x,
+                    y,
+                    epochs=self.epochs,
+                    batch_size=25,
+                    scheduler=scheduler,
+                    generator=torch.Generator().manual_seed(7 + r),
+                    max_grad_norm=max_grad_norm,
+                )
+            )
+        return histories
+
+    def batched(
+        self, models: list[nn.Sequential], max_grad_norm: float | None = MAX_NORM
+    ) -> list[History]:
+        """fit_rounds on the models (a PerModel, or a plain factory of the stack's)."""
+        make = self.make_optimizer
+        return fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            PerModel(make, group=self.group, flat=self.flat)
+            if self.per_model
+            else (lambda stack: make(0, stack.parameters())),
+            self.data(),
+            epochs=self.epochs,
+            batch_size=25,
+            generators=[torch.Generator().manual_seed(7 + r) for r in range(self.rounds)],
+            make_scheduler=self.make_scheduler,
+            max_grad_norm=max_grad_norm,
+        )
+
+
+def _assert_alike(
+    models: list[nn.Sequential],
+    alone: list[nn.Sequential],
+    histories: list[History],
+    expected: list[History],
+) -> None:
+    """Parameters to 1e-12 and gradients (the last batch's) to 1e-10 of their scale, the same
+    losses and rates; NaN where fit has NaN."""
+    for model, reference, history, reference_history in zip(
+        models, alone, histories, expected, strict=True
+    ):
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+            for actual, wanted, tolerance in ((p.data, q.data, 1e-12), (p.grad, q.grad, 1e-10)):
+                assert torch.equal(actual.isnan(), wanted.isnan())
+                scale = wanted.nan_to_num().abs().max().clamp_min(1.0)
+                difference = (actual - wanted).nan_to_num().abs().max()
+                assert float(difference / scale) <= tolerance
+        assert history.lr == reference_history.lr
+        assert history.batch_lr == reference_history.batch_lr
+        assert history.train_loss == pytest.approx(
+            reference_history.train_loss, rel=1e-12, nan_ok=True
+        )
+
+
+def _check(run: _Run, norms: _Norms) -> list[nn.Sequential]:
+    """Train ``run`` one by one and batched; assert they agree, that the norm clipped almost
+    every step of fit, and that without clipping the models end elsewhere. The batched models."""
+    models = run.models()
+    alone = [copy.deepcopy(model) for model in models]
+    unclipped = [copy.deepcopy(model) for model in models]
+    expected = run.one_by_one(alone)
+    histories = run.batched(models)
+    _assert_alike(models, alone, histories, expected)
+    assert len(norms) == run.rounds * run.epochs * 5  # (5 batches of 120 samples an epoch)
+    assert sum(norm > MAX_NORM for norm in norms) >= 0.9 * len(norms)
+    run.batched(unclipped, max_grad_norm=None)
+    for model, other in zip(models, unclipped, strict=True):
+        moved = max(
+            float((p.data - q.data).abs().max())
+            for p, q in zip(model.parameters(), other.parameters(), strict=True)
+        )
+        assert moved > 1e-3
+    return models
+
+
+def _sgd(g: int, p: list[Parameter]) -> Optimizer:
+    return SGD(p, lr=(0.3, 0.1, 0.2)[g % 3], momentum=0.9)
+
+
+def _adam(g: int, p: list[Parameter]) -> Optimizer:
+    return Adam(p, lr=(0.01, 0.03, 0.02)[g % 3])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("make_optimizer", [_sgd, _adam], ids=["sgd-momentum", "adam"])
+def test_the_default_factory_clips_each_model_as_fit(
+    make_optimizer: MakeOptimizer, seed: int, fit_norms: _Norms
+) -> None:
+    """One optimizer over the stack (the plain factory): each model as fit leaves it."""
+    _check(_Run(make_optimizer, seed=seed), fit_norms)
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["by-layer", "flat"])
+@pytest.mark.parametrize("group", [1, 2])
+@pytest.mark.parametrize("make_optimizer", [_sgd, _adam], ids=["sgd-momentum", "adam"])
+def test_per_model_optimizers_clip_each_model_as_fit(
+    make_optimizer: MakeOptimizer, group: int, flat: bool, fit_norms: _Norms
+) -> None:
+    """PerModel, layer-wise and flat, one or two models per optimizer (their own rates)."""
+    run = _Run(make_optimizer, per_model=True, flat=flat, group=group, rounds=3 * group)
+    _check(run, fit_norms)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+@pytest.mark.parametrize(
+    ("per_model", "flat"), [(False, False), (True, False), (True, True)], ids=str
+)
+def test_clipping_with_a_schedule_as_fit(
+    per_model: bool, flat: bool, seed: int, fit_norms: _Norms
+) -> None:
+    """A per-epoch schedule (plain factory) or one per optimizer, per batch or per epoch."""
+
+    def schedule(optimizer: Optimizer) -> LRScheduler:
+        if optimizer.lr > 0.25:
+            return CyclicLR(optimizer, 0.05, 0.3, 3)
+        return StepDecay(optimizer, step_size=1, gamma=0.6)
+
+    run = _Run(_sgd, per_model=per_model, flat=flat, seed=seed, make_scheduler=schedule)
+    _check(run, fit_norms)
+
+
+@pytest.mark.parametrize("per_model", [False, True], ids=["plain", "per-model"])
+def test_a_model_is_clipped_over_the_gradients_its_optimizer_holds(
+    per_model: bool, fit_norms: _Norms
+) -> None:
+    """fit clips its optimizer's parameters: with an optimizer of the first layer alone (the
+    plain factory's; per model: model 1's alone, the others' of all), the norm is that layer's
+    and the other gradients, neither counted nor scaled, accumulate over the batches."""
+
+    def make(g: int, p: list[Parameter]) -> Optimizer:
+        return SGD(p[:2] if g == 1 or not per_model else p, lr=0.2, momentum=0.5)
+
+    models = _check(_Run(make, per_model=per_model, group=1), fit_norms)
+    # (the last layer's gradients grew: they were not zeroed, nor scaled to the norm)
+    assert float(models[1].parameters()[-2].grad.norm()) > 10 * MAX_NORM
+
+
+@pytest.mark.parametrize(
+    ("per_model", "flat"), [(False, False), (True, False), (True, True)], ids=str
+)
+def test_models_of_more_than_4096_gradients_a_layer_are_clipped_as_fit(
+    per_model: bool, flat: bool, fit_norms: _Norms
+) -> None:
+    """A layer of 100 x 65 weights (6500 > 4096, so 6600 entries a model laid out by model):
+    each model's norm is taken over its rows of 4096 and the rest, whose norms are summed."""
+    _check(_Run(_sgd, per_model=per_model, flat=flat, sizes=(2, 100, 65, 2)), fit_norms)
+
+
+def _in_stack(
+    middle: nn.Sequential, neighbours: list[nn.Sequential], data: list[tuple[Tensor, Tensor]]
+) -> nn.Sequential:
+    """Model ``middle`` trained (clipped) between two ``neighbours`` on ``data[1]``, the
+    neighbours on ``data[0]`` and ``data[2]``, flat per-model SGD; the trained copy."""
+    models = [copy.deepcopy(neighbours[0]), copy.deepcopy(middle), copy.deepcopy(neighbours[1])]
+    fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        PerModel(lambda g, p: SGD(p, lr=0.2, momentum=0.9), flat=True),
+        data,
+        epochs=4,
+        batch_size=25,
+        generators=[torch.Generator().manual_seed(7 + r) for r in range(3)],
+        max_grad_norm=MAX_NORM,
+    )
+    return models[1]
+
+
+def test_a_models_clipping_does_not_depend_on_the_others() -> None:
+    """float32, one intra-op thread: model 1 trained with other models beside it, whose
+    gradients are 100 times larger, ends bit for bit as with the first ones (a stack laid out by
+    model gives each model the same bits in any stack); one norm over the stack would not."""
+    datasets = [make_disk_data(100, 40, 10, seed=r) for r in range(5)]
+    data = [(d.train.x, d.train.y) for d in datasets]
+    torch.manual_seed(0)
+    models = [nn.mlp((2, 7, 5, 2), "tanh") for _ in range(5)]
+    first = _in_stack(models[1], [models[0], models[2]], data[:3])
+    large = [(x * 100.0, y) for x, y in data[3:]]
+    second = _in_stack(models[1], [models[3], models[4]], [large[0], data[1], large[1]])
+    for p, q in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.equal(p.data, q.data)
+        assert torch.equal(p.grad, q.grad)
+    assert not torch.equal(first.parameters()[0].data, models[1].parameters()[0].data)
+
+
+def test_a_models_clipping_does_not_depend_on_the_others_by_layer(fit_norms: _Norms) -> None:
+    """float64, one optimizer over a stack laid out by layer: model 1 of a stack ends as fit
+    leaves it, beside models whose gradients are 100 times larger or beside others."""
+    for scales in ({}, {0: 100.0, 2: 100.0}):
+        run = _Run(_sgd, scales=scales)
+        models = run.models()
+        alone = [copy.deepcopy(model) for model in models]
+        expected = run.one_by_one(alone)
+        histories = run.batched(models)
+        _assert_alike(models[1:2], alone[1:2], histories[1:2], expected[1:2])
+
+
+@pytest.mark.parametrize(
+    ("per_model", "flat"), [(False, False), (True, False), (True, True)], ids=str
+)
+def test_a_non_finite_norm_gives_fits_coefficient_to_that_model_alone(
+    per_model: bool, flat: bool, fit_norms: _Norms
+) -> None:
+    """Model 1 sees a NaN input (a NaN norm: fit's coefficient makes everything NaN), model 2
+    inputs of 1e200 through ReLU (an infinite norm: fit's coefficient is 0, the step does not
+    move it); model 0 trains as fit trains it, unaffected."""
+    run = _Run(
+        lambda g, p: SGD(p, lr=0.2),
+        per_model=per_model,
+        flat=flat,
+        activation="relu",
+        scales={2: 1e200},
+        nan_samples={1: [40]},
+    )
+    models = run.models()
+    alone = [copy.deepcopy(model) for model in models]
+    start = copy.deepcopy(models)
+    expected = run.one_by_one(alone)
+    histories = run.batched(models)
+    _assert_alike(models, alone, histories, expected)
+    assert any(math.isnan(norm) for norm in fit_norms)
+    assert math.inf in fit_norms
+    assert all(bool(p.data.isfinite().all()) for p in models[0].parameters())
+    assert all(bool(p.data.isnan().all()) for p in models[1].parameters())
+    for p, q in zip(models[2].parameters(), start[2].parameters(), strict=True):
+        assert torch.equal(p.data, q.data)  # (every step scaled by 0)
+    assert not torch.equal(models[0].parameters()[0].data, start[0].parameters()[0].data)
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["by-layer", "flat"])
+def test_a_parameter_outside_the_stack_is_clipped_with_its_models(
+    flat: bool, fit_norms: _Norms
+) -> None:
+    """A PerModel optimizer of one model that also holds a parameter of its own outside the
+    stack: fit counts and scales it with the model's (its gradient is zero, so only a NaN
+    coefficient shows: model 1's NaN input makes its extra parameter NaN, as in fit; the
+    others' stay finite, decayed as in fit)."""
+    extras = [Parameter(torch.ones(3, dtype=DTYPE)) for _ in range(3)]
+    extras_alone = copy.deepcopy(extras)
+    run = _Run(
+        lambda g, p: SGD([*p, extras[g]], lr=0.2, weight_decay=0.1),
+        per_model=True,
+        flat=flat,
+        nan_samples={1: [40]},
+    )
+    models = run.models()
+    alone = [copy.deepcopy(model) for model in models]
+    expected = [
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            SGD([*model.parameters(), extras_alone[r]], lr=0.2, weight_decay=0.1),
+            x,
+            y,
+            epochs=run.epochs,
+            batch_size=25,
+            generator=torch.Generator().manual_seed(7 + r),
+            max_grad_norm=MAX_NORM,
+        )
+        for r, (model, (x, y)) in enumerate(zip(alone, run.data(), strict=True))
+    ]
+    histories = run.batched(models)
+    _assert_alike(models, alone, histories, expected)
+    for extra, reference in zip(extras, extras_alone, strict=True):
+        assert torch.equal(extra.data.isnan(), reference.data.isnan())
+        torch.testing.assert_close(extra.data, reference.data, rtol=1e-12, atol=0, equal_nan=True)
+    assert bool(extras[1].data.isnan().all())
+    assert bool(extras[0].data.isfinite().all()) and float(extras[0].data[0]) < 1.0
+
+
+def _snapshot(
+    models: list[nn.Sequential], generators: list[torch.Generator]
+) -> tuple[list[list[Tensor]], list[Tensor]]:
+    tensors = [
+        [t.clone() for p in model.parameters() for t in (p.data, p.grad)] for model in models
+    ]
+    return tensors, [generator.get_state() for generator in generators]
+
+
+def _assert_unchanged(
+    models: list[nn.Sequential],
+    generators: list[torch.Generator],
+    before: tuple[list[list[Tensor]], list[Tensor]],
+) -> None:
+    after = _snapshot(models, generators)
+    for tensors, earlier in zip(after[0], before[0], strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(tensors, earlier, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(after[1], before[1], strict=True))
+    assert all(model.training is False for model in models)
+
+
+def _refused_run(
+    max_grad_norm: object, make_optimizer: Any = None
+) -> tuple[list[nn.Sequential], list[torch.Generator], Callable[[], object]]:
+    data = [make_disk_data(40, 10, 10, seed=r, dtype=DTYPE) for r in range(2)]
+    torch.manual_seed(0)
+    models = [nn.mlp((2, 5, 2), "tanh", dtype=DTYPE) for _ in range(2)]
+    for model in models:
+        model.eval()
+        for p in model.parameters():
+            p.grad.fill_(0.5)
+    generators = [torch.Generator().manual_seed(r) for r in range(2)]
+
+    def call() -> object:
+        return fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            make_optimizer or (lambda stack: SGD(stack.parameters(), lr=0.1)),
+            [(d.train.x, d.train.y) for d in data],
+            epochs=2,
+            batch_size=15,
+            generators=generators,
+            max_grad_norm=max_grad_norm,  # type: ignore[arg-type]
+        )
+
+    return models, generators, call
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "message"),
+    [
+        (0.0, ValueError, "must be in (0, inf), got 0.0"),
+        (0, ValueError, "must be in (0, inf), got 0"),
+        (-1.0, ValueError, "must be in (0, inf), got -1.0"),
+        (math.nan, ValueError, "must be a finite number in (0, inf), got nan"),
+        (math.inf, ValueError, "must be a finite number in (0, inf), got inf"),
+        ("1", TypeError, "must be a finite number in (0, inf) (a float or an int), got str '1'"),
+        (True, TypeError, "must be a finite number in (0, inf) (a float or an int), got bool True"),
+        (
+            torch.tensor(1.0),
+            TypeError,
+            "must be a finite number in (0, inf) (a float or an int), got Tensor",
+        ),
+    ],
+)
+def test_a_bad_max_grad_norm_is_refused_before_anything_changes(
+    value: object, kind: type[Exception], message: str
+) -> None:
+    """As fit refuses it, naming fit_rounds; the models (values, gradients, mode) and the
+    generators are as they were."""
+    models, generators, call = _refused_run(value)
+    before = _snapshot(models, generators)
+    with pytest.raises(kind, match=r"^fit_rounds: max_grad_norm " + re.escape(message)):
+        call()
+    _assert_unchanged(models, generators, before)
+
+
+@pytest.mark.parametrize("factory", ["plain", "group"])
+def test_an_optimizer_of_several_models_may_not_clip_a_parameter_outside_the_stack(
+    factory: str,
+) -> None:
+    """Its gradient would belong to no one model (fit gives each model a copy of its own):
+    refused with max_grad_norm, before anything changes; trained without it, as before."""
+    extra = Parameter(torch.ones(3, dtype=DTYPE))
+    make_optimizer = (
+        (lambda stack: SGD([*stack.parameters(), extra], lr=0.1))
+        if factory == "plain"
+        else PerModel(lambda g, p: SGD([*p, extra], lr=0.1), group=2)
+    )
+    models, generators, call = _refused_run(0.5, make_optimizer)
+    before = _snapshot(models, generators)
+    what = "the optimizer" if factory == "plain" else "optimizer 0"
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"fit_rounds: with max_grad_norm, each model's gradients are clipped to their own "
+            f"norm, but {what}, of models 0 to 1, holds {extra!r}, which is not"
+        ),
+    ):
+        call()
+    _assert_unchanged(models, generators, before)
+    models, _, call = _refused_run(None, make_optimizer)
+    call()
+    assert all(model.training for model in models)
