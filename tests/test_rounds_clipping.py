@@ -266,7 +266,10 @@ def test_models_of_more_than_4096_gradients_a_layer_are_clipped_as_fit(
 
 
 def _in_stack(
-    middle: nn.Sequential, neighbours: list[nn.Sequential], data: list[tuple[Tensor, Tensor]]
+    middle: nn.Sequential,
+    neighbours: list[nn.Sequential],
+    data: list[tuple[Tensor, Tensor]],
+    max_grad_norm: float | None = MAX_NORM,
 ) -> nn.Sequential:
     """Model ``middle`` trained (clipped) between two ``neighbours`` on ``data[1]``, the
     neighbours on ``data[0]`` and ``data[2]``, flat per-model SGD; the trained copy."""
@@ -279,7 +282,7 @@ def _in_stack(
         epochs=4,
         batch_size=25,
         generators=[torch.Generator().manual_seed(7 + r) for r in range(3)],
-        max_grad_norm=MAX_NORM,
+        max_grad_norm=max_grad_norm,
     )
     return models[1]
 
@@ -298,7 +301,9 @@ def test_a_models_clipping_does_not_depend_on_the_others() -> None:
     for p, q in zip(first.parameters(), second.parameters(), strict=True):
         assert torch.equal(p.data, q.data)
         assert torch.equal(p.grad, q.grad)
-    assert not torch.equal(first.parameters()[0].data, models[1].parameters()[0].data)
+    unclipped = _in_stack(models[1], [models[0], models[2]], data[:3], max_grad_norm=None)
+    moved = (first.parameters()[0].data - unclipped.parameters()[0].data).abs().max()
+    assert float(moved) > 1e-3  # (the clipping acted)
 
 
 def test_a_models_clipping_does_not_depend_on_the_others_by_layer(fit_norms: _Norms) -> None:
@@ -345,21 +350,35 @@ def test_a_non_finite_norm_gives_fits_coefficient_to_that_model_alone(
     assert not torch.equal(models[0].parameters()[0].data, start[0].parameters()[0].data)
 
 
+class _KeepsLastGradient(SGD):
+    """SGD whose ``zero_grad`` leaves its last parameter's gradient as it is (a gradient set
+    from elsewhere, kept over the steps): only clipping changes it."""
+
+    def zero_grad(self) -> None:
+        for parameter in self.params[:-1]:
+            parameter.grad.zero_()
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["zeroed", "kept"])
 @pytest.mark.parametrize("flat", [False, True], ids=["by-layer", "flat"])
 def test_a_parameter_outside_the_stack_is_clipped_with_its_models(
-    flat: bool, fit_norms: _Norms
+    flat: bool, kept: bool, fit_norms: _Norms
 ) -> None:
     """A PerModel optimizer of one model that also holds a parameter of its own outside the
-    stack: fit counts and scales it with the model's (its gradient is zero, so only a NaN
-    coefficient shows: model 1's NaN input makes its extra parameter NaN, as in fit; the
-    others' stay finite, decayed as in fit)."""
+    stack: fit counts it in the model's norm and scales it by the model's coefficient.
+    Zeroed by the optimizer, its gradient is zero: only a NaN coefficient shows (model 1's NaN
+    input makes its parameter NaN, as in fit; the others' stay finite, decayed as in fit).
+    Kept at 0.3 (and scaled at every step), it adds to the norm."""
+    kind = _KeepsLastGradient if kept else SGD
     extras = [Parameter(torch.ones(3, dtype=DTYPE)) for _ in range(3)]
+    for extra in extras:
+        extra.grad.fill_(0.3)
     extras_alone = copy.deepcopy(extras)
     run = _Run(
-        lambda g, p: SGD([*p, extras[g]], lr=0.2, weight_decay=0.1),
+        lambda g, p: kind([*p, extras[g]], lr=0.2, weight_decay=0.1),
         per_model=True,
         flat=flat,
-        nan_samples={1: [40]},
+        nan_samples={} if kept else {1: [40]},
     )
     models = run.models()
     alone = [copy.deepcopy(model) for model in models]
@@ -367,7 +386,7 @@ def test_a_parameter_outside_the_stack_is_clipped_with_its_models(
         fit(
             model,
             nn.CrossEntropyLoss(),
-            SGD([*model.parameters(), extras_alone[r]], lr=0.2, weight_decay=0.1),
+            kind([*model.parameters(), extras_alone[r]], lr=0.2, weight_decay=0.1),
             x,
             y,
             epochs=run.epochs,
@@ -380,10 +399,13 @@ def test_a_parameter_outside_the_stack_is_clipped_with_its_models(
     histories = run.batched(models)
     _assert_alike(models, alone, histories, expected)
     for extra, reference in zip(extras, extras_alone, strict=True):
-        assert torch.equal(extra.data.isnan(), reference.data.isnan())
-        torch.testing.assert_close(extra.data, reference.data, rtol=1e-12, atol=0, equal_nan=True)
-    assert bool(extras[1].data.isnan().all())
-    assert bool(extras[0].data.isfinite().all()) and float(extras[0].data[0]) < 1.0
+        for actual, wanted in ((extra.data, reference.data), (extra.grad, reference.grad)):
+            torch.testing.assert_close(actual, wanted, rtol=1e-12, atol=0, equal_nan=True)
+    if kept:
+        assert all(0.0 < float(extra.grad[0]) < MAX_NORM for extra in extras)
+    else:
+        assert bool(extras[1].data.isnan().all())
+        assert bool(extras[0].data.isfinite().all()) and float(extras[0].data[0]) < 1.0
 
 
 def _snapshot(

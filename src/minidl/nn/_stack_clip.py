@@ -41,10 +41,11 @@ class StackClip:
         stacked: a network made by :func:`minidl.nn.stack_models`.
         max_norm: the largest total 2-norm of a model's gradients (a checked number ``> 0``).
         holders: one ``(name, first, last, given, held)`` per optimizer: its name in a
-            message, the models ``first`` to ``last - 1`` that it trains, the parameters it was built for (the stack's own
-            parameters, :func:`minidl.nn.model_parameters` of those models, or their
-            :func:`minidl.nn.flat_model_parameters`, as :func:`~minidl.rounds.fit_rounds`
-            gives them) and those it holds (``optimizer.params``).
+            message, the models ``first`` to ``last - 1`` that it trains, the parameters it
+            was built for (the stack's own parameters, :func:`minidl.nn.model_parameters` of
+            those models, or their :func:`minidl.nn.flat_model_parameters`, as
+            :func:`~minidl.rounds.fit_rounds` gives them) and those it holds
+            (``optimizer.params``).
         flat: whether ``given`` are flat parameters (a stack laid out by model).
         where: the caller, for the message of a refusal.
 
@@ -90,7 +91,7 @@ class StackClip:
                         "that model's gradients"
                     )
         used = held.any(dim=1)
-        like = parameters[0].grad if parameters else torch.zeros(0)
+        like = parameters[0].grad  # (a stack has a stacked layer)
         #: The gradients clipped, each viewed (R, -1): the whole buffer laid out by model, or
         #: each stacked gradient that an optimizer holds for some model.
         self.pieces: list[Tensor]
