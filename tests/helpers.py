@@ -125,10 +125,13 @@ def torch_twin(module: nn.Module) -> torch.nn.Module:
         return torch.nn.ELU(alpha=module.alpha)
     if isinstance(module, nn.LeakyReLU):
         return torch.nn.LeakyReLU(negative_slope=module.negative_slope)
+    if isinstance(module, nn.GELU):
+        return torch.nn.GELU(approximate=module.approximate)
     simple: dict[type[nn.Module], type[torch.nn.Module]] = {
         nn.ReLU: torch.nn.ReLU,
         nn.Sigmoid: torch.nn.Sigmoid,
         nn.Tanh: torch.nn.Tanh,
+        nn.SiLU: torch.nn.SiLU,
     }
     for kind, twin_kind in simple.items():
         if isinstance(module, kind):  # subclasses too: a deliberately wrong Tanh has Tanh's twin

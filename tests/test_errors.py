@@ -1369,20 +1369,20 @@ def test_mlp_of_two_sizes_is_one_linear_layer() -> None:
     assert (model[0].in_features, model[0].out_features) == (3, 2)
 
 
-@pytest.mark.parametrize("activations", ["softmax", ("tanh", "gelu")], ids=str)
+@pytest.mark.parametrize("activations", ["softmax", ("tanh", "softplus")], ids=str)
 def test_mlp_unknown_activation_lists_valid_names(activations: Any) -> None:
     generator = torch.Generator().manual_seed(0)
     state = generator.get_state()
     with raises(
         ValueError,
         "mlp: unknown activation",
-        "valid names are elu, leakyrelu, relu, selu, sigmoid, tanh",
+        "valid names are elu, gelu, gelutanh, leakyrelu, relu, selu, sigmoid, silu, tanh",
     ):
         nn.mlp((2, 3, 3, 2), activations, generator=generator)
     assert torch.equal(generator.get_state(), state)  # checked before any weight is drawn
 
 
-@pytest.mark.parametrize("name", ["gelu", None, 3])
+@pytest.mark.parametrize("name", ["softplus", None, 3])
 def test_activation_by_an_unknown_name(name: Any) -> None:
     with raises(ValueError, f"activation: unknown activation {name!r}", "valid names are elu"):
         nn.activation(name)

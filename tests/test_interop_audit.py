@@ -17,8 +17,8 @@ from minidl.interop import ConversionError, TorchResidual, from_torch, to_torch
 
 F64 = torch.float64
 SUPPORTED = (
-    "; supported: Sequential, Linear, ReLU, Tanh, Sigmoid, LeakyReLU, ELU, SELU, Dropout, "
-    "BatchNorm1d, Identity, Softmax, LogSoftmax, TorchResidual"
+    "; supported: Sequential, Linear, ReLU, Tanh, Sigmoid, LeakyReLU, ELU, SELU, GELU, SiLU, "
+    "Dropout, BatchNorm1d, Identity, Softmax, LogSoftmax, TorchResidual"
 )
 
 

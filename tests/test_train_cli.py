@@ -41,7 +41,7 @@ FLAGS = (
     "--log-every",
     "--quiet",
 )
-VALID_ACTIVATIONS = "elu, leakyrelu, relu, selu, sigmoid, tanh"
+VALID_ACTIVATIONS = "elu, gelu, gelutanh, leakyrelu, relu, selu, sigmoid, silu, tanh"
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
@@ -139,7 +139,7 @@ def test_help_writes_defaults_as_they_are_typed(
         assert fragment in text
 
 
-@pytest.mark.parametrize("activation", ["softmax", "tanh,gelu,relu"])
+@pytest.mark.parametrize("activation", ["softmax", "tanh,softplus,relu"])
 def test_unknown_activation_lists_the_valid_names(
     activation: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -62,7 +62,10 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 TRAIN = ["train", "--epochs", "1", "--hidden", "4", "--quiet"]
 
 CLI_CASES = [
-    (["--activation", "swish"], ["unknown activation 'swish'", "elu, leakyrelu, relu, selu"]),
+    (
+        ["--activation", "swish"],
+        ["unknown activation 'swish'", "elu, gelu, gelutanh, leakyrelu, relu, selu"],
+    ),
     (["--activation", "relu,tanh"], ["--activation gives 2 names for 1 hidden layers"]),
     (["--hidden", "8,x"], ["--hidden", "'8,x'", "comma-separated positive integers"]),
     (["--hidden", "0"], ["--hidden", "positive widths", "'0'"]),

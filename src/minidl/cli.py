@@ -145,8 +145,9 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "--activation",
         type=_activation_names,
         default=("tanh",),
-        help="hidden activation: sigmoid, tanh, relu, leakyrelu, elu or selu; or one per hidden "
-        "layer, comma-separated (e.g. relu,tanh,relu)",
+        help="hidden activation: sigmoid, tanh, relu, leakyrelu, elu, selu, gelu, gelutanh (GELU's "
+        "tanh approximation) or silu; or one per hidden layer, comma-separated (e.g. "
+        "relu,tanh,relu)",
     )
     parser.add_argument("--loss", choices=LOSSES, default="cross-entropy", help="loss criterion")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="optimizer")

@@ -17,6 +17,8 @@ minidl                     torch.nn
 ``Sigmoid``, ``SELU``      ``SELU``
 ``LeakyReLU(a)``           ``LeakyReLU(negative_slope=a)``
 ``ELU(alpha)``             ``ELU(alpha)``
+``GELU(approximate)``      ``GELU(approximate)`` (``'none'`` or ``'tanh'``)
+``SiLU``                   ``SiLU``
 ``Sequential`` (nested)    ``Sequential``
 ``Dropout(p)``             ``Dropout(p)``
 ``BatchNorm1d``            ``BatchNorm1d`` (with running statistics)
@@ -286,6 +288,9 @@ def _torch_layer(module: Module, path: str) -> tnn.Module:
     elif kind is nn.ELU:
         assert isinstance(module, nn.ELU)
         result = tnn.ELU(module.alpha)
+    elif kind is nn.GELU:
+        assert isinstance(module, nn.GELU)
+        result = tnn.GELU(approximate=module.approximate)
     elif kind is nn.Dropout:
         assert isinstance(module, nn.Dropout)
         result = tnn.Dropout(module.p)
@@ -577,6 +582,11 @@ def _minidl_layer(
     elif kind is tnn.ELU:
         assert isinstance(module, tnn.ELU)
         result = nn.ELU(module.alpha)
+    elif kind is tnn.GELU:
+        assert isinstance(module, tnn.GELU)
+        # (an approximate set after construction, which torch.nn.GELU does not check, is
+        # refused by GELU's constructor, naming it)
+        result = nn.GELU(approximate=module.approximate)
     elif kind is tnn.Dropout:
         assert isinstance(module, tnn.Dropout)
         result = nn.Dropout(module.p)
@@ -614,6 +624,7 @@ _SIMPLE_TO_TORCH: dict[type[Module], type[tnn.Module]] = {
     nn.ReLU: tnn.ReLU,
     nn.Tanh: tnn.Tanh,
     nn.Sigmoid: tnn.Sigmoid,
+    nn.SiLU: tnn.SiLU,
     nn.Identity: tnn.Identity,
 }
 _SIMPLE_FROM_TORCH: dict[type[tnn.Module], type[Module]] = {
@@ -630,6 +641,7 @@ _CONVERTED_MINIDL = frozenset(
         nn.Residual,
         nn.LeakyReLU,
         nn.ELU,
+        nn.GELU,
         nn.Dropout,
         nn.SELU,
         nn.Softmax,
@@ -645,6 +657,7 @@ _CONVERTED_TORCH = frozenset(
         TorchResidual,
         tnn.LeakyReLU,
         tnn.ELU,
+        tnn.GELU,
         tnn.Dropout,
         tnn.Softmax,
         tnn.LogSoftmax,
@@ -660,6 +673,8 @@ _SUPPORTED_MINIDL = (
     "LeakyReLU",
     "ELU",
     "SELU",
+    "GELU",
+    "SiLU",
     "Dropout",
     "BatchNorm1d",
     "Identity",

@@ -9,6 +9,7 @@ from minidl.nn.clip import clip_grad_norm_, clip_grad_value_
 from minidl.nn.cross_entropy import CrossEntropyLoss
 from minidl.nn.dropout import Dropout
 from minidl.nn.elu import ELU
+from minidl.nn.gelu import GELU
 from minidl.nn.huber import HuberLoss
 from minidl.nn.identity import Identity
 from minidl.nn.l1 import L1Loss
@@ -26,6 +27,7 @@ from minidl.nn.residual import Residual
 from minidl.nn.selu import SELU
 from minidl.nn.sequential import Sequential
 from minidl.nn.sigmoid import Sigmoid
+from minidl.nn.silu import SiLU
 from minidl.nn.softmax import Softmax
 from minidl.nn.stack import (
     flat_model_parameters,
@@ -40,6 +42,7 @@ from minidl.nn.tanh import Tanh
 __all__ = [
     "ACTIVATIONS",
     "ELU",
+    "GELU",
     "SELU",
     "Activation",
     "BCEWithLogitsLoss",
@@ -62,6 +65,7 @@ __all__ = [
     "ReLU",
     "Residual",
     "Sequential",
+    "SiLU",
     "Sigmoid",
     "Softmax",
     "StackedActivation",

@@ -38,6 +38,7 @@ from torch import Tensor
 from minidl.nn._checks import STRIDED
 from minidl.nn.activation import Activation
 from minidl.nn.elu import ELU
+from minidl.nn.gelu import GELU
 from minidl.nn.leaky_relu import LeakyReLU
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
@@ -45,13 +46,23 @@ from minidl.nn.parameter import Parameter
 from minidl.nn.relu import ReLU
 from minidl.nn.selu import SELU
 from minidl.nn.sigmoid import Sigmoid
+from minidl.nn.silu import SiLU
 from minidl.nn.tanh import Tanh
 
 __all__ = ["ChainPlan", "PlanDeclinedError", "plannable"]
 
 #: The activations a plan runs: element-wise, their output shaped like their input, and none
 #: keeps its input for backward (so a layer's output buffer is free once its activation ran).
-PLANNED_ACTIVATIONS: tuple[type[Activation], ...] = (Tanh, Sigmoid, ReLU, LeakyReLU, ELU, SELU)
+PLANNED_ACTIVATIONS: tuple[type[Activation], ...] = (
+    Tanh,
+    Sigmoid,
+    ReLU,
+    LeakyReLU,
+    ELU,
+    SELU,
+    GELU,
+    SiLU,
+)
 
 #: An input's signature: shape, dtype and device.
 Signature = tuple[torch.Size, torch.dtype, torch.device]

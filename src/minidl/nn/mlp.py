@@ -6,6 +6,7 @@ the functions below (not their submodules), ``nn.ACTIVATIONS`` the table of name
 
 from __future__ import annotations
 
+import functools
 import itertools
 import numbers
 from collections.abc import Callable, Iterable, Sequence
@@ -16,6 +17,7 @@ import torch
 from minidl._validate import add_note
 from minidl.nn.activation import Activation
 from minidl.nn.elu import ELU
+from minidl.nn.gelu import GELU
 from minidl.nn.leaky_relu import LeakyReLU
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
@@ -23,11 +25,15 @@ from minidl.nn.relu import ReLU
 from minidl.nn.selu import SELU
 from minidl.nn.sequential import Sequential
 from minidl.nn.sigmoid import Sigmoid
+from minidl.nn.silu import SiLU
 from minidl.nn.tanh import Tanh
 
 __all__ = ["ACTIVATIONS", "activation", "mlp"]
 
-#: Activation constructors by the names the command line and the experiments use.
+#: Activation constructors by the names the command line and the experiments use: each class's
+#: name in lower case, without separators (``leakyrelu``, ``silu``), with their default settings;
+#: ``gelutanh`` is ``GELU(approximate="tanh")``. :func:`activation` and :func:`mlp` also take
+#: them in any case and with ``_`` or ``-`` (``leaky_relu``, ``GELU-tanh``).
 ACTIVATIONS: dict[str, Callable[[], Activation]] = {
     "sigmoid": Sigmoid,
     "tanh": Tanh,
@@ -35,6 +41,9 @@ ACTIVATIONS: dict[str, Callable[[], Activation]] = {
     "leakyrelu": LeakyReLU,
     "elu": ELU,
     "selu": SELU,
+    "gelu": GELU,
+    "gelutanh": functools.partial(GELU, approximate="tanh"),
+    "silu": SiLU,
 }
 
 

@@ -1,0 +1,86 @@
+"""Sigmoid linear unit (swish)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from minidl._scalar import operand
+from minidl.nn.activation import Activation
+
+__all__ = ["SiLU"]
+
+
+class SiLU(Activation):
+    r"""Sigmoid linear unit :math:`y = x\,\sigma(x) = x / (1 + e^{-x})` (also called swish).
+
+    .. math::
+        \frac{\partial y}{\partial x} = \sigma(x)\,(1 + x\,(1 - \sigma(x)))
+        = \sigma(x) + y\,(1 - \sigma(x)).
+
+    Backward is one product :math:`\partial L/\partial x = g\,y'`: the forward pass caches the
+    derivative :math:`y'` (as :class:`~minidl.nn.ELU` does), the second form above, from
+    :math:`\sigma = 1 / (1 + e^{-x})`, the reciprocal of the output's denominator, in 4
+    element-wise operations more. Each term is finite for every input. Its absolute error is
+    within :math:`|x|/2` epsilons of the dtype (:math:`1 - \sigma`, the small difference of a
+    rounded :math:`\sigma` from 1, times :math:`y`), at most about 17 in float64 and 8 in float32,
+    as PyTorch's autograd's (measured against 40-digit values).
+
+    The output is computed as PyTorch's CPU kernel computes ``silu``,
+    :math:`x / (1 + e^{-x})`, operation by operation, so it is the same bits wherever
+    ``torch.exp`` rounds as the kernel's own ``exp`` does: most elements, not all (the kernel
+    computes its vectorised body with another implementation of it than the last elements;
+    measured on an AVX2 CPU, about 3% of the elements of a long tensor differ in their last
+    bit).
+
+    :math:`e^{-x}` overflows to :math:`\infty` below :math:`x \approx -88.7` (float32) or
+    :math:`-709.8` (float64), where the output is :math:`-0`; :math:`x` is clamped at
+    :math:`-1000` first (the same bits for every finite input), so that :math:`x = -\infty`
+    gives :math:`-0` and a derivative of 0, where PyTorch's output and derivative are NaN. At
+    :math:`+\infty` the output is :math:`\infty` and the derivative 1 (PyTorch's is NaN):
+    the output in the derivative is clamped at 1000, beyond which :math:`1 - \sigma` is exactly
+    0. A NaN input gives NaN. A float16 or bfloat16 input is computed in float32 and rounded
+    once, as PyTorch does; the derivative is kept in float32, so that backward rounds once too.
+
+    Shape:
+        - Input: any shape. Output: the same shape.
+
+    Example:
+        >>> SiLU()(torch.tensor([-1000.0, 0.0, 1.0]))
+        tensor([-0.0000,  0.0000,  0.7311])
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # The dtype of a 16-bit input, whose derivative is cached in float32; else None.
+        self._narrow: torch.dtype | None = None
+
+    def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if input.dtype is torch.float16 or input.dtype is torch.bfloat16:
+            # Computed in float32 and rounded once, as PyTorch's kernel does.
+            wide, derivative = self._forward(input.float())
+            output = wide.to(input.dtype) if out is None else out.copy_(wide)
+            self._narrow = input.dtype
+            return output, derivative
+        self._narrow = None
+        low = input.clamp_min(-_BOUND)  # (-inf: -0, not -inf / inf)
+        denominator = torch.neg(low).exp_().add_(operand(1.0, low))
+        output = torch.div(low, denominator, out=out)
+        sigmoid = denominator.reciprocal_()
+        # sigma + y (1 - sigma), written over sigma; y clamped (+inf: 0, not inf * 0).
+        rest = torch.rsub(sigmoid, operand(1.0, sigmoid))
+        return output, sigmoid.addcmul_(rest, output.clamp_max(_BOUND))
+
+    def _backward(
+        self, grad_output: Tensor, derivative: Tensor, out: Tensor | None = None
+    ) -> Tensor:
+        if grad_output.dtype is self._narrow:
+            # A 16-bit gradient for a 16-bit forward: multiplied in float32, rounded once.
+            wide = torch.mul(grad_output, derivative)
+            return wide.to(grad_output.dtype) if out is None else out.copy_(wide)
+        return torch.mul(grad_output, derivative, out=out)
+
+
+#: Where e^{-x} has overflowed in float32 and float64 (the output is -0 from there on), and
+#: where 1 - sigma(x) is exactly 0 (from x = 36.7 in float64, 16.6 in float32).
+_BOUND = 1000.0
