@@ -30,6 +30,9 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "batch-norm": lambda: nn.Sequential(
         nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ELU(), nn.Linear(4, 3)
     ),
+    "linear-gelu-silu": lambda: nn.Sequential(
+        nn.Linear(3, 4), nn.GELU(), nn.Linear(4, 4), nn.SiLU(), nn.Linear(4, 3)
+    ),
     "residual-softmax": lambda: nn.Sequential(
         nn.Linear(3, 4), nn.Residual(nn.Sequential(nn.Linear(4, 4), nn.Tanh())), nn.Linear(4, 3)
     ),
@@ -80,7 +83,20 @@ def test_autograd_tensors_are_read_as_plain_values(name: str, where: str) -> Non
         assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("make", [nn.Tanh, nn.Sigmoid, nn.ReLU, nn.ELU, nn.Softmax, nn.Identity])
+@pytest.mark.parametrize(
+    "make",
+    [
+        nn.Tanh,
+        nn.Sigmoid,
+        nn.ReLU,
+        nn.ELU,
+        nn.GELU,
+        lambda: nn.GELU("tanh"),
+        nn.SiLU,
+        nn.Softmax,
+        nn.Identity,
+    ],
+)
 def test_activation_backward_takes_autograd_inputs(make: Callable[[], nn.Module]) -> None:
     """Tanh and Sigmoid write their gradient with out=, which autograd refuses for a tensor
     from a graph: they fall back to plain values, with the numbers of a plain input."""

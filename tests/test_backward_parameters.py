@@ -48,6 +48,9 @@ NETWORKS: dict[str, Callable[[], nn.Module]] = {
         nn.Residual(nn.Sequential(nn.Linear(3, 3, dtype=F64), nn.Tanh())),
         nn.Linear(3, 4, dtype=F64),
     ),
+    "gelu-silu": lambda: nn.Sequential(
+        nn.GELU(), nn.Linear(3, 5, dtype=F64), nn.SiLU(), nn.Linear(5, 4, dtype=F64)
+    ),
 }
 
 
@@ -111,6 +114,8 @@ def _torch_forward(module: nn.Module, x: Tensor, leaves: list[Tensor]) -> Tensor
             nn.Tanh: torch.tanh,
             nn.ReLU: torch.relu,
             nn.ELU: lambda t: torch.where(t > 0, t, torch.expm1(t)),
+            nn.GELU: lambda t: t * (1 + torch.erf(t / 2**0.5)) / 2,
+            nn.SiLU: lambda t: t * torch.sigmoid(t),
         }
         return functions[type(module)](x)
 

@@ -34,15 +34,20 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "LeakyReLU": lambda: nn.LeakyReLU(0.2),
     "ELU": lambda: nn.ELU(0.7),
     "SELU": nn.SELU,
+    "GELU": nn.GELU,
+    "GELU tanh": lambda: nn.GELU("tanh"),
+    "SiLU": nn.SiLU,
 }
 
 
 def _chain(layout: str, widths: list[int], dtype: torch.dtype, seed: int) -> nn.Sequential:
     """A Sequential from ``layout``: ``L`` a Linear with bias, ``l`` one without, any other
     letter the activation of ACTIVATIONS whose name starts with it (``S`` Sigmoid, ``s``
-    SELU, ``E`` ELU, ``K`` LeakyReLU); ``widths`` the features before and after each Linear."""
+    SELU, ``E`` ELU, ``K`` LeakyReLU, ``G`` GELU, ``g`` GELU tanh), or ``W`` SiLU (swish);
+    ``widths`` the features before and after each Linear."""
     torch.manual_seed(seed)
     letters = {"T": "Tanh", "S": "Sigmoid", "R": "ReLU", "K": "LeakyReLU", "E": "ELU", "s": "SELU"}
+    letters.update({"G": "GELU", "g": "GELU tanh", "W": "SiLU"})
     modules: list[nn.Module] = []
     sizes = itertools.pairwise(widths)
     for letter in layout:
@@ -101,6 +106,8 @@ CHAINS = [
     ("LTLTLTL", [2, 25, 25, 25, 2]),  # the paper's network
     ("LSLRL", [3, 7, 7, 4]),
     ("LKLELs", [5, 1, 6, 6]),
+    ("LGLgLWL", [4, 6, 1, 5, 3]),
+    ("WLG", [6, 3]),  # (an activation first and last)
     ("lTlTl", [4, 4, 4, 4]),  # no biases, every width alike (the buffers alternate)
     ("LL", [3, 5, 2]),  # two layers in a row: the first's output is the second's cache
     ("LLTL", [4, 4, 4, 4]),  # the same, beside a layer of the same shape before an activation
@@ -149,9 +156,11 @@ def test_planned_training_is_the_child_by_child_training_bit_for_bit(
     assert planned_calls >= 6 and planned_backwards == planned_calls
 
 
+@pytest.mark.parametrize("layout", ["LTLELSLKLR", "LGLgLWL"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_planned_16_bit_chains_are_the_child_by_child_bits(dtype: torch.dtype) -> None:
-    planned = _chain("LTLELSLKLR", [3, 6, 6, 5, 5, 4], dtype, seed=2)
+def test_planned_16_bit_chains_are_the_child_by_child_bits(dtype: torch.dtype, layout: str) -> None:
+    widths = [3, 6, 6, 5, 5, 4][: layout.count("L") + 1]
+    planned = _chain(layout, widths, dtype, seed=2)
     plain = copy.deepcopy(planned)
     x = torch.randn(7, 3).to(dtype)
     for _ in range(3):

@@ -322,6 +322,9 @@ def test_probability_rows_must_sum_to_one_within_1e_5(dtype: torch.dtype) -> Non
         nn.LeakyReLU(),
         nn.ELU(),
         nn.SELU(),
+        nn.GELU(),
+        nn.GELU("tanh"),
+        nn.SiLU(),
         nn.Identity(),
     ],
     ids=repr,
@@ -354,6 +357,9 @@ def test_sequential_backward_before_forward() -> None:
         nn.ReLU(),
         nn.LeakyReLU(),
         nn.SELU(),
+        nn.GELU(),
+        nn.GELU("tanh"),
+        nn.SiLU(),
         nn.Softmax(),
         nn.LogSoftmax(),
         nn.BatchNorm1d(3),
@@ -610,6 +616,18 @@ def test_loss_backward_with_a_non_scalar_upstream() -> None:
         (lambda: nn.LeakyReLU(-0.1), ValueError, ("LeakyReLU", "negative_slope", ">= 0", "-0.1")),
         (lambda: nn.ELU(0.0), ValueError, ("ELU", "alpha", "> 0", "0.0")),
         (lambda: nn.ELU(math.inf), ValueError, ("ELU", "alpha", "inf")),
+        (
+            lambda: nn.GELU("exact"),
+            ValueError,
+            ("GELU: approximate must be 'none' or 'tanh', got 'exact'",),
+        ),
+        (lambda: nn.GELU("Tanh"), ValueError, ("GELU", "approximate", "'Tanh'", "'tanh'")),
+        (
+            lambda: nn.GELU(None),
+            TypeError,
+            ("GELU: approximate must be a string, 'none' or 'tanh', got NoneType None",),
+        ),
+        (lambda: nn.GELU(True), TypeError, ("GELU", "approximate", "bool True")),
         (lambda: nn.MSELoss("avg"), ValueError, ("MSELoss", "reduction", "'avg'", "'paper'")),
         (lambda: nn.Sequential(nn.Tanh(), "relu"), TypeError, ("Sequential", "argument 1", "str")),
         (
@@ -1665,6 +1683,9 @@ def _parameter_free_modules() -> list[tuple[str, Callable[[], nn.Module]]]:
         ("LeakyReLU", nn.LeakyReLU),
         ("ELU", nn.ELU),
         ("SELU", nn.SELU),
+        ("GELU", nn.GELU),
+        ("GELU tanh", lambda: nn.GELU("tanh")),
+        ("SiLU", nn.SiLU),
         ("Softmax", nn.Softmax),
         ("LogSoftmax", nn.LogSoftmax),
         ("Dropout", lambda: nn.Dropout(0.5)),
@@ -1771,6 +1792,7 @@ def test_numpy_numbers_are_numbers() -> None:
     assert nn.BatchedLinear(np.int64(3), 2, 4).weight.shape[0] == 3
     assert nn.ELU(np.float32(0.5)).alpha == 0.5
     assert nn.LeakyReLU(np.float64(0.25)).negative_slope == 0.25
+    assert type(nn.GELU(np.str_("tanh")).approximate) is str  # (a subclass of str, kept plain)
     assert nn.Softmax(np.int64(1)).dim == 1
     stacked = nn.StackedActivation([(nn.Tanh(), np.int64(2)), (nn.ReLU(), 1)])
     assert stacked.models == 3

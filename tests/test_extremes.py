@@ -325,6 +325,9 @@ ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], Callable[[Tensor], Tensor]
     "elu-1": (nn.ELU, F.elu),
     "elu-0.1": (lambda: nn.ELU(0.1), lambda x: F.elu(x, 0.1)),
     "selu": (nn.SELU, F.selu),
+    "gelu": (nn.GELU, F.gelu),
+    "gelu-tanh": (lambda: nn.GELU("tanh"), lambda x: F.gelu(x, approximate="tanh")),
+    "silu": (nn.SiLU, F.silu),
 }
 
 

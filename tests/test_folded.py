@@ -155,7 +155,10 @@ def _count_folded_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 # -- the same training as the step-by-step loop ------------------------------------------------
 
 
-@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu", "leaky_relu", "elu", "selu"])
+@pytest.mark.parametrize(
+    "activation",
+    ["tanh", "sigmoid", "relu", "leaky_relu", "elu", "selu", "gelu", "gelu_tanh", "silu"],
+)
 @pytest.mark.parametrize("batch_size", [1, 7, 50])
 def test_activations_and_batch_sizes(activation: str, batch_size: int) -> None:
     """Every planned activation, batches of 1, an uneven last batch (50 = 7 * 7 + 1) and one

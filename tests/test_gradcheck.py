@@ -24,7 +24,11 @@ MODULES: dict[str, Callable[[], nn.Module]] = {
     "leakyrelu": lambda: nn.LeakyReLU(0.2),
     "elu": lambda: nn.ELU(1.5),
     "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "gelu-tanh": lambda: nn.GELU("tanh"),
+    "silu": nn.SiLU,
     "sequential": lambda: nn.mlp((3, 4, 3, 2), ("tanh", "elu"), dtype=F64),
+    "sequential-gelu-silu": lambda: nn.mlp((3, 4, 4, 2), ("gelu_tanh", "silu"), dtype=F64),
 }
 
 

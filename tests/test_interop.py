@@ -43,8 +43,11 @@ def _minidl_model(dtype: torch.dtype = F64) -> nn.Sequential:
         nn.Linear(8, 6, dtype=dtype),
         nn.BatchNorm1d(6, affine=False, dtype=dtype),
         nn.Sigmoid(),
+        nn.GELU(approximate="tanh"),
         nn.Linear(6, 4, dtype=dtype),
         nn.ReLU(),
+        nn.SiLU(),
+        nn.GELU(),
         nn.Softmax(dim=1),
         nn.Linear(4, 3, dtype=dtype),
         nn.LogSoftmax(dim=1),
@@ -67,11 +70,14 @@ def _torch_model(dtype: torch.dtype = F64) -> torch.nn.Sequential:
         TorchResidual(tnn.Sequential(tnn.Linear(8, 8, dtype=dtype), tnn.SELU())),
         tnn.BatchNorm1d(8, affine=False, momentum=0.5, dtype=dtype),
         tnn.Tanh(),
+        tnn.GELU(approximate="tanh"),
         tnn.Linear(8, 4, dtype=dtype),
         tnn.Sigmoid(),
+        tnn.SiLU(),
         tnn.Softmax(dim=1),
         tnn.Linear(4, 4, dtype=dtype),
         tnn.ReLU(),
+        tnn.GELU(),
         tnn.Linear(4, 3, dtype=dtype),
         tnn.LogSoftmax(dim=1),
     )
@@ -317,6 +323,9 @@ TO_TORCH_LAYERS = {
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
     "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "gelu-tanh": lambda: nn.GELU("tanh"),
+    "silu": nn.SiLU,
     "identity": nn.Identity,
     "mlp": lambda: nn.mlp((2, 3, 2), "tanh"),
     "every-layer": _minidl_model,
@@ -411,6 +420,14 @@ def test_unsupported_layers_are_named_with_their_path() -> None:
         from_torch(nn.Linear(2, 2))  # type: ignore[arg-type]
 
 
+def _gelu_set_to(approximate: object) -> torch.nn.GELU:
+    """A ``torch.nn.GELU`` whose ``approximate`` was set after construction, which torch does
+    not check (its functional refuses it at the first forward)."""
+    layer = torch.nn.GELU()
+    layer.approximate = approximate  # type: ignore[assignment]
+    return layer
+
+
 @pytest.mark.parametrize(
     ("layer", "fragment"),
     [
@@ -421,8 +438,9 @@ def test_unsupported_layers_are_named_with_their_path() -> None:
         (torch.nn.ELU(-1.0), "ELU: alpha must be a finite number > 0, got -1.0"),
         (torch.nn.Dropout(1.0), "Dropout: p must be in [0, 1), got 1.0"),
         (torch.nn.BatchNorm1d(3, momentum=1.5), "BatchNorm1d: momentum"),
+        (_gelu_set_to("exact"), "GELU: approximate must be 'none' or 'tanh', got 'exact'"),
     ],
-    ids=["leakyrelu", "elu", "dropout", "batchnorm"],
+    ids=["leakyrelu", "elu", "dropout", "batchnorm", "gelu"],
 )
 def test_settings_that_minidl_refuses_are_named_with_their_path(
     layer: torch.nn.Module, fragment: str
@@ -779,6 +797,9 @@ def _every_layer(width: int, bias: bool, dtype: torch.dtype, batch_norm: bool) -
         nn.Residual(nn.Sequential(nn.Linear(width, width, bias=bias, dtype=dtype), nn.SELU())),
         nn.LeakyReLU(1.5),
         nn.Sequential(nn.Dropout(0.4), nn.Identity(), nn.Sigmoid()),
+        nn.GELU(),
+        nn.SiLU(),
+        nn.GELU("tanh"),
         nn.Linear(width, 2, bias=bias, dtype=dtype),
         nn.Tanh(),
         nn.ReLU(),

@@ -28,6 +28,9 @@ ACTIVATION_FACTORIES: dict[str, Callable[[], nn.Module]] = {
     "elu-1": nn.ELU,
     "elu-2.5": lambda: nn.ELU(2.5),
     "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "gelu-tanh": lambda: nn.GELU("tanh"),
+    "silu": nn.SiLU,
 }
 
 #: (batch, in_features, out_features): batch 1, width 1 and ordinary shapes.
@@ -599,7 +602,9 @@ def test_to_keeps_an_optimizer_working() -> None:
 # -- stability -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("factory", [nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU])
+@pytest.mark.parametrize(
+    "factory", [nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.GELU, lambda: nn.GELU("tanh"), nn.SiLU]
+)
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 def test_saturating_activations_are_finite_at_extremes(
     factory: Callable[[], nn.Module], dtype: torch.dtype
@@ -618,7 +623,10 @@ def test_saturating_activations_are_finite_at_extremes(
     assert_close(grad, x64.grad.to(dtype), rtol)
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "leakyrelu-0.01", "elu-1", "selu"])
+@pytest.mark.parametrize(
+    "name",
+    ["sigmoid", "tanh", "relu", "leakyrelu-0.01", "elu-1", "selu", "gelu", "gelu-tanh", "silu"],
+)
 def test_activations_give_an_element_the_same_bits_wherever_it_sits(name: str) -> None:
     """float32, forward and backward: each model's slice of a stack (R, N, 25) alone gives the
     bits it gets in the stack, at every position; the batched rounds' "same bits in any stack"

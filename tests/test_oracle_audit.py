@@ -279,6 +279,9 @@ STACKED_ACTIVATIONS: list[tuple[Callable[[], nn.Activation], Callable[[Tensor], 
     (lambda: nn.LeakyReLU(0.2), lambda t: F.leaky_relu(t, 0.2)),
     (lambda: nn.ELU(0.5), lambda t: F.elu(t, 0.5)),
     (nn.SELU, F.selu),
+    (nn.GELU, F.gelu),
+    (lambda: nn.GELU("tanh"), lambda t: F.gelu(t, approximate="tanh")),
+    (nn.SiLU, F.silu),
 ]
 
 
@@ -314,6 +317,9 @@ GRADCHECKED: dict[str, Callable[[int], nn.Module]] = {
     "leakyrelu": lambda _: nn.LeakyReLU(0.3),
     "elu": lambda _: nn.ELU(0.7),
     "selu": lambda _: nn.SELU(),
+    "gelu": lambda _: nn.GELU(),
+    "gelu-tanh": lambda _: nn.GELU("tanh"),
+    "silu": lambda _: nn.SiLU(),
     "mlp": lambda features: nn.mlp((features, 4, 2), ("elu",), dtype=F64),
 }
 

@@ -216,8 +216,12 @@ TORCH_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "elu": F.elu,
     "selu": F.selu,
     "leakyrelu": lambda t: F.leaky_relu(t, 0.01),
+    "gelu": F.gelu,
+    "gelutanh": lambda t: F.gelu(t, approximate="tanh"),
+    "silu": F.silu,
 }
 MODEL_ACTIVATIONS = [("tanh", "relu"), ("elu", "elu"), ("sigmoid", "selu")]
+MODEL_ACTIVATIONS += [("gelu",), ("gelutanh",), ("silu",)]
 
 
 def _stacked_views(models: int, batch: int, features: int, seed: int) -> dict[str, Tensor]:
@@ -235,7 +239,7 @@ def _stacked_views(models: int, batch: int, features: int, seed: int) -> dict[st
 
 
 @pytest.mark.parametrize("layout", ["layer", "model"])
-@pytest.mark.parametrize(("models", "batch"), [(1, 1), (3, 1), (3, 4)], ids=str)
+@pytest.mark.parametrize(("models", "batch"), [(1, 1), (3, 1), (3, 4), (6, 2)], ids=str)
 @pytest.mark.parametrize("view", list(_stacked_views(1, 1, 1, 0)))
 def test_stacked_networks_on_views_match_each_models_autograd(
     view: str, models: int, batch: int, layout: str
@@ -331,6 +335,9 @@ EXTREME_MODULES: dict[str, tuple[Callable[[], nn.Module], Callable[[Tensor], Ten
     "LogSoftmax": (nn.LogSoftmax, lambda t: F.log_softmax(t, dim=1)),
     "ReLU": (nn.ReLU, torch.relu),
     "LeakyReLU": (lambda: nn.LeakyReLU(0.2), lambda t: F.leaky_relu(t, 0.2)),
+    "GELU": (nn.GELU, F.gelu),
+    "GELU tanh": (lambda: nn.GELU("tanh"), lambda t: F.gelu(t, approximate="tanh")),
+    "SiLU": (nn.SiLU, F.silu),
 }
 
 

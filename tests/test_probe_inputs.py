@@ -91,6 +91,7 @@ SETTINGS = [
     (nn.LeakyReLU, "negative_slope", -0.5, "LeakyReLU: negative_slope must be a finite number"),
     (nn.ELU, "alpha", -1, r"ELU: alpha must be a finite number > 0, got -1"),
     (nn.SELU, "alpha", float("nan"), r"SELU: alpha must be a finite number > 0, got nan"),
+    (nn.GELU, "approximate", "exact", r"GELU: approximate must be 'none' or 'tanh', got 'exact'"),
     (lambda: nn.BatchNorm1d(3), "eps", -1, r"BatchNorm1d: eps must be in \(0, inf\), got -1"),
     (lambda: nn.BatchNorm1d(3), "momentum", 2, r"BatchNorm1d: momentum must be in \[0, 1\]"),
     (nn.HuberLoss, "delta", -1, r"HuberLoss: delta must be in \(0, inf\), got -1"),

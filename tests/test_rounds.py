@@ -34,6 +34,9 @@ CASES: list[tuple[str, str, OptimizerFactory, SchedulerFactory]] = [
     ("selu", "ce", lambda p: SGD(p, lr=0.1), lambda o: StepDecay(o, step_size=2, gamma=0.5)),
     ("sigmoid", "ce", lambda p: SGD(p, lr=0.1, momentum=0.5), lambda o: CyclicLR(o, 0.01, 0.1, 3)),
     ("leakyrelu", "mse", lambda p: Adadelta(p, lr=0.5, rho=0.8), None),
+    ("gelu", "ce", lambda p: SGD(p, lr=0.1, momentum=0.9), None),
+    ("gelutanh", "mse", lambda p: Adadelta(p, lr=1.0), None),
+    ("silu", "ce", lambda p: SGD(p, lr=0.1), lambda o: StepDecay(o, step_size=2, gamma=0.5)),
 ]
 
 

@@ -127,6 +127,9 @@ MODULES: dict[str, Callable[[torch.dtype], nn.Module]] = {
     "SELU": lambda dtype: nn.SELU(),
     "LeakyReLU": lambda dtype: nn.LeakyReLU(0.1),
     "Sigmoid": lambda dtype: nn.Sigmoid(),
+    "GELU": lambda dtype: nn.GELU(),
+    "GELU tanh": lambda dtype: nn.GELU("tanh"),
+    "SiLU": lambda dtype: nn.SiLU(),
     "Dropout": lambda dtype: nn.Dropout(0.3),
 }
 

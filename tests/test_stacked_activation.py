@@ -24,6 +24,9 @@ def _reference(name: str, x: torch.Tensor) -> torch.Tensor:
         "sigmoid": torch.sigmoid,
         "elu": torch.nn.functional.elu,
         "selu": torch.nn.functional.selu,
+        "gelu": torch.nn.functional.gelu,
+        "gelutanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
+        "silu": torch.nn.functional.silu,
     }
     return functions[name](x)
 
@@ -32,8 +35,9 @@ def _reference(name: str, x: torch.Tensor) -> torch.Tensor:
 def test_forward_and_backward_match_autograd(batch: int) -> None:
     torch.manual_seed(batch)
     names = ["tanh", "tanh", "relu", "elu", "elu", "elu", "selu", "sigmoid"]
+    names += ["gelu", "gelu", "gelutanh", "silu", "silu"]
     runs = [(nn.activation("tanh"), 2), (nn.ReLU(), 1), (nn.ELU(), 3), (nn.SELU(), 1)]
-    runs.append((nn.Sigmoid(), 1))
+    runs += [(nn.Sigmoid(), 1), (nn.GELU(), 2), (nn.GELU("tanh"), 1), (nn.SiLU(), 2)]
     layer = nn.StackedActivation(runs)
     x = torch.randn(len(names), batch, 5, dtype=DTYPE, requires_grad=True)
     grad = torch.randn(len(names), batch, 5, dtype=DTYPE)
@@ -43,8 +47,9 @@ def test_forward_and_backward_match_autograd(batch: int) -> None:
     torch.testing.assert_close(out, reference.detach(), rtol=1e-12, atol=1e-12)
     assert x.grad is not None
     torch.testing.assert_close(layer.backward(grad), x.grad, rtol=1e-12, atol=1e-12)
-    assert layer.models == 8 and isinstance(layer.activation_of(5), nn.ELU)
+    assert layer.models == 13 and isinstance(layer.activation_of(5), nn.ELU)
     assert "(0:2): Tanh()" in repr(layer) and "(7:8): Sigmoid()" in repr(layer)
+    assert "(10:11): GELU(approximate='tanh')" in repr(layer) and "(11:13): SiLU()" in repr(layer)
 
 
 def test_bad_runs_and_inputs_are_refused() -> None:
@@ -147,8 +152,12 @@ def test_models_with_different_activations_stack_and_train_as_alone() -> None:
 
 @pytest.mark.parametrize(
     "make",
-    [lambda r: nn.LeakyReLU(0.01 if r < 2 else 0.5), lambda r: nn.ELU(1.0 if r < 2 else 0.3)],
-    ids=["LeakyReLU", "ELU"],
+    [
+        lambda r: nn.LeakyReLU(0.01 if r < 2 else 0.5),
+        lambda r: nn.ELU(1.0 if r < 2 else 0.3),
+        lambda r: nn.GELU("none" if r < 2 else "tanh"),
+    ],
+    ids=["LeakyReLU", "ELU", "GELU"],
 )
 def test_activations_of_one_type_with_other_settings_stack_apart(
     make: Callable[[int], nn.Activation],
@@ -187,6 +196,9 @@ _ALL_ACTIVATIONS: list[Callable[[], nn.Activation]] = [
     lambda: nn.LeakyReLU(0.1),
     nn.ELU,
     nn.SELU,
+    nn.GELU,
+    lambda: nn.GELU("tanh"),
+    nn.SiLU,
 ]
 
 
@@ -199,9 +211,10 @@ def test_each_run_gets_the_bits_of_its_activation_alone(dtype: torch.dtype) -> N
     layer = nn.StackedActivation(runs)
     assert layer._writes_out == ((True, True),) * len(runs)
     generator = torch.Generator().manual_seed(0)
-    x = 3 * torch.randn(12, 7, 5, dtype=dtype, generator=generator)
+    models = 2 * len(_ALL_ACTIVATIONS)
+    x = 3 * torch.randn(models, 7, 5, dtype=dtype, generator=generator)
     x[:, 0, :4] = torch.tensor([-0.0, float("inf"), -float("inf"), float("nan")], dtype=dtype)
-    grad = torch.randn(12, 7, 5, dtype=dtype, generator=generator)
+    grad = torch.randn(models, 7, 5, dtype=dtype, generator=generator)
     output = layer(x)
     grad_input = layer.backward(grad)
     for index, make in enumerate(_ALL_ACTIVATIONS):
