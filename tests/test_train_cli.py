@@ -582,12 +582,19 @@ def test_the_last_epoch_is_logged_even_when_log_every_does_not_divide_epochs(
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("ReLU", ("relu",)), ("RELU", ("relu",)), ("Tanh, ReLU ,SeLU", ("tanh", "relu", "selu"))],
+    [
+        ("ReLU", ("relu",)),
+        ("RELU", ("relu",)),
+        ("Tanh, ReLU ,SeLU", ("tanh", "relu", "selu")),
+        ("leaky_relu", ("leakyrelu",)),
+        ("GELU-tanh,Leaky-ReLU", ("gelutanh", "leakyrelu")),
+    ],
 )
 def test_activation_names_are_case_insensitive(
     text: str, expected: tuple[str, ...], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``--activation`` accepts any case (and spaces around the commas): ``ReLU`` is relu."""
+    """``--activation`` accepts any case, ``_`` and ``-`` (as ``nn.activation`` does) and
+    spaces around the commas: ``ReLU`` is relu, ``leaky_relu`` leakyrelu."""
     args = build_parser().parse_args(["train", "--activation", text])
     assert args.activation == expected
     hidden = ",".join(["3"] * len(expected))

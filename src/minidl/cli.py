@@ -120,13 +120,16 @@ def _sizes(text: str) -> tuple[int, ...]:
 def _activation_names(text: str) -> tuple[str, ...]:
     from minidl.nn.mlp import ACTIVATIONS
 
-    names = tuple(part.strip().lower() for part in text.split(","))
-    for name in names:
-        if name not in ACTIVATIONS:
+    # Case, "_" and "-" ignored, as nn.activation does: leaky_relu and GELU-tanh are the keys
+    # leakyrelu and gelutanh (which the checkpoint's settings keep).
+    names = tuple(part.strip() for part in text.split(","))
+    keys = tuple(name.lower().replace("_", "").replace("-", "") for name in names)
+    for name, key in zip(names, keys, strict=True):
+        if key not in ACTIVATIONS:
             raise argparse.ArgumentTypeError(
                 f"unknown activation {name!r}; valid names are {', '.join(sorted(ACTIVATIONS))}"
             )
-    return names
+    return keys
 
 
 def _add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -146,8 +149,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         type=_activation_names,
         default=("tanh",),
         help="hidden activation: sigmoid, tanh, relu, leakyrelu, elu, selu, gelu, gelutanh (GELU's "
-        "tanh approximation) or silu; or one per hidden layer, comma-separated (e.g. "
-        "relu,tanh,relu)",
+        "tanh approximation) or silu, case, '_' and '-' ignored; or one per hidden layer, "
+        "comma-separated (e.g. relu,tanh,relu)",
     )
     parser.add_argument("--loss", choices=LOSSES, default="cross-entropy", help="loss criterion")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="optimizer")
