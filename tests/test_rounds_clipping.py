@@ -512,3 +512,44 @@ def test_an_optimizer_of_several_models_may_not_clip_a_parameter_outside_the_sta
     models, _, call = _refused_run(None, make_optimizer)
     call()
     assert all(model.training for model in models)
+
+
+@pytest.mark.parametrize(
+    ("shared", "flat", "what"),
+    [
+        ("outside", False, "optimizer 0 holds too"),
+        ("outside", True, "optimizer 0 holds too"),
+        ("given", False, "optimizer 0 holds too"),
+        ("given", True, "optimizer 0 holds too"),
+        ("unheld", False, "was given to optimizer 0"),
+    ],
+)
+def test_two_optimizers_may_not_clip_one_parameter(shared: str, flat: bool, what: str) -> None:
+    """A parameter of two models' optimizers (one outside the stack, or one given to optimizer
+    0, which optimizer 1 holds too, whether optimizer 0 holds it or not) would be counted in
+    both models' norms and scaled by both coefficients: one model's NaN would reach the other.
+    Refused with max_grad_norm, before anything changes; trained without it, as before."""
+    extra = Parameter(torch.ones(3, dtype=DTYPE))
+    given: list[list[Parameter]] = []
+
+    def make(g: int, p: list[Parameter]) -> Optimizer:
+        given.append(p)
+        if shared == "outside":
+            return SGD([*p, extra], lr=0.1)
+        if g == 0:
+            return SGD(p if shared == "given" else p[1:], lr=0.1)
+        return SGD([*p, given[0][0]], lr=0.1)
+
+    models, generators, call = _refused_run(0.5, PerModel(make, flat=flat))
+    before = _snapshot(models, generators)
+    with pytest.raises(
+        ValueError,
+        match=r"^fit_rounds: with max_grad_norm, each model's gradients are clipped to their "
+        r"own norm, but optimizer 1 holds Parameter.*, which " + re.escape(what) + ": ",
+    ):
+        call()
+    _assert_unchanged(models, generators, before)
+    given.clear()
+    models, _, call = _refused_run(None, PerModel(make, flat=flat))
+    call()
+    assert all(model.training for model in models)

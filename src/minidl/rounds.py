@@ -192,7 +192,8 @@ def fit_rounds(
             neither counted nor scaled; the parameters outside the stack that an optimizer of
             one model holds (``PerModel`` with ``group=1``) are counted and scaled with that
             model's, and an optimizer of several models (a plain factory, or a larger
-            ``group``) that holds one is refused (its gradient belongs to no one model). A
+            ``group``) that holds one, or two optimizers that hold one parameter, are refused
+            (its gradient belongs to no one model). A
             NaN or infinite norm gives that model the coefficient of the formula (NaN, or 0),
             as in :func:`~minidl.nn.clip_grad_norm_`, and leaves the others as they are. It
             costs a few batched operations per step, whatever the number of models.
@@ -209,7 +210,8 @@ def fit_rounds(
             of the outputs. An optimizer that updates none of the parameters it was built for,
             one returned for two groups, a schedule of another optimizer, a schedule that the
             run would step past its ``step_limit`` and, with ``max_grad_norm``, an optimizer of
-            several models holding a parameter outside the stack are refused too.
+            several models holding a parameter outside the stack, or two optimizers holding one
+            parameter, are refused too.
     """
     _check_sequence("models", models)
     _check_sequence("train_sets", train_sets)

@@ -51,7 +51,8 @@ class StackClip:
 
     Raises:
         ValueError: an optimizer of several models holds a parameter outside the stack (and
-            outside what it was given), whose gradient belongs to no one model.
+            outside what it was given), or two optimizers hold one parameter (or one holds a
+            parameter given to another): its gradient belongs to no one model.
     """
 
     def __init__(
@@ -70,9 +71,27 @@ class StackClip:
         held = torch.zeros(len(parameters), models, dtype=torch.bool)
         #: (model, parameter) of each parameter outside the stack that model's optimizer holds.
         self.extras: list[tuple[int, Parameter]] = []
+        # The optimizer (its name) that holds each parameter, and the one given each.
+        holder: dict[int, str] = {}
+        owner = {id(p): name for name, _, _, given, _ in holders for p in given}
         for name, first, last, given, holds in holders:
             places = {id(parameter): place for place, parameter in enumerate(given)}
             for parameter in holds:
+                other = holder.setdefault(id(parameter), name)
+                if other != name or owner.get(id(parameter), name) != name:
+                    # (its gradient would be counted in two models' norms, scaled by both
+                    # coefficients: one model's gradients would change the other's clipping)
+                    raise ValueError(
+                        f"{where}: with max_grad_norm, each model's gradients are clipped to "
+                        f"their own norm, but {name} holds {parameter!r}, which "
+                        + (
+                            f"{other} holds too"
+                            if other != name
+                            else f"was given to {owner[id(parameter)]}"
+                        )
+                        + ": its gradient would belong to no one model; give each optimizer "
+                        "parameters of its own"
+                    )
                 place = places.get(id(parameter))
                 if place is not None:
                     if flat:
