@@ -148,8 +148,28 @@ class StackClip:
                 else None
                 for piece in self.pieces
             ]
-        # The views a step uses, made once: the total norm (the one piece's norm, or the norm
-        # of the norms) and each piece's coefficients as a column (R, 1).
+        # The views a step uses, made once: each norm it takes (of what, into what, over which
+        # dimension; a piece longer than _ROW: its rows', its rest's, then theirs), the rows of
+        # the parameters outside the stack (each with its model's coefficient), the total norm
+        # (the one piece's norm, or the norm of the norms) and each piece's coefficients as a
+        # column (R, 1).
+        self.steps: list[tuple[Tensor, Tensor, int]] = []
+        for piece, rows, out in zip(self.pieces, self.rows, self.norms, strict=False):
+            if rows is None:
+                self.steps.append((piece, out, 1))
+                continue
+            whole = piece.shape[1] // _ROW
+            self.steps.append(
+                (piece[:, : whole * _ROW].view(models, whole, _ROW), rows[:, :whole], 2)
+            )
+            if piece.shape[1] > whole * _ROW:
+                self.steps.append((piece[:, whole * _ROW :], rows[:, whole], 1))
+            self.steps.append((rows, out, 1))
+        self.piece_norms = self.norms[: len(self.pieces)]
+        self.extra_steps = [
+            (self.norms[row, model], parameter, self.coefficient[model])
+            for row, (model, parameter) in enumerate(self.extras, start=len(self.pieces))
+        ]
         self.whole = self.norms[0] if len(self.norms) == 1 else None
         self.columns = (
             [row.unsqueeze(1) for row in self.coefficients]
@@ -159,16 +179,15 @@ class StackClip:
 
     def __call__(self) -> None:
         """Clip the gradients of this step, each model by its own norm."""
-        norms = self.norms
-        for piece, rows, out in zip(self.pieces, self.rows, norms, strict=False):
-            _model_norms(piece, out, rows)
+        for source, out, dim in self.steps:
+            torch.linalg.vector_norm(source, dim=dim, out=out)
         if self.partial:
-            norms[: len(self.pieces)].masked_fill_(self.unheld, 0.0)
-        for row, (model, parameter) in enumerate(self.extras, start=len(self.pieces)):
-            norms[row, model].copy_(torch.linalg.vector_norm(parameter.grad))
+            self.piece_norms.masked_fill_(self.unheld, 0.0)
+        for out, parameter, _ in self.extra_steps:
+            torch.linalg.vector_norm(parameter.grad, out=out)
         total = self.whole
         if total is None:
-            total = torch.linalg.vector_norm(norms, dim=0, out=self.total)
+            total = torch.linalg.vector_norm(self.norms, dim=0, out=self.total)
         # max_norm / (norm + 1e-6), clamped to 1: clip_grad_norm_'s operations (a float over a
         # tensor is its reciprocal times the float), so the same bits for the same norm.
         coefficient = torch.add(total, 1e-6, out=self.coefficient)
@@ -177,21 +196,5 @@ class StackClip:
             torch.where(self.held, coefficient, self.one, out=self.coefficients)
         for piece, column in zip(self.pieces, self.columns, strict=True):
             piece.mul_(column)
-        for model, parameter in self.extras:
-            parameter.grad.mul_(coefficient[model].to(parameter.grad.device))
-
-
-def _model_norms(piece: Tensor, out: Tensor, rows: Tensor | None) -> None:
-    """Write the 2-norm of each row of ``piece`` ``(R, n)`` (a model's part) into ``out``
-    ``(R,)``; with ``rows`` ``(R, ceil(n / _ROW))``, as the norm of the norms of its rows of
-    :data:`~minidl.nn.clip._ROW` entries and of the rest."""
-    if rows is None:
-        torch.linalg.vector_norm(piece, dim=1, out=out)
-        return
-    models, size = piece.shape
-    whole = size // _ROW
-    head = piece[:, : whole * _ROW].view(models, whole, _ROW)
-    torch.linalg.vector_norm(head, dim=2, out=rows[:, :whole])
-    if size > whole * _ROW:
-        torch.linalg.vector_norm(piece[:, whole * _ROW :], dim=1, out=rows[:, whole])
-    torch.linalg.vector_norm(rows, dim=1, out=out)
+        for _, parameter, model_coefficient in self.extra_steps:
+            parameter.grad.mul_(model_coefficient)
