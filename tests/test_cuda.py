@@ -23,7 +23,7 @@ from minidl import gradcheck, nn, optim
 from minidl.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from minidl.data import make_disk_data
 from minidl.distributed import DataParallel, Launch, ProcessGroup
-from minidl.rounds import fit_rounds
+from minidl.rounds import PerModel, fit_rounds
 from minidl.train import fit
 from tests.helpers import assert_close, free_port
 from tests.test_chain_plan import CHAINS, _chain
@@ -194,6 +194,80 @@ def test_fit_rounds_on_the_device_equals_one_by_one_and_the_cpu() -> None:
             assert p.data.device.type == DEVICE.type
             assert_close(p.data.cpu(), q.data.cpu(), rtol=1e-12, what=f"model {r} vs alone")
             assert_close(p.data.cpu(), s.data, what=f"model {r} vs the CPU")
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["by-layer", "flat"])
+def test_fit_rounds_clips_each_model_on_the_device_as_fit_there(flat: bool) -> None:
+    """max_grad_norm on the device (its masks, norms and coefficients made there, with a
+    parameter outside the stack in each model's optimizer, its gradient kept from step to step,
+    and one optimizer holding part of its model): each model ends as fit leaves it alone there (to 1e-12), beside a model whose
+    inputs are 100 times larger, and as the same rounds on the CPU (to 1e-10)."""
+    datasets = [make_disk_data(120, 40, 10, seed=30 + r, dtype=F64) for r in range(3)]
+    scales = (1.0, 100.0, 1.0)
+    torch.manual_seed(7)
+    start = [nn.mlp((2, 7, 5, 2), "tanh", dtype=F64) for _ in range(3)]
+
+    class KeepsLast(optim.SGD):
+        """Leaves its last parameter's gradient as it is: only the clipping changes it."""
+
+        def zero_grad(self) -> None:
+            for parameter in self.params[:-1]:
+                parameter.grad.zero_()
+
+    def optimizer(r: int, parameters: list[nn.Parameter], extra: nn.Parameter) -> optim.SGD:
+        held = parameters[:2] if r == 2 and not flat else parameters
+        return KeepsLast([*held, extra], lr=0.2, momentum=0.9)
+
+    def extras(device: torch.device) -> list[nn.Parameter]:
+        made = [nn.Parameter(torch.ones(3, dtype=F64, device=device)) for _ in range(3)]
+        for extra in made:
+            extra.grad.fill_(0.03)
+        return made
+
+    def rounds(device: torch.device) -> tuple[list[nn.Sequential], list[nn.Parameter]]:
+        models = [copy.deepcopy(m) for m in start]
+        for model in models:
+            model.to(device=device)  # (in place)
+        own = extras(device)
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            PerModel(lambda r, parameters: optimizer(r, parameters, own[r]), flat=flat),
+            [
+                (d.train.x.to(device) * scale, d.train.y.to(device))
+                for d, scale in zip(datasets, scales, strict=True)
+            ],
+            epochs=3,
+            batch_size=30,
+            generators=[torch.Generator().manual_seed(40 + r) for r in range(3)],
+            max_grad_norm=0.05,
+        )
+        return models, own
+
+    (on_device, device_extras), (on_cpu, cpu_extras) = rounds(DEVICE), rounds(torch.device("cpu"))
+    alone_extras = extras(DEVICE)
+    for r, (model, reference, data) in enumerate(zip(on_device, on_cpu, datasets, strict=True)):
+        alone = copy.deepcopy(start[r]).to(device=DEVICE)
+        fit(
+            alone,
+            nn.CrossEntropyLoss(),
+            optimizer(r, alone.parameters(), alone_extras[r]),
+            data.train.x.to(DEVICE) * scales[r],
+            data.train.y.to(DEVICE),
+            epochs=3,
+            batch_size=30,
+            generator=torch.Generator().manual_seed(40 + r),
+            max_grad_norm=0.05,
+        )
+        pairs = [
+            *zip(model.parameters(), alone.parameters(), reference.parameters(), strict=True),
+            (device_extras[r], alone_extras[r], cpu_extras[r]),
+        ]
+        for p, q, s in pairs:
+            for mine, theirs, cpu in ((p.data, q.data, s.data), (p.grad, q.grad, s.grad)):
+                assert mine.device.type == DEVICE.type
+                assert_close(mine.cpu(), theirs.cpu(), rtol=1e-12, what=f"model {r} vs alone")
+                assert_close(mine.cpu(), cpu, what=f"model {r} vs the CPU")
 
 
 def _training(device: torch.device) -> tuple[nn.Sequential, optim.Optimizer, optim.StepDecay]:
