@@ -11,7 +11,9 @@ optimizer's parameters outside the stack, where the optimizer is model :math:`r`
 
 each model by its own norm, in a few batched operations per step, whatever R: a norm over the
 model dimension of each stacked gradient, viewed ``(R, -1)`` (one over the whole gradient
-buffer, viewed ``(R, block)``, where the stack is laid out by model), the norm of those norms,
+buffer, viewed ``(R, block)``, where the stack is laid out by model; of more than 4096 entries
+a model, three: of its rows of 4096 entries, of the rest, and of theirs, for its rounding, as
+:func:`~minidl.nn.clip_grad_norm_` takes a long buffer's), the norm of those norms,
 the R coefficients, and one broadcast multiply per stacked gradient (one in all laid out by
 model). A gradient that no optimizer holds for a model is neither counted nor scaled, as
 :func:`~minidl.train.fit` clips only its optimizer's parameters. A non-finite norm gives the
