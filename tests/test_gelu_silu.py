@@ -194,6 +194,33 @@ def test_the_tanh_derivative_is_within_its_documented_error(dtype: torch.dtype, 
     assert error <= bound and error <= autograds, (error, autograds)
 
 
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_the_silu_derivative_is_within_its_documented_error(dtype: torch.dtype) -> None:
+    """Against 40-digit values: within max(1, 3|x|/4) epsilons (1 - sigma, the difference of
+    a rounded sigma from 1, times y), at most about 18 (float32: 8)."""
+    import mpmath
+
+    mpmath.mp.dps = 40
+
+    def derivative(value: float) -> float:
+        x = mpmath.mpf(value)
+        sigmoid = 1 / (1 + mpmath.exp(-x))
+        return float(sigmoid * (1 + x * (1 - sigmoid)))
+
+    generator = torch.Generator().manual_seed(5)
+    x = torch.cat(
+        [
+            torch.linspace(-50.0, 50.0, 2001, dtype=F64),
+            10 * torch.randn(3000, dtype=F64, generator=generator),
+        ]
+    ).to(dtype)
+    truth = torch.tensor([derivative(v) for v in x.tolist()], dtype=F64)
+    _, grad = _ours(nn.SiLU, x)
+    error = (grad.double() - truth).abs() / torch.finfo(dtype).eps
+    assert (error <= (0.75 * x.double().abs()).clamp_min(1)).all()
+    assert float(error.max()) <= (18.5 if dtype == F64 else 8.5), float(error.max())
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     name=st.sampled_from(sorted(ACTIVATIONS)),

@@ -22,9 +22,10 @@ class SiLU(Activation):
     derivative :math:`y'` (as :class:`~minidl.nn.ELU` does), the second form above, from
     :math:`\sigma = 1 / (1 + e^{-x})`, the reciprocal of the output's denominator, in 4
     element-wise operations more. Each term is finite for every input. Its absolute error is
-    within :math:`|x|/2` epsilons of the dtype (:math:`1 - \sigma`, the small difference of a
-    rounded :math:`\sigma` from 1, times :math:`y`), at most about 17 in float64 and 8 in float32,
-    as PyTorch's autograd's (measured against 40-digit values).
+    within :math:`\max(1, 3|x|/4)` epsilons of the dtype (:math:`1 - \sigma`, the small
+    difference of a rounded :math:`\sigma` from 1, times :math:`y`), at most about 18 in float64
+    and 8 in float32 (:math:`1 - \sigma` is exactly 0 from :math:`x = 36.7`, 16.6), as PyTorch's
+    autograd's (measured against 40-digit values).
 
     The output is computed as PyTorch's CPU kernel computes ``silu``,
     :math:`x / (1 + e^{-x})`, operation by operation, so it is the same bits wherever
