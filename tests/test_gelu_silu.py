@@ -370,6 +370,32 @@ def test_approximate_is_refused_unless_none_or_tanh(
         del layer.approximate
 
 
+def test_approximate_keeps_a_strings_characters_whatever_its_class() -> None:
+    """A subclass of str is checked and kept by its characters, as a plain str: one whose
+    str() or == says otherwise neither passes the check nor leaves another value behind."""
+
+    class Renamed(str):
+        def __str__(self) -> str:
+            return "bogus"
+
+    class Agreeable(str):
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        __hash__ = str.__hash__
+
+    layer = nn.GELU(Renamed("tanh"))
+    assert type(layer.approximate) is str and layer.approximate == "tanh"
+    assert repr(layer) == "GELU(approximate='tanh')"
+    x = torch.linspace(-4, 4, 9, dtype=F64)
+    assert torch.equal(layer(x), nn.GELU("tanh")(x))
+    with pytest.raises(ValueError, match="GELU: approximate must be 'none' or 'tanh', got 'exact'"):
+        nn.GELU(Agreeable("exact"))
+    with pytest.raises(ValueError, match="got 'exact'"):
+        layer.approximate = Agreeable("exact")
+    assert layer.approximate == "tanh"
+
+
 def test_setting_approximate_changes_the_function() -> None:
     x = torch.linspace(-4, 4, 101, dtype=F64)
     layer = nn.GELU()

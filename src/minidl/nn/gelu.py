@@ -23,9 +23,12 @@ def _check_approximate(where: str, approximate: object) -> str:
             f"{where}: approximate must be a string, 'none' or 'tanh', got "
             f"{type(approximate).__name__} {approximate!r}"
         )
-    if approximate not in APPROXIMATIONS:
+    # Its characters as a plain str, compared and kept as such: a subclass of str may change
+    # what == or str() give (str() of one that overrides __str__ is not its characters).
+    plain = str.__str__(approximate)
+    if plain not in APPROXIMATIONS:
         raise ValueError(f"{where}: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return str(approximate)  # (a subclass of str kept as a plain one)
+    return plain
 
 
 class GELU(Activation):
