@@ -52,7 +52,8 @@ class GELU(Activation):
 
     Backward is one product :math:`\partial L/\partial x = g\,y'`: the forward pass caches the
     derivative :math:`y'` (as :class:`~minidl.nn.ELU` does), computed from the :math:`\Phi`
-    (or :math:`c`) of the output in 4 (tanh: 6) element-wise operations more. Its absolute error
+    (or :math:`c`) of the output in 3 (tanh: 6) element-wise operations more, and a clamp of
+    :math:`x` from above (see below) that keeps them finite at :math:`+\infty`. Its absolute error
     is within an epsilon of the dtype for the exact GELU, and within about 12 epsilons (float32:
     5) for the tanh approximation, whose :math:`2\,(1 - c)` is computed as :math:`1 - \tanh u`
     from :math:`\tanh u` itself (exact where :math:`\tanh u \ge 1/2`), not as the small
