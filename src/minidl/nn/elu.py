@@ -10,7 +10,7 @@ from torch import Tensor
 
 from minidl._scalar import operand, tensor_operand
 from minidl._setting import Setting
-from minidl.nn.activation import Activation
+from minidl.nn._cached_derivative import CachedDerivative
 
 __all__ = ["ELU"]
 
@@ -26,7 +26,7 @@ def _check_alpha(where: str, alpha: object) -> float:
     return float(alpha)
 
 
-class ELU(Activation):
+class ELU(CachedDerivative):
     r"""Exponential linear unit :math:`y = x` for :math:`x > 0`, :math:`y = \alpha(e^x - 1)` otherwise.
 
     Backward: :math:`\partial L/\partial x = g` for :math:`x > 0` and
@@ -55,10 +55,8 @@ class ELU(Activation):
         super().__init__()
         self.alpha = alpha
         self._scale: float = 1.0
-        # The dtype of a 16-bit input, whose derivative is cached in float32; else None.
-        self._narrow: torch.dtype | None = None
 
-    def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _output_and_derivative(self, input: Tensor, out: Tensor | None) -> tuple[Tensor, Tensor]:
         # With p = [x > 0] = sign(max(x, 0)) and n = scale * alpha * expm1(min(x, 0)):
         #   y = n + scale * max(x, 0)                      (one of the two terms is exactly 0)
         #   dy/dx = lerp(scale * alpha * e^min(x, 0), scale, p)         (cached for backward)
@@ -67,14 +65,6 @@ class ELU(Activation):
         # scale * alpha * e^min(x, 0) * (1 - p) + scale * p.
         # Float operations only: boolean masks (where, masked_fill) cost several times more
         # per element on a CPU. expm1 only sees min(x, 0), so nothing overflows.
-        if input.dtype is torch.float16 or input.dtype is torch.bfloat16:
-            # Computed in float32 and rounded once, as PyTorch's kernels do; the derivative is
-            # kept in float32, so that backward rounds once too.
-            wide, derivative = self._forward(input.float())
-            output = wide.to(input.dtype) if out is None else out.copy_(wide)
-            self._narrow = input.dtype
-            return output, derivative
-        self._narrow = None
         positive = input.clamp_min(0)
         clamped = input.clamp_max(0)
         # scale * alpha * e^x, from exp itself: as n + scale * alpha it cancels for very
@@ -87,15 +77,6 @@ class ELU(Activation):
         indicator = positive.sign_()
         derivative = exponential.mul_(scaled_alpha)
         return output, derivative.lerp_(tensor_operand(self._scale, derivative), indicator)
-
-    def _backward(
-        self, grad_output: Tensor, derivative: Tensor, out: Tensor | None = None
-    ) -> Tensor:
-        if grad_output.dtype is getattr(self, "_narrow", None):  # (pickled before: None)
-            # A 16-bit gradient for a 16-bit forward: multiplied in float32, rounded once.
-            wide = torch.mul(grad_output, derivative)
-            return wide.to(grad_output.dtype) if out is None else out.copy_(wide)
-        return torch.mul(grad_output, derivative, out=out)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from minidl._scalar import operand, tensor_operand
 from minidl._setting import Setting
-from minidl.nn.activation import Activation
+from minidl.nn._cached_derivative import CachedDerivative
 
 __all__ = ["GELU"]
 
@@ -31,7 +31,7 @@ def _check_approximate(where: str, approximate: object) -> str:
     return plain
 
 
-class GELU(Activation):
+class GELU(CachedDerivative):
     r"""Gaussian error linear unit :math:`y = x\,\Phi(x)`, :math:`\Phi` the standard normal
     distribution function.
 
@@ -105,29 +105,11 @@ class GELU(Activation):
     def __init__(self, approximate: str = "none") -> None:
         super().__init__()
         self.approximate = approximate
-        # The dtype of a 16-bit input, whose derivative is cached in float32; else None.
-        self._narrow: torch.dtype | None = None
 
-    def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if input.dtype is torch.float16 or input.dtype is torch.bfloat16:
-            # Computed in float32 and rounded once, as PyTorch's kernels do.
-            wide, derivative = self._forward(input.float())
-            output = wide.to(input.dtype) if out is None else out.copy_(wide)
-            self._narrow = input.dtype
-            return output, derivative
-        self._narrow = None
+    def _output_and_derivative(self, input: Tensor, out: Tensor | None) -> tuple[Tensor, Tensor]:
         if self._approximate == "tanh":
             return _tanh_gelu(input, out)
         return _erf_gelu(input, out)
-
-    def _backward(
-        self, grad_output: Tensor, derivative: Tensor, out: Tensor | None = None
-    ) -> Tensor:
-        if grad_output.dtype is self._narrow:
-            # A 16-bit gradient for a 16-bit forward: multiplied in float32, rounded once.
-            wide = torch.mul(grad_output, derivative)
-            return wide.to(grad_output.dtype) if out is None else out.copy_(wide)
-        return torch.mul(grad_output, derivative, out=out)
 
     def extra_repr(self) -> str:
         return f"approximate={self.approximate!r}"

@@ -6,12 +6,12 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl.nn.activation import Activation
+from minidl.nn._cached_derivative import CachedDerivative
 
 __all__ = ["SiLU"]
 
 
-class SiLU(Activation):
+class SiLU(CachedDerivative):
     r"""Sigmoid linear unit :math:`y = x\,\sigma(x) = x / (1 + e^{-x})` (also called swish).
 
     .. math::
@@ -52,19 +52,7 @@ class SiLU(Activation):
         tensor([-0.0000,  0.0000,  0.7311])
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        # The dtype of a 16-bit input, whose derivative is cached in float32; else None.
-        self._narrow: torch.dtype | None = None
-
-    def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if input.dtype is torch.float16 or input.dtype is torch.bfloat16:
-            # Computed in float32 and rounded once, as PyTorch's kernel does.
-            wide, derivative = self._forward(input.float())
-            output = wide.to(input.dtype) if out is None else out.copy_(wide)
-            self._narrow = input.dtype
-            return output, derivative
-        self._narrow = None
+    def _output_and_derivative(self, input: Tensor, out: Tensor | None) -> tuple[Tensor, Tensor]:
         low = input.clamp_min(-_BOUND)  # (-inf: -0, not -inf / inf)
         denominator = torch.neg(low).exp_().add_(operand(1.0, low))
         output = torch.div(low, denominator, out=out)
@@ -72,15 +60,6 @@ class SiLU(Activation):
         # sigma + y (1 - sigma), written over sigma; y clamped (+inf: 0, not inf * 0).
         rest = torch.rsub(sigmoid, operand(1.0, sigmoid))
         return output, sigmoid.addcmul_(rest, output.clamp_max(_BOUND))
-
-    def _backward(
-        self, grad_output: Tensor, derivative: Tensor, out: Tensor | None = None
-    ) -> Tensor:
-        if grad_output.dtype is self._narrow:
-            # A 16-bit gradient for a 16-bit forward: multiplied in float32, rounded once.
-            wide = torch.mul(grad_output, derivative)
-            return wide.to(grad_output.dtype) if out is None else out.copy_(wide)
-        return torch.mul(grad_output, derivative, out=out)
 
 
 #: Where e^{-x} has overflowed in float32 and float64 (the output is -0 from there on), and
