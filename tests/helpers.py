@@ -10,6 +10,7 @@ checkpoint as an attacker who knows the format would.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import pytest
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
@@ -29,6 +31,9 @@ from torch import Tensor
 from minidl import nn
 from minidl.checkpoint import _canonical, _digests, _dump_header
 from minidl.folded import FoldedStep
+from minidl.optim import SGD
+from minidl.rounds import PerModel, fit_rounds
+from minidl.train import fit
 
 __all__ = [
     "F64",
@@ -258,3 +263,43 @@ def record_file_fsyncs(monkeypatch: Any) -> list[int]:
 
     monkeypatch.setattr(os, "fsync", fsync)
     return sizes
+
+
+def assert_rounds_train_as_alone(
+    models: Sequence[nn.Sequential],
+    sets: Sequence[tuple[Tensor, Tensor]],
+    epochs: int = 4,
+    batch_size: int = 20,
+) -> None:
+    """``fit_rounds`` (SGD, lr 0.1, a stack laid out by model) trains each of ``models`` on
+    its set as ``fit`` trains a copy alone, generator ``r`` seeded ``r``: the same losses and
+    parameters to 1e-12 (float64 models)."""
+    alone = [copy.deepcopy(model) for model in models]
+    expected = [
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            SGD(model.parameters(), lr=0.1),
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            generator=torch.Generator().manual_seed(r),
+        )
+        for r, (model, (x, y)) in enumerate(zip(alone, sets, strict=True))
+    ]
+    histories = fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        PerModel(lambda g, p: SGD(p, lr=0.1), flat=True),
+        sets,
+        epochs=epochs,
+        batch_size=batch_size,
+        generators=[torch.Generator().manual_seed(r) for r in range(len(models))],
+    )
+    for model, reference, history, reference_history in zip(
+        models, alone, histories, expected, strict=True
+    ):
+        assert history.train_loss == pytest.approx(reference_history.train_loss, rel=1e-12)
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(p.data, q.data, rtol=1e-12, atol=1e-12)

@@ -26,9 +26,7 @@ from torch import Tensor
 from minidl import nn
 from minidl.data import make_disk_data
 from minidl.interop import ConversionError, from_torch, to_torch
-from minidl.optim import SGD
-from minidl.rounds import PerModel, fit_rounds
-from minidl.train import fit
+from tests.helpers import assert_rounds_train_as_alone
 
 F32, F64 = torch.float32, torch.float64
 
@@ -503,32 +501,4 @@ def test_models_with_gelu_and_silu_stack_and_train_as_alone() -> None:
         "GELU(approximate='none')",
         "SiLU()",
     ]
-    alone = [copy.deepcopy(m) for m in models]
-    expected = [
-        fit(
-            model,
-            nn.CrossEntropyLoss(),
-            SGD(model.parameters(), lr=0.1),
-            d.train.x,
-            d.train.y,
-            epochs=4,
-            batch_size=20,
-            generator=torch.Generator().manual_seed(r),
-        )
-        for r, (model, d) in enumerate(zip(alone, datasets, strict=True))
-    ]
-    histories = fit_rounds(
-        models,
-        nn.CrossEntropyLoss(),
-        PerModel(lambda g, p: SGD(p, lr=0.1), flat=True),
-        [(d.train.x, d.train.y) for d in datasets],
-        epochs=4,
-        batch_size=20,
-        generators=[torch.Generator().manual_seed(r) for r in range(4)],
-    )
-    for model, reference, history, reference_history in zip(
-        models, alone, histories, expected, strict=True
-    ):
-        assert history.train_loss == pytest.approx(reference_history.train_loss, rel=1e-12)
-        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
-            torch.testing.assert_close(p.data, q.data, rtol=1e-12, atol=1e-12)
+    assert_rounds_train_as_alone(models, [(d.train.x, d.train.y) for d in datasets])

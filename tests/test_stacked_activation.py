@@ -10,9 +10,7 @@ import torch
 
 from minidl import nn
 from minidl.data import make_disk_data
-from minidl.optim import SGD
-from minidl.rounds import PerModel, fit_rounds
-from minidl.train import fit
+from tests.helpers import assert_rounds_train_as_alone
 
 DTYPE = torch.float64
 
@@ -119,35 +117,7 @@ def test_models_with_different_activations_stack_and_train_as_alone() -> None:
     ]  # fmt: skip
     assert "(0:1): Tanh()" in repr(second) and "(1:4): ReLU()" in repr(second)
     assert isinstance(nn.unstack_model(stacked, 2)[3], nn.ReLU)
-    alone = [copy.deepcopy(m) for m in models]
-    expected = [
-        fit(
-            model,
-            nn.CrossEntropyLoss(),
-            SGD(model.parameters(), lr=0.1),
-            d.train.x,
-            d.train.y,
-            epochs=4,
-            batch_size=20,
-            generator=torch.Generator().manual_seed(r),
-        )
-        for r, (model, d) in enumerate(zip(alone, datasets, strict=True))
-    ]
-    histories = fit_rounds(
-        models,
-        nn.CrossEntropyLoss(),
-        PerModel(lambda g, p: SGD(p, lr=0.1), flat=True),
-        [(d.train.x, d.train.y) for d in datasets],
-        epochs=4,
-        batch_size=20,
-        generators=[torch.Generator().manual_seed(r) for r in range(4)],
-    )
-    for model, reference, history, reference_history in zip(
-        models, alone, histories, expected, strict=True
-    ):
-        assert history.train_loss == pytest.approx(reference_history.train_loss, rel=1e-12)
-        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
-            torch.testing.assert_close(p.data, q.data, rtol=1e-12, atol=1e-12)
+    assert_rounds_train_as_alone(models, [(d.train.x, d.train.y) for d in datasets])
 
 
 @pytest.mark.parametrize(
