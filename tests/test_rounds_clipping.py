@@ -350,6 +350,28 @@ def test_a_non_finite_norm_gives_fits_coefficient_to_that_model_alone(
     assert not torch.equal(models[0].parameters()[0].data, start[0].parameters()[0].data)
 
 
+def test_a_nan_norm_leaves_the_padding_of_a_model_laid_out_by_model_zero() -> None:
+    """Laid out by model, each model's block is padded to 64 bytes; a NaN coefficient scales
+    the model's entries only, so the padding (and its gradient) stays zero, as
+    flat_model_parameters promises."""
+    given: list[Parameter] = []
+
+    def make(g: int, p: list[Parameter]) -> Optimizer:
+        given.extend(p)
+        return SGD(p, lr=0.2)
+
+    run = _Run(make, per_model=True, flat=True, nan_samples={1: [40]})
+    models = run.models()
+    entries = sum(p.numel() for p in models[0].parameters())
+    run.batched(models)
+    assert bool(models[1].parameters()[0].data.isnan().all())  # (the model itself is NaN)
+    flat = given[1]
+    assert flat.data.numel() > entries  # (a padded block: 73 entries in blocks of 80)
+    for tensor in (flat.data, flat.grad):
+        assert bool(tensor[:entries].isnan().any())
+        assert torch.equal(tensor[entries:], torch.zeros_like(tensor[entries:]))
+
+
 class _KeepsLastGradient(SGD):
     """SGD whose ``zero_grad`` leaves its last parameter's gradient as it is (a gradient set
     from elsewhere, kept over the steps): only clipping changes it."""

@@ -11,9 +11,10 @@ optimizer's parameters outside the stack, where the optimizer is model :math:`r`
 
 each model by its own norm, in a few batched operations per step, whatever R: a norm over the
 model dimension of each stacked gradient, viewed ``(R, -1)`` (one over the whole gradient
-buffer, viewed ``(R, block)``, where the stack is laid out by model; of more than 4096 entries
-a model, three: of its rows of 4096 entries, of the rest, and of theirs, for its rounding, as
-:func:`~minidl.nn.clip_grad_norm_` takes a long buffer's), the norm of those norms,
+buffer, viewed ``(R, entries)``, each model's block less its padding, which stays zero, where
+the stack is laid out by model; of more than 4096 entries a model, three: of its rows of 4096
+entries, of the rest, and of theirs, for its rounding, as :func:`~minidl.nn.clip_grad_norm_`
+takes a long buffer's), the norm of those norms,
 the R coefficients, and one broadcast multiply per stacked gradient (one in all laid out by
 model). A gradient that no optimizer holds for a model is neither counted nor scaled, as
 :func:`~minidl.train.fit` clips only its optimizer's parameters. A non-finite norm gives the
@@ -117,7 +118,11 @@ class StackClip:
         #: each stacked gradient that an optimizer holds for some model.
         self.pieces: list[Tensor]
         if flat:
-            self.pieces = [flat_model_parameters(stacked, slice(0, models)).grad.view(models, -1)]
+            # Each model's block without its padding, which stays zero (a NaN coefficient
+            # would make it NaN): (R, entries), rows a block apart.
+            entries = sum(parameter.data[0].numel() for parameter in parameters)
+            blocks = flat_model_parameters(stacked, slice(0, models)).grad.view(models, -1)
+            self.pieces = [blocks[:, :entries]]
             held = held[:1]
         else:
             self.pieces = [
