@@ -39,17 +39,17 @@ def _per_model_gradients(
     stack(x)
     grads = []
     layers = _layers(stack)
-    stored = {id(layer): layer._product for layer in layers}
+    stored = {id(layer): (layer._product, layer._choice) for layer in layers}
     try:
         for layer in layers:
-            layer._product = None  # the per-model path
+            layer._product, layer._choice = None, [False]  # the per-model path
         for parameter in stack.parameters():
             parameter.grad.zero_()
         stack.backward(grad)
         grads = [layer.weight.grad.clone() for layer in layers]
     finally:
         for layer in layers:
-            layer._product = stored[id(layer)]
+            layer._product, layer._choice = stored[id(layer)]
     return grads
 
 
@@ -59,6 +59,8 @@ def _per_model_gradients(
     [
         ((2, 25, 25, 25, 2), 20, 100),
         ((2, 25, 25, 25, 2), 1, 100),
+        ((2, 100, 70, 2), 2, 12),
+        ((2, 100, 70, 2), 3, 12),
         ((3, 7, 1), 5, 9),
         ((4, 6, 5), 3, 1),
     ],
@@ -66,20 +68,25 @@ def _per_model_gradients(
 def test_weight_gradients_are_the_per_model_products_bit_for_bit(
     dtype: torch.dtype, sizes: tuple[int, ...], models: int, batch: int
 ) -> None:
+    """On 8 draws of inputs and upstream gradients other than the check's: the check's yes
+    holds for the layout, not only for its own draws. (For the 2 x 70 layer of two models
+    over 12 samples, one draw had said yes where 3 draws in 4 show a difference here.)"""
     stack = _stack(sizes, models, dtype, seed=models)
     generator = torch.Generator().manual_seed(batch)
-    x = torch.randn(models, batch, sizes[0], dtype=dtype, generator=generator)
-    grad = torch.randn(models, batch, sizes[-1], dtype=dtype, generator=generator)
-    expected = _per_model_gradients(stack, x, grad)
-    stack(x)
-    for parameter in stack.parameters():
-        parameter.grad.zero_()
-    stack.backward(grad)
-    for layer, want in zip(_layers(stack), expected, strict=True):
-        assert torch.equal(layer.weight.grad, want)
-        # The batched product is used exactly where the check says it gives these bits.
-        uses_product = layer._product is not None
-        assert uses_product == (models > 1 and _batched_gradient_is_exact(layer.weight.grad, batch))
+    for _ in range(8):
+        x = torch.randn(models, batch, sizes[0], dtype=dtype, generator=generator)
+        grad = torch.randn(models, batch, sizes[-1], dtype=dtype, generator=generator)
+        expected = _per_model_gradients(stack, x, grad)
+        stack(x)
+        for parameter in stack.parameters():
+            parameter.grad.zero_()
+        stack.backward(grad)
+        for layer, want in zip(_layers(stack), expected, strict=True):
+            assert torch.equal(layer.weight.grad, want)
+            # The batched product is used exactly where the check says it gives these bits.
+            uses_product = layer._product is not None
+            exact = models > 1 and _batched_gradient_is_exact(layer.weight.grad, batch)
+            assert uses_product == exact
 
 
 def test_the_paper_stack_uses_the_batched_product_where_the_check_allows_it() -> None:
@@ -87,6 +94,8 @@ def test_the_paper_stack_uses_the_batched_product_where_the_check_allows_it() ->
     per-model products are kept, with the same bits.)"""
     stack = _stack((2, 25, 25, 25, 2), 20, torch.float32, seed=0)
     stack(torch.randn(20, 100, 2))
+    assert all(layer._choice == [None] for layer in _layers(stack))  # (decided by backward)
+    stack.backward(torch.randn(20, 100, 2))
     for layer in _layers(stack):
         grad = layer.weight.grad
         assert not grad.is_contiguous()
@@ -110,10 +119,12 @@ def test_the_check_compares_the_two_ways_and_keeps_its_answer(
 
     monkeypatch.setattr(torch, "bmm", counting_bmm)
     first = _batched_gradient_is_exact(grad, 6)
-    assert len(calls) == 1
-    assert _batched_gradient_is_exact(grad, 6) is first and len(calls) == 1  # kept
+    # (every draw where the two ways agree; up to the first that differs otherwise)
+    checked = len(calls)
+    assert checked == batched_linear._DRAWS if first else 1 <= checked < batched_linear._DRAWS
+    assert _batched_gradient_is_exact(grad, 6) is first and len(calls) == checked  # kept
     _batched_gradient_is_exact(grad, 7)  # another batch size: checked again
-    assert len(calls) == 2
+    assert len(calls) > checked
 
 
 def test_the_check_leaves_the_global_random_state_alone(monkeypatch: pytest.MonkeyPatch) -> None:

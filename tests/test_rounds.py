@@ -927,6 +927,43 @@ def test_a_model_trains_to_the_same_bits_in_any_flat_stack() -> None:
             assert torch.equal(p.data, q.data)
 
 
+def test_a_model_trains_to_the_same_bits_alone_and_in_stacks_of_two_and_three() -> None:
+    """float32, one thread, widths 2-100-70-2 (every matrix product large enough for the BLAS
+    kernels), 60 samples in batches of 16 and a last one of 12: model 0 trained alone (R = 1),
+    first and second of two (with two different neighbours) and last of three ends with the
+    same bits in its parameters, its last gradients and its losses. The weight gradient of the
+    output layer (2 x 70) is computed by the batched product only where the check shows it
+    gives every model the bits of its own product; for two models and the batch of 12, one
+    draw of random operands had shown no difference (a stack of two then ended with other
+    gradient bits). (A batch of 12 puts the models' activations 32 bytes apart modulo 64,
+    enough on this CPU, where MKL's products look at 16-byte alignment.)"""
+    datasets = [make_disk_data(60, 5, 5, seed=80 + r) for r in range(4)]
+    data = [(d.train.x, d.train.y) for d in datasets]
+    torch.manual_seed(12)
+    originals = [nn.mlp((2, 100, 70, 2), "tanh") for _ in range(4)]
+
+    def train(order: list[int]) -> tuple[nn.Sequential, History]:
+        models = [copy.deepcopy(originals[i]) for i in order]
+        histories = fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            PerModel(lambda g, p: SGD(p, lr=0.1), flat=True),
+            [data[i] for i in order],
+            epochs=2,
+            batch_size=16,
+            generators=[torch.Generator().manual_seed(5 + i) for i in order],
+        )
+        return models[order.index(0)], histories[order.index(0)]
+
+    alone, alone_history = train([0])
+    for order in ([0, 1], [1, 0], [2, 0], [1, 3, 0]):
+        model, history = train(order)
+        assert history.train_loss == alone_history.train_loss, order
+        for p, q in zip(model.parameters(), alone.parameters(), strict=True):
+            assert torch.equal(p.data, q.data), order
+            assert torch.equal(p.grad, q.grad), order
+
+
 @pytest.mark.parametrize(
     "make_optimizer",
     [
