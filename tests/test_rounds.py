@@ -460,6 +460,47 @@ def test_batched_linear_backward_matches_autograd() -> None:
     torch.testing.assert_close(layer.bias.grad, bias.grad, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("in_features", "out_features", "bias"),
+    [(25, 1, True), (1, 25, True), (40, 1, False), (1, 40, False), (25, 25, True)],
+)
+def test_one_batched_model_gives_the_bits_it_gets_in_a_stack_of_three(
+    in_features: int, out_features: int, bias: bool
+) -> None:
+    """float32, ``layout="model"``: a stack of one linear model gives the output, input gradient
+    and parameter gradients that the same model gets in the middle of a stack of three, bit for
+    bit, and autograd's values in float64 to float32's rounding. Alone, the product of a layer
+    with one output (forward) or one input (input gradient) was a plain matrix product, which
+    rounds otherwise than MKL's batched product of a stack; it is now the first of a pair."""
+    torch.manual_seed(2)
+    models = [nn.Sequential(nn.Linear(in_features, out_features, bias)) for _ in range(3)]
+    stack = nn.stack_models(models, layout="model")
+    single = nn.stack_models(models[1:2], layout="model")
+    x = torch.randn(3, 16, in_features)
+    grad = torch.randn(3, 16, out_features)
+    output, grad_input = stack(x), stack.backward(grad)
+    alone = single(x[1:2].clone())
+    alone_grad_input = single.backward(grad[1:2].clone())
+    assert alone.shape == (1, 16, out_features)
+    assert alone_grad_input.shape == (1, 16, in_features)
+    assert torch.equal(alone[0], output[1])
+    assert torch.equal(alone_grad_input[0], grad_input[1])
+    for p, q in zip(single.parameters(), stack.parameters(), strict=True):
+        assert torch.equal(p.grad[0], q.grad[1])
+    layer = single[0]
+    assert isinstance(layer, nn.BatchedLinear)
+    weight = layer.weight.data[0].double().requires_grad_()
+    x64 = x[1].double().requires_grad_()
+    reference = x64 @ weight.T
+    if layer.bias is not None:
+        reference = reference + layer.bias.data[0].double()
+    reference.backward(grad[1].double())
+    assert x64.grad is not None and weight.grad is not None
+    torch.testing.assert_close(alone[0].double(), reference.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(alone_grad_input[0].double(), x64.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.weight.grad[0].double(), weight.grad, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["class indices", "probabilities"])
 def test_stacked_losses_are_each_models_loss(kind: str) -> None:
     """A loss of R stacked predictions (R, N, C) gives each model the loss and gradient of its
@@ -927,20 +968,31 @@ def test_a_model_trains_to_the_same_bits_in_any_flat_stack() -> None:
             assert torch.equal(p.data, q.data)
 
 
-def test_a_model_trains_to_the_same_bits_alone_and_in_stacks_of_two_and_three() -> None:
-    """float32, one thread, widths 2-100-70-2 (every matrix product large enough for the BLAS
-    kernels), 60 samples in batches of 16 and a last one of 12: model 0 trained alone (R = 1),
-    first and second of two (with two different neighbours) and last of three ends with the
-    same bits in its parameters, its last gradients and its losses. The weight gradient of the
-    output layer (2 x 70) is computed by the batched product only where the check shows it
-    gives every model the bits of its own product; for two models and the batch of 12, one
-    draw of random operands had shown no difference (a stack of two then ended with other
-    gradient bits). (A batch of 12 puts the models' activations 32 bytes apart modulo 64,
-    enough on this CPU, where MKL's products look at 16-byte alignment.)"""
-    datasets = [make_disk_data(60, 5, 5, seed=80 + r) for r in range(4)]
+@pytest.mark.parametrize(
+    ("sizes", "samples"),
+    [((2, 100, 70, 2), 60), ((2, 25, 1, 25, 2), 64)],
+    ids=["last-batch-of-12", "one-wide-layer"],
+)
+def test_a_model_trains_to_the_same_bits_alone_and_in_stacks_of_two_and_three(
+    sizes: tuple[int, ...], samples: int
+) -> None:
+    """float32, one thread, layers large enough for the BLAS kernels, batches of 16: model 0
+    trained alone (R = 1), first and second of two (beside two different neighbours) and last
+    of three ends with the same bits in its parameters, its last gradients and its losses.
+
+    - 2-100-70-2 on 60 samples (a last batch of 12): the output layer's 2 x 70 weight gradient
+      is computed by the batched product only where the check shows it gives every model the
+      bits of its own product; for two models and the batch of 12, one draw of random
+      operands had shown no difference, and a stack of two ended with other gradient bits.
+      (12 samples put the models' activations 32 bytes apart modulo 64: enough on this CPU,
+      whose MKL products look at 16-byte alignment.)
+    - 2-25-1-25-2: alone, the products of the one-wide layers (the output of the layer with
+      one output, the input gradient of the layer with one input) were plain matrix products,
+      which round otherwise than MKL's batched ones in a stack."""
+    datasets = [make_disk_data(samples, 5, 5, seed=80 + r) for r in range(4)]
     data = [(d.train.x, d.train.y) for d in datasets]
     torch.manual_seed(12)
-    originals = [nn.mlp((2, 100, 70, 2), "tanh") for _ in range(4)]
+    originals = [nn.mlp(sizes, "tanh") for _ in range(4)]
 
     def train(order: list[int]) -> tuple[nn.Sequential, History]:
         models = [copy.deepcopy(originals[i]) for i in order]

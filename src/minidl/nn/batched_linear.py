@@ -150,6 +150,15 @@ class BatchedLinear(Module):
     several backward calls without ``zero_grad``, the product is added as a whole, which may
     round the sum differently in the last bit from a product accumulated into it.)
 
+    For one model (R = 1) on the CPU, ATen computes a batched product as a plain matrix
+    product, for two or more with MKL's batched product, which rounds differently where the
+    product is a matrix times a vector: the output of a layer with one output, the input
+    gradient of a layer with one input. There the single model's product is computed as the
+    first of two equal ones (the operands expanded, no copy; twice the work of that small
+    product), so that a stack of one model gets the bits of the same model in a larger stack.
+    The weight gradient needs no pair: in a ``layout="model"`` stack it is one plain product
+    per model, as alone (or the batched product where it gives the same bits).
+
     Build one with :meth:`stack` from R :class:`Linear` layers (to start from their weights) and
     take them apart with :meth:`unstack`; :func:`minidl.nn.stack_models` does it for whole
     networks.
@@ -256,6 +265,10 @@ class BatchedLinear(Module):
         self._seen: tuple[object, ...] = (None, None, None, None, None)
         self._weight_t = self.weight.data.transpose(1, 2)
         self._bias_row: Tensor | None = None
+        # Whether forward and backward compute a single model's products as the first of a
+        # pair (see the class docstring): set with the views above.
+        self._pair_forward = False
+        self._pair_backward = False
         self._output_shape = torch.Size()
         # The temporary of the weight gradient's batched product, where it is used (see _accept).
         self._product: Tensor | None = None
@@ -321,6 +334,9 @@ class BatchedLinear(Module):
         if weight is not self._seen[0] or bias is not self._seen[1] or grad is not self._grad_seen:
             self._check_layer_parameters(weight, bias)
             self._weight_t = weight.transpose(1, 2)
+            single = self.models == 1 and weight.device.type == "cpu"
+            self._pair_forward = single and self.out_features == 1
+            self._pair_backward = single and self.in_features == 1
             self._bias_row = bias.unsqueeze(1) if bias is not None else None
             self._grad_seen = grad
             self._shapes.clear()
@@ -379,13 +395,23 @@ class BatchedLinear(Module):
         ):
             input = self._accept(input)
         self._input = input
-        if self._bias_row is None:
-            return torch.bmm(input, self._weight_t)
-        # b_r + X_r W_r^T for every r as one fused op, each bias (R, 1, out) broadcast over rows.
-        return torch.baddbmm(self._bias_row, input, self._weight_t)
+        weight_t, bias_row = self._weight_t, self._bias_row
+        if self._pair_forward:  # (one model, one output: see the class docstring)
+            input, weight_t = input.expand(2, -1, -1), weight_t.expand(2, -1, -1)
+            bias_row = None if bias_row is None else bias_row.expand(2, -1, -1)
+        if bias_row is None:
+            output = torch.bmm(input, weight_t)
+        else:
+            # b_r + X_r W_r^T for every r as one fused op, each bias (R, 1, out) broadcast over
+            # rows.
+            output = torch.baddbmm(bias_row, input, weight_t)
+        return output[:1] if self._pair_forward else output
 
     def backward(self, grad_output: Tensor) -> Tensor:
         self.backward_parameters(grad_output)
+        if self._pair_backward:  # (one model, one input: see the class docstring)
+            pair = torch.bmm(grad_output.expand(2, -1, -1), self.weight.data.expand(2, -1, -1))
+            return pair[:1]
         return torch.bmm(grad_output, self.weight.data)  # G_r W_r for every r
 
     def backward_parameters(self, grad_output: Tensor) -> None:
@@ -482,6 +508,8 @@ class BatchedLinear(Module):
         state.setdefault("_grad_seen", None)
         state.setdefault("_temporary", None)
         state.setdefault("_choice", [False])
+        state.setdefault("_pair_forward", False)
+        state.setdefault("_pair_backward", False)
         state.setdefault("_shapes", Recent())
         super().__setstate__(state)
 
