@@ -72,9 +72,12 @@ class PerModel:
     :func:`minidl.nn.stack_models`) and ``factory(g, parameters)`` gets a list holding one flat
     :class:`Parameter` over the group's models, all layers (:func:`minidl.nn.flat_model_parameters`):
     each optimizer is then one operation per step, and, with one intra-op thread, a model trains
-    to the same bits whatever the other models in the stack and their number (every matrix
-    product sees the same memory alignment for it). It suits element-wise optimizers (all of
-    minidl's), not per-layer settings.
+    to the same bits whatever the other models in the stack and their number (one included),
+    where a model's slice of every activation, a batch size times a layer width in bytes, is a
+    multiple of 64 bytes (of 16 on this CPU: in float32, every batch size, the last one and a
+    validation set's included, times every width a multiple of 4); see
+    :func:`minidl.nn.stack_models` for why. It suits element-wise optimizers (all of minidl's),
+    not per-layer settings.
     """
 
     factory: Callable[[int, list[Parameter]], Optimizer]

@@ -11,10 +11,12 @@ A row that can share a stack (several rows given, or a row of the paper's catalo
 partner: :func:`~minidl.experiments.config.shares_a_stack`) is trained in a stack with the
 ``"model"`` layout (:func:`minidl.nn.stack_models`), each row's optimizer updating its R models
 as one flat block: its numbers are then the same bits whichever rows share its stack (e.g. with
-another ``--tables``) and however many rounds there are. A row that trains alone in every run
-keeps the ``"layer"`` layout, where the weight gradients accumulate about 10% faster in place
-(its numbers may change in the last bits with the number of rounds). It is the runner's
-default; :func:`train_row_batched` trains one row.
+another ``--tables``) and however many rounds there are, where its batch sizes times its layer
+widths are multiples of 16 bytes on this CPU, as the paper protocol's are (see
+:func:`minidl.nn.stack_models`). A row that trains alone in every run keeps the ``"layer"``
+layout, where the weight gradients accumulate about 10% faster in place (its numbers may change
+in the last bits with the number of rounds). It is the runner's default;
+:func:`train_row_batched` trains one row.
 """
 
 from __future__ import annotations

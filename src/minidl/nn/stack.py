@@ -44,14 +44,31 @@ def stack_models(
       runs its update once over that buffer.
     - ``"model"``: model ``r``'s parameters, all layers, form one contiguous block of the buffer,
       and the blocks are padded to a multiple of :data:`MODEL_ALIGNMENT` bytes (a stacked weight
-      is then a view with the block size as its stride over models). Every matrix product then
-      sees the same memory alignment for a model whatever the number of models in the stack and
-      its position among them, so that a model trains to the same bits in any stack (the
-      products' kernels may round differently at another alignment). Consecutive models' blocks
-      are one flat :class:`Parameter` (:func:`flat_model_parameters`), which an optimizer of
-      those models alone updates with one run of its update. A move or cast of the stack
+      is then a view with the block size as its stride over models). A model's parameters then
+      sit at the same memory alignment whatever the number of models in the stack and its
+      position among them, which the products' kernels need to give it the same bits (they
+      may round differently at another alignment; see below). Consecutive models' blocks are
+      one flat :class:`Parameter` (:func:`flat_model_parameters`), which an optimizer of those
+      models alone updates with one run of its update. A move or cast of the stack
       (``.to(...)``) lays it out by layer: stack models that already have the dtype and device
       wanted.
+
+    When a model trains to the same bits in any stack: with ``layout="model"``, on the CPU with
+    one intra-op thread, a model gets the same bits whatever its neighbours, their number (one
+    included) and its position, where its activations also sit at the same alignment in every
+    stack. A model's slice of an activation (a batch of inputs, each layer's output, the
+    gradients flowing back) starts ``N * w`` elements after the previous model's, for a batch
+    of N samples and a width w, and BLAS kernels choose their code by the alignment of each
+    matrix (MKL computes the first elements of a row that starts off a 16-byte boundary with
+    other code than the vectorised body). So ``N * w`` times the element size must be a
+    multiple of 64 bytes (the alignment of a new CPU tensor) for every batch size N that
+    occurs (the last, smaller batch of an epoch and a validation set included) and every width
+    w of the network (its inputs, hidden layers and outputs). On this CPU (AMD EPYC, MKL,
+    AVX2), a multiple of 16 bytes suffices: in float32, ``N * w`` a multiple of 4, as for the
+    paper's batches of 100 and its 1000 validation points. Otherwise the products of a model
+    at some positions differ in the last bits (a 2-25-25-25-2 network trained in batches of 25
+    ended with other bits than alone at positions 1 to 3 of stacks of two to five models; in
+    batches of 20 or 100, with the same bits at every position).
 
     Args:
         models: R >= 1 :class:`Sequential` networks of :class:`Linear` layers and activations,
