@@ -121,7 +121,7 @@ def test_the_check_compares_the_two_ways_and_keeps_its_answer(
     first = _batched_gradient_is_exact(grad, 6)
     # (every draw where the two ways agree; up to the first that differs otherwise)
     checked = len(calls)
-    assert checked == batched_linear._DRAWS if first else 1 <= checked < batched_linear._DRAWS
+    assert checked == batched_linear._DRAWS if first else 1 <= checked <= batched_linear._DRAWS
     assert _batched_gradient_is_exact(grad, 6) is first and len(calls) == checked  # kept
     _batched_gradient_is_exact(grad, 7)  # another batch size: checked again
     assert len(calls) > checked
@@ -129,10 +129,15 @@ def test_the_check_compares_the_two_ways_and_keeps_its_answer(
 
 def test_the_check_leaves_the_global_random_state_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(batched_linear, "_EXACT_BATCHED_GRADIENT", {})
+    """The check runs at the first backward of a batch size (not at forward), with its own
+    generator."""
     stack = _stack((2, 5, 2), 4, torch.float32, seed=2)
     x = torch.randn(4, 10, 2)
+    grad = torch.randn(4, 10, 2)
     state = torch.get_rng_state()
     stack(x)
+    stack.backward(grad)
+    assert batched_linear._EXACT_BATCHED_GRADIENT  # (it ran)
     assert torch.equal(torch.get_rng_state(), state)
 
 
@@ -142,6 +147,8 @@ def test_where_the_check_fails_the_per_model_products_are_kept(
     monkeypatch.setattr(batched_linear, "_batched_gradient_is_exact", lambda grad, batch: False)
     stack = _stack((2, 5, 2), 4, F64, seed=3)
     stack(torch.randn(4, 10, 2, dtype=F64))
+    stack.backward(torch.randn(4, 10, 2, dtype=F64))  # (which decides)
+    assert all(layer._choice == [False] for layer in _layers(stack))
     assert all(layer._product is None for layer in _layers(stack))
 
 
