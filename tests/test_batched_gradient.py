@@ -127,6 +127,44 @@ def test_the_check_compares_the_two_ways_and_keeps_its_answer(
     assert len(calls) > checked
 
 
+def test_large_products_keep_the_per_model_products_without_a_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Beyond _LARGEST_CHECKED multiply-adds per model the check is not made (its 64 products
+    would cost more than the batched product saves): the per-model products, the bits of each
+    model alone. At the limit itself it is made."""
+    monkeypatch.setattr(batched_linear, "_EXACT_BATCHED_GRADIENT", {})
+    monkeypatch.setattr(batched_linear, "_LARGEST_CHECKED", 5 * 4 * 10)
+    stack = _stack((4, 5, 4), 3, torch.float32, seed=4)
+    first, second = _layers(stack)
+    for batch in (11, 10):
+        x, grad = torch.randn(3, batch, 4), torch.randn(3, batch, 4)
+        expected = _per_model_gradients(stack, x, grad)
+        stack(x)
+        for parameter in stack.parameters():
+            parameter.grad.zero_()
+        stack.backward(grad)
+        for layer, want in zip((first, second), expected, strict=True):
+            assert torch.equal(layer.weight.grad, want)
+        checked = {key[3] for key in batched_linear._EXACT_BATCHED_GRADIENT}
+        assert checked == ({10} if batch == 10 else set())
+    assert first._choice != [None] and second._choice != [None]  # (decided, either way)
+
+
+def test_the_answer_is_kept_per_number_of_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batched_linear, "_EXACT_BATCHED_GRADIENT", {})
+    grad = _layers(_stack((3, 4, 2), 3, F64, seed=1))[0].weight.grad
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _batched_gradient_is_exact(grad, 6)
+        torch.set_num_threads(2)
+        _batched_gradient_is_exact(grad, 6)
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(key[-1] for key in batched_linear._EXACT_BATCHED_GRADIENT) == [1, 2]
+
+
 def test_the_check_leaves_the_global_random_state_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(batched_linear, "_EXACT_BATCHED_GRADIENT", {})
     """The check runs at the first backward of a batch size (not at forward), with its own

@@ -40,6 +40,13 @@ _ALIGNMENT = 64
 #: :func:`_batched_gradient_is_exact`).
 _DRAWS = 32
 
+#: The largest weight-gradient product, in multiply-adds per model (``out * in * batch``), for
+#: which the check is made. Beyond it each model's product is long beside its few microseconds
+#: of fixed cost, so one batched product saves next to nothing, while the check's 64 products
+#: would cost seconds (a 25-model stack of 25 x 25 layers, full batches of 4000 samples: its
+#: first backward took 25 times as long); the per-model products are kept there.
+_LARGEST_CHECKED = 1 << 18
+
 
 def _batched_gradient_is_exact(grad: Tensor, batch: int) -> bool:
     r"""Whether one batched product :math:`G_r^T X_r` into a contiguous temporary, then added
@@ -72,13 +79,24 @@ def _batched_gradient_is_exact(grad: Tensor, batch: int) -> bool:
     layout, is yes only if every draw gave the same bits. In the shapes tried here (2 to 100
     wide, 8 to 100 samples), a draw showed a difference, where there was one, with a
     probability of 0.37 or more, so that 32 draws miss it with a probability below
-    :math:`10^{-6}`. The draws cost 64 products of the layer's size, once per layout and batch
-    size, made at the first backward of that batch size (an evaluation at another batch size
-    costs none).
+    :math:`10^{-6}`. The draws cost 64 products of the layer's size, once per layout, batch
+    size and number of threads, made at the first backward of that batch size (an evaluation
+    at another batch size costs none); a product of more than :data:`_LARGEST_CHECKED`
+    multiply-adds per model is not checked (no: the per-model products, which gain as much).
     """
     models, out_features, in_features = grad.shape
+    if out_features * in_features * batch > _LARGEST_CHECKED:
+        return False
     size = grad.element_size()
-    key = (tuple(grad.shape), grad.stride(), grad.data_ptr() % _ALIGNMENT, batch, grad.dtype)
+    # (the answer may depend on the threads, which split the products among them)
+    key = (
+        tuple(grad.shape),
+        grad.stride(),
+        grad.data_ptr() % _ALIGNMENT,
+        batch,
+        grad.dtype,
+        torch.get_num_threads(),
+    )
     exact = _EXACT_BATCHED_GRADIENT.get(key)
     if exact is None:
         exact = _compare_the_two_ways(grad, batch, models, out_features, in_features, size)
