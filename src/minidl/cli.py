@@ -118,12 +118,12 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def _activation_names(text: str) -> tuple[str, ...]:
-    from minidl.nn.mlp import ACTIVATIONS
+    from minidl.nn.mlp import ACTIVATIONS, _normalised
 
     # Case, "_" and "-" ignored, as nn.activation does: leaky_relu and GELU-tanh are the keys
     # leakyrelu and gelutanh (which the checkpoint's settings keep).
     names = tuple(part.strip() for part in text.split(","))
-    keys = tuple(name.lower().replace("_", "").replace("-", "") for name in names)
+    keys = tuple(_normalised(name) for name in names)
     for name, key in zip(names, keys, strict=True):
         if key not in ACTIVATIONS:
             raise argparse.ArgumentTypeError(

@@ -52,10 +52,15 @@ def activation(name: str) -> Activation:
     return ACTIVATIONS[_activation_key("activation", name)]()
 
 
+def _normalised(name: str) -> str:
+    """``name`` as :data:`ACTIVATIONS` spells its keys: lower case, without ``_`` and ``-``."""
+    return name.lower().replace("_", "").replace("-", "")
+
+
 def _activation_key(where: str, name: object) -> str:
     """The key of :data:`ACTIVATIONS` for ``name`` (case, ``_`` and ``-`` ignored), or a
     ValueError from ``where`` that lists the valid names."""
-    key = name.lower().replace("_", "").replace("-", "") if isinstance(name, str) else None
+    key = _normalised(name) if isinstance(name, str) else None
     if key not in ACTIVATIONS:
         raise ValueError(
             f"{where}: unknown activation {name!r}; valid names are "
