@@ -112,6 +112,7 @@ CHAINS = [
     ("LL", [3, 5, 2]),  # two layers in a row: the first's output is the second's cache
     ("LLTL", [4, 4, 4, 4]),  # the same, beside a layer of the same shape before an activation
     ("TLT", [6, 3]),  # an activation first and last
+    ("LTSLRE", [4, 5, 3]),  # activations after activations (those do not run in place)
     ("L", [4, 3]),
     ("E", []),
 ]

@@ -10,7 +10,8 @@ each bias folded into its layer's matrix:
 - every layer's input is a buffer ``A`` of ``(in + 1, N)`` whose last row is ones, and its
   parameters a block ``[W | b]`` of ``(out, in + 1)``; its output is then one product
   ``[W | b] A`` (``(out, N)``), written into the rows of the next layer's input buffer (an
-  activation between the two writes its result there);
+  activation between the two works there in place: see
+  :attr:`~minidl.nn.Activation._in_place`);
 - backward, ``[dW | db] = G A^T`` is one product (the gradient written, not accumulated: the
   step starts from zero gradients) and the input gradient ``W^T G`` another;
 - the activations and the loss are the modules' own operations (element-wise: any layout
@@ -45,7 +46,7 @@ from torch import Tensor
 from minidl import anomaly
 from minidl.nn.activation import Activation
 from minidl.nn.bce_with_logits import BCEWithLogitsLoss
-from minidl.nn.chain import ChainPlan
+from minidl.nn.chain import ChainPlan, runs_in_place
 from minidl.nn.clip import _clip_norm
 from minidl.nn.cross_entropy import CrossEntropyLoss
 from minidl.nn.huber import HuberLoss
@@ -107,16 +108,24 @@ class _Batch:
                 inputs[index][-1] = 1
         self.features = inputs[0][:-1]
         self.last_is_layer = isinstance(modules[last], Linear)
-        outputs: list[Tensor] = []
+        slots: list[Tensor | None] = []  # (each module's output)
         rows = 0
         for index, module in enumerate(modules):
             rows = module.out_features if isinstance(module, Linear) else rows
             if index + 1 in inputs:
-                outputs.append(inputs[index + 1][:-1])
+                slots.append(inputs[index + 1][:-1])
             elif index == last and self.last_is_layer:
-                outputs.append(new(size, rows))
+                slots.append(new(size, rows))
+            elif isinstance(module, Linear) and runs_in_place(modules[index + 1]):
+                slots.append(None)  # (the activation's output, below)
             else:
-                outputs.append(new(rows, size))
+                slots.append(new(rows, size))
+        # A layer followed by an activation that runs in place (see Activation._in_place)
+        # writes its product into the activation's output, where the activation then works.
+        for index in range(last - 1, -1, -1):
+            if slots[index] is None:
+                slots[index] = slots[index + 1]
+        outputs = [tensor for tensor in slots if tensor is not None]
         self.prediction = outputs[last] if self.last_is_layer else outputs[last].t()
         grads: list[Tensor] = [outputs[0]]  # (none for the first layer: a placeholder)
         grads += [new(outputs[index - 1].shape[0], size) for index in range(1, last + 1)]

@@ -18,6 +18,8 @@ same.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor
 
 from minidl.nn._checks import STRIDED, check_cached, check_dense, check_grad_like
@@ -33,6 +35,13 @@ class Activation(Module):
         - Input: any shape.
         - Output: the input's shape.
     """
+
+    #: Whether ``_forward(input, out=input)`` gives the bits that ``_forward`` writes into
+    #: another tensor: the hook reads every input element before it writes that element's
+    #: result. A planned chain and ``fit``'s folded step then run the activation in place over
+    #: the output of the layer before it, which nothing else keeps (one buffer and one pass
+    #: over memory less). Set by the built-in activations for which it holds.
+    _in_place: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()

@@ -15,6 +15,9 @@ known to be accepted, with
   parameters;
 - every intermediate result written into a buffer made once (``out=``): the outputs of the
   layers and activations inside the chain, and the gradients that flow back between them;
+- an activation right after a layer run in place over the layer's output (the layer writes
+  where the activation's result goes: :attr:`~minidl.nn.Activation._in_place`, which the
+  built-in activations set), one buffer and one pass over memory less;
 - the transposed views of those gradients made once.
 
 What a caller sees is what the children compute one by one: the chain's output and the input
@@ -24,8 +27,9 @@ The intermediate results (a child's cached output, say) live in the plan's buffe
 next planned call of that signature overwrites, as a child's next ``forward`` replaces its cache.
 
 A plan holds, for a batch of ``N`` samples: the cached activations (as the children do between
-calls), one buffer per shape for the layers' outputs, and two per shape for the gradients
-between the children, these made at the first ``backward``.
+calls, the output of a layer followed by an activation among them), one buffer per shape for
+the outputs of the other layers inside the chain, and two per shape for the gradients between
+the children, these made at the first ``backward``.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from minidl.nn.sigmoid import Sigmoid
 from minidl.nn.silu import SiLU
 from minidl.nn.tanh import Tanh
 
-__all__ = ["ChainPlan", "PlanDeclinedError", "plannable"]
+__all__ = ["ChainPlan", "PlanDeclinedError", "plannable", "runs_in_place"]
 
 #: The activations a plan runs: element-wise, their output shaped like their input, and none
 #: keeps its input for backward (so a layer's output buffer is free once its activation ran).
@@ -94,6 +98,12 @@ def _first_layer(items: Sequence[object]) -> int:
     return next(
         (index for index, item in enumerate(items) if isinstance(item, kinds)), len(items) - 1
     )
+
+
+def runs_in_place(module: Module | None) -> bool:
+    """Whether ``module`` is an activation that runs in place over the output of a layer before
+    it, in a plan and in ``fit``'s folded step (see :attr:`Activation._in_place`)."""
+    return isinstance(module, Activation) and type(module)._in_place
 
 
 class PlanDeclinedError(Exception):
@@ -168,19 +178,22 @@ class _LinearStep:
 
 
 class _ActivationStep:
-    """A built-in activation in a plan."""
+    """A built-in activation in a plan: into a buffer of its own, or in place over the output
+    of the layer before it (``in_place``: see :attr:`Activation._in_place`)."""
 
-    __slots__ = ("cached", "grad_input", "module", "output")
+    __slots__ = ("cached", "grad_input", "in_place", "module", "output")
 
-    def __init__(self, activation: Activation, output: Tensor | None) -> None:
+    def __init__(self, activation: Activation, output: Tensor | None, in_place: bool) -> None:
         self.module = activation
         self.output = output
+        self.in_place = in_place
         self.cached: Tensor | None = None  # the cache this plan last gave the activation
         self.grad_input: Tensor | None = None
 
     def forward(self, input: Tensor) -> Tensor:
         activation = self.module
-        output, cache = activation._forward(input, self.output)  # type: ignore[call-arg]
+        out = input if self.in_place else self.output
+        output, cache = activation._forward(input, out)  # type: ignore[call-arg]
         activation._cache = self.cached = cache
         return output
 
@@ -249,21 +262,33 @@ class ChainPlan:
         # transposed input gives a transposed output), and the layer's products, which read
         # it, round according to that layout.
         self._leading = _first_layer(modules)
+        shapes: list[tuple[int, ...]] = []  # the output shape of each child
         for index, module in enumerate(modules):
             if isinstance(module, Linear):
                 shape = (*shape[:-1], module.out_features)
-                # The output of a layer followed by an activation is free once that ran (no
-                # planned activation keeps its input): one buffer per shape serves them all.
-                followed = index < last and not isinstance(modules[index + 1], Linear)
-                output = self._buffers.take(shape) if followed else self._own(shape, index, last)
+                following = modules[index + 1] if index < last else None
+                if runs_in_place(following):
+                    # The activation after it runs in place over the layer's output: the
+                    # activation's buffer (a new tensor for the chain's output).
+                    output = self._own(shape, index + 1, last)
+                elif isinstance(following, Activation):
+                    # Free once the activation ran (no planned activation keeps its input):
+                    # one buffer per shape serves all such layers.
+                    output = self._buffers.take(shape)
+                else:
+                    output = self._own(shape, index, last)
                 known = (module._input_shape, module._output_shape, module._ones)
                 steps.append(_LinearStep(module, known, output))
             else:
                 assert isinstance(module, Activation)
+                in_place = index > 0 and isinstance(modules[index - 1], Linear)
+                in_place = in_place and runs_in_place(module)
                 leading = index < self._leading
-                output = None if leading else self._own(shape, index, last)
-                steps.append(_ActivationStep(module, output))
+                output = None if leading or in_place else self._own(shape, index, last)
+                steps.append(_ActivationStep(module, output, in_place))
+            shapes.append(shape)
         self.steps = tuple(steps)
+        self._shapes = tuple(shapes)
         self.output_shape = torch.Size(shape)
         # The children backward_parameters runs: from the last back to the first with
         # parameters (Sequential.backward_parameters's rule), that one without input gradient.
@@ -381,8 +406,7 @@ class ChainPlan:
             step = steps[index]
             # The gradient with respect to this child's input, the previous child's output.
             before = steps[index - 1]
-            assert before.output is not None  # (every result inside the chain has a buffer)
-            step.grad_input = self._buffers.alternate(tuple(before.output.shape))
+            step.grad_input = self._buffers.alternate(self._shapes[index - 1])
             if isinstance(before, _LinearStep):
                 before.grad_output_t = step.grad_input.t()
         self._backward_ready = True

@@ -47,6 +47,8 @@ class ELU(CachedDerivative):
         tensor([-1.,  2.])
     """
 
+    _in_place = True  # (the input is read, clamped, before the output is written; SELU too)
+
     #: The saturation value for negative inputs; checked when set, as by the constructor.
     alpha = Setting(_check_alpha)
     _alpha: float

@@ -98,6 +98,8 @@ class GELU(CachedDerivative):
         GELU(approximate='tanh')
     """
 
+    _in_place = True  # (the input is read once, clamped, before the output is written)
+
     #: ``"none"`` or ``"tanh"``; checked when set, as by the constructor.
     approximate = Setting(_check_approximate)
     _approximate: str

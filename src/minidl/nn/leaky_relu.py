@@ -52,6 +52,8 @@ class LeakyReLU(Activation):
     negative_slope = Setting(_check_negative_slope)
     _negative_slope: float
 
+    _in_place = True  # (the slope is computed from the input before the product is written)
+
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         self.negative_slope = negative_slope

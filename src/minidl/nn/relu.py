@@ -27,6 +27,8 @@ class ReLU(Activation):
         tensor([0., 2.])
     """
 
+    _in_place = True  # (an element-wise clamp)
+
     def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
         # (torch.relu has no out=; on the CPU it is clamp_min(x, 0), the same bits)
         output = torch.relu(input) if out is None else torch.clamp_min(input, 0, out=out)

@@ -54,6 +54,8 @@ class Sigmoid(Activation):
         tensor([0.5000])
     """
 
+    _in_place = True  # (the negation reads each element before anything is written)
+
     def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
         output = sigmoid(input, out)
         return output, output

@@ -52,6 +52,8 @@ class SiLU(CachedDerivative):
         tensor([-0.0000,  0.0000,  0.7311])
     """
 
+    _in_place = True  # (the input is read once, clamped, before the output is written)
+
     def _output_and_derivative(self, input: Tensor, out: Tensor | None) -> tuple[Tensor, Tensor]:
         low = input.clamp_min(-_BOUND)  # (-inf: -0, not -inf / inf)
         denominator = torch.neg(low).exp_().add_(operand(1.0, low))

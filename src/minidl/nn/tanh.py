@@ -29,8 +29,14 @@ class Tanh(Activation):
         tensor([0., 1.])
     """
 
+    _in_place = True
+
     def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        output = input.tanh() if out is None else torch.tanh(input, out=out)
+        if out is None:
+            output = input.tanh()
+        else:
+            # (in place, tanh_ skips the checks of an out= argument: the same kernel)
+            output = input.tanh_() if out is input else torch.tanh(input, out=out)
         return output, output
 
     def _backward(self, grad_output: Tensor, output: Tensor, out: Tensor | None = None) -> Tensor:
