@@ -11,6 +11,7 @@ activation in place, bit for bit.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import pytest
@@ -129,13 +130,29 @@ def test_a_plan_runs_an_activation_in_place_only_right_after_a_layer() -> None:
 
 
 def _fit(activation: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> list[Tensor]:
-    """Parameters and gradients after 3 epochs of fit, which must take its folded steps."""
+    """Parameters and gradients after 3 epochs of fit, which must take its folded steps: an
+    activation after each layer, one after an activation (not in place) and one last (its
+    output is the prediction, in place over the last product)."""
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(60, 3, generator=generator, dtype=dtype)
     y = torch.randint(0, 3, (60,), generator=generator)
-    layers = nn.mlp((3, 7, 6, 3), activation, dtype=dtype, generator=generator)
-    # (an activation last too: its output is the prediction, in place over the last product)
-    model = nn.Sequential(*layers, nn.activation(activation))
+    first, second, last = (
+        nn.Linear(3, 7, dtype=dtype),
+        nn.Linear(7, 6, dtype=dtype),
+        nn.Linear(6, 3, dtype=dtype),
+    )
+    for layer in (first, second, last):
+        layer.weight.data.copy_(torch.randn(layer.weight.data.shape, generator=generator))
+        layer.bias.data.copy_(torch.randn(layer.bias.data.shape, generator=generator))  # type: ignore[union-attr]
+    model = nn.Sequential(
+        first,
+        nn.activation(activation),
+        second,
+        nn.activation(activation),
+        nn.Tanh(),
+        last,
+        nn.activation(activation),
+    )
     optimizer = optim.SGD(model.parameters(), 0.05, momentum=0.5)
     steps: list[int] = []
     step = FoldedStep.__call__
@@ -176,3 +193,40 @@ def test_the_folded_step_trains_to_the_bits_it_gives_with_nothing_in_place(
     apart = _fit(activation, dtype, monkeypatch)
     for a, b in zip(in_place, apart, strict=True):
         assert torch.equal(_bits(a), _bits(b))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_plan_with_nothing_in_place_is_the_child_by_child_chain(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An activation that cannot run in place (none of the built-in ones) after a layer: the
+    layer writes into a buffer of its shape, shared by all such layers, and the activation
+    into its own."""
+    for kind in PLANNED_ACTIVATIONS:
+        monkeypatch.setattr(kind, "_in_place", False)
+    torch.manual_seed(0)
+    planned = nn.mlp((4, 5, 5, 5, 3), "tanh", dtype=dtype)  # (two layers of one output shape)
+    planned = nn.Sequential(*planned, nn.SiLU())
+    plain = copy.deepcopy(planned)
+    generator = torch.Generator().manual_seed(1)
+    runs = 0
+    for batch in [6, 6, 6, 1, 1, 1, 6]:
+        x = torch.randn(batch, 4, dtype=dtype, generator=generator)
+        y = planned(x)
+        runs += planned._planned is not None
+        expected = x
+        for module in plain:
+            expected = module(expected)
+        assert torch.equal(y, expected)
+        grad = torch.randn(y.shape, dtype=dtype, generator=generator)
+        expected_grad = grad
+        for module in reversed(list(plain)):
+            expected_grad = module.backward(expected_grad)
+        assert torch.equal(planned.backward(grad), expected_grad)
+        for p, q in zip(planned.parameters(), plain.parameters(), strict=True):
+            assert torch.equal(p.grad, q.grad)
+    plan = planned._planned
+    assert runs >= 3 and plan is not None
+    assert not any(getattr(step, "in_place", False) for step in plan.steps)
+    outputs = [step.output for step in plan.steps[:-2:2]]  # (the hidden layers' outputs)
+    assert all(output is outputs[0] for output in outputs)  # (one buffer, shared)

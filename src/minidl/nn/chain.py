@@ -27,9 +27,10 @@ The intermediate results (a child's cached output, say) live in the plan's buffe
 next planned call of that signature overwrites, as a child's next ``forward`` replaces its cache.
 
 A plan holds, for a batch of ``N`` samples: the cached activations (as the children do between
-calls, the output of a layer followed by an activation among them), one buffer per shape for
-the outputs of the other layers inside the chain, and two per shape for the gradients between
-the children, these made at the first ``backward``.
+calls, the output of a layer followed by an activation among them), a buffer of its own for the
+output of a layer followed by a layer (which caches it), one per shape for the outputs of layers
+followed by an activation that cannot run in place (none of the built-in ones), and two per
+shape for the gradients between the children, these made at the first ``backward``.
 """
 
 from __future__ import annotations
