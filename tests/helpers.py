@@ -37,6 +37,7 @@ from minidl.train import fit
 
 __all__ = [
     "F64",
+    "PLANNED_ACTIVATION_MAKERS",
     "TOL",
     "CudaLikeGenerator",
     "assert_close",
@@ -52,6 +53,20 @@ __all__ = [
 F64 = torch.float64
 #: The relative error allowed between minidl and the float64 PyTorch oracle.
 TOL = 1e-10
+
+#: A maker of every activation a plan runs (``minidl.nn.chain.PLANNED_ACTIVATIONS``), by name,
+#: with settings other than the defaults where it has them.
+PLANNED_ACTIVATION_MAKERS: dict[str, Callable[[], nn.Activation]] = {
+    "Tanh": nn.Tanh,
+    "Sigmoid": nn.Sigmoid,
+    "ReLU": nn.ReLU,
+    "LeakyReLU": lambda: nn.LeakyReLU(0.2),
+    "ELU": lambda: nn.ELU(0.7),
+    "SELU": nn.SELU,
+    "GELU": nn.GELU,
+    "GELU tanh": lambda: nn.GELU("tanh"),
+    "SiLU": nn.SiLU,
+}
 
 
 class CudaLikeGenerator(torch.Generator):

@@ -24,20 +24,11 @@ from torch import Tensor
 
 import minidl
 from minidl import nn, optim
+from tests.helpers import PLANNED_ACTIVATION_MAKERS
 
 F32, F64 = torch.float32, torch.float64
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "Tanh": nn.Tanh,
-    "Sigmoid": nn.Sigmoid,
-    "ReLU": nn.ReLU,
-    "LeakyReLU": lambda: nn.LeakyReLU(0.2),
-    "ELU": lambda: nn.ELU(0.7),
-    "SELU": nn.SELU,
-    "GELU": nn.GELU,
-    "GELU tanh": lambda: nn.GELU("tanh"),
-    "SiLU": nn.SiLU,
-}
+ACTIVATIONS = PLANNED_ACTIVATION_MAKERS
 
 
 def _chain(layout: str, widths: list[int], dtype: torch.dtype, seed: int) -> nn.Sequential:

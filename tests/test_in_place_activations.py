@@ -12,7 +12,6 @@ activation in place, bit for bit.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 
 import pytest
 import torch
@@ -22,18 +21,9 @@ from minidl import nn, optim
 from minidl.folded import FoldedStep
 from minidl.nn.chain import PLANNED_ACTIVATIONS, runs_in_place
 from minidl.train import fit
+from tests.helpers import PLANNED_ACTIVATION_MAKERS
 
-ACTIVATIONS: dict[str, Callable[[], nn.Activation]] = {
-    "Tanh": nn.Tanh,
-    "Sigmoid": nn.Sigmoid,
-    "ReLU": nn.ReLU,
-    "LeakyReLU": lambda: nn.LeakyReLU(0.2),
-    "ELU": lambda: nn.ELU(0.7),
-    "SELU": nn.SELU,
-    "GELU": nn.GELU,
-    "GELU tanh": lambda: nn.GELU("tanh"),
-    "SiLU": nn.SiLU,
-}
+ACTIVATIONS = PLANNED_ACTIVATION_MAKERS
 
 _INTEGERS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
