@@ -331,6 +331,78 @@ def test_a_schedule_whose_first_rate_overflows_is_refused_in_its_own_words() -> 
     assert optimizer.lr == 0.1 and optimizer._scheduled_by is None
 
 
+HUGE = 10**400  # an integer beyond the range of a float
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda o: optim.CosineAnnealing(o, T_max=HUGE),
+            r"^CosineAnnealing: the rate of step 0 cannot be computed \(int too large to convert "
+            r"to float; CosineAnnealing\(T_max=10{400}, .*\)\); expected settings and steps "
+            r"within the range of a float$",
+        ),
+        (
+            lambda o: optim.CosineAnnealingWarmRestarts(o, T_0=HUGE),
+            r"^CosineAnnealingWarmRestarts: the rate of step 0 cannot be computed \(int too large",
+        ),
+        (
+            lambda o: optim.CyclicLR(o, 0.01, 0.1, step_size_up=1, step_size_down=HUGE),
+            r"^CyclicLR: the rate of step 0 cannot be computed \(float division by zero; "
+            r"CyclicLR\(base_lr=0\.01, .*step_size_down=10{400}, ",
+        ),
+        (
+            lambda o: optim.OneCycle(o, max_lr=0.1, total_steps=HUGE),
+            r"^OneCycle: total_steps must be at most 1\.79769e\+308 \(the largest float\), got "
+            r"10{400}$",
+        ),
+    ],
+)
+def test_an_integer_setting_beyond_the_range_of_a_float_is_refused_in_the_schedules_words(
+    build: Any, message: str
+) -> None:
+    """The formulas cannot compute with it (it raised Python's OverflowError or
+    ZeroDivisionError, which named neither the schedule nor the setting): refused when built,
+    in the schedule's words, taking nothing over."""
+    optimizer = _sgd()
+    with pytest.raises(ValueError, match=message):
+        build(optimizer)
+    assert optimizer.lr == 0.1 and optimizer._scheduled_by is None
+
+
+def test_a_huge_setting_or_step_is_refused_and_changes_nothing() -> None:
+    """The same refusal when such a setting is set, when such a step is restored, and when a
+    step reaches a period that long; the schedule and the optimizer's rate are left as they
+    were."""
+    optimizer = _sgd()
+    cosine = optim.CosineAnnealing(optimizer, T_max=10)
+    for _ in range(3):
+        cosine.step()
+    rate = optimizer.lr
+    with pytest.raises(ValueError, match=r"^CosineAnnealing\.T_max: the rate of step 3 cannot be"):
+        cosine.T_max = HUGE
+    assert (cosine.T_max, cosine.last_step, optimizer.lr) == (10, 3, rate)
+    with pytest.raises(
+        ValueError, match=r"^CosineAnnealing\.load_state_dict: the rate of step 10{400} cannot be"
+    ):
+        cosine.load_state_dict({"base_lr": 0.1, "last_step": HUGE})
+    assert (cosine.base_lr, cosine.last_step, optimizer.lr) == (0.1, 3, rate)
+    one_cycle = optim.OneCycle(optimizer, max_lr=0.1, total_steps=10)
+    rate = optimizer.lr
+    with pytest.raises(ValueError, match=r"^OneCycle: total_steps must be at most"):
+        one_cycle.total_steps = HUGE
+    assert (one_cycle.total_steps, optimizer.lr) == (10, rate)
+    # Step 0 of the first period has a rate; step 1 starts a period of T_0 * T_mult steps.
+    optimizer = _sgd()
+    restarts = optim.CosineAnnealingWarmRestarts(optimizer, T_0=1, T_mult=HUGE)
+    with pytest.raises(
+        ValueError, match=r"^CosineAnnealingWarmRestarts\.step: the rate of step 1 cannot be"
+    ):
+        restarts.step()
+    assert (restarts.last_step, optimizer.lr) == (0, 0.1)
+
+
 def test_a_schedule_refused_when_built_takes_nothing_over() -> None:
     optimizer = _sgd()
     schedule = optim.StepDecay(optimizer, step_size=1, gamma=0.5)

@@ -315,10 +315,19 @@ class LRScheduler:
 
     def _rate(self, where: str, step: int) -> float:
         """``lr_at(step)``, refused in this schedule's words unless finite and >= 0 (a huge
-        ``base_lr`` can overflow); ``where`` is the method that asks (``""``: the constructor)."""
-        lr = self.lr_at(step)
+        ``base_lr`` can overflow); ``where`` is the method that asks (``""``: the constructor).
+        An integer setting or ``step`` too large for a float (``T_max=10**400``), which the
+        formulas cannot compute with, is refused in the same words."""
+        name = type(self).__name__
+        try:
+            lr = self.lr_at(step)
+        except (OverflowError, ZeroDivisionError) as error:
+            raise ValueError(
+                f"{name}{'.' if where else ''}{where}: the rate of step {step} cannot be "
+                f"computed ({error}; {self!r}); expected settings and steps within the range "
+                "of a float"
+            ) from error
         if not (math.isfinite(lr) and lr >= 0):
-            name = type(self).__name__
             source = repr(self) if self.takes_own_rates else f"from base_lr {self.base_lr!r}"
             raise ValueError(
                 f"{name}{'.' if where else ''}{where}: the rate of step {step} is {lr!r} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Literal
 
 from minidl._validate import check_int, check_real
@@ -85,6 +86,8 @@ class OneCycle(LRScheduler):
 
     _interval = "batch"
     takes_own_rates = True
+    # The largest total_steps that converts to a float (the largest finite float, an integer).
+    _LARGEST_STEPS = int(sys.float_info.max)
 
     max_lr = ScheduleSetting(_check_max_lr)
     total_steps = ScheduleSetting(_check_total_steps)
@@ -124,6 +127,11 @@ class OneCycle(LRScheduler):
         fall each take a step at least."""
         self._initial_lr = self._max_lr / self._div_factor
         self._min_lr = self._initial_lr / self._final_div_factor
+        if self._total_steps > self._LARGEST_STEPS:  # (pct_start * total_steps would overflow)
+            raise ValueError(
+                f"{where}: total_steps must be at most {sys.float_info.max:g} (the largest "
+                f"float), got {self._total_steps!r}"
+            )
         self._rise_end = self._pct_start * self._total_steps - 1
         self._end = self._total_steps - 1
         if not 0 < self._rise_end < self._end:
