@@ -187,6 +187,25 @@ def test_a_batch_size_beyond_64_bits_gives_one_batch(batch_size: int) -> None:
 
 
 @pytest.mark.parametrize(
+    ("n", "batch_size"),
+    [(10, 10**400), (10, 2**1100), (2**53 + 1, 2**52), (2**60 + 1, 2**58), (2**62 + 3, 2**61)],
+)
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_len_is_the_number_of_batches_a_pass_yields(
+    n: int, batch_size: int, drop_last: bool
+) -> None:
+    """len() was math.ceil(n / batch_size), a float quotient: 0 for 10 samples in batches of
+    10**400 (the pass yields one), 2 for 2**53 + 1 samples in batches of 2**52 (it yields 3).
+    The oracle is integer arithmetic and the pass itself (the large sets are one sample
+    expanded, with no memory behind them)."""
+    x = torch.zeros(1, 1).expand(n, 1)
+    y = torch.zeros(1, dtype=torch.int64).expand(n)
+    batches = BatchIterator(x, y, batch_size, shuffle=False, drop_last=drop_last)
+    expected = n // batch_size if drop_last else -(-n // batch_size)
+    assert len(batches) == expected == sum(1 for _ in batches)
+
+
+@pytest.mark.parametrize(
     ("n", "batch_size", "expected"), [(10, 3, [3, 3, 3]), (9, 3, [3, 3, 3]), (2, 3, [])]
 )
 def test_drop_last(n: int, batch_size: int, expected: list[int]) -> None:

@@ -407,10 +407,12 @@ class BatchIterator:
         self._drop_last = _check_flag("drop_last", value)
 
     def __len__(self) -> int:
-        n = int(self._x.shape[0])
-        if self.drop_last:
-            return max(n // self.batch_size, 0)
-        return math.ceil(n / self.batch_size)
+        """The number of batches a pass yields: ``ceil(N / batch_size)``, or
+        ``floor(N / batch_size)`` with ``drop_last`` (in integers: a float quotient would round
+        it, e.g. to 0 for a batch size of ``10**400``, to 2 for ``2**53 + 1`` samples in batches
+        of ``2**52``)."""
+        full, rest = divmod(int(self._x.shape[0]), self.batch_size)
+        return full + 1 if rest and not self.drop_last else full
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         x, y = self._x, self._y
