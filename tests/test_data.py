@@ -343,6 +343,23 @@ def test_batch_iterator_names_its_other_bad_arguments(
     assert str(error.value) == "BatchIterator: " + message
 
 
+@pytest.mark.parametrize("layout", ["sparse_coo", "sparse_csr"])
+@pytest.mark.parametrize("sparse", ["x", "y"])
+def test_batch_iterator_refuses_sparse_data_when_made(layout: str, sparse: str) -> None:
+    """A sparse x or y was taken, then the first pass failed in torch's words ("Could not run
+    'aten::as_strided' with arguments from the 'SparseCPU' backend", "Sparse CSR tensors do
+    not have strides"): the batches are slices, which torch does not make of one."""
+    x, y = torch.zeros(6, 2), torch.zeros(6, 1)
+    data = {"x": x, "y": y}
+    data[sparse] = x.to_sparse() if layout == "sparse_coo" else x.to_sparse_csr()
+    with pytest.raises(
+        TypeError,
+        match=rf"^BatchIterator: {sparse} must be a dense \(strided\) tensor, got a {layout} "
+        "tensor$",
+    ):
+        BatchIterator(data["x"], data["y"], 2)
+
+
 def test_batch_iterator_data_are_read_only_and_its_generator_is_checked_when_set_again() -> None:
     """``x``, ``y`` and ``generator`` used to take any value, which failed at the next pass with
     a raw torch error (or, for an ``x`` of another length, gave batches of mismatched pairs)."""

@@ -1653,6 +1653,12 @@ def test_fit_bad_arguments() -> None:
         kind = ValueError if start == -1 else TypeError
         with raises(kind, "fit: start_epoch must be an integer >= 0, got", repr(start)):
             fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=2, start_epoch=start)  # type: ignore[arg-type]
+    # A sparse set failed at the first batch in torch's words ("Could not run
+    # 'aten::as_strided' with arguments from the 'SparseCPU' backend").
+    with raises(TypeError, "fit: x must be a dense (strided) tensor, got a sparse_coo tensor"):
+        fit(model, nn.CrossEntropyLoss(), optimizer, x.to_sparse(), y, epochs=1)
+    with raises(TypeError, "fit: y must be a dense (strided) tensor, got a sparse_coo tensor"):
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y.to_sparse(), epochs=1)
     other = optim.StepDecay(optim.SGD(nn.Linear(1, 1).parameters(), lr=0.1))
     with raises(ValueError, "fit", "scheduler"):
         fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, scheduler=other)

@@ -180,11 +180,20 @@ def check_copyable(where: str, what: str, value: Tensor, target: Tensor) -> None
 
 
 def check_samples(where: str, x: object, y: object) -> tuple[Tensor, Tensor]:
-    """Check a set of samples and their targets: two tensors, each holding at least one sample,
-    as many of them, on one device; return them."""
+    """Check a set of samples and their targets: two dense tensors, each holding at least one
+    sample, as many of them, on one device; return them.
+
+    A sparse tensor (COO, CSR, ...) is refused here: the batches are slices, which torch does
+    not make of one (it failed at the first pass with torch's "Could not run 'aten::as_strided'
+    with arguments from the 'SparseCPU' backend")."""
     for name, tensor in (("x", x), ("y", y)):
         if not isinstance(tensor, Tensor):
             raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(tensor).__name__}")
+        if tensor.layout != torch.strided:
+            layout = str(tensor.layout).removeprefix("torch.")
+            raise TypeError(
+                f"{where}: {name} must be a dense (strided) tensor, got a {layout} tensor"
+            )
         if tensor.dim() == 0 or tensor.shape[0] == 0:
             raise ValueError(
                 f"{where}: {name} must hold at least one sample, got shape {tuple(tensor.shape)}"
