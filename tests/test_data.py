@@ -343,6 +343,31 @@ def test_batch_iterator_names_its_other_bad_arguments(
     assert str(error.value) == "BatchIterator: " + message
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize(
+    ("resized", "rows", "message"),
+    [
+        ("x", 3, "x and y must hold as many samples, got 3 and 5"),
+        ("y", 3, "x and y must hold as many samples, got 5 and 3"),
+        ("x", 0, r"x must hold at least one sample, got shape \(0, 2\)"),
+    ],
+)
+def test_a_set_resized_in_place_between_passes_is_refused_at_the_next(
+    shuffle: bool, resized: str, rows: int, message: str
+) -> None:
+    """x or y resized in place after the iterator was made: a shuffled pass gave batches of
+    3 inputs with 3 of the 5 targets (or failed in index_select), an ordered one failed with
+    torch's "split_with_sizes expects split_sizes to sum exactly to ..."; an emptied set gave
+    no batch. The next pass refuses it as the constructor would have."""
+    x, y = torch.zeros(5, 2), torch.arange(5)
+    batches = BatchIterator(x, y, 2, shuffle=shuffle)
+    assert sum(len(b) for _, b in batches) == 5
+    tensor = x if resized == "x" else y
+    tensor.resize_(rows, *tensor.shape[1:])
+    with pytest.raises(ValueError, match=rf"^BatchIterator: {message}$"):
+        next(iter(batches))
+
+
 @pytest.mark.parametrize("layout", ["sparse_coo", "sparse_csr"])
 @pytest.mark.parametrize("sparse", ["x", "y"])
 def test_batch_iterator_refuses_sparse_data_when_made(layout: str, sparse: str) -> None:

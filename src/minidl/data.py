@@ -296,7 +296,8 @@ class BatchIterator:
     batch holding the whole set. ``batch_size``, ``shuffle``, ``drop_last`` and ``generator``
     may be set again between passes, with the constructor's checks; ``x`` and ``y`` are
     read-only (they are checked as a pair, so one of them alone could not be replaced by a set
-    of another size: make a new iterator for another set).
+    of another size: make a new iterator for another set), and checked again at the start of
+    each pass (a tensor resized in place in between is refused as it would be when given).
 
     Args:
         x: inputs, shape ``(N, ...)``.
@@ -415,7 +416,9 @@ class BatchIterator:
         return full + 1 if rest and not self.drop_last else full
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        x, y = self._x, self._y
+        # Checked again at each pass: x or y resized in place since (x.resize_(...)) would
+        # give shuffled batches that drop or repeat targets, or torch's error at the split.
+        x, y = check_samples("BatchIterator", self._x, self._y)
         n = int(x.shape[0])
         if self.shuffle:
             order = torch.randperm(n, generator=self._generator)
