@@ -1080,6 +1080,27 @@ def test_saving_through_a_symbolic_link_writes_its_target(tmp_path: Path) -> Non
     assert sorted(p.name for p in target.parent.iterdir()) == ["run.ckpt"]
 
 
+@pytest.mark.parametrize("links", [1, 2])
+def test_a_loop_of_symbolic_links_is_refused_and_left_as_it_is(tmp_path: Path, links: int) -> None:
+    """A link to itself (or two links to each other) resolves to no file: realpath gave it
+    back unchanged, and the temporary file was renamed over it, replacing the link with a
+    regular file."""
+    path = tmp_path / "loop.ckpt"
+    other = tmp_path / "other.ckpt"
+    path.symlink_to(path.name if links == 1 else other.name)
+    if links == 2:
+        other.symlink_to(path.name)
+    model, optimizer, _, _ = build("sgd")
+    with pytest.raises(CheckpointError) as info:
+        save_checkpoint(path, model, optimizer, epoch=1)
+    assert str(info.value) == (
+        f"save_checkpoint: {str(path)!r} is a loop of symbolic links (it leads to no file); "
+        "give a file path (a checkpoint written there would replace the link with a file)"
+    )
+    assert path.is_symlink() and os.readlink(path) == (path.name if links == 1 else other.name)
+    assert len(list(tmp_path.iterdir())) == links
+
+
 def test_a_name_as_long_as_the_folder_takes_is_saved(tmp_path: Path) -> None:
     """The temporary file was named after the file plus 14 characters: past the longest
     name, the save failed, naming the temporary file."""

@@ -877,6 +877,24 @@ def test_a_checkpoint_link_into_a_missing_folder_is_refused_before_training(
     assert [p.name for p in tmp_path.iterdir()] == ["run.ckpt"]
 
 
+def test_a_checkpoint_path_that_is_a_loop_of_links_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A link to itself passed the check (realpath gives it back, in an existing folder); the
+    run trained and its save replaced the link with a regular file."""
+    link = tmp_path / "run.ckpt"
+    link.symlink_to(link.name)
+    _no_training(monkeypatch)
+    assert main(["train", "--epochs", "1", "--quiet", "--checkpoint", str(link)]) == 2
+    assert capsys.readouterr() == (
+        "",
+        f"minidl train: error: --checkpoint {link}: expected a file path, got a loop of "
+        "symbolic links\n",
+    )
+    assert link.is_symlink() and os.readlink(link) == link.name
+    assert [p.name for p in tmp_path.iterdir()] == ["run.ckpt"]
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
 def test_resuming_a_pipe_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
     """``--resume PIPE`` hung, waiting for a writer of the pipe."""

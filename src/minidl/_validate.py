@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import numbers
 import os
@@ -167,6 +168,20 @@ def special_file_kind(path: str | os.PathLike[str]) -> str | None:
         if test(mode):
             return kind
     return None
+
+
+def is_link_loop(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a symbolic link that leads, through links, back to itself (a link
+    to itself, or two links to each other): it resolves to no file, so
+    ``os.path.realpath`` gives it back unchanged, and a file written atomically (a temporary
+    file renamed over it) would replace the link with a regular file."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        return error.errno == errno.ELOOP
+    except ValueError:  # (a NUL in the path: refused where the path is checked)
+        return False
+    return False
 
 
 def check_copyable(where: str, what: str, value: Tensor, target: Tensor) -> None:

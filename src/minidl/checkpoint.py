@@ -70,7 +70,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from minidl._validate import special_file_kind
+from minidl._validate import is_link_loop, special_file_kind
 from minidl.nn.module import Module
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
@@ -241,7 +241,8 @@ def save_checkpoint(
         path: the file to write (replaced atomically if it exists), a ``str`` or
             :class:`os.PathLike`; not a folder, nor a path ending in a separator, nor a
             device, FIFO or socket (``/dev/null``: the rename would replace it with a file). A
-            symbolic link is followed: its target is replaced.
+            symbolic link is followed: its target is replaced (a loop of links, which has
+            none, is refused).
         model: the network; its parameter values and buffers (its state_dict) are saved.
         optimizer: the optimizer, if any (its :meth:`~minidl.optim.Optimizer.state_dict`),
             updating some of ``model``'s parameters.
@@ -294,6 +295,11 @@ def save_checkpoint(
         raise FileNotFoundError(
             f"{where}: cannot write {os.fspath(path)!r}: the folder {os.fspath(folder)!r} does "
             "not exist"
+        )
+    if is_link_loop(path):
+        raise CheckpointError(
+            f"{where}: {os.fspath(path)!r} is a loop of symbolic links (it leads to no file); "
+            "give a file path (a checkpoint written there would replace the link with a file)"
         )
     target = Path(os.path.realpath(path))  # (what the write replaces: a link's target)
     if not target.parent.is_dir():
