@@ -368,6 +368,7 @@ def test_a_set_resized_in_place_between_passes_is_refused_at_the_next(
         next(iter(batches))
 
 
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 @pytest.mark.parametrize("layout", ["sparse_coo", "sparse_csr"])
 @pytest.mark.parametrize("sparse", ["x", "y"])
 def test_batch_iterator_refuses_sparse_data_when_made(layout: str, sparse: str) -> None:
