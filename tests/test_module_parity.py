@@ -568,3 +568,30 @@ def test_an_entry_under_another_name_of_a_shared_tensor_is_checked_and_loaded() 
     assert torch.equal(model.a.weight.data, before)
     equal = {**model.state_dict(), "b.weight": before.clone(), "b.bias": model.a.bias.data.clone()}
     assert model.load_state_dict(equal) == ([], [])
+
+
+def test_missing_keys_come_in_the_state_dicts_order_as_in_torch() -> None:
+    """``load_state_dict`` listed every parameter before every buffer: a batch norm's missing
+    running mean came after a later layer's missing weight, in the list returned and in the
+    error, where PyTorch keeps ``state_dict``'s order (module by module)."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+    twin = tnn.Sequential(tnn.Linear(3, 4), tnn.BatchNorm1d(4), tnn.ReLU(), tnn.Linear(4, 2))
+    gone = ("1.running_mean", "3.weight", "1.running_var", "0.bias")
+    state = {k: v for k, v in model.state_dict().items() if k not in gone}
+    torch_state = {k: v for k, v in twin.state_dict().items() if k not in gone}
+    state["extra"] = torch_state["extra"] = torch.zeros(1)
+    expected = twin.load_state_dict(torch_state, strict=False)
+    assert expected.missing_keys == [
+        "0.bias",
+        "1.running_mean",
+        "1.running_var",
+        "3.weight",
+    ]
+    assert model.load_state_dict(state, strict=False) == (
+        expected.missing_keys,
+        expected.unexpected_keys,
+    )
+    with pytest.raises(KeyError) as refused:
+        model.load_state_dict(state)
+    assert f"missing keys {expected.missing_keys}" in str(refused.value)
+    assert f"expected exactly {list(model.state_dict())}" in str(refused.value)

@@ -518,6 +518,10 @@ class Module:
         buffers (a tied parameter, or the buffers of a module registered twice, once, under the
         first name).
         """
+        return {name: tensor.detach().clone() for name, tensor in self._state_entries().items()}
+
+    def _state_entries(self) -> dict[str, Tensor]:
+        """The tensors themselves (not copies) that :meth:`state_dict` copies, in its order."""
         entries = [(name, p.data) for name, p in self.named_parameters()]
         entries += self.named_buffers()
         place = {path: index for index, (path, _) in enumerate(self.named_modules())}
@@ -525,7 +529,7 @@ class Module:
         # module's path, from a subclass's own named_parameters, keeps its place at the end)
         last = len(place)
         entries.sort(key=lambda entry: place.get(entry[0].rpartition(".")[0], last))
-        return {name: tensor.detach().clone() for name, tensor in entries}
+        return dict(entries)
 
     def _with_first_names(
         self, state_dict: Mapping[str, Tensor], own: Mapping[str, Tensor]
@@ -585,7 +589,9 @@ class Module:
         say) and the others keep their values.
 
         Returns:
-            The keys skipped, ``(missing_keys, unexpected_keys)`` (both empty with ``strict``).
+            The keys skipped, ``(missing_keys, unexpected_keys)`` (both empty with ``strict``):
+            the missing in the order of :meth:`state_dict`, the unexpected in ``state_dict``'s, as
+            in PyTorch.
 
         Raises:
             KeyError: (with ``strict``) missing or unexpected keys.
@@ -605,8 +611,8 @@ class Module:
             raise TypeError(
                 f"{where}.load_state_dict: strict must be True or False, got {strict!r}"
             )
-        own = {name: parameter.data for name, parameter in self.named_parameters()}
-        own.update(self.named_buffers())
+        # (in state_dict's order, as PyTorch lists the missing keys)
+        own = self._state_entries()
         state_dict = self._with_first_names(state_dict, own)
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
