@@ -595,3 +595,25 @@ def test_missing_keys_come_in_the_state_dicts_order_as_in_torch() -> None:
         model.load_state_dict(state)
     assert f"missing keys {expected.missing_keys}" in str(refused.value)
     assert f"expected exactly {list(model.state_dict())}" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (torch.zeros(3, 3), ValueError, r"entry '2\.weight' has shape \(3, 3\), expected \(2, 2\)"),
+        (torch.zeros(2, 2, dtype=torch.int64), TypeError, r"entry '2\.weight' must be a floating"),
+        ([[0.0, 0.0], [0.0, 0.0]], TypeError, r"entry '2\.weight' must be a floating.*got list"),
+    ],
+)
+def test_a_bad_entry_under_another_name_of_a_tied_tensor_is_named_as_given(
+    value: object, error: type[Exception], message: str
+) -> None:
+    """An entry given only under a tied parameter's second name was refused under the first
+    name, one the state dict did not hold."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+    model[2].register_parameter("weight", model[0].weight)
+    state = {"0.bias": torch.ones(2), "2.weight": value, "2.bias": torch.ones(2)}
+    before = model.state_dict()
+    with pytest.raises(error, match=r"^Sequential\.load_state_dict: " + message):
+        model.load_state_dict(state)  # type: ignore[arg-type]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())

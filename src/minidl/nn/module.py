@@ -533,11 +533,12 @@ class Module:
 
     def _with_first_names(
         self, state_dict: Mapping[str, Tensor], own: Mapping[str, Tensor]
-    ) -> Mapping[str, Tensor]:
+    ) -> tuple[Mapping[str, Tensor], dict[str, str]]:
         """``state_dict`` with the other names of a tied parameter, or of the buffers of a
         module registered at several places (PyTorch's ``state_dict`` gives them, as minidl's
         did before), as the first name (the one ``state_dict()`` gives). An entry under another
-        name stands for a first name left out; beside it, it must hold the same values."""
+        name stands for a first name left out; beside it, it must hold the same values. Also
+        returned: the name given for each first name put in this way (for the errors)."""
         firsts = {id(tensor): name for name, tensor in own.items()}
         aliases = {
             name: firsts[id(tensor)]
@@ -547,8 +548,9 @@ class Module:
             )
             if name not in own and id(tensor) in firsts
         }
+        given: dict[str, str] = {}
         if not any(name in state_dict for name in aliases):
-            return state_dict
+            return state_dict, given
         entries = {name: value for name, value in state_dict.items() if name not in aliases}
         for alias, first in aliases.items():
             if alias not in state_dict:
@@ -556,6 +558,7 @@ class Module:
             value = state_dict[alias]
             if first not in entries:
                 entries[first] = value
+                given[first] = alias
                 continue
             other = entries[first]
             same = (
@@ -571,7 +574,7 @@ class Module:
                     "one tensor (a tied parameter, or a module registered at two places) but "
                     "hold different values; expected one of them, or equal ones"
                 )
-        return entries
+        return entries, given
 
     def load_state_dict(
         self, state_dict: Mapping[str, Tensor], strict: bool = True
@@ -613,7 +616,7 @@ class Module:
             )
         # (in state_dict's order, as PyTorch lists the missing keys)
         own = self._state_entries()
-        state_dict = self._with_first_names(state_dict, own)
+        state_dict, given = self._with_first_names(state_dict, own)
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
@@ -625,25 +628,27 @@ class Module:
             del own[name]
         for name, tensor in own.items():
             value = state_dict[name]
+            # (named as given: an entry under another name of a tied tensor, say "b.weight")
+            entry = f"entry {given.get(name, name)!r}"
             if tensor.is_floating_point():
                 if not isinstance(value, Tensor) or not value.is_floating_point():
                     got = value.dtype if isinstance(value, Tensor) else type(value).__name__
                     raise TypeError(
-                        f"{where}.load_state_dict: entry {name!r} must be a floating-point tensor, "
+                        f"{where}.load_state_dict: {entry} must be a floating-point tensor, "
                         f"got {got}"
                     )
             elif not isinstance(value, Tensor) or value.dtype != tensor.dtype:
                 got = value.dtype if isinstance(value, Tensor) else type(value).__name__
                 raise TypeError(
-                    f"{where}.load_state_dict: entry {name!r} must be a tensor of dtype "
+                    f"{where}.load_state_dict: {entry} must be a tensor of dtype "
                     f"{tensor.dtype}, got {got}"
                 )
             if value.shape != tensor.shape:
                 raise ValueError(
-                    f"{where}.load_state_dict: entry {name!r} has shape {tuple(value.shape)}, "
+                    f"{where}.load_state_dict: {entry} has shape {tuple(value.shape)}, "
                     f"expected {tuple(tensor.shape)}"
                 )
-            check_copyable(f"{where}.load_state_dict", f"entry {name!r}", value, tensor)
+            check_copyable(f"{where}.load_state_dict", entry, value, tensor)
         # An entry that shares memory with the module's tensors (a view of its own or another
         # parameter, of the flat buffer they share) is read before anything is written: each
         # entry is its value at the call, whatever the order of the writes, and a copy onto
