@@ -574,3 +574,24 @@ def test_a_difference_with_no_spread_on_either_side_is_reported(tmp_path: Path) 
         "Paper 1.06 (s.d. 0.00), ours 3.00 (s.d. 0.00): ours is 1.94 points higher, with no "
         "spread on either side."
     ) in section.splitlines()
+
+
+def _table_ii_results() -> list[RowResult]:
+    """Every row of Table II (4 main rows, 5 variants) over 5 rounds, each near the paper."""
+    return [fake_row(row, (4.0, 4.5, 5.0, 5.5, 6.0)) for row in TABLE_II]
+
+
+def test_the_criterion_counts_the_comparisons_of_the_run(tmp_path: Path) -> None:
+    """The number of comparisons that the test does not correct for is the run's: 9 for Table II
+    alone (each of its rows and variants against the paper), where the report said "about 30"
+    and "one or two of them may differ by chance alone" whatever was run; the JSON says the
+    same. A Fig. 1 run, with no paper number, is no comparison."""
+    results = [fake_row(FIGURE_1[2], (2.0, 2.5)), *_table_ii_results()]
+    expected = (
+        f"{CRITERION} This run makes 9 such comparisons (each row and each variant with the "
+        "paper's number), not corrected for their number: at the 5% level, about 0.5 of them "
+        "would differ by chance alone if every mean equalled the paper's."
+    )
+    assert differences_section(results, tmp_path).startswith("\n" + expected + "\n\n")
+    assert results_json(results, SETTINGS, 1.0, 1.0, {})["criterion"] == expected
+    assert "about 30" not in report_text(results, tmp_path)

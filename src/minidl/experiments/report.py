@@ -40,6 +40,7 @@ __all__ = [
     "SIGNIFICANCE",
     "Comparison",
     "compare",
+    "criterion",
     "results_json",
     "summary_table",
     "write_json",
@@ -63,11 +64,10 @@ CRITERION = (
     "the Welch-Satterthwaite degrees of freedom. With 5 rounds on each side this asks for 2.3 "
     'to 2.8 SE, by the two s.d. Each verdict gives the difference and its SE. "Within noise" '
     "means this test does not tell the two apart, not that they agree: with 5 rounds a side "
-    "it misses a true difference of about 2.5 SE half the time, and smaller ones more often. "
-    "The comparisons are not "
-    "corrected for their number (about 30): at the 5% level, one or two of them may differ "
-    "by chance alone."
+    "it misses a true difference of about 2.5 SE half the time, and smaller ones more often."
 )
+"""How a row is compared with the paper; the report and the JSON add how many comparisons
+the run made (:func:`criterion`)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,27 @@ class Comparison:
     @property
     def differs(self) -> bool:
         return self.p_value < SIGNIFICANCE
+
+
+def criterion(results: Sequence[RowResult]) -> str:
+    """:data:`CRITERION`, and how many comparisons with the paper ``results`` make (each main
+    row and each variant with a paper's number and 2 rounds or more), which the test does not
+    correct for: where the means are equal, a share :data:`SIGNIFICANCE` of the comparisons
+    differ by chance alone.
+
+    Nothing is added when a main row has fewer than 2 rounds: the report then compares none.
+    """
+    if any(compare(row) is None for row in results if row.experiment.kind == "main"):
+        return CRITERION
+    count = sum(compare(row, _paper_row(results, row)) is not None for row in results)
+    if count == 0:
+        return CRITERION
+    return (
+        f"{CRITERION} This run makes {count} such comparison{'s' * (count != 1)} (each row "
+        "and each variant with the paper's number), not corrected for their number: at the "
+        f"{SIGNIFICANCE:.0%} level, about {SIGNIFICANCE * count:.1f} of them would differ by "
+        "chance alone if every mean equalled the paper's."
+    )
 
 
 def _paper_row(results: Sequence[RowResult], row: RowResult) -> RowResult | None:
@@ -204,7 +225,7 @@ def results_json(
         "machine": _machine(),
         "protocol": dataclasses.asdict(PROTOCOL),
         "choices": dataclasses.asdict(CHOICES),
-        "criterion": CRITERION,
+        "criterion": criterion(results),
         "figures": figures,
         "rows": [_row_json(results, row) for row in results],
     }
@@ -692,7 +713,7 @@ def _paper_repeats(
 def _differences_section(
     results: Sequence[RowResult], epochs_override: int | None = None
 ) -> list[str]:
-    lines = ["## Where we differ from the paper", "", CRITERION, ""]
+    lines = ["## Where we differ from the paper", "", criterion(results), ""]
     if epochs_override is not None:
         lines += [
             f"**Every row trained for {epochs_override} epochs only, not the epochs of the "
