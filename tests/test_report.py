@@ -595,3 +595,12 @@ def test_the_criterion_counts_the_comparisons_of_the_run(tmp_path: Path) -> None
     assert differences_section(results, tmp_path).startswith("\n" + expected + "\n\n")
     assert results_json(results, SETTINGS, 1.0, 1.0, {})["criterion"] == expected
     assert "about 30" not in report_text(results, tmp_path)
+
+
+def test_a_run_without_figures_has_no_figures_section(tmp_path: Path) -> None:
+    """Table II alone draws none of Figs. 1-3 and has no Fig. 1 runs: the report had an empty
+    "## Figures" heading; with Fig. 1's runs the section is there, with their table."""
+    assert "## Figures" not in report_text(_table_ii_results(), tmp_path)
+    with_figure_1 = report_text([fake_row(FIGURE_1[2], (2.0, 2.5)), *_table_ii_results()], tmp_path)
+    figures = with_figure_1.split("## Figures\n")[1].split("## ")[0]
+    assert "| Cross-entropy | act tanh, cross-entropy, SGD lr 0.1 | 2.25 (0.35) |" in figures

@@ -538,7 +538,8 @@ def _figures_section(results: Sequence[RowResult], figures: dict[str, str]) -> l
             ],
         )
         lines.append("")
-    return lines
+    # (A run of Table II alone has neither Fig. 1-3 nor Fig. 1's runs: no empty section.)
+    return lines if len(lines) > 2 else []
 
 
 def _explain(results: Sequence[RowResult], row: RowResult, comparison: Comparison) -> list[str]:
