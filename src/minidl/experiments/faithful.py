@@ -32,9 +32,11 @@ class PublishedAdadelta(Adadelta):
     stored state becomes :math:`s_t = \sqrt{\rho s_{t-1} + (1 - \rho) g_t^2 + \epsilon}` and
     :math:`a_t = \rho \sqrt{a_{t-1} + \epsilon} + (1 - \rho) \Delta x_t^2`, with
     :math:`\Delta x_t = \sqrt{a_{t-1} + \epsilon}\, g_t / s_t` and
-    :math:`x_{t+1} = x_t - \mathrm{lr}\, \Delta x_t`. For small gradients both accumulators
-    settle near :math:`\rho^2` (the fixed point of :math:`s = \rho\sqrt{s}`), so
-    :math:`\Delta x_t \approx g_t`: the method becomes plain SGD with learning rate ``lr``.
+    :math:`x_{t+1} = x_t - \mathrm{lr}\, \Delta x_t`. For small gradients :math:`s` settles
+    near :math:`\rho` (the fixed point of :math:`s = \sqrt{\rho s}`) and :math:`a` near
+    :math:`\rho^2` (that of :math:`a = \rho\sqrt{a}`), so
+    :math:`\Delta x_t \approx \sqrt{\rho^2}\, g_t / \rho = g_t`: the method becomes plain SGD
+    with learning rate ``lr``.
 
     Args:
         params, lr, rho, eps: as :class:`minidl.optim.Adadelta`.
