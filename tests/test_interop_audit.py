@@ -224,3 +224,54 @@ def test_a_residual_block_assigned_by_hand_is_refused_by_to_torch() -> None:
     custom.inner = nn.ReLU()
     with pytest.raises(ConversionError, match=r"^to_torch: .* of type .*Custom; supported: "):
         to_torch(custom)
+
+
+def test_a_child_module_registered_by_hand_in_a_layer_is_refused() -> None:
+    """A child registered in a layer whose forward does not call it (``linear.extra = ...`` in
+    torch.nn, ``register_module`` in minidl) was dropped without a word, with its parameters
+    and buffers: the converted model's state_dict lacked them, and a round trip lost them. Its
+    parameters and buffers registered by hand were refused already."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(2, 2, dtype=F64)
+    linear.extra = torch.nn.BatchNorm1d(2, dtype=F64)
+    residual = TorchResidual(torch.nn.Linear(2, 2, dtype=F64))
+    residual.extra = torch.nn.Linear(2, 2, dtype=F64)
+    x = torch.randn(4, 2, dtype=F64)
+    with torch.no_grad():  # (torch's forward does not call them)
+        torch.testing.assert_close(
+            linear(x), torch.nn.functional.linear(x, linear.weight, linear.bias)
+        )
+    cases = [
+        (torch.nn.Sequential(torch.nn.Tanh(), linear), "the layer at '1'",
+         "torch.nn.modules.linear.Linear", "Linear"),
+        (residual, "the model itself,", "minidl.interop.TorchResidual", "TorchResidual"),
+    ]  # fmt: skip
+    for model, where, kind, name in cases:
+        with pytest.raises(ConversionError) as info:
+            from_torch(model)
+        assert str(info.value) == (
+            f"from_torch: cannot convert {where} of type {kind} (child modules that minidl's "
+            f"{name} has not: ['extra'])"
+        )
+    mine = nn.Linear(2, 2, dtype=F64)
+    mine.register_module("extra", nn.Linear(2, 2, dtype=F64))
+    block = nn.Residual(nn.Tanh())
+    block.register_module("extra", nn.BatchNorm1d(2, dtype=F64))
+    for model, where, kind in (
+        (nn.Sequential(mine, nn.Tanh()), "the layer at '0'", "linear.Linear"),
+        (nn.Sequential(nn.Linear(2, 2, dtype=F64), block), "the layer at '1'", "residual.Residual"),
+    ):
+        with pytest.raises(ConversionError) as info:
+            to_torch(model)
+        assert str(info.value) == (
+            f"to_torch: cannot convert {where} of type minidl.nn.{kind} (child modules that "
+            f"torch.nn's {kind.rpartition('.')[2]} has not: ['extra'])"
+        )
+    # A child set to None holds nothing, and a Sequential's children are all converted.
+    linear.extra = None
+    del residual.extra
+    for model in (linear, torch.nn.Sequential(residual, torch.nn.Tanh())):
+        back = from_torch(model)
+        assert [name for name, _ in back.named_parameters()] == [
+            name for name, _ in model.named_parameters()
+        ]

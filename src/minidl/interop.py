@@ -139,18 +139,23 @@ def _check_tensors(where: str, path: str, kind: type, tensors: dict[str, Tensor]
 
 
 def _check_carried(
-    where: str, path: str, kind: type, names: Iterable[str], carried: set[str], other: str
+    where: str,
+    path: str,
+    kind: type,
+    names: Iterable[str],
+    carried: Iterable[str],
+    other: str,
+    what: str = "parameters or buffers",
 ) -> None:
     """Refuse a layer with parameters or buffers (``names``) that its converted counterpart
     has not (``carried``): a tensor registered by hand would be dropped without a word, and
-    the state dicts of the two models would no longer match."""
-    dropped = [name for name in names if name not in carried]
+    the state dicts of the two models would no longer match. The same for child modules
+    (``what``): a child registered by hand in a layer would be dropped with its tensors."""
+    kept = set(carried)
+    dropped = [name for name in names if name not in kept]
     if dropped:
         raise _refused(
-            where,
-            path,
-            kind,
-            f"parameters or buffers that {other}'s {kind.__qualname__} has not: {dropped}",
+            where, path, kind, f"{what} that {other}'s {kind.__qualname__} has not: {dropped}"
         )
 
 
@@ -165,13 +170,13 @@ def to_torch(model: Module) -> tnn.Module:
         A new ``torch.nn.Module`` with the same dtype, device, training mode and outputs.
 
     Raises:
-        ConversionError: a layer has no ``torch.nn`` counterpart, parameters or buffers that
-            its counterpart has not (registered by hand), an attribute of a parameter's,
-            buffer's or child's name that holds another object (``norm.running_mean = tensor``,
-            which minidl does not register), tensors of several dtypes or devices, a tensor of a
-            shape its sizes do not give, or is a ``SELU`` whose ``alpha`` was changed
-            (``torch.nn.SELU``'s is fixed); the message gives its path (e.g. ``'2.block.0'``)
-            and type.
+        ConversionError: a layer has no ``torch.nn`` counterpart, parameters, buffers or
+            child modules that its counterpart has not (registered by hand), an attribute of a
+            parameter's, buffer's or child's name that holds another object
+            (``norm.running_mean = tensor``, which minidl does not register), tensors of
+            several dtypes or devices, a tensor of a shape its sizes do not give, or is a
+            ``SELU`` whose ``alpha`` was changed (``torch.nn.SELU``'s is fixed); the message
+            gives its path (e.g. ``'2.block.0'``) and type.
         TypeError: ``model`` is not a minidl :class:`~minidl.nn.Module`.
     """
     if not isinstance(model, Module):
@@ -197,6 +202,10 @@ def _to_torch(module: Module, path: str) -> tnn.Module:
     carried = {name for name, _ in result.named_parameters(recurse=False)}
     carried.update(name for name, _ in result.named_buffers(recurse=False))
     _check_carried("to_torch", path, kind, own, carried, "torch.nn")
+    # (a Sequential's and a Residual's children are converted under their names)
+    _check_carried(
+        "to_torch", path, kind, module._modules, result._modules, "torch.nn", "child modules"
+    )
     # This module's mode only: its children keep theirs (e.g. a batch norm frozen in evaluation
     # mode inside a model that trains), which a recursive train() would overwrite.
     result.training = module.training
@@ -340,11 +349,12 @@ def from_torch(model: tnn.Module) -> Module:
         ConversionError: a layer has no minidl counterpart (or uses an unsupported option),
             has hooks (forward, forward pre-, backward or backward pre-hooks, which may change
             what it computes; the old ``torch.nn.utils.weight_norm`` is one) or
-            parametrizations, a ``forward`` replaced on the object, parameters or buffers that
-            its counterpart has not (registered by hand), tensors of several dtypes or devices,
-            or a tensor of a shape its sizes do not give, is a lazy layer not yet initialised,
-            or is ``None`` (a child, block or weight set to ``None``); the message gives its
-            path (e.g. ``'1.0'``) and type.
+            parametrizations, a ``forward`` replaced on the object, parameters, buffers or
+            child modules that its counterpart has not (registered by hand: a child of a
+            ``Linear``, say, which its forward does not call, would be dropped with its
+            tensors), tensors of several dtypes or devices, or a tensor of a shape its sizes do
+            not give, is a lazy layer not yet initialised, or is ``None`` (a child, block or
+            weight set to ``None``); the message gives its path (e.g. ``'1.0'``) and type.
         TypeError: ``model`` is not a ``torch.nn.Module``.
     """
     if not isinstance(model, tnn.Module):
@@ -441,6 +451,12 @@ def _from_torch(
     with _building("from_torch", path, kind):
         result = _minidl_layer(module, path, trained, converted)
     _check_carried("from_torch", path, kind, own, {*result._parameters, *result._buffers}, "minidl")
+    # (a Sequential's children are all converted, renumbered; a child set to None holds nothing)
+    if kind is not tnn.Sequential:
+        children = [name for name, child in module._modules.items() if child is not None]
+        _check_carried(
+            "from_torch", path, kind, children, result._modules, "minidl", "child modules"
+        )
     result.training = module.training  # this module's mode only, as in _to_torch
     converted[path] = result
     return result
