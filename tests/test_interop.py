@@ -512,6 +512,15 @@ def test_tied_parameters_stay_tied_both_ways() -> None:
     assert list(back.state_dict()) == list(model.state_dict())
     assert flat_buffer([p.data for p in back.parameters()]) is not None
     assert torch.equal(back(x), model(x))
+    # Tied inside the block of a Residual that is the model itself: the block's Sequential was
+    # left with a hole in its buffer (its copy of the tied weight), so not flat.
+    residual = nn.Residual(nn.Sequential(first, nn.Tanh(), second))
+    again = from_torch(to_torch(residual))
+    assert again.block[2].weight is again.block[0].weight  # type: ignore[index]
+    assert flat_buffer([p.data for p in again.parameters()]) is not None
+    assert flat_buffer([p.grad for p in again.parameters()]) is not None
+    assert again.num_parameters() == 4 * 4 + 4 + 4
+    assert torch.equal(again(x), residual(x))
 
 
 def test_meta_models_convert_both_ways() -> None:

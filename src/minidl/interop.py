@@ -384,8 +384,9 @@ def _tie_torch(model: Module, twin: tnn.Module) -> None:
 
 
 def _tie_minidl(model: tnn.Module, result: Module, converted: dict[str, Module]) -> None:
-    """Tie in ``result`` the parameters tied in ``model``, then make a ``Sequential``'s
-    parameters one flat buffer again (the tied copies left holes in it). ``converted`` maps
+    """Tie in ``result`` the parameters tied in ``model``, then make the parameters of each
+    outermost ``Sequential`` (``result``, or one inside a ``Residual``) one flat buffer again
+    (the tied copies left holes in it). ``converted`` maps
     the path of each module of ``model`` to its conversion: the names of ``result`` are
     others where ``model`` names its children (``'fc'``) or is a slice (``'2'``, ...)."""
     tied = False
@@ -395,8 +396,18 @@ def _tie_minidl(model: tnn.Module, result: Module, converted: dict[str, Module])
         parameter = converted[first_owner]._parameters[first_leaf]
         converted[owner].register_parameter(leaf, parameter)
         tied = True
-    if tied and isinstance(result, nn.Sequential):
-        result._flatten()
+    if tied:
+        _flatten_outermost(result)
+
+
+def _flatten_outermost(module: Module) -> None:
+    """Flatten ``module`` if a ``Sequential``, else each outermost ``Sequential`` below it (an
+    inner one is part of its outer one's buffer: flattening it on its own would split that)."""
+    if isinstance(module, nn.Sequential):
+        module._flatten()
+        return
+    for child in module.children():
+        _flatten_outermost(child)
 
 
 def _unsupported(path: str, module: tnn.Module, why: str = "") -> ConversionError:
