@@ -89,8 +89,9 @@ class BatchNorm1d(Module):
         - Input: ``(N, C)`` (``N >= 2`` in training mode). Output: ``(N, C)``.
 
     A float16 or bfloat16 layer computes in float32 (the statistics, :math:`\hat x`, the
-    output before its rounding, and the backward's sums over the batch), as PyTorch does: in
-    float16 the squares of deviations above 256 overflow, and the variance with them.
+    output before its rounding, the update of the running statistics, rounded once, and the
+    backward's sums over the batch), as PyTorch does: in float16 the squares of deviations
+    above 256 overflow, and the variance with them.
 
     Buffers:
         ``running_mean`` (zeros), ``running_var`` (ones), ``num_batches_tracked`` (int64, the
@@ -173,13 +174,9 @@ class BatchNorm1d(Module):
             mean = x.mean(dim=0)
             centered = x - mean
             variance = centered.square().mean(dim=0)
-            self.running_mean.mul_(operand(1 - self._momentum, self.running_mean)).add_(
-                mean, alpha=self._momentum
-            )
             # m sigma^2 N / (N - 1) with the factor m N / (N - 1) as one number: one op.
-            self.running_var.mul_(operand(1 - self._momentum, self.running_var)).add_(
-                variance, alpha=self._momentum * batch / (batch - 1)
-            )
+            self._update(self.running_mean, mean, self._momentum, compute)
+            self._update(self.running_var, variance, self._momentum * batch / (batch - 1), compute)
             self.num_batches_tracked.add_(1)
         else:
             centered = x - _as(self.running_mean, compute)
@@ -205,6 +202,16 @@ class BatchNorm1d(Module):
         self._fitted = (weight_data, bias_data, self.running_mean)
         weight, bias = _as(weight_data, compute), _as(bias_data, compute)
         return _as(torch.addcmul(bias, normalized, weight), dtype)  # beta + x_hat gamma, fused
+
+    def _update(self, running: Tensor, batch: Tensor, weight: float, compute: torch.dtype) -> None:
+        """``running <- (1 - m) running + weight batch`` in place; for a 16-bit layer computed
+        in float32 and rounded once, as PyTorch does (rounded after each of the two ops, a
+        float16 average with a small momentum drifts: the batch's share is lost to rounding)."""
+        scale = 1 - self._momentum
+        if running.dtype is compute:
+            running.mul_(operand(scale, running)).add_(batch, alpha=weight)
+        else:
+            running.copy_(running.to(compute).mul_(scale).add_(batch, alpha=weight))
 
     def _check_parameters(self) -> None:
         """A weight or bias assigned by hand (``weight.data = ...``) must be like the running
