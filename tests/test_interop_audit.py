@@ -275,3 +275,20 @@ def test_a_child_module_registered_by_hand_in_a_layer_is_refused() -> None:
         assert [name for name, _ in back.named_parameters()] == [
             name for name, _ in model.named_parameters()
         ]
+
+
+def test_torch_residual_refuses_a_block_that_is_not_a_torch_module() -> None:
+    """``TorchResidual(minidl_layer)`` was taken: torch kept the block as a plain attribute,
+    its forward ran the minidl layer, but parameters() and state_dict() were empty (a torch
+    optimizer trained nothing), and from_torch called the block None. ``TorchResidual(None)``
+    was taken too, and its forward failed in Python's words."""
+    for block, hint in (
+        (nn.Linear(2, 2), "Linear (for a minidl block, use minidl.nn.Residual)"),
+        (None, "NoneType"),
+        (torch.randn(2, 2), "Tensor"),
+    ):
+        with pytest.raises(TypeError) as info:
+            TorchResidual(block)  # type: ignore[arg-type]
+        assert str(info.value) == f"TorchResidual: block must be a torch.nn.Module, got {hint}"
+    residual = TorchResidual(torch.nn.Linear(2, 2))
+    assert [name for name, _ in residual.named_parameters()] == ["block.weight", "block.bias"]

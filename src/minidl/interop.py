@@ -74,10 +74,21 @@ class TorchResidual(tnn.Module):
 
     Args:
         block: the ``torch.nn.Module`` inside the skip connection.
+
+    Raises:
+        TypeError: ``block`` is not a ``torch.nn.Module`` (a minidl module, which torch would
+            keep as a plain attribute: not among the parameters, nor in the state dict).
     """
 
     def __init__(self, block: tnn.Module) -> None:
         super().__init__()
+        if not isinstance(block, tnn.Module):
+            minidl = (
+                " (for a minidl block, use minidl.nn.Residual)" if isinstance(block, Module) else ""
+            )
+            raise TypeError(
+                f"TorchResidual: block must be a torch.nn.Module, got {type(block).__name__}{minidl}"
+            )
         self.block = block
 
     def forward(self, input: Tensor) -> Tensor:
