@@ -652,9 +652,17 @@ def test_tensors_that_the_other_side_has_not_are_refused(kind: str) -> None:
         linear.register_buffer("scale", torch.ones(3))
     tanh = nn.Tanh()
     tanh.register_buffer("scale", torch.ones(3))
+    # (a batch norm's buffer raised AttributeError, naming no layer: its buffers were copied
+    # by name into the torch layer's)
+    norm = nn.BatchNorm1d(3)
+    if kind == "parameter":
+        norm.register_parameter("scale", nn.Parameter(torch.ones(3)))
+    else:
+        norm.register_buffer("scale", torch.ones(3))
     for model, where, name in [
         (linear, "the model itself,", "linear.Linear"),
         (nn.Sequential(nn.Linear(3, 3), tanh), "the layer at '1'", "tanh.Tanh"),
+        (nn.Sequential(nn.Linear(3, 3), norm), "the layer at '1'", "batch_norm.BatchNorm1d"),
     ]:
         with pytest.raises(ConversionError) as info:
             to_torch(model)

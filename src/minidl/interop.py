@@ -296,8 +296,9 @@ def _torch_layer(module: Module, path: str) -> tnn.Module:
         if module.weight is not None and module.bias is not None:
             _copy_parameter("weight", norm.weight, module.weight.data)
             _copy_parameter("bias", norm.bias, module.bias.data)
-        for name, buffer in module.named_buffers():
-            _copy_parameter(name, getattr(norm, name), buffer)
+        for name, buffer in module._buffers.items():
+            if name in norm._buffers:  # (another, registered by hand, is refused by the caller)
+                _copy_parameter(name, getattr(norm, name), buffer)
         result = norm
     elif kind is nn.Residual:
         assert isinstance(module, nn.Residual)
