@@ -44,7 +44,8 @@ class Sigmoid(Activation):
 
     Forward is :func:`sigmoid` (the same bits for an element wherever it sits in the input, which
     ``torch.sigmoid`` does not give). Backward reuses the cached output:
-    :math:`\partial L/\partial x = g\,y\,(1 - y)`, computed as :math:`g y - g y \cdot y`.
+    :math:`\partial L/\partial x = g\,y\,(1 - y)`, computed as :math:`g y - g y \cdot y`; for a
+    float16 or bfloat16 gradient and output in float32, rounded once.
 
     Shape:
         - Input: any shape. Output: the same shape.
@@ -61,6 +62,13 @@ class Sigmoid(Activation):
         return output, output
 
     def _backward(self, grad_output: Tensor, output: Tensor, out: Tensor | None = None) -> Tensor:
+        dtype = grad_output.dtype
+        if (dtype is torch.float16 or dtype is torch.bfloat16) and output.dtype is dtype:
+            # A 16-bit gradient and output: computed in float32 and rounded once, the correctly
+            # rounded g y (1 - y) (PyTorch's float16 CPU kernel rounds after each operation:
+            # about a quarter of its results are one unit in the last place further away).
+            wide = self._backward(grad_output.float(), output.float())
+            return wide.to(dtype) if out is None else out.copy_(wide)
         # g y - g y^2, written over the g y temporary (one allocation, not two), or into out.
         grad_times_y = grad_output * output
         target = grad_times_y if out is None else out
