@@ -306,3 +306,52 @@ def test_bce_with_logits_reads_a_target_from_an_autograd_graph_without_a_warning
         loss = nn.BCEWithLogitsLoss()(logits, target)
     expected = F.binary_cross_entropy_with_logits(logits, target.detach())
     assert_close(loss, expected)
+
+
+@pytest.mark.parametrize(
+    ("make", "target"),
+    [
+        (nn.HuberLoss, lambda dtype: torch.randn(4, 3, dtype=dtype)),
+        (nn.L1Loss, lambda dtype: torch.randn(4, 3, dtype=dtype)),
+        (nn.MSELoss, lambda dtype: torch.randn(4, 3, dtype=dtype)),
+        (nn.BCEWithLogitsLoss, lambda dtype: torch.rand(4, 3, dtype=dtype)),
+        (nn.CrossEntropyLoss, lambda dtype: torch.tensor([0, 2, 1, 1])),
+        (nn.NLLLoss, lambda dtype: torch.tensor([0, 2, 1, 1])),
+    ],
+    ids=["HuberLoss", "L1Loss", "MSELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "NLLLoss"],
+)
+@pytest.mark.parametrize(
+    ("dtype", "refused"), [(F64, torch.float32), (torch.float16, F64)], ids=["f64-f32", "f16-f64"]
+)
+def test_a_refused_prediction_of_another_dtype_leaves_the_gradients_dtype(
+    make: Any, target: Any, dtype: torch.dtype, refused: torch.dtype
+) -> None:
+    """A prediction of another dtype refused for its target (of the wrong shape) left
+    HuberLoss's backward returning the last forward's gradient cast to that dtype: its own
+    record of the forward's dtype was the base class's record of the last prediction checked."""
+    criterion = make()
+    prediction = torch.randn(4, 3, dtype=dtype)
+    criterion(prediction, target(dtype))
+    expected = criterion.backward()
+    with pytest.raises(ValueError, match="target has shape"):
+        criterion(torch.randn(4, 3, dtype=refused), target(refused)[:2])
+    got = criterion.backward()
+    assert got.dtype is dtype
+    assert torch.equal(got, expected)
+
+
+def test_huber_pickled_before_its_forward_dtype_had_its_own_name() -> None:
+    """A HuberLoss pickled when the forward's dtype was kept as ``_prediction_dtype`` returns
+    its gradient in that dtype."""
+    import pickle
+
+    criterion = nn.HuberLoss()
+    criterion(torch.randn(4, 3, dtype=torch.float16), torch.randn(4, 3, dtype=torch.float16))
+    expected = criterion.backward()
+    state = criterion.__getstate__()
+    state["_prediction_dtype"] = state.pop("_forward_dtype")
+    old = nn.HuberLoss.__new__(nn.HuberLoss)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    got = old.backward()
+    assert got.dtype is torch.float16
+    assert torch.equal(got, expected)

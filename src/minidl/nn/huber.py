@@ -63,7 +63,9 @@ class HuberLoss(Loss):
         self.delta = delta
         self.reduction = reduction
         self._difference: Tensor | None = None
-        self._prediction_dtype = torch.get_default_dtype()
+        # The dtype of the last forward's prediction, the gradient's (not the base class's
+        # _prediction_dtype, which a prediction refused with its target also sets).
+        self._forward_dtype = torch.get_default_dtype()
         self._scale = 1.0
         # The delta of the last forward: backward's gradient is that loss's, as its scale is the
         # forward's reduction's, whatever delta is set to in between.
@@ -84,7 +86,7 @@ class HuberLoss(Loss):
         # float16 a difference past 65504 is inf where delta (|d| - delta / 2) may not be.
         difference = prediction.float() - target.float() if sixteen_bit else prediction - target
         self._difference = difference
-        self._prediction_dtype = dtype
+        self._forward_dtype = dtype
         self._scale = 1.0 / prediction.numel() if self._reduction == "mean" else 1.0
         self._forward_delta = self._delta
         self._has_forward = True
@@ -101,11 +103,13 @@ class HuberLoss(Loss):
         super().__setstate__(state)
         if "_forward_delta" not in state:  # (pickled before it existed: the delta it had)
             self._forward_delta = self._delta
-        if "_prediction_dtype" not in state:  # (likewise: the difference had its dtype)
+        if "_forward_dtype" not in state:  # (likewise: the last prediction's, or the
+            # difference's, which had its dtype before 16-bit losses were computed in float32)
             difference = self._difference
-            self._prediction_dtype = (
-                torch.get_default_dtype() if difference is None else difference.dtype
-            )
+            dtype = state.get("_prediction_dtype")
+            if dtype is None:
+                dtype = torch.get_default_dtype() if difference is None else difference.dtype
+            self._forward_dtype = dtype
 
     def _gradient(self) -> Tensor:
         assert self._difference is not None
@@ -113,7 +117,7 @@ class HuberLoss(Loss):
         difference = self._difference
         clamped = difference.clamp(-delta, delta)
         gradient = clamped.mul_(operand(self._scale, clamped))
-        dtype = self._prediction_dtype
+        dtype = self._forward_dtype
         return gradient if dtype is gradient.dtype else gradient.to(dtype)
 
     def extra_repr(self) -> str:
