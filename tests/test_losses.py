@@ -355,3 +355,22 @@ def test_huber_pickled_before_its_forward_dtype_had_its_own_name() -> None:
     got = old.backward()
     assert got.dtype is torch.float16
     assert torch.equal(got, expected)
+
+
+def test_cross_entropy_reads_an_autograd_probability_target_without_a_warning() -> None:
+    """Its check that the rows are distributions read float() of a tensor requiring grad, which
+    warned "Converting a tensor with requires_grad=True to a scalar" (an error under -W error),
+    as BCEWithLogitsLoss's range check did."""
+    import warnings
+
+    logits = torch.randn(4, 3, dtype=F64)
+    target = torch.rand(4, 3, dtype=F64).softmax(dim=1).requires_grad_(True)
+    criterion = nn.CrossEntropyLoss()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = criterion(logits, target)
+    reference = logits.clone().requires_grad_(True)
+    expected = F.cross_entropy(reference, target.detach())
+    expected.backward()
+    assert_close(loss.detach(), expected.detach())
+    assert_close(criterion.backward().detach(), reference.grad)

@@ -184,14 +184,15 @@ class CrossEntropyLoss(Loss):
         return minus_one_over_n, vector, batch_size, picked, picked.view(-1), _dot_product(like)
 
     def _check_probabilities(self, target: Tensor) -> None:
-        low = float(target.min())
+        # (item(), not float(): float() of a target from an autograd graph warns)
+        low = target.min().item()
         # Summed in float32 at least. A 16-bit row summing to 1 is off by up to half an
         # epsilon of its dtype from the rounding of its entries alone (bfloat16's 2**-8):
         # one epsilon is allowed, and at least 1e-3 (float16's epsilon is 2**-10).
         sixteen_bit = target.dtype in (torch.float16, torch.bfloat16)
         # (torch.promote_types(target.dtype, torch.float32), without its op)
         sums = target.sum(dim=-1, dtype=torch.float32 if sixteen_bit else target.dtype)
-        worst = float((sums - 1).abs().max())
+        worst = (sums - 1).abs().max().item()
         tolerance = max(1e-3, torch.finfo(target.dtype).eps) if sixteen_bit else 1e-5
         if not (low >= 0 and worst <= tolerance):  # written so that a NaN target fails too
             raise ValueError(
