@@ -602,6 +602,13 @@ def test_loss_backward_with_a_non_scalar_upstream() -> None:
     criterion(torch.randn(2, 2), torch.tensor([0, 1]))
     with raises(ValueError, "MSELoss.backward", "scalar", "(2,)"):
         criterion.backward(torch.ones(2))
+    # A Python number is a scalar: the refusal asks for a tensor (it said "must be a scalar,
+    # got float").
+    with pytest.raises(TypeError) as info:
+        criterion.backward(2.0)
+    assert str(info.value) == (
+        "MSELoss.backward: the upstream gradient must be a tensor of one element, got float"
+    )
 
 
 # -- constructors of modules ---------------------------------------------------------------------

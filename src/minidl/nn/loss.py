@@ -249,9 +249,16 @@ class Loss(Module):
                 f"{name}.backward: expected at most one (scalar) gradient, got {len(gradwrtoutput)}"
             )
         (upstream,) = gradwrtoutput
-        if not isinstance(upstream, Tensor) or upstream.numel() != 1:
-            got = tuple(upstream.shape) if isinstance(upstream, Tensor) else type(upstream).__name__
-            raise ValueError(f"{name}.backward: the upstream gradient must be a scalar, got {got}")
+        if not isinstance(upstream, Tensor):  # (a Python number is a scalar, but no tensor)
+            raise TypeError(
+                f"{name}.backward: the upstream gradient must be a tensor of one element, got "
+                f"{type(upstream).__name__}"
+            )
+        if upstream.numel() != 1:
+            raise ValueError(
+                f"{name}.backward: the upstream gradient must be a scalar, got shape "
+                f"{tuple(upstream.shape)}"
+            )
         if upstream.is_complex():  # (it would make the gradient complex)
             raise TypeError(
                 f"{name}.backward: the upstream gradient must be a real scalar, got dtype "
