@@ -65,6 +65,33 @@ def test_a_meta_class_index_target_is_refused_like_one_on_another_device(make: t
     assert criterion(prediction.to("meta"), target.to("meta")).is_meta
 
 
+@pytest.mark.parametrize(
+    ("make", "target"),
+    [
+        (nn.CrossEntropyLoss, torch.full((4, 3), 1 / 3)),
+        (nn.BCEWithLogitsLoss, torch.full((4, 3), 0.5)),
+        (nn.MSELoss, torch.zeros(4, 3)),
+        (nn.L1Loss, torch.zeros(4, 3)),
+        (nn.HuberLoss, torch.zeros(4, 3)),
+    ],
+    ids=["CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss", "HuberLoss"],
+)
+def test_a_meta_float_target_of_meta_logits_is_shapes_only(
+    make: type, target: torch.Tensor
+) -> None:
+    """As for class indices: no values to check. CrossEntropyLoss's probability check and
+    BCEWithLogitsLoss's range check read them, and failed in the tensor library's words
+    ("Tensor.item() cannot be called on meta tensors")."""
+    criterion = make()
+    loss = criterion(torch.randn(4, 3, device="meta"), target.to("meta"))
+    assert loss.is_meta and loss.shape == ()
+    gradient = criterion.backward()
+    assert gradient.is_meta and gradient.shape == (4, 3)
+    # A meta target of CPU logits is refused, as before.
+    with pytest.raises(ValueError, match="target is on meta but the prediction is on cpu"):
+        make()(torch.randn(4, 3), target.to("meta"))
+
+
 def test_a_losss_upstream_gradient_must_be_real_and_where_the_gradient_can_take_it() -> None:
     criterion = nn.CrossEntropyLoss()
     criterion(torch.randn(3, 2), torch.tensor([0, 1, 1]))

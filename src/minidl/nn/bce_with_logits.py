@@ -68,12 +68,14 @@ class BCEWithLogitsLoss(Loss):
                 f"BCEWithLogitsLoss: expected a torch.Tensor target, got {type(target).__name__}"
             )
         self._check_dense_target(target, logits)
-        # (read as plain values: a target from an autograd graph would warn in float())
-        low, high = (float(v) for v in torch.aminmax(target.detach()))
-        if not 0 <= low <= high <= 1:  # (NaN fails too)
-            raise ValueError(
-                f"BCEWithLogitsLoss: targets must lie in [0, 1], got values in [{low:g}, {high:g}]"
-            )
+        if not target.is_meta:  # (and so are the logits: no values to check, shapes only)
+            # (read as plain values: a target from an autograd graph would warn in float())
+            low, high = (float(v) for v in torch.aminmax(target.detach()))
+            if not 0 <= low <= high <= 1:  # (NaN fails too)
+                raise ValueError(
+                    "BCEWithLogitsLoss: targets must lie in [0, 1], got values in "
+                    f"[{low:g}, {high:g}]"
+                )
         # max(z, 0) - z t as max(z, 0) (1 - t) + max(-z, 0) t, no cancellation, with
         # max(-z, 0) = max(z, 0) - z (inf - inf = NaN at z = +inf, as before); plus
         # log(1 + e^-|z|), with -|z| = z - 2 max(z, 0), exact, in one op.
