@@ -374,3 +374,36 @@ def test_cross_entropy_reads_an_autograd_probability_target_without_a_warning() 
     expected.backward()
     assert_close(loss.detach(), expected.detach())
     assert_close(criterion.backward().detach(), reference.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", ["class indices", "probabilities"])
+def test_cross_entropy_first_called_under_another_default_device(
+    dtype: torch.dtype, kind: str
+) -> None:
+    """The batch size a 16-bit loss divides its gradient by is kept for later calls: made first
+    inside ``torch.device("meta")`` (or after ``torch.set_default_device``), it was a meta
+    tensor, and dividing a CPU gradient by it did nothing (every gradient N times too large),
+    inside the context and after it."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 4, generator=generator).to(dtype)
+    target = (
+        torch.tensor([0, 3, 1, 1, 2])
+        if kind == "class indices"
+        else torch.rand(5, 4, generator=generator, dtype=F64).softmax(dim=1).to(dtype)
+    )
+    expected_criterion = nn.CrossEntropyLoss()
+    expected_criterion(logits, target)
+    expected = expected_criterion.backward()
+    criterion = nn.CrossEntropyLoss()
+    with torch.device("meta"):
+        criterion(logits, target)
+    assert torch.equal(criterion.backward(), expected)
+    criterion(logits, target)  # (outside the context, with the constants kept)
+    assert torch.equal(criterion.backward(), expected)
+    # The oracle: autograd in float64 on the same (rounded) values.
+    leaf = logits.double().requires_grad_()
+    wide_target = target.double() if target.is_floating_point() else target
+    F.cross_entropy(leaf, wide_target).backward()
+    assert leaf.grad is not None
+    torch.testing.assert_close(expected.double(), leaf.grad, rtol=2e-2, atol=2e-3)

@@ -173,9 +173,11 @@ class CrossEntropyLoss(Loss):
             minus_one_over_n = torch.full(shape, -1.0 / batch, dtype=like.dtype, device=like.device)
             # For 16-bit logits, a float32 scalar on the CPU, which the kernels of every device
             # read in float32 rather than cast to the logits' dtype (a 0-dim tensor on a GPU
-            # would be, and 70000 is inf in float16).
+            # would be, and 70000 is inf in float16). On the CPU whatever the default device
+            # (torch.device("meta") as a context, say): kept for later calls, a meta divisor
+            # left every later gradient undivided.
             batch_size = (
-                torch.tensor(float(batch), dtype=torch.float32)
+                torch.tensor(float(batch), dtype=torch.float32, device="cpu")
                 if sixteen_bit
                 else torch.tensor(float(batch), dtype=like.dtype, device=like.device)
             )
