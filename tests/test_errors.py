@@ -1571,6 +1571,33 @@ def test_losses_without_stacks_refuse_stacked_predictions(
         )
 
 
+def test_stacked_loss_interrupted_between_runs_keeps_every_last_good_forward() -> None:
+    """A KeyboardInterrupt in the second run's forward (Ctrl-C between two runs) leaves the
+    first run's criterion with the last good forward, as a refusal does: its backward gives the
+    gradient of that forward, not of the interrupted call's part."""
+
+    class Interrupted(nn.MSELoss):
+        interrupt = False
+
+        def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+            if self.interrupt:
+                raise KeyboardInterrupt
+            return super().forward(prediction, target)
+
+    first, second = nn.MSELoss(), Interrupted()
+    stacked = nn.StackedLoss([(first, 1), (second, 1)])
+    generator = torch.Generator().manual_seed(0)
+    good = torch.randn(2, 4, 3, dtype=F64, generator=generator)
+    target = torch.randn(2, 4, 3, dtype=F64, generator=generator)
+    stacked(good, target)
+    expected = stacked.backward().clone()
+    second.interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        stacked(good * 7, target)
+    second.interrupt = False
+    assert torch.equal(stacked.backward(), expected)
+
+
 def test_sequential_refuses_a_module_at_two_places() -> None:
     """A module keeps its last forward's cache for its backward: one object at two places
     (an activation reused as in ``torch.nn``, even inside a nested block) would give wrong

@@ -44,7 +44,7 @@ class HuberLoss(Loss):
     rounds each once (in float16, :math:`d` past 65504 would be ``inf``): the loss as PyTorch
     computes it. PyTorch's gradient of a ``"mean"`` is not rounded once (it is computed from
     :math:`d` and :math:`1/D` each rounded to 16 bits first), so a few of its elements differ
-    from these, the correctly rounded ones, in the last bit.
+    in the last bit from these, computed in float32 and rounded once.
 
     Example:
         >>> float(HuberLoss()(torch.tensor([[0.5, 3.0]]), torch.zeros(1, 2)))

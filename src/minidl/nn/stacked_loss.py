@@ -78,7 +78,8 @@ class StackedLoss(Loss):
                 f"StackedLoss: expected a stacked target with a leading dimension of "
                 f"{self.models} models, got {tuple(target.shape)}"
             )
-        # A run that refuses its part leaves every criterion with its last good forward.
+        # A run that refuses its part, or an interrupt (Ctrl-C) between two runs, leaves every
+        # criterion with its last good forward.
         saved = [dict(criterion.__dict__) for criterion, _, _ in self._runs]
         try:
             losses = torch.cat(
@@ -87,7 +88,7 @@ class StackedLoss(Loss):
                     for criterion, start, stop in self._runs
                 ]
             )
-        except Exception:
+        except BaseException:
             for (criterion, _, _), state in zip(self._runs, saved, strict=True):
                 criterion.__dict__.clear()
                 criterion.__dict__.update(state)
