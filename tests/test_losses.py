@@ -294,6 +294,34 @@ def test_cross_entropy_probability_rows_accepted_off_one_match_torch(reduction: 
     helper_test_op(None, prediction, nn.CrossEntropyLoss(reduction), target)
 
 
+def test_cross_entropy_takes_torch_softmax_rows_of_a_million_classes() -> None:
+    """float32 rows of ``torch.softmax`` over 10**6 classes sum to 1 only within about 2e-4
+    (the rounding grows about as sqrt(C)); they are accepted, within 2 sqrt(C) epsilons
+    (2.4e-4 here; 1e-5 refused them), with PyTorch's loss and gradient, while a row off by
+    3e-4 is still refused."""
+    generator = torch.Generator().manual_seed(0)
+    classes = 10**6
+    logits = 3 * torch.randn(2, classes, generator=generator)
+    target = torch.softmax(3 * torch.randn(2, classes, generator=generator), dim=-1)
+    criterion = nn.CrossEntropyLoss()
+    loss = criterion(logits, target)
+    grad = criterion.backward()
+    leaf = logits.to(F64).requires_grad_(True)
+    expected = F.cross_entropy(leaf, target.to(F64))
+    expected.backward()
+    assert leaf.grad is not None
+    torch.testing.assert_close(loss.to(F64), expected.detach(), rtol=1e-5, atol=0)
+    # (float32 log-softmax over 10**6 classes, minidl's as torch.softmax's, is off by up to
+    # 1.8e-4 relatively: the gradient's largest entries, about 1e-2, by up to 2e-6)
+    torch.testing.assert_close(grad.to(F64), leaf.grad, rtol=0, atol=4e-6)
+    uniform = torch.full((1, classes), 1.0 / classes)
+    uniform[0, 0] += 1e-4
+    criterion(logits[:1], uniform)
+    uniform[0, 0] += 2e-4
+    with pytest.raises(ValueError, match=r"row sum off by 0\.0003"):
+        criterion(logits[:1], uniform)
+
+
 def test_bce_with_logits_reads_a_target_from_an_autograd_graph_without_a_warning() -> None:
     """float() of its minimum and maximum warned "Converting a tensor with requires_grad=True
     to a scalar"; the loss reads such a target as a plain value, as every minidl loss does."""

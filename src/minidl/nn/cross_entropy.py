@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -38,7 +39,8 @@ class CrossEntropyLoss(Loss):
 
     Shape:
         - Logits: ``(N, C)``. Target: ``(N,)`` int64 in ``[0, C)``, or ``(N, C)`` float with
-          non-negative rows that sum to 1.
+          non-negative rows that sum to 1 (within 1e-5, or :math:`2\sqrt{C}` epsilons of the
+          dtype where that is more; 1e-3 in float16 and bfloat16).
         - Output: a 0-dim tensor.
         - Stacked models: logits ``(R, N, C)``, targets ``(R, N)`` or ``(R, N, C)``, output ``(R,)``.
 
@@ -197,7 +199,12 @@ class CrossEntropyLoss(Loss):
         # (torch.promote_types(target.dtype, torch.float32), without its op)
         sums = target.sum(dim=-1, dtype=torch.float32 if sixteen_bit else target.dtype)
         worst = (sums - 1).abs().max().item()
-        tolerance = max(1e-3, torch.finfo(target.dtype).eps) if sixteen_bit else 1e-5
+        # In 32 and 64 bits 1e-5, or 2 sqrt(C) epsilons for many classes: the rounding of a
+        # softmax's C entries and of their sum grows about as sqrt(C) (torch.softmax's float32
+        # rows of a million classes sum to 1 within about 2e-4).
+        eps = torch.finfo(target.dtype).eps
+        classes = target.shape[-1]
+        tolerance = max(1e-3, eps) if sixteen_bit else max(1e-5, 2 * math.sqrt(classes) * eps)
         if not (low >= 0 and worst <= tolerance):  # written so that a NaN target fails too
             raise ValueError(
                 "CrossEntropyLoss: a probability target must be non-negative with rows summing "
