@@ -761,6 +761,16 @@ SAVE_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
         {"path": "newdir" + os.sep},
         r"'newdir.' ends with a path separator \(a folder\); give a file path",
     ),
+    (
+        "path ending in a dot",  # (wrote the file newdir, which the path given cannot read)
+        {"path": os.path.join("newdir", ".")},
+        r"'newdir.\.' ends with '\.' \(a folder\); give a file path",
+    ),
+    (
+        "path ending in two dots",  # (was a FileNotFoundError saying newdir does not exist)
+        {"path": Path("newdir") / ".."},
+        r"'newdir.\.\.' ends with '\.\.' \(a folder\); give a file path",
+    ),
 ]
 
 

@@ -778,7 +778,8 @@ def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "where", ["unwritable folder", "empty", "ends with a separator", "file", "fifo"]
+    "where",
+    ["unwritable folder", "empty", "ends with a separator", "ends with a dot", "file", "fifo"],
 )
 def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(
     where: str,
@@ -802,7 +803,12 @@ def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(
         os.mkfifo(tmp_path / "pipe")
         path, expected = "pipe", "--checkpoint pipe: expected a file path, got a FIFO"
     else:
-        path = {"empty": "", "ends with a separator": "newdir" + os.sep, "file": "a-file/x"}[where]
+        path = {
+            "empty": "",
+            "ends with a separator": "newdir" + os.sep,
+            "ends with a dot": os.path.join("newdir", "."),  # (wrote the file newdir)
+            "file": "a-file/x",
+        }[where]
         shown = path if where == "file" else repr(path)
         expected = f"--checkpoint {shown}: expected a file path in an existing folder"
     _no_training(monkeypatch)

@@ -239,10 +239,10 @@ def save_checkpoint(
 
     Args:
         path: the file to write (replaced atomically if it exists), a ``str`` or
-            :class:`os.PathLike`; not a folder, nor a path ending in a separator, nor a
-            device, FIFO or socket (``/dev/null``: the rename would replace it with a file). A
-            symbolic link is followed: its target is replaced (a loop of links, which has
-            none, is refused).
+            :class:`os.PathLike`; not a folder, nor a path ending in a separator or in
+            ``.`` or ``..``, nor a device, FIFO or socket (``/dev/null``: the rename would
+            replace it with a file). A symbolic link is followed: its target is replaced (a
+            loop of links, which has none, is refused).
         model: the network; its parameter values and buffers (its state_dict) are saved.
         optimizer: the optimizer, if any (its :meth:`~minidl.optim.Optimizer.state_dict`),
             updating some of ``model``'s parameters.
@@ -443,8 +443,9 @@ def _check_history(history: object, where: str) -> None:
 
 
 def _check_file_path(path: object, where: str) -> None:
-    """Refuse a ``path`` that is not a ``str`` or path-like, or cannot name a file (empty, or
-    ending in a separator: ``Path("new/")`` would silently write the file ``new``)."""
+    """Refuse a ``path`` that is not a ``str`` or path-like, or cannot name a file (empty,
+    ending in a separator, or in ``.`` or ``..``: ``Path("new/")`` and ``Path("new/.")`` would
+    silently write the file ``new``, which the path given then cannot read)."""
     _check_path_type(path, where)
     text = os.fspath(path)  # type: ignore[call-overload]
     if not text:
@@ -452,6 +453,10 @@ def _check_file_path(path: object, where: str) -> None:
     if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
         raise CheckpointError(
             f"{where}: {text!r} ends with a path separator (a folder); give a file path"
+        )
+    if os.path.basename(text) in (os.curdir, os.pardir):
+        raise CheckpointError(
+            f"{where}: {text!r} ends with {os.path.basename(text)!r} (a folder); give a file path"
         )
 
 

@@ -523,13 +523,17 @@ def _check_network_fits(hidden: tuple[int, ...], dtype: str) -> None:
 
 def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
     """Refuse, before training, a checkpoint path that cannot be written: empty, a folder (or
-    ending in a separator), a loop of symbolic links, in a missing folder (for a symbolic link,
+    ending in a separator, or in ``.`` or ``..``), a loop of symbolic links, in a missing folder (for a symbolic link,
     its target's), a device, FIFO or socket (which a save would replace with a file), or
     (``writable``) in a folder where no file can be made, which is tried by making and removing
     a temporary file there."""
     from minidl._validate import check_folder_takes_files, is_link_loop, special_file_kind
 
-    if not path or path.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+    if (
+        not path
+        or path.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))
+        or os.path.basename(path) in (os.curdir, os.pardir)  # ("new/." would write "new")
+    ):
         raise ValueError(f"{flag} {path!r}: expected a file path in an existing folder")
     if is_link_loop(path):  # (realpath gives it back: the save would replace the link)
         raise ValueError(f"{flag} {path}: expected a file path, got a loop of symbolic links")
