@@ -343,6 +343,16 @@ TAMPERING: list[tuple[str, Callable[[Path], None], list[str]]] = [
         ["'model.0.bias' has dtype float64", "the header says float32"],
     ),
     (
+        # The tensor's entry changed along with it: was converted to the model's dtype silently.
+        "a parameter in another dtype than the architecture says",
+        lambda p: rewrite(
+            p,
+            lambda t: _set(t, "model.0.bias", t["model.0.bias"].to(torch.float64)),
+            header=lambda h: h["tensors"]["model.0.bias"].update(dtype="float64"),
+        ),
+        ["'model.0.bias' is float64 of shape (4,)", "architecture says float32 of shape (4,)"],
+    ),
+    (
         "missing tensor",
         lambda p: rewrite(p, lambda t: t.pop("optimizer.momentum_buffer")),
         ["missing ['optimizer.momentum_buffer']"],

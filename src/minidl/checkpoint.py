@@ -20,7 +20,8 @@ before anything is written:
 * that the architecture matches the model: the same parameters and buffers, and the same
   modules (its ``repr``: activations and hyper-parameters, less the memory addresses of
   default reprs, ``<function f at 0x...>``); the message lists what differs;
-* every tensor's presence, shape, dtype, digest and finiteness;
+* every tensor's presence, shape, dtype, digest and finiteness (the model's tensors also
+  against the architecture's shapes and dtypes);
 * that the optimizer and scheduler are of the saved classes and accept the saved state, and
   that the scheduler has the saved settings (its ``repr`` once its state is loaded: settings
   such as ``CyclicLR``'s ``max_lr`` are not in its state).
@@ -611,7 +612,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and verify the checkpoint at ``path`` without applying it to anything.
 
     Every check that does not need the model is made here: the file's framing, the header's
-    digest, the format version, and every tensor's shape, dtype, digest and finiteness.
+    digest, the format version, and every tensor's shape, dtype, digest and finiteness (the
+    model's also as the architecture describes them).
 
     Raises:
         CheckpointError: a missing, truncated, corrupted, tampered or newer-format file, or a
@@ -829,6 +831,20 @@ def _check_tensors(
                 f"{'finite' if finite else 'not finite'}, the header says "
                 f"{'finite' if entry['finite'] else 'not finite'}"
             )
+    # The model's tensors are those the architecture describes (it is what a model is checked
+    # against): one of another dtype would be converted to the model's on loading.
+    described = {
+        name: (shape, dtype) for name, shape, dtype in header["architecture"]["parameters"]
+    }
+    for name, tensor in tensors.items():
+        if name.startswith(_MODEL) and name[len(_MODEL) :] in described:
+            shape, dtype = described[name[len(_MODEL) :]]
+            own = str(tensor.dtype).removeprefix("torch.")
+            if (list(tensor.shape), own) != (shape, dtype):
+                raise CheckpointError(
+                    f"{where}: tensor {name!r} is {own} of shape {tuple(tensor.shape)}, the "
+                    f"header's architecture says {dtype} of shape {tuple(shape)}"
+                )
 
 
 # -- applying -------------------------------------------------------------------------------------
