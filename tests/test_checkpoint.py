@@ -223,14 +223,14 @@ def test_model_state_comes_in_the_saved_models_state_dict_order(tmp_path: Path) 
 
 
 def test_optimizer_and_scheduler_are_optional(tmp_path: Path) -> None:
-    model, optimizer, _, _ = build("sgd")
+    model, _, _, _ = build("sgd")
     save_checkpoint(tmp_path / "c", model)
-    other, _, _, _ = build("sgd", seed=3)
+    other, other_optimizer, _, _ = build("sgd", seed=3)
     state = load_checkpoint(tmp_path / "c", other)
     assert all(torch.equal(other.state_dict()[k], v) for k, v in model.state_dict().items())
     assert (state.epoch, state.step) == (0, 0)
     with pytest.raises(CheckpointError, match="no optimizer state"):
-        load_checkpoint(tmp_path / "c", other, optimizer)
+        load_checkpoint(tmp_path / "c", other, other_optimizer)
 
 
 def test_a_full_checkpoint_loads_into_a_model_alone(tmp_path: Path) -> None:
@@ -985,17 +985,21 @@ def _optimizer_over(*shapes: tuple[int, ...]) -> tuple[nn.Module, optim.SGD]:
 def test_an_optimizer_over_parameters_of_other_shapes_is_refused(tmp_path: Path) -> None:
     """The same number of values in parameters of other shapes: the momentum of one would be
     given to another. The model loads alone (its own check), the optimizer is refused by name."""
-    source_model, source = _optimizer_over((3, 4), (4,))
-    save_checkpoint(tmp_path / "c", source_model, source)
+    model, _ = _optimizer_over((3, 4), (4,), (16,))
+    first, second, third = model.parameters()
+    source = optim.SGD([first, second], lr=0.1, momentum=0.9)
+    source.step()
+    save_checkpoint(tmp_path / "c", model, source)
     assert read_checkpoint(tmp_path / "c").header["optimizer"]["shapes"] == [[3, 4], [4]]
-    _, target = _optimizer_over((16,))
+    target = optim.SGD([third], lr=0.1, momentum=0.9)  # (over the same model's other part)
+    target.step()
     before = target.state_dict()
     with pytest.raises(
         CheckpointError,
         match=r"the checkpoint's SGD updates parameters of shapes \[\(3, 4\), \(4,\)\], this one "
         r"\[\(16,\)\]",
     ):
-        load_checkpoint(tmp_path / "c", source_model, target)
+        load_checkpoint(tmp_path / "c", model, target)
     after = target.state_dict()["state"]["momentum_buffer"]
     assert torch.equal(after, before["state"]["momentum_buffer"])
 

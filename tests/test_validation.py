@@ -525,6 +525,21 @@ def test_a_refused_checkpoint_puts_back_a_model_loaded_alone(good: Path) -> None
     assert torch.equal(torch.get_rng_state(), before[2])
 
 
+def test_an_optimizer_of_another_model_is_refused_on_load_and_changes_nothing(good: Path) -> None:
+    """An optimizer built on the model before it was built again (or on another model) was
+    loaded with the saved state, which then belonged to parameters that fit never trains
+    (saving refuses it); it is refused as by save_checkpoint, and nothing is changed."""
+    target = parts()
+    stale_optimizer, stale_scheduler = parts()[1:3]
+    torch.rand(3)
+    before = state_of(target)
+    stale = state_of((target[0], stale_optimizer, stale_scheduler, target[3]))
+    with raises(CheckpointError, "load_checkpoint", "the optimizer updates none of the model's"):
+        load_checkpoint(good, target[0], stale_optimizer, stale_scheduler, generator=target[3])
+    assert_same_state(state_of(target), before)
+    assert_same_state(state_of((target[0], stale_optimizer, stale_scheduler, target[3])), stale)
+
+
 MISMATCHES: list[tuple[str, Callable[[], Parts], list[str]]] = [
     (
         "another architecture",

@@ -274,10 +274,7 @@ def save_checkpoint(
         )
     if scheduler is not None and scheduler.optimizer is not optimizer:
         raise CheckpointError(f"{where}: the scheduler given schedules another optimizer")
-    if optimizer is not None and not {id(p) for p in model.parameters()} & {
-        id(p) for p in optimizer.params
-    }:
-        raise CheckpointError(f"{where}: the optimizer updates none of the model's parameters")
+    _check_updates_model(where, model, optimizer)
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise CheckpointError(f"{where}: epoch must be an integer >= 0, got {epoch!r}")
     history = History() if history is None else history
@@ -915,6 +912,15 @@ def _check_components(
         )
 
 
+def _check_updates_model(where: str, model: Module, optimizer: Optimizer | None) -> None:
+    """Refuse an optimizer that updates none of ``model``'s parameters (one built on another
+    model, or on this one before it was built again): its state is not this model's."""
+    if optimizer is not None and not {id(p) for p in model.parameters()} & {
+        id(p) for p in optimizer.params
+    }:
+        raise CheckpointError(f"{where}: the optimizer updates none of the model's parameters")
+
+
 def _check_optimizer(header: dict[str, Any], optimizer: Optimizer | None, where: str) -> None:
     saved = header["optimizer"]
     if optimizer is None:
@@ -1028,7 +1034,8 @@ def load_checkpoint(
     Args:
         path: the checkpoint file, or a :class:`Checkpoint` from :func:`read_checkpoint`.
         model: a model of the saved architecture.
-        optimizer: the optimizer to restore (of the saved class), or ``None`` to restore the
+        optimizer: the optimizer to restore (of the saved class, updating some of
+            ``model``'s parameters, as when saved), or ``None`` to restore the
             model alone (e.g. to evaluate it; the optimizer's and scheduler's state and torch's
             global generator state are then left unused).
         scheduler: the scheduler of ``optimizer`` to restore, of the saved class and settings;
@@ -1052,6 +1059,7 @@ def load_checkpoint(
     )
     header, tensors = checkpoint.header, checkpoint.tensors
     _check_components(where, model, optimizer, scheduler, generator)
+    _check_updates_model(where, model, optimizer)
     try:
         _check_architecture(header, model, where)
         _check_optimizer(header, optimizer, where)
