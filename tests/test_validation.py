@@ -353,6 +353,28 @@ TAMPERING: list[tuple[str, Callable[[Path], None], list[str]]] = [
         ["'model.0.bias' is float64 of shape (4,)", "architecture says float32 of shape (4,)"],
     ),
     (
+        # (was converted to the parameters' dtype silently)
+        "optimizer state in another dtype than its parameters",
+        lambda p: rewrite(
+            p,
+            lambda t: _set(t, "optimizer.momentum_buffer", t["optimizer.momentum_buffer"].double()),
+            header=lambda h: h["tensors"]["optimizer.momentum_buffer"].update(dtype="float64"),
+        ),
+        ["SGD state 'momentum_buffer' is float64, this one's parameters are float32"],
+    ),
+    (
+        # (was "the header is malformed (KeyError('optimizer.momentum_buffer'))")
+        "optimizer state named in the header without its tensor",
+        lambda p: rewrite(
+            p,
+            lambda t: t.pop("optimizer.momentum_buffer"),
+            header=lambda h: h["tensors"].pop("optimizer.momentum_buffer"),
+        ),
+        [
+            "SGD has state 'momentum_buffer' in its header, but no tensor 'optimizer.momentum_buffer'"
+        ],
+    ),
+    (
         "missing tensor",
         lambda p: rewrite(p, lambda t: t.pop("optimizer.momentum_buffer")),
         ["missing ['optimizer.momentum_buffer']"],

@@ -921,7 +921,9 @@ def _check_updates_model(where: str, model: Module, optimizer: Optimizer | None)
         raise CheckpointError(f"{where}: the optimizer updates none of the model's parameters")
 
 
-def _check_optimizer(header: dict[str, Any], optimizer: Optimizer | None, where: str) -> None:
+def _check_optimizer(
+    header: dict[str, Any], tensors: Mapping[str, Tensor], optimizer: Optimizer | None, where: str
+) -> None:
     saved = header["optimizer"]
     if optimizer is None:
         return
@@ -944,6 +946,22 @@ def _check_optimizer(header: dict[str, Any], optimizer: Optimizer | None, where:
             f"{[tuple(shape) for shape in saved['shapes']]}, this one "
             f"{[tuple(shape) for shape in shapes]}"
         )
+    # The state is kept in its parameters' dtype: one of another dtype (a tampered file) would
+    # be converted on loading, and the run would not go on as saved.
+    dtype = optimizer.params[0].data.dtype
+    for name in saved["state"]:
+        tensor = tensors.get(_OPTIMIZER + name)
+        if tensor is None:
+            raise CheckpointError(
+                f"{where}: the checkpoint's {saved['class']} has state {name!r} in its header, "
+                f"but no tensor {_OPTIMIZER + name!r}"
+            )
+        if tensor.dtype != dtype:
+            raise CheckpointError(
+                f"{where}: the checkpoint's {saved['class']} state {name!r} is "
+                f"{str(tensor.dtype).removeprefix('torch.')}, this one's parameters are "
+                f"{str(dtype).removeprefix('torch.')}"
+            )
 
 
 def _check_scheduler(
@@ -1062,7 +1080,7 @@ def load_checkpoint(
     _check_updates_model(where, model, optimizer)
     try:
         _check_architecture(header, model, where)
-        _check_optimizer(header, optimizer, where)
+        _check_optimizer(header, tensors, optimizer, where)
         _check_scheduler(header, scheduler, optimizer, where)
         if generator is not None and _RNG_GENERATOR not in tensors:
             raise CheckpointError(f"{where}: the checkpoint holds no data-generator state")
