@@ -366,13 +366,20 @@ def save_checkpoint(
         },
         "tensors": {},
     }
+    for name, tensor in tensors.items():
+        if not _round_trips(tensor.dtype):
+            raise CheckpointError(
+                f"{where}: the tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')}, "
+                "a dtype that safetensors cannot write and read back; convert it (or leave it "
+                "out of the model's state) before saving"
+            )
     digests = _digests(safetensors_save(tensors))
     header["tensors"] = {
         name: {
             "dtype": str(tensor.dtype).removeprefix("torch."),
             "shape": list(tensor.shape),
             "sha256": digests[name],
-            "finite": bool(torch.isfinite(tensor).all()) if tensor.is_floating_point() else True,
+            "finite": _finite(tensor),
         }
         for name, tensor in tensors.items()
     }
@@ -400,6 +407,37 @@ def save_checkpoint(
             "less of them"
         )
     _write_atomically(Path(path), blob)
+
+
+#: Whether safetensors writes, and reads back, a tensor of each dtype met so far.
+_ROUND_TRIPS: dict[torch.dtype, bool] = {}
+
+
+def _round_trips(dtype: torch.dtype) -> bool:
+    """Whether safetensors writes a tensor of ``dtype`` and reads it back as one (tried once
+    per dtype): it writes neither ``complex128`` nor the quantized dtypes, and writes
+    ``float8_e8m0fnu`` where its loader, in some versions, cannot read it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as safetensors_load
+    from safetensors.torch import save as safetensors_save
+
+    if dtype not in _ROUND_TRIPS:
+        try:
+            back = safetensors_load(safetensors_save({"t": torch.zeros(1, dtype=dtype)}))["t"]
+            _ROUND_TRIPS[dtype] = back.dtype == dtype
+        except (KeyError, ValueError, TypeError, RuntimeError, SafetensorError):
+            _ROUND_TRIPS[dtype] = False
+    return _ROUND_TRIPS[dtype]
+
+
+def _finite(tensor: Tensor) -> bool:
+    """Whether every value of ``tensor`` is finite (integers always are). A float8 tensor is
+    compared as float32: torch has no ``isfinite`` for most float8 dtypes."""
+    if not tensor.is_floating_point():
+        return True
+    if tensor.element_size() == 1:
+        tensor = tensor.float()
+    return bool(torch.isfinite(tensor).all())
 
 
 def _check_extra_keys(value: object, name: str, where: str) -> None:
@@ -648,7 +686,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         )
     try:
         tensors = safetensors_load(data)
-    except (SafetensorError, ValueError, RuntimeError, TypeError) as error:
+    except (SafetensorError, ValueError, RuntimeError, TypeError, KeyError) as error:
         raise CheckpointError(f"{where}: not a valid safetensors file ({error})") from None
     metadata = framing.get("__metadata__")
     if not isinstance(metadata, dict) or "minidl" not in metadata:
@@ -821,7 +859,7 @@ def _check_tensors(
             raise CheckpointError(
                 f"{where}: tensor {name!r} is corrupted (its SHA-256 does not match the header)"
             )
-        finite = bool(torch.isfinite(tensor).all()) if tensor.is_floating_point() else True
+        finite = _finite(tensor)
         if finite != entry["finite"]:
             raise CheckpointError(
                 f"{where}: tensor {name!r} is "
