@@ -566,6 +566,28 @@ def test_resuming_into_a_scheduler_built_at_another_rate_is_bit_identical(
     assert resumed_history == full_history
 
 
+@pytest.mark.parametrize("kind", ["sgd-momentum-step", "adadelta-clr", "sgd-warmup-cosine"])
+def test_a_rate_set_after_the_schedules_last_step_is_restored(kind: str, tmp_path: Path) -> None:
+    """A run that sets the optimizer's rate by hand after an epoch (its schedule replaces it at
+    its next step): the checkpoint holds that rate, but loading the scheduler set the rate of
+    its step over it, and the resumed run trained at that one instead."""
+    uninterrupted = build(kind, dtype=torch.float64)
+    history = train(uninterrupted, epochs=1)
+    uninterrupted[1].lr = 0.0123
+    full_history = train(uninterrupted, epochs=4, start_epoch=1, history=history)
+    first = build(kind, dtype=torch.float64)
+    history = train(first, epochs=1)
+    first[1].lr = 0.0123
+    save_checkpoint(tmp_path / "c", *first[:3], epoch=1, history=history, generator=first[3])
+
+    resumed = build(kind, dtype=torch.float64, seed=3)
+    state = load_checkpoint(tmp_path / "c", *resumed[:3], generator=resumed[3])
+    assert resumed[1].lr == 0.0123
+    resumed_history = train(resumed, epochs=4, start_epoch=state.epoch, history=state.history)
+    assert_same(snapshot(resumed), snapshot(uninterrupted))
+    assert resumed_history == full_history
+
+
 def test_a_refused_load_gives_the_optimizer_back_its_own_rate(tmp_path: Path) -> None:
     """Putting back a refused load restores the scheduler before the optimizer: a rate set by
     hand on the optimizer (not the schedule's) used to be overwritten by the schedule's."""

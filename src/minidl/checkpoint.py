@@ -1083,9 +1083,11 @@ def load_checkpoint(
     earlier minidl version, or of a model on the CPU) keeps its own. Every check runs before
     anything is written; on any failure everything is left as it was.
 
-    The optimizer's hyper-parameters are restored from the checkpoint (the saved ones win, as
-    in PyTorch's optimizers); a scheduler's settings are not in its state, so a scheduler of the
-    saved class with other settings (``repr``, once its ``base_lr`` is restored) is refused.
+    The optimizer's hyper-parameters and learning rate are restored from the checkpoint (the
+    saved ones win, as in PyTorch's optimizers: also a rate set after the schedule's last step,
+    which the schedule would have replaced only at its next step); a scheduler's settings are
+    not in its state, so a scheduler of the saved class with other settings (``repr``, once its
+    ``base_lr`` is restored) is refused.
 
     Args:
         path: the checkpoint file, or a :class:`Checkpoint` from :func:`read_checkpoint`.
@@ -1170,6 +1172,10 @@ def load_checkpoint(
             optimizer.load_state_dict(optimizer_state)
         if scheduler is not None:
             _restore_scheduler(header["scheduler"], scheduler, given_scheduler, where)
+            if optimizer is not None and optimizer_state is not None:
+                # Loading the scheduler set the rate of its step; the saved rate wins (they
+                # differ where the rate was set after the schedule's last step).
+                optimizer.lr = optimizer_state["lr"]
         if resuming:
             torch.set_rng_state(tensors[_RNG_TORCH])
         if generator is not None:
