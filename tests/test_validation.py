@@ -769,6 +769,23 @@ def test_save_checkpoint_into_a_missing_folder(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("below", ["c", "sub/c"])
+def test_save_checkpoint_below_a_file(tmp_path: Path, below: str) -> None:
+    """A path through a file (``run.ckpt/c``) was said to be in a folder that does not exist,
+    where the file exists and is no folder (Python's NotADirectoryError)."""
+    model, _, _, _ = parts()
+    (tmp_path / "run.ckpt").write_bytes(b"kept")
+    path = tmp_path / "run.ckpt" / below
+    with raises(
+        NotADirectoryError,
+        f"save_checkpoint: cannot write {str(path)!r}: {str(tmp_path / 'run.ckpt')!r} is not a "
+        "folder",
+    ):
+        save_checkpoint(path, model)
+    assert list(tmp_path.iterdir()) == [tmp_path / "run.ckpt"]
+    assert (tmp_path / "run.ckpt").read_bytes() == b"kept"
+
+
 def test_save_checkpoint_to_a_folder(tmp_path: Path) -> None:
     model, _, _, _ = parts()
     with raises(CheckpointError, "save_checkpoint", repr(str(tmp_path)), "is a folder"):

@@ -289,7 +289,13 @@ def save_checkpoint(
     if Path(path).is_dir():
         raise CheckpointError(f"{where}: {os.fspath(path)!r} is a folder; give a file path")
     folder = Path(path).parent
-    if not folder.is_dir():  # the error Python gives for it, with a message that says so
+    # (the errors Python gives for them, with messages that say so)
+    file = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if file is not None:
+        raise NotADirectoryError(
+            f"{where}: cannot write {os.fspath(path)!r}: {os.fspath(file)!r} is not a folder"
+        )
+    if not folder.is_dir():
         raise FileNotFoundError(
             f"{where}: cannot write {os.fspath(path)!r}: the folder {os.fspath(folder)!r} does "
             "not exist"
