@@ -345,6 +345,34 @@ def test_checkpoint_gets_ordinary_permissions(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o640
 
 
+def test_saving_leaves_the_processs_umask_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new checkpoint's permissions came from the umask, read by setting it to 0 and back:
+    for that moment the whole process had none, and a file another thread made then was
+    writable by everyone. The temporary file is now made with 0o666 less the umask, as any new
+    file, and the umask is never set; the permissions are those of the test above, also for a
+    name as long as the folder takes (the temporary name stays short)."""
+    model, _, _, _ = build("sgd")
+    previous = os.umask(0o027)
+    masks: list[int] = []
+    real_umask = os.umask
+
+    def umask(mask: int) -> int:  # (what another thread meets at each call)
+        masks.append(mask)
+        return real_umask(mask)
+
+    monkeypatch.setattr(os, "umask", umask)
+    try:
+        for name in ("c", "n" * os.pathconf(tmp_path, "PC_NAME_MAX")):
+            save_checkpoint(tmp_path / name, model)
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640
+    finally:
+        real_umask(previous)
+    assert masks == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", name]
+
+
 def test_a_replaced_checkpoint_keeps_its_permissions(tmp_path: Path) -> None:
     """A save over an existing checkpoint gives the new file the old one's permissions (one
     made private stays private), whatever the umask."""

@@ -59,9 +59,9 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import stat
 import struct
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -538,23 +538,17 @@ def _write_atomically(path: Path, data: bytes) -> None:
     delay = float(os.environ.get(_TEST_DELAY_ENV, "0") or 0)
     path = Path(os.path.realpath(path))
     folder = path.parent
-    # The temporary name is short whatever the file's (the longest names a folder takes would
-    # be refused as soon as a suffix were added to them).
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name[:40]}.", suffix=".tmp", dir=folder
-    )
+    # The permissions of the file it replaces (a checkpoint made private stays so), or a new
+    # file's usual ones.
     try:
-        # mkstemp creates the file readable by its owner only; give it the permissions of the
-        # file it replaces (a checkpoint made private stays so), or a new file's usual ones.
-        try:
-            mode = stat.S_IMODE(path.stat().st_mode)
-        except OSError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
+        mode: int | None = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = None
+    descriptor, temporary = _create_temporary(folder, path.name, 0o666 if mode is None else mode)
+    try:
         with os.fdopen(descriptor, "wb") as file:
-            if hasattr(os, "fchmod"):
-                os.fchmod(file.fileno(), mode)
+            if mode is not None and hasattr(os, "fchmod"):
+                os.fchmod(file.fileno(), mode)  # (what the umask took away)
             half = len(data) // 2
             file.write(data[:half])
             if delay:
@@ -570,6 +564,24 @@ def _write_atomically(path: Path, data: bytes) -> None:
         Path(temporary).unlink(missing_ok=True)
         raise
     _fsync_folder(folder)
+
+
+def _create_temporary(folder: Path, name: str, mode: int) -> tuple[int, str]:
+    """Create a new file ``.<name>.<random>.tmp`` in ``folder`` with the permissions ``mode``
+    less the umask's (as ``open`` makes a new file), open for writing; return its descriptor
+    and path. (``tempfile.mkstemp`` makes it private, and reading the umask to give a new file
+    its usual permissions means setting it, for the whole process: a file that another thread
+    made meanwhile got no umask.) The name is short whatever the file's: the longest names a
+    folder takes would be refused as soon as a suffix were added to them."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        temporary = os.path.join(folder, f".{name[:40]}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temporary, flags, mode), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free temporary file name in {os.fspath(folder)}")
 
 
 def _read_regular_file(path: str | os.PathLike[str]) -> bytes:
