@@ -844,6 +844,26 @@ def test_save_checkpoint_refuses_bad_history_extra_and_path(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_history_past_the_epoch_saved_is_refused_as_fit_refuses_it(tmp_path: Path) -> None:
+    """``epoch=record.epoch`` in ``on_epoch`` (the epoch just finished, counted from 0, where
+    the epochs completed are one more) was saved, and fit refused to resume from it only once
+    the checkpoint was needed; save_checkpoint refuses it at once, and saves what fit takes."""
+    parts = build("sgd")
+    history = train(parts, epochs=3)
+    with pytest.raises(ValueError, match="history holds 3 epochs, past start_epoch 2"):
+        train(build("sgd"), epochs=4, start_epoch=2, history=history)
+    with pytest.raises(
+        CheckpointError,
+        match=r"^save_checkpoint: history holds 3 epochs, past epoch 2 \(the epochs completed\): "
+        r"fit would refuse to resume from it, .* pass epoch=3 \(in on_epoch: record\.epoch \+ 1\)$",
+    ):
+        save_checkpoint(tmp_path / "c", *parts[:3], epoch=2, history=history, generator=parts[3])
+    assert list(tmp_path.iterdir()) == []
+    for epoch in (3, 0, 5):  # (0: fit appends to the history)
+        save_checkpoint(tmp_path / "c", *parts[:3], epoch=epoch, history=history)
+        assert read_checkpoint(tmp_path / "c").training.epoch == epoch
+
+
 # -- the modules' generators ----------------------------------------------------------------------
 
 

@@ -250,7 +250,9 @@ def save_checkpoint(
         scheduler: the learning-rate scheduler of ``optimizer``, if any (its ``state_dict``
             and ``repr``).
         epoch: epochs completed so far, an integer >= 0.
-        history: the curves so far, a :class:`~minidl.train.History` of lists of numbers.
+        history: the curves so far, a :class:`~minidl.train.History` of lists of numbers
+            holding no more epochs than ``epoch`` (unless ``epoch`` is 0), which
+            :func:`~minidl.train.fit` resumes from (``start_epoch=epoch``).
         generator: the data-shuffling generator, if any (its ``get_state()``). torch's global
             generator state is always saved, and so are the states of the model's modules'
             generators and of the default CUDA generator of each GPU the model is on.
@@ -279,6 +281,14 @@ def save_checkpoint(
         raise CheckpointError(f"{where}: epoch must be an integer >= 0, got {epoch!r}")
     history = History() if history is None else history
     _check_history(history, where)
+    recorded = len(history.train_loss)
+    if 0 < epoch < recorded:  # (what fit refuses to resume from, once the checkpoint is needed)
+        raise CheckpointError(
+            f"{where}: history holds {recorded} epochs, past epoch {epoch} (the epochs "
+            f"completed): fit would refuse to resume from it, as epochs {epoch} to "
+            f"{recorded - 1} would be recorded a second time; pass epoch={recorded} (in "
+            "on_epoch: record.epoch + 1)"
+        )
     if extra is not None:
         if not isinstance(extra, Mapping):
             raise CheckpointError(
