@@ -533,6 +533,33 @@ def test_tampered_checkpoint_is_refused_and_changes_nothing(
     assert_same_state(state_of(target), before)
 
 
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, OSError, AttributeError])
+def test_an_interrupted_load_puts_everything_back(
+    good: Path, kind: type[BaseException], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the saved state is applied (here as torch's generator is set, after the
+    model, the optimizer and the scheduler), or an error of another kind than the components'
+    refusals, left them loaded ("on any failure everything is left as it was"); they are put
+    back, and the exception goes on as it was raised."""
+    target = parts()
+    torch.rand(3)
+    before = state_of(target)
+    real = torch.set_rng_state
+    calls: list[Tensor] = []
+
+    def set_rng_state(state: Tensor) -> None:
+        calls.append(state)
+        if len(calls) == 1:
+            raise kind("interrupted")
+        real(state)
+
+    monkeypatch.setattr(torch, "set_rng_state", set_rng_state)
+    with pytest.raises(kind, match=r"^interrupted$"):
+        load_checkpoint(good, *target[:3], generator=target[3])
+    assert len(calls) == 2  # (the second puts torch's state back)
+    assert_same_state(state_of(target), before)
+
+
 def test_a_refused_checkpoint_puts_back_a_model_loaded_alone(good: Path) -> None:
     """Refused at the generator, after the model was loaded, with no optimizer or scheduler
     given: the model and torch's generator are put back, and nothing else is touched."""

@@ -1212,7 +1212,7 @@ def load_checkpoint(
             module_generator.set_state(tensors[name])
         for index in cuda_devices:
             torch.cuda.set_rng_state(tensors[f"{_RNG_CUDA}{index}"], index)
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+    except BaseException as error:  # (also Ctrl-C, or what a component of one's own raises)
         # Put back in the reverse order: the scheduler sets the optimizer's lr, then the
         # optimizer gets its own back exactly. (A generator shared by two modules, or with the
         # data, gets its state from before the load in every case.)
@@ -1229,7 +1229,9 @@ def load_checkpoint(
         if optimizer is not None and backup_optimizer is not None:
             optimizer.load_state_dict(backup_optimizer)
         model.load_state_dict(backup_model)
-        if isinstance(error, CheckpointError):
+        if isinstance(error, CheckpointError) or not isinstance(
+            error, KeyError | TypeError | ValueError | RuntimeError
+        ):
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         raise CheckpointError(f"{where}: the saved state was refused: {message}") from None
