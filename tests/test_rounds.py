@@ -1350,3 +1350,118 @@ def test_the_schedules_interval_is_read_before_training_not_at_every_batch() -> 
     )
     assert all(len(history.batch_lr) == 2 * 4 for history in histories)
     assert reads[0] <= 3 * ROUNDS  # (not once a batch)
+
+
+class _DoubledLinear(nn.Linear):
+    """A Linear whose output, and so its gradients, are doubled: it computes otherwise than
+    Linear."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return super().forward(input) * 2.0
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return super().backward(grad_output * 2.0)
+
+    def backward_parameters(self, grad_output: torch.Tensor) -> None:
+        super().backward_parameters(grad_output * 2.0)
+
+
+class _TripledSequential(nn.Sequential):
+    """A Sequential whose output, and so its gradients, are tripled."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return super().forward(input) * 3.0
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return super().backward(grad_output * 3.0)
+
+    def backward_parameters(self, grad_output: torch.Tensor) -> None:
+        super().backward_parameters(grad_output * 3.0)
+
+
+class _ZeroBiasLinear(nn.Linear):
+    """A Linear of its own that only starts otherwise (zero biases): it computes as Linear."""
+
+    def __init__(self, in_features: int, out_features: int, **options: Any) -> None:
+        super().__init__(in_features, out_features, **options)
+        assert self.bias is not None
+        self.bias.data.zero_()
+
+
+def _subclassed(kind: str, seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    first = {"linear": _DoubledLinear, "harmless": _ZeroBiasLinear}.get(kind, nn.Linear)
+    sequential = _TripledSequential if kind == "sequential" else nn.Sequential
+    return sequential(first(2, 5, dtype=DTYPE), nn.Tanh(), nn.Linear(5, 2, dtype=DTYPE))
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        (
+            "linear",
+            r"stack_models: layer 0 of models\[0\] is a _DoubledLinear, whose class overrides "
+            r"Linear.forward: a stack computes every model's layer as Linear does",
+        ),
+        (
+            "sequential",
+            r"stack_models: models\[0\] is a _TripledSequential, whose class overrides "
+            r"Sequential.forward: a stack runs its layers as Sequential does",
+        ),
+    ],
+)
+def test_a_subclass_that_computes_otherwise_is_refused_not_stacked_as_its_base(
+    kind: str, message: str
+) -> None:
+    """A stack computes with BatchedLinear and Sequential's own methods: a model of a subclass
+    that overrides them trained in a stack would end other than fit leaves it (its doubled
+    outputs were silently dropped), so it is refused, by fit_rounds before anything changes."""
+    data = [make_disk_data(12, 4, 4, seed=r, dtype=DTYPE) for r in range(2)]
+    models = [_subclassed(kind, r) for r in range(2)]
+    before = [copy.deepcopy(model.state_dict()) for model in models]
+    with pytest.raises(TypeError, match="^" + message):
+        nn.stack_models(models)
+    with pytest.raises(TypeError, match="^fit_rounds: " + message):
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            [(d.train.x, d.train.y) for d in data],
+            epochs=1,
+            batch_size=5,
+            generators=[torch.Generator().manual_seed(r) for r in range(2)],
+        )
+    for model, state in zip(models, before, strict=True):
+        for name, value in model.state_dict().items():
+            assert torch.equal(value, state[name])
+
+
+def test_a_subclass_that_computes_as_its_base_still_trains_as_fit() -> None:
+    data = [make_disk_data(12, 4, 4, seed=r, dtype=DTYPE) for r in range(2)]
+    models = [_subclassed("harmless", r) for r in range(2)]
+    alone = [copy.deepcopy(model) for model in models]
+    expected = [
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            SGD(model.parameters(), lr=0.1),
+            d.train.x,
+            d.train.y,
+            epochs=2,
+            batch_size=5,
+            validation=(d.validation.x, d.validation.y),
+            generator=torch.Generator().manual_seed(r),
+        )
+        for r, (model, d) in enumerate(zip(alone, data, strict=True))
+    ]
+    histories = fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        lambda stack: SGD(stack.parameters(), lr=0.1),
+        [(d.train.x, d.train.y) for d in data],
+        epochs=2,
+        batch_size=5,
+        generators=[torch.Generator().manual_seed(r) for r in range(2)],
+        validation_sets=[(d.validation.x, d.validation.y) for d in data],
+    )
+    _assert_trained_alike(models, alone, histories, expected)

@@ -80,7 +80,9 @@ def stack_models(
             layer that differs); a model ties one Parameter to two places; an unknown layout.
         TypeError: a single model rather than a sequence of them, or anything else that is no
             sequence (a generator, a set, a tensor); a model that is not a :class:`Sequential`;
-            a layer that cannot be stacked (only Linear and element-wise activations can).
+            a layer that cannot be stacked (only Linear and element-wise activations can); a
+            model or a Linear layer of a subclass that overrides how its base class computes
+            (``forward``, ``backward``, ...): the stack would compute as the base class.
     """
     if layout not in ("layer", "model"):
         raise ValueError(f"stack_models: layout must be 'layer' or 'model', got {layout!r}")
@@ -105,6 +107,13 @@ def stack_models(
             raise ValueError(
                 f"stack_models: models[{index}] has {len(model)} layers, models[0] has {len(first)}"
             )
+        overridden = _overridden(model, Sequential, _SEQUENTIAL_METHODS)
+        if overridden is not None:
+            raise TypeError(
+                f"stack_models: models[{index}] is a {type(model).__name__}, whose class "
+                f"overrides Sequential.{overridden}: a stack runs its layers as Sequential "
+                "does, not as the model would; stack plain Sequential models"
+            )
         places: dict[int, str] = {}
         for name, parameter in model.named_parameters(remove_duplicate=False):
             if id(parameter) in places:
@@ -120,6 +129,16 @@ def stack_models(
             linears = [layer for layer in column if isinstance(layer, Linear)]
             if len(linears) != len(column):
                 raise ValueError(f"stack_models: layer {position} is not a Linear in every model")
+            for index, layer in enumerate(linears):
+                overridden = _overridden(layer, Linear, _LINEAR_METHODS)
+                if overridden is not None:
+                    raise TypeError(
+                        f"stack_models: layer {position} of models[{index}] is a "
+                        f"{type(layer).__name__}, whose class overrides Linear.{overridden}: a "
+                        "stack computes every model's layer as Linear does (BatchedLinear), not "
+                        "as the model would; stack Linear layers of a class that keeps Linear's "
+                        "computation"
+                    )
             _check_same_linear(position, linears)
             layers.append(BatchedLinear.stack(linears))
         elif isinstance(reference, Activation):
@@ -141,6 +160,21 @@ def stack_models(
     if layout == "model":
         _lay_out_by_model(stacked.parameters(), len(models))
     return stacked
+
+
+#: The methods through which a :class:`Sequential` and a :class:`Linear` compute: a subclass
+#: that overrides one computes otherwise than the stack, which runs Sequential's and
+#: BatchedLinear's (one set on an instance, as :func:`minidl.detect_anomaly` sets them to watch
+#: a module, is not looked at).
+_SEQUENTIAL_METHODS = ("__call__", "forward", "backward", "backward_parameters")
+_LINEAR_METHODS = (*_SEQUENTIAL_METHODS, "_apply", "_accumulate", "_accumulate_bias")
+
+
+def _overridden(module: Module, base: type[Module], names: Sequence[str]) -> str | None:
+    """The first of ``names`` that the class of ``module`` defines otherwise than ``base``."""
+    return next(
+        (name for name in names if getattr(type(module), name) is not getattr(base, name)), None
+    )
 
 
 def _check_same_linear(position: int, column: Sequence[Linear]) -> None:
