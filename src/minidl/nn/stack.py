@@ -205,30 +205,58 @@ def _activation_runs(column: Sequence[Activation]) -> list[tuple[Activation, int
 
 
 def _same_activation(a: Activation, b: Activation) -> bool:
-    """Whether ``a`` and ``b`` compute the same function: the same class, ``repr`` and public
-    settings (an activation of one's own may keep a setting that its ``repr`` does not show)."""
+    """Whether ``a`` and ``b`` compute the same function: the same class, ``repr``, public
+    settings and private attributes other than tensors (an activation of one's own may keep a
+    setting that its ``repr`` does not show, in a public or a private attribute; a private
+    tensor is taken for a cache of the last forward, as :class:`Activation`'s)."""
     if type(a) is not type(b) or repr(a) != repr(b):
         return False
     settings_a, settings_b = _public_settings(a), _public_settings(b)
     if settings_a.keys() != settings_b.keys():
         return False
-    for name, value in settings_a.items():
-        other = settings_b[name]
-        if isinstance(value, torch.Tensor) or isinstance(other, torch.Tensor):
-            same = (
-                isinstance(value, torch.Tensor)
-                and isinstance(other, torch.Tensor)
-                and value.shape == other.shape
-                and bool(torch.equal(value, other))
-            )
-        else:
-            try:
-                same = bool(value == other)
-            except Exception:  # (a value whose comparison is not a truth value)
-                same = value is other
-        if not same:
-            return False
-    return True
+    if not all(_equal(value, settings_b[name]) for name, value in settings_a.items()):
+        return False
+    # (one that only one of them has: they differ; at worst two runs of one function)
+    private_a, private_b = _private_values(a), _private_values(b)
+    return all(
+        _equal(private_a.get(name, _MISSING), private_b.get(name, _MISSING))
+        for name in private_a.keys() | private_b.keys()
+        if not isinstance(private_a.get(name), torch.Tensor)
+        and not isinstance(private_b.get(name), torch.Tensor)
+    )
+
+
+#: A private attribute that one activation lacks.
+_MISSING = object()
+
+
+def _equal(value: object, other: object) -> bool:
+    if isinstance(value, torch.Tensor) or isinstance(other, torch.Tensor):
+        return (
+            isinstance(value, torch.Tensor)
+            and isinstance(other, torch.Tensor)
+            and value.shape == other.shape
+            and bool(torch.equal(value, other))
+        )
+    try:
+        return bool(value == other)
+    except Exception:  # (a value whose comparison is not a truth value)
+        return value is other
+
+
+def _private_values(activation: Activation) -> dict[str, object]:
+    """The private instance attributes of ``activation``, but its module registries and what
+    the built-in activations keep from their last forward."""
+    return {
+        name: value
+        for name, value in vars(activation).items()
+        if name.startswith("_") and name not in _NOT_PRIVATE_SETTINGS
+    }
+
+
+#: Private instance attributes that are no setting: a module's registries, and the dtype that
+#: an activation computed in float32 for (``_narrow``, with its cache, from its last forward).
+_NOT_PRIVATE_SETTINGS = ("_parameters", "_modules", "_buffers", "_cache", "_narrow")
 
 
 def _public_settings(activation: Activation) -> dict[str, object]:
