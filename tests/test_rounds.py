@@ -1465,3 +1465,66 @@ def test_a_subclass_that_computes_as_its_base_still_trains_as_fit() -> None:
         validation_sets=[(d.validation.x, d.validation.y) for d in data],
     )
     _assert_trained_alike(models, alone, histories, expected)
+
+
+class _EveryOtherZeroGrad(SGD):
+    """An SGD whose zero_grad zeroes every other call only: each step after the first takes
+    the sum of two batches' gradients."""
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.calls = 0
+
+    def zero_grad(self) -> None:
+        if self.calls % 2 == 0:
+            super().zero_grad()
+        self.calls += 1
+
+
+def _every_other_zero_grad_set_on(optimizer: SGD) -> SGD:
+    """A plain SGD with the zero_grad of :class:`_EveryOtherZeroGrad` set on the instance."""
+    calls = [0]
+    base = optimizer.zero_grad
+
+    def zero_grad() -> None:
+        if calls[0] % 2 == 0:
+            base()
+        calls[0] += 1
+
+    optimizer.zero_grad = zero_grad  # type: ignore[method-assign]
+    return optimizer
+
+
+@pytest.mark.parametrize("flat", [False, True])
+@pytest.mark.parametrize("where", ["subclass", "instance"])
+def test_per_model_optimizers_zero_the_gradients_with_their_own_zero_grad(
+    flat: bool, where: str
+) -> None:
+    """fit calls its optimizer's zero_grad before every batch; a PerModel optimizer's own (of
+    a subclass, or set on it) was skipped for one zeroing of the whole stack, so a model whose
+    optimizer accumulates two batches per step trained otherwise than alone."""
+
+    def make(parameters: list[Parameter]) -> SGD:
+        if where == "subclass":
+            return _EveryOtherZeroGrad(parameters, lr=0.1)
+        return _every_other_zero_grad_set_on(SGD(parameters, lr=0.1))
+
+    models = _two_models()
+    alone = [copy.deepcopy(model) for model in models]
+    data = [make_disk_data(40, 10, 10, seed=r, dtype=DTYPE) for r in range(2)]
+    expected = [
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            make(model.parameters()),
+            data[r].train.x,
+            data[r].train.y,
+            epochs=2,
+            batch_size=15,
+            validation=(data[r].validation.x, data[r].validation.y),
+            generator=torch.Generator().manual_seed(r),
+        )
+        for r, model in enumerate(alone)
+    ]
+    histories = _train_two(models, 2, make_optimizer=PerModel(lambda g, p: make(p), flat=flat))
+    _assert_trained_alike(models, alone, histories, expected)

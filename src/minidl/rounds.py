@@ -332,10 +332,14 @@ def fit_rounds(
         # Where the stack's gradients are one flat buffer, zero them in one operation; but
         # only where that zeroes what the optimizers' zero_grad would, as fit's does: each
         # optimizer holds exactly the parameters it was given (a gradient that no optimizer
-        # zeroes accumulates over the batches in fit, and one outside the stack is zeroed).
+        # zeroes accumulates over the batches in fit, and one outside the stack is zeroed),
+        # and its zero_grad is Optimizer's (one of a subclass's, or set on the optimizer, may
+        # do otherwise, e.g. zero every other batch to accumulate two batches per step).
         zero_grad: Callable[[], object]
         if not all(
             {id(p) for p in optimizer.params} == {id(p) for p in parameters}
+            and type(optimizer).zero_grad is Optimizer.zero_grad
+            and "zero_grad" not in vars(optimizer)
             for optimizer, parameters in zip(optimizers, given, strict=True)
         ):
             zero_grad = functools.partial(_zero_grads, optimizers)
