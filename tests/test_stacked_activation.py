@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Callable
 
 import pytest
@@ -527,3 +528,38 @@ def test_activations_run_before_stacking_in_any_dtype_are_still_one(dtype: torch
     models = [nn.mlp((2, 3, 2), ("elu",)) for _ in range(3)]
     models[1][1](torch.randn(4, 3, dtype=dtype))
     assert type(nn.stack_models(models)[1]) is nn.ELU
+
+
+class _DoubledTanh(nn.Tanh):
+    """A built-in activation whose subclass overrides forward and backward (its hooks, which
+    take ``out``, are Tanh's): its output, and so its gradient, are doubled."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return super().forward(input) * 2.0
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return super().backward(grad_output * 2.0)
+
+
+def test_a_subclass_that_overrides_forward_and_backward_is_called_in_its_run() -> None:
+    """A run wrote the hooks' results into place, past a subclass's own forward and backward:
+    the model of _DoubledTanh got plain tanh in the stack (its outputs off by up to 1), though
+    the same model stacked beside models of its own activation alone got its own."""
+    torch.manual_seed(0)
+    models = [
+        nn.Sequential(nn.Linear(2, 3, dtype=DTYPE), activation)
+        for activation in (_DoubledTanh(), nn.ReLU(), _DoubledTanh())
+    ]
+    layer = nn.StackedActivation([(_DoubledTanh(), 1), (nn.ReLU(), 1), (_DoubledTanh(), 1)])
+    assert layer._writes_out == ((False, False), (True, True), (False, False))
+    stacked = nn.stack_models(models)
+    x = torch.randn(3, 4, 2, dtype=DTYPE)
+    for network in (stacked, pickle.loads(pickle.dumps(stacked))):
+        output = network(x)
+        grad = torch.randn_like(output)
+        grad_input = network.backward(grad)
+        for index, model in enumerate(models):
+            torch.testing.assert_close(output[index], model(x[index]), rtol=0, atol=1e-15)
+            torch.testing.assert_close(
+                grad_input[index], model.backward(grad[index]), rtol=0, atol=1e-15
+            )

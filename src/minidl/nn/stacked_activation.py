@@ -28,7 +28,8 @@ class StackedActivation(Module):
     Consecutive models with the same activation form one run: each run is one call of its
     activation on a slice (a view) of the input. The built-in activations write their results
     into their parts of one output (their hooks take ``out``, see
-    :class:`~minidl.nn.Activation`); the results of others are copied there, so forward and
+    :class:`~minidl.nn.Activation`); the results of others (and of a subclass that overrides
+    ``forward`` or ``backward``, which is called) are copied there, so forward and
     backward cost at most one copy per run besides the activations'. Made by
     :func:`minidl.nn.stack_models` where the models' activations differ.
 
@@ -133,8 +134,9 @@ class StackedActivation(Module):
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if "_writes_out" not in state:  # (pickled before it existed)
-            state["_writes_out"] = _writes_out(state["_runs"])
+        # (derived from the runs: made again, for one pickled before it existed, or before it
+        # looked at a subclass's forward and backward)
+        state["_writes_out"] = _writes_out(state["_runs"])
         state.setdefault("_dtype", None)
         super().__setstate__(state)
 
@@ -144,8 +146,13 @@ def _takes_out(hook: Callable[..., object]) -> bool:
 
 
 def _writes_out(runs: Sequence[tuple[Activation, int, int]]) -> tuple[tuple[bool, bool], ...]:
-    """For each run: whether its activation's forward and backward hooks take ``out``."""
+    """For each run: whether its activation's forward and backward hooks take ``out``, where
+    its class keeps :class:`Activation`'s ``forward`` (and ``backward``), which call them (a
+    subclass that overrides one computes otherwise than its hook: it is called instead)."""
     return tuple(
-        (_takes_out(activation._forward), _takes_out(activation._backward))
+        (
+            _takes_out(activation._forward) and type(activation).forward is Activation.forward,
+            _takes_out(activation._backward) and type(activation).backward is Activation.backward,
+        )
         for activation, _, _ in runs
     )
