@@ -1528,3 +1528,24 @@ def test_per_model_optimizers_zero_the_gradients_with_their_own_zero_grad(
     ]
     histories = _train_two(models, 2, make_optimizer=PerModel(lambda g, p: make(p), flat=flat))
     _assert_trained_alike(models, alone, histories, expected)
+
+
+def test_a_stacked_loss_of_another_number_of_models_is_refused_as_such() -> None:
+    """It was refused by the trial forward, as "the training sets do not fit", which they did."""
+    data = [make_disk_data(12, 4, 4, seed=r, dtype=DTYPE) for r in range(3)]
+    models = [nn.mlp((2, 3, 2), "tanh", dtype=DTYPE) for _ in range(3)]
+    for runs in ([(nn.CrossEntropyLoss(), 2)], [(nn.CrossEntropyLoss(), 2), (nn.MSELoss(), 2)]):
+        criterion = nn.StackedLoss(runs)
+        with pytest.raises(
+            ValueError,
+            match=rf"^fit_rounds: criterion is a StackedLoss of {criterion.models} models, for 3 "
+            r"models; its runs must cover the 3 models$",
+        ):
+            fit_rounds(
+                models,
+                criterion,
+                lambda stack: SGD(stack.parameters(), lr=0.1),
+                [(d.train.x, d.train.y) for d in data],
+                epochs=1,
+                generators=[torch.Generator() for _ in range(3)],
+            )

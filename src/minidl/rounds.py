@@ -42,6 +42,7 @@ from minidl.nn.stack import (
     model_parameters,
     stack_models,
 )
+from minidl.nn.stacked_loss import StackedLoss
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 from minidl.train import EpochRecord, History, _check_step_limit, _classes, _stops, eval_mode
@@ -233,6 +234,11 @@ def fit_rounds(
         raise TypeError(
             f"fit_rounds: criterion {type(criterion).__name__} does not take stacked predictions "
             "(R, N, C); CrossEntropyLoss, MSELoss and a StackedLoss of them do"
+        )
+    if isinstance(criterion, StackedLoss) and criterion.models != rounds:
+        raise ValueError(
+            f"fit_rounds: criterion is a StackedLoss of {criterion.models} models, for "
+            f"{rounds} models; its runs must cover the {rounds} models"
         )
     for name, sequence in (("train_sets", train_sets), ("generators", generators)):
         if len(sequence) != rounds:
