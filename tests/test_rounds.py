@@ -1549,3 +1549,42 @@ def test_a_stacked_loss_of_another_number_of_models_is_refused_as_such() -> None
                 epochs=1,
                 generators=[torch.Generator() for _ in range(3)],
             )
+
+
+class _SummedMSELoss(nn.Loss):
+    """A loss of one's own that takes stacked predictions but returns the total over the
+    models, not one loss per model."""
+
+    stacks = True
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        one_hot = torch.nn.functional.one_hot(target, prediction.shape[-1])
+        self._difference = prediction - one_hot.to(prediction.dtype)
+        return self._difference.square().sum() / prediction.shape[-2]
+
+    def _gradient(self) -> torch.Tensor:
+        return 2 * self._difference / self._difference.shape[-2]
+
+
+def test_a_criterion_that_does_not_return_one_loss_per_model_is_refused_before_training() -> None:
+    """Its total was added to every model's loss: each history recorded the sum of all the
+    models' losses as its own."""
+    data = [make_disk_data(12, 4, 4, seed=r, dtype=DTYPE) for r in range(2)]
+    models = [nn.mlp((2, 3, 2), "tanh", dtype=DTYPE) for _ in range(2)]
+    before = [copy.deepcopy(model.state_dict()) for model in models]
+    with pytest.raises(
+        ValueError,
+        match=r"^fit_rounds: criterion _SummedMSELoss returned a loss of shape \(\) for stacked "
+        r"predictions of shape \(2, 1, 2\), expected one loss per model, of shape \(2,\)$",
+    ):
+        fit_rounds(
+            models,
+            _SummedMSELoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            [(d.train.x, d.train.y) for d in data],
+            epochs=1,
+            generators=[torch.Generator() for _ in range(2)],
+        )
+    for model, state in zip(models, before, strict=True):
+        for name, value in model.state_dict().items():
+            assert torch.equal(value, state[name])

@@ -215,7 +215,8 @@ def fit_rounds(
             one returned for two groups, a schedule of another optimizer, a schedule that the
             run would step past its ``step_limit`` and, with ``max_grad_norm``, an optimizer of
             several models holding a parameter outside the stack, or two optimizers holding one
-            parameter, are refused too.
+            parameter, are refused too, as is a criterion that does not return one loss per
+            model (shape ``(R,)``; a total would be recorded as each model's loss).
     """
     _check_sequence("models", models)
     _check_sequence("train_sets", train_sets)
@@ -623,7 +624,7 @@ def _check_fit(
     try:
         with eval_mode(stacked), torch.inference_mode():
             probe = stacked(x_probe)
-            criterion(probe, y_probe)
+            losses = criterion(probe, y_probe)
     except (TypeError, ValueError) as error:
         refusal = type(error)(f"fit_rounds: the training sets do not fit: {error}")
         x_first, y_first = train_sets[0]
@@ -636,6 +637,19 @@ def _check_fit(
             f"{tuple(x_first[:1].shape)} and {tuple(y_first[:1].shape)}",
         )
         raise refusal from error
+    rounds = len(train_sets)
+    if not isinstance(losses, Tensor) or tuple(losses.shape) != (rounds,):
+        # (a total over the models would be recorded as each model's loss)
+        got = (
+            f"a loss of shape {tuple(losses.shape)}"
+            if isinstance(losses, Tensor)
+            else type(losses).__name__
+        )
+        raise ValueError(
+            f"fit_rounds: criterion {type(criterion).__name__} returned {got} for stacked "
+            f"predictions of shape {tuple(probe.shape)}, expected one loss per model, of shape "
+            f"({rounds},)"
+        )
     if not isinstance(probe, Tensor) or probe.dim() != 3:
         return None
     classes = int(probe.shape[-1])
