@@ -1588,3 +1588,39 @@ def test_a_criterion_that_does_not_return_one_loss_per_model_is_refused_before_t
     for model, state in zip(models, before, strict=True):
         for name, value in model.state_dict().items():
             assert torch.equal(value, state[name])
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "message"),
+    [
+        (
+            lambda: Parameter(torch.zeros(3, 2, dtype=DTYPE)),
+            ValueError,
+            "weight is a Parameter that is not registered",
+        ),
+        (lambda: torch.zeros(3, 2, dtype=DTYPE), TypeError, "weight must be a minidl Parameter"),
+        (lambda: 3.0, TypeError, "weight must be a minidl Parameter, got float"),
+    ],
+    ids=["unregistered", "tensor", "number"],
+)
+def test_a_weight_set_by_hand_is_refused_as_the_layer_refuses_it(
+    value: Callable[[], object], kind: type[Exception], message: str
+) -> None:
+    """fit refuses such a model (its Linear does, at the trial forward); the stack took the
+    hand-set tensor as the weight, trained it and copied it back there, while the registered
+    weight, which parameters() and state_dict hold, stayed as it was (a number: an
+    AttributeError)."""
+    data = [make_disk_data(12, 4, 4, seed=r, dtype=DTYPE) for r in range(2)]
+    models = [nn.mlp((2, 3, 2), "tanh", dtype=DTYPE) for _ in range(2)]
+    models[1][0].weight = value()
+    with pytest.raises(kind, match=r"^stack_models: layer 0 of models\[1\]: " + message):
+        nn.stack_models(models)
+    with pytest.raises(kind, match=r"^fit_rounds: stack_models: layer 0 of models\[1\]: "):
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            [(d.train.x, d.train.y) for d in data],
+            epochs=1,
+            generators=[torch.Generator() for _ in range(2)],
+        )

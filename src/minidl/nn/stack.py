@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 
 from minidl._setting import Setting
+from minidl.nn._checks import check_parameter_attributes
 from minidl.nn.activation import Activation
 from minidl.nn.batched_linear import BatchedLinear
 from minidl.nn.linear import Linear
@@ -77,7 +78,9 @@ def stack_models(
 
     Raises:
         ValueError: no model; the models differ in architecture (the message names the first
-            layer that differs); a model ties one Parameter to two places; an unknown layout.
+            layer that differs); a model ties one Parameter to two places; an unknown layout; a
+            Linear whose ``weight`` or ``bias`` is a Parameter set by hand rather than the one
+            registered (a TypeError where it is no Parameter), which the layer itself refuses.
         TypeError: a single model rather than a sequence of them, or anything else that is no
             sequence (a generator, a set, a tensor); a model that is not a :class:`Sequential`;
             a layer that cannot be stacked (only Linear and element-wise activations can); a
@@ -139,6 +142,10 @@ def stack_models(
                         "as the model would; stack Linear layers of a class that keeps Linear's "
                         "computation"
                     )
+                # (a weight or bias set by hand, which the layer itself refuses at its forward)
+                check_parameter_attributes(
+                    f"stack_models: layer {position} of models[{index}]", layer, "weight, bias"
+                )
             _check_same_linear(position, linears)
             layers.append(BatchedLinear.stack(linears))
         elif isinstance(reference, Activation):
