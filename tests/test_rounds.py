@@ -1624,3 +1624,14 @@ def test_a_weight_set_by_hand_is_refused_as_the_layer_refuses_it(
             epochs=1,
             generators=[torch.Generator() for _ in range(2)],
         )
+
+
+def test_batched_linear_stack_refuses_a_weight_set_by_hand() -> None:
+    """It copied the hand-set tensor, not the registered weight that the layer's parameters()
+    and state_dict hold (and that the layer itself refuses to compute without)."""
+    layers = [nn.Linear(2, 3, dtype=DTYPE) for _ in range(2)]
+    layers[1].bias = Parameter(torch.zeros(3, dtype=DTYPE))
+    with pytest.raises(
+        ValueError, match=r"^BatchedLinear.stack: layers\[1\]: bias is a Parameter that is not"
+    ):
+        nn.BatchedLinear.stack(layers)

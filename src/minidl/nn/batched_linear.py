@@ -244,9 +244,21 @@ class BatchedLinear(Module):
 
     @classmethod
     def stack(cls, layers: Sequence[Linear]) -> BatchedLinear:
-        """A :class:`BatchedLinear` holding copies of the parameters of ``layers``, in order."""
+        """A :class:`BatchedLinear` holding copies of the parameters of ``layers``, in order.
+
+        Raises:
+            TypeError: ``layers`` is empty or holds something other than :class:`Linear`
+                layers; a layer's ``weight`` or ``bias`` set by hand to what is no Parameter.
+            ValueError: the layers differ in shape, bias, dtype or device; a layer's
+                ``weight`` or ``bias`` set by hand to a Parameter other than the registered one.
+        """
         if not layers or not all(isinstance(layer, Linear) for layer in layers):
             raise TypeError("BatchedLinear.stack: expected a non-empty sequence of Linear layers")
+        for index, layer in enumerate(layers):
+            # (a weight or bias set by hand, which the layer itself refuses at its forward)
+            check_parameter_attributes(
+                f"BatchedLinear.stack: layers[{index}]", layer, "weight, bias"
+            )
         shapes = {
             (layer.in_features, layer.out_features, layer.bias is not None) for layer in layers
         }
