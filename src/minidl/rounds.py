@@ -187,7 +187,8 @@ def fit_rounds(
             with :func:`~minidl.train.fit`, if it returns ``True`` (or a true numpy bool or
             one-element bool tensor), training stops after that epoch, for all the models (the
             histories end with it); other return values than ``None`` and bools are refused (a
-            TypeError after the epoch, which stays recorded).
+            TypeError after the epoch: the models keep its training, while the histories,
+            which only the return value holds, are lost with the error).
         max_grad_norm: clip every step's gradients to this total 2-norm before the optimizers'
             steps, each model by its own norm, as :func:`~minidl.train.fit` given it clips a
             model trained alone (a number ``> 0``; ``None``, the default, clips nothing).
