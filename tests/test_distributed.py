@@ -624,6 +624,32 @@ def test_a_closed_group_is_named_by_its_collectives(monkeypatch: pytest.MonkeyPa
         group.broadcast_(torch.zeros(2), "the buffers")
 
 
+def test_closing_a_closed_group_again_leaves_a_group_joined_since(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``close`` is idempotent: closing the first group a second time (or closing a copy of it)
+    used to destroy the default process group of whatever group had been joined since, whose
+    collectives then failed in torch's words ('Default process group has not been
+    initialized'). A copy shares the membership: closing it closes the original too."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    first = ProcessGroup(Launch(0, 1, 0), timeout=10.0)
+    first.close()
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    with ProcessGroup(Launch(0, 1, 0), timeout=10.0) as second:
+        first.close()
+        copy.copy(first).close()
+        assert torch.distributed.is_initialized()
+        assert torch.equal(second.all_reduce_(torch.ones(2), "x"), torch.ones(2))
+        copy.copy(second).close()
+        with pytest.raises(
+            DistributedError, match=r"^ProcessGroup: the all_reduce of x was called on rank 0 "
+        ):
+            second.all_reduce_(torch.ones(2), "x")
+    assert not torch.distributed.is_initialized()
+
+
 class _Unreachable:
     """A stand-in for a DataParallel that fit must refuse before training."""
 

@@ -259,9 +259,9 @@ class ProcessGroup:
                 f"{address} within {self.timeout:g} s: {_first_line(error)}"
             ) from error
         self._store: Store = store
-        self._closed = False
         # A rank blocked in a collective still beats (the collective releases the GIL), so after
-        # a failure the census can tell a dead or hung rank from a survivor still waiting.
+        # a failure the census can tell a dead or hung rank from a survivor still waiting. The
+        # event is set at close() and shared with copies: the group is closed once it is set.
         self._stop_beating = threading.Event()
         self._heartbeat = threading.Thread(
             target=self._beat, name=f"minidl-heartbeat-{self.rank}", daemon=True
@@ -282,7 +282,7 @@ class ProcessGroup:
     # -- collectives ------------------------------------------------------------------------------
 
     def _check_open(self, what: str) -> None:
-        if self._closed:
+        if self._stop_beating.is_set():  # (closed, by this object or a copy sharing it)
             raise DistributedError(
                 f"ProcessGroup: {what} was called on rank {self.rank} of {self.world_size} after "
                 "close(); join a new ProcessGroup (and build the DataParallel on it)"
@@ -381,8 +381,13 @@ class ProcessGroup:
 
     def close(self) -> None:
         """Leave the process group (idempotent); its collectives then raise a
-        :class:`DistributedError`."""
-        self._closed = True
+        :class:`DistributedError`.
+
+        Closing it again (or a :func:`copy.copy` of it, which shares the membership) does
+        nothing: a group joined since in this process stays joined.
+        """
+        if self._stop_beating.is_set():
+            return
         self._stop_beating.set()
         if dist.is_initialized():
             dist.destroy_process_group()
