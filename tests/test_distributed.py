@@ -143,8 +143,30 @@ def test_launch_from_env() -> None:
         launch_from_env({"WORLD_SIZE": "2"})
     with pytest.raises(ValueError, match="WORLD_SIZE must be an integer, got 'two'"):
         launch_from_env({"WORLD_SIZE": "two", "RANK": "0"})
-    with pytest.raises(ValueError, match=r"rank must be in \[0, 1\] for world_size 2, got 2"):
-        launch_from_env({"WORLD_SIZE": "2", "RANK": "2"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"WORLD_SIZE": "0", "RANK": "0"}, "WORLD_SIZE must be an integer >= 1, got '0'"),
+        ({"WORLD_SIZE": "-2", "RANK": "0"}, "WORLD_SIZE must be an integer >= 1, got '-2'"),
+        ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK must be an integer in [0, 1], got '2'"),
+        ({"WORLD_SIZE": "2", "RANK": "-1"}, "RANK must be an integer in [0, 1], got '-1'"),
+        ({"WORLD_SIZE": "2", "RANK": "1.0"}, "RANK must be an integer, got '1.0'"),
+        (
+            {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "-1"},
+            "LOCAL_RANK must be an integer >= 0, got '-1'",
+        ),
+    ],
+)
+def test_launch_from_env_names_the_variable_out_of_range(
+    environ: dict[str, str], message: str
+) -> None:
+    """Values out of range were refused in Launch's words ('Launch: world_size must be an
+    integer >= 1, got 0', 'Launch: rank must be in [0, 1] ...'), naming no variable."""
+    with pytest.raises(ValueError) as raised:
+        launch_from_env(environ)
+    assert str(raised.value) == f"launch_from_env: environment variable {message}"
 
 
 def test_timeout_from_env_and_flag() -> None:

@@ -142,14 +142,22 @@ class Launch:
             )
 
 
-def _env_int(environ: Mapping[str, str], name: str) -> int:
+def _env_int(environ: Mapping[str, str], name: str, low: int, high: int | None = None) -> int:
+    """The integer in ``environ[name]``, in ``[low, high]``; the errors name the variable."""
     text = environ[name]
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise ValueError(
             f"launch_from_env: environment variable {name} must be an integer, got {text!r}"
         ) from None
+    if value < low or (high is not None and value > high):
+        expected = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(
+            f"launch_from_env: environment variable {name} must be an integer {expected}, got "
+            f"{text!r}"
+        )
+    return value
 
 
 def launch_from_env(environ: Mapping[str, str] | None = None) -> Launch | None:
@@ -159,7 +167,9 @@ def launch_from_env(environ: Mapping[str, str] | None = None) -> Launch | None:
     Reads ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` (default: ``RANK``).
 
     Raises:
-        ValueError: ``RANK`` missing, or a value that is not an integer or out of range.
+        ValueError: ``RANK`` missing, or a value that is not an integer or out of range
+            (``WORLD_SIZE`` >= 1, ``RANK`` in ``[0, WORLD_SIZE - 1]``, ``LOCAL_RANK`` >= 0),
+            naming the variable.
     """
     environ = os.environ if environ is None else environ
     if "WORLD_SIZE" not in environ:
@@ -169,9 +179,9 @@ def launch_from_env(environ: Mapping[str, str] | None = None) -> Launch | None:
             "launch_from_env: WORLD_SIZE is set but RANK is not; launch with torchrun, which "
             "sets both"
         )
-    world_size = _env_int(environ, "WORLD_SIZE")
-    rank = _env_int(environ, "RANK")
-    local_rank = _env_int(environ, "LOCAL_RANK") if "LOCAL_RANK" in environ else rank
+    world_size = _env_int(environ, "WORLD_SIZE", 1)
+    rank = _env_int(environ, "RANK", 0, world_size - 1)
+    local_rank = _env_int(environ, "LOCAL_RANK", 0) if "LOCAL_RANK" in environ else rank
     return Launch(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
