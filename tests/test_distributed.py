@@ -180,6 +180,31 @@ def test_timeout_from_env_and_flag() -> None:
         build_parser().parse_args(["train", "--dist-timeout", "0"])
 
 
+def test_a_timeout_longer_than_torch_can_count_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Torch counts a timeout in nanoseconds, in an int64 (9.2e9 s at most): a ProcessGroup with
+    a timeout of 1e10 s failed at once ('could not join ... within 1e+10 s: The client socket
+    has timed out'), one of 1e14 s raised an OverflowError from datetime, one of 1e100 s from
+    torch ('Python int too large to convert to C int'), which `minidl train --dist-timeout`
+    printed as a traceback. Refused before joining, naming the argument; 1e9 s still joins."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    for bad in (1e10, 1e14, 1e100):
+        with pytest.raises(ValueError, match=r"^ProcessGroup: timeout must be in \(0, 1e\+09\]"):
+            ProcessGroup(Launch(0, 1, 0), timeout=bad)
+        with pytest.raises(ValueError, match=r"^timeout_from_env: MINIDL_DIST_TIMEOUT must be in"):
+            timeout_from_env({"MINIDL_DIST_TIMEOUT": repr(bad)})
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["train", "--dist-timeout", repr(bad)])
+        assert "--dist-timeout: expected a number of seconds <= 1e+09" in capsys.readouterr().err
+    assert not torch.distributed.is_initialized()
+    assert timeout_from_env({"MINIDL_DIST_TIMEOUT": "1e9"}) == 1e9
+    with ProcessGroup(Launch(0, 1, 0), timeout=1e9) as group:
+        assert torch.equal(group.all_reduce_(torch.ones(2), "x"), torch.ones(2))
+
+
 def test_parameter_checksum_sees_one_ulp() -> None:
     model = mlp((2, 5, 2), "tanh", dtype=torch.float64)
     before = parameter_checksum(model.parameters())

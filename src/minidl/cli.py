@@ -56,6 +56,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def _positive_seconds(text: str) -> float:
+    from minidl.distributed import MAX_TIMEOUT
+
     try:
         value = float(text)
     except ValueError:
@@ -64,6 +66,11 @@ def _positive_seconds(text: str) -> float:
         ) from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    if value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds <= {MAX_TIMEOUT:g} (about 31 years: torch's timeouts "
+            f"overflow beyond 9.2e9), got {text!r}"
+        )
     return value
 
 

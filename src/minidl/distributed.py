@@ -91,6 +91,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "MAX_TIMEOUT",
     "TIMEOUT_ENV",
     "DataParallel",
     "DistributedError",
@@ -107,6 +108,10 @@ __all__ = [
 
 #: Seconds a collective (or the start-up rendezvous) may wait for the other ranks.
 DEFAULT_TIMEOUT = 60.0
+#: The longest timeout in seconds (about 31 years). Torch counts a timeout in nanoseconds, in a
+#: 64-bit integer (at most about 9.2e9 s): a longer one made the start-up fail at once, or raise
+#: an ``OverflowError``, rather than wait.
+MAX_TIMEOUT = 1e9
 #: The environment variable that sets the timeout (the ``--dist-timeout`` flag overrides it).
 TIMEOUT_ENV = "MINIDL_DIST_TIMEOUT"
 #: Every rank's heartbeat thread bumps its counter in the store this often (seconds) ...
@@ -190,7 +195,7 @@ def timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
     or :data:`DEFAULT_TIMEOUT` when it is not set.
 
     Raises:
-        ValueError: a value that is not a number > 0.
+        ValueError: a value that is not a number in ``(0, MAX_TIMEOUT]``.
     """
     environ = os.environ if environ is None else environ
     text = environ.get(TIMEOUT_ENV, "")
@@ -202,7 +207,9 @@ def timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
         raise ValueError(
             f"timeout_from_env: {TIMEOUT_ENV} must be a number of seconds > 0, got {text!r}"
         ) from None
-    return check_real("timeout_from_env", TIMEOUT_ENV, value, low=0.0, low_open=True)
+    return check_real(
+        "timeout_from_env", TIMEOUT_ENV, value, low=0.0, low_open=True, high=MAX_TIMEOUT
+    )
 
 
 class ProcessGroup:
@@ -217,7 +224,8 @@ class ProcessGroup:
     Args:
         launch: this process's rank, world size and local rank.
         device: where the model lives: ``"cpu"`` (gloo) or ``"cuda"`` (NCCL).
-        timeout: seconds a collective or the start-up may wait for the others, > 0.
+        timeout: seconds a collective or the start-up may wait for the others, in
+            ``(0, MAX_TIMEOUT]``.
 
     Raises:
         DistributedError: the group could not be joined within ``timeout``.
@@ -232,7 +240,9 @@ class ProcessGroup:
     ) -> None:
         if not isinstance(launch, Launch):
             raise TypeError(f"ProcessGroup: launch must be a Launch, got {type(launch).__name__}")
-        self.timeout = check_real("ProcessGroup", "timeout", timeout, low=0.0, low_open=True)
+        self.timeout = check_real(
+            "ProcessGroup", "timeout", timeout, low=0.0, low_open=True, high=MAX_TIMEOUT
+        )
         self.rank = launch.rank
         self.world_size = launch.world_size
         self.local_rank = launch.local_rank
