@@ -183,8 +183,14 @@ def test_the_heartbeat_beats_while_the_group_is_open_and_stops_at_close(
     world_of_one: ProcessGroup,
 ) -> None:
     key = "minidl/heartbeat/0"
-    first = int(world_of_one._store.get(key))
     deadline = time.monotonic() + 20 * distributed._BEAT_SECONDS  # (a loaded machine is slow)
+    # (a get of a key not set yet blocks the store's one connection, which the heartbeat's set
+    # then waits for: the test hung for the store's timeout whenever it asked before the first
+    # beat)
+    while not world_of_one._store.check([key]):
+        assert time.monotonic() < deadline, "the heartbeat did not beat"
+        time.sleep(0.05)
+    first = int(world_of_one._store.get(key))
     while int(world_of_one._store.get(key)) <= first:
         assert time.monotonic() < deadline, "the heartbeat did not beat"
         time.sleep(0.05)
