@@ -617,6 +617,55 @@ def test_a_dead_or_hung_rank_stops_the_others_with_its_name(
         assert f"collective timeout {timeout:g} s" in error
 
 
+def _late_worker(rank: int, port: int, out: str) -> None:
+    """Rank ``rank`` of 2, training; rank 1 sleeps in ``on_epoch`` after the first epoch for
+    longer than the timeout and the census (alive: its heartbeat beats on meanwhile)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    timeout = 3.0
+    try:
+        with ProcessGroup(Launch(rank, 2, rank), timeout=timeout) as group:
+            torch.manual_seed(0)
+            model = mlp((2, 3, 2), "tanh")
+            x = torch.randn(12, 2)
+
+            def on_epoch(record: EpochRecord) -> None:
+                if rank == 1 and record.epoch == 0:
+                    time.sleep(timeout + distributed._CENSUS_SECONDS + 4.0)
+
+            fit(
+                model,
+                CrossEntropyLoss(),
+                SGD(model.parameters(), lr=0.1),
+                x,
+                (x[:, 0] > 0).long(),
+                epochs=2,
+                batch_size=6,
+                generator=torch.Generator().manual_seed(0),
+                on_epoch=on_epoch,
+                parallel=DataParallel(model, group),
+            )
+        result = "no error"
+    except DistributedError as error:
+        result = str(error)
+    (Path(out) / f"late{rank}.txt").write_text(result)
+
+
+def test_a_rank_alive_but_late_is_named(tmp_path: Path) -> None:
+    """Rank 1 is stuck in its own code (here asleep in on_epoch; a slow checkpoint write or a
+    deadlock alike) for longer than the timeout. Its heartbeat beats on, so rank 0 said 'every
+    rank is still alive (the ranks may have diverged in their calls)', naming no rank; the
+    heartbeat also publishes how many collectives the rank has entered, one fewer than rank 0."""
+    torch.multiprocessing.spawn(_late_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    error = (tmp_path / "late0.txt").read_text()
+    assert error.startswith(
+        "rank 0 of 2: the all_gather of the digests of the order failed: rank 1 has not reached "
+        "it: still alive, but stuck or slower than the timeout in its own code before it "
+        "(collective timeout 3 s). Cause: "
+    ), error
+    assert (tmp_path / "late1.txt").read_text().startswith("rank 1 of 2: the all_gather of ")
+
+
 class _Store:
     """A rendezvous store of fixed heartbeats and finished censuses (for ``_census``)."""
 
@@ -644,6 +693,23 @@ def test_the_census_does_not_name_a_survivor_that_left(monkeypatch: pytest.Monke
         }
     )
     assert group._census() == [2]
+
+
+def test_the_ranks_behind_are_named_when_every_rank_is_alive() -> None:
+    """Of ranks 1 to 3, all beating, ranks 1 and 3 have entered fewer collectives than rank 0,
+    which failed in its 5th: they are named as not having reached it."""
+    group = distributed.ProcessGroup.__new__(distributed.ProcessGroup)
+    group.rank, group.world_size, group.timeout, group._calls = 0, 4, 5.0, 5
+    calls = {1: b"4", 2: b"5", 3: b"3"}
+    group._store = _Store({f"minidl/collectives/{r}": n for r, n in calls.items()})  # type: ignore[assignment]
+    group._census = lambda: []  # type: ignore[method-assign]
+    group._finish_census = lambda missing: None  # type: ignore[method-assign]
+    error = group._failure("the all_reduce of the gradients", RuntimeError("timed out"))
+    assert str(error) == (
+        "rank 0 of 4: the all_reduce of the gradients failed: ranks 1, 3 have not reached it: "
+        "still alive, but stuck or slower than the timeout in their own code before it "
+        "(collective timeout 5 s). Cause: timed out"
+    )
 
 
 # -- misuse named before anything runs ------------------------------------------------------------

@@ -44,7 +44,10 @@ A rank that dies or hangs makes the collectives of the others fail, after at mos
 seconds (gloo's collective timeout; a dead peer is usually noticed at once, from its closed
 connections). Every rank keeps a heartbeat counter in the rendezvous store (a thread bumps it
 four times a second, also while the rank waits in a collective); the survivors look at which
-counters stopped and raise a :class:`DistributedError` that names those ranks. (With NCCL, PyTorch's
+counters stopped and raise a :class:`DistributedError` that names those ranks. A rank whose
+counter goes on but that is stuck in its own code (or slower there than the timeout: a long
+``on_epoch``, a slow checkpoint write) is named too, as one that has not reached the collective:
+the heartbeat also publishes how many collectives the rank has entered. (With NCCL, PyTorch's
 watchdog notices a timed-out collective itself and ends the process with its own message.)
 
 Launch with ``torchrun`` (``python -m torch.distributed.run``), which sets ``WORLD_SIZE``,
@@ -120,6 +123,9 @@ _BEAT_SECONDS = 0.25
 #: as stopped (killed, or hung as a whole process).
 _CENSUS_SECONDS = 1.5
 _BEAT_KEY = "minidl/heartbeat/"
+#: ... and the number of collectives the rank has entered, so that a rank still alive but late
+#: (stuck or slow in its own code) is told from ranks whose calls diverged.
+_CALLS_KEY = "minidl/collectives/"
 _DONE_KEY = "minidl/census-done/"
 
 
@@ -279,6 +285,7 @@ class ProcessGroup:
                 f"{address} within {self.timeout:g} s: {_first_line(error)}"
             ) from error
         self._store: Store = store
+        self._calls = 0  # the collectives entered (the heartbeat publishes it)
         # A rank blocked in a collective still beats (the collective releases the GIL), so after
         # a failure the census can tell a dead or hung rank from a survivor still waiting. The
         # event is set at close() and shared with copies: the group is closed once it is set.
@@ -290,10 +297,15 @@ class ProcessGroup:
 
     def _beat(self) -> None:
         count = 0
+        published = -1
         while True:
             count += 1
+            calls = self._calls
             try:
                 self._store.set(f"{_BEAT_KEY}{self.rank}", str(count))
+                if calls != published:
+                    self._store.set(f"{_CALLS_KEY}{self.rank}", str(calls))
+                    published = calls
             except RuntimeError:
                 return
             if self._stop_beating.wait(_BEAT_SECONDS):
@@ -302,11 +314,13 @@ class ProcessGroup:
     # -- collectives ------------------------------------------------------------------------------
 
     def _check_open(self, what: str) -> None:
+        """Refuse a closed group; else count the collective about to start."""
         if self._stop_beating.is_set():  # (closed, by this object or a copy sharing it)
             raise DistributedError(
                 f"ProcessGroup: {what} was called on rank {self.rank} of {self.world_size} after "
                 "close(); join a new ProcessGroup (and build the DataParallel on it)"
             )
+        self._calls += 1
 
     def all_reduce_(self, tensor: Tensor, what: str) -> Tensor:
         """Sum ``tensor`` over the ranks, in place, and return it; ``what`` names it in errors."""
@@ -341,6 +355,7 @@ class ProcessGroup:
     def _failure(self, what: str, error: BaseException) -> DistributedError:
         """Find out which ranks stopped, and say so."""
         missing = self._census()
+        behind = self._behind() if missing == [] else []
         if missing is not None:
             self._finish_census(missing)
         where = f"rank {self.rank} of {self.world_size}"
@@ -353,6 +368,13 @@ class ProcessGroup:
             names = ", ".join(str(rank) for rank in missing)
             rank_word = "rank" if len(missing) == 1 else "ranks"
             diagnosis = f"{rank_word} {names} stopped responding (died or hung)"
+        elif behind:
+            names = ", ".join(str(rank) for rank in behind)
+            words = ("rank", "has", "its") if len(behind) == 1 else ("ranks", "have", "their")
+            diagnosis = (
+                f"{words[0]} {names} {words[1]} not reached it: still alive, but stuck or slower "
+                f"than the timeout in {words[2]} own code before it"
+            )
         else:
             diagnosis = "every rank is still alive (the ranks may have diverged in their calls)"
         return DistributedError(
@@ -381,6 +403,20 @@ class ProcessGroup:
             return [r for r in stalled if not self._store.check([f"{_DONE_KEY}{r}"])]
         except RuntimeError:
             return None
+
+    def _behind(self) -> list[int]:
+        """The other ranks that have entered fewer collectives than this one (as their heartbeat
+        last published): alive, but not yet in the collective that failed here."""
+        behind = []
+        try:
+            for rank in range(self.world_size):
+                key = f"{_CALLS_KEY}{rank}"
+                known = rank != self.rank and self._store.check([key])
+                if known and int(self._store.get(key)) < self._calls:
+                    behind.append(rank)
+        except (RuntimeError, ValueError):
+            return []
+        return behind
 
     def _finish_census(self, missing: list[int]) -> None:
         """Say this rank's census is done; rank 0, which hosts the store, waits for the census of
