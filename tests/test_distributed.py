@@ -735,6 +735,15 @@ def test_a_closed_group_is_named_by_its_collectives(monkeypatch: pytest.MonkeyPa
         parallel.synchronize(torch.tensor(1.0))
     with pytest.raises(DistributedError, match=closed.format("broadcast of the buffers")):
         group.broadcast_(torch.zeros(2), "the buffers")
+    # Refused before anything changes: the gradients of a flat model (views of one buffer,
+    # scaled in place) were scaled by the weight first.
+    flat = mlp((2, 3, 2), "tanh")
+    assert flat_buffer([p.grad for p in flat.parameters()]) is not None
+    for parameter in flat.parameters():
+        parameter.grad.fill_(1.0)
+    with pytest.raises(DistributedError, match=closed.format("all_reduce of the gradients")):
+        all_reduce_gradients(group, flat.parameters(), weight=0.5)
+    assert all(bool((p.grad == 1.0).all()) for p in flat.parameters())
 
 
 def test_closing_a_closed_group_again_leaves_a_group_joined_since(

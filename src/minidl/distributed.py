@@ -314,17 +314,21 @@ class ProcessGroup:
     # -- collectives ------------------------------------------------------------------------------
 
     def _check_open(self, what: str) -> None:
-        """Refuse a closed group; else count the collective about to start."""
+        """Refuse ``what`` on a closed group."""
         if self._stop_beating.is_set():  # (closed, by this object or a copy sharing it)
             raise DistributedError(
                 f"ProcessGroup: {what} was called on rank {self.rank} of {self.world_size} after "
                 "close(); join a new ProcessGroup (and build the DataParallel on it)"
             )
+
+    def _enter(self, what: str) -> None:
+        """Refuse ``what`` on a closed group; else count the collective about to start."""
+        self._check_open(what)
         self._calls += 1
 
     def all_reduce_(self, tensor: Tensor, what: str) -> Tensor:
         """Sum ``tensor`` over the ranks, in place, and return it; ``what`` names it in errors."""
-        self._check_open(f"the all_reduce of {what}")
+        self._enter(f"the all_reduce of {what}")
         try:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         except RuntimeError as error:
@@ -333,7 +337,7 @@ class ProcessGroup:
 
     def broadcast_(self, tensor: Tensor, what: str, source: int = 0) -> Tensor:
         """Overwrite ``tensor`` with rank ``source``'s, in place, and return it."""
-        self._check_open(f"the broadcast of {what}")
+        self._enter(f"the broadcast of {what}")
         try:
             dist.broadcast(tensor, src=source)
         except RuntimeError as error:
@@ -342,7 +346,7 @@ class ProcessGroup:
 
     def all_gather(self, tensor: Tensor, what: str) -> list[Tensor]:
         """Every rank's ``tensor``, in rank order."""
-        self._check_open(f"the all_gather of {what}")
+        self._enter(f"the all_gather of {what}")
         gathered = [torch.empty_like(tensor) for _ in range(self.world_size)]
         try:
             dist.all_gather(gathered, tensor)
@@ -528,6 +532,7 @@ def all_reduce_gradients(
     grads = [p.grad for p in parameters]
     if not grads:
         return
+    group._check_open("the all_reduce of the gradients")  # (before they are scaled)
     flat = flat_buffer(grads)
     if flat is not None:
         group.all_reduce_(flat.mul_(weight), "the gradients")
