@@ -574,6 +574,41 @@ def test_cli_under_torchrun_matches_one_process_and_resumes_on_another_world_siz
     )
 
 
+@pytest.mark.parametrize(
+    ("batch_size", "message"),
+    [
+        (
+            100,
+            "--batch-size 100 is not divisible by the 3 processes of the launch (WORLD_SIZE); "
+            "each takes 1/3 of every batch: choose a multiple of 3",
+        ),
+        (
+            999,
+            "--batch-size 999 ends every epoch with a batch of 1 of the 1000 training samples, "
+            "fewer than the 3 processes of the launch (WORLD_SIZE), which take one sample each "
+            "at least: choose another --batch-size",
+        ),
+    ],
+)
+def test_cli_under_torchrun_refuses_a_batch_size_the_ranks_cannot_split_by_its_flag(
+    batch_size: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every rank refused it in fit, in ShardedBatches' words ('the batch size 100 is not
+    divisible by the world size 3'), after rank 0 had printed the model and the optimizer: a
+    refused run prints its error alone, naming the flag. (Checked before any collective: the
+    group here is a stand-in that has none.)"""
+    from types import SimpleNamespace
+
+    from minidl import cli
+
+    args = build_parser().parse_args(["train", "--epochs", "1", "--batch-size", str(batch_size)])
+    args.process_group = SimpleNamespace(rank=0, world_size=3)
+    with pytest.raises(ValueError) as raised:
+        cli._run_train(args)
+    assert str(raised.value) == message
+    assert capsys.readouterr().out == ""
+
+
 # -- real process groups: a rank that dies or hangs -----------------------------------------------
 
 

@@ -332,6 +332,8 @@ def _run_train(args: argparse.Namespace) -> int:
     # Under torchrun (see _run_train_launched): rank 0 alone prints and writes checkpoints.
     group = getattr(args, "process_group", None)
     rank = 0 if group is None else group.rank
+    if group is not None:
+        _check_batches_split(args.batch_size, len(data.train), group.world_size)
     criterion: Loss = CrossEntropyLoss() if args.loss == "cross-entropy" else MSELoss()
     optimizer: Optimizer
     if args.optimizer == "sgd":
@@ -506,6 +508,25 @@ def _run_train(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"training time: {elapsed:.2f} s")
     return 0
+
+
+def _check_batches_split(batch_size: int, samples: int, world_size: int) -> None:
+    """Under torchrun, refuse a ``--batch-size`` that the ``world_size`` processes cannot split
+    (see :class:`minidl.distributed.ShardedBatches`) before anything is printed, by its flag:
+    every rank would refuse it in ``fit``, after rank 0 had printed the model."""
+    if batch_size % world_size:
+        raise ValueError(
+            f"--batch-size {batch_size} is not divisible by the {world_size} processes of the "
+            f"launch (WORLD_SIZE); each takes 1/{world_size} of every batch: choose a multiple "
+            f"of {world_size}"
+        )
+    last = samples % batch_size if samples > batch_size else samples
+    if last and last < world_size:
+        raise ValueError(
+            f"--batch-size {batch_size} ends every epoch with a batch of {last} of the "
+            f"{samples} training samples, fewer than the {world_size} processes of the launch "
+            "(WORLD_SIZE), which take one sample each at least: choose another --batch-size"
+        )
 
 
 def _check_network_fits(hidden: tuple[int, ...], dtype: str) -> None:
