@@ -461,8 +461,9 @@ def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> No
                 "batches of the same sizes"
             )
             batches = (
-                "DataParallel: the batches (the number of samples, the batch size, drop_last and "
-                "a digest of the samples and their targets) of ranks {} differs from rank 0's; "
+                "DataParallel: the batches (the number of samples, the batch size, shuffle, "
+                "drop_last and a digest of the samples and their targets) of ranks {} differs "
+                "from rank 0's; "
                 "every rank must run the same model on the same data in batches of the same sizes"
             )
             assert result["batches"] == batches.format(others)
@@ -735,8 +736,8 @@ def test_the_ranks_behind_are_named_when_every_rank_is_alive() -> None:
     which failed in its 5th: they are named as not having reached it."""
     group = distributed.ProcessGroup.__new__(distributed.ProcessGroup)
     group.rank, group.world_size, group.timeout, group._calls = 0, 4, 5.0, 5
-    calls = {1: b"4", 2: b"5", 3: b"3"}
-    group._store = _Store({f"minidl/collectives/{r}": n for r, n in calls.items()})  # type: ignore[assignment]
+    calls = {f"minidl/collectives/{rank}": n for rank, n in ((1, b"4"), (2, b"5"), (3, b"3"))}
+    group._store = _Store(calls)  # type: ignore[assignment]
     group._census = lambda: []  # type: ignore[method-assign]
     group._finish_census = lambda missing: None  # type: ignore[method-assign]
     error = group._failure("the all_reduce of the gradients", RuntimeError("timed out"))

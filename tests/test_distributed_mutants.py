@@ -291,6 +291,10 @@ def _worker(rank: int, port: int, out: str) -> None:
             lambda: parallel.shard(BatchIterator(x, y, 6, drop_last=bool(rank)))
         )
         result["batch_size"] = _refusal(lambda: parallel.shard(BatchIterator(x, y, 6 + 2 * rank)))
+        # (a rank that shuffled alone joined the order's all_gather alone: both timed out)
+        result["shuffle"] = _refusal(
+            lambda: parallel.shard(BatchIterator(x, y, 6, shuffle=rank == 0))
+        )
         targets = y.clone()
         targets[3] = rank
         result["targets"] = _refusal(lambda: parallel.shard(BatchIterator(x, targets, 6)))
@@ -305,7 +309,9 @@ def test_two_ranks_share_rank_0s_buffers_average_gradients_and_refuse_any_differ
     initial = results[0]["before"]
     assert not torch.equal(results[1]["before"]["1.running_mean"], initial["1.running_mean"])
     model = "DataParallel: the model (the shapes and dtypes of its parameters and buffers) of "
-    batches = "DataParallel: the batches (the number of samples, the batch size, drop_last and "
+    batches = (
+        "DataParallel: the batches (the number of samples, the batch size, shuffle, drop_last and "
+    )
     for result in results:
         # Built: rank 0's parameters and buffers, before any step.
         assert result["after"].keys() == initial.keys()
@@ -319,7 +325,7 @@ def test_two_ranks_share_rank_0s_buffers_average_gradients_and_refuse_any_differ
             assert torch.equal(grad, (ramp * 1 + 0 + ramp * 2 + 1) / 2)
         for what in ("dtype", "buffer"):
             assert result[what].startswith(model + "ranks [1] differs from rank 0's"), what
-        for what in ("drop_last", "batch_size", "targets"):
+        for what in ("drop_last", "batch_size", "shuffle", "targets"):
             assert result[what].startswith(batches), what
             assert "of ranks [1] differs from rank 0's" in result[what], what
 

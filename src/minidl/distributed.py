@@ -732,10 +732,12 @@ class DataParallel:
         """This rank's :class:`ShardedBatches` of ``batches``; :meth:`synchronize` then weights
         the gradients by this rank's share of the current batch.
 
-        The ranks' batches must agree on the samples and their targets, the batch size and
-        ``drop_last`` (checked here, with one pass over the data for its digest) and, when they shuffle, on the state of the generator that
-        draws each pass's order (checked at the start of every pass, one ``all_gather``): a rank
-        whose generator was seeded otherwise, or that drew other numbers from it (torch's global
+        The ranks' batches must agree on the samples and their targets, the batch size,
+        ``shuffle`` and ``drop_last`` (checked here, with one pass over the data for its digest;
+        a rank that shuffled alone would join the check below alone, and every rank would wait
+        out the timeout) and, when they shuffle, on the state of the generator that draws each
+        pass's order (checked at the start of every pass, one ``all_gather``): a rank whose
+        generator was seeded otherwise, or that drew other numbers from it (torch's global
         generator, from which a ``Dropout`` draws more on a rank with a larger shard), would take
         its slice of another order, so that some samples were used twice and others never.
 
@@ -753,9 +755,10 @@ class DataParallel:
         data = int(_checksum([batches.x, batches.y]))
         self._agree(
             "batches",
-            "the number of samples, the batch size, drop_last and a digest of the samples and "
-            "their targets",
-            f"{batches.x.shape[0]} {batches.batch_size} {batches.drop_last} {data}",
+            "the number of samples, the batch size, shuffle, drop_last and a digest of the "
+            "samples and their targets",
+            f"{batches.x.shape[0]} {batches.batch_size} {batches.shuffle} {batches.drop_last} "
+            f"{data}",
             "every rank must run the same model on the same data in batches of the same sizes",
         )
         self._sharded = _AgreedShards(batches, self.rank, self.world_size, self)
