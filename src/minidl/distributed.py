@@ -234,6 +234,8 @@ class ProcessGroup:
             ``(0, MAX_TIMEOUT]``.
 
     Raises:
+        ValueError: a timeout out of range, a device other than cpu and cuda, or cuda without
+            a GPU for ``local_rank`` (checked before joining).
         DistributedError: the group could not be joined within ``timeout``.
     """
 
@@ -254,6 +256,19 @@ class ProcessGroup:
         self.local_rank = launch.local_rank
         device = torch.device(device)
         if device.type == "cuda":
+            # (checked first: torch's set_device fails with an AttributeError of torch._C in a
+            # build without CUDA, or an 'invalid device ordinal' without that GPU)
+            if not torch.cuda.is_available():
+                raise ValueError(
+                    "ProcessGroup: device cuda needs a GPU, and torch.cuda.is_available() is "
+                    "False here; use device='cpu' (gloo)"
+                )
+            if launch.local_rank >= torch.cuda.device_count():
+                raise ValueError(
+                    f"ProcessGroup: local_rank {launch.local_rank} has no GPU of its own: this "
+                    f"machine has {torch.cuda.device_count()}; start at most that many processes "
+                    "on it"
+                )
             device = torch.device("cuda", launch.local_rank)
             torch.cuda.set_device(device)
         elif device.type != "cpu":
