@@ -735,7 +735,7 @@ def test_the_ranks_behind_are_named_when_every_rank_is_alive() -> None:
     """Of ranks 1 to 3, all beating, ranks 1 and 3 have entered fewer collectives than rank 0,
     which failed in its 5th: they are named as not having reached it."""
     group = distributed.ProcessGroup.__new__(distributed.ProcessGroup)
-    group.rank, group.world_size, group.timeout, group._calls = 0, 4, 5.0, 5
+    group.rank, group.world_size, group.timeout, group._calls = 0, 4, 5.0, [5]
     calls = {f"minidl/collectives/{rank}": n for rank, n in ((1, b"4"), (2, b"5"), (3, b"3"))}
     group._store = _Store(calls)  # type: ignore[assignment]
     group._census = lambda: []  # type: ignore[method-assign]
@@ -800,6 +800,9 @@ def test_closing_a_closed_group_again_leaves_a_group_joined_since(
         copy.copy(first).close()
         assert torch.distributed.is_initialized()
         assert torch.equal(second.all_reduce_(torch.ones(2), "x"), torch.ones(2))
+        # (a copy's collectives count for the heartbeat of the original, which publishes them)
+        copy.copy(second).all_reduce_(torch.ones(1), "y")
+        assert second._calls == [2]
         copy.copy(second).close()
         with pytest.raises(
             DistributedError, match=r"^ProcessGroup: the all_reduce of x was called on rank 0 "

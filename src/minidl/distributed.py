@@ -300,7 +300,8 @@ class ProcessGroup:
                 f"{address} within {self.timeout:g} s: {_first_line(error)}"
             ) from error
         self._store: Store = store
-        self._calls = 0  # the collectives entered (the heartbeat publishes it)
+        # The collectives entered (the heartbeat publishes it), one count shared with copies.
+        self._calls = [0]
         # A rank blocked in a collective still beats (the collective releases the GIL), so after
         # a failure the census can tell a dead or hung rank from a survivor still waiting. The
         # event is set at close() and shared with copies: the group is closed once it is set.
@@ -315,7 +316,7 @@ class ProcessGroup:
         published = -1
         while True:
             count += 1
-            calls = self._calls
+            calls = self._calls[0]
             try:
                 self._store.set(f"{_BEAT_KEY}{self.rank}", str(count))
                 if calls != published:
@@ -339,7 +340,7 @@ class ProcessGroup:
     def _enter(self, what: str) -> None:
         """Refuse ``what`` on a closed group; else count the collective about to start."""
         self._check_open(what)
-        self._calls += 1
+        self._calls[0] += 1
 
     def all_reduce_(self, tensor: Tensor, what: str) -> Tensor:
         """Sum ``tensor`` over the ranks, in place, and return it; ``what`` names it in errors."""
@@ -431,7 +432,7 @@ class ProcessGroup:
             for rank in range(self.world_size):
                 key = f"{_CALLS_KEY}{rank}"
                 known = rank != self.rank and self._store.check([key])
-                if known and int(self._store.get(key)) < self._calls:
+                if known and int(self._store.get(key)) < self._calls[0]:
                     behind.append(rank)
         except (RuntimeError, ValueError):
             return []
