@@ -31,9 +31,10 @@ A random layer (:class:`~minidl.nn.Dropout`) draws its mask on each rank for tha
 from that rank's generator: the masks are not those of one process over the whole batch, so such
 a model does not train exactly as in one process either. With the same seed on every rank (as
 ``minidl train`` and ``torch.manual_seed(seed)`` give), every rank draws the same masks for its
-shard; give each rank a generator of its own (``Dropout(p, generator=torch.Generator()
-.manual_seed(seed + rank))``) for independent ones. The gradients are still averaged and the
-ranks still take identical steps.
+shard, until a batch splits unevenly (a rank with a larger shard draws more numbers, and the
+ranks' generators differ from then on); give each rank a generator of its own (``Dropout(p,
+generator=torch.Generator().manual_seed(seed + rank))``) for independent ones. The gradients are
+still averaged and the ranks still take identical steps.
 
 The world size must divide the batch size, so that every full batch splits into equal shards. The
 last, smaller batch of an epoch (when the batch size does not divide the set) is split as evenly as
