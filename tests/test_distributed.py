@@ -811,6 +811,23 @@ def test_closing_a_closed_group_again_leaves_a_group_joined_since(
     assert not torch.distributed.is_initialized()
 
 
+def test_a_process_group_on_cuda_refuses_a_missing_gpu_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without CUDA, torch's set_device failed with "module 'torch._C' has no attribute
+    '_cuda_setDevice'"; with fewer GPUs than local_rank + 1, with 'invalid device ordinal'."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^ProcessGroup: device cuda needs a GPU, and torch"):
+        ProcessGroup(Launch(0, 1, 0), device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(
+        ValueError, match=r"^ProcessGroup: local_rank 2 has no GPU of its own: this machine has 2;"
+    ):
+        ProcessGroup(Launch(2, 3, 2), device="cuda")
+    assert not torch.distributed.is_initialized()
+
+
 class _Unreachable:
     """A stand-in for a DataParallel that fit must refuse before training."""
 

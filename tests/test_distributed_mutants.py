@@ -84,23 +84,6 @@ def test_a_process_group_refuses_a_bad_timeout_or_device_before_joining() -> Non
     assert not torch.distributed.is_initialized()
 
 
-def test_a_process_group_on_cuda_refuses_a_missing_gpu_by_name(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Without CUDA, torch's set_device failed with "module 'torch._C' has no attribute
-    '_cuda_setDevice'"; with fewer GPUs than local_rank + 1, with 'invalid device ordinal'."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ValueError, match=r"^ProcessGroup: device cuda needs a GPU, and torch"):
-        ProcessGroup(Launch(0, 1, 0), device="cuda")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    with pytest.raises(
-        ValueError, match=r"^ProcessGroup: local_rank 2 has no GPU of its own: this machine has 2;"
-    ):
-        ProcessGroup(Launch(2, 3, 2), device="cuda")
-    assert not torch.distributed.is_initialized()
-
-
 def test_a_second_group_is_refused_and_the_first_still_works(world_of_one: ProcessGroup) -> None:
     with pytest.raises(DistributedError, match=r"^ProcessGroup: a default process group is alre"):
         ProcessGroup(Launch(0, 1, 0), timeout=2.0)
