@@ -739,8 +739,12 @@ def test_the_ranks_behind_are_named_when_every_rank_is_alive() -> None:
     calls = {f"minidl/collectives/{rank}": n for rank, n in ((1, b"4"), (2, b"5"), (3, b"3"))}
     group._store = _Store(calls)  # type: ignore[assignment]
     group._census = lambda: []  # type: ignore[method-assign]
-    group._finish_census = lambda missing: None  # type: ignore[method-assign]
+    unawaited: list[list[int]] = []
+    group._finish_census = unawaited.append  # type: ignore[method-assign]
     error = group._failure("the all_reduce of the gradients", RuntimeError("timed out"))
+    # Rank 0 (which hosts the store) does not wait for their census before it leaves: they may
+    # be stuck for good, and it waited one more timeout for them.
+    assert unawaited == [[1, 3]]
     assert str(error) == (
         "rank 0 of 4: the all_reduce of the gradients failed: ranks 1, 3 have not reached it: "
         "still alive, but stuck or slower than the timeout in their own code before it "

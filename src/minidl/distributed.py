@@ -378,7 +378,7 @@ class ProcessGroup:
         missing = self._census()
         behind = self._behind() if missing == [] else []
         if missing is not None:
-            self._finish_census(missing)
+            self._finish_census(missing + behind)
         where = f"rank {self.rank} of {self.world_size}"
         if missing is None:
             diagnosis = (
@@ -441,7 +441,9 @@ class ProcessGroup:
 
     def _finish_census(self, missing: list[int]) -> None:
         """Say this rank's census is done; rank 0, which hosts the store, waits for the census of
-        every rank still alive (they may fail up to a timeout later) before it leaves."""
+        every other rank than ``missing`` (those that stopped, and those still alive that have
+        not reached the collective, which may never come) before it leaves: they may fail up
+        to a timeout later."""
         try:
             self._store.set(f"{_DONE_KEY}{self.rank}", "1")
             if self.rank != 0:
