@@ -710,6 +710,35 @@ def test_interrupted_forward_leaves_zero_gradients(monkeypatch: pytest.MonkeyPat
     assert all(not p.grad.any() for p in runs[True][0].parameters())
 
 
+@pytest.mark.parametrize("tanh", [1, 2])
+def test_interrupted_backward_leaves_the_loops_gradients(
+    tanh: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt in the 4th step's backward, in its ``tanh``-th Tanh backward (1: the one
+    after the second layer, 2: after the first): the loop's ``zero_grad`` left zeros in the
+    gradients its ``backward_parameters`` had not reached (the layers before that Tanh), the
+    last layer's (and with 2 the second's) hold the step's; the folded step leaves the same,
+    not the 3rd step's gradients in the layers it had not reached."""
+    original = nn.Tanh._backward
+    calls = [0]
+
+    def interrupted(self: nn.Tanh, *args: Tensor) -> Any:
+        calls[0] += 1
+        if calls[0] == 2 * 3 + tanh:  # (3 steps done: 2 tanh each)
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(nn.Tanh, "_backward", interrupted)
+
+    def reset() -> None:
+        calls[0] = 0
+
+    runs = _stopped_both_ways(KeyboardInterrupt, *_data(), before=reset, epochs=2)
+    assert runs[True][1].step_count == 3
+    grads = [p.grad for p in runs[True][0].parameters()]
+    assert [bool(g.any()) for g in grads] == [False] * (6 - 2 * tanh) + [True] * (2 * tanh)
+
+
 def test_two_calls_are_one_longer_run() -> None:
     """Two calls of ``fit`` (the second resuming with ``start_epoch``) train as one."""
     x, y = _data()

@@ -368,6 +368,15 @@ class FoldedStep:
         for mine, theirs in zip(self.state, self.optimizer.state.values(), strict=True):
             torch.index_select(mine, 0, inverse, out=theirs)
 
+    def _zero_from(self, index: int) -> None:
+        """Zero the gradients of the layers at module ``index`` and before it, those that a
+        step interrupted in its backward at module ``index`` has not written (the layers after
+        it hold their gradients of the step, as the loop's ``backward_parameters`` leaves
+        them)."""
+        for position, layer in self.layer_of.items():
+            if position <= index:
+                self.grad_blocks[layer].zero_()
+
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """Train on the batch ``(x, y)`` (``x``: ``(N, in)``); return its loss."""
         batch = self._batches.get(x.shape[0])
@@ -397,24 +406,32 @@ class FoldedStep:
             # the loop's zero_grad left them before its forward)
             self.grads.zero_()
             raise
-        grad = criterion._gradient()
-        if batch.last_is_layer:
-            inputs, grad_block_t, weight, input_grad_t, input_grad = batch.last_layer
-            torch.mm(inputs, grad, out=grad_block_t)
-            if input_grad_t is not None:
-                torch.mm(grad, weight, out=input_grad_t)
-            grad = input_grad
-        else:
-            grad = grad.t()
-        grads = batch.grads
-        for kind, first, second, third, index in batch.backward:
-            if kind == 2:  # an activation: its _backward, the input gradient's buffer
-                grad = first(grad, caches[index], second)
-            else:  # a layer: [dW | db] = G A^T, then W^T G
-                torch.mm(grad, first, out=second)
-                if kind == 1:
-                    break
-                grad = torch.mm(third, grad, out=grads[index])
+        try:
+            grad = criterion._gradient()
+            if batch.last_is_layer:
+                inputs, grad_block_t, weight, input_grad_t, input_grad = batch.last_layer
+                torch.mm(inputs, grad, out=grad_block_t)
+                if input_grad_t is not None:
+                    torch.mm(grad, weight, out=input_grad_t)
+                grad = input_grad
+            else:
+                grad = grad.t()
+            grads = batch.grads
+            for kind, first, second, third, index in batch.backward:
+                if kind == 2:  # an activation: its _backward, the input gradient's buffer
+                    grad = first(grad, caches[index], second)
+                else:  # a layer: [dW | db] = G A^T, then W^T G
+                    torch.mm(grad, first, out=second)
+                    if kind == 1:
+                        break
+                    grad = torch.mm(third, grad, out=grads[index])
+        except BaseException:
+            # (an interrupt in an activation's backward, say: the blocks not yet written hold
+            # the last step's gradients, where the loop's zero_grad left zeros. index is the
+            # module whose backward was running, or the last module, as the forward loop left
+            # it, before this loop began)
+            self._zero_from(index)
+            raise
         if self.max_grad_norm is not None:
             # (the blocks' gradients are the parameters' entries in another order: one norm)
             _clip_norm("fit", [self.grads], self.max_grad_norm, 2.0, False)
