@@ -19,7 +19,7 @@ from torch import Tensor
 
 from minidl import nn, optim
 from minidl.rounds import PerModel, fit_rounds, stacked_error_rates
-from minidl.train import History, error_rate, fit
+from minidl.train import History, error_rate, fit, predict
 
 
 def _history() -> History:
@@ -300,6 +300,82 @@ def test_error_rate_refuses_labels_that_are_not_class_indices() -> None:
         75.0,
         100.0,
     }
+
+
+class _Pooled(nn.Module):
+    """Scores ``(1, C)`` for a whole batch (its mean): one row, whatever the samples."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        self.rows = input.shape[0]
+        return input.mean(dim=0, keepdim=True)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output.expand(self.rows, -1) / self.rows
+
+
+class _Summed(nn.Module):
+    """One value per sample, ``(N,)``: no class scores."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input.sum(dim=1)
+
+
+def test_predict_and_error_rate_refuse_outputs_that_are_not_the_samples_scores() -> None:
+    """Outputs ``(N,)`` used to fail with an IndexError ("tuple index out of range"), or, in
+    batches, with torch.cat's words; outputs of one row for a batch (scores pooled over it)
+    gave one prediction, which error_rate compared with every label by broadcasting: a silent
+    error rate of the pooled row. Each is refused, naming the function, what the model gave and
+    what was expected; the modes are restored."""
+    x = torch.tensor([[0.0, 1.0], [2.0, 1.0], [0.0, 3.0], [4.0, 0.0]])
+    y = torch.tensor([1, 0, 1, 0])
+    pooled = nn.Sequential(_Pooled())
+    with pytest.raises(ValueError) as info:
+        error_rate(pooled, x, y)
+    assert str(info.value) == (
+        "error_rate: the model's outputs must be class scores (N, C) for N = 4 samples, got "
+        "shape (1, 2)"
+    )
+    with pytest.raises(ValueError, match=r"^predict: .* for N = 3 samples, got shape \(1, 2\)$"):
+        predict(pooled, x, batch_size=3)
+    summed = nn.Sequential(_Summed())
+    for batch_size in (4, 3):
+        with pytest.raises(ValueError) as info:
+            predict(summed, x, batch_size=batch_size)
+        assert str(info.value) == (
+            "predict: the model's outputs must be class scores (N, C) or (N, ..., C) for "
+            f"N = {batch_size} samples, got shape ({batch_size},)"
+        )
+    with pytest.raises(ValueError, match=r"^error_rate: .*\(N, C\) for N = 4 samples, got shape"):
+        error_rate(summed, x, y)
+    assert summed.training and pooled.training
+    # (scores of one row per sample, (N, C) or (N, T, C), are predicted as before)
+    assert predict(nn.Identity(), x, batch_size=3).tolist() == [1, 0, 1, 0]
+    assert predict(nn.Identity(), x[None].expand(2, 4, 2)).tolist() == [[1, 0, 1, 0]] * 2
+    assert error_rate(nn.Identity(), x, y) == 0.0
+
+
+def test_fit_refuses_validation_outputs_that_are_not_the_samples_scores() -> None:
+    """A model whose outputs for one sample are scores (1, C), as fit's trial sees them, but
+    for a validation set one pooled row: the validation error was that row's, compared with
+    every label; now refused, naming fit, after the epoch (recorded: its steps were taken)."""
+    model = nn.Sequential(nn.Linear(2, 2), _Pooled())
+    x, y = torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 0, 1])
+    history = History()
+    with pytest.raises(ValueError) as info:
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optim.SGD(model.parameters(), lr=0.1),
+            x,
+            y,
+            epochs=1,
+            batch_size=1,
+            validation=(x, y),
+            history=history,
+        )
+    assert str(info.value) == (
+        "fit: the model's outputs must be class scores (N, C) for N = 6 samples, got shape (1, 2)"
+    )
 
 
 def test_stacked_error_rates_refuses_labels_that_are_not_class_indices() -> None:

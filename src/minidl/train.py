@@ -98,6 +98,11 @@ def predict(model: Module, x: Tensor, batch_size: int = 4096) -> Tensor:
     which no error rate counts as right (argmax would name the NaN's class, or class 0 for a
     row of NaNs). The training mode of every module is restored afterwards (see
     :func:`eval_mode`).
+
+    Raises:
+        ValueError: ``x`` holds no sample, or the model's outputs for a batch of ``n`` samples
+            are not scores ``(n, C)`` (or ``(n, ..., C)``, whose last dimension is taken for
+            the classes).
     """
     _check_model("predict", model)
     batch_size = check_int("predict", "batch_size", batch_size)
@@ -105,7 +110,7 @@ def predict(model: Module, x: Tensor, batch_size: int = 4096) -> Tensor:
         raise TypeError(f"predict: x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"predict: x must hold at least one sample, got shape {tuple(x.shape)}")
-    return _predict(model, x, batch_size)[0]
+    return _predict("predict", model, x, batch_size)[0]
 
 
 def _check_model(where: str, model: object) -> None:
@@ -113,14 +118,44 @@ def _check_model(where: str, model: object) -> None:
         raise TypeError(f"{where}: model must be a minidl Module, got {type(model).__name__}")
 
 
-def _predict(model: Module, x: Tensor, batch_size: int = 4096) -> tuple[Tensor, int]:
-    """The predicted classes for ``x`` and the number of classes (the outputs' width)."""
+def _predict(
+    where: str, model: Module, x: Tensor, batch_size: int = 4096, *, scores: bool = False
+) -> tuple[Tensor, int]:
+    """The predicted classes for ``x`` and the number of classes (the outputs' last width).
+
+    Raises:
+        ValueError: (naming ``where``) the model's output for a batch of ``n`` samples is not
+            scores ``(n, ..., C)`` (``(n, C)`` with ``scores``): a 1-D output would give one
+            argmax over the samples, and one of other rows predictions that are not the
+            samples' (which an error rate would compare with the class indices by
+            broadcasting).
+    """
     with eval_mode(model):
         if x.shape[0] <= batch_size:  # one batch: no slice of x, no concatenation
-            output = model(x)
-            return _classes(output), int(output.shape[1])
-        outputs = [model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
-    return torch.cat([_classes(output) for output in outputs]), int(outputs[0].shape[1])
+            output = _check_scores(where, model(x), x.shape[0], scores)
+            return _classes(output), int(output.shape[-1])
+        outputs = []
+        for start in range(0, x.shape[0], batch_size):
+            batch = x[start : start + batch_size]
+            outputs.append(_check_scores(where, model(batch), batch.shape[0], scores))
+    return torch.cat([_classes(output) for output in outputs]), int(outputs[0].shape[-1])
+
+
+def _check_scores(where: str, output: object, rows: int, scores: bool) -> Tensor:
+    """``output``, the model's for ``rows`` samples, once checked to be class scores: a tensor
+    ``(rows, ..., C)``, or ``(rows, C)`` with ``scores``."""
+    if (
+        isinstance(output, Tensor)
+        and (output.dim() == 2 or (output.dim() > 2 and not scores))
+        and output.shape[0] == rows
+    ):
+        return output
+    expected = "(N, C)" if scores else "(N, C) or (N, ..., C)"
+    got = f"shape {tuple(output.shape)}" if isinstance(output, Tensor) else type(output).__name__
+    raise ValueError(
+        f"{where}: the model's outputs must be class scores {expected} for N = {rows} samples, "
+        f"got {got}"
+    )
 
 
 def _classes(output: Tensor) -> Tensor:
@@ -164,12 +199,13 @@ def error_rate(model: Module, x: Tensor, y: Tensor) -> float:
     Raises:
         TypeError: ``y`` is not of an integer dtype.
         ValueError: a class index is negative, or not below the model's number of classes (the
-            width of its outputs), or ``x`` and ``y`` do not hold as many samples.
+            width of its outputs), or ``x`` and ``y`` do not hold as many samples, or the
+            model's outputs for ``N`` samples are not scores ``(N, C)``.
     """
     _check_model("error_rate", model)
     check_labelled("error_rate", "", x, y)
     check_class_indices("error_rate", "", y)
-    predicted, classes = _predict(model, x)
+    predicted, classes = _predict("error_rate", model, x, scores=True)
     check_class_indices("error_rate", "", y, classes)
     return _error_rate(predicted, y)
 
@@ -576,7 +612,9 @@ def fit(
                     folded.store()  # (the model's parameters are read, or may be changed)
                     loaded = on_epoch is None
                 validation_error = (
-                    _error_rate(_predict(model, validation[0])[0], validation[1])
+                    _error_rate(
+                        _predict("fit", model, validation[0], scores=True)[0], validation[1]
+                    )
                     if validation is not None
                     else float("nan")
                 )
