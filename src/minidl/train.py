@@ -336,9 +336,11 @@ def fit(
     :func:`minidl.detect_anomaly`, and with ``parallel``. During a folded epoch the model's
     parameters, gradients and the optimizer's state are stale: they are brought up to date
     before the validation and ``on_epoch``, at the end and on an error (an interrupted fit
-    leaves the steps it finished). The modules' forward caches then hold a trial forward on
-    ``x[:1]`` (described under Raises: this call's, or an earlier call's on the same tensors),
-    not the last batch's.
+    leaves the steps it finished). The modules' forward caches then hold what last ran the
+    model, not the last batch: the last validation pass (as the loop leaves them), a call
+    made by ``on_epoch`` or, without either, the trial forward on ``x[:1]`` described under
+    Raises (or, where a call on the same tensors skipped it, what ran the model before the
+    call); the loss's hold the last batch's forward, as the loop leaves them.
 
     Args:
         model: the network.
