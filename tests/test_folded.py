@@ -438,6 +438,47 @@ def test_on_epoch_sees_and_changes_the_model() -> None:
             _close(tensor, expected)
 
 
+def test_a_fit_run_by_on_epoch_leaves_the_outer_fits_clipping() -> None:
+    """``on_epoch`` trains the same model one epoch on other data, without clipping, through
+    a second ``fit`` (which takes the step kept for the model and set its own
+    ``max_grad_norm``): the outer fit's later epochs clip to its own ``max_grad_norm``, as
+    the loop's do, instead of running unclipped."""
+    x, y = _data()
+    x_other, y_other = _data(seed=4)
+    runs = {}
+    for fold in (True, False):
+        model = _model()
+        criterion = nn.CrossEntropyLoss()
+        optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
+
+        def on_epoch(
+            record: Any,
+            model: nn.Module = model,
+            criterion: nn.Loss = criterion,
+            optimizer: optim.Optimizer = optimizer,
+        ) -> None:
+            if record.epoch == 0:
+                generator = torch.Generator().manual_seed(3)
+                fit(model, criterion, optimizer, x_other, y_other, epochs=1, generator=generator)
+
+        with _path(fold):
+            history = fit(
+                model,
+                criterion,
+                optimizer,
+                x,
+                y,
+                epochs=3,
+                batch_size=10,
+                generator=torch.Generator().manual_seed(0),
+                max_grad_norm=0.01,
+                on_epoch=on_epoch,
+            )
+        runs[fold] = (model, optimizer, history)
+    _same_training(runs[True], runs[False])
+    assert runs[True][1].step_count == 3 * 5 + 1
+
+
 def test_a_state_tensor_replaced_is_the_one_trained() -> None:
     """A state tensor of the optimizer replaced (``optimizer.state[name] = ...``, a momentum
     reset), by ``on_epoch`` or between two calls: the loop's ``step`` updates the new tensor,

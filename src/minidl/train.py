@@ -574,8 +574,6 @@ def fit(
     )
     if folded is not None and folded is not probed:
         folded.note_probed(x, y)  # (the checks above passed on them; noted already if probed)
-    if folded is not None:
-        folded.max_grad_norm = max_grad_norm
     loaded = False  # whether the folded step holds the model's parameters (they are stale)
     with torch.inference_mode():
         try:
@@ -584,6 +582,9 @@ def fit(
                     # (build checked it; after on_epoch, whatever that changed is checked)
                     if epoch == start_epoch or folded.usable(model):  # type: ignore[arg-type]
                         folded.load()
+                        # (set at every load: a fit that on_epoch ran on this model, which
+                        # keeps one step, set its own)
+                        folded.max_grad_norm = max_grad_norm
                         loaded = True
                     else:  # (changed by on_epoch: the step-by-step loop from now on)
                         folded = None
