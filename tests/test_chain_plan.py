@@ -400,6 +400,39 @@ def test_a_gradient_from_an_autograd_graph_is_read_as_a_plain_value(
     _assert_same(planned, plain)
 
 
+@pytest.mark.parametrize("how", ["given under no_grad", "set after the forward"])
+@pytest.mark.parametrize(("layout", "widths"), [("LTLTL", [2, 5, 5, 3]), ("LL", [2, 4, 3])])
+def test_an_input_that_requires_grad_at_backward_is_read_as_a_plain_value(
+    how: str, layout: str, widths: list[int]
+) -> None:
+    """A leaf that requires grad given under ``torch.no_grad()`` (where the plan's forward
+    runs), or an input that ``requires_grad_()`` after its forward: the first layer's product
+    refused it (``addmm(): functions with out=...``) after the layers after it had accumulated
+    their gradients, on every backward; the layer reads it as a plain value."""
+    planned = _chain(layout, widths, F64, seed=29)
+    plain = copy.deepcopy(planned)
+    x = torch.randn(4, 2, dtype=F64)
+    _planned(planned, x)
+    _plain_forward(plain, x)
+    for step in range(2):
+        x = torch.randn(4, 2, dtype=F64, requires_grad=how == "given under no_grad")
+        with torch.no_grad():
+            y = planned(x)
+            assert torch.equal(y, _plain_forward(plain, x))
+        assert planned._planned is not None  # (the plan's forward ran)
+        if how == "set after the forward":
+            x.requires_grad_()
+        grad = torch.randn(y.shape, dtype=F64)
+        if step == 0:
+            got, expected = planned.backward(grad), _plain_backward(plain, grad)
+            assert torch.equal(got, expected) and not got.requires_grad
+        else:
+            planned.backward_parameters(grad)
+            _plain_backward(plain, grad)
+        _assert_same(planned, plain)
+    assert len(planned._plans) == 1
+
+
 @pytest.mark.parametrize("planned_inside", [True, False])
 def test_plans_made_inside_inference_mode_train_outside_it_and_the_reverse(
     planned_inside: bool,

@@ -172,7 +172,20 @@ class _LinearStep:
         grad_output_t = self.grad_output_t
         input = self.cached
         assert input is not None
-        layer._accumulate(grad_output.t() if grad_output_t is None else grad_output_t, input)
+        if grad_output_t is None:
+            grad_output_t = grad_output.t()
+        try:
+            layer._accumulate(grad_output_t, input)
+        except RuntimeError as error:
+            # The first layer's input, the caller's tensor, may be an autograd leaf (given
+            # under torch.no_grad(), or made one since the forward): out= refused it before
+            # writing anything. Read as a plain value, as Linear.backward_parameters reads it.
+            # (Another error, or a gradient from an autograd graph, fails again here: the first
+            # error is raised as it was.)
+            try:
+                layer._accumulate(grad_output_t, input.detach())
+            except RuntimeError:
+                raise error from None
         if not with_input:
             return None
         return torch.mm(grad_output, layer.weight.data, out=self.grad_input)
