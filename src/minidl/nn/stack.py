@@ -110,13 +110,14 @@ def stack_models(
             raise ValueError(
                 f"stack_models: models[{index}] has {len(model)} layers, models[0] has {len(first)}"
             )
-        overridden = _overridden(model, Sequential, _SEQUENTIAL_METHODS)
-        if overridden is not None:
-            raise TypeError(
-                f"stack_models: models[{index}] is a {type(model).__name__}, whose class "
-                f"overrides Sequential.{overridden}: a stack runs its layers as Sequential "
-                "does, not as the model would; stack plain Sequential models"
-            )
+        _refuse_overridden(
+            f"models[{index}]",
+            model,
+            Sequential,
+            _SEQUENTIAL_METHODS,
+            "a stack runs its layers as Sequential does, not as the model would; stack plain "
+            "Sequential models",
+        )
         places: dict[int, str] = {}
         for name, parameter in model.named_parameters(remove_duplicate=False):
             if id(parameter) in places:
@@ -133,15 +134,15 @@ def stack_models(
             if len(linears) != len(column):
                 raise ValueError(f"stack_models: layer {position} is not a Linear in every model")
             for index, layer in enumerate(linears):
-                overridden = _overridden(layer, Linear, _LINEAR_METHODS)
-                if overridden is not None:
-                    raise TypeError(
-                        f"stack_models: layer {position} of models[{index}] is a "
-                        f"{type(layer).__name__}, whose class overrides Linear.{overridden}: a "
-                        "stack computes every model's layer as Linear does (BatchedLinear), not "
-                        "as the model would; stack Linear layers of a class that keeps Linear's "
-                        "computation"
-                    )
+                _refuse_overridden(
+                    f"layer {position} of models[{index}]",
+                    layer,
+                    Linear,
+                    _LINEAR_METHODS,
+                    "a stack computes every model's layer as Linear does (BatchedLinear), not "
+                    "as the model would; stack Linear layers of a class that keeps Linear's "
+                    "computation",
+                )
                 # (a weight or bias set by hand, which the layer itself refuses at its forward)
                 check_parameter_attributes(
                     f"stack_models: layer {position} of models[{index}]", layer, "weight, bias"
@@ -177,11 +178,17 @@ _SEQUENTIAL_METHODS = ("__call__", "forward", "backward", "backward_parameters")
 _LINEAR_METHODS = (*_SEQUENTIAL_METHODS, "_apply", "_accumulate", "_accumulate_bias")
 
 
-def _overridden(module: Module, base: type[Module], names: Sequence[str]) -> str | None:
-    """The first of ``names`` that the class of ``module`` defines otherwise than ``base``."""
-    return next(
-        (name for name in names if getattr(type(module), name) is not getattr(base, name)), None
-    )
+def _refuse_overridden(
+    what: str, module: Module, base: type[Module], names: Sequence[str], why: str
+) -> None:
+    """Raise a ``TypeError`` naming ``what`` if the class of ``module`` defines one of
+    ``names`` otherwise than ``base``."""
+    for name in names:
+        if getattr(type(module), name) is not getattr(base, name):
+            raise TypeError(
+                f"stack_models: {what} is a {type(module).__name__}, whose class overrides "
+                f"{base.__name__}.{name}: {why}"
+            )
 
 
 def _check_same_linear(position: int, column: Sequence[Linear]) -> None:
