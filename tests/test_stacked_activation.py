@@ -376,21 +376,24 @@ def test_stacked_loss_keeps_its_last_forward_after_one_that_failed() -> None:
     assert torch.equal(criterion(logits, target), expected_loss)
 
 
-def test_activations_of_ones_own_with_other_settings_are_kept_apart() -> None:
+@pytest.mark.parametrize("attribute", ["k", "_k"])
+def test_activations_of_ones_own_with_other_settings_are_kept_apart(attribute: str) -> None:
     """Two activations of one class whose repr does not show their setting (the tutorial's way
-    of writing one) were taken as equal: the stack gave every model the first one's."""
+    of writing one), kept in a public attribute or in a private one that no public attribute
+    shows: they were taken as equal, and the stack gave every model the first one's (the
+    second model's outputs off by 0.6)."""
 
     class ScaledTanh(nn.Activation):
         def __init__(self, k: float) -> None:
             super().__init__()
-            self.k = k
+            setattr(self, attribute, k)
 
         def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            y = torch.tanh(self.k * x)
+            y = torch.tanh(getattr(self, attribute) * x)
             return y, y
 
         def _backward(self, g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return g * self.k * (1 - y * y)
+            return g * getattr(self, attribute) * (1 - y * y)
 
     torch.manual_seed(0)
     models = [
@@ -399,8 +402,13 @@ def test_activations_of_ones_own_with_other_settings_are_kept_apart() -> None:
     x = torch.randn(3, 4, 2, dtype=torch.float64)
     stacked = nn.stack_models(models)
     output = stacked(x)
+    grad = torch.randn_like(output)
+    grad_input = stacked.backward(grad)
     for index, model in enumerate(models):
         torch.testing.assert_close(output[index], model(x[index]), rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            grad_input[index], model.backward(grad[index]), rtol=0, atol=1e-12
+        )
     activation = stacked[1]
     assert isinstance(activation, nn.StackedActivation)
     assert [stop - start for _, start, stop in activation._runs] == [1, 2]
@@ -482,42 +490,6 @@ def test_stacking_inside_detect_anomaly_merges_equal_activations() -> None:
     with detect_anomaly(*models):
         stacked = nn.stack_models(models)
     assert isinstance(stacked[1], nn.Tanh)
-
-
-def test_activations_of_ones_own_with_other_private_settings_not_in_repr_are_kept_apart() -> None:
-    """A setting kept in a private attribute that neither the repr nor a public attribute
-    shows: the two activations were taken as one, and the stack gave the second model the first
-    one's (its outputs off by 0.6)."""
-
-    class ScaledTanh(nn.Activation):
-        def __init__(self, k: float) -> None:
-            super().__init__()
-            self._k = k
-
-        def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            y = torch.tanh(self._k * x)
-            return y, y
-
-        def _backward(self, g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return g * self._k * (1 - y * y)
-
-    torch.manual_seed(0)
-    models = [
-        nn.Sequential(nn.Linear(2, 3, dtype=torch.float64), ScaledTanh(k)) for k in (1.0, 5.0, 5.0)
-    ]
-    x = torch.randn(3, 4, 2, dtype=torch.float64)
-    stacked = nn.stack_models(models)
-    output = stacked(x)
-    grad = torch.randn_like(output)
-    grad_input = stacked.backward(grad)
-    for index, model in enumerate(models):
-        torch.testing.assert_close(output[index], model(x[index]), rtol=0, atol=1e-12)
-        torch.testing.assert_close(
-            grad_input[index], model.backward(grad[index]), rtol=0, atol=1e-12
-        )
-    activation = stacked[1]
-    assert isinstance(activation, nn.StackedActivation)
-    assert [stop - start for _, start, stop in activation._runs] == [1, 2]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
