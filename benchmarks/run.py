@@ -15,8 +15,10 @@ each side once per setting):
   resident memory of minidl, PyTorch and the floor, measured in a fresh process (``--only M``:
   that alone).
 - D: the full ``minidl reproduce`` run against the same experiments written with PyTorch eager
-  (``benchmarks/torch_reproduce.py``), both in one process and both in ``--jobs`` worker
-  processes (default: the CPUs available), so that each ratio compares equal resources.
+  (``benchmarks/torch_reproduce.py``), both in one process and both in as many worker
+  processes as ``minidl reproduce --jobs`` trains in (``--jobs``, default the CPUs available,
+  bounds it; minidl starts no more workers than it has stacks of rows), so that each ratio
+  compares equal resources.
 
 It also counts the tensor operations of one training step (torch.profiler). It prints a table;
 a full run (A, C and D, not ``--quick``) writes ``benchmarks/results.json``, which the README's
@@ -411,21 +413,30 @@ def workload_wide(repetitions: int) -> dict[str, Any]:
 
 
 def workload_reproduce(quick: bool, jobs: int) -> dict[str, Any]:
-    """``minidl reproduce`` and its PyTorch twin, each in 1 process and in ``jobs`` processes."""
+    """``minidl reproduce`` and its PyTorch twin, each in 1 process and in as many processes as
+    ``minidl reproduce --jobs jobs`` trains in (``jobs`` at most: one per stack of rows, see
+    :func:`minidl.experiments.runner.training_processes`), the twin in as many."""
     import tempfile
 
     from minidl._allocator import keep_freed_memory
     from minidl.cli import main as minidl_main
-    from torch_reproduce import run_torch_reproduce
+    from minidl.experiments.config import experiments_for_tables
+    from minidl.experiments.runner import training_processes
+    from torch_reproduce import ROUNDS, TABLES, run_torch_reproduce
 
     torch.set_num_threads(1)
     # minidl reproduce sets glibc to keep freed memory (minidl._allocator); the twin runs with
     # the same setting, here and in its workers, so that the ratio compares the frameworks.
     keep_freed_memory()
+    # --jobs only bounds minidl's workers (no more than its stacks: 7 in a full run, 2 in a
+    # quick one); the twin gets as many processes as minidl trains in, not --jobs.
+    rounds = 1 if quick else ROUNDS
+    parallel = training_processes(experiments_for_tables(TABLES), rounds, jobs)
     seconds: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
-    for processes in sorted({1, jobs}):
-        args = ["reproduce", "--quiet", "--jobs", str(processes)] + (["--quick"] if quick else [])
+    for processes in sorted({1, parallel}):
+        args = ["reproduce", "--quiet", "--tables", TABLES, "--jobs", str(processes)]
+        args += ["--quick"] if quick else ["--rounds", str(rounds)]
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
             minidl_main([*args, "--out", folder])
@@ -436,9 +447,15 @@ def workload_reproduce(quick: bool, jobs: int) -> dict[str, Any]:
     ratios = {
         f"{processes} process": seconds[f"PyTorch eager, {processes} process"]
         / seconds[f"minidl, {processes} process"]
-        for processes in sorted({1, jobs})
+        for processes in sorted({1, parallel})
     }
-    return {"seconds": seconds, "ratios": ratios, "jobs": jobs, "rows": rows}
+    return {
+        "seconds": seconds,
+        "ratios": ratios,
+        "jobs": jobs,
+        "processes": sorted({1, parallel}),
+        "rows": rows,
+    }
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -536,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
         "--jobs",
         type=positive_int,
         default=None,
-        help="processes of D's parallel runs (default: the CPUs available)",
+        help="processes of D's parallel runs, at most (default: the CPUs available; minidl"
+        " trains in one per stack of rows at most, and the twin in as many as minidl)",
     )
     args = parser.parse_args(argv)
     chosen: frozenset[str] = args.only

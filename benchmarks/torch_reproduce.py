@@ -26,6 +26,10 @@ from minidl.experiments.seeds import round_seeds
 from minidl.experiments.training import build_network, make_round_data
 from minidl.interop import to_torch
 
+#: The rows (``minidl reproduce --tables``) and the rounds of a full run (its ``--rounds``).
+TABLES = "1,2,3"
+ROUNDS = 5
+
 
 def _twin(model: Any) -> torch.nn.Sequential:
     """``minidl.interop.to_torch`` of the row's network; the activations of the published code's
@@ -106,7 +110,7 @@ def _start_worker() -> None:
 
 
 def run_torch_reproduce(
-    quick: bool = False, rounds: int = 5, base_seed: int = 0, jobs: int = 1
+    quick: bool = False, rounds: int = ROUNDS, base_seed: int = 0, jobs: int = 1
 ) -> list[dict[str, Any]]:
     """Train every row of ``minidl reproduce`` with PyTorch eager; return each row's errors.
 
@@ -114,7 +118,7 @@ def run_torch_reproduce(
     as ``minidl reproduce --jobs`` does with its rows.
     """
     rounds = 1 if quick else rounds
-    experiments = experiments_for_tables("1,2,3")
+    experiments = experiments_for_tables(TABLES)
     distinct: dict[Experiment, Experiment] = {}
     for experiment in experiments:
         distinct.setdefault(training_key(experiment), experiment)

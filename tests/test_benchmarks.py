@@ -128,6 +128,57 @@ def test_torch_reproduce_twin_trains_every_row_in_quick_mode(
     assert torch_reproduce.run_torch_reproduce(quick=True, jobs=2) == rows
 
 
+OPTIONS = ("--jobs", "--tables", "--rounds")
+
+
+@pytest.mark.parametrize(
+    ("quick", "jobs", "processes"),
+    [(True, 8, [1, 2]), (False, 16, [1, 7]), (False, 2, [1, 2]), (True, 1, [1])],
+)
+def test_workload_d_gives_both_sides_the_processes_minidl_trains_in(
+    monkeypatch: pytest.MonkeyPatch, quick: bool, jobs: int, processes: list[int]
+) -> None:
+    """``minidl reproduce --jobs N`` starts no more workers than it has stacks of rows (7 in a
+    full run, 2 in a quick one); the twin was given N processes, so that with more CPUs than
+    stacks D's parallel ratio compared N PyTorch processes with fewer minidl ones. Both sides
+    now run the same rows and rounds, in the processes minidl trains in (timings stubbed)."""
+    import run
+    import torch_reproduce
+    from minidl import cli
+    from minidl.experiments.config import experiments_for_tables
+    from minidl.experiments.runner import training_processes
+
+    minidl_runs: list[list[str]] = []
+    twin_runs: list[dict[str, Any]] = []
+    monkeypatch.setattr(cli, "main", lambda argv: minidl_runs.append(argv) or 0)
+
+    def twin(**kwargs: Any) -> list[dict[str, Any]]:
+        twin_runs.append(kwargs)
+        return []
+
+    monkeypatch.setattr(torch_reproduce, "run_torch_reproduce", twin)
+    threads = torch.get_num_threads()
+    try:
+        result = run.workload_reproduce(quick, jobs)
+    finally:
+        torch.set_num_threads(threads)
+    rounds = 1 if quick else 5
+    experiments = experiments_for_tables("1,2,3")
+    assert len(minidl_runs) == len(twin_runs)
+    for argv, twin_run in zip(minidl_runs, twin_runs, strict=True):
+        options = {name: argv[argv.index(name) + 1] for name in argv if name in OPTIONS}
+        # The processes minidl trains in, given its --jobs; the twin in as many.
+        minidl_processes = training_processes(experiments, rounds, int(options["--jobs"]))
+        assert twin_run == {"quick": quick, "jobs": minidl_processes}
+        assert options["--jobs"] == str(minidl_processes)  # (the JSON's and the table's label)
+        # The twin's rows and rounds (minidl's defaults: every table, 5 rounds).
+        assert argv[0] == "reproduce" and options.get("--tables", "1,2,3") == "1,2,3"
+        assert ("--quick" in argv) == quick and options.get("--rounds", "5") == "5"
+    assert [run["jobs"] for run in twin_runs] == processes
+    assert result["processes"] == processes
+    assert list(result["ratios"]) == [f"{used} process" for used in processes]
+
+
 # -- benchmarks/run.py's command line (the workloads replaced by stubs) --------------------------
 
 MEMORY = {
