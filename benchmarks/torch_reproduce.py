@@ -2,10 +2,11 @@
 
 Each row is trained round by round with ``torch.nn``, autograd and ``torch.optim``, on the same
 data sets, initial weights and shuffles as minidl's run, with the validation error measured
-after every epoch and the test error at the end, as minidl's runner does. Rows that train
-identically are trained once, as in minidl's runner. The faults of the published code that
-some variant rows reproduce have no PyTorch counterpart; those rows train the nearest standard
-configuration, which costs the same.
+after every epoch and the test and training errors at the end, as minidl's runner does (a
+sample whose scores hold a NaN counts as wrong, as in :func:`minidl.train.error_rate`). Rows
+that train identically are trained once, as in minidl's runner. The faults of the published
+code that some variant rows reproduce have no PyTorch counterpart; those rows train the nearest
+standard configuration, which costs the same.
 """
 
 from __future__ import annotations
@@ -58,7 +59,20 @@ def _criterion(experiment: Experiment) -> Any:
     return mse
 
 
-def _train_round(experiment: Experiment, round_index: int, epochs: int, base_seed: int) -> float:
+def _error_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The error of ``model`` on ``(x, y)`` in %, as :func:`minidl.train.error_rate` counts it:
+    the argmax of each sample's scores, none (so wrong) where they hold a NaN (a diverged row's
+    error is 100%, not the share of a class that ``argmax`` of NaN scores would give)."""
+    with torch.no_grad():
+        scores = model(x)
+        predicted = scores.argmax(1).masked_fill_(scores.isnan().any(1), -1)
+        return 100.0 * float((predicted != y).sum()) / y.shape[0]
+
+
+def _train_round(
+    experiment: Experiment, round_index: int, epochs: int, base_seed: int
+) -> tuple[float, float]:
+    """The test and training errors (%) of one round of ``experiment``."""
     seeds = round_seeds(base_seed, round_index, new_data=CHOICES.new_data_per_round)
     data = make_round_data(experiment, seeds)
     model = _twin(build_network(experiment, torch.Generator().manual_seed(seeds.init)))
@@ -96,11 +110,8 @@ def _train_round(experiment: Experiment, round_index: int, epochs: int, base_see
                 scheduler.step()
         if scheduler is not None and not per_batch:
             scheduler.step()
-        with torch.no_grad():
-            (model(data.validation.x).argmax(1) != data.validation.y).float().mean()
-    with torch.no_grad():
-        wrong = (model(data.test.x).argmax(1) != data.test.y).sum()
-    return 100.0 * float(wrong) / data.test.y.shape[0]
+        _error_rate(model, data.validation.x, data.validation.y)
+    return _error_rate(model, data.test.x, data.test.y), _error_rate(model, x, y)
 
 
 def _start_worker() -> None:
@@ -115,7 +126,7 @@ def run_torch_reproduce(
     """Train every row of ``minidl reproduce`` with PyTorch eager; return each row's errors.
 
     With ``jobs`` > 1 the rounds are trained in that many worker processes (one thread each),
-    as ``minidl reproduce --jobs`` does with its rows.
+    the longest first, as ``minidl reproduce --jobs`` does with its rows.
     """
     rounds = 1 if quick else rounds
     experiments = experiments_for_tables(TABLES)
@@ -129,10 +140,16 @@ def run_torch_reproduce(
     ]
     if jobs > 1:
         # Started as minidl's workers are (forked on Linux: a spawned worker imports torch
-        # again, about 2 s of its start here), so that both sides pay the same.
+        # again, about 2 s of its start here), so that both sides pay the same; the longest
+        # rounds first (minidl's pool hands out its longest stacks first), so that the workers
+        # finish together.
+        order = sorted(range(len(tasks)), key=lambda index: -tasks[index][2])
         context = multiprocessing.get_context(START_METHOD)
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker) as pool:
-            errors_of_tasks = list(pool.map(_train_round, *zip(*tasks, strict=True)))
+            done = pool.map(_train_round, *zip(*(tasks[index] for index in order), strict=True))
+            errors_of_tasks: list[tuple[float, float]] = [(0.0, 0.0)] * len(tasks)
+            for index, errors in zip(order, done, strict=True):
+                errors_of_tasks[index] = errors
     else:
         errors_of_tasks = [_train_round(*task) for task in tasks]
     trained = {
@@ -141,13 +158,14 @@ def run_torch_reproduce(
     }
     rows = []
     for experiment in experiments:
-        errors = trained[training_key(experiment)]
+        test_errors = [test for test, _ in trained[training_key(experiment)]]
         rows.append(
             {
                 "table": experiment.table,
                 "label": experiment.label,
-                "test_errors": errors,
-                "mean": statistics.fmean(errors),
+                "test_errors": test_errors,
+                "mean": statistics.fmean(test_errors),
+                "train_errors": [train for _, train in trained[training_key(experiment)]],
             }
         )
     return rows

@@ -111,21 +111,90 @@ def test_small_workload_reports_ratios_and_op_counts() -> None:
     assert ops["hand-written"] == 30
 
 
+def _trains_as_minidl(experiment: Any) -> bool:
+    """Whether the PyTorch twin trains ``experiment`` as minidl does: every row but those of the
+    published SELU (scale 0.5) and ADADELTA (accumulators overwritten), which torch lacks (the
+    twin trains the standard ones; the published ELU is torch's ELU with SELU's alpha)."""
+    return "selu-published" not in experiment.activations and (
+        experiment.optimizer != "adadelta-published"
+    )
+
+
 def test_torch_reproduce_twin_trains_every_row_in_quick_mode(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Every row, and the errors of minidl's run (one epoch) wherever the twin trains the same
+    network, loss, optimizer and schedule on the same data, weights and batches."""
     import torch_reproduce
     from minidl.experiments import runner
+    from minidl.experiments.config import experiments_for_tables
 
     monkeypatch.setattr(runner, "QUICK_EPOCHS", 1)
     monkeypatch.setattr(torch_reproduce, "QUICK_EPOCHS", 1)
     rows = torch_reproduce.run_torch_reproduce(quick=True)
-    from minidl.experiments.config import experiments_for_tables
-
-    assert [row["label"] for row in rows] == [e.label for e in experiments_for_tables("1,2,3")]
+    experiments = experiments_for_tables("1,2,3")
+    assert [row["label"] for row in rows] == [e.label for e in experiments]
     assert all(0.0 <= row["mean"] <= 100.0 for row in rows)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        minidl_results = runner.run_experiments(experiments, 1, 0, epochs=1)
+    finally:
+        torch.set_num_threads(threads)
+    compared = 0
+    for row, result in zip(rows, minidl_results, strict=True):
+        if not _trains_as_minidl(result.experiment):
+            continue
+        compared += 1
+        # The same to a few of the 1000 samples (the two round otherwise in float32).
+        for twin_errors, errors in (
+            (row["test_errors"], result.test_errors),
+            (row["train_errors"], result.train_errors),
+        ):
+            assert twin_errors == pytest.approx(errors, abs=0.3), result.experiment.key
+    assert compared == len(rows) - 3
     # In worker processes, the same numbers.
     assert torch_reproduce.run_torch_reproduce(quick=True, jobs=2) == rows
+
+
+def _stub_round(experiment: Any, round_index: int, epochs: int, base_seed: int) -> Any:
+    return (float(epochs), float(round_index))
+
+
+def test_torch_reproduce_gives_each_row_its_rounds_whatever_order_they_train_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In worker processes the rounds train the longest first (Tables I and III, 400 epochs,
+    before Table II's 100, as minidl's pool hands out its stacks), and each row still gets its
+    own rounds in order (the rounds stubbed: their epochs and index)."""
+    import torch_reproduce
+    from minidl.experiments.config import experiments_for_tables
+
+    if torch_reproduce.START_METHOD != "fork":
+        pytest.skip("the stub reaches the workers by fork")
+    monkeypatch.setattr(torch_reproduce, "_train_round", _stub_round)
+    rows = torch_reproduce.run_torch_reproduce(rounds=3, jobs=2)
+    expected = [[float(e.epochs)] * 3 for e in experiments_for_tables("1,2,3")]
+    assert [row["test_errors"] for row in rows] == expected
+    assert all(row["train_errors"] == [0.0, 1.0, 2.0] for row in rows)
+    assert len({e.epochs for e in experiments_for_tables("1,2,3")}) == 2  # (an order to keep)
+
+
+def test_torch_reproduce_counts_a_diverged_round_as_minidl_does() -> None:
+    """Fig. 1's MSE row (lr 0.1, the paper's MSE) diverges to NaN within 8 epochs, in minidl and
+    in the twin (along other paths: the divergence amplifies their rounding): minidl's
+    error_rate counts every sample wrong (100%); the twin's argmax of NaN scores picked a
+    class, and its error was that of a constant guess (48.9%)."""
+    import torch_reproduce
+    from minidl.experiments.config import FIGURE_1
+    from minidl.experiments.seeds import round_seeds
+    from minidl.experiments.training import train_round
+
+    experiment = FIGURE_1[0]
+    assert experiment.loss == "mse"
+    expected = train_round(experiment, round_seeds(0, 0), epochs=8)
+    assert (expected.test_error, expected.train_error) == (100.0, 100.0)
+    assert torch_reproduce._train_round(experiment, 0, 8, 0) == (100.0, 100.0)
 
 
 OPTIONS = ("--jobs", "--tables", "--rounds")
