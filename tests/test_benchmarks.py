@@ -219,7 +219,14 @@ def test_workload_d_gives_both_sides_the_processes_minidl_trains_in(
 
     minidl_runs: list[list[str]] = []
     twin_runs: list[dict[str, Any]] = []
-    monkeypatch.setattr(cli, "main", lambda argv: minidl_runs.append(argv) or 0)
+
+    def minidl_main(argv: list[str]) -> int:
+        minidl_runs.append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        (out / "results.json").write_text(json.dumps({"training_time_s": 1.5 * len(minidl_runs)}))
+        return 0
+
+    monkeypatch.setattr(cli, "main", minidl_main)
 
     def twin(**kwargs: Any) -> list[dict[str, Any]]:
         twin_runs.append(kwargs)
@@ -246,6 +253,10 @@ def test_workload_d_gives_both_sides_the_processes_minidl_trains_in(
     assert [run["jobs"] for run in twin_runs] == processes
     assert result["processes"] == processes
     assert list(result["ratios"]) == [f"{used} process" for used in processes]
+    # minidl's training alone, read from the results.json of its run.
+    assert result["minidl_training_seconds"] == {
+        f"{used} process": 1.5 * (index + 1) for index, used in enumerate(processes)
+    }
 
 
 # -- benchmarks/run.py's command line (the workloads replaced by stubs) --------------------------
@@ -283,6 +294,7 @@ STUB_RESULTS: dict[str, Any] = {
     "D": {
         "seconds": {"minidl, 1 process": 60.0, "PyTorch eager, 1 process": 300.0},
         "ratios": {"1 process": 5.0},
+        "minidl_training_seconds": {"1 process": 55.0},
         "jobs": 1,
         "rows": [],
     },
