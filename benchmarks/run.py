@@ -39,15 +39,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from handwritten import HandwrittenStep
-from minidl import nn as mnn
-from minidl import optim as moptim
-from minidl.data import BatchIterator, make_disk_data
-from minidl.train import fit
+# minidl (and the hand-written step, which uses it) is imported where it is used, so that C's
+# memory children of PyTorch and of the floor import torch alone, as a PyTorch program does.
+if TYPE_CHECKING:
+    from minidl import nn as mnn
 
 HERE = Path(__file__).resolve().parent
 PAPER_SIZES = (2, 25, 25, 25, 2)
@@ -57,15 +56,39 @@ WIDE_SIZES = (2, 1024, 1024, 1024, 2)
 # -- twins ----------------------------------------------------------------------------------------
 
 
+#: A network's parameters as plain tensors: ``(weight, bias)`` of each ``Linear`` layer.
+Weights = list[tuple[torch.Tensor, torch.Tensor]]
+
+
 def minidl_model(sizes: tuple[int, ...], seed: int) -> mnn.Sequential:
+    from minidl import nn as mnn
+
     torch.manual_seed(seed)
     return mnn.mlp(sizes, "tanh")
+
+
+def _torch_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.nn.Linear:
+    """A ``torch.nn.Linear`` holding copies of ``weight`` and ``bias``."""
+    linear = torch.nn.Linear(
+        weight.shape[1],
+        weight.shape[0],
+        bias=bias is not None,
+        dtype=weight.dtype,
+        device=weight.device,
+    )
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        if bias is not None:
+            linear.bias.copy_(bias)
+    return linear
 
 
 def torch_twin(model: mnn.Sequential) -> torch.nn.Module:
     """A torch.nn copy of a minidl network of Linear and Tanh layers (same weights), built as a
     PyTorch user builds it (``minidl.interop.to_torch`` would import modules, sympy among them,
     that a PyTorch program does not, and C's memory would charge them to PyTorch)."""
+    from minidl import nn as mnn
+
     layers: list[torch.nn.Module] = []
     for layer in model:
         if isinstance(layer, mnn.Tanh):
@@ -73,20 +96,34 @@ def torch_twin(model: mnn.Sequential) -> torch.nn.Module:
             continue
         if not isinstance(layer, mnn.Linear):
             raise TypeError(f"torch_twin: expected Linear and Tanh layers, got {layer!r}")
-        weight = layer.weight.data
-        linear = torch.nn.Linear(
-            weight.shape[1],
-            weight.shape[0],
-            bias=layer.bias is not None,
-            dtype=weight.dtype,
-            device=weight.device,
+        layers.append(
+            _torch_linear(layer.weight.data, None if layer.bias is None else layer.bias.data)
         )
-        with torch.no_grad():
-            linear.weight.copy_(weight)
-            if layer.bias is not None:
-                linear.bias.copy_(layer.bias.data)
-        layers.append(linear)
     return torch.nn.Sequential(*layers)
+
+
+def torch_tanh_mlp(weights: Weights) -> torch.nn.Sequential:
+    """The torch.nn network of ``Linear`` layers holding copies of ``weights`` with a ``Tanh``
+    between each two: :func:`torch_twin` of an ``mlp(sizes, "tanh")`` with these weights, made
+    without minidl."""
+    layers: list[torch.nn.Module] = []
+    for index, (weight, bias) in enumerate(weights):
+        if index:
+            layers.append(torch.nn.Tanh())
+        layers.append(_torch_linear(weight, bias))
+    return torch.nn.Sequential(*layers)
+
+
+def wide_weights() -> Weights:
+    """C's initial weights: those of minidl's ``mlp(WIDE_SIZES, "tanh")`` from seed 0."""
+    from minidl import nn as mnn
+
+    model = minidl_model(WIDE_SIZES, seed=0)
+    return [
+        (layer.weight.data, layer.bias.data)  # type: ignore[union-attr]
+        for layer in model
+        if isinstance(layer, mnn.Linear)
+    ]
 
 
 # -- timing ---------------------------------------------------------------------------------------
@@ -124,6 +161,12 @@ def count_ops(step: Callable[[], None]) -> int:
 
 
 def workload_small(repetitions: int, epochs_per_rep: int) -> dict[str, Any]:
+    from handwritten import HandwrittenStep
+    from minidl import nn as mnn
+    from minidl import optim as moptim
+    from minidl.data import BatchIterator, make_disk_data
+    from minidl.train import fit
+
     torch.set_num_threads(1)
     data = make_disk_data(seed=0)
     model = minidl_model(PAPER_SIZES, seed=0)
@@ -213,11 +256,63 @@ def workload_small(repetitions: int, epochs_per_rep: int) -> dict[str, Any]:
 # -- workload C -----------------------------------------------------------------------------------
 
 
-def wide_setup(framework: str) -> Callable[[], None]:
-    """One training step of the wide network, for ``framework`` in minidl / torch / hand / floor."""
+def wide_setup(framework: str, weights: Weights | None = None) -> Callable[[], None]:
+    """One training step of the wide network, for ``framework`` in minidl / torch / hand / floor.
+
+    ``weights`` (torch and floor only): C's initial weights (:func:`wide_weights`), given so
+    that a process measuring PyTorch's or the floor's memory need not import minidl to make
+    them; by default they are made here.
+    """
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(1024, WIDE_SIZES[0], generator=generator)
     y = torch.randint(0, WIDE_SIZES[-1], (1024,), generator=generator)
+    if framework in ("minidl", "hand"):
+        if weights is not None:
+            raise ValueError(f"wide_setup: {framework} makes its own weights, got weights")
+        return _wide_minidl_setup(framework, x, y)
+    weights = wide_weights() if weights is None else weights
+    if framework == "torch":
+        twin = torch_tanh_mlp(weights)
+        twin_criterion = torch.nn.CrossEntropyLoss()
+        twin_optimizer = torch.optim.SGD(twin.parameters(), lr=1e-3)
+
+        def torch_step() -> None:
+            twin_optimizer.zero_grad()
+            twin_criterion(twin(x), y).backward()
+            twin_optimizer.step()
+
+        return torch_step
+    if framework != "floor":
+        raise ValueError(
+            f"wide_setup: framework must be minidl, torch, hand or floor, got {framework!r}"
+        )
+    # The floor: the 11 matrix products of a step (4 forward, 4 weight gradients, 3 input
+    # gradients) into preallocated outputs, nothing else.
+    matrices = [weight for weight, _ in weights]
+    activations = [x] + [torch.empty(1024, w.shape[0]) for w in matrices]
+    weight_grads = [torch.empty_like(w) for w in matrices]
+    input_grads = [torch.empty(1024, w.shape[1]) for w in matrices]
+
+    def floor_step() -> None:
+        with torch.inference_mode():
+            for i, w in enumerate(matrices):
+                torch.mm(activations[i], w.t(), out=activations[i + 1])
+            grad = activations[-1]
+            for i in reversed(range(len(matrices))):
+                torch.mm(grad.t(), activations[i], out=weight_grads[i])
+                if i > 0:
+                    torch.mm(grad, matrices[i], out=input_grads[i])
+                    grad = input_grads[i]
+
+    return floor_step
+
+
+def _wide_minidl_setup(framework: str, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """:func:`wide_setup` of minidl or of the hand-written step."""
+    from handwritten import HandwrittenStep
+    from minidl import nn as mnn
+    from minidl import optim as moptim
+
     model = minidl_model(WIDE_SIZES, seed=0)
     if framework == "minidl":
         criterion = mnn.CrossEntropyLoss()
@@ -232,17 +327,6 @@ def wide_setup(framework: str) -> Callable[[], None]:
                 optimizer.step()
 
         return step
-    if framework == "torch":
-        twin = torch_twin(model)
-        twin_criterion = torch.nn.CrossEntropyLoss()
-        twin_optimizer = torch.optim.SGD(twin.parameters(), lr=1e-3)
-
-        def torch_step() -> None:
-            twin_optimizer.zero_grad()
-            twin_criterion(twin(x), y).backward()
-            twin_optimizer.step()
-
-        return torch_step
     if framework == "hand":
         # The same step written by hand: every buffer made once, the bias in the products, the
         # gradients written rather than accumulated (benchmarks/handwritten.py).
@@ -254,25 +338,7 @@ def wide_setup(framework: str) -> Callable[[], None]:
                 hand.step(x, y)
 
         return hand_step
-    # The floor: the 11 matrix products of a step (4 forward, 4 weight gradients, 3 input
-    # gradients) into preallocated outputs, nothing else.
-    weights = [layer.weight.data for layer in model if isinstance(layer, mnn.Linear)]
-    activations = [x] + [torch.empty(1024, w.shape[0]) for w in weights]
-    weight_grads = [torch.empty_like(w) for w in weights]
-    input_grads = [torch.empty(1024, w.shape[1]) for w in weights]
-
-    def floor_step() -> None:
-        with torch.inference_mode():
-            for i, w in enumerate(weights):
-                torch.mm(activations[i], w.t(), out=activations[i + 1])
-            grad = activations[-1]
-            for i in reversed(range(len(weights))):
-                torch.mm(grad.t(), activations[i], out=weight_grads[i])
-                if i > 0:
-                    torch.mm(grad, weights[i], out=input_grads[i])
-                    grad = input_grads[i]
-
-    return floor_step
+    raise AssertionError(framework)  # (minidl or hand, checked by wide_setup)
 
 
 MEMORY_STEPS = 5
@@ -306,22 +372,31 @@ def _peak_mib() -> float:
     return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes there, else KiB
 
 
-def memory_child(framework: str, steps: int) -> None:
+def memory_child(framework: str, steps: int, weights_file: str | None = None) -> None:
     """In a fresh process: resident memory around ``steps`` wide steps, printed as JSON (MiB).
 
     ``rss`` is ``VmRSS`` after the imports, after the set-up, after the first step and after the
-    last one (None without /proc), ``peak`` the high-water mark of the whole process.
+    last one (None without /proc), ``peak`` the high-water mark of the whole process,
+    ``imports_minidl`` whether the process imported minidl. ``weights_file`` (PyTorch and the
+    floor): C's initial weights, saved by :func:`peak_memory_mib`, so that these processes
+    import torch alone, as a PyTorch program does; minidl's imports it, as a minidl program does.
     """
     torch.set_num_threads(2)
+    if weights_file is None:
+        import minidl.nn
+        import minidl.optim  # noqa: F401
     rss = {"after imports": _memory_mib("VmRSS")}
-    step = wide_setup(framework)
+    weights = None if weights_file is None else torch.load(weights_file, weights_only=True)
+    step = wide_setup(framework, weights)
+    del weights  # (the network holds its own copies, or the floor these tensors)
     rss["after set-up"] = _memory_mib("VmRSS")
     step()
     rss["after first step"] = _memory_mib("VmRSS")
     for _ in range(steps - 1):
         step()
     rss["after last step"] = _memory_mib("VmRSS")
-    print(json.dumps({"rss": rss, "peak": _peak_mib()}))
+    imports_minidl = "minidl" in sys.modules
+    print(json.dumps({"rss": rss, "peak": _peak_mib(), "imports_minidl": imports_minidl}))
 
 
 #: glibc's settings for the second measurement: every block of 64 KiB or more its own mapping,
@@ -329,12 +404,14 @@ def memory_child(framework: str, steps: int) -> None:
 RETURN_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
-def _measure_in_fresh_process(framework: str, steps: int, env: dict[str, str]) -> dict[str, Any]:
+def _measure_in_fresh_process(
+    framework: str, steps: int, env: dict[str, str], weights_file: str | None = None
+) -> dict[str, Any]:
     """:func:`memory_child`'s readings, from a new interpreter (so that no other process's peak
     counts) with environment ``env``."""
     code = (
         f"import sys; sys.path.insert(0, {str(HERE)!r}); "
-        f"from run import memory_child; memory_child({framework!r}, {steps})"
+        f"from run import memory_child; memory_child({framework!r}, {steps}, {weights_file!r})"
     )
     child = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env
@@ -349,8 +426,8 @@ def peak_memory_mib(framework: str, steps: int = MEMORY_STEPS) -> dict[str, Any]
     """Resident memory of ``steps`` wide steps of ``framework`` (minidl, torch or floor), each
     measured in a fresh process, in MiB.
 
-    ``peak_mib``: the process's peak (the imports of torch and minidl included) with glibc's
-    default settings, as a user's program runs. The others come from a second process in which
+    ``peak_mib``: the process's peak (its imports included: torch's, and minidl's in minidl's
+    process only, ``imports_minidl``) with glibc's default settings, as a user's program runs. The others come from a second process in which
     glibc returns freed memory to the system at once (:data:`RETURN_FREED_MEMORY`; with the
     defaults, freed blocks stay in the process or not depending on the history of allocations,
     which moves resident memory by 10 to 20 MiB from one step to the next), so that resident
@@ -361,9 +438,18 @@ def peak_memory_mib(framework: str, steps: int = MEMORY_STEPS) -> dict[str, Any]
     accumulate memory). The last two are None where /proc is missing. ``rss_mib`` gives the
     readings of both processes.
     """
+    import tempfile
+
     default = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
-    user = _measure_in_fresh_process(framework, steps, default)
-    live = _measure_in_fresh_process(framework, steps, {**default, **RETURN_FREED_MEMORY})
+    with tempfile.TemporaryDirectory() as folder:
+        weights_file = None
+        if framework != "minidl":
+            weights_file = str(Path(folder) / "weights.pt")
+            torch.save(wide_weights(), weights_file)
+        user = _measure_in_fresh_process(framework, steps, default, weights_file)
+        live = _measure_in_fresh_process(
+            framework, steps, {**default, **RETURN_FREED_MEMORY}, weights_file
+        )
     rss = live["rss"]
 
     def difference(later: str, earlier: str) -> float | None:
@@ -377,6 +463,7 @@ def peak_memory_mib(framework: str, steps: int = MEMORY_STEPS) -> dict[str, Any]
         "held_between_steps_mib": difference("after last step", "after set-up"),
         "growth_over_steps_mib": difference("after last step", "after first step"),
         "rss_mib": {"default": user["rss"], "freed memory returned": rss},
+        "imports_minidl": user["imports_minidl"] or live["imports_minidl"],
     }
 
 

@@ -497,9 +497,43 @@ def test_peak_memory_is_the_fresh_process_own(tmp_path: Path) -> None:
     memory = run.peak_memory_mib("floor", steps=1)
     del ballast
     assert 100 < memory["peak_mib"] < 900
+    assert memory["imports_minidl"] is False  # (the floor is torch alone)
     if Path("/proc/self/status").exists():
         # The floor's step writes into outputs made at the set-up, and adds nothing after.
         assert memory["growth_over_steps_mib"] == 0 or abs(memory["growth_over_steps_mib"]) < 2
+
+
+def test_c_memory_charges_minidl_imports_to_minidl_alone() -> None:
+    """PyTorch's process imports torch alone, as a PyTorch program does: it imported minidl
+    (about 4 MiB resident) to make the initial weights, and counted it in PyTorch's peak."""
+    import run
+
+    memory = run.peak_memory_mib("torch", steps=1)
+    assert memory["imports_minidl"] is False
+    assert 100 < memory["peak_mib"] < 900
+
+
+def test_c_twin_from_weights_is_the_twin_of_the_minidl_network(tmp_path: Path) -> None:
+    """The network C's PyTorch process builds from the saved weights, without minidl, is
+    :func:`run.torch_twin` of minidl's (the same modules and parameters)."""
+    import run
+
+    model = run.minidl_model((2, 7, 5, 3), seed=4)
+    twin = run.torch_twin(model)
+    weights = [(w, b) for w, b in zip(*[iter(model.parameters())] * 2, strict=True)]
+    path = tmp_path / "weights.pt"
+    torch.save([(w.data, b.data) for w, b in weights], path)
+    built = run.torch_tanh_mlp(torch.load(path, weights_only=True))
+    assert [type(m) for m in built] == [type(m) for m in twin]
+    for parameter, twin_parameter in zip(built.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(parameter, twin_parameter)
+    wide = run.wide_weights()
+    wide_model = run.minidl_model(run.WIDE_SIZES, seed=0)
+    assert [tuple(w.shape) for w, _ in wide] == [(1024, 2), (1024, 1024), (1024, 1024), (2, 1024)]
+    for (weight, bias), (parameter, parameter_bias) in zip(
+        wide, zip(*[iter(wide_model.parameters())] * 2, strict=True), strict=True
+    ):
+        assert torch.equal(weight, parameter.data) and torch.equal(bias, parameter_bias.data)
 
 
 # -- scripts/gpu-check's options ------------------------------------------------------------------
