@@ -120,6 +120,34 @@ def _trains_as_minidl(experiment: Any) -> bool:
     )
 
 
+def test_op_counts_are_those_of_a_step_in_steady_state() -> None:
+    """A fresh minidl chain plans its calls over its first steps (more operations in them):
+    count_ops counts a step once two in a row issue as many, the count of the steps after."""
+    import run
+    from minidl import nn, optim
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = run.minidl_model(run.PAPER_SIZES, seed=0)
+        criterion = nn.CrossEntropyLoss()
+        optimizer = optim.SGD(model.parameters(), lr=1e-2)
+        x, y = torch.randn(100, 2), torch.randint(0, 2, (100,))
+
+        def step() -> None:
+            optimizer.zero_grad()
+            criterion(model(x), y)
+            model.backward(criterion.backward())
+            optimizer.step()
+
+        fresh = run.count_ops(step)
+        for _ in range(10):
+            step()
+        assert fresh == run.count_ops(step) == 35
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_torch_reproduce_twin_trains_every_row_in_quick_mode(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
