@@ -2197,3 +2197,51 @@ def test_a_built_sequential_refuses_a_module_registered_afterwards() -> None:
     assert torch.equal(model(x), before[2])
     # (a slice is a Sequential built from the model's modules)
     assert model[1:].children() == before[0][1:]
+
+
+# -- integers too long to write out --------------------------------------------------------------
+
+#: An int of 5001 digits: Python refuses to write one of more than 4300 (repr raises).
+HUGE = 10**5000
+
+
+@pytest.mark.parametrize(
+    ("make", "kind", "fragment"),
+    [
+        (lambda: optim.SGD(nn.Linear(2, 2).parameters(), lr=HUGE), ValueError, "lr must be"),
+        (lambda: optim.SGD(nn.Linear(2, 2).parameters(), lr=-HUGE), ValueError, "lr must be"),
+        (lambda: nn.Dropout(HUGE), ValueError, "p must be"),
+        (lambda: nn.Linear(HUGE, 2), ValueError, "in_features must be at most 2**63 - 1"),
+        (lambda: nn.Linear(-HUGE, 2), ValueError, "in_features must be a positive integer"),
+        (lambda: nn.Linear(2, 2, dtype=HUGE), TypeError, "dtype must be"),
+        (lambda: nn.Linear(2, 2, device=HUGE), ValueError, "is not a device"),
+        (lambda: make_disk_data(seed=HUGE), ValueError, "seed must be in"),
+        (lambda: make_disk_data(n_train=HUGE), ValueError, "n_train must be at most"),
+        (
+            lambda: BatchIterator(torch.zeros(4, 2), torch.zeros(4), batch_size=-HUGE),
+            ValueError,
+            "batch_size must be",
+        ),
+    ],
+)
+def test_a_huge_integer_is_named_by_its_number_of_digits(
+    make: Callable[[], object], kind: type[BaseException], fragment: str
+) -> None:
+    # (the message itself failed: "Exceeds the limit (4300 digits) for integer string
+    # conversion")
+    with raises(kind, fragment, "int of 5001 digits"):
+        make()
+
+
+def test_shown_writes_an_integer_whole_up_to_40_digits() -> None:
+    from minidl._validate import shown
+
+    for value in (0, -1, 2**64, 2**132 - 1, 2**132, 10**40 - 1, -(10**40 - 1)):
+        assert shown(value) == repr(value)  # 40 digits or fewer: whole
+    assert shown(10**40) == "an int of 41 digits"
+    assert shown(-(10**40)) == "a negative int of 41 digits"
+    assert shown(2**133) == "an int of 41 digits"
+    for digits in (41, 100, 4300, 4301, 5001):
+        assert shown(10 ** (digits - 1)) == f"an int of {digits} digits"
+        assert shown(10**digits - 1) == f"an int of {digits} digits"
+    assert shown(True) == "True" and shown(0.5) == "0.5" and shown("x") == "'x'"

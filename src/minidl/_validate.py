@@ -24,11 +24,34 @@ __all__ = [
     "check_real",
     "check_samples",
     "check_seed",
+    "shown",
     "unavailable",
 ]
 
 #: The seeds that ``torch.Generator.manual_seed`` takes (a negative seed s is the seed 2**64 + s).
 SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+#: The most digits of an integer that a message writes out (:func:`shown`).
+LONGEST_SHOWN = 40
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for a message, but an integer of more than :data:`LONGEST_SHOWN` digits
+    as its number of digits (``an int of 5001 digits``): written whole, hundreds of digits
+    would bury the message, and past 4300 Python refuses to write it (``repr`` raises a
+    ``ValueError`` of its own, in place of the message)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value.bit_length() <= 132:
+        return repr(value)  # (below 2**132, 5.4e39: 40 digits at most)
+    magnitude = abs(value)
+    # The number of digits, from a lower bound of log10 (no conversion to a string).
+    digits = int((magnitude.bit_length() - 1) * math.log10(2))
+    while 10**digits <= magnitude:
+        digits += 1
+    if digits <= LONGEST_SHOWN:
+        return repr(value)
+    sign = "a negative" if value < 0 else "an"
+    return f"{sign} {type(value).__name__} of {digits} digits"
 
 
 def unavailable(device: torch.device) -> str | None:
@@ -87,20 +110,20 @@ def check_real(
     if not real:
         raise TypeError(
             f"{where}: {name} must be a finite number in {bounds} (a float or an int), got "
-            f"{type(value).__name__} {value!r}"
+            f"{type(value).__name__} {shown(value)}"
         )
     if not finite:
-        raise ValueError(f"{where}: {name} must be a finite number in {bounds}, got {value!r}")
-    raise ValueError(f"{where}: {name} must be in {bounds}, got {value!r}")
+        raise ValueError(f"{where}: {name} must be a finite number in {bounds}, got {shown(value)}")
+    raise ValueError(f"{where}: {name} must be in {bounds}, got {shown(value)}")
 
 
 def check_int(where: str, name: str, value: object, *, low: int = 1) -> int:
     """Return ``value`` as an ``int`` after checking it is an integer ``>= low`` (a numpy integer
     is one; a bool is not)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
+        raise TypeError(f"{where}: {name} must be an integer >= {low}, got {shown(value)}")
     if value < low:
-        raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
+        raise ValueError(f"{where}: {name} must be an integer >= {low}, got {shown(value)}")
     return int(value)
 
 
@@ -109,7 +132,8 @@ def check_tensor_size(where: str, name: str, value: int) -> None:
     sizes are 64-bit integers; it would fail with an overflow error of its own)."""
     if value > 2**63 - 1:
         raise ValueError(
-            f"{where}: {name} must be at most 2**63 - 1 (the largest tensor size), got {value!r}"
+            f"{where}: {name} must be at most 2**63 - 1 (the largest tensor size), got "
+            f"{shown(value)}"
         )
 
 
@@ -127,11 +151,11 @@ def check_cpu_generator(where: str, name: str, generator: torch.Generator) -> No
 def check_seed(where: str, value: object) -> int:
     """Return ``value`` after checking it is an int that ``torch.Generator.manual_seed`` takes."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{where}: seed must be an int, got {value!r}")
+        raise TypeError(f"{where}: seed must be an int, got {shown(value)}")
     if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
         raise ValueError(
             f"{where}: seed must be in [-2**63, 2**64 - 1] (torch.Generator.manual_seed's "
-            f"range), got {value!r}"
+            f"range), got {shown(value)}"
         )
     return value
 

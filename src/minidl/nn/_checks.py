@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from minidl._validate import check_tensor_size, unavailable
+from minidl._validate import check_tensor_size, shown, unavailable
 from minidl.nn.parameter import Parameter
 
 __all__ = [
@@ -38,7 +38,7 @@ STRIDED = torch.strided
 def check_bool(where: str, name: str, value: object) -> bool:
     """Check a flag: ``True`` or ``False`` (not a truthy string or number)."""
     if not isinstance(value, bool):
-        raise TypeError(f"{where}: {name} must be True or False, got {value!r}")
+        raise TypeError(f"{where}: {name} must be True or False, got {shown(value)}")
     return value
 
 
@@ -49,7 +49,7 @@ def check_factory_options(
     it draws anything (a device name torch does not know, or one this machine lacks, such as
     ``"cuda"`` without a GPU, is refused); return the device (``None`` if not given)."""
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-        raise TypeError(f"{where}: dtype must be a floating-point torch.dtype, got {dtype!r}")
+        raise TypeError(f"{where}: dtype must be a floating-point torch.dtype, got {shown(dtype)}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             f"{where}: generator must be a torch.Generator or None, got {type(generator).__name__}"
@@ -59,10 +59,10 @@ def check_factory_options(
     try:
         place = torch.device(device)
     except (RuntimeError, TypeError, ValueError) as error:
-        raise ValueError(f"{where}: {device!r} is not a device ({error})") from None
+        raise ValueError(f"{where}: {shown(device)} is not a device ({error})") from None
     reason = unavailable(place)
     if reason is not None:
-        raise ValueError(f"{where}: cannot put tensors on device {device!r}: {reason}")
+        raise ValueError(f"{where}: cannot put tensors on device {shown(device)}: {reason}")
     return place
 
 
@@ -71,7 +71,7 @@ def check_size(where: str, name: str, value: object) -> int:
     that it is a positive integer (a numpy integer is one; a bool is not) that a tensor
     dimension can have."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
-        raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
+        raise ValueError(f"{where}: {name} must be a positive integer, got {shown(value)}")
     check_tensor_size(where, name, int(value))
     return int(value)
 
@@ -281,7 +281,7 @@ def check_runs(
         runs_of[id(module)] = index
         if isinstance(models, bool) or not isinstance(models, numbers.Integral) or models < 1:
             raise ValueError(
-                f"{where}: run {index} must cover a positive number of models, got {models!r}"
+                f"{where}: run {index} must cover a positive number of models, got {shown(models)}"
             )
         bounds.append((start, start + int(models)))
         start += int(models)
