@@ -254,6 +254,56 @@ def test_a_leaky_relu_whose_slope_is_a_class_attribute_computes_with_the_instanc
     torch.testing.assert_close(given(x), torch.tensor([[-0.5, 2.0, -1.5]]))
 
 
+class _SteepSlope:
+    """A mixin (not a module) whose ``negative_slope`` property overrides LeakyReLU's setting."""
+
+    @property
+    def negative_slope(self) -> float:
+        return 0.3
+
+    @negative_slope.setter
+    def negative_slope(self, value: float) -> None:
+        self.asked = value
+
+
+class _SlopeAttribute:
+    """A mixin whose ``negative_slope`` is a plain class attribute."""
+
+    negative_slope = 0.2
+
+
+def test_a_setting_overridden_by_a_mixin_is_read_from_it_as_torch_reads_it() -> None:
+    # Only a name defined by the subclass itself was looked at: a mixin's property or
+    # attribute (before LeakyReLU in the MRO) left _negative_slope unset, and the first forward
+    # failed with "AttributeError: 'Steep' object has no attribute '_negative_slope'".
+    class Steep(_SteepSlope, nn.LeakyReLU):
+        pass
+
+    class TorchSteep(_SteepSlope, torch.nn.LeakyReLU):
+        pass
+
+    class Fixed(_SlopeAttribute, nn.LeakyReLU):
+        pass
+
+    class TorchFixed(_SlopeAttribute, torch.nn.LeakyReLU):
+        pass
+
+    x = torch.tensor([[-1.0, 2.0, -3.0]], dtype=torch.float64)
+    grad = torch.tensor([[1.0, 1.0, 2.0]], dtype=torch.float64)
+    for ours, theirs in (
+        (Steep(), TorchSteep()),
+        (Fixed(0.4), TorchFixed(0.4)),
+        (Fixed(), TorchFixed()),
+    ):
+        assert ours.negative_slope == theirs.negative_slope
+        leaf = x.clone().requires_grad_()
+        expected = theirs(leaf)
+        expected.backward(grad)
+        assert torch.equal(ours(x), expected.detach())
+        assert leaf.grad is not None and torch.equal(ours.backward(grad), leaf.grad)
+    assert Steep().asked == 0.01  # (the constructor's value went to the mixin's setter)
+
+
 def test_a_loss_whose_reduction_is_a_property_reduces_as_it_says() -> None:
     class Summed(nn.L1Loss):
         @property

@@ -95,14 +95,25 @@ class _ReadsOverride:
 
 def read_overridden_settings(cls: type) -> None:
     """For ``cls``, a new subclass (``Module.__init_subclass__`` and
-    ``LRScheduler.__init_subclass__`` call it): each name that it defines with something other
-    than a :class:`Setting`, where the nearest base class that defines the name has a
-    :class:`Setting`, gets the slot ``_<name>`` read from ``self.<name>`` (unless ``cls``
-    defines ``_<name>`` itself). Without it, ``Annealed(Dropout)`` with ``p`` a property would
-    fail in the first forward, which reads ``_p``, never set."""
-    for name, value in list(vars(cls).items()):
-        if isinstance(value, Setting) or name.startswith("_"):
+    ``LRScheduler.__init_subclass__`` call it): each name that it gets, by its own definition
+    or from a class earlier in its MRO than the module's (a mixin: ``class Fixed(Slope,
+    LeakyReLU)``), as something other than a :class:`Setting`, where a class further along the
+    MRO defines the name as a :class:`Setting`, gets the slot ``_<name>`` read from
+    ``self.<name>`` (unless a class before the setting's defines ``_<name>``). Without it,
+    ``Annealed(Dropout)`` with ``p`` a property would fail in the first forward, which reads
+    ``_p``, never set."""
+    mro = cls.__mro__
+    names = {
+        name
+        for klass in mro[1:]
+        for name, value in vars(klass).items()
+        if isinstance(value, Setting) and not name.startswith("_")
+    }
+    for name in names:
+        owners = [index for index, klass in enumerate(mro) if name in vars(klass)]
+        if isinstance(vars(mro[owners[0]])[name], Setting):
             continue
-        inherited = next((vars(base)[name] for base in cls.__mro__[1:] if name in vars(base)), None)
-        if isinstance(inherited, Setting) and "_" + name not in vars(cls):
-            setattr(cls, "_" + name, _ReadsOverride(name))
+        setting = next((i for i in owners if isinstance(vars(mro[i])[name], Setting)), None)
+        slot = "_" + name
+        if setting is not None and not any(slot in vars(klass) for klass in mro[:setting]):
+            setattr(cls, slot, _ReadsOverride(name))
