@@ -329,3 +329,16 @@ def test_cpu_operand_is_operands_cached_tensor(dtype: torch.dtype) -> None:
     assert one is operand(1.0, like)
     assert one.dtype == dtype and one.dim() == 0 and not one.is_inference()
     assert one.item() == 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_operand_keeps_the_sign_of_zero(dtype: torch.dtype) -> None:
+    # Cached by value, -0.0 came back as the +0.0 asked for first (0.0 == -0.0).
+    positive, negative = cpu_operand(0.0, dtype), cpu_operand(-0.0, dtype)
+    assert math.copysign(1.0, positive.item()) == 1.0
+    assert math.copysign(1.0, negative.item()) == -1.0
+    assert cpu_operand(-0.0, dtype) is negative  # (cached too)
+    assert negative.dtype == dtype and negative.is_cpu and not negative.is_inference()
+    x = torch.tensor([0.0, -0.0], dtype=dtype)
+    for operand_ in (positive, negative):  # the bits of the number itself, as operand's
+        assert torch.equal(_bits(x * operand_), _bits(x * operand_.item()))

@@ -27,6 +27,7 @@ from torch import Tensor
 __all__ = ["cpu_operand", "operand", "tensor_operand"]
 
 _CACHED = (torch.float32, torch.float64)
+_CPU = torch.device("cpu")
 
 
 def operand(value: float, like: Tensor) -> Tensor | float:
@@ -49,8 +50,11 @@ def operand(value: float, like: Tensor) -> Tensor | float:
 def cpu_operand(value: float, dtype: torch.dtype) -> Tensor:
     """``value`` as :func:`operand`'s cached 0-dim CPU tensor of ``dtype`` (float32 or float64,
     not checked), for an operation on CPU tensors of that dtype that takes tensors only (the
-    ``self`` of ``addcmul``), without :func:`operand`'s checks of a tensor."""
-    return _zero_dim(value, dtype)
+    ``self`` of ``addcmul``), without :func:`operand`'s checks of a tensor; zero as
+    :func:`tensor_operand` gives it, its sign kept."""
+    if value:
+        return _zero_dim(value, dtype)
+    return _zero_dim_on(value, math.copysign(1.0, value), dtype, _CPU)
 
 
 def tensor_operand(value: float, like: Tensor) -> Tensor:
