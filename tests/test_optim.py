@@ -300,3 +300,40 @@ def test_step_uses_a_gradient_tensor_assigned_to_a_flat_parameter(
         _assert_same_parameters(model.parameters(), twin, 1e-12, step)
     optimizer.zero_grad()
     assert all(bool((p.grad == 0).all()) for p in model.parameters())
+
+
+def test_a_step_in_the_middle_of_a_replacement_does_not_miss_it() -> None:
+    """Another thread's step (here: one run at every line of ``Parameter.__setattr__``, traced)
+    that reads Parameter.replacements while a parameter's data is being replaced: the count
+    was raised before the tensor was put in place, so a step in between found the old tensor
+    under the new count, took the layout as unchanged and kept updating the old buffer for
+    good (the new data never moved)."""
+    import sys
+    from types import FrameType
+    from typing import Any
+
+    model = nn.Sequential(nn.Linear(2, 3, dtype=F64))
+    optimizer = optim.SGD(model.parameters(), lr=1.0)
+    optimizer.step()  # (the flat layout found)
+    weight = model[0].weight
+    code = type(weight).__setattr__.__code__
+
+    def local(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_locals.get("name") == "data":
+            optimizer.step()  # (zero gradients: the layout is looked at, nothing moves)
+        return local
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        return local if frame.f_code is code else None
+
+    new = torch.zeros(3, 2, dtype=F64)
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        weight.data = new
+    finally:
+        sys.settrace(previous)
+    weight.grad.fill_(1.0)
+    optimizer.step()
+    assert torch.equal(weight.data, torch.full((3, 2), -1.0, dtype=F64))
+    assert weight.data.data_ptr() == new.data_ptr()  # (the tensor put in place, updated)

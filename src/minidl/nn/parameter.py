@@ -67,8 +67,10 @@ class Parameter:
             return
         else:
             raise AttributeError(f"Parameter has no attribute {name!r} to set")
-        Parameter.replacements += 1
         object.__setattr__(self, name, value)
+        # Counted once the tensor is in place: an optimizer (or plan) that reads the new count
+        # in between, from another thread, finds the new tensor, or the count changed again.
+        Parameter.replacements += 1
         if name == "data":
             grad = getattr(self, "grad", None)
             if grad is None or not _fits(grad, value):
