@@ -2245,3 +2245,14 @@ def test_shown_writes_an_integer_whole_up_to_40_digits() -> None:
         assert shown(10 ** (digits - 1)) == f"an int of {digits} digits"
         assert shown(10**digits - 1) == f"an int of {digits} digits"
     assert shown(True) == "True" and shown(0.5) == "0.5" and shown("x") == "'x'"
+
+
+def test_the_class_index_check_with_a_number_of_classes_refuses_a_negative_index() -> None:
+    # Its docstring promises [0, classes); with classes given only the maximum was compared
+    # (the callers ran the check without classes first, a second pass over the labels).
+    from minidl._validate import check_class_indices
+
+    for labels, bad in (([0, 1, -1], -1), ([-5, 3], -5), ([0, 3], 3)):
+        with raises(ValueError, "must hold class indices in [0, 3)", f"got {bad}"):
+            check_class_indices("where", "", torch.tensor(labels), 3)
+    check_class_indices("where", "", torch.tensor([0, 2, 1], dtype=torch.uint8), 3)

@@ -266,11 +266,11 @@ def check_class_indices(where: str, what: str, y: Tensor, classes: int | None = 
         if lowest < 0:
             raise ValueError(f"{where}: {what}y must hold class indices >= 0, got {lowest}")
         return
-    highest = int(y.max())
-    if highest >= classes:
+    lowest, highest = (int(v) for v in torch.aminmax(y))
+    if lowest < 0 or highest >= classes:
         raise ValueError(
             f"{where}: {what}y must hold class indices in [0, {classes}) (the model's outputs "
-            f"have {classes} columns), got {highest}"
+            f"have {classes} columns), got {lowest if lowest < 0 else highest}"
         )
 
 
