@@ -99,9 +99,9 @@ def read_overridden_settings(cls: type) -> None:
     or from a class earlier in its MRO than the module's (a mixin: ``class Fixed(Slope,
     LeakyReLU)``), as something other than a :class:`Setting`, where a class further along the
     MRO defines the name as a :class:`Setting`, gets the slot ``_<name>`` read from
-    ``self.<name>`` (unless a class before the setting's defines ``_<name>``). Without it,
-    ``Annealed(Dropout)`` with ``p`` a property would fail in the first forward, which reads
-    ``_p``, never set."""
+    ``self.<name>`` (unless ``cls``, or a class up to the one that gives it the name, defines
+    ``_<name>``). Without it, ``Annealed(Dropout)`` with ``p`` a property would fail in the
+    first forward, which reads ``_p``, never set."""
     mro = cls.__mro__
     names = {
         name
@@ -115,5 +115,5 @@ def read_overridden_settings(cls: type) -> None:
             continue
         setting = next((i for i in owners if isinstance(vars(mro[i])[name], Setting)), None)
         slot = "_" + name
-        if setting is not None and not any(slot in vars(klass) for klass in mro[:setting]):
+        if setting is not None and not any(slot in vars(klass) for klass in mro[: owners[0] + 1]):
             setattr(cls, slot, _ReadsOverride(name))
