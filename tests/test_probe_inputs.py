@@ -304,6 +304,26 @@ def test_a_setting_overridden_by_a_mixin_is_read_from_it_as_torch_reads_it() -> 
     assert Steep().asked == 0.01  # (the constructor's value went to the mixin's setter)
 
 
+def test_a_setting_given_another_name_in_a_subclass_is_an_alias() -> None:
+    # The class body's alias renamed the shared setting (__set_name__ ran again): every
+    # LeakyReLU of the process then kept its slope in _slope, and its forward failed with
+    # "AttributeError: 'LeakyReLU' object has no attribute '_negative_slope'".
+    class Aliased(nn.LeakyReLU):
+        slope = nn.LeakyReLU.negative_slope
+
+    x = torch.tensor([[-1.0, 2.0, -3.0]])
+    plain = nn.LeakyReLU(0.1)
+    assert torch.equal(plain(x), torch.nn.functional.leaky_relu(x, 0.1))
+    aliased = Aliased(0.1)
+    assert aliased.slope == aliased.negative_slope == 0.1
+    aliased.slope = 0.5
+    assert aliased.negative_slope == 0.5
+    assert torch.equal(aliased(x), torch.nn.functional.leaky_relu(x, 0.5))
+    with pytest.raises(ValueError, match=r"^Aliased: negative_slope must be"):
+        aliased.slope = float("nan")
+    assert aliased.negative_slope == 0.5
+
+
 def test_a_loss_whose_reduction_is_a_property_reduces_as_it_says() -> None:
     class Summed(nn.L1Loss):
         @property

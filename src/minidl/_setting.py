@@ -38,8 +38,12 @@ class Setting(Generic[T]):
         self.slot = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-        self.slot = "_" + name
+        # Named once, by the class that made it: the same setting under another name in a
+        # subclass (an alias, ``slope = LeakyReLU.negative_slope``) reads and sets the same
+        # slot, rather than renaming the setting of every instance of the class that made it.
+        if not self.name:
+            self.name = name
+            self.slot = "_" + name
 
     @overload
     def __get__(self, instance: None, owner: type | None = None) -> Setting[T]: ...
