@@ -337,3 +337,21 @@ def test_a_step_in_the_middle_of_a_replacement_does_not_miss_it() -> None:
     optimizer.step()
     assert torch.equal(weight.data, torch.full((3, 2), -1.0, dtype=F64))
     assert weight.data.data_ptr() == new.data_ptr()  # (the tensor put in place, updated)
+
+
+def test_a_hyperparameter_given_another_name_in_a_subclass_is_an_alias() -> None:
+    # The alias renamed the shared hyper-parameter: every SGD of the process then failed to
+    # build ("'SGD' object has no attribute '_mu'").
+    class Aliased(optim.SGD):
+        mu = optim.SGD.momentum
+
+    parameter = nn.Parameter(torch.ones(2, dtype=F64))
+    plain = optim.SGD([parameter], lr=0.5, momentum=0.5)
+    assert plain.momentum == 0.5
+    aliased = Aliased([nn.Parameter(torch.ones(2, dtype=F64))], lr=0.5, momentum=0.5)
+    assert aliased.mu == aliased.momentum == 0.5
+    aliased.mu = 0.25
+    assert aliased.momentum == 0.25 and aliased.hyperparameters()["momentum"] == 0.25
+    with pytest.raises(ValueError, match=r"^Aliased: momentum must be"):
+        aliased.mu = 2.0
+    assert aliased.momentum == 0.25

@@ -29,8 +29,11 @@ class Hyperparameter:
     """
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-        self.slot = "_" + name
+        # Named once, by the class that made it (an alias in a subclass, ``mu =
+        # SGD.momentum``, is the same hyper-parameter; see minidl._setting.Setting).
+        if not getattr(self, "name", ""):
+            self.name = name
+            self.slot = "_" + name
 
     def __get__(self, instance: Optimizer | None, owner: type | None = None) -> Any:
         if instance is None:
