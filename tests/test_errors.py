@@ -2222,6 +2222,26 @@ HUGE = 10**5000
             ValueError,
             "batch_size must be",
         ),
+        # (LeakyReLU's and ELU's checks raised OverflowError, "int too large to convert to
+        # float"; the others' messages failed as above)
+        (lambda: nn.LeakyReLU(HUGE), ValueError, "LeakyReLU: negative_slope must be"),
+        (lambda: nn.LeakyReLU(-HUGE), ValueError, "LeakyReLU: negative_slope must be"),
+        (lambda: nn.ELU(HUGE), ValueError, "ELU: alpha must be"),
+        (lambda: nn.MSELoss(HUGE), ValueError, "MSELoss: reduction must be"),  # type: ignore[arg-type]
+        (lambda: nn.L1Loss(HUGE), ValueError, "L1Loss: reduction must be"),  # type: ignore[arg-type]
+        (lambda: nn.GELU(HUGE), TypeError, "GELU: approximate must be"),  # type: ignore[arg-type]
+        (lambda: nn.Softmax(HUGE), ValueError, "Softmax: dim must be"),
+        (lambda: nn.Linear(2, 2).to(HUGE), ValueError, "Linear.to: an int"),  # type: ignore[arg-type]
+        (
+            lambda: nn.clip_grad_norm_(nn.Linear(2, 2).parameters(), HUGE),
+            ValueError,
+            "clip_grad_norm_: max_norm must be",
+        ),
+        (
+            lambda: nn.stack_models([nn.Linear(2, 2)], layout=HUGE),  # type: ignore[arg-type]
+            ValueError,
+            "stack_models: layout must be",
+        ),
     ],
 )
 def test_a_huge_integer_is_named_by_its_number_of_digits(

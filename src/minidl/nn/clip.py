@@ -25,7 +25,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from minidl._validate import check_real
+from minidl._validate import check_real, shown
 from minidl.nn.flat import flat_buffer
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
@@ -258,7 +258,7 @@ def _norm_type(where: str, value: object) -> float:
 
 def _refused(error: Exception, where: str, name: str, expected: str, value: object) -> Exception:
     """``error`` (of :func:`check_real`, whose range is finite) again, naming ``expected``."""
-    got = f"{type(value).__name__} {value!r}" if isinstance(error, TypeError) else repr(value)
+    got = f"{type(value).__name__} {shown(value)}" if isinstance(error, TypeError) else shown(value)
     return type(error)(f"{where}: {name} must be {expected}, got {got}")
 
 

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from minidl._scalar import operand, tensor_operand
 from minidl._setting import Setting
+from minidl._validate import shown
 from minidl.nn._cached_derivative import CachedDerivative
 
 __all__ = ["ELU"]
@@ -19,11 +20,15 @@ def _check_alpha(where: str, alpha: object) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise TypeError(
             f"{where}: alpha must be a finite number > 0 (a float or an int), got "
-            f"{type(alpha).__name__} {alpha!r}"
+            f"{type(alpha).__name__} {shown(alpha)}"
         )
-    if not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"{where}: alpha must be a finite number > 0, got {alpha!r}")
-    return float(alpha)
+    try:
+        number = float(alpha)
+    except OverflowError:  # (an int beyond float's range)
+        number = math.inf
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{where}: alpha must be a finite number > 0, got {shown(alpha)}")
+    return number
 
 
 class ELU(CachedDerivative):

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from minidl._scalar import operand
 from minidl._setting import Setting
+from minidl._validate import shown
 from minidl.nn._cached_derivative import CachedDerivative
 
 __all__ = ["LeakyReLU"]
@@ -19,13 +20,17 @@ def _check_negative_slope(where: str, negative_slope: object) -> float:
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
         raise TypeError(
             f"{where}: negative_slope must be a finite number >= 0 (a float or an int), got "
-            f"{type(negative_slope).__name__} {negative_slope!r}"
+            f"{type(negative_slope).__name__} {shown(negative_slope)}"
         )
-    if not math.isfinite(negative_slope) or negative_slope < 0:
+    try:
+        number = float(negative_slope)
+    except OverflowError:  # (an int beyond float's range)
+        number = math.inf
+    if not math.isfinite(number) or number < 0:
         raise ValueError(
-            f"{where}: negative_slope must be a finite number >= 0, got {negative_slope!r}"
+            f"{where}: negative_slope must be a finite number >= 0, got {shown(negative_slope)}"
         )
-    return float(negative_slope)
+    return number
 
 
 class LeakyReLU(CachedDerivative):

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
+from minidl._validate import shown
 from minidl.nn._checks import STRIDED, check_dense, check_input
 from minidl.nn.module import Module
 
@@ -21,7 +22,7 @@ def check_mean_or_sum(where: str, reduction: object) -> Literal["mean", "sum"]:
     """Check a loss's ``reduction``: ``"mean"`` or ``"sum"``."""
     if isinstance(reduction, str) and reduction in ("mean", "sum"):
         return cast(Literal["mean", "sum"], reduction)
-    raise ValueError(f"{where}: reduction must be 'mean' or 'sum', got {reduction!r}")
+    raise ValueError(f"{where}: reduction must be 'mean' or 'sum', got {shown(reduction)}")
 
 
 def scaled_sum(

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from minidl._setting import read_overridden_settings
-from minidl._validate import check_copyable, unavailable
+from minidl._validate import check_copyable, shown, unavailable
 from minidl.nn._recent import Recent
 from minidl.nn.flat import (
     StorageView,
@@ -688,14 +688,14 @@ class Module:
                 raise TypeError(f"{name}.to: got two dtypes, {device} and {dtype}")
             device, dtype = None, device
         if dtype is not None and not isinstance(dtype, torch.dtype):
-            raise TypeError(f"{name}.to: dtype must be a torch.dtype, got {dtype!r}")
+            raise TypeError(f"{name}.to: dtype must be a torch.dtype, got {shown(dtype)}")
         if dtype is not None and not dtype.is_floating_point:
             raise TypeError(f"{name}.to: dtype must be floating point, got {dtype}")
         if device is not None:
             try:
                 device = torch.device(device)
             except (RuntimeError, TypeError, ValueError) as error:
-                raise ValueError(f"{name}.to: {device!r} is not a device ({error})") from None
+                raise ValueError(f"{name}.to: {shown(device)} is not a device ({error})") from None
             reason = unavailable(device)  # a device this torch or machine lacks
             if reason is not None:
                 raise RuntimeError(f"{name}.to: {device} is not available ({reason})")
@@ -737,7 +737,7 @@ class Module:
         else:
             raise TypeError(
                 f"{type(self).__name__}.cuda: device must be an index, a str or a "
-                f"torch.device, got {device!r}"
+                f"torch.device, got {shown(device)}"
             )
         return self.to(target)
 

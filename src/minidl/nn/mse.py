@@ -9,6 +9,7 @@ from torch import Tensor
 
 from minidl._scalar import operand
 from minidl._setting import Setting
+from minidl._validate import shown
 from minidl.nn._recent import Recent
 from minidl.nn.loss import Loss, scaled_sum
 
@@ -20,7 +21,7 @@ Reduction = Literal["paper", "mean", "sum"]
 def _check_reduction(where: str, reduction: object) -> Reduction:
     if isinstance(reduction, str) and reduction in ("paper", "mean", "sum"):
         return cast(Reduction, reduction)
-    raise ValueError(f"{where}: reduction must be 'paper', 'mean' or 'sum', got {reduction!r}")
+    raise ValueError(f"{where}: reduction must be 'paper', 'mean' or 'sum', got {shown(reduction)}")
 
 
 class MSELoss(Loss):

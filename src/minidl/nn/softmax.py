@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from minidl._setting import Setting
+from minidl._validate import shown
 from minidl.nn._checks import check_cached, check_grad_like, check_input
 from minidl.nn.module import Module
 
@@ -18,7 +19,7 @@ def check_dim(where: str, dim: int) -> int:
     """Check a softmax dimension: only the feature dimension of an ``(N, C)`` input."""
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim not in (1, -1):
         raise ValueError(
-            f"{where}: dim must be 1 (or -1), the feature dimension of an (N, C) input, got {dim!r}"
+            f"{where}: dim must be 1 (or -1), the feature dimension of an (N, C) input, got {shown(dim)}"
         )
     return 1
 

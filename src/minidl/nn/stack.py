@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 
 from minidl._setting import Setting
+from minidl._validate import shown
 from minidl.nn._checks import check_parameter_attributes
 from minidl.nn.activation import Activation
 from minidl.nn.batched_linear import BatchedLinear
@@ -88,7 +89,7 @@ def stack_models(
             (``forward``, ``backward``, ...): the stack would compute as the base class.
     """
     if layout not in ("layer", "model"):
-        raise ValueError(f"stack_models: layout must be 'layer' or 'model', got {layout!r}")
+        raise ValueError(f"stack_models: layout must be 'layer' or 'model', got {shown(layout)}")
     if isinstance(models, Module):
         raise TypeError(
             f"stack_models: expected a sequence of models, got a single {type(models).__name__}"
