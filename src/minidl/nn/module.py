@@ -731,7 +731,8 @@ class Module:
         if device is None:
             target = "cuda"
         elif isinstance(device, int) and not isinstance(device, bool):
-            target = f"cuda:{device}"
+            # (an index past 64 bits is refused by .to(), named by its digits)
+            target = f"cuda:{device}" if device.bit_length() < 64 else f"cuda:{shown(device)}"
         elif isinstance(device, str | torch.device):
             target = device
         else:
