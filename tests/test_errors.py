@@ -2231,6 +2231,8 @@ HUGE = 10**5000
         (lambda: nn.L1Loss(HUGE), ValueError, "L1Loss: reduction must be"),  # type: ignore[arg-type]
         (lambda: nn.GELU(HUGE), TypeError, "GELU: approximate must be"),  # type: ignore[arg-type]
         (lambda: nn.Softmax(HUGE), ValueError, "Softmax: dim must be"),
+        (lambda: nn.mlp([2, -HUGE]), ValueError, "mlp: sizes must be at least two positive"),
+        (lambda: nn.mlp([2, HUGE]), ValueError, "out_features must be at most 2**63 - 1"),
         (lambda: nn.Linear(2, 2).cuda(HUGE), ValueError, "is not a device"),
         (lambda: nn.Linear(2, 2).to(HUGE), ValueError, "Linear.to: an int"),  # type: ignore[arg-type]
         (

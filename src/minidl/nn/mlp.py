@@ -14,7 +14,7 @@ from collections.abc import Set as AbstractSet
 
 import torch
 
-from minidl._validate import add_note
+from minidl._validate import add_note, shown
 from minidl.nn.activation import Activation
 from minidl.nn.elu import ELU
 from minidl.nn.gelu import GELU
@@ -111,7 +111,8 @@ def mlp(
     if len(sizes) < 2 or any(
         isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in sizes
     ):
-        raise ValueError(f"mlp: sizes must be at least two positive integers, got {sizes!r}")
+        got = "[" + ", ".join(shown(size) for size in sizes) + "]"
+        raise ValueError(f"mlp: sizes must be at least two positive integers, got {got}")
     sizes = [int(size) for size in sizes]
     hidden = len(sizes) - 2
     if isinstance(activations, str):
@@ -135,7 +136,9 @@ def mlp(
             layers.append(Linear(n_in, n_out, dtype=dtype, device=device, generator=generator))
         except (TypeError, ValueError, RuntimeError) as error:
             # (the first layer refuses a dtype, device or generator: every layer gets them)
-            add_note(error, f"in mlp, building layer {index} (Linear({n_in}, {n_out}))")
+            add_note(
+                error, f"in mlp, building layer {index} (Linear({shown(n_in)}, {shown(n_out)}))"
+            )
             raise
         if index < hidden:
             layers.append(ACTIVATIONS[keys[index]]())
