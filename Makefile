@@ -10,7 +10,8 @@ DEV_STAMP := $(VENV)/.installed-dev
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@# A CPU build of torch; a bare `torch` would pull a multi-GB CUDA build.
+	@# torch pinned to 2.13.0, whose CPU build the package index here offers; a bare `torch`
+	@# would pull a multi-GB CUDA build.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet torch==2.13.0
 
 $(STAMP): $(BIN)/python pyproject.toml
