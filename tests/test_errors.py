@@ -2279,3 +2279,56 @@ def test_the_class_index_check_with_a_number_of_classes_refuses_a_negative_index
         with raises(ValueError, "must hold class indices in [0, 3)", f"got {bad}"):
             check_class_indices("where", "", torch.tensor(labels), 3)
     check_class_indices("where", "", torch.tensor([0, 2, 1], dtype=torch.uint8), 3)
+
+
+# torch.nn.Sequential's changes in place, and what minidl's refusal says was given.
+_CHANGES: dict[str, tuple[Callable[[Any, Any], object], str]] = {
+    "model[1] = module": (lambda m, new: m.__setitem__(1, new), "a Sigmoid to put at model[1]"),
+    "model[-1] = module": (lambda m, new: m.__setitem__(-1, new), "a Sigmoid to put at model[-1]"),
+    "del model[0]": (lambda m, new: m.__delitem__(0), "del model[0]"),
+    "del model[-2]": (lambda m, new: m.__delitem__(-2), "del model[-2]"),
+    "del model[1:3]": (lambda m, new: m.__delitem__(slice(1, 3)), "del model[1:3]"),
+    "model.append(module)": (lambda m, new: m.append(new), "a Sigmoid to append"),
+    "model.extend([module])": (lambda m, new: m.extend([new]), "a list to extend it with"),
+    "model.insert(1, module)": (lambda m, new: m.insert(1, new), "a Sigmoid to insert at 1"),
+    "model.insert(-1, module)": (lambda m, new: m.insert(-1, new), "a Sigmoid to insert at -1"),
+    "model.pop(-1)": (lambda m, new: m.pop(-1), "pop(-1)"),
+    "model.pop(1)": (lambda m, new: m.pop(1), "pop(1)"),
+}
+
+
+@pytest.mark.parametrize("change", _CHANGES)
+def test_a_built_sequential_refuses_the_changes_of_torch_sequential_and_says_how_to_build_it(
+    change: str,
+) -> None:
+    """``torch.nn.Sequential`` changes its modules in place (item assignment and deletion,
+    ``append``, ``extend``, ``insert``, ``pop``); a minidl one refuses, as ``register_module``
+    does, naming itself (not Python's bare "object does not support item assignment" or
+    "has no attribute 'append'"), with nothing changed. The model it says to build holds the
+    modules torch's change leaves, in order."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2), nn.Tanh())
+    twin = torch.nn.Sequential(
+        torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2), torch.nn.Tanh()
+    )
+    x = torch.randn(4, 2)
+    before = (model.children(), model.parameters(), model(x))
+    apply, given = _CHANGES[change]
+    with pytest.raises(TypeError) as info:
+        apply(model, nn.Sigmoid())
+    message = str(info.value)
+    assert message.startswith("Sequential: a Sequential's modules are fixed when it is built")
+    assert f"got {given}; build a new Sequential" in message
+    assert model.children() == before[0] and model.parameters() == before[1]
+    assert torch.equal(model(x), before[2])
+    apply(twin, torch.nn.Sigmoid())
+    recipe = message.rsplit(
+        "build a new Sequential with every module in the order data flows through them, ", 1
+    )[1]
+    recipe = recipe.split(", and ", 1)[-1]  # (pop: the module taken, and the model without it)
+    built = eval(  # (the message's own code)
+        recipe,
+        {"Sequential": nn.Sequential},
+        {"model": model, "module": nn.Sigmoid(), "modules": [nn.Sigmoid()]},
+    )
+    assert [type(part).__name__ for part in built] == [type(part).__name__ for part in twin]

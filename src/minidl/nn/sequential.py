@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, overload
+from typing import Any, NoReturn, overload
 
 import torch
 from torch import Tensor
@@ -47,7 +47,10 @@ class Sequential(Module):
     ``model[i]`` is the i-th module; ``model[a:b]`` is a ``Sequential`` of the same module
     objects under the same names (as in PyTorch: ``model[2:]``'s first module is ``"2"``,
     and its ``state_dict`` keys are the model's; ``model[:-1]`` runs all but the last), whose
-    parameters stay where they are: training either trains both.
+    parameters stay where they are: training either trains both. The modules are fixed when
+    it is built: ``model[i] = module``, ``del model[i]``, ``append``, ``extend``, ``insert`` and
+    ``pop``, which change a ``torch.nn.Sequential`` in place, are refused with the
+    ``Sequential`` to build instead.
 
     A forward refused part-way (a child raises, say for an input that the children before it
     accepted) leaves those children holding the refused input's caches, and a
@@ -446,11 +449,118 @@ class Sequential(Module):
                 f"Sequential: index {index} is out of range for {len(self._layers)} modules"
             ) from None
 
+    # -- what torch.nn.Sequential changes in place: refused, as register_module is --------------
+
+    def __setitem__(self, index: int | slice, module: object) -> NoReturn:
+        """Refused, as :meth:`register_module` is: a built ``Sequential``'s modules are fixed
+        (``torch.nn.Sequential`` replaces the module). Build a new one:
+        ``Sequential(*model[:i], module, *model[i + 1:])``.
+
+        Raises:
+            TypeError: always (the error of an object without item assignment, saying how to
+                build the model wanted); nothing is changed.
+        """
+        kind = type(module).__name__
+        raise self._fixed(
+            f"a {kind} to put at model[{_index_text(index)}]",
+            self._spliced(index, "module" if isinstance(index, int) else "*modules"),
+        )
+
+    def __delitem__(self, index: int | slice) -> NoReturn:
+        """Refused, as :meth:`__setitem__` is (``torch.nn.Sequential`` removes the module): build
+        the model without it, ``Sequential(*model[:i], *model[i + 1:])``.
+
+        Raises:
+            TypeError: always; nothing is changed.
+        """
+        raise self._fixed(f"del model[{_index_text(index)}]", self._spliced(index, None))
+
+    def append(self, module: object) -> NoReturn:
+        """Refused, as :meth:`__setitem__` is (``torch.nn.Sequential.append`` adds the module at
+        the end): build ``Sequential(*model, module)``.
+
+        Raises:
+            TypeError: always; nothing is changed.
+        """
+        raise self._fixed(f"a {type(module).__name__} to append", "Sequential(*model, module)")
+
+    def extend(self, modules: object) -> NoReturn:
+        """Refused, as :meth:`__setitem__` is: build ``Sequential(*model, *modules)``.
+
+        Raises:
+            TypeError: always; nothing is changed.
+        """
+        raise self._fixed(
+            f"a {type(modules).__name__} to extend it with", "Sequential(*model, *modules)"
+        )
+
+    def insert(self, index: int, module: object) -> NoReturn:
+        """Refused, as :meth:`__setitem__` is: build
+        ``Sequential(*model[:index], module, *model[index:])``.
+
+        Raises:
+            TypeError: always; nothing is changed.
+        """
+        kind = type(module).__name__
+        at = _index_text(index)
+        if isinstance(index, int) and -len(self._layers) <= index < 0:
+            at = str(index + len(self._layers))
+        raise self._fixed(
+            f"a {kind} to insert at {_index_text(index)}",
+            f"Sequential(*model[:{at}], module, *model[{at}:])",
+        )
+
+    def pop(self, key: int | slice) -> NoReturn:
+        """Refused, as :meth:`__delitem__` is: take ``model[key]``, then build the model
+        without it.
+
+        Raises:
+            TypeError: always; nothing is changed.
+        """
+        at = _index_text(key)
+        raise self._fixed(f"pop({at})", f"model[{at}], and {self._spliced(key, None)}")
+
+    def _fixed(self, given: str, instead: str) -> TypeError:
+        """The refusal of a change to the modules of this built ``Sequential`` (``given``
+        describes it); ``instead`` builds the model wanted."""
+        return TypeError(
+            "Sequential: a Sequential's modules are fixed when it is built (its forward runs "
+            f"them in that order, and its parameters are one flat buffer made then), got {given};"
+            " build a new Sequential with every module in the order data flows through them, "
+            f"{instead}"
+        )
+
+    def _spliced(self, index: object, new: str | None) -> str:
+        """How to build this model with ``model[index]`` replaced by ``new`` (removed if
+        ``None``), in the words of the refusals above."""
+        count = len(self._layers)
+        if isinstance(index, int) and -count <= index < count:
+            start, stop = index % count, index % count + 1
+        elif isinstance(index, slice) and index.step in (None, 1):
+            start, stop, _ = index.indices(count)
+            stop = max(start, stop)
+        else:
+            return "Sequential(*modules)"
+        parts = [f"*model[:{start}]"] if start > 0 else []
+        parts += [new] if new is not None else []
+        parts += [f"*model[{stop}:]"] if stop < count else []
+        return f"Sequential({', '.join(parts)})"
+
     def __len__(self) -> int:
         return len(self._layers)
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self._layers)
+
+
+def _index_text(index: object) -> str:
+    """``index`` as written between brackets: ``1``, ``-1``, ``1:3``, ``::2``."""
+    if isinstance(index, slice):
+        parts = ["" if part is None else repr(part) for part in (index.start, index.stop)]
+        if index.step is not None:
+            parts.append(repr(index.step))
+        return ":".join(parts)
+    return repr(index)
 
 
 def _what_was_given(value: object) -> str:
