@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -1908,6 +1909,12 @@ def test_sequential_says_how_to_mend_the_usual_wrong_arguments() -> None:
         nn.Sequential([nn.Linear(2, 3)])  # type: ignore[arg-type]
     with raises(TypeError, "got ReLU, a PyTorch module (minidl.interop.from_torch converts one)"):
         nn.Sequential(torch.nn.ReLU())  # type: ignore[arg-type]
+    with raises(
+        TypeError,
+        "argument 0 must be a minidl Module, got an OrderedDict; a minidl Sequential numbers its "
+        "modules (it takes no names): pass the modules themselves, Sequential(*modules.values())",
+    ):
+        nn.Sequential(OrderedDict(fc=nn.Linear(2, 3), act=nn.ReLU()))  # type: ignore[arg-type]
     with raises(TypeError, "argument 0 must be a minidl Module, got int"):
         nn.Sequential(3)  # type: ignore[arg-type]
 

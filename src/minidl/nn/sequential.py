@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn, overload
 
 import torch
@@ -569,6 +569,14 @@ def _what_was_given(value: object) -> str:
         return f"the class {value.__name__}; pass an instance, {value.__name__}()"
     if isinstance(value, list | tuple):
         return f"a {type(value).__name__}; pass the modules themselves, Sequential(*modules)"
+    if isinstance(value, Mapping):
+        # torch.nn.Sequential(OrderedDict(...)) names its children; minidl numbers them.
+        name = type(value).__name__
+        return (
+            f"{'an' if name[0] in 'AEIOU' else 'a'} {name}; a minidl Sequential numbers its "
+            "modules (it takes no names): pass the modules themselves, "
+            "Sequential(*modules.values())"
+        )
     kind = type(value)
     if kind.__module__.startswith("torch.") and callable(getattr(value, "parameters", None)):
         return f"{kind.__name__}, a PyTorch module (minidl.interop.from_torch converts one)"
