@@ -4,6 +4,7 @@ what was given and what was expected, and leaves nothing half-changed."""
 from __future__ import annotations
 
 import gc
+import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -341,6 +342,49 @@ def test_backward_before_forward(module: nn.Module) -> None:
 def test_loss_backward_before_forward(criterion: nn.Loss) -> None:
     with raises(RuntimeError, type(criterion).__name__, "backward called before forward"):
         criterion.backward()
+
+
+_REDUCED_LOSSES = ["CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss"]
+
+
+@pytest.mark.parametrize("name", ["CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss"])
+def test_a_loss_given_pytorchs_weight_tensor_first_says_weights_are_not_supported(
+    name: str,
+) -> None:
+    """PyTorch's first argument of these losses is ``weight``, minidl's ``reduction``: a tensor
+    given first was refused as a reduction, its values printed, with no word of weights."""
+    torch_parameters = inspect.signature(getattr(torch.nn, name)).parameters
+    assert next(iter(torch_parameters)) == "weight"
+    with raises(
+        ValueError,
+        f"{name}: reduction must be 'mean' or 'sum', got a tensor of shape (3,) (weights, "
+        "PyTorch's weight argument, are not supported; give reduction by name)",
+    ):
+        getattr(nn, name)(torch.ones(3))
+
+
+@pytest.mark.parametrize("name", _REDUCED_LOSSES)
+def test_a_loss_given_reduction_none_says_a_loss_per_sample_is_not_supported(name: str) -> None:
+    getattr(torch.nn, name)(reduction="none")  # (PyTorch's per-sample losses)
+    with raises(
+        ValueError,
+        f"{name}: reduction must be ",
+        "got 'none' (a loss per sample is not supported: the loss is one number)",
+    ):
+        getattr(nn, name)(reduction="none")
+
+
+def test_huber_loss_given_pytorchs_argument_order_says_to_name_them() -> None:
+    """PyTorch's ``HuberLoss(reduction, delta)``, minidl's ``HuberLoss(delta, reduction)``."""
+    torch.nn.HuberLoss("sum", 2.0)
+    with raises(
+        TypeError,
+        "HuberLoss: delta, its first argument, must be a number, got 'sum'; PyTorch's HuberLoss "
+        "takes reduction first, minidl's delta: give them by name",
+    ):
+        nn.HuberLoss("sum", 2.0)  # type: ignore[arg-type]
+    loss = nn.HuberLoss(reduction="sum", delta=2.0)
+    assert (loss.reduction, loss.delta) == ("sum", 2.0)
 
 
 def test_sequential_backward_before_forward() -> None:

@@ -60,6 +60,13 @@ class HuberLoss(Loss):
 
     def __init__(self, delta: float = 1.0, reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()
+        if isinstance(delta, str):
+            # (PyTorch's HuberLoss takes reduction first: HuberLoss("sum", 2.0))
+            raise TypeError(
+                f"HuberLoss: delta, its first argument, must be a number, got {delta!r}; "
+                "PyTorch's HuberLoss takes reduction first, minidl's delta: give them by name, "
+                "HuberLoss(reduction=..., delta=...)"
+            )
         self.delta = delta
         self.reduction = reduction
         self._difference: Tensor | None = None

@@ -13,7 +13,7 @@ from minidl._validate import shown
 from minidl.nn._checks import STRIDED, check_dense, check_input
 from minidl.nn.module import Module
 
-__all__ = ["Loss", "check_mean_or_sum", "check_not_a_loss", "scaled_sum"]
+__all__ = ["Loss", "check_mean_or_sum", "check_not_a_loss", "reduction_given", "scaled_sum"]
 
 _Read = TypeVar("_Read")
 
@@ -22,7 +22,24 @@ def check_mean_or_sum(where: str, reduction: object) -> Literal["mean", "sum"]:
     """Check a loss's ``reduction``: ``"mean"`` or ``"sum"``."""
     if isinstance(reduction, str) and reduction in ("mean", "sum"):
         return cast(Literal["mean", "sum"], reduction)
-    raise ValueError(f"{where}: reduction must be 'mean' or 'sum', got {shown(reduction)}")
+    raise ValueError(
+        f"{where}: reduction must be 'mean' or 'sum', got {reduction_given(reduction)}"
+    )
+
+
+def reduction_given(reduction: object) -> str:
+    """A ``reduction`` refused, as its error names it, with what PyTorch users mean by the
+    values minidl's losses do not take: ``'none'`` (a loss per sample), and a tensor (the
+    first argument of PyTorch's ``CrossEntropyLoss``, ``NLLLoss`` and ``BCEWithLogitsLoss``
+    is ``weight``, where minidl's is ``reduction``)."""
+    if isinstance(reduction, Tensor):
+        return (
+            f"a tensor of shape {tuple(reduction.shape)} (weights, PyTorch's weight argument, "
+            "are not supported; give reduction by name)"
+        )
+    if isinstance(reduction, str) and reduction == "none":
+        return "'none' (a loss per sample is not supported: the loss is one number)"
+    return shown(reduction)
 
 
 def scaled_sum(

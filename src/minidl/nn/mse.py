@@ -9,9 +9,8 @@ from torch import Tensor
 
 from minidl._scalar import operand
 from minidl._setting import Setting
-from minidl._validate import shown
 from minidl.nn._recent import Recent
-from minidl.nn.loss import Loss, scaled_sum
+from minidl.nn.loss import Loss, reduction_given, scaled_sum
 
 __all__ = ["MSELoss"]
 
@@ -21,7 +20,9 @@ Reduction = Literal["paper", "mean", "sum"]
 def _check_reduction(where: str, reduction: object) -> Reduction:
     if isinstance(reduction, str) and reduction in ("paper", "mean", "sum"):
         return cast(Reduction, reduction)
-    raise ValueError(f"{where}: reduction must be 'paper', 'mean' or 'sum', got {shown(reduction)}")
+    raise ValueError(
+        f"{where}: reduction must be 'paper', 'mean' or 'sum', got {reduction_given(reduction)}"
+    )
 
 
 class MSELoss(Loss):
