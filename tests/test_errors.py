@@ -344,6 +344,53 @@ def test_loss_backward_before_forward(criterion: nn.Loss) -> None:
         criterion.backward()
 
 
+# The activations PyTorch gives an inplace argument, with their other arguments.
+_WITH_INPLACE: dict[str, tuple[object, ...]] = {
+    "ReLU": (),
+    "LeakyReLU": (0.2,),
+    "ELU": (0.5,),
+    "SELU": (),
+    "SiLU": (),
+    "Dropout": (0.3,),
+}
+
+
+@pytest.mark.parametrize("name", _WITH_INPLACE)
+def test_pytorchs_inplace_argument_false_is_taken_and_true_refused_naming_the_module(
+    name: str,
+) -> None:
+    """``ReLU(inplace=False)`` computes what PyTorch's does; ``inplace=True`` (PyTorch's in-place
+    variant) is refused naming the module, not by a bare TypeError naming
+    ``Activation.__init__``. (Positional, as PyTorch's second argument where it is one.)"""
+    args = _WITH_INPLACE[name]
+    x = torch.randn(5, 4, dtype=F64)
+    mine = getattr(nn, name)(*args, inplace=False).eval()
+    theirs = getattr(torch.nn, name)(*args, inplace=False).eval()
+    torch.testing.assert_close(mine(x), theirs(x.clone()), rtol=0, atol=0)
+    assert repr(mine) == repr(getattr(nn, name)(*args))
+    for call in (
+        lambda: getattr(nn, name)(*args, inplace=True),
+        *([lambda: getattr(nn, name)(*args, True)] if name != "Dropout" else []),
+    ):
+        with raises(
+            ValueError,
+            f"{name}: inplace=True is not supported (minidl's activations and Dropout never "
+            "change their input); leave it out, or pass inplace=False",
+        ):
+            call()
+    with raises(TypeError, f"{name}: inplace must be True or False, got 1"):
+        getattr(nn, name)(*args, inplace=1)
+
+
+def test_dropout_given_pytorchs_positional_inplace_says_to_name_it() -> None:
+    with raises(
+        TypeError,
+        "Dropout: generator must be a torch.Generator or None, got bool (PyTorch's second "
+        "argument is inplace, minidl's generator: name inplace=)",
+    ):
+        nn.Dropout(0.5, False)  # type: ignore[arg-type]
+
+
 _REDUCED_LOSSES = ["CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss"]
 
 

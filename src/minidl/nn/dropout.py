@@ -11,6 +11,7 @@ from minidl._scalar import operand
 from minidl._setting import Setting
 from minidl._validate import check_real
 from minidl.nn._checks import check_dense, check_grad_like, check_grad_output
+from minidl.nn.activation import check_not_in_place
 from minidl.nn.module import Module
 
 __all__ = ["Dropout"]
@@ -22,8 +23,13 @@ def _check_p(where: str, p: object) -> float:
 
 def _check_generator(where: str, generator: object) -> torch.Generator | None:
     if generator is not None and not isinstance(generator, torch.Generator):
+        # (PyTorch's second argument is inplace: Dropout(0.5, False))
+        hint = ""
+        if isinstance(generator, bool):
+            hint = " (PyTorch's second argument is inplace, minidl's generator: name inplace=)"
         raise TypeError(
-            f"{where}: generator must be a torch.Generator or None, got {type(generator).__name__}"
+            f"{where}: generator must be a torch.Generator or None, got "
+            f"{type(generator).__name__}{hint}"
         )
     return generator
 
@@ -45,6 +51,7 @@ class Dropout(Module):
     Args:
         p: the probability of zeroing an element, in ``[0, 1)`` (default 0.5).
         generator: the random generator of the masks (default: torch's global one).
+        inplace: ``False`` (default), what it does: PyTorch's argument; ``True`` is refused.
 
     Shape:
         - Input: any shape. Output: the same shape.
@@ -63,8 +70,11 @@ class Dropout(Module):
     generator = Setting(_check_generator)
     _generator: torch.Generator | None
 
-    def __init__(self, p: float = 0.5, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, p: float = 0.5, generator: torch.Generator | None = None, *, inplace: bool = False
+    ) -> None:
         super().__init__()
+        check_not_in_place("Dropout", inplace)
         self.p = p
         self.generator = generator
         self._scaled_mask: Tensor | None = None

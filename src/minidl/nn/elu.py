@@ -12,6 +12,7 @@ from minidl._scalar import operand, tensor_operand
 from minidl._setting import Setting
 from minidl._validate import shown
 from minidl.nn._cached_derivative import CachedDerivative
+from minidl.nn.activation import check_not_in_place
 
 __all__ = ["ELU"]
 
@@ -43,6 +44,7 @@ class ELU(CachedDerivative):
 
     Args:
         alpha: the saturation value :math:`\alpha` for negative inputs (default 1.0), finite, > 0.
+        inplace: ``False`` (default), what it does: PyTorch's argument; ``True`` is refused.
 
     Shape:
         - Input: any shape. Output: the same shape.
@@ -58,8 +60,9 @@ class ELU(CachedDerivative):
     alpha = Setting(_check_alpha)
     _alpha: float
 
-    def __init__(self, alpha: float = 1.0) -> None:
+    def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
         super().__init__()
+        check_not_in_place(type(self).__name__, inplace)
         self.alpha = alpha
         self._scale: float = 1.0
 

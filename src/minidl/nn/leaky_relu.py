@@ -12,6 +12,7 @@ from minidl._scalar import operand
 from minidl._setting import Setting
 from minidl._validate import shown
 from minidl.nn._cached_derivative import CachedDerivative
+from minidl.nn.activation import check_not_in_place
 
 __all__ = ["LeakyReLU"]
 
@@ -48,6 +49,7 @@ class LeakyReLU(CachedDerivative):
 
     Args:
         negative_slope: the slope :math:`a` for negative inputs (default 0.01), finite and >= 0.
+        inplace: ``False`` (default), what it does: PyTorch's argument; ``True`` is refused.
 
     Shape:
         - Input: any shape. Output: the same shape.
@@ -63,8 +65,9 @@ class LeakyReLU(CachedDerivative):
 
     _in_place = True  # (the slope is computed from the input before the product is written)
 
-    def __init__(self, negative_slope: float = 0.01) -> None:
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
         super().__init__()
+        check_not_in_place("LeakyReLU", inplace)
         self.negative_slope = negative_slope
 
     def _output_and_derivative(self, input: Tensor, out: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from minidl.nn.activation import Activation
+from minidl.nn.activation import Activation, check_not_in_place
 
 __all__ = ["ReLU"]
 
@@ -19,6 +19,9 @@ class ReLU(Activation):
     0 is taken as 0, as in PyTorch. At a NaN output the gradient is 0 (``sign`` of NaN is 0
     here), where PyTorch passes it through.
 
+    Args:
+        inplace: ``False`` (default), what it does: PyTorch's argument; ``True`` is refused.
+
     Shape:
         - Input: any shape. Output: the same shape.
 
@@ -28,6 +31,10 @@ class ReLU(Activation):
     """
 
     _in_place = True  # (an element-wise clamp)
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        check_not_in_place("ReLU", inplace)
 
     def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
         # (torch.relu has no out=; on the CPU it is clamp_min(x, 0), the same bits)

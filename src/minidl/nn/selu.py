@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from minidl.nn.activation import check_not_in_place
 from minidl.nn.elu import ELU
 
 __all__ = ["SELU"]
@@ -20,6 +21,9 @@ class SELU(ELU):
     :class:`~minidl.nn.ELU`'s (with the scale :math:`\lambda`): from :math:`e^x`, not from
     :math:`y + \lambda\alpha`, which cancels for very negative :math:`x`.
 
+    Args:
+        inplace: ``False`` (default), what it does: PyTorch's argument; ``True`` is refused.
+
     Shape:
         - Input: any shape. Output: the same shape.
 
@@ -28,7 +32,8 @@ class SELU(ELU):
         tensor([1.0507])
     """
 
-    def __init__(self) -> None:
+    def __init__(self, inplace: bool = False) -> None:
+        check_not_in_place("SELU", inplace)
         super().__init__(alpha=SELU_ALPHA)
         self._scale = SELU_SCALE
 

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from minidl._scalar import operand
 from minidl.nn._cached_derivative import CachedDerivative
+from minidl.nn.activation import check_not_in_place
 
 __all__ = ["SiLU"]
 
@@ -44,6 +45,9 @@ class SiLU(CachedDerivative):
     0. A NaN input gives NaN. A float16 or bfloat16 input is computed in float32 and rounded
     once, as PyTorch does; the derivative is kept in float32, so that backward rounds once too.
 
+    Args:
+        inplace: ``False`` (default), what it does: PyTorch's argument; ``True`` is refused.
+
     Shape:
         - Input: any shape. Output: the same shape.
 
@@ -53,6 +57,10 @@ class SiLU(CachedDerivative):
     """
 
     _in_place = True  # (the input is read once, clamped, before the output is written)
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        check_not_in_place("SiLU", inplace)
 
     def _output_and_derivative(self, input: Tensor, out: Tensor | None) -> tuple[Tensor, Tensor]:
         low = input.clamp_min(-_BOUND)  # (-inf: -0, not -inf / inf)
