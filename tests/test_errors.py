@@ -673,6 +673,31 @@ def test_batched_linear_of_one_model_is_that_linear() -> None:
     torch.testing.assert_close(layer(x)[0], single(x[0]), rtol=1e-12, atol=1e-12)
 
 
+def test_batch_norm_takes_pytorchs_track_running_stats_true_and_refuses_false() -> None:
+    """PyTorch's fifth argument, ``track_running_stats``: ``True`` (its default) is what minidl's
+    ``BatchNorm1d`` does, the same statistics and outputs; ``False`` is refused naming it (a
+    bare TypeError named the unexpected keyword, or the positional count)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 4, dtype=F64), torch.randn(3, 4, dtype=F64)
+    mine = nn.BatchNorm1d(4, 1e-5, 0.2, True, True, dtype=F64)
+    theirs = torch.nn.BatchNorm1d(4, 1e-5, 0.2, True, True, dtype=F64)
+    torch.testing.assert_close(mine(x), theirs(x).detach(), rtol=0, atol=1e-15)
+    mine.eval()
+    theirs.eval()
+    torch.testing.assert_close(mine(y), theirs(y).detach(), rtol=0, atol=1e-15)
+    assert nn.BatchNorm1d(4, track_running_stats=True).state_dict().keys() == (
+        theirs.state_dict().keys()
+    )
+    with raises(
+        ValueError,
+        "BatchNorm1d: track_running_stats=False is not supported: it always keeps running "
+        "statistics and normalises with them in evaluation mode",
+    ):
+        nn.BatchNorm1d(4, track_running_stats=False)
+    with raises(TypeError, "BatchNorm1d: track_running_stats must be True or False, got 1"):
+        nn.BatchNorm1d(4, track_running_stats=1)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("affine", [True, False])
 def test_batch_norm_input_of_another_dtype_names_what_it_must_match(affine: bool) -> None:
     """A batch norm without parameters compares the input with its running statistics, and

@@ -82,6 +82,8 @@ class BatchNorm1d(Module):
             starting at 0); otherwise :math:`\gamma = 1, \beta = 0` (default ``True``). One of
             the two set to ``None`` afterwards (``layer.bias = None``, as PyTorch allows)
             is left out alone: the other still applies and gets its gradient.
+        track_running_stats: ``True`` (default), what it does: PyTorch's argument; ``False``
+            (batch statistics in evaluation mode too) is refused.
         dtype: dtype of the parameters and running statistics (default: torch's default dtype).
         device: their device.
 
@@ -121,6 +123,7 @@ class BatchNorm1d(Module):
         eps: float = 1e-5,
         momentum: float = 0.1,
         affine: bool = True,
+        track_running_stats: bool = True,
         *,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
@@ -132,6 +135,17 @@ class BatchNorm1d(Module):
         self.momentum = momentum
         if not isinstance(affine, bool):
             raise TypeError(f"BatchNorm1d: affine must be a bool, got {affine!r}")
+        if track_running_stats is not True:
+            if track_running_stats is not False:
+                raise TypeError(
+                    "BatchNorm1d: track_running_stats must be True or False, got "
+                    f"{track_running_stats!r}"
+                )
+            raise ValueError(
+                "BatchNorm1d: track_running_stats=False is not supported: it always keeps "
+                "running statistics and normalises with them in evaluation mode (PyTorch's "
+                "default); leave it out"
+            )
         device = check_factory_options("BatchNorm1d", dtype, device)
         self.affine = affine
         options = {"dtype": dtype, "device": device}
