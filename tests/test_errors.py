@@ -1250,6 +1250,49 @@ def test_another_optimizers_state_is_refused_saying_so(
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "settings"),
+    [
+        ("SGD", "lr, momentum, weight_decay, nesterov"),
+        ("Adam", "lr, betas, eps, weight_decay"),
+        ("RMSprop", "lr, alpha, eps, weight_decay, momentum, centered"),
+    ],
+)
+def test_param_groups_and_add_param_group_say_an_optimizer_is_one_group(
+    name: str, settings: str
+) -> None:
+    """``optimizer.param_groups[0]["lr"] = 0.5`` and ``add_param_group`` (``torch.optim``'s) were
+    a bare AttributeError; both now name the optimizer and say what to do instead (the
+    documented difference: the settings are checked attributes, one optimizer per group).
+    ``hasattr`` and ``getattr`` with a default still see no ``param_groups``."""
+    torch.manual_seed(0)
+    model = nn.mlp((2, 3, 2), "tanh")
+    optimizer = getattr(optim, name)(model.parameters(), lr=0.1)
+    with raises(
+        AttributeError,
+        f"{name}.param_groups: a minidl optimizer is one group of parameters (optimizer.params) "
+        f"and has no param_groups: read and set its settings ({settings}) as attributes, "
+        "optimizer.lr = 0.01, checked as the constructor checks them; build one optimizer for "
+        "each group",
+    ):
+        optimizer.param_groups[0]["lr"] = 0.5
+    assert not hasattr(optimizer, "param_groups")
+    assert getattr(optimizer, "param_groups", None) is None
+    extra = nn.Parameter(torch.zeros(2))
+    torch_optimizer = getattr(torch.optim, name)([torch.zeros(2, requires_grad=True)], lr=0.1)
+    torch_optimizer.add_param_group({"params": [torch.zeros(2, requires_grad=True)]})
+    with raises(
+        TypeError,
+        f"{name}.add_param_group: parameter groups are not supported (a minidl optimizer is one "
+        "group, fixed when it is built), got a dict; build another optimizer for these "
+        "parameters",
+    ):
+        optimizer.add_param_group({"params": [extra]})
+    assert optimizer.params == model.parameters() and optimizer.lr == 0.1
+    for setting in settings.split(", "):
+        getattr(optimizer, setting)  # (each setting named is an attribute)
+
+
 def test_optimizer_and_scheduler_load_state_dict_need_a_mapping() -> None:
     optimizer = optim.SGD(_params(), lr=0.5)
     scheduler = optim.StepDecay(optimizer, step_size=1)

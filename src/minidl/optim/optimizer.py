@@ -304,6 +304,38 @@ class Optimizer:
             for parameter in self.params:
                 parameter.grad.zero_()
 
+    # -- what a torch.optim optimizer has and a minidl one has not -------------------------------
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Refused: a minidl optimizer is one group of parameters, whose learning rate and
+        hyper-parameters are attributes (``optimizer.lr = 0.01``), checked when set.
+
+        Raises:
+            AttributeError: always, saying so.
+        """
+        names = ", ".join(["lr", *self._hyperparameter_names()])
+        raise AttributeError(
+            f"{type(self).__name__}.param_groups: a minidl optimizer is one group of parameters "
+            f"(optimizer.params) and has no param_groups: read and set its settings ({names}) "
+            "as attributes, optimizer.lr = 0.01, checked as the constructor checks them; build "
+            "one optimizer for each group"
+        )
+
+    def add_param_group(self, param_group: object) -> None:
+        """Refused: a minidl optimizer is one group of parameters; build another optimizer for
+        the new group.
+
+        Raises:
+            TypeError: always; nothing is changed.
+        """
+        raise TypeError(
+            f"{type(self).__name__}.add_param_group: parameter groups are not supported (a "
+            "minidl optimizer is one group, fixed when it is built), got a "
+            f"{type(param_group).__name__}; build another optimizer for these parameters and "
+            "call the zero_grad and step of both"
+        )
+
     # -- pickling ---------------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
