@@ -219,6 +219,40 @@ def test_to_rejects_a_non_floating_dtype_and_changes_nothing():
     assert is_flat(model)
 
 
+def test_to_a_tensor_takes_its_device_and_dtype_as_pytorchs_does():
+    """``model.to(x)``: PyTorch's ``Module.to(tensor)`` (it was refused as "not a device"),
+    the same parameters as ``model.to(x.device, x.dtype)``, the gradients moved too; a tensor
+    that is not floating point is refused as PyTorch refuses it, and so is a dtype besides it.
+    Refused, nothing changes."""
+    model, other = make_model(torch.float32), make_model(torch.float32)
+    twin = torch.nn.Linear(2, 3)
+    like = torch.zeros(1, dtype=torch.float64)
+    assert model.to(like) is model and twin.to(like) is twin
+    other.to(like.device, like.dtype)
+    assert twin.weight.dtype == torch.float64
+    for mine, theirs in zip(model.parameters(), other.parameters(), strict=True):
+        assert mine.data.dtype == mine.grad.dtype == torch.float64
+        assert mine.data.device == like.device
+        assert torch.equal(mine.data, theirs.data)
+    assert is_flat(model)
+    before = values(model)
+    integers = torch.zeros(1, dtype=torch.int64)
+    with pytest.raises(TypeError, match="floating point"):
+        torch.nn.Linear(2, 3).to(integers)
+    with pytest.raises(
+        TypeError, match=r"Sequential\.to: dtype must be floating point, got torch\.int64"
+    ):
+        model.to(integers)
+    with pytest.raises(
+        TypeError,
+        match=r"Sequential\.to: got a tensor, whose dtype torch\.float32 it takes, and the dtype "
+        r"torch\.float64; give one of them",
+    ):
+        model.to(torch.zeros(1), torch.float64)
+    assert all(torch.equal(a, b) for a, b in zip(values(model), before, strict=True))
+    assert all(p.data.dtype == torch.float64 for p in model.parameters())
+
+
 def test_to_rejects_what_is_not_a_dtype_or_a_device_and_changes_nothing():
     model = make_model(torch.float32)
     before = values(model)

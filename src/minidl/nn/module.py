@@ -667,7 +667,7 @@ class Module:
 
     def to(
         self,
-        device: torch.device | str | torch.dtype | None = None,
+        device: torch.device | str | torch.dtype | Tensor | None = None,
         dtype: torch.dtype | None = None,
     ) -> Module:
         """Move every parameter (value and gradient) and buffer to ``device`` and/or cast it to ``dtype``.
@@ -675,7 +675,8 @@ class Module:
         The :class:`Parameter` objects stay the same, so optimizers built on them keep working
         (their state moves with the next ``step``). A move that fails leaves the module as it
         was, and one that changes nothing does nothing. As in PyTorch, a dtype may come
-        alone as the first argument: ``model.to(torch.float64)``.
+        alone as the first argument, ``model.to(torch.float64)``, and a tensor stands for its
+        device and dtype, ``model.to(x)`` (a floating-point one).
 
         Raises:
             TypeError: ``dtype`` is not a floating-point ``torch.dtype``.
@@ -687,6 +688,14 @@ class Module:
             if dtype is not None:
                 raise TypeError(f"{name}.to: got two dtypes, {device} and {dtype}")
             device, dtype = None, device
+        elif isinstance(device, Tensor):
+            if dtype is not None:
+                raise TypeError(
+                    f"{name}.to: got a tensor, whose dtype {device.dtype} it takes, and the "
+                    f"dtype {dtype}; give one of them"
+                )
+            like = device
+            device, dtype = like.device, like.dtype
         if dtype is not None and not isinstance(dtype, torch.dtype):
             raise TypeError(f"{name}.to: dtype must be a torch.dtype, got {shown(dtype)}")
         if dtype is not None and not dtype.is_floating_point:
