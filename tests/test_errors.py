@@ -1306,6 +1306,24 @@ def test_optimizer_and_scheduler_load_state_dict_need_a_mapping() -> None:
                 target.load_state_dict(bad)  # type: ignore[arg-type]
 
 
+def test_optimizer_load_state_dict_says_a_torch_optim_state_dict_is_not_its_own() -> None:
+    """A ``torch.optim`` optimizer's state_dict (``state`` and ``param_groups``) was refused as
+    "missing keys ['lr', 'step_count']" alone; the message says whose it looks like."""
+    optimizer = optim.SGD(_params(), lr=0.5, momentum=0.9)
+    theirs = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1, momentum=0.9)
+    with raises(
+        KeyError,
+        "SGD.load_state_dict: missing keys ['lr', 'step_count'] (a torch.optim optimizer's "
+        "state_dict, with param_groups: a minidl optimizer loads what a minidl optimizer's "
+        "state_dict() returns)",
+    ):
+        optimizer.load_state_dict(theirs.state_dict())
+    assert optimizer.lr == 0.5
+    with pytest.raises(KeyError) as info:
+        optimizer.load_state_dict({"state": {}})
+    assert "torch.optim" not in str(info.value)
+
+
 # -- state dicts ---------------------------------------------------------------------------------
 
 

@@ -400,7 +400,14 @@ class Optimizer:
             )
         missing = {"lr", "step_count", "state"} - set(state_dict)
         if missing:
-            raise KeyError(f"{name}.load_state_dict: missing keys {sorted(missing)}")
+            # (torch.optim's state_dict: {"state": {index: {...}}, "param_groups": [...]})
+            hint = (
+                " (a torch.optim optimizer's state_dict, with param_groups: a minidl optimizer "
+                "loads what a minidl optimizer's state_dict() returns)"
+                if "param_groups" in state_dict
+                else ""
+            )
+            raise KeyError(f"{name}.load_state_dict: missing keys {sorted(missing)}{hint}")
         if self._layout_changed():  # the state moves with a model moved since the last step
             self._refresh_layout()
         lr = check_real(f"{name}.load_state_dict", "lr", state_dict["lr"], low=0.0)
