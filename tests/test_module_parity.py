@@ -617,3 +617,18 @@ def test_a_bad_entry_under_another_name_of_a_tied_tensor_is_named_as_given(
     with pytest.raises(error, match=r"^Sequential\.load_state_dict: " + message):
         model.load_state_dict(state)  # type: ignore[arg-type]
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+# -- PyTorch's constructor arguments -----------------------------------------------------------
+
+
+def test_identity_takes_any_arguments_and_uses_none_as_torchs() -> None:
+    """``torch.nn.Identity(*args, **kwargs)`` ignores its arguments, so that it stands for a layer
+    built with the same ones (``Identity(64)`` for ``BatchNorm1d(64)``); minidl's refused them
+    with Python's bare TypeError."""
+    x = torch.randn(3, 4, dtype=F64)
+    mine, theirs = nn.Identity(4, eps=1e-3), tnn.Identity(4, eps=1e-3)
+    assert mine(x) is x and theirs(x) is x
+    assert mine.backward(x) is x
+    assert repr(mine) == repr(theirs) == "Identity()"
+    assert mine.parameters() == [] and mine.state_dict() == theirs.state_dict() == {}

@@ -15,7 +15,9 @@ class Identity(Module):
     r"""The identity :math:`y = x`, with backward :math:`\partial L/\partial x = g`.
 
     A placeholder (e.g. to switch a layer off without changing the indices of a
-    :class:`~minidl.nn.Sequential`).
+    :class:`~minidl.nn.Sequential`). As PyTorch's, it takes any arguments and uses none, so
+    that it can be built with the arguments of the layer it stands for:
+    ``Identity(64)`` in place of ``BatchNorm1d(64)``.
 
     Shape:
         - Input: any shape. Output: the same tensor.
@@ -25,7 +27,7 @@ class Identity(Module):
         tensor([ 1., -2.])
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__()
         self._shape: torch.Size | None = None  # of the last forward's input
 
