@@ -1313,7 +1313,7 @@ def test_optimizer_load_state_dict_says_a_torch_optim_state_dict_is_not_its_own(
     theirs = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1, momentum=0.9)
     with raises(
         KeyError,
-        "SGD.load_state_dict: missing keys ['lr', 'step_count'] (a torch.optim optimizer's "
+        "SGD.load_state_dict: missing keys ['lr', 'step_count'] (a PyTorch optimizer's "
         "state_dict, with param_groups: a minidl optimizer loads what a minidl optimizer's "
         "state_dict() returns)",
     ):

@@ -49,7 +49,7 @@ class Sequential(Module):
     and its ``state_dict`` keys are the model's; ``model[:-1]`` runs all but the last), whose
     parameters stay where they are: training either trains both. The modules are fixed when
     it is built: ``model[i] = module``, ``del model[i]``, ``append``, ``extend``, ``insert`` and
-    ``pop``, which change a ``torch.nn.Sequential`` in place, are refused with the
+    ``pop``, which change a PyTorch's ``Sequential`` in place, are refused with the
     ``Sequential`` to build instead.
 
     A forward refused part-way (a child raises, say for an input that the children before it
@@ -449,11 +449,11 @@ class Sequential(Module):
                 f"Sequential: index {index} is out of range for {len(self._layers)} modules"
             ) from None
 
-    # -- what torch.nn.Sequential changes in place: refused, as register_module is --------------
+    # -- what PyTorch's Sequential changes in place: refused, as register_module is --------------
 
     def __setitem__(self, index: int | slice, module: object) -> NoReturn:
         """Refused, as :meth:`register_module` is: a built ``Sequential``'s modules are fixed
-        (``torch.nn.Sequential`` replaces the module). Build a new one:
+        (PyTorch's ``Sequential`` replaces the module). Build a new one:
         ``Sequential(*model[:i], module, *model[i + 1:])``.
 
         Raises:
@@ -467,7 +467,7 @@ class Sequential(Module):
         )
 
     def __delitem__(self, index: int | slice) -> NoReturn:
-        """Refused, as :meth:`__setitem__` is (``torch.nn.Sequential`` removes the module): build
+        """Refused, as :meth:`__setitem__` is (PyTorch's ``Sequential`` removes the module): build
         the model without it, ``Sequential(*model[:i], *model[i + 1:])``.
 
         Raises:
@@ -476,7 +476,7 @@ class Sequential(Module):
         raise self._fixed(f"del model[{_index_text(index)}]", self._spliced(index, None))
 
     def append(self, module: object) -> NoReturn:
-        """Refused, as :meth:`__setitem__` is (``torch.nn.Sequential.append`` adds the module at
+        """Refused, as :meth:`__setitem__` is (PyTorch's ``Sequential.append`` adds the module at
         the end): build ``Sequential(*model, module)``.
 
         Raises:
@@ -570,7 +570,7 @@ def _what_was_given(value: object) -> str:
     if isinstance(value, list | tuple):
         return f"a {type(value).__name__}; pass the modules themselves, Sequential(*modules)"
     if isinstance(value, Mapping):
-        # torch.nn.Sequential(OrderedDict(...)) names its children; minidl numbers them.
+        # PyTorch's Sequential(OrderedDict(...)) names its children; minidl numbers them.
         name = type(value).__name__
         return (
             f"{'an' if name[0] in 'AEIOU' else 'a'} {name}; a minidl Sequential numbers its "

@@ -304,7 +304,7 @@ class Optimizer:
             for parameter in self.params:
                 parameter.grad.zero_()
 
-    # -- what a torch.optim optimizer has and a minidl one has not -------------------------------
+    # -- what a PyTorch optimizer has and a minidl one has not ------------------------------------
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -400,9 +400,9 @@ class Optimizer:
             )
         missing = {"lr", "step_count", "state"} - set(state_dict)
         if missing:
-            # (torch.optim's state_dict: {"state": {index: {...}}, "param_groups": [...]})
+            # (a PyTorch optimizer's state_dict: {"state": {index: {...}}, "param_groups": [...]})
             hint = (
-                " (a torch.optim optimizer's state_dict, with param_groups: a minidl optimizer "
+                " (a PyTorch optimizer's state_dict, with param_groups: a minidl optimizer "
                 "loads what a minidl optimizer's state_dict() returns)"
                 if "param_groups" in state_dict
                 else ""
