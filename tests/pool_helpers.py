@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,3 +51,13 @@ def untrained(
 ) -> list[RowResult]:
     """One result of no rounds per row of ``group``, at once (for tests of the results' order)."""
     return [RowResult(experiment=experiment, rounds=(), seconds=0.0) for experiment in group]
+
+
+def kill_late(
+    group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
+) -> list[RowResult]:
+    """``train_rows_batched``, except that the worker given the group of Fig. 1's cross-entropy
+    row (:func:`is_late`) kills itself with ``SIGKILL`` first, as the out-of-memory killer would."""
+    if any(is_late(experiment) for experiment in group):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return train_rows_batched(group, rounds, base_seed, **kwargs)

@@ -676,6 +676,47 @@ def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.skipif(pool.START_METHOD != "fork", reason="the test patches the parent's runner")
+def test_a_worker_killed_by_a_signal_is_named_and_leaves_the_previous_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker killed (the out-of-memory killer's SIGKILL) stops the run with one line that
+    says so: it used to end ``minidl reproduce`` with a traceback of the executor's
+    BrokenProcessPool ("terminated abruptly"), which named neither the signal nor the process."""
+    import functools
+    import multiprocessing
+    from concurrent.futures.process import BrokenProcessPool
+
+    from minidl.experiments import runner
+    from tests.pool_helpers import kill_late
+
+    rows = experiments_for_tables("1,2")
+    with pytest.raises(
+        BrokenProcessPool,
+        match=r"^train_groups: a worker process ended before "
+        r"its rows were trained \(process \d+ killed by SIGKILL, as the "
+        r"out-of-memory killer does\); the other workers were stopped$",
+    ):
+        run_experiments(rows, 1, 0, epochs=1, jobs=2, train=kill_late)
+    assert multiprocessing.active_children() == []
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "report.md").write_text("the previous run\n")
+    monkeypatch.setattr(
+        runner, "run_experiments", functools.partial(runner.run_experiments, train=kill_late)
+    )
+    assert main(["reproduce", "--quick", "--quiet", "--jobs", "2", "--out", str(out)]) == 1
+    errors = capsys.readouterr().err
+    assert re.fullmatch(
+        r"minidl reproduce: error: train_groups: a worker process ended before its rows were "
+        r"trained \(process \d+ killed by SIGKILL, as the out-of-memory killer does\); the "
+        r"other workers were stopped\n",
+        errors,
+    ), errors
+    assert [path.name for path in out.iterdir()] == ["report.md"]
+    assert (out / "report.md").read_text() == "the previous run\n"
+
+
 def _in_group(group: int) -> list[int]:
     """The live (not zombie) processes of process group ``group``."""
     found = []

@@ -773,9 +773,15 @@ def _run_train_launched(args: argparse.Namespace) -> int:
 
 
 def _run_reproduce(args: argparse.Namespace) -> int:
+    from concurrent.futures.process import BrokenProcessPool
+
     from minidl.experiments.runner import run_from_cli
 
-    return run_from_cli(args)
+    try:
+        return run_from_cli(args)
+    except BrokenProcessPool as error:  # a worker killed (the out-of-memory killer): no traceback
+        print(f"minidl reproduce: error: {error}", file=sys.stderr)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import torch
@@ -135,6 +136,35 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
         process.terminate()
 
 
+def _how_workers_ended(pool: ProcessPoolExecutor) -> str:
+    """How the workers of a broken pool ended: the exit of each that ended by itself, for
+    :class:`BrokenProcessPool`'s message (which says only that one "terminated abruptly").
+
+    The executor stops the others with ``SIGTERM``, which is left out where another one ended
+    otherwise.
+    """
+    endings = []
+    for process in list(pool._processes.values()):
+        process.join(timeout=1.0)
+        code = process.exitcode
+        if code is None or code == 0:
+            continue
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            ending = f"killed by {name}"
+            if -code == signal.SIGKILL:
+                ending += ", as the out-of-memory killer does"
+        else:
+            ending = f"exited with status {code}"
+        endings.append((code == -signal.SIGTERM, f"process {process.pid} {ending}"))
+    # The SIGTERMs only where nothing else explains the pool's end.
+    named = [text for stopped, text in endings if not stopped] or [text for _, text in endings]
+    return "; ".join(named) if named else "its exit status is unknown"
+
+
 def train_groups(
     groups: Sequence[Sequence[Experiment]],
     rounds: int,
@@ -163,6 +193,10 @@ def train_groups(
 
     Returns:
         The results of each group, in the order of ``groups``.
+
+    Raises:
+        BrokenProcessPool: a worker ended before its group was trained (killed by a signal, or
+            it exited); the message says how. The other workers are stopped.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"train_groups: jobs must be an integer >= 1, got {jobs!r}")
@@ -223,6 +257,12 @@ def train_groups(
                     results[futures[future]] = future.result()
                 if when_idle is not None and remaining and len(remaining) < workers:
                     when_idle(dict(results))
+        except BrokenProcessPool as error:
+            _stop_workers(pool)
+            raise BrokenProcessPool(
+                "train_groups: a worker process ended before its rows were trained "
+                f"({_how_workers_ended(pool)}); the other workers were stopped"
+            ) from error
         except BaseException:
             # The pool, broken by this, fails every future left (cancelling them first would
             # make Python 3.11's executor fail on the cancelled ones, with a traceback).
