@@ -1094,6 +1094,28 @@ def test_row_names_of_activations_and_schedules() -> None:
     assert isinstance(by_scheduler["clr"].scheduler, config.CyclicSchedule)
 
 
+def test_a_clr_half_cycle_is_its_epochs_in_batches_of_the_rows_own_protocol() -> None:
+    """``step_size_up_epochs`` epochs from ``base_lr`` to ``max_lr``: a row of 500 training
+    samples (5 batches an epoch) climbs in 10 batches. The half-cycle was counted in batches of
+    the paper's protocol (10 an epoch), so such a row took 4 epochs, and the JSON said 20."""
+    from minidl.experiments.report import _scheduler_settings
+
+    row = next(e for e in TABLE_III if e.label == "SGD, CLR")
+    assert isinstance(row.scheduler, CyclicSchedule)
+    base, top = row.scheduler.base_lr, row.scheduler.max_lr
+    smaller = dataclasses.replace(row, protocol=dataclasses.replace(PROTOCOL, n_train=500))
+    up = 2 * 5
+    assert row.scheduler.step_size_up_epochs == 2
+    # The triangle: up in `up` batches, down in as many.
+    expected = [base + (top - base) * (1 - abs(k % (2 * up) - up) / up) for k in range(4 * 5)]
+    for result in (train_row(smaller, 1, 0, epochs=4), train_row_batched(smaller, 1, 0, epochs=4)):
+        assert result.rounds[0].batch_lr == pytest.approx(expected, rel=1e-12, abs=0.0)
+    settings = _scheduler_settings(smaller)
+    assert settings is not None and settings["step_size_up_batches"] == up
+    assert row.scheduler.step_size_up == 2 * 10  # the paper's protocol
+    assert smaller.protocol.batches_per_epoch == 5
+
+
 def test_train_row_refuses_bad_rounds() -> None:
     for rounds in (0, -1, True, 2.0):
         with pytest.raises(ValueError, match=r"^train_row: rounds must be an integer >= 1, got "):

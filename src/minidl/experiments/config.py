@@ -72,12 +72,17 @@ class Protocol:
     dtype: str = "float32"
     """Floating-point type of data and weights (float32, as PyTorch's default)."""
 
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches in one epoch, ``ceil(n_train / batch_size)`` (the last one may be smaller)."""
+        return -(-self.n_train // self.batch_size)
+
 
 #: The protocol of every row.
 PROTOCOL = Protocol()
 
 #: Batches in one epoch: 1000 training samples in batches of 100.
-BATCHES_PER_EPOCH = -(-PROTOCOL.n_train // PROTOCOL.batch_size)
+BATCHES_PER_EPOCH = PROTOCOL.batches_per_epoch
 
 
 @dataclass(frozen=True)
@@ -189,8 +194,13 @@ class CyclicSchedule:
 
     @property
     def step_size_up(self) -> int:
-        """The half-cycle in batches."""
-        return self.step_size_up_epochs * BATCHES_PER_EPOCH
+        """The half-cycle in batches of :data:`PROTOCOL` (:meth:`batches_up` for a row's own)."""
+        return self.batches_up(PROTOCOL)
+
+    def batches_up(self, protocol: Protocol) -> int:
+        """The half-cycle in batches of ``protocol``: ``step_size_up_epochs`` times its
+        :attr:`~Protocol.batches_per_epoch`."""
+        return self.step_size_up_epochs * protocol.batches_per_epoch
 
 
 @dataclass(frozen=True)

@@ -151,7 +151,7 @@ def _scheduler_settings(experiment: Experiment) -> dict[str, Any] | None:
             "base_lr": schedule.base_lr,
             "max_lr": schedule.max_lr,
             "step_size_up_epochs": schedule.step_size_up_epochs,
-            "step_size_up_batches": schedule.step_size_up,
+            "step_size_up_batches": schedule.batches_up(experiment.protocol),
         }
     return None
 

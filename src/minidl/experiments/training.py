@@ -119,7 +119,7 @@ def build_scheduler(experiment: Experiment, optimizer: Optimizer) -> LRScheduler
             optimizer,
             base_lr=schedule.base_lr,
             max_lr=schedule.max_lr,
-            step_size_up=schedule.step_size_up,
+            step_size_up=schedule.batches_up(experiment.protocol),
         )
     raise TypeError(f"build_scheduler: unknown schedule {schedule!r}")
 
