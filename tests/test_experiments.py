@@ -1094,6 +1094,20 @@ def test_row_names_of_activations_and_schedules() -> None:
     assert isinstance(by_scheduler["clr"].scheduler, config.CyclicSchedule)
 
 
+@pytest.mark.parametrize("value", [False, 0, "yes"])
+def test_a_protocol_of_one_shuffle_per_round_is_refused(value: Any) -> None:
+    """The rows reshuffle at every epoch (fit, fit_rounds) whatever the protocol says: one
+    that said ``shuffle_each_epoch=False`` was trained with a new order every epoch, and
+    results.json wrote False."""
+    with pytest.raises(
+        ValueError,
+        match=r"^Protocol: shuffle_each_epoch must be True \(the training reshuffles at every "
+        rf"epoch; one shuffle per round is not implemented\), got {value!r}$",
+    ):
+        config.Protocol(shuffle_each_epoch=value)
+    assert config.Protocol(shuffle_each_epoch=True) == PROTOCOL
+
+
 def test_a_clr_half_cycle_is_its_epochs_in_batches_of_the_rows_own_protocol() -> None:
     """``step_size_up_epochs`` epochs from ``base_lr`` to ``max_lr``: a row of 500 training
     samples (5 batches an epoch) climbs in 10 batches. The half-cycle was counted in batches of

@@ -72,6 +72,16 @@ class Protocol:
     dtype: str = "float32"
     """Floating-point type of data and weights (float32, as PyTorch's default)."""
 
+    def __post_init__(self) -> None:
+        if self.shuffle_each_epoch is not True:
+            # (the rows train with minidl.train.fit and minidl.rounds.fit_rounds, which draw a
+            # new order at every epoch: a protocol that said otherwise would be written into
+            # results.json, and not followed)
+            raise ValueError(
+                "Protocol: shuffle_each_epoch must be True (the training reshuffles at every "
+                f"epoch; one shuffle per round is not implemented), got {self.shuffle_each_epoch!r}"
+            )
+
     @property
     def batches_per_epoch(self) -> int:
         """Batches in one epoch, ``ceil(n_train / batch_size)`` (the last one may be smaller)."""
