@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import itertools
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -411,7 +412,7 @@ def _reproduce_from_cli(
         part
         for part in (
             "" if args.quick else f"--rounds {args.rounds}",  # (quick mode trains one round)
-            f"--tables {args.tables}",
+            f"--tables {shlex.quote(args.tables)}",  # ("1, 3" is one argument)
             f"--seed {args.seed}",
             "--quick" if args.quick else "",
             f"--jobs {jobs}",
