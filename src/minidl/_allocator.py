@@ -8,8 +8,10 @@ every validation layer) page-faults on every step: about a third of the time of 
 Table I stacked alone (its 5 rounds, 500 KB a layer).
 :func:`keep_freed_memory` raises both thresholds, so that freed blocks are reused instead.
 
-It changes the whole process, so the library never calls it on its own: ``minidl reproduce``
-does (its process and its workers are its own). A program that trains stacks of models can
+It changes the whole process, for good (glibc cannot say what the thresholds were), so the
+library never calls it on its own in training: ``minidl reproduce`` does (its process and its
+workers are its own), through :func:`minidl.experiments.runner.reproduce`, which a program that
+calls it runs in its own process too. A program that trains stacks of models can
 call it, or set the same thresholds before Python starts with glibc's environment variables
 ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=268435456``. Elsewhere than on glibc
 (macOS, musl, Windows) it does nothing.

@@ -234,6 +234,10 @@ def reproduce(
     once all of them are written: a run that fails or is interrupted leaves the previous run's
     files as they were. A folder in ``out`` with the name of one of these files is refused
     before the training.
+
+    It trains on one torch thread, restoring the caller's count afterwards, and raises glibc's
+    thresholds of this process's memory allocator for good
+    (:func:`minidl._allocator.keep_freed_memory`: freed blocks are kept for reuse).
     """
     from minidl.experiments.figures import FigureWriter, remove_other_figures
     from minidl.experiments.report import results_json, summary_table, write_json, write_report
