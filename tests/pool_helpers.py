@@ -12,6 +12,7 @@ from typing import Any
 from minidl.experiments.batched import train_rows_batched
 from minidl.experiments.config import Experiment
 from minidl.experiments.training import RowResult
+from minidl.train import EpochRecord
 
 #: How long :func:`train_cross_entropy_late` waits before a group with Fig. 1's cross-entropy row.
 DELAY_SECONDS = 3.0
@@ -61,3 +62,32 @@ def kill_late(
     if any(is_late(experiment) for experiment in group):
         os.kill(os.getpid(), signal.SIGKILL)
     return train_rows_batched(group, rounds, base_seed, **kwargs)
+
+
+#: The size of :func:`send_a_large_result`'s result.
+LARGE_RESULT_BYTES = 64 * 2**20
+
+
+class _LargeResult:
+    """:data:`LARGE_RESULT_BYTES` to send back, which leave a file ``sending`` in the folder
+    named by :data:`PID_FOLDER_ENV` as they are about to be sent."""
+
+    def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]:
+        (Path(os.environ[PID_FOLDER_ENV]) / "sending").touch()
+        return (bytes, (bytes(LARGE_RESULT_BYTES),))
+
+
+def send_a_large_result(
+    group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
+) -> list[Any]:
+    """Report one epoch of the group's first row at once, wait until the caller has it (a file
+    ``reading`` in the folder named by :data:`PID_FOLDER_ENV`), then return a
+    :class:`_LargeResult` (for a test that stops the pool while the result is being sent)."""
+    from minidl.experiments.pool import _FLUSH_SECONDS
+
+    time.sleep(_FLUSH_SECONDS + 0.05)  # (the worker then sends the record at once)
+    kwargs["on_epoch"](group[0], 0, EpochRecord(0, train_loss=0.5, lr=0.1, validation_error=50.0))
+    reading = Path(os.environ[PID_FOLDER_ENV]) / "reading"
+    while not reading.exists():
+        time.sleep(0.01)
+    return [_LargeResult()]

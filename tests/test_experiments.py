@@ -730,6 +730,66 @@ def _in_group(group: int) -> list[int]:
     return found
 
 
+_STOPPED_WHILE_SENDING = (
+    "import os, sys, time\n"
+    "sys.path.insert(0, {root!r})\n"
+    "from pathlib import Path\n"
+    "from minidl.experiments.config import experiments_for_tables\n"
+    "from minidl.experiments.pool import train_groups\n"
+    "from tests.pool_helpers import PID_FOLDER_ENV, send_a_large_result\n"
+    "def on_epoch(*_):\n"
+    "    (Path(os.environ[PID_FOLDER_ENV]) / 'reading').touch()\n"
+    "    sending = Path(os.environ[PID_FOLDER_ENV]) / 'sending'\n"
+    "    while not sending.exists():\n"
+    "        pass\n"
+    # Busy from before the result is sent, this thread holds the interpreter: the pool's
+    # thread reads the 64 MiB slowly (64 KiB, a pipe's buffer, each time it gets a turn).
+    "    end = time.monotonic() + 0.5\n"
+    "    while time.monotonic() < end:\n"
+    "        pass\n"
+    "    raise RuntimeError('stopped while a result was sent')\n"
+    "if __name__ == '__main__':\n"
+    "    try:\n"
+    "        train_groups([[experiments_for_tables('2')[0]]], 1, 0, jobs=1,\n"
+    "                     train=send_a_large_result, on_epoch=on_epoch)\n"
+    "    except RuntimeError as error:\n"
+    "        print(error)\n"
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_pool_stopped_while_a_worker_sends_its_results_ends(tmp_path: Path) -> None:
+    """An error here (Ctrl-C, a callback's) while a worker was sending its results (a group's
+    networks and curves) left part of a message in the results' pipe: the executor's thread
+    waited for the rest for ever, and the error never left train_groups."""
+    import os
+    import signal
+    import subprocess
+
+    from tests.pool_helpers import PID_FOLDER_ENV
+
+    root = str(Path(__file__).resolve().parent.parent)
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _STOPPED_WHILE_SENDING.format(root=root)],
+        env={**os.environ, PID_FOLDER_ENV: str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, errors = parent.communicate(timeout=60)
+        assert (parent.returncode, output) == (0, "stopped while a result was sent\n"), errors
+        assert (tmp_path / "sending").exists()  # (the result was on its way)
+        assert not _in_group(parent.pid), "workers outlived the pool"
+    finally:
+        for pid in _in_group(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
+
+
 _WAITING_POOL = (
     "import sys; sys.path.insert(0, {root!r})\n"
     "if __name__ == '__main__':\n"

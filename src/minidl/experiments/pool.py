@@ -131,9 +131,24 @@ def _ignoring_ctrl_c() -> Iterator[None]:
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Stop the workers at once, as Ctrl-C or an error leaves the pool: a group running would
     otherwise be trained to its end, blocked for good once the progress queue, which nobody
-    reads any more, is full (the executor has no public way to do this before Python 3.14)."""
-    for process in list(pool._processes.values()):
+    reads any more, is full (the executor has no public way to do this before Python 3.14).
+
+    A worker stopped while it sent its results leaves part of a message in the pipe of the
+    results, which the executor's thread would wait to read in full for ever, and the pool's
+    shutdown with it: this process holds the pipe's write end too, so that its end never came.
+    Once the workers are gone that end is closed here, and the thread reads the end of the pipe.
+    """
+    processes = list(pool._processes.values())
+    for process in processes:
         process.terminate()
+    for process in processes:
+        process.join(timeout=10.0)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+    writer = getattr(pool._result_queue, "_writer", None)  # (a Connection)
+    if writer is not None:
+        writer.close()
 
 
 def _how_workers_ended(pool: ProcessPoolExecutor) -> str:
