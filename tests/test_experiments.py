@@ -7,8 +7,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 import statistics
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -730,6 +732,23 @@ def _in_group(group: int) -> list[int]:
     return found
 
 
+def _start_in_own_group(script: str, pid_folder: Path, **fields: object) -> subprocess.Popen[str]:
+    """Run ``script`` (formatted with the repository as ``root`` and ``fields``) in a new
+    process group, its workers writing their pid files into ``pid_folder``; stdout and stderr
+    piped, as text."""
+    from tests.pool_helpers import PID_FOLDER_ENV
+
+    root = str(Path(__file__).resolve().parent.parent)
+    return subprocess.Popen(
+        [sys.executable, "-c", script.format(root=root, **fields)],
+        env={**os.environ, PID_FOLDER_ENV: str(pid_folder)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 _STOPPED_WHILE_SENDING = (
     "import os, sys, time\n"
     "sys.path.insert(0, {root!r})\n"
@@ -762,22 +781,9 @@ def test_a_pool_stopped_while_a_worker_sends_its_results_ends(tmp_path: Path) ->
     """An error here (Ctrl-C, a callback's) while a worker was sending its results (a group's
     networks and curves) left part of a message in the results' pipe: the executor's thread
     waited for the rest for ever, and the error never left train_groups."""
-    import os
     import signal
-    import subprocess
 
-    from tests.pool_helpers import PID_FOLDER_ENV
-
-    root = str(Path(__file__).resolve().parent.parent)
-
-    parent = subprocess.Popen(
-        [sys.executable, "-c", _STOPPED_WHILE_SENDING.format(root=root)],
-        env={**os.environ, PID_FOLDER_ENV: str(tmp_path)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    parent = _start_in_own_group(_STOPPED_WHILE_SENDING, tmp_path)
     try:
         output, errors = parent.communicate(timeout=60)
         assert (parent.returncode, output) == (0, "stopped while a result was sent\n"), errors
@@ -818,23 +824,10 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path, target: str, groups: i
     workers were starting, it printed their tracebacks; and early, with groups still waiting for
     a worker, the executor's thread printed one for each cancelled group. The parent now stops
     the workers, which ignore SIGINT from their start, and ends at once."""
-    import os
     import signal
-    import subprocess
-    import sys
     import time
 
-    from tests.pool_helpers import PID_FOLDER_ENV
-
-    root = Path(__file__).resolve().parent.parent
-    parent = subprocess.Popen(
-        [sys.executable, "-c", _WAITING_POOL.format(root=str(root), groups=groups)],
-        env={**os.environ, PID_FOLDER_ENV: str(tmp_path)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    parent = _start_in_own_group(_WAITING_POOL, tmp_path, groups=groups)
     try:
         assert parent.stdout is not None and parent.stdout.readline() == "starting\n"
         if target == "parent":  # once both workers wait in their group
