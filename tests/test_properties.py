@@ -75,6 +75,8 @@ def test_random_networks_match_pytorch_autograd(case: dict[str, Any]) -> None:
     truth = _minidl_results(wide, x.double(), criterion, wide_target)
     ours = _minidl_results(model, x, criterion, target)
     theirs = _torch_results(model, x, criterion, target)
+    # (one result per name at most; the three lists alike, so that zip drops no comparison)
+    assert len(ours) == len(theirs) == len(truth) == 3 + 2 * (len(case["sizes"]) - 1)
     for name, mine, pytorch, exact in zip(_NAMES, ours, theirs, truth, strict=False):
         error, reference = relative_error(mine, exact), relative_error(pytorch, exact)
         assert error <= max(1e-4, 4 * reference), (name, error, reference)
