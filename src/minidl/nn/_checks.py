@@ -23,6 +23,7 @@ __all__ = [
     "check_input",
     "check_layer_parameters",
     "check_like_parameter",
+    "check_not_in_place",
     "check_parameter_attributes",
     "check_runs",
     "check_size",
@@ -40,6 +41,17 @@ def check_bool(where: str, name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{where}: {name} must be True or False, got {shown(value)}")
     return value
+
+
+def check_not_in_place(where: str, inplace: object) -> None:
+    """Check the ``inplace`` argument of the modules that PyTorch gives one (``ReLU``,
+    ``LeakyReLU``, ``ELU``, ``SELU``, ``SiLU``, ``Dropout``): ``False``, what minidl's modules
+    do (they never change their input); ``True`` is refused."""
+    if check_bool(where, "inplace", inplace):
+        raise ValueError(
+            f"{where}: inplace=True is not supported (minidl's activations and Dropout never "
+            "change their input); leave it out, or pass inplace=False"
+        )
 
 
 def check_factory_options(

@@ -25,21 +25,7 @@ from torch import Tensor
 from minidl.nn._checks import STRIDED, check_cached, check_dense, check_grad_like
 from minidl.nn.module import Module
 
-__all__ = ["Activation", "check_not_in_place"]
-
-
-def check_not_in_place(where: str, inplace: object) -> None:
-    """Check the ``inplace`` argument of the activations that PyTorch gives one (``ReLU``,
-    ``LeakyReLU``, ``ELU``, ``SELU``, ``SiLU``, ``Dropout``): ``False``, what minidl's
-    activations do (they never change their input); ``True`` is refused."""
-    if inplace is False:
-        return
-    if inplace is True:
-        raise ValueError(
-            f"{where}: inplace=True is not supported (minidl's activations and Dropout never "
-            "change their input); leave it out, or pass inplace=False"
-        )
-    raise TypeError(f"{where}: inplace must be True or False, got {inplace!r}")
+__all__ = ["Activation"]
 
 
 class Activation(Module):

@@ -10,8 +10,7 @@ from torch import Tensor
 from minidl._scalar import operand
 from minidl._setting import Setting
 from minidl._validate import check_real
-from minidl.nn._checks import check_dense, check_grad_like, check_grad_output
-from minidl.nn.activation import check_not_in_place
+from minidl.nn._checks import check_dense, check_grad_like, check_grad_output, check_not_in_place
 from minidl.nn.module import Module
 
 __all__ = ["Dropout"]

@@ -12,7 +12,7 @@ from minidl._scalar import operand, tensor_operand
 from minidl._setting import Setting
 from minidl._validate import shown
 from minidl.nn._cached_derivative import CachedDerivative
-from minidl.nn.activation import check_not_in_place
+from minidl.nn._checks import check_not_in_place
 
 __all__ = ["ELU"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from minidl.nn.activation import Activation, check_not_in_place
+from minidl.nn._checks import check_not_in_place
+from minidl.nn.activation import Activation
 
 __all__ = ["ReLU"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from minidl.nn.activation import check_not_in_place
+from minidl.nn._checks import check_not_in_place
 from minidl.nn.elu import ELU
 
 __all__ = ["SELU"]

@@ -49,7 +49,7 @@ class Sequential(Module):
     and its ``state_dict`` keys are the model's; ``model[:-1]`` runs all but the last), whose
     parameters stay where they are: training either trains both. The modules are fixed when
     it is built: ``model[i] = module``, ``del model[i]``, ``append``, ``extend``, ``insert`` and
-    ``pop``, which change a PyTorch's ``Sequential`` in place, are refused with the
+    ``pop``, which change PyTorch's ``Sequential`` in place, are refused with the
     ``Sequential`` to build instead.
 
     A forward refused part-way (a child raises, say for an input that the children before it

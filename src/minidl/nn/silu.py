@@ -7,7 +7,7 @@ from torch import Tensor
 
 from minidl._scalar import operand
 from minidl.nn._cached_derivative import CachedDerivative
-from minidl.nn.activation import check_not_in_place
+from minidl.nn._checks import check_not_in_place
 
 __all__ = ["SiLU"]
 
