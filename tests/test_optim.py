@@ -3,6 +3,7 @@ state save/restore, and convergence on a quadratic."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 
 import pytest
@@ -205,6 +206,39 @@ def test_zero_grad_clears_flat_and_standalone_gradients() -> None:
         optimizer = optim.SGD(params, lr=0.1)
         optimizer.zero_grad()
         assert all(bool((p.grad == 0).all()) for p in params)
+
+
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "standalone"])
+def test_zero_grad_takes_pytorchs_set_to_none(flat: bool) -> None:
+    """PyTorch's ``zero_grad(set_to_none=...)``, on an optimizer and on a module: ``False`` (by
+    keyword or by position, as PyTorch takes it) zeroes the gradients in place, the tensors
+    kept; ``True``, which would leave ``grad`` ``None``, is refused in the class's name, and a
+    flag that is no bool by type, both with the gradients left as they were."""
+    model = nn.mlp((3, 4, 2), dtype=F64) if flat else nn.Linear(3, 2, dtype=F64)
+    params = model.parameters()
+    optimizer = optim.Adam(params, lr=0.1)
+    owners = ((optimizer.zero_grad, "Adam"), (model.zero_grad, type(model).__name__))
+    for zero_grad, owner in owners:
+        for p in params:
+            p.grad.fill_(1.0)
+        for bad, kind, message in (
+            (True, ValueError, "set_to_none=True is not supported (a minidl gradient is never"),
+            (1, TypeError, "set_to_none must be True or False, got 1"),
+            (None, TypeError, "set_to_none must be True or False, got None"),
+        ):
+            with pytest.raises(kind, match=rf"^{owner}\.zero_grad: " + re.escape(message)):
+                zero_grad(set_to_none=bad)
+            with pytest.raises(kind, match=rf"^{owner}\.zero_grad: "):
+                zero_grad(bad)
+            assert all(bool((p.grad == 1).all()) for p in params)
+        grads = [p.grad for p in params]
+        zero_grad(set_to_none=False)
+        assert all(bool((p.grad == 0).all()) for p in params)
+        for p in params:
+            p.grad.fill_(1.0)
+        zero_grad(False)
+        assert all(bool((p.grad == 0).all()) for p in params)
+        assert [id(p.grad) for p in params] == [id(g) for g in grads]
 
 
 def _quadratic(make: MakeOptimizer, steps: int) -> float:

@@ -28,6 +28,7 @@ __all__ = [
     "check_runs",
     "check_size",
     "check_still_fits",
+    "refuse_set_to_none",
 ]
 
 
@@ -52,6 +53,18 @@ def check_not_in_place(where: str, inplace: object) -> None:
             f"{where}: inplace=True is not supported (minidl's activations and Dropout never "
             "change their input); leave it out, or pass inplace=False"
         )
+
+
+def refuse_set_to_none(where: str, set_to_none: object) -> None:
+    """Refuse the ``set_to_none`` of a ``zero_grad`` (called only when it is not ``False``):
+    PyTorch's ``zero_grad(set_to_none=True)`` leaves ``grad`` ``None``, but a minidl gradient
+    always exists, a view of the model's flat buffer, and is zeroed in place."""
+    check_bool(where, "set_to_none", set_to_none)
+    raise ValueError(
+        f"{where}: set_to_none=True is not supported (a minidl gradient is never None: it is "
+        "one tensor for the whole run, a view of the flat gradient buffer in a Sequential, and "
+        "is zeroed in place); leave it out, or pass set_to_none=False"
+    )
 
 
 def check_factory_options(

@@ -50,6 +50,7 @@ from torch import Tensor
 
 from minidl._setting import read_overridden_settings
 from minidl._validate import check_copyable, shown, unavailable
+from minidl.nn._checks import refuse_set_to_none
 from minidl.nn._recent import Recent
 from minidl.nn.flat import (
     StorageView,
@@ -484,8 +485,14 @@ class Module:
         names (a child registered under two names once)."""
         return [child for _, child in self.named_children()]
 
-    def zero_grad(self) -> None:
-        """Set the gradient of every parameter to zero."""
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Set the gradient of every parameter to zero, in place.
+
+        ``set_to_none=True`` (PyTorch's default, which leaves ``grad`` ``None``) is refused: a
+        minidl gradient is never ``None``. ``set_to_none=False`` is this zeroing.
+        """
+        if set_to_none is not False:
+            refuse_set_to_none(f"{type(self).__name__}.zero_grad", set_to_none)
         for parameter in self.parameters():
             parameter.grad.zero_()
 

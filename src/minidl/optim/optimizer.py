@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from minidl._validate import check_copyable, check_int, check_real
+from minidl.nn._checks import refuse_set_to_none
 from minidl.nn.flat import flat_buffer
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
@@ -293,8 +294,15 @@ class Optimizer:
         self._update(values, grads, state)
         self.step_count += 1
 
-    def zero_grad(self) -> None:
-        """Set the gradient of every parameter to zero."""
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Set the gradient of every parameter to zero, in place.
+
+        ``set_to_none=True`` (PyTorch's default, which leaves ``grad`` ``None``, and skips
+        such a parameter at the next ``step``) is refused: a minidl gradient is never ``None``.
+        ``set_to_none=False`` is this zeroing.
+        """
+        if set_to_none is not False:
+            refuse_set_to_none(f"{type(self).__name__}.zero_grad", set_to_none)
         if Parameter.replacements != self._replacements_seen and self._layout_changed():
             self._refresh_layout()
         flat = self._flat
