@@ -741,6 +741,68 @@ def test_numpy_integer_steps_load() -> None:
     assert optimizer.lr == pytest.approx(0.1 * 0.5**2)
 
 
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-parameter"])
+@pytest.mark.parametrize("case", ["adam", "adamw-wd", "adagrad-all"])
+def test_a_step_count_set_by_hand_to_no_count_is_refused_before_anything_changes(
+    case: str, flat: bool
+) -> None:
+    """``step_count`` is a plain attribute (the steps done), read by Adam's bias correction and
+    Adagrad's decay. Set by hand to no integer >= 0, the next ``step`` raises naming it, with
+    the parameters and the state as they were (Adam divided by ``1 - beta1**0 = 0`` after its
+    moments were updated; a float or a bool stepped on silently); a numpy integer is a count:
+    the same step as the int's, kept as an int."""
+    np = pytest.importorskip("numpy")
+    make, _ = CASES[case]
+    model = _model()
+    if not flat:
+        for parameter in model.parameters():
+            parameter.data = parameter.data.clone()
+            parameter.grad = parameter.grad.clone()
+    optimizer = make(model.parameters())
+    _run(model, optimizer, range(2))
+    x, y = _batch(2)
+    criterion = nn.CrossEntropyLoss()
+    criterion(model(x), y)
+    model.backward(criterion.backward())
+    values = [p.data.clone() for p in model.parameters()]
+    state = {key: tensor.clone() for key, tensor in optimizer.state.items()}
+    name = type(optimizer).__name__
+    for bad, kind in ((-1, ValueError), (1.0, TypeError), (True, TypeError), ("2", TypeError)):
+        optimizer.step_count = bad  # type: ignore[assignment]
+        message = rf"^{name}: step_count \(the number of steps done\) must be an integer >= 0"
+        with pytest.raises(kind, match=message):
+            optimizer.step()
+        for parameter, value in zip(model.parameters(), values, strict=True):
+            assert torch.equal(parameter.data, value)
+        for key, tensor in state.items():
+            assert torch.equal(optimizer.state[key], tensor)
+    twin = make([nn.Parameter(p.data.clone()) for p in model.parameters()])
+    for parameter, source in zip(twin.params, model.parameters(), strict=True):
+        parameter.grad.copy_(source.grad)
+    optimizer.step_count = 2
+    twin.load_state_dict(optimizer.state_dict())
+    optimizer.step_count = np.int64(2)
+    optimizer.step()
+    twin.step()
+    assert optimizer.step_count == 3 and type(optimizer.step_count) is int
+    for parameter, expected in zip(model.parameters(), twin.params, strict=True):
+        assert torch.equal(parameter.data, expected.data)
+
+
+def test_a_step_count_that_load_state_dict_refuses_is_not_saved() -> None:
+    """SGD does not read ``step_count``: one set by hand to no count is refused when saved
+    (``load_state_dict`` and so the checkpoints would refuse the state it gave)."""
+    optimizer = optim.SGD(_params(), lr=0.1)
+    optimizer.step_count = 2.5  # type: ignore[assignment]
+    optimizer.step()
+    with pytest.raises(
+        TypeError,
+        match=r"^SGD\.state_dict: step_count \(the number of steps done\) must be an integer "
+        r">= 0, got 3\.5$",
+    ):
+        optimizer.state_dict()
+
+
 def test_pytorch_parameters_groups_and_sets_are_refused_with_the_fix() -> None:
     twin = torch.nn.Linear(2, 2)
     with pytest.raises(

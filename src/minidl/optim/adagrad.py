@@ -93,10 +93,13 @@ class Adagrad(Optimizer):
 
     def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
         (accumulator,) = state
+        count = self.step_count
+        if type(count) is not int or count < 0:  # (set by hand: refused before any change)
+            count = self._check_step_count()
         if self._weight_decay != 0.0:
             grad = grad.add(value, alpha=self._weight_decay)
         # lambda_t = lambda / (1 + (t - 1) eta): step_count is t - 1 during the update.
-        clr = self.lr / (1 + self.step_count * self._lr_decay)
+        clr = self.lr / (1 + count * self._lr_decay)
         accumulator.addcmul_(grad, grad, value=1)  # S += g^2, fused (PyTorch's Adagrad's op)
         denominator = accumulator.sqrt().add_(operand(self._eps, accumulator))
         value.addcdiv_(grad, denominator, value=-clr)  # w -= lambda_t g / (sqrt(S) + eps)

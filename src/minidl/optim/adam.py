@@ -98,7 +98,10 @@ class Adam(Optimizer):
     def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
         exp_avg, exp_avg_sq = state
         beta1, beta2 = self._betas
-        step = self.step_count + 1
+        count = self.step_count
+        if type(count) is not int or count < 0:  # (set by hand: refused before any change)
+            count = self._check_step_count()
+        step = count + 1
         if self._weight_decay != 0.0:
             if self._decoupled:
                 value.mul_(1 - self.lr * self._weight_decay)  # changes with lr: a number

@@ -58,6 +58,10 @@ class Optimizer:
     The parameters must share one dtype and device (the state's); a model moved with
     ``model.to(...)`` after the optimizer was built takes its state along at the next ``step``.
 
+    ``step_count`` is the number of steps done (``step`` adds one; Adam's bias correction and
+    Adagrad's decay read it), an ``int`` >= 0: one set by hand to anything else is refused by
+    the next update that reads it, before it changes anything, and by :meth:`state_dict`.
+
     A subclass declares its hyper-parameters as :class:`Hyperparameter` attributes (SGD's
     ``momentum``, Adam's ``betas``, ...): they may be set between steps, as ``lr`` may, and
     each value set is checked as the constructor checks it.
@@ -189,6 +193,19 @@ class Optimizer:
         weight decay is added out of place).
         """
         raise NotImplementedError
+
+    def _check_step_count(self) -> int:
+        """``step_count`` as an ``int`` (a numpy integer is made one), for an update that has
+        found it to be no ``int`` >= 0; raise if it is none (set by hand: ``step`` and
+        :meth:`load_state_dict` keep it one). Called before the update changes anything."""
+        count = check_int(
+            type(self).__name__,
+            "step_count (the number of steps done)",
+            self.step_count,
+            low=0,
+        )
+        self.step_count = count
+        return count
 
     def _refresh_layout(self) -> None:
         """Find out whether the parameters are flat, and move the state along with them.
@@ -382,9 +399,16 @@ class Optimizer:
         """
         if self._layout_changed():
             self._refresh_layout()
+        # (one that load_state_dict would refuse, set by hand, is refused here, before saving)
+        step_count = check_int(
+            f"{type(self).__name__}.state_dict",
+            "step_count (the number of steps done)",
+            self.step_count,
+            low=0,
+        )
         return {
             "lr": self._lr,
-            "step_count": self.step_count,
+            "step_count": step_count,
             "hyperparameters": dict(self.hyperparameters()),
             "state": {name: tensor.clone() for name, tensor in self.state.items()},
             "shapes": self._shapes(),
