@@ -606,10 +606,8 @@ def test_worker_errors_reach_the_caller() -> None:
     groups = [[e] for e in experiments_for_tables("2")[:2]]
     with pytest.raises(ValueError, match="rounds must be an integer >= 1, got 0"):
         train_groups(groups, 0, 0, jobs=2, train=train_rows_batched, epochs=1)
-    for jobs in (0, True, 1.0):
-        with pytest.raises(
-            ValueError, match=f"train_groups: jobs must be an integer >= 1, got {jobs}"
-        ):
+    for jobs, kind in ((0, ValueError), (True, TypeError), (1.0, TypeError)):
+        with pytest.raises(kind, match=f"train_groups: jobs must be an integer >= 1, got {jobs}"):
             train_groups(groups, 1, 0, jobs=jobs, train=train_rows_batched)  # type: ignore[arg-type]
     # One worker is a pool too: it trains the groups in turn, as in this process.
     one = train_groups(groups[:1], 1, 0, jobs=1, train=train_rows_batched, epochs=1)
@@ -1184,9 +1182,50 @@ def test_a_clr_half_cycle_is_its_epochs_in_batches_of_the_rows_own_protocol() ->
 
 
 def test_train_row_refuses_bad_rounds() -> None:
-    for rounds in (0, -1, True, 2.0):
-        with pytest.raises(ValueError, match=r"^train_row: rounds must be an integer >= 1, got "):
+    for rounds, kind in ((0, ValueError), (-1, ValueError), (True, TypeError), (2.0, TypeError)):
+        with pytest.raises(kind, match=r"^train_row: rounds must be an integer >= 1, got "):
             train_row(TABLE_II[0], rounds, 0, epochs=1)  # type: ignore[arg-type]
+
+
+def test_the_training_functions_take_a_numpy_integer_as_run_experiments_does() -> None:
+    """``rounds`` (and the pool's ``jobs``) are checked as ``run_experiments`` checks them: a
+    numpy integer is an integer (``train_row``, ``train_rows_batched`` and ``train_groups``
+    refused one, which ``run_experiments`` passed on), and gives the int's numbers."""
+    np = pytest.importorskip("numpy")
+    from minidl.experiments.pool import train_groups
+
+    row = TABLE_II[0]
+    expected = train_row(row, 1, 0, epochs=1).rounds[0].test_error
+    assert train_row(row, np.int64(1), 0, epochs=1).rounds[0].test_error == expected
+    batched = train_rows_batched([row], np.int64(1), 0, epochs=1)[0].rounds
+    assert batched[0].test_error == train_row_batched(row, 1, 0, epochs=1).rounds[0].test_error
+    (pooled,) = train_groups([[row]], 1, 0, jobs=np.int64(1), train=train_rows_batched, epochs=1)
+    assert pooled[0].rounds[0].test_error == batched[0].test_error
+
+
+@pytest.mark.parametrize(
+    ("dtype", "kind", "message"),
+    [
+        ("bogus", ValueError, "got 'bogus'"),
+        ("int32", ValueError, "got 'int32'"),
+        ("Tensor", ValueError, "got 'Tensor'"),
+        ("float8_e4m3fn", ValueError, "got 'float8_e4m3fn'"),
+        (torch.float64, TypeError, "got torch.float64 (written 'float64')"),
+        (None, TypeError, "got NoneType None"),
+    ],
+)
+def test_a_protocol_of_no_dtype_name_is_refused_in_its_name(
+    dtype: Any, kind: type[Exception], message: str
+) -> None:
+    """``Protocol(dtype=...)`` is checked when it is made, in Protocol's name: it failed at the
+    first training, in torch's words (``module 'torch' has no attribute 'bogus'``), or later
+    still for a dtype the layers cannot compute in."""
+    with pytest.raises(
+        kind, match=r"^Protocol: dtype must be the name of a torch floating-point dtype.*"
+    ) as raised:
+        config.Protocol(dtype=dtype)
+    assert str(raised.value).endswith(message)
+    assert config.Protocol(dtype="float64").dtype == "float64"
 
 
 def _fake_round() -> Any:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from minidl._validate import check_int
 from minidl.experiments.config import CHOICES, Experiment, shares_a_stack, stack_key
 from minidl.experiments.seeds import round_seeds
 from minidl.experiments.training import (
@@ -72,8 +73,7 @@ def train_rows_batched(
         One :class:`RowResult` per row, in order. Each round's ``seconds`` is the stack's time
         divided by its K R models, and each row's the stack's time divided by K.
     """
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"train_rows_batched: rounds must be an integer >= 1, got {rounds!r}")
+    rounds = check_int("train_rows_batched", "rounds", rounds)
     if not experiments:
         raise ValueError("train_rows_batched: expected at least one experiment")
     keys = {stack_key(experiment) for experiment in experiments}

@@ -25,6 +25,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
+
 __all__ = [
     "ALL_EXPERIMENTS",
     "BATCHES_PER_EPOCH",
@@ -73,6 +75,7 @@ class Protocol:
     """Floating-point type of data and weights (float32, as PyTorch's default)."""
 
     def __post_init__(self) -> None:
+        _check_dtype_name(self.dtype)
         if self.shuffle_each_epoch is not True:
             # (the rows train with minidl.train.fit and minidl.rounds.fit_rounds, which draw a
             # new order at every epoch: a protocol that said otherwise would be written into
@@ -86,6 +89,28 @@ class Protocol:
     def batches_per_epoch(self) -> int:
         """Batches in one epoch, ``ceil(n_train / batch_size)`` (the last one may be smaller)."""
         return -(-self.n_train // self.batch_size)
+
+
+def _check_dtype_name(dtype: object) -> None:
+    """Check a :class:`Protocol`'s ``dtype``: the name of one of torch's floating-point dtypes
+    that the layers compute in (a name, which results.json records; the training makes
+    ``getattr(torch, dtype)`` of it), not a float8 one."""
+    if isinstance(dtype, torch.dtype):
+        raise TypeError(
+            "Protocol: dtype must be the name of a torch floating-point dtype, a str such as "
+            f"'float32', got {dtype} (written {str(dtype).removeprefix('torch.')!r})"
+        )
+    if not isinstance(dtype, str):
+        raise TypeError(
+            "Protocol: dtype must be the name of a torch floating-point dtype, a str such as "
+            f"'float32', got {type(dtype).__name__} {dtype!r}"
+        )
+    found = getattr(torch, dtype, None)
+    if found not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise ValueError(
+            "Protocol: dtype must be the name of a torch floating-point dtype ('float32', "
+            f"'float64', 'float16' or 'bfloat16'), got {dtype!r}"
+        )
 
 
 #: The protocol of every row.

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from minidl._allocator import keep_freed_memory
+from minidl._validate import check_int
 from minidl.experiments.config import Experiment
 from minidl.experiments.training import RowResult
 from minidl.train import EpochRecord
@@ -213,8 +214,7 @@ def train_groups(
         BrokenProcessPool: a worker ended before its group was trained (killed by a signal, or
             it exited); the message says how. The other workers are stopped.
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"train_groups: jobs must be an integer >= 1, got {jobs!r}")
+    jobs = check_int("train_groups", "jobs", jobs)
     try:
         pickle.dumps(train)
     except (pickle.PicklingError, AttributeError, TypeError) as error:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from minidl._validate import check_int
 from minidl.data import DiskData, make_disk_data
 from minidl.experiments.config import CHOICES, CyclicSchedule, Experiment, StepSchedule
 from minidl.experiments.faithful import PUBLISHED_ACTIVATIONS, PublishedAdadelta
@@ -268,8 +269,7 @@ def train_row(
         >>> result.mean, result.sd  # the test error over the rounds, in %
         (..., ...)
     """
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"train_row: rounds must be an integer >= 1, got {rounds!r}")
+    rounds = check_int("train_row", "rounds", rounds)
     start = time.perf_counter()
     results = []
     for index in range(rounds):
