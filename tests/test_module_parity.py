@@ -311,6 +311,43 @@ def test_parameters_are_those_of_named_parameters(twice_in_one: bool) -> None:
     ]
 
 
+@pytest.mark.parametrize("twice_in_one", [True, False], ids=["two names", "two parents"])
+def test_named_parameters_and_buffers_take_torchs_arguments_in_its_order(
+    twice_in_one: bool,
+) -> None:
+    """``named_parameters(prefix, recurse, remove_duplicate)`` and ``named_buffers`` of the
+    same signature, by position as PyTorch takes them: the names of PyTorch's, on a module
+    with its own parameter and buffer, each registered under two names, and a child at two
+    places (the second positional argument was ``remove_duplicate``: ``("", False)`` listed
+    the children's tied parameters again where PyTorch leaves the children out). Flags that
+    are not bools are refused in the module's name."""
+    ours, theirs = _pair(twice_in_one)
+    weight, tweight = Parameter(torch.ones(2)), tnn.Parameter(torch.ones(2))
+    count, tcount = torch.zeros(1), torch.zeros(1)
+    for name in ("w", "v"):
+        ours.register_parameter(name, weight)
+        theirs.register_parameter(name, tweight)
+        ours.register_buffer(name + "_count", count)
+        theirs.register_buffer(name + "_count", tcount)
+    for prefix in ("", "m"):
+        for recurse in (True, False):
+            for remove_duplicate in (True, False):
+                arguments = (prefix, recurse, remove_duplicate)
+                for method in ("named_parameters", "named_buffers"):
+                    got = [n for n, _ in getattr(ours, method)(*arguments)]
+                    expected = [n for n, _ in getattr(theirs, method)(*arguments)]
+                    assert got == expected, (method, arguments)
+                    keywords = {"recurse": recurse, "remove_duplicate": remove_duplicate}
+                    assert [n for n, _ in getattr(ours, method)(prefix, **keywords)] == got
+    assert [n for n, _ in ours.named_parameters("", False)] == ["w"]
+    for method in ("named_parameters", "named_buffers"):
+        for flag in ("recurse", "remove_duplicate"):
+            with pytest.raises(
+                TypeError, match=rf"^Module\.{method}: {flag} must be True or False, got 0$"
+            ):
+                next(getattr(ours, method)(**{flag: 0}))
+
+
 def test_a_subclass_named_parameters_is_what_parameters_gives() -> None:
     """A subclass that overrides ``named_parameters`` (to leave out a frozen part, say): its
     ``parameters()``, which optimizers are built on, follows the override, as PyTorch's does."""
@@ -325,9 +362,9 @@ def test_a_subclass_named_parameters_is_what_parameters_gives() -> None:
             self.out = self.register_module("out", nn.Linear(4, 2))
 
         def named_parameters(  # type: ignore[override]
-            self, prefix: str = "", remove_duplicate: bool = True
+            self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
         ) -> Iterator[tuple[str, object]]:
-            return visible(super().named_parameters(prefix, remove_duplicate))
+            return visible(super().named_parameters(prefix, recurse, remove_duplicate))
 
     class TorchHead(tnn.Module):
         def __init__(self) -> None:

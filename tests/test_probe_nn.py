@@ -746,8 +746,8 @@ def test_state_dict_of_a_module_naming_its_parameters_itself() -> None:
     entries come after those of the modules, in its order (no KeyError)."""
 
     class Renamed(nn.Sequential):
-        def named_parameters(self, prefix: str = "", remove_duplicate: bool = True):  # type: ignore[no-untyped-def]
-            for name, parameter in super().named_parameters(prefix, remove_duplicate):
+        def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):  # type: ignore[no-untyped-def]
+            for name, parameter in super().named_parameters(prefix, recurse, remove_duplicate):
                 yield "ghost." + name, parameter
 
     model = Renamed(nn.Linear(2, 3), nn.BatchNorm1d(3))

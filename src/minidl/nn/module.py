@@ -50,7 +50,7 @@ from torch import Tensor
 
 from minidl._setting import read_overridden_settings
 from minidl._validate import check_copyable, shown, unavailable
-from minidl.nn._checks import refuse_set_to_none
+from minidl.nn._checks import check_bool, refuse_set_to_none
 from minidl.nn._recent import Recent
 from minidl.nn.flat import (
     StorageView,
@@ -321,26 +321,44 @@ class Module:
     # -- traversal --------------------------------------------------------------------------------
 
     def named_parameters(
-        self, prefix: str = "", remove_duplicate: bool = True
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
     ) -> Iterator[tuple[str, Parameter]]:
-        """``(dotted name, Parameter)`` for this module's parameters, then its children's.
+        """``(dotted name, Parameter)`` for this module's parameters, then its children's
+        (PyTorch's arguments, in its order).
 
         A parameter registered in two places (tied weights) comes once, under its first name,
         as in PyTorch: its gradient is the sum of both places', and an optimizer updates it
         once. With ``remove_duplicate=False`` it comes at every place. A ``prefix`` is joined
-        to the names with a dot, as in PyTorch: ``"model"`` gives ``"model.0.weight"``.
+        to the names with a dot, as in PyTorch: ``"model"`` gives ``"model.0.weight"``. With
+        ``recurse=False``, only this module's own parameters come, none of its children's.
         """
-        self._check_prefix("named_parameters", prefix)
+        self._check_traversal("named_parameters", prefix, recurse, remove_duplicate)
         if prefix:
             prefix += "."
+        named = (
+            self._named_parameters(prefix)
+            if recurse
+            else ((prefix + name, parameter) for name, parameter in self._parameters.items())
+        )
         if not remove_duplicate:
-            yield from self._named_parameters(prefix)
+            yield from named
             return
         seen: set[int] = set()
-        for name, parameter in self._named_parameters(prefix):
+        for name, parameter in named:
             if id(parameter) not in seen:
                 seen.add(id(parameter))
                 yield name, parameter
+
+    def _check_traversal(
+        self, method: str, prefix: object, recurse: object, remove_duplicate: object
+    ) -> None:
+        """Refuse a ``prefix`` that is not a ``str`` and flags that are not bools (a
+        ``named_parameters("", False)`` written for an older minidl, where the second argument
+        was ``remove_duplicate``, is PyTorch's ``recurse=False``)."""
+        self._check_prefix(method, prefix)
+        where = f"{type(self).__name__}.{method}"
+        check_bool(where, "recurse", recurse)
+        check_bool(where, "remove_duplicate", remove_duplicate)
 
     def _check_prefix(self, method: str, prefix: object) -> None:
         """Refuse a ``prefix`` that is not a ``str`` (it is joined to the names)."""
@@ -356,27 +374,33 @@ class Module:
             yield from child._named_parameters(prefix + child_name + ".")
 
     def named_buffers(
-        self, prefix: str = "", remove_duplicate: bool = True
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
     ) -> Iterator[tuple[str, Tensor]]:
-        """``(dotted name, tensor)`` for this module's buffers, then its children's; a
-        ``prefix`` is joined to the names with a dot, as in :meth:`named_parameters`.
+        """``(dotted name, tensor)`` for this module's buffers, then its children's (PyTorch's
+        arguments, in its order); a ``prefix`` is joined to the names with a dot, as in
+        :meth:`named_parameters`, and ``recurse=False`` gives this module's own buffers only.
 
         As in PyTorch, a module registered at several places (see :meth:`named_modules`) gives
         its buffers once, at its first place, and a tensor registered as two buffers comes
         once; with ``remove_duplicate=False`` they come at every place.
         """
-        self._check_prefix("named_buffers", prefix)
+        self._check_traversal("named_buffers", prefix, recurse, remove_duplicate)
         if prefix:
             prefix += "."
         if not remove_duplicate:
-            yield from self._named_buffers(prefix)
+            yield from self._named_buffers(prefix) if recurse else self._own_buffers(prefix)
             return
         seen: set[int] = set()
-        for path, module in self.named_modules(prefix[:-1]):
+        modules = self.named_modules(prefix[:-1]) if recurse else iter([(prefix[:-1], self)])
+        for path, module in modules:
             for name, tensor in module._buffers.items():
                 if id(tensor) not in seen:
                     seen.add(id(tensor))
                     yield f"{path}.{name}" if path else name, tensor
+
+    def _own_buffers(self, prefix: str) -> Iterator[tuple[str, Tensor]]:
+        for name, tensor in self._buffers.items():
+            yield prefix + name, tensor
 
     def _named_buffers(self, prefix: str) -> Iterator[tuple[str, Tensor]]:
         for name, tensor in self._buffers.items():
