@@ -340,12 +340,22 @@ def test_named_parameters_and_buffers_take_torchs_arguments_in_its_order(
                     keywords = {"recurse": recurse, "remove_duplicate": remove_duplicate}
                     assert [n for n, _ in getattr(ours, method)(prefix, **keywords)] == got
     assert [n for n, _ in ours.named_parameters("", False)] == ["w"]
+    for recurse in (True, False):  # (and parameters(recurse), buffers(recurse), as PyTorch's)
+        assert [p.numel() for p in ours.parameters(recurse)] == [
+            p.numel() for p in theirs.parameters(recurse)
+        ]
+        assert len(ours.buffers(recurse)) == len(list(theirs.buffers(recurse)))
+    assert [id(p) for p in ours.parameters(recurse=False)] == [id(weight)]
+    assert [id(b) for b in ours.buffers(recurse=False)] == [id(ours.w_count)]
     for method in ("named_parameters", "named_buffers"):
         for flag in ("recurse", "remove_duplicate"):
             with pytest.raises(
                 TypeError, match=rf"^Module\.{method}: {flag} must be True or False, got 0$"
             ):
                 next(getattr(ours, method)(**{flag: 0}))
+    for method in ("parameters", "buffers"):
+        with pytest.raises(TypeError, match=rf"^Module\.{method}: recurse must be True or False"):
+            getattr(ours, method)(recurse=None)
 
 
 def test_a_subclass_named_parameters_is_what_parameters_gives() -> None:

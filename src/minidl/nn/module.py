@@ -408,11 +408,14 @@ class Module:
         for child_name, child in self._modules.items():
             yield from child._named_buffers(prefix + child_name + ".")
 
-    def parameters(self) -> list[Parameter]:
+    def parameters(self, recurse: bool = True) -> list[Parameter]:
         """The :class:`Parameter` objects, in the same order as :meth:`param`: those of
         :meth:`named_parameters`, found without making their names (``fit`` and the optimizers
         walk the model with it; a subclass's own ``named_parameters``, if it has one, as in
-        PyTorch)."""
+        PyTorch). With ``recurse=False``, this module's own only, none of its children's."""
+        if recurse is not True:
+            check_bool(f"{type(self).__name__}.parameters", "recurse", recurse)
+            return [p for _, p in self.named_parameters(recurse=False)]
         if type(self).named_parameters is not Module.named_parameters:
             return [p for _, p in self.named_parameters()]
         found: list[Parameter] = []
@@ -452,9 +455,11 @@ class Module:
             path = f"{prefix}.{child_name}" if prefix else child_name
             yield from child._named_modules(path, seen)
 
-    def buffers(self) -> list[Tensor]:
-        """The buffers, in the order of :meth:`named_buffers`."""
-        return [buffer for _, buffer in self.named_buffers()]
+    def buffers(self, recurse: bool = True) -> list[Tensor]:
+        """The buffers, in the order of :meth:`named_buffers`; with ``recurse=False``, this
+        module's own only."""
+        check_bool(f"{type(self).__name__}.buffers", "recurse", recurse)
+        return [buffer for _, buffer in self.named_buffers(recurse=recurse)]
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         """``(name, module)`` for the direct children, in registration order; a child
