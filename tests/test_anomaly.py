@@ -5,6 +5,9 @@ AnomalyError naming the module by its path, the pass and the first bad index; ou
 
 from __future__ import annotations
 
+import copy
+import math
+import pickle
 import re
 
 import pytest
@@ -363,3 +366,23 @@ def test_an_input_refused_under_detect_anomaly_leaves_backward_possible() -> Non
         RuntimeError, match=r"a forward stopped at module 0 \(Linear\) by AnomalyError"
     ):
         model.backward(torch.ones(4, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("wrapped", FORMS)
+def test_the_error_pickles_and_copies_with_its_attributes(wrapped: bool) -> None:
+    # (an error raised in a worker process is pickled back to the parent: BaseException's
+    # pickling would call __init__ with the message alone, and fail)
+    model = network()
+    with pytest.raises(AnomalyError) as info, detect_anomaly(*([model] if wrapped else [])):
+        model(torch.tensor([[1.0, NAN, 0.0]]))
+    error = info.value
+    error.add_note("a note")
+    fields = ("module", "pass_", "what", "index", "shape", "args", "__notes__")
+    for again in (pickle.loads(pickle.dumps(error)), copy.copy(error), copy.deepcopy(error)):
+        assert type(again) is AnomalyError
+        assert str(again) == str(error)
+        assert [getattr(again, field) for field in fields] == [
+            getattr(error, field) for field in fields
+        ]
+        assert math.isnan(again.value)
+    assert error.shape == (1, 3)

@@ -62,6 +62,10 @@ class AnomalyError(RuntimeError):
         what: what held the value, e.g. ``"output"``, ``"returned gradient"``.
         index: the index of the first non-finite element (``()`` for a 0-dim tensor).
         value: that element.
+        shape: the shape of the tensor that held it.
+
+    It pickles and copies with its attributes (an error raised in a worker process comes back
+    to the parent whole).
     """
 
     def __init__(
@@ -72,10 +76,16 @@ class AnomalyError(RuntimeError):
         self.what = what
         self.index = index
         self.value = value
+        self.shape = tuple(shape)
         super().__init__(
             f"{pass_} {what} of {module}: non-finite value {value} at index {index} "
-            f"(shape {tuple(shape)})"
+            f"(shape {self.shape})"
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # (BaseException's would call __init__ with the message alone)
+        arguments = (self.module, self.pass_, self.what, self.index, self.value, self.shape)
+        return type(self), arguments, self.__dict__
 
 
 def may_follow_a_run(error: BaseException) -> bool:
