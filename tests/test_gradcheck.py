@@ -612,3 +612,43 @@ def test_a_forward_that_makes_its_generator_is_reported_as_random() -> None:
         minidl.GradcheckError, match=r"LazyNoise\.forward is not deterministic: a call"
     ):
         minidl.gradcheck(LazyNoise(), torch.randn(2, 3, dtype=torch.float64))
+
+
+class OverwritingParametersLinear(nn.Linear):
+    """A right backward, and a backward_parameters whose gradients are right but overwrite
+    ``grad`` rather than add to it (a second call, as in gradient accumulation, loses the
+    first)."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        assert self._input is not None and self.bias is not None
+        self.weight.grad.addmm_(grad_output.t(), self._input)
+        self.bias.grad.add_(grad_output.sum(0))
+        return grad_output.mm(self.weight.data)
+
+    def backward_parameters(self, grad_output: Tensor) -> None:
+        assert self._input is not None and self.bias is not None
+        self.weight.grad.copy_(grad_output.t().mm(self._input))
+        self.bias.grad.copy_(grad_output.sum(0))
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["alone", "first-in-sequential"])
+def test_a_backward_parameters_that_overwrites_fails(inside: bool) -> None:
+    """gradcheck checked that backward accumulates, and compared backward_parameters' values
+    alone: one that overwrote the gradients passed."""
+    layer = OverwritingParametersLinear(3, 2, dtype=F64)
+    module: nn.Module = nn.Sequential(layer, nn.Tanh()) if inside else layer
+    where, name = (
+        ("Sequential", "0.weight") if inside else ("OverwritingParametersLinear", "weight")
+    )
+    grads = [parameter.grad.normal_().clone() for parameter in module.parameters()]
+    with pytest.raises(
+        minidl.GradcheckError,
+        match=rf"^gradcheck: {where}\.backward_parameters does not accumulate into the gradient "
+        rf"of '{re.escape(name)}': after a second backward_parameters, ",
+    ):
+        minidl.gradcheck(module, _input())
+    assert minidl.gradcheck(module, _input(), raise_exception=False) is False
+    for parameter, grad in zip(module.parameters(), grads, strict=True):
+        assert torch.equal(parameter.grad, grad)
+    # (the same layer with backward_parameters accumulating passes)
+    assert minidl.gradcheck(nn.Linear(3, 2, dtype=F64), _input())

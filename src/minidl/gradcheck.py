@@ -44,8 +44,9 @@ def gradcheck(
     differences would then mean nothing): ``forward`` must be deterministic (give the same
     output twice and draw from no random generator: a dropout in training mode does, put it in
     evaluation mode), ``backward`` must return a tensor of the input's shape, dtype and device
-    (one of another shape would be broadcast), and a second ``backward`` must add to the
-    parameters' gradients (accumulate), not overwrite them.
+    (one of another shape would be broadcast), and a second ``backward`` (and a second
+    ``backward_parameters``, where the module overrides it) must add to the parameters'
+    gradients (accumulate), not overwrite them.
 
     Run it in float64: float32 finite differences are too coarse. Parameters' values and
     gradients, and the module's buffers (a batch norm's running statistics, which every forward
@@ -180,6 +181,10 @@ def gradcheck(
                 parameter.grad.zero_()
             module.backward_parameters(projection)
             only_parameters = {name: parameter.grad.clone() for name, parameter in named}
+            # It must add to the gradients too, as backward does (the Module contract).
+            output(x)
+            module.backward_parameters(projection)
+            contract = _overwritten(named, only_parameters, "backward_parameters")
 
         targets: list[tuple[str, Tensor]] = [("input", x)]
         targets += [(name, parameter.data) for name, parameter in named]
@@ -312,9 +317,12 @@ def _misshapen(returned: object, x: Tensor) -> str | None:
     )
 
 
-def _overwritten(named: list[tuple[str, Parameter]], analytic: dict[str, Tensor]) -> str | None:
-    """What is wrong when a second backward did not double a parameter's gradient:
-    ``backward`` must accumulate into ``grad`` (add to it), not overwrite it."""
+def _overwritten(
+    named: list[tuple[str, Parameter]], analytic: dict[str, Tensor], method: str = "backward"
+) -> str | None:
+    """What is wrong when a second ``method`` call (``backward`` or ``backward_parameters``)
+    did not double a parameter's gradient: it must accumulate into ``grad`` (add to it), not
+    overwrite it."""
     # Relative to the largest gradient: one that is zero but for rounding (a bias before a
     # batch norm) may come out of two passes as other rounding.
     finite = [g[g.isfinite()] for g in analytic.values()]
@@ -331,8 +339,8 @@ def _overwritten(named: list[tuple[str, Parameter]], analytic: dict[str, Tensor]
         if bool(bad.any()):
             index = tuple(int(i) for i in bad.nonzero()[0])
             return (
-                f"backward does not accumulate into the gradient of {name!r}: after a second "
-                f"backward, {name}.grad{list(index)} is {float(parameter.grad[index]):.6g}, "
+                f"{method} does not accumulate into the gradient of {name!r}: after a second "
+                f"{method}, {name}.grad{list(index)} is {float(parameter.grad[index]):.6g}, "
                 f"expected twice the first one, {float(expected[index]):.6g} (add to grad, do "
                 "not overwrite it)"
             )
