@@ -649,13 +649,22 @@ def test_batched_linear_needs_a_positive_number_of_models(models: Any) -> None:
 @pytest.mark.parametrize(
     ("layers", "kind", "fragments"),
     [
-        ([], TypeError, ("non-empty sequence of Linear",)),
-        ([nn.Linear(3, 4), nn.Tanh()], TypeError, ("non-empty sequence of Linear",)),
+        ([], TypeError, ("non-empty sequence of Linear", "got an empty list")),
+        # (a generator was used up by the checks and refused as layers of no shape; a single
+        # layer raised Python's "'Linear' object is not iterable")
+        ((nn.Linear(3, 4) for _ in range(2)), TypeError, ("(a list or tuple), got generator",)),
+        (nn.Linear(3, 4), TypeError, ("got the module Linear",)),
+        (nn.Sequential(nn.Linear(3, 4)), TypeError, ("got the module Sequential",)),
+        (
+            [nn.Linear(3, 4), nn.Tanh()],
+            TypeError,
+            ("non-empty sequence of Linear", "got Tanh at layers[1]"),
+        ),
         ([nn.Linear(3, 4), nn.Linear(3, 5)], ValueError, ("same shape", "(3, 4, True)")),
         ([nn.Linear(3, 4), nn.Linear(3, 4, bias=False)], ValueError, ("(3, 4, False)",)),
         ([nn.Linear(3, 4), nn.Linear(3, 4, dtype=F64)], ValueError, ("torch.float64",)),
     ],
-    ids=["empty", "not Linear", "shape", "bias", "dtype"],
+    ids=["empty", "generator", "one layer", "sequential", "not Linear", "shape", "bias", "dtype"],
 )
 def test_batched_linear_stacks_only_alike_linear_layers(
     layers: list[nn.Module], kind: type[Exception], fragments: tuple[str, ...]

@@ -247,13 +247,30 @@ class BatchedLinear(Module):
         """A :class:`BatchedLinear` holding copies of the parameters of ``layers``, in order.
 
         Raises:
-            TypeError: ``layers`` is empty or holds something other than :class:`Linear`
-                layers; a layer's ``weight`` or ``bias`` set by hand to what is no Parameter.
+            TypeError: ``layers`` is empty, no sequence (a generator, a single layer) or holds
+                something other than :class:`Linear` layers; a layer's ``weight`` or ``bias``
+                set by hand to what is no Parameter.
             ValueError: the layers differ in shape, bias, dtype or device; a layer's
                 ``weight`` or ``bias`` set by hand to a Parameter other than the registered one.
         """
-        if not layers or not all(isinstance(layer, Linear) for layer in layers):
-            raise TypeError("BatchedLinear.stack: expected a non-empty sequence of Linear layers")
+        if isinstance(layers, Module) or not isinstance(layers, Sequence):
+            # (a generator would be used up by the checks, a single layer is no list of them)
+            got = f"the module {type(layers).__name__}" if isinstance(layers, Module) else None
+            raise TypeError(
+                "BatchedLinear.stack: expected a non-empty sequence of Linear layers (a list or "
+                f"tuple), got {got or type(layers).__name__}"
+            )
+        if not layers:
+            raise TypeError(
+                "BatchedLinear.stack: expected a non-empty sequence of Linear layers, got an "
+                f"empty {type(layers).__name__}"
+            )
+        for index, layer in enumerate(layers):
+            if not isinstance(layer, Linear):
+                raise TypeError(
+                    "BatchedLinear.stack: expected a non-empty sequence of Linear layers, got "
+                    f"{type(layer).__name__} at layers[{index}]"
+                )
         for index, layer in enumerate(layers):
             # (a weight or bias set by hand, which the layer itself refuses at its forward)
             check_parameter_attributes(
