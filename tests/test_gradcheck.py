@@ -381,6 +381,31 @@ def test_a_stacked_loss_is_refused_with_what_to_check_instead() -> None:
     assert minidl.gradcheck(nn.CrossEntropyLoss(), prediction[1], target[1])
 
 
+class SquaredErrorOfShapeOne(nn.Loss):
+    """A loss of one's own that returns its sum as a tensor of shape ``(1,)``, not 0-dim."""
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        self._difference = prediction - target
+        return (self._difference**2).sum().reshape(1)
+
+    def backward(self, grad_output: Tensor | None = None) -> Tensor:
+        return 2 * self._difference * (1.0 if grad_output is None else grad_output)
+
+
+@pytest.mark.parametrize("shape", [(3, 2), (2, 3, 2)], ids=["2-dim", "3-dim"])
+def test_a_loss_of_ones_own_that_is_not_a_scalar_is_not_called_stacked(
+    shape: tuple[int, ...],
+) -> None:
+    """It was refused as "one loss per stacked model", which it is not."""
+    prediction, target = torch.randn(shape, dtype=F64), torch.randn(shape, dtype=F64)
+    with pytest.raises(
+        ValueError,
+        match=r"^gradcheck: SquaredErrorOfShapeOne returned a loss of shape \(1,\), expected one "
+        r"number \(a 0-dim tensor\): a loss's backward takes a scalar upstream gradient$",
+    ):
+        minidl.gradcheck(SquaredErrorOfShapeOne(), prediction, target)
+
+
 class _Scale(nn.Module):
     """y = x * w, w set as a plain attribute (not registered), with a wrong weight gradient."""
 

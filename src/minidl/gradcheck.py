@@ -140,10 +140,17 @@ def gradcheck(
     try:
         y = output(x).clone()  # (a module may write each output into one buffer)
         if isinstance(module, Loss) and y.dim() != 0:
+            where = type(module).__name__
+            if x.dim() >= 3 and y.shape == x.shape[:1]:  # (R, N, ...) predictions: (R,) losses
+                raise ValueError(
+                    f"gradcheck: {where} returned one loss per stacked model (shape "
+                    f"{tuple(y.shape)}), and a loss's backward takes a scalar upstream "
+                    "gradient; check one model's loss: gradcheck(loss, prediction[r], target[r])"
+                )
+            # (a loss of one's own that returns, say, shape (1,) or a loss per sample)
             raise ValueError(
-                f"gradcheck: {type(module).__name__} returned one loss per stacked model (shape "
-                f"{tuple(y.shape)}), and a loss's backward takes a scalar upstream gradient; "
-                "check one model's loss: gradcheck(loss, prediction[r], target[r])"
+                f"gradcheck: {where} returned a loss of shape {tuple(y.shape)}, expected one "
+                "number (a 0-dim tensor): a loss's backward takes a scalar upstream gradient"
             )
         projection = torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
         for parameter in parameters:
