@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -677,3 +678,30 @@ def test_a_backward_parameters_that_overwrites_fails(inside: bool) -> None:
         assert torch.equal(parameter.grad, grad)
     # (the same layer with backward_parameters accumulating passes)
     assert minidl.gradcheck(nn.Linear(3, 2, dtype=F64), _input())
+
+
+class Pair(nn.Module):
+    """The identity, returning its output twice (a tuple), or as the signs of the input."""
+
+    def __init__(self, signs: bool = False) -> None:
+        super().__init__()
+        self.signs = signs
+
+    def forward(self, input: Tensor) -> Any:
+        return (input > 0).long() if self.signs else (input, input)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output
+
+
+@pytest.mark.parametrize(
+    ("signs", "got"), [(False, "tuple"), (True, "a tensor of torch.int64")], ids=["tuple", "int"]
+)
+def test_a_forward_that_returns_no_floating_point_tensor_is_named(signs: bool, got: str) -> None:
+    """It failed with an AttributeError ('tuple' object has no attribute 'clone') or torch's
+    NotImplementedError of the projection's random draw ("normal_kernel_cpu" for 'Long')."""
+    with pytest.raises(
+        TypeError,
+        match=rf"^gradcheck: Pair\.forward returned {got}, expected a floating-point tensor",
+    ):
+        minidl.gradcheck(Pair(signs), _input())

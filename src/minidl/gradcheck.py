@@ -68,7 +68,8 @@ def gradcheck(
         GradcheckError: a gradient disagrees, the forward is random, the backward returns no
             tensor like the input or does not accumulate (with ``raise_exception``).
         TypeError, ValueError: a bad argument, named in the message, before anything runs
-            (a NaN or infinite value in the first input or a parameter is one).
+            (a NaN or infinite value in the first input or a parameter is one); a forward that
+            returns no floating-point tensor (a tuple, an integer tensor), a TypeError.
 
     Example:
         >>> gradcheck(nn.Linear(3, 2, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64))
@@ -138,7 +139,15 @@ def gradcheck(
 
     generator = torch.Generator(device="cpu").manual_seed(seed)
     try:
-        y = output(x).clone()  # (a module may write each output into one buffer)
+        result: object = module(x, *rest)
+        if not isinstance(result, Tensor) or not result.is_floating_point():
+            kind = f"a tensor of {result.dtype}" if isinstance(result, Tensor) else None
+            raise TypeError(
+                f"gradcheck: {type(module).__name__}.forward returned "
+                f"{kind or type(result).__name__}, expected a floating-point tensor: gradcheck "
+                "checks a module of one output"
+            )
+        y = result.clone()  # (a module may write each output into one buffer)
         if isinstance(module, Loss) and y.dim() != 0:
             where = type(module).__name__
             if x.dim() >= 3 and y.shape == x.shape[:1]:  # (R, N, ...) predictions: (R,) losses
