@@ -330,8 +330,40 @@ def _assert_unchanged(model: nn.Sequential, before: list[Tensor]) -> None:
             TypeError,
             "expected Parameters (model.parameters()) or one Parameter, got int",
         ),
+        # (PyTorch's parameter was told "got Parameter ... pass the Parameter"; its module,
+        # "got Linear")
+        (
+            lambda m: [*m.parameters(), torch.nn.Parameter(torch.zeros(2))],
+            TypeError,
+            "expected Parameters, got torch.nn.parameter.Parameter at position 4, PyTorch's "
+            "(clip its gradients with torch.nn.utils; minidl.interop.from_torch converts a "
+            "PyTorch model)",
+        ),
+        (
+            lambda m: torch.nn.Parameter(torch.zeros(2)),
+            TypeError,
+            "expected Parameters (model.parameters()) or one Parameter, got "
+            "torch.nn.parameter.Parameter, PyTorch's (clip its gradients with torch.nn.utils; "
+            "minidl.interop.from_torch converts a PyTorch model)",
+        ),
+        (
+            lambda m: torch.nn.Linear(2, 3),
+            TypeError,
+            "expected Parameters (model.parameters()) or one Parameter, got "
+            "torch.nn.modules.linear.Linear, PyTorch's (clip its gradients with torch.nn.utils; "
+            "minidl.interop.from_torch converts a PyTorch model)",
+        ),
     ],
-    ids=["module", "tensor", "tensor-in-list", "int-in-list", "int"],
+    ids=[
+        "module",
+        "tensor",
+        "tensor-in-list",
+        "int-in-list",
+        "int",
+        "torch-parameter-in-list",
+        "torch-parameter",
+        "torch-module",
+    ],
 )
 @pytest.mark.parametrize("function", ["clip_grad_norm_", "clip_grad_value_"])
 def test_refused_parameters(

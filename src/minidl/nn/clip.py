@@ -223,14 +223,21 @@ def _gradients(where: str, parameters: object) -> list[Tensor]:
 
 def _what(value: object, index: int | None = None) -> str:
     """What was given instead of a Parameter, for a message: its type, its position in the
-    list, and for a tensor where a minidl gradient lives."""
+    list, and for a tensor where a minidl gradient lives (for PyTorch's parameters and modules,
+    that they are PyTorch's)."""
     where = "" if index is None else f" at position {index}"
+    kind = type(value)
+    if kind.__module__.startswith("torch.nn"):  # (torch.nn.Parameter, a torch.nn.Module)
+        return (
+            f"{kind.__module__}.{kind.__qualname__}{where}, PyTorch's (clip its gradients with "
+            "torch.nn.utils; minidl.interop.from_torch converts a PyTorch model)"
+        )
     hint = (
         " (a minidl gradient lives in Parameter.grad: pass the Parameter)"
         if isinstance(value, Tensor)
         else ""
     )
-    return f"{type(value).__name__}{where}{hint}"
+    return f"{kind.__name__}{where}{hint}"
 
 
 def _limit(where: str, name: str, value: object) -> float:
