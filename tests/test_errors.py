@@ -2525,3 +2525,25 @@ def test_a_built_sequential_refuses_the_changes_of_torch_sequential_and_says_how
         {"model": model, "module": nn.Sigmoid(), "modules": [nn.Sigmoid()]},
     )
     assert [type(part).__name__ for part in built] == [type(part).__name__ for part in twin]
+
+
+@pytest.mark.parametrize(
+    ("call", "where"),
+    [
+        (lambda m: minidl.gradcheck(m, torch.randn(2, 2, dtype=F64)), "gradcheck: expected a"),
+        (lambda m: minidl.detect_anomaly(m).__enter__(), "detect_anomaly: argument 0 must be a"),
+        (nn.Residual, "Residual: block must be a"),
+    ],
+    ids=["gradcheck", "detect_anomaly", "Residual"],
+)
+def test_a_pytorch_module_is_named_as_one_where_a_minidl_module_is_expected(
+    call: Callable[[object], object], where: str
+) -> None:
+    """As Sequential names one: "expected a minidl Module, got Linear" left out that this
+    Linear is PyTorch's, minidl having a Linear of its own."""
+    with raises(
+        TypeError,
+        f"{where} minidl Module, got Linear, a PyTorch module (minidl.interop.from_torch "
+        "converts one)",
+    ):
+        call(torch.nn.Linear(2, 3))

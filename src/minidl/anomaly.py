@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from minidl.nn._checks import given_module
 from minidl.nn.module import Module
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ def detect_anomaly(*modules: Module) -> Iterator[None]:
         if not isinstance(module, Module):
             raise TypeError(
                 f"detect_anomaly: argument {index} must be a minidl Module, "
-                f"got {type(module).__name__}"
+                f"got {given_module(module)}"
             )
     previous_flag = enabled
     saved: list[tuple[Module, dict[str, Any]]] = []

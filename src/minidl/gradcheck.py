@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from minidl._validate import check_real, check_seed
+from minidl.nn._checks import given_module
 from minidl.nn.loss import Loss
 from minidl.nn.module import Module, check_initialised, check_registered
 from minidl.nn.parameter import Parameter
@@ -76,7 +77,7 @@ def gradcheck(
         True
     """
     if not isinstance(module, Module):
-        raise TypeError(f"gradcheck: expected a minidl Module, got {type(module).__name__}")
+        raise TypeError(f"gradcheck: expected a minidl Module, got {given_module(module)}")
     check_initialised("gradcheck", "the module", module)
     if not inputs:
         raise ValueError("gradcheck: give at least one input tensor")

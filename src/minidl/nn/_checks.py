@@ -28,6 +28,7 @@ __all__ = [
     "check_runs",
     "check_size",
     "check_still_fits",
+    "given_module",
     "refuse_set_to_none",
 ]
 
@@ -42,6 +43,15 @@ def check_bool(where: str, name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{where}: {name} must be True or False, got {shown(value)}")
     return value
+
+
+def given_module(value: object) -> str:
+    """What was given in place of a minidl module, for a message: its type's name, and for a
+    PyTorch module (whose names minidl's share: ``Linear``), that it is one, and the fix."""
+    kind = type(value)
+    if kind.__module__.startswith("torch.") and callable(getattr(value, "parameters", None)):
+        return f"{kind.__name__}, a PyTorch module (minidl.interop.from_torch converts one)"
+    return kind.__name__
 
 
 def check_not_in_place(where: str, inplace: object) -> None:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from minidl import anomaly
-from minidl.nn._checks import check_grad_output
+from minidl.nn._checks import check_grad_output, given_module
 from minidl.nn.loss import check_not_a_loss
 from minidl.nn.module import Module
 
@@ -39,7 +39,7 @@ class Residual(Module):
     def __init__(self, block: Module) -> None:
         super().__init__()
         if not isinstance(block, Module):
-            raise TypeError(f"Residual: block must be a minidl Module, got {type(block).__name__}")
+            raise TypeError(f"Residual: block must be a minidl Module, got {given_module(block)}")
         check_not_a_loss("Residual", "the block", block)
         self.block = block
         self.register_module("block", block)

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from minidl import anomaly
 from minidl._validate import add_note
+from minidl.nn._checks import given_module
 from minidl.nn._recent import Recent
 from minidl.nn.chain import ChainPlan, PlanDeclinedError, Signature, plannable
 from minidl.nn.flat import flat_buffer, flatten_parameters
@@ -577,7 +578,4 @@ def _what_was_given(value: object) -> str:
             "modules (it takes no names): pass the modules themselves, "
             "Sequential(*modules.values())"
         )
-    kind = type(value)
-    if kind.__module__.startswith("torch.") and callable(getattr(value, "parameters", None)):
-        return f"{kind.__name__}, a PyTorch module (minidl.interop.from_torch converts one)"
-    return kind.__name__
+    return given_module(value)
