@@ -303,6 +303,10 @@ def _assert_unchanged(model: nn.Sequential, before: list[Tensor]) -> None:
         assert torch.equal(parameter.grad, grad)
 
 
+class TorchNet(torch.nn.Module):
+    """A network written for PyTorch, of a class of one's own."""
+
+
 @pytest.mark.parametrize(
     ("parameters", "error", "message"),
     [
@@ -347,6 +351,12 @@ def _assert_unchanged(model: nn.Sequential, before: list[Tensor]) -> None:
             "minidl.interop.from_torch converts a PyTorch model)",
         ),
         (
+            lambda m: [*m.parameters(), TorchNet()],
+            TypeError,
+            "expected Parameters, got tests.test_clip.TorchNet at position 4, PyTorch's (clip its "
+            "gradients with torch.nn.utils; minidl.interop.from_torch converts a PyTorch model)",
+        ),
+        (
             lambda m: torch.nn.Linear(2, 3),
             TypeError,
             "expected Parameters (model.parameters()) or one Parameter, got "
@@ -362,6 +372,7 @@ def _assert_unchanged(model: nn.Sequential, before: list[Tensor]) -> None:
         "int",
         "torch-parameter-in-list",
         "torch-parameter",
+        "own-torch-module-in-list",
         "torch-module",
     ],
 )

@@ -2536,14 +2536,33 @@ def test_a_built_sequential_refuses_the_changes_of_torch_sequential_and_says_how
     ],
     ids=["gradcheck", "detect_anomaly", "Residual"],
 )
+@pytest.mark.parametrize("own", [False, True], ids=["torch.nn", "own-class"])
 def test_a_pytorch_module_is_named_as_one_where_a_minidl_module_is_expected(
-    call: Callable[[object], object], where: str
+    call: Callable[[object], object], where: str, own: bool
 ) -> None:
     """As Sequential names one: "expected a minidl Module, got Linear" left out that this
-    Linear is PyTorch's, minidl having a Linear of its own."""
+    Linear is PyTorch's, minidl having a Linear of its own; a network of one's own class,
+    derived from torch.nn.Module, is one too (Sequential named only torch.nn's classes)."""
+    module, name = (TorchNet(), "TorchNet") if own else (torch.nn.Linear(2, 3), "Linear")
     with raises(
         TypeError,
-        f"{where} minidl Module, got Linear, a PyTorch module (minidl.interop.from_torch "
+        f"{where} minidl Module, got {name}, a PyTorch module (minidl.interop.from_torch "
         "converts one)",
     ):
-        call(torch.nn.Linear(2, 3))
+        call(module)
+
+
+class TorchNet(torch.nn.Module):
+    """A network written for PyTorch, of a class of one's own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 3)
+
+
+def test_sequential_names_a_pytorch_network_of_ones_own_class_as_one() -> None:
+    with raises(
+        TypeError,
+        "Sequential: argument 0 must be a minidl Module, got TorchNet, a PyTorch module",
+    ):
+        nn.Sequential(TorchNet())  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ __all__ = [
     "check_size",
     "check_still_fits",
     "given_module",
+    "is_pytorch_module",
     "refuse_set_to_none",
 ]
 
@@ -49,9 +50,18 @@ def given_module(value: object) -> str:
     """What was given in place of a minidl module, for a message: its type's name, and for a
     PyTorch module (whose names minidl's share: ``Linear``), that it is one, and the fix."""
     kind = type(value)
-    if kind.__module__.startswith("torch.") and callable(getattr(value, "parameters", None)):
+    if is_pytorch_module(value):
         return f"{kind.__name__}, a PyTorch module (minidl.interop.from_torch converts one)"
     return kind.__name__
+
+
+def is_pytorch_module(value: object) -> bool:
+    """Whether ``value`` is a PyTorch module: of ``torch.nn``'s classes, or of a class of one's
+    own derived from one (a network written for PyTorch), found without importing
+    ``torch.nn``."""
+    return callable(getattr(value, "parameters", None)) and any(
+        base.__module__.startswith("torch.nn.") for base in type(value).__mro__
+    )
 
 
 def check_not_in_place(where: str, inplace: object) -> None:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from minidl._validate import check_real, shown
+from minidl.nn._checks import is_pytorch_module
 from minidl.nn.flat import flat_buffer
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
@@ -227,7 +228,8 @@ def _what(value: object, index: int | None = None) -> str:
     that they are PyTorch's)."""
     where = "" if index is None else f" at position {index}"
     kind = type(value)
-    if kind.__module__.startswith("torch.nn"):  # (torch.nn.Parameter, a torch.nn.Module)
+    # (torch.nn.Parameter; a PyTorch module, of one's own class too)
+    if kind.__module__.startswith("torch.nn.") or is_pytorch_module(value):
         return (
             f"{kind.__module__}.{kind.__qualname__}{where}, PyTorch's (clip its gradients with "
             "torch.nn.utils; minidl.interop.from_torch converts a PyTorch model)"
