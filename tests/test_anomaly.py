@@ -386,3 +386,19 @@ def test_the_error_pickles_and_copies_with_its_attributes(wrapped: bool) -> None
         ]
         assert math.isnan(again.value)
     assert error.shape == (1, 3)
+
+
+@pytest.mark.parametrize("kind", [list, tuple])
+def test_modules_given_as_one_list_are_refused_with_the_fix(kind: type) -> None:
+    """A list of the modules was refused as "got list", without saying how to pass them."""
+    model = network()
+    with (
+        pytest.raises(
+            TypeError,
+            match=rf"^detect_anomaly: argument 0 must be a minidl Module, got a {kind.__name__}; "
+            r"pass the modules themselves, detect_anomaly\(\*modules\)$",
+        ),
+        detect_anomaly(kind([model, nn.MSELoss()])),
+    ):
+        pass
+    assert "forward" not in model.__dict__

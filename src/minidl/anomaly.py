@@ -178,10 +178,10 @@ def detect_anomaly(*modules: Module) -> Iterator[None]:
     global enabled  # noqa: PLW0603 (a module flag keeps the check in Sequential one read)
     for index, module in enumerate(modules):
         if not isinstance(module, Module):
-            raise TypeError(
-                f"detect_anomaly: argument {index} must be a minidl Module, "
-                f"got {given_module(module)}"
-            )
+            got = given_module(module)
+            if isinstance(module, list | tuple):
+                got = f"a {got}; pass the modules themselves, detect_anomaly(*modules)"
+            raise TypeError(f"detect_anomaly: argument {index} must be a minidl Module, got {got}")
     previous_flag = enabled
     saved: list[tuple[Module, dict[str, Any]]] = []
     try:
