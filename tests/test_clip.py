@@ -340,27 +340,27 @@ class TorchNet(torch.nn.Module):
             lambda m: [*m.parameters(), torch.nn.Parameter(torch.zeros(2))],
             TypeError,
             "expected Parameters, got torch.nn.parameter.Parameter at position 4, PyTorch's "
-            "(clip its gradients with torch.nn.utils; minidl.interop.from_torch converts a "
+            "(clip its gradients with PyTorch's clip_grad_norm_ or clip_grad_value_; minidl.interop.from_torch converts a "
             "PyTorch model)",
         ),
         (
             lambda m: torch.nn.Parameter(torch.zeros(2)),
             TypeError,
             "expected Parameters (model.parameters()) or one Parameter, got "
-            "torch.nn.parameter.Parameter, PyTorch's (clip its gradients with torch.nn.utils; "
+            "torch.nn.parameter.Parameter, PyTorch's (clip its gradients with PyTorch's clip_grad_norm_ or clip_grad_value_; "
             "minidl.interop.from_torch converts a PyTorch model)",
         ),
         (
             lambda m: [*m.parameters(), TorchNet()],
             TypeError,
             "expected Parameters, got tests.test_clip.TorchNet at position 4, PyTorch's (clip its "
-            "gradients with torch.nn.utils; minidl.interop.from_torch converts a PyTorch model)",
+            "gradients with PyTorch's clip_grad_norm_ or clip_grad_value_; minidl.interop.from_torch converts a PyTorch model)",
         ),
         (
             lambda m: torch.nn.Linear(2, 3),
             TypeError,
             "expected Parameters (model.parameters()) or one Parameter, got "
-            "torch.nn.modules.linear.Linear, PyTorch's (clip its gradients with torch.nn.utils; "
+            "torch.nn.modules.linear.Linear, PyTorch's (clip its gradients with PyTorch's clip_grad_norm_ or clip_grad_value_; "
             "minidl.interop.from_torch converts a PyTorch model)",
         ),
     ],

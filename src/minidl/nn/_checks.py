@@ -56,11 +56,11 @@ def given_module(value: object) -> str:
 
 
 def is_pytorch_module(value: object) -> bool:
-    """Whether ``value`` is a PyTorch module: of ``torch.nn``'s classes, or of a class of one's
-    own derived from one (a network written for PyTorch), found without importing
-    ``torch.nn``."""
+    """Whether ``value`` is a PyTorch module: of PyTorch's own module classes, or of a class of
+    one's own derived from one (a network written for PyTorch), told by the modules its
+    classes come from, without importing PyTorch's module package."""
     return callable(getattr(value, "parameters", None)) and any(
-        base.__module__.startswith("torch.nn.") for base in type(value).__mro__
+        base.__module__.startswith("torch.") for base in type(value).__mro__
     )
 
 

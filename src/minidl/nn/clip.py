@@ -228,11 +228,13 @@ def _what(value: object, index: int | None = None) -> str:
     that they are PyTorch's)."""
     where = "" if index is None else f" at position {index}"
     kind = type(value)
-    # (torch.nn.Parameter; a PyTorch module, of one's own class too)
-    if kind.__module__.startswith("torch.nn.") or is_pytorch_module(value):
+    # (PyTorch's Parameter, whose class comes from a submodule of torch, where a plain tensor's
+    # comes from torch itself; a PyTorch module, of one's own class too)
+    if kind.__module__.startswith("torch.") or is_pytorch_module(value):
         return (
             f"{kind.__module__}.{kind.__qualname__}{where}, PyTorch's (clip its gradients with "
-            "torch.nn.utils; minidl.interop.from_torch converts a PyTorch model)"
+            "PyTorch's clip_grad_norm_ or clip_grad_value_; minidl.interop.from_torch converts a "
+            "PyTorch model)"
         )
     hint = (
         " (a minidl gradient lives in Parameter.grad: pass the Parameter)"
