@@ -811,6 +811,13 @@ def test_pytorch_parameters_groups_and_sets_are_refused_with_the_fix() -> None:
         r"Parameter, a PyTorch tensor or parameter .*minidl\.interop\.from_torch",
     ):
         optim.Adam(twin.parameters())
+    for given in (twin, [twin], torch.nn.Sequential(twin)):
+        with pytest.raises(
+            TypeError,
+            match=r"^SGD: params(\[0\])? must be .*, got Linear, a PyTorch module "
+            r"\(minidl\.interop\.from_torch converts one\)$",
+        ):
+            optim.SGD(given, lr=0.1)
     with pytest.raises(
         TypeError, match=r"^SGD: params\[0\] must be a minidl Parameter, got a dict: parameter "
     ):

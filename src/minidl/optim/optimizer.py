@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from minidl._validate import check_copyable, check_int, check_real
-from minidl.nn._checks import refuse_set_to_none
+from minidl.nn._checks import given_module, refuse_set_to_none
 from minidl.nn.flat import flat_buffer
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
@@ -88,7 +88,7 @@ class Optimizer:
             hint = " (pass its .parameters())" if isinstance(params, Module) else ""
             raise TypeError(
                 f"{name}: params must be an iterable of Parameters (e.g. model.parameters()), "
-                f"got {type(params).__name__}{hint}"
+                f"got {given_module(params)}{hint}"
             )
         if isinstance(params, set | frozenset):
             raise TypeError(
@@ -661,4 +661,4 @@ def _not_a_parameter(value: object) -> str:
             "modules give their Parameters with .parameters(); minidl.interop.from_torch "
             "converts a PyTorch model)"
         )
-    return kind.__name__
+    return given_module(value)
