@@ -355,7 +355,7 @@ HUGE = 10**400  # an integer beyond the range of a float
         (
             lambda o: optim.OneCycle(o, max_lr=0.1, total_steps=HUGE),
             r"^OneCycle: total_steps must be at most 1\.79769e\+308 \(the largest float\), got "
-            r"10{400}$",
+            r"an int of 401 digits$",
         ),
     ],
 )
@@ -384,7 +384,8 @@ def test_a_huge_setting_or_step_is_refused_and_changes_nothing() -> None:
         cosine.T_max = HUGE
     assert (cosine.T_max, cosine.last_step, optimizer.lr) == (10, 3, rate)
     with pytest.raises(
-        ValueError, match=r"^CosineAnnealing\.load_state_dict: the rate of step 10{400} cannot be"
+        ValueError,
+        match=r"^CosineAnnealing\.load_state_dict: the rate of step an int of 401 digits cannot be",
     ):
         cosine.load_state_dict({"base_lr": 0.1, "last_step": HUGE})
     assert (cosine.base_lr, cosine.last_step, optimizer.lr) == (0.1, 3, rate)

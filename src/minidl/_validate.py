@@ -40,7 +40,15 @@ def shown(value: object) -> str:
     """``repr(value)`` for a message, but an integer of more than :data:`LONGEST_SHOWN` digits
     as its number of digits (``an int of 5001 digits``): written whole, hundreds of digits
     would bury the message, and past 4300 Python refuses to write it (``repr`` raises a
-    ``ValueError`` of its own, in place of the message)."""
+    ``ValueError`` of its own, in place of the message). A tuple or list (a pair such as
+    ``betas``, a list of sizes) is written with each item so (``(0.9, an int of 5001 digits)``).
+    """
+    if type(value) in (tuple, list):  # (a pair of settings such as betas, a list of sizes)
+        assert isinstance(value, tuple | list)
+        parts = [shown(part) for part in value]
+        if len(parts) == 1 and type(value) is tuple:
+            return f"({parts[0]},)"
+        return f"({', '.join(parts)})" if type(value) is tuple else f"[{', '.join(parts)}]"
     if not isinstance(value, int) or isinstance(value, bool) or value.bit_length() <= 132:
         return repr(value)  # (below 2**132, 5.4e39: 40 digits at most)
     magnitude = abs(value)

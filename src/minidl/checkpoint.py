@@ -71,7 +71,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from minidl._validate import is_link_loop, special_file_kind
+from minidl._validate import is_link_loop, shown, special_file_kind
 from minidl.nn.module import Module
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
@@ -278,7 +278,7 @@ def save_checkpoint(
         raise CheckpointError(f"{where}: the scheduler given schedules another optimizer")
     _check_updates_model(where, model, optimizer)
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise CheckpointError(f"{where}: epoch must be an integer >= 0, got {epoch!r}")
+        raise CheckpointError(f"{where}: epoch must be an integer >= 0, got {shown(epoch)}")
     history = History() if history is None else history
     _check_history(history, where)
     recorded = len(history.train_loss)
@@ -465,7 +465,7 @@ def _check_extra_keys(value: object, name: str, where: str) -> None:
             if not isinstance(key, str):
                 inside = f" in {name} (JSON would make it a string)" if name != "extra" else ""
                 raise CheckpointError(
-                    f"{where}: extra must be a mapping with string keys, got the key {key!r}"
+                    f"{where}: extra must be a mapping with string keys, got the key {shown(key)}"
                     + inside
                 )
             _check_extra_keys(item, f"{name}[{key!r}]", where)
@@ -490,7 +490,7 @@ def _check_history(history: object, where: str) -> None:
         for value in values:
             if isinstance(value, bool) or not isinstance(value, float | int):
                 raise CheckpointError(
-                    f"{where}: history.{name} must be a list of numbers, got the element {value!r}"
+                    f"{where}: history.{name} must be a list of numbers, got the element {shown(value)}"
                 )
 
 
@@ -784,7 +784,7 @@ def _check_header_fields(header: dict[str, Any]) -> None:
 
     def integer(value: object, name: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+            raise ValueError(f"{name} must be an integer >= 0, got {shown(value)}")
 
     def mapping(value: object, name: str) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -799,7 +799,7 @@ def _check_header_fields(header: dict[str, Any]) -> None:
         if not isinstance(value, list) or not all(
             isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in value
         ):
-            raise TypeError(f"{name} must be a list of integers >= 0, got {value!r}")
+            raise TypeError(f"{name} must be a list of integers >= 0, got {shown(value)}")
 
     architecture = mapping(entry(header, "architecture", ""), "architecture")
     parameters = entry(architecture, "parameters", "architecture")

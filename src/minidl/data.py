@@ -21,6 +21,7 @@ from minidl._validate import (
     check_samples,
     check_seed,
     check_tensor_size,
+    shown,
     unavailable,
 )
 
@@ -209,7 +210,7 @@ def make_disk_data(
         check_tensor_size("make_disk_data", name, n)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(
-            f"make_disk_data: dtype must be a floating-point torch.dtype, got {dtype!r}"
+            f"make_disk_data: dtype must be a floating-point torch.dtype, got {shown(dtype)}"
         )
     check_seed("make_disk_data", seed)
     device = _check_device("make_disk_data", device)
@@ -255,10 +256,12 @@ def _check_device(where: str, device: object) -> torch.device | None:
     try:
         place = torch.device(device)
     except (RuntimeError, ValueError) as error:
-        raise ValueError(f"{where}: cannot put tensors on device {device!r}: {error}") from None
+        raise ValueError(
+            f"{where}: cannot put tensors on device {shown(device)}: {error}"
+        ) from None
     reason = unavailable(place)
     if reason is not None:
-        raise ValueError(f"{where}: cannot put tensors on device {device!r}: {reason}")
+        raise ValueError(f"{where}: cannot put tensors on device {shown(device)}: {reason}")
     return place
 
 
@@ -266,7 +269,7 @@ def _check_flag(name: str, flag: object) -> bool:
     """A ``BatchIterator`` flag: a bool (a string such as "no" would be true: refused rather
     than taken for True)."""
     if not isinstance(flag, bool):
-        raise TypeError(f"BatchIterator: {name} must be a bool, got {flag!r}")
+        raise TypeError(f"BatchIterator: {name} must be a bool, got {shown(flag)}")
     return flag
 
 

@@ -84,7 +84,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.distributed.rendezvous import rendezvous
 
-from minidl._validate import check_int, check_real
+from minidl._validate import check_int, check_real, shown
 from minidl.data import BatchIterator
 from minidl.nn.flat import flat_buffer
 from minidl.nn.module import Module
@@ -149,8 +149,8 @@ class Launch:
         check_int("Launch", "local_rank", self.local_rank, low=0)
         if self.rank >= self.world_size:
             raise ValueError(
-                f"Launch: rank must be in [0, {self.world_size - 1}] for world_size "
-                f"{self.world_size}, got {self.rank}"
+                f"Launch: rank must be in [0, {shown(self.world_size - 1)}] for world_size "
+                f"{shown(self.world_size)}, got {shown(self.rank)}"
             )
 
 
@@ -297,7 +297,7 @@ class ProcessGroup:
             )
         except (RuntimeError, ValueError) as error:
             raise DistributedError(
-                f"ProcessGroup: rank {self.rank} could not join the {self.world_size} ranks at "
+                f"ProcessGroup: rank {shown(self.rank)} could not join the {shown(self.world_size)} ranks at "
                 f"{address} within {self.timeout:g} s: {_first_line(error)}"
             ) from error
         self._store: Store = store
@@ -334,7 +334,7 @@ class ProcessGroup:
         """Refuse ``what`` on a closed group."""
         if self._stop_beating.is_set():  # (closed, by this object or a copy sharing it)
             raise DistributedError(
-                f"ProcessGroup: {what} was called on rank {self.rank} of {self.world_size} after "
+                f"ProcessGroup: {what} was called on rank {shown(self.rank)} of {shown(self.world_size)} after "
                 "close(); join a new ProcessGroup (and build the DataParallel on it)"
             )
 
@@ -603,20 +603,23 @@ class ShardedBatches:
         world_size = check_int("ShardedBatches", "world_size", world_size)
         rank = check_int("ShardedBatches", "rank", rank, low=0)
         if rank >= world_size:
-            raise ValueError(f"ShardedBatches: rank must be in [0, {world_size - 1}], got {rank}")
+            raise ValueError(
+                f"ShardedBatches: rank must be in [0, {shown(world_size - 1)}], got {shown(rank)}"
+            )
         size = batches.batch_size
         if size % world_size:
             raise ValueError(
-                f"ShardedBatches: the batch size {size} is not divisible by the world size "
-                f"{world_size}; every rank takes 1/{world_size} of each batch, so choose a batch "
-                f"size that is a multiple of {world_size}"
+                f"ShardedBatches: the batch size {shown(size)} is not divisible by the world size "
+                f"{shown(world_size)}; every rank takes 1/{shown(world_size)} of each batch, so "
+                f"choose a batch size that is a multiple of {shown(world_size)}"
             )
         samples = int(batches.x.shape[0])
         last = samples % size if samples > size else samples
         if last and last < world_size and not batches.drop_last:
             raise ValueError(
                 f"ShardedBatches: the last batch of every epoch holds {last} samples ({samples} "
-                f"samples, batches of {size}), fewer than the {world_size} ranks; choose another "
+                f"samples, batches of {shown(size)}), fewer than the {shown(world_size)} ranks; "
+                "choose another "
                 f"batch size or drop the last batch"
             )
         self.batches = batches

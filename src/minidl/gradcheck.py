@@ -8,7 +8,7 @@ import itertools
 import torch
 from torch import Tensor
 
-from minidl._validate import check_real, check_seed
+from minidl._validate import check_real, check_seed, shown
 from minidl.nn._checks import given_module
 from minidl.nn.loss import Loss
 from minidl.nn.module import Module, check_initialised, check_registered
@@ -105,7 +105,7 @@ def gradcheck(
     rtol = check_real("gradcheck", "rtol", rtol, low=0.0)
     check_seed("gradcheck", seed)
     if not isinstance(raise_exception, bool):
-        raise TypeError(f"gradcheck: raise_exception must be a bool, got {raise_exception!r}")
+        raise TypeError(f"gradcheck: raise_exception must be a bool, got {shown(raise_exception)}")
     # (an unregistered parameter's gradient would go unchecked: a wrong one would pass)
     check_registered("gradcheck", module)
     named = list(module.named_parameters())

@@ -27,6 +27,7 @@ from minidl._validate import (
     check_labelled,
     check_like,
     check_real,
+    shown,
 )
 from minidl.nn._stack_clip import StackClip
 from minidl.nn.batched_linear import BatchedLinear
@@ -294,12 +295,12 @@ def fit_rounds(
     if isinstance(make_optimizer, PerModel):
         flat, group = make_optimizer.flat, make_optimizer.group
         if not isinstance(flat, bool):
-            raise TypeError(f"fit_rounds: PerModel.flat must be a bool, got {flat!r}")
+            raise TypeError(f"fit_rounds: PerModel.flat must be a bool, got {shown(flat)}")
         group = check_int("fit_rounds", "PerModel.group", group)
         if rounds % group:
             raise ValueError(
                 f"fit_rounds: PerModel.group must be a divisor of the number of models "
-                f"({rounds}), got {group}"
+                f"({rounds}), got {shown(group)}"
             )
     try:
         stacked = stack_models(models, layout="model" if flat else "layer")

@@ -19,6 +19,7 @@ from minidl._validate import (
     check_like,
     check_real,
     check_samples,
+    shown,
 )
 from minidl.data import BatchIterator
 from minidl.folded import FoldedStep
@@ -225,11 +226,16 @@ def _check_step_limit(where: str, scheduler: LRScheduler, epochs: int, batches: 
     per_batch = scheduler.interval == "batch"
     calls = epochs * batches if per_batch else epochs
     if scheduler.last_step + calls > limit:
-        unit = f"{epochs} epochs of {batches} batches" if per_batch else f"{epochs} epochs"
+        unit = (
+            f"{shown(epochs)} epochs of {batches} batches"
+            if per_batch
+            else f"{shown(epochs)} epochs"
+        )
         raise ValueError(
-            f"{where}: the scheduler {type(scheduler).__name__} has rates up to step {limit} and "
-            f"is at step {scheduler.last_step}, but {unit} would step it {calls} times (to step "
-            f"{scheduler.last_step + calls}); build it for the whole training (e.g. OneCycle's "
+            f"{where}: the scheduler {type(scheduler).__name__} has rates up to step "
+            f"{shown(limit)} and is at step {shown(scheduler.last_step)}, but {unit} would step it "
+            f"{shown(calls)} times (to step {shown(scheduler.last_step + calls)}); build it for "
+            "the whole training (e.g. OneCycle's "
             f"total_steps = epochs * batches per epoch)"
         )
 
@@ -441,9 +447,9 @@ def fit(
         raise TypeError(f"fit: on_epoch must be callable or None, got {type(on_epoch).__name__}")
     start_epoch = check_int("fit", "start_epoch", start_epoch, low=0)
     if start_epoch > epochs:
-        raise ValueError(f"fit: start_epoch {start_epoch} is past epochs {epochs}")
+        raise ValueError(f"fit: start_epoch {shown(start_epoch)} is past epochs {shown(epochs)}")
     if not isinstance(drop_last, bool):
-        raise TypeError(f"fit: drop_last must be a bool, got {drop_last!r}")
+        raise TypeError(f"fit: drop_last must be a bool, got {shown(drop_last)}")
     if max_grad_norm is not None:
         max_grad_norm = check_real("fit", "max_grad_norm", max_grad_norm, low=0.0, low_open=True)
     samples = int(x.shape[0])
@@ -456,7 +462,7 @@ def fit(
         )
     if drop_last and samples < batch_size:
         raise ValueError(
-            f"fit: with drop_last, batches of {batch_size} leave no batch of the {samples} "
+            f"fit: with drop_last, batches of {shown(batch_size)} leave no batch of the {samples} "
             "samples; choose a batch_size <= the number of samples"
         )
     smallest = batch_size if drop_last else samples % batch_size or batch_size

@@ -27,6 +27,8 @@ from typing import Literal
 
 import torch
 
+from minidl._validate import shown
+
 __all__ = [
     "ALL_EXPERIMENTS",
     "BATCHES_PER_EPOCH",
@@ -82,7 +84,7 @@ class Protocol:
             # results.json, and not followed)
             raise ValueError(
                 "Protocol: shuffle_each_epoch must be True (the training reshuffles at every "
-                f"epoch; one shuffle per round is not implemented), got {self.shuffle_each_epoch!r}"
+                f"epoch; one shuffle per round is not implemented), got {shown(self.shuffle_each_epoch)}"
             )
 
     @property

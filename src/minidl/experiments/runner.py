@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from minidl._allocator import keep_freed_memory
-from minidl._validate import check_folder_takes_files, check_int
+from minidl._validate import check_folder_takes_files, check_int, shown
 from minidl.experiments.batched import train_rows_batched
 from minidl.experiments.config import (
     Experiment,
@@ -75,7 +75,7 @@ class RunSettings:
         except (TypeError, ValueError) as error:
             raise type(error)(f"RunSettings: tables: {error}") from None
         if not isinstance(self.quick, bool):
-            raise TypeError(f"RunSettings: quick must be True or False, got {self.quick!r}")
+            raise TypeError(f"RunSettings: quick must be True or False, got {shown(self.quick)}")
         if self.epochs_override is not None:
             epochs = check_int("RunSettings", "epochs_override", self.epochs_override)
             object.__setattr__(self, "epochs_override", epochs)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from minidl._validate import check_real
+from minidl._validate import check_real, shown
 
 __all__ = ["Welch", "regularized_beta", "welch"]
 
@@ -56,7 +56,9 @@ def welch(mean_1: float, sd_1: float, n_1: int, mean_2: float, sd_2: float, n_2:
             s.d. that is not a finite number ``>= 0``.
     """
     if n_1 < 2 or n_2 < 2:
-        raise ValueError(f"welch: each side needs 2 samples or more, got {n_1} and {n_2}")
+        raise ValueError(
+            f"welch: each side needs 2 samples or more, got {shown(n_1)} and {shown(n_2)}"
+        )
     mean_1, mean_2 = check_real("welch", "mean_1", mean_1), check_real("welch", "mean_2", mean_2)
     sd_1, sd_2 = (
         check_real("welch", "sd_1", sd_1, low=0.0),

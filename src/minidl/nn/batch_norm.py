@@ -9,7 +9,7 @@ from torch import Tensor
 
 from minidl._scalar import operand
 from minidl._setting import Setting
-from minidl._validate import check_int, check_real
+from minidl._validate import check_int, check_real, shown
 from minidl.nn._checks import (
     check_cached,
     check_factory_options,
@@ -134,12 +134,12 @@ class BatchNorm1d(Module):
         self.eps = eps
         self.momentum = momentum
         if not isinstance(affine, bool):
-            raise TypeError(f"BatchNorm1d: affine must be a bool, got {affine!r}")
+            raise TypeError(f"BatchNorm1d: affine must be a bool, got {shown(affine)}")
         if track_running_stats is not True:
             if track_running_stats is not False:
                 raise TypeError(
                     "BatchNorm1d: track_running_stats must be True or False, got "
-                    f"{track_running_stats!r}"
+                    f"{shown(track_running_stats)}"
                 )
             raise ValueError(
                 "BatchNorm1d: track_running_stats=False is not supported: it always keeps "

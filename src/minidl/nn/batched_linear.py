@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from minidl._validate import shown
 from minidl.nn._checks import (
     STRIDED,
     check_bool,
@@ -343,7 +344,7 @@ class BatchedLinear(Module):
             raise TypeError(f"BatchedLinear.model: expected an integer index, got {index!r}")
         if not -self.models <= index < self.models:
             raise IndexError(
-                f"BatchedLinear.model: index {index} is out of range for {self.models} models"
+                f"BatchedLinear.model: index {shown(index)} is out of range for {self.models} models"
             )
         weight = self.weight.data[index]
         layer = Linear(

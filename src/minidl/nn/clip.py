@@ -95,7 +95,7 @@ def clip_grad_norm_(
     if error_if_nonfinite is not True and error_if_nonfinite is not False:
         raise TypeError(
             f"{where}: error_if_nonfinite must be a bool, got "
-            f"{type(error_if_nonfinite).__name__} {error_if_nonfinite!r}"
+            f"{type(error_if_nonfinite).__name__} {shown(error_if_nonfinite)}"
         )
     return _clip_norm(where, grads, limit, order, error_if_nonfinite)
 

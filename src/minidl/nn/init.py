@@ -31,7 +31,7 @@ from typing import Literal, TypeVar
 import torch
 from torch import Tensor
 
-from minidl._validate import check_real
+from minidl._validate import check_real, shown
 from minidl.nn.parameter import Parameter
 
 __all__ = [
@@ -240,7 +240,7 @@ def _kaiming(
     """The tensor to fill and the standard deviation of a Kaiming initialisation."""
     tensor = _tensor(where, target, generator)
     if mode not in ("fan_in", "fan_out"):
-        raise ValueError(f"{where}: mode must be 'fan_in' or 'fan_out', got {mode!r}")
+        raise ValueError(f"{where}: mode must be 'fan_in' or 'fan_out', got {shown(mode)}")
     gain = _gain(where, nonlinearity, check_real(where, "a", a))
     fan_in, fan_out = _fans(where, tensor)
     fan = fan_in if mode == "fan_in" else fan_out
@@ -252,7 +252,7 @@ def _gain(where: str, nonlinearity: str, param: float | None) -> float:
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(
             f"{where}: nonlinearity must be one of {', '.join(map(repr, _NONLINEARITIES))}, "
-            f"got {nonlinearity!r}"
+            f"got {shown(nonlinearity)}"
         )
     if nonlinearity in _LINEAR:
         return 1.0

@@ -487,7 +487,7 @@ class Module:
         ``fn`` once from each.
         """
         if not callable(fn):
-            raise TypeError(f"{type(self).__name__}.apply: fn must be callable, got {fn!r}")
+            raise TypeError(f"{type(self).__name__}.apply: fn must be callable, got {shown(fn)}")
         for child in self.children():
             child.apply(fn)
         fn(self)
@@ -535,7 +535,7 @@ class Module:
         """Put this module and its children in training mode (or evaluation mode if ``False``)."""
         if not isinstance(mode, bool):
             raise TypeError(
-                f"{type(self).__name__}.train: mode must be True or False, got {mode!r}"
+                f"{type(self).__name__}.train: mode must be True or False, got {shown(mode)}"
             )
         for module in self.modules():
             module.training = mode
@@ -648,7 +648,7 @@ class Module:
             )
         if not isinstance(strict, bool):
             raise TypeError(
-                f"{where}.load_state_dict: strict must be True or False, got {strict!r}"
+                f"{where}.load_state_dict: strict must be True or False, got {shown(strict)}"
             )
         # (in state_dict's order, as PyTorch lists the missing keys)
         own = self._state_entries()

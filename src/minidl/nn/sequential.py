@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from minidl import anomaly
-from minidl._validate import add_note
+from minidl._validate import add_note, shown
 from minidl.nn._checks import given_module
 from minidl.nn._recent import Recent
 from minidl.nn.chain import ChainPlan, PlanDeclinedError, Signature, plannable
@@ -447,7 +447,7 @@ class Sequential(Module):
             return self._layers[index]
         except IndexError:
             raise IndexError(
-                f"Sequential: index {index} is out of range for {len(self._layers)} modules"
+                f"Sequential: index {shown(index)} is out of range for {len(self._layers)} modules"
             ) from None
 
     # -- what PyTorch's Sequential changes in place: refused, as register_module is --------------
@@ -557,11 +557,11 @@ class Sequential(Module):
 def _index_text(index: object) -> str:
     """``index`` as written between brackets: ``1``, ``-1``, ``1:3``, ``::2``."""
     if isinstance(index, slice):
-        parts = ["" if part is None else repr(part) for part in (index.start, index.stop)]
+        parts = ["" if part is None else shown(part) for part in (index.start, index.stop)]
         if index.step is not None:
-            parts.append(repr(index.step))
+            parts.append(shown(index.step))
         return ":".join(parts)
-    return repr(index)
+    return shown(index)
 
 
 def _what_was_given(value: object) -> str:

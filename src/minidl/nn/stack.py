@@ -401,12 +401,18 @@ def _model_range(
         start, stop, step = index.indices(models)
         if step != 1 or start >= stop:
             raise IndexError(
-                f"{where}: expected a non-empty slice of step 1 within {models} models, got {index}"
+                f"{where}: expected a non-empty slice of step 1 within {models} models, got "
+                f"{_slice_text(index)}"
             )
         return start, stop
     if not 0 <= index < models:
-        raise IndexError(f"{where}: index {index!r} is out of range for {models} models")
+        raise IndexError(f"{where}: index {shown(index)} is out of range for {models} models")
     return int(index), int(index) + 1
+
+
+def _slice_text(index: slice) -> str:
+    """``str(index)`` (``slice(0, 4, 2)``), its integers written by :func:`shown`."""
+    return f"slice({shown(index.start)}, {shown(index.stop)}, {shown(index.step)})"
 
 
 def model_parameters(stacked: Sequential, index: int | slice) -> list[Parameter]:

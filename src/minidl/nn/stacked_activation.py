@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from minidl._validate import shown
 from minidl.nn._checks import check_dense, check_runs
 from minidl.nn.activation import Activation
 from minidl.nn.module import Module
@@ -70,7 +71,7 @@ class StackedActivation(Module):
             if start <= index < stop:
                 return activation
         raise IndexError(
-            f"StackedActivation: index {index} is out of range for {self.models} models"
+            f"StackedActivation: index {shown(index)} is out of range for {self.models} models"
         )
 
     def _check(self, tensor: object, what: str) -> Tensor:

@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl._validate import check_real
+from minidl._validate import check_real, shown
 from minidl.nn.parameter import Parameter
 from minidl.optim.optimizer import Hyperparameter, Optimizer
 
@@ -26,7 +26,7 @@ def check_betas(where: str, betas: object) -> tuple[float, float]:
         kind = ValueError if array else TypeError
         raise kind(
             f"{where}: betas must be a pair of numbers in [0, 1) (a tuple, a list, or a 1-D "
-            f"array or tensor of two), got {betas!r}"
+            f"array or tensor of two), got {shown(betas)}"
         )
     beta1 = check_real(where, "betas[0]", betas[0], low=0.0, high=1.0, high_open=True)
     beta2 = check_real(where, "betas[1]", betas[1], low=0.0, high=1.0, high_open=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from minidl._validate import check_int, check_real
+from minidl._validate import check_int, check_real, shown
 from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, check_decay_gamma, checks_step
 from minidl.optim.optimizer import Optimizer
 
@@ -21,7 +21,7 @@ def _check_step_size_up(where: str, step_size_up: object) -> int:
 def _check_mode(where: str, mode: object) -> Mode:
     if mode not in ("triangular", "triangular2", "exp_range"):
         raise ValueError(
-            f"{where}: mode must be 'triangular', 'triangular2' or 'exp_range', got {mode!r}"
+            f"{where}: mode must be 'triangular', 'triangular2' or 'exp_range', got {shown(mode)}"
         )
     return (
         "triangular"

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 from minidl._setting import Setting, read_overridden_settings
-from minidl._validate import check_int, check_real
+from minidl._validate import check_int, check_real, shown
 from minidl.optim.optimizer import Optimizer
 
 __all__ = [
@@ -27,7 +27,7 @@ T = TypeVar("T")
 def check_interval(where: str, interval: object) -> Literal["epoch", "batch"]:
     """Check a scheduler's ``interval``: ``"epoch"`` or ``"batch"``."""
     if interval not in ("epoch", "batch"):
-        raise ValueError(f"{where}: interval must be 'epoch' or 'batch', got {interval!r}")
+        raise ValueError(f"{where}: interval must be 'epoch' or 'batch', got {shown(interval)}")
     return "epoch" if interval == "epoch" else "batch"
 
 
@@ -210,14 +210,15 @@ class LRScheduler:
             limit = self.step_limit
             if limit is not None and self.last_step > limit:
                 raise ValueError(
-                    f"{where}: with {name}={getattr(self, name)!r} the last step would be "
-                    f"{limit} (its step_limit), before the current step {self.last_step}"
+                    f"{where}: with {name}={shown(getattr(self, name))} the last step would be "
+                    f"{shown(limit)} (its step_limit), before the current step "
+                    f"{shown(self.last_step)}"
                 )
             rate = self._rate(name, self.last_step)
             # The sequences this schedule is part of (one inside the other, if nested): each
             # checks the change as a whole, in this schedule's words.
             part, container = self, self._container
-            change = f"{name}={getattr(self, name)!r}"
+            change = f"{name}={shown(getattr(self, name))}"
             while container is not None:
                 container._check_part(where, change, part)
                 part, container = container, container._container
@@ -323,14 +324,14 @@ class LRScheduler:
             lr = self.lr_at(step)
         except (OverflowError, ZeroDivisionError) as error:
             raise ValueError(
-                f"{name}{'.' if where else ''}{where}: the rate of step {step} cannot be "
+                f"{name}{'.' if where else ''}{where}: the rate of step {shown(step)} cannot be "
                 f"computed ({error}; {self!r}); expected settings and steps within the range "
                 "of a float"
             ) from error
         if not (math.isfinite(lr) and lr >= 0):
             source = repr(self) if self.takes_own_rates else f"from base_lr {self.base_lr!r}"
             raise ValueError(
-                f"{name}{'.' if where else ''}{where}: the rate of step {step} is {lr!r} "
+                f"{name}{'.' if where else ''}{where}: the rate of step {shown(step)} is {lr!r} "
                 f"({source}); expected a finite rate >= 0"
             )
         return lr
@@ -376,8 +377,8 @@ class LRScheduler:
         limit = self.step_limit
         if limit is not None and last_step > limit:
             raise ValueError(
-                f"{name}.load_state_dict: last_step {last_step} is past this schedule's last "
-                f"step {limit} (its step_limit)"
+                f"{name}.load_state_dict: last_step {shown(last_step)} is past this schedule's "
+                f"last step {shown(limit)} (its step_limit)"
             )
         base_lr = self._check_base_lr(f"{name}.load_state_dict", state_dict["base_lr"])
         previous = self._base_lr

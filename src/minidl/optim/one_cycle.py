@@ -6,7 +6,7 @@ import math
 import sys
 from typing import Literal
 
-from minidl._validate import check_int, check_real
+from minidl._validate import check_int, check_real, shown
 from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step
 from minidl.optim.optimizer import Optimizer
 
@@ -30,7 +30,7 @@ def _check_pct_start(where: str, pct_start: object) -> float:
 def _check_anneal_strategy(where: str, anneal_strategy: object) -> Literal["cos", "linear"]:
     if anneal_strategy not in ("cos", "linear"):
         raise ValueError(
-            f"{where}: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}"
+            f"{where}: anneal_strategy must be 'cos' or 'linear', got {shown(anneal_strategy)}"
         )
     return "cos" if anneal_strategy == "cos" else "linear"
 
@@ -130,14 +130,14 @@ class OneCycle(LRScheduler):
         if self._total_steps > self._LARGEST_STEPS:  # (pct_start * total_steps would overflow)
             raise ValueError(
                 f"{where}: total_steps must be at most {sys.float_info.max:g} (the largest "
-                f"float), got {self._total_steps!r}"
+                f"float), got {shown(self._total_steps)}"
             )
         self._rise_end = self._pct_start * self._total_steps - 1
         self._end = self._total_steps - 1
         if not 0 < self._rise_end < self._end:
             raise ValueError(
                 f"{where}: pct_start * total_steps - 1 = {self._rise_end:g} must lie strictly "
-                f"between 0 and total_steps - 1 = {self._end} (raise total_steps or change "
+                f"between 0 and total_steps - 1 = {shown(self._end)} (raise total_steps or change "
                 f"pct_start={self._pct_start})"
             )
 
@@ -182,7 +182,7 @@ class OneCycle(LRScheduler):
     def lr_at(self, step: int) -> float:
         if step > self._total_steps:
             raise ValueError(
-                f"OneCycle: step {step} is past total_steps={self._total_steps}; build the "
+                f"OneCycle: step {shown(step)} is past total_steps={shown(self._total_steps)}; build the "
                 "schedule with the number of batches of the whole training"
             )
         if step <= self._rise_end:

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from minidl._validate import check_copyable, check_int, check_real
+from minidl._validate import check_copyable, check_int, check_real, shown
 from minidl.nn._checks import given_module, refuse_set_to_none
 from minidl.nn.flat import flat_buffer
 from minidl.nn.module import Module
@@ -508,7 +508,7 @@ class Optimizer:
             return " (it looks like another optimizer's state, or one saved with other settings)"
         found = set(saved)
         if _takes(type(self), found):
-            given = ", ".join(f"{key}={value!r}" for key, value in saved.items())
+            given = ", ".join(f"{key}={shown(value)}" for key, value in saved.items())
             return f" (a state saved with other settings, {given}; build this {name} with them)"
         import minidl.optim
 

@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl._validate import check_real
+from minidl._validate import check_real, shown
 from minidl.nn.parameter import Parameter
 from minidl.optim.optimizer import Hyperparameter, Optimizer
 
@@ -99,7 +99,7 @@ class RMSprop(Optimizer):
         where = type(self).__name__  # (a subclass by its own name)
         centered = hyperparameters["centered"]
         if not isinstance(centered, bool):
-            raise TypeError(f"{where}: centered must be a bool, got {centered!r}")
+            raise TypeError(f"{where}: centered must be a bool, got {shown(centered)}")
         return {
             "alpha": check_real(where, "alpha", hyperparameters["alpha"], low=0.0, high=1.0),
             "eps": check_real(where, "eps", hyperparameters["eps"], low=0.0, low_open=True),

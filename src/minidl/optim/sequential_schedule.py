@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from torch import Tensor
 
+from minidl._validate import shown
 from minidl.optim.lr_scheduler import LRScheduler, checks_step, fixed
 from minidl.optim.optimizer import Optimizer
 
@@ -46,7 +47,8 @@ def _check_milestones(where: str, milestones: list[Any], schedules: int) -> list
             )
         if int(milestone) <= previous:
             raise ValueError(
-                f"{where}: milestones must be strictly increasing integers >= 1, got {milestones!r}"
+                f"{where}: milestones must be strictly increasing integers >= 1, got "
+                f"{shown(milestones)}"
             )
         previous = int(milestone)
         checked.append(previous)
@@ -193,13 +195,13 @@ class SequentialSchedule(LRScheduler):
         limit = self.step_limit
         if limit is not None and self.last_step > limit:
             raise ValueError(
-                f"{where}: with {change} the {kind} it is part of would end at step {limit} "
-                f"(its step_limit), before its current step {self.last_step}"
+                f"{where}: with {change} the {kind} it is part of would end at step "
+                f"{shown(limit)} (its step_limit), before its current step {shown(self.last_step)}"
             )
         rate = self.lr_at(self.last_step)
         if not (math.isfinite(rate) and rate >= 0):
             raise ValueError(
-                f"{where}: with {change} the rate of the current step {self.last_step} of the "
+                f"{where}: with {change} the rate of the current step {shown(self.last_step)} of the "
                 f"{kind} it is part of would be {rate!r}; expected a finite rate >= 0"
             )
 

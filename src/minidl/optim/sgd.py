@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl._validate import check_real
+from minidl._validate import check_real, shown
 from minidl.nn.parameter import Parameter
 from minidl.optim.optimizer import Hyperparameter, Optimizer
 
@@ -98,7 +98,7 @@ class SGD(Optimizer):
         )
         nesterov = hyperparameters.get("nesterov", False)
         if not isinstance(nesterov, bool):
-            raise TypeError(f"{where}: nesterov must be a bool, got {nesterov!r}")
+            raise TypeError(f"{where}: nesterov must be a bool, got {shown(nesterov)}")
         if nesterov and momentum == 0.0:
             raise ValueError(f"{where}: nesterov momentum needs momentum > 0, got momentum 0")
         return {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
