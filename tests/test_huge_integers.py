@@ -16,6 +16,7 @@ import torch
 from minidl import nn, optim
 from minidl._validate import shown
 from minidl.checkpoint import CheckpointError, save_checkpoint
+from minidl.cli import main
 from minidl.data import BatchIterator, make_disk_data
 from minidl.distributed import Launch, ShardedBatches
 from minidl.experiments.batched import train_rows_batched
@@ -448,3 +449,72 @@ def test_shown_writes_a_tuple_or_list_item_by_item() -> None:
     assert shown((0.9, 10**5000)) == "(0.9, an int of 5001 digits)"
     assert shown((10**59,)) == "(an int of 60 digits,)"
     assert shown([1, [-(10**40)]]) == "[1, [a negative int of 41 digits]]"
+
+
+#: Digits typed on the command line: of more than Python converts from text, and of 60.
+TEXTS = {"5001 digits": "1" + "0" * 5000, "60 digits": "1" + "0" * 59}
+
+
+@pytest.mark.parametrize("digits", TEXTS)
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["--epochs", "-{}"], "argument --epochs: expected an integer >= 0, got a negative int"),
+        (["--epochs", "{}"], "argument --epochs: expected an integer >= 0, got an int"),
+        (["--batch-size", "-{}"], "argument --batch-size: expected a positive integer, got a "),
+        (["--log-every", "-{}"], "argument --log-every: expected a positive integer, got a "),
+        (["--seed", "{}"], "argument --seed: expected an integer in [-9223372036854775808, "),
+        (["--hidden", "2,{}"], "--hidden 2,an int of"),
+        (["--checkpoint-every", "{}"], "--checkpoint-every an int of"),
+    ],
+)
+def test_the_command_line_names_a_huge_integer_by_its_number_of_digits(
+    arguments: list[str], expected: str, digits: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One ``error:`` line naming the flag and the number of digits: past 4300 digits ``int``
+    raised the ``ValueError`` of an integer of too many digits, which the flag took for no
+    integer at all ("expected an integer >= 0, got '1000...'", all 5001 digits quoted)."""
+    text = TEXTS[digits]
+    if digits == "5001 digits" and arguments[0] in ("--hidden", "--checkpoint-every"):
+        expected = f"argument {arguments[0]}: expected "
+    if digits == "60 digits" and arguments == ["--epochs", "{}"]:
+        pytest.skip("60 digits of epochs are taken: the training would run")
+    try:  # (argparse exits; a refusal after the parsing is returned)
+        code = main(["train", "--quiet", *(part.format(text) for part in arguments)])
+    except SystemExit as exit_info:
+        code = exit_info.code  # type: ignore[assignment]
+    assert code == 2
+    error = capsys.readouterr().err
+    last = error.rstrip("\n").splitlines()[-1]
+    assert expected in last, last
+    assert f"int of {digits}" in last, last
+    assert error.count("error:") == 1 and "0" * 41 not in error, error
+    if digits == "5001 digits":
+        assert last.endswith("(more than Python converts from text: 4300)"), last
+
+
+def test_the_command_line_reads_an_integer_with_leading_zeros_past_python_s_limit() -> None:
+    """``int`` refuses 5001 digits even when 5000 of them are leading zeros; the number they
+    write is 3."""
+    from minidl.cli import _non_negative_int, _positive_int, _seed, _sizes
+
+    zeros = "0" * 5000
+    assert _non_negative_int(zeros + "3") == 3 == _positive_int(f" +{zeros}3 ")
+    assert _seed(f"-{zeros}3") == -3 and _non_negative_int(zeros + "0") == 0
+    assert _sizes(f"2,{zeros}25") == (2, 25)
+
+
+@pytest.mark.parametrize("digits", VALUES)
+def test_the_command_line_s_other_messages_name_a_huge_integer_by_its_number_of_digits(
+    digits: str,
+) -> None:
+    """The refusal of a --batch-size the processes of a launch cannot split, and a setting
+    written as typed (the refusal of a --resume with other settings)."""
+    from minidl.cli import _as_typed, _check_batches_split
+
+    value = VALUES[digits]
+    with pytest.raises(ValueError) as info:
+        _check_batches_split(value + 1, 1000, 2)  # (odd: not divisible by 2 processes)
+    assert str(info.value).startswith(f"--batch-size an int of {digits} is not divisible by")
+    assert _as_typed([2, value, 2]) == f"2,an int of {digits},2"
+    assert _as_typed(value) == f"an int of {digits}" and _as_typed([25, 25]) == "25,25"

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,24 +36,50 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _positive_int(text: str) -> int:
+def _int(text: str, expected: str, given: str | None = None) -> int:
+    """``int(text)``, or the flag's error ``expected ..., got ...`` (``given``: the text it
+    quotes, ``text`` by default). An integer of more digits than Python converts from text
+    (4300: ``int`` raises a ``ValueError`` of its own, as for text that is no integer) is named
+    by its number of digits, as :func:`minidl._validate.shown` names a huge integer in a
+    message, rather than taken for no integer and quoted whole."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        literal = re.fullmatch(r"\s*([+-]?)(\d+(?:_\d+)*)\s*", text, flags=re.ASCII)
+        if literal is None:  # (no integer)
+            quoted = text if given is None else given
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {quoted!r}") from None
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    digits = literal[2].replace("_", "").lstrip("0") or "0"
+    if not limit or len(digits) <= limit:  # (Python counted the leading zeros)
+        return int(literal[1] + digits)
+    magnitude = 10 ** (len(digits) - 1)  # (an int of as many digits, named as shown does)
+    raise argparse.ArgumentTypeError(
+        f"expected {expected}, got {_shown(-magnitude if literal[1] == '-' else magnitude)} "
+        f"(more than Python converts from text: {limit})"
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text, "a positive integer")
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {_shown(value)}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    value = _int(text, "an integer >= 0")
     if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {_shown(value)}")
     return value
+
+
+def _shown(value: object) -> str:
+    """:func:`minidl._validate.shown` (imported when a message needs it: the command starts
+    without importing torch)."""
+    from minidl._validate import shown
+
+    return shown(value)
 
 
 def _positive_seconds(text: str) -> float:
@@ -99,26 +126,17 @@ def _seed(text: str) -> int:
     from minidl._validate import SEED_RANGE
 
     low, high = SEED_RANGE
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer in [{low}, {high}], got {text!r}"
-        ) from None
+    value = _int(text, f"an integer in [{low}, {high}]")
     if not low <= value <= high:
         raise argparse.ArgumentTypeError(
-            f"expected an integer in [{low}, {high}] (the seeds torch accepts), got {value}"
+            f"expected an integer in [{low}, {high}] (the seeds torch accepts), got {_shown(value)}"
         )
     return value
 
 
 def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive integers such as 25,25,25, got {text!r}"
-        ) from None
+    expected = "comma-separated positive integers such as 25,25,25"
+    sizes = tuple(_int(part, expected, text) for part in text.split(","))
     if not sizes or any(s < 1 for s in sizes):
         raise argparse.ArgumentTypeError(f"expected positive widths, got {text!r}")
     return sizes
@@ -305,7 +323,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if args.checkpoint_every is not None and args.checkpoint is None and args.resume is None:
         raise ValueError(
-            f"--checkpoint-every {args.checkpoint_every} applies with --checkpoint PATH or "
+            f"--checkpoint-every {_shown(args.checkpoint_every)} applies with --checkpoint PATH or "
             "--resume PATH only (without them no checkpoint is written)"
         )
     checkpoint_every = CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
@@ -395,8 +413,8 @@ def _run_train(args: argparse.Namespace) -> int:
             raise CheckpointError(f"--resume {args.resume}: {reason}") from None
         if state.epoch > args.epochs:
             raise ValueError(
-                f"--resume {args.resume}: the checkpoint is at epoch {state.epoch}, past "
-                f"--epochs {args.epochs}"
+                f"--resume {args.resume}: the checkpoint is at epoch {_shown(state.epoch)}, past "
+                f"--epochs {_shown(args.epochs)}"
             )
         history, start_epoch = state.history, state.epoch
     checkpoint_path = args.checkpoint if args.checkpoint is not None else args.resume
@@ -516,14 +534,14 @@ def _check_batches_split(batch_size: int, samples: int, world_size: int) -> None
     every rank would refuse it in ``fit``, after rank 0 had printed the model."""
     if batch_size % world_size:
         raise ValueError(
-            f"--batch-size {batch_size} is not divisible by the {world_size} processes of the "
-            f"launch (WORLD_SIZE); each takes 1/{world_size} of every batch: choose a multiple "
-            f"of {world_size}"
+            f"--batch-size {_shown(batch_size)} is not divisible by the {world_size} processes of "
+            f"the launch (WORLD_SIZE); each takes 1/{world_size} of every batch: choose a "
+            f"multiple of {world_size}"
         )
     last = samples % batch_size if samples > batch_size else samples
     if last and last < world_size:
         raise ValueError(
-            f"--batch-size {batch_size} ends every epoch with a batch of {last} of the "
+            f"--batch-size {_shown(batch_size)} ends every epoch with a batch of {last} of the "
             f"{samples} training samples, fewer than the {world_size} processes of the launch "
             "(WORLD_SIZE), which take one sample each at least: choose another --batch-size"
         )
@@ -544,7 +562,8 @@ def _check_network_fits(hidden: tuple[int, ...], dtype: str) -> None:
         return
     if memory > 0 and size > memory:
         raise ValueError(
-            f"--hidden {_as_typed(hidden)}: the network's {count} parameters take {size} bytes "
+            f"--hidden {_as_typed(hidden)}: the network's {_shown(count)} parameters take "
+            f"{_shown(size)} bytes "
             f"({dtype}), more than this machine's memory ({memory} bytes)"
         )
 
@@ -651,8 +670,8 @@ def _as_typed(value: object, name: str = "") -> str:
     if value is None:
         return _OPTIONAL_SETTINGS.get(name, "(not recorded)")
     if isinstance(value, list | tuple):
-        return ",".join(str(item) for item in value)
-    return str(value)
+        return ",".join(_shown(item) if isinstance(item, int) else str(item) for item in value)
+    return _shown(value) if isinstance(value, int) else str(value)
 
 
 def _meaning(settings: dict[str, object], name: str) -> object:
