@@ -164,9 +164,6 @@ class _LinearStep:
         self.cached = input
         return layer._apply(input, self.output)
 
-    def is_current(self) -> bool:
-        return self.module._input is self.cached
-
     def backward(self, grad_output: Tensor, with_input: bool) -> Tensor | None:
         layer = self.module
         grad_output_t = self.grad_output_t
@@ -210,9 +207,6 @@ class _ActivationStep:
         output, cache = activation._forward(input, out)  # type: ignore[call-arg]
         activation._cache = self.cached = cache
         return output
-
-    def is_current(self) -> bool:
-        return self.module._cache is self.cached
 
     def backward(self, grad_output: Tensor, with_input: bool) -> Tensor | None:
         cache = self.cached
@@ -302,6 +296,9 @@ class ChainPlan:
                 steps.append(_ActivationStep(module, output, in_place))
             shapes.append(shape)
         self.steps = tuple(steps)
+        # The steps by kind, for takes: a layer's cache is its _input, an activation's _cache.
+        self._layer_steps = tuple(step for step in steps if isinstance(step, _LinearStep))
+        self._activation_steps = tuple(step for step in steps if isinstance(step, _ActivationStep))
         self._shapes = tuple(shapes)
         self.output_shape = torch.Size(shape)
         # The children backward_parameters runs: from the last back to the first with
@@ -340,8 +337,7 @@ class ChainPlan:
             and input.device == device
             and input.grad_fn is None
             and input.layout is STRIDED
-            and self._unchanged()
-            and self._same_parameters()
+            and self._intact()
         )
 
     def takes(self, grad_output: object) -> bool:
@@ -360,31 +356,29 @@ class ChainPlan:
             and (self._any_layout or grad_output.is_contiguous())
         ):
             return False
-        for step in self.steps:
-            if not step.is_current():
+        # Each child still holds the cache this plan's last forward gave it (compared here:
+        # a method call per step would cost more than the comparison).
+        for layer_step in self._layer_steps:
+            if layer_step.module._input is not layer_step.cached:
                 return False
-        return self._unchanged() and self._same_parameters()
+        for activation_step in self._activation_steps:
+            if activation_step.module._cache is not activation_step.cached:
+                return False
+        return self._intact()
 
     def stale(self) -> bool:
         """Whether a parameter (or parameter tensor) was replaced or a method set on a child
         since the plan was made (which no input of its signature changes)."""
-        return (
-            Parameter.replacements != self.replacements
-            or not self._unchanged()
-            or not self._same_parameters()
-        )
+        return Parameter.replacements != self.replacements or not self._intact()
 
-    def _unchanged(self) -> bool:
+    def _intact(self) -> bool:
         """Whether the children hold as many attributes as when the plan was made (no method
-        set on an instance since: see :data:`_METHODS`)."""
-        for attributes, count in self._attributes:  # noqa: SIM110 (all() of a generator: slower)
+        set on an instance since: see :data:`_METHODS`), and every layer the parameters it
+        held then (read from its attributes once as many are found). (One method for both:
+        :meth:`accepts` and :meth:`takes` run it on every call.)"""
+        for attributes, count in self._attributes:
             if len(attributes) != count:
                 return False
-        return True
-
-    def _same_parameters(self) -> bool:
-        """Whether every layer holds the parameters it held when the plan was made (read from
-        its attributes, after :meth:`_unchanged` found as many as then)."""
         for attributes, weight, bias in self._parameters:
             if attributes["weight"] is not weight or attributes["bias"] is not bias:
                 return False
