@@ -854,6 +854,60 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path, target: str, groups: i
         parent.wait()
 
 
+_REPRODUCE = (
+    "import sys; sys.path.insert(0, {root!r})\n"
+    "from minidl.cli import main\n"
+    "if __name__ == '__main__':\n"
+    "    sys.exit(main(['reproduce', '--quick', '--jobs', '2', '--quiet', '--out', {out!r}]))\n"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("target", ["parent", "group"])
+def test_sigterm_ends_reproduce_as_ctrl_c_does(tmp_path: Path, target: str) -> None:
+    """SIGTERM (``kill``, systemd, a CI timeout; to the parent, or to the whole process group
+    as a batch scheduler sends it) while the workers train and a figure waits in its hidden
+    folder: it killed the parent at once, leaving that folder in ``--out``. It now ends the run
+    as Ctrl-C does (workers stopped, hidden folders removed, the previous files as they were),
+    with the shells' status for SIGTERM (143) and one line."""
+    import signal
+    import time
+
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "report.md").write_text("the previous run\n")
+    (out / "fig1_loss_criteria.png").write_bytes(b"the previous figure")
+    parent = _start_in_own_group(_REPRODUCE, tmp_path, out=str(out))
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob(".figures-*")) and time.monotonic() < deadline:
+            assert parent.poll() is None, parent.communicate()
+            time.sleep(0.01)
+        assert list(out.glob(".figures-*")), "no figure was drawn while rows trained"
+        if target == "parent":
+            parent.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(parent.pid, signal.SIGTERM)
+        output, errors = parent.communicate(timeout=60)
+        assert (parent.returncode, output, errors) == (143, "", "minidl reproduce: terminated\n")
+        assert sorted(path.name for path in out.iterdir()) == [
+            "fig1_loss_criteria.png",
+            "report.md",
+        ]
+        assert (out / "report.md").read_text() == "the previous run\n"
+        assert (out / "fig1_loss_criteria.png").read_bytes() == b"the previous figure"
+        deadline = time.monotonic() + 10
+        while _in_group(parent.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _in_group(parent.pid), "workers outlived the terminated parent"
+    finally:
+        for pid in _in_group(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
+
+
 def test_stack_key_groups_rows_that_differ_only_in_their_updates() -> None:
     table_ii = experiments_for_tables("2")
     assert stack_key(table_ii[0]) != stack_key(TABLE_III[0])  # other epochs

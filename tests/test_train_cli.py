@@ -1117,6 +1117,147 @@ def test_ctrl_c_exits_with_130_and_names_the_last_checkpoint(tmp_path: Path) -> 
     assert stdout == ""
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
+def test_sigterm_during_a_save_leaves_no_temporary_file_and_names_the_last_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM (``kill``, systemd, a batch scheduler) to ``minidl train`` while it writes a
+    checkpoint: it killed the process at once, leaving the half-written temporary file beside
+    the checkpoint. It now stops the run as Ctrl-C does: the temporary file is removed, the
+    previous checkpoint is intact and named, and the exit status is the shells' 143."""
+    path = tmp_path / "run.ckpt"
+    arguments = ["--epochs", "1000000", "--hidden", "4", "--batch-size", "1000", "--quiet"]
+    arguments += ["--checkpoint-every", "1", "--checkpoint", str(path)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "minidl", "train", *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # (every save sleeps half-way through its temporary file, and before the rename)
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MINIDL_CHECKPOINT_TEST_DELAY": "0.5"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if path.exists() and list(tmp_path.glob(".run.ckpt.*.tmp")):
+                break  # (a save after the first)
+            time.sleep(0.01)
+        assert process.poll() is None and path.exists(), "no second save before the deadline"
+        process.send_signal(signal.SIGTERM)
+    finally:
+        code, stdout, stderr = _finish(process)
+    assert code == 143, stderr
+    assert sorted(tmp_path.iterdir()) == [path]
+    epoch = read_checkpoint(path).training.epoch
+    assert epoch >= 1
+    assert stderr == (
+        f"minidl train: terminated; the last checkpoint is {path} (epoch {epoch}); "
+        f"continue with --resume {path}\n"
+    )
+    assert stdout == ""
+
+
+def _run_main_with(run: str) -> subprocess.CompletedProcess[str]:
+    """Run ``minidl reproduce`` in a new process, its ``run_from_cli`` replaced by the function
+    ``run(args)`` defined in ``run`` (Python source, which may use os, signal, sys, time)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    script = (
+        f"import os, signal, sys, time; sys.path.insert(0, {root!r})\n"
+        "import minidl.experiments.runner\n"
+        "from minidl.cli import main\n"
+        f"{run}\n"
+        "minidl.experiments.runner.run_from_cli = run\n"
+        "sys.exit(main(['reproduce']))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
+def test_a_second_sigterm_does_not_cut_the_clean_up_short() -> None:
+    """A SIGTERM that comes while the first one's clean-up runs (``finally``, ``__exit__``) is
+    ignored: raised there, it would leave the rest of the clean-up undone."""
+    run = (
+        "def run(args):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(30)\n"
+        "    finally:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(0.1)\n"
+        "        print('cleaned up')\n"
+    )
+    done = _run_main_with(run)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        143,
+        "cleaned up\n",
+        "minidl reproduce: terminated\n",
+    )
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
+def test_a_sigterm_raised_where_python_drops_exceptions_still_ends_the_run() -> None:
+    """A SIGTERM handled while a weak reference's callback runs (as a garbage collection may
+    run one at any moment, matplotlib's often) raised its exception there, where Python prints
+    and drops it: the run went on to its end, as if no SIGTERM had come. It is sent again."""
+    run = (
+        "import weakref\n"
+        "class Thing: pass\n"
+        "def dropped(_):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "def run(args):\n"
+        "    thing = Thing()\n"
+        "    reference = weakref.ref(thing, dropped)\n"
+        "    del thing\n"
+        "    for _ in range(300):\n"
+        "        time.sleep(0.1)\n"
+        "    print('went on to the end')\n"
+        "    return 0\n"
+    )
+    done = _run_main_with(run)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        143,
+        "",
+        "minidl reproduce: terminated\n",
+    )
+
+
+def test_main_restores_the_previous_sigterm_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """main turns SIGTERM into an exception while a command runs (in the main thread), and
+    gives the handler back afterwards, as it found it; not under torchrun, whose launcher stops
+    the ranks with SIGTERM."""
+    import threading
+
+    import minidl.experiments.runner
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set in the main thread only")
+    handlers: list[object] = []
+
+    def run(args: argparse.Namespace) -> int:
+        handlers.append(signal.getsignal(signal.SIGTERM))
+        return 0
+
+    def previous(signum: int, frame: object) -> None:
+        pass
+
+    monkeypatch.setattr(minidl.experiments.runner, "run_from_cli", run)
+    monkeypatch.setattr("minidl.cli._run_train_launched", run)
+    before = signal.signal(signal.SIGTERM, previous)
+    try:
+        assert main(["reproduce"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is previous
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        assert main(["train"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert len(handlers) == 2
+    assert callable(handlers[0]) and handlers[0] is not previous
+    assert handlers[1] is previous
+
+
 def test_a_resumed_file_in_a_folder_that_takes_no_file_is_refused(unwritable_folder: Path) -> None:
     """Checkpoints go on to the resumed file unless --checkpoint names another: its folder is
     checked too, and the message says how to save elsewhere. Ranks other than 0, which write

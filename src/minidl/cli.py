@@ -8,9 +8,12 @@ import itertools
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 
 __all__ = ["main"]
 
@@ -20,6 +23,56 @@ OPTIMIZERS = ("sgd", "adadelta")
 SCHEDULERS = ("none", "step", "clr")
 #: The epochs between two checkpoints of ``minidl train`` without ``--checkpoint-every``.
 CHECKPOINT_EVERY = 10
+
+
+class _Terminated(KeyboardInterrupt):
+    """``SIGTERM`` (``kill``, systemd, a CI timeout, a batch scheduler), raised by :func:`main`
+    as an interrupt: the run stops as on Ctrl-C, through the same clean-up (workers stopped,
+    staging folders and temporary files removed), with the shells' status for it, 128 + 15."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Meanwhile, ``SIGTERM`` raises :class:`_Terminated` in this process (in the main thread).
+    The previous handler (and ``sys.unraisablehook``) is restored afterwards.
+
+    A ``SIGTERM`` that comes while one is handled (the clean-up runs) is ignored: it would cut
+    the clean-up short. One raised where Python drops exceptions (a weak reference's callback,
+    a ``__del__``, which a garbage collection may run at any moment) is sent again, so that it
+    is raised elsewhere: ``SIGTERM`` is sent once, then ``SIGKILL``, by those who send it. A
+    process forked meanwhile (``minidl reproduce``'s workers) inherits the handler: there it
+    ends the process, as ``SIGTERM`` does by default.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # (signal handlers belong to the main thread)
+        return
+    owner = os.getpid()
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:  # a forked child: end as by default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        elif not isinstance(sys.exc_info()[1], _Terminated):
+            raise _Terminated
+
+    unraisable = sys.unraisablehook
+
+    def send_again(dropped: sys.UnraisableHookArgs) -> None:
+        if isinstance(dropped.exc_value, _Terminated) and os.getpid() == owner:
+            # (from another thread, a moment later: sent now, it would be handled here, at once)
+            again = threading.Timer(0.01, os.kill, (owner, signal.SIGTERM))
+            again.daemon = True
+            again.start()
+        else:
+            unraisable(dropped)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    sys.unraisablehook = send_again
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = unraisable
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -500,11 +553,12 @@ def _run_train(args: argparse.Namespace) -> int:
     except AnomalyError as error:
         print(f"minidl train: anomaly detected: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        how, status = _stopped_by(interrupt)
         if rank == 0:
             saved = checkpoint_path if saves else None
-            print(_interrupted(saved, args.resume, checkpoint_path), file=sys.stderr)
-        return 130
+            print(_interrupted(saved, args.resume, checkpoint_path, how), file=sys.stderr)
+        return status
     if rank == 0:
         print(f"final train error: {train_error:.2f}%")
         print(f"final test error: {test_error:.2f}%")
@@ -615,10 +669,22 @@ def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
         ) from None
 
 
-def _interrupted(saved: str | None, resumed: str | None, checkpoint: str | None) -> str:
-    """The one line printed when ``minidl train`` is interrupted (Ctrl-C): where the last
-    checkpoint is, read from the disk (``saved``: the checkpoint path once this run has started
-    a save, whose file is the previous or the new one; else the ``resumed`` file)."""
+def _stopped_by(interrupt: KeyboardInterrupt) -> tuple[str, int]:
+    """How a run was stopped, in the words of its one line, and the exit status that a shell
+    gives a command its signal ended (128 + the signal's number): ``interrupted`` and 130 for
+    Ctrl-C (``SIGINT``), ``terminated`` and 143 for ``SIGTERM`` (:class:`_Terminated`)."""
+    if isinstance(interrupt, _Terminated):
+        return "terminated", 128 + signal.SIGTERM
+    return "interrupted", 128 + signal.SIGINT
+
+
+def _interrupted(
+    saved: str | None, resumed: str | None, checkpoint: str | None, how: str = "interrupted"
+) -> str:
+    """The one line printed when ``minidl train`` is interrupted (Ctrl-C) or terminated
+    (``SIGTERM``; ``how`` says which): where the last checkpoint is, read from the disk
+    (``saved``: the checkpoint path once this run has started a save, whose file is the
+    previous or the new one; else the ``resumed`` file)."""
     from minidl.checkpoint import CheckpointError, read_checkpoint
 
     for path in (saved, resumed):
@@ -629,12 +695,12 @@ def _interrupted(saved: str | None, resumed: str | None, checkpoint: str | None)
         except CheckpointError:
             continue
         return (
-            f"minidl train: interrupted; the last checkpoint is {path} (epoch {epoch}); "
+            f"minidl train: {how}; the last checkpoint is {path} (epoch {epoch}); "
             f"continue with --resume {path}"
         )
     if checkpoint is None:
-        return "minidl train: interrupted; no checkpoint (--checkpoint PATH saves one)"
-    return f"minidl train: interrupted; no checkpoint was written to {checkpoint} yet"
+        return f"minidl train: {how}; no checkpoint (--checkpoint PATH saves one)"
+    return f"minidl train: {how}; no checkpoint was written to {checkpoint} yet"
 
 
 #: The settings of `minidl train` that a resumed run must share with the saved one.
@@ -818,8 +884,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: give a command (minidl --help lists them)", file=sys.stderr)
         return 2
+    # Under torchrun, SIGTERM is how the launcher stops the ranks when one fails: it keeps its
+    # default (a rank that raised would wait in a collective for the one that is gone).
+    launched = args.command == "train" and "WORLD_SIZE" in os.environ
     try:
-        return int(args.run(args))
+        with contextlib.nullcontext() if launched else _sigterm_as_interrupt():
+            return int(args.run(args))
     except (ValueError, TypeError, KeyError) as error:
         print(f"minidl {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -832,6 +902,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:  # the file system, during the run (a checkpoint's folder removed)
         print(f"minidl {args.command}: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C: the shell's status for SIGINT, and no traceback
-        print(f"minidl {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the shell's status, no traceback
+        how, status = _stopped_by(interrupt)
+        print(f"minidl {args.command}: {how}", file=sys.stderr)
+        return status

@@ -62,6 +62,9 @@ def _start_worker(progress: Any) -> None:
     # KeyboardInterrupt too would print its traceback. (Started with SIGINT ignored, see
     # _ignoring_ctrl_c, it ignores it from its very start, while it imports torch.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM ends a worker at once (as _stop_workers sends it), whatever handler the parent
+    # had (minidl's command line raises an exception there, for its clean-up).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _worker["progress"] = progress
     torch.set_num_threads(1)
     keep_freed_memory()
