@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,3 +92,30 @@ def send_a_large_result(
     while not reading.exists():
         time.sleep(0.01)
     return [_LargeResult()]
+
+
+#: Seconds after :class:`_KilledWhileSending` starts to be sent that its worker is killed.
+KILL_AFTER_SECONDS = 1.0
+
+
+class _KilledWhileSending(_LargeResult):
+    """A :class:`_LargeResult` whose worker kills itself with ``SIGKILL`` (as the out-of-memory
+    killer would) :data:`KILL_AFTER_SECONDS` after it starts to send it, leaving a file
+    ``killed`` in the folder named by :data:`PID_FOLDER_ENV` just before."""
+
+    def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]:
+        def kill() -> None:
+            (Path(os.environ[PID_FOLDER_ENV]) / "killed").touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Timer(KILL_AFTER_SECONDS, kill).start()
+        return super().__reduce__()
+
+
+def killed_while_sending(
+    group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
+) -> list[Any]:
+    """:func:`send_a_large_result`, whose worker is killed while it sends the result
+    (:class:`_KilledWhileSending`)."""
+    send_a_large_result(group, rounds, base_seed, **kwargs)  # (the record, and the wait)
+    return [_KilledWhileSending()]

@@ -794,6 +794,61 @@ def test_a_pool_stopped_while_a_worker_sends_its_results_ends(tmp_path: Path) ->
         parent.wait()
 
 
+_KILLED_WHILE_SENDING = (
+    "import os, sys, time\n"
+    "sys.path.insert(0, {root!r})\n"
+    "from concurrent.futures.process import BrokenProcessPool\n"
+    "from pathlib import Path\n"
+    "from minidl.experiments.config import experiments_for_tables\n"
+    "from minidl.experiments.pool import train_groups\n"
+    "from tests.pool_helpers import PID_FOLDER_ENV, killed_while_sending\n"
+    "def on_epoch(*_):\n"
+    "    folder = Path(os.environ[PID_FOLDER_ENV])\n"
+    "    (folder / 'reading').touch()\n"
+    # Busy until the worker is killed, this thread holds the interpreter: the pool's thread
+    # reads the 64 MiB slowly (64 KiB, a pipe's buffer, each time it gets a turn), so that the
+    # worker dies with most of its result still to send.
+    "    while not (folder / 'killed').exists():\n"
+    "        pass\n"
+    "    end = time.monotonic() + 0.2\n"
+    "    while time.monotonic() < end:\n"
+    "        pass\n"
+    "if __name__ == '__main__':\n"
+    "    try:\n"
+    "        train_groups([[experiments_for_tables('2')[0]]], 1, 0, jobs=1,\n"
+    "                     train=killed_while_sending, on_epoch=on_epoch)\n"
+    "    except BrokenProcessPool as error:\n"
+    "        print(error)\n"
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_worker_killed_while_it_sends_its_results_breaks_the_pool(tmp_path: Path) -> None:
+    """A worker killed (SIGKILL, the out-of-memory killer) while it sent its results left part
+    of a message in the results' pipe: the executor's thread waited for the rest for ever, the
+    futures never failed and train_groups waited for them for ever. It now stops the pool with
+    the error of a worker killed at any other moment."""
+    import signal
+
+    parent = _start_in_own_group(_KILLED_WHILE_SENDING, tmp_path)
+    try:
+        output, errors = parent.communicate(timeout=60)
+        assert parent.returncode == 0, errors
+        assert re.fullmatch(
+            r"train_groups: a worker process ended before its rows were trained \(process \d+ "
+            r"killed by SIGKILL, as the out-of-memory killer does\); the other workers were "
+            r"stopped\n",
+            output,
+        ), (output, errors)
+        assert (tmp_path / "sending").exists() and (tmp_path / "killed").exists()
+        assert not _in_group(parent.pid), "workers outlived the pool"
+    finally:
+        for pid in _in_group(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
+
+
 _WAITING_POOL = (
     "import sys; sys.path.insert(0, {root!r})\n"
     "if __name__ == '__main__':\n"

@@ -50,6 +50,10 @@ __all__ = ["train_groups"]
 #: Seconds between two progress messages of a worker (a row's last epochs are always sent).
 _FLUSH_SECONDS = 0.25
 
+#: Seconds a worker may have ended before :func:`train_groups` stops waiting for the executor
+#: to say so (a worker killed while it sent its results: see :func:`train_groups`).
+_ENDED_GRACE_SECONDS = 1.0
+
 #: How the workers are started (see the module docstring).
 START_METHOD = "fork" if sys.platform == "linux" else "spawn"
 
@@ -153,6 +157,13 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     writer = getattr(pool._result_queue, "_writer", None)  # (a Connection)
     if writer is not None:
         writer.close()
+
+
+def _a_worker_ended(pool: ProcessPoolExecutor) -> bool:
+    """Whether a worker of ``pool`` has ended (read from its sentinel: the process is not
+    reaped, which is the executor's to do)."""
+    sentinels = [process.sentinel for process in list((pool._processes or {}).values())]
+    return bool(sentinels) and bool(multiprocessing.connection.wait(sentinels, timeout=0))
 
 
 def _how_workers_ended(pool: ProcessPoolExecutor) -> str:
@@ -268,11 +279,21 @@ def train_groups(
             }
         try:
             remaining = set(futures)
+            ended: float | None = None  # when a worker was first found ended
             while remaining:
                 done, remaining = wait(remaining, timeout=0.1, return_when=FIRST_COMPLETED)
                 drain()
                 for future in done:
                     results[futures[future]] = future.result()
+                # A worker killed (SIGKILL, the out-of-memory killer) while it sent its results
+                # leaves part of a message in the results' pipe: the executor's thread waits for
+                # the rest for ever, and never fails the futures. (While groups are left, a
+                # worker ends only when it is killed or exits; the executor, which watches them
+                # too, reports it at once otherwise.)
+                if remaining and _a_worker_ended(pool):
+                    ended = time.monotonic() if ended is None else ended
+                    if time.monotonic() - ended > _ENDED_GRACE_SECONDS:
+                        raise BrokenProcessPool("a worker ended, unnoticed by the executor")
                 if when_idle is not None and remaining and len(remaining) < workers:
                     when_idle(dict(results))
         except BrokenProcessPool as error:
