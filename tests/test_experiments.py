@@ -909,6 +909,47 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path, target: str, groups: i
         parent.wait()
 
 
+_INTERRUPTED_SUBMISSION = (
+    "import sys; sys.path.insert(0, {root!r})\n"
+    "from concurrent.futures import ProcessPoolExecutor\n"
+    "from minidl.experiments.config import experiments_for_tables\n"
+    "from minidl.experiments.pool import train_groups\n"
+    "from tests.pool_helpers import wait_in_worker\n"
+    "submit = ProcessPoolExecutor.submit\n"
+    "def interrupted(self, *args, **kwargs):\n"
+    # (as SIGTERM, which minidl's command line raises as an interrupt, may land there)
+    "    if self._pending_work_items:\n"
+    "        raise KeyboardInterrupt\n"
+    "    return submit(self, *args, **kwargs)\n"
+    "ProcessPoolExecutor.submit = interrupted\n"
+    "if __name__ == '__main__':\n"
+    "    rows = experiments_for_tables('1,2')[:2]\n"
+    "    try:\n"
+    "        train_groups([[row] for row in rows], 1, 0, jobs=2, train=wait_in_worker)\n"
+    "    except KeyboardInterrupt:\n"
+    "        print('interrupted')\n"
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_an_interrupt_between_two_submissions_stops_the_workers(tmp_path: Path) -> None:
+    """An interrupt while the groups were submitted (SIGINT is ignored then, SIGTERM, which
+    minidl's command line raises as one, is not) left the pool's end waiting for the groups
+    already submitted to be trained (here two minutes) before it went on."""
+    import signal
+
+    parent = _start_in_own_group(_INTERRUPTED_SUBMISSION, tmp_path)
+    try:
+        output, errors = parent.communicate(timeout=60)
+        assert (parent.returncode, output) == (0, "interrupted\n"), errors
+        assert not _in_group(parent.pid), "workers outlived the pool"
+    finally:
+        for pid in _in_group(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
+
+
 _REPRODUCE = (
     "import sys; sys.path.insert(0, {root!r})\n"
     "from minidl.cli import main\n"

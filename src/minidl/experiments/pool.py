@@ -263,21 +263,24 @@ def train_groups(
         initializer=_start_worker,
         initargs=(progress,),
     ) as pool:
-        with _ignoring_ctrl_c():  # (the workers are started by the submissions)
-            futures: dict[Future[list[RowResult]], int] = {
-                pool.submit(
-                    _train_in_worker,
-                    position,
-                    train,
-                    list(groups[position]),
-                    rounds,
-                    base_seed,
-                    epochs,
-                    on_epoch is not None,
-                ): position
-                for position in order
-            }
         try:
+            # (inside the try: an interrupt here, SIGTERM for minidl's command line, which
+            # SIGINT's being ignored does not keep out, left the pool's end to wait for the
+            # groups submitted to be trained)
+            with _ignoring_ctrl_c():  # (the workers are started by the submissions)
+                futures: dict[Future[list[RowResult]], int] = {
+                    pool.submit(
+                        _train_in_worker,
+                        position,
+                        train,
+                        list(groups[position]),
+                        rounds,
+                        base_seed,
+                        epochs,
+                        on_epoch is not None,
+                    ): position
+                    for position in order
+                }
             remaining = set(futures)
             ended: float | None = None  # when a worker was first found ended
             while remaining:
