@@ -806,13 +806,15 @@ _KILLED_WHILE_SENDING = (
     "    folder = Path(os.environ[PID_FOLDER_ENV])\n"
     "    (folder / 'reading').touch()\n"
     # Busy until the worker is killed, this thread holds the interpreter: the pool's thread
-    # reads the 64 MiB slowly (64 KiB, a pipe's buffer, each time it gets a turn), so that the
-    # worker dies with most of its result still to send.
-    "    while not (folder / 'killed').exists():\n"
-    "        pass\n"
-    "    end = time.monotonic() + 0.2\n"
-    "    while time.monotonic() < end:\n"
-    "        pass\n"
+    # reads the 64 MiB slowly (64 KiB, a pipe's buffer, each time it gets a turn, every 5 ms),
+    # so that the worker dies with most of its result still to send. (A file's check lets the
+    # other thread run: one every 50 ms.)
+    "    killed = False\n"
+    "    while not killed:\n"
+    "        end = time.monotonic() + 0.05\n"
+    "        while time.monotonic() < end:\n"
+    "            pass\n"
+    "        killed = (folder / 'killed').exists()\n"
     "if __name__ == '__main__':\n"
     "    try:\n"
     "        train_groups([[experiments_for_tables('2')[0]]], 1, 0, jobs=1,\n"
