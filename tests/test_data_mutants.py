@@ -1,0 +1,72 @@
+"""Data behaviour that a mutation audit of ``minidl.data`` found no test for: each test here
+fails on a small change to the source (named in its docstring) that the rest of the suite let
+through."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from minidl.data import DISK_RADIUS, disk_labels, make_disk_data
+
+F64 = torch.float64
+
+
+def test_a_point_on_the_circle_is_outside_the_disk() -> None:
+    """The label is 1 strictly inside the disk: a float64 point whose squared distance to the
+    centre is exactly the squared radius is labelled 0. (With ``<=`` for ``<`` it was 1.)"""
+    point = torch.tensor([[0.25162207700913486, 0.8121912081763982]], dtype=F64)
+    squared = (point - torch.tensor([0.5, 0.5], dtype=F64)).square().sum(dim=1)
+    assert squared.item() == DISK_RADIUS**2  # (on the circle, to the last bit)
+    assert disk_labels(point).tolist() == [0]
+    # Its neighbours one ulp closer to the centre and one farther are 1 and 0.
+    inside = point.clone()
+    inside[0, 1] = math.nextafter(inside[0, 1].item(), 0.5)
+    outside = point.clone()
+    outside[0, 1] = math.nextafter(outside[0, 1].item(), 1.0)
+    assert disk_labels(torch.cat([inside, outside])).tolist() == [1, 0]
+
+
+def test_a_training_set_of_one_sample_is_refused() -> None:
+    """The training set's sample standard deviation needs 2 points: ``n_train=1`` is refused
+    by name (the other sets may hold 1). (Without the bound of 2, one point gave a NaN
+    standard deviation and every normalised input NaN.)"""
+    with pytest.raises(
+        ValueError, match=r"^make_disk_data: n_train must be an integer >= 2, got 1$"
+    ):
+        make_disk_data(1, 1, 1)
+    data = make_disk_data(2, 1, 1)
+    assert torch.isfinite(data.train.x).all() and len(data.validation) == len(data.test) == 1
+
+
+def test_splits_and_data_sets_of_other_dtypes_but_equal_values_differ() -> None:
+    """Equality asks for the same dtypes, as documented, not only equal values: labels in
+    int32, or inputs cast exactly to float64, make another split (``torch.equal`` alone calls
+    them equal). (Without the dtype in the comparison, such splits and data sets were equal.)"""
+    data = make_disk_data(4, 2, 2)
+    split = data.train
+    for other in (
+        dataclasses.replace(split, y=split.y.to(torch.int32)),
+        dataclasses.replace(split, x=split.x.to(F64)),
+    ):
+        assert torch.equal(other.x, split.x) and torch.equal(other.y, split.y)
+        assert other != split
+        assert dataclasses.replace(data, train=other) != data
+    assert dataclasses.replace(data, mean=data.mean.to(F64)) != data
+
+
+@pytest.mark.parametrize("name", ["n_train", "n_validation", "n_test"])
+def test_a_set_size_beyond_a_tensor_size_is_refused_by_name(name: str) -> None:
+    """A size past 2**63 - 1, which no tensor dimension holds, is refused naming the argument
+    (without the check torch's overflow error came out of ``torch.rand``, or the message
+    named no argument)."""
+    sizes = {"n_train": 2, "n_validation": 1, "n_test": 1, name: 2**63}
+    with pytest.raises(
+        ValueError,
+        match=rf"^make_disk_data: {name} must be at most 2\*\*63 - 1 \(the largest tensor size\), "
+        r"got 9223372036854775808$",
+    ):
+        make_disk_data(**sizes)
