@@ -458,3 +458,56 @@ def test_gradcheck_reports_a_backward_that_does_not_add_exactly() -> None:
         r"gradient of 'weight'",
     ):
         gradcheck(_SlightlyOverwritingScale(0.5).to(F64), x)
+
+
+class _TwoRanks:
+    """What fit asks of a ``parallel`` (its checks run before anything of it is called)."""
+
+    world_size = 2
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def shard(self, batches: object) -> object:
+        raise AssertionError("fit must refuse before sharding")
+
+    def synchronize(self, loss: Tensor) -> Tensor:
+        raise AssertionError("fit must refuse before training")
+
+    def reduce_loss(self, total: Tensor) -> Tensor:
+        raise AssertionError("fit must refuse before training")
+
+
+def test_batches_of_one_sample_for_a_batch_norm_are_refused_when_they_divide_the_set() -> None:
+    """fit refuses, before training, batches of 1 sample for a batch norm (alone: batch_size
+    1; data-parallel: 1 sample per rank's shard) also where the batch size divides the set, so
+    that no last batch is smaller: the smallest batch is then a full one. (Taking the
+    remainder, 0 there, for the smallest batch let both through.)"""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    before = [parameter.data.clone() for parameter in model.parameters()]
+    x, y = torch.randn(4, 2), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(
+        ValueError,
+        match=r"^fit: every batch would hold 1 sample \(batch_size 1\), on which the "
+        r"BatchNorm1d '1' cannot estimate a variance in training mode; choose a batch_size >= 2$",
+    ):
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, batch_size=1)
+    with pytest.raises(
+        ValueError,
+        match=r"^fit: every rank's shard of a batch would hold 1 sample \(batches of 2 split "
+        r"over 2 processes\), on which the BatchNorm1d '1' cannot estimate a variance in "
+        r"training mode; choose a batch_size >= 4 \(2 samples per process\)$",
+    ):
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optimizer,
+            x,
+            y,
+            epochs=1,
+            batch_size=2,
+            parallel=_TwoRanks(model),  # type: ignore[arg-type]
+        )
+    assert all(torch.equal(a, p.data) for a, p in zip(before, model.parameters(), strict=True))
