@@ -511,3 +511,30 @@ def test_batches_of_one_sample_for_a_batch_norm_are_refused_when_they_divide_the
             parallel=_TwoRanks(model),  # type: ignore[arg-type]
         )
     assert all(torch.equal(a, p.data) for a, p in zip(before, model.parameters(), strict=True))
+
+
+def test_drop_last_with_a_batch_size_equal_to_the_set_trains_on_one_full_batch() -> None:
+    """``drop_last`` with ``batch_size`` equal to the number of samples drops nothing: each
+    epoch is one full batch, as without ``drop_last``, and the run is the same bit for bit.
+    (Refusing ``samples <= batch_size`` for ``samples < batch_size`` refused this legal run.)"""
+    x, y = torch.randn(4, 2, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 1, 0])
+    runs = []
+    for drop_last in (True, False):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2))
+        optimizer = optim.SGD(model.parameters(), lr=0.1)
+        history = fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optimizer,
+            x,
+            y,
+            epochs=2,
+            batch_size=4,
+            drop_last=drop_last,
+            generator=torch.Generator().manual_seed(1),
+        )
+        assert optimizer.step_count == 2 and len(history.train_loss) == 2
+        runs.append((history.train_loss, [p.data.clone() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1], strict=True))
