@@ -402,3 +402,45 @@ def test_modules_given_as_one_list_are_refused_with_the_fix(kind: type) -> None:
     ):
         pass
     assert "forward" not in model.__dict__
+
+
+def test_the_module_less_form_checks_the_parameters_of_a_layers_children() -> None:
+    """``detect_anomaly()`` checks every parameter gradient of a layer, its children's too: a
+    Residual around a bare Linear (no Sequential inside to check it) whose weight gradient, a
+    sum over the batch of inputs near 3e38, overflows while the returned gradient stays finite,
+    is named with the parameter's path. (Checking the layer's own parameters only, none for a
+    Residual, let the inf through.)"""
+    layer = nn.Linear(2, 2)
+    layer.weight.data.fill_(1e-3)
+    layer.bias.data.zero_()
+    model = nn.Sequential(nn.Residual(layer))
+    with detect_anomaly():
+        assert bool(model(torch.full((2, 2), 3e38)).isfinite().all())
+        with pytest.raises(AnomalyError) as caught:
+            model.backward(torch.ones(2, 2))
+    assert caught.value.module == "Sequential[0]: Residual"
+    assert (caught.value.pass_, caught.value.what) == (
+        "backward",
+        "gradient of parameter 'block.weight'",
+    )
+    assert caught.value.value == float("inf")
+
+
+def test_a_nested_sequential_that_refused_differentiates_after_a_checked_forward() -> None:
+    """A nested Sequential whose last forward was refused past its first module refuses
+    backward until a forward succeeds; a forward of the outer model under
+    ``detect_anomaly()`` (which runs the nested one's layers itself) is such a forward, as it
+    is without the block. (Without resetting the nested one's flag there, backward raised.)"""
+    inner = nn.Sequential(nn.Tanh(), nn.Linear(2, 3))
+    model = nn.Sequential(nn.Linear(2, 2), inner)
+    x = torch.randn(4, 2)
+    with pytest.raises(ValueError):
+        inner(torch.zeros(1, 5))  # (Tanh ran; the Linear refused the width)
+    expected_output = model(x)
+    expected = model.backward(torch.ones(4, 3))
+    with pytest.raises(ValueError):
+        inner(torch.zeros(1, 5))
+    with detect_anomaly():
+        output = model(x)
+        gradient = model.backward(torch.ones(4, 3))
+    assert torch.equal(output, expected_output) and torch.equal(gradient, expected)
