@@ -28,11 +28,13 @@ import torch.multiprocessing
 from minidl import distributed
 from minidl.data import BatchIterator
 from minidl.distributed import (
+    DEFAULT_TIMEOUT,
     DataParallel,
     DistributedError,
     Launch,
     ProcessGroup,
     ShardedBatches,
+    timeout_from_env,
 )
 from minidl.nn import BatchNorm1d, Linear, Module, Sequential, Tanh, mlp
 from tests.helpers import free_port
@@ -249,6 +251,32 @@ def test_the_checksum_of_a_tensor_is_that_of_its_values_in_order() -> None:
     before = distributed.parameter_checksum(model.parameters())
     model.parameters()[0].data.view(-1)[-1] += 1.0
     assert not torch.equal(before, distributed.parameter_checksum(model.parameters()))
+
+
+def test_a_launch_of_rank_world_size_is_refused() -> None:
+    """Ranks run from 0 to ``world_size - 1``: a ``Launch`` of rank ``world_size`` is refused by
+    name (``>`` for ``>=`` took rank 2 of a world of 2)."""
+    with pytest.raises(
+        ValueError, match=r"^Launch: rank must be in \[0, 1\] for world_size 2, got 2$"
+    ):
+        Launch(2, 2, 0)
+    assert Launch(1, 2, 0).rank == 1
+
+
+def test_an_empty_timeout_variable_is_one_not_set() -> None:
+    """``MINIDL_DIST_TIMEOUT=`` (set to nothing, as ``export MINIDL_DIST_TIMEOUT=`` leaves it)
+    gives the default, as an unset variable does (testing the name's presence refused it as
+    no number)."""
+    assert timeout_from_env({"MINIDL_DIST_TIMEOUT": ""}) == DEFAULT_TIMEOUT
+
+
+def test_the_checksum_tells_the_same_bytes_of_another_dtype_apart() -> None:
+    """The digest covers the dtypes, as documented: a float64 tensor and its bytes viewed as
+    int64 (same shape, same bytes) have other checksums (without the dtype they had one)."""
+    values = torch.arange(6, dtype=F64).view(2, 3)
+    assert not torch.equal(
+        distributed._checksum([values]), distributed._checksum([values.view(torch.int64)])
+    )
 
 
 # -- a real group of 2 ranks ----------------------------------------------------------------------
