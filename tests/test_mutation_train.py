@@ -564,3 +564,42 @@ def test_on_epoch_returning_a_one_element_tensor_that_is_no_bool_is_refused(valu
             on_epoch=lambda record: value,
         )
     assert len(history.train_loss) == 1
+
+
+class _Pairs(nn.Module):
+    """Outputs ``(N, 2, 2)`` from inputs ``(N, 4)``: no class scores ``(N, C)``."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input.reshape(input.shape[0], 2, 2)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output.reshape(grad_output.shape[0], 4)
+
+
+def test_a_validation_set_for_outputs_of_three_dimensions_is_refused_before_training() -> None:
+    """The validation error needs class scores ``(N, C)``: a model whose outputs are
+    ``(N, 2, 2)`` (trained with MSE on such targets) is refused with a validation set before
+    any step, not after the first epoch. (Taking every output of 2 dimensions or more for
+    scores let it train an epoch, then fail in the error rate.)"""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 4), _Pairs())
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    before = [parameter.data.clone() for parameter in model.parameters()]
+    x, y = torch.randn(6, 2), torch.randn(6, 2, 2)
+    with pytest.raises(
+        ValueError,
+        match=r"^fit: a validation set needs a model whose outputs are class scores \(N, C\), "
+        r"got \(1, 2, 2\) for one sample$",
+    ):
+        fit(
+            model,
+            nn.MSELoss(),
+            optimizer,
+            x,
+            y,
+            epochs=2,
+            batch_size=3,
+            validation=(x, torch.zeros(6, dtype=torch.int64)),
+        )
+    assert optimizer.step_count == 0
+    assert all(torch.equal(a, p.data) for a, p in zip(before, model.parameters(), strict=True))
