@@ -109,3 +109,23 @@ def test_summaries_that_are_no_numbers_are_refused(
     5%), and a negative s.d. was squared into a positive one."""
     with pytest.raises(ValueError, match=f"^welch: {re.escape(message)}$"):
         welch(*summaries)
+
+
+def test_a_second_side_of_one_sample_is_refused_too() -> None:
+    """Each side needs 2 samples, the second as the first (with only the first checked, a
+    second side of 1 sample divided by n_2 - 1 = 0 in the degrees of freedom)."""
+    with pytest.raises(
+        ValueError, match=r"^welch: each side needs 2 samples or more, got 5 and 1$"
+    ):
+        welch(1.0, 1.0, 5, 1.0, 0.5, 1)
+
+
+def test_standard_deviations_far_apart_are_scaled_by_the_larger() -> None:
+    """s.d. 1e-300 and 1e300: scaled by the power of two above the larger, the smaller's share
+    underflows to 0 and the test is that of a first side without spread (4 degrees of freedom
+    for n_2 = 5); scaling by the smaller would overflow the larger to inf, and give NaN."""
+    far = welch(0.0, 1e-300, 5, 1.0, 1e300, 5)
+    assert far == welch(0.0, 0.0, 5, 1.0, 1e300, 5)
+    # (t = -1 / 4.5e299: no evidence of a difference)
+    assert (far.degrees_of_freedom, far.p_value) == (4.0, 1.0)
+    assert far.standard_error == pytest.approx(1e300 / math.sqrt(5), rel=1e-15)
