@@ -354,3 +354,43 @@ def test_a_model_layout_stack_made_on_the_device_trains_there() -> None:
     torch.testing.assert_close(dx, expected_dx, rtol=1e-12, atol=1e-14)
     for p, q in zip(there.parameters(), here.parameters(), strict=True):
         torch.testing.assert_close(p.grad.cpu(), q.grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("batch_size", [4, 5, 2**70])
+def test_a_batch_size_of_the_whole_set_or_more_is_one_batch_per_epoch(batch_size: int) -> None:
+    """A batch size equal to the number of samples, or beyond it, gives one batch of them all
+    per epoch, as in fit: one step per epoch and the parameters fit leaves. (Clamping it to
+    ``samples - 1`` split every epoch into two batches.)"""
+    x = torch.randn(4, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 1, 0])
+    torch.manual_seed(0)
+    model = nn.mlp((2, 3, 2), "tanh", dtype=F64)
+    alone = copy.deepcopy(model)
+    built: list[Optimizer] = []
+
+    def make(stack: nn.Sequential) -> Optimizer:
+        built.append(SGD(stack.parameters(), lr=0.5))
+        return built[-1]
+
+    [history] = fit_rounds(
+        [model],
+        nn.CrossEntropyLoss(),
+        make,
+        [(x, y)],
+        epochs=2,
+        batch_size=batch_size,
+        generators=[torch.Generator().manual_seed(1)],
+    )
+    assert built[0].step_count == 2 and len(history.train_loss) == 2
+    fit(
+        alone,
+        nn.CrossEntropyLoss(),
+        SGD(alone.parameters(), lr=0.5),
+        x,
+        y,
+        epochs=2,
+        batch_size=batch_size,
+        generator=torch.Generator().manual_seed(1),
+    )
+    for ours, theirs in zip(model.parameters(), alone.parameters(), strict=True):
+        torch.testing.assert_close(ours.data, theirs.data, rtol=1e-12, atol=1e-14)
