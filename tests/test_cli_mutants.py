@@ -295,3 +295,19 @@ def test_a_run_whose_scheduler_moved_the_rate_resumes_as_if_uninterrupted(tmp_pa
     assert got.training.history.lr == [0.1] * 10 + [0.05] * 2
     for name, tensor in want.tensors.items():
         assert torch.equal(got.tensors[name], tensor), name
+
+
+def test_under_torchrun_a_last_batch_of_one_sample_per_process_is_taken() -> None:
+    """A last batch of exactly as many samples as processes gives each one sample: taken, as
+    ShardedBatches takes it (1000 samples in batches of 998 over 2 processes end with a batch
+    of 2); one sample fewer is refused. (Refusing ``last <= world_size`` refused the first.)"""
+    from minidl import cli
+    from minidl.data import BatchIterator
+    from minidl.distributed import ShardedBatches
+
+    cli._check_batches_split(998, 1000, 2)
+    x, y = torch.zeros(1000, 2), torch.zeros(1000)
+    shards = ShardedBatches(BatchIterator(x, y, 998, shuffle=False), 1, 2)
+    assert [len(part) for _, part in shards] == [499, 1]
+    with pytest.raises(ValueError, match=r"^--batch-size 999 ends every epoch with a batch of 1 "):
+        cli._check_batches_split(999, 1000, 3)
