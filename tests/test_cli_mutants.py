@@ -311,3 +311,31 @@ def test_under_torchrun_a_last_batch_of_one_sample_per_process_is_taken() -> Non
     assert [len(part) for _, part in shards] == [499, 1]
     with pytest.raises(ValueError, match=r"^--batch-size 999 ends every epoch with a batch of 1 "):
         cli._check_batches_split(999, 1000, 3)
+
+
+def test_the_epoch_counter_is_as_wide_as_the_epochs(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each logged epoch is right-aligned to the width of ``--epochs``, so that the columns of
+    the log line up (``epoch  1/10`` ... ``epoch 10/10``). (A width of 1 shifted them.)"""
+    argv = ["train", "--hidden", "2", "--batch-size", "1000", "--epochs", "10", "--log-every", "9"]
+    assert main(argv) == 0
+    epochs = [line.split("  loss")[0] for line in capsys.readouterr().out.splitlines()]
+    assert [line for line in epochs if line.startswith("epoch")] == ["epoch  9/10", "epoch 10/10"]
+
+
+def test_an_interrupted_run_names_the_checkpoint_it_saved_last(tmp_path: Path) -> None:
+    """Interrupted after its first save into ``--checkpoint``, a resumed run names that file
+    (the later state), not the ``--resume`` file it started from. (Reading the resumed file
+    first named the older checkpoint.)"""
+    from minidl.cli import _interrupted
+
+    model = nn.Sequential(nn.Linear(2, 2))
+    resumed, saved = tmp_path / "resumed.ckpt", tmp_path / "saved.ckpt"
+    save_checkpoint(resumed, model, epoch=1)
+    save_checkpoint(saved, model, epoch=3)
+    assert _interrupted(str(saved), str(resumed), str(saved)) == (
+        f"minidl train: interrupted; the last checkpoint is {saved} (epoch 3); continue with "
+        f"--resume {saved}"
+    )
+    assert _interrupted(None, str(resumed), str(saved)).endswith(
+        f"the last checkpoint is {resumed} (epoch 1); continue with --resume {resumed}"
+    )
