@@ -319,3 +319,14 @@ def test_train_groups_returns_each_groups_results_at_its_position() -> None:
     groups = [[TABLE_I[0]], [TABLE_I[1], TABLE_I[2]], [TABLE_I[3]]]
     results = train_groups(groups, 1, 0, jobs=1, train=untrained)
     assert [[r.experiment for r in group] for group in results] == groups
+
+
+def test_a_protocol_counts_a_smaller_last_batch_as_a_batch() -> None:
+    """``batches_per_epoch`` is ``ceil(n_train / batch_size)``, as documented and as fit runs
+    them: 1050 samples in batches of 100 are 11 batches (the last of 50), 1000 are 10, 99 are 1.
+    (The floor gave 10 and 0.)"""
+    from minidl.experiments.config import PROTOCOL
+
+    for n_train, batches in ((1050, 11), (1000, 10), (99, 1)):
+        protocol = dataclasses.replace(PROTOCOL, n_train=n_train)
+        assert protocol.batches_per_epoch == batches
