@@ -604,3 +604,14 @@ def test_a_run_without_figures_has_no_figures_section(tmp_path: Path) -> None:
     with_figure_1 = report_text([fake_row(FIGURE_1[2], (2.0, 2.5)), *_table_ii_results()], tmp_path)
     figures = with_figure_1.split("## Figures\n")[1].split("## ")[0]
     assert "| Cross-entropy | act tanh, cross-entropy, SGD lr 0.1 | 2.25 (0.35) |" in figures
+
+
+def test_the_criterion_counts_one_comparison_in_the_singular() -> None:
+    """A run of one row with a paper's number makes "1 such comparison", in the singular.
+    (Writing the plural whatever the count gave "1 such comparisons".)"""
+    from minidl.experiments.report import criterion
+
+    row = experiment("II", "SGD, momentum 0")
+    assert f"{CRITERION} This run makes 1 such comparison (each row" in criterion(
+        [fake_row(row, (2.0, 2.5))]
+    )
