@@ -3,6 +3,7 @@ against transcriptions of the published code, and ``minidl reproduce --quick`` e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -12,7 +13,7 @@ import re
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -730,6 +731,33 @@ def _in_group(group: int) -> list[int]:
     return found
 
 
+def _group_ends(group: int, seconds: float = 10) -> bool:
+    """Whether process group ``group`` has no live process left within ``seconds``."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while _in_group(group) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _in_group(group)
+
+
+@contextlib.contextmanager
+def _in_own_group(
+    script: str, pid_folder: Path, **fields: object
+) -> Iterator[subprocess.Popen[str]]:
+    """:func:`_start_in_own_group`, and at the end every process of its group killed."""
+    import signal
+
+    parent = _start_in_own_group(script, pid_folder, **fields)
+    try:
+        yield parent
+    finally:
+        for pid in _in_group(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
+
+
 def _start_in_own_group(script: str, pid_folder: Path, **fields: object) -> subprocess.Popen[str]:
     """Run ``script`` (formatted with the repository as ``root`` and ``fields``) in a new
     process group, its workers writing their pid files into ``pid_folder``; stdout and stderr
@@ -779,19 +807,12 @@ def test_a_pool_stopped_while_a_worker_sends_its_results_ends(tmp_path: Path) ->
     """An error here (Ctrl-C, a callback's) while a worker was sending its results (a group's
     networks and curves) left part of a message in the results' pipe: the executor's thread
     waited for the rest for ever, and the error never left train_groups."""
-    import signal
 
-    parent = _start_in_own_group(_STOPPED_WHILE_SENDING, tmp_path)
-    try:
+    with _in_own_group(_STOPPED_WHILE_SENDING, tmp_path) as parent:
         output, errors = parent.communicate(timeout=60)
         assert (parent.returncode, output) == (0, "stopped while a result was sent\n"), errors
         assert (tmp_path / "sending").exists()  # (the result was on its way)
         assert not _in_group(parent.pid), "workers outlived the pool"
-    finally:
-        for pid in _in_group(parent.pid):
-            os.kill(pid, signal.SIGKILL)
-        parent.kill()
-        parent.wait()
 
 
 _KILLED_WHILE_SENDING = (
@@ -830,10 +851,8 @@ def test_a_worker_killed_while_it_sends_its_results_breaks_the_pool(tmp_path: Pa
     of a message in the results' pipe: the executor's thread waited for the rest for ever, the
     futures never failed and train_groups waited for them for ever. It now stops the pool with
     the error of a worker killed at any other moment."""
-    import signal
 
-    parent = _start_in_own_group(_KILLED_WHILE_SENDING, tmp_path)
-    try:
+    with _in_own_group(_KILLED_WHILE_SENDING, tmp_path) as parent:
         output, errors = parent.communicate(timeout=60)
         assert parent.returncode == 0, errors
         assert re.fullmatch(
@@ -844,11 +863,6 @@ def test_a_worker_killed_while_it_sends_its_results_breaks_the_pool(tmp_path: Pa
         ), (output, errors)
         assert (tmp_path / "sending").exists() and (tmp_path / "killed").exists()
         assert not _in_group(parent.pid), "workers outlived the pool"
-    finally:
-        for pid in _in_group(parent.pid):
-            os.kill(pid, signal.SIGKILL)
-        parent.kill()
-        parent.wait()
 
 
 _WAITING_POOL = (
@@ -882,8 +896,7 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path, target: str, groups: i
     import signal
     import time
 
-    parent = _start_in_own_group(_WAITING_POOL, tmp_path, groups=groups)
-    try:
+    with _in_own_group(_WAITING_POOL, tmp_path, groups=groups) as parent:
         assert parent.stdout is not None and parent.stdout.readline() == "starting\n"
         if target == "parent":  # once both workers wait in their group
             deadline = time.monotonic() + 120
@@ -900,15 +913,7 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path, target: str, groups: i
         _, errors = parent.communicate(timeout=30)
         assert parent.returncode == 130, errors
         assert errors.strip() == "interrupted", errors
-        deadline = time.monotonic() + 10
-        while _in_group(parent.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _in_group(parent.pid), "workers outlived the interrupted parent"
-    finally:
-        for pid in _in_group(parent.pid):
-            os.kill(pid, signal.SIGKILL)
-        parent.kill()
-        parent.wait()
+        assert _group_ends(parent.pid), "workers outlived the interrupted parent"
 
 
 _INTERRUPTED_SUBMISSION = (
@@ -938,18 +943,11 @@ def test_an_interrupt_between_two_submissions_stops_the_workers(tmp_path: Path) 
     """An interrupt while the groups were submitted (SIGINT is ignored then, SIGTERM, which
     minidl's command line raises as one, is not) left the pool's end waiting for the groups
     already submitted to be trained (here two minutes) before it went on."""
-    import signal
 
-    parent = _start_in_own_group(_INTERRUPTED_SUBMISSION, tmp_path)
-    try:
+    with _in_own_group(_INTERRUPTED_SUBMISSION, tmp_path) as parent:
         output, errors = parent.communicate(timeout=60)
         assert (parent.returncode, output) == (0, "interrupted\n"), errors
         assert not _in_group(parent.pid), "workers outlived the pool"
-    finally:
-        for pid in _in_group(parent.pid):
-            os.kill(pid, signal.SIGKILL)
-        parent.kill()
-        parent.wait()
 
 
 _REPRODUCE = (
@@ -976,8 +974,7 @@ def test_sigterm_ends_reproduce_as_ctrl_c_does(tmp_path: Path, target: str) -> N
     out.mkdir()
     (out / "report.md").write_text("the previous run\n")
     (out / "fig1_loss_criteria.png").write_bytes(b"the previous figure")
-    parent = _start_in_own_group(_REPRODUCE, tmp_path, out=str(out))
-    try:
+    with _in_own_group(_REPRODUCE, tmp_path, out=str(out)) as parent:
         deadline = time.monotonic() + 240
         while not list(out.glob(".figures-*")) and time.monotonic() < deadline:
             assert parent.poll() is None, parent.communicate()
@@ -995,15 +992,7 @@ def test_sigterm_ends_reproduce_as_ctrl_c_does(tmp_path: Path, target: str) -> N
         ]
         assert (out / "report.md").read_text() == "the previous run\n"
         assert (out / "fig1_loss_criteria.png").read_bytes() == b"the previous figure"
-        deadline = time.monotonic() + 10
-        while _in_group(parent.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _in_group(parent.pid), "workers outlived the terminated parent"
-    finally:
-        for pid in _in_group(parent.pid):
-            os.kill(pid, signal.SIGKILL)
-        parent.kill()
-        parent.wait()
+        assert _group_ends(parent.pid), "workers outlived the terminated parent"
 
 
 def test_stack_key_groups_rows_that_differ_only_in_their_updates() -> None:
