@@ -573,15 +573,20 @@ def test_a_backward_returning_none_leaves_the_gradients_as_they_were() -> None:
         assert torch.equal(parameter.grad, grad)
 
 
-class MeanBiasParametersLinear(nn.Linear):
-    """A right backward, and a backward_parameters (what fit runs for a first layer) whose
-    bias gradient is the mean of ``grad_output`` over the batch rather than its sum."""
+class RightBackwardLinear(nn.Linear):
+    """A Linear whose backward is written out (right), for subclasses that get
+    backward_parameters wrong."""
 
     def backward(self, grad_output: Tensor) -> Tensor:
         assert self._input is not None and self.bias is not None
         self.weight.grad.addmm_(grad_output.t(), self._input)
         self.bias.grad.add_(grad_output.sum(0))
         return grad_output.mm(self.weight.data)
+
+
+class MeanBiasParametersLinear(RightBackwardLinear):
+    """A right backward, and a backward_parameters (what fit runs for a first layer) whose
+    bias gradient is the mean of ``grad_output`` over the batch rather than its sum."""
 
     def backward_parameters(self, grad_output: Tensor) -> None:
         assert self._input is not None and self.bias is not None
@@ -640,16 +645,10 @@ def test_a_forward_that_makes_its_generator_is_reported_as_random() -> None:
         minidl.gradcheck(LazyNoise(), torch.randn(2, 3, dtype=torch.float64))
 
 
-class OverwritingParametersLinear(nn.Linear):
+class OverwritingParametersLinear(RightBackwardLinear):
     """A right backward, and a backward_parameters whose gradients are right but overwrite
     ``grad`` rather than add to it (a second call, as in gradient accumulation, loses the
     first)."""
-
-    def backward(self, grad_output: Tensor) -> Tensor:
-        assert self._input is not None and self.bias is not None
-        self.weight.grad.addmm_(grad_output.t(), self._input)
-        self.bias.grad.add_(grad_output.sum(0))
-        return grad_output.mm(self.weight.data)
 
     def backward_parameters(self, grad_output: Tensor) -> None:
         assert self._input is not None and self.bias is not None
