@@ -403,8 +403,7 @@ class Module:
             yield prefix + name, tensor
 
     def _named_buffers(self, prefix: str) -> Iterator[tuple[str, Tensor]]:
-        for name, tensor in self._buffers.items():
-            yield prefix + name, tensor
+        yield from self._own_buffers(prefix)
         for child_name, child in self._modules.items():
             yield from child._named_buffers(prefix + child_name + ".")
 
