@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,25 +64,41 @@ def kill_late(
     return train_rows_batched(group, rounds, base_seed, **kwargs)
 
 
-#: The size of :func:`send_a_large_result`'s result.
-LARGE_RESULT_BYTES = 64 * 2**20
+#: The size of the results :func:`send_part_then_wait` and :func:`send_part_then_die` return:
+#: more than a pipe holds (64 KiB), as a group's networks and curves can be.
+LARGE_RESULT_BYTES = 2**20
+
+#: How much of such a result the worker writes into the results' pipe before it stops.
+SENT_BYTES = 4096
 
 
-class _LargeResult:
-    """:data:`LARGE_RESULT_BYTES` to send back, which leave a file ``sending`` in the folder
-    named by :data:`PID_FOLDER_ENV` as they are about to be sent."""
+def _send_in_part(stop: Callable[[], None]) -> None:
+    """Make this process write only the first :data:`SENT_BYTES` of any message of
+    :data:`LARGE_RESULT_BYTES` or more into its pipes, leave a file ``sent`` in the folder named
+    by :data:`PID_FOLDER_ENV` and call ``stop``: the reader is left with part of a message
+    whatever the timing (its header, read first, announces the whole size).
 
-    def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]:
-        (Path(os.environ[PID_FOLDER_ENV]) / "sending").touch()
-        return (bytes, (bytes(LARGE_RESULT_BYTES),))
+    It replaces ``multiprocessing.connection.Connection._send``, the loop of ``os.write`` calls
+    that CPython's pipes send each part of a message with; a test finds no file ``sent`` if a
+    Python version sends otherwise."""
+    from multiprocessing.connection import Connection
+
+    send = Connection._send  # type: ignore[attr-defined]
+
+    def send_in_part(connection: Connection, buffer: Any, *args: Any) -> None:
+        if len(buffer) < LARGE_RESULT_BYTES:
+            send(connection, buffer, *args)
+            return
+        os.write(connection.fileno(), buffer[:SENT_BYTES])  # (a pipe takes it whole)
+        (Path(os.environ[PID_FOLDER_ENV]) / "sent").touch()
+        stop()
+
+    Connection._send = send_in_part  # type: ignore[attr-defined]
 
 
-def send_a_large_result(
-    group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
-) -> list[Any]:
-    """Report one epoch of the group's first row at once, wait until the caller has it (a file
-    ``reading`` in the folder named by :data:`PID_FOLDER_ENV`), then return a
-    :class:`_LargeResult` (for a test that stops the pool while the result is being sent)."""
+def _report_and_wait(group: Sequence[Experiment], kwargs: dict[str, Any]) -> None:
+    """Report one epoch of the group's first row at once, and wait until the caller has it (a
+    file ``reading`` in the folder named by :data:`PID_FOLDER_ENV`)."""
     from minidl.experiments.pool import _FLUSH_SECONDS
 
     time.sleep(_FLUSH_SECONDS + 0.05)  # (the worker then sends the record at once)
@@ -91,31 +106,36 @@ def send_a_large_result(
     reading = Path(os.environ[PID_FOLDER_ENV]) / "reading"
     while not reading.exists():
         time.sleep(0.01)
-    return [_LargeResult()]
 
 
-#: Seconds after :class:`_KilledWhileSending` starts to be sent that its worker is killed.
-KILL_AFTER_SECONDS = 1.0
-
-
-class _KilledWhileSending(_LargeResult):
-    """A :class:`_LargeResult` whose worker kills itself with ``SIGKILL`` (as the out-of-memory
-    killer would) :data:`KILL_AFTER_SECONDS` after it starts to send it, leaving a file
-    ``killed`` in the folder named by :data:`PID_FOLDER_ENV` just before."""
-
-    def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]:
-        def kill() -> None:
-            (Path(os.environ[PID_FOLDER_ENV]) / "killed").touch()
-            os.kill(os.getpid(), signal.SIGKILL)
-
-        threading.Timer(KILL_AFTER_SECONDS, kill).start()
-        return super().__reduce__()
-
-
-def killed_while_sending(
+def send_part_then_wait(
     group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
 ) -> list[Any]:
-    """:func:`send_a_large_result`, whose worker is killed while it sends the result
-    (:class:`_KilledWhileSending`)."""
-    send_a_large_result(group, rounds, base_seed, **kwargs)  # (the record, and the wait)
-    return [_KilledWhileSending()]
+    """Report one epoch, then return a result of :data:`LARGE_RESULT_BYTES` of which the worker
+    sends only a part before it waits for good (as one blocked on a full pipe would): for a
+    test that stops the pool while a result is on its way."""
+    _report_and_wait(group, kwargs)
+
+    def wait() -> None:
+        while True:
+            time.sleep(1)
+
+    _send_in_part(wait)
+    return [bytes(LARGE_RESULT_BYTES)]
+
+
+def send_part_then_die(
+    group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
+) -> list[Any]:
+    """Report one epoch, then return a result of :data:`LARGE_RESULT_BYTES` of which the worker
+    sends only a part before it kills itself with ``SIGKILL`` (as the out-of-memory killer
+    would), leaving a file ``killed`` in the folder named by :data:`PID_FOLDER_ENV` just
+    before."""
+    _report_and_wait(group, kwargs)
+
+    def die() -> None:
+        (Path(os.environ[PID_FOLDER_ENV]) / "killed").touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    _send_in_part(die)
+    return [bytes(LARGE_RESULT_BYTES)]

@@ -781,22 +781,17 @@ _STOPPED_WHILE_SENDING = (
     "from pathlib import Path\n"
     "from minidl.experiments.config import experiments_for_tables\n"
     "from minidl.experiments.pool import train_groups\n"
-    "from tests.pool_helpers import PID_FOLDER_ENV, send_a_large_result\n"
+    "from tests.pool_helpers import PID_FOLDER_ENV, send_part_then_wait\n"
     "def on_epoch(*_):\n"
-    "    (Path(os.environ[PID_FOLDER_ENV]) / 'reading').touch()\n"
-    "    sending = Path(os.environ[PID_FOLDER_ENV]) / 'sending'\n"
-    "    while not sending.exists():\n"
-    "        pass\n"
-    # Busy from before the result is sent, this thread holds the interpreter: the pool's
-    # thread reads the 64 MiB slowly (64 KiB, a pipe's buffer, each time it gets a turn).
-    "    end = time.monotonic() + 0.5\n"
-    "    while time.monotonic() < end:\n"
-    "        pass\n"
+    "    folder = Path(os.environ[PID_FOLDER_ENV])\n"
+    "    (folder / 'reading').touch()\n"
+    "    while not (folder / 'sent').exists():\n"
+    "        time.sleep(0.01)\n"
     "    raise RuntimeError('stopped while a result was sent')\n"
     "if __name__ == '__main__':\n"
     "    try:\n"
     "        train_groups([[experiments_for_tables('2')[0]]], 1, 0, jobs=1,\n"
-    "                     train=send_a_large_result, on_epoch=on_epoch)\n"
+    "                     train=send_part_then_wait, on_epoch=on_epoch)\n"
     "    except RuntimeError as error:\n"
     "        print(error)\n"
 )
@@ -811,35 +806,24 @@ def test_a_pool_stopped_while_a_worker_sends_its_results_ends(tmp_path: Path) ->
     with _in_own_group(_STOPPED_WHILE_SENDING, tmp_path) as parent:
         output, errors = parent.communicate(timeout=60)
         assert (parent.returncode, output) == (0, "stopped while a result was sent\n"), errors
-        assert (tmp_path / "sending").exists()  # (the result was on its way)
+        assert (tmp_path / "sent").exists()  # (the result was on its way)
         assert not _in_group(parent.pid), "workers outlived the pool"
 
 
 _KILLED_WHILE_SENDING = (
-    "import os, sys, time\n"
+    "import os, sys\n"
     "sys.path.insert(0, {root!r})\n"
     "from concurrent.futures.process import BrokenProcessPool\n"
     "from pathlib import Path\n"
     "from minidl.experiments.config import experiments_for_tables\n"
     "from minidl.experiments.pool import train_groups\n"
-    "from tests.pool_helpers import PID_FOLDER_ENV, killed_while_sending\n"
+    "from tests.pool_helpers import PID_FOLDER_ENV, send_part_then_die\n"
     "def on_epoch(*_):\n"
-    "    folder = Path(os.environ[PID_FOLDER_ENV])\n"
-    "    (folder / 'reading').touch()\n"
-    # Busy until the worker is killed, this thread holds the interpreter: the pool's thread
-    # reads the 64 MiB slowly (64 KiB, a pipe's buffer, each time it gets a turn, every 5 ms),
-    # so that the worker dies with most of its result still to send. (A file's check lets the
-    # other thread run: one every 50 ms.)
-    "    killed = False\n"
-    "    while not killed:\n"
-    "        end = time.monotonic() + 0.05\n"
-    "        while time.monotonic() < end:\n"
-    "            pass\n"
-    "        killed = (folder / 'killed').exists()\n"
+    "    (Path(os.environ[PID_FOLDER_ENV]) / 'reading').touch()\n"
     "if __name__ == '__main__':\n"
     "    try:\n"
     "        train_groups([[experiments_for_tables('2')[0]]], 1, 0, jobs=1,\n"
-    "                     train=killed_while_sending, on_epoch=on_epoch)\n"
+    "                     train=send_part_then_die, on_epoch=on_epoch)\n"
     "    except BrokenProcessPool as error:\n"
     "        print(error)\n"
 )
@@ -861,7 +845,7 @@ def test_a_worker_killed_while_it_sends_its_results_breaks_the_pool(tmp_path: Pa
             r"stopped\n",
             output,
         ), (output, errors)
-        assert (tmp_path / "sending").exists() and (tmp_path / "killed").exists()
+        assert (tmp_path / "sent").exists() and (tmp_path / "killed").exists()
         assert not _in_group(parent.pid), "workers outlived the pool"
 
 
