@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -72,11 +73,11 @@ LARGE_RESULT_BYTES = 2**20
 SENT_BYTES = 4096
 
 
-def _send_in_part(stop: Callable[[], None]) -> None:
-    """Make this process write only the first :data:`SENT_BYTES` of any message of
-    :data:`LARGE_RESULT_BYTES` or more into its pipes, leave a file ``sent`` in the folder named
-    by :data:`PID_FOLDER_ENV` and call ``stop``: the reader is left with part of a message
-    whatever the timing (its header, read first, announces the whole size).
+def _send_in_part(stop: Callable[[], None], at_least: int = LARGE_RESULT_BYTES) -> None:
+    """Make this process write only the first :data:`SENT_BYTES` of any write of ``at_least``
+    bytes or more into its pipes, leave a file ``sent`` in the folder named by
+    :data:`PID_FOLDER_ENV` and call ``stop``: the reader is left with part of a message
+    whatever the timing (its length, read first, says how much is to come).
 
     It replaces ``multiprocessing.connection.Connection._send``, the loop of ``os.write`` calls
     that CPython's pipes send each part of a message with; a test finds no file ``sent`` if a
@@ -86,7 +87,7 @@ def _send_in_part(stop: Callable[[], None]) -> None:
     send = Connection._send  # type: ignore[attr-defined]
 
     def send_in_part(connection: Connection, buffer: Any, *args: Any) -> None:
-        if len(buffer) < LARGE_RESULT_BYTES:
+        if len(buffer) < at_least:
             send(connection, buffer, *args)
             return
         os.write(connection.fileno(), buffer[:SENT_BYTES])  # (a pipe takes it whole)
@@ -94,6 +95,13 @@ def _send_in_part(stop: Callable[[], None]) -> None:
         stop()
 
     Connection._send = send_in_part  # type: ignore[attr-defined]
+
+
+def _die() -> None:
+    """Leave a file ``killed`` in the folder named by :data:`PID_FOLDER_ENV`, then kill this
+    process with ``SIGKILL``, as the out-of-memory killer would."""
+    (Path(os.environ[PID_FOLDER_ENV]) / "killed").touch()
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _report_and_wait(group: Sequence[Experiment], kwargs: dict[str, Any]) -> None:
@@ -128,14 +136,34 @@ def send_part_then_die(
     group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
 ) -> list[Any]:
     """Report one epoch, then return a result of :data:`LARGE_RESULT_BYTES` of which the worker
-    sends only a part before it kills itself with ``SIGKILL`` (as the out-of-memory killer
-    would), leaving a file ``killed`` in the folder named by :data:`PID_FOLDER_ENV` just
-    before."""
+    sends only a part before it kills itself (:func:`_die`)."""
     _report_and_wait(group, kwargs)
-
-    def die() -> None:
-        (Path(os.environ[PID_FOLDER_ENV]) / "killed").touch()
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    _send_in_part(die)
+    _send_in_part(_die)
     return [bytes(LARGE_RESULT_BYTES)]
+
+
+#: How many epochs :func:`report_many_then_die` reports at once.
+MANY_EPOCHS = 1000
+
+
+def report_many_then_die(
+    group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
+) -> list[Any]:
+    """Report :data:`MANY_EPOCHS` epochs of the group's first row at once (about 54 KB of
+    records) and one more a flush later, wait until the progress queue has sent them and kill
+    this worker (:func:`_die`), every write its pipes would not take whole (more than
+    ``PIPE_BUF`` bytes) cut short as a kill at that moment would cut it (:func:`_send_in_part`,
+    which kills it there)."""
+    from minidl.experiments import pool
+
+    _send_in_part(_die, at_least=select.PIPE_BUF + 1)
+    for epoch in range(MANY_EPOCHS + 1):
+        if epoch == MANY_EPOCHS:
+            time.sleep(pool._FLUSH_SECONDS + 0.05)  # (the records are then sent)
+        record = EpochRecord(epoch, train_loss=0.5, lr=0.1, validation_error=50.0)
+        kwargs["on_epoch"](group[0], 0, record)
+    progress = pool._worker["progress"]
+    progress.close()
+    progress.join_thread()  # (every message is in the pipe)
+    _die()
+    return []

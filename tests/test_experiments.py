@@ -849,6 +849,49 @@ def test_a_worker_killed_while_it_sends_its_results_breaks_the_pool(tmp_path: Pa
         assert not _in_group(parent.pid), "workers outlived the pool"
 
 
+_KILLED_AFTER_MANY_RECORDS = (
+    "import sys\n"
+    "sys.path.insert(0, {root!r})\n"
+    "from concurrent.futures.process import BrokenProcessPool\n"
+    "from minidl.experiments.config import experiments_for_tables\n"
+    "from minidl.experiments.pool import train_groups\n"
+    "from tests.pool_helpers import report_many_then_die\n"
+    "epochs = []\n"
+    "if __name__ == '__main__':\n"
+    "    try:\n"
+    "        train_groups([[experiments_for_tables('2')[0]]], 1, 0, jobs=1,\n"
+    "                     train=report_many_then_die,\n"
+    "                     on_epoch=lambda row, index, record: epochs.append(record.epoch))\n"
+    "    except BrokenProcessPool as error:\n"
+    "        print(error)\n"
+    "    print(epochs == list(range(1001)))\n"
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_worker_killed_while_it_sends_progress_breaks_the_pool(tmp_path: Path) -> None:
+    """A worker killed (SIGKILL, the out-of-memory killer) while it sent a progress message of
+    more than ``PIPE_BUF`` bytes (a flush's epochs: about 54 bytes each) left part of it in the
+    progress queue's pipe, and the parent's next read waited for the rest for ever, in its main
+    thread, before it could see that the worker was gone. Each message is now one that a pipe
+    takes whole (here every longer write is cut short, and the worker killed there): the
+    records arrive in full, in order, and the worker's end breaks the pool."""
+    from tests.pool_helpers import MANY_EPOCHS
+
+    assert MANY_EPOCHS == 1000  # (as the script expects)
+    with _in_own_group(_KILLED_AFTER_MANY_RECORDS, tmp_path) as parent:
+        output, errors = parent.communicate(timeout=60)
+        assert parent.returncode == 0, errors
+        assert re.fullmatch(
+            r"train_groups: a worker process ended before its rows were trained \(process \d+ "
+            r"killed by SIGKILL, as the out-of-memory killer does\); the other workers were "
+            r"stopped\nTrue\n",
+            output,
+        ), (output, errors)
+        assert (tmp_path / "killed").exists() and not (tmp_path / "sent").exists()
+        assert not _in_group(parent.pid), "workers outlived the pool"
+
+
 _WAITING_POOL = (
     "import sys; sys.path.insert(0, {root!r})\n"
     "if __name__ == '__main__':\n"

@@ -28,6 +28,7 @@ import multiprocessing.connection
 import os
 import pickle
 import queue
+import select
 import signal
 import sys
 import threading
@@ -35,6 +36,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import torch
@@ -49,6 +51,11 @@ __all__ = ["train_groups"]
 
 #: Seconds between two progress messages of a worker (a row's last epochs are always sent).
 _FLUSH_SECONDS = 0.25
+
+#: The most bytes a progress message may take once pickled: a pipe takes a write of at most
+#: ``PIPE_BUF`` bytes whole or not at all, and ``multiprocessing`` writes a message of up to
+#: 16 KiB with one write, after 4 bytes of its length (see :func:`_send_progress`).
+_MESSAGE_BYTES = getattr(select, "PIPE_BUF", 512) - 4
 
 #: Seconds a worker may have ended before :func:`train_groups` stops waiting for the executor
 #: to say so (a worker killed while it sent its results: see :func:`train_groups`).
@@ -94,6 +101,24 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="minidl-watch-parent", daemon=True).start()
 
 
+def _send_progress(position: int, records: list[tuple[int, int, EpochRecord]]) -> None:
+    """Put ``(position, records)`` on the progress queue, in as many messages as it takes for
+    each to fit in :data:`_MESSAGE_BYTES` (a single record is sent as it is).
+
+    A worker killed (``SIGKILL``, the out-of-memory killer) while its queue's thread wrote a
+    longer message left part of it in the pipe, and the parent's next read waited for the rest
+    for ever, in its main thread, before it could see that the worker was gone. A message a pipe
+    takes whole is there in full or not at all.
+    """
+    message = (position, records)
+    if len(records) > 1 and len(ForkingPickler.dumps(message)) > _MESSAGE_BYTES:
+        half = len(records) // 2
+        _send_progress(position, records[:half])
+        _send_progress(position, records[half:])
+    else:
+        _worker["progress"].put(message)
+
+
 def _train_in_worker(
     position: int,
     train: Callable[..., list[RowResult]],
@@ -112,13 +137,13 @@ def _train_in_worker(
         pending.append((group.index(experiment), index, record))
         now = time.monotonic()
         if now - last >= _FLUSH_SECONDS:
-            _worker["progress"].put((position, pending.copy()))
+            _send_progress(position, pending.copy())
             pending.clear()
             last = now
 
     results = train(group, rounds, base_seed, epochs=epochs, on_epoch=on_epoch if report else None)
     if pending:
-        _worker["progress"].put((position, pending))
+        _send_progress(position, pending)
     return results
 
 
