@@ -585,6 +585,41 @@ def test_plans_for_replaced_parameters_are_dropped() -> None:
     assert len(model._plans) == 1
 
 
+@pytest.mark.parametrize("outer", ["Sequential", "Residual"])
+@pytest.mark.parametrize("how", ["double", "to dtype", "to tensor"])
+def test_a_chain_moved_with_the_module_around_it_keeps_no_plan(outer: str, how: str) -> None:
+    """A chain moved or cast by its parent's ``.to()`` (which moves the tensors of every
+    module inside it at once) drops its plans as one moved itself does: they held buffers of
+    the old dtype (up to 4 of them, one per batch size) for good where only evaluation
+    follows, the last one as ``_planned``. It trains on with the bits of the never-planning twin."""
+    inner = _chain("LTL", [3, 5, 3], F32, seed=23)
+    model: nn.Module = (
+        nn.Sequential(inner, nn.BatchNorm1d(3)) if outer == "Sequential" else nn.Residual(inner)
+    )
+    for batch in (4, 6):
+        _planned(inner, torch.randn(batch, 3))
+    assert len(inner._plans) == 2 and inner._planned is not None
+    if how == "double":
+        model.double()
+    elif how == "to dtype":
+        model.to(F64)
+    else:
+        model.to(torch.zeros(1, dtype=F64))
+    assert len(inner._plans) == 0 and inner._planned is None
+    model.to("cpu")  # (a move that changes nothing: the plans made since are kept)
+    plain = copy.deepcopy(inner)
+    generator = torch.Generator().manual_seed(24)
+    for step in range(5):
+        x = torch.randn(4, 3, dtype=F64, generator=generator)
+        assert torch.equal(inner(x), _plain_forward(plain, x))
+        grad = torch.randn(4, 3, dtype=F64, generator=generator)
+        assert torch.equal(inner.backward(grad), _plain_backward(plain, grad))
+        _assert_same(inner, plain)
+        assert (inner._planned is not None) == (step >= 2)
+    model.to("cpu")
+    assert len(inner._plans) == 1
+
+
 @pytest.mark.parametrize("dtype", [F64, F32])
 @pytest.mark.parametrize(("layout", "widths"), [("TL", [64, 8]), ("KLE", [48, 8]), ("TT", [])])
 def test_a_chain_that_starts_with_an_activation_keeps_the_layout_of_its_input(

@@ -811,7 +811,15 @@ class Module:
         for module, name, buffer in buffers:
             module._buffers[name] = buffer
             object.__setattr__(module, name, buffer)
+        for module in self.modules():
+            module._moved()
         return True
+
+    def _moved(self) -> None:
+        """Called on the module moved and on every module inside it, once their tensors are
+        in place: drop what was made for the old ones (a :class:`~minidl.nn.Sequential`'s
+        plans, whose buffers are of the old dtype or device). A module that keeps nothing
+        of the kind does nothing."""
 
     # -- pickling ---------------------------------------------------------------------------------
 

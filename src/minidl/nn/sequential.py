@@ -93,9 +93,14 @@ class Sequential(Module):
         moved = super()._move(device, dtype)
         if moved:
             self._flatten()
-            self._plans.clear()  # (buffers of the old dtype or device)
-            self._planned = None
         return moved
+
+    def _moved(self) -> None:
+        """Drop the plans, whose buffers are of the old dtype or device: after a move of this
+        chain, or of a module around it (whose ``.to()`` moves the tensors of every module
+        inside it at once, not through this chain's :meth:`_move`)."""
+        self._plans.clear()
+        self._planned = None
 
     def _chain(self, modules: tuple[Module, ...], names: tuple[str, ...] | None = None) -> None:
         """Everything ``__init__`` does but the flattening; the modules are registered as
