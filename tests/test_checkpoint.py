@@ -1428,3 +1428,47 @@ def test_a_file_of_a_dtype_safetensors_does_not_read_is_refused(tmp_path: Path) 
     (tmp_path / "c").write_bytes(blob)
     with pytest.raises(CheckpointError, match="not a valid safetensors file"):
         read_checkpoint(tmp_path / "c")
+
+
+def test_an_optimizer_of_parameters_outside_the_model_is_refused(tmp_path: Path) -> None:
+    """An optimizer of the model's parameters and one of its own (a temperature, say): the
+    checkpoint would hold that parameter's momentum but not its value, and a resumed run would
+    go on from the value the new parameter was built with. Saving and loading are refused by
+    position and shape, and change nothing."""
+    model, _ = _optimizer_over((3, 4), (4,))
+    outside = nn.Parameter(torch.ones(2))
+    source = optim.SGD([*model.parameters(), outside], lr=0.1, momentum=0.9)
+    for parameter in source.params:
+        parameter.grad.fill_(1.0)
+    source.step()
+    what = r"the optimizer also updates parameters that are not the model's \(params\[2\] of shape \(2,\)\)"
+    with pytest.raises(CheckpointError, match="^save_checkpoint: " + what):
+        save_checkpoint(tmp_path / "c", model, source)
+    assert list(tmp_path.iterdir()) == []
+
+    # A checkpoint of the model's parameters only, loaded with such an optimizer: refused too.
+    save_checkpoint(tmp_path / "c", model, optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    before = [p.data.clone() for p in source.params], source.state_dict()
+    with pytest.raises(CheckpointError, match="load_checkpoint: .*" + what):
+        load_checkpoint(tmp_path / "c", model, source)
+    assert all(torch.equal(a, p.data) for a, p in zip(before[0], source.params, strict=True))
+    assert torch.equal(source.state["momentum_buffer"], before[1]["state"]["momentum_buffer"])
+
+
+def test_resuming_without_the_saved_data_generator_is_refused(tmp_path: Path) -> None:
+    """A run saved with a data generator and resumed without one would shuffle from torch's
+    global generator: another run than the uninterrupted one, silently. Resuming is refused
+    and changes nothing; the model alone still loads without it."""
+    source = build("sgd-momentum-step", seed=1)
+    history = train(source, epochs=1)
+    save_checkpoint(tmp_path / "c", *source[:3], epoch=1, history=history, generator=source[3])
+    target = build("sgd-momentum-step", seed=2)
+    before = snapshot(target)
+    with pytest.raises(
+        CheckpointError,
+        match=r"the checkpoint holds the state of a data generator .* none is given",
+    ):
+        load_checkpoint(tmp_path / "c", *target[:3])
+    assert_same(snapshot(target), before)
+    load_checkpoint(tmp_path / "c", target[0])
+    assert_same({"model": target[0].state_dict()}, {"model": source[0].state_dict()})

@@ -27,7 +27,8 @@ before anything is written:
   such as ``CyclicLR``'s ``max_lr`` are not in its state).
 
 A file that fails any check raises :class:`CheckpointError` and the model, optimizer, scheduler
-and generators are left exactly as they were. Loading the model alone (no optimizer, e.g. to
+and generators are left exactly as they were. Resuming (with an optimizer) needs the data
+generator exactly when one was saved. Loading the model alone (no optimizer, e.g. to
 evaluate it) restores its parameters (and the data generator, if one is given): torch's global
 generator, the modules' generators and the CUDA generators are restored only when resuming
 training.
@@ -246,7 +247,8 @@ def save_checkpoint(
             loop of links, which has none, is refused).
         model: the network; its parameter values and buffers (its state_dict) are saved.
         optimizer: the optimizer, if any (its :meth:`~minidl.optim.Optimizer.state_dict`),
-            updating some of ``model``'s parameters.
+            updating some of ``model``'s parameters and no others (the values of parameters
+            outside ``model`` would not be saved: refused).
         scheduler: the learning-rate scheduler of ``optimizer``, if any (its ``state_dict``
             and ``repr``).
         epoch: epochs completed so far, an integer >= 0.
@@ -980,11 +982,27 @@ def _check_components(
 
 def _check_updates_model(where: str, model: Module, optimizer: Optimizer | None) -> None:
     """Refuse an optimizer that updates none of ``model``'s parameters (one built on another
-    model, or on this one before it was built again): its state is not this model's."""
-    if optimizer is not None and not {id(p) for p in model.parameters()} & {
-        id(p) for p in optimizer.params
-    }:
+    model, or on this one before it was built again): its state is not this model's. Refuse
+    one that also updates parameters outside ``model`` (a temperature of one's own, say): a
+    checkpoint holds the model's parameter values only, so their optimizer state would be
+    restored without their values, and the resumed run would not go on as the saved one."""
+    if optimizer is None:
+        return
+    own = {id(p) for p in model.parameters()}
+    if not own & {id(p) for p in optimizer.params}:
         raise CheckpointError(f"{where}: the optimizer updates none of the model's parameters")
+    outside = [
+        f"params[{index}] of shape {tuple(p.data.shape)}"
+        for index, p in enumerate(optimizer.params)
+        if id(p) not in own
+    ]
+    if outside:
+        raise CheckpointError(
+            f"{where}: the optimizer also updates parameters that are not the model's "
+            f"({', '.join(outside)}): a checkpoint holds the model's parameter values only, so "
+            "theirs would not be saved and a resumed run would not go on as this one; register "
+            "them in a module of the model (register_parameter)"
+        )
 
 
 def _check_optimizer(
@@ -1121,13 +1139,15 @@ def load_checkpoint(
         path: the checkpoint file, or a :class:`Checkpoint` from :func:`read_checkpoint`.
         model: a model of the saved architecture.
         optimizer: the optimizer to restore (of the saved class, updating some of
-            ``model``'s parameters, as when saved), or ``None`` to restore the
+            ``model``'s parameters and no others, as when saved), or ``None`` to restore the
             model alone (e.g. to evaluate it; the optimizer's and scheduler's state and torch's
             global generator state are then left unused).
         scheduler: the scheduler of ``optimizer`` to restore, of the saved class and settings;
             with an optimizer, it must be given exactly when one was saved (resuming without it
             would lose the schedule).
-        generator: the data generator to restore (the file must hold one).
+        generator: the data generator to restore (the file must hold one). With an
+            optimizer, it must be given exactly when one was saved (the resumed run would
+            otherwise shuffle from torch's global generator).
 
     Returns:
         The :class:`TrainingState`: epochs and steps completed, the history, ``extra``.
@@ -1152,6 +1172,14 @@ def load_checkpoint(
         _check_scheduler(header, scheduler, optimizer, where)
         if generator is not None and _RNG_GENERATOR not in tensors:
             raise CheckpointError(f"{where}: the checkpoint holds no data-generator state")
+        if generator is None and optimizer is not None and _RNG_GENERATOR in tensors:
+            # (fit would shuffle from torch's global generator instead: another run)
+            raise CheckpointError(
+                f"{where}: the checkpoint holds the state of a data generator (the run saved "
+                "shuffled with one), but none is given; give a torch.Generator (generator=...) "
+                "to restore it into and pass it to fit, or the resumed run would shuffle from "
+                "torch's global generator and not go on as the saved one"
+            )
         if optimizer is not None and _RNG_TORCH not in tensors:
             raise CheckpointError(f"{where}: the checkpoint holds no state of torch's generator")
         if optimizer is not None:
