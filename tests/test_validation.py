@@ -137,6 +137,10 @@ RESUME_CASES = [
     ),
     (["--batch-size", "50"], ["other settings", "--batch-size"]),
     (["--epochs", "2"], ["the checkpoint is at epoch 3, past --epochs 2"]),
+    (
+        ["--detect-anomaly"],
+        ["other settings", "--detect-anomaly off in the checkpoint, on now", "not folded"],
+    ),
 ]
 
 
@@ -160,6 +164,26 @@ def test_cli_resume_with_other_settings(
     for fragment in fragments:
         assert fragment in errors, f"{fragment!r} not in {errors!r}"
     assert saved_run.read_bytes() == before
+
+
+def test_a_checkpoint_from_before_detect_anomaly_was_recorded_resumes_without_it(
+    saved_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checkpoints of earlier versions hold no ``detect_anomaly`` setting: taken as off, so such
+    a run resumes without the flag and is refused with it, naming both values."""
+
+    def drop(header: dict[str, Any]) -> None:
+        del header["training"]["extra"]["settings"]["detect_anomaly"]
+
+    rewrite(saved_run, header=drop)
+    settings = read_checkpoint(saved_run).training.extra["settings"]
+    assert "detect_anomaly" not in settings and "seed" in settings
+    code, errors = run_cli(
+        [*TRAIN, "--epochs", "5", "--resume", str(saved_run), "--detect-anomaly"], capsys
+    )
+    assert code == 2
+    assert "--detect-anomaly off in the checkpoint, on now" in errors
+    assert main([*TRAIN, "--epochs", "4", "--resume", str(saved_run)]) == 0
 
 
 def test_resume_settings_missing_from_the_checkpoint_are_named() -> None:

@@ -716,6 +716,8 @@ _RESUME_SETTINGS = (
     "hidden",
     "seed",
     "dtype",
+    # (a run under it takes its steps unfolded, which round otherwise: see fit)
+    "detect_anomaly",
 )
 
 
@@ -730,11 +732,17 @@ def _train_settings(args: argparse.Namespace) -> dict[str, object]:
 #: Settings whose default is ``None`` (a checkpoint written before they existed ran without).
 _OPTIONAL_SETTINGS = {"max_grad_norm": "none (no clipping)"}
 
+#: Settings that a checkpoint written before they were recorded ran at their default (a run
+#: with ``--detect-anomaly`` resumed from one cannot be told from one without: taken as off).
+_UNRECORDED_DEFAULTS: dict[str, object] = {"detect_anomaly": False}
+
 
 def _as_typed(value: object, name: str = "") -> str:
     """A setting as it is given on the command line (``25,25,25``, ``tanh``)."""
     if value is None:
         return _OPTIONAL_SETTINGS.get(name, "(not recorded)")
+    if isinstance(value, bool):  # (a flag without a value: --detect-anomaly)
+        return "on" if value else "off"
     if isinstance(value, list | tuple):
         return ",".join(_shown(item) if isinstance(item, int) else str(item) for item in value)
     return _shown(value) if isinstance(value, int) else str(value)
@@ -744,7 +752,7 @@ def _meaning(settings: dict[str, object], name: str) -> object:
     """A setting as the network it builds reads it: ``--activation tanh`` is ``tanh`` for every
     hidden layer, so ``tanh,tanh,tanh`` is the same setting (and with another ``--hidden``,
     only ``--hidden`` differs)."""
-    value = settings.get(name)
+    value = settings.get(name, _UNRECORDED_DEFAULTS.get(name))
     if name == "activation" and isinstance(value, list) and len(set(value)) == 1:
         return value[:1]
     return value
@@ -755,15 +763,24 @@ def _check_resume_settings(path: str, saved: object, settings: dict[str, object]
     if not isinstance(saved, dict):
         return
     differences = [
-        f"--{name.replace('_', '-')} {_as_typed(saved.get(name), name)} in the checkpoint, "
-        f"{_as_typed(value, name)} now"
+        f"--{name.replace('_', '-')} "
+        f"{_as_typed(saved.get(name, _UNRECORDED_DEFAULTS.get(name)), name)} in the "
+        f"checkpoint, {_as_typed(value, name)} now"
         for name, value in settings.items()
         if _meaning(saved, name) != _meaning(settings, name)
     ]
     if differences:
+        why = ""
+        if _meaning(saved, "detect_anomaly") != _meaning(settings, "detect_anomaly"):
+            why = (
+                " (a run under --detect-anomaly takes its steps in fit's loop, not folded: "
+                "they round otherwise, and the resumed run would not give the numbers of the "
+                "uninterrupted one)"
+            )
         raise ValueError(
             f"--resume {path}: the checkpoint was made with other settings: "
             + "; ".join(differences)
+            + why
         )
 
 
