@@ -1472,3 +1472,44 @@ def test_resuming_without_the_saved_data_generator_is_refused(tmp_path: Path) ->
     assert_same(snapshot(target), before)
     load_checkpoint(tmp_path / "c", target[0])
     assert_same({"model": target[0].state_dict()}, {"model": source[0].state_dict()})
+
+
+def test_an_optimizer_of_other_parameters_of_the_same_shapes_is_refused(tmp_path: Path) -> None:
+    """An optimizer of the first layer saved, one of the last layer (of the same shapes) given:
+    the first layer's momentum would be given to the last. Refused by the parameters' names,
+    changing nothing; the same layer loads."""
+    model, _ = _optimizer_over((4, 4), (4,), (4, 4), (4,))
+    first, second, third, fourth = model.parameters()
+    source = optim.SGD([first, second], lr=0.1, momentum=0.9)
+    source.step()
+    save_checkpoint(tmp_path / "c", model, source)
+    assert read_checkpoint(tmp_path / "c").header["optimizer"]["parameters"] == ["p0", "p1"]
+    target = optim.SGD([third, fourth], lr=0.1, momentum=0.9)
+    target.step()
+    before = target.state_dict()["state"]["momentum_buffer"]
+    with pytest.raises(
+        CheckpointError,
+        match=r"the checkpoint's SGD updates the model's parameters \['p0', 'p1'\], this one "
+        r"\['p2', 'p3'\] \(of the same shapes",
+    ):
+        load_checkpoint(tmp_path / "c", model, target)
+    assert torch.equal(target.state["momentum_buffer"], before)
+    same = optim.SGD([first, second], lr=0.1, momentum=0.9)
+    load_checkpoint(tmp_path / "c", model, same)
+    assert torch.equal(same.state["momentum_buffer"], source.state["momentum_buffer"])
+
+
+def test_a_checkpoint_without_optimizer_parameter_names_still_resumes(tmp_path: Path) -> None:
+    """Checkpoints of earlier versions name no ``optimizer.parameters``: the state loads; a
+    malformed list is refused."""
+    source_model, source = _optimizer_over((3, 4), (4,))
+    save_checkpoint(tmp_path / "c", source_model, source)
+    rewrite_checkpoint(tmp_path / "c", header=lambda header: header["optimizer"].pop("parameters"))
+    target_model, target = _optimizer_over((3, 4), (4,))
+    load_checkpoint(tmp_path / "c", target_model, target)
+    assert torch.equal(target.state["momentum_buffer"], source.state["momentum_buffer"])
+    rewrite_checkpoint(
+        tmp_path / "c", header=lambda header: header["optimizer"].update(parameters=["p0", 1])
+    )
+    with pytest.raises(CheckpointError, match=r"optimizer.parameters must be a list of names"):
+        load_checkpoint(tmp_path / "c", target_model, target)

@@ -22,9 +22,10 @@ before anything is written:
   default reprs, ``<function f at 0x...>``); the message lists what differs;
 * every tensor's presence, shape, dtype, digest and finiteness (the model's tensors also
   against the architecture's shapes and dtypes);
-* that the optimizer and scheduler are of the saved classes and accept the saved state, and
-  that the scheduler has the saved settings (its ``repr`` once its state is loaded: settings
-  such as ``CyclicLR``'s ``max_lr`` are not in its state).
+* that the optimizer and scheduler are of the saved classes and accept the saved state, that
+  the optimizer updates the model's parameters it updated (by name), and that the scheduler
+  has the saved settings (its ``repr`` once its state is loaded: settings such as
+  ``CyclicLR``'s ``max_lr`` are not in its state).
 
 A file that fails any check raises :class:`CheckpointError` and the model, optimizer, scheduler
 and generators are left exactly as they were. Resuming (with an optimizer) needs the data
@@ -347,6 +348,7 @@ def save_checkpoint(
             "hyperparameters": state["hyperparameters"],
             "state": sorted(state["state"]),
             "shapes": state["shapes"],
+            "parameters": _optimizer_parameters(model, optimizer),
         }
     scheduler_header: dict[str, Any] | None = None
     if scheduler is not None:
@@ -831,6 +833,9 @@ def _check_header_fields(header: dict[str, Any]) -> None:
             raise TypeError(f"optimizer.shapes must be a list of shapes, got {shapes!r}")
         for index, saved_shape in enumerate(shapes):
             shape(saved_shape, f"optimizer.shapes[{index}]")
+        names = optimizer.get("parameters", [])  # (not in checkpoints of older versions)
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise TypeError(f"optimizer.parameters must be a list of names, got {names!r}")
     scheduler = entry(header, "scheduler", "")
     if scheduler is not None:
         mapping(scheduler, "scheduler")
@@ -1005,8 +1010,22 @@ def _check_updates_model(where: str, model: Module, optimizer: Optimizer | None)
         )
 
 
+def _optimizer_parameters(model: Module, optimizer: Optimizer) -> list[str]:
+    """The names in ``model`` of the parameters ``optimizer`` updates, in its order (a tied
+    parameter by its first name, as :meth:`~minidl.nn.Module.named_parameters` gives it)."""
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    return [
+        names.get(id(parameter), f"<params[{index}], not named by the model>")
+        for index, parameter in enumerate(optimizer.params)
+    ]
+
+
 def _check_optimizer(
-    header: dict[str, Any], tensors: Mapping[str, Tensor], optimizer: Optimizer | None, where: str
+    header: dict[str, Any],
+    tensors: Mapping[str, Tensor],
+    model: Module,
+    optimizer: Optimizer | None,
+    where: str,
 ) -> None:
     saved = header["optimizer"]
     if optimizer is None:
@@ -1029,6 +1048,15 @@ def _check_optimizer(
             f"{where}: the checkpoint's {saved['class']} updates parameters of shapes "
             f"{[tuple(shape) for shape in saved['shapes']]}, this one "
             f"{[tuple(shape) for shape in shapes]}"
+        )
+    # Parameters of the same shapes elsewhere in the model (one layer's momentum given to
+    # another's); not in checkpoints of older versions.
+    names = _optimizer_parameters(model, optimizer)
+    if "parameters" in saved and saved["parameters"] != names:
+        raise CheckpointError(
+            f"{where}: the checkpoint's {saved['class']} updates the model's parameters "
+            f"{saved['parameters']}, this one {names} (of the same shapes: the state of one "
+            "would be given to another); build it on the parameters it was built on"
         )
     # The state is kept in its parameters' dtype: one of another dtype (a tampered file) would
     # be converted on loading, and the run would not go on as saved.
@@ -1168,7 +1196,7 @@ def load_checkpoint(
     _check_updates_model(where, model, optimizer)
     try:
         _check_architecture(header, model, where)
-        _check_optimizer(header, tensors, optimizer, where)
+        _check_optimizer(header, tensors, model, optimizer, where)
         _check_scheduler(header, scheduler, optimizer, where)
         if generator is not None and _RNG_GENERATOR not in tensors:
             raise CheckpointError(f"{where}: the checkpoint holds no data-generator state")
