@@ -434,6 +434,28 @@ def test_pickled_checkpoint_is_refused_without_running_it(how: str, tmp_path: Pa
     assert marker.exists()
 
 
+def test_a_checkpoint_cut_off_whose_header_size_starts_with_0x80_is_called_truncated(
+    tmp_path: Path,
+) -> None:
+    """The first byte of a pickle is 0x80, and so is that of a checkpoint whose JSON header
+    size is 128 modulo 256: cut off inside its header (a copy stopped part-way), it was called
+    a pickle or torch.save file. It says it is truncated, as other sizes do; a pickle is still
+    named as one (above)."""
+    model, optimizer, scheduler, _ = build("sgd")
+    path = tmp_path / "c"
+    for size in range(256):  # (an extra of another size until the header size fits)
+        save_checkpoint(path, model, optimizer, scheduler, extra={"pad": "x" * size})
+        if path.read_bytes()[0] == 0x80:
+            break
+    data = path.read_bytes()
+    assert data[0] == 0x80 and data[8:9] == b"{"
+    for length in (7, 100):
+        path.write_bytes(data[:length])
+        with pytest.raises(CheckpointError, match="truncated") as info:
+            read_checkpoint(path)
+        assert "pickle" not in str(info.value)
+
+
 HYPERPARAMETER_CASES: dict[str, tuple[Any, Any]] = {
     "adam": (
         lambda p: optim.Adam(p, lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1),

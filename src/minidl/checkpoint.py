@@ -704,7 +704,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     try:
         framing = _parse_safetensors_header(data, where)
     except CheckpointError:
-        if data[:1] == b"\x80" or data[:4] == b"PK\x03\x04":
+        # (a safetensors file whose header size starts with the byte 0x80, cut off inside its
+        # JSON header, is no pickle: its JSON starts at byte 8)
+        pickled = data[:1] == b"\x80" and len(data) > 8 and data[8:9] != b"{"
+        if pickled or data[:4] == b"PK\x03\x04":
             raise CheckpointError(
                 f"{where}: not a safetensors file: it looks like a pickle or torch.save file, "
                 "which minidl never loads (unpickling can run arbitrary code)"
