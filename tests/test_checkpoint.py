@@ -1172,6 +1172,39 @@ def test_resuming_refuses_a_module_without_the_saved_generator(tmp_path: Path) -
     assert torch.equal(loaded.weight.data, original.weight.data)
 
 
+def test_resuming_refuses_a_module_generator_the_saved_module_had_not(tmp_path: Path) -> None:
+    """The other way round: the saved Dropout drew from torch's generator, this one has its own
+    (the same repr). Resumed, it drew its masks from its own generator, silently another run
+    than the uninterrupted one; refused, changing nothing. A checkpoint of an earlier version
+    (no ``module_generators``) keeps the module's own generator, as before."""
+
+    def model(generator: torch.Generator | None) -> nn.Sequential:
+        return nn.Sequential(nn.Linear(2, 4), nn.Dropout(0.5, generator=generator), nn.Linear(4, 2))
+
+    saved = model(None)
+    save_checkpoint(tmp_path / "c", saved, optim.SGD(saved.parameters(), lr=0.1), epoch=1)
+    own = torch.Generator().manual_seed(3)
+    target = model(own)
+    optimizer = optim.SGD(target.parameters(), lr=0.1)
+    before = {key: value.clone() for key, value in target.state_dict().items()}
+    rng, own_state = torch.get_rng_state(), own.get_state()
+    with pytest.raises(
+        CheckpointError,
+        match=r"this model's modules \['1'\] \(by path\) draw from generators of their own, but "
+        r"the saved model's drew from torch's generator",
+    ):
+        load_checkpoint(tmp_path / "c", target, optimizer)
+    assert all(torch.equal(target.state_dict()[key], value) for key, value in before.items())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(own.get_state(), own_state)
+    load_checkpoint(tmp_path / "c", target)  # the parameters alone
+
+    assert read_checkpoint(tmp_path / "c").header["module_generators"] == []
+    rewrite_checkpoint(tmp_path / "c", header=lambda header: header.pop("module_generators"))
+    load_checkpoint(tmp_path / "c", target, optimizer)
+    assert torch.equal(own.get_state(), own_state)
+
+
 def test_saving_through_a_symbolic_link_writes_its_target(tmp_path: Path) -> None:
     """The file was renamed over the link: the link became a file, the target kept the old."""
     target = tmp_path / "disk" / "run.ckpt"

@@ -184,12 +184,15 @@ def _module_generators(model: Module) -> dict[str, torch.Generator]:
     return found
 
 
-def _check_module_generators(tensors: Mapping[str, Tensor], model: Module, where: str) -> None:
+def _check_module_generators(
+    header: Mapping[str, Any], tensors: Mapping[str, Tensor], model: Module, where: str
+) -> None:
     """When resuming: refuse a checkpoint holding the state of a module's own generator (a
-    :class:`~minidl.nn.Dropout` built with one) where this model's module has none. The reprs
-    are the same, but the saved state would be dropped and the resumed run draw from torch's
-    generator instead. (A module generator that the checkpoint does not know, as in the files
-    of versions before they were saved, keeps its own state.)"""
+    :class:`~minidl.nn.Dropout` built with one) where this model's module has none, and one
+    whose saved model had none (its ``module_generators``) where this model's module has one.
+    The reprs are the same, but the saved state would be dropped and the resumed run draw from
+    torch's generator instead, or the other way round. (A module generator that the checkpoint
+    does not know, as in the files of versions before they were saved, keeps its own state.)"""
     saved = sorted(name[len(_RNG_MODULE) :] for name in tensors if name.startswith(_RNG_MODULE))
     given = sorted(name[len(_RNG_MODULE) :] for name in _module_generators(model))
     missing = [name for name in saved if name not in given]
@@ -199,6 +202,14 @@ def _check_module_generators(tensors: Mapping[str, Tensor], model: Module, where
             f"their own, whose states the checkpoint holds, but this model's have none "
             f"(modules with one: {given}); build them as when the checkpoint was saved, "
             "e.g. Dropout(p, generator=torch.Generator())"
+        )
+    recorded = header.get("module_generators")  # (not in checkpoints of older versions)
+    added = [name for name in given if recorded is not None and name not in recorded]
+    if added:
+        raise CheckpointError(
+            f"{where}: this model's modules {added} (by path) draw from generators of their "
+            "own, but the saved model's drew from torch's generator (modules with one: "
+            f"{recorded}); build them as when the checkpoint was saved, without a generator"
         )
 
 
@@ -373,6 +384,9 @@ def save_checkpoint(
         "architecture": architecture(model),
         "optimizer": optimizer_header,
         "scheduler": scheduler_header,
+        # (every module with a generator of its own, with a state or not: see
+        # _check_module_generators)
+        "module_generators": sorted(name[len(_RNG_MODULE) :] for name in _module_generators(model)),
         "training": {
             "epoch": epoch,
             "step": optimizer.step_count if optimizer is not None else 0,
@@ -839,6 +853,9 @@ def _check_header_fields(header: dict[str, Any]) -> None:
         names = optimizer.get("parameters", [])  # (not in checkpoints of older versions)
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
             raise TypeError(f"optimizer.parameters must be a list of names, got {names!r}")
+    generators = header.get("module_generators", [])  # (not in checkpoints of older versions)
+    if not isinstance(generators, list) or not all(isinstance(name, str) for name in generators):
+        raise TypeError(f"module_generators must be a list of paths, got {generators!r}")
     scheduler = entry(header, "scheduler", "")
     if scheduler is not None:
         mapping(scheduler, "scheduler")
@@ -1157,8 +1174,9 @@ def load_checkpoint(
     continues bit-identically. Without one (loading the model alone, e.g. to evaluate it), only
     the parameters (and the data generator, if given) are: the other generators are left
     alone. A module generator or GPU that the checkpoint holds no state for (a checkpoint of an
-    earlier minidl version, or of a model on the CPU) keeps its own. Every check runs before
-    anything is written; on any failure everything is left as it was.
+    earlier minidl version, or of a model on the CPU) keeps its own; a module generator where
+    the saved module drew from torch's generator (it had none) is refused when resuming. Every
+    check runs before anything is written; on any failure everything is left as it was.
 
     The optimizer's hyper-parameters and learning rate are restored from the checkpoint (the
     saved ones win, as in PyTorch's optimizers: also a rate set after the schedule's last step,
@@ -1214,7 +1232,7 @@ def load_checkpoint(
         if optimizer is not None and _RNG_TORCH not in tensors:
             raise CheckpointError(f"{where}: the checkpoint holds no state of torch's generator")
         if optimizer is not None:
-            _check_module_generators(tensors, model, where)
+            _check_module_generators(header, tensors, model, where)
         model_state = checkpoint.model_state
         optimizer_state: dict[str, Any] | None = None
         if optimizer is not None:
