@@ -198,7 +198,7 @@ def helper_test_op(
         grad_output: the upstream gradient when there is no criterion.
         rtol: the allowed relative error of every compared tensor.
     """
-    parameters: Sequence[nn.Parameter] = [] if model is None else model.parameters()
+    parameters: Sequence[nn.Parameter] = [] if model is None else list(model.parameters())
     if model is not None:
         model.zero_grad()
     twin = None if model is None else torch_twin(model)

@@ -117,7 +117,7 @@ def test_planned_training_is_the_child_by_child_training_bit_for_bit(
     planned = _chain(layout, widths, dtype, seed=0)
     plain = copy.deepcopy(planned)
     features = widths[0] if widths else 5
-    trained = bool(planned.parameters())
+    trained = bool(list(planned.parameters()))
     sgd = optim.SGD(planned.parameters(), lr=0.1, momentum=0.9) if trained else None
     twin_sgd = optim.SGD(plain.parameters(), lr=0.1, momentum=0.9) if trained else None
     generator = torch.Generator().manual_seed(1)

@@ -251,7 +251,7 @@ def test_fit_rounds_clips_each_model_on_the_device_as_fit_there(flat: bool) -> N
         fit(
             alone,
             nn.CrossEntropyLoss(),
-            optimizer(r, alone.parameters(), alone_extras[r]),
+            optimizer(r, list(alone.parameters()), alone_extras[r]),
             data.train.x.to(DEVICE) * scales[r],
             data.train.y.to(DEVICE),
             epochs=3,

@@ -45,7 +45,7 @@ def make_batches(count: int, dtype: torch.dtype = torch.float64) -> list[tuple[t
 
 
 def is_flat(model: nn.Module) -> bool:
-    parameters = model.parameters()
+    parameters = list(model.parameters())
     return (
         flat_buffer([p.data for p in parameters]) is not None
         and flat_buffer([p.grad for p in parameters]) is not None
@@ -57,7 +57,7 @@ def train_steps(
 ) -> None:
     """One SGD/Adadelta step per batch, with inputs moved to the model's dtype and device."""
     criterion = nn.CrossEntropyLoss()
-    first = model.parameters()[0]
+    first = next(model.parameters())
     for x, y in batches:
         optimizer.zero_grad()
         criterion(model(x.to(device=first.device, dtype=first.dtype)), y.to(first.device))
@@ -189,11 +189,11 @@ def test_to_keeps_parameters_gradients_and_flatness():
     criterion = nn.CrossEntropyLoss()
     criterion(model(x), y)
     model.backward(criterion.backward())
-    parameters = model.parameters()
+    parameters = list(model.parameters())
     grads = [p.grad.clone() for p in parameters]
     assert is_flat(model)
     assert model.to(dtype=torch.float64) is model
-    assert model.parameters() == parameters  # the same Parameter objects, in order
+    assert list(model.parameters()) == parameters  # the same Parameter objects, in order
     assert all(a is b for a, b in zip(model.parameters(), parameters, strict=True))
     assert is_flat(model)
     flat = flat_buffer([p.data for p in model.parameters()])
@@ -562,7 +562,7 @@ def test_cuda_optimizer_state_dict_loads_on_the_other_device(name):
 @requires_cuda
 def test_cuda_round_trip_keeps_values_parameters_and_flatness():
     model = make_model(torch.float32)
-    parameters = model.parameters()
+    parameters = list(model.parameters())
     before = values(model)
     model.to("cuda")
     assert all(p.device.type == "cuda" and p.grad.device.type == "cuda" for p in parameters)

@@ -209,12 +209,15 @@ def test_parameter_checksum_sees_one_ulp() -> None:
     model = mlp((2, 5, 2), "tanh", dtype=torch.float64)
     before = parameter_checksum(model.parameters())
     assert torch.equal(before, parameter_checksum(model.parameters()))
-    value = model.parameters()[1].data
+    value = list(model.parameters())[1].data
     value[0] = torch.nextafter(value[0], torch.tensor(float("inf"), dtype=torch.float64))
     assert not torch.equal(before, parameter_checksum(model.parameters()))
     # Values exchanged between two parameters (at the same position) change it too.
     changed = parameter_checksum(model.parameters())
-    first, second = model.parameters()[0].data.view(-1), model.parameters()[1].data.view(-1)
+    first, second = (
+        next(model.parameters()).data.view(-1),
+        list(model.parameters())[1].data.view(-1),
+    )
     first[0], second[0] = second[0].clone(), first[0].clone()
     assert not torch.equal(changed, parameter_checksum(model.parameters()))
 
@@ -225,7 +228,7 @@ def test_parameter_checksum_sees_changes_that_cancel_in_a_sum() -> None:
     torch.manual_seed(0)
     model = mlp((2, 8, 2), "tanh")
     before = parameter_checksum(model.parameters())
-    bits = model.parameters()[0].data.view(-1).view(torch.int32)
+    bits = next(model.parameters()).data.view(-1).view(torch.int32)
     bits[0] += 2
     bits[1] -= 1
     assert not torch.equal(before, parameter_checksum(model.parameters()))

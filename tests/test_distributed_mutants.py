@@ -249,7 +249,7 @@ def test_the_checksum_of_a_tensor_is_that_of_its_values_in_order() -> None:
     )
     model = mlp((2, 5, 2), "tanh", dtype=F64)
     before = distributed.parameter_checksum(model.parameters())
-    model.parameters()[0].data.view(-1)[-1] += 1.0
+    next(model.parameters()).data.view(-1)[-1] += 1.0
     assert not torch.equal(before, distributed.parameter_checksum(model.parameters()))
 
 

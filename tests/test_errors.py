@@ -489,7 +489,7 @@ def test_grad_output_of_another_dtype_or_device(
     another dtype (or device) is refused before anything is accumulated, whether or not a good
     one came first, and the message names what the gradient must match."""
     name = type(module).__name__
-    owner = "parameters" if module.parameters() else "running statistics"
+    owner = "parameters" if list(module.parameters()) else "running statistics"
     output = module(torch.randn(input_shape))
     for warm in (False, True):
         if warm:  # the checks of a call like the last one are the quick ones
@@ -827,7 +827,7 @@ def test_module_constructor_errors(
 
 
 def _params() -> list[nn.Parameter]:
-    return nn.Linear(2, 2).parameters()
+    return list(nn.Linear(2, 2).parameters())
 
 
 @pytest.mark.parametrize(
@@ -1019,11 +1019,11 @@ def test_optimizer_refuses_a_parameter_of_another_size(
 ) -> None:
     """Its state would not fit: the step refuses before anything changes."""
     model = nn.mlp((2, 3, 2))
-    optimizer = make(model.parameters())
-    model.parameters()[1].grad.fill_(1.0)
+    optimizer = make(list(model.parameters()))
+    list(model.parameters())[1].grad.fill_(1.0)
     optimizer.step()
     state = optimizer.state_dict()["state"]
-    model.parameters()[1].data = torch.zeros(7)
+    list(model.parameters())[1].data = torch.zeros(7)
     values = [p.data.clone() for p in model.parameters()]
     with raises(ValueError, type(optimizer).__name__, "params[1]", "7 values, 3 when"):
         optimizer.step()
@@ -1297,7 +1297,7 @@ def test_param_groups_and_add_param_group_say_an_optimizer_is_one_group(
         "parameters",
     ):
         optimizer.add_param_group({"params": [extra]})
-    assert optimizer.params == model.parameters() and optimizer.lr == 0.1
+    assert optimizer.params == list(model.parameters()) and optimizer.lr == 0.1
     for setting in settings.split(", "):
         getattr(optimizer, setting)  # (each setting named is an attribute)
 
@@ -2295,7 +2295,7 @@ def test_sequential_refuses_a_parameter_that_is_not_registered() -> None:
     # A reference to a parameter that the model registers elsewhere is not refused.
     first = nn.Linear(2, 2)
     model = nn.Sequential(first, _Gate(tied=first.bias))
-    assert model.parameters() == [first.weight, first.bias]
+    assert list(model.parameters()) == [first.weight, first.bias]
 
 
 class _NotInitialised(nn.Module):
@@ -2323,7 +2323,7 @@ def test_a_module_whose_init_did_not_call_module_init_is_named() -> None:
     box = nn.Identity()
     with raises(AttributeError, "Identity.register_module: child 'inner', a _NotInitialised", fix):
         box.register_module("inner", _NotInitialised())
-    assert box.children() == []
+    assert list(box.children()) == []
 
 
 def test_the_registration_check_leaves_the_modules_attribute_storage_alone() -> None:
@@ -2377,7 +2377,7 @@ def test_a_built_sequential_refuses_a_module_registered_afterwards() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2))
     x = torch.randn(4, 2)
-    before = (model.children(), model.parameters(), model(x))
+    before = (list(model.children()), list(model.parameters()), model(x))
     for name in ("1", "3", "extra"):
         with raises(
             ValueError,
@@ -2386,10 +2386,10 @@ def test_a_built_sequential_refuses_a_module_registered_afterwards() -> None:
             "build a new Sequential",
         ):
             model.register_module(name, nn.ReLU())
-    assert model.children() == before[0] and model.parameters() == before[1]
+    assert list(model.children()) == before[0] and list(model.parameters()) == before[1]
     assert torch.equal(model(x), before[2])
     # (a slice is a Sequential built from the model's modules)
-    assert model[1:].children() == before[0][1:]
+    assert list(model[1:].children()) == before[0][1:]
 
 
 # -- integers too long to write out --------------------------------------------------------------
@@ -2505,14 +2505,14 @@ def test_a_built_sequential_refuses_the_changes_of_torch_sequential_and_says_how
         torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2), torch.nn.Tanh()
     )
     x = torch.randn(4, 2)
-    before = (model.children(), model.parameters(), model(x))
+    before = (list(model.children()), list(model.parameters()), model(x))
     apply, given = _CHANGES[change]
     with pytest.raises(TypeError) as info:
         apply(model, nn.Sigmoid())
     message = str(info.value)
     assert message.startswith("Sequential: a Sequential's modules are fixed when it is built")
     assert f"got {given}; build a new Sequential" in message
-    assert model.children() == before[0] and model.parameters() == before[1]
+    assert list(model.children()) == before[0] and list(model.parameters()) == before[1]
     assert torch.equal(model(x), before[2])
     apply(twin, torch.nn.Sigmoid())
     recipe = message.rsplit(

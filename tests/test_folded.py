@@ -238,7 +238,7 @@ def test_optimizers(name: str) -> None:
 
     def make() -> tuple[nn.Module, nn.Loss, optim.Optimizer, Any]:
         model = _model()
-        return model, nn.CrossEntropyLoss(), _OPTIMIZERS[name](model.parameters()), None
+        return model, nn.CrossEntropyLoss(), _OPTIMIZERS[name](list(model.parameters())), None
 
     _same_training(*_train_both(make, x, y, epochs=4, batch_size=10))
 

@@ -165,7 +165,7 @@ def _fit(activation: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -
             generator=shuffle,
         )
     assert len(steps) == 12
-    parameters = model.parameters()
+    parameters = list(model.parameters())
     return [p.data.clone() for p in parameters] + [p.grad.clone() for p in parameters]
 
 

@@ -173,7 +173,7 @@ def test_a_parameter_with_a_bad_name_and_value_is_not_left_registered() -> None:
     parameter = nn.Parameter(torch.zeros(2))
     with pytest.raises(TypeError, match="parameter name must be a str"):
         module.register_parameter(3, parameter)  # type: ignore[arg-type]
-    assert module._parameters == {} and module.parameters() == []
+    assert module._parameters == {} and list(module.parameters()) == []
     assert parameter.name == ""
     with pytest.raises(TypeError, match="expected a Parameter for 'w'"):
         module.register_parameter("w", torch.zeros(2))  # type: ignore[arg-type]
@@ -189,7 +189,7 @@ def test_an_attribute_holding_the_object_itself_may_be_registered() -> None:
     parameter = nn.Parameter(torch.zeros(2))
     module.w = parameter  # type: ignore[attr-defined]
     assert module.register_parameter("w", parameter) is parameter
-    assert module.parameters() == [parameter]
+    assert list(module.parameters()) == [parameter]
     with pytest.raises(KeyError, match="'w' is already a parameter"):
         module.register_module("w", nn.Tanh())
 
@@ -279,14 +279,14 @@ def test_a_shared_module_is_listed_as_in_torch(twice_in_one: bool) -> None:
         n for n, _ in theirs.named_modules(remove_duplicate=False)
     ]
     assert [n for n, _ in ours.named_children()] == [n for n, _ in theirs.named_children()]
-    assert len(ours.children()) == len(list(theirs.children()))
+    assert len(list(ours.children())) == len(list(theirs.children()))
     assert len(list(ours.modules())) == len(list(theirs.modules()))
     assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
     assert [n for n, _ in ours.named_buffers(remove_duplicate=False)] == [
         n for n, _ in theirs.named_buffers(remove_duplicate=False)
     ]
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
-    assert len(ours.buffers()) == 3
+    assert len(list(ours.buffers())) == 3
     calls: list[str] = []
     tcalls: list[str] = []
     ours.apply(lambda m: calls.append(type(m).__name__))
@@ -344,7 +344,7 @@ def test_named_parameters_and_buffers_take_torchs_arguments_in_its_order(
         assert [p.numel() for p in ours.parameters(recurse)] == [
             p.numel() for p in theirs.parameters(recurse)
         ]
-        assert len(ours.buffers(recurse)) == len(list(theirs.buffers(recurse)))
+        assert len(list(ours.buffers(recurse))) == len(list(theirs.buffers(recurse)))
     assert [id(p) for p in ours.parameters(recurse=False)] == [id(weight)]
     assert [id(b) for b in ours.buffers(recurse=False)] == [id(ours.w_count)]
     for method in ("named_parameters", "named_buffers"):
@@ -356,6 +356,79 @@ def test_named_parameters_and_buffers_take_torchs_arguments_in_its_order(
     for method in ("parameters", "buffers"):
         with pytest.raises(TypeError, match=rf"^Module\.{method}: recurse must be True or False"):
             getattr(ours, method)(recurse=None)
+
+
+def _twins() -> tuple[nn.Sequential, tnn.Sequential]:
+    """A minidl model with parameters and buffers, and its torch.nn twin (the same values)."""
+    from minidl.interop import to_torch
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2))
+    twin = to_torch(model)
+    assert isinstance(twin, tnn.Sequential)
+    return model, twin
+
+
+def test_traversals_are_iterators_as_in_torch() -> None:
+    """``parameters()``, ``buffers()``, ``children()`` and ``modules()`` are iterators, as
+    PyTorch's generators are, so that its idioms work: ``next(model.parameters())`` (a list was
+    refused: "'list' object is not an iterator"), ``sum(p.numel() for p in ...)``,
+    ``list(model.children())``; each gives what the torch.nn twin's gives, in its order."""
+    model, twin = _twins()
+    for method in ("parameters", "buffers", "children", "modules"):
+        ours, theirs = getattr(model, method)(), getattr(twin, method)()
+        assert iter(ours) is ours, method  # (an iterator, not a list)
+        first, tfirst = next(ours), next(theirs)
+        if method in ("parameters", "buffers"):
+            value = first.data if isinstance(first, Parameter) else first
+            torch.testing.assert_close(value, tfirst.detach(), rtol=0, atol=0)
+        else:
+            assert type(first).__name__ == type(tfirst).__name__
+        rest, trest = list(ours), list(theirs)  # (the others, after the first)
+        assert len(rest) == len(trest), method
+    assert next(model.parameters()) is model[0].weight
+    assert next(model.parameters()).data.dtype == next(twin.parameters()).dtype
+    count = sum(p.numel() for p in model.parameters())
+    assert count == sum(p.numel() for p in twin.parameters()) == model.num_parameters()
+    assert [type(c).__name__ for c in model.children()] == [
+        type(c).__name__ for c in twin.children()
+    ]
+    assert next(model.buffers(recurse=False), None) is None
+    assert next(twin.buffers(recurse=False), None) is None
+    assert [id(p) for p in model.parameters()] == [id(p) for _, p in model.named_parameters()]
+
+
+def test_named_modules_takes_torchs_arguments_in_its_order() -> None:
+    """``named_modules(memo, prefix, remove_duplicate)``, as PyTorch's: a ``memo`` given by
+    position (refused before: "prefix must be a str, got set") leaves out the modules in it,
+    with what is reached only through them, and gets the modules that come added to it; a
+    ``str`` first (a prefix written for the old order) is refused, naming ``prefix=``."""
+    model, twin = _twins()
+    pairs = list(zip(model.modules(), twin.modules(), strict=True))
+    for prefix in ("", "m"):
+        for remove_duplicate in (True, False):
+            memo: set[Module] = set()
+            tmemo: set[tnn.Module] = set()
+            got = [n for n, _ in model.named_modules(memo, prefix, remove_duplicate)]
+            expected = [n for n, _ in twin.named_modules(tmemo, prefix, remove_duplicate)]
+            assert got == expected
+            assert [ours in memo for ours, _ in pairs] == [theirs in tmemo for _, theirs in pairs]
+            # A memo that holds a child leaves it out.
+            memo, tmemo = {model[1]}, {twin[1]}
+            got = [n for n, _ in model.named_modules(memo, prefix, remove_duplicate)]
+            expected = [n for n, _ in twin.named_modules(tmemo, prefix, remove_duplicate)]
+            assert got == expected and len(memo) == len(tmemo)
+            assert [n for n, _ in model.named_modules(prefix=prefix)] == [
+                n for n, _ in twin.named_modules(prefix=prefix)
+            ]
+    with pytest.raises(
+        TypeError,
+        match=r"^Sequential\.named_modules: memo must be a set of modules or None, got 'm'; the "
+        r"prefix is the second argument, as in PyTorch: named_modules\(prefix=\.\.\.\)$",
+    ):
+        model.named_modules("m")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^Sequential\.named_modules: remove_duplicate must be"):
+        model.named_modules(remove_duplicate=0)  # type: ignore[arg-type]
 
 
 def test_a_subclass_named_parameters_is_what_parameters_gives() -> None:
@@ -388,7 +461,7 @@ def test_a_subclass_named_parameters_is_what_parameters_gives() -> None:
 
     head = Head()
     assert [id(p) for p in head.parameters()] == [id(head.out.weight), id(head.out.bias)]
-    assert len(head.parameters()) == len(list(TorchHead().parameters()))
+    assert len(list(head.parameters())) == len(list(TorchHead().parameters()))
 
 
 def test_apply_calls_a_child_registered_twice_once() -> None:
@@ -678,4 +751,4 @@ def test_identity_takes_any_arguments_and_uses_none_as_torchs() -> None:
     assert mine(x) is x and theirs(x) is x
     assert mine.backward(x) is x
     assert repr(mine) == repr(theirs) == "Identity()"
-    assert mine.parameters() == [] and mine.state_dict() == theirs.state_dict() == {}
+    assert list(mine.parameters()) == [] and mine.state_dict() == theirs.state_dict() == {}

@@ -218,7 +218,7 @@ def test_linear_param_pairs() -> None:
 @pytest.mark.parametrize("name", list(ACTIVATION_FACTORIES))
 def test_activations_have_no_parameters(name: str) -> None:
     module = ACTIVATION_FACTORIES[name]()
-    assert module.param() == [] and module.parameters() == []
+    assert module.param() == [] and list(module.parameters()) == []
 
 
 def test_sequential_param_concatenates_children_in_order() -> None:
@@ -231,7 +231,7 @@ def test_sequential_param_concatenates_children_in_order() -> None:
         assert value is child_value and grad is child_grad
         assert value.shape == grad.shape
     assert [p.data for p in model.parameters()] == [value for value, _ in got]
-    assert [p for child in children for p in child.parameters()] == model.parameters()
+    assert [p for child in children for p in child.parameters()] == list(model.parameters())
     names = [name for name, _ in model.named_parameters()]
     assert names == ["0.weight", "0.bias", "2.weight", "4.weight", "4.bias"]
 
@@ -280,8 +280,8 @@ def test_modules_are_named_modules_without_the_paths() -> None:
 
 def test_buffers_and_named_children_as_in_pytorch() -> None:
     model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Sequential(nn.BatchNorm1d(3)))
-    assert model.buffers() == [buffer for _, buffer in model.named_buffers()]
-    assert len(model.buffers()) == 6  # two norms' running mean, variance and count
+    assert list(model.buffers()) == [buffer for _, buffer in model.named_buffers()]
+    assert len(list(model.buffers())) == 6  # two norms' running mean, variance and count
     assert [(name, child) for name, child in model.named_children()] == [
         ("0", model[0]),
         ("1", model[1]),
@@ -415,7 +415,7 @@ def test_default_dtype_is_torchs(float64_default: None) -> None:
 
 def test_sequential_parameters_stay_flat_views_through_optimizer_steps() -> None:
     model = nn.mlp((2, 4, 3, 2), "tanh", dtype=F64)
-    parameters = model.parameters()
+    parameters = list(model.parameters())
     children_parameters = [model[0].weight, model[0].bias, model[2].weight]
     values = flat_buffer([p.data for p in parameters])
     grads = flat_buffer([p.grad for p in parameters])
@@ -429,7 +429,7 @@ def test_sequential_parameters_stay_flat_views_through_optimizer_steps() -> None
         model.backward(criterion.backward())
         optimizer.step()
     assert not torch.equal(before, values)
-    after = model.parameters()
+    after = list(model.parameters())
     assert all(a is b for a, b in zip(after, parameters, strict=True))
     assert children_parameters == [model[0].weight, model[0].bias, model[2].weight]
     # Still views of the same buffers: the children see the optimizer's updates.
@@ -479,7 +479,7 @@ def test_a_slice_of_a_sequential_shares_its_modules_and_moves_nothing(part: slic
         assert torch.equal(a.data, b.data)
     assert flat_buffer([p.data for p in model.parameters()]) is not None
     # The slice holds the model's own Parameter objects, so it sees the trained values.
-    assert sliced.parameters()[0] is first.weight
+    assert next(sliced.parameters()) is first.weight
     assert sliced.training and not model.eval()[part].training
 
 
@@ -499,7 +499,7 @@ def test_a_sequential_of_another_ones_consecutive_modules_keeps_its_buffer() -> 
     assert flat_buffer([p.data for p in model.parameters()]) is not None
     apart = nn.Sequential(model[0], model[4])
     assert flat_buffer([p.data for p in apart.parameters()]) is not None
-    assert apart.parameters()[0].data.untyped_storage().data_ptr() != pointer
+    assert next(apart.parameters()).data.untyped_storage().data_ptr() != pointer
 
 
 def test_views_that_are_not_contiguous_do_not_count_as_one_flat_buffer() -> None:
@@ -557,11 +557,11 @@ def test_parameters_of_mixed_dtypes_are_not_flattened() -> None:
 
 def test_to_float64_keeps_results_and_identity() -> None:
     model = nn.mlp((2, 5, 4, 2), "elu", dtype=torch.float32)
-    parameters = model.parameters()
+    parameters = list(model.parameters())
     reference = torch_twin(model).to(F64)  # float32 -> float64 is exact
     x = torch.randn(7, 2, dtype=F64)
     assert model.to(dtype=F64) is model
-    assert model.parameters() == parameters
+    assert list(model.parameters()) == parameters
     assert all(p.dtype == F64 and p.grad.dtype == F64 for p in parameters)
     assert flat_buffer([p.data for p in parameters]) is not None
     with torch.no_grad():

@@ -47,7 +47,7 @@ def _torch_step(
 
 
 def _assert_same_parameters(
-    parameters: Sequence[nn.Parameter], expected: Iterable[torch.Tensor], rtol: float, step: int
+    parameters: Iterable[nn.Parameter], expected: Iterable[torch.Tensor], rtol: float, step: int
 ) -> None:
     for index, (parameter, value) in enumerate(zip(parameters, expected, strict=True)):
         assert_close(parameter.data, value.detach(), rtol, f"step {step}, parameter {index}")
@@ -174,7 +174,7 @@ def test_state_dict_round_trip_continues_identically(case: str) -> None:
     fresh_optimizer = make(fresh.parameters())
     for batch in batches[10:]:
         _step(fresh, criterion, fresh_optimizer, batch)
-    assert not torch.equal(fresh.parameters()[0].data, model.parameters()[0].data)
+    assert not torch.equal(next(fresh.parameters()).data, next(model.parameters()).data)
 
 
 def test_sgd_momentum_keeps_the_papers_velocity_when_lr_changes() -> None:
@@ -200,7 +200,7 @@ def test_sgd_momentum_keeps_the_papers_velocity_when_lr_changes() -> None:
 def test_zero_grad_clears_flat_and_standalone_gradients() -> None:
     model = nn.mlp((3, 4, 2), dtype=F64)
     layer = nn.Linear(2, 2, dtype=F64)
-    for params in (model.parameters(), layer.parameters()):
+    for params in (list(model.parameters()), list(layer.parameters())):
         for p in params:
             p.grad.fill_(1.0)
         optimizer = optim.SGD(params, lr=0.1)
@@ -215,7 +215,7 @@ def test_zero_grad_takes_pytorchs_set_to_none(flat: bool) -> None:
     kept; ``True``, which would leave ``grad`` ``None``, is refused in the class's name, and a
     flag that is no bool by type, both with the gradients left as they were."""
     model = nn.mlp((3, 4, 2), dtype=F64) if flat else nn.Linear(3, 2, dtype=F64)
-    params = model.parameters()
+    params = list(model.parameters())
     optimizer = optim.Adam(params, lr=0.1)
     owners = ((optimizer.zero_grad, "Adam"), (model.zero_grad, type(model).__name__))
     for zero_grad, owner in owners:

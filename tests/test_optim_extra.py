@@ -866,13 +866,13 @@ def test_a_hyperparameter_beyond_the_dtypes_range_is_refused_before_anything_cha
     """A rate of 1e39 for float32 parameters was accepted, and a step then failed to convert it
     part-way (SGD's velocity already scaled by its momentum)."""
     model = nn.mlp((2, 3, 2))
-    optimizer = build(model.parameters())
+    optimizer = build(list(model.parameters()))
     name = type(optimizer).__name__
     beyond = r"is beyond the range of the parameters' dtype torch\.float(32|16) \(largest"
     with pytest.raises(ValueError, match=rf"^{name}: lr=1e\+39 {beyond}"):
-        build(model.parameters()).lr = 1e39
+        build(list(model.parameters())).lr = 1e39
     with pytest.raises(ValueError, match=rf"^{name}: lr=1e\+39 {beyond}"):
-        build([nn.Parameter(torch.zeros(2)), *model.parameters()[1:]]).lr = 1e39
+        build([nn.Parameter(torch.zeros(2)), *list(model.parameters())[1:]]).lr = 1e39
     setting = "eps" if name == "Adadelta" else "weight_decay"
     with pytest.raises(ValueError, match=rf"^{name}: {setting}=1e\+39 {beyond}"):
         setattr(optimizer, setting, 1e39)

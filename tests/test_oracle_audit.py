@@ -76,7 +76,7 @@ def _check_module(
     grad_input = module.backward(upstream)
     assert x_leaf.grad is not None
     assert_close(grad_input, x_leaf.grad, rtol, "input gradient")
-    assert len(leaves) == len(module.parameters())
+    assert len(leaves) == len(list(module.parameters()))
     for name, parameter in module.named_parameters():
         grad = leaves[name].grad
         assert grad is not None, name
@@ -634,7 +634,7 @@ def test_optimizer_of_part_of_a_flat_model_matches_torch(case: str, selection: s
     of them in another order, updates those and only those as torch.optim does."""
     make, make_torch = VARIABLE_LR_CASES[case]
     model = _model()
-    parameters = model.parameters()
+    parameters = list(model.parameters())
     twin = [torch.nn.Parameter(p.data.clone()) for p in parameters]
     chosen = SELECTIONS[selection](list(range(len(parameters))))
     optimizer = make([parameters[i] for i in chosen])

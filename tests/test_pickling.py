@@ -27,7 +27,7 @@ from tests.helpers import F64
 
 
 def _flat(model: nn.Module) -> bool:
-    parameters = model.parameters()
+    parameters = list(model.parameters())
     return (
         flat_buffer([p.data for p in parameters]) is not None
         and flat_buffer([p.grad for p in parameters]) is not None

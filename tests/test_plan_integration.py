@@ -300,7 +300,7 @@ def test_a_loop_mixing_shapes_modes_optimizers_and_accumulation_is_the_never_pla
     )
     optimizers = {}
     for model in (planned, plain):
-        parameters = model.parameters()
+        parameters = list(model.parameters())
         optimizers[id(model)] = (
             optim.SGD(parameters[:2], lr=0.1, momentum=0.9, weight_decay=1e-2),
             optim.Adam(parameters[2:], lr=0.01),

@@ -235,7 +235,7 @@ def test_a_sparse_buffer_is_refused_and_nothing_is_registered() -> None:
         ),
     ):
         module.register_buffer("b", torch.eye(2).to_sparse())
-    assert module.buffers() == [] and "b" not in module.__dict__
+    assert list(module.buffers()) == [] and "b" not in module.__dict__
 
 
 @pytest.mark.parametrize("method", ["named_parameters", "named_buffers", "named_modules"])
@@ -246,7 +246,7 @@ def test_a_prefix_that_is_no_str_is_refused(method: str, prefix: object) -> None
         TypeError,
         match=rf"^Sequential\.{method}: prefix must be a str, got {type(prefix).__name__}$",
     ):
-        list(getattr(_model(0), method)(prefix))
+        list(getattr(_model(0), method)(prefix=prefix))
 
 
 def _sparse_after_dense(call: Callable[[torch.Tensor], Any], dense: torch.Tensor) -> str:
@@ -347,7 +347,7 @@ def test_a_parameter_set_as_a_plain_attribute_is_refused_at_the_next_forward(
     state = layer.state_dict()
     assert all(torch.equal(state[key], value) for key, value in buffers.items())
     layer.register_parameter(name, getattr(layer, name))
-    assert layer.parameters().count(registered) == 0
+    assert list(layer.parameters()).count(registered) == 0
     layer(x)  # registered: taken
 
 

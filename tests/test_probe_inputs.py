@@ -15,7 +15,7 @@ def test_a_parameter_refuses_data_or_grad_whose_elements_share_memory() -> None:
     # An expanded tensor used to be taken; the optimizer's step then failed part-way, with the
     # parameters before it updated, and load_state_dict likewise.
     first, second = nn.Linear(3, 4), nn.Linear(4, 2)
-    params = first.parameters() + second.parameters()
+    params = list(first.parameters()) + list(second.parameters())
     for parameter in params:
         parameter.grad.normal_()
     optimizer = optim.SGD(params, lr=0.1, momentum=0.9)

@@ -414,7 +414,7 @@ def test_names_with_a_prefix_are_joined_with_a_dot_as_in_pytorch() -> None:
         assert [name for name, _ in model.named_buffers(prefix)] == [
             name for name, _ in twin.named_buffers(prefix)
         ]
-        assert [name for name, _ in model.named_modules(prefix)] == [
+        assert [name for name, _ in model.named_modules(prefix=prefix)] == [
             name for name, _ in twin.named_modules(prefix=prefix)
         ]
     first = next(iter(model.named_parameters("m", remove_duplicate=False)))

@@ -83,7 +83,7 @@ def test_fit_rounds_equals_one_by_one(
     alone = [copy.deepcopy(m) for m in models]
     expected = []
     for r, model in enumerate(alone):
-        optimizer = make_optimizer(model.parameters())
+        optimizer = make_optimizer(list(model.parameters()))
         scheduler = make_scheduler(optimizer) if make_scheduler else None
         expected.append(
             fit(
@@ -102,7 +102,7 @@ def test_fit_rounds_equals_one_by_one(
     histories = fit_rounds(
         models,
         _criterion(loss),
-        lambda stack: make_optimizer(stack.parameters()),
+        lambda stack: make_optimizer(list(stack.parameters())),
         [(d.train.x, d.train.y) for d in datasets],
         epochs=6,
         batch_size=25,
@@ -253,7 +253,7 @@ def _one_by_one_and_batched(
     alone = [copy.deepcopy(m) for m in models]
     expected = []
     for r, model in enumerate(alone):
-        optimizer = make_optimizer(r // group, model.parameters())
+        optimizer = make_optimizer(r // group, list(model.parameters()))
         expected.append(
             fit(
                 model,
@@ -429,7 +429,7 @@ def test_stacking_copies_values_and_starts_gradients_at_zero(layout: str) -> Non
     stacked.backward(torch.randn(3, 5, 2, dtype=DTYPE))  # the stack accumulates from zero
     for r, model in enumerate(models):
         views = nn.model_parameters(stacked, r)
-        alone = model.parameters()
+        alone = list(model.parameters())
         assert len(views) == len(alone)
         for view, parameter, grad in zip(views, alone, grads[r], strict=True):
             assert torch.equal(view.data, parameter.data)
@@ -901,7 +901,7 @@ def test_flat_model_parameters_rejects_what_it_cannot_view() -> None:
             nn.flat_model_parameters(stacked, bad)
     # A parameter moved within the block (same buffer and strides, another offset): the flat
     # view would no longer cover what the parameters hold.
-    bias = stacked.parameters()[1]
+    bias = list(stacked.parameters())[1]
     moved = bias.data.as_strided(
         bias.data.shape, bias.data.stride(), bias.data.storage_offset() + 1
     )
@@ -1233,7 +1233,7 @@ def test_a_gradient_that_no_optimizer_zeroes_accumulates_as_in_fit(per_model: bo
         fit(
             model,
             nn.CrossEntropyLoss(),
-            SGD(model.parameters()[:2], lr=0.1, momentum=0.9),
+            SGD(list(model.parameters())[:2], lr=0.1, momentum=0.9),
             data[r].train.x,
             data[r].train.y,
             epochs=2,
@@ -1244,7 +1244,7 @@ def test_a_gradient_that_no_optimizer_zeroes_accumulates_as_in_fit(per_model: bo
     make_optimizer = (
         PerModel(lambda g, p: SGD(p[:2], lr=0.1, momentum=0.9))
         if per_model
-        else (lambda stack: SGD(stack.parameters()[:2], lr=0.1, momentum=0.9))
+        else (lambda stack: SGD(list(stack.parameters())[:2], lr=0.1, momentum=0.9))
     )
     _train_two(models, 2, make_optimizer=make_optimizer)
     for model, reference in zip(models, alone, strict=True):
@@ -1516,7 +1516,7 @@ def test_per_model_optimizers_zero_the_gradients_with_their_own_zero_grad(
         fit(
             model,
             nn.CrossEntropyLoss(),
-            make(model.parameters()),
+            make(list(model.parameters())),
             data[r].train.x,
             data[r].train.y,
             epochs=2,

@@ -109,7 +109,7 @@ class _Run:
         histories = []
         for r, (model, (x, y)) in enumerate(zip(models, self.data(), strict=True)):
             index = r // self.group if self.per_model else 0  # (the plain factory's: one)
-            optimizer = self.make_optimizer(index, model.parameters())
+            optimizer = self.make_optimizer(index, list(model.parameters()))
             scheduler = self.make_scheduler(optimizer) if self.make_scheduler else None
             histories.append(
                 fit(
@@ -137,7 +137,7 @@ class _Run:
             nn.CrossEntropyLoss(),
             PerModel(make, group=self.group, flat=self.flat)
             if self.per_model
-            else (lambda stack: make(0, stack.parameters())),
+            else (lambda stack: make(0, list(stack.parameters()))),
             self.data(),
             epochs=self.epochs,
             batch_size=25,
@@ -251,7 +251,7 @@ def test_a_model_is_clipped_over_the_gradients_its_optimizer_holds(
 
     models = _check(_Run(make, per_model=per_model, group=1), fit_norms)
     # (the last layer's gradients grew: they were not zeroed, nor scaled to the norm)
-    assert float(models[1].parameters()[-2].grad.norm()) > 10 * MAX_NORM
+    assert float(list(models[1].parameters())[-2].grad.norm()) > 10 * MAX_NORM
 
 
 @pytest.mark.parametrize(
@@ -302,7 +302,7 @@ def test_a_models_clipping_does_not_depend_on_the_others() -> None:
         assert torch.equal(p.data, q.data)
         assert torch.equal(p.grad, q.grad)
     unclipped = _in_stack(models[1], [models[0], models[2]], data[:3], max_grad_norm=None)
-    moved = (first.parameters()[0].data - unclipped.parameters()[0].data).abs().max()
+    moved = (next(first.parameters()).data - next(unclipped.parameters()).data).abs().max()
     assert float(moved) > 1e-3  # (the clipping acted)
 
 
@@ -347,7 +347,7 @@ def test_a_non_finite_norm_gives_fits_coefficient_to_that_model_alone(
     assert all(bool(p.data.isnan().all()) for p in models[1].parameters())
     for p, q in zip(models[2].parameters(), start[2].parameters(), strict=True):
         assert torch.equal(p.data, q.data)  # (every step scaled by 0)
-    assert not torch.equal(models[0].parameters()[0].data, start[0].parameters()[0].data)
+    assert not torch.equal(next(models[0].parameters()).data, next(start[0].parameters()).data)
 
 
 def test_a_nan_norm_leaves_the_padding_of_a_model_laid_out_by_model_zero() -> None:
@@ -364,7 +364,7 @@ def test_a_nan_norm_leaves_the_padding_of_a_model_laid_out_by_model_zero() -> No
     models = run.models()
     entries = sum(p.numel() for p in models[0].parameters())
     run.batched(models)
-    assert bool(models[1].parameters()[0].data.isnan().all())  # (the model itself is NaN)
+    assert bool(next(models[1].parameters()).data.isnan().all())  # (the model itself is NaN)
     flat = given[1]
     assert flat.data.numel() > entries  # (a padded block: 73 entries in blocks of 80)
     for tensor in (flat.data, flat.grad):

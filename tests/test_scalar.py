@@ -210,7 +210,7 @@ def test_optimizer_steps_convert_no_constant(name: str, dtype: torch.dtype) -> N
     model = nn.mlp((3, 5, 2), dtype=dtype)
     for parameter in model.parameters():
         parameter.grad.normal_()
-    optimizer = OPTIMIZERS[name](model.parameters())
+    optimizer = OPTIMIZERS[name](list(model.parameters()))
     expected = CHANGING.get(name, []) if dtype == F32 else []
     assert _conversions(optimizer.step) == expected
 

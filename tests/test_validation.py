@@ -977,7 +977,7 @@ def test_fit_refuses_what_is_not_a_model_loss_optimizer_or_validation_pair() -> 
             fit(**arguments, x=x, y=y, epochs=1, validation=validation, parallel=parallel)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     # An optimizer over part of the model (the rest frozen) is fine.
-    fit(model, criterion, optim.SGD(model.parameters()[2:], lr=0.1), x, y, epochs=1)
+    fit(model, criterion, optim.SGD(list(model.parameters())[2:], lr=0.1), x, y, epochs=1)
     assert torch.equal(model.state_dict()["0.weight"], before["0.weight"])
     assert not torch.equal(model.state_dict()["2.weight"], before["2.weight"])
 

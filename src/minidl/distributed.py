@@ -73,7 +73,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
@@ -509,7 +509,7 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def broadcast_parameters(group: ProcessGroup, parameters: Sequence[Parameter]) -> None:
+def broadcast_parameters(group: ProcessGroup, parameters: Iterable[Parameter]) -> None:
     """Copy rank 0's parameter values to every rank, in place.
 
     One ``broadcast`` when the values are views of one flat buffer (a
@@ -540,7 +540,7 @@ def broadcast_buffers(group: ProcessGroup, buffers: Sequence[Tensor]) -> None:
 
 
 def all_reduce_gradients(
-    group: ProcessGroup, parameters: Sequence[Parameter], weight: float
+    group: ProcessGroup, parameters: Iterable[Parameter], weight: float
 ) -> None:
     r"""Replace every gradient with :math:`\sum_k w_k\, g_k`, the sum over ranks of each rank's
     gradient times its ``weight`` (``1 / world_size`` averages), in place.
@@ -846,7 +846,7 @@ class DataParallel:
                 )
 
 
-def parameter_checksum(parameters: Sequence[Parameter]) -> Tensor:
+def parameter_checksum(parameters: Iterable[Parameter]) -> Tensor:
     """A 0-dim int64 checksum of the bits of every parameter value: equal values give equal
     checksums, and any change of any bit gives another (but with probability 2**-64): the first
     8 bytes of a BLAKE2b digest of the values' bytes, dtypes and shapes, in order."""

@@ -257,7 +257,7 @@ class FoldedStep:
             or any(isinstance(m, Linear) and m.bias is None for m in modules)
         ):
             return None
-        parameters = model.parameters()
+        parameters = list(model.parameters())
         layers = sum(isinstance(module, Linear) for module in modules)
         if len(parameters) != 2 * layers or not _same(parameters, optimizer.params):
             return None  # (a parameter shared by two layers: its gradient is their sum)
@@ -340,7 +340,7 @@ class FoldedStep:
             and ChainPlan.possible(self.modules)
             and _flat(optimizer)
             and _same(optimizer.params, self._parameters)
-            and _same(model.parameters(), self._parameters)
+            and _same(list(model.parameters()), self._parameters)
             and len(optimizer.state) == len(self.state)
             and all(layer.bias is not None for layer in self.layers)
         )

@@ -358,7 +358,7 @@ def fit_rounds(
             flat_grads = flat_buffer([parameter.grad for parameter in stacked.parameters()])
             zero_grad = flat_grads.zero_ if flat_grads is not None else stacked.zero_grad
     else:
-        group, given = rounds, [stacked.parameters()]
+        group, given = rounds, [list(stacked.parameters())]
         optimizers = [make_optimizer(stacked)]
         if not isinstance(optimizers[0], Optimizer):
             raise TypeError(

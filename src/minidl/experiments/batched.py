@@ -113,7 +113,7 @@ def train_rows_batched(
                 on_epoch(experiments[position // rounds], position % rounds, record)
 
     def make_stack_optimizer(stack: Sequential) -> Optimizer:
-        return make_optimizer(0, stack.parameters())
+        return make_optimizer(0, list(stack.parameters()))
 
     # A row that may share a stack, by model; one that is always alone, by layer.
     by_model = len(experiments) > 1 or shares_a_stack(first)

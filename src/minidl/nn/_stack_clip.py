@@ -68,7 +68,7 @@ class StackClip:
         where: str,
     ) -> None:
         models = _stacked_models(stacked, where)
-        parameters = stacked.parameters()
+        parameters = list(stacked.parameters())
         self.max_norm = max_norm
         # held[j, r]: whether model r's optimizer holds the stack's parameter j.
         held = torch.zeros(len(parameters), models, dtype=torch.bool)

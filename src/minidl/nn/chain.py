@@ -303,7 +303,11 @@ class ChainPlan:
         self.output_shape = torch.Size(shape)
         # The children backward_parameters runs: from the last back to the first with
         # parameters (Sequential.backward_parameters's rule), that one without input gradient.
-        trained = [index for index, module in enumerate(modules) if module.parameters()]
+        trained = [
+            index
+            for index, module in enumerate(modules)
+            if next(module.parameters(), None) is not None
+        ]
         first = trained[0] if trained else last
         # For backward (True) and backward_parameters (False): the steps in the order they
         # run, each with whether it returns its input gradient, split after the first layer

@@ -391,7 +391,7 @@ class Module:
             yield from self._named_buffers(prefix) if recurse else self._own_buffers(prefix)
             return
         seen: set[int] = set()
-        modules = self.named_modules(prefix[:-1]) if recurse else iter([(prefix[:-1], self)])
+        modules = self.named_modules(prefix=prefix[:-1]) if recurse else iter([(prefix[:-1], self)])
         for path, module in modules:
             for name, tensor in module._buffers.items():
                 if id(tensor) not in seen:
@@ -407,19 +407,22 @@ class Module:
         for child_name, child in self._modules.items():
             yield from child._named_buffers(prefix + child_name + ".")
 
-    def parameters(self, recurse: bool = True) -> list[Parameter]:
-        """The :class:`Parameter` objects, in the same order as :meth:`param`: those of
-        :meth:`named_parameters`, found without making their names (``fit`` and the optimizers
-        walk the model with it; a subclass's own ``named_parameters``, if it has one, as in
-        PyTorch). With ``recurse=False``, this module's own only, none of its children's."""
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        """An iterator over the :class:`Parameter` objects, as in PyTorch
+        (``next(model.parameters())`` is the first; ``list(model.parameters())`` for a list), in
+        the same order as :meth:`param`: those of :meth:`named_parameters`, found without making
+        their names (``fit`` and the optimizers walk the model with it; a subclass's own
+        ``named_parameters``, if it has one, as in PyTorch). With ``recurse=False``, this
+        module's own only, none of its children's. The parameters are found when it is
+        called: a parameter registered afterwards is not in the iterator."""
         if recurse is not True:
             check_bool(f"{type(self).__name__}.parameters", "recurse", recurse)
-            return [p for _, p in self.named_parameters(recurse=False)]
+            return iter([p for _, p in self.named_parameters(recurse=False)])
         if type(self).named_parameters is not Module.named_parameters:
-            return [p for _, p in self.named_parameters()]
+            return iter([p for _, p in self.named_parameters()])
         found: list[Parameter] = []
         self._collect_parameters(found, set())
-        return found
+        return iter(found)
 
     def _collect_parameters(self, found: list[Parameter], seen: set[int]) -> None:
         """Append this module's parameters not in ``seen``, then its children's, to ``found``
@@ -432,17 +435,54 @@ class Module:
             child._collect_parameters(found, seen)
 
     def named_modules(
-        self, prefix: str = "", remove_duplicate: bool = True
+        self,
+        memo: set[Module] | None = None,
+        prefix: str = "",
+        remove_duplicate: bool = True,
     ) -> Iterator[tuple[str, Module]]:
         """``(dotted path, module)`` for this module and every descendant, depth first (a
-        module before its children, the children in registration order).
+        module before its children, the children in registration order), with PyTorch's
+        arguments in its order (``prefix`` is the second: ``named_modules(prefix="model")``).
 
         As in PyTorch, a module registered at several places (under two names, or in two
         modules) comes once, at its first place; with ``remove_duplicate=False`` it comes at
-        every place.
+        every place. ``memo``, as in PyTorch, is a set of modules to leave out (with the
+        descendants found only through them); the modules that come are added to it (with
+        ``remove_duplicate=False``, none are).
+
+        Raises:
+            TypeError: ``memo`` is not a set or ``None`` (a ``str`` there is a prefix written
+                for an older minidl, whose first argument was ``prefix``), ``prefix`` is not a
+                ``str``, or ``remove_duplicate`` not a bool.
         """
+        where = f"{type(self).__name__}.named_modules"
+        if memo is not None and not isinstance(memo, set):
+            hint = (
+                "; the prefix is the second argument, as in PyTorch: named_modules(prefix=...)"
+                if isinstance(memo, str)
+                else ""
+            )
+            raise TypeError(
+                f"{where}: memo must be a set of modules or None, got {shown(memo)}{hint}"
+            )
         self._check_prefix("named_modules", prefix)
+        check_bool(where, "remove_duplicate", remove_duplicate)
+        if memo is not None:
+            return self._named_modules_memo(memo, prefix, remove_duplicate)
         return self._named_modules(prefix, set() if remove_duplicate else None)
+
+    def _named_modules_memo(
+        self, memo: set[Module], prefix: str, remove_duplicate: bool
+    ) -> Iterator[tuple[str, Module]]:
+        """:meth:`named_modules` with a ``memo`` of the caller's (PyTorch's walk)."""
+        if self in memo:
+            return
+        if remove_duplicate:
+            memo.add(self)
+        yield prefix, self
+        for child_name, child in self._modules.items():
+            path = f"{prefix}.{child_name}" if prefix else child_name
+            yield from child._named_modules_memo(memo, path, remove_duplicate)
 
     def _named_modules(self, prefix: str, seen: set[int] | None) -> Iterator[tuple[str, Module]]:
         if seen is not None:
@@ -454,11 +494,11 @@ class Module:
             path = f"{prefix}.{child_name}" if prefix else child_name
             yield from child._named_modules(path, seen)
 
-    def buffers(self, recurse: bool = True) -> list[Tensor]:
-        """The buffers, in the order of :meth:`named_buffers`; with ``recurse=False``, this
-        module's own only."""
+    def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
+        """An iterator over the buffers, as in PyTorch, in the order of :meth:`named_buffers`;
+        with ``recurse=False``, this module's own only."""
         check_bool(f"{type(self).__name__}.buffers", "recurse", recurse)
-        return [buffer for _, buffer in self.named_buffers(recurse=recurse)]
+        return iter([buffer for _, buffer in self.named_buffers(recurse=recurse)])
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         """``(name, module)`` for the direct children, in registration order; a child
@@ -508,10 +548,10 @@ class Module:
                 found.append(child)
                 child._collect(found, seen)
 
-    def children(self) -> list[Module]:
-        """The direct children, in registration order: :meth:`named_children` without the
-        names (a child registered under two names once)."""
-        return [child for _, child in self.named_children()]
+    def children(self) -> Iterator[Module]:
+        """An iterator over the direct children, as in PyTorch, in registration order:
+        :meth:`named_children` without the names (a child registered under two names once)."""
+        return (child for _, child in self.named_children())
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Set the gradient of every parameter to zero, in place.
@@ -789,7 +829,7 @@ class Module:
     def _move(self, device: torch.device | None, dtype: torch.dtype | None) -> bool:
         """Every tensor is moved first, then all are put in place: a move that fails (out of
         memory, say) leaves the module as it was. Return whether anything moved."""
-        parameters = self.parameters()
+        parameters = list(self.parameters())
         buffers = [
             (module, name, buffer.to(device, dtype if buffer.is_floating_point() else None))
             for module in self.modules()
@@ -863,7 +903,7 @@ class Module:
     def _owned_storages(self) -> set[int]:
         """The addresses of the storages of the parameters (values and gradients) and buffers
         of this module and its descendants."""
-        tensors = [t for p in self.parameters() for t in (p.data, p.grad)] + self.buffers()
+        tensors = [t for p in self.parameters() for t in (p.data, p.grad)] + list(self.buffers())
         return {t.untyped_storage().data_ptr() for t in tensors}
 
     def __setstate__(self, state: dict[str, Any]) -> None:

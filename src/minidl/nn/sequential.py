@@ -80,7 +80,7 @@ class Sequential(Module):
 
     def _flatten(self) -> None:
         """Make the parameters views of one flat buffer, unless they already are."""
-        parameters = self.parameters()
+        parameters = list(self.parameters())
         if (
             flat_buffer([parameter.data for parameter in parameters]) is None
             or flat_buffer([parameter.grad for parameter in parameters]) is None
@@ -116,12 +116,12 @@ class Sequential(Module):
                 )
             check_initialised("Sequential", f"argument {index}", module)
             check_not_a_loss("Sequential", f"argument {index}", module)
-            for path, part in module.named_modules(str(index), remove_duplicate=False):
+            for path, part in module.named_modules(prefix=str(index), remove_duplicate=False):
                 if id(part) in places:
                     # Its second forward would overwrite the cache its first backward needs.
                     name = type(part).__name__
                     hint = f"e.g. a second {name}()"
-                    if part.parameters():
+                    if next(part.parameters(), None) is not None:
                         # Tied weights are one Parameter registered in two layers.
                         own = next(iter(part._parameters), None)
                         hint = (
@@ -147,7 +147,11 @@ class Sequential(Module):
         self._reversed: tuple[Module, ...] = tuple(reversed(modules))
         # For backward_parameters: the modules from the last one back to the first that has
         # parameters (the last module alone if none has), that one apart.
-        trained = [index for index, module in enumerate(modules) if module.parameters()]
+        trained = [
+            index
+            for index, module in enumerate(modules)
+            if next(module.parameters(), None) is not None
+        ]
         first = trained[0] if trained else len(modules) - 1
         self._first_trained: Module | None = modules[first] if modules else None
         self._after_first_trained: tuple[Module, ...] = tuple(reversed(modules[first + 1 :]))

@@ -167,7 +167,7 @@ def stack_models(
             )
     stacked = Sequential(*layers)
     if layout == "model":
-        _lay_out_by_model(stacked.parameters(), len(models))
+        _lay_out_by_model(list(stacked.parameters()), len(models))
     return stacked
 
 
@@ -346,7 +346,7 @@ def flat_model_parameters(stacked: Sequential, index: int | slice) -> Parameter:
     """
     models = _stacked_models(stacked)
     start, stop = _model_range("flat_model_parameters", index, models)
-    parameters = stacked.parameters()
+    parameters = list(stacked.parameters())
     block = _model_block_size(parameters) if parameters else 0
     base = parameters[0].data.storage_offset() if parameters else 0
     offset = base
