@@ -10,6 +10,7 @@ from torch import Tensor
 
 from minidl import nn
 from minidl.anomaly import detect_anomaly
+from minidl.interop import to_torch
 from tests.helpers import F64, assert_close
 
 
@@ -198,3 +199,47 @@ def test_residual_checks_like_its_backward() -> None:
     assert str(info.value) == str(reference.value)
     assert str(info.value).startswith("Residual: ")
     assert all(torch.count_nonzero(p.grad) == 0 for p in layer.parameters())
+
+
+class _LazyScale(nn.Module):
+    """``x * w`` with ``w`` registered at the first forward (a lazy module: no parameter when
+    the ``Sequential`` around it is built)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if "w" not in self._parameters:
+            self.w = self.register_parameter(
+                "w", nn.Parameter(torch.linspace(0.5, 2.0, x.shape[1], dtype=x.dtype))
+            )
+        self.x = x
+        return x * self.w.data
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        self.w.grad += (grad_output * self.x).sum(0)
+        return grad_output * self.w.data
+
+
+def test_backward_parameters_reaches_a_parameter_registered_after_the_build() -> None:
+    """A child that gets its first parameter after the ``Sequential`` was built (a lazy
+    module) is where ``backward_parameters`` stops, as for one built with it: it skipped the
+    child, whose gradient stayed zero (``fit`` never trained it), while ``backward`` gave
+    autograd's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_LazyScale(), nn.Linear(3, 2), nn.Tanh(), nn.Linear(2, 2)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    grad = torch.randn(5, 2, dtype=torch.float64)
+    for _ in range(2):  # (the second time with the parameter there from the start of the call)
+        model(x)
+        model.zero_grad()
+        model.backward_parameters(grad)
+        got = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        model.backward(grad)
+        expected = [p.grad.clone() for p in model.parameters()]
+        assert len(got) == len(expected) == 5
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+    # Autograd's gradient of the lazy weight.
+    w = model[0].w.data.clone().requires_grad_(True)
+    twin = to_torch(model[1:])
+    (twin(x * w) * grad).sum().backward()
+    torch.testing.assert_close(got[0], w.grad, rtol=1e-12, atol=1e-12)

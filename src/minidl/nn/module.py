@@ -43,7 +43,7 @@ from __future__ import annotations
 import gc
 import itertools
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -97,6 +97,11 @@ class Module:
         ...     def backward(self, grad_output):
         ...         return 2 * grad_output
     """
+
+    #: Counts the parameters and child modules registered, in any module: a container that
+    #: found which of its children have parameters (:class:`~minidl.nn.Sequential`, for
+    #: ``backward_parameters``) looks again when it changed.
+    _registrations: ClassVar[int] = 0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # A subclass that overrides a setting (Dropout.p) with an attribute or a property of its
@@ -175,6 +180,7 @@ class Module:
         if not parameter.name:
             parameter.name = name
         registry[name] = parameter
+        Module._registrations += 1
         object.__setattr__(self, name, parameter)
         return parameter
 
@@ -215,6 +221,7 @@ class Module:
                 "does not contain this one"
             )
         registry[name] = module
+        Module._registrations += 1
         return module
 
     def register_buffer(self, name: str, tensor: Tensor) -> Tensor:

@@ -145,8 +145,16 @@ class Sequential(Module):
         # only: one of the class too would make every read of it a slow lookup.)
         self._refused: str | None = None
         self._reversed: tuple[Module, ...] = tuple(reversed(modules))
-        # For backward_parameters: the modules from the last one back to the first that has
-        # parameters (the last module alone if none has), that one apart.
+        self._find_first_trained()
+        self._init_plans()
+
+    def _find_first_trained(self) -> None:
+        """For backward_parameters: the modules from the last one back to the first that has
+        parameters (the last module alone if none has), that one apart; and the checks of
+        :meth:`_init_checks`. Found again by backward_parameters when a parameter or module was
+        registered anywhere since (a child, a lazy module of one's own say, may have got its
+        first parameter)."""
+        modules = self._layers
         trained = [
             index
             for index, module in enumerate(modules)
@@ -155,8 +163,8 @@ class Sequential(Module):
         first = trained[0] if trained else len(modules) - 1
         self._first_trained: Module | None = modules[first] if modules else None
         self._after_first_trained: tuple[Module, ...] = tuple(reversed(modules[first + 1 :]))
+        self._registrations_seen = Module._registrations
         self._init_checks()
-        self._init_plans()
 
     def register_module(self, name: str, module: Module) -> Module:
         """Register a child while the chain is built; a built ``Sequential`` refuses (its
@@ -316,6 +324,7 @@ class Sequential(Module):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_refused", None)  # (pickled before it existed)
+        state.setdefault("_registrations_seen", -1)  # (pickled before it existed: found again)
         super().__setstate__(state)
         if "_checks" not in state:  # (pickled before the checks existed)
             self._init_checks()
@@ -419,6 +428,8 @@ class Sequential(Module):
             except PlanDeclinedError:
                 self._decline(plan)
         self._trained_signature = self._last_signature
+        if self._registrations_seen != Module._registrations:
+            self._find_first_trained()
         if self._checks:
             self._check_fits_forward(parameters_only=True)
         module = None
