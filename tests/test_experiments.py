@@ -1203,7 +1203,8 @@ def test_a_reproduction_that_fails_removes_the_empty_folder_it_made(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run into a new ``out`` that failed (or was interrupted) left that folder behind,
-    empty; a folder that was there before stays, empty or not."""
+    empty, and then still the missing parents it made (``new`` for ``new/results``); a folder
+    that was there before stays, empty or not."""
     from minidl.experiments import runner
 
     def run_experiments(*args: object, **kwargs: object) -> None:
@@ -1213,10 +1214,14 @@ def test_a_reproduction_that_fails_removes_the_empty_folder_it_made(
     settings = RunSettings(
         rounds=1, base_seed=0, tables="2", quick=True, epochs_override=1, command="test"
     )
-    new = tmp_path / "new" / "results"
+    new = tmp_path / "new" / "deeper" / "results"
     with pytest.raises(KeyboardInterrupt):
         reproduce(settings, new, progress=False, summary=False)
-    assert not new.exists() and (tmp_path / "new").is_dir()  # (only the folder of the run)
+    assert list(tmp_path.iterdir()) == []  # (every folder the run made)
+    (tmp_path / "there").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(settings, tmp_path / "there" / "new" / "results", progress=False, summary=False)
+    assert [p.name for p in tmp_path.rglob("*")] == ["there"]  # (only the folders of the run)
     old = tmp_path / "old"
     old.mkdir()
     with pytest.raises(KeyboardInterrupt):
@@ -1245,6 +1250,54 @@ def test_minidl_reproduce_interrupted_removes_the_empty_folder_it_made(
     old.mkdir()
     assert main([*argv, str(old)]) == 130
     assert old.is_dir() and list(old.iterdir()) == []
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_minidl_reproduce_stopped_removes_the_parents_it_made(
+    signal_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``minidl reproduce --out new/deep`` stopped by Ctrl-C or ``SIGTERM`` removed ``deep``
+    and left ``new``, which the run made too; the folders that were there stay, and so does
+    a folder made by the run that is no longer empty (with what is in it)."""
+    import signal
+
+    from minidl.experiments import runner
+
+    def run_experiments(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), getattr(signal, signal_name))
+
+    monkeypatch.setattr(runner, "run_experiments", run_experiments)
+    argv = ["reproduce", "--quick", "--tables", "2", "--jobs", "1", "--quiet", "--out"]
+    status = 130 if signal_name == "SIGINT" else 143
+    assert main([*argv, str(tmp_path / "new" / "deep" / "deeper")]) == status
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "there").mkdir()
+    assert main([*argv, str(tmp_path / "there" / "new" / "deep")]) == status
+    assert [p.name for p in tmp_path.rglob("*")] == ["there"]
+
+    def write_beside(*args: object, **kwargs: object) -> None:
+        (tmp_path / "there" / "new" / "kept").write_text("kept")
+        os.kill(os.getpid(), getattr(signal, signal_name))
+
+    monkeypatch.setattr(runner, "run_experiments", write_beside)
+    assert main([*argv, str(tmp_path / "there" / "new" / "deep")]) == status
+    assert (tmp_path / "there" / "new" / "kept").read_text() == "kept"
+    assert not (tmp_path / "there" / "new" / "deep").exists()
+    capsys.readouterr()
+
+
+def test_minidl_reproduce_removes_the_parents_it_made_when_out_cannot_be_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out new/<a name too long>``: ``new`` was made, then the folder in it could not be,
+    and the refusal left ``new`` behind."""
+    out = tmp_path / "new" / ("x" * 300)
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out)]) == 2
+    assert "cannot be made a folder (File name too long)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_reproduce_refuses_a_folder_where_it_writes_a_file_before_training(

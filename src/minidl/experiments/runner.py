@@ -232,7 +232,8 @@ def reproduce(
     ``out`` the figures of an earlier run that this run does not draw (e.g. Fig. 1 when it runs
     ``tables="2"``); other files in ``out`` are left alone. The files move into ``out`` only
     once all of them are written: a run that fails or is interrupted leaves the previous run's
-    files as they were. A folder in ``out`` with the name of one of these files is refused
+    files as they were, and removes the folders it made (``out`` and its missing parents) that
+    it left empty. A folder in ``out`` with the name of one of these files is refused
     before the training.
 
     It trains on one torch thread, restoring the caller's count afterwards, and raises glibc's
@@ -247,8 +248,7 @@ def reproduce(
     processes = training_processes(experiments, settings.rounds, settings.jobs)
     settings = dataclasses.replace(settings, jobs=processes)
     out = Path(out)
-    created = not out.exists()  # (removed again, if still empty, by a run that fails)
-    out.mkdir(parents=True, exist_ok=True)
+    made = _make_folder(out)  # (removed again, if still empty, by a run that fails)
     in_the_way = _folder_in_the_way(out)
     if in_the_way is not None:  # (found before the training, not when the files move in)
         raise ValueError(f"reproduce: {in_the_way}")
@@ -325,9 +325,8 @@ def reproduce(
         torch.set_num_threads(threads)
         if documents is not None:
             shutil.rmtree(documents, ignore_errors=True)
-        if created and not done:  # (a folder made for this run, and left empty by it)
-            with contextlib.suppress(OSError):
-                out.rmdir()
+        if not done:  # (the folders made for this run, and left empty by it)
+            _remove_if_empty(made)
     # The figures of an earlier run into ``out`` that this run did not draw belong to no report.
     remove_other_figures(out, figures)
     if summary:
@@ -378,21 +377,46 @@ def run_from_cli(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out!r}: expected a folder path")
     out = Path(args.out)
     # The folder is made here, before the checks, so reproduce() finds it and would leave it:
-    # a run that fails or is interrupted removes it here if it made it (and it is still empty).
-    created = not out.exists()
+    # a run that fails or is interrupted removes it here, with the parents it made (those
+    # still empty).
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        made = _make_folder(out)
     except OSError as error:
         raise ValueError(f"--out {args.out}: cannot be made a folder ({error.strerror})") from None
     try:
         _check_out(args.out, out)
         _reproduce_from_cli(args, out, rounds, epochs, jobs)
     except BaseException:
-        if created:
-            with contextlib.suppress(OSError):  # (only if still empty)
-                out.rmdir()
+        _remove_if_empty(made)
         raise
     return 0
+
+
+def _make_folder(out: Path) -> list[Path]:
+    """``out.mkdir(parents=True, exist_ok=True)``, returning the folders it made: ``out`` and
+    the parents that were missing (``new`` for ``new/deep``), deepest first, for
+    :func:`_remove_if_empty` to remove again after a run that fails. Where making one fails
+    (a name too long), those made before it are removed again and the ``OSError`` raised."""
+    missing = []
+    folder = out
+    while not os.path.lexists(folder) and folder != folder.parent:
+        if folder.name != os.pardir:  # ("a/.." is a folder that was there, once "a" is made)
+            missing.append(folder)
+        folder = folder.parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        _remove_if_empty(missing)
+        raise
+    return missing
+
+
+def _remove_if_empty(folders: Iterable[Path]) -> None:
+    """Remove each of ``folders`` (made by :func:`_make_folder`, deepest first) that is empty;
+    leave the others (and so their parents) as they are."""
+    for folder in folders:
+        with contextlib.suppress(OSError):  # (not empty, or gone)
+            folder.rmdir()
 
 
 def _check_out(given: str, out: Path) -> None:
