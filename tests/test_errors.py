@@ -1549,6 +1549,13 @@ def test_mlp_bad_sizes(sizes: list[Any]) -> None:
         nn.mlp(sizes)
 
 
+def test_mlp_bad_sizes_of_numpy_integers_are_written_as_integers() -> None:
+    """The sizes were written with their numpy reprs, "[np.int64(2), np.int64(0), ...]"."""
+    for sizes in (np.array([2, 0, 2]), [np.int64(2), np.int32(0), 2]):
+        with raises(ValueError, "mlp: sizes must be at least two positive integers, got [2, 0, 2]"):
+            nn.mlp(sizes)
+
+
 @pytest.mark.parametrize(
     ("sizes", "activations", "what", "got"),
     [
@@ -1558,9 +1565,29 @@ def test_mlp_bad_sizes(sizes: list[Any]) -> None:
         ((2, 3, 3, 2), {"relu", "tanh"}, "activations", "an unordered set"),
         ((2, 3, 3, 2), frozenset({"tanh"}), "activations", "an unordered frozenset"),
         ((2, 3, 2), b"tanh", "activations", "bytes"),
+        # (a tensor's elements are 0-dim tensors, listed as "[tensor(2), tensor(3), ...]"
+        # under "must be at least two positive integers"; bytes were taken as the sizes of
+        # their byte values, b"\x02\x03" a Linear(2, 3); a str's characters were listed)
+        (torch.tensor([2, 3, 2]), "tanh", "sizes", "a Tensor; pass sizes.tolist()"),
+        (torch.tensor([[2, 3]]), "tanh", "sizes", "a Tensor; pass sizes.tolist()"),
+        (b"\x02\x03", "tanh", "sizes", "bytes"),
+        (bytearray(b"\x02\x03\x02"), "tanh", "sizes", "bytearray"),
+        ("232", "tanh", "sizes", "str"),
     ],
     # (named by hand: a set of strings' repr changes from one process to the next)
-    ids=["int", "two ints", "set of sizes", "set of names", "frozenset of names", "bytes"],
+    ids=[
+        "int",
+        "two ints",
+        "set of sizes",
+        "set of names",
+        "frozenset of names",
+        "bytes",
+        "tensor of sizes",
+        "2-dim tensor of sizes",
+        "bytes of sizes",
+        "bytearray of sizes",
+        "str of sizes",
+    ],
 )
 def test_mlp_refuses_sizes_and_activations_that_are_no_sequence(
     sizes: Any, activations: Any, what: str, got: str
@@ -1594,10 +1621,24 @@ def test_mlp_unknown_activation_lists_valid_names(activations: Any) -> None:
     assert torch.equal(generator.get_state(), state)  # checked before any weight is drawn
 
 
-@pytest.mark.parametrize("name", ["softplus", None, 3])
-def test_activation_by_an_unknown_name(name: Any) -> None:
-    with raises(ValueError, f"activation: unknown activation {name!r}", "valid names are elu"):
+def test_activation_by_an_unknown_name() -> None:
+    with raises(ValueError, "activation: unknown activation 'softplus'", "valid names are elu"):
+        nn.activation("softplus")
+
+
+@pytest.mark.parametrize("name", [None, 3, b"relu", ["relu"]], ids=repr)
+def test_activation_by_a_name_that_is_no_str_is_a_type_error(name: Any) -> None:
+    """``activation(None)`` (or an int, bytes, a list of names) raised ValueError ("unknown
+    activation None"), where a wrong type is a TypeError, as everywhere else in minidl; mlp
+    said the same of such a name among its activations."""
+    with raises(
+        TypeError,
+        f"activation: an activation name must be a str, got {type(name).__name__} {name!r}; "
+        "valid names are elu",
+    ):
         nn.activation(name)
+    with raises(TypeError, f"mlp: an activation name must be a str, got {type(name).__name__}"):
+        nn.mlp((2, 3, 3, 2), ("tanh", name))
 
 
 def test_mlp_wrong_number_of_activation_names() -> None:

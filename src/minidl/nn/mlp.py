@@ -48,7 +48,12 @@ ACTIVATIONS: dict[str, Callable[[], Activation]] = {
 
 
 def activation(name: str) -> Activation:
-    """A new activation module from its name (case-insensitive): one of :data:`ACTIVATIONS`."""
+    """A new activation module from its name (case-insensitive): one of :data:`ACTIVATIONS`.
+
+    Raises:
+        TypeError: ``name`` is not a ``str`` (``None``, bytes, a list of names).
+        ValueError: an unknown name (the message lists the valid ones).
+    """
     return ACTIVATIONS[_activation_key("activation", name)]()
 
 
@@ -58,14 +63,18 @@ def _normalised(name: str) -> str:
 
 
 def _activation_key(where: str, name: object) -> str:
-    """The key of :data:`ACTIVATIONS` for ``name`` (case, ``_`` and ``-`` ignored), or a
-    ValueError from ``where`` that lists the valid names."""
-    key = _normalised(name) if isinstance(name, str) else None
-    if key not in ACTIVATIONS:
-        raise ValueError(
-            f"{where}: unknown activation {name!r}; valid names are "
-            f"{', '.join(sorted(ACTIVATIONS))}"
+    """The key of :data:`ACTIVATIONS` for ``name`` (case, ``_`` and ``-`` ignored), or an error
+    from ``where`` that lists the valid names: a TypeError for a name that is no ``str``, a
+    ValueError for an unknown one."""
+    valid = ", ".join(sorted(ACTIVATIONS))
+    if not isinstance(name, str):
+        raise TypeError(
+            f"{where}: an activation name must be a str, got {type(name).__name__} "
+            f"{shown(name)}; valid names are {valid}"
         )
+    key = _normalised(name)
+    if key not in ACTIVATIONS:
+        raise ValueError(f"{where}: unknown activation {shown(name)}; valid names are {valid}")
     return key
 
 
@@ -94,24 +103,31 @@ def mlp(
     Raises:
         ValueError: fewer than two sizes, or one that is not a positive integer; an unknown
             activation name; a number of names other than ``len(sizes) - 2``.
-        TypeError: ``sizes`` is not a sequence (a single number, a 0-dim tensor, or a set,
-            whose order is not the one written); ``activations`` is neither a name nor a
-            sequence of names (a set, bytes, a 0-dim tensor).
+        TypeError: ``sizes`` is not a sequence of numbers (a single number, a str or bytes, a
+            tensor: ``sizes.tolist()`` is one, or a set, whose order is not the one written);
+            ``activations`` is neither a name nor a sequence of names (a set, bytes, a 0-dim
+            tensor), or holds a name that is no ``str``.
 
     Example:
         >>> mlp((2, 25, 25, 25, 2), "tanh")  # doctest: +ELLIPSIS
         Sequential(...)
     """
-    if isinstance(sizes, AbstractSet) or not _iterable(sizes):
+    if isinstance(sizes, AbstractSet | str | bytes | bytearray | torch.Tensor) or not _iterable(
+        sizes
+    ):
+        # (a tensor's elements are tensors, as Linear refuses them; a str's, characters; the
+        # bytes b"\x02\x03" would be the sizes (2, 3))
+        hint = "; pass sizes.tolist()" if isinstance(sizes, torch.Tensor) and sizes.dim() else ""
         raise TypeError(
             "mlp: sizes must be a sequence of layer widths, e.g. (2, 25, 2), got "
-            f"{_unordered(sizes)}{type(sizes).__name__}"
+            f"{_unordered(sizes)}{type(sizes).__name__}{hint}"
         )
     sizes = list(sizes)
     if len(sizes) < 2 or any(
         isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in sizes
     ):
-        got = "[" + ", ".join(shown(size) for size in sizes) + "]"
+        # (a numpy integer written as the int it is, not np.int64(0))
+        got = "[" + ", ".join(shown(_as_int(size)) for size in sizes) + "]"
         raise ValueError(f"mlp: sizes must be at least two positive integers, got {got}")
     sizes = [int(size) for size in sizes]
     hidden = len(sizes) - 2
@@ -145,6 +161,14 @@ def mlp(
     return Sequential(*layers)
 
 
+def _as_int(size: object) -> object:
+    """``size`` for a message: an integer (a numpy one too) as an ``int``, anything else as
+    it is."""
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        return int(size)
+    return size
+
+
 def _iterable(value: object) -> bool:
     """Whether ``value`` can be iterated: an ``Iterable`` other than a 0-dim tensor (one
     number, whose ``__iter__`` raises)."""
@@ -155,8 +179,8 @@ def _iterable(value: object) -> bool:
 
 def _unordered(value: object) -> str:
     """The start of a message that refuses ``value``: what is wrong with a set (its order,
-    which is not the order it was written in, would be the order of the layers) or a 0-dim
-    tensor (one number)."""
+    which is not the order it was written in, would be the order of the layers) or a tensor
+    (a 0-dim one: one number)."""
     if isinstance(value, torch.Tensor):
-        return "a 0-dim "
+        return "a 0-dim " if value.dim() == 0 else "a "
     return "an unordered " if isinstance(value, AbstractSet) else ""
