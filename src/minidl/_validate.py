@@ -32,17 +32,28 @@ __all__ = [
 SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
-#: The most digits of an integer that a message writes out (:func:`shown`).
+#: The most digits of an integer that a message writes out (:func:`shown`), and the most
+#: characters of the start of a longer text that it quotes.
 LONGEST_SHOWN = 40
+#: The most characters of a text (a ``str``) that a message quotes whole (:func:`shown`).
+LONGEST_TEXT = 100
 
 
 def shown(value: object) -> str:
     """``repr(value)`` for a message, but an integer of more than :data:`LONGEST_SHOWN` digits
     as its number of digits (``an int of 5001 digits``): written whole, hundreds of digits
     would bury the message, and past 4300 Python refuses to write it (``repr`` raises a
-    ``ValueError`` of its own, in place of the message). A tuple or list (a pair such as
-    ``betas``, a list of sizes) is written with each item so (``(0.9, an int of 5001 digits)``).
+    ``ValueError`` of its own, in place of the message). A text (``str``) of more than
+    :data:`LONGEST_TEXT` characters (an environment variable, a command-line flag) is quoted
+    by its first :data:`LONGEST_SHOWN` and its length (``'11111...'... (a str of 5001
+    characters)``). A tuple or list (a pair such as ``betas``, a list of sizes) is written
+    with each item so (``(0.9, an int of 5001 digits)``).
     """
+    if isinstance(value, str):
+        if len(value) <= LONGEST_TEXT:
+            return repr(value)
+        start = repr(str.__str__(value)[:LONGEST_SHOWN])
+        return f"{start}... (a {type(value).__name__} of {len(value)} characters)"
     if type(value) in (tuple, list):  # (a pair of settings such as betas, a list of sizes)
         assert isinstance(value, tuple | list)
         parts = [shown(part) for part in value]

@@ -774,12 +774,12 @@ def _check_header(text: object, where: str) -> dict[str, Any]:
         raise CheckpointError(f"{where}: the header is corrupted (its SHA-256 does not match)")
     if header.get("format") != FORMAT:
         raise CheckpointError(
-            f"{where}: not a minidl checkpoint (format {header.get('format')!r}, "
+            f"{where}: not a minidl checkpoint (format {shown(header.get('format'))}, "
             f"expected {FORMAT!r})"
         )
     version = header.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"{where}: invalid format version {version!r}")
+        raise CheckpointError(f"{where}: invalid format version {shown(version)}")
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{where}: format version {version} (written by minidl "
@@ -829,7 +829,7 @@ def _check_header_fields(header: dict[str, Any]) -> None:
     for index, parameter in enumerate(parameters):
         name = f"architecture.parameters[{index}]"
         if not isinstance(parameter, list) or len(parameter) != 3:
-            raise TypeError(f"{name} must be a list [name, shape, dtype], got {parameter!r}")
+            raise TypeError(f"{name} must be a list [name, shape, dtype], got {shown(parameter)}")
         string(parameter[0], f"{name}'s name")
         shape(parameter[1], f"{name}'s shape")
         string(parameter[2], f"{name}'s dtype")
@@ -844,10 +844,10 @@ def _check_header_fields(header: dict[str, Any]) -> None:
         mapping(entry(optimizer, "hyperparameters", "optimizer"), "optimizer.hyperparameters")
         state = entry(optimizer, "state", "optimizer")
         if not isinstance(state, list) or not all(isinstance(name, str) for name in state):
-            raise TypeError(f"optimizer.state must be a list of names, got {state!r}")
+            raise TypeError(f"optimizer.state must be a list of names, got {shown(state)}")
         shapes = optimizer.get("shapes", [])  # (not in checkpoints of older versions)
         if not isinstance(shapes, list):
-            raise TypeError(f"optimizer.shapes must be a list of shapes, got {shapes!r}")
+            raise TypeError(f"optimizer.shapes must be a list of shapes, got {shown(shapes)}")
         for index, saved_shape in enumerate(shapes):
             shape(saved_shape, f"optimizer.shapes[{index}]")
         names = optimizer.get("parameters", [])  # (not in checkpoints of older versions)

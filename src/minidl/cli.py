@@ -101,7 +101,7 @@ def _int(text: str, expected: str, given: str | None = None) -> int:
         literal = re.fullmatch(r"\s*([+-]?)(\d+(?:_\d+)*)\s*", text, flags=re.ASCII)
         if literal is None:  # (no integer)
             quoted = text if given is None else given
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {quoted!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {_shown(quoted)}") from None
     limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
     digits = literal[2].replace("_", "").lstrip("0") or "0"
     if not limit or len(digits) <= limit:  # (Python counted the leading zeros)
@@ -142,14 +142,14 @@ def _positive_seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a number of seconds > 0, got {text!r}"
+            f"expected a number of seconds > 0, got {_shown(text)}"
         ) from None
     if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {_shown(text)}")
     if value > MAX_TIMEOUT:
         raise argparse.ArgumentTypeError(
             f"expected a number of seconds <= {MAX_TIMEOUT:g} (about 31 years: torch's timeouts "
-            f"overflow beyond 9.2e9), got {text!r}"
+            f"overflow beyond 9.2e9), got {_shown(text)}"
         )
     return value
 
@@ -170,7 +170,7 @@ def _number(
                 "", "", float(text), low=low, high=high, low_open=low_open, high_open=True
             )
         except ValueError:  # (not a number, NaN, an infinity or out of the range)
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {_shown(text)}") from None
 
     return parse
 
@@ -191,7 +191,7 @@ def _sizes(text: str) -> tuple[int, ...]:
     expected = "comma-separated positive integers such as 25,25,25"
     sizes = tuple(_int(part, expected, text) for part in text.split(","))
     if not sizes or any(s < 1 for s in sizes):
-        raise argparse.ArgumentTypeError(f"expected positive widths, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected positive widths, got {_shown(text)}")
     return sizes
 
 
@@ -205,7 +205,8 @@ def _activation_names(text: str) -> tuple[str, ...]:
     for name, key in zip(names, keys, strict=True):
         if key not in ACTIVATIONS:
             raise argparse.ArgumentTypeError(
-                f"unknown activation {name!r}; valid names are {', '.join(sorted(ACTIVATIONS))}"
+                f"unknown activation {_shown(name)}; valid names are "
+                f"{', '.join(sorted(ACTIVATIONS))}"
             )
     return keys
 

@@ -161,13 +161,13 @@ def _env_int(environ: Mapping[str, str], name: str, low: int, high: int | None =
         value = int(text)
     except ValueError:
         raise ValueError(
-            f"launch_from_env: environment variable {name} must be an integer, got {text!r}"
+            f"launch_from_env: environment variable {name} must be an integer, got {shown(text)}"
         ) from None
     if value < low or (high is not None and value > high):
         expected = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(
             f"launch_from_env: environment variable {name} must be an integer {expected}, got "
-            f"{text!r}"
+            f"{shown(text)}"
         )
     return value
 
@@ -212,7 +212,7 @@ def timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
         value = float(text)
     except ValueError:
         raise ValueError(
-            f"timeout_from_env: {TIMEOUT_ENV} must be a number of seconds > 0, got {text!r}"
+            f"timeout_from_env: {TIMEOUT_ENV} must be a number of seconds > 0, got {shown(text)}"
         ) from None
     return check_real(
         "timeout_from_env", TIMEOUT_ENV, value, low=0.0, low_open=True, high=MAX_TIMEOUT

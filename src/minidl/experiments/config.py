@@ -105,13 +105,13 @@ def _check_dtype_name(dtype: object) -> None:
     if not isinstance(dtype, str):
         raise TypeError(
             "Protocol: dtype must be the name of a torch floating-point dtype, a str such as "
-            f"'float32', got {type(dtype).__name__} {dtype!r}"
+            f"'float32', got {type(dtype).__name__} {shown(dtype)}"
         )
     found = getattr(torch, dtype, None)
     if found not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise ValueError(
             "Protocol: dtype must be the name of a torch floating-point dtype ('float32', "
-            f"'float64', 'float16' or 'bfloat16'), got {dtype!r}"
+            f"'float64', 'float16' or 'bfloat16'), got {shown(dtype)}"
         )
 
 
@@ -644,7 +644,7 @@ def experiments_for_tables(tables: str) -> tuple[Experiment, ...]:
     if any(part not in names for part in parts):  # (an empty part too: "1,,2", "1,", "")
         raise ValueError(
             "experiments_for_tables: tables must be a comma-separated choice from 1,2,3 (or "
-            f"I,II,III), got {tables!r}"
+            f"I,II,III), got {shown(tables)}"
         )
     chosen = {names[part] for part in parts}
     return tuple(row for name in ("1", "2", "3") if name in chosen for row in TABLES[name])

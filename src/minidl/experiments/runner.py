@@ -69,7 +69,7 @@ class RunSettings:
         # after the training).
         object.__setattr__(self, "rounds", check_int("RunSettings", "rounds", self.rounds))
         if isinstance(self.base_seed, bool) or not isinstance(self.base_seed, int):
-            raise TypeError(f"RunSettings: base_seed must be an int, got {self.base_seed!r}")
+            raise TypeError(f"RunSettings: base_seed must be an int, got {shown(self.base_seed)}")
         try:
             experiments_for_tables(self.tables)
         except (TypeError, ValueError) as error:
@@ -371,10 +371,10 @@ def run_from_cli(args: argparse.Namespace) -> int:
         experiments_for_tables(args.tables)
     except ValueError:
         raise ValueError(
-            f"--tables {args.tables!r}: expected a comma-separated choice from 1,2,3 (or I,II,III)"
+            f"--tables {shown(args.tables)}: expected a comma-separated choice from 1,2,3 (or I,II,III)"
         ) from None
     if not str(args.out).strip():
-        raise ValueError(f"--out {args.out!r}: expected a folder path")
+        raise ValueError(f"--out {shown(args.out)}: expected a folder path")
     out = Path(args.out)
     # The folder is made here, before the checks, so reproduce() finds it and would leave it:
     # a run that fails or is interrupted removes it here, with the parents it made (those

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from minidl._validate import check_int
+from minidl._validate import check_int, shown
 
 __all__ = ["RoundSeeds", "derive_seed", "round_seeds"]
 
@@ -24,9 +24,9 @@ def derive_seed(base_seed: int, round_index: int, stream: str) -> int:
     """
     for name, value in (("base_seed", base_seed), ("round_index", round_index)):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"derive_seed: {name} must be an int, got {value!r}")
+            raise TypeError(f"derive_seed: {name} must be an int, got {shown(value)}")
     if not isinstance(stream, str):
-        raise TypeError(f"derive_seed: stream must be a str, got {stream!r}")
+        raise TypeError(f"derive_seed: stream must be a str, got {shown(stream)}")
     digest = hashlib.sha256(f"minidl-reproduce/{base_seed}/{round_index}/{stream}".encode())
     return int.from_bytes(digest.digest()[:8], "big") >> 1
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minidl._validate import check_int
+from minidl._validate import check_int, shown
 from minidl.data import DiskData, make_disk_data
 from minidl.experiments.config import CHOICES, CyclicSchedule, Experiment, StepSchedule
 from minidl.experiments.faithful import PUBLISHED_ACTIVATIONS, PublishedAdadelta
@@ -74,7 +74,7 @@ def build_network(experiment: Experiment, generator: torch.Generator) -> Sequent
             else:
                 known = sorted({*ACTIVATIONS, *PUBLISHED_ACTIVATIONS})
                 raise ValueError(
-                    f"build_network: unknown activation {name!r} in {experiment.key}; "
+                    f"build_network: unknown activation {shown(name)} in {experiment.key}; "
                     f"expected one of {', '.join(known)}"
                 )
     return Sequential(*layers)
@@ -87,7 +87,7 @@ def build_criterion(experiment: Experiment) -> Loss:
     if experiment.loss == "mse":
         return MSELoss(reduction=experiment.mse_reduction)
     raise ValueError(
-        f"build_criterion: loss must be 'cross-entropy' or 'mse', got {experiment.loss!r}"
+        f"build_criterion: loss must be 'cross-entropy' or 'mse', got {shown(experiment.loss)}"
     )
 
 
@@ -104,7 +104,7 @@ def build_optimizer(experiment: Experiment, parameters: Iterable[Parameter]) -> 
         return PublishedAdadelta(parameters, lr=experiment.lr, rho=rho, eps=eps)
     raise ValueError(
         "build_optimizer: optimizer must be 'sgd', 'adadelta' or 'adadelta-published', "
-        f"got {experiment.optimizer!r}"
+        f"got {shown(experiment.optimizer)}"
     )
 
 

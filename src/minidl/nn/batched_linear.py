@@ -341,7 +341,7 @@ class BatchedLinear(Module):
         """A :class:`Linear` layer holding a copy of model ``index``'s parameters (no random
         number is drawn from torch's generator for it); ``index`` may be negative, as in a list."""
         if isinstance(index, bool) or not isinstance(index, numbers.Integral):
-            raise TypeError(f"BatchedLinear.model: expected an integer index, got {index!r}")
+            raise TypeError(f"BatchedLinear.model: expected an integer index, got {shown(index)}")
         if not -self.models <= index < self.models:
             raise IndexError(
                 f"BatchedLinear.model: index {shown(index)} is out of range for {self.models} models"

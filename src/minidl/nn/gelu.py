@@ -28,7 +28,7 @@ def _check_approximate(where: str, approximate: object) -> str:
     # what == or str() give (str() of one that overrides __str__ is not its characters).
     plain = str.__str__(approximate)
     if plain not in APPROXIMATIONS:
-        raise ValueError(f"{where}: approximate must be 'none' or 'tanh', got {approximate!r}")
+        raise ValueError(f"{where}: approximate must be 'none' or 'tanh', got {shown(approximate)}")
     return plain
 
 

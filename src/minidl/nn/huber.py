@@ -9,7 +9,7 @@ from torch import Tensor
 
 from minidl._scalar import operand
 from minidl._setting import Setting
-from minidl._validate import check_real
+from minidl._validate import check_real, shown
 from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 
 __all__ = ["HuberLoss"]
@@ -63,7 +63,7 @@ class HuberLoss(Loss):
         if isinstance(delta, str):
             # (PyTorch's HuberLoss takes reduction first: HuberLoss("sum", 2.0))
             raise TypeError(
-                f"HuberLoss: delta, its first argument, must be a number, got {delta!r}; "
+                f"HuberLoss: delta, its first argument, must be a number, got {shown(delta)}; "
                 "PyTorch's HuberLoss takes reduction first, minidl's delta: give them by name, "
                 "HuberLoss(reduction=..., delta=...)"
             )

@@ -293,11 +293,11 @@ class Module:
         where = f"{type(self).__name__}.{method}"
         if not isinstance(name, str):
             raise TypeError(
-                f"{where}: {kind} name must be a str, got {type(name).__name__} {name!r}"
+                f"{where}: {kind} name must be a str, got {type(name).__name__} {shown(name)}"
             )
         if not name or "." in name:
             raise KeyError(
-                f"{where}: {kind} name {name!r} refused: expected a non-empty name without '.' "
+                f"{where}: {kind} name {shown(name)} refused: expected a non-empty name without '.' "
                 "(dots join the names of nested modules)"
             )
         for other, names in (

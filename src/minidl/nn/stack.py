@@ -396,7 +396,7 @@ def _model_range(
     whether the caller takes slices, for the message that refuses another type)."""
     if isinstance(index, bool) or not isinstance(index, numbers.Integral | slice):
         kind = "an integer index or a slice" if slices else "an integer index"
-        raise TypeError(f"{where}: expected {kind}, got {index!r}")
+        raise TypeError(f"{where}: expected {kind}, got {shown(index)}")
     if isinstance(index, slice):
         start, stop, step = index.indices(models)
         if step != 1 or start >= stop:

@@ -65,7 +65,7 @@ class StackedActivation(Module):
         """The activation of model ``index``."""
         if isinstance(index, bool) or not isinstance(index, numbers.Integral):
             raise TypeError(
-                f"StackedActivation.activation_of: expected an integer index, got {index!r}"
+                f"StackedActivation.activation_of: expected an integer index, got {shown(index)}"
             )
         for activation, start, stop in self._runs:
             if start <= index < stop:

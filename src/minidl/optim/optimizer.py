@@ -173,7 +173,7 @@ class Optimizer:
                 real = isinstance(part, numbers.Real) and not isinstance(part, bool)
                 if real and not abs(float(part)) <= largest:
                     raise ValueError(
-                        f"{where}: {key}={value!r} is beyond the range of the parameters' "
+                        f"{where}: {key}={shown(value)} is beyond the range of the parameters' "
                         f"dtype {dtype} (largest finite value {largest:.6g})"
                     )
 
@@ -551,7 +551,7 @@ class Optimizer:
         optimizer keeps (SGD's ``momentum`` 0 with a momentum buffer), before anything is
         loaded: setting them afterwards would raise with the state already overwritten."""
         settings = {**self.optional_hyperparameters, **hyperparameters}
-        given = ", ".join(f"{key}={value!r}" for key, value in hyperparameters.items())
+        given = ", ".join(f"{key}={shown(value)}" for key, value in hyperparameters.items())
         self._check_state_fits(
             {**settings, **self._validate_hyperparameters(**settings)},
             f"{type(self).__name__}.load_state_dict: the saved hyper-parameters ({given}) need",
@@ -597,7 +597,7 @@ class Optimizer:
         }
         checked = {**settings, **self._validate_hyperparameters(**settings)}
         if hasattr(self, "state"):  # (built: the state tensors exist)
-            given = ", ".join(f"{key}={value!r}" for key, value in changes.items())
+            given = ", ".join(f"{key}={shown(value)}" for key, value in changes.items())
             self._check_state_fits(checked, f"{name}: {given} needs")
             self._check_in_range(checked, name)
         for key, value in checked.items():

@@ -42,7 +42,7 @@ def _check_milestones(where: str, milestones: list[Any], schedules: int) -> list
     for index, milestone in enumerate(milestones):
         if isinstance(milestone, bool) or not isinstance(milestone, numbers.Integral):
             raise TypeError(
-                f"{where}: milestones must be integers, got milestones[{index}] = {milestone!r} "
+                f"{where}: milestones must be integers, got milestones[{index}] = {shown(milestone)} "
                 f"({type(milestone).__name__})"
             )
         if int(milestone) <= previous:
