@@ -424,6 +424,17 @@ TAMPERING: list[tuple[str, Callable[[Path], None], list[str]]] = [
         ["not a minidl checkpoint", "'other'"],
     ),
     (
+        # (was quoted whole)
+        "another format of 5000 characters",
+        lambda p: rewrite(p, header=lambda h: h.update(format="x" * 5000)),
+        ["not a minidl checkpoint (format 'xxxxxxxxxx", "... (a str of 5000 characters), "],
+    ),
+    (
+        "format version as a text of 5000 characters",
+        lambda p: rewrite(p, header=lambda h: h.update(format_version="1" * 5000)),
+        ["invalid format version '1111111111", "... (a str of 5000 characters)"],
+    ),
+    (
         "header edited without its digest",
         lambda p: rewrite(p, header=_edit, redigest=False),
         ["header is corrupted", "SHA-256 does not match"],
