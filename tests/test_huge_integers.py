@@ -15,7 +15,7 @@ import torch
 
 from minidl import nn, optim
 from minidl._validate import shown
-from minidl.checkpoint import CheckpointError, save_checkpoint
+from minidl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minidl.cli import main
 from minidl.data import BatchIterator, make_disk_data
 from minidl.distributed import Launch, ShardedBatches
@@ -530,3 +530,50 @@ def test_the_command_line_s_other_messages_name_a_huge_integer_by_its_number_of_
     assert str(info.value).startswith(f"--batch-size an int of {digits} is not divisible by")
     assert _as_typed([2, value, 2]) == f"2,an int of {digits},2"
     assert _as_typed(value) == f"an int of {digits}" and _as_typed([25, 25]) == "25,25"
+
+
+def _schedules(steps: int) -> dict[str, Callable[[optim.Optimizer], optim.LRScheduler]]:
+    """A schedule of each kind with an integer setting of ``steps``, taken as given."""
+    return {
+        "StepDecay": lambda o: optim.StepDecay(o, step_size=steps),
+        "CyclicLR": lambda o: optim.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=steps),
+        "CosineAnnealingWarmRestarts": lambda o: optim.CosineAnnealingWarmRestarts(
+            o, T_0=2, T_mult=steps
+        ),
+        "LinearWarmup": lambda o: optim.LinearWarmup(o, warmup_steps=steps),
+        "SequentialSchedule": lambda o: optim.SequentialSchedule(
+            o, [optim.StepDecay(o, step_size=1), optim.StepDecay(o, step_size=1)], [steps]
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(_schedules(1)))
+def test_a_schedule_s_repr_writes_a_setting_of_5001_digits_whole_in_hexadecimal(
+    name: str,
+) -> None:
+    """A schedule took a step setting of more than 4300 digits, then its repr raised Python's
+    ValueError ("Exceeds the limit (4300 digits) for integer string conversion"), and so did
+    save_checkpoint, which records it. Written whole (in hexadecimal), not shortened as a
+    message would: checkpoints compare schedules by their repr."""
+    huge = VALUES["5001 digits"]
+    written = repr(_schedules(huge)[name](_sgd()))
+    assert f"{hex(huge)}" in written and len(written) < 2 * len(hex(huge)) + 200
+    assert repr(_schedules(huge + 1)[name](_sgd())) != written
+    assert str(10**59) in repr(_schedules(10**59)[name](_sgd()))  # (in decimal, as before)
+
+
+def test_a_checkpoint_of_a_schedule_with_a_setting_of_5001_digits_loads_into_that_one_only(
+    tmp_path: Path,
+) -> None:
+    huge = VALUES["5001 digits"]
+
+    def parts(steps: int) -> tuple[nn.Linear, optim.SGD, optim.StepDecay]:
+        model = nn.Linear(2, 2)
+        optimizer = optim.SGD(model.parameters(), lr=0.1)
+        return model, optimizer, optim.StepDecay(optimizer, step_size=steps)
+
+    path = tmp_path / "run.safetensors"
+    save_checkpoint(path, *parts(huge))
+    load_checkpoint(path, *parts(huge))
+    with pytest.raises(CheckpointError, match="the checkpoint is for another scheduler"):
+        load_checkpoint(path, *parts(huge + 1))

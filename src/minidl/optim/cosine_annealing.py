@@ -7,7 +7,7 @@ from typing import Literal
 
 from minidl._validate import check_int, check_real
 from minidl.optim.exponential_decay import interval_repr
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step, steps_repr
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["CosineAnnealing"]
@@ -70,6 +70,6 @@ class CosineAnnealing(LRScheduler):
 
     def __repr__(self) -> str:
         return (
-            f"CosineAnnealing(T_max={self.T_max}, eta_min={self.eta_min}, base_lr={self.base_lr}"
+            f"CosineAnnealing(T_max={steps_repr(self.T_max)}, eta_min={self.eta_min}, base_lr={self.base_lr}"
             f"{interval_repr(self.interval)})"
         )

@@ -8,7 +8,7 @@ from typing import Literal
 from minidl._validate import check_int
 from minidl.optim.cosine_annealing import check_eta_min
 from minidl.optim.exponential_decay import interval_repr
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step, steps_repr
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["CosineAnnealingWarmRestarts"]
@@ -89,6 +89,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
 
     def __repr__(self) -> str:
         return (
-            f"CosineAnnealingWarmRestarts(T_0={self.T_0}, T_mult={self.T_mult}, "
+            f"CosineAnnealingWarmRestarts(T_0={steps_repr(self.T_0)}, "
+            f"T_mult={steps_repr(self.T_mult)}, "
             f"eta_min={self.eta_min}, base_lr={self.base_lr}{interval_repr(self.interval)})"
         )

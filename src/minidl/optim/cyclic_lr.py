@@ -6,7 +6,13 @@ import math
 from typing import Literal
 
 from minidl._validate import check_int, check_real, shown
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, check_decay_gamma, checks_step
+from minidl.optim.lr_scheduler import (
+    LRScheduler,
+    ScheduleSetting,
+    check_decay_gamma,
+    checks_step,
+    steps_repr,
+)
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["CyclicLR"]
@@ -152,6 +158,7 @@ class CyclicLR(LRScheduler):
     def __repr__(self) -> str:
         return (
             f"CyclicLR(base_lr={self.base_lr}, max_lr={self.max_lr}, "
-            f"step_size_up={self.step_size_up}, step_size_down={self.step_size_down}, "
+            f"step_size_up={steps_repr(self.step_size_up)}, "
+            f"step_size_down={steps_repr(self.step_size_down)}, "
             f"mode={self.mode!r}, gamma={self.gamma})"
         )

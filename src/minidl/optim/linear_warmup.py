@@ -6,7 +6,7 @@ from typing import Literal
 
 from minidl._validate import check_int, check_real
 from minidl.optim.exponential_decay import interval_repr
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step
+from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step, steps_repr
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["LinearWarmup"]
@@ -70,6 +70,6 @@ class LinearWarmup(LRScheduler):
 
     def __repr__(self) -> str:
         return (
-            f"LinearWarmup(warmup_steps={self.warmup_steps}, start_factor={self.start_factor}, "
+            f"LinearWarmup(warmup_steps={steps_repr(self.warmup_steps)}, start_factor={self.start_factor}, "
             f"base_lr={self.base_lr}{interval_repr(self.interval)})"
         )

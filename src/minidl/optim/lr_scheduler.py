@@ -19,9 +19,25 @@ __all__ = [
     "check_interval",
     "checks_step",
     "fixed",
+    "steps_repr",
 ]
 
 T = TypeVar("T")
+
+
+def steps_repr(steps: int | list[int]) -> str:
+    """A number of steps (or a list of them, ``milestones``) as a schedule's ``repr`` writes
+    it: in decimal, as ``str``; one of more digits than Python writes in decimal (4300 by
+    default, ``sys.get_int_max_str_digits``), where ``str`` raises a ``ValueError`` of its own,
+    in hexadecimal (``0x...``, the same number as a Python literal). Written whole, not
+    shortened as :func:`~minidl._validate.shown` does in a message: checkpoints compare
+    schedules by their ``repr``, and two settings shortened alike would pass for one."""
+    if isinstance(steps, list):
+        return f"[{', '.join(steps_repr(part) for part in steps)}]"
+    try:
+        return str(steps)
+    except ValueError:  # (too many digits: hexadecimal has no limit)
+        return hex(steps)
 
 
 def check_interval(where: str, interval: object) -> Literal["epoch", "batch"]:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from minidl._validate import shown
-from minidl.optim.lr_scheduler import LRScheduler, checks_step, fixed
+from minidl.optim.lr_scheduler import LRScheduler, checks_step, fixed, steps_repr
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["SequentialSchedule"]
@@ -252,4 +252,4 @@ class SequentialSchedule(LRScheduler):
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(schedule) for schedule in self._schedules)
-        return f"SequentialSchedule([{inner}], milestones={self._milestones})"
+        return f"SequentialSchedule([{inner}], milestones={steps_repr(self._milestones)})"
