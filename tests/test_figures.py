@@ -93,3 +93,32 @@ def test_table_figure_draws_each_training_once_mains_then_variants(
     import matplotlib.pyplot as plt
 
     plt.close(figure)
+
+
+def test_a_figure_writer_that_fails_removes_the_folders_it_made(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A FigureWriter makes ``out`` (and its missing parents) at its first figure; one that
+    failed then (a full disk) removed its hidden folder but left those behind, empty. A folder
+    that was there stays, and so does one that holds a file."""
+
+    def save(plt: Any, figure: Any, path: Path) -> None:
+        plt.close(figure)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(figures, "_save", save)
+    rows = [_with_curves(experiment("II", "SGD, momentum 0"), [(4.0, 2.0), (2.0, 2.0)])]
+    with pytest.raises(OSError, match="No space left on device"):
+        figures.write_figures(rows, tmp_path / "new" / "deep" / "figures")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "there" / "kept").mkdir(parents=True)
+    (tmp_path / "there" / "kept" / "file").write_text("kept")
+    with pytest.raises(OSError, match="No space left on device"):
+        figures.write_figures(rows, tmp_path / "there" / "new" / "figures")
+    with pytest.raises(OSError, match="No space left on device"):
+        figures.write_figures(rows, tmp_path / "there" / "kept")
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "there",
+        "there/kept",
+        "there/kept/file",
+    ]

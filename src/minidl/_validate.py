@@ -9,6 +9,8 @@ import numbers
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -24,6 +26,8 @@ __all__ = [
     "check_real",
     "check_samples",
     "check_seed",
+    "make_folder",
+    "remove_if_empty",
     "shown",
     "unavailable",
 ]
@@ -177,6 +181,33 @@ def check_seed(where: str, value: object) -> int:
             f"range), got {shown(value)}"
         )
     return value
+
+
+def make_folder(out: Path) -> list[Path]:
+    """``out.mkdir(parents=True, exist_ok=True)``, returning the folders it made: ``out`` and
+    the parents that were missing (``new`` for ``new/deep``), deepest first, for
+    :func:`remove_if_empty` to remove again after a run that fails. Where making one fails
+    (a name too long), those made before it are removed again and the ``OSError`` raised."""
+    missing = []
+    folder = out
+    while not os.path.lexists(folder) and folder != folder.parent:
+        if folder.name != os.pardir:  # ("a/.." is a folder that was there, once "a" is made)
+            missing.append(folder)
+        folder = folder.parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        remove_if_empty(missing)
+        raise
+    return missing
+
+
+def remove_if_empty(folders: Iterable[Path]) -> None:
+    """Remove each of ``folders`` (made by :func:`make_folder`, deepest first) that is empty;
+    leave the others (and so their parents) as they are."""
+    for folder in folders:
+        with contextlib.suppress(OSError):  # (not empty, or gone)
+            folder.rmdir()
 
 
 def check_folder_takes_files(folder: str | os.PathLike[str]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from minidl._validate import make_folder, remove_if_empty
 from minidl.experiments.config import Experiment
 from minidl.experiments.training import RowResult, make_round_data
 from minidl.train import predict
@@ -287,7 +288,8 @@ class FigureWriter:
     worker leaves free), and the rest at the end. A figure is the same whenever it is drawn.
     Until :meth:`draw_all` (or :meth:`move_into_out`), the files wait in a hidden folder inside
     ``out``, which :meth:`close` (or leaving a ``with`` block) removes: a run that fails leaves
-    the figures of the previous run in ``out`` as they were, beside its report.
+    the figures of the previous run in ``out`` as they were, beside its report, and removes
+    the folders it made for ``out`` (``out`` and its missing parents) that are left empty.
 
     Args:
         experiments: the run's rows; a figure is drawn if it shows at least one of them.
@@ -305,6 +307,7 @@ class FigureWriter:
         self._pending = [(figure, shown) for figure, shown in shown_by if shown]
         self._drawn: list[Figure] = []
         self._staging: Path | None = None
+        self._made: list[Path] = []  # (the folders made for out, removed again if left empty)
 
     def __enter__(self) -> FigureWriter:
         return self
@@ -313,10 +316,13 @@ class FigureWriter:
         self.close()
 
     def close(self) -> None:
-        """Remove the figures drawn and not yet moved into ``out`` by :meth:`move_into_out`."""
+        """Remove the figures drawn and not yet moved into ``out`` by :meth:`move_into_out`,
+        and the folders made for ``out`` that are left empty."""
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
+        remove_if_empty(self._made)
+        self._made = []
 
     def draw_next(self, results: Sequence[RowResult]) -> bool:
         """Draw the first figure not drawn yet whose rows are all in ``results``.
@@ -328,7 +334,7 @@ class FigureWriter:
         for index, (figure, shown) in enumerate(self._pending):
             if all(experiment in have for experiment in shown):
                 if self._staging is None:
-                    self.out.mkdir(parents=True, exist_ok=True)
+                    self._made += make_folder(self.out)
                     self._staging = Path(tempfile.mkdtemp(prefix=".figures-", dir=self.out))
                 rows = [result for result in results if figure.shows(result.experiment)]
                 figure.draw(rows, self._staging / figure.file)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import itertools
 import os
@@ -20,7 +19,13 @@ from typing import Any
 import torch
 
 from minidl._allocator import keep_freed_memory
-from minidl._validate import check_folder_takes_files, check_int, shown
+from minidl._validate import (
+    check_folder_takes_files,
+    check_int,
+    make_folder,
+    remove_if_empty,
+    shown,
+)
 from minidl.experiments.batched import train_rows_batched
 from minidl.experiments.config import (
     Experiment,
@@ -248,7 +253,7 @@ def reproduce(
     processes = training_processes(experiments, settings.rounds, settings.jobs)
     settings = dataclasses.replace(settings, jobs=processes)
     out = Path(out)
-    made = _make_folder(out)  # (removed again, if still empty, by a run that fails)
+    made = make_folder(out)  # (removed again, if still empty, by a run that fails)
     in_the_way = _folder_in_the_way(out)
     if in_the_way is not None:  # (found before the training, not when the files move in)
         raise ValueError(f"reproduce: {in_the_way}")
@@ -326,7 +331,7 @@ def reproduce(
         if documents is not None:
             shutil.rmtree(documents, ignore_errors=True)
         if not done:  # (the folders made for this run, and left empty by it)
-            _remove_if_empty(made)
+            remove_if_empty(made)
     # The figures of an earlier run into ``out`` that this run did not draw belong to no report.
     remove_other_figures(out, figures)
     if summary:
@@ -380,43 +385,16 @@ def run_from_cli(args: argparse.Namespace) -> int:
     # a run that fails or is interrupted removes it here, with the parents it made (those
     # still empty).
     try:
-        made = _make_folder(out)
+        made = make_folder(out)
     except OSError as error:
         raise ValueError(f"--out {args.out}: cannot be made a folder ({error.strerror})") from None
     try:
         _check_out(args.out, out)
         _reproduce_from_cli(args, out, rounds, epochs, jobs)
     except BaseException:
-        _remove_if_empty(made)
+        remove_if_empty(made)
         raise
     return 0
-
-
-def _make_folder(out: Path) -> list[Path]:
-    """``out.mkdir(parents=True, exist_ok=True)``, returning the folders it made: ``out`` and
-    the parents that were missing (``new`` for ``new/deep``), deepest first, for
-    :func:`_remove_if_empty` to remove again after a run that fails. Where making one fails
-    (a name too long), those made before it are removed again and the ``OSError`` raised."""
-    missing = []
-    folder = out
-    while not os.path.lexists(folder) and folder != folder.parent:
-        if folder.name != os.pardir:  # ("a/.." is a folder that was there, once "a" is made)
-            missing.append(folder)
-        folder = folder.parent
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except BaseException:
-        _remove_if_empty(missing)
-        raise
-    return missing
-
-
-def _remove_if_empty(folders: Iterable[Path]) -> None:
-    """Remove each of ``folders`` (made by :func:`_make_folder`, deepest first) that is empty;
-    leave the others (and so their parents) as they are."""
-    for folder in folders:
-        with contextlib.suppress(OSError):  # (not empty, or gone)
-            folder.rmdir()
 
 
 def _check_out(given: str, out: Path) -> None:
