@@ -1568,3 +1568,45 @@ def test_a_checkpoint_without_optimizer_parameter_names_still_resumes(tmp_path: 
     )
     with pytest.raises(CheckpointError, match=r"optimizer.parameters must be a list of names"):
         load_checkpoint(tmp_path / "c", target_model, target)
+
+
+@pytest.mark.parametrize("when", ["as it is made", "as it returns"])
+def test_an_interrupt_as_the_temporary_file_is_made_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """Ctrl-C or SIGTERM (which ``minidl train`` raises as an interrupt) that came just as the
+    temporary file was made, before its path reached the code that removes it after an
+    interrupt, left it beside the checkpoint (seen under load in the test of SIGTERM during a
+    save). The previous checkpoint stays as it was."""
+    import minidl.checkpoint
+
+    path = tmp_path / "run.ckpt"
+    model = nn.Linear(2, 2)
+    save_checkpoint(path, model)
+    before = path.read_bytes()
+    real_open = os.open
+    create_temporary = minidl.checkpoint._create_temporary
+
+    def interrupted_open(file: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        descriptor = real_open(file, flags, mode, **kwargs)
+        if str(file).endswith(".tmp") and when == "as it is made":
+            os.close(descriptor)
+            raise KeyboardInterrupt
+        return descriptor
+
+    def interrupted_return(*args: Any) -> Any:
+        result = create_temporary(*args)
+        if isinstance(result, int):
+            os.close(result)
+        else:  # (the code before: the pair (descriptor, path))
+            os.close(result[0])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "open", interrupted_open)
+    if when == "as it returns":
+        monkeypatch.setattr(minidl.checkpoint, "_create_temporary", interrupted_return)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, nn.Linear(2, 2))
+    monkeypatch.undo()
+    assert sorted(tmp_path.iterdir()) == [path]
+    assert path.read_bytes() == before

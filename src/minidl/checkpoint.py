@@ -572,8 +572,12 @@ def _write_atomically(path: Path, data: bytes) -> None:
         mode: int | None = stat.S_IMODE(path.stat().st_mode)
     except OSError:
         mode = None
-    descriptor, temporary = _create_temporary(folder, path.name, 0o666 if mode is None else mode)
+    # (its name is known before it is made: an interrupt, Ctrl-C or SIGTERM, as it is made
+    # or just after, before its descriptor is returned, finds it here and removes it)
+    made: list[str] = []
     try:
+        descriptor = _create_temporary(folder, path.name, 0o666 if mode is None else mode, made)
+        temporary = made[-1]
         with os.fdopen(descriptor, "wb") as file:
             if mode is not None and hasattr(os, "fchmod"):
                 os.fchmod(file.fileno(), mode)  # (what the umask took away)
@@ -589,15 +593,17 @@ def _write_atomically(path: Path, data: bytes) -> None:
             time.sleep(delay)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        for name in made:
+            Path(name).unlink(missing_ok=True)
         raise
     _fsync_folder(folder)
 
 
-def _create_temporary(folder: Path, name: str, mode: int) -> tuple[int, str]:
+def _create_temporary(folder: Path, name: str, mode: int, made: list[str]) -> int:
     """Create a new file ``.<name>.<random>.tmp`` in ``folder`` with the permissions ``mode``
-    less the umask's (as ``open`` makes a new file), open for writing; return its descriptor
-    and path. (``tempfile.mkstemp`` makes it private, and reading the umask to give a new file
+    less the umask's (as ``open`` makes a new file), open for writing; return its descriptor.
+    Its path is appended to ``made`` before it is created (and taken off again where the name
+    is another file's), for the caller to remove it after an interrupt. (``tempfile.mkstemp`` makes it private, and reading the umask to give a new file
     its usual permissions means setting it, for the whole process: a file that another thread
     made meanwhile got no umask.) The name is short whatever the file's: the longest names a
     folder takes would be refused as soon as a suffix were added to them."""
@@ -605,9 +611,11 @@ def _create_temporary(folder: Path, name: str, mode: int) -> tuple[int, str]:
     flags |= getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
         temporary = os.path.join(folder, f".{name[:40]}.{secrets.token_hex(6)}.tmp")
+        made.append(temporary)
         try:
-            return os.open(temporary, flags, mode), temporary
-        except FileExistsError:
+            return os.open(temporary, flags, mode)
+        except FileExistsError:  # (another file's name: not ours to remove)
+            made.pop()
             continue
     raise FileExistsError(errno.EEXIST, f"no free temporary file name in {os.fspath(folder)}")
 
