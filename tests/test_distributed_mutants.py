@@ -16,7 +16,6 @@ batch size or the targets.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -119,44 +118,54 @@ def test_the_share_before_the_first_batch_is_an_equal_one() -> None:
 
 
 class _Store:
-    """A rendezvous store in memory (set, get and check, as the census uses them)."""
+    """A rendezvous store in memory (set, get and check, as the census uses them), which keeps
+    the keys asked for by ``check``; the key ``late`` appears at its ``after``-th check, and the
+    store stops answering after 50 checks (so that a rank waiting for a census that never comes
+    fails at once rather than at its timeout)."""
 
-    def __init__(self) -> None:
+    def __init__(self, late: str = "", after: int = 0) -> None:
         self.values: dict[str, bytes] = {}
+        self.checked: list[str] = []
+        self.late, self.after = late, after
 
     def set(self, key: str, value: str) -> None:
         self.values[key] = value.encode()
 
     def check(self, keys: list[str]) -> bool:
+        self.checked.extend(keys)
+        if len(self.checked) > 50:
+            raise RuntimeError("the test's store stopped answering")
+        if self.late and self.checked.count(self.late) == self.after:
+            self.set(self.late, "1")
         return all(key in self.values for key in keys)
 
 
-def _group_of(rank: int, world_size: int, timeout: float) -> ProcessGroup:
+def _group_of(
+    rank: int, world_size: int, timeout: float, store: _Store | None = None
+) -> ProcessGroup:
     group = ProcessGroup.__new__(ProcessGroup)
     group.rank, group.world_size, group.timeout = rank, world_size, timeout
-    group._store = _Store()  # type: ignore[assignment]
+    group._store = _Store() if store is None else store  # type: ignore[assignment]
     return group
 
 
 def test_rank_0_waits_for_the_census_of_every_survivor_but_not_of_the_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Rank 0 hosts the store: it leaves only when rank 2 (alive) has finished its census, not
-    waiting for rank 1 (missing); any other rank says it is done and leaves at once."""
+    """Rank 0 hosts the store: it leaves only when rank 2 (alive) has finished its census (here
+    at rank 0's third look), not waiting for rank 1 (missing); any other rank says it is done
+    and leaves at once, looking for no census. (Counted in looks, not timed: a timeout of a
+    minute leaves no doubt that rank 0 left because rank 2 was done.)"""
     monkeypatch.setattr(distributed, "_CENSUS_SECONDS", 0.0)
-    group = _group_of(0, 3, timeout=5.0)  # waits at most 5 + 0 + 2 s
-    store: Any = group._store
-    threading.Timer(0.3, store.set, args=("minidl/census-done/2", "1")).start()
-    start = time.monotonic()
-    group._finish_census([1])
-    elapsed = time.monotonic() - start
-    assert 0.3 <= elapsed < 6.0, elapsed
-    assert store.values["minidl/census-done/0"] == b"1"
-    other = _group_of(1, 3, timeout=1.0)
-    start = time.monotonic()
-    other._finish_census([2])
-    assert time.monotonic() - start < 0.1
-    assert other._store.values == {"minidl/census-done/1": b"1"}  # type: ignore[attr-defined]
+    done = "minidl/census-done/2"
+    store = _Store(late=done, after=3)
+    _group_of(0, 3, timeout=60.0, store=store)._finish_census([1])
+    assert store.checked == [done] * 3
+    assert store.values == {"minidl/census-done/0": b"1", done: b"1"}
+    store = _Store()
+    _group_of(1, 3, timeout=60.0, store=store)._finish_census([2])
+    assert store.checked == []
+    assert store.values == {"minidl/census-done/1": b"1"}
 
 
 @pytest.mark.parametrize(
@@ -187,7 +196,9 @@ def test_the_heartbeat_beats_while_the_group_is_open_and_stops_at_close(
     world_of_one: ProcessGroup,
 ) -> None:
     key = "minidl/heartbeat/0"
-    deadline = time.monotonic() + 20 * distributed._BEAT_SECONDS  # (a loaded machine is slow)
+    # (a loaded machine may leave the heartbeat's thread waiting for seconds: the deadline only
+    # bounds a heartbeat that never beats)
+    deadline = time.monotonic() + 120
     # (a get of a key not set yet blocks the store's one connection, which the heartbeat's set
     # then waits for: the test hung for the store's timeout whenever it asked before the first
     # beat)
@@ -199,7 +210,7 @@ def test_the_heartbeat_beats_while_the_group_is_open_and_stops_at_close(
         assert time.monotonic() < deadline, "the heartbeat did not beat"
         time.sleep(0.05)
     world_of_one.close()
-    world_of_one._heartbeat.join(timeout=5.0)
+    world_of_one._heartbeat.join(timeout=120)
     assert not world_of_one._heartbeat.is_alive()
 
 
