@@ -70,9 +70,12 @@ _worker: dict[str, Any] = {}
 
 def _start_worker(progress: Any) -> None:
     # Ctrl-C is the parent's to handle (it stops the workers): a worker that raised
-    # KeyboardInterrupt too would print its traceback. (Started with SIGINT ignored, see
-    # _ignoring_ctrl_c, it ignores it from its very start, while it imports torch.)
+    # KeyboardInterrupt too would print its traceback. (Started with SIGINT held back, see
+    # _holding_ctrl_c, it ignores it from its very start, while it imports torch: a SIGINT
+    # held back meanwhile is dropped here.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     # SIGTERM ends a worker at once (as _stop_workers sends it), whatever handler the parent
     # had (minidl's command line raises an exception there, for its clean-up).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -148,17 +151,30 @@ def _train_in_worker(
 
 
 @contextlib.contextmanager
-def _ignoring_ctrl_c() -> Iterator[None]:
-    """Ignore SIGINT in this process meanwhile (in the main thread): processes started then
-    inherit it ignored, from before the interpreter starts."""
+def _holding_ctrl_c() -> Iterator[None]:
+    """Hold SIGINT back meanwhile (block it, in the main thread): processes started then
+    inherit it held back, from before the interpreter starts, until :func:`_start_worker`
+    ignores it; one that came here meanwhile is raised at the end, as ``KeyboardInterrupt``.
+
+    (SIGINT was ignored meanwhile, which the workers inherited as well, but then a Ctrl-C while
+    the groups were submitted was lost, and the run went on. Where signals cannot be blocked,
+    as on Windows, it still is ignored.)
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "pthread_sigmask"):
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # (raises one held back)
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
@@ -290,9 +306,9 @@ def train_groups(
     ) as pool:
         try:
             # (inside the try: an interrupt here, SIGTERM for minidl's command line, which
-            # SIGINT's being ignored does not keep out, left the pool's end to wait for the
+            # SIGINT's being held back does not keep out, left the pool's end to wait for the
             # groups submitted to be trained)
-            with _ignoring_ctrl_c():  # (the workers are started by the submissions)
+            with _holding_ctrl_c():  # (the workers are started by the submissions)
                 futures: dict[Future[list[RowResult]], int] = {
                     pool.submit(
                         _train_in_worker,
