@@ -41,10 +41,11 @@ PID_FOLDER_ENV = "MINIDL_TEST_PID_FOLDER"
 def wait_in_worker(
     group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
 ) -> list[RowResult]:
-    """Leave ``<pid>.pid`` in the folder named by :data:`PID_FOLDER_ENV`, then wait two minutes
-    (long enough for a test to kill the parent process meanwhile)."""
+    """Leave ``<pid>.pid`` in the folder named by :data:`PID_FOLDER_ENV`, then wait ten minutes
+    (long enough for a test to kill the parent process meanwhile, and for a pool that would
+    wait for it to outlast the tests' deadlines, two minutes at most)."""
     (Path(os.environ[PID_FOLDER_ENV]) / f"{os.getpid()}.pid").touch()
-    time.sleep(120)
+    time.sleep(600)
     return []
 
 

@@ -666,7 +666,7 @@ def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
         assert len(workers) == 2, f"the workers did not start (parent: {parent.poll()})"
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120  # (only bounds workers that never end)
         while any(map(_alive, workers)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not any(map(_alive, workers)), "workers outlived their killed parent"
@@ -731,7 +731,7 @@ def _in_group(group: int) -> list[int]:
     return found
 
 
-def _group_ends(group: int, seconds: float = 10) -> bool:
+def _group_ends(group: int, seconds: float = 120) -> bool:
     """Whether process group ``group`` has no live process left within ``seconds``."""
     import time
 
@@ -804,7 +804,7 @@ def test_a_pool_stopped_while_a_worker_sends_its_results_ends(tmp_path: Path) ->
     waited for the rest for ever, and the error never left train_groups."""
 
     with _in_own_group(_STOPPED_WHILE_SENDING, tmp_path) as parent:
-        output, errors = parent.communicate(timeout=60)
+        output, errors = parent.communicate(timeout=120)
         assert (parent.returncode, output) == (0, "stopped while a result was sent\n"), errors
         assert (tmp_path / "sent").exists()  # (the result was on its way)
         assert not _in_group(parent.pid), "workers outlived the pool"
@@ -837,7 +837,7 @@ def test_a_worker_killed_while_it_sends_its_results_breaks_the_pool(tmp_path: Pa
     the error of a worker killed at any other moment."""
 
     with _in_own_group(_KILLED_WHILE_SENDING, tmp_path) as parent:
-        output, errors = parent.communicate(timeout=60)
+        output, errors = parent.communicate(timeout=120)
         assert parent.returncode == 0, errors
         assert re.fullmatch(
             r"train_groups: a worker process ended before its rows were trained \(process \d+ "
@@ -880,7 +880,7 @@ def test_a_worker_killed_while_it_sends_progress_breaks_the_pool(tmp_path: Path)
 
     assert MANY_EPOCHS == 1000  # (as the script expects)
     with _in_own_group(_KILLED_AFTER_MANY_RECORDS, tmp_path) as parent:
-        output, errors = parent.communicate(timeout=60)
+        output, errors = parent.communicate(timeout=120)
         assert parent.returncode == 0, errors
         assert re.fullmatch(
             r"train_groups: a worker process ended before its rows were trained \(process \d+ "
@@ -937,7 +937,7 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path, target: str, groups: i
         else:  # the parent alone, while the workers import torch and 4 groups wait
             time.sleep(0.5)
             parent.send_signal(signal.SIGINT)
-        _, errors = parent.communicate(timeout=30)
+        _, errors = parent.communicate(timeout=120)
         assert parent.returncode == 130, errors
         assert errors.strip() == "interrupted", errors
         assert _group_ends(parent.pid), "workers outlived the interrupted parent"
@@ -969,10 +969,10 @@ _INTERRUPTED_SUBMISSION = (
 def test_an_interrupt_between_two_submissions_stops_the_workers(tmp_path: Path) -> None:
     """An interrupt while the groups were submitted (SIGINT is ignored then, SIGTERM, which
     minidl's command line raises as one, is not) left the pool's end waiting for the groups
-    already submitted to be trained (here two minutes) before it went on."""
+    already submitted to be trained (here ten minutes) before it went on."""
 
     with _in_own_group(_INTERRUPTED_SUBMISSION, tmp_path) as parent:
-        output, errors = parent.communicate(timeout=60)
+        output, errors = parent.communicate(timeout=120)
         assert (parent.returncode, output) == (0, "interrupted\n"), errors
         assert not _in_group(parent.pid), "workers outlived the pool"
 
@@ -1045,7 +1045,7 @@ def test_sigterm_ends_reproduce_as_ctrl_c_does(tmp_path: Path, target: str) -> N
             parent.send_signal(signal.SIGTERM)
         else:
             os.killpg(parent.pid, signal.SIGTERM)
-        output, errors = parent.communicate(timeout=60)
+        output, errors = parent.communicate(timeout=120)
         assert (parent.returncode, output, errors) == (143, "", "minidl reproduce: terminated\n")
         assert sorted(path.name for path in out.iterdir()) == [
             "fig1_loss_criteria.png",
