@@ -576,7 +576,7 @@ def gpu_check(*argv: str, python: str = sys.executable) -> subprocess.CompletedP
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHON": python},
-        timeout=120,
+        timeout=600,  # (a loaded machine took 2 minutes for a test of two runs)
         check=False,
     )
 
