@@ -283,7 +283,7 @@ def _library_worker(rank: int, ports: tuple[int, int], out: str) -> None:
         if rank >= world_size:
             return
         os.environ["MASTER_PORT"] = str(port)
-        with ProcessGroup(Launch(rank, world_size, rank), timeout=30.0) as group:
+        with ProcessGroup(Launch(rank, world_size, rank), timeout=120.0) as group:  # (slow imports)
             result = _paper_run(group)
             # The global batch's gradients clipped, alike on every rank.
             result["clipped"] = _paper_run(group, max_grad_norm=CLIP)["steps"]

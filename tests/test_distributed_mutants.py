@@ -305,7 +305,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     result: dict[str, Any] = {}
-    with ProcessGroup(Launch(rank, 2, rank), timeout=20.0) as group:
+    with ProcessGroup(Launch(rank, 2, rank), timeout=120.0) as group:  # (slow imports)
         torch.manual_seed(rank)
         model = Sequential(Linear(2, 3, dtype=F64), BatchNorm1d(3, dtype=F64))
         model[1].running_mean.add_(rank + 1)

@@ -126,7 +126,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     result: dict[str, Any] = {}
-    with ProcessGroup(Launch(rank, 2, rank), timeout=30.0) as group:
+    with ProcessGroup(Launch(rank, 2, rank), timeout=120.0) as group:  # (slow imports)
         model = _normed()
         parallel = DataParallel(model, group)
         optimizer = optim.SGD(model.parameters(), lr=0.1)
