@@ -1012,8 +1012,12 @@ def test_ctrl_c_while_the_groups_are_submitted_stops_the_workers(tmp_path: Path)
 
 
 _REPRODUCE = (
-    "import sys; sys.path.insert(0, {root!r})\n"
+    "import functools, sys; sys.path.insert(0, {root!r})\n"
     "from minidl.cli import main\n"
+    "from minidl.experiments import runner\n"
+    "from tests.pool_helpers import train_but_wait_late\n"
+    "runner.run_experiments = functools.partial(runner.run_experiments,\n"
+    "                                           train=train_but_wait_late)\n"
     "if __name__ == '__main__':\n"
     "    sys.exit(main(['reproduce', '--quick', '--jobs', '2', '--quiet', '--out', {out!r}]))\n"
 )
@@ -1027,7 +1031,9 @@ def test_sigterm_ends_reproduce_as_ctrl_c_does(tmp_path: Path, target: str) -> N
     as a batch scheduler sends it) while the workers train and a figure waits in its hidden
     folder: it killed the parent at once, leaving that folder in ``--out``. It now ends the run
     as Ctrl-C does (workers stopped, hidden folders removed, the previous files as they were),
-    with the shells' status for SIGTERM (143) and one line."""
+    with the shells' status for SIGTERM (143) and one line. (The group of Fig. 1's rows waits
+    ten minutes, :func:`~tests.pool_helpers.train_but_wait_late`: Table II's figure is drawn,
+    and the run cannot end before the signal, however late it comes.)"""
     import signal
     import time
 
