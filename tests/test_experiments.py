@@ -13,7 +13,7 @@ import re
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -481,17 +481,37 @@ def test_forked_and_spawned_workers_give_the_rows_of_one_process(
                 assert torch.equal(p.data, q.data)
 
 
-def test_a_free_worker_lets_the_caller_use_the_groups_trained_so_far() -> None:
+def _idle_calls(
+    monkeypatch: pytest.MonkeyPatch, folder: Path
+) -> tuple[list[Any], Callable[[Any], None]]:
+    """The calls of a ``when_idle`` (returned with it) that also tells the late group of
+    :func:`~tests.pool_helpers.train_cross_entropy_late` to start."""
+    from tests.pool_helpers import PID_FOLDER_ENV
+
+    monkeypatch.setenv(PID_FOLDER_ENV, str(folder))
+    calls: list[Any] = []
+
+    def when_idle(finished: Any) -> None:
+        calls.append(finished)
+        (folder / "idle").touch()
+
+    return calls, when_idle
+
+
+def test_a_free_worker_lets_the_caller_use_the_groups_trained_so_far(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """train_groups calls when_idle while a worker has nothing left to train, with exactly the
-    groups finished by then; here the third group starts 3 s late, the first two are done."""
+    groups finished by then; here the third group starts only once when_idle was called, the
+    first two are done."""
     from minidl.experiments.pool import train_groups
     from tests.pool_helpers import train_cross_entropy_late
 
     late = next(e for e in FIGURE_1 if e.loss == "cross-entropy")
     groups = [[TABLE_II[0]], [TABLE_II[1]], [late]]
-    calls: list[dict[int, Any]] = []
+    calls, when_idle = _idle_calls(monkeypatch, tmp_path)
     results = train_groups(
-        groups, 1, 0, jobs=2, train=train_cross_entropy_late, epochs=2, when_idle=calls.append
+        groups, 1, 0, jobs=2, train=train_cross_entropy_late, epochs=2, when_idle=when_idle
     )
     assert calls, "a worker waited with nothing to train, but when_idle was not called"
     for call in calls:
@@ -502,15 +522,17 @@ def test_a_free_worker_lets_the_caller_use_the_groups_trained_so_far() -> None:
             ]
 
 
-def test_run_experiments_passes_the_rows_trained_so_far_in_order() -> None:
+def test_run_experiments_passes_the_rows_trained_so_far_in_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """when_idle gets one result per experiment already trained, in the experiments' order
     (identical rows included), equal to the final ones; never with training here."""
     from tests.pool_helpers import is_late, train_cross_entropy_late
 
     experiments = [*FIGURE_1, *TABLE_II]
-    calls: list[list[Any]] = []
+    calls, when_idle = _idle_calls(monkeypatch, tmp_path)
     results = run_experiments(
-        experiments, 1, 0, epochs=2, jobs=2, train=train_cross_entropy_late, when_idle=calls.append
+        experiments, 1, 0, epochs=2, jobs=2, train=train_cross_entropy_late, when_idle=when_idle
     )
     assert calls
     final = {result.experiment: result for result in results}
