@@ -635,6 +635,7 @@ def test_only_rank_0_writes_the_checkpoint(tmp_path: Path) -> None:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     source = os.path.join(root, "src")
     argv = ["train", "--epochs", "2", "--hidden", "4", "--batch-size", "500"]
+    argv += ["--dist-timeout", "300"]  # (their start-ups may differ by a minute on a busy machine)
     ranks = []
     for rank in range(2):
         folder = tmp_path / f"rank{rank}"
