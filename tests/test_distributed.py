@@ -638,17 +638,16 @@ def test_cli_under_torchrun_refuses_a_batch_size_the_ranks_cannot_split_by_its_f
 
 @pytest.mark.parametrize(
     ("world_size", "victim", "how", "timeout"),
-    [(3, 1, signal.SIGKILL, 30.0), (2, 1, signal.SIGSTOP, 10.0)],
+    [(3, 1, signal.SIGKILL, 10.0), (2, 1, signal.SIGSTOP, 10.0)],
     ids=["killed", "hung"],
 )
 def test_a_dead_or_hung_rank_stops_the_others_with_its_name(
     world_size: int, victim: int, how: signal.Signals, timeout: float, tmp_path: Path
 ) -> None:
-    """A killed rank is found at once (its connections close), well within the timeout; a hung
-    one at the timeout (not before, nor at twice it). Each time is taken when the survivors
-    have written their errors (a loaded machine may take long to end a process), and the
-    timeouts are long enough for the ranks' collectives not to time out on such a machine
-    before the signal."""
+    """A killed rank is found at once (its connections close) or at the timeout, a hung one at
+    the timeout: not at twice it. Each time is taken when the survivors have written their
+    errors (a loaded machine may take long to end a process), and the timeouts are long enough
+    for the ranks' collectives not to time out on such a machine before the signal."""
     argv = ["train", "--epochs", "1000000", "--batch-size", str(BATCH)]
     ranks = _start_ranks(world_size, [*argv, "--dist-timeout", str(timeout)], tmp_path)
     survivors = [r for r in range(world_size) if r != victim]
@@ -674,11 +673,10 @@ def test_a_dead_or_hung_rank_stops_the_others_with_its_name(
         for rank in ranks:
             rank.kill()
             rank.wait()
-    # Found at once (killed: closed connections) or at the timeout (hung), plus the census.
+    # Found at once (killed: closed connections) or at the timeout, plus the census (1.5 s).
+    assert elapsed < 2 * timeout, elapsed
     if how == signal.SIGSTOP:
-        assert timeout <= elapsed < 2 * timeout, elapsed
-    else:
-        assert elapsed < timeout, elapsed
+        assert elapsed >= timeout
     for rank in survivors:
         error = (tmp_path / f"err{rank}.txt").read_text()
         # (the collective it was in: a step's all_reduce, or the all_gather of an epoch's start,
