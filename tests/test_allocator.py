@@ -102,3 +102,10 @@ def test_reproduce_keeps_freed_memory(monkeypatch: pytest.MonkeyPatch, tmp_path:
     args = ["reproduce", "--quick", "--quiet", "--tables", "2", "--jobs", "1"]
     assert main([*args, "--out", str(tmp_path)]) == 0
     assert calls == [True]
+
+
+def test_keep_freed_memory_without_mallopt_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Linux C library without ``mallopt`` (musl): ``False``, not an ``AttributeError``."""
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: type("Musl", (), {})())
+    assert keep_freed_memory() is False
