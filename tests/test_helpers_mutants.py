@@ -1,0 +1,177 @@
+"""The shared helpers that no earlier mutation review aimed at (minidl._setting, minidl._validate,
+minidl.nn._checks): tests that kill the hand-made bugs the suite let through."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minidl import nn
+
+# -- minidl._setting --------------------------------------------------------------------------
+
+
+def test_a_plain_subclass_read_before_its_setting_is_set_names_the_setting() -> None:
+    """A subclass that does not override ``p`` reads the setting itself: before the
+    constructor set it, the error names ``Sub.p`` (a slot read back through ``p`` would
+    recurse until Python's limit)."""
+
+    class Sub(nn.Dropout):
+        pass
+
+    assert "_p" not in vars(Sub)  # (no slot reader: nothing overrides p)
+    bare = Sub.__new__(Sub)
+    with pytest.raises(AttributeError, match=r"^Sub\.p has no value yet: Sub's constructor"):
+        bare.p  # noqa: B018
+
+
+def test_a_subclass_that_defines_the_slot_itself_keeps_it() -> None:
+    """``read_overridden_settings``: the slot ``_p`` is read from ``self.p`` unless the class
+    that overrides ``p`` defines ``_p`` too; its own ``_p``, a class default here, stays."""
+
+    class Fixed(nn.Dropout):
+        p = 0.9  # (a plain attribute: the constructor's self.p = ... sets the instance's)
+        _p = 0.0
+
+    assert vars(Fixed)["_p"] == 0.0
+    layer = Fixed(0.5)
+    x = torch.randn(4, 3)
+    assert (layer.p, layer._p) == (0.5, 0.0)
+    assert torch.equal(layer(x), x)  # forward reads the class's _p: no dropout
+
+
+# -- minidl._validate -------------------------------------------------------------------------
+
+
+def test_check_int_gives_a_python_int_for_a_numpy_integer() -> None:
+    np = pytest.importorskip("numpy")
+    from minidl._validate import check_int
+
+    value = check_int("f", "n", np.int64(3))
+    assert type(value) is int and value == 3
+
+
+def test_check_real_writes_the_range_it_checks() -> None:
+    """Each bound as it is (one of more than six significant digits whole: ``1`` for a bound of
+    ``1.0000001`` would read as if ``1.0000002`` were refused for being above 1), and an
+    unbounded side open."""
+    from minidl._validate import check_real
+
+    with pytest.raises(ValueError, match=r"^f: x must be in \[0, 1\.0000001\], got 1\.0000002$"):
+        check_real("f", "x", 1.0000002, low=0.0, high=1.0000001)
+    with pytest.raises(ValueError, match=r"^f: x must be in \(0\.5, inf\), got 0\.25$"):
+        check_real("f", "x", 0.25, low=0.5, low_open=True)
+    # An unbounded side is open: the value must be finite.
+    with pytest.raises(ValueError, match=r"^f: x must be a finite number in \(-inf, 1\], got inf$"):
+        check_real("f", "x", float("inf"), high=1.0)
+
+
+@pytest.mark.parametrize("which", ["x", "y"])
+def test_check_samples_refuses_a_0_dim_tensor_naming_it(which: str) -> None:
+    from minidl._validate import check_samples
+
+    tensors = {"x": torch.zeros(3, 2), "y": torch.zeros(3)}
+    tensors[which] = torch.tensor(1.0)
+    with pytest.raises(
+        ValueError, match=rf"^fit: {which} must hold at least one sample, got shape \(\)$"
+    ):
+        check_samples("fit", tensors["x"], tensors["y"])
+
+
+def test_check_samples_refuses_tensors_on_two_devices() -> None:
+    from minidl._validate import check_samples
+
+    x, y = torch.zeros(3, 2, device="meta"), torch.zeros(3)
+    with pytest.raises(ValueError, match=r"^fit: x and y must be on one device, got meta and cpu$"):
+        check_samples("fit", x, y)
+
+
+def test_check_labelled_refuses_a_0_dim_x() -> None:
+    from minidl._validate import check_labelled
+
+    with pytest.raises(
+        ValueError,
+        match=r"^fit: validation x and y must hold as many samples, "
+        r"got x of shape \(\) and y of shape \(3,\)$",
+    ):
+        check_labelled("fit", "validation ", torch.tensor(1.0), torch.zeros(3, dtype=torch.long))
+
+
+def test_check_class_indices_refuses_bools_and_names_the_value_out_of_range() -> None:
+    from minidl._validate import check_class_indices
+
+    with pytest.raises(
+        TypeError,
+        match=r"^f: y must hold class indices of an integer dtype, "
+        r"got torch\.bool$",
+    ):
+        check_class_indices("f", "", torch.tensor([True, False]), 2)
+    # Both ends out of range: the negative one is named.
+    with pytest.raises(ValueError, match=r"have 2 columns\), got -1$"):
+        check_class_indices("f", "", torch.tensor([5, -1]), 2)
+    with pytest.raises(ValueError, match=r"have 2 columns\), got 2$"):
+        check_class_indices("f", "", torch.tensor([0, 2]), 2)
+    check_class_indices("f", "", torch.tensor([0, 1]), 2)
+
+
+def test_check_like_compares_the_dtype() -> None:
+    from minidl._validate import check_like
+
+    reference = torch.zeros(4, 2)
+    with pytest.raises(
+        ValueError,
+        match=r"^f: x must hold samples like the training x, of shape "
+        r"\(N, 2\), torch\.float32 on cpu; got \(N, 2\), torch\.float64 on cpu$",
+    ):
+        check_like("f", "x", torch.zeros(3, 2, dtype=torch.float64), reference, "the training x")
+    check_like("f", "x", torch.zeros(3, 2), reference, "the training x")
+
+
+def test_check_copyable_takes_a_meta_tensor_into_a_meta_target_only() -> None:
+    from minidl._validate import check_copyable
+
+    value = torch.zeros(2, device="meta")
+    check_copyable("load", "w", value, torch.zeros(2, device="meta"))
+    with pytest.raises(TypeError, match=r"^load: w is a meta tensor; expected a dense tensor"):
+        check_copyable("load", "w", value, torch.zeros(2))
+
+
+# -- minidl.nn._checks ------------------------------------------------------------------------
+
+
+def test_a_module_cast_or_moved_since_its_forward_is_named_for_the_device_too() -> None:
+    from minidl.nn._checks import check_still_fits
+
+    with pytest.raises(
+        RuntimeError,
+        match=r"^Linear: the parameters are torch\.float32 on cpu "
+        r"but the last forward ran in torch\.float32 on meta",
+    ):
+        check_still_fits("Linear", torch.zeros(2, device="meta"), torch.zeros(2))
+    check_still_fits("Linear", torch.zeros(2), torch.zeros(3))
+
+
+def test_only_a_0_dim_gradient_is_taken_for_the_loss_itself() -> None:
+    """The hint that ``backward`` takes the gradient, not the loss, is for a 0-dim gradient;
+    a gradient of another wrong shape gets the shapes only."""
+    from minidl.nn._checks import check_grad_output
+
+    shape = torch.Size([2, 3])
+    with pytest.raises(ValueError, match=r"criterion\.backward\(\), not the loss$"):
+        check_grad_output("Tanh", torch.tensor(1.0), shape)
+    with pytest.raises(ValueError, match=r"\(the shape of the last forward's output\)$"):
+        check_grad_output("Tanh", torch.zeros(3), shape)
+
+
+def test_only_an_inputs_mismatch_says_how_to_mend_the_input() -> None:
+    from minidl.nn._checks import check_like_parameter
+
+    parameter = torch.zeros(2)
+    with pytest.raises(TypeError, match=r"; convert the input or call \.to\(dtype=\.\.\.\)"):
+        check_like_parameter("Linear", torch.zeros(2, dtype=torch.float64), parameter)
+    with pytest.raises(
+        TypeError,
+        match=r"^Linear: gradient dtype torch\.float64 does not match "
+        r"the parameters' dtype torch\.float32$",
+    ):
+        check_like_parameter("Linear", torch.zeros(2, dtype=torch.float64), parameter, "gradient")
