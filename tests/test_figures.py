@@ -122,3 +122,204 @@ def test_a_figure_writer_that_fails_removes_the_folders_it_made(
         "there/kept",
         "there/kept/file",
     ]
+
+
+# -- the data each figure draws, read back from the Figure (mutation review) -------------------
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The Figure objects the figure functions draw (not saved); closed afterwards."""
+    import matplotlib.pyplot as plt
+
+    made: list[Any] = []
+    monkeypatch.setattr(figures, "_save", lambda plt, figure, path: made.append(figure))
+    yield made
+    for figure in made:
+        plt.close(figure)
+
+
+def _rounds_with(row: RowResult, **fields: Any) -> RowResult:
+    """``row`` with every round's ``fields`` replaced (each a value or a list, one per round)."""
+    rounds = tuple(
+        dataclasses.replace(r, **{k: v[i] if isinstance(v, list) else v for k, v in fields.items()})
+        for i, r in enumerate(row.rounds)
+    )
+    return RowResult(experiment=row.experiment, rounds=rounds, seconds=0.0)
+
+
+def test_figure_1_draws_each_rows_mean_curve_by_epoch_on_a_log_error_axis(
+    drawn: list[Any], tmp_path: Path
+) -> None:
+    """One curve per loss, at epochs 1, 2, 3, each in its own colour; its legend counts the
+    rounds whose training loss diverged (not the validation error, which stays finite); the
+    error axis is logarithmic, named, and the epochs are on x."""
+    mse = _rounds_with(
+        _with_curves(experiment("Fig. 1", "MSE"), [(4.0, 2.0, 1.0), (2.0, 2.0, 3.0)]),
+        train_loss=[(0.5, float("nan"), float("nan")), (0.5, 0.4, 0.3)],
+    )
+    entropy = _with_curves(experiment("Fig. 1", "Cross-entropy"), [(8.0, 4.0, 2.0)])
+    figures.figure_1([mse, entropy], tmp_path / "fig1.png")
+    (figure,) = drawn
+    (axes,) = figure.axes
+    lines = axes.get_lines()
+    assert [list(line.get_xdata()) for line in lines] == [[1, 2, 3], [1, 2, 3]]
+    assert [list(line.get_ydata()) for line in lines] == [[3.0, 2.0, 2.0], [8.0, 4.0, 2.0]]
+    assert lines[0].get_color() != lines[1].get_color()
+    assert [line.get_label() for line in lines] == [
+        "MSE\n(2 rounds, 1 diverged)",
+        "Cross-entropy\n(1 round)",
+    ]
+    assert axes.get_yscale() == "log"
+    assert (axes.get_xlabel(), axes.get_ylabel()) == ("epoch", "validation error (%)")
+
+
+def test_table_figure_colours_variants_as_their_row_and_names_mixed_activations(
+    drawn: list[Any], tmp_path: Path
+) -> None:
+    """Table I: a row that mixes activations says which; each variant is drawn in its row's
+    colour, the first of a row dashed, the second dotted; one round is "1 round"."""
+    labels = ["Sigmoid", "Tanh", "Sigmoid+Tanh (tanh, sigmoid, tanh)", "Sigmoid alone"]
+    rows = [
+        _with_curves(experiment("I", label), [(float(i + 2), 1.0)])
+        for i, label in enumerate(labels)
+    ]
+    table_figure(rows, "I", tmp_path / "table.png")
+    (figure,) = drawn
+    (axes,) = figure.axes
+    lines = axes.get_lines()
+    assert [line.get_label() for line in lines] == [
+        "Sigmoid (sigmoid, tanh, sigmoid)",
+        "Tanh",
+        "variant: Sigmoid+Tanh (tanh, sigmoid, tanh)",
+        "variant: Sigmoid alone",
+    ]
+    assert [list(line.get_xdata()) for line in lines] == [[1, 2]] * 4
+    sigmoid, tanh, first, second = lines
+    assert first.get_color() == second.get_color() == sigmoid.get_color() != tanh.get_color()
+    assert [line.get_linestyle() for line in lines] == ["-", "-", "--", ":"]
+    assert axes.get_title() == "Table I: mean validation error over 1 round"
+    assert axes.get_yscale() == "log"
+
+
+def _table_iii_sgd_rows(n_train: int) -> list[RowResult]:
+    """Table III's three SGD rows with ``n_train`` training points (batches of 100), over 14
+    epochs: the constant rate, a step decay per epoch, and a per-batch CLR rate."""
+    rows = []
+    for label in ("SGD", "SGD, step decay", "SGD, CLR"):
+        row = experiment("III", label)
+        row = dataclasses.replace(row, protocol=dataclasses.replace(row.protocol, n_train=n_train))
+        batches = -(-n_train // 100)
+        lr_curve = tuple(0.01 * 0.5 ** (epoch // 5) for epoch in range(14))
+        batch_lr = tuple(0.001 * (1 + b % 7) for b in range(14 * batches)) if "CLR" in label else ()
+        if label == "SGD":
+            lr_curve = (0.01,) * 14
+        rows.append(_rounds_with(fake_row(row, [1.0]), lr_curve=lr_curve, batch_lr=batch_lr))
+    return rows
+
+
+@pytest.mark.parametrize("n_train", [1000, 1050], ids=["10 batches", "11 batches, the last short"])
+def test_figure_3_draws_each_batchs_rate_and_the_first_12_epochs_below(
+    drawn: list[Any], tmp_path: Path, n_train: int
+) -> None:
+    """Top: the rate of every batch on an epoch axis (an epoch's rate repeated for each of its
+    batches, the last short one included; CLR's own per-batch rates), log scale; bottom: the
+    first 12 epochs of the same."""
+    rows = _table_iii_sgd_rows(n_train)
+    figures.figure_3(rows, tmp_path / "fig3.png")
+    (figure,) = drawn
+    top, bottom = figure.axes
+    batches = -(-n_train // 100)
+    assert top.get_yscale() == "log"
+    for axes, epochs in ((top, 14), (bottom, 12)):
+        lines = axes.get_lines()
+        assert [line.get_label() for line in lines] == ["SGD", "SGD, step decay", "SGD, CLR"]
+        x = [b / batches for b in range(epochs * batches)]
+        for line, row in zip(lines, rows, strict=True):
+            first = row.rounds[0]
+            expected = first.batch_lr or [lr for lr in first.lr_curve for _ in range(batches)]
+            assert list(line.get_xdata()) == pytest.approx(x)
+            assert list(line.get_ydata()) == list(expected[: epochs * batches])
+
+
+def test_figure_2_shows_the_labels_the_answers_and_the_boundary_in_raw_coordinates(
+    drawn: list[Any], tmp_path: Path
+) -> None:
+    """Top: the test set's points by label; bottom: right and wrong answers, counted, and the
+    decision boundary on the raw [0, 1]^2 square. The network answers 1 where the normalised
+    x1 is positive, so the boundary is the vertical line at the training mean of x1."""
+    from minidl import nn
+    from minidl.experiments.training import make_round_data
+    from minidl.train import predict
+
+    row = fake_row(experiment("I", "Tanh"), [12.5])
+    model = nn.Linear(2, 2)
+    model.weight.data.copy_(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+    model.bias.data.zero_()
+    row = _rounds_with(row, model=model, train_error=99.0)
+    figures.figure_2(row, tmp_path / "fig2.png")
+    (figure,) = drawn
+    top, bottom = figure.axes
+    data = make_round_data(row.experiment, row.rounds[0].seeds)
+    raw, labels = data.test.raw, data.test.y
+    correct = predict(model, data.test.x) == labels
+    inside, outside = top.collections[:2]
+    assert torch.equal(torch.as_tensor(inside.get_offsets()), raw[labels == 1])
+    assert torch.equal(torch.as_tensor(outside.get_offsets()), raw[labels == 0])
+    assert (inside.get_label(), outside.get_label()) == ("label 1 (inside)", "label 0 (outside)")
+    right, wrong = bottom.collections[:2]
+    assert torch.equal(torch.as_tensor(right.get_offsets()), raw[correct])
+    assert torch.equal(torch.as_tensor(wrong.get_offsets()), raw[~correct])
+    count = int(correct.sum())
+    assert 0 < count < len(labels)
+    assert right.get_label() == f"correct ({count})"
+    assert wrong.get_label() == f"misclassified ({len(labels) - count})"
+    assert bottom.get_title() == "Tanh network (Table I, round 1): test error 12.5%"
+    (boundary,) = [c for c in bottom.collections if hasattr(c, "allsegs")]
+    points = torch.cat([torch.as_tensor(s) for s in boundary.allsegs[0]])
+    mean_x1 = float(data.train.raw[:, 0].mean())
+    assert (points[:, 0] - mean_x1).abs().max() < 1 / 300  # (the grid's step)
+    assert points[:, 1].min() < 0.01 and points[:, 1].max() > 0.99
+
+
+def test_figure_writer_draws_each_figure_from_its_own_rows_and_lists_them_in_report_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Table III's rows come in first, so its figure is drawn first; still each figure shows
+    only its own table's rows, and ``draw_all`` lists the figures in the report's order."""
+    import matplotlib.pyplot as plt
+
+    drawn: dict[str, Any] = {}
+
+    def save(plt_: Any, figure: Any, path: Path) -> None:
+        drawn[path.name] = figure
+        path.write_bytes(b"")
+
+    monkeypatch.setattr(figures, "_save", save)
+    table_ii = [
+        fake_row(experiment("II", label), [1.0]) for label in ("SGD, momentum 0", "ADADELTA")
+    ]
+    table_iii = [fake_row(experiment("III", "ADADELTA"), [1.0])]  # (no row of Fig. 3)
+    experiments = [row.experiment for row in (*table_ii, *table_iii)]
+    with figures.FigureWriter(experiments, tmp_path) as writer:
+        assert writer.draw_next(table_iii)
+        written = writer.draw_all([*table_ii, *table_iii])
+    assert list(written) == ["tableII", "tableIII"]
+    for name, rows in (("tableII", table_ii), ("tableIII", table_iii)):
+        lines = drawn[f"{name}_validation.png"].axes[0].get_lines()
+        assert [line.get_label() for line in lines] == [row.experiment.label for row in rows]
+    for figure in drawn.values():
+        plt.close(figure)
+
+
+def test_removing_other_figures_leaves_a_symbolic_link_of_that_name(tmp_path: Path) -> None:
+    """A link named as a figure (to a file of the user's elsewhere) is not the figure of an
+    earlier run: it stays, as the files it is not named as do."""
+    target = tmp_path / "elsewhere.png"
+    target.write_bytes(b"the user's")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fig1_loss_criteria.png").symlink_to(target)
+    (out / "fig2_test_set.png").write_bytes(b"an earlier run's figure")
+    assert figures.remove_other_figures(out, {}) == ["fig2_test_set.png"]
+    assert (out / "fig1_loss_criteria.png").is_symlink() and target.read_bytes() == b"the user's"
