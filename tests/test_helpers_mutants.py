@@ -136,6 +136,27 @@ def test_check_copyable_takes_a_meta_tensor_into_a_meta_target_only() -> None:
         check_copyable("load", "w", value, torch.zeros(2))
 
 
+def test_a_seed_is_any_that_manual_seed_takes() -> None:
+    """``torch.Generator.manual_seed`` takes -2**63 to 2**64 - 1 (a negative seed s is
+    2**64 + s): all of them pass, and one past either end is refused."""
+    from minidl._validate import check_seed
+
+    for seed in (-(2**63), 2**63, 2**64 - 1):
+        assert check_seed("f", seed) == seed
+        torch.Generator().manual_seed(seed)
+    for seed in (-(2**63) - 1, 2**64):
+        with pytest.raises(ValueError, match=r"^f: seed must be in \[-2\*\*63, 2\*\*64 - 1\]"):
+            check_seed("f", seed)
+
+
+def test_a_size_past_the_largest_tensor_dimension_is_refused() -> None:
+    from minidl.nn._checks import check_size
+
+    assert check_size("Linear", "in_features", 2**63 - 1) == 2**63 - 1
+    with pytest.raises(ValueError, match=r"^Linear: in_features must be at most 2\*\*63 - 1 "):
+        check_size("Linear", "in_features", 2**63)
+
+
 # -- minidl.nn._checks ------------------------------------------------------------------------
 
 
