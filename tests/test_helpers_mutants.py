@@ -66,18 +66,6 @@ def test_check_real_writes_the_range_it_checks() -> None:
         check_real("f", "x", float("inf"), high=1.0)
 
 
-@pytest.mark.parametrize("which", ["x", "y"])
-def test_check_samples_refuses_a_0_dim_tensor_naming_it(which: str) -> None:
-    from minidl._validate import check_samples
-
-    tensors = {"x": torch.zeros(3, 2), "y": torch.zeros(3)}
-    tensors[which] = torch.tensor(1.0)
-    with pytest.raises(
-        ValueError, match=rf"^fit: {which} must hold at least one sample, got shape \(\)$"
-    ):
-        check_samples("fit", tensors["x"], tensors["y"])
-
-
 def test_check_samples_refuses_tensors_on_two_devices() -> None:
     from minidl._validate import check_samples
 
@@ -86,26 +74,9 @@ def test_check_samples_refuses_tensors_on_two_devices() -> None:
         check_samples("fit", x, y)
 
 
-def test_check_labelled_refuses_a_0_dim_x() -> None:
-    from minidl._validate import check_labelled
-
-    with pytest.raises(
-        ValueError,
-        match=r"^fit: validation x and y must hold as many samples, "
-        r"got x of shape \(\) and y of shape \(3,\)$",
-    ):
-        check_labelled("fit", "validation ", torch.tensor(1.0), torch.zeros(3, dtype=torch.long))
-
-
-def test_check_class_indices_refuses_bools_and_names_the_value_out_of_range() -> None:
+def test_check_class_indices_names_the_value_out_of_range() -> None:
     from minidl._validate import check_class_indices
 
-    with pytest.raises(
-        TypeError,
-        match=r"^f: y must hold class indices of an integer dtype, "
-        r"got torch\.bool$",
-    ):
-        check_class_indices("f", "", torch.tensor([True, False]), 2)
     # Both ends out of range: the negative one is named.
     with pytest.raises(ValueError, match=r"have 2 columns\), got -1$"):
         check_class_indices("f", "", torch.tensor([5, -1]), 2)
