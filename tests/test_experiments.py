@@ -966,40 +966,6 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path, target: str, groups: i
 
 
 _INTERRUPTED_SUBMISSION = (
-    "import sys; sys.path.insert(0, {root!r})\n"
-    "from concurrent.futures import ProcessPoolExecutor\n"
-    "from minidl.experiments.config import experiments_for_tables\n"
-    "from minidl.experiments.pool import train_groups\n"
-    "from tests.pool_helpers import wait_in_worker\n"
-    "submit = ProcessPoolExecutor.submit\n"
-    "def interrupted(self, *args, **kwargs):\n"
-    # (as SIGTERM, which minidl's command line raises as an interrupt, may land there)
-    "    if self._pending_work_items:\n"
-    "        raise KeyboardInterrupt\n"
-    "    return submit(self, *args, **kwargs)\n"
-    "ProcessPoolExecutor.submit = interrupted\n"
-    "if __name__ == '__main__':\n"
-    "    rows = experiments_for_tables('1,2')[:2]\n"
-    "    try:\n"
-    "        train_groups([[row] for row in rows], 1, 0, jobs=2, train=wait_in_worker)\n"
-    "    except KeyboardInterrupt:\n"
-    "        print('interrupted')\n"
-)
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
-def test_an_interrupt_between_two_submissions_stops_the_workers(tmp_path: Path) -> None:
-    """An interrupt while the groups were submitted (SIGINT is ignored then, SIGTERM, which
-    minidl's command line raises as one, is not) left the pool's end waiting for the groups
-    already submitted to be trained (here ten minutes) before it went on."""
-
-    with _in_own_group(_INTERRUPTED_SUBMISSION, tmp_path) as parent:
-        output, errors = parent.communicate(timeout=120)
-        assert (parent.returncode, output) == (0, "interrupted\n"), errors
-        assert not _in_group(parent.pid), "workers outlived the pool"
-
-
-_CTRL_C_WHILE_SUBMITTING = (
     "import os, signal, sys; sys.path.insert(0, {root!r})\n"
     "from concurrent.futures import ProcessPoolExecutor\n"
     "from minidl.experiments.config import experiments_for_tables\n"
@@ -1007,8 +973,7 @@ _CTRL_C_WHILE_SUBMITTING = (
     "from tests.pool_helpers import wait_in_worker\n"
     "submit = ProcessPoolExecutor.submit\n"
     "def interrupted(self, *args, **kwargs):\n"
-    "    if not self._pending_work_items:\n"
-    "        os.kill(os.getpid(), signal.SIGINT)\n"
+    "{interrupt}"
     "    return submit(self, *args, **kwargs)\n"
     "ProcessPoolExecutor.submit = interrupted\n"
     "if __name__ == '__main__':\n"
@@ -1021,13 +986,27 @@ _CTRL_C_WHILE_SUBMITTING = (
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
-def test_ctrl_c_while_the_groups_are_submitted_stops_the_workers(tmp_path: Path) -> None:
-    """A SIGINT (Ctrl-C) while the groups were submitted, which start the workers, was lost:
-    SIGINT was ignored meanwhile (so that the workers inherit it ignored), and the run went on
-    as if no Ctrl-C had come (a test that sent one after a fixed delay failed whenever a loaded
-    machine made it land there). It is held back meanwhile, and raised afterwards."""
+@pytest.mark.parametrize(
+    "interrupt",
+    [
+        # (as SIGTERM, which minidl's command line raises as an interrupt, may land there)
+        "    if self._pending_work_items:\n        raise KeyboardInterrupt\n",
+        "    if not self._pending_work_items:\n        os.kill(os.getpid(), signal.SIGINT)\n",
+    ],
+    ids=["raised-at-the-second", "sigint-at-the-first"],
+)
+def test_an_interrupt_while_the_groups_are_submitted_stops_the_workers(
+    tmp_path: Path, interrupt: str
+) -> None:
+    """An interrupt raised while the groups were submitted (SIGTERM, which minidl's command
+    line raises as one) left the pool's end waiting for the groups already submitted to be
+    trained (here ten minutes) before it went on. A SIGINT (Ctrl-C) then was lost: SIGINT was
+    ignored meanwhile (so that the workers, which the submissions start, inherit it ignored),
+    and the run went on as if no Ctrl-C had come (a test that sent one after a fixed delay
+    failed whenever a loaded machine made it land there). It is held back meanwhile, and
+    raised afterwards."""
 
-    with _in_own_group(_CTRL_C_WHILE_SUBMITTING, tmp_path) as parent:
+    with _in_own_group(_INTERRUPTED_SUBMISSION, tmp_path, interrupt=interrupt) as parent:
         output, errors = parent.communicate(timeout=120)
         assert (parent.returncode, output) == (0, "interrupted\n"), errors
         assert not _in_group(parent.pid), "workers outlived the pool"
