@@ -603,10 +603,11 @@ def _create_temporary(folder: Path, name: str, mode: int, made: list[str]) -> in
     """Create a new file ``.<name>.<random>.tmp`` in ``folder`` with the permissions ``mode``
     less the umask's (as ``open`` makes a new file), open for writing; return its descriptor.
     Its path is appended to ``made`` before it is created (and taken off again where the name
-    is another file's), for the caller to remove it after an interrupt. (``tempfile.mkstemp`` makes it private, and reading the umask to give a new file
-    its usual permissions means setting it, for the whole process: a file that another thread
-    made meanwhile got no umask.) The name is short whatever the file's: the longest names a
-    folder takes would be refused as soon as a suffix were added to them."""
+    is another file's), for the caller to remove it after an interrupt. (``tempfile.mkstemp``
+    makes it private, and reading the umask to give a new file its usual permissions means
+    setting it, for the whole process: a file that another thread made meanwhile got no
+    umask.) The name is short whatever the file's: the longest names a folder takes would be
+    refused as soon as a suffix were added to them."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     flags |= getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
@@ -860,10 +861,10 @@ def _check_header_fields(header: dict[str, Any]) -> None:
             shape(saved_shape, f"optimizer.shapes[{index}]")
         names = optimizer.get("parameters", [])  # (not in checkpoints of older versions)
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            raise TypeError(f"optimizer.parameters must be a list of names, got {names!r}")
+            raise TypeError(f"optimizer.parameters must be a list of names, got {shown(names)}")
     generators = header.get("module_generators", [])  # (not in checkpoints of older versions)
     if not isinstance(generators, list) or not all(isinstance(name, str) for name in generators):
-        raise TypeError(f"module_generators must be a list of paths, got {generators!r}")
+        raise TypeError(f"module_generators must be a list of paths, got {shown(generators)}")
     scheduler = entry(header, "scheduler", "")
     if scheduler is not None:
         mapping(scheduler, "scheduler")
