@@ -699,6 +699,13 @@ def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+#: What train_groups says of a worker killed by SIGKILL (a regular expression).
+_KILLED_BY_SIGKILL = (
+    r"train_groups: a worker process ended before its rows were trained \(process \d+ killed "
+    r"by SIGKILL, as the out-of-memory killer does\); the other workers were stopped\n"
+)
+
+
 @pytest.mark.skipif(pool.START_METHOD != "fork", reason="the test patches the parent's runner")
 def test_a_worker_killed_by_a_signal_is_named_and_leaves_the_previous_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -730,12 +737,7 @@ def test_a_worker_killed_by_a_signal_is_named_and_leaves_the_previous_files(
     )
     assert main(["reproduce", "--quick", "--quiet", "--jobs", "2", "--out", str(out)]) == 1
     errors = capsys.readouterr().err
-    assert re.fullmatch(
-        r"minidl reproduce: error: train_groups: a worker process ended before its rows were "
-        r"trained \(process \d+ killed by SIGKILL, as the out-of-memory killer does\); the "
-        r"other workers were stopped\n",
-        errors,
-    ), errors
+    assert re.fullmatch(r"minidl reproduce: error: " + _KILLED_BY_SIGKILL, errors), errors
     assert [path.name for path in out.iterdir()] == ["report.md"]
     assert (out / "report.md").read_text() == "the previous run\n"
 
@@ -797,25 +799,31 @@ def _start_in_own_group(script: str, pid_folder: Path, **fields: object) -> subp
     )
 
 
-_STOPPED_WHILE_SENDING = (
+# A script that trains Table II's first row in one worker with ``pool_helpers.{train}``. Each
+# epoch reported is noted and leaves a file ``reading``, then the rest of ``on_epoch`` runs
+# (``{then}``); it prints the error (``{caught}``) train_groups raises, then whether the epochs
+# noted came in order, and how many.
+_ONE_GROUP = (
     "import os, sys, time\n"
     "sys.path.insert(0, {root!r})\n"
+    "from concurrent.futures.process import BrokenProcessPool\n"
     "from pathlib import Path\n"
     "from minidl.experiments.config import experiments_for_tables\n"
     "from minidl.experiments.pool import train_groups\n"
-    "from tests.pool_helpers import PID_FOLDER_ENV, send_part_then_wait\n"
-    "def on_epoch(*_):\n"
-    "    folder = Path(os.environ[PID_FOLDER_ENV])\n"
+    "from tests import pool_helpers\n"
+    "folder = Path(os.environ[pool_helpers.PID_FOLDER_ENV])\n"
+    "epochs = []\n"
+    "def on_epoch(row, index, record):\n"
+    "    epochs.append(record.epoch)\n"
     "    (folder / 'reading').touch()\n"
-    "    while not (folder / 'sent').exists():\n"
-    "        time.sleep(0.01)\n"
-    "    raise RuntimeError('stopped while a result was sent')\n"
+    "{then}"
     "if __name__ == '__main__':\n"
     "    try:\n"
     "        train_groups([[experiments_for_tables('2')[0]]], 1, 0, jobs=1,\n"
-    "                     train=send_part_then_wait, on_epoch=on_epoch)\n"
-    "    except RuntimeError as error:\n"
+    "                     train=pool_helpers.{train}, on_epoch=on_epoch)\n"
+    "    except {caught} as error:\n"
     "        print(error)\n"
+    "    print(epochs == list(range(len(epochs))), len(epochs))\n"
 )
 
 
@@ -825,30 +833,18 @@ def test_a_pool_stopped_while_a_worker_sends_its_results_ends(tmp_path: Path) ->
     networks and curves) left part of a message in the results' pipe: the executor's thread
     waited for the rest for ever, and the error never left train_groups."""
 
-    with _in_own_group(_STOPPED_WHILE_SENDING, tmp_path) as parent:
+    then = (
+        "    while not (folder / 'sent').exists():\n"
+        "        time.sleep(0.01)\n"
+        "    raise RuntimeError('stopped while a result was sent')\n"
+    )
+    fields = {"train": "send_part_then_wait", "caught": "RuntimeError", "then": then}
+    with _in_own_group(_ONE_GROUP, tmp_path, **fields) as parent:
         output, errors = parent.communicate(timeout=120)
-        assert (parent.returncode, output) == (0, "stopped while a result was sent\n"), errors
+        expected = "stopped while a result was sent\nTrue 1\n"
+        assert (parent.returncode, output) == (0, expected), errors
         assert (tmp_path / "sent").exists()  # (the result was on its way)
         assert not _in_group(parent.pid), "workers outlived the pool"
-
-
-_KILLED_WHILE_SENDING = (
-    "import os, sys\n"
-    "sys.path.insert(0, {root!r})\n"
-    "from concurrent.futures.process import BrokenProcessPool\n"
-    "from pathlib import Path\n"
-    "from minidl.experiments.config import experiments_for_tables\n"
-    "from minidl.experiments.pool import train_groups\n"
-    "from tests.pool_helpers import PID_FOLDER_ENV, send_part_then_die\n"
-    "def on_epoch(*_):\n"
-    "    (Path(os.environ[PID_FOLDER_ENV]) / 'reading').touch()\n"
-    "if __name__ == '__main__':\n"
-    "    try:\n"
-    "        train_groups([[experiments_for_tables('2')[0]]], 1, 0, jobs=1,\n"
-    "                     train=send_part_then_die, on_epoch=on_epoch)\n"
-    "    except BrokenProcessPool as error:\n"
-    "        print(error)\n"
-)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
@@ -858,36 +854,13 @@ def test_a_worker_killed_while_it_sends_its_results_breaks_the_pool(tmp_path: Pa
     futures never failed and train_groups waited for them for ever. It now stops the pool with
     the error of a worker killed at any other moment."""
 
-    with _in_own_group(_KILLED_WHILE_SENDING, tmp_path) as parent:
+    fields = {"train": "send_part_then_die", "caught": "BrokenProcessPool", "then": ""}
+    with _in_own_group(_ONE_GROUP, tmp_path, **fields) as parent:
         output, errors = parent.communicate(timeout=120)
         assert parent.returncode == 0, errors
-        assert re.fullmatch(
-            r"train_groups: a worker process ended before its rows were trained \(process \d+ "
-            r"killed by SIGKILL, as the out-of-memory killer does\); the other workers were "
-            r"stopped\n",
-            output,
-        ), (output, errors)
+        assert re.fullmatch(_KILLED_BY_SIGKILL + r"True 1\n", output), (output, errors)
         assert (tmp_path / "sent").exists() and (tmp_path / "killed").exists()
         assert not _in_group(parent.pid), "workers outlived the pool"
-
-
-_KILLED_AFTER_MANY_RECORDS = (
-    "import sys\n"
-    "sys.path.insert(0, {root!r})\n"
-    "from concurrent.futures.process import BrokenProcessPool\n"
-    "from minidl.experiments.config import experiments_for_tables\n"
-    "from minidl.experiments.pool import train_groups\n"
-    "from tests.pool_helpers import report_many_then_die\n"
-    "epochs = []\n"
-    "if __name__ == '__main__':\n"
-    "    try:\n"
-    "        train_groups([[experiments_for_tables('2')[0]]], 1, 0, jobs=1,\n"
-    "                     train=report_many_then_die,\n"
-    "                     on_epoch=lambda row, index, record: epochs.append(record.epoch))\n"
-    "    except BrokenProcessPool as error:\n"
-    "        print(error)\n"
-    "    print(epochs == list(range(1001)))\n"
-)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
@@ -900,16 +873,12 @@ def test_a_worker_killed_while_it_sends_progress_breaks_the_pool(tmp_path: Path)
     records arrive in full, in order, and the worker's end breaks the pool."""
     from tests.pool_helpers import MANY_EPOCHS
 
-    assert MANY_EPOCHS == 1000  # (as the script expects)
-    with _in_own_group(_KILLED_AFTER_MANY_RECORDS, tmp_path) as parent:
+    fields = {"train": "report_many_then_die", "caught": "BrokenProcessPool", "then": ""}
+    with _in_own_group(_ONE_GROUP, tmp_path, **fields) as parent:
         output, errors = parent.communicate(timeout=120)
         assert parent.returncode == 0, errors
-        assert re.fullmatch(
-            r"train_groups: a worker process ended before its rows were trained \(process \d+ "
-            r"killed by SIGKILL, as the out-of-memory killer does\); the other workers were "
-            r"stopped\nTrue\n",
-            output,
-        ), (output, errors)
+        epochs = f"True {MANY_EPOCHS + 1}\n"  # (one more a flush later)
+        assert re.fullmatch(_KILLED_BY_SIGKILL + epochs, output), (output, errors)
         assert (tmp_path / "killed").exists() and not (tmp_path / "sent").exists()
         assert not _in_group(parent.pid), "workers outlived the pool"
 
