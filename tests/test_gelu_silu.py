@@ -100,7 +100,8 @@ def test_the_infinities_give_the_limits_where_pytorch_gives_nan(
 ) -> None:
     """+inf: output +inf, derivative 1; -inf: output -0, derivative 0 (the limits, as Tanh,
     Sigmoid and ELU give theirs). PyTorch's output at -inf and its derivatives at both are NaN
-    (x times a factor that is 0 there). NaN stays NaN."""
+    (x times a factor that is 0 there), and so is its output at +inf where its vectorised float32
+    exact GELU runs (AVX-512: NaN; AVX2: inf). NaN stays NaN."""
     make, function = ACTIVATIONS[name]
     x = torch.tensor([math.inf, -math.inf, math.nan], dtype=dtype)
     output, grad = _ours(make, x)
@@ -109,7 +110,9 @@ def test_the_infinities_give_the_limits_where_pytorch_gives_nan(
     assert grad[1].item() == 0.0
     assert output[2].isnan() and grad[2].isnan()
     expected, expected_grad = _torchs(function, x)
-    assert expected[0].item() == math.inf and expected[1:].isnan().all()
+    assert expected[0].item() == math.inf or (name, dtype) == ("gelu", F32)
+    assert expected[0].isnan() or expected[0].item() == math.inf
+    assert expected[1:].isnan().all()
     assert expected_grad.isnan().all()  # (what the documentation says PyTorch gives)
 
 
