@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -979,6 +980,52 @@ def test_an_interrupt_while_the_groups_are_submitted_stops_the_workers(
         output, errors = parent.communicate(timeout=120)
         assert (parent.returncode, output) == (0, "interrupted\n"), errors
         assert not _in_group(parent.pid), "workers outlived the pool"
+
+
+_INTERRUPTED_IN_ANOTHER_THREAD = (
+    "import multiprocessing, signal, sys, threading, time; sys.path.insert(0, {root!r})\n"
+    "from multiprocessing.process import BaseProcess\n"
+    "from minidl.cli import _sigterm_as_interrupt\n"
+    "from minidl.experiments.config import experiments_for_tables\n"
+    "from minidl.experiments.pool import train_groups\n"
+    "from tests.pool_helpers import wait_in_worker\n"
+    "other = threading.Thread(target=threading.Event().wait, daemon=True)\n"
+    "other.start()  # (the signal not blocked there)\n"
+    "start = BaseProcess.start\n"
+    "def interrupted(self):\n"
+    "    start(self)\n"
+    "    signal.pthread_kill(other.ident, signal.{signal})\n"
+    "    time.sleep(1)  # (where the main thread raised it, before the pool knew the worker)\n"
+    "BaseProcess.start = interrupted\n"
+    "if __name__ == '__main__':\n"
+    "    rows = experiments_for_tables('1,2')[:2]\n"
+    "    try:\n"
+    "        with _sigterm_as_interrupt():\n"
+    "            train_groups([[row] for row in rows], 1, 0, jobs=2, train=wait_in_worker)\n"
+    "    except KeyboardInterrupt as interrupt:\n"
+    "        left = len(multiprocessing.active_children())\n"
+    "        print(type(interrupt).__name__, left, 'workers left')\n"
+)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs pthread_kill")
+@pytest.mark.parametrize(
+    ("number", "raised"), [("SIGINT", "KeyboardInterrupt"), ("SIGTERM", "_Terminated")]
+)
+def test_an_interrupt_taken_by_another_thread_is_held_back_as_well(
+    tmp_path: Path, number: str, raised: str
+) -> None:
+    """A signal for the whole process (Ctrl-C, ``kill``) goes to a thread that does not block
+    it: while the main thread held SIGINT back during the submissions, to another thread
+    (torch's, tqdm's), and the main thread raised it at once all the same, here just after a
+    worker was started and before the pool knew of it; SIGTERM, which minidl's command line
+    raises as an interrupt, was not held back at all. That worker was never stopped, and the
+    parent waited at its exit for it to train its group (here ten minutes). Both are now held
+    back whichever thread takes them, and raised once the pool knows every worker."""
+
+    with _in_own_group(_INTERRUPTED_IN_ANOTHER_THREAD, tmp_path, signal=number) as parent:
+        output, errors = parent.communicate(timeout=120)
+        assert (parent.returncode, output) == (0, f"{raised} 0 workers left\n"), errors
 
 
 _REPRODUCE = (

@@ -67,18 +67,21 @@ START_METHOD = "fork" if sys.platform == "linux" else "spawn"
 # In each worker: the queue of the progress messages, set by _start_worker.
 _worker: dict[str, Any] = {}
 
+# The signals held back while the workers are started (see _holding_interrupts).
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
 
 def _start_worker(progress: Any) -> None:
     # Ctrl-C is the parent's to handle (it stops the workers): a worker that raised
-    # KeyboardInterrupt too would print its traceback. (Started with SIGINT held back, see
-    # _holding_ctrl_c, it ignores it from its very start, while it imports torch: a SIGINT
-    # held back meanwhile is dropped here.)
+    # KeyboardInterrupt too would print its traceback. SIGTERM ends a worker at once (as
+    # _stop_workers sends it), whatever handler the parent had (minidl's command line raises an
+    # exception there, for its clean-up). (Started with both held back, see _holding_interrupts,
+    # a worker ignores SIGINT from its very start, while it imports torch: one held back
+    # meanwhile is dropped here; a SIGTERM held back ends it here.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    # SIGTERM ends a worker at once (as _stop_workers sends it), whatever handler the parent
-    # had (minidl's command line raises an exception there, for its clean-up).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
     _worker["progress"] = progress
     torch.set_num_threads(1)
     keep_freed_memory()
@@ -151,14 +154,21 @@ def _train_in_worker(
 
 
 @contextlib.contextmanager
-def _holding_ctrl_c() -> Iterator[None]:
-    """Hold SIGINT back meanwhile (block it, in the main thread): processes started then
-    inherit it held back, from before the interpreter starts, until :func:`_start_worker`
-    ignores it; one that came here meanwhile is raised at the end, as ``KeyboardInterrupt``.
+def _holding_interrupts() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back meanwhile: block them in the main thread, and note them
+    where another thread takes them; processes started then inherit them blocked, from before
+    the interpreter starts, until :func:`_start_worker` sets their handlers. One that came
+    meanwhile is raised at the end, in the main thread, to the handler there was before
+    (``KeyboardInterrupt`` for SIGINT as a rule; an exception too for SIGTERM under minidl's
+    command line).
 
-    (SIGINT was ignored meanwhile, which the workers inherited as well, but then a Ctrl-C while
-    the groups were submitted was lost, and the run went on. Where signals cannot be blocked,
-    as on Windows, it still is ignored.)
+    Either, raised while the groups were submitted, could come between a worker's start and the
+    pool's record of it: that worker was never stopped, and the parent, at its exit, waited for
+    it to train its group. (SIGINT was ignored meanwhile, which the workers inherited as well,
+    but then a Ctrl-C while the groups were submitted was lost, and the run went on. Blocked in
+    the main thread alone, a signal for the whole process went to another thread, torch's or
+    tqdm's, and was raised in the main thread all the same, as soon as it ran again. Where
+    signals cannot be blocked, as on Windows, SIGINT is ignored, and SIGTERM not held back.)
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -170,11 +180,20 @@ def _holding_ctrl_c() -> Iterator[None]:
         finally:
             signal.signal(signal.SIGINT, previous)
         return
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    held: list[int] = []
+    handlers = {
+        number: signal.signal(number, lambda number, frame: held.append(number))
+        for number in _HELD_SIGNALS
+    }
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # (raises one held back)
+        for number, handler in handlers.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # (raises one blocked here)
+        for taken in dict.fromkeys(held):  # (those that another thread took)
+            signal.raise_signal(taken)
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
@@ -305,10 +324,10 @@ def train_groups(
         initargs=(progress,),
     ) as pool:
         try:
-            # (inside the try: an interrupt here, SIGTERM for minidl's command line, which
-            # SIGINT's being held back does not keep out, left the pool's end to wait for the
-            # groups submitted to be trained)
-            with _holding_ctrl_c():  # (the workers are started by the submissions)
+            # (inside the try: an interrupt raised here, as one held back is at the end, or an
+            # error of a submission, left the pool's end to wait for the groups submitted to be
+            # trained)
+            with _holding_interrupts():  # (the workers are started by the submissions)
                 futures: dict[Future[list[RowResult]], int] = {
                     pool.submit(
                         _train_in_worker,
