@@ -151,6 +151,9 @@ def count_ops(step: Callable[[], None], most_calls: int = 10) -> int:
     first calls, as it plans its calls); at most ``most_calls`` calls are counted."""
     from torch.profiler import ProfilerActivity, profile
 
+    # (the profiler's library prints two lines at each start and stop otherwise, between the
+    # table's lines; read when a profile starts, and a user's own setting stays)
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     step()
     counts: list[int] = []
     while len(counts) < 2 or counts[-1] != counts[-2]:
