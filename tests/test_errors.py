@@ -1641,9 +1641,21 @@ def test_activation_by_a_name_that_is_no_str_is_a_type_error(name: Any) -> None:
         nn.mlp((2, 3, 3, 2), ("tanh", name))
 
 
-def test_mlp_wrong_number_of_activation_names() -> None:
-    with raises(ValueError, "mlp", "expected 2 activation names", "got 3"):
-        nn.mlp((2, 3, 3, 2), ("tanh", "relu", "elu"))
+@pytest.mark.parametrize(
+    ("sizes", "names", "expected"),
+    [
+        ((2, 3, 3, 2), ("tanh", "relu", "elu"), "expected 2 activation names for 2 hidden layers"),
+        ((2, 3, 2), ("tanh", "relu"), "expected 1 activation name for 1 hidden layer"),
+        ((2, 2), ("tanh",), "expected 0 activation names for 0 hidden layers"),
+    ],
+)
+def test_mlp_wrong_number_of_activation_names(
+    sizes: tuple[int, ...], names: tuple[str, ...], expected: str
+) -> None:
+    """The counts in the message agree with their nouns (one hidden layer took "1 activation
+    names for 1 hidden layers")."""
+    with raises(ValueError, f"mlp: {expected}, got {len(names)}"):
+        nn.mlp(sizes, names)
 
 
 @pytest.mark.parametrize(

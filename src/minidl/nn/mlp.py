@@ -142,8 +142,13 @@ def mlp(
             f"{_unordered(activations)}{type(activations).__name__}"
         )
     if len(names) != hidden:
+        nouns = (
+            ("activation name", "hidden layer")
+            if hidden == 1
+            else ("activation names", "hidden layers")
+        )
         raise ValueError(
-            f"mlp: expected {hidden} activation names for {hidden} hidden layers, got {len(names)}"
+            f"mlp: expected {hidden} {nouns[0]} for {hidden} {nouns[1]}, got {len(names)}"
         )
     keys = [_activation_key("mlp", name) for name in names]  # all checked before any draw
     layers: list[Module] = []
