@@ -12,8 +12,9 @@ The contract is the course's (and the paper's):
 (the data, at the start of a network): the same parameter gradients, no input gradient returned.
 
 On top of it, what a PyTorch user expects: ``module(x)``, ``parameters()``, ``zero_grad()``,
-``train()`` / ``eval()``, ``state_dict()`` / ``load_state_dict()``, ``to(device, dtype)`` and a
-readable ``repr``. State that is not trained (e.g. batch-norm running statistics) is registered
+``train()`` / ``eval()``, ``state_dict()`` / ``load_state_dict()``, ``to(device, dtype)``,
+``get_submodule(path)`` / ``get_parameter(path)`` / ``get_buffer(path)`` and a readable
+``repr``. State that is not trained (e.g. batch-norm running statistics) is registered
 with ``register_buffer``: saved, loaded and moved with the parameters, but given no gradient.
 
 The cache holds references, not copies (a copy per call would cost the time minidl competes
@@ -559,6 +560,129 @@ class Module:
         """An iterator over the direct children, as in PyTorch, in registration order:
         :meth:`named_children` without the names (a child registered under two names once)."""
         return (child for _, child in self.named_children())
+
+    def get_submodule(self, target: str) -> Module:
+        """The module at the dotted path ``target`` (``"2.0"``: child ``"0"`` of child ``"2"``),
+        itself, not a copy; ``""`` is this module. As in PyTorch, the path is followed one name
+        at a time (its cost is the depth, not the number of modules), and any path that
+        :meth:`named_modules` gives, under any of a shared module's names, leads to its module.
+
+        Raises:
+            TypeError: ``target`` is not a ``str``.
+            AttributeError: a name on the path is not a child of the module it reaches (as in
+                PyTorch: missing, or another kind of attribute, a parameter say; in minidl also
+                a module set as a plain attribute, which is not registered). The message names
+                the path, the module where it stops and that module's children.
+        """
+        self._check_target("get_submodule", target)
+        return self._submodule("get_submodule", target, target)
+
+    def get_parameter(self, target: str) -> Parameter:
+        """The :class:`Parameter` at the dotted path ``target`` (``"0.weight"``), itself, as in
+        PyTorch: ``target`` is :meth:`get_submodule`'s path of the module that registered it,
+        then its name there. The registered one, which :meth:`parameters` and
+        :meth:`state_dict` see (an attribute of the same name set since to another object is
+        not it).
+
+        Raises:
+            TypeError: ``target`` is not a ``str``.
+            AttributeError: the module path is not a submodule's (as :meth:`get_submodule`), or
+                the last name is not a parameter of that module (missing, or a buffer, a child,
+                another attribute: as in PyTorch; in minidl also a :class:`Parameter` set as a
+                plain attribute, which is not registered). The message names the path, the
+                module and that module's parameters.
+        """
+        module, name = self._registered_at("get_parameter", target, "parameter")
+        return module._parameters[name]
+
+    def get_buffer(self, target: str) -> Tensor:
+        """The buffer at the dotted path ``target`` (``"1.running_mean"``), the tensor itself,
+        as in PyTorch: ``target`` is :meth:`get_submodule`'s path of the module that registered
+        it, then its name there. The registered tensor, which :meth:`buffers` and
+        :meth:`state_dict` see.
+
+        Raises:
+            TypeError: ``target`` is not a ``str``.
+            AttributeError: the module path is not a submodule's (as :meth:`get_submodule`), or
+                the last name is not a buffer of that module (missing, or a parameter, a child,
+                another attribute, as in PyTorch). The message names the path, the module and
+                that module's buffers.
+        """
+        module, name = self._registered_at("get_buffer", target, "buffer")
+        return module._buffers[name]
+
+    def _check_target(self, method: str, target: object) -> None:
+        """Refuse a ``target`` that is not a ``str`` (a dotted path)."""
+        if not isinstance(target, str):
+            raise TypeError(
+                f"{type(self).__name__}.{method}: target must be a str, a dotted path such as "
+                f"'0.weight', got {shown(target)}"
+            )
+
+    def _submodule(self, method: str, target: str, path: str) -> Module:
+        """The module at ``path``, the part of ``target`` (the argument of ``method``) that
+        names a module; refused naming ``target``."""
+        module, walked = self, ""
+        if not path:
+            return module
+        for name in path.split("."):
+            child = module._modules.get(name)
+            if child is None:
+                raise self._not_found(method, target, module, walked, name, "module")
+            module = child
+            walked = f"{walked}.{name}" if walked else name
+        return module
+
+    def _registered_at(self, method: str, target: str, kind: str) -> tuple[Module, str]:
+        """The module that registered the parameter or buffer (``kind``) at ``target``, and its
+        name there; refused, for ``method``, if there is none."""
+        self._check_target(method, target)
+        path, _, name = target.rpartition(".")
+        module = self._submodule(method, target, path)
+        if name not in (module._parameters if kind == "parameter" else module._buffers):
+            raise self._not_found(method, target, module, path, name, kind)
+        return module, name
+
+    def _not_found(
+        self, method: str, target: str, module: Module, path: str, name: str, kind: str
+    ) -> AttributeError:
+        """The refusal of ``target`` by ``method``: ``name`` is no ``kind`` (module, parameter or
+        buffer) of ``module``, found at ``path``; said as PyTorch's are ("Linear has no
+        attribute `foo`", "`weight` is not an nn.Module"), with the path, the module and what
+        it has of that kind."""
+        owner = type(module).__name__
+        where = f"the {owner} at {path!r}" if path else f"this {owner}"
+        registries: dict[str, dict[str, Any]] = {
+            "module": module._modules,
+            "parameter": module._parameters,
+            "buffer": module._buffers,
+        }
+        # (a child is registered, not set as an attribute: a Sequential's "0" is no attribute)
+        found = next((k for k, r in registries.items() if name in r), None)
+        missing = object()
+        value = getattr(module, name, missing) if name and found is None else missing
+        if found is None and value is missing:
+            reason = f"{owner} has no attribute `{name}`"
+        else:
+            if found is not None:
+                what = "a child module" if found == "module" else f"a {found}"
+            elif isinstance(value, Module):
+                what = f"a {type(value).__name__} not registered (register_module)"
+            elif isinstance(value, Parameter):
+                what = "a Parameter not registered (register_parameter)"
+            elif isinstance(value, Tensor) and kind == "buffer":
+                what = "a tensor not registered (register_buffer)"
+            else:
+                what = "a method" if callable(value) else f"an attribute ({type(value).__name__})"
+            label = {"module": "an nn.Module", "parameter": "an nn.Parameter", "buffer": "a buffer"}
+            reason = f"`{name}` is not {label[kind]}: it is {what} of {owner}"
+        names = list(registries[kind])
+        own = {"module": "children", "parameter": "parameters", "buffer": "buffers"}[kind]
+        has = ", ".join(repr(n) for n in names) if names else "none"
+        return AttributeError(
+            f"{type(self).__name__}.{method}: {shown(target)} names no {kind}: {reason} ({where}, "
+            f"whose {own} are: {has})"
+        )
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Set the gradient of every parameter to zero, in place.
