@@ -43,8 +43,8 @@ from __future__ import annotations
 
 import gc
 import itertools
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar, NamedTuple
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -70,6 +70,10 @@ __all__ = [
     "check_registered",
     "unregistered_parameters",
 ]
+
+
+#: A mapping given to :meth:`Module.state_dict` to write into, and returned.
+_Destination = TypeVar("_Destination", bound=MutableMapping[str, Any])
 
 
 class IncompatibleKeys(NamedTuple):
@@ -717,18 +721,83 @@ class Module:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Tensor]:
+    @overload
+    def state_dict(
+        self, *, destination: None = None, prefix: str = "", keep_vars: Literal[False] = False
+    ) -> dict[str, Tensor]: ...
+
+    @overload
+    def state_dict(
+        self, *, destination: None = None, prefix: str = "", keep_vars: bool
+    ) -> dict[str, Tensor | Parameter]: ...
+
+    @overload
+    def state_dict(
+        self, *, destination: _Destination, prefix: str = "", keep_vars: bool = False
+    ) -> _Destination: ...
+
+    def state_dict(
+        self,
+        *,
+        destination: MutableMapping[str, Any] | None = None,
+        prefix: str = "",
+        keep_vars: bool = False,
+    ) -> MutableMapping[str, Any]:
         """A copy of every parameter value and buffer, keyed by dotted name (``"0.weight"``, ...).
 
         In PyTorch's order: module by module, depth first, each module's parameters before its
         buffers (a tied parameter, or the buffers of a module registered twice, once, under the
-        first name).
-        """
-        return {name: tensor.detach().clone() for name, tensor in self._state_entries().items()}
+        first name). The copies are detached from any autograd graph and share no memory with
+        the module (PyTorch's share it): a state dict taken during training keeps its values,
+        and one saved holds its own values only, not the flat buffer around them.
 
-    def _state_entries(self) -> dict[str, Tensor]:
-        """The tensors themselves (not copies) that :meth:`state_dict` copies, in its order."""
-        entries = [(name, p.data) for name, p in self.named_parameters()]
+        The arguments are PyTorch's, by keyword (PyTorch's positional form is deprecated).
+
+        Args:
+            destination: a mutable mapping that the entries are written into (after those it
+                holds, or in their place under the same names) and that is returned; by
+                default a new ``dict``.
+            prefix: put before every name, as it is (``"model."`` gives ``"model.0.weight"``).
+            keep_vars: ``True`` gives the :class:`Parameter` objects (what
+                :meth:`get_parameter` gives, with their gradients) and the buffers themselves,
+                not copies, as PyTorch's gives its parameters and buffers undetached;
+                :meth:`load_state_dict` takes such a state dict too.
+
+        Raises:
+            TypeError: ``destination`` is not a mutable mapping, ``prefix`` not a ``str``, or
+                ``keep_vars`` not a bool; ``destination`` is then left as it was.
+        """
+        where = f"{type(self).__name__}.state_dict"
+        if destination is not None and not isinstance(destination, MutableMapping):
+            raise TypeError(
+                f"{where}: destination must be a mutable mapping (a dict) or None, got "
+                f"{type(destination).__name__}"
+            )
+        self._check_prefix("state_dict", prefix)
+        check_bool(where, "keep_vars", keep_vars)
+        entries: Mapping[str, Tensor | Parameter]
+        if keep_vars:
+            entries = self._state_entries(keep_vars=True)
+        else:
+            entries = {name: t.detach().clone() for name, t in self._state_entries().items()}
+        if destination is None:
+            destination = {}
+        for name, value in entries.items():
+            destination[prefix + name] = value
+        return destination
+
+    @overload
+    def _state_entries(self, keep_vars: Literal[False] = False) -> dict[str, Tensor]: ...
+
+    @overload
+    def _state_entries(self, keep_vars: bool) -> dict[str, Tensor | Parameter]: ...
+
+    def _state_entries(self, keep_vars: bool = False) -> Mapping[str, Tensor | Parameter]:
+        """The tensors themselves (not copies) that :meth:`state_dict` copies, in its order;
+        with ``keep_vars``, the :class:`Parameter` objects in place of their values."""
+        entries: list[tuple[str, Tensor | Parameter]] = [
+            (name, p if keep_vars else p.data) for name, p in self.named_parameters()
+        ]
         entries += self.named_buffers()
         place = {path: index for index, (path, _) in enumerate(self.named_modules())}
         # (stable: within a module, its parameters stay before its buffers; a name that is no
@@ -783,7 +852,7 @@ class Module:
         return entries, given
 
     def load_state_dict(
-        self, state_dict: Mapping[str, Tensor], strict: bool = True
+        self, state_dict: Mapping[str, Tensor | Parameter], strict: bool = True
     ) -> IncompatibleKeys:
         """Copy values from ``state_dict`` into the parameters and buffers, in place (cast to
         their dtypes, as in PyTorch).
@@ -791,7 +860,8 @@ class Module:
         Every entry is checked (missing or unexpected keys, shapes, floating dtype) before anything
         is written, so a bad ``state_dict`` leaves the module unchanged. Each entry is loaded
         with its value at the call, even one that is a view of the module's own tensors (a
-        transposed weight, say).
+        transposed weight, say). An entry may be a :class:`Parameter`, as
+        ``state_dict(keep_vars=True)`` gives them: its value is loaded.
 
         With ``strict=False``, as in PyTorch, the keys of one side that the other lacks are
         skipped: the entries present are loaded (a trained trunk into a model with a new head,
@@ -822,9 +892,11 @@ class Module:
             )
         # (in state_dict's order, as PyTorch lists the missing keys)
         own = self._state_entries()
-        state_dict, given = self._with_first_names(state_dict, own)
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
+        # (a Parameter, as state_dict(keep_vars=True) gives it, stands for its value)
+        tensors = {name: _value(entry) for name, entry in state_dict.items()}
+        entries, given = self._with_first_names(tensors, own)
+        missing = [k for k in own if k not in entries]
+        unexpected = [k for k in entries if k not in own]
         if strict and (missing or unexpected):
             raise KeyError(
                 f"{where}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}; "
@@ -833,7 +905,7 @@ class Module:
         for name in missing:
             del own[name]
         for name, tensor in own.items():
-            value = state_dict[name]
+            value = entries[name]
             # (named as given: an entry under another name of a tied tensor, say "b.weight")
             entry = f"entry {given.get(name, name)!r}"
             if tensor.is_floating_point():
@@ -863,7 +935,7 @@ class Module:
         values = {}
         for name in own:
             # (detached: an entry from an autograd graph, a PyTorch Parameter say, is a value)
-            value = state_dict[name].detach()
+            value = entries[name].detach()
             if not value.is_meta and value.untyped_storage().data_ptr() in written:
                 value = value.clone()
             values[name] = value
@@ -1081,6 +1153,12 @@ def _kept_view(tensor: Tensor, owned: set[int]) -> StorageView:
     """``tensor`` as :meth:`Module.__getstate__` writes it: a view of its whole storage if it
     shares it with the module's parameters or buffers (``owned``), else a compact one."""
     return storage_view(tensor, compact=tensor.untyped_storage().data_ptr() not in owned)
+
+
+def _value(entry: Tensor | Parameter) -> Tensor:
+    """A state dict's entry as a tensor: a :class:`Parameter`'s value (as
+    ``state_dict(keep_vars=True)`` gives it), any other entry itself."""
+    return entry.data if isinstance(entry, Parameter) else entry
 
 
 def _plain(tensor: Tensor) -> Tensor:

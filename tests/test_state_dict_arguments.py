@@ -1,0 +1,146 @@
+"""``Module.state_dict(destination=..., prefix=..., keep_vars=...)`` against ``torch.nn.Module``'s.
+
+A ``torch.nn`` twin of the same model (``to_torch``) is the oracle for the names, their order
+and where they are written: a ``prefix`` is put before every name as it is, a ``destination``
+is written into and returned, and ``keep_vars=True`` gives the objects that ``get_parameter``
+and ``get_buffer`` give. minidl's entries stay copies without ``keep_vars`` (PyTorch's share
+memory with the model); a state dict of ``Parameter`` objects loads as PyTorch's does. Bad
+arguments are refused, leaving the destination as it was.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import MutableMapping
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+import torch
+import torch.nn as tnn
+
+from minidl import nn
+from minidl.interop import to_torch
+from minidl.nn.module import Module
+from minidl.nn.parameter import Parameter
+from tests.helpers import F64
+
+
+def _pair() -> tuple[Module, tnn.Module]:
+    """A model with parameters, buffers and a nested ``Sequential``, and its ``torch.nn`` twin."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Tanh(), nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    ).to(F64)
+    model(torch.randn(5, 2, dtype=F64))  # (running statistics other than the initial ones)
+    return model, to_torch(model)
+
+
+@pytest.mark.parametrize("prefix", ["", "model.", "model", "a.b."])
+def test_a_prefix_is_put_before_every_name_as_in_torch(prefix: str) -> None:
+    model, twin = _pair()
+    ours, theirs = model.state_dict(prefix=prefix), twin.state_dict(prefix=prefix)
+    assert list(ours) == list(theirs)
+    for name, value in ours.items():
+        assert torch.equal(value, theirs[name])
+
+
+@pytest.mark.parametrize("kind", [dict, OrderedDict], ids=["dict", "OrderedDict"])
+def test_a_destination_is_written_into_and_returned_as_in_torch(kind: type) -> None:
+    """Its entries stay first; an entry under a name that the module gives is replaced in its
+    place."""
+    model, twin = _pair()
+    ours: MutableMapping[str, Any] = kind(first=1, **{"p.1.running_var": 2}, last=3)
+    theirs: MutableMapping[str, Any] = kind(ours)
+    assert model.state_dict(destination=ours, prefix="p.") is ours
+    assert twin.state_dict(destination=theirs, prefix="p.") is theirs
+    assert list(ours) == list(theirs)
+    assert ours["first"] == 1 and ours["last"] == 3
+    for name, value in ours.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, theirs[name])
+    assert isinstance(ours["p.1.running_var"], torch.Tensor)
+
+
+def test_keep_vars_gives_the_objects_themselves_as_torch() -> None:
+    """Each entry is what ``get_parameter`` or ``get_buffer`` gives for its name, in both
+    frameworks: the ``Parameter`` object (with its gradient), the buffer tensor itself."""
+    model, twin = _pair()
+    ours, theirs = model.state_dict(keep_vars=True), twin.state_dict(keep_vars=True)
+    assert list(ours) == list(theirs)
+    parameters = dict(twin.named_parameters())
+    for name in theirs:
+        if name in parameters:
+            assert theirs[name] is twin.get_parameter(name)
+            assert ours[name] is model.get_parameter(name)
+            assert isinstance(ours[name], Parameter)
+        else:
+            assert theirs[name] is twin.get_buffer(name)
+            assert ours[name] is model.get_buffer(name)
+    prefixed = model.state_dict(prefix="m.", keep_vars=True)
+    assert all(prefixed["m." + name] is value for name, value in ours.items())
+
+
+def test_without_keep_vars_the_entries_are_copies() -> None:
+    """minidl's documented behaviour, where PyTorch's entries share memory with the model: a
+    state dict keeps its values while the model trains."""
+    model, twin = _pair()
+    ours, theirs = model.state_dict(), twin.state_dict()
+    assert theirs["0.weight"].data_ptr() == twin.get_parameter("0.weight").data_ptr()
+    before = ours["0.weight"].clone()
+    model.get_parameter("0.weight").data.add_(1.0)
+    model.get_buffer("1.running_mean").add_(1.0)
+    assert torch.equal(ours["0.weight"], before)
+    assert not torch.equal(ours["1.running_mean"], model.get_buffer("1.running_mean"))
+
+
+def test_a_state_dict_of_parameters_loads_as_in_torch() -> None:
+    """``load_state_dict(state_dict(keep_vars=True))`` of another model copies its values in,
+    as PyTorch's does with its Parameters; the model's own loads as the identity."""
+    model, twin = _pair()
+    other = nn.Sequential(
+        nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Tanh(), nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    ).to(F64)
+    torch_other = to_torch(other)
+    torch_other.load_state_dict(twin.state_dict(keep_vars=True))
+    other.load_state_dict(model.state_dict(keep_vars=True))
+    for name, value in other.state_dict().items():
+        assert torch.equal(value, torch_other.state_dict()[name])
+        assert torch.equal(value, model.state_dict()[name])
+    assert other.get_parameter("0.weight") is not model.get_parameter("0.weight")
+    before = model.state_dict()
+    model.load_state_dict(model.state_dict(keep_vars=True))
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"destination": []}, "destination must be a mutable mapping (a dict) or None, got list"),
+        (
+            {"destination": MappingProxyType({})},
+            "destination must be a mutable mapping (a dict) or None, got mappingproxy",
+        ),
+        ({"prefix": 1}, "prefix must be a str, got int"),
+        ({"prefix": None}, "prefix must be a str, got NoneType"),
+        ({"keep_vars": 1}, "keep_vars must be True or False, got 1"),
+        ({"keep_vars": "yes"}, "keep_vars must be True or False, got 'yes'"),
+    ],
+)
+def test_bad_arguments_are_refused_leaving_the_destination_as_it_was(
+    arguments: dict[str, Any], message: str
+) -> None:
+    model, _ = _pair()
+    destination = {"first": 1}
+    with pytest.raises(TypeError) as refused:
+        model.state_dict(**{"destination": destination, **arguments})
+    assert str(refused.value) == f"Sequential.state_dict: {message}"
+    assert destination == {"first": 1}
+
+
+def test_the_arguments_are_taken_by_keyword() -> None:
+    """PyTorch's positional form is deprecated (it warns): minidl takes keywords only."""
+    model, _ = _pair()
+    with pytest.raises(TypeError, match=r"state_dict\(\) takes 1 positional argument"):
+        model.state_dict(None, "model.")  # type: ignore[misc]
