@@ -253,6 +253,72 @@ def test_to_a_tensor_takes_its_device_and_dtype_as_pytorchs_does():
     assert all(p.data.dtype == torch.float64 for p in model.parameters())
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ((torch.float64,), {"non_blocking": True}),
+        ((torch.float64, True), {}),
+        ((torch.float64, False), {}),
+        (("cpu", torch.float64, True), {}),
+        ((), {"device": "cpu", "dtype": torch.float64, "non_blocking": True}),
+        ((torch.zeros(1, dtype=torch.float64), True), {}),
+    ],
+    ids=["keyword", "after a dtype", "False after a dtype", "third", "keywords", "after a tensor"],
+)
+def test_to_takes_non_blocking_where_pytorchs_does(arguments):
+    """PyTorch's ``non_blocking``, by keyword or in its positional places (after a dtype or a
+    tensor, or third): the same move as without it, on a ``torch.nn`` twin as on the model
+    (``model.to(torch.float64, True)`` was refused as two dtypes)."""
+    args, kwargs = arguments
+    model, plain = make_model(torch.float32), make_model(torch.float32)
+    twin = torch.nn.Linear(2, 3)
+    parameters = list(model.parameters())
+    assert model.to(*args, **kwargs) is model and twin.to(*args, **kwargs) is twin
+    plain.to(torch.float64)
+    assert twin.weight.dtype == torch.float64
+    assert list(model.parameters()) == parameters
+    for mine, theirs in zip(model.parameters(), plain.parameters(), strict=True):
+        assert mine.data.dtype == mine.grad.dtype == torch.float64
+        assert torch.equal(mine.data, theirs.data)
+    assert is_flat(model)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((), {"non_blocking": 1}, "non_blocking must be True or False, got 1"),
+        (("cpu",), {"non_blocking": "yes"}, "non_blocking must be True or False, got 'yes'"),
+        (
+            (torch.float64, 1),
+            {},
+            r"non_blocking \(the argument after the dtype\) must be True or False, got 1",
+        ),
+        (
+            (torch.zeros(1, dtype=torch.float64), "cpu"),
+            {},
+            r"non_blocking \(the argument after the tensor\) must be True or False, got 'cpu'",
+        ),
+        (
+            (torch.float64, True),
+            {"non_blocking": True},
+            r"got non_blocking twice, True after the dtype and non_blocking=True; give one of "
+            "them",
+        ),
+    ],
+)
+def test_to_refuses_a_non_blocking_that_is_not_a_flag_and_changes_nothing(args, kwargs, message):
+    """Refused as PyTorch's ``Module.to`` refuses it (a TypeError), in the module's name,
+    before anything is moved or cast."""
+    with pytest.raises(TypeError):
+        torch.nn.Linear(2, 3).to(*args, **kwargs)
+    model = make_model(torch.float32)
+    before = values(model)
+    with pytest.raises(TypeError, match=rf"^Sequential\.to: {message}$"):
+        model.to(*args, **kwargs)
+    assert all(p.data.dtype == torch.float32 for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(values(model), before, strict=True))
+
+
 def test_to_rejects_what_is_not_a_dtype_or_a_device_and_changes_nothing():
     model = make_model(torch.float32)
     before = values(model)
@@ -495,6 +561,27 @@ def test_cuda_training_matches_cpu(name):
     assert all(t.device.type == "cuda" for t in gpu_optimizer.state.values())
     for mine, theirs in zip(gpu_model.parameters(), cpu_model.parameters(), strict=True):
         torch.testing.assert_close(mine.data.cpu(), theirs.data, rtol=1e-10, atol=1e-12)
+
+
+@cuda
+@requires_cuda
+def test_cuda_non_blocking_moves_give_the_values_moved():
+    """``non_blocking=True`` both ways, with a batch norm's buffers: the values come back bit
+    for bit, flat (a copy from the GPU read by the host before it is done would not), the
+    gradients and buffers with them."""
+    model = nn.Sequential(make_model(), nn.BatchNorm1d(2)).to(torch.float64)
+    model(torch.randn(BATCH, SIZES[0], dtype=torch.float64))
+    for parameter in model.parameters():
+        parameter.grad.copy_(torch.randn_like(parameter.grad))
+    tensors = [t.clone() for p in model.parameters() for t in (p.data, p.grad)]
+    buffers = [b.clone() for b in model.buffers()]
+    model.to("cuda", non_blocking=True)
+    assert all(p.data.is_cuda for p in model.parameters()) and is_flat(model)
+    model.to("cpu", non_blocking=True)
+    assert is_flat(model)
+    moved = [t for p in model.parameters() for t in (p.data, p.grad)]
+    assert all(torch.equal(a, b) for a, b in zip(moved, tensors, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(model.buffers(), buffers, strict=True))
 
 
 @cuda

@@ -946,7 +946,8 @@ class Module:
     def to(
         self,
         device: torch.device | str | torch.dtype | Tensor | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | bool | None = None,
+        non_blocking: bool = False,
     ) -> Module:
         """Move every parameter (value and gradient) and buffer to ``device`` and/or cast it to ``dtype``.
 
@@ -956,12 +957,32 @@ class Module:
         alone as the first argument, ``model.to(torch.float64)``, and a tensor stands for its
         device and dtype, ``model.to(x)`` (a floating-point one).
 
+        ``non_blocking`` is PyTorch's flag, taken also where PyTorch takes it after a dtype or
+        a tensor, ``model.to(torch.float64, True)``; the copies are made blocking whatever it
+        says, with the same results. (In PyTorch it only has an effect on a copy from pinned
+        host memory to a GPU, and minidl's parameters are not pinned; minidl also puts the
+        moved tensors together into its flat buffer at once, which, on the host, would read a
+        copy from a GPU not yet done.)
+
         Raises:
-            TypeError: ``dtype`` is not a floating-point ``torch.dtype``.
+            TypeError: ``dtype`` is not a floating-point ``torch.dtype``, or ``non_blocking``
+                not a bool (or given twice: after a dtype or a tensor, and by keyword).
             ValueError: ``device`` is not a device.
             RuntimeError: the device is not available here (e.g. ``"cuda"`` without a GPU).
         """
         name = type(self).__name__
+        if isinstance(device, torch.dtype | Tensor) and not isinstance(dtype, torch.dtype | None):
+            # PyTorch's to(dtype, non_blocking) and to(tensor, non_blocking)
+            what = "dtype" if isinstance(device, torch.dtype) else "tensor"
+            if non_blocking is not False:
+                raise TypeError(
+                    f"{name}.to: got non_blocking twice, {shown(dtype)} after the {what} and "
+                    f"non_blocking={shown(non_blocking)}; give one of them"
+                )
+            check_bool(f"{name}.to", f"non_blocking (the argument after the {what})", dtype)
+            non_blocking = dtype
+            dtype = None
+        check_bool(f"{name}.to", "non_blocking", non_blocking)
         if isinstance(device, torch.dtype):
             if dtype is not None:
                 raise TypeError(f"{name}.to: got two dtypes, {device} and {dtype}")
