@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from minidl import anomaly
-from minidl._validate import add_note, shown
+from minidl._validate import add_note, check_int, shown
 from minidl.nn._checks import given_module
 from minidl.nn._recent import Recent
 from minidl.nn.chain import ChainPlan, PlanDeclinedError, Signature, plannable
@@ -49,9 +49,12 @@ class Sequential(Module):
     objects under the same names (as in PyTorch: ``model[2:]``'s first module is ``"2"``,
     and its ``state_dict`` keys are the model's; ``model[:-1]`` runs all but the last), whose
     parameters stay where they are: training either trains both. The modules are fixed when
-    it is built: ``model[i] = module``, ``del model[i]``, ``append``, ``extend``, ``insert`` and
-    ``pop``, which change PyTorch's ``Sequential`` in place, are refused with the
-    ``Sequential`` to build instead.
+    it is built: ``model[i] = module``, ``del model[i]``, ``append``, ``extend``, ``insert``,
+    ``pop``, ``+=`` and ``*=``, which change PyTorch's ``Sequential`` in place, are refused with
+    the ``Sequential`` to build instead. ``model + other`` and ``model * 1`` build a new one of
+    the same module objects, as PyTorch's; ``model * 2``, which repeats them in PyTorch, is
+    refused, as is any module object at two places (it keeps its last forward's cache for its
+    backward): build the repeats with new modules, ``Sequential(*model, *copy.deepcopy(model))``.
 
     A forward refused part-way (a child raises, say for an input that the children before it
     accepted) leaves those children holding the refused input's caches, and a
@@ -566,6 +569,77 @@ class Sequential(Module):
         parts += [new] if new is not None else []
         parts += [f"*model[{stop}:]"] if stop < count else []
         return f"Sequential({', '.join(parts)})"
+
+    # -- PyTorch's operators: a new Sequential; in place, refused ----------------------------------
+
+    def __add__(self, other: Sequential) -> Sequential:
+        """``model + other``: a new ``Sequential`` of this model's modules, then ``other``'s,
+        numbered from ``"0"``, as PyTorch's: the module objects themselves, neither model
+        changed. It is ``Sequential(*model, *other)``: the parameters are put into one new flat
+        buffer, unless they already tile one in order (``model[:2] + model[2:]``).
+
+        Raises:
+            ValueError: ``other`` is not a minidl ``Sequential`` (as PyTorch's), or a module is
+                in both (a module keeps its last forward's cache for its backward, so each
+                place needs its own); nothing is changed.
+        """
+        if not isinstance(other, Sequential):
+            hint = (
+                "; to add one module, build Sequential(*model, module)"
+                if isinstance(other, Module)
+                else ""
+            )
+            raise ValueError(f"Sequential: + takes a Sequential, got {given_module(other)}{hint}")
+        return Sequential(*self._layers, *other._layers)
+
+    def __mul__(self, factor: int) -> Sequential:
+        """``model * factor``: PyTorch's repeats the module objects themselves ``factor`` times,
+        which a minidl ``Sequential`` refuses (a module keeps its last forward's cache for its
+        backward, so each place needs its own). ``model * 1`` is a new ``Sequential`` of the
+        same modules, as PyTorch's (``Sequential(*model)``), and an empty model repeated is
+        empty; for a model at several places, build it with new modules,
+        ``Sequential(*model, *copy.deepcopy(model))`` (with weights of their own).
+
+        Raises:
+            TypeError: ``factor`` is not an integer (as PyTorch's; a bool is not one here).
+            ValueError: ``factor`` is below 1 (as PyTorch's), or above 1 for a model with
+                modules; nothing is changed.
+        """
+        count = check_int("Sequential", "the factor of model * factor", factor)
+        if count > 1 and self._layers:
+            raise ValueError(
+                f"Sequential: model * {shown(factor)} would put each of its {len(self._layers)} "
+                "modules at several places (PyTorch's repeats the module objects themselves); "
+                "a module keeps what its last forward computed for its backward, so each place "
+                "needs its own: build the repeats with new modules, "
+                "Sequential(*model, *copy.deepcopy(model)) for weights of their own"
+            )
+        return Sequential(*self._layers)
+
+    def __rmul__(self, factor: int) -> Sequential:
+        """``factor * model`` is ``model * factor``, as in PyTorch."""
+        return self.__mul__(factor)
+
+    def __iadd__(self, other: object) -> NoReturn:
+        """Refused, as :meth:`extend` is (PyTorch's ``+=`` adds ``other``'s modules in place):
+        build ``model = model + other``, a new ``Sequential``.
+
+        Raises:
+            TypeError: always; nothing is changed.
+        """
+        raise self._fixed(f"a {type(other).__name__} to add in place (+=)", "model + other")
+
+    def __imul__(self, factor: object) -> NoReturn:
+        """Refused, as :meth:`extend` is (PyTorch's ``*=`` repeats the modules in place); see
+        :meth:`__mul__` for the model to build.
+
+        Raises:
+            TypeError: always; nothing is changed.
+        """
+        raise self._fixed(
+            f"{shown(factor)} to repeat it by in place (*=)",
+            "Sequential(*model, *copy.deepcopy(model)) for two places with modules of their own",
+        )
 
     def __len__(self) -> int:
         return len(self._layers)
