@@ -136,33 +136,43 @@ def test_a_path_is_taken_or_refused_as_in_torch(method: str, target: str) -> Non
     assert getattr(ours, method)(target) is dict(getattr(ours, walk)(remove_duplicate=False))[place]
 
 
-def test_a_refusal_names_where_the_path_stops_and_what_is_there() -> None:
+@pytest.mark.parametrize(
+    ("method", "target", "message"),
+    [
+        (
+            "get_submodule",
+            "body.0.foo",
+            "Module.get_submodule: 'body.0.foo' names no module: Linear has no attribute `foo` "
+            "(the Linear at 'body.0', whose children are: none)",
+        ),
+        (
+            "get_parameter",
+            "body.2.1.running_mean",
+            "Module.get_parameter: 'body.2.1.running_mean' names no parameter: `running_mean` is "
+            "not an nn.Parameter: it is a buffer of BatchNorm1d (the BatchNorm1d at 'body.2.1', "
+            "whose parameters are: 'weight', 'bias')",
+        ),
+        (
+            "get_buffer",
+            "body.0",
+            "Module.get_buffer: 'body.0' names no buffer: `0` is not a buffer: it is a child "
+            "module of Sequential (the Sequential at 'body', whose buffers are: none)",
+        ),
+        (
+            "get_submodule",
+            "foo.0",
+            "Module.get_submodule: 'foo.0' names no module: Module has no attribute `foo` (this "
+            "Module, whose children are: 'body', 'head', 'alias')",
+        ),
+    ],
+)
+def test_a_refusal_names_where_the_path_stops_and_what_is_there(
+    method: str, target: str, message: str
+) -> None:
     ours, _ = _pair()
     with pytest.raises(AttributeError) as refused:
-        ours.get_submodule("body.0.foo")
-    assert str(refused.value) == (
-        "Module.get_submodule: 'body.0.foo' names no module: Linear has no attribute `foo` "
-        "(the Linear at 'body.0', whose children are: none)"
-    )
-    with pytest.raises(AttributeError) as refused:
-        ours.get_parameter("body.2.1.running_mean")
-    assert str(refused.value) == (
-        "Module.get_parameter: 'body.2.1.running_mean' names no parameter: `running_mean` is not "
-        "an nn.Parameter: it is a buffer of BatchNorm1d (the BatchNorm1d at 'body.2.1', whose "
-        "parameters are: 'weight', 'bias')"
-    )
-    with pytest.raises(AttributeError) as refused:
-        ours.get_buffer("body.0")
-    assert str(refused.value) == (
-        "Module.get_buffer: 'body.0' names no buffer: `0` is not a buffer: it is a child module "
-        "of Sequential (the Sequential at 'body', whose buffers are: none)"
-    )
-    with pytest.raises(AttributeError) as refused:
-        ours.get_submodule("foo.0")
-    assert str(refused.value) == (
-        "Module.get_submodule: 'foo.0' names no module: Module has no attribute `foo` (this "
-        "Module, whose children are: 'body', 'head', 'alias')"
-    )
+        getattr(ours, method)(target)
+    assert str(refused.value) == message
 
 
 def test_what_is_set_as_a_plain_attribute_is_not_found_and_said_to_be_unregistered() -> None:
