@@ -2,12 +2,14 @@
 
 ATen compiles its element-wise CPU kernels several times (``default``, ``avx2``, ``avx512`` on
 x86-64) and runs the best set the CPU has, unless the environment variable
-``ATEN_CPU_CAPABILITY`` asks for a lower one. The sets round differently where one fuses a
-multiply and an add (``addcmul``: ``default`` does not) or computes a function with another
-polynomial (float32 ``gelu`` at ``+inf``: ``inf`` under ``avx2``, NaN under ``avx512``), so a
-test that passes on one CPU could fail on another. Each check named here runs in a new
-interpreter under ``default`` and ``avx2`` (where the CPU has no AVX2, PyTorch runs ``default``
-again); the suite itself runs the CPU's own set.
+``ATEN_CPU_CAPABILITY`` asks for a lower one; oneDNN, which PyTorch calls for some float32
+functions (the exact GELU of two or more elements), picks its own, unless
+``ONEDNN_MAX_CPU_ISA`` caps it. The sets round differently where one fuses a multiply and an add
+(``addcmul``: ATen's ``default`` does not) or computes a function with another polynomial
+(float32 GELU at ``+inf``: NaN from oneDNN's AVX-512 kernel, ``inf`` from the others), so a test
+that passes on one CPU could fail on another. Each check named here runs in a new interpreter
+under ATen's ``default`` and oneDNN's SSE4.1 kernels, and under both libraries' AVX2 ones (where
+the CPU lacks AVX2, the lower set again); the suite itself runs the CPU's own.
 """
 
 from __future__ import annotations
@@ -41,9 +43,16 @@ CHECKS = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("capability", ["default", "avx2"])
-def test_the_kernel_dependent_checks_pass_under_each_kernel_set(capability: str) -> None:
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "OMP_NUM_THREADS": "1"}
+@pytest.mark.parametrize(("capability", "onednn"), [("default", "SSE41"), ("avx2", "AVX2")])
+def test_the_kernel_dependent_checks_pass_under_each_kernel_set(
+    capability: str, onednn: str
+) -> None:
+    env = {
+        **os.environ,
+        "ATEN_CPU_CAPABILITY": capability,
+        "ONEDNN_MAX_CPU_ISA": onednn,
+        "OMP_NUM_THREADS": "1",
+    }
     probe = [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"]
     picked = subprocess.run(probe, env=env, capture_output=True, text=True, check=True).stdout
     assert picked.strip() in {capability.upper(), "DEFAULT"}  # (the variable is read)
