@@ -58,8 +58,8 @@ def _batched_gradient_is_exact(grad: Tensor, batch: int) -> bool:
 
     Which code the BLAS library runs for each element, and so the order and fusing of its
     sums, depends on the shapes, on the CPU and on where each matrix sits in memory (its
-    address modulo :data:`_ALIGNMENT` bytes), not on the values. On this AMD EPYC with MKL,
-    the first elements of a row of the product that starts off a 16-byte boundary come from
+    address modulo :data:`_ALIGNMENT` bytes), not on the values. On the AMD EPYC CPUs
+    measured (MKL; AVX2 and AVX-512), the first elements of a row of the product that starts off a 16-byte boundary come from
     other code than the vectorised body, and the temporary's models sit at other alignments
     than their blocks of ``grad`` (:math:`out \cdot in` elements apart, against the blocks'
     multiples of 64 bytes): for most shapes, a few elements of some models are summed another

@@ -65,9 +65,9 @@ def stack_models(
     other code than the vectorised body). So ``N * w`` times the element size must be a
     multiple of 64 bytes (the alignment of a new CPU tensor) for every batch size N that
     occurs (the last, smaller batch of an epoch and a validation set included) and every width
-    w of the network (its inputs, hidden layers and outputs). On this CPU (AMD EPYC, MKL,
-    AVX2), a multiple of 16 bytes suffices: in float32, ``N * w`` a multiple of 4, as for the
-    paper's batches of 100 and its 1000 validation points. Otherwise the products of a model
+    w of the network (its inputs, hidden layers and outputs). On the AMD EPYC CPUs measured
+    (MKL; AVX2, and AVX-512 on a Zen 5), a multiple of 16 bytes suffices: in float32, ``N * w``
+    a multiple of 4, as for the paper's batches of 100 and its 1000 validation points. Otherwise the products of a model
     at some positions differ in the last bits (a 2-25-25-25-2 network trained in batches of 25
     ended with other bits than alone at positions 1 to 3 of stacks of two to five models; in
     batches of 20 or 100, with the same bits at every position).
