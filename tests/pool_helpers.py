@@ -182,3 +182,25 @@ def report_many_then_die(
     progress.join_thread()  # (every message is in the pipe)
     _die()
     return []
+
+
+def ignore_sigterm_then_wait(
+    group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
+) -> list[Any]:
+    """Ignore SIGTERM (as a train function may), report one epoch (:func:`_report_and_wait`) and
+    wait for good: for a test that stops the pool while a worker does not end on SIGTERM."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _report_and_wait(group, kwargs)
+    while True:
+        time.sleep(1)
+
+
+def send_part_then_die_beside_a_waiting_worker(
+    group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
+) -> list[Any]:
+    """:func:`send_part_then_die` for the group of Fig. 1's cross-entropy row (:func:`is_late`);
+    any other group waits ten minutes (:func:`wait_in_worker`), in a worker that only the pool's
+    stop ends."""
+    if any(is_late(experiment) for experiment in group):
+        return send_part_then_die(group, rounds, base_seed, **kwargs)
+    return wait_in_worker(group, rounds, base_seed, **kwargs)

@@ -800,10 +800,10 @@ def _start_in_own_group(script: str, pid_folder: Path, **fields: object) -> subp
     )
 
 
-# A script that trains Table II's first row in one worker with ``pool_helpers.{train}``. Each
-# epoch reported is noted and leaves a file ``reading``, then the rest of ``on_epoch`` runs
-# (``{then}``); it prints the error (``{caught}``) train_groups raises, then whether the epochs
-# noted came in order, and how many.
+# A script that trains each of ``{rows}`` (an expression) as a group, in a worker of its own,
+# with ``pool_helpers.{train}``. Each epoch reported is noted and leaves a file ``reading``, then
+# the rest of ``on_epoch`` runs (``{then}``); it prints the error (``{caught}``) train_groups
+# raises, then whether the epochs noted came in order, and how many.
 _ONE_GROUP = (
     "import os, sys, time\n"
     "sys.path.insert(0, {root!r})\n"
@@ -820,12 +820,16 @@ _ONE_GROUP = (
     "{then}"
     "if __name__ == '__main__':\n"
     "    try:\n"
-    "        train_groups([[experiments_for_tables('2')[0]]], 1, 0, jobs=1,\n"
+    "        rows = {rows}\n"
+    "        train_groups([[row] for row in rows], 1, 0, jobs=len(rows),\n"
     "                     train=pool_helpers.{train}, on_epoch=on_epoch)\n"
     "    except {caught} as error:\n"
     "        print(error)\n"
     "    print(epochs == list(range(len(epochs))), len(epochs))\n"
 )
+
+#: The rows of :data:`_ONE_GROUP` for one worker: Table II's first row.
+_FIRST_ROW = "experiments_for_tables('2')[:1]"
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
@@ -839,7 +843,12 @@ def test_a_pool_stopped_while_a_worker_sends_its_results_ends(tmp_path: Path) ->
         "        time.sleep(0.01)\n"
         "    raise RuntimeError('stopped while a result was sent')\n"
     )
-    fields = {"train": "send_part_then_wait", "caught": "RuntimeError", "then": then}
+    fields = {
+        "train": "send_part_then_wait",
+        "caught": "RuntimeError",
+        "then": then,
+        "rows": _FIRST_ROW,
+    }
     with _in_own_group(_ONE_GROUP, tmp_path, **fields) as parent:
         output, errors = parent.communicate(timeout=120)
         expected = "stopped while a result was sent\nTrue 1\n"
@@ -849,13 +858,29 @@ def test_a_pool_stopped_while_a_worker_sends_its_results_ends(tmp_path: Path) ->
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
-def test_a_worker_killed_while_it_sends_its_results_breaks_the_pool(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("train", "rows"),
+    [
+        ("send_part_then_die", _FIRST_ROW),
+        (
+            "send_part_then_die_beside_a_waiting_worker",
+            "[e for e in experiments_for_tables('1,2') if pool_helpers.is_late(e)]"
+            " + list(experiments_for_tables('2')[:1])",
+        ),
+    ],
+    ids=["alone", "beside-a-waiting-worker"],
+)
+def test_a_worker_killed_while_it_sends_its_results_breaks_the_pool(
+    tmp_path: Path, train: str, rows: str
+) -> None:
     """A worker killed (SIGKILL, the out-of-memory killer) while it sent its results left part
     of a message in the results' pipe: the executor's thread waited for the rest for ever, the
     futures never failed and train_groups waited for them for ever. It now stops the pool with
-    the error of a worker killed at any other moment."""
+    the error of a worker killed at any other moment. The other workers, which the executor,
+    stuck on the message, never stops (here one that waits ten minutes), are stopped as well,
+    and the message names the killed worker alone."""
 
-    fields = {"train": "send_part_then_die", "caught": "BrokenProcessPool", "then": ""}
+    fields = {"train": train, "caught": "BrokenProcessPool", "then": "", "rows": rows}
     with _in_own_group(_ONE_GROUP, tmp_path, **fields) as parent:
         output, errors = parent.communicate(timeout=120)
         assert parent.returncode == 0, errors
@@ -874,13 +899,37 @@ def test_a_worker_killed_while_it_sends_progress_breaks_the_pool(tmp_path: Path)
     records arrive in full, in order, and the worker's end breaks the pool."""
     from tests.pool_helpers import MANY_EPOCHS
 
-    fields = {"train": "report_many_then_die", "caught": "BrokenProcessPool", "then": ""}
+    fields = {
+        "train": "report_many_then_die",
+        "caught": "BrokenProcessPool",
+        "then": "",
+        "rows": _FIRST_ROW,
+    }
     with _in_own_group(_ONE_GROUP, tmp_path, **fields) as parent:
         output, errors = parent.communicate(timeout=120)
         assert parent.returncode == 0, errors
         epochs = f"True {MANY_EPOCHS + 1}\n"  # (one more a flush later)
         assert re.fullmatch(_KILLED_BY_SIGKILL + epochs, output), (output, errors)
         assert (tmp_path / "killed").exists() and not (tmp_path / "sent").exists()
+        assert not _in_group(parent.pid), "workers outlived the pool"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_worker_that_ignores_sigterm_is_killed_when_the_pool_stops(tmp_path: Path) -> None:
+    """A worker that does not end on SIGTERM (its train function ignores it) is killed once it
+    has had 10 s to end: the pool's end would otherwise wait for it for good."""
+    then = "    raise RuntimeError('stopped while a worker ignores SIGTERM')\n"
+    fields = {
+        "train": "ignore_sigterm_then_wait",
+        "caught": "RuntimeError",
+        "then": then,
+        "rows": _FIRST_ROW,
+    }
+    with _in_own_group(_ONE_GROUP, tmp_path, **fields) as parent:
+        output, errors = parent.communicate(timeout=120)
+        expected = "stopped while a worker ignores SIGTERM\nTrue 1\n"
+        assert (parent.returncode, output) == (0, expected), errors
         assert not _in_group(parent.pid), "workers outlived the pool"
 
 
