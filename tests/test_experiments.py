@@ -624,6 +624,55 @@ def test_a_worker_sends_every_record_once_in_messages_it_no_longer_changes(
     assert sent == []
 
 
+def test_each_progress_message_is_one_pipe_write_of_at_most_pipe_buf_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """_send_progress splits ``(position, records)`` in halves until each message, pickled as
+    the queue pickles it, takes one write of at most ``PIPE_BUF`` bytes with the 4 bytes of its
+    length: a message of exactly that size is sent whole, one byte more is split; a single
+    record is sent as it is, however long; the records arrive once each, in order."""
+    import select
+    from multiprocessing.reduction import ForkingPickler
+
+    limit = select.PIPE_BUF - 4
+    sent: list[tuple[int, list[Any]]] = []
+
+    class Recorder:
+        def put(self, message: tuple[int, list[Any]]) -> None:
+            sent.append(message)
+
+    def size(records: list[Any]) -> int:
+        return len(ForkingPickler.dumps((7, records)))
+
+    def two_records(total: int) -> list[Any]:
+        """Two records whose message takes ``total`` bytes once pickled."""
+        records = [(0, 0, b"x" * 1000), (1, 0, b"")]
+        records = [(0, 0, b"x" * (1000 + total - size(records))), (1, 0, b"")]
+        assert size(records) == total
+        return records
+
+    monkeypatch.setitem(pool._worker, "progress", Recorder())
+    many = [(row, 0, EpochRecord(epoch, 0.5, 0.1, 50.0)) for epoch in range(300) for row in (0, 1)]
+    long = (0, 0, b"x" * 2 * limit)
+    cases = [
+        (two_records(limit), 1),
+        (two_records(limit + 1), 2),
+        ([long], 1),
+        ([long, long], 2),
+        (many, None),
+    ]
+    for records, messages in cases:
+        sent.clear()
+        pool._send_progress(7, records)
+        assert {position for position, _ in sent} == {7}
+        assert [record for _, part in sent for record in part] == records
+        if messages is not None:
+            assert len(sent) == messages
+        else:
+            assert len(sent) > 1
+            assert all(size(part) <= limit for _, part in sent)
+
+
 def test_worker_errors_reach_the_caller() -> None:
     from minidl.experiments.pool import train_groups
 
@@ -644,6 +693,36 @@ def test_worker_errors_reach_the_caller() -> None:
     two_groups = [experiments_for_tables("1")[0], experiments_for_tables("2")[0]]
     with pytest.raises(TypeError, match="the train function runs in worker processes"):
         run_experiments(two_groups, 1, 0, jobs=2, train=local_train)
+
+
+def test_how_workers_ended_names_each_exit_and_the_sigterms_only_where_nothing_else_does() -> None:
+    """The message of a broken pool: each worker that ended by itself, its signal by name (an
+    unknown number as such; SIGKILL with the out-of-memory killer), or its exit status; a
+    worker still running or ended with status 0 is left out, and those ended by SIGTERM (as the
+    executor stops the others) are named only where no other explains the pool's end."""
+    import types
+
+    class Process:
+        def __init__(self, pid: int, exitcode: int | None) -> None:
+            self.pid, self.exitcode = pid, exitcode
+
+        def join(self, timeout: float | None = None) -> None:
+            pass
+
+    def ended(*codes: int | None) -> str:
+        processes = {i: Process(100 + i, code) for i, code in enumerate(codes)}
+        return pool._how_workers_ended(types.SimpleNamespace(_processes=processes))  # type: ignore[arg-type]
+
+    sigkill = "killed by SIGKILL, as the out-of-memory killer does"
+    assert ended(-signal.SIGKILL, -signal.SIGTERM, None, 0) == f"process 100 {sigkill}"
+    assert ended(0, 3, -signal.SIGSEGV) == (
+        "process 101 exited with status 3; process 102 killed by SIGSEGV"
+    )
+    assert ended(-signal.SIGTERM, -signal.SIGTERM) == (
+        "process 100 killed by SIGTERM; process 101 killed by SIGTERM"
+    )
+    assert ended(-99) == "process 100 killed by signal 99"
+    assert ended(None, 0) == ended() == "its exit status is unknown"
 
 
 def _alive(pid: int) -> bool:
