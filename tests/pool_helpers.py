@@ -184,6 +184,79 @@ def report_many_then_die(
     return []
 
 
+def worker_state(
+    group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
+) -> list[Any]:
+    """How this worker was started, as one result: whether it ignores SIGINT, whether SIGTERM
+    has its default action, the names of the signals its thread blocks, and torch's intra-op
+    threads."""
+    import torch
+
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    blocked = sorted(signal.Signals(number).name for number in mask)
+    return [
+        (
+            signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL,
+            blocked,
+            torch.get_num_threads(),
+        )
+    ]
+
+
+def report_at_exit(
+    group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
+) -> list[RowResult]:
+    """:func:`untrained`, after one epoch reported for each row of ``group``; the worker's
+    progress messages reach its queue only as the worker exits (after the pool has every
+    result), whatever the machine's load."""
+    import multiprocessing.util
+
+    from minidl.experiments import pool
+
+    progress = pool._worker["progress"]
+    if not isinstance(progress, _HeldBack):
+        held = pool._worker["progress"] = _HeldBack()
+        multiprocessing.util.Finalize(None, held.send, args=(progress,), exitpriority=100)
+    for row in group:
+        kwargs["on_epoch"](row, 0, EpochRecord(0, train_loss=0.5, lr=0.1, validation_error=50.0))
+    return untrained(group, rounds, base_seed)
+
+
+class _HeldBack:
+    """A progress queue that keeps its messages until :meth:`send` puts them on the real one."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    def put(self, message: Any) -> None:
+        self.messages.append(message)
+
+    def send(self, progress: Any) -> None:
+        for message in self.messages:
+            progress.put(message)
+        progress.close()
+        progress.join_thread()  # (every message is in the pipe)
+
+
+def report_then_wait(
+    group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
+) -> list[RowResult]:
+    """:func:`untrained`, once the caller has seen one epoch of the group's first row (a file
+    ``reading``, :func:`_report_and_wait`); the group of Fig. 1's cross-entropy row
+    (:func:`is_late`) reports nothing and waits instead for the file ``idle`` (two minutes at
+    most, as :func:`train_cross_entropy_late`). Until the caller has the first epoch, no group
+    can end."""
+    if any(is_late(experiment) for experiment in group):
+        idle = Path(os.environ[PID_FOLDER_ENV]) / "idle"
+        deadline = time.monotonic() + 120
+        while not idle.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    else:
+        _report_and_wait(group, kwargs)
+    return untrained(group, rounds, base_seed)
+
+
 def ignore_sigterm_then_wait(
     group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
 ) -> list[Any]:

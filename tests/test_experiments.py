@@ -695,6 +695,110 @@ def test_worker_errors_reach_the_caller() -> None:
         run_experiments(two_groups, 1, 0, jobs=2, train=local_train)
 
 
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
+def test_a_worker_ignores_sigint_ends_on_sigterm_and_uses_one_thread() -> None:
+    """Each worker ignores SIGINT, has SIGTERM's default action (which ends it), blocks neither
+    (they were held back, blocked, while the workers started) and uses one intra-op thread,
+    whatever the parent's handlers, mask and threads were."""
+    from tests.pool_helpers import worker_state
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = pool.train_groups(
+            [[TABLE_II[0]], [TABLE_II[1]]], 1, 0, jobs=2, train=worker_state
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert results == [[(True, True, [], 1)]] * 2
+
+
+def test_progress_sent_after_the_results_reaches_on_epoch() -> None:
+    """Each group's epochs reach ``on_epoch``, even those whose messages arrive after the
+    results (here all: the worker sends them as it exits), in the order the worker trained the
+    groups: the longest first (epochs times rows, ``epochs`` counting for every row where it is
+    given). The results come in the order of the groups; no groups give no results."""
+    from tests.pool_helpers import report_at_exit
+
+    shorter = next(e for e in TABLE_II if e.epochs < FIGURE_1[0].epochs)
+    groups = [[shorter], [*FIGURE_1[:2]], [*TABLE_II[1:4]], [FIGURE_1[2]]]
+    orders = {None: [1, 1, 3, 2, 2, 2, 0], 1: [2, 2, 2, 1, 1, 0, 3]}
+    calls: list[Experiment] = []
+    for epochs, order in orders.items():
+        calls.clear()
+        results = pool.train_groups(
+            groups,
+            1,
+            0,
+            jobs=1,
+            train=report_at_exit,
+            epochs=epochs,
+            on_epoch=lambda experiment, index, record: calls.append(experiment),
+        )
+        assert [[r.experiment for r in group] for group in results] == groups
+        assert [next(i for i, g in enumerate(groups) if e in g) for e in calls] == order
+    assert pool.train_groups([], 1, 0, jobs=2, train=report_at_exit) == []
+
+
+def test_when_idle_comes_only_once_a_worker_is_free_and_no_more_workers_than_groups(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With more jobs than groups, one worker per group is started, and ``when_idle`` is called
+    only once a group is done: here no group can end before this process has seen the first
+    group's epoch (:func:`~tests.pool_helpers.report_then_wait`), and the late group waits for
+    ``when_idle``."""
+    import multiprocessing
+
+    from tests.pool_helpers import report_then_wait
+
+    late = next(e for e in FIGURE_1 if e.loss == "cross-entropy")
+    calls, when_idle = _idle_calls(monkeypatch, tmp_path)
+    workers: list[int] = []
+
+    def count_workers(finished: Any) -> None:
+        workers.append(len(multiprocessing.active_children()))
+        when_idle(finished)
+
+    def on_epoch(experiment: Experiment, index: int, record: EpochRecord) -> None:
+        (tmp_path / "reading").touch()
+
+    results = pool.train_groups(
+        [[TABLE_II[0]], [late]],
+        1,
+        0,
+        jobs=4,
+        train=report_then_wait,
+        on_epoch=on_epoch,
+        when_idle=count_workers,
+    )
+    assert [[r.experiment for r in group] for group in results] == [[TABLE_II[0]], [late]]
+    assert calls and all(sorted(call) == [0] for call in calls)
+    assert set(workers) == {2}
+
+
+def test_train_groups_runs_outside_the_main_thread() -> None:
+    """Called from another thread (where signal handlers cannot be set), train_groups trains
+    the groups as in the main thread."""
+    import threading
+
+    from tests.pool_helpers import untrained
+
+    groups = [[TABLE_II[0]], [TABLE_II[1], TABLE_II[2]]]
+    outcome: list[Any] = []
+
+    def train() -> None:
+        try:
+            outcome.append(pool.train_groups(groups, 1, 0, jobs=2, train=untrained))
+        except BaseException as error:  # (reported below, in the test's thread)
+            outcome.append(error)
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    thread.join()
+    assert len(outcome) == 1 and not isinstance(outcome[0], BaseException), outcome
+    assert [[r.experiment for r in group] for group in outcome[0]] == groups
+
+
 def test_how_workers_ended_names_each_exit_and_the_sigterms_only_where_nothing_else_does() -> None:
     """The message of a broken pool: each worker that ended by itself, its signal by name (an
     unknown number as such; SIGKILL with the out-of-memory killer), or its exit status; a
