@@ -1488,6 +1488,33 @@ def test_a_reproduction_that_fails_while_writing_leaves_the_previous_files(
     assert _files(tmp_path) == before
 
 
+@pytest.mark.parametrize("prefix", [".figures-", ".report-"])
+def test_an_interrupt_just_as_a_hidden_folder_is_made_leaves_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> None:
+    """An interrupt (Ctrl-C, or SIGTERM under minidl's command line) raised just after the
+    hidden folder of the figures or of the report was made, before its name was kept (inside
+    ``tempfile.mkdtemp``, or on its return), left that folder in ``out`` (a test that sent
+    SIGTERM once the figures' folder was there saw it now and then). Its name is now kept
+    before it is made."""
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="2", quick=True, epochs_override=1, command="test"
+    )
+    reproduce(settings, tmp_path, progress=False, summary=False)
+    before = _files(tmp_path)
+    make = os.mkdir
+
+    def made_then_interrupted(path: Any, *args: Any, **kwargs: Any) -> None:
+        make(path, *args, **kwargs)
+        if os.path.basename(path).startswith(prefix):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "mkdir", made_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(settings, tmp_path, progress=False, summary=False)
+    assert _files(tmp_path) == before
+
+
 def test_a_reproduction_that_fails_removes_the_empty_folder_it_made(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,6 +3,9 @@ minidl.nn._checks): tests that kill the hand-made bugs the suite let through."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
 
@@ -159,3 +162,32 @@ def test_only_an_inputs_mismatch_says_how_to_mend_the_input() -> None:
         r"the parameters' dtype torch\.float32$",
     ):
         check_like_parameter("Linear", torch.zeros(2, dtype=torch.float64), parameter, "gradient")
+
+
+def test_make_hidden_folder_keeps_its_name_before_making_it_and_skips_a_taken_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name is in ``made`` while the folder is made (an interrupt just then finds it
+    there); a name already taken (another's folder) is skipped and not put in ``made``; the
+    folder is private to its owner, as ``tempfile.mkdtemp`` makes one."""
+    import os
+    import stat
+
+    from minidl import _validate
+
+    names = iter(["taken", "taken", "free"])
+    monkeypatch.setattr(_validate.secrets, "token_hex", lambda nbytes: next(names))
+    (tmp_path / ".x-taken").mkdir()
+    made: list[Path] = []
+    seen: list[list[Path]] = []
+    make = os.mkdir
+
+    def recording(path: Any, mode: int = 0o777) -> None:
+        seen.append(list(made))
+        make(path, mode)
+
+    monkeypatch.setattr(os, "mkdir", recording)
+    folder = _validate.make_hidden_folder(tmp_path, ".x-", made)
+    assert folder == tmp_path / ".x-free" and made == [folder] and folder.is_dir()
+    assert seen == [[tmp_path / ".x-taken"], [tmp_path / ".x-taken"], [folder]]
+    assert stat.S_IMODE(folder.stat().st_mode) & 0o077 == 0

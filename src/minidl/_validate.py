@@ -7,6 +7,7 @@ import errno
 import math
 import numbers
 import os
+import secrets
 import stat
 import tempfile
 from collections.abc import Iterable
@@ -200,6 +201,33 @@ def make_folder(out: Path) -> list[Path]:
         remove_if_empty(missing)
         raise
     return missing
+
+
+def make_hidden_folder(folder: Path, prefix: str, made: list[Path]) -> Path:
+    """Make a new folder ``<prefix><random>`` in ``folder``, private to its owner (as
+    ``tempfile.mkdtemp`` makes one), and return its path, which is appended to ``made`` before
+    the folder is made (and taken off again where the name is another's; a name whose folder
+    could not be made, for another reason, stays: removing it removes nothing).
+
+    The caller removes what ``made`` holds once it is done with the folder, or after an
+    interrupt (Ctrl-C, or SIGTERM raised by minidl's command line). ``tempfile.mkdtemp``
+    returns the name only once the folder is made: an interrupt raised just then left the
+    folder with no one knowing its name.
+
+    Raises:
+        FileExistsError: 100 random names were all taken.
+        OSError: the folder cannot be made (no permission, a full disk).
+    """
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(6)}"
+        made.append(path)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:  # (another's: not ours to remove)
+            made.pop()
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, f"no free folder name {prefix}... in {os.fspath(folder)}")
 
 
 def remove_if_empty(folders: Iterable[Path]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import torch
 
-from minidl._validate import make_folder, remove_if_empty
+from minidl._validate import make_folder, make_hidden_folder, remove_if_empty
 from minidl.experiments.config import Experiment
 from minidl.experiments.training import RowResult, make_round_data
 from minidl.train import predict
@@ -307,6 +306,7 @@ class FigureWriter:
         self._pending = [(figure, shown) for figure, shown in shown_by if shown]
         self._drawn: list[Figure] = []
         self._staging: Path | None = None
+        self._hidden: list[Path] = []  # (the staging folder's name, known before it is made)
         self._made: list[Path] = []  # (the folders made for out, removed again if left empty)
 
     def __enter__(self) -> FigureWriter:
@@ -318,9 +318,10 @@ class FigureWriter:
     def close(self) -> None:
         """Remove the figures drawn and not yet moved into ``out`` by :meth:`move_into_out`,
         and the folders made for ``out`` that are left empty."""
-        if self._staging is not None:
-            shutil.rmtree(self._staging, ignore_errors=True)
-            self._staging = None
+        for folder in self._hidden:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._hidden = []
+        self._staging = None
         remove_if_empty(self._made)
         self._made = []
 
@@ -335,7 +336,7 @@ class FigureWriter:
             if all(experiment in have for experiment in shown):
                 if self._staging is None:
                     self._made += make_folder(self.out)
-                    self._staging = Path(tempfile.mkdtemp(prefix=".figures-", dir=self.out))
+                    self._staging = make_hidden_folder(self.out, ".figures-", self._hidden)
                 rows = [result for result in results if figure.shows(result.experiment)]
                 figure.draw(rows, self._staging / figure.file)
                 self._drawn.append(figure)

@@ -9,7 +9,6 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from minidl._validate import (
     check_folder_takes_files,
     check_int,
     make_folder,
+    make_hidden_folder,
     remove_if_empty,
     shown,
 )
@@ -296,7 +296,7 @@ def reproduce(
     # files move into ``out`` only once all of them are written: a run that fails or is
     # interrupted (a full disk, Ctrl-C) leaves the previous run's files as they were, and no
     # half-written file.
-    documents: Path | None = None
+    hidden: list[Path] = []  # (the report's hidden folder, its name known before it is made)
     done = False
     try:
         with FigureWriter(experiments, out) as figure_writer:
@@ -317,7 +317,7 @@ def reproduce(
             figures = figure_writer.draw_remaining(results)
             wall_seconds = time.perf_counter() - start
             document = results_json(results, settings, wall_seconds, training_seconds, figures)
-            documents = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+            documents = make_hidden_folder(out, ".report-", hidden)
             write_report(
                 results, settings, wall_seconds, training_seconds, figures, documents / "report.md"
             )
@@ -328,8 +328,8 @@ def reproduce(
         done = True
     finally:
         torch.set_num_threads(threads)
-        if documents is not None:
-            shutil.rmtree(documents, ignore_errors=True)
+        for folder in hidden:
+            shutil.rmtree(folder, ignore_errors=True)
         if not done:  # (the folders made for this run, and left empty by it)
             remove_if_empty(made)
     # The figures of an earlier run into ``out`` that this run did not draw belong to no report.
