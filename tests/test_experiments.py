@@ -1214,6 +1214,42 @@ def test_an_interrupt_while_the_groups_are_submitted_stops_the_workers(
         assert not _in_group(parent.pid), "workers outlived the pool"
 
 
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
+def test_every_handler_and_the_mask_are_put_back_where_one_put_back_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A signal handled just as the handlers were put back after the submissions (SIGINT's,
+    put back first, raising KeyboardInterrupt at once) skipped the rest: SIGTERM kept the
+    handler that notes it and raises nothing, for good, and both stayed blocked in the main
+    thread. Each is now put back whatever the one before raises."""
+    numbers = (signal.SIGINT, signal.SIGTERM)
+    before = {number: signal.getsignal(number) for number in numbers}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    put_back = signal.signal
+    raised: list[int] = []
+
+    def raising_once_put_back(number: int, handler: Any) -> Any:
+        previous = put_back(number, handler)
+        if handler is before.get(number) and not raised:  # (the first one put back)
+            raised.append(number)
+            raise KeyboardInterrupt
+        return previous
+
+    try:
+        monkeypatch.setattr(signal, "signal", raising_once_put_back)
+        with pytest.raises(KeyboardInterrupt), pool._holding_interrupts():
+            pass
+        monkeypatch.undo()
+        assert raised == [signal.SIGINT]
+        assert {number: signal.getsignal(number) for number in numbers} == before
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
+    finally:  # (as before, whatever the outcome, for the tests that follow)
+        monkeypatch.undo()
+        for number, handler in before.items():
+            signal.signal(number, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 _INTERRUPTED_IN_ANOTHER_THREAD = (
     "import multiprocessing, signal, sys, threading, time; sys.path.insert(0, {root!r})\n"
     "from multiprocessing.process import BaseProcess\n"

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.reduction import ForkingPickler
+from types import FrameType
 from typing import Any
 
 import torch
@@ -181,19 +182,38 @@ def _holding_interrupts() -> Iterator[None]:
             signal.signal(signal.SIGINT, previous)
         return
     held: list[int] = []
-    handlers = {
-        number: signal.signal(number, lambda number, frame: held.append(number))
-        for number in _HELD_SIGNALS
-    }
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    handlers: list[tuple[int, _Handler]] = []  # (each signal's handler before, as it is replaced)
+    mask: set[int | signal.Signals] | None = None
     try:
+        for number in sorted(_HELD_SIGNALS):
+            handlers.append((number, signal.signal(number, lambda got, frame: held.append(got))))
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
         yield
     finally:
-        for number, handler in handlers.items():
-            signal.signal(number, signal.SIG_DFL if handler is None else handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # (raises one blocked here)
+        try:
+            _put_back(handlers)
+        finally:
+            if mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # (raises one blocked here)
         for taken in dict.fromkeys(held):  # (those that another thread took)
             signal.raise_signal(taken)
+
+
+#: A signal handler as ``signal.signal`` returns it.
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+def _put_back(handlers: list[tuple[int, _Handler]]) -> None:
+    """Set each signal's handler back, every one even where one set back raises at once (a
+    signal taken meanwhile, by a handler that raises: ``KeyboardInterrupt``): the others would
+    keep :func:`_holding_interrupts`'s, which notes them and raises nothing, for good."""
+    if not handlers:
+        return
+    (number, handler), rest = handlers[0], handlers[1:]
+    try:
+        signal.signal(number, signal.SIG_DFL if handler is None else handler)
+    finally:
+        _put_back(rest)
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
