@@ -14,6 +14,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -1248,6 +1249,64 @@ def test_every_handler_and_the_mask_are_put_back_where_one_put_back_raises(
         for number, handler in before.items():
             signal.signal(number, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
+@pytest.mark.parametrize("interrupted", ["put back", "mask set back"])
+def test_a_signal_another_thread_took_is_raised_whatever_the_end_raises(
+    monkeypatch: pytest.MonkeyPatch, interrupted: str
+) -> None:
+    """A signal that another thread took while the groups were submitted (noted by the handler
+    there was meanwhile) reaches its own handler at the end even where the end raises first: a
+    KeyboardInterrupt as the handlers are put back (a SIGINT handled just then), or the handler
+    of a signal blocked meanwhile in the main thread, run as the mask is set back. Raised one by
+    one after the mask, it was skipped then: a SIGTERM lost where it should end the process."""
+    numbers = (signal.SIGINT, signal.SIGTERM)
+    before = {number: signal.getsignal(number) for number in numbers}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    handled: list[int] = []
+
+    class TerminatedError(Exception):
+        pass
+
+    def terminate(number: int, frame: Any) -> None:
+        raise TerminatedError
+
+    # Taken by another thread: SIGTERM where the put back raises, SIGINT where SIGTERM, blocked
+    # in the main thread, raises as the mask is set back.
+    taken, expected = (
+        (signal.SIGTERM, KeyboardInterrupt)
+        if interrupted == "put back"
+        else (signal.SIGINT, TerminatedError)
+    )
+    try:
+        signal.signal(signal.SIGINT, lambda number, frame: handled.append(number))
+        signal.signal(
+            signal.SIGTERM,
+            (lambda number, frame: handled.append(number))
+            if interrupted == "put back"
+            else terminate,
+        )
+        if interrupted == "put back":
+            put_back = pool._put_back
+
+            def put_back_then_interrupted(handlers: Any) -> None:
+                put_back(handlers)
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(pool, "_put_back", put_back_then_interrupted)
+        with pytest.raises(expected), pool._holding_interrupts():
+            signal.getsignal(taken)(taken, None)  # (as another thread's would, meanwhile)
+            if interrupted == "mask set back":
+                signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # (blocked: waits)
+        monkeypatch.undo()
+        assert handled == [taken]
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
+    finally:  # (as before, whatever the outcome, for the tests that follow)
+        monkeypatch.undo()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for number, handler in before.items():
+            signal.signal(number, handler)
 
 
 _INTERRUPTED_IN_ANOTHER_THREAD = (

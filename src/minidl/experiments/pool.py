@@ -193,10 +193,20 @@ def _holding_interrupts() -> Iterator[None]:
         try:
             _put_back(handlers)
         finally:
-            if mask is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # (raises one blocked here)
-        for taken in dict.fromkeys(held):  # (those that another thread took)
-            signal.raise_signal(taken)
+            if mask is None:  # (nothing blocked: each is raised at once)
+                for taken in dict.fromkeys(held):
+                    signal.raise_signal(taken)
+            else:
+                # Those that another thread took are sent again to this thread, where they
+                # wait, blocked, with those that came to it: the mask set back delivers them
+                # all together, each to its handler, whatever one of them raises (Python runs
+                # the others as soon as it can). Raised one by one after the mask, a first
+                # that raised skipped the rest, as did a KeyboardInterrupt of the put back.
+                try:
+                    for taken in dict.fromkeys(held):
+                        signal.pthread_kill(threading.get_ident(), taken)
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 #: A signal handler as ``signal.signal`` returns it.
