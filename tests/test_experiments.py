@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -1608,6 +1609,35 @@ def test_an_interrupt_just_as_a_hidden_folder_is_made_leaves_no_folder(
     with pytest.raises(KeyboardInterrupt):
         reproduce(settings, tmp_path, progress=False, summary=False)
     assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("prefix", [".figures-", ".report-"])
+def test_an_interrupt_as_a_done_run_removes_a_hidden_folder_leaves_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> None:
+    """An interrupt that comes as a run that is done removes the hidden folder of the figures
+    or of the report (there, empty: its files are in ``out``) is still followed by its removal.
+    The report's was removed only in the run's last clean-up, which the interrupt cut short: it
+    stayed in ``out``."""
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="2", quick=True, epochs_override=1, command="test"
+    )
+    reproduce(settings, tmp_path, progress=False, summary=False)
+    names = sorted(path.name for path in tmp_path.iterdir())
+    remove = shutil.rmtree
+    interrupted: list[str] = []
+
+    def interrupted_once(path: Any, *args: Any, **kwargs: Any) -> None:
+        if os.path.basename(path).startswith(prefix) and not interrupted:
+            interrupted.append(os.path.basename(path))
+            raise KeyboardInterrupt
+        remove(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(settings, tmp_path, progress=False, summary=False)
+    assert len(interrupted) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == names  # (files of a new run)
 
 
 def test_a_reproduction_that_fails_removes_the_empty_folder_it_made(

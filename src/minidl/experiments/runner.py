@@ -325,6 +325,9 @@ def reproduce(
             figure_writer.move_into_out()
             for name in ("report.md", "results.json"):
                 os.replace(documents / name, out / name)
+            # (here, where an interrupt meanwhile still finds it below: removed there alone,
+            # an interrupt as that began left it in ``out``, though the run was done)
+            shutil.rmtree(documents, ignore_errors=True)
         done = True
     finally:
         torch.set_num_threads(threads)
