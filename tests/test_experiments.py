@@ -1670,6 +1670,29 @@ def test_a_reproduction_that_fails_removes_the_empty_folder_it_made(
     assert old.is_dir() and list(old.iterdir()) == []
 
 
+def test_a_reproduction_interrupted_before_its_training_removes_the_empty_folder_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt while the run was set up, after ``out`` was made and before the training
+    (as the progress bar was imported and started, or the allocator's thresholds were set),
+    left the new ``out`` and its missing parents behind: the clean-up began only with the
+    training. The torch thread count is the caller's again too."""
+    from minidl.experiments import runner
+
+    def keep_freed_memory() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "keep_freed_memory", keep_freed_memory)
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="2", quick=True, epochs_override=1, command="test"
+    )
+    threads = torch.get_num_threads()
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(settings, tmp_path / "new" / "results", progress=False, summary=False)
+    assert list(tmp_path.iterdir()) == []  # (every folder the run made)
+    assert torch.get_num_threads() == threads
+
+
 def test_minidl_reproduce_interrupted_removes_the_empty_folder_it_made(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -254,51 +254,51 @@ def reproduce(
     settings = dataclasses.replace(settings, jobs=processes)
     out = Path(out)
     made = make_folder(out)  # (removed again, if still empty, by a run that fails)
-    in_the_way = _folder_in_the_way(out)
-    if in_the_way is not None:  # (found before the training, not when the files move in)
-        raise ValueError(f"reproduce: {in_the_way}")
-    total = count_epochs(experiments, settings.rounds, settings.epochs_override)
-    start = time.perf_counter()
-    bar = None
-    on_epoch = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=total,
-            unit="epoch",
-            file=sys.stderr,
-            dynamic_ncols=True,
-            smoothing=0.05,
-            mininterval=1.0,
-        )
-
-        def on_epoch(experiment: Experiment, index: int, record: EpochRecord) -> None:
-            assert bar is not None
-            if record.epoch == 0 and index == 0 and settings.jobs == 1:
-                bar.set_description(progress_label(experiment, settings.rounds), refresh=False)
-            bar.update(1)
-
-        if settings.jobs > 1:
-            bar.set_description(f"{settings.jobs} processes", refresh=False)
-
-    # The stacked rounds' tensors are large enough that glibc would map and unmap them on every
-    # step; keep freed memory in the process instead (see minidl._allocator).
-    keep_freed_memory()
-    # The networks are tiny: intra-op threads only add synchronisation, which costs ~10x when
-    # other processes share the cores. One thread for the run (the figures' predictions
-    # included, as the test errors were computed), restored afterwards.
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    # With workers, a figure is drawn as soon as its rows are trained, on the core a worker
-    # with nothing left to train leaves free; the rest after the training.
-    # The report and the JSON are written into a hidden folder inside ``out`` too, and the
-    # files move into ``out`` only once all of them are written: a run that fails or is
-    # interrupted (a full disk, Ctrl-C) leaves the previous run's files as they were, and no
-    # half-written file.
     hidden: list[Path] = []  # (the report's hidden folder, its name known before it is made)
     done = False
-    try:
+    bar = None
+    try:  # (from here, a run that fails or is interrupted removes what it made)
+        in_the_way = _folder_in_the_way(out)
+        if in_the_way is not None:  # (found before the training, not when the files move in)
+            raise ValueError(f"reproduce: {in_the_way}")
+        total = count_epochs(experiments, settings.rounds, settings.epochs_override)
+        start = time.perf_counter()
+        on_epoch = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=total,
+                unit="epoch",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                smoothing=0.05,
+                mininterval=1.0,
+            )
+
+            def on_epoch(experiment: Experiment, index: int, record: EpochRecord) -> None:
+                assert bar is not None
+                if record.epoch == 0 and index == 0 and settings.jobs == 1:
+                    bar.set_description(progress_label(experiment, settings.rounds), refresh=False)
+                bar.update(1)
+
+            if settings.jobs > 1:
+                bar.set_description(f"{settings.jobs} processes", refresh=False)
+
+        # The stacked rounds' tensors are large enough that glibc would map and unmap them on every
+        # step; keep freed memory in the process instead (see minidl._allocator).
+        keep_freed_memory()
+        # The networks are tiny: intra-op threads only add synchronisation, which costs ~10x when
+        # other processes share the cores. One thread for the run (the figures' predictions
+        # included, as the test errors were computed), restored afterwards.
+        torch.set_num_threads(1)
+        # With workers, a figure is drawn as soon as its rows are trained, on the core a worker
+        # with nothing left to train leaves free; the rest after the training.
+        # The report and the JSON are written into a hidden folder inside ``out`` too, and the
+        # files move into ``out`` only once all of them are written: a run that fails or is
+        # interrupted (a full disk, Ctrl-C) leaves the previous run's files as they were, and no
+        # half-written file.
         with FigureWriter(experiments, out) as figure_writer:
             try:
                 results = run_experiments(
