@@ -1693,6 +1693,29 @@ def test_a_reproduction_interrupted_before_its_training_removes_the_empty_folder
     assert torch.get_num_threads() == threads
 
 
+def test_a_reproduction_interrupted_before_its_training_closes_its_progress_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The progress bar, started before the training, was closed only around it: a run
+    interrupted before left it open (its line unfinished, the bar among tqdm's live ones)."""
+    from tqdm import tqdm
+
+    from minidl.experiments import runner
+
+    def keep_freed_memory() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "keep_freed_memory", keep_freed_memory)
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="2", quick=True, epochs_override=1, command="test"
+    )
+    live = set(tqdm._instances)
+    with pytest.raises(KeyboardInterrupt) as raised:  # (its traceback keeps the run's frame)
+        reproduce(settings, tmp_path / "results", progress=True, summary=False)
+    assert set(tqdm._instances) == live, raised.traceback[-1]
+    assert capsys.readouterr().err.endswith("\n")
+
+
 def test_minidl_reproduce_interrupted_removes_the_empty_folder_it_made(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -330,6 +330,8 @@ def reproduce(
             shutil.rmtree(documents, ignore_errors=True)
         done = True
     finally:
+        if bar is not None:  # (closed already, unless the run stopped before its training)
+            bar.close()
         torch.set_num_threads(threads)
         for folder in hidden:
             shutil.rmtree(folder, ignore_errors=True)
