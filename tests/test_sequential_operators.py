@@ -102,10 +102,36 @@ def test_a_sum_names_a_pytorch_sequential_and_the_fix_for_one_module() -> None:
 
 def test_a_sum_of_a_model_with_itself_is_refused_as_one_module_at_two_places() -> None:
     """PyTorch's ``model + model`` shares the modules; minidl refuses a module at two places of
-    one ``Sequential``, as ``Sequential(*model, *model)``."""
+    one ``Sequential``, as ``Sequential(*model, *model)``, naming ``+`` and the module by its
+    path in each model (not by its numbers in the sum, which the caller never sees)."""
     (first, _), _ = _pair()
-    with pytest.raises(ValueError, match=r"the Linear at '2' is the same object as the one at '0'"):
+    with pytest.raises(
+        ValueError,
+        match=r"^Sequential: model \+ other would put the Linear at '0' of other, the same object "
+        r"as the one at '0' of model, at two places; .* model \+ copy\.deepcopy\(other\)$",
+    ):
         first + first
+
+
+def test_a_sum_with_a_module_of_the_model_inside_names_its_paths_and_builds_nothing() -> None:
+    """A slice added to its model: the shared module is named by its path in each (``'1'`` in
+    both, as their reprs show, where the sum would number it ``'0'`` and ``'2'``); a module
+    nested in ``other`` by its dotted path. Neither model changes (its flat buffer included)."""
+    (first, second), _ = _pair()
+    nested = nn.Sequential(nn.Sequential(nn.Linear(2, 2).to(F64), first[0]))
+    data = [parameter.data for parameter in first.parameters()]
+    with pytest.raises(
+        ValueError,
+        match=r"^Sequential: model \+ other would put the Tanh at '1' of other, the same object "
+        r"as the one at '1' of model, at two places",
+    ):
+        first[1:] + first
+    with pytest.raises(
+        ValueError, match=r"the Linear at '0\.1' of other, the same object as the one at '0' of"
+    ):
+        first + nested
+    assert all(p.data is d for p, d in zip(first.parameters(), data, strict=True))
+    assert len(first) == 2 and len(second) == 2
 
 
 @pytest.mark.parametrize("left", [False, True], ids=["model * 1", "1 * model"])

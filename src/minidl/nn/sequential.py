@@ -590,6 +590,17 @@ class Sequential(Module):
                 else ""
             )
             raise ValueError(f"Sequential: + takes a Sequential, got {given_module(other)}{hint}")
+        # Named here by each model's own paths (those of its repr), not the sum's numbers.
+        places = {id(part): path for path, part in self.named_modules(remove_duplicate=False)}
+        for path, part in other.named_modules(remove_duplicate=False):
+            if path and id(part) in places:
+                raise ValueError(
+                    f"Sequential: model + other would put the {type(part).__name__} at "
+                    f"{path!r} of other, the same object as the one at {places[id(part)]!r} of "
+                    "model, at two places; a module keeps what its last forward computed for its "
+                    "backward, so each place needs its own: add a copy with modules of its own, "
+                    "model + copy.deepcopy(other)"
+                )
         return Sequential(*self._layers, *other._layers)
 
     def __mul__(self, factor: int) -> Sequential:
