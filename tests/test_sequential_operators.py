@@ -11,6 +11,7 @@ change PyTorch's in place, are refused as ``append`` and ``extend`` are, changin
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 
 import pytest
@@ -220,3 +221,27 @@ def test_in_place_operators_are_refused_and_change_nothing(
         f"a new Sequential with every module in the order data flows through them, {instead}"
     )
     assert model is first and list(model) == layers and list(model._modules) == ["0", "1"]
+
+
+@pytest.mark.parametrize(
+    ("change", "given"),
+    [
+        (lambda model: model.__iadd__(1), "an int to add in place (+=)"),
+        (lambda model: model.__iadd__(nn.Identity()), "an Identity to add in place (+=)"),
+        (lambda model: model.append(nn.ELU()), "an ELU to append"),
+        (lambda model: model.extend(()), "a tuple to extend it with"),
+        (lambda model: model.insert(0, nn.Identity()), "an Identity to insert at 0"),
+        (lambda model: model.__setitem__(0, nn.ELU()), "an ELU to put at model[0]"),
+        (lambda model: model.append(nn.Tanh()), "a Tanh to append"),
+    ],
+)
+def test_refused_changes_name_what_was_given_with_its_article(
+    change: Callable[[nn.Sequential], object], given: str
+) -> None:
+    """The refusals of the changes in place name what was given after its article ("an int",
+    "an Identity", not "a int"), the model unchanged."""
+    (first, _), _ = _pair()
+    layers = list(first)
+    with pytest.raises(TypeError, match=re.escape(f", got {given}; build a new Sequential")):
+        change(first)
+    assert list(first) == layers

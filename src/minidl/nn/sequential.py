@@ -484,9 +484,8 @@ class Sequential(Module):
             TypeError: always (the error of an object without item assignment, saying how to
                 build the model wanted); nothing is changed.
         """
-        kind = type(module).__name__
         raise self._fixed(
-            f"a {kind} to put at model[{_index_text(index)}]",
+            f"{_a(type(module).__name__)} to put at model[{_index_text(index)}]",
             self._spliced(index, "module" if isinstance(index, int) else "*modules"),
         )
 
@@ -506,7 +505,7 @@ class Sequential(Module):
         Raises:
             TypeError: always; nothing is changed.
         """
-        raise self._fixed(f"a {type(module).__name__} to append", "Sequential(*model, module)")
+        raise self._fixed(f"{_a(type(module).__name__)} to append", "Sequential(*model, module)")
 
     def extend(self, modules: object) -> NoReturn:
         """Refused, as :meth:`__setitem__` is: build ``Sequential(*model, *modules)``.
@@ -515,7 +514,7 @@ class Sequential(Module):
             TypeError: always; nothing is changed.
         """
         raise self._fixed(
-            f"a {type(modules).__name__} to extend it with", "Sequential(*model, *modules)"
+            f"{_a(type(modules).__name__)} to extend it with", "Sequential(*model, *modules)"
         )
 
     def insert(self, index: int, module: object) -> NoReturn:
@@ -525,12 +524,12 @@ class Sequential(Module):
         Raises:
             TypeError: always; nothing is changed.
         """
-        kind = type(module).__name__
+        kind = _a(type(module).__name__)
         at = _index_text(index)
         if isinstance(index, int) and -len(self._layers) <= index < 0:
             at = str(index + len(self._layers))
         raise self._fixed(
-            f"a {kind} to insert at {_index_text(index)}",
+            f"{kind} to insert at {_index_text(index)}",
             f"Sequential(*model[:{at}], module, *model[{at}:])",
         )
 
@@ -638,7 +637,7 @@ class Sequential(Module):
         Raises:
             TypeError: always; nothing is changed.
         """
-        raise self._fixed(f"a {type(other).__name__} to add in place (+=)", "model + other")
+        raise self._fixed(f"{_a(type(other).__name__)} to add in place (+=)", "model + other")
 
     def __imul__(self, factor: object) -> NoReturn:
         """Refused, as :meth:`extend` is (PyTorch's ``*=`` repeats the modules in place); see
@@ -669,6 +668,11 @@ def _index_text(index: object) -> str:
     return shown(index)
 
 
+def _a(name: str) -> str:
+    """``name`` after its article: ``a Sigmoid``, ``an int``, ``an ELU``."""
+    return f"{'an' if name[:1] in tuple('AEIOUaeiou') else 'a'} {name}"
+
+
 def _what_was_given(value: object) -> str:
     """A non-module given to ``Sequential``, and the usual fix."""
     if isinstance(value, type) and issubclass(value, Module):
@@ -677,9 +681,8 @@ def _what_was_given(value: object) -> str:
         return f"a {type(value).__name__}; pass the modules themselves, Sequential(*modules)"
     if isinstance(value, Mapping):
         # PyTorch's Sequential(OrderedDict(...)) names its children; minidl numbers them.
-        name = type(value).__name__
         return (
-            f"{'an' if name[0] in 'AEIOU' else 'a'} {name}; a minidl Sequential numbers its "
+            f"{_a(type(value).__name__)}; a minidl Sequential numbers its "
             "modules (it takes no names): pass the modules themselves, "
             "Sequential(*modules.values())"
         )
