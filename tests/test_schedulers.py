@@ -340,8 +340,14 @@ HUGE = 10**400  # an integer beyond the range of a float
         (
             lambda o: optim.CosineAnnealing(o, T_max=HUGE),
             r"^CosineAnnealing: the rate of step 0 cannot be computed \(int too large to convert "
-            r"to float; CosineAnnealing\(T_max=10{400}, .*\)\); expected settings and steps "
-            r"within the range of a float$",
+            r"to float; CosineAnnealing\(T_max=an int of 401 digits, .*\)\); expected settings "
+            r"and steps within the range of a float$",
+        ),
+        (
+            lambda o: optim.CosineAnnealing(o, T_max=10**5000),  # (its repr: hexadecimal)
+            r"^CosineAnnealing: the rate of step 0 cannot be computed \(int too large to convert "
+            r"to float; CosineAnnealing\(T_max=an int of 5001 digits, eta_min=0\.0, "
+            r"base_lr=0\.1\)\); expected settings and steps within the range of a float$",
         ),
         (
             lambda o: optim.CosineAnnealingWarmRestarts(o, T_0=HUGE),
@@ -350,7 +356,7 @@ HUGE = 10**400  # an integer beyond the range of a float
         (
             lambda o: optim.CyclicLR(o, 0.01, 0.1, step_size_up=1, step_size_down=HUGE),
             r"^CyclicLR: the rate of step 0 cannot be computed \(float division by zero; "
-            r"CyclicLR\(base_lr=0\.01, .*step_size_down=10{400}, ",
+            r"CyclicLR\(base_lr=0\.01, .*step_size_down=an int of 401 digits, ",
         ),
         (
             lambda o: optim.OneCycle(o, max_lr=0.1, total_steps=HUGE),
@@ -364,7 +370,8 @@ def test_an_integer_setting_beyond_the_range_of_a_float_is_refused_in_the_schedu
 ) -> None:
     """The formulas cannot compute with it (it raised Python's OverflowError or
     ZeroDivisionError, which named neither the schedule nor the setting): refused when built,
-    in the schedule's words, taking nothing over."""
+    in the schedule's words, taking nothing over. The schedule is written with such a setting
+    as its number of digits (its repr, quoted whole, wrote hundreds or thousands of them)."""
     optimizer = _sgd()
     with pytest.raises(ValueError, match=message):
         build(optimizer)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 from minidl._setting import Setting, read_overridden_settings
-from minidl._validate import check_int, check_real, shown
+from minidl._validate import LONGEST_SHOWN, check_int, check_real, shown
 from minidl.optim.optimizer import Optimizer
 
 __all__ = [
@@ -23,6 +24,19 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+def _shortened(text: str) -> str:
+    """``text``, a schedule's ``repr``, for a message: each integer of more than
+    :data:`~minidl._validate.LONGEST_SHOWN` digits in it (as :func:`steps_repr` writes one, in
+    decimal or hexadecimal) written as :func:`~minidl._validate.shown` writes it, by its number
+    of digits; hundreds of them would bury the message."""
+
+    def number(found: re.Match[str]) -> str:
+        digits = found.group(0)
+        return shown(int(digits, 0)) if len(digits) > LONGEST_SHOWN else digits
+
+    return re.sub(r"\b(?:0x[0-9a-f]+|[1-9][0-9]*)\b", number, text)
 
 
 def steps_repr(steps: int | list[int]) -> str:
@@ -341,8 +355,8 @@ class LRScheduler:
         except (OverflowError, ZeroDivisionError) as error:
             raise ValueError(
                 f"{name}{'.' if where else ''}{where}: the rate of step {shown(step)} cannot be "
-                f"computed ({error}; {self!r}); expected settings and steps within the range "
-                "of a float"
+                f"computed ({error}; {_shortened(repr(self))}); expected settings and steps "
+                "within the range of a float"
             ) from error
         if not (math.isfinite(lr) and lr >= 0):
             source = repr(self) if self.takes_own_rates else f"from base_lr {self.base_lr!r}"
