@@ -15,7 +15,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -1216,98 +1215,62 @@ def test_an_interrupt_while_the_groups_are_submitted_stops_the_workers(
         assert not _in_group(parent.pid), "workers outlived the pool"
 
 
-@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
-def test_every_handler_and_the_mask_are_put_back_where_one_put_back_raises(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.skipif(not hasattr(signal, "raise_signal"), reason="needs signal.raise_signal")
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_second_interrupt_while_the_workers_are_stopped_stops_them_all(
+    monkeypatch: pytest.MonkeyPatch, number: int
 ) -> None:
-    """A signal handled just as the handlers were put back after the submissions (SIGINT's,
-    put back first, raising KeyboardInterrupt at once) skipped the rest: SIGTERM kept the
-    handler that notes it and raises nothing, for good, and both stayed blocked in the main
-    thread. Each is now put back whatever the one before raises."""
-    numbers = (signal.SIGINT, signal.SIGTERM)
-    before = {number: signal.getsignal(number) for number in numbers}
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    put_back = signal.signal
-    raised: list[int] = []
+    """A second Ctrl-C, or a SIGTERM (which minidl's command line raises as an interrupt), that
+    came while the workers were stopped after a first one cut the stopping short: the workers
+    not yet stopped trained on, the results' pipe stayed open, and the parent waited for them
+    at its exit. It is now raised once every worker is stopped and the pipe closed."""
+    events: list[str] = []
 
-    def raising_once_put_back(number: int, handler: Any) -> Any:
-        previous = put_back(number, handler)
-        if handler is before.get(number) and not raised:  # (the first one put back)
-            raised.append(number)
-            raise KeyboardInterrupt
-        return previous
+    class Worker:
+        def __init__(self, name: str) -> None:
+            self.name, self.exitcode = name, None
 
-    try:
-        monkeypatch.setattr(signal, "signal", raising_once_put_back)
-        with pytest.raises(KeyboardInterrupt), pool._holding_interrupts():
-            pass
-        monkeypatch.undo()
-        assert raised == [signal.SIGINT]
-        assert {number: signal.getsignal(number) for number in numbers} == before
-        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
-    finally:  # (as before, whatever the outcome, for the tests that follow)
-        monkeypatch.undo()
-        for number, handler in before.items():
-            signal.signal(number, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        def terminate(self) -> None:
+            events.append(f"terminate {self.name}")
+            if self.name == "first":
+                signal.raise_signal(number)  # (to this thread, as the process's would come)
 
+        def join(self, timeout: float | None = None) -> None:
+            events.append(f"join {self.name}")
+            self.exitcode = -signal.SIGTERM
 
-@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
-@pytest.mark.parametrize("interrupted", ["put back", "mask set back"])
-def test_a_signal_another_thread_took_is_raised_whatever_the_end_raises(
-    monkeypatch: pytest.MonkeyPatch, interrupted: str
-) -> None:
-    """A signal that another thread took while the groups were submitted (noted by the handler
-    there was meanwhile) reaches its own handler at the end even where the end raises first: a
-    KeyboardInterrupt as the handlers are put back (a SIGINT handled just then), or the handler
-    of a signal blocked meanwhile in the main thread, run as the mask is set back. Raised one by
-    one after the mask, it was skipped then: a SIGTERM lost where it should end the process."""
-    numbers = (signal.SIGINT, signal.SIGTERM)
-    before = {number: signal.getsignal(number) for number in numbers}
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    handled: list[int] = []
+        def kill(self) -> None:  # pragma: no cover (not reached: each ends when terminated)
+            events.append(f"kill {self.name}")
+
+    class Writer:
+        def close(self) -> None:
+            events.append("close the results' pipe")
+
+    class Pool:
+        def __init__(self) -> None:
+            self._processes = {1: Worker("first"), 2: Worker("second")}
+            self._result_queue = type("Queue", (), {"_writer": Writer()})()
 
     class TerminatedError(Exception):
         pass
 
-    def terminate(number: int, frame: Any) -> None:
+    def terminate(got: int, frame: Any) -> None:
         raise TerminatedError
 
-    # Taken by another thread: SIGTERM where the put back raises, SIGINT where SIGTERM, blocked
-    # in the main thread, raises as the mask is set back.
-    taken, expected = (
-        (signal.SIGTERM, KeyboardInterrupt)
-        if interrupted == "put back"
-        else (signal.SIGINT, TerminatedError)
-    )
+    handler = signal.signal(signal.SIGTERM, terminate)
     try:
-        signal.signal(signal.SIGINT, lambda number, frame: handled.append(number))
-        signal.signal(
-            signal.SIGTERM,
-            (lambda number, frame: handled.append(number))
-            if interrupted == "put back"
-            else terminate,
-        )
-        if interrupted == "put back":
-            put_back = pool._put_back
-
-            def put_back_then_interrupted(handlers: Any) -> None:
-                put_back(handlers)
-                raise KeyboardInterrupt
-
-            monkeypatch.setattr(pool, "_put_back", put_back_then_interrupted)
-        with pytest.raises(expected), pool._holding_interrupts():
-            signal.getsignal(taken)(taken, None)  # (as another thread's would, meanwhile)
-            if interrupted == "mask set back":
-                signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # (blocked: waits)
-        monkeypatch.undo()
-        assert handled == [taken]
-        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
-    finally:  # (as before, whatever the outcome, for the tests that follow)
-        monkeypatch.undo()
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for number, handler in before.items():
-            signal.signal(number, handler)
+        expected = KeyboardInterrupt if number == signal.SIGINT else TerminatedError
+        with pytest.raises(expected):
+            pool._stop_workers(Pool())  # type: ignore[arg-type]
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert events == [
+        "terminate first",
+        "terminate second",
+        "join first",
+        "join second",
+        "close the results' pipe",
+    ]
 
 
 _INTERRUPTED_IN_ANOTHER_THREAD = (
@@ -1582,6 +1545,46 @@ def test_a_reproduction_that_fails_while_writing_leaves_the_previous_files(
     with pytest.raises(OSError, match="No space left on device"):
         reproduce(settings(1), tmp_path, progress=False, summary=False)
     assert _files(tmp_path) == before
+
+
+@pytest.mark.skipif(not hasattr(signal, "raise_signal"), reason="needs signal.raise_signal")
+@pytest.mark.parametrize("moved", [1, 2, 3], ids=["figure", "report", "json"])
+def test_an_interrupt_as_the_files_move_in_is_raised_once_all_have_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moved: int
+) -> None:
+    """Ctrl-C that came as the files of a finished run moved into ``out``, one by one (the
+    figure, report.md, results.json), left the files moved so far beside the previous run's
+    others (a new figure beside an old report and JSON), and the figures of an earlier run
+    that this one does not draw stayed. It is now raised once every file has moved: ``out``
+    holds this run's files alone, and nothing hidden."""
+
+    def settings(seed: int) -> RunSettings:
+        return RunSettings(
+            rounds=1, base_seed=seed, tables="2", quick=True, epochs_override=1, command="test"
+        )
+
+    reproduce(settings(0), tmp_path, progress=False, summary=False)
+    (tmp_path / "fig1_loss_criteria.png").write_bytes(b"an earlier run's figure")
+    before = _files(tmp_path)
+    replace = os.replace
+    into_out: list[str] = []
+
+    def replaced_then_interrupted(source: Any, target: Any, **kwargs: Any) -> None:
+        replace(source, target, **kwargs)
+        if Path(target).parent == tmp_path:
+            into_out.append(Path(target).name)
+            if len(into_out) == moved:
+                signal.raise_signal(signal.SIGINT)  # (to this thread, as Ctrl-C comes)
+
+    monkeypatch.setattr(os, "replace", replaced_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(settings(1), tmp_path, progress=False, summary=False)
+    monkeypatch.undo()
+    after = _files(tmp_path)
+    assert into_out == ["tableII_validation.png", "report.md", "results.json"]
+    assert sorted(after) == ["report.md", "results.json", "tableII_validation.png"]
+    assert all(after[name] != before[name] for name in after)  # (another seed: all new)
+    assert json.loads(after["results.json"])["base_seed"] == 1
 
 
 @pytest.mark.parametrize("prefix", [".figures-", ".report-"])

@@ -22,7 +22,6 @@ are small, so one row never gains from a second thread.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -33,16 +32,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.reduction import ForkingPickler
-from types import FrameType
 from typing import Any
 
 import torch
 
 from minidl._allocator import keep_freed_memory
+from minidl._interrupts import HELD_SIGNALS, holding_interrupts
 from minidl._validate import check_int
 from minidl.experiments.config import Experiment
 from minidl.experiments.training import RowResult
@@ -68,21 +67,18 @@ START_METHOD = "fork" if sys.platform == "linux" else "spawn"
 # In each worker: the queue of the progress messages, set by _start_worker.
 _worker: dict[str, Any] = {}
 
-# The signals held back while the workers are started (see _holding_interrupts).
-_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
 
 def _start_worker(progress: Any) -> None:
     # Ctrl-C is the parent's to handle (it stops the workers): a worker that raised
     # KeyboardInterrupt too would print its traceback. SIGTERM ends a worker at once (as
     # _stop_workers sends it), whatever handler the parent had (minidl's command line raises an
-    # exception there, for its clean-up). (Started with both held back, see _holding_interrupts,
+    # exception there, for its clean-up). (Started with both held back, see train_groups,
     # a worker ignores SIGINT from its very start, while it imports torch: one held back
     # meanwhile is dropped here; a SIGTERM held back ends it here.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
     _worker["progress"] = progress
     torch.set_num_threads(1)
     keep_freed_memory()
@@ -154,78 +150,6 @@ def _train_in_worker(
     return results
 
 
-@contextlib.contextmanager
-def _holding_interrupts() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back meanwhile: block them in the main thread, and note them
-    where another thread takes them; processes started then inherit them blocked, from before
-    the interpreter starts, until :func:`_start_worker` sets their handlers. One that came
-    meanwhile is raised at the end, in the main thread, to the handler there was before
-    (``KeyboardInterrupt`` for SIGINT as a rule; an exception too for SIGTERM under minidl's
-    command line).
-
-    Either, raised while the groups were submitted, could come between a worker's start and the
-    pool's record of it: that worker was never stopped, and the parent, at its exit, waited for
-    it to train its group. (SIGINT was ignored meanwhile, which the workers inherited as well,
-    but then a Ctrl-C while the groups were submitted was lost, and the run went on. Blocked in
-    the main thread alone, a signal for the whole process went to another thread, torch's or
-    tqdm's, and was raised in the main thread all the same, as soon as it ran again. Where
-    signals cannot be blocked, as on Windows, SIGINT is ignored, and SIGTERM not held back.)
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    if not hasattr(signal, "pthread_sigmask"):
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        return
-    held: list[int] = []
-    handlers: list[tuple[int, _Handler]] = []  # (each signal's handler before, as it is replaced)
-    mask: set[int | signal.Signals] | None = None
-    try:
-        for number in sorted(_HELD_SIGNALS):
-            handlers.append((number, signal.signal(number, lambda got, frame: held.append(got))))
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
-        yield
-    finally:
-        try:
-            _put_back(handlers)
-        finally:
-            if mask is None:  # (nothing blocked: each is raised at once)
-                for taken in dict.fromkeys(held):
-                    signal.raise_signal(taken)
-            else:
-                # Those that another thread took are sent again to this thread, where they
-                # wait, blocked, with those that came to it: the mask set back delivers them
-                # all together, each to its handler, whatever one of them raises (Python runs
-                # the others as soon as it can). Raised one by one after the mask, a first
-                # that raised skipped the rest, as did a KeyboardInterrupt of the put back.
-                try:
-                    for taken in dict.fromkeys(held):
-                        signal.pthread_kill(threading.get_ident(), taken)
-                finally:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-
-
-#: A signal handler as ``signal.signal`` returns it.
-_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
-
-
-def _put_back(handlers: list[tuple[int, _Handler]]) -> None:
-    """Set each signal's handler back, every one even where one set back raises at once (a
-    signal taken meanwhile, by a handler that raises: ``KeyboardInterrupt``): the others would
-    keep :func:`_holding_interrupts`'s, which notes them and raises nothing, for good."""
-    if not handlers:
-        return
-    (number, handler), rest = handlers[0], handlers[1:]
-    try:
-        signal.signal(number, signal.SIG_DFL if handler is None else handler)
-    finally:
-        _put_back(rest)
-
-
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Stop the workers at once, as Ctrl-C or an error leaves the pool: a group running would
     otherwise be trained to its end, blocked for good once the progress queue, which nobody
@@ -235,18 +159,23 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     results, which the executor's thread would wait to read in full for ever, and the pool's
     shutdown with it: this process holds the pipe's write end too, so that its end never came.
     Once the workers are gone that end is closed here, and the thread reads the end of the pipe.
+
+    A second Ctrl-C or a SIGTERM that comes meanwhile is held back until every worker is
+    stopped (at most 10 s each): raised at once, it left the workers not yet stopped to train
+    on, and the parent waited for them at its exit.
     """
-    processes = list(pool._processes.values())
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.join(timeout=10.0)
-        if process.exitcode is None:
-            process.kill()
-            process.join()
-    writer = getattr(pool._result_queue, "_writer", None)  # (a Connection)
-    if writer is not None:
-        writer.close()
+    with holding_interrupts():
+        processes = list(pool._processes.values())
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=10.0)
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+        writer = getattr(pool._result_queue, "_writer", None)  # (a Connection)
+        if writer is not None:
+            writer.close()
 
 
 def _a_worker_ended(pool: ProcessPoolExecutor) -> bool:
@@ -354,10 +283,14 @@ def train_groups(
         initargs=(progress,),
     ) as pool:
         try:
-            # (inside the try: an interrupt raised here, as one held back is at the end, or an
-            # error of a submission, left the pool's end to wait for the groups submitted to be
-            # trained)
-            with _holding_interrupts():  # (the workers are started by the submissions)
+            # The submissions start the workers. An interrupt raised between a worker's start
+            # and the pool's record of it left that worker unstopped, and the parent, at its
+            # exit, waited for it to train its group: Ctrl-C and SIGTERM are held back until the
+            # pool knows every worker, and the workers start with both blocked (until
+            # _start_worker). (Inside the try: an interrupt raised here, as one held back is at
+            # the end, or an error of a submission, left the pool's end to wait for the groups
+            # submitted to be trained.)
+            with holding_interrupts():
                 futures: dict[Future[list[RowResult]], int] = {
                     pool.submit(
                         _train_in_worker,

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from minidl._allocator import keep_freed_memory
+from minidl._interrupts import holding_interrupts
 from minidl._validate import (
     check_folder_takes_files,
     check_int,
@@ -238,7 +239,8 @@ def reproduce(
     ``tables="2"``); other files in ``out`` are left alone. The files move into ``out`` only
     once all of them are written: a run that fails or is interrupted leaves the previous run's
     files as they were, and removes the folders it made (``out`` and its missing parents) that
-    it left empty. A folder in ``out`` with the name of one of these files is refused
+    it left empty. An interrupt (Ctrl-C, or SIGTERM under minidl's command line) that comes as
+    they move in is raised once all have moved: ``out`` then holds this run's files. A folder in ``out`` with the name of one of these files is refused
     before the training.
 
     It trains on one torch thread, restoring the caller's count afterwards, and raises glibc's
@@ -322,9 +324,15 @@ def reproduce(
                 results, settings, wall_seconds, training_seconds, figures, documents / "report.md"
             )
             write_json(document, documents / "results.json")
-            figure_writer.move_into_out()
-            for name in ("report.md", "results.json"):
-                os.replace(documents / name, out / name)
+            # (an interrupt as they move in, one by one, is held back until all have moved: it
+            # left the new figures beside the previous run's report and JSON)
+            with holding_interrupts():
+                figure_writer.move_into_out()
+                for name in ("report.md", "results.json"):
+                    os.replace(documents / name, out / name)
+                # The figures of an earlier run into ``out`` that this run did not draw belong
+                # to no report.
+                remove_other_figures(out, figures)
             # (here, where an interrupt meanwhile still finds it below: removed there alone,
             # an interrupt as that began left it in ``out``, though the run was done)
             shutil.rmtree(documents, ignore_errors=True)
@@ -337,8 +345,6 @@ def reproduce(
             shutil.rmtree(folder, ignore_errors=True)
         if not done:  # (the folders made for this run, and left empty by it)
             remove_if_empty(made)
-    # The figures of an earlier run into ``out`` that this run did not draw belong to no report.
-    remove_other_figures(out, figures)
     if summary:
         print(summary_table(results))
         print(f"wall time {wall_seconds:.0f} s; report: {out / 'report.md'}")

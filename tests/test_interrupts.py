@@ -1,0 +1,217 @@
+"""``minidl._interrupts.holding_interrupts``: Ctrl-C and SIGTERM held back over a few steps that
+must be done all or not at all, and delivered at the end, to the handlers there were before.
+
+The signals are real ones (``signal.raise_signal`` sends one to the calling thread, as Ctrl-C
+or ``kill`` would to the process), so the tests see what an interrupt does between two
+bytecodes; each sets the handlers and the mask back as they were, whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from minidl import _interrupts
+from minidl._interrupts import HELD_SIGNALS, holding_interrupts
+
+_NUMBERS = (signal.SIGINT, signal.SIGTERM)
+
+
+@pytest.fixture(autouse=True)
+def _as_before() -> Iterator[None]:
+    """The handlers and the mask as they were before each test, whatever it did."""
+    before = {number: signal.getsignal(number) for number in _NUMBERS}
+    mask = (
+        signal.pthread_sigmask(signal.SIG_BLOCK, []) if hasattr(signal, "pthread_sigmask") else None
+    )
+    yield
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    for number, handler in before.items():
+        signal.signal(number, handler)
+
+
+class _TerminatedError(Exception):
+    pass
+
+
+def _terminate(number: int, frame: Any) -> None:
+    raise _TerminatedError
+
+
+@pytest.mark.parametrize("number", _NUMBERS, ids=["SIGINT", "SIGTERM"])
+def test_a_signal_that_comes_meanwhile_is_raised_once_the_steps_are_done(number: int) -> None:
+    """Each held signal, sent to this thread meanwhile, is raised at the end, to its own
+    handler (KeyboardInterrupt for SIGINT, the command line's exception for SIGTERM), and only
+    once: the steps after it ran, and the handlers and the mask are as before."""
+    signal.signal(signal.SIGTERM, _terminate)
+    before = {got: signal.getsignal(got) for got in _NUMBERS}
+    mask = (
+        signal.pthread_sigmask(signal.SIG_BLOCK, []) if hasattr(signal, "pthread_sigmask") else None
+    )
+    steps: list[str] = []
+    expected = KeyboardInterrupt if number == signal.SIGINT else _TerminatedError
+    with pytest.raises(expected), holding_interrupts():
+        steps.append("before")
+        signal.raise_signal(number)
+        steps.append("after")
+    assert steps == ["before", "after"]
+    assert {got: signal.getsignal(got) for got in _NUMBERS} == before
+    if mask is not None:
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
+
+
+def test_both_signals_that_came_reach_their_handlers() -> None:
+    """SIGINT and SIGTERM, both sent meanwhile (twice each), each reach their handler once."""
+    handled: list[int] = []
+    for number in _NUMBERS:
+        signal.signal(number, lambda got, frame: handled.append(got))
+    with holding_interrupts():
+        for number in (*_NUMBERS, *_NUMBERS):
+            signal.raise_signal(number)
+        assert handled == []
+    assert sorted(handled) == sorted(_NUMBERS)
+
+
+def test_where_no_signal_came_nothing_is_raised_and_all_is_as_before() -> None:
+    handler = signal.signal(signal.SIGTERM, _terminate)
+    assert frozenset(_NUMBERS) == HELD_SIGNALS
+    before = {got: signal.getsignal(got) for got in _NUMBERS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    with holding_interrupts():
+        assert signal.getsignal(signal.SIGTERM) is not _terminate
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) >= HELD_SIGNALS
+    assert {got: signal.getsignal(got) for got in _NUMBERS} == before
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
+    signal.signal(signal.SIGTERM, handler)
+
+
+def test_without_pthread_sigmask_a_signal_is_noted_and_raised_at_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where signals cannot be blocked (Windows), the handler that notes them holds them back
+    alone: the signal is raised once the handlers are back."""
+    monkeypatch.delattr(signal, "pthread_sigmask")
+    steps: list[str] = []
+    with pytest.raises(KeyboardInterrupt), holding_interrupts():
+        signal.raise_signal(signal.SIGINT)
+        steps.append("after")
+    assert steps == ["after"]
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_outside_the_main_thread_it_changes_nothing() -> None:
+    """No handler runs in another thread, and ``signal.signal`` may not be called there: the
+    holding is a no-op, and the steps run."""
+    ran: list[BaseException | str] = []
+
+    def steps() -> None:
+        try:
+            with holding_interrupts():
+                ran.append("ran")
+        except BaseException as error:  # (reported in the main thread)
+            ran.append(error)
+
+    thread = threading.Thread(target=steps)
+    thread.start()
+    thread.join()
+    assert ran == ["ran"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
+def test_every_handler_and_the_mask_are_put_back_where_one_put_back_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A signal handled just as the handlers were put back (SIGINT's,
+    put back first, raising KeyboardInterrupt at once) skipped the rest: SIGTERM kept the
+    handler that notes it and raises nothing, for good, and both stayed blocked in the main
+    thread. Each is now put back whatever the one before raises."""
+    numbers = (signal.SIGINT, signal.SIGTERM)
+    before = {number: signal.getsignal(number) for number in numbers}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    put_back = signal.signal
+    raised: list[int] = []
+
+    def raising_once_put_back(number: int, handler: Any) -> Any:
+        previous = put_back(number, handler)
+        if handler is before.get(number) and not raised:  # (the first one put back)
+            raised.append(number)
+            raise KeyboardInterrupt
+        return previous
+
+    try:
+        monkeypatch.setattr(signal, "signal", raising_once_put_back)
+        with pytest.raises(KeyboardInterrupt), holding_interrupts():
+            pass
+        monkeypatch.undo()
+        assert raised == [signal.SIGINT]
+        assert {number: signal.getsignal(number) for number in numbers} == before
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
+    finally:  # (as before, whatever the outcome, for the tests that follow)
+        monkeypatch.undo()
+        for number, handler in before.items():
+            signal.signal(number, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
+@pytest.mark.parametrize("interrupted", ["put back", "mask set back"])
+def test_a_signal_another_thread_took_is_raised_whatever_the_end_raises(
+    monkeypatch: pytest.MonkeyPatch, interrupted: str
+) -> None:
+    """A signal that another thread took meanwhile (noted by the handler
+    there was meanwhile) reaches its own handler at the end even where the end raises first: a
+    KeyboardInterrupt as the handlers are put back (a SIGINT handled just then), or the handler
+    of a signal blocked meanwhile in the main thread, run as the mask is set back. Raised one by
+    one after the mask, it was skipped then: a SIGTERM lost where it should end the process."""
+    numbers = (signal.SIGINT, signal.SIGTERM)
+    before = {number: signal.getsignal(number) for number in numbers}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    handled: list[int] = []
+
+    class TerminatedError(Exception):
+        pass
+
+    def terminate(number: int, frame: Any) -> None:
+        raise TerminatedError
+
+    # Taken by another thread: SIGTERM where the put back raises, SIGINT where SIGTERM, blocked
+    # in the main thread, raises as the mask is set back.
+    taken, expected = (
+        (signal.SIGTERM, KeyboardInterrupt)
+        if interrupted == "put back"
+        else (signal.SIGINT, TerminatedError)
+    )
+    try:
+        signal.signal(signal.SIGINT, lambda number, frame: handled.append(number))
+        signal.signal(
+            signal.SIGTERM,
+            (lambda number, frame: handled.append(number))
+            if interrupted == "put back"
+            else terminate,
+        )
+        if interrupted == "put back":
+            put_back = _interrupts._put_back
+
+            def put_back_then_interrupted(handlers: Any) -> None:
+                put_back(handlers)
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(_interrupts, "_put_back", put_back_then_interrupted)
+        with pytest.raises(expected), holding_interrupts():
+            signal.getsignal(taken)(taken, None)  # (as another thread's would, meanwhile)
+            if interrupted == "mask set back":
+                signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # (blocked: waits)
+        monkeypatch.undo()
+        assert handled == [taken]
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
+    finally:  # (as before, whatever the outcome, for the tests that follow)
+        monkeypatch.undo()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for number, handler in before.items():
+            signal.signal(number, handler)
