@@ -11,6 +11,7 @@ import json
 import math
 import os
 import pickle
+import signal
 import stat
 from pathlib import Path
 from typing import Any
@@ -1608,5 +1609,62 @@ def test_an_interrupt_as_the_temporary_file_is_made_leaves_no_file(
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, nn.Linear(2, 2))
     monkeypatch.undo()
+    assert sorted(tmp_path.iterdir()) == [path]
+    assert path.read_bytes() == before
+
+
+def _descriptors_open_on(folder: Path) -> list[str]:
+    """The files in ``folder`` (removed ones too) that this process holds a descriptor of."""
+    targets = []
+    for entry in os.scandir("/proc/self/fd"):
+        try:
+            target = os.readlink(entry.path)
+        except OSError:  # (the descriptor of the scan itself, closed meanwhile)
+            continue
+        if target.startswith(f"{folder}{os.sep}"):
+            targets.append(target)
+    return targets
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.skipif(not hasattr(signal, "raise_signal"), reason="needs signal.raise_signal")
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_as_the_temporary_file_is_opened_leaves_no_descriptor_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, number: int
+) -> None:
+    """Ctrl-C, or SIGTERM under minidl's command line, that came once the temporary file was
+    opened and before a file object owned its descriptor left that descriptor open for good, to
+    a file removed (one more for every save so interrupted in a long-lived process). The
+    interrupt is now held back until the file object owns it, then raised: the file is closed
+    and removed, and the previous checkpoint stays as it was."""
+    import minidl.checkpoint
+
+    class TerminatedError(Exception):
+        pass
+
+    def terminate(got: int, frame: Any) -> None:
+        raise TerminatedError
+
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, nn.Linear(2, 2))
+    before = path.read_bytes()
+    real_open = os.open
+
+    def opened_then_signalled(file: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        descriptor = real_open(file, flags, mode, **kwargs)
+        if str(file).endswith(".tmp"):
+            signal.raise_signal(number)  # (to this thread, as the process's would come)
+        return descriptor
+
+    handler = signal.signal(signal.SIGTERM, terminate)
+    try:
+        monkeypatch.setattr(minidl.checkpoint.os, "open", opened_then_signalled)
+        expected = KeyboardInterrupt if number == signal.SIGINT else TerminatedError
+        with pytest.raises(expected):
+            save_checkpoint(path, nn.Linear(2, 2))
+    finally:
+        monkeypatch.undo()
+        signal.signal(signal.SIGTERM, handler)
+    assert _descriptors_open_on(tmp_path) == []
     assert sorted(tmp_path.iterdir()) == [path]
     assert path.read_bytes() == before

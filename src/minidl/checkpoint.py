@@ -68,11 +68,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import Tensor
 
+from minidl._interrupts import holding_interrupts
 from minidl._validate import is_link_loop, shown, special_file_kind
 from minidl.nn.module import Module
 from minidl.optim.lr_scheduler import LRScheduler
@@ -575,10 +576,16 @@ def _write_atomically(path: Path, data: bytes) -> None:
     # (its name is known before it is made: an interrupt, Ctrl-C or SIGTERM, as it is made
     # or just after, before its descriptor is returned, finds it here and removes it)
     made: list[str] = []
+    file: BinaryIO | None = None
     try:
-        descriptor = _create_temporary(folder, path.name, 0o666 if mode is None else mode, made)
+        # (an interrupt between the descriptor's opening and its file object's would leave it
+        # open for good, to a file removed: held back until the file object owns it)
+        with holding_interrupts():
+            file = os.fdopen(
+                _create_temporary(folder, path.name, 0o666 if mode is None else mode, made), "wb"
+            )
         temporary = made[-1]
-        with os.fdopen(descriptor, "wb") as file:
+        with file:
             if mode is not None and hasattr(os, "fchmod"):
                 os.fchmod(file.fileno(), mode)  # (what the umask took away)
             half = len(data) // 2
@@ -593,6 +600,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
             time.sleep(delay)
         os.replace(temporary, path)
     except BaseException:
+        if file is not None:  # (closed already, unless interrupted as the holding ended)
+            file.close()
         for name in made:
             Path(name).unlink(missing_ok=True)
         raise
