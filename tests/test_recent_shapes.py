@@ -62,6 +62,18 @@ def test_recent_makes_a_value_only_when_it_has_none() -> None:
     assert recent.get_or_make("a", lambda: make("a")) == [4] and made == ["a", "b", "c", "a"]
 
 
+def test_recent_key_put_again_drops_nothing_and_becomes_the_most_recent() -> None:
+    """A key kept already takes no room even where it is not the oldest: putting it again
+    when full drops nothing, and makes it the most recent."""
+    recent: Recent[str] = Recent(size=3)
+    for key in "abc":
+        recent.put(key, key.upper())
+    recent.put("b", "B again")
+    assert len(recent) == 3 and recent.values() == ["A", "C", "B again"]
+    recent.put("d", "D")  # full: a, the least recent, goes
+    assert recent.values() == ["C", "B again", "D"]
+
+
 def test_recent_is_pickled_and_copied_empty() -> None:
     recent: Recent[torch.Tensor] = Recent(size=2)
     recent.put((4, 2), torch.ones(4))

@@ -33,9 +33,12 @@ class Recent(Generic[V]):
         return value
 
     def put(self, key: Hashable, value: V) -> V:
-        """Keep ``value`` under ``key`` (dropping the oldest value if full); return it."""
+        """Keep ``value`` under ``key``, now the most recent (dropping the value used least
+        recently if full and ``key`` is new); return it."""
         values = self._values
-        if key not in values and len(values) >= self._size:
+        if key in values:
+            del values[key]  # (put again: last in the dict's order, as get leaves it)
+        elif len(values) >= self._size:
             del values[next(iter(values))]
         values[key] = value
         return value
