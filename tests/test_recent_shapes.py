@@ -74,6 +74,25 @@ def test_recent_key_put_again_drops_nothing_and_becomes_the_most_recent() -> Non
     assert recent.values() == ["C", "B again", "D"]
 
 
+def test_recent_lists_its_values_least_recently_used_first() -> None:
+    recent: Recent[str] = Recent(size=4)
+    for key in "abcd":
+        recent.put(key, key.upper())
+    assert recent.values() == ["A", "B", "C", "D"]
+    recent.get("b")
+    recent.get_or_make("a", lambda: "not made")
+    assert recent.values() == ["C", "D", "B", "A"]
+
+
+def test_recent_keeps_8_values_by_default_and_its_empty_copy_its_size() -> None:
+    """A module's cache (Recent()) keeps 8 shapes; empty(), the cache a module's copy starts
+    with, keeps as many as the one it was made from (Sequential's plans: 4)."""
+    for recent, size in ((Recent[int](), 8), (Recent[int](size=2).empty(), 2)):
+        for key in range(size + 1):
+            recent.put(key, key)
+        assert recent.values() == list(range(1, size + 1)), size
+
+
 def test_recent_is_pickled_and_copied_empty() -> None:
     recent: Recent[torch.Tensor] = Recent(size=2)
     recent.put((4, 2), torch.ones(4))
