@@ -78,6 +78,22 @@ def test_an_operand_is_a_cached_normal_0_dim_tensor_of_the_dtype() -> None:
     assert isinstance(other, Tensor) and other.dtype == F64 and float(other) == 0.123
 
 
+def test_the_constants_of_one_call_are_each_made_once() -> None:
+    """An optimizer's or a module's constants come in turn at every call (Adam's betas, eps,
+    one less beta, in both dtypes): each is kept, not only the last one asked for, so that
+    the next call finds them all."""
+    likes = (torch.zeros(2, dtype=F32), torch.zeros(2, dtype=F64))
+    constants = (0.9, 0.999, 0.1, 1e-3, 1e-8, 0.3125)
+    first = [operand(value, like) for like in likes for value in constants]
+    again = [operand(value, like) for like in likes for value in constants]
+    assert all(a is b for a, b in zip(again, first, strict=True))
+    assert [(float(t), t.dtype) for t in again if isinstance(t, Tensor)] == [
+        (float(torch.tensor(value, dtype=like.dtype)), like.dtype)
+        for like in likes
+        for value in constants
+    ]
+
+
 @pytest.mark.parametrize("value", [0.0, -0.0, 0])
 def test_zero_stays_a_number_with_its_sign(value: float) -> None:
     result = operand(value, torch.ones(2))
