@@ -340,6 +340,30 @@ def test_16_bits_compute_in_float32_and_round_once(name: str, dtype: torch.dtype
     assert error(grad, exact.grad) <= error(twin.grad, exact.grad) + eps * scale / 4
 
 
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_a_16_bit_gradient_after_a_float32_forward_is_promoted(name: str) -> None:
+    """The last forward decides: after a float16 forward, a float32 one keeps no 16-bit mark,
+    so a float16 gradient is promoted, as backward promotes a gradient of another dtype (a
+    float32 result, as a fresh module's and autograd's), not rounded to float16 as a 16-bit
+    forward's gradient is."""
+    make, function = ACTIVATIONS[name]
+    generator = torch.Generator().manual_seed(3)
+    x = 4 * torch.randn(64, 10, generator=generator)
+    upstream = torch.randn(64, 10, generator=generator).half()
+    module = make()
+    module(x.half())
+    module(x)
+    grad = module.backward(upstream)
+    fresh = make()
+    fresh(x)
+    assert grad.dtype == F32
+    assert torch.equal(grad, fresh.backward(upstream))
+    exact = x.double().requires_grad_(True)
+    function(exact).backward(upstream.double())
+    assert exact.grad is not None
+    torch.testing.assert_close(grad, exact.grad.float())
+
+
 # -- approximate ------------------------------------------------------------------------------------
 
 
