@@ -207,9 +207,49 @@ def test_infinite_max_norm_leaves_every_gradient_and_measures() -> None:
 
 
 def test_no_parameters() -> None:
-    total = nn.clip_grad_norm_([], 1.0)
-    assert torch.equal(total, torch.tensor(0.0))
+    """A norm of 0 in the default dtype, as PyTorch's (torch.equal would take a float64 zero
+    for a float32 one)."""
+    default = torch.get_default_dtype()
+    try:
+        for dtype in (torch.float32, F64):
+            torch.set_default_dtype(dtype)
+            total = nn.clip_grad_norm_([], 1.0)
+            expected = torch.nn.utils.clip_grad_norm_([], 1.0)
+            assert total.dtype == expected.dtype == dtype
+            assert torch.equal(total, expected)
+    finally:
+        torch.set_default_dtype(default)
     nn.clip_grad_value_([], 1.0)
+
+
+def test_gradients_of_two_dtypes_in_one_storage_are_clipped_each_in_its_own() -> None:
+    """A float16 gradient and a bfloat16 one that follows it in the same storage (of the same
+    element size, so its offset is where the first ends) tile no buffer: each is clipped as
+    itself, as PyTorch clips them, not as float16 bits."""
+
+    def parameters() -> list[nn.Parameter]:
+        storage = torch.zeros(5, dtype=torch.float16)
+        half = nn.Parameter(torch.zeros(2, dtype=torch.float16))
+        bfloat = nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))
+        half.grad = storage[:2]
+        bfloat.grad = storage[2:].view(torch.bfloat16)
+        half.grad.copy_(torch.tensor([-3.0, 0.25]))
+        bfloat.grad.copy_(torch.tensor([3.0, -0.5, 40.0]))
+        return [half, bfloat]
+
+    assert flat_buffer([parameter.grad for parameter in parameters()]) is None
+    # clamped exactly; scaled by a norm computed in their dtypes (to their rounding)
+    for clip, torch_clip, rtol in (
+        (nn.clip_grad_value_, torch.nn.utils.clip_grad_value_, 0.0),
+        (nn.clip_grad_norm_, torch.nn.utils.clip_grad_norm_, None),
+    ):
+        ours = parameters()
+        twins = _torch_params(ours)
+        clip(ours, 1.0)
+        torch_clip(twins, 1.0)
+        for parameter, twin in zip(ours, twins, strict=True):
+            assert twin.grad is not None and parameter.grad.dtype == twin.grad.dtype
+            torch.testing.assert_close(parameter.grad, twin.grad, rtol=rtol, atol=rtol)
 
 
 @pytest.mark.parametrize("flat", [True, False], ids=["flat", "loose"])
