@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import pickle
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -595,6 +596,37 @@ def test_views_of_one_cached_part_stay_views_of_one_copy() -> None:
     assert loaded.b[0].data_ptr() == loaded.a.data_ptr()
 
 
+def test_kept_slices_of_two_parts_of_one_storage_come_back_with_their_own_values() -> None:
+    """Two kept tensors over different parts of one storage (two slices of a data set): each
+    is written as a copy of its own part, and comes back with its values, not as a view of
+    the other's copy."""
+    module = nn.Module()
+    data = torch.arange(1000.0)
+    module.a = data[10:20]  # type: ignore[attr-defined]
+    module.b = (data[500:506].view(2, 3), data[990:])  # type: ignore[attr-defined]
+    copies: list[Any] = [pickle.loads(pickle.dumps(module)), copy.deepcopy(module)]
+    for loaded in copies:
+        assert torch.equal(loaded.a, data[10:20])
+        assert torch.equal(loaded.b[0], data[500:506].view(2, 3))
+        assert torch.equal(loaded.b[1], data[990:])
+        assert loaded.a.untyped_storage().nbytes() == 10 * 4
+
+
+def test_kept_views_of_one_part_in_two_dtypes_come_back_each_in_its_own() -> None:
+    """A kept tensor and a view of the same elements in another dtype of the same size (its
+    bits as int32): each comes back with its dtype and bits, not the second as a float32 view
+    of the first's copy of the part."""
+    module = nn.Module()
+    data = torch.linspace(-1.0, 1.0, 1000)
+    part = data[10:20]
+    module.a = part  # type: ignore[attr-defined]
+    module.bits = part.view(torch.int32)  # type: ignore[attr-defined]
+    copies: list[Any] = [pickle.loads(pickle.dumps(module)), copy.deepcopy(module)]
+    for loaded in copies:
+        assert loaded.a.dtype == torch.float32 and loaded.bits.dtype == torch.int32
+        assert torch.equal(loaded.a, part) and torch.equal(loaded.bits, part.view(torch.int32))
+
+
 def test_a_cache_that_views_the_parameters_stays_a_view() -> None:
     module = nn.Linear(3, 2)
     module.view = module.weight.data[:, :1]  # type: ignore[attr-defined]
@@ -615,14 +647,17 @@ def test_a_move_keeps_each_flat_part_of_a_module_flat() -> None:
             self.scale = self.register_parameter("scale", Parameter(torch.ones(2)))
             self.body = self.register_module("body", nn.mlp((2, 3, 2)))
             self.head = self.register_module("head", nn.mlp((2, 4, 2)))
+            # (a part of two parameters: one Linear)
+            self.tail = self.register_module("tail", nn.Sequential(nn.Linear(2, 2)))
 
     net = Net()
+    assert flat_buffer([p.grad for p in net.tail.parameters()]) is not None
     before = [parameter.data.clone() for parameter in net.parameters()]
     net.double()
-    for part in (net.body, net.head):
+    for part in (net.body, net.head, net.tail):
         assert flat_buffer([p.data for p in part.parameters()]) is not None
         assert flat_buffer([p.grad for p in part.parameters()]) is not None
-    assert flat_buffer([p.data for p in net.parameters()]) is None  # two buffers and a scale
+    assert flat_buffer([p.data for p in net.parameters()]) is None  # three buffers and a scale
     for parameter, value in zip(net.parameters(), before, strict=True):
         assert parameter.data.dtype == torch.float64 == parameter.grad.dtype
         assert torch.equal(parameter.data, value.double())

@@ -555,6 +555,26 @@ def test_parameters_of_mixed_dtypes_are_not_flattened() -> None:
     assert [p.data.dtype for p in parameters] == [torch.float32] * 2 + [F64] * 2
 
 
+def test_parameters_flattened_inside_inference_mode_are_updated_outside_it() -> None:
+    """flatten_parameters makes normal buffers even inside torch.inference_mode(): the values
+    and gradients, still equal, can be changed in place outside it (an optimizer's step)."""
+    layers = [nn.Linear(2, 3, dtype=F64), nn.Linear(3, 2, dtype=F64)]
+    parameters = [p for layer in layers for p in layer.parameters()]
+    for parameter in parameters:
+        parameter.grad.normal_()
+    values, grads = [p.data.clone() for p in parameters], [p.grad.clone() for p in parameters]
+    with torch.inference_mode():
+        flat = flatten_parameters(parameters)
+    assert flat is not None
+    for buffer in (*flat, *(p.data for p in parameters), *(p.grad for p in parameters)):
+        assert not buffer.is_inference()
+    for parameter, value, grad in zip(parameters, values, grads, strict=True):
+        assert torch.equal(parameter.data, value) and torch.equal(parameter.grad, grad)
+    optim.SGD(parameters, lr=0.5).step()
+    for parameter, value, grad in zip(parameters, values, grads, strict=True):
+        assert torch.equal(parameter.data, value - 0.5 * grad)
+
+
 def test_to_float64_keeps_results_and_identity() -> None:
     model = nn.mlp((2, 5, 4, 2), "elu", dtype=torch.float32)
     parameters = list(model.parameters())
