@@ -247,18 +247,34 @@ def test_a_child_called_on_another_shape_gives_the_childs_own_error() -> None:
 
 
 def test_a_bad_gradient_gets_the_childs_error_and_changes_nothing() -> None:
+    """Nor does it drop the plans: the children refuse it without the plan trying it (one of
+    another dtype or device that the plan tried was refused by the tensor library part-way,
+    which drops every plan made, as for a gradient from an autograd graph), and the plan's
+    backward runs for the next good gradient."""
     model = _chain("LTL", [2, 5, 3], F64, seed=6)
+    plain = copy.deepcopy(model)
     x = torch.randn(4, 2, dtype=F64)
     _planned(model, x)
+    _plain_forward(plain, x)
     before = [p.grad.clone() for p in model.parameters()]
-    for bad, error in (
-        (torch.randn(4, 2, dtype=F64), ValueError),
-        (torch.randn(4, 3, dtype=F32), TypeError),
-        ("grad", TypeError),
-    ):
-        with pytest.raises(error, match="Linear"):
-            model.backward(bad)  # type: ignore[arg-type]
-        assert all(torch.equal(p.grad, b) for p, b in zip(model.parameters(), before, strict=True))
+    for method in ("backward", "backward_parameters"):
+        for bad, error in (
+            (torch.randn(4, 2, dtype=F64), ValueError),
+            (torch.randn(4, 3, dtype=F32), TypeError),
+            (torch.randn(4, 3, dtype=F64, device="meta"), ValueError),
+            ("grad", TypeError),
+        ):
+            with pytest.raises(error, match="Linear"):
+                getattr(model, method)(bad)
+            assert all(
+                torch.equal(p.grad, b) for p, b in zip(model.parameters(), before, strict=True)
+            )
+            assert model._planned is not None and len(model._plans) == 1
+    grad = torch.randn(4, 3, dtype=F64)
+    plan = model._planned
+    assert plan is not None and plan.takes(grad)  # (its backward runs)
+    assert torch.equal(model.backward(grad), _plain_backward(plain, grad))
+    _assert_same(model, plain)
 
 
 def test_parameters_replaced_after_planning_are_used() -> None:
@@ -398,6 +414,9 @@ def test_a_gradient_from_an_autograd_graph_is_read_as_a_plain_value(
     planned.backward_parameters(grad)
     _plain_backward(plain, grad)
     _assert_same(planned, plain)
+    # Given to the children without trying the plan, which stays (a write into a buffer
+    # refused part-way drops every plan made).
+    assert planned._planned is not None and len(planned._plans) == 1
 
 
 @pytest.mark.parametrize("how", ["given under no_grad", "set after the forward"])
@@ -768,13 +787,25 @@ def test_inputs_no_plan_accepts_make_no_plan(
         y = model(x)
         assert torch.equal(y, _plain_forward(twin, x))
     assert made == [] and len(model._plans) == 0
-    # A plain input is planned as before, and such inputs run child by child beside it.
+    # A plain input is planned as before, and such inputs run child by child beside it, without
+    # trying the plan (whose first write into a buffer refuses an input from a graph, at a cost).
     plain_input = torch.randn(6, 2, dtype=F64)
     _planned(model, plain_input)
+    tries: list[int] = []
+    planned_forward = nn.Sequential._planned_forward
+
+    def counted(
+        self: nn.Sequential, plan: minidl.nn.chain.ChainPlan, input: Tensor
+    ) -> Tensor | None:
+        tries.append(1)
+        return planned_forward(self, plan, input)
+
+    monkeypatch.setattr(nn.Sequential, "_planned_forward", counted)
     x = make()
     assert torch.equal(model(x), _plain_forward(twin, x)) and model._planned is None
+    assert tries == []
     assert model(plain_input) is not None and model._planned is not None
-    assert len(made) == 1
+    assert len(made) == 1 and tries == [1]
 
 
 class _Tensor(Tensor):
@@ -783,11 +814,13 @@ class _Tensor(Tensor):
 
 def test_an_input_of_the_plans_shape_and_another_dtype_or_device_keeps_the_plans() -> None:
     """It gets the child's error without trying the plan (whose failure would drop every plan
-    made)."""
+    made), and changes nothing: refused by the first layer, it leaves the last forward's
+    backward to run (a plan tried on it left it as the first layer's cached input)."""
     planned = _chain("LTL", [2, 5, 3], F64, seed=27)
     plain = copy.deepcopy(planned)
     x = torch.randn(4, 2, dtype=F64)
     _planned(planned, x)
+    _plain_forward(plain, x)
     for bad, error in ((x.float(), TypeError), (x.to("meta"), ValueError)):
         with pytest.raises(error) as planned_error:
             planned(bad)
@@ -795,6 +828,9 @@ def test_an_input_of_the_plans_shape_and_another_dtype_or_device_keeps_the_plans
             _plain_forward(plain, bad)
         assert str(planned_error.value) == str(plain_error.value)
         assert len(planned._plans) == 1
+        grad = torch.randn(4, 3, dtype=F64)
+        assert torch.equal(planned.backward(grad), _plain_backward(plain, grad))
+        _assert_same(planned, plain)
         assert torch.equal(planned(x), _plain_forward(plain, x)) and planned._planned is not None
 
 
