@@ -102,6 +102,7 @@ CHAINS = [
     ("lTlTl", [4, 4, 4, 4]),  # no biases, every width alike (the buffers alternate)
     ("LL", [3, 5, 2]),  # two layers in a row: the first's output is the second's cache
     ("LLTL", [4, 4, 4, 4]),  # the same, beside a layer of the same shape before an activation
+    ("LLL", [2, 3, 3, 1]),  # three in a row of one shape: each output is a buffer of its own
     ("TLT", [6, 3]),  # an activation first and last
     ("LTSLRE", [4, 5, 3]),  # activations after activations (those do not run in place)
     ("L", [4, 3]),
@@ -744,6 +745,7 @@ def test_a_parameter_put_in_place_of_a_layers_after_planning_is_used(how: str) -
     plain = copy.deepcopy(planned)
     donors = [nn.Linear(4, 4, dtype=F64) for _ in range(2)]
     donors[1].load_state_dict(donors[0].state_dict())
+    narrow = nn.Linear(4, 1, dtype=F64)
     x = torch.randn(5, 3, dtype=F64)
     _planned(planned, x)
     _plain_forward(plain, x)
@@ -759,8 +761,9 @@ def test_a_parameter_put_in_place_of_a_layers_after_planning_is_used(how: str) -
         assert torch.equal(planned.backward(y), _plain_backward(plain, y))
     assert planned._planned is not None
     _assert_same(planned, plain)
-    # One of another shape is refused by the layer, not broadcast.
-    planned[2].register_parameter("bias", nn.Linear(4, 1, dtype=F64).bias)
+    # One of another shape is refused by the layer, not broadcast (made before the plan: no
+    # tensor is replaced in between, and the plan's product broadcast it over the rows).
+    planned[2].register_parameter("bias", narrow.bias)
     with pytest.raises(ValueError, match="Linear"):
         planned(x)
 
