@@ -574,6 +574,26 @@ def test_only_a_trained_signature_seen_twice_in_a_row_is_planned() -> None:
     for _ in range(5):
         model(torch.randn(1000, 2))
     assert len(model._plans) == 1
+    # A trained shape seen again after another one, even one only evaluated: not in a row.
+    step(4)
+    model(torch.randn(1000, 2))
+    step(4)
+    assert len(model._plans) == 1
+    step(4)
+    assert len(model._plans) == 2
+
+
+def test_an_input_that_is_no_tensor_gets_the_first_layers_error() -> None:
+    """Planned or not, as child by child (a chain that plans looks up the input's signature)."""
+    model = _chain("LTL", [2, 5, 3], F64, seed=31)
+    for _ in range(2):
+        with pytest.raises(
+            TypeError,
+            match=r"^Linear: expected a torch\.Tensor as input, got list\n"
+            r"in Sequential, at module 0 \(Linear\)$",
+        ):
+            model([[1.0, 2.0]])  # type: ignore[arg-type]
+        _planned(model, torch.randn(4, 2, dtype=F64))
 
 
 def test_chains_with_other_modules_are_not_planned() -> None:
@@ -781,7 +801,8 @@ def test_inputs_no_plan_accepts_make_no_plan(
 ) -> None:
     """A plan was made for every other such input (every one, of a subclass), its buffers
     allocated, and the next forward tried it: a forward of the paper's network took twice as
-    long as child by child."""
+    long as child by child. (Each is followed by a backward, as in training: only a trained
+    signature is planned.)"""
     made = _count_plans_made(monkeypatch)
     model = _chain("LTL", [2, 5, 3], F64, seed=24)
     twin = copy.deepcopy(model)
@@ -789,6 +810,7 @@ def test_inputs_no_plan_accepts_make_no_plan(
         x = make()
         y = model(x)
         assert torch.equal(y, _plain_forward(twin, x))
+        model.backward_parameters(torch.ones(y.shape, dtype=F64))
     assert made == [] and len(model._plans) == 0
     # A plain input is planned as before, and such inputs run child by child beside it, without
     # trying the plan (whose first write into a buffer refuses an input from a graph, at a cost).
@@ -886,6 +908,13 @@ def test_a_leaf_gradient_whose_operations_are_recorded_gets_what_the_children_re
     _plain_backward(plain, grad)
     _assert_same(planned, plain)
     assert torch.equal(_planned(planned, x), _plain_forward(plain, x))
+    # The plan that declined it was dropped: its buffers may be in the graph (a 16-bit ELU's
+    # input gradient), and kept, it declined every gradient after. The one made again takes the
+    # next plain gradient.
+    grad = torch.randn(y.shape).to(dtype)
+    assert torch.equal(planned.backward(grad), _plain_backward(plain, grad))
+    assert planned._planned is not None  # (its backward ran)
+    _assert_same(planned, plain)
 
 
 def test_a_method_replaced_on_a_class_before_training_is_called(
