@@ -752,6 +752,32 @@ def test_missing_keys_come_in_the_state_dicts_order_as_in_torch() -> None:
     assert f"expected exactly {list(model.state_dict())}" in str(refused.value)
 
 
+def test_unexpected_keys_come_in_torchs_order() -> None:
+    """PyTorch lists the unexpected keys module by module (in ``named_modules`` order), each at
+    the deepest module its path reaches, and in the state dict's order within a module;
+    ``load_state_dict`` listed them in the state dict's order alone (``'1.0.extra'`` before
+    ``'extra'`` here), in the list returned and in the error."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))
+    twin = tnn.Sequential(tnn.Linear(2, 2), tnn.Sequential(tnn.Linear(2, 2), tnn.BatchNorm1d(2)))
+    extra = ["1.1.extra", "1.0.extra", "0.extra.deeper", "extra", "1.extra", "5.weight", "0.x"]
+    state = {**{name: torch.zeros(1) for name in extra}, **model.state_dict()}
+    torch_state = {**{name: torch.zeros(1) for name in extra}, **twin.state_dict()}
+    expected = twin.load_state_dict(torch_state, strict=False).unexpected_keys
+    assert expected == [
+        "extra",
+        "5.weight",
+        "0.extra.deeper",
+        "0.x",
+        "1.extra",
+        "1.0.extra",
+        "1.1.extra",
+    ]
+    assert model.load_state_dict(state, strict=False) == ([], expected)
+    with pytest.raises(KeyError) as refused:
+        model.load_state_dict(state)
+    assert f"unexpected keys {expected}" in str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("value", "error", "message"),
     [

@@ -851,6 +851,30 @@ class Module:
                 )
         return entries, given
 
+    def _in_torchs_order(self, unexpected: list[str]) -> list[str]:
+        """The ``unexpected`` keys of a state dict (given in its order) as PyTorch's
+        ``load_state_dict`` lists them: module by module, in the order of
+        ``named_modules(remove_duplicate=False)``, each key at the deepest module its path
+        reaches (``"1.0.foo"`` at module ``"1.0"``; ``"5.weight"``, with no child ``"5"``, at
+        this one), and in the state dict's order within a module."""
+        if len(unexpected) < 2:
+            return unexpected
+        place = {
+            path: index
+            for index, (path, _) in enumerate(self.named_modules(remove_duplicate=False))
+        }
+
+        def reached(key: str) -> int:
+            module, path = self, ""
+            for name in key.split(".")[:-1]:
+                child = module._modules.get(name)
+                if child is None:
+                    break
+                module, path = child, f"{path}.{name}" if path else name
+            return place[path]
+
+        return sorted(unexpected, key=reached)
+
     def load_state_dict(
         self, state_dict: Mapping[str, Tensor | Parameter], strict: bool = True
     ) -> IncompatibleKeys:
@@ -869,8 +893,9 @@ class Module:
 
         Returns:
             The keys skipped, ``(missing_keys, unexpected_keys)`` (both empty with ``strict``):
-            the missing in the order of :meth:`state_dict`, the unexpected in ``state_dict``'s, as
-            in PyTorch.
+            the missing in the order of :meth:`state_dict`, the unexpected as PyTorch lists them
+            (module by module, each key at the deepest module its path reaches, and in
+            ``state_dict``'s order within a module).
 
         Raises:
             KeyError: (with ``strict``) missing or unexpected keys.
@@ -896,7 +921,7 @@ class Module:
         tensors = {name: _value(entry) for name, entry in state_dict.items()}
         entries, given = self._with_first_names(tensors, own)
         missing = [k for k in own if k not in entries]
-        unexpected = [k for k in entries if k not in own]
+        unexpected = self._in_torchs_order([k for k in entries if k not in own])
         if strict and (missing or unexpected):
             raise KeyError(
                 f"{where}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}; "
