@@ -2580,6 +2580,37 @@ def test_a_built_sequential_refuses_the_changes_of_torch_sequential_and_says_how
     assert [type(part).__name__ for part in built] == [type(part).__name__ for part in twin]
 
 
+_BUILD = "; build a new Sequential with every module in the order data flows through them, "
+
+
+@pytest.mark.parametrize(
+    ("index", "given"),
+    [(5, "5"), (-5, "-5"), (1.5, "1.5"), ("1", "'1'"), (10**400, "an int of 401 digits")],
+    ids=["5", "-5", "1.5", "'1'", "10**400"],
+)
+def test_an_insert_that_torch_refuses_names_no_place_to_insert_at(
+    index: object, given: str
+) -> None:
+    """``torch.nn.Sequential.insert`` refuses an index out of ``[-len, len]`` (IndexError) or
+    not an int (TypeError); minidl's refusal said to build the model with the module there
+    all the same: at an end (``model[:5]``, ``model[:-5]``), or in code that does not run
+    (``model[:1.5]``, ``model[:an int of 401 digits]``). It now names no place, as item
+    assignment out of range does."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2), nn.Tanh())
+    twin = torch.nn.Sequential(
+        torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2), torch.nn.Tanh()
+    )
+    with pytest.raises((IndexError, TypeError)):
+        twin.insert(index, torch.nn.Sigmoid())  # type: ignore[arg-type]
+    layers = list(model)
+    with pytest.raises(TypeError) as info:
+        model.insert(index, nn.Sigmoid())  # type: ignore[arg-type]
+    assert str(info.value).endswith(
+        f"got a Sigmoid to insert at {given}{_BUILD}Sequential(*modules)"
+    )
+    assert list(model) == layers
+
+
 @pytest.mark.parametrize(
     ("call", "where"),
     [

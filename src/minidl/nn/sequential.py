@@ -519,19 +519,20 @@ class Sequential(Module):
 
     def insert(self, index: int, module: object) -> NoReturn:
         """Refused, as :meth:`__setitem__` is: build
-        ``Sequential(*model[:index], module, *model[index:])``.
+        ``Sequential(*model[:index], module, *model[index:])`` (for an index that PyTorch's
+        ``insert`` takes, an int in ``[-len(model), len(model)]``; for another, which it
+        refuses, the refusal names no place, as :meth:`__setitem__`'s for an index out of range).
 
         Raises:
             TypeError: always; nothing is changed.
         """
-        kind = _a(type(module).__name__)
-        at = _index_text(index)
-        if isinstance(index, int) and -len(self._layers) <= index < 0:
-            at = str(index + len(self._layers))
-        raise self._fixed(
-            f"{kind} to insert at {_index_text(index)}",
-            f"Sequential(*model[:{at}], module, *model[{at}:])",
-        )
+        count = len(self._layers)
+        if isinstance(index, int) and -count <= index <= count:
+            at = int(index) + count if index < 0 else int(index)
+            instead = f"Sequential(*model[:{at}], module, *model[{at}:])"
+        else:
+            instead = "Sequential(*modules)"
+        raise self._fixed(f"{_a(type(module).__name__)} to insert at {_index_text(index)}", instead)
 
     def pop(self, key: int | slice) -> NoReturn:
         """Refused, as :meth:`__delitem__` is: take ``model[key]``, then build the model
