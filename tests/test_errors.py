@@ -2538,6 +2538,10 @@ _CHANGES: dict[str, tuple[Callable[[Any, Any], object], str]] = {
     "model.extend([module])": (lambda m, new: m.extend([new]), "a list to extend it with"),
     "model.insert(1, module)": (lambda m, new: m.insert(1, new), "a Sigmoid to insert at 1"),
     "model.insert(-1, module)": (lambda m, new: m.insert(-1, new), "a Sigmoid to insert at -1"),
+    "model.insert(-4, module)": (lambda m, new: m.insert(-4, new), "a Sigmoid to insert at -4"),
+    "model.insert(4, module)": (lambda m, new: m.insert(4, new), "a Sigmoid to insert at 4"),
+    "del model[3:1]": (lambda m, new: m.__delitem__(slice(3, 1)), "del model[3:1]"),
+    "del model[1:3:1]": (lambda m, new: m.__delitem__(slice(1, 3, 1)), "del model[1:3:1]"),
     "model.pop(-1)": (lambda m, new: m.pop(-1), "pop(-1)"),
     "model.pop(1)": (lambda m, new: m.pop(1), "pop(1)"),
 }
@@ -2608,6 +2612,54 @@ def test_an_insert_that_torch_refuses_names_no_place_to_insert_at(
     assert str(info.value).endswith(
         f"got a Sigmoid to insert at {given}{_BUILD}Sequential(*modules)"
     )
+    assert list(model) == layers
+
+
+@pytest.mark.parametrize(
+    ("change", "given", "recipe"),
+    [
+        (
+            lambda m: m.insert(-4, nn.Sigmoid()),
+            "a Sigmoid to insert at -4",
+            "Sequential(*model[:0], module, *model[0:])",
+        ),
+        (
+            lambda m: m.__setitem__(slice(1, 3), [nn.Sigmoid()]),
+            "a list to put at model[1:3]",
+            "Sequential(*model[:1], *modules, *model[3:])",
+        ),
+        (
+            lambda m: m.__setitem__(slice(1, 3, 1), nn.Sigmoid()),
+            "a Sigmoid to put at model[1:3:1]",
+            "Sequential(*model[:1], *modules, *model[3:])",
+        ),
+        (lambda m: m.__delitem__(slice(None, None, 2)), "del model[::2]", "Sequential(*modules)"),
+        (
+            lambda m: m.__setitem__(7, nn.Sigmoid()),
+            "a Sigmoid to put at model[7]",
+            "Sequential(*modules)",
+        ),
+    ],
+    ids=[
+        "insert(-4)",
+        "model[1:3] =",
+        "model[1:3:1] =",
+        "del ::2",
+        "out of range",
+    ],
+)
+def test_a_refused_change_names_what_was_given_and_the_model_to_build_exactly(
+    change: Callable[[Any], object], given: str, recipe: str
+) -> None:
+    """The words of the refusals where PyTorch's ``Sequential`` is no oracle (it refuses a
+    slice assigned) or the model built is the same either way (``model[:0]`` or ``model[:-4]``):
+    a negative index in range written as its place, a slice with its step, a slice assigned
+    its ``*modules``."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2), nn.Tanh())
+    layers = list(model)
+    with pytest.raises(TypeError) as info:
+        change(model)
+    assert str(info.value).endswith(f"got {given}{_BUILD}{recipe}")
     assert list(model) == layers
 
 
