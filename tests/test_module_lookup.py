@@ -199,6 +199,11 @@ def test_what_is_set_as_a_plain_attribute_is_not_found_and_said_to_be_unregister
     registered = linear.weight
     linear.weight = Parameter(torch.zeros(2, 2))  # type: ignore[assignment]
     assert ours.get_parameter("head.weight") is registered is next(linear.parameters())
+    norm = ours.get_submodule("body.2.1")
+    registered_buffer = norm.running_mean
+    norm.running_mean = torch.ones(2)  # type: ignore[assignment]
+    assert ours.get_buffer("body.2.1.running_mean") is registered_buffer
+    assert dict(ours.named_buffers())["body.2.1.running_mean"] is registered_buffer
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -94,6 +94,21 @@ def test_without_keep_vars_the_entries_are_copies() -> None:
     assert not torch.equal(ours["1.running_mean"], model.get_buffer("1.running_mean"))
 
 
+def test_without_keep_vars_the_entries_are_detached_as_in_torch() -> None:
+    """PyTorch's entries are detached from any autograd graph, whatever the model's tensors
+    record; so are minidl's copies, of a buffer set to record its operations since it was
+    registered too (a copy of it alone would record the copy)."""
+    model, twin = _pair()
+    model.get_buffer("1.running_mean").requires_grad_()
+    twin.get_buffer("1.running_mean").requires_grad_()
+    ours, theirs = model.state_dict(), twin.state_dict()
+    assert list(ours) == list(theirs)
+    for name, value in ours.items():
+        assert not theirs[name].requires_grad and theirs[name].grad_fn is None
+        assert not value.requires_grad and value.grad_fn is None
+        assert torch.equal(value, theirs[name])
+
+
 def test_a_state_dict_of_parameters_loads_as_in_torch() -> None:
     """``load_state_dict(state_dict(keep_vars=True))`` of another model copies its values in,
     as PyTorch's does with its Parameters; the model's own loads as the identity."""
@@ -112,6 +127,27 @@ def test_a_state_dict_of_parameters_loads_as_in_torch() -> None:
     model.load_state_dict(model.state_dict(keep_vars=True))
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name])
+
+
+def test_a_torch_state_dict_of_parameters_loads_their_values_outside_any_graph() -> None:
+    """PyTorch's ``state_dict(keep_vars=True)`` holds its Parameters, which record their
+    operations: their values are loaded, and the model's tensors stay outside any autograd
+    graph, as PyTorch's own stay leaves (a copy of them recorded would make every parameter
+    a node of one, its value given by a copy)."""
+    model, twin = _pair()
+    other = nn.Sequential(
+        nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Tanh(), nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    ).to(F64)
+    torch_other = to_torch(other)
+    state = twin.state_dict(keep_vars=True)
+    assert all(state[name].requires_grad for name, _ in twin.named_parameters())
+    torch_other.load_state_dict(state)
+    assert other.load_state_dict(state) == ([], [])
+    for name, value in other.state_dict(keep_vars=True).items():
+        tensor = value.data if isinstance(value, Parameter) else value
+        assert torch_other.state_dict(keep_vars=True)[name].grad_fn is None
+        assert not tensor.requires_grad and tensor.grad_fn is None
+        assert torch.equal(tensor, model.state_dict()[name])
 
 
 @pytest.mark.parametrize(
