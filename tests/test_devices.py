@@ -304,6 +304,11 @@ def test_to_takes_non_blocking_where_pytorchs_does(arguments):
             r"got non_blocking twice, True after the dtype and non_blocking=True; give one of "
             "them",
         ),
+        (
+            (torch.float64, True),
+            {"non_blocking": 1},
+            r"got non_blocking twice, True after the dtype and non_blocking=1; give one of them",
+        ),
     ],
 )
 def test_to_refuses_a_non_blocking_that_is_not_a_flag_and_changes_nothing(args, kwargs, message):
