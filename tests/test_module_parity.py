@@ -181,6 +181,24 @@ def test_a_parameter_with_a_bad_name_and_value_is_not_left_registered() -> None:
     assert module._parameters == {}
 
 
+def test_a_parameter_keeps_the_name_it_was_first_given() -> None:
+    """A ``Parameter`` without a name is named at its first registration; registered again (a
+    weight tied into a second layer) or given a name when made, it keeps that name, which its
+    messages show."""
+    first, second = nn.Linear(2, 2), nn.Linear(2, 2)
+    assert first.weight.name == "weight"
+    holder = nn.Module()
+    holder.register_parameter("tied", first.weight)
+    second.register_parameter("weight", first.weight)
+    assert first.weight.name == "weight"
+    gain = holder.register_parameter("scale", nn.Parameter(torch.ones(2), name="gain"))
+    assert gain.name == "gain" and repr(gain).startswith("Parameter 'gain'")
+    fresh = nn.Parameter(torch.ones(2))
+    holder.register_parameter("shift", fresh)
+    nn.Module().register_parameter("other", fresh)
+    assert fresh.name == "shift"
+
+
 def test_an_attribute_holding_the_object_itself_may_be_registered() -> None:
     """``self.block = block`` then ``register_module("block", block)`` (as Residual does)."""
     module = nn.Module()
