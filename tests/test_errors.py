@@ -2635,6 +2635,12 @@ def test_an_insert_that_torch_refuses_names_no_place_to_insert_at(
         ),
         (lambda m: m.__delitem__(slice(None, None, 2)), "del model[::2]", "Sequential(*modules)"),
         (
+            lambda m: m.__setitem__(-1, nn.Sigmoid()),
+            "a Sigmoid to put at model[-1]",
+            "Sequential(*model[:3], module)",
+        ),
+        (lambda m: m.__delitem__(0), "del model[0]", "Sequential(*model[1:])"),
+        (
             lambda m: m.__setitem__(7, nn.Sigmoid()),
             "a Sigmoid to put at model[7]",
             "Sequential(*modules)",
@@ -2645,6 +2651,8 @@ def test_an_insert_that_torch_refuses_names_no_place_to_insert_at(
         "model[1:3] =",
         "model[1:3:1] =",
         "del ::2",
+        "model[-1] =",
+        "del 0",
         "out of range",
     ],
 )
@@ -2654,7 +2662,7 @@ def test_a_refused_change_names_what_was_given_and_the_model_to_build_exactly(
     """The words of the refusals where PyTorch's ``Sequential`` is no oracle (it refuses a
     slice assigned) or the model built is the same either way (``model[:0]`` or ``model[:-4]``):
     a negative index in range written as its place, a slice with its step, a slice assigned
-    its ``*modules``."""
+    its ``*modules``, no empty part at either end."""
     model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2), nn.Tanh())
     layers = list(model)
     with pytest.raises(TypeError) as info:
