@@ -777,15 +777,18 @@ def test_unexpected_keys_come_in_torchs_order() -> None:
     ``'extra'`` here), in the list returned and in the error."""
     model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))
     twin = tnn.Sequential(tnn.Linear(2, 2), tnn.Sequential(tnn.Linear(2, 2), tnn.BatchNorm1d(2)))
-    extra = ["1.1.extra", "1.0.extra", "0.extra.deeper", "extra", "1.extra", "5.weight", "0.x"]
+    extra = ["1.1.extra", "1.0.extra", "0.extra.deeper", "1.0", "extra", "1.extra", "5.weight"]
+    extra += ["0", "0.x"]  # (a child's name alone: an unexpected key of the module above it)
     state = {**{name: torch.zeros(1) for name in extra}, **model.state_dict()}
     torch_state = {**{name: torch.zeros(1) for name in extra}, **twin.state_dict()}
     expected = twin.load_state_dict(torch_state, strict=False).unexpected_keys
     assert expected == [
         "extra",
         "5.weight",
+        "0",
         "0.extra.deeper",
         "0.x",
+        "1.0",
         "1.extra",
         "1.0.extra",
         "1.1.extra",
