@@ -9,8 +9,10 @@ bytecodes; each sets the handlers and the mask back as they were, whatever the o
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -215,3 +217,112 @@ def test_a_signal_another_thread_took_is_raised_whatever_the_end_raises(
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for number, handler in before.items():
             signal.signal(number, handler)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
+def test_an_interrupt_as_the_handlers_are_replaced_leaves_every_handler_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SIGTERM handled just as SIGINT's handler had been replaced (its handler, as minidl's
+    command line's, raising) left SIGINT with the handler that notes it, for good: the handler
+    to put back was known only once the replacement had returned. Every handler and the mask
+    are now as before, and the interrupt is raised."""
+    numbers = (signal.SIGINT, signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _terminate)
+    before = {number: signal.getsignal(number) for number in numbers}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    replace = signal.signal
+    sent: list[int] = []
+    steps: list[str] = []
+
+    def replaced_then_terminated(number: int, handler: Any) -> Any:
+        previous = replace(number, handler)
+        if number == signal.SIGINT and handler is not before[number] and not sent:
+            sent.append(signal.SIGTERM)
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # (as Python would, just then)
+        return previous
+
+    try:
+        monkeypatch.setattr(signal, "signal", replaced_then_terminated)
+        with pytest.raises(_TerminatedError), holding_interrupts():
+            steps.append("ran")
+        monkeypatch.undo()
+        assert sent == [signal.SIGTERM]
+        assert steps == []
+        assert {number: signal.getsignal(number) for number in numbers} == before
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
+    finally:  # (as before, whatever the outcome, for the tests that follow)
+        monkeypatch.undo()
+        for number, handler in before.items():
+            signal.signal(number, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
+@pytest.mark.parametrize("number", _NUMBERS, ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_as_any_call_of_the_holding_begins_is_raised_and_all_is_put_back(
+    number: int,
+) -> None:
+    """Python runs a signal's handler as a function call begins, among other points. A signal
+    taken by another thread (the main thread blocks it) and handled as each call of
+    :mod:`minidl._interrupts` begins, in turn, is raised, at once or at the end, and every
+    handler and the mask are as before. One handled as a handler was put back by a call of its
+    own (SIGINT's handler back, the call for SIGTERM's beginning) left SIGTERM with the handler
+    that notes it, for good: a SIGTERM then did nothing."""
+    numbers = (signal.SIGINT, signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _terminate)
+    before = {got: signal.getsignal(got) for got in numbers}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    expected = KeyboardInterrupt if number == signal.SIGINT else _TerminatedError
+    tracer = sys.gettrace()
+    calls: list[int] = []  # (the calls begun so far, in this run of the holding)
+
+    def handled_at(which: int | None) -> Any:
+        def trace(frame: FrameType, event: str, arg: Any) -> None:
+            if event == "call" and frame.f_code.co_filename == _interrupts.__file__:
+                calls.append(len(calls))
+                if len(calls) - 1 == which:
+                    signal.getsignal(number)(number, frame)  # (as Python would, just then)
+
+        return trace
+
+    try:
+        sys.settrace(handled_at(None))
+        with holding_interrupts():
+            pass
+        sys.settrace(tracer)
+        count = len(calls)
+        assert count >= 3  # (the start, the end, the handlers put back)
+        for which in range(count):
+            calls.clear()
+            sys.settrace(handled_at(which))
+            try:
+                with pytest.raises(expected), holding_interrupts():
+                    pass
+            finally:
+                sys.settrace(tracer)
+            assert {got: signal.getsignal(got) for got in numbers} == before, which
+            assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask, which
+    finally:  # (as before, whatever the outcome, for the tests that follow)
+        sys.settrace(tracer)
+        for got, handler in before.items():
+            signal.signal(got, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def test_a_failure_at_every_attempt_to_put_a_handler_back_is_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The handlers are put back again after an interrupt; a failure that comes back at every
+    attempt (no signal's) is raised after a bounded number of them, not tried for ever."""
+    attempts: list[int] = []
+
+    def refused(number: int, handler: Any) -> Any:
+        attempts.append(number)
+        raise OSError("refused")
+
+    monkeypatch.setattr(signal, "signal", refused)
+    with pytest.raises(OSError, match="refused"):
+        _interrupts._put_back({signal.SIGINT: signal.default_int_handler})
+    monkeypatch.undo()
+    assert 1 < len(attempts) <= 100

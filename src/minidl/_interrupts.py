@@ -58,19 +58,26 @@ def holding_interrupts() -> Iterator[None]:
         yield
         return
     held: list[int] = []
-    handlers: list[tuple[int, _Handler]] = []  # (each signal's handler before, as it is replaced)
-    mask: set[int | signal.Signals] | None = None
+    # The handlers and the mask as they are, read before any is changed: an interrupt raised as
+    # they are changed still finds every one to put back. (Taken from what each replacement
+    # returned, a handler replaced just before a SIGTERM's handler raised was never known, and
+    # SIGINT kept the one that notes it, for good: Ctrl-C did nothing any more.)
+    handlers: dict[int, _Handler] = {
+        number: signal.getsignal(number) for number in sorted(HELD_SIGNALS)
+    }
+    blocking = hasattr(signal, "pthread_sigmask")
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, []) if blocking else set()
     try:
-        for number in sorted(HELD_SIGNALS):
-            handlers.append((number, signal.signal(number, lambda got, frame: held.append(got))))
-        if hasattr(signal, "pthread_sigmask"):
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+        for number in handlers:
+            signal.signal(number, lambda got, frame: held.append(got))
+        if blocking:
+            signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
         yield
     finally:
         try:
             _put_back(handlers)
         finally:
-            if mask is None:  # (nothing blocked: each is raised at once)
+            if not blocking:  # (nothing blocked: each is raised at once)
                 for taken in dict.fromkeys(held):
                     signal.raise_signal(taken)
             else:
@@ -83,14 +90,24 @@ def holding_interrupts() -> Iterator[None]:
                     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-def _put_back(handlers: list[tuple[int, _Handler]]) -> None:
-    """Set each signal's handler back, every one even where one set back raises at once (a
-    signal taken meanwhile, by a handler that raises: ``KeyboardInterrupt``): the others would
-    keep :func:`holding_interrupts`'s, which notes them and raises nothing, for good."""
-    if not handlers:
-        return
-    (number, handler), rest = handlers[0], handlers[1:]
-    try:
-        signal.signal(number, signal.SIG_DFL if handler is None else handler)
-    finally:
-        _put_back(rest)
+def _put_back(handlers: dict[int, _Handler]) -> None:
+    """Set each signal's handler back, every one even where one set back raises (a signal
+    taken meanwhile by another thread, handled at once by the handler just put back:
+    ``KeyboardInterrupt``): the others would keep :func:`holding_interrupts`'s, which notes
+    them and raises nothing, for good. What was raised is raised again once all are back.
+
+    One loop in one ``try``, taken again from the start after an interrupt: an interrupt is
+    raised between any two bytecodes, and where each was put back by a call of its own (a call
+    in a ``finally``), one raised as that call began, before its ``try``, skipped the rest.
+    A failure that comes back at every attempt (no interrupt: it does not come from a signal)
+    ends the attempts after a hundred, and is raised."""
+    interrupt: BaseException | None = None
+    for _ in range(100):
+        try:
+            for number, handler in handlers.items():
+                signal.signal(number, signal.SIG_DFL if handler is None else handler)
+            break
+        except BaseException as error:
+            interrupt = error if interrupt is None else interrupt
+    if interrupt is not None:
+        raise interrupt
