@@ -1614,14 +1614,15 @@ def test_an_interrupt_as_the_temporary_file_is_made_leaves_no_file(
 
 
 def _descriptors_open_on(folder: Path) -> list[str]:
-    """The files in ``folder`` (removed ones too) that this process holds a descriptor of."""
+    """``folder`` and the files in it (removed ones too) that this process holds a descriptor
+    of."""
     targets = []
     for entry in os.scandir("/proc/self/fd"):
         try:
             target = os.readlink(entry.path)
         except OSError:  # (the descriptor of the scan itself, closed meanwhile)
             continue
-        if target.startswith(f"{folder}{os.sep}"):
+        if target == str(folder) or target.startswith(f"{folder}{os.sep}"):
             targets.append(target)
     return targets
 
@@ -1668,3 +1669,63 @@ def test_an_interrupt_as_the_temporary_file_is_opened_leaves_no_descriptor_open(
     assert _descriptors_open_on(tmp_path) == []
     assert sorted(tmp_path.iterdir()) == [path]
     assert path.read_bytes() == before
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc")
+def test_reading_a_folder_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    """A folder given to read_checkpoint or load_checkpoint is refused, and its descriptor
+    closed: the file object that refused it did not close it, one more left open at every
+    such reading."""
+    for read in (read_checkpoint, lambda path: load_checkpoint(path, nn.Linear(2, 2))):
+        with pytest.raises(CheckpointError, match=r"cannot be read \(Is a directory\)"):
+            read(tmp_path)
+    assert _descriptors_open_on(tmp_path) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.skipif(not hasattr(signal, "raise_signal"), reason="needs signal.raise_signal")
+@pytest.mark.parametrize("opened", ["the checkpoint read", "the folder flushed"])
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_as_a_descriptor_is_opened_leaves_none_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opened: str, number: int
+) -> None:
+    """Ctrl-C, or SIGTERM under minidl's command line, that came just as the checkpoint was
+    opened to be read, or its folder to flush the new file's name to the disk, left that
+    descriptor open for good. The interrupt is now held back until the descriptor is owned,
+    then raised: nothing stays open, and a save so interrupted has replaced the checkpoint."""
+    import minidl.checkpoint
+
+    class TerminatedError(Exception):
+        pass
+
+    def terminate(got: int, frame: Any) -> None:
+        raise TerminatedError
+
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, nn.Linear(2, 2))
+    model = nn.Linear(2, 2)
+    real_open = os.open
+    target = str(path) if opened == "the checkpoint read" else str(tmp_path)
+
+    def opened_then_signalled(file: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        descriptor = real_open(file, flags, mode, **kwargs)
+        if os.fspath(file) == target:
+            signal.raise_signal(number)  # (to this thread, as the process's would come)
+        return descriptor
+
+    handler = signal.signal(signal.SIGTERM, terminate)
+    try:
+        monkeypatch.setattr(minidl.checkpoint.os, "open", opened_then_signalled)
+        expected = KeyboardInterrupt if number == signal.SIGINT else TerminatedError
+        with pytest.raises(expected):
+            if opened == "the checkpoint read":
+                read_checkpoint(path)
+            else:
+                save_checkpoint(path, model)
+    finally:
+        monkeypatch.undo()
+        signal.signal(signal.SIGTERM, handler)
+    assert _descriptors_open_on(tmp_path) == []
+    assert sorted(tmp_path.iterdir()) == [path]
+    if opened == "the folder flushed":
+        assert torch.equal(read_checkpoint(path).tensors["model.weight"], model.weight.data)

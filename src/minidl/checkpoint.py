@@ -633,28 +633,49 @@ def _create_temporary(folder: Path, name: str, mode: int, made: list[str]) -> in
 def _read_regular_file(path: str | os.PathLike[str]) -> bytes:
     """The bytes of the regular file at ``path``; anything else raises an ``OSError`` before
     a byte is read (a pipe would block for a writer, ``/dev/zero`` would fill the memory).
-    Opened without blocking, so that opening a pipe returns at once."""
-    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(descriptor, "rb") as file:
-        mode = os.fstat(descriptor).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, "no regular file: a device, pipe or socket")
-        return file.read()
+    Opened without blocking, so that opening a pipe returns at once.
+
+    The descriptor is closed whatever happens: a file object refuses a folder's descriptor
+    without closing it (one left open at every reading of a folder), and an interrupt (Ctrl-C,
+    or SIGTERM under minidl's command line) between the opening and the file object's is held
+    back until the file object owns it."""
+    file: BinaryIO | None = None
+    try:
+        with holding_interrupts():
+            descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            try:
+                mode = os.fstat(descriptor).st_mode
+                if stat.S_ISDIR(mode):
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+                if not stat.S_ISREG(mode):
+                    raise OSError(errno.EINVAL, "no regular file: a device, pipe or socket")
+                file = os.fdopen(descriptor, "rb")
+            except BaseException:
+                os.close(descriptor)
+                raise
+        with file:
+            return file.read()
+    except BaseException:
+        if file is not None:  # (closed already, unless interrupted as the holding ended)
+            file.close()
+        raise
 
 
 def _fsync_folder(folder: Path) -> None:
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: folders cannot be opened
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    """Flush ``folder``'s entries (a file just renamed in it) to the disk, where folders can be
+    opened. An interrupt (Ctrl-C, or SIGTERM under minidl's command line) is held back
+    meanwhile: one between the opening and the ``try`` left the descriptor open for good."""
+    with holding_interrupts():
+        try:
+            descriptor = os.open(folder, os.O_RDONLY)
+        except OSError:  # e.g. Windows: folders cannot be opened
+            return
+        try:
+            os.fsync(descriptor)
+        except OSError:
+            pass
+        finally:
+            os.close(descriptor)
 
 
 # -- reading and checking -------------------------------------------------------------------------
