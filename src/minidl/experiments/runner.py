@@ -240,8 +240,8 @@ def reproduce(
     once all of them are written: a run that fails or is interrupted leaves the previous run's
     files as they were, and removes the folders it made (``out`` and its missing parents) that
     it left empty. An interrupt (Ctrl-C, or SIGTERM under minidl's command line) that comes as
-    they move in is raised once all have moved: ``out`` then holds this run's files. A folder in ``out`` with the name of one of these files is refused
-    before the training.
+    they move in is raised once all have moved: ``out`` then holds this run's files. A folder
+    in ``out`` with the name of one of these files is refused before the training.
 
     It trains on one torch thread, restoring the caller's count afterwards, and raises glibc's
     thresholds of this process's memory allocator for good
