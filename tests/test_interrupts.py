@@ -326,3 +326,30 @@ def test_a_failure_at_every_attempt_to_put_a_handler_back_is_raised(
         _interrupts._put_back({signal.SIGINT: signal.default_int_handler})
     monkeypatch.undo()
     assert 1 < len(attempts) <= 100
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
+def test_a_handler_python_did_not_set_is_left_in_place_and_its_signal_only_blocked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``signal.getsignal`` gives ``None`` for a handler that Python did not set (one a
+    program embedding Python set in C before the interpreter started). Replaced, it could not
+    be put back: it became SIG_DFL, and SIGTERM then ended the process at once. It is now left
+    as it is, and the signal only blocked meanwhile."""
+    getsignal = signal.getsignal
+    monkeypatch.setattr(
+        signal,
+        "getsignal",
+        lambda number: None if number == signal.SIGTERM else getsignal(number),
+    )
+    replaced: list[int] = []
+    replace = signal.signal
+
+    def noted_replace(number: int, handler: Any) -> Any:
+        replaced.append(number)
+        return replace(number, handler)
+
+    monkeypatch.setattr(signal, "signal", noted_replace)
+    with holding_interrupts():
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) >= HELD_SIGNALS
+    assert replaced == [signal.SIGINT, signal.SIGINT]  # (replaced, then put back)

@@ -44,7 +44,8 @@ def holding_interrupts() -> Iterator[None]:
     """Hold SIGINT and SIGTERM back meanwhile; deliver those that came at the end.
 
     In the main thread, each of :data:`HELD_SIGNALS` is blocked (where ``pthread_sigmask``
-    exists) and its handler replaced by one that notes it. On leaving, the handlers are put
+    exists) and its handler replaced by one that notes it (unless it is a handler that Python
+    did not set, which could not be put back). On leaving, the handlers are put
     back, those noted are sent again to this thread while still blocked, and setting the mask
     back delivers them all together, each to its own handler (``KeyboardInterrupt`` for SIGINT
     as a rule), whatever one of them raises: Python runs the others as soon as it can. Raised
@@ -62,8 +63,12 @@ def holding_interrupts() -> Iterator[None]:
     # they are changed still finds every one to put back. (Taken from what each replacement
     # returned, a handler replaced just before a SIGTERM's handler raised was never known, and
     # SIGINT kept the one that notes it, for good: Ctrl-C did nothing any more.)
+    # A handler that Python did not set (``None``: one a program embedding Python set in C) is
+    # not replaced, as it could not be put back: its signal is only blocked.
     handlers: dict[int, _Handler] = {
-        number: signal.getsignal(number) for number in sorted(HELD_SIGNALS)
+        number: handler
+        for number in sorted(HELD_SIGNALS)
+        if (handler := signal.getsignal(number)) is not None
     }
     blocking = hasattr(signal, "pthread_sigmask")
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, []) if blocking else set()
@@ -105,7 +110,7 @@ def _put_back(handlers: dict[int, _Handler]) -> None:
     for _ in range(100):
         try:
             for number, handler in handlers.items():
-                signal.signal(number, signal.SIG_DFL if handler is None else handler)
+                signal.signal(number, handler)
             break
         except BaseException as error:
             interrupt = error if interrupt is None else interrupt
