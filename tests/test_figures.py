@@ -72,7 +72,7 @@ def test_table_figure_draws_each_training_once_mains_then_variants(
     trains differently; a variant that trains as a row already drawn ("without effect") is
     left out."""
     drawn: list[Any] = []
-    monkeypatch.setattr(figures, "_save", lambda plt, figure, path: drawn.append(figure))
+    monkeypatch.setattr(figures, "_save", lambda figure, path: drawn.append(figure))
     curves = {
         "SGD, momentum 0": [(4.0, 2.0), (2.0, 2.0)],
         "SGD, momentum 0.5": [(5.0, 3.0), (3.0, 1.0)],
@@ -102,8 +102,7 @@ def test_a_figure_writer_that_fails_removes_the_folders_it_made(
     failed then (a full disk) removed its hidden folder but left those behind, empty. A folder
     that was there stays, and so does one that holds a file."""
 
-    def save(plt: Any, figure: Any, path: Path) -> None:
-        plt.close(figure)
+    def save(figure: Any, path: Path) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(figures, "_save", save)
@@ -133,7 +132,7 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> Any:
     import matplotlib.pyplot as plt
 
     made: list[Any] = []
-    monkeypatch.setattr(figures, "_save", lambda plt, figure, path: made.append(figure))
+    monkeypatch.setattr(figures, "_save", lambda figure, path: made.append(figure))
     yield made
     for figure in made:
         plt.close(figure)
@@ -291,7 +290,7 @@ def test_figure_writer_draws_each_figure_from_its_own_rows_and_lists_them_in_rep
 
     drawn: dict[str, Any] = {}
 
-    def save(plt_: Any, figure: Any, path: Path) -> None:
+    def save(figure: Any, path: Path) -> None:
         drawn[path.name] = figure
         path.write_bytes(b"")
 
@@ -323,3 +322,31 @@ def test_removing_other_figures_leaves_a_symbolic_link_of_that_name(tmp_path: Pa
     (out / "fig2_test_set.png").write_bytes(b"an earlier run's figure")
     assert figures.remove_other_figures(out, {}) == ["fig2_test_set.png"]
     assert (out / "fig1_loss_criteria.png").is_symlink() and target.read_bytes() == b"the user's"
+
+
+def test_a_figure_whose_saving_fails_is_closed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """pyplot keeps every figure it made until it is closed: one whose saving failed (a full
+    disk) or whose drawing was interrupted stayed open, in a process that goes on (a notebook
+    that runs the reproduction again; matplotlib warns past 20). Each figure function now
+    closes its figure whatever happens."""
+    import matplotlib.pyplot as plt
+
+    def full_disk(*figure_and_path: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(figures, "_save", full_disk)
+    fig1 = [_with_curves(experiment("Fig. 1", "MSE"), [(4.0, 2.0, 1.0)])]
+    table_i = [_with_curves(experiment("I", "Tanh"), [(2.0, 1.0)])]
+    draws = [
+        lambda path: figures.figure_1(fig1, path),
+        lambda path: figures.figure_2(fake_row(experiment("I", "Tanh"), [12.5]), path),
+        lambda path: figures.figure_3(_table_iii_sgd_rows(1000), path),
+        lambda path: table_figure(table_i, "I", path),
+    ]
+    before = plt.get_fignums()
+    for index, draw in enumerate(draws):
+        with pytest.raises(OSError, match="No space left on device"):
+            draw(tmp_path / f"{index}.png")
+        assert plt.get_fignums() == before, f"figure {index} left open"

@@ -6,10 +6,11 @@ and running ``minidl --help``, stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,27 +61,40 @@ def _error_axes(axes: Any, title: str) -> None:
     axes.grid(True, which="major", alpha=0.3)
 
 
-def _save(plt: Any, figure: Any, path: Path) -> None:
-    # The figures are made with layout="constrained", which keeps legends placed outside the
-    # axes inside the image in one drawing (tight_layout and bbox_inches="tight" draw it again).
+def _save(figure: Any, path: Path) -> None:
     figure.savefig(path, dpi=DPI)
-    plt.close(figure)
+
+
+@contextlib.contextmanager
+def _figure(plt: Any, *args: Any, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
+    """``plt.subplots(*args, **kwargs)``, the figure closed on leaving, whatever happens:
+    pyplot keeps every figure it made until it is closed, so one left by an error (a full disk
+    as it is saved) or an interrupt while it is drawn would stay in a process that goes on.
+
+    The figures are made with ``layout="constrained"``, which keeps legends placed outside the
+    axes inside the image in one drawing (``tight_layout`` and ``bbox_inches="tight"`` draw it
+    again)."""
+    figure, axes = plt.subplots(*args, **kwargs)
+    try:
+        yield figure, axes
+    finally:
+        plt.close(figure)
 
 
 def figure_1(rows: Sequence[RowResult], path: Path) -> None:
     """Validation error per epoch with MSE and with cross-entropy."""
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(8.5, 4.4), layout="constrained")
-    colors = ("tab:orange", "tab:red", "tab:blue", "tab:green")
-    for index, row in enumerate(rows):
-        diverged = sum(any(not math.isfinite(v) for v in r.train_loss) for r in row.rounds)
-        note = f", {diverged} diverged" if diverged else ""
-        rounds = len(row.rounds)
-        label = f"{row.experiment.label}\n({rounds} round{'s' * (rounds != 1)}{note})"
-        _band(axes, row, label, colors[index % len(colors)])
-    _error_axes(axes, "Fig. 1: validation error vs epoch by loss (Tanh, SGD, lr 0.1)")
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    _save(plt, figure, path)
+    with _figure(plt, figsize=(8.5, 4.4), layout="constrained") as (figure, axes):
+        colors = ("tab:orange", "tab:red", "tab:blue", "tab:green")
+        for index, row in enumerate(rows):
+            diverged = sum(any(not math.isfinite(v) for v in r.train_loss) for r in row.rounds)
+            note = f", {diverged} diverged" if diverged else ""
+            rounds = len(row.rounds)
+            label = f"{row.experiment.label}\n({rounds} round{'s' * (rounds != 1)}{note})"
+            _band(axes, row, label, colors[index % len(colors)])
+        _error_axes(axes, "Fig. 1: validation error vs epoch by loss (Tanh, SGD, lr 0.1)")
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        _save(figure, path)
 
 
 def figure_2(row: RowResult, path: Path) -> None:
@@ -91,95 +105,99 @@ def figure_2(row: RowResult, path: Path) -> None:
     raw, labels = data.test.raw, data.test.y
     predicted = predict(first.model, data.test.x)
     correct = predicted == labels
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.6, 10.4), layout="constrained")
-    top.scatter(*raw[labels == 1].T, s=7, color="tab:green", label="label 1 (inside)")
-    top.scatter(*raw[labels == 0].T, s=7, color="tab:red", label="label 0 (outside)")
-    top.set_title("Test set")
-    bottom.scatter(*raw[correct].T, s=7, color="tab:green", label=f"correct ({int(correct.sum())})")
-    bottom.scatter(
-        *raw[~correct].T,
-        s=22,
-        color="tab:red",
-        marker="x",
-        label=f"misclassified ({int((~correct).sum())})",
-    )
-    grid = torch.linspace(0.0, 1.0, 301, dtype=torch.float64)
-    gx, gy = torch.meshgrid(grid, grid, indexing="xy")
-    points = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
-    inside = predict(first.model, data.normalize(points)).reshape(gx.shape).to(torch.float64)
-    bottom.contour(gx, gy, inside, levels=[0.5], colors="black", linewidths=1.2)
-    bottom.plot([], [], color="black", lw=1.2, label="decision boundary")
-    from minidl.data import DISK_CENTER, DISK_RADIUS
-
-    circle = plt.Circle(DISK_CENTER, DISK_RADIUS, fill=False, ls="--", color="0.45", lw=1.0)
-    bottom.add_patch(circle)
-    bottom.plot([], [], color="0.45", ls="--", lw=1.0, label="true circle")
-    bottom.set_title(f"Tanh network (Table I, round 1): test error {first.test_error:.1f}%")
-    for axes in (top, bottom):
-        axes.set_xlim(0, 1)
-        axes.set_ylim(0, 1)
-        axes.set_aspect("equal")
-        axes.set_xlabel("x1 (before normalisation)")
-        axes.set_ylabel("x2 (before normalisation)")
-        axes.legend(
-            loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False
+    with _figure(plt, 2, 1, figsize=(5.6, 10.4), layout="constrained") as (figure, (top, bottom)):
+        top.scatter(*raw[labels == 1].T, s=7, color="tab:green", label="label 1 (inside)")
+        top.scatter(*raw[labels == 0].T, s=7, color="tab:red", label="label 0 (outside)")
+        top.set_title("Test set")
+        bottom.scatter(
+            *raw[correct].T, s=7, color="tab:green", label=f"correct ({int(correct.sum())})"
         )
-    _save(plt, figure, path)
+        bottom.scatter(
+            *raw[~correct].T,
+            s=22,
+            color="tab:red",
+            marker="x",
+            label=f"misclassified ({int((~correct).sum())})",
+        )
+        grid = torch.linspace(0.0, 1.0, 301, dtype=torch.float64)
+        gx, gy = torch.meshgrid(grid, grid, indexing="xy")
+        points = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+        inside = predict(first.model, data.normalize(points)).reshape(gx.shape).to(torch.float64)
+        bottom.contour(gx, gy, inside, levels=[0.5], colors="black", linewidths=1.2)
+        bottom.plot([], [], color="black", lw=1.2, label="decision boundary")
+        from minidl.data import DISK_CENTER, DISK_RADIUS
+
+        circle = plt.Circle(DISK_CENTER, DISK_RADIUS, fill=False, ls="--", color="0.45", lw=1.0)
+        bottom.add_patch(circle)
+        bottom.plot([], [], color="0.45", ls="--", lw=1.0, label="true circle")
+        bottom.set_title(f"Tanh network (Table I, round 1): test error {first.test_error:.1f}%")
+        for axes in (top, bottom):
+            axes.set_xlim(0, 1)
+            axes.set_ylim(0, 1)
+            axes.set_aspect("equal")
+            axes.set_xlabel("x1 (before normalisation)")
+            axes.set_ylabel("x2 (before normalisation)")
+            axes.legend(
+                loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False
+            )
+        _save(figure, path)
 
 
 def figure_3(rows: Sequence[RowResult], path: Path) -> None:
     """Learning rate over training (top) and per batch over the first epochs (bottom)."""
     plt = _pyplot()
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.4), layout="constrained")
-    # The constant rate is drawn above the others, thicker: at 1e-2 it runs along the top of
-    # the CLR cycles and the first step of the decay, which hid it in the top panel.
-    styles = {
-        "none": ("0.2", ":", 1.6, 3),
-        "step": ("tab:purple", "-", 0.8, 2),
-        "clr": ("tab:green", "-", 0.8, 2),
-    }
-    for row in rows:
-        first = row.rounds[0]
-        color, linestyle, width, order = styles[row.experiment.scheduler_name]
-        protocol = row.experiment.protocol
-        batches_per_epoch = max(1, -(-protocol.n_train // protocol.batch_size))
-        if first.batch_lr:
-            batch_lr = first.batch_lr
-        else:  # per-epoch schedules: each batch uses its epoch's rate
-            batch_lr = tuple(lr for lr in first.lr_curve for _ in range(batches_per_epoch))
-        x = torch.arange(len(batch_lr), dtype=torch.float64) / batches_per_epoch
-        label = row.experiment.label
-        top.step(
-            x,
-            batch_lr,
-            where="post",
-            color=color,
-            ls=linestyle,
-            lw=width,
-            zorder=order,
-            label=label,
+    with _figure(plt, 2, 1, figsize=(8, 6.4), layout="constrained") as (figure, (top, bottom)):
+        # The constant rate is drawn above the others, thicker: at 1e-2 it runs along the top of
+        # the CLR cycles and the first step of the decay, which hid it in the top panel.
+        styles = {
+            "none": ("0.2", ":", 1.6, 3),
+            "step": ("tab:purple", "-", 0.8, 2),
+            "clr": ("tab:green", "-", 0.8, 2),
+        }
+        for row in rows:
+            first = row.rounds[0]
+            color, linestyle, width, order = styles[row.experiment.scheduler_name]
+            protocol = row.experiment.protocol
+            batches_per_epoch = max(1, -(-protocol.n_train // protocol.batch_size))
+            if first.batch_lr:
+                batch_lr = first.batch_lr
+            else:  # per-epoch schedules: each batch uses its epoch's rate
+                batch_lr = tuple(lr for lr in first.lr_curve for _ in range(batches_per_epoch))
+            x = torch.arange(len(batch_lr), dtype=torch.float64) / batches_per_epoch
+            label = row.experiment.label
+            top.step(
+                x,
+                batch_lr,
+                where="post",
+                color=color,
+                ls=linestyle,
+                lw=width,
+                zorder=order,
+                label=label,
+            )
+            shown = 12 * batches_per_epoch
+            bottom.step(
+                x[:shown],
+                batch_lr[:shown],
+                where="post",
+                color=color,
+                ls=linestyle,
+                zorder=order,
+                label=label,
+            )
+        top.set_yscale("log")
+        top.set_xlabel("epoch")
+        top.set_ylabel("learning rate")
+        top.set_title("Fig. 3: learning rate under each schedule (SGD, lr 1e-2)")
+        bottom.set_xlabel(
+            "epoch (the rate changes per batch under CLR, per epoch under step decay)"
         )
-        shown = 12 * batches_per_epoch
-        bottom.step(
-            x[:shown],
-            batch_lr[:shown],
-            where="post",
-            color=color,
-            ls=linestyle,
-            zorder=order,
-            label=label,
-        )
-    top.set_yscale("log")
-    top.set_xlabel("epoch")
-    top.set_ylabel("learning rate")
-    top.set_title("Fig. 3: learning rate under each schedule (SGD, lr 1e-2)")
-    bottom.set_xlabel("epoch (the rate changes per batch under CLR, per epoch under step decay)")
-    bottom.set_ylabel("learning rate")
-    bottom.set_title("The first epochs, batch by batch")
-    for axes in (top, bottom):
-        axes.grid(True, which="major", alpha=0.3)
-        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    _save(plt, figure, path)
+        bottom.set_ylabel("learning rate")
+        bottom.set_title("The first epochs, batch by batch")
+        for axes in (top, bottom):
+            axes.grid(True, which="major", alpha=0.3)
+            axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        _save(figure, path)
 
 
 def table_figure(rows: Sequence[RowResult], table: str, path: Path) -> None:
@@ -196,38 +214,40 @@ def table_figure(rows: Sequence[RowResult], table: str, path: Path) -> None:
     drawn = set()
     variant_styles = ("--", ":", "-.")
     count: dict[str, int] = {}
-    figure, axes = plt.subplots(figsize=(10, 4.8), layout="constrained")
-    for row in (*mains, *(r for r in rows if r.experiment.kind == "variant")):
-        key = training_key(row.experiment)
-        if key in drawn:
-            continue
-        drawn.add(key)
-        curves = torch.tensor([list(r.validation_curve) for r in row.rounds], dtype=torch.float64)
-        epochs = torch.arange(1, curves.shape[1] + 1)
-        if row.experiment.kind == "main":
-            activations = row.experiment.activations
-            # A row that mixes activations (Table I's Sigmoid and ReLU) says which, by layer.
-            mixed = f" ({', '.join(activations)})" if len(set(activations)) > 1 else ""
-            color, style, width, label = (
-                colors[row.experiment.label],
-                "-",
-                1.5,
-                row.experiment.label + mixed,
+    with _figure(plt, figsize=(10, 4.8), layout="constrained") as (figure, axes):
+        for row in (*mains, *(r for r in rows if r.experiment.kind == "variant")):
+            key = training_key(row.experiment)
+            if key in drawn:
+                continue
+            drawn.add(key)
+            curves = torch.tensor(
+                [list(r.validation_curve) for r in row.rounds], dtype=torch.float64
             )
-        else:
-            parent = row.experiment.variant_of or ""
-            index = count.get(parent, 0)
-            count[parent] = index + 1
-            color = colors.get(parent, "0.3")
-            style = variant_styles[index % len(variant_styles)]
-            width, label = 1.0, f"variant: {row.experiment.label}"
-        axes.plot(epochs, curves.mean(0), color=color, ls=style, lw=width, label=label)
-    rounds = len(rows[0].rounds)
-    _error_axes(
-        axes, f"Table {table}: mean validation error over {rounds} round{'s' * (rounds > 1)}"
-    )
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False)
-    _save(plt, figure, path)
+            epochs = torch.arange(1, curves.shape[1] + 1)
+            if row.experiment.kind == "main":
+                activations = row.experiment.activations
+                # A row that mixes activations (Table I's Sigmoid and ReLU) says which, by layer.
+                mixed = f" ({', '.join(activations)})" if len(set(activations)) > 1 else ""
+                color, style, width, label = (
+                    colors[row.experiment.label],
+                    "-",
+                    1.5,
+                    row.experiment.label + mixed,
+                )
+            else:
+                parent = row.experiment.variant_of or ""
+                index = count.get(parent, 0)
+                count[parent] = index + 1
+                color = colors.get(parent, "0.3")
+                style = variant_styles[index % len(variant_styles)]
+                width, label = 1.0, f"variant: {row.experiment.label}"
+            axes.plot(epochs, curves.mean(0), color=color, ls=style, lw=width, label=label)
+        rounds = len(rows[0].rounds)
+        _error_axes(
+            axes, f"Table {table}: mean validation error over {rounds} round{'s' * (rounds > 1)}"
+        )
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False)
+        _save(figure, path)
 
 
 def _draw_figure_2(rows: Sequence[RowResult], path: Path) -> None:
