@@ -132,7 +132,7 @@ def test_figure_1_legend_says_1_round_not_1_rounds(
 ) -> None:
     """Quick mode trains one round: the legend says "(1 round)", and "(5 rounds)" for five."""
     drawn: list[Any] = []
-    monkeypatch.setattr(figures, "_save", lambda plt, figure, path: drawn.append(figure))
+    monkeypatch.setattr(figures, "_save", lambda figure, path: drawn.append(figure))
     one = _with_curve(experiment("Fig. 1", "Cross-entropy"), [50.0, 40.0], rounds=1)
     five = _with_curve(experiment("Fig. 1", "MSE"), [50.0, 40.0], rounds=5)
     figure_1([five, one], tmp_path / "fig1.png")
