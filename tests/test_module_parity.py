@@ -799,6 +799,36 @@ def test_unexpected_keys_come_in_torchs_order() -> None:
     assert f"unexpected keys {expected}" in str(refused.value)
 
 
+def test_an_extra_state_key_comes_first_at_its_module_as_in_torch() -> None:
+    """PyTorch lists a module's ``_extra_state`` key (unexpected where the module keeps no
+    extra state, as minidl's modules keep none) before that module's other unexpected keys,
+    whatever the state dict's order (it checks that key apart, before the others); the state
+    dict's order alone put ``'1._extra_state'`` after ``'1.extra'``. A key of that name at a
+    path that reaches no module (``'5._extra_state'``) stays in the state dict's order."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))
+    twin = tnn.Sequential(tnn.Linear(2, 2), tnn.Sequential(tnn.Linear(2, 2), tnn.BatchNorm1d(2)))
+    extra = ["extra", "1.extra", "1._extra_state", "5._extra_state", "_extra_state"]
+    extra += ["1.1.x", "1.1._extra_state", "0._extra_state.x", "0._extra_state"]
+    state = {**{name: torch.zeros(1) for name in extra}, **model.state_dict()}
+    torch_state = {**{name: torch.zeros(1) for name in extra}, **twin.state_dict()}
+    expected = twin.load_state_dict(torch_state, strict=False).unexpected_keys
+    assert expected == [
+        "_extra_state",
+        "extra",
+        "5._extra_state",
+        "0._extra_state",
+        "0._extra_state.x",
+        "1._extra_state",
+        "1.extra",
+        "1.1._extra_state",
+        "1.1.x",
+    ]
+    assert model.load_state_dict(state, strict=False) == ([], expected)
+    with pytest.raises(KeyError) as refused:
+        model.load_state_dict(state)
+    assert f"unexpected keys {expected}" in str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("value", "error", "message"),
     [

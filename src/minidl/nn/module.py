@@ -856,7 +856,9 @@ class Module:
         ``load_state_dict`` lists them: module by module, in the order of
         ``named_modules(remove_duplicate=False)``, each key at the deepest module its path
         reaches (``"1.0.foo"`` at module ``"1.0"``; ``"5.weight"``, with no child ``"5"``, at
-        this one), and in the state dict's order within a module."""
+        this one), and in the state dict's order within a module, but for the module's own
+        ``_extra_state`` key (``"1.0._extra_state"``), which PyTorch checks apart, before the
+        others, and lists first (minidl's modules keep no extra state)."""
         if len(unexpected) < 2:
             return unexpected
         place = {
@@ -864,14 +866,15 @@ class Module:
             for index, (path, _) in enumerate(self.named_modules(remove_duplicate=False))
         }
 
-        def reached(key: str) -> int:
+        def reached(key: str) -> tuple[int, bool]:
             module, path = self, ""
-            for name in key.split(".")[:-1]:
+            *names, last = key.split(".")
+            for name in names:
                 child = module._modules.get(name)
                 if child is None:
-                    break
+                    return place[path], True
                 module, path = child, f"{path}.{name}" if path else name
-            return place[path]
+            return place[path], last != "_extra_state"
 
         return sorted(unexpected, key=reached)
 
@@ -895,7 +898,7 @@ class Module:
             The keys skipped, ``(missing_keys, unexpected_keys)`` (both empty with ``strict``):
             the missing in the order of :meth:`state_dict`, the unexpected as PyTorch lists them
             (module by module, each key at the deepest module its path reaches, and in
-            ``state_dict``'s order within a module).
+            ``state_dict``'s order within a module, its ``_extra_state`` key first).
 
         Raises:
             KeyError: (with ``strict``) missing or unexpected keys.
