@@ -2544,6 +2544,20 @@ _CHANGES: dict[str, tuple[Callable[[Any, Any], object], str]] = {
     "del model[1:3:1]": (lambda m, new: m.__delitem__(slice(1, 3, 1)), "del model[1:3:1]"),
     "model.pop(-1)": (lambda m, new: m.pop(-1), "pop(-1)"),
     "model.pop(1)": (lambda m, new: m.pop(1), "pop(1)"),
+    # (NumPy integers, which PyTorch takes as ints: operator.index)
+    "model[np.int64(1)] = module": (
+        lambda m, new: m.__setitem__(np.int64(1), new),
+        "a Sigmoid to put at model[np.int64(1)]",
+    ),
+    "del model[np.int64(-2)]": (
+        lambda m, new: m.__delitem__(np.int64(-2)),
+        "del model[np.int64(-2)]",
+    ),
+    "model.insert(np.int64(-1), module)": (
+        lambda m, new: m.insert(np.int64(-1), new),
+        "a Sigmoid to insert at np.int64(-1)",
+    ),
+    "model.pop(np.int64(1))": (lambda m, new: m.pop(np.int64(1)), "pop(np.int64(1))"),
 }
 
 

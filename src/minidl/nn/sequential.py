@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn, overload
 
@@ -486,7 +487,7 @@ class Sequential(Module):
         """
         raise self._fixed(
             f"{_a(type(module).__name__)} to put at model[{_index_text(index)}]",
-            self._spliced(index, "module" if isinstance(index, int) else "*modules"),
+            self._spliced(index, "*modules" if isinstance(index, slice) else "module"),
         )
 
     def __delitem__(self, index: int | slice) -> NoReturn:
@@ -520,15 +521,17 @@ class Sequential(Module):
     def insert(self, index: int, module: object) -> NoReturn:
         """Refused, as :meth:`__setitem__` is: build
         ``Sequential(*model[:index], module, *model[index:])`` (for an index that PyTorch's
-        ``insert`` takes, an int in ``[-len(model), len(model)]``; for another, which it
-        refuses, the refusal names no place, as :meth:`__setitem__`'s for an index out of range).
+        ``insert`` takes, an int in ``[-len(model), len(model)]``, a NumPy integer too; for
+        another, which it refuses, the refusal names no place, as :meth:`__setitem__`'s for an
+        index out of range).
 
         Raises:
             TypeError: always; nothing is changed.
         """
         count = len(self._layers)
-        if isinstance(index, int) and -count <= index <= count:
-            at = int(index) + count if index < 0 else int(index)
+        at = _as_index(index)
+        if at is not None and -count <= at <= count:
+            at = at + count if at < 0 else at
             instead = f"Sequential(*model[:{at}], module, *model[{at}:])"
         else:
             instead = "Sequential(*modules)"
@@ -558,8 +561,9 @@ class Sequential(Module):
         """How to build this model with ``model[index]`` replaced by ``new`` (removed if
         ``None``), in the words of the refusals above."""
         count = len(self._layers)
-        if isinstance(index, int) and -count <= index < count:
-            start, stop = index % count, index % count + 1
+        at = None if isinstance(index, slice) else _as_index(index)
+        if at is not None and -count <= at < count:
+            start, stop = at % count, at % count + 1
         elif isinstance(index, slice) and index.step in (None, 1):
             start, stop, _ = index.indices(count)
             stop = max(start, stop)
@@ -667,6 +671,17 @@ def _index_text(index: object) -> str:
             parts.append(shown(index.step))
         return ":".join(parts)
     return shown(index)
+
+
+def _as_index(index: object) -> int | None:
+    """``index`` as the int that PyTorch's ``Sequential`` takes it for (``operator.index``: an
+    int, a NumPy integer, a one-element integer tensor), or ``None`` for another object."""
+    if isinstance(index, int):
+        return int(index)
+    try:
+        return operator.index(index)  # type: ignore[arg-type]
+    except Exception:  # (no __index__, or one that refuses: a float tensor, say)
+        return None
 
 
 def _a(name: str) -> str:
