@@ -93,6 +93,16 @@ def test_recent_keeps_8_values_by_default_and_its_empty_copy_its_size() -> None:
         assert recent.values() == list(range(1, size + 1)), size
 
 
+@pytest.mark.parametrize(
+    ("size", "error"), [(0, ValueError), (-1, ValueError), (2.0, TypeError), (True, TypeError)]
+)
+def test_recent_refuses_a_size_that_keeps_nothing(size: object, error: type[Exception]) -> None:
+    """A size below 1 was taken, and its first put raised a bare StopIteration (no oldest
+    value to drop): the size is refused when the cache is made, naming it."""
+    with pytest.raises(error, match=rf"^Recent: size must be an integer >= 1, got {size}$"):
+        Recent(size)  # type: ignore[arg-type]
+
+
 def test_recent_is_pickled_and_copied_empty() -> None:
     recent: Recent[torch.Tensor] = Recent(size=2)
     recent.put((4, 2), torch.ones(4))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
+from minidl._validate import check_int
+
 __all__ = ["Recent"]
 
 V = TypeVar("V")
@@ -21,7 +23,14 @@ class Recent(Generic[V]):
     """
 
     def __init__(self, size: int = 8) -> None:
-        self._size = size
+        """A cache of at most ``size`` values.
+
+        Raises:
+            TypeError: ``size`` is not an integer (a bool is not one).
+            ValueError: ``size`` is below 1 (a cache of none has no oldest value to drop for
+                the one put).
+        """
+        self._size = check_int("Recent", "size", size)
         self._values: dict[Hashable, V] = {}
 
     def get(self, key: Hashable) -> V | None:
