@@ -13,6 +13,7 @@ import os
 import pickle
 import signal
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -1613,6 +1614,14 @@ def test_an_interrupt_as_the_temporary_file_is_made_leaves_no_file(
     assert path.read_bytes() == before
 
 
+class _TerminatedError(Exception):
+    """What minidl's command line raises for SIGTERM, as the tests' handler raises it."""
+
+
+def _terminate(got: int, frame: Any) -> None:
+    raise _TerminatedError
+
+
 def _descriptors_open_on(folder: Path) -> list[str]:
     """``folder`` and the files in it (removed ones too) that this process holds a descriptor
     of."""
@@ -1627,6 +1636,34 @@ def _descriptors_open_on(folder: Path) -> list[str]:
     return targets
 
 
+def _interrupted_as_opened(
+    monkeypatch: pytest.MonkeyPatch,
+    number: int,
+    opens: Callable[[str], bool],
+    action: Callable[[], object],
+) -> None:
+    """Run ``action`` with signal ``number`` sent to this thread (as the process's would come)
+    just after ``os.open`` opens a file for which ``opens`` holds; check that it raises what
+    the signal's handler raises (KeyboardInterrupt for SIGINT, the command line's exception for
+    SIGTERM)."""
+    real_open = os.open
+
+    def opened_then_signalled(file: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        descriptor = real_open(file, flags, mode, **kwargs)
+        if opens(os.fspath(file)):
+            signal.raise_signal(number)
+        return descriptor
+
+    handler = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        monkeypatch.setattr(os, "open", opened_then_signalled)
+        with pytest.raises(KeyboardInterrupt if number == signal.SIGINT else _TerminatedError):
+            action()
+    finally:
+        monkeypatch.undo()
+        signal.signal(signal.SIGTERM, handler)
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc")
 @pytest.mark.skipif(not hasattr(signal, "raise_signal"), reason="needs signal.raise_signal")
 @pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -1638,34 +1675,15 @@ def test_an_interrupt_as_the_temporary_file_is_opened_leaves_no_descriptor_open(
     a file removed (one more for every save so interrupted in a long-lived process). The
     interrupt is now held back until the file object owns it, then raised: the file is closed
     and removed, and the previous checkpoint stays as it was."""
-    import minidl.checkpoint
-
-    class TerminatedError(Exception):
-        pass
-
-    def terminate(got: int, frame: Any) -> None:
-        raise TerminatedError
-
     path = tmp_path / "run.ckpt"
     save_checkpoint(path, nn.Linear(2, 2))
     before = path.read_bytes()
-    real_open = os.open
-
-    def opened_then_signalled(file: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
-        descriptor = real_open(file, flags, mode, **kwargs)
-        if str(file).endswith(".tmp"):
-            signal.raise_signal(number)  # (to this thread, as the process's would come)
-        return descriptor
-
-    handler = signal.signal(signal.SIGTERM, terminate)
-    try:
-        monkeypatch.setattr(minidl.checkpoint.os, "open", opened_then_signalled)
-        expected = KeyboardInterrupt if number == signal.SIGINT else TerminatedError
-        with pytest.raises(expected):
-            save_checkpoint(path, nn.Linear(2, 2))
-    finally:
-        monkeypatch.undo()
-        signal.signal(signal.SIGTERM, handler)
+    _interrupted_as_opened(
+        monkeypatch,
+        number,
+        lambda file: file.endswith(".tmp"),
+        lambda: save_checkpoint(path, nn.Linear(2, 2)),
+    )
     assert _descriptors_open_on(tmp_path) == []
     assert sorted(tmp_path.iterdir()) == [path]
     assert path.read_bytes() == before
@@ -1693,38 +1711,20 @@ def test_an_interrupt_as_a_descriptor_is_opened_leaves_none_open(
     opened to be read, or its folder to flush the new file's name to the disk, left that
     descriptor open for good. The interrupt is now held back until the descriptor is owned,
     then raised: nothing stays open, and a save so interrupted has replaced the checkpoint."""
-    import minidl.checkpoint
-
-    class TerminatedError(Exception):
-        pass
-
-    def terminate(got: int, frame: Any) -> None:
-        raise TerminatedError
-
     path = tmp_path / "run.ckpt"
     save_checkpoint(path, nn.Linear(2, 2))
     model = nn.Linear(2, 2)
-    real_open = os.open
-    target = str(path) if opened == "the checkpoint read" else str(tmp_path)
-
-    def opened_then_signalled(file: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
-        descriptor = real_open(file, flags, mode, **kwargs)
-        if os.fspath(file) == target:
-            signal.raise_signal(number)  # (to this thread, as the process's would come)
-        return descriptor
-
-    handler = signal.signal(signal.SIGTERM, terminate)
-    try:
-        monkeypatch.setattr(minidl.checkpoint.os, "open", opened_then_signalled)
-        expected = KeyboardInterrupt if number == signal.SIGINT else TerminatedError
-        with pytest.raises(expected):
-            if opened == "the checkpoint read":
-                read_checkpoint(path)
-            else:
-                save_checkpoint(path, model)
-    finally:
-        monkeypatch.undo()
-        signal.signal(signal.SIGTERM, handler)
+    if opened == "the checkpoint read":
+        _interrupted_as_opened(
+            monkeypatch, number, lambda file: file == str(path), lambda: read_checkpoint(path)
+        )
+    else:
+        _interrupted_as_opened(
+            monkeypatch,
+            number,
+            lambda file: file == str(tmp_path),
+            lambda: save_checkpoint(path, model),
+        )
     assert _descriptors_open_on(tmp_path) == []
     assert sorted(tmp_path.iterdir()) == [path]
     if opened == "the folder flushed":

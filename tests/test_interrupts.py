@@ -129,10 +129,9 @@ def test_outside_the_main_thread_it_changes_nothing() -> None:
 def test_every_handler_and_the_mask_are_put_back_where_one_put_back_raises(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A signal handled just as the handlers were put back (SIGINT's,
-    put back first, raising KeyboardInterrupt at once) skipped the rest: SIGTERM kept the
-    handler that notes it and raises nothing, for good, and both stayed blocked in the main
-    thread. Each is now put back whatever the one before raises."""
+    """A signal handled just as the handlers were put back (SIGINT's, put back first, raising
+    KeyboardInterrupt at once) skipped the rest: SIGTERM kept the handler that notes it and
+    raises nothing, for good, and both stayed blocked in the main thread. Each is now put back whatever the one before raises."""
     numbers = (signal.SIGINT, signal.SIGTERM)
     before = {number: signal.getsignal(number) for number in numbers}
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
@@ -146,19 +145,13 @@ def test_every_handler_and_the_mask_are_put_back_where_one_put_back_raises(
             raise KeyboardInterrupt
         return previous
 
-    try:
-        monkeypatch.setattr(signal, "signal", raising_once_put_back)
-        with pytest.raises(KeyboardInterrupt), holding_interrupts():
-            pass
-        monkeypatch.undo()
-        assert raised == [signal.SIGINT]
-        assert {number: signal.getsignal(number) for number in numbers} == before
-        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
-    finally:  # (as before, whatever the outcome, for the tests that follow)
-        monkeypatch.undo()
-        for number, handler in before.items():
-            signal.signal(number, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    monkeypatch.setattr(signal, "signal", raising_once_put_back)
+    with pytest.raises(KeyboardInterrupt), holding_interrupts():
+        pass
+    monkeypatch.undo()
+    assert raised == [signal.SIGINT]
+    assert {number: signal.getsignal(number) for number in numbers} == before
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
@@ -166,57 +159,40 @@ def test_every_handler_and_the_mask_are_put_back_where_one_put_back_raises(
 def test_a_signal_another_thread_took_is_raised_whatever_the_end_raises(
     monkeypatch: pytest.MonkeyPatch, interrupted: str
 ) -> None:
-    """A signal that another thread took meanwhile (noted by the handler
-    there was meanwhile) reaches its own handler at the end even where the end raises first: a
-    KeyboardInterrupt as the handlers are put back (a SIGINT handled just then), or the handler
+    """A signal that another thread took meanwhile (noted by the handler there was meanwhile)
+    reaches its own handler at the end even where the end raises first: a KeyboardInterrupt as the handlers are put back (a SIGINT handled just then), or the handler
     of a signal blocked meanwhile in the main thread, run as the mask is set back. Raised one by
     one after the mask, it was skipped then: a SIGTERM lost where it should end the process."""
-    numbers = (signal.SIGINT, signal.SIGTERM)
-    before = {number: signal.getsignal(number) for number in numbers}
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     handled: list[int] = []
-
-    class TerminatedError(Exception):
-        pass
-
-    def terminate(number: int, frame: Any) -> None:
-        raise TerminatedError
 
     # Taken by another thread: SIGTERM where the put back raises, SIGINT where SIGTERM, blocked
     # in the main thread, raises as the mask is set back.
     taken, expected = (
         (signal.SIGTERM, KeyboardInterrupt)
         if interrupted == "put back"
-        else (signal.SIGINT, TerminatedError)
+        else (signal.SIGINT, _TerminatedError)
     )
-    try:
-        signal.signal(signal.SIGINT, lambda number, frame: handled.append(number))
-        signal.signal(
-            signal.SIGTERM,
-            (lambda number, frame: handled.append(number))
-            if interrupted == "put back"
-            else terminate,
-        )
-        if interrupted == "put back":
-            put_back = _interrupts._put_back
+    signal.signal(signal.SIGINT, lambda number, frame: handled.append(number))
+    signal.signal(
+        signal.SIGTERM,
+        (lambda number, frame: handled.append(number)) if interrupted == "put back" else _terminate,
+    )
+    if interrupted == "put back":
+        put_back = _interrupts._put_back
 
-            def put_back_then_interrupted(handlers: Any) -> None:
-                put_back(handlers)
-                raise KeyboardInterrupt
+        def put_back_then_interrupted(handlers: Any) -> None:
+            put_back(handlers)
+            raise KeyboardInterrupt
 
-            monkeypatch.setattr(_interrupts, "_put_back", put_back_then_interrupted)
-        with pytest.raises(expected), holding_interrupts():
-            signal.getsignal(taken)(taken, None)  # (as another thread's would, meanwhile)
-            if interrupted == "mask set back":
-                signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # (blocked: waits)
-        monkeypatch.undo()
-        assert handled == [taken]
-        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
-    finally:  # (as before, whatever the outcome, for the tests that follow)
-        monkeypatch.undo()
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for number, handler in before.items():
-            signal.signal(number, handler)
+        monkeypatch.setattr(_interrupts, "_put_back", put_back_then_interrupted)
+    with pytest.raises(expected), holding_interrupts():
+        signal.getsignal(taken)(taken, None)  # (as another thread's would, meanwhile)
+        if interrupted == "mask set back":
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # (blocked: waits)
+    monkeypatch.undo()
+    assert handled == [taken]
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
@@ -242,20 +218,14 @@ def test_an_interrupt_as_the_handlers_are_replaced_leaves_every_handler_as_befor
             signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # (as Python would, just then)
         return previous
 
-    try:
-        monkeypatch.setattr(signal, "signal", replaced_then_terminated)
-        with pytest.raises(_TerminatedError), holding_interrupts():
-            steps.append("ran")
-        monkeypatch.undo()
-        assert sent == [signal.SIGTERM]
-        assert steps == []
-        assert {number: signal.getsignal(number) for number in numbers} == before
-        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
-    finally:  # (as before, whatever the outcome, for the tests that follow)
-        monkeypatch.undo()
-        for number, handler in before.items():
-            signal.signal(number, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    monkeypatch.setattr(signal, "signal", replaced_then_terminated)
+    with pytest.raises(_TerminatedError), holding_interrupts():
+        steps.append("ran")
+    monkeypatch.undo()
+    assert sent == [signal.SIGTERM]
+    assert steps == []
+    assert {number: signal.getsignal(number) for number in numbers} == before
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
@@ -286,28 +256,22 @@ def test_an_interrupt_as_any_call_of_the_holding_begins_is_raised_and_all_is_put
 
         return trace
 
-    try:
-        sys.settrace(handled_at(None))
-        with holding_interrupts():
-            pass
-        sys.settrace(tracer)
-        count = len(calls)
-        assert count >= 3  # (the start, the end, the handlers put back)
-        for which in range(count):
-            calls.clear()
-            sys.settrace(handled_at(which))
-            try:
-                with pytest.raises(expected), holding_interrupts():
-                    pass
-            finally:
-                sys.settrace(tracer)
-            assert {got: signal.getsignal(got) for got in numbers} == before, which
-            assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask, which
-    finally:  # (as before, whatever the outcome, for the tests that follow)
-        sys.settrace(tracer)
-        for got, handler in before.items():
-            signal.signal(got, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    sys.settrace(handled_at(None))
+    with holding_interrupts():
+        pass
+    sys.settrace(tracer)
+    count = len(calls)
+    assert count >= 3  # (the start, the end, the handlers put back)
+    for which in range(count):
+        calls.clear()
+        sys.settrace(handled_at(which))
+        try:
+            with pytest.raises(expected), holding_interrupts():
+                pass
+        finally:
+            sys.settrace(tracer)
+        assert {got: signal.getsignal(got) for got in numbers} == before, which
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask, which
 
 
 def test_a_failure_at_every_attempt_to_put_a_handler_back_is_raised(
