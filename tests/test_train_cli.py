@@ -1200,15 +1200,21 @@ def test_a_second_sigterm_does_not_cut_the_clean_up_short() -> None:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
-def test_a_sigterm_raised_where_python_drops_exceptions_still_ends_the_run() -> None:
-    """A SIGTERM handled while a weak reference's callback runs (as a garbage collection may
-    run one at any moment, matplotlib's often) raised its exception there, where Python prints
-    and drops it: the run went on to its end, as if no SIGTERM had come. It is sent again."""
+@pytest.mark.parametrize(
+    ("number", "status", "line"), [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")]
+)
+def test_an_interrupt_raised_where_python_drops_exceptions_still_ends_the_run(
+    number: str, status: int, line: str
+) -> None:
+    """A SIGTERM or a Ctrl-C handled while a weak reference's callback runs (as a garbage
+    collection may run one at any moment, matplotlib's often) raised its exception there, where
+    Python prints and drops it: the run went on to its end, as if no signal had come. It is
+    sent again, and ends the run as any other."""
     run = (
         "import weakref\n"
         "class Thing: pass\n"
         "def dropped(_):\n"
-        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        f"    os.kill(os.getpid(), signal.{number})\n"
         "def run(args):\n"
         "    thing = Thing()\n"
         "    reference = weakref.ref(thing, dropped)\n"
@@ -1220,9 +1226,9 @@ def test_a_sigterm_raised_where_python_drops_exceptions_still_ends_the_run() -> 
     )
     done = _run_main_with(run)
     assert (done.returncode, done.stdout, done.stderr) == (
-        143,
+        status,
         "",
-        "minidl reproduce: terminated\n",
+        f"minidl reproduce: {line}\n",
     )
 
 

@@ -37,11 +37,12 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     The previous handler (and ``sys.unraisablehook``) is restored afterwards.
 
     A ``SIGTERM`` that comes while one is handled (the clean-up runs) is ignored: it would cut
-    the clean-up short. One raised where Python drops exceptions (a weak reference's callback,
-    a ``__del__``, which a garbage collection may run at any moment) is sent again, so that it
-    is raised elsewhere: ``SIGTERM`` is sent once, then ``SIGKILL``, by those who send it. A
-    process forked meanwhile (``minidl reproduce``'s workers) inherits the handler: there it
-    ends the process, as ``SIGTERM`` does by default.
+    the clean-up short. An interrupt raised where Python drops exceptions (a weak reference's
+    callback, a ``__del__``, which a garbage collection may run at any moment), ``SIGTERM``'s or
+    Ctrl-C's ``KeyboardInterrupt``, is sent again as its signal, so that it is raised elsewhere:
+    ``SIGTERM`` is sent once, then ``SIGKILL``, by those who send it, and a Ctrl-C lost so would
+    let the run go on to its end. A process forked meanwhile (``minidl reproduce``'s workers)
+    inherits the handler: there it ends the process, as ``SIGTERM`` does by default.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # (signal handlers belong to the main thread)
@@ -58,9 +59,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     unraisable = sys.unraisablehook
 
     def send_again(dropped: sys.UnraisableHookArgs) -> None:
-        if isinstance(dropped.exc_value, _Terminated) and os.getpid() == owner:
+        if isinstance(dropped.exc_value, KeyboardInterrupt) and os.getpid() == owner:
+            number = signal.SIGTERM if isinstance(dropped.exc_value, _Terminated) else signal.SIGINT
             # (from another thread, a moment later: sent now, it would be handled here, at once)
-            again = threading.Timer(0.01, os.kill, (owner, signal.SIGTERM))
+            again = threading.Timer(0.01, os.kill, (owner, number))
             again.daemon = True
             again.start()
         else:
