@@ -2635,7 +2635,17 @@ def test_an_insert_that_torch_refuses_names_no_place_to_insert_at(
         (
             lambda m: m.insert(-4, nn.Sigmoid()),
             "a Sigmoid to insert at -4",
-            "Sequential(*model[:0], module, *model[0:])",
+            "Sequential(module, *model)",
+        ),
+        (
+            lambda m: m.insert(4, nn.Sigmoid()),
+            "a Sigmoid to insert at 4",
+            "Sequential(*model, module)",
+        ),
+        (
+            lambda m: m.insert(-1, nn.Sigmoid()),
+            "a Sigmoid to insert at -1",
+            "Sequential(*model[:3], module, *model[3:])",
         ),
         (
             lambda m: m.__setitem__(slice(1, 3), [nn.Sigmoid()]),
@@ -2662,6 +2672,8 @@ def test_an_insert_that_torch_refuses_names_no_place_to_insert_at(
     ],
     ids=[
         "insert(-4)",
+        "insert(4)",
+        "insert(-1)",
         "model[1:3] =",
         "model[1:3:1] =",
         "del ::2",

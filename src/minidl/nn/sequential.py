@@ -520,7 +520,8 @@ class Sequential(Module):
 
     def insert(self, index: int, module: object) -> NoReturn:
         """Refused, as :meth:`__setitem__` is: build
-        ``Sequential(*model[:index], module, *model[index:])`` (for an index that PyTorch's
+        ``Sequential(*model[:index], module, *model[index:])`` (``Sequential(module, *model)`` at
+        the start, ``Sequential(*model, module)`` at the end; for an index that PyTorch's
         ``insert`` takes, an int in ``[-len(model), len(model)]``, a NumPy integer too; for
         another, which it refuses, the refusal names no place, as :meth:`__setitem__`'s for an
         index out of range).
@@ -532,7 +533,9 @@ class Sequential(Module):
         at = _as_index(index)
         if at is not None and -count <= at <= count:
             at = at + count if at < 0 else at
-            instead = f"Sequential(*model[:{at}], module, *model[{at}:])"
+            before = [] if at == 0 else ["*model" if at == count else f"*model[:{at}]"]
+            after = [] if at == count else ["*model" if at == 0 else f"*model[{at}:]"]
+            instead = f"Sequential({', '.join([*before, 'module', *after])})"
         else:
             instead = "Sequential(*modules)"
         raise self._fixed(f"{_a(type(module).__name__)} to insert at {_index_text(index)}", instead)
