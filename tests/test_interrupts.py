@@ -107,6 +107,25 @@ def test_without_pthread_sigmask_a_signal_is_noted_and_raised_at_the_end(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_without_pthread_sigmask_every_signal_noted_reaches_its_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where signals cannot be blocked, those noted are raised one after the other at the end:
+    a first whose handler raised (Ctrl-C's KeyboardInterrupt) skipped the rest, and a SIGTERM
+    noted after it was lost. Each now reaches its handler; the last one's exception propagates,
+    the first's as its context."""
+    monkeypatch.delattr(signal, "pthread_sigmask")
+    signal.signal(signal.SIGTERM, _terminate)
+    with pytest.raises(BaseException) as info, holding_interrupts():
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)
+    assert type(info.value) is _TerminatedError, repr(info.value)
+    assert isinstance(info.value.__context__, KeyboardInterrupt)
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is _terminate
+
+
 def test_outside_the_main_thread_it_changes_nothing() -> None:
     """No handler runs in another thread, and ``signal.signal`` may not be called there: the
     holding is a no-op, and the steps run."""

@@ -51,7 +51,8 @@ def holding_interrupts() -> Iterator[None]:
     as a rule), whatever one of them raises: Python runs the others as soon as it can. Raised
     one by one after the mask, a first that raised would skip the rest, as would a
     ``KeyboardInterrupt`` while the handlers are put back. Where signals cannot be blocked (as
-    on Windows) those noted are raised again once the handlers are back.
+    on Windows) those noted are raised again once the handlers are back, each whatever the one
+    before it raised.
 
     Outside the main thread it does nothing (no handler runs there).
     """
@@ -83,8 +84,7 @@ def holding_interrupts() -> Iterator[None]:
             _put_back(handlers)
         finally:
             if not blocking:  # (nothing blocked: each is raised at once)
-                for taken in dict.fromkeys(held):
-                    signal.raise_signal(taken)
+                _raise_each(list(dict.fromkeys(held)))
             else:
                 # Those that another thread took are sent again to this thread, where they
                 # wait, blocked, with those that came to it.
@@ -116,3 +116,15 @@ def _put_back(handlers: dict[int, _Handler]) -> None:
             interrupt = error if interrupt is None else interrupt
     if interrupt is not None:
         raise interrupt
+
+
+def _raise_each(numbers: list[int]) -> None:
+    """Raise each signal of ``numbers`` in this thread, in order, every one even where the
+    handler of one raises (the next is raised in its ``finally``, and what the last handler
+    raised propagates, the earlier ones as its context): in a loop, a first
+    ``KeyboardInterrupt`` would skip a ``SIGTERM`` noted after it."""
+    if numbers:
+        try:
+            signal.raise_signal(numbers[0])
+        finally:
+            _raise_each(numbers[1:])
