@@ -38,6 +38,7 @@ from minidl.experiments.report import (
 from minidl.experiments.runner import RunSettings
 from minidl.experiments.seeds import RoundSeeds, round_seeds
 from minidl.experiments.training import RoundResult, RowResult
+from minidl.experiments.welch import welch
 from minidl.nn import mlp
 
 SETTINGS = RunSettings(
@@ -588,9 +589,11 @@ def test_the_criterion_counts_the_comparisons_of_the_run(tmp_path: Path) -> None
     same. A Fig. 1 run, with no paper number, is no comparison."""
     results = [fake_row(FIGURE_1[2], (2.0, 2.5)), *_table_ii_results()]
     expected = (
-        f"{CRITERION} This run makes 9 such comparisons (each row and each variant with the "
-        "paper's number), not corrected for their number: at the 5% level, about 0.5 of them "
-        "would differ by chance alone if every mean equalled the paper's."
+        f"{CRITERION} With 5 rounds here and 5 in the paper, the test asks for 2.3 to 2.8 SE, by "
+        "the two s.d., and misses a true difference of that size about half the time, and "
+        "smaller ones more often. This run makes 9 such comparisons (each row and each variant "
+        "with the paper's number), not corrected for their number: at the 5% level, about 0.5 "
+        "of them would differ by chance alone if every mean equalled the paper's."
     )
     assert differences_section(results, tmp_path).startswith("\n" + expected + "\n\n")
     assert results_json(results, SETTINGS, 1.0, 1.0, {})["criterion"] == expected
@@ -612,6 +615,36 @@ def test_the_criterion_counts_one_comparison_in_the_singular() -> None:
     from minidl.experiments.report import criterion
 
     row = experiment("II", "SGD, momentum 0")
-    assert f"{CRITERION} This run makes 1 such comparison (each row" in criterion(
+    assert " more often. This run makes 1 such comparison (each row" in criterion(
         [fake_row(row, (2.0, 2.5))]
     )
+
+
+def test_the_criterion_gives_the_rounds_and_the_line_of_the_run() -> None:
+    """The line the test draws is that of the run's rounds: with 3 rounds here and the paper's
+    5, Welch's degrees of freedom lie between 2 (one side's spread dominates) and 6 (the two
+    shares of the variance in proportion to the rounds less one), and the line between the
+    tables' 4.303 and 2.447 SE. The criterion said "With 5 rounds on each side this asks for
+    2.3 to 2.8 SE" and "n: number of rounds, 5 in the paper" whatever the rounds, in a quick
+    run of 1 round too, which compares nothing."""
+    from minidl.experiments.report import criterion
+
+    three = [fake_row(row, (4.0, 4.5, 6.0)) for row in TABLE_II]
+    text = criterion(three)
+    assert text == (
+        f"{CRITERION} With 3 rounds here and 5 in the paper, the test asks for 2.4 to 4.3 SE, "
+        "by the two s.d., and misses a true difference of that size about half the time, and "
+        "smaller ones more often. This run makes 9 such comparisons (each row and each variant "
+        "with the paper's number), not corrected for their number: at the 5% level, about 0.5 "
+        "of them would differ by chance alone if every mean equalled the paper's."
+    )
+    # The two ends, reached by Welch's degrees of freedom: sides of 3 and 5 rounds, the paper's
+    # spread far below ours, and each s^2 / n in proportion to n - 1.
+    assert welch(0.0, 1.0, 3, 0.0, 1e-6, 5).degrees_of_freedom == pytest.approx(2, rel=1e-6)
+    balanced = math.sqrt(3 * 2 / (5 * 4))  # s_1^2 / 3 : s_2^2 / 5 = 2 : 4
+    assert welch(0.0, balanced, 3, 0.0, 1.0, 5).degrees_of_freedom == pytest.approx(6)
+    ten = criterion([fake_row(row, (4.0, 4.5, 6.0) * 3 + (5.0,)) for row in TABLE_II])
+    assert "With 10 rounds here and 5 in the paper, the test asks for 2.2 to 2.8 SE" in ten
+    quick = criterion([fake_row(row, (4.0,)) for row in TABLE_II])
+    assert quick == CRITERION
+    assert "5 rounds" not in quick and "5 in the paper" not in quick

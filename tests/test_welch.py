@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from minidl.experiments.welch import regularized_beta, welch
+from minidl.experiments.welch import critical_t, regularized_beta, welch
 
 
 @pytest.mark.parametrize(
@@ -129,3 +129,60 @@ def test_standard_deviations_far_apart_are_scaled_by_the_larger() -> None:
     # (t = -1 / 4.5e299: no evidence of a difference)
     assert (far.degrees_of_freedom, far.p_value) == (4.0, 1.0)
     assert far.standard_error == pytest.approx(1e300 / math.sqrt(5), rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("degrees", "critical"),
+    [(2, 4.303), (4, 2.776), (6, 2.447), (8, 2.306), (13, 2.160), (30, 2.042), (1000, 1.962)],
+)
+def test_the_critical_value_is_the_tables(degrees: int, critical: float) -> None:
+    """The two-sided 5% critical values of Student's t (any statistics table), and the p-value
+    of Welch's test at the value found is 5% (even degrees: two equal sides)."""
+    found = critical_t(degrees)
+    assert found == pytest.approx(critical, abs=5e-4)
+    if degrees % 2 == 0:
+        n = degrees // 2 + 1
+        test = welch(found * math.sqrt(2 / n), 1.0, n, 0.0, 1.0, n)
+        assert test.degrees_of_freedom == pytest.approx(degrees, rel=1e-12)
+        assert test.p_value == pytest.approx(0.05, rel=1e-12)
+
+
+def test_closed_forms_of_the_critical_value() -> None:
+    """With 1 degree of freedom (Cauchy) t = tan(pi (1 - level) / 2); with 2,
+    t = sqrt(2) c / sqrt(1 - c^2), c = 1 - level."""
+    for level in (0.001, 0.01, 0.05, 0.1, 0.5, 0.9):
+        assert critical_t(1, level) == pytest.approx(math.tan(math.pi * (1 - level) / 2), rel=1e-12)
+        c = 1 - level
+        assert critical_t(2, level) == pytest.approx(
+            math.sqrt(2) * c / math.sqrt(1 - c * c), rel=1e-12
+        )
+
+
+def test_critical_value_is_scipys() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    rng = random.Random(3)
+    for _ in range(100):
+        degrees, level = rng.uniform(0.5, 200), rng.uniform(0.001, 0.5)
+        expected = float(stats.t.ppf(1 - level / 2, degrees))
+        assert critical_t(degrees, level) == pytest.approx(expected, rel=1e-11)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ((0,), ValueError, "degrees_of_freedom must be in (0, inf), got 0"),
+        (
+            (math.inf,),
+            ValueError,
+            "degrees_of_freedom must be a finite number in (0, inf), got inf",
+        ),
+        ((4, 1.0), ValueError, "level must be in (0, 1), got 1.0"),
+        ((4, 0), ValueError, "level must be in (0, 1), got 0"),
+        (("4",), TypeError, "degrees_of_freedom must be a finite number in (0, inf) (a float or"),
+    ],
+)
+def test_a_critical_value_of_no_distribution_is_refused(
+    arguments: tuple[object, ...], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"^critical_t: {re.escape(message)}"):
+        critical_t(*arguments)  # type: ignore[arg-type]

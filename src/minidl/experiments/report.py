@@ -15,7 +15,7 @@ import math
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,7 @@ from minidl.experiments.config import (
     training_key,
 )
 from minidl.experiments.training import RowResult
-from minidl.experiments.welch import welch
+from minidl.experiments.welch import critical_t, welch
 
 if TYPE_CHECKING:
     from minidl.experiments.runner import RunSettings
@@ -60,14 +60,12 @@ CRITERION = (
     "A row **differs** from the paper when Welch's t-test rejects equal means at the "
     f"{SIGNIFICANCE:.0%} level (two-sided): t = (ours - paper) / SE, where SE = "
     "sqrt(s_ours^2 / n_ours + s_paper^2 / n_paper) is the standard error of the difference of "
-    "the two means (s: sample s.d. over the rounds, n: number of rounds, 5 in the paper), with "
-    "the Welch-Satterthwaite degrees of freedom. With 5 rounds on each side this asks for 2.3 "
-    'to 2.8 SE, by the two s.d. Each verdict gives the difference and its SE. "Within noise" '
-    "means this test does not tell the two apart, not that they agree: with 5 rounds a side "
-    "it misses a true difference of about 2.5 SE half the time, and smaller ones more often."
+    "the two means (s: sample s.d. over the rounds, n: number of rounds), with the "
+    "Welch-Satterthwaite degrees of freedom. Each verdict gives the difference and its SE. "
+    '"Within noise" means this test does not tell the two apart, not that they agree.'
 )
-"""How a row is compared with the paper; the report and the JSON add how many comparisons
-the run made (:func:`criterion`)."""
+"""How a row is compared with the paper; the report and the JSON add the rounds on each side,
+the line the test draws with them, and how many comparisons the run made (:func:`criterion`)."""
 
 
 @dataclass(frozen=True)
@@ -87,24 +85,54 @@ class Comparison:
 
 
 def criterion(results: Sequence[RowResult]) -> str:
-    """:data:`CRITERION`, and how many comparisons with the paper ``results`` make (each main
-    row and each variant with a paper's number and 2 rounds or more), which the test does not
+    """:data:`CRITERION`, the rounds of the comparisons with the paper that ``results`` make
+    (each main row and each variant with a paper's number and 2 rounds or more) and the line
+    the test draws with them, and how many such comparisons there are, which the test does not
     correct for: where the means are equal, a share :data:`SIGNIFICANCE` of the comparisons
     differ by chance alone.
+
+    The line: with ``n_ours`` and ``n_paper`` rounds, Welch's degrees of freedom lie between
+    ``min(n_ours, n_paper) - 1`` (one side's spread dominates) and ``n_ours + n_paper - 2``
+    (each side's share of the variance in proportion to its rounds less one), so the test asks
+    for :func:`~minidl.experiments.welch.critical_t` of the one to that of the other, in SE; a
+    true difference of that size gives a t about as large, which falls short of the line about
+    half the time.
 
     Nothing is added when a main row has fewer than 2 rounds: the report then compares none.
     """
     if any(compare(row) is None for row in results if row.experiment.kind == "main"):
         return CRITERION
-    count = sum(compare(row, _paper_row(results, row)) is not None for row in results)
+    sides = []
+    for row in results:
+        paper_row = _paper_row(results, row)
+        if paper_row is not None and compare(row, paper_row) is not None:
+            paper = paper_row.experiment.paper
+            assert paper is not None
+            sides.append((len(row.rounds), paper.rounds))
+    count = len(sides)
     if count == 0:
         return CRITERION
+    low = min(critical_t(ours + paper - 2, SIGNIFICANCE) for ours, paper in sides)
+    high = max(critical_t(min(ours, paper) - 1, SIGNIFICANCE) for ours, paper in sides)
     return (
-        f"{CRITERION} This run makes {count} such comparison{'s' * (count != 1)} (each row "
+        f"{CRITERION} With {_rounds_range([ours for ours, _ in sides])} here and "
+        f"{_rounds_range([paper for _, paper in sides], unit='')} in the paper, the test asks "
+        f"for {low:.1f} to {high:.1f} SE, by the two s.d., and misses a true difference of "
+        "that size about half the time, and smaller ones more often. "
+        f"This run makes {count} such comparison{'s' * (count != 1)} (each row "
         "and each variant with the paper's number), not corrected for their number: at the "
         f"{SIGNIFICANCE:.0%} level, about {SIGNIFICANCE * count:.1f} of them would differ by "
         "chance alone if every mean equalled the paper's."
     )
+
+
+def _rounds_range(counts: Iterable[int], unit: str = "round") -> str:
+    """``"5 rounds"``, ``"1 round"`` or ``"3 to 5 rounds"`` (without the word if ``unit`` is
+    empty)."""
+    found = sorted(set(counts))
+    low, high = found[0], found[-1]
+    text = f"{low}" if low == high else f"{low} to {high}"
+    return f"{text} {unit}{'s' * (high != 1)}" if unit else text
 
 
 def _paper_row(results: Sequence[RowResult], row: RowResult) -> RowResult | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from minidl._validate import check_real, shown
 
-__all__ = ["Welch", "regularized_beta", "welch"]
+__all__ = ["Welch", "critical_t", "regularized_beta", "welch"]
 
 #: Below this, a term of the continued fraction is replaced by it (Lentz's method).
 _TINY = 1e-300
@@ -77,6 +77,43 @@ def welch(mean_1: float, sd_1: float, n_1: int, mean_2: float, sd_2: float, n_2:
     t = difference / standard_error
     p_value = regularized_beta(degrees / (degrees + t * t), degrees / 2, 0.5)
     return Welch(difference, standard_error, degrees, p_value)
+
+
+def critical_t(degrees_of_freedom: float, level: float = 0.05) -> float:
+    """The two-sided critical value of Student's t: the ``t`` for which
+    :math:`P(|T_\\nu| \\ge t) = I_{\\nu / (\\nu + t^2)}(\\nu/2, 1/2)` equals ``level``, with
+    :math:`\\nu` = ``degrees_of_freedom`` (a finite number ``> 0``) and ``0 < level < 1``.
+
+    Found by bisection on the p-value, which falls as ``t`` grows, to the precision of
+    :func:`regularized_beta` (``critical_t(4)`` is 2.776..., ``critical_t(8)`` 2.306..., as in
+    the tables).
+
+    Raises:
+        TypeError: degrees of freedom or a level that is no real number.
+        ValueError: degrees of freedom that are not a finite number ``> 0``, or a level out of
+            ``(0, 1)``.
+    """
+    degrees = check_real(
+        "critical_t", "degrees_of_freedom", degrees_of_freedom, low=0.0, low_open=True
+    )
+    level = check_real(
+        "critical_t", "level", level, low=0.0, high=1.0, low_open=True, high_open=True
+    )
+
+    def p_value(t: float) -> float:
+        return regularized_beta(degrees / (degrees + t * t), degrees / 2, 0.5)
+
+    low, high = 0.0, 1.0
+    while p_value(high) > level:
+        low, high = high, 2.0 * high
+    while True:
+        middle = (low + high) / 2
+        if middle in (low, high):
+            return high
+        if p_value(middle) > level:
+            low = middle
+        else:
+            high = middle
 
 
 def regularized_beta(x: float, a: float, b: float) -> float:
