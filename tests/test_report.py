@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -544,8 +545,9 @@ def test_figure_1_is_compared_with_the_papers_description(tmp_path: Path) -> Non
     assert (
         "The paper's contrast holds only in part between MSE averaged over outputs too "
         "(PyTorch's MSELoss) "
-        "(20.00) and Cross-entropy (5.00), 4.0 times as much change per epoch; cross-entropy's "
-        "error is not stable either (5.00 points per epoch)."
+        "(20.00) and Cross-entropy (5.00), 4.0 times as much change per epoch (paired t-test "
+        "over the 2 rounds, p < 0.01); cross-entropy's error is not stable either (5.00 points "
+        "per epoch)."
     ) in section
 
 
@@ -562,7 +564,82 @@ def test_figure_1_with_a_flat_cross_entropy_curve_is_reported() -> None:
     lines = _figure_1_comparison(results)
     assert (
         "The paper's contrast holds between MSE averaged over outputs too (PyTorch's MSELoss) "
-        "(20.00) and Cross-entropy (0.00)."
+        "(20.00) and Cross-entropy (0.00) (paired t-test over the 2 rounds, p < 0.01)."
+    ) in lines
+
+
+MEAN_MSE = "MSE averaged over outputs too (PyTorch's MSELoss)"
+
+
+def _figure_1_runs(
+    mse_changes: Sequence[float], entropy_changes: Sequence[float], *, paired: bool = True
+) -> list[RowResult]:
+    """Fig. 1's two trained runs over 8 epochs, whose validation error moves by the given
+    points from the first epoch to the second in each round (the measure's first quarter),
+    with the same seeds in each round, or (``paired=False``) the cross-entropy run with others."""
+    rounds = len(mse_changes)
+    other_seeds = [round_seeds(1, index) for index in range(rounds)]
+    mean_mse = fake_row(experiment("Fig. 1", MEAN_MSE), (3.0,) * rounds)
+    entropy = fake_row(
+        experiment("Fig. 1", "Cross-entropy"),
+        (2.0,) * rounds,
+        seeds=None if paired else other_seeds,
+    )
+    return [
+        _with_curves(mean_mse, [(40.0, 40.0 + change) + (9.0,) * 6 for change in mse_changes]),
+        _with_curves(entropy, [(40.0, 40.0 - change) + (9.0,) * 6 for change in entropy_changes]),
+    ]
+
+
+def test_figure_1_says_the_contrast_holds_only_where_a_test_tells_the_runs_apart() -> None:
+    """MSE's validation error moves by 20 and 2 points in its two rounds, cross-entropy's by 5
+    and 10: MSE's mean change (11.00) is above cross-entropy's (7.50), but a paired t-test of
+    the rounds' changes does not tell them apart (t = 3.5 / 11.5 with 1 degree of freedom,
+    where p = 1 - 2 atan(|t|) / pi, 0.81). The report said that the paper's contrast held (in
+    part) whenever MSE's mean was the larger."""
+    lines = _figure_1_comparison(_figure_1_runs((20.0, 2.0), (5.0, 10.0)))
+    t = 3.5 / (statistics.stdev([15.0, -8.0]) / math.sqrt(2))
+    assert 1 - 2 * math.atan(t) / math.pi == pytest.approx(0.81, abs=0.005)
+    assert (
+        f"This run does not tell the change per epoch of {MEAN_MSE} (11.00) and Cross-entropy "
+        "(7.50) apart (paired t-test over the 2 rounds, p = 0.81): it does not show the "
+        "paper's contrast; cross-entropy's error is not stable either (7.50 points per epoch)."
+    ) in lines
+    assert not any("contrast holds" in line for line in lines)
+
+    # MSE 1 point above cross-entropy in each round, which moves by 9 and 29: paired, the
+    # rounds' shared noise cancels and the contrast holds; with other seeds it is Welch's
+    # test, which does not tell 20.00 from 19.00 with an s.d. of 14.1 on each side.
+    lines = _figure_1_comparison(_figure_1_runs((10.0, 30.0), (9.0, 29.0)))
+    assert (
+        f"The paper's contrast holds only in part between {MEAN_MSE} (20.00) and "
+        "Cross-entropy (19.00), 1.1 times as much change per epoch (paired t-test over the 2 "
+        "rounds, p < 0.01); cross-entropy's error is not stable either (19.00 points per epoch)."
+    ) in lines
+    lines = _figure_1_comparison(_figure_1_runs((10.0, 30.0), (9.0, 29.0), paired=False))
+    # (t = 1 / sqrt(200 / 2 + 200 / 2) with 2 degrees of freedom: p = 1 - t / sqrt(t^2 + 2))
+    t = 1 / math.sqrt(200.0)
+    assert 1 - t / math.sqrt(t * t + 2) == pytest.approx(0.95, abs=0.005)
+    assert (
+        f"This run does not tell the change per epoch of {MEAN_MSE} (20.00) and Cross-entropy "
+        "(19.00) apart (Welch's t-test over the rounds, p = 0.95): it does not show the "
+        "paper's contrast; cross-entropy's error is not stable either (19.00 points per epoch)."
+    ) in lines
+
+    # Cross-entropy's error moving more than MSE's in every round: the contrast is reversed.
+    lines = _figure_1_comparison(_figure_1_runs((2.0, 3.0, 4.0), (10.0, 12.0, 11.0)))
+    assert any(
+        line.startswith(f"The paper's contrast does not hold between {MEAN_MSE} (3.00) and ")
+        and "(paired t-test over the 3 rounds, p < 0.01)" in line
+        for line in lines
+    )
+
+    # One round: nothing to test.
+    lines = _figure_1_comparison(_figure_1_runs((20.0,), (5.0,)))
+    assert (
+        "With one round, this run cannot test the paper's contrast between "
+        f"{MEAN_MSE} (20.00) and Cross-entropy (5.00); cross-entropy's error is not stable "
+        "either (5.00 points per epoch)."
     ) in lines
 
 

@@ -31,7 +31,7 @@ from minidl.experiments.config import (
     training_key,
 )
 from minidl.experiments.training import RowResult
-from minidl.experiments.welch import critical_t, welch
+from minidl.experiments.welch import critical_t, regularized_beta, welch
 
 if TYPE_CHECKING:
     from minidl.experiments.runner import RunSettings
@@ -779,7 +779,9 @@ def _figure_1_comparison(results: Sequence[RowResult]) -> list[str]:
     The paper: with cross-entropy the validation error "decreases in a stable manner at the
     beginning of the training", with MSE it "fluctuates a lot". The measure of fluctuation is
     the mean absolute change of the validation error from one epoch to the next over the
-    first quarter of training, averaged over the rounds.
+    first quarter of training, averaged over the rounds. The contrast is said to hold (or to
+    be reversed) only when a t-test of the two runs' changes per round tells them apart at the
+    :data:`SIGNIFICANCE` level (:func:`_fluctuation_test`).
     """
     runs = [r for r in results if r.experiment.table == "Fig. 1"]
     epochs = min((len(r.rounds[0].validation_curve) for r in runs), default=0)
@@ -787,11 +789,14 @@ def _figure_1_comparison(results: Sequence[RowResult]) -> list[str]:
         return []
     span = max(2, epochs // 4)
 
-    def fluctuation(row: RowResult) -> float:
-        return statistics.fmean(
+    def per_round(row: RowResult) -> list[float]:
+        return [
             statistics.fmean(abs(b - a) for a, b in itertools.pairwise(c[:span]))
             for c in (r.validation_curve for r in row.rounds)
-        )
+        ]
+
+    def fluctuation(row: RowResult) -> float:
+        return statistics.fmean(per_round(row))
 
     lines = [
         "### Fig. 1",
@@ -828,17 +833,32 @@ def _figure_1_comparison(results: Sequence[RowResult]) -> list[str]:
     if mse and entropy:
         (mse_row, mse_value), (ce_row, ce_value) = max(mse, key=lambda p: p[1]), entropy[0]
         stable = ce_value < 1.0
-        holds = (
-            "does not hold"
-            if mse_value <= ce_value
-            else "holds"
-            if stable
-            else "holds only in part"
+        test = _fluctuation_test(mse_row, per_round(mse_row), ce_row, per_round(ce_row))
+        pair = (
+            f"{mse_row.experiment.label} ({mse_value:.2f}) and {ce_row.experiment.label} "
+            f"({ce_value:.2f})"
         )
-        ratio = f", {mse_value / ce_value:.1f} times as much change per epoch" if ce_value else ""
+        if test is None:
+            text = f"With one round, this run cannot test the paper's contrast between {pair}"
+        elif test[1] >= SIGNIFICANCE:
+            text = (
+                f"This run does not tell the change per epoch of {pair} apart ({test[0]}, "
+                f"{_p(test[1])}): it does not show the paper's contrast"
+            )
+        else:
+            holds = (
+                "does not hold"
+                if mse_value <= ce_value
+                else "holds"
+                if stable
+                else "holds only in part"
+            )
+            ratio = (
+                f", {mse_value / ce_value:.1f} times as much change per epoch" if ce_value else ""
+            )
+            text = f"The paper's contrast {holds} between {pair}{ratio} ({test[0]}, {_p(test[1])})"
         lines.append(
-            f"The paper's contrast {holds} between {mse_row.experiment.label} "
-            f"({mse_value:.2f}) and {ce_row.experiment.label} ({ce_value:.2f}){ratio}"
+            text
             + (
                 "."
                 if stable
@@ -847,6 +867,46 @@ def _figure_1_comparison(results: Sequence[RowResult]) -> list[str]:
             )
         )
     return [*lines, ""]
+
+
+def _fluctuation_test(
+    first: RowResult, first_values: list[float], second: RowResult, second_values: list[float]
+) -> tuple[str, float] | None:
+    """The name and two-sided p-value of a t-test of equal means of two runs' values per round.
+
+    Paired (a t-test of the differences, ``n - 1`` degrees of freedom) when the two runs'
+    rounds have the same seeds, as every row of a run has (same data, weights and shuffles):
+    the round-to-round noise they share then cancels. Otherwise Welch's. ``None`` with fewer
+    than 2 rounds on a side.
+    """
+    n = len(first_values)
+    if n < 2 or len(second_values) < 2:
+        return None
+    if n == len(second_values) and all(
+        a.seeds == b.seeds for a, b in zip(first.rounds, second.rounds, strict=True)
+    ):
+        differences = [a - b for a, b in zip(first_values, second_values, strict=True)]
+        mean, spread = statistics.fmean(differences), statistics.stdev(differences)
+        name = f"paired t-test over the {n} rounds"
+        if spread == 0.0:
+            return name, 1.0 if mean == 0.0 else 0.0
+        t = mean / (spread / math.sqrt(n))
+        degrees = n - 1
+        return name, regularized_beta(degrees / (degrees + t * t), degrees / 2, 0.5)
+    test = welch(
+        statistics.fmean(first_values),
+        statistics.stdev(first_values),
+        len(first_values),
+        statistics.fmean(second_values),
+        statistics.stdev(second_values),
+        len(second_values),
+    )
+    return "Welch's t-test over the rounds", test.p_value
+
+
+def _p(p_value: float) -> str:
+    """A p-value as the report writes it: ``p = 0.03``, or ``p < 0.01``."""
+    return "p < 0.01" if p_value < 0.01 else f"p = {p_value:.2f}"
 
 
 def _paper_consistency(results: Sequence[RowResult]) -> list[str]:
