@@ -256,17 +256,40 @@ def test_a_variant_within_noise_only_by_its_spread_explains_nothing(tmp_path: Pa
 def test_a_reading_within_noise_only_by_its_spread_is_not_said_to_differ(tmp_path: Path) -> None:
     """CLR (paper 1.38, s.d. 0.16) differs at 3.00; the schedule without effect explains it; the
     other CLR bounds, at 4.00 with an s.d. of 4.34, are within noise of the paper only by their
-    spread. The conclusion does not say that this reading differs from the paper."""
+    spread. The conclusion does not say that this reading differs from the paper, and says
+    what it is; it said that the paper's number was consistent with the fault "rather than
+    with the method as the paper describes it", of a reading within noise of it, and of bounds
+    that the paper does not give. A reading of one round, not compared, was said to differ."""
     clr = fake_row(experiment("III", "SGD, CLR"), DIFFERING)
     fault = "SGD, CLR, as published (schedule without effect)"
     without_effect = fake_row(experiment("III", fault), (1.4, 1.3, 1.5, 1.4, 1.4))
-    reading = fake_row(experiment("III", "SGD, CLR from 0.01 to 0.1"), (0.5, 9.0, 1.0, 8.5, 1.0))
+    label = "SGD, CLR from 0.01 to 0.1"
+    reading = fake_row(experiment("III", label), (0.5, 9.0, 1.0, 8.5, 1.0))
     section = differences_section([clr, without_effect, reading], tmp_path)
     (conclusion,) = conclusions(section)
-    assert conclusion == (
+    accounted = (
         "**Conclusion:** the difference is accounted for if "
         f"{experiment('III', fault).hypothesis}. The paper's number is consistent with the "
-        "published code's fault rather than with the method as the paper describes it."
+        "published code's fault rather than with the method as run here: our row differs from "
+        "it; "
+    )
+    assert conclusion == (
+        f"{accounted}the reading ('{label}') is within noise of it only through the spread of "
+        "its rounds, no closer to it than our row; the paper does not say enough to rule out a "
+        "reading not run here."
+    )
+    once = fake_row(experiment("III", label), (1.0,))
+    (conclusion,) = conclusions(differences_section([clr, without_effect, once], tmp_path))
+    assert conclusion == (
+        f"{accounted}the reading ('{label}') ran one round, not compared; the paper does not "
+        "say enough to rule out a reading not run here."
+    )
+    # A reading that differs is said to, as before.
+    far = fake_row(experiment("III", label), (1.0, 1.1, 0.9, 1.0, 1.0))
+    (conclusion,) = conclusions(differences_section([clr, without_effect, far], tmp_path))
+    assert conclusion.endswith(
+        f"as run here: our row and the other reading of the paper tried ('{label}') differ from "
+        "it; the paper does not say enough to rule out a reading not run here."
     )
 
 

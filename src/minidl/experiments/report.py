@@ -651,19 +651,15 @@ def _explain(results: Sequence[RowResult], row: RowResult, comparison: Compariso
     if explained:
         kinds = {variant.experiment.fault for variant in explained}
         # Other readings of an open point of the paper (e.g. the CLR bounds) that do not explain
-        # the difference: the paper's number is then inconsistent only with the readings run.
-        readings = [
-            v for v in variants if not v.experiment.fault and v not in (*explained, *spread_only)
-        ]
+        # the difference: the paper's number is then inconsistent only with the readings run,
+        # and only with those that differ from it.
+        readings = [v for v in variants if not v.experiment.fault and v not in explained]
         if kinds == {True} and readings:
             verdict = (
                 "The paper's number is consistent with the published code's fault rather than "
-                "with the method as run here: our row and the other reading"
-                + ("s" if len(readings) > 1 else "")
-                + " of the paper tried ("
-                + "; ".join(f"'{v.experiment.label}'" for v in readings)
-                + ") differ from it; the paper does not say enough to rule out a reading not "
-                "run here."
+                "with the method as run here: "
+                + _readings_verdict(readings, spread_only, row)
+                + "; the paper does not say enough to rule out a reading not run here."
             )
         elif kinds == {True}:
             verdict = (
@@ -711,6 +707,44 @@ def _explain(results: Sequence[RowResult], row: RowResult, comparison: Compariso
             "difference stays unexplained by this run."
         )
     return [*lines, ""]
+
+
+def _readings_verdict(
+    readings: Sequence[RowResult], spread_only: Sequence[RowResult], row: RowResult
+) -> str:
+    """What the readings of the paper that explain nothing say against ``row``'s paper number:
+    those that differ from it, those within noise of it only through the spread of their
+    rounds, and those of one round, which are not compared."""
+
+    def names(group: Sequence[RowResult]) -> str:
+        return "; ".join(f"'{v.experiment.label}'" for v in group)
+
+    def plural(group: Sequence[RowResult], one: str, more: str) -> str:
+        return one if len(group) == 1 else more
+
+    spread = [v for v in readings if v in spread_only]
+    once = [v for v in readings if compare(v, row) is None]
+    differ = [v for v in readings if v not in spread and v not in once]
+    parts = [
+        "our row and the other "
+        + plural(differ, "reading", "readings")
+        + f" of the paper tried ({names(differ)}) differ from it"
+        if differ
+        else "our row differs from it"
+    ]
+    if spread:
+        parts.append(
+            f"the {plural(spread, 'reading', 'readings')} ({names(spread)}) "
+            + plural(spread, "is", "are")
+            + " within noise of it only through the spread of "
+            + plural(spread, "its", "their")
+            + " rounds, no closer to it than our row"
+        )
+    if once:
+        parts.append(
+            f"the {plural(once, 'reading', 'readings')} ({names(once)}) ran one round, not compared"
+        )
+    return "; ".join(parts)
 
 
 def _paper_repeats(
