@@ -342,7 +342,9 @@ def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> list[str]:
 
 
 def summary_table(results: Sequence[RowResult]) -> str:
-    """Paper vs ours for the tables' main rows, as plain text for the terminal."""
+    """Paper vs ours for the tables' main rows, as plain text for the terminal: the verdict is
+    the report's, DIFFERS or "within noise" (the test does not tell the two apart), or n/a
+    with fewer than 2 rounds."""
     lines = [
         f"{'table':<6}{'row':<22}{'paper mean (s.d.)':>19}{'ours mean (s.d.)':>19}  verdict",
     ]
@@ -350,7 +352,9 @@ def summary_table(results: Sequence[RowResult]) -> str:
         if row.experiment.kind != "main":
             continue
         comparison = compare(row)
-        verdict = "n/a" if comparison is None else ("DIFFERS" if comparison.differs else "ok")
+        verdict = (
+            "n/a" if comparison is None else ("DIFFERS" if comparison.differs else "within noise")
+        )
         lines.append(
             f"{row.experiment.table:<6}{row.experiment.label:<22}{_paper(row):>19}"
             f"{_ours(row):>19}  {verdict}"
