@@ -565,7 +565,7 @@ def test_figure_1_is_compared_with_the_papers_description(tmp_path: Path) -> Non
     assert "- Cross-entropy: 5.00 points per epoch; it ends at 5.00%." in section
     assert (
         "MSE diverged in every round: its outputs became NaN, which count as errors, so its "
-        "curve stays at 100% once it diverged, not the fluctuating curve of the paper."
+        "curve rises to 100% and stays there, not the fluctuating curve of the paper."
     ) in section
     assert (
         "The paper's contrast holds only in part between MSE averaged over outputs too "
@@ -574,6 +574,28 @@ def test_figure_1_is_compared_with_the_papers_description(tmp_path: Path) -> Non
         "over the 2 rounds, p < 0.01); cross-entropy's error is not stable either (5.00 points "
         "per epoch)."
     ) in section
+
+
+def test_figure_1_says_a_diverged_curve_stays_at_100_only_where_it_does() -> None:
+    """MSE's training loss is non-finite in both rounds. Where its validation error reaches
+    100% and stays there (NaN outputs: every point wrong), the report says so, an epoch after
+    the loss became infinite too, as in the run; where it ends at 50% (outputs still finite),
+    it said so all the same ("its curve stays at 100% once it diverged")."""
+    losses = [(1.0, 1e30, math.inf, math.nan, math.nan, math.nan, math.nan, math.nan)] * 2
+    mse = fake_row(experiment("Fig. 1", "MSE"), (100.0, 100.0), losses=losses)
+    late = (52.0, 50.0, 49.0) + (100.0,) * 5  # 100% from the epoch after the infinite loss
+    lines = _figure_1_comparison([_with_curves(mse, [late, late])])
+    assert (
+        "MSE diverged in every round: its outputs became NaN, which count as errors, so its "
+        "curve rises to 100% and stays there, not the fluctuating curve of the paper."
+    ) in lines
+    finite = (52.0, 50.0, 49.0, 50.0, 51.0, 50.0, 49.0, 50.0)
+    lines = _figure_1_comparison([_with_curves(mse, [late, finite])])
+    assert (
+        "MSE diverged in every round (non-finite training loss), its validation error ending at "
+        "75.00% on average; it is left out of the comparison."
+    ) in lines
+    assert not any("100%" in line for line in lines)
 
 
 def test_figure_1_with_a_flat_cross_entropy_curve_is_reported() -> None:

@@ -860,11 +860,21 @@ def _figure_1_comparison(results: Sequence[RowResult]) -> list[str]:
             trained.append((row, fluctuation(row)))
     lines.append("")
     for row in runs:
-        if _diverged(row) == len(row.rounds):
+        if _diverged(row) != len(row.rounds):
+            continue
+        # (NaN outputs predict no class: every point is an error, for good)
+        if all(_ends_at_100(r.validation_curve) for r in row.rounds):
             lines.append(
                 f"{row.experiment.label} diverged in every round: its outputs became NaN, "
-                "which count as errors, so its curve stays at 100% once it diverged, not the "
+                "which count as errors, so its curve rises to 100% and stays there, not the "
                 "fluctuating curve of the paper."
+            )
+        else:
+            end = statistics.fmean(r.validation_curve[-1] for r in row.rounds)
+            lines.append(
+                f"{row.experiment.label} diverged in every round (non-finite training loss), "
+                f"its validation error ending at {end:.2f}% on average; it is left out of the "
+                "comparison."
             )
     mse = [(r, f) for r, f in trained if r.experiment.loss == "mse"]
     entropy = [(r, f) for r, f in trained if r.experiment.loss == "cross-entropy"]
@@ -945,6 +955,13 @@ def _fluctuation_test(
 def _p(p_value: float) -> str:
     """A p-value as the report writes it: ``p = 0.03``, or ``p < 0.01``."""
     return "p < 0.01" if p_value < 0.01 else f"p = {p_value:.2f}"
+
+
+def _ends_at_100(curve: Sequence[float]) -> bool:
+    """Whether ``curve`` reaches 100% and stays there to its end."""
+    return (
+        bool(curve) and curve[-1] == 100.0 and all(v == 100.0 for v in curve[curve.index(100.0) :])
+    )
 
 
 def _paper_consistency(results: Sequence[RowResult]) -> list[str]:
