@@ -172,8 +172,9 @@ def test_figure_1_an_end_of_exactly_40_percent_is_near_chance() -> None:
         [with_curves(mse, (50.0, 40.0)), with_curves(entropy, (5.0, 60.0))]
     )
     assert lines[4:6] == [
-        "- MSE: 10.00 points per epoch; it ends at 40.00%, near chance level.",
-        "- Cross-entropy: 55.00 points per epoch; it ends at 60.00%, near chance level.",
+        "- MSE: 10.00 points per epoch; its validation error ends at 40.00%, near chance level.",
+        "- Cross-entropy: 55.00 points per epoch; its validation error ends at 60.00%, near "
+        "chance level.",
     ]
 
 

@@ -852,7 +852,7 @@ def _figure_1_comparison(results: Sequence[RowResult]) -> list[str]:
         line = f"- {row.experiment.label}: {fluctuation(row):.2f} points per epoch"
         if diverged:
             line += f"; {diverged} of {len(row.rounds)} rounds diverged (non-finite training loss)"
-        line += f"; it ends at {end:.2f}%"
+        line += f"; its validation error ends at {end:.2f}%"
         if NEAR_CHANCE <= end <= 100 - NEAR_CHANCE:
             line += ", near chance level"
         lines.append(line + ".")
