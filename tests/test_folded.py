@@ -561,6 +561,33 @@ def test_a_parameter_registered_anew_by_on_epoch_goes_on_step_by_step(
     assert calls[0] == 5
 
 
+def test_on_epoch_copying_the_model_stays_folded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``on_epoch`` keeps a deep copy of the model (the best one so far, say): the copy's new
+    parameters replace none of the model's tensors, so every epoch runs folded, to the bits of
+    the same fit without the copies. (They moved the process's count of replacements, and the
+    fit went on step by step after the first epoch.)"""
+    calls = _count_folded_calls(monkeypatch)
+    x, y = _data()
+    runs, copies = [], []
+    for keeping in (True, False):
+        model = _model()
+        optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
+
+        def keep(record: Any, model: nn.Module = model) -> None:
+            copies.append(copy.deepcopy(model))
+
+        generator = torch.Generator().manual_seed(0)
+        on_epoch = keep if keeping else None
+        _fit(
+            model, optimizer, x, y, epochs=3, batch_size=10, generator=generator, on_epoch=on_epoch
+        )
+        runs.append([p.data for p in model.parameters()] + list(optimizer.state.values()))
+    assert len(copies) == 3
+    assert calls[0] == 2 * 3 * 5
+    for tensor, expected in zip(*runs, strict=True):
+        assert torch.equal(tensor, expected)
+
+
 def test_on_epoch_removing_a_bias_goes_on_step_by_step(monkeypatch: pytest.MonkeyPatch) -> None:
     """``on_epoch`` sets a layer's bias to ``None`` (its parameter stays registered, and in the
     optimizer): the layer computes without it from then on, so the loop runs, as it would."""

@@ -208,6 +208,11 @@ class FoldedStep:
         self.max_grad_norm: float | None = None
         self._probed: _Trial | None = None  # (see note_probed)
         self._parameters = tuple(optimizer.params)
+        # The tensors the parameters hold, and Parameter.replacements when they were last found
+        # held still (see _tensors_held).
+        self._tensors = tuple(p.data for p in self._parameters) + tuple(
+            p.grad for p in self._parameters
+        )
         self._replacements = Parameter.replacements
         # The place of each block entry in the optimizer's flat buffers, which tile its
         # parameters in order (as do its state tensors): load and store are one index_select
@@ -335,7 +340,7 @@ class FoldedStep:
         return (
             not anomaly.enabled
             and not _methods_replaced(model, self.criterion, optimizer)
-            and Parameter.replacements == self._replacements
+            and self._tensors_held()
             and tuple(model) == self.modules
             and ChainPlan.possible(self.modules)
             and _flat(optimizer)
@@ -344,6 +349,23 @@ class FoldedStep:
             and len(optimizer.state) == len(self.state)
             and all(layer.bias is not None for layer in self.layers)
         )
+
+    def _tensors_held(self) -> bool:
+        """Whether the parameters still hold the value and gradient tensors they held when the
+        step was built. Certain while :attr:`~minidl.nn.Parameter.replacements` has not moved
+        since they were last found held; the count is the process's, though (a model built
+        in another thread, or by ``on_epoch``, moves it too), so where it moved the tensors
+        themselves are compared, as :class:`~minidl.optim.Optimizer` compares its own: another
+        model's parameters do not make a fit go on step by step, with other roundings."""
+        replacements = Parameter.replacements  # (read first: one made meanwhile moves it again)
+        if replacements == self._replacements:
+            return True
+        tensors, count = self._tensors, len(self._parameters)
+        for index, parameter in enumerate(self._parameters):
+            if parameter.data is not tensors[index] or parameter.grad is not tensors[count + index]:
+                return False
+        self._replacements = replacements
+        return True
 
     def load(self) -> None:
         """Copy the model's parameters and the optimizer's state into the blocks (after
