@@ -8,8 +8,11 @@ thread: every parameter, prediction and recorded number must have the same bits.
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +20,11 @@ import torch
 from torch import Tensor
 
 from minidl import nn, optim
+from minidl.checkpoint import load_checkpoint, save_checkpoint
+from minidl.data import BatchIterator
 from minidl.folded import FoldedStep
-from minidl.train import fit
+from minidl.rounds import fit_rounds
+from minidl.train import error_rate, fit, predict
 
 F64 = torch.float64
 
@@ -93,3 +99,150 @@ def test_a_model_built_in_another_thread_between_epochs_leaves_fit_folded(
     assert calls[0] == 3 * 5  # (every epoch folded, as alone)
     for tensor, expected in zip(threaded, alone, strict=True):
         assert torch.equal(tensor, expected)
+
+
+# -- a sweep in a thread pool ------------------------------------------------------------------
+
+
+_CONFIGURATIONS: list[dict[str, Any]] = [
+    # (an uneven last batch in each: 50 = 3 * 16 + 2, 41 = 4 * 10 + 1, 45 = 25 + 20)
+    {"sizes": (2, 12, 12, 3), "activation": "tanh", "loss": "ce", "optimizer": "momentum",
+     "schedule": "cyclic", "dtype": F64, "samples": 50, "batch": 16},
+    {"sizes": (3, 10, 4), "activation": "relu", "loss": "mse", "optimizer": "adadelta",
+     "schedule": "step", "dtype": torch.float32, "samples": 41, "batch": 10},
+    {"sizes": (2, 8, 8, 2), "activation": "gelu", "loss": "ce", "optimizer": "adam",
+     "schedule": None, "dtype": torch.float32, "samples": 45, "batch": 25},
+]  # fmt: skip
+
+
+def _training(setup: dict[str, Any], folder: Path) -> list[Tensor]:
+    """One configuration trained three ways: a loop written out, ``fit`` (its folded step, an
+    ``on_epoch`` and a validation set, saved to a checkpoint of its own and resumed into
+    another model) and ``fit_rounds``; what each leaves, and the resumed model's predictions."""
+    dtype, batch, epochs = setup["dtype"], setup["batch"], 2
+    x, labels = _data(
+        setup["sizes"][0], setup["sizes"][-1], setup["samples"], dtype, seed=setup["samples"]
+    )
+    y = labels if setup["loss"] == "ce" else torch.eye(setup["sizes"][-1], dtype=dtype)[labels]
+
+    def model(seed: int) -> nn.Sequential:
+        generator = torch.Generator().manual_seed(seed)
+        return nn.mlp(setup["sizes"], setup["activation"], dtype=dtype, generator=generator)
+
+    def loss() -> nn.Loss:
+        return nn.CrossEntropyLoss() if setup["loss"] == "ce" else nn.MSELoss()
+
+    def optimizer(parameters: Iterator[nn.Parameter]) -> optim.Optimizer:
+        if setup["optimizer"] == "momentum":
+            return optim.SGD(parameters, lr=0.05, momentum=0.9)
+        if setup["optimizer"] == "adadelta":
+            return optim.Adadelta(parameters, lr=1.0)
+        return optim.Adam(parameters, lr=1e-2)
+
+    def schedule(built: optim.Optimizer) -> optim.LRScheduler | None:
+        if setup["schedule"] == "cyclic":
+            return optim.CyclicLR(built, base_lr=0.01, max_lr=0.1, step_size_up=3)
+        if setup["schedule"] == "step":
+            return optim.StepDecay(built, step_size=1, gamma=0.7)
+        return None
+
+    results: list[Tensor] = []
+    looped = model(1)
+    criterion, updates = loss(), optimizer(looped.parameters())
+    schedule_of_loop = schedule(updates)
+    shuffles = torch.Generator().manual_seed(3)
+    for _ in range(epochs):
+        for x_batch, y_batch in BatchIterator(x, y, batch, generator=shuffles):
+            updates.zero_grad()
+            criterion(looped(x_batch), y_batch)
+            looped.backward(criterion.backward())
+            updates.step()
+            if schedule_of_loop is not None and schedule_of_loop.interval == "batch":
+                schedule_of_loop.step()
+        if schedule_of_loop is not None and schedule_of_loop.interval == "epoch":
+            schedule_of_loop.step()
+    results += [p.data for p in looped.parameters()] + list(updates.state.values())
+
+    fitted = model(4)
+    criterion, updates = loss(), optimizer(fitted.parameters())
+    scheduled = schedule(updates)
+    shuffles, errors = torch.Generator().manual_seed(5), []
+    fit(
+        fitted,
+        criterion,
+        updates,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch,
+        scheduler=scheduled,
+        generator=shuffles,
+        validation=(x, labels),
+        on_epoch=lambda record: errors.append(record.validation_error),
+    )
+    path = folder / f"{setup['samples']}.ckpt"
+    save_checkpoint(path, fitted, updates, scheduled, epoch=epochs, generator=shuffles)
+    resumed = model(6)
+    updates = optimizer(resumed.parameters())
+    scheduled, shuffles = schedule(updates), torch.Generator()
+    load_checkpoint(path, resumed, updates, scheduled, generator=shuffles)
+    fit(
+        resumed,
+        criterion,
+        updates,
+        x,
+        y,
+        epochs=2 * epochs,
+        start_epoch=epochs,
+        batch_size=batch,
+        scheduler=scheduled,
+        generator=shuffles,
+    )
+    results += [p.data for p in fitted.parameters()] + [torch.tensor(errors)]
+    results += [p.data for p in resumed.parameters()] + [predict(resumed, x)]
+    results.append(torch.tensor(error_rate(resumed, x, labels)))
+
+    stacked = [model(7 + r) for r in range(3)]
+    fit_rounds(
+        stacked,
+        loss(),
+        lambda stack: optimizer(stack.parameters()),
+        [(x, y)] * 3,
+        epochs=epochs,
+        batch_size=batch,
+        make_scheduler=schedule,
+        generators=[torch.Generator().manual_seed(8 + r) for r in range(3)],
+    )
+    results += [p.data for m in stacked for p in m.parameters()]
+    return results
+
+
+def test_models_trained_in_threads_have_the_bits_of_models_trained_alone(
+    tmp_path: Path,
+) -> None:
+    """Three configurations (activations, losses, optimizers with their state, schedules by
+    batch and by epoch, float32 and float64, uneven last batches), each trained through a
+    written loop, ``fit`` with a checkpoint saved and resumed, and ``fit_rounds``, in threads
+    that switch every microsecond, two of each configuration at once, several times over:
+    every result has the bits of the configuration trained alone. (A cache shared by the
+    threads that one of them wrote in place, or that keyed what it keeps on less than what
+    the value depends on, would give a thread another's value.)"""
+    (tmp_path / "alone").mkdir()
+    alone = [_training(setup, tmp_path / "alone") for setup in _CONFIGURATIONS]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            for repetition in range(8):
+                jobs = []
+                for twin in range(2):
+                    for index, setup in enumerate(_CONFIGURATIONS):
+                        folder = tmp_path / f"{repetition}-{twin}-{index}"
+                        folder.mkdir()
+                        jobs.append((index, pool.submit(_training, setup, folder)))
+                for index, job in jobs:
+                    for got, expected in zip(job.result(timeout=60), alone[index], strict=True):
+                        assert got.dtype == expected.dtype
+                        assert torch.equal(got, expected)
+    finally:
+        sys.setswitchinterval(interval)

@@ -160,11 +160,16 @@ def detect_anomaly(*modules: Module) -> Iterator[None]:
 
     Args:
         *modules: the models (and losses) to watch, every descendant included; with none, every
-            :class:`~minidl.nn.Sequential` checks its layers.
+            :class:`~minidl.nn.Sequential` of the process checks its layers, in every thread
+            (and a :func:`~minidl.train.fit` started meanwhile in any thread, or one with an
+            ``on_epoch`` between two epochs, runs its step-by-step loop, whose roundings differ
+            from its folded step's).
 
     Blocks may nest, and each restores on exit what it found on entry (the process-wide
-    flag, the modules' own methods). Blocks that end in another order than they began, in two
-    threads that overlap, would restore each other's state: use it from one thread at a time.
+    flag, the modules' own methods). It is not thread-safe: blocks that end in another order
+    than they began, in two threads that overlap, would restore each other's state (the flag
+    left off while a block is still open, or on once all are closed): use it from one thread
+    at a time.
 
     Raises:
         AnomalyError: (inside the block) at the first non-finite value.
