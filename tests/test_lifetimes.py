@@ -1,0 +1,186 @@
+"""Lifetimes: what minidl makes is freed by reference counting alone once a program drops it.
+
+A program that builds and trains models in a loop (a sweep), or a notebook or server that runs
+for days, frees a model, its optimizer and their buffers when it drops them, without waiting
+for Python's cyclic collector: that runs only now and then (after enough new objects), and a
+reference cycle that reaches a model's buffers keeps megabytes of them until it does (PyTorch's
+``torch.nn`` needs no collector for a model and its optimizer either). So each test runs with
+the collector off (``gc.disable()``), builds, trains, saves, refuses, then drops everything
+and checks by weak references that it is gone.
+
+Errors are part of this: a caught exception holds, through its traceback, every frame it went
+through, with their tensors; an exception that one of those frames holds in a local variable
+(raised from it, or kept to raise later) makes a cycle of them all.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from minidl import nn, optim
+from minidl.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from minidl.folded import FoldedStep
+from minidl.rounds import PerModel, fit_rounds
+from minidl.train import fit, predict
+
+References = dict[str, weakref.ref[Any]]
+
+
+@pytest.fixture(autouse=True)
+def _no_cyclic_collector() -> Iterator[None]:
+    """Python's cyclic collector off for the test: only reference counting frees."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _assert_freed(references: References) -> None:
+    alive = [name for name, reference in references.items() if reference() is not None]
+    assert alive == [], f"held by a reference cycle: {alive}"
+
+
+def _data(samples: int = 40, features: int = 2, seed: int = 0) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(samples, features, generator=generator)
+    return x, (x[:, 0] > 0).long()
+
+
+def _model(kind: str) -> nn.Sequential:
+    generator = torch.Generator().manual_seed(0)
+    if kind == "mlp":
+        return nn.mlp((2, 16, 16, 2), generator=generator)
+    if kind == "batch norm":
+        return nn.Sequential(
+            nn.Linear(2, 16, generator=generator),
+            nn.BatchNorm1d(16),
+            nn.ReLU(),
+            nn.Linear(16, 2, generator=generator),
+        )
+    if kind == "dropout":
+        return nn.Sequential(
+            nn.Linear(2, 16, generator=generator),
+            nn.Tanh(),
+            nn.Dropout(0.25, generator=torch.Generator().manual_seed(1)),
+            nn.Linear(16, 2, generator=generator),
+        )
+    assert kind == "residual"
+    block = nn.Sequential(nn.Linear(16, 16, generator=generator), nn.Tanh())
+    return nn.Sequential(
+        nn.Linear(2, 16, generator=generator),
+        nn.Residual(block),
+        nn.Linear(16, 2, generator=generator),
+    )
+
+
+_OPTIMIZERS: dict[str, Callable[[nn.Module], optim.Optimizer]] = {
+    "SGD": lambda model: optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+    "Adam": lambda model: optim.Adam(model.parameters(), lr=0.01),
+    "Adadelta": lambda model: optim.Adadelta(model.parameters()),
+}
+
+_SCHEDULERS: dict[str, Callable[[optim.Optimizer], optim.LRScheduler]] = {
+    "StepDecay": lambda optimizer: optim.StepDecay(optimizer, step_size=2),
+    "CyclicLR": lambda optimizer: optim.CyclicLR(
+        optimizer, base_lr=0.01, max_lr=0.1, step_size_up=3
+    ),
+}
+
+
+def _train_save_load_and_drop(
+    kind: str, optimizer_name: str, scheduler_name: str, path: Path
+) -> References:
+    model = _model(kind)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = _OPTIMIZERS[optimizer_name](model)
+    scheduler = _SCHEDULERS[scheduler_name](optimizer)
+    x, y = _data()
+    for size in (16, 16, 8):  # (the user's loop, at two batch sizes)
+        optimizer.zero_grad()
+        criterion(model(x[:size]), y[:size])
+        model.backward(criterion.backward())
+        optimizer.step()
+        scheduler.step()
+    fit(model, criterion, optimizer, x, y, epochs=2, batch_size=16, scheduler=scheduler)
+    predict(model, x)
+    save_checkpoint(path, model, optimizer, scheduler, epoch=2)
+    load_checkpoint(path, model, optimizer, scheduler)
+    checkpoint = read_checkpoint(path)
+    load_checkpoint(checkpoint, model)
+    flat = optimizer._flat_buffers()
+    references: References = {
+        "model": weakref.ref(model),
+        "optimizer": weakref.ref(optimizer),
+        "scheduler": weakref.ref(scheduler),
+        "criterion": weakref.ref(criterion),
+        "x": weakref.ref(x),
+        "a parameter's value": weakref.ref(model[0].weight.data),
+        "checkpoint": weakref.ref(checkpoint),
+    }
+    if flat is not None:
+        references["flat values"] = weakref.ref(flat[0])
+    step = FoldedStep.kept(model, criterion, optimizer, x, y)
+    if kind == "mlp":
+        assert step is not None  # (fit folded its steps)
+        references["folded step"] = weakref.ref(step)
+    return references
+
+
+@pytest.mark.parametrize(
+    ("kind", "optimizer_name", "scheduler_name"),
+    [
+        ("mlp", "SGD", "StepDecay"),
+        ("mlp", "Adam", "CyclicLR"),
+        ("mlp", "Adadelta", "CyclicLR"),
+        ("batch norm", "Adam", "StepDecay"),
+        ("dropout", "SGD", "CyclicLR"),
+        ("residual", "Adadelta", "StepDecay"),
+    ],
+)
+def test_a_model_trained_saved_and_loaded_is_freed_once_dropped(
+    kind: str, optimizer_name: str, scheduler_name: str, tmp_path: Path
+) -> None:
+    """Trained by the user's loop and by fit (folded for the plain chain), evaluated by predict,
+    saved and loaded: the model, the optimizer, the schedule, the flat buffers, the folded step
+    (kept for the model, weakly) and the checkpoint are freed as soon as they are dropped."""
+    _assert_freed(_train_save_load_and_drop(kind, optimizer_name, scheduler_name, tmp_path / "c"))
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["one optimizer", "PerModel flat"])
+def test_models_trained_by_fit_rounds_are_freed_once_dropped(flat: bool) -> None:
+    def train() -> References:
+        models = [_model("mlp") for _ in range(2)]
+        sets = [_data(seed=seed) for seed in range(2)]
+        make: Any = (
+            PerModel(lambda index, parameters: optim.Adam(parameters, lr=0.01), flat=True)
+            if flat
+            else lambda stack: optim.SGD(stack.parameters(), lr=0.1, momentum=0.9)
+        )
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            make,
+            sets,
+            epochs=2,
+            batch_size=16,
+            generators=[torch.Generator().manual_seed(seed) for seed in range(2)],
+            make_scheduler=_SCHEDULERS["CyclicLR"],
+            validation_sets=sets,
+            max_grad_norm=1.0,
+        )
+        references = {f"model {index}": weakref.ref(model) for index, model in enumerate(models)}
+        references["x"] = weakref.ref(sets[0][0])
+        return references
+
+    _assert_freed(train())
