@@ -184,3 +184,32 @@ def test_models_trained_by_fit_rounds_are_freed_once_dropped(flat: bool) -> None
         return references
 
     _assert_freed(train())
+
+
+def test_a_refused_fit_rounds_holds_nothing() -> None:
+    """fit_rounds refusing training sets the models do not take (their first samples run
+    through the stack first) made its refusal in a local variable and raised it from there:
+    the refusal's traceback held that frame, which held the refusal, and with it the stack,
+    the models and the sets, until the cyclic collector ran."""
+
+    def refuse() -> tuple[References, str]:
+        models = [_model("mlp") for _ in range(2)]
+        sets = [_data(features=3, seed=seed) for seed in range(2)]
+        references = {f"model {index}": weakref.ref(model) for index, model in enumerate(models)}
+        references["x"] = weakref.ref(sets[0][0])
+        try:
+            fit_rounds(
+                models,
+                nn.CrossEntropyLoss(),
+                lambda stack: optim.SGD(stack.parameters(), lr=0.1),
+                sets,
+                epochs=1,
+                generators=[torch.Generator() for _ in range(2)],
+            )
+        except ValueError as error:
+            return references, str(error)
+        return references, "not refused"
+
+    references, message = refuse()
+    assert message.startswith("fit_rounds: the training sets do not fit: ")
+    _assert_freed(references)

@@ -638,7 +638,12 @@ def _check_fit(
             f"are those; each set's first sample, x[:1] and y[:1], has shapes "
             f"{tuple(x_first[:1].shape)} and {tuple(y_first[:1].shape)}",
         )
-        raise refusal from error
+        try:
+            raise refusal from error
+        finally:
+            # (the frame in the refusal's traceback would hold it: a cycle that kept the
+            # stack, the models and the sets until the cyclic collector ran)
+            del refusal
     rounds = len(train_sets)
     if not isinstance(losses, Tensor) or tuple(losses.shape) != (rounds,):
         # (a total over the models would be recorded as each model's loss)
