@@ -213,3 +213,57 @@ def test_a_refused_fit_rounds_holds_nothing() -> None:
     references, message = refuse()
     assert message.startswith("fit_rounds: the training sets do not fit: ")
     _assert_freed(references)
+
+
+def _refuse_optimizer(header: dict[str, Any]) -> None:
+    header["optimizer"]["lr"] = -1.0
+
+
+def _refuse_scheduler(header: dict[str, Any]) -> None:
+    header["scheduler"]["state"]["last_step"] = -4
+
+
+@pytest.mark.parametrize(
+    ("damage", "other_settings", "refusal"),
+    [
+        (_refuse_optimizer, False, "the saved state was refused: SGD.load_state_dict: lr"),
+        (_refuse_scheduler, False, "the saved state was refused: StepDecay.load_state_dict"),
+        (_refuse_scheduler, True, "this one refuses the saved state: StepDecay.load_state_dict"),
+    ],
+    ids=["the optimizer refuses", "the scheduler refuses", "another scheduler refuses"],
+)
+def test_a_refused_load_checkpoint_holds_nothing(
+    damage: Callable[[dict[str, Any]], None], other_settings: bool, refusal: str, tmp_path: Path
+) -> None:
+    """A saved state that a component refuses as it is applied (the optimizer its learning
+    rate, the scheduler its step, a scheduler of other settings too): load_checkpoint kept the
+    refusal (or _restore_scheduler the scheduler's) in a local variable, which its traceback's
+    frame held: a cycle holding the model, the optimizer, the checkpoint's tensors and the
+    backups of the state, until the cyclic collector ran."""
+    path = tmp_path / "c"
+    model = _model("mlp")
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    save_checkpoint(path, model, optimizer, optim.StepDecay(optimizer, step_size=2), epoch=1)
+
+    def refuse() -> tuple[References, str]:
+        checkpoint = read_checkpoint(path)
+        damage(checkpoint.header)
+        model = _model("mlp")
+        optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        scheduler = optim.StepDecay(optimizer, step_size=3 if other_settings else 2)
+        references: References = {
+            "model": weakref.ref(model),
+            "optimizer": weakref.ref(optimizer),
+            "scheduler": weakref.ref(scheduler),
+            "checkpoint": weakref.ref(checkpoint),
+            "a saved tensor": weakref.ref(checkpoint.tensors["model.0.weight"]),
+        }
+        try:
+            load_checkpoint(checkpoint, model, optimizer, scheduler)
+        except ValueError as error:
+            return references, str(error)
+        return references, "not refused"
+
+    references, message = refuse()
+    assert refusal in message
+    _assert_freed(references)

@@ -1177,19 +1177,20 @@ def _restore_scheduler(
     before loading. Raises ``CheckpointError`` naming both schedules, or what the scheduler
     raises for a state it refuses; the caller puts everything back.
     """
-    refusal: Exception | None = None
+    # (no local variable holds the scheduler's refusal: its traceback holds this frame and the
+    # callers', so that one would make a cycle keeping the model, the optimizer and the
+    # checkpoint's tensors until the cyclic collector runs)
     try:
         scheduler.load_state_dict(saved["state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        refusal = error
-    if _settings(saved["repr"]) == _settings(given if refusal else repr(scheduler)):
-        if refusal is not None:
-            raise refusal
-        return
-    reason = ""
-    if refusal is not None:
-        message = refusal.args[0] if isinstance(refusal, KeyError) and refusal.args else refusal
+        if _settings(saved["repr"]) == _settings(given):
+            raise
+        message = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
         reason = f"\n(this one refuses the saved state: {message})"
+    else:
+        if _settings(saved["repr"]) == _settings(repr(scheduler)):
+            return
+        reason = ""
     raise CheckpointError(
         f"{where}: the checkpoint is for another scheduler: the settings differ (its state "
         f"{sorted(saved['state'])} is restored from the checkpoint, the other settings must "
@@ -1349,6 +1350,9 @@ def load_checkpoint(
             error, KeyError | TypeError | ValueError | RuntimeError
         ):
             raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        # (its text, not the error: its traceback holds this frame, so that a local variable
+        # holding it would make a cycle keeping the model, the optimizer, the checkpoint's
+        # tensors and the backups until the cyclic collector runs)
+        message = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
         raise CheckpointError(f"{where}: the saved state was refused: {message}") from None
     return training
