@@ -16,6 +16,7 @@ through, with their tensors; an exception that one of those frames holds in a lo
 from __future__ import annotations
 
 import gc
+import signal
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor
 
 from minidl import nn, optim
+from minidl._interrupts import holding_interrupts
 from minidl.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from minidl.folded import FoldedStep
 from minidl.rounds import PerModel, fit_rounds
@@ -266,4 +268,39 @@ def test_a_refused_load_checkpoint_holds_nothing(
 
     references, message = refuse()
     assert refusal in message
+    _assert_freed(references)
+
+
+def test_an_interrupt_as_the_handlers_are_put_back_holds_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Ctrl-C handled just as holding_interrupts put a handler back is raised once all are
+    back; _put_back kept it in a local variable and raised it from there, a cycle through its
+    traceback, which holds every frame it went through: those of a checkpoint being saved, the
+    data written included."""
+    put_back = signal.signal
+    before = signal.getsignal(signal.SIGINT)
+    raised: list[bool] = []
+
+    def raising_once_put_back(number: int, handler: Any) -> Any:
+        previous = put_back(number, handler)
+        if number == signal.SIGINT and handler is before and not raised:
+            raised.append(True)
+            raise KeyboardInterrupt
+        return previous
+
+    def interrupted() -> References:
+        data = torch.zeros(1000)
+        try:
+            with holding_interrupts():
+                data.add_(1)
+        except KeyboardInterrupt:
+            pass
+        return {"data": weakref.ref(data)}
+
+    monkeypatch.setattr(signal, "signal", raising_once_put_back)
+    references = interrupted()
+    monkeypatch.undo()
+    assert raised == [True]
+    assert signal.getsignal(signal.SIGINT) is before
     _assert_freed(references)

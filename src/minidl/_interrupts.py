@@ -115,7 +115,12 @@ def _put_back(handlers: dict[int, _Handler]) -> None:
         except BaseException as error:
             interrupt = error if interrupt is None else interrupt
     if interrupt is not None:
-        raise interrupt
+        try:
+            raise interrupt
+        finally:
+            # (this frame, in the interrupt's traceback, would hold it: a cycle that kept every
+            # frame the interrupt went through, and what they hold, until the cyclic collector)
+            del interrupt
 
 
 def _raise_each(numbers: list[int]) -> None:
