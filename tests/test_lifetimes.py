@@ -50,7 +50,7 @@ def _no_cyclic_collector() -> Iterator[None]:
 
 def _assert_freed(references: References) -> None:
     alive = [name for name, reference in references.items() if reference() is not None]
-    assert alive == [], f"held by a reference cycle: {alive}"
+    assert alive == [], f"still held: {alive}"
 
 
 def _data(samples: int = 40, features: int = 2, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -304,3 +304,37 @@ def test_an_interrupt_as_the_handlers_are_put_back_holds_nothing(
     assert raised == [True]
     assert signal.getsignal(signal.SIGINT) is before
     _assert_freed(references)
+
+
+def test_a_model_kept_after_fit_holds_neither_its_loss_nor_its_optimizer() -> None:
+    """fit keeps the folded step it made for a model while the model lives (another call goes
+    on with its buffers); the step held the loss and the optimizer, so that a model kept to
+    predict with, its optimizer dropped, held the optimizer's state and the step's buffers (a
+    copy of every parameter, gradient and state tensor, and a batch's activations) as long as
+    it lived. The step now holds the two weakly, and is dropped with either."""
+
+    def train() -> tuple[nn.Sequential, References]:
+        model = _model("mlp")
+        criterion = nn.CrossEntropyLoss()
+        optimizer = _OPTIMIZERS["Adam"](model)
+        x, y = _data()
+        fit(model, criterion, optimizer, x, y, epochs=2, batch_size=16)
+        step = FoldedStep.kept(model, criterion, optimizer, x, y)
+        assert step is not None  # (fit folded its steps, and keeps the step)
+        assert FoldedStep.kept(model, criterion, _OPTIMIZERS["Adam"](model), x, y) is None
+        references: References = {
+            "criterion": weakref.ref(criterion),
+            "optimizer": weakref.ref(optimizer),
+            "the optimizer's state": weakref.ref(optimizer.state["exp_avg"]),
+            "folded step": weakref.ref(step),
+            "the step's values": weakref.ref(step.values),
+        }
+        return model, references
+
+    model, references = train()
+    _assert_freed(references)
+    x, y = _data(seed=1)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = _OPTIMIZERS["SGD"](model)
+    fit(model, criterion, optimizer, x, y, epochs=1, batch_size=16)
+    assert FoldedStep.kept(model, criterion, optimizer, x, y) is not None  # (a new step)

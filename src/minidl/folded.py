@@ -184,8 +184,12 @@ class FoldedStep:
     def __init__(
         self, model: Sequential, criterion: Loss, optimizer: Optimizer, like: Tensor
     ) -> None:
-        # (not the model: the step is kept for it in _STEPS, weakly, and must not hold it)
-        self.criterion, self.optimizer = criterion, optimizer
+        # Not the model: the step is kept for it in _STEPS, weakly, and must not hold it. The
+        # loss and the optimizer weakly: a program may drop them and keep the model (to predict
+        # with it), and the step, of no use without them, is then dropped with its buffers.
+        forget = _forgetting(weakref.ref(model))
+        self._criterion = weakref.ref(criterion, forget)
+        self._optimizer = weakref.ref(optimizer, forget)
         self.modules: tuple[Module, ...] = tuple(model)
         self.layers = [module for module in self.modules if isinstance(module, Linear)]
         self.layer_of = {
@@ -295,6 +299,16 @@ class FoldedStep:
         return None
 
     @property
+    def criterion(self) -> Loss | None:
+        """The loss the step was built for (``None`` once it is gone)."""
+        return self._criterion()
+
+    @property
+    def optimizer(self) -> Optimizer | None:
+        """The optimizer the step was built for (``None`` once it is gone)."""
+        return self._optimizer()
+
+    @property
     def classes(self) -> int:
         """The width of the model's outputs: its last layer's ``out_features``."""
         return self.layers[-1].out_features
@@ -336,10 +350,12 @@ class FoldedStep:
     def usable(self, model: Sequential) -> bool:
         """Whether ``model`` still holds the modules and parameters it held when the step was
         built (code run between epochs may change them), as flat buffers of the optimizer's."""
-        optimizer = self.optimizer
+        criterion, optimizer = self._criterion(), self._optimizer()
         return (
-            not anomaly.enabled
-            and not _methods_replaced(model, self.criterion, optimizer)
+            criterion is not None
+            and optimizer is not None
+            and not anomaly.enabled
+            and not _methods_replaced(model, criterion, optimizer)
             and self._tensors_held()
             and tuple(model) == self.modules
             and ChainPlan.possible(self.modules)
@@ -370,24 +386,28 @@ class FoldedStep:
     def load(self) -> None:
         """Copy the model's parameters and the optimizer's state into the blocks (after
         :meth:`usable`)."""
-        flat = self.optimizer._flat_buffers()
+        optimizer = self._optimizer()
+        assert optimizer is not None  # (usable)
+        flat = optimizer._flat_buffers()
         assert flat is not None  # (usable)
         index = self._index
         torch.index_select(flat[0], 0, index, out=self.values)
         # (the state tensors as they are now: code between epochs or calls may have replaced
         # one, optimizer.state[name] = ..., which the optimizer's own step then updates)
-        for mine, theirs in zip(self.state, self.optimizer.state.values(), strict=True):
+        for mine, theirs in zip(self.state, optimizer.state.values(), strict=True):
             torch.index_select(theirs, 0, index, out=mine)
 
     def store(self) -> None:
         """Copy the blocks, their gradients and the optimizer's state back to the model's
         parameters and the optimizer."""
-        flat = self.optimizer._flat_buffers()
+        optimizer = self._optimizer()
+        assert optimizer is not None  # (usable; fit, which calls this, holds it)
+        flat = optimizer._flat_buffers()
         assert flat is not None  # (usable)
         inverse = self._inverse
         torch.index_select(self.values, 0, inverse, out=flat[0])
         torch.index_select(self.grads, 0, inverse, out=flat[1])
-        for mine, theirs in zip(self.state, self.optimizer.state.values(), strict=True):
+        for mine, theirs in zip(self.state, optimizer.state.values(), strict=True):
             torch.index_select(mine, 0, inverse, out=theirs)
 
     def _zero_from(self, index: int) -> None:
@@ -409,7 +429,8 @@ class FoldedStep:
                 batch = self._batches[x.shape[0]] = _Batch(self, x.shape[0])
         batch.features.copy_(x.t())
         caches = self._caches
-        criterion = self.criterion
+        criterion = self._criterion()
+        assert criterion is not None  # (fit, which calls the step, holds it)
         try:
             for index, (layer, operation, operand, out) in enumerate(batch.forward):
                 if layer:
@@ -457,7 +478,9 @@ class FoldedStep:
         if self.max_grad_norm is not None:
             # (the blocks' gradients are the parameters' entries in another order: one norm)
             _clip_norm("fit", [self.grads], self.max_grad_norm, 2.0, False)
-        self.optimizer._step_buffers(self.values, self.grads, self.state)
+        optimizer = self._optimizer()
+        assert optimizer is not None  # (fit, which calls the step, holds it)
+        optimizer._step_buffers(self.values, self.grads, self.state)
         return loss
 
 
@@ -527,8 +550,26 @@ def _same(parameters: Sequence[Parameter], others: Sequence[Parameter]) -> bool:
     )
 
 
-#: The step of each model that fit trained folded, kept while the model lives.
+#: The step of each model that fit trained folded, kept while the model, its loss and its
+#: optimizer live.
 _STEPS: weakref.WeakKeyDictionary[Sequential, FoldedStep] = weakref.WeakKeyDictionary()
+
+
+def _forgetting(model: weakref.ref[Sequential]) -> Callable[[weakref.ref[Any]], None]:
+    """The callback of a step's weak references to its loss and its optimizer: once either is
+    gone, the step kept for ``model`` (if it is that step) is dropped from :data:`_STEPS`.
+    (It holds neither the step nor the model, which would then hold each other.)"""
+    steps = _STEPS  # (not looked up as a global: it may run as the interpreter ends)
+
+    def forget(reference: weakref.ref[Any]) -> None:
+        trained = model()
+        if trained is None:
+            return
+        step = steps.get(trained)
+        if step is not None and (reference is step._criterion or reference is step._optimizer):
+            del steps[trained]
+
+    return forget
 
 
 def _blocks(flat: Tensor, shapes: Sequence[tuple[int, int]]) -> list[Tensor]:
