@@ -2351,6 +2351,55 @@ def test_sequential_refuses_a_parameter_that_is_not_registered() -> None:
     assert list(model.parameters()) == [first.weight, first.bias]
 
 
+class _Gated(nn.Module):
+    """y = a(x) * sigmoid(b(x)), its two layers set as plain attributes (``self.a =
+    Linear(...)``, as torch.nn would register them) unless ``register``; ``loss`` (no
+    parameters) and ``tied`` (a layer whose parameters the model registers) are kept as
+    plain attributes either way."""
+
+    def __init__(self, register: bool, tied: nn.Linear | None = None) -> None:
+        super().__init__()
+        a, b = nn.Linear(2, 3), nn.Linear(2, 3)
+        self.a = self.register_module("a", a) if register else a
+        self.b = self.register_module("b", b) if register else b
+        self.sigmoid = self.register_module("sigmoid", nn.Sigmoid())
+        self.loss = nn.MSELoss()
+        self.tied = tied
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._linear, self._gate = self.a(input), self.sigmoid(self.b(input))
+        return self._linear * self._gate
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        through_a = self.a.backward(grad_output * self._gate)
+        return through_a + self.b.backward(self.sigmoid.backward(grad_output * self._linear))
+
+
+def test_a_layer_set_as_a_plain_attribute_is_refused_by_sequential_and_gradcheck() -> None:
+    """A module's layer set as a plain attribute is not registered: the model's parameters(),
+    state_dict and to() left its parameters out (trained by nothing, saved nowhere, left in
+    float32 by .double()), and Sequential and gradcheck took such a module without a word.
+    Both refuse it as they refuse a Parameter so set, naming the attribute and the fix."""
+    fix = "register it: self.a = self.register_module('a', Linear(...))"
+    with raises(ValueError, "Sequential: the Linear in attribute '1.a' (and 1 more) is not", fix):
+        nn.Sequential(nn.Linear(2, 2), _Gated(register=False))
+    with raises(ValueError, "gradcheck: the Linear in attribute 'a' (and 1 more) is not", fix):
+        minidl.gradcheck(_Gated(register=False), torch.randn(3, 2, dtype=F64))
+    # Registered, or holding nothing that the model would miss (a loss without parameters, a
+    # layer whose parameters the model registers), it is taken.
+    first = nn.Linear(2, 2)
+    model = nn.Sequential(first, _Gated(register=True, tied=first)).to(F64)
+    assert [name for name, _ in model.named_parameters()] == [
+        "0.weight",
+        "0.bias",
+        "1.a.weight",
+        "1.a.bias",
+        "1.b.weight",
+        "1.b.bias",
+    ]
+    assert minidl.gradcheck(model, torch.randn(3, 2, dtype=F64))
+
+
 class _NotInitialised(nn.Module):
     """A module of one's own whose __init__ forgot super().__init__()."""
 

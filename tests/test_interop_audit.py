@@ -196,9 +196,13 @@ def test_a_residual_block_assigned_by_hand_is_refused_by_to_torch() -> None:
     converted the new one, into a twin whose state_dict was not the model's."""
     torch.manual_seed(0)
     residual = nn.Residual(nn.Linear(3, 3, dtype=F64))
+    model = nn.Sequential(nn.Tanh(), residual)
     residual.block = nn.Linear(3, 3, dtype=F64)
+    # (a Sequential built now refuses it: its parameters would be trained by nothing)
+    with pytest.raises(ValueError, match=r"^Sequential: the Linear in attribute '1\.block' is not"):
+        nn.Sequential(nn.Tanh(), residual)
     with pytest.raises(ConversionError) as info:
-        to_torch(nn.Sequential(nn.Tanh(), residual))
+        to_torch(model)
     assert str(info.value) == (
         "to_torch: cannot convert the layer at '1' of type minidl.nn.residual.Residual (its "
         "attribute 'block' is not its registered module 'block' (assigned by hand, which minidl "

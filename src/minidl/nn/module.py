@@ -68,6 +68,7 @@ __all__ = [
     "Parameter",
     "check_initialised",
     "check_registered",
+    "unregistered_modules",
     "unregistered_parameters",
 ]
 
@@ -93,7 +94,9 @@ class Module:
     ``state_dict``, ``train``/``eval``, ``to``, ``repr``) is derived from those registrations.
     Unlike in PyTorch, assigning a child or a parameter as a plain attribute
     (``self.fc = Linear(2, 3)``) does not register it (attribute assignment is not intercepted,
-    which would slow down every forward), so ``parameters()`` would not see it: register it.
+    which would slow down every forward), so ``parameters()`` would not see it: register it
+    (:class:`~minidl.nn.Sequential` and :func:`minidl.gradcheck` refuse such a parameter, or
+    such a child with parameters or buffers, naming it).
 
     Example:
         >>> class Double(Module):
@@ -1269,8 +1272,66 @@ def check_initialised(where: str, what: str, module: Module) -> None:
         )
 
 
+def unregistered_modules(module: Module) -> list[tuple[str, Module]]:
+    """The attributes of ``module`` and its descendants (dotted paths) that hold a
+    :class:`Module` which is not one of ``module.modules()`` and holds parameters or buffers
+    that ``module`` does not register, with that module.
+
+    Setting a child as an attribute (``self.fc = Linear(2, 3)``) does not register it, unlike
+    in PyTorch: its parameters are not trained by an optimizer built on ``parameters()``,
+    saved by ``state_dict``, moved or cast by ``to`` or checked by :func:`minidl.gradcheck`.
+    One without parameters or buffers (a loss, an activation kept as a plain attribute) is
+    not listed: nothing of it is missed.
+    """
+    parts = list(module.named_modules())
+    inside = {id(part) for _, part in parts}
+    found: list[tuple[str, Module]] = []
+    registered: set[int] | None = None  # (the ids of the parameters and buffers, if needed)
+    for path, part in parts:
+        # Found without asking for the module's __dict__, as unregistered_parameters does.
+        referents = gc.get_referents(part)
+        held = [v for v in referents if isinstance(v, Module)] + [
+            v for d in referents if isinstance(d, dict) for v in d.values()
+        ]
+        outside = [
+            v
+            for v in held
+            if isinstance(v, Module) and id(v) not in inside and hasattr(v, "_buffers")
+        ]
+        if not outside:
+            continue
+        if registered is None:
+            registered = {id(p) for p in module.parameters()} | {id(b) for b in module.buffers()}
+        missed = {
+            id(value)
+            for value in outside
+            if any(id(p) not in registered for p in value.parameters())
+            or any(id(b) not in registered for b in value.buffers())
+        }
+        if missed:  # (only then are the names asked for)
+            found += [
+                (f"{path}.{name}" if path else name, value)
+                for name, value in vars(part).items()
+                if id(value) in missed
+            ]
+    return found
+
+
 def check_registered(where: str, module: Module) -> None:
-    """Refuse ``module`` if :func:`unregistered_parameters` finds any, naming the first."""
+    """Refuse ``module`` if :func:`unregistered_parameters` or :func:`unregistered_modules`
+    finds any, naming the first."""
+    children = unregistered_modules(module)
+    if children:
+        path, child = children[0]
+        name = path.rsplit(".", 1)[-1]
+        kind = type(child).__name__
+        more = f" (and {len(children) - 1} more)" if len(children) > 1 else ""
+        raise ValueError(
+            f"{where}: the {kind} in attribute {path!r}{more} is not registered, so an optimizer "
+            "on parameters() would not train its parameters, state_dict would not save them and "
+            f"to() would not move them; register it: self.{name} = "
+            f"self.register_module({name!r}, {kind}(...))"
+        )
     found = unregistered_parameters(module)
     if found:
         path = found[0]
