@@ -704,3 +704,41 @@ def test_a_forward_that_returns_no_floating_point_tensor_is_named(signs: bool, g
         match=rf"^gradcheck: Pair\.forward returned {got}, expected a floating-point tensor",
     ):
         minidl.gradcheck(Pair(signs), _input())
+
+
+class _DoubleInPlace(nn.Module):
+    """y = 2 x, written over the input (as PyTorch's in-place modules do); ``factor`` is the
+    derivative its backward applies (2 when right)."""
+
+    def __init__(self, factor: float = 2.0) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input.mul_(2)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output * self.factor
+
+
+def test_a_module_that_works_in_place_on_its_input_is_checked_as_its_function() -> None:
+    """Each forward had gradcheck's own input, which a module that doubles its input in place
+    doubled again at every call: a right module was refused as "not deterministic". Each
+    forward now gets a copy: the right module passes, the caller's input is left alone, a
+    wrong derivative is caught, and so is a network where the module overwrites what the
+    Tanh before it cached for its backward."""
+    x = _input()
+    given = x.clone()
+    assert minidl.gradcheck(_DoubleInPlace(), x)
+    assert torch.equal(x, given)
+    with pytest.raises(
+        minidl.GradcheckError, match=r"^gradcheck: _DoubleInPlace\.backward disagrees"
+    ):
+        minidl.gradcheck(_DoubleInPlace(factor=3.0), x)
+    model = nn.Sequential(
+        nn.Linear(3, 3, dtype=F64), _DoubleInPlace(), nn.Tanh(), nn.Linear(3, 2, dtype=F64)
+    )
+    assert minidl.gradcheck(model, x)
+    overwritten = nn.Sequential(nn.Linear(3, 3, dtype=F64), nn.Tanh(), _DoubleInPlace())
+    with pytest.raises(minidl.GradcheckError, match=r"^gradcheck: Sequential\.backward disagrees"):
+        minidl.gradcheck(overwritten, x)

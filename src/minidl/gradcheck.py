@@ -49,6 +49,9 @@ def gradcheck(
     ``backward_parameters``, where the module overrides it) must add to the parameters'
     gradients (accumulate), not overwrite them.
 
+    Every forward is given a copy of the first input, so that a module that works in place
+    on its input (``input.mul_(2)``) is checked as the function of the input it computes.
+
     Run it in float64: float32 finite differences are too coarse. Parameters' values and
     gradients, and the module's buffers (a batch norm's running statistics, which every forward
     in training mode updates), are restored afterwards, also when the module raises part-way.
@@ -132,7 +135,9 @@ def gradcheck(
     rest = tuple(t.detach() if isinstance(t, Tensor) else t for t in inputs[1:])
 
     def output(at: Tensor) -> Tensor:
-        result: Tensor = module(at, *rest)  # (a call: a loss notes that a forward ran)
+        # (a call: a loss notes that a forward ran; on a copy, which a forward that works in
+        # place may change, the function of x that finite differences take stays one)
+        result: Tensor = module(at.clone(), *rest)
         return result
 
     def scalar(at: Tensor) -> float:
@@ -140,7 +145,7 @@ def gradcheck(
 
     generator = torch.Generator(device="cpu").manual_seed(seed)
     try:
-        result: object = module(x, *rest)
+        result: object = output(x)
         if not isinstance(result, Tensor) or not result.is_floating_point():
             kind = f"a tensor of {result.dtype}" if isinstance(result, Tensor) else None
             raise TypeError(
