@@ -24,6 +24,7 @@ from torch import Tensor
 
 import minidl
 from minidl import nn, optim
+from minidl.data import BatchIterator
 from tests.helpers import PLANNED_ACTIVATION_MAKERS
 
 F32, F64 = torch.float32, torch.float64
@@ -372,6 +373,66 @@ def test_a_method_set_on_a_child_after_planning_is_called() -> None:
     tanh.backward = traced_backward  # type: ignore[method-assign]
     model.backward(torch.ones(4, 3, dtype=F64))
     assert calls[-1] == "backward"
+
+
+def test_a_hook_set_on_a_child_is_called_by_its_methods_in_training_and_in_fit() -> None:
+    """A researcher's changed gradient, set on one child's instance: the Tanh's ``_backward``
+    (the derivative halved, a hook of two arguments as the tutorial writes them) or the
+    layer's ``_accumulate_bias`` (its bias gradient doubled). A plan called the Tanh's hook
+    itself with an ``out`` it does not take (a TypeError out of ``model.backward`` once a plan
+    was made), and fit's folded step that one too, and the layer's not at all (trained
+    otherwise than its loop); the chain now runs child by child, each method calling the hook
+    as it does alone, and fit runs its loop: the results are a twin's driven by hand, bit for
+    bit."""
+    x = torch.randn(6, 2, dtype=F64, generator=torch.Generator().manual_seed(3))
+    target = torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def halved(grad_output: Tensor, output: Tensor) -> Tensor:
+        return grad_output * (1 - output * output) * 0.5
+
+    def set_hook(model: nn.Sequential, which: str) -> None:
+        if which == "_backward":
+            model[1]._backward = halved  # type: ignore[method-assign]
+        else:
+            layer = model[2]
+            original = layer._accumulate_bias
+
+            def doubled(grad_output_t: Tensor) -> None:
+                original(2 * grad_output_t)
+
+            layer._accumulate_bias = doubled  # type: ignore[method-assign]
+
+    for which in ("_backward", "_accumulate_bias"):
+        model, twin = _chain("LTL", [2, 5, 3], F64, seed=4), _chain("LTL", [2, 5, 3], F64, seed=4)
+        set_hook(model, which)
+        set_hook(twin, which)
+        criterion = nn.CrossEntropyLoss()
+        for _ in range(4):
+            model.zero_grad()
+            twin.zero_grad()
+            criterion(model(x), target)
+            grad = model.backward(criterion.backward())
+            criterion(_plain_forward(twin, x), target)
+            assert torch.equal(grad, _plain_backward(twin, criterion.backward()))
+            for mine, theirs in zip(model.parameters(), twin.parameters(), strict=True):
+                assert torch.equal(mine.grad, theirs.grad)
+        assert model._planned is None and len(model._plans) == 0
+        # fit's steps: those of its loop (the twin's, which runs child by child), not folded
+        optimizer = optim.SGD(model.parameters(), lr=0.1)
+        twin_optimizer = optim.SGD(twin.parameters(), lr=0.1)
+        generator = torch.Generator().manual_seed(5)
+        minidl.train.fit(
+            model, criterion, optimizer, x, target, epochs=2, batch_size=4, generator=generator
+        )
+        generator.manual_seed(5)
+        for _ in range(2):
+            for x_batch, y_batch in BatchIterator(x, target, 4, generator=generator):
+                twin_optimizer.zero_grad()
+                criterion(twin(x_batch), y_batch)
+                twin.backward_parameters(criterion.backward())
+                twin_optimizer.step()
+        for mine, theirs in zip(model.parameters(), twin.parameters(), strict=True):
+            assert torch.equal(mine.data, theirs.data)
 
 
 def test_inputs_from_an_autograd_graph_are_not_planned() -> None:

@@ -86,9 +86,20 @@ def plannable(modules: Sequence[Module]) -> bool:
 #: ...``, to trace or change what a child does) is called: the chain then runs child by child.
 _METHODS = ("forward", "backward", "backward_parameters")
 
-#: Those methods of each planned class, as defined.
+#: And, for each planned class, those methods with the hooks through which they compute, which
+#: a plan calls itself (a layer's product and accumulation, an activation's ``_forward`` and
+#: ``_backward``, with ``out``): one set on an instance (``tanh._backward = ...``, to change
+#: a gradient) is called by the methods above, child by child, with their arguments.
+_NAMES = {
+    kind: (*_METHODS, "_apply", "_accumulate", "_accumulate_bias")
+    if kind is Linear
+    else (*_METHODS, "_forward", "_backward")
+    for kind in (Linear, *PLANNED_ACTIVATIONS)
+}
+
+#: Those methods and hooks of each planned class, as defined.
 _CLASS_METHODS = {
-    kind: tuple(getattr(kind, name) for name in _METHODS) for kind in (Linear, *PLANNED_ACTIVATIONS)
+    kind: tuple(getattr(kind, name) for name in names) for kind, names in _NAMES.items()
 }
 
 
@@ -231,14 +242,16 @@ class ChainPlan:
     @staticmethod
     def possible(modules: Sequence[Module]) -> bool:
         """Whether a plan can be made for ``modules``: a chain that :func:`plannable` accepts,
-        with no method set on a child's instance (see :data:`_METHODS`) nor replaced on its
-        class (by a tracer or profiler, say: a plan calls the children's operations, not those
-        methods). A class method replaced once a plan is made is not seen by that plan."""
+        with no method or hook set on a child's instance (see :data:`_NAMES`) nor replaced on
+        its class (by a tracer or profiler, say: a plan calls the children's operations, not
+        those methods). A class method replaced once a plan is made is not seen by that plan."""
         return (
             plannable(modules)
-            and not any(name in module.__dict__ for module in modules for name in _METHODS)
+            and not any(
+                name in module.__dict__ for module in modules for name in _NAMES[type(module)]
+            )
             and all(
-                tuple(getattr(type(module), name) for name in _METHODS)
+                tuple(getattr(type(module), name) for name in _NAMES[type(module)])
                 == _CLASS_METHODS[type(module)]
                 for module in modules
             )
@@ -246,7 +259,7 @@ class ChainPlan:
 
     def __init__(self, modules: Sequence[Module], input: Tensor) -> None:
         # The children's attributes and how many they were: a method set on an instance since
-        # (see _METHODS) adds one.
+        # (see _NAMES) adds one.
         self._attributes = tuple((module.__dict__, len(module.__dict__)) for module in modules)
         self.signature: Signature = (input.shape, input.dtype, input.device)
         self.replacements = Parameter.replacements
@@ -377,7 +390,7 @@ class ChainPlan:
 
     def _intact(self) -> bool:
         """Whether the children hold as many attributes as when the plan was made (no method
-        set on an instance since: see :data:`_METHODS`), and every layer the parameters it
+        set on an instance since: see :data:`_NAMES`), and every layer the parameters it
         held then (read from its attributes once as many are found). (One method for both:
         :meth:`accepts` and :meth:`takes` run it on every call.)"""
         for attributes, count in self._attributes:
