@@ -2400,6 +2400,65 @@ def test_a_layer_set_as_a_plain_attribute_is_refused_by_sequential_and_gradcheck
     assert minidl.gradcheck(model, torch.randn(3, 2, dtype=F64))
 
 
+class _Centre(nn.Module):
+    """y = x - m, with m a running mean of the inputs seen in training (a buffer), updated by
+    assigning the attribute, as in PyTorch (``assign``), or in place."""
+
+    def __init__(self, assign: bool) -> None:
+        super().__init__()
+        self.assign = assign
+        self.running_mean = self.register_buffer("running_mean", torch.zeros(2))
+
+    def forward(self, input: Tensor) -> Tensor:
+        output = input - self.running_mean
+        if self.training:
+            mean = input.mean(0)
+            if self.assign:
+                self.running_mean = 0.5 * self.running_mean + 0.5 * mean
+            else:
+                self.running_mean.mul_(0.5).add_(0.5 * mean)
+        return output
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output
+
+
+def test_a_buffer_assigned_by_hand_is_refused_by_state_dict_load_state_dict_and_to() -> None:
+    """A buffer updated by assigning its attribute (PyTorch's habit, which registers the new
+    tensor there) is not the registered one: the module computed with the new tensor while
+    state_dict saved the registered zeros (a checkpoint of the initial statistics),
+    load_state_dict loaded into them (the module went on with its own), and to() moved them
+    and set the attribute back to them (the statistics lost). Each refuses it now, naming the
+    module, the attribute and the fix, and changes nothing; a buffer changed in place is
+    taken."""
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    saved = nn.Sequential(_Centre(assign=False), nn.Linear(2, 2)).state_dict()
+    model = nn.Sequential(_Centre(assign=True), nn.Linear(2, 2))
+    model(x)
+    seen = model[0].running_mean
+    fix = "change the buffer in place (self.running_mean.copy_(...), self.running_mean.mul_(...))"
+    for method, call, uses in (
+        ("state_dict", model.state_dict, "state_dict would save the registered one"),
+        ("load_state_dict", lambda: model.load_state_dict(saved), "would load"),
+        ("to", lambda: model.to(F64), "to would move the registered one and set the attribute"),
+    ):
+        with raises(
+            ValueError,
+            f"Sequential.{method}: the attribute '0.running_mean' of _Centre is not its "
+            "registered buffer 'running_mean' (it was assigned a tensor of shape (2,), "
+            "torch.float32",
+            uses,
+            fix,
+        ):
+            call()
+        assert model[0].running_mean is seen and model[1].weight.data.dtype == torch.float32
+    model = nn.Sequential(_Centre(assign=False), nn.Linear(2, 2))
+    model(x)
+    assert torch.equal(model.state_dict()["0.running_mean"], torch.tensor([1.0, 1.5]))
+    model.to(F64)
+    assert torch.equal(model[0].running_mean, torch.tensor([1.0, 1.5], dtype=F64))
+
+
 class _NotInitialised(nn.Module):
     """A module of one's own whose __init__ forgot super().__init__()."""
 

@@ -778,6 +778,7 @@ class Module:
             )
         self._check_prefix("state_dict", prefix)
         check_bool(where, "keep_vars", keep_vars)
+        self._check_buffer_attributes("state_dict")
         entries: Mapping[str, Tensor | Parameter]
         if keep_vars:
             entries = self._state_entries(keep_vars=True)
@@ -921,6 +922,7 @@ class Module:
             raise TypeError(
                 f"{where}.load_state_dict: strict must be True or False, got {shown(strict)}"
             )
+        self._check_buffer_attributes("load_state_dict")
         # (in state_dict's order, as PyTorch lists the missing keys)
         own = self._state_entries()
         # (a Parameter, as state_dict(keep_vars=True) gives it, stands for its value)
@@ -1038,11 +1040,33 @@ class Module:
             reason = unavailable(device)  # a device this torch or machine lacks
             if reason is not None:
                 raise RuntimeError(f"{name}.to: {device} is not available ({reason})")
+        self._check_buffer_attributes("to")
         # Normal (not inference-mode) tensors, so that they can still be updated in place outside
         # torch.inference_mode() when the move runs inside it.
         with torch.inference_mode(False):
             self._move(device, dtype)
         return self
+
+    def _check_buffer_attributes(self, method: str) -> None:
+        """Refuse, before anything changes, a module (this one or one inside it) whose attribute
+        of a buffer's name holds another object than the registered buffer: assigned by hand
+        (``self.running_mean = 0.9 * self.running_mean + ...``, which PyTorch registers and
+        minidl does not), the module computes with the attribute while ``method`` would save,
+        load or move the registered tensor (and ``to`` set the attribute back to it)."""
+        for path, module in self.named_modules():
+            for name, registered in module._buffers.items():
+                attribute = getattr(module, name, registered)
+                if attribute is registered:
+                    continue
+                where = f"{path}.{name}" if path else name
+                raise ValueError(
+                    f"{type(self).__name__}.{method}: the attribute {where!r} of "
+                    f"{type(module).__name__} is not its registered buffer {name!r} (it was "
+                    f"assigned {_held(attribute)}, which minidl does not register: the module "
+                    f"computes with the attribute, {method} {_USES[method]}); "
+                    f"change the buffer in place (self.{name}.copy_(...), self.{name}.mul_(...)), "
+                    f"or register the new one: self.{name} = self.register_buffer({name!r}, ...)"
+                )
 
     def float(self) -> Module:
         """``self.to(torch.float32)``, as in PyTorch."""
@@ -1199,6 +1223,21 @@ class Module:
         if not lines:
             return f"{type(self).__name__}()"
         return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
+
+
+#: What each method that checks the buffers' attributes does with the registered buffers.
+_USES = {
+    "state_dict": "would save the registered one",
+    "load_state_dict": "would load into the registered one",
+    "to": "would move the registered one and set the attribute back to it",
+}
+
+
+def _held(value: object) -> str:
+    """What an attribute holds, for a message: a tensor's shape and dtype, or the type."""
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}, {value.dtype}"
+    return f"a {type(value).__name__}"
 
 
 def _kept_view(tensor: Tensor, owned: set[int]) -> StorageView:
