@@ -192,6 +192,52 @@ def test_fit_refuses_a_bad_argument_before_anything_changes(
     run.assert_unchanged()
 
 
+class _SquaredLoss(nn.Loss):
+    """Half the squared error of the scores against one-hot targets, summed over the batch:
+    returned as a tensor (``kind`` "tensor", right), a Python number ("float") or one loss per
+    sample ("per-sample"), the last two against the Loss contract."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Any:
+        self._difference = prediction - torch.eye(prediction.shape[1])[target]
+        per_sample = 0.5 * (self._difference**2).sum(1)
+        if self.kind == "per-sample":
+            return per_sample
+        return float(per_sample.sum()) if self.kind == "float" else per_sample.sum()
+
+    def _gradient(self) -> Tensor:
+        return self._difference
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "got"),
+    [
+        ("float", TypeError, "a float"),
+        ("per-sample", ValueError, "a tensor of shape (1,), torch.float32"),
+    ],
+)
+def test_fit_refuses_a_loss_of_ones_own_that_returns_no_0_dim_tensor(
+    kind: str, error: type[Exception], got: str
+) -> None:
+    """A loss of one's own whose forward returned a Python number, or a loss per sample, was
+    taken: the number failed at the end of the first epoch, in torch.stack ("expected Tensor
+    as element 0"), the model trained; the losses per sample were stacked and summed into
+    the recorded loss (or failed to stack for a last, smaller batch). Both are refused before
+    training, on fit's trial sample; a 0-dim tensor trains."""
+    run = Run()
+    with pytest.raises(error) as info:
+        run.fit(criterion=_SquaredLoss(kind))
+    assert str(info.value) == (
+        f"fit: the loss _SquaredLoss returned {got}; expected one number, a 0-dim "
+        "floating-point tensor (the batch's loss, whose gradient backward() returns)"
+    )
+    run.assert_unchanged()
+    assert len(run.fit(criterion=_SquaredLoss("tensor")).train_loss) == 2
+
+
 def test_fit_refuses_a_history_past_start_epoch_and_appends_to_one_from_epoch_0() -> None:
     """Resuming at ``start_epoch`` with a history that holds later epochs would record them a
     second time: refused before anything changes. A history of exactly ``start_epoch`` epochs

@@ -536,7 +536,8 @@ def fit(
         with eval_mode(model), torch.inference_mode():
             try:
                 probe = model(x[:1])
-                criterion(probe, y[:1])
+                value = criterion(probe, y[:1])
+                _check_loss_value(criterion, value)
             except (TypeError, ValueError) as error:
                 add_note(
                     error,
@@ -644,6 +645,27 @@ def fit(
                 assert folded is not None
                 folded.store()
     return history
+
+
+def _check_loss_value(criterion: Loss, value: object) -> None:
+    """Refuse what a loss of one's own returned for fit's trial sample unless it is one number,
+    a 0-dim floating-point tensor (a Python number or a loss per sample was summed, stacked or
+    refused by the epoch's total only after training on it); a loss that takes stacked
+    predictions (:attr:`~minidl.nn.Loss.stacks`) may return one per model."""
+    if (
+        isinstance(value, Tensor)
+        and value.is_floating_point()
+        and (value.dim() == 0 or criterion.stacks)
+    ):
+        return
+    if isinstance(value, Tensor):
+        got = f"a tensor of shape {tuple(value.shape)}, {value.dtype}"
+    else:
+        got = f"a {type(value).__name__}"
+    raise (ValueError if isinstance(value, Tensor) else TypeError)(
+        f"fit: the loss {type(criterion).__name__} returned {got}; expected one number, a "
+        "0-dim floating-point tensor (the batch's loss, whose gradient backward() returns)"
+    )
 
 
 def _train_epoch(
