@@ -8,9 +8,11 @@ import pytest
 import torch
 from torch import Tensor
 
-from minidl import nn
+from minidl import nn, optim
 from minidl.anomaly import detect_anomaly
+from minidl.data import BatchIterator
 from minidl.interop import to_torch
+from minidl.train import fit
 from tests.helpers import F64, assert_close
 
 
@@ -243,3 +245,64 @@ def test_backward_parameters_reaches_a_parameter_registered_after_the_build() ->
     twin = to_torch(model[1:])
     (twin(x * w) * grad).sum().backward()
     torch.testing.assert_close(got[0], w.grad, rtol=1e-12, atol=1e-12)
+
+
+class _ClippedLinear(nn.Linear):
+    """A Linear whose backward clips the gradient it is given to [-0.01, 0.01]: it overrides
+    backward alone, inheriting Linear's backward_parameters."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return super().backward(grad_output.clamp(-0.01, 0.01))
+
+
+class _CountingSequential(nn.Sequential):
+    """A Sequential whose backward counts its calls."""
+
+    calls = 0
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        self.calls += 1
+        return super().backward(grad_output)
+
+
+def test_a_subclass_that_overrides_backward_alone_has_it_run_by_backward_parameters() -> None:
+    """A Linear whose backward clips its gradient, first in a network, or the block of a
+    Residual: backward_parameters ran Linear's, unclipped, so fit (which calls it) trained
+    otherwise than a loop of model.backward; and fit never called a Sequential subclass's
+    own backward. The subclass's backward runs now, and the parameter gradients are
+    backward's, bit for bit; fit equals the loop of backward."""
+    x = torch.randn(6, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    grad = torch.randn(6, 4, dtype=F64, generator=torch.Generator().manual_seed(1))
+    for make in (
+        lambda: nn.Sequential(_ClippedLinear(3, 5), nn.Tanh(), nn.Linear(5, 4)),
+        lambda: nn.Sequential(nn.Residual(_ClippedLinear(3, 3)), nn.Tanh(), nn.Linear(3, 4)),
+    ):
+        torch.manual_seed(2)
+        model = make().to(F64)
+        model(x)
+        model.backward(grad)
+        by_backward = [parameter.grad.clone() for parameter in model.parameters()]
+        model.zero_grad()
+        model(x)
+        model.backward_parameters(grad)
+        for got, expected in zip(model.parameters(), by_backward, strict=True):
+            assert torch.equal(got.grad, expected)
+    target = torch.tensor([0, 1, 2, 3, 0, 1])
+    trained = []
+    for by_fit in (True, False):
+        torch.manual_seed(3)
+        model = _CountingSequential(_ClippedLinear(3, 5), nn.Tanh(), nn.Linear(5, 4)).to(F64)
+        criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.5)
+        generator = torch.Generator().manual_seed(4)
+        if by_fit:
+            fit(model, criterion, optimizer, x, target, epochs=2, batch_size=4, generator=generator)
+        else:
+            for _ in range(2):
+                for x_batch, y_batch in BatchIterator(x, target, 4, generator=generator):
+                    optimizer.zero_grad()
+                    criterion(model(x_batch), y_batch)
+                    model.backward(criterion.backward())
+                    optimizer.step()
+        assert model.calls == 4
+        trained.append([parameter.data for parameter in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*trained, strict=True))

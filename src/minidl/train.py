@@ -688,7 +688,10 @@ def _train_epoch(
         else:
             optimizer.zero_grad()
             loss = criterion(model(x_batch), y_batch)
-            model.backward_parameters(criterion.backward())
+            if type(model)._skips_own_backward:
+                model.backward(criterion.backward())  # (see Module._skips_own_backward)
+            else:
+                model.backward_parameters(criterion.backward())
             if parallel is not None:
                 loss = parallel.synchronize(loss)
             if max_grad_norm is not None:

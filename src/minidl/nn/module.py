@@ -111,11 +111,24 @@ class Module:
     #: ``backward_parameters``) looks again when it changed.
     _registrations: ClassVar[int] = 0
 
+    #: Whether the class overrides :meth:`backward` but inherits the :meth:`backward_parameters`
+    #: of a class above it (a Linear whose backward clips its gradient, a Sequential whose
+    #: backward records): that one computes as the base class, so the containers and ``fit``,
+    #: which would call it, call ``backward`` instead and drop the input gradient.
+    _skips_own_backward: ClassVar[bool] = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # A subclass that overrides a setting (Dropout.p) with an attribute or a property of its
         # own: forward reads the setting's slot (_p), made to read the subclass's value.
         super().__init_subclass__(**kwargs)
         read_overridden_settings(cls)
+        cls._skips_own_backward = False
+        for klass in cls.__mro__:
+            if "backward_parameters" in vars(klass):
+                break
+            if "backward" in vars(klass):
+                cls._skips_own_backward = cls.backward_parameters is not Module.backward_parameters
+                break
 
     def __init__(self) -> None:
         self._parameters: dict[str, Parameter] = {}
@@ -140,7 +153,9 @@ class Module:
         and a layer like :class:`~minidl.nn.Linear` then skips the matrix product that computes
         it. The checks, the errors and the accumulated gradients are :meth:`backward`'s. This
         default calls :meth:`backward` and drops its result; a module overrides it where the
-        input gradient is work of its own.
+        input gradient is work of its own. A subclass that overrides ``backward`` alone, below
+        a class that overrides this one (a :class:`~minidl.nn.Linear` whose backward clips its
+        gradient), has its ``backward`` called by the containers and ``fit`` instead.
         """
         self.backward(grad_output)
 

@@ -86,7 +86,10 @@ class Residual(Module):
         """The block's parameter gradients only: the skip path has no parameters, and the
         block's see the same upstream gradient :math:`g`."""
         self._check_backward(grad_output)
-        self.block.backward_parameters(grad_output)
+        if type(self.block)._skips_own_backward:
+            self.block.backward(grad_output)  # (see Module._skips_own_backward)
+        else:
+            self.block.backward_parameters(grad_output)
 
     def _check_fits_forward(self, parameters_only: bool = False) -> None:
         """The block's check (see :meth:`Module._check_fits_forward`): the skip path holds no

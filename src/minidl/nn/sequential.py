@@ -442,7 +442,10 @@ class Sequential(Module):
                 grad_output = module.backward(grad_output)
             module = self._first_trained
             if module is not None:
-                module.backward_parameters(grad_output)
+                if type(module)._skips_own_backward:
+                    module.backward(grad_output)  # (see Module._skips_own_backward)
+                else:
+                    module.backward_parameters(grad_output)
         except Exception as error:
             self._note_backward_refusal("backward_parameters", module, error)
             raise
