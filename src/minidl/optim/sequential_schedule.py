@@ -72,7 +72,10 @@ class SequentialSchedule(LRScheduler):
     keep them. A ``OneCycle`` anywhere in the list is where the two differ: minidl restarts the
     others from the rate above, where ``SequentialLR`` restarts them from ``OneCycleLR``'s
     ``max_lr / div_factor``, which its constructor writes over the optimizer's initial rate
-    wherever it is listed. Only this object's :meth:`step` should be called.
+    wherever it is listed. A nested sequence is the other: a ``SequentialSchedule`` inside
+    another runs as the flat sequence of their schedules, where a ``SequentialLR`` inside
+    another is stepped once by the outer one's constructor and reaches its own milestones one
+    step early (PyTorch 2.13). Only this object's :meth:`step` should be called.
 
     Args:
         optimizer: the optimizer to schedule.
