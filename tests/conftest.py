@@ -3,13 +3,22 @@ an existing folder that takes no new file, for the commands that must refuse one
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 from minidl._validate import check_folder_takes_files
+
+# The property tests draw the same examples on every run, so that `make test` passes or fails
+# alike on every run of one commit; HYPOTHESIS_PROFILE=explore draws new ones on every run, to
+# look for failures (as many as each test's settings say).
+settings.register_profile("default", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # The tests use small tensors, for which intra-op threads only add contention (a training step
 # can run 50x slower on a busy machine); one thread also makes every run sum in the same order.
