@@ -8,6 +8,8 @@
   docstring examples run with; the ``>>>`` examples of the docstrings that the tutorial writes
   show what they print;
 - the tutorial's Softplus matches PyTorch where the tutorial claims it is stable;
+- the README's table of layers, losses, optimizers, schedules and initialisations names what
+  ``minidl.nn`` and ``minidl.optim`` export;
 - every ``Args:`` section of the package's docstrings names each parameter of its function, and
   no other;
 - the docstring converter (docs/_griffe_rst.py) turns roles, links, literal-block markers, math
@@ -354,6 +356,49 @@ def test_readme_states_the_command_lines_defaults() -> None:
         f"MALLOC_MMAP_THRESHOLD_={_allocator.MMAP_THRESHOLD} "
         f"MALLOC_TRIM_THRESHOLD_={_allocator.TRIM_THRESHOLD}"
     ) in text
+
+
+def readme_table_names() -> dict[str, set[str]]:
+    """The names in the code spans of each row of the README's table of layers, losses,
+    optimizers and schedules (``nn.`` dropped, arguments left out: `Residual(block)` is
+    ``Residual``)."""
+    section = readme_text().partition("## Layers, losses, optimizers and schedules")[2]
+    rows = re.findall(r"^\| ([a-z][a-z ]*) \| (.*) \|$", section.partition("\n\n\n")[0], re.M)
+    assert rows, "the README's table of layers, losses and optimizers moved: update this test"
+    return {kind: set(re.findall(r"`(?:nn\.)?([A-Za-z_]\w*)", cell)) for kind, cell in rows}
+
+
+def test_readme_table_lists_every_layer_loss_optimizer_schedule_and_init() -> None:
+    """The README's table names each module, loss, optimizer, schedule and initialisation that
+    ``minidl.nn``, ``minidl.optim`` and ``minidl.nn.init`` export (the base classes and the
+    stacks' modules aside), and no other class: one added, renamed or removed fails it."""
+    from minidl import nn, optim
+
+    rows = readme_table_names()
+
+    def exported(module: ModuleType, base: type) -> set[str]:
+        return {
+            name
+            for name in module.__all__
+            if inspect.isclass(cls := getattr(module, name)) and issubclass(cls, base)
+        }
+
+    def classes(kind: str) -> set[str]:
+        return {name for name in rows[kind] if name[0].isupper()}
+
+    bases = {"Module", "Activation", "Loss", "Optimizer", "LRScheduler"}
+    stacks = {"StackedActivation", "StackedLoss"}  # (the batched rounds' section names them)
+    losses = exported(nn, nn.Loss) - bases - stacks
+    activations = exported(nn, nn.Activation) - bases
+    assert classes("activations") == activations
+    assert classes("losses") == losses
+    assert classes("layers") == exported(nn, nn.Module) - losses - activations - bases - stacks
+    assert {"Sequential", "mlp"} <= rows["layers"]
+    assert classes("optimizers") == exported(optim, optim.Optimizer) - bases
+    assert classes("schedules") == exported(optim, optim.LRScheduler) - bases
+    functions = {name for name in rows["initialisation"] if name[0].islower()}
+    assert functions - {"init", "torch"} == set(nn.init.__all__)
+    assert {"clip_grad_norm_", "clip_grad_value_"} <= rows["gradient clipping"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
