@@ -306,6 +306,24 @@ def test_the_settings_shared_by_nn_and_optim_live_below_both() -> None:
     assert layering_violations(SOURCE / "_setting.py") == []
 
 
+def test_anomaly_loads_only_the_nn_files_docs_architecture_names() -> None:
+    """anomaly.py works at the level of nn/, which imports it: when loaded it imports from
+    minidl only the files docs/architecture.md names (the others inside its functions)."""
+    tree = ast.parse((SOURCE / "anomaly.py").read_text(encoding="utf-8"))
+    loaded = {
+        node.module
+        for node in tree.body  # (module level: not in functions, not under TYPE_CHECKING)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("minidl")
+    }
+    assert loaded == {"minidl.nn.module", "minidl.nn._checks"}
+    architecture = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text(
+        encoding="utf-8"
+    )
+    assert "it imports only `nn/module.py` and `nn/_checks.py` when loaded" in " ".join(
+        architecture.split()
+    )
+
+
 # -- at run time -----------------------------------------------------------------------------------
 
 
