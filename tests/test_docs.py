@@ -8,6 +8,7 @@
   docstring examples run with; the ``>>>`` examples of the docstrings that the tutorial writes
   show what they print;
 - the tutorial's Softplus matches PyTorch where the tutorial claims it is stable;
+- the home page links every page of the site;
 - the README's table of layers, losses, optimizers, schedules and initialisations names what
   ``minidl.nn`` and ``minidl.optim`` export;
 - every ``Args:`` section of the package's docstrings names each parameter of its function, and
@@ -178,6 +179,18 @@ def test_tutorial_docstring_examples_run(tutorial: dict[str, Any]) -> None:
             runner.run(test, out=report.append)
     assert examples >= 1
     assert runner.failures == 0, "".join(report)
+
+
+def test_index_links_every_page_of_the_site() -> None:
+    """The home page's "Where to go next" links every other page of the site's navigation
+    (mkdocs.yml), the API reference's included."""
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    nav = config.partition("\nnav:\n")[2].partition("\n\n")[0]
+    pages = set(re.findall(r": (\S+\.md)$", nav, re.M)) - {"index.md"}
+    assert len(pages) >= 15, "mkdocs.yml's nav moved: update this test"
+    index = (DOCS / "index.md").read_text(encoding="utf-8")
+    linked = set(re.findall(r"\]\(([^)#]+\.md)[)#]", index.partition("## Where to go next")[2]))
+    assert pages <= linked, sorted(pages - linked)
 
 
 def test_index_code_runs_and_sets_up_the_names_of_the_api_examples() -> None:
