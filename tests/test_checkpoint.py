@@ -13,6 +13,7 @@ import os
 import pickle
 import signal
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -1729,3 +1730,33 @@ def test_an_interrupt_as_a_descriptor_is_opened_leaves_none_open(
     assert sorted(tmp_path.iterdir()) == [path]
     if opened == "the folder flushed":
         assert torch.equal(read_checkpoint(path).tensors["model.weight"], model.weight.data)
+
+
+@pytest.mark.parametrize("call", ["save_checkpoint", "read_checkpoint", "load_checkpoint"])
+def test_without_safetensors_the_error_names_the_function_and_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    """safetensors is minidl's checkpoint extra, not a dependency: without it, saving and
+    reading raise a ModuleNotFoundError that names the function and what to install (it was
+    Python's bare 'No module named' from inside the function), and change nothing."""
+    model = nn.Sequential(nn.Linear(2, 2))
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, model)
+    saved, values = path.read_bytes(), model.state_dict()
+    model[0].weight.data.add_(1)  # (so that a load would change it)
+    changed = model.state_dict()
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # (import raises ModuleNotFoundError)
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    calls: dict[str, Callable[[], object]] = {
+        "save_checkpoint": lambda: save_checkpoint(path, model),
+        "read_checkpoint": lambda: read_checkpoint(path),
+        "load_checkpoint": lambda: load_checkpoint(path, model),
+    }
+    with pytest.raises(
+        ModuleNotFoundError, match=rf"^{call}: .*safetensors package is not"
+    ) as info:
+        calls[call]()
+    assert "pip install 'minidl[checkpoint]'" in str(info.value)
+    assert info.value.name == "safetensors"
+    assert path.read_bytes() == saved and os.listdir(tmp_path) == ["run.ckpt"]
+    assert all(torch.equal(changed[key], model.state_dict()[key]) for key in values)

@@ -1361,3 +1361,26 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     assert out == ""
     assert err.startswith("usage: minidl [-h]")
     assert err.endswith("\nminidl: error: give a command (minidl --help lists them)\n")
+
+
+@pytest.mark.parametrize("flag", ["--checkpoint", "--resume"])
+def test_train_without_safetensors_refuses_a_checkpoint_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    """Without safetensors (the checkpoint extra), --checkpoint and --resume are refused with
+    one line naming the flag and what to install, before any epoch (a run trained until its
+    first save, then failed with a traceback)."""
+    path = tmp_path / "run.ckpt"
+    if flag == "--resume":
+        assert main(["train", "--epochs", "0", "--quiet", "--checkpoint", str(path)]) == 0
+    capsys.readouterr()
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # (import raises ModuleNotFoundError)
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    assert main(["train", "--epochs", "1", flag, str(path)]) == 2
+    output = capsys.readouterr()
+    assert output.out == ""
+    assert output.err == (
+        f"minidl train: error: {flag} {path}: a checkpoint is a safetensors file, and the "
+        "safetensors package is not installed; install minidl's checkpoint extra: pip install "
+        "'minidl[checkpoint]' (or pip install safetensors)\n"
+    )

@@ -239,6 +239,21 @@ def architecture(model: Module) -> dict[str, Any]:
     }
 
 
+def _require_safetensors(where: str) -> None:
+    """Raise, naming ``where``, when the safetensors package is not installed: a checkpoint is
+    a safetensors file, and the package is minidl's ``checkpoint`` extra, not a dependency of
+    the library (``import safetensors`` would fail later with no word of either)."""
+    try:
+        import safetensors.torch  # noqa: F401
+    except ImportError:
+        raise ModuleNotFoundError(
+            f"{where}: a checkpoint is a safetensors file, and the safetensors package is not "
+            "installed; install minidl's checkpoint extra: pip install 'minidl[checkpoint]' "
+            "(or pip install safetensors)",
+            name="safetensors",
+        ) from None
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     model: Module,
@@ -277,7 +292,10 @@ def save_checkpoint(
     Raises:
         CheckpointError: bad arguments, or a state that cannot be serialised.
         OSError: the file cannot be written (the previous file, if any, is untouched).
+        ModuleNotFoundError: the safetensors package, minidl's ``checkpoint`` extra, is not
+            installed.
     """
+    _require_safetensors("save_checkpoint")
     from safetensors import SafetensorError
     from safetensors.torch import save as safetensors_save
 
@@ -738,7 +756,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     Raises:
         CheckpointError: a missing, truncated, corrupted, tampered or newer-format file, or a
             path that is no regular file (a device, FIFO or socket, which is not read).
+        ModuleNotFoundError: the safetensors package, minidl's ``checkpoint`` extra, is not
+            installed.
     """
+    _require_safetensors("read_checkpoint")
     from safetensors import SafetensorError
     from safetensors.torch import load as safetensors_load
     from safetensors.torch import save as safetensors_save
@@ -1243,9 +1264,12 @@ def load_checkpoint(
 
     Raises:
         CheckpointError: an unreadable, corrupted, newer or mismatched checkpoint.
+        ModuleNotFoundError: the safetensors package, minidl's ``checkpoint`` extra, is not
+            installed.
     """
     if not isinstance(path, Checkpoint):
         _check_path_type(path, "load_checkpoint", " (or a Checkpoint from read_checkpoint)")
+        _require_safetensors("load_checkpoint")
     checkpoint = path if isinstance(path, Checkpoint) else read_checkpoint(path)
     where = (
         "load_checkpoint"

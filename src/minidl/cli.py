@@ -439,6 +439,14 @@ def _run_train(args: argparse.Namespace) -> int:
     history = History()
     start_epoch = 0
     settings = _train_settings(args)
+    if args.checkpoint is not None or args.resume is not None:
+        from minidl.checkpoint import _require_safetensors
+
+        flag = "--checkpoint" if args.checkpoint is not None else "--resume"
+        try:  # (before training: a run would otherwise fail at its first save)
+            _require_safetensors(f"{flag} {args.checkpoint or args.resume}")
+        except ModuleNotFoundError as error:
+            raise ValueError(str(error)) from None
     if args.resume is not None:
         from minidl.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 
