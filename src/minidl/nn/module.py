@@ -1007,10 +1007,11 @@ class Module:
 
         ``non_blocking`` is PyTorch's flag, taken also where PyTorch takes it after a dtype or
         a tensor, ``model.to(torch.float64, True)``; the copies are made blocking whatever it
-        says, with the same results. (In PyTorch it only has an effect on a copy from pinned
-        host memory to a GPU, and minidl's parameters are not pinned; minidl also puts the
-        moved tensors together into its flat buffer at once, which, on the host, would read a
-        copy from a GPU not yet done.)
+        says, with the same results. (In PyTorch it makes a copy from pinned host memory to a
+        GPU asynchronous, which minidl's parameters, not pinned, would not be, and one from a
+        GPU to the host, which must not be read before the GPU is synchronised: minidl puts the
+        moved tensors together into its flat buffer at once, which, on the host, would read such
+        a copy not yet done.)
 
         Raises:
             TypeError: ``dtype`` is not a floating-point ``torch.dtype``, or ``non_blocking``
