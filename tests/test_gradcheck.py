@@ -742,3 +742,43 @@ def test_a_module_that_works_in_place_on_its_input_is_checked_as_its_function() 
     overwritten = nn.Sequential(nn.Linear(3, 3, dtype=F64), nn.Tanh(), _DoubleInPlace())
     with pytest.raises(minidl.GradcheckError, match=r"^gradcheck: Sequential\.backward disagrees"):
         minidl.gradcheck(overwritten, x)
+
+
+class _ScaledLinear(nn.Linear):
+    """A Linear of twice the output, whose backward alone is written for it: it inherits
+    Linear's backward_parameters, of the unscaled layer, which fit and the containers do not
+    call for it (they call backward: see Module._skips_own_backward)."""
+
+    def __init__(self, factor: float = 2.0) -> None:
+        super().__init__(3, 2, dtype=F64)
+        self.factor = factor
+
+    def forward(self, input: Tensor) -> Tensor:
+        return 2.0 * super().forward(input)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return super().backward(self.factor * grad_output)
+
+
+def test_a_subclass_that_overrides_backward_alone_has_its_backward_checked() -> None:
+    """Such a layer alone was refused ("_ScaledLinear.backward_parameters disagrees", the
+    inherited one, off by the factor 2), where the same layer first in a Sequential or as a
+    Residual's block passed, as fit and the containers run its backward: it passes alone too,
+    gradcheck leaves its gradients as they were, and a wrong backward of it is still caught,
+    alone and in a Sequential."""
+    x = _input()
+    layer = _ScaledLinear()
+    grads = [parameter.grad.normal_().clone() for parameter in layer.parameters()]
+    assert minidl.gradcheck(layer, x)
+    for parameter, grad in zip(layer.parameters(), grads, strict=True):
+        assert torch.equal(parameter.grad, grad)
+    assert minidl.gradcheck(nn.Sequential(_ScaledLinear(), nn.Tanh()), x)
+    assert minidl.gradcheck(
+        nn.Residual(nn.Sequential(_ScaledLinear(), nn.Linear(2, 3, dtype=F64))), x
+    )
+    with pytest.raises(
+        minidl.GradcheckError, match=r"^gradcheck: _ScaledLinear\.backward disagrees"
+    ):
+        minidl.gradcheck(_ScaledLinear(factor=3.0), x)
+    with pytest.raises(minidl.GradcheckError, match=r"^gradcheck: Sequential\.backward disagrees"):
+        minidl.gradcheck(nn.Sequential(_ScaledLinear(factor=3.0), nn.Tanh()), x)

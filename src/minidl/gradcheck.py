@@ -39,7 +39,9 @@ def gradcheck(
     (whose ``forward`` takes ``(prediction, target)``) is checked with respect to the prediction,
     its ``backward`` given the scalar :math:`u`. A module that overrides
     ``backward_parameters`` (what training runs for a network's first layers) has the parameter
-    gradients it accumulates compared in the same way.
+    gradients it accumulates compared in the same way; a subclass that overrides ``backward``
+    alone below one that overrides it (a :class:`~minidl.nn.Linear` whose backward scales its
+    gradient) has its ``backward`` checked only, which training runs in its place.
 
     Three parts of the module contract are checked first, each reported alone (finite
     differences would then mean nothing): ``forward`` must be deterministic (give the same
@@ -193,11 +195,14 @@ def gradcheck(
             contract = _overwritten(named, analytic)
         # What fit runs for a network's first layers, where a module overrides it: checked
         # against finite differences as backward is (after the forward of the check above).
+        # Not for a subclass that overrides backward alone below a class that overrides it:
+        # fit and the containers run its backward there (see Module._skips_own_backward).
         only_parameters: dict[str, Tensor] = {}
         if (
             contract is None
             and named
             and type(module).backward_parameters is not Module.backward_parameters
+            and not type(module)._skips_own_backward
         ):
             for parameter in parameters:
                 parameter.grad.zero_()
