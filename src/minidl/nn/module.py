@@ -253,7 +253,10 @@ class Module:
         A buffer is state that is not trained (e.g. the running statistics of a batch
         normalisation): it is saved by :meth:`state_dict`, restored by :meth:`load_state_dict`
         and moved by :meth:`to` (a floating buffer is also cast to ``dtype``), but has no
-        gradient and is not in :meth:`parameters`. Update it in place.
+        gradient and is not in :meth:`parameters`. Update it in place, or register the new
+        tensor: an attribute of its name assigned another (``self.running_mean = ...``, which
+        PyTorch registers) is refused by :meth:`state_dict`, :meth:`load_state_dict` and
+        :meth:`to`, which would save, load or move the registered one.
 
         A tensor made in ``torch.inference_mode()`` is copied out of it, and one from an
         autograd graph is detached from it (it shares its memory; the graph is not kept, nor
@@ -784,6 +787,9 @@ class Module:
         Raises:
             TypeError: ``destination`` is not a mutable mapping, ``prefix`` not a ``str``, or
                 ``keep_vars`` not a bool; ``destination`` is then left as it was.
+            ValueError: an attribute of a buffer's name holds another object than the
+                registered buffer, in this module or one inside it (assigned by hand: see
+                :meth:`register_buffer`); ``destination`` is then left as it was.
         """
         where = f"{type(self).__name__}.state_dict"
         if destination is not None and not isinstance(destination, MutableMapping):
@@ -926,6 +932,9 @@ class Module:
             TypeError: ``state_dict`` is not a mapping, ``strict`` not a bool, or an entry is
                 not a dense floating-point tensor (for a buffer that is not floating point: an
                 entry of another dtype).
+            ValueError: (before anything is loaded) an attribute of a buffer's name holds
+                another object than the registered buffer, in this module or one inside it
+                (assigned by hand: see :meth:`register_buffer`).
         """
         where = type(self).__name__
         if not isinstance(state_dict, Mapping):
@@ -1016,7 +1025,9 @@ class Module:
         Raises:
             TypeError: ``dtype`` is not a floating-point ``torch.dtype``, or ``non_blocking``
                 not a bool (or given twice: after a dtype or a tensor, and by keyword).
-            ValueError: ``device`` is not a device.
+            ValueError: ``device`` is not a device; or (before anything moves) an attribute of
+                a buffer's name holds another object than the registered buffer, in this module
+                or one inside it (assigned by hand: see :meth:`register_buffer`).
             RuntimeError: the device is not available here (e.g. ``"cuda"`` without a GPU).
         """
         name = type(self).__name__
