@@ -28,6 +28,7 @@ from minidl.experiments.report import (
     CRITERION,
     _diverged,
     _figure_1_comparison,
+    _p,
     _paper_repeats,
     _paper_row,
     compare,
@@ -774,3 +775,21 @@ def test_the_criterion_gives_the_rounds_and_the_line_of_the_run() -> None:
     quick = criterion([fake_row(row, (4.0,)) for row in TABLE_II])
     assert quick == CRITERION
     assert "5 rounds" not in quick and "5 in the paper" not in quick
+
+
+@pytest.mark.parametrize(
+    ("p_value", "text"),
+    [
+        (0.0049, "p < 0.01"),
+        (0.03, "p = 0.03"),
+        (0.049, "p = 0.049"),
+        (0.0496, "p = 0.0496"),
+        (0.05, "p = 0.05"),
+        (0.052, "p = 0.05"),
+        (0.81, "p = 0.81"),
+    ],
+)
+def test_a_p_value_below_the_significance_is_never_written_as_it(p_value: float, text: str) -> None:
+    """Two digits rounded a p-value just below 0.05, which the report counts as a contrast
+    shown, to "p = 0.05", which reads as one not shown: it gets the digits that keep it below."""
+    assert _p(p_value) == text

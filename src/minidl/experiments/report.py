@@ -953,8 +953,15 @@ def _fluctuation_test(
 
 
 def _p(p_value: float) -> str:
-    """A p-value as the report writes it: ``p = 0.03``, or ``p < 0.01``."""
-    return "p < 0.01" if p_value < 0.01 else f"p = {p_value:.2f}"
+    """A p-value as the report writes it: ``p = 0.03``, or ``p < 0.01``; with more digits
+    where two would round one below :data:`SIGNIFICANCE` up to it (``p = 0.049``, not
+    ``p = 0.05``, for a contrast the report counts as shown)."""
+    if p_value < 0.01:
+        return "p < 0.01"
+    digits = 2
+    while p_value < SIGNIFICANCE <= round(p_value, digits) and digits < 6:
+        digits += 1
+    return f"p = {p_value:.{digits}f}"
 
 
 def _ends_at_100(curve: Sequence[float]) -> bool:
