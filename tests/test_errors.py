@@ -2398,6 +2398,12 @@ def test_a_layer_set_as_a_plain_attribute_is_refused_by_sequential_and_gradcheck
         "1.b.bias",
     ]
     assert minidl.gradcheck(model, torch.randn(3, 2, dtype=F64))
+    # The escape the refusal names, for a module kept out of the parameters on purpose.
+    held = _Gated(register=True)
+    held.teacher = (nn.Linear(2, 2),)
+    assert [name for name, _ in nn.Sequential(held).named_parameters()][-1] == "0.b.bias"
+    with raises(ValueError, "or, to keep it out of them on purpose, a frozen teacher, hold it"):
+        nn.Sequential(_Gated(register=False))
 
 
 class _Centre(nn.Module):

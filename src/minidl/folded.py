@@ -567,7 +567,7 @@ def _forgetting(model: weakref.ref[Sequential]) -> Callable[[weakref.ref[Any]], 
             return
         step = steps.get(trained)
         if step is not None and (reference is step._criterion or reference is step._optimizer):
-            del steps[trained]
+            steps.pop(trained, None)  # (the other's callback may have run meanwhile)
 
     return forget
 

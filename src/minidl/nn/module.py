@@ -1396,7 +1396,8 @@ def check_registered(where: str, module: Module) -> None:
             f"{where}: the {kind} in attribute {path!r}{more} is not registered, so an optimizer "
             "on parameters() would not train its parameters, state_dict would not save them and "
             f"to() would not move them; register it: self.{name} = "
-            f"self.register_module({name!r}, {kind}(...))"
+            f"self.register_module({name!r}, {kind}(...)) (or, to keep it out of them on "
+            f"purpose, a frozen teacher, hold it in a tuple: self.{name} = ({kind}(...),))"
         )
     found = unregistered_parameters(module)
     if found:
