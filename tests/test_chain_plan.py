@@ -378,7 +378,9 @@ def test_a_method_set_on_a_child_after_planning_is_called() -> None:
 def test_a_hook_set_on_a_child_is_called_by_its_methods_in_training_and_in_fit() -> None:
     """A researcher's changed gradient, set on one child's instance: the Tanh's ``_backward``
     (the derivative halved, a hook of two arguments as the tutorial writes them) or the
-    layer's ``_accumulate_bias`` (its bias gradient doubled). A plan called the Tanh's hook
+    layer's ``_accumulate_bias`` (its bias gradient doubled); likewise every other hook a plan
+    computes through: the Tanh's ``_forward`` (its output halved), the layer's ``_apply`` (its
+    product halved) and ``_accumulate`` (its weight gradient doubled). A plan called the Tanh's hook
     itself with an ``out`` it does not take (a TypeError out of ``model.backward`` once a plan
     was made), and fit's folded step that one too, and the layer's not at all (trained
     otherwise than its loop); the chain now runs child by child, each method calling the hook
@@ -391,10 +393,32 @@ def test_a_hook_set_on_a_child_is_called_by_its_methods_in_training_and_in_fit()
         return grad_output * (1 - output * output) * 0.5
 
     def set_hook(model: nn.Sequential, which: str) -> None:
+        tanh, layer = model[1], model[2]
         if which == "_backward":
-            model[1]._backward = halved  # type: ignore[method-assign]
+            tanh._backward = halved  # type: ignore[method-assign]
+        elif which == "_forward":
+            forward = tanh._forward
+
+            def halved_output(input: Tensor) -> tuple[Tensor, Tensor]:
+                output, cache = forward(input)
+                return 0.5 * output, cache
+
+            tanh._forward = halved_output  # type: ignore[method-assign]
+        elif which == "_apply":
+            apply = layer._apply
+
+            def halved_product(input: Tensor) -> Tensor:
+                return 0.5 * apply(input)
+
+            layer._apply = halved_product  # type: ignore[method-assign]
+        elif which == "_accumulate":
+            accumulate = layer._accumulate
+
+            def doubled_weight(grad_output_t: Tensor, input: Tensor) -> None:
+                accumulate(2 * grad_output_t, input)
+
+            layer._accumulate = doubled_weight  # type: ignore[method-assign]
         else:
-            layer = model[2]
             original = layer._accumulate_bias
 
             def doubled(grad_output_t: Tensor) -> None:
@@ -402,7 +426,7 @@ def test_a_hook_set_on_a_child_is_called_by_its_methods_in_training_and_in_fit()
 
             layer._accumulate_bias = doubled  # type: ignore[method-assign]
 
-    for which in ("_backward", "_accumulate_bias"):
+    for which in ("_backward", "_accumulate_bias", "_forward", "_apply", "_accumulate"):
         model, twin = _chain("LTL", [2, 5, 3], F64, seed=4), _chain("LTL", [2, 5, 3], F64, seed=4)
         set_hook(model, which)
         set_hook(twin, which)
