@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import signal
+import sys
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -338,3 +339,42 @@ def test_a_model_kept_after_fit_holds_neither_its_loss_nor_its_optimizer() -> No
     optimizer = _OPTIMIZERS["SGD"](model)
     fit(model, criterion, optimizer, x, y, epochs=1, batch_size=16)
     assert FoldedStep.kept(model, criterion, optimizer, x, y) is not None  # (a new step)
+
+
+@pytest.mark.parametrize("dropped", ["criterion", "optimizer"])
+def test_a_kept_step_is_dropped_with_its_loss_or_its_optimizer_alone(dropped: str) -> None:
+    """The step kept for a model is dropped once its loss or its optimizer is, either one
+    alone (each weak reference calls back): with the other kept, the step and its buffers are
+    freed. A step that outlives its model (held by a program) raises nothing as the loss and
+    the optimizer go after the model."""
+
+    def train() -> tuple[nn.Sequential, nn.Loss, optim.Optimizer, FoldedStep]:
+        model = _model("mlp")
+        criterion = nn.CrossEntropyLoss()
+        optimizer = _OPTIMIZERS["Adam"](model)
+        x, y = _data()
+        fit(model, criterion, optimizer, x, y, epochs=1, batch_size=16)
+        step = FoldedStep.kept(model, criterion, optimizer, x, y)
+        assert step is not None  # (fit folded its steps, and keeps the step)
+        return model, criterion, optimizer, step
+
+    model, criterion, optimizer, step = train()
+    references: References = {
+        "folded step": weakref.ref(step),
+        "the step's values": weakref.ref(step.values),
+    }
+    del step
+    kept: object = optimizer if dropped == "criterion" else criterion
+    del criterion, optimizer
+    _assert_freed(references)
+    assert kept is not None and model is not None
+    model, criterion, optimizer, step = train()
+    dropped_reports: list[object] = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = dropped_reports.append
+    try:
+        del model, criterion, optimizer
+    finally:
+        sys.unraisablehook = hook
+    assert dropped_reports == []
+    assert step.criterion is None and step.optimizer is None
