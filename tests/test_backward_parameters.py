@@ -306,3 +306,81 @@ def test_a_subclass_that_overrides_backward_alone_has_it_run_by_backward_paramet
         assert model.calls == 4
         trained.append([parameter.data for parameter in model.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*trained, strict=True))
+
+
+class _RecordingLinear(nn.Linear):
+    """A Linear that overrides backward_parameters alone, counting its calls."""
+
+    calls = 0
+
+    def backward_parameters(self, grad_output: Tensor) -> None:
+        self.calls += 1
+        super().backward_parameters(grad_output)
+
+
+class _ClippedRecordingLinear(_ClippedLinear):
+    """A clipped Linear (backward overridden) whose subclass overrides backward_parameters
+    too, clipping as backward does and counting its calls: it is the one to run."""
+
+    calls = 0
+
+    def backward_parameters(self, grad_output: Tensor) -> None:
+        self.calls += 1
+        super().backward_parameters(grad_output.clamp(-0.01, 0.01))
+
+
+class _RecordingSequential(nn.Sequential):
+    """A Sequential that overrides backward_parameters alone, counting its calls."""
+
+    parameter_calls = 0
+
+    def backward_parameters(self, grad_output: Tensor) -> None:
+        self.parameter_calls += 1
+        super().backward_parameters(grad_output)
+
+
+class _CountingRecordingSequential(_CountingSequential):
+    """A Sequential whose backward counts its calls, and whose subclass overrides
+    backward_parameters, counting its own."""
+
+    parameter_calls = 0
+
+    def backward_parameters(self, grad_output: Tensor) -> None:
+        self.parameter_calls += 1
+        super().backward_parameters(grad_output)
+
+
+def test_a_subclass_that_overrides_backward_parameters_has_it_run() -> None:
+    """Where the class nearest in the MRO overrides backward_parameters (a Linear's subclass,
+    or the subclass of a Linear whose backward clips), the containers and fit call it, not
+    backward: first in a network, as a Residual's block, and a Sequential subclass's in fit's
+    loop (the base class's backward, which fit would call instead, does not call it); the
+    gradients are those of the subclass's backward_parameters (for the clipped one, its
+    backward's)."""
+    x = torch.randn(6, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    grad = torch.randn(6, 4, dtype=F64, generator=torch.Generator().manual_seed(1))
+    for kind in (_RecordingLinear, _ClippedRecordingLinear):
+        for residual in (False, True):
+            torch.manual_seed(2)
+            layer = kind(3, 3)
+            first = nn.Residual(layer) if residual else layer
+            model = nn.Sequential(first, nn.Tanh(), nn.Linear(3, 4)).to(F64)
+            model(x)
+            model.backward(grad)
+            by_backward = [parameter.grad.clone() for parameter in model.parameters()]
+            model.zero_grad()
+            model(x)
+            layer.calls = 0
+            model.backward_parameters(grad)
+            assert layer.calls == 1
+            for got, expected in zip(model.parameters(), by_backward, strict=True):
+                assert torch.equal(got.grad, expected)
+    # fit calls a Sequential subclass's backward_parameters (the nearest override), also below
+    # a class that overrides backward alone; Sequential's own backward does not call it
+    target = torch.tensor([0, 1, 2, 3, 0, 1])
+    for sequential in (_RecordingSequential, _CountingRecordingSequential):
+        torch.manual_seed(3)
+        model = sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4)).to(F64)
+        optimizer = optim.SGD(model.parameters(), lr=0.5)
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, target, epochs=2, batch_size=4)
+        assert model.parameter_calls == 4
