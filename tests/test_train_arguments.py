@@ -10,6 +10,7 @@ extended), a bad validation label gave a silent 100 % error.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -194,8 +195,9 @@ def test_fit_refuses_a_bad_argument_before_anything_changes(
 
 class _SquaredLoss(nn.Loss):
     """Half the squared error of the scores against one-hot targets, summed over the batch:
-    returned as a tensor (``kind`` "tensor", right), a Python number ("float") or one loss per
-    sample ("per-sample"), the last two against the Loss contract."""
+    returned as a tensor (``kind`` "tensor", right), a Python number ("float"), one loss per
+    sample ("per-sample") or an integer tensor ("integer"), the last three against the Loss
+    contract."""
 
     def __init__(self, kind: str) -> None:
         super().__init__()
@@ -206,6 +208,8 @@ class _SquaredLoss(nn.Loss):
         per_sample = 0.5 * (self._difference**2).sum(1)
         if self.kind == "per-sample":
             return per_sample
+        if self.kind == "integer":
+            return per_sample.sum().round().long()
         return float(per_sample.sum()) if self.kind == "float" else per_sample.sum()
 
     def _gradient(self) -> Tensor:
@@ -217,6 +221,7 @@ class _SquaredLoss(nn.Loss):
     [
         ("float", TypeError, "a float"),
         ("per-sample", ValueError, "a tensor of shape (1,), torch.float32"),
+        ("integer", ValueError, "a tensor of shape (), torch.int64"),
     ],
 )
 def test_fit_refuses_a_loss_of_ones_own_that_returns_no_0_dim_tensor(
@@ -236,6 +241,51 @@ def test_fit_refuses_a_loss_of_ones_own_that_returns_no_0_dim_tensor(
     )
     run.assert_unchanged()
     assert len(run.fit(criterion=_SquaredLoss("tensor")).train_loss) == 2
+
+
+class _Twice(nn.Module):
+    """Two models' predictions from one: the scores and twice them, stacked ``(2, N, C)``."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return torch.stack([input, 2 * input])
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output[0] + 2 * grad_output[1]
+
+
+class _PerModelLoss(nn.Loss):
+    """Half the squared error of stacked scores against one-hot targets, one loss per model
+    (``stacks``), as the built-in losses give for stacked predictions."""
+
+    stacks = True
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        self._difference = prediction - torch.eye(prediction.shape[-1])[target]
+        return 0.5 * (self._difference**2).sum((1, 2))
+
+    def _gradient(self) -> Tensor:
+        return self._difference
+
+
+def test_fit_takes_a_loss_per_model_from_a_loss_that_stacks() -> None:
+    """A loss that takes stacked predictions (``stacks``) may return one loss per model, which
+    fit's check of the trial sample leaves to it: the epoch's loss is their total, as a loop
+    of the same batches records it."""
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(2, 3), _Twice())
+    twin = copy.deepcopy(model)
+    criterion = _PerModelLoss()
+    history = fit(model, criterion, optim.SGD(model.parameters(), lr=0.01), x, y, epochs=1)
+    optimizer = optim.SGD(twin.parameters(), lr=0.01)
+    optimizer.zero_grad()
+    loss = criterion(twin(x), y)
+    twin.backward_parameters(criterion.backward())
+    optimizer.step()
+    assert history.train_loss == [pytest.approx(float(loss.sum()), rel=1e-6)]
+    for mine, theirs in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(mine.data, theirs.data, rtol=1e-6, atol=1e-7)
 
 
 def test_fit_refuses_a_history_past_start_epoch_and_appends_to_one_from_epoch_0() -> None:
