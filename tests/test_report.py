@@ -772,6 +772,15 @@ def test_the_criterion_gives_the_rounds_and_the_line_of_the_run() -> None:
     assert welch(0.0, balanced, 3, 0.0, 1.0, 5).degrees_of_freedom == pytest.approx(6)
     ten = criterion([fake_row(row, (4.0, 4.5, 6.0) * 3 + (5.0,)) for row in TABLE_II])
     assert "With 10 rounds here and 5 in the paper, the test asks for 2.2 to 2.8 SE" in ten
+    # rows of 3 and of 5 rounds: the line runs from the lowest (5 and 5: 8 degrees at most,
+    # 2.306, not 3 and 5's 6, 2.447) to the highest (3 and 5: 2 at least, 4.303, not 4, 2.776)
+    mixed = criterion(
+        [
+            fake_row(row, (4.0, 4.5, 6.0) if index == 0 else (4.0, 4.5, 6.0, 5.0, 5.5))
+            for index, row in enumerate(TABLE_II)
+        ]
+    )
+    assert "With 3 to 5 rounds here and 5 in the paper, the test asks for 2.3 to 4.3 SE" in mixed
     quick = criterion([fake_row(row, (4.0,)) for row in TABLE_II])
     assert quick == CRITERION
     assert "5 rounds" not in quick and "5 in the paper" not in quick
