@@ -2379,12 +2379,18 @@ def test_a_layer_set_as_a_plain_attribute_is_refused_by_sequential_and_gradcheck
     """A module's layer set as a plain attribute is not registered: the model's parameters(),
     state_dict and to() left its parameters out (trained by nothing, saved nowhere, left in
     float32 by .double()), and Sequential and gradcheck took such a module without a word.
-    Both refuse it as they refuse a Parameter so set, naming the attribute and the fix."""
+    Both refuse it as they refuse a Parameter so set, naming the attribute and the fix; one
+    that holds buffers alone too."""
     fix = "register it: self.a = self.register_module('a', Linear(...))"
     with raises(ValueError, "Sequential: the Linear in attribute '1.a' (and 1 more) is not", fix):
         nn.Sequential(nn.Linear(2, 2), _Gated(register=False))
     with raises(ValueError, "gradcheck: the Linear in attribute 'a' (and 1 more) is not", fix):
         minidl.gradcheck(_Gated(register=False), torch.randn(3, 2, dtype=F64))
+    # a layer with buffers alone (a running mean, which state_dict would not save) likewise
+    holder = nn.Module()
+    holder.centre = _Centre(assign=False)  # type: ignore[attr-defined]
+    with raises(ValueError, "Sequential: the _Centre in attribute '1.centre' is not registered"):
+        nn.Sequential(nn.Linear(2, 2), holder)
     # Registered, or holding nothing that the model would miss (a loss without parameters, a
     # layer whose parameters the model registers), it is taken.
     first = nn.Linear(2, 2)
