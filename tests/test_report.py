@@ -260,7 +260,8 @@ def test_a_reading_within_noise_only_by_its_spread_is_not_said_to_differ(tmp_pat
     spread. The conclusion does not say that this reading differs from the paper, and says
     what it is; it said that the paper's number was consistent with the fault "rather than
     with the method as the paper describes it", of a reading within noise of it, and of bounds
-    that the paper does not give. A reading of one round, not compared, was said to differ."""
+    that the paper does not give. A reading of one round, not compared, was said to differ. Two
+    readings within noise only by their spread are named together, in the plural."""
     clr = fake_row(experiment("III", "SGD, CLR"), DIFFERING)
     fault = "SGD, CLR, as published (schedule without effect)"
     without_effect = fake_row(experiment("III", fault), (1.4, 1.3, 1.5, 1.4, 1.4))
@@ -278,6 +279,19 @@ def test_a_reading_within_noise_only_by_its_spread_is_not_said_to_differ(tmp_pat
         f"{accounted}the reading ('{label}') is within noise of it only through the spread of "
         "its rounds, no closer to it than our row; the paper does not say enough to rule out a "
         "reading not run here."
+    )
+    # two such readings (the second a copy under another name)
+    other = f"{label}, again"
+    again = fake_row(
+        dataclasses.replace(experiment("III", label), label=other), (0.5, 9.0, 1.0, 8.5, 1.0)
+    )
+    (conclusion,) = conclusions(
+        differences_section([clr, without_effect, reading, again], tmp_path)
+    )
+    assert conclusion == (
+        f"{accounted}the readings ('{label}'; '{other}') are within noise of it only through the "
+        "spread of their rounds, no closer to it than our row; the paper does not say enough to "
+        "rule out a reading not run here."
     )
     once = fake_row(experiment("III", label), (1.0,))
     (conclusion,) = conclusions(differences_section([clr, without_effect, once], tmp_path))
