@@ -597,7 +597,9 @@ def test_figure_1_says_a_diverged_curve_stays_at_100_only_where_it_does() -> Non
     """MSE's training loss is non-finite in both rounds. Where its validation error reaches
     100% and stays there (NaN outputs: every point wrong), the report says so, an epoch after
     the loss became infinite too, as in the run; where it ends at 50% (outputs still finite),
-    it said so all the same ("its curve stays at 100% once it diverged")."""
+    it said so all the same ("its curve stays at 100% once it diverged"). A curve at 100% and
+    back before it ends there does not stay there; a run that diverged in one round of two did
+    not diverge in every round."""
     losses = [(1.0, 1e30, math.inf, math.nan, math.nan, math.nan, math.nan, math.nan)] * 2
     mse = fake_row(experiment("Fig. 1", "MSE"), (100.0, 100.0), losses=losses)
     late = (52.0, 50.0, 49.0) + (100.0,) * 5  # 100% from the epoch after the infinite loss
@@ -613,6 +615,17 @@ def test_figure_1_says_a_diverged_curve_stays_at_100_only_where_it_does() -> Non
         "75.00% on average; it is left out of the comparison."
     ) in lines
     assert not any("100%" in line for line in lines)
+    # at 100% and back before it ends there: not "stays there"
+    back = (52.0, 100.0, 50.0) + (100.0,) * 5
+    lines = _figure_1_comparison([_with_curves(mse, [back, back])])
+    assert (
+        "MSE diverged in every round (non-finite training loss), its validation error ending at "
+        "100.00% on average; it is left out of the comparison."
+    ) in lines
+    # diverged in one round of two: not said to have diverged in every round
+    once = fake_row(experiment("Fig. 1", "MSE"), (100.0, 9.0), losses=[losses[0], (0.7, 0.3)])
+    lines = _figure_1_comparison([_with_curves(once, [late, finite])])
+    assert not any("every round" in line for line in lines)
 
 
 def test_figure_1_with_a_flat_cross_entropy_curve_is_reported() -> None:
@@ -633,6 +646,24 @@ def test_figure_1_with_a_flat_cross_entropy_curve_is_reported() -> None:
 
 
 MEAN_MSE = "MSE averaged over outputs too (PyTorch's MSELoss)"
+
+
+def test_figure_1_tests_runs_of_other_rounds_by_welch_and_one_round_not_at_all() -> None:
+    """Runs of 3 and of 2 rounds (the first 2 of the same seeds) are not paired: Welch's test
+    tells them apart. With one round on either side, nothing is tested."""
+
+    def run(label: str, rounds: int, change: float) -> RowResult:
+        row = fake_row(experiment("Fig. 1", label), (3.0,) * rounds)
+        curves = [(40.0, 40.0 + change * (1 + index / 10)) + (9.0,) * 6 for index in range(rounds)]
+        return _with_curves(row, curves)
+
+    lines = _figure_1_comparison([run(MEAN_MSE, 3, 20.0), run("Cross-entropy", 2, 0.5)])
+    assert any("(Welch's t-test over the rounds, p < 0.01)" in line for line in lines)
+    for mse_rounds, entropy_rounds in ((3, 1), (1, 2)):
+        lines = _figure_1_comparison(
+            [run(MEAN_MSE, mse_rounds, 20.0), run("Cross-entropy", entropy_rounds, 0.5)]
+        )
+        assert any("With one round, this run cannot test" in line for line in lines)
 
 
 def _figure_1_runs(
