@@ -378,3 +378,29 @@ def test_a_kept_step_is_dropped_with_its_loss_or_its_optimizer_alone(dropped: st
         sys.unraisablehook = hook
     assert dropped_reports == []
     assert step.criterion is None and step.optimizer is None
+
+
+def test_an_earlier_step_held_by_a_program_leaves_the_kept_step_alone() -> None:
+    """A program holds the step of a first fit (FoldedStep.kept), and the model is trained
+    again with another loss, or another optimizer, which makes the step kept for it now. The
+    first fit's loss or optimizer dropped, the step kept stays (the callback drops the step
+    kept for the model only if it is the step whose reference called), and the earlier step,
+    its loss or optimizer gone, is no longer usable."""
+    x, y = _data()
+    for changed in ("criterion", "optimizer"):
+        model = _model("mlp")
+        first_criterion, first_optimizer = nn.CrossEntropyLoss(), _OPTIMIZERS["SGD"](model)
+        fit(model, first_criterion, first_optimizer, x, y, epochs=1, batch_size=16)
+        earlier = FoldedStep.kept(model, first_criterion, first_optimizer, x, y)
+        assert earlier is not None and earlier.usable(model)
+        criterion = nn.CrossEntropyLoss() if changed == "criterion" else first_criterion
+        optimizer = _OPTIMIZERS["SGD"](model) if changed == "optimizer" else first_optimizer
+        fit(model, criterion, optimizer, x, y, epochs=1, batch_size=16)
+        step = FoldedStep.kept(model, criterion, optimizer, x, y)
+        assert step is not None and step is not earlier
+        if changed == "criterion":
+            del first_criterion
+        else:
+            del first_optimizer
+        assert FoldedStep.kept(model, criterion, optimizer, x, y) is step
+        assert not earlier.usable(model)
