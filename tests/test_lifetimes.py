@@ -307,6 +307,18 @@ def test_an_interrupt_as_the_handlers_are_put_back_holds_nothing(
     _assert_freed(references)
 
 
+def _fitted_with_adam(epochs: int) -> tuple[nn.Sequential, nn.Loss, optim.Optimizer, FoldedStep]:
+    """A model trained by fit with Adam (folded), its loss, its optimizer and the step kept."""
+    model = _model("mlp")
+    criterion = nn.CrossEntropyLoss()
+    optimizer = _OPTIMIZERS["Adam"](model)
+    x, y = _data()
+    fit(model, criterion, optimizer, x, y, epochs=epochs, batch_size=16)
+    step = FoldedStep.kept(model, criterion, optimizer, x, y)
+    assert step is not None  # (fit folded its steps, and keeps the step)
+    return model, criterion, optimizer, step
+
+
 def test_a_model_kept_after_fit_holds_neither_its_loss_nor_its_optimizer() -> None:
     """fit keeps the folded step it made for a model while the model lives (another call goes
     on with its buffers); the step held the loss and the optimizer, so that a model kept to
@@ -315,13 +327,8 @@ def test_a_model_kept_after_fit_holds_neither_its_loss_nor_its_optimizer() -> No
     it lived. The step now holds the two weakly, and is dropped with either."""
 
     def train() -> tuple[nn.Sequential, References]:
-        model = _model("mlp")
-        criterion = nn.CrossEntropyLoss()
-        optimizer = _OPTIMIZERS["Adam"](model)
+        model, criterion, optimizer, step = _fitted_with_adam(epochs=2)
         x, y = _data()
-        fit(model, criterion, optimizer, x, y, epochs=2, batch_size=16)
-        step = FoldedStep.kept(model, criterion, optimizer, x, y)
-        assert step is not None  # (fit folded its steps, and keeps the step)
         assert FoldedStep.kept(model, criterion, _OPTIMIZERS["Adam"](model), x, y) is None
         references: References = {
             "criterion": weakref.ref(criterion),
@@ -348,17 +355,7 @@ def test_a_kept_step_is_dropped_with_its_loss_or_its_optimizer_alone(dropped: st
     freed. A step that outlives its model (held by a program) raises nothing as the loss and
     the optimizer go after the model."""
 
-    def train() -> tuple[nn.Sequential, nn.Loss, optim.Optimizer, FoldedStep]:
-        model = _model("mlp")
-        criterion = nn.CrossEntropyLoss()
-        optimizer = _OPTIMIZERS["Adam"](model)
-        x, y = _data()
-        fit(model, criterion, optimizer, x, y, epochs=1, batch_size=16)
-        step = FoldedStep.kept(model, criterion, optimizer, x, y)
-        assert step is not None  # (fit folded its steps, and keeps the step)
-        return model, criterion, optimizer, step
-
-    model, criterion, optimizer, step = train()
+    model, criterion, optimizer, step = _fitted_with_adam(epochs=1)
     references: References = {
         "folded step": weakref.ref(step),
         "the step's values": weakref.ref(step.values),
@@ -368,7 +365,7 @@ def test_a_kept_step_is_dropped_with_its_loss_or_its_optimizer_alone(dropped: st
     del criterion, optimizer
     _assert_freed(references)
     assert kept is not None and model is not None
-    model, criterion, optimizer, step = train()
+    model, criterion, optimizer, step = _fitted_with_adam(epochs=1)
     dropped_reports: list[object] = []
     hook = sys.unraisablehook
     sys.unraisablehook = dropped_reports.append
