@@ -1467,6 +1467,193 @@ def test_a_subclass_that_computes_as_its_base_still_trains_as_fit() -> None:
     _assert_trained_alike(models, alone, histories, expected)
 
 
+def _hooked_models(place: str, name: str) -> tuple[list[nn.Sequential], nn.Module, Any]:
+    """Two models of _subclassed's architecture, the second with method ``name`` of one of its
+    parts (``place``: the model, its first or last Linear, its Tanh) set on that part's
+    instance, as a wrapper of the class's method that doubles its first argument (an input or
+    a gradient, to change what the part computes): the models, the part and the wrapper."""
+    models = [_subclassed("plain", r) for r in range(2)]
+    part = {"model": models[1], "first": models[1][0], "tanh": models[1][1]}.get(
+        place, models[1][2]
+    )
+    method = getattr(part, name)
+
+    def doubled(first: torch.Tensor, *rest: Any, **options: Any) -> Any:
+        return method(first * 2.0, *rest, **options)
+
+    setattr(part, name, doubled)
+    return models, part, doubled
+
+
+#: Where a method is set (see _hooked_models), its name, and the refusal's start.
+_SET_ON_INSTANCE = [
+    pytest.param(place, name, what, why, id=f"{place}.{name}")
+    for place, name, what, why in [
+        *[
+            ("model", name, r"models\[1\] \(Sequential\)", "a stack runs its layers as")
+            for name in ("forward", "backward_parameters")
+        ],
+        *[
+            (place, name, rf"layer {position} of models\[1\] \(Linear\)", "a stack computes")
+            for place, position, name in (
+                ("first", 0, "forward"),
+                ("first", 0, "backward_parameters"),
+                ("first", 0, "_apply"),
+                ("first", 0, "_accumulate"),
+                ("first", 0, "_accumulate_bias"),
+                ("last", 2, "backward"),
+            )
+        ],
+        *[
+            ("tanh", name, r"layer 1 of models\[1\] \(Tanh\)", "a stack runs a copy of")
+            for name in ("forward", "backward", "backward_parameters")
+        ],
+    ]
+]
+
+
+@pytest.mark.parametrize(("place", "name", "what", "why"), _SET_ON_INSTANCE)
+def test_a_method_set_on_an_instance_is_refused_not_stacked_as_the_class(
+    place: str, name: str, what: str, why: str
+) -> None:
+    """A method of one's own set on the instance of a model, of its Linear or of its activation
+    (to change a gradient, say) is called by fit and a loop, while a stack computed the model
+    as the class does, silently (the last Linear's backward doubled here: fit_rounds left that
+    model 0.16 away from fit's after two epochs): refused by stack_models, and by fit_rounds
+    before anything changes (parameters, mode, generators, the method set)."""
+    data = [make_disk_data(12, 4, 4, seed=r, dtype=DTYPE) for r in range(2)]
+    models, part, doubled = _hooked_models(place, name)
+    for model in models:
+        model.eval()
+    generators = [torch.Generator().manual_seed(r) for r in range(2)]
+    before = [copy.deepcopy(model.state_dict()) for model in models]
+    states = [generator.get_state() for generator in generators]
+    message = f"stack_models: {what} has {name} set on its instance: {why}"
+    with pytest.raises(TypeError, match="^" + message):
+        nn.stack_models(models)
+    with pytest.raises(TypeError, match="^fit_rounds: " + message):
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            [(d.train.x, d.train.y) for d in data],
+            epochs=1,
+            batch_size=5,
+            generators=generators,
+        )
+    assert vars(part)[name] is doubled
+    for model, state in zip(models, before, strict=True):
+        assert not model.training
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, state[key])
+    for generator, state in zip(generators, states, strict=True):
+        assert torch.equal(generator.get_state(), state)
+
+
+def _trained_rounds(models: list[nn.Sequential]) -> list[History]:
+    data = [make_disk_data(12, 4, 4, seed=r, dtype=DTYPE) for r in range(len(models))]
+    return fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        lambda stack: SGD(stack.parameters(), lr=0.1),
+        [(d.train.x, d.train.y) for d in data],
+        epochs=2,
+        batch_size=5,
+        generators=[torch.Generator().manual_seed(r) for r in range(len(models))],
+        validation_sets=[(d.validation.x, d.validation.y) for d in data],
+    )
+
+
+def test_detect_anomaly_checks_of_the_class_methods_are_no_methods_of_ones_own() -> None:
+    """The checks that detect_anomaly sets on the instances it watches (in nested blocks too)
+    run the class's methods: fit_rounds trains the models inside the blocks as outside, bit
+    for bit, and leaves the checks to the blocks, which remove them."""
+    from minidl import detect_anomaly
+
+    models = [_subclassed("plain", r) for r in range(2)]
+    twins = copy.deepcopy(models)
+    expected = _trained_rounds(twins)
+    with detect_anomaly(*models), detect_anomaly(models[1]):
+        assert "backward" in vars(models[1][2])
+        histories = _trained_rounds(models)
+    assert [h.train_loss for h in histories] == [h.train_loss for h in expected]
+    for model, twin in zip(models, twins, strict=True):
+        for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+            assert torch.equal(p.data, q.data)
+            assert torch.equal(p.grad, q.grad)
+        for part in model.modules():
+            assert not {"forward", "backward", "backward_parameters"} & set(vars(part))
+
+
+def test_a_method_of_ones_own_under_detect_anomaly_is_refused() -> None:
+    """detect_anomaly's check over a method set on the instance, and a check set by hand on
+    another module than the one it watches, are refused as the method set would be."""
+    from minidl import detect_anomaly
+
+    models, _, _ = _hooked_models("last", "backward")
+    with (
+        detect_anomaly(*models),
+        pytest.raises(TypeError, match=r"^stack_models: layer 2 of models\[1\] \(Linear\) has "),
+    ):
+        nn.stack_models(models)
+    models = [_subclassed("plain", r) for r in range(2)]
+    with detect_anomaly(*models):
+        models[1][0].forward = models[0][0].forward  # type: ignore[method-assign]
+        with pytest.raises(
+            TypeError, match=r"^stack_models: layer 0 of models\[1\] \(Linear\) has forward "
+        ):
+            nn.stack_models(models)
+
+
+@pytest.mark.parametrize("hooked", [(1,), (0, 1)])
+@pytest.mark.parametrize("name", ["_forward", "_backward"])
+def test_an_activations_hook_set_on_its_instance_is_kept_in_the_stack(
+    name: str, hooked: tuple[int, ...]
+) -> None:
+    """An activation's _forward and _backward set on its instance (here the built-in hook
+    halved) are carried into the stack by its copy: in a run of its own (one model hooked),
+    and as the one activation of every model (one hook for all): the stacked activation gives
+    each model's own output and gradient bit for bit, and fit_rounds trains the models as fit."""
+    hook = getattr(nn.Tanh(), name)
+
+    def halved(first: torch.Tensor, *rest: Any, **options: Any) -> Any:
+        result = hook(first, *rest, **options)
+        return (result[0] * 0.5, result[1]) if name == "_forward" else result * 0.5
+
+    models = [_subclassed("plain", r) for r in range(2)]
+    for index in hooked:
+        setattr(models[index][1], name, halved)
+    stacked = nn.stack_models(models)
+    assert isinstance(stacked[1], nn.StackedActivation if len(hooked) == 1 else nn.Tanh)
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 5, dtype=DTYPE)
+    grad = torch.randn(2, 4, 5, dtype=DTYPE)
+    output = stacked[1](x)
+    grad_input = stacked[1].backward(grad)
+    for index, model in enumerate(models):
+        assert torch.equal(output[index], model[1](x[index]))
+        assert torch.equal(grad_input[index], model[1].backward(grad[index]))
+    alone = copy.deepcopy(models)
+    for model in alone:  # (a deep copy keeps the hook too, as in the stack)
+        assert (vars(model[1]).get(name) is halved) == (model is alone[1] or len(hooked) == 2)
+    data = [make_disk_data(12, 4, 4, seed=r, dtype=DTYPE) for r in range(2)]
+    expected = [
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            SGD(model.parameters(), lr=0.1),
+            d.train.x,
+            d.train.y,
+            epochs=2,
+            batch_size=5,
+            validation=(d.validation.x, d.validation.y),
+            generator=torch.Generator().manual_seed(r),
+        )
+        for r, (model, d) in enumerate(zip(alone, data, strict=True))
+    ]
+    _assert_trained_alike(models, alone, _trained_rounds(models), expected)
+
+
 class _EveryOtherZeroGrad(SGD):
     """An SGD whose zero_grad zeroes every other call only: each step after the first takes
     the sum of two batches' gradients."""

@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,14 @@ __all__ = ["AnomalyError", "detect_anomaly", "enabled"]
 
 #: The methods that the module form replaces on each instance, for the duration of the block.
 _WRAPPED = ("forward", "backward", "backward_parameters")
+
+#: The checks set on the watched modules' instances, each with its module and what it replaced
+#: there: the method that the instance held itself (one of its user's, or the check of an outer
+#: block), or ``None`` where the instance held none (its class's method ran). See
+#: :func:`checks_only`.
+_replaced: weakref.WeakKeyDictionary[
+    Callable[..., Any], tuple[Module, Callable[..., Any] | None]
+] = weakref.WeakKeyDictionary()
 
 #: Whether the module-less form is active; :class:`~minidl.nn.Sequential` reads it once per call.
 enabled: bool = False
@@ -121,7 +130,26 @@ def _label(path: str, module: Module, is_root: bool) -> str:
     return type(module).__name__ if is_root else f"{path}: {type(module).__name__}"
 
 
-def _wrap(module: Module, label: str) -> None:
+def checks_only(module: Module, name: str) -> bool:
+    """Whether the method ``name`` set on the instance of ``module`` is the check of a
+    :func:`detect_anomaly` block still open (or the checks of nested ones) over the method of
+    its class, with no method of one's own beneath: then the module computes as its class does.
+    ``False`` for a method set otherwise, under a check or not."""
+    method: Any = module.__dict__.get(name)
+    while True:
+        try:
+            owner, method = _replaced[method]
+        except (KeyError, TypeError):  # (no check; TypeError: no weak reference to it)
+            return False
+        if owner is not module:  # (another module's check, set on this one by hand)
+            return False
+        if method is None:
+            return True
+
+
+def _wrap(module: Module, label: str, own: dict[str, Any]) -> None:
+    """Set the checks on the instance of ``module`` (named ``label``), in place of its methods
+    (of those set on the instance, ``own``, or else its class's)."""
     forward: Callable[..., Any] = module.forward
     backward: Callable[..., Any] = module.backward
     backward_parameters: Callable[[Tensor], None] = module.backward_parameters
@@ -149,9 +177,13 @@ def _wrap(module: Module, label: str) -> None:
         _check_parameters(module, label)
 
     # Instance attributes shadow the class's methods, for this module only.
-    module.__dict__["forward"] = checked_forward
-    module.__dict__["backward"] = checked_backward
-    module.__dict__["backward_parameters"] = checked_backward_parameters
+    for name, check in (
+        ("forward", checked_forward),
+        ("backward", checked_backward),
+        ("backward_parameters", checked_backward_parameters),
+    ):
+        _replaced[check] = (module, own.get(name))
+        module.__dict__[name] = check
 
 
 @contextmanager
@@ -208,7 +240,7 @@ def detect_anomaly(*modules: Module) -> Iterator[None]:
                     if not path
                     else root_name + "".join(_child_path("", part) for part in path.split("."))
                 )
-                _wrap(module, _label(full_path, module, is_root=not path))
+                _wrap(module, _label(full_path, module, is_root=not path), own)
         yield
     finally:
         enabled = previous_flag

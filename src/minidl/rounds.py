@@ -219,6 +219,14 @@ def fit_rounds(
             several models holding a parameter outside the stack, or two optimizers holding one
             parameter, are refused too, as is a criterion that does not return one loss per
             model (shape ``(R,)``; a total would be recorded as each model's loss).
+        TypeError: (before anything changes) a model that :func:`minidl.nn.stack_models`
+            refuses as computing otherwise than the stack: a model or a Linear layer of a
+            subclass that overrides how its base class computes, or a method set on the
+            instance of a model or of one of its layers (its ``forward``, ``backward``, ...;
+            an activation's ``_forward`` and ``_backward`` are kept), which
+            :func:`~minidl.train.fit` calls and the stack would leave out: train such a model
+            with :func:`~minidl.train.fit`. The checks that :func:`minidl.detect_anomaly` sets
+            on the models it watches are no such method (the stack runs without them).
     """
     _check_sequence("models", models)
     _check_sequence("train_sets", train_sets)

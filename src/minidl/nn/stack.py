@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 import numbers
 from collections.abc import Sequence
+from types import MethodType
 from typing import Literal
 
 import torch
 
+from minidl import anomaly
 from minidl._setting import Setting
 from minidl._validate import shown
 from minidl.nn._checks import check_parameter_attributes
@@ -86,7 +88,13 @@ def stack_models(
             sequence (a generator, a set, a tensor); a model that is not a :class:`Sequential`;
             a layer that cannot be stacked (only Linear and element-wise activations can); a
             model or a Linear layer of a subclass that overrides how its base class computes
-            (``forward``, ``backward``, ...): the stack would compute as the base class.
+            (``forward``, ``backward``, ...): the stack would compute as the base class; a
+            method set on the instance of a model, of a Linear layer (``forward``,
+            ``backward``, ``backward_parameters``, ``_apply``, ``_accumulate``,
+            ``_accumulate_bias``) or of an activation (``forward``, ``backward``,
+            ``backward_parameters``; its ``_forward`` and ``_backward`` are kept in the stack),
+            which the stack would leave out; not the checks that :func:`minidl.detect_anomaly`
+            sets there over the class's methods (the stack runs without them).
     """
     if layout not in ("layer", "model"):
         raise ValueError(f"stack_models: layout must be 'layer' or 'model', got {shown(layout)}")
@@ -119,6 +127,14 @@ def stack_models(
             "a stack runs its layers as Sequential does, not as the model would; stack plain "
             "Sequential models",
         )
+        _refuse_set_on_instance(
+            f"models[{index}]",
+            model,
+            _INSTANCE_METHODS,
+            "a stack runs its layers as Sequential does, not with the model's own methods; "
+            "train this model with fit or a loop of one's own instead (a subclass of "
+            "Sequential that overrides them is refused too)",
+        )
         places: dict[int, str] = {}
         for name, parameter in model.named_parameters(remove_duplicate=False):
             if id(parameter) in places:
@@ -144,6 +160,14 @@ def stack_models(
                     "as the model would; stack Linear layers of a class that keeps Linear's "
                     "computation",
                 )
+                _refuse_set_on_instance(
+                    f"layer {position} of models[{index}]",
+                    layer,
+                    _LINEAR_INSTANCE_METHODS,
+                    "a stack computes every model's layer as Linear does (BatchedLinear), not "
+                    "with the layer's own methods; train this model with fit or a loop of one's "
+                    "own instead (a subclass of Linear that overrides them is refused too)",
+                )
                 # (a weight or bias set by hand, which the layer itself refuses at its forward)
                 check_parameter_attributes(
                     f"stack_models: layer {position} of models[{index}]", layer, "weight, bias"
@@ -154,6 +178,16 @@ def stack_models(
             if not all(isinstance(layer, Activation) for layer in column):
                 raise ValueError(
                     f"stack_models: layer {position} is not an activation in every model"
+                )
+            for index, activation in enumerate(column):
+                _refuse_set_on_instance(
+                    f"layer {position} of models[{index}]",
+                    activation,
+                    _INSTANCE_METHODS,
+                    "a stack runs a copy of each model's activation, without the forward, "
+                    "backward and backward_parameters set on its instance; override them in a "
+                    "subclass, or set _forward or _backward on the instance instead (a stack "
+                    "keeps them), or train this model with fit or a loop of one's own",
                 )
             runs = _activation_runs([layer for layer in column if isinstance(layer, Activation)])
             if len(runs) == 1:
@@ -173,10 +207,17 @@ def stack_models(
 
 #: The methods through which a :class:`Sequential` and a :class:`Linear` compute: a subclass
 #: that overrides one computes otherwise than the stack, which runs Sequential's and
-#: BatchedLinear's (one set on an instance, as :func:`minidl.detect_anomaly` sets them to watch
-#: a module, is not looked at).
+#: BatchedLinear's.
 _SEQUENTIAL_METHODS = ("__call__", "forward", "backward", "backward_parameters")
 _LINEAR_METHODS = (*_SEQUENTIAL_METHODS, "_apply", "_accumulate", "_accumulate_bias")
+
+#: Those of them that a model's or a layer's instance may hold (Python looks ``__call__`` up on
+#: the class): one set there computes otherwise than the stack too. So does one set on an
+#: activation's instance, whose copy in the stack leaves it out (but keeps the hooks
+#: ``_forward`` and ``_backward``). The checks that :func:`minidl.detect_anomaly` sets on the
+#: instances it watches, over the class's methods, are not methods of one's own.
+_INSTANCE_METHODS = ("forward", "backward", "backward_parameters")
+_LINEAR_INSTANCE_METHODS = (*_INSTANCE_METHODS, "_apply", "_accumulate", "_accumulate_bias")
 
 
 def _refuse_overridden(
@@ -189,6 +230,26 @@ def _refuse_overridden(
             raise TypeError(
                 f"stack_models: {what} is a {type(module).__name__}, whose class overrides "
                 f"{base.__name__}.{name}: {why}"
+            )
+
+
+def _refuse_set_on_instance(what: str, module: Module, names: Sequence[str], why: str) -> None:
+    """Raise a ``TypeError`` naming ``what`` if one of ``names`` is set on the instance of
+    ``module``, but for :func:`minidl.detect_anomaly`'s checks of its class's methods."""
+    for name in names:
+        method = getattr(module, name)
+        if (
+            isinstance(method, MethodType)
+            and method.__self__ is module
+            and method.__func__ is getattr(type(module), name)
+        ):
+            # (its class's, found without asking for the instance's __dict__: on CPython 3.11
+            # every later attribute read of a module whose __dict__ was asked for is slower)
+            continue
+        if name in vars(module) and not anomaly.checks_only(module, name):
+            raise TypeError(
+                f"stack_models: {what} ({type(module).__name__}) has {name} set on its "
+                f"instance: {why}"
             )
 
 
