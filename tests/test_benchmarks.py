@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -109,6 +110,73 @@ def test_small_workload_reports_ratios_and_op_counts() -> None:
     ops = result["ops_per_step"]
     assert 0 < ops["hand-written"] < ops["minidl"] < ops["PyTorch eager"]
     assert ops["hand-written"] == 30
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("loss", ["cross-entropy", "mse"])
+def test_sweep_twins_compute_the_same_step(activation: str, loss: str) -> None:
+    """benchmarks/sweep.py's PyTorch twin is the same network, loss and SGD as minidl's: equal
+    losses and gradients, and equal parameters after a few steps (float64)."""
+    import sweep
+
+    point = sweep.Point(7, 2, 5, activation, loss, dtype="float64")
+    twins = sweep.make_twins(point, rows=15)
+    for x_batch, y_batch in zip(twins.x.split(5), twins.y.split(5), strict=True):
+        twins.optimizer.zero_grad()
+        value = twins.criterion(twins.model(x_batch), y_batch)
+        twins.model.backward(twins.criterion.backward())
+        twins.twin_optimizer.zero_grad()
+        twin_value = twins.twin_criterion(twins.twin(x_batch), y_batch)
+        twin_value.backward()
+        torch.testing.assert_close(value, twin_value.detach(), rtol=1e-12, atol=0)
+        pairs = zip(twins.model.parameters(), twins.twin.parameters(), strict=True)
+        for parameter, twin_parameter in pairs:
+            assert twin_parameter.grad is not None
+            torch.testing.assert_close(parameter.grad, twin_parameter.grad, rtol=1e-10, atol=1e-14)
+        twins.optimizer.step()
+        twins.twin_optimizer.step()
+    for parameter, twin_parameter in zip(
+        twins.model.parameters(), twins.twin.parameters(), strict=True
+    ):
+        torch.testing.assert_close(parameter.data, twin_parameter.detach(), rtol=1e-12, atol=0)
+
+
+def test_sweep_prints_and_writes_a_row_per_point(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A tiny sweep: one table row and one JSON entry per point with positive ratios; a point
+    over --max-ms is skipped; --rounds below 1 is refused."""
+    import sweep
+
+    points = [sweep.Point(8, 1, 4), sweep.Point(8, 2, 3, "relu", "mse", "float64")]
+    monkeypatch.setattr(sweep, "grid", lambda quick: points)
+    threads = torch.get_num_threads()
+    try:
+        assert sweep.main(["--rounds", "1", "--json", str(tmp_path / "sweep.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    written = json.loads((tmp_path / "sweep.json").read_text())
+    assert [entry["point"] for entry in written["results"]] == [
+        dataclasses.asdict(point) for point in points
+    ]
+    for entry in written["results"]:
+        assert set(entry["us_per_step"]) == {"loop", "fit", "torch"}
+        assert all(entry["ratio"][side] > 0 for side in ("loop", "fit"))
+    assert written["skipped"] == []
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("machine: ")
+    assert [line.split()[:4] for line in lines[3:5]] == [
+        ["8", "1", "4", "tanh"],
+        ["8", "2", "3", "relu"],
+    ]
+    try:
+        assert sweep.main(["--max-ms", "0"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert "skipped (PyTorch's step over 0 ms): 2" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        sweep.main(["--rounds", "0"])
+    assert "argument --rounds: expected a whole number >= 1" in capsys.readouterr().err
 
 
 def _trains_as_minidl(experiment: Any) -> bool:
