@@ -1416,55 +1416,19 @@ def test_a_subclass_that_computes_otherwise_is_refused_not_stacked_as_its_base(
     """A stack computes with BatchedLinear and Sequential's own methods: a model of a subclass
     that overrides them trained in a stack would end other than fit leaves it (its doubled
     outputs were silently dropped), so it is refused, by fit_rounds before anything changes."""
-    data = [make_disk_data(12, 4, 4, seed=r, dtype=DTYPE) for r in range(2)]
     models = [_subclassed(kind, r) for r in range(2)]
     before = [copy.deepcopy(model.state_dict()) for model in models]
-    with pytest.raises(TypeError, match="^" + message):
-        nn.stack_models(models)
-    with pytest.raises(TypeError, match="^fit_rounds: " + message):
-        fit_rounds(
-            models,
-            nn.CrossEntropyLoss(),
-            lambda stack: SGD(stack.parameters(), lr=0.1),
-            [(d.train.x, d.train.y) for d in data],
-            epochs=1,
-            batch_size=5,
-            generators=[torch.Generator().manual_seed(r) for r in range(2)],
-        )
+    _assert_refused_by_both(models, message, [torch.Generator().manual_seed(r) for r in range(2)])
     for model, state in zip(models, before, strict=True):
         for name, value in model.state_dict().items():
             assert torch.equal(value, state[name])
 
 
 def test_a_subclass_that_computes_as_its_base_still_trains_as_fit() -> None:
-    data = [make_disk_data(12, 4, 4, seed=r, dtype=DTYPE) for r in range(2)]
     models = [_subclassed("harmless", r) for r in range(2)]
     alone = [copy.deepcopy(model) for model in models]
-    expected = [
-        fit(
-            model,
-            nn.CrossEntropyLoss(),
-            SGD(model.parameters(), lr=0.1),
-            d.train.x,
-            d.train.y,
-            epochs=2,
-            batch_size=5,
-            validation=(d.validation.x, d.validation.y),
-            generator=torch.Generator().manual_seed(r),
-        )
-        for r, (model, d) in enumerate(zip(alone, data, strict=True))
-    ]
-    histories = fit_rounds(
-        models,
-        nn.CrossEntropyLoss(),
-        lambda stack: SGD(stack.parameters(), lr=0.1),
-        [(d.train.x, d.train.y) for d in data],
-        epochs=2,
-        batch_size=5,
-        generators=[torch.Generator().manual_seed(r) for r in range(2)],
-        validation_sets=[(d.validation.x, d.validation.y) for d in data],
-    )
-    _assert_trained_alike(models, alone, histories, expected)
+    expected = _trained_alone(alone)
+    _assert_trained_alike(models, alone, _trained_rounds(models), expected)
 
 
 def _hooked_models(place: str, name: str) -> tuple[list[nn.Sequential], nn.Module, Any]:
@@ -1521,7 +1485,6 @@ def test_a_method_set_on_an_instance_is_refused_not_stacked_as_the_class(
     as the class does, silently (the last Linear's backward doubled here: fit_rounds left that
     model 0.16 away from fit's after two epochs): refused by stack_models, and by fit_rounds
     before anything changes (parameters, mode, generators, the method set)."""
-    data = [make_disk_data(12, 4, 4, seed=r, dtype=DTYPE) for r in range(2)]
     models, part, doubled = _hooked_models(place, name)
     for model in models:
         model.eval()
@@ -1529,6 +1492,22 @@ def test_a_method_set_on_an_instance_is_refused_not_stacked_as_the_class(
     before = [copy.deepcopy(model.state_dict()) for model in models]
     states = [generator.get_state() for generator in generators]
     message = f"stack_models: {what} has {name} set on its instance: {why}"
+    _assert_refused_by_both(models, message, generators)
+    assert vars(part)[name] is doubled
+    for model, state in zip(models, before, strict=True):
+        assert not model.training
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, state[key])
+    for generator, state in zip(generators, states, strict=True):
+        assert torch.equal(generator.get_state(), state)
+
+
+def _assert_refused_by_both(
+    models: list[nn.Sequential], message: str, generators: list[torch.Generator]
+) -> None:
+    """stack_models refuses ``models`` with ``message`` (a pattern), and fit_rounds with it
+    after its own name."""
+    data = [make_disk_data(12, 4, 4, seed=r, dtype=DTYPE) for r in range(len(models))]
     with pytest.raises(TypeError, match="^" + message):
         nn.stack_models(models)
     with pytest.raises(TypeError, match="^fit_rounds: " + message):
@@ -1541,13 +1520,25 @@ def test_a_method_set_on_an_instance_is_refused_not_stacked_as_the_class(
             batch_size=5,
             generators=generators,
         )
-    assert vars(part)[name] is doubled
-    for model, state in zip(models, before, strict=True):
-        assert not model.training
-        for key, value in model.state_dict().items():
-            assert torch.equal(value, state[key])
-    for generator, state in zip(generators, states, strict=True):
-        assert torch.equal(generator.get_state(), state)
+
+
+def _trained_alone(models: list[nn.Sequential]) -> list[History]:
+    """Each of ``models`` trained by fit as :func:`_trained_rounds` trains them together."""
+    data = [make_disk_data(12, 4, 4, seed=r, dtype=DTYPE) for r in range(len(models))]
+    return [
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            SGD(model.parameters(), lr=0.1),
+            d.train.x,
+            d.train.y,
+            epochs=2,
+            batch_size=5,
+            validation=(d.validation.x, d.validation.y),
+            generator=torch.Generator().manual_seed(r),
+        )
+        for r, (model, d) in enumerate(zip(models, data, strict=True))
+    ]
 
 
 def _trained_rounds(models: list[nn.Sequential]) -> list[History]:
@@ -1636,21 +1627,7 @@ def test_an_activations_hook_set_on_its_instance_is_kept_in_the_stack(
     alone = copy.deepcopy(models)
     for model in alone:  # (a deep copy keeps the hook too, as in the stack)
         assert (vars(model[1]).get(name) is halved) == (model is alone[1] or len(hooked) == 2)
-    data = [make_disk_data(12, 4, 4, seed=r, dtype=DTYPE) for r in range(2)]
-    expected = [
-        fit(
-            model,
-            nn.CrossEntropyLoss(),
-            SGD(model.parameters(), lr=0.1),
-            d.train.x,
-            d.train.y,
-            epochs=2,
-            batch_size=5,
-            validation=(d.validation.x, d.validation.y),
-            generator=torch.Generator().manual_seed(r),
-        )
-        for r, (model, d) in enumerate(zip(alone, data, strict=True))
-    ]
+    expected = _trained_alone(alone)
     _assert_trained_alike(models, alone, _trained_rounds(models), expected)
 
 
