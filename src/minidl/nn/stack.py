@@ -216,8 +216,8 @@ _LINEAR_METHODS = (*_SEQUENTIAL_METHODS, "_apply", "_accumulate", "_accumulate_b
 #: activation's instance, whose copy in the stack leaves it out (but keeps the hooks
 #: ``_forward`` and ``_backward``). The checks that :func:`minidl.detect_anomaly` sets on the
 #: instances it watches, over the class's methods, are not methods of one's own.
-_INSTANCE_METHODS = ("forward", "backward", "backward_parameters")
-_LINEAR_INSTANCE_METHODS = (*_INSTANCE_METHODS, "_apply", "_accumulate", "_accumulate_bias")
+_INSTANCE_METHODS = tuple(name for name in _SEQUENTIAL_METHODS if name != "__call__")
+_LINEAR_INSTANCE_METHODS = tuple(name for name in _LINEAR_METHODS if name != "__call__")
 
 
 def _refuse_overridden(
