@@ -31,7 +31,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 
 typecheck: $(DEV_STAMP)
-	$(BIN)/mypy src
+	$(BIN)/mypy src benchmarks
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q -n 2

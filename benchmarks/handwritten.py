@@ -52,11 +52,11 @@ class HandwrittenStep:
             )
         self.lr, self.batch = lr, batch
         first = layers[0].weight.data
-        like = {"dtype": first.dtype, "device": first.device}
+        dtype, device = first.dtype, first.device
         with torch.inference_mode():
             sizes = [layer.out_features * (layer.in_features + 1) for layer in layers]
-            self.values = torch.empty(sum(sizes), **like)
-            self.grads = torch.empty(sum(sizes), **like)
+            self.values = torch.empty(sum(sizes), dtype=dtype, device=device)
+            self.grads = torch.empty(sum(sizes), dtype=dtype, device=device)
             self.weights: list[Tensor] = []  # [W | b] of each layer, views of `values`
             self.weight_grads: list[Tensor] = []
             offset = 0
@@ -70,22 +70,31 @@ class HandwrittenStep:
                 offset += size
             # The input of each layer, (in + 1, N) with a last row of ones; its features (the
             # rows above, contiguous) and its transpose, as views made once.
-            self.inputs = [torch.ones(layer.in_features + 1, batch, **like) for layer in layers]
+            self.inputs = [
+                torch.ones(layer.in_features + 1, batch, dtype=dtype, device=device)
+                for layer in layers
+            ]
             self.features = [buffer[:-1] for buffer in self.inputs]
             self.inputs_t = [buffer.t() for buffer in self.inputs]
             # W without its bias column, transposed: the products of the input gradients.
             self.weights_in_t = [weight[:, :-1].t() for weight in self.weights]
-            self.input_grads = [torch.empty(layer.in_features, batch, **like) for layer in layers]
-            self.products = [torch.empty(layer.in_features, batch, **like) for layer in layers]
+            self.input_grads = [
+                torch.empty(layer.in_features, batch, dtype=dtype, device=device)
+                for layer in layers
+            ]
+            self.products = [
+                torch.empty(layer.in_features, batch, dtype=dtype, device=device)
+                for layer in layers
+            ]
             classes = layers[-1].out_features
-            self.logits = torch.empty(classes, batch, **like)
-            self.log_probabilities = torch.empty(classes, batch, **like)
-            self.logit_grads = torch.empty(classes, batch, **like)
-            self.picked = torch.empty(1, batch, **like)
+            self.logits = torch.empty(classes, batch, dtype=dtype, device=device)
+            self.log_probabilities = torch.empty(classes, batch, dtype=dtype, device=device)
+            self.logit_grads = torch.empty(classes, batch, dtype=dtype, device=device)
+            self.picked = torch.empty(1, batch, dtype=dtype, device=device)
             self.picked_vector = self.picked.view(-1)
-            self.minus_one_over_n = torch.full((1, batch), -1.0 / batch, **like)
+            self.minus_one_over_n = torch.full((1, batch), -1.0 / batch, dtype=dtype, device=device)
             self.minus_one_over_n_vector = self.minus_one_over_n.view(-1)
-            self.batch_size = torch.tensor(float(batch), **like)
+            self.batch_size = torch.tensor(float(batch), dtype=dtype, device=device)
 
     def step(self, x: Tensor, y: Tensor) -> Tensor:
         """Train on ``x`` ``(N, in)`` and class indices ``y`` ``(N,)``; return the batch's loss."""
@@ -104,7 +113,7 @@ class HandwrittenStep:
         # The loss: -1/N sum_n log p(y_n | x_n), the picked log-probabilities dotted with -1/N.
         torch.log_softmax(self.logits, 0, out=self.log_probabilities)
         torch.gather(self.log_probabilities, 0, target, out=self.picked)
-        loss = self.picked_vector.dot(self.minus_one_over_n_vector)
+        loss = torch.dot(self.picked_vector, self.minus_one_over_n_vector)
         # Backward: dL/dz = (p - onehot(y)) / N, then each layer from the last.
         grad = torch.exp(self.log_probabilities, out=self.logit_grads)
         grad.div_(self.batch_size).scatter_add_(0, target, self.minus_one_over_n)

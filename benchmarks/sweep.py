@@ -134,7 +134,7 @@ def setup(point: Point, batches: int) -> dict[str, Callable[[], None]]:
     model, criterion, optimizer, twin, twin_criterion, twin_optimizer, x, y = make_twins(
         point, point.batch * batches
     )
-    pairs = list(zip(x.split(point.batch), y.split(point.batch), strict=True))
+    pairs = list(zip(torch.split(x, point.batch), torch.split(y, point.batch), strict=True))
     shuffle = torch.Generator().manual_seed(1)
 
     def loop() -> None:

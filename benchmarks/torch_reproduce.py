@@ -19,7 +19,13 @@ from typing import Any
 import torch
 
 from minidl._allocator import keep_freed_memory
-from minidl.experiments.config import CHOICES, Experiment, experiments_for_tables, training_key
+from minidl.experiments.config import (
+    CHOICES,
+    Experiment,
+    StepSchedule,
+    experiments_for_tables,
+    training_key,
+)
 from minidl.experiments.faithful import PublishedELU, PublishedSELU
 from minidl.experiments.pool import START_METHOD
 from minidl.experiments.runner import QUICK_EPOCHS
@@ -85,7 +91,7 @@ def _train_round(
     scheduler: Any = None
     per_batch = False
     schedule = experiment.scheduler
-    if schedule is not None and hasattr(schedule, "step_size"):
+    if isinstance(schedule, StepSchedule):
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, schedule.step_size, schedule.gamma)
     elif schedule is not None:
         scheduler = torch.optim.lr_scheduler.CyclicLR(
@@ -102,7 +108,9 @@ def _train_round(
     batch = experiment.protocol.batch_size
     for _ in range(epochs):
         order = torch.randperm(x.shape[0], generator=generator)
-        for x_batch, y_batch in zip(x[order].split(batch), y[order].split(batch), strict=True):
+        for x_batch, y_batch in zip(
+            torch.split(x[order], batch), torch.split(y[order], batch), strict=True
+        ):
             optimizer.zero_grad()
             criterion(model(x_batch), y_batch).backward()
             optimizer.step()
