@@ -4,16 +4,19 @@ A :class:`~minidl.nn.Sequential` of :class:`~minidl.nn.Linear` layers and built-
 computes batch-major, as PyTorch's layers do: a layer's input is ``(N, in)`` and its output
 ``X W^T + b`` one ``addmm``, and backward adds ``G^T X`` to the weight gradient and ``G^T 1``
 to the bias gradient, two operations. At the paper's size a step costs what its operations
-cost, not their arithmetic. :class:`FoldedStep` trains such a chain features by batch, with
-each bias folded into its layer's matrix:
+cost, not their arithmetic. :class:`FoldedStep` trains such a chain features by batch (the
+paper's layout: a sample per column, ``y = W x + b`` and ``dL/dW = dL/dy X^T``), with each
+bias folded into its layer's matrix:
 
 - every layer's input is a buffer ``A`` of ``(in + 1, N)`` whose last row is ones, and its
   parameters a block ``[W | b]`` of ``(out, in + 1)``; its output is then one product
   ``[W | b] A`` (``(out, N)``), written into the rows of the next layer's input buffer (an
   activation between the two works there in place: see
   :attr:`~minidl.nn.Activation._in_place`);
-- backward, ``[dW | db] = G A^T`` is one product (the gradient written, not accumulated: the
-  step starts from zero gradients) and the input gradient ``W^T G`` another;
+- backward, with the gradient ``G`` now ``(out, N)``, ``[dW | db] = G A^T`` is one product
+  (its last column ``G 1``, the bias gradient: A's row of ones sums over the batch; the
+  gradient written, not accumulated: the step starts from zero gradients) and the input
+  gradient ``W^T G`` another;
 - the activations and the loss are the modules' own operations (element-wise: any layout
   will do); the last layer's ``(C, N)`` product is copied into a prediction ``(N, C)``, so
   that the loss takes it contiguous, as from the model (an activation last gives the

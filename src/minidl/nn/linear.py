@@ -48,6 +48,14 @@ class Linear(Module):
     of shapes ``(N, in)``, ``(out, in)`` and ``(out,)``: the input gradient is returned, the
     parameter gradients are added to ``weight.grad`` and ``bias.grad``.
 
+    The paper (Section II-B) writes a sample as a column, :math:`y = Wx + b`, so its batch
+    :math:`X` is this :math:`X^T` and its :math:`\partial L/\partial y` this :math:`G^T`: its
+    weight gradient :math:`\frac{\partial L}{\partial y} X^T` is this :math:`G^T X`, its bias
+    gradient (the sum of the columns of :math:`\partial L/\partial y`) this sum of the rows of
+    :math:`G`, and its :math:`\partial L/\partial x = \frac{\partial L}{\partial y} W`, which
+    takes a sample's gradient as a row, this :math:`G W`. :mod:`minidl.folded` computes in the
+    paper's layout.
+
     Args:
         in_features: size of each input sample (``n_in``).
         out_features: size of each output sample (``n_out``).
