@@ -15,7 +15,8 @@ class ReLU(Activation):
     r"""Rectified linear unit :math:`y = \max(0, x)`.
 
     Backward: :math:`\partial L/\partial x = g \cdot [y > 0]`, with the indicator computed as
-    :math:`\operatorname{sign}(y)` (:math:`y \ge 0`), a float operation: on a CPU, masks of
+    :math:`\operatorname{sign}(y)` (as :math:`y \ge 0`, it is 1 where :math:`y > 0` and 0 where
+    :math:`y = 0`), a float operation: on a CPU, masks of
     booleans (``masked_fill``, ``where``) cost several times more per element. The derivative at
     0 is taken as 0, as in PyTorch. At a NaN output the gradient is 0 (``sign`` of NaN is 0
     here), where PyTorch passes it through.

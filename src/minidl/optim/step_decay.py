@@ -22,10 +22,11 @@ class StepDecay(LRScheduler):
 
     .. math:: \lambda_e = \lambda_0 \cdot \gamma^{\lfloor e / \beta \rfloor}
 
-    with :math:`\lambda_0` the optimizer's learning rate when the scheduler is built and
-    :math:`\beta` = ``step_size``. Call :meth:`step` once per epoch, after the epoch's updates
-    (as PyTorch's ``lr_scheduler.StepLR``, which gives the same rates to rounding: it multiplies
-    the previous rate by :math:`\gamma` at each drop, where this computes the closed form).
+    with :math:`\lambda_0` the optimizer's learning rate when the scheduler is built,
+    :math:`\beta` = ``step_size`` and :math:`\gamma` = ``gamma`` (the paper's :math:`\alpha`).
+    Call :meth:`step` once per epoch, after the epoch's updates (as PyTorch's
+    ``lr_scheduler.StepLR``, which gives the same rates to rounding: it multiplies the previous
+    rate by :math:`\gamma` at each drop, where this computes the closed form).
 
     Args:
         optimizer: the optimizer to schedule.
