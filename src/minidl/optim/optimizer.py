@@ -50,10 +50,13 @@ class Optimizer:
 
     A subclass names its per-parameter state in ``state_names`` (e.g. ``("momentum_buffer",)``)
     and implements :meth:`_update`, which updates one value tensor in place from its gradient and
-    state tensors. The state of all parameters lives in one flat tensor per name. When the
-    parameters' values and gradients are views of flat buffers (as in a
-    :class:`~minidl.nn.Sequential`), ``step`` and ``zero_grad`` run one update over the whole
-    model; otherwise they run it parameter by parameter. Both give the same numbers.
+    state tensors (where an update writes ``operand(rho, x)`` for a constant ``rho``, read the
+    number ``rho``: a cached 0-dim tensor of ``x``'s dtype that gives the same bits without a
+    conversion on every call, see ``minidl/_scalar.py``). The state of all parameters lives in
+    one flat tensor per name. When the parameters' values and gradients are views of flat
+    buffers (as in a :class:`~minidl.nn.Sequential`), ``step`` and ``zero_grad`` run one update
+    over the whole model; otherwise they run it parameter by parameter. Both give the same
+    numbers.
 
     The parameters must share one dtype and device (the state's); a model moved with
     ``model.to(...)`` after the optimizer was built takes its state along at the next ``step``.
