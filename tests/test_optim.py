@@ -373,6 +373,50 @@ def test_a_step_in_the_middle_of_a_replacement_does_not_miss_it() -> None:
     assert weight.data.data_ptr() == new.data_ptr()  # (the tensor put in place, updated)
 
 
+def test_two_replacements_counted_at_once_store_two_counts() -> None:
+    """Two assignments of a parameter's data counted at once (as two threads may): the first,
+    stopped just before it stores its count (traced bytecode by bytecode), lets the second
+    replace another parameter's data and a reader look at the count; the first then stores
+    its own. The reader must find the count moved, or it takes the first replacement for
+    seen. With ``replacements += 1`` both stored one more than the count they read, the
+    same number, and the reader found the count unchanged."""
+    import dis
+    import sys
+    from types import FrameType
+    from typing import Any
+
+    first, second = nn.Parameter(torch.zeros(2, dtype=F64)), nn.Parameter(torch.zeros(2, dtype=F64))
+    code = nn.Parameter.__setattr__.__code__
+    (store,) = (
+        instruction.offset
+        for instruction in dis.get_instructions(code)
+        if instruction.opname == "STORE_ATTR" and instruction.argval == "replacements"
+    )
+    read: list[int] = []
+
+    def local(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "opcode" and frame.f_lasti == store and not read:
+            # (tracing is off inside a tracer: the second assignment is not stopped)
+            second.data = torch.ones(2, dtype=F64)
+            read.append(nn.Parameter.replacements)
+        return local
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code is code and frame.f_locals.get("name") == "data":
+            frame.f_trace_opcodes = True
+            return local
+        return None
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        first.data = torch.ones(2, dtype=F64)
+    finally:
+        sys.settrace(previous)
+    assert len(read) == 1
+    assert nn.Parameter.replacements != read[0]
+
+
 def test_a_hyperparameter_given_another_name_in_a_subclass_is_an_alias() -> None:
     # The alias renamed the shared hyper-parameter: every SGD of the process then failed to
     # build ("'SGD' object has no attribute '_mu'").

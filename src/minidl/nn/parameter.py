@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, ClassVar
 
 import torch
@@ -23,7 +24,10 @@ class Parameter:
 
     :attr:`Parameter.replacements` counts every assignment of a ``data`` or ``grad`` tensor, of
     any parameter (in-place updates are not counted): an optimizer that saw the count unchanged
-    since it last looked knows that its parameters still hold the same tensors.
+    since it last looked knows that its parameters still hold the same tensors. Each assignment
+    takes the next number of one process-wide :func:`itertools.count` (whose ``next`` is one
+    call, not a read then a write), so that no two assignments store the same count, in
+    whatever order threads store them.
 
     Args:
         data: the initial value, a dense floating-point tensor; it is used as is (not
@@ -70,7 +74,9 @@ class Parameter:
         object.__setattr__(self, name, value)
         # Counted once the tensor is in place: an optimizer (or plan) that reads the new count
         # in between, from another thread, finds the new tensor, or the count changed again.
-        Parameter.replacements += 1
+        # A number no other assignment stores (``+= 1`` reads, then writes: two threads could
+        # store the same count, and a reader in between would miss the second replacement).
+        Parameter.replacements = next(_REPLACEMENTS)
         if name == "data":
             grad = getattr(self, "grad", None)
             if grad is None or not _fits(grad, value):
@@ -148,6 +154,10 @@ class Parameter:
     def __repr__(self) -> str:
         name = f" {self.name!r}" if self.name else ""
         return f"Parameter{name}(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
+
+
+# The numbers Parameter.replacements takes, from 1 on.
+_REPLACEMENTS = itertools.count(1)
 
 
 def _fits(tensor: Tensor, like: Tensor) -> bool:
