@@ -335,9 +335,9 @@ SITES: dict[str, tuple[Callable[[int, Path], object], type[BaseException], str, 
         "5001 digits",
     ),
     "OneCycle pct_start * total_steps": (
-        lambda n, _: optim.OneCycle(_sgd(), max_lr=0.1, total_steps=n + 1, pct_start=1e-300),
+        lambda n, _: optim.OneCycle(_sgd(), max_lr=0.1, total_steps=n + 1, pct_start=1 / (n + 1)),
         ValueError,
-        "must lie strictly between 0 and total_steps - 1 = ",
+        "OneCycle: pct_start * total_steps - 1 = 0 (pct_start=1e-59, total_steps=",
         "60 digits",
     ),
     "OneCycle.lr_at": (

@@ -98,10 +98,10 @@ BAD: list[tuple[Build, str, object]] = [
     (_warmup, "interval", "bogus"),
     (_one_cycle, "max_lr", 0),
     (_one_cycle, "max_lr", None),
-    (_one_cycle, "total_steps", 1),
+    (_one_cycle, "total_steps", 0),
     (_one_cycle, "total_steps", 160.0),
     (_one_cycle, "pct_start", 1.0),
-    (_one_cycle, "pct_start", 0.001),  # a rise of no step: the check of both together
+    (_one_cycle, "pct_start", 1 / STEPS),  # a rise that ends at step 0: both together
     (_one_cycle, "anneal_strategy", "cosine"),
     (_one_cycle, "div_factor", 0),
     (_one_cycle, "div_factor", -25),

@@ -119,6 +119,70 @@ def test_cyclic_lr_closed_form_and_torch(
     _assert_sequences_close(got, _torch_lrs(torch_scheduler, torch_optimizer, STEPS))
 
 
+@pytest.mark.parametrize(
+    ("total_steps", "pct_start", "anneal_strategy"),
+    [
+        (10, 0.05, "cos"),  # pct_start * total_steps = 0.5: no step rises
+        (10, 0.0, "cos"),
+        (10, 0.05, "linear"),
+        (400, 0.001, "cos"),
+        (2, 0.3, "cos"),
+        (1, 0.3, "cos"),  # one step, at min_lr
+        (1, 0.0, "linear"),
+        (10, 0.11, "cos"),  # a rise that ends at step 0.1: step 0 only
+    ],
+)
+def test_one_cycle_with_a_rise_of_less_than_a_step_is_pytorchs(
+    total_steps: int, pct_start: float, anneal_strategy: str
+) -> None:
+    """With ``pct_start * total_steps < 1`` PyTorch's OneCycleLR has no step rising: every
+    step is one of the fall from ``pct_start * total_steps - 1 < 0`` on. minidl takes the same
+    rates for steps 0 to total_steps - 1, built so or with pct_start (or total_steps) set
+    after construction. (It refused such a product, and total_steps=1, pct_start=0.)"""
+    settings: dict[str, Any] = {"pct_start": pct_start, "anneal_strategy": anneal_strategy}
+    reference = _torch_optimizer()
+    expected = _torch_lrs(
+        torch.optim.lr_scheduler.OneCycleLR(
+            reference, max_lr=0.5, total_steps=total_steps, cycle_momentum=False, **settings
+        ),
+        reference,
+        total_steps - 1,
+    )
+    built = optim.OneCycle(_optimizer(), max_lr=0.5, total_steps=total_steps, **settings)
+    _assert_sequences_close(_minidl_lrs(built, total_steps - 1), expected)
+    set_after = optim.OneCycle(_optimizer(), max_lr=0.5, total_steps=30, pct_start=0.5)
+    set_after.anneal_strategy = anneal_strategy  # type: ignore[assignment]
+    set_after.pct_start = pct_start
+    set_after.total_steps = total_steps
+    _assert_sequences_close(_minidl_lrs(set_after, total_steps - 1), expected)
+    assert built.step() == pytest.approx(built.min_lr, rel=1e-9)  # (PyTorch extrapolates)
+
+
+def test_one_cycle_whose_rise_ends_at_step_0_is_refused_as_pytorch_divides_by_zero() -> None:
+    """``pct_start * total_steps = 1`` ends the rise at step 0, whose fraction of the rise is
+    0 / 0: PyTorch's OneCycleLR raises ZeroDivisionError; minidl refuses it saying why, and a
+    setting that makes it changes nothing."""
+    with pytest.raises(ZeroDivisionError):
+        torch.optim.lr_scheduler.OneCycleLR(
+            _torch_optimizer(), max_lr=0.5, total_steps=10, pct_start=0.1, cycle_momentum=False
+        )
+    message = (
+        r"^OneCycle: pct_start \* total_steps - 1 = 0 \(pct_start=0\.1, total_steps=10\) ends "
+        r"the rise at step 0, whose fraction of the rise is 0 / 0 \(PyTorch's OneCycleLR raises "
+        r"ZeroDivisionError\); change pct_start or total_steps"
+    )
+    with pytest.raises(ValueError, match=message):
+        optim.OneCycle(_optimizer(), max_lr=0.5, total_steps=10, pct_start=0.1)
+    schedule = optim.OneCycle(_optimizer(), max_lr=0.5, total_steps=10, pct_start=0.3)
+    schedule.step()
+    state, rate = schedule.state_dict(), schedule.optimizer.lr
+    with pytest.raises(ValueError, match=message):
+        schedule.pct_start = 0.1
+    assert (schedule.pct_start, schedule.state_dict(), schedule.optimizer.lr) == (0.3, state, rate)
+    with pytest.raises(ValueError, match=r"^OneCycle: total_steps must be an integer >= 1"):
+        optim.OneCycle(_optimizer(), max_lr=0.5, total_steps=0)
+
+
 def test_cyclic_lr_smith_formula_for_symmetric_cycles() -> None:
     # Smith (2017): cycle = floor(1 + t / 2s), x = |t / s - 2 cycle + 1|, lr = base + d max(0, 1 - x)
     scheduler = optim.CyclicLR(_optimizer(), 0.1, 0.5, step_size_up=6)

@@ -276,9 +276,9 @@ def test_one_cycle_refuses_to_step_past_total_steps() -> None:
             r"CosineAnnealingWarmRestarts: T_mult must be an integer >= 1",
         ),
         (lambda o: optim.OneCycle(o, max_lr=0.0, total_steps=10), r"OneCycle: max_lr must be"),
-        (lambda o: optim.OneCycle(o, 0.1, total_steps=1), r"OneCycle: total_steps must be"),
+        (lambda o: optim.OneCycle(o, 0.1, total_steps=0), r"OneCycle: total_steps must be"),
         (lambda o: optim.OneCycle(o, 0.1, 10, pct_start=1.0), r"OneCycle: pct_start must be"),
-        (lambda o: optim.OneCycle(o, 0.1, 10, pct_start=0.05), r"OneCycle: pct_start \* total"),
+        (lambda o: optim.OneCycle(o, 0.1, 10, pct_start=0.1), r"OneCycle: pct_start \* total"),
         (lambda o: optim.OneCycle(o, 0.1, 10, anneal_strategy="exp"), r"anneal_strategy must"),
         (lambda o: optim.LinearWarmup(o, 0), r"LinearWarmup: warmup_steps must be"),
         (lambda o: optim.LinearWarmup(o, 5, start_factor=0.0), r"LinearWarmup: start_factor"),
@@ -346,22 +346,20 @@ def test_sequential_schedule_restores_base_lr_from_state() -> None:
 
 
 @pytest.mark.parametrize(
-    ("total_steps", "pct_start"), [(10, 0.1), (2, 0.5), (4, 0.25), (100, 0.01), (10, 0.05)]
+    ("total_steps", "pct_start"), [(10, 0.1), (2, 0.5), (4, 0.25), (100, 0.01)]
 )
-def test_one_cycle_refuses_a_rise_of_no_step(total_steps: int, pct_start: float) -> None:
-    """The rise ends at step ``pct_start * total_steps - 1``; at 0 or below the rise would last
-    no step (and its annealing divide by zero): OneCycle refuses it with a ValueError naming
-    that value and the two arguments, leaving the optimizer's rate unchanged."""
+def test_one_cycle_refuses_a_rise_that_ends_at_step_0(total_steps: int, pct_start: float) -> None:
+    """The rise ends at step ``pct_start * total_steps - 1``; at 0 step 0's fraction of the
+    rise is 0 / 0 (below 0 no step rises, as in PyTorch): OneCycle refuses it with a ValueError
+    naming that value and the two arguments, leaving the optimizer's rate unchanged."""
     optimizer = optim.SGD(_params(), lr=LR)
-    rise_end = pct_start * total_steps - 1
-    assert rise_end <= 0
+    assert pct_start * total_steps - 1 == 0
     with pytest.raises(ValueError) as info:
         optim.OneCycle(optimizer, max_lr=0.5, total_steps=total_steps, pct_start=pct_start)
     message = str(info.value)
     for fragment in (
-        f"OneCycle: pct_start * total_steps - 1 = {rise_end:g} must lie strictly between 0 and "
-        f"total_steps - 1 = {total_steps - 1}",
-        f"pct_start={pct_start}",
+        f"OneCycle: pct_start * total_steps - 1 = 0 (pct_start={pct_start}, "
+        f"total_steps={total_steps}) ends the rise at step 0",
     ):
         assert fragment in message, f"{fragment!r} not in {message!r}"
     assert optimizer.lr == LR

@@ -18,13 +18,11 @@ def _check_max_lr(where: str, max_lr: object) -> float:
 
 
 def _check_total_steps(where: str, total_steps: object) -> int:
-    return check_int(where, "total_steps", total_steps, low=2)
+    return check_int(where, "total_steps", total_steps, low=1)
 
 
 def _check_pct_start(where: str, pct_start: object) -> float:
-    return check_real(
-        where, "pct_start", pct_start, low=0.0, high=1.0, low_open=True, high_open=True
-    )
+    return check_real(where, "pct_start", pct_start, low=0.0, high=1.0, high_open=True)
 
 
 def _check_anneal_strategy(where: str, anneal_strategy: object) -> Literal["cos", "linear"]:
@@ -62,15 +60,20 @@ class OneCycle(LRScheduler):
     PyTorch's ``lr_scheduler.OneCycleLR`` (with ``cycle_momentum=False``: this schedule sets
     the learning rate only) for steps 0 to :math:`T - 1`; at step :math:`T`, after the last
     batch, it stays at :math:`\lambda_{min}` where PyTorch extrapolates the annealing (below
-    zero for ``"linear"``). Building it sets the optimizer's learning rate to
-    :math:`\lambda_{init}`.
+    zero for ``"linear"``). Building it sets the optimizer's learning rate to step 0's:
+    :math:`\lambda_{init}`, or with :math:`pT < 1` (so :math:`-1 \le u < 0`) no step rises and
+    every step is one of the fall from :math:`u` on, as in PyTorch (step 0 then a little below
+    :math:`\lambda_{max}`, :math:`\lambda_{init}` never taken, and with :math:`T = 1` the one
+    step at :math:`\lambda_{min}`). :math:`pT = 1` is refused: the rise would end at step 0,
+    whose fraction of it is :math:`0 / 0` (PyTorch's ``OneCycleLR`` raises
+    ``ZeroDivisionError`` there).
 
     Args:
         optimizer: the optimizer to schedule.
         max_lr: :math:`\lambda_{max}`, > 0.
-        total_steps: :math:`T`, the batches of the whole training, an integer >= 2 with
-            :math:`pT > 1` (so that :math:`0 < u < e`).
-        pct_start: :math:`p`, the fraction of the steps spent rising, in ``(0, 1)`` (default 0.3).
+        total_steps: :math:`T`, the batches of the whole training, an integer >= 1 with
+            :math:`pT \ne 1` (so that :math:`u \ne 0`) and :math:`u < e`.
+        pct_start: :math:`p`, the fraction of the steps spent rising, in ``[0, 1)`` (default 0.3).
         anneal_strategy: ``"cos"`` (default) or ``"linear"``.
         div_factor: :math:`d`, > 0 (default 25).
         final_div_factor: :math:`d_f`, > 0 (default 1e4).
@@ -123,8 +126,8 @@ class OneCycle(LRScheduler):
         self._start()
 
     def _derive(self, where: str, name: str) -> None:
-        """The rates and steps derived from the settings, and the check that the rise and the
-        fall each take a step at least."""
+        """The rates and steps derived from the settings, and the check that the rise, if it
+        has a step, ends past step 0 and before the end."""
         self._initial_lr = self._max_lr / self._div_factor
         self._min_lr = self._initial_lr / self._final_div_factor
         if self._total_steps > self._LARGEST_STEPS:  # (pct_start * total_steps would overflow)
@@ -134,10 +137,17 @@ class OneCycle(LRScheduler):
             )
         self._rise_end = self._pct_start * self._total_steps - 1
         self._end = self._total_steps - 1
-        if not 0 < self._rise_end < self._end:
+        if self._rise_end == 0:
             raise ValueError(
-                f"{where}: pct_start * total_steps - 1 = {self._rise_end:g} must lie strictly "
-                f"between 0 and total_steps - 1 = {shown(self._end)} (raise total_steps or change "
+                f"{where}: pct_start * total_steps - 1 = 0 (pct_start={self._pct_start}, "
+                f"total_steps={shown(self._total_steps)}) ends the rise at step 0, whose fraction "
+                "of the rise is 0 / 0 (PyTorch's OneCycleLR raises ZeroDivisionError); change "
+                "pct_start or total_steps (below 0 no step rises, above 0 step 0 is initial_lr)"
+            )
+        if not self._rise_end < self._end:
+            raise ValueError(
+                f"{where}: pct_start * total_steps - 1 = {self._rise_end:g} must be below "
+                f"total_steps - 1 = {shown(self._end)}, or the fall has no step (lower "
                 f"pct_start={self._pct_start})"
             )
 
