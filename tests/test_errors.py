@@ -2471,6 +2471,42 @@ def test_a_buffer_assigned_by_hand_is_refused_by_state_dict_load_state_dict_and_
     assert torch.equal(model[0].running_mean, torch.tensor([1.0, 1.5], dtype=F64))
 
 
+def test_a_buffer_assigned_by_hand_is_refused_by_the_checkpoint_function_called(
+    tmp_path: Any,
+) -> None:
+    """save_checkpoint, load_checkpoint and architecture refuse such a buffer in their own
+    name, as the CheckpointError (a ValueError) that save_checkpoint and load_checkpoint raise
+    for bad arguments, before anything is written or loaded; their message named
+    Sequential.state_dict, which the user did not call (and, in a fit whose on_epoch saves,
+    came after the first epoch's training, with nothing to say what had saved)."""
+    from minidl.checkpoint import CheckpointError, architecture, load_checkpoint, save_checkpoint
+
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    kept = tmp_path / "kept.safetensors"
+    save_checkpoint(kept, nn.Sequential(_Centre(assign=False), nn.Linear(2, 2)))
+    model = nn.Sequential(_Centre(assign=True), nn.Linear(2, 2))
+    model(x)
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    before = _snapshot(model[1])
+    refused = (
+        "the attribute '0.running_mean' of _Centre is not its registered buffer 'running_mean' "
+        "(it was assigned a tensor of shape (2,), torch.float32, which minidl does not register: "
+        "the module computes with the attribute, "
+    )
+    path = tmp_path / "run.safetensors"
+    with raises(CheckpointError, f"save_checkpoint: {refused}save_checkpoint would save the"):
+        save_checkpoint(path, model, optimizer)
+    assert not path.exists()
+    with raises(
+        CheckpointError,
+        f"load_checkpoint: checkpoint {str(kept)!r}: {refused}load_checkpoint would load into",
+    ):
+        load_checkpoint(kept, model)
+    with raises(ValueError, f"architecture: {refused}architecture would record the registered"):
+        architecture(model)
+    _assert_unchanged(model[1], before)
+
+
 class _NotInitialised(nn.Module):
     """A module of one's own whose __init__ forgot super().__init__()."""
 

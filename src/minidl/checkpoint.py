@@ -227,9 +227,12 @@ def architecture(model: Module) -> dict[str, Any]:
 
     Raises:
         TypeError: ``model`` is not a minidl Module.
+        ValueError: an attribute of a buffer's name holds another object than the registered
+            buffer (see :meth:`~minidl.nn.Module.register_buffer`).
     """
     if not isinstance(model, Module):
         raise TypeError(f"architecture: model must be a minidl Module, got {type(model).__name__}")
+    model._check_buffer_attributes("architecture", "architecture")
     return {
         "parameters": [
             [name, list(value.shape), str(value.dtype).removeprefix("torch.")]
@@ -301,6 +304,7 @@ def save_checkpoint(
 
     where = "save_checkpoint"
     _check_components(where, model, optimizer, scheduler, generator)
+    _check_buffer_attributes(where, model, "state_dict")
     # What load_checkpoint (and fit) refuse: a scheduler saved with another optimizer's state,
     # or with none, would be restored onto an optimizer it never scheduled.
     if scheduler is not None and optimizer is None:
@@ -1065,6 +1069,17 @@ def _check_components(
         )
 
 
+def _check_buffer_attributes(where: str, model: Module, method: str) -> None:
+    """Refuse, before anything is read or written, a model that computes with an attribute of a
+    buffer's name holding another object than the registered buffer, which ``method``
+    (``state_dict``, ``load_state_dict``) would save or load: named by ``where``, the function
+    called, not the method it calls."""
+    try:
+        model._check_buffer_attributes(method, where)
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
+
+
 def _check_updates_model(where: str, model: Module, optimizer: Optimizer | None) -> None:
     """Refuse an optimizer that updates none of ``model``'s parameters (one built on another
     model, or on this one before it was built again): its state is not this model's. Refuse
@@ -1278,6 +1293,7 @@ def load_checkpoint(
     )
     header, tensors = checkpoint.header, checkpoint.tensors
     _check_components(where, model, optimizer, scheduler, generator)
+    _check_buffer_attributes(where, model, "load_state_dict")
     _check_updates_model(where, model, optimizer)
     try:
         _check_architecture(header, model, where)

@@ -256,7 +256,9 @@ class Module:
         gradient and is not in :meth:`parameters`. Update it in place, or register the new
         tensor: an attribute of its name assigned another (``self.running_mean = ...``, which
         PyTorch registers) is refused by :meth:`state_dict`, :meth:`load_state_dict` and
-        :meth:`to`, which would save, load or move the registered one.
+        :meth:`to`, which would save, load or move the registered one (and by
+        :func:`~minidl.checkpoint.save_checkpoint` and
+        :func:`~minidl.checkpoint.load_checkpoint`, in their own names).
 
         A tensor made in ``torch.inference_mode()`` is copied out of it, and one from an
         autograd graph is detached from it (it shares its memory; the graph is not kept, nor
@@ -1074,23 +1076,29 @@ class Module:
             self._move(device, dtype)
         return self
 
-    def _check_buffer_attributes(self, method: str) -> None:
+    def _check_buffer_attributes(self, method: str, caller: str | None = None) -> None:
         """Refuse, before anything changes, a module (this one or one inside it) whose attribute
         of a buffer's name holds another object than the registered buffer: assigned by hand
         (``self.running_mean = 0.9 * self.running_mean + ...``, which PyTorch registers and
         minidl does not), the module computes with the attribute while ``method`` would save,
-        load or move the registered tensor (and ``to`` set the attribute back to it)."""
+        load or move the registered tensor (and ``to`` set the attribute back to it).
+
+        ``caller`` is the function the user called, if not ``method`` itself
+        (``"save_checkpoint"``, ``"load_checkpoint: checkpoint 'run.safetensors'"``): the
+        message begins with it and says what its first word would do."""
+        where = caller if caller is not None else f"{type(self).__name__}.{method}"
+        doer = caller.split(":", 1)[0] if caller is not None else method
         for path, module in self.named_modules():
             for name, registered in module._buffers.items():
                 attribute = getattr(module, name, registered)
                 if attribute is registered:
                     continue
-                where = f"{path}.{name}" if path else name
+                attribute_path = f"{path}.{name}" if path else name
                 raise ValueError(
-                    f"{type(self).__name__}.{method}: the attribute {where!r} of "
+                    f"{where}: the attribute {attribute_path!r} of "
                     f"{type(module).__name__} is not its registered buffer {name!r} (it was "
                     f"assigned {_held(attribute)}, which minidl does not register: the module "
-                    f"computes with the attribute, {method} {_USES[method]}); "
+                    f"computes with the attribute, {doer} {_USES[method]}); "
                     f"change the buffer in place (self.{name}.copy_(...), self.{name}.mul_(...)), "
                     f"or register the new one: self.{name} = self.register_buffer({name!r}, ...)"
                 )
@@ -1257,6 +1265,7 @@ _USES = {
     "state_dict": "would save the registered one",
     "load_state_dict": "would load into the registered one",
     "to": "would move the registered one and set the attribute back to it",
+    "architecture": "would record the registered one",
 }
 
 
