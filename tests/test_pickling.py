@@ -303,3 +303,68 @@ def test_cross_entropy_pickled_with_five_constants_gives_its_gradient_and_loss(
     assert torch.equal(old.backward(), gradient)
     assert torch.equal(old(logits, target), value)
     assert torch.equal(old.backward(), gradient)
+
+
+# -- copy.copy: PyTorch's shallow copy, a second module over the same state ---------------------
+
+
+def _batch_norm_pair() -> tuple[nn.BatchNorm1d, torch.nn.BatchNorm1d, torch.Tensor]:
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    ours, theirs = nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    ours(x)
+    theirs(x)
+    return ours, theirs, x
+
+
+def test_a_move_of_a_shallow_copy_moves_the_original_as_pytorch_s_does() -> None:
+    """``copy.copy(bn).to(torch.float64)``: PyTorch's shallow copy shares the registries, and
+    the original's parameters and buffers are float64 after it, its state dict and a training
+    forward (output, running statistics) those of one moved itself. minidl's moved the shared
+    registry and the parameters, not the original's buffer attributes: its state_dict,
+    load_state_dict and to refused them, and its forward mixed float32 statistics with float64
+    parameters. Both directions, and a copy of the copy."""
+    ours, theirs, x = _batch_norm_pair()
+    copy.copy(theirs).to(F64)
+    copy.copy(copy.copy(ours)).to(F64)
+    expected = theirs.state_dict()
+    assert all(value.dtype == F64 for name, value in expected.items() if "num_batches" not in name)
+    got = ours.state_dict()
+    assert got.keys() == expected.keys()
+    for name, value in got.items():
+        assert value.dtype == expected[name].dtype and torch.equal(value, expected[name]), name
+    torch.testing.assert_close(ours(x.to(F64)), theirs(x.to(F64)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours.running_var, theirs.running_var, rtol=1e-12, atol=1e-12)
+    ours.load_state_dict(ours.state_dict())
+    # The other way: the original moved, the copy follows.
+    original = nn.BatchNorm1d(3)
+    shallow = copy.copy(original)
+    original.to(F64)
+    assert shallow.running_mean is original.running_mean and shallow.weight is original.weight
+    assert shallow.running_mean.dtype == F64 and shallow.state_dict().keys() == got.keys()
+
+
+def test_a_buffer_registered_in_a_shallow_copy_is_the_original_s() -> None:
+    """As in PyTorch (whose attributes are looked up in the shared registry), a buffer or a
+    parameter registered in the copy is the original's attribute too: the original's
+    state_dict holds it and takes it (it refused the registered buffer that its attribute was
+    not)."""
+    original = nn.BatchNorm1d(3)
+    shallow = copy.copy(original)
+    scale = shallow.register_buffer("scale", torch.ones(3))
+    weight = shallow.register_parameter("weight", nn.Parameter(torch.full((3,), 2.0)))
+    assert original.scale is scale and original.weight is weight
+    assert torch.equal(original.state_dict()["scale"], torch.ones(3))
+    assert torch.equal(original.state_dict()["weight"], torch.full((3,), 2.0))
+
+
+def test_a_deep_copy_or_a_pickle_of_a_shallow_copy_shares_nothing() -> None:
+    """A deep copy (or a pickle) has a state of its own: moving it, or registering in it,
+    leaves the original and its shallow copies as they were."""
+    original = nn.BatchNorm1d(3)
+    shallow = copy.copy(original)
+    for other in (copy.deepcopy(shallow), pickle.loads(pickle.dumps(shallow))):
+        other.to(F64)
+        other.register_buffer("scale", torch.ones(3))
+    for module in (original, shallow):
+        assert module.running_mean.dtype == torch.float32 and module.weight.dtype == torch.float32
+        assert "scale" not in module.state_dict()

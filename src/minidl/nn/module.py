@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, overload
 
@@ -97,6 +98,14 @@ class Module:
     which would slow down every forward), so ``parameters()`` would not see it: register it
     (:class:`~minidl.nn.Sequential` and :func:`minidl.gradcheck` refuse such a parameter, or
     such a child with parameters or buffers, naming it).
+
+    ``copy.copy(module)`` is PyTorch's shallow copy: a second module over the same state. It
+    shares the registries (its parameters, buffers and children are the original's), and has
+    its own plain attributes (``training``, the caches of a forward, made again). What is done
+    to the state through one is done to the other: ``to(...)`` on the copy moves the original's
+    parameters, buffers and children too, and a parameter or buffer registered in one is the
+    other's (its attribute set on both, which each computes with), while the registries are
+    shared. ``copy.deepcopy`` copies the state.
 
     Example:
         >>> class Double(Module):
@@ -204,7 +213,8 @@ class Module:
             parameter.name = name
         registry[name] = parameter
         Module._registrations += 1
-        object.__setattr__(self, name, parameter)
+        for module in self._sharing("_parameters"):
+            object.__setattr__(module, name, parameter)
         return parameter
 
     def register_module(self, name: str, module: Module) -> Module:
@@ -293,7 +303,8 @@ class Module:
             )
         tensor = _plain(tensor)
         registry[name] = tensor
-        object.__setattr__(self, name, tensor)
+        for module in self._sharing("_buffers"):
+            object.__setattr__(module, name, tensor)
         return tensor
 
     def _registry(self, method: str, kind: str) -> dict[str, Any]:
@@ -1164,9 +1175,11 @@ class Module:
                 parameter.data, parameter.grad = data, grad
         for module, name, buffer in buffers:
             module._buffers[name] = buffer
-            object.__setattr__(module, name, buffer)
+            for sharing in module._sharing("_buffers"):
+                object.__setattr__(sharing, name, buffer)
         for module in self.modules():
-            module._moved()
+            for sharing in module._sharing("_buffers"):
+                sharing._moved()
         return True
 
     def _moved(self) -> None:
@@ -1175,7 +1188,38 @@ class Module:
         plans, whose buffers are of the old dtype or device). A module that keeps nothing
         of the kind does nothing."""
 
-    # -- pickling ---------------------------------------------------------------------------------
+    # -- copying and pickling ---------------------------------------------------------------------
+
+    def __copy__(self) -> Module:
+        """``copy.copy``: a module over the same state, as PyTorch's shallow copy (see the
+        class docstring); its attributes are those that pickling keeps (:meth:`__getstate__`).
+
+        Each buffer and parameter is held twice, in a registry and as an attribute (read by
+        the forward without a lookup); the copy and the original share the registries but not
+        their attributes, so both are noted in one set of the modules made by shallow copies
+        from one another (:meth:`_sharing`): what puts a tensor in a shared registry
+        (``to``, ``register_buffer``, ``register_parameter``) sets the attribute of each. (A
+        ``to`` on the copy left the original's buffer attributes on the old tensors, and its
+        ``state_dict``, ``load_state_dict`` and ``to`` refused them.)"""
+        copied = type(self).__new__(type(self))
+        copied.__setstate__(self.__getstate__())
+        family = getattr(self, "_shallow_copies", None)
+        if family is None:
+            family = weakref.WeakSet([self])
+            object.__setattr__(self, "_shallow_copies", family)
+        family.add(copied)
+        object.__setattr__(copied, "_shallow_copies", family)
+        return copied
+
+    def _sharing(self, registry: str) -> list[Module]:
+        """This module and the shallow copies of it (or that it is one of) whose ``registry``
+        (``"_parameters"``, ``"_buffers"``) is still this module's own dict: those whose
+        attribute must follow it."""
+        family = getattr(self, "_shallow_copies", None)
+        if family is None:
+            return [self]
+        own = getattr(self, registry)
+        return [module for module in family if getattr(module, registry, None) is own]
 
     def __getstate__(self) -> dict[str, Any]:
         """For pickle and ``copy.deepcopy``: the module's attributes, with the tensors it keeps
@@ -1191,7 +1235,9 @@ class Module:
         storage that it reaches (a cached input that is a 32-row slice of a data set takes
         those rows along, not the data set)."""
         state = self.__dict__.copy()
-        for name in ("forward", "backward", "backward_parameters"):
+        # (the modules sharing the state with this one stay with it: a deep copy or a pickle
+        # has a state of its own, and a shallow copy joins the set in __copy__)
+        for name in ("forward", "backward", "backward_parameters", "_shallow_copies"):
             state.pop(name, None)
         owned: set[int] | None = None  # the storages of the parameters and buffers (if needed)
         for name, value in state.items():
