@@ -384,3 +384,84 @@ def test_a_subclass_that_overrides_backward_parameters_has_it_run() -> None:
         optimizer = optim.SGD(model.parameters(), lr=0.5)
         fit(model, nn.CrossEntropyLoss(), optimizer, x, target, epochs=2, batch_size=4)
         assert model.parameter_calls == 4
+
+
+def _clip_on_instance(layer: nn.Module, calls: list[int]) -> None:
+    """Set on the instance of ``layer`` a backward that clips its gradient and counts calls."""
+    backward = type(layer).backward
+
+    def clipped(grad_output: Tensor) -> Tensor:
+        calls.append(1)
+        return backward(layer, grad_output.clamp(-0.01, 0.01))
+
+    layer.backward = clipped  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["first Linear", "the model", "a bare Linear", "inside a Sequential", "under detect_anomaly"],
+)
+def test_fit_calls_a_backward_set_on_an_instance_that_backward_parameters_skips(
+    where: str,
+) -> None:
+    """A backward set on the instance of a Linear (not a subclass) first in the network, or
+    on the model itself: fit called backward_parameters, whose Linear (or Sequential) class
+    method never calls it, and trained unclipped. fit looks once an epoch and calls backward
+    then: it trains as a loop of model.backward, bit for bit, the instance's backward called
+    once a step."""
+    x = torch.randn(6, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([0, 1, 2, 3, 0, 1])
+    trained, counts = [], []
+    for by_fit in (True, False):
+        torch.manual_seed(3)
+        model: nn.Module
+        if where == "a bare Linear":
+            model = nn.Linear(3, 4, dtype=F64)
+            patched = model
+        elif where == "inside a Sequential":
+            model = nn.Sequential(nn.Sequential(nn.Linear(3, 5), nn.Tanh()), nn.Linear(5, 4)).to(
+                F64
+            )
+            patched = model[0][0]
+        else:
+            model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4)).to(F64)
+            patched = model if where == "the model" else model[0]
+        calls: list[int] = []
+        _clip_on_instance(patched, calls)
+        criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.5)
+        generator = torch.Generator().manual_seed(4)
+        if by_fit:
+            if where == "under detect_anomaly":
+                with detect_anomaly(model, criterion):
+                    fit(
+                        model,
+                        criterion,
+                        optimizer,
+                        x,
+                        target,
+                        epochs=2,
+                        batch_size=4,
+                        generator=generator,
+                    )
+            else:
+                fit(
+                    model,
+                    criterion,
+                    optimizer,
+                    x,
+                    target,
+                    epochs=2,
+                    batch_size=4,
+                    generator=generator,
+                )
+        else:
+            for _ in range(2):
+                for x_batch, y_batch in BatchIterator(x, target, 4, generator=generator):
+                    optimizer.zero_grad()
+                    criterion(model(x_batch), y_batch)
+                    model.backward(criterion.backward())
+                    optimizer.step()
+        counts.append(len(calls))
+        trained.append([parameter.data for parameter in model.parameters()])
+    assert counts == [4, 4]
+    assert all(torch.equal(a, b) for a, b in zip(*trained, strict=True))

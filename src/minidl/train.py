@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import types
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -10,6 +11,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from minidl import anomaly
 from minidl._validate import (
     add_note,
     check_class_indices,
@@ -27,6 +29,7 @@ from minidl.nn.batch_norm import BatchNorm1d
 from minidl.nn.clip import clip_grad_norm_
 from minidl.nn.loss import Loss
 from minidl.nn.module import Module
+from minidl.nn.sequential import Sequential
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 
@@ -321,7 +324,9 @@ def fit(
     ``optimizer.zero_grad()``, ``forward``, the loss :math:`L_B`, ``criterion.backward()``
     (:math:`\partial L_B/\partial z`, the gradient of the batch's loss, a mean over it with
     the default reductions) into ``model.backward_parameters`` (every parameter's
-    :math:`\partial L_B/\partial w`; the data need no gradient), the clipping of the
+    :math:`\partial L_B/\partial w`; the data need no gradient; ``model.backward`` where the
+    model's class overrides ``backward`` alone, or a ``backward`` set on the instance of the
+    model, or of the first layer with parameters, would be skipped by it), the clipping of the
     gradients to ``max_grad_norm`` if given, and ``optimizer.step()``; a scheduler is stepped
     after every batch or every epoch, as its ``interval`` says. After each epoch the
     validation error (if a validation set is given) is measured in evaluation mode (see
@@ -668,6 +673,53 @@ def _check_loss_value(criterion: Loss, value: object) -> None:
     )
 
 
+def _set_on_instance(module: Module, name: str) -> bool:
+    """Whether the method ``name`` of ``module`` was set on the instance (what the attribute
+    gives is not the class's function bound to it), but not as the checks of
+    :func:`minidl.detect_anomaly` alone (:func:`minidl.anomaly.checks_only`). (Not first
+    ``name in module.__dict__``: asking for it makes CPython keep the attributes in a plain
+    dict, and every later read slower.)"""
+    method = getattr(module, name)
+    return not (
+        isinstance(method, types.MethodType)
+        and method.__self__ is module
+        and method.__func__ is getattr(type(module), name)
+    ) and not anomaly.checks_only(module, name)
+
+
+def _calls_backward(model: Module) -> bool:
+    """Whether fit's step calls the model's ``backward`` rather than its
+    ``backward_parameters``: its class says so (:attr:`Module._skips_own_backward`), or
+    ``backward_parameters`` would reach a module (the model, or the first trained one of a
+    :class:`~minidl.nn.Sequential`, down through Sequentials) whose ``backward`` was set on
+    its instance, and whose class's own ``backward_parameters`` (a Linear's) would not call it.
+    ``backward`` calls it, as it calls every module's, the input gradient it returns dropped.
+    (Set on a child that ``backward_parameters`` reaches through ``backward``, it is called
+    already.)"""
+    if type(model)._skips_own_backward:
+        return True
+    module: Module | None = model
+    while module is not None:
+        if _set_on_instance(module, "backward_parameters"):
+            return False  # (called: what it does is the instance's)
+        if (
+            _set_on_instance(module, "backward")
+            and type(module).backward_parameters is not Module.backward_parameters
+        ):
+            return True
+        if (
+            not isinstance(module, Sequential)
+            or type(module).backward_parameters is not Sequential.backward_parameters
+        ):
+            return False
+        trained = [child for child in module if next(child.parameters(), None) is not None]
+        first = trained[0] if trained else (module[len(module) - 1] if len(module) else None)
+        if first is None or type(first)._skips_own_backward:
+            return False  # (Sequential calls its backward)
+        module = first
+    return False
+
+
 def _train_epoch(
     model: Module,
     criterion: Loss,
@@ -681,6 +733,7 @@ def _train_epoch(
 ) -> list[Tensor]:
     """One epoch of :func:`fit`'s steps; the loss of each batch."""
     per_batch = scheduler is not None and scheduler.interval == "batch"
+    calls_backward = folded is None and _calls_backward(model)  # (once an epoch)
     losses: list[Tensor] = []
     for x_batch, y_batch in steps:
         if folded is not None:
@@ -688,8 +741,8 @@ def _train_epoch(
         else:
             optimizer.zero_grad()
             loss = criterion(model(x_batch), y_batch)
-            if type(model)._skips_own_backward:
-                model.backward(criterion.backward())  # (see Module._skips_own_backward)
+            if calls_backward:
+                model.backward(criterion.backward())
             else:
                 model.backward_parameters(criterion.backward())
             if parallel is not None:
