@@ -28,6 +28,7 @@ from minidl.experiments.report import (
     CRITERION,
     _diverged,
     _figure_1_comparison,
+    _holm,
     _p,
     _paper_repeats,
     _paper_row,
@@ -582,7 +583,8 @@ def test_figure_1_is_compared_with_the_papers_description(tmp_path: Path) -> Non
     assert "- Cross-entropy: 5.00 points per epoch; its validation error ends at 5.00%." in section
     assert (
         "MSE diverged in every round: its outputs became NaN, which count as errors, so its "
-        "curve rises to 100% and stays there, not the fluctuating curve of the paper."
+        "curve rises to 100% and stays there, not the fluctuating curve of the paper; it is "
+        "left out of the comparison."
     ) in section
     assert (
         "The paper's contrast holds only in part between MSE averaged over outputs too "
@@ -606,7 +608,8 @@ def test_figure_1_says_a_diverged_curve_stays_at_100_only_where_it_does() -> Non
     lines = _figure_1_comparison([_with_curves(mse, [late, late])])
     assert (
         "MSE diverged in every round: its outputs became NaN, which count as errors, so its "
-        "curve rises to 100% and stays there, not the fluctuating curve of the paper."
+        "curve rises to 100% and stays there, not the fluctuating curve of the paper; it is "
+        "left out of the comparison."
     ) in lines
     finite = (52.0, 50.0, 49.0, 50.0, 51.0, 50.0, 49.0, 50.0)
     lines = _figure_1_comparison([_with_curves(mse, [late, finite])])
@@ -735,6 +738,62 @@ def test_figure_1_says_the_contrast_holds_only_where_a_test_tells_the_runs_apart
         "With one round, this run cannot test the paper's contrast between "
         f"{MEAN_MSE} (20.00) and Cross-entropy (5.00); cross-entropy's error is not stable "
         "either (5.00 points per epoch)."
+    ) in lines
+
+
+def test_holm_corrects_each_p_value_for_the_others_in_their_order() -> None:
+    """Holm's step-down: sorted, the i-th smallest of m times (m - i + 1), made increasing and
+    at most 1, given back in the order given."""
+    assert _holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06], abs=1e-15)
+    assert _holm([0.6, 0.2]) == [0.6, 0.4]
+    assert _holm([0.7, 0.6]) == [1.0, 1.0]
+    assert _holm([0.0286]) == [0.0286]
+    assert _holm([]) == []
+
+
+def test_figure_1_tests_every_trained_mse_run_and_corrects_for_them() -> None:
+    """Two MSE runs trained. Each is tested against cross-entropy, in a sentence of its own,
+    and its p-value corrected by Holm's for the 2 pairs tested. The averaged MSE moves 3.5, 5
+    and 6.5 points more than cross-entropy in 3 rounds: alone, paired p = 0.029, corrected
+    0.057, not apart. The report tested only the MSE run that moved most, chosen because it
+    did, and said the contrast held (p = 0.03), a selection its p-value ignored."""
+    from scipy import stats
+
+    entropy_changes = (10.0, 20.0, 30.0)
+    mean_changes = (13.5, 25.0, 36.5)
+    paper_changes = (9.0, 21.0, 30.5)
+    runs = _figure_1_runs(mean_changes, entropy_changes)
+    paper_mse = fake_row(experiment("Fig. 1", "MSE"), (3.0,) * 3)
+    runs.insert(0, _with_curves(paper_mse, [(40.0, 40.0 + c) + (9.0,) * 6 for c in paper_changes]))
+    lines = _figure_1_comparison(runs)
+    p_mean = stats.ttest_rel(mean_changes, entropy_changes).pvalue
+    p_paper = stats.ttest_rel(paper_changes, entropy_changes).pvalue
+    assert f"{p_mean:.2f}" == "0.03" and f"{2 * p_mean:.2f}" == "0.06"
+    assert f"{p_paper:.2f}" == "0.81" and p_paper > 2 * p_mean
+    holm = "after Holm's correction for the 2 pairs of an MSE run and a cross-entropy run tested"
+    assert (
+        "This run does not tell the change per epoch of MSE (20.17) and Cross-entropy (20.00) "
+        f"apart (paired t-test over the 3 rounds, p = 0.81; p = 0.81 {holm}): it does not show "
+        "the paper's contrast; cross-entropy's error is not stable either (20.00 points per "
+        "epoch)."
+    ) in lines
+    assert (
+        f"This run does not tell the change per epoch of {MEAN_MSE} (25.00) and Cross-entropy "
+        f"(20.00) apart (paired t-test over the 3 rounds, p = 0.03; p = 0.06 {holm}): it does "
+        "not show the paper's contrast; cross-entropy's error is not stable either (20.00 "
+        "points per epoch)."
+    ) in lines
+    assert not any("contrast holds" in line for line in lines)
+    # Further apart, the corrected p-value tells them apart too: the contrast holds in part.
+    runs[1] = _figure_1_runs((14.0, 25.0, 36.0), entropy_changes)[0]
+    lines = _figure_1_comparison(runs)
+    p_mean = stats.ttest_rel((14.0, 25.0, 36.0), entropy_changes).pvalue
+    assert f"{p_mean:.2f}" == "0.01" and f"{2 * p_mean:.2f}" == "0.03"
+    assert (
+        f"The paper's contrast holds only in part between {MEAN_MSE} (25.00) and Cross-entropy "
+        "(20.00), 1.2 times as much change per epoch (paired t-test over the 3 rounds, "
+        f"p = 0.01; p = 0.03 {holm}); cross-entropy's error is not stable either (20.00 points "
+        "per epoch)."
     ) in lines
 
 
