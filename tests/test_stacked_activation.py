@@ -502,6 +502,16 @@ def test_activations_run_before_stacking_in_any_dtype_are_still_one(dtype: torch
     assert type(nn.stack_models(models)[1]) is nn.ELU
 
 
+def test_an_activation_copied_by_copy_copy_is_still_one_with_its_equals() -> None:
+    """The set of modules that share their registries through copy.copy is no setting: an
+    activation shallow-copied (or the copy) stays one run with equal ones (it made a run of
+    its own, the stack computing it apart)."""
+    models = [nn.mlp((2, 3, 2), "tanh") for _ in range(3)]
+    copy.copy(models[1][1])
+    models[2] = nn.Sequential(models[2][0], copy.copy(models[2][1]), models[2][2])
+    assert type(nn.stack_models(models)[1]) is nn.Tanh
+
+
 class _DoubledTanh(nn.Tanh):
     """A built-in activation whose subclass overrides forward and backward (its hooks, which
     take ``out``, are Tanh's): its output, and so its gradient, are doubled."""

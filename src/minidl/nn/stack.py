@@ -330,9 +330,17 @@ def _private_values(activation: Activation) -> dict[str, object]:
     }
 
 
-#: Private instance attributes that are no setting: a module's registries, and the dtype that
+#: Private instance attributes that are no setting: a module's registries, the modules that
+#: share them through ``copy.copy`` (see :meth:`~minidl.nn.Module.__copy__`), and the dtype that
 #: an activation computed in float32 for (``_narrow``, with its cache, from its last forward).
-_NOT_PRIVATE_SETTINGS = ("_parameters", "_modules", "_buffers", "_cache", "_narrow")
+_NOT_PRIVATE_SETTINGS = (
+    "_parameters",
+    "_modules",
+    "_buffers",
+    "_shallow_copies",
+    "_cache",
+    "_narrow",
+)
 
 
 def _public_settings(activation: Activation) -> dict[str, object]:
