@@ -1514,6 +1514,88 @@ def test_reproduce_rejects_an_out_it_cannot_write_before_training(
     assert list((tmp_path / "read-only").iterdir()) == []
 
 
+_EXTRA_LINE = (
+    "and the {0} package is not installed; install minidl's reproduce extra: pip install "
+    "'minidl[reproduce]' (or pip install {0})"
+)
+
+
+@pytest.mark.parametrize(
+    ("hidden", "flags", "why"),
+    [
+        ("matplotlib", ["--quiet"], "the figures are drawn with matplotlib"),
+        ("matplotlib", [], "the figures are drawn with matplotlib"),
+        ("tqdm", [], "the progress bar is drawn with tqdm (--quiet runs without it)"),
+    ],
+)
+@pytest.mark.parametrize("earlier", [False, True])
+def test_reproduce_without_an_extra_says_what_to_install_before_training(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    hidden: str,
+    flags: list[str],
+    why: str,
+    earlier: bool,
+) -> None:
+    """Without matplotlib (the figures) or, unless --quiet, tqdm (the progress bar), both of
+    the reproduce extra, the command is refused with one line (exit status 2) that names the
+    package and the extra to install, before any training, leaving no folder made and an
+    earlier run's files as they were (a run without tqdm stopped with a traceback at once;
+    one without matplotlib trained every row, then stopped with a traceback)."""
+    from minidl.experiments import runner
+
+    def training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(runner, "run_experiments", training)
+    monkeypatch.setitem(sys.modules, hidden, None)  # (import raises ModuleNotFoundError)
+    out = tmp_path / "results"
+    if earlier:
+        out.mkdir()
+        (out / "report.md").write_text("kept")
+    argv = ["reproduce", "--quick", "--tables", "2", "--jobs", "1", *flags, "--out", str(out)]
+    assert main(argv) == 2
+    output = capsys.readouterr()
+    assert output.out == ""
+    assert output.err == f"minidl reproduce: error: {why}, {_EXTRA_LINE.format(hidden)}\n"
+    if earlier:
+        assert _files(out) == {"report.md": b"kept"}
+    else:
+        assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("hidden", "progress", "why"),
+    [
+        ("matplotlib", False, "the figures are drawn with matplotlib"),
+        ("tqdm", True, "the progress bar is drawn with tqdm (progress=False runs without it)"),
+    ],
+)
+def test_reproduce_from_python_without_an_extra_raises_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hidden: str, progress: bool, why: str
+) -> None:
+    """reproduce() without matplotlib, or tqdm with ``progress``, raises a ModuleNotFoundError
+    that names the package and the extra to install, before training or making ``out`` (it
+    trained every row before failing for want of matplotlib)."""
+    from minidl.experiments import runner
+
+    def training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(runner, "run_experiments", training)
+    monkeypatch.setitem(sys.modules, hidden, None)
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="2", quick=True, epochs_override=1, command="test"
+    )
+    out = tmp_path / "results"
+    with pytest.raises(ModuleNotFoundError) as info:
+        reproduce(settings, out, progress=progress, summary=False)
+    assert str(info.value) == f"reproduce: {why}, {_EXTRA_LINE.format(hidden)}"
+    assert info.value.name == hidden
+    assert not out.exists()
+
+
 def _files(folder: Path) -> dict[str, bytes]:
     """Every entry of ``folder`` (hidden ones too) and the bytes of those that are files."""
     return {p.name: p.read_bytes() if p.is_file() else b"(folder)" for p in folder.iterdir()}

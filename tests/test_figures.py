@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,25 @@ def test_a_figure_writer_that_fails_removes_the_folders_it_made(
         "there/kept",
         "there/kept/file",
     ]
+
+
+def test_write_figures_without_matplotlib_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without matplotlib (minidl's reproduce extra), drawing raises a ModuleNotFoundError
+    that names the module, the package and the extra to install (it was Python's bare 'import
+    of matplotlib halted' from inside the figure), and leaves no folder behind."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # (import raises ModuleNotFoundError)
+    rows = [_with_curves(experiment("II", "SGD, momentum 0"), [(4.0, 2.0), (2.0, 2.0)])]
+    with pytest.raises(ModuleNotFoundError) as info:
+        figures.write_figures(rows, tmp_path / "figures")
+    assert str(info.value) == (
+        "minidl.experiments.figures: the figures are drawn with matplotlib, and the matplotlib "
+        "package is not installed; install minidl's reproduce extra: pip install "
+        "'minidl[reproduce]' (or pip install matplotlib)"
+    )
+    assert info.value.name == "matplotlib"
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- the data each figure draws, read back from the Figure (mutation review) -------------------

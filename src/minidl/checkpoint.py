@@ -73,6 +73,7 @@ from typing import Any, BinaryIO
 import torch
 from torch import Tensor
 
+from minidl._extras import require
 from minidl._interrupts import holding_interrupts
 from minidl._validate import is_link_loop, shown, special_file_kind
 from minidl.nn.module import Module
@@ -246,15 +247,9 @@ def _require_safetensors(where: str) -> None:
     """Raise, naming ``where``, when the safetensors package is not installed: a checkpoint is
     a safetensors file, and the package is minidl's ``checkpoint`` extra, not a dependency of
     the library (``import safetensors`` would fail later with no word of either)."""
-    try:
-        import safetensors.torch  # noqa: F401
-    except ImportError:
-        raise ModuleNotFoundError(
-            f"{where}: a checkpoint is a safetensors file, and the safetensors package is not "
-            "installed; install minidl's checkpoint extra: pip install 'minidl[checkpoint]' "
-            "(or pip install safetensors)",
-            name="safetensors",
-        ) from None
+    require(
+        "safetensors", f"{where}: a checkpoint is a safetensors file", module="safetensors.torch"
+    )
 
 
 def save_checkpoint(

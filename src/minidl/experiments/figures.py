@@ -1,7 +1,8 @@
 """The reproduction's figures (PNG, headless): Figs. 1-3 of the paper and one per table.
 
-matplotlib is imported inside the functions (with the Agg backend), so importing this module,
-and running ``minidl --help``, stays fast.
+matplotlib (minidl's ``reproduce`` extra) is imported inside the functions (with the Agg
+backend), so importing this module, and running ``minidl --help``, stays fast, and works
+without it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from minidl._extras import require
 from minidl._validate import make_folder, make_hidden_folder, remove_if_empty
 from minidl.experiments.config import Experiment
 from minidl.experiments.training import RowResult, make_round_data
@@ -28,6 +30,7 @@ DPI = 120
 
 
 def _pyplot() -> Any:
+    require("matplotlib", "minidl.experiments.figures: the figures are drawn with matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")

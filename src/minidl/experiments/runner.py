@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from minidl._allocator import keep_freed_memory
+from minidl._extras import require
 from minidl._interrupts import holding_interrupts
 from minidl._validate import (
     check_folder_takes_files,
@@ -246,7 +247,12 @@ def reproduce(
     It trains on one torch thread, restoring the caller's count afterwards, and raises glibc's
     thresholds of this process's memory allocator for good
     (:func:`minidl._allocator.keep_freed_memory`: freed blocks are kept for reuse).
+
+    The figures need matplotlib, and the progress bar tqdm (minidl's ``reproduce`` extra):
+    without them it raises a :class:`ModuleNotFoundError` that says what to install, before
+    anything is trained or written.
     """
+    _require_extras("reproduce: ", "progress=False", progress=progress)
     from minidl.experiments.figures import FigureWriter, remove_other_figures
     from minidl.experiments.report import results_json, summary_table, write_json, write_report
 
@@ -378,6 +384,18 @@ def default_jobs() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
+def _require_extras(prefix: str, without_bar: str, *, progress: bool) -> None:
+    """Raise a :class:`ModuleNotFoundError` (:func:`minidl._extras.require`), its message
+    beginning with ``prefix``, when matplotlib, which draws the figures, or tqdm, which draws
+    the progress bar (with ``progress``; ``without_bar`` names how to run without it), is not
+    installed."""
+    require("matplotlib", f"{prefix}the figures are drawn with matplotlib")
+    if progress:
+        require(
+            "tqdm", f"{prefix}the progress bar is drawn with tqdm ({without_bar} runs without it)"
+        )
+
+
 def run_from_cli(args: argparse.Namespace) -> int:
     """Entry point of ``minidl reproduce``."""
     rounds = 1 if args.quick else args.rounds
@@ -391,6 +409,10 @@ def run_from_cli(args: argparse.Namespace) -> int:
         ) from None
     if not str(args.out).strip():
         raise ValueError(f"--out {shown(args.out)}: expected a folder path")
+    try:  # (before the folder is made: a run that cannot start leaves nothing behind)
+        _require_extras("", "--quiet", progress=not args.quiet)
+    except ModuleNotFoundError as error:
+        raise ValueError(str(error)) from None
     out = Path(args.out)
     # The folder is made here, before the checks, so reproduce() finds it and would leave it:
     # a run that fails or is interrupted removes it here, with the parents it made (those
