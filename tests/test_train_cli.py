@@ -1355,6 +1355,45 @@ def test_a_path_the_output_cannot_encode_is_printed_escaped(
     assert capsys.readouterr().err == ""
 
 
+def test_version_prints_the_installed_distributions_version(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``minidl --version`` prints ``minidl`` and the version in the installed distribution's
+    metadata on stdout and exits 0 (it was an unrecognised argument, exit status 2), also
+    before a command's name; from a source folder with no distribution installed, the
+    package's ``__version__``."""
+    import importlib.metadata
+
+    import minidl
+
+    installed = importlib.metadata.version("minidl")
+    for argv in (["--version"], ["--version", "train"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 0
+        assert capsys.readouterr() == (f"minidl {installed}\n", "")
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    monkeypatch.setattr(minidl, "__version__", "9.8.7")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr() == ("minidl 9.8.7\n", "")
+
+
+def test_the_version_is_the_same_in_pyproject_and_the_package() -> None:
+    """pyproject.toml's version (the distribution's metadata, which ``minidl --version``
+    prints) and ``minidl.__version__`` (which a checkpoint records) are one."""
+    import minidl
+
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text("utf-8")
+    versions = re.findall(r'^version = "([^"]*)"$', pyproject, flags=re.MULTILINE)
+    assert versions == [minidl.__version__]
+
+
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     out, err = capsys.readouterr()

@@ -353,11 +353,27 @@ def _add_reproduce_parser(
     parser.set_defaults(run=_run_reproduce)
 
 
+def _version() -> str:
+    """The installed distribution's version (its metadata: what ``pip`` installed), or, where
+    none is installed (the source folder on ``sys.path``), :data:`minidl.__version__`."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("minidl")
+    except PackageNotFoundError:
+        import minidl
+
+        return minidl.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``minidl`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="minidl",
         description="minidl: a mini deep-learning framework with hand-derived backpropagation.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train_parser(subparsers)
