@@ -11,7 +11,7 @@ and prints the test accuracy of both::
 
 The split is stratified and seeded (75 % train, 25 % test); every pixel is standardised with the
 training set's mean and standard deviation. Needs scikit-learn (the ``examples`` extra, also in
-``dev``: ``pip install -e ".[examples]"``).
+``dev``: ``pip install -e ".[examples]"``); without it, it says so in one line (``--help`` works).
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from minidl import nn, optim
@@ -54,6 +52,9 @@ class Digits:
 def load(seed: int = SEED) -> Digits:
     """Load the bundled digits, split them (stratified, 75/25, with ``seed``) and standardise
     every pixel with the training set's statistics (pixels constant there are only centred)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     images, labels = load_digits(return_X_y=True)
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=0.25, stratify=labels, random_state=seed
@@ -155,6 +156,15 @@ def main(argv: Sequence[str] | None = None) -> tuple[float, float]:
         f"[0, 2**32 - 1] (default {SEED})",
     )
     args = parser.parse_args(argv)
+    try:  # (the data; scikit-learn is imported where they are loaded)
+        import sklearn  # noqa: F401
+    except ModuleNotFoundError:
+        parser.exit(
+            1,
+            f"{parser.prog}: the digits data set comes with scikit-learn, which is not "
+            "installed; install minidl's examples extra: pip install 'minidl[examples]' (or "
+            "pip install scikit-learn)\n",
+        )
     # Small matrices: one thread is faster than a pool, above all on a busy machine.
     torch.set_num_threads(1)
     epochs = args.epochs if args.epochs is not None else QUICK_EPOCHS if args.quick else EPOCHS

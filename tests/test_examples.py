@@ -13,7 +13,11 @@ from types import ModuleType
 import pytest
 import torch
 
-pytest.importorskip("sklearn", reason="the digits example needs scikit-learn (dev extra)")
+#: The tests that load the data (the module itself imports without scikit-learn).
+needs_sklearn = pytest.mark.skipif(
+    importlib.util.find_spec("sklearn") is None,
+    reason="the digits example's data need scikit-learn (dev extra)",
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PATTERN = re.compile(r"^(minidl|torch) +test accuracy: ([0-9.]+) %$", re.MULTILINE)
@@ -41,6 +45,7 @@ def _printed(text: str) -> dict[str, float]:
     return {name: float(value) for name, value in PATTERN.findall(text)}
 
 
+@needs_sklearn
 def test_quick_mode_runs_and_prints_both_accuracies(
     digits: ModuleType, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -53,6 +58,7 @@ def test_quick_mode_runs_and_prints_both_accuracies(
     assert 10.0 < minidl_accuracy <= 100.0  # better than chance after two epochs
 
 
+@needs_sklearn
 def test_full_run_reaches_the_documented_accuracy(
     digits: ModuleType, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -106,3 +112,26 @@ def test_help_describes_every_option_in_plain_text(
     assert f"(default {digits.EPOCHS})" in options
     assert f"(default {digits.SEED})" in options
     assert "[0, 2**32 - 1]" in options
+
+
+def test_without_scikit_learn_it_says_what_to_install(
+    digits: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without scikit-learn (the examples extra), --help still works, and a run stops before
+    training with one line naming what to install, exit status 1 (the script stopped at its
+    first line with a traceback: no --help either)."""
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # (import raises ModuleNotFoundError)
+    with pytest.raises(SystemExit) as info:
+        digits.main(["--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: ")
+    with pytest.raises(SystemExit) as info:
+        digits.main(["--quick"])
+    assert info.value.code == 1
+    output = capsys.readouterr()
+    assert output.out == ""
+    assert output.err.endswith(
+        ": the digits data set comes with scikit-learn, which is not installed; install "
+        "minidl's examples extra: pip install 'minidl[examples]' (or pip install scikit-learn)\n"
+    )
+    assert output.err.count("\n") == 1
