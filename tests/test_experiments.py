@@ -2272,3 +2272,7 @@ def test_reproduce_help_says_what_quick_mode_and_out_do(
     # --tables takes the Roman numerals too (experiments_for_tables); the help did not say so.
     assert "comma-separated from 1,2,3 (or I,II,III)" in text
     assert experiments_for_tables("I,II,III") == experiments_for_tables("1,2,3")
+    # (a user without the reproduce extra learnt of it from a traceback after the training)
+    assert (
+        "Needs matplotlib and, for the progress bar, tqdm: pip install 'minidl[reproduce]'" in text
+    )

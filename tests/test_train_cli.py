@@ -107,6 +107,8 @@ def test_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
         assert flag in text, f"{flag} is missing from `minidl train --help`"
     for name in nn.ACTIVATIONS:
         assert name in text
+    # --checkpoint needs the checkpoint extra (safetensors), which a plain install lacks.
+    assert "needs safetensors: pip install 'minidl[checkpoint]'" in " ".join(text.split())
 
 
 @pytest.mark.parametrize("command", ["train", "reproduce"])

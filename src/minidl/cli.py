@@ -282,7 +282,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         metavar="PATH",
         default=None,
         help="save the whole training state to PATH every --checkpoint-every epochs and at the "
-        "end (atomically: a crash leaves the previous checkpoint intact)",
+        "end (atomically: a crash leaves the previous checkpoint intact); needs safetensors: "
+        "pip install 'minidl[checkpoint]'",
     )
     parser.add_argument(
         "--checkpoint-every",
@@ -325,7 +326,8 @@ def _add_reproduce_parser(
         help="re-run the paper's experiments (Tables I-III, Figures 1-3) and write a report",
         description=(
             "Re-run every experiment of the paper and write report.md, results.json and the "
-            "figures into the --out folder (default results/)."
+            "figures into the --out folder (default results/). Needs matplotlib and, for the "
+            "progress bar, tqdm: pip install 'minidl[reproduce]'."
         ),
         formatter_class=_HelpFormatter,
     )
