@@ -27,7 +27,8 @@ import pytest
 
 import minidl
 
-pytest.importorskip("setuptools", reason="building the package needs setuptools")
+# (pyproject.toml's build requirement: what reads a licence given as an SPDX expression)
+pytest.importorskip("setuptools", minversion="77", reason="the build needs setuptools>=77")
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What the build reads, beside src/ (tests/ to show that the sdist leaves it out).
