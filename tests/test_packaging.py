@@ -5,7 +5,8 @@ built with setuptools' own backend, in another process, and the archives are rea
 
 - the wheel holds every file of ``src/minidl`` (``py.typed`` too) and nothing else, the
   ``minidl`` console script, and the metadata: the name, the package's version, Python >= 3.10,
-  torch as the one dependency, the extras' packages, the licence as an SPDX expression;
+  torch as the one dependency, the extras' packages (each the one that minidl's errors name for
+  it: :data:`minidl._extras.EXTRAS`), the licence as an SPDX expression;
 - the sdist holds what builds the wheel, and no tests (setuptools adds ``tests/test*.py`` of
   its own accord, without the helpers and conftest they import);
 - the build gives no deprecation warning of setuptools' (a licence as a TOML table is one,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import email.parser
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from pathlib import Path
 import pytest
 
 import minidl
+from minidl._extras import EXTRAS
 
 # (pyproject.toml's build requirement: what reads a licence given as an SPDX expression)
 pytest.importorskip("setuptools", minversion="77", reason="the build needs setuptools>=77")
@@ -113,6 +116,12 @@ def test_the_wheel_holds_the_package_and_its_metadata(
     ):
         assert extra in metadata.get_all("Provides-Extra")
         assert [r.split(";")[0] for r in requirements if f'extra == "{extra}"' in r] == packages
+    # The extra that minidl's errors tell to install for each optional package is the one
+    # that installs it.
+    for package, extra in EXTRAS.items():
+        assert any(
+            re.match(rf"{package}\b", r) and f'extra == "{extra}"' in r for r in requirements
+        ), (package, extra)
 
 
 def test_the_sdist_holds_what_builds_the_wheel_and_no_tests(
