@@ -130,8 +130,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def _shown(value: object) -> str:
-    """:func:`minidl._validate.shown` (imported when a message needs it: the command starts
-    without importing torch)."""
+    """:func:`minidl._validate.shown` (imported when a message needs it, as this module imports
+    the rest of minidl where a command uses it; the package's ``__init__`` imports torch)."""
     from minidl._validate import shown
 
     return shown(value)
