@@ -854,8 +854,9 @@ def test_an_rmsprop_subclass_is_named_in_its_refusal() -> None:
     "build",
     [
         lambda params: optim.SGD(params, lr=0.1, momentum=0.5, weight_decay=1.0),
-        lambda params: optim.Adam(params, lr=0.1, weight_decay=1.0),
-        lambda params: optim.RMSprop(params, lr=0.1, momentum=0.5, centered=True),
+        # (an eps that float16 holds: the default 1e-8 is 0 there, refused too)
+        lambda params: optim.Adam(params, lr=0.1, eps=1e-4, weight_decay=1.0),
+        lambda params: optim.RMSprop(params, lr=0.1, eps=1e-4, momentum=0.5, centered=True),
         lambda params: optim.Adadelta(params, lr=1.0),
     ],
     ids=["SGD", "Adam", "RMSprop", "Adadelta"],
@@ -901,6 +902,72 @@ def test_a_hyperparameter_beyond_the_dtypes_range_is_refused_before_anything_cha
     optimizer.lr = 0.01
     optimizer.step()  # and it steps once the rate fits
     assert optimizer.state and all(t.dtype == torch.float16 for t in optimizer.state.values())
+
+
+EpsPair = tuple[Callable[..., optim.Optimizer], Callable[..., torch.optim.Optimizer]]
+EPS_PAIRS: dict[str, EpsPair] = {
+    "Adam": (optim.Adam, torch.optim.Adam),
+    "AdamW": (optim.AdamW, torch.optim.AdamW),
+    "RMSprop": (optim.RMSprop, torch.optim.RMSprop),
+    "Adagrad": (optim.Adagrad, torch.optim.Adagrad),
+    "Adadelta": (optim.Adadelta, torch.optim.Adadelta),
+}
+
+
+@pytest.mark.parametrize("name", list(EPS_PAIRS))
+def test_an_eps_that_float16_rounds_to_0_is_refused(name: str) -> None:
+    """Adam's default eps, 1e-8 (Adagrad's 1e-10), is 0 in float16, whose smallest positive
+    value is 6e-8: its update's denominator is then 0 wherever the gradient was 0 or its square
+    underflowed, and PyTorch's optimizer, in float16, makes such parameters NaN or infinite
+    (the oracle below). It was accepted, and minidl's did the same; now refused when built,
+    when set, when loaded and at the step after a cast to float16 (before anything changes),
+    naming the optimizer, the value and the dtype. An eps that float16 holds steps as
+    PyTorch's, bit for bit, and bfloat16, whose smallest value is 9e-41, takes the default."""
+    ours, theirs = EPS_PAIRS[name]
+    eps = 1e-8
+    grad = torch.tensor([0.5, 0.0, 1e-3, -2e-3])
+    leaf = torch.ones(4, dtype=torch.float16, requires_grad=True)
+    leaf.grad = grad.half()
+    theirs([leaf], eps=eps).step()
+    assert not torch.isfinite(leaf.detach()[1:3]).all()  # what the refusal spares
+    refusal = (
+        rf"{name}{{where}}: eps=1e-08 is 0 in the parameters' dtype torch\.float16, whose "
+        r"smallest positive value is 5\.96046e-08: .* NaN or infinite; give eps >= 5\.96046e-08$"
+    )
+    with pytest.raises(ValueError, match=refusal.format(where="")):
+        ours([nn.Parameter(torch.ones(4, dtype=torch.float16))], eps=eps)
+    model = nn.Sequential(nn.Linear(2, 2))  # float32: eps fits
+    optimizer = ours(list(model.parameters()), eps=eps)
+    model(torch.randn(3, 2))
+    model.backward(torch.ones(3, 2))
+    optimizer.step()
+    saved = optimizer.state_dict()
+    model.half()
+    values = [parameter.data.clone() for parameter in model.parameters()]
+    state = {key: tensor.clone() for key, tensor in optimizer.state.items()}
+    where = r" \(parameters of dtype torch\.float16\)"
+    with pytest.raises(ValueError, match=refusal.format(where=where)):
+        optimizer.step()
+    assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+    assert all(torch.equal(optimizer.state[key], state[key]) for key in state)
+    optimizer.eps = 1e-4
+    with pytest.raises(ValueError, match=refusal.format(where="")):
+        optimizer.eps = eps
+    with pytest.raises(ValueError, match=refusal.format(where=r"\.load_state_dict")):
+        optimizer.load_state_dict(saved)
+    assert optimizer.eps == 1e-4 and optimizer.step_count == 1
+    for dtype, eps in ((torch.float16, 1e-4), (torch.float16, 3e-8), (torch.bfloat16, 1e-8)):
+        parameter = nn.Parameter(torch.ones(4, dtype=dtype))
+        optimizer = ours([parameter], eps=eps)
+        leaf = torch.ones(4, dtype=dtype, requires_grad=True)
+        reference = theirs([leaf], eps=eps)
+        for step in range(5):
+            parameter.grad.copy_((grad * (step + 1)).to(dtype))
+            leaf.grad = parameter.grad.clone()
+            optimizer.step()
+            reference.step()
+        assert torch.equal(parameter.data, leaf.detach()), (dtype, eps)
+        assert torch.isfinite(parameter.data).all()
 
 
 @pytest.mark.parametrize(

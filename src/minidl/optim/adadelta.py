@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -33,7 +33,8 @@ class Adadelta(Optimizer):
         params: the parameters to optimise, usually ``model.parameters()``.
         lr: scale of the update, finite and >= 0 (default 1.0).
         rho: the decay :math:`\rho` of the running averages, in ``[0, 1]`` (default 0.9).
-        eps: :math:`\epsilon`, added inside the square roots, > 0 (default 1e-6).
+        eps: :math:`\epsilon`, added inside the square roots, > 0 and not 0 in the parameters'
+            dtype (default 1e-6; below 3e-8 it is 0 in float16).
 
     State:
         ``square_avg`` (:math:`E[g^2]`) and ``acc_delta`` (:math:`E[\Delta x^2]`).
@@ -43,6 +44,7 @@ class Adadelta(Optimizer):
     """
 
     state_names: tuple[str, ...] = ("square_avg", "acc_delta")
+    denominator_terms: ClassVar[tuple[str, ...]] = ("eps",)
     rho = Hyperparameter()
     eps = Hyperparameter()
     _rho: float

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -35,7 +35,8 @@ class Adagrad(Optimizer):
         weight_decay: :math:`\lambda_{wd}`, >= 0 (default 0).
         initial_accumulator_value: :math:`a`, >= 0 (default 0). It fills the sums when the
             optimizer is built: setting it later changes no sum, as in PyTorch.
-        eps: :math:`\epsilon`, > 0 (default 1e-10).
+        eps: :math:`\epsilon`, > 0 and not 0 in the parameters' dtype (default 1e-10, which
+            is 0 in float16: give float16 parameters one >= 6e-8, such as 1e-4).
 
     State:
         ``sum`` (:math:`S`).
@@ -45,6 +46,7 @@ class Adagrad(Optimizer):
     """
 
     state_names: tuple[str, ...] = ("sum",)
+    denominator_terms: ClassVar[tuple[str, ...]] = ("eps",)
     lr_decay = Hyperparameter()
     weight_decay = Hyperparameter()
     initial_accumulator_value = Hyperparameter()

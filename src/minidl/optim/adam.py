@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -52,7 +52,8 @@ class Adam(Optimizer):
         params: the parameters to optimise, usually ``model.parameters()``.
         lr: the learning rate :math:`\lambda`, finite and >= 0 (default 1e-3).
         betas: :math:`(\beta_1, \beta_2)`, each in ``[0, 1)`` (default ``(0.9, 0.999)``).
-        eps: :math:`\epsilon`, > 0 (default 1e-8).
+        eps: :math:`\epsilon`, > 0 and not 0 in the parameters' dtype (default 1e-8, which is
+            0 in float16: give float16 parameters one >= 6e-8, such as 1e-4).
         weight_decay: :math:`\lambda_{wd}`, the L2 penalty added to the gradient, >= 0 (default 0).
 
     State:
@@ -63,6 +64,7 @@ class Adam(Optimizer):
     """
 
     state_names: tuple[str, ...] = ("exp_avg", "exp_avg_sq")
+    denominator_terms: ClassVar[tuple[str, ...]] = ("eps",)
     betas = Hyperparameter()
     eps = Hyperparameter()
     weight_decay = Hyperparameter()

@@ -80,6 +80,10 @@ class Optimizer:
     #: here): a saved state without them restores the default.
     optional_hyperparameters: ClassVar[Mapping[str, Any]] = {}
 
+    #: Hyper-parameters that keep the denominator of an update from 0 (Adam's ``eps``): one
+    #: that the parameters' dtype rounds to 0 is refused (see :meth:`_check_in_range`).
+    denominator_terms: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         name = type(self).__name__
         if isinstance(params, Parameter | Tensor):
@@ -167,7 +171,13 @@ class Optimizer:
     ) -> None:
         """Refuse a hyper-parameter (or one of a pair, such as ``betas``) beyond the largest
         finite value of the parameters' dtype (or of ``dtype``, the one they were cast to): an
-        update would fail to convert it part-way, with some state tensors already changed."""
+        update would fail to convert it part-way, with some state tensors already changed.
+
+        Refuse too a positive one of :attr:`denominator_terms` that the dtype rounds to 0 (Adam's
+        default ``eps`` of 1e-8 in float16, whose smallest positive value is 6e-8): the sum
+        it keeps from 0 (``sqrt(v) + eps``) would be 0 wherever the gradient was 0,
+        or its square underflowed, at every step so far, and the parameter NaN or infinite
+        (PyTorch's optimizers compute it so, without a word)."""
         dtype = self.params[0].data.dtype if dtype is None else dtype
         largest = torch.finfo(dtype).max
         for key, value in values.items():
@@ -179,6 +189,15 @@ class Optimizer:
                         f"{where}: {key}={shown(value)} is beyond the range of the parameters' "
                         f"dtype {dtype} (largest finite value {largest:.6g})"
                     )
+            if key in self.denominator_terms and _rounds_to_zero(value, dtype):
+                smallest = torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps
+                raise ValueError(
+                    f"{where}: {key}={shown(value)} is 0 in the parameters' dtype {dtype}, whose "
+                    f"smallest positive value is {smallest:.6g}: the update's denominator, which "
+                    f"{key} keeps from 0, would be 0 wherever the gradient was 0 (or its square "
+                    "underflowed) at every step so far, and the parameter NaN or infinite; give "
+                    f"{key} >= {smallest:.6g}"
+                )
 
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor's hyper-parameters besides ``lr`` (for ``repr`` and ``state_dict``)."""
@@ -624,6 +643,13 @@ class Optimizer:
             f"{k}={v}" for k, v in {"lr": self._lr, **self.hyperparameters()}.items()
         )
         return f"{type(self).__name__}({settings})"
+
+
+def _rounds_to_zero(value: object, dtype: torch.dtype) -> bool:
+    """Whether ``value``, a positive real number, is 0 once rounded to ``dtype``."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not float(value) > 0:
+        return False
+    return float(torch.tensor(float(value), dtype=dtype)) == 0.0
 
 
 def _takes(klass: type[Optimizer], names: set[str]) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -37,7 +37,8 @@ class RMSprop(Optimizer):
         params: the parameters to optimise, usually ``model.parameters()``.
         lr: the learning rate :math:`\lambda`, finite and >= 0 (default 1e-2).
         alpha: :math:`\alpha`, the decay of the averages, in ``[0, 1]`` (default 0.99).
-        eps: :math:`\epsilon`, > 0 (default 1e-8).
+        eps: :math:`\epsilon`, > 0 and not 0 in the parameters' dtype (default 1e-8, which is
+            0 in float16: give float16 parameters one >= 6e-8, such as 1e-4).
         weight_decay: :math:`\lambda_{wd}`, >= 0 (default 0).
         momentum: :math:`\mu`, in ``[0, 1)`` (default 0).
         centered: divide by the moving standard deviation instead of the root mean square
@@ -52,6 +53,7 @@ class RMSprop(Optimizer):
     """
 
     state_names: tuple[str, ...] = ("square_avg",)
+    denominator_terms: ClassVar[tuple[str, ...]] = ("eps",)
     alpha = Hyperparameter()
     eps = Hyperparameter()
     weight_decay = Hyperparameter()
