@@ -675,6 +675,48 @@ def test_losses_refuse_backward_before_forward(criterion: nn.Loss) -> None:
         type(criterion)().backward()
 
 
+@pytest.mark.parametrize(
+    "make",
+    [nn.Identity, lambda: nn.Dropout(0.5).eval(), lambda: nn.Dropout(0.0), lambda: nn.Dropout(0.5)],
+    ids=["Identity", "Dropout-eval", "Dropout-p0", "Dropout-training"],
+)
+@pytest.mark.parametrize(
+    ("forward_dtype", "grad_dtype"),
+    [
+        (torch.float32, torch.float16),
+        (torch.float16, torch.float32),
+        (torch.float64, torch.bfloat16),
+        (torch.bfloat16, torch.float16),
+        (torch.float32, torch.float64),
+    ],
+    ids=str,
+)
+def test_identity_layers_promote_a_gradient_of_another_dtype(
+    make: Callable[[], nn.Module], forward_dtype: torch.dtype, grad_dtype: torch.dtype
+) -> None:
+    """As Tanh's backward (and every module's without parameters) promotes it: Identity, and
+    Dropout in evaluation mode or with p = 0, returned a gradient of another dtype as it came
+    (a float16 one through a float32 Dropout came back float16 in evaluation mode, float32 in
+    training mode), so that the dtype depended on the mode and on which layer stood there. The
+    values are the gradient's (times the mask in training mode), and one of the forward's
+    dtype is returned itself, as before."""
+    module = make()
+    x = _x(6, 5, seed=4).to(forward_dtype)
+    grad = _x(6, 5, seed=5).to(grad_dtype)
+    tanh = nn.Tanh()
+    tanh(x)
+    expected_dtype = tanh.backward(grad).dtype
+    assert expected_dtype == torch.promote_types(forward_dtype, grad_dtype)
+    output = module(x)
+    result = module.backward(grad)
+    assert result.dtype == expected_dtype
+    drops = isinstance(module, nn.Dropout) and module.training and module.p > 0
+    mask = (output != 0).to(expected_dtype) / (0.5 if drops else 1.0)
+    assert torch.equal(result, grad.to(expected_dtype) * mask)
+    same = grad.to(forward_dtype)
+    assert (module.backward(same) is same) == (not drops)
+
+
 @pytest.mark.parametrize("layer", ["softmax", "log_softmax"])
 @pytest.mark.parametrize(
     ("forward_dtype", "grad_dtype"),

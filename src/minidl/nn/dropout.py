@@ -79,6 +79,7 @@ class Dropout(Module):
         self._scaled_mask: Tensor | None = None
         self._shape: torch.Size | None = None
         self._device: torch.device | None = None  # the last forward's, for the identity's check
+        self._dtype: torch.dtype | None = None  # the last forward's, for the identity's gradient
 
     def forward(self, input: Tensor) -> Tensor:
         if not isinstance(input, Tensor):
@@ -89,6 +90,7 @@ class Dropout(Module):
             raise TypeError(f"Dropout: expected a floating-point input, got dtype {input.dtype}")
         if not self.training or self._p == 0.0:
             self._shape, self._scaled_mask, self._device = input.shape, None, input.device
+            self._dtype = input.dtype
             return input
         keep = 1.0 - self._p
         # (the caches are set once the mask is drawn: a draw that fails, from a generator on
@@ -120,11 +122,17 @@ class Dropout(Module):
                     f"Dropout: gradient is on {grad_output.device} but the last forward's output "
                     f"is on {device}"
                 )
+            dtype = self._dtype
+            if dtype is not None and grad_output.dtype is not dtype:
+                # Promoted, as the training mode's product with the mask promotes it (and the
+                # activations' backward): the gradient's dtype does not depend on the mode.
+                return grad_output.to(torch.promote_types(grad_output.dtype, dtype))
             return grad_output
         return check_grad_like("Dropout", grad_output, self._scaled_mask) * self._scaled_mask
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("_device", None)  # (pickled before it existed)
+        state.setdefault("_device", None)  # (pickled before they existed)
+        state.setdefault("_dtype", None)
         super().__setstate__(state)
 
     def extra_repr(self) -> str:

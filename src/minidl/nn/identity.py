@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -30,18 +32,29 @@ class Identity(Module):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__()
         self._shape: torch.Size | None = None  # of the last forward's input
+        self._dtype: torch.dtype | None = None  # of the last forward's input
 
     def forward(self, input: Tensor) -> Tensor:
         if not isinstance(input, Tensor):
             raise TypeError(
                 f"Identity: expected a torch.Tensor as input, got {type(input).__name__}"
             )
-        self._shape = input.shape
+        self._shape, self._dtype = input.shape, input.dtype
         return input
 
     def backward(self, grad_output: Tensor) -> Tensor:
         """Return ``grad_output``, checked like every module's: a forward ran, and the gradient
-        has the shape of its output."""
+        has the shape of its output. One of another dtype than the forward's is promoted (as
+        the activations' backward promotes it: a float16 gradient through a float32 forward is
+        float32)."""
         if self._shape is None:
             raise RuntimeError("Identity: backward called before forward")
-        return check_grad_output("Identity", grad_output, self._shape)
+        check_grad_output("Identity", grad_output, self._shape)
+        dtype = self._dtype
+        if dtype is not None and grad_output.dtype is not dtype:
+            return grad_output.to(torch.promote_types(grad_output.dtype, dtype))
+        return grad_output
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_dtype", None)  # (pickled before it existed)
+        super().__setstate__(state)

@@ -36,7 +36,8 @@ and accumulates the parameter gradients once more (PyTorch asks for ``retain_gra
 It does not change its gradient argument or the cache; the tensor it returns is new, except
 where the module is the identity (:class:`~minidl.nn.Identity`, :class:`~minidl.nn.Dropout`
 in evaluation mode or with ``p = 0``): it returns its argument, as its forward returns its
-input, like PyTorch's.
+input, like PyTorch's (promoted to a new tensor when it has another dtype than the forward's
+input, as every module without parameters promotes such a gradient).
 """
 
 from __future__ import annotations
