@@ -359,6 +359,22 @@ def test_gradcheck_restores_a_batch_norms_running_statistics(training: bool) -> 
         assert torch.equal(buffer, before[name]), name
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_a_refused_dtype_is_named_as_given(dtype: torch.dtype) -> None:
+    """The refusal of a 16-bit input, or of 16-bit parameters, said that float32 finite
+    differences were too coarse: it names the dtype given."""
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(
+        TypeError, match=rf"\(got torch\.{name}\); {name} finite differences are too coarse"
+    ):
+        minidl.gradcheck(nn.Tanh(), torch.randn(2, 2).to(dtype))
+    with pytest.raises(
+        TypeError,
+        match=rf"is torch\.{name}: call \.to\(torch\.float64\) on the module\); {name} finite",
+    ):
+        minidl.gradcheck(nn.Linear(3, 2, dtype=dtype), torch.randn(4, 3, dtype=torch.float64))
+
+
 def test_float32_parameters_are_refused_by_name() -> None:
     """A float64 input with float32 parameters was checked, and a correct backward failed (the
     parameters nudged by 1e-6 in float32)."""

@@ -102,8 +102,8 @@ def gradcheck(
         raise TypeError(f"gradcheck: the first input must be a floating-point tensor, got {got}")
     if first.dtype != torch.float64:
         raise TypeError(
-            f"gradcheck: use float64 inputs and parameters (got {first.dtype}); float32 "
-            "finite differences are too coarse to check a gradient"
+            f"gradcheck: use float64 inputs and parameters (got {first.dtype}); "
+            f"{_short(first.dtype)} finite differences are too coarse to check a gradient"
         )
     eps = check_real("gradcheck", "eps", eps, low=0.0, low_open=True)
     atol = check_real("gradcheck", "atol", atol, low=0.0)
@@ -118,8 +118,9 @@ def gradcheck(
         if parameter.data.dtype != torch.float64:
             raise TypeError(
                 f"gradcheck: use float64 inputs and parameters (parameter {name!r} is "
-                f"{parameter.data.dtype}: call .to(torch.float64) on the module); float32 "
-                "finite differences are too coarse to check a gradient"
+                f"{parameter.data.dtype}: call .to(torch.float64) on the module); "
+                f"{_short(parameter.data.dtype)} finite differences are too coarse to check a "
+                "gradient"
             )
     # (finite differences through a non-finite value are NaN: the module would be blamed)
     _check_finite("the first input", first)
@@ -253,6 +254,11 @@ def gradcheck(
             raise GradcheckError("gradcheck: " + "; ".join(f"{where}.{t}" for t in texts))
         return False
     return True
+
+
+def _short(dtype: torch.dtype) -> str:
+    """``dtype``'s name without ``torch.`` (``float16``), for a sentence."""
+    return str(dtype).removeprefix("torch.")
 
 
 def _check_finite(what: str, tensor: Tensor) -> None:
