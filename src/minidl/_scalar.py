@@ -24,9 +24,10 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-__all__ = ["cpu_operand", "operand", "tensor_operand"]
+__all__ = ["add_scaled", "add_scaled_", "cpu_operand", "operand", "tensor_operand"]
 
 _CACHED = (torch.float32, torch.float64)
+_SIXTEEN_BIT = (torch.float16, torch.bfloat16)
 _CPU = torch.device("cpu")
 
 
@@ -67,6 +68,39 @@ def tensor_operand(value: float, like: Tensor) -> Tensor:
     if isinstance(cached, Tensor):
         return cached
     return _zero_dim_on(value, math.copysign(1.0, value), like.dtype, like.device)
+
+
+def add_scaled_(target: Tensor, other: Tensor, alpha: float) -> Tensor:
+    """``target.add_(other, alpha=alpha)``, whose bits do not depend on where an element lies.
+
+    On the CPU, a float16 or bfloat16 ``add_`` rounds ``alpha`` to the tensor's dtype and
+    computes ``target + alpha * other`` in float32, rounded once, over the tensor's vectorised
+    body (ATen's AVX2 and AVX-512 kernels), but rounds the product to the dtype first over its
+    last elements (a scalar loop; ATen's ``default`` kernels everywhere): an element's bits
+    depend on its place, and an optimizer's update of a flat buffer differed from its update
+    of the parameters one by one (PyTorch's) in the last bit of about one element in ten.
+    There it is ``addcmul_`` with ``alpha`` rounded as ``add_`` rounds it, which gives every
+    element the bits of the vectorised body, under every set of kernels (the product of two
+    16-bit numbers is exact in float32); elsewhere ``add_`` itself.
+    """
+    if target.dtype in _SIXTEEN_BIT and target.is_cpu:
+        one = _zero_dim_on(1.0, 1.0, target.dtype, _CPU)
+        return target.addcmul_(other, one, value=_rounded(alpha, target.dtype))
+    return target.add_(other, alpha=alpha)
+
+
+def add_scaled(tensor: Tensor, other: Tensor, alpha: float) -> Tensor:
+    """``tensor.add(other, alpha=alpha)``, a new tensor, with the bits of :func:`add_scaled_`."""
+    if tensor.dtype in _SIXTEEN_BIT and tensor.is_cpu:
+        one = _zero_dim_on(1.0, 1.0, tensor.dtype, _CPU)
+        return torch.addcmul(tensor, other, one, value=_rounded(alpha, tensor.dtype))
+    return tensor.add(other, alpha=alpha)
+
+
+@lru_cache(maxsize=256)
+def _rounded(value: float, dtype: torch.dtype) -> float:
+    """``value`` rounded to ``dtype``, as a 16-bit ``add_`` rounds its ``alpha``."""
+    return float(torch.tensor(float(value), dtype=dtype))
 
 
 @lru_cache(maxsize=256)

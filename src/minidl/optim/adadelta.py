@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from minidl._scalar import operand
+from minidl._scalar import add_scaled_, operand
 from minidl._validate import check_real
 from minidl.nn.parameter import Parameter
 from minidl.optim.optimizer import Hyperparameter, Optimizer
@@ -81,4 +81,4 @@ class Adadelta(Optimizer):
         )
         # E[Delta x^2] = rho E[Delta x^2] + (1 - rho) Delta x^2 (the sign squares away).
         acc_delta.mul_(operand(rho, acc_delta)).addcmul_(delta, delta, value=1 - rho)
-        value.add_(delta, alpha=-self.lr)  # x += lr Delta x
+        add_scaled_(value, delta, -self.lr)  # x += lr Delta x (see SGD's add_scaled_)

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from minidl._scalar import operand
+from minidl._scalar import add_scaled, operand
 from minidl._validate import check_real
 from minidl.nn.parameter import Parameter
 from minidl.optim.optimizer import Hyperparameter, Optimizer
@@ -99,7 +99,7 @@ class Adagrad(Optimizer):
         if type(count) is not int or count < 0:  # (set by hand: refused before any change)
             count = self._check_step_count()
         if self._weight_decay != 0.0:
-            grad = grad.add(value, alpha=self._weight_decay)
+            grad = add_scaled(grad, value, self._weight_decay)
         # lambda_t = lambda / (1 + (t - 1) eta): step_count is t - 1 during the update.
         clr = self.lr / (1 + count * self._lr_decay)
         accumulator.addcmul_(grad, grad, value=1)  # S += g^2, fused (PyTorch's Adagrad's op)

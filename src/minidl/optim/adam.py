@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from minidl._scalar import operand
+from minidl._scalar import add_scaled, operand
 from minidl._validate import check_real, shown
 from minidl.nn.parameter import Parameter
 from minidl.optim.optimizer import Hyperparameter, Optimizer
@@ -108,7 +108,7 @@ class Adam(Optimizer):
             if self._decoupled:
                 value.mul_(1 - self.lr * self._weight_decay)  # changes with lr: a number
             else:
-                grad = grad.add(value, alpha=self._weight_decay)
+                grad = add_scaled(grad, value, self._weight_decay)
         # m = beta1 m + (1 - beta1) g as m + (1 - beta1)(g - m), one lerp; v = beta2 v +
         # (1 - beta2) g^2 with g^2 fused into the addition (addcmul). The ops, and so the bits,
         # of PyTorch's single-tensor Adam step.

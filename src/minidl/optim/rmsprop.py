@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from minidl._scalar import operand
+from minidl._scalar import add_scaled, add_scaled_, operand
 from minidl._validate import check_real, shown
 from minidl.nn.parameter import Parameter
 from minidl.optim.optimizer import Hyperparameter, Optimizer
@@ -145,7 +145,7 @@ class RMSprop(Optimizer):
         square_avg = state[0]
         alpha = self._alpha
         if self._weight_decay != 0.0:
-            grad = grad.add(value, alpha=self._weight_decay)
+            grad = add_scaled(grad, value, self._weight_decay)
         # s = alpha s + (1 - alpha) g^2, with g^2 fused into the addition (addcmul).
         square_avg.mul_(operand(alpha, square_avg)).addcmul_(grad, grad, value=1 - alpha)
         if self._centered:
@@ -170,6 +170,6 @@ class RMSprop(Optimizer):
             momentum_buffer.mul_(operand(self._momentum, momentum_buffer)).addcdiv_(
                 grad, denominator
             )
-            value.add_(momentum_buffer, alpha=-self.lr)
+            add_scaled_(value, momentum_buffer, -self.lr)  # (see SGD's)
         else:
             value.addcdiv_(grad, denominator, value=-self.lr)  # w -= lr g / d

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from minidl._scalar import operand
+from minidl._scalar import add_scaled, add_scaled_, operand
 from minidl._validate import check_real, shown
 from minidl.nn.parameter import Parameter
 from minidl.optim.optimizer import Hyperparameter, Optimizer
@@ -114,14 +114,17 @@ class SGD(Optimizer):
 
     def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
         if self._weight_decay != 0.0:
-            grad = grad.add(value, alpha=self._weight_decay)
+            grad = add_scaled(grad, value, self._weight_decay)
+        # (add_scaled_: x.add_(y, alpha=a), whose bits in float16 and bfloat16 do not depend on
+        # where a parameter lies in the flat buffer)
         momentum = self._momentum
         if momentum == 0.0:
-            value.add_(grad, alpha=-self._lr)
+            add_scaled_(value, grad, -self._lr)
             return
         (velocity,) = state
-        velocity.mul_(operand(momentum, velocity)).add_(grad, alpha=self._lr)  # v = mu v + lr g
+        add_scaled_(velocity.mul_(operand(momentum, velocity)), grad, self._lr)  # v = mu v + lr g
         if self._nesterov:
-            value.sub_(velocity, alpha=momentum).sub_(grad, alpha=self._lr)  # w -= mu v + lr g
+            # w -= mu v + lr g
+            add_scaled_(add_scaled_(value, velocity, -momentum), grad, -self._lr)
         else:
             value.sub_(velocity)  # w -= v
