@@ -8,6 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from minidl._scalar import add_scaled_
 from minidl.nn._recent import Recent
 from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 
@@ -221,7 +222,9 @@ class CrossEntropyLoss(Loss):
         if index is None:
             grad = scaled.mul_(target.sum(dim=-1, keepdim=True))
             divisor = self._divisor_used or log_probabilities.shape[-2]
-            return grad.sub_(target, alpha=1.0 / divisor)
+            # (grad.sub_(target, alpha=1 / N), with the same bits wherever a row lies: a model's
+            # rows alone as inside a stack of models; see add_scaled_)
+            return add_scaled_(grad, target, -1.0 / divisor)
         # (p - onehot(y)) / N in one more op: add -1/N at each row's target class.
         return scaled.scatter_add_(-1, index, minus_one_over_n)
 
