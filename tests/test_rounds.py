@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import re
+import types
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -1431,15 +1432,17 @@ def test_a_subclass_that_computes_as_its_base_still_trains_as_fit() -> None:
     _assert_trained_alike(models, alone, _trained_rounds(models), expected)
 
 
-def _hooked_models(place: str, name: str) -> tuple[list[nn.Sequential], nn.Module, Any]:
-    """Two models of _subclassed's architecture, the second with method ``name`` of one of its
-    parts (``place``: the model, its first or last Linear, its Tanh) set on that part's
-    instance, as a wrapper of the class's method that doubles its first argument (an input or
-    a gradient, to change what the part computes): the models, the part and the wrapper."""
+def _hooked_models(
+    place: str, name: str, index: int = 1
+) -> tuple[list[nn.Sequential], nn.Module, Any]:
+    """Two models of _subclassed's architecture, the second (or model ``index``) with method
+    ``name`` of one of its parts (``place``: the model, its first or last Linear, its Tanh) set
+    on that part's instance, as a wrapper of the class's method that doubles its first argument
+    (an input or a gradient, to change what the part computes): the models, the part and the
+    wrapper."""
     models = [_subclassed("plain", r) for r in range(2)]
-    part = {"model": models[1], "first": models[1][0], "tanh": models[1][1]}.get(
-        place, models[1][2]
-    )
+    hooked = models[index]
+    part = {"model": hooked, "first": hooked[0], "tanh": hooked[1]}.get(place, hooked[2])
     method = getattr(part, name)
 
     def doubled(first: torch.Tensor, *rest: Any, **options: Any) -> Any:
@@ -1500,6 +1503,77 @@ def test_a_method_set_on_an_instance_is_refused_not_stacked_as_the_class(
             assert torch.equal(value, state[key])
     for generator, state in zip(generators, states, strict=True):
         assert torch.equal(generator.get_state(), state)
+
+
+@pytest.mark.parametrize(
+    ("place", "what"),
+    [
+        ("model", r"models\[0\] \(Sequential\)"),
+        ("first", r"layer 0 of models\[0\] \(Linear\)"),
+        ("tanh", r"layer 1 of models\[0\] \(Tanh\)"),
+    ],
+)
+def test_a_method_set_on_the_first_models_instance_is_refused_too(place: str, what: str) -> None:
+    """Every model of the stack is looked at, the first as the others: its own backward set on
+    the instance of the model, of its Linear or of its activation is refused, naming it."""
+    models, _, _ = _hooked_models(place, "backward", index=0)
+    message = f"stack_models: {what} has backward set on its instance: "
+    _assert_refused_by_both(models, message, [torch.Generator().manual_seed(r) for r in range(2)])
+
+
+def _bound_elsewhere(models: list[nn.Sequential]) -> str:
+    """The second model's first Linear computes with the first model's weights."""
+    models[1][0].forward = models[0][0].forward  # type: ignore[method-assign]
+    return "forward"
+
+
+def _bound_own_function(models: list[nn.Sequential]) -> str:
+    """The second model's last Linear doubles its gradient, by a function bound to it."""
+
+    def doubled(self: nn.Linear, grad_output: torch.Tensor) -> torch.Tensor:
+        return nn.Linear.backward(self, 2.0 * grad_output)
+
+    models[1][2].backward = types.MethodType(doubled, models[1][2])  # type: ignore[method-assign]
+    return "backward"
+
+
+def _tensor_method(models: list[nn.Sequential]) -> str:
+    """The second model's first Linear replaced by a method of Tensor (``Tensor.tanh``, to
+    which no weak reference can be made)."""
+    models[1][0].forward = torch.Tensor.tanh  # type: ignore[method-assign]
+    return "forward"
+
+
+@pytest.mark.parametrize("setting", [_bound_elsewhere, _bound_own_function, _tensor_method])
+def test_a_method_set_on_an_instance_in_any_form_is_refused(
+    setting: Callable[[list[nn.Sequential]], str],
+) -> None:
+    """A method set on a Linear's instance is refused whatever it is: the bound method of
+    another layer (the same class's function, bound to another instance), a function of one's
+    own bound to the layer (types.MethodType), a method of Tensor; only the class's method
+    bound to the layer itself is the class's."""
+    models = [_subclassed("plain", r) for r in range(2)]
+    name = setting(models)
+    position = 0 if name == "forward" else 2
+    message = (
+        rf"stack_models: layer {position} of models\[1\] \(Linear\) has {name} set on its "
+        "instance: a stack computes"
+    )
+    _assert_refused_by_both(models, message, [torch.Generator().manual_seed(r) for r in range(2)])
+
+
+def test_a_call_set_on_a_models_instance_is_no_method_of_its_own() -> None:
+    """Python looks ``__call__`` up on the class: one set on a model's instance is never
+    called, by fit as by the stack, which takes the model and trains it as fit does."""
+    models = [_subclassed("plain", r) for r in range(2)]
+
+    def never_called(*arguments: Any) -> Any:
+        raise AssertionError("an instance's __call__ was called")
+
+    models[1].__call__ = never_called  # type: ignore[method-assign]
+    alone = copy.deepcopy(models)
+    expected = _trained_alone(alone)
+    _assert_trained_alike(models, alone, _trained_rounds(models), expected)
 
 
 def _assert_refused_by_both(
