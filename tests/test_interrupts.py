@@ -126,6 +126,21 @@ def test_without_pthread_sigmask_every_signal_noted_reaches_its_handler(
     assert signal.getsignal(signal.SIGTERM) is _terminate
 
 
+def test_without_pthread_sigmask_a_signal_noted_twice_reaches_its_handler_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where signals cannot be blocked, a signal that came twice meanwhile is raised once at
+    the end, as a blocked one is delivered once (a pending signal is not counted)."""
+    monkeypatch.delattr(signal, "pthread_sigmask")
+    calls: list[int] = []
+    signal.signal(signal.SIGTERM, lambda number, frame: calls.append(number))
+    with holding_interrupts():
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)
+        assert calls == []
+    assert calls == [signal.SIGTERM]
+
+
 def test_outside_the_main_thread_it_changes_nothing() -> None:
     """No handler runs in another thread, and ``signal.signal`` may not be called there: the
     holding is a no-op, and the steps run."""
