@@ -2412,6 +2412,30 @@ def test_a_layer_set_as_a_plain_attribute_is_refused_by_sequential_and_gradcheck
         nn.Sequential(_Gated(register=False))
 
 
+def test_unregistered_layers_are_found_in_every_module_however_it_holds_its_attributes() -> None:
+    """Unregistered layers in two modules of a model are all counted, the first one's named;
+    a module whose attributes' dict Python has made (``vars``, which CPython 3.11 makes only
+    on demand, keeping attributes inline until then) is searched as one that holds them
+    inline; a module held as a plain attribute whose one buffer the model registers (a running
+    mean shared by two centrings), or a module of one's own that never ran Module.__init__
+    (no registry: nothing to miss), is taken."""
+    fix = "register it: self.a = self.register_module('a', Linear(...))"
+    with raises(ValueError, "Sequential: the Linear in attribute '0.a' (and 3 more) is not", fix):
+        nn.Sequential(_Gated(register=False), _Gated(register=False))
+    gated = _Gated(register=False)
+    assert "a" in vars(gated)
+    with raises(ValueError, "Sequential: the Linear in attribute '0.a' (and 1 more) is not", fix):
+        nn.Sequential(gated)
+    centre, alias = _Centre(assign=False), _Centre(assign=False)
+    alias.running_mean = alias.register_buffer("running_mean", centre.running_mean)
+    holder = nn.Module()
+    holder.centre = holder.register_module("centre", centre)  # type: ignore[attr-defined]
+    holder.alias = alias  # type: ignore[attr-defined]
+    holder.helper = _NotInitialised()  # type: ignore[attr-defined]
+    model = nn.Sequential(nn.Linear(2, 2), holder)
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "1.centre.running_mean"]
+
+
 class _Centre(nn.Module):
     """y = x - m, with m a running mean of the inputs seen in training (a buffer), updated by
     assigning the attribute, as in PyTorch (``assign``), or in place."""
@@ -2505,6 +2529,20 @@ def test_a_buffer_assigned_by_hand_is_refused_by_the_checkpoint_function_called(
     with raises(ValueError, f"architecture: {refused}architecture would record the registered"):
         architecture(model)
     _assert_unchanged(model[1], before)
+
+
+def test_a_buffers_attribute_set_to_a_number_is_refused_too() -> None:
+    """An attribute of a buffer's name set to something else than a tensor (the statistics
+    reset by hand to 0.0) is no more the registered buffer than a new tensor: refused, naming
+    what it holds."""
+    model = nn.Sequential(_Centre(assign=False), nn.Linear(2, 2))
+    model[0].running_mean = 0.0
+    with raises(
+        ValueError,
+        "Sequential.state_dict: the attribute '0.running_mean' of _Centre is not its registered "
+        "buffer 'running_mean' (it was assigned a float, which minidl does not register",
+    ):
+        model.state_dict()
 
 
 class _NotInitialised(nn.Module):
