@@ -17,6 +17,7 @@ import itertools
 import pickle
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -457,6 +458,47 @@ def test_a_hook_set_on_a_child_is_called_by_its_methods_in_training_and_in_fit()
                 twin_optimizer.step()
         for mine, theirs in zip(model.parameters(), twin.parameters(), strict=True):
             assert torch.equal(mine.data, theirs.data)
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        (nn.Tanh, "_forward"),
+        (nn.Tanh, "_backward"),
+        (nn.Linear, "_apply"),
+        (nn.Linear, "_accumulate"),
+        (nn.Linear, "_accumulate_bias"),
+    ],
+)
+def test_a_hook_replaced_on_a_class_before_training_is_called(
+    monkeypatch: pytest.MonkeyPatch, kind: type[nn.Module], name: str
+) -> None:
+    """A tracer that wraps a planned class's hook, through which a plan computes itself: the
+    chain runs child by child, each method calling the hook (but a Linear's ``_accumulate``,
+    which only a plan calls), and no plan is made; the results are a twin's driven child by
+    child, bit for bit."""
+    calls: list[int] = []
+    original = getattr(kind, name)
+
+    def traced(self: nn.Module, *arguments: Any, **options: Any) -> Any:
+        calls.append(1)
+        return original(self, *arguments, **options)
+
+    model = _chain("LTLTL", [2, 5, 5, 3], F64, seed=21)
+    twin = copy.deepcopy(model)
+    x = torch.randn(4, 2, dtype=F64)
+    monkeypatch.setattr(kind, name, traced)
+    for _ in range(4):
+        y = model(x)
+        model.backward_parameters(torch.ones_like(y))
+    assert len(model._plans) == 0
+    # (two Tanh, three Linear, 4 steps; a Linear's _accumulate only a plan calls)
+    assert len(calls) == (8 if kind is nn.Tanh else 0 if name == "_accumulate" else 12)
+    monkeypatch.undo()
+    for _ in range(4):
+        y = _plain_forward(twin, x)
+        _plain_backward(twin, torch.ones_like(y))
+    _assert_same(model, twin)
 
 
 def test_inputs_from_an_autograd_graph_are_not_planned() -> None:
