@@ -243,6 +243,36 @@ def test_fit_refuses_a_loss_of_ones_own_that_returns_no_0_dim_tensor(
     assert len(run.fit(criterion=_SquaredLoss("tensor")).train_loss) == 2
 
 
+class _PerSampleMSE(nn.MSELoss):
+    """Half the squared error of the scores against one-hot targets, one loss per sample
+    (against the Loss contract), in a subclass of MSELoss, whose ``stacks`` it inherits."""
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        self._difference = prediction - torch.eye(prediction.shape[1])[target]
+        return 0.5 * (self._difference**2).sum(1)
+
+    def _gradient(self) -> Tensor:
+        return self._difference
+
+
+def test_fit_refuses_a_loss_per_sample_from_a_loss_that_stacks_given_no_stack() -> None:
+    """A loss that takes stacked predictions may return one loss per model for a prediction of
+    stacked models (R, N, C), not a loss per sample for the model's (N, C): a subclass of
+    MSELoss (which stacks) returning one was taken, trained an epoch and failed in torch.stack
+    ("stack expects each tensor to be equal size", the last batch smaller), or had its losses
+    summed into the recorded loss. Refused before training, naming the prediction's shape."""
+    run = Run()
+    with pytest.raises(ValueError) as info:
+        run.fit(criterion=_PerSampleMSE())
+    assert str(info.value) == (
+        "fit: the loss _PerSampleMSE returned a tensor of shape (1,), torch.float32; expected "
+        "one number, a 0-dim floating-point tensor (the batch's loss, whose gradient "
+        "backward() returns), or, for a prediction of R stacked models (R, N, C), one per "
+        "model, of shape (R,) (the model's prediction: shape (1, 2))"
+    )
+    run.assert_unchanged()
+
+
 class _Twice(nn.Module):
     """Two models' predictions from one: the scores and twice them, stacked ``(2, N, C)``."""
 

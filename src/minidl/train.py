@@ -542,7 +542,7 @@ def fit(
             try:
                 probe = model(x[:1])
                 value = criterion(probe, y[:1])
-                _check_loss_value(criterion, value)
+                _check_loss_value(criterion, value, probe)
             except (TypeError, ValueError) as error:
                 add_note(
                     error,
@@ -652,24 +652,43 @@ def fit(
     return history
 
 
-def _check_loss_value(criterion: Loss, value: object) -> None:
+def _check_loss_value(criterion: Loss, value: object, prediction: object) -> None:
     """Refuse what a loss of one's own returned for fit's trial sample unless it is one number,
     a 0-dim floating-point tensor (a Python number or a loss per sample was summed, stacked or
     refused by the epoch's total only after training on it); a loss that takes stacked
-    predictions (:attr:`~minidl.nn.Loss.stacks`) may return one per model."""
-    if (
-        isinstance(value, Tensor)
-        and value.is_floating_point()
-        and (value.dim() == 0 or criterion.stacks)
-    ):
-        return
+    predictions (:attr:`~minidl.nn.Loss.stacks`) may return one per model, of shape ``(R,)``,
+    for a ``prediction`` of R stacked models ``(R, N, C)`` (not for one of shape ``(N, C)``: a
+    subclass of :class:`~minidl.nn.MSELoss` that returns a loss per sample inherits
+    ``stacks``)."""
+    if isinstance(value, Tensor) and value.is_floating_point():
+        if value.dim() == 0:
+            return
+        if (
+            criterion.stacks
+            and isinstance(prediction, Tensor)
+            and prediction.dim() == 3
+            and value.shape == prediction.shape[:1]
+        ):
+            return
     if isinstance(value, Tensor):
         got = f"a tensor of shape {tuple(value.shape)}, {value.dtype}"
     else:
         got = f"a {type(value).__name__}"
+    stacked = ""
+    if criterion.stacks:
+        given = (
+            f"shape {tuple(prediction.shape)}"
+            if isinstance(prediction, Tensor)
+            else f"a {type(prediction).__name__}"
+        )
+        stacked = (
+            ", or, for a prediction of R stacked models (R, N, C), one per model, of shape "
+            f"(R,) (the model's prediction: {given})"
+        )
     raise (ValueError if isinstance(value, Tensor) else TypeError)(
         f"fit: the loss {type(criterion).__name__} returned {got}; expected one number, a "
         "0-dim floating-point tensor (the batch's loss, whose gradient backward() returns)"
+        f"{stacked}"
     )
 
 
