@@ -1234,6 +1234,35 @@ def test_an_interrupt_raised_where_python_drops_exceptions_still_ends_the_run(
     )
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_an_interrupt_dropped_in_a_forked_process_is_not_sent_to_the_run() -> None:
+    """A process forked during the run (``minidl reproduce``'s workers) inherits the hook that
+    sends a dropped interrupt again: there it is not sent to the run's process (the parent,
+    whose pid the hook holds), which goes on to its end; the child's Python prints it as it
+    prints any exception it drops."""
+    run = (
+        "import weakref\n"
+        "class Thing: pass\n"
+        "def dropped(_):\n"
+        "    raise KeyboardInterrupt\n"
+        "def run(args):\n"
+        "    child = os.fork()\n"
+        "    if child == 0:\n"
+        "        thing = Thing()\n"
+        "        reference = weakref.ref(thing, dropped)\n"
+        "        del thing\n"
+        "        time.sleep(0.2)\n"
+        "        os._exit(0)\n"
+        "    os.waitpid(child, 0)\n"
+        "    time.sleep(0.2)\n"
+        "    print('went on to the end')\n"
+        "    return 0\n"
+    )
+    done = _run_main_with(run)
+    assert (done.returncode, done.stdout) == (0, "went on to the end\n"), done.stderr
+    assert "KeyboardInterrupt" in done.stderr
+
+
 def test_main_restores_the_previous_sigterm_handler(monkeypatch: pytest.MonkeyPatch) -> None:
     """main turns SIGTERM into an exception while a command runs (in the main thread), and
     gives the handler back afterwards, as it found it; not under torchrun, whose launcher stops
