@@ -318,6 +318,66 @@ def test_fit_takes_a_loss_per_model_from_a_loss_that_stacks() -> None:
         torch.testing.assert_close(mine.data, theirs.data, rtol=1e-6, atol=1e-7)
 
 
+class _PerModelPerSampleLoss(_PerModelLoss):
+    """_PerModelLoss's squared errors summed per model and per sample, shape ``(R, N)``."""
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        self._difference = prediction - torch.eye(prediction.shape[-1])[target]
+        return 0.5 * (self._difference**2).sum(2)
+
+
+class _PerSampleOfModelsLoss(_PerModelLoss):
+    """_PerModelLoss's squared errors summed over the models per sample, shape ``(N,)``."""
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        self._difference = prediction - torch.eye(prediction.shape[-1])[target]
+        return 0.5 * (self._difference**2).sum((0, 2))
+
+
+class _UndeclaredPerModelLoss(_PerModelLoss):
+    """_PerModelLoss, one loss per model, without declaring that it takes stacks."""
+
+    stacks = False
+
+
+_PER_MODEL = (
+    ", or, for a prediction of R stacked models (R, N, C), one per model, of shape (R,) (the "
+    "model's prediction: shape (2, 1, 3))"
+)
+
+
+@pytest.mark.parametrize(
+    ("criterion", "got", "stacked"),
+    [
+        (_PerModelPerSampleLoss(), "(2, 1)", _PER_MODEL),
+        (_PerSampleOfModelsLoss(), "(1,)", _PER_MODEL),
+        (_UndeclaredPerModelLoss(), "(2,)", ""),
+    ],
+    ids=["per-model-and-sample", "per-sample", "undeclared"],
+)
+def test_fit_refuses_from_a_loss_that_stacks_all_but_one_loss_per_model(
+    criterion: nn.Loss, got: str, stacked: str
+) -> None:
+    """For the prediction of R = 2 stacked models, a loss that stacks may return one loss per
+    model, of shape (R,): one per model and per sample (R, N), or one per sample (N,) of the
+    trial's N = 1, is refused before training, the model unchanged, as is one per model from a
+    loss that does not declare that it stacks."""
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(2, 3), _Twice())
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError) as info:
+        fit(model, criterion, optim.SGD(model.parameters(), lr=0.01), x, y, epochs=1)
+    assert str(info.value) == (
+        f"fit: the loss {type(criterion).__name__} returned a tensor of shape {got}, "
+        "torch.float32; expected one number, a 0-dim floating-point tensor (the batch's loss, "
+        f"whose gradient backward() returns){stacked}"
+    )
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name])
+
+
 def test_fit_refuses_a_history_past_start_epoch_and_appends_to_one_from_epoch_0() -> None:
     """Resuming at ``start_epoch`` with a history that holds later epochs would record them a
     second time: refused before anything changes. A history of exactly ``start_epoch`` epochs
