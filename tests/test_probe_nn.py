@@ -5,6 +5,7 @@ cast between forward and backward, and the contract the Module docstring states 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import pytest
@@ -336,6 +337,107 @@ def test_changing_the_cached_output_in_place_is_documented_not_detected() -> Non
         reference = torch.tanh(x.clone().requires_grad_())
         reference.zero_()
         reference.sum().backward()
+
+
+# -- tensors in the memory of the gradients that backward writes ---------------------------------
+
+
+def _residual_last() -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(4, 4, dtype=F64),
+        nn.Residual(nn.Sequential(nn.Linear(4, 4, dtype=F64), nn.Tanh())),
+    )
+
+
+def _chain() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 4, dtype=F64), nn.Tanh(), nn.Linear(4, 4, dtype=F64))
+
+
+_IN_GRADIENTS: dict[str, tuple[Callable[[], nn.Module], str, Callable[[nn.Module], Tensor]]] = {
+    "Linear input weight.grad": (
+        lambda: nn.Linear(4, 4, dtype=F64),
+        "input",
+        lambda m: m.get_parameter("weight").grad,
+    ),
+    "Linear gradient weight.grad": (
+        lambda: nn.Linear(4, 4, dtype=F64),
+        "gradient",
+        lambda m: m.get_parameter("weight").grad,
+    ),
+    "Linear gradient weight.grad.t()": (
+        lambda: nn.Linear(4, 4, dtype=F64),
+        "gradient",
+        lambda m: m.get_parameter("weight").grad.t(),
+    ),
+    "Linear gradient bias.grad expanded": (
+        lambda: nn.Linear(4, 4, dtype=F64),
+        "gradient",
+        lambda m: m.get_parameter("bias").grad.expand(4, 4),
+    ),
+    "Sequential input last weight.grad": (
+        _chain,
+        "input",
+        lambda m: m.get_parameter("2.weight").grad,
+    ),
+    "Sequential input first weight.grad": (
+        _chain,
+        "input",
+        lambda m: m.get_parameter("0.weight").grad,
+    ),
+    "Sequential gradient last weight.grad": (
+        _chain,
+        "gradient",
+        lambda m: m.get_parameter("2.weight").grad,
+    ),
+    "Sequential gradient last bias.grad expanded": (
+        _chain,
+        "gradient",
+        lambda m: m.get_parameter("2.bias").grad.expand(4, 4),
+    ),
+    "Residual gradient its weight.grad": (
+        _residual_last,
+        "gradient",
+        lambda m: m.get_parameter("1.block.0.weight").grad,
+    ),
+}
+
+
+@pytest.mark.parametrize("steps", [0, 3])
+@pytest.mark.parametrize("case", list(_IN_GRADIENTS))
+def test_an_input_or_gradient_in_a_gradients_memory_is_read_as_given(case: str, steps: int) -> None:
+    """``model(layer.weight.grad)`` or ``model.backward(layer.weight.grad)`` (or a view of it):
+    the result is that of a copy given instead, bit for bit (PyTorch's autograd computes from
+    the values given). Before, the accumulation into the gradient wrote over the tensor that it,
+    or a layer after it, or the residual skip, still had to read: every gradient of the first
+    layer, and the input gradient, were wrong. After ``steps`` plain steps (3: a Sequential runs
+    its plan)."""
+    make, where, pick = _IN_GRADIENTS[case]
+    torch.manual_seed(0)
+    model = make()
+    for parameter in model.parameters():
+        parameter.grad.normal_()
+    twin = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x, grad = (torch.randn(4, 4, dtype=F64, generator=generator) for _ in range(2))
+        for each in (model, twin):
+            each(x)
+            each.backward(grad)
+    x, grad = (torch.randn(4, 4, dtype=F64, generator=generator) for _ in range(2))
+    if where == "input":
+        x = pick(model)
+    x_copy = x.clone()
+    output = model(x)
+    if where == "gradient":
+        grad = pick(model)
+    grad_copy = grad.clone()
+    grad_x = model.backward(grad)
+    assert torch.equal(output, twin(x_copy))
+    assert torch.equal(grad_x, twin.backward(grad_copy))
+    for (name, parameter), expected in zip(
+        model.named_parameters(), twin.parameters(), strict=True
+    ):
+        assert torch.equal(parameter.grad, expected.grad), name
 
 
 # -- dtypes ---------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from minidl.nn._checks import (
     check_size,
     check_still_fits,
 )
+from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn._recent import Recent
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
@@ -128,6 +129,9 @@ class Linear(Module):
         # parameter tensors, so that switching back to one (from the last, smaller batch of an
         # epoch, or from an evaluation on another batch size) needs no checks or new tensor.
         self._shapes: Recent[tuple[tuple[int, ...], tuple[int, ...], Tensor]] = Recent()
+        # An input or gradient given in the memory of weight.grad or bias.grad is copied before
+        # the accumulation overwrites it (see minidl.nn._gradient_memory).
+        self._gradients = GradientMemory()
 
     def _accept(self, input: object, weight: Tensor, bias: Tensor | None) -> Tensor:
         """Full checks of an input unlike the last accepted one, or of parameter tensors that
@@ -193,6 +197,9 @@ class Linear(Module):
         return torch.addmm(bias.data, input, self._weight_t, out=out)
 
     def backward(self, grad_output: Tensor) -> Tensor:
+        if self._gradients.holds(grad_output, self):
+            # (G W below would read G after the accumulation wrote over it)
+            grad_output = grad_output.clone()
         self.backward_parameters(grad_output)
         return grad_output.mm(self.weight.data)
 
@@ -218,6 +225,11 @@ class Linear(Module):
         except AttributeError:  # (a number set by hand as weight or bias: named)
             check_parameter_attributes("Linear", self, "weight, bias")
             raise
+        gradients = self._gradients
+        if gradients.holds(grad_output, self):
+            grad_output = grad_output.clone()
+        if gradients.holds(input, self):
+            input = input.clone()
         grad_output_t = grad_output.t()
         weight_grad = self.weight.grad
         try:
@@ -278,6 +290,7 @@ class Linear(Module):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_shapes", Recent())  # (pickled before it existed)
+        state.setdefault("_gradients", GradientMemory())  # (likewise)
         super().__setstate__(state)
 
     def extra_repr(self) -> str:

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from minidl import anomaly
 from minidl.nn._checks import check_grad_output, given_module
+from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn.loss import check_not_a_loss
 from minidl.nn.module import Module
 
@@ -46,6 +47,9 @@ class Residual(Module):
         self._shape: tuple[int, ...] | None = None
         # What the last forward was, if it was stopped after the block ran (see forward).
         self._refused: str | None = None
+        # A gradient given in the memory of the block's parameter gradients is copied before
+        # the block's backward writes over it (see minidl.nn._gradient_memory).
+        self._gradients = GradientMemory()
 
     def forward(self, input: Tensor) -> Tensor:
         if not isinstance(input, Tensor):
@@ -75,10 +79,14 @@ class Residual(Module):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_refused", None)  # (pickled before it existed)
+        state.setdefault("_gradients", GradientMemory())  # (likewise)
         super().__setstate__(state)
 
     def backward(self, grad_output: Tensor) -> Tensor:
         self._check_backward(grad_output)
+        if self._gradients.holds(grad_output, self):
+            # (the skip's g, added below, would be read after the block wrote over it)
+            grad_output = grad_output.clone()
         grad_block: Tensor = self.block.backward(grad_output)
         return grad_output + grad_block
 

@@ -12,6 +12,7 @@ from torch import Tensor
 from minidl import anomaly
 from minidl._validate import add_note, check_int, shown
 from minidl.nn._checks import given_module
+from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn._recent import Recent
 from minidl.nn.chain import ChainPlan, PlanDeclinedError, Signature, plannable
 from minidl.nn.flat import flat_buffer, flatten_parameters
@@ -149,6 +150,10 @@ class Sequential(Module):
         # only: one of the class too would make every read of it a slow lookup.)
         self._refused: str | None = None
         self._reversed: tuple[Module, ...] = tuple(reversed(modules))
+        # An input or gradient given in the memory of the parameters' gradients is copied
+        # first: the first layer reads its input, cached, after the last ones wrote their
+        # gradients (see minidl.nn._gradient_memory).
+        self._gradients = GradientMemory()
         self._find_first_trained()
         self._init_plans()
 
@@ -231,6 +236,8 @@ class Sequential(Module):
         self._trained_signature: tuple[Signature, int] | None = None
 
     def forward(self, input: Tensor) -> Tensor:
+        if self._gradients.holds(input, self):
+            input = input.clone()
         if anomaly.enabled:  # the one check of `with minidl.detect_anomaly():`
             self._planned = None
             output = anomaly.sequential_forward(self, input)  # (it notes a refusal, as below)
@@ -329,6 +336,7 @@ class Sequential(Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_refused", None)  # (pickled before it existed)
         state.setdefault("_registrations_seen", -1)  # (pickled before it existed: found again)
+        state.setdefault("_gradients", GradientMemory())  # (likewise)
         super().__setstate__(state)
         if "_checks" not in state:  # (pickled before the checks existed)
             self._init_checks()
@@ -387,6 +395,8 @@ class Sequential(Module):
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._refused is not None:
             self._check_not_refused()
+        if self._gradients.holds(grad_output, self):
+            grad_output = grad_output.clone()
         if anomaly.enabled:
             if self._checks:
                 self._check_fits_forward()
@@ -419,6 +429,8 @@ class Sequential(Module):
         """
         if self._refused is not None:
             self._check_not_refused()
+        if self._gradients.holds(grad_output, self):
+            grad_output = grad_output.clone()
         if anomaly.enabled:
             if self._checks:
                 self._check_fits_forward()
