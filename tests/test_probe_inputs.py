@@ -39,6 +39,37 @@ def test_a_parameter_refuses_data_or_grad_whose_elements_share_memory() -> None:
     nn.Parameter(torch.zeros(3, 4).t())
 
 
+def test_a_parameter_refuses_data_or_grad_whose_elements_overlap_without_a_stride_of_0() -> None:
+    # torch.as_strided((4, 2), (1, 1)) puts elements 1 and 2 apart at one location, with no
+    # stride of 0: it used to be taken, and an SGD step then moved those locations twice (a
+    # gradient of ones gave -0.2 where -0.1 was expected).
+    layer = nn.Linear(2, 4, dtype=torch.float64)
+    before = [(p.data.clone(), p.grad.clone()) for p in layer.parameters()]
+    base = torch.zeros(5, dtype=torch.float64)
+    for name in ("data", "grad"):
+        with pytest.raises(
+            ValueError,
+            match=rf"Parameter 'weight': {name} of shape \(4, 2\) has elements that share memory "
+            r"\(strides \(1, 1\), as torch.as_strided can make\)",
+        ):
+            setattr(layer.weight, name, base.as_strided((4, 2), (1, 1)))
+    with pytest.raises(ValueError, match=r"Parameter: data of shape \(3, 3\) has elements"):
+        nn.Parameter(torch.zeros(9).as_strided((3, 3), (2, 1)))
+    for (data, grad), parameter in zip(before, layer.parameters(), strict=True):
+        assert torch.equal(parameter.data, data) and torch.equal(parameter.grad, grad)
+    # Strides that interleave without meeting are taken (offsets 0, 2, 4, 3, 5, 7, 6, 8, 10),
+    # and so are slices and permutations.
+    for data in (
+        torch.zeros(11).as_strided((3, 3), (3, 2)),
+        torch.zeros(6, 8)[::2, 1::3],
+        torch.zeros(2, 3, 4).permute(2, 0, 1),
+    ):
+        parameter = nn.Parameter(data)
+        parameter.grad = torch.ones_like(data)
+        optim.SGD([parameter], lr=0.1).step()
+        assert torch.equal(parameter.data, torch.full(data.shape, -0.1))
+
+
 @pytest.mark.parametrize("make", [nn.CrossEntropyLoss, nn.NLLLoss, nn.MSELoss])
 def test_a_meta_class_index_target_is_refused_like_one_on_another_device(make: type) -> None:
     # A meta target of the last accepted target's dtype and shape used to pass the fast path:

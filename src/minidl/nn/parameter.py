@@ -179,10 +179,11 @@ def _check_dense(where: str, name: str, tensor: Tensor) -> None:
 
 
 def _check_own_memory(where: str, name: str, tensor: Tensor) -> None:
-    """Refuse a tensor with several elements at one memory location (a dimension of stride 0,
-    as ``expand`` makes): it is updated in place (by an optimizer's step, a backward's
-    accumulation, ``load_state_dict``), which the tensor library refuses for it part-way
-    through, with other parameters already changed."""
+    """Refuse a tensor with several elements at one memory location: it is updated in place
+    (by an optimizer's step, a backward's accumulation, ``load_state_dict``), which the tensor
+    library refuses part-way through, with other parameters already changed, for a dimension
+    of stride 0 (as ``expand`` makes), and does silently for strides that meet (as
+    ``torch.as_strided`` can make): such a location moved once per element on it."""
     if tensor.layout != torch.strided:  # (no strides)
         return
     for size, stride in zip(tensor.shape, tensor.stride(), strict=True):
@@ -193,6 +194,36 @@ def _check_own_memory(where: str, name: str, tensor: Tensor) -> None:
                 "place; expected a tensor whose elements each have their own memory (pass "
                 f"{name}.clone())"
             )
+    if _overlaps(tensor):
+        raise ValueError(
+            f"{where}: {name} of shape {tuple(tensor.shape)} has elements that share memory "
+            f"(strides {tensor.stride()}, as torch.as_strided can make), but it is updated in "
+            "place; expected a tensor whose elements each have their own memory (pass "
+            f"{name}.clone())"
+        )
+
+
+def _overlaps(tensor: Tensor) -> bool:
+    """Whether two elements of ``tensor`` (no stride 0) are at one memory location: not when
+    its dimensions, by increasing stride, each step past the span of those before (any dense
+    or transposed tensor, or a slice of one); otherwise found from every element's offset."""
+    dimensions = sorted(
+        (stride, size)
+        for size, stride in zip(tensor.shape, tensor.stride(), strict=True)
+        if size > 1
+    )
+    span = 1
+    for stride, size in dimensions:
+        if stride < span:
+            break
+        span += stride * (size - 1)
+    else:
+        return False
+    offsets = torch.zeros((), dtype=torch.int64)
+    for size, stride in zip(tensor.shape, tensor.stride(), strict=True):
+        offsets = offsets.unsqueeze(-1) + torch.arange(size, dtype=torch.int64) * stride
+    ordered = offsets.reshape(-1).sort().values
+    return bool((ordered[1:] == ordered[:-1]).any())
 
 
 def _normal(tensor: Tensor) -> Tensor:
