@@ -349,6 +349,10 @@ def _residual_last() -> nn.Module:
     )
 
 
+def _batched() -> nn.Module:
+    return nn.BatchedLinear.stack([nn.Linear(4, 4, dtype=F64) for _ in range(2)])
+
+
 def _chain() -> nn.Module:
     return nn.Sequential(nn.Linear(4, 4, dtype=F64), nn.Tanh(), nn.Linear(4, 4, dtype=F64))
 
@@ -399,6 +403,21 @@ _IN_GRADIENTS: dict[str, tuple[Callable[[], nn.Module], str, Callable[[nn.Module
         "gradient",
         lambda m: m.get_parameter("1.block.0.weight").grad,
     ),
+    "BatchedLinear input weight.grad": (
+        _batched,
+        "input",
+        lambda m: m.get_parameter("weight").grad,
+    ),
+    "BatchedLinear gradient weight.grad": (
+        _batched,
+        "gradient",
+        lambda m: m.get_parameter("weight").grad,
+    ),
+    "BatchedLinear gradient bias.grad expanded": (
+        _batched,
+        "gradient",
+        lambda m: m.get_parameter("bias").grad.unsqueeze(1).expand(2, 4, 4),
+    ),
 }
 
 
@@ -410,7 +429,7 @@ def test_an_input_or_gradient_in_a_gradients_memory_is_read_as_given(case: str, 
     the values given). Before, the accumulation into the gradient wrote over the tensor that it,
     or a layer after it, or the residual skip, still had to read: every gradient of the first
     layer, and the input gradient, were wrong. After ``steps`` plain steps (3: a Sequential runs
-    its plan)."""
+    its plan). (A stack of models is a Sequential of BatchedLinear layers.)"""
     make, where, pick = _IN_GRADIENTS[case]
     torch.manual_seed(0)
     model = make()
@@ -418,12 +437,13 @@ def test_an_input_or_gradient_in_a_gradients_memory_is_read_as_given(case: str, 
         parameter.grad.normal_()
     twin = copy.deepcopy(model)
     generator = torch.Generator().manual_seed(1)
+    shape = (2, 4, 4) if isinstance(model, nn.BatchedLinear) else (4, 4)
     for _ in range(steps):
-        x, grad = (torch.randn(4, 4, dtype=F64, generator=generator) for _ in range(2))
+        x, grad = (torch.randn(shape, dtype=F64, generator=generator) for _ in range(2))
         for each in (model, twin):
             each(x)
             each.backward(grad)
-    x, grad = (torch.randn(4, 4, dtype=F64, generator=generator) for _ in range(2))
+    x, grad = (torch.randn(shape, dtype=F64, generator=generator) for _ in range(2))
     if where == "input":
         x = pick(model)
     x_copy = x.clone()

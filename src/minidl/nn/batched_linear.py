@@ -23,6 +23,7 @@ from minidl.nn._checks import (
     check_size,
     check_still_fits,
 )
+from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn._recent import Recent
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
@@ -312,6 +313,9 @@ class BatchedLinear(Module):
         self.weight = self.register_parameter("weight", Parameter(weight))
         self.bias = self.register_parameter("bias", Parameter(bias)) if bias is not None else None
         self._input: Tensor | None = None
+        # An input or gradient given in the memory of weight.grad or bias.grad is copied before
+        # the accumulation overwrites it (see minidl.nn._gradient_memory).
+        self._gradients = GradientMemory()
         # The last accepted call: (weight, bias, input shape, dtype, device), so that a call
         # like the previous one is checked with a few identity and equality tests.
         self._seen: tuple[object, ...] = (None, None, None, None, None)
@@ -460,6 +464,9 @@ class BatchedLinear(Module):
         return output[:1] if self._pair_forward else output
 
     def backward(self, grad_output: Tensor) -> Tensor:
+        if self._gradients.holds(grad_output, self):
+            # (G_r W_r below would read G after the accumulation wrote over it)
+            grad_output = grad_output.clone()
         self.backward_parameters(grad_output)
         if self._pair_backward:  # (one model, one input: see the class docstring)
             pair = torch.bmm(grad_output.expand(2, -1, -1), self.weight.data.expand(2, -1, -1))
@@ -492,6 +499,11 @@ class BatchedLinear(Module):
         # Detached: an operand from an autograd graph is read as a plain value, rather than
         # recorded into the gradients for good by the in-place updates.
         grad_output = grad_output.detach()
+        gradients = self._gradients
+        if gradients.holds(grad_output, self):
+            grad_output = grad_output.clone()
+        if gradients.holds(input, self):
+            input = input.clone()
         product = self._product
         if self._choice[0] is None:
             product = self._decide(input.shape[1])
@@ -557,6 +569,7 @@ class BatchedLinear(Module):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_product", None)  # (pickled before they existed)
+        state.setdefault("_gradients", GradientMemory())
         state.setdefault("_grad_seen", None)
         state.setdefault("_temporary", None)
         state.setdefault("_choice", [False])
