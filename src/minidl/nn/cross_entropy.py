@@ -229,8 +229,17 @@ class CrossEntropyLoss(Loss):
         return scaled.scatter_add_(-1, index, minus_one_over_n)
 
 
+#: The largest batch whose mean loss is one dot product (see :func:`_dot_product`).
+DOT_PRODUCT_ROWS = 1024
+
+
 def _dot_product(like: Tensor) -> bool:
     """Whether the loss of logits like ``like`` (or of their picked buffer, of as many
     dimensions and the same dtype) is one dot product of the picked log-probabilities with
-    -1/N: for logits ``(N, C)``, but in float16, where -1/N is subnormal from N = 16385 on."""
-    return like.dim() == 2 and like.dtype is not torch.float16
+    -1/N: for logits ``(N, C)`` of up to :data:`DOT_PRODUCT_ROWS` rows, but in float16, where
+    -1/N is subnormal from N = 16385 on. The dot product adds its terms one after the other in
+    a few running sums, whose rounding errors grow with N: a float32 mean of 4096 samples was
+    3e-6 off (relative), of a million 1.4e-4 and of 30 million 6e-3, where PyTorch's mean, a
+    sum by blocks then a division, stays within 1.2e-7; a larger batch is summed and divided
+    so too (an operation more, on a batch whose arithmetic costs far more than one)."""
+    return like.dim() == 2 and like.dtype is not torch.float16 and like.shape[0] <= DOT_PRODUCT_ROWS
