@@ -70,6 +70,33 @@ def test_a_parameter_refuses_data_or_grad_whose_elements_overlap_without_a_strid
         assert torch.equal(parameter.data, torch.full(data.shape, -0.1))
 
 
+def test_a_parameter_refuses_a_grad_that_shares_memory_with_its_data_and_the_reverse() -> None:
+    # layer.weight.grad = layer.weight.data used to be taken: the backward then accumulated
+    # into the weight while reading it, and its input gradient was computed from the changed
+    # weight (PyTorch's, from the weight before the accumulation).
+    layer = nn.Linear(3, 3, dtype=torch.float64)
+    weight = layer.weight
+    before = weight.data.clone(), weight.grad.clone(), weight.data, weight.grad
+    # The data itself, its transpose, a tensor over its memory.
+    for grad in (weight.data, weight.data.t(), torch.from_numpy(weight.data.numpy())):
+        with pytest.raises(
+            ValueError,
+            match=r"^Parameter 'weight': grad shares memory with data, but a backward "
+            r"accumulates into grad while it reads data; expected a tensor of its own "
+            r"\(pass grad.clone\(\)\)$",
+        ):
+            weight.grad = grad
+    with pytest.raises(ValueError, match=r"^Parameter 'weight': data shares memory with grad"):
+        weight.data = weight.grad
+    assert weight.data is before[2] and weight.grad is before[3]
+    assert torch.equal(weight.data, before[0]) and torch.equal(weight.grad, before[1])
+    # Data that the grad does not fit gets a new grad, of zeros: a view of the old grad is taken.
+    old_grad = weight.grad
+    weight.data = old_grad.view(-1)[:2]
+    assert torch.equal(weight.grad, torch.zeros(2, dtype=torch.float64))
+    assert weight.grad.untyped_storage().data_ptr() != old_grad.untyped_storage().data_ptr()
+
+
 @pytest.mark.parametrize("make", [nn.CrossEntropyLoss, nn.NLLLoss, nn.MSELoss])
 def test_a_meta_class_index_target_is_refused_like_one_on_another_device(make: type) -> None:
     # A meta target of the last accepted target's dtype and shape used to pass the fast path:

@@ -20,7 +20,9 @@ class Parameter:
     parameter and update ``data`` in place, so a module never sees its tensors replaced behind it.
     ``grad`` always exists and has the shape, dtype and device of ``data`` (zeros until a backward
     pass accumulates into it): assigning a ``grad`` that does not fit raises, and assigning a
-    ``data`` that the ``grad`` does not fit replaces the ``grad`` with zeros that do.
+    ``data`` that the ``grad`` does not fit replaces the ``grad`` with zeros that do. Each has
+    memory of its own: a tensor whose elements share memory, or a ``grad`` that shares memory
+    with ``data`` (or the reverse), which a backward would read while it accumulates, raises.
 
     :attr:`Parameter.replacements` counts every assignment of a ``data`` or ``grad`` tensor, of
     any parameter (in-place updates are not counted): an optimizer that saw the count unchanged
@@ -97,6 +99,13 @@ class Parameter:
             )
         _check_dense(self._where(), "data", value)
         _check_own_memory(self._where(), "data", value)
+        # (no grad yet in the constructor; one that does not fit the new data is replaced)
+        grad = getattr(self, "grad", None)
+        if grad is not None and _fits(grad, value) and _share_memory(value, grad):
+            raise ValueError(
+                f"{self._where()}: data shares memory with grad, but a backward accumulates "
+                "into grad while it reads data; expected a tensor of its own (pass data.clone())"
+            )
         return _normal(value)
 
     def _checked_grad(self, value: object) -> Tensor:
@@ -119,6 +128,11 @@ class Parameter:
             )
         _check_dense(self._where(), "grad", value)
         _check_own_memory(self._where(), "grad", value)
+        if _share_memory(value, data):
+            raise ValueError(
+                f"{self._where()}: grad shares memory with data, but a backward accumulates "
+                "into grad while it reads data; expected a tensor of its own (pass grad.clone())"
+            )
         return _normal(value)
 
     @property
@@ -224,6 +238,20 @@ def _overlaps(tensor: Tensor) -> bool:
         offsets = offsets.unsqueeze(-1) + torch.arange(size, dtype=torch.int64) * stride
     ordered = offsets.reshape(-1).sort().values
     return bool((ordered[1:] == ordered[:-1]).any())
+
+
+def _share_memory(first: Tensor, second: Tensor) -> bool:
+    """Whether the storages of two dense tensors overlap in memory (the same storage, or two
+    over the same memory, as ``torch.from_numpy`` can make); a storage at address 0 (meta, or
+    empty) holds no memory."""
+    first_storage, second_storage = first.untyped_storage(), second.untyped_storage()
+    first_low, second_low = first_storage.data_ptr(), second_storage.data_ptr()
+    return (
+        first_low != 0
+        and second_low != 0
+        and first_low < second_low + second_storage.nbytes()
+        and second_low < first_low + first_storage.nbytes()
+    )
 
 
 def _normal(tensor: Tensor) -> Tensor:
