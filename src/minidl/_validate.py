@@ -20,6 +20,7 @@ __all__ = [
     "check_class_indices",
     "check_copyable",
     "check_cpu_generator",
+    "check_dtype",
     "check_folder_takes_files",
     "check_int",
     "check_labelled",
@@ -90,6 +91,23 @@ def unavailable(device: torch.device) -> str | None:
     except (RuntimeError, AssertionError, ImportError) as error:
         return str(error)
     return None
+
+
+#: The dtypes minidl computes in. PyTorch's CPU kernels lack most of what a layer and an
+#: optimizer run for the others that are floating point (float8's random fills, sums,
+#: ``tanh``, ``addmv`` and ``add_``), so a layer made or cast in one would fail later in
+#: PyTorch's words, without its name.
+DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_dtype(where: str, dtype: object, expected: str = "a floating-point torch.dtype") -> None:
+    """Refuse a ``dtype`` that is not one of :data:`DTYPES` (an integer, complex or float8
+    dtype, or no dtype at all), naming ``where``, what was given and the dtypes taken."""
+    if not isinstance(dtype, torch.dtype) or dtype not in DTYPES:
+        raise TypeError(
+            f"{where}: dtype must be {expected}, got {shown(dtype)} (minidl computes in "
+            "torch.float16, torch.bfloat16, torch.float32 and torch.float64)"
+        )
 
 
 def check_real(

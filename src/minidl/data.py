@@ -17,6 +17,7 @@ from torch import Tensor
 
 from minidl._validate import (
     check_cpu_generator,
+    check_dtype,
     check_int,
     check_samples,
     check_seed,
@@ -208,10 +209,7 @@ def make_disk_data(
     for name, n in sizes.items():
         check_int("make_disk_data", name, n, low=2 if name == "n_train" else 1)
         check_tensor_size("make_disk_data", name, n)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(
-            f"make_disk_data: dtype must be a floating-point torch.dtype, got {shown(dtype)}"
-        )
+    check_dtype("make_disk_data", dtype)
     check_seed("make_disk_data", seed)
     device = _check_device("make_disk_data", device)
     generator = torch.Generator().manual_seed(seed)

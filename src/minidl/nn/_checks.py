@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from minidl._validate import check_tensor_size, shown, unavailable
+from minidl._validate import check_dtype, check_tensor_size, shown, unavailable
 from minidl.nn.parameter import Parameter
 
 __all__ = [
@@ -93,8 +93,8 @@ def check_factory_options(
     """Check the ``dtype``, ``device`` and ``generator`` a layer makes its tensors with, before
     it draws anything (a device name torch does not know, or one this machine lacks, such as
     ``"cuda"`` without a GPU, is refused); return the device (``None`` if not given)."""
-    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-        raise TypeError(f"{where}: dtype must be a floating-point torch.dtype, got {shown(dtype)}")
+    if dtype is not None:
+        check_dtype(where, dtype)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             f"{where}: generator must be a torch.Generator or None, got {type(generator).__name__}"

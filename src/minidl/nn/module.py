@@ -57,7 +57,7 @@ import torch
 from torch import Tensor
 
 from minidl._setting import read_overridden_settings
-from minidl._validate import check_copyable, shown, unavailable
+from minidl._validate import check_copyable, check_dtype, shown, unavailable
 from minidl.nn._checks import check_bool, refuse_set_to_none
 from minidl.nn._recent import Recent
 from minidl.nn.flat import (
@@ -1042,8 +1042,9 @@ class Module:
         a copy not yet done.)
 
         Raises:
-            TypeError: ``dtype`` is not a floating-point ``torch.dtype``, or ``non_blocking``
-                not a bool (or given twice: after a dtype or a tensor, and by keyword).
+            TypeError: ``dtype`` is not float16, bfloat16, float32 or float64 (a float8 one
+                included), or ``non_blocking`` not a bool (or given twice: after a dtype or a
+                tensor, and by keyword).
             ValueError: ``device`` is not a device; or (before anything moves) an attribute of
                 a buffer's name holds another object than the registered buffer, in this module
                 or one inside it (assigned by hand: see :meth:`register_buffer`).
@@ -1076,8 +1077,8 @@ class Module:
             device, dtype = like.device, like.dtype
         if dtype is not None and not isinstance(dtype, torch.dtype):
             raise TypeError(f"{name}.to: dtype must be a torch.dtype, got {shown(dtype)}")
-        if dtype is not None and not dtype.is_floating_point:
-            raise TypeError(f"{name}.to: dtype must be floating point, got {dtype}")
+        if dtype is not None:
+            check_dtype(f"{name}.to", dtype, "floating point")
         if device is not None:
             try:
                 device = torch.device(device)
