@@ -343,6 +343,74 @@ def test_batch_norm_tracks_torch_over_changing_batches_modes_and_settings() -> N
         assert int(module.num_batches_tracked) == int(twin.num_batches_tracked)  # type: ignore[arg-type]
 
 
+def test_batch_norm_momentum_none_is_pytorchs_cumulative_average() -> None:
+    """``momentum=None`` (refused before): the running statistics are the cumulative averages
+    of the batches' statistics, the t-th training batch weighted 1/t, as
+    ``torch.nn.BatchNorm1d(momentum=None)``. Sixty steps in float64 of batches of changing
+    sizes, with evaluation steps (which count no batch) and a numeric momentum for a while
+    (whose batches count, so the average resumes at their number): forward, gradients, running
+    statistics and the batch count agree at every step; the statistics to 1e-12, and the
+    running mean after the first batch is that batch's mean, bit for bit."""
+    module = nn.BatchNorm1d(3, momentum=None, dtype=F64)
+    twin = torch.nn.BatchNorm1d(3, momentum=None, dtype=F64)
+    assert module.momentum is None and "momentum=None" in repr(module)
+    first = _x(6, 3, seed=300, scale=2.0) + 1.0
+    module(first), twin(first)
+    assert torch.equal(module.running_mean, first.mean(0))
+    for step in range(60):
+        if step == 20:
+            module.momentum = twin.momentum = 0.3
+        if step == 30:
+            module.momentum = twin.momentum = None
+        training = step % 9 != 4
+        module.train(training), twin.train(training)
+        batch = 2 + step % 5
+        x = _x(batch, 3, seed=400 + step, scale=1.0 + step % 3) + step % 4
+        leaf = x.clone().requires_grad_()
+        expected = twin(leaf)
+        upstream = _x(batch, 3, seed=500 + step)
+        (expected * upstream).sum().backward()
+        module.zero_grad()
+        _close(module(x), expected, rtol=1e-12, what=f"step {step}: forward")
+        grad_input = module.backward(upstream)
+        assert leaf.grad is not None and twin.weight.grad is not None
+        assert module.weight is not None and module.bias is not None
+        terms = upstream.abs().max() / x.std(0).min()
+        assert float((grad_input - leaf.grad).abs().max()) <= 1e-12 * float(terms), step
+        _close(module.weight.grad, twin.weight.grad, what=f"step {step}: weight gradient")
+        twin.weight.grad = twin.bias.grad = None
+        for mine, theirs in (
+            (module.running_mean, twin.running_mean),
+            (module.running_var, twin.running_var),
+        ):
+            _close(mine, theirs, rtol=1e-12, what=f"step {step}: running statistics")  # type: ignore[arg-type]
+        assert int(module.num_batches_tracked) == int(twin.num_batches_tracked)  # type: ignore[arg-type]
+    assert int(module.num_batches_tracked) == 1 + 60 - 7
+
+
+def test_batch_norm_momentum_none_resumes_from_its_state_dict() -> None:
+    """A cumulative average goes on from a ``state_dict``: the batch count loaded with the
+    statistics weights the next batch 1/(t + 1), so a layer loaded after four batches takes
+    a fifth as the layer that saw them (and as PyTorch's loaded with the same state), bit for
+    bit; the count left out, it would weight it 1 and forget the four."""
+    module = nn.BatchNorm1d(3, momentum=None, dtype=F64)
+    for step in range(4):
+        module(_x(5, 3, seed=600 + step) + step)
+    state = module.state_dict()
+    assert set(state) == {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
+    loaded = nn.BatchNorm1d(3, momentum=None, dtype=F64)
+    loaded.load_state_dict(state)
+    twin = torch.nn.BatchNorm1d(3, momentum=None, dtype=F64)
+    twin.load_state_dict(state)
+    x = _x(5, 3, seed=700, scale=3.0) - 2.0
+    module(x), loaded(x), twin(x)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(getattr(loaded, name), getattr(module, name)), name
+        _close(getattr(loaded, name).double(), getattr(twin, name).double(), rtol=1e-12)
+    fifth = (state["running_mean"] * 4 + x.mean(0)) / 5
+    _close(module.running_mean, fifth, rtol=1e-15, what="the mean of five batch means")
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_gradcheck(training: bool) -> None:
     module = nn.BatchNorm1d(3, dtype=F64)

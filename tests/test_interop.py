@@ -369,6 +369,31 @@ def test_a_converted_model_trains_like_the_original() -> None:
         _close(parameter.data, dict(original.named_parameters())[name], name)
 
 
+def test_a_cumulative_batch_norm_converts_both_ways_and_goes_on_averaging() -> None:
+    """``BatchNorm1d(momentum=None)`` (refused by from_torch before): converted after three
+    batches, each way and back, it keeps ``momentum=None`` and its statistics and batch count
+    bit for bit, and its next batch is weighted 1/4 on both sides."""
+    torch_norm = torch.nn.BatchNorm1d(5, momentum=None, dtype=torch.float64)
+    for step in range(3):
+        torch_norm(_input(seed=step) + step)
+    norm = from_torch(torch_norm)
+    assert isinstance(norm, nn.BatchNorm1d) and norm.momentum is None
+    back = to_torch(norm)
+    assert isinstance(back, torch.nn.BatchNorm1d) and back.momentum is None
+    for name, value in torch_norm.state_dict().items():
+        assert torch.equal(norm.state_dict()[name], value), name
+        assert torch.equal(back.state_dict()[name], value), name
+    x = _input(seed=9) * 3
+    before = norm.running_mean.clone()
+    for module in (torch_norm, norm, back):
+        module(x)
+    assert int(norm.num_batches_tracked) == 4
+    _close(norm.running_mean, (3 * before + x.mean(0)) / 4, "the mean of four batch means")
+    for module in (torch_norm, back):
+        _close(norm.running_mean, module.running_mean, "running mean")
+        _close(norm.running_var, module.running_var, "running var")
+
+
 class _Custom(nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         return input
@@ -387,8 +412,6 @@ def test_unsupported_layers_are_named_with_their_path() -> None:
         from_torch(torch.nn.Sequential(torch.nn.Softmax(dim=0)))
     with pytest.raises(ConversionError, match=r"track_running_stats=False"):
         from_torch(torch.nn.BatchNorm1d(3, track_running_stats=False))
-    with pytest.raises(ConversionError, match=r"momentum=None"):
-        from_torch(torch.nn.BatchNorm1d(3, momentum=None))
     without_bias = torch.nn.BatchNorm1d(3)
     without_bias.bias = None  # what bias=False gives (an argument of recent torch versions only)
     with pytest.raises(ConversionError, match=r"affine without a bias \(bias=False\)"):

@@ -350,8 +350,7 @@ def from_torch(model: tnn.Module) -> Module:
     Args:
         model: a ``torch.nn.Module`` built from the layers listed in the module docstring
             (``Softmax`` and ``LogSoftmax`` with ``dim=1`` or ``-1``; ``BatchNorm1d`` with
-            running statistics that it tracks, ``track_running_stats`` left ``True``, and a
-            numeric momentum).
+            running statistics that it tracks, ``track_running_stats`` left ``True``).
 
     Returns:
         A new minidl :class:`~minidl.nn.Module` with the same dtype, device, training mode and
@@ -593,8 +592,6 @@ def _minidl_layer(
             raise _unsupported(path, module, "affine without a bias (bias=False)")
         if module.affine and module.weight is None:
             raise _unsupported(path, module, "affine without a weight (weight set to None)")
-        if module.momentum is None:
-            raise _unsupported(path, module, "momentum=None (a cumulative average)")
         norm = nn.BatchNorm1d(
             module.num_features,
             eps=module.eps,

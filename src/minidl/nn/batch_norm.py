@@ -41,7 +41,9 @@ def _check_eps(where: str, eps: object) -> float:
     return check_real(where, "eps", eps, low=0.0, low_open=True)
 
 
-def _check_momentum(where: str, momentum: object) -> float:
+def _check_momentum(where: str, momentum: object) -> float | None:
+    if momentum is None:  # (PyTorch's cumulative average)
+        return None
     return check_real(where, "momentum", momentum, low=0.0, high=1.0)
 
 
@@ -57,6 +59,10 @@ class BatchNorm1d(Module):
     and updates the running statistics (buffers) as PyTorch does, with the *unbiased* variance:
     :math:`\bar\mu \leftarrow (1 - m)\bar\mu + m\mu`,
     :math:`\bar\sigma^2 \leftarrow (1 - m)\bar\sigma^2 + m\,\sigma^2 N/(N - 1)`.
+    With ``momentum=None`` they are PyTorch's cumulative averages of the batches' statistics:
+    :math:`m = 1/t` at the :math:`t`-th training batch (``num_batches_tracked`` after it), so
+    the first batch replaces the initial values and :math:`\bar\mu` is the mean of the
+    :math:`t` batch means.
     Evaluation mode uses them instead: :math:`\hat x = (x - \bar\mu)/\sqrt{\bar\sigma^2 + \epsilon}`.
 
     Backward in training mode (the statistics depend on the batch), with
@@ -77,7 +83,7 @@ class BatchNorm1d(Module):
         num_features: :math:`C`, the number of features, an integer >= 1.
         eps: :math:`\epsilon`, added to the variance, > 0 (default 1e-5).
         momentum: :math:`m`, the weight of the batch in the running statistics, in ``[0, 1]``
-            (default 0.1).
+            (default 0.1), or ``None`` for their cumulative average (:math:`m = 1/t`, above).
         affine: learn :math:`\gamma` (``weight``, starting at 1) and :math:`\beta` (``bias``,
             starting at 0); otherwise :math:`\gamma = 1, \beta = 0` (default ``True``). One of
             the two set to ``None`` afterwards (``layer.bias = None``, as PyTorch allows)
@@ -110,7 +116,7 @@ class BatchNorm1d(Module):
     eps = Setting(_check_eps)
     momentum = Setting(_check_momentum)
     _eps: float
-    _momentum: float
+    _momentum: float | None
     weight: Parameter | None
     bias: Parameter | None
     running_mean: Tensor
@@ -121,7 +127,7 @@ class BatchNorm1d(Module):
         self,
         num_features: int,
         eps: float = 1e-5,
-        momentum: float = 0.1,
+        momentum: float | None = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
         *,
@@ -188,9 +194,14 @@ class BatchNorm1d(Module):
             mean = x.mean(dim=0)
             centered = x - mean
             variance = centered.square().mean(dim=0)
+            momentum = self._momentum
+            if momentum is None:  # PyTorch's 1 / float(num_batches_tracked), once it counts this
+                momentum = 1.0 / (float(self.num_batches_tracked) + 1.0)
             # m sigma^2 N / (N - 1) with the factor m N / (N - 1) as one number: one op.
-            self._update(self.running_mean, mean, self._momentum, compute)
-            self._update(self.running_var, variance, self._momentum * batch / (batch - 1), compute)
+            self._update(self.running_mean, mean, momentum, momentum, compute)
+            self._update(
+                self.running_var, variance, momentum, momentum * batch / (batch - 1), compute
+            )
             self.num_batches_tracked.add_(1)
         else:
             centered = x - _as(self.running_mean, compute)
@@ -217,11 +228,13 @@ class BatchNorm1d(Module):
         weight, bias = _as(weight_data, compute), _as(bias_data, compute)
         return _as(torch.addcmul(bias, normalized, weight), dtype)  # beta + x_hat gamma, fused
 
-    def _update(self, running: Tensor, batch: Tensor, weight: float, compute: torch.dtype) -> None:
+    def _update(
+        self, running: Tensor, batch: Tensor, momentum: float, weight: float, compute: torch.dtype
+    ) -> None:
         """``running <- (1 - m) running + weight batch`` in place; for a 16-bit layer computed
         in float32 and rounded once, as PyTorch does (rounded after each of the two ops, a
         float16 average with a small momentum drifts: the batch's share is lost to rounding)."""
-        scale = 1 - self._momentum
+        scale = 1 - momentum
         if running.dtype is compute:
             running.mul_(operand(scale, running)).add_(batch, alpha=weight)
         else:
