@@ -8,7 +8,7 @@ import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -140,6 +140,75 @@ def test_prediction_of_wrong_rank(criterion: nn.Loss, shape: tuple[int, ...]) ->
         "(N, features)",
         str(shape),
     )
+
+
+_BF16 = torch.bfloat16
+#: Containers of a layer of bfloat16 parameters whose gradient first goes through a module
+#: without parameters, which promotes a gradient of another dtype (float16 to float32).
+_PROMOTING_CONTAINERS: dict[str, Callable[[], nn.Module]] = {
+    "Sequential(Linear, Tanh)": lambda: nn.Sequential(nn.Linear(4, 4, dtype=_BF16), nn.Tanh()),
+    "Sequential(Linear, Residual(Tanh))": lambda: nn.Sequential(
+        nn.Linear(4, 4, dtype=_BF16), nn.Residual(nn.Tanh())
+    ),
+    "Residual(Sequential(Linear, Tanh))": lambda: nn.Residual(
+        nn.Sequential(nn.Linear(4, 4, dtype=_BF16), nn.Tanh())
+    ),
+    "Residual(Sequential(BatchNorm1d, Sigmoid))": lambda: nn.Residual(
+        nn.Sequential(nn.BatchNorm1d(4, dtype=_BF16), nn.Sigmoid())
+    ),
+}
+
+
+@pytest.mark.parametrize("anomaly", [False, True], ids=["plain", "detect_anomaly"])
+@pytest.mark.parametrize("method", ["backward", "backward_parameters"])
+@pytest.mark.parametrize("container", list(_PROMOTING_CONTAINERS))
+def test_a_gradient_of_another_dtype_is_named_as_the_caller_gave_it(
+    container: str, method: str, anomaly: bool
+) -> None:
+    """A float16 gradient for a bfloat16 model: the Tanh (or a Residual around one) promotes
+    it to float32 on its way, and the layer refused float32, a dtype the caller never gave.
+    The refusal names float16 and bfloat16 first, in the container's name, then the layer's
+    own words; no gradient changes."""
+    model = _PROMOTING_CONTAINERS[container]()
+    model(torch.randn(3, 4, dtype=_BF16))
+    before = _snapshot(model)
+    with (
+        raises(
+            TypeError,
+            "Sequential: gradient dtype torch.float16 does not match torch.bfloat16",
+            "promoted the gradient to torch.float32",
+            "gradient dtype torch.float32 does not match the parameters' dtype torch.bfloat16",
+        ),
+        minidl.detect_anomaly() if anomaly else nullcontext(),
+    ):
+        getattr(model, method)(torch.randn(3, 4, dtype=torch.float16))
+    _assert_unchanged(model, before)
+
+
+def test_a_gradient_promoted_to_the_parameters_dtype_is_still_taken() -> None:
+    """The promotion the modules without parameters do is kept: a float32 gradient through
+    a float64 Tanh is float64 when it reaches the float64 layer, which takes it (as PyTorch's
+    autograd casts it), with the gradients of the float64 gradient (to rounding); one the layer is given
+    directly is refused in its own words, naming what it was given."""
+    model = nn.Sequential(nn.Linear(4, 4, dtype=F64), nn.Tanh())
+    x = torch.randn(3, 4, dtype=F64)
+    upstream = torch.randn(3, 4)
+    model(x)
+    grad_input = model.backward(upstream)
+    twin = nn.Sequential(nn.Linear(4, 4, dtype=F64), nn.Tanh())
+    twin.load_state_dict(model.state_dict())
+    twin(x)
+    assert grad_input.dtype == F64 and model[0].weight.grad.dtype == F64
+    # (a Tanh's backward of mixed dtypes rounds otherwise in the last bit)
+    torch.testing.assert_close(grad_input, twin.backward(upstream.double()), rtol=1e-13, atol=0)
+    torch.testing.assert_close(model[0].weight.grad, twin[0].weight.grad, rtol=1e-13, atol=0)
+    residual = nn.Residual(nn.Linear(4, 4, dtype=_BF16))
+    residual(torch.randn(3, 4, dtype=_BF16))
+    with raises(
+        TypeError,
+        "Linear: gradient dtype torch.float16 does not match the parameters' dtype torch.bfloat16",
+    ):
+        residual.backward(torch.randn(3, 4, dtype=torch.float16))
 
 
 def test_empty_batch() -> None:

@@ -14,6 +14,7 @@ from minidl.nn.parameter import Parameter
 
 __all__ = [
     "STRIDED",
+    "GradientDtypeError",
     "check_bool",
     "check_cached",
     "check_dense",
@@ -28,6 +29,7 @@ __all__ = [
     "check_runs",
     "check_size",
     "check_still_fits",
+    "given_gradient_dtype",
     "given_module",
     "is_pytorch_module",
     "refuse_set_to_none",
@@ -156,6 +158,34 @@ def check_input(where: str, input: object, features: int | None = None) -> Tenso
     return input
 
 
+class GradientDtypeError(TypeError):
+    """A module with parameters refused a gradient of another dtype than theirs: ``given``,
+    the gradient's dtype, and ``expected``, theirs. The modules without parameters promote a
+    gradient of another dtype (a float16 one through a bfloat16 ``Tanh`` becomes float32), so
+    the one that reaches a layer inside a container may not be the one its caller gave: the
+    container names that one instead (see :func:`given_gradient_dtype`)."""
+
+    given: torch.dtype | None = None
+    expected: torch.dtype | None = None
+
+
+def given_gradient_dtype(
+    where: str, error: BaseException, grad_output: Tensor
+) -> GradientDtypeError | None:
+    """The error for ``where``'s caller, who gave ``grad_output``, when a module inside
+    ``where`` refused ``error.given``, a dtype the modules before it promoted the caller's
+    to; ``None`` when ``error`` is no such refusal, or already names the caller's dtype."""
+    if not isinstance(error, GradientDtypeError) or error.given is grad_output.dtype:
+        return None
+    renamed = GradientDtypeError(
+        f"{where}: gradient dtype {grad_output.dtype} does not match {error.expected}, the "
+        "dtype of a module inside (the modules without parameters after it promoted the "
+        f"gradient to {error.given} on its way there: {error}); convert the gradient"
+    )
+    renamed.given, renamed.expected = grad_output.dtype, error.expected
+    return renamed
+
+
 def check_like_parameter(
     where: str,
     input: Tensor,
@@ -168,11 +198,14 @@ def check_like_parameter(
     statistics"); the messages of an input say how to mend it."""
     hint = what == "input"
     if input.dtype != parameter.dtype:
-        raise TypeError(
+        error = (GradientDtypeError if what == "gradient" else TypeError)(
             f"{where}: {what} dtype {input.dtype} does not match the {owner}' dtype "
             f"{parameter.dtype}"
             + ("; convert the input or call .to(dtype=...) on the module" * hint)
         )
+        if isinstance(error, GradientDtypeError):
+            error.given, error.expected = input.dtype, parameter.dtype
+        raise error
     if input.device != parameter.device:
         raise ValueError(
             f"{where}: {what} is on {input.device} but the {owner} are on {parameter.device}"

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from minidl import anomaly
-from minidl.nn._checks import check_grad_output, given_module
+from minidl.nn._checks import check_grad_output, given_gradient_dtype, given_module
 from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn.loss import check_not_a_loss
 from minidl.nn.module import Module
@@ -87,17 +87,35 @@ class Residual(Module):
         if self._gradients.holds(grad_output, self):
             # (the skip's g, added below, would be read after the block wrote over it)
             grad_output = grad_output.clone()
-        grad_block: Tensor = self.block.backward(grad_output)
+        try:
+            grad_block: Tensor = self.block.backward(grad_output)
+        except Exception as error:
+            self._refuse_given_dtype(error, grad_output)
+            raise
         return grad_output + grad_block
 
     def backward_parameters(self, grad_output: Tensor) -> None:
         """The block's parameter gradients only: the skip path has no parameters, and the
         block's see the same upstream gradient :math:`g`."""
         self._check_backward(grad_output)
-        if type(self.block)._skips_own_backward:
-            self.block.backward(grad_output)  # (see Module._skips_own_backward)
-        else:
-            self.block.backward_parameters(grad_output)
+        try:
+            if type(self.block)._skips_own_backward:
+                self.block.backward(grad_output)  # (see Module._skips_own_backward)
+            else:
+                self.block.backward_parameters(grad_output)
+        except Exception as error:
+            self._refuse_given_dtype(error, grad_output)
+            raise
+
+    @staticmethod
+    def _refuse_given_dtype(error: Exception, grad_output: Tensor) -> None:
+        """Raise, from ``error``, the refusal of the dtype of ``grad_output``, the gradient the
+        caller gave, when a module with parameters inside the block refused the dtype that the
+        modules without parameters after it promoted it to (see
+        :class:`~minidl.nn._checks.GradientDtypeError`); return otherwise."""
+        renamed = given_gradient_dtype("Residual", error, grad_output)
+        if renamed is not None:
+            raise renamed from error
 
     def _check_fits_forward(self, parameters_only: bool = False) -> None:
         """The block's check (see :meth:`Module._check_fits_forward`): the skip path holds no

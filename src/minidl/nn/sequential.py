@@ -11,7 +11,7 @@ from torch import Tensor
 
 from minidl import anomaly
 from minidl._validate import add_note, check_int, shown
-from minidl.nn._checks import given_module
+from minidl.nn._checks import given_gradient_dtype, given_module
 from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn._recent import Recent
 from minidl.nn.chain import ChainPlan, PlanDeclinedError, Signature, plannable
@@ -384,6 +384,19 @@ class Sequential(Module):
             f"given the gradient {source}",
         )
 
+    @staticmethod
+    def _refuse_given_dtype(error: Exception, grad_output: Tensor) -> None:
+        """Raise, from ``error``, the refusal of the dtype of ``grad_output``, the gradient the
+        caller gave, when a module with parameters refused the dtype that the modules without
+        parameters after it promoted it to (see :class:`~minidl.nn._checks.GradientDtypeError`);
+        return otherwise. The note on ``error`` is carried over."""
+        renamed = given_gradient_dtype("Sequential", error, grad_output)
+        if renamed is None:
+            return
+        for note in getattr(error, "__notes__", ()):
+            add_note(renamed, note)
+        raise renamed from error
+
     def _check_not_refused(self) -> None:
         if self._refused is not None:
             raise RuntimeError(
@@ -400,7 +413,11 @@ class Sequential(Module):
         if anomaly.enabled:
             if self._checks:
                 self._check_fits_forward()
-            return anomaly.sequential_backward(self, grad_output)
+            try:
+                return anomaly.sequential_backward(self, grad_output)
+            except Exception as error:
+                self._refuse_given_dtype(error, grad_output)
+                raise
         plan = self._planned
         if plan is not None and plan.takes(grad_output):
             try:
@@ -411,13 +428,15 @@ class Sequential(Module):
         if self._checks:
             self._check_fits_forward()
         module = None
+        gradient = grad_output
         try:
             for module in self._reversed:
-                grad_output = module.backward(grad_output)
+                gradient = module.backward(gradient)
         except Exception as error:
             self._note_backward_refusal("backward", module, error)
+            self._refuse_given_dtype(error, grad_output)
             raise
-        return grad_output
+        return gradient
 
     def backward_parameters(self, grad_output: Tensor) -> None:
         """:meth:`backward` without the input gradient: the modules in front of the first one
@@ -434,7 +453,11 @@ class Sequential(Module):
         if anomaly.enabled:
             if self._checks:
                 self._check_fits_forward()
-            anomaly.sequential_backward(self, grad_output)
+            try:
+                anomaly.sequential_backward(self, grad_output)
+            except Exception as error:
+                self._refuse_given_dtype(error, grad_output)
+                raise
             return
         plan = self._planned
         if plan is not None and plan.takes(grad_output):
@@ -449,17 +472,19 @@ class Sequential(Module):
         if self._checks:
             self._check_fits_forward(parameters_only=True)
         module = None
+        gradient = grad_output
         try:
             for module in self._after_first_trained:
-                grad_output = module.backward(grad_output)
+                gradient = module.backward(gradient)
             module = self._first_trained
             if module is not None:
                 if type(module)._skips_own_backward:
-                    module.backward(grad_output)  # (see Module._skips_own_backward)
+                    module.backward(gradient)  # (see Module._skips_own_backward)
                 else:
-                    module.backward_parameters(grad_output)
+                    module.backward_parameters(gradient)
         except Exception as error:
             self._note_backward_refusal("backward_parameters", module, error)
+            self._refuse_given_dtype(error, grad_output)
             raise
 
     @overload
