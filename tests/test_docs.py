@@ -166,6 +166,29 @@ def test_tutorial_code_runs(tutorial: dict[str, Any]) -> None:
         assert name in tutorial, name
 
 
+def test_tutorial_scale_reads_a_gradient_given_in_its_own_gradients_memory(
+    tutorial: dict[str, Any],
+) -> None:
+    """Section 9: the tutorial's Scale computes its input gradient before its accumulation, so
+    ``layer.backward(layer.scale.grad.expand(n, -1))`` gives PyTorch autograd's gradients of
+    the values given (its input gradient multiplied the gradient as written over when it came
+    after the ``add_``)."""
+    layer = tutorial["Scale"](4, dtype=torch.float64)
+    layer.scale.data.copy_(torch.tensor([0.5, -1.0, 2.0, 3.0]))
+    layer.scale.grad.copy_(torch.tensor([1.0, 2.0, -3.0, 0.25]))
+    x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    grad = layer.scale.grad.expand(3, -1)
+    given, before = grad.clone(), layer.scale.grad.clone()
+    layer(x)
+    grad_x = layer.backward(grad)
+    scale = layer.scale.data.clone().requires_grad_(True)
+    x_ref = x.clone().requires_grad_(True)
+    (x_ref * scale).backward(given)
+    assert x_ref.grad is not None and scale.grad is not None
+    torch.testing.assert_close(grad_x, x_ref.grad, rtol=1e-12, atol=0)
+    torch.testing.assert_close(layer.scale.grad, before + scale.grad, rtol=1e-12, atol=0)
+
+
 def test_tutorial_docstring_examples_run(tutorial: dict[str, Any]) -> None:
     """The ``>>>`` examples in the docstrings the tutorial writes (Softplus's) show what they
     print: tests/test_docstring_examples.py runs only those of the package."""

@@ -357,6 +357,27 @@ def _chain() -> nn.Module:
     return nn.Sequential(nn.Linear(4, 4, dtype=F64), nn.Tanh(), nn.Linear(4, 4, dtype=F64))
 
 
+class _OwnBlock(nn.Module):
+    """A module of one's own holding two layers and a Tanh, its backward theirs in turn: the
+    second layer's backward writes its gradients before the first reads its cached input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = self.register_module("first", nn.Linear(4, 4, dtype=F64))
+        self.tanh = self.register_module("tanh", nn.Tanh())
+        self.second = self.register_module("second", nn.Linear(4, 4, dtype=F64))
+
+    def forward(self, input: Tensor) -> Tensor:
+        output: Tensor = self.second(self.tanh(self.first(input)))
+        return output
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        grad_input: Tensor = self.first.backward(
+            self.tanh.backward(self.second.backward(grad_output))
+        )
+        return grad_input
+
+
 _IN_GRADIENTS: dict[str, tuple[Callable[[], nn.Module], str, Callable[[nn.Module], Tensor]]] = {
     "Linear input weight.grad": (
         lambda: nn.Linear(4, 4, dtype=F64),
@@ -402,6 +423,21 @@ _IN_GRADIENTS: dict[str, tuple[Callable[[], nn.Module], str, Callable[[nn.Module
         _residual_last,
         "gradient",
         lambda m: m.get_parameter("1.block.0.weight").grad,
+    ),
+    "Residual input, its own block's second weight.grad": (
+        lambda: nn.Residual(_OwnBlock()),
+        "input",
+        lambda m: m.get_parameter("block.second.weight").grad,
+    ),
+    "Residual gradient, its own block's second weight.grad": (
+        lambda: nn.Residual(_OwnBlock()),
+        "gradient",
+        lambda m: m.get_parameter("block.second.weight").grad,
+    ),
+    "Sequential input, its own module's second weight.grad": (
+        lambda: nn.Sequential(_OwnBlock(), nn.Tanh()),
+        "input",
+        lambda m: m.get_parameter("0.second.weight").grad,
     ),
     "BatchedLinear input weight.grad": (
         _batched,

@@ -11,6 +11,15 @@ gradient from the values given. The modules that read such a tensor after writin
 there; the test is one address read and one comparison per storage of gradients (one in a
 ``Sequential``: its flat buffer), the storages found again only when a parameter tensor was
 assigned (:attr:`Parameter.replacements`) or a parameter or module registered.
+
+A ``Sequential`` or a ``Residual`` looks in the gradients of every module inside it, so a
+module of one's own there is covered too. Used alone, such a module is its author's part (see
+the tutorial's section on what minidl does with a module of one's own): a backward that reads
+its upstream gradient after writing its own parameter gradients, or a module holding layers
+whose first one reads its cached input after a later one wrote its gradients, computes with
+the values written over, as ``Module`` sees neither what a forward caches nor a backward's
+order (copying every input in ``Module.__call__`` would cost each call of the training loop
+and still miss ``backward`` and a direct ``forward``).
 """
 
 from __future__ import annotations

@@ -47,8 +47,11 @@ class Residual(Module):
         self._shape: tuple[int, ...] | None = None
         # What the last forward was, if it was stopped after the block ran (see forward).
         self._refused: str | None = None
-        # A gradient given in the memory of the block's parameter gradients is copied before
-        # the block's backward writes over it (see minidl.nn._gradient_memory).
+        # An input or gradient given in the memory of the block's parameter gradients is
+        # copied before the block's backward writes over it (see minidl.nn._gradient_memory):
+        # the skip's g is read after it, and a block of one's own may read its cached input
+        # after one of its layers wrote a gradient (a built-in layer copies what lies in its
+        # own gradients, not in another layer's).
         self._gradients = GradientMemory()
 
     def forward(self, input: Tensor) -> Tensor:
@@ -56,6 +59,8 @@ class Residual(Module):
             raise TypeError(
                 f"Residual: expected a torch.Tensor as input, got {type(input).__name__}"
             )
+        if self._gradients.holds(input, self):
+            input = input.clone()
         try:
             output: Tensor = self.block.forward(input)
         except BaseException as error:
