@@ -439,6 +439,16 @@ _IN_GRADIENTS: dict[str, tuple[Callable[[], nn.Module], str, Callable[[nn.Module
         "input",
         lambda m: m.get_parameter("0.second.weight").grad,
     ),
+    "BatchNorm1d gradient weight.grad expanded": (
+        lambda: nn.BatchNorm1d(4, dtype=F64),
+        "gradient",
+        lambda m: m.get_parameter("weight").grad.expand(4, 4),
+    ),
+    "BatchNorm1d in evaluation gradient weight.grad expanded": (
+        lambda: nn.BatchNorm1d(4, dtype=F64).eval(),
+        "gradient",
+        lambda m: m.get_parameter("weight").grad.expand(4, 4),
+    ),
     "BatchedLinear input weight.grad": (
         _batched,
         "input",
@@ -467,7 +477,8 @@ def test_an_input_or_gradient_in_a_gradients_memory_is_read_as_given(
     the result is that of a copy given instead, bit for bit (PyTorch's autograd computes from
     the values given). Before, the accumulation into the gradient wrote over the tensor that it,
     or a layer after it, or the residual skip, still had to read: every gradient of the first
-    layer, and the input gradient, were wrong. After ``steps`` plain steps (3: a Sequential runs
+    layer, and the input gradient, were wrong (a batch normalisation's bias gradient and input
+    gradient read its weight gradient's new values). After ``steps`` plain steps (3: a Sequential runs
     its plan), through ``method``. (A stack of models is a Sequential of BatchedLinear
     layers.)"""
     make, where, pick = _IN_GRADIENTS[case]

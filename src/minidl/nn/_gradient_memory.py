@@ -6,11 +6,12 @@ lies in a gradient's memory (``layer(layer.weight.grad)``, ``layer.backward(laye
 a view of a :class:`~minidl.nn.Sequential`'s flat gradient buffer) would then be read after
 minidl itself overwrote it: a silently wrong gradient, where PyTorch's autograd computes every
 gradient from the values given. The modules that read such a tensor after writing a gradient
-(:class:`~minidl.nn.Linear`, :class:`~minidl.nn.BatchedLinear`, :class:`~minidl.nn.Sequential`,
-:class:`~minidl.nn.Residual`) copy it first when :meth:`GradientMemory.holds` says it lies
-there; the test is one address read and one comparison per storage of gradients (one in a
-``Sequential``: its flat buffer), the storages found again only when a parameter tensor was
-assigned (:attr:`Parameter.replacements`) or a parameter or module registered.
+(:class:`~minidl.nn.Linear`, :class:`~minidl.nn.BatchedLinear`, :class:`~minidl.nn.BatchNorm1d`,
+:class:`~minidl.nn.Sequential`, :class:`~minidl.nn.Residual`) copy it first when
+:meth:`GradientMemory.holds` says it lies there; the test is one address read and one comparison
+per storage of gradients (one in a ``Sequential``: its flat buffer), the storages found again only
+when a parameter tensor was assigned (:attr:`Parameter.replacements`) or a parameter or module
+registered.
 
 A ``Sequential`` or a ``Residual`` looks in the gradients of every module inside it, so a
 module of one's own there is covered too. Used alone, such a module is its author's part (see

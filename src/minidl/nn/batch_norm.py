@@ -20,6 +20,7 @@ from minidl.nn._checks import (
     check_size,
     check_still_fits,
 )
+from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 
@@ -174,6 +175,9 @@ class BatchNorm1d(Module):
         # computed with: while they are the same objects, backward's checks (see
         # _check_fits_forward) pass without being run.
         self._fitted: tuple[Tensor | None, Tensor | None, Tensor | None] = (None, None, None)
+        # A gradient given in the memory of weight.grad (expanded over the batch) is copied
+        # before the accumulation overwrites it (see minidl.nn._gradient_memory).
+        self._gradients = GradientMemory()
 
     def forward(self, input: Tensor) -> Tensor:
         check_input("BatchNorm1d", input, self.num_features)
@@ -280,6 +284,9 @@ class BatchNorm1d(Module):
         dtype = normalized.dtype
         compute = _compute_dtype(dtype)
         grad_output = _as(grad_output.detach(), compute)  # (as the input: a plain value)
+        if self._gradients.holds(grad_output, self):
+            # (g gamma and sum g below would read g after dL/dgamma was added into it)
+            grad_output = grad_output.clone()
         normalized = _as(normalized, compute)
         # dL/dgamma += sum_n g x_hat, dL/dbeta += sum_n g; g_hat = gamma g = dL/dx_hat.
         grad_normalized = grad_output
@@ -341,7 +348,8 @@ class BatchNorm1d(Module):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("_fitted", (None, None, None))  # (pickled before it existed)
+        state.setdefault("_fitted", (None, None, None))  # (pickled before they existed)
+        state.setdefault("_gradients", GradientMemory())
         super().__setstate__(state)
 
     def extra_repr(self) -> str:

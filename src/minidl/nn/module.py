@@ -25,16 +25,16 @@ without ``affine``), the target of a loss (and, for some, the prediction); and `
 reads the parameters' values when it runs. **Changing any of them in place between a forward
 and its backward silently changes what backward computes**, where PyTorch's autograd raises
 ("modified by an inplace operation"): clone a tensor before changing it in place, or run the
-forward again. What minidl itself writes during a backward is another matter: an input
-or gradient given in the memory of a parameter gradient (``layer(layer.weight.grad)``,
+forward again. What minidl itself writes during a backward is another matter: an input or gradient
+given in the memory of a parameter gradient (``layer(layer.weight.grad)``,
 ``layer.backward(layer.weight.grad)``) is copied by :class:`~minidl.nn.Linear`,
-:class:`~minidl.nn.BatchedLinear`, :class:`~minidl.nn.Sequential` and
-:class:`~minidl.nn.Residual` before they write that gradient, so that backward computes from
-the values given, as PyTorch's does. A built-in module with parameters cast or moved
-(``.to(...)``) after its forward refuses to run its backward (one without parameters has
-nothing to move), and so does one given a parameter of another shape since; a
-:class:`~minidl.nn.Sequential` checks this for all its children before the first one's
-backward runs, so that such a refusal leaves every gradient as it was.
+:class:`~minidl.nn.BatchedLinear`, :class:`~minidl.nn.BatchNorm1d`, :class:`~minidl.nn.Sequential`
+and :class:`~minidl.nn.Residual` before they write that gradient, so that backward computes from
+the values given, as PyTorch's does. A built-in module with parameters cast or moved (``.to(...)``)
+after its forward refuses to run its backward (one without parameters has nothing to move), and so
+does one given a parameter of another shape since; a :class:`~minidl.nn.Sequential` checks this for
+all its children before the first one's backward runs, so that such a refusal leaves every gradient
+as it was.
 
 Backward may run more than once after one forward: each call returns the same input gradient
 and accumulates the parameter gradients once more (PyTorch asks for ``retain_graph=True``).
