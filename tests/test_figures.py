@@ -143,6 +143,27 @@ def test_write_figures_without_matplotlib_says_what_to_install(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_write_figures_with_a_matplotlib_that_fails_to_import_raises_its_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A matplotlib that is installed but whose own import fails (for want of a package it
+    needs, say) raises that error, which names what is missing, not a message saying that
+    matplotlib is not installed and to install it (which it was, and which would hide the
+    cause), and leaves no folder behind."""
+    package = tmp_path / "site" / "matplotlib"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("import minidl_test_missing_dependency\n")
+    for name in [n for n in sys.modules if n == "matplotlib" or n.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    rows = [_with_curves(experiment("II", "SGD, momentum 0"), [(4.0, 2.0), (2.0, 2.0)])]
+    with pytest.raises(ImportError) as info:
+        figures.write_figures(rows, tmp_path / "figures")
+    assert info.value.name == "minidl_test_missing_dependency"
+    assert "not installed" not in str(info.value)
+    assert not (tmp_path / "figures").exists()
+
+
 # -- the data each figure draws, read back from the Figure (mutation review) -------------------
 
 

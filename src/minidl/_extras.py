@@ -35,13 +35,19 @@ def require(package: str, why: str, *, module: str | None = None) -> None:
         {why}, and the {package} package is not installed; install minidl's {extra} extra:
         pip install 'minidl[{extra}]' (or pip install {package})
 
+    A package that is installed but fails to import (for want of a package it needs itself)
+    raises its own error, which names what is missing.
+
     Raises:
         KeyError: ``package`` is not one of :data:`EXTRAS`.
     """
     extra = EXTRAS[package]
     try:
         importlib.import_module(package if module is None else module)
-    except ImportError:
+    except ImportError as error:
+        missing = error.name or ""
+        if missing != package and not missing.startswith(f"{package}."):
+            raise
         raise ModuleNotFoundError(
             f"{why}, and the {package} package is not installed; install minidl's {extra} "
             f"extra: pip install 'minidl[{extra}]' (or pip install {package})",
