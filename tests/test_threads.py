@@ -8,11 +8,13 @@ thread: every parameter, prediction and recorded number must have the same bits.
 
 from __future__ import annotations
 
+import dis
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -246,3 +248,48 @@ def test_models_trained_in_threads_have_the_bits_of_models_trained_alone(
                         assert torch.equal(got, expected)
     finally:
         sys.setswitchinterval(interval)
+
+
+# -- the count of registrations -----------------------------------------------------------------
+
+
+def test_a_registration_counted_late_never_brings_the_count_back_to_one_seen() -> None:
+    """A registration stopped just before it stores its count (traced bytecode by bytecode, as
+    another thread may stop it), while two more are made and a reader (a Sequential's
+    ``backward_parameters``, a layer's gradient memory) notes the count, then stores it; one
+    more registration after that must move the count away from the one noted, or the reader
+    takes it for seen and misses it. With ``_registrations += 1`` the late one stored the count
+    it had read plus one, moving it back, and the next registration brought it to the noted
+    value again."""
+    code = nn.Module.register_module.__code__
+    (store,) = (
+        instruction.offset
+        for instruction in dis.get_instructions(code)
+        if instruction.opname == "STORE_ATTR" and instruction.argval == "_registrations"
+    )
+    owner = nn.Module()
+    noted: list[int] = []
+
+    def local(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "opcode" and frame.f_lasti == store and not noted:
+            # (tracing is off inside a tracer: these registrations are not stopped)
+            owner.register_module("second", nn.Tanh())
+            owner.register_module("third", nn.Tanh())
+            noted.append(nn.Module._registrations)
+        return local
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code is code and frame.f_locals.get("name") == "first":
+            frame.f_trace_opcodes = True
+            return local
+        return None
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        owner.register_module("first", nn.Tanh())
+    finally:
+        sys.settrace(previous)
+    owner.register_module("fourth", nn.Tanh())
+    assert len(noted) == 1
+    assert nn.Module._registrations != noted[0]

@@ -123,7 +123,9 @@ class Module:
 
     #: Counts the parameters and child modules registered, in any module: a container that
     #: found which of its children have parameters (:class:`~minidl.nn.Sequential`, for
-    #: ``backward_parameters``) looks again when it changed.
+    #: ``backward_parameters``) looks again when it changed. Each registration stores the next
+    #: number of one :func:`itertools.count`, as :attr:`Parameter.replacements` does, so that
+    #: the count never comes back to a number a reader saw.
     _registrations: ClassVar[int] = 0
 
     #: Whether the class overrides :meth:`backward` but inherits the :meth:`backward_parameters`
@@ -218,7 +220,7 @@ class Module:
         if not parameter.name:
             parameter.name = name
         registry[name] = parameter
-        Module._registrations += 1
+        Module._registrations = next(_REGISTRATIONS)  # (not += 1: see _REGISTRATIONS)
         for module in self._sharing("_parameters"):
             object.__setattr__(module, name, parameter)
         return parameter
@@ -260,7 +262,7 @@ class Module:
                 "does not contain this one"
             )
         registry[name] = module
-        Module._registrations += 1
+        Module._registrations = next(_REGISTRATIONS)
         return module
 
     def register_buffer(self, name: str, tensor: Tensor) -> Tensor:
@@ -1312,6 +1314,11 @@ class Module:
             return f"{type(self).__name__}()"
         return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
 
+
+#: The numbers Module._registrations takes, from 1 on. (``+= 1`` reads, then writes: a
+#: registration stopped in between, as another thread may stop it, stored a count that others
+#: had passed, and later ones brought the count back to a number a reader had seen.)
+_REGISTRATIONS = itertools.count(1)
 
 #: What each method that checks the buffers' attributes does with the registered buffers.
 _USES = {
