@@ -97,6 +97,43 @@ def test_a_parameter_refuses_a_grad_that_shares_memory_with_its_data_and_the_rev
     assert weight.grad.untyped_storage().data_ptr() != old_grad.untyped_storage().data_ptr()
 
 
+def test_a_parameter_takes_a_grad_and_data_in_two_parts_of_one_buffer_that_do_not_meet() -> None:
+    # A value and its gradient laid out in one allocation, side by side, share no memory: a
+    # backward that accumulates into the one never reads what it writes through the other.
+    # They were refused, as if the grad were over the data, for lying in one storage.
+    F64 = torch.float64
+    buffer = torch.zeros(2, 3, 4, dtype=F64)
+    parameter = nn.Parameter(buffer[0, :2])
+    parameter.grad = buffer[1, 1:]
+    parameter.grad.fill_(1.0)
+    optim.SGD([parameter], lr=0.1).step()
+    assert torch.equal(buffer[0, :2], torch.full((2, 4), -0.1, dtype=F64))
+    assert torch.equal(buffer[1, 1:], torch.ones(2, 4, dtype=F64))
+    assert torch.equal(buffer[0, 2], torch.zeros(4, dtype=F64))
+    assert torch.equal(buffer[1, 0], torch.zeros(4, dtype=F64))
+    # And the reverse: data put beside the grad it keeps, which it keeps.
+    parameter.data = buffer[0, 1:]
+    assert parameter.grad.data_ptr() == buffer[1, 1:].data_ptr()
+    other = torch.zeros(5, 4, dtype=F64)
+    layer = nn.Linear(4, 2, dtype=F64)
+    layer.weight.grad = other[:2]
+    layer.weight.data = other[3:]
+    twin = nn.Linear(4, 2, dtype=F64)
+    twin.weight.data.copy_(layer.weight.data)
+    twin.bias.data.copy_(layer.bias.data)
+    x, g = torch.randn(6, 4, dtype=F64), torch.randn(6, 2, dtype=F64)
+    layer(x)
+    twin(x)
+    assert torch.equal(layer.backward(g), twin.backward(g))
+    assert torch.equal(layer.weight.grad, twin.weight.grad)
+    # Meta tensors hold no memory: views at one offset of two meta buffers are taken.
+    meta = nn.Parameter(torch.empty(8, device="meta")[4:])
+    meta.grad = torch.empty(8, device="meta")[4:]
+    # Parts whose spans meet are still refused: a grad over part of the data.
+    with pytest.raises(ValueError, match=r"grad shares memory with data"):
+        layer.weight.grad = other[2:4]
+
+
 @pytest.mark.parametrize("make", [nn.CrossEntropyLoss, nn.NLLLoss, nn.MSELoss])
 def test_a_meta_class_index_target_is_refused_like_one_on_another_device(make: type) -> None:
     # A meta target of the last accepted target's dtype and shape used to pass the fast path:

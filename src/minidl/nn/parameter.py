@@ -241,17 +241,27 @@ def _overlaps(tensor: Tensor) -> bool:
 
 
 def _share_memory(first: Tensor, second: Tensor) -> bool:
-    """Whether the storages of two dense tensors overlap in memory (the same storage, or two
-    over the same memory, as ``torch.from_numpy`` can make); a storage at address 0 (meta, or
-    empty) holds no memory."""
-    first_storage, second_storage = first.untyped_storage(), second.untyped_storage()
-    first_low, second_low = first_storage.data_ptr(), second_storage.data_ptr()
-    return (
-        first_low != 0
-        and second_low != 0
-        and first_low < second_low + second_storage.nbytes()
-        and second_low < first_low + first_storage.nbytes()
+    """Whether the memory spans of two dense tensors meet, each from its first element to its
+    last (within one storage, or two over the same memory, as ``torch.from_numpy`` can make):
+    two parts of one buffer side by side do not, parts that interleave (``buffer[0::2]`` and
+    ``buffer[1::2]``) are taken to. A tensor without elements, or at address 0 (meta), holds
+    no memory."""
+    first_low, first_high = _span(first)
+    second_low, second_high = _span(second)
+    return first_low < second_high and second_low < first_high
+
+
+def _span(tensor: Tensor) -> tuple[int, int]:
+    """The addresses from ``tensor``'s first element to the end of its last (strides are not
+    negative); ``(0, 0)`` for one without elements or memory (a meta tensor's storage is at
+    address 0, its views at their offsets from it)."""
+    if tensor.numel() == 0 or tensor.untyped_storage().data_ptr() == 0:
+        return 0, 0
+    low = tensor.data_ptr()
+    last = sum(
+        (size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride(), strict=True)
     )
+    return low, low + (last + 1) * tensor.element_size()
 
 
 def _normal(tensor: Tensor) -> Tensor:
