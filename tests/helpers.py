@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dis
 import json
 import os
 import socket
 import stat
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 from unittest import mock
 
@@ -278,6 +281,47 @@ def record_file_fsyncs(monkeypatch: Any) -> list[int]:
 
     monkeypatch.setattr(os, "fsync", fsync)
     return sizes
+
+
+def run_stopped_before_store(
+    action: Callable[[], object],
+    function: Callable[..., object],
+    named: str,
+    attribute: str,
+    between: Callable[[], None],
+) -> bool:
+    """Run ``action``, stopping its first call of ``function`` (a method taking ``name``)
+    with ``name == named`` just before it stores ``attribute`` (traced bytecode by bytecode,
+    as another thread may stop it) to run ``between`` there, once; return whether it ran.
+    (Tracing is off inside a tracer: ``between``'s own calls of ``function`` are not
+    stopped.)"""
+    code = function.__code__
+    (store,) = (
+        instruction.offset
+        for instruction in dis.get_instructions(code)
+        if instruction.opname == "STORE_ATTR" and instruction.argval == attribute
+    )
+    ran: list[bool] = []
+
+    def local(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "opcode" and frame.f_lasti == store and not ran:
+            between()
+            ran.append(True)
+        return local
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code is code and frame.f_locals.get("name") == named:
+            frame.f_trace_opcodes = True
+            return local
+        return None
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        action()
+    finally:
+        sys.settrace(previous)
+    return bool(ran)
 
 
 def assert_rounds_train_as_alone(

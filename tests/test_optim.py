@@ -11,7 +11,7 @@ import torch
 
 from minidl import nn, optim
 from minidl.nn.flat import flat_buffer
-from tests.helpers import F64, assert_close, torch_loss, torch_twin
+from tests.helpers import F64, assert_close, run_stopped_before_store, torch_loss, torch_twin
 
 STEPS = 40
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -380,40 +380,19 @@ def test_two_replacements_counted_at_once_store_two_counts() -> None:
     its own. The reader must find the count moved, or it takes the first replacement for
     seen. With ``replacements += 1`` both stored one more than the count they read, the
     same number, and the reader found the count unchanged."""
-    import dis
-    import sys
-    from types import FrameType
-    from typing import Any
-
     first, second = nn.Parameter(torch.zeros(2, dtype=F64)), nn.Parameter(torch.zeros(2, dtype=F64))
-    code = nn.Parameter.__setattr__.__code__
-    (store,) = (
-        instruction.offset
-        for instruction in dis.get_instructions(code)
-        if instruction.opname == "STORE_ATTR" and instruction.argval == "replacements"
-    )
     read: list[int] = []
 
-    def local(frame: FrameType, event: str, arg: Any) -> Any:
-        if event == "opcode" and frame.f_lasti == store and not read:
-            # (tracing is off inside a tracer: the second assignment is not stopped)
-            second.data = torch.ones(2, dtype=F64)
-            read.append(nn.Parameter.replacements)
-        return local
+    def between() -> None:
+        second.data = torch.ones(2, dtype=F64)
+        read.append(nn.Parameter.replacements)
 
-    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
-        if frame.f_code is code and frame.f_locals.get("name") == "data":
-            frame.f_trace_opcodes = True
-            return local
-        return None
-
-    previous = sys.gettrace()
-    sys.settrace(tracer)
-    try:
+    def assign() -> None:
         first.data = torch.ones(2, dtype=F64)
-    finally:
-        sys.settrace(previous)
-    assert len(read) == 1
+
+    assert run_stopped_before_store(
+        assign, nn.Parameter.__setattr__, "data", "replacements", between
+    )
     assert nn.Parameter.replacements != read[0]
 
 

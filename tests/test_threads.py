@@ -8,13 +8,11 @@ thread: every parameter, prediction and recorded number must have the same bits.
 
 from __future__ import annotations
 
-import dis
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pytest
@@ -27,6 +25,7 @@ from minidl.data import BatchIterator
 from minidl.folded import FoldedStep
 from minidl.rounds import fit_rounds
 from minidl.train import error_rate, fit, predict
+from tests.helpers import run_stopped_before_store
 
 F64 = torch.float64
 
@@ -261,35 +260,19 @@ def test_a_registration_counted_late_never_brings_the_count_back_to_one_seen() -
     takes it for seen and misses it. With ``_registrations += 1`` the late one stored the count
     it had read plus one, moving it back, and the next registration brought it to the noted
     value again."""
-    code = nn.Module.register_module.__code__
-    (store,) = (
-        instruction.offset
-        for instruction in dis.get_instructions(code)
-        if instruction.opname == "STORE_ATTR" and instruction.argval == "_registrations"
-    )
     owner = nn.Module()
     noted: list[int] = []
 
-    def local(frame: FrameType, event: str, arg: Any) -> Any:
-        if event == "opcode" and frame.f_lasti == store and not noted:
-            # (tracing is off inside a tracer: these registrations are not stopped)
-            owner.register_module("second", nn.Tanh())
-            owner.register_module("third", nn.Tanh())
-            noted.append(nn.Module._registrations)
-        return local
+    def between() -> None:
+        owner.register_module("second", nn.Tanh())
+        owner.register_module("third", nn.Tanh())
+        noted.append(nn.Module._registrations)
 
-    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
-        if frame.f_code is code and frame.f_locals.get("name") == "first":
-            frame.f_trace_opcodes = True
-            return local
-        return None
-
-    previous = sys.gettrace()
-    sys.settrace(tracer)
-    try:
+    def register() -> None:
         owner.register_module("first", nn.Tanh())
-    finally:
-        sys.settrace(previous)
+
+    assert run_stopped_before_store(
+        register, nn.Module.register_module, "first", "_registrations", between
+    )
     owner.register_module("fourth", nn.Tanh())
-    assert len(noted) == 1
     assert nn.Module._registrations != noted[0]
