@@ -3,6 +3,7 @@ test accuracy that the example and the README document, for minidl and for its t
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import re
 import sys
@@ -134,4 +135,48 @@ def test_without_scikit_learn_it_says_what_to_install(
         ": the digits data set comes with scikit-learn, which is not installed; install "
         "minidl's examples extra: pip install 'minidl[examples]' (or pip install scikit-learn)\n"
     )
+    assert output.err.count("\n") == 1
+
+
+class _InterruptedImport(importlib.abc.MetaPathFinder):
+    """A finder that raises ``KeyboardInterrupt`` when scikit-learn is imported: Ctrl-C pressed
+    while it loads (a second or so)."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "sklearn":
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("where", ["import", "training"])
+def test_ctrl_c_prints_one_line_and_exits_130(
+    digits: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+) -> None:
+    """Ctrl-C while scikit-learn is imported or while the networks train stops the run with one
+    line and the shell's status for SIGINT, 130, as minidl train does (it ended in a traceback
+    of the training loop, exit status 1)."""
+    if where == "import":
+        monkeypatch.delitem(sys.modules, "sklearn", raising=False)
+        monkeypatch.setattr(sys, "meta_path", [_InterruptedImport(), *sys.meta_path])
+    else:
+        if importlib.util.find_spec("sklearn") is None:
+            pytest.skip("the digits example's data need scikit-learn (dev extra)")
+
+        def interrupted(epochs: int, seed: int) -> tuple[float, float]:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(digits, "run", interrupted)
+    try:
+        digits.main(["--quick"])
+    except KeyboardInterrupt:  # (raised on, pytest would stop the whole session)
+        pytest.fail("the interrupt left main: a traceback")
+    except SystemExit as exit:
+        assert exit.code == 130
+    else:
+        pytest.fail("main returned after the interrupt")
+    output = capsys.readouterr()
+    assert output.out == ""
+    assert output.err.endswith(": interrupted\n")
     assert output.err.count("\n") == 1
