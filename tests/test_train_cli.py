@@ -134,7 +134,8 @@ def test_help_writes_defaults_as_they_are_typed(
             "(default: 1,2,3)",
             "(default: 5)",
             "(default: the CPUs available)",
-            "base seed of every round (default: 0)",
+            "base seed of every round, any integer (each round's seeds are derived from it by "
+            "SHA-256) (default: 0)",
         ],
     }
     for fragment in expected[command]:
@@ -944,6 +945,29 @@ def test_the_seeds_at_the_ends_of_torchs_range_train() -> None:
     for seed in (str(2**64 - 1), str(-(2**63))):
         argv = ["train", "--epochs", "1", "--quiet", "--hidden", "3", "--seed", seed]
         assert main([*argv, "--batch-size", "1000"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("seed", "given"),
+    [
+        ("x", "'x'"),
+        ("1.5", "'1.5'"),
+        ("9" * 5000, "an int of 5000 digits (more than Python converts from text: 4300)"),
+    ],
+)
+def test_reproduce_refuses_a_seed_that_is_no_integer_as_train_does(
+    seed: str, given: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In one line, in train's words (it was argparse's ``invalid int value``, which quoted an
+    integer too long to convert whole, 5000 digits, and called it no int)."""
+    with pytest.raises(SystemExit) as info:
+        main(["reproduce", "--quick", "--seed", seed])
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.endswith(
+        f"minidl reproduce: error: argument --seed: expected an integer, got {given}\n"
+    )
+    assert error.count("\n") == 3  # (argparse's usage, in two lines, and the error)
 
 
 def test_reproduce_takes_any_integer_seed_as_it_hashes_it() -> None:

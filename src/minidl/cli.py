@@ -115,6 +115,10 @@ def _int(text: str, expected: str, given: str | None = None) -> int:
     )
 
 
+def _integer(text: str) -> int:
+    return _int(text, "an integer")
+
+
 def _positive_int(text: str) -> int:
     value = _int(text, "a positive integer")
     if value < 1:
@@ -338,7 +342,13 @@ def _add_reproduce_parser(
         help="which tables to run, comma-separated from 1,2,3 (or I,II,III)",
     )
     parser.add_argument("--out", default="results", help="output folder")
-    parser.add_argument("--seed", type=int, default=0, help="base seed of every round")
+    parser.add_argument(
+        "--seed",
+        type=_integer,
+        default=0,
+        help="base seed of every round, any integer (each round's seeds are derived from it by "
+        "SHA-256)",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
