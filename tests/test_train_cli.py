@@ -111,6 +111,22 @@ def test_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert "needs safetensors: pip install 'minidl[checkpoint]'" in " ".join(text.split())
 
 
+def test_help_of_log_every_names_its_metavar_and_what_it_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--log-every`` said "print the loss every N epochs" beside the metavar ``LOG_EVERY`` (no
+    N named), of lines that give the validation error and the learning rate too, and did not say
+    that the last epoch is printed whatever N is."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--log-every N print the loss, validation error and learning rate every N epochs, " in text
+    )
+    assert "and at the last (default: 1)" in text
+    assert "LOG_EVERY" not in text
+
+
 @pytest.mark.parametrize("command", ["train", "reproduce"])
 def test_help_writes_defaults_as_they_are_typed(
     command: str, capsys: pytest.CaptureFixture[str]

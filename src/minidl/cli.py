@@ -278,7 +278,11 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point type")
     parser.add_argument(
-        "--log-every", type=_positive_int, default=1, help="print the loss every N epochs"
+        "--log-every",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="print the loss, validation error and learning rate every N epochs, and at the last",
     )
     parser.add_argument("--quiet", action="store_true", help="print only the final errors")
     parser.add_argument(
