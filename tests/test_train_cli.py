@@ -170,10 +170,16 @@ def test_unknown_activation_lists_the_valid_names(
     assert VALID_ACTIVATIONS in error
 
 
-def test_wrong_number_of_activations_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "--activation", "tanh,relu", "--hidden", "5,5,5", "--epochs", "0"]) == 2
+@pytest.mark.parametrize(
+    ("hidden", "layers"), [("5,5,5", "3 hidden layers"), ("5", "1 hidden layer")]
+)
+def test_wrong_number_of_activations_is_refused(
+    hidden: str, layers: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(One hidden layer was written "1 hidden layers".)"""
+    assert main(["train", "--activation", "tanh,relu", "--hidden", hidden, "--epochs", "0"]) == 2
     assert capsys.readouterr().err == (
-        "minidl train: error: --activation gives 2 names for 3 hidden layers; give one name, "
+        f"minidl train: error: --activation gives 2 names for {layers}; give one name, "
         "or one per hidden layer\n"
     )
 

@@ -428,7 +428,8 @@ def _run_train(args: argparse.Namespace) -> int:
         activations = activations * len(hidden)
     elif len(activations) != len(hidden):
         raise ValueError(
-            f"--activation gives {len(activations)} names for {len(hidden)} hidden layers; "
+            f"--activation gives {len(activations)} names for {len(hidden)} hidden "
+            f"layer{'s' * (len(hidden) != 1)}; "
             "give one name, or one per hidden layer"
         )
     _check_network_fits(hidden, args.dtype)
