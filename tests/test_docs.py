@@ -375,7 +375,7 @@ def test_readme_states_the_command_lines_defaults() -> None:
     """The defaults and constants the README gives for ``minidl train`` and ``minidl
     reproduce``."""
     from minidl import _allocator
-    from minidl.cli import build_parser
+    from minidl.cli import ROUNDS, build_parser
     from minidl.distributed import DEFAULT_TIMEOUT, TIMEOUT_ENV
     from minidl.experiments.runner import QUICK_EPOCHS
 
@@ -384,7 +384,8 @@ def test_readme_states_the_command_lines_defaults() -> None:
     reproduce = build_parser().parse_args(["reproduce"])
     assert train.dist_timeout is None  # then the environment's, else DEFAULT_TIMEOUT
     assert f"(default `${TIMEOUT_ENV}`, else {DEFAULT_TIMEOUT:g})" in text
-    assert reproduce.rounds == 5 and "Each row runs 5 rounds" in text
+    assert reproduce.rounds is None  # then ROUNDS (None: a --rounds given with --quick is refused)
+    assert ROUNDS == 5 and "Each row runs 5 rounds" in text
     assert QUICK_EPOCHS == 5 and "`--quick` is a 1-round, 5-epoch smoke test" in text
     assert reproduce.out == "results" and "writes into `results/`" in text
     assert reproduce.jobs is None and "(default: the CPUs available;" in text

@@ -1466,6 +1466,36 @@ def test_reproduce_rejects_bad_jobs(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--quick", "--rounds", "3"], "argument --rounds: not allowed with argument --quick"),
+        (["--quick", "--rounds", "5"], "argument --rounds: not allowed with argument --quick"),
+        (["--rounds", "2", "--quick"], "argument --quick: not allowed with argument --rounds"),
+    ],
+)
+def test_reproduce_refuses_rounds_with_quick(
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before anything runs, in one line naming both flags, as examples/digits.py refuses
+    --epochs with --quick: quick mode trains one round, and --rounds was silently ignored (also
+    --rounds 5, the default)."""
+    from minidl.experiments import runner
+
+    calls: list[object] = []
+    monkeypatch.setattr(runner, "reproduce", lambda *args, **kwargs: calls.append(args))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        main(["reproduce", *argv, "--quiet", "--out", str(out)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.endswith(f"minidl reproduce: error: {message}\n")
+    assert calls == [] and not out.exists()
+
+
 def test_reproduce_rejects_bad_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     assert main(["reproduce", "--quick", "--tables", "5", "--out", str(out)]) == 2

@@ -23,6 +23,8 @@ OPTIMIZERS = ("sgd", "adadelta")
 SCHEDULERS = ("none", "step", "clr")
 #: The epochs between two checkpoints of ``minidl train`` without ``--checkpoint-every``.
 CHECKPOINT_EVERY = 10
+#: The rounds per row of ``minidl reproduce`` without ``--rounds`` (nor ``--quick``).
+ROUNDS = 5
 
 
 class _Terminated(KeyboardInterrupt):
@@ -339,7 +341,15 @@ def _add_reproduce_parser(
         ),
         formatter_class=_HelpFormatter,
     )
-    parser.add_argument("--rounds", type=_positive_int, default=5, help="rounds per row")
+    length = parser.add_mutually_exclusive_group()
+    # --rounds defaults to ROUNDS in _run_reproduce: a default of None lets argparse refuse a
+    # --rounds given with --quick even when it equals the default.
+    length.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=None,
+        help=f"rounds per row (default: {ROUNDS})",
+    )
     parser.add_argument(
         "--tables",
         default="1,2,3",
@@ -353,10 +363,10 @@ def _add_reproduce_parser(
         help="base seed of every round, any integer (each round's seeds are derived from it by "
         "SHA-256)",
     )
-    parser.add_argument(
+    length.add_argument(
         "--quick",
         action="store_true",
-        help="1 round of 5 epochs per row (--rounds is ignored): a smoke test of the pipeline",
+        help="1 round of 5 epochs per row: a smoke test of the pipeline (not with --rounds)",
     )
     parser.add_argument(
         "--jobs",
@@ -923,6 +933,8 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
     from minidl.experiments.runner import run_from_cli
 
+    if args.rounds is None:
+        args.rounds = ROUNDS
     try:
         return run_from_cli(args)
     except BrokenProcessPool as error:  # a worker killed (the out-of-memory killer): no traceback
