@@ -266,6 +266,23 @@ class _CountingSequential(nn.Sequential):
         return super().backward(grad_output)
 
 
+def _train_by_backward(
+    model: nn.Module,
+    criterion: nn.Loss,
+    optimizer: optim.Optimizer,
+    x: Tensor,
+    target: Tensor,
+    generator: torch.Generator,
+) -> None:
+    """Two epochs of batches of 4 in a loop of ``model.backward``: what fit must equal."""
+    for _ in range(2):
+        for x_batch, y_batch in BatchIterator(x, target, 4, generator=generator):
+            optimizer.zero_grad()
+            criterion(model(x_batch), y_batch)
+            model.backward(criterion.backward())
+            optimizer.step()
+
+
 def test_a_subclass_that_overrides_backward_alone_has_it_run_by_backward_parameters() -> None:
     """A Linear whose backward clips its gradient, first in a network, or the block of a
     Residual: backward_parameters ran Linear's, unclipped, so fit (which calls it) trained
@@ -298,12 +315,7 @@ def test_a_subclass_that_overrides_backward_alone_has_it_run_by_backward_paramet
         if by_fit:
             fit(model, criterion, optimizer, x, target, epochs=2, batch_size=4, generator=generator)
         else:
-            for _ in range(2):
-                for x_batch, y_batch in BatchIterator(x, target, 4, generator=generator):
-                    optimizer.zero_grad()
-                    criterion(model(x_batch), y_batch)
-                    model.backward(criterion.backward())
-                    optimizer.step()
+            _train_by_backward(model, criterion, optimizer, x, target, generator)
         assert model.calls == 4
         trained.append([parameter.data for parameter in model.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*trained, strict=True))
@@ -445,12 +457,7 @@ def test_fit_calls_a_backward_set_on_an_instance_that_backward_parameters_skips(
                     generator=generator,
                 )
         else:
-            for _ in range(2):
-                for x_batch, y_batch in BatchIterator(x, target, 4, generator=generator):
-                    optimizer.zero_grad()
-                    criterion(model(x_batch), y_batch)
-                    model.backward(criterion.backward())
-                    optimizer.step()
+            _train_by_backward(model, criterion, optimizer, x, target, generator)
         counts.append(len(calls))
         trained.append([parameter.data for parameter in model.parameters()])
     assert counts == [4, 4]
