@@ -449,6 +449,11 @@ _IN_GRADIENTS: dict[str, tuple[Callable[[], nn.Module], str, Callable[[nn.Module
         "gradient",
         lambda m: m.get_parameter("weight").grad.expand(4, 4),
     ),
+    "Residual alone gradient its weight.grad": (
+        lambda: nn.Residual(nn.Linear(4, 4, dtype=F64)),
+        "gradient",
+        lambda m: m.get_parameter("block.weight").grad,
+    ),
     "BatchedLinear input weight.grad": (
         _batched,
         "input",
@@ -506,6 +511,44 @@ def test_an_input_or_gradient_in_a_gradients_memory_is_read_as_given(
     assert torch.equal(output, twin(x_copy))
     expected_grad_x = getattr(twin, method)(grad_copy)
     assert (grad_x is None) if expected_grad_x is None else torch.equal(grad_x, expected_grad_x)
+    for (name, parameter), expected in zip(
+        model.named_parameters(), twin.parameters(), strict=True
+    ):
+        assert torch.equal(parameter.grad, expected.grad), name
+
+
+@pytest.mark.parametrize("change", ["grad assigned", "weight registered"])
+@pytest.mark.parametrize("make", [lambda: nn.Linear(4, 4, dtype=F64), _chain, _residual_last])
+def test_a_gradient_tensor_changed_after_a_call_is_found_in_its_new_memory(
+    make: Callable[[], nn.Module], change: str
+) -> None:
+    """After a first forward and backward, the last Linear's weight gets a gradient tensor of
+    its own (``weight.grad = ...``: a Parameter assignment), or a new weight Parameter made
+    before that call (``register_parameter``: a registration alone, no tensor assigned since);
+    that new gradient given as the model's backward gradient is read as given, as a copy is by
+    a twin, bit for bit. (The memory found at the first call, or found again after assignments
+    only, or after registrations only, missed it: the accumulation wrote over the gradient
+    still to be read.)"""
+    torch.manual_seed(0)
+    model = make()
+    twin = copy.deepcopy(model)
+    spares = [nn.Parameter(torch.randn(4, 4, dtype=F64)) for _ in range(2)]
+    spares[1].data.copy_(spares[0].data)
+    generator = torch.Generator().manual_seed(1)
+    x, grad, new_grad = (torch.randn(4, 4, dtype=F64, generator=generator) for _ in range(3))
+    for each in (model, twin):
+        each(x)
+        each.backward(grad)
+    for each, spare in zip((model, twin), spares, strict=True):
+        layer = [module for module in each.modules() if isinstance(module, nn.Linear)][-1]
+        if change == "grad assigned":
+            layer.weight.grad = new_grad.clone()
+        else:
+            spare.grad.copy_(new_grad)
+            layer.weight = layer.register_parameter("weight", spare)
+    given = [p for n, p in model.named_parameters() if n.endswith("weight")][-1].grad
+    assert torch.equal(model(x), twin(x))
+    assert torch.equal(model.backward(given), twin.backward(new_grad.clone()))
     for (name, parameter), expected in zip(
         model.named_parameters(), twin.parameters(), strict=True
     ):
