@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import pytest
 import torch
 
@@ -132,6 +133,27 @@ def test_a_parameter_takes_a_grad_and_data_in_two_parts_of_one_buffer_that_do_no
     # Parts whose spans meet are still refused: a grad over part of the data.
     with pytest.raises(ValueError, match=r"grad shares memory with data"):
         layer.weight.grad = other[2:4]
+
+
+def test_a_parameter_takes_data_and_grad_in_memory_that_adjoins_without_overlapping() -> None:
+    """Two tensors over the two halves of one buffer (torch.from_numpy of each half) have
+    storages of their own that meet at one address and share no byte: either is taken as the
+    other's grad or data, and a step reads and writes each as its own (the grad's last
+    element, just before the data, or the data's last, just before the grad)."""
+    for data_first in (True, False):
+        memory = np.arange(8, dtype=np.float64)
+        first, second = torch.from_numpy(memory[:4]), torch.from_numpy(memory[4:])
+        assert first.untyped_storage().data_ptr() + 32 == second.untyped_storage().data_ptr()
+        data, grad = (first, second) if data_first else (second, first)
+        expected_data, expected_grad = data.clone(), grad.clone()
+        parameter = nn.Parameter(data.clone())
+        parameter.grad = grad
+        parameter.data = data
+        assert parameter.data.data_ptr() == data.data_ptr()
+        assert parameter.grad.data_ptr() == grad.data_ptr()
+        optim.SGD([parameter], lr=0.5).step()
+        assert torch.equal(parameter.grad, expected_grad)
+        assert torch.equal(parameter.data, expected_data - 0.5 * expected_grad)
 
 
 @pytest.mark.parametrize("make", [nn.CrossEntropyLoss, nn.NLLLoss, nn.MSELoss])
