@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import types
 from collections.abc import Callable
 
 import pytest
@@ -399,27 +401,107 @@ def test_a_subclass_that_overrides_backward_parameters_has_it_run() -> None:
         assert model.parameter_calls == 4
 
 
-def _clip_on_instance(layer: nn.Module, calls: list[int]) -> None:
-    """Set on the instance of ``layer`` a backward that clips its gradient and counts calls."""
+def _clip_on_instance(layer: nn.Module, calls: list[int], bound: bool = False) -> None:
+    """Set on the instance of ``layer`` a backward that clips its gradient and counts calls: a
+    function, or (``bound``) a function of one's own bound to the layer by MethodType."""
     backward = type(layer).backward
 
     def clipped(grad_output: Tensor) -> Tensor:
         calls.append(1)
         return backward(layer, grad_output.clamp(-0.01, 0.01))
 
-    layer.backward = clipped  # type: ignore[method-assign]
+    def clipped_method(self: nn.Module, grad_output: Tensor) -> Tensor:
+        return clipped(grad_output)
+
+    if bound:
+        layer.backward = types.MethodType(clipped_method, layer)  # type: ignore[method-assign]
+    else:
+        layer.backward = clipped  # type: ignore[method-assign]
+
+
+def _count_backward_parameters_on_instance(model: nn.Module, calls: list[int]) -> None:
+    """Set on the instance of ``model`` its backward_parameters, counting calls."""
+    own = model.backward_parameters
+
+    def counted(grad_output: Tensor) -> None:
+        calls.append(1)
+        own(grad_output)
+
+    model.backward_parameters = counted  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(
+    "case", ["another layer's methods", "backward_parameters on the model", "a subclass's"]
+)
+def test_fit_calls_what_the_model_s_own_backward_or_backward_parameters_calls(case: str) -> None:
+    """fit trains as a loop that calls what the model's instance and class say, bit for bit:
+    a first Linear given the bound forward and backward of another Linear over its parameters
+    (copy.copy) has that backward called, through model.backward (backward_parameters would
+    have run the Linear's own, without the cache the other's forward made); a
+    backward_parameters set on the model's instance is called, once a step; and a Sequential
+    subclass that overrides backward_parameters has it called (the nearest override), a
+    backward set on its first Linear's instance notwithstanding."""
+    x = torch.randn(6, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([0, 1, 2, 3, 0, 1])
+    trained, counts = [], []
+    for by_fit in (True, False):
+        torch.manual_seed(3)
+        layers = (nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4))
+        model = (_RecordingSequential if case == "a subclass's" else nn.Sequential)(*layers)
+        model.to(F64)
+        calls: list[int] = []
+        step: Callable[[Tensor], object] = model.backward
+        if case == "another layer's methods":
+            other = copy.copy(model[0])
+            model[0].forward = other.forward  # type: ignore[method-assign]
+            model[0].backward = other.backward  # type: ignore[method-assign]
+        elif case == "backward_parameters on the model":
+            _count_backward_parameters_on_instance(model, calls)
+            step = model.backward_parameters
+        else:
+            _clip_on_instance(model[0], calls)
+            step = model.backward_parameters
+        criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.5)
+        generator = torch.Generator().manual_seed(4)
+        if by_fit:
+            fit(model, criterion, optimizer, x, target, epochs=2, batch_size=4, generator=generator)
+        else:
+            for _ in range(2):
+                for x_batch, y_batch in BatchIterator(x, target, 4, generator=generator):
+                    optimizer.zero_grad()
+                    criterion(model(x_batch), y_batch)
+                    step(criterion.backward())
+                    optimizer.step()
+        counts.append((len(calls), getattr(model, "parameter_calls", None)))
+        trained.append([parameter.data for parameter in model.parameters()])
+    expected = {
+        "another layer's methods": (0, None),
+        "backward_parameters on the model": (4, None),
+        "a subclass's": (0, 4),
+    }[case]
+    assert counts == [expected, expected]
+    assert all(torch.equal(a, b) for a, b in zip(*trained, strict=True))
 
 
 @pytest.mark.parametrize(
     "where",
-    ["first Linear", "the model", "a bare Linear", "inside a Sequential", "under detect_anomaly"],
+    [
+        "first Linear",
+        "the model",
+        "a bare Linear",
+        "inside a Sequential",
+        "under detect_anomaly",
+        "after an activation",
+        "bound by MethodType",
+    ],
 )
 def test_fit_calls_a_backward_set_on_an_instance_that_backward_parameters_skips(
     where: str,
 ) -> None:
     """A backward set on the instance of a Linear (not a subclass) first in the network, or
-    on the model itself: fit called backward_parameters, whose Linear (or Sequential) class
-    method never calls it, and trained unclipped. fit looks once an epoch and calls backward
+    on the model itself (behind an activation, which backward_parameters skips; bound by
+    MethodType): fit called backward_parameters, whose Linear (or Sequential) class method
+    never calls it, and trained unclipped. fit looks once an epoch and calls backward
     then: it trains as a loop of model.backward, bit for bit, the instance's backward called
     once a step."""
     x = torch.randn(6, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
@@ -436,11 +518,14 @@ def test_fit_calls_a_backward_set_on_an_instance_that_backward_parameters_skips(
                 F64
             )
             patched = model[0][0]
+        elif where == "after an activation":
+            model = nn.Sequential(nn.Tanh(), nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4)).to(F64)
+            patched = model[1]
         else:
             model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4)).to(F64)
             patched = model if where == "the model" else model[0]
         calls: list[int] = []
-        _clip_on_instance(patched, calls)
+        _clip_on_instance(patched, calls, bound=where == "bound by MethodType")
         criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.5)
         generator = torch.Generator().manual_seed(4)
         if by_fit:
