@@ -1595,6 +1595,26 @@ def test_reproduce_without_an_extra_says_what_to_install_before_training(
         assert not out.exists()
 
 
+def test_reproduce_quiet_without_tqdm_goes_on_to_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--quiet draws no progress bar: without tqdm (but with matplotlib) the command is not
+    refused and reaches the training, which is stopped here."""
+    from minidl.experiments import runner
+
+    class StartedError(Exception):
+        pass
+
+    def training(*args: object, **kwargs: object) -> None:
+        raise StartedError
+
+    monkeypatch.setattr(runner, "run_experiments", training)
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    argv = ["reproduce", "--quick", "--tables", "2", "--jobs", "1", "--quiet"]
+    with pytest.raises(StartedError):
+        main([*argv, "--out", str(tmp_path / "results")])
+
+
 @pytest.mark.parametrize(
     ("hidden", "progress", "why"),
     [
