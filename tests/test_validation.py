@@ -66,7 +66,7 @@ CLI_CASES = [
         ["--activation", "swish"],
         ["unknown activation 'swish'", "elu, gelu, gelutanh, leakyrelu, relu, selu"],
     ),
-    (["--activation", "relu,tanh"], ["--activation gives 2 names for 1 hidden layers"]),
+    (["--activation", "relu,tanh"], ["--activation gives 2 names for 1 hidden layer;"]),
     (["--hidden", "8,x"], ["--hidden", "'8,x'", "comma-separated positive integers"]),
     (["--hidden", "0"], ["--hidden", "positive widths", "'0'"]),
     (["--hidden", ""], ["--hidden", "''"]),
