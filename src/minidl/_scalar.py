@@ -14,6 +14,12 @@ That holds where the number is converted to ``x``'s dtype before the arithmetic,
 case for float32 and float64 on the CPU. float16 and bfloat16 operations compute with the number
 in float32 (a 0-dim float16 tensor would round it first), and other devices are left as they
 are, so there the number itself is returned.
+
+A number as ``add_``'s ``alpha`` is rounded otherwise: on the CPU, a float16 or bfloat16
+``add_`` rounds the product ``alpha * other`` to the dtype first over a tensor's last elements
+only, so an element's bits depend on where it lies. :func:`add_scaled_` and :func:`add_scaled`
+give every element the bits of the vectorised body, so that an optimizer updates a flat buffer
+as it updates its parameters one by one.
 """
 
 from __future__ import annotations
