@@ -19,6 +19,7 @@ from torch import Tensor
 import minidl
 from minidl import nn, optim
 from minidl.data import BatchIterator, make_disk_data
+from minidl.nn._checks import GradientDtypeError
 from minidl.rounds import fit_rounds
 from minidl.train import fit
 
@@ -183,6 +184,61 @@ def test_a_gradient_of_another_dtype_is_named_as_the_caller_gave_it(
     ):
         getattr(model, method)(torch.randn(3, 4, dtype=torch.float16))
     _assert_unchanged(model, before)
+
+
+class _LinearThenTanh(nn.Module):
+    """A block of one's own: a bfloat16 Linear, then a Tanh, its backward theirs in turn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4, dtype=_BF16)
+        self.tanh = nn.Tanh()
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self.tanh(self.linear(input))
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return self.linear.backward(self.tanh.backward(grad_output))
+
+
+@pytest.mark.parametrize("method", ["backward", "backward_parameters"])
+def test_a_gradient_of_another_dtype_is_named_once_by_the_innermost_container(method: str) -> None:
+    """The refusal the caller sees carries the dtypes it gave and the layer's, is raised from
+    the layer's own refusal, keeps the Sequential's note of the place, and is renamed once: a
+    Residual around a block of one's own names the caller's float16 itself (no Sequential
+    inside does), and one around a Sequential leaves the Sequential's refusal as it is."""
+    gradient = torch.randn(3, 4, dtype=torch.float16)
+    own = nn.Residual(_LinearThenTanh())
+    own(torch.randn(3, 4, dtype=_BF16))
+    with pytest.raises(GradientDtypeError) as caught:
+        getattr(own, method)(gradient)
+    error = caught.value
+    assert str(error).startswith(
+        "Residual: gradient dtype torch.float16 does not match torch.bfloat16, the dtype of a "
+        "module inside (the modules without parameters after it promoted the gradient to "
+        "torch.float32 on its way there: Linear: gradient dtype torch.float32"
+    )
+    assert (error.given, error.expected) == (torch.float16, _BF16)
+    assert isinstance(error.__cause__, GradientDtypeError)
+    assert error.__cause__.given is torch.float32
+    nested = nn.Residual(nn.Sequential(nn.Linear(4, 4, dtype=_BF16), nn.Tanh()))
+    nested(torch.randn(3, 4, dtype=_BF16))
+    with pytest.raises(GradientDtypeError) as caught:
+        getattr(nested, method)(gradient)
+    error = caught.value
+    assert str(error).startswith("Sequential: gradient dtype torch.float16")
+    assert "Residual" not in str(error)
+    assert (error.given, error.expected) == (torch.float16, _BF16)
+    cause = error.__cause__
+    assert isinstance(cause, GradientDtypeError) and cause.given is torch.float32
+    assert (
+        error.__notes__
+        == cause.__notes__
+        == [
+            f"in Sequential.{method}, at module 0 (Linear), given the gradient returned by the "
+            "backward of module 1 (Tanh)"
+        ]
+    )
 
 
 def test_a_gradient_promoted_to_the_parameters_dtype_is_still_taken() -> None:
