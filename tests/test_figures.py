@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from minidl import _extras
 from minidl.experiments import figures
 from minidl.experiments.config import FIGURE_1, TABLE_I, TABLE_II, TABLE_III, Experiment
 from minidl.experiments.figures import FIGURES, table_figure
@@ -162,6 +163,46 @@ def test_write_figures_with_a_matplotlib_that_fails_to_import_raises_its_error(
     assert info.value.name == "minidl_test_missing_dependency"
     assert "not installed" not in str(info.value)
     assert not (tmp_path / "figures").exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "installing"),
+    [
+        (ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib"), True),
+        (
+            ModuleNotFoundError("No module named 'matplotlib.pyplot'", name="matplotlib.pyplot"),
+            True,
+        ),
+        (
+            ModuleNotFoundError("No module named 'matplotlib_inline'", name="matplotlib_inline"),
+            False,
+        ),
+        (ImportError("matplotlib was built for another Python"), False),
+    ],
+    ids=["the package", "a module of it", "another package named alike", "no name"],
+)
+def test_require_says_to_install_only_a_missing_package_or_module_of_it(
+    monkeypatch: pytest.MonkeyPatch, error: ImportError, installing: bool
+) -> None:
+    """``require`` says to install the extra only when what is missing is the package itself
+    or a module of it (``matplotlib.pyplot``); another package whose name merely starts with
+    its name, or an ImportError that names no module (raised by the package's own code),
+    is raised as it is."""
+
+    def fail(name: str) -> None:
+        raise error
+
+    monkeypatch.setattr(_extras.importlib, "import_module", fail)
+    with pytest.raises(ImportError) as info:
+        _extras.require("matplotlib", "drawing needs it", module="matplotlib.pyplot")
+    if installing:
+        assert info.value is not error and info.value.name == "matplotlib"
+        assert str(info.value).startswith(
+            "drawing needs it, and the matplotlib package is not installed; install minidl's "
+            "reproduce extra"
+        )
+    else:
+        assert info.value is error
 
 
 # -- the data each figure draws, read back from the Figure (mutation review) -------------------
