@@ -133,6 +133,12 @@ def test_a_parameter_takes_a_grad_and_data_in_two_parts_of_one_buffer_that_do_no
     # Parts whose spans meet are still refused: a grad over part of the data.
     with pytest.raises(ValueError, match=r"grad shares memory with data"):
         layer.weight.grad = other[2:4]
+    # Parts that share their last and first element only still meet, either way round.
+    buffer = torch.arange(7.0)
+    with pytest.raises(ValueError, match=r"grad shares memory with data"):
+        nn.Parameter(buffer[:4]).grad = buffer[3:]
+    with pytest.raises(ValueError, match=r"grad shares memory with data"):
+        nn.Parameter(buffer[3:]).grad = buffer[:4]
 
 
 def test_a_parameter_takes_data_and_grad_in_memory_that_adjoins_without_overlapping() -> None:
