@@ -384,6 +384,7 @@ _OLD_PICKLES: dict[str, tuple[Callable[[], nn.Module], str, tuple[int, ...]]] = 
         (5, 4),
     ),
     "Residual": (lambda: nn.Residual(nn.Linear(4, 4, dtype=F64)), "_gradients", (5, 4)),
+    "BatchNorm1d": (lambda: nn.BatchNorm1d(4, dtype=F64), "_gradients", (5, 4)),
     "Identity": (nn.Identity, "_dtype", (5, 4)),
     "Dropout": (lambda: nn.Dropout(0.5).eval(), "_dtype", (5, 4)),
 }
