@@ -252,7 +252,8 @@ def test_models_trained_in_threads_have_the_bits_of_models_trained_alone(
 # -- the count of registrations -----------------------------------------------------------------
 
 
-def test_a_registration_counted_late_never_brings_the_count_back_to_one_seen() -> None:
+@pytest.mark.parametrize("kind", ["module", "parameter"])
+def test_a_registration_counted_late_never_brings_the_count_back_to_one_seen(kind: str) -> None:
     """A registration stopped just before it stores its count (traced bytecode by bytecode, as
     another thread may stop it), while two more are made and a reader (a Sequential's
     ``backward_parameters``, a layer's gradient memory) notes the count, then stores it; one
@@ -262,17 +263,22 @@ def test_a_registration_counted_late_never_brings_the_count_back_to_one_seen() -
     value again."""
     owner = nn.Module()
     noted: list[int] = []
+    method = getattr(nn.Module, f"register_{kind}")
+
+    def register_one(name: str) -> None:
+        if kind == "module":
+            owner.register_module(name, nn.Tanh())
+        else:
+            owner.register_parameter(name, nn.Parameter(torch.zeros(1)))
 
     def between() -> None:
-        owner.register_module("second", nn.Tanh())
-        owner.register_module("third", nn.Tanh())
+        register_one("second")
+        register_one("third")
         noted.append(nn.Module._registrations)
 
     def register() -> None:
-        owner.register_module("first", nn.Tanh())
+        register_one("first")
 
-    assert run_stopped_before_store(
-        register, nn.Module.register_module, "first", "_registrations", between
-    )
-    owner.register_module("fourth", nn.Tanh())
+    assert run_stopped_before_store(register, method, "first", "_registrations", between)
+    register_one("fourth")
     assert nn.Module._registrations != noted[0]
