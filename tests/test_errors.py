@@ -986,6 +986,29 @@ def test_float8_is_what_pytorch_cannot_compute_in(dtype: torch.dtype) -> None:
         torch.nn.BatchNorm1d(3, dtype=dtype)(torch.randn(4, 3).to(dtype))
 
 
+@pytest.mark.parametrize("dtype", _FLOAT8, ids=str)
+def test_a_parameter_refuses_float8_data(dtype: torch.dtype) -> None:
+    """A Parameter is where a dtype enters a model of one's own, or a layer's weight given its
+    values (``weight.data = ...``): float8 data was taken, and an optimizer's step then failed
+    in torch's words ("add_stub" not implemented for 'Float8_e4m3fn'). It is refused like an
+    integer one, naming the parameter, the dtype and the dtypes taken, the weight left as it
+    was."""
+    with raises(
+        TypeError, "Parameter: data must be", f"got {dtype}", "torch.bfloat16, torch.float32"
+    ):
+        nn.Parameter(torch.zeros(2).to(dtype))
+    layer = nn.Linear(2, 3)
+    before = layer.weight.data
+    with raises(
+        TypeError,
+        "Parameter 'weight': data must be",
+        f"got {dtype}",
+        "torch.bfloat16, torch.float32",
+    ):
+        layer.weight.data = torch.zeros(3, 2).to(dtype)
+    assert layer.weight.data is before
+
+
 def test_a_model_is_left_as_it_was_when_to_refuses_float8() -> None:
     model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2))
     before = [p.data.clone() for p in model.parameters()]

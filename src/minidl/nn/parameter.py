@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from minidl._validate import DTYPES
 from minidl.nn.flat import storage_view
 
 __all__ = ["Parameter"]
@@ -32,8 +33,8 @@ class Parameter:
     whatever order threads store them.
 
     Args:
-        data: the initial value, a dense floating-point tensor; it is used as is (not
-            copied).
+        data: the initial value, a dense tensor of float16, bfloat16, float32 or float64 (not
+            float8); it is used as is (not copied).
         name: an optional name used in messages.
 
     Example:
@@ -57,8 +58,8 @@ class Parameter:
         """Assign ``data``, ``grad`` or ``name``; checked, so that ``grad`` keeps the shape,
         dtype and device of ``data``.
 
-        A new ``data`` must be a floating-point tensor; if ``grad`` does not fit it, ``grad``
-        becomes zeros that do. A new ``grad`` must fit ``data``. Parameters are updated in place
+        A new ``data`` must be a dense float16, bfloat16, float32 or float64 tensor; if ``grad``
+        does not fit it, ``grad`` becomes zeros that do. A new ``grad`` must fit ``data``. Parameters are updated in place
         inside and outside ``torch.inference_mode()``, which only normal tensors allow: a tensor
         made in inference mode is copied out of it.
         """
@@ -93,9 +94,11 @@ class Parameter:
             raise TypeError(
                 f"{self._where()}: data must be a torch.Tensor, got {type(value).__name__}"
             )
-        if not value.is_floating_point():
+        if value.dtype not in DTYPES:  # (float8 is floating point, but no optimizer steps it)
             raise TypeError(
-                f"{self._where()}: data must be a floating-point tensor, got {value.dtype}"
+                f"{self._where()}: data must be a floating-point tensor, got {value.dtype} "
+                "(minidl computes in torch.float16, torch.bfloat16, torch.float32 and "
+                "torch.float64)"
             )
         _check_dense(self._where(), "data", value)
         _check_own_memory(self._where(), "data", value)
