@@ -544,7 +544,11 @@ def test_batch_norm_buffers_in_state_dict_and_to() -> None:
         ({"num_features": 2, "eps": 0.0}, ValueError, "eps must be in"),
         ({"num_features": 2, "momentum": 1.5}, ValueError, "momentum must be in"),
         ({"num_features": 2, "affine": 1}, TypeError, "affine must be a bool"),
-        ({"num_features": 2, "dtype": torch.int64}, TypeError, "dtype must be a floating"),
+        (
+            {"num_features": 2, "dtype": torch.int64},
+            TypeError,
+            "dtype must be torch.float16, torch.bfloat16",
+        ),
     ],
 )
 def test_batch_norm_validates_arguments(

@@ -101,7 +101,7 @@ SITES: dict[str, tuple[Callable[[int, Path], object], type[BaseException], str, 
     "make_disk_data dtype": (
         lambda n, _: make_disk_data(dtype=n),  # type: ignore[arg-type]
         TypeError,
-        "make_disk_data: dtype must be a floating-point torch.dtype, got ",
+        "make_disk_data: dtype must be torch.float16, torch.bfloat16, torch.float32 or torch.float64 (the dtypes minidl computes in), got ",
         None,
     ),
     "BatchIterator shuffle": (

@@ -98,16 +98,18 @@ def unavailable(device: torch.device) -> str | None:
 #: ``tanh``, ``addmv`` and ``add_``), so a layer made or cast in one would fail later in
 #: PyTorch's words, without its name.
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: :data:`DTYPES` as the messages of a refusal name them.
+TAKEN = (
+    "torch.float16, torch.bfloat16, torch.float32 or torch.float64 (the dtypes minidl computes in)"
+)
 
 
-def check_dtype(where: str, dtype: object, expected: str = "a floating-point torch.dtype") -> None:
+def check_dtype(where: str, dtype: object) -> None:
     """Refuse a ``dtype`` that is not one of :data:`DTYPES` (an integer, complex or float8
-    dtype, or no dtype at all), naming ``where``, what was given and the dtypes taken."""
+    dtype, or no dtype at all), naming ``where``, the dtypes taken and what was given (a float8
+    dtype is floating point: the message names the four, not "a floating-point dtype")."""
     if not isinstance(dtype, torch.dtype) or dtype not in DTYPES:
-        raise TypeError(
-            f"{where}: dtype must be {expected}, got {shown(dtype)} (minidl computes in "
-            "torch.float16, torch.bfloat16, torch.float32 and torch.float64)"
-        )
+        raise TypeError(f"{where}: dtype must be {TAKEN}, got {shown(dtype)}")
 
 
 def check_real(

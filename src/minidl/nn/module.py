@@ -1080,7 +1080,7 @@ class Module:
         if dtype is not None and not isinstance(dtype, torch.dtype):
             raise TypeError(f"{name}.to: dtype must be a torch.dtype, got {shown(dtype)}")
         if dtype is not None:
-            check_dtype(f"{name}.to", dtype, "floating point")
+            check_dtype(f"{name}.to", dtype)
         if device is not None:
             try:
                 device = torch.device(device)

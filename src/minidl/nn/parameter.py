@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from minidl._validate import DTYPES
+from minidl._validate import DTYPES, TAKEN
 from minidl.nn.flat import storage_view
 
 __all__ = ["Parameter"]
@@ -95,11 +95,7 @@ class Parameter:
                 f"{self._where()}: data must be a torch.Tensor, got {type(value).__name__}"
             )
         if value.dtype not in DTYPES:  # (float8 is floating point, but no optimizer steps it)
-            raise TypeError(
-                f"{self._where()}: data must be a floating-point tensor, got {value.dtype} "
-                "(minidl computes in torch.float16, torch.bfloat16, torch.float32 and "
-                "torch.float64)"
-            )
+            raise TypeError(f"{self._where()}: data must be a tensor of {TAKEN}, got {value.dtype}")
         _check_dense(self._where(), "data", value)
         _check_own_memory(self._where(), "data", value)
         # (no grad yet in the constructor; one that does not fit the new data is replaced)
