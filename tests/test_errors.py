@@ -239,6 +239,10 @@ def test_a_gradient_of_another_dtype_is_named_once_by_the_innermost_container(me
             "backward of module 1 (Tanh)"
         ]
     )
+    # An input of another dtype is no gradient: the containers leave its refusal a TypeError.
+    with pytest.raises(TypeError) as refused:
+        nested(torch.randn(3, 4, dtype=torch.float16))
+    assert not isinstance(refused.value, GradientDtypeError)
 
 
 def test_a_gradient_promoted_to_the_parameters_dtype_is_still_taken() -> None:
