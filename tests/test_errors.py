@@ -991,6 +991,43 @@ def test_unsupported_dtype_is_refused_up_front(taker: str, dtype: torch.dtype) -
     assert "floating-point" not in str(info.value) and "floating point" not in str(info.value)
 
 
+_FLOAT8_INPUT_TAKERS: dict[str, Callable[[], nn.Module]] = {
+    "Tanh": nn.Tanh,
+    "ReLU": nn.ReLU,
+    "Sigmoid": nn.Sigmoid,
+    "Dropout": lambda: nn.Dropout(0.5),
+    "Softmax": nn.Softmax,
+    "Linear": lambda: nn.Linear(2, 2),
+    "BatchNorm1d": lambda: nn.BatchNorm1d(2),
+}
+
+
+@pytest.mark.parametrize("dtype", _FLOAT8, ids=str)
+@pytest.mark.parametrize("name", list(_FLOAT8_INPUT_TAKERS))
+def test_a_float8_input_or_gradient_is_refused_naming_the_module(
+    name: str, dtype: torch.dtype
+) -> None:
+    """A float8 tensor is floating point, and the per-call checks asked is_floating_point():
+    it passed them, and the module failed in torch's words ('"tanh_vml_cpu" not implemented
+    for 'Float8_e4m3fn'', no module named). It is refused as an integer one is, naming the
+    module, the dtype and the four taken, also after an input of the same shape in float32
+    (the checks a repeated shape skips), and so is a float8 gradient given to an activation."""
+    module = _FLOAT8_INPUT_TAKERS[name]()
+    x = torch.randn(3, 2)
+    module(x)
+    with raises(TypeError, f"{name}: expected a floating-point input of dtype float16, bfloat16, "):
+        module(x.to(dtype))
+    with pytest.raises(TypeError, match=f"got dtype {dtype}$"):
+        module(x.to(dtype))
+    if name in ("Tanh", "ReLU", "Sigmoid", "Dropout"):
+        module(x)
+        with raises(TypeError, f"{name}: expected a floating-point gradient of dtype float16, "):
+            module.backward(x.to(dtype))
+    loss = nn.CrossEntropyLoss()
+    with raises(TypeError, "CrossEntropyLoss: expected a floating-point input of dtype "):
+        loss(x.to(dtype), torch.tensor([0, 1, 0]))
+
+
 @pytest.mark.parametrize("dtype", _FLOAT8, ids=str)
 def test_float8_is_what_pytorch_cannot_compute_in(dtype: torch.dtype) -> None:
     """The reason for the refusal above: torch.nn.Linear cannot be made in float8, and a float8
@@ -2200,7 +2237,11 @@ def test_a_gradient_that_is_not_floating_point_or_on_another_device_is_named(
     module = build()
     module(torch.randn(2, 3))
     name = type(module).__name__
-    with raises(TypeError, f"{name}: expected a floating-point gradient, got dtype torch.int64"):
+    with raises(
+        TypeError,
+        f"{name}: expected a floating-point gradient of dtype float16, bfloat16, float32 or "
+        "float64, got dtype torch.int64",
+    ):
         module.backward(torch.ones(2, 3, dtype=torch.int64))
     with raises(ValueError, f"{name}: gradient is on meta but the last forward's output is on cpu"):
         module.backward(torch.ones(2, 3, device="meta"))

@@ -102,6 +102,11 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 TAKEN = (
     "torch.float16, torch.bfloat16, torch.float32 or torch.float64 (the dtypes minidl computes in)"
 )
+#: :data:`DTYPES` as a set, for the checks that every call makes (a lookup in it takes no longer
+#: than ``Tensor.is_floating_point()``, which takes float8 tensors too).
+COMPUTED = frozenset(DTYPES)
+#: :data:`DTYPES` as the messages of a refused input or gradient name them.
+FLOATING = "floating-point {what} of dtype float16, bfloat16, float32 or float64"
 
 
 def check_dtype(where: str, dtype: object) -> None:

@@ -9,7 +9,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from minidl._validate import check_dtype, check_tensor_size, shown, unavailable
+from minidl._validate import (
+    COMPUTED,
+    FLOATING,
+    check_dtype,
+    check_tensor_size,
+    shown,
+    unavailable,
+)
 from minidl.nn.parameter import Parameter
 
 __all__ = [
@@ -138,8 +145,10 @@ def check_input(where: str, input: object, features: int | None = None) -> Tenso
     ``N >= 1`` and at least one feature."""
     if not isinstance(input, Tensor):
         raise TypeError(f"{where}: expected a torch.Tensor as input, got {type(input).__name__}")
-    if not input.is_floating_point():
-        raise TypeError(f"{where}: expected a floating-point input, got dtype {input.dtype}")
+    if input.dtype not in COMPUTED:
+        raise TypeError(
+            f"{where}: expected a {FLOATING.format(what='input')}, got dtype {input.dtype}"
+        )
     # (a sparse input's products run, but its backward is refused by the tensor library)
     check_dense(where, input)
     if input.dim() != 2:
@@ -372,9 +381,9 @@ def check_grad_like(where: str, grad_output: object, output: Tensor) -> Tensor:
     with it). Its dtype may differ: the backward promotes it, as torch's operations do."""
     check_grad_output(where, grad_output, output.shape)
     assert isinstance(grad_output, Tensor)
-    if not grad_output.is_floating_point():
+    if grad_output.dtype not in COMPUTED:
         raise TypeError(
-            f"{where}: expected a floating-point gradient, got dtype {grad_output.dtype}"
+            f"{where}: expected a {FLOATING.format(what='gradient')}, got dtype {grad_output.dtype}"
         )
     if grad_output.device != output.device:
         raise ValueError(

@@ -22,6 +22,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from minidl._validate import COMPUTED, FLOATING
 from minidl.nn._checks import STRIDED, check_cached, check_dense, check_grad_like
 from minidl.nn.module import Module
 
@@ -48,11 +49,7 @@ class Activation(Module):
         self._cache: Tensor | None = None
 
     def forward(self, input: Tensor) -> Tensor:
-        if (
-            type(input) is not Tensor
-            or not input.is_floating_point()
-            or input.layout is not STRIDED
-        ):
+        if type(input) is not Tensor or input.dtype not in COMPUTED or input.layout is not STRIDED:
             self._check_input(input)
         output, self._cache = self._accepted(self._forward(input))
         return output
@@ -107,8 +104,10 @@ class Activation(Module):
         name = type(self).__name__
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor as input, got {type(input).__name__}")
-        if not input.is_floating_point():
-            raise TypeError(f"{name}: expected a floating-point input, got dtype {input.dtype}")
+        if input.dtype not in COMPUTED:
+            raise TypeError(
+                f"{name}: expected a {FLOATING.format(what='input')}, got dtype {input.dtype}"
+            )
         check_dense(name, input)
 
     def backward(self, grad_output: Tensor) -> Tensor:
@@ -147,11 +146,7 @@ class Activation(Module):
     def _forward_out(self, input: Tensor, out: Tensor) -> None:
         """:meth:`forward`, writing the output into ``out`` (for an activation whose
         :meth:`_forward` takes ``out``)."""
-        if (
-            type(input) is not Tensor
-            or not input.is_floating_point()
-            or input.layout is not STRIDED
-        ):
+        if type(input) is not Tensor or input.dtype not in COMPUTED or input.layout is not STRIDED:
             self._check_input(input)
         self._cache = self._accepted(self._forward(input, out=out))[1]  # type: ignore[call-arg]
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from minidl._validate import shown
+from minidl._validate import COMPUTED, FLOATING, shown
 from minidl.nn._checks import (
     STRIDED,
     check_bool,
@@ -374,9 +374,11 @@ class BatchedLinear(Module):
         tensors were replaced (``Module.to``, flattening).
         """
         expected = (self.models, self.in_features)
-        if not isinstance(input, Tensor) or not input.is_floating_point():
+        if not isinstance(input, Tensor) or input.dtype not in COMPUTED:
             got = input.dtype if isinstance(input, Tensor) else type(input).__name__
-            raise TypeError(f"BatchedLinear: expected a floating-point tensor input, got {got}")
+            raise TypeError(
+                f"BatchedLinear: expected a {FLOATING.format(what='tensor input')}, got {got}"
+            )
         check_dense("BatchedLinear", input)
         if input.dim() != 3 or (input.shape[0], input.shape[2]) != expected or input.shape[1] == 0:
             raise ValueError(

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from minidl._scalar import operand
 from minidl._setting import Setting
-from minidl._validate import check_real
+from minidl._validate import COMPUTED, FLOATING, check_real
 from minidl.nn._checks import check_dense, check_grad_like, check_grad_output, check_not_in_place
 from minidl.nn.module import Module
 
@@ -86,8 +86,10 @@ class Dropout(Module):
             raise TypeError(
                 f"Dropout: expected a torch.Tensor as input, got {type(input).__name__}"
             )
-        if not input.is_floating_point():
-            raise TypeError(f"Dropout: expected a floating-point input, got dtype {input.dtype}")
+        if input.dtype not in COMPUTED:
+            raise TypeError(
+                f"Dropout: expected a {FLOATING.format(what='input')}, got dtype {input.dtype}"
+            )
         if not self.training or self._p == 0.0:
             self._shape, self._scaled_mask, self._device = input.shape, None, input.device
             self._dtype = input.dtype
@@ -112,9 +114,10 @@ class Dropout(Module):
             # (the identity: checked as the training mode's gradient is, so that a gradient it
             # refuses is not passed on in evaluation mode, or with p = 0)
             check_grad_output("Dropout", grad_output, self._shape)
-            if not grad_output.is_floating_point():
+            if grad_output.dtype not in COMPUTED:
                 raise TypeError(
-                    f"Dropout: expected a floating-point gradient, got dtype {grad_output.dtype}"
+                    f"Dropout: expected a {FLOATING.format(what='gradient')}, got dtype "
+                    f"{grad_output.dtype}"
                 )
             device = self._device
             if device is not None and grad_output.device != device:
