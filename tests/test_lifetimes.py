@@ -218,6 +218,41 @@ def test_a_refused_fit_rounds_holds_nothing() -> None:
     _assert_freed(references)
 
 
+_GRADIENT_DTYPE_REFUSERS: dict[str, Callable[[], nn.Module]] = {
+    "Linear": lambda: nn.Linear(3, 3, dtype=torch.bfloat16),
+    "Sequential, renamed": lambda: nn.Sequential(nn.Linear(3, 3, dtype=torch.bfloat16), nn.Tanh()),
+    "Sequential, its layer's": lambda: nn.Sequential(
+        nn.Tanh(), nn.Linear(3, 3, dtype=torch.bfloat16)
+    ),
+    "Residual, renamed": lambda: nn.Residual(
+        nn.Sequential(nn.Linear(3, 3, dtype=torch.bfloat16), nn.Tanh())
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(_GRADIENT_DTYPE_REFUSERS))
+def test_a_refused_gradient_dtype_holds_nothing(name: str) -> None:
+    """A layer refusing a gradient of another dtype made its GradientDtypeError in a local
+    variable and raised it from there (and a container renaming it for its caller's dtype
+    too): the refusal's traceback held that frame, which held the refusal, and with it the
+    model, until the cyclic collector ran."""
+
+    def refuse() -> tuple[References, str]:
+        model = _GRADIENT_DTYPE_REFUSERS[name]()
+        model(torch.randn(2, 3, dtype=torch.bfloat16))
+        references = {"model": weakref.ref(model)}
+        try:
+            model.backward(torch.randn(2, 3, dtype=torch.float16))
+        except TypeError as error:
+            return references, str(error)
+        return references, "not refused"
+
+    references, message = refuse()
+    assert "gradient dtype torch.float16 does not match " in message, message
+    assert "torch.bfloat16" in message
+    _assert_freed(references)
+
+
 def _refuse_optimizer(header: dict[str, Any]) -> None:
     header["optimizer"]["lr"] = -1.0
 

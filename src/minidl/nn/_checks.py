@@ -12,6 +12,7 @@ from torch import Tensor
 from minidl._validate import (
     COMPUTED,
     FLOATING,
+    add_note,
     check_dtype,
     check_tensor_size,
     shown,
@@ -36,9 +37,10 @@ __all__ = [
     "check_runs",
     "check_size",
     "check_still_fits",
-    "given_gradient_dtype",
     "given_module",
+    "gradient_dtype_error",
     "is_pytorch_module",
+    "refuse_given_gradient_dtype",
     "refuse_set_to_none",
 ]
 
@@ -172,27 +174,42 @@ class GradientDtypeError(TypeError):
     the gradient's dtype, and ``expected``, theirs. The modules without parameters promote a
     gradient of another dtype (a float16 one through a bfloat16 ``Tanh`` becomes float32), so
     the one that reaches a layer inside a container may not be the one its caller gave: the
-    container names that one instead (see :func:`given_gradient_dtype`)."""
+    container names that one instead (see :func:`refuse_given_gradient_dtype`)."""
 
     given: torch.dtype | None = None
     expected: torch.dtype | None = None
 
 
-def given_gradient_dtype(
-    where: str, error: BaseException, grad_output: Tensor
-) -> GradientDtypeError | None:
-    """The error for ``where``'s caller, who gave ``grad_output``, when a module inside
-    ``where`` refused ``error.given``, a dtype the modules before it promoted the caller's
-    to; ``None`` when ``error`` is no such refusal, or already names the caller's dtype."""
+def gradient_dtype_error(
+    message: str, given: torch.dtype, expected: torch.dtype, notes: Sequence[str] = ()
+) -> GradientDtypeError:
+    """A :class:`GradientDtypeError` with ``message``, ``given``, ``expected`` and ``notes``,
+    made here so that the frame that raises it holds it in no local variable (the traceback
+    would hold that frame, which would hold it: a cycle that keeps every frame the refusal
+    went through, the model's among them, until the cyclic collector runs)."""
+    error = GradientDtypeError(message)
+    error.given, error.expected = given, expected
+    for note in notes:
+        add_note(error, note)
+    return error
+
+
+def refuse_given_gradient_dtype(where: str, error: BaseException, grad_output: Tensor) -> None:
+    """Raise, from ``error``, the refusal of ``grad_output``'s dtype in ``where``'s name when a
+    module with parameters inside ``where`` refused ``error.given``, a dtype that the modules
+    without parameters after it promoted the caller's gradient to, with ``error``'s notes;
+    return when ``error`` is no such refusal, or already names the caller's dtype (a
+    container's ``except`` calls it, then re-raises ``error``)."""
     if not isinstance(error, GradientDtypeError) or error.given is grad_output.dtype:
-        return None
-    renamed = GradientDtypeError(
+        return
+    raise gradient_dtype_error(
         f"{where}: gradient dtype {grad_output.dtype} does not match {error.expected}, the "
         "dtype of a module inside (the modules without parameters after it promoted the "
-        f"gradient to {error.given} on its way there: {error}); convert the gradient"
-    )
-    renamed.given, renamed.expected = grad_output.dtype, error.expected
-    return renamed
+        f"gradient to {error.given} on its way there: {error}); convert the gradient",
+        grad_output.dtype,
+        error.expected,  # type: ignore[arg-type]
+        getattr(error, "__notes__", ()),
+    ) from error
 
 
 def check_like_parameter(
@@ -207,14 +224,14 @@ def check_like_parameter(
     statistics"); the messages of an input say how to mend it."""
     hint = what == "input"
     if input.dtype != parameter.dtype:
-        error = (GradientDtypeError if what == "gradient" else TypeError)(
+        message = (
             f"{where}: {what} dtype {input.dtype} does not match the {owner}' dtype "
             f"{parameter.dtype}"
             + ("; convert the input or call .to(dtype=...) on the module" * hint)
         )
-        if isinstance(error, GradientDtypeError):
-            error.given, error.expected = input.dtype, parameter.dtype
-        raise error
+        if what == "gradient":
+            raise gradient_dtype_error(message, input.dtype, parameter.dtype)
+        raise TypeError(message)
     if input.device != parameter.device:
         raise ValueError(
             f"{where}: {what} is on {input.device} but the {owner} are on {parameter.device}"

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from minidl import anomaly
-from minidl.nn._checks import check_grad_output, given_gradient_dtype, given_module
+from minidl.nn._checks import check_grad_output, given_module, refuse_given_gradient_dtype
 from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn.loss import check_not_a_loss
 from minidl.nn.module import Module
@@ -95,7 +95,7 @@ class Residual(Module):
         try:
             grad_block: Tensor = self.block.backward(grad_output)
         except Exception as error:
-            self._refuse_given_dtype(error, grad_output)
+            refuse_given_gradient_dtype("Residual", error, grad_output)
             raise
         return grad_output + grad_block
 
@@ -109,18 +109,8 @@ class Residual(Module):
             else:
                 self.block.backward_parameters(grad_output)
         except Exception as error:
-            self._refuse_given_dtype(error, grad_output)
+            refuse_given_gradient_dtype("Residual", error, grad_output)
             raise
-
-    @staticmethod
-    def _refuse_given_dtype(error: Exception, grad_output: Tensor) -> None:
-        """Raise, from ``error``, the refusal of the dtype of ``grad_output``, the gradient the
-        caller gave, when a module with parameters inside the block refused the dtype that the
-        modules without parameters after it promoted it to (see
-        :class:`~minidl.nn._checks.GradientDtypeError`); return otherwise."""
-        renamed = given_gradient_dtype("Residual", error, grad_output)
-        if renamed is not None:
-            raise renamed from error
 
     def _check_fits_forward(self, parameters_only: bool = False) -> None:
         """The block's check (see :meth:`Module._check_fits_forward`): the skip path holds no

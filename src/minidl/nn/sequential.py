@@ -11,7 +11,7 @@ from torch import Tensor
 
 from minidl import anomaly
 from minidl._validate import add_note, check_int, shown
-from minidl.nn._checks import given_gradient_dtype, given_module
+from minidl.nn._checks import given_module, refuse_given_gradient_dtype
 from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn._recent import Recent
 from minidl.nn.chain import ChainPlan, PlanDeclinedError, Signature, plannable
@@ -384,19 +384,6 @@ class Sequential(Module):
             f"given the gradient {source}",
         )
 
-    @staticmethod
-    def _refuse_given_dtype(error: Exception, grad_output: Tensor) -> None:
-        """Raise, from ``error``, the refusal of the dtype of ``grad_output``, the gradient the
-        caller gave, when a module with parameters refused the dtype that the modules without
-        parameters after it promoted it to (see :class:`~minidl.nn._checks.GradientDtypeError`);
-        return otherwise. The note on ``error`` is carried over."""
-        renamed = given_gradient_dtype("Sequential", error, grad_output)
-        if renamed is None:
-            return
-        for note in getattr(error, "__notes__", ()):
-            add_note(renamed, note)
-        raise renamed from error
-
     def _check_not_refused(self) -> None:
         if self._refused is not None:
             raise RuntimeError(
@@ -416,7 +403,7 @@ class Sequential(Module):
             try:
                 return anomaly.sequential_backward(self, grad_output)
             except Exception as error:
-                self._refuse_given_dtype(error, grad_output)
+                refuse_given_gradient_dtype("Sequential", error, grad_output)
                 raise
         plan = self._planned
         if plan is not None and plan.takes(grad_output):
@@ -434,7 +421,7 @@ class Sequential(Module):
                 gradient = module.backward(gradient)
         except Exception as error:
             self._note_backward_refusal("backward", module, error)
-            self._refuse_given_dtype(error, grad_output)
+            refuse_given_gradient_dtype("Sequential", error, grad_output)
             raise
         return gradient
 
@@ -456,7 +443,7 @@ class Sequential(Module):
             try:
                 anomaly.sequential_backward(self, grad_output)
             except Exception as error:
-                self._refuse_given_dtype(error, grad_output)
+                refuse_given_gradient_dtype("Sequential", error, grad_output)
                 raise
             return
         plan = self._planned
@@ -484,7 +471,7 @@ class Sequential(Module):
                     module.backward_parameters(gradient)
         except Exception as error:
             self._note_backward_refusal("backward_parameters", module, error)
-            self._refuse_given_dtype(error, grad_output)
+            refuse_given_gradient_dtype("Sequential", error, grad_output)
             raise
 
     @overload
