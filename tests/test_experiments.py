@@ -1319,6 +1319,38 @@ def test_an_interrupt_taken_by_another_thread_is_held_back_as_well(
         assert (parent.returncode, output) == (0, f"{raised} 0 workers left\n"), errors
 
 
+@pytest.mark.parametrize("stop", ["KeyboardInterrupt", "_Terminated"])
+def test_an_interrupt_behind_an_import_error_ends_the_run_as_the_interrupt(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stop: str
+) -> None:
+    """A SIGTERM (or Ctrl-C) that came while matplotlib's pyplot was first imported, at the
+    first figure, stopped the initialisation of one of its compiled modules, which pybind11
+    raises as ImportError('initialization failed') from the interrupt: the run's clean-up was
+    done, but the command ended with that traceback and status 1. It now ends as the interrupt
+    does (one line, 130 or 143); an ImportError of another cause still comes out as it is."""
+    from minidl import cli
+
+    interrupt = KeyboardInterrupt() if stop == "KeyboardInterrupt" else cli._Terminated()
+
+    def stopped_in_an_import(args: object) -> int:
+        try:
+            raise interrupt
+        except KeyboardInterrupt as error:
+            raise ImportError("initialization failed") from error
+
+    monkeypatch.setattr(cli, "_run_reproduce", stopped_in_an_import)
+    how, status = ("interrupted", 130) if stop == "KeyboardInterrupt" else ("terminated", 143)
+    assert cli.main(["reproduce", "--quick"]) == status
+    assert capsys.readouterr() == ("", f"minidl reproduce: {how}\n")
+
+    def failed_import(args: object) -> int:
+        raise ImportError("initialization failed")
+
+    monkeypatch.setattr(cli, "_run_reproduce", failed_import)
+    with pytest.raises(ImportError, match=r"^initialization failed$"):
+        cli.main(["reproduce", "--quick"])
+
+
 _REPRODUCE = (
     "import functools, sys; sys.path.insert(0, {root!r})\n"
     "from minidl.cli import main\n"

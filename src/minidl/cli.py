@@ -723,6 +723,19 @@ def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
         ) from None
 
 
+def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or ``SIGTERM`` (a :class:`KeyboardInterrupt`) that ``error`` was raised from
+    or while handling (its ``__cause__`` or ``__context__``, and theirs), if any."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        if isinstance(link, KeyboardInterrupt):
+            return link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return None
+
+
 def _stopped_by(interrupt: KeyboardInterrupt) -> tuple[str, int]:
     """How a run was stopped, in the words of its one line, and the exit status that a shell
     gives a command its signal ended (128 + the signal's number): ``interrupted`` and 130 for
@@ -977,5 +990,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the shell's status, no traceback
         how, status = _stopped_by(interrupt)
+        print(f"minidl {args.command}: {how}", file=sys.stderr)
+        return status
+    except ImportError as error:
+        # A module imported late (matplotlib's pyplot, at the first figure) whose initialisation
+        # an interrupt stopped: pybind11 and the like raise ImportError('initialization
+        # failed') from it. The run stopped as on Ctrl-C or SIGTERM, its clean-up done.
+        stopped = _interrupt_behind(error)
+        if stopped is None:
+            raise
+        how, status = _stopped_by(stopped)
         print(f"minidl {args.command}: {how}", file=sys.stderr)
         return status
