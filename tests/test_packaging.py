@@ -1,14 +1,15 @@
 """minidl as a user installs it: the wheel and the sdist that pyproject.toml builds.
 
-A copy of what the build reads (pyproject.toml, MANIFEST.in, README.md, src/ and tests/) is
-built with setuptools' own backend, in another process, and the archives are read back:
+A copy of what the build reads (pyproject.toml, MANIFEST.in, README.md, LICENSE, src/ and
+tests/) is built with setuptools' own backend, in another process, and the archives are read
+back:
 
 - the wheel holds every file of ``src/minidl`` (``py.typed`` too) and nothing else, the
   ``minidl`` console script, and the metadata: the name, the package's version, Python >= 3.10,
   torch as the one dependency, the extras' packages (each the one that minidl's errors name for
-  it: :data:`minidl._extras.EXTRAS`), the licence as an SPDX expression;
-- the sdist holds what builds the wheel, and no tests (setuptools adds ``tests/test*.py`` of
-  its own accord, without the helpers and conftest they import);
+  it: :data:`minidl._extras.EXTRAS`), the licence as an SPDX expression, and the licence's text;
+- the sdist holds what builds the wheel (the licence's text too), and no tests (setuptools adds
+  ``tests/test*.py`` of its own accord, without the helpers and conftest they import);
 - the build gives no deprecation warning of setuptools' (a licence as a TOML table is one,
   which setuptools stops building after 2027-02-18).
 """
@@ -35,7 +36,7 @@ pytest.importorskip("setuptools", minversion="77", reason="the build needs setup
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What the build reads, beside src/ (tests/ to show that the sdist leaves it out).
-BUILD_FILES = ("pyproject.toml", "MANIFEST.in", "README.md")
+BUILD_FILES = ("pyproject.toml", "MANIFEST.in", "README.md", "LICENSE")
 
 #: Built in the copy: the archives' names and setuptools' deprecation warnings, into built.json.
 BUILD = """
@@ -107,6 +108,9 @@ def test_the_wheel_holds_the_package_and_its_metadata(
     assert metadata["Version"] == version
     assert metadata["Requires-Python"] == ">=3.10"
     assert metadata["License-Expression"] == "MIT"
+    # The licence's text travels with the package (setuptools puts it under licenses/).
+    assert metadata.get_all("License-File") == ["LICENSE"]
+    assert f"{info}/licenses/LICENSE" in names
     assert metadata["Description-Content-Type"] == "text/markdown"
     requirements = metadata.get_all("Requires-Dist")
     assert [r for r in requirements if "extra ==" not in r] == ["torch>=2.1"]
@@ -130,6 +134,6 @@ def test_the_sdist_holds_what_builds_the_wheel_and_no_tests(
     top = f"minidl-{minidl.__version__}"
     with tarfile.open(built[0]) as sdist:
         names = [name.removeprefix(f"{top}/") for name in sdist.getnames()]
-    assert {"pyproject.toml", "README.md", "PKG-INFO"} <= set(names)
+    assert {"pyproject.toml", "README.md", "LICENSE", "PKG-INFO"} <= set(names)
     assert set(_source_files()) <= {name.removeprefix("src/") for name in names}
     assert [name for name in names if name == "tests" or name.startswith("tests/")] == []
