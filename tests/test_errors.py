@@ -1892,6 +1892,68 @@ def test_activation_by_a_name_that_is_no_str_is_a_type_error(name: Any) -> None:
         nn.mlp((2, 3, 3, 2), ("tanh", name))
 
 
+class _Swish(nn.Activation):
+    """An activation of one's own, x * sigmoid(x)."""
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        return input * torch.sigmoid(input), input
+
+    def _backward(self, grad_output: Tensor, input: Tensor) -> Tensor:
+        sigmoid = torch.sigmoid(input)
+        return grad_output * (sigmoid + input * sigmoid * (1 - sigmoid))
+
+
+def test_mlp_and_activation_given_an_activation_module_or_class_say_how_to_use_it() -> None:
+    """An activation's class or module given in place of its name (``mlp(sizes, nn.Tanh)``, an
+    activation of one's own) was refused as ``got type`` or with the module's repr; the
+    message now names the class or module, gives a built-in class's name, says that a name
+    gives a built-in module's default settings, and how to build the network with an
+    activation of one's own (a Sequential; ``activation`` returns the module itself)."""
+    own = (
+        "(mlp builds minidl's activations by name; for an activation of your own, or other "
+        "settings, build the Sequential: Sequential(Linear(2, 8), _Swish(), Linear(8, 2)))"
+    )
+    start = "mlp: activations must be an activation name or a sequence of names, got "
+    with raises(TypeError, start + "the class _Swish " + own):
+        nn.mlp((2, 8, 8, 2), _Swish)
+    with raises(TypeError, start + "a _Swish module " + own):
+        nn.mlp((2, 8, 8, 2), _Swish())
+    with raises(TypeError, start + "the class Tanh (give its name, 'tanh')"):
+        nn.mlp((2, 8, 8, 2), nn.Tanh)
+    with raises(
+        TypeError,
+        start + "a LeakyReLU module (mlp builds minidl's activations by name, 'leakyrelu' a "
+        "LeakyReLU with its default settings; for an activation of your own, or other "
+        "settings, build the Sequential: Sequential(Linear(2, 8), LeakyReLU(), Linear(8, 2)))",
+    ):
+        nn.mlp((2, 8, 8, 2), nn.LeakyReLU(0.2))
+    with raises(
+        TypeError,
+        "mlp: an activation name must be a str, got the class _Swish " + own + "; valid names "
+        "are elu",
+    ):
+        nn.mlp((2, 8, 8, 2), ("tanh", _Swish))
+    with raises(
+        TypeError,
+        "mlp: an activation name must be a str, got the class GELU (give its name, 'gelu'); "
+        "valid names are elu",
+    ):
+        nn.mlp((2, 8, 8, 2), ("tanh", nn.GELU))
+    with raises(
+        TypeError,
+        "activation: an activation name must be a str, got the class _Swish (activation builds "
+        "minidl's activations by name; use _Swish() itself); valid names are elu",
+    ):
+        nn.activation(_Swish)
+    with raises(
+        TypeError,
+        "activation: an activation name must be a str, got a ReLU module (activation builds "
+        "minidl's activations by name, 'relu' a ReLU with its default settings; use the module "
+        "itself); valid names are elu",
+    ):
+        nn.activation(nn.ReLU())
+
+
 @pytest.mark.parametrize(
     ("sizes", "names", "expected"),
     [

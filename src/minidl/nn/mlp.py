@@ -68,14 +68,39 @@ def _activation_key(where: str, name: object) -> str:
     ValueError for an unknown one."""
     valid = ", ".join(sorted(ACTIVATIONS))
     if not isinstance(name, str):
+        given = _module_given(where, name) or f"{type(name).__name__} {shown(name)}"
         raise TypeError(
-            f"{where}: an activation name must be a str, got {type(name).__name__} "
-            f"{shown(name)}; valid names are {valid}"
+            f"{where}: an activation name must be a str, got {given}; valid names are {valid}"
         )
     key = _normalised(name)
     if key not in ACTIVATIONS:
         raise ValueError(f"{where}: unknown activation {shown(name)}; valid names are {valid}")
     return key
+
+
+def _module_given(where: str, value: object) -> str | None:
+    """An activation module, or its class, given to ``where`` (``"mlp"`` or ``"activation"``)
+    in place of an activation name, for a message: named, with its name where it is one of
+    :data:`ACTIVATIONS`, and how to use it as it is; ``None`` for anything else."""
+    is_class = isinstance(value, type)
+    module_class = value if isinstance(value, type) else type(value)
+    if not issubclass(module_class, Activation):
+        return None
+    name = module_class.__name__
+    key = _normalised(name)
+    built_in = ACTIVATIONS.get(key) is module_class
+    if is_class and built_in:
+        return f"the class {name} (give its name, {key!r})"
+    given = f"the class {name}" if is_class else f"a {name} module"
+    named = f", {key!r} a {name} with its default settings" if built_in else ""
+    if where == "activation":
+        use = f"use {name}() itself" if is_class else "use the module itself"
+    else:
+        use = (
+            "for an activation of your own, or other settings, build the Sequential: "
+            f"Sequential(Linear(2, 8), {name}(), Linear(8, 2))"
+        )
+    return f"{given} ({where} builds minidl's activations by name{named}; {use})"
 
 
 def mlp(
@@ -137,9 +162,10 @@ def mlp(
     elif _iterable(activations) and not isinstance(activations, bytes | bytearray | AbstractSet):
         names = list(activations)
     else:
+        given = _module_given("mlp", activations)
         raise TypeError(
             "mlp: activations must be an activation name or a sequence of names, got "
-            f"{_unordered(activations)}{type(activations).__name__}"
+            + (given or f"{_unordered(activations)}{type(activations).__name__}")
         )
     if len(names) != hidden:
         nouns = (
