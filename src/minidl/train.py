@@ -370,7 +370,9 @@ def fit(
             (a model with a :class:`~minidl.nn.BatchNorm1d` cannot train on a batch of one
             sample: such a run is refused unless the batch is dropped, and a training set of
             one sample with it). The recorded loss is then the mean over the full batches.
-        start_epoch: the first epoch to run (when resuming).
+        start_epoch: the first epoch to run (when resuming: give the interrupted run's other
+            arguments again, ``batch_size``, ``drop_last``, ``validation`` and
+            ``max_grad_norm``, which a checkpoint does not hold unless kept in its ``extra``).
         history: a history to extend (when resuming, the one saved with ``start_epoch``: a
             history holding more epochs than a ``start_epoch`` above 0 is refused, as its later
             epochs would be recorded twice; with ``start_epoch`` 0 the epochs are appended).
