@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from minidl import nn, optim
-from minidl._scalar import _zero_dim, cpu_operand, operand, tensor_operand
+from minidl._scalar import _zero_dim, add_scaled_, cpu_operand, operand, scaled, tensor_operand
 
 F32, F64 = torch.float32, torch.float64
 
@@ -361,3 +361,23 @@ def test_cpu_operand_keeps_the_sign_of_zero(dtype: torch.dtype) -> None:
     x = torch.tensor([0.0, -0.0], dtype=dtype)
     for operand_ in (positive, negative):  # the bits of the number itself, as operand's
         assert torch.equal(_bits(x * operand_), _bits(x * operand_.item()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, F32, F64], ids=str)
+def test_scaled_takes_the_factor_as_add_scaled_takes_it(dtype: torch.dtype) -> None:
+    """``scaled(x, a)`` is ``x * a`` rounded once, with ``a`` rounded to a 16-bit dtype first
+    (as ``add_scaled_``'s ``alpha``, which SGD's velocity takes its rate as): Nesterov's step
+    ``lr g + mu v`` scales ``g`` by the rate of ``v = mu v + lr g``. With ``a`` in float32
+    (as ``x.mul(a)`` takes it) some elements differ; float32 and float64 get ``x.mul(a)``."""
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(0)).to(dtype)
+    for factor in (0.1, -0.3, 1.0, 0.7):
+        if dtype in (torch.float16, torch.bfloat16):
+            rounded = float(torch.tensor(factor, dtype=dtype))
+            expected = (x.float() * rounded).to(dtype)
+            assert torch.equal(scaled(x, factor), expected), factor
+            as_velocity = add_scaled_(torch.zeros_like(x), x, factor)
+            assert torch.equal(scaled(x, factor), as_velocity), factor
+            if factor != 1.0:
+                assert not torch.equal(expected, x.mul(factor)), factor
+        else:
+            assert torch.equal(_bits(scaled(x, factor)), _bits(x.mul(factor))), factor

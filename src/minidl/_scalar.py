@@ -30,7 +30,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-__all__ = ["add_scaled", "add_scaled_", "cpu_operand", "operand", "tensor_operand"]
+__all__ = ["add_scaled", "add_scaled_", "cpu_operand", "operand", "scaled", "tensor_operand"]
 
 _CACHED = (torch.float32, torch.float64)
 _SIXTEEN_BIT = (torch.float16, torch.bfloat16)
@@ -101,6 +101,17 @@ def add_scaled(tensor: Tensor, other: Tensor, alpha: float) -> Tensor:
         one = _zero_dim_on(1.0, 1.0, tensor.dtype, _CPU)
         return torch.addcmul(tensor, other, one, value=_rounded(alpha, tensor.dtype))
     return tensor.add(other, alpha=alpha)
+
+
+def scaled(tensor: Tensor, alpha: float) -> Tensor:
+    """``tensor * alpha``, a new tensor, with ``alpha`` as :func:`add_scaled_` takes it: rounded
+    to the dtype for a float16 or bfloat16 tensor on the CPU (the product of two 16-bit numbers
+    is exact in float32, so each element is rounded once), :func:`operand`'s otherwise. A sum
+    ``alpha * x + beta * y`` made as ``add_scaled_(scaled(x, alpha), y, beta)`` scales ``x`` by
+    the ``alpha`` that ``add_scaled_(y, x, alpha)`` would."""
+    if tensor.dtype in _SIXTEEN_BIT and tensor.is_cpu:
+        return tensor.mul(_rounded(alpha, tensor.dtype))
+    return tensor.mul(operand(alpha, tensor))
 
 
 @lru_cache(maxsize=256)
