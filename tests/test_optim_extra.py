@@ -931,8 +931,9 @@ def test_an_eps_that_float16_rounds_to_0_is_refused(name: str) -> None:
     theirs([leaf], eps=eps).step()
     assert not torch.isfinite(leaf.detach()[1:3]).all()  # what the refusal spares
     refusal = (
-        rf"{name}{{where}}: eps=1e-08 is 0 in the parameters' dtype torch\.float16, whose "
-        r"smallest positive value is 5\.96046e-08: .* NaN or infinite; give eps >= 5\.96046e-08$"
+        rf"{name}{{where}}: eps=1e-08 rounds to 0 in the parameters' dtype torch\.float16, whose "
+        r"smallest positive value is 5\.96046e-08 \(every eps below 2\.980232416405216e-08 "
+        r"does\): .* NaN or infinite; give eps >= 2\.980232416405216e-08$"
     )
     with pytest.raises(ValueError, match=refusal.format(where="")):
         ours([nn.Parameter(torch.ones(4, dtype=torch.float16))], eps=eps)
@@ -968,6 +969,54 @@ def test_an_eps_that_float16_rounds_to_0_is_refused(name: str) -> None:
             reference.step()
         assert torch.equal(parameter.data, leaf.detach()), (dtype, eps)
         assert torch.isfinite(parameter.data).all()
+
+
+#: The largest eps that float16 and bfloat16 round to 0, and the smallest they do not: a
+#: Python float is rounded to float32, then to the dtype, so the float32 half-way between
+#: 2**-25 (half float16's smallest positive value) and the next float32 rounds to 2**-25
+#: (ties to even), then to 0; the next float rounds above it, then up (2**-134 for bfloat16).
+EPS_BOUNDARIES = {
+    torch.float16: (2.980232416405215e-08, 2.980232416405216e-08),
+    torch.bfloat16: (4.591844872822777e-41, 4.591844872822778e-41),
+}
+
+
+@pytest.mark.parametrize("dtype", list(EPS_BOUNDARIES), ids=str)
+@pytest.mark.parametrize("name", list(EPS_PAIRS))
+def test_the_refusal_of_an_eps_names_the_smallest_taken(name: str, dtype: torch.dtype) -> None:
+    """The refusal asked float16 for an eps >= 5.96e-08, its smallest positive value, and
+    took 5e-8 (which rounds up to it), 3e-8 too: it says now that the eps rounds to 0, and the
+    smallest eps taken, exactly. The largest eps refused is the largest that a 16-bit
+    operation rounds to 0 (``zeros.add_(eps)``, as ``sqrt(v) + eps`` computes it), and the
+    smallest taken gives the dtype's smallest positive value there, and steps as PyTorch's,
+    bit for bit."""
+    ours, theirs = EPS_PAIRS[name]
+    refused, taken = EPS_BOUNDARIES[dtype]
+    assert math.nextafter(refused, 1.0) == taken
+    assert float(torch.zeros(64, dtype=dtype).add_(refused).max()) == 0.0
+    smallest = torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps
+    assert torch.equal(torch.zeros(64, dtype=dtype).add_(taken), torch.full((64,), smallest))
+    parameter = nn.Parameter(torch.ones(4, dtype=dtype))
+    with pytest.raises(ValueError) as refusal:
+        ours([parameter], eps=refused)
+    assert str(refusal.value).startswith(
+        f"{name}: eps={refused!r} rounds to 0 in the parameters' dtype {dtype}, whose smallest "
+        f"positive value is {smallest:.6g} (every eps below {taken!r} does): "
+    )
+    assert str(refusal.value).endswith(f"; give eps >= {taken!r}")
+    optimizer = ours([parameter], eps=taken)
+    leaf = torch.ones(4, dtype=dtype, requires_grad=True)
+    reference = theirs([leaf], eps=taken)
+    grad = torch.tensor([0.5, 0.0, 1e-3, -2e-3])
+    for step in range(5):
+        parameter.grad.copy_((grad * (step + 1)).to(dtype))
+        leaf.grad = parameter.grad.clone()
+        optimizer.step()
+        reference.step()
+    assert torch.equal(parameter.data, leaf.detach())
+    with pytest.raises(ValueError, match=r"rounds to 0 in the parameters' dtype"):
+        optimizer.eps = refused
+    assert optimizer.eps == taken
 
 
 SIXTEEN_BIT_CASES: dict[str, tuple[MakeOptimizer, MakeTorchOptimizer | None]] = {

@@ -34,7 +34,7 @@ class Adadelta(Optimizer):
         lr: scale of the update, finite and >= 0 (default 1.0).
         rho: the decay :math:`\rho` of the running averages, in ``[0, 1]`` (default 0.9).
         eps: :math:`\epsilon`, added inside the square roots, > 0 and not 0 in the parameters'
-            dtype (default 1e-6; below 3e-8 it is 0 in float16).
+            dtype (default 1e-6; float16 rounds to 0 every eps below 2.980232416405216e-08).
 
     State:
         ``square_avg`` (:math:`E[g^2]`) and ``acc_delta`` (:math:`E[\Delta x^2]`).

@@ -36,7 +36,8 @@ class Adagrad(Optimizer):
         initial_accumulator_value: :math:`a`, >= 0 (default 0). It fills the sums when the
             optimizer is built: setting it later changes no sum, as in PyTorch.
         eps: :math:`\epsilon`, > 0 and not 0 in the parameters' dtype (default 1e-10, which
-            is 0 in float16: give float16 parameters one >= 6e-8, such as 1e-4).
+            float16 rounds to 0, as every eps below 2.980232416405216e-08: give float16
+            parameters one from there up, such as 1e-4).
 
     State:
         ``sum`` (:math:`S`).

@@ -27,8 +27,9 @@ class AdamW(Adam):
         params: the parameters to optimise, usually ``model.parameters()``.
         lr: the learning rate :math:`\lambda`, finite and >= 0 (default 1e-3).
         betas: :math:`(\beta_1, \beta_2)`, each in ``[0, 1)`` (default ``(0.9, 0.999)``).
-        eps: :math:`\epsilon`, > 0 and not 0 in the parameters' dtype (default 1e-8, which is
-            0 in float16: give float16 parameters one >= 6e-8, such as 1e-4).
+        eps: :math:`\epsilon`, > 0 and not 0 in the parameters' dtype (default 1e-8, which
+            float16 rounds to 0, as every eps below 2.980232416405216e-08: give float16
+            parameters one from there up, such as 1e-4).
         weight_decay: :math:`\lambda_{wd}`, >= 0 (default 1e-2, as PyTorch).
 
     State:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numbers
+import struct
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import torch
@@ -174,10 +176,12 @@ class Optimizer:
         update would fail to convert it part-way, with some state tensors already changed.
 
         Refuse too a positive one of :attr:`denominator_terms` that the dtype rounds to 0 (Adam's
-        default ``eps`` of 1e-8 in float16, whose smallest positive value is 6e-8): the sum
-        it keeps from 0 (``sqrt(v) + eps``) would be 0 wherever the gradient was 0,
-        or its square underflowed, at every step so far, and the parameter NaN or infinite
-        (PyTorch's optimizers compute it so, without a word)."""
+        default ``eps`` of 1e-8 in float16, whose smallest positive value is 6e-8; every value
+        below 2.980232416405216e-08, about half that, rounds to 0 there): the sum it keeps from
+        0 (``sqrt(v) + eps``) would be 0 wherever the gradient was 0, or its square
+        underflowed, at every step so far, and the parameter NaN or infinite (PyTorch's
+        optimizers compute it so, without a word). The message names the smallest value taken,
+        exactly."""
         dtype = self.params[0].data.dtype if dtype is None else dtype
         largest = torch.finfo(dtype).max
         for key, value in values.items():
@@ -191,12 +195,13 @@ class Optimizer:
                     )
             if key in self.denominator_terms and _rounds_to_zero(value, dtype):
                 smallest = torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps
+                taken = _smallest_taken(dtype)
                 raise ValueError(
-                    f"{where}: {key}={shown(value)} is 0 in the parameters' dtype {dtype}, whose "
-                    f"smallest positive value is {smallest:.6g}: the update's denominator, which "
-                    f"{key} keeps from 0, would be 0 wherever the gradient was 0 (or its square "
-                    "underflowed) at every step so far, and the parameter NaN or infinite; give "
-                    f"{key} >= {smallest:.6g}"
+                    f"{where}: {key}={shown(value)} rounds to 0 in the parameters' dtype {dtype}, "
+                    f"whose smallest positive value is {smallest:.6g} (every {key} below "
+                    f"{taken!r} does): the update's denominator, which {key} keeps from 0, "
+                    "would be 0 wherever the gradient was 0 (or its square underflowed) at every "
+                    f"step so far, and the parameter NaN or infinite; give {key} >= {taken!r}"
                 )
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -650,6 +655,35 @@ def _rounds_to_zero(value: object, dtype: torch.dtype) -> bool:
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not float(value) > 0:
         return False
     return float(torch.tensor(float(value), dtype=dtype)) == 0.0
+
+
+@lru_cache(maxsize=8)
+def _smallest_taken(dtype: torch.dtype) -> float:
+    """The smallest positive float that ``dtype`` does not round to 0 (as :func:`_rounds_to_zero`
+    converts it), found among the floats between 0 and the dtype's smallest positive value, in
+    the order of their bit patterns. About half that value: float16's is
+    2.980232416405216e-08, not the next float above 2**-25, a Python float being rounded to
+    float32 first, here as in a 16-bit operation with a Python number (``sqrt(v).add_(eps)``
+    gives 0 below it, float16's smallest positive value from it on)."""
+    below = 0  # the bits of 0.0, which rounds to 0
+    above = _float_bits(torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps)
+    while above - below > 1:
+        middle = (below + above) // 2
+        if _rounds_to_zero(_bits_float(middle), dtype):
+            below = middle
+        else:
+            above = middle
+    return _bits_float(above)
+
+
+def _float_bits(value: float) -> int:
+    """The bit pattern of a positive float, as an integer (ordered as the floats are)."""
+    return int(struct.unpack("<q", struct.pack("<d", value))[0])
+
+
+def _bits_float(bits: int) -> float:
+    """The float of the bit pattern ``bits`` (see :func:`_float_bits`)."""
+    return float(struct.unpack("<d", struct.pack("<q", bits))[0])
 
 
 def _takes(klass: type[Optimizer], names: set[str]) -> bool:

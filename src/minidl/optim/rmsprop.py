@@ -37,8 +37,9 @@ class RMSprop(Optimizer):
         params: the parameters to optimise, usually ``model.parameters()``.
         lr: the learning rate :math:`\lambda`, finite and >= 0 (default 1e-2).
         alpha: :math:`\alpha`, the decay of the averages, in ``[0, 1]`` (default 0.99).
-        eps: :math:`\epsilon`, > 0 and not 0 in the parameters' dtype (default 1e-8, which is
-            0 in float16: give float16 parameters one >= 6e-8, such as 1e-4).
+        eps: :math:`\epsilon`, > 0 and not 0 in the parameters' dtype (default 1e-8, which
+            float16 rounds to 0, as every eps below 2.980232416405216e-08: give float16
+            parameters one from there up, such as 1e-4).
         weight_decay: :math:`\lambda_{wd}`, >= 0 (default 0).
         momentum: :math:`\mu`, in ``[0, 1)`` (default 0).
         centered: divide by the moving standard deviation instead of the root mean square
