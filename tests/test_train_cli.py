@@ -1409,6 +1409,24 @@ def test_a_diverged_run_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("arguments", "dtype"), [([], "float32"), (["--dtype", "float64"], "float64")]
+)
+def test_the_settings_line_names_the_dtype_as_the_flag_takes_it(
+    arguments: list[str], dtype: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run's settings named the loss, the optimizer and the scheduler, not the dtype it
+    trained in (``--dtype``, float32 without it): it ends their line, in ``--dtype``'s words."""
+    argv = ["train", "--epochs", "1", "--hidden", "3", "--scheduler", "step", *arguments]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    settings = [line for line in lines if line.startswith("loss: ")]
+    assert len(settings) == 1, lines
+    assert settings[0].endswith(
+        f"   scheduler: StepDecay(step_size=10, gamma=0.5, base_lr=0.01)   dtype: {dtype}"
+    )
+
+
 def test_a_path_the_output_cannot_encode_is_printed_escaped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -534,6 +534,7 @@ def _run_train(args: argparse.Namespace) -> int:
         print(
             f"loss: {criterion}   optimizer: {optimizer}"
             + (f"   scheduler: {scheduler}" if scheduler else "")
+            + f"   dtype: {args.dtype}"
         )
         if args.resume is not None:
             print(f"resumed from {args.resume} at epoch {start_epoch}")
