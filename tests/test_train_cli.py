@@ -1427,6 +1427,56 @@ def test_the_settings_line_names_the_dtype_as_the_flag_takes_it(
     )
 
 
+#: A loss as ``.4g`` writes one of 1e6 or more, and as ``.6f`` writes one below.
+SCIENTIFIC = r"[1-9](?:\.\d{1,3})?e\+\d\d\d?"
+FIXED = r"\d{1,6}\.\d{6}"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "losses"),
+    [
+        # (losses of about 6e30 in float32; in float64, about 4e44, then 1e98)
+        (["--lr", "1e30"], [SCIENTIFIC, SCIENTIFIC]),
+        (["--lr", "10", "--loss", "mse", "--dtype", "float64"], [SCIENTIFIC, SCIENTIFIC]),
+        (["--lr", "10", "--loss", "mse"], ["inf", "nan"]),
+        (["--lr", "1e4"], [FIXED, FIXED]),  # (about 6e4: as before)
+    ],
+    ids=["huge-float32", "huge-float64", "inf-nan", "large"],
+)
+def test_a_diverging_runs_losses_are_printed_readably(
+    arguments: list[str], losses: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A loss of 6e30 was printed as ``.6f`` writes it, 31 digits and 6 decimals: from 1e6 on
+    it is written as ``.4g`` does (``6.244e+30``), an infinity and a NaN as ``inf`` and ``nan``,
+    and a loss below 1e6 as before; no number of the output has more than 7 digits in a row."""
+    assert main(["train", "--epochs", "2", "--hidden", "25,25,25", *arguments]) == 0
+    out = capsys.readouterr().out
+    logged = re.findall(r"^epoch \d/2  loss (\S+)  validation error", out, flags=re.MULTILINE)
+    assert len(logged) == 2, out
+    for text, expected in zip(logged, losses, strict=True):
+        assert re.fullmatch(expected, text), logged
+    assert re.search(r"\d{8}", out) is None, out
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.693147, "0.693147"),
+        (999999.25, "999999.250000"),
+        (-999999.25, "-999999.250000"),
+        (1e6, "1e+06"),
+        (-6.2440166e30, "-6.244e+30"),
+        (float("inf"), "inf"),
+        (float("-inf"), "-inf"),
+        (float("nan"), "nan"),
+    ],
+)
+def test_a_loss_is_written_readably_from_1e6_on(value: float, text: str) -> None:
+    from minidl.cli import _readable
+
+    assert _readable(value, ".6f") == text
+
+
 def test_a_path_the_output_cannot_encode_is_printed_escaped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

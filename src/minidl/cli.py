@@ -25,6 +25,8 @@ SCHEDULERS = ("none", "step", "clr")
 CHECKPOINT_EVERY = 10
 #: The rounds per row of ``minidl reproduce`` without ``--rounds`` (nor ``--quick``).
 ROUNDS = 5
+#: The magnitude from which :func:`_readable` writes a number in scientific notation.
+READABLE_BELOW = 1e6
 
 
 class _Terminated(KeyboardInterrupt):
@@ -115,6 +117,15 @@ def _int(text: str, expected: str, given: str | None = None) -> int:
         f"expected {expected}, got {_shown(-magnitude if literal[1] == '-' else magnitude)} "
         f"(more than Python converts from text: {limit})"
     )
+
+
+def _readable(value: float, form: str) -> str:
+    """``value`` in the format ``form`` (``.6f``) below :data:`READABLE_BELOW` in magnitude,
+    in ``.4g`` from it on (a diverged run's loss, ``6.244e+30``, where ``.6f`` writes 31
+    digits and 6 decimals) and for ``inf``, ``-inf`` and ``nan``, which it writes so."""
+    if math.isfinite(value) and abs(value) < READABLE_BELOW:
+        return format(value, form)
+    return format(value, ".4g")
 
 
 def _integer(text: str) -> int:
@@ -474,7 +485,8 @@ def _run_train(args: argparse.Namespace) -> int:
         if args.quiet or ((record.epoch + 1) % args.log_every and record.epoch + 1 != args.epochs):
             return
         print(
-            f"epoch {record.epoch + 1:>{width}}/{args.epochs}  loss {record.train_loss:.6f}  "
+            f"epoch {record.epoch + 1:>{width}}/{args.epochs}  "
+            f"loss {_readable(record.train_loss, '.6f')}  "
             f"validation error {record.validation_error:6.2f}%  lr {record.lr:.3g}"
         )
 
