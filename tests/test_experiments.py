@@ -1547,6 +1547,22 @@ def test_reproduce_rejects_an_out_that_cannot_be_a_folder(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
 
 
+def test_reproduce_quotes_an_out_with_a_newline_in_its_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out`` below a file whose name holds a newline was refused in two lines: the path is
+    quoted, as ``repr`` quotes it."""
+    monkeypatch.chdir(tmp_path)
+    Path("report\n.md").write_text("kept")
+    assert main(["reproduce", "--quick", "--quiet", "--out", "report\n.md/results"]) == 2
+    assert capsys.readouterr() == (
+        "",
+        "minidl reproduce: error: --out 'report\\n.md/results': cannot be made a folder (Not a "
+        "directory)\n",
+    )
+    assert [(p.name, p.read_text()) for p in tmp_path.iterdir()] == [("report\n.md", "kept")]
+
+
 @pytest.mark.parametrize("out", ["", "  "])
 def test_reproduce_rejects_an_empty_out(out: str, capsys: pytest.CaptureFixture[str]) -> None:
     """``--out ''`` used to write into the current folder."""

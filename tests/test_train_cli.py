@@ -278,6 +278,62 @@ def test_a_missing_resumed_file_is_named_by_its_flag(
 
 
 @pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["--resume", ""], "--resume '': cannot be read (the path is empty)"),
+        (
+            ["--resume", "run\n.ckpt"],
+            "--resume 'run\\n.ckpt': cannot be read (No such file or directory)",
+        ),
+        (
+            ["--resume", "run.ckpt "],
+            "--resume 'run.ckpt ': cannot be read (No such file or directory)",
+        ),
+        (
+            ["--checkpoint", "new\nfolder/run.ckpt"],
+            "--checkpoint 'new\\nfolder/run.ckpt': expected a file path in an existing folder",
+        ),
+    ],
+    ids=["empty", "newline", "trailing-space", "folder-with-a-newline"],
+)
+def test_a_path_is_quoted_where_it_would_hide_or_split_the_error(
+    arguments: list[str],
+    expected: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--resume ''`` was refused as ``--resume : cannot be read``, a path with a newline in
+    two lines, one ending in a space with the space unseen: such a path is quoted, as ``repr``
+    quotes it; the error is one line and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    _no_training(monkeypatch)
+    assert main(["train", "--epochs", "1", *arguments]) == 2
+    assert capsys.readouterr() == ("", f"minidl train: error: {expected}\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        ("runs/a.ckpt", "runs/a.ckpt"),
+        ("r\u00e9sultats/a b.ckpt", "r\u00e9sultats/a b.ckpt"),
+        ("", "''"),
+        (" a.ckpt", "' a.ckpt'"),
+        ("a.ckpt\t", "'a.ckpt\\t'"),
+        ("a\nb", "'a\\nb'"),
+        ("a\x1b[2Jb", "'a\\x1b[2Jb'"),
+    ],
+)
+def test_shown_path_quotes_only_what_would_hide_or_split_a_message(path: str, shown: str) -> None:
+    from minidl._validate import shown_path
+
+    assert shown_path(path) == shown
+    if path:  # (Path("") is ".")
+        assert shown_path(Path(path)) == shown
+
+
+@pytest.mark.parametrize(
     "arguments",
     [
         ["--loss", "mse", "--optimizer", "adadelta", "--scheduler", "step"],
@@ -1567,4 +1623,26 @@ def test_train_without_safetensors_refuses_a_checkpoint_before_training(
         f"minidl train: error: {flag} {path}: a checkpoint is a safetensors file, and the "
         "safetensors package is not installed; install minidl's checkpoint extra: pip install "
         "'minidl[checkpoint]' (or pip install safetensors)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [(["--checkpoint", ""], "--checkpoint ''"), (["--resume", ""], "--resume ''")],
+)
+def test_train_without_safetensors_names_an_empty_path_of_its_flag(
+    arguments: list[str],
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An empty ``--checkpoint`` was named by the other flag's path (``--checkpoint None``), an
+    empty ``--resume`` with nothing after the flag: each is named as its flag gave it."""
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    _no_training(monkeypatch)
+    assert main(["train", "--epochs", "1", *arguments]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"minidl train: error: {named}: a checkpoint is a safetensors file, and the safetensors "
+        "package is not installed;"
     )

@@ -31,6 +31,7 @@ __all__ = [
     "make_folder",
     "remove_if_empty",
     "shown",
+    "shown_path",
     "unavailable",
 ]
 
@@ -77,6 +78,16 @@ def shown(value: object) -> str:
         return repr(value)
     sign = "a negative" if value < 0 else "an"
     return f"{sign} {type(value).__name__} of {digits} digits"
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """A path as a message names it: as it is (``runs/a.ckpt``), or quoted as ``repr`` quotes
+    it where that would hide it or split the message's one line: empty, with white space at
+    either end, or with a character that is not printable (``'a\\nb'``: a newline)."""
+    text = os.fspath(path)
+    if text and text.strip() == text and text.isprintable():
+        return text
+    return repr(text)
 
 
 def unavailable(device: torch.device) -> str | None:

@@ -154,6 +154,13 @@ def _shown(value: object) -> str:
     return shown(value)
 
 
+def _shown_path(path: str) -> str:
+    """:func:`minidl._validate.shown_path`, imported as :func:`_shown` imports ``shown``."""
+    from minidl._validate import shown_path
+
+    return shown_path(path)
+
+
 def _positive_seconds(text: str) -> float:
     from minidl.distributed import MAX_TIMEOUT
 
@@ -498,8 +505,9 @@ def _run_train(args: argparse.Namespace) -> int:
         from minidl.checkpoint import _require_safetensors
 
         flag = "--checkpoint" if args.checkpoint is not None else "--resume"
+        checkpoint_or_resumed = args.checkpoint if args.checkpoint is not None else args.resume
         try:  # (before training: a run would otherwise fail at its first save)
-            _require_safetensors(f"{flag} {args.checkpoint or args.resume}")
+            _require_safetensors(f"{flag} {_shown_path(checkpoint_or_resumed)}")
         except ModuleNotFoundError as error:
             raise ValueError(str(error)) from None
     if args.resume is not None:
@@ -509,7 +517,7 @@ def _run_train(args: argparse.Namespace) -> int:
             checkpoint = read_checkpoint(args.resume)
         except CheckpointError as error:  # named by its flag, as the errors below
             reason = str(error).removeprefix(f"checkpoint {args.resume!r}: ")
-            raise CheckpointError(f"--resume {args.resume}: {reason}") from None
+            raise CheckpointError(f"--resume {_shown_path(args.resume)}: {reason}") from None
         saved_settings = checkpoint.training.extra.get("settings")
         _check_resume_settings(args.resume, saved_settings, settings)
         _check_resume_hyperparameters(
@@ -529,11 +537,11 @@ def _run_train(args: argparse.Namespace) -> int:
                     f"{reason.rstrip('.')}; this checkpoint was not written by minidl train (it "
                     "holds none of its settings)"
                 )
-            raise CheckpointError(f"--resume {args.resume}: {reason}") from None
+            raise CheckpointError(f"--resume {_shown_path(args.resume)}: {reason}") from None
         if state.epoch > args.epochs:
             raise ValueError(
-                f"--resume {args.resume}: the checkpoint is at epoch {_shown(state.epoch)}, past "
-                f"--epochs {_shown(args.epochs)}"
+                f"--resume {_shown_path(args.resume)}: the checkpoint is at epoch "
+                f"{_shown(state.epoch)}, past --epochs {_shown(args.epochs)}"
             )
         history, start_epoch = state.history, state.epoch
     checkpoint_path = args.checkpoint if args.checkpoint is not None else args.resume
@@ -704,16 +712,20 @@ def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
     ):
         raise ValueError(f"{flag} {path!r}: expected a file path in an existing folder")
     if is_link_loop(path):  # (realpath gives it back: the save would replace the link)
-        raise ValueError(f"{flag} {path}: expected a file path, got a loop of symbolic links")
+        raise ValueError(
+            f"{flag} {_shown_path(path)}: expected a file path, got a loop of symbolic links"
+        )
     # A symbolic link: the save writes its target, whose folder is the one to check.
     real = os.path.realpath(path)
     folder = os.path.dirname(real)
     if not os.path.isdir(folder) or os.path.isdir(path):
-        linked = f" (it links to {real})" if os.path.islink(path) else ""
-        raise ValueError(f"{flag} {path}: expected a file path in an existing folder{linked}")
+        linked = f" (it links to {_shown_path(real)})" if os.path.islink(path) else ""
+        raise ValueError(
+            f"{flag} {_shown_path(path)}: expected a file path in an existing folder{linked}"
+        )
     kind = special_file_kind(path)
     if kind is not None:  # (each save would replace it with a regular file)
-        raise ValueError(f"{flag} {path}: expected a file path, got a {kind}")
+        raise ValueError(f"{flag} {_shown_path(path)}: expected a file path, got a {kind}")
     name = os.path.basename(real)
     try:
         longest = os.pathconf(folder, "PC_NAME_MAX")
@@ -721,8 +733,8 @@ def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
         longest = None
     if longest is not None and len(os.fsencode(name)) > longest:
         raise ValueError(
-            f"{flag} {path}: the file name is {len(os.fsencode(name))} bytes long, longer than "
-            f"its folder takes ({longest})"
+            f"{flag} {_shown_path(path)}: the file name is {len(os.fsencode(name))} bytes long, "
+            f"longer than its folder takes ({longest})"
         )
     if not writable:
         return
@@ -731,8 +743,8 @@ def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
     except OSError as error:
         hint = "; give --checkpoint PATH to save elsewhere" if flag == "--resume" else ""
         raise ValueError(
-            f"{flag} {path}: cannot write into the folder {folder} ({error.strerror or error})"
-            + hint
+            f"{flag} {_shown_path(path)}: cannot write into the folder {_shown_path(folder)} "
+            f"({error.strerror or error})" + hint
         ) from None
 
 
@@ -858,7 +870,7 @@ def _check_resume_settings(path: str, saved: object, settings: dict[str, object]
                 "uninterrupted one)"
             )
         raise ValueError(
-            f"--resume {path}: the checkpoint was made with other settings: "
+            f"--resume {_shown_path(path)}: the checkpoint was made with other settings: "
             + "; ".join(differences)
             + why
         )
@@ -910,7 +922,8 @@ def _check_resume_hyperparameters(
         differences.append(f"{key} {_as_typed(theirs.get(key))} in the checkpoint's {name}, {now}")
     if differences:
         raise ValueError(
-            f"--resume {path}: the checkpoint's optimizer has other settings than these flags "
+            f"--resume {_shown_path(path)}: the checkpoint's optimizer has other settings than "
+            "these flags "
             "(changed during the run that saved it?): " + "; ".join(differences)
         )
 

@@ -27,6 +27,7 @@ from minidl._validate import (
     make_hidden_folder,
     remove_if_empty,
     shown,
+    shown_path,
 )
 from minidl.experiments.batched import train_rows_batched
 from minidl.experiments.config import (
@@ -420,7 +421,9 @@ def run_from_cli(args: argparse.Namespace) -> int:
     try:
         made = make_folder(out)
     except OSError as error:
-        raise ValueError(f"--out {args.out}: cannot be made a folder ({error.strerror})") from None
+        raise ValueError(
+            f"--out {shown_path(args.out)}: cannot be made a folder ({error.strerror})"
+        ) from None
     try:
         _check_out(args.out, out)
         _reproduce_from_cli(args, out, rounds, epochs, jobs)
@@ -436,11 +439,11 @@ def _check_out(given: str, out: Path) -> None:
         check_folder_takes_files(out)
     except OSError as error:
         raise ValueError(
-            f"--out {given}: cannot write into the folder ({error.strerror or error})"
+            f"--out {shown_path(given)}: cannot write into the folder ({error.strerror or error})"
         ) from None
     in_the_way = _folder_in_the_way(out)
     if in_the_way is not None:
-        raise ValueError(f"--out {given}: {in_the_way}")
+        raise ValueError(f"--out {shown_path(given)}: {in_the_way}")
 
 
 def _reproduce_from_cli(
