@@ -244,6 +244,56 @@ def test_a_bad_optimizer_setting_is_refused_naming_its_flag(
     assert "SGD" not in error and "Adadelta" not in error
 
 
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (
+            ["train", "--lr", "-1e-3"],
+            "argument --lr: expected a finite number in [0, inf), got '-1e-3'",
+        ),
+        (
+            ["train", "--lr", "-inf"],
+            "argument --lr: expected a finite number in [0, inf), got '-inf'",
+        ),
+        (
+            ["train", "--momentum", "-NaN"],
+            "argument --momentum: expected a number in [0, 1), got '-NaN'",
+        ),
+        (
+            ["train", "--epochs", "-Infinity"],
+            "argument --epochs: expected an integer >= 0, got '-Infinity'",
+        ),
+        (["train", "--hidden", "-3,4"], "argument --hidden: expected positive widths, got '-3,4'"),
+        (
+            ["train", "--seed", "-1e3"],
+            "argument --seed: expected an integer in [-9223372036854775808, 18446744073709551615], "
+            "got '-1e3'",
+        ),
+        (
+            ["reproduce", "--rounds", "-1e3"],
+            "argument --rounds: expected a positive integer, got '-1e3'",
+        ),
+        (["reproduce", "--seed", "-inf"], "argument --seed: expected an integer, got '-inf'"),
+    ],
+)
+def test_a_value_like_a_negative_number_is_judged_by_its_flags_type(
+    arguments: list[str],
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """argparse takes ``-1`` and ``-0.5`` as values, but took ``-1e-3``, ``-inf`` or ``-3,4``
+    for an unknown option and refused the flag as given no value (``argument --lr: expected
+    one argument``), naming nothing of what was given: the flag's type judges them."""
+    _no_training(monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"usage: minidl {arguments[0]} ")
+    assert lines[-1] == f"minidl {arguments[0]}: error: {expected}"
+
+
 @pytest.mark.parametrize("every", ["5", "10"])
 def test_checkpoint_every_without_a_checkpoint_is_refused(
     every: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

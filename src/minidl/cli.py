@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
+from typing import Any
 
 __all__ = ["main"]
 
@@ -79,6 +80,19 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         sys.unraisablehook = unraisable
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` that takes a value beginning with ``-`` and a number,
+    ``inf`` or ``nan`` (``--lr -1e-3``, ``--lr -inf``, ``--hidden -3,4``) as the option's value,
+    for its type to judge, as argparse takes ``-1`` and ``-0.5``: it took the others for an
+    unknown option and refused the flag as given none ("argument --lr: expected one
+    argument"). No option of minidl's begins so; its subcommands' parsers are of this class
+    too (``add_subparsers`` makes them of the parser's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(?:\.?\d|inf|nan)", flags=re.IGNORECASE)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -237,7 +251,7 @@ def _activation_names(text: str) -> tuple[str, ...]:
     return keys
 
 
-def _add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_train_parser(subparsers: argparse._SubParsersAction[_ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train the paper's network once and print its train and test errors",
@@ -347,7 +361,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def _add_reproduce_parser(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    subparsers: argparse._SubParsersAction[_ArgumentParser],
 ) -> None:
     parser = subparsers.add_parser(
         "reproduce",
@@ -412,7 +426,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``minidl`` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="minidl",
         description="minidl: a mini deep-learning framework with hand-derived backpropagation.",
     )
