@@ -1547,6 +1547,40 @@ def test_reproduce_rejects_an_out_that_cannot_be_a_folder(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
 
 
+def test_reproduce_refuses_rounds_whose_stack_does_not_fit_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--rounds 1000000000`` grew, before its first epoch (a seed, a data set and a network
+    per round), until the out-of-memory killer stopped it, with no message: rounds whose one
+    stack's parameters and data sets alone take more than the machine's memory are refused,
+    naming the bytes, before anything is made. Table II's rows train one to a stack from 25
+    rounds on; each round's model has 1427 float32 parameters and its data set 3000 samples of
+    two float32 features and an int64 label: 53708 bytes."""
+    import minidl.experiments.runner
+
+    started: list[int] = []
+    monkeypatch.setattr(
+        minidl.experiments.runner,
+        "_reproduce_from_cli",
+        lambda args, out, rounds, epochs, jobs: started.append(rounds),
+    )
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    most = memory // 53708
+    out = tmp_path / "results"
+    for rounds in (most + 1, 10**30):
+        argv = ["reproduce", "--tables", "2", "--rounds", str(rounds), "--out", str(out)]
+        assert main(argv) == 2
+        assert capsys.readouterr() == (
+            "",
+            f"minidl reproduce: error: --rounds {rounds}: the run trains the {rounds} rounds of 1 "
+            f"row at once, whose parameters and data sets alone take {rounds * 53708} bytes, "
+            f"more than this machine's memory ({memory} bytes)\n",
+        )
+    assert list(tmp_path.iterdir()) == []
+    assert main(["reproduce", "--tables", "2", "--rounds", str(most), "--out", str(out)]) == 0
+    assert started == [most]
+
+
 def test_reproduce_quotes_an_out_with_a_newline_in_its_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -397,6 +397,34 @@ def _require_extras(prefix: str, without_bar: str, *, progress: bool) -> None:
         )
 
 
+def _check_rounds_fit(experiments: Sequence[Experiment], rounds: int) -> None:
+    """Refuse ``--rounds`` whose largest stack (:func:`stack_groups`) takes more bytes than the
+    machine has memory in its models' parameters and its rounds' data sets alone: the run
+    would grow, before its first epoch, until the system's out-of-memory killer stopped it,
+    with no message (``--rounds 1000000000``), as ``minidl train`` refuses ``--hidden``
+    widths so."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError, AttributeError):  # (not on this system)
+        return
+    for group in stack_groups(_distinct(experiments), rounds):
+        protocol = group[0].protocol  # (one stack_key: one protocol)
+        item = torch.empty((), dtype=getattr(torch, protocol.dtype)).element_size()
+        parameters = sum(
+            (fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(protocol.sizes)
+        )
+        samples = protocol.n_train + protocol.n_validation + protocol.n_test
+        # (each sample: its features, and its label, an int64)
+        per_round = len(group) * parameters * item + samples * (protocol.sizes[0] * item + 8)
+        if memory > 0 and rounds * per_round > memory:
+            raise ValueError(
+                f"--rounds {shown(rounds)}: the run trains the {shown(rounds)} rounds of "
+                f"{len(group)} row{'s' * (len(group) != 1)} at once, whose parameters and data "
+                f"sets alone take {shown(rounds * per_round)} bytes, more than this machine's "
+                f"memory ({memory} bytes)"
+            )
+
+
 def run_from_cli(args: argparse.Namespace) -> int:
     """Entry point of ``minidl reproduce``."""
     rounds = 1 if args.quick else args.rounds
@@ -408,6 +436,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--tables {shown(args.tables)}: expected a comma-separated choice from 1,2,3 (or I,II,III)"
         ) from None
+    _check_rounds_fit(experiments_for_tables(args.tables), rounds)
     if not str(args.out).strip():
         raise ValueError(f"--out {shown(args.out)}: expected a folder path")
     try:  # (before the folder is made: a run that cannot start leaves nothing behind)
