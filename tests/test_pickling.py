@@ -16,8 +16,10 @@ import os
 import pickle
 import subprocess
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -369,6 +371,132 @@ def test_a_deep_copy_or_a_pickle_of_a_shallow_copy_shares_nothing() -> None:
     for module in (original, shallow):
         assert module.running_mean.dtype == torch.float32 and module.weight.dtype == torch.float32
         assert "scale" not in module.state_dict()
+
+
+def _doubled(input: torch.Tensor) -> torch.Tensor:
+    """A forward set on an instance (defined at module level: pickled by its name)."""
+    return 2 * input
+
+
+def _tripled(grad_output: torch.Tensor) -> torch.Tensor:
+    """A backward set on an instance."""
+    return 3 * grad_output
+
+
+def _shape_of(module: object, input: torch.Tensor) -> tuple[int, ...]:
+    """Bound to a module and set on it as another method."""
+    return tuple(input.shape)
+
+
+_COPIERS: dict[str, Callable[[Any], Any]] = {
+    "copy": copy.copy,
+    "deepcopy": copy.deepcopy,
+    "pickle": lambda module: pickle.loads(pickle.dumps(module)),
+}
+
+
+def _set_on_instance(module: Any, bound: bool) -> None:
+    module.forward = _doubled
+    module.backward = _tripled
+    module.backward_parameters = _tripled
+    module.note = [1, 2]
+    if bound:  # (a bound method pickles as a lookup of its name on the module: not here)
+        module.shape_of = types.MethodType(_shape_of, module)
+
+
+def _kept(original: Any, copied: Any, name: str) -> str:
+    """How the copy holds the attribute ``name`` that the original's instance holds."""
+    missing = object()
+    value, before = vars(copied).get(name, missing), vars(original)[name]
+    if value is missing:
+        return "dropped"
+    if value is before:
+        return "the same"
+    if isinstance(value, types.MethodType):
+        return "bound to the copy" if value.__self__ is copied else "bound elsewhere"
+    return "equal" if value == before else "changed"
+
+
+@pytest.mark.parametrize("copier", list(_COPIERS))
+def test_copies_keep_what_is_set_on_the_instance_as_pytorch_s_do(copier: str) -> None:
+    """A forward, backward and backward_parameters set on the instance (and a plain attribute,
+    and a method bound to the module) are kept by copy.copy, copy.deepcopy and pickle as
+    torch.nn.Linear's are: the same functions, the list the same in a shallow copy and an
+    equal one otherwise, the bound method the same in a shallow copy and bound to a deep copy;
+    and the copy computes with them. minidl's dropped forward, backward and
+    backward_parameters in all three (it meant to drop the checks of detect_anomaly alone)."""
+    names = ["forward", "backward", "backward_parameters", "note"]
+    if copier != "pickle":
+        names.append("shape_of")
+    ours, theirs = nn.Linear(2, 3, dtype=F64), torch.nn.Linear(2, 3, dtype=F64)
+    for module in (ours, theirs):
+        _set_on_instance(module, bound=copier != "pickle")
+    our_copy, their_copy = _COPIERS[copier](ours), _COPIERS[copier](theirs)
+    expected = {
+        "copy": dict.fromkeys(names, "the same"),
+        "deepcopy": {**dict.fromkeys(names, "the same"), "note": "equal"},
+        "pickle": {**dict.fromkeys(names, "the same"), "note": "equal"},
+    }[copier]
+    if copier == "deepcopy":
+        expected["shape_of"] = "bound to the copy"
+    assert {name: _kept(theirs, their_copy, name) for name in names} == expected
+    assert {name: _kept(ours, our_copy, name) for name in names} == expected
+    x = torch.randn(4, 2, dtype=F64)
+    assert torch.equal(our_copy(x), 2 * x) and torch.equal(our_copy.backward(x), 3 * x)
+    assert our_copy.weight.grad.count_nonzero() == 0  # (the class's backward_parameters: not run)
+    our_copy.backward_parameters(x)
+    assert our_copy.weight.grad.count_nonzero() == 0
+
+
+def test_a_pickle_of_a_function_set_on_the_instance_that_has_no_name_fails_as_pytorch_s() -> None:
+    """A lambda set as a method is kept, so pickle refuses it as it refuses torch.nn's, rather
+    than leaving it out without a word (a copy in another process computed otherwise). (The
+    error is AttributeError or PicklingError, as the Python version raises it.)"""
+    errors = []
+    for module in (nn.Linear(2, 3), torch.nn.Linear(2, 3)):
+        module.backward = lambda grad_output: grad_output  # type: ignore[method-assign]
+        with pytest.raises((AttributeError, pickle.PicklingError), match="lambda") as error:
+            pickle.dumps(module)
+        errors.append(error.type)
+    assert errors[0] is errors[1]
+
+
+@pytest.mark.parametrize("copier", list(_COPIERS))
+def test_a_copy_made_under_anomaly_detection_keeps_the_methods_beneath_its_checks(
+    copier: str,
+) -> None:
+    """Inside two nested detect_anomaly blocks, a copy holds the backward set on the instance
+    beneath the checks, and none of the forward and backward_parameters that the class gives:
+    it computes with them, unchecked (a NaN passes), and the original is still checked."""
+    import minidl
+
+    layer = nn.Linear(2, 3, dtype=F64)
+    layer.backward = _tripled  # type: ignore[method-assign]
+    with minidl.detect_anomaly(layer), minidl.detect_anomaly(layer):
+        copied = _COPIERS[copier](layer)
+        assert vars(copied)["backward"] is _tripled
+        assert "forward" not in vars(copied) and "backward_parameters" not in vars(copied)
+        nan = torch.full((1, 2), float("nan"), dtype=F64)
+        assert copied(nan).isnan().all()
+        assert copied.backward(nan).isnan().all()
+        with pytest.raises(minidl.AnomalyError):
+            layer.backward(nan)
+    assert vars(layer)["backward"] is _tripled
+
+
+def test_state_dict_round_trips_and_moves_keep_what_is_set_on_the_instance() -> None:
+    """load_state_dict (of its own state dict, and of a torch.nn.Linear's) and to() leave the
+    methods and attributes set on the instance as they are, as torch.nn's do."""
+    ours, theirs = nn.Linear(2, 3), torch.nn.Linear(2, 3)
+    for module in (ours, theirs):
+        _set_on_instance(module, bound=True)
+        before = dict(vars(module))
+        module.load_state_dict(module.state_dict())
+        module.to(F64)
+        if module is ours:
+            module.load_state_dict(theirs.state_dict())
+        for name in ("forward", "backward", "backward_parameters", "note", "shape_of"):
+            assert vars(module)[name] is before[name], name
 
 
 _OLD_PICKLES: dict[str, tuple[Callable[[], nn.Module], str, tuple[int, ...]]] = {

@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -36,23 +35,17 @@ import torch
 from torch import Tensor
 
 from minidl.nn._checks import given_module
-from minidl.nn.module import Module
+from minidl.nn.module import REPLACED, Module, own_method
 
 if TYPE_CHECKING:
     from minidl.nn.sequential import Sequential
 
 __all__ = ["AnomalyError", "detect_anomaly", "enabled"]
 
-#: The methods that the module form replaces on each instance, for the duration of the block.
+#: The methods that the module form replaces on each instance, for the duration of the block;
+#: each check is noted in :data:`minidl.nn.module.REPLACED` with its module and what it
+#: replaced there (see :func:`checks_only`; a copy or a pickle of the module leaves it out).
 _WRAPPED = ("forward", "backward", "backward_parameters")
-
-#: The checks set on the watched modules' instances, each with its module and what it replaced
-#: there: the method that the instance held itself (one of its user's, or the check of an outer
-#: block), or ``None`` where the instance held none (its class's method ran). See
-#: :func:`checks_only`.
-_replaced: weakref.WeakKeyDictionary[
-    Callable[..., Any], tuple[Module, Callable[..., Any] | None]
-] = weakref.WeakKeyDictionary()
 
 #: Whether the module-less form is active; :class:`~minidl.nn.Sequential` reads it once per call.
 enabled: bool = False
@@ -136,15 +129,7 @@ def checks_only(module: Module, name: str) -> bool:
     its class, with no method of one's own beneath: then the module computes as its class does.
     ``False`` for a method set otherwise, under a check or not."""
     method: Any = module.__dict__.get(name)
-    while True:
-        try:
-            owner, method = _replaced[method]
-        except (KeyError, TypeError):  # (no check; TypeError: no weak reference to it)
-            return False
-        if owner is not module:  # (another module's check, set on this one by hand)
-            return False
-        if method is None:
-            return True
+    return method is not None and own_method(module, method) is None
 
 
 def _wrap(module: Module, label: str, own: dict[str, Any]) -> None:
@@ -182,7 +167,7 @@ def _wrap(module: Module, label: str, own: dict[str, Any]) -> None:
         ("backward", checked_backward),
         ("backward_parameters", checked_backward_parameters),
     ):
-        _replaced[check] = (module, own.get(name))
+        REPLACED[check] = (module, own.get(name))
         module.__dict__[name] = check
 
 

@@ -111,7 +111,11 @@ class Module:
     to the state through one is done to the other: ``to(...)`` on the copy moves the original's
     parameters, buffers and children too, and a parameter or buffer registered in one is the
     other's (its attribute set on both, which each computes with), while the registries are
-    shared. ``copy.deepcopy`` copies the state.
+    shared. ``copy.deepcopy`` copies the state. A method or other attribute set on the
+    instance (``layer.backward = my_backward``) is kept by both and by pickle, as in PyTorch
+    (the same function; one bound to the module, bound to a deep copy), but for the checks of
+    :func:`minidl.detect_anomaly`, which belong to the module they watch: a copy made inside
+    its block holds what they replaced.
 
     Example:
         >>> class Double(Module):
@@ -1234,10 +1238,15 @@ class Module:
         """For pickle and ``copy.deepcopy``: the module's attributes, with the tensors it keeps
         between calls (caches, constants, some views of others) as views of their storages
         (:class:`~minidl.nn.flat.StorageView`: they come back sharing storage as they did, and
-        detached from any autograd graph, which ``copy.deepcopy`` refuses to copy), without
-        methods set on the instance (the checks of :func:`minidl.detect_anomaly`, which belong
-        to the original module), and with its caches of per-shape tensors empty (also for a
-        shallow ``copy.copy``: see :class:`~minidl.nn._recent.Recent`).
+        detached from any autograd graph, which ``copy.deepcopy`` refuses to copy), and with its
+        caches of per-shape tensors empty (also for a shallow ``copy.copy``: see
+        :class:`~minidl.nn._recent.Recent`). A ``forward``, ``backward`` or
+        ``backward_parameters`` set on the instance is kept, as PyTorch keeps every attribute of
+        the instance: the same function (which a pickle writes by its name, as PyTorch's does:
+        one defined inside a function cannot be pickled), a method bound to this module bound
+        to the deep copy (``copy.deepcopy``'s rule). The checks of
+        :func:`minidl.detect_anomaly` are not (they call this module): what they replaced is
+        kept in their place (:func:`own_method`).
 
         A kept tensor that shares no storage with the parameters (values or gradients) or
         buffers of this module and its descendants is written compactly: only the part of its
@@ -1246,8 +1255,14 @@ class Module:
         state = self.__dict__.copy()
         # (the modules sharing the state with this one stay with it: a deep copy or a pickle
         # has a state of its own, and a shallow copy joins the set in __copy__)
-        for name in ("forward", "backward", "backward_parameters", "_shallow_copies"):
-            state.pop(name, None)
+        state.pop("_shallow_copies", None)
+        for name in _CHECKED_METHODS:
+            if name in state:
+                own = own_method(self, state[name])
+                if own is None:
+                    del state[name]
+                else:
+                    state[name] = own
         owned: set[int] | None = None  # the storages of the parameters and buffers (if needed)
         for name, value in state.items():
             if name in self._buffers:  # (the same object as in _buffers: kept as it is)
@@ -1319,6 +1334,37 @@ class Module:
 #: registration stopped in between, as another thread may stop it, stored a count that others
 #: had passed, and later ones brought the count back to a number a reader had seen.)
 _REGISTRATIONS = itertools.count(1)
+
+#: The methods that :func:`minidl.detect_anomaly` sets on the instances it watches.
+_CHECKED_METHODS = ("forward", "backward", "backward_parameters")
+
+#: The methods that minidl sets on a module's instance for a while (the checks of
+#: :func:`minidl.detect_anomaly`), each with its module and what it replaced there: the method
+#: that the instance held itself (one of its user's, or the check of an outer block), or
+#: ``None`` where it held none (its class's ran). Such a check calls its module, and belongs to
+#: it: a copy or a pickle of the module holds what lies beneath (:func:`own_method`). Filled by
+#: :mod:`minidl.anomaly`, above this module.
+REPLACED: weakref.WeakKeyDictionary[
+    Callable[..., Any], tuple[Module, Callable[..., Any] | None]
+] = weakref.WeakKeyDictionary()
+
+
+def own_method(module: Module, method: Callable[..., Any]) -> Callable[..., Any] | None:
+    """What ``method``, held by the instance of ``module``, is of its user's: ``method`` itself,
+    or, if it is a check that minidl set over what the instance held (:data:`REPLACED`), the
+    method beneath the checks, ``None`` where the instance held none. A check of another
+    module, set on this one by hand, is its user's."""
+    while True:
+        try:
+            owner, beneath = REPLACED[method]
+        except (KeyError, TypeError):  # (no check; TypeError: no weak reference to it)
+            return method
+        if owner is not module:  # (another module's check, set on this one by hand)
+            return method
+        if beneath is None:
+            return None
+        method = beneath
+
 
 #: What each method that checks the buffers' attributes does with the registered buffers.
 _USES = {

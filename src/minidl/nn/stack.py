@@ -184,10 +184,12 @@ def stack_models(
                     f"layer {position} of models[{index}]",
                     activation,
                     _INSTANCE_METHODS,
-                    "a stack runs a copy of each model's activation, without the forward, "
-                    "backward and backward_parameters set on its instance; override them in a "
-                    "subclass, or set _forward or _backward on the instance instead (a stack "
-                    "keeps them), or train this model with fit or a loop of one's own",
+                    "a stack runs a copy of each model's activation, through the hooks "
+                    "_forward and _backward where its class computes with them, so the forward, "
+                    "backward and backward_parameters set on its instance are left out (or "
+                    "called on the copy); override them in a subclass, or set _forward or "
+                    "_backward on the instance instead (a stack keeps them), or train this "
+                    "model with fit or a loop of one's own",
                 )
             runs = _activation_runs([layer for layer in column if isinstance(layer, Activation)])
             if len(runs) == 1:
@@ -213,8 +215,8 @@ _LINEAR_METHODS = (*_SEQUENTIAL_METHODS, "_apply", "_accumulate", "_accumulate_b
 
 #: Those of them that a model's or a layer's instance may hold (Python looks ``__call__`` up on
 #: the class): one set there computes otherwise than the stack too. So does one set on an
-#: activation's instance, whose copy in the stack leaves it out (but keeps the hooks
-#: ``_forward`` and ``_backward``). The checks that :func:`minidl.detect_anomaly` sets on the
+#: activation's instance, which the stack's copy of it holds but bypasses where it calls the
+#: hooks ``_forward`` and ``_backward`` (those set on the instance are kept and called). The checks that :func:`minidl.detect_anomaly` sets on the
 #: instances it watches, over the class's methods, are not methods of one's own.
 _INSTANCE_METHODS = tuple(name for name in _SEQUENTIAL_METHODS if name != "__call__")
 _LINEAR_INSTANCE_METHODS = tuple(name for name in _LINEAR_METHODS if name != "__call__")
