@@ -448,6 +448,40 @@ def test_copies_keep_what_is_set_on_the_instance_as_pytorch_s_do(copier: str) ->
     assert our_copy.weight.grad.count_nonzero() == 0
 
 
+def test_a_shallow_copy_holds_the_tensors_of_the_instance_as_pytorch_s_does() -> None:
+    """Tensors set on the instance (a slice of another, one of an autograd graph, one in a
+    tuple) are the same objects in copy.copy's copy as in torch.nn.Linear's, so a change in
+    place through one shows in the other, and the copy of a Linear after a forward gives the
+    original's gradients. minidl's copy held them as a pickle writes them: the slices copied
+    (the part of the storage they reach), the graph's tensor detached."""
+    ours, theirs = nn.Linear(2, 3, dtype=F64), torch.nn.Linear(2, 3, dtype=F64)
+    x = torch.randn(4, 2, dtype=F64)
+    ours(x[1:])
+    held = []
+    for module in (ours, theirs):
+        base = torch.ones(6, dtype=F64)
+        module.mask = base[::2]
+        module.pair = (base[:2], "kept")
+        module.scaled = torch.ones(3, dtype=F64, requires_grad=True) * 2
+        copied = copy.copy(module)
+        module.mask.mul_(5)
+        held.append(
+            (
+                [getattr(copied, name) is getattr(module, name) for name in ("mask", "scaled")],
+                copied.pair[0] is module.pair[0],
+                copied.mask.tolist(),
+                copied.scaled.requires_grad,
+            )
+        )
+    assert held[0] == held[1] == ([True, True], True, [5.0, 5.0, 5.0], True)
+    shallow = copy.copy(ours)
+    grad = torch.randn(3, 3, dtype=F64)
+    expected = ours.backward(grad)
+    ours.zero_grad()
+    assert torch.equal(shallow.backward(grad), expected)
+    assert torch.equal(ours.weight.grad, grad.T @ x[1:])
+
+
 def test_a_pickle_of_a_function_set_on_the_instance_that_has_no_name_fails_as_pytorch_s() -> None:
     """A lambda set as a method is kept, so pickle refuses it as it refuses torch.nn's, rather
     than leaving it out without a word (a copy in another process computed otherwise). (The

@@ -47,6 +47,7 @@ input, as every module without parameters promotes such a gradient).
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import itertools
 import weakref
@@ -107,7 +108,10 @@ class Module:
 
     ``copy.copy(module)`` is PyTorch's shallow copy: a second module over the same state. It
     shares the registries (its parameters, buffers and children are the original's), and has
-    its own plain attributes (``training``, the caches of a forward, made again). What is done
+    its own plain attributes (``training``, the caches of a forward), which hold what the
+    original's hold (the same tensors and other objects, as PyTorch's), but for the caches of
+    tensors made per input shape, new and empty, and the views of the parameters that a forward
+    makes, made again. What is done
     to the state through one is done to the other: ``to(...)`` on the copy moves the original's
     parameters, buffers and children too, and a parameter or buffer registered in one is the
     other's (its attribute set on both, which each computes with), while the registries are
@@ -1205,7 +1209,9 @@ class Module:
 
     def __copy__(self) -> Module:
         """``copy.copy``: a module over the same state, as PyTorch's shallow copy (see the
-        class docstring); its attributes are those that pickling keeps (:meth:`__getstate__`).
+        class docstring); its attributes are those that pickling keeps (:meth:`__getstate__`),
+        but that the tensors it keeps are the original's objects, as in PyTorch's (a pickle
+        writes them as views of their storages, and a part of one as a copy of that part).
 
         Each buffer and parameter is held twice, in a registry and as an attribute (read by
         the forward without a lookup); the copy and the original share the registries but not
@@ -1215,7 +1221,12 @@ class Module:
         ``to`` on the copy left the original's buffer attributes on the old tensors, and its
         ``state_dict``, ``load_state_dict`` and ``to`` refused them.)"""
         copied = type(self).__new__(type(self))
-        copied.__setstate__(self.__getstate__())
+        shallow = _SHALLOW.set(self)
+        try:
+            state = self.__getstate__()
+        finally:
+            _SHALLOW.reset(shallow)
+        copied.__setstate__(state)
         family = getattr(self, "_shallow_copies", None)
         if family is None:
             family = weakref.WeakSet([self])
@@ -1264,8 +1275,11 @@ class Module:
                 else:
                     state[name] = own
         owned: set[int] | None = None  # the storages of the parameters and buffers (if needed)
+        shallow = _SHALLOW.get() is self  # (a shallow copy keeps the tensors themselves)
         for name, value in state.items():
             if name in self._buffers:  # (the same object as in _buffers: kept as it is)
+                continue
+            if shallow and not isinstance(value, Recent):
                 continue
             if isinstance(value, Tensor) or (
                 isinstance(value, tuple) and any(isinstance(v, Tensor) for v in value)
@@ -1334,6 +1348,10 @@ class Module:
 #: registration stopped in between, as another thread may stop it, stored a count that others
 #: had passed, and later ones brought the count back to a number a reader had seen.)
 _REGISTRATIONS = itertools.count(1)
+
+#: The module whose :meth:`Module.__copy__` asks for its state, while it does: its tensors are
+#: kept as they are (not those of another module whose state that one's may ask for).
+_SHALLOW: contextvars.ContextVar[Module | None] = contextvars.ContextVar("shallow", default=None)
 
 #: The methods that :func:`minidl.detect_anomaly` sets on the instances it watches.
 _CHECKED_METHODS = ("forward", "backward", "backward_parameters")
