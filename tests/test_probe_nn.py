@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
+import numpy
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from torch import Tensor
 import minidl.nn.module as module_file
 from minidl import nn
 from minidl.nn.sigmoid import sigmoid
+from tests.helpers import torch_twin
 
 F64 = torch.float64
 
@@ -553,6 +555,107 @@ def test_a_gradient_tensor_changed_after_a_call_is_found_in_its_new_memory(
         model.named_parameters(), twin.parameters(), strict=True
     ):
         assert torch.equal(parameter.grad, expected.grad), name
+
+
+def _memory(kind: str, length: int) -> tuple[Tensor, Callable[[int, int], Tensor]]:
+    """A float64 tensor over ``length`` elements of memory that PyTorch did not allocate, and a
+    maker of tensors over a part of it (``offset``, ``count``) that are storages of their own,
+    starting there, as a gradient kept in one numpy array, a bytearray or a slice of a storage
+    has."""
+    if kind == "numpy":
+        array = numpy.zeros(length)
+        return torch.from_numpy(array), lambda o, n: torch.from_numpy(array[o : o + n])
+    if kind == "frombuffer":
+        buffer = bytearray(8 * length)
+        return torch.frombuffer(buffer, dtype=F64), lambda o, n: torch.frombuffer(
+            buffer, dtype=F64, count=n, offset=8 * o
+        )
+    whole = torch.zeros(length, dtype=F64)
+    storage = whole.untyped_storage()
+    return whole, lambda o, n: torch.empty(0, dtype=F64).set_(
+        storage[8 * o : 8 * (o + n)], 0, (n,), (1,)
+    )
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+@pytest.mark.parametrize("method", ["backward", "backward_parameters"])
+@pytest.mark.parametrize("where", ["input", "gradient"])
+@pytest.mark.parametrize(
+    "make", [lambda: nn.Linear(4, 3, dtype=F64), _chain], ids=["Linear", "Sequential"]
+)
+@pytest.mark.parametrize("kind", ["numpy", "frombuffer", "storage slice"])
+def test_an_input_or_gradient_that_starts_before_a_gradient_s_memory_is_read_as_given(
+    kind: str, make: Callable[[], nn.Module], where: str, method: str, layout: str
+) -> None:
+    """Gradients kept as tensors over parts of one memory (from_numpy of slices of one array,
+    frombuffer at offsets of one bytearray, slices of one storage): an input or gradient over
+    that memory that starts before the gradient it reaches (of the first layer for an input, of
+    the last for a gradient) gives autograd's output, input gradient and parameter gradients
+    (added to what the gradients held), contiguous or transposed. minidl looked for the first
+    element in the gradients' storages, which start after it, and read the tensor after writing
+    over its end."""
+    torch.manual_seed(0)
+    model = make()
+    parameters = list(model.parameters())
+    reached = parameters if where == "input" else parameters[::-1]
+    prefix = 6
+    whole, part = _memory(kind, prefix + sum(p.numel() for p in parameters))
+    offset = prefix
+    for parameter in reached:
+        parameter.grad = part(offset, parameter.numel()).view(parameter.shape)
+        offset += parameter.numel()
+    whole.copy_(torch.randn(whole.shape, dtype=F64))
+    first, last = parameters[0], parameters[-2]
+    rows = 3
+    x = torch.randn(rows, first.shape[1], dtype=F64)
+    grad = torch.randn(rows, last.shape[0], dtype=F64)
+    shape = x.shape if where == "input" else grad.shape
+    span = whole[2 : 2 + shape.numel()]
+    given = span.view(shape) if layout == "contiguous" else span.view(shape[::-1]).t()
+    assert given.data_ptr() < reached[0].grad.data_ptr() < given[-1, -1].data_ptr()
+    if where == "input":
+        x = given
+    held = [parameter.grad.clone() for parameter in parameters]
+    twin = torch_twin(model)
+    x_twin = x.clone().requires_grad_()
+    output_twin = twin(x_twin)
+    _close(model(x), output_twin)
+    if where == "gradient":
+        grad = given
+    output_twin.backward(grad.clone())
+    grad_x = getattr(model, method)(grad)
+    if method == "backward":
+        _close(grad_x, x_twin.grad)
+    for parameter, before, expected in zip(parameters, held, twin.parameters(), strict=True):
+        _close(parameter.grad, before + expected.grad)
+
+
+def test_a_tensor_in_a_gradient_s_storage_is_found_when_a_window_of_it_ends_after_it() -> None:
+    """A weight gradient in a storage PyTorch allocated, and a bias gradient over a slice of
+    that storage (a window, searched as a range from address 0 to its end): the weight
+    gradient given as the input is found in its storage, not taken for a tensor before the
+    window that misses it, and the gradients are autograd's. (The windows are searched after
+    the other storages: searched first, the window's range took the input and said no.)"""
+    torch.manual_seed(0)
+    layer = nn.Linear(4, 3, dtype=F64)
+    memory = torch.randn(64, dtype=F64)
+    layer.weight.grad = memory[:12].view(3, 4)
+    layer.bias.grad = torch.empty(0, dtype=F64).set_(
+        memory.untyped_storage()[8 * 40 : 8 * 43], 0, (3,), (1,)
+    )
+    x = layer.weight.grad
+    held = [parameter.grad.clone() for parameter in layer.parameters()]
+    twin = torch_twin(layer)
+    x_twin = x.clone().requires_grad_()
+    grad = torch.randn(3, 3, dtype=F64)
+    output_twin = twin(x_twin)
+    _close(layer(x), output_twin)
+    output_twin.backward(grad)
+    _close(layer.backward(grad), x_twin.grad)
+    for parameter, before, expected in zip(
+        layer.parameters(), held, twin.parameters(), strict=True
+    ):
+        _close(parameter.grad, before + expected.grad)
 
 
 # -- dtypes ---------------------------------------------------------------------------------------
