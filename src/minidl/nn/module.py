@@ -52,6 +52,7 @@ import gc
 import itertools
 import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from types import MethodType
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, overload
 
 import torch
@@ -117,9 +118,10 @@ class Module:
     other's (its attribute set on both, which each computes with), while the registries are
     shared. ``copy.deepcopy`` copies the state. A method or other attribute set on the
     instance (``layer.backward = my_backward``) is kept by both and by pickle, as in PyTorch
-    (the same function; one bound to the module, bound to a deep copy), but for the checks of
-    :func:`minidl.detect_anomaly`, which belong to the module they watch: a copy made inside
-    its block holds what they replaced.
+    (the same function; one bound to the module still bound to it in a shallow copy, so that it
+    computes with the original's caches, and bound to a deep copy and, unlike PyTorch's, to a
+    module loaded from a pickle), but for the checks of :func:`minidl.detect_anomaly`, which
+    belong to the module they watch: a copy made inside its block holds what they replaced.
 
     Example:
         >>> class Double(Module):
@@ -1254,10 +1256,13 @@ class Module:
         :class:`~minidl.nn._recent.Recent`). A ``forward``, ``backward`` or
         ``backward_parameters`` set on the instance is kept, as PyTorch keeps every attribute of
         the instance: the same function (which a pickle writes by its name, as PyTorch's does:
-        one defined inside a function cannot be pickled), a method bound to this module bound
-        to the deep copy (``copy.deepcopy``'s rule). The checks of
-        :func:`minidl.detect_anomaly` are not (they call this module): what they replaced is
-        kept in their place (:func:`own_method`).
+        one defined inside a function cannot be pickled), and a method bound to this module
+        (any attribute that holds one) bound to the copy, as ``copy.deepcopy`` binds it, also
+        in a pickle (a :class:`_Bound`: pickle writes a bound method as a lookup of its name on
+        the module loaded, done before the module's attributes are, which found its class's
+        method of that name, or none, in PyTorch too). The checks of
+        :func:`minidl.detect_anomaly` are not kept (they call this module): what they replaced
+        is kept in their place (:func:`own_method`).
 
         A kept tensor that shares no storage with the parameters (values or gradients) or
         buffers of this module and its descendants is written compactly: only the part of its
@@ -1296,6 +1301,8 @@ class Module:
                 # A new one, also for a shallow copy (copy.copy), whose parameters may be
                 # replaced on their own: what a cache keeps belongs to this module's tensors.
                 state[name] = value.empty()
+            elif isinstance(value, MethodType) and value.__self__ is self:
+                state[name] = _Bound(value.__func__)
         return state
 
     def _owned_storages(self) -> set[int]:
@@ -1313,6 +1320,8 @@ class Module:
                 state[name] = value.tensor()
             elif isinstance(value, tuple) and any(isinstance(v, StorageView) for v in value):
                 state[name] = tuple(v.tensor() if isinstance(v, StorageView) else v for v in value)
+            elif isinstance(value, _Bound):
+                state[name] = MethodType(value.function, self)
         # One attribute at a time: filling self.__dict__ would keep the attributes in a plain
         # dict, and reading them in every forward and backward then takes longer (about 1% of
         # a step of the paper's network).
@@ -1348,6 +1357,21 @@ class Module:
 #: registration stopped in between, as another thread may stop it, stored a count that others
 #: had passed, and later ones brought the count back to a number a reader had seen.)
 _REGISTRATIONS = itertools.count(1)
+
+
+class _Bound:
+    """A method bound to a module, as :meth:`Module.__getstate__` writes it for pickle and
+    ``copy.deepcopy``: its function, which :meth:`Module.__setstate__` binds to the module
+    made."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function = function
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Bound, (self.function,))
+
 
 #: The module whose :meth:`Module.__copy__` asks for its state, while it does: its tensors are
 #: kept as they are (not those of another module whose state that one's may ask for).
