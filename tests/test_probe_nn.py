@@ -6,6 +6,7 @@ cast between forward and backward, and the contract the Module docstring states 
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Callable
 
 import numpy
@@ -656,6 +657,36 @@ def test_a_tensor_in_a_gradient_s_storage_is_found_when_a_window_of_it_ends_afte
         layer.parameters(), held, twin.parameters(), strict=True
     ):
         _close(parameter.grad, before + expected.grad)
+
+
+@pytest.mark.parametrize(
+    "copier",
+    ["none", "moved", "deepcopy", "pickle", "flattened"],
+)
+def test_gradients_pytorch_allocated_are_searched_by_their_first_element_only(copier: str) -> None:
+    """The gradients of a model (new, moved with to(), deep-copied, loaded from a pickle, or a
+    Sequential built over layers given numpy gradients, which it copies into its flat buffer)
+    are in storages PyTorch allocated: none is a window, measured for every tensor that starts
+    before its end (which would make each step's search dearer)."""
+    torch.manual_seed(0)
+    layers = [nn.Linear(4, 4, dtype=F64), nn.Tanh(), nn.Linear(4, 2, dtype=F64)]
+    if copier == "flattened":
+        for layer in layers:
+            for parameter in layer.parameters():
+                parameter.grad = torch.from_numpy(numpy.zeros(parameter.shape))
+    model = nn.Sequential(*layers)
+    if copier == "moved":
+        model.to(torch.float32)
+    elif copier == "deepcopy":
+        model = copy.deepcopy(model)
+    elif copier == "pickle":
+        model = pickle.loads(pickle.dumps(model))
+    dtype = next(model.parameters()).dtype
+    for module in (model, model[0]):
+        x = torch.randn(3, 4, dtype=dtype)
+        assert not module._gradients.holds(x, module)
+        assert module._gradients._windows == ()
+        assert len(module._gradients._ranges) == 1  # (the flat buffer's storage)
 
 
 # -- dtypes ---------------------------------------------------------------------------------------
