@@ -24,6 +24,7 @@ from minidl.experiments.report import (
     Comparison,
     _explain,
     _figure_1_comparison,
+    _p,
     _paper_consistency,
     compare,
 )
@@ -108,13 +109,13 @@ def test_the_tables_row_gives_each_column_its_own_number(tmp_path: Path) -> None
         line for line in report_text([row], tmp_path).splitlines() if line.startswith("| Tanh |")
     ]
     cells = [cell.strip() for cell in line.strip("|").split("|")]
-    difference, se, _ = welch_by_hand([1.0, 2.0, 4.0, 3.0, 5.0], 1.06, 0.41, 5)
+    difference, se, p_value = welch_by_hand([1.0, 2.0, 4.0, 3.0, 5.0], 1.06, 0.41, 5)
     assert cells[2:] == [
         "1.06 (0.41)",
         f"3.00 ({statistics.stdev([1.0, 2.0, 4.0, 3.0, 5.0]):.2f})",
         "1.0, 2.0, 4.0, 3.0, 5.0",
         "0.75",
-        f"**differs** ({difference:+.2f}, SE {se:.2f})",
+        f"**differs** ({difference:+.2f}, SE {se:.2f}, {_p(p_value)})",
     ]
 
 
@@ -233,9 +234,11 @@ def test_a_variant_as_far_below_the_paper_as_our_row_is_above_is_no_closer(
     assert result is not None and not result.differs and result.difference == -3.0
     lines = _explain([row, variant], row, comparison)
     (line,) = [line for line in lines if line.startswith("- Hypothesis:")]
+    _, se, p_value = welch_by_hand([0.0, 0.0, 0.0, 5.0, 5.0], 5.0, 1.0, 5)
+    assert se == pytest.approx(math.sqrt(7.5 / 5 + 1.0 / 5), rel=1e-12)
     assert line.endswith(
-        f"within noise of the paper (-3.00, SE {math.sqrt(7.5 / 5 + 1.0 / 5):.2f}), no closer to "
-        "the paper than our row."
+        f"within noise of the paper (-3.00, SE {se:.2f}, {_p(p_value)}), no closer to the paper "
+        "than our row."
     )
     assert not any("accounted for" in line for line in lines)
 
@@ -248,7 +251,9 @@ def test_a_repeat_of_the_papers_is_compared_with_its_own_5_rounds() -> None:
     assert comparison is not None
     lines = _explain([row, fake_row(experiment("III", "SGD"), [1.0, 2.0])], row, comparison)
     (line,) = [line for line in lines if "Table III 'SGD'" in line]
-    assert line.endswith(f"that (+1.34, SE {math.sqrt(1 / 3 + 0.81**2 / 5):.2f}).")
+    _, se, p_value = welch_by_hand([2.0, 3.0, 4.0], 1.66, 0.81, 5)
+    assert se == pytest.approx(math.sqrt(1 / 3 + 0.81**2 / 5), rel=1e-12)
+    assert line.endswith(f"that (+1.34, SE {se:.2f}, {_p(p_value)}).")
 
 
 def test_a_repeat_only_through_a_fault_is_not_an_agreeing_repeat() -> None:

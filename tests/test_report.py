@@ -166,7 +166,7 @@ def test_variant_is_compared_with_the_paper_row_of_its_own_table(tmp_path: Path)
     report = report_text(results, tmp_path)
     table_iii = report.split("## Table III")[1].split("## ")[0]
     (line,) = [line for line in table_iii.splitlines() if line.startswith(f"| {zeiler} |")]
-    assert line.endswith("| within noise (-0.86, SE 0.42) |")
+    assert line.endswith("| within noise (-0.86, SE 0.42, p = 0.11) |")
 
 
 def test_a_main_row_with_one_round_stops_the_differences_section(tmp_path: Path) -> None:
@@ -195,7 +195,7 @@ def test_only_a_variant_within_noise_explains_a_difference(tmp_path: Path) -> No
     assert "1 of the 1 rows differ; none is within noise." in section.splitlines()
     assert (
         f"- Hypothesis: {ELU_HYPOTHESIS}. Variant '{ELU_VARIANT}' gives 3.50 (s.d. 0.07), per "
-        "round 3.5, 3.6, 3.4, 3.5, 3.5: still differs from the paper (+1.70, SE 0.24), no "
+        "round 3.5, 3.6, 3.4, 3.5, 3.5: still differs from the paper (+1.70, SE 0.24, p < 0.01), no "
         "closer to the paper than our row."
     ) in section.splitlines()
     assert conclusions(section) == [
@@ -207,8 +207,8 @@ def test_only_a_variant_within_noise_explains_a_difference(tmp_path: Path) -> No
     section = differences_section([elu, near], tmp_path)
     assert (
         f"- Hypothesis: {ELU_HYPOTHESIS}. Variant '{ELU_VARIANT}' gives 2.00 (s.d. 0.07), per "
-        "round 2.0, 2.1, 1.9, 2.0, 2.0: within noise of the paper (+0.20, SE 0.24), closer to "
-        "the paper than our row."
+        "round 2.0, 2.1, 1.9, 2.0, 2.0: within noise of the paper (+0.20, SE 0.24, p = 0.45), "
+        "closer to the paper than our row."
     ) in section.splitlines()
     assert conclusions(section) == [
         f"**Conclusion:** the difference is accounted for if {ELU_HYPOTHESIS}. The paper's "
@@ -237,8 +237,8 @@ def test_a_variant_within_noise_only_by_its_spread_explains_nothing(tmp_path: Pa
     section = differences_section([elu, noisy], tmp_path)
     assert (
         f"- Hypothesis: {ELU_HYPOTHESIS}. Variant '{ELU_VARIANT}' gives 4.00 (s.d. 4.34), per "
-        "round 0.5, 9.0, 1.0, 8.5, 1.0: within noise of the paper (+2.20, SE 1.96), no closer "
-        "to the paper than our row."
+        "round 0.5, 9.0, 1.0, 8.5, 1.0: within noise of the paper (+2.20, SE 1.96, p = 0.32), no "
+        "closer to the paper than our row."
     ) in section.splitlines()
     assert conclusions(section) == [
         "**Conclusion:** none of the variants run here explains the difference: "
@@ -336,9 +336,54 @@ def test_only_a_main_row_or_a_fault_variant_repeats_the_papers_measurement(
         "- The paper measured this same training again as Table II 'SGD, momentum 0.5' "
         "(5.00 (1.82)) (if the published SGD never stored its momentum buffer, so momentum had "
         "no effect (the row equals momentum 0)): ours is also different from that (-4.00, "
-        "SE 0.81)."
+        "SE 0.81, p < 0.01)."
     )
     assert repeat_lines == ([expected] if fault else [])
+
+
+def test_a_verdict_gives_the_p_value_that_decides_it(tmp_path: Path) -> None:
+    """With 5 rounds a side the line lies between 2.3 and 2.8 SE, by the two s.d.: Tanh at
+    +0.64, 2.5 SE with our s.d. near the paper's (Welch's 8 degrees of freedom), differs, and
+    ELU at +0.62, 2.6 SE with our s.d. near 0 (4 degrees), is within noise. The summary, the
+    table and the explanation give Welch's p-value (scipy's), which tells them apart; they gave
+    the difference and its SE alone, from which a reader could not check either verdict. The
+    columns say what their numbers are, a variant's too."""
+    stats = pytest.importorskip("scipy.stats")
+    tanh = fake_row(experiment("I", "Tanh"), (1.2, 1.45, 1.7, 1.95, 2.2))
+    elu = fake_row(experiment("I", "ELU"), (2.4, 2.4, 2.4, 2.45, 2.45))
+    for row, p_text in ((tanh, "p = 0.04"), (elu, "p = 0.06")):
+        paper = row.experiment.paper
+        assert paper is not None
+        p_value = stats.ttest_ind_from_stats(
+            row.mean, row.sd, 5, paper.mean, paper.sd, 5, equal_var=False
+        ).pvalue
+        assert _p(p_value) == p_text
+    variant = fake_row(experiment("I", ELU_VARIANT), (2.4, 2.4, 2.4, 2.45, 2.45))
+    report = report_text([tanh, elu, variant], tmp_path)
+    lines = report.splitlines()
+    assert (
+        "| Table | Row | Paper mean (s.d.) | Ours mean (s.d.) | Verdict (ours - paper, SE, p) |"
+        in (lines)
+    )
+    assert "| I | Tanh | 1.06 (0.41) | 1.70 (0.40) | **differs** (+0.64, SE 0.25, p = 0.04) |" in (
+        lines
+    )
+    assert "| I | ELU | 1.80 (0.53) | 2.42 (0.03) | within noise (+0.62, SE 0.24, p = 0.06) |" in (
+        lines
+    )
+    table = report.split("## Table I:")[1]
+    assert (
+        "| Row | Settings | Paper mean (s.d.) % | Ours mean (s.d.) % | Ours per round % | "
+        "Ours train error, mean % | Verdict (ours - paper, SE, p) |"
+    ) in table.splitlines()
+    (line,) = [line for line in table.splitlines() if line.startswith("| Tanh |")]
+    assert line.endswith("| 0.50 | **differs** (+0.64, SE 0.25, p = 0.04) |")
+    assert (
+        "| Variant | Tests | Settings | Ours mean (s.d.) % | Ours per round % | "
+        "Vs the paper's row (ours - paper, SE, p) |"
+    ) in table.splitlines()
+    (line,) = [line for line in table.splitlines() if line.startswith(f"| {ELU_VARIANT} |")]
+    assert line.endswith("| within noise (+0.62, SE 0.24, p = 0.06) |")
 
 
 def test_summary_table_marks_exactly_the_differing_rows() -> None:
@@ -481,7 +526,7 @@ def test_a_difference_within_noise_of_the_papers_own_repeat_is_called_weak(
     assert "ours 2.00 (s.d. 0.07): ours is 0.94 points higher, 5.1 SE." in row
     assert (
         "- The paper measured this same training again as Table III 'SGD' (1.66 (0.81)): ours "
-        "is within noise of that (+0.34, SE 0.36)." in row.splitlines()
+        "is within noise of that (+0.34, SE 0.36, p = 0.40)." in row.splitlines()
     )
     assert conclusions(row) == [
         "**Conclusion:** ours agrees with the paper's own repeat of this training, so the "

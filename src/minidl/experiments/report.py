@@ -303,11 +303,19 @@ def _paper(row: RowResult) -> str:
     return "-" if paper is None else _mean_sd(paper.mean, paper.sd)
 
 
+def _tested(difference: float, standard_error: float, p_value: float) -> str:
+    """A comparison's numbers as the report writes them: ``+0.48, SE 0.21, p = 0.06``, so that
+    its verdict can be checked against the rule (a difference of about 2.3 to 2.8 SE is on
+    either side of the line with 5 rounds a side, which the p-value tells)."""
+    return f"{difference:+.2f}, SE {standard_error:.2f}, {_p(p_value)}"
+
+
 def _verdict(comparison: Comparison | None) -> str:
     if comparison is None:
         return "n/a"
     word = "**differs**" if comparison.differs else "within noise"
-    return f"{word} ({comparison.difference:+.2f}, SE {comparison.standard_error:.2f})"
+    numbers = _tested(comparison.difference, comparison.standard_error, comparison.p_value)
+    return f"{word} ({numbers})"
 
 
 def _rounds(row: RowResult) -> str:
@@ -472,8 +480,8 @@ def _table_section(
             "Paper mean (s.d.) %",
             "Ours mean (s.d.) %",
             "Ours per round %",
-            "Train error %",
-            "Verdict (ours - paper, SE)",
+            "Ours train error, mean %",
+            "Verdict (ours - paper, SE, p)",
         ],
         [
             [
@@ -498,7 +506,7 @@ def _table_section(
                 "Settings",
                 "Ours mean (s.d.) %",
                 "Ours per round %",
-                "Vs the paper's row",
+                "Vs the paper's row (ours - paper, SE, p)",
             ],
             [
                 [
@@ -612,11 +620,11 @@ def _explain(results: Sequence[RowResult], row: RowResult, comparison: Compariso
             )
             continue
         closer = abs(result.difference) < abs(comparison.difference)
+        numbers = _tested(result.difference, result.standard_error, result.p_value)
         verdict = (
-            f"within noise of the paper ({result.difference:+.2f}, SE {result.standard_error:.2f})"
+            f"within noise of the paper ({numbers})"
             if not result.differs
-            else f"still differs from the paper ({result.difference:+.2f}, SE "
-            f"{result.standard_error:.2f})"
+            else f"still differs from the paper ({numbers})"
         )
         lines.append(
             f"- Hypothesis: {variant.experiment.hypothesis}. Variant '{variant.experiment.label}'"
@@ -634,7 +642,6 @@ def _explain(results: Sequence[RowResult], row: RowResult, comparison: Compariso
         test = welch(
             row.mean, row.sd, len(row.rounds), other_paper.mean, other_paper.sd, other_paper.rounds
         )
-        difference, standard_error = test.difference, test.standard_error
         within = test.p_value >= SIGNIFICANCE
         lines.append(
             f"- The paper measured this same training again as Table {other.experiment.table} "
@@ -642,7 +649,7 @@ def _explain(results: Sequence[RowResult], row: RowResult, comparison: Compariso
             + ("" if via is None else f" (if {via.experiment.hypothesis})")
             + ": ours is "
             + ("within noise of" if within else "also different from")
-            + f" that ({difference:+.2f}, SE {standard_error:.2f})."
+            + f" that ({_tested(test.difference, test.standard_error, test.p_value)})."
         )
         if within and via is None:
             agreeing_repeats.append(other)
@@ -1117,7 +1124,13 @@ def write_report(
     if mains:
         lines += ["## Summary: the paper's tables and ours (test error, %)", ""]
         lines += _table(
-            ["Table", "Row", "Paper mean (s.d.)", "Ours mean (s.d.)", "Verdict"],
+            [
+                "Table",
+                "Row",
+                "Paper mean (s.d.)",
+                "Ours mean (s.d.)",
+                "Verdict (ours - paper, SE, p)",
+            ],
             [
                 [r.experiment.table, r.experiment.label, _paper(r), _ours(r), _verdict(compare(r))]
                 for r in mains
