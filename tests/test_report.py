@@ -386,6 +386,77 @@ def test_a_verdict_gives_the_p_value_that_decides_it(tmp_path: Path) -> None:
     assert line.endswith("| within noise (+0.62, SE 0.24, p = 0.06) |")
 
 
+def test_holm_says_which_differences_stand_among_the_rows_compared(tmp_path: Path) -> None:
+    """Each main row is tested alone at 5%; with 14 of them, about 0.7 differ by chance alone.
+    The report says which differences still stand when the main rows' p-values are corrected
+    together by Holm's procedure (corrected by hand here from scipy's p-values), and gives
+    each differing row's corrected p beside its own: step decay far from the paper stands,
+    SELU just below 5% and CLR do not; a row within noise counts among the comparisons. It
+    said only that the 30 comparisons were not corrected: SELU's p = 0.03 (0.26 after the
+    correction of the run's 14 rows) read as a finding like step decay's."""
+    stats = pytest.importorskip("scipy.stats")
+    rows = [
+        fake_row(experiment("I", "Tanh"), (1.0, 1.1, 0.9, 1.0, 1.0)),
+        fake_row(experiment("I", "SELU"), (1.8, 2.2, 2.0, 1.9, 2.1)),
+        fake_row(experiment("III", "SGD, step decay"), (30.0, 31.0, 29.0, 30.0, 30.0)),
+        fake_row(experiment("III", "SGD, CLR"), (1.6, 1.9, 1.5, 1.8, 1.6)),
+    ]
+    p_values = []
+    for row in rows:
+        paper = row.experiment.paper
+        assert paper is not None
+        test = stats.ttest_ind_from_stats(
+            row.mean, row.sd, 5, paper.mean, paper.sd, 5, equal_var=False
+        )
+        p_values.append(float(test.pvalue))
+    tanh, selu, step, clr = p_values
+    assert step < clr < selu < 0.05 < tanh
+    # Holm: the smallest times 4, the next times 3 (or the one before, if larger), ...
+    corrected_step = 4 * step
+    corrected_clr = max(corrected_step, 3 * clr)
+    corrected_selu = max(corrected_clr, 2 * selu)
+    assert corrected_step < 0.05 < corrected_clr <= corrected_selu
+    section = differences_section(rows, tmp_path)
+    assert (
+        "With Holm's correction for the 4 rows' comparisons, which keeps at 5% the chance that "
+        "any row whose mean equals the paper's is said to differ, 1 of the 3 still differs: "
+        f"Table III SGD, step decay (corrected {_p(corrected_step)}). The other 2 differ in "
+        "their own comparison only, not once the 4 are counted: Table I SELU (corrected "
+        f"{_p(corrected_selu)}), Table III SGD, CLR (corrected {_p(corrected_clr)}); about 0.2 "
+        "of 4 comparisons would differ by chance alone if every mean equalled the paper's."
+    ) in section.splitlines()
+    selu_head = section.split("### Table I, SELU\n")[1].split("###")[0]
+    assert f"SE ({_p(selu)}; {_p(corrected_selu)} after Holm's correction for the 4 rows)." in (
+        selu_head
+    )
+    step_head = section.split("### Table III, SGD, step decay\n")[1].split("###")[0]
+    assert f"SE ({_p(step)}; {_p(corrected_step)} after Holm's correction for the 4 rows)." in (
+        step_head
+    )
+    # Each still differing, or none: said so; one row compared alone: nothing to correct.
+    far = fake_row(experiment("I", "SELU"), (5.0, 5.1, 4.9, 5.0, 5.0))
+    section = differences_section([rows[0], far, rows[2]], tmp_path)
+    assert any(
+        line.startswith("With Holm's correction for the 3 rows' comparisons, which ")
+        and "differ, 2 of the 2 still differ: Table I SELU (corrected p < 0.01), Table III "
+        "SGD, step decay (corrected p < 0.01)."
+        in line
+        and line.endswith(".")
+        and "own comparison only" not in line
+        for line in section.splitlines()
+    )
+    section = differences_section([rows[0], rows[1]], tmp_path)
+    (line,) = [line for line in section.splitlines() if line.startswith("With Holm's")]
+    assert line.endswith(
+        "differ, none of the 1 still differs. It differs in its own comparison only, not once the "
+        f"2 are counted: Table I SELU (corrected {_p(2 * selu)}); about 0.1 of 2 "
+        "comparisons would differ by chance alone if every mean equalled the paper's."
+    )
+    section = differences_section([rows[1]], tmp_path)
+    assert "Holm" not in section
+    assert f"SE ({_p(selu)})." in section
+
+
 def test_summary_table_marks_exactly_the_differing_rows() -> None:
     """R17: the terminal summary says DIFFERS for Tanh (1.94 above the paper, 10 SE), within
     noise for Sigmoid (0.00 away) and n/a for a one-round row; variants are not listed. (It
@@ -523,7 +594,10 @@ def test_a_difference_within_noise_of_the_papers_own_repeat_is_called_weak(
     assert _paper_repeats([tanh, sgd], tanh) == [(sgd, None)]
     section = differences_section([tanh, sgd], tmp_path)
     row = section.split("### Table I, Tanh\n")[1].split("###")[0]
-    assert "ours 2.00 (s.d. 0.07): ours is 0.94 points higher, 5.1 SE." in row
+    assert (
+        "ours 2.00 (s.d. 0.07): ours is 0.94 points higher, 5.1 SE (p < 0.01; p = 0.01 after "
+        "Holm's correction for the 2 rows)." in row
+    )
     assert (
         "- The paper measured this same training again as Table III 'SGD' (1.66 (0.81)): ours "
         "is within noise of that (+0.34, SE 0.36, p = 0.40)." in row.splitlines()

@@ -582,7 +582,19 @@ def _figures_section(results: Sequence[RowResult], figures: dict[str, str]) -> l
     return lines if len(lines) > 2 else []
 
 
-def _explain(results: Sequence[RowResult], row: RowResult, comparison: Comparison) -> list[str]:
+def _explain(
+    results: Sequence[RowResult],
+    row: RowResult,
+    comparison: Comparison,
+    corrected: tuple[float, int] | None = None,
+) -> list[str]:
+    """The explanation of a main row that differs from the paper: the difference, each variant
+    that tests an explanation, the paper's repeats of the training, our curve, and a conclusion.
+
+    ``corrected`` is the row's p-value after Holm's correction for the main rows compared and
+    their count (:func:`_holm_sentence`), written beside its own where more than one was
+    compared.
+    """
     experiment = row.experiment
     paper = experiment.paper
     assert paper is not None
@@ -593,7 +605,14 @@ def _explain(results: Sequence[RowResult], row: RowResult, comparison: Compariso
         f"Paper {paper.mean:.2f} (s.d. {paper.sd:.2f}), ours {row.mean:.2f} (s.d. "
         f"{row.sd:.2f}): ours is {abs(comparison.difference):.2f} points {direction}, "
         + (
-            f"{abs(comparison.difference) / comparison.standard_error:.1f} SE."
+            f"{abs(comparison.difference) / comparison.standard_error:.1f} SE "
+            f"({_p(comparison.p_value)}"
+            + (
+                f"; {_p(corrected[0])} after Holm's correction for the {corrected[1]} rows"
+                if corrected is not None and corrected[1] > 1
+                else ""
+            )
+            + ")."
             if comparison.standard_error
             else "with no spread on either side."
         ),
@@ -812,10 +831,65 @@ def _differences_section(
         )
     )
     lines.append("")
+    corrected = dict(
+        zip(
+            (id(r) for r, _ in comparisons),
+            _holm([c.p_value for _, c in comparisons if c is not None]),
+            strict=True,
+        )
+    )
+    if differing and len(mains) > 1:
+        lines += [_holm_sentence(differing, corrected, len(mains)), ""]
     for row, comparison in differing:
         assert comparison is not None
-        lines += _explain(results, row, comparison)
+        lines += _explain(results, row, comparison, (corrected[id(row)], len(mains)))
     return [*lines, *_figure_1_comparison(results), *_paper_consistency(results)]
+
+
+def _holm_sentence(
+    differing: Sequence[tuple[RowResult, Comparison | None]],
+    corrected: dict[int, float],
+    count: int,
+) -> str:
+    """Which of the ``differing`` main rows still differ when the p-values of the ``count``
+    main rows' comparisons are corrected together by Holm's procedure (:func:`_holm`), which
+    keeps at :data:`SIGNIFICANCE` the chance that any row whose mean equals the paper's is said
+    to differ; the verdicts stay those of each comparison alone (:data:`CRITERION`), and this
+    says which of them are also findings of the set."""
+
+    def named(rows: Sequence[RowResult]) -> str:
+        return ", ".join(
+            f"Table {r.experiment.table} {r.experiment.label} (corrected {_p(corrected[id(r)])})"
+            for r in rows
+        )
+
+    kept = [row for row, _ in differing if corrected[id(row)] < SIGNIFICANCE]
+    lost = [row for row, _ in differing if corrected[id(row)] >= SIGNIFICANCE]
+    text = (
+        f"With Holm's correction for the {count} rows' comparisons, which keeps at "
+        f"{SIGNIFICANCE:.0%} the chance that any row whose mean equals the paper's is said to "
+        "differ, "
+        + (
+            f"{len(kept)} of the {len(differing)} still "
+            + ("differs" if len(kept) == 1 else "differ")
+            + f": {named(kept)}."
+            if kept
+            else f"none of the {len(differing)} still differs."
+        )
+    )
+    if lost:
+        one = len(lost) == 1
+        subject = (
+            ("The other one differs" if one else f"The other {len(lost)} differ")
+            if kept
+            else ("It differs" if one else f"All {len(lost)} differ")
+        )
+        text += (
+            f" {subject} in {'its' if one else 'their'} own comparison only, not once the "
+            f"{count} are counted: {named(lost)}; about {SIGNIFICANCE * count:.1f} of {count} "
+            "comparisons would differ by chance alone if every mean equalled the paper's."
+        )
+    return text
 
 
 def _figure_1_comparison(results: Sequence[RowResult]) -> list[str]:
