@@ -457,6 +457,38 @@ def test_holm_says_which_differences_stand_among_the_rows_compared(tmp_path: Pat
     assert f"SE ({_p(selu)})." in section
 
 
+def test_the_report_says_which_verdicts_hang_on_reading_the_papers_sd(tmp_path: Path) -> None:
+    """The paper does not say whether its s.d. are sample or population s.d.; the comparisons
+    read them as sample s.d. Read as population s.d., the sample s.d. of the paper's 5 rounds
+    is sqrt(5/4) times as large: Tanh at 1.60 (s.d. 0.04), differing from 1.06 (0.41) at
+    p = 0.042, is then within noise at p = 0.058 (scipy's p-values for both); ELU, far from its
+    paper, differs either way, and a variant counts among the comparisons. The report said
+    nothing of the reading it made."""
+    stats = pytest.importorskip("scipy.stats")
+    tanh = fake_row(experiment("I", "Tanh"), (1.55, 1.6, 1.6, 1.6, 1.65))
+    elu = fake_row(experiment("I", "ELU"), DIFFERING)
+    variant = fake_row(experiment("I", ELU_VARIANT), DIFFERING)
+    as_sample, as_population = (
+        stats.ttest_ind_from_stats(tanh.mean, tanh.sd, 5, 1.06, sd, 5, equal_var=False).pvalue
+        for sd in (0.41, 0.41 * math.sqrt(5 / 4))
+    )
+    assert as_sample < 0.05 < as_population
+    assert (_p(as_sample), _p(as_population)) == ("p = 0.04", "p = 0.06")
+    reading = (
+        "The paper does not say whether its s.d. are sample s.d. (the squared deviations "
+        "divided by the rounds less one, as ours) or population s.d. (divided by the rounds); "
+        "the comparisons read them as sample s.d. Read as population s.d. (the sample s.d. of "
+        "the same rounds is then sqrt(n / (n - 1)) times as large: 1.12 with the paper's 5), "
+    )
+    section = differences_section([tanh, elu, variant], tmp_path)
+    assert (
+        f"{reading}1 of the 3 verdicts changes: Table I Tanh would be within noise (p = 0.06)."
+        in section.splitlines()
+    )
+    section = differences_section([elu, variant], tmp_path)
+    assert f"{reading}no verdict of the 2 comparisons changes." in section.splitlines()
+
+
 def test_summary_table_marks_exactly_the_differing_rows() -> None:
     """R17: the terminal summary says DIFFERS for Tanh (1.94 above the paper, 10 SE), within
     noise for Sigmoid (0.00 away) and n/a for a one-round row; variants are not listed. (It

@@ -818,6 +818,7 @@ def _differences_section(
     if any(c is None for _, c in comparisons):
         lines += ["(Fewer than 2 rounds: no standard deviation, so no comparison.)", ""]
         return lines
+    lines += _paper_sd_reading(results)
     differing = [(r, c) for r, c in comparisons if c is not None and c.differs]
     agreeing = [r for r, c in comparisons if c is not None and not c.differs]
     lines.append(
@@ -844,6 +845,66 @@ def _differences_section(
         assert comparison is not None
         lines += _explain(results, row, comparison, (corrected[id(row)], len(mains)))
     return [*lines, *_figure_1_comparison(results), *_paper_consistency(results)]
+
+
+def _paper_sd_reading(results: Sequence[RowResult]) -> list[str]:
+    """Whether a verdict depends on reading the paper's s.d. as sample s.d.
+
+    The paper does not say whether its s.d. divide the squared deviations of its rounds by
+    their number less one (the sample s.d., as ours) or by their number (the population s.d.,
+    ``sqrt((n - 1) / n)`` of the sample s.d. of the same rounds). The comparisons read them as
+    sample s.d.; each is made again with the paper's s.d. read the other way, its sample s.d.
+    ``sqrt(n / (n - 1))`` times as large, and the verdicts that change are named (nothing
+    when no comparison is made).
+    """
+    tested = 0
+    changed = []
+    counts = set()
+    for row in results:
+        paper_row = _paper_row(results, row)
+        comparison = None if paper_row is None else compare(row, paper_row)
+        if paper_row is None or comparison is None:
+            continue
+        paper = paper_row.experiment.paper
+        assert paper is not None
+        tested += 1
+        counts.add(paper.rounds)
+        other = welch(
+            row.mean,
+            row.sd,
+            len(row.rounds),
+            paper.mean,
+            paper.sd * math.sqrt(paper.rounds / (paper.rounds - 1)),
+            paper.rounds,
+        )
+        if (other.p_value < SIGNIFICANCE) != comparison.differs:
+            changed.append(
+                f"Table {row.experiment.table} {row.experiment.label} would "
+                + ("differ" if other.p_value < SIGNIFICANCE else "be within noise")
+                + f" ({_p(other.p_value)})"
+            )
+    if not tested:
+        return []
+    rounds = next(iter(counts)) if len(counts) == 1 else None
+    factor = (
+        f": {math.sqrt(rounds / (rounds - 1)):.2f} with the paper's {rounds}"
+        if rounds is not None
+        else ""
+    )
+    return [
+        "The paper does not say whether its s.d. are sample s.d. (the squared deviations "
+        "divided by the rounds less one, as ours) or population s.d. (divided by the rounds); "
+        "the comparisons read them as sample s.d. Read as population s.d. (the sample s.d. of "
+        f"the same rounds is then sqrt(n / (n - 1)) times as large{factor}), "
+        + (
+            f"no verdict of the {tested} comparison{'s' * (tested != 1)} changes."
+            if not changed
+            else f"{len(changed)} of the {tested} verdicts change{'s' * (len(changed) == 1)}: "
+            + "; ".join(changed)
+            + "."
+        ),
+        "",
+    ]
 
 
 def _holm_sentence(
