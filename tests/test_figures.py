@@ -233,8 +233,9 @@ def test_figure_1_draws_each_rows_mean_curve_by_epoch_on_a_log_error_axis(
     drawn: list[Any], tmp_path: Path
 ) -> None:
     """One curve per loss, at epochs 1, 2, 3, each in its own colour; its legend counts the
-    rounds whose training loss diverged (not the validation error, which stays finite); the
-    error axis is logarithmic, named, and the epochs are on x."""
+    rounds whose training loss diverged (not the validation error, which stays finite), and its
+    title what the line and the band are; the error axis is logarithmic, named, and the epochs
+    are on x."""
     mse = _rounds_with(
         _with_curves(experiment("Fig. 1", "MSE"), [(4.0, 2.0, 1.0), (2.0, 2.0, 3.0)]),
         train_loss=[(0.5, float("nan"), float("nan")), (0.5, 0.4, 0.3)],
@@ -253,6 +254,10 @@ def test_figure_1_draws_each_rows_mean_curve_by_epoch_on_a_log_error_axis(
     ]
     assert axes.get_yscale() == "log"
     assert (axes.get_xlabel(), axes.get_ylabel()) == ("epoch", "validation error (%)")
+    # The image read alone says what the line and the band are (only the report's caption did).
+    assert axes.get_legend().get_title().get_text() == (
+        "line: mean over the rounds\nband: lowest to highest round"
+    )
 
 
 def test_table_figure_colours_variants_as_their_row_and_names_mixed_activations(

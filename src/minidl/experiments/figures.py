@@ -85,7 +85,8 @@ def _figure(plt: Any, *args: Any, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
 
 
 def figure_1(rows: Sequence[RowResult], path: Path) -> None:
-    """Validation error per epoch with MSE and with cross-entropy."""
+    """Validation error per epoch with MSE and with cross-entropy: each run's mean over its
+    rounds, in a band from the lowest to the highest round, as the legend's title says."""
     plt = _pyplot()
     with _figure(plt, figsize=(8.5, 4.4), layout="constrained") as (figure, axes):
         colors = ("tab:orange", "tab:red", "tab:blue", "tab:green")
@@ -96,7 +97,16 @@ def figure_1(rows: Sequence[RowResult], path: Path) -> None:
             label = f"{row.experiment.label}\n({rounds} round{'s' * (rounds != 1)}{note})"
             _band(axes, row, label, colors[index % len(colors)])
         _error_axes(axes, "Fig. 1: validation error vs epoch by loss (Tanh, SGD, lr 0.1)")
-        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        # (the image read alone says what the line and the band are, as the report's caption)
+        axes.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            fontsize=8,
+            frameon=False,
+            title="line: mean over the rounds\nband: lowest to highest round",
+            title_fontsize=8,
+            alignment="left",
+        )
         _save(figure, path)
 
 
