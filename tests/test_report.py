@@ -348,7 +348,8 @@ def test_a_verdict_gives_the_p_value_that_decides_it(tmp_path: Path) -> None:
     table and the explanation give Welch's p-value (scipy's), which tells them apart; they gave
     the difference and its SE alone, from which a reader could not check either verdict. The
     columns say what their numbers are, a variant's too."""
-    stats = pytest.importorskip("scipy.stats")
+    from scipy import stats
+
     tanh = fake_row(experiment("I", "Tanh"), (1.2, 1.45, 1.7, 1.95, 2.2))
     elu = fake_row(experiment("I", "ELU"), (2.4, 2.4, 2.4, 2.45, 2.45))
     for row, p_text in ((tanh, "p = 0.04"), (elu, "p = 0.06")):
@@ -394,7 +395,8 @@ def test_holm_says_which_differences_stand_among_the_rows_compared(tmp_path: Pat
     SELU just below 5% and CLR do not; a row within noise counts among the comparisons. It
     said only that the 30 comparisons were not corrected: SELU's p = 0.03 (0.26 after the
     correction of the run's 14 rows) read as a finding like step decay's."""
-    stats = pytest.importorskip("scipy.stats")
+    from scipy import stats
+
     rows = [
         fake_row(experiment("I", "Tanh"), (1.0, 1.1, 0.9, 1.0, 1.0)),
         fake_row(experiment("I", "SELU"), (1.8, 2.2, 2.0, 1.9, 2.1)),
@@ -464,7 +466,8 @@ def test_the_report_says_which_verdicts_hang_on_reading_the_papers_sd(tmp_path: 
     p = 0.042, is then within noise at p = 0.058 (scipy's p-values for both); ELU, far from its
     paper, differs either way, and a variant counts among the comparisons. The report said
     nothing of the reading it made."""
-    stats = pytest.importorskip("scipy.stats")
+    from scipy import stats
+
     tanh = fake_row(experiment("I", "Tanh"), (1.55, 1.6, 1.6, 1.6, 1.65))
     elu = fake_row(experiment("I", "ELU"), DIFFERING)
     variant = fake_row(experiment("I", ELU_VARIANT), DIFFERING)
