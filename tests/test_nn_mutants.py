@@ -84,6 +84,44 @@ def test_elu_and_selu_refuse_an_alpha_that_is_not_a_positive_number(
     assert layer.alpha == before
 
 
+class _Abs(nn.Activation):
+    """``|x|``, its hooks writing into ``out`` when given: ``torch.abs`` has a float8 kernel,
+    where ``tanh``, ``clamp_min`` and ``mul`` have none."""
+
+    def _forward(
+        self, input: torch.Tensor, out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.abs(input, out=out), input
+
+    def _backward(
+        self, grad_output: torch.Tensor, input: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return torch.mul(grad_output, input.sign(), out=out)
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2], ids=str)
+def test_a_stacked_activation_refuses_a_float8_input_that_its_hook_would_take(
+    dtype: torch.dtype,
+) -> None:
+    """A StackedActivation runs an activation whose hook takes ``out`` through its
+    ``_forward_out``, whose per-call check is the forward's: a float8 input is refused naming
+    the activation, the dtype and the four taken, as by the activation alone, also where the
+    hook's operation has a float8 kernel (``torch.abs``). (With the dtype dropped from that
+    check, asked as ``is_floating_point()``, or joined by ``and``, the stack returned ``|x|``
+    in float8; a built-in activation's hook fails in torch's words there, and the stack's
+    fall-back to each forward refused it anyway.)"""
+    x = torch.randn(2, 3, 4)
+    stacked = nn.StackedActivation([(_Abs(), 2)])
+    assert torch.equal(stacked(x), x.abs())  # (the oracle: |x|, written through out=)
+    message = (
+        r"^_Abs: expected a floating-point input of dtype float16, bfloat16, float32 or "
+        rf"float64, got dtype {dtype}$"
+    )
+    for module in (_Abs(), stacked):
+        with pytest.raises(TypeError, match=message):
+            module(x.to(dtype))
+
+
 # -- losses ---------------------------------------------------------------------------------------
 
 
@@ -217,6 +255,25 @@ def test_dropout_identity_backward_refuses_a_gradient_on_another_device(
         restored.backward(torch.randn(2, 3, device="meta"))
 
 
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2], ids=str)
+@pytest.mark.parametrize(("p", "train"), [(0.0, True), (0.5, False)])
+def test_dropout_identity_backward_refuses_a_float8_gradient(
+    p: float, train: bool, dtype: torch.dtype
+) -> None:
+    """Where dropout is the identity (evaluation mode, or p = 0), backward refuses a float8
+    gradient naming Dropout, the dtype and the four taken, as in training mode. (Asked as
+    ``is_floating_point()``, which float8 passes, the check let it through to the promotion,
+    which failed in torch's words: 'Promotion for Float8 Types is not supported'.)"""
+    layer = nn.Dropout(p).train(train)
+    layer(torch.randn(2, 3))
+    with pytest.raises(
+        TypeError,
+        match=r"^Dropout: expected a floating-point gradient of dtype float16, bfloat16, float32 "
+        rf"or float64, got dtype {dtype}$",
+    ):
+        layer.backward(torch.randn(2, 3).to(dtype))
+
+
 # -- mlp, batch norm, sequential ------------------------------------------------------------------
 
 
@@ -308,6 +365,25 @@ def test_an_unstacked_model_shares_no_activation_with_the_stack() -> None:
     assert all(a is not b for a in single for b in stacked)
     single(torch.randn(7, 2, dtype=F64))  # in between
     assert torch.equal(stacked.backward(grad_output), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2], ids=str)
+def test_a_batched_linear_refuses_a_float8_input_naming_the_four_dtypes(dtype: torch.dtype) -> None:
+    """A float8 input, as the first and after a float32 input of the same shape, is refused as
+    an input minidl computes in no dtype of, naming BatchedLinear, the four dtypes taken and the
+    one given, as Linear refuses it. (Asked as ``is_floating_point()``, which float8 passes, it
+    reached the comparison with the parameters' dtype, which named float32 alone.)"""
+    x = torch.randn(2, 3, 4)
+    message = (
+        r"^BatchedLinear: expected a floating-point tensor input of dtype float16, bfloat16, "
+        rf"float32 or float64, got {dtype}$"
+    )
+    with pytest.raises(TypeError, match=message):
+        nn.BatchedLinear(2, 4, 5)(x.to(dtype))
+    layer = nn.BatchedLinear(2, 4, 5)
+    layer(x)
+    with pytest.raises(TypeError, match=message):
+        layer(x.to(dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, F64])
