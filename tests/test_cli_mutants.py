@@ -339,3 +339,102 @@ def test_an_interrupted_run_names_the_checkpoint_it_saved_last(tmp_path: Path) -
     assert _interrupted(None, str(resumed), str(saved)).endswith(
         f"the last checkpoint is {resumed} (epoch 1); continue with --resume {resumed}"
     )
+
+
+def _interrupt_behind_an_import_error(how: str, interrupt: KeyboardInterrupt) -> ImportError:
+    """An ImportError with ``interrupt`` behind it, raised as ``how`` says."""
+    if how == "raised from it, outside its handler":
+        try:
+            raise ImportError("initialization failed") from interrupt
+        except ImportError as error:
+            return error
+    try:
+        try:
+            raise interrupt
+        except KeyboardInterrupt as stopped:
+            if how == "raised while handling it":
+                raise ImportError("initialization failed")  # noqa: B904 (the case)
+            try:
+                raise RuntimeError("stopped") from stopped  # "two errors behind it"
+            except RuntimeError as between:
+                raise ImportError("initialization failed") from between
+    except ImportError as error:
+        return error
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("stop", ["KeyboardInterrupt", "_Terminated"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "raised from it, outside its handler",
+        "raised while handling it",
+        "two errors behind it",
+    ],
+    ids=["from", "while-handling", "two-behind"],
+)
+def test_an_interrupt_anywhere_behind_an_import_error_ends_the_run_as_the_interrupt(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stop: str, how: str
+) -> None:
+    """A Ctrl-C or SIGTERM is behind an ImportError through its ``__cause__`` alone (``raise
+    ... from`` outside the interrupt's handler), through its ``__context__`` alone (raised
+    while the interrupt was handled: a clean-up that imports), and through an error between:
+    the run ends as the interrupt does, one line and 130 or 143. (Following only the cause, or
+    only the context, ended such runs with the ImportError's traceback and status 1.)"""
+    from minidl import cli
+
+    interrupt = KeyboardInterrupt() if stop == "KeyboardInterrupt" else cli._Terminated()
+    error = _interrupt_behind_an_import_error(how, interrupt)
+
+    def stopped_in_an_import(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "_run_reproduce", stopped_in_an_import)
+    line, status = ("interrupted", 130) if stop == "KeyboardInterrupt" else ("terminated", 143)
+    assert main(["reproduce", "--quick"]) == status
+    assert capsys.readouterr() == ("", f"minidl reproduce: {line}\n")
+
+
+def test_an_import_error_behind_no_interrupt_comes_out_as_it_was_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An ImportError with no interrupt behind it leaves main as it was raised: the same error,
+    its cause kept (``raise``, not ``raise error from None``, which dropped the cause that
+    says why the import failed)."""
+    from minidl import cli
+
+    cause = OSError("libfoo.so: cannot open shared object file")
+    error = ImportError("initialization failed")
+    error.__cause__ = cause
+
+    def failed_import(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "_run_reproduce", failed_import)
+    with pytest.raises(ImportError) as info:
+        main(["reproduce", "--quick"])
+    assert info.value is error
+    assert info.value.__cause__ is cause
+
+
+def test_an_error_chain_that_loops_is_walked_once() -> None:
+    """Causes set by hand can loop (``a.__cause__ = b; b.__cause__ = a``): the walk for an
+    interrupt behind an error ends, with none found, or the one in the loop. (Without the set
+    of errors seen, it went round the loop for ever.)"""
+    import threading
+
+    from minidl.cli import _interrupt_behind
+
+    first, second = ImportError("initialization failed"), RuntimeError("between")
+    first.__cause__, second.__cause__ = second, first
+    looped, behind, interrupt = ImportError("stopped"), RuntimeError("between"), KeyboardInterrupt()
+    looped.__cause__, behind.__cause__, interrupt.__cause__ = behind, interrupt, looped
+    found: list[object] = []
+    walk = threading.Thread(
+        target=lambda: found.extend([_interrupt_behind(first), _interrupt_behind(looped)]),
+        daemon=True,
+    )
+    walk.start()
+    walk.join(timeout=10)
+    assert not walk.is_alive(), "the walk went round the loop"
+    assert found == [None, interrupt]
