@@ -354,6 +354,8 @@ def _interrupt_behind_an_import_error(how: str, interrupt: KeyboardInterrupt) ->
         except KeyboardInterrupt as stopped:
             if how == "raised while handling it":
                 raise ImportError("initialization failed")  # noqa: B904 (the case)
+            if how == "raised from another error while handling it":
+                raise ImportError("initialization failed") from OSError("no such file")
             try:
                 raise RuntimeError("stopped") from stopped  # "two errors behind it"
             except RuntimeError as between:
@@ -369,18 +371,21 @@ def _interrupt_behind_an_import_error(how: str, interrupt: KeyboardInterrupt) ->
     [
         "raised from it, outside its handler",
         "raised while handling it",
+        "raised from another error while handling it",
         "two errors behind it",
     ],
-    ids=["from", "while-handling", "two-behind"],
+    ids=["from", "while-handling", "from-another-while-handling", "two-behind"],
 )
 def test_an_interrupt_anywhere_behind_an_import_error_ends_the_run_as_the_interrupt(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stop: str, how: str
 ) -> None:
-    """A Ctrl-C or SIGTERM is behind an ImportError through its ``__cause__`` alone (``raise
-    ... from`` outside the interrupt's handler), through its ``__context__`` alone (raised
-    while the interrupt was handled: a clean-up that imports), and through an error between:
-    the run ends as the interrupt does, one line and 130 or 143. (Following only the cause, or
-    only the context, ended such runs with the ImportError's traceback and status 1.)"""
+    """A Ctrl-C or SIGTERM is behind an ImportError through its ``__cause__`` (``raise ...
+    from``), through its ``__context__`` (raised while the interrupt was handled: a clean-up
+    that imports), through its context where its cause is another error (raised from that one
+    while the interrupt was handled), and through an error between: the run ends as the
+    interrupt does, one line and 130 or 143. (Following only the cause, or only the context,
+    or the cause alone where both are set, ended such runs with the ImportError's traceback
+    and status 1.)"""
     from minidl import cli
 
     interrupt = KeyboardInterrupt() if stop == "KeyboardInterrupt" else cli._Terminated()

@@ -764,14 +764,18 @@ def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
 
 def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
     """The Ctrl-C or ``SIGTERM`` (a :class:`KeyboardInterrupt`) that ``error`` was raised from
-    or while handling (its ``__cause__`` or ``__context__``, and theirs), if any."""
-    seen: set[int] = set()
-    link: BaseException | None = error
-    while link is not None and id(link) not in seen:
+    or while handling (its ``__cause__`` and its ``__context__``, and theirs), if any: an
+    error raised from another while the interrupt was handled has it as its context only."""
+    seen: set[int] = set()  # (causes set by hand can loop)
+    links: list[BaseException] = [error]
+    while links:
+        link = links.pop()
         if isinstance(link, KeyboardInterrupt):
             return link
+        if id(link) in seen:
+            continue
         seen.add(id(link))
-        link = link.__cause__ or link.__context__
+        links.extend(behind for behind in (link.__context__, link.__cause__) if behind is not None)
     return None
 
 
