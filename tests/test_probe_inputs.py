@@ -141,6 +141,19 @@ def test_a_parameter_takes_a_grad_and_data_in_two_parts_of_one_buffer_that_do_no
         nn.Parameter(buffer[3:]).grad = buffer[:4]
 
 
+def test_a_parameter_without_elements_takes_a_grad_without_elements_of_its_buffer() -> None:
+    # A tensor without elements holds no memory, whatever its strides: the columns 0:0 and
+    # 1:1 of one (3, 4) buffer, each of shape (3, 0) and strides (4, 1), are taken as data
+    # and grad either way round, as PyTorch takes them. (Spans computed from the strides
+    # alone, (size - 1) * stride summed, ran over 8 elements for each: they met, and the
+    # grad was refused for sharing memory with the data.)
+    buffer = torch.zeros(3, 4)
+    parameter = nn.Parameter(buffer[:, 0:0])
+    parameter.grad = buffer[:, 1:1]
+    parameter.data = buffer[:, 2:2]
+    assert parameter.shape == parameter.grad.shape == (3, 0)
+
+
 def test_a_parameter_takes_data_and_grad_in_memory_that_adjoins_without_overlapping() -> None:
     """Two tensors over the two halves of one buffer (torch.from_numpy of each half) have
     storages of their own that meet at one address and share no byte: either is taken as the
