@@ -793,6 +793,39 @@ def test_identity_layers_promote_a_gradient_of_another_dtype(
     assert (module.backward(same) is same) == (not drops)
 
 
+_F8 = torch.float8_e4m3fn
+
+
+@pytest.mark.parametrize(
+    ("forward_dtype", "grad_dtype"),
+    [(torch.float32, _F8), (_F8, torch.float32), (_F8, torch.float8_e5m2), (torch.int64, _F8)],
+    ids=str,
+)
+def test_identity_refuses_a_gradient_that_has_no_common_dtype_with_the_forwards(
+    forward_dtype: torch.dtype, grad_dtype: torch.dtype
+) -> None:
+    """Identity passes any input on, float8 too, and promotes a gradient of another dtype; a
+    float8 one and another dtype have none in common (torch.promote_types raises), so such a
+    gradient is refused naming Identity and both dtypes, as an activation names a float8
+    gradient. (It failed in torch's words, 'Promotion for Float8 Types is not supported', a
+    RuntimeError naming no module.) A gradient of the forward's float8 dtype is returned
+    itself, as any of the forward's dtype."""
+    with pytest.raises(RuntimeError, match="Promotion for Float8 Types is not supported"):
+        torch.promote_types(grad_dtype, forward_dtype)
+    module = nn.Identity()
+    x = _x(6, 5, seed=4).to(forward_dtype)
+    assert module(x) is x
+    with pytest.raises(
+        TypeError,
+        match=rf"^Identity: gradient dtype {grad_dtype} has no common dtype with the last "
+        rf"forward's input dtype {forward_dtype} \(torch promotes no float8 dtype with "
+        r"another\); convert the gradient$",
+    ):
+        module.backward(_x(6, 5, seed=5).to(grad_dtype))
+    same = _x(6, 5, seed=5).to(forward_dtype)
+    assert module.backward(same) is same
+
+
 @pytest.mark.parametrize("layer", ["softmax", "log_softmax"])
 @pytest.mark.parametrize(
     ("forward_dtype", "grad_dtype"),

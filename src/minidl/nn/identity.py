@@ -46,13 +46,21 @@ class Identity(Module):
         """Return ``grad_output``, checked like every module's: a forward ran, and the gradient
         has the shape of its output. One of another dtype than the forward's is promoted (as
         the activations' backward promotes it: a float16 gradient through a float32 forward is
-        float32)."""
+        float32); a float8 one and another dtype have no common dtype, and are refused."""
         if self._shape is None:
             raise RuntimeError("Identity: backward called before forward")
         check_grad_output("Identity", grad_output, self._shape)
         dtype = self._dtype
         if dtype is not None and grad_output.dtype is not dtype:
-            return grad_output.to(torch.promote_types(grad_output.dtype, dtype))
+            try:
+                promoted = torch.promote_types(grad_output.dtype, dtype)
+            except RuntimeError:  # (torch promotes no float8 dtype with another dtype)
+                raise TypeError(
+                    f"Identity: gradient dtype {grad_output.dtype} has no common dtype with the "
+                    f"last forward's input dtype {dtype} (torch promotes no float8 dtype with "
+                    "another); convert the gradient"
+                ) from None
+            return grad_output.to(promoted)
         return grad_output
 
     def __setstate__(self, state: dict[str, Any]) -> None:
