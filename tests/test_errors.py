@@ -991,6 +991,19 @@ def test_unsupported_dtype_is_refused_up_front(taker: str, dtype: torch.dtype) -
     assert "floating-point" not in str(info.value) and "floating point" not in str(info.value)
 
 
+@pytest.mark.parametrize("taker", [taker for taker in _DTYPE_TAKERS if taker != "to"])
+def test_a_dtype_that_compares_element_by_element_is_refused_as_no_dtype(taker: str) -> None:
+    """A numpy array given as the dtype answers == element by element, so that looking it up
+    among the four dtypes raises numpy's ValueError ('The truth value of an array with more
+    than one element is ambiguous'): check_dtype refuses it first as no torch.dtype, a
+    TypeError in the maker's words naming it. (With that check dropped, the lookup alone
+    refused every other object as well, and this one in numpy's words. Module.to, which takes
+    a positional argument for a device, asks for a torch.dtype itself.)"""
+    make, where = _DTYPE_TAKERS[taker]
+    with raises(TypeError, where, "got array([1, 2])"):
+        make(np.array([1, 2]))  # type: ignore[arg-type]
+
+
 _FLOAT8_INPUT_TAKERS: dict[str, Callable[[], nn.Module]] = {
     "Tanh": nn.Tanh,
     "ReLU": nn.ReLU,
