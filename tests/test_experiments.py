@@ -1581,6 +1581,34 @@ def test_reproduce_refuses_rounds_whose_stack_does_not_fit_in_memory(
     assert started == [most]
 
 
+@pytest.mark.parametrize("why", ["a folder in the way", "no file taken"])
+def test_reproduce_quotes_an_out_refused_after_it_is_made(
+    why: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ``--out`` with a newline in its name, refused once made (a folder where the run
+    writes its report, or a folder that takes no file), is quoted wherever the message names
+    it: the error is one line."""
+    import minidl.experiments.runner
+
+    monkeypatch.chdir(tmp_path)
+    out = "odd\nresults"
+    if why == "a folder in the way":
+        (tmp_path / out / "report.md").mkdir(parents=True)
+        expected = (
+            f"{os.path.join(out, 'report.md')!r} is a folder, where the run writes its "
+            "report.md; move it"
+        )
+    else:
+
+        def refuse(folder: object) -> None:
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(minidl.experiments.runner, "check_folder_takes_files", refuse)
+        expected = "cannot write into the folder (Permission denied)"
+    assert main(["reproduce", "--quick", "--quiet", "--out", out]) == 2
+    assert capsys.readouterr() == ("", f"minidl reproduce: error: --out {out!r}: {expected}\n")
+
+
 def test_reproduce_quotes_an_out_with_a_newline_in_its_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -359,13 +359,14 @@ def reproduce(
 
 
 def _folder_in_the_way(out: Path) -> str | None:
-    """Why ``out`` cannot take the files of a run (a folder with the name of one of them), or
-    ``None``."""
+    """Why ``out`` cannot take the files of a run (a folder with the name of one of them, as
+    :func:`~minidl._validate.shown_path` names it), or ``None``."""
     from minidl.experiments.figures import FIGURES
 
     for name in ("report.md", "results.json", *(figure.file for figure in FIGURES)):
         if (out / name).is_dir():
-            return f"{out / name} is a folder, where the run writes its {name}; move it"
+            folder = shown_path(out / name)
+            return f"{folder} is a folder, where the run writes its {name}; move it"
     return None
 
 
