@@ -1581,6 +1581,47 @@ def test_reproduce_refuses_rounds_whose_stack_does_not_fit_in_memory(
     assert started == [most]
 
 
+@pytest.mark.parametrize(
+    ("memory", "refused"), [(354160, False), (354159, True), (-1, False)], ids=str
+)
+def test_reproduce_weighs_the_largest_stack_of_rows_against_the_memory(
+    memory: int,
+    refused: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """At 5 rounds Table II's seven rows train three and four to a stack: the larger's five
+    rounds of four models of 1427 float32 parameters and a data set of 3000 samples (two
+    float32 features and an int64 label) take 5 * (4 * 5708 + 48000) = 354160 bytes, refused
+    where the machine's memory is one byte less, not where it is that many; a memory that
+    the system gives as -1 (unknown) refuses nothing."""
+    import minidl.experiments.runner
+
+    started: list[int] = []
+    monkeypatch.setattr(
+        minidl.experiments.runner,
+        "_reproduce_from_cli",
+        lambda args, out, rounds, epochs, jobs: started.append(rounds),
+    )
+    sysconf = os.sysconf
+    given = {"SC_PAGE_SIZE": 1, "SC_PHYS_PAGES": memory}
+    monkeypatch.setattr(os, "sysconf", lambda name: given.get(name) or sysconf(name))
+    out = tmp_path / "results"
+    code = main(["reproduce", "--tables", "2", "--rounds", "5", "--out", str(out)])
+    if refused:
+        assert code == 2 and started == []
+        assert capsys.readouterr() == (
+            "",
+            "minidl reproduce: error: --rounds 5: the run trains the 5 rounds of 4 rows at "
+            "once, whose parameters and data sets alone take 354160 bytes, more than this "
+            "machine's memory (354159 bytes)\n",
+        )
+        assert list(tmp_path.iterdir()) == []
+    else:
+        assert code == 0 and started == [5]
+
+
 @pytest.mark.parametrize("why", ["a folder in the way", "no file taken"])
 def test_reproduce_quotes_an_out_refused_after_it_is_made(
     why: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
