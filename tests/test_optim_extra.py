@@ -1261,6 +1261,37 @@ def test_sgd_with_momentum_at_a_power_of_two_rate_gives_torchs_bits(
                 assert (ours._flat is not None) == flat
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_sgd_nesterov_step_is_the_look_ahead_rounded_once(dtype: torch.dtype) -> None:
+    """At a rate and a momentum that the dtype does not hold (0.1 and 0.9), each Nesterov step
+    is ``w - (lr g + mu v)`` as a 16-bit operation computes it from the velocity ``v`` just
+    made: ``lr g`` with the rate rounded to the dtype, as the velocity takes it, rounded once;
+    ``+ mu v`` with ``mu`` rounded so, in float32 (the products of 16-bit numbers exact there)
+    and rounded once, at every element, the last ones of a tensor too (where a 16-bit
+    ``add_`` rounds the product first); then the parameter rounded once. Computed here in
+    float32 from those pieces, over 20 steps of parameters of 1003 and 37 values."""
+    lr, momentum = 0.1, 0.9
+    rate, mu = (float(torch.tensor(value, dtype=dtype)) for value in (lr, momentum))
+    assert (rate, mu) != (lr, momentum)
+    generator = torch.Generator().manual_seed(3)
+    parameters = [nn.Parameter(torch.randn(n, generator=generator).to(dtype)) for n in (1003, 37)]
+    optimizer = optim.SGD(parameters, lr=lr, momentum=momentum, nesterov=True)
+    for step in range(20):
+        before = [parameter.data.clone() for parameter in parameters]
+        grads = [torch.randn(p.data.shape, generator=generator).to(dtype) for p in parameters]
+        for parameter, grad in zip(parameters, grads, strict=True):
+            parameter.grad.copy_(grad)
+        optimizer.step()
+        velocities = optimizer.state_dict()["state"]["momentum_buffer"].split([1003, 37])
+        for parameter, old, grad, velocity in zip(
+            parameters, before, grads, velocities, strict=True
+        ):
+            scaled_grad = (grad.float() * rate).to(dtype)
+            look_ahead = (scaled_grad.float() + mu * velocity.float()).to(dtype)
+            expected = (old.float() - look_ahead.float()).to(dtype)
+            assert torch.equal(parameter.data, expected), (parameter.numel(), step + 1)
+
+
 def _exact_sgd(
     start: torch.Tensor, grads: list[torch.Tensor], lr: float, momentum: float, nesterov: bool
 ) -> torch.Tensor:
