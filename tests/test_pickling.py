@@ -482,6 +482,137 @@ def test_a_shallow_copy_holds_the_tensors_of_the_instance_as_pytorch_s_does() ->
     assert torch.equal(ours.weight.grad, grad.T @ x[1:])
 
 
+def test_a_shallow_copy_has_new_empty_caches_and_leaves_later_copies_as_they_were() -> None:
+    """copy.copy gives the copy its own caches of per-shape tensors, new and empty, the
+    original's left as they are; and a deep copy or a pickle made after it, of the original or
+    of the copy, holds a graph's tensor detached, as one made before it (a deep copy of the
+    tensor itself is refused, as it is not a leaf)."""
+    layer = nn.Linear(2, 3, dtype=F64)
+    layer(torch.randn(4, 2, dtype=F64))
+    layer(torch.randn(5, 2, dtype=F64))
+    assert len(layer._shapes) == 2
+    shallow = copy.copy(layer)
+    assert shallow._shapes is not layer._shapes and len(shallow._shapes) == 0
+    assert len(layer._shapes) == 2
+    with pytest.raises(RuntimeError, match="deepcopy"):
+        copy.deepcopy(torch.ones(3, dtype=F64, requires_grad=True) * 2)
+    for module in (layer, shallow):
+        module.scaled = torch.ones(3, dtype=F64, requires_grad=True) * 2
+        for copier in ("deepcopy", "pickle"):
+            copied = _COPIERS[copier](module)
+            assert not copied.scaled.requires_grad, copier
+            assert torch.equal(copied.scaled, torch.full((3,), 2.0, dtype=F64)), copier
+
+
+class _Snapshot(nn.Module):
+    """A module of one's own whose state holds a deep copy of its child, taken as it is
+    copied."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(2, 3, dtype=F64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["snapshot"] = copy.deepcopy(self.inner)
+        return state
+
+
+def test_the_state_another_module_gives_inside_a_shallow_copy_is_a_deep_copy_s() -> None:
+    """Inside copy.copy of a module, only that module's tensors are kept as they are: a deep
+    copy of another that its state asks for (a module of one's own keeping a snapshot of its
+    child) holds a graph's tensor detached, as one made outside it."""
+    outer = _Snapshot()
+    outer.inner.scaled = torch.ones(3, dtype=F64, requires_grad=True) * 2
+    shallow = copy.copy(outer)
+    assert shallow.inner is outer.inner
+    assert not shallow.snapshot.scaled.requires_grad
+    assert torch.equal(shallow.snapshot.scaled, torch.full((3,), 2.0, dtype=F64))
+
+
+class _Counter:
+    """An object with a method, which a module may hold bound to it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, n: int) -> int:
+        self.count += n
+        return self.count
+
+
+@pytest.mark.parametrize("copier", list(_COPIERS))
+def test_a_method_bound_to_another_object_stays_bound_to_it(copier: str) -> None:
+    """An attribute holding a method bound to another object than the module (another
+    module's, a plain object's) is kept bound to that object, as torch.nn's copies keep it
+    (in a deep copy or a pickle, to that object's copy): only a method bound to the module
+    itself is bound to the module's copy."""
+    ours, theirs = nn.Linear(2, 3, dtype=F64), torch.nn.Linear(2, 3, dtype=F64)
+    held = []
+    for module in (ours, theirs):
+        module.counted = _Counter().add
+        module.other_forward = nn.Linear(2, 3, dtype=F64).forward
+        copied = _COPIERS[copier](module)
+        counter, linear = copied.counted.__self__, copied.other_forward.__self__
+        held.append(
+            (
+                type(counter).__name__,
+                counter is module.counted.__self__,
+                copied.counted(2),
+                type(linear).__name__,
+                linear is copied,
+                linear is module.other_forward.__self__,
+            )
+        )
+    same = copier == "copy"
+    assert held[0] == held[1] == ("_Counter", same, 2, "Linear", False, same)
+
+
+class _Passing:
+    """A callable object that takes no weak reference (no ``__weakref__`` slot)."""
+
+    __slots__ = ()
+
+    def __call__(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return grad_output
+
+
+@pytest.mark.parametrize("copier", ["copy", "deepcopy"])
+def test_another_module_s_check_set_by_hand_is_kept_as_one_s_own(copier: str) -> None:
+    """A check of detect_anomaly set by hand on another module than the one it watches is
+    that module's user's method, kept by its copies (only a module's own checks are left
+    out), and so is a callable object that takes no weak reference; the watched module's copy
+    holds none of its checks, and a module with no method set on its instance none either."""
+    import minidl
+    from minidl.anomaly import checks_only
+
+    watched, other = nn.Linear(2, 3, dtype=F64), nn.Linear(2, 3, dtype=F64)
+    with minidl.detect_anomaly(watched):
+        check = vars(watched)["forward"]
+        other.forward = check
+        other.backward = _Passing()  # type: ignore[method-assign]
+        assert checks_only(watched, "forward") and not checks_only(other, "forward")
+        assert not checks_only(other, "backward")
+        assert not checks_only(nn.Linear(2, 3), "forward")
+        copied = _COPIERS[copier](other)
+        assert vars(copied)["forward"] is check
+        assert isinstance(vars(copied)["backward"], _Passing)
+        assert "forward" not in vars(_COPIERS[copier](watched))
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_a_pickle_of_every_protocol_binds_a_method_to_the_module_loaded(protocol: int) -> None:
+    """A method bound to the module comes back bound to the module loaded whatever the
+    pickle's protocol (0 and 1 too, which pickle an object with __slots__ only through its
+    own __reduce__)."""
+    layer = nn.Linear(2, 3, dtype=F64)
+    layer.forward = types.MethodType(_doubling, layer)
+    loaded = pickle.loads(pickle.dumps(layer, protocol=protocol))
+    assert vars(loaded)["forward"].__self__ is loaded
+    x = torch.randn(4, 2, dtype=F64)
+    assert torch.equal(loaded(x), 2 * x)
+
+
 def test_a_pickle_of_a_function_set_on_the_instance_that_has_no_name_fails_as_pytorch_s() -> None:
     """A lambda set as a method is kept, so pickle refuses it as it refuses torch.nn's, rather
     than leaving it out without a word (a copy in another process computed otherwise). (The
