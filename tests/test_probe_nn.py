@@ -659,6 +659,51 @@ def test_a_tensor_in_a_gradient_s_storage_is_found_when_a_window_of_it_ends_afte
         _close(parameter.grad, before + expected.grad)
 
 
+#: Views of a memory of 32 values, over which two gradients lie (at 4 to 8 and 20 to 22).
+_VIEWS: dict[str, Callable[[Tensor], Tensor]] = {
+    "ends where the first starts": lambda t: t[0:4],
+    "reaches into the first": lambda t: t[0:5],
+    "inside the first": lambda t: t[5:6],
+    "starts where the first ends": lambda t: t[8:10],
+    "between the two": lambda t: t[10:12],
+    "reaches into the second": lambda t: t[18:21],
+    "strided, an element in the first": lambda t: t[0:5:4],
+    "strided, over the first": lambda t: t[1:10:8],
+    "strided, ending before the first": lambda t: t[0:4:3],
+    "strided, a step of 2 ending before the first": lambda t: t[0:3:2],
+    "transposed, over the first": lambda t: t[0:8].view(2, 4).T,
+    "transposed, between the two": lambda t: t[8:16].view(2, 4).T,
+    "broadcast, ending before the first": lambda t: t[2:4].expand(3, 2),
+    "broadcast, reaching into the second": lambda t: t[19:21].expand(3, 2),
+}
+
+
+def test_a_window_holds_a_tensor_whose_span_meets_it() -> None:
+    """With gradients over parts of one numpy array (windows into it), a tensor over that
+    array is held exactly when the span of its elements, from its first to its last, meets a
+    window: not one that ends where a window starts, starts where it ends or lies between two,
+    however strided; one that reaches into either, contiguous, strided, transposed or
+    broadcast, is (the span as the same view of the indices 0 to 31 gives it). An empty
+    tensor is not held."""
+    from minidl.nn._gradient_memory import GradientMemory
+
+    layer = nn.Linear(2, 2, dtype=F64)
+    memory = numpy.zeros(32)
+    layer.weight.grad = torch.from_numpy(memory[4:8]).view(2, 2)
+    layer.bias.grad = torch.from_numpy(memory[20:22])
+    windows = [(4, 8), (20, 22)]
+    whole, index = torch.from_numpy(memory), torch.arange(32)
+    gradients = GradientMemory()
+    held = []
+    for name, view in _VIEWS.items():
+        first, last = int(view(index).min()), int(view(index).max())
+        expected = any(low <= last and first < high for low, high in windows)
+        assert gradients.holds(view(whole), layer) == expected, name
+        held.append(expected)
+    assert held.count(True) == 7
+    assert not gradients.holds(whole[5:5], layer)
+
+
 @pytest.mark.parametrize(
     "copier",
     ["none", "moved", "deepcopy", "pickle", "flattened"],
