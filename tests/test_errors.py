@@ -1967,6 +1967,32 @@ def test_mlp_and_activation_given_an_activation_module_or_class_say_how_to_use_i
         nn.activation(nn.ReLU())
 
 
+def test_a_class_of_one_s_own_named_as_a_built_in_one_is_not_taken_for_it() -> None:
+    """A class of one's own whose name is a built-in activation's (a ReLU of one's own) is
+    refused as one's own, with how to use it: its name would build minidl's ReLU."""
+
+    class ReLU(nn.Activation):
+        def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+            return input.clamp_min(0), input
+
+        def _backward(self, grad_output: Tensor, input: Tensor) -> Tensor:
+            return grad_output * (input > 0)
+
+    with raises(
+        TypeError,
+        "mlp: activations must be an activation name or a sequence of names, got the class "
+        "ReLU (mlp builds minidl's activations by name; for an activation of your own, or "
+        "other settings, build the Sequential: Sequential(Linear(2, 8), ReLU(), Linear(8, 2)))",
+    ):
+        nn.mlp((2, 8, 8, 2), ReLU)
+    with raises(
+        TypeError,
+        "activation: an activation name must be a str, got a ReLU module (activation builds "
+        "minidl's activations by name; use the module itself); valid names are elu",
+    ):
+        nn.activation(ReLU())
+
+
 @pytest.mark.parametrize(
     ("sizes", "names", "expected"),
     [
