@@ -256,6 +256,10 @@ def test_a_bad_optimizer_setting_is_refused_naming_its_flag(
             "argument --lr: expected a finite number in [0, inf), got '-inf'",
         ),
         (
+            ["train", "--lr", "-.5"],
+            "argument --lr: expected a finite number in [0, inf), got '-.5'",
+        ),
+        (
             ["train", "--momentum", "-NaN"],
             "argument --momentum: expected a number in [0, 1), got '-NaN'",
         ),
@@ -292,6 +296,20 @@ def test_a_value_like_a_negative_number_is_judged_by_its_flags_type(
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith(f"usage: minidl {arguments[0]} ")
     assert lines[-1] == f"minidl {arguments[0]}: error: {expected}"
+
+
+def test_a_value_like_an_option_that_is_no_number_is_still_an_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only a value beginning with ``-`` and a number, ``inf`` or ``nan`` is taken as the
+    flag's: one beginning with ``-`` and another letter is an option, as argparse has it, and
+    the flag before it is refused as given no value."""
+    _no_training(monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--lr", "-x"])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1] == "minidl train: error: argument --lr: expected one argument"
 
 
 @pytest.mark.parametrize("every", ["5", "10"])
@@ -363,6 +381,111 @@ def test_a_path_is_quoted_where_it_would_hide_or_split_the_error(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("where", ["loop", "link", "fifo", "long name", "unwritable folder"])
+def test_each_refusal_of_a_checkpoint_path_quotes_a_path_that_would_hide(
+    where: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each refusal of a ``--checkpoint`` path before training quotes a path that ends in a
+    space, and a link's target that holds a newline, as ``repr`` quotes them, in one line."""
+    monkeypatch.chdir(tmp_path)
+    _no_training(monkeypatch)
+    path = "run.ckpt "
+    if where == "loop":
+        os.symlink(path, path)
+        reason = "expected a file path, got a loop of symbolic links"
+    elif where == "link":
+        os.symlink(os.path.join("missing\nfolder", "run.ckpt"), path)
+        target = os.path.join(os.path.realpath(tmp_path), "missing\nfolder", "run.ckpt")
+        reason = f"expected a file path in an existing folder (it links to {target!r})"
+    elif where == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no FIFOs here")
+        os.mkfifo(path)
+        reason = "expected a file path, got a FIFO"
+    elif where == "long name":
+        longest = os.pathconf(tmp_path, "PC_NAME_MAX")
+        path = "a" * longest + " "
+        reason = (
+            f"the file name is {longest + 1} bytes long, longer than its folder takes ({longest})"
+        )
+    else:
+        folder = request.getfixturevalue("unwritable_folder")
+        os.symlink(folder / "run.ckpt", path)
+        reason = f"cannot write into the folder {folder} ("
+    assert main(["train", "--epochs", "1", "--quiet", "--checkpoint", path]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"minidl train: error: --checkpoint {path!r}: {reason}"), error
+    assert error.count("\n") == 1
+
+
+def test_the_refusals_naming_a_folder_or_the_optimizer_quote_a_path_that_would_hide(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder that takes no file, whose name holds a newline, is quoted with the path in it
+    (a folder refusing files here as root: one made to refuse them); a checkpoint whose
+    optimizer has other settings than the flags is named quoted too."""
+    import minidl._validate
+    from minidl.cli import _check_checkpoint_path, _check_resume_hyperparameters
+
+    def refuse(folder: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(minidl._validate, "check_folder_takes_files", refuse)
+    folder = tmp_path / "odd\nfolder"
+    folder.mkdir()
+    path = str(folder / "run.ckpt ")
+    expected = (
+        f"--checkpoint {path!r}: cannot write into the folder {os.path.realpath(folder)!r} "
+        "(Permission denied)"
+    )
+    with pytest.raises(ValueError) as refusal:
+        _check_checkpoint_path("--checkpoint", path, writable=True)
+    assert str(refusal.value) == expected
+    optimizer = optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.01, momentum=0.9)
+    saved = {"class": "SGD", "lr": 0.01, "hyperparameters": {"momentum": 0.5}}
+    with pytest.raises(ValueError) as refusal:
+        _check_resume_hyperparameters("run.ckpt ", saved, optimizer, 0.01)
+    assert str(refusal.value).startswith(
+        "--resume 'run.ckpt ': the checkpoint's optimizer has other settings than these flags"
+    )
+
+
+@pytest.mark.parametrize("case", ["past --epochs", "other settings", "not written by train"])
+def test_each_refusal_of_a_resumed_checkpoint_quotes_a_path_that_would_hide(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each refusal of a ``--resume`` checkpoint that was read (at an epoch past
+    ``--epochs``, made with other settings, not written by minidl train) quotes a path that
+    ends in a space, in one line."""
+    from minidl.checkpoint import save_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    path = "run.ckpt "
+    if case == "not written by train":
+        model = nn.mlp((2, 25, 25, 2))
+        save_checkpoint(path, model, optim.SGD(model.parameters(), lr=0.01), epoch=1)
+        arguments = ["--epochs", "2"]
+        reason = "the checkpoint is for another architecture"
+    else:
+        argv = ["train", "--epochs", "2", "--hidden", "3", "--quiet", "--checkpoint", path]
+        assert main(argv) == 0
+        if case == "past --epochs":
+            arguments = ["--epochs", "1", "--hidden", "3"]
+            reason = "the checkpoint is at epoch 2, past --epochs 1"
+        else:
+            arguments = ["--epochs", "3", "--hidden", "4"]
+            reason = "the checkpoint was made with other settings: --hidden 3 in the checkpoint"
+    capsys.readouterr()
+    assert main(["train", "--quiet", "--resume", path, *arguments]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"minidl train: error: --resume {path!r}: {reason}"), error
+    assert error.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     ("path", "shown"),
     [
@@ -381,6 +504,19 @@ def test_shown_path_quotes_only_what_would_hide_or_split_a_message(path: str, sh
     assert shown_path(path) == shown
     if path:  # (Path("") is ".")
         assert shown_path(Path(path)) == shown
+
+
+class _PathOfOnesOwn(os.PathLike[str]):
+    """A path-like object of one's own, whose ``str`` is not its path."""
+
+    def __fspath__(self) -> str:
+        return "run.ckpt "
+
+
+def test_shown_path_names_a_path_like_object_by_its_path() -> None:
+    from minidl._validate import shown_path
+
+    assert shown_path(_PathOfOnesOwn()) == "'run.ckpt '"
 
 
 @pytest.mark.parametrize(
@@ -1583,6 +1719,14 @@ def test_a_loss_is_written_readably_from_1e6_on(value: float, text: str) -> None
     assert _readable(value, ".6f") == text
 
 
+def test_a_number_below_1e6_is_written_in_the_form_given() -> None:
+    from minidl.cli import _readable
+
+    assert _readable(0.693147, ".3f") == "0.693"
+    assert _readable(-12.5, "8.2f") == "  -12.50"
+    assert _readable(2.5e6, ".3f") == "2.5e+06"
+
+
 def test_a_path_the_output_cannot_encode_is_printed_escaped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1678,7 +1822,11 @@ def test_train_without_safetensors_refuses_a_checkpoint_before_training(
 
 @pytest.mark.parametrize(
     ("arguments", "named"),
-    [(["--checkpoint", ""], "--checkpoint ''"), (["--resume", ""], "--resume ''")],
+    [
+        (["--checkpoint", ""], "--checkpoint ''"),
+        (["--resume", ""], "--resume ''"),
+        (["--checkpoint", "saved.ckpt", "--resume", "run.ckpt"], "--checkpoint saved.ckpt"),
+    ],
 )
 def test_train_without_safetensors_names_an_empty_path_of_its_flag(
     arguments: list[str],
@@ -1687,7 +1835,8 @@ def test_train_without_safetensors_names_an_empty_path_of_its_flag(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """An empty ``--checkpoint`` was named by the other flag's path (``--checkpoint None``), an
-    empty ``--resume`` with nothing after the flag: each is named as its flag gave it."""
+    empty ``--resume`` with nothing after the flag: each is named as its flag gave it, and
+    ``--checkpoint`` by its own path when both are given."""
     monkeypatch.setitem(sys.modules, "safetensors", None)
     monkeypatch.setitem(sys.modules, "safetensors.torch", None)
     _no_training(monkeypatch)
