@@ -1929,14 +1929,14 @@ def test_mlp_and_activation_given_an_activation_module_or_class_say_how_to_use_i
     start = "mlp: activations must be an activation name or a sequence of names, got "
     with raises(TypeError, start + "the class _Swish " + own):
         nn.mlp((2, 8, 8, 2), _Swish)
-    with raises(TypeError, start + "a _Swish module " + own):
+    with raises(TypeError, start + "an instance of _Swish " + own):
         nn.mlp((2, 8, 8, 2), _Swish())
     with raises(TypeError, start + "the class Tanh (give its name, 'tanh')"):
         nn.mlp((2, 8, 8, 2), nn.Tanh)
     with raises(
         TypeError,
-        start + "a LeakyReLU module (mlp builds minidl's activations by name, 'leakyrelu' a "
-        "LeakyReLU with its default settings; for an activation of your own, or other "
+        start + "an instance of LeakyReLU (mlp builds minidl's activations by name, 'leakyrelu' "
+        "builds LeakyReLU with its default settings; for an activation of your own, or other "
         "settings, build the Sequential: Sequential(Linear(2, 8), LeakyReLU(), Linear(8, 2)))",
     ):
         nn.mlp((2, 8, 8, 2), nn.LeakyReLU(0.2))
@@ -1960,8 +1960,8 @@ def test_mlp_and_activation_given_an_activation_module_or_class_say_how_to_use_i
         nn.activation(_Swish)
     with raises(
         TypeError,
-        "activation: an activation name must be a str, got a ReLU module (activation builds "
-        "minidl's activations by name, 'relu' a ReLU with its default settings; use the module "
+        "activation: an activation name must be a str, got an instance of ReLU (activation "
+        "builds minidl's activations by name, 'relu' builds ReLU with its default settings; use the module "
         "itself); valid names are elu",
     ):
         nn.activation(nn.ReLU())
@@ -1987,8 +1987,8 @@ def test_a_class_of_one_s_own_named_as_a_built_in_one_is_not_taken_for_it() -> N
         nn.mlp((2, 8, 8, 2), ReLU)
     with raises(
         TypeError,
-        "activation: an activation name must be a str, got a ReLU module (activation builds "
-        "minidl's activations by name; use the module itself); valid names are elu",
+        "activation: an activation name must be a str, got an instance of ReLU (activation "
+        "builds minidl's activations by name; use the module itself); valid names are elu",
     ):
         nn.activation(ReLU())
 

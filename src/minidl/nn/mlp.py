@@ -91,8 +91,8 @@ def _module_given(where: str, value: object) -> str | None:
     built_in = ACTIVATIONS.get(key) is module_class
     if is_class and built_in:
         return f"the class {name} (give its name, {key!r})"
-    given = f"the class {name}" if is_class else f"a {name} module"
-    named = f", {key!r} a {name} with its default settings" if built_in else ""
+    given = f"the class {name}" if is_class else f"an instance of {name}"
+    named = f", {key!r} builds {name} with its default settings" if built_in else ""
     if where == "activation":
         use = f"use {name}() itself" if is_class else "use the module itself"
     else:
