@@ -46,6 +46,7 @@ from minidl.folded import FoldedStep
 from minidl.interop import to_torch
 from minidl.train import fit
 from tests.helpers import relative_error
+from tests.optimizer_twins import OPTIMIZERS, PaperSGD, draw_settings
 
 F64 = torch.float64
 ACTIVATION_NAMES = sorted(nn.ACTIVATIONS)
@@ -71,20 +72,7 @@ def runs(draw: st.DrawFn) -> dict[str, Any]:
     # (with SGD only: L1 and Huber losses, batch norms; see the module's docstring)
     losses = sorted(REDUCTIONS) if name == "sgd" else ["bce", "cross-entropy", "mse", "nll"]
     loss = draw(st.sampled_from(losses))
-    rate = st.floats(1e-3, 3e-2) if name in ("sgd", "adagrad") else st.floats(1e-4, 3e-3)
-    hyper: dict[str, Any] = {"lr": draw(st.floats(0.1, 1.0) if name == "adadelta" else rate)}
-    if name == "sgd":
-        hyper["momentum"] = draw(st.sampled_from([0.0, 0.5, 0.9]))
-        hyper["nesterov"] = hyper["momentum"] > 0 and draw(st.booleans())
-    if name in ("adam", "adamw"):
-        hyper["betas"] = (draw(st.floats(0.5, 0.95)), draw(st.floats(0.9, 0.999)))
-    if name == "rmsprop":
-        hyper["momentum"] = draw(st.sampled_from([0.0, 0.5]))
-        hyper["centered"] = draw(st.booleans())
-    if name == "adagrad":
-        hyper["lr_decay"] = draw(st.sampled_from([0.0, 0.01]))
-    if name != "adadelta" and draw(st.booleans()):
-        hyper["weight_decay"] = draw(st.floats(1e-4, 1e-1))
+    hyper = draw_settings(draw, name)
     extras = ["", "dropout", "residual"] + (["batch-norm"] if name == "sgd" else [])
     return {
         "sizes": draw(st.lists(st.integers(1, 10), min_size=depth + 1, max_size=depth + 1)),
@@ -170,42 +158,6 @@ def _torch_loss(run: dict[str, Any], prediction: Tensor, target: Tensor) -> Tens
     return F.binary_cross_entropy_with_logits(prediction, target, reduction=reduction)
 
 
-_OPTIMIZERS: dict[str, tuple[Any, Any]] = {
-    "sgd": (optim.SGD, torch.optim.SGD),
-    "adam": (optim.Adam, torch.optim.Adam),
-    "adamw": (optim.AdamW, torch.optim.AdamW),
-    "adadelta": (optim.Adadelta, torch.optim.Adadelta),
-    "rmsprop": (optim.RMSprop, torch.optim.RMSprop),
-    "adagrad": (optim.Adagrad, torch.optim.Adagrad),
-}
-
-
-class _PaperSGD(torch.optim.Optimizer):
-    """minidl's SGD on torch tensors: ``v = mu v + lr g``, ``w -= v`` (or, Nesterov,
-    ``w -= mu v + lr g``), ``g`` with the weight decay added; the same steps as PyTorch's SGD
-    at a constant rate, not once a schedule changes it."""
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float,
-        momentum: float,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
-    ) -> None:
-        super().__init__(params, {"lr": lr})
-        self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
-
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> None:
-        lr = self.param_groups[0]["lr"]
-        for parameter in self.param_groups[0]["params"]:
-            grad = parameter.grad + self.weight_decay * parameter
-            velocity = self.state[parameter].setdefault("v", torch.zeros_like(parameter))
-            velocity.mul_(self.momentum).add_(lr * grad)
-            parameter.sub_(self.momentum * velocity + lr * grad if self.nesterov else velocity)
-
-
 def _batches(run: dict[str, Any]) -> int:
     return math.ceil(run["samples"] / run["batch_size"])
 
@@ -258,7 +210,7 @@ def _per_batch(run: dict[str, Any]) -> bool:
 def _loop(run: dict[str, Any], model: nn.Sequential, x: Tensor, y: Tensor) -> list[float]:
     """(a): the user's loop; the epoch losses (the mean of the batch losses)."""
     criterion = _criterion(run)
-    optimizer = _OPTIMIZERS[run["optimizer"]][0](model.parameters(), **run["hyper"])
+    optimizer = OPTIMIZERS[run["optimizer"]][0](model.parameters(), **run["hyper"])
     schedule = _schedule(run, optimizer, run["schedule"], torch_side=False)
     generator, losses = torch.Generator().manual_seed(run["seed"] + 2), []
     for _ in range(run["epochs"]):
@@ -283,9 +235,9 @@ def _twin(run: dict[str, Any], twin: torch.nn.Module, x: Tensor, y: Tensor) -> l
     parameters = list(twin.parameters())
     hyper = run["hyper"]
     if run["optimizer"] == "sgd" and hyper["momentum"] and run["schedule"] is not None:
-        optimizer: torch.optim.Optimizer = _PaperSGD(parameters, **hyper)
+        optimizer: torch.optim.Optimizer = PaperSGD(parameters, **hyper)
     else:
-        optimizer = _OPTIMIZERS[run["optimizer"]][1](parameters, **hyper)
+        optimizer = OPTIMIZERS[run["optimizer"]][1](parameters, **hyper)
     schedule = _schedule(run, optimizer, run["schedule"], torch_side=True)
     generator, losses = torch.Generator().manual_seed(run["seed"] + 2), []
     for _ in range(run["epochs"]):
@@ -329,7 +281,7 @@ def test_random_training_runs_agree_with_pytorch_and_fit(run: dict[str, Any]) ->
         assert math.isclose(loss, twin_loss, rel_tol=1e-9, abs_tol=1e-12)
 
     criterion = _criterion(run)
-    optimizer = _OPTIMIZERS[run["optimizer"]][0](fit_model.parameters(), **run["hyper"])
+    optimizer = OPTIMIZERS[run["optimizer"]][0](fit_model.parameters(), **run["hyper"])
     history = fit(
         fit_model,
         criterion,

@@ -37,7 +37,7 @@ call writes into a tensor returned).
 Where the twin is made to do as minidl does, and why:
 
 - SGD with momentum under a schedule, or with its rate set by hand, steps in the paper's
-  convention (:class:`_PaperSGD`): PyTorch's velocity is in gradient units and rescales the
+  convention (:class:`PaperSGD`): PyTorch's velocity is in gradient units and rescales the
   steps when the rate changes (docs/pytorch.md); at a constant rate the twin is
   ``torch.optim.SGD``. A rate is set by hand only without a schedule: a PyTorch schedule
   scales the rate it finds, minidl's sets its own (docs/pytorch.md).
@@ -91,6 +91,7 @@ from minidl.data import BatchIterator
 from minidl.interop import from_torch, to_torch
 from minidl.train import fit
 from tests.helpers import F64, assert_close, torch_loss
+from tests.optimizer_twins import OPTIMIZERS, PaperSGD, draw_settings
 
 pytestmark = pytest.mark.filterwarnings(
     # (the twin's schedule stepped before any step of its optimizer: a rule order drawn on purpose)
@@ -110,34 +111,13 @@ SCHEDULES = [
     "warmup",
     "sequence",
 ]
-OPTIMIZERS: dict[str, tuple[Any, Any]] = {
-    "sgd": (optim.SGD, torch.optim.SGD),
-    "adam": (optim.Adam, torch.optim.Adam),
-    "adamw": (optim.AdamW, torch.optim.AdamW),
-    "adadelta": (optim.Adadelta, torch.optim.Adadelta),
-    "rmsprop": (optim.RMSprop, torch.optim.RMSprop),
-    "adagrad": (optim.Adagrad, torch.optim.Adagrad),
-}
 
 
 @st.composite
 def lives(draw: st.DrawFn) -> dict[str, Any]:
     """The settings of a life: the network, loss, optimizer and schedule."""
     name = draw(st.sampled_from(sorted(OPTIMIZERS)))
-    rate = st.floats(1e-3, 3e-2) if name in ("sgd", "adagrad") else st.floats(1e-4, 3e-3)
-    hyper: dict[str, Any] = {"lr": draw(st.floats(0.1, 1.0) if name == "adadelta" else rate)}
-    if name == "sgd":
-        hyper["momentum"] = draw(st.sampled_from([0.0, 0.5, 0.9]))
-        hyper["nesterov"] = hyper["momentum"] > 0 and draw(st.booleans())
-    if name in ("adam", "adamw"):
-        hyper["betas"] = (draw(st.floats(0.5, 0.95)), draw(st.floats(0.9, 0.999)))
-    if name == "rmsprop":
-        hyper["momentum"] = draw(st.sampled_from([0.0, 0.5]))
-        hyper["centered"] = draw(st.booleans())
-    if name == "adagrad":
-        hyper["lr_decay"] = draw(st.sampled_from([0.0, 0.01]))
-    if name != "adadelta" and draw(st.booleans()):
-        hyper["weight_decay"] = draw(st.floats(1e-4, 1e-1))
+    hyper = draw_settings(draw, name)
     schedule = draw(st.one_of(st.none(), st.sampled_from(SCHEDULES)))  # (None: half the lives)
     kind = draw(st.sampled_from(KINDS))
     first = sorted(nn.ACTIVATIONS)
@@ -158,7 +138,7 @@ def lives(draw: st.DrawFn) -> dict[str, Any]:
         "hyper": hyper,
         "schedule": schedule,
         # (SGD with momentum in the paper's convention where the rate changes: the twin's
-        # _PaperSGD; with a constant rate, torch.optim.SGD)
+        # PaperSGD; with a constant rate, torch.optim.SGD)
         "rate_changes": schedule is not None or draw(st.booleans()),
         "seed": draw(st.integers(0, 2**31 - 1)),
     }
@@ -196,34 +176,6 @@ def _criterion(life: dict[str, Any]) -> nn.Loss:
     if loss == "cross-entropy":
         return nn.CrossEntropyLoss(reduction)
     return nn.MSELoss(reduction)
-
-
-class _PaperSGD(torch.optim.Optimizer):
-    """minidl's SGD on torch tensors: ``v = mu v + lr g``, ``w -= v`` (or, Nesterov,
-    ``w -= mu v + lr g``), ``g`` with the weight decay added; PyTorch's SGD at a constant rate,
-    up to rounding, not once the rate changes. Its settings are in its group, as PyTorch's
-    (set there, and saved and loaded with its state)."""
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float,
-        momentum: float,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
-    ) -> None:
-        settings = {"lr": lr, "momentum": momentum, "nesterov": nesterov}
-        super().__init__(params, {**settings, "weight_decay": weight_decay})
-
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> None:
-        group = self.param_groups[0]
-        lr, momentum, nesterov = group["lr"], group["momentum"], group["nesterov"]
-        for parameter in group["params"]:
-            grad = parameter.grad + group["weight_decay"] * parameter
-            velocity = self.state[parameter].setdefault("v", torch.zeros_like(parameter))
-            velocity.mul_(momentum).add_(lr * grad)
-            parameter.sub_(momentum * velocity + lr * grad if nesterov else velocity)
 
 
 def _schedule(life: dict[str, Any], optimizer: Any, kind: Any, torch_side: bool) -> Any:
@@ -304,7 +256,7 @@ class ModelLife(RuleBasedStateMachine):
         name, hyper = self.life["optimizer"], self.life["hyper"]
         parameters = list(twin.parameters())
         if name == "sgd" and hyper["momentum"] > 0 and self.life["rate_changes"]:
-            optimizer: torch.optim.Optimizer = _PaperSGD(parameters, **hyper)
+            optimizer: torch.optim.Optimizer = PaperSGD(parameters, **hyper)
         else:
             optimizer = OPTIMIZERS[name][1](parameters, **hyper)
         return optimizer, _schedule(self.life, optimizer, self.life["schedule"], torch_side=True)
@@ -343,6 +295,21 @@ class ModelLife(RuleBasedStateMachine):
         if self.life["loss"][0] == "mse" and seed % 2:
             return x, torch.randn(size, CLASSES, dtype=F64, generator=generator)
         return x, torch.randint(0, CLASSES, (size,), generator=generator)
+
+    def _start(self, size: int, again: bool, seed: int) -> tuple[Tensor, Tensor] | None:
+        """The batch of a forward (of the last forward's size where ``again``), its dropout
+        masks seeded on both sides; ``None`` where both refuse it (checked here)."""
+        size = self.last_batch if again else size
+        self.last_batch = size
+        x, y = self._batch(size, seed)
+        self.graph = None
+        if self._refuses(size):
+            with pytest.raises(ValueError, match="BatchNorm1d"):
+                self.model(x)
+            self._twin_refuses(x)
+            return None
+        self._seed_masks(seed)
+        return x, y
 
     def _seed_masks(self, seed: int) -> None:
         """Dropout's masks of the next forward on both sides: torch's generator and the
@@ -396,16 +363,10 @@ class ModelLife(RuleBasedStateMachine):
             "inference mode": torch.inference_mode,
             "detect_anomaly": detect_anomaly,
         }[inside]
-        size = self.last_batch if again else size
-        self.last_batch = size
-        x, y = self._batch(size, seed)
-        self.graph = None
-        if self._refuses(size):
-            with pytest.raises(ValueError, match="BatchNorm1d"):
-                self.model(x)
-            self._twin_refuses(x)
+        batch = self._start(size, again, seed)
+        if batch is None:
             return
-        self._seed_masks(seed)
+        x, y = batch
         with context():
             output = self.model(x)
             loss = self.criterion(output, y)
@@ -488,16 +449,10 @@ class ModelLife(RuleBasedStateMachine):
     def forward(self, size: int, again: bool, seed: int, inference: bool) -> None:
         """A forward alone, in the mode the model is in (a batch norm in training mode updates
         its statistics)."""
-        size = self.last_batch if again else size
-        self.last_batch = size
-        x, _ = self._batch(size, seed)
-        self.graph = None
-        if self._refuses(size):
-            with pytest.raises(ValueError, match="BatchNorm1d"):
-                self.model(x)
-            self._twin_refuses(x)
+        batch = self._start(size, again, seed)
+        if batch is None:
             return
-        self._seed_masks(seed)
+        x = batch[0]
         if inference:
             with torch.inference_mode():
                 output = self.model(x)
