@@ -80,6 +80,20 @@ class BatchNorm1d(Module):
     ``(N, C)``; :math:`\mu, \sigma^2, s, \gamma, \beta` and every sum over :math:`n` (so the
     gradients of :math:`\gamma` and :math:`\beta`) are ``(C,)``, broadcast over the rows.
 
+    Derivation, feature by feature: in training mode every sample :math:`x_n` enters the
+    statistics as well as its own :math:`\hat x_n`. With :math:`\partial\mu/\partial x_n = 1/N`,
+    :math:`\partial\sigma^2/\partial x_n = 2(x_n - \mu)/N` and so
+    :math:`\partial s/\partial x_n = -\tfrac12 s^3 \cdot 2(x_n - \mu)/N = -s^2 \hat x_n / N`,
+
+    .. math::
+        \frac{\partial \hat x_m}{\partial x_n}
+            = s\Big(\delta_{mn} - \frac{1}{N} - \frac{\hat x_m \hat x_n}{N}\Big),
+
+    and :math:`\partial L/\partial x_n = \sum_m \hat g_m\, \partial \hat x_m/\partial x_n`
+    (:math:`\hat g = \partial L/\partial \hat x = \gamma g`, from :math:`y = \gamma \hat x + \beta`)
+    is the formula above. In evaluation mode :math:`\bar\mu` and :math:`\bar\sigma^2` are
+    constants: only the :math:`\delta_{mn}` term is left.
+
     Args:
         num_features: :math:`C`, the number of features, an integer >= 1.
         eps: :math:`\epsilon`, added to the variance, > 0 (default 1e-5).

@@ -35,6 +35,20 @@ class CrossEntropyLoss(Loss):
 
     With ``reduction="sum"`` the :math:`\frac{1}{N}` is left out (PyTorch's ``reduction="sum"``).
 
+    Derivation, for one row :math:`z` and its target :math:`t` (class indices as
+    :math:`t = \operatorname{onehot}(y)`): the loss of the row is
+    :math:`\ell = -\sum_c t_c \log p_c = -\sum_c t_c z_c + \big(\sum_c t_c\big)\operatorname{LSE}(z)`,
+    and :math:`\partial \operatorname{LSE}/\partial z_k = e^{z_k} / \sum_c e^{z_c} = p_k`, so
+
+    .. math::
+        \frac{\partial \ell}{\partial z_k} = p_k \sum_c t_c - t_k,
+
+    :math:`p - t` for a row summing to 1; the mean over the batch divides each row's gradient
+    by :math:`N`. The softmax and the logarithm are differentiated as one function: neither
+    the softmax's Jacobian nor :math:`1/p` (infinite where :math:`p` underflows to 0) is ever
+    formed, which is why the loss takes logits (the paper's cross-entropy applies the softmax
+    in its ``forward``: the same function of the logits).
+
     Args:
         reduction: ``"mean"`` (default) or ``"sum"`` over the batch.
 

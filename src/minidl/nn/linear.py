@@ -47,7 +47,12 @@ class Linear(Module):
         \frac{\partial L}{\partial b} \mathrel{+}= \textstyle\sum_{n} G_{n,:}
 
     of shapes ``(N, in)``, ``(out, in)`` and ``(out,)``: the input gradient is returned, the
-    parameter gradients are added to ``weight.grad`` and ``bias.grad``.
+    parameter gradients are added to ``weight.grad`` and ``bias.grad``. Each follows from
+    :math:`\partial Y_{nj}/\partial X_{ni} = W_{ji}`, :math:`\partial Y_{nj}/\partial W_{ji} = X_{ni}`
+    and :math:`\partial Y_{nj}/\partial b_j = 1` by summing :math:`G_{nj}` times them over the
+    outputs that the variable reaches: :math:`\sum_j G_{nj} W_{ji}` for :math:`X_{ni}` (one
+    sample's outputs), :math:`\sum_n G_{nj} X_{ni}` and :math:`\sum_n G_{nj}` for
+    :math:`W_{ji}` and :math:`b_j` (every sample's: a sum over the batch, not a mean).
 
     The paper (Section II-B) writes a sample as a column, :math:`y = Wx + b`, so its batch
     :math:`X` is this :math:`X^T` and its :math:`\partial L/\partial y` this :math:`G^T`: its

@@ -29,11 +29,13 @@ class Sequential(Module):
     ``forward`` calls each child's ``forward`` in order; ``backward`` calls each child's
     ``backward`` in reverse order, so gradients flow from the last module to the first: the chain
     rule :math:`\partial L/\partial x = J_{f_1}^T(J_{f_2}^T(\dots J_{f_k}^T g))`, with
-    :math:`J_{f_i}` the Jacobian of :math:`f_i` at its input of the last forward, each child
-    accumulating its own parameters' gradients from the gradient that reaches it. ``param()``
-    and ``parameters()`` concatenate the children's, in order. ``backward_parameters`` (for a
-    network whose input is data) stops at the first module with parameters and skips its input
-    gradient.
+    :math:`J_{f_i}` the Jacobian of :math:`f_i` at its input of the last forward: the transpose
+    of the chain's Jacobian :math:`J_{f_k} \cdots J_{f_1}`, applied to :math:`g` starting with
+    :math:`J_{f_k}^T`: each child computes the product :math:`J_{f_i}^T g_i` with the gradient
+    :math:`g_i` that reaches it, directly from its cache, and no Jacobian is ever formed. Each child accumulates its own parameters' gradients from the
+    gradient that reaches it. ``param()`` and ``parameters()`` concatenate the children's, in
+    order. ``backward_parameters`` (for a network whose input is data) stops at the first
+    module with parameters and skips its input gradient.
 
     A chain of :class:`~minidl.nn.Linear` layers and built-in activations plans its calls for
     an input shape it trains on (see :mod:`minidl.nn.chain`): the same operations and bits as
