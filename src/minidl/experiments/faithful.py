@@ -30,13 +30,13 @@ class PublishedAdadelta(Adadelta):
 
     The square roots of Zeiler's update are taken *in place* on the running averages, so the
     stored state becomes :math:`s_t = \sqrt{\rho s_{t-1} + (1 - \rho) g_t^2 + \epsilon}` and
-    :math:`a_t = \rho \sqrt{a_{t-1} + \epsilon} + (1 - \rho) \Delta x_t^2`, with
-    :math:`\Delta x_t = \sqrt{a_{t-1} + \epsilon}\, g_t / s_t` and
-    :math:`x_{t+1} = x_t - \mathrm{lr}\, \Delta x_t`. For small gradients :math:`s` settles
-    near :math:`\rho` (the fixed point of :math:`s = \sqrt{\rho s}`) and :math:`a` near
-    :math:`\rho^2` (that of :math:`a = \rho\sqrt{a}`), so
-    :math:`\Delta x_t \approx \sqrt{\rho^2}\, g_t / \rho = g_t`: the method becomes plain SGD
-    with learning rate ``lr``.
+    :math:`a_t = \rho \sqrt{a_{t-1} + \epsilon} + (1 - \rho) \delta_t^2`, with the step
+    :math:`\delta_t = \sqrt{a_{t-1} + \epsilon}\, g_t / s_t` (:math:`-\Delta w_t` in
+    :class:`~minidl.optim.Adadelta`'s notation) and :math:`w_t = w_{t-1} - \lambda\, \delta_t`.
+    For small gradients :math:`s` settles near :math:`\rho` (the fixed point of
+    :math:`s = \sqrt{\rho s}`) and :math:`a` near :math:`\rho^2` (that of
+    :math:`a = \rho\sqrt{a}`), so :math:`\delta_t \approx \sqrt{\rho^2}\, g_t / \rho = g_t`:
+    the method becomes plain SGD with learning rate :math:`\lambda` (``lr``).
 
     Args:
         params, lr, rho, eps: as :class:`minidl.optim.Adadelta`.

@@ -18,26 +18,28 @@ __all__ = ["Adadelta"]
 class Adadelta(Optimizer):
     r"""ADADELTA: an adaptive step from running averages of squared gradients and updates.
 
-    With :math:`E[g^2]` and :math:`E[\Delta x^2]` starting at 0 (Zeiler's Algorithm 1):
+    With the parameter :math:`w` (Zeiler writes it :math:`x`), its gradient :math:`g_t`, and
+    :math:`E[g^2]` and :math:`E[\Delta w^2]` starting at 0 (Zeiler's Algorithm 1):
 
     .. math::
         E[g^2]_t = \rho E[g^2]_{t-1} + (1 - \rho) g_t^2 \\
-        \Delta x_t = -\frac{\sqrt{E[\Delta x^2]_{t-1} + \epsilon}}{\sqrt{E[g^2]_t + \epsilon}}\, g_t \\
-        E[\Delta x^2]_t = \rho E[\Delta x^2]_{t-1} + (1 - \rho) \Delta x_t^2 \\
-        x_{t+1} = x_t + \mathrm{lr} \cdot \Delta x_t
+        \Delta w_t = -\frac{\sqrt{E[\Delta w^2]_{t-1} + \epsilon}}{\sqrt{E[g^2]_t + \epsilon}}\, g_t \\
+        E[\Delta w^2]_t = \rho E[\Delta w^2]_{t-1} + (1 - \rho) \Delta w_t^2 \\
+        w_t = w_{t-1} + \lambda\, \Delta w_t
 
-    Zeiler's method has no learning rate (``lr = 1``); like PyTorch's ``Adadelta``, ``lr``
-    scales the applied update (the accumulated :math:`E[\Delta x^2]` is not scaled).
+    with :math:`\epsilon` inside both square roots. Zeiler's method has no learning rate
+    (:math:`\lambda = 1`); like PyTorch's ``Adadelta``, :math:`\lambda` (``lr``) scales the
+    applied update (the accumulated :math:`E[\Delta w^2]` is not scaled).
 
     Args:
         params: the parameters to optimise, usually ``model.parameters()``.
-        lr: scale of the update, finite and >= 0 (default 1.0).
+        lr: :math:`\lambda`, the scale of the update, finite and >= 0 (default 1.0).
         rho: the decay :math:`\rho` of the running averages, in ``[0, 1]`` (default 0.9).
         eps: :math:`\epsilon`, added inside the square roots, > 0 and not 0 in the parameters'
             dtype (default 1e-6; float16 rounds to 0 every eps below 2.980232416405216e-08).
 
     State:
-        ``square_avg`` (:math:`E[g^2]`) and ``acc_delta`` (:math:`E[\Delta x^2]`).
+        ``square_avg`` (:math:`E[g^2]`) and ``acc_delta`` (:math:`E[\Delta w^2]`).
 
     Example:
         >>> optimizer = Adadelta(model.parameters(), rho=0.95)
@@ -71,7 +73,7 @@ class Adadelta(Optimizer):
         rho, eps = self._rho, self._eps
         # E[g^2] = rho E[g^2] + (1 - rho) g^2, with g^2 fused into the addition (addcmul).
         square_avg.mul_(operand(rho, square_avg)).addcmul_(grad, grad, value=1 - rho)
-        # delta = -Delta x = sqrt(E[Delta x^2] + eps) / sqrt(E[g^2] + eps) * g: the update
+        # delta = -Delta w = sqrt(E[Delta w^2] + eps) / sqrt(E[g^2] + eps) * g: the update
         # without its minus sign, which the last line applies (as PyTorch's Adadelta does).
         delta = (
             acc_delta.add(operand(eps, acc_delta))
@@ -79,6 +81,6 @@ class Adadelta(Optimizer):
             .div_(square_avg.add(operand(eps, square_avg)).sqrt_())
             .mul_(grad)
         )
-        # E[Delta x^2] = rho E[Delta x^2] + (1 - rho) Delta x^2 (the sign squares away).
+        # E[Delta w^2] = rho E[Delta w^2] + (1 - rho) Delta w^2 (the sign squares away).
         acc_delta.mul_(operand(rho, acc_delta)).addcmul_(delta, delta, value=1 - rho)
-        add_scaled_(value, delta, -self.lr)  # x += lr Delta x (see SGD's add_scaled_)
+        add_scaled_(value, delta, -self.lr)  # w += lr Delta w (see SGD's add_scaled_)
