@@ -6,8 +6,13 @@ import math
 from typing import Literal
 
 from minidl._validate import check_int, check_real
-from minidl.optim.exponential_decay import interval_repr
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step, steps_repr
+from minidl.optim.lr_scheduler import (
+    LRScheduler,
+    ScheduleSetting,
+    checks_step,
+    interval_repr,
+    steps_repr,
+)
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["CosineAnnealing"]

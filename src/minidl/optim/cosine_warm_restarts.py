@@ -7,8 +7,13 @@ from typing import Literal
 
 from minidl._validate import check_int
 from minidl.optim.cosine_annealing import check_eta_min
-from minidl.optim.exponential_decay import interval_repr
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step, steps_repr
+from minidl.optim.lr_scheduler import (
+    LRScheduler,
+    ScheduleSetting,
+    checks_step,
+    interval_repr,
+    steps_repr,
+)
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["CosineAnnealingWarmRestarts"]

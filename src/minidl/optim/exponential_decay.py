@@ -8,18 +8,12 @@ from minidl.optim.lr_scheduler import (
     LRScheduler,
     ScheduleSetting,
     check_decay_gamma,
-    check_interval,
     checks_step,
+    interval_repr,
 )
 from minidl.optim.optimizer import Optimizer
 
-__all__ = ["ExponentialDecay", "check_interval", "interval_repr"]
-
-
-def interval_repr(interval: str) -> str:
-    """``", interval='batch'"`` for a ``repr``, or nothing for the default ``"epoch"`` (so that the
-    ``repr`` that a checkpoint saved before it was shown still matches)."""
-    return "" if interval == "epoch" else f", interval={interval!r}"
+__all__ = ["ExponentialDecay"]
 
 
 class ExponentialDecay(LRScheduler):

@@ -20,6 +20,7 @@ __all__ = [
     "check_interval",
     "checks_step",
     "fixed",
+    "interval_repr",
     "steps_repr",
 ]
 
@@ -59,6 +60,12 @@ def check_interval(where: str, interval: object) -> Literal["epoch", "batch"]:
     if interval not in ("epoch", "batch"):
         raise ValueError(f"{where}: interval must be 'epoch' or 'batch', got {shown(interval)}")
     return "epoch" if interval == "epoch" else "batch"
+
+
+def interval_repr(interval: str) -> str:
+    """``", interval='batch'"`` for a ``repr``, or nothing for the default ``"epoch"`` (so that the
+    ``repr`` that a checkpoint saved before it was shown still matches)."""
+    return "" if interval == "epoch" else f", interval={interval!r}"
 
 
 def check_decay_gamma(where: str, gamma: object) -> float:
