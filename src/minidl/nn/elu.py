@@ -36,9 +36,11 @@ class ELU(CachedDerivative):
     r"""Exponential linear unit :math:`y = x` for :math:`x > 0`, :math:`y = \alpha(e^x - 1)` otherwise.
 
     Backward: :math:`\partial L/\partial x = g` for :math:`x > 0` and
-    :math:`g\,\alpha e^x` otherwise; the forward pass caches this derivative (computed from
-    :math:`e^x`, not as :math:`y + \alpha`, which loses all its digits for very negative
-    :math:`x`). ``expm1`` keeps small negative inputs accurate, and it only sees
+    :math:`g\,\alpha e^x` otherwise (the derivative of :math:`\alpha(e^x - 1)`, equal to
+    :math:`y + \alpha`; at :math:`x = 0`, where the two sides differ unless :math:`\alpha = 1`,
+    the left one, :math:`\alpha`, as in PyTorch). The forward pass caches this derivative,
+    computed from :math:`e^x`, not as :math:`y + \alpha`, which loses all its digits for very
+    negative :math:`x`. ``expm1`` keeps small negative inputs accurate, and it only sees
     :math:`\min(x, 0)`, so :math:`x = +1000` does not overflow. At a NaN input the gradient
     is NaN (the cached derivative is), where PyTorch's is :math:`g` (times SELU's scale).
 

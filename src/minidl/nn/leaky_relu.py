@@ -39,7 +39,8 @@ class LeakyReLU(CachedDerivative):
 
     The forward pass caches the local slope :math:`s = p + a (1 - p)` with the indicator
     :math:`p = [x > 0] = \operatorname{sign}(\max(x, 0))`, so that :math:`y = s x` and backward
-    is one product :math:`\partial L/\partial x = g\,s`. The slope is exactly 1 or :math:`a`
+    is one product :math:`\partial L/\partial x = g\,s` (at :math:`x = 0` the slope :math:`a`,
+    as in PyTorch). The slope is exactly 1 or :math:`a`
     (one of the two terms is exactly 0), and it is built from float operations only: on a CPU,
     boolean masks (``masked_fill``, ``where``) cost several times more per element. A float16
     or bfloat16 input is computed in float32 and rounded once, with the slope kept in float32,

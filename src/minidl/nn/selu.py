@@ -17,7 +17,8 @@ class SELU(ELU):
 
     With the self-normalising constants :math:`\alpha \approx 1.6733`, :math:`\lambda \approx 1.0507`.
     Backward: :math:`\partial L/\partial x = g\lambda` for :math:`x > 0` and
-    :math:`g\,\lambda\alpha e^x` (:math:`= g\,(y + \lambda\alpha)`) otherwise, computed as
+    :math:`g\,\lambda\alpha e^x` (:math:`= g\,(y + \lambda\alpha)`) otherwise (at :math:`x = 0`
+    too, as in PyTorch), computed as
     :class:`~minidl.nn.ELU`'s (with the scale :math:`\lambda`): from :math:`e^x`, not from
     :math:`y + \lambda\alpha`, which cancels for very negative :math:`x`.
 
