@@ -30,8 +30,9 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+# tests/typing: programs of one's own, typed strictly, whose assert_type lines mypy checks.
 typecheck: $(DEV_STAMP)
-	$(BIN)/mypy src benchmarks
+	$(BIN)/mypy src benchmarks tests/typing
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q -n 2

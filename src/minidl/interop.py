@@ -46,6 +46,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -170,12 +171,25 @@ def _check_carried(
         )
 
 
+@overload
+def to_torch(model: nn.Sequential) -> tnn.Sequential: ...
+
+
+@overload
+def to_torch(model: nn.Linear) -> tnn.Linear: ...
+
+
+@overload
+def to_torch(model: Module) -> tnn.Module: ...
+
+
 def to_torch(model: Module) -> tnn.Module:
     """Build the ``torch.nn`` equivalent of a minidl model, with copied parameters and buffers.
 
     Args:
         model: a minidl :class:`~minidl.nn.Module` built from the layers listed in the module
-            docstring (for a :class:`~minidl.nn.Sequential`, a ``torch.nn.Sequential`` comes back).
+            docstring (for a :class:`~minidl.nn.Sequential`, a ``torch.nn.Sequential`` comes back,
+            and for a :class:`~minidl.nn.Linear` a ``torch.nn.Linear``, as a type checker is told).
 
     Returns:
         A new ``torch.nn.Module`` with the same dtype, device, training mode and outputs.
@@ -344,6 +358,18 @@ def _torch_layer(module: Module, path: str) -> tnn.Module:
     return result
 
 
+@overload
+def from_torch(model: tnn.Sequential) -> nn.Sequential: ...
+
+
+@overload
+def from_torch(model: tnn.Linear) -> nn.Linear: ...
+
+
+@overload
+def from_torch(model: tnn.Module) -> Module: ...
+
+
 def from_torch(model: tnn.Module) -> Module:
     """Build the minidl equivalent of a ``torch.nn`` model, with copied parameters and buffers.
 
@@ -354,7 +380,8 @@ def from_torch(model: tnn.Module) -> Module:
 
     Returns:
         A new minidl :class:`~minidl.nn.Module` with the same dtype, device, training mode and
-        outputs.
+        outputs (a :class:`~minidl.nn.Sequential` for a ``torch.nn.Sequential``, a
+        :class:`~minidl.nn.Linear` for a ``torch.nn.Linear``, as a type checker is told).
 
     Raises:
         ConversionError: a layer has no minidl counterpart (or uses an unsupported option),

@@ -6,7 +6,7 @@ import contextlib
 import types
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -34,6 +34,9 @@ from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["EpochRecord", "History", "Parallel", "error_rate", "eval_mode", "fit", "predict"]
+
+#: The class of the model given to :func:`eval_mode`, which its block gets back.
+_Model = TypeVar("_Model", bound=Module)
 
 
 class _Batches(Iterable[tuple[Tensor, Tensor]], Sized, Protocol):
@@ -168,7 +171,7 @@ def _classes(output: Tensor) -> Tensor:
     return output.argmax(dim=-1).masked_fill_(output.isnan().any(dim=-1), -1)
 
 
-def eval_mode(model: Module) -> contextlib.AbstractContextManager[Module]:
+def eval_mode(model: _Model) -> contextlib.AbstractContextManager[_Model]:
     """Put ``model`` in evaluation mode for the block, then give every module back its own mode.
 
     ``model.train(was_training)`` would put every module in the model's mode, so that a module
@@ -186,7 +189,7 @@ def eval_mode(model: Module) -> contextlib.AbstractContextManager[Module]:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: Module) -> Iterator[Module]:
+def _eval_mode(model: _Model) -> Iterator[_Model]:
     """:func:`eval_mode` of a checked ``model``."""
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
@@ -543,8 +546,8 @@ def fit(
         with eval_mode(model), torch.inference_mode():
             try:
                 probe = model(x[:1])
-                value = criterion(probe, y[:1])
-                _check_loss_value(criterion, value, probe)
+                probe_loss = criterion(probe, y[:1])
+                _check_loss_value(criterion, probe_loss, probe)
             except (TypeError, ValueError) as error:
                 add_note(
                     error,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -111,10 +111,19 @@ class Loss(Module):
     #: Whether ``forward`` takes stacked predictions ``(R, N, C)`` (one loss per model).
     stacks: ClassVar[bool] = False
 
-    def __call__(self, *input: Any) -> Any:
-        output = self.forward(*input)
-        self._has_forward = True  # (the built-in losses also set it in forward itself)
-        return output
+    if TYPE_CHECKING:
+        # The forward of every loss (Module's takes anything), for a type checker: a loss
+        # called, criterion(prediction, target), is a Tensor, as Module.__call__ returns what
+        # forward does; a subclass implements it at run time.
+        def forward(self, prediction: Tensor, target: Tensor) -> Tensor: ...
+
+    else:
+        # (for a type checker, Module.__call__: the arguments and result of forward)
+
+        def __call__(self, *input: Any) -> Any:
+            output = self.forward(*input)
+            self._has_forward = True  # (the built-in losses also set it in forward itself)
+            return output
 
     def __init__(self) -> None:
         super().__init__()

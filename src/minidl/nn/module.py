@@ -53,7 +53,7 @@ import itertools
 import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from types import MethodType
-from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, ParamSpec, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -84,6 +84,24 @@ __all__ = [
 
 #: A mapping given to :meth:`Module.state_dict` to write into, and returned.
 _Destination = TypeVar("_Destination", bound=MutableMapping[str, Any])
+
+#: The class of a module that a method returns (``to``, ``train``, ...: the module itself) or
+#: that :meth:`Module.register_module` registers, for a type checker: ``Linear(2, 3).double()``
+#: is a ``Linear``, as in ``torch.nn``.
+_Module = TypeVar("_Module", bound="Module")
+
+#: The arguments and result of a module's ``forward``, for a type checker (see ``_Forward``).
+_Arguments = ParamSpec("_Arguments")
+_Output_co = TypeVar("_Output_co", covariant=True)
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _Forward(Protocol[_Arguments, _Output_co]):
+        """A module whose ``forward`` takes ``_Arguments`` and returns ``_Output_co``: calling it
+        (:meth:`Module.__call__`) takes and returns the same."""
+
+        def forward(self, *input: _Arguments.args, **kwargs: _Arguments.kwargs) -> _Output_co: ...
 
 
 class IncompatibleKeys(NamedTuple):
@@ -202,8 +220,20 @@ class Module:
         """``(value, grad)`` pairs of every parameter, in registration order, children included."""
         return [(p.data, p.grad) for p in self.parameters()]
 
-    def __call__(self, *input: Any) -> Any:
-        return self.forward(*input)
+    if TYPE_CHECKING:
+        # For a type checker, a module called takes the arguments of its class's forward and
+        # returns its result (``Linear(2, 3)(x)`` is a Tensor; torch.nn's modules return Any);
+        # at run time the arguments are given by position, as below.
+        def __call__(
+            self: _Forward[_Arguments, _Output_co],
+            *input: _Arguments.args,
+            **kwargs: _Arguments.kwargs,
+        ) -> _Output_co: ...
+
+    else:
+
+        def __call__(self, *input: Any) -> Any:
+            return self.forward(*input)
 
     # -- registration -----------------------------------------------------------------------------
 
@@ -235,7 +265,7 @@ class Module:
             object.__setattr__(module, name, parameter)
         return parameter
 
-    def register_module(self, name: str, module: Module) -> Module:
+    def register_module(self, name: str, module: _Module) -> _Module:
         """Register a child module under ``name`` and return it.
 
         A module may be registered under several names, or in several modules (it is then
@@ -575,7 +605,7 @@ class Module:
                 children.append((name, child))
         return iter(children)
 
-    def apply(self, fn: Callable[[Module], object]) -> Module:
+    def apply(self: _Module, fn: Callable[[Module], object]) -> _Module:
         """Call ``fn`` on every descendant, then on this module (children first, as in
         PyTorch); return this module. For example, to initialise every ``Linear`` in place::
 
@@ -757,7 +787,7 @@ class Module:
 
     # -- modes ------------------------------------------------------------------------------------
 
-    def train(self, mode: bool = True) -> Module:
+    def train(self: _Module, mode: bool = True) -> _Module:
         """Put this module and its children in training mode (or evaluation mode if ``False``)."""
         if not isinstance(mode, bool):
             raise TypeError(
@@ -767,7 +797,7 @@ class Module:
             module.training = mode
         return self
 
-    def eval(self) -> Module:
+    def eval(self: _Module) -> _Module:
         """Put this module and its children in evaluation mode."""
         return self.train(False)
 
@@ -1032,18 +1062,20 @@ class Module:
         return IncompatibleKeys(missing, unexpected)
 
     def to(
-        self,
-        device: torch.device | str | torch.dtype | Tensor | None = None,
+        self: _Module,
+        device: torch.device | str | int | torch.dtype | Tensor | None = None,
         dtype: torch.dtype | bool | None = None,
         non_blocking: bool = False,
-    ) -> Module:
+    ) -> _Module:
         """Move every parameter (value and gradient) and buffer to ``device`` and/or cast it to ``dtype``.
 
         The :class:`Parameter` objects stay the same, so optimizers built on them keep working
         (their state moves with the next ``step``). A move that fails leaves the module as it
-        was, and one that changes nothing does nothing. As in PyTorch, a dtype may come
-        alone as the first argument, ``model.to(torch.float64)``, and a tensor stands for its
-        device and dtype, ``model.to(x)`` (a floating-point one).
+        was, and one that changes nothing does nothing. As in PyTorch, a device is a
+        ``torch.device``, a ``str`` (``"cuda:1"``) or an index (``1``, as ``torch.device(1)``
+        takes it: a GPU's), a dtype may come alone as the first argument,
+        ``model.to(torch.float64)``, and a tensor stands for its device and dtype,
+        ``model.to(x)`` (a floating-point one).
 
         ``non_blocking`` is PyTorch's flag, taken also where PyTorch takes it after a dtype or
         a tensor, ``model.to(torch.float64, True)``; the copies are made blocking whatever it
@@ -1133,27 +1165,27 @@ class Module:
                     f"or register the new one: self.{name} = self.register_buffer({name!r}, ...)"
                 )
 
-    def float(self) -> Module:
+    def float(self: _Module) -> _Module:
         """``self.to(torch.float32)``, as in PyTorch."""
         return self.to(torch.float32)
 
-    def double(self) -> Module:
+    def double(self: _Module) -> _Module:
         """``self.to(torch.float64)``, as in PyTorch."""
         return self.to(torch.float64)
 
-    def bfloat16(self) -> Module:
+    def bfloat16(self: _Module) -> _Module:
         """``self.to(torch.bfloat16)``, as in PyTorch."""
         return self.to(torch.bfloat16)
 
-    def half(self) -> Module:
+    def half(self: _Module) -> _Module:
         """``self.to(torch.float16)``, as in PyTorch."""
         return self.to(torch.float16)
 
-    def cpu(self) -> Module:
+    def cpu(self: _Module) -> _Module:
         """``self.to("cpu")``, as in PyTorch."""
         return self.to("cpu")
 
-    def cuda(self, device: int | str | torch.device | None = None) -> Module:
+    def cuda(self: _Module, device: int | str | torch.device | None = None) -> _Module:
         """``self.to(device)`` for a GPU (default: the current one), as in PyTorch."""
         target: str | torch.device
         if device is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterator, Mapping
-from typing import Any, NoReturn, overload
+from typing import Any, NoReturn, SupportsIndex, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -21,6 +21,9 @@ from minidl.nn.module import Module, check_initialised, check_registered
 from minidl.nn.parameter import Parameter
 
 __all__ = ["Sequential"]
+
+#: The class of a module registered (see :meth:`Module.register_module`).
+_Module = TypeVar("_Module", bound=Module)
 
 
 class Sequential(Module):
@@ -177,7 +180,7 @@ class Sequential(Module):
         self._registrations_seen = Module._registrations
         self._init_checks()
 
-    def register_module(self, name: str, module: Module) -> Module:
+    def register_module(self, name: str, module: _Module) -> _Module:
         """Register a child while the chain is built; a built ``Sequential`` refuses (its
         ``forward`` runs the modules it was built with, in that order, and its parameters are
         one flat buffer made then): build a new one with the modules in the order data flows
@@ -477,12 +480,12 @@ class Sequential(Module):
             raise
 
     @overload
-    def __getitem__(self, index: int) -> Module: ...
+    def __getitem__(self, index: SupportsIndex) -> Module: ...
 
     @overload
     def __getitem__(self, index: slice) -> Sequential: ...
 
-    def __getitem__(self, index: int | slice) -> Module:
+    def __getitem__(self, index: SupportsIndex | slice) -> Module:
         if isinstance(index, slice):
             # The same modules, their parameters left where they are (even with a step, where
             # they do not tile one buffer and __init__ would move them out of this model's).
