@@ -96,6 +96,14 @@ class SignSGD(optim.Optimizer):
         value.sub_(grad.sign(), alpha=self.lr)
 
 
+class HeavyBall(optim.SGD):
+    """SGD with its momentum also read as ``mu``, and a setting of its own declared without a
+    type (read as Any)."""
+
+    mu = optim.SGD.momentum
+    note = optim.Hyperparameter()
+
+
 class Halving(optim.LRScheduler):
     """lr_t = base_lr / 2**t."""
 
@@ -152,6 +160,10 @@ def check_training() -> None:
         optimizer.step()
         assert_type(schedule.step(), float)
     assert optimizer.lr == 0.01 / 8
+    heavy = HeavyBall(model.parameters(), lr=0.1, momentum=0.9)
+    assert_type(heavy.mu, float)
+    assert heavy.mu == 0.9
+    assert_type(HeavyBall.mu, optim.Hyperparameter[float])
     with detect_anomaly(model, criterion):
         criterion(model(x), y)
         model.backward(criterion.backward())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor
@@ -109,6 +109,42 @@ def train(model: Sequential, x: Tensor, y: Tensor, epochs: int) -> list[float]:
     return losses
 
 
+def settings(model: Sequential) -> None:
+    sgd = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    assert_type(sgd.lr, float)
+    assert_type(sgd.momentum, float)
+    assert_type(sgd.nesterov, bool)
+    assert_type(sgd.weight_decay, float)
+    sgd.momentum = 0.5
+    sgd.lr = 0.01
+    adam = optim.Adam(model.parameters(), lr=1e-3)
+    assert_type(adam.betas, tuple[float, float])
+    assert_type(adam.eps, float)
+    rmsprop = optim.RMSprop(model.parameters(), lr=1e-3, centered=True)
+    assert_type(rmsprop.centered, bool)
+    assert_type(rmsprop.alpha, float)
+    assert_type(optim.Adadelta(model.parameters()).rho, float)
+    assert_type(optim.Adagrad(model.parameters(), lr=0.1).lr_decay, float)
+    decay = optim.StepDecay(sgd, step_size=10, gamma=0.5)
+    assert_type(decay.step_size, int)
+    assert_type(decay.gamma, float)
+    decay.step_size = 5
+    cycle = optim.OneCycle(sgd, max_lr=1.0, total_steps=10)
+    assert_type(cycle.max_lr, float)
+    assert_type(cycle.step_limit, int)
+    schedule: optim.LRScheduler = decay
+    assert_type(schedule.step_limit, int | None)
+
+
+def param_groups_are_refused(optimizer: optim.Optimizer) -> None:
+    # A minidl optimizer is one group of parameters: param_groups and add_param_group raise.
+    assert_type(optimizer.param_groups, NoReturn)
+
+
+def add_param_group_is_refused(optimizer: optim.Optimizer, model: Sequential) -> NoReturn:
+    optimizer.add_param_group({"params": list(model.parameters())})
+
+
 def round_trip(model: Sequential, optimizer: optim.SGD, schedule: optim.StepDecay) -> None:
     state = model.state_dict()
     assert_type(state, dict[str, Tensor])
@@ -144,6 +180,19 @@ def main() -> None:
     y = (x.norm(dim=1) > 1).long()
     losses = train(model, x, y, epochs=6)
     assert losses[-1] < losses[0]
+    settings(model)
+    try:
+        param_groups_are_refused(optim.SGD(model.parameters(), lr=0.1))
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("param_groups should have been refused")
+    try:
+        add_param_group_is_refused(optim.SGD(model.parameters(), lr=0.1), model)
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("add_param_group should have been refused")
     optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     round_trip(model, optimizer, optim.StepDecay(optimizer, step_size=2))
 

@@ -47,8 +47,8 @@ class Adadelta(Optimizer):
 
     state_names: tuple[str, ...] = ("square_avg", "acc_delta")
     denominator_terms: ClassVar[tuple[str, ...]] = ("eps",)
-    rho = Hyperparameter()
-    eps = Hyperparameter()
+    rho: Hyperparameter[float] = Hyperparameter()
+    eps: Hyperparameter[float] = Hyperparameter()
     _rho: float
     _eps: float
 

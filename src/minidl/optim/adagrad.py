@@ -48,10 +48,10 @@ class Adagrad(Optimizer):
 
     state_names: tuple[str, ...] = ("sum",)
     denominator_terms: ClassVar[tuple[str, ...]] = ("eps",)
-    lr_decay = Hyperparameter()
-    weight_decay = Hyperparameter()
-    initial_accumulator_value = Hyperparameter()
-    eps = Hyperparameter()
+    lr_decay: Hyperparameter[float] = Hyperparameter()
+    weight_decay: Hyperparameter[float] = Hyperparameter()
+    initial_accumulator_value: Hyperparameter[float] = Hyperparameter()
+    eps: Hyperparameter[float] = Hyperparameter()
     _lr_decay: float
     _weight_decay: float
     _initial_accumulator_value: float

@@ -66,9 +66,9 @@ class Adam(Optimizer):
 
     state_names: tuple[str, ...] = ("exp_avg", "exp_avg_sq")
     denominator_terms: ClassVar[tuple[str, ...]] = ("eps",)
-    betas = Hyperparameter()
-    eps = Hyperparameter()
-    weight_decay = Hyperparameter()
+    betas: Hyperparameter[tuple[float, float]] = Hyperparameter()
+    eps: Hyperparameter[float] = Hyperparameter()
+    weight_decay: Hyperparameter[float] = Hyperparameter()
     _betas: tuple[float, float]
     _eps: float
     _weight_decay: float

@@ -6,7 +6,7 @@ import numbers
 import struct
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -19,10 +19,13 @@ from minidl.nn.parameter import Parameter
 
 __all__ = ["Hyperparameter", "Optimizer"]
 
+T = TypeVar("T")
 
-class Hyperparameter:
+
+class Hyperparameter(Generic[T]):
     """A hyper-parameter of an optimizer (``momentum``, ``betas``, ...), read and set as an
-    attribute.
+    attribute; ``T`` is the type of its value (``momentum: Hyperparameter[float]``), which a
+    type checker gives the attribute.
 
     Setting it runs the constructor's checks, with the optimizer's other hyper-parameters (SGD's
     ``nesterov`` needs ``momentum > 0``), so ``optimizer.momentum = 5`` raises as
@@ -31,6 +34,11 @@ class Hyperparameter:
     refused too. The value is kept in ``_<name>``, which the updates read.
     """
 
+    if TYPE_CHECKING:
+        # (a hyper-parameter declared without its type, ``beta = Hyperparameter()``, is
+        # Hyperparameter[Any] to a type checker, read as Any, as all were before they had one)
+        def __init__(self: Hyperparameter[Any]) -> None: ...
+
     def __set_name__(self, owner: type, name: str) -> None:
         # Named once, by the class that made it (an alias in a subclass, ``mu =
         # SGD.momentum``, is the same hyper-parameter; see minidl._setting.Setting).
@@ -38,10 +46,19 @@ class Hyperparameter:
             self.name = name
             self.slot = "_" + name
 
-    def __get__(self, instance: Optimizer | None, owner: type | None = None) -> Any:
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> Hyperparameter[T]: ...
+
+    @overload
+    def __get__(self, instance: Optimizer, owner: type | None = None) -> T: ...
+
+    def __get__(
+        self, instance: Optimizer | None, owner: type | None = None
+    ) -> Hyperparameter[T] | T:
         if instance is None:
             return self
-        return getattr(instance, self.slot)
+        value: T = getattr(instance, self.slot)
+        return value
 
     def __set__(self, instance: Optimizer, value: Any) -> None:
         instance._assign_hyperparameters({self.name: value})
@@ -359,7 +376,7 @@ class Optimizer:
     # -- what a PyTorch optimizer has and a minidl one has not ------------------------------------
 
     @property
-    def param_groups(self) -> list[dict[str, Any]]:
+    def param_groups(self) -> NoReturn:
         """Refused: a minidl optimizer is one group of parameters, whose learning rate and
         hyper-parameters are attributes (``optimizer.lr = 0.01``), checked when set.
 
@@ -374,7 +391,7 @@ class Optimizer:
             "one optimizer for each group"
         )
 
-    def add_param_group(self, param_group: object) -> None:
+    def add_param_group(self, param_group: object) -> NoReturn:
         """Refused: a minidl optimizer is one group of parameters; build another optimizer for
         the new group.
 

@@ -55,11 +55,11 @@ class RMSprop(Optimizer):
 
     state_names: tuple[str, ...] = ("square_avg",)
     denominator_terms: ClassVar[tuple[str, ...]] = ("eps",)
-    alpha = Hyperparameter()
-    eps = Hyperparameter()
-    weight_decay = Hyperparameter()
-    momentum = Hyperparameter()
-    centered = Hyperparameter()
+    alpha: Hyperparameter[float] = Hyperparameter()
+    eps: Hyperparameter[float] = Hyperparameter()
+    weight_decay: Hyperparameter[float] = Hyperparameter()
+    momentum: Hyperparameter[float] = Hyperparameter()
+    centered: Hyperparameter[bool] = Hyperparameter()
     _alpha: float
     _eps: float
     _weight_decay: float

@@ -65,9 +65,9 @@ class SGD(Optimizer):
     """
 
     state_names: tuple[str, ...] = ("momentum_buffer",)
-    momentum = Hyperparameter()
-    weight_decay = Hyperparameter()
-    nesterov = Hyperparameter()
+    momentum: Hyperparameter[float] = Hyperparameter()
+    weight_decay: Hyperparameter[float] = Hyperparameter()
+    nesterov: Hyperparameter[bool] = Hyperparameter()
     _momentum: float
     _weight_decay: float
     _nesterov: bool
