@@ -119,6 +119,12 @@ def settings(model: Sequential) -> None:
     sgd.lr = 0.01
     adam = optim.Adam(model.parameters(), lr=1e-3)
     assert_type(adam.betas, tuple[float, float])
+    listed = optim.Adam(model.parameters(), betas=[0.8, 0.99])  # a list or tensor, as at run time
+    assert_type(listed.betas, tuple[float, float])
+    assert listed.betas == (0.8, 0.99)
+    decoupled = optim.AdamW(model.parameters(), betas=torch.tensor([0.5, 0.75]))
+    assert_type(decoupled.betas, tuple[float, float])
+    assert decoupled.betas == (0.5, 0.75)
     assert_type(adam.eps, float)
     rmsprop = optim.RMSprop(model.parameters(), lr=1e-3, centered=True)
     assert_type(rmsprop.centered, bool)

@@ -51,7 +51,8 @@ class Adam(Optimizer):
     Args:
         params: the parameters to optimise, usually ``model.parameters()``.
         lr: the learning rate :math:`\lambda`, finite and >= 0 (default 1e-3).
-        betas: :math:`(\beta_1, \beta_2)`, each in ``[0, 1)`` (default ``(0.9, 0.999)``).
+        betas: :math:`(\beta_1, \beta_2)`, each in ``[0, 1)`` (default ``(0.9, 0.999)``): a
+            tuple, a list, or a 1-D array or tensor of two, read back as a tuple (``.betas``).
         eps: :math:`\epsilon`, > 0 and not 0 in the parameters' dtype (default 1e-8, which
             float16 rounds to 0, as every eps below 2.980232416405216e-08: give float16
             parameters one from there up, such as 1e-4).
@@ -78,7 +79,7 @@ class Adam(Optimizer):
         self,
         params: Iterable[Parameter],
         lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: tuple[float, float] | list[float] | Tensor = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from torch import Tensor
+
 from minidl.nn.parameter import Parameter
 from minidl.optim.adam import Adam
 
@@ -26,7 +28,8 @@ class AdamW(Adam):
     Args:
         params: the parameters to optimise, usually ``model.parameters()``.
         lr: the learning rate :math:`\lambda`, finite and >= 0 (default 1e-3).
-        betas: :math:`(\beta_1, \beta_2)`, each in ``[0, 1)`` (default ``(0.9, 0.999)``).
+        betas: :math:`(\beta_1, \beta_2)`, each in ``[0, 1)`` (default ``(0.9, 0.999)``): a
+            tuple, a list, or a 1-D array or tensor of two, read back as a tuple (``.betas``).
         eps: :math:`\epsilon`, > 0 and not 0 in the parameters' dtype (default 1e-8, which
             float16 rounds to 0, as every eps below 2.980232416405216e-08: give float16
             parameters one from there up, such as 1e-4).
@@ -45,7 +48,7 @@ class AdamW(Adam):
         self,
         params: Iterable[Parameter],
         lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: tuple[float, float] | list[float] | Tensor = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
     ) -> None:
