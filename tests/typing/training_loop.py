@@ -91,7 +91,7 @@ def train(model: Sequential, x: Tensor, y: Tensor, epochs: int) -> list[float]:
     schedule = optim.SequentialSchedule(optimizer, [warmup, decay], milestones=[2])
     losses: list[float] = []
     for _ in range(epochs):
-        optimizer.zero_grad()
+        optimizer.zero_grad(set_to_none=False)
         output = model(x)
         assert_type(output, Tensor)
         loss = criterion(output, y)
@@ -172,6 +172,8 @@ def refused(model: Sequential, x: Tensor) -> None:
     nn.Linear(2, 3)(x, x)  # type: ignore[call-arg]
     _ = model[0].weight  # type: ignore[attr-defined]  # a Module: isinstance(..., nn.Linear) first
     _ = nn.Tanh().to(torch.float64).weight  # type: ignore[attr-defined]
+    model.zero_grad(set_to_none=True)  # type: ignore[arg-type]  # a gradient is never None
+    optim.SGD(model.parameters(), lr=0.1).zero_grad(set_to_none=True)  # type: ignore[arg-type]
 
 
 def main() -> None:

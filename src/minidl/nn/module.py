@@ -770,11 +770,12 @@ class Module:
             f"whose {own} are: {has})"
         )
 
-    def zero_grad(self, set_to_none: bool = False) -> None:
+    def zero_grad(self, set_to_none: Literal[False] = False) -> None:
         """Set the gradient of every parameter to zero, in place.
 
         ``set_to_none=True`` (PyTorch's default, which leaves ``grad`` ``None``) is refused: a
-        minidl gradient is never ``None``. ``set_to_none=False`` is this zeroing.
+        minidl gradient is never ``None``. ``set_to_none=False`` is this zeroing; typed
+        ``Literal[False]``, so that a type checker finds ``set_to_none=True`` too.
         """
         if set_to_none is not False:
             refuse_set_to_none(f"{type(self).__name__}.zero_grad", set_to_none)

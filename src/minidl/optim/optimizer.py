@@ -6,7 +6,7 @@ import numbers
 import struct
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, NoReturn, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -355,12 +355,13 @@ class Optimizer:
         self._update(values, grads, state)
         self.step_count += 1
 
-    def zero_grad(self, set_to_none: bool = False) -> None:
+    def zero_grad(self, set_to_none: Literal[False] = False) -> None:
         """Set the gradient of every parameter to zero, in place.
 
         ``set_to_none=True`` (PyTorch's default, which leaves ``grad`` ``None``, and skips
         such a parameter at the next ``step``) is refused: a minidl gradient is never ``None``.
-        ``set_to_none=False`` is this zeroing.
+        ``set_to_none=False`` is this zeroing; typed ``Literal[False]``, so that a type checker
+        finds ``set_to_none=True`` too.
         """
         if set_to_none is not False:
             refuse_set_to_none(f"{type(self).__name__}.zero_grad", set_to_none)
