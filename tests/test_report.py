@@ -387,6 +387,26 @@ def test_a_verdict_gives_the_p_value_that_decides_it(tmp_path: Path) -> None:
     assert line.endswith("| within noise (+0.62, SE 0.24, p = 0.06) |")
 
 
+def test_the_criterion_says_what_each_verdict_gives(tmp_path: Path) -> None:
+    """The criterion, in the report and in results.json, says what each verdict writes beside
+    it, the difference, its SE and the p-value, and that the p-value alone decides: the rows
+    of the verdict test above, one on each side of the line at nearly the same SE. It said
+    "Each verdict gives the difference and its SE" after the verdicts had gained Welch's
+    p-value, and named no number that tells the two rows apart."""
+    tanh = fake_row(experiment("I", "Tanh"), (1.2, 1.45, 1.7, 1.95, 2.2))
+    elu = fake_row(experiment("I", "ELU"), (2.4, 2.4, 2.4, 2.45, 2.45))
+    sentence = (
+        "Each verdict gives the difference, its SE and the test's two-sided p-value, below "
+        "0.05 exactly where the row differs."
+    )
+    assert sentence in results_json([tanh, elu], SETTINGS, 1.0, 1.0, {})["criterion"]
+    assert sentence in differences_section([tanh, elu], tmp_path)
+    for row, differs in ((tanh, True), (elu, False)):
+        comparison = compare(row)
+        assert comparison is not None
+        assert comparison.differs is differs is (comparison.p_value < 0.05)
+
+
 def test_holm_says_which_differences_stand_among_the_rows_compared(tmp_path: Path) -> None:
     """Each main row is tested alone at 5%; with 14 of them, about 0.7 differ by chance alone.
     The report says which differences still stand when the main rows' p-values are corrected

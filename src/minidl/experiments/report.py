@@ -61,7 +61,8 @@ CRITERION = (
     f"{SIGNIFICANCE:.0%} level (two-sided): t = (ours - paper) / SE, where SE = "
     "sqrt(s_ours^2 / n_ours + s_paper^2 / n_paper) is the standard error of the difference of "
     "the two means (s: sample s.d. over the rounds, n: number of rounds), with the "
-    "Welch-Satterthwaite degrees of freedom. Each verdict gives the difference and its SE. "
+    "Welch-Satterthwaite degrees of freedom. Each verdict gives the difference, its SE and "
+    f"the test's two-sided p-value, below {SIGNIFICANCE:g} exactly where the row differs. "
     '"Within noise" means this test does not tell the two apart, not that they agree.'
 )
 """How a row is compared with the paper; the report and the JSON add the rounds on each side,
