@@ -892,6 +892,27 @@ def test_dist_timeout_accepts_positive_seconds() -> None:
     assert build_parser().parse_args(["train"]).dist_timeout is None
 
 
+@pytest.mark.parametrize(("text", "shown"), [("30", "30"), ("2.5", "2.5"), ("1e-3", "0.001")])
+def test_dist_timeout_outside_torchrun_is_refused_before_anything_runs(
+    text: str, shown: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--dist-timeout`` without torchrun (no ``WORLD_SIZE``: one process, no rank to wait
+    for) was silently ignored, as if in force; it is refused in one line, exit status 2,
+    nothing trained or printed, as ``--checkpoint-every`` without a checkpoint is.
+    ``$MINIDL_DIST_TIMEOUT``, an environment's setting for every run, is still left unread."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("MINIDL_DIST_TIMEOUT", "7")
+    argv = ["train", "--hidden", "4", "--epochs", "0", "--quiet"]
+    assert main([*argv, "--dist-timeout", text]) == 2
+    assert capsys.readouterr() == (
+        "",
+        f"minidl train: error: --dist-timeout {shown} applies under torchrun only (WORLD_SIZE is "
+        "not set: this run is a single process, with no rank to wait for)\n",
+    )
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_only_rank_0_writes_the_checkpoint(tmp_path: Path) -> None:
     """Launched as 2 ranks (gloo over 127.0.0.1, started by hand as torchrun would), each in its
     own folder with the same relative ``--checkpoint run.ckpt``: rank 0 writes it (at the last

@@ -354,8 +354,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[_ArgumentParser]) -
         type=_positive_seconds,
         default=None,
         metavar="SECONDS",
-        help="under torchrun: how long a rank waits for the others before stopping with an error "
-        "that names the ranks that died or hung (default: $MINIDL_DIST_TIMEOUT, else 60)",
+        help="under torchrun only: how long a rank waits for the others before stopping with an "
+        "error that names the ranks that died or hung (default: $MINIDL_DIST_TIMEOUT, else 60)",
     )
     parser.set_defaults(run=_run_train_launched)
 
@@ -952,7 +952,8 @@ def _run_train_launched(args: argparse.Namespace) -> int:
     Under torchrun (``WORLD_SIZE`` set), join the process group (gloo on CPU), train
     data-parallel (each rank takes 1/N of every batch, see :mod:`minidl.distributed`) and leave
     the group. A rank that dies or hangs stops the others, within ``--dist-timeout``, with an
-    error that names it (exit code 1).
+    error that names it (exit code 1). Alone, a ``--dist-timeout`` is refused, as the flags
+    that apply with another flag only are.
     """
     from minidl.distributed import (
         DistributedError,
@@ -963,6 +964,11 @@ def _run_train_launched(args: argparse.Namespace) -> int:
 
     launch = launch_from_env()
     if launch is None:
+        if args.dist_timeout is not None:  # (ignored, it would let one think it is in force)
+            raise ValueError(
+                f"--dist-timeout {args.dist_timeout:g} applies under torchrun only (WORLD_SIZE "
+                "is not set: this run is a single process, with no rank to wait for)"
+            )
         return _run_train(args)
     timeout = args.dist_timeout if args.dist_timeout is not None else timeout_from_env()
     try:
