@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 import inspect
 import math
+import pickle
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -19,7 +21,7 @@ from torch import Tensor
 import minidl
 from minidl import nn, optim
 from minidl.data import BatchIterator, make_disk_data
-from minidl.nn._checks import GradientDtypeError
+from minidl.nn import GradientDtypeError
 from minidl.rounds import fit_rounds
 from minidl.train import fit
 
@@ -243,6 +245,34 @@ def test_a_gradient_of_another_dtype_is_named_once_by_the_innermost_container(me
     with pytest.raises(TypeError) as refused:
         nested(torch.randn(3, 4, dtype=torch.float16))
     assert not isinstance(refused.value, GradientDtypeError)
+
+
+def test_the_refusal_of_a_gradients_dtype_is_public_in_minidl_nn() -> None:
+    """GradientDtypeError, which every module with parameters or running statistics raises
+    for a gradient of another dtype, and whose ``given`` and ``expected`` dtypes a caller
+    reads, is public: ``minidl.nn.GradientDtypeError``, in ``minidl.nn.__all__``, and so named
+    by a traceback and a pickle, as torch and numpy name their errors (it lived in the private
+    ``minidl.nn._checks`` alone, named so). It is still a TypeError."""
+    assert "GradientDtypeError" in nn.__all__
+    assert issubclass(nn.GradientDtypeError, TypeError)
+    modules = {
+        nn.Linear(3, 4): (5, 3),
+        nn.BatchedLinear(2, 3, 4): (2, 5, 3),
+        nn.BatchNorm1d(3, affine=False): (5, 3),
+    }
+    for module, shape in modules.items():
+        output = module(torch.randn(shape))
+        for method in ("backward", "backward_parameters"):
+            with pytest.raises(nn.GradientDtypeError) as caught:
+                getattr(module, method)(torch.ones_like(output, dtype=F64))
+            assert (caught.value.given, caught.value.expected) == (F64, torch.float32)
+    (line,) = traceback.format_exception_only(caught.value)
+    assert line.startswith(
+        "minidl.nn.GradientDtypeError: BatchNorm1d: gradient dtype torch.float64"
+    )
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert type(copy) is nn.GradientDtypeError
+    assert (copy.given, copy.expected, str(copy)) == (F64, torch.float32, str(caught.value))
 
 
 def test_a_gradient_promoted_to_the_parameters_dtype_is_still_taken() -> None:

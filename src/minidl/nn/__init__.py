@@ -1,6 +1,7 @@
 """Modules: layers, activations, losses and containers, each with a hand-derived backward."""
 
 from minidl.nn import init
+from minidl.nn._checks import GradientDtypeError
 from minidl.nn.activation import Activation
 from minidl.nn.batch_norm import BatchNorm1d
 from minidl.nn.batched_linear import BatchedLinear
@@ -50,6 +51,7 @@ __all__ = [
     "BatchedLinear",
     "CrossEntropyLoss",
     "Dropout",
+    "GradientDtypeError",
     "HuberLoss",
     "Identity",
     "IncompatibleKeys",

@@ -170,11 +170,34 @@ def check_input(where: str, input: object, features: int | None = None) -> Tenso
 
 
 class GradientDtypeError(TypeError):
-    """A module with parameters refused a gradient of another dtype than theirs: ``given``,
-    the gradient's dtype, and ``expected``, theirs. The modules without parameters promote a
-    gradient of another dtype (a float16 one through a bfloat16 ``Tanh`` becomes float32), so
-    the one that reaches a layer inside a container may not be the one its caller gave: the
-    container names that one instead (see :func:`refuse_given_gradient_dtype`)."""
+    """A module with parameters (:class:`~minidl.nn.Linear`, :class:`~minidl.nn.BatchNorm1d`,
+    ...) refused, in ``backward`` or ``backward_parameters``, a gradient of another dtype than
+    its parameters': PyTorch's autograd would cast it, minidl asks the caller to convert it.
+    A :class:`TypeError`, as minidl's other refusals of a dtype are.
+
+    Attributes:
+        given: the gradient's dtype.
+        expected: the parameters' dtype.
+
+    The modules without parameters promote a gradient of another dtype (a float16 one through
+    a bfloat16 ``Tanh`` becomes float32), so the one that reaches a layer inside a container
+    may not be the one its caller gave: a :class:`~minidl.nn.Sequential` or a
+    :class:`~minidl.nn.Residual` then raises one that names, as ``given``, the dtype its caller
+    gave, from the layer's own (its ``__cause__``, whose ``given`` is the promoted dtype).
+
+    Example:
+        >>> layer = Linear(3, 2)
+        >>> output = layer(torch.randn(4, 3))
+        >>> try:
+        ...     layer.backward(torch.ones(4, 2, dtype=torch.float64))
+        ... except GradientDtypeError as error:
+        ...     print(error.given, error.expected)
+        torch.float64 torch.float32
+    """
+
+    # Defined here with the checks that raise it; public as minidl.nn.GradientDtypeError, the
+    # name a traceback and a pickle give it.
+    __module__ = "minidl.nn"
 
     given: torch.dtype | None = None
     expected: torch.dtype | None = None
