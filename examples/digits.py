@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from minidl import nn, optim
+from minidl.cli import _ArgumentParser
 from minidl.data import BatchIterator
 from minidl.interop import to_torch
 from minidl.train import fit, predict
@@ -141,7 +142,9 @@ def _count(low: int, high: int | None = None) -> Callable[[str], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> tuple[float, float]:
-    parser = argparse.ArgumentParser(
+    # minidl's own command line's parser: a value such as -1e3 or -inf is judged by the
+    # option's type, not taken for an unknown option ("expected one argument").
+    parser = _ArgumentParser(
         description="Handwritten digits with minidl and with its torch.nn twin: trains an MLP "
         f"{'-'.join(map(str, SIZES))} (ReLU, Adam, lr {LR}, batches of {BATCH_SIZE}) on "
         "scikit-learn's 8x8 digits with both, and prints their test accuracies, in a few "

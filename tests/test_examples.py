@@ -81,6 +81,13 @@ def test_full_run_reaches_the_documented_accuracy(
         (["--epochs", "0"], "argument --epochs: expected an integer >= 1, got '0'"),
         (["--epochs", "-1"], "argument --epochs: expected an integer >= 1, got '-1'"),
         (["--seed", "-1"], "argument --seed: expected an integer in [0, 4294967295], got '-1'"),
+        # Numbers that argparse alone took for unknown options ("expected one argument"):
+        (["--epochs", "-1e3"], "argument --epochs: expected an integer >= 1, got '-1e3'"),
+        (["--epochs", "-inf"], "argument --epochs: expected an integer >= 1, got '-inf'"),
+        (["--seed", "-NaN"], "argument --seed: expected an integer in [0, 4294967295], got '-NaN'"),
+        (["--seed", "-.5e1"], "argument --seed: expected an integer in [0, 4294967295]"),
+        # ... and a value like an option that is no number is still an option:
+        (["--epochs", "-x"], "argument --epochs: expected one argument"),
         (["--seed", "5000000000"], "argument --seed: expected an integer in [0, 4294967295]"),
         (["--quick", "--epochs", "5"], "argument --epochs: not allowed with argument --quick"),
     ],
@@ -89,7 +96,8 @@ def test_bad_options_are_refused_before_anything_runs(
     digits: ModuleType, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     """They used to end in tracebacks from fit or scikit-learn (or, for --quick with --epochs,
-    to ignore --quick)."""
+    to ignore --quick). A value like a negative number is judged by its option's type, as by
+    minidl's command line, whose parser the example shares."""
     with pytest.raises(SystemExit) as info:
         digits.main(argv)
     assert info.value.code == 2

@@ -88,7 +88,8 @@ class _ArgumentParser(argparse.ArgumentParser):
     for its type to judge, as argparse takes ``-1`` and ``-0.5``: it took the others for an
     unknown option and refused the flag as given none ("argument --lr: expected one
     argument"). No option of minidl's begins so; its subcommands' parsers are of this class
-    too (``add_subparsers`` makes them of the parser's class)."""
+    too (``add_subparsers`` makes them of the parser's class), and so is the parser of
+    ``examples/digits.py``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
