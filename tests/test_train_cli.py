@@ -1405,6 +1405,82 @@ def test_an_interrupt_outside_training_exits_with_130_without_a_traceback(
     assert capsys.readouterr().err == "minidl reproduce: interrupted\n"
 
 
+#: A program that runs ``minidl`` with the arguments ARGUMENTS, as the console script does
+#: (ENTRY "script") or as ``python -m minidl`` (ENTRY "module"), where importing the module
+#: NAME is stopped by Ctrl-C: KeyboardInterrupt, or (RAISED "ImportError") the ImportError
+#: that a compiled module raises when an interrupt stops its initialisation.
+_INTERRUPTED_IMPORT = """
+import importlib.abc, runpy, sys
+
+def stop():
+    try:
+        raise KeyboardInterrupt
+    finally:
+        if RAISED == "ImportError":
+            raise ImportError("initialization failed")
+
+class Interrupted(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == NAME:
+            stop()
+
+sys.meta_path.insert(0, Interrupted())
+sys.argv = ["minidl", *ARGUMENTS]
+if ENTRY == "module":
+    runpy.run_module("minidl", run_name="__main__", alter_sys=True)
+else:
+    from minidl.cli import main
+    sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("entry", ["script", "module"])
+@pytest.mark.parametrize(
+    ("name", "raised"),
+    [
+        ("torch", "KeyboardInterrupt"),
+        ("torch._C", "KeyboardInterrupt"),
+        ("torch._C", "ImportError"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("arguments", "line"),
+    [
+        (["train", "--epochs", "0", "--quiet"], "minidl train: interrupted"),
+        (["train", "--lr", "0.1"], "minidl: interrupted"),  # (--lr's type imports torch)
+    ],
+    ids=["the command", "a flag's type"],
+)
+def test_ctrl_c_while_torch_is_imported_exits_with_130_and_one_line(
+    entry: str, name: str, raised: str, arguments: list[str], line: str
+) -> None:
+    """Ctrl-C while torch is imported, a second or so of every start: the package imported it
+    before the command line's first line ran (the console script and ``python -m minidl``
+    import the package first), and the run ended with a traceback of the import. Torch is now
+    imported inside :func:`main`, as the command or a flag's type first needs it: one line,
+    naming the command once it is known, and the status 130, at the start of torch's import
+    and half-way (its compiled core), the interrupt raised or behind an ImportError."""
+    program = (
+        _INTERRUPTED_IMPORT.replace("ARGUMENTS", repr(arguments))
+        .replace("RAISED", repr(raised))
+        .replace("NAME", repr(name))
+        .replace("ENTRY", repr(entry))
+    )
+    source = str(Path(__file__).resolve().parent.parent / "src")
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])),
+        },
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", line + "\n")
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
 def test_ctrl_c_exits_with_130_and_names_the_last_checkpoint(tmp_path: Path) -> None:
     """A real SIGINT (what Ctrl-C sends) to ``minidl train`` once its first checkpoint is on

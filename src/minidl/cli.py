@@ -163,7 +163,7 @@ def _non_negative_int(text: str) -> int:
 
 def _shown(value: object) -> str:
     """:func:`minidl._validate.shown` (imported when a message needs it, as this module imports
-    the rest of minidl where a command uses it; the package's ``__init__`` imports torch)."""
+    the rest of minidl, and with it torch, where a command uses it: see :func:`main`)."""
     from minidl._validate import shown
 
     return shown(value)
@@ -1006,8 +1006,22 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         return 1
 
 
+def _report_stop(name: str, interrupt: KeyboardInterrupt) -> int:
+    """Print the one line of a run that ``interrupt`` stopped, ``minidl train: interrupted``
+    (``name``: ``minidl train``, or ``minidl`` before the command is known), and return the
+    shell's status for its signal (see :func:`_stopped_by`)."""
+    how, status = _stopped_by(interrupt)
+    print(f"{name}: {how}", file=sys.stderr)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit code.
+
+    A Ctrl-C ends it with one line and the status 130 (``SIGTERM``, during the command: 143)
+    from the parsing of the arguments on, torch's import included: the package imports torch
+    at the first use of its modules (see :mod:`minidl`), here, as a flag's type or the command
+    first uses one."""
     # A character the output's encoding lacks (a path, under PYTHONIOENCODING=ascii or a C
     # locale) is printed escaped, as on stderr, rather than failing the command.
     reconfigure = getattr(sys.stdout, "reconfigure", None)
@@ -1015,7 +1029,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(ValueError, OSError):
             reconfigure(errors="backslashreplace")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt as interrupt:  # (a flag's type imports torch: --lr, --activation)
+        return _report_stop(parser.prog, interrupt)
+    except ImportError as error:  # (torch's import, stopped in a compiled module: see below)
+        stopped = _interrupt_behind(error)
+        if stopped is None:
+            raise
+        return _report_stop(parser.prog, stopped)
     if args.command is None:
         # The usage and one line on stderr, as for any other usage error (exit status 2).
         parser.print_usage(sys.stderr)
@@ -1040,16 +1062,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"minidl {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the shell's status, no traceback
-        how, status = _stopped_by(interrupt)
-        print(f"minidl {args.command}: {how}", file=sys.stderr)
-        return status
+        return _report_stop(f"minidl {args.command}", interrupt)
     except ImportError as error:
-        # A module imported late (matplotlib's pyplot, at the first figure) whose initialisation
-        # an interrupt stopped: pybind11 and the like raise ImportError('initialization
-        # failed') from it. The run stopped as on Ctrl-C or SIGTERM, its clean-up done.
+        # A module imported late (torch, matplotlib's pyplot at the first figure) whose
+        # initialisation an interrupt stopped: pybind11 and the like raise
+        # ImportError('initialization failed') from it. The run stopped as on Ctrl-C or
+        # SIGTERM, its clean-up done.
         stopped = _interrupt_behind(error)
         if stopped is None:
             raise
-        how, status = _stopped_by(stopped)
-        print(f"minidl {args.command}: {how}", file=sys.stderr)
-        return status
+        return _report_stop(f"minidl {args.command}", stopped)

@@ -1,0 +1,104 @@
+"""The package ``minidl`` imports its names at their first use, and torch with them.
+
+``import minidl`` (which the command line's console script and ``python -m minidl`` do before
+any of its code runs) imports no torch, so that the command line handles a Ctrl-C during
+torch's import (``tests/test_train_cli.py`` checks that); each name of ``minidl.__all__`` is
+still the object its module defines, whatever was imported first. Each check that needs a
+fresh interpreter runs a short program in one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import minidl
+
+SOURCE = str(Path(__file__).resolve().parent.parent / "src")
+
+
+def _run(program: str) -> subprocess.CompletedProcess[str]:
+    """Run ``program`` in a fresh interpreter that imports this tree's minidl."""
+    return subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [SOURCE, os.environ.get("PYTHONPATH")])),
+        },
+    )
+
+
+def test_the_package_and_the_command_lines_help_and_version_import_no_torch() -> None:
+    """``import minidl``, ``import minidl.cli``, ``minidl --help`` and ``minidl --version`` run
+    with torch's import refused (they imported it, a second or so, before anything else)."""
+    program = (
+        "import importlib.abc, sys\n"
+        "class Refused(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch':\n"
+        "            raise AssertionError('torch imported')\n"
+        "sys.meta_path.insert(0, Refused())\n"
+        "import minidl, minidl.cli\n"
+        "for argv in (['--help'], ['--version'], ['train', '--help'], ['reproduce', '--help']):\n"
+        "    try:\n"
+        "        minidl.cli.main(argv)\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0, (argv, exit.code)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = _run(program)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.endswith("\nFalse\n")
+    assert "minidl 0.1.0\n" in done.stdout
+
+
+def test_each_public_name_is_the_one_its_module_defines() -> None:
+    """``minidl.nn``, ``minidl.AnomalyError``, ``minidl.gradcheck``, ... are the objects of
+    their modules; ``dir`` lists them; another name is missing as from any module."""
+    for name in ("anomaly", "data", "nn", "optim"):
+        assert getattr(minidl, name) is sys.modules[f"minidl.{name}"]
+    for name, module in (
+        ("AnomalyError", "anomaly"),
+        ("detect_anomaly", "anomaly"),
+        ("GradcheckError", "gradcheck"),
+        ("gradcheck", "gradcheck"),
+    ):
+        assert getattr(minidl, name) is getattr(sys.modules[f"minidl.{module}"], name)
+    assert set(minidl.__all__) <= set(dir(minidl))
+    with pytest.raises(AttributeError, match=r"^module 'minidl' has no attribute 'Linear'$"):
+        minidl.Linear  # noqa: B018
+    with pytest.raises(ImportError, match="cannot import name 'Linear' from 'minidl'"):
+        from minidl import Linear  # type: ignore[attr-defined]  # noqa: F401
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "from minidl.gradcheck import GradcheckError",
+        "import minidl.gradcheck",
+        "import minidl",
+        "from minidl import gradcheck",
+    ],
+)
+def test_minidl_gradcheck_is_the_function_whatever_is_imported_first(first: str) -> None:
+    """The function :func:`minidl.gradcheck` and its module share the name; the import system
+    sets the module on the package when it imports it, which put the module in the function's
+    place where it came first (``minidl.gradcheck(...)``: 'module' object is not callable).
+    It stays the function, as when the package imported everything at once."""
+    program = (
+        f"{first}\n"
+        "import sys, minidl\n"
+        "import minidl.gradcheck as aliased\n"
+        "function = sys.modules['minidl.gradcheck'].gradcheck\n"
+        "assert minidl.gradcheck is function is aliased, (minidl.gradcheck, aliased)\n"
+    )
+    done = _run(program)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
