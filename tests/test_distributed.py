@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -798,6 +799,51 @@ def test_the_ranks_behind_are_named_when_every_rank_is_alive() -> None:
         "rank 0 of 4: the all_reduce of the gradients failed: ranks 1, 3 have not reached it: "
         "still alive, but stuck or slower than the timeout in their own code before it "
         "(collective timeout 5 s). Cause: timed out"
+    )
+
+
+class _SilentStore:
+    """The store of a rank 0 that hangs (stopped, its machine cut off): every call waits for an
+    answer that comes only when the test releases it."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+
+    def _wait(self, *args: object) -> bool:
+        self.released.wait()
+        raise RuntimeError("the test's store answered at last")
+
+    check = get = set = _wait
+
+
+def test_a_store_that_does_not_answer_is_named_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """torch's store calls wait for the store's answer without a timeout: after a failed
+    collective, rank 1's census asked a store whose host, rank 0, was stopped (SIGSTOP), and
+    `minidl train --dist-timeout 5` on rank 1 still waited after 10 minutes. The census waits
+    _CENSUS_SECONDS + _STORE_SECONDS at most and names the store as not answering. (Released
+    after 20 s: the code before waited for that.)"""
+    monkeypatch.setattr(distributed, "_CENSUS_SECONDS", 0.0)
+    monkeypatch.setattr(distributed, "_STORE_SECONDS", 0.5)
+    store = _SilentStore()
+    group = distributed.ProcessGroup.__new__(distributed.ProcessGroup)
+    group.rank, group.world_size, group.timeout, group._calls = 1, 2, 5.0, [3]
+    group._store = store  # type: ignore[assignment]
+    release = threading.Timer(20.0, store.released.set)
+    release.start()
+    try:
+        start = time.monotonic()
+        error = group._failure("the all_reduce of the gradients", RuntimeError("timed out"))
+        elapsed = time.monotonic() - start
+    finally:
+        release.cancel()
+        store.released.set()
+    assert elapsed < 10.0, elapsed
+    assert str(error) == (
+        "rank 1 of 2: the all_reduce of the gradients failed: the rendezvous store is "
+        "unreachable too (or does not answer), so rank 0 (which hosts it) or the launcher has "
+        "stopped or hung (collective timeout 5 s). Cause: timed out"
     )
 
 

@@ -174,7 +174,7 @@ def test_rank_0_waits_for_the_census_of_every_survivor_but_not_of_the_missing(
         ([2], "rank 2 stopped responding (died or hung)"),
         ([1, 2], "ranks 1, 2 stopped responding (died or hung)"),
         ([], "every rank is still alive (the ranks may have diverged in their calls)"),
-        (None, "the rendezvous store is unreachable too, so rank 0 (which hosts it) or the "),
+        (None, "the rendezvous store is unreachable too (or does not answer), so rank 0 (which "),
     ],
 )
 def test_a_failed_collective_names_what_the_census_found(

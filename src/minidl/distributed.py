@@ -48,8 +48,11 @@ four times a second, also while the rank waits in a collective); the survivors l
 counters stopped and raise a :class:`DistributedError` that names those ranks. A rank whose
 counter goes on but that is stuck in its own code (or slower there than the timeout: a long
 ``on_epoch``, a slow checkpoint write) is named too, as one that has not reached the collective:
-the heartbeat also publishes how many collectives the rank has entered. (With NCCL, PyTorch's
-watchdog notices a timed-out collective itself and ends the process with its own message.)
+the heartbeat also publishes how many collectives the rank has entered. The census waits for the
+store's answers 6.5 s at most (torch's store calls have no timeout of their own): when rank 0,
+which hosts the store, hangs, the others say so then rather than wait for ever. (With NCCL,
+PyTorch's watchdog notices a timed-out collective itself and ends the process with its own
+message.)
 
 Launch with ``torchrun`` (``python -m torch.distributed.run``), which sets ``WORLD_SIZE``,
 ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``:
@@ -68,16 +71,17 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -128,6 +132,12 @@ _BEAT_KEY = "minidl/heartbeat/"
 #: (stuck or slow in its own code) is told from ranks whose calls diverged.
 _CALLS_KEY = "minidl/collectives/"
 _DONE_KEY = "minidl/census-done/"
+#: The store's answers are awaited this long at most after a failed collective: a store whose
+#: host hangs (rank 0 stopped, its machine cut off) never answers.
+_STORE_SECONDS = 5.0
+
+
+_T = TypeVar("_T")
 
 
 class DistributedError(RuntimeError):
@@ -375,15 +385,26 @@ class ProcessGroup:
 
     def _failure(self, what: str, error: BaseException) -> DistributedError:
         """Find out which ranks stopped, and say so."""
-        missing = self._census()
-        behind = self._behind() if missing == [] else []
+
+        def survey() -> tuple[list[int] | None, list[int]]:
+            missing = self._census()
+            return missing, self._behind() if missing == [] else []
+
+        # (torch's store calls wait for the store's answer without a timeout: a rank 0 that
+        # hangs, whose process hosts the store, would hold up the census for ever)
+        found = _within(_CENSUS_SECONDS + _STORE_SECONDS, survey)
+        missing, behind = (None, []) if found is None else found
         if missing is not None:
-            self._finish_census(missing + behind)
+            stalled = missing + behind
+            if self.rank == 0:  # (it waits for the others' census: its own store answers it)
+                self._finish_census(stalled)
+            else:
+                _within(_STORE_SECONDS, lambda: self._finish_census(stalled))
         where = f"rank {self.rank} of {self.world_size}"
         if missing is None:
             diagnosis = (
-                "the rendezvous store is unreachable too, so rank 0 (which hosts it) or the "
-                "launcher has stopped"
+                "the rendezvous store is unreachable too (or does not answer), so rank 0 (which "
+                "hosts it) or the launcher has stopped or hung"
             )
         elif missing:
             names = ", ".join(str(rank) for rank in missing)
@@ -502,6 +523,22 @@ class ProcessGroup:
             f"ProcessGroup(rank={self.rank}, world_size={self.world_size}, "
             f"backend={self.backend!r}, timeout={self.timeout:g})"
         )
+
+
+def _within(seconds: float, ask: Callable[[], _T]) -> _T | None:
+    """``ask()``, run in a daemon thread and awaited ``seconds`` at most; ``None`` if it has not
+    returned by then (the thread stays blocked, in a call that may never return) or raised a
+    ``RuntimeError`` (the store's errors)."""
+    answers: list[_T] = []
+
+    def run() -> None:
+        with contextlib.suppress(RuntimeError):
+            answers.append(ask())
+
+    thread = threading.Thread(target=run, name="minidl-store-call", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return answers[0] if answers and not thread.is_alive() else None
 
 
 def _first_line(error: BaseException) -> str:
