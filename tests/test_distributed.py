@@ -9,6 +9,7 @@ timeout, with an error that names it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import pickle
@@ -802,6 +803,51 @@ def test_the_ranks_behind_are_named_when_every_rank_is_alive() -> None:
     )
 
 
+def test_ranks_that_closed_their_group_are_named_as_such_with_their_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rank that left its group (a run of fewer epochs, which closes it at the end; an error
+    raised through the ``with`` block) was named as one that 'stopped responding (died or
+    hung)'. Closing publishes it, with the error's type and first line: the others' census
+    names rank 1 as having closed its group, rank 2 as having closed it on its error, and rank
+    3, which published nothing, as stopped."""
+    group = distributed.ProcessGroup.__new__(distributed.ProcessGroup)
+    group.rank, group.world_size, group.timeout, group._calls = 0, 4, 5.0, [5]
+    group._store = _Store(  # type: ignore[assignment]
+        {"minidl/left/1": b"", "minidl/left/2": b"ValueError: bad batch"}
+    )
+    group._census = lambda: [1, 2, 3]  # type: ignore[method-assign]
+    finished: list[list[int]] = []
+    group._finish_census = finished.append  # type: ignore[method-assign]
+    error = group._failure("the all_reduce of the gradients", RuntimeError("closed"))
+    assert finished == [[1, 2, 3]]  # (rank 0 waits for none of them)
+    assert str(error) == (
+        "rank 0 of 4: the all_reduce of the gradients failed: rank 3 stopped responding (died "
+        "or hung); rank 1 closed its group before reaching it (a run that ended sooner there: "
+        "fewer epochs, a collective called on some ranks only, or an error handled there); "
+        "rank 2 closed its group on an error of its own: ValueError: bad batch (collective "
+        "timeout 5 s). Cause: closed"
+    )
+    # What a group publishes as it closes: nothing, or the error that left its with block.
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    for raised, reason in (
+        (None, b""),
+        (ValueError("bad batch\nin detail"), b"ValueError: bad batch"),
+        (KeyboardInterrupt(), b"KeyboardInterrupt"),
+    ):
+        monkeypatch.setenv("MASTER_PORT", str(free_port()))
+        with (
+            contextlib.suppress(ValueError, KeyboardInterrupt),
+            ProcessGroup(Launch(0, 1, 0), timeout=10.0) as closed,
+        ):
+            if raised is not None:
+                raise raised
+        assert closed._store.get("minidl/left/0") == reason
+        closed.close()  # (again: nothing changes)
+        assert closed._store.get("minidl/left/0") == reason
+
+
 class _SilentStore:
     """The store of a rank 0 that hangs (stopped, its machine cut off): every call waits for an
     answer that comes only when the test releases it."""
@@ -822,14 +868,15 @@ def test_a_store_that_does_not_answer_is_named_within_a_bound(
     """torch's store calls wait for the store's answer without a timeout: after a failed
     collective, rank 1's census asked a store whose host, rank 0, was stopped (SIGSTOP), and
     `minidl train --dist-timeout 5` on rank 1 still waited after 10 minutes. The census waits
-    _CENSUS_SECONDS + _STORE_SECONDS at most and names the store as not answering. (Released
-    after 20 s: the code before waited for that.)"""
+    _CENSUS_SECONDS + _STORE_SECONDS at most, names the store as not answering, and close()
+    does not ask it again. (Released after 20 s: the code before waited for that.)"""
     monkeypatch.setattr(distributed, "_CENSUS_SECONDS", 0.0)
     monkeypatch.setattr(distributed, "_STORE_SECONDS", 0.5)
     store = _SilentStore()
     group = distributed.ProcessGroup.__new__(distributed.ProcessGroup)
     group.rank, group.world_size, group.timeout, group._calls = 1, 2, 5.0, [3]
     group._store = store  # type: ignore[assignment]
+    group._store_answers = True
     release = threading.Timer(20.0, store.released.set)
     release.start()
     try:
@@ -845,6 +892,7 @@ def test_a_store_that_does_not_answer_is_named_within_a_bound(
         "unreachable too (or does not answer), so rank 0 (which hosts it) or the launcher has "
         "stopped or hung (collective timeout 5 s). Cause: timed out"
     )
+    assert group._store_answers is False
 
 
 # -- misuse named before anything runs ------------------------------------------------------------

@@ -10,11 +10,12 @@ contiguous copy) and of a change in its last element; and, on a real group of 2 
 127.0.0.1), rank 0's buffers on every rank as soon as the ``DataParallel`` is built, the mean of
 the ranks' gradients from ``synchronize`` without ``shard`` (computed here by hand, exactly), and
 the refusal, on every rank, of ranks that differ only in a dtype, a buffer, ``drop_last``, the
-batch size or the targets.
+batch size or the targets, and a rank that leaves its group on an error named with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -305,7 +306,10 @@ def _worker(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     result: dict[str, Any] = {}
-    with ProcessGroup(Launch(rank, 2, rank), timeout=120.0) as group:  # (slow imports)
+    with (
+        contextlib.suppress(_LeavingError),
+        ProcessGroup(Launch(rank, 2, rank), timeout=120.0) as group,  # (slow imports)
+    ):
         torch.manual_seed(rank)
         model = Sequential(Linear(2, 3, dtype=F64), BatchNorm1d(3, dtype=F64))
         model[1].running_mean.add_(rank + 1)
@@ -339,7 +343,16 @@ def _worker(rank: int, port: int, out: str) -> None:
         targets = y.clone()
         targets[3] = rank
         result["targets"] = _refusal(lambda: parallel.shard(BatchIterator(x, targets, 6)))
+        # rank 1 leaves on an error of its own while rank 0 goes on (rank 0 was told that rank 1
+        # 'stopped responding (died or hung)')
+        if rank == 1:
+            raise _LeavingError("rank 1's own error\nin detail")
+        result["left"] = _refusal(lambda: group.all_reduce_(torch.ones(1), "the last sum"))
     torch.save(result, Path(out) / f"rank{rank}.pt")
+
+
+class _LeavingError(Exception):
+    """An error raised on one rank only."""
 
 
 def test_two_ranks_share_rank_0s_buffers_average_gradients_and_refuse_any_difference(
@@ -369,6 +382,10 @@ def test_two_ranks_share_rank_0s_buffers_average_gradients_and_refuse_any_differ
         for what in ("drop_last", "batch_size", "shuffle", "targets"):
             assert result[what].startswith(batches), what
             assert "of ranks [1] differs from rank 0's" in result[what], what
+    assert results[0]["left"].startswith(
+        "rank 0 of 2: the all_reduce of the last sum failed: rank 1 closed its group on an error "
+        "of its own: _LeavingError: rank 1's own error (collective timeout 120 s). Cause: "
+    ), results[0]["left"]
 
 
 def test_buffers_replaced_after_the_wrapper_was_built_are_the_ones_synchronized(

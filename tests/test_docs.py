@@ -344,6 +344,7 @@ def test_readme_rank_failure_message_is_the_one_minidl_train_prints() -> None:
     group = ProcessGroup.__new__(ProcessGroup)
     group.rank, group.world_size, group.timeout = 0, 3, DEFAULT_TIMEOUT
     group._census = lambda: [2]  # type: ignore[method-assign]
+    group._left = lambda ranks: {}  # type: ignore[method-assign]  # (it did not close its group)
     group._finish_census = lambda missing: None  # type: ignore[method-assign]
     error = group._failure("the all_reduce of the gradients", RuntimeError("gloo: closed"))
     printed = f"minidl train: error: {error}"  # as the command line prints it

@@ -48,7 +48,9 @@ four times a second, also while the rank waits in a collective); the survivors l
 counters stopped and raise a :class:`DistributedError` that names those ranks. A rank whose
 counter goes on but that is stuck in its own code (or slower there than the timeout: a long
 ``on_epoch``, a slow checkpoint write) is named too, as one that has not reached the collective:
-the heartbeat also publishes how many collectives the rank has entered. The census waits for the
+the heartbeat also publishes how many collectives the rank has entered. A rank that closed its
+group (its run ended sooner, or it left the ``with`` block on an error) says so as it closes, and
+is named as such, with the error's type and first line. The census waits for the
 store's answers 6.5 s at most (torch's store calls have no timeout of their own): when rank 0,
 which hosts the store, hangs, the others say so then rather than wait for ever. (With NCCL,
 PyTorch's watchdog notices a timed-out collective itself and ends the process with its own
@@ -132,8 +134,11 @@ _BEAT_KEY = "minidl/heartbeat/"
 #: (stuck or slow in its own code) is told from ranks whose calls diverged.
 _CALLS_KEY = "minidl/collectives/"
 _DONE_KEY = "minidl/census-done/"
-#: The store's answers are awaited this long at most after a failed collective: a store whose
-#: host hangs (rank 0 stopped, its machine cut off) never answers.
+#: ... and, when the rank closes its group, why: empty for a plain close, else the error that
+#: left the ``with`` block, so that a rank that stopped on purpose is not named as dead.
+_LEFT_KEY = "minidl/left/"
+#: The store's answers are awaited this long at most after a failed collective (and at close): a
+#: store whose host hangs (rank 0 stopped, its machine cut off) never answers.
 _STORE_SECONDS = 5.0
 
 
@@ -311,6 +316,9 @@ class ProcessGroup:
                 f"{address} within {self.timeout:g} s: {_first_line(error)}"
             ) from error
         self._store: Store = store
+        # Whether the store answered the last census (a store that did not is not waited for
+        # again at close).
+        self._store_answers = True
         # The collectives entered (the heartbeat publishes it), one count shared with copies.
         self._calls = [0]
         # A rank blocked in a collective still beats (the collective releases the GIL), so after
@@ -386,30 +394,50 @@ class ProcessGroup:
     def _failure(self, what: str, error: BaseException) -> DistributedError:
         """Find out which ranks stopped, and say so."""
 
-        def survey() -> tuple[list[int] | None, list[int]]:
+        def survey() -> tuple[list[int] | None, list[int], dict[int, str]]:
             missing = self._census()
-            return missing, self._behind() if missing == [] else []
+            behind = self._behind() if missing == [] else []
+            return missing, behind, self._left(missing) if missing else {}
 
         # (torch's store calls wait for the store's answer without a timeout: a rank 0 that
         # hangs, whose process hosts the store, would hold up the census for ever)
         found = _within(_CENSUS_SECONDS + _STORE_SECONDS, survey)
-        missing, behind = (None, []) if found is None else found
+        missing, behind, left = (None, [], {}) if found is None else found
+        self._store_answers = missing is not None  # (close() need not wait for it again)
         if missing is not None:
             stalled = missing + behind
             if self.rank == 0:  # (it waits for the others' census: its own store answers it)
                 self._finish_census(stalled)
             else:
                 _within(_STORE_SECONDS, lambda: self._finish_census(stalled))
+        missing = None if missing is None else [rank for rank in missing if rank not in left]
         where = f"rank {self.rank} of {self.world_size}"
         if missing is None:
             diagnosis = (
                 "the rendezvous store is unreachable too (or does not answer), so rank 0 (which "
                 "hosts it) or the launcher has stopped or hung"
             )
-        elif missing:
-            names = ", ".join(str(rank) for rank in missing)
-            rank_word = "rank" if len(missing) == 1 else "ranks"
-            diagnosis = f"{rank_word} {names} stopped responding (died or hung)"
+        elif missing or left:
+            diagnoses = []
+            if missing:
+                names = ", ".join(str(rank) for rank in missing)
+                rank_word = "rank" if len(missing) == 1 else "ranks"
+                diagnoses.append(f"{rank_word} {names} stopped responding (died or hung)")
+            plain = [rank for rank, reason in left.items() if not reason]
+            if plain:
+                names = ", ".join(str(rank) for rank in plain)
+                rank_word, its = ("rank", "its") if len(plain) == 1 else ("ranks", "their")
+                diagnoses.append(
+                    f"{rank_word} {names} closed {its} group before reaching it (a run that "
+                    "ended sooner there: fewer epochs, a collective called on some ranks only, "
+                    "or an error handled there)"
+                )
+            diagnoses.extend(
+                f"rank {rank} closed its group on an error of its own: {reason}"
+                for rank, reason in left.items()
+                if reason
+            )
+            diagnosis = "; ".join(diagnoses)
         elif behind:
             names = ", ".join(str(rank) for rank in behind)
             words = ("rank", "has", "its") if len(behind) == 1 else ("ranks", "have", "their")
@@ -423,6 +451,19 @@ class ProcessGroup:
             f"{where}: {what} failed: {diagnosis} (collective timeout "
             f"{self.timeout:g} s). Cause: {_first_line(error)}"
         )
+
+    def _left(self, ranks: Sequence[int]) -> dict[int, str]:
+        """Of ``ranks`` (whose heartbeat stopped), those that closed their group, each with the
+        reason it published (empty for a plain :meth:`close`)."""
+        left = {}
+        try:
+            for rank in ranks:
+                key = f"{_LEFT_KEY}{rank}"
+                if self._store.check([key]):
+                    left[rank] = self._store.get(key).decode(errors="replace")
+        except RuntimeError:
+            return {}
+        return left
 
     def _census(self) -> list[int] | None:
         """The other ranks whose heartbeat did not move for :data:`_CENSUS_SECONDS` and that did
@@ -484,11 +525,20 @@ class ProcessGroup:
         :class:`DistributedError`.
 
         Closing it again (or a :func:`copy.copy` of it, which shares the membership) does
-        nothing: a group joined since in this process stays joined.
+        nothing: a group joined since in this process stays joined. The other ranks, whose next
+        collective then fails, name this rank as one that closed its group (leaving the ``with``
+        block on an error, the error's type and first line), not as one that died.
         """
+        self._close("")
+
+    def _close(self, reason: str) -> None:
         if self._stop_beating.is_set():
             return
         self._stop_beating.set()
+        # (before the group goes: the others' census reads it; a store that is gone with rank 0
+        # raises, the others then find it unreachable)
+        if self._store_answers:
+            _within(_STORE_SECONDS, lambda: self._store.set(f"{_LEFT_KEY}{self.rank}", reason))
         if dist.is_initialized():
             dist.destroy_process_group()
 
@@ -516,7 +566,12 @@ class ProcessGroup:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.close()
+        reason = ""
+        if error is not None:
+            reason = type(error).__name__
+            if str(error).strip():
+                reason = f"{reason}: {_first_line(error)}"[:300]
+        self._close(reason)
 
     def __repr__(self) -> str:
         return (
