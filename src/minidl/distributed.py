@@ -24,8 +24,9 @@ every rank, so the parameters stay identical without further communication.
 A batch norm in training mode normalises with the statistics of its input, here of the rank's
 shard, as with PyTorch's ``DistributedDataParallel`` (without ``SyncBatchNorm``): a model with
 one does not train exactly as in one process. Its running statistics, updated by each rank from
-its own shard, are made rank 0's after every step (one ``broadcast``, as ``DistributedDataParallel``
-does), so that the ranks stay identical.
+its own shard, are made rank 0's after every step (one ``broadcast``; ``DistributedDataParallel``
+broadcasts them before every forward instead, which gives the same steps, but leaves each rank's
+own after the last one), so that the ranks stay identical.
 
 A random layer (:class:`~minidl.nn.Dropout`) draws its mask on each rank for that rank's shard,
 from that rank's generator: the masks are not those of one process over the whole batch, so such

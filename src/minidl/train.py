@@ -385,7 +385,8 @@ def fit(
             bools are refused (a TypeError after the epoch, which stays recorded).
         parallel: data-parallel training (a :class:`minidl.distributed.DataParallel`): each
             process trains on its shard of every batch, the gradients are made the global
-            batch's after every ``backward``, and the recorded loss is the global one. A
+            batch's after every ``backward``, and the recorded loss is the global one (the
+            validation error is computed by every process on the whole set, not sharded). A
             batch norm normalises over each process's shard, so a run that would give a
             process a shard of one sample is refused, as a batch of one is without it. It must
             be built on ``model``, and the loss must be a mean over the samples (a
