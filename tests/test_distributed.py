@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -633,6 +633,44 @@ def test_cli_under_torchrun_refuses_a_batch_size_the_ranks_cannot_split_by_its_f
         cli._run_train(args)
     assert str(raised.value) == message
     assert capsys.readouterr().out == ""
+
+
+class _GroupOfTwo:
+    """A stand-in for the ProcessGroup of rank 1 of 2, which keeps the error that left its with
+    block (the real one publishes it to the other ranks)."""
+
+    left: ClassVar[list[BaseException | None]] = []
+
+    def __init__(self, launch: Launch, *, device: str, timeout: float) -> None:
+        self.rank, self.world_size = launch.rank, launch.world_size
+
+    def __enter__(self) -> _GroupOfTwo:
+        return self
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        self.left.append(error)
+
+
+def test_cli_an_error_of_a_rank_other_than_0_leaves_its_group_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rank 1 of `minidl train --resume` that cannot read the file (on its own machine) printed
+    its error and closed its group as if its run had ended: rank 0 was told that rank 1 'closed
+    its group before reaching it', not why. The error leaves the with block, which publishes it
+    (rank 0 then quotes 'CheckpointError: --resume ...: cannot be read'); rank 1 still prints
+    its line and ends with status 2."""
+    monkeypatch.setattr(distributed, "ProcessGroup", _GroupOfTwo)
+    monkeypatch.setattr(_GroupOfTwo, "left", [])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--epochs", "2", "--resume", "missing.ckpt"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "minidl train: rank 1: error: --resume missing.ckpt: cannot be read (No such file or "
+        "directory)\n"
+    )
+    assert [type(error).__name__ for error in _GroupOfTwo.left] == ["CheckpointError"]
 
 
 # -- real process groups: a rank that dies or hangs -----------------------------------------------

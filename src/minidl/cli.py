@@ -972,17 +972,20 @@ def _run_train_launched(args: argparse.Namespace) -> int:
             )
         return _run_train(args)
     timeout = args.dist_timeout if args.dist_timeout is not None else timeout_from_env()
+    joined = False  # (until then, an error of the group's arguments is main's to report)
     try:
+        # (an error leaves the with block: the group publishes it, and the other ranks, whose
+        # next collective fails, quote it)
         with ProcessGroup(launch, device=getattr(args, "device", "cpu"), timeout=timeout) as group:
+            joined = True
             args.process_group = group
             args.quiet = args.quiet or group.rank != 0
-            try:
-                return _run_train(args)
-            except (ValueError, TypeError, KeyError) as error:
-                if group.rank == 0:
-                    raise  # reported by main
-                print(f"minidl train: rank {group.rank}: error: {error}", file=sys.stderr)
-                return 2
+            return _run_train(args)
+    except (ValueError, TypeError, KeyError) as error:
+        if not joined or launch.rank == 0:
+            raise  # reported by main
+        print(f"minidl train: rank {launch.rank}: error: {error}", file=sys.stderr)
+        return 2
     except DistributedError as error:
         print(f"minidl train: error: {error}", file=sys.stderr)
         # After a failed collective the communication threads can hold up the interpreter's exit
