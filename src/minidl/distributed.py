@@ -253,7 +253,10 @@ class ProcessGroup:
     Raises:
         ValueError: a timeout out of range, a device other than cpu and cuda, or cuda without
             a GPU for ``local_rank`` (checked before joining).
-        DistributedError: the group could not be joined within ``timeout``.
+        DistributedError: the group could not be joined within ``timeout`` (rank 0, which
+            hosts the store, waits that long for the others; another rank that finds no rank 0
+            waits up to about twice as long, as torch's store client tries to connect twice,
+            each time for ``timeout``).
     """
 
     def __init__(
