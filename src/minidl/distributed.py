@@ -52,8 +52,9 @@ counter goes on but that is stuck in its own code (or slower there than the time
 the heartbeat also publishes how many collectives the rank has entered. A rank that closed its
 group (its run ended sooner, or it left the ``with`` block on an error) says so as it closes, and
 is named as such, with the error's type and first line. The census waits for the
-store's answers 6.5 s at most (torch's store calls have no timeout of their own): when rank 0,
-which hosts the store, hangs, the others say so then rather than wait for ever. (With NCCL,
+store's answers 6.5 s at most (torch's store calls have no timeout of their own): when rank 0
+hosts the store (ranks started by hand; under ``torchrun`` the launcher hosts it) and hangs, the
+others say so then rather than wait for ever. (With NCCL,
 PyTorch's watchdog notices a timed-out collective itself and ends the process with its own
 message.)
 
