@@ -415,6 +415,33 @@ def test_batch_norm_momentum_none_resumes_from_its_state_dict() -> None:
     _close(module.running_mean, fifth, rtol=1e-15, what="the mean of five batch means")
 
 
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, F64, torch.float16, torch.bfloat16], ids=lambda d: str(d)[6:]
+)
+def test_batch_norm_means_are_tensor_means_to_the_bit(dtype: torch.dtype) -> None:
+    """BatchNorm1d's means over the batch (a sum and a division by the number of rows on the
+    CPU, where ``Tensor.mean`` converts that number at every call) have the bits of
+    ``mean(dim=0)``: batches of 2 to 4099 rows (the reductions' vectorised bodies and their
+    tails), values from 1e-30 to 1e30 times a common offset, contiguous or transposed."""
+    from minidl.nn.batch_norm import _batch_mean
+
+    generator = torch.Generator().manual_seed(11)
+    for rows in (2, 3, 7, 16, 17, 31, 100, 1000, 4099):
+        for columns in (1, 5, 25, 33):
+            for scale in (1e-30, 1.0, 3.7, 1e30):
+                wide = torch.randn(rows, columns, dtype=F64, generator=generator) * scale
+                x = (wide + torch.randn(columns, dtype=F64, generator=generator)).to(dtype)
+                for tensor in (x, x.t().contiguous().t()):
+                    expected = tensor.mean(dim=0)
+                    mean = _batch_mean(tensor)
+                    assert mean.dtype == expected.dtype
+                    assert torch.equal(mean.view(torch.uint8), expected.view(torch.uint8)), (
+                        rows,
+                        columns,
+                        scale,
+                    )
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_gradcheck(training: bool) -> None:
     module = nn.BatchNorm1d(3, dtype=F64)
