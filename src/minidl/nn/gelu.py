@@ -133,15 +133,25 @@ _BETA = math.sqrt(2.0) * (2.0 / math.sqrt(math.pi)) * 0.5
 _KAPPA = 0.044715
 
 
+def _half_of_one_plus(t: Tensor) -> Tensor:
+    """``(1 + t) / 2`` for ``t`` in ``[-1, 1]`` (an erf or a tanh), a new tensor, in one
+    operation, ``1/2 + (1/2) t``: halving is exact there, so the sum rounded once is exactly
+    half of ``1 + t`` rounded, the bits of ``t.add_(1).mul_(0.5)`` (whether the sum is fused
+    with the product or not: ``t / 2`` is exact), one tensor operation less (1.8 against 2.2 us
+    on a ``(100, 25)`` tensor on one thread; 1.5 us written over ``t`` with ``out=``, which
+    autograd refuses for a ``t`` made from an input of autograd's)."""
+    return torch.add(tensor_operand(0.5, t), t, alpha=0.5)
+
+
 def _erf_gelu(input: Tensor, out: Tensor | None) -> tuple[Tensor, Tensor]:
     """``(output, derivative)`` of the exact GELU."""
     low = input.clamp_min(-_ERF_BOUND)  # (-inf: -0, not -inf * 0)
     bounded = low.clamp_max(_ERF_BOUND)  # (+inf: x phi(x) = 0, not inf * 0)
     scaled = bounded * operand(_SQRT1_2, bounded)
-    cdf = torch.erf(scaled)
+    erf = torch.erf(scaled)
     # Phi = (1 + erf) / 2, exactly half of PyTorch's 1 + erf; x Phi is then exactly its
     # (x / 2)(1 + erf) (halving is exact).
-    cdf.add_(operand(1.0, cdf)).mul_(operand(0.5, cdf))
+    cdf = _half_of_one_plus(erf)
     output = torch.mul(low, cdf, out=out)
     # e^{-x^2/2} (its exponent in one operation; from x, not from x / sqrt 2, whose rounding
     # the square would carry into the exponent), then Phi + x e^{-x^2/2} / sqrt(2 pi), written
@@ -163,7 +173,7 @@ def _tanh_gelu(input: Tensor, out: Tensor | None) -> tuple[Tensor, Tensor]:
     # difference of a rounded c from 1, would carry c's rounding, times 2 beta x (1 + 3 kappa x^2).
     rest = torch.rsub(tanh, operand(1.0, tanh))
     # c = (1 + tanh u) / 2, exactly half of PyTorch's 1 + tanh u (as in _erf_gelu).
-    cdf = tanh.add_(operand(1.0, tanh)).mul_(operand(0.5, tanh))
+    cdf = _half_of_one_plus(tanh)
     output = torch.mul(low, cdf, out=out)
     # c + beta x c (1 - tanh u) (1 + 3 kappa x^2), written over c.
     slope = square.mul_(operand(3.0 * _KAPPA, square)).add_(operand(1.0, square))

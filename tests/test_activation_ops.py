@@ -1,0 +1,103 @@
+"""The tensor operations of GELU's forward and backward: how many a call issues (at
+the paper's size a step pays about a microsecond for each, whatever its arithmetic), and the
+bits of the shorter forms against the longer ones they replace."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import Tensor
+
+from minidl import nn
+
+F32, F64 = torch.float32, torch.float64
+
+#: Finite and infinite values, zeros of both signs, NaN, subnormals and the clamps' bounds.
+SPECIAL = [0.0, -0.0, 1.0, -1.0, 1e-40, -1e-40, 1e-310, -1e-310, 5.0, -5.0, 9.99, 10.0, 10.01]
+SPECIAL += [40.0, -40.0, 88.0, -88.0, 1000.0, -1000.0, 3e38, -3e38, 1e-7, -1e-7]
+SPECIAL += [float("inf"), -float("inf"), float("nan")]
+
+
+def _operations(call: object) -> list[str]:
+    """The top-level aten operations of one ``call()`` (after a warm-up)."""
+    from torch.profiler import profile
+
+    # (the profiler's library prints two lines at each start and stop otherwise)
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    assert callable(call)
+    call()
+    with profile() as recorded:
+        call()
+    return [event.name for event in recorded.events() if event.cpu_parent is None]
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize(
+    ("name", "forward", "backward"),
+    [("GELU", 9, 1), ("GELU tanh", 16, 1)],
+)
+def test_activation_issues_its_operations(
+    name: str, forward: int, backward: int, dtype: torch.dtype
+) -> None:
+    """GELU in 9 operations and its tanh approximation in 16; backward in one product."""
+    module = {
+        "GELU": nn.GELU,
+        "GELU tanh": lambda: nn.GELU("tanh"),
+    }[name]()
+    x = torch.randn(20, 6, dtype=dtype)
+    gradient = torch.randn(20, 6, dtype=dtype)
+    module(x)
+    assert len(_operations(lambda: module(x))) == forward
+    assert _operations(lambda: module.backward(gradient)) == ["aten::mul"] * backward
+
+
+def _inputs(dtype: torch.dtype) -> list[Tensor]:
+    """The special values, and random ones of several scales and lengths (the kernels'
+    vectorised bodies and their scalar tails)."""
+    generator = torch.Generator().manual_seed(3)
+    tensors = [torch.tensor(SPECIAL, dtype=F64).to(dtype)]
+    for length in (1, 7, 16, 17, 33, 100, 1003):
+        for scale in (1e-3, 1.0, 4.0, 30.0):
+            tensors.append((torch.randn(length, dtype=F64, generator=generator) * scale).to(dtype))
+    return tensors
+
+
+def _same_bits(actual: Tensor, expected: Tensor) -> bool:
+    return actual.dtype == expected.dtype and torch.equal(
+        actual.view(torch.uint8), expected.view(torch.uint8)
+    )
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_gelu_halves_one_plus_its_cdf_to_the_bit(approximate: str, dtype: torch.dtype) -> None:
+    """GELU's (1 + t) / 2, for t an erf or a tanh, made in one operation as 1/2 + t/2: the bits
+    of (1 + t) then times 1/2, for every t in [-1, 1] that the dtype holds near the ends and 0
+    (where the two round differently if at all), random ones, and the special values' erf and
+    tanh; and the module's output and gradient over the special values and random ones have
+    the bits of the two operations in its place."""
+    from minidl.nn import gelu
+
+    ends = torch.arange(0, 4096, dtype=F64) * torch.finfo(dtype).eps / 4
+    near = [ends - 1, 1 - ends, ends - 0.5, 0.5 - ends, ends, -ends]
+    t = torch.cat([*near, torch.rand(4096, dtype=F64) * 2 - 1]).to(dtype)
+    cdfs = [function(x) for x in _inputs(dtype) for function in (torch.erf, torch.tanh)]
+    for value in [t, *cdfs]:
+        expected = (value + 1) * 0.5
+        assert _same_bits(gelu._half_of_one_plus(value.clone()), expected)
+
+    def two_operations(t: Tensor) -> Tensor:
+        return t.add_(1.0).mul_(0.5)
+
+    module = nn.GELU(approximate)
+    with pytest.MonkeyPatch.context() as patch:
+        reference = nn.GELU(approximate)
+        for x in _inputs(dtype):
+            gradient = torch.randn(x.shape, dtype=dtype)
+            output, input_gradient = module(x), module.backward(gradient)
+            patch.setattr(gelu, "_half_of_one_plus", two_operations)
+            assert _same_bits(output, reference(x))
+            assert _same_bits(input_gradient, reference.backward(gradient))
+            patch.undo()
