@@ -692,3 +692,104 @@ def test_gpu_check_treats_any_cuda_device_as_cuda() -> None:
         assert result.returncode == 2, (device, result.stderr)
         assert "gpu-check: no CUDA device is available to torch (torch " in result.stderr
         assert "Traceback" not in result.stderr
+
+
+#: benchmarks/variants.py's training steps whose twin computes what minidl computes on the same
+#: data (Dropout draws its own masks; the schedules and clipping act in the timed loops).
+_VARIANT_STEPS = ("base", "momentum", "nesterov", "weight-decay", "momentum+weight-decay")
+_VARIANT_STEPS += ("adam", "adam+weight-decay", "adamw", "adadelta", "rmsprop")
+_VARIANT_STEPS += ("rmsprop-centered+momentum", "adagrad", "sigmoid", "relu", "leakyrelu", "elu")
+_VARIANT_STEPS += ("selu", "gelu", "gelutanh", "silu", "mse", "l1", "huber", "bce", "batchnorm")
+
+
+@pytest.mark.parametrize("name", _VARIANT_STEPS)
+def test_variants_twins_compute_the_same_step(name: str) -> None:
+    """benchmarks/variants.py's PyTorch twin of each training step is the same network, loss
+    and optimizer as minidl's: equal losses and gradients at each of three steps, and equal
+    parameters after them (float64)."""
+    import variants
+
+    twins = variants.make_twins(name, dtype=torch.float64, batch=5, steps=3)
+    twin_parameters = list(twins.twin.parameters())
+    for x_batch, y_batch in twins.batches:
+        twins.optimizer.zero_grad()
+        value = twins.criterion(twins.model(x_batch), y_batch)
+        twins.model.backward(twins.criterion.backward())
+        twins.twin_optimizer.zero_grad()
+        twin_value = twins.twin_criterion(twins.twin(x_batch), y_batch)
+        twin_value.backward()
+        torch.testing.assert_close(value, twin_value.detach(), rtol=1e-12, atol=0)
+        for parameter, twin_parameter in zip(
+            twins.model.parameters(), twin_parameters, strict=True
+        ):
+            assert twin_parameter.grad is not None
+            torch.testing.assert_close(parameter.grad, twin_parameter.grad, rtol=1e-10, atol=1e-14)
+        twins.optimizer.step()
+        twins.twin_optimizer.step()
+    for parameter, twin_parameter in zip(twins.model.parameters(), twin_parameters, strict=True):
+        torch.testing.assert_close(parameter.data, twin_parameter.detach(), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["linear", "tanh", "elu", "gelutanh", "batchnorm"])
+def test_variants_module_twins_compute_the_same_gradients(name: str) -> None:
+    """benchmarks/variants.py's module rows: the twin's output and input gradient (and a
+    layer's parameter gradients) are minidl's (float64)."""
+    import variants
+    from minidl.interop import to_torch
+
+    module = variants.make_module(name, dtype=torch.float64)
+    twin = to_torch(module)
+    x = torch.randn(7, 25, dtype=torch.float64)
+    gradient = torch.randn(7, 25, dtype=torch.float64)
+    twin_x = x.clone().requires_grad_()
+    output = module(x)
+    input_gradient = module.backward(gradient)
+    twin_output = twin(twin_x)
+    twin_output.backward(gradient)
+    torch.testing.assert_close(output, twin_output.detach(), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(input_gradient, twin_x.grad, rtol=1e-10, atol=1e-14)
+    for parameter, twin_parameter in zip(module.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(parameter.grad, twin_parameter.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_variants_prints_and_writes_a_row_per_variant(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A tiny run of benchmarks/variants.py: one table row and one JSON entry per variant of
+    each kind, with positive times and ratios, a training step's time over the base step's;
+    the thread count put back; --rounds below 1 is refused."""
+    import variants
+
+    rows = [
+        variants.Variant("step", "cyclic"),
+        variants.Variant("step", "clip-norm"),
+        variants.Variant("optimizer", "adadelta"),
+        variants.Variant("module", "dropout"),
+    ]
+    monkeypatch.setattr(variants, "variants", lambda quick: rows)
+    monkeypatch.setattr(variants, "STEPS", 2)
+    threads = torch.get_num_threads()
+    arguments = ["--rounds", "2", "--wall", "--json", str(tmp_path / "variants.json")]
+    assert variants.main(arguments) == 0
+    assert torch.get_num_threads() == threads
+    written = json.loads((tmp_path / "variants.json").read_text())
+    assert written["clock"] == "wall clock" and written["rounds"] == 2
+    assert [entry["variant"] for entry in written["results"]] == [
+        dataclasses.asdict(row) for row in rows
+    ]
+    for entry in written["results"]:
+        assert entry["ratio_low"] <= entry["ratio"] <= entry["ratio_high"]
+        assert all(us > 0 for us in entry["us_per_step"].values())
+        assert ("over_base" in entry) == (entry["variant"]["kind"] == "step")
+    assert set(written["results"][0]["us_per_step"]) == {"minidl", "torch", "base"}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("machine: ")
+    assert [line.split()[:2] for line in lines[3:7]] == [
+        ["step", "cyclic"],
+        ["step", "clip-norm"],
+        ["optimizer", "adadelta"],
+        ["module", "dropout"],
+    ]
+    with pytest.raises(SystemExit):
+        variants.main(["--rounds", "0"])
+    assert "argument --rounds: expected a whole number >= 1" in capsys.readouterr().err
