@@ -13,6 +13,7 @@ from torch import Tensor
 
 from minidl import nn, optim
 from minidl._scalar import _zero_dim, add_scaled_, cpu_operand, operand, scaled, tensor_operand
+from minidl.nn.flat import flat_buffer
 
 F32, F64 = torch.float32, torch.float64
 
@@ -246,6 +247,25 @@ def test_batch_norm_converts_no_number(dtype: torch.dtype) -> None:
     def call() -> None:
         module(x)
         module.backward(gradient)
+
+    assert _conversions(call) == []
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize("flat", [True, False], ids=["flat buffer", "parameter by parameter"])
+def test_clip_grad_norm_converts_no_number(flat: bool, dtype: torch.dtype) -> None:
+    """clip_grad_norm_'s max_norm and the 1e-6 added to the norm are operands (it converted
+    both at every call in float32, in ``total + 1e-6`` and ``max_norm / ...``), for gradients
+    in a Sequential's flat buffer and for those of two layers apart."""
+    layers = [nn.Linear(3, 5, dtype=dtype), nn.Linear(5, 2, dtype=dtype)]
+    model = nn.Sequential(*layers) if flat else None
+    parameters = [parameter for layer in layers for parameter in layer.parameters()]
+    assert (model is not None) == (flat_buffer([p.grad for p in parameters]) is not None)
+    for parameter in parameters:
+        parameter.grad.normal_()
+
+    def call() -> None:
+        nn.clip_grad_norm_(parameters, 0.5)
 
     assert _conversions(call) == []
 

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from minidl._scalar import operand
 from minidl._validate import check_real, shown
 from minidl.nn._checks import is_pytorch_module
 from minidl.nn.flat import flat_buffer
@@ -129,7 +130,11 @@ def _clip_norm(
         )
     if limit == math.inf:
         return total
-    coefficient = torch.clamp(limit / (total + 1e-6), max=1.0)
+    # max_norm / (total + 1e-6), as PyTorch computes it (a number over a tensor is the tensor's
+    # reciprocal times the number), with the two numbers as cached operands: the same bits
+    # without their conversions at every call (see minidl._scalar)
+    denominator = total + operand(1e-6, total)
+    coefficient = torch.clamp(denominator.reciprocal_().mul_(operand(limit, total)), max=1.0)
     for grad in [flat] if flat is not None else grads:
         grad.mul_(coefficient.to(grad.device))
     return total
