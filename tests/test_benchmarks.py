@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -675,7 +676,8 @@ def test_gpu_check_refuses_bad_options_clearly(argv: list[str], message: str) ->
 def test_gpu_check_says_when_torch_cannot_be_imported(tmp_path: Path) -> None:
     """A Python without torch (here: the same one without its site-packages)."""
     python = tmp_path / "python"
-    python.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    # (quoted: the interpreter's path may hold spaces, as a checkout's folder may)
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -S "$@"\n')
     python.chmod(0o755)
     result = gpu_check("--device", "cpu", "--bench-only", python=str(python))
     assert result.returncode == 2, result.stderr

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import pickle
+import shlex
 import signal
 import stat
 import sys
@@ -413,7 +414,8 @@ class _Exploit:
         self.marker = marker
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
+        # (quoted: a temporary folder's path may hold spaces)
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
 
 
 @pytest.mark.parametrize("how", ["pickle", "torch.save"])
