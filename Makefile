@@ -7,14 +7,22 @@ DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: install dev test lint typecheck train reproduce bench docs clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	@# torch pinned to 2.13.0, whose CPU build the package index here offers; a bare `torch`
-	@# would pull a multi-GB CUDA build.
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet torch==2.13.0
+# A recipe that fails leaves no target behind, so that the next make runs it again.
+.DELETE_ON_ERROR:
 
+# Made (anew: --clear) where .venv/bin/python is missing or points nowhere: no .venv yet, one
+# left by a Python since removed or upgraded, or one that failed half-way.
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10) and "make: minidl needs Python \
+	3.10 or newer, $(PYTHON) is %s (make PYTHON=python3.X chooses one)" % sys.version.split()[0])'
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# torch pinned to 2.13.0, whose CPU build the package index here offers; a bare `torch` would
+# pull a multi-GB CUDA build. Checked at every install (not only when the venv is made), so that
+# one which failed (offline, say) is installed pinned before the editable install asks for torch.
 $(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[reproduce,checkpoint]"
 	touch $@
 
