@@ -58,5 +58,6 @@ bench: $(DEV_STAMP)
 docs: $(DEV_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
+# What make and the commands it runs generate (benchmarks/results.json, a machine's record, stays).
 clean:
-	rm -rf $(VENV) results site .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) results site .mypy_cache .ruff_cache .pytest_cache .hypothesis src/minidl.egg-info

@@ -10,7 +10,8 @@ see which installs make asks for, in which order, without a package registry:
   the editable install, which would otherwise take torch unpinned (a multi-GB CUDA build);
   once done, make asks for nothing more;
 - a ``.venv`` whose python points nowhere (its Python since removed or upgraded) is made anew;
-- a Python older than 3.10 is named and refused before any venv is made.
+- a Python older than 3.10 is named and refused before any venv is made;
+- ``make clean`` removes what make and the commands it runs generate, and nothing else.
 """
 
 from __future__ import annotations
@@ -151,3 +152,34 @@ def test_a_python_older_than_3_10_is_named_before_any_venv(project: Path) -> Non
     ) in done.stderr
     assert not (project / ".venv").exists()
     assert not any(call.startswith("-m") for call in calls)
+
+
+def test_make_clean_removes_what_make_generates_and_nothing_else(project: Path) -> None:
+    # Each folder that make or the commands it runs make, with a file in it.
+    generated = {
+        ".venv": "bin/python",
+        "results": "report.md",
+        "site": "index.html",
+        ".mypy_cache": "3.11/x.json",
+        ".ruff_cache": "0.6/x",
+        ".pytest_cache": "v/cache/lastfailed",
+        ".hypothesis": "examples/x",
+        "src/minidl.egg-info": "PKG-INFO",
+    }
+    kept = [
+        "src/minidl/__init__.py",
+        "tests/test_x.py",
+        "README.md",
+        "benchmarks/results.json",
+        "checkpoints/run.ckpt",
+    ]
+    for name in [f"{folder}/{file}" for folder, file in generated.items()] + kept:
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("")
+
+    done, _ = make(project, "clean")
+    assert done.returncode == 0, done.stderr
+    assert [folder for folder in generated if (project / folder).exists()] == []
+    assert [
+        name for name in [*kept, "Makefile", "pyproject.toml"] if not (project / name).exists()
+    ] == []
