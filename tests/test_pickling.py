@@ -530,6 +530,36 @@ def test_the_state_another_module_gives_inside_a_shallow_copy_is_a_deep_copy_s()
     assert torch.equal(shallow.snapshot.scaled, torch.full((3,), 2.0, dtype=F64))
 
 
+class _Refusing(nn.Linear):
+    """A module of one's own whose state refuses to be taken while ``refuse`` is set."""
+
+    refuse = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        if self.refuse:
+            raise RuntimeError("not now")
+        return state
+
+
+def test_a_shallow_copy_that_fails_leaves_later_copies_as_they_were() -> None:
+    """copy.copy marks its request for the state (see Module.__copy__) only while it asks: a
+    module of one's own whose ``__getstate__`` raises there leaves no mark, and a deep copy
+    or a pickle made after it holds a graph's tensor detached, as one made before it. (With
+    the mark left set where ``__getstate__`` raised, a deep copy of the module kept the
+    graph's tensor as it was, and failed as a deep copy of that tensor does.)"""
+    layer = _Refusing(2, 3, dtype=F64)
+    layer.scaled = torch.ones(3, dtype=F64, requires_grad=True) * 2
+    layer.refuse = True
+    with pytest.raises(RuntimeError, match="not now"):
+        copy.copy(layer)
+    layer.refuse = False
+    for copier in ("deepcopy", "pickle"):
+        copied = _COPIERS[copier](layer)
+        assert not copied.scaled.requires_grad, copier
+        assert torch.equal(copied.scaled, torch.full((3,), 2.0, dtype=F64)), copier
+
+
 class _Counter:
     """An object with a method, which a module may hold bound to it."""
 
