@@ -704,6 +704,28 @@ def test_a_window_holds_a_tensor_whose_span_meets_it() -> None:
     assert not gradients.holds(whole[5:5], layer)
 
 
+def test_a_tensor_over_the_last_byte_of_a_gradient_s_storage_is_held() -> None:
+    """A gradient's storage reaches to its last byte: a tensor whose first element is there
+    (a byte over it, here) is held, in a storage PyTorch allocated and in a window, and one
+    just past it is not. (Each range taken one byte short, its end as the start of its last
+    byte, passed the tests before, whose tensors start at a multiple of 8 bytes.)"""
+    from minidl.nn._gradient_memory import GradientMemory
+
+    def byte(storage: torch.UntypedStorage, offset: int) -> Tensor:
+        return torch.empty(0, dtype=torch.uint8).set_(storage, offset, (1,))
+
+    allocated = nn.Linear(2, 2, dtype=F64)
+    storage = allocated.bias.grad.untyped_storage()
+    assert GradientMemory().holds(byte(storage, storage.nbytes() - 1), allocated)
+    window = nn.Linear(2, 2, dtype=F64)
+    memory = numpy.zeros(32)
+    window.weight.grad = torch.from_numpy(memory[4:8]).view(2, 2)  # (bytes 32 to 64)
+    window.bias.grad = torch.from_numpy(memory[20:22])
+    whole = torch.from_numpy(memory).untyped_storage()
+    assert GradientMemory().holds(byte(whole, 63), window)
+    assert not GradientMemory().holds(byte(whole, 64), window)
+
+
 @pytest.mark.parametrize(
     "copier",
     ["none", "moved", "deepcopy", "pickle", "flattened"],
