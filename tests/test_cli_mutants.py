@@ -443,3 +443,34 @@ def test_an_error_chain_that_loops_is_walked_once() -> None:
     walk.join(timeout=10)
     assert not walk.is_alive(), "the walk went round the loop"
     assert found == [None, interrupt]
+
+
+@pytest.mark.parametrize("first", ["KeyboardInterrupt", "_Terminated"])
+def test_the_interrupt_an_import_error_was_raised_from_names_how_the_run_ended(
+    first: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ImportError raised from one interrupt (the one that stopped the import: its
+    ``__cause__``) while another was handled (its ``__context__``: a Ctrl-C, then a SIGTERM
+    during the clean-up, or the other way round) ends the run as the one it was raised from
+    does, as Python's traceback puts the cause first. (Walking the context first, or the
+    errors breadth-first, ended it as the other interrupt.)"""
+    from minidl import cli
+
+    handled = KeyboardInterrupt() if first == "KeyboardInterrupt" else cli._Terminated()
+    stopping = cli._Terminated() if first == "KeyboardInterrupt" else KeyboardInterrupt()
+    try:
+        try:
+            raise handled
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from stopping
+    except ImportError as raised:
+        error = raised
+    assert error.__cause__ is stopping and error.__context__ is handled
+
+    def stopped_in_an_import(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "_run_reproduce", stopped_in_an_import)
+    line, status = ("terminated", 143) if first == "KeyboardInterrupt" else ("interrupted", 130)
+    assert main(["reproduce", "--quick"]) == status
+    assert capsys.readouterr() == ("", f"minidl reproduce: {line}\n")
