@@ -1622,6 +1622,43 @@ def test_reproduce_weighs_the_largest_stack_of_rows_against_the_memory(
         assert code == 0 and started == [5]
 
 
+@pytest.mark.parametrize("missing", ["the name", "sysconf"])
+def test_reproduce_starts_where_the_system_does_not_give_its_memory(
+    missing: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Where the system does not give its memory (``os.sysconf`` without the name
+    ``SC_PHYS_PAGES``, a ValueError, or without ``os.sysconf`` itself, as on Windows), the
+    rounds are not weighed against it: a run of 10**30 rounds starts, as it did before the
+    refusal existed. (Such a system's error let out, ending the run before it started, passed
+    the tests before; fails this.)"""
+    import minidl.experiments.runner
+
+    started: list[int] = []
+    monkeypatch.setattr(
+        minidl.experiments.runner,
+        "_reproduce_from_cli",
+        lambda args, out, rounds, epochs, jobs: started.append(rounds),
+    )
+    if missing == "sysconf":
+        monkeypatch.delattr(os, "sysconf")
+    else:
+        sysconf = os.sysconf
+
+        def without_the_name(name: str) -> int:
+            if name == "SC_PHYS_PAGES":
+                raise ValueError("unrecognized configuration name")
+            return sysconf(name)
+
+        monkeypatch.setattr(os, "sysconf", without_the_name)
+    out = tmp_path / "results"
+    assert main(["reproduce", "--tables", "2", "--rounds", str(10**30), "--out", str(out)]) == 0
+    assert started == [10**30]
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("why", ["a folder in the way", "no file taken"])
 def test_reproduce_quotes_an_out_refused_after_it_is_made(
     why: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
