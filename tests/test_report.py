@@ -29,6 +29,7 @@ from minidl.experiments.report import (
     _diverged,
     _figure_1_comparison,
     _holm,
+    _holm_sentence,
     _p,
     _paper_repeats,
     _paper_row,
@@ -479,13 +480,36 @@ def test_holm_says_which_differences_stand_among_the_rows_compared(tmp_path: Pat
     assert f"SE ({_p(selu)})." in section
 
 
+def test_a_difference_whose_corrected_p_is_5_percent_does_not_stand() -> None:
+    """A row differs where its p-value is below 5% (CRITERION), not at it: a corrected p of
+    exactly 0.05 is a difference that does not stand once the rows are counted together, and
+    one of 0.0499 stands. (Holm's sentence keeping a row at 0.05 passed the tests before,
+    whose corrected p-values are nowhere near it; fails this.)"""
+    rows = [
+        fake_row(experiment("I", "SELU"), (1.8, 2.2, 2.0, 1.9, 2.1)),
+        fake_row(experiment("III", "SGD, CLR"), (1.6, 1.9, 1.5, 1.8, 1.6)),
+    ]
+    comparisons = [(row, compare(row)) for row in rows]
+    corrected = {id(rows[0]): 0.05, id(rows[1]): 0.0499}
+    assert _holm_sentence(comparisons, corrected, 2) == (
+        "With Holm's correction for the 2 rows' comparisons, which keeps at 5% the chance that "
+        "any row whose mean equals the paper's is said to differ, 1 of the 2 still differs: "
+        "Table III SGD, CLR (corrected p = 0.0499). The other one differs in its own comparison "
+        "only, not once the 2 are counted: Table I SELU (corrected p = 0.05); about 0.1 of 2 "
+        "comparisons would differ by chance alone if every mean "
+        "equalled the paper's."
+    )
+
+
 def test_the_report_says_which_verdicts_hang_on_reading_the_papers_sd(tmp_path: Path) -> None:
     """The paper does not say whether its s.d. are sample or population s.d.; the comparisons
     read them as sample s.d. Read as population s.d., the sample s.d. of the paper's 5 rounds
     is sqrt(5/4) times as large: Tanh at 1.60 (s.d. 0.04), differing from 1.06 (0.41) at
     p = 0.042, is then within noise at p = 0.058 (scipy's p-values for both); ELU, far from its
     paper, differs either way, and a variant counts among the comparisons. The report said
-    nothing of the reading it made."""
+    nothing of the reading it made. (A mutation audit: the change the other way, to a
+    difference, written as 'be within noise', and a sentence on 0 comparisons where none is
+    made, passed the tests before; each fails this.)"""
     from scipy import stats
 
     tanh = fake_row(experiment("I", "Tanh"), (1.55, 1.6, 1.6, 1.6, 1.65))
@@ -510,6 +534,22 @@ def test_the_report_says_which_verdicts_hang_on_reading_the_papers_sd(tmp_path: 
     )
     section = differences_section([elu, variant], tmp_path)
     assert f"{reading}no verdict of the 2 comparisons changes." in section.splitlines()
+    # A verdict may change the other way: with 2 rounds of ours, whose s.d. is large, the
+    # paper's larger s.d. gives more degrees of freedom, and p = 0.051 becomes 0.048.
+    close = fake_row(experiment("I", "Tanh"), (7.1, 8.5))
+    as_sample, as_population = (
+        stats.ttest_ind_from_stats(close.mean, close.sd, 2, 1.06, sd, 5, equal_var=False).pvalue
+        for sd in (0.41, 0.41 * math.sqrt(5 / 4))
+    )
+    assert as_population < 0.05 < as_sample
+    section = differences_section([close, elu, variant], tmp_path)
+    assert (
+        f"{reading}1 of the 3 verdicts changes: Table I Tanh would differ "
+        f"({_p(as_population)})." in section.splitlines()
+    )
+    # No comparison made (a Fig. 1 row alone): nothing is said of the reading.
+    section = differences_section([fake_row(experiment("Fig. 1", "MSE"), DIFFERING)], tmp_path)
+    assert "The paper does not say" not in section
 
 
 def test_summary_table_marks_exactly_the_differing_rows() -> None:
