@@ -341,6 +341,32 @@ def test_an_interrupted_run_names_the_checkpoint_it_saved_last(tmp_path: Path) -
     )
 
 
+def test_an_interrupted_runs_line_shows_a_path_that_would_hide_or_split_it(tmp_path: Path) -> None:
+    """The interrupt line names a checkpoint as every refusal does (quoted where a space ends
+    it or a newline would split the one line), and the command to continue with as a shell
+    takes it (a path with a space quoted); where nothing was saved, the path asked for is
+    quoted too. (They were printed as they are: "continue with --resume runs/a b.ckpt" ran
+    on a file "runs/a", and a newline split the line.)"""
+    from minidl.cli import _interrupted
+
+    model = nn.Sequential(nn.Linear(2, 2))
+    spaced = tmp_path / "a b.ckpt "
+    save_checkpoint(spaced, model, epoch=2)
+    assert _interrupted(str(spaced), None, str(spaced)) == (
+        f"minidl train: interrupted; the last checkpoint is {str(spaced)!r} (epoch 2); "
+        f"continue with --resume '{spaced}'"
+    )
+    split = tmp_path / "a\nb.ckpt"
+    save_checkpoint(split, model, epoch=1)
+    line = _interrupted(str(split), None, str(split), how="terminated")
+    assert "\n" not in line
+    assert line.startswith(f"minidl train: terminated; the last checkpoint is {str(split)!r} (")
+    missing = str(tmp_path / "none\n.ckpt")
+    assert _interrupted(None, None, missing) == (
+        f"minidl train: interrupted; no checkpoint was written to {missing!r} yet"
+    )
+
+
 def _interrupt_behind_an_import_error(how: str, interrupt: KeyboardInterrupt) -> ImportError:
     """An ImportError with ``interrupt`` behind it, raised as ``how`` says."""
     if how == "raised from it, outside its handler":

@@ -1847,6 +1847,22 @@ def test_a_path_the_output_cannot_encode_is_printed_escaped(
     assert capsys.readouterr().err == ""
 
 
+def test_the_resumed_line_quotes_a_path_that_would_hide_or_split_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``resumed from ...`` names the ``--resume`` file as the refusals do: a path ending in a
+    space, or holding a newline, quoted (printed as it was, the space could not be seen and the
+    newline split the line)."""
+    argv = ["train", "--epochs", "1", "--hidden", "3", "--batch-size", "1000"]
+    for name in ("ends in a space.ckpt ", "two\nlines.ckpt"):
+        path = str(tmp_path / name)
+        assert main([*argv, "--quiet", "--checkpoint", path]) == 0
+        capsys.readouterr()
+        assert main([*argv, "--epochs", "2", "--resume", path]) == 0
+        out = capsys.readouterr().out
+        assert f"\nresumed from {path!r} at epoch 1\n" in out
+
+
 def test_version_prints_the_installed_distributions_version(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,6 +8,7 @@ import itertools
 import math
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -572,7 +573,7 @@ def _run_train(args: argparse.Namespace) -> int:
             + f"   dtype: {args.dtype}"
         )
         if args.resume is not None:
-            print(f"resumed from {args.resume} at epoch {start_epoch}")
+            print(f"resumed from {_shown_path(args.resume)} at epoch {start_epoch}")
     saves: list[int] = []  # the epochs of the saves this run has started
 
     def save(done: int) -> None:
@@ -805,13 +806,17 @@ def _interrupted(
             epoch = read_checkpoint(path).training.epoch
         except CheckpointError:
             continue
+        # The path as every message names it; in the command to continue with, as a shell
+        # takes it (quoted where it holds a space or another character the shell would read),
+        # unless that would split the line (a newline: then as the message names it).
+        command = shlex.quote(path) if path.isprintable() else _shown_path(path)
         return (
-            f"minidl train: {how}; the last checkpoint is {path} (epoch {epoch}); "
-            f"continue with --resume {path}"
+            f"minidl train: {how}; the last checkpoint is {_shown_path(path)} (epoch {epoch}); "
+            f"continue with --resume {command}"
         )
     if checkpoint is None:
         return f"minidl train: {how}; no checkpoint (--checkpoint PATH saves one)"
-    return f"minidl train: {how}; no checkpoint was written to {checkpoint} yet"
+    return f"minidl train: {how}; no checkpoint was written to {_shown_path(checkpoint)} yet"
 
 
 #: The settings of `minidl train` that a resumed run must share with the saved one.
