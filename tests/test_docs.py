@@ -288,6 +288,10 @@ def readme_text() -> str:
     return (ROOT / "README.md").read_text(encoding="utf-8")
 
 
+def page_text(page: str) -> str:
+    return (DOCS / page).read_text(encoding="utf-8")
+
+
 def quoted_output(block: str, after: str) -> str:
     """The text of the ``#`` comment lines that follow the line ``after`` in a code block (or
     that end it), joined with single spaces: the output the block shows."""
@@ -333,13 +337,13 @@ def test_readme_anomaly_error_is_the_one_shown() -> None:
     assert f"minidl.anomaly.AnomalyError: {error.value}" == shown
 
 
-def test_readme_rank_failure_message_is_the_one_minidl_train_prints() -> None:
-    """The README quotes the error of a rank whose peer died; ``...`` stands for the backend's
-    own words."""
+def test_docs_rank_failure_message_is_the_one_minidl_train_prints() -> None:
+    """docs/distributed.md quotes the error of a rank whose peer died; ``...`` stands for the
+    backend's own words."""
     from minidl.distributed import DEFAULT_TIMEOUT, ProcessGroup
 
-    quote = re.search(r"with an error naming it, e\.g\.\s+`([^`]+)`", readme_text())
-    assert quote, "the README's quote of a rank failure changed: update this test"
+    quote = re.search(r"with an error naming it, e\.g\.\s+`([^`]+)`", page_text("distributed.md"))
+    assert quote, "docs/distributed.md's quote of a rank failure changed: update this test"
     shown = " ".join(quote.group(1).split())
     group = ProcessGroup.__new__(ProcessGroup)
     group.rank, group.world_size, group.timeout = 0, 3, DEFAULT_TIMEOUT
@@ -384,7 +388,8 @@ def test_readme_states_the_command_lines_defaults() -> None:
     train = build_parser().parse_args(["train"])
     reproduce = build_parser().parse_args(["reproduce"])
     assert train.dist_timeout is None  # then the environment's, else DEFAULT_TIMEOUT
-    assert f"(default `${TIMEOUT_ENV}`, else {DEFAULT_TIMEOUT:g})" in text
+    distributed = " ".join(page_text("distributed.md").split())
+    assert f"(default `${TIMEOUT_ENV}`, else {DEFAULT_TIMEOUT:g})" in distributed
     assert reproduce.rounds is None  # then ROUNDS (None: a --rounds given with --quick is refused)
     assert ROUNDS == 5 and "Each row runs 5 rounds" in text
     assert QUICK_EPOCHS == 5 and "`--quick` is a 1-round, 5-epoch smoke test" in text
