@@ -391,10 +391,11 @@ def test_readme_states_the_command_lines_defaults() -> None:
     distributed = " ".join(page_text("distributed.md").split())
     assert f"(default `${TIMEOUT_ENV}`, else {DEFAULT_TIMEOUT:g})" in distributed
     assert reproduce.rounds is None  # then ROUNDS (None: a --rounds given with --quick is refused)
-    assert ROUNDS == 5 and "Each row runs 5 rounds" in text
-    assert QUICK_EPOCHS == 5 and "`--quick` is a 1-round, 5-epoch smoke test" in text
+    reproducing = " ".join(page_text("reproducing.md").split())
+    assert ROUNDS == 5 and "Each row runs 5 rounds" in reproducing
+    assert QUICK_EPOCHS == 5 and "`--quick` is a 1-round, 5-epoch smoke test" in reproducing
     assert reproduce.out == "results" and "writes into `results/`" in text
-    assert reproduce.jobs is None and "(default: the CPUs available;" in text
+    assert reproduce.jobs is None and "(default: the CPUs available;" in reproducing
     assert (
         f"MALLOC_MMAP_THRESHOLD_={_allocator.MMAP_THRESHOLD} "
         f"MALLOC_TRIM_THRESHOLD_={_allocator.TRIM_THRESHOLD}"

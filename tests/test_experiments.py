@@ -2043,8 +2043,8 @@ def test_minidl_reproduce_interrupted_removes_the_empty_folder_it_made(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``minidl reproduce`` made ``--out`` itself, before its checks, so ``reproduce`` found the
-    folder there and left it behind, empty, after Ctrl-C or a failure (the README says a run
-    "removes the folder if it made it"); a folder that was there before stays."""
+    folder there and left it behind, empty, after Ctrl-C or a failure (docs/reproducing.md says
+    a run "removes the folder if it made it"); a folder that was there before stays."""
     from minidl.experiments import runner
 
     def run_experiments(*args: object, **kwargs: object) -> None:
