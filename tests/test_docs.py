@@ -9,6 +9,9 @@
   show what they print;
 - the tutorial's Softplus matches PyTorch where the tutorial claims it is stable;
 - the home page links every page of the site;
+- the README's anomaly error and docs/distributed.md's rank failure are the ones minidl gives, and
+  the defaults of the command line that the README, docs/distributed.md, docs/rounds.md and
+  docs/reproducing.md state are the code's;
 - the README's table of layers, losses, optimizers, schedules and initialisations names what
   ``minidl.nn`` and ``minidl.optim`` export;
 - every ``Args:`` section of the package's docstrings names each parameter of its function, and
@@ -376,9 +379,10 @@ def test_pytorch_page_prints_the_errors_its_comments_show(
     assert checked == 2, "docs/pytorch.md's printed errors changed: update this test"
 
 
-def test_readme_states_the_command_lines_defaults() -> None:
-    """The defaults and constants the README gives for ``minidl train`` and ``minidl
-    reproduce``."""
+def test_readme_and_pages_state_the_command_lines_defaults() -> None:
+    """The defaults and constants the README and the pages on data-parallel training, many
+    models at once and the paper's reproduction give for ``minidl train`` and ``minidl
+    reproduce``, each checked on the page that states it."""
     from minidl import _allocator
     from minidl.cli import ROUNDS, build_parser
     from minidl.distributed import DEFAULT_TIMEOUT, TIMEOUT_ENV
