@@ -116,6 +116,21 @@ def unfolded() -> Iterator[None]:
         yield
 
 
+#: This tree's package source, which every Python the tests start imports minidl from.
+SOURCE = str(Path(__file__).resolve().parent.parent / "src")
+
+
+def tree_environment(**extra: str) -> dict[str, str]:
+    """The environment for a Python the tests start: this process's, with ``extra`` set and
+    :data:`SOURCE` first on ``PYTHONPATH`` (so that it imports the minidl under test, not an
+    installed one)."""
+    environment = {**os.environ, **extra}
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [SOURCE, os.environ.get("PYTHONPATH")])
+    )
+    return environment
+
+
 def free_port() -> int:
     """A TCP port on the loopback interface that no process listens on now (for the rendezvous
     of a process group)."""

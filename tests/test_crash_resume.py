@@ -11,7 +11,6 @@ mid-training and opens two windows in which a kill lands inside a save.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -24,6 +23,7 @@ import torch
 
 from minidl.checkpoint import read_checkpoint
 from minidl.cli import main
+from tests.helpers import tree_environment
 
 ARGS = [
     "train",
@@ -45,13 +45,7 @@ DELAY = 0.1  # seconds, twice per save (long enough to be seen on a loaded machi
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["MINIDL_CHECKPOINT_TEST_DELAY"] = str(DELAY)
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH", "")]
-    )
-    return env
+    return tree_environment(MINIDL_CHECKPOINT_TEST_DELAY=str(DELAY), OMP_NUM_THREADS="1")
 
 
 def _start(path: Path) -> subprocess.Popen[str]:

@@ -47,7 +47,7 @@ from minidl.nn import BatchNorm1d, CrossEntropyLoss, Dropout, Linear, Sequential
 from minidl.nn.flat import flat_buffer
 from minidl.optim import SGD
 from minidl.train import EpochRecord, fit
-from tests.helpers import free_port
+from tests.helpers import free_port, tree_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 3
@@ -56,12 +56,13 @@ BATCH = 120  # 1000 samples: 8 batches of 120 and one of 40 (split 20/20 and 13/
 
 
 def _child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
+    return tree_environment(
+        MASTER_ADDR="127.0.0.1",
+        GLOO_SOCKET_IFNAME="lo",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
 
 
 def _flat(model: Any) -> torch.Tensor:

@@ -9,16 +9,13 @@ fresh interpreter runs a short program in one.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import minidl
-
-SOURCE = str(Path(__file__).resolve().parent.parent / "src")
+from tests.helpers import tree_environment
 
 
 def _run(program: str) -> subprocess.CompletedProcess[str]:
@@ -29,10 +26,7 @@ def _run(program: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
         check=False,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [SOURCE, os.environ.get("PYTHONPATH")])),
-        },
+        env=tree_environment(),
     )
 
 

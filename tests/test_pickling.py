@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import torch
 
 from minidl import nn, optim
 from minidl.nn.flat import flat_buffer
-from tests.helpers import F64
+from tests.helpers import F64, tree_environment
 
 
 def _flat(model: nn.Module) -> bool:
@@ -268,10 +267,7 @@ def test_a_sequence_of_schedules_loaded_in_another_process_restarts_from_the_fir
         "optimizer, warmup = pickle.loads(open(sys.argv[1], 'rb').read())\n"
         f"{build}print(json.dumps(rates))\n"
     )
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH", "")]
-    )
+    env = tree_environment(OMP_NUM_THREADS="1")
     result = subprocess.run(
         [sys.executable, "-c", script, str(path)],
         capture_output=True,

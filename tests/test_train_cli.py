@@ -7,7 +7,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from minidl.checkpoint import Checkpoint, read_checkpoint
 from minidl.cli import build_parser, main
 from minidl.data import BatchIterator, make_disk_data
 from minidl.train import EpochRecord, History, error_rate, eval_mode, fit, predict
-from tests.helpers import unfolded
+from tests.helpers import free_port, tree_environment, unfolded
 
 F64 = torch.float64
 FLAGS = (
@@ -917,28 +916,22 @@ def test_only_rank_0_writes_the_checkpoint(tmp_path: Path) -> None:
     """Launched as 2 ranks (gloo over 127.0.0.1, started by hand as torchrun would), each in its
     own folder with the same relative ``--checkpoint run.ckpt``: rank 0 writes it (at the last
     epoch) and rank 1 writes nothing at all, not even a temporary file."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    source = os.path.join(root, "src")
+    port = str(free_port())
     argv = ["train", "--epochs", "2", "--hidden", "4", "--batch-size", "500"]
     argv += ["--dist-timeout", "300"]  # (their start-ups may differ by a minute on a busy machine)
     ranks = []
     for rank in range(2):
         folder = tmp_path / f"rank{rank}"
         folder.mkdir()
-        env = {
-            **os.environ,
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-            "GLOO_SOCKET_IFNAME": "lo",
-            "OMP_NUM_THREADS": "1",
-            "WORLD_SIZE": "2",
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])),
-        }
+        env = tree_environment(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+            GLOO_SOCKET_IFNAME="lo",
+            OMP_NUM_THREADS="1",
+            WORLD_SIZE="2",
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+        )
         ranks.append(
             subprocess.Popen(
                 [sys.executable, "-m", "minidl", *argv, "--checkpoint", "run.ckpt"],
@@ -1466,17 +1459,13 @@ def test_ctrl_c_while_torch_is_imported_exits_with_130_and_one_line(
         .replace("NAME", repr(name))
         .replace("ENTRY", repr(entry))
     )
-    source = str(Path(__file__).resolve().parent.parent / "src")
     done = subprocess.run(
         [sys.executable, "-c", program],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])),
-        },
+        env=tree_environment(),
     )
     assert (done.returncode, done.stdout, done.stderr) == (130, "", line + "\n")
 
