@@ -122,3 +122,28 @@ def test_gelu_halves_one_plus_its_cdf_to_the_bit(approximate: str, dtype: torch.
             assert _same_bits(output, reference(x))
             assert _same_bits(input_gradient, reference.backward(gradient))
             patch.undo()
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1], ids=["float", "int"])
+def test_selu_with_alpha_one_keeps_its_scale(alpha: float) -> None:
+    """ELU's short form is for scale * alpha = 1 only: a SELU whose alpha is set to 1 (1.0 or
+    the integer 1) still computes lambda (e^x - 1) for x <= 0 and lambda x above, its
+    derivative lambda e^x and lambda (float64, to 1e-15), and an ELU whose alpha is
+    set back to 1 from another computes e^x - 1 and x again."""
+    from minidl.nn.selu import SELU_SCALE
+
+    x = torch.cat([torch.tensor(SPECIAL[:-1], dtype=F64), torch.randn(100, dtype=F64) * 3])
+    gradient = torch.randn(x.shape, dtype=F64)
+    module = nn.SELU()
+    module.alpha = alpha
+    elu = nn.ELU(2.0)
+    elu(x)
+    elu.alpha = alpha
+    for scale, tested in [(SELU_SCALE, module), (1.0, elu)]:
+        negative = x <= 0
+        expected = torch.where(negative, scale * torch.expm1(x.clamp_max(0)), scale * x)
+        derivative = torch.where(negative, scale * torch.exp(x.clamp_max(0)), scale)
+        torch.testing.assert_close(tested(x), expected, rtol=1e-15, atol=0)
+        torch.testing.assert_close(
+            tested.backward(gradient), gradient * derivative, rtol=1e-15, atol=0
+        )
