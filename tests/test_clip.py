@@ -92,6 +92,29 @@ def test_clip_grad_norm_float32_within_rounding_of_torch(seed: int) -> None:
         torch.testing.assert_close(parameter.grad, twin.grad, rtol=4e-7, atol=1e-30)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["float32", "float64"])
+def test_clip_grad_norm_coefficient_has_pytorchs_bits(dtype: torch.dtype) -> None:
+    """The coefficient is max_norm / (total + 1e-6) as PyTorch computes a number over a tensor
+    (the reciprocal times the number, not a division, which differs in the last bit for some
+    numbers), clamped at 1: each gradient after clipping has the bits of its value before times
+    that coefficient, over 200 max_norms below the norm, flat and loose."""
+    generator = torch.Generator().manual_seed(5)
+    limits = (10.0 ** (torch.rand(200, generator=generator, dtype=F64) * 6 - 3)).tolist()
+    for flat in (True, False):
+        model = _model(1, dtype)
+        parameters = list(model.parameters()) if flat else _loose(model)
+        before = _grads(parameters)
+        norm = torch.linalg.vector_norm(torch.cat([grad.flatten() for grad in before]))
+        for limit in limits:
+            max_norm = limit * float(norm) / 1e3
+            for parameter, grad in zip(parameters, before, strict=True):
+                parameter.grad.copy_(grad)
+            total = nn.clip_grad_norm_(parameters, max_norm)
+            coefficient = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+            for parameter, grad in zip(parameters, before, strict=True):
+                assert torch.equal(parameter.grad, grad * coefficient), (flat, max_norm)
+
+
 def test_clip_grad_norm_flat_is_one_norm_over_the_buffer() -> None:
     """A flat model's total norm is the buffer's norm, computed once; its result equals the
     loose computation to rounding, and scales the buffer itself."""
