@@ -96,3 +96,41 @@ def test_minidl_gradcheck_is_the_function_whatever_is_imported_first(first: str)
     )
     done = _run(program)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_a_fresh_package_lists_and_gives_its_names_and_keeps_them() -> None:
+    """Before any name is used, ``dir(minidl)`` lists every name of ``__all__`` and the
+    submodules (``anomaly`` too) without importing torch; ``minidl.anomaly`` is then the module
+    (the first name used, so that no other import has set it), and a name of another module,
+    once used, is kept in the package's namespace (looked up once)."""
+    program = (
+        "import sys, minidl\n"
+        "names = set(dir(minidl))\n"
+        "assert 'torch' not in sys.modules\n"
+        "expected = {*minidl.__all__, 'anomaly', 'data', 'nn', 'optim'}\n"
+        "assert expected <= names, sorted(expected - names)\n"
+        "assert minidl.anomaly is sys.modules['minidl.anomaly']\n"
+        "assert 'AnomalyError' not in vars(minidl)\n"
+        "error = minidl.AnomalyError\n"
+        "assert vars(minidl)['AnomalyError'] is error is sys.modules['minidl.anomaly'].AnomalyError\n"
+    )
+    done = _run(program)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_the_package_takes_any_value_set_on_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The package's class puts the function :func:`minidl.gradcheck` in place of its module
+    only: a number, a function or a stand-in module of another name (what a test patches in)
+    set on the package stay what they are, under ``gradcheck`` too."""
+    import types
+    from unittest import mock
+
+    stand_in = types.ModuleType("elsewhere")
+    stand_in.gradcheck = len
+    for name, value in [("seed", 3), ("gradcheck", len), ("gradcheck", stand_in)]:
+        monkeypatch.setattr(minidl, name, value, raising=False)
+        assert getattr(minidl, name) is value
+        monkeypatch.undo()
+    with mock.patch("minidl.gradcheck") as patched:
+        assert minidl.gradcheck is patched
+    assert minidl.gradcheck is sys.modules["minidl.gradcheck"].gradcheck
