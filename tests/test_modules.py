@@ -875,3 +875,36 @@ def test_pytorch_shorthands_for_to() -> None:
             model.cuda(0)
     with pytest.raises(TypeError, match=r"Sequential\.cuda: device must be an index"):
         model.cuda(1.5)  # type: ignore[arg-type]
+
+
+def test_a_module_called_takes_its_forwards_arguments_by_name() -> None:
+    """A module called passes its arguments to ``forward`` by position or by name, as a type
+    checker reads the call (the arguments of the class's ``forward``) and as torch.nn's
+    modules do: ``Linear(input=x)``, a Sequential, a built-in loss and a loss of one's own
+    called by name give the positional call's values, and backward follows (``Module.__call__``
+    and ``Loss.__call__`` took positions only: 'got an unexpected keyword argument')."""
+
+    class Halved(nn.Loss):
+        def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            self._difference = prediction - target
+            return self._difference.square().sum() / 2
+
+        def backward(self, gradwrtoutput: torch.Tensor | None = None) -> torch.Tensor:
+            return self._difference.clone()
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, dtype=F64)
+    target = torch.randn(4, 2, dtype=F64)
+    for module in (nn.Linear(3, 2).double(), nn.Sequential(nn.Linear(3, 2), nn.Tanh()).double()):
+        expected, expected_gradient = module(x), module.backward(target).clone()
+        assert torch.equal(module(input=x), expected)
+        assert torch.equal(module.backward(target), expected_gradient)
+    prediction = x[:, :2]
+    for loss, gradient in (
+        (nn.MSELoss(), 2 * (prediction - target) / len(prediction)),
+        (Halved(), prediction - target),
+    ):
+        expected = loss(prediction, target)
+        assert torch.equal(loss(prediction=prediction, target=target), expected)
+        assert torch.equal(loss(prediction, target=target), expected)
+        torch.testing.assert_close(loss.backward(), gradient, rtol=1e-15, atol=0)

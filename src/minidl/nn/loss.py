@@ -120,8 +120,8 @@ class Loss(Module):
     else:
         # (for a type checker, Module.__call__: the arguments and result of forward)
 
-        def __call__(self, *input: Any) -> Any:
-            output = self.forward(*input)
+        def __call__(self, *input: Any, **kwargs: Any) -> Any:
+            output = self.forward(*input, **kwargs)
             self._has_forward = True  # (the built-in losses also set it in forward itself)
             return output
 

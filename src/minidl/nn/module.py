@@ -223,7 +223,7 @@ class Module:
     if TYPE_CHECKING:
         # For a type checker, a module called takes the arguments of its class's forward and
         # returns its result (``Linear(2, 3)(x)`` is a Tensor; torch.nn's modules return Any);
-        # at run time the arguments are given by position, as below.
+        # at run time too, by position or by name (``Linear(2, 3)(input=x)``, as torch.nn's).
         def __call__(
             self: _Forward[_Arguments, _Output_co],
             *input: _Arguments.args,
@@ -232,8 +232,8 @@ class Module:
 
     else:
 
-        def __call__(self, *input: Any) -> Any:
-            return self.forward(*input)
+        def __call__(self, *input: Any, **kwargs: Any) -> Any:
+            return self.forward(*input, **kwargs)
 
     # -- registration -----------------------------------------------------------------------------
 
