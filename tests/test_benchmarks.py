@@ -795,3 +795,38 @@ def test_variants_prints_and_writes_a_row_per_variant(
     with pytest.raises(SystemExit):
         variants.main(["--rounds", "0"])
     assert "argument --rounds: expected a whole number >= 1" in capsys.readouterr().err
+
+
+def test_paired_medians_and_variants_time_by_the_clock_chosen(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """run.paired_medians reads the clock it is given before and after each call (runs that
+    move a clock of the test's on by 1, 2, 9 and by 6, 5, 4 after a warm-up take the medians
+    2 and 5 of it); benchmarks/variants.py gives it the thread's CPU time, and the wall clock
+    with --wall."""
+    import time
+
+    import run
+    import variants
+
+    now = [0.0]
+    steps = {"a": iter([1.0, 1.0, 2.0, 9.0, 9.0]), "b": iter([3.0, 6.0, 5.0, 4.0, 9.0])}
+
+    def advance(name: str) -> Callable[[], None]:
+        return lambda: now.__setitem__(0, now[0] + next(steps[name]))
+
+    runs = {name: advance(name) for name in steps}
+    assert run.paired_medians(runs, 3, warmup=1, clock=lambda: now[0]) == {"a": 2.0, "b": 5.0}
+    clocks: list[Callable[[], float]] = []
+
+    def recorded(*args: Any, clock: Callable[[], float], **kwargs: Any) -> dict[str, float]:
+        clocks.append(clock)
+        return {name: 1e-6 for name in args[0]}
+
+    monkeypatch.setattr(variants, "paired_medians", recorded)
+    monkeypatch.setattr(variants, "variants", lambda quick: [variants.Variant("module", "elu")])
+    for arguments, clock in (([], time.thread_time), (["--wall"], time.perf_counter)):
+        clocks.clear()
+        assert variants.main(["--rounds", "1", *arguments]) == 0
+        assert clocks and all(used is clock for used in clocks), (arguments, clocks)
+    capsys.readouterr()
