@@ -874,6 +874,7 @@ def test_ranks_that_closed_their_group_are_named_as_such_with_their_error(
         (None, b""),
         (ValueError("bad batch\nin detail"), b"ValueError: bad batch"),
         (KeyboardInterrupt(), b"KeyboardInterrupt"),
+        (ValueError("x" * 1000), b"ValueError: " + b"x" * 288),  # (300 characters at most)
     ):
         monkeypatch.setenv("MASTER_PORT", str(free_port()))
         with (
@@ -908,7 +909,9 @@ def test_a_store_that_does_not_answer_is_named_within_a_bound(
     collective, rank 1's census asked a store whose host, rank 0, was stopped (SIGSTOP), and
     `minidl train --dist-timeout 5` on rank 1 still waited after 10 minutes. The census waits
     _CENSUS_SECONDS + _STORE_SECONDS at most, names the store as not answering, and close()
-    does not ask it again. (Released after 20 s: the code before waited for that.)"""
+    does not ask it again: it closes at once, however long a store call may wait, and the
+    thread left waiting for the store is a daemon, which holds up no exit of the interpreter.
+    (Released after 20 s: the code before waited for that.)"""
     monkeypatch.setattr(distributed, "_CENSUS_SECONDS", 0.0)
     monkeypatch.setattr(distributed, "_STORE_SECONDS", 0.5)
     store = _SilentStore()
@@ -922,6 +925,13 @@ def test_a_store_that_does_not_answer_is_named_within_a_bound(
         start = time.monotonic()
         error = group._failure("the all_reduce of the gradients", RuntimeError("timed out"))
         elapsed = time.monotonic() - start
+        waiting = [thread for thread in threading.enumerate() if thread.name == "minidl-store-call"]
+        assert waiting and all(thread.daemon for thread in waiting)
+        monkeypatch.setattr(distributed, "_STORE_SECONDS", 30.0)
+        group._stop_beating = threading.Event()
+        start = time.monotonic()
+        group.close()
+        closing = time.monotonic() - start
     finally:
         release.cancel()
         store.released.set()
@@ -932,6 +942,54 @@ def test_a_store_that_does_not_answer_is_named_within_a_bound(
         "stopped or hung (collective timeout 5 s). Cause: timed out"
     )
     assert group._store_answers is False
+    assert closing < 5.0, closing
+
+
+def test_rank_0_waits_for_the_others_census_beyond_the_stores_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rank 0 waits for the other ranks' census (up to a timeout and more: they may fail that
+    much later) before it leaves, which the store's bound does not cut short: rank 0 hosts the
+    store, and a rank 0 gone sooner would leave them without one to read."""
+    monkeypatch.setattr(distributed, "_CENSUS_SECONDS", 0.0)
+    monkeypatch.setattr(distributed, "_STORE_SECONDS", 0.2)
+    group = distributed.ProcessGroup.__new__(distributed.ProcessGroup)
+    group.rank, group.world_size, group.timeout, group._calls = 0, 2, 5.0, [3]
+    group._store = _Store({})  # type: ignore[assignment]
+    group._census = lambda: [1]  # type: ignore[method-assign]
+    finished: list[list[int]] = []
+
+    def finish_census(missing: list[int]) -> None:
+        time.sleep(1.0)  # (the others' census awaited)
+        finished.append(missing)
+
+    group._finish_census = finish_census  # type: ignore[method-assign]
+    group._failure("the all_reduce of the gradients", RuntimeError("timed out"))
+    assert finished == [[1]]
+
+
+def test_the_census_own_wait_is_not_counted_against_the_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The census watches the heartbeats for _CENSUS_SECONDS before it reads the store: the
+    bound on the store's answers comes on top of that wait, so that a census that takes it
+    and a store that answers are not taken for a store that does not answer."""
+    monkeypatch.setattr(distributed, "_CENSUS_SECONDS", 2.0)
+    monkeypatch.setattr(distributed, "_STORE_SECONDS", 1.0)
+    group = distributed.ProcessGroup.__new__(distributed.ProcessGroup)
+    group.rank, group.world_size, group.timeout, group._calls = 1, 2, 5.0, [3]
+    group._store = _Store({})  # type: ignore[assignment]
+    group._store_answers = True
+
+    def census() -> list[int]:
+        time.sleep(1.5)  # (the heartbeats watched, shorter than _CENSUS_SECONDS)
+        return [0]
+
+    group._census = census  # type: ignore[method-assign]
+    group._finish_census = lambda missing: None  # type: ignore[method-assign]
+    error = group._failure("the all_reduce of the gradients", RuntimeError("timed out"))
+    assert "rank 0 stopped responding (died or hung)" in str(error), str(error)
+    assert group._store_answers is True
 
 
 # -- misuse named before anything runs ------------------------------------------------------------
