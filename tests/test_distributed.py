@@ -674,6 +674,26 @@ def test_cli_an_error_of_a_rank_other_than_0_leaves_its_group_with_it(
     assert [type(error).__name__ for error in _GroupOfTwo.left] == ["CheckpointError"]
 
 
+def test_cli_an_error_of_the_groups_arguments_is_mains_on_every_rank(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A group refused before it is joined (its device, its timeout) is reported by main on
+    every rank, as on rank 0, in the command's one line: not as a rank's error of its run,
+    which only a joined group's ranks print."""
+
+    class Refused:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise ValueError("ProcessGroup: device 'cuda': no GPU for local rank 1")
+
+    monkeypatch.setattr(distributed, "ProcessGroup", Refused)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train", "--epochs", "1"]) == 2
+    assert capsys.readouterr().err == (
+        "minidl train: error: ProcessGroup: device 'cuda': no GPU for local rank 1\n"
+    )
+
+
 # -- real process groups: a rank that dies or hangs -----------------------------------------------
 
 
