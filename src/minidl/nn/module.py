@@ -87,7 +87,7 @@ _Destination = TypeVar("_Destination", bound=MutableMapping[str, Any])
 
 #: The class of a module that a method returns (``to``, ``train``, ...: the module itself) or
 #: that :meth:`Module.register_module` registers, for a type checker: ``Linear(2, 3).double()``
-#: is a ``Linear``, as in ``torch.nn``.
+#: is a ``Linear``, as in PyTorch.
 _Module = TypeVar("_Module", bound="Module")
 
 #: The arguments and result of a module's ``forward``, for a type checker (see ``_Forward``).
@@ -222,8 +222,8 @@ class Module:
 
     if TYPE_CHECKING:
         # For a type checker, a module called takes the arguments of its class's forward and
-        # returns its result (``Linear(2, 3)(x)`` is a Tensor; torch.nn's modules return Any);
-        # at run time too, by position or by name (``Linear(2, 3)(input=x)``, as torch.nn's).
+        # returns its result (``Linear(2, 3)(x)`` is a Tensor; PyTorch's modules return Any);
+        # at run time too, by position or by name (``Linear(2, 3)(input=x)``, as PyTorch's).
         def __call__(
             self: _Forward[_Arguments, _Output_co],
             *input: _Arguments.args,
