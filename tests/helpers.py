@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import stat
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -129,6 +130,19 @@ def tree_environment(**extra: str) -> dict[str, str]:
         filter(None, [SOURCE, os.environ.get("PYTHONPATH")])
     )
     return environment
+
+
+def run_python(program: str) -> subprocess.CompletedProcess[str]:
+    """Run ``program`` in a fresh interpreter that imports this tree's minidl
+    (:func:`tree_environment`), its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=tree_environment(),
+    )
 
 
 def free_port() -> int:

@@ -9,13 +9,14 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
+from torch import Tensor
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 GPU_CHECK = BENCHMARKS.parent / "scripts" / "gpu-check"
@@ -122,7 +123,19 @@ def test_sweep_twins_compute_the_same_step(activation: str, loss: str) -> None:
 
     point = sweep.Point(7, 2, 5, activation, loss, dtype="float64")
     twins = sweep.make_twins(point, rows=15)
-    for x_batch, y_batch in zip(twins.x.split(5), twins.y.split(5), strict=True):
+    batches = zip(twins.x.split(5), twins.y.split(5), strict=True)
+    _assert_twins_train_alike(twins, batches, rtol=1e-12, atol=0)
+
+
+def _assert_twins_train_alike(
+    twins: Any, batches: Iterable[tuple[Tensor, Tensor]], rtol: float, atol: float
+) -> None:
+    """Train a benchmark's ``twins`` (minidl's ``model``, ``criterion`` and ``optimizer``,
+    PyTorch's ``twin``, ``twin_criterion`` and ``twin_optimizer``) a step per batch: equal
+    losses and gradients at each step, and parameters within ``rtol`` and ``atol`` after
+    them."""
+    twin_parameters = list(twins.twin.parameters())
+    for x_batch, y_batch in batches:
         twins.optimizer.zero_grad()
         value = twins.criterion(twins.model(x_batch), y_batch)
         twins.model.backward(twins.criterion.backward())
@@ -130,16 +143,14 @@ def test_sweep_twins_compute_the_same_step(activation: str, loss: str) -> None:
         twin_value = twins.twin_criterion(twins.twin(x_batch), y_batch)
         twin_value.backward()
         torch.testing.assert_close(value, twin_value.detach(), rtol=1e-12, atol=0)
-        pairs = zip(twins.model.parameters(), twins.twin.parameters(), strict=True)
+        pairs = zip(twins.model.parameters(), twin_parameters, strict=True)
         for parameter, twin_parameter in pairs:
             assert twin_parameter.grad is not None
             torch.testing.assert_close(parameter.grad, twin_parameter.grad, rtol=1e-10, atol=1e-14)
         twins.optimizer.step()
         twins.twin_optimizer.step()
-    for parameter, twin_parameter in zip(
-        twins.model.parameters(), twins.twin.parameters(), strict=True
-    ):
-        torch.testing.assert_close(parameter.data, twin_parameter.detach(), rtol=1e-12, atol=0)
+    for parameter, twin_parameter in zip(twins.model.parameters(), twin_parameters, strict=True):
+        torch.testing.assert_close(parameter.data, twin_parameter.detach(), rtol=rtol, atol=atol)
 
 
 def test_sweep_prints_and_writes_a_row_per_point(
@@ -712,24 +723,7 @@ def test_variants_twins_compute_the_same_step(name: str) -> None:
     import variants
 
     twins = variants.make_twins(name, dtype=torch.float64, batch=5, steps=3)
-    twin_parameters = list(twins.twin.parameters())
-    for x_batch, y_batch in twins.batches:
-        twins.optimizer.zero_grad()
-        value = twins.criterion(twins.model(x_batch), y_batch)
-        twins.model.backward(twins.criterion.backward())
-        twins.twin_optimizer.zero_grad()
-        twin_value = twins.twin_criterion(twins.twin(x_batch), y_batch)
-        twin_value.backward()
-        torch.testing.assert_close(value, twin_value.detach(), rtol=1e-12, atol=0)
-        for parameter, twin_parameter in zip(
-            twins.model.parameters(), twin_parameters, strict=True
-        ):
-            assert twin_parameter.grad is not None
-            torch.testing.assert_close(parameter.grad, twin_parameter.grad, rtol=1e-10, atol=1e-14)
-        twins.optimizer.step()
-        twins.twin_optimizer.step()
-    for parameter, twin_parameter in zip(twins.model.parameters(), twin_parameters, strict=True):
-        torch.testing.assert_close(parameter.data, twin_parameter.detach(), rtol=1e-10, atol=1e-14)
+    _assert_twins_train_alike(twins, twins.batches, rtol=1e-10, atol=1e-14)
 
 
 @pytest.mark.parametrize("name", ["linear", "tanh", "elu", "gelutanh", "batchnorm"])

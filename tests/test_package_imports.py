@@ -9,25 +9,12 @@ fresh interpreter runs a short program in one.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 
 import minidl
-from tests.helpers import tree_environment
-
-
-def _run(program: str) -> subprocess.CompletedProcess[str]:
-    """Run ``program`` in a fresh interpreter that imports this tree's minidl."""
-    return subprocess.run(
-        [sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=tree_environment(),
-    )
+from tests.helpers import run_python
 
 
 def test_the_package_and_the_command_lines_help_and_version_import_no_torch() -> None:
@@ -48,7 +35,7 @@ def test_the_package_and_the_command_lines_help_and_version_import_no_torch() ->
         "        assert exit.code == 0, (argv, exit.code)\n"
         "print('torch' in sys.modules)\n"
     )
-    done = _run(program)
+    done = run_python(program)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.endswith("\nFalse\n")
     assert "minidl 0.1.0\n" in done.stdout
@@ -94,7 +81,7 @@ def test_minidl_gradcheck_is_the_function_whatever_is_imported_first(first: str)
         "function = sys.modules['minidl.gradcheck'].gradcheck\n"
         "assert minidl.gradcheck is function is aliased, (minidl.gradcheck, aliased)\n"
     )
-    done = _run(program)
+    done = run_python(program)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
@@ -114,7 +101,7 @@ def test_a_fresh_package_lists_and_gives_its_names_and_keeps_them() -> None:
         "error = minidl.AnomalyError\n"
         "assert vars(minidl)['AnomalyError'] is error is sys.modules['minidl.anomaly'].AnomalyError\n"
     )
-    done = _run(program)
+    done = run_python(program)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 

@@ -21,7 +21,7 @@ from minidl.checkpoint import Checkpoint, read_checkpoint
 from minidl.cli import build_parser, main
 from minidl.data import BatchIterator, make_disk_data
 from minidl.train import EpochRecord, History, error_rate, eval_mode, fit, predict
-from tests.helpers import free_port, tree_environment, unfolded
+from tests.helpers import free_port, run_python, tree_environment, unfolded
 
 F64 = torch.float64
 FLAGS = (
@@ -1459,14 +1459,7 @@ def test_ctrl_c_while_torch_is_imported_exits_with_130_and_one_line(
         .replace("NAME", repr(name))
         .replace("ENTRY", repr(entry))
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=tree_environment(),
-    )
+    done = run_python(program)
     assert (done.returncode, done.stdout, done.stderr) == (130, "", line + "\n")
 
 
