@@ -112,6 +112,18 @@ SCHEDULES = [
     "sequence",
 ]
 
+#: What a rule that runs a batch draws (``forward_backward`` and ``train_step``): the batch's
+#: size, whether it repeats the last one, its seed, the backward taken, what it runs inside,
+#: and a second backward and its mode.
+BATCH_DRAWS: dict[str, st.SearchStrategy[Any]] = {
+    "size": st.integers(1, 17),
+    "again": st.booleans(),
+    "seed": st.integers(0, 2**16),
+    "through": st.sampled_from(["backward", "backward_parameters"]),
+    "inside": st.sampled_from(["", "inference mode", "detect_anomaly"]),
+    "second": st.sampled_from(["", "in its mode", "in training mode", "in evaluation mode"]),
+}
+
 
 @st.composite
 def lives(draw: st.DrawFn) -> dict[str, Any]:
@@ -344,14 +356,7 @@ class ModelLife(RuleBasedStateMachine):
 
     # -- rules: computing -------------------------------------------------------------------------
 
-    @rule(
-        size=st.integers(1, 17),
-        again=st.booleans(),
-        seed=st.integers(0, 2**16),
-        through=st.sampled_from(["backward", "backward_parameters"]),
-        inside=st.sampled_from(["", "inference mode", "detect_anomaly"]),
-        second=st.sampled_from(["", "in its mode", "in training mode", "in evaluation mode"]),
-    )
+    @rule(**BATCH_DRAWS)
     def forward_backward(
         self, size: int, again: bool, seed: int, through: str, inside: str, second: str
     ) -> None:
@@ -390,12 +395,7 @@ class ModelLife(RuleBasedStateMachine):
             self.backward_again(modes[second])
 
     @rule(
-        size=st.integers(1, 17),
-        again=st.booleans(),
-        seed=st.integers(0, 2**16),
-        through=st.sampled_from(["backward", "backward_parameters"]),
-        inside=st.sampled_from(["", "inference mode", "detect_anomaly"]),
-        second=st.sampled_from(["", "in its mode", "in training mode", "in evaluation mode"]),
+        **BATCH_DRAWS,
         zero=st.booleans(),
         schedule=st.booleans(),
     )
