@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from minidl import nn
+from minidl.nn.selu import SELU_SCALE
 
 F32, F64 = torch.float32, torch.float64
 
@@ -124,17 +125,23 @@ def test_gelu_halves_one_plus_its_cdf_to_the_bit(approximate: str, dtype: torch.
             patch.undo()
 
 
-@pytest.mark.parametrize("alpha", [1.0, 1], ids=["float", "int"])
-def test_selu_with_alpha_one_keeps_its_scale(alpha: float) -> None:
-    """ELU's short form is for scale * alpha = 1 only: a SELU whose alpha is set to 1 (1.0 or
-    the integer 1) still computes lambda (e^x - 1) for x <= 0 and lambda x above, its
-    derivative lambda e^x and lambda (float64, to 1e-15), and an ELU whose alpha is
-    set back to 1 from another computes e^x - 1 and x again."""
-    from minidl.nn.selu import SELU_SCALE
+class _ScaledELU(nn.ELU):
+    """An ELU with SELU's scale and an alpha that may be set (SELU's is fixed)."""
 
+    def __init__(self, alpha: float) -> None:
+        super().__init__(alpha)
+        self._scale = SELU_SCALE
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1], ids=["float", "int"])
+def test_a_scaled_elu_with_alpha_one_keeps_its_scale(alpha: float) -> None:
+    """ELU's short form is for scale * alpha = 1 only: an ELU with SELU's scale lambda whose
+    alpha is set to 1 (1.0 or the integer 1) still computes lambda (e^x - 1) for x <= 0 and
+    lambda x above, its derivative lambda e^x and lambda (float64, to 1e-15), and an ELU whose
+    alpha is set back to 1 from another computes e^x - 1 and x again."""
     x = torch.cat([torch.tensor(SPECIAL[:-1], dtype=F64), torch.randn(100, dtype=F64) * 3])
     gradient = torch.randn(x.shape, dtype=F64)
-    module = nn.SELU()
+    module = _ScaledELU(2.0)
     module.alpha = alpha
     elu = nn.ELU(2.0)
     elu(x)

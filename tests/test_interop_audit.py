@@ -171,23 +171,20 @@ def test_an_attribute_that_is_not_the_registered_tensor_is_refused_by_to_torch()
     assert torch.equal(twin.state_dict()["running_mean"], norm.state_dict()["running_mean"])
 
 
-def test_a_selu_whose_alpha_was_changed_is_refused_by_to_torch() -> None:
-    """minidl's SELU is an ELU with a scale, and its alpha a setting that may be changed;
-    torch.nn.SELU's constants are fixed. to_torch gave a torch.nn.SELU with other outputs
-    (-1.1113 for -1 where the model gives -1.3283 with alpha 2) without a word."""
-    selu = nn.SELU()
-    selu.alpha = 2.0
-    model = nn.Sequential(nn.Linear(2, 2), nn.Residual(selu))
-    with pytest.raises(ConversionError) as info:
-        to_torch(model)
-    assert str(info.value) == (
-        "to_torch: cannot convert the layer at '1.block' of type minidl.nn.selu.SELU (its alpha "
-        "was set to 2.0, where torch.nn.SELU's is fixed at 1.6732632423543772)"
-    )
-    assert isinstance(info.value.__cause__, ValueError)
-    x = torch.linspace(-3, 3, 13, dtype=F64).reshape(13, 1)
+def test_a_selu_converts_to_torchs_whose_constants_are_fixed_as_its_own() -> None:
+    """minidl's SELU is an ELU with a scale, and its alpha was a setting that could be changed,
+    where torch.nn.SELU's constants are fixed: to_torch then had to refuse a changed one. Its
+    alpha is now fixed too (setting it is refused, see test_nn_mutants), and to_torch gives
+    torch.nn.SELU, of the same outputs to the bit, inside a model too."""
+    model = nn.Sequential(nn.Linear(2, 2, dtype=F64), nn.Residual(nn.SELU()))
+    with pytest.raises(AttributeError, match=r"^SELU: alpha is fixed at 1.6732632423543772 "):
+        model[1].block.alpha = 2.0
+    twin = to_torch(model)
+    assert isinstance(twin[1].block, torch.nn.SELU)
+    x = torch.linspace(-3, 3, 26, dtype=F64).reshape(13, 2)
     with torch.no_grad():
         assert torch.equal(to_torch(nn.SELU())(x), torch.nn.SELU()(x))
+        assert torch.equal(twin(x), model(x))
 
 
 def test_a_residual_block_assigned_by_hand_is_refused_by_to_torch() -> None:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from minidl import nn
+from minidl.nn.selu import SELU_ALPHA
 from tests.helpers import F64, assert_close
 
 # -- activations ----------------------------------------------------------------------------------
@@ -56,7 +57,6 @@ def test_leaky_relu_refuses_a_slope_that_is_not_a_finite_number(
     assert layer.negative_slope == 0.2
 
 
-@pytest.mark.parametrize("make", [nn.ELU, nn.SELU])
 @pytest.mark.parametrize(
     ("alpha", "kind", "shown"),
     [
@@ -66,22 +66,68 @@ def test_leaky_relu_refuses_a_slope_that_is_not_a_finite_number(
         ("1.0", TypeError, " (a float or an int), got str '1.0'"),
     ],
 )
-def test_elu_and_selu_refuse_an_alpha_that_is_not_a_positive_number(
-    make: type[nn.ELU], alpha: object, kind: type[Exception], shown: str
+def test_elu_refuses_an_alpha_that_is_not_a_positive_number(
+    alpha: object, kind: type[Exception], shown: str
 ) -> None:
     """A number out of range is a ValueError, anything else (a bool too) a TypeError, from
-    ELU's constructor and from setting ``alpha`` on either (the value is kept)."""
-    message = f"{make.__name__}: alpha must be a finite number > 0{shown}"
-    if make is nn.ELU:
-        with pytest.raises(kind) as info:
-            nn.ELU(alpha=alpha)  # type: ignore[arg-type]
-        assert str(info.value) == message
-    layer = make()
-    before = layer.alpha
+    ELU's constructor and from setting ``alpha`` (the value is kept)."""
+    message = f"ELU: alpha must be a finite number > 0{shown}"
+    with pytest.raises(kind) as info:
+        nn.ELU(alpha=alpha)  # type: ignore[arg-type]
+    assert str(info.value) == message
+    layer = nn.ELU(0.5)
     with pytest.raises(kind) as info:
         layer.alpha = alpha  # type: ignore[assignment]
     assert str(info.value) == message
-    assert layer.alpha == before
+    assert layer.alpha == 0.5
+
+
+@pytest.mark.parametrize("alpha", [2.0, 1, SELU_ALPHA, math.nan, "1.0"])
+def test_selu_refuses_any_alpha_its_constants_are_fixed(alpha: object) -> None:
+    """SELU's alpha was ELU's setting: ``selu.alpha = 2.0`` was taken, and the SELU computed
+    2.0 lambda (e^x - 1) for x < 0 while its repr still read ``SELU()`` (torch.nn.SELU takes no
+    alpha; its constants are fixed). Setting it, to any value (the constant too), or deleting
+    it raises an AttributeError that names SELU, the value given and the constant; the module
+    computes as torch.nn.SELU before and after (float64, to the bit), and its constructor takes
+    no alpha (Python's TypeError names SELU)."""
+    x = torch.linspace(-5, 5, 41, dtype=F64)
+    selu = nn.SELU()
+    with pytest.raises(AttributeError) as info:
+        selu.alpha = alpha  # type: ignore[assignment]
+    assert str(info.value) == (
+        f"SELU: alpha is fixed at 1.6732632423543772 (the self-normalising constant, as "
+        f"torch.nn.SELU's), got {alpha!r}; use ELU(alpha) for another alpha"
+    )
+    with pytest.raises(AttributeError, match=r"^SELU.alpha cannot be deleted: it is fixed at "):
+        del selu.alpha
+    assert selu.alpha == SELU_ALPHA
+    assert repr(selu) == "SELU()"
+    assert torch.equal(selu(x), F.selu(x))
+    with pytest.raises(TypeError, match=r"SELU.__init__\(\) got an unexpected keyword argument"):
+        nn.SELU(alpha=2.0)  # type: ignore[call-arg]
+
+
+def test_a_selu_pickled_with_its_alpha_loads_only_with_the_constant() -> None:
+    """A SELU pickled when its alpha was a setting holds it in ``_alpha`` (before that, in
+    ``alpha``): the constant loads as a SELU of fixed constants; another alpha, which a SELU
+    cannot compute with, is refused by name."""
+    x = torch.linspace(-5, 5, 41, dtype=F64)
+    for name in ("_alpha", "alpha"):
+        state = nn.SELU().__getstate__()
+        state[name] = SELU_ALPHA
+        loaded = nn.SELU.__new__(nn.SELU)
+        loaded.__setstate__(state)
+        assert "_alpha" not in vars(loaded) and "alpha" not in vars(loaded)
+        assert torch.equal(loaded(x), F.selu(x))
+        state = nn.SELU().__getstate__()
+        state[name] = 2.0
+        with pytest.raises(ValueError) as info:
+            nn.SELU.__new__(nn.SELU).__setstate__(state)
+        assert str(info.value) == (
+            "SELU: cannot load a SELU pickled with alpha 2.0: its alpha is fixed at "
+            "1.6732632423543772; load it as an ELU(alpha) instead"
+        )
+    assert torch.equal(pickle.loads(pickle.dumps(nn.SELU()))(x), F.selu(x))
 
 
 class _Abs(nn.Activation):

@@ -56,7 +56,6 @@ from torch.nn.utils import parametrize
 
 from minidl import nn
 from minidl.nn.module import Module
-from minidl.nn.selu import SELU_ALPHA
 
 __all__ = ["ConversionError", "TorchResidual", "from_torch", "to_torch"]
 
@@ -199,8 +198,7 @@ def to_torch(model: Module) -> tnn.Module:
             child modules that its counterpart has not (registered by hand), an attribute of a
             parameter's, buffer's or child's name that holds another object
             (``norm.running_mean = tensor``, which minidl does not register), tensors of
-            several dtypes or devices, a tensor of a shape its sizes do not give, or is a
-            ``SELU`` whose ``alpha`` was changed (``torch.nn.SELU``'s is fixed); the message
+            several dtypes or devices, or a tensor of a shape its sizes do not give; the message
             gives its path (e.g. ``'2.block.0'``) and type.
         TypeError: ``model`` is not a minidl :class:`~minidl.nn.Module`.
     """
@@ -330,14 +328,7 @@ def _torch_layer(module: Module, path: str) -> tnn.Module:
         assert isinstance(module, nn.Dropout)
         result = tnn.Dropout(module.p)
     elif kind is nn.SELU:
-        assert isinstance(module, nn.SELU)
-        # Its alpha is a setting (inherited from ELU); torch.nn.SELU's constants are fixed.
-        if module.alpha != SELU_ALPHA:
-            raise ValueError(
-                f"its alpha was set to {module.alpha!r}, where torch.nn.SELU's is fixed at "
-                f"{SELU_ALPHA!r}"
-            )
-        result = tnn.SELU()
+        result = tnn.SELU()  # (the constants of both are fixed)
     elif kind is nn.Softmax:
         result = tnn.Softmax(dim=1)
     elif kind is nn.LogSoftmax:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from minidl._validate import shown
+from minidl.nn._cached_derivative import CachedDerivative
 from minidl.nn._checks import check_not_in_place
 from minidl.nn.elu import ELU
 
@@ -22,6 +26,12 @@ class SELU(ELU):
     :class:`~minidl.nn.ELU`'s (with the scale :math:`\lambda`): from :math:`e^x`, not from
     :math:`y + \lambda\alpha`, which cancels for very negative :math:`x`.
 
+    The constants are fixed, as ``torch.nn.SELU``'s: ``alpha`` reads :math:`\alpha` (a SELU is
+    an ELU), and setting it raises an ``AttributeError`` naming SELU and leaves the module as it
+    was (another alpha would no longer be self-normalising, and the ``repr``, ``SELU()``, and
+    :func:`~minidl.interop.to_torch` would not show it); for another alpha, use
+    :class:`~minidl.nn.ELU`.
+
     Args:
         inplace: ``False`` (default), what it does: PyTorch's argument; ``True`` is refused.
 
@@ -33,10 +43,43 @@ class SELU(ELU):
         tensor([1.0507])
     """
 
+    # (what ELU's forward reads: ELU's setting is replaced by the constant, not set)
+    _alpha = SELU_ALPHA
+
     def __init__(self, inplace: bool = False) -> None:
         check_not_in_place("SELU", inplace)
-        super().__init__(alpha=SELU_ALPHA)
+        CachedDerivative.__init__(self)  # (not ELU's, which sets alpha)
         self._scale = SELU_SCALE
+
+    @property
+    def alpha(self) -> float:
+        """:math:`\\alpha`, fixed at :data:`SELU_ALPHA`; setting it raises ``AttributeError``."""
+        return SELU_ALPHA
+
+    @alpha.setter
+    def alpha(self, value: object) -> None:
+        raise AttributeError(
+            f"{type(self).__name__}: alpha is fixed at {SELU_ALPHA!r} (the self-normalising "
+            f"constant, as torch.nn.SELU's), got {shown(value)}; use ELU(alpha) for another alpha"
+        )
+
+    @alpha.deleter
+    def alpha(self) -> None:
+        raise AttributeError(
+            f"{type(self).__name__}.alpha cannot be deleted: it is fixed at {SELU_ALPHA!r}"
+        )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # (one pickled when alpha could be set kept its value, as the setting's slot or, before
+        # that, as a plain attribute: the constant, or one set by hand, which a SELU cannot
+        # compute with)
+        alpha = state.pop("_alpha", state.pop("alpha", SELU_ALPHA))
+        if alpha != SELU_ALPHA:
+            raise ValueError(
+                f"{type(self).__name__}: cannot load a SELU pickled with alpha {shown(alpha)}: "
+                f"its alpha is fixed at {SELU_ALPHA!r}; load it as an ELU(alpha) instead"
+            )
+        super().__setstate__(state)
 
     def extra_repr(self) -> str:
         return ""
