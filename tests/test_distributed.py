@@ -988,6 +988,79 @@ def test_rank_0_waits_for_the_others_census_beyond_the_stores_bound(
     assert finished == [[1]]
 
 
+class _StoreThatStops(_SilentStore):
+    """The store of a ``torchrun`` launcher that stops (or whose machine is cut off) during the
+    census: it answers its first ``answers`` calls (no rank has finished its census), then every
+    call waits until the test releases it."""
+
+    def __init__(self, answers: int) -> None:
+        super().__init__()
+        self.answers = answers
+
+    def _answer(self, *args: object) -> bool:
+        if self.answers == 0:
+            return self._wait()
+        self.answers -= 1
+        return False
+
+    check = get = set = _answer
+
+
+@pytest.mark.parametrize(
+    ("rank", "answers"),
+    [(0, 0), (0, 1), (0, 3), (1, 0)],
+    ids=["rank-0-done", "rank-0-first-check", "rank-0-later-check", "rank-1-done"],
+)
+def test_a_store_that_stops_answering_after_the_census_is_named_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch, rank: int, answers: int
+) -> None:
+    """Under torchrun the launcher hosts the store, not rank 0: rank 0's census was bounded, but
+    its wait for the others' census that follows (saying its own is done, then asking for
+    theirs) was not, and a launcher that stopped answering then held rank 0 for ever (here
+    until the test releases the store, after 10 s). Each of those store calls is now awaited
+    _STORE_SECONDS at most, on every rank: the error names every rank alive and the store as
+    having stopped answering then (its host: the launcher for rank 0; rank 0 or the launcher
+    for the others, which were bounded but did not say so), and close() does not ask it
+    again."""
+    monkeypatch.setattr(distributed, "_CENSUS_SECONDS", 0.0)
+    monkeypatch.setattr(distributed, "_STORE_SECONDS", 0.5)
+    store = _StoreThatStops(answers)
+    group = distributed.ProcessGroup.__new__(distributed.ProcessGroup)
+    group.rank, group.world_size, group.timeout, group._calls = rank, 2, 30.0, [3]
+    group._store = store  # type: ignore[assignment]
+    group._store_answers = True
+    group._stop_beating = threading.Event()
+    group._census = lambda: []  # type: ignore[method-assign]
+    group._behind = lambda: []  # type: ignore[method-assign]
+    errors: list[distributed.DistributedError] = []
+    failing = threading.Thread(
+        target=lambda: errors.append(
+            group._failure("the all_reduce of the gradients", RuntimeError("timed out"))
+        ),
+        daemon=True,
+    )
+    try:
+        failing.start()
+        failing.join(10.0)  # (the guard: a wait without bound would still go on)
+        assert not failing.is_alive(), "the census still waits for the store after 10 s"
+        start = time.monotonic()
+        group.close()
+        closing = time.monotonic() - start
+    finally:
+        store.released.set()
+        failing.join(5.0)
+    host = "the launcher (which hosts it under torchrun)"
+    if rank != 0:
+        host = "rank 0 (which hosts it) or the launcher"
+    assert [str(error) for error in errors] == [
+        f"rank {rank} of 2: the all_reduce of the gradients failed: every rank is still alive "
+        "(the ranks may have diverged in their calls); then the rendezvous store stopped "
+        f"answering, so {host} has stopped or hung (collective timeout 30 s). Cause: timed out"
+    ]
+    assert group._store_answers is False
+    assert closing < 0.5, closing
+
+
 def test_the_census_own_wait_is_not_counted_against_the_store(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

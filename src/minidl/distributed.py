@@ -54,7 +54,9 @@ group (its run ended sooner, or it left the ``with`` block on an error) says so 
 is named as such, with the error's type and first line. The census waits for the
 store's answers 6.5 s at most (torch's store calls have no timeout of their own): when rank 0
 hosts the store (ranks started by hand; under ``torchrun`` the launcher hosts it) and hangs, the
-others say so then rather than wait for ever. (With NCCL,
+others say so then rather than wait for ever. Rank 0, which then waits for the others' census
+(up to a timeout), awaits each of the store's answers 5 s at most: under ``torchrun`` a
+launcher that stops answering then is named, not waited for. (With NCCL,
 PyTorch's watchdog notices a timed-out collective itself and ends the process with its own
 message.)
 
@@ -77,6 +79,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import os
 import threading
@@ -410,11 +413,9 @@ class ProcessGroup:
         missing, behind, left = (None, [], {}) if found is None else found
         self._store_answers = missing is not None  # (close() need not wait for it again)
         if missing is not None:
-            stalled = missing + behind
-            if self.rank == 0:  # (it waits for the others' census: its own store answers it)
-                self._finish_census(stalled)
-            else:
-                _within(_STORE_SECONDS, lambda: self._finish_census(stalled))
+            # (each of its store calls awaited _STORE_SECONDS at most; a store that stops
+            # answering clears _store_answers)
+            self._finish_census(missing + behind)
         missing = None if missing is None else [rank for rank in missing if rank not in left]
         where = f"rank {self.rank} of {self.world_size}"
         if missing is None:
@@ -452,6 +453,15 @@ class ProcessGroup:
             )
         else:
             diagnosis = "every rank is still alive (the ranks may have diverged in their calls)"
+        if missing is not None and not self._store_answers:
+            host = (
+                "the launcher (which hosts it under torchrun)"
+                if self.rank == 0
+                else "rank 0 (which hosts it) or the launcher"
+            )
+            diagnosis += (
+                f"; then the rendezvous store stopped answering, so {host} has stopped or hung"
+            )
         return DistributedError(
             f"{where}: {what} failed: {diagnosis} (collective timeout "
             f"{self.timeout:g} s). Cause: {_first_line(error)}"
@@ -507,21 +517,39 @@ class ProcessGroup:
         return behind
 
     def _finish_census(self, missing: list[int]) -> None:
-        """Say this rank's census is done; rank 0, which hosts the store, waits for the census of
-        every other rank than ``missing`` (those that stopped, and those still alive that have
-        not reached the collective, which may never come) before it leaves: they may fail up
-        to a timeout later."""
-        try:
-            self._store.set(f"{_DONE_KEY}{self.rank}", "1")
-            if self.rank != 0:
-                return
-            alive = [r for r in range(1, self.world_size) if r not in missing]
-            deadline = time.monotonic() + self.timeout + _CENSUS_SECONDS + 2.0
-            while alive and time.monotonic() < deadline:
-                alive = [r for r in alive if not self._store.check([f"{_DONE_KEY}{r}"])]
-                time.sleep(0.05)
-        except RuntimeError:
+        """Say this rank's census is done; rank 0 waits for the census of every other rank than
+        ``missing`` (those that stopped, and those still alive that have not reached the
+        collective, which may never come) before it leaves: they may fail up to a timeout later,
+        and it may host the store they read.
+
+        Each store call is awaited :data:`_STORE_SECONDS` at most, on rank 0 too: it hosts the
+        store when the ranks are started by hand, but under ``torchrun`` the launcher does, and
+        a launcher that stops or hangs (or its machine cut off) would hold rank 0 here for ever.
+        A call that does not answer (or fails) ends the wait and clears ``_store_answers``."""
+        done = f"{_DONE_KEY}{self.rank}"
+
+        def say_done() -> bool:
+            self._store.set(done, "1")
+            return True
+
+        if _within(_STORE_SECONDS, say_done) is None:
+            self._store_answers = False
             return
+        if self.rank != 0:
+            return
+        alive = [r for r in range(1, self.world_size) if r not in missing]
+        deadline = time.monotonic() + self.timeout + _CENSUS_SECONDS + 2.0
+        while alive and time.monotonic() < deadline:
+            found = _within(_STORE_SECONDS, functools.partial(self._unfinished, alive))
+            if found is None:
+                self._store_answers = False
+                return
+            alive = found
+            time.sleep(0.05)
+
+    def _unfinished(self, ranks: Sequence[int]) -> list[int]:
+        """Of ``ranks``, those whose census is not done yet."""
+        return [rank for rank in ranks if not self._store.check([f"{_DONE_KEY}{rank}"])]
 
     # -- life cycle -------------------------------------------------------------------------------
 
