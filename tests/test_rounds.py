@@ -414,6 +414,135 @@ def test_stack_and_unstack_round_trip() -> None:
         assert torch.equal(restored(x[r]), model(x[r]))
 
 
+class _DoubledInTraining(nn.Activation):
+    """``2 x`` in training mode and ``x`` in evaluation mode: an activation of one's own whose
+    function is its mode's (as a noise of its own would be)."""
+
+    def _forward(self, input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        slope = torch.full_like(input, 2.0 if self.training else 1.0)
+        return input * slope, slope
+
+    def _backward(self, grad_output: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+        return grad_output * slope
+
+
+def _all_modes(model: nn.Module) -> list[tuple[str, bool]]:
+    return [(name, module.training) for name, module in model.named_modules()]
+
+
+def _stack_modes_case(case: str) -> list[nn.Sequential]:
+    """Three 3-4-4-2 networks (float64) with the activations and modes of ``case``."""
+    torch.manual_seed(0)
+    activations = {"activations differ": ["tanh", "relu", "tanh"]}.get(case, ["tanh"] * 3)
+    models = [nn.mlp((3, 4, 4, 2), [name, name], dtype=DTYPE) for name in activations]
+    for index, model in enumerate(models):
+        if case == "all in eval":
+            model.eval()
+        elif case == "a Linear in eval":
+            model[2].eval()
+        elif case == "in eval but a Linear":
+            model.eval()
+            model[2].train()
+        elif case in ("one activation in eval", "activations differ"):
+            model[1].train(index != 1)
+        elif case == "mode-dependent activations":
+            doubled = _DoubledInTraining()
+            doubled.train(index == 1)
+            model[1].eval()
+            models[index] = nn.Sequential(*model[:3], doubled, model[4])
+    return models
+
+
+@pytest.mark.parametrize("layout", ["layer", "model"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "all in eval",
+        "a Linear in eval",
+        "in eval but a Linear",
+        "one activation in eval",
+        "activations differ",
+        "mode-dependent activations",
+    ],
+)
+def test_stack_and_unstack_keep_every_modules_mode(case: str, layout: str) -> None:
+    """Every module of a stack has the training flag of the modules it stacks, and each
+    unstacked model the flags its model had, as copy.deepcopy keeps them; stacking the
+    unstacked models gives the stack's flags again. The stack and each unstacked model were in
+    training mode, their Linear layers too (a model in evaluation mode came back in training
+    mode), and activations of one class that differ in their mode alone ran as one, in the
+    first model's mode, for every model: an activation whose function is its mode's (2x in
+    training mode, x in evaluation) gave model 1 the other mode's outputs. Each stacked model's
+    output and input gradient are its model's (float64, 1e-12)."""
+    models = _stack_modes_case(case)
+    stacked = nn.stack_models(models, layout=layout)
+    assert stacked.training == models[0].training
+    for position, layer in enumerate(stacked):
+        if not isinstance(layer, nn.StackedActivation):
+            assert layer.training == models[0][position].training, position
+            continue
+        for index, model in enumerate(models):
+            assert layer.activation_of(index).training == model[position].training
+        # (its own: the activations' where they share one, else the models')
+        shared = {model[position].training for model in models}
+        assert layer.training == (shared.pop() if len(shared) == 1 else models[0].training)
+    for index, model in enumerate(models):
+        assert _all_modes(nn.unstack_model(stacked, index)) == _all_modes(model), index
+        assert _all_modes(nn.unstack_model(stacked, index)) == _all_modes(copy.deepcopy(model))
+    unstacked = [nn.unstack_model(stacked, index) for index in range(len(models))]
+    assert _all_modes(nn.stack_models(unstacked, layout=layout)) == _all_modes(stacked)
+    x = torch.randn(3, 5, 3, dtype=DTYPE)
+    grad = torch.randn(3, 5, 2, dtype=DTYPE)
+    output = stacked(x)
+    grad_input = stacked.backward(grad)
+    for index, model in enumerate(models):
+        torch.testing.assert_close(output[index], model(x[index]), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            grad_input[index], model.backward(grad[index]), rtol=1e-12, atol=1e-12
+        )
+
+
+def test_models_or_linear_layers_in_other_modes_are_refused_by_stack_models() -> None:
+    """A stack, and each of its BatchedLinear layers, has one mode for all its models: models
+    in other modes (their own flags), or Linear layers at one position in other modes, are
+    refused, naming the position, the models and the modes (they were stacked in training
+    mode, the models' modes lost). fit_rounds, which puts every model in training mode as fit
+    does, still takes them."""
+    models = [nn.mlp((3, 4, 2), "tanh", dtype=DTYPE) for _ in range(3)]
+    models[2].eval()
+    models[2][1].train()
+    with pytest.raises(ValueError) as info:
+        nn.stack_models(models)
+    assert str(info.value) == (
+        "stack_models: models[0] is in training mode and models[2] in evaluation mode (their "
+        "own modes, not their layers'); a stack has one mode for all its models: put the "
+        "models in the same mode (train() or eval())"
+    )
+    models[2].train()
+    models[1][2].eval()
+    with pytest.raises(ValueError) as info:
+        nn.stack_models(models)
+    assert str(info.value) == (
+        "stack_models: layer 2 is in training mode in models[0] and in evaluation mode in "
+        "models[1]; a stacked Linear (BatchedLinear) has one mode for all its models: put "
+        "these layers in the same mode (train() or eval())"
+    )
+    assert _all_modes(models[1])[3] == ("2", False)  # (left as they were)
+    models[2].eval()
+    x = torch.randn(3, 8, 3, dtype=DTYPE)
+    y = torch.randint(0, 2, (3, 8))
+    fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        lambda stack: SGD(stack.parameters(), lr=0.1),
+        [(x[index], y[index]) for index in range(3)],
+        epochs=1,
+        batch_size=4,
+        generators=[torch.Generator().manual_seed(index) for index in range(3)],
+    )
+    assert all(training for model in models for _, training in _all_modes(model))
+
+
 @pytest.mark.parametrize("layout", ["layer", "model"])
 def test_stacking_copies_values_and_starts_gradients_at_zero(layout: str) -> None:
     """A stack (and a model taken out of it) is a new network: it holds copies of the models'

@@ -53,13 +53,13 @@ gradients, each unstacked model equals its twin, and the outputs, losses, input 
 norms the rules returned still equal the twins' (no later call writes into a tensor returned).
 
 What the twins do as the stack does, by design: a stack or a model made anew
-(:func:`minidl.nn.stack_models`, :func:`minidl.nn.unstack_model`, a fresh stack) has zero
-gradients and is in training mode, but for the activations a stack or model copies, which keep
-theirs (a :class:`~minidl.nn.StackedActivation` is new: each model's activation in it keeps
-its mode). So the twins' gradients are zeroed and their modes set so where a rule makes the
-stack anew (``fit_rounds`` copies the last batch's gradients back into its models, which the
-rule gives back to the new stack, and a rule that makes a stack only to lay it out again
-gives it the gradients and modes of the old one).
+(:func:`minidl.nn.stack_models`, :func:`minidl.nn.unstack_model`) has zero gradients and the
+modes of the modules it was made from (a :class:`~minidl.nn.StackedActivation` holds each
+model's activation in its mode), and a fresh stack of fresh models is in training mode. So the
+twins' gradients are zeroed where a rule makes the stack anew, and their modes set to training
+where it is fresh (``fit_rounds`` copies the last batch's gradients back into its models, which
+the rule gives back to the new stack, and a rule that makes a stack only to lay it out again
+gives it the gradients of the old one).
 """
 
 from __future__ import annotations
@@ -314,7 +314,7 @@ class StackLife(RuleBasedStateMachine):
 
     def _relaid(self, stack: nn.Sequential) -> nn.Sequential:
         """A new stack of the models of ``stack``, in the life's layout, holding their values,
-        gradients and modes."""
+        gradients and (made so) modes."""
         joined = nn.stack_models(
             [nn.unstack_model(stack, index) for index in range(self.rounds)],
             layout=self.life["layout"],
@@ -323,19 +323,15 @@ class StackLife(RuleBasedStateMachine):
             new = nn.model_parameters(joined, index)
             for parameter, source in zip(new, nn.model_parameters(stack, index), strict=True):
                 parameter.grad.copy_(source.grad)
-        for joined_module, module in zip(joined.modules(), stack.modules(), strict=True):
-            joined_module.training = module.training
         return joined
 
-    def _twins_anew(self, activations_kept: bool) -> None:
-        """The twins as the models of a stack made anew: gradients zero, and in training mode
-        but (``activations_kept``, where the stack copies the old one's activations) for their
-        activations."""
+    def _twins_anew(self, fresh: bool) -> None:
+        """The twins as the models of a stack made anew: gradients zero, in the modes they had,
+        or in training mode (``fresh``, where the stack is made of fresh models)."""
         for twin in self.twins:
             twin.zero_grad()
-            for module in twin.modules():
-                if not (activations_kept and isinstance(module, nn.Activation)):
-                    module.training = True
+            if fresh:
+                twin.train()
 
     def _per_optimizer(self) -> bool:
         """Whether each model has an optimizer of its own."""
@@ -778,7 +774,7 @@ class StackLife(RuleBasedStateMachine):
         stack = nn.stack_models(self._models(seed), layout=self.life["layout"])
         stack.load_state_dict(state)
         self._go_on_with(stack, optimizer_states, schedule_states, schedule_first)
-        self._twins_anew(activations_kept=False)
+        self._twins_anew(fresh=True)
 
     @rule(into=st.sampled_from(["same", "fresh"]), seed=st.integers(0, 2**16))
     def checkpoint(self, into: str, seed: int) -> None:
@@ -799,7 +795,7 @@ class StackLife(RuleBasedStateMachine):
                 load_checkpoint(path, self.stack)
             return
         stack = nn.stack_models(self._models(seed), layout=self.life["layout"])
-        self._twins_anew(activations_kept=False)
+        self._twins_anew(fresh=True)
         if whole:
             optimizers, schedules = self._optimizers(stack)
             load_checkpoint(path, stack, optimizers[0], schedules[0])
@@ -841,7 +837,7 @@ class StackLife(RuleBasedStateMachine):
         self.twin_schedules = [self.twin_schedules[index] for index in order]
         self.criterion = self._criterion()
         self._go_on_with(joined, optimizer_states, schedule_states, schedule_first)
-        self._twins_anew(activations_kept=True)
+        self._twins_anew(fresh=False)
 
     @rule(how=st.sampled_from(["deepcopy", "pickle", "shallow copy"]))
     def go_on_with_a_copy(self, how: str) -> None:
@@ -919,7 +915,7 @@ class StackLife(RuleBasedStateMachine):
         for index, twin in enumerate(self.twins):
             assert self.stack.training == twin.training
             for (path, layer), twin_layer in zip(self.stack.named_children(), twin, strict=True):
-                if isinstance(layer, nn.StackedActivation):  # (its own mode: see _twins_anew)
+                if isinstance(layer, nn.StackedActivation):  # (its own mode is derived from theirs)
                     layer = layer.activation_of(index)
                 assert layer.training == twin_layer.training, (index, path)
 

@@ -38,10 +38,10 @@ from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 from minidl.nn.sequential import Sequential
 from minidl.nn.stack import (
+    _stack_models,
     _stacked_models,
     flat_model_parameters,
     model_parameters,
-    stack_models,
 )
 from minidl.nn.stacked_loss import StackedLoss
 from minidl.optim.lr_scheduler import LRScheduler
@@ -311,7 +311,8 @@ def fit_rounds(
                 f"({rounds}), got {shown(group)}"
             )
     try:
-        stacked = stack_models(models, layout="model" if flat else "layer")
+        # (the models in any mode, as fit takes a model: they are put in training mode below)
+        stacked = _stack_models(models, "model" if flat else "layer", modes=False)
     except (TypeError, ValueError) as error:  # models of other architectures
         raise type(error)(f"fit_rounds: {error}") from error
     # The stack starts with the models' gradients, as fit does with a model's: a gradient that

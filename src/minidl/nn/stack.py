@@ -41,6 +41,15 @@ def stack_models(
     The stacked network takes ``(R, N, features)`` and returns ``(R, N, outputs)``; with a loss
     given ``(R, N, C)`` predictions, one training step of the stack is one step of each model.
 
+    Modes: every module of the stack has the ``training`` flag of the modules it stacks, as
+    :func:`copy.deepcopy` keeps them, so that :func:`unstack_model` gives each model back in
+    its modes: the stack has the models' own, each :class:`BatchedLinear` that of the
+    :class:`Linear` layers it stacks, and each activation its own, also where the models'
+    activations differ only in their modes (a :class:`StackedActivation` then holds each
+    model's, and has their mode where they share one, else the models'). The models' own modes,
+    and those of the Linear layers at one position, must be alike: a stacked module has one
+    mode for all its models.
+
     Where the parameters live (``layout``):
 
     - ``"layer"``: as in any :class:`Sequential`, each stacked parameter is one contiguous tensor
@@ -81,9 +90,11 @@ def stack_models(
 
     Raises:
         ValueError: no model; the models differ in architecture (the message names the first
-            layer that differs); a model ties one Parameter to two places; an unknown layout; a
-            Linear whose ``weight`` or ``bias`` is a Parameter set by hand rather than the one
-            registered (a TypeError where it is no Parameter), which the layer itself refuses.
+            layer that differs) or in the mode (``training``) of the models themselves or of
+            the Linear layers at one position; a model ties one Parameter to two places; an
+            unknown layout; a Linear whose ``weight`` or ``bias`` is a Parameter set by hand
+            rather than the one registered (a TypeError where it is no Parameter), which the
+            layer itself refuses.
         TypeError: a single model rather than a sequence of them, or anything else that is no
             sequence (a generator, a set, a tensor); a model that is not a :class:`Sequential`;
             a layer that cannot be stacked (only Linear and element-wise activations can); a
@@ -96,6 +107,17 @@ def stack_models(
             which the stack would leave out; not the checks that :func:`minidl.detect_anomaly`
             sets there over the class's methods (the stack runs without them).
     """
+    return _stack_models(models, layout, modes=True)
+
+
+def _stack_models(
+    models: Sequence[Sequential], layout: Literal["layer", "model"], *, modes: bool
+) -> Sequential:
+    """:func:`stack_models`; with ``modes=False``, for a caller that puts the stack in training
+    mode at once (:func:`minidl.rounds.fit_rounds`, as :func:`~minidl.train.fit` takes a model
+    in any mode), the models' modes are neither checked nor kept: the stack is in training mode
+    but for the activations, which keep theirs (one run for activations that differ in their
+    modes alone)."""
     if layout not in ("layer", "model"):
         raise ValueError(f"stack_models: layout must be 'layer' or 'model', got {shown(layout)}")
     if isinstance(models, Module):
@@ -118,6 +140,12 @@ def stack_models(
         if len(model) != len(first):
             raise ValueError(
                 f"stack_models: models[{index}] has {len(model)} layers, models[0] has {len(first)}"
+            )
+        if modes and model.training != first.training:
+            raise ValueError(
+                f"stack_models: models[0] is in {_mode(first)} and models[{index}] in "
+                f"{_mode(model)} (their own modes, not their layers'); a stack has one mode for "
+                "all its models: put the models in the same mode (train() or eval())"
             )
         _refuse_overridden(
             f"models[{index}]",
@@ -173,7 +201,18 @@ def stack_models(
                     f"stack_models: layer {position} of models[{index}]", layer, "weight, bias"
                 )
             _check_same_linear(position, linears)
-            layers.append(BatchedLinear.stack(linears))
+            if modes:
+                for index, layer in enumerate(linears):
+                    if layer.training != linears[0].training:
+                        raise ValueError(
+                            f"stack_models: layer {position} is in {_mode(linears[0])} in "
+                            f"models[0] and in {_mode(layer)} in models[{index}]; a stacked "
+                            "Linear (BatchedLinear) has one mode for all its models: put these "
+                            "layers in the same mode (train() or eval())"
+                        )
+            batched = BatchedLinear.stack(linears)
+            batched.training = linears[0].training if modes else True
+            layers.append(batched)
         elif isinstance(reference, Activation):
             if not all(isinstance(layer, Activation) for layer in column):
                 raise ValueError(
@@ -191,17 +230,24 @@ def stack_models(
                     "_backward on the instance instead (a stack keeps them), or train this "
                     "model with fit or a loop of one's own",
                 )
-            runs = _activation_runs([layer for layer in column if isinstance(layer, Activation)])
+            activations = [layer for layer in column if isinstance(layer, Activation)]
+            runs = _activation_runs(activations, modes)
             if len(runs) == 1:
                 layers.append(copy.deepcopy(reference))
             else:
-                layers.append(StackedActivation(runs))
+                stacked_activation = StackedActivation(runs)
+                shared = {layer.training for layer in activations}
+                stacked_activation.training = (
+                    shared.pop() if len(shared) == 1 else first.training if modes else True
+                )
+                layers.append(stacked_activation)
         else:
             raise TypeError(
                 f"stack_models: cannot stack layer {position} ({type(reference).__name__}); only "
                 "Linear layers and element-wise activations can be stacked"
             )
     stacked = Sequential(*layers)
+    stacked.training = first.training if modes else True
     if layout == "model":
         _lay_out_by_model(list(stacked.parameters()), len(models))
     return stacked
@@ -271,11 +317,25 @@ def _check_same_linear(position: int, column: Sequence[Linear]) -> None:
             )
 
 
-def _activation_runs(column: Sequence[Activation]) -> list[tuple[Activation, int]]:
-    """Copies of the activations of consecutive models, one per run of equal activations."""
+def _mode(module: Module) -> str:
+    return "training mode" if module.training else "evaluation mode"
+
+
+def _modes(module: Module) -> list[bool]:
+    """The ``training`` flags of ``module`` and its descendants."""
+    return [descendant.training for descendant in module.modules()]
+
+
+def _activation_runs(column: Sequence[Activation], modes: bool) -> list[tuple[Activation, int]]:
+    """Copies of the activations of consecutive models, one per run of equal activations (and,
+    with ``modes``, of the same modes, theirs and their descendants')."""
     runs: list[tuple[Activation, int]] = []
     for layer in column:
-        if runs and _same_activation(layer, runs[-1][0]):
+        if (
+            runs
+            and _same_activation(layer, runs[-1][0])
+            and (not modes or _modes(layer) == _modes(runs[-1][0]))
+        ):
             runs[-1] = (runs[-1][0], runs[-1][1] + 1)
         else:
             runs.append((copy.deepcopy(layer), 1))
@@ -523,7 +583,10 @@ def model_parameters(stacked: Sequential, index: int | slice) -> list[Parameter]
 
 def unstack_model(stacked: Sequential, index: int) -> Sequential:
     """Model ``index`` of a network made by :func:`stack_models`, as a plain :class:`Sequential`
-    holding copies of its parameter values (its gradients start at zero).
+    holding copies of its parameter values (its gradients start at zero), in the stack's modes:
+    the model has the stack's own ``training`` flag, each :class:`Linear` that of its
+    :class:`BatchedLinear`, each activation its own (in a :class:`StackedActivation`, the
+    model's), so that a model stacked and unstacked has the modes it had.
 
     Raises:
         TypeError, ValueError: ``stacked`` is not a network made by :func:`stack_models`.
@@ -541,9 +604,13 @@ def unstack_model(stacked: Sequential, index: int) -> Sequential:
     layers: list[Module] = []
     for layer in stacked:
         if isinstance(layer, BatchedLinear):
-            layers.append(layer.model(index))
+            linear = layer.model(index)
+            linear.training = layer.training
+            layers.append(linear)
         elif isinstance(layer, StackedActivation):
             layers.append(copy.deepcopy(layer.activation_of(index)))
         else:
             layers.append(copy.deepcopy(layer))
-    return Sequential(*layers)
+    model = Sequential(*layers)
+    model.training = stacked.training
+    return model
