@@ -481,6 +481,38 @@ class FixedSwish(nn.Activation):
         return f"beta={self.beta}"
 
 
+class LearnedSlope(nn.Activation):
+    """PReLU-like: ``y = max(x, 0) + a min(x, 0)`` with a learned a, kept in a parameter."""
+
+    def __init__(self, slope: float) -> None:
+        super().__init__()
+        self.slope = self.register_parameter("slope", nn.Parameter(torch.tensor([slope])))
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        return input.clamp(min=0) + self.slope.data * input.clamp(max=0), input
+
+    def _backward(self, grad_output: Tensor, input: Tensor) -> Tensor:
+        self.slope.grad.add_((grad_output * input.clamp(max=0)).sum().reshape(1))
+        return torch.where(input > 0, grad_output, grad_output * self.slope.data)
+
+
+class CountingTanh(nn.Activation):
+    """tanh that counts its training forwards in a buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        if self.training:
+            self.calls.add_(1)
+        output = torch.tanh(input)
+        return output, output
+
+    def _backward(self, grad_output: Tensor, output: Tensor) -> Tensor:
+        return grad_output * (1 - output * output)
+
+
 def test_fit_rounds_stacks_a_stateless_activation_of_ones_own() -> None:
     """Two models with FixedSwish of other betas train in one stack as each alone (1e-12)."""
     x, y = disk()
@@ -508,6 +540,58 @@ def test_fit_rounds_stacks_a_stateless_activation_of_ones_own() -> None:
         )
         for stacked, alone in zip(model.parameters(), twin.parameters(), strict=True):
             assert relative(stacked.data, alone.data) <= 1e-12
+
+
+@pytest.mark.parametrize("slopes", [(0.1, 0.1), (0.1, 0.3)])
+def test_fit_rounds_refuses_an_activation_with_a_parameter(slopes: tuple[float, float]) -> None:
+    """An Activation of one's own with a parameter was stacked as copies whose slope no
+    optimizer trained (after one epoch the models were 0.03 away from fit's); it is refused,
+    naming the layer, the parameter and fit, before anything changes; so is one with a
+    buffer."""
+    x, y = disk()
+    models = [_stackable(seed, LearnedSlope(slope)) for seed, slope in enumerate(slopes)]
+    before = [[p.data.clone() for p in model.parameters()] for model in models]
+    with pytest.raises(TypeError) as caught:
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            PerModel(lambda r, p: optim.SGD(p, lr=0.1)),
+            [(x, y)] * 2,
+            epochs=1,
+            generators=[torch.Generator().manual_seed(r) for r in range(2)],
+        )
+    assert str(caught.value) == (
+        "fit_rounds: stack_models: cannot stack layer 1 of models[0] (LearnedSlope): it holds "
+        "parameter 'slope', and a stack trains the parameters of its Linear layers alone (it "
+        "runs copies of the activations, whose state would be shared by the models and not "
+        "written back); train this model with fit, or make the activation stateless"
+    )
+    for model, values in zip(models, before, strict=True):
+        assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+    with pytest.raises(TypeError, match=r"\(LearnedSlope\): it holds parameter 'slope'"):
+        nn.stack_models(models)
+    counting = [_stackable(seed, CountingTanh()) for seed in range(2)]
+    with pytest.raises(TypeError, match=r"\(CountingTanh\): it holds buffer 'calls', and"):
+        nn.stack_models(counting)
+
+
+def test_fit_rounds_refuses_a_module_of_ones_own_and_says_to_use_fit() -> None:
+    x, y = disk()
+    models = [_stackable(seed, Swish(1.0, dtype=F64)) for seed in range(2)]
+    with pytest.raises(TypeError) as caught:
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            PerModel(lambda r, p: optim.SGD(p, lr=0.1)),
+            [(x, y)] * 2,
+            epochs=1,
+            generators=[torch.Generator().manual_seed(r) for r in range(2)],
+        )
+    assert str(caught.value) == (
+        "fit_rounds: stack_models: cannot stack layer 1 (Swish); only Linear layers and "
+        "element-wise activations (subclasses of Activation without parameters or buffers) "
+        "can be stacked: train this model with fit"
+    )
 
 
 # -- data-parallel on two processes --------------------------------------------------------------

@@ -97,7 +97,9 @@ def stack_models(
             layer itself refuses.
         TypeError: a single model rather than a sequence of them, or anything else that is no
             sequence (a generator, a set, a tensor); a model that is not a :class:`Sequential`;
-            a layer that cannot be stacked (only Linear and element-wise activations can); a
+            a layer that cannot be stacked (only Linear and element-wise activations can, an
+            activation of one's own with parameters or buffers not, whose copies in the stack
+            would share them and leave them untrained); a
             model or a Linear layer of a subclass that overrides how its base class computes
             (``forward``, ``backward``, ...): the stack would compute as the base class; a
             method set on the instance of a model, of a Linear layer (``forward``,
@@ -219,6 +221,7 @@ def _stack_models(
                     f"stack_models: layer {position} is not an activation in every model"
                 )
             for index, activation in enumerate(column):
+                _refuse_state(f"layer {position} of models[{index}]", activation)
                 _refuse_set_on_instance(
                     f"layer {position} of models[{index}]",
                     activation,
@@ -244,7 +247,8 @@ def _stack_models(
         else:
             raise TypeError(
                 f"stack_models: cannot stack layer {position} ({type(reference).__name__}); only "
-                "Linear layers and element-wise activations can be stacked"
+                "Linear layers and element-wise activations (subclasses of Activation without "
+                "parameters or buffers) can be stacked: train this model with fit"
             )
     stacked = Sequential(*layers)
     stacked.training = first.training if modes else True
@@ -315,6 +319,23 @@ def _check_same_linear(position: int, column: Sequence[Linear]) -> None:
                 f"stack_models: layer {position} differs between models[0] and "
                 f"models[{index}]: {first} against {description(layer)}"
             )
+
+
+def _refuse_state(where: str, activation: Module) -> None:
+    """Refuse an activation of one's own with parameters or buffers (a learned slope, a running
+    statistic): a stack runs copies of the models' activations, one per run of equal ones, and
+    trains, saves and copies back the parameters of its :class:`BatchedLinear` layers alone, so
+    such a state would be shared by the models of a run and left behind in the copy."""
+    state = [f"parameter {name!r}" for name, _ in activation.named_parameters()] + [
+        f"buffer {name!r}" for name, _ in activation.named_buffers()
+    ]
+    if state:
+        raise TypeError(
+            f"stack_models: cannot stack {where} ({type(activation).__name__}): it holds "
+            f"{', '.join(state)}, and a stack trains the parameters of its Linear layers alone "
+            "(it runs copies of the activations, whose state would be shared by the models and "
+            "not written back); train this model with fit, or make the activation stateless"
+        )
 
 
 def _mode(module: Module) -> str:
