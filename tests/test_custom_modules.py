@@ -32,7 +32,7 @@ from torch import Tensor
 import minidl
 from minidl import gradcheck, nn, optim
 from minidl.anomaly import AnomalyError
-from minidl.checkpoint import load_checkpoint, save_checkpoint
+from minidl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minidl.distributed import DataParallel, Launch, ProcessGroup
 from minidl.interop import ConversionError, to_torch
 from minidl.rounds import PerModel, fit_rounds
@@ -592,6 +592,72 @@ def test_fit_rounds_refuses_a_module_of_ones_own_and_says_to_use_fit() -> None:
         "element-wise activations (subclasses of Activation without parameters or buffers) "
         "can be stacked: train this model with fit"
     )
+
+
+# -- what a module of one's own gets wrong, and is told --------------------------------------------
+
+
+class Unregistered(nn.Module):
+    """A container of one's own that sets its head as a plain attribute (as PyTorch's modules
+    may) or its weight as a plain Parameter: neither is registered."""
+
+    def __init__(self, head_as: str) -> None:
+        super().__init__()
+        self.body = self.register_module("body", nn.Linear(4, 4, dtype=F64))
+        if head_as == "module":
+            self.head: Any = nn.Linear(4, 2, dtype=F64)
+        else:
+            self.head = nn.Parameter(torch.randn(2, 4, dtype=F64))
+        self._hidden: Tensor | None = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._hidden = self.body(input)
+        if isinstance(self.head, nn.Module):
+            return self.head(self._hidden)
+        return self._hidden @ self.head.data.t()
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        assert self._hidden is not None
+        if isinstance(self.head, nn.Module):
+            return self.body.backward(self.head.backward(grad_output))
+        self.head.grad.add_(grad_output.t() @ self._hidden)
+        return self.body.backward(grad_output @ self.head.data)
+
+
+@pytest.mark.parametrize("head_as", ["module", "parameter"])
+def test_fit_and_checkpoints_refuse_what_a_module_does_not_register(
+    head_as: str, tmp_path: Path
+) -> None:
+    """fit trained such a model without its head (the optimizer built on parameters() never
+    saw it) and save_checkpoint saved it without the head, both silently; they refuse it now,
+    as Sequential and gradcheck did, before anything changes."""
+    model = Unregistered(head_as)
+    x, t = torch.randn(8, 4, dtype=F64), torch.randn(8, 2, dtype=F64)
+    head = [
+        p.data.clone()
+        for p in ([model.head] if head_as == "parameter" else model.head.parameters())
+    ]
+    body = [p.data.clone() for p in model.parameters()]
+    message = (
+        r"the Linear in attribute 'head' is not registered, so an optimizer on parameters\(\) "
+        r"would not train its parameters"
+        if head_as == "module"
+        else r"the Parameter in attribute 'head' is not registered, so an optimizer on "
+        r"parameters\(\) would not train it"
+    )
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="^fit: " + message):
+        fit(model, nn.MSELoss(), optimizer, x, t, epochs=1)
+    with pytest.raises(CheckpointError, match="^save_checkpoint: " + message):
+        save_checkpoint(tmp_path / "c.ckpt", model)
+    assert not os.listdir(tmp_path)
+    registered = SkipBlock(4).to(F64)
+    save_checkpoint(tmp_path / "c.ckpt", registered)
+    with pytest.raises(CheckpointError, match="^load_checkpoint: .*" + message):
+        load_checkpoint(tmp_path / "c.ckpt", model)
+    now = [p.data for p in ([model.head] if head_as == "parameter" else model.head.parameters())]
+    assert all(torch.equal(a, b) for a, b in zip(now, head, strict=True))
+    assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), body, strict=True))
 
 
 # -- data-parallel on two processes --------------------------------------------------------------

@@ -76,7 +76,7 @@ from torch import Tensor
 from minidl._extras import require
 from minidl._interrupts import holding_interrupts
 from minidl._validate import is_link_loop, shown, special_file_kind
-from minidl.nn.module import Module
+from minidl.nn.module import Module, check_registered
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 from minidl.train import History
@@ -299,7 +299,7 @@ def save_checkpoint(
 
     where = "save_checkpoint"
     _check_components(where, model, optimizer, scheduler, generator)
-    _check_buffer_attributes(where, model, "state_dict")
+    _check_model_attributes(where, model, "state_dict")
     # What load_checkpoint (and fit) refuse: a scheduler saved with another optimizer's state,
     # or with none, would be restored onto an optimizer it never scheduled.
     if scheduler is not None and optimizer is None:
@@ -1064,13 +1064,15 @@ def _check_components(
         )
 
 
-def _check_buffer_attributes(where: str, model: Module, method: str) -> None:
+def _check_model_attributes(where: str, model: Module, method: str) -> None:
     """Refuse, before anything is read or written, a model that computes with an attribute of a
     buffer's name holding another object than the registered buffer, which ``method``
-    (``state_dict``, ``load_state_dict``) would save or load: named by ``where``, the function
-    called, not the method it calls."""
+    (``state_dict``, ``load_state_dict``) would save or load, or with a parameter or a child
+    that it does not register (:func:`~minidl.nn.module.check_registered`), which ``method``
+    would leave out: named by ``where``, the function called, not the method it calls."""
     try:
         model._check_buffer_attributes(method, where)
+        check_registered(where, model)
     except ValueError as error:
         raise CheckpointError(str(error)) from None
 
@@ -1288,7 +1290,7 @@ def load_checkpoint(
     )
     header, tensors = checkpoint.header, checkpoint.tensors
     _check_components(where, model, optimizer, scheduler, generator)
-    _check_buffer_attributes(where, model, "load_state_dict")
+    _check_model_attributes(where, model, "load_state_dict")
     _check_updates_model(where, model, optimizer)
     try:
         _check_architecture(header, model, where)

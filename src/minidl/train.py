@@ -28,7 +28,7 @@ from minidl.folded import FoldedStep
 from minidl.nn.batch_norm import BatchNorm1d
 from minidl.nn.clip import clip_grad_norm_
 from minidl.nn.loss import Loss
-from minidl.nn.module import Module
+from minidl.nn.module import Module, check_registered
 from minidl.nn.sequential import Sequential
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
@@ -531,6 +531,10 @@ def fit(
         if parallel is None and epochs > start_epoch
         else None
     )
+    if kept is None:
+        # (a parameter or child set as a plain attribute would not be trained; a kept folded
+        # step holds a chain of built-in layers, checked)
+        check_registered("fit", model)
     # The width of the outputs (None: they are not class scores (N, C)), and what they are.
     width: int | None
     probed = kept if kept is not None and kept.probed(x, y) else None

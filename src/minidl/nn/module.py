@@ -122,8 +122,9 @@ class Module:
     Unlike in PyTorch, assigning a child or a parameter as a plain attribute
     (``self.fc = Linear(2, 3)``) does not register it (attribute assignment is not intercepted,
     which would slow down every forward), so ``parameters()`` would not see it: register it
-    (:class:`~minidl.nn.Sequential` and :func:`minidl.gradcheck` refuse such a parameter, or
-    such a child with parameters or buffers, naming it).
+    (:class:`~minidl.nn.Sequential`, :func:`minidl.gradcheck`, :func:`minidl.train.fit` and the
+    checkpoints refuse such a parameter, or such a child with parameters or buffers, naming
+    it).
 
     ``copy.copy(module)`` is PyTorch's shallow copy: a second module over the same state. It
     shares the registries (its parameters, buffers and children are the original's), and has
