@@ -13,7 +13,7 @@ module (``to_torch``, ``fit_rounds``) is refused with a message that says what t
 
 The contract these tests keep true: ``forward`` caches what ``backward`` needs; ``backward``
 returns dL/dinput and *adds* dL/dparameter to each registered ``Parameter``'s ``grad``;
-``param()`` is derived from the registered parameters;
+``param()`` is derived from the registered parameters (an override of one's own is refused);
 parameters, children and buffers are registered, not set as plain attributes.
 """
 
@@ -595,6 +595,80 @@ def test_fit_rounds_refuses_a_module_of_ones_own_and_says_to_use_fit() -> None:
 
 
 # -- what a module of one's own gets wrong, and is told --------------------------------------------
+
+
+class CourseLinear(nn.Module):
+    """A linear map written as the course's modules were: its tensors kept in attributes and
+    returned by an override of param(), nothing registered (its backward is right)."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.weight = torch.randn(features, features, dtype=F64)
+        self.grad_weight = torch.zeros_like(self.weight)
+        self._input: Tensor | None = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._input = input
+        return input @ self.weight.t()
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        assert self._input is not None
+        self.grad_weight.add_(grad_output.t() @ self._input)
+        return grad_output @ self.weight
+
+    def param(self) -> list[tuple[Tensor, Tensor]]:
+        return [(self.weight, self.grad_weight)]
+
+
+class WrongCourseLinear(CourseLinear):
+    """The same with a wrong weight gradient (transposed), which gradcheck must see."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        assert self._input is not None
+        self.grad_weight.add_((grad_output.t() @ self._input).t())
+        return grad_output @ self.weight
+
+
+PARAM_MESSAGE = (
+    r"{where}: WrongCourseLinear\.param{at} is overridden and returns item 0, a pair of a tensor "
+    r"of shape \(4, 4\), torch\.float64 and a tensor of shape \(4, 4\), torch\.float64, not the "
+    r"\(value, grad\) pair of a registered parameter: minidl never calls an override of "
+    r"param\(\) .* remove WrongCourseLinear\.param \(the inherited one returns the registered "
+    r"pairs\)"
+)
+
+
+def test_an_override_of_param_is_refused_not_ignored(tmp_path: Path) -> None:
+    """A module whose param() returns tensors of its own passed gradcheck (its wrong weight
+    gradient unchecked: gradcheck read the registered parameters, none) and went into a
+    Sequential whose param() and optimizer left it out; gradcheck, Sequential, fit and
+    save_checkpoint now refuse it, naming the override."""
+    x = torch.randn(5, 4, dtype=F64)
+    with pytest.raises(ValueError, match=PARAM_MESSAGE.format(where="gradcheck", at="")):
+        gradcheck(WrongCourseLinear(4), x)
+    with pytest.raises(
+        ValueError,
+        match=PARAM_MESSAGE.format(where="Sequential", at=r" \(the module at '1'\)"),
+    ):
+        nn.Sequential(nn.Linear(4, 4, dtype=F64), WrongCourseLinear(4))
+    model = SkipBlock(4).to(F64)
+    model.register_module("extra", WrongCourseLinear(4))
+    at = r" \(the module at 'extra'\)"
+    with pytest.raises(ValueError, match=PARAM_MESSAGE.format(where="fit", at=at)):
+        fit(model, nn.MSELoss(), optim.SGD(model.parameters(), lr=0.1), x, x, epochs=1)
+    with pytest.raises(CheckpointError, match=PARAM_MESSAGE.format(where="save_checkpoint", at=at)):
+        save_checkpoint(tmp_path / "c.ckpt", model)
+    assert not os.listdir(tmp_path)
+    # An override that returns the registered pairs (a subset, another order) is kept.
+
+    class Reordered(GainLinear):
+        def param(self) -> list[tuple[Tensor, Tensor]]:
+            return [(self.gain.data, self.gain.grad), (self.weight.data, self.weight.grad)]
+
+    assert gradcheck(Reordered(4, 4, dtype=F64), x)
+    # (refused as a module that breaks the contract, not reported as a gradient that disagrees)
+    with pytest.raises(ValueError, match=r"^gradcheck: WrongCourseLinear\.param"):
+        gradcheck(WrongCourseLinear(4), x, raise_exception=False)
 
 
 class Unregistered(nn.Module):

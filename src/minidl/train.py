@@ -532,8 +532,8 @@ def fit(
         else None
     )
     if kept is None:
-        # (a parameter or child set as a plain attribute would not be trained; a kept folded
-        # step holds a chain of built-in layers, checked)
+        # (a parameter or child set as a plain attribute would not be trained, a param() of
+        # one's own not read; a kept folded step holds a chain of built-in layers, checked)
         check_registered("fit", model)
     # The width of the outputs (None: they are not class scores (N, C)), and what they are.
     width: int | None

@@ -77,6 +77,7 @@ __all__ = [
     "Parameter",
     "check_initialised",
     "check_registered",
+    "misreported_parameters",
     "unregistered_modules",
     "unregistered_parameters",
 ]
@@ -124,7 +125,7 @@ class Module:
     which would slow down every forward), so ``parameters()`` would not see it: register it
     (:class:`~minidl.nn.Sequential`, :func:`minidl.gradcheck`, :func:`minidl.train.fit` and the
     checkpoints refuse such a parameter, or such a child with parameters or buffers, naming
-    it).
+    it). Nor does a subclass override :meth:`param`, which is derived from the registrations.
 
     ``copy.copy(module)`` is PyTorch's shallow copy: a second module over the same state. It
     shares the registries (its parameters, buffers and children are the original's), and has
@@ -218,7 +219,14 @@ class Module:
         """
 
     def param(self) -> list[tuple[Tensor, Tensor]]:
-        """``(value, grad)`` pairs of every parameter, in registration order, children included."""
+        """``(value, grad)`` pairs of every parameter, in registration order, children included.
+
+        Derived from the registered parameters: a module does not override it, as the course's
+        modules did with tensors of their own. Nothing in minidl calls an override (optimizers
+        take :meth:`parameters`), so a tensor that only it returns would be neither trained nor
+        saved; :class:`~minidl.nn.Sequential`, :func:`minidl.gradcheck`, ``fit`` and the
+        checkpoints refuse such a module, naming it.
+        """
         return [(p.data, p.grad) for p in self.parameters()]
 
     if TYPE_CHECKING:
@@ -1574,9 +1582,45 @@ def unregistered_modules(module: Module) -> list[tuple[str, Module]]:
     return found
 
 
+def misreported_parameters(module: Module) -> list[tuple[str, Module, str]]:
+    """The modules in ``module`` (dotted paths, with the module) whose class or instance
+    overrides :meth:`Module.param` and returns anything but ``(value, grad)`` pairs of its
+    registered parameters, with what the first such item is.
+
+    The course's modules wrote ``param()`` themselves; minidl derives it from the parameters
+    registered (:meth:`Module.register_parameter`) and never reads an override: optimizers are
+    built on ``parameters()``, and ``state_dict``, ``to``, :func:`minidl.gradcheck` and the
+    containers read the registries. A tensor that only an override of ``param()`` returns would
+    not be trained, saved, moved or checked.
+    """
+    found: list[tuple[str, Module, str]] = []
+    for path, part in module.named_modules():
+        if getattr(part.param, "__func__", None) is Module.param:
+            continue
+        pairs = {(id(p.data), id(p.grad)) for p in part.parameters()}
+        returned = part.param()
+        items = list(returned) if isinstance(returned, list | tuple) else [returned]
+        for index, item in enumerate(items):
+            if (
+                isinstance(item, tuple | list)
+                and len(item) == 2
+                and (id(item[0]), id(item[1])) in pairs
+            ):
+                continue
+            if not isinstance(returned, list | tuple):
+                what = f"a {type(returned).__name__}, not a list of pairs"
+            elif isinstance(item, tuple | list) and len(item) == 2:
+                what = f"item {index}, a pair of {_held(item[0])} and {_held(item[1])}"
+            else:
+                what = f"item {index}, {_held(item)}"
+            found.append((path, part, what))
+            break
+    return found
+
+
 def check_registered(where: str, module: Module) -> None:
-    """Refuse ``module`` if :func:`unregistered_parameters` or :func:`unregistered_modules`
-    finds any, naming the first."""
+    """Refuse ``module`` if :func:`unregistered_parameters`, :func:`unregistered_modules` or
+    :func:`misreported_parameters` finds any, naming the first."""
     children = unregistered_modules(module)
     if children:
         path, child = children[0]
@@ -1599,4 +1643,19 @@ def check_registered(where: str, module: Module) -> None:
             f"{where}: the Parameter in attribute {path!r}{more} is not registered, so an "
             "optimizer on parameters() would not train it and state_dict would not save it; "
             f"register it: self.{name} = self.register_parameter({name!r}, Parameter(...))"
+        )
+    misreported = misreported_parameters(module)
+    if misreported:
+        path, part, what = misreported[0]
+        kind = type(part).__name__
+        at = f" (the module at {path!r})" if path else ""
+        more = f" (and {len(misreported) - 1} more)" if len(misreported) > 1 else ""
+        raise ValueError(
+            f"{where}: {kind}.param{at}{more} is overridden and returns {what}, not the "
+            "(value, grad) pair of a registered parameter: minidl never calls an override of "
+            "param() (optimizers take parameters(); state_dict, to and gradcheck read the "
+            "registered parameters), so that tensor would not be trained, saved or checked; "
+            "hold it in a registered Parameter, self.w = self.register_parameter('w', "
+            f"Parameter(tensor)), accumulate into self.w.grad, and remove {kind}.param (the "
+            "inherited one returns the registered pairs)"
         )
