@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
+from minidl.data import DISK_CENTER, DISK_RADIUS, DiskData
 from minidl.experiments import figures, runner
 from minidl.experiments.config import TABLE_II, Experiment
 from minidl.experiments.figures import FIGURES, figure_1
 from minidl.experiments.report import _curve_trend, write_report
 from minidl.experiments.runner import RunSettings, reproduce, run_experiments
-from minidl.experiments.training import RowResult
+from minidl.experiments.training import RowResult, make_round_data
+from minidl.nn import Module
 from tests.test_report import SETTINGS, conclusions, differences_section, experiment, fake_row
 
 
@@ -269,3 +272,80 @@ def test_adadelta_rows_state_and_use_their_rho_and_eps(tmp_path: Path) -> None:
         None,
     ]
     assert document["choices"]["adadelta_rho"] == choices.adadelta_rho
+
+
+class _Circle(Module):
+    """Class 1 inside the circle of ``radius`` round the disk's centre: the raw point is
+    recovered from the normalised input with the round's training statistics."""
+
+    def __init__(self, data: DiskData, radius: float) -> None:
+        super().__init__()
+        raw = data.train.raw.to(torch.float64)
+        self.mean, self.std, self.radius = raw.mean(0), raw.std(0), radius
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raw = x.to(torch.float64) * self.std + self.mean
+        inside = self.radius**2 - (
+            raw - torch.tensor(DISK_CENTER, dtype=torch.float64)
+        ).square().sum(1)
+        return torch.stack([torch.zeros_like(inside), inside], dim=1)
+
+
+class _Labels(Module):
+    """Answers each test point with its label: a network without an error."""
+
+    def __init__(self, labels: torch.Tensor) -> None:
+        super().__init__()
+        self.labels = labels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([1.0 - self.labels.double(), self.labels.double()], dim=1)
+
+
+def test_the_report_says_where_figure_2s_errors_lie(tmp_path: Path) -> None:
+    """The paper: "all the errors made by the network are at the border of the disk". The
+    report says how far from the circle the misclassified test points of Fig. 2's network lie
+    and what share of the test points lie as close: networks answering 'inside' within a circle
+    0.02 and 0.05 wider than the disk's, then none wrong, checked against each point's distance
+    computed here with math.hypot (the report showed Fig. 2 and said nothing of it)."""
+    tanh = fake_row(experiment("I", "Tanh"), (1.0, 2.0, 0.0))
+    data = [make_round_data(tanh.experiment, r.seeds) for r in tanh.rounds]
+    models = [_Circle(data[0], DISK_RADIUS + 0.02), _Circle(data[1], DISK_RADIUS + 0.05)]
+    models.append(_Labels(data[2].test.y))
+    rounds = tuple(
+        dataclasses.replace(r, model=m) for r, m in zip(tanh.rounds, models, strict=True)
+    )
+    expected = []
+    for round_data, gap in zip(data, (0.02, 0.05), strict=False):
+        radii = [
+            math.hypot(x - DISK_CENTER[0], y - DISK_CENTER[1])
+            for x, y in round_data.test.raw.double().tolist()
+        ]
+        distances = [abs(radius - DISK_RADIUS) for radius in radii]
+        # (the model answers 'inside' up to DISK_RADIUS + gap: wrong between the two circles)
+        wrong = [
+            distance
+            for distance, radius in zip(distances, radii, strict=True)
+            if DISK_RADIUS <= radius < DISK_RADIUS + gap
+        ]
+        farthest = max(wrong)
+        assert farthest < gap
+        share = 100 * sum(d <= farthest for d in distances) / len(distances)
+        expected.append((len(wrong), farthest, share))
+    (one, far_one, share_one), (_, far_two, share_two) = expected
+    path = tmp_path / "report.md"
+    row = RowResult(experiment=tanh.experiment, rounds=rounds, seconds=0.0)
+    write_report([row], SETTINGS, 10.0, 8.0, {"fig2": "fig2_test_set.png"}, path)
+    assert (
+        'The paper: "all the errors made by the network are at the border of the disk". Ours: '
+        f"in round 1, drawn above, the {one} misclassified test points lie at most "
+        f"{far_one:.3f} from the circle (radius 0.399), in a band around it that holds "
+        f"{share_one:.1f}% of the 1000 test points; in the 2 rounds of 3 with an error, at most "
+        f"{min(far_one, far_two):.3f} to {max(far_one, far_two):.3f} from it, in bands that hold "
+        f"{min(share_one, share_two):.1f}% to {max(share_one, share_two):.1f}% of the test points."
+    ) in path.read_text().splitlines()
+    perfect = RowResult(experiment=tanh.experiment, rounds=(rounds[2],), seconds=0.0)
+    write_report([perfect], SETTINGS, 10.0, 8.0, {"fig2": "fig2_test_set.png"}, path)
+    assert "Ours: in round 1, drawn above, no test point is misclassified." in path.read_text()
+    write_report([row], SETTINGS, 10.0, 8.0, {}, path)
+    assert "at the border of the disk" not in path.read_text()

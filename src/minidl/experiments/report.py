@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from minidl.data import DISK_CENTER, DISK_RADIUS
 from minidl.experiments.config import (
     CHOICES,
     PROTOCOL,
@@ -30,8 +31,9 @@ from minidl.experiments.config import (
     StepSchedule,
     training_key,
 )
-from minidl.experiments.training import RowResult
+from minidl.experiments.training import RowResult, make_round_data
 from minidl.experiments.welch import critical_t, regularized_beta, welch
+from minidl.train import predict
 
 if TYPE_CHECKING:
     from minidl.experiments.runner import RunSettings
@@ -557,6 +559,8 @@ def _figures_section(results: Sequence[RowResult], figures: dict[str, str]) -> l
     for name, caption in captions.items():
         if name in figures:
             lines += [f"![{caption}]({figures[name]})", "", caption, ""]
+            if name == "fig2":
+                lines += _figure_2_errors(results)
     fig1 = [r for r in results if r.experiment.table == "Fig. 1"]
     if fig1:
         lines += _table(
@@ -581,6 +585,61 @@ def _figures_section(results: Sequence[RowResult], figures: dict[str, str]) -> l
         lines.append("")
     # (A run of Table II alone has neither Fig. 1-3 nor Fig. 1's runs: no empty section.)
     return lines if len(lines) > 2 else []
+
+
+def _figure_2_errors(results: Sequence[RowResult]) -> list[str]:
+    """Where the errors of Fig. 2's network lie, against the paper's description of them.
+
+    The paper: "all the errors made by the network are at the border of the disk". The measure
+    is the distance of each misclassified test point (before normalisation) from the circle,
+    ``| ||p - c|| - r |``: the largest, and the share of all the test points that lie as close
+    to the circle as that (a band that holds few of the points and every error). Given for
+    round 1, the network that Fig. 2 draws (Table I's Tanh row), and as a range over the rounds
+    with an error; nothing without that row.
+    """
+    rows = [r for r in results if r.experiment.table == "I" and r.experiment.label == "Tanh"]
+    if not rows:
+        return []
+    row = rows[0]
+    center = torch.tensor(DISK_CENTER, dtype=torch.float64)
+    found: list[tuple[int, float, float] | None] = []  # (errors, farthest, share in %)
+    for result in row.rounds:
+        data = make_round_data(row.experiment, result.seeds)
+        distance = ((data.test.raw.to(torch.float64) - center).norm(dim=1) - DISK_RADIUS).abs()
+        wrong = predict(result.model, data.test.x) != data.test.y
+        if not bool(wrong.any()):
+            found.append(None)
+            continue
+        farthest = float(distance[wrong].max())
+        share = 100.0 * float((distance <= farthest).to(torch.float64).mean())
+        found.append((int(wrong.sum()), farthest, share))
+    first = found[0]
+    text = (
+        'The paper: "all the errors made by the network are at the border of the disk". Ours: '
+        + (
+            "in round 1, drawn above, no test point is misclassified"
+            if first is None
+            else f"in round 1, drawn above, the {first[0]} misclassified test point"
+            + ("s lie" if first[0] != 1 else " lies")
+            + f" at most {first[1]:.3f} from the circle (radius {DISK_RADIUS:.3f}), in a band "
+            f"around it that holds {first[2]:.1f}% of the {row.experiment.protocol.n_test} test "
+            "points"
+        )
+    )
+    with_errors = [f for f in found if f is not None]
+    if len(with_errors) > 1:
+        rounds = (
+            f"the {len(found)} rounds"
+            if len(with_errors) == len(found)
+            else f"the {len(with_errors)} rounds of {len(found)} with an error"
+        )
+        text += (
+            f"; in {rounds}, at most {min(f[1] for f in with_errors):.3f} to "
+            f"{max(f[1] for f in with_errors):.3f} from it, in bands that hold "
+            f"{min(f[2] for f in with_errors):.1f}% to {max(f[2] for f in with_errors):.1f}% of "
+            "the test points"
+        )
+    return [text + ".", ""]
 
 
 def _explain(
