@@ -312,6 +312,39 @@ def test_published_adadelta_matches_a_transcription_of_the_fault() -> None:
     assert not torch.allclose(correct.data, value)  # the fault changes the trajectory
 
 
+def test_published_adadelta_steps_nearly_as_sgd_at_its_rate() -> None:
+    """The ADADELTA variant's hypothesis says that the published fault made it step nearly as
+    plain SGD at its learning rate (Table III's variant ends with SGD's test errors): with
+    gradients of the size of training's (|g| <= 0.1), each step is lr * g to 0.2% from the
+    30th on (its accumulators settle near rho and rho^2 by then), in float64, rho 0.9 and 0.95;
+    the correct ADADELTA's steps are nowhere near that."""
+    generator = torch.Generator().manual_seed(0)
+    for rho in (0.9, 0.95):
+        faulty = Parameter(torch.zeros(500, dtype=torch.float64))
+        correct = Parameter(torch.zeros(500, dtype=torch.float64))
+        optimizers = (
+            PublishedAdadelta([faulty], lr=1e-2, rho=rho),
+            Adadelta([correct], lr=1e-2, rho=rho),
+        )
+        for step in range(200):
+            gradient = (torch.rand(500, dtype=torch.float64, generator=generator) * 2 - 1) / 10
+            before = (faulty.data.clone(), correct.data.clone())
+            for parameter, optimizer in zip((faulty, correct), optimizers, strict=True):
+                optimizer.zero_grad()
+                parameter.grad.add_(gradient)
+                optimizer.step()
+            if step >= 29:
+                sgd = 1e-2 * gradient
+                torch.testing.assert_close(before[0] - faulty.data, sgd, rtol=2e-3, atol=0.0)
+                assert ((before[1] - correct.data) / sgd).max() < 0.5
+    for table in (TABLE_II, TABLE_III):
+        (variant,) = [row for row in table if row.optimizer == "adadelta-published"]
+        assert variant.hypothesis == (
+            "the published ADADELTA overwrote its accumulators with their square roots (sqrt_ "
+            "in place), so it stepped nearly as plain SGD at its learning rate"
+        )
+
+
 # -- minidl reproduce --quick, end to end ---------------------------------------------------------
 
 

@@ -456,8 +456,10 @@ def _adadelta_variants() -> list[dict[str, object]]:
             "label": "ADADELTA, as published (accumulators overwritten by sqrt_)",
             "optimizer": "adadelta-published",
             "lr": _ADADELTA_LR,
+            # (minidl.experiments.faithful.PublishedAdadelta: its accumulators settle near rho
+            # and rho^2, whose square roots cancel in the step)
             "hypothesis": "the published ADADELTA overwrote its accumulators with their square "
-            "roots (sqrt_ in place)",
+            "roots (sqrt_ in place), so it stepped nearly as plain SGD at its learning rate",
             "fault": True,
         },
     ]
