@@ -904,7 +904,63 @@ def _differences_section(
     for row, comparison in differing:
         assert comparison is not None
         lines += _explain(results, row, comparison, (corrected[id(row)], len(mains)))
-    return [*lines, *_figure_1_comparison(results), *_paper_consistency(results)]
+    return [
+        *lines,
+        *_activations_alone(results),
+        *_figure_1_comparison(results),
+        *_paper_consistency(results),
+    ]
+
+
+def _activations_alone(results: Sequence[RowResult]) -> list[str]:
+    """Table I's activations alone against the paper's reason for mixing them with Tanh.
+
+    The paper: Sigmoid and ReLU "used alone gave really variable performances, thus they were
+    used in combination with Tanh". Each variant that uses alone the activation of a main row
+    that mixes it (all three hidden layers the same) is set beside that row and the paper's
+    number, its rounds given, and near chance said where its mean is (:data:`NEAR_CHANCE`);
+    nothing without such a variant.
+    """
+    mains = {
+        r.experiment.label: r
+        for r in results
+        if r.experiment.kind == "main"
+        and r.experiment.table == "I"
+        and len(set(r.experiment.activations)) > 1
+    }
+    alone = [
+        r
+        for r in results
+        if r.experiment.kind == "variant"
+        and r.experiment.table == "I"
+        and r.experiment.variant_of in mains
+        and len(set(r.experiment.activations)) == 1
+    ]
+    if not alone:
+        return []
+    lines = [
+        "### Table I, the activations alone",
+        "",
+        'The paper: Sigmoid and ReLU "used alone gave really variable performances, thus they '
+        'were used in combination with Tanh", without saying where. Ours, each alone (in the '
+        "three hidden layers), beside our mixed row and the paper's:",
+        "",
+    ]
+    for row in alone:
+        main = mains[row.experiment.variant_of or ""]
+        chance = (
+            "; near chance level, where a constant answer errs on about 50%"
+            if NEAR_CHANCE <= row.mean <= 100 - NEAR_CHANCE
+            else ""
+        )
+        diverged = _diverged(row)
+        lines.append(
+            f"- {row.experiment.label}: {_ours(row)}, per round {_rounds(row)}{chance}"
+            + (f"; {diverged} of {len(row.rounds)} rounds diverged" if diverged else "")
+            + f". Our {main.experiment.label} row ({', '.join(main.experiment.activations)}): "
+            f"{_ours(main)}; the paper's: {_paper(main)}."
+        )
+    return [*lines, ""]
 
 
 def _paper_sd_reading(results: Sequence[RowResult]) -> list[str]:
