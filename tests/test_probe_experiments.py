@@ -36,24 +36,47 @@ def _with_curve(row: Experiment, curve: Sequence[float], rounds: int = 5) -> Row
 
 
 def test_one_low_epoch_at_the_mark_does_not_make_a_rising_curve() -> None:
-    """A curve flat at 3.0% but for one epoch at 2.0% just before three quarters of training:
-    the error three quarters in and at the end are both averaged over 5 epochs, so the curve is
-    flat, not "rising at the end" (one epoch compared with a 5-epoch mean made it rise)."""
+    """A curve flat at 3.0% but for one epoch at 2.0% just before the last eighth of training:
+    the two halves of the last quarter are both averaged over 50 epochs, so the curve is flat,
+    not "rising at the end" (one epoch compared with a 5-epoch mean made it rise)."""
     curve = [3.0] * 400
-    curve[299] = 2.0
+    curve[349] = 2.0
     text = _curve_trend(_with_curve(experiment("II", "SGD, momentum 0.5"), curve))
     assert "(flat over the last quarter)" in text
-    assert text.startswith("mean validation error 2.80% over epochs 296-300, 3.00% over the last 5")
+    assert text.startswith(
+        "mean validation error 2.98% over epochs 301-350, 3.00% over the last 50"
+    )
+
+
+def test_five_epochs_of_jitter_on_each_side_do_not_make_a_falling_curve() -> None:
+    """Table I's SELU: its mean curve jitters by half a point from one epoch to the next and
+    hardly moves from epoch 300 on, but was "still falling when training stopped" from its
+    mean over epochs 296-300 to that over the last 5 (2.66% to 2.16%). A curve at 2.5% but
+    for those 5 epochs at 3.0% and the last 5 at 2.0% is flat: the halves of the last quarter
+    are compared (2.50% and 2.45%), 50 epochs each (fails before); one that falls from 3.0%
+    to 2.0% at the last eighth is still falling."""
+    curve = [2.5] * 400
+    curve[295:300] = [3.0] * 5
+    curve[395:400] = [2.0] * 5
+    text = _curve_trend(_with_curve(experiment("I", "SELU"), curve))
+    assert text.startswith(
+        "mean validation error 2.50% over epochs 301-350, 2.45% over the last 50 (flat over the "
+        "last quarter); "
+    )
+    falling = [3.0] * 350 + [2.0] * 50
+    assert "(still falling when training stopped)" in _curve_trend(
+        _with_curve(experiment("I", "SELU"), falling)
+    )
 
 
 def test_a_curve_at_chance_is_called_so_and_its_jitter_is_no_trend() -> None:
     """Table I's Sigmoid row hovers at 50% (a constant answer): a jump of a few points in one
     epoch is neither "still falling" nor "rising", and the sentence says it is near chance."""
     curve = [50.0] * 400
-    curve[299] = 53.0
+    curve[349] = 53.0
     text = _curve_trend(_with_curve(experiment("I", "Sigmoid"), curve))
     assert "(flat over the last quarter; near chance level, where a constant answer" in text
-    falling = [60.0] * 300 + [20.0] * 100
+    falling = [60.0] * 350 + [20.0] * 50
     assert "still falling" in _curve_trend(_with_curve(experiment("I", "Sigmoid"), falling))
     assert "near chance" not in _curve_trend(_with_curve(experiment("I", "Sigmoid"), falling))
 
