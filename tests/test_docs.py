@@ -8,7 +8,8 @@
   docstring examples run with; the ``>>>`` examples of the docstrings that the tutorial writes
   show what they print;
 - the tutorial's Softplus matches PyTorch where the tutorial claims it is stable;
-- the home page links every page of the site;
+- the home page links every page of the site, and every relative link of the README and the
+  pages leads to a file that exists and, after a ``#``, to one of its headings;
 - the README's anomaly error and docs/distributed.md's rank failure are the ones minidl gives, and
   the defaults of the command line that the README, docs/distributed.md, docs/rounds.md and
   docs/reproducing.md state are the code's;
@@ -29,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -217,6 +219,56 @@ def test_index_links_every_page_of_the_site() -> None:
     index = (DOCS / "index.md").read_text(encoding="utf-8")
     linked = set(re.findall(r"\]\(([^)#]+\.md)[)#]", index.partition("## Where to go next")[2]))
     assert pages <= linked, sorted(pages - linked)
+
+
+FENCED = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """The anchors of a Markdown file's headings, as the site's table of contents makes them
+    (Python-Markdown's ``toc`` slugify: the heading's text without its markup, in lower case,
+    without punctuation, each run of spaces and hyphens one hyphen; a repeated one gets ``_1``)."""
+    anchors: set[str] = set()
+    for heading in re.findall(r"^#{1,6} (.+?)#*$", FENCED.sub("", path.read_text("utf-8")), re.M):
+        text = unicodedata.normalize("NFKD", heading.replace("`", "").replace("*", ""))
+        text = re.sub(r"[^\w\s-]", "", text.encode("ascii", "ignore").decode()).strip().lower()
+        anchor = base = re.sub(r"[-\s]+", "-", text)
+        number = 0
+        while anchor in anchors:
+            number += 1
+            anchor = f"{base}_{number}"
+        anchors.add(anchor)
+    return anchors
+
+
+def relative_links(path: Path) -> list[str]:
+    """The targets of a Markdown file's links that are neither absolute URLs nor in code."""
+    text = re.sub(r"`[^`\n]*`", "", FENCED.sub("", path.read_text("utf-8")))
+    return [
+        target
+        for target in re.findall(r"\]\(([^)\s]+)\)", text)
+        if not re.match(r"[a-z][a-z+.-]*:", target)
+    ]
+
+
+def test_relative_links_lead_to_a_file_and_one_of_its_headings() -> None:
+    """Every relative link of the README and of the pages names a file that exists and, after a
+    ``#``, one of its headings: ``mkdocs build --strict`` checks the files of the pages' links
+    but not their anchors, and nothing the README's."""
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    broken = []
+    checked = 0
+    for page in pages:
+        for target in relative_links(page):
+            file, _, anchor = target.partition("#")
+            destination = (page.parent / file).resolve() if file else page
+            checked += 1
+            if not destination.is_file():
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and anchor not in heading_anchors(destination):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert checked >= 50, "the pages' links moved: update this test"
+    assert not broken, "\n".join(broken)
 
 
 def test_index_code_runs_and_sets_up_the_names_of_the_api_examples() -> None:
