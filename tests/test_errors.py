@@ -2247,7 +2247,7 @@ def test_sequential_refuses_a_module_at_two_places() -> None:
 
 def test_a_layer_at_two_places_is_told_how_to_tie_its_weights() -> None:
     """The refusal of one Linear at two places said weights cannot be shared between places,
-    while one Parameter registered in two layers is a tie (the README's tied weights). The hint
+    while one Parameter registered in two layers is a tie (docs/pytorch.md's tied weights). The hint
     it gives now, followed, builds the model, whose gradients are autograd's for the tie."""
     torch.manual_seed(0)
     first = nn.Linear(3, 3, dtype=torch.float64)
