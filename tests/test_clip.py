@@ -544,6 +544,42 @@ def test_refused_clip_value(value: object, error: type, message: str) -> None:
     _assert_unchanged(model, before)
 
 
+def test_a_clip_value_beyond_a_gradients_dtype_is_refused_before_any_is_clamped() -> None:
+    """A finite clip_value beyond the largest finite value of one gradient's dtype (1e300 for
+    a float32 gradient listed after float64 ones) is refused, naming it and that dtype, and
+    every gradient keeps its bits, an infinite float64 one too. (The tensor library refused it
+    for the float32 gradient only after the float64 ones were clamped: the infinite entry was
+    left 1e300, with its message, which named neither the function nor the value.) The largest
+    finite value itself is taken, float16's 65504 as PyTorch takes it."""
+    double = nn.Linear(2, 2).double()
+    single = nn.Linear(3, 4)
+    parameters = [*double.parameters(), *single.parameters()]
+    for parameter in parameters:
+        parameter.grad.normal_()
+    double.weight.grad[0, 0] = math.inf
+    before = _grads(parameters)
+    with pytest.raises(ValueError) as raised:
+        nn.clip_grad_value_(parameters, 1e300)
+    assert str(raised.value) == (
+        "clip_grad_value_: clip_value=1e+300 is beyond the range of the gradients' dtype "
+        "torch.float32 (largest finite value 3.40282e+38); expected a number <= 3.40282e+38, "
+        "or inf to clamp nothing"
+    )
+    for parameter, grad in zip(parameters, before, strict=True):
+        assert torch.equal(parameter.grad, grad)
+    half = nn.Parameter(torch.zeros(3, dtype=torch.float16))
+    half.grad.copy_(torch.tensor([-math.inf, 1.0, math.inf]))
+    with pytest.raises(ValueError, match=r"clip_value=65505\.0 is beyond the range of the "):
+        nn.clip_grad_value_(half, 65505.0)
+    assert half.grad.tolist() == [-math.inf, 1.0, math.inf]
+    twin = torch.nn.Parameter(half.data.clone())
+    twin.grad = half.grad.clone()
+    nn.clip_grad_value_(half, 65504.0)
+    torch.nn.utils.clip_grad_value_([twin], 65504.0)
+    assert torch.equal(half.grad, twin.grad)
+    assert half.grad.tolist() == [-65504.0, 1.0, 65504.0]
+
+
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf], ids=str)
 def test_an_empty_gradient_adds_nothing_flat_or_loose(norm_type: float) -> None:
     """A parameter with no elements adds nothing to the total norm, of any order: a flat

@@ -177,12 +177,16 @@ def clip_grad_value_(parameters: Iterable[Parameter] | Parameter, clip_value: fl
     Args:
         parameters: the parameters whose gradients are clamped (``model.parameters()``), or
             one :class:`~minidl.nn.Parameter`.
-        clip_value: :math:`c`, a number ``>= 0`` (``inf`` clamps nothing).
+        clip_value: :math:`c`, a number ``>= 0`` (``inf`` clamps nothing), within the range of
+            every gradient's dtype.
 
     Raises:
         TypeError: ``parameters`` holds something other than :class:`~minidl.nn.Parameter`
             objects, or ``clip_value`` is no number.
-        ValueError: ``clip_value < 0`` or NaN.
+        ValueError: ``clip_value < 0`` or NaN, or finite but beyond the largest finite value
+            of a gradient's dtype (``1e300`` for float32 gradients: the tensor library cannot
+            convert it, and refused it for that gradient after clamping the ones before).
+            A refused call changes no gradient.
 
     Example:
         >>> layer = Linear(3, 2)
@@ -196,6 +200,15 @@ def clip_grad_value_(parameters: Iterable[Parameter] | Parameter, clip_value: fl
     where = "clip_grad_value_"
     grads = _gradients(where, parameters)
     limit = _limit(where, "clip_value", clip_value)
+    if limit != math.inf:
+        for dtype in dict.fromkeys(grad.dtype for grad in grads):
+            largest = torch.finfo(dtype).max
+            if limit > largest:
+                raise ValueError(
+                    f"{where}: clip_value={shown(clip_value)} is beyond the range of the "
+                    f"gradients' dtype {dtype} (largest finite value {largest:.6g}); expected "
+                    f"a number <= {largest:.6g}, or inf to clamp nothing"
+                )
     flat = flat_buffer(grads)
     for grad in [flat] if flat is not None else grads:
         grad.clamp_(-limit, limit)
