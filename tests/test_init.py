@@ -254,6 +254,104 @@ def test_refusals(call: Call, error: type, message: str) -> None:
     assert torch.equal(tensor, before)
 
 
+#: What float32 cannot hold: (call, message after "is beyond the range of the tensor's dtype").
+F32 = "torch.float32: its"
+BEYOND: list[tuple[Call, str]] = [
+    (
+        lambda t, g: init.constant_(t, 1e300),
+        "init.constant_: val=1e+300 is beyond the range of the tensor's dtype torch.float32 "
+        "(largest finite value 3.40282e+38)",
+    ),
+    (
+        lambda t, g: init.constant_(t, -3.5e38),
+        "init.constant_: val=-3.5e+38 is beyond the range of the tensor's dtype torch.float32 "
+        "(largest finite value 3.40282e+38)",
+    ),
+    (
+        lambda t, g: init.uniform_(t, 1e300, 2e300, generator=g),
+        "init.uniform_: U(a, b) with a=1e+300, b=2e+300 is beyond the range of the tensor's "
+        f"dtype {F32} bounds and its width must be at most 3.40282e+38, the largest finite value",
+    ),
+    (
+        lambda t, g: init.uniform_(t, -2e38, 2e38, generator=g),
+        "init.uniform_: U(a, b) with a=-2e+38, b=2e+38 is beyond the range of the tensor's "
+        f"dtype {F32} bounds and its width must be at most 3.40282e+38, the largest finite value",
+    ),
+    (
+        lambda t, g: init.normal_(t, 1e300, 1.0, generator=g),
+        "init.normal_: N(mean, std^2) with mean=1e+300, std=1.0 is beyond the range of the "
+        f"tensor's dtype {F32} mean and std must be at most 3.40282e+38 in magnitude, the "
+        "largest finite value",
+    ),
+    (
+        lambda t, g: init.normal_(t, 0.0, 1e39, generator=g),
+        "init.normal_: N(mean, std^2) with mean=0.0, std=1e+39 is beyond the range of the "
+        f"tensor's dtype {F32} mean and std must be at most 3.40282e+38 in magnitude, the "
+        "largest finite value",
+    ),
+    (
+        lambda t, g: init.xavier_uniform_(t, gain=2e38, generator=g),
+        "init.xavier_uniform_: U(-a, a) with a = 1.85164e+38 (from gain=2e+38) is beyond the "
+        f"range of the tensor's dtype {F32} bounds and its width must be at most 3.40282e+38, "
+        "the largest finite value",
+    ),
+    (
+        lambda t, g: init.xavier_normal_(t, gain=1e300, generator=g),
+        "init.xavier_normal_: N(0, std^2) with std = 5.34522e+299 (from gain=1e+300) is beyond "
+        f"the range of the tensor's dtype {F32} mean and std must be at most 3.40282e+38 in "
+        "magnitude, the largest finite value",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    BEYOND,
+    ids=["val", "negative-val", "bounds", "width", "mean", "std", "xavier-width", "normal-gain"],
+)
+def test_values_beyond_the_tensors_dtype_are_refused_naming_them(
+    call: Callable[[Tensor, torch.Generator], object], message: str
+) -> None:
+    """A value that the tensor's dtype cannot hold (float32's largest finite value is
+    3.40282e+38) is refused in the function's name, the tensor and the generator left as they
+    were: a val, a bound of a uniform distribution or its width b - a (which the draws are
+    computed from), a mean or std, also where a gain makes a bound or std so. (PyTorch's tensor
+    library refused some in its own words, 'value cannot be converted to type float without
+    overflow', 'from is out of bounds for float', 'uniform_ expects to-from <= ...', which named
+    neither the function nor its argument, and filled a normal tensor with infinities.)"""
+    tensor = torch.randn(4, 3)
+    before = tensor.clone()
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    with pytest.raises(ValueError) as raised:
+        call(tensor, generator)
+    assert str(raised.value) == message
+    assert torch.equal(tensor, before)
+    assert torch.equal(generator.get_state(), state)
+
+
+def test_the_dtypes_largest_values_are_taken_and_a_huge_slope_has_its_gain() -> None:
+    """The largest finite value is taken (float32's as a val, float16's as a uniform's bound
+    with a width within it), as PyTorch takes it; and a leaky ReLU's slope too large for its
+    square (1e300) gives the gain sqrt(2) / |slope|, where sqrt(2 / (1 + slope^2)) (PyTorch's)
+    raised Python's OverflowError, 'Numerical result out of range', naming nothing."""
+    largest = torch.finfo(torch.float32).max
+    assert init.constant_(torch.zeros(3), -largest).tolist() == [-largest] * 3
+    half, twin = torch.zeros(50, dtype=torch.float16), torch.zeros(50, dtype=torch.float16)
+    init.uniform_(half, 0.0, 65504.0, torch.Generator().manual_seed(1))
+    torch.nn.init.uniform_(twin, 0.0, 65504.0, torch.Generator().manual_seed(1))
+    assert torch.equal(half, twin)
+    assert init.calculate_gain("leaky_relu", 1e300) == math.sqrt(2.0) / 1e300
+    assert init.calculate_gain("leaky_relu", -1e200) == math.sqrt(2.0) / 1e200
+    weight = init.kaiming_normal_(
+        torch.zeros(4, 25, dtype=torch.float64), a=1e300, generator=torch.Generator().manual_seed(2)
+    )
+    expected = torch.zeros(4, 25, dtype=torch.float64).normal_(
+        0.0, math.sqrt(2.0) / 1e300 / 5.0, generator=torch.Generator().manual_seed(2)
+    )
+    assert torch.equal(weight, expected)
+
+
 @pytest.mark.parametrize("scheme", SCHEMES, ids=[scheme[0] for scheme in SCHEMES])
 def test_a_tensor_that_requires_grad_is_filled_as_torch_fills_it(scheme: Scheme) -> None:
     """A torch.nn.Parameter (a leaf that requires grad, which autograd refuses to change in

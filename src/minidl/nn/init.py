@@ -8,7 +8,12 @@ same tensor operation as PyTorch's ``nn.init``, and returns what it was given. W
 the values are PyTorch's, bit for bit.
 
 The values are written in place, so a parameter stays where it is (in its model's flat buffer)
-and optimizers built on it keep working. :class:`~minidl.nn.Linear` draws the paper's
+and optimizers built on it keep working. A value that the tensor's dtype cannot hold is refused
+before anything is drawn or written, naming it: a ``val`` of :func:`constant_`, a mean or standard
+deviation of a normal distribution, or a bound of a uniform one (or its width ``b - a``, which the
+draws are computed from) beyond the dtype's largest finite value, also where a ``gain`` makes it so
+(PyTorch's ``nn.init`` raises the tensor library's own message for some, and fills a normal one
+with infinities). :class:`~minidl.nn.Linear` draws the paper's
 Xavier normal weights itself; a layer started otherwise is shown below.
 
 For a weight of shape ``(out, in, *k)``, :math:`\text{fan\_in} = \text{in} \cdot \prod k` and
@@ -106,6 +111,7 @@ def uniform_(
     tensor = _tensor(where, target, generator)
     low = check_real(where, "a", a)
     high = check_real(where, "b", b, low=low)
+    _check_uniform(where, tensor, low, high, f"U(a, b) with a={shown(a)}, b={shown(b)}")
     tensor.uniform_(low, high, generator=generator)
     return target
 
@@ -118,6 +124,8 @@ def normal_(
     tensor = _tensor(where, target, generator)
     mean = check_real(where, "mean", mean)
     std = check_real(where, "std", std, low=0.0)
+    given = f"N(mean, std^2) with mean={shown(mean)}, std={shown(std)}"
+    _check_normal(where, tensor, mean, std, given)
     tensor.normal_(mean, std, generator=generator)
     return target
 
@@ -126,7 +134,14 @@ def constant_(target: Target, val: float) -> Target:
     """Fill ``target`` with ``val``."""
     where = "init.constant_"
     tensor = _tensor(where, target, None)
-    tensor.fill_(check_real(where, "val", val))
+    value = check_real(where, "val", val)
+    largest = torch.finfo(tensor.dtype).max
+    if abs(value) > largest:
+        raise ValueError(
+            f"{where}: val={shown(val)} is beyond the range of the tensor's dtype "
+            f"{tensor.dtype} (largest finite value {largest:.6g})"
+        )
+    tensor.fill_(value)
     return target
 
 
@@ -161,6 +176,8 @@ def xavier_uniform_(
     if tensor.numel():
         std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
         bound = math.sqrt(3.0) * std
+        given = f"U(-a, a) with a = {bound:.6g} (from gain={shown(gain)})"
+        _check_uniform(where, tensor, -bound, bound, given)
         tensor.uniform_(-bound, bound, generator=generator)
     return target
 
@@ -176,7 +193,10 @@ def xavier_normal_(
     gain = check_real(where, "gain", gain, low=0.0)
     fan_in, fan_out = _fans(where, tensor)
     if tensor.numel():
-        tensor.normal_(0.0, gain * math.sqrt(2.0 / float(fan_in + fan_out)), generator=generator)
+        std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
+        given = f"N(0, std^2) with std = {std:.6g} (from gain={shown(gain)})"
+        _check_normal(where, tensor, 0.0, std, given)
+        tensor.normal_(0.0, std, generator=generator)
     return target
 
 
@@ -263,7 +283,10 @@ def _gain(where: str, nonlinearity: str, param: float | None) -> float:
     if nonlinearity == "selu":
         return 3.0 / 4
     slope = 0.01 if param is None else check_real(where, "param", param)
-    return math.sqrt(2.0 / (1 + slope**2))
+    try:
+        return math.sqrt(2.0 / (1 + slope**2))
+    except OverflowError:  # (a slope beyond 1e154, whose square no float holds: 1 is lost)
+        return math.sqrt(2.0) / abs(slope)
 
 
 def _tensor(where: str, target: object, generator: object) -> Tensor:
@@ -293,6 +316,32 @@ def _tensor(where: str, target: object, generator: object) -> Tensor:
     # PyTorch's parameters) is then filled as PyTorch's nn.init fills it, outside the graph (in
     # place on the tensor itself, autograd refuses such a leaf).
     return tensor.detach()
+
+
+def _check_uniform(where: str, tensor: Tensor, low: float, high: float, given: str) -> None:
+    """Refuse a uniform distribution of bounds ``low`` and ``high`` (``given``: it with the
+    arguments it comes from) whose bounds or width ``high - low`` are beyond the largest finite
+    value of ``tensor``'s dtype: the tensor library refuses them (the draws are ``low`` plus
+    the width times a draw in [0, 1), in the dtype), in words that name neither the function
+    nor its arguments."""
+    largest = torch.finfo(tensor.dtype).max
+    if max(abs(low), abs(high), high - low) > largest:
+        raise ValueError(
+            f"{where}: {given} is beyond the range of the tensor's dtype {tensor.dtype}: its "
+            f"bounds and its width must be at most {largest:.6g}, the largest finite value"
+        )
+
+
+def _check_normal(where: str, tensor: Tensor, mean: float, std: float, given: str) -> None:
+    """Refuse a normal distribution whose ``mean`` or ``std`` (``given``: it with the
+    arguments it comes from) is beyond the largest finite value of ``tensor``'s dtype: every draw would be infinite (or
+    most of them), which the tensor library writes without a word."""
+    largest = torch.finfo(tensor.dtype).max
+    if max(abs(mean), std) > largest:
+        raise ValueError(
+            f"{where}: {given} is beyond the range of the tensor's dtype {tensor.dtype}: its "
+            f"mean and std must be at most {largest:.6g} in magnitude, the largest finite value"
+        )
 
 
 def _fans(where: str, tensor: Tensor) -> tuple[int, int]:
