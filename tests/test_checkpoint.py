@@ -662,6 +662,41 @@ def test_a_refused_load_gives_the_optimizer_back_its_own_rate(tmp_path: Path) ->
     assert_same(snapshot(target), before)
 
 
+def test_a_refused_load_gives_each_schedule_of_a_sequence_its_own_base_lr(
+    tmp_path: Path,
+) -> None:
+    """Putting back a refused load leaves the schedules of a SequentialSchedule as they were: a
+    cosine whose base_lr was set by hand (0.05, the sequence's 0.1) keeps it when torch's
+    generator state, restored after the scheduler, is refused. (The sequence's state_dict was
+    loaded back, which gave its base_lr to every schedule: the cosine's 0.05 was lost.)"""
+
+    def sequence() -> tuple[nn.Sequential, optim.SGD, optim.SequentialSchedule]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(2, 3))
+        optimizer = optim.SGD(model.parameters(), lr=0.1)
+        warmup = optim.LinearWarmup(optimizer, warmup_steps=2)
+        cosine = optim.CosineAnnealing(optimizer, T_max=5)
+        scheduler = optim.SequentialSchedule(optimizer, [warmup, cosine], milestones=[2])
+        for _ in range(3):
+            scheduler.step()
+        return model, optimizer, scheduler
+
+    save_checkpoint(tmp_path / "c", *sequence())
+    saved = read_checkpoint(tmp_path / "c")
+    tensors = {**saved.tensors, "rng.torch": saved.tensors["rng.torch"][:10]}
+    model, optimizer, scheduler = sequence()
+    cosine = scheduler.schedules[1]
+    cosine.base_lr = 0.05
+    schedules = [scheduler, *scheduler.schedules]
+    before = [repr(part) for part in schedules], optimizer.lr, scheduler.state_dict()
+    with pytest.raises(CheckpointError, match="the saved state was refused"):
+        load_checkpoint(
+            Checkpoint(header=saved.header, tensors=tensors), model, optimizer, scheduler
+        )
+    assert cosine.base_lr == 0.05
+    assert ([repr(part) for part in schedules], optimizer.lr, scheduler.state_dict()) == before
+
+
 def _drop_torch_rng(tensors: dict[str, torch.Tensor]) -> None:
     del tensors["rng.torch"]
 

@@ -708,3 +708,25 @@ def test_a_sequence_copied_or_restored_still_checks_its_schedules(how: str) -> N
     assert all(inner._container is sequence for inner in sequence.schedules)
     with pytest.raises(ValueError, match=r"^OneCycle: with total_steps=4 the SequentialSchedule"):
         one_cycle.total_steps = 4  # type: ignore[attr-defined]
+
+
+def test_a_refused_state_leaves_the_base_lr_of_each_schedule_of_a_sequence() -> None:
+    """A SequentialSchedule's refused load_state_dict (a base_lr whose rate the float32
+    parameters cannot hold, refused by the optimizer once the sequence had given it to its
+    schedules) leaves every schedule as it was: the cosine's own base_lr, set by hand, too.
+    (The sequence gave its own previous base_lr back to all of them, the cosine's 0.05 lost
+    for 0.1.)"""
+    optimizer = optim.SGD([nn.Parameter(torch.zeros(2))], lr=LR)
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=2)
+    cosine = optim.CosineAnnealing(optimizer, T_max=5)
+    sequence = optim.SequentialSchedule(optimizer, [warmup, cosine], milestones=[2])
+    for _ in range(3):
+        sequence.step()
+    cosine.base_lr = 0.05
+    before = repr(sequence), sequence.state_dict(), optimizer.lr
+    with pytest.raises(ValueError, match=r"^SGD: lr=.* is beyond the range of the parameters'"):
+        sequence.load_state_dict({"base_lr": 1e300, "last_step": 3})
+    assert (repr(sequence), sequence.state_dict(), optimizer.lr) == before
+    assert (warmup.base_lr, cosine.base_lr) == (LR, 0.05)
+    sequence.step()  # (the cosine's rate, from its own base_lr)
+    assert optimizer.lr == cosine.lr_at(2) == 0.05 * (1 + math.cos(math.pi * 2 / 5)) / 2

@@ -1333,7 +1333,9 @@ def load_checkpoint(
     resuming = optimizer is not None
     backup_model = model.state_dict()
     backup_optimizer = optimizer.state_dict() if optimizer is not None else None
-    backup_scheduler = scheduler.state_dict() if scheduler is not None else None
+    # (its attributes, and those of the schedules a SequentialSchedule holds: loading its
+    # state_dict back would give each of them its base_lr, losing one set by hand)
+    backup_scheduler = scheduler._saved() if scheduler is not None else None
     given_scheduler = repr(scheduler) if scheduler is not None else ""
     backup_rng = torch.get_rng_state() if resuming else None
     backup_generator = generator.get_state() if generator is not None else None
@@ -1367,9 +1369,9 @@ def load_checkpoint(
         for index in cuda_devices:
             torch.cuda.set_rng_state(tensors[f"{_RNG_CUDA}{index}"], index)
     except BaseException as error:  # (also Ctrl-C, or what a component of one's own raises)
-        # Put back in the reverse order: the scheduler sets the optimizer's lr, then the
-        # optimizer gets its own back exactly. (A generator shared by two modules, or with the
-        # data, gets its state from before the load in every case.)
+        # Put back in the reverse order: the scheduler's attributes, then the optimizer gets its
+        # own back exactly, its lr too. (A generator shared by two modules, or with the data,
+        # gets its state from before the load in every case.)
         for index, state in backup_cuda.items():
             torch.cuda.set_rng_state(state, index)
         for name, state in reversed(backup_modules.items()):
@@ -1379,7 +1381,7 @@ def load_checkpoint(
         if backup_rng is not None:
             torch.set_rng_state(backup_rng)
         if scheduler is not None and backup_scheduler is not None:
-            scheduler.load_state_dict(backup_scheduler)
+            scheduler._put_back(backup_scheduler)
         if optimizer is not None and backup_optimizer is not None:
             optimizer.load_state_dict(backup_optimizer)
         model.load_state_dict(backup_model)

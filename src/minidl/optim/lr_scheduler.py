@@ -238,7 +238,7 @@ class LRScheduler:
             for slot, value in slots.items():
                 setattr(self, slot, value)
             return
-        saved = [(part, dict(part.__dict__)) for part in self._parts()]
+        saved = self._saved()
         try:
             for slot, value in slots.items():
                 setattr(self, slot, value)
@@ -262,12 +262,22 @@ class LRScheduler:
             if self.superseded_by is None:
                 self._optimizer.lr = rate
         except BaseException:
-            for part, state in saved:
-                # (cleared first: a slot that had only its class's default, such as _interval,
-                # would otherwise keep the value refused)
-                part.__dict__.clear()
-                part.__dict__.update(state)
+            self._put_back(saved)
             raise
+
+    def _saved(self) -> list[tuple[LRScheduler, dict[str, Any]]]:
+        """The attributes of this schedule and of the schedules it holds (:meth:`_parts`), for
+        :meth:`_put_back` should a change that sets some of them be refused part-way."""
+        return [(part, dict(part.__dict__)) for part in self._parts()]
+
+    @staticmethod
+    def _put_back(saved: list[tuple[LRScheduler, dict[str, Any]]]) -> None:
+        """Restore what :meth:`_saved` returned."""
+        for part, state in saved:
+            # (cleared first: a slot that had only its class's default, such as _interval,
+            # would otherwise keep the value refused)
+            part.__dict__.clear()
+            part.__dict__.update(state)
 
     def _check_part(self, where: str, change: str, part: LRScheduler) -> None:
         """After a setting of ``part``, one of the schedules this one holds (or of a schedule
@@ -396,7 +406,9 @@ class LRScheduler:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the step counter (and the reference learning rate) and set the optimizer's lr.
 
-        Everything is checked before anything changes, the rate of the restored step included.
+        Everything is checked before anything changes, the rate of the restored step included;
+        a refused state leaves the schedule as it was, and the schedules of a
+        :class:`~minidl.optim.SequentialSchedule` (given the restored ``base_lr``) too.
         """
         name = type(self).__name__
         self._check_scheduling("load_state_dict")
@@ -418,11 +430,13 @@ class LRScheduler:
                 f"last step {shown(limit)} (its step_limit)"
             )
         base_lr = self._check_base_lr(f"{name}.load_state_dict", state_dict["base_lr"])
-        previous = self._base_lr
-        self._set_base_lr(base_lr)
+        # (all of it: a SequentialSchedule gives base_lr to its schedules, each of which may
+        # have had another, set by hand, that setting its own previous one back would lose)
+        saved = self._saved()
         try:
+            self._set_base_lr(base_lr)
             self._optimizer.lr = self._rate("load_state_dict", last_step)
-        except Exception:
-            self._set_base_lr(previous)
+        except BaseException:
+            self._put_back(saved)
             raise
         self.last_step = last_step
