@@ -724,9 +724,47 @@ def test_a_refused_state_leaves_the_base_lr_of_each_schedule_of_a_sequence() -> 
         sequence.step()
     cosine.base_lr = 0.05
     before = repr(sequence), sequence.state_dict(), optimizer.lr
-    with pytest.raises(ValueError, match=r"^SGD: lr=.* is beyond the range of the parameters'"):
+    with pytest.raises(ValueError, match=r"^SequentialSchedule\.load_state_dict: the rate of step"):
         sequence.load_state_dict({"base_lr": 1e300, "last_step": 3})
     assert (repr(sequence), sequence.state_dict(), optimizer.lr) == before
     assert (warmup.base_lr, cosine.base_lr) == (LR, 0.05)
     sequence.step()  # (the cosine's rate, from its own base_lr)
     assert optimizer.lr == cosine.lr_at(2) == 0.05 * (1 + math.cos(math.pi * 2 / 5)) / 2
+
+
+def test_a_rate_that_the_optimizer_refuses_is_refused_in_the_schedules_words() -> None:
+    """A rate beyond the range of float32 parameters, from a base_lr given to load_state_dict, a
+    step of a CyclicLR or its constructor's step 0, is refused naming the schedule, the method,
+    the step, the rate and where it comes from, then in the optimizer's words, and changes
+    neither the schedule nor the optimizer's rate. (The optimizer's message came alone, 'SGD:
+    lr=1e+39 is beyond ...', naming neither the schedule nor the base_lr given.)"""
+    optimizer = optim.SGD([nn.Parameter(torch.zeros(2))], lr=LR)
+    refusal = (
+        "which the optimizer refuses: SGD: lr={} is beyond the range of the parameters' dtype "
+        "torch.float32 (largest finite value 3.40282e+38)"
+    )
+    with pytest.raises(ValueError) as raised:
+        optim.CyclicLR(optimizer, base_lr=1e39, max_lr=2e39, step_size_up=2)
+    assert str(raised.value) == (
+        "CyclicLR: the rate of step 0 is 1e+39 (CyclicLR(base_lr=1e+39, max_lr=2e+39, "
+        "step_size_up=2, step_size_down=2, mode='triangular', gamma=1.0)), "
+        + refusal.format("1e+39")
+    )
+    assert (optimizer.lr, optimizer._scheduled_by) == (LR, None)
+    cyclic = optim.CyclicLR(optimizer, base_lr=LR, max_lr=1e39, step_size_up=2)
+    with pytest.raises(ValueError) as raised:
+        cyclic.step()
+    assert str(raised.value) == (
+        "CyclicLR.step: the rate of step 1 is 5e+38 (CyclicLR(base_lr=0.1, max_lr=1e+39, "
+        "step_size_up=2, step_size_down=2, mode='triangular', gamma=1.0)), "
+        + refusal.format("5e+38")
+    )
+    assert (optimizer.lr, cyclic.last_step) == (LR, 0)
+    decay = optim.StepDecay(optimizer, step_size=2)
+    with pytest.raises(ValueError) as raised:
+        decay.load_state_dict({"base_lr": 1e39, "last_step": 1})
+    assert str(raised.value) == (
+        "StepDecay.load_state_dict: the rate of step 1 is 1e+39 (from base_lr 1e+39), "
+        + refusal.format("1e+39")
+    )
+    assert (optimizer.lr, decay.state_dict()) == (LR, {"base_lr": LR, "last_step": 0})

@@ -260,7 +260,7 @@ class LRScheduler:
                 container._check_part(where, change, part)
                 part, container = container, container._container
             if self.superseded_by is None:
-                self._optimizer.lr = rate
+                self._give_rate(name, self.last_step, rate)
         except BaseException:
             self._put_back(saved)
             raise
@@ -330,7 +330,7 @@ class LRScheduler:
         """Set the learning rate of step 0 and take over the optimizer's rate from any schedule
         built on it before (subclasses call it at the end of ``__init__``); from then on, a
         setting set is checked against the others (see ``ScheduleSetting``)."""
-        self._optimizer.lr = self._rate("", 0)
+        self._give_rate("", 0, self._rate("", 0))
         self._token = secrets.randbits(63)
         self._optimizer._scheduled_by = (self._token, type(self).__name__)
         self._ready = True
@@ -357,7 +357,7 @@ class LRScheduler:
         """
         self._check_scheduling("step")
         lr = self._rate("step", self.last_step + 1)
-        self._optimizer.lr = lr
+        self._give_rate("step", self.last_step + 1, lr)
         self.last_step += 1
         return lr
 
@@ -376,12 +376,31 @@ class LRScheduler:
                 "within the range of a float"
             ) from error
         if not (math.isfinite(lr) and lr >= 0):
-            source = repr(self) if self.takes_own_rates else f"from base_lr {self.base_lr!r}"
             raise ValueError(
                 f"{name}{'.' if where else ''}{where}: the rate of step {shown(step)} is {lr!r} "
-                f"({source}); expected a finite rate >= 0"
+                f"({self._source()}); expected a finite rate >= 0"
             )
         return lr
+
+    def _source(self) -> str:
+        """Where the rates come from, for a message: the schedule's ``repr`` where it takes its
+        own rates, else its ``base_lr``."""
+        return repr(self) if self.takes_own_rates else f"from base_lr {self.base_lr!r}"
+
+    def _give_rate(self, where: str, step: int, rate: float) -> None:
+        """Set the optimizer's rate to ``rate``, that of ``step`` (``where`` as for
+        :meth:`_rate`). A rate the optimizer refuses (beyond the largest finite value of its
+        parameters' dtype) is refused in this schedule's words, naming the step and where its
+        rate comes from (the ``base_lr`` given to :meth:`load_state_dict`, say), then in the
+        optimizer's; the optimizer's rate is then unchanged."""
+        try:
+            self._optimizer.lr = rate
+        except ValueError as error:
+            name = type(self).__name__
+            raise ValueError(
+                f"{name}{'.' if where else ''}{where}: the rate of step {shown(step)} is {rate!r} "
+                f"({self._source()}), which the optimizer refuses: {error}"
+            ) from None
 
     @property
     def step_limit(self) -> int | None:
@@ -435,7 +454,7 @@ class LRScheduler:
         saved = self._saved()
         try:
             self._set_base_lr(base_lr)
-            self._optimizer.lr = self._rate("load_state_dict", last_step)
+            self._give_rate("load_state_dict", last_step, self._rate("load_state_dict", last_step))
         except BaseException:
             self._put_back(saved)
             raise
