@@ -803,6 +803,38 @@ def test_a_step_count_that_load_state_dict_refuses_is_not_saved() -> None:
         optimizer.state_dict()
 
 
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-parameter"])
+@pytest.mark.parametrize("bad", ["2", None], ids=["str", "none"])
+def test_a_step_count_that_cannot_be_counted_on_is_refused_by_sgd_before_its_update(
+    bad: object, flat: bool
+) -> None:
+    """SGD does not read ``step_count``, but adds one to it after its update: one set by hand to
+    no number (``"2"``, ``None``) is refused naming it, with the parameters and the momentum as
+    they were. (The update ran, then ``step_count += 1`` raised Python's 'can only concatenate
+    str (not "int") to str', naming nothing.)"""
+    model = _model()
+    if not flat:
+        for parameter in model.parameters():
+            parameter.data = parameter.data.clone()
+            parameter.grad = parameter.grad.clone()
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    _run(model, optimizer, range(2))
+    for parameter in model.parameters():
+        parameter.grad.fill_(1.0)
+    values = [p.data.clone() for p in model.parameters()]
+    momentum = optimizer.state["momentum_buffer"].clone()
+    optimizer.step_count = bad  # type: ignore[assignment]
+    with pytest.raises(TypeError) as raised:
+        optimizer.step()
+    assert str(raised.value) == (
+        f"SGD: step_count (the number of steps done) must be an integer >= 0, got {bad!r}"
+    )
+    assert optimizer.step_count is bad
+    for parameter, value in zip(model.parameters(), values, strict=True):
+        assert torch.equal(parameter.data, value)
+    assert torch.equal(optimizer.state["momentum_buffer"], momentum)
+
+
 def test_pytorch_parameters_groups_and_sets_are_refused_with_the_fix() -> None:
     twin = torch.nn.Linear(2, 2)
     with pytest.raises(

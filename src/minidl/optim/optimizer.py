@@ -82,7 +82,9 @@ class Optimizer:
 
     ``step_count`` is the number of steps done (``step`` adds one; Adam's bias correction and
     Adagrad's decay read it), an ``int`` >= 0: one set by hand to anything else is refused by
-    the next update that reads it, before it changes anything, and by :meth:`state_dict`.
+    the next update that reads it, before it changes anything, and by :meth:`state_dict`; one
+    that cannot be counted on at all (no number: a ``str``, ``None``) is refused by every
+    ``step``, before it changes anything.
 
     A subclass declares its hyper-parameters as :class:`Hyperparameter` attributes (SGD's
     ``momentum``, Adam's ``betas``, ...): they may be set between steps, as ``lr`` may, and
@@ -332,6 +334,8 @@ class Optimizer:
         """Update every parameter from its accumulated gradient."""
         if Parameter.replacements != self._replacements_seen and self._layout_changed():
             self._refresh_layout()
+        if type(self.step_count) is not int:
+            self._check_countable()
         flat = self._flat
         if flat is not None:
             self._update(flat[0], flat[1], tuple(self.state.values()))
@@ -339,6 +343,16 @@ class Optimizer:
             for parameter, state in zip(self.params, self._state_views, strict=True):
                 self._update(parameter.data, parameter.grad, state)
         self.step_count += 1
+
+    def _check_countable(self) -> None:
+        """Refuse, before an update changes anything, a ``step_count`` set by hand that the
+        count after it cannot be added to (``"2"``, ``None``): ``step_count += 1`` raised
+        Python's own error once the parameters were updated. (A number that is no count, such
+        as 2.5, is left to the updates that read it, as documented in the class.)"""
+        try:
+            self.step_count + 1
+        except TypeError:
+            self._check_step_count()  # (raises, naming it)
 
     def _flat_buffers(self) -> tuple[Tensor, Tensor] | None:
         """The flat buffers of the parameters' values and gradients (see :meth:`step`), or
@@ -352,6 +366,8 @@ class Optimizer:
         :class:`minidl.folded.FoldedStep`): ``values``, ``grads`` and one tensor per state
         tensor (in the order of :attr:`state`), all of one layout, which the element-wise
         update does not see."""
+        if type(self.step_count) is not int:
+            self._check_countable()
         self._update(values, grads, state)
         self.step_count += 1
 
