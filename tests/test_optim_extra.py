@@ -936,6 +936,51 @@ def test_a_hyperparameter_beyond_the_dtypes_range_is_refused_before_anything_cha
     assert optimizer.state and all(t.dtype == torch.float16 for t in optimizer.state.values())
 
 
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda params: optim.SGD(params, lr=0.1, momentum=0.5, weight_decay=0.1),
+        lambda params: optim.Adam(params, lr=0.1, weight_decay=0.1),
+    ],
+    ids=["SGD", "Adam"],
+)
+@pytest.mark.parametrize("setting", ["lr", "weight_decay"])
+def test_a_setting_taken_in_float64_is_checked_again_after_a_cast_back_to_float32(
+    build: Callable[[list[nn.Parameter]], optim.Optimizer], setting: str
+) -> None:
+    """1e39, set while the model (whose optimizer was built and stepped in float32) is float64,
+    which holds it, is refused by the next step once the model is float32 again, before
+    anything changes; kept in float64, the step takes it. (The optimizer had last checked
+    everything against float32, so that the cast back found nothing to check again: the step
+    failed part-way, 'value cannot be converted to type float without overflow', SGD's
+    velocity and Adam's moments already updated.)"""
+    model = nn.mlp((2, 3, 2))
+    optimizer = build(list(model.parameters()))
+    name = type(optimizer).__name__
+    model(torch.randn(4, 2))
+    model.backward(torch.ones(4, 2))
+    optimizer.step()
+    model.double()
+    setattr(optimizer, setting, 1e39)
+    model.float()
+    values = [parameter.data.clone() for parameter in model.parameters()]
+    state = {key: tensor.clone() for key, tensor in optimizer.state.items()}
+    with pytest.raises(ValueError) as raised:
+        optimizer.step()
+    assert str(raised.value).startswith(
+        f"{name} (parameters of dtype torch.float32): {setting}=1e+39 is beyond the range of "
+        "the parameters' dtype torch.float32 (largest finite value 3.40282e+38)"
+    )
+    for parameter, value in zip(model.parameters(), values, strict=True):
+        assert torch.equal(parameter.data, value)
+    for key, tensor in optimizer.state.items():
+        assert torch.equal(tensor, state[key])
+    assert optimizer.step_count == 1
+    model.double()
+    optimizer.step()  # (float64 holds it)
+    assert optimizer.step_count == 2
+
+
 EpsPair = tuple[Callable[..., optim.Optimizer], Callable[..., torch.optim.Optimizer]]
 EPS_PAIRS: dict[str, EpsPair] = {
     "Adam": (optim.Adam, torch.optim.Adam),

@@ -148,7 +148,7 @@ class Optimizer:
             hyperparameters = self.hyperparameters()
         except AttributeError:
             # A subclass of one's own that sets them after this call: checked at the first
-            # step instead (the layout is found then; see _make_views).
+            # step instead (the layout is found then; see _check_layout).
             hyperparameters = {}
             self._largest = -1.0
         self._check_in_range({"lr": self._lr, **hyperparameters}, name)
@@ -200,7 +200,15 @@ class Optimizer:
         0 (``sqrt(v) + eps``) would be 0 wherever the gradient was 0, or its square
         underflowed, at every step so far, and the parameter NaN or infinite (PyTorch's
         optimizers compute it so, without a word). The message names the smallest value taken,
-        exactly."""
+        exactly.
+
+        Checked against the parameters' dtype now (``dtype`` not given: a value set between
+        steps) that is not the one the optimizer last checked everything against (the model was
+        cast since, and cast again before the next step, say from float32 to float64 and back),
+        the values taken are checked again at the next step (:meth:`_check_layout`), against the
+        dtype then: a rate of 1e39, set while the model was float64, passed float32's check
+        then, and failed part-way through the update (SGD's velocity scaled)."""
+        given_dtype = dtype
         dtype = self.params[0].data.dtype if dtype is None else dtype
         largest = torch.finfo(dtype).max
         for key, value in values.items():
@@ -222,6 +230,8 @@ class Optimizer:
                     "would be 0 wherever the gradient was 0 (or its square underflowed) at every "
                     f"step so far, and the parameter NaN or infinite; give {key} >= {taken!r}"
                 )
+        if given_dtype is None and largest != self._largest:
+            self._largest = -1.0  # (no dtype's: _check_layout checks them all again)
 
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor's hyper-parameters besides ``lr`` (for ``repr`` and ``state_dict``)."""
@@ -260,6 +270,16 @@ class Optimizer:
         the next step runs inside ``torch.inference_mode()`` (as :func:`minidl.train.fit` does)
         or not.
         """
+        self._sizes = self._check_layout()
+        with torch.inference_mode(False):
+            self._make_views()
+
+    def _check_layout(self) -> list[int]:
+        """Refuse parameters that the state cannot follow (one resized, two of another dtype or
+        device) or whose dtype, another than when last checked (a cast), cannot hold the rate or
+        a setting; return their sizes. Nothing is moved: :meth:`_refresh_layout` does it once
+        they are taken, and :func:`minidl.train.fit` asks before it trains
+        (:meth:`_check_next_step`)."""
         sizes = [p.numel() for p in self.params]
         if self.state and sizes != self._sizes:  # the state would not fit
             index = next(
@@ -270,9 +290,22 @@ class Optimizer:
                 f"{sizes[index]} values, {self._sizes[index]} when the optimizer was built (its "
                 "data was replaced by a tensor of another size); build a new optimizer"
             )
-        self._sizes = sizes
-        with torch.inference_mode(False):
-            self._make_views()
+        self._check_one_kind()
+        dtype = self.params[0].data.dtype
+        largest = torch.finfo(dtype).max
+        if largest != self._largest:  # cast since (or set after the constructor): checked first
+            where = f"{type(self).__name__} (parameters of dtype {dtype})"
+            self._check_in_range({"lr": self._lr, **self.hyperparameters()}, where, dtype)
+            self._largest = largest
+        return sizes
+
+    def _check_next_step(self) -> None:
+        """Refuse now what the next :meth:`step` would refuse of the parameters as they are
+        (:meth:`_check_layout`), before anything changes; where they are as at the last step,
+        nothing is checked. The state stays where it is (a fit that trains no epoch leaves the
+        optimizer as it is)."""
+        if Parameter.replacements != self._replacements_seen and self._layout_changed():
+            self._check_layout()
 
     def _check_one_kind(self) -> None:
         """Check that the parameters share one dtype and device, those of the state tensors."""
@@ -288,13 +321,8 @@ class Optimizer:
                 )
 
     def _make_views(self) -> None:
-        self._check_one_kind()
-        dtype = self.params[0].data.dtype
-        largest = torch.finfo(dtype).max
-        if largest != self._largest:  # cast since (or set after the constructor): checked first
-            where = f"{type(self).__name__} (parameters of dtype {dtype})"
-            self._check_in_range({"lr": self._lr, **self.hyperparameters()}, where, dtype)
-            self._largest = largest
+        """The views of the state tensors on the parameters (checked by :meth:`_check_layout`),
+        the state moved to their dtype and device."""
         values = [p.data for p in self.params]
         grads = [p.grad for p in self.params]
         self._layout_key = (*values, *grads)
