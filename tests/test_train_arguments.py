@@ -193,6 +193,43 @@ def test_fit_refuses_a_bad_argument_before_anything_changes(
     run.assert_unchanged()
 
 
+def test_fit_refuses_what_the_optimizers_first_step_would_before_anything_changes() -> None:
+    """A rate that the float32 parameters cannot hold (set while the model was float64, then
+    cast back), which the optimizer refuses at its first step, and a step count set by hand to
+    no integer >= 0, are refused by fit before anything changes. (The step refused the rate
+    once fit had put the model in training mode and drawn a shuffle, or, on the loop's path,
+    run a forward and backward; SGD stepped on from a step count of -1, which no checkpoint of
+    the run could then save.)"""
+    run = Run()
+    run.model.double()
+    run.optimizer.lr = 1e39  # (float64 holds it)
+    run.model.float()
+    with pytest.raises(ValueError) as info:
+        run.fit()
+    assert str(info.value) == (
+        "SGD (parameters of dtype torch.float32): lr=1e+39 is beyond the range of the "
+        "parameters' dtype torch.float32 (largest finite value 3.40282e+38)"
+    )
+    assert info.value.__notes__ == [
+        "fit asked the optimizer before training, as its first step would"
+    ]
+    assert run.optimizer.lr == 1e39
+    run.optimizer.lr = 0.1  # (back to the rate of the snapshot, whose state_dict refuses 1e39)
+    run.assert_unchanged()
+    for bad, kind in ((-1, ValueError), ("2", TypeError)):
+        run = Run()
+        run.optimizer.step_count = bad  # type: ignore[assignment]
+        with pytest.raises(kind) as info:
+            run.fit()
+        assert str(info.value) == (
+            "fit: the SGD's step_count (the number of steps done) must be an integer >= 0, got "
+            f"{bad!r}"
+        )
+        assert run.optimizer.step_count == bad
+        run.optimizer.step_count = 0  # (as snapshot, whose state_dict refuses it too)
+        run.assert_unchanged()
+
+
 class _SquaredLoss(nn.Loss):
     """Half the squared error of the scores against one-hot targets, summed over the batch:
     returned as a tensor (``kind`` "tensor", right), a Python number ("float"), one loss per

@@ -402,7 +402,10 @@ def fit(
     Raises:
         TypeError, ValueError: a bad argument, named in the message; every argument is checked
             before anything changes (the model, the optimizer, the scheduler, the history and
-            the generators are then as they were). Before training, ``model`` and ``criterion``
+            the generators are then as they were), what the optimizer's first step would refuse
+            included (a rate beyond the range of a dtype the model was cast to since the
+            optimizer was built, a ``step_count`` set by hand to no integer >= 0). Before
+            training, ``model`` and ``criterion``
             run once on the first sample in evaluation mode, so that their own checks of ``x``
             and ``y`` apply and class indices in ``y`` (and in ``validation``) are checked
             against the width of the model's outputs (a folded fit given the same ``x`` and
@@ -525,6 +528,23 @@ def fit(
             f"the history saved with epoch {start_epoch} (load_checkpoint's state.history), "
             f"or start_epoch={recorded}"
         )
+    # What the optimizer's first step would refuse, once the model was put in training mode, a
+    # shuffle drawn and a forward and backward run: its parameters' layout (a dtype or device
+    # mixed, a parameter resized, a rate or setting beyond the dtype the model was cast to
+    # since: the same refusal in the same words; the state is not moved yet), and a
+    # step count set by hand to no integer >= 0, which Adam and Adagrad read (SGD's is not read,
+    # but a checkpoint of the run could not be saved with it).
+    try:
+        optimizer._check_next_step()
+    except (TypeError, ValueError) as error:
+        add_note(error, "fit asked the optimizer before training, as its first step would")
+        raise
+    check_int(
+        "fit",
+        f"the {type(optimizer).__name__}'s step_count (the number of steps done)",
+        optimizer.step_count,
+        low=0,
+    )
     # The folded step kept from an earlier call, if it still fits (nothing is built yet).
     kept = (
         FoldedStep.kept(model, criterion, optimizer, x, y)
