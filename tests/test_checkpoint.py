@@ -697,6 +697,37 @@ def test_a_refused_load_gives_each_schedule_of_a_sequence_its_own_base_lr(
     assert ([repr(part) for part in schedules], optimizer.lr, scheduler.state_dict()) == before
 
 
+def test_a_sequence_whose_schedule_has_its_own_base_lr_round_trips(tmp_path: Path) -> None:
+    """A SequentialSchedule whose cosine was given a base_lr of its own by hand (0.05, the
+    sequence's 0.1) is restored from its checkpoint with it, and goes on at the saved rates.
+    (Its state held the sequence's base_lr alone, whose load gave the cosine 0.1: the repr
+    compared after the load differed, and its own checkpoint was refused as 'for another
+    scheduler', both reprs shown the same.)"""
+
+    def run(cosine_lr: float | None) -> tuple[nn.Sequential, optim.SGD, optim.SequentialSchedule]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(2, 3))
+        optimizer = optim.SGD(model.parameters(), lr=0.1)
+        warmup = optim.LinearWarmup(optimizer, warmup_steps=2)
+        cosine = optim.CosineAnnealing(optimizer, T_max=5)
+        scheduler = optim.SequentialSchedule(optimizer, [warmup, cosine], milestones=[2])
+        for _ in range(3):
+            scheduler.step()
+        if cosine_lr is not None:
+            cosine.base_lr = cosine_lr
+            scheduler.step()
+        return model, optimizer, scheduler
+
+    saved = run(0.05)
+    save_checkpoint(tmp_path / "c", *saved)
+    resumed = run(None)
+    load_checkpoint(tmp_path / "c", *resumed)
+    assert repr(resumed[2]) == repr(saved[2])
+    assert resumed[2].schedules[1].base_lr == 0.05
+    assert resumed[1].lr == saved[1].lr
+    assert [resumed[2].step() for _ in range(4)] == [saved[2].step() for _ in range(4)]
+
+
 def _drop_torch_rng(tensors: dict[str, torch.Tensor]) -> None:
     del tensors["rng.torch"]
 

@@ -768,3 +768,61 @@ def test_a_rate_that_the_optimizer_refuses_is_refused_in_the_schedules_words() -
         + refusal.format("1e+39")
     )
     assert (optimizer.lr, decay.state_dict()) == (LR, {"base_lr": LR, "last_step": 0})
+
+
+def _warmup_cosine(cosine_lr: float | None) -> tuple[optim.SGD, optim.SequentialSchedule]:
+    """A warmup then a cosine in a sequence stepped 3 times, the cosine's base_lr set by hand
+    to ``cosine_lr`` (if given)."""
+    optimizer = optim.SGD([nn.Parameter(torch.zeros(2, dtype=torch.float64))], lr=LR)
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=2)
+    cosine = optim.CosineAnnealing(optimizer, T_max=5)
+    sequence = optim.SequentialSchedule(optimizer, [warmup, cosine], milestones=[2])
+    for _ in range(3):
+        sequence.step()
+    if cosine_lr is not None:
+        cosine.base_lr = cosine_lr
+    return optimizer, sequence
+
+
+def test_a_sequence_whose_schedule_has_its_own_base_lr_restores_it() -> None:
+    """A schedule of a sequence given a base_lr of its own by hand (the cosine's 0.05 under the
+    sequence's 0.1) is in the sequence's state_dict (base_lrs, every schedule's, only then: a
+    sequence's state is otherwise as before) and restored by load_state_dict, which went on
+    with the sequence's 0.1 for it; a nested sequence's schedules too. A bad base_lrs is
+    refused by name, changing nothing."""
+    _, saved = _warmup_cosine(0.05)
+    state = saved.state_dict()
+    assert state == {"base_lr": LR, "last_step": 3, "base_lrs": [LR, 0.05]}
+    assert set(_warmup_cosine(None)[1].state_dict()) == {"base_lr", "last_step"}
+    optimizer, sequence = _warmup_cosine(None)
+    sequence.load_state_dict(state)
+    assert repr(sequence) == repr(saved)
+    # (the rate of step 3 is the cosine's from 0.05: the sequence that saved it set its own
+    # before the cosine's base_lr was set, which took effect at its next step)
+    assert optimizer.lr == 0.05 * (1 + math.cos(math.pi / 5)) / 2
+    assert _rates(sequence, 6)[1:] == _rates(saved, 6)[1:]
+    for bad, message in (
+        ([LR], r"base_lrs must be a list of 2 rates, the base_lr of each schedule it holds"),
+        ([LR, -1.0], r"base_lrs\[1\] \(CosineAnnealing\): base_lr must be in \[0, inf\)"),
+    ):
+        optimizer, sequence = _warmup_cosine(None)
+        before = repr(sequence), sequence.state_dict(), optimizer.lr
+        with pytest.raises(ValueError, match=r"^SequentialSchedule\.load_state_dict: " + message):
+            sequence.load_state_dict({**state, "base_lrs": bad})
+        assert (repr(sequence), sequence.state_dict(), optimizer.lr) == before
+    # nested: the inner sequence's own base_lr, and its cosine's
+    outer = []
+    for inner_lr in (0.07, None):
+        optimizer = optim.SGD([nn.Parameter(torch.zeros(2, dtype=torch.float64))], lr=LR)
+        warmup = optim.LinearWarmup(optimizer, warmup_steps=2)
+        cosine = optim.CosineAnnealing(optimizer, T_max=5)
+        inner = optim.SequentialSchedule(optimizer, [warmup, cosine], milestones=[2])
+        decay = optim.ExponentialDecay(optimizer, gamma=0.9)
+        outer.append(optim.SequentialSchedule(optimizer, [inner, decay], milestones=[7]))
+        if inner_lr is not None:
+            inner.base_lr = inner_lr
+            cosine.base_lr = 0.03
+    outer[1].load_state_dict(outer[0].state_dict())
+    assert outer[0].state_dict()["base_lrs"] == [0.07, 0.07, 0.03, LR]
+    assert repr(outer[1]) == repr(outer[0])
+    assert _rates(outer[1], 12)[1:] == _rates(outer[0], 12)[1:]

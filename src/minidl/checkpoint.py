@@ -1203,8 +1203,9 @@ def _restore_scheduler(
     """Load the saved state into ``scheduler`` and check that it is then the saved schedule.
 
     A scheduler's constructor settings (``CyclicLR``'s ``max_lr``, ``StepDecay``'s
-    ``step_size``, ...) are not in its state, which holds ``base_lr`` and ``last_step`` only:
-    the state of a schedule with other settings would load into a mix of both. The ``repr``
+    ``step_size``, ...) are not in its state, which holds ``base_lr`` and ``last_step`` only
+    (and a ``SequentialSchedule``'s, the ``base_lr`` of its schedules where one was set by
+    hand): the state of a schedule with other settings would load into a mix of both. The ``repr``
     after loading (with the saved ``base_lr``, so a scheduler built on an optimizer at another
     learning rate is accepted) must be the saved one. ``given`` is the scheduler's ``repr``
     before loading. Raises ``CheckpointError`` naming both schedules, or what the scheduler

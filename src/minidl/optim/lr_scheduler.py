@@ -27,6 +27,10 @@ __all__ = [
 T = TypeVar("T")
 
 
+def _nothing() -> None:
+    """Restore nothing (see ``LRScheduler._checked_parts``)."""
+
+
 def _shortened(text: str) -> str:
     """``text``, a schedule's ``repr``, for a message: each integer of more than
     :data:`~minidl._validate.LONGEST_SHOWN` digits in it (as :func:`steps_repr` writes one, in
@@ -265,6 +269,12 @@ class LRScheduler:
             self._put_back(saved)
             raise
 
+    def _checked_parts(self, where: str, state_dict: Mapping[str, Any]) -> Callable[[], None]:
+        """What :meth:`load_state_dict` restores of the schedules this one holds, beyond what
+        ``base_lr`` gives them, checked (``where`` names the method for the messages): a
+        function that restores it once ``base_lr`` is set. Nothing by default."""
+        return _nothing
+
     def _saved(self) -> list[tuple[LRScheduler, dict[str, Any]]]:
         """The attributes of this schedule and of the schedules it holds (:meth:`_parts`), for
         :meth:`_put_back` should a change that sets some of them be refused part-way."""
@@ -449,11 +459,13 @@ class LRScheduler:
                 f"last step {shown(limit)} (its step_limit)"
             )
         base_lr = self._check_base_lr(f"{name}.load_state_dict", state_dict["base_lr"])
+        restore_parts = self._checked_parts(f"{name}.load_state_dict", state_dict)
         # (all of it: a SequentialSchedule gives base_lr to its schedules, each of which may
         # have had another, set by hand, that setting its own previous one back would lose)
         saved = self._saved()
         try:
             self._set_base_lr(base_lr)
+            restore_parts()
             self._give_rate("load_state_dict", last_step, self._rate("load_state_dict", last_step))
         except BaseException:
             self._put_back(saved)

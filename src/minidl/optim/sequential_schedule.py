@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from torch import Tensor
@@ -245,6 +245,41 @@ class SequentialSchedule(LRScheduler):
                 continue  # the next schedule takes over before this one runs out
             limit = last if limit is None else min(limit, last)
         return limit
+
+    def state_dict(self) -> dict[str, Any]:
+        """``base_lr`` and ``last_step``, as every schedule's; and, where a schedule it holds
+        has a ``base_lr`` of its own set by hand (one that restoring the sequence's would not
+        give it back), ``base_lrs``: the ``base_lr`` of every schedule it holds, in order, a
+        sequence inside it followed by its own."""
+        state = super().state_dict()
+        parts = self._parts()[1:]
+        if any(not part.takes_own_rates and part.base_lr != self.base_lr for part in parts):
+            state["base_lrs"] = [part.base_lr for part in parts]
+        return state
+
+    def _checked_parts(self, where: str, state_dict: Mapping[str, Any]) -> Callable[[], None]:
+        """The ``base_lrs`` of a state (see :meth:`state_dict`), checked as each schedule checks
+        its own ``base_lr``: given back to each once the sequence's is restored."""
+        base_lrs = state_dict.get("base_lrs")
+        if base_lrs is None:
+            return super()._checked_parts(where, state_dict)
+        parts = self._parts()[1:]
+        if not isinstance(base_lrs, list | tuple) or len(base_lrs) != len(parts):
+            raise ValueError(
+                f"{where}: base_lrs must be a list of {len(parts)} rates, the base_lr of each "
+                f"schedule it holds (as state_dict() gives it), got {shown(base_lrs)}"
+            )
+        checked = [
+            part._check_base_lr(f"{where}: base_lrs[{index}] ({type(part).__name__})", value)
+            for index, (part, value) in enumerate(zip(parts, base_lrs, strict=True))
+        ]
+
+        def restore() -> None:
+            # (in order: a sequence inside gives its own to its schedules, which come after it)
+            for part, value in zip(parts, checked, strict=True):
+                part._set_base_lr(value)
+
+        return restore
 
     def _set_base_lr(self, base_lr: float) -> None:
         """Take ``base_lr`` as the reference rate, and give it to every schedule that does not
