@@ -529,8 +529,12 @@ class Optimizer:
                 else ""
             )
             raise KeyError(f"{name}.load_state_dict: missing keys {sorted(missing)}{hint}")
-        if self._layout_changed():  # the state moves with a model moved since the last step
-            self._refresh_layout()
+        # The state moves with a model moved since the last step, once the state given is
+        # taken (a refused one leaves it as it was, of the dtype it had); what the move refuses
+        # is refused first.
+        moved = self._layout_changed()
+        if moved:
+            self._check_layout()
         lr = check_real(f"{name}.load_state_dict", "lr", state_dict["lr"], low=0.0)
         step_count = check_int(
             f"{name}.load_state_dict", "step_count", state_dict["step_count"], low=0
@@ -579,6 +583,8 @@ class Optimizer:
             self._check_hyperparameters(hyperparameters)
             self._check_state_names(hyperparameters)
         self._check_in_range({"lr": lr, **hyperparameters}, f"{name}.load_state_dict")
+        if moved:
+            self._refresh_layout()
         self._lr = lr
         self.step_count = step_count
         for state_name, tensor in state.items():
