@@ -983,9 +983,10 @@ def test_a_setting_taken_in_float64_is_checked_again_after_a_cast_back_to_float3
 
 def test_a_refused_load_after_a_cast_leaves_the_state_of_its_dtype() -> None:
     """A state refused by load_state_dict (a negative rate) after the model was cast from
-    float64 to float32 leaves the optimizer's state as it was, float64 and its bits, as a step
-    would find it; one taken moves it to float32, as a step does. (The state was moved to
-    float32 before the checks, its values rounded by a refused call.)"""
+    float64 to float32, or a state_dict refused for a step count set by hand, leaves the
+    optimizer's state as it was, float64 and its bits, as a step would find it; a state taken
+    moves it to float32, as a step does. (The state was moved to float32 before the checks, its
+    values rounded by a refused call.)"""
     model = nn.mlp((2, 3, 2)).double()
     optimizer = optim.Adam(model.parameters(), lr=0.01)
     model(torch.randn(4, 2, dtype=torch.float64))
@@ -996,6 +997,11 @@ def test_a_refused_load_after_a_cast_leaves_the_state_of_its_dtype() -> None:
     model.float()
     with pytest.raises(ValueError, match=r"^Adam\.load_state_dict: lr must be in \[0, inf\)"):
         optimizer.load_state_dict({**saved, "lr": -1.0})
+    for key, tensor in optimizer.state.items():
+        assert tensor.dtype == torch.float64 and torch.equal(tensor, before[key])
+    optimizer.step_count = -1  # (refused by state_dict too, before the state moves)
+    with pytest.raises(ValueError, match=r"^Adam\.state_dict: step_count \(the number of steps"):
+        optimizer.state_dict()
     for key, tensor in optimizer.state.items():
         assert tensor.dtype == torch.float64 and torch.equal(tensor, before[key])
     optimizer.load_state_dict(saved)

@@ -486,15 +486,16 @@ class Optimizer:
         The state tensors have the parameters' current device and dtype, even when the model was
         moved (``model.to(...)``) since the last ``step``.
         """
-        if self._layout_changed():
-            self._refresh_layout()
-        # (one that load_state_dict would refuse, set by hand, is refused here, before saving)
+        # (one that load_state_dict would refuse, set by hand, is refused here, before saving,
+        # and before the state moves with the model)
         step_count = check_int(
             f"{type(self).__name__}.state_dict",
             "step_count (the number of steps done)",
             self.step_count,
             low=0,
         )
+        if self._layout_changed():
+            self._refresh_layout()
         return {
             "lr": self._lr,
             "step_count": step_count,
