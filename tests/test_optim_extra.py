@@ -1007,6 +1007,10 @@ def test_a_refused_load_after_a_cast_leaves_the_state_of_its_dtype() -> None:
     optimizer.load_state_dict(saved)
     for key, tensor in optimizer.state.items():
         assert tensor.dtype == torch.float32 and torch.equal(tensor, before[key].float())
+    # a model moved to the meta device since: a meta state is checked against it, and taken
+    model.to("meta")
+    optimizer.load_state_dict({**saved, "state": {k: v.to("meta") for k, v in before.items()}})
+    assert all(tensor.is_meta for tensor in optimizer.state.values())
 
 
 EpsPair = tuple[Callable[..., optim.Optimizer], Callable[..., torch.optim.Optimizer]]

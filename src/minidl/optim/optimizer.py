@@ -573,7 +573,9 @@ class Optimizer:
                     f"{name}.load_state_dict: state {state_name!r} must be floating point, "
                     f"got {tensor.dtype}"
                 )
-            check_copyable(f"{name}.load_state_dict", f"state {state_name!r}", tensor, expected)
+            # (against the parameters, whose device the state has once it moves with them)
+            where = f"{name}.load_state_dict"
+            check_copyable(where, f"state {state_name!r}", tensor, self.params[0].data)
         hyperparameters = state_dict.get("hyperparameters", {})
         if not isinstance(hyperparameters, Mapping):
             raise TypeError(
