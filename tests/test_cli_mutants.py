@@ -367,6 +367,26 @@ def test_an_interrupted_runs_line_shows_a_path_that_would_hide_or_split_it(tmp_p
     )
 
 
+def test_the_command_to_continue_with_gives_the_path_back_to_a_shell(tmp_path: Path) -> None:
+    """The command to continue with names the checkpoint as a shell takes it: a path with a
+    space inside it or a quote, which a message shows as it is, is quoted there, and a shell's
+    reading of the line's last words (``shlex.split``) gives the path back. (Shown as a message
+    shows it, "--resume runs/a b.ckpt" ran on a file "runs/a": the tests' paths, which end in a
+    space, are quoted by both.)"""
+    import shlex
+
+    from minidl.cli import _interrupted
+
+    model = nn.Sequential(nn.Linear(2, 2))
+    for name in ("a b.ckpt", "it's.ckpt", "$HOME.ckpt"):
+        path = str(tmp_path / name)
+        save_checkpoint(path, model, epoch=3)
+        line = _interrupted(path, None, path)
+        shown, command = line.split(" (epoch 3); continue with --resume ")
+        assert shown == f"minidl train: interrupted; the last checkpoint is {path}"
+        assert shlex.split(command) == [path]
+
+
 def _interrupt_behind_an_import_error(how: str, interrupt: KeyboardInterrupt) -> ImportError:
     """An ImportError with ``interrupt`` behind it, raised as ``how`` says."""
     if how == "raised from it, outside its handler":
@@ -431,7 +451,8 @@ def test_an_import_error_behind_no_interrupt_comes_out_as_it_was_raised(
 ) -> None:
     """An ImportError with no interrupt behind it leaves main as it was raised: the same error,
     its cause kept (``raise``, not ``raise error from None``, which dropped the cause that
-    says why the import failed)."""
+    says why the import failed), from the command or from a flag's type as the command line is
+    read (there, a status 1 without the error's words passed the tests before; fails this)."""
     from minidl import cli
 
     cause = OSError("libfoo.so: cannot open shared object file")
@@ -446,6 +467,11 @@ def test_an_import_error_behind_no_interrupt_comes_out_as_it_was_raised(
         main(["reproduce", "--quick"])
     assert info.value is error
     assert info.value.__cause__ is cause
+    # So too where a flag's type raises it, while the command line is read.
+    monkeypatch.setattr(cli, "_positive_seconds", failed_import)
+    with pytest.raises(ImportError) as info:
+        main(["train", "--dist-timeout", "5"])
+    assert info.value is error
 
 
 def test_an_error_chain_that_loops_is_walked_once() -> None:
