@@ -437,7 +437,7 @@ def test_readme_and_pages_state_the_command_lines_defaults() -> None:
     reproduce``, each checked on the page that states it."""
     from minidl import _allocator
     from minidl.cli import ROUNDS, build_parser
-    from minidl.distributed import DEFAULT_TIMEOUT, TIMEOUT_ENV
+    from minidl.distributed import _CENSUS_SECONDS, _STORE_SECONDS, DEFAULT_TIMEOUT, TIMEOUT_ENV
     from minidl.experiments.runner import QUICK_EPOCHS
 
     text = " ".join(readme_text().split())
@@ -446,6 +446,10 @@ def test_readme_and_pages_state_the_command_lines_defaults() -> None:
     assert train.dist_timeout is None  # then the environment's, else DEFAULT_TIMEOUT
     distributed = " ".join(page_text("distributed.md").split())
     assert f"(default `${TIMEOUT_ENV}`, else {DEFAULT_TIMEOUT:g})" in distributed
+    # (the census's watch of the heartbeats, then the bound on the store's answers: a
+    # _STORE_SECONDS of 50 passed the tests before, which set their own; fails this)
+    census_bound = _CENSUS_SECONDS + _STORE_SECONDS
+    assert f"the others say the store does not answer, {census_bound:g} s after" in distributed
     assert reproduce.rounds is None  # then ROUNDS (None: a --rounds given with --quick is refused)
     reproducing = " ".join(page_text("reproducing.md").split())
     assert ROUNDS == 5 and "Each row runs 5 rounds" in reproducing
