@@ -107,14 +107,23 @@ def test_a_fresh_package_lists_and_gives_its_names_and_keeps_them() -> None:
 
 def test_the_package_takes_any_value_set_on_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """The package's class puts the function :func:`minidl.gradcheck` in place of its module
-    only: a number, a function or a stand-in module of another name (what a test patches in)
-    set on the package stay what they are, under ``gradcheck`` too."""
+    only: a number, a function, a stand-in module of another name (what a test patches in) or
+    one of its name without the function set on the package stay what they are, under
+    ``gradcheck`` too."""
     import types
     from unittest import mock
 
     stand_in = types.ModuleType("elsewhere")
     stand_in.gradcheck = len
-    for name, value in [("seed", 3), ("gradcheck", len), ("gradcheck", stand_in)]:
+    # (and one of the module's own name without the function: the class looked it up there,
+    # an AttributeError, where it took any module of that name, and passed the tests before)
+    empty = types.ModuleType("minidl.gradcheck")
+    for name, value in [
+        ("seed", 3),
+        ("gradcheck", len),
+        ("gradcheck", stand_in),
+        ("gradcheck", empty),
+    ]:
         monkeypatch.setattr(minidl, name, value, raising=False)
         assert getattr(minidl, name) is value
         monkeypatch.undo()
