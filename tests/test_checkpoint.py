@@ -662,6 +662,25 @@ def test_a_refused_load_gives_the_optimizer_back_its_own_rate(tmp_path: Path) ->
     assert_same(snapshot(target), before)
 
 
+def _warmup_then_cosine(
+    cosine_lr: float | None = None,
+) -> tuple[nn.Sequential, optim.SGD, optim.SequentialSchedule]:
+    """A layer, SGD at 0.1 and a sequence of a warm-up and a cosine after three steps; with
+    ``cosine_lr``, the cosine's base_lr then set to it by hand and one step more."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=2)
+    cosine = optim.CosineAnnealing(optimizer, T_max=5)
+    scheduler = optim.SequentialSchedule(optimizer, [warmup, cosine], milestones=[2])
+    for _ in range(3):
+        scheduler.step()
+    if cosine_lr is not None:
+        cosine.base_lr = cosine_lr
+        scheduler.step()
+    return model, optimizer, scheduler
+
+
 def test_a_refused_load_gives_each_schedule_of_a_sequence_its_own_base_lr(
     tmp_path: Path,
 ) -> None:
@@ -670,21 +689,10 @@ def test_a_refused_load_gives_each_schedule_of_a_sequence_its_own_base_lr(
     generator state, restored after the scheduler, is refused. (The sequence's state_dict was
     loaded back, which gave its base_lr to every schedule: the cosine's 0.05 was lost.)"""
 
-    def sequence() -> tuple[nn.Sequential, optim.SGD, optim.SequentialSchedule]:
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(2, 3))
-        optimizer = optim.SGD(model.parameters(), lr=0.1)
-        warmup = optim.LinearWarmup(optimizer, warmup_steps=2)
-        cosine = optim.CosineAnnealing(optimizer, T_max=5)
-        scheduler = optim.SequentialSchedule(optimizer, [warmup, cosine], milestones=[2])
-        for _ in range(3):
-            scheduler.step()
-        return model, optimizer, scheduler
-
-    save_checkpoint(tmp_path / "c", *sequence())
+    save_checkpoint(tmp_path / "c", *_warmup_then_cosine())
     saved = read_checkpoint(tmp_path / "c")
     tensors = {**saved.tensors, "rng.torch": saved.tensors["rng.torch"][:10]}
-    model, optimizer, scheduler = sequence()
+    model, optimizer, scheduler = _warmup_then_cosine()
     cosine = scheduler.schedules[1]
     cosine.base_lr = 0.05
     schedules = [scheduler, *scheduler.schedules]
@@ -703,24 +711,9 @@ def test_a_sequence_whose_schedule_has_its_own_base_lr_round_trips(tmp_path: Pat
     (Its state held the sequence's base_lr alone, whose load gave the cosine 0.1: the repr
     compared after the load differed, and its own checkpoint was refused as 'for another
     scheduler', both reprs shown the same.)"""
-
-    def run(cosine_lr: float | None) -> tuple[nn.Sequential, optim.SGD, optim.SequentialSchedule]:
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(2, 3))
-        optimizer = optim.SGD(model.parameters(), lr=0.1)
-        warmup = optim.LinearWarmup(optimizer, warmup_steps=2)
-        cosine = optim.CosineAnnealing(optimizer, T_max=5)
-        scheduler = optim.SequentialSchedule(optimizer, [warmup, cosine], milestones=[2])
-        for _ in range(3):
-            scheduler.step()
-        if cosine_lr is not None:
-            cosine.base_lr = cosine_lr
-            scheduler.step()
-        return model, optimizer, scheduler
-
-    saved = run(0.05)
+    saved = _warmup_then_cosine(0.05)
     save_checkpoint(tmp_path / "c", *saved)
-    resumed = run(None)
+    resumed = _warmup_then_cosine()
     load_checkpoint(tmp_path / "c", *resumed)
     assert repr(resumed[2]) == repr(saved[2])
     assert resumed[2].schedules[1].base_lr == 0.05

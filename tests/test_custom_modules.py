@@ -542,24 +542,29 @@ def test_fit_rounds_stacks_a_stateless_activation_of_ones_own() -> None:
             assert relative(stacked.data, alone.data) <= 1e-12
 
 
+def _one_epoch_of_rounds(models: list[nn.Sequential]) -> None:
+    """fit_rounds of ``models`` for one epoch of the disk data, SGD at 0.1 each."""
+    x, y = disk()
+    fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        PerModel(lambda r, p: optim.SGD(p, lr=0.1)),
+        [(x, y)] * 2,
+        epochs=1,
+        generators=[torch.Generator().manual_seed(r) for r in range(len(models))],
+    )
+
+
 @pytest.mark.parametrize("slopes", [(0.1, 0.1), (0.1, 0.3)])
 def test_fit_rounds_refuses_an_activation_with_a_parameter(slopes: tuple[float, float]) -> None:
     """An Activation of one's own with a parameter was stacked as copies whose slope no
     optimizer trained (after one epoch the models were 0.03 away from fit's); it is refused,
     naming the layer, the parameter and fit, before anything changes; so is one with a
     buffer."""
-    x, y = disk()
     models = [_stackable(seed, LearnedSlope(slope)) for seed, slope in enumerate(slopes)]
     before = [[p.data.clone() for p in model.parameters()] for model in models]
     with pytest.raises(TypeError) as caught:
-        fit_rounds(
-            models,
-            nn.CrossEntropyLoss(),
-            PerModel(lambda r, p: optim.SGD(p, lr=0.1)),
-            [(x, y)] * 2,
-            epochs=1,
-            generators=[torch.Generator().manual_seed(r) for r in range(2)],
-        )
+        _one_epoch_of_rounds(models)
     assert str(caught.value) == (
         "fit_rounds: stack_models: cannot stack layer 1 of models[0] (LearnedSlope): it holds "
         "parameter 'slope', and a stack trains the parameters of its Linear layers alone (it "
@@ -576,17 +581,9 @@ def test_fit_rounds_refuses_an_activation_with_a_parameter(slopes: tuple[float, 
 
 
 def test_fit_rounds_refuses_a_module_of_ones_own_and_says_to_use_fit() -> None:
-    x, y = disk()
     models = [_stackable(seed, Swish(1.0, dtype=F64)) for seed in range(2)]
     with pytest.raises(TypeError) as caught:
-        fit_rounds(
-            models,
-            nn.CrossEntropyLoss(),
-            PerModel(lambda r, p: optim.SGD(p, lr=0.1)),
-            [(x, y)] * 2,
-            epochs=1,
-            generators=[torch.Generator().manual_seed(r) for r in range(2)],
-        )
+        _one_epoch_of_rounds(models)
     assert str(caught.value) == (
         "fit_rounds: stack_models: cannot stack layer 1 (Swish); only Linear layers and "
         "element-wise activations (subclasses of Activation without parameters or buffers) "
