@@ -848,6 +848,73 @@ def test_a_header_without_an_entry_read_later_is_refused_and_changes_nothing(
     assert_same(snapshot(target), before)
 
 
+HAND_BUILT_HEADERS: list[tuple[str, Any]] = [
+    ("an epoch of -1", lambda h: h["training"].update(epoch=-1)),
+    ("a step of 1.5", lambda h: h["training"].update(step=1.5)),
+    ("a history of a string", lambda h: h["training"]["history"].update(lr=["x"])),
+    ("another format", lambda h: h.update(format="other")),
+    ("a newer format version", lambda h: h.update(format_version=FORMAT_VERSION + 1)),
+    ("format version True", lambda h: h.update(format_version=True)),
+    *((name, header) for name, tensors, header, _ in MALFORMED_HEADERS if tensors is None),
+]
+
+
+@pytest.mark.parametrize(
+    "change", [case[1] for case in HAND_BUILT_HEADERS], ids=[case[0] for case in HAND_BUILT_HEADERS]
+)
+def test_a_checkpoint_built_by_hand_is_refused_as_read_checkpoint_refuses_its_header(
+    tmp_path: Path, change: Callable[[dict[str, Any]], None]
+) -> None:
+    """A Checkpoint built by hand from a read one's header, changed, is refused on construction
+    in read_checkpoint's words for a file of that header (itself the oracle), naming Checkpoint
+    for the file. (It was taken as it was: load_checkpoint gave an epoch of -1, a format
+    version newer than this minidl's or a history of strings back in its TrainingState.)"""
+    path = tmp_path / "run.ckpt"
+    source = build("sgd-momentum-step")
+    save_checkpoint(path, *source[:3], epoch=1, generator=source[3])
+    saved = read_checkpoint(path)
+    header = json.loads(json.dumps(saved.header))
+    change(header)
+    rewrite_checkpoint(path, header=change)
+    with pytest.raises(CheckpointError) as read:
+        read_checkpoint(path)
+    expected = str(read.value).replace(f"checkpoint {str(path)!r}", "Checkpoint", 1)
+    assert expected.startswith("Checkpoint: ")
+    with pytest.raises(CheckpointError) as built:
+        Checkpoint(header=header, tensors=saved.tensors)
+    assert str(built.value) == expected
+
+
+def test_a_checkpoint_built_by_hand_needs_a_header_and_tensors_by_name(tmp_path: Path) -> None:
+    """Checkpoint refuses a header that is no dict and tensors that are no dict of names to
+    tensors, naming what was given (a list of tensors was taken, and model_state failed with
+    an AttributeError of its own)."""
+    save_checkpoint(tmp_path / "c", *build("sgd-momentum-step")[:3])
+    saved = read_checkpoint(tmp_path / "c")
+    cases: list[tuple[Any, Any, str]] = [
+        (
+            "{}",
+            saved.tensors,
+            "Checkpoint: header must be a dict (a checkpoint's JSON header), got str",
+        ),
+        (
+            saved.header,
+            list(saved.tensors.values()),
+            "Checkpoint: tensors must be a dict of names to tensors, got list",
+        ),
+        (
+            saved.header,
+            {**saved.tensors, "rng.torch": [0, 1]},
+            "Checkpoint: tensors must be a dict of names to tensors, got the entry 'rng.torch': "
+            "list",
+        ),
+    ]
+    for header, tensors, message in cases:
+        with pytest.raises(CheckpointError) as error:
+            Checkpoint(header=header, tensors=tensors)
+        assert str(error.value) == message
+
+
 def _history(**values: Any) -> History:
     history = History()
     for name, value in values.items():

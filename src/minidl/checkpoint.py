@@ -147,6 +147,36 @@ class Checkpoint:
     header: dict[str, Any]
     tensors: dict[str, Tensor]
 
+    def __post_init__(self) -> None:
+        """Refuse what :func:`read_checkpoint` refuses in a header (another format, a newer or
+        invalid format version, a field missing or of the wrong kind: an epoch of -1, a history
+        of strings), in its words, and ``tensors`` that is no mapping of names to tensors: a
+        checkpoint built by hand (a read one's, altered) is applied as a read one is. (The
+        tensors are checked against the header as they are applied, by the components that
+        take them.)
+
+        Raises:
+            CheckpointError: naming ``Checkpoint``, what is wrong and what was expected.
+        """
+        where = "Checkpoint"
+        if not isinstance(self.header, dict):
+            raise CheckpointError(
+                f"{where}: header must be a dict (a checkpoint's JSON header), got "
+                f"{type(self.header).__name__}"
+            )
+        if not isinstance(self.tensors, dict):
+            raise CheckpointError(
+                f"{where}: tensors must be a dict of names to tensors, got "
+                f"{type(self.tensors).__name__}"
+            )
+        for name, tensor in self.tensors.items():
+            if not isinstance(name, str) or not isinstance(tensor, Tensor):
+                raise CheckpointError(
+                    f"{where}: tensors must be a dict of names to tensors, got the entry "
+                    f"{shown(name)}: {type(tensor).__name__}"
+                )
+        _check_header_content(self.header, where)
+
     @property
     def model_state(self) -> dict[str, Tensor]:
         """The parameter values and buffers, keyed as :meth:`Module.state_dict` keys them, in
@@ -831,6 +861,13 @@ def _check_header(text: object, where: str) -> dict[str, Any]:
     digest = hashlib.sha256(_canonical(header).encode()).hexdigest()
     if digest != wrapper["sha256"]:
         raise CheckpointError(f"{where}: the header is corrupted (its SHA-256 does not match)")
+    _check_header_content(header, where)
+    return header
+
+
+def _check_header_content(header: dict[str, Any], where: str) -> None:
+    """Refuse a header (read from a file, or given to :class:`Checkpoint`) of another format, of
+    a newer or invalid format version, or with a field missing or of the wrong kind."""
     if header.get("format") != FORMAT:
         raise CheckpointError(
             f"{where}: not a minidl checkpoint (format {shown(header.get('format'))}, "
@@ -849,7 +886,6 @@ def _check_header(text: object, where: str) -> dict[str, Any]:
         _check_header_fields(header)
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{where}: the header is malformed ({error})") from None
-    return header
 
 
 def _check_header_fields(header: dict[str, Any]) -> None:
