@@ -1109,6 +1109,57 @@ def test_a_module_generator_state_refused_puts_every_generator_back(tmp_path: Pa
     assert all(torch.equal(p.data, v) for p, v in zip(target.parameters(), values, strict=True))
 
 
+@pytest.mark.parametrize(
+    ("entry", "generator"),
+    [
+        ("rng.torch", "torch's global generator"),
+        ("rng.generator", "the data generator given (generator=...)"),
+        ("rng.module.1", "the generator of the model's module '1'"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["cut", "float32"])
+def test_a_generator_state_refused_names_the_generator_and_the_entry(
+    tmp_path: Path, entry: str, generator: str, kind: str
+) -> None:
+    """A generator that refuses its saved state (a checkpoint read, then altered in memory: a
+    state cut to 10 bytes, or of another dtype) is named with the checkpoint's entry, the state
+    given and its own state, then torch's words (which came alone before, 'Expected a
+    CPUGeneratorImplState of size 5056 ...', naming neither the generator nor the entry);
+    every generator and the parameters get their states from before the load back."""
+    torch.manual_seed(0)
+    own = torch.Generator().manual_seed(3)
+    model = nn.Sequential(nn.Linear(2, 4), nn.Dropout(0.5, generator=own), nn.Linear(4, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    save_checkpoint(tmp_path / "c", model, optimizer, generator=torch.Generator().manual_seed(1))
+    saved = read_checkpoint(tmp_path / "c")
+    state = saved.tensors[entry][:10] if kind == "cut" else saved.tensors[entry].float()
+    altered = Checkpoint(header=saved.header, tensors={**saved.tensors, entry: state})
+    with pytest.raises((RuntimeError, TypeError)) as refusal:  # (torch's words, the oracle)
+        torch.Generator().set_state(state)
+
+    torch.manual_seed(5)
+    own.manual_seed(4)
+    target = nn.Sequential(nn.Linear(2, 4), nn.Dropout(0.5, generator=own), nn.Linear(4, 2))
+    data_generator = torch.Generator().manual_seed(8)
+    before = (data_generator.get_state(), torch.get_rng_state(), own.get_state())
+    values = [p.data.clone() for p in target.parameters()]
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(
+            altered, target, optim.SGD(target.parameters(), lr=0.1), generator=data_generator
+        )
+    given = (
+        "a uint8 tensor of shape (10,)" if kind == "cut" else "a float32 tensor of shape (5056,)"
+    )
+    assert str(error.value) == (
+        f"load_checkpoint: the saved state was refused: {generator} refused the checkpoint's "
+        f"{entry!r}, {given} on cpu; expected a state like its own, a uint8 tensor of shape "
+        f"(5056,) on cpu (torch: {str(refusal.value).splitlines()[0]})"
+    )
+    after = (data_generator.get_state(), torch.get_rng_state(), own.get_state())
+    assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    assert all(torch.equal(p.data, v) for p, v in zip(target.parameters(), values, strict=True))
+
+
 class _Halving(LRScheduler):
     """A schedule of one's own with the default ``repr`` (which shows its memory address)."""
 

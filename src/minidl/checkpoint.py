@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -65,7 +66,7 @@ import secrets
 import stat
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -1268,6 +1269,41 @@ def _restore_scheduler(
     )
 
 
+def _restore_generator(
+    where: str,
+    generator: str,
+    entry: str,
+    tensors: Mapping[str, Tensor],
+    own: Tensor,
+    set_state: Callable[[Tensor], object],
+) -> None:
+    """Give a generator (``generator`` names it) the state of the checkpoint's ``entry`` with
+    ``set_state``; a state it refuses (one of another size or kind: a tampered file, or a
+    checkpoint built by hand) is refused naming the generator, the entry, the state given and
+    its own state ``own`` (what it takes), and torch's words, which name neither. The caller
+    puts everything back."""
+    state = tensors[entry]
+    try:
+        set_state(state)
+    except (RuntimeError, TypeError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    else:
+        return
+    # (raised here, outside the except block: no refusal of torch's, whose traceback holds the
+    # caller's frame, is kept as this one's context)
+    raise CheckpointError(
+        f"{where}: the saved state was refused: {generator} refused the checkpoint's {entry!r}, "
+        f"{_described(state)}; expected a state like its own, {_described(own)} (torch: "
+        f"{reason})"
+    )
+
+
+def _described(tensor: Tensor) -> str:
+    """``tensor``'s dtype, shape and device, in words."""
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    return f"a {dtype} tensor of shape {tuple(tensor.shape)} on {tensor.device}"
+
+
 def load_checkpoint(
     path: str | os.PathLike[str] | Checkpoint,
     model: Module,
@@ -1397,14 +1433,42 @@ def load_checkpoint(
                 # Loading the scheduler set the rate of its step; the saved rate wins (they
                 # differ where the rate was set after the schedule's last step).
                 optimizer.lr = optimizer_state["lr"]
-        if resuming:
-            torch.set_rng_state(tensors[_RNG_TORCH])
-        if generator is not None:
-            generator.set_state(tensors[_RNG_GENERATOR])
+        if resuming and backup_rng is not None:
+            _restore_generator(
+                where,
+                "torch's global generator",
+                _RNG_TORCH,
+                tensors,
+                backup_rng,
+                torch.set_rng_state,
+            )
+        if generator is not None and backup_generator is not None:
+            _restore_generator(
+                where,
+                "the data generator given (generator=...)",
+                _RNG_GENERATOR,
+                tensors,
+                backup_generator,
+                generator.set_state,
+            )
         for name, module_generator in module_generators.items():
-            module_generator.set_state(tensors[name])
+            _restore_generator(
+                where,
+                f"the generator of the model's module {name[len(_RNG_MODULE) :]!r}",
+                name,
+                tensors,
+                backup_modules[name],
+                module_generator.set_state,
+            )
         for index in cuda_devices:
-            torch.cuda.set_rng_state(tensors[f"{_RNG_CUDA}{index}"], index)
+            _restore_generator(
+                where,
+                f"the default CUDA generator of GPU {index}",
+                f"{_RNG_CUDA}{index}",
+                tensors,
+                backup_cuda[index],
+                functools.partial(torch.cuda.set_rng_state, device=index),
+            )
     except BaseException as error:  # (also Ctrl-C, or what a component of one's own raises)
         # Put back in the reverse order: the scheduler's attributes, then the optimizer gets its
         # own back exactly, its lr too. (A generator shared by two modules, or with the data,
