@@ -439,6 +439,73 @@ def test_fit_refuses_a_history_past_start_epoch_and_appends_to_one_from_epoch_0(
         assert len(longer.train_loss) == 4 + calls
 
 
+HISTORY_CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
+    (
+        "unequal-lengths",
+        {"train_loss": [0.5, 0.4], "validation_error": [10.0], "lr": [0.1]},
+        ValueError,
+        "history must hold as many epochs in train_loss, validation_error and lr (one entry per "
+        "epoch each), got 2, 1 and 1; pass the history of the run (load_checkpoint's "
+        "state.history), or none",
+    ),
+    (
+        "lr-missing",
+        {"train_loss": [0.5], "validation_error": [10.0], "lr": []},
+        ValueError,
+        "history must hold as many epochs in train_loss, validation_error and lr (one entry per "
+        "epoch each), got 1, 1 and 0; pass the history of the run (load_checkpoint's "
+        "state.history), or none",
+    ),
+    (
+        "a-string",
+        {"train_loss": ["0.5"], "validation_error": [10.0], "lr": [0.1]},
+        TypeError,
+        "history.train_loss must be a list of numbers, got '0.5' (str) at index 0",
+    ),
+    (
+        "a-bool",
+        {"train_loss": [0.5], "validation_error": [10.0], "lr": [0.1], "batch_lr": [0.1, True]},
+        TypeError,
+        "history.batch_lr must be a list of numbers, got True (bool) at index 1",
+    ),
+    (
+        "a-tensor",
+        {"train_loss": [0.5], "validation_error": [torch.tensor(10.0)], "lr": [0.1]},
+        TypeError,
+        "history.validation_error must be a list of numbers, got tensor(10.) (Tensor) at index 0",
+    ),
+    (
+        "a-tuple",
+        {"train_loss": [0.5], "validation_error": [10.0], "lr": (0.1,)},
+        TypeError,
+        "history.lr must be a list of numbers, got tuple",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("curves", "kind", "message"),
+    [case[1:] for case in HISTORY_CASES],
+    ids=[case[0] for case in HISTORY_CASES],
+)
+def test_fit_refuses_a_history_it_could_not_extend_before_anything_changes(
+    curves: dict[str, Any], kind: type[Exception], message: str
+) -> None:
+    """A history to extend whose per-epoch curves differ in length, or whose curves are no
+    lists of numbers, is refused before anything changes, itself included: fit trained on it
+    and appended to it (curves of unequal lengths, whose epochs are not the run's; a string or
+    tensor that only save_checkpoint refused, once the run had trained), or failed at the end
+    of the first epoch, once it had trained (a tuple has no append)."""
+    run = Run()
+    history = History(**curves)
+    given = copy.deepcopy(history)
+    with pytest.raises(kind) as info:
+        run.fit(history=history)
+    assert str(info.value) == "fit: " + message
+    assert history == given
+    run.assert_unchanged()
+
+
 def test_fit_refuses_a_model_without_class_scores_before_training() -> None:
     """A model whose outputs are not (N, C) is refused before training (by the loss, which
     fit runs once on the first sample), not at the first step or after the first epoch."""

@@ -378,7 +378,9 @@ def fit(
             ``max_grad_norm``, which a checkpoint does not hold unless kept in its ``extra``).
         history: a history to extend (when resuming, the one saved with ``start_epoch``: a
             history holding more epochs than a ``start_epoch`` above 0 is refused, as its later
-            epochs would be recorded twice; with ``start_epoch`` 0 the epochs are appended).
+            epochs would be recorded twice; with ``start_epoch`` 0 the epochs are appended):
+            lists of numbers, ``train_loss``, ``validation_error`` and ``lr`` of one length
+            (its epochs; else refused).
         on_epoch: called with the :class:`EpochRecord` of each epoch; if it returns ``True``
             (or a true numpy bool or one-element bool tensor), training stops after that epoch
             (early stopping: the history ends with it). Other return values than ``None`` and
@@ -519,6 +521,8 @@ def fit(
         _check_shards(model, getattr(parallel, "world_size", 1), samples, batch_size, smallest)
     if history is not None and not isinstance(history, History):
         raise TypeError(f"fit: history must be a History, got {type(history).__name__}")
+    if history is not None:
+        _check_history("fit", history)
     recorded = len(history.train_loss) if history is not None else 0
     if 0 < start_epoch < recorded:
         # (start_epoch 0 appends: a history extended by calls of a few epochs each)
@@ -680,6 +684,43 @@ def fit(
                 assert folded is not None
                 folded.store()
     return history
+
+
+#: The curves of a :class:`History` holding one entry per epoch (``batch_lr`` holds one per
+#: batch of a per-batch schedule, none otherwise).
+_EPOCH_CURVES = ("train_loss", "validation_error", "lr")
+
+
+def _check_history(where: str, history: History) -> None:
+    """Refuse a history that :func:`fit` could not extend as one it recorded: a curve that is
+    no list of numbers (one that is no list failed at the end of the first epoch, once it had
+    trained; an element that is no number, at the saving of a checkpoint of the run), or
+    per-epoch curves of unequal lengths (whose epochs are not those of the run: which of them
+    says how many epochs it holds?).
+
+    Raises:
+        TypeError: a curve that is no list, or an element that is no int or float.
+        ValueError: ``train_loss``, ``validation_error`` and ``lr`` of unequal lengths.
+    """
+    for name in (*_EPOCH_CURVES, "batch_lr"):
+        values = getattr(history, name)
+        if not isinstance(values, list):
+            raise TypeError(
+                f"{where}: history.{name} must be a list of numbers, got {type(values).__name__}"
+            )
+        for index, value in enumerate(values):
+            if isinstance(value, bool) or not isinstance(value, float | int):
+                raise TypeError(
+                    f"{where}: history.{name} must be a list of numbers, got {shown(value)} "
+                    f"({type(value).__name__}) at index {index}"
+                )
+    lengths = [len(getattr(history, name)) for name in _EPOCH_CURVES]
+    if len(set(lengths)) > 1:
+        raise ValueError(
+            f"{where}: history must hold as many epochs in train_loss, validation_error and lr "
+            f"(one entry per epoch each), got {lengths[0]}, {lengths[1]} and {lengths[2]}; "
+            "pass the history of the run (load_checkpoint's state.history), or none"
+        )
 
 
 def _check_loss_value(criterion: Loss, value: object, prediction: object) -> None:
