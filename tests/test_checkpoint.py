@@ -939,6 +939,12 @@ SAVE_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
         {"history": _history(validation_error=[1.0, True])},
         r"history\.validation_error must be a list of numbers, got the element True",
     ),
+    (
+        "history of unequal lengths",  # (saved, and fit refused to resume from it)
+        {"history": _history(train_loss=[1.0, 0.5], validation_error=[9.0, 8.0], lr=[0.1])},
+        r"history must hold as many epochs in train_loss, validation_error and lr \(one entry "
+        r"per epoch each\), got 2, 2 and 1: fit would refuse to resume from it$",
+    ),
     ("extra as a list", {"extra": [1, 2]}, "extra must be a mapping with string keys, got list"),
     (
         "extra with an int key",

@@ -310,6 +310,7 @@ def save_checkpoint(
             and ``repr``).
         epoch: epochs completed so far, an integer >= 0.
         history: the curves so far, a :class:`~minidl.train.History` of lists of numbers
+            (``train_loss``, ``validation_error`` and ``lr`` of one length, its epochs)
             holding no more epochs than ``epoch`` (unless ``epoch`` is 0), which
             :func:`~minidl.train.fit` resumes from (``start_epoch=epoch``).
         generator: the data-shuffling generator, if any (its ``get_state()``). torch's global
@@ -543,7 +544,8 @@ def _check_extra_keys(value: object, name: str, where: str) -> None:
 
 def _check_history(history: object, where: str) -> None:
     """Refuse a ``history`` that is not a :class:`History` of lists of numbers (what loading
-    accepts back)."""
+    accepts back), or whose per-epoch curves differ in length (what fit refuses to resume
+    from)."""
     if not isinstance(history, History):
         raise CheckpointError(
             f"{where}: history must be a minidl History, got {type(history).__name__}"
@@ -559,6 +561,14 @@ def _check_history(history: object, where: str) -> None:
                 raise CheckpointError(
                     f"{where}: history.{name} must be a list of numbers, got the element {shown(value)}"
                 )
+    # (what fit refuses to resume from, once the checkpoint is needed: epochs not the run's)
+    lengths = [len(getattr(history, name)) for name in _HISTORY_FIELDS[:3]]
+    if len(set(lengths)) > 1:
+        raise CheckpointError(
+            f"{where}: history must hold as many epochs in train_loss, validation_error and lr "
+            f"(one entry per epoch each), got {lengths[0]}, {lengths[1]} and {lengths[2]}: fit "
+            "would refuse to resume from it"
+        )
 
 
 def _check_file_path(path: object, where: str) -> None:
