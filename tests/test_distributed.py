@@ -959,6 +959,7 @@ def test_a_store_that_does_not_answer_is_named_within_a_bound(
     group.rank, group.world_size, group.timeout, group._calls = 1, 2, 5.0, [3]
     group._store = store  # type: ignore[assignment]
     group._store_answers = True
+    group._launcher_hosts_store = False  # (ranks started by hand: rank 0 hosts the store)
     release = threading.Timer(20.0, store.released.set)
     release.start()
     try:
@@ -978,8 +979,8 @@ def test_a_store_that_does_not_answer_is_named_within_a_bound(
     assert elapsed < 10.0, elapsed
     assert str(error) == (
         "rank 1 of 2: the all_reduce of the gradients failed: the rendezvous store is "
-        "unreachable too (or does not answer), so rank 0 (which hosts it) or the launcher has "
-        "stopped or hung (collective timeout 5 s). Cause: timed out"
+        "unreachable too (or does not answer), so rank 0 (which hosts it) has stopped or hung "
+        "(collective timeout 5 s). Cause: timed out"
     )
     assert group._store_answers is False
     assert closing < 5.0, closing
@@ -1039,9 +1040,8 @@ def test_a_store_that_stops_answering_after_the_census_is_named_within_a_bound(
     theirs) was not, and a launcher that stopped answering then held rank 0 for ever (here
     until the test releases the store, after 10 s). Each of those store calls is now awaited
     _STORE_SECONDS at most, on every rank: the error names every rank alive and the store as
-    having stopped answering then (its host: the launcher for rank 0; rank 0 or the launcher
-    for the others, which were bounded but did not say so), and close() does not ask it
-    again."""
+    having stopped answering then (its host, the launcher, on every rank), and close() does
+    not ask it again."""
     monkeypatch.setattr(distributed, "_CENSUS_SECONDS", 0.0)
     monkeypatch.setattr(distributed, "_STORE_SECONDS", 0.5)
     store = _StoreThatStops(answers)
@@ -1049,6 +1049,7 @@ def test_a_store_that_stops_answering_after_the_census_is_named_within_a_bound(
     group.rank, group.world_size, group.timeout, group._calls = rank, 2, 30.0, [3]
     group._store = store  # type: ignore[assignment]
     group._store_answers = True
+    group._launcher_hosts_store = True
     group._stop_beating = threading.Event()
     group._census = lambda: []  # type: ignore[method-assign]
     group._behind = lambda: []  # type: ignore[method-assign]
@@ -1069,16 +1070,101 @@ def test_a_store_that_stops_answering_after_the_census_is_named_within_a_bound(
     finally:
         store.released.set()
         failing.join(5.0)
-    host = "the launcher (which hosts it under torchrun)"
-    if rank != 0:
-        host = "rank 0 (which hosts it) or the launcher"
     assert [str(error) for error in errors] == [
         f"rank {rank} of 2: the all_reduce of the gradients failed: every rank is still alive "
         "(the ranks may have diverged in their calls); then the rendezvous store stopped "
-        f"answering, so {host} has stopped or hung (collective timeout 30 s). Cause: timed out"
+        "answering, so the launcher (torchrun's agent, which hosts it) has stopped or hung "
+        "(collective timeout 30 s). Cause: timed out"
     ]
     assert group._store_answers is False
     assert closing < 0.5, closing
+
+
+_BY_HAND = (
+    ", though this rank hosts it (a server in this process, as for ranks started by hand): the "
+    "server or this rank's connection to it has failed, or this process was held up (stopped, "
+    "or starved of CPU) past the wait for its answers"
+)
+
+
+@pytest.mark.parametrize(
+    ("launcher_hosts", "rank", "host"),
+    [
+        (True, 0, ", so the launcher (torchrun's agent, which hosts it) has stopped or hung"),
+        (True, 1, ", so the launcher (torchrun's agent, which hosts it) has stopped or hung"),
+        (False, 1, ", so rank 0 (which hosts it) has stopped or hung"),
+        (False, 0, _BY_HAND),
+    ],
+    ids=["torchrun-rank-0", "torchrun-rank-1", "by-hand-rank-1", "by-hand-rank-0"],
+)
+@pytest.mark.parametrize("when", ["census", "after-census"])
+def test_a_store_that_does_not_answer_is_named_by_its_host(
+    launcher_hosts: bool, rank: int, host: str, when: str
+) -> None:
+    """The store that does not answer is named by its host, as the rendezvous chose it: under
+    torchrun, whose agent shares its store, the launcher on every rank (rank 0 named itself,
+    'rank 0 (which hosts it) or the launcher', when its census got no answer, and the others
+    named rank 0, which hosts no store there, after it); ranks started by hand, rank 0 on the
+    others (no launcher there) and, on rank 0, its own server or its connection to it (it is
+    running: 'the launcher (which hosts it under torchrun)' was named, where there is none).
+    The store fails the census itself, or answers it and then stops."""
+    group = distributed.ProcessGroup.__new__(distributed.ProcessGroup)
+    group.rank, group.world_size, group.timeout, group._calls = rank, 2, 5.0, [3]
+    group._store = _Store({})  # type: ignore[assignment]
+    group._store_answers = True
+    group._launcher_hosts_store = launcher_hosts
+
+    def stops(missing: list[int]) -> None:
+        group._store_answers = False  # (as a store call that did not answer leaves it)
+
+    group._census = (lambda: None) if when == "census" else (lambda: [])  # type: ignore[method-assign]
+    group._behind = lambda: []  # type: ignore[method-assign]
+    group._finish_census = stops  # type: ignore[method-assign]
+    error = group._failure("the all_reduce of the gradients", RuntimeError("timed out"))
+    diagnosis = (
+        "the rendezvous store is unreachable too (or does not answer)"
+        if when == "census"
+        else "every rank is still alive (the ranks may have diverged in their calls); then the "
+        "rendezvous store stopped answering"
+    )
+    assert str(error) == (
+        f"rank {rank} of 2: the all_reduce of the gradients failed: {diagnosis}{host} "
+        "(collective timeout 5 s). Cause: timed out"
+    )
+    assert group._store_answers is False
+
+
+@pytest.mark.parametrize("agent_store", [True, False], ids=["torchrun", "by-hand"])
+def test_the_stores_host_is_the_one_the_rendezvous_chose(
+    monkeypatch: pytest.MonkeyPatch, agent_store: bool
+) -> None:
+    """A group joined where torchrun shares its agent's store (TORCHELASTIC_USE_AGENT_STORE=True:
+    rank 0 connects to the launcher's store, here one the test hosts as the launcher would)
+    names the launcher for a store that does not answer; one joined without it (rank 0 hosts
+    the store) names rank 0's own server."""
+    port = free_port()
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    launcher_store = None
+    if agent_store:
+        monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+        launcher_store = torch.distributed.TCPStore("127.0.0.1", port, 1, True)
+    else:
+        monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    with ProcessGroup(Launch(0, 1, 0), timeout=10.0) as group:
+        group._census = lambda: None  # type: ignore[method-assign]  # (the store is silent)
+        error = group._failure("the all_reduce of the gradients", RuntimeError("timed out"))
+    host = (
+        ", so the launcher (torchrun's agent, which hosts it) has stopped or hung"
+        if agent_store
+        else _BY_HAND
+    )
+    assert str(error) == (
+        "rank 0 of 1: the all_reduce of the gradients failed: the rendezvous store is "
+        f"unreachable too (or does not answer){host} (collective timeout 10 s). Cause: timed out"
+    )
+    del launcher_store
 
 
 def test_the_census_own_wait_is_not_counted_against_the_store(

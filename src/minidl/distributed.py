@@ -56,7 +56,11 @@ store's answers 6.5 s at most (torch's store calls have no timeout of their own)
 hosts the store (ranks started by hand; under ``torchrun`` the launcher hosts it) and hangs, the
 others say so then rather than wait for ever. Rank 0, which then waits for the others' census
 (up to a timeout), awaits each of the store's answers 5 s at most: under ``torchrun`` a
-launcher that stops answering then is named, not waited for. (With NCCL,
+launcher that stops answering then is named, not waited for. A store that does not answer is
+named by its host, as torch's rendezvous chose it: the launcher where it shares its store
+(``TORCHELASTIC_USE_AGENT_STORE=True``, as ``torchrun`` sets it unless
+``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``), else rank 0 (rank 0 itself, which is running, names
+the store's server in its own process or its connection to it). (With NCCL,
 PyTorch's watchdog notices a timed-out collective itself and ends the process with its own
 message.)
 
@@ -308,6 +312,10 @@ class ProcessGroup:
             f"{os.environ.get('MASTER_PORT', '<MASTER_PORT unset>')}"
         )
         delta = timedelta(seconds=self.timeout)
+        # Who hosts the rendezvous store, as torch's env:// rendezvous decides: the launcher,
+        # where it shares its own store (TORCHELASTIC_USE_AGENT_STORE=True: torchrun, unless
+        # TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1), else rank 0's process (ranks started by hand).
+        self._launcher_hosts_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
         try:
             url = f"env://?rank={self.rank}&world_size={self.world_size}"
             store, _, _ = next(rendezvous(url, timeout=delta))
@@ -420,8 +428,8 @@ class ProcessGroup:
         where = f"rank {self.rank} of {self.world_size}"
         if missing is None:
             diagnosis = (
-                "the rendezvous store is unreachable too (or does not answer), so rank 0 (which "
-                "hosts it) or the launcher has stopped or hung"
+                "the rendezvous store is unreachable too (or does not answer)"
+                + self._store_silent()
             )
         elif missing or left:
             diagnoses = []
@@ -454,17 +462,26 @@ class ProcessGroup:
         else:
             diagnosis = "every rank is still alive (the ranks may have diverged in their calls)"
         if missing is not None and not self._store_answers:
-            host = (
-                "the launcher (which hosts it under torchrun)"
-                if self.rank == 0
-                else "rank 0 (which hosts it) or the launcher"
-            )
-            diagnosis += (
-                f"; then the rendezvous store stopped answering, so {host} has stopped or hung"
-            )
+            diagnosis += "; then the rendezvous store stopped answering" + self._store_silent()
         return DistributedError(
             f"{where}: {what} failed: {diagnosis} (collective timeout "
             f"{self.timeout:g} s). Cause: {_first_line(error)}"
+        )
+
+    def _store_silent(self) -> str:
+        """What a store that does not answer tells of its host: the launcher (under
+        ``torchrun``, which shares its store) or rank 0 (ranks started by hand) has stopped or
+        hung. Rank 0 cannot say that of itself: the store is then a server in its own process,
+        which is running this, so that its server or the connection to it has failed, or the
+        process itself was held up past the store's bound."""
+        if self._launcher_hosts_store:
+            return ", so the launcher (torchrun's agent, which hosts it) has stopped or hung"
+        if self.rank != 0:
+            return ", so rank 0 (which hosts it) has stopped or hung"
+        return (
+            ", though this rank hosts it (a server in this process, as for ranks started by "
+            "hand): the server or this rank's connection to it has failed, or this process was "
+            "held up (stopped, or starved of CPU) past the wait for its answers"
         )
 
     def _left(self, ranks: Sequence[int]) -> dict[int, str]:
