@@ -885,6 +885,38 @@ def test_a_checkpoint_built_by_hand_is_refused_as_read_checkpoint_refuses_its_he
     assert str(built.value) == expected
 
 
+@pytest.mark.parametrize("change", ["float64", "transposed"])
+def test_a_checkpoint_built_by_hand_refuses_model_tensors_the_architecture_does_not_describe(
+    tmp_path: Path, change: str
+) -> None:
+    """A Checkpoint built by hand whose model tensor is of another dtype or shape than its
+    header's architecture says is refused on construction in read_checkpoint's words for such
+    a file (the oracle: the tensor's own entry in the file's header changed with it, redigested),
+    naming Checkpoint. (The float64 weight was taken, and loading converted it to the float32
+    model's dtype.)"""
+    path = tmp_path / "run.ckpt"
+    source = build("sgd-momentum-step")
+    save_checkpoint(path, *source[:3], epoch=1, generator=source[3])
+    saved = read_checkpoint(path)
+    name = "model.0.weight"
+    weight = saved.tensors[name]
+    altered = weight.double() if change == "float64" else weight.t().contiguous()
+
+    def entry(header: dict[str, Any]) -> None:
+        header["tensors"][name].update(
+            dtype=str(altered.dtype).removeprefix("torch."), shape=list(altered.shape)
+        )
+
+    rewrite_checkpoint(path, lambda tensors: tensors.update({name: altered}), entry)
+    with pytest.raises(CheckpointError) as read:
+        read_checkpoint(path)
+    expected = str(read.value).replace(f"checkpoint {str(path)!r}", "Checkpoint", 1)
+    assert "the header's architecture says float32 of shape (6, 2)" in expected
+    with pytest.raises(CheckpointError) as built:
+        Checkpoint(header=saved.header, tensors={**saved.tensors, name: altered})
+    assert str(built.value) == expected
+
+
 def test_a_checkpoint_built_by_hand_needs_a_header_and_tensors_by_name(tmp_path: Path) -> None:
     """Checkpoint refuses a header that is no dict and tensors that are no dict of names to
     tensors, naming what was given (a list of tensors was taken, and model_state failed with

@@ -151,10 +151,13 @@ class Checkpoint:
     def __post_init__(self) -> None:
         """Refuse what :func:`read_checkpoint` refuses in a header (another format, a newer or
         invalid format version, a field missing or of the wrong kind: an epoch of -1, a history
-        of strings), in its words, and ``tensors`` that is no mapping of names to tensors: a
-        checkpoint built by hand (a read one's, altered) is applied as a read one is. (The
-        tensors are checked against the header as they are applied, by the components that
-        take them.)
+        of strings), in its words, ``tensors`` that is no mapping of names to tensors, and a
+        model tensor of another shape or dtype than the header's architecture (which loading
+        would convert to the model's dtype): a checkpoint built by hand (a read one's,
+        altered) is applied as a read one is. (The header's digests, shapes and dtypes of the
+        other tensors, which a file's bytes are checked against, are not: a state that a
+        component or generator refuses is refused as it is applied, and everything is put
+        back.)
 
         Raises:
             CheckpointError: naming ``Checkpoint``, what is wrong and what was expected.
@@ -177,6 +180,7 @@ class Checkpoint:
                     f"{shown(name)}: {type(tensor).__name__}"
                 )
         _check_header_content(self.header, where)
+        _check_model_tensors(self.header, self.tensors, where)
 
     @property
     def model_state(self) -> dict[str, Tensor]:
@@ -1027,6 +1031,11 @@ def _check_tensors(
                 f"{'finite' if finite else 'not finite'}, the header says "
                 f"{'finite' if entry['finite'] else 'not finite'}"
             )
+    _check_model_tensors(header, tensors, where)
+
+
+def _check_model_tensors(header: dict[str, Any], tensors: Mapping[str, Tensor], where: str) -> None:
+    """Refuse a model tensor of another shape or dtype than the header's architecture says."""
     # The model's tensors are those the architecture describes (it is what a model is checked
     # against): one of another dtype would be converted to the model's on loading.
     described = {
