@@ -910,8 +910,12 @@ def test_a_checkpoint_built_by_hand_refuses_model_tensors_the_architecture_does_
     rewrite_checkpoint(path, lambda tensors: tensors.update({name: altered}), entry)
     with pytest.raises(CheckpointError) as read:
         read_checkpoint(path)
+    dtype = str(altered.dtype).removeprefix("torch.")
+    assert str(read.value) == (
+        f"checkpoint {str(path)!r}: tensor {name!r} is {dtype} of shape "
+        f"{tuple(altered.shape)}, the header's architecture says float32 of shape (6, 2)"
+    )
     expected = str(read.value).replace(f"checkpoint {str(path)!r}", "Checkpoint", 1)
-    assert "the header's architecture says float32 of shape (6, 2)" in expected
     with pytest.raises(CheckpointError) as built:
         Checkpoint(header=saved.header, tensors={**saved.tensors, name: altered})
     assert str(built.value) == expected
@@ -919,8 +923,9 @@ def test_a_checkpoint_built_by_hand_refuses_model_tensors_the_architecture_does_
 
 def test_a_checkpoint_built_by_hand_needs_a_header_and_tensors_by_name(tmp_path: Path) -> None:
     """Checkpoint refuses a header that is no dict and tensors that are no dict of names to
-    tensors, naming what was given (a list of tensors was taken, and model_state failed with
-    an AttributeError of its own)."""
+    tensors (a list, a list for a tensor, a tensor under a name that is no string), naming what
+    was given (a list of tensors was taken, and model_state failed with an AttributeError of
+    its own)."""
     save_checkpoint(tmp_path / "c", *build("sgd-momentum-step")[:3])
     saved = read_checkpoint(tmp_path / "c")
     cases: list[tuple[Any, Any, str]] = [
@@ -939,6 +944,17 @@ def test_a_checkpoint_built_by_hand_needs_a_header_and_tensors_by_name(tmp_path:
             {**saved.tensors, "rng.torch": [0, 1]},
             "Checkpoint: tensors must be a dict of names to tensors, got the entry 'rng.torch': "
             "list",
+        ),
+        (
+            saved.header,
+            {**saved.tensors, 0: saved.tensors["rng.torch"]},
+            "Checkpoint: tensors must be a dict of names to tensors, got the entry 0: Tensor",
+        ),
+        (  # (shown, not repr: Python refuses to write an int of more than 4300 digits)
+            saved.header,
+            {**saved.tensors, 10**5000: saved.tensors["rng.torch"]},
+            "Checkpoint: tensors must be a dict of names to tensors, got the entry an int of "
+            "5001 digits: Tensor",
         ),
     ]
     for header, tensors, message in cases:
@@ -973,9 +989,9 @@ SAVE_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     ),
     (
         "history of unequal lengths",  # (saved, and fit refused to resume from it)
-        {"history": _history(train_loss=[1.0, 0.5], validation_error=[9.0, 8.0], lr=[0.1])},
+        {"history": _history(train_loss=[1.0, 0.5, 0.2], validation_error=[9.0, 8.0], lr=[0.1])},
         r"history must hold as many epochs in train_loss, validation_error and lr \(one entry "
-        r"per epoch each\), got 2, 2 and 1: fit would refuse to resume from it$",
+        r"per epoch each\), got 3, 2 and 1: fit would refuse to resume from it$",
     ),
     ("extra as a list", {"extra": [1, 2]}, "extra must be a mapping with string keys, got list"),
     (
@@ -1155,13 +1171,14 @@ def test_a_module_generator_state_refused_puts_every_generator_back(tmp_path: Pa
         ("rng.module.1", "the generator of the model's module '1'"),
     ],
 )
-@pytest.mark.parametrize("kind", ["cut", "float32"])
+@pytest.mark.parametrize("kind", ["cut", "float32", "meta"])
 def test_a_generator_state_refused_names_the_generator_and_the_entry(
     tmp_path: Path, entry: str, generator: str, kind: str
 ) -> None:
     """A generator that refuses its saved state (a checkpoint read, then altered in memory: a
-    state cut to 10 bytes, or of another dtype) is named with the checkpoint's entry, the state
-    given and its own state, then torch's words (which came alone before, 'Expected a
+    state cut to 10 bytes, of another dtype, or on the meta device) is named with the
+    checkpoint's entry, the state given (its dtype, shape and device) and its own state, then
+    torch's words (which came alone before, 'Expected a
     CPUGeneratorImplState of size 5056 ...', naming neither the generator nor the entry);
     every generator and the parameters get their states from before the load back."""
     torch.manual_seed(0)
@@ -1170,7 +1187,12 @@ def test_a_generator_state_refused_names_the_generator_and_the_entry(
     optimizer = optim.SGD(model.parameters(), lr=0.1)
     save_checkpoint(tmp_path / "c", model, optimizer, generator=torch.Generator().manual_seed(1))
     saved = read_checkpoint(tmp_path / "c")
-    state = saved.tensors[entry][:10] if kind == "cut" else saved.tensors[entry].float()
+    states = {
+        "cut": saved.tensors[entry][:10],
+        "float32": saved.tensors[entry].float(),
+        "meta": saved.tensors[entry].to("meta"),
+    }
+    state = states[kind]
     altered = Checkpoint(header=saved.header, tensors={**saved.tensors, entry: state})
     with pytest.raises((RuntimeError, TypeError)) as refusal:  # (torch's words, the oracle)
         torch.Generator().set_state(state)
@@ -1185,17 +1207,72 @@ def test_a_generator_state_refused_names_the_generator_and_the_entry(
         load_checkpoint(
             altered, target, optim.SGD(target.parameters(), lr=0.1), generator=data_generator
         )
-    given = (
-        "a uint8 tensor of shape (10,)" if kind == "cut" else "a float32 tensor of shape (5056,)"
-    )
+    given = {
+        "cut": "a uint8 tensor of shape (10,) on cpu",
+        "float32": "a float32 tensor of shape (5056,) on cpu",
+        "meta": "a uint8 tensor of shape (5056,) on meta",
+    }[kind]
     assert str(error.value) == (
         f"load_checkpoint: the saved state was refused: {generator} refused the checkpoint's "
-        f"{entry!r}, {given} on cpu; expected a state like its own, a uint8 tensor of shape "
+        f"{entry!r}, {given}; expected a state like its own, a uint8 tensor of shape "
         f"(5056,) on cpu (torch: {str(refusal.value).splitlines()[0]})"
     )
     after = (data_generator.get_state(), torch.get_rng_state(), own.get_state())
     assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
     assert all(torch.equal(p.data, v) for p, v in zip(target.parameters(), values, strict=True))
+
+
+class _RefusingGenerator(torch.Generator):
+    """A data generator of one's own that refuses any state but its own with ``refusal``."""
+
+    refusal: Exception = ValueError("refused")
+
+    def set_state(self, new_state: torch.Tensor) -> torch.Generator:
+        if not torch.equal(new_state, self.get_state()):
+            raise self.refusal
+        return super().set_state(new_state)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "reason"),
+    [
+        (ValueError("a state of another kind\n(its second line)"), "a state of another kind"),
+        (RuntimeError("  \n "), "RuntimeError"),
+    ],
+    ids=["two-lines", "blank"],
+)
+def test_a_generator_refusing_its_state_in_its_own_words_is_named_with_their_first_line(
+    tmp_path: Path, refusal: Exception, reason: str
+) -> None:
+    """A data generator (a torch.Generator of one's own) that refuses the checkpoint's state
+    with a ValueError of two lines, or a RuntimeError with no words, is named with the entry,
+    the states, and the first line of its words, or its type where it has none (as torch's
+    words are given when it prints its C++ stack below them, TORCH_SHOW_CPP_STACKTRACES=1);
+    its state and torch's are as before."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2))
+    save_checkpoint(
+        tmp_path / "c",
+        model,
+        optim.SGD(model.parameters(), lr=0.1),
+        generator=torch.Generator().manual_seed(1),
+    )
+    generator = _RefusingGenerator()
+    generator.manual_seed(8)
+    generator.refusal = refusal
+    before = (generator.get_state(), torch.get_rng_state())
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(
+            tmp_path / "c", model, optim.SGD(model.parameters(), lr=0.1), generator=generator
+        )
+    assert str(error.value) == (
+        f"load_checkpoint: checkpoint {str(tmp_path / 'c')!r}: the saved state was refused: "
+        "the data generator given (generator=...) refused the checkpoint's 'rng.generator', a "
+        "uint8 tensor of shape (5056,) on cpu; expected a state like its own, a uint8 tensor of "
+        f"shape (5056,) on cpu (torch: {reason})"
+    )
+    assert torch.equal(generator.get_state(), before[0])
+    assert torch.equal(torch.get_rng_state(), before[1])
 
 
 class _Halving(LRScheduler):
