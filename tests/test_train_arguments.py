@@ -506,6 +506,20 @@ def test_fit_refuses_a_history_it_could_not_extend_before_anything_changes(
     run.assert_unchanged()
 
 
+def test_fit_extends_a_history_of_whole_numbers_as_one_of_floats() -> None:
+    """A history whose curves hold ints (numbers, as save_checkpoint and read_checkpoint take
+    them) is extended as the same history of floats is: its entries kept as given, the run's
+    epochs appended, the same as the float one's (the oracle: the same run, given floats)."""
+    whole = History(train_loss=[1], validation_error=[10], lr=[0], batch_lr=[0])
+    floats = History(train_loss=[1.0], validation_error=[10.0], lr=[0.0], batch_lr=[0.0])
+    runs = [Run(), Run()]
+    assert runs[0].fit(history=whole) is whole
+    assert runs[1].fit(history=floats) is floats
+    assert whole == floats
+    assert [type(value) for value in whole.train_loss] == [int, float]
+    assert len(whole.train_loss) == len(whole.validation_error) == len(whole.lr) == 2
+
+
 def test_fit_refuses_a_model_without_class_scores_before_training() -> None:
     """A model whose outputs are not (N, C) is refused before training (by the loss, which
     fit runs once on the first sample), not at the first step or after the first epoch."""
