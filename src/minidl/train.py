@@ -708,6 +708,9 @@ def _check_history(where: str, history: History) -> None:
             raise TypeError(
                 f"{where}: history.{name} must be a list of numbers, got {type(values).__name__}"
             )
+        if set(map(type, values)) <= {float, int}:
+            continue  # (the common case, found in C: seven times as fast as the loop below, which
+            # fit ran on every call extending a long history; a bool or a subclass goes through it)
         for index, value in enumerate(values):
             if isinstance(value, bool) or not isinstance(value, float | int):
                 raise TypeError(
