@@ -80,7 +80,7 @@ from minidl._validate import is_link_loop, shown, special_file_kind
 from minidl.nn.module import Module, check_registered
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
-from minidl.train import History
+from minidl.train import History, history_fault
 
 __all__ = [
     "FORMAT",
@@ -554,25 +554,11 @@ def _check_history(history: object, where: str) -> None:
         raise CheckpointError(
             f"{where}: history must be a minidl History, got {type(history).__name__}"
         )
-    for name in _HISTORY_FIELDS:
-        values = getattr(history, name)
-        if not isinstance(values, list):
-            raise CheckpointError(
-                f"{where}: history.{name} must be a list of numbers, got {type(values).__name__}"
-            )
-        for value in values:
-            if isinstance(value, bool) or not isinstance(value, float | int):
-                raise CheckpointError(
-                    f"{where}: history.{name} must be a list of numbers, got the element {shown(value)}"
-                )
-    # (what fit refuses to resume from, once the checkpoint is needed: epochs not the run's)
-    lengths = [len(getattr(history, name)) for name in _HISTORY_FIELDS[:3]]
-    if len(set(lengths)) > 1:
-        raise CheckpointError(
-            f"{where}: history must hold as many epochs in train_loss, validation_error and lr "
-            f"(one entry per epoch each), got {lengths[0]}, {lengths[1]} and {lengths[2]}: fit "
-            "would refuse to resume from it"
-        )
+    fault = history_fault(history)
+    if fault is not None:
+        kind, words = fault
+        suffix = ": fit would refuse to resume from it" if kind is ValueError else ""
+        raise CheckpointError(f"{where}: {words}{suffix}")
 
 
 def _check_file_path(path: object, where: str) -> None:

@@ -691,39 +691,52 @@ def fit(
 _EPOCH_CURVES = ("train_loss", "validation_error", "lr")
 
 
-def _check_history(where: str, history: History) -> None:
-    """Refuse a history that :func:`fit` could not extend as one it recorded: a curve that is
-    no list of numbers (one that is no list failed at the end of the first epoch, once it had
-    trained; an element that is no number, at the saving of a checkpoint of the run), or
-    per-epoch curves of unequal lengths (whose epochs are not those of the run: which of them
-    says how many epochs it holds?).
-
-    Raises:
-        TypeError: a curve that is no list, or an element that is no int or float.
-        ValueError: ``train_loss``, ``validation_error`` and ``lr`` of unequal lengths.
-    """
+def history_fault(history: History) -> tuple[type[Exception], str] | None:
+    """What makes ``history`` one that :func:`fit` could not extend as one it recorded, as the
+    kind of error and its words (from ``history``), or ``None``: a curve that is no list of
+    numbers (``TypeError``; one that is no list failed at the end of the first epoch, once it
+    had trained; an element that is no number, at the saving of a checkpoint of the run), or
+    per-epoch curves of unequal lengths (``ValueError``; whose epochs are not those of the run:
+    which of them says how many epochs it holds?). :func:`fit` and
+    :func:`minidl.checkpoint.save_checkpoint` refuse such a history in their own words."""
     for name in (*_EPOCH_CURVES, "batch_lr"):
         values = getattr(history, name)
         if not isinstance(values, list):
-            raise TypeError(
-                f"{where}: history.{name} must be a list of numbers, got {type(values).__name__}"
+            return (
+                TypeError,
+                f"history.{name} must be a list of numbers, got {type(values).__name__}",
             )
         if set(map(type, values)) <= {float, int}:
             continue  # (the common case, found in C: seven times as fast as the loop below, which
             # fit ran on every call extending a long history; a bool or a subclass goes through it)
         for index, value in enumerate(values):
             if isinstance(value, bool) or not isinstance(value, float | int):
-                raise TypeError(
-                    f"{where}: history.{name} must be a list of numbers, got {shown(value)} "
+                return TypeError, (
+                    f"history.{name} must be a list of numbers, got {shown(value)} "
                     f"({type(value).__name__}) at index {index}"
                 )
     lengths = [len(getattr(history, name)) for name in _EPOCH_CURVES]
     if len(set(lengths)) > 1:
-        raise ValueError(
-            f"{where}: history must hold as many epochs in train_loss, validation_error and lr "
-            f"(one entry per epoch each), got {lengths[0]}, {lengths[1]} and {lengths[2]}; "
-            "pass the history of the run (load_checkpoint's state.history), or none"
+        return ValueError, (
+            "history must hold as many epochs in train_loss, validation_error and lr (one entry "
+            f"per epoch each), got {lengths[0]}, {lengths[1]} and {lengths[2]}"
         )
+    return None
+
+
+def _check_history(where: str, history: History) -> None:
+    """Refuse a history that :func:`fit` could not extend (:func:`history_fault`).
+
+    Raises:
+        TypeError: a curve that is no list, or an element that is no int or float.
+        ValueError: ``train_loss``, ``validation_error`` and ``lr`` of unequal lengths.
+    """
+    fault = history_fault(history)
+    if fault is not None:
+        kind, words = fault
+        if kind is ValueError:
+            words += "; pass the history of the run (load_checkpoint's state.history), or none"
+        raise kind(f"{where}: {words}")
 
 
 def _check_loss_value(criterion: Loss, value: object, prediction: object) -> None:
