@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from minidl import nn, optim
+from minidl.train import fit
 
 F64 = torch.float64
 STEPS = 45
@@ -833,6 +834,51 @@ def test_a_step_count_that_cannot_be_counted_on_is_refused_by_sgd_before_its_upd
     for parameter, value in zip(model.parameters(), values, strict=True):
         assert torch.equal(parameter.data, value)
     assert torch.equal(optimizer.state["momentum_buffer"], momentum)
+
+
+def test_a_step_count_that_cannot_be_counted_on_is_refused_by_fits_folded_step() -> None:
+    """fit's folded step (:class:`minidl.folded.FoldedStep`, a chain of built-in layers) updates
+    through the optimizer's own update of the flat buffers: a ``step_count`` set to ``"2"`` by
+    ``on_epoch`` after the first epoch is refused by the next step as :meth:`step` refuses it,
+    with the parameters and the momentum as the first epoch left them."""
+    torch.manual_seed(3)
+    model = nn.mlp((3, 5, 2)).double()
+    x, y = torch.randn(20, 3, dtype=F64), torch.randint(2, (20,))
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    kept: dict[str, list[torch.Tensor]] = {}
+
+    def on_epoch(record: object) -> None:
+        kept["values"] = [p.data.clone() for p in model.parameters()]
+        kept["momentum"] = [optimizer.state["momentum_buffer"].clone()]
+        optimizer.step_count = "2"  # type: ignore[assignment]
+
+    generator = torch.Generator().manual_seed(1)
+    with pytest.raises(TypeError) as raised:
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=2, batch_size=10,
+            on_epoch=on_epoch, generator=generator)  # fmt: skip
+    assert str(raised.value) == (
+        "SGD: step_count (the number of steps done) must be an integer >= 0, got '2'"
+    )
+    assert optimizer.step_count == "2"
+    for parameter, value in zip(model.parameters(), kept["values"], strict=True):
+        assert torch.equal(parameter.data, value)
+    assert torch.equal(optimizer.state["momentum_buffer"], kept["momentum"][0])
+
+
+def test_state_dict_after_a_cast_gives_the_state_of_the_parameters_dtype() -> None:
+    """The state saved after the model was cast since the last step (float64 to float32) is of
+    the parameters' dtype, the state's values rounded to it, as the next step would move it."""
+    model = nn.mlp((2, 3, 2)).double()
+    optimizer = optim.Adam(model.parameters(), lr=0.01)
+    model(torch.randn(4, 2, dtype=F64))
+    model.backward(torch.ones(4, 2, dtype=F64))
+    optimizer.step()
+    before = {key: tensor.clone() for key, tensor in optimizer.state.items()}
+    model.float()
+    saved = optimizer.state_dict()["state"]
+    assert set(saved) == set(before)
+    for key, tensor in saved.items():
+        assert tensor.dtype == torch.float32 and torch.equal(tensor, before[key].float())
 
 
 def test_pytorch_parameters_groups_and_sets_are_refused_with_the_fix() -> None:
