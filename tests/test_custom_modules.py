@@ -668,6 +668,39 @@ def test_an_override_of_param_is_refused_not_ignored(tmp_path: Path) -> None:
         gradcheck(WrongCourseLinear(4), x, raise_exception=False)
 
 
+class TwoPairsCourseLinear(CourseLinear):
+    """The course's linear map whose param() returns its pair twice."""
+
+    def param(self) -> list[tuple[Tensor, Tensor]]:
+        return [(self.weight, self.grad_weight), (self.weight, self.grad_weight)]
+
+
+class TensorCourseLinear(CourseLinear):
+    """The course's linear map whose param() returns its weight alone, not a list of pairs."""
+
+    def param(self) -> Tensor:  # type: ignore[override]
+        return self.weight
+
+
+def test_an_override_of_param_is_named_once_per_module_and_says_what_it_returned() -> None:
+    """The refusal names the first module whose param() is overridden, counts the other
+    modules so written ('and 1 more' for two, each returning two pairs of its own), and says
+    what an override returning no list returned."""
+    pair = r"a pair of a tensor of shape \(2, 2\), torch\.float64 and a tensor of shape \(2, 2\), "
+    with pytest.raises(
+        ValueError,
+        match=r"^Sequential: TwoPairsCourseLinear\.param \(the module at '0'\) \(and 1 more\) "
+        r"is overridden and returns item 0, " + pair + r"torch\.float64, not the \(value, grad\)",
+    ):
+        nn.Sequential(TwoPairsCourseLinear(2), nn.Tanh(), TwoPairsCourseLinear(2))
+    with pytest.raises(
+        ValueError,
+        match=r"^Sequential: TensorCourseLinear\.param \(the module at '1'\) is overridden and "
+        r"returns a Tensor, not a list of pairs, not the \(value, grad\) pair",
+    ):
+        nn.Sequential(nn.Tanh(), TensorCourseLinear(2))
+
+
 class Unregistered(nn.Module):
     """A container of one's own that sets its head as a plain attribute (as PyTorch's modules
     may) or its weight as a plain Parameter: neither is registered."""
