@@ -804,6 +804,7 @@ def test_a_sequence_whose_schedule_has_its_own_base_lr_restores_it() -> None:
     for bad, message in (
         ([LR], r"base_lrs must be a list of 2 rates, the base_lr of each schedule it holds"),
         ([LR, -1.0], r"base_lrs\[1\] \(CosineAnnealing\): base_lr must be in \[0, inf\)"),
+        (0.05, r"base_lrs must be a list of 2 rates, .*, got 0\.05$"),
     ):
         optimizer, sequence = _warmup_cosine(None)
         before = repr(sequence), sequence.state_dict(), optimizer.lr
@@ -826,3 +827,17 @@ def test_a_sequence_whose_schedule_has_its_own_base_lr_restores_it() -> None:
     assert outer[0].state_dict()["base_lrs"] == [0.07, 0.07, 0.03, LR]
     assert repr(outer[1]) == repr(outer[0])
     assert _rates(outer[1], 12)[1:] == _rates(outer[0], 12)[1:]
+
+
+def test_a_sequence_of_a_schedule_of_its_own_rates_saves_no_base_lrs() -> None:
+    """A schedule that takes its own rates (a CyclicLR from 0.01 under the sequence's 0.1) is
+    given no base_lr by the sequence, so its own is none set by hand: the sequence's state is
+    its base_lr and last_step alone, as before base_lrs were saved."""
+    optimizer = optim.SGD([nn.Parameter(torch.zeros(2, dtype=torch.float64))], lr=LR)
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=2)
+    warmup.interval = "batch"
+    cyclic = optim.CyclicLR(optimizer, base_lr=0.01, max_lr=0.2, step_size_up=3)
+    sequence = optim.SequentialSchedule(optimizer, [warmup, cyclic], milestones=[2])
+    for _ in range(4):
+        sequence.step()
+    assert sequence.state_dict() == {"base_lr": LR, "last_step": 4}
