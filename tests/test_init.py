@@ -278,8 +278,24 @@ BEYOND: list[tuple[Call, str]] = [
         f"dtype {F32} bounds and its width must be at most 3.40282e+38, the largest finite value",
     ),
     (
+        lambda t, g: init.uniform_(t, -3.5e38, -1e38, generator=g),
+        "init.uniform_: U(a, b) with a=-3.5e+38, b=-1e+38 is beyond the range of the tensor's "
+        f"dtype {F32} bounds and its width must be at most 3.40282e+38, the largest finite value",
+    ),
+    (
+        lambda t, g: init.uniform_(t, 1e38, 3.5e38, generator=g),
+        "init.uniform_: U(a, b) with a=1e+38, b=3.5e+38 is beyond the range of the tensor's "
+        f"dtype {F32} bounds and its width must be at most 3.40282e+38, the largest finite value",
+    ),
+    (
         lambda t, g: init.normal_(t, 1e300, 1.0, generator=g),
         "init.normal_: N(mean, std^2) with mean=1e+300, std=1.0 is beyond the range of the "
+        f"tensor's dtype {F32} mean and std must be at most 3.40282e+38 in magnitude, the "
+        "largest finite value",
+    ),
+    (
+        lambda t, g: init.normal_(t, -1e39, 1.0, generator=g),
+        "init.normal_: N(mean, std^2) with mean=-1e+39, std=1.0 is beyond the range of the "
         f"tensor's dtype {F32} mean and std must be at most 3.40282e+38 in magnitude, the "
         "largest finite value",
     ),
@@ -307,7 +323,19 @@ BEYOND: list[tuple[Call, str]] = [
 @pytest.mark.parametrize(
     ("call", "message"),
     BEYOND,
-    ids=["val", "negative-val", "bounds", "width", "mean", "std", "xavier-width", "normal-gain"],
+    ids=[
+        "val",
+        "negative-val",
+        "bounds",
+        "width",
+        "negative-low",
+        "high",
+        "mean",
+        "negative-mean",
+        "std",
+        "xavier-width",
+        "normal-gain",
+    ],
 )
 def test_values_beyond_the_tensors_dtype_are_refused_naming_them(
     call: Callable[[Tensor, torch.Generator], object], message: str
@@ -331,9 +359,9 @@ def test_values_beyond_the_tensors_dtype_are_refused_naming_them(
 
 
 def test_the_dtypes_largest_values_are_taken_and_a_huge_slope_has_its_gain() -> None:
-    """The largest finite value is taken (float32's as a val, float16's as a uniform's bound
-    with a width within it), as PyTorch takes it; and a leaky ReLU's slope too large for its
-    square (1e300) gives the gain sqrt(2) / |slope|, where sqrt(2 / (1 + slope^2)) (PyTorch's)
+    """The largest finite value is taken (float32's as a val and as a normal's mean, float16's
+    as a uniform's bound with a width within it), as PyTorch takes it; and a leaky ReLU's
+    slope too large for its square (1e300) gives the gain sqrt(2) / |slope|, where sqrt(2 / (1 + slope^2)) (PyTorch's)
     raised Python's OverflowError, 'Numerical result out of range', naming nothing."""
     largest = torch.finfo(torch.float32).max
     assert init.constant_(torch.zeros(3), -largest).tolist() == [-largest] * 3
@@ -341,6 +369,10 @@ def test_the_dtypes_largest_values_are_taken_and_a_huge_slope_has_its_gain() -> 
     init.uniform_(half, 0.0, 65504.0, torch.Generator().manual_seed(1))
     torch.nn.init.uniform_(twin, 0.0, 65504.0, torch.Generator().manual_seed(1))
     assert torch.equal(half, twin)
+    single, twin = torch.zeros(50), torch.zeros(50)
+    init.normal_(single, largest, 1.0, torch.Generator().manual_seed(1))
+    torch.nn.init.normal_(twin, largest, 1.0, torch.Generator().manual_seed(1))
+    assert torch.equal(single, twin) and single.tolist() == [largest] * 50
     assert init.calculate_gain("leaky_relu", 1e300) == math.sqrt(2.0) / 1e300
     assert init.calculate_gain("leaky_relu", -1e200) == math.sqrt(2.0) / 1e200
     weight = init.kaiming_normal_(
