@@ -567,6 +567,15 @@ def test_a_clip_value_beyond_a_gradients_dtype_is_refused_before_any_is_clamped(
     )
     for parameter, grad in zip(parameters, before, strict=True):
         assert torch.equal(parameter.grad, grad)
+    # the float32 gradients listed first, a value given as an int named as given
+    with pytest.raises(ValueError) as raised:
+        nn.clip_grad_value_([*single.parameters(), *double.parameters()], 10**39)
+    assert str(raised.value).startswith(
+        f"clip_grad_value_: clip_value={10**39} is beyond the range of the gradients' dtype "
+        "torch.float32 (largest finite value 3.40282e+38)"
+    )
+    for parameter, grad in zip(parameters, before, strict=True):
+        assert torch.equal(parameter.grad, grad)
     half = nn.Parameter(torch.zeros(3, dtype=torch.float16))
     half.grad.copy_(torch.tensor([-math.inf, 1.0, math.inf]))
     with pytest.raises(ValueError, match=r"clip_value=65505\.0 is beyond the range of the "):
