@@ -433,7 +433,8 @@ def _all_modes(model: nn.Module) -> list[tuple[str, bool]]:
 def _stack_modes_case(case: str) -> list[nn.Sequential]:
     """Three 3-4-4-2 networks (float64) with the activations and modes of ``case``."""
     torch.manual_seed(0)
-    activations = {"activations differ": ["tanh", "relu", "tanh"]}.get(case, ["tanh"] * 3)
+    differ = ("activations differ", "activations differ, in eval")
+    activations = ["tanh", "relu", "tanh"] if case in differ else ["tanh"] * 3
     models = [nn.mlp((3, 4, 4, 2), [name, name], dtype=DTYPE) for name in activations]
     for index, model in enumerate(models):
         if case == "all in eval":
@@ -445,6 +446,11 @@ def _stack_modes_case(case: str) -> list[nn.Sequential]:
             model[2].train()
         elif case in ("one activation in eval", "activations differ"):
             model[1].train(index != 1)
+        elif case == "activations differ, in eval":
+            model[1].eval()
+        elif case == "in eval, one activation in training":
+            model.eval()
+            model[1].train(index == 1)
         elif case == "mode-dependent activations":
             doubled = _DoubledInTraining()
             doubled.train(index == 1)
@@ -462,6 +468,8 @@ def _stack_modes_case(case: str) -> list[nn.Sequential]:
         "in eval but a Linear",
         "one activation in eval",
         "activations differ",
+        "activations differ, in eval",
+        "in eval, one activation in training",
         "mode-dependent activations",
     ],
 )
