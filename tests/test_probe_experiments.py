@@ -48,6 +48,19 @@ def test_one_low_epoch_at_the_mark_does_not_make_a_rising_curve() -> None:
     )
 
 
+def test_a_short_runs_halves_are_five_epochs_until_an_eighth_is_more() -> None:
+    """The halves of the last quarter are 5 epochs each where an eighth of training is fewer
+    and a quarter holds 5 (24 epochs: epochs 15-19 against the last 5), an eighth of training
+    beyond that (48 epochs: 6 a side), and a quarter where that is fewer than 5 (12: 3)."""
+    for epochs, window, expected in (
+        (24, 5, "mean validation error 3.00% over epochs 15-19, 2.00% over the last 5 "),
+        (48, 6, "mean validation error 3.00% over epochs 37-42, 2.00% over the last 6 "),
+        (12, 3, "mean validation error 3.00% over epochs 7-9, 2.00% over the last 3 "),
+    ):
+        curve = [3.0] * (epochs - window) + [2.0] * window
+        assert _curve_trend(_with_curve(experiment("I", "SELU"), curve)).startswith(expected)
+
+
 def test_five_epochs_of_jitter_on_each_side_do_not_make_a_falling_curve() -> None:
     """Table I's SELU: its mean curve jitters by half a point from one epoch to the next and
     hardly moves from epoch 300 on, but was "still falling when training stopped" from its
@@ -329,8 +342,9 @@ def test_the_report_says_where_figure_2s_errors_lie(tmp_path: Path) -> None:
     """The paper: "all the errors made by the network are at the border of the disk". The
     report says how far from the circle the misclassified test points of Fig. 2's network lie
     and what share of the test points lie as close: networks answering 'inside' within a circle
-    0.02 and 0.05 wider than the disk's, then none wrong, checked against each point's distance
-    computed here with math.hypot (the report showed Fig. 2 and said nothing of it)."""
+    0.02 and 0.05 wider than the disk's, then one wrong ('lies') and none, checked against
+    each point's distance computed here with math.hypot (the report showed Fig. 2 and said
+    nothing of it)."""
     tanh = fake_row(experiment("I", "Tanh"), (1.0, 2.0, 0.0))
     data = [make_round_data(tanh.experiment, r.seeds) for r in tanh.rounds]
     models = [_Circle(data[0], DISK_RADIUS + 0.02), _Circle(data[1], DISK_RADIUS + 0.05)]
@@ -367,6 +381,19 @@ def test_the_report_says_where_figure_2s_errors_lie(tmp_path: Path) -> None:
         f"{min(far_one, far_two):.3f} to {max(far_one, far_two):.3f} from it, in bands that hold "
         f"{min(share_one, share_two):.1f}% to {max(share_one, share_two):.1f}% of the test points."
     ) in path.read_text().splitlines()
+    flipped = data[2].test.y.clone()
+    flipped[0] = 1 - flipped[0]
+    alone = dataclasses.replace(rounds[2], model=_Labels(flipped))
+    distance = abs(
+        math.hypot(*(data[2].test.raw[0].double() - torch.tensor(DISK_CENTER)).tolist())
+        - DISK_RADIUS
+    )
+    single = RowResult(experiment=tanh.experiment, rounds=(alone, rounds[2]), seconds=0.0)
+    write_report([single], SETTINGS, 10.0, 8.0, {"fig2": "fig2_test_set.png"}, path)
+    assert (
+        f"Ours: in round 1, drawn above, the 1 misclassified test point lies at most "
+        f"{distance:.3f} from the circle (radius 0.399), in a band around it that holds "
+    ) in path.read_text()
     perfect = RowResult(experiment=tanh.experiment, rounds=(rounds[2],), seconds=0.0)
     write_report([perfect], SETTINGS, 10.0, 8.0, {"fig2": "fig2_test_set.png"}, path)
     assert "Ours: in round 1, drawn above, no test point is misclassified." in path.read_text()
