@@ -428,3 +428,16 @@ def test_the_report_sets_the_activations_alone_beside_the_papers_reason(tmp_path
         "relu): 1.92 (0.36); the paper's: 2.64 (1.90).",
     ]
     assert "activations alone" not in differences_section(rows[:1] + rows[2:4], tmp_path)
+    # far beyond chance (a mean of 97%, not near 50%), 2 rounds of 5 diverged (NaN, inf)
+    finite, nan, inf = (0.7, 0.3), (0.7, math.nan), (0.7, math.inf)
+    worse = fake_row(
+        experiment("I", "Sigmoid alone"),
+        (96.0, 97.0, 98.0, 97.0, 97.0),
+        losses=[nan, finite, inf, finite, finite],
+    )
+    section = differences_section([rows[0], worse], tmp_path)
+    assert (
+        "- Sigmoid alone: 97.00 (0.71), per round 96.0, 97.0, 98.0, 97.0, 97.0; 2 of 5 rounds "
+        "diverged. Our Sigmoid row (sigmoid, tanh, sigmoid): 1.60 (0.16); the paper's: 1.60 "
+        "(1.57).\n"
+    ) in section
