@@ -334,8 +334,8 @@ def _check_uniform(where: str, tensor: Tensor, low: float, high: float, given: s
 
 def _check_normal(where: str, tensor: Tensor, mean: float, std: float, given: str) -> None:
     """Refuse a normal distribution whose ``mean`` or ``std`` (``given``: it with the
-    arguments it comes from) is beyond the largest finite value of ``tensor``'s dtype: every draw would be infinite (or
-    most of them), which the tensor library writes without a word."""
+    arguments it comes from) is beyond the largest finite value of ``tensor``'s dtype: every
+    draw would be infinite (or most of them), which the tensor library writes without a word."""
     largest = torch.finfo(tensor.dtype).max
     if max(abs(mean), std) > largest:
         raise ValueError(
