@@ -96,7 +96,7 @@ def test_selu_refuses_any_alpha_its_constants_are_fixed(alpha: object) -> None:
         selu.alpha = alpha  # type: ignore[assignment]
     assert str(info.value) == (
         f"SELU: alpha is fixed at 1.6732632423543772 (the self-normalising constant, as "
-        f"torch.nn.SELU's), got {alpha!r}; use ELU(alpha) for another alpha"
+        f"PyTorch's SELU's), got {alpha!r}; use ELU(alpha) for another alpha"
     )
     with pytest.raises(AttributeError, match=r"^SELU.alpha cannot be deleted: it is fixed at "):
         del selu.alpha

@@ -26,7 +26,7 @@ class SELU(ELU):
     :class:`~minidl.nn.ELU`'s (with the scale :math:`\lambda`): from :math:`e^x`, not from
     :math:`y + \lambda\alpha`, which cancels for very negative :math:`x`.
 
-    The constants are fixed, as ``torch.nn.SELU``'s: ``alpha`` reads :math:`\alpha` (a SELU is
+    The constants are fixed, as PyTorch's SELU's: ``alpha`` reads :math:`\alpha` (a SELU is
     an ELU), and setting it raises an ``AttributeError`` naming SELU and leaves the module as it
     was (another alpha would no longer be self-normalising, and the ``repr``, ``SELU()``, and
     :func:`~minidl.interop.to_torch` would not show it); for another alpha, use
@@ -60,7 +60,7 @@ class SELU(ELU):
     def alpha(self, value: object) -> None:
         raise AttributeError(
             f"{type(self).__name__}: alpha is fixed at {SELU_ALPHA!r} (the self-normalising "
-            f"constant, as torch.nn.SELU's), got {shown(value)}; use ELU(alpha) for another alpha"
+            f"constant, as PyTorch's SELU's), got {shown(value)}; use ELU(alpha) for another alpha"
         )
 
     @alpha.deleter
