@@ -18,8 +18,8 @@ from minidl.nn.parameter import Parameter
 from minidl.optim import SGD, Adadelta, CyclicLR, StepDecay
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
-from minidl.rounds import PerModel, fit_rounds, stacked_error_rates
-from minidl.train import EpochRecord, History, error_rate, fit
+from minidl.rounds import PerModel, _error_rates, _two_class_right, fit_rounds, stacked_error_rates
+from minidl.train import EpochRecord, History, _classes, error_rate, fit
 
 ROUNDS = 3
 DTYPE = torch.float64
@@ -1201,6 +1201,33 @@ def test_stacked_error_rates_are_each_models_and_restore_the_mode(training: bool
     )
     assert errors == [error_rate(model, s.x, s.y) for model, s in zip(models, sets, strict=True)]
     assert stacked.training is training
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_two_class_error_rates_are_those_of_the_classes(dtype: torch.dtype) -> None:
+    """With two classes the validation errors are counted without argmax
+    (rounds._two_class_right); each model's error is that of comparing its classes (argmax, -1
+    for a row holding a NaN) with y, for random scores and for equal scores (0.0 against -0.0,
+    infinities: class 0, the first), a NaN in either column and both, each with y of 0 and 1."""
+    generator = torch.Generator().manual_seed(3)
+    output = torch.randn(4, 60, 2, generator=generator, dtype=dtype)
+    inf, nan = float("inf"), float("nan")
+    special = [
+        (0.5, 0.5), (0.0, -0.0), (-0.0, 0.0), (inf, inf), (-inf, -inf), (-inf, inf),
+        (inf, -inf), (nan, 1.0), (1.0, nan), (nan, nan), (nan, inf), (-inf, nan),
+    ]  # fmt: skip
+    for row, scores in enumerate(special):
+        output[row % 4, row] = torch.tensor(scores, dtype=dtype)
+        output[(row + 1) % 4, 30 + row] = torch.tensor(scores, dtype=dtype)
+    y = torch.randint(0, 2, (4, 60), generator=generator)
+    y[:, :12] = 0
+    y[:, 30:42] = 1
+    wrong = (_classes(output) != y).sum(dim=1).tolist()
+    assert _error_rates(output, y) == [100.0 * count / 60 for count in wrong]
+    assert _two_class_right(output, y).tolist() == [60 - n for n in wrong]
+    # (the other path, for more classes, gives the same errors on the same scores)
+    three = torch.cat([output, torch.full((4, 60, 1), -inf, dtype=dtype)], dim=2)
+    assert _error_rates(three, y) == _error_rates(output, y)
 
 
 # -- on_epoch, refusals and what the models are left with --------------------------------------

@@ -126,9 +126,30 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
 
 def _error_rates(output: Tensor, y: Tensor) -> list[float]:
     """Each model's error (%) from the stacked outputs ``(R, N, C)`` and checked indices ``y``
-    (a sample whose outputs hold a NaN counts as wrong)."""
+    (a sample whose outputs hold a NaN counts as wrong).
+
+    With two classes the right samples are counted by :func:`_two_class_right`, the same
+    count as comparing :func:`~minidl.train._classes` with ``y`` in fewer operations, none
+    reducing over the classes (on the 1 000 validation points of a stack of 15 to 25 models, a
+    quarter to two fifths of the time: see docs/speed.md)."""
+    samples = y.shape[1]
+    if output.shape[-1] == 2:
+        right = _two_class_right(output, y).tolist()
+        return [100.0 * (samples - int(count)) / samples for count in right]
     wrong = (_classes(output) != y).sum(dim=1)
-    return [100.0 * int(count) / y.shape[1] for count in wrong.tolist()]
+    return [100.0 * int(count) / samples for count in wrong.tolist()]
+
+
+def _two_class_right(output: Tensor, y: Tensor) -> Tensor:
+    r"""Each model's rightly classified samples, ``(R,)``, from two-class scores ``(R, N, 2)``
+    and indices ``y`` ``(R, N)`` of 0 and 1.
+
+    The argmax of :math:`(s_0, s_1)` is 1 where :math:`s_1 > s_0` and 0 where
+    :math:`s_0 \ge s_1` (the first of equal scores, as ``argmax`` takes it); a row holding a
+    NaN meets neither comparison, so it is right for no class, as
+    :func:`~minidl.train._classes` gives it no class (-1)."""
+    first, second = output.unbind(-1)
+    return torch.where(y == 1, second > first, first >= second).sum(dim=1)
 
 
 def fit_rounds(
