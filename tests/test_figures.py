@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import statistics
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -437,3 +440,225 @@ def test_a_figure_whose_saving_fails_is_closed(
         with pytest.raises(OSError, match="No space left on device"):
             draw(tmp_path / f"{index}.png")
         assert plt.get_fignums() == before, f"figure {index} left open"
+
+
+# -- a run's figures read back against its results.json (the numbers the report gives) ---------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """A small reproduction: its folder, its results.json, and the Figure objects it saved."""
+
+    out: Path
+    document: dict[str, Any]
+    figures: dict[str, Any]
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        return [row for row in self.document["rows"] if row["table"] == table]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> _Run:
+    """Every table and figure, 2 rounds of 5 epochs (enough for the MSE of Fig. 1 to diverge
+    in a round), each Figure kept as it was saved."""
+    from minidl.experiments.runner import RunSettings, reproduce
+
+    out = tmp_path_factory.mktemp("run")
+    saved: dict[str, Any] = {}
+    save = figures._save
+
+    def keep(figure: Any, path: Path) -> None:
+        save(figure, path)
+        saved[path.name] = figure
+
+    settings = RunSettings(
+        rounds=2, base_seed=0, tables="1,2,3", quick=False, epochs_override=5, command="test"
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(figures, "_save", keep)
+        reproduce(settings, out, progress=False, summary=False)
+    return _Run(out, json.loads((out / "results.json").read_text()), saved)
+
+
+def _mean(curves: list[list[float]]) -> Any:
+    """The mean over the rounds of each epoch's validation error (to rounding)."""
+    return pytest.approx([statistics.fmean(epoch) for epoch in zip(*curves, strict=True)])
+
+
+def _band_edges(band: Any) -> dict[float, set[float]]:
+    """The y values a fill_between polygon has at each x."""
+    edges: dict[float, set[float]] = {}
+    for x, y in band.get_paths()[0].vertices.tolist():
+        edges.setdefault(x, set()).add(y)
+    return edges
+
+
+def test_the_run_draws_each_figure_that_results_json_lists(small_run: _Run) -> None:
+    """results.json names the six figures; each file is a PNG of its Figure's size at 120
+    dots per inch, as every other."""
+    assert small_run.document["figures"] == {f.name: f.file for f in FIGURES}
+    assert set(small_run.figures) == {f.file for f in FIGURES}
+    for figure in FIGURES:
+        png = (small_run.out / figure.file).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+        size = [round(inches * 120) for inches in small_run.figures[figure.file].get_size_inches()]
+        assert [int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")] == size
+
+
+def test_the_same_run_in_another_process_draws_the_same_bytes(
+    small_run: _Run, tmp_path: Path
+) -> None:
+    """The run again, in a fresh interpreter with another hash seed and 2 worker processes (so
+    that some figures are drawn while rows still train), writes each figure byte for byte as
+    this one did: nothing of the machine's time, the process or its drawing order gets into
+    a PNG."""
+    from tests.helpers import tree_environment
+
+    program = (
+        "from minidl.experiments.runner import RunSettings, reproduce\n"
+        "settings = RunSettings(rounds=2, base_seed=0, tables='1,2,3', quick=False,\n"
+        "                       epochs_override=5, command='test', jobs=2)\n"
+        f"reproduce(settings, {str(tmp_path)!r}, progress=False, summary=False)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", program],
+        check=True,
+        timeout=300,
+        env=tree_environment(PYTHONHASHSEED="12345"),
+    )
+    for figure in FIGURES:
+        again = (tmp_path / figure.file).read_bytes()
+        assert again == (small_run.out / figure.file).read_bytes(), figure.file
+
+
+def test_figure_1_draws_the_validation_curves_of_results_json(small_run: _Run) -> None:
+    """Fig. 1: one line per Fig. 1 row of results.json, in its order, named by its label and
+    its rounds (those whose training loss is not finite, null in the JSON, counted as
+    diverged), at epochs 1 to 5, through the mean of its rounds' validation errors, in a band
+    from the lowest to the highest round."""
+    rows = small_run.rows("Fig. 1")
+    (axes,) = small_run.figures["fig1_loss_criteria.png"].axes
+    lines, bands = axes.get_lines(), axes.collections
+    assert len(lines) == len(bands) == len(rows) == 3
+    diverged = [sum(None in curve for curve in row["train_loss_curves"]) for row in rows]
+    assert diverged[0] > 0 and diverged[1:] == [0, 0]  # (the paper's MSE at lr 0.1)
+    for line, band, row, count in zip(lines, bands, rows, diverged, strict=True):
+        note = f", {count} diverged" if count else ""
+        assert line.get_label() == f"{row['label']}\n(2 rounds{note})"
+        assert list(line.get_xdata()) == [1, 2, 3, 4, 5]
+        assert list(line.get_ydata()) == _mean(row["validation_curves"])
+        assert _band_edges(band) == {
+            float(epoch): {min(values), max(values)}
+            for epoch, values in enumerate(zip(*row["validation_curves"], strict=True), 1)
+        }
+
+
+def test_figure_2_draws_the_test_set_of_round_1_of_results_json(small_run: _Run) -> None:
+    """Fig. 2: the test set of the seeds results.json gives Table I's Tanh row in round 1, its
+    points inside the circle (the paper's label 1, found here from the geometry) on top in
+    green and those outside in red; below, as many misclassified points as its round-1 test
+    error says, the others correct, and that error in the title."""
+    from minidl.data import DISK_CENTER, DISK_RADIUS
+    from minidl.experiments.seeds import RoundSeeds
+    from minidl.experiments.training import make_round_data
+
+    (row,) = [r for r in small_run.rows("I") if r["label"] == "Tanh"]
+    seeds = RoundSeeds(**row["seeds"][0])
+    data = make_round_data(experiment("I", "Tanh"), seeds)
+    raw = data.test.raw
+    centre = torch.tensor(DISK_CENTER, dtype=raw.dtype)
+    inside = (raw - centre).norm(dim=1) < DISK_RADIUS
+    top, bottom = small_run.figures["fig2_test_set.png"].axes
+    shown_inside, shown_outside = top.collections[:2]
+    assert torch.equal(torch.as_tensor(shown_inside.get_offsets()), raw[inside])
+    assert torch.equal(torch.as_tensor(shown_outside.get_offsets()), raw[~inside])
+    right, wrong = bottom.collections[:2]
+    errors = round(row["test_errors"][0] * len(raw) / 100)
+    assert 0 < errors < len(raw)
+    assert len(wrong.get_offsets()) == errors and len(right.get_offsets()) == len(raw) - errors
+    shown = torch.cat([torch.as_tensor(right.get_offsets()), torch.as_tensor(wrong.get_offsets())])
+    assert sorted(map(tuple, shown.tolist())) == sorted(map(tuple, raw.tolist()))
+    assert (right.get_label(), wrong.get_label()) == (
+        f"correct ({len(raw) - errors})",
+        f"misclassified ({errors})",
+    )
+    assert bottom.get_title().endswith(f"test error {row['test_errors'][0]:.1f}%")
+
+
+def test_figure_3_draws_the_rates_of_results_json_and_torchs_cyclic_lr(small_run: _Run) -> None:
+    """Fig. 3: one line per SGD row of Table III in results.json, named by its label; each
+    batch's rate, 10 batches per epoch: the row's per-epoch lr_curve for the constant rate and
+    the step decay, and for CLR the rates of PyTorch's CyclicLR (triangular) with the bounds
+    and half-cycle that results.json gives, stepped once per batch."""
+    rows = [r for r in small_run.rows("III") if r["kind"] == "main" and r["optimizer"] == "sgd"]
+    assert [r["scheduler"] for r in rows] == ["none", "step", "clr"]
+    top, bottom = small_run.figures["fig3_learning_rates.png"].axes
+    batches = 10
+    expected = [[lr for lr in row["lr_curve"] for _ in range(batches)] for row in rows[:2]]
+    clr = rows[2]["scheduler_settings"]
+    weight = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=clr["base_lr"])
+    schedule = torch.optim.lr_scheduler.CyclicLR(
+        optimizer,
+        base_lr=clr["base_lr"],
+        max_lr=clr["max_lr"],
+        step_size_up=clr["step_size_up_batches"],
+        mode="triangular",
+        cycle_momentum=False,
+    )
+    torch_clr = []
+    for _ in range(5 * batches):
+        torch_clr.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    expected.append(torch_clr)
+    for axes in (top, bottom):
+        lines = axes.get_lines()
+        assert [line.get_label() for line in lines] == [row["label"] for row in rows]
+        for line, rates in zip(lines, expected, strict=True):
+            assert list(line.get_xdata()) == pytest.approx([b / batches for b in range(50)])
+            assert list(line.get_ydata()) == pytest.approx(rates, rel=1e-12)
+
+
+def _training(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a results.json row decides its training (rows alike train alike)."""
+    fields = ("activations", "loss", "mse_reduction", "optimizer", "lr", "momentum")
+    more = ("scheduler", "scheduler_settings", "optimizer_settings", "epochs", "sizes")
+    return tuple(json.dumps(row[field]) for field in (*fields, *more))
+
+
+@pytest.mark.parametrize("table", ["I", "II", "III"])
+def test_a_table_figure_draws_the_mean_curves_of_results_json(small_run: _Run, table: str) -> None:
+    """A table's figure: one line per main row of the table in results.json, named by its label
+    (with its activations where it mixes them), then one per variant that trains otherwise
+    than every row before it (settings of results.json that differ), named 'variant: ' and its
+    label, in its row's colour; each through the mean of the row's validation curves."""
+    rows = small_run.rows(table)
+    mains = [row for row in rows if row["kind"] == "main"]
+    drawn, seen = [], set()
+    for row in (*mains, *(row for row in rows if row["kind"] == "variant")):
+        if _training(row) not in seen:
+            seen.add(_training(row))
+            drawn.append(row)
+    assert len(drawn) < len(rows) or table == "I"  # (Tables II and III: rows without effect)
+    (axes,) = small_run.figures[f"table{table}_validation.png"].axes
+    lines = axes.get_lines()
+    labels = []
+    for row in drawn:
+        mixed = len(set(row["activations"])) > 1 and row["kind"] == "main"
+        note = f" ({', '.join(row['activations'])})" if mixed else ""
+        labels.append(
+            f"variant: {row['label']}" if row["kind"] == "variant" else row["label"] + note
+        )
+    assert [line.get_label() for line in lines] == labels
+    colour = {
+        row["label"]: line.get_color()
+        for row, line in zip(drawn, lines, strict=True)
+        if row["kind"] == "main"
+    }
+    assert len(set(map(str, colour.values()))) == len(mains)
+    for line, row in zip(lines, drawn, strict=True):
+        assert list(line.get_xdata()) == [1, 2, 3, 4, 5]
+        assert list(line.get_ydata()) == _mean(row["validation_curves"])
+        if row["kind"] == "variant":
+            assert line.get_color() == colour[row["variant_of"]]
