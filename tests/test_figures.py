@@ -263,6 +263,25 @@ def test_figure_1_draws_each_rows_mean_curve_by_epoch_on_a_log_error_axis(
     )
 
 
+def test_figure_1_tells_its_curves_apart_by_line_style_as_well_as_colour(
+    drawn: list[Any], tmp_path: Path
+) -> None:
+    """Fig. 1's three runs differ in line style too, so that they are told apart in greyscale
+    and without telling orange from red (both MSE runs were solid, orange and red); each band
+    is in its line's colour."""
+    from matplotlib.colors import to_rgb
+
+    rows = [_with_curves(row, [(4.0, 2.0), (3.0, 1.0)]) for row in FIGURE_1]
+    figures.figure_1(rows, tmp_path / "fig1.png")
+    (figure,) = drawn
+    (axes,) = figure.axes
+    lines = axes.get_lines()
+    assert len({line.get_linestyle() for line in lines}) == len(lines) == 3
+    assert len({line.get_color() for line in lines}) == 3
+    for line, band in zip(lines, axes.collections, strict=True):
+        assert tuple(band.get_facecolor()[0][:3]) == to_rgb(line.get_color())
+
+
 def test_table_figure_colours_variants_as_their_row_and_names_mixed_activations(
     drawn: list[Any], tmp_path: Path
 ) -> None:

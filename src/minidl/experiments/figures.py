@@ -84,18 +84,25 @@ def _figure(plt: Any, *args: Any, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
         plt.close(figure)
 
 
+#: Fig. 1's runs, in order: a colour and a line style each, so that the curves are told apart
+#: in greyscale and by a reader who does not tell orange from red (the two MSE runs were
+#: orange and red, both solid).
+FIGURE_1_STYLES = (("tab:orange", "--"), ("tab:purple", "-."), ("tab:blue", "-"), ("0.3", ":"))
+
+
 def figure_1(rows: Sequence[RowResult], path: Path) -> None:
     """Validation error per epoch with MSE and with cross-entropy: each run's mean over its
-    rounds, in a band from the lowest to the highest round, as the legend's title says."""
+    rounds, in a band from the lowest to the highest round, as the legend's title says; each
+    run in its own colour and line style (:data:`FIGURE_1_STYLES`)."""
     plt = _pyplot()
     with _figure(plt, figsize=(8.5, 4.4), layout="constrained") as (figure, axes):
-        colors = ("tab:orange", "tab:red", "tab:blue", "tab:green")
         for index, row in enumerate(rows):
             diverged = sum(any(not math.isfinite(v) for v in r.train_loss) for r in row.rounds)
             note = f", {diverged} diverged" if diverged else ""
             rounds = len(row.rounds)
             label = f"{row.experiment.label}\n({rounds} round{'s' * (rounds != 1)}{note})"
-            _band(axes, row, label, colors[index % len(colors)])
+            color, linestyle = FIGURE_1_STYLES[index % len(FIGURE_1_STYLES)]
+            _band(axes, row, label, color, linestyle)
         _error_axes(axes, "Fig. 1: validation error vs epoch by loss (Tanh, SGD, lr 0.1)")
         # (the image read alone says what the line and the band are, as the report's caption)
         axes.legend(
