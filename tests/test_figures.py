@@ -310,6 +310,29 @@ def test_table_figure_colours_variants_as_their_row_and_names_mixed_activations(
     assert axes.get_yscale() == "log"
 
 
+def test_table_figure_tells_its_rows_apart_by_marker_as_well_as_colour(
+    drawn: list[Any], tmp_path: Path
+) -> None:
+    """Table I's six rows were six solid lines told apart by colour alone (not in greyscale,
+    nor by a reader who confuses red and green: ReLU's and LeakyReLU's); each now has its own
+    filled marker, every tenth of the epochs, and a variant its row's marker, open (white),
+    so that it is told from the row it varies also where their colours meet."""
+    labels = [e.label for e in TABLE_I if e.kind == "main"] + ["Sigmoid alone", "ReLU alone"]
+    rows = [_with_curves(experiment("I", label), [tuple(range(20, 0, -1))]) for label in labels]
+    table_figure(rows, "I", tmp_path / "table.png")
+    (figure,) = drawn
+    (axes,) = figure.axes
+    lines = axes.get_lines()
+    mains, (sigmoid_alone, relu_alone) = lines[:6], lines[6:]
+    assert len({line.get_marker() for line in mains}) == 6
+    assert all(line.get_markerfacecolor() == line.get_color() for line in mains)
+    for variant, row in ((sigmoid_alone, mains[0]), (relu_alone, mains[2])):
+        assert variant.get_marker() == row.get_marker()
+        assert variant.get_markerfacecolor() == "white"
+    assert {line.get_markevery()[1] for line in lines} == {2}  # (20 epochs)
+    assert len({line.get_markevery() for line in mains}) > 1  # (the markers staggered)
+
+
 def _table_iii_sgd_rows(n_train: int) -> list[RowResult]:
     """Table III's three SGD rows with ``n_train`` training points (batches of 100), over 14
     epochs: the constant rate, a step decay per epoch, and a per-batch CLR rate."""

@@ -220,10 +220,17 @@ def figure_3(rows: Sequence[RowResult], path: Path) -> None:
         _save(figure, path)
 
 
+#: The markers of a table's main rows, in order (a variant has its row's, open).
+TABLE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
 def table_figure(rows: Sequence[RowResult], table: str, path: Path) -> None:
     """Mean validation error per epoch of each row of a table.
 
-    Variants are drawn in the colour of the row they vary, dashed or dotted; a variant that
+    Each main row has its own colour and marker (:data:`TABLE_MARKERS`, filled, one every
+    tenth of the epochs, the rows' markers at staggered epochs), so that the rows are told
+    apart in greyscale and by a reader who confuses colours; variants are drawn in the colour
+    and the marker of the row they vary (the marker open), dashed or dotted. A variant that
     trains exactly as a row already drawn (a "without effect" variant) is left out.
     """
     plt = _pyplot()
@@ -231,6 +238,13 @@ def table_figure(rows: Sequence[RowResult], table: str, path: Path) -> None:
 
     mains = [r for r in rows if r.experiment.kind == "main"]
     colors = {row.experiment.label: plt.get_cmap("tab10")(i % 10) for i, row in enumerate(mains)}
+    markers = {
+        row.experiment.label: TABLE_MARKERS[i % len(TABLE_MARKERS)] for i, row in enumerate(mains)
+    }
+    epochs_drawn = len(rows[0].rounds[0].validation_curve)
+    every = max(1, epochs_drawn // 10)
+    # (the first marker of main row i at epoch 1 + i * every / mains: the rows' markers apart)
+    starts = {row.experiment.label: i * every // len(mains) for i, row in enumerate(mains)}
     drawn = set()
     variant_styles = ("--", ":", "-.")
     count: dict[str, int] = {}
@@ -248,25 +262,33 @@ def table_figure(rows: Sequence[RowResult], table: str, path: Path) -> None:
                 activations = row.experiment.activations
                 # A row that mixes activations (Table I's Sigmoid and ReLU) says which, by layer.
                 mixed = f" ({', '.join(activations)})" if len(set(activations)) > 1 else ""
-                color, style, width, label = (
-                    colors[row.experiment.label],
-                    "-",
-                    1.5,
-                    row.experiment.label + mixed,
-                )
+                # (parent: the main row whose colour and marker the line takes, here itself)
+                parent = row.experiment.label
+                style, width, face = "-", 1.5, colors[parent]
+                label = row.experiment.label + mixed
             else:
                 parent = row.experiment.variant_of or ""
                 index = count.get(parent, 0)
                 count[parent] = index + 1
-                color = colors.get(parent, "0.3")
                 style = variant_styles[index % len(variant_styles)]
-                width, label = 1.0, f"variant: {row.experiment.label}"
-            axes.plot(epochs, curves.mean(0), color=color, ls=style, lw=width, label=label)
+                width, face, label = 1.0, "white", f"variant: {row.experiment.label}"
+            axes.plot(
+                epochs,
+                curves.mean(0),
+                color=colors.get(parent, "0.3"),
+                ls=style,
+                lw=width,
+                marker=markers.get(parent, "."),
+                markevery=(starts.get(parent, 0), every),
+                markersize=5,
+                markerfacecolor=face,
+                label=label,
+            )
         rounds = len(rows[0].rounds)
         _error_axes(
             axes, f"Table {table}: mean validation error over {rounds} round{'s' * (rounds > 1)}"
         )
-        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False)
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
         _save(figure, path)
 
 
