@@ -413,6 +413,47 @@ def test_figure_2_shows_the_labels_the_answers_and_the_boundary_in_raw_coordinat
     assert points[:, 1].min() < 0.01 and points[:, 1].max() > 0.99
 
 
+def test_figure_2_tells_its_classes_apart_by_marker_and_draws_the_errors_on_top(
+    drawn: list[Any], tmp_path: Path
+) -> None:
+    """Fig. 2 keeps the paper's green and red, with a marker each as well, as the report's
+    caption says (the top panel's two labels were dots of the same size, told apart by red
+    and green alone); the misclassified crosses are drawn above the decision boundary and the
+    true circle, which crossed them out where they lie, at the border of the disk."""
+    from matplotlib.markers import MarkerStyle
+
+    from minidl.experiments.report import _figures_section
+
+    row = fake_row(experiment("I", "Tanh"), [12.5])
+    figures.figure_2(row, tmp_path / "fig2.png")
+    (figure,) = drawn
+    top, bottom = figure.axes
+
+    def shape(collection: Any) -> list[list[float]]:
+        return collection.get_paths()[0].vertices.tolist()
+
+    def marker(name: str) -> list[list[float]]:
+        style = MarkerStyle(name)
+        return style.get_path().transformed(style.get_transform()).vertices.tolist()
+
+    inside, outside = top.collections[:2]
+    right, wrong = bottom.collections[:2]
+    assert (inside.get_label(), outside.get_label()) == ("label 1 (inside)", "label 0 (outside)")
+    assert wrong.get_label().startswith("misclassified")
+    assert [shape(c) for c in (inside, outside, right, wrong)] == [
+        marker("o"),
+        marker("^"),
+        marker("o"),
+        marker("x"),
+    ]
+    (caption,) = [line for line in _figures_section([row], {"fig2": "f.png"}) if "(f.png)" in line]
+    for words in ("green dots: label 1", "red triangles: label 0", "misclassified (red crosses)"):
+        assert words in caption
+    others = [*bottom.lines, *bottom.patches, *bottom.collections[2:]]
+    assert {type(artist).__name__ for artist in others} >= {"Line2D", "Circle", "QuadContourSet"}
+    assert wrong.get_zorder() > max(artist.get_zorder() for artist in others)
+
+
 def test_figure_writer_draws_each_figure_from_its_own_rows_and_lists_them_in_report_order(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -118,7 +118,12 @@ def figure_1(rows: Sequence[RowResult], path: Path) -> None:
 
 
 def figure_2(row: RowResult, path: Path) -> None:
-    """The test set by label (top); the network's right and wrong answers and its boundary."""
+    """The test set by label (top); the network's right and wrong answers and its boundary.
+
+    The paper's colours (green: label 1 or correct, red: label 0 or misclassified), each with
+    its own marker as well (dots and triangles, dots and crosses), for a reader who does not
+    tell red from green; the misclassified points are drawn above the boundary and the
+    circle, near which they lie."""
     plt = _pyplot()
     first = row.rounds[0]
     data = make_round_data(row.experiment, first.seeds)
@@ -127,16 +132,20 @@ def figure_2(row: RowResult, path: Path) -> None:
     correct = predicted == labels
     with _figure(plt, 2, 1, figsize=(5.6, 10.4), layout="constrained") as (figure, (top, bottom)):
         top.scatter(*raw[labels == 1].T, s=7, color="tab:green", label="label 1 (inside)")
-        top.scatter(*raw[labels == 0].T, s=7, color="tab:red", label="label 0 (outside)")
+        top.scatter(
+            *raw[labels == 0].T, s=9, color="tab:red", marker="^", label="label 0 (outside)"
+        )
         top.set_title("Test set")
         bottom.scatter(
             *raw[correct].T, s=7, color="tab:green", label=f"correct ({int(correct.sum())})"
         )
         bottom.scatter(
             *raw[~correct].T,
-            s=22,
+            s=30,
             color="tab:red",
             marker="x",
+            linewidths=1.3,
+            zorder=3,  # (above the boundary and the circle, lines at 2, which crossed them out)
             label=f"misclassified ({int((~correct).sum())})",
         )
         grid = torch.linspace(0.0, 1.0, 301, dtype=torch.float64)

@@ -552,10 +552,10 @@ def _figures_section(results: Sequence[RowResult], figures: dict[str, str]) -> l
         "fig1": "Fig. 1: validation error per epoch with MSE (the paper's reduction, summed "
         "over the two outputs, and PyTorch's, averaged over them too) and with cross-entropy "
         "(Tanh, SGD, lr 0.1); line: mean over rounds, band: min to max.",
-        "fig2": "Fig. 2: top, the test set of round 1 (green: label 1, red: label 0); bottom, "
-        "the Tanh network of Table I (round 1) on it: correctly classified (green) and "
-        "misclassified (red) points, its decision boundary (black) and the true circle "
-        "(dashed).",
+        "fig2": "Fig. 2: top, the test set of round 1 (green dots: label 1, red triangles: "
+        "label 0); bottom, the Tanh network of Table I (round 1) on it: correctly classified "
+        "(green dots) and misclassified (red crosses) points, its decision boundary (black) "
+        "and the true circle (dashed).",
         "fig3": "Fig. 3: the learning rate of every batch under step decay and CLR, over the "
         "whole training (top) and over the first epochs (bottom), as recorded during training.",
     }
