@@ -237,7 +237,8 @@ def test_figure_1_draws_each_rows_mean_curve_by_epoch_on_a_log_error_axis(
 ) -> None:
     """One curve per loss, at epochs 1, 2, 3, each in its own colour; its legend counts the
     rounds whose training loss diverged (not the validation error, which stays finite), and its
-    title what the line and the band are; the error axis is logarithmic, named, and the epochs
+    title what the line and the band are; the error axis is logarithmic (down to one point's
+    error, see below), named, and the epochs
     are on x."""
     mse = _rounds_with(
         _with_curves(experiment("Fig. 1", "MSE"), [(4.0, 2.0, 1.0), (2.0, 2.0, 3.0)]),
@@ -255,7 +256,7 @@ def test_figure_1_draws_each_rows_mean_curve_by_epoch_on_a_log_error_axis(
         "MSE\n(2 rounds, 1 diverged)",
         "Cross-entropy\n(1 round)",
     ]
-    assert axes.get_yscale() == "log"
+    assert axes.get_yscale() == "symlog"
     assert (axes.get_xlabel(), axes.get_ylabel()) == ("epoch", "validation error (%)")
     # The image read alone says what the line and the band are (only the report's caption did).
     assert axes.get_legend().get_title().get_text() == (
@@ -280,6 +281,29 @@ def test_figure_1_tells_its_curves_apart_by_line_style_as_well_as_colour(
     assert len({line.get_color() for line in lines}) == 3
     for line, band in zip(lines, axes.collections, strict=True):
         assert tuple(band.get_facecolor()[0][:3]) == to_rgb(line.get_color())
+
+
+def test_an_error_of_0_is_drawn_on_the_error_axis_at_its_tick_0(
+    drawn: list[Any], tmp_path: Path
+) -> None:
+    """A round with no validation point wrong: on a plain log axis, which has no 0, Fig. 1's
+    band and a table's curve that reached 0% fell off the bottom of the axes. The error axis is
+    logarithmic down to one validation point's error (0.1% of 1000), linear below it to 0,
+    which is on the axes, with its tick labelled 0; above, 1% to 10% and 10% to 100% are as
+    far apart, as on a log axis."""
+    fig1 = [_with_curves(experiment("Fig. 1", "MSE"), [(50.0, 10.0, 0.0), (40.0, 5.0, 1.0)])]
+    figures.figure_1(fig1, tmp_path / "fig1.png")
+    table_i = [_with_curves(experiment("I", "Tanh"), [(50.0, 1.0, 0.0)])]
+    table_figure(table_i, "I", tmp_path / "table.png")
+    for figure in drawn:
+        (axes,) = figure.axes
+        assert axes.get_ylim()[0] < 0 < axes.get_ylim()[1]
+        assert 0 in axes.get_yticks() and axes.yaxis.get_major_formatter()(0.0, 0) == "0"
+        assert axes.yaxis.get_transform().linthresh == 100 / 1000
+        y = [axes.transData.transform((1, value))[1] for value in (1.0, 10.0, 100.0)]
+        assert y[1] - y[0] == pytest.approx(y[2] - y[1])
+    (band,) = drawn[0].axes[0].collections
+    assert _band_edges(band)[3.0] == {0.0, 1.0}
 
 
 def test_table_figure_colours_variants_as_their_row_and_names_mixed_activations(
@@ -307,7 +331,7 @@ def test_table_figure_colours_variants_as_their_row_and_names_mixed_activations(
     assert first.get_color() == second.get_color() == sigmoid.get_color() != tanh.get_color()
     assert [line.get_linestyle() for line in lines] == ["-", "-", "--", ":"]
     assert axes.get_title() == "Table I: mean validation error over 1 round"
-    assert axes.get_yscale() == "log"
+    assert axes.get_yscale() == "symlog"
 
 
 def test_table_figure_tells_its_rows_apart_by_marker_as_well_as_colour(

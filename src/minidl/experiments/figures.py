@@ -50,13 +50,25 @@ def _band(axes: Any, row: RowResult, label: str, color: Any, linestyle: str = "-
         )
 
 
-def _error_axes(axes: Any, title: str) -> None:
-    """Log-scale error axis with plain-number ticks at 1, 2, 5 x 10^k."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+def _error_axes(axes: Any, title: str, n_validation: int) -> None:
+    """Error axis, logarithmic from one validation point's error up (``100 / n_validation``
+    %) and linear below it, down to 0, with plain-number ticks at 0 and 1, 2, 5 x 10^k.
 
-    axes.set_yscale("log")
-    axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    The errors span decades (50% to under 1%), hence the logarithm; a plain log axis has no
+    0, and a curve or a band that reached 0% (no validation point wrong, in a round) fell off
+    the bottom of the axes."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    one_point = 100 / n_validation
+    axes.set_yscale("symlog", linthresh=one_point, linscale=0.3)
+
+    def ticks(mantissas: tuple[int, ...]) -> list[float]:
+        values = [m * 10.0**k for k in range(-3, 3) for m in mantissas]
+        return [value for value in values if one_point <= value <= 100]
+
+    axes.yaxis.set_major_locator(FixedLocator([0.0, *ticks((1, 2, 5))]))
     axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.yaxis.set_minor_locator(FixedLocator(ticks((3, 4, 6, 7, 8, 9))))
     axes.yaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel("epoch")
     axes.set_ylabel("validation error (%)")
@@ -103,7 +115,11 @@ def figure_1(rows: Sequence[RowResult], path: Path) -> None:
             label = f"{row.experiment.label}\n({rounds} round{'s' * (rounds != 1)}{note})"
             color, linestyle = FIGURE_1_STYLES[index % len(FIGURE_1_STYLES)]
             _band(axes, row, label, color, linestyle)
-        _error_axes(axes, "Fig. 1: validation error vs epoch by loss (Tanh, SGD, lr 0.1)")
+        _error_axes(
+            axes,
+            "Fig. 1: validation error vs epoch by loss (Tanh, SGD, lr 0.1)",
+            rows[0].experiment.protocol.n_validation,
+        )
         # (the image read alone says what the line and the band are, as the report's caption)
         axes.legend(
             loc="upper left",
@@ -295,7 +311,9 @@ def table_figure(rows: Sequence[RowResult], table: str, path: Path) -> None:
             )
         rounds = len(rows[0].rounds)
         _error_axes(
-            axes, f"Table {table}: mean validation error over {rounds} round{'s' * (rounds > 1)}"
+            axes,
+            f"Table {table}: mean validation error over {rounds} round{'s' * (rounds > 1)}",
+            rows[0].experiment.protocol.n_validation,
         )
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
         _save(figure, path)
