@@ -397,6 +397,19 @@ def test_figure_3_draws_each_batchs_rate_and_the_first_12_epochs_below(
             assert list(line.get_ydata()) == list(expected[: epochs * batches])
 
 
+def test_figure_3_tells_its_schedules_apart_by_line_style_as_well_as_colour(
+    drawn: list[Any], tmp_path: Path
+) -> None:
+    """Fig. 3's step decay and CLR were both solid lines, purple and green, of one grey in
+    greyscale; on each panel the three rates now have three line styles (and colours)."""
+    figures.figure_3(_table_iii_sgd_rows(1000), tmp_path / "fig3.png")
+    (figure,) = drawn
+    for axes in figure.axes:
+        lines = axes.get_lines()
+        assert len({line.get_linestyle() for line in lines}) == len(lines) == 3
+        assert len({line.get_color() for line in lines}) == 3
+
+
 def test_figure_2_shows_the_labels_the_answers_and_the_boundary_in_raw_coordinates(
     drawn: list[Any], tmp_path: Path
 ) -> None:

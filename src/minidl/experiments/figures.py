@@ -196,7 +196,7 @@ def figure_3(rows: Sequence[RowResult], path: Path) -> None:
         # the CLR cycles and the first step of the decay, which hid it in the top panel.
         styles = {
             "none": ("0.2", ":", 1.6, 3),
-            "step": ("tab:purple", "-", 0.8, 2),
+            "step": ("tab:purple", "--", 0.8, 2),
             "clr": ("tab:green", "-", 0.8, 2),
         }
         for row in rows:
