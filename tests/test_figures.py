@@ -306,6 +306,33 @@ def test_an_error_of_0_is_drawn_on_the_error_axis_at_its_tick_0(
     assert _band_edges(band)[3.0] == {0.0, 1.0}
 
 
+def _shown_ticks(axis: Any) -> list[str]:
+    """The tick labels an axis shows (major and minor, within its view)."""
+    low, high = sorted(axis.get_view_interval())
+    index = 1 if axis.axis_name == "y" else 0
+    labels = axis.get_ticklabels(which="both")
+    shown = [t.get_text() for t in labels if low <= t.get_position()[index] <= high]
+    return sorted(filter(None, shown), key=float)
+
+
+def test_a_short_run_labels_its_error_axis_within_a_decade_and_its_epochs_as_whole_numbers(
+    drawn: list[Any], tmp_path: Path
+) -> None:
+    """A run of 5 epochs whose errors stay between 30% and 60% (``--quick``) had one labelled
+    error tick, 50, and epochs 1.5, 2.5 and so on: where the error axis spans less than a
+    decade its ticks at the other digits are labelled too, and the epochs are whole numbers;
+    a 400-epoch axis from 50% down to 1% keeps its 1, 2, 5 labels alone."""
+    curve = (45.0, 60.0, 38.0, 31.0, 52.0)
+    table_figure([_with_curves(experiment("I", "Tanh"), [curve])], "I", tmp_path / "a.png")
+    long = tuple(50.0 * 0.99**epoch for epoch in range(400))
+    table_figure([_with_curves(experiment("I", "Tanh"), [long])], "I", tmp_path / "b.png")
+    short, full = (figure.axes[0] for figure in drawn)
+    assert _shown_ticks(short.yaxis) == ["30", "40", "50", "60"]
+    assert _shown_ticks(short.xaxis) == ["1", "2", "3", "4", "5"]
+    assert _shown_ticks(full.yaxis) == ["1", "2", "5", "10", "20", "50"]
+    assert _shown_ticks(full.xaxis) == [str(epoch) for epoch in range(0, 401, 50)]
+
+
 def test_table_figure_colours_variants_as_their_row_and_names_mixed_activations(
     drawn: list[Any], tmp_path: Path
 ) -> None:
