@@ -256,6 +256,10 @@ def test_refusals(call: Call, error: type, message: str) -> None:
 
 #: What float32 cannot hold: (call, message after "is beyond the range of the tensor's dtype").
 F32 = "torch.float32: its"
+NORMAL = (
+    "would draw values beyond the range of the tensor's dtype torch.float32: its draws, up to "
+    "|mean| + 9 std in magnitude, must be at most 3.40282e+38, the largest finite value"
+)
 BEYOND: list[tuple[Call, str]] = [
     (
         lambda t, g: init.constant_(t, 1e300),
@@ -289,21 +293,15 @@ BEYOND: list[tuple[Call, str]] = [
     ),
     (
         lambda t, g: init.normal_(t, 1e300, 1.0, generator=g),
-        "init.normal_: N(mean, std^2) with mean=1e+300, std=1.0 is beyond the range of the "
-        f"tensor's dtype {F32} mean and std must be at most 3.40282e+38 in magnitude, the "
-        "largest finite value",
+        "init.normal_: N(mean, std^2) with mean=1e+300, std=1.0 " + NORMAL,
     ),
     (
         lambda t, g: init.normal_(t, -1e39, 1.0, generator=g),
-        "init.normal_: N(mean, std^2) with mean=-1e+39, std=1.0 is beyond the range of the "
-        f"tensor's dtype {F32} mean and std must be at most 3.40282e+38 in magnitude, the "
-        "largest finite value",
+        "init.normal_: N(mean, std^2) with mean=-1e+39, std=1.0 " + NORMAL,
     ),
     (
         lambda t, g: init.normal_(t, 0.0, 1e39, generator=g),
-        "init.normal_: N(mean, std^2) with mean=0.0, std=1e+39 is beyond the range of the "
-        f"tensor's dtype {F32} mean and std must be at most 3.40282e+38 in magnitude, the "
-        "largest finite value",
+        "init.normal_: N(mean, std^2) with mean=0.0, std=1e+39 " + NORMAL,
     ),
     (
         lambda t, g: init.xavier_uniform_(t, gain=2e38, generator=g),
@@ -313,9 +311,19 @@ BEYOND: list[tuple[Call, str]] = [
     ),
     (
         lambda t, g: init.xavier_normal_(t, gain=1e300, generator=g),
-        "init.xavier_normal_: N(0, std^2) with std = 5.34522e+299 (from gain=1e+300) is beyond "
-        f"the range of the tensor's dtype {F32} mean and std must be at most 3.40282e+38 in "
-        "magnitude, the largest finite value",
+        "init.xavier_normal_: N(0, std^2) with std = 5.34522e+299 (from gain=1e+300) " + NORMAL,
+    ),
+    (
+        lambda t, g: init.normal_(t, 0.0, 3.4028234663852886e38, generator=g),
+        "init.normal_: N(mean, std^2) with mean=0.0, std=3.4028234663852886e+38 " + NORMAL,
+    ),
+    (
+        lambda t, g: init.normal_(t, 3e38, 1e38, generator=g),
+        "init.normal_: N(mean, std^2) with mean=3e+38, std=1e+38 " + NORMAL,
+    ),
+    (
+        lambda t, g: init.xavier_normal_(t, gain=1e38, generator=g),
+        "init.xavier_normal_: N(0, std^2) with std = 5.34522e+37 (from gain=1e+38) " + NORMAL,
     ),
 ]
 
@@ -335,6 +343,9 @@ BEYOND: list[tuple[Call, str]] = [
         "std",
         "xavier-width",
         "normal-gain",
+        "largest-std",
+        "mean-and-std",
+        "xavier-normal-std",
     ],
 )
 def test_values_beyond_the_tensors_dtype_are_refused_naming_them(
@@ -343,7 +354,10 @@ def test_values_beyond_the_tensors_dtype_are_refused_naming_them(
     """A value that the tensor's dtype cannot hold (float32's largest finite value is
     3.40282e+38) is refused in the function's name, the tensor and the generator left as they
     were: a val, a bound of a uniform distribution or its width b - a (which the draws are
-    computed from), a mean or std, also where a gain makes a bound or std so. (PyTorch's tensor
+    computed from), a normal distribution's mean or std, or a mean and std whose draws reach
+    beyond it (float32's largest value as the std makes a third of the draws infinite, a mean of
+    3e38 with a std of 1e38 more than a third), also where a gain makes a bound or std so.
+    (PyTorch's tensor
     library refused some in its own words, 'value cannot be converted to type float without
     overflow', 'from is out of bounds for float', 'uniform_ expects to-from <= ...', which named
     neither the function nor its argument, and filled a normal tensor with infinities.)"""
@@ -360,7 +374,8 @@ def test_values_beyond_the_tensors_dtype_are_refused_naming_them(
 
 def test_the_dtypes_largest_values_are_taken_and_a_huge_slope_has_its_gain() -> None:
     """The largest finite value is taken (float32's as a val and as a normal's mean, float16's
-    as a uniform's bound with a width within it), as PyTorch takes it; and a leaky ReLU's
+    as a uniform's bound with a width within it), as PyTorch takes it, and a std of a ninth of
+    it, whose draws are all finite; and a leaky ReLU's
     slope too large for its square (1e300) gives the gain sqrt(2) / |slope|, where sqrt(2 / (1 + slope^2)) (PyTorch's)
     raised Python's OverflowError, 'Numerical result out of range', naming nothing."""
     largest = torch.finfo(torch.float32).max
@@ -373,6 +388,10 @@ def test_the_dtypes_largest_values_are_taken_and_a_huge_slope_has_its_gain() -> 
     init.normal_(single, largest, 1.0, torch.Generator().manual_seed(1))
     torch.nn.init.normal_(twin, largest, 1.0, torch.Generator().manual_seed(1))
     assert torch.equal(single, twin) and single.tolist() == [largest] * 50
+    spread, twin = torch.zeros(100_000), torch.zeros(100_000)
+    init.normal_(spread, 0.0, largest / 9.0, torch.Generator().manual_seed(1))
+    torch.nn.init.normal_(twin, 0.0, largest / 9.0, torch.Generator().manual_seed(1))
+    assert torch.equal(spread, twin) and bool(spread.isfinite().all())
     assert init.calculate_gain("leaky_relu", 1e300) == math.sqrt(2.0) / 1e300
     assert init.calculate_gain("leaky_relu", -1e200) == math.sqrt(2.0) / 1e200
     weight = init.kaiming_normal_(

@@ -9,12 +9,13 @@ the values are PyTorch's, bit for bit.
 
 The values are written in place, so a parameter stays where it is (in its model's flat buffer)
 and optimizers built on it keep working. A value that the tensor's dtype cannot hold is refused
-before anything is drawn or written, naming it: a ``val`` of :func:`constant_`, a mean or standard
-deviation of a normal distribution, or a bound of a uniform one (or its width ``b - a``, which the
-draws are computed from) beyond the dtype's largest finite value, also where a ``gain`` makes it so
-(PyTorch's ``nn.init`` raises the tensor library's own message for some, and fills a normal one
-with infinities). :class:`~minidl.nn.Linear` draws the paper's
-Xavier normal weights itself; a layer started otherwise is shown below.
+before anything is drawn or written, naming it: a ``val`` of :func:`constant_` or a bound of a
+uniform distribution (or its width ``b - a``, which the draws are computed from) beyond the dtype's
+largest finite value, or a normal distribution whose draws reach beyond it, ``|mean| + 9 std``,
+also where a ``gain`` makes it so (PyTorch's ``nn.init`` raises the tensor library's own message
+for some, and fills a normal one with infinities: a third of them for a std of the largest
+value). :class:`~minidl.nn.Linear` draws the paper's Xavier normal weights itself; a layer
+started otherwise is shown below.
 
 For a weight of shape ``(out, in, *k)``, :math:`\text{fan\_in} = \text{in} \cdot \prod k` and
 :math:`\text{fan\_out} = \text{out} \cdot \prod k`, as in PyTorch's ``nn.init``: for a
@@ -67,6 +68,12 @@ _LINEAR = (
     "conv_transpose3d",
 )
 _NONLINEARITIES = (*_LINEAR, "tanh", "relu", "leaky_relu", "selu")
+
+#: How many standard deviations from its mean a normal distribution's draws are taken to reach
+#: when its range is checked: a draw beyond has a probability of 2e-19, and torch's samplers
+#: (Box-Muller from uniform draws of at most 53 bits) give none beyond
+#: :math:`\sqrt{2 \cdot 53 \ln 2} \approx 8.6`.
+_NORMAL_REACH = 9.0
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
@@ -333,14 +340,20 @@ def _check_uniform(where: str, tensor: Tensor, low: float, high: float, given: s
 
 
 def _check_normal(where: str, tensor: Tensor, mean: float, std: float, given: str) -> None:
-    """Refuse a normal distribution whose ``mean`` or ``std`` (``given``: it with the
-    arguments it comes from) is beyond the largest finite value of ``tensor``'s dtype: every
-    draw would be infinite (or most of them), which the tensor library writes without a word."""
-    largest = torch.finfo(tensor.dtype).max
-    if max(abs(mean), std) > largest:
+    """Refuse a normal distribution (``given``: it with the arguments it comes from) of which a
+    draw within :data:`_NORMAL_REACH` standard deviations of its mean, ``|mean| + 9 std``, is
+    beyond the largest finite value of ``tensor``'s dtype (rounded to it: float32's largest
+    value as the mean with a std of 1 is taken, as its draws are that value): the tensor library
+    writes such draws as infinities without a word (a std of float32's largest value itself
+    makes a third of them infinite, half of it 5%, and a mean of 3e38 with a std of 1e38 more
+    than a third)."""
+    reach = abs(mean) + _NORMAL_REACH * std  # (inf in Python's arithmetic if beyond float64)
+    if torch.tensor(reach, dtype=torch.float64).to(tensor.dtype).isinf():
+        largest = torch.finfo(tensor.dtype).max
         raise ValueError(
-            f"{where}: {given} is beyond the range of the tensor's dtype {tensor.dtype}: its "
-            f"mean and std must be at most {largest:.6g} in magnitude, the largest finite value"
+            f"{where}: {given} would draw values beyond the range of the tensor's dtype "
+            f"{tensor.dtype}: its draws, up to |mean| + {_NORMAL_REACH:g} std in magnitude, must "
+            f"be at most {largest:.6g}, the largest finite value"
         )
 
 
