@@ -6,6 +6,7 @@ the documented formula, or the documented error (type and the words of its messa
 
 from __future__ import annotations
 
+import copy
 import math
 import pickle
 
@@ -14,7 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from minidl import nn
-from minidl.nn.selu import SELU_ALPHA
+from minidl.experiments.faithful import PublishedSELU
+from minidl.interop import to_torch
+from minidl.nn.selu import SELU_ALPHA, SELU_SCALE
 from tests.helpers import F64, assert_close
 
 # -- activations ----------------------------------------------------------------------------------
@@ -128,6 +131,57 @@ def test_a_selu_pickled_with_its_alpha_loads_only_with_the_constant() -> None:
             "1.6732632423543772; load it as an ELU(alpha) instead"
         )
     assert torch.equal(pickle.loads(pickle.dumps(nn.SELU()))(x), F.selu(x))
+
+
+@pytest.mark.parametrize("scale", [2.0, 1, SELU_SCALE, math.nan, "1.0"])
+def test_selu_refuses_any_scale_its_constants_are_fixed(scale: object) -> None:
+    """``selu.scale = 2.0`` made a plain attribute that the computation ignored (it reads the
+    constant), as alpha's refusal did not: setting it, to any value (the constant too), or
+    deleting it raises an AttributeError that names SELU, the value given and the constant;
+    ``scale`` reads lambda, and the module computes as torch.nn.SELU before and after (float64,
+    to the bit), its repr, state_dict, copies and PyTorch twin unchanged."""
+    x = torch.linspace(-5, 5, 41, dtype=F64)
+    selu = nn.SELU()
+    with pytest.raises(AttributeError) as info:
+        selu.scale = scale  # type: ignore[misc]
+    assert str(info.value) == (
+        f"SELU: scale is fixed at 1.0507009873554805 (the self-normalising constant, as "
+        f"PyTorch's SELU's), got {scale!r}; for another scale, multiply the output of an ELU"
+    )
+    with pytest.raises(AttributeError, match=r"^SELU.scale cannot be deleted: it is fixed at "):
+        del selu.scale
+    assert selu.scale == SELU_SCALE and "scale" not in vars(selu)
+    assert repr(selu) == "SELU()" and selu.state_dict() == {}
+    assert torch.equal(selu(x), F.selu(x))
+    for copied in (copy.deepcopy(selu), pickle.loads(pickle.dumps(selu))):
+        assert copied.scale == SELU_SCALE and torch.equal(copied(x), F.selu(x))
+    assert isinstance(to_torch(selu), torch.nn.SELU)
+
+
+def test_a_selu_pickled_with_a_scale_loads_with_the_constant() -> None:
+    """A SELU pickled before its scale was fixed holds the constant in ``_scale`` and, where
+    one was set by hand, a plain ``scale`` that it never computed with: it loads as a SELU of
+    fixed constants, the plain attribute dropped (it would have been refused as set). A
+    subclass computing with a scale of its own (the experiments' PublishedSELU, 0.5) reads it
+    as its ``scale``, refuses to set it naming it, and keeps it through a pickle."""
+    x = torch.linspace(-5, 5, 41, dtype=F64)
+    state = nn.SELU().__getstate__()
+    state["_scale"], state["scale"] = SELU_SCALE, 2.0
+    loaded = nn.SELU.__new__(nn.SELU)
+    loaded.__setstate__(state)
+    assert "_scale" not in vars(loaded) and "scale" not in vars(loaded)
+    assert loaded.scale == SELU_SCALE and torch.equal(loaded(x), F.selu(x))
+    published = PublishedSELU()
+    assert published.scale == 0.5
+    with pytest.raises(AttributeError) as info:
+        published.scale = 1.0  # type: ignore[misc]
+    assert str(info.value) == (
+        "PublishedSELU: scale is fixed at 0.5, got 1.0; for another scale, multiply the output "
+        "of an ELU"
+    )
+    copied = pickle.loads(pickle.dumps(published))
+    assert copied.scale == 0.5 and torch.equal(copied(x), published(x))
+    assert_close(copied(x), 0.5 / SELU_SCALE * F.selu(x))
 
 
 class _Abs(nn.Activation):
