@@ -642,6 +642,23 @@ def test_fit_rounds_refuses_optimizers_and_schedules_that_fit_would_refuse() -> 
         for model, values in zip(models, before, strict=True):
             for p, value in zip(model.parameters(), values, strict=True):
                 assert torch.equal(p.data, value)
+    # A CyclicLR of float32 models that would reach 5e38 at its step 2 (its max_lr of 1e39 over
+    # 4 batches) is refused before training, as fit refuses it (it raised part-way).
+    models = [_model(0).float(), _model(1).float()]
+    before = [[p.data.clone() for p in model.parameters()] for model in models]
+    with pytest.raises(ValueError) as info:
+        _fit_rounds(
+            models,
+            [(x.float(), y) for x, y in sets],
+            make_scheduler=lambda optimizer: mo.CyclicLR(optimizer, 0.01, 1e39, 4),
+        )
+    assert str(info.value).startswith(
+        "fit_rounds: the CyclicLR would step to the rate 5e+38 at its step 2, after batch 2 of 5 "
+        "of epoch 0, beyond the range of the parameters' dtype torch.float32 "
+    )
+    for model, values in zip(models, before, strict=True):
+        for p, value in zip(model.parameters(), values, strict=True):
+            assert torch.equal(p.data, value)
     # A OneCycle of exactly the run's batches is accepted.
     _fit_rounds(
         [_model(0), _model(1)],

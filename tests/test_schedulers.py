@@ -4,6 +4,7 @@ optimizer's learning rate actually changing, and save/restore."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -532,3 +533,43 @@ def test_checkpoints_and_fit_rounds_refuse_a_superseded_schedule() -> None:
         )
     after = [p.data for m in models for p in m.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+def _warmup_then_cycles(optimizer: optim.SGD) -> optim.SequentialSchedule:
+    warmup = optim.LinearWarmup(optimizer, 5)
+    warmup.interval = "batch"
+    cycles = optim.CyclicLR(optimizer, 0.01, 0.9, 4)
+    return optim.SequentialSchedule(optimizer, [warmup, cycles], milestones=[5])
+
+
+BOUNDED: list[tuple[str, Callable[[optim.SGD], optim.LRScheduler], float]] = [
+    ("cyclic", lambda o: optim.CyclicLR(o, 0.01, 0.5, 7, step_size_down=3), 0.5),
+    ("cyclic2", lambda o: optim.CyclicLR(o, 0.01, 0.5, 4, mode="triangular2"), 0.5),
+    ("exp-range", lambda o: optim.CyclicLR(o, 0.01, 0.5, 4, mode="exp_range", gamma=0.9999), 0.5),
+    ("one-cycle", lambda o: optim.OneCycle(o, 0.5, total_steps=STEPS), 0.5),
+    ("one-cycle-div", lambda o: optim.OneCycle(o, 0.5, STEPS, div_factor=0.25), 2.0),
+    ("one-cycle-final", lambda o: optim.OneCycle(o, 0.5, STEPS, final_div_factor=0.01), 2.0),
+    ("cosine", lambda o: optim.CosineAnnealing(o, T_max=30), 0.1),
+    ("cosine-rising", lambda o: optim.CosineAnnealing(o, T_max=30, eta_min=0.7), 0.7),
+    ("restarts", lambda o: optim.CosineAnnealingWarmRestarts(o, 5, 2, eta_min=0.3), 0.3),
+    ("exponential", lambda o: optim.ExponentialDecay(o, 0.97), 0.1),
+    ("step", lambda o: optim.StepDecay(o, 3, 0.5), 0.1),
+    ("warmup", lambda o: optim.LinearWarmup(o, 10, start_factor=0.1), 0.1),
+    ("sequence", _warmup_then_cycles, 0.9),
+]
+
+
+@pytest.mark.parametrize(("make", "bound"), [c[1:] for c in BOUNDED], ids=[c[0] for c in BOUNDED])
+def test_rate_bound_is_the_largest_rate_of_every_step(
+    make: Callable[[optim.SGD], optim.LRScheduler], bound: float
+) -> None:
+    """rate_bound, which fit reads to look for a rate beyond the parameters' dtype before
+    training, is the largest rate the schedule gives at any step (reached within 200 steps,
+    to rounding), from the settings that make it so (a div_factor or final_div_factor below 1,
+    an eta_min above base_lr); a schedule of one's own has none."""
+    schedule = make(_optimizer())
+    assert schedule.rate_bound == bound
+    rates = [schedule.lr_at(step) for step in range(STEPS + 1)]
+    assert max(rates) <= bound * (1 + 1e-15)
+    assert max(rates) == pytest.approx(bound, rel=1e-3)
+    assert optim.LRScheduler.rate_bound.fget(schedule) is None  # type: ignore[attr-defined]

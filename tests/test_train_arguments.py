@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from minidl import nn, optim
+from minidl.data import BatchIterator
 from minidl.rounds import PerModel, fit_rounds, stacked_error_rates
 from minidl.train import History, error_rate, fit, predict
 
@@ -228,6 +229,100 @@ def test_fit_refuses_what_the_optimizers_first_step_would_before_anything_change
         assert run.optimizer.step_count == bad
         run.optimizer.step_count = 0  # (as snapshot, whose state_dict refuses it too)
         run.assert_unchanged()
+
+
+def _plain_loop(run: Run, epochs: int) -> None:
+    """What fit does with ``run`` from its start_epoch 1 to ``epochs``, step by step: the
+    user's loop of a per-batch schedule."""
+    criterion = nn.CrossEntropyLoss()
+    run.model.train()
+    for _ in range(1, epochs):
+        for x_batch, y_batch in BatchIterator(run.x, run.y, 4, generator=run.generator):
+            run.optimizer.zero_grad()
+            criterion(run.model(x_batch), y_batch)
+            run.model.backward(criterion.backward())
+            run.optimizer.step()
+            run.scheduler.step()
+
+
+def test_fit_refuses_a_rate_its_schedule_would_reach_part_way_before_anything_changes() -> None:
+    """A CyclicLR stepped per batch from 0.01 to a max_lr of 1e39 over 8 batches gives 3.75e38
+    at its step 3, beyond float32, after the third batch of the run: fit refuses the run before
+    anything changes, naming the schedule, the step, the epoch, the batch and the rate; the
+    plain loop trains two batches at 1.25e38 and 2.5e38 and is refused at that very step (fit
+    too, its model trained part-way, the message naming neither the epoch nor the batch). A
+    per-epoch CosineAnnealing rising to an eta_min of 1e39 is refused at the end of its epoch
+    4."""
+    run = Run()
+    run.scheduler = optim.CyclicLR(run.optimizer, 0.01, 1e39, step_size_up=8)
+    run.before = run.snapshot()
+    with pytest.raises(ValueError) as info:
+        run.fit(epochs=3)
+    assert str(info.value) == (
+        "fit: the CyclicLR would step to the rate 3.75e+38 at its step 3, after batch 3 of 3 of "
+        "epoch 1, beyond the range of the parameters' dtype torch.float32 (largest finite value "
+        "3.40282e+38), which the SGD refuses (CyclicLR(base_lr=0.01, max_lr=1e+39, "
+        "step_size_up=8, step_size_down=8, mode='triangular', gamma=1.0)); give the schedule "
+        "rates within it, or train fewer epochs"
+    )
+    run.assert_unchanged()
+    plain = Run()
+    plain.scheduler = optim.CyclicLR(plain.optimizer, 0.01, 1e39, step_size_up=8)
+    with pytest.raises(ValueError, match=r"^CyclicLR.step: the rate of step 3 is 3.75e\+38 "):
+        _plain_loop(plain, epochs=3)
+    assert plain.scheduler.last_step == 2 and plain.optimizer.step_count == 3
+    run = Run()
+    run.scheduler = optim.CosineAnnealing(run.optimizer, T_max=10, eta_min=1e39)
+    run.before = run.snapshot()
+    with pytest.raises(ValueError, match=r"at its step 4, at the end of epoch 4, beyond the "):
+        run.fit(epochs=6)
+    run.assert_unchanged()
+
+
+def test_fit_trains_a_schedule_whose_bound_is_beyond_the_dtype_as_the_plain_loop() -> None:
+    """A CyclicLR to a max_lr of 1e39 that the run does not reach (step_size_up 10**40: rates
+    0.01 + 0.1 k) is not refused: fit trains as the plain loop does, to the same parameters
+    and rates."""
+    runs = [Run(), Run()]
+    for run in runs:
+        run.scheduler = optim.CyclicLR(run.optimizer, 0.01, 1e39, step_size_up=10**40)
+    runs[0].fit(epochs=4, validation=None)
+    _plain_loop(runs[1], epochs=4)
+    assert runs[0].scheduler.last_step == runs[1].scheduler.last_step == 9
+    assert runs[0].optimizer.lr == runs[1].optimizer.lr
+    for mine, plain in zip(runs[0].model.parameters(), runs[1].model.parameters(), strict=True):
+        torch.testing.assert_close(mine.data, plain.data, rtol=1e-6, atol=1e-7)
+
+
+class _Ramp(optim.LRScheduler):
+    """Per batch, 0.01 times 10**14 per step: a schedule of one's own, with no rate_bound."""
+
+    _interval = "batch"
+
+    def __init__(self, optimizer: optim.Optimizer) -> None:
+        super().__init__(optimizer)
+        self._start()
+
+    def lr_at(self, step: int) -> float:
+        return 0.01 * 10.0 ** (14 * step)
+
+
+def test_a_schedule_refused_part_way_is_named_with_its_epoch_and_batch() -> None:
+    """A schedule without a rate_bound reaches a rate the optimizer refuses (1e+40 at step 3)
+    part-way through the run: its step's refusal has a note naming the epoch and the batch
+    after which fit stepped it, and what was trained (the history given holds the batches'
+    rates)."""
+    run = Run()
+    run.scheduler = _Ramp(run.optimizer)
+    with pytest.raises(ValueError) as info:
+        run.fit(epochs=3)
+    assert str(info.value).startswith("_Ramp.step: the rate of step 3 is 1e+40 ")
+    assert info.value.__notes__ == [
+        "fit stepped the schedule after batch 3 of epoch 1: the model was trained on the "
+        "batches up to this one, whose rates are in history.batch_lr; the epoch is not recorded"
+    ]
+    assert run.history.batch_lr == [0.1, *(run.scheduler.lr_at(step) for step in range(3))]
+    assert run.scheduler.last_step == 2
 
 
 class _SquaredLoss(nn.Loss):

@@ -46,7 +46,15 @@ from minidl.nn.stack import (
 from minidl.nn.stacked_loss import StackedLoss
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
-from minidl.train import EpochRecord, History, _check_step_limit, _classes, _stops, eval_mode
+from minidl.train import (
+    EpochRecord,
+    History,
+    _check_rates,
+    _check_step_limit,
+    _classes,
+    _stops,
+    eval_mode,
+)
 
 __all__ = ["PerModel", "fit_rounds", "stacked_error_rates"]
 
@@ -427,6 +435,7 @@ def fit_rounds(
                 "schedule built last (a SequentialSchedule runs several one after the other)"
             )
         _check_step_limit("fit_rounds", scheduler, epochs, batches_per_epoch)
+        _check_rates("fit_rounds", scheduler, optimizer, 0, epochs, batches_per_epoch)
     # Each model's gradients clipped to their own norm (those its optimizer holds, as fit's).
     clip = (
         StackClip(

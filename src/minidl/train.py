@@ -246,6 +246,49 @@ def _check_step_limit(where: str, scheduler: LRScheduler, epochs: int, batches: 
         )
 
 
+def _check_rates(
+    where: str,
+    scheduler: LRScheduler,
+    optimizer: Optimizer,
+    start_epoch: int,
+    epochs: int,
+    batches: int,
+) -> None:
+    """Refuse, before training, a run from ``start_epoch`` to ``epochs`` (of ``batches``
+    batches) in which ``scheduler`` would step to a rate that the optimizer refuses (beyond the
+    largest finite value of its parameters' dtype: ``CyclicLR``'s ``max_lr`` of 1e39 for a
+    float32 model, reached after ``step_size_up`` batches): its step would raise part-way, the
+    model trained on the batches before. Looked for step by step only where the schedule's
+    :attr:`~minidl.optim.LRScheduler.rate_bound` is beyond it (a schedule without one, or one
+    changed by ``on_epoch``, raises at that step, which ``fit`` names)."""
+    bound = scheduler.rate_bound
+    largest = torch.finfo(optimizer.params[0].data.dtype).max
+    if bound is None or bound <= largest:
+        return
+    per_batch = scheduler.interval == "batch"
+    calls = (epochs - start_epoch) * batches if per_batch else epochs - start_epoch
+    for call in range(calls):
+        step = scheduler.last_step + 1 + call
+        try:
+            rate = scheduler.lr_at(step)
+        except (OverflowError, ValueError, ZeroDivisionError):
+            return  # (the schedule's step refuses it in its own words, named by fit)
+        if rate > largest:
+            epoch, batch = divmod(call, batches) if per_batch else (call, batches - 1)
+            when = (
+                f"after batch {batch + 1} of {batches} of epoch {start_epoch + epoch}"
+                if per_batch
+                else f"at the end of epoch {start_epoch + epoch}"
+            )
+            raise ValueError(
+                f"{where}: the {type(scheduler).__name__} would step to the rate {rate!r} at its "
+                f"step {shown(step)}, {when}, beyond the range of the parameters' dtype "
+                f"{optimizer.params[0].data.dtype} (largest finite value {largest:.6g}), which "
+                f"the {type(optimizer).__name__} refuses ({scheduler!r}); give the schedule "
+                "rates within it, or train fewer epochs"
+            )
+
+
 def _stops(value: object, where: str = "fit") -> bool:
     """Whether an ``on_epoch`` return value asks ``where`` (``fit`` or ``fit_rounds``) to stop:
     a bool, a numpy bool or a one-element bool tensor (the result of a comparison of metrics)
@@ -419,7 +462,12 @@ def fit(
             from their last forward for ``backward`` (their forward caches): after a refused
             fit they hold that trial on ``x[:1]`` and ``y[:1]`` (training's first forward
             replaces them again). A scheduler that the run would step past its ``step_limit``
-            (a ``OneCycle`` built for fewer batches) is refused too.
+            (a ``OneCycle`` built for fewer batches) is refused too, and one that it would step
+            to a rate the optimizer refuses (``CyclicLR``'s ``max_lr`` beyond the parameters'
+            dtype, reached after ``step_size_up`` batches), where its ``rate_bound`` says there
+            may be one: the message names the schedule, the step, the epoch, the batch and the
+            rate. A schedule without a ``rate_bound`` (or changed by ``on_epoch``) raises at
+            that step, part-way, with a note naming the epoch and the batch.
     """
     for name, value, kind in (
         ("model", model, Module),
@@ -609,6 +657,7 @@ def fit(
     per_batch = scheduler is not None and scheduler.interval == "batch"
     if scheduler is not None:
         _check_step_limit("fit", scheduler, epochs - start_epoch, batch_count)
+        _check_rates("fit", scheduler, optimizer, start_epoch, epochs, batch_count)
     steps: _Batches = batches if parallel is None else parallel.shard(batches)
     model.train()
     folded = (
@@ -645,6 +694,7 @@ def fit(
                     parallel,
                     folded,
                     max_grad_norm,
+                    epoch,
                 )
                 # One float64 sum per epoch, cheaper than a mixed-dtype addition per batch.
                 total_loss = (
@@ -655,7 +705,15 @@ def fit(
                 if parallel is not None:
                     total_loss = parallel.reduce_loss(total_loss)
                 if scheduler is not None and not per_batch:
-                    scheduler.step()
+                    try:
+                        scheduler.step()
+                    except ValueError as error:
+                        add_note(
+                            error,
+                            f"fit stepped the schedule at the end of epoch {epoch}: the model "
+                            "was trained on the whole epoch, which is not recorded",
+                        )
+                        raise
                 if loaded and (validation is not None or on_epoch is not None):
                     assert folded is not None
                     folded.store()  # (the model's parameters are read, or may be changed)
@@ -836,8 +894,9 @@ def _train_epoch(
     parallel: Parallel | None,
     folded: FoldedStep | None,
     max_grad_norm: float | None = None,
+    epoch: int = 0,
 ) -> list[Tensor]:
-    """One epoch of :func:`fit`'s steps; the loss of each batch."""
+    """One epoch (``epoch``, for a message) of :func:`fit`'s steps; the loss of each batch."""
     per_batch = scheduler is not None and scheduler.interval == "batch"
     calls_backward = folded is None and _calls_backward(model)  # (once an epoch)
     losses: list[Tensor] = []
@@ -861,5 +920,14 @@ def _train_epoch(
             assert scheduler is not None
             # Recorded after the step, so that a failing batch leaves the history as is.
             history.batch_lr.append(optimizer.lr)
-            scheduler.step()
+            try:
+                scheduler.step()
+            except ValueError as error:
+                add_note(
+                    error,
+                    f"fit stepped the schedule after batch {len(losses)} of epoch {epoch}: the "
+                    "model was trained on the batches up to this one, whose rates are in "
+                    "history.batch_lr; the epoch is not recorded",
+                )
+                raise
     return losses

@@ -73,6 +73,11 @@ class CosineAnnealing(LRScheduler):
         cosine = 1 + math.cos(math.pi * step / self._T_max)
         return self._eta_min + (self._base_lr - self._eta_min) * (cosine / 2)
 
+    @property
+    def rate_bound(self) -> float:
+        """``base_lr`` or ``eta_min``, between which it anneals."""
+        return max(self._base_lr, self._eta_min)
+
     def __repr__(self) -> str:
         return (
             f"CosineAnnealing(T_max={steps_repr(self.T_max)}, eta_min={self.eta_min}, base_lr={self.base_lr}"

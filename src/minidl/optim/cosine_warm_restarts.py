@@ -92,6 +92,11 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         cosine = 1 + math.cos(math.pi * t_cur / t_i)
         return self._eta_min + (self._base_lr - self._eta_min) * (cosine / 2)
 
+    @property
+    def rate_bound(self) -> float:
+        """``base_lr`` or ``eta_min``, between which it anneals."""
+        return max(self._base_lr, self._eta_min)
+
     def __repr__(self) -> str:
         return (
             f"CosineAnnealingWarmRestarts(T_0={steps_repr(self.T_0)}, "

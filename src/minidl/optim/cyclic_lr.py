@@ -155,6 +155,11 @@ class CyclicLR(LRScheduler):
         base_lr = self._base_lr
         return base_lr + (self._max_lr - base_lr) * height * scale
 
+    @property
+    def rate_bound(self) -> float:
+        """``max_lr``: the amplitude's scale is at most 1."""
+        return self._max_lr
+
     def __repr__(self) -> str:
         return (
             f"CyclicLR(base_lr={self.base_lr}, max_lr={self.max_lr}, "

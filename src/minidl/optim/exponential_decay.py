@@ -52,5 +52,10 @@ class ExponentialDecay(LRScheduler):
     def lr_at(self, step: int) -> float:
         return self._base_lr * self._gamma**step
 
+    @property
+    def rate_bound(self) -> float:
+        """``base_lr``: ``gamma`` is at most 1."""
+        return self._base_lr
+
     def __repr__(self) -> str:
         return f"ExponentialDecay(gamma={self.gamma}, base_lr={self.base_lr}{interval_repr(self.interval)})"

@@ -73,6 +73,11 @@ class LinearWarmup(LRScheduler):
         steps, factor = self._warmup_steps, self._start_factor
         return self._base_lr * (factor + (1 - factor) * (min(step, steps) / steps))
 
+    @property
+    def rate_bound(self) -> float:
+        """``base_lr``, which it warms up to (``start_factor`` is at most 1)."""
+        return self._base_lr
+
     def __repr__(self) -> str:
         return (
             f"LinearWarmup(warmup_steps={steps_repr(self.warmup_steps)}, start_factor={self.start_factor}, "

@@ -420,6 +420,15 @@ class LRScheduler:
         return None
 
     @property
+    def rate_bound(self) -> float | None:
+        """A rate that no step's rate exceeds (``CyclicLR``'s ``max_lr``), from the current
+        settings, or ``None`` where the schedule does not know one (the default, for a schedule
+        of one's own; a subclass of a built-in schedule that overrides :meth:`lr_at` overrides
+        it too). :func:`minidl.train.fit` reads it to look, before training, for a rate of the
+        run that the optimizer would refuse, only where there could be one."""
+        return None
+
+    @property
     def lr(self) -> float:
         """The learning rate of the current step."""
         return self.lr_at(self.last_step)

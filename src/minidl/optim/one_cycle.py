@@ -181,6 +181,12 @@ class OneCycle(LRScheduler):
         """``total_steps``: the schedule has no rate past it."""
         return self._total_steps
 
+    @property
+    def rate_bound(self) -> float:
+        """The largest of the initial rate, ``max_lr`` and ``min_lr``, between which it anneals
+        (a ``div_factor`` or ``final_div_factor`` below 1 makes one of the others the largest)."""
+        return max(self._initial_lr, self._max_lr, self._min_lr)
+
     def _anneal(self, start: float, end: float, fraction: float) -> float:
         """``A(start, end, fraction)`` of the class docstring, in the order of operations of
         torch's OneCycleLR (the same roundings, so the same rates)."""

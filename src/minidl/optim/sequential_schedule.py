@@ -246,6 +246,12 @@ class SequentialSchedule(LRScheduler):
             limit = last if limit is None else min(limit, last)
         return limit
 
+    @property
+    def rate_bound(self) -> float | None:
+        """The largest of its schedules' bounds (``None`` if one has none)."""
+        bounds = [schedule.rate_bound for schedule in self._schedules]
+        return None if None in bounds else max(bound for bound in bounds if bound is not None)
+
     def state_dict(self) -> dict[str, Any]:
         """``base_lr`` and ``last_step``, as every schedule's; and, where a schedule it holds
         has a ``base_lr`` of its own set by hand (one that restoring the sequence's would not

@@ -59,5 +59,10 @@ class StepDecay(LRScheduler):
     def lr_at(self, step: int) -> float:
         return self._base_lr * self._gamma ** (step // self._step_size)
 
+    @property
+    def rate_bound(self) -> float:
+        """``base_lr``: ``gamma`` is at most 1."""
+        return self._base_lr
+
     def __repr__(self) -> str:
         return f"StepDecay(step_size={steps_repr(self.step_size)}, gamma={self.gamma}, base_lr={self.base_lr})"
