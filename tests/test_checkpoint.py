@@ -7,6 +7,7 @@ in ``test_validation.py``; random byte corruption is in ``test_properties.py``.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -2054,3 +2055,79 @@ def test_without_safetensors_the_error_names_the_function_and_the_extra(
     assert info.value.name == "safetensors"
     assert path.read_bytes() == saved and os.listdir(tmp_path) == ["run.ckpt"]
     assert all(torch.equal(changed[key], model.state_dict()[key]) for key in values)
+
+
+def test_a_checkpoint_is_read_only_so_that_what_is_applied_is_what_was_checked(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint's header and tensors are read-only: a float64 weight put in its tensors, an
+    epoch of -1 or a history entry put in its header, a tensor deleted, each raise a TypeError
+    naming Checkpoint and what to build instead, and the checkpoint is applied as read (a
+    float64 weight was taken after the checks, and loading converted it). The dicts given to the
+    constructor are copied (not the tensors themselves): changed afterwards, they change
+    nothing; a deep copy, a pickled copy, a copy of the header are as before, the header's a
+    plain changeable one from which a new Checkpoint is built and checked."""
+    path = tmp_path / "run.ckpt"
+    source = build("sgd-momentum-step")
+    save_checkpoint(path, *source[:3], epoch=1, generator=source[3])
+    checkpoint = read_checkpoint(path)
+    name = "model.0.weight"
+    weight = checkpoint.tensors[name]
+    header_refusal = (
+        "Checkpoint: its header is read-only (checked when it was made, as load_checkpoint "
+        "applies it); build a new Checkpoint from copy.deepcopy(its header) instead"
+    )
+    tensors_refusal = (
+        "Checkpoint: its tensors are read-only (checked when it was made, as load_checkpoint "
+        "applies it); build a new Checkpoint from {**its tensors, name: tensor} instead"
+    )
+    changes: list[tuple[Callable[[], object], str]] = [
+        (lambda: checkpoint.tensors.__setitem__(name, weight.double()), tensors_refusal),
+        (lambda: checkpoint.tensors.pop("rng.torch"), tensors_refusal),
+        (lambda: checkpoint.tensors.update({name: weight.t()}), tensors_refusal),
+        (lambda: checkpoint.header["training"].__setitem__("epoch", -1), header_refusal),
+        (lambda: checkpoint.header["training"]["history"]["lr"].append("x"), header_refusal),
+        (checkpoint.header["architecture"]["parameters"].clear, header_refusal),
+    ]
+    for change, message in changes:
+        with pytest.raises(TypeError) as error:
+            change()
+        assert str(error.value) == message
+    assert checkpoint.tensors[name] is weight and checkpoint.training.epoch == 1
+    given_tensors = dict(checkpoint.tensors)
+    given_header = copy.deepcopy(checkpoint.header)
+    assert type(given_header) is dict and given_header == checkpoint.header
+    assert json.loads(json.dumps(checkpoint.header)) == given_header
+    built = Checkpoint(header=given_header, tensors=given_tensors)
+    given_tensors[name] = weight.double()
+    given_header["training"]["epoch"] = -1
+    assert built.tensors[name] is weight and built.training.epoch == 1
+    for copied in (copy.deepcopy(built), pickle.loads(pickle.dumps(built))):
+        assert copied.header == checkpoint.header and copied.tensors.keys() == built.tensors.keys()
+        with pytest.raises(TypeError, match=r"^Checkpoint: its tensors are read-only"):
+            copied.tensors[name] = weight.double()
+        with pytest.raises(TypeError, match=r"^Checkpoint: its header is read-only"):
+            copied.header["training"]["epoch"] = -1
+    model, optimizer, scheduler, generator = build("sgd-momentum-step")
+    load_checkpoint(built, model, optimizer, scheduler, generator=generator)
+    assert torch.equal(model.state_dict()["0.weight"], weight)
+
+
+def test_a_checkpoint_tensor_changed_in_place_is_refused_as_it_is_applied(tmp_path: Path) -> None:
+    """A model tensor of a checkpoint given another dtype in place (the same tensor object,
+    under its read-only name) is refused by load_checkpoint in read_checkpoint's words for such
+    a file, the model left as it was (it was loaded, converted to the model's float32)."""
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, *build("sgd-momentum-step")[:3])
+    checkpoint = read_checkpoint(path)
+    checkpoint.tensors["model.0.weight"].data = torch.zeros(6, 2, dtype=torch.float64)
+    model = build("sgd-momentum-step")[0]
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(checkpoint, model)
+    assert str(error.value) == (
+        "load_checkpoint: tensor 'model.0.weight' is float64 of shape (6, 2), the header's "
+        "architecture says float32 of shape (6, 2)"
+    )
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key

@@ -15,6 +15,7 @@ through, with their tensors; an exception that one of those frames holds in a lo
 
 from __future__ import annotations
 
+import copy
 import gc
 import signal
 import sys
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from minidl import nn, optim
 from minidl._interrupts import holding_interrupts
-from minidl.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from minidl.checkpoint import Checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
 from minidl.folded import FoldedStep
 from minidl.rounds import PerModel, fit_rounds
 from minidl.train import fit, predict
@@ -284,8 +285,10 @@ def test_a_refused_load_checkpoint_holds_nothing(
     save_checkpoint(path, model, optimizer, optim.StepDecay(optimizer, step_size=2), epoch=1)
 
     def refuse() -> tuple[References, str]:
-        checkpoint = read_checkpoint(path)
-        damage(checkpoint.header)
+        read = read_checkpoint(path)
+        header = copy.deepcopy(read.header)  # (a checkpoint's own is read-only)
+        damage(header)
+        checkpoint = Checkpoint(header=header, tensors=read.tensors)
         model = _model("mlp")
         optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         scheduler = optim.StepDecay(optimizer, step_size=3 if other_settings else 2)

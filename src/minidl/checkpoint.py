@@ -75,6 +75,7 @@ import torch
 from torch import Tensor
 
 from minidl._extras import require
+from minidl._frozen import FrozenDict, frozen
 from minidl._interrupts import holding_interrupts
 from minidl._validate import is_link_loop, shown, special_file_kind
 from minidl.nn.module import Module, check_registered
@@ -112,6 +113,11 @@ _RNG_CUDA = "rng.cuda."
 _MAX_HEADER = 100_000_000
 _HISTORY_FIELDS = ("train_loss", "validation_error", "lr", "batch_lr")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
+#: The refusal of a change to a Checkpoint's header or tensors (what, and what to build from).
+_READ_ONLY = (
+    "Checkpoint: its {0} read-only (checked when it was made, as load_checkpoint applies it); "
+    "build a new Checkpoint from {1} instead"
+)
 
 
 class CheckpointError(ValueError):
@@ -139,10 +145,20 @@ class TrainingState:
 class Checkpoint:
     """A checkpoint read and verified by :func:`read_checkpoint`, not yet applied to anything.
 
+    It is a value, checked once when made: its ``header`` and ``tensors`` are read-only copies
+    of those given (each ``dict`` and ``list`` of the header, and the mapping of tensors; the
+    tensors themselves are not copied), which refuse a change with a ``TypeError``, so that what
+    :func:`load_checkpoint` applies is what was checked. To apply another state, build a new
+    checkpoint: ``Checkpoint(header=header, tensors={**checkpoint.tensors, name: tensor})``,
+    with ``header = copy.deepcopy(checkpoint.header)`` (a plain, changeable copy) changed as
+    wanted. (A tensor changed in place keeps its name and place; :func:`load_checkpoint`
+    checks the model tensors' shapes and dtypes against the header again as it applies them.)
+
     Attributes:
-        header: the JSON header (format, versions, architecture, non-tensor state, digests).
+        header: the JSON header (format, versions, architecture, non-tensor state, digests),
+            read-only.
         tensors: every tensor of the file, by name (``"model.0.weight"``,
-            ``"optimizer.momentum_buffer"``, ``"rng.torch"``, ...).
+            ``"optimizer.momentum_buffer"``, ``"rng.torch"``, ...), a read-only mapping.
     """
 
     header: dict[str, Any]
@@ -181,6 +197,19 @@ class Checkpoint:
                 )
         _check_header_content(self.header, where)
         _check_model_tensors(self.header, self.tensors, where)
+        # Kept as read-only copies of what was checked (the tensors themselves not copied):
+        # the caller's dicts may change afterwards, these cannot.
+        header = frozen(self.header, _READ_ONLY.format("header is", "copy.deepcopy(its header)"))
+        tensors: FrozenDict[str, Tensor] = FrozenDict(
+            self.tensors, _READ_ONLY.format("tensors are", "{**its tensors, name: tensor}")
+        )
+        object.__setattr__(self, "header", header)
+        object.__setattr__(self, "tensors", tensors)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Copied and unpickled through the constructor, checked and read-only again (a deep
+        # copy of its fields is a plain, changeable one, which would otherwise be kept as is).
+        return (type(self), (self.header, self.tensors))
 
     @property
     def model_state(self) -> dict[str, Tensor]:
@@ -1371,6 +1400,10 @@ def load_checkpoint(
     _check_model_attributes(where, model, "load_state_dict")
     _check_updates_model(where, model, optimizer)
     try:
+        if isinstance(path, Checkpoint):
+            # (a tensor of it resized or re-typed in place since it was made: its name and
+            # place are the same, read-only, but not its shape or dtype)
+            _check_model_tensors(header, tensors, where)
         _check_architecture(header, model, where)
         _check_optimizer(header, tensors, model, optimizer, where)
         _check_scheduler(header, scheduler, optimizer, where)
