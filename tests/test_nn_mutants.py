@@ -184,6 +184,72 @@ def test_a_selu_pickled_with_a_scale_loads_with_the_constant() -> None:
     assert_close(copied(x), 0.5 / SELU_SCALE * F.selu(x))
 
 
+IN_PLACE_TWINS = ["ReLU", "LeakyReLU", "ELU", "SELU", "SiLU", "Dropout"]
+
+
+@pytest.mark.parametrize("name", IN_PLACE_TWINS)
+def test_inplace_set_true_is_refused_as_the_constructor_refuses_it(name: str) -> None:
+    """``module.inplace = True`` made a plain attribute that the computation ignored, where it
+    makes torch.nn's twin change its input in place (the oracle, below): it is refused as the
+    constructor refuses ``inplace=True``, naming the module, and the module left as it was;
+    ``inplace`` reads False, as the twin's default, ``False`` is taken, and the module still
+    computes as its twin of ``inplace=False`` (float64), its input unchanged."""
+    module, twin = getattr(nn, name)(), getattr(torch.nn, name)()
+    x = torch.linspace(-3, 3, 13, dtype=F64)
+    twin.inplace = True
+    given = x.clone()
+    twin.eval()(given)
+    assert not torch.equal(given, x) or name == "Dropout"  # (in evaluation mode, the input)
+    if name == "Dropout":
+        twin.train()(given)
+        assert not torch.equal(given, x)
+    assert module.inplace is False
+    with pytest.raises(ValueError) as info:
+        module.inplace = True
+    assert str(info.value) == (
+        f"{name}: inplace=True is not supported (minidl's activations and Dropout never change "
+        "their input); leave it out, or pass inplace=False"
+    )
+    with pytest.raises(TypeError, match=rf"^{name}: inplace must be True or False, got 'yes'$"):
+        module.inplace = "yes"  # type: ignore[assignment]
+    module.inplace = False
+    assert module.inplace is False and "inplace" not in vars(module)
+    expected = getattr(torch.nn, name)().eval()(x.clone())
+    given = x.clone()
+    assert_close(module.eval()(given), expected)
+    assert torch.equal(given, x)
+
+
+def test_batch_norm_refuses_track_running_stats_set_false_as_its_constructor_does() -> None:
+    """``layer.track_running_stats = False`` made a plain attribute that the computation
+    ignored, where it makes torch.nn.BatchNorm1d stop updating its running statistics in
+    training mode (the oracle, below): it is refused as the constructor refuses it, naming
+    BatchNorm1d, and the layer left as it was; True is taken, and the layer updates its
+    statistics as the twin of the default does (float64)."""
+    x = torch.randn(8, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    twin = torch.nn.BatchNorm1d(3, dtype=F64)
+    twin.track_running_stats = False
+    twin(x)
+    assert torch.equal(twin.running_mean, torch.zeros(3, dtype=F64))
+    layer = nn.BatchNorm1d(3, dtype=F64)
+    assert layer.track_running_stats is True
+    with pytest.raises(ValueError) as info:
+        layer.track_running_stats = False
+    assert str(info.value) == (
+        "BatchNorm1d: track_running_stats=False is not supported: it always keeps running "
+        "statistics and normalises with them in evaluation mode (PyTorch's default); leave it "
+        "out"
+    )
+    with pytest.raises(TypeError, match=r"^BatchNorm1d: track_running_stats must be True or "):
+        layer.track_running_stats = 1  # type: ignore[assignment]
+    layer.track_running_stats = True
+    assert "track_running_stats" not in vars(layer)
+    default = torch.nn.BatchNorm1d(3, dtype=F64)
+    assert_close(layer(x), default(x).detach())
+    assert_close(layer.running_mean, default.running_mean)
+    assert_close(layer.running_var, default.running_var)
+
+
 class _Abs(nn.Activation):
     """``|x|``, its hooks writing into ``out`` when given: ``torch.abs`` has a float8 kernel,
     where ``tanh``, ``clamp_min`` and ``mul`` have none."""

@@ -29,6 +29,7 @@ __all__ = [
     "check_factory_options",
     "check_grad_like",
     "check_grad_output",
+    "check_in_place_setting",
     "check_input",
     "check_layer_parameters",
     "check_like_parameter",
@@ -84,6 +85,15 @@ def check_not_in_place(where: str, inplace: object) -> None:
             f"{where}: inplace=True is not supported (minidl's activations and Dropout never "
             "change their input); leave it out, or pass inplace=False"
         )
+
+
+def check_in_place_setting(where: str, inplace: object) -> bool:
+    """Check ``inplace`` set after construction (the :class:`~minidl._setting.Setting` of
+    those modules, whose class gives ``_inplace = False``), as the constructor checks it:
+    ``False`` is kept, ``True`` refused (PyTorch's module then changes its input in place; a
+    plain attribute that minidl's ignored would compute otherwise without a word)."""
+    check_not_in_place(where, inplace)
+    return False
 
 
 def refuse_set_to_none(where: str, set_to_none: object) -> None:

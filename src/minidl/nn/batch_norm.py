@@ -61,6 +61,21 @@ def _check_momentum(where: str, momentum: object) -> float | None:
     return check_real(where, "momentum", momentum, low=0.0, high=1.0)
 
 
+def _check_track_running_stats(where: str, track_running_stats: object) -> bool:
+    if track_running_stats is not True:
+        if track_running_stats is not False:
+            raise TypeError(
+                f"{where}: track_running_stats must be True or False, got "
+                f"{shown(track_running_stats)}"
+            )
+        raise ValueError(
+            f"{where}: track_running_stats=False is not supported: it always keeps running "
+            "statistics and normalises with them in evaluation mode (PyTorch's default); leave "
+            "it out"
+        )
+    return True
+
+
 class BatchNorm1d(Module):
     r"""Batch normalisation (Ioffe & Szegedy, 2015) of each feature of an ``(N, C)`` batch.
 
@@ -143,6 +158,10 @@ class BatchNorm1d(Module):
     #: :math:`\epsilon` and :math:`m`; checked when set, as by the constructor.
     eps = Setting(_check_eps)
     momentum = Setting(_check_momentum)
+    #: ``True``, as PyTorch's argument: setting ``False`` raises as the constructor does
+    #: (PyTorch's layer then stops updating its running statistics in training mode).
+    track_running_stats = Setting(_check_track_running_stats)
+    _track_running_stats = True
     _eps: float
     _momentum: float | None
     weight: Parameter | None
@@ -169,17 +188,7 @@ class BatchNorm1d(Module):
         self.momentum = momentum
         if not isinstance(affine, bool):
             raise TypeError(f"BatchNorm1d: affine must be a bool, got {shown(affine)}")
-        if track_running_stats is not True:
-            if track_running_stats is not False:
-                raise TypeError(
-                    "BatchNorm1d: track_running_stats must be True or False, got "
-                    f"{shown(track_running_stats)}"
-                )
-            raise ValueError(
-                "BatchNorm1d: track_running_stats=False is not supported: it always keeps "
-                "running statistics and normalises with them in evaluation mode (PyTorch's "
-                "default); leave it out"
-            )
+        _check_track_running_stats("BatchNorm1d", track_running_stats)
         device = check_factory_options("BatchNorm1d", dtype, device)
         self.affine = affine
         options = {"dtype": dtype, "device": device}

@@ -10,7 +10,13 @@ from torch import Tensor
 from minidl._scalar import operand
 from minidl._setting import Setting
 from minidl._validate import COMPUTED, FLOATING, check_real
-from minidl.nn._checks import check_dense, check_grad_like, check_grad_output, check_not_in_place
+from minidl.nn._checks import (
+    check_dense,
+    check_grad_like,
+    check_grad_output,
+    check_in_place_setting,
+    check_not_in_place,
+)
 from minidl.nn.module import Module
 
 __all__ = ["Dropout"]
@@ -68,6 +74,10 @@ class Dropout(Module):
     #: by the constructor.
     generator = Setting(_check_generator)
     _generator: torch.Generator | None
+    #: ``False``, as PyTorch's ``inplace`` argument: setting ``True`` raises as the constructor
+    #: does (the module never changes its input).
+    inplace = Setting(check_in_place_setting)
+    _inplace = False
 
     def __init__(
         self, p: float = 0.5, generator: torch.Generator | None = None, *, inplace: bool = False

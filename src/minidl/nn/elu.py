@@ -12,7 +12,7 @@ from minidl._scalar import operand, tensor_operand
 from minidl._setting import Setting
 from minidl._validate import shown
 from minidl.nn._cached_derivative import CachedDerivative
-from minidl.nn._checks import check_not_in_place
+from minidl.nn._checks import check_in_place_setting, check_not_in_place
 
 __all__ = ["ELU"]
 
@@ -61,6 +61,10 @@ class ELU(CachedDerivative):
     #: The saturation value for negative inputs; checked when set, as by the constructor.
     alpha = Setting(_check_alpha)
     _alpha: float
+    #: ``False``, as PyTorch's ``inplace`` argument: setting ``True`` raises as the constructor
+    #: does (the module never changes its input).
+    inplace = Setting(check_in_place_setting)
+    _inplace = False
 
     def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
         super().__init__()

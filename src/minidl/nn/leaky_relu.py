@@ -12,7 +12,7 @@ from minidl._scalar import operand
 from minidl._setting import Setting
 from minidl._validate import shown
 from minidl.nn._cached_derivative import CachedDerivative
-from minidl.nn._checks import check_not_in_place
+from minidl.nn._checks import check_in_place_setting, check_not_in_place
 
 __all__ = ["LeakyReLU"]
 
@@ -65,6 +65,10 @@ class LeakyReLU(CachedDerivative):
     _negative_slope: float
 
     _in_place = True  # (the slope is computed from the input before the product is written)
+    #: ``False``, as PyTorch's ``inplace`` argument: setting ``True`` raises as the constructor
+    #: does (the module never changes its input).
+    inplace = Setting(check_in_place_setting)
+    _inplace = False
 
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
         super().__init__()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from minidl.nn._checks import check_not_in_place
+from minidl._setting import Setting
+from minidl.nn._checks import check_in_place_setting, check_not_in_place
 from minidl.nn.activation import Activation
 
 __all__ = ["ReLU"]
@@ -33,6 +34,11 @@ class ReLU(Activation):
     """
 
     _in_place = True  # (an element-wise clamp)
+
+    #: ``False``, as PyTorch's ``inplace`` argument: setting ``True`` raises as the constructor
+    #: does (the module never changes its input).
+    inplace = Setting(check_in_place_setting)
+    _inplace = False
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()

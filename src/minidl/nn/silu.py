@@ -6,8 +6,9 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
+from minidl._setting import Setting
 from minidl.nn._cached_derivative import CachedDerivative
-from minidl.nn._checks import check_not_in_place
+from minidl.nn._checks import check_in_place_setting, check_not_in_place
 
 __all__ = ["SiLU"]
 
@@ -57,6 +58,10 @@ class SiLU(CachedDerivative):
     """
 
     _in_place = True  # (the input is read once, clamped, before the output is written)
+    #: ``False``, as PyTorch's ``inplace`` argument: setting ``True`` raises as the constructor
+    #: does (the module never changes its input).
+    inplace = Setting(check_in_place_setting)
+    _inplace = False
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
