@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from minidl import nn
+from minidl._validate import shown
 from minidl.experiments.faithful import PublishedSELU
 from minidl.interop import to_torch
 from minidl.nn.selu import SELU_ALPHA, SELU_SCALE
@@ -248,6 +249,71 @@ def test_batch_norm_refuses_track_running_stats_set_false_as_its_constructor_doe
     assert_close(layer(x), default(x).detach())
     assert_close(layer.running_mean, default.running_mean)
     assert_close(layer.running_var, default.running_var)
+
+
+UNSUPPORTED: list[tuple[str, str, object, str]] = [
+    ("CrossEntropyLoss", "weight", [1.0, 2.0, 3.0], "every class weighs the same"),
+    (
+        "CrossEntropyLoss",
+        "ignore_index",
+        1,
+        "every target is a class in [0, C): leave out the samples to skip",
+    ),
+    (
+        "CrossEntropyLoss",
+        "label_smoothing",
+        0.1,
+        "give the smoothed probabilities as the target: (1 - s) one_hot(y) + s / C",
+    ),
+    ("NLLLoss", "weight", [1.0, 2.0, 3.0], "every class weighs the same"),
+    (
+        "NLLLoss",
+        "ignore_index",
+        1,
+        "every target is a class in [0, C): leave out the samples to skip",
+    ),
+    ("BCEWithLogitsLoss", "weight", [1.0, 2.0, 3.0], "every element weighs the same"),
+    ("BCEWithLogitsLoss", "pos_weight", [1.0, 2.0, 3.0], "positive targets weigh as negative ones"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "attribute", "value", "hint"),
+    UNSUPPORTED,
+    ids=[f"{case[0]}.{case[1]}" for case in UNSUPPORTED],
+)
+def test_a_loss_refuses_pytorchs_options_it_has_not(
+    name: str, attribute: str, value: object, hint: str
+) -> None:
+    """Setting an option of torch.nn's twin that minidl's loss has not made a plain attribute
+    that the computation ignored, where the twin computes with it (the oracle: its loss
+    changes): it is refused with an AttributeError naming the loss, the option, the value and
+    what to do instead, the loss left as it was (computing as the twin without the option,
+    float64); reading it raises AttributeError, as for an attribute the loss has not."""
+    prediction = torch.randn(4, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    if name == "BCEWithLogitsLoss":
+        target = torch.tensor([[0.0, 1.0, 1.0]] * 4, dtype=F64)
+    elif name == "NLLLoss":
+        prediction = prediction.log_softmax(1)
+        target = torch.tensor([0, 1, 2, 1])
+    else:
+        target = torch.tensor([0, 1, 2, 1])
+    given = torch.tensor(value, dtype=F64) if isinstance(value, list) else value
+    twin = getattr(torch.nn, name)()
+    expected = twin(prediction, target)
+    setattr(twin, attribute, given)
+    assert not torch.equal(twin(prediction, target), expected)
+    loss = getattr(nn, name)()
+    with pytest.raises(AttributeError) as info:
+        setattr(loss, attribute, given)
+    assert str(info.value) == (
+        f"{name}: {attribute} cannot be set (got {shown(given)}): PyTorch's {attribute} is not "
+        f"supported ({hint})"
+    )
+    assert attribute not in vars(loss) and not hasattr(loss, attribute)
+    with pytest.raises(AttributeError, match=rf"^{name} has no {attribute}: PyTorch's "):
+        getattr(loss, attribute)
+    assert_close(loss(prediction, target), expected)
 
 
 class _Abs(nn.Activation):

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from minidl._scalar import operand
 from minidl._setting import Setting
+from minidl.nn._unsupported import Unsupported
 from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 from minidl.nn.sigmoid import sigmoid
 
@@ -51,6 +52,10 @@ class BCEWithLogitsLoss(Loss):
     #: ``"mean"`` or ``"sum"``; checked when set, as by the constructor.
     reduction = Setting(check_mean_or_sum)
     _reduction: Literal["mean", "sum"]
+    #: PyTorch's options that minidl's loss has not: set, each is refused (see
+    #: ``Unsupported``), where PyTorch's loss computes with it.
+    weight = Unsupported("every element weighs the same")
+    pos_weight = Unsupported("positive targets weigh as negative ones")
 
     def __init__(self, reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from minidl._scalar import add_scaled_
 from minidl.nn._recent import Recent
+from minidl.nn._unsupported import Unsupported
 from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 
 __all__ = ["CrossEntropyLoss"]
@@ -66,6 +67,14 @@ class CrossEntropyLoss(Loss):
     """
 
     stacks = True
+
+    #: PyTorch's options that minidl's loss has not: set, each is refused (see
+    #: ``Unsupported``), where PyTorch's loss computes with it.
+    weight = Unsupported("every class weighs the same")
+    ignore_index = Unsupported("every target is a class in [0, C): leave out the samples to skip")
+    label_smoothing = Unsupported(
+        "give the smoothed probabilities as the target: (1 - s) one_hot(y) + s / C"
+    )
 
     def __init__(self, reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from minidl._setting import Setting
+from minidl.nn._unsupported import Unsupported
 from minidl.nn.flat import StorageView
 from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 
@@ -38,6 +39,10 @@ class NLLLoss(Loss):
     #: ``"mean"`` or ``"sum"``; checked when set, as by the constructor.
     reduction = Setting(check_mean_or_sum)
     _reduction: Literal["mean", "sum"]
+    #: PyTorch's options that minidl's loss has not: set, each is refused (see
+    #: ``Unsupported``), where PyTorch's loss computes with it.
+    weight = Unsupported("every class weighs the same")
+    ignore_index = Unsupported("every target is a class in [0, C): leave out the samples to skip")
 
     def __init__(self, reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()

@@ -1,0 +1,47 @@
+"""An attribute of a PyTorch module that its minidl twin does not support: :class:`Unsupported`."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from minidl._validate import shown
+
+__all__ = ["Unsupported"]
+
+
+class Unsupported:
+    """A class attribute for an attribute of the PyTorch twin of a module that changes what
+    the twin computes, where minidl's module has no such option (``CrossEntropyLoss``'s
+    ``label_smoothing``, ``ignore_index`` and ``weight``, say): setting it raises
+    ``AttributeError``, naming the module class, the attribute, the value given and ``hint``
+    (what to do instead), and leaves the module as it was (a plain attribute, which the
+    computation would ignore without a word, where PyTorch's computes with it); reading it
+    raises ``AttributeError`` too, as for an attribute the module has not (``hasattr`` is
+    false, ``getattr(loss, "weight", None)`` is ``None``).
+
+    A subclass that defines the name itself (a class attribute, a property) takes it over.
+    """
+
+    def __init__(self, hint: str) -> None:
+        self.hint = hint
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: object | None, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        raise AttributeError(
+            f"{type(instance).__name__} has no {self.name}: PyTorch's {self.name} is not "
+            f"supported ({self.hint})"
+        )
+
+    def __set__(self, instance: object, value: object) -> NoReturn:
+        raise AttributeError(
+            f"{type(instance).__name__}: {self.name} cannot be set (got {shown(value)}): "
+            f"PyTorch's {self.name} is not supported ({self.hint})"
+        )
+
+    def __delete__(self, instance: object) -> NoReturn:
+        raise AttributeError(f"{type(instance).__name__} has no {self.name} to delete")
