@@ -11,6 +11,7 @@ extended), a bad validation label gave a silent 100 % error.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -305,6 +306,41 @@ class _Ramp(optim.LRScheduler):
 
     def lr_at(self, step: int) -> float:
         return 0.01 * 10.0 ** (14 * step)
+
+
+class _NaNAtTwo(optim.LRScheduler):
+    """Per batch, 0.1, then NaN at step 2, its rate_bound infinite (unknown, say)."""
+
+    _interval = "batch"
+
+    def __init__(self, optimizer: optim.Optimizer) -> None:
+        super().__init__(optimizer)
+        self._start()
+
+    def lr_at(self, step: int) -> float:
+        return math.nan if step == 2 else 0.1
+
+    @property
+    def rate_bound(self) -> float:
+        return math.inf
+
+
+def test_fit_refuses_a_rate_its_schedule_refuses_when_it_looks_before_training() -> None:
+    """Where fit looks at the rates of the run before training (a rate_bound beyond the
+    dtype), a rate the schedule's step would refuse (NaN at step 2) is refused then, in the
+    schedule's words with a note naming the epoch and batch, before anything changes."""
+    run = Run()
+    run.scheduler = _NaNAtTwo(run.optimizer)
+    run.before = run.snapshot()
+    with pytest.raises(ValueError) as info:
+        run.fit(epochs=3)
+    assert str(info.value) == (
+        "_NaNAtTwo.step: the rate of step 2 is nan (from base_lr 0.1); expected a finite rate >= 0"
+    )
+    assert info.value.__notes__ == [
+        "fit looked before training at the step after batch 2 of 3 of epoch 1, which would raise"
+    ]
+    run.assert_unchanged()
 
 
 def test_a_schedule_refused_part_way_is_named_with_its_epoch_and_batch() -> None:

@@ -269,17 +269,18 @@ def _check_rates(
     calls = (epochs - start_epoch) * batches if per_batch else epochs - start_epoch
     for call in range(calls):
         step = scheduler.last_step + 1 + call
+        epoch, batch = divmod(call, batches) if per_batch else (call, batches - 1)
+        when = (
+            f"after batch {batch + 1} of {batches} of epoch {start_epoch + epoch}"
+            if per_batch
+            else f"at the end of epoch {start_epoch + epoch}"
+        )
         try:
-            rate = scheduler.lr_at(step)
-        except (OverflowError, ValueError, ZeroDivisionError):
-            return  # (the schedule's step refuses it in its own words, named by fit)
+            rate = scheduler._rate("step", step)  # (refused if it cannot be computed, or is NaN)
+        except ValueError as error:
+            add_note(error, f"{where} looked before training at the step {when}, which would raise")
+            raise
         if rate > largest:
-            epoch, batch = divmod(call, batches) if per_batch else (call, batches - 1)
-            when = (
-                f"after batch {batch + 1} of {batches} of epoch {start_epoch + epoch}"
-                if per_batch
-                else f"at the end of epoch {start_epoch + epoch}"
-            )
             raise ValueError(
                 f"{where}: the {type(scheduler).__name__} would step to the rate {rate!r} at its "
                 f"step {shown(step)}, {when}, beyond the range of the parameters' dtype "
