@@ -13,6 +13,9 @@
 - the README's anomaly error and docs/distributed.md's rank failure are the ones minidl gives, and
   the defaults of the command line that the README, docs/distributed.md, docs/rounds.md and
   docs/reproducing.md state are the code's;
+- where the README and the pages speak of this version's ``make bench`` runs, they count the
+  runs of docs/speed.md's table and give their numbers (``minidl reproduce``'s wall times, the
+  hand-written step's ratios, what two processes gain, what inference mode saves);
 - the README's table of layers, losses, optimizers, schedules and initialisations names what
   ``minidl.nn`` and ``minidl.optim`` export;
 - every ``Args:`` section of the package's docstrings names each parameter of its function, and
@@ -26,6 +29,7 @@ from __future__ import annotations
 import doctest
 import importlib.util
 import inspect
+import itertools
 import os
 import re
 import subprocess
@@ -460,6 +464,79 @@ def test_readme_and_pages_state_the_command_lines_defaults() -> None:
         f"MALLOC_MMAP_THRESHOLD_={_allocator.MMAP_THRESHOLD} "
         f"MALLOC_TRIM_THRESHOLD_={_allocator.TRIM_THRESHOLD}"
     ) in " ".join(page_text("rounds.md").split())
+
+
+#: A cell of D in docs/speed.md's tables, ``3.43x (20.7 / 71.1 s; training 19.6 s)``: minidl's
+#: time, then PyTorch's.
+SIDES = (r"([\d.]+) / ", r"[\d.]+ / ([\d.]+) s")
+#: The words the pages count runs with.
+NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+
+
+def this_versions_bench_runs() -> tuple[list[str], list[list[str]]]:
+    """The header of docs/speed.md's table of the runs on the machine in use now, and its rows
+    of this version: the first and the ``run N`` rows after it, each as its cells."""
+    section = page_text("speed.md").partition("## The runs on the Zen 5 EPYC")[2]
+    rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| ")]
+    assert len(rows) > 2, "docs/speed.md's table of this machine's runs moved: update this test"
+    header, first, *older = rows
+    return header, [first, *itertools.takewhile(lambda row: row[0].startswith("run "), older)]
+
+
+def listed(values: list[str]) -> str:
+    """``values`` as the pages list them: ``a and b``, ``a, b and c``."""
+    return " and ".join([", ".join(values[:-1]), values[-1]] if len(values) > 1 else values)
+
+
+def test_pages_give_this_versions_make_bench_runs() -> None:
+    """Where the README and the pages speak of this version's runs, they count those of
+    docs/speed.md's table, and give their numbers: docs/reproducing.md the wall times of ``minidl
+    reproduce`` (D: minidl's side, in two processes and in one), docs/speed.md the hand-written
+    step's ratios and what two processes gain each side of D, docs/speed.md and docs/pytorch.md
+    how much less time A's loop takes inside ``torch.inference_mode()``."""
+    header, runs = this_versions_bench_runs()
+    pages = {"README.md": readme_text()}
+    pages |= {f"docs/{page.name}": page.read_text(encoding="utf-8") for page in DOCS.glob("*.md")}
+    counted = [
+        (name, found[1])
+        for name, text in pages.items()
+        for found in re.finditer(
+            r"this version's (\w+) (?:`make bench` )?runs\b", " ".join(text.split())
+        )
+    ]
+    assert len(counted) >= 3, counted
+    wrong = [(name, word) for name, word in counted if NUMBER_WORDS.get(word) != len(runs)]
+    assert not wrong, f"{len(runs)} runs in docs/speed.md's table, counted otherwise: {wrong}"
+
+    def column(name: str, pattern: str) -> list[str]:
+        """What ``pattern`` matches in the column ``name`` of each run (its first group)."""
+        cells = [row[header.index(name)] for row in runs]
+        found = [re.match(pattern, cell) for cell in cells]
+        assert all(found), (name, cells)
+        return [match[1] for match in found if match]
+
+    def ratios(numerators: list[str], denominators: list[str], form: str) -> list[str]:
+        pairs = zip(numerators, denominators, strict=True)
+        return [format(float(a) / float(b), form) for a, b in pairs]
+
+    minidl_two, twin_two = (column("D, 2 processes", rf"[\d.]+x \({side}") for side in SIDES)
+    minidl_one, twin_one = (column("D, 1 process", rf"[\d.]+x \({side}") for side in SIDES)
+    reproducing = " ".join(page_text("reproducing.md").split())
+    assert f"took **{listed(minidl_two)} s** of wall time" in reproducing
+    assert f"{listed(minidl_one)} s in one process" in reproducing
+    speed = " ".join(page_text("speed.md").split())
+    hand_written = column("hand-written", r"([\d.]+x)")
+    assert f"{listed(hand_written)} faster than PyTorch eager in this version's" in speed
+    assert (
+        f"gave minidl {listed([f'{r}x' for r in ratios(minidl_one, minidl_two, '.2f')])} and the "
+        "PyTorch twin, which trains 140 separate rounds, "
+        f"{listed([f'{r}x' for r in ratios(twin_one, twin_two, '.2f')])} in this version's"
+    ) in speed
+    # (A's ratio over the ratio inside inference mode: the share of A's time that is left)
+    left = ratios(column("A", r"([\d.]+)x"), column("A, inference mode", r"([\d.]+)x"), ".4f")
+    less = listed([f"{100 - 100 * float(share):.0f}" for share in left])
+    assert f"took {less}% less time than A in this version's" in speed
+    assert f"took {less}% less time per step" in " ".join(page_text("pytorch.md").split())
 
 
 def readme_table_names() -> dict[str, set[str]]:
