@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
@@ -649,6 +650,27 @@ def test_fit_extends_a_history_of_whole_numbers_as_one_of_floats() -> None:
     assert whole == floats
     assert [type(value) for value in whole.train_loss] == [int, float]
     assert len(whole.train_loss) == len(whole.validation_error) == len(whole.lr) == 2
+
+
+def test_fit_extends_a_history_holding_subclasses_of_float_as_one_of_floats() -> None:
+    """A history whose curves hold numpy's float64 (a subclass of float: what ``np.mean`` of
+    recorded losses gives), next to an int in the same curve, is a history of numbers: extended
+    as the same history of plain floats is, its entries kept as given (the oracle: the same
+    run, given floats)."""
+    given = History(
+        train_loss=[1, np.float64(0.5)],
+        validation_error=[np.float64(10.0), 20],
+        lr=[0.1, 0.1],
+        batch_lr=[np.float64(0.1), 0],
+    )
+    floats = History(
+        train_loss=[1.0, 0.5], validation_error=[10.0, 20.0], lr=[0.1, 0.1], batch_lr=[0.1, 0.0]
+    )
+    runs = [Run(), Run()]
+    assert runs[0].fit(history=given, start_epoch=2, epochs=3) is given
+    assert runs[1].fit(history=floats, start_epoch=2, epochs=3) is floats
+    assert given == floats
+    assert [type(value) for value in given.train_loss] == [int, np.float64, float]
 
 
 def test_fit_refuses_a_model_without_class_scores_before_training() -> None:
