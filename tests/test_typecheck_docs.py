@@ -4,6 +4,11 @@ mypy fails unless it is known, as a known error that mypy no longer finds does."
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from tests import typecheck_docs
@@ -119,3 +124,104 @@ def test_compare_fails_on_an_unknown_error_and_on_a_known_one_no_longer_found() 
 def test_known_errors_say_why() -> None:
     for entry in typecheck_docs.KNOWN:
         assert entry.why and entry.message and entry.code, entry
+
+
+def test_a_known_error_matches_its_code_its_message_and_its_whole_line_alone() -> None:
+    """An entry of KNOWN with a line stands for that error on that very line: another code,
+    another message, or a line that only holds or starts with its line is another error."""
+    known = Known("no-untyped-call", BACKWARD, "why", line="y.backward(g)")
+    step = 'Call to untyped function "step" in typed context'
+    assert known.matches(Error("README.md", 1, "no-untyped-call", BACKWARD, "y.backward(g)"))
+    assert not known.matches(Error("README.md", 1, "misc", BACKWARD, "y.backward(g)"))
+    assert not known.matches(Error("README.md", 1, "no-untyped-call", step, "y.backward(g)"))
+    for source in ("y.backward(g).item()", "(y.backward(g))"):
+        assert not known.matches(Error("README.md", 1, "no-untyped-call", BACKWARD, source))
+    assert Known("no-untyped-call", BACKWARD, "why").matches(
+        Error("docs/pytorch.md", 9, "no-untyped-call", BACKWARD, "loss.backward()")
+    )
+
+
+def test_parse_strips_the_source_line_and_reads_an_error_without_a_code() -> None:
+    """A known line is written as the page shows it without its indentation, so the error's
+    source is stripped; an error that mypy prints without a code has the code ''."""
+    files = {
+        "doc_readme_1.py": (
+            "README.md",
+            ["class Step:", "    def run(self):", "        y.backward(g)"],
+        )
+    }
+    output = (
+        f"/tmp/x/doc_readme_1.py:3: error: {BACKWARD}  [no-untyped-call]\n"
+        '/tmp/x/doc_readme_1.py:1: error: Name "Step" already defined\n'
+    )
+    assert parse(output, files) == [
+        Error("README.md", 3, "no-untyped-call", BACKWARD, "y.backward(g)"),
+        Error("README.md", 1, "", 'Name "Step" already defined', "class Step:"),
+    ]
+
+
+def known_errors() -> list[Error]:
+    """One error for each entry of KNOWN, on its line (or on a line of its own)."""
+    return [
+        Error(
+            "docs/tutorial.md", number, entry.code, entry.message, entry.line or "loss.backward()"
+        )
+        for number, entry in enumerate(typecheck_docs.KNOWN, start=1)
+    ]
+
+
+def test_main_fails_on_a_stale_known_entry_and_on_an_unknown_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """make typecheck's status: 0 when mypy finds exactly the known errors; 1, naming each
+    problem, when a known error is no longer found or an error is not known."""
+    errors = known_errors()
+    monkeypatch.setattr(typecheck_docs, "run_mypy", lambda: (errors, ""))
+    assert typecheck_docs.main() == 0
+    assert capsys.readouterr().out == (
+        f"typecheck_docs: 4 pages' code checked, {len(errors)} known errors\n"
+    )
+    untyped = Error(
+        "README.md", 7, "no-untyped-def", "Function is missing a type annotation", "def f(x):"
+    )
+    for found, problem in [
+        (errors[1:], f"KNOWN lists an error that mypy no longer finds: {errors[0].message}\n"),
+        ([*errors, untyped], f"{untyped}\n"),
+    ]:
+        monkeypatch.setattr(typecheck_docs, "run_mypy", lambda found=found: (found, ""))
+        assert typecheck_docs.main() == 1
+        assert capsys.readouterr().out == (
+            "mypy --strict on the code of the README and the pages (tests/typecheck_docs.py):\n"
+            + problem
+            + "Fix the page's code, or list the error in KNOWN with why it stays.\n"
+        )
+
+
+def test_run_mypy_checks_each_program_against_this_trees_src_and_refuses_a_failed_mypy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """mypy is given each page's programs, one file each, with this tree's ``src`` first on its
+    path (not an installed minidl); a status other than 0 or 1 (mypy itself failed) is refused
+    with its output rather than read as no errors."""
+    given: dict[str, str] = {}
+    status, output = 0, ""
+
+    def fake_run(command: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
+        given.clear()
+        for argument in command:
+            if argument.endswith(".py"):
+                given[Path(argument).name] = Path(argument).read_text(encoding="utf-8")
+        assert options["env"]["MYPYPATH"].split(os.pathsep)[0] == str(ROOT / "src")
+        return subprocess.CompletedProcess(command, status, "", output)
+
+    monkeypatch.setattr(typecheck_docs.subprocess, "run", fake_run)
+    monkeypatch.setenv("MYPYPATH", "/elsewhere")
+    assert typecheck_docs.run_mypy()[0] == []
+    assert given == {
+        f"{module_name(page, number)}.py": program
+        for page in typecheck_docs.pages()
+        for number, program in enumerate(programs(page), start=1)
+    }
+    status, output = 2, "mypy: error: no config\n"
+    with pytest.raises(RuntimeError, match=r"^mypy failed \(status 2\):\nmypy: error: no config"):
+        typecheck_docs.run_mypy()
