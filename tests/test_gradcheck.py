@@ -798,3 +798,26 @@ def test_a_subclass_that_overrides_backward_alone_has_its_backward_checked() -> 
         minidl.gradcheck(_ScaledLinear(factor=3.0), x)
     with pytest.raises(minidl.GradcheckError, match=r"^gradcheck: Sequential\.backward disagrees"):
         minidl.gradcheck(nn.Sequential(_ScaledLinear(factor=3.0), nn.Tanh()), x)
+
+
+# -- what a student's backward got past gradcheck ---------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_a_transposed_weight_gradient_is_caught_on_an_input_drawn_with_the_same_seed(
+    seed: int,
+) -> None:
+    """The projection u was ``torch.randn`` of the output's shape from a generator seeded with
+    ``seed``: a square layer's input drawn the same way (the tutorial's
+    ``torch.Generator().manual_seed(0)``, or ``torch.manual_seed(0)``) was u itself, so the
+    weight gradient u^T x was symmetric and a transposed one passed."""
+    torch.manual_seed(seed)
+    drawn = torch.randn(3, 3, dtype=F64)
+    for x in (drawn, torch.randn(3, 3, dtype=F64, generator=torch.Generator().manual_seed(seed))):
+        with pytest.raises(
+            minidl.GradcheckError,
+            match=r"^gradcheck: TransposedWeightGradLinear\.backward disagrees with finite "
+            r"differences at weight\[",
+        ):
+            minidl.gradcheck(TransposedWeightGradLinear(3, 3, dtype=F64), x, seed=seed)
+        assert minidl.gradcheck(nn.Linear(3, 3, dtype=F64), x, seed=seed)

@@ -16,6 +16,12 @@ from minidl.nn.parameter import Parameter
 
 __all__ = ["GradcheckError", "gradcheck"]
 
+#: Added to ``seed`` (modulo 2**64) to seed the projection's generator. Seeded with ``seed``
+#: itself, the projection was the very tensor that ``torch.manual_seed(seed)`` then
+#: ``torch.randn`` draw, the input of a check whose output has the input's shape: a square
+#: layer's weight gradient u^T x was then symmetric, and a transposed one passed.
+_PROJECTION_SEED_OFFSET = 0x9E3779B97F4A7C15
+
 
 class GradcheckError(AssertionError):
     """Raised by :func:`gradcheck` when an analytic gradient disagrees with finite differences."""
@@ -64,7 +70,10 @@ def gradcheck(
         eps: the finite-difference step, a finite number > 0.
         atol, rtol: an element passes when ``|analytic - numeric| <= atol + rtol * |numeric|``
             (finite numbers >= 0); NaN in either never passes.
-        seed: seed of the random projection ``u``, an integer in ``[-2**63, 2**64 - 1]``.
+        seed: chooses the random projection ``u``, an integer in ``[-2**63, 2**64 - 1]``
+            (its generator is seeded from ``seed``, not with it: an input drawn after
+            ``torch.manual_seed(seed)`` is no projection, whose symmetric ``u^T x`` would hide
+            a square layer's transposed weight gradient).
         raise_exception: raise :class:`GradcheckError` on failure (otherwise return ``False``).
 
     Returns:
@@ -146,7 +155,7 @@ def gradcheck(
     def scalar(at: Tensor) -> float:
         return float((output(at) * projection).sum())
 
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+    generator = torch.Generator(device="cpu").manual_seed((seed + _PROJECTION_SEED_OFFSET) % 2**64)
     try:
         result: object = output(x)
         if not isinstance(result, Tensor) or not result.is_floating_point():
