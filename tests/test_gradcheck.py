@@ -821,3 +821,74 @@ def test_a_transposed_weight_gradient_is_caught_on_an_input_drawn_with_the_same_
         ):
             minidl.gradcheck(TransposedWeightGradLinear(3, 3, dtype=F64), x, seed=seed)
         assert minidl.gradcheck(nn.Linear(3, 3, dtype=F64), x, seed=seed)
+
+
+class _Square(nn.Module):
+    """y = x ** 2 (derivative 2 x), with a student's ``mistake`` in its backward: writing over
+    its upstream gradient or over its cached input, a count of calls that the gradient reads,
+    or random numbers drawn."""
+
+    def __init__(self, mistake: str | None = None) -> None:
+        super().__init__()
+        self.mistake = mistake
+        self.calls = 0
+        self._input: Tensor | None = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._input = input
+        return input * input
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        assert self._input is not None
+        self.calls += 1
+        if self.mistake == "upstream":
+            return grad_output.mul_(2 * self._input)
+        if self.mistake == "cache":
+            return grad_output * self._input.mul_(2)
+        if self.mistake == "count":
+            return grad_output * 2 * self._input * self.calls
+        if self.mistake == "random":
+            return grad_output * 2 * self._input * (1 + 1e-3 * torch.rand_like(grad_output))
+        return grad_output * 2 * self._input
+
+
+class _NoisyLinear(nn.Linear):
+    """A Linear whose backward scales its upstream gradient by random numbers near 1."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return super().backward(grad_output * (1 + 1e-3 * torch.rand_like(grad_output)))
+
+
+DETERMINISTIC = "is not deterministic: a second forward and backward on the same input and upstream"
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        (
+            _Square("upstream"),
+            r"_Square\.backward changed its argument \(the upstream gradient\) in place \(at "
+            r"\[0, 0\]: ",
+        ),
+        (
+            _Square("cache"),
+            r"_Square\.backward changed the input of its forward in place \(at \[0, 0\]: ",
+        ),
+        (_Square("count"), rf"_Square\.backward {DETERMINISTIC} gradient returned input\[0, 0\] "),
+        (_Square("random"), rf"_Square\.backward {DETERMINISTIC} gradient returned input\[0, 0\] "),
+        (_NoisyLinear(3, 2, dtype=F64), rf"_NoisyLinear\.backward {DETERMINISTIC}"),
+    ],
+    ids=["upstream-written-over", "cache-written-over", "count-of-calls", "random", "noisy-linear"],
+)
+def test_a_backward_that_is_no_function_of_its_forward_and_upstream_gradient_is_named(
+    module: nn.Module, message: str
+) -> None:
+    """Each of these student's mistakes passed gradcheck, or was reported as another: a
+    backward writing over its upstream gradient (in a network, what the module after it
+    returned) as a disagreement with finite differences (which then used the gradient
+    written); one writing over its cached input (in a network, what a Tanh before it caches)
+    and one right only at its first call passed; a random one was reported as disagreeing,
+    or as one that "does not accumulate" where it has parameters. The right module passes."""
+    with pytest.raises(minidl.GradcheckError, match="^gradcheck: " + message):
+        minidl.gradcheck(module, _input())
+    assert minidl.gradcheck(_Square(), _input())

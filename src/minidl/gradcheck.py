@@ -49,13 +49,17 @@ def gradcheck(
     alone below one that overrides it (a :class:`~minidl.nn.Linear` whose backward scales its
     gradient) has its ``backward`` checked only, which training runs in its place.
 
-    Three parts of the module contract are checked first, each reported alone (finite
+    The module contract is checked first, each broken part reported alone (finite
     differences would then mean nothing): ``forward`` must be deterministic (give the same
     output twice and draw from no random generator: a dropout in training mode does, put it in
-    evaluation mode), ``backward`` must return a tensor of the input's shape, dtype and device
-    (one of another shape would be broadcast), and a second ``backward`` (and a second
-    ``backward_parameters``, where the module overrides it) must add to the parameters'
-    gradients (accumulate), not overwrite them.
+    evaluation mode); ``backward`` must return a tensor of the input's shape, dtype and device
+    (one of another shape would be broadcast), and leave its argument and the input of its
+    forward as they were (in a network they are what the modules after and before it
+    returned, which a Tanh before it caches); a second forward and ``backward`` on the same
+    input and upstream gradient must return the same input gradient (a backward that draws
+    random numbers, or reads a count of its calls, has no gradient to check); and the second
+    ``backward`` (and a second ``backward_parameters``, where the module overrides it) must
+    add to the parameters' gradients (accumulate), not overwrite them.
 
     Every forward is given a copy of the first input, so that a module that works in place
     on its input (``input.mul_(2)``) is checked as the function of the input it computes.
@@ -80,8 +84,9 @@ def gradcheck(
         ``True`` when every gradient agrees.
 
     Raises:
-        GradcheckError: a gradient disagrees, the forward is random, the backward returns no
-            tensor like the input or does not accumulate (with ``raise_exception``).
+        GradcheckError: a gradient disagrees, the forward or the backward is random, the
+            backward returns no tensor like the input, writes over its argument or its
+            forward's input, or does not accumulate (with ``raise_exception``).
         TypeError, ValueError: a bad argument, named in the message, before anything runs
             (a NaN or infinite value in the first input or a parameter is one); a forward that
             returns no floating-point tensor (a tuple, an integer tensor), a TypeError.
@@ -146,10 +151,13 @@ def gradcheck(
     x = first.detach().clone()
     rest = tuple(t.detach() if isinstance(t, Tensor) else t for t in inputs[1:])
 
+    given: list[Tensor] = []  # (the copy the last forward was given)
+
     def output(at: Tensor) -> Tensor:
         # (a call: a loss notes that a forward ran; on a copy, which a forward that works in
         # place may change, the function of x that finite differences take stays one)
-        result: Tensor = module(at.clone(), *rest)
+        given[:] = [at.clone()]
+        result: Tensor = module(given[0], *rest)
         return result
 
     def scalar(at: Tensor) -> float:
@@ -191,8 +199,17 @@ def gradcheck(
         )
         # Broken contracts, each reported alone: finite differences would then mean nothing.
         contract = _nondeterminism(module, y, again, drew)
-        returned = module.backward(projection)
-        contract = contract or _misshapen(returned, x)
+        # (on copies: a backward that writes over its argument, or over the input its forward
+        # cached, would change what a network's other modules read; see _changed)
+        forwarded = given[0].clone()
+        upstream = projection.clone()
+        returned = module.backward(upstream)
+        contract = (
+            contract
+            or _misshapen(returned, x)
+            or _changed("its argument (the upstream gradient)", upstream, projection)
+            or _changed("the input of its forward", given[0], forwarded)
+        )
         analytic: dict[str, Tensor] = {}
         if contract is None:
             analytic["input"] = returned.clone()
@@ -201,8 +218,10 @@ def gradcheck(
         if contract is None:
             # A second backward must add to the gradients (the Module contract), not overwrite.
             output(x)
-            module.backward(projection)
-            contract = _overwritten(named, analytic)
+            again_returned = module.backward(projection.clone())
+            contract = _unrepeated(again_returned, analytic["input"]) or _overwritten(
+                named, analytic
+            )
         # What fit runs for a network's first layers, where a module overrides it: checked
         # against finite differences as backward is (after the forward of the check above).
         # Not for a subclass that overrides backward alone below a class that overrides it:
@@ -356,6 +375,47 @@ def _misshapen(returned: object, x: Tensor) -> str | None:
     return (
         f"backward returned an input gradient of shape {tuple(returned.shape)}, "
         f"{returned.dtype}, on {returned.device}; expected {expected}"
+    )
+
+
+def _changed(what: str, tensor: Tensor, before: Tensor) -> str | None:
+    """What is wrong when ``backward`` wrote over ``what`` (``tensor``, which held ``before``):
+    in a network, its upstream gradient is what the module after it returned, and the input of
+    its forward what the module before it returned, which that module may have cached for its
+    own backward (a Tanh or Sigmoid caches its output): its gradient would then be computed
+    from the values written."""
+    same = (tensor == before) | (tensor.isnan() & before.isnan())
+    if tensor.shape == before.shape and bool(same.all()):
+        return None
+    index = tuple(int(i) for i in (~same).nonzero()[0]) if tensor.shape == before.shape else ()
+    at = f" (at {list(index)}: {float(before[index]):.6g}, then {float(tensor[index]):.6g})"
+    return (
+        f"backward changed {what} in place{at if index else ''}; leave it as it was, and "
+        "compute into new tensors (a * b, not a.mul_(b)): in a network "
+        "another module reads it"
+    )
+
+
+def _unrepeated(second: object, first: Tensor) -> str | None:
+    """What is wrong when a second forward and ``backward``, on the same input and upstream
+    gradient, returned another input gradient than the first (``first``): a backward that
+    draws random numbers or reads what an earlier call changed (a count, a cache) has no
+    gradient that finite differences could check."""
+    if not isinstance(second, Tensor) or second.shape != first.shape:
+        return _misshapen(second, first)
+    finite = first[first.isfinite()]
+    scale = float(finite.abs().max()) if finite.numel() else 0.0
+    agree = ((second - first).abs() <= 1e-8 * scale) | (second == first)
+    bad = ~(agree | (second.isnan() & first.isnan()))
+    if not bool(bad.any()):
+        return None
+    index = tuple(int(i) for i in bad.nonzero()[0])
+    return (
+        "backward is not deterministic: a second forward and backward on the same input and "
+        f"upstream gradient returned input[{', '.join(map(str, index))}] "
+        f"{float(second[index]):.6g}, where the first returned {float(first[index]):.6g} "
+        "(a backward that draws random numbers, or that reads what an earlier call changed, "
+        "such as a count of calls or a cache it wrote over)"
     )
 
 
