@@ -640,15 +640,16 @@ def test_a_dropout_of_one_element_is_always_reported(own_generator: bool) -> Non
 
 
 def test_a_forward_that_makes_its_generator_is_reported_as_random() -> None:
-    """A module that makes a generator in its second forward changed the number of generators
-    between gradcheck's two forwards: the comparison of their states raised a ValueError."""
+    """A module that makes a generator in gradcheck's second forward on the input (its third:
+    the first is on another input) changed the number of generators between gradcheck's two
+    forwards on the input: the comparison of their states raised a ValueError."""
 
     class LazyNoise(nn.Module):
         calls = 0
 
         def forward(self, input: Tensor) -> Tensor:
             self.calls += 1
-            if self.calls == 2:
+            if self.calls == 3:
                 self.generator = torch.Generator().manual_seed(0)
             return input * 1.0
 
@@ -892,3 +893,29 @@ def test_a_backward_that_is_no_function_of_its_forward_and_upstream_gradient_is_
     with pytest.raises(minidl.GradcheckError, match="^gradcheck: " + message):
         minidl.gradcheck(module, _input())
     assert minidl.gradcheck(_Square(), _input())
+
+
+class _FirstInputLinear(nn.Linear):
+    """A Linear that caches its input at its first forward only (a student's lazy cache): its
+    backward reads that input whatever the later forwards were given."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        cached = self._input
+        output = super().forward(input)
+        if cached is not None:
+            self._input = cached
+        return output
+
+
+def test_a_backward_reading_the_input_of_an_earlier_forward_is_caught() -> None:
+    """Every forward of gradcheck was on the input given, so a layer that cached its first
+    input only computed its gradient from the right one and passed; a forward on another input
+    now runs first. A right layer, and a 0-dim input (without rows to reverse), pass."""
+    with pytest.raises(
+        minidl.GradcheckError,
+        match=r"^gradcheck: _FirstInputLinear\.backward disagrees with finite differences at "
+        r"weight\[0, 0\]: ",
+    ):
+        minidl.gradcheck(_FirstInputLinear(3, 2, dtype=F64), _input())
+    assert minidl.gradcheck(nn.Linear(3, 2, dtype=F64), _input())
+    assert minidl.gradcheck(nn.Tanh(), torch.tensor(0.3, dtype=F64))

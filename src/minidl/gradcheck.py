@@ -62,7 +62,10 @@ def gradcheck(
     add to the parameters' gradients (accumulate), not overwrite them.
 
     Every forward is given a copy of the first input, so that a module that works in place
-    on its input (``input.mul_(2)``) is checked as the function of the input it computes.
+    on its input (``input.mul_(2)``) is checked as the function of the input it computes. The
+    first forward is given another input (the first input's rows in reverse order, scaled by
+    0.9), so that a backward reading the input of an earlier forward (one cached at the first
+    call only) is caught.
 
     Run it in float64: float32 finite differences are too coarse. Parameters' values and
     gradients, and the module's buffers (a batch norm's running statistics, which every forward
@@ -165,6 +168,10 @@ def gradcheck(
 
     generator = torch.Generator(device="cpu").manual_seed((seed + _PROJECTION_SEED_OFFSET) % 2**64)
     try:
+        # A forward on another input first (x's rows in reverse order, scaled by 0.9): a
+        # backward that reads the input its first forward cached (at the first call only) is
+        # then wrong, where forwards on x alone would all have cached x.
+        output(0.9 * (x.flip(0) if x.dim() else x))
         result: object = output(x)
         if not isinstance(result, Tensor) or not result.is_floating_point():
             kind = f"a tensor of {result.dtype}" if isinstance(result, Tensor) else None
