@@ -919,3 +919,27 @@ def test_a_backward_reading_the_input_of_an_earlier_forward_is_caught() -> None:
         minidl.gradcheck(_FirstInputLinear(3, 2, dtype=F64), _input())
     assert minidl.gradcheck(nn.Linear(3, 2, dtype=F64), _input())
     assert minidl.gradcheck(nn.Tanh(), torch.tensor(0.3, dtype=F64))
+
+
+def test_a_disagreement_at_a_kink_gives_the_one_sided_differences() -> None:
+    """A right ReLU at an input within eps of its kink (1e-7) disagrees with the central
+    difference, the mean of the slopes 1 and 0.1 on either side of the point, and the message
+    said nothing of why; it now gives both one-sided differences and says to check away from
+    the kink. A wrong derivative at smooth points says nothing of a kink."""
+    with pytest.raises(minidl.GradcheckError) as info:
+        minidl.gradcheck(nn.ReLU(), torch.tensor([[1e-7, 1.0, -1.0]], dtype=F64))
+    found = re.fullmatch(
+        r"gradcheck: ReLU\.backward disagrees with finite differences at input\[0, 0\]: "
+        r"analytic (\S+), numeric (\S+) \(one-sided differences (\S+) and (\S+): the function "
+        "has a kink within eps of this point, where finite differences take no derivative, "
+        r"check at a point away from it\)",
+        str(info.value),
+    )
+    assert found is not None, str(info.value)
+    analytic, numeric, ahead, behind = map(float, found.groups())
+    assert numeric == pytest.approx(0.55 * analytic, rel=1e-4)
+    assert ahead == pytest.approx(analytic, rel=1e-4)
+    assert behind == pytest.approx(0.1 * analytic, rel=1e-4)
+    with pytest.raises(minidl.GradcheckError) as info:
+        minidl.gradcheck(WrongTanh(), _input())
+    assert "kink" not in str(info.value)

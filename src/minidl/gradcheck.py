@@ -67,6 +67,11 @@ def gradcheck(
     0.9), so that a backward reading the input of an earlier forward (one cached at the first
     call only) is caught.
 
+    A disagreement at a point within ``eps`` of a kink of the function (a ReLU's 0), where the
+    one-sided differences :math:`(s(\theta + \epsilon e_i) - s(\theta)) / \epsilon` and
+    :math:`(s(\theta) - s(\theta - \epsilon e_i)) / \epsilon` disagree too, is reported with
+    them: the central difference is then their mean, no derivative; check away from the kink.
+
     Run it in float64: float32 finite differences are too coarse. Parameters' values and
     gradients, and the module's buffers (a batch norm's running statistics, which every forward
     in training mode updates), are restored afterwards, also when the module raises part-way.
@@ -253,8 +258,11 @@ def gradcheck(
         targets += [(name, parameter.data) for name, parameter in named]
         failures: list[str] = []
         parameter_failures: list[str] = []
+        # (the unperturbed value, for the one-sided differences that tell a kink)
+        center = scalar(x) if contract is None else 0.0
         for name, tensor in targets if contract is None else ():
             numeric = torch.zeros_like(tensor)
+            ahead, behind = torch.zeros_like(tensor), torch.zeros_like(tensor)
             # Element by element in the tensor's own layout (an input may be a transposed view).
             for index in itertools.product(*(range(size) for size in tensor.shape)):
                 original = float(tensor[index])
@@ -264,10 +272,12 @@ def gradcheck(
                 minus = scalar(x)
                 tensor[index] = original
                 numeric[index] = (plus - minus) / (2 * eps)
-            failures += _disagreement(name, analytic[name], numeric, atol, rtol)
+                ahead[index] = (plus - center) / eps
+                behind[index] = (center - minus) / eps
+            failures += _disagreement(name, analytic[name], numeric, atol, rtol, (ahead, behind))
             if name in only_parameters:
                 parameter_failures += _disagreement(
-                    name, only_parameters[name], numeric, atol, rtol
+                    name, only_parameters[name], numeric, atol, rtol, (ahead, behind)
                 )
     finally:
         for parameter, value, grad in zip(parameters, saved_values, saved_grads, strict=True):
@@ -354,20 +364,36 @@ def _nondeterminism(module: Module, first: Tensor, second: Tensor, drew: bool) -
 
 
 def _disagreement(
-    name: str, analytic: Tensor, numeric: Tensor, atol: float, rtol: float
+    name: str,
+    analytic: Tensor,
+    numeric: Tensor,
+    atol: float,
+    rtol: float,
+    sides: tuple[Tensor, Tensor],
 ) -> list[str]:
     """The first element where ``analytic`` is not within ``atol + rtol * |numeric|`` of
-    ``numeric``, described (an empty list when every element agrees)."""
+    ``numeric``, described (an empty list when every element agrees). Where its one-sided
+    differences (``sides``: forward, backward) disagree in the same way, the
+    function has a kink within ``eps`` of the point (a ReLU's 0), where the central difference
+    is the mean of two slopes and no derivative: the description says so."""
     # Written so that NaN (in either) is a mismatch, as in PyTorch's autograd gradcheck;
     # equal infinities (whose difference is NaN) agree.
     close = ((analytic - numeric).abs() <= atol + rtol * numeric.abs()) | (analytic == numeric)
     if bool(close.all()):
         return []
     index = tuple(int(i) for i in (~close).nonzero()[0])
-    return [
+    text = (
         f"{name}{list(index)}: analytic {float(analytic[index]):.6g}, "
         f"numeric {float(numeric[index]):.6g}"
-    ]
+    )
+    forward, backward = (float(side[index]) for side in sides)
+    if abs(forward - backward) > atol + rtol * max(abs(forward), abs(backward)):
+        text += (
+            f" (one-sided differences {forward:.6g} and {backward:.6g}: the function has a "
+            "kink within eps of this point, where finite differences take no derivative, "
+            "check at a point away from it)"
+        )
+    return [text]
 
 
 def _misshapen(returned: object, x: Tensor) -> str | None:
