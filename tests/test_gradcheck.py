@@ -860,6 +860,17 @@ class _NoisyLinear(nn.Linear):
         return super().backward(grad_output * (1 + 1e-3 * torch.rand_like(grad_output)))
 
 
+class _UpstreamWritingParametersLinear(RightBackwardLinear):
+    """A right backward, and a backward_parameters whose gradients are right but that zeroes
+    its upstream gradient once it has used it."""
+
+    def backward_parameters(self, grad_output: Tensor) -> None:
+        assert self._input is not None and self.bias is not None
+        self.weight.grad.addmm_(grad_output.t(), self._input)
+        self.bias.grad.add_(grad_output.sum(0))
+        grad_output.zero_()
+
+
 DETERMINISTIC = "is not deterministic: a second forward and backward on the same input and upstream"
 
 
@@ -878,8 +889,20 @@ DETERMINISTIC = "is not deterministic: a second forward and backward on the same
         (_Square("count"), rf"_Square\.backward {DETERMINISTIC} gradient returned input\[0, 0\] "),
         (_Square("random"), rf"_Square\.backward {DETERMINISTIC} gradient returned input\[0, 0\] "),
         (_NoisyLinear(3, 2, dtype=F64), rf"_NoisyLinear\.backward {DETERMINISTIC}"),
+        (
+            _UpstreamWritingParametersLinear(3, 2, dtype=F64),
+            r"_UpstreamWritingParametersLinear\.backward_parameters changed its argument \(the "
+            r"upstream gradient\) in place \(at \[0, 0\]: ",
+        ),
     ],
-    ids=["upstream-written-over", "cache-written-over", "count-of-calls", "random", "noisy-linear"],
+    ids=[
+        "upstream-written-over",
+        "cache-written-over",
+        "count-of-calls",
+        "random",
+        "noisy-linear",
+        "parameters-upstream-written-over",
+    ],
 )
 def test_a_backward_that_is_no_function_of_its_forward_and_upstream_gradient_is_named(
     module: nn.Module, message: str
@@ -889,7 +912,9 @@ def test_a_backward_that_is_no_function_of_its_forward_and_upstream_gradient_is_
     returned) as a disagreement with finite differences (which then used the gradient
     written); one writing over its cached input (in a network, what a Tanh before it caches)
     and one right only at its first call passed; a random one was reported as disagreeing,
-    or as one that "does not accumulate" where it has parameters. The right module passes."""
+    or as one that "does not accumulate" where it has parameters; a backward_parameters
+    writing over its upstream gradient as a disagreement, finite differences then projecting
+    on zeros. The right module passes."""
     with pytest.raises(minidl.GradcheckError, match="^gradcheck: " + message):
         minidl.gradcheck(module, _input())
     assert minidl.gradcheck(_Square(), _input())

@@ -53,8 +53,8 @@ def gradcheck(
     differences would then mean nothing): ``forward`` must be deterministic (give the same
     output twice and draw from no random generator: a dropout in training mode does, put it in
     evaluation mode); ``backward`` must return a tensor of the input's shape, dtype and device
-    (one of another shape would be broadcast), and leave its argument and the input of its
-    forward as they were (in a network they are what the modules after and before it
+    (one of another shape would be broadcast), and leave its argument (as
+    ``backward_parameters`` must) and the input of its forward as they were (in a network they are what the modules after and before it
     returned, which a Tanh before it caches); a second forward and ``backward`` on the same
     input and upstream gradient must return the same input gradient (a backward that draws
     random numbers, or reads a count of its calls, has no gradient to check); and the second
@@ -247,12 +247,15 @@ def gradcheck(
         ):
             for parameter in parameters:
                 parameter.grad.zero_()
-            module.backward_parameters(projection)
+            upstream = projection.clone()
+            module.backward_parameters(upstream)
             only_parameters = {name: parameter.grad.clone() for name, parameter in named}
             # It must add to the gradients too, as backward does (the Module contract).
             output(x)
-            module.backward_parameters(projection)
-            contract = _overwritten(named, only_parameters, "backward_parameters")
+            module.backward_parameters(projection.clone())
+            contract = _changed(
+                "its argument (the upstream gradient)", upstream, projection, "backward_parameters"
+            ) or _overwritten(named, only_parameters, "backward_parameters")
 
         targets: list[tuple[str, Tensor]] = [("input", x)]
         targets += [(name, parameter.data) for name, parameter in named]
@@ -411,21 +414,23 @@ def _misshapen(returned: object, x: Tensor) -> str | None:
     )
 
 
-def _changed(what: str, tensor: Tensor, before: Tensor) -> str | None:
-    """What is wrong when ``backward`` wrote over ``what`` (``tensor``, which held ``before``):
-    in a network, its upstream gradient is what the module after it returned, and the input of
-    its forward what the module before it returned, which that module may have cached for its
-    own backward (a Tanh or Sigmoid caches its output): its gradient would then be computed
-    from the values written."""
-    same = (tensor == before) | (tensor.isnan() & before.isnan())
-    if tensor.shape == before.shape and bool(same.all()):
-        return None
-    index = tuple(int(i) for i in (~same).nonzero()[0]) if tensor.shape == before.shape else ()
-    at = f" (at {list(index)}: {float(before[index]):.6g}, then {float(tensor[index]):.6g})"
+def _changed(what: str, tensor: Tensor, before: Tensor, method: str = "backward") -> str | None:
+    """What is wrong when ``method`` (``backward`` or ``backward_parameters``) wrote over
+    ``what`` (``tensor``, which held ``before``): in a network, its upstream gradient is what
+    the module after it returned, and the input of its forward what the module before it
+    returned, which that module may have cached for its own backward (a Tanh or Sigmoid caches
+    its output): its gradient would then be computed from the values written."""
+    if tensor.shape != before.shape:
+        change = f"its shape from {tuple(before.shape)} to {tuple(tensor.shape)}"
+    else:
+        same = (tensor == before) | (tensor.isnan() & before.isnan())
+        if bool(same.all()):
+            return None
+        index = tuple(int(i) for i in (~same).nonzero()[0])
+        change = f"at {list(index)}: {float(before[index]):.6g}, then {float(tensor[index]):.6g}"
     return (
-        f"backward changed {what} in place{at if index else ''}; leave it as it was, and "
-        "compute into new tensors (a * b, not a.mul_(b)): in a network "
-        "another module reads it"
+        f"{method} changed {what} in place ({change}); leave it as it was, and compute into "
+        "new tensors (a * b, not a.mul_(b)): in a network another module reads it"
     )
 
 
