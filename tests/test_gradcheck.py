@@ -135,14 +135,23 @@ class ScaledTanh(nn.Tanh):
         (ScaledTanh(error=2e-3), 0.0, 1e-3, False),
         (ScaledTanh(offset=5e-6), 1e-5, 0.0, True),
         (ScaledTanh(offset=2e-5), 1e-5, 0.0, False),
+        (ScaledTanh(error=2.0), 0.0, 1.5, False),
     ],
-    ids=["relative-within", "relative-beyond", "absolute-within", "absolute-beyond"],
+    ids=[
+        "relative-within",
+        "relative-beyond",
+        "absolute-within",
+        "absolute-beyond",
+        "relative-to-numeric",
+    ],
 )
 def test_gradcheck_tolerance_is_atol_plus_rtol_times_numeric(
     module: nn.Module, atol: float, rtol: float, passes: bool
 ) -> None:
     """An element passes when ``|analytic - numeric| <= atol + rtol * |numeric|``: each of the
-    two terms on its own lets an error below it pass and catches one above it."""
+    two terms on its own lets an error below it pass and catches one above it; the relative
+    one is of the numeric value (an analytic 3 times it is 2 times it off: beyond 1.5, though
+    within 1.5 times the analytic)."""
     result = minidl.gradcheck(module, _input(), atol=atol, rtol=rtol, raise_exception=False)
     assert result is passes
 
@@ -409,7 +418,7 @@ class SquaredErrorOfShapeOne(nn.Loss):
         return 2 * self._difference * (1.0 if grad_output is None else grad_output)
 
 
-@pytest.mark.parametrize("shape", [(3, 2), (2, 3, 2)], ids=["2-dim", "3-dim"])
+@pytest.mark.parametrize("shape", [(3, 2), (1, 2), (2, 3, 2)], ids=["2-dim", "one-row", "3-dim"])
 def test_a_loss_of_ones_own_that_is_not_a_scalar_is_not_called_stacked(
     shape: tuple[int, ...],
 ) -> None:
@@ -826,8 +835,9 @@ def test_a_transposed_weight_gradient_is_caught_on_an_input_drawn_with_the_same_
 
 class _Square(nn.Module):
     """y = x ** 2 (derivative 2 x), with a student's ``mistake`` in its backward: writing over
-    its upstream gradient or over its cached input, a count of calls that the gradient reads,
-    or random numbers drawn."""
+    its upstream gradient (or transposing it in place) or over its cached input, a count of
+    calls that the gradient reads, random numbers drawn, or from its second call on a gradient
+    of one row, a tuple, or its upstream gradient written over."""
 
     def __init__(self, mistake: str | None = None) -> None:
         super().__init__()
@@ -850,6 +860,15 @@ class _Square(nn.Module):
             return grad_output * 2 * self._input * self.calls
         if self.mistake == "random":
             return grad_output * 2 * self._input * (1 + 1e-3 * torch.rand_like(grad_output))
+        if self.mistake == "transpose":
+            grad_output.t_()
+            return grad_output.t() * 2 * self._input
+        if self.mistake == "second-shape" and self.calls > 1:
+            return (grad_output * 2 * self._input)[:1]
+        if self.mistake == "second-tuple" and self.calls > 1:
+            return (grad_output * 2 * self._input,)  # type: ignore[return-value]
+        if self.mistake == "second-writes" and self.calls > 1:
+            return grad_output.mul_(2 * self._input)
         return grad_output * 2 * self._input
 
 
@@ -942,6 +961,8 @@ def test_a_backward_reading_the_input_of_an_earlier_forward_is_caught() -> None:
         r"weight\[0, 0\]: ",
     ):
         minidl.gradcheck(_FirstInputLinear(3, 2, dtype=F64), _input())
+    with pytest.raises(minidl.GradcheckError, match=r"^gradcheck: _FirstInputLinear\.backward "):
+        minidl.gradcheck(_FirstInputLinear(3, 2, dtype=F64), _input()[:1])  # (one row: scaled)
     assert minidl.gradcheck(nn.Linear(3, 2, dtype=F64), _input())
     assert minidl.gradcheck(nn.Tanh(), torch.tensor(0.3, dtype=F64))
 
@@ -968,3 +989,112 @@ def test_a_disagreement_at_a_kink_gives_the_one_sided_differences() -> None:
     with pytest.raises(minidl.GradcheckError) as info:
         minidl.gradcheck(WrongTanh(), _input())
     assert "kink" not in str(info.value)
+
+
+class _NanInPlace(nn.Module):
+    """y = 2 x, which its forward follows by writing NaN over its input (freeing it, say):
+    nothing its backward reads."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        output = 2 * input
+        input.fill_(float("nan"))
+        return output
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return 2 * grad_output
+
+
+def test_what_a_backward_wrote_over_or_returned_at_a_second_call_is_named_exactly() -> None:
+    """The upstream gradient is named with its value before and after the backward wrote over
+    it (backward's and backward_parameters'), and with both shapes where it was transposed in
+    place; a second backward's gradient of another shape is named as not deterministic; a
+    random backward is found at the scale of its gradients (1e-6 here); NaN that a forward
+    wrote over its input, and its backward left, is no change."""
+    x = _input()
+    with pytest.raises(minidl.GradcheckError) as info:
+        minidl.gradcheck(_Square("upstream"), x)
+    found = re.search(r"in place \(at \[0, 0\]: (\S+), then (\S+)\);", str(info.value))
+    assert found is not None, str(info.value)
+    before, after = map(float, found.groups())
+    assert after == pytest.approx(before * 2 * float(x[0, 0]), rel=1e-4)
+    with pytest.raises(minidl.GradcheckError, match=r"in place \(at \[0, 0\]: \S+, then 0\);"):
+        minidl.gradcheck(_UpstreamWritingParametersLinear(3, 2, dtype=F64), x)
+    with pytest.raises(
+        minidl.GradcheckError,
+        match=r"^gradcheck: _Square\.backward changed its argument \(the upstream gradient\) in "
+        r"place \(its shape from \(4, 3\) to \(3, 4\)\); ",
+    ):
+        minidl.gradcheck(_Square("transpose"), x)
+    with pytest.raises(
+        minidl.GradcheckError,
+        match=rf"^gradcheck: _Square\.backward {DETERMINISTIC} gradient returned a tensor of "
+        r"shape \(1, 3\), where the first returned one of shape \(4, 3\) \(",
+    ):
+        minidl.gradcheck(_Square("second-shape"), x)
+    with pytest.raises(
+        minidl.GradcheckError,
+        match=rf"^gradcheck: _Square\.backward {DETERMINISTIC} gradient returned a tuple, where",
+    ):
+        minidl.gradcheck(_Square("second-tuple"), x)
+    with pytest.raises(
+        minidl.GradcheckError,
+        match=r"^gradcheck: _Square\.backward changed its argument \(the upstream gradient\) in "
+        r"place \(at \[0, 0\]: ",
+    ):
+        minidl.gradcheck(_Square("second-writes"), x)
+    with pytest.raises(
+        minidl.GradcheckError, match=rf"^gradcheck: _Square\.backward {DETERMINISTIC}"
+    ):
+        minidl.gradcheck(_Square("random"), x * 1e-6)
+    assert minidl.gradcheck(_NanInPlace(), x)
+
+
+class _WrongCube(nn.Module):
+    """y = x ** 3 with the derivative taken as 3 x (instead of 3 x ** 2)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._input = input
+        return input**3
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output * 3 * self._input
+
+
+def test_a_kink_is_told_by_the_slopes_relative_difference() -> None:
+    """Slopes 1 and 0.8 on either side of a LeakyReLU's kink, 0.2 apart, are a kink; one-sided
+    differences of a smooth function 6e-4 apart (eps times the second derivative 600 of x ** 3
+    at 100), beyond atol but not beyond rtol times the slopes of 3e4, are none."""
+    leaky = torch.tensor([[1e-7, 1.0, -1.0]], dtype=F64)
+    with pytest.raises(
+        minidl.GradcheckError, match=r"\(one-sided differences .*: the function has a kink"
+    ):
+        minidl.gradcheck(nn.LeakyReLU(0.8), leaky)
+    with pytest.raises(minidl.GradcheckError) as info:
+        minidl.gradcheck(_WrongCube(), _input() + 100)
+    assert "disagrees" in str(info.value) and "kink" not in str(info.value)
+
+
+class _FirstMaskReLU(nn.Module):
+    """A ReLU that keeps the mask of its first input only (a student's lazy cache)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._mask: Tensor | None = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self._mask is None:
+            self._mask = input > 0
+        return input.clamp(min=0)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        assert self._mask is not None
+        return grad_output * self._mask
+
+
+def test_a_mask_kept_from_the_first_forward_is_caught() -> None:
+    """The other input's rows are reversed, not only scaled: a scaled input has the input's
+    signs, so a ReLU keeping its first mask would pass."""
+    with pytest.raises(
+        minidl.GradcheckError, match=r"^gradcheck: _FirstMaskReLU\.backward disagrees"
+    ):
+        minidl.gradcheck(_FirstMaskReLU(), _input())

@@ -173,10 +173,10 @@ def gradcheck(
 
     generator = torch.Generator(device="cpu").manual_seed((seed + _PROJECTION_SEED_OFFSET) % 2**64)
     try:
-        # A forward on another input first (x's rows in reverse order, scaled by 0.9): a
-        # backward that reads the input its first forward cached (at the first call only) is
-        # then wrong, where forwards on x alone would all have cached x.
-        output(0.9 * (x.flip(0) if x.dim() else x))
+        # A forward on another input first (x's rows in reverse order, scaled by 0.9; a 0-dim
+        # x flips as itself): a backward that reads the input its first forward cached (at the
+        # first call only) is then wrong, where forwards on x alone would all have cached x.
+        output(0.9 * x.flip(0))
         result: object = output(x)
         if not isinstance(result, Tensor) or not result.is_floating_point():
             kind = f"a tensor of {result.dtype}" if isinstance(result, Tensor) else None
@@ -230,9 +230,12 @@ def gradcheck(
         if contract is None:
             # A second backward must add to the gradients (the Module contract), not overwrite.
             output(x)
-            again_returned = module.backward(projection.clone())
-            contract = _unrepeated(again_returned, analytic["input"]) or _overwritten(
-                named, analytic
+            upstream = projection.clone()
+            again_returned = module.backward(upstream)
+            contract = (
+                _changed("its argument (the upstream gradient)", upstream, projection)
+                or _unrepeated(again_returned, analytic["input"])
+                or _overwritten(named, analytic)
             )
         # What fit runs for a network's first layers, where a module overrides it: checked
         # against finite differences as backward is (after the forward of the check above).
@@ -440,20 +443,27 @@ def _unrepeated(second: object, first: Tensor) -> str | None:
     draws random numbers or reads what an earlier call changed (a count, a cache) has no
     gradient that finite differences could check."""
     if not isinstance(second, Tensor) or second.shape != first.shape:
-        return _misshapen(second, first)
-    finite = first[first.isfinite()]
-    scale = float(finite.abs().max()) if finite.numel() else 0.0
-    agree = ((second - first).abs() <= 1e-8 * scale) | (second == first)
-    bad = ~(agree | (second.isnan() & first.isnan()))
-    if not bool(bad.any()):
-        return None
-    index = tuple(int(i) for i in bad.nonzero()[0])
+        got = "None" if second is None else f"a {type(second).__name__}"
+        if isinstance(second, Tensor):
+            got = f"a tensor of shape {tuple(second.shape)}"
+        difference = f"{got}, where the first returned one of shape {tuple(first.shape)}"
+    else:
+        finite = first[first.isfinite()]
+        scale = float(finite.abs().max()) if finite.numel() else 0.0
+        agree = ((second - first).abs() <= 1e-8 * scale) | (second == first)
+        bad = ~(agree | (second.isnan() & first.isnan()))
+        if not bool(bad.any()):
+            return None
+        index = tuple(int(i) for i in bad.nonzero()[0])
+        difference = (
+            f"input[{', '.join(map(str, index))}] {float(second[index]):.6g}, where the first "
+            f"returned {float(first[index]):.6g}"
+        )
     return (
         "backward is not deterministic: a second forward and backward on the same input and "
-        f"upstream gradient returned input[{', '.join(map(str, index))}] "
-        f"{float(second[index]):.6g}, where the first returned {float(first[index]):.6g} "
-        "(a backward that draws random numbers, or that reads what an earlier call changed, "
-        "such as a count of calls or a cache it wrote over)"
+        f"upstream gradient returned {difference} (a backward that draws random numbers, or "
+        "that reads what an earlier call changed, such as a count of calls or a cache it wrote "
+        "over)"
     )
 
 
