@@ -864,3 +864,31 @@ def test_identity_takes_any_arguments_and_uses_none_as_torchs() -> None:
     assert mine.backward(x) is x
     assert repr(mine) == repr(theirs) == "Identity()"
     assert list(mine.parameters()) == [] and mine.state_dict() == theirs.state_dict() == {}
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "words"),
+    [
+        ("parameter", torch.zeros(2), ["expected a Parameter for 'extra'", "got Tensor"]),
+        ("buffer", [0.0, 0.0], ["expected a torch.Tensor for 'extra'", "got list"]),
+        ("module", torch.zeros(2), ["expected a Module for 'extra'", "got Tensor"]),
+    ],
+)
+def test_a_value_of_another_kind_is_refused_and_changes_nothing(
+    kind: str, value: object, words: list[str]
+) -> None:
+    """A good name with a value that is no Parameter, tensor or Module is refused by type, as
+    PyTorch's register methods refuse it (the oracle), naming the module, the method, the name
+    and what was given, and nothing is registered."""
+    module = _Custom()
+    before = _snapshot(module)
+    with pytest.raises(TypeError) as caught:
+        getattr(module, f"register_{kind}")("extra", value)
+    message = str(caught.value)
+    for word in [f"_Custom.register_{kind}:", *words]:
+        assert word in message, (word, message)
+    assert _snapshot(module) == before
+    assert not hasattr(module, "extra")
+    torch_method = {"parameter": "register_parameter", "buffer": "register_buffer"}
+    with pytest.raises(TypeError):
+        getattr(tnn.Linear(2, 2), torch_method.get(kind, "add_module"))("extra", value)
