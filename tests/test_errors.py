@@ -1104,6 +1104,23 @@ def test_a_parameter_refuses_float8_data(dtype: torch.dtype) -> None:
     assert layer.weight.data is before
 
 
+def test_a_parameter_refuses_an_attribute_it_does_not_have() -> None:
+    """A Parameter has data, grad and name alone (``__slots__``): another attribute, such as
+    PyTorch's ``requires_grad``, is refused naming the parameter, the attribute and the
+    attributes there are, and nothing changes."""
+    layer = nn.Linear(2, 3)
+    before = (layer.weight.data, layer.weight.data.clone(), layer.weight.grad)
+    with raises(
+        AttributeError,
+        "Parameter 'weight' has no attribute 'requires_grad' to set; expected data, grad or name",
+    ):
+        layer.weight.requires_grad = False  # type: ignore[attr-defined]
+    assert layer.weight.data is before[0] and torch.equal(layer.weight.data, before[1])
+    assert layer.weight.grad is before[2] and not hasattr(layer.weight, "requires_grad")
+    with raises(AttributeError, "Parameter has no attribute 'value' to set"):
+        nn.Parameter(torch.zeros(2)).value = torch.ones(2)  # type: ignore[attr-defined]
+
+
 def test_a_model_is_left_as_it_was_when_to_refuses_float8() -> None:
     model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2))
     before = [p.data.clone() for p in model.parameters()]

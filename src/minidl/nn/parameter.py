@@ -73,7 +73,9 @@ class Parameter:
             object.__setattr__(self, name, value)
             return
         else:
-            raise AttributeError(f"Parameter has no attribute {name!r} to set")
+            raise AttributeError(
+                f"{self._where()} has no attribute {name!r} to set; expected data, grad or name"
+            )
         object.__setattr__(self, name, value)
         # Counted once the tensor is in place: an optimizer (or plan) that reads the new count
         # in between, from another thread, finds the new tensor, or the count changed again.
