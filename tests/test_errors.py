@@ -86,6 +86,14 @@ def test_non_tensor_input(bad: Any) -> None:
         nn.Linear(2, 3), torch.randn(2, 2), bad, TypeError, "Linear", "torch.Tensor", kind
     )
     _expect_forward_error_keeps_cache(nn.Tanh(), torch.randn(2, 2), bad, TypeError, "Tanh", kind)
+    for module in (nn.Identity(), nn.Dropout(0.5), nn.Residual(nn.Linear(2, 2))):
+        _expect_forward_error_keeps_cache(
+            module,
+            torch.randn(2, 2),
+            bad,
+            TypeError,
+            f"{type(module).__name__}: expected a torch.Tensor as input, got {kind}",
+        )
     with raises(TypeError, "MSELoss", "torch.Tensor", kind):
         nn.MSELoss()(bad, torch.tensor([0]))
     with raises(TypeError, "CrossEntropyLoss", "target", kind):
@@ -344,6 +352,35 @@ def _expect_loss_error_keeps_cache(
 
 
 LOSSES = [nn.MSELoss(), nn.CrossEntropyLoss()]
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [
+        nn.MSELoss(),
+        nn.L1Loss(),
+        nn.HuberLoss(),
+        nn.BCEWithLogitsLoss(),
+        nn.NLLLoss(),
+        nn.CrossEntropyLoss(),
+    ],
+    ids=lambda criterion: type(criterion).__name__,
+)
+@pytest.mark.parametrize("bad", [[0.0, 1.0, 0.0], 1.0, None], ids=["list", "float", "none"])
+def test_a_target_that_is_no_tensor_is_refused_by_every_loss(criterion: nn.Loss, bad: Any) -> None:
+    """Named by the loss, with the type given, and the last good forward kept for backward."""
+    prediction = torch.randn(3, 3, dtype=F64)
+    good = (
+        torch.tensor([0, 1, 2])
+        if isinstance(criterion, nn.NLLLoss | nn.CrossEntropyLoss)
+        else torch.rand(3, 3, dtype=F64)
+    )
+    criterion(prediction, good)
+    expected = criterion.backward().clone()
+    name = type(criterion).__name__
+    with raises(TypeError, f"{name}: expected a torch.Tensor target, got {type(bad).__name__}"):
+        criterion(torch.randn(3, 3, dtype=F64), bad)
+    assert torch.equal(criterion.backward(), expected)
 
 
 @pytest.mark.parametrize("criterion", LOSSES, ids=repr)
