@@ -681,6 +681,15 @@ def test_stack_models_rejects_different_architectures() -> None:
         nn.stack_models([a, c])
     with pytest.raises(ValueError, match="at least one"):
         nn.stack_models([])
+    before = {name: value.clone() for name, value in a.state_dict().items()}
+    for models, index, got in (([a, nn.Linear(2, 3)], 1, "Linear"), ([a, a, "a"], 2, "str")):
+        with pytest.raises(
+            TypeError, match=rf"^stack_models: models\[{index}\] must be a Sequential, got {got}$"
+        ):
+            nn.stack_models(models)  # type: ignore[arg-type]
+    after = a.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(after[name], before[name]) for name in before)
     with pytest.raises(TypeError, match="expected a sequence of models, got a single Sequential"):
         nn.stack_models(a)  # type: ignore[arg-type]
 
@@ -802,6 +811,11 @@ def test_fit_rounds_refuses_bad_sets_before_training() -> None:
         ),
         ({"validation_sets": [(x[:0], y[:0])] * 2}, ValueError, ("validation_sets[0] is empty",)),
         (
+            {"validation_sets": [(x, y)]},
+            ValueError,
+            ("expected 2 validation_sets, one per model, got 1",),
+        ),
+        (
             {"generators": [torch.Generator(), 0]},
             TypeError,
             ("generators[1] must be a torch.Generator", "int"),
@@ -829,6 +843,19 @@ def test_fit_rounds_refuses_bad_sets_before_training() -> None:
             assert fragment in message, (fragment, message)
         for model, state in zip(models, before, strict=True):
             assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    generator = torch.Generator().manual_seed(5)
+    state = generator.get_state()
+    with pytest.raises(ValueError, match=r"^fit_rounds: expected at least one model$"):
+        fit_rounds(
+            [],
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            train_sets=[],
+            generators=[generator],
+            epochs=2,
+            batch_size=3,
+        )
+    assert torch.equal(generator.get_state(), state)
 
 
 def test_stacked_error_rates_refuses_what_is_not_a_stacked_set() -> None:
