@@ -340,6 +340,10 @@ def test_one_cycle_refuses_to_step_past_total_steps() -> None:
         (lambda o: optim.LinearWarmup(o, 5, start_factor=0.0), r"LinearWarmup: start_factor"),
         (lambda o: optim.SequentialSchedule(o, [], []), r"SequentialSchedule: give at least one"),
         (
+            lambda o: optim.SequentialSchedule(o, [optim.ExponentialDecay(o, 0.9), 0.5], [3]),
+            r"^SequentialSchedule: schedules\[1\] must be an LRScheduler, got float$",
+        ),
+        (
             lambda o: optim.SequentialSchedule(
                 o, [optim.ExponentialDecay(o, 0.9), optim.ExponentialDecay(o, 0.8)], [0]
             ),
