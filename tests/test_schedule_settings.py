@@ -18,6 +18,8 @@ import torch
 
 from minidl import nn, optim
 from minidl._setting import Setting
+from minidl._validate import check_real
+from minidl.optim.lr_scheduler import ScheduleSetting
 
 STEPS = 160
 LR = 0.1
@@ -672,6 +674,54 @@ def test_an_interval_other_than_the_sequences_is_refused() -> None:
     for inner in (warmup, one_cycle):
         inner.interval = "batch"  # (its own: taken)
     assert sequence.interval == "batch" and sequence.step() == one_cycle.lr_at(6)
+
+
+class _LinearFall(optim.LRScheduler):
+    """A schedule of one's own: ``base_lr - slope * step ** power``, at every batch."""
+
+    slope = ScheduleSetting(lambda where, value: check_real(where, "slope", value, low=0.0))
+    _slope: float
+
+    def __init__(self, optimizer: optim.Optimizer, slope: float, power: float = 1) -> None:
+        super().__init__(optimizer)
+        self.slope = slope
+        self.power = power
+        self.interval = "batch"
+        self._start()
+
+    def lr_at(self, step: int) -> float:
+        return self.base_lr - self._slope * step**self.power
+
+
+def test_a_setting_that_gives_the_sequences_current_step_no_rate_is_refused() -> None:
+    """The schedule checks its rate at its own step (0: the sequence gives it its steps through
+    lr_at); the sequence checks its own current step (3 of this schedule's), where a slope of
+    0.05 gives a rate below 0, and a power of 10**5 one that cannot be computed (a float's
+    power overflows), each refused in the words of the schedule changed, nothing changed."""
+    optimizer = _sgd()
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=5, interval="batch")
+    fall = _LinearFall(optimizer, slope=0.001)
+    sequence = optim.SequentialSchedule(optimizer, [warmup, fall], milestones=[5])
+    for _ in range(8):
+        sequence.step()
+    assert fall.last_step == 0 and sequence.last_step == 8
+    before = _whole(sequence)
+    with pytest.raises(
+        ValueError,
+        match=r"^_LinearFall: with slope=0\.05 the rate of the current step 8 of the "
+        r"SequentialSchedule it is part of would be -0\.05\d*; expected a finite rate >= 0$",
+    ):
+        fall.slope = 0.05
+    assert _whole(sequence) == before and fall.slope == 0.001
+    fall.power = 10.0**5  # (a plain attribute, checked by nothing)
+    with pytest.raises(
+        ValueError,
+        match=r"^_LinearFall: with slope=1e-300 the rate of the current step 8 of the "
+        r"SequentialSchedule it is part of cannot be computed \(\(34, 'Numerical result out of "
+        r"range'\)\); expected settings and steps within the range of a float$",
+    ):
+        fall.slope = 1e-300
+    assert fall.slope == 0.001 and optimizer.lr == before[-1]["lr"]
 
 
 def test_a_nested_sequence_checks_a_change_deep_inside_it() -> None:

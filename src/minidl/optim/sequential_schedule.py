@@ -201,7 +201,14 @@ class SequentialSchedule(LRScheduler):
                 f"{where}: with {change} the {kind} it is part of would end at step "
                 f"{shown(limit)} (its step_limit), before its current step {shown(self.last_step)}"
             )
-        rate = self.lr_at(self.last_step)
+        try:
+            rate = self.lr_at(self.last_step)
+        except (OverflowError, ZeroDivisionError) as error:  # (as _rate names them)
+            raise ValueError(
+                f"{where}: with {change} the rate of the current step {shown(self.last_step)} of "
+                f"the {kind} it is part of cannot be computed ({error}); expected settings and "
+                "steps within the range of a float"
+            ) from error
         if not (math.isfinite(rate) and rate >= 0):
             raise ValueError(
                 f"{where}: with {change} the rate of the current step {shown(self.last_step)} of the "
