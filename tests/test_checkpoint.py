@@ -759,10 +759,28 @@ MALFORMED_HEADERS: list[tuple[str, Any, Any, str | None]] = [
         r"tensors\.model\.0\.bias\.sha256 is missing",
     ),
     (
+        "a tensor's finite as a text",
+        None,
+        lambda h: h["tensors"]["model.0.bias"].update(finite="yes"),
+        r"tensors\.model\.0\.bias\.finite must be a boolean, got str",
+    ),
+    (
+        "a tensor's digest as a number",
+        None,
+        lambda h: h["tensors"]["model.0.bias"].update(sha256=0),
+        r"tensors\.model\.0\.bias\.sha256 must be a string, got int",
+    ),
+    (
         "no architecture",
         None,
         lambda h: h.pop("architecture"),
         r"architecture is missing",
+    ),
+    (
+        "the parameters as an object",
+        None,
+        lambda h: h["architecture"].update(parameters={}),
+        r"architecture\.parameters must be a list, got dict",
     ),
     (
         "a parameter entry of two items",
@@ -790,6 +808,18 @@ MALFORMED_HEADERS: list[tuple[str, Any, Any, str | None]] = [
         r"optimizer\.state must be a list of names, got 'momentum_buffer'",
     ),
     (
+        "the optimizer's shapes as a text",
+        None,
+        lambda h: h["optimizer"].update(shapes="[6, 2]"),
+        r"optimizer\.shapes must be a list of shapes, got '\[6, 2\]'",
+    ),
+    (
+        "the module generators as a text",
+        None,
+        lambda h: h.update(module_generators="0"),
+        r"module_generators must be a list of paths, got '0'",
+    ),
+    (
         "the optimizer as a list",
         None,
         lambda h: h.update(optimizer=[]),
@@ -812,6 +842,12 @@ MALFORMED_HEADERS: list[tuple[str, Any, Any, str | None]] = [
         None,
         lambda h: h["training"].pop("extra"),
         r"training\.extra is missing",
+    ),
+    (
+        "extra as a list",
+        None,
+        lambda h: h["training"].update(extra=[]),
+        r"training\.extra must be an object, got list",
     ),
     (
         "no state of torch's generator",

@@ -524,7 +524,7 @@ TAMPERING: list[tuple[str, Callable[[Path], None], list[str]]] = [
     (
         "finite as text",
         lambda p: rewrite(p, header=lambda h: h["tensors"]["model.0.bias"].update(finite="yes")),
-        ["malformed", "a boolean 'finite'"],
+        ["malformed", "tensors.model.0.bias.finite must be a boolean, got str"],
     ),
     (
         "the header as a list",

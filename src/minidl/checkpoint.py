@@ -950,7 +950,7 @@ def _check_header_fields(header: dict[str, Any]) -> None:
     architecture = mapping(entry(header, "architecture", ""), "architecture")
     parameters = entry(architecture, "parameters", "architecture")
     if not isinstance(parameters, list):
-        raise TypeError("architecture.parameters must be a list")
+        raise TypeError(f"architecture.parameters must be a list, got {type(parameters).__name__}")
     for index, parameter in enumerate(parameters):
         name = f"architecture.parameters[{index}]"
         if not isinstance(parameter, list) or len(parameter) != 3:
@@ -999,18 +999,16 @@ def _check_header_fields(header: dict[str, Any]) -> None:
             isinstance(v, float | int) and not isinstance(v, bool) for v in values
         ):
             raise TypeError(f"training.history.{name} must be a list of numbers")
-    if not isinstance(entry(training, "extra", "training"), dict):
-        raise TypeError("training.extra must be an object")
+    mapping(entry(training, "extra", "training"), "training.extra")
 
     for name, tensor in mapping(entry(header, "tensors", ""), "tensors").items():
         mapping(tensor, f"tensors.{name}")
         string(entry(tensor, "dtype", f"tensors.{name}"), f"tensors.{name}.dtype")
         shape(entry(tensor, "shape", f"tensors.{name}"), f"tensors.{name}.shape")
         finite = entry(tensor, "finite", f"tensors.{name}")
-        if not isinstance(finite, bool) or not isinstance(
-            entry(tensor, "sha256", f"tensors.{name}"), str
-        ):
-            raise TypeError("tensor entries need a boolean 'finite' and a string 'sha256'")
+        if not isinstance(finite, bool):
+            raise TypeError(f"tensors.{name}.finite must be a boolean, got {type(finite).__name__}")
+        string(entry(tensor, "sha256", f"tensors.{name}"), f"tensors.{name}.sha256")
 
 
 def _check_tensors(
