@@ -340,6 +340,11 @@ TAMPERING: list[tuple[str, Callable[[Path], None], list[str]]] = [
     ("seven bytes", lambda p: p.write_bytes(p.read_bytes()[:7]), ["truncated (7 bytes)"]),
     ("text", lambda p: p.write_text("weights = [1, 2]"), ["not a safetensors file"]),
     (
+        "a safetensors header that is a JSON list",
+        lambda p: p.write_bytes((2).to_bytes(8, "little") + b"[]"),
+        ["good.ckpt': the safetensors header is not a JSON object"],
+    ),
+    (
         "trailing bytes",
         lambda p: p.write_bytes(p.read_bytes() + b"\0"),
         ["followed by extra bytes"],
