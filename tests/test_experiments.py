@@ -59,8 +59,10 @@ from minidl.experiments.seeds import derive_seed, round_seeds
 from minidl.experiments.training import (
     RoundResult,
     RowResult,
+    build_criterion,
     build_network,
     build_optimizer,
+    build_scheduler,
     make_round_data,
     train_row,
     train_rows,
@@ -268,6 +270,66 @@ def test_published_activations_keep_the_initial_weights() -> None:
     assert isinstance(published[1], PublishedELU)
     for (value, _), (expected, _) in zip(published.param(), plain.param(), strict=True):
         assert torch.equal(value, expected)
+
+
+def test_a_row_the_builders_cannot_build_is_refused_before_anything_is_drawn() -> None:
+    """An Experiment is a plain record: a row of one's own with an unknown activation, loss,
+    optimizer or schedule, or an activation per hidden layer too few, is refused naming the
+    builder, the row and what was given and expected, the generator as it was (the unknown
+    activation after the layers that come before it drew their weights from it)."""
+    published = next(row for row in TABLE_I if row.label == "ELU, as published (SELU's alpha)")
+    parameters = list(mlp((2, 3, 2), "tanh").parameters())
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    cases: list[tuple[Callable[[], object], type[Exception], str]] = [
+        (
+            lambda: build_network(
+                dataclasses.replace(published, activations=("elu-published", "tanh")), generator
+            ),
+            ValueError,
+            rf"^build_network: {re.escape(published.key)} has 2 activations for 3 hidden layers$",
+        ),
+        (
+            lambda: build_network(
+                dataclasses.replace(published, activations=("elu-published", "tanh", "swish")),
+                generator,
+            ),
+            ValueError,
+            rf"^build_network: unknown activation 'swish' in {re.escape(published.key)}; "
+            r"expected one of .*elu-published, .*tanh$",
+        ),
+        (
+            lambda: build_criterion(dataclasses.replace(published, loss="hinge")),  # type: ignore[arg-type]
+            ValueError,
+            r"^build_criterion: loss must be 'cross-entropy' or 'mse', got 'hinge'$",
+        ),
+        (
+            lambda: build_optimizer(
+                dataclasses.replace(published, optimizer="adam"),  # type: ignore[arg-type]
+                parameters,
+            ),
+            ValueError,
+            r"^build_optimizer: optimizer must be 'sgd', 'adadelta' or 'adadelta-published', "
+            r"got 'adam'$",
+        ),
+        (
+            lambda: build_scheduler(
+                dataclasses.replace(published, scheduler="cosine"),  # type: ignore[arg-type]
+                Adadelta(parameters),
+            ),
+            TypeError,
+            r"^build_scheduler: unknown schedule 'cosine'$",
+        ),
+        (
+            lambda: experiments_for_tables(2),  # type: ignore[arg-type]
+            TypeError,
+            r"^experiments_for_tables: tables must be a str, got int$",
+        ),
+    ]
+    for build, kind, message in cases:
+        with pytest.raises(kind, match=message):
+            build()
+        assert torch.equal(generator.get_state(), state)
 
 
 # -- the published faults, against transcriptions -----------------------------------------------

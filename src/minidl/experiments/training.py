@@ -62,21 +62,19 @@ def build_network(experiment: Experiment, generator: torch.Generator) -> Sequent
             f"build_network: {experiment.key} has {len(names)} activations for "
             f"{len(sizes) - 2} hidden layers"
         )
+    # (every name checked before the first layer draws its weights from the generator)
+    makers = {**ACTIVATIONS, **PUBLISHED_ACTIVATIONS}
+    for name in names:
+        if name not in makers:
+            raise ValueError(
+                f"build_network: unknown activation {shown(name)} in {experiment.key}; "
+                f"expected one of {', '.join(sorted(makers))}"
+            )
     layers: list[Module] = []
     for index in range(len(sizes) - 1):
         layers.append(Linear(sizes[index], sizes[index + 1], dtype=dtype, generator=generator))
         if index < len(names):
-            name = names[index]
-            if name in PUBLISHED_ACTIVATIONS:
-                layers.append(PUBLISHED_ACTIVATIONS[name]())
-            elif name in ACTIVATIONS:
-                layers.append(ACTIVATIONS[name]())
-            else:
-                known = sorted({*ACTIVATIONS, *PUBLISHED_ACTIVATIONS})
-                raise ValueError(
-                    f"build_network: unknown activation {shown(name)} in {experiment.key}; "
-                    f"expected one of {', '.join(known)}"
-                )
+            layers.append(makers[names[index]]())
     return Sequential(*layers)
 
 
