@@ -831,3 +831,34 @@ def test_data_parallel_on_two_ranks_trains_modules_of_ones_own_as_one_process(
     assert torch.equal(ranks[0]["values"], ranks[1]["values"])
     assert relative(ranks[0]["values"], alone["values"]) <= 1e-12
     assert ranks[0]["loss"] == pytest.approx(alone["loss"], rel=1e-12)
+
+
+def test_a_module_without_forward_or_backward_says_which_it_lacks() -> None:
+    """A module of one's own that defines no ``forward`` (or no ``backward``) raises
+    NotImplementedError naming its class and the method, as PyTorch's Module does for forward,
+    its parameter untouched."""
+
+    class Scale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gain = self.register_parameter("gain", nn.Parameter(torch.ones(3)))
+
+    class ForwardOnly(Scale):
+        def forward(self, input: Tensor) -> Tensor:
+            return input * self.gain.data
+
+    x = torch.randn(2, 3)
+    for module in (Scale(), ForwardOnly()):
+        if isinstance(module, ForwardOnly):
+            module(x)
+        else:
+            with pytest.raises(NotImplementedError, match=r"^Scale\.forward is not implemented$"):
+                module(x)
+        with pytest.raises(
+            NotImplementedError, match=rf"^{type(module).__name__}\.backward is not implemented$"
+        ):
+            module.backward(torch.ones(2, 3))
+        assert torch.equal(module.gain.data, torch.ones(3))
+        assert torch.equal(module.gain.grad, torch.zeros(3))
+    with pytest.raises(NotImplementedError, match=r'missing the required "forward" function'):
+        torch.nn.Module()(x)
