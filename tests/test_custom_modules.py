@@ -862,3 +862,47 @@ def test_a_module_without_forward_or_backward_says_which_it_lacks() -> None:
         assert torch.equal(module.gain.grad, torch.zeros(3))
     with pytest.raises(NotImplementedError, match=r'missing the required "forward" function'):
         torch.nn.Module()(x)
+
+
+def test_an_activation_or_loss_without_its_hooks_says_which_it_lacks() -> None:
+    """An Activation of one's own without ``_forward`` or ``_backward``, and a Loss without
+    ``_gradient``, raise NotImplementedError naming the class, the hook and what it returns
+    (it was raised without a message), the last good forward kept."""
+
+    class NoForward(nn.Activation):
+        pass
+
+    class NoBackward(nn.Activation):
+        def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+            return 2 * input, input
+
+    class NoGradient(nn.Loss):
+        def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+            self.difference = prediction - target
+            return self.difference.square().sum()
+
+    x = torch.randn(2, 3)
+    with pytest.raises(
+        NotImplementedError,
+        match=r"^NoForward\._forward is not implemented \(a subclass of Activation returns "
+        r"\(output, cache\) from it\)$",
+    ):
+        NoForward()(x)
+    activation = NoBackward()
+    assert torch.equal(activation(x), 2 * x)
+    for _ in range(2):  # (the cache kept: refused alike again)
+        with pytest.raises(
+            NotImplementedError,
+            match=r"^NoBackward\._backward is not implemented \(a subclass of Activation returns "
+            r"dL/dinput from the upstream gradient and the cache\)$",
+        ):
+            activation.backward(torch.ones(2, 3))
+    loss = NoGradient()
+    loss(x, torch.zeros(2, 3))
+    with pytest.raises(
+        NotImplementedError,
+        match=r"^NoGradient\._gradient is not implemented \(a subclass of Loss returns "
+        r"dL/dprediction for the last forward\)$",
+    ):
+        loss.backward()
+    assert torch.equal(loss.difference, x)

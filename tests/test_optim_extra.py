@@ -1557,3 +1557,29 @@ def test_adam_gives_torchs_parameters_to_the_bit_over_long_runs(optimizer_class:
             assert torch.equal(parameter.data, twin_parameter.data), (
                 f"{optimizer_class}, step {step + 1}, parameter {index}"
             )
+
+
+def test_an_optimizer_without_update_says_so_and_changes_nothing() -> None:
+    """An optimizer of one's own without ``_update`` raises NotImplementedError naming its class
+    and what _update does (it was raised without a message) at its first step, before the
+    parameters, the step count or the state change."""
+
+    class Unwritten(optim.Optimizer):
+        state_names = ("velocity",)
+
+    parameter = nn.Parameter(torch.tensor([1.0, -2.0]))
+    parameter.grad.copy_(torch.tensor([0.5, 0.25]))
+    optimizer = Unwritten([parameter], lr=0.1)
+    before = optimizer.state_dict()
+    for _ in range(2):
+        with pytest.raises(
+            NotImplementedError,
+            match=r"^Unwritten\._update is not implemented \(a subclass of Optimizer updates the "
+            r"parameters' values in place from their gradients and its state\)$",
+        ):
+            optimizer.step()
+    assert torch.equal(parameter.data, torch.tensor([1.0, -2.0]))
+    assert optimizer.step_count == 0
+    after = optimizer.state_dict()
+    assert after.keys() == before.keys() and after["lr"] == before["lr"]
+    assert all(torch.equal(after["state"][name], before["state"][name]) for name in before["state"])

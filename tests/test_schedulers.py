@@ -346,6 +346,26 @@ def test_a_restored_state_whose_rate_overflows_is_refused_and_changes_nothing() 
     assert schedule.step() == schedule.lr_at(2)  # and it goes on as before
 
 
+def test_a_schedule_without_lr_at_says_so_and_leaves_the_rate() -> None:
+    """A schedule of one's own without ``lr_at`` raises NotImplementedError naming its class
+    and what lr_at returns (it was raised without a message), the optimizer's rate as it was."""
+
+    class Unwritten(optim.LRScheduler):
+        def __init__(self, optimizer: optim.Optimizer) -> None:
+            super().__init__(optimizer)
+            self._start()
+
+    optimizer = _sgd()
+    rate = optimizer.lr
+    with pytest.raises(
+        NotImplementedError,
+        match=r"^Unwritten\.lr_at is not implemented \(a subclass of LRScheduler returns the "
+        r"learning rate after a given number of steps\)$",
+    ):
+        Unwritten(optimizer)
+    assert optimizer.lr == rate
+
+
 class _Falling(optim.LRScheduler):
     """A schedule of one's own whose rate falls by 1 every step (so it turns negative)."""
 

@@ -137,11 +137,17 @@ class Activation(Module):
     def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
         """Return ``(output, cache)``: the cache, one tensor of the output's shape (the output
         itself, or the input), is what :meth:`_backward` receives."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__}._forward is not implemented (a subclass of Activation "
+            "returns (output, cache) from it)"
+        )
 
     def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
         """Return dL/dinput from dL/doutput and the cache of the last forward."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__}._backward is not implemented (a subclass of Activation "
+            "returns dL/dinput from the upstream gradient and the cache)"
+        )
 
     def _forward_out(self, input: Tensor, out: Tensor) -> None:
         """:meth:`forward`, writing the output into ``out`` (for an activation whose

@@ -305,4 +305,7 @@ class Loss(Module):
 
     def _gradient(self) -> Tensor:
         """dL/dprediction for the last forward."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__}._gradient is not implemented (a subclass of Loss returns "
+            "dL/dprediction for the last forward)"
+        )

@@ -334,7 +334,10 @@ class LRScheduler:
         A subclass implements it for an ``int`` ``step`` >= 0; the built-in schedules refuse
         any other ``step`` (see :func:`checks_step`, which a subclass may use too).
         """
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__}.lr_at is not implemented (a subclass of LRScheduler returns "
+            "the learning rate after a given number of steps)"
+        )
 
     def _start(self) -> None:
         """Set the learning rate of step 0 and take over the optimizer's rate from any schedule

@@ -248,7 +248,10 @@ class Optimizer:
         is the parameters' own gradient: it is read, never changed (a penalty term such as
         weight decay is added out of place).
         """
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__}._update is not implemented (a subclass of Optimizer updates "
+            "the parameters' values in place from their gradients and its state)"
+        )
 
     def _check_step_count(self) -> int:
         """``step_count`` as an ``int`` (a numpy integer is made one), for an update that has
