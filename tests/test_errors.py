@@ -2483,6 +2483,77 @@ def test_an_activation_whose_forward_returns_no_pair_is_refused(rows: int) -> No
         activation.backward(torch.ones(rows, 3))  # (nothing was cached)
 
 
+class _Returns(nn.Activation):
+    """An activation of one's own whose _forward returns what it is given to return."""
+
+    def __init__(self, result: Callable[[Tensor], Any]) -> None:
+        super().__init__()
+        self.result = result
+
+    def _forward(self, input: Tensor) -> Any:  # type: ignore[override]
+        return self.result(input)
+
+    def _backward(self, grad_output: Tensor, input: Tensor) -> Tensor:
+        return 2 * grad_output * input
+
+
+def _twice(value: object) -> tuple[object, object]:
+    """``value`` as the output and as the cache."""
+    return value, value
+
+
+@pytest.mark.parametrize(
+    ("result", "kind", "message"),
+    [
+        (
+            lambda x: (x * x, x, x),
+            TypeError,
+            "_Returns._forward must return the pair (output, cache), got a tuple of 3 items",
+        ),
+        (
+            lambda x: (x * x,),
+            TypeError,
+            "_Returns._forward must return the pair (output, cache), got a tuple of 1 item;",
+        ),
+        (
+            lambda x: [x * x, x],
+            TypeError,
+            "_Returns._forward must return the pair (output, cache), got list;",
+        ),
+        (
+            lambda x: ((x * x).tolist(), x),
+            TypeError,
+            "_Returns._forward must return a tensor as the output, got list",
+        ),
+        (
+            lambda x: ((x * x).tolist(), None),
+            TypeError,
+            "_Returns._forward must return a tensor as the output, got list",
+        ),
+        (
+            lambda x: _twice((x * x).tolist()),
+            TypeError,
+            "_Returns._forward must return a tensor as the output, got list",
+        ),
+    ],
+    ids=["three", "one", "list", "output-list", "output-list-no-cache", "output-list-as-cache"],
+)
+def test_an_activation_whose_forward_returns_something_else_is_refused(
+    result: Callable[[Tensor], Any], kind: type[Exception], message: str
+) -> None:
+    """Named by the activation, with what came back; the last good forward is kept. (An output
+    that is no tensor with a tensor as the cache failed in Python's words, 'list' object has no
+    attribute 'shape'; given as its own cache, it was taken and returned.)"""
+    activation = _Returns(lambda x: (x * x, x))
+    good = torch.randn(4, 3)
+    activation(good)
+    expected = activation.backward(torch.ones(4, 3))
+    activation.result = result
+    with raises(kind, message):
+        activation(torch.randn(4, 3))
+    assert torch.equal(activation.backward(torch.ones(4, 3)), expected)
+
+
 @pytest.mark.parametrize("stacked", [False, True], ids=["tuple", "stacked"])
 def test_an_activation_cache_that_is_no_tensor_of_the_outputs_shape_is_refused(
     stacked: bool,

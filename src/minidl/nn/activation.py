@@ -60,7 +60,11 @@ class Activation(Module):
         if type(result) is not tuple or len(result) != 2:
             raise self._misreturned(result)
         output, cache = result
-        if cache is not output and (type(cache) is not Tensor or cache.shape != output.shape):
+        # (the output's type first: a list's shape would fail in Python's words, and a list
+        # given as its own cache would be taken)
+        if type(output) is not Tensor or (
+            cache is not output and (type(cache) is not Tensor or cache.shape != output.shape)
+        ):
             self._check_cache(output, cache)
         return output, cache
 
