@@ -208,6 +208,36 @@ def test_a_timeout_longer_than_torch_can_count_is_refused_by_name(
         assert torch.equal(group.all_reduce_(torch.ones(2), "x"), torch.ones(2))
 
 
+def test_a_rendezvous_without_its_address_is_refused_naming_what_is_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without MASTER_PORT (and MASTER_ADDR) torch's env:// rendezvous fails at once: the
+    ProcessGroup says which rank could not join how many, at what address (what is unset shown
+    as such), within what timeout, and torch's reason; no process group is left initialised,
+    and one joins once the address is set."""
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(
+        DistributedError,
+        match=r"^ProcessGroup: rank 0 could not join the 1 ranks at 127\.0\.0\.1:<MASTER_PORT "
+        r"unset> within 5 s: .*MASTER_PORT expected, but not set$",
+    ):
+        ProcessGroup(Launch(0, 1, 0), timeout=5)
+    monkeypatch.delenv("MASTER_ADDR")
+    with pytest.raises(
+        DistributedError,
+        match=r"^ProcessGroup: rank 0 could not join the 1 ranks at <MASTER_ADDR unset>:"
+        r"<MASTER_PORT unset> within 5 s: .*MASTER_ADDR expected, but not set$",
+    ):
+        ProcessGroup(Launch(0, 1, 0), timeout=5)
+    assert not torch.distributed.is_initialized()
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    with ProcessGroup(Launch(0, 1, 0), timeout=5) as group:
+        assert torch.equal(group.all_reduce_(torch.ones(2), "x"), torch.ones(2))
+
+
 def test_parameter_checksum_sees_one_ulp() -> None:
     model = mlp((2, 5, 2), "tanh", dtype=torch.float64)
     before = parameter_checksum(model.parameters())
