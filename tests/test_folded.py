@@ -778,6 +778,22 @@ def test_interrupted_forward_leaves_zero_gradients(monkeypatch: pytest.MonkeyPat
     assert all(not p.grad.any() for p in runs[True][0].parameters())
 
 
+class _InterruptingOnes(dict[torch.dtype, Tensor]):
+    """Tanh's operands of 1 (``minidl.nn.tanh._ONES``), read once by every Tanh backward: the
+    read numbered ``at`` raises KeyboardInterrupt. A class method replaced (``Tanh._backward``)
+    would make fit decline the folded step, which runs Tanh's own."""
+
+    def __init__(self, ones: dict[torch.dtype, Tensor], at: int) -> None:
+        super().__init__(ones)
+        self.at, self.calls = at, 0
+
+    def get(self, key: torch.dtype, default: Any = None) -> Any:  # type: ignore[override]
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return super().get(key, default)
+
+
 @pytest.mark.parametrize("tanh", [1, 2])
 def test_interrupted_backward_leaves_the_loops_gradients(
     tanh: int, monkeypatch: pytest.MonkeyPatch
@@ -785,23 +801,25 @@ def test_interrupted_backward_leaves_the_loops_gradients(
     """An interrupt in the 4th step's backward, in its ``tanh``-th Tanh backward (1: the one
     after the second layer, 2: after the first): the loop's ``zero_grad`` left zeros in the
     gradients its ``backward_parameters`` had not reached (the layers before that Tanh), the
-    last layer's (and with 2 the second's) hold the step's; the folded step leaves the same,
-    not the 3rd step's gradients in the layers it had not reached."""
-    original = nn.Tanh._backward
-    calls = [0]
+    last layer's (and with 2 the second's) hold the step's; the folded step (which runs) leaves the same, not the 3rd step's gradients in the layers it had
+    not reached. (Tanh._backward replaced on the class, as this test did, made fit decline the
+    folded step: both runs were the loop's.)"""
+    ones = _InterruptingOnes(minidl.nn.tanh._ONES, at=2 * 3 + tanh)  # (3 steps: 2 tanh each)
+    monkeypatch.setattr(minidl.nn.tanh, "_ONES", ones)
+    build = FoldedStep.build
+    built: list[FoldedStep | None] = []
 
-    def interrupted(self: nn.Tanh, *args: Tensor) -> Any:
-        calls[0] += 1
-        if calls[0] == 2 * 3 + tanh:  # (3 steps done: 2 tanh each)
-            raise KeyboardInterrupt
-        return original(self, *args)
+    def recorded(*arguments: Any) -> FoldedStep | None:
+        built.append(build(*arguments))
+        return built[-1]
 
-    monkeypatch.setattr(nn.Tanh, "_backward", interrupted)
+    monkeypatch.setattr(FoldedStep, "build", staticmethod(recorded))
 
     def reset() -> None:
-        calls[0] = 0
+        ones.calls = 0
 
     runs = _stopped_both_ways(KeyboardInterrupt, *_data(), before=reset, epochs=2)
+    assert built and built[0] is not None  # (the folded run folded)
     assert runs[True][1].step_count == 3
     grads = [p.grad for p in runs[True][0].parameters()]
     assert [bool(g.any()) for g in grads] == [False] * (6 - 2 * tanh) + [True] * (2 * tanh)
