@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shlex
 import signal
 import stat
@@ -1944,6 +1945,36 @@ def test_an_interrupt_as_the_temporary_file_is_made_leaves_no_file(
     monkeypatch.undo()
     assert sorted(tmp_path.iterdir()) == [path]
     assert path.read_bytes() == before
+
+
+def test_a_save_that_finds_every_temporary_name_taken_is_refused_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The temporary file's 100 random names all another's (here one name, drawn 100 times):
+    refused with a FileExistsError naming the folder, the other file and the checkpoint as they
+    were, no file of its own left."""
+    import minidl.checkpoint
+
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, nn.Linear(2, 2))
+    before = path.read_bytes()
+    draws = [0]
+
+    def token_hex(nbytes: int) -> str:
+        draws[0] += 1
+        return "0" * 2 * nbytes
+
+    monkeypatch.setattr(minidl.checkpoint.secrets, "token_hex", token_hex)
+    other = tmp_path / ".run.ckpt.000000000000.tmp"
+    other.write_bytes(b"another's")
+    with pytest.raises(
+        FileExistsError,
+        match=rf"^\[Errno 17\] no free temporary file name in {re.escape(str(tmp_path))}$",
+    ):
+        save_checkpoint(path, nn.Linear(2, 2))
+    assert draws[0] == 100
+    assert sorted(tmp_path.iterdir()) == sorted([path, other])
+    assert path.read_bytes() == before and other.read_bytes() == b"another's"
 
 
 class _TerminatedError(Exception):

@@ -164,6 +164,22 @@ def test_only_an_inputs_mismatch_says_how_to_mend_the_input() -> None:
         check_like_parameter("Linear", torch.zeros(2, dtype=torch.float64), parameter, "gradient")
 
 
+def test_make_hidden_folder_refuses_when_every_name_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 names drawn, all another's folder: refused with a FileExistsError naming the prefix
+    and the folder, ``made`` as it was given and the other folder untouched."""
+    from minidl import _validate
+
+    monkeypatch.setattr(_validate.secrets, "token_hex", lambda nbytes: "taken")
+    (tmp_path / ".x-taken").mkdir()
+    made: list[Path] = [tmp_path / "earlier"]
+    with pytest.raises(FileExistsError, match=r"^\[Errno 17\] no free folder name \.x-\.\.\. in "):
+        _validate.make_hidden_folder(tmp_path, ".x-", made)
+    assert made == [tmp_path / "earlier"]
+    assert sorted(tmp_path.iterdir()) == [tmp_path / ".x-taken"]
+
+
 def test_make_hidden_folder_keeps_its_name_before_making_it_and_skips_a_taken_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
