@@ -770,11 +770,22 @@ def _parse_safetensors_header(data: bytes, where: str) -> dict[str, Any]:
         )
     try:
         header = json.loads(data[8 : 8 + size].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{where}: the safetensors header is corrupted ({error})") from None
+    except (ValueError, RecursionError) as error:  # (UnicodeDecodeError is a ValueError)
+        raise CheckpointError(
+            f"{where}: the safetensors header is corrupted ({_json_fault(error)})"
+        ) from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{where}: the safetensors header is not a JSON object")
     return header
+
+
+def _json_fault(error: ValueError | RecursionError) -> str:
+    """What makes a JSON text unreadable, in words: Python's JSON parser refuses invalid JSON
+    with a ``JSONDecodeError``, an integer of more than 4300 digits with a plain ``ValueError``
+    and arrays or objects nested about a thousand deep with a ``RecursionError``."""
+    if isinstance(error, RecursionError):
+        return "its JSON is nested too deeply to be read"
+    return str(error)
 
 
 def _expected_size(data: bytes, framing: Mapping[str, Any]) -> int | None:
@@ -786,7 +797,7 @@ def _expected_size(data: bytes, framing: Mapping[str, Any]) -> int | None:
             for name, entry in framing.items()
             if name != "__metadata__"
         ]
-    except (KeyError, TypeError, IndexError, ValueError):
+    except (KeyError, TypeError, IndexError, ValueError, OverflowError):  # (int(Infinity))
         return None
     return 8 + int(size) + max(ends, default=0)
 
@@ -877,8 +888,8 @@ def _check_header(text: object, where: str) -> dict[str, Any]:
         raise CheckpointError(f"{where}: the 'minidl' header is not a string")
     try:
         wrapper = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{where}: the header is corrupted ({error})") from None
+    except (ValueError, RecursionError) as error:
+        raise CheckpointError(f"{where}: the header is corrupted ({_json_fault(error)})") from None
     if (
         not isinstance(wrapper, dict)
         or set(wrapper) != {"header", "sha256"}
