@@ -233,3 +233,80 @@ def test_a_data_offset_of_infinity_is_refused(good: bytes, tmp_path: Path, end: 
     path = tmp_path / "bad.ckpt"
     path.write_bytes(_framed(good, bad))
     _refused(path, "not a valid safetensors file")
+
+
+# -- JSON nested deeply, but not too deeply for Python's parser ----------------------------------
+
+
+def _nested(levels: int) -> Any:
+    """A list nested ``levels`` deep, itself the first level."""
+    value: list[Any] = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("format",),
+        ("format_version",),
+        ("tensors", "rng.torch", "shape"),
+        ("optimizer", "state"),
+        ("training", "extra", "settings"),
+    ],
+    ids=".".join,
+)
+def test_a_header_nesting_json_900_deep_is_refused(
+    good: bytes, tmp_path: Path, path: tuple[str, ...]
+) -> None:
+    """A header field holding a list nested 900 deep, which Python's parser reads: the
+    messages' repr of it (format, shape and state checks) and the copy of ``extra`` raised a
+    RecursionError of their own."""
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(_with_value(good, path, json.dumps(_nested(900))))
+    _refused(bad, "the header is malformed (its JSON nests arrays or objects more than 103 levels")
+
+
+def test_an_extra_nested_as_deep_as_it_may_be_round_trips_and_one_deeper_is_refused(
+    tmp_path: Path,
+) -> None:
+    """save_checkpoint keeps an ``extra`` nested 100 levels deep (itself the first) and gives it
+    back; it refuses one of 101 (and of 500, which it wrote, and whose reading raised a
+    RecursionError), writing nothing; a Checkpoint built by hand with such an ``extra`` is
+    refused as read_checkpoint refuses its file."""
+    model, optimizer, scheduler, generator = _parts()
+    path = tmp_path / "run.ckpt"
+    deepest = {"a": _nested(99)}
+    save_checkpoint(path, model, optimizer, scheduler, generator=generator, extra=deepest)
+    assert load_checkpoint(path, model, optimizer, scheduler, generator=generator).extra == deepest
+    for levels in (100, 499):
+        with pytest.raises(CheckpointError) as info:
+            save_checkpoint(
+                tmp_path / "deep.ckpt", model, extra={"a": _nested(levels)}, generator=generator
+            )
+        assert str(info.value) == (
+            "save_checkpoint: extra holds arrays or objects nested more than 100 levels deep "
+            "(extra itself the first), which a checkpoint does not keep (reading it back would "
+            "exceed Python's recursion limit)"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.ckpt"]
+    checkpoint = read_checkpoint(path)
+    header = json.loads(json.dumps(checkpoint.header))
+    header["training"]["extra"] = {"a": _nested(100)}
+    with pytest.raises(CheckpointError) as info:
+        type(checkpoint)(header=header, tensors=checkpoint.tensors)
+    assert str(info.value) == (
+        "Checkpoint: the header is malformed (its header nests arrays or objects more than 102 "
+        "levels deep: a checkpoint's extra nests 100 at most)"
+    )
+
+
+def test_an_extra_that_holds_itself_is_refused(tmp_path: Path) -> None:
+    """An ``extra`` holding itself is nested more deeply than any limit (json.dumps would call
+    it a circular reference, once _check_extra_keys had recursed into a RecursionError)."""
+    model = _parts()[0]
+    extra: dict[str, Any] = {}
+    extra["self"] = [extra, extra]
+    with pytest.raises(CheckpointError, match="nested more than 100 levels deep"):
+        save_checkpoint(tmp_path / "run.ckpt", model, extra=extra)

@@ -118,6 +118,13 @@ _READ_ONLY = (
     "Checkpoint: its {0} read-only (checked when it was made, as load_checkpoint applies it); "
     "build a new Checkpoint from {1} instead"
 )
+#: The deepest nesting of arrays and objects (mappings, lists, tuples) that ``extra`` may hold,
+#: ``extra`` itself the first level. Python's JSON parser, ``repr`` and ``copy.deepcopy``
+#: recurse once or twice a level, up to the interpreter's limit of about a thousand frames: an
+#: ``extra`` nested 500 deep was written, and reading it back raised a ``RecursionError``.
+_MAX_NESTING = 100
+#: The types of JSON's numbers, strings, booleans and null, which hold nothing.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 class CheckpointError(ValueError):
@@ -167,7 +174,7 @@ class Checkpoint:
     def __post_init__(self) -> None:
         """Refuse what :func:`read_checkpoint` refuses in a header (another format, a newer or
         invalid format version, a field missing or of the wrong kind: an epoch of -1, a history
-        of strings), in its words, ``tensors`` that is no mapping of names to tensors, and a
+        of strings, values nested deeper than an ``extra`` may be), in its words, ``tensors`` that is no mapping of names to tensors, and a
         model tensor of another shape or dtype than the header's architecture (which loading
         would convert to the model's dtype): a checkpoint built by hand (a read one's,
         altered) is applied as a read one is. (The header's digests, shapes and dtypes of the
@@ -195,6 +202,7 @@ class Checkpoint:
                     f"{where}: tensors must be a dict of names to tensors, got the entry "
                     f"{shown(name)}: {type(tensor).__name__}"
                 )
+        _check_nesting(self.header, _MAX_NESTING + 2, "header", where)  # (header, training)
         _check_header_content(self.header, where)
         _check_model_tensors(self.header, self.tensors, where)
         # Kept as read-only copies of what was checked (the tensors themselves not copied):
@@ -350,7 +358,8 @@ def save_checkpoint(
             generator state is always saved, and so are the states of the model's modules'
             generators and of the default CUDA generator of each GPU the model is on.
         extra: a mapping with string keys of JSON-serialisable values to keep with the
-            checkpoint (e.g. the run's settings); mappings inside it need string keys too.
+            checkpoint (e.g. the run's settings); mappings inside it need string keys too, and
+            it nests arrays and objects 100 levels deep at most (itself the first).
 
     Raises:
         CheckpointError: bad arguments, or a state that cannot be serialised.
@@ -390,6 +399,12 @@ def save_checkpoint(
         if not isinstance(extra, Mapping):
             raise CheckpointError(
                 f"{where}: extra must be a mapping with string keys, got {type(extra).__name__}"
+            )
+        if _nested_deeper(extra, _MAX_NESTING):
+            raise CheckpointError(
+                f"{where}: extra holds arrays or objects nested more than {_MAX_NESTING} levels "
+                "deep (extra itself the first), which a checkpoint does not keep (reading it back "
+                "would exceed Python's recursion limit)"
             )
         _check_extra_keys(extra, "extra", where)
     _check_file_path(path, where)
@@ -573,6 +588,39 @@ def _check_extra_keys(value: object, name: str, where: str) -> None:
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             _check_extra_keys(item, f"{name}[{index}]", where)
+
+
+def _nested_deeper(value: object, limit: int) -> bool:
+    """Whether ``value`` nests mappings, lists and tuples more than ``limit`` levels deep
+    (``value`` itself the first level, if it is one), found level by level, without
+    recursion: a value that holds itself is deeper than any limit."""
+    level: list[object] = [value]
+    for depth in range(1, limit + 2):
+        # (each container once a level: a value held many times is not walked many times)
+        containers = {id(v): v for v in level if isinstance(v, Mapping | list | tuple)}
+        if not containers:
+            return False
+        if depth > limit:
+            return True
+        level = []
+        for container in containers.values():
+            items = [*container.values()] if isinstance(container, Mapping) else container
+            # (a list of numbers alone, as a history's, passed over by the set of its types,
+            # found in C: a million per-batch rates in 20 ms rather than 400)
+            if not set(map(type, items)) <= _SCALARS:
+                level += [item for item in items if type(item) not in _SCALARS]
+    return True  # (not reached: the loop returns at depth limit + 1)
+
+
+def _check_nesting(value: object, limit: int, what: str, where: str) -> None:
+    """Refuse a header (``what``: the minidl header or the wrapper of its digest) nesting
+    arrays and objects deeper than ``limit`` levels, its own and an ``extra`` of
+    :data:`_MAX_NESTING`, before anything else reads it (see :data:`_MAX_NESTING`)."""
+    if _nested_deeper(value, limit):
+        raise CheckpointError(
+            f"{where}: the header is malformed (its {what} nests arrays or objects more than "
+            f"{limit} levels deep: a checkpoint's extra nests {_MAX_NESTING} at most)"
+        )
 
 
 def _check_history(history: object, where: str) -> None:
@@ -890,6 +938,7 @@ def _check_header(text: object, where: str) -> dict[str, Any]:
         wrapper = json.loads(text)
     except (ValueError, RecursionError) as error:
         raise CheckpointError(f"{where}: the header is corrupted ({_json_fault(error)})") from None
+    _check_nesting(wrapper, _MAX_NESTING + 3, "JSON", where)  # (its wrapper, header, training)
     if (
         not isinstance(wrapper, dict)
         or set(wrapper) != {"header", "sha256"}
