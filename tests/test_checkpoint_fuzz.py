@@ -310,3 +310,44 @@ def test_an_extra_that_holds_itself_is_refused(tmp_path: Path) -> None:
     extra["self"] = [extra, extra]
     with pytest.raises(CheckpointError, match="nested more than 100 levels deep"):
         save_checkpoint(tmp_path / "run.ckpt", model, extra=extra)
+
+
+# -- a history that save_checkpoint does not write -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("history", "epoch", "words"),
+    [
+        (
+            {"train_loss": [], "validation_error": [25.0], "lr": [0.1]},
+            1,
+            "training.history must hold as many epochs in train_loss, validation_error and lr, "
+            "got 0, 1 and 1",
+        ),
+        (
+            {"train_loss": [0.5, 0.4], "validation_error": [25.0, 20.0], "lr": [0.1]},
+            2,
+            "training.history must hold as many epochs in train_loss, validation_error and lr, "
+            "got 2, 2 and 1",
+        ),
+        (
+            {"train_loss": [0.5, 0.4], "validation_error": [25.0, 20.0], "lr": [0.1, 0.1]},
+            1,
+            "training.history holds 2 epochs, past training.epoch 1",
+        ),
+    ],
+    ids=["train-loss-short", "lr-short", "past-the-epoch"],
+)
+def test_a_history_save_checkpoint_does_not_write_is_refused(
+    good: bytes, tmp_path: Path, history: dict[str, list[float]], epoch: int, words: str
+) -> None:
+    """Curves of unequal lengths, or more epochs than the epoch saved (save_checkpoint refuses
+    both, and fit refuses to resume from them): the load was accepted, and fit refused the
+    history only once the model, optimizer and scheduler had been loaded (``minidl train
+    --resume`` trained on a history past its epoch, and its first save refused it)."""
+    header = _header(good)
+    header["training"]["history"].update(history)
+    header["training"]["epoch"] = epoch
+    path = tmp_path / "bad.ckpt"
+    path.write_bytes(_with_header(good, _canonical(header)))
+    _refused(path, f"the header is malformed ({words})")

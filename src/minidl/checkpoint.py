@@ -174,7 +174,7 @@ class Checkpoint:
     def __post_init__(self) -> None:
         """Refuse what :func:`read_checkpoint` refuses in a header (another format, a newer or
         invalid format version, a field missing or of the wrong kind: an epoch of -1, a history
-        of strings, values nested deeper than an ``extra`` may be), in its words, ``tensors`` that is no mapping of names to tensors, and a
+        of strings or of curves of unequal lengths, values nested deeper than an ``extra`` may be), in its words, ``tensors`` that is no mapping of names to tensors, and a
         model tensor of another shape or dtype than the header's architecture (which loading
         would convert to the model's dtype): a checkpoint built by hand (a read one's,
         altered) is applied as a read one is. (The header's digests, shapes and dtypes of the
@@ -980,7 +980,7 @@ def _check_header_content(header: dict[str, Any], where: str) -> None:
 
 def _check_header_fields(header: dict[str, Any]) -> None:
     """Check the presence and types of every header entry read later (a TypeError/ValueError
-    names the field). The values a component checks itself when it loads them (the optimizer's
+    names the field), and refuse a history that save_checkpoint does not write. The values a component checks itself when it loads them (the optimizer's
     ``lr`` and ``step_count``, the scheduler's state) are left to it."""
 
     def entry(container: dict[str, Any], key: str, name: str) -> Any:
@@ -1059,6 +1059,18 @@ def _check_header_fields(header: dict[str, Any]) -> None:
             isinstance(v, float | int) and not isinstance(v, bool) for v in values
         ):
             raise TypeError(f"training.history.{name} must be a list of numbers")
+    # What save_checkpoint refuses to write, as fit refuses to resume from it.
+    lengths = [len(history[name]) for name in _HISTORY_FIELDS[:3]]
+    if len(set(lengths)) > 1:
+        raise ValueError(
+            "training.history must hold as many epochs in train_loss, validation_error and lr, "
+            f"got {lengths[0]}, {lengths[1]} and {lengths[2]}"
+        )
+    if 0 < training["epoch"] < lengths[0]:
+        raise ValueError(
+            f"training.history holds {lengths[0]} epochs, past training.epoch "
+            f"{shown(training['epoch'])}"
+        )
     mapping(entry(training, "extra", "training"), "training.extra")
 
     for name, tensor in mapping(entry(header, "tensors", ""), "tensors").items():
