@@ -195,6 +195,27 @@ def test_resume_settings_missing_from_the_checkpoint_are_named() -> None:
         _check_resume_settings("r.ckpt", {"lr": 0.1}, {"lr": 0.1, "momentum": 0.9})
 
 
+def test_cli_resume_with_activations_no_set_takes_names_the_setting(
+    saved_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint's --activation setting holding lists (a file not written by minidl train):
+    refused as another setting, naming the file (a set of them raised Python's TypeError
+    'unhashable type: 'list'', naming neither)."""
+
+    def lists(header: dict[str, Any]) -> None:
+        header["training"]["extra"]["settings"]["activation"] = [["tanh"], ["relu"]]
+
+    rewrite(saved_run, header=lists)
+    before = saved_run.read_bytes()
+    code, errors = run_cli([*TRAIN, "--epochs", "5", "--resume", str(saved_run)], capsys)
+    assert (code, errors) == (
+        2,
+        f"minidl train: error: --resume {saved_run}: the checkpoint was made with other "
+        "settings: --activation ['tanh'],['relu'] in the checkpoint, tanh now\n",
+    )
+    assert saved_run.read_bytes() == before
+
+
 @pytest.mark.parametrize("damage", ["truncated", "text"])
 def test_cli_resume_from_a_bad_file(
     saved_run: Path, damage: str, capsys: pytest.CaptureFixture[str]

@@ -869,7 +869,8 @@ def _meaning(settings: dict[str, object], name: str) -> object:
     hidden layer, so ``tanh,tanh,tanh`` is the same setting (and with another ``--hidden``,
     only ``--hidden`` differs)."""
     value = settings.get(name, _UNRECORDED_DEFAULTS.get(name))
-    if name == "activation" and isinstance(value, list) and len(set(value)) == 1:
+    # (by equality, not a set: a checkpoint's list may hold lists, which no set takes)
+    if name == "activation" and isinstance(value, list) and value[:1] * len(value) == value:
         return value[:1]
     return value
 
