@@ -216,6 +216,29 @@ def test_cli_resume_with_activations_no_set_takes_names_the_setting(
     assert saved_run.read_bytes() == before
 
 
+def test_cli_resume_at_epoch_0_with_a_history_is_refused_before_training(
+    saved_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint at epoch 0 holding a history of 3 epochs (save_checkpoint takes one, from
+    another run; read_checkpoint refuses it past epoch 0): refused naming the file, before
+    training (the run trained, and its first save refused the history of 6 epochs at epoch 3,
+    naming save_checkpoint alone)."""
+
+    def epoch_0(header: dict[str, Any]) -> None:
+        header["training"]["epoch"] = 0
+
+    rewrite(saved_run, header=epoch_0)
+    before = saved_run.read_bytes()
+    code, errors = run_cli([*TRAIN, "--epochs", "3", "--resume", str(saved_run)], capsys)
+    assert (code, errors) == (
+        2,
+        f"minidl train: error: --resume {saved_run}: the checkpoint's history holds 3 epochs, "
+        "past its epoch 0: a run resumed from it would record its epochs after another run's, "
+        "and its first checkpoint would be refused\n",
+    )
+    assert saved_run.read_bytes() == before
+
+
 @pytest.mark.parametrize("damage", ["truncated", "text"])
 def test_cli_resume_from_a_bad_file(
     saved_run: Path, damage: str, capsys: pytest.CaptureFixture[str]
