@@ -2,7 +2,8 @@
 uninterrupted one, writes are atomic, and loading never runs code from the file.
 
 Refusals of bad files (truncated, corrupted, tampered, another architecture, a newer format) are
-in ``test_validation.py``; random byte corruption is in ``test_properties.py``.
+in ``test_validation.py``; random byte corruption is in ``test_properties.py``; damaged and
+hostile files, byte by byte and field by field, are in ``test_checkpoint_fuzz.py``.
 """
 
 from __future__ import annotations

@@ -9,20 +9,23 @@ model, optimizer, scheduler and generators bit for bit as they were.
 A hostile file is made as an attacker who knows the format makes it: the safetensors header
 written by hand (:func:`_framed`), or minidl's JSON header given as text with its SHA-256 digest
 computed over it (:func:`_with_header`), so that the digest is no obstacle and the checks of
-what the header says are reached.
+what the header says are reached. The tests of hypothesis draw the same examples on every run;
+``HYPOTHESIS_PROFILE=explore`` draws new ones (see ``conftest.py``).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
@@ -34,6 +37,7 @@ from minidl.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from minidl.cli import main
 from minidl.train import History
 
 Parts = tuple[nn.Sequential, optim.SGD, optim.StepDecay, torch.Generator]
@@ -48,17 +52,16 @@ def _parts() -> Parts:
     return model, optimizer, scheduler, torch.Generator().manual_seed(1)
 
 
-@functools.cache
-def _good(folder: str) -> bytes:
-    """The bytes of a checkpoint of :func:`_parts` after one step, at epoch 1 (written in
-    ``folder``, a fresh one for each test session)."""
+def _good(folder: Path) -> bytes:
+    """The bytes of a checkpoint of :func:`_parts` after one step, at epoch 1, with a history
+    and an ``extra`` (written in ``folder``)."""
     model, optimizer, scheduler, generator = _parts()
     criterion = nn.CrossEntropyLoss()
     criterion(model(torch.randn(4, 2, generator=generator)), torch.tensor([0, 1, 1, 0]))
     model.backward(criterion.backward())
     optimizer.step()
     scheduler.step()
-    path = Path(folder) / "good.ckpt"
+    path = folder / "good.ckpt"
     history = {"train_loss": [0.5], "validation_error": [25.0], "lr": [0.1]}
     save_checkpoint(
         path,
@@ -75,7 +78,7 @@ def _good(folder: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    return _good(str(tmp_path_factory.mktemp("good")))
+    return _good(tmp_path_factory.mktemp("good"))
 
 
 def _split(data: bytes) -> tuple[dict[str, Any], bytes]:
@@ -98,11 +101,11 @@ def _header(data: bytes) -> dict[str, Any]:
     return header
 
 
-def _with_header(data: bytes, text: str, tensors: dict[str, torch.Tensor] | None = None) -> bytes:
-    """A checkpoint of ``data``'s tensors (or ``tensors``) whose minidl header is the JSON text
-    ``text``, its digest the SHA-256 of ``text``: a file that passes the digest check whatever
-    ``text`` says (and the check of the JSON's canonical form where ``text`` is canonical)."""
-    content = safetensors_load(data) if tensors is None else tensors
+def _with_header(data: bytes, text: str) -> bytes:
+    """A checkpoint of ``data``'s tensors whose minidl header is the JSON text ``text``, its
+    digest the SHA-256 of ``text``: a file that passes the digest check whatever ``text`` says
+    (and the check of the JSON's canonical form where ``text`` is canonical)."""
+    content = safetensors_load(data)
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     metadata = '{"header":' + text + ',"sha256":"' + digest + '"}'
     return safetensors_save(content, metadata={"minidl": metadata})
@@ -152,10 +155,10 @@ def _assert_same(before: list[Any], after: list[Any]) -> None:
             assert a == b
 
 
-def _refused(path: Path, *fragments: str, load: bool = True) -> None:
+def _refused(path: Path, *fragments: str) -> None:
     """``path`` is refused by read_checkpoint with a CheckpointError naming it and holding
-    ``fragments``, and (with ``load``) by load_checkpoint resuming a run, with one naming it
-    (read_checkpoint's, or load_checkpoint's own), the refused load changing nothing."""
+    ``fragments``, and by load_checkpoint resuming a run, with one naming it (read_checkpoint's,
+    or load_checkpoint's own), the refused load changing nothing."""
     named = f"checkpoint {str(path)!r}: "
     with pytest.raises(CheckpointError) as info:
         read_checkpoint(path)
@@ -163,8 +166,6 @@ def _refused(path: Path, *fragments: str, load: bool = True) -> None:
     assert message.startswith(named), message
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in the message {message!r}"
-    if not load:
-        return
     parts = _parts()
     torch.manual_seed(7)
     before = _state(parts)
@@ -351,3 +352,387 @@ def test_a_history_save_checkpoint_does_not_write_is_refused(
     path = tmp_path / "bad.ckpt"
     path.write_bytes(_with_header(good, _canonical(header)))
     _refused(path, f"the header is malformed ({words})")
+
+
+# -- every byte of the header, a sample of the data ----------------------------------------------
+
+
+def _put(path: Path, data: bytes) -> None:
+    """Write ``data`` over the file at ``path`` (made if missing) in place: a file opened with
+    truncation, as ``Path.write_bytes`` opens it, is flushed to the disk first by some file
+    systems (ext4's ``auto_da_alloc``), a hundred times as slow."""
+    with open(path, "r+b" if path.exists() else "wb") as file:
+        file.write(data)
+        file.truncate()
+
+
+def _read_refused(path: Path) -> str:
+    """read_checkpoint's refusal of ``path``, which must name it."""
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"checkpoint {str(path)!r}: "), message
+    return message
+
+
+def test_a_checkpoint_cut_at_any_byte_of_its_header_or_of_a_sample_of_its_data_is_refused(
+    good: bytes, tmp_path: Path
+) -> None:
+    """The file cut after each byte of its length field and header (every offset) and after
+    every 61st byte of its tensors' data (a crash during a copy, a full disk), each refused by
+    read_checkpoint naming the file; loading one in 40 of them changes nothing."""
+    (size,) = struct.unpack("<Q", good[:8])
+    cuts = sorted({*range(8 + size + 1), *range(8 + size, len(good), 61)}, reverse=True)
+    path = tmp_path / "cut.ckpt"
+    _put(path, good)
+    for index, cut in enumerate(cuts):
+        os.truncate(path, cut)  # (cut in place, longest first: no file written again)
+        message = _read_refused(path)
+        assert "truncated" in message or "corrupted" in message, message
+        if index % 40 == 0:
+            _refused(path)
+
+
+def test_a_bit_flipped_in_any_byte_of_the_header_or_in_a_sample_of_the_data_is_refused(
+    good: bytes, tmp_path: Path
+) -> None:
+    """One bit flipped in each byte of the length field and header (the bit ``offset % 8``:
+    each bit at every eighth byte) and every 53rd byte of the tensors' data inverted (all its
+    bits flipped), each file refused by read_checkpoint naming the file; loading one in 40 of
+    them changes nothing. (Each of the eight bits of every header byte, flipped alone, and each byte set to
+    0, 0xFF, '"', '{', '\\' and 0x80, outside the suite: each file is refused.)"""
+    (size,) = struct.unpack("<Q", good[:8])
+    flips = [(offset, 1 << (offset % 8)) for offset in range(8 + size)]
+    flips += [(offset, 0xFF) for offset in range(8 + size, len(good), 53)]
+    path = tmp_path / "flipped.ckpt"
+    _put(path, good)
+    with open(path, "r+b") as file:
+        for index, (offset, mask) in enumerate(flips):
+            os.pwrite(file.fileno(), bytes([good[offset] ^ mask]), offset)
+            _read_refused(path)
+            if index % 40 == 0:
+                _refused(path)
+            os.pwrite(file.fileno(), good[offset : offset + 1], offset)
+    assert path.read_bytes() == good
+
+
+# -- hostile values at every field of minidl's header --------------------------------------------
+
+
+def _fields(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """The path of every value inside ``value`` (a key or index at each level)."""
+    inner: list[tuple[str | int, ...]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner += [(*path, key), *_fields(item, (*path, key))]
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            inner += [(*path, index), *_fields(item, (*path, index))]
+    return inner
+
+
+#: An integer of 4001 digits (Python's parser refuses more than 4300).
+_HUGE = "1" + "0" * 4000
+
+#: JSON texts that no field of a header minidl writes holds, or not there: of every kind,
+#: huge, not finite, a string that UTF-8 cannot encode, or nested. ``None`` removes the field.
+_HOSTILE = [
+    "null",
+    "true",
+    "-1",
+    "1.5",
+    "NaN",
+    "-Infinity",
+    _HUGE,
+    '"\\ud800"',
+    '"qint8"',
+    "[-1,1000000000000000000]",
+    '{"":[[[{}]]]}',
+    "[]",
+    json.dumps(_nested(900)),
+    None,
+]
+
+#: The (field, value) pairs of the sample below that load_checkpoint takes: the versions are
+#: information only; ``extra`` holds any JSON (minidl train's settings in it are compared by the
+#: command line); a history holds any numbers (a diverged run's NaN and infinities).
+_TAKEN = {
+    (("minidl_version",), None),
+    (("minidl_version",), "NaN"),
+    (("torch_version",), _HUGE),
+    (("torch_version",), "[]"),
+    (("tensors", "rng.generator", "finite"), "true"),  # (as it was)
+    (("training", "extra", "settings"), '{"":[[[{}]]]}'),
+    (("training", "extra", "settings"), "true"),
+    (("training", "extra", "settings", "activation"), "[]"),
+    (("training", "extra", "settings", "activation"), "-1"),
+    (("training", "extra", "settings", "hidden"), "1.5"),
+    (("training", "extra", "settings", "hidden", 0), None),
+    (("training", "extra", "settings", "hidden", 0), "NaN"),
+    (("training", "history", "lr", 0), "1.5"),
+    (("training", "history", "train_loss", 0), "-Infinity"),
+}
+
+
+def test_hostile_values_at_every_field_of_the_header_are_refused(
+    good: bytes, tmp_path: Path
+) -> None:
+    """Each field of the header (every key and list item, 121 of them) given two of the hostile
+    values above (``_HOSTILE[i % 14]`` and ``_HOSTILE[(i + 5) % 14]`` at the i-th field, each
+    value at eight or nine fields), with a valid digest: read_checkpoint or load_checkpoint refuses the
+    file naming it, the load changing nothing, except the pairs of ``_TAKEN``."""
+    fields = _fields(_header(good))
+    assert len(fields) == 121
+    path = tmp_path / "hostile.ckpt"
+    taken = set()
+    for index, field in enumerate(fields):
+        for value in (_HOSTILE[index % 14], _HOSTILE[(index + 5) % 14]):
+            _put(path, _with_value(good, field, value))
+            parts = _parts()
+            before = _state(parts)
+            try:
+                load_checkpoint(path, *parts[:3], generator=parts[3])
+            except CheckpointError as error:
+                assert f"checkpoint {str(path)!r}: " in str(error), (field, value, str(error))
+                _assert_same(before, _state(parts))
+            else:
+                taken.add((field, value))
+    assert taken == _TAKEN
+
+
+# -- headers that hypothesis writes --------------------------------------------------------------
+
+#: JSON values of every kind: integers up to 200 digits, floats with NaN and the infinities,
+#: strings with lone surrogates, and lists and objects of them nested a few levels.
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**200), 10**200)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(st.characters(codec=None, exclude_categories=()), max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+_SLOW = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@_SLOW
+@given(field=st.integers(0, 120), value=_JSON, drop=st.booleans())
+def test_any_json_at_any_field_of_the_header_is_refused_naming_the_file_or_taken(
+    good: bytes, tmp_path: Path, field: int, value: Any, drop: bool
+) -> None:
+    """A hypothesis-written JSON value at any field of the header (or the field removed), with a
+    valid digest: load_checkpoint takes the file, or refuses it naming it and changes nothing;
+    no error of Python's own gets out (a value that some field may hold is taken)."""
+    where = _fields(_header(good))[field]
+    path = tmp_path / "hypothesis.ckpt"
+    _put(path, _with_value(good, where, None if drop else json.dumps(value)))
+    parts = _parts()
+    before = _state(parts)
+    try:
+        load_checkpoint(path, *parts[:3], generator=parts[3])
+    except CheckpointError as error:
+        assert f"checkpoint {str(path)!r}: " in str(error), str(error)
+        _assert_same(before, _state(parts))
+
+
+_SIZES = st.integers(-2, 3) | st.sampled_from([10**18, 2**63, 2**64, 10**30])
+
+
+@_SLOW
+@given(
+    entry=st.integers(0, 6),
+    dtype=st.sampled_from(["F32", "F64", "I8", "U8", "BOOL", "F8_E8M0", "C64", "Q8", "f32", ""])
+    | st.text(max_size=4),
+    shape=st.none() | st.lists(_SIZES, max_size=3),
+    offsets=st.none() | st.lists(_SIZES | st.floats(), max_size=3),
+)
+@example(entry=0, dtype="F32", shape=None, offsets=[0, float("inf")]).via("Infinity")
+@example(entry=1, dtype="F32", shape=[10**18, 10**18], offsets=None).via("a huge shape")
+@example(entry=2, dtype="F32", shape=[-1], offsets=None).via("a negative size")
+def test_any_tensor_entry_of_the_safetensors_header_is_refused(
+    good: bytes,
+    tmp_path: Path,
+    entry: int,
+    dtype: str,
+    shape: list[int] | None,
+    offsets: list[float] | None,
+) -> None:
+    """A tensor's entry in the safetensors header given a hypothesis-written dtype, shape
+    (negative sizes, 10**18, 2**64: nothing of that size is allocated) and data offsets
+    (overlapping another tensor's, past the file, not integers), the entry otherwise as it was
+    (``None``: as it was): refused naming the file, the load changing nothing."""
+    framing = _split(good)[0]
+    name = sorted(key for key in framing if key != "__metadata__")[entry]
+    changed: dict[str, object] = {"dtype": dtype}
+    if shape is not None:
+        changed["shape"] = shape
+    if offsets is not None:
+        changed["data_offsets"] = offsets
+    assume(any(framing[name][key] != value for key, value in changed.items()))
+    framing[name].update(changed)
+    path = tmp_path / "framing.ckpt"
+    _put(path, _framed(good, json.dumps(framing, separators=(",", ":"))))
+    _refused(path)
+
+
+@_SLOW
+@given(size=st.integers(0, 2**64 - 1))
+@example(size=2**63).via("the length of the brief")
+@example(size=2**64 - 1).via("the largest")
+@example(size=0).via("none")
+def test_any_header_length_but_the_true_one_is_refused(
+    good: bytes, tmp_path: Path, size: int
+) -> None:
+    """The length field (8 bytes, little-endian) of any value up to 2**64 - 1 but the header's:
+    refused naming the file, without reading past the file or allocating the length."""
+    (true_size,) = struct.unpack("<Q", good[:8])
+    assume(size != true_size)
+    path = tmp_path / "length.ckpt"
+    _put(path, _framed(good, good[8 : 8 + true_size], size))
+    _read_refused(path)
+
+
+# -- checkpoints of another run ------------------------------------------------------------------
+
+
+def _other(
+    change: str,
+) -> tuple[nn.Sequential, optim.Optimizer, optim.LRScheduler | None, torch.Generator]:
+    """:func:`_parts` with one thing changed (``change`` names it)."""
+    model = nn.mlp(
+        {"wider": (2, 4, 2), "deeper": (2, 3, 3, 2)}.get(change, (2, 3, 2)),
+        "relu" if change == "relu" else "tanh",
+        dtype=torch.float64 if change == "float64" else torch.float32,
+        generator=torch.Generator().manual_seed(0),
+    )
+    optimizer: optim.Optimizer = (
+        optim.Adadelta(model.parameters())
+        if change == "adadelta"
+        else optim.SGD(model.parameters(), lr=0.1, momentum=0.0 if change == "no-momentum" else 0.5)
+    )
+    scheduler: optim.LRScheduler | None
+    if change == "cyclic":
+        scheduler = optim.CyclicLR(optimizer, base_lr=0.01, max_lr=0.1, step_size_up=3)
+    elif change == "no-scheduler":
+        scheduler = None
+    else:
+        scheduler = optim.StepDecay(optimizer, step_size=4 if change == "step-size" else 3)
+    return model, optimizer, scheduler, torch.Generator().manual_seed(1)
+
+
+_OTHERS = {
+    "wider": "the checkpoint is for another architecture: '0.weight' has shape (4, 2)",
+    "deeper": "the checkpoint is for another architecture",
+    "relu": "the checkpoint is for another model: the parameters fit, the modules differ",
+    "float64": "the checkpoint's parameters are float64 and this model's float32",
+    "adadelta": "the checkpoint is for optimizer Adadelta, got SGD",
+    "no-momentum": "the checkpoint's SGD has state [], this one ['momentum_buffer']",
+    "cyclic": "the checkpoint was saved with scheduler CyclicLR, got StepDecay",
+    "step-size": "the checkpoint is for another scheduler: the settings differ",
+    "no-scheduler": "the checkpoint was saved with scheduler None, got StepDecay",
+}
+
+
+@pytest.mark.parametrize("change", sorted(_OTHERS))
+def test_a_checkpoint_of_another_run_is_refused_and_changes_nothing(
+    tmp_path: Path, change: str
+) -> None:
+    """A checkpoint of another architecture, dtype, optimizer, optimizer state or scheduler
+    (class or settings), resumed into :func:`_parts`: refused naming the file and the
+    difference, everything as it was."""
+    other = _other(change)
+    path = tmp_path / f"{change}.ckpt"
+    save_checkpoint(path, *other[:3], epoch=1, generator=other[3])
+    parts = _parts()
+    torch.manual_seed(7)
+    before = _state(parts)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, *parts[:3], generator=parts[3])
+    message = str(info.value)
+    assert message.startswith(f"load_checkpoint: checkpoint {str(path)!r}: "), message
+    assert _OTHERS[change] in message, message
+    _assert_same(before, _state(parts))
+
+
+@pytest.mark.parametrize(
+    ("version", "words"),
+    [
+        ("2", "format version 2 (written by minidl "),
+        ("0", "invalid format version 0"),
+        ('"1"', "invalid format version '1'"),
+        ("1.0", "invalid format version 1.0"),
+        ("true", "invalid format version True"),
+        ("null", "invalid format version None"),
+    ],
+)
+def test_a_checkpoint_of_another_format_version_is_refused(
+    good: bytes, tmp_path: Path, version: str, words: str
+) -> None:
+    """A newer format version, and versions that are no integer >= 1."""
+    path = tmp_path / "version.ckpt"
+    path.write_bytes(_with_value(good, ("format_version",), version))
+    _refused(path, words)
+
+
+# -- minidl train --resume -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The checkpoint of a run of ``minidl train`` of one epoch."""
+    path = tmp_path_factory.mktemp("trained") / "run.ckpt"
+    assert main([*_TRAIN, "--checkpoint", str(path)]) == 0
+    return path.read_bytes()
+
+
+_TRAIN = ["train", "--epochs", "1", "--hidden", "4", "--quiet"]
+
+
+def _cut_in_header(data: bytes) -> bytes:
+    return data[: 8 + struct.unpack("<Q", data[:8])[0] // 2]
+
+
+def _flip_in_header(data: bytes) -> bytes:
+    return data[:100] + bytes([data[100] ^ 4]) + data[101:]
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (_cut_in_header, "not a safetensors file, or truncated"),
+        (_flip_in_header, "corrupted"),
+        (lambda data: _framed(data, _DEEP), "nested too deeply"),
+        (lambda data: _with_value(data, ("format",), _DEEP), "nested too deeply"),
+        (lambda data: _with_value(data, ("training", "epoch"), "7" * 5000), "4300 digits"),
+        (lambda data: _with_value(data, ("training", "epoch"), json.dumps(_nested(900))), "103"),
+        (
+            lambda data: _with_value(data, ("training", "history", "lr"), "[]"),
+            "got 1, 1 and 0",
+        ),
+        (lambda data: _with_value(data, ("format_version",), "2"), "format version 2"),
+    ],
+    ids=["cut", "flipped", "deep-framing", "deep-header", "digits", "900-deep", "history", "v2"],
+)
+def test_minidl_train_resume_refuses_a_bad_file_naming_it(
+    trained: bytes,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    damage: Any,
+    words: str,
+) -> None:
+    """``minidl train --resume`` of a damaged or hostile file: exit status 2 and one line
+    naming the flag and the file, no traceback, the file unchanged."""
+    path = tmp_path / "run.ckpt"
+    path.write_bytes(damage(trained))
+    before = path.read_bytes()
+    assert main([*_TRAIN, "--epochs", "2", "--resume", str(path)]) == 2
+    errors = capsys.readouterr().err
+    assert errors.startswith(f"minidl train: error: --resume {path}: "), errors
+    assert words in errors and errors.count("\n") == 1, errors
+    assert path.read_bytes() == before
