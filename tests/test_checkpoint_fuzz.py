@@ -680,6 +680,35 @@ def test_a_checkpoint_of_another_format_version_is_refused(
     _refused(path, words)
 
 
+@pytest.mark.parametrize(
+    ("version", "writer", "words"),
+    [
+        ("2", '"0.9.1"', "format version 2 (written by minidl 0.9.1) is newer than this minidl"),
+        (_HUGE, '"0.9.1"', "format version an int of 4001 digits (written by minidl 0.9.1)"),
+        ("2", json.dumps("9" * 10**6), "(written by minidl '99999999999999999999999999999999999"),
+        ("2", _canonical(list(range(10**5))), "format version 2 (written by minidl <a list>) is"),
+        ("2", "null", "format version 2 (written by minidl None) is newer"),
+    ],
+    ids=["plain", "huge-version", "long-writer", "list-writer", "no-writer"],
+)
+def test_a_newer_format_version_is_named_in_a_message_of_a_few_lines(
+    good: bytes, tmp_path: Path, version: str, writer: str, words: str
+) -> None:
+    """A newer format version of 4001 digits, or written by a minidl version of a million
+    characters or a list of 100 000 numbers: the message shows them briefly (all of them were
+    written out, the version's 4001 digits, the million characters and the 100 000 numbers)."""
+    header = _header(good)
+    header["format_version"] = _PLACE
+    header["minidl_version"] = _PLACE + "writer"
+    text = _canonical(header).replace(json.dumps(_PLACE), version)
+    path = tmp_path / "newer.ckpt"
+    path.write_bytes(_with_header(good, text.replace(json.dumps(_PLACE + "writer"), writer)))
+    _refused(path, words)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert len(str(info.value)) < 400, len(str(info.value))
+
+
 # -- minidl train --resume -----------------------------------------------------------------------
 
 

@@ -77,7 +77,7 @@ from torch import Tensor
 from minidl._extras import require
 from minidl._frozen import FrozenDict, frozen
 from minidl._interrupts import holding_interrupts
-from minidl._validate import is_link_loop, shown, special_file_kind
+from minidl._validate import LONGEST_SHOWN, is_link_loop, shown, special_file_kind
 from minidl.nn.module import Module, check_registered
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
@@ -967,9 +967,16 @@ def _check_header_content(header: dict[str, Any], where: str) -> None:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise CheckpointError(f"{where}: invalid format version {shown(version)}")
     if version > FORMAT_VERSION:
+        # (as written where it is a version's text, else as shown, and a list or an object by
+        # its kind: the file's JSON may hold anything there, a million characters or items)
+        writer: Any = header.get("minidl_version")
+        if not (isinstance(writer, str) and writer.isprintable() and len(writer) <= LONGEST_SHOWN):
+            writer = (
+                f"<a {type(writer).__name__}>" if isinstance(writer, list | dict) else shown(writer)
+            )
         raise CheckpointError(
-            f"{where}: format version {version} (written by minidl "
-            f"{header.get('minidl_version')}) is newer than this minidl ({_minidl_version()}) "
+            f"{where}: format version {shown(version)} (written by minidl {writer}) is newer "
+            f"than this minidl ({_minidl_version()}) "
             f"reads (format version {FORMAT_VERSION}); upgrade minidl"
         )
     try:
