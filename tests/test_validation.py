@@ -216,6 +216,27 @@ def test_cli_resume_with_activations_no_set_takes_names_the_setting(
     assert saved_run.read_bytes() == before
 
 
+def test_cli_resume_shows_a_long_setting_by_its_start_and_length(
+    saved_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint's --optimizer setting of a million characters, and a --hidden of one of
+    them (a file not written by minidl train): named by their first 40 characters and their
+    length, the message one short line (the million characters were written out, twice)."""
+
+    def long(header: dict[str, Any]) -> None:
+        header["training"]["extra"]["settings"].update(optimizer="x" * 10**6, hidden=["y" * 10**6])
+
+    rewrite(saved_run, header=long)
+    code, errors = run_cli([*TRAIN, "--epochs", "5", "--resume", str(saved_run)], capsys)
+    assert (code, errors) == (
+        2,
+        f"minidl train: error: --resume {saved_run}: the checkpoint was made with other "
+        f"settings: --optimizer {'x' * 40!r}... (a str of 1000000 characters) in the "
+        f"checkpoint, sgd now; --hidden {'y' * 40!r}... (a str of 1000000 characters) in the "
+        "checkpoint, 4 now\n",
+    )
+
+
 def test_cli_resume_at_epoch_0_with_a_history_is_refused_before_training(
     saved_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

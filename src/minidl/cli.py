@@ -870,8 +870,19 @@ def _as_typed(value: object, name: str = "") -> str:
     if isinstance(value, bool):  # (a flag without a value: --detect-anomaly)
         return "on" if value else "off"
     if isinstance(value, list | tuple):
-        return ",".join(_shown(item) if isinstance(item, int) else str(item) for item in value)
-    return _shown(value) if isinstance(value, int) else str(value)
+        return ",".join(_typed_item(item) for item in value)
+    return _typed_item(value)
+
+
+def _typed_item(value: object) -> str:
+    """A number or name as :func:`_as_typed` writes it: as typed, but an integer of many digits
+    and a text of more than 100 characters (a checkpoint's, written by another program)
+    as :func:`_shown` shows them (``an int of 5001 digits``, a text by its start and length)."""
+    from minidl._validate import LONGEST_TEXT
+
+    if isinstance(value, int) or (isinstance(value, str) and len(value) > LONGEST_TEXT):
+        return _shown(value)
+    return str(value)
 
 
 def _meaning(settings: dict[str, object], name: str) -> object:
