@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import struct
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -765,3 +766,37 @@ def test_minidl_train_resume_refuses_a_bad_file_naming_it(
     assert errors.startswith(f"minidl train: error: --resume {path}: "), errors
     assert words in errors and errors.count("\n") == 1, errors
     assert path.read_bytes() == before
+
+
+# -- a large file of another program -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "safetensors-of-torch", "no-safetensors"])
+def test_a_large_file_of_another_program_is_refused_unread(tmp_path: Path, kind: str) -> None:
+    """A file of 256 MiB (a sparse one here): a safetensors file without minidl's header (a
+    model's weights), or no safetensors file (its first 8 bytes a length of 2.4e18): refused
+    from its first bytes, without reading the rest (read whole, and for a safetensors file
+    loaded, it took 256 or 512 MiB of memory before the refusal; a file of some gigabytes, as
+    much or twice)."""
+    framing: dict[str, Any] = {"w": {"dtype": "F32", "shape": [2**26], "data_offsets": [0, 2**28]}}
+    if kind == "safetensors-of-torch":
+        framing["__metadata__"] = {"format": "pt"}
+    text = json.dumps(framing, separators=(",", ":")).encode()
+    start = b"GARBAGE!" if kind == "no-safetensors" else struct.pack("<Q", len(text)) + text
+    path = tmp_path / "large.bin"
+    path.write_bytes(start)
+    os.truncate(path, len(start) + 2**28)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError) as info:
+            read_checkpoint(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(info.value) == f"checkpoint {str(path)!r}: " + (
+        f"not a safetensors file, or truncated (header of {struct.unpack('<Q', start)[0]} bytes "
+        f"in a file of {2**28 + 8} bytes)"
+        if kind == "no-safetensors"
+        else "not a minidl checkpoint (no 'minidl' header)"
+    )
+    assert peak < 2**20, peak

@@ -755,10 +755,14 @@ def _create_temporary(folder: Path, name: str, mode: int, made: list[str]) -> in
     raise FileExistsError(errno.EEXIST, f"no free temporary file name in {os.fspath(folder)}")
 
 
-def _read_regular_file(path: str | os.PathLike[str]) -> bytes:
+def _read_regular_file(
+    path: str | os.PathLike[str], check_head: Callable[[BinaryIO, int], None] | None = None
+) -> bytes:
     """The bytes of the regular file at ``path``; anything else raises an ``OSError`` before
     a byte is read (a pipe would block for a writer, ``/dev/zero`` would fill the memory).
-    Opened without blocking, so that opening a pipe returns at once.
+    Opened without blocking, so that opening a pipe returns at once. ``check_head`` is given
+    the open file and its size first, to read its start and refuse a file that it shows to be
+    no checkpoint, however large, before the whole is read (from its first byte).
 
     The descriptor is closed whatever happens: a file object refuses a folder's descriptor
     without closing it (one left open at every reading of a folder), and an interrupt (Ctrl-C,
@@ -769,7 +773,8 @@ def _read_regular_file(path: str | os.PathLike[str]) -> bytes:
         with holding_interrupts():
             descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
             try:
-                mode = os.fstat(descriptor).st_mode
+                status = os.fstat(descriptor)
+                mode = status.st_mode
                 if stat.S_ISDIR(mode):
                     raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
                 if not stat.S_ISREG(mode):
@@ -779,6 +784,9 @@ def _read_regular_file(path: str | os.PathLike[str]) -> bytes:
                 os.close(descriptor)
                 raise
         with file:
+            if check_head is not None:
+                check_head(file, status.st_size)
+                file.seek(0)
             return file.read()
     except BaseException:
         if file is not None:  # (closed already, unless interrupted as the holding ended)
@@ -806,15 +814,20 @@ def _fsync_folder(folder: Path) -> None:
 # -- reading and checking -------------------------------------------------------------------------
 
 
-def _parse_safetensors_header(data: bytes, where: str) -> dict[str, Any]:
-    """The JSON header of a safetensors blob, checked for the framing only."""
-    if len(data) < 8:
-        raise CheckpointError(f"{where}: the file is truncated ({len(data)} bytes)")
+def _parse_safetensors_header(
+    data: bytes, where: str, file_size: int | None = None
+) -> dict[str, Any]:
+    """The JSON header of a safetensors blob, checked for the framing only; ``data`` may be the
+    first bytes alone of a file of ``file_size`` bytes (default: ``len(data)``), up to its
+    header's end."""
+    length = len(data) if file_size is None else file_size
+    if length < 8:
+        raise CheckpointError(f"{where}: the file is truncated ({length} bytes)")
     (size,) = struct.unpack("<Q", data[:8])
-    if size > min(len(data) - 8, _MAX_HEADER):
+    if size > min(length - 8, _MAX_HEADER):
         raise CheckpointError(
             f"{where}: not a safetensors file, or truncated (header of {size} bytes in a file "
-            f"of {len(data)} bytes)"
+            f"of {length} bytes)"
         )
     try:
         header = json.loads(data[8 : 8 + size].decode("utf-8"))
@@ -889,35 +902,28 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise CheckpointError(f"{where}: is a {kind}, not a regular file")
     if not os.fspath(path):  # (Path("") is the current folder)
         raise CheckpointError(f"{where}: cannot be read (the path is empty)")
+    framing: dict[str, Any] = {}
+
+    def check_head(file: BinaryIO, size: int) -> None:
+        head = file.read(8)
+        length = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        # (the header, where the length field describes one that the file can hold; else a
+        # byte, which tells a pickle from a safetensors file cut off in its header)
+        head += file.read(length if length <= min(size - 8, _MAX_HEADER) else 1)
+        framing.update(_check_framing(head, size, where))
+
     try:
-        data = _read_regular_file(path)
+        data = _read_regular_file(path, check_head)
     except OSError as error:
         raise CheckpointError(f"{where}: cannot be read ({error.strerror or error})") from None
-    try:
-        framing = _parse_safetensors_header(data, where)
-    except CheckpointError:
-        # (a safetensors file whose header size starts with the byte 0x80, cut off inside its
-        # JSON header, is no pickle: its JSON starts at byte 8)
-        pickled = data[:1] == b"\x80" and len(data) > 8 and data[8:9] != b"{"
-        if pickled or data[:4] == b"PK\x03\x04":
-            raise CheckpointError(
-                f"{where}: not a safetensors file: it looks like a pickle or torch.save file, "
-                "which minidl never loads (unpickling can run arbitrary code)"
-            ) from None
-        raise
-    expected = _expected_size(data, framing)
+    expected = _expected_size(data, framing)  # (again: the file may have changed meanwhile)
     if expected is not None and expected != len(data):
-        what = "truncated" if expected > len(data) else "followed by extra bytes"
-        raise CheckpointError(
-            f"{where}: the file is {what} ({len(data)} bytes, its header describes {expected})"
-        )
+        raise CheckpointError(_size_fault(where, len(data), expected))
     try:
         tensors = safetensors_load(data)
     except (SafetensorError, ValueError, RuntimeError, TypeError, KeyError) as error:
         raise CheckpointError(f"{where}: not a valid safetensors file ({error})") from None
-    metadata = framing.get("__metadata__")
-    if not isinstance(metadata, dict) or "minidl" not in metadata:
-        raise CheckpointError(f"{where}: not a minidl checkpoint (no 'minidl' header)")
+    metadata = framing["__metadata__"]
     # A file that parses but is not byte for byte what minidl writes for its own content has
     # been altered (e.g. in the header's padding); refuse it.
     try:
@@ -929,6 +935,39 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     header = _check_header(metadata["minidl"], where)
     _check_tensors(header, tensors, _digests(data), where)
     return Checkpoint(header=header, tensors=tensors)
+
+
+def _check_framing(head: bytes, size: int, where: str) -> dict[str, Any]:
+    """The safetensors header of a file of ``size`` bytes, from its first bytes ``head`` (its
+    length field and its header, or as much of them as the file holds), checked before the
+    rest is read: its framing, the file's size that it describes, and minidl's header in its
+    metadata. A file of another program (a pickle, a model's weights of some gigabytes in a
+    safetensors file) is refused without reading its tensors."""
+    try:
+        framing = _parse_safetensors_header(head, where, size)
+    except CheckpointError:
+        # (a safetensors file whose header size starts with the byte 0x80, cut off inside its
+        # JSON header, is no pickle: its JSON starts at byte 8)
+        pickled = head[:1] == b"\x80" and size > 8 and head[8:9] != b"{"
+        if pickled or head[:4] == b"PK\x03\x04":
+            raise CheckpointError(
+                f"{where}: not a safetensors file: it looks like a pickle or torch.save file, "
+                "which minidl never loads (unpickling can run arbitrary code)"
+            ) from None
+        raise
+    expected = _expected_size(head, framing)
+    if expected is not None and expected != size:
+        raise CheckpointError(_size_fault(where, size, expected))
+    metadata = framing.get("__metadata__")
+    if not isinstance(metadata, dict) or "minidl" not in metadata:
+        raise CheckpointError(f"{where}: not a minidl checkpoint (no 'minidl' header)")
+    return framing
+
+
+def _size_fault(where: str, size: int, expected: int) -> str:
+    """The message for a file of ``size`` bytes whose header describes ``expected``."""
+    what = "truncated" if expected > size else "followed by extra bytes"
+    return f"{where}: the file is {what} ({size} bytes, its header describes {expected})"
 
 
 def _check_header(text: object, where: str) -> dict[str, Any]:
