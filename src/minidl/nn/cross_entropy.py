@@ -56,7 +56,8 @@ class CrossEntropyLoss(Loss):
     Shape:
         - Logits: ``(N, C)``. Target: ``(N,)`` int64 in ``[0, C)``, or ``(N, C)`` float with
           non-negative rows that sum to 1 (within 1e-5, or :math:`2\sqrt{C}` epsilons of the
-          dtype where that is more; 1e-3 in float16 and bfloat16).
+          dtype where that is more; in float16 within 1e-3, and in bfloat16 within its
+          epsilon, :math:`2^{-7}`).
         - Output: a 0-dim tensor.
         - Stacked models: logits ``(R, N, C)``, targets ``(R, N)`` or ``(R, N, C)``, output ``(R,)``.
 
