@@ -52,9 +52,11 @@ class CyclicLR(LRScheduler):
 
     with the amplitude scale :math:`s = 1` (``"triangular"``), :math:`s = 2^{1 - c}`
     (``"triangular2"``, halved every cycle) or :math:`s = \gamma^t` (``"exp_range"``). For
-    :math:`u = d` it is Smith's :math:`x = |t/u - 2c + 1|`, :math:`h = \max(0, 1 - x)`. Call
-    :meth:`step` once per batch; it gives the sequence of PyTorch's ``lr_scheduler.CyclicLR``
-    with ``cycle_momentum=False``. Building it sets the optimizer's learning rate to ``base_lr``.
+    :math:`u = d` it is Smith's formula, :math:`h = \max(0, 1 - X)` with his
+    :math:`X = |t/u - 2c + 1|`, which is :math:`|2x - 1|` for the :math:`x` above (the fraction
+    of the cycle done). Call :meth:`step` once per batch; it gives the sequence of PyTorch's
+    ``lr_scheduler.CyclicLR`` with ``cycle_momentum=False``. Building it sets the optimizer's
+    learning rate to ``base_lr``.
 
     Args:
         optimizer: the optimizer to schedule.
