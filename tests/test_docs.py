@@ -7,7 +7,8 @@
   README's and the home page's, whose names for the API reference's examples are those the
   docstring examples run with; the ``>>>`` examples of the docstrings that the tutorial writes
   show what they print;
-- the tutorial's Softplus matches PyTorch where the tutorial claims it is stable;
+- the tutorial's Softplus matches PyTorch where the tutorial claims it is stable, and the
+  comments of its ``print`` calls show what they print (the values, the errors);
 - the home page links every page of the site, and every relative link of the README and the
   pages (docs/api's too) leads to a file that exists and, after a ``#``, to one of its headings,
   as the checker finds on a planted site;
@@ -212,6 +213,43 @@ def test_tutorial_docstring_examples_run(tutorial: dict[str, Any]) -> None:
             runner.run(test, out=report.append)
     assert examples >= 1
     assert runner.failures == 0, "".join(report)
+
+
+#: A comment that shows a tensor's values: a label, then the numbers in brackets.
+SHOWN_NUMBERS = re.compile(r"^(?P<label>[^:\[]*): \[(?P<numbers>[-+0-9., ]+)\]$")
+
+
+def test_tutorial_prints_what_its_comments_show() -> None:
+    """Each commented ``print(...)`` of docs/tutorial.md shows what it prints: a list of numbers
+    is the printed tensor's values, each to the digits written (``0.3133`` is a value that
+    rounds to it); a message is the printed error's, ``[...]`` standing for the index it
+    names."""
+    printed: list[object] = []
+    namespace: dict[str, Any] = {"__name__": "docs_tutorial", "print": printed.append}
+    checked = 0
+    for number, block in enumerate(python_blocks("tutorial.md"), start=1):
+        printed.clear()
+        exec(compile(block, f"docs/tutorial.md (python block {number})", "exec"), namespace)
+        calls = [line for line in block.splitlines() if line.strip().startswith("print(")]
+        assert len(calls) == len(printed), (number, calls, printed)
+        for call, value in zip(calls, printed, strict=True):
+            comment = call.partition("#")[2].strip()
+            if not comment:
+                continue
+            numbers = SHOWN_NUMBERS.match(comment)
+            if numbers:
+                assert isinstance(value, torch.Tensor), (comment, value)
+                shown = [part.strip() for part in numbers.group("numbers").split(",")]
+                values = value.tolist()
+                assert len(shown) == len(values), (comment, values)
+                for text, actual in zip(shown, values, strict=True):
+                    digits = len(text.partition(".")[2])
+                    assert round(actual, digits) == float(text), (comment, values)
+            else:
+                pattern = re.escape(comment).replace(re.escape("[...]"), r"\[[^\]]+\]")
+                assert re.search(pattern, str(value)), (comment, str(value))
+            checked += 1
+    assert checked == 4, "docs/tutorial.md's commented prints changed: update this test"
 
 
 def test_index_links_every_page_of_the_site() -> None:
