@@ -18,7 +18,10 @@ class LogSoftmax(Module):
 
     The max shift :math:`m_n = \max_k x_{nk}` keeps it finite at inputs of :math:`\pm 10^4`.
     Backward, with :math:`p = e^{y}` the softmax:
-    :math:`\partial L/\partial x_{nc} = g_{nc} - p_{nc} \sum_k g_{nk}`.
+    :math:`\partial L/\partial x_{nc} = g_{nc} - p_{nc} \sum_k g_{nk}`, that is
+    :math:`\sum_k g_{nk}\, \partial y_{nk}/\partial x_{nc}` with the row's Jacobian
+    :math:`\partial y_{nk}/\partial x_{nc} = \delta_{kc} - p_{nc}` (the derivative of
+    :math:`\log\sum_j e^{x_{nj}}` by :math:`x_{nc}` is :math:`p_{nc}`), which is never formed.
     Followed by :class:`~minidl.nn.NLLLoss` it computes the cross-entropy.
 
     Args:

@@ -29,7 +29,10 @@ class Softmax(Module):
 
     The max shift :math:`m_n = \max_k x_{nk}` keeps it finite at inputs of :math:`\pm 10^4`.
     Backward, from the cached output:
-    :math:`\partial L/\partial x_{nc} = y_{nc} (g_{nc} - \sum_k g_{nk} y_{nk})`.
+    :math:`\partial L/\partial x_{nc} = y_{nc} (g_{nc} - \sum_k g_{nk} y_{nk})`, that is
+    :math:`\sum_k g_{nk}\, \partial y_{nk}/\partial x_{nc}` with the row's Jacobian
+    :math:`\partial y_{nk}/\partial x_{nc} = y_{nk} (\delta_{kc} - y_{nc})` (each row is
+    normalised alone: rows do not mix), which is never formed.
 
     Use it for probabilities at inference; for training with a class target, feed logits to
     :class:`~minidl.nn.CrossEntropyLoss` (or :class:`~minidl.nn.LogSoftmax` to :class:`~minidl.nn.NLLLoss`),
