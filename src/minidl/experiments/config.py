@@ -2,8 +2,9 @@
 
 Every row is a complete description of a training run (network, loss, optimizer, schedule,
 epochs); the runner trains it for several rounds and the report compares it with the paper.
-Where the paper leaves a point open (docs/PAPER-NOTES.md), the choice is made once, in
-:data:`CHOICES`, with the reason beside it, and the rows take their values from there.
+Where the paper leaves a point open (the report of ``minidl reproduce`` lists each), the choice
+is made once, in :data:`CHOICES`, with the reason beside it, and the rows take their values
+from there.
 
 Rows are of three kinds:
 
@@ -124,7 +125,7 @@ BATCHES_PER_EPOCH = PROTOCOL.batches_per_epoch
 
 @dataclass(frozen=True)
 class Choices:
-    """The decision taken on every point the paper leaves open (docs/PAPER-NOTES.md).
+    """The decision taken on every point the paper leaves open (the report lists each).
 
     Each field is one decision; its ``metadata["doc"]`` says why (the report prints it). The
     other readings are run as variant rows, so the report shows what each decision changes.
@@ -151,8 +152,8 @@ class Choices:
     adadelta_rho: float = field(
         default=0.9,
         metadata={
-            "doc": "ADADELTA's decay rate rho: the paper (and PAPER-NOTES) gives neither rho nor "
-            "epsilon; PyTorch's defaults are used, rho 0.9 (Zeiler's experiments used 0.95), as "
+            "doc": "ADADELTA's decay rate rho: the paper gives neither rho nor epsilon; "
+            "PyTorch's defaults are used, rho 0.9 (Zeiler's experiments used 0.95), as "
             "`minidl train --optimizer adadelta` does. Not run as a variant."
         },
     )

@@ -1,9 +1,9 @@
 """The faults of the paper's published code, reproduced on purpose for the variant rows.
 
-**These are not correct implementations.** They re-create, from the description in
-docs/PAPER-NOTES.md, what the code that the authors published with the report computed, so
-that the reproduction can test whether a fault explains a difference between minidl's numbers
-and the paper's. The correct modules are :class:`minidl.optim.Adadelta`,
+**These are not correct implementations.** They re-create what the code that the authors
+published with the report computed (docs/reproducing.md lists its faults), so that the
+reproduction can test whether a fault explains a difference between minidl's numbers and the
+paper's. The correct modules are :class:`minidl.optim.Adadelta`,
 :class:`minidl.nn.ELU` and :class:`minidl.nn.SELU`.
 
 Two faults need no code: momentum that had no effect is SGD with momentum 0, and a scheduler
