@@ -162,14 +162,16 @@ def test_selu_refuses_any_scale_its_constants_are_fixed(scale: object) -> None:
 def test_a_selu_pickled_with_a_scale_loads_with_the_constant() -> None:
     """A SELU pickled before its scale was fixed holds the constant in ``_scale`` and, where
     one was set by hand, a plain ``scale`` that it never computed with: it loads as a SELU of
-    fixed constants, the plain attribute dropped (it would have been refused as set). A
-    subclass computing with a scale of its own (the experiments' PublishedSELU, 0.5) reads it
-    as its ``scale``, refuses to set it naming it, and keeps it through a pickle."""
+    fixed constants, the plain attribute dropped (it would have been refused as set), with a
+    warning naming it (see test_earlier_pickles). A subclass computing with a scale of its own
+    (the experiments' PublishedSELU, 0.5) reads it as its ``scale``, refuses to set it naming
+    it, and keeps it through a pickle."""
     x = torch.linspace(-5, 5, 41, dtype=F64)
     state = nn.SELU().__getstate__()
     state["_scale"], state["scale"] = SELU_SCALE, 2.0
     loaded = nn.SELU.__new__(nn.SELU)
-    loaded.__setstate__(state)
+    with pytest.warns(UserWarning, match=r"^SELU: scale=2.0, pickled by an earlier minidl "):
+        loaded.__setstate__(state)
     assert "_scale" not in vars(loaded) and "scale" not in vars(loaded)
     assert loaded.scale == SELU_SCALE and torch.equal(loaded(x), F.selu(x))
     published = PublishedSELU()

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, Generic, TypeVar, overload
 
-__all__ = ["Setting", "read_overridden_settings"]
+from torch import Tensor
+
+from minidl._validate import shown
+
+__all__ = ["Setting", "read_overridden_settings", "warn_dropped"]
 
 T = TypeVar("T")
 
@@ -30,10 +37,18 @@ class Setting(Generic[T]):
     The learning-rate schedules' settings are a subclass,
     ``minidl.optim.lr_scheduler.ScheduleSetting``, which also checks the value against the
     schedule's other settings and sets the optimizer's rate anew.
+
+    A module pickled before its setting existed holds a plain attribute ``name``, which
+    ``Module.__setstate__`` gives to :meth:`set_pickled`: it is checked as set (the
+    computation read it), unless the setting is ``ignored_when_plain`` (a plain ``inplace`` or
+    ``track_running_stats``, which the computation never read): then a value the check takes
+    (``inplace=False``) is taken, and one it refuses is dropped with a ``UserWarning``
+    (:func:`warn_dropped`), so that the module loads and computes as it did.
     """
 
-    def __init__(self, check: Callable[[str, Any], T]) -> None:
+    def __init__(self, check: Callable[[str, Any], T], *, ignored_when_plain: bool = False) -> None:
         self.check = check
+        self.ignored_when_plain = ignored_when_plain
         self.name = ""
         self.slot = ""
 
@@ -66,9 +81,22 @@ class Setting(Generic[T]):
         return value
 
     def __set__(self, instance: object, value: Any) -> None:
-        # (object.__setattr__ also serves a module unpickled from before the setting existed:
-        # Module.__setstate__ sets its old plain attribute, which comes here and is checked)
         object.__setattr__(instance, self.slot, self.check(type(instance).__name__, value))
+
+    def set_pickled(self, instance: object, value: Any) -> None:
+        """Set ``value``, the plain attribute ``name`` of ``instance`` pickled before the
+        setting existed, as it is set, checked; but where the computation ignored the plain
+        attribute (``ignored_when_plain``), a value the check refuses (``inplace=True``) is
+        dropped with a ``UserWarning`` rather than refused: the module computes as it did, with
+        the class's value (``inplace`` False)."""
+        if not self.ignored_when_plain:
+            self.__set__(instance, value)
+            return
+        try:
+            self.__set__(instance, value)
+        except (TypeError, ValueError):
+            default = getattr(type(instance), self.slot)
+            warn_dropped(instance, self.name, value, f"as with {self.name}={default!r}")
 
     def __delete__(self, instance: object) -> None:
         raise AttributeError(
@@ -121,3 +149,42 @@ def read_overridden_settings(cls: type) -> None:
         slot = "_" + name
         if setting is not None and not any(slot in vars(klass) for klass in mro[: owners[0] + 1]):
             setattr(cls, slot, _ReadsOverride(name))
+
+
+def warn_dropped(instance: object, name: str, value: object, computes: str) -> None:
+    """Warn that the plain attribute ``name`` of ``instance``, pickled by an earlier minidl
+    version that ignored it (the computation never read it) and which cannot be set now, is
+    dropped as the module is loaded: the module computes as it did, ``computes`` (``"as with
+    inplace=False"``). The warning names the first caller outside minidl and the modules that
+    load and copy (the line that calls ``pickle.load``, ``torch.load`` or ``copy.deepcopy``)."""
+    kind = type(instance).__name__
+    level, frame = 2, sys._getframe(1)  # (level 2: the frame of the caller)
+    while _loading(frame.f_globals.get("__name__", "")) and frame.f_back is not None:
+        level, frame = level + 1, _caller(frame)
+    warnings.warn(
+        f"{kind}: {name}={_shown_pickled(value)}, pickled by an earlier minidl version that "
+        f"ignored it, is dropped (setting it now raises): the {kind} computes as it did, "
+        f"{computes}",
+        UserWarning,
+        stacklevel=level,
+    )
+
+
+def _caller(frame: FrameType) -> FrameType:
+    """The frame that called ``frame`` (the outermost one's is itself: the loop ends there)."""
+    return frame.f_back or frame
+
+
+def _loading(module: str) -> bool:
+    """Whether code of ``module`` is part of the loading or copying of a module."""
+    return module in ("copy", "copyreg", "pickle") or module.startswith(("minidl.", "torch."))
+
+
+def _shown_pickled(value: object) -> str:
+    """``value`` as :func:`warn_dropped` names it: as :func:`~minidl._validate.shown`, but a
+    tensor of more than 8 elements by its shape and dtype (its ``repr`` takes lines)."""
+    if isinstance(value, Tensor):
+        if value.numel() <= 8:
+            return " ".join(repr(value).split())
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return shown(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
+from minidl._setting import warn_dropped
 from minidl._validate import shown
 
 __all__ = ["Unsupported"]
@@ -20,10 +21,15 @@ class Unsupported:
     false, ``getattr(loss, "weight", None)`` is ``None``).
 
     A subclass that defines the name itself (a class attribute, a property) takes it over.
+
+    A module pickled before the name was refused, with a plain attribute set by hand, which its
+    computation ignored, loads without it (:meth:`set_pickled`): with a ``UserWarning`` unless
+    it holds PyTorch's ``default`` (``None``, ``-100``, ``0.0``: what the loss computes as).
     """
 
-    def __init__(self, hint: str) -> None:
+    def __init__(self, hint: str, default: int | float | None) -> None:
         self.hint = hint
+        self.default = default
         self.name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -42,6 +48,14 @@ class Unsupported:
             f"{type(instance).__name__}: {self.name} cannot be set (got {shown(value)}): "
             f"PyTorch's {self.name} is not supported ({self.hint})"
         )
+
+    def set_pickled(self, instance: object, value: object) -> None:
+        """Drop ``value``, the plain attribute ``name`` of ``instance`` pickled before the name
+        was refused (which the computation ignored), warning unless it is PyTorch's default."""
+        default = self.default
+        if value is default or (type(value) in (int, float) and value == default):
+            return
+        warn_dropped(instance, self.name, value, f"without it ({self.hint})")
 
     def __delete__(self, instance: object) -> NoReturn:
         raise AttributeError(f"{type(instance).__name__} has no {self.name} to delete")

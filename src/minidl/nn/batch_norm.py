@@ -160,7 +160,7 @@ class BatchNorm1d(Module):
     momentum = Setting(_check_momentum)
     #: ``True``, as PyTorch's argument: setting ``False`` raises as the constructor does
     #: (PyTorch's layer then stops updating its running statistics in training mode).
-    track_running_stats = Setting(_check_track_running_stats)
+    track_running_stats = Setting(_check_track_running_stats, ignored_when_plain=True)
     _track_running_stats = True
     _eps: float
     _momentum: float | None

@@ -54,8 +54,8 @@ class BCEWithLogitsLoss(Loss):
     _reduction: Literal["mean", "sum"]
     #: PyTorch's options that minidl's loss has not: set, each is refused (see
     #: ``Unsupported``), where PyTorch's loss computes with it.
-    weight = Unsupported("every element weighs the same")
-    pos_weight = Unsupported("positive targets weigh as negative ones")
+    weight = Unsupported("every element weighs the same", None)
+    pos_weight = Unsupported("positive targets weigh as negative ones", None)
 
     def __init__(self, reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()

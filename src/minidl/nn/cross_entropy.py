@@ -71,10 +71,12 @@ class CrossEntropyLoss(Loss):
 
     #: PyTorch's options that minidl's loss has not: set, each is refused (see
     #: ``Unsupported``), where PyTorch's loss computes with it.
-    weight = Unsupported("every class weighs the same")
-    ignore_index = Unsupported("every target is a class in [0, C): leave out the samples to skip")
+    weight = Unsupported("every class weighs the same", None)
+    ignore_index = Unsupported(
+        "every target is a class in [0, C): leave out the samples to skip", -100
+    )
     label_smoothing = Unsupported(
-        "give the smoothed probabilities as the target: (1 - s) one_hot(y) + s / C"
+        "give the smoothed probabilities as the target: (1 - s) one_hot(y) + s / C", 0.0
     )
 
     def __init__(self, reduction: Literal["mean", "sum"] = "mean") -> None:

@@ -76,7 +76,7 @@ class Dropout(Module):
     _generator: torch.Generator | None
     #: ``False``, as PyTorch's ``inplace`` argument: setting ``True`` raises as the constructor
     #: does (the module never changes its input).
-    inplace = Setting(check_in_place_setting)
+    inplace = Setting(check_in_place_setting, ignored_when_plain=True)
     _inplace = False
 
     def __init__(

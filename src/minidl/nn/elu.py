@@ -63,7 +63,7 @@ class ELU(CachedDerivative):
     _alpha: float
     #: ``False``, as PyTorch's ``inplace`` argument: setting ``True`` raises as the constructor
     #: does (the module never changes its input).
-    inplace = Setting(check_in_place_setting)
+    inplace = Setting(check_in_place_setting, ignored_when_plain=True)
     _inplace = False
 
     def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:

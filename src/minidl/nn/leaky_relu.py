@@ -67,7 +67,7 @@ class LeakyReLU(CachedDerivative):
     _in_place = True  # (the slope is computed from the input before the product is written)
     #: ``False``, as PyTorch's ``inplace`` argument: setting ``True`` raises as the constructor
     #: does (the module never changes its input).
-    inplace = Setting(check_in_place_setting)
+    inplace = Setting(check_in_place_setting, ignored_when_plain=True)
     _inplace = False
 
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:

@@ -58,10 +58,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, ParamSpec,
 import torch
 from torch import Tensor
 
-from minidl._setting import read_overridden_settings
+from minidl._setting import Setting, read_overridden_settings
 from minidl._validate import check_copyable, check_dtype, shown, unavailable
 from minidl.nn._checks import check_bool, refuse_set_to_none
 from minidl.nn._recent import Recent
+from minidl.nn._unsupported import Unsupported
 from minidl.nn.flat import (
     StorageView,
     flat_buffer,
@@ -1356,7 +1357,16 @@ class Module:
     def __setstate__(self, state: dict[str, Any]) -> None:
         """The tensors again; loaded inside ``torch.inference_mode()``, buffers are copied out of
         it, as :meth:`register_buffer` does, so that they can still be updated in place outside
-        it."""
+        it.
+
+        A module pickled by an earlier minidl version may hold a plain attribute of a name that
+        is now a setting (:class:`~minidl._setting.Setting`, kept in ``_<name>``) or an option
+        of PyTorch's that is refused (:class:`~minidl.nn._unsupported.Unsupported`): each goes
+        to the descriptor's ``set_pickled``. A setting that the computation read is checked
+        as when set (``Dropout.p``); one it ignored (``inplace``, ``track_running_stats``, a
+        loss's ``weight``) is taken where it holds what the module computes anyway
+        (``inplace=False``) and otherwise dropped with a ``UserWarning``: the module computes
+        as it did."""
         for name, value in state.items():
             if isinstance(value, StorageView):
                 state[name] = value.tensor()
@@ -1367,7 +1377,13 @@ class Module:
         # One attribute at a time: filling self.__dict__ would keep the attributes in a plain
         # dict, and reading them in every forward and backward then takes longer (about 1% of
         # a step of the paper's network).
+        kind = type(self)
         for name, value in state.items():
+            if not name.startswith("_"):  # (no setting's name, nor a slot of one)
+                kept = getattr(kind, name, None)
+                if isinstance(kept, Setting | Unsupported):  # (pickled as a plain attribute)
+                    kept.set_pickled(self, value)
+                    continue
             object.__setattr__(self, name, value)
         for name, buffer in self._buffers.items():
             if buffer.is_inference():

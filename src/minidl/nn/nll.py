@@ -41,8 +41,10 @@ class NLLLoss(Loss):
     _reduction: Literal["mean", "sum"]
     #: PyTorch's options that minidl's loss has not: set, each is refused (see
     #: ``Unsupported``), where PyTorch's loss computes with it.
-    weight = Unsupported("every class weighs the same")
-    ignore_index = Unsupported("every target is a class in [0, C): leave out the samples to skip")
+    weight = Unsupported("every class weighs the same", None)
+    ignore_index = Unsupported(
+        "every target is a class in [0, C): leave out the samples to skip", -100
+    )
 
     def __init__(self, reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from minidl._setting import warn_dropped
 from minidl._validate import shown
 from minidl.nn._cached_derivative import CachedDerivative
 from minidl.nn._checks import check_not_in_place
@@ -98,7 +99,8 @@ class SELU(ELU):
         # that, as a plain attribute: the constant, or one set by hand, which a SELU cannot
         # compute with; and, before its scale was fixed, the constant in the slot, which the
         # class now gives (a subclass's own, such as PublishedSELU's 0.5, is kept), with any
-        # plain ``scale`` set by hand, which it never computed with and which is dropped)
+        # plain ``scale`` set by hand, which it never computed with and which is dropped, with
+        # a warning unless it is the scale computed with)
         alpha = state.pop("_alpha", state.pop("alpha", SELU_ALPHA))
         if alpha != SELU_ALPHA:
             raise ValueError(
@@ -107,7 +109,11 @@ class SELU(ELU):
             )
         if state.get("_scale") == SELU_SCALE:
             del state["_scale"]
-        state.pop("scale", None)
+        if "scale" in state:
+            plain = state.pop("scale")
+            scale = state.get("_scale", type(self)._scale)
+            if type(plain) not in (int, float) or plain != scale:
+                warn_dropped(self, "scale", plain, f"with its scale {scale!r}")
         super().__setstate__(state)
 
     def extra_repr(self) -> str:

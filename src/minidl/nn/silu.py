@@ -60,7 +60,7 @@ class SiLU(CachedDerivative):
     _in_place = True  # (the input is read once, clamped, before the output is written)
     #: ``False``, as PyTorch's ``inplace`` argument: setting ``True`` raises as the constructor
     #: does (the module never changes its input).
-    inplace = Setting(check_in_place_setting)
+    inplace = Setting(check_in_place_setting, ignored_when_plain=True)
     _inplace = False
 
     def __init__(self, inplace: bool = False) -> None:
