@@ -14,6 +14,7 @@ A value that the module computes with anyway (``inplace=False``, PyTorch's defau
 from __future__ import annotations
 
 import copy
+import copyreg
 import io
 import pickle
 import warnings
@@ -24,6 +25,8 @@ import pytest
 import torch
 
 from minidl import nn
+from minidl._frozen import FrozenDict
+from minidl.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from minidl.nn.selu import SELU_SCALE
 from tests.helpers import F64, assert_close
 
@@ -240,3 +243,51 @@ def test_a_plain_attribute_of_another_kind_that_was_ignored_is_dropped_by_name(
     assert [str(w.message) for w in caught] == [_message(kind, f"{name}={shown}", computes)]
     assert name not in vars(loaded)
     assert repr(loaded) == repr(module)
+
+
+def test_a_checkpoint_pickled_before_is_read_only_and_loads_as_one_read_now() -> None:
+    """A Checkpoint that read_checkpoint gave, pickled when it was pickled by its fields (a
+    frozen dataclass then): its header and tensors are read-only, as those of one read now (they
+    loaded as plain dicts, which a change reached), and it restores the model's parameters."""
+    saved = pickle.loads((DATA / "checkpoint_20ee7a9.pickle").read_bytes())
+    checkpoint = saved["checkpoint"]
+    assert type(checkpoint.header) is FrozenDict and type(checkpoint.tensors) is FrozenDict
+    with pytest.raises(TypeError, match=r"^Checkpoint: its header is read-only "):
+        checkpoint.header["training"]["epoch"] = 4
+    with pytest.raises(TypeError, match=r"^Checkpoint: its tensors are read-only "):
+        del checkpoint.tensors["model.0.weight"]
+    layer = nn.Sequential(nn.Linear(2, 1, dtype=F64))
+    assert load_checkpoint(checkpoint, layer).epoch == 3
+    for parameter, value in zip(layer.parameters(), saved["parameters"], strict=True):
+        assert torch.equal(parameter.data, torch.tensor(value, dtype=F64))
+
+
+class _ByFields(pickle.Pickler):
+    """Pickles a Checkpoint as one was pickled before (a frozen dataclass): made by
+    ``__new__``, then given ``fields`` as its state."""
+
+    def __init__(self, file: io.BytesIO, fields: dict[str, Any]) -> None:
+        super().__init__(file, protocol=4)
+        self.fields = fields
+
+    def reducer_override(self, obj: object) -> Any:
+        if type(obj) is Checkpoint:
+            return (copyreg.__newobj__, (Checkpoint,), self.fields)
+        return NotImplemented
+
+
+def test_a_checkpoint_pickled_before_with_a_header_changed_by_hand_is_refused() -> None:
+    """A header changed after read_checkpoint (an epoch of -1, which a checkpoint refuses), as
+    a plain dict could be then and pickled so: refused as loaded, in the constructor's words (it
+    loaded, unchecked, for load_checkpoint to apply)."""
+    checkpoint = pickle.loads((DATA / "checkpoint_20ee7a9.pickle").read_bytes())["checkpoint"]
+    header = copy.deepcopy(checkpoint.header)
+    header["training"]["epoch"] = -1
+    tensors = dict(checkpoint.tensors)
+    with pytest.raises(CheckpointError) as expected:
+        Checkpoint(header=header, tensors=tensors)
+    data = io.BytesIO()
+    _ByFields(data, {"header": header, "tensors": tensors}).dump(checkpoint)
+    with pytest.raises(CheckpointError) as info:
+        pickle.loads(data.getvalue())
+    assert str(info.value) == str(expected.value)

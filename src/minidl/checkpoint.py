@@ -160,6 +160,8 @@ class Checkpoint:
     with ``header = copy.deepcopy(checkpoint.header)`` (a plain, changeable copy) changed as
     wanted. (A tensor changed in place keeps its name and place; :func:`load_checkpoint`
     checks the model tensors' shapes and dtypes against the header again as it applies them.)
+    A copy and a pickle are made through the constructor; one pickled by an earlier minidl
+    version, as its plain fields, is checked and made read-only as it loads.
 
     Attributes:
         header: the JSON header (format, versions, architecture, non-tensor state, digests),
@@ -218,6 +220,14 @@ class Checkpoint:
         # Copied and unpickled through the constructor, checked and read-only again (a deep
         # copy of its fields is a plain, changeable one, which would otherwise be kept as is).
         return (type(self), (self.header, self.tensors))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A checkpoint pickled by an earlier minidl version (before __reduce__) holds its
+        # fields, which pickle would set without the constructor: a plain, changeable header,
+        # unchecked. Checked and made read-only as the constructor makes them.
+        object.__setattr__(self, "header", state.get("header"))
+        object.__setattr__(self, "tensors", state.get("tensors"))
+        self.__post_init__()
 
     @property
     def model_state(self) -> dict[str, Tensor]:

@@ -11,20 +11,24 @@ attributes hold the values that they compute with anyway (``taken``) or other va
 ignored (``ignored``), with what each computed on the same inputs, each set pickled apart (the
 bytes of its pickle), to be loaded on its own; and ``model_20ee7a9.pt``
 (``torch.save``): a network, its loss and an SGD optimizer with plain attributes of the second
-kind, with the output, loss and gradients of a step and the parameters after it. (The modules
-are pickled as built, before the forward whose results are kept: deep copies, without caches.)
+kind, with the output, loss and gradients of a step and the parameters after it (the modules
+are pickled as built, before the forward whose results are kept: deep copies, without caches);
+and ``checkpoint_20ee7a9.pickle``: a ``Checkpoint`` as ``read_checkpoint`` read it (a frozen
+dataclass then, pickled by its fields), with its model's parameters.
 """
 
 from __future__ import annotations
 
 import copy
 import pickle
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from minidl import nn, optim
+from minidl.checkpoint import read_checkpoint, save_checkpoint
 
 HERE = Path(__file__).resolve().parent
 F64 = torch.float64
@@ -122,6 +126,15 @@ def main() -> None:
         "parameters": [p.data.tolist() for p in model.parameters()],
     }
     torch.save(saved, HERE / "model_20ee7a9.pt")
+
+    torch.manual_seed(0)
+    layer = nn.Sequential(nn.Linear(2, 1, dtype=F64))
+    with tempfile.TemporaryDirectory() as folder:
+        save_checkpoint(Path(folder) / "layer.ckpt", layer, epoch=3)
+        checkpoint = read_checkpoint(Path(folder) / "layer.ckpt")
+    weights = [p.data.tolist() for p in layer.parameters()]
+    pickled_checkpoint = {"checkpoint": checkpoint, "parameters": weights}
+    (HERE / "checkpoint_20ee7a9.pickle").write_bytes(pickle.dumps(pickled_checkpoint, protocol=4))
 
 
 if __name__ == "__main__":
