@@ -1074,6 +1074,35 @@ def test_a_kink_is_told_by_the_slopes_relative_difference() -> None:
     assert "disagrees" in str(info.value) and "kink" not in str(info.value)
 
 
+class _WrongSquare(nn.Module):
+    """y = 50 x ** 2 with the derivative taken as 50 x (instead of 100 x)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._input = input
+        return 50 * input**2
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output * 50 * self._input
+
+
+def test_a_wrong_gradient_where_the_one_sided_differences_part_is_no_kink() -> None:
+    """Near 0, y = 50 x ** 2 has slopes of about 1e-3 and a second derivative of 100: its
+    one-sided differences part by 1e-4 (eps times 100), beyond atol and rtol times the slopes,
+    as a kink's; the wrong gradient (half the slope) is neither of them, and the message said
+    the function had a kink. A kink is told where the analytic gradient is one of them."""
+    x = _input() * 1e-5
+    with pytest.raises(minidl.GradcheckError) as info:
+        minidl.gradcheck(_WrongSquare(), x)
+    found = re.fullmatch(
+        r"gradcheck: _WrongSquare\.backward disagrees with finite differences at "
+        r"input\[0, 0\]: analytic (\S+), numeric (\S+)",
+        str(info.value),
+    )
+    assert found is not None, str(info.value)
+    analytic, numeric = map(float, found.groups())
+    assert analytic == pytest.approx(0.5 * numeric, rel=1e-4)
+
+
 class _FirstMaskReLU(nn.Module):
     """A ReLU that keeps the mask of its first input only (a student's lazy cache)."""
 

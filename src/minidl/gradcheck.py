@@ -69,8 +69,11 @@ def gradcheck(
 
     A disagreement at a point within ``eps`` of a kink of the function (a ReLU's 0), where the
     one-sided differences :math:`(s(\theta + \epsilon e_i) - s(\theta)) / \epsilon` and
-    :math:`(s(\theta) - s(\theta - \epsilon e_i)) / \epsilon` disagree too, is reported with
-    them: the central difference is then their mean, no derivative; check away from the kink.
+    :math:`(s(\theta) - s(\theta - \epsilon e_i)) / \epsilon` disagree too and the analytic
+    gradient is one of them (the slope on the side that does not cross the kink), is reported
+    with them: the central difference is then their mean, no derivative; check away from the
+    kink. (A smooth function's one-sided differences part too, by ``eps`` times its second
+    derivative, but a wrong gradient there is neither of them.)
 
     Run it in float64: float32 finite differences are too coarse. Parameters' values and
     gradients, and the module's buffers (a batch norm's running statistics, which every forward
@@ -379,21 +382,23 @@ def _disagreement(
 ) -> list[str]:
     """The first element where ``analytic`` is not within ``atol + rtol * |numeric|`` of
     ``numeric``, described (an empty list when every element agrees). Where its one-sided
-    differences (``sides``: forward, backward) disagree in the same way, the
-    function has a kink within ``eps`` of the point (a ReLU's 0), where the central difference
-    is the mean of two slopes and no derivative: the description says so."""
+    differences (``sides``: forward, backward) disagree in the same way, and ``analytic`` agrees
+    with one of them, the function has a kink within ``eps`` of the point (a ReLU's 0), where
+    the central difference is the mean of two slopes and no derivative: the description says
+    so. (A smooth function's one-sided differences part by ``eps`` times its second derivative,
+    beyond ``atol`` where that is above about 10: a wrong gradient there agrees with neither.)"""
     # Written so that NaN (in either) is a mismatch, as in PyTorch's autograd gradcheck;
     # equal infinities (whose difference is NaN) agree.
     close = ((analytic - numeric).abs() <= atol + rtol * numeric.abs()) | (analytic == numeric)
     if bool(close.all()):
         return []
     index = tuple(int(i) for i in (~close).nonzero()[0])
-    text = (
-        f"{name}{list(index)}: analytic {float(analytic[index]):.6g}, "
-        f"numeric {float(numeric[index]):.6g}"
-    )
+    value = float(analytic[index])
+    text = f"{name}{list(index)}: analytic {value:.6g}, numeric {float(numeric[index]):.6g}"
     forward, backward = (float(side[index]) for side in sides)
-    if abs(forward - backward) > atol + rtol * max(abs(forward), abs(backward)):
+    if abs(forward - backward) > atol + rtol * max(abs(forward), abs(backward)) and any(
+        abs(value - side) <= atol + rtol * abs(side) for side in (forward, backward)
+    ):
         text += (
             f" (one-sided differences {forward:.6g} and {backward:.6g}: the function has a "
             "kink within eps of this point, where finite differences take no derivative, "
