@@ -534,15 +534,16 @@ def _run_train(args: argparse.Namespace) -> int:
         except CheckpointError as error:  # named by its flag, as the errors below
             reason = str(error).removeprefix(f"checkpoint {args.resume!r}: ")
             raise CheckpointError(f"--resume {_shown_path(args.resume)}: {reason}") from None
-        saved_settings = checkpoint.training.extra.get("settings")
+        resumed = checkpoint.training  # (a new copy of the history and extra at each read)
+        saved_settings = resumed.extra.get("settings")
         _check_resume_settings(args.resume, saved_settings, settings)
-        saved_epochs = len(checkpoint.training.history.train_loss)
-        if saved_epochs > checkpoint.training.epoch:
+        saved_epochs = len(resumed.history.train_loss)
+        if saved_epochs > resumed.epoch:
             # (read_checkpoint refuses it past epoch 0 already; at epoch 0, save_checkpoint takes
             # a history of another run, which this one's first save would refuse, once trained)
             raise ValueError(
                 f"--resume {_shown_path(args.resume)}: the checkpoint's history holds "
-                f"{saved_epochs} epochs, past its epoch {_shown(checkpoint.training.epoch)}: a "
+                f"{saved_epochs} epochs, past its epoch {_shown(resumed.epoch)}: a "
                 "run resumed from it would record its epochs after another run's, and its first "
                 "checkpoint would be refused"
             )
