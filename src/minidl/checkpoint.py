@@ -176,10 +176,11 @@ class Checkpoint:
     def __post_init__(self) -> None:
         """Refuse what :func:`read_checkpoint` refuses in a header (another format, a newer or
         invalid format version, a field missing or of the wrong kind: an epoch of -1, a history
-        of strings or of curves of unequal lengths, values nested deeper than an ``extra`` may be), in its words, ``tensors`` that is no mapping of names to tensors, and a
-        model tensor of another shape or dtype than the header's architecture (which loading
-        would convert to the model's dtype): a checkpoint built by hand (a read one's,
-        altered) is applied as a read one is. (The header's digests, shapes and dtypes of the
+        of strings or of curves of unequal lengths, values nested deeper than an ``extra`` may
+        be), in its words, ``tensors`` that is no mapping of names to tensors, and a model
+        tensor of another shape or dtype than the header's architecture (which loading would
+        convert to the model's dtype): a checkpoint built by hand (a read one's, altered) is
+        applied as a read one is. (The header's digests, shapes and dtypes of the
         other tensors, which a file's bytes are checked against, are not: a state that a
         component or generator refuses is refused as it is applied, and everything is put
         back.)
@@ -1036,8 +1037,9 @@ def _check_header_content(header: dict[str, Any], where: str) -> None:
 
 def _check_header_fields(header: dict[str, Any]) -> None:
     """Check the presence and types of every header entry read later (a TypeError/ValueError
-    names the field), and refuse a history that save_checkpoint does not write. The values a component checks itself when it loads them (the optimizer's
-    ``lr`` and ``step_count``, the scheduler's state) are left to it."""
+    names the field), and refuse a history that save_checkpoint does not write. The values a
+    component checks itself when it loads them (the optimizer's ``lr`` and ``step_count``, the
+    scheduler's state) are left to it."""
 
     def entry(container: dict[str, Any], key: str, name: str) -> Any:
         if key not in container:

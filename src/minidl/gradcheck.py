@@ -54,12 +54,13 @@ def gradcheck(
     output twice and draw from no random generator: a dropout in training mode does, put it in
     evaluation mode); ``backward`` must return a tensor of the input's shape, dtype and device
     (one of another shape would be broadcast), and leave its argument (as
-    ``backward_parameters`` must) and the input of its forward as they were (in a network they are what the modules after and before it
-    returned, which a Tanh before it caches); a second forward and ``backward`` on the same
-    input and upstream gradient must return the same input gradient (a backward that draws
-    random numbers, or reads a count of its calls, has no gradient to check); and the second
-    ``backward`` (and a second ``backward_parameters``, where the module overrides it) must
-    add to the parameters' gradients (accumulate), not overwrite them.
+    ``backward_parameters`` must) and the input of its forward as they were (in a network they
+    are what the modules after and before it returned, which a Tanh before it caches); a second
+    forward and ``backward`` on the same input and upstream gradient must return the same input
+    gradient (a backward that draws random numbers, or reads a count of its calls, has no
+    gradient to check); and the second ``backward`` (and a second ``backward_parameters``,
+    where the module overrides it) must add to the parameters' gradients (accumulate), not
+    overwrite them.
 
     Every forward is given a copy of the first input, so that a module that works in place
     on its input (``input.mul_(2)``) is checked as the function of the input it computes. The
