@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Callable
-from types import FrameType
 from typing import Any, Generic, TypeVar, overload
 
 from torch import Tensor
@@ -160,7 +159,7 @@ def warn_dropped(instance: object, name: str, value: object, computes: str) -> N
     kind = type(instance).__name__
     level, frame = 2, sys._getframe(1)  # (level 2: the frame of the caller)
     while _loading(frame.f_globals.get("__name__", "")) and frame.f_back is not None:
-        level, frame = level + 1, _caller(frame)
+        level, frame = level + 1, frame.f_back
     warnings.warn(
         f"{kind}: {name}={_shown_pickled(value)}, pickled by an earlier minidl version that "
         f"ignored it, is dropped (setting it now raises): the {kind} computes as it did, "
@@ -168,11 +167,6 @@ def warn_dropped(instance: object, name: str, value: object, computes: str) -> N
         UserWarning,
         stacklevel=level,
     )
-
-
-def _caller(frame: FrameType) -> FrameType:
-    """The frame that called ``frame`` (the outermost one's is itself: the loop ends there)."""
-    return frame.f_back or frame
 
 
 def _loading(module: str) -> bool:
