@@ -237,6 +237,22 @@ def test_a_data_offset_of_infinity_is_refused(good: bytes, tmp_path: Path, end: 
     _refused(path, "not a valid safetensors file")
 
 
+def test_a_data_offset_of_4001_digits_is_named_briefly(good: bytes, tmp_path: Path) -> None:
+    """A tensor's data offsets ending at an integer of 4001 digits (which Python's JSON reads,
+    and int() takes): the file is refused as truncated, the size its header describes named as
+    shown (its 4001 digits were written out)."""
+    framing = _split(good)[0]
+    name = next(key for key in framing if key != "__metadata__")
+    framing[name]["data_offsets"][1] = _PLACE
+    bad = json.dumps(framing, separators=(",", ":")).replace(json.dumps(_PLACE), "1" + "0" * 4000)
+    path = tmp_path / "bad.ckpt"
+    path.write_bytes(_framed(good, bad))
+    _refused(path, "the file is truncated (", "bytes, its header describes an int of 4001 digits)")
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert len(str(info.value)) < 400, len(str(info.value))
+
+
 # -- JSON nested deeply, but not too deeply for Python's parser ----------------------------------
 
 

@@ -976,9 +976,10 @@ def _check_framing(head: bytes, size: int, where: str) -> dict[str, Any]:
 
 
 def _size_fault(where: str, size: int, expected: int) -> str:
-    """The message for a file of ``size`` bytes whose header describes ``expected``."""
+    """The message for a file of ``size`` bytes whose header describes ``expected`` (as
+    shown: a data offset of the file's JSON may have thousands of digits)."""
     what = "truncated" if expected > size else "followed by extra bytes"
-    return f"{where}: the file is {what} ({size} bytes, its header describes {expected})"
+    return f"{where}: the file is {what} ({size} bytes, its header describes {shown(expected)})"
 
 
 def _check_header(text: object, where: str) -> dict[str, Any]:
