@@ -253,6 +253,44 @@ def test_a_data_offset_of_4001_digits_is_named_briefly(good: bytes, tmp_path: Pa
     assert len(str(info.value)) < 400, len(str(info.value))
 
 
+@pytest.mark.parametrize("length", [100, 1_000_000])
+def test_a_tensor_name_of_a_million_characters_is_named_by_its_start(
+    good: bytes, tmp_path: Path, length: int
+) -> None:
+    """A header whose ``tensors`` entry of a name of a million characters is no object: the
+    name is quoted by its start and length (the message held the whole name, a megabyte),
+    and one of 100 characters, as a message quotes a text, whole as before."""
+    header = _header(good)
+    name = "w" * length
+    header["tensors"][name] = _PLACE
+    text = _canonical(header).replace(json.dumps(_PLACE), "[]")
+    path = tmp_path / "bad.ckpt"
+    path.write_bytes(_with_header(good, text))
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    message = str(info.value)
+    if length == 100:
+        assert f"tensors.{name} must be" in message, message
+    else:
+        assert f"tensors['{'w' * 40}'... (a str of 1000000 characters)] must be" in message
+        assert len(message) < 400, len(message)
+
+
+def test_history_entries_of_a_million_characters_are_named_by_their_start(
+    good: bytes, tmp_path: Path
+) -> None:
+    """``training.history`` with an entry named by a million characters: the entries are named
+    each by its start and length (the message held the name whole)."""
+    header = _header(good)
+    header["training"]["history"]["h" * 1_000_000] = [1.0]
+    path = tmp_path / "bad.ckpt"
+    path.write_bytes(_with_header(good, _canonical(header)))
+    _refused(path, "entries ['batch_lr', '" + "h" * 40 + "'... (a str of 1000000 characters), 'lr'")
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert len(str(info.value)) < 400, len(str(info.value))
+
+
 # -- JSON nested deeply, but not too deeply for Python's parser ----------------------------------
 
 

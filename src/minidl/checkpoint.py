@@ -77,7 +77,7 @@ from torch import Tensor
 from minidl._extras import require
 from minidl._frozen import FrozenDict, frozen
 from minidl._interrupts import holding_interrupts
-from minidl._validate import LONGEST_SHOWN, is_link_loop, shown, special_file_kind
+from minidl._validate import LONGEST_SHOWN, LONGEST_TEXT, is_link_loop, shown, special_file_kind
 from minidl.nn.module import Module, check_registered
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
@@ -1112,7 +1112,7 @@ def _check_header_fields(header: dict[str, Any]) -> None:
     integer(entry(training, "step", "training"), "training.step")
     history = mapping(entry(training, "history", "training"), "training.history")
     if set(history) != set(_HISTORY_FIELDS):
-        raise ValueError(f"training.history has the entries {sorted(history)}")
+        raise ValueError(f"training.history has the entries {shown(sorted(history))}")
     for name, values in history.items():
         if not isinstance(values, list) or not all(
             isinstance(v, float | int) and not isinstance(v, bool) for v in values
@@ -1133,13 +1133,15 @@ def _check_header_fields(header: dict[str, Any]) -> None:
     mapping(entry(training, "extra", "training"), "training.extra")
 
     for name, tensor in mapping(entry(header, "tensors", ""), "tensors").items():
-        mapping(tensor, f"tensors.{name}")
-        string(entry(tensor, "dtype", f"tensors.{name}"), f"tensors.{name}.dtype")
-        shape(entry(tensor, "shape", f"tensors.{name}"), f"tensors.{name}.shape")
-        finite = entry(tensor, "finite", f"tensors.{name}")
+        # (a name longer than a message quotes, in a file not written by minidl, by its start)
+        where = f"tensors.{name}" if len(name) <= LONGEST_TEXT else f"tensors[{shown(name)}]"
+        mapping(tensor, where)
+        string(entry(tensor, "dtype", where), f"{where}.dtype")
+        shape(entry(tensor, "shape", where), f"{where}.shape")
+        finite = entry(tensor, "finite", where)
         if not isinstance(finite, bool):
-            raise TypeError(f"tensors.{name}.finite must be a boolean, got {type(finite).__name__}")
-        string(entry(tensor, "sha256", f"tensors.{name}"), f"tensors.{name}.sha256")
+            raise TypeError(f"{where}.finite must be a boolean, got {type(finite).__name__}")
+        string(entry(tensor, "sha256", where), f"{where}.sha256")
 
 
 def _check_tensors(
