@@ -276,6 +276,23 @@ def test_a_tensor_name_of_a_million_characters_is_named_by_its_start(
         assert len(message) < 400, len(message)
 
 
+@pytest.mark.parametrize("path", [("optimizer", "state"), ("optimizer", "parameters")])
+def test_a_list_of_100_000_numbers_for_names_is_named_by_its_start(
+    good: bytes, tmp_path: Path, path: tuple[str, str]
+) -> None:
+    """An optimizer's list of state or parameter names given as 100 000 numbers: the list is
+    written by its first 20 items and its length (it was written whole, 600 kB)."""
+    path_ = tmp_path / "bad.ckpt"
+    path_.write_bytes(
+        _with_value(good, path, json.dumps(list(range(100_000)), separators=(",", ":")))
+    )
+    first = ", ".join(map(str, range(20)))
+    _refused(path_, f"{'.'.join(path)} must be a list of names, got [{first}, ... (100000 items)]")
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path_)
+    assert len(str(info.value)) < 400, len(str(info.value))
+
+
 def test_history_entries_of_a_million_characters_are_named_by_their_start(
     good: bytes, tmp_path: Path
 ) -> None:

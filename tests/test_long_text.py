@@ -33,6 +33,17 @@ def test_shown_quotes_a_long_text_by_its_start_and_length() -> None:
     assert shown(("a", LONG)) == f"('a', {QUOTED})"
 
 
+def test_shown_writes_a_long_list_by_its_first_items_and_length() -> None:
+    """A list or tuple of more than 20 items (a checkpoint's list of 100 000 numbers where
+    names were expected) by its first 20 and its length: it was written whole."""
+    assert shown(list(range(20))) == repr(list(range(20)))
+    assert shown(tuple(range(20))) == repr(tuple(range(20)))
+    first = ", ".join(map(str, range(20)))
+    assert shown(list(range(100_000))) == f"[{first}, ... (100000 items)]"
+    assert shown(tuple(range(21))) == f"({first}, ... (21 items))"
+    assert shown([LONG] * 30).startswith(f"[{QUOTED}, {QUOTED}")
+
+
 def _module_with(name: Any) -> Callable[[], object]:
     return lambda: nn.Identity().register_parameter(name, nn.Parameter(torch.zeros(1)))
 

@@ -44,6 +44,8 @@ SEED_RANGE = (-(2**63), 2**64 - 1)
 LONGEST_SHOWN = 40
 #: The most characters of a text (a ``str``) that a message quotes whole (:func:`shown`).
 LONGEST_TEXT = 100
+#: The most items of a tuple or list that a message writes out (:func:`shown`).
+LONGEST_SHOWN_ITEMS = 20
 
 
 def shown(value: object) -> str:
@@ -54,7 +56,10 @@ def shown(value: object) -> str:
     :data:`LONGEST_TEXT` characters (an environment variable, a command-line flag) is quoted
     by its first :data:`LONGEST_SHOWN` and its length (``'11111...'... (a str of 5001
     characters)``). A tuple or list (a pair such as ``betas``, a list of sizes) is written
-    with each item so (``(0.9, an int of 5001 digits)``).
+    with each item so (``(0.9, an int of 5001 digits)``), one of more than
+    :data:`LONGEST_SHOWN_ITEMS` items by those first items and its length (a list of 100 000
+    numbers as ``[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, ...
+    (100000 items)]``)
     """
     if isinstance(value, str):
         if len(value) <= LONGEST_TEXT:
@@ -63,7 +68,9 @@ def shown(value: object) -> str:
         return f"{start}... (a {type(value).__name__} of {len(value)} characters)"
     if type(value) in (tuple, list):  # (a pair of settings such as betas, a list of sizes)
         assert isinstance(value, tuple | list)
-        parts = [shown(part) for part in value]
+        parts = [shown(part) for part in value[:LONGEST_SHOWN_ITEMS]]
+        if len(value) > LONGEST_SHOWN_ITEMS:
+            parts.append(f"... ({len(value)} items)")
         if len(parts) == 1 and type(value) is tuple:
             return f"({parts[0]},)"
         return f"({', '.join(parts)})" if type(value) is tuple else f"[{', '.join(parts)}]"
