@@ -153,6 +153,12 @@ def test_a_message_quotes_a_long_text_by_its_start_and_length(
         (["train", "--hidden", "25," + LONG], "argument --hidden: expected comma-separated"),
         (["train", "--activation", LONG], "argument --activation: unknown activation "),
         (["reproduce", "--tables", LONG], "--tables "),
+        (["train", "--loss", LONG], "argument --loss: invalid choice: "),
+        ([LONG], "argument COMMAND: invalid choice: "),
+        (["train", "--" + LONG], "unrecognized arguments: '--xxx"),
+        (["reproduce", "--rounds", "1", LONG], "unrecognized arguments: 'xxx"),
+        (["train", "--quiet=" + LONG], "argument --quiet: ignored explicit argument 'xxx"),
+        (["train", "--d=" + LONG], "ambiguous option: '--d=xxx"),
     ],
     ids=[
         "--lr digits",
@@ -165,6 +171,12 @@ def test_a_message_quotes_a_long_text_by_its_start_and_length(
         "--hidden",
         "--activation",
         "--tables",
+        "--loss",
+        "the command",
+        "an unknown option",
+        "a stray argument",
+        "--quiet=",
+        "an ambiguous option",
     ],
 )
 def test_the_command_line_quotes_a_long_flag_by_its_start_and_length(
@@ -189,3 +201,18 @@ def test_a_short_text_is_quoted_whole_as_before(capsys: pytest.CaptureFixture[st
     assert "argument --lr: expected a finite number in [0, inf), got 'fast'\n" in (
         capsys.readouterr().err
     )
+    short = "x" * 100
+    for argv, message in [
+        (["train", "--loss", short], f"argument --loss: invalid choice: {short!r} (choose from"),
+        (["train", "--quiet", short], f"unrecognized arguments: {short}\n"),
+    ]:
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err
+
+
+def test_the_command_line_knows_the_longest_text_quoted_whole() -> None:
+    """The command line's own copy of ``LONGEST_TEXT`` (its usage errors import no torch)."""
+    from minidl import _validate, cli
+
+    assert cli._LONGEST_TEXT == _validate.LONGEST_TEXT

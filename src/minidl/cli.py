@@ -13,9 +13,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn, TypeVar, overload
 
 __all__ = ["main"]
 
@@ -29,6 +29,11 @@ CHECKPOINT_EVERY = 10
 ROUNDS = 5
 #: The magnitude from which :func:`_readable` writes a number in scientific notation.
 READABLE_BELOW = 1e6
+#: :data:`minidl._validate.LONGEST_TEXT`, here where a usage error needs it without importing
+#: torch (see :func:`_shown`).
+_LONGEST_TEXT = 100
+
+_N = TypeVar("_N")
 
 
 class _Terminated(KeyboardInterrupt):
@@ -95,6 +100,38 @@ class _ArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = re.compile(r"^-(?:\.?\d|inf|nan)", flags=re.IGNORECASE)
+        self._given: list[str] = []  # (the arguments being parsed, for error)
+
+    @overload
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: None = None
+    ) -> tuple[argparse.Namespace, list[str]]: ...
+    @overload
+    def parse_known_args(
+        self, args: Iterable[str] | None, namespace: _N
+    ) -> tuple[_N, list[str]]: ...
+    @overload
+    def parse_known_args(self, *, namespace: _N) -> tuple[_N, list[str]]: ...
+
+    def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
+        """As argparse parses, the arguments kept for :meth:`error` (a subcommand's parser is
+        given its own)."""
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(self._given, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        """argparse's usage error, where an argument of more than 100 characters that it quotes
+        whole (an unknown option or argument, an invalid choice, an ignored explicit argument:
+        ``--quiet=TEXT``) is quoted by its start and length, as :func:`_shown` quotes one."""
+        long = {
+            part
+            for given in self._given
+            for part in (given, given.partition("=")[2])
+            if len(part) > _LONGEST_TEXT
+        }
+        for text in sorted(long, key=len, reverse=True):
+            message = message.replace(repr(text), _shown(text)).replace(text, _shown(text))
+        super().error(message)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
