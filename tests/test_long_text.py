@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from minidl import nn
-from minidl._validate import shown
+from minidl._validate import shown, shown_path
 from minidl.cli import main
 from minidl.distributed import launch_from_env, timeout_from_env
 from minidl.experiments.config import experiments_for_tables
@@ -159,6 +159,10 @@ def test_a_message_quotes_a_long_text_by_its_start_and_length(
         (["reproduce", "--rounds", "1", LONG], "unrecognized arguments: 'xxx"),
         (["train", "--quiet=" + LONG], "argument --quiet: ignored explicit argument 'xxx"),
         (["train", "--d=" + LONG], "ambiguous option: '--d=xxx"),
+        (["train", "--checkpoint", LONG], "--checkpoint 'xxx"),
+        (["train", "--checkpoint", LONG + "/"], "--checkpoint 'xxx"),
+        (["train", "--resume", LONG], "--resume 'xxx"),
+        (["reproduce", "--out", LONG], "--out 'xxx"),
     ],
     ids=[
         "--lr digits",
@@ -177,6 +181,10 @@ def test_a_message_quotes_a_long_text_by_its_start_and_length(
         "a stray argument",
         "--quiet=",
         "an ambiguous option",
+        "--checkpoint",
+        "--checkpoint ending in /",
+        "--resume",
+        "--out",
     ],
 )
 def test_the_command_line_quotes_a_long_flag_by_its_start_and_length(
@@ -191,6 +199,15 @@ def test_the_command_line_quotes_a_long_flag_by_its_start_and_length(
     assert fragment in errors, errors[-1000:]
     assert "... (a str of 50" in errors, errors[-1000:]
     assert len(errors) < 1500, len(errors)  # (the usage line, then the message)
+
+
+def test_a_path_that_can_name_a_file_is_named_whole() -> None:
+    """A path of up to 4096 characters (Linux's ``PATH_MAX``) is named whole, a longer one,
+    which names no file, by its start and length."""
+    longest = "/".join(["n" * 255] * 17)[:4096]
+    assert shown_path(longest) == longest
+    assert shown_path(longest + "n") == f"{'n' * 40!r}... (a str of 4097 characters)"
+    assert shown_path(" " + longest[1:]) == repr(" " + longest[1:])
 
 
 def test_a_short_text_is_quoted_whole_as_before(capsys: pytest.CaptureFixture[str]) -> None:

@@ -46,6 +46,9 @@ LONGEST_SHOWN = 40
 LONGEST_TEXT = 100
 #: The most items of a tuple or list that a message writes out (:func:`shown`).
 LONGEST_SHOWN_ITEMS = 20
+#: The most characters of a path that a message names whole (:func:`shown_path`): Linux's
+#: ``PATH_MAX``, the most bytes of a path that a system call takes (a longer one names no file).
+LONGEST_PATH = 4096
 
 
 def shown(value: object) -> str:
@@ -90,8 +93,12 @@ def shown(value: object) -> str:
 def shown_path(path: str | os.PathLike[str]) -> str:
     """A path as a message names it: as it is (``runs/a.ckpt``), or quoted as ``repr`` quotes
     it where that would hide it or split the message's one line: empty, with white space at
-    either end, or with a character that is not printable (``'a\\nb'``: a newline)."""
+    either end, or with a character that is not printable (``'a\\nb'``: a newline). A path of
+    more than :data:`LONGEST_PATH` characters, which names no file, is quoted as :func:`shown`
+    quotes a long text, by its start and length."""
     text = os.fspath(path)
+    if len(text) > LONGEST_PATH:
+        return shown(text)
     if text and text.strip() == text and text.isprintable():
         return text
     return repr(text)

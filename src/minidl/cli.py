@@ -767,14 +767,20 @@ def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
     its target's), a device, FIFO or socket (which a save would replace with a file), or
     (``writable``) in a folder where no file can be made, which is tried by making and removing
     a temporary file there."""
-    from minidl._validate import check_folder_takes_files, is_link_loop, special_file_kind
+    from minidl._validate import (
+        LONGEST_PATH,
+        check_folder_takes_files,
+        is_link_loop,
+        special_file_kind,
+    )
 
     if (
         not path
         or path.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))
         or os.path.basename(path) in (os.curdir, os.pardir)  # ("new/." would write "new")
     ):
-        raise ValueError(f"{flag} {path!r}: expected a file path in an existing folder")
+        quoted = repr(path) if len(path) <= LONGEST_PATH else _shown(path)
+        raise ValueError(f"{flag} {quoted}: expected a file path in an existing folder")
     if is_link_loop(path):  # (realpath gives it back: the save would replace the link)
         raise ValueError(
             f"{flag} {_shown_path(path)}: expected a file path, got a loop of symbolic links"
