@@ -109,6 +109,37 @@ def test_cli_bad_flags(
         assert fragment in errors, f"{fragment!r} not in {errors!r}"
 
 
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["train", "a\nb"], "minidl: error: unrecognized arguments: 'a\\nb'"),
+        (
+            ["train", "--bogus=a\rb", "c"],
+            "minidl: error: unrecognized arguments: '--bogus=a\\rb' c",
+        ),
+        (["train", "\x1e"], "minidl: error: unrecognized arguments: '\\x1e'"),
+        (["train", "\udc80"], "minidl: error: unrecognized arguments: '\\udc80'"),
+        (
+            ["train", "--d=\n"],
+            "minidl train: error: ambiguous option: '--d=\\n' could match --dtype, "
+            "--detect-anomaly, --dist-timeout",
+        ),
+    ],
+    ids=["newline", "carriage return", "record separator", "no UTF-8", "ambiguous"],
+)
+def test_cli_quotes_an_argument_that_is_not_printable_in_its_one_line(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown argument or an ambiguous option holding a character that is not printable (a
+    newline, a byte of the command line that is no UTF-8) is quoted as repr quotes it, as
+    argparse quotes an invalid choice and as the messages quote a path: written as it was, it
+    split the error in two lines (or, a byte that is no UTF-8, was written as the stream's
+    errors handler could)."""
+    code, errors = run_cli(argv, capsys)
+    assert code == 2
+    assert errors.splitlines()[-1] == line and errors.endswith(line + "\n"), errors
+
+
 def test_cli_checkpoint_path_that_is_a_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

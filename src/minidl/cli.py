@@ -122,15 +122,15 @@ class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """argparse's usage error, where an argument of more than 100 characters that it quotes
         whole (an unknown option or argument, an invalid choice, an ignored explicit argument:
-        ``--quiet=TEXT``) is quoted by its start and length, as :func:`_shown` quotes one."""
-        long = {
-            part
-            for given in self._given
-            for part in (given, given.partition("=")[2])
-            if len(part) > _LONGEST_TEXT
-        }
-        for text in sorted(long, key=len, reverse=True):
-            message = message.replace(repr(text), _shown(text)).replace(text, _shown(text))
+        ``--quiet=TEXT``) is quoted by its start and length, as :func:`_shown` quotes one, and
+        one with a character that is not printable (a newline, a byte that is no UTF-8), which
+        it writes as it is in places, is quoted as ``repr`` quotes it: the error is one line."""
+        parts = {part for given in self._given for part in (given, given.partition("=")[2])}
+        for text in sorted(parts, key=len, reverse=True):
+            if len(text) > _LONGEST_TEXT:
+                message = message.replace(repr(text), _shown(text)).replace(text, _shown(text))
+            elif not text.isprintable():
+                message = message.replace(text, repr(text))
         super().error(message)
 
 
