@@ -268,6 +268,31 @@ def test_cli_resume_shows_a_long_setting_by_its_start_and_length(
     )
 
 
+def test_cli_names_a_hidden_of_many_layers_by_its_start_and_length(
+    saved_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --hidden of 1000 layers that differs from the checkpoint's, and one of 3000 layers too
+    wide for the memory: named by their first 40 characters and their length, the message one
+    short line (every width was written out: 2000 and 42 000 characters for as many given)."""
+    many = ",".join(["1"] * 1000)
+    code, errors = run_cli(
+        [*TRAIN, "--hidden", many, "--epochs", "5", "--resume", str(saved_run)], capsys
+    )
+    assert (code, errors) == (
+        2,
+        f"minidl train: error: --resume {saved_run}: the checkpoint was made with other "
+        f"settings: --hidden 4 in the checkpoint, {many[:40]!r}... (a str of 1999 characters) "
+        "now\n",
+    )
+    wide = ",".join([str(10**12)] * 3000)
+    code, errors = run_cli([*TRAIN, "--hidden", wide], capsys)
+    assert code == 2 and errors.count("\n") == 1 and len(errors) < 400, errors[:1000]
+    assert errors.startswith(
+        f"minidl train: error: --hidden {wide[:40]!r}... (a str of 41999 characters): the "
+        "network's 2999000000003004000000000002 parameters take"
+    ), errors[:1000]
+
+
 def test_cli_resume_at_epoch_0_with_a_history_is_refused_before_training(
     saved_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -908,13 +908,15 @@ _UNRECORDED_DEFAULTS: dict[str, object] = {"detect_anomaly": False}
 
 
 def _as_typed(value: object, name: str = "") -> str:
-    """A setting as it is given on the command line (``25,25,25``, ``tanh``)."""
+    """A setting as it is given on the command line (``25,25,25``, ``tanh``); a list whose
+    text is of more than 100 characters (``--hidden`` of a thousand layers) as :func:`_shown`
+    shows a long text, by its start and length."""
     if value is None:
         return _OPTIONAL_SETTINGS.get(name, "(not recorded)")
     if isinstance(value, bool):  # (a flag without a value: --detect-anomaly)
         return "on" if value else "off"
     if isinstance(value, list | tuple):
-        return ",".join(_typed_item(item) for item in value)
+        return _typed_item(",".join(_typed_item(item) for item in value))
     return _typed_item(value)
 
 
