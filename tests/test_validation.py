@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -291,6 +292,42 @@ def test_cli_names_a_hidden_of_many_layers_by_its_start_and_length(
         f"minidl train: error: --hidden {wide[:40]!r}... (a str of 41999 characters): the "
         "network's 2999000000003004000000000002 parameters take"
     ), errors[:1000]
+
+
+def test_cli_reports_a_network_that_memory_cannot_hold_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--hidden widths whose parameters the machine's memory holds, by its count, but that torch
+    cannot allocate (here 400 TB on a machine said to have 2**50 bytes; their gradients as much
+    again, a batch's activations or a ``ulimit -v`` do it on a real one): status 1 and one line
+    with torch's words, nothing written (torch's RuntimeError ended the command with a
+    traceback). Python's MemoryError likewise; another RuntimeError is let out."""
+    sysconf = os.sysconf
+    monkeypatch.setattr(
+        os, "sysconf", lambda name: 2**50 if name == "SC_PHYS_PAGES" else sysconf(name)
+    )
+    path = tmp_path / "run.ckpt"
+    argv = [*TRAIN, "--hidden", "10000000,10000000", "--checkpoint", str(path)]
+    code, errors = run_cli(argv, capsys)
+    assert code == 1 and errors.count("\n") == 1, errors
+    assert errors.startswith("minidl train: error: out of memory: "), errors
+    assert "400000000000000 bytes" in errors and "enforce fail" not in errors, errors
+    assert errors.endswith("; a smaller --hidden or --batch-size takes less\n"), errors
+    assert list(tmp_path.iterdir()) == []
+
+    def mlp(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(nn, "mlp", mlp)
+    error: BaseException = MemoryError()
+    assert run_cli(TRAIN, capsys) == (
+        1,
+        "minidl train: error: out of memory: MemoryError; a smaller --hidden or --batch-size "
+        "takes less\n",
+    )
+    error = RuntimeError("another error")
+    with pytest.raises(RuntimeError, match=r"^another error$"):
+        main(TRAIN)
 
 
 def test_cli_resume_at_epoch_0_with_a_history_is_refused_before_training(

@@ -1082,6 +1082,25 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         return 1
 
 
+def _out_of_memory(error: BaseException) -> str | None:
+    """Why memory could not be had, where ``error`` says so, in one line: torch's allocator's
+    words (a ``RuntimeError`` on the CPU, ``DefaultCPUAllocator: can't allocate memory: you
+    tried to allocate 400000000000000 bytes...``, without its ``[enforce fail at ...]`` prefix;
+    an ``OutOfMemoryError`` on a GPU) or Python's ``MemoryError``; ``None`` for another error.
+
+    ``--hidden`` widths whose parameters fit in the machine's memory (see
+    :func:`_check_network_fits`) may still take more than this process can have: their
+    gradients as much again, the activations of a batch, a memory limit (``ulimit -v``)."""
+    if isinstance(error, MemoryError):
+        return f"{type(error).__name__} {error}".strip()
+    torch = sys.modules.get("torch")
+    gpu = getattr(torch, "OutOfMemoryError", None)
+    text = str(error).split("\n", 1)[0]
+    if (isinstance(gpu, type) and isinstance(error, gpu)) or "can't allocate memory" in text:
+        return re.sub(r"^\[enforce fail at [^\]]*\] err == 0\. ", "", text)
+    return None
+
+
 def _report_stop(name: str, interrupt: KeyboardInterrupt) -> int:
     """Print the one line of a run that ``interrupt`` stopped, ``minidl train: interrupted``
     (``name``: ``minidl train``, or ``minidl`` before the command is known), and return the
@@ -1136,6 +1155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as error:  # the file system, during the run (a checkpoint's folder removed)
         print(f"minidl {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as error:
+        reason = _out_of_memory(error)
+        if reason is None:
+            raise
+        hint = "; a smaller --hidden or --batch-size takes less" if args.command == "train" else ""
+        print(f"minidl {args.command}: error: out of memory: {reason}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the shell's status, no traceback
         return _report_stop(f"minidl {args.command}", interrupt)
