@@ -134,6 +134,8 @@ _PATHS = [
     "text.ckpt/x.ckpt",
     "loop",  # a symbolic link to itself
     "dangling",  # a symbolic link to missing/x.ckpt
+    "link",  # a symbolic link to folder/linked.ckpt (not there)
+    "run-link",  # a symbolic link to run.ckpt
     "fifo",
     "/sys/x.ckpt",  # a folder that takes no file
     "",
@@ -199,8 +201,8 @@ _VALID: dict[str, st.SearchStrategy[str]] = {
     "--dtype": st.sampled_from(["float32", "float64"]),
     "--log-every": st.sampled_from(["1", str(10**30)]),
     "--checkpoint-every": st.sampled_from(["1", "2"]),
-    "--checkpoint": st.sampled_from(["new.ckpt", "run.ckpt", "folder/new.ckpt", "dangling"]),
-    "--resume": st.sampled_from(["run.ckpt", "new.ckpt"]),
+    "--checkpoint": st.sampled_from(["new.ckpt", "run.ckpt", "folder/new.ckpt", "link"]),
+    "--resume": st.sampled_from(["run.ckpt", "new.ckpt", "run-link"]),
 }
 #: How a run of _VALID_ARGV saves or resumes (before its other options).
 _SAVES = st.sampled_from(
@@ -274,6 +276,8 @@ def _folder(root: Path, checkpoint: Path) -> Path:
     (folder / "folder").mkdir()
     (folder / "loop").symlink_to("loop")
     (folder / "dangling").symlink_to("missing/x.ckpt")
+    (folder / "link").symlink_to("folder/linked.ckpt")
+    (folder / "run-link").symlink_to("run.ckpt")
     if hasattr(os, "mkfifo"):
         os.mkfifo(folder / "fifo")
     return folder
