@@ -201,6 +201,21 @@ def test_the_command_line_quotes_a_long_flag_by_its_start_and_length(
     assert len(errors) < 1500, len(errors)  # (the usage line, then the message)
 
 
+@pytest.mark.parametrize(
+    ("count", "named"),
+    [(100_000, "0 1 2 3 4 5 6 7 8 9 (and 99990 more)"), (10, "0 1 2 3 4 5 6 7 8 9")],
+)
+def test_unrecognized_arguments_are_named_up_to_ten(
+    count: int, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hundred thousand unknown arguments: the first ten are named, then how many more (all
+    were named, a message as long as the command line); ten are named as before."""
+    with pytest.raises(SystemExit) as info:
+        main(["train", *(str(number) for number in range(count))])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.endswith(f"minidl: error: unrecognized arguments: {named}\n")
+
+
 def test_a_path_that_can_name_a_file_is_named_whole() -> None:
     """A path of up to 4096 characters (Linux's ``PATH_MAX``) is named whole, a longer one,
     which names no file, by its start and length."""

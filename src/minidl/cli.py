@@ -33,6 +33,9 @@ READABLE_BELOW = 1e6
 #: torch (see :func:`_shown`).
 _LONGEST_TEXT = 100
 
+#: The most unrecognized arguments that a usage error names.
+_MOST_UNRECOGNIZED = 10
+
 _N = TypeVar("_N")
 
 
@@ -118,6 +121,26 @@ class _ArgumentParser(argparse.ArgumentParser):
         given its own)."""
         self._given = list(sys.argv[1:] if args is None else args)
         return super().parse_known_args(self._given, namespace)
+
+    @overload
+    def parse_args(
+        self, args: Iterable[str] | None = None, namespace: None = None
+    ) -> argparse.Namespace: ...
+    @overload
+    def parse_args(self, args: Iterable[str] | None, namespace: _N) -> _N: ...
+    @overload
+    def parse_args(self, *, namespace: _N) -> _N: ...
+
+    def parse_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
+        """As argparse parses, but unrecognized arguments are named up to
+        :data:`_MOST_UNRECOGNIZED` (then how many more): argparse named them all, a message
+        as long as the command line (a megabyte for a hundred thousand words)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            named = " ".join(extras[:_MOST_UNRECOGNIZED])
+            more = len(extras) - _MOST_UNRECOGNIZED
+            self.error(f"unrecognized arguments: {named}" + (f" (and {more} more)" * (more > 0)))
+        return parsed
 
     def error(self, message: str) -> NoReturn:
         """argparse's usage error, where an argument of more than 100 characters that it quotes
