@@ -1122,12 +1122,42 @@ def test_hidden_widths_that_do_not_fit_in_memory_are_refused_in_one_line(
     widths beyond 64 bits in a message holding a C++ stack; the size the parameters need is
     compared with the machine's memory before anything is made."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    size = count * (4 if dtype == "float32" else 8)
+    size = 2 * count * (4 if dtype == "float32" else 8)  # (and the gradients)
     assert main(["train", "--hidden", hidden, "--dtype", dtype, "--epochs", "0"]) == 2
     assert capsys.readouterr() == (
         "",
-        f"minidl train: error: --hidden {hidden}: the network's {count} parameters take {size} "
-        f"bytes ({dtype}), more than this machine's memory ({memory} bytes)\n",
+        f"minidl train: error: --hidden {hidden}: the network's {count} parameters and their "
+        f"gradients take {size} bytes ({dtype}), more than this machine's memory ({memory} "
+        "bytes)\n",
+    )
+
+
+@pytest.mark.parametrize(("memory", "refused"), [(135, True), (136, False)])
+def test_hidden_widths_whose_gradients_do_not_fit_in_memory_are_refused(
+    memory: int,
+    refused: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--hidden 3``'s 17 float32 parameters take 68 bytes, and their gradients, which the
+    network holds once made, as many again: on a machine of 135 bytes it is refused, on one of
+    136 it starts (the parameters alone were weighed: a network whose parameters took 60% of
+    the memory was made, and the system ended the process as its gradients filled it, or
+    torch's allocator failed)."""
+    _no_training(monkeypatch)
+    sysconf = os.sysconf
+    given = {"SC_PAGE_SIZE": 1, "SC_PHYS_PAGES": memory}
+    monkeypatch.setattr(os, "sysconf", lambda name: given.get(name) or sysconf(name))
+    argv = ["train", "--hidden", "3", "--epochs", "1", "--quiet"]
+    if not refused:
+        with pytest.raises(AssertionError, match="training started"):
+            main(argv)
+        return
+    assert main(argv) == 2
+    assert capsys.readouterr() == (
+        "",
+        "minidl train: error: --hidden 3: the network's 17 parameters and their gradients take "
+        "136 bytes (float32), more than this machine's memory (135 bytes)\n",
     )
 
 

@@ -290,7 +290,7 @@ def test_cli_names_a_hidden_of_many_layers_by_its_start_and_length(
     assert code == 2 and errors.count("\n") == 1 and len(errors) < 400, errors[:1000]
     assert errors.startswith(
         f"minidl train: error: --hidden {wide[:40]!r}... (a str of 41999 characters): the "
-        "network's 2999000000003004000000000002 parameters take"
+        "network's 2999000000003004000000000002 parameters and their gradients take"
     ), errors[:1000]
 
 
@@ -298,8 +298,8 @@ def test_cli_reports_a_network_that_memory_cannot_hold_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--hidden widths whose parameters the machine's memory holds, by its count, but that torch
-    cannot allocate (here 400 TB on a machine said to have 2**50 bytes; their gradients as much
-    again, a batch's activations or a ``ulimit -v`` do it on a real one): status 1 and one line
+    cannot allocate (here 400 TB on a machine said to have 2**50 bytes; the optimizer's state,
+    a batch's activations or a ``ulimit -v`` do it on a real one): status 1 and one line
     with torch's words, nothing written (torch's RuntimeError ended the command with a
     traceback). Python's MemoryError likewise; another RuntimeError is let out."""
     sysconf = os.sysconf

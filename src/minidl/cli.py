@@ -764,22 +764,24 @@ def _check_batches_split(batch_size: int, samples: int, world_size: int) -> None
 
 
 def _check_network_fits(hidden: tuple[int, ...], dtype: str) -> None:
-    """Refuse ``--hidden`` widths whose parameters alone take more bytes than the machine has
-    memory: torch's allocator fails (with a traceback), or, for widths beyond 64 bits, its
-    argument parsing does (with a C++ stack in the message). ``dtype``: ``--dtype``."""
+    """Refuse ``--hidden`` widths whose parameters and their gradients alone (what the network
+    holds once made: every :class:`~minidl.nn.Parameter` has its ``grad``) take more bytes
+    than the machine has memory: torch's allocator fails, or the system ends the process as
+    it fills the memory (with no message), or, for widths beyond 64 bits, torch's argument
+    parsing fails (with a C++ stack in the message). ``dtype``: ``--dtype``."""
     import torch
 
     sizes = (2, *hidden, 2)
     count = sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(sizes))
-    size = count * torch.empty((), dtype=getattr(torch, dtype)).element_size()
+    size = 2 * count * torch.empty((), dtype=getattr(torch, dtype)).element_size()
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (OSError, ValueError, AttributeError):  # (not on this system)
         return
     if memory > 0 and size > memory:
         raise ValueError(
-            f"--hidden {_as_typed(hidden)}: the network's {_shown(count)} parameters take "
-            f"{_shown(size)} bytes "
+            f"--hidden {_as_typed(hidden)}: the network's {_shown(count)} parameters and their "
+            f"gradients take {_shown(size)} bytes "
             f"({dtype}), more than this machine's memory ({memory} bytes)"
         )
 
@@ -1111,9 +1113,9 @@ def _out_of_memory(error: BaseException) -> str | None:
     tried to allocate 400000000000000 bytes...``, without its ``[enforce fail at ...]`` prefix;
     an ``OutOfMemoryError`` on a GPU) or Python's ``MemoryError``; ``None`` for another error.
 
-    ``--hidden`` widths whose parameters fit in the machine's memory (see
-    :func:`_check_network_fits`) may still take more than this process can have: their
-    gradients as much again, the activations of a batch, a memory limit (``ulimit -v``)."""
+    ``--hidden`` widths whose parameters and gradients fit in the machine's memory (see
+    :func:`_check_network_fits`) may still take more than this process can have: the
+    optimizer's state, the activations of a batch, a memory limit (``ulimit -v``)."""
     if isinstance(error, MemoryError):
         return f"{type(error).__name__} {error}".strip()
     torch = sys.modules.get("torch")
