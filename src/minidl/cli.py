@@ -148,13 +148,22 @@ class _ArgumentParser(argparse.ArgumentParser):
         ``--quiet=TEXT``) is quoted by its start and length, as :func:`_shown` quotes one, and
         one with a character that is not printable (a newline, a byte that is no UTF-8), which
         it writes as it is in places, is quoted as ``repr`` quotes it: the error is one line."""
-        parts = {part for given in self._given for part in (given, given.partition("=")[2])}
+        parts = {part for given in self._given for part in _quotable(given)}
         for text in sorted(parts, key=len, reverse=True):
             if len(text) > _LONGEST_TEXT:
                 message = message.replace(repr(text), _shown(text)).replace(text, _shown(text))
             elif not text.isprintable():
                 message = message.replace(text, repr(text))
         super().error(message)
+
+
+def _quotable(given: str) -> tuple[str, ...]:
+    """The texts of an argument that argparse may quote in an error: the argument, its value
+    after ``=`` (``--quiet=TEXT``), and, for one of a single ``-``, what follows its first
+    letters (``-hTEXT``: ``-h`` and the value ``TEXT``, or the flags ``-h -T`` and ``EXT``)."""
+    if given[:1] == "-" and given[1:2] != "-":
+        return given, given.partition("=")[2], given[2:], given[3:]
+    return given, given.partition("=")[2]
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
