@@ -21,6 +21,7 @@ The examples are drawn alike on every run (see ``conftest.py``).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -155,15 +156,18 @@ def _good(name: str) -> st.SearchStrategy[list[str]]:
     return values.map(lambda value: [name, value]) | values.map(lambda value: [f"{name}={value}"])
 
 
+#: Unknown options, and options given a value that they take none of or cannot tell apart.
+_ODD = ["--quiet=1", "--quick=1", "--verbose", "-x", "--hid", "--e", "--", "-", "-hh"]
+_ODD += ["-h<LONG x*5001>", "--quiet=<LONG \n*200>", "--d=<LONG é*3000>", "-x<LONG y*999>"]
+
+
 def _bad(names: tuple[str, ...]) -> st.SearchStrategy[list[str]]:
     """An option of ``names`` with junk or with no value (at the end, or before another option),
     or an unknown option, or a stray argument."""
     return st.one_of(
         st.tuples(st.sampled_from(names), _JUNK).map(list),
         st.sampled_from(names).map(lambda name: [name]),
-        st.sampled_from(
-            ["--quiet=1", "--quick=1", "--verbose", "-x", "--hid", "--e", "--", "-"]
-        ).map(lambda text: [text]),
+        st.sampled_from(_ODD).map(lambda text: [text]),
         _JUNK.map(lambda text: [text]),
     )
 
@@ -326,11 +330,10 @@ def cheap(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
 
 
 def _expanded(text: str) -> str:
-    """``text``, or the long text that ``<LONG x*5001>`` writes (``x`` 5001 times)."""
-    if not (text.startswith("<LONG ") and text.endswith(">")):
-        return text
-    part, times = text[len("<LONG ") : -1].rsplit("*", 1)
-    return part * int(times)
+    """``text``, where ``<LONG x*5001>`` is the long text it writes (``x`` 5001 times)."""
+    return re.sub(
+        r"<LONG (.+?)\*(\d+)>", lambda found: found[1] * int(found[2]), text, flags=re.DOTALL
+    )
 
 
 def _check(drawn: list[str], folder: Path, capsys: pytest.CaptureFixture[str]) -> int | None:
