@@ -1647,10 +1647,10 @@ def test_reproduce_refuses_rounds_whose_stack_does_not_fit_in_memory(
 ) -> None:
     """``--rounds 1000000000`` grew, before its first epoch (a seed, a data set and a network
     per round), until the out-of-memory killer stopped it, with no message: rounds whose one
-    stack's parameters and data sets alone take more than the machine's memory are refused,
-    naming the bytes, before anything is made. Table II's rows train one to a stack from 25
-    rounds on; each round's model has 1427 float32 parameters and its data set 3000 samples of
-    two float32 features and an int64 label: 53708 bytes."""
+    stack's parameters, their gradients and data sets alone take more than the machine's memory
+    are refused, naming the bytes, before anything is made. Table II's rows train one to a stack
+    from 25 rounds on; each round's model has 1427 float32 parameters and as many gradients, and
+    its data set 3000 samples of two float32 features and an int64 label: 59416 bytes."""
     import minidl.experiments.runner
 
     started: list[int] = []
@@ -1660,7 +1660,7 @@ def test_reproduce_refuses_rounds_whose_stack_does_not_fit_in_memory(
         lambda args, out, rounds, epochs, jobs: started.append(rounds),
     )
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    most = memory // 53708
+    most = memory // 59416
     out = tmp_path / "results"
     for rounds in (most + 1, 10**30):
         argv = ["reproduce", "--tables", "2", "--rounds", str(rounds), "--out", str(out)]
@@ -1668,8 +1668,8 @@ def test_reproduce_refuses_rounds_whose_stack_does_not_fit_in_memory(
         assert capsys.readouterr() == (
             "",
             f"minidl reproduce: error: --rounds {rounds}: the run trains the {rounds} rounds of 1 "
-            f"row at once, whose parameters and data sets alone take {rounds * 53708} bytes, "
-            f"more than this machine's memory ({memory} bytes)\n",
+            f"row at once, whose parameters, their gradients and data sets alone take "
+            f"{rounds * 59416} bytes, more than this machine's memory ({memory} bytes)\n",
         )
     assert list(tmp_path.iterdir()) == []
     assert main(["reproduce", "--tables", "2", "--rounds", str(most), "--out", str(out)]) == 0
@@ -1677,7 +1677,7 @@ def test_reproduce_refuses_rounds_whose_stack_does_not_fit_in_memory(
 
 
 @pytest.mark.parametrize(
-    ("memory", "refused"), [(354160, False), (354159, True), (-1, False)], ids=str
+    ("memory", "refused"), [(468320, False), (468319, True), (-1, False)], ids=str
 )
 def test_reproduce_weighs_the_largest_stack_of_rows_against_the_memory(
     memory: int,
@@ -1687,10 +1687,11 @@ def test_reproduce_weighs_the_largest_stack_of_rows_against_the_memory(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """At 5 rounds Table II's seven rows train three and four to a stack: the larger's five
-    rounds of four models of 1427 float32 parameters and a data set of 3000 samples (two
-    float32 features and an int64 label) take 5 * (4 * 5708 + 48000) = 354160 bytes, refused
-    where the machine's memory is one byte less, not where it is that many; a memory that
-    the system gives as -1 (unknown) refuses nothing."""
+    rounds of four models of 1427 float32 parameters and their gradients and a data set of 3000
+    samples (two float32 features and an int64 label) take 5 * (4 * 11416 + 48000) = 468320
+    bytes, refused where the machine's memory is one byte less, not where it is that many (the
+    gradients were not weighed: 354160 bytes); a memory that the system gives as -1 (unknown)
+    refuses nothing."""
     import minidl.experiments.runner
 
     started: list[int] = []
@@ -1709,8 +1710,8 @@ def test_reproduce_weighs_the_largest_stack_of_rows_against_the_memory(
         assert capsys.readouterr() == (
             "",
             "minidl reproduce: error: --rounds 5: the run trains the 5 rounds of 4 rows at "
-            "once, whose parameters and data sets alone take 354160 bytes, more than this "
-            "machine's memory (354159 bytes)\n",
+            "once, whose parameters, their gradients and data sets alone take 468320 bytes, "
+            "more than this machine's memory (468319 bytes)\n",
         )
         assert list(tmp_path.iterdir()) == []
     else:

@@ -400,7 +400,8 @@ def _require_extras(prefix: str, without_bar: str, *, progress: bool) -> None:
 
 def _check_rounds_fit(experiments: Sequence[Experiment], rounds: int) -> None:
     """Refuse ``--rounds`` whose largest stack (:func:`stack_groups`) takes more bytes than the
-    machine has memory in its models' parameters and its rounds' data sets alone: the run
+    machine has memory in its models' parameters and their gradients (every
+    :class:`~minidl.nn.Parameter` has its ``grad``) and its rounds' data sets alone: the run
     would grow, before its first epoch, until the system's out-of-memory killer stopped it,
     with no message (``--rounds 1000000000``), as ``minidl train`` refuses ``--hidden``
     widths so."""
@@ -416,13 +417,13 @@ def _check_rounds_fit(experiments: Sequence[Experiment], rounds: int) -> None:
         )
         samples = protocol.n_train + protocol.n_validation + protocol.n_test
         # (each sample: its features, and its label, an int64)
-        per_round = len(group) * parameters * item + samples * (protocol.sizes[0] * item + 8)
+        per_round = len(group) * 2 * parameters * item + samples * (protocol.sizes[0] * item + 8)
         if memory > 0 and rounds * per_round > memory:
             raise ValueError(
                 f"--rounds {shown(rounds)}: the run trains the {shown(rounds)} rounds of "
-                f"{len(group)} row{'s' * (len(group) != 1)} at once, whose parameters and data "
-                f"sets alone take {shown(rounds * per_round)} bytes, more than this machine's "
-                f"memory ({memory} bytes)"
+                f"{len(group)} row{'s' * (len(group) != 1)} at once, whose parameters, their "
+                f"gradients and data sets alone take {shown(rounds * per_round)} bytes, more than "
+                f"this machine's memory ({memory} bytes)"
             )
 
 
