@@ -293,3 +293,63 @@ def test_torch_residual_refuses_a_block_that_is_not_a_torch_module() -> None:
         assert str(info.value) == f"TorchResidual: block must be a torch.nn.Module, got {hint}"
     residual = TorchResidual(torch.nn.Linear(2, 2))
     assert [name for name, _ in residual.named_parameters()] == ["block.weight", "block.bias"]
+
+
+def test_a_layer_that_changes_a_residual_blocks_input_in_place_is_refused() -> None:
+    """``TorchResidual(ReLU(inplace=True))`` changes the input that its skip connection adds:
+    torch computes ``relu(x) + relu(x)``, and from_torch converted it without a word into
+    minidl's ``x + relu(x)`` (found by test_interop_fuzz). Refused, naming the layer, the
+    residual and the way out, wherever the layer gets the block's input (past an Identity, a
+    Dropout, which returns its input in evaluation mode, and into nested containers); an
+    in-place layer after one that makes a new tensor converts, and computes as torch's."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, dtype=F64)
+    residual = TorchResidual(torch.nn.ReLU(inplace=True))
+    assert torch.equal(residual(x.clone()), 2 * x.relu())  # not x + relu(x)
+    leaky = torch.nn.LeakyReLU(0.1, inplace=True)
+    deep = TorchResidual(
+        torch.nn.Sequential(
+            torch.nn.Identity(),
+            torch.nn.Dropout(0.5),
+            torch.nn.Sequential(),
+            torch.nn.Sequential(leaky, torch.nn.Linear(3, 3, dtype=F64)),
+        )
+    )
+    cases = [
+        (torch.nn.Sequential(torch.nn.Linear(3, 3, dtype=F64), residual), "1.block",
+         "torch.nn.modules.activation.ReLU", "the TorchResidual at '1'"),
+        (deep, "block.3.0", "torch.nn.modules.activation.LeakyReLU",
+         "the TorchResidual (the model)"),
+        (torch.nn.Sequential(TorchResidual(torch.nn.Dropout(0.2, inplace=True))), "0.block",
+         "torch.nn.modules.dropout.Dropout", "the TorchResidual at '0'"),
+        (TorchResidual(TorchResidual(torch.nn.ELU(inplace=True))), "block.block",
+         "torch.nn.modules.activation.ELU", "the TorchResidual (the model)"),
+    ]  # fmt: skip
+    for model, path, kind, owner in cases:
+        with pytest.raises(ConversionError) as info:
+            from_torch(model)
+        assert str(info.value) == (
+            f"from_torch: cannot convert the layer at {path!r} of type {kind} (inplace=True at "
+            f"the input of the block of {owner}: it changes the input that the skip connection "
+            "adds, so that torch.nn computes changed(x) + block(x), where minidl's layers never "
+            "change their input (x + block(x)); set its inplace to False)"
+        )
+    leaky.inplace = False
+    assert isinstance(from_torch(deep), nn.Residual)
+    # After a layer that makes a new tensor, the input is left alone: converted.
+    safe = TorchResidual(
+        torch.nn.Sequential(
+            torch.nn.Linear(3, 3, dtype=F64),
+            torch.nn.ReLU(inplace=True),
+            torch.nn.Linear(3, 3, dtype=F64),
+        )
+    )
+    converted = from_torch(torch.nn.Sequential(torch.nn.Tanh(), safe))
+    leaf = x.clone().requires_grad_()
+    expected = torch.nn.Sequential(torch.nn.Tanh(), safe)(leaf)
+    torch.testing.assert_close(converted(x), expected.detach(), rtol=1e-12, atol=1e-12)
+    expected.sum().backward()
+    assert leaf.grad is not None
+    torch.testing.assert_close(
+        converted.backward(torch.ones_like(x)), leaf.grad, rtol=1e-12, atol=1e-12
+    )

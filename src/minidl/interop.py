@@ -33,7 +33,8 @@ torch's global generator. What :func:`from_torch` does not carry over, as minidl
 thing: the names of a ``Sequential``'s children (minidl numbers them, so ``state_dict`` keys
 become ``'0.weight'``, ...), ``requires_grad`` (a frozen PyTorch layer becomes an ordinary minidl
 one: give the optimizer only the parameters to train) and ``inplace=True`` (minidl's activations
-never change their input).
+never change their input; a layer that would change the input of a ``TorchResidual``'s block,
+which its skip connection adds, is refused).
 
 Example:
     >>> model = nn.Sequential(nn.Linear(2, 25), nn.Tanh(), nn.Linear(25, 2))
@@ -382,8 +383,10 @@ def from_torch(model: tnn.Module) -> Module:
             child modules that its counterpart has not (registered by hand: a child of a
             ``Linear``, say, which its forward does not call, would be dropped with its
             tensors), tensors of several dtypes or devices, or a tensor of a shape its sizes do
-            not give, is a lazy layer not yet initialised, or is ``None`` (a child, block or
-            weight set to ``None``); the message gives its path (e.g. ``'1.0'``) and type.
+            not give, is a lazy layer not yet initialised, is ``None`` (a child, block or
+            weight set to ``None``), or has ``inplace=True`` where it gets the input of a
+            ``TorchResidual``'s block (which the skip connection adds); the message gives its
+            path (e.g. ``'1.0'``) and type.
         TypeError: ``model`` is not a ``torch.nn.Module``.
     """
     if not isinstance(model, tnn.Module):
@@ -629,6 +632,7 @@ def _minidl_layer(
         assert isinstance(module, TorchResidual)
         where = f"{path}.block" if path else "block"
         block = _not_none(module._modules.get("block"), where)
+        _check_input_kept(block, where, path)
         result = nn.Residual(_from_torch(block, where, trained, converted))
     elif kind is tnn.LeakyReLU:
         assert isinstance(module, tnn.LeakyReLU)
@@ -661,6 +665,60 @@ def _minidl_layer(
     else:
         raise _unsupported(path, module)
     return result
+
+
+def _check_input_kept(block: tnn.Module, where: str, residual: str) -> None:
+    """Refuse a ``TorchResidual`` whose block may change its input in place (a
+    ``ReLU(inplace=True)`` first in it): torch's skip connection then adds the changed input,
+    ``relu(x) + relu(x)`` for that block alone, where minidl's layers never change their input
+    and its ``Residual`` computes ``x + relu(x)``. (Elsewhere ``inplace=True`` changes nothing
+    that the model computes, and is not carried over.)"""
+    found = _in_place_at_input(block, where)
+    if found is None:
+        return
+    path, layer = found
+    owner = f"the TorchResidual at {residual!r}" if residual else "the TorchResidual (the model)"
+    raise _refused(
+        "from_torch",
+        path,
+        type(layer),
+        f"inplace=True at the input of the block of {owner}: it changes the input that the "
+        "skip connection adds, so that torch.nn computes changed(x) + block(x), where minidl's "
+        "layers never change their input (x + block(x)); set its inplace to False",
+    )
+
+
+def _in_place_at_input(module: tnn.Module, path: str) -> tuple[str, tnn.Module] | None:
+    """The first layer (its path and itself) that may change in place the tensor given to
+    ``module``: one with ``inplace=True``, reached from ``module`` through the first children of
+    ``Sequential``s and the blocks of ``TorchResidual``s, past the layers that may return their
+    input itself (:func:`_may_return_its_input`); ``None`` where there is none."""
+    if getattr(module, "inplace", False):
+        return path, module
+    kind = type(module)
+    if kind is TorchResidual:
+        block = module._modules.get("block")
+        return None if block is None else _in_place_at_input(block, f"{path}.block")
+    if kind is tnn.Sequential:
+        for name, child in module._modules.items():
+            if child is None:  # (refused, naming it, when it is converted)
+                return None
+            found = _in_place_at_input(child, f"{path}.{name}")
+            if found is not None or not _may_return_its_input(child):
+                return found
+    return None
+
+
+def _may_return_its_input(module: tnn.Module) -> bool:
+    """Whether ``module`` may return the tensor it is given, itself: an ``Identity``, a
+    ``Dropout`` (in evaluation mode or with ``p = 0``, whatever the mode it has now: it may
+    change), a ``Sequential`` of such layers only (an empty one too)."""
+    kind = type(module)
+    if kind is tnn.Identity or kind is tnn.Dropout:
+        return True
+    return kind is tnn.Sequential and all(
+        child is not None and _may_return_its_input(child) for child in module._modules.values()
+    )
 
 
 def _not_none(child: tnn.Module | None, path: str) -> tnn.Module:
