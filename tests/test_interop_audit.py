@@ -353,3 +353,33 @@ def test_a_layer_that_changes_a_residual_blocks_input_in_place_is_refused() -> N
     torch.testing.assert_close(
         converted.backward(torch.ones_like(x)), leaf.grad, rtol=1e-12, atol=1e-12
     )
+
+
+def test_running_statistics_shared_by_two_batch_norms_stay_shared_both_ways() -> None:
+    """One tensor registered as a buffer of two batch norms (``b.running_mean =
+    a.running_mean``), which both update in place, in torch as in minidl: the conversion made
+    a copy for each place without a word, and the running statistics parted at the first
+    training forward (found by test_interop_fuzz). Tied again both ways, as tied parameters
+    are."""
+    torch.manual_seed(0)
+    first = torch.nn.BatchNorm1d(3, dtype=F64)
+    second = torch.nn.BatchNorm1d(3, momentum=None, dtype=F64)
+    second.running_mean = first.running_mean
+    second.num_batches_tracked = first.num_batches_tracked
+    model = torch.nn.Sequential(first, torch.nn.Linear(3, 3, dtype=F64), second)
+    converted = from_torch(model)
+    back = to_torch(converted)
+    for twin in (converted, back):
+        assert twin[0].running_mean is twin[2].running_mean
+        assert twin[0].num_batches_tracked is twin[2].num_batches_tracked
+        assert twin[0].running_var is not twin[2].running_var
+    x = torch.randn(6, 3, dtype=F64)
+    for _ in range(3):
+        model(x)
+        converted(x)
+        back(x)
+    expected = dict(model.named_buffers(remove_duplicate=False))
+    assert expected["0.num_batches_tracked"] == 6  # (each of the two counts each batch)
+    for twin in (converted, back):
+        for name, buffer in twin.named_buffers(remove_duplicate=False):
+            torch.testing.assert_close(buffer, expected[name], rtol=1e-12, atol=1e-12)

@@ -398,7 +398,8 @@ def from_torch(model: tnn.Module) -> Module:
 
 
 def _ties(names: Iterator[tuple[str, object]]) -> Iterator[tuple[str, str]]:
-    """``(name, first name)`` of each parameter met again under another name (tied weights)."""
+    """``(name, first name)`` of each parameter or buffer met again under another name (tied
+    weights, shared running statistics)."""
     first: dict[int, str] = {}
     for name, parameter in names:
         if id(parameter) in first:
@@ -408,17 +409,21 @@ def _ties(names: Iterator[tuple[str, object]]) -> Iterator[tuple[str, str]]:
 
 
 def _tie_torch(model: Module, twin: tnn.Module) -> None:
-    """Tie in ``twin`` the parameters tied in ``model`` (one Parameter in two modules): the
-    conversion made one for each place."""
+    """Tie in ``twin`` the parameters tied in ``model`` (one Parameter in two modules), and the
+    buffers (one tensor, the running statistics of two batch norms, which both update in
+    place): the conversion made one for each place."""
     for name, first in _ties(model.named_parameters(remove_duplicate=False)):
         owner, _, leaf = name.rpartition(".")
         setattr(twin.get_submodule(owner), leaf, twin.get_parameter(first))
+    for name, first in _ties(model.named_buffers(remove_duplicate=False)):
+        owner, _, leaf = name.rpartition(".")
+        setattr(twin.get_submodule(owner), leaf, twin.get_buffer(first))
 
 
 def _tie_minidl(model: tnn.Module, result: Module, converted: dict[str, Module]) -> None:
-    """Tie in ``result`` the parameters tied in ``model``, then make the parameters of each
-    outermost ``Sequential`` (``result``, or one inside a ``Residual``) one flat buffer again
-    (the tied copies left holes in it). ``converted`` maps
+    """Tie in ``result`` the parameters and buffers tied in ``model`` (as :func:`_tie_torch`),
+    then make the parameters of each outermost ``Sequential`` (``result``, or one inside a
+    ``Residual``) one flat buffer again (the tied copies left holes in it). ``converted`` maps
     the path of each module of ``model`` to its conversion: the names of ``result`` are
     others where ``model`` names its children (``'fc'``) or is a slice (``'2'``, ...)."""
     tied = False
@@ -428,6 +433,10 @@ def _tie_minidl(model: tnn.Module, result: Module, converted: dict[str, Module])
         parameter = converted[first_owner]._parameters[first_leaf]
         converted[owner].register_parameter(leaf, parameter)
         tied = True
+    for name, first in _ties(model.named_buffers(remove_duplicate=False)):
+        owner, _, leaf = name.rpartition(".")
+        first_owner, _, first_leaf = first.rpartition(".")
+        converted[owner].register_buffer(leaf, converted[first_owner]._buffers[first_leaf])
     if tied:
         _flatten_outermost(result)
 
