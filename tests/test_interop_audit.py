@@ -383,3 +383,27 @@ def test_running_statistics_shared_by_two_batch_norms_stay_shared_both_ways() ->
     for twin in (converted, back):
         for name, buffer in twin.named_buffers(remove_duplicate=False):
             torch.testing.assert_close(buffer, expected[name], rtol=1e-12, atol=1e-12)
+
+
+def test_torch_residual_refuses_a_block_output_of_another_shape_as_residual_does() -> None:
+    """``TorchResidual(Linear(3, 1))`` broadcast its block's ``(N, 1)`` output over the
+    ``(N, 3)`` input, where minidl's Residual refuses it: such a model converted both ways and
+    then failed at minidl's first forward, or computed in torch what its minidl twin refused.
+    TorchResidual refuses it in Residual's words, before adding anything."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, dtype=F64)
+    for block, got in (
+        (torch.nn.Linear(3, 1, dtype=F64), (4, 1)),
+        (torch.nn.Sequential(torch.nn.Linear(3, 2, dtype=F64)), (4, 2)),
+    ):
+        residual = TorchResidual(block)
+        with pytest.raises(ValueError) as info:
+            residual(x)
+        assert str(info.value) == (
+            f"TorchResidual: the block's output has shape {got}, expected the input's shape "
+            "(4, 3) (as minidl's Residual: the sum would broadcast it)"
+        )
+        with pytest.raises(ValueError, match=r"^Residual: the block's output has shape"):
+            from_torch(residual)(x)
+    same = TorchResidual(torch.nn.Linear(3, 3, dtype=F64))
+    torch.testing.assert_close(same(x), x + same.block(x), rtol=0, atol=0)

@@ -79,6 +79,8 @@ class TorchResidual(tnn.Module):
     Raises:
         TypeError: ``block`` is not a ``torch.nn.Module`` (a minidl module, which torch would
             keep as a plain attribute: not among the parameters, nor in the state dict).
+        ValueError: (at a forward) the block's output has another shape than the input, which
+            the sum would broadcast and minidl's ``Residual`` refuses.
     """
 
     def __init__(self, block: tnn.Module) -> None:
@@ -94,6 +96,12 @@ class TorchResidual(tnn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         output: Tensor = self.block(input)
+        if not isinstance(output, Tensor) or output.shape != input.shape:
+            got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            raise ValueError(
+                f"TorchResidual: the block's output has shape {got}, expected the input's shape "
+                f"{tuple(input.shape)} (as minidl's Residual: the sum would broadcast it)"
+            )
         return input + output
 
 
