@@ -217,7 +217,7 @@ def _tie(draw: st.DrawFn, model: tnn.Module) -> None:
             if places[i][2].shape == places[j][2].shape and places[i][2] is not places[j][2]
         ]
         if not pairs:
-            return
+            break
         i, j = draw(st.sampled_from(pairs))
         owner, leaf, _ = places[j]
         setattr(owner, leaf, places[i][2])
@@ -238,6 +238,8 @@ def _tie(draw: st.DrawFn, model: tnn.Module) -> None:
 
 @st.composite
 def models(draw: st.DrawFn) -> Drawn:
+    """A model as the module's docstring says, its values from a drawn seed of torch's global
+    generator, and the width and batch size of its inputs."""
     torch.manual_seed(draw(st.integers(0, 2**16)))
     width = draw(WIDTHS)
     model, _ = _sequence(draw, width, 0, [], low=1)
