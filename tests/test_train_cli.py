@@ -1631,6 +1631,45 @@ def test_an_interrupt_raised_where_python_drops_exceptions_still_ends_the_run(
     )
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize(
+    ("number", "status", "line"), [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")]
+)
+def test_an_interrupt_sent_again_is_sent_once_the_hook_has_returned(
+    number: str, status: int, line: str
+) -> None:
+    """The interrupt dropped is sent again once the unraisable hook has returned: sent while the
+    hook still ran (10 ms after it was called, where a loaded machine had taken the main thread
+    off its core in the hook, or another library's hook around minidl's ran on), it was raised
+    in the hook, where Python drops it again (to its default hook, which prints it), and the
+    run went on to its end with status 0. Here a hook around minidl's takes 0.2 s to return."""
+    run = (
+        "import weakref\n"
+        "class Thing: pass\n"
+        "def dropped(_):\n"
+        f"    os.kill(os.getpid(), signal.{number})\n"
+        "def run(args):\n"
+        "    inner = sys.unraisablehook\n"
+        "    def slow(unraisable):\n"
+        "        inner(unraisable)\n"
+        "        time.sleep(0.2)\n"
+        "    sys.unraisablehook = slow\n"
+        "    thing = Thing()\n"
+        "    reference = weakref.ref(thing, dropped)\n"
+        "    del thing\n"
+        "    for _ in range(300):\n"
+        "        time.sleep(0.1)\n"
+        "    print('went on to the end')\n"
+        "    return 0\n"
+    )
+    done = _run_main_with(run)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        status,
+        "",
+        f"minidl reproduce: {line}\n",
+    )
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
 def test_an_interrupt_dropped_in_a_forked_process_is_not_sent_to_the_run() -> None:
     """A process forked during the run (``minidl reproduce``'s workers) inherits the hook that

@@ -53,8 +53,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     A ``SIGTERM`` that comes while one is handled (the clean-up runs) is ignored: it would cut
     the clean-up short. An interrupt raised where Python drops exceptions (a weak reference's
     callback, a ``__del__``, which a garbage collection may run at any moment), ``SIGTERM``'s or
-    Ctrl-C's ``KeyboardInterrupt``, is sent again as its signal, so that it is raised elsewhere:
-    ``SIGTERM`` is sent once, then ``SIGKILL``, by those who send it, and a Ctrl-C lost so would
+    Ctrl-C's ``KeyboardInterrupt``, is sent again as its signal once the hook has returned (see
+    :func:`_send_once_out_of`), so that it is raised elsewhere: ``SIGTERM`` is sent once, then ``SIGKILL``, by those who send it, and a Ctrl-C lost so would
     let the run go on to its end. A process forked meanwhile (``minidl reproduce``'s workers)
     inherits the handler: there it ends the process, as ``SIGTERM`` does by default.
     """
@@ -71,13 +71,19 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             raise _Terminated
 
     unraisable = sys.unraisablehook
+    main = threading.get_ident()
 
     def send_again(dropped: sys.UnraisableHookArgs) -> None:
         if isinstance(dropped.exc_value, KeyboardInterrupt) and os.getpid() == owner:
             number = signal.SIGTERM if isinstance(dropped.exc_value, _Terminated) else signal.SIGINT
-            # (from another thread, a moment later: sent now, it would be handled here, at once)
-            again = threading.Timer(0.01, os.kill, (owner, number))
-            again.daemon = True
+            # (the hook Python called: this one, or another library's around it)
+            hooks = {send_again.__code__, getattr(sys.unraisablehook, "__code__", None)}
+            again = threading.Thread(
+                target=_send_once_out_of,
+                args=(hooks - {None}, main, owner, number),
+                name="minidl-send-again",
+                daemon=True,
+            )
             again.start()
         else:
             unraisable(dropped)
@@ -89,6 +95,33 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         sys.unraisablehook = unraisable
+
+
+#: The most seconds :func:`_send_once_out_of` waits for the hook to return.
+_HOOK_SECONDS = 10.0
+
+
+def _send_once_out_of(hooks: set[object], thread: int, process: int, number: int) -> None:
+    """Send signal ``number`` to ``process`` once the thread ``thread`` runs none of the
+    functions whose code objects are ``hooks`` (the unraisable hook that dropped an interrupt),
+    :data:`_HOOK_SECONDS` at most; run in a thread of its own.
+
+    Sent while the hook still runs, the signal's exception would be raised in it, where Python
+    drops it again (to its default hook, which prints it: this one is not called again), and
+    the run would go on to its end. A fixed delay (10 ms) was not enough: a loaded machine may
+    take the main thread off its core for longer before the hook returns, and another library's
+    hook around this one may run on after it.
+    """
+    deadline = time.monotonic() + _HOOK_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(0.005)
+        frame = sys._current_frames().get(thread)
+        while frame is not None and frame.f_code not in hooks:
+            frame = frame.f_back
+        if frame is None:  # (out of the hook, or the thread has ended)
+            break
+        del frame
+    os.kill(process, number)
 
 
 class _ArgumentParser(argparse.ArgumentParser):
