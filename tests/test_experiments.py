@@ -925,6 +925,38 @@ def test_how_workers_ended_names_each_exit_and_the_sigterms_only_where_nothing_e
     assert ended(None, 0) == ended() == "its exit status is unknown"
 
 
+def test_how_workers_ended_waits_for_the_executors_thread_to_store_the_exits() -> None:
+    """The executor's thread reaps the workers of a broken pool too. Where it had collected a
+    worker's exit status and not yet stored it (a loaded machine left it waiting for a core),
+    the worker's ``join`` here returned at once, its ``exitcode`` None: the message said "its
+    exit status is unknown". It now waits for that thread (here 0.3 s) before it reads them."""
+    import threading
+    import time
+    import types
+
+    class Process:
+        def __init__(self, pid: int) -> None:
+            self.pid, self.exitcode = pid, None
+
+        def join(self, timeout: float | None = None) -> None:
+            pass  # (as when the executor's thread had reaped it: no child left to wait for)
+
+    processes = {0: Process(100), 1: Process(101)}
+
+    def reap() -> None:
+        time.sleep(0.3)
+        processes[0].exitcode, processes[1].exitcode = -signal.SIGKILL, -signal.SIGTERM
+
+    manager = threading.Thread(target=reap)
+    manager.start()
+    try:
+        executor = types.SimpleNamespace(_processes=processes, _executor_manager_thread=manager)
+        ended = pool._how_workers_ended(executor)  # type: ignore[arg-type]
+    finally:
+        manager.join()
+    assert ended == "process 100 killed by SIGKILL, as the out-of-memory killer does"
+
+
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
     try:

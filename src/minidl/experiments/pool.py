@@ -61,6 +61,9 @@ _MESSAGE_BYTES = getattr(select, "PIPE_BUF", 512) - 4
 #: to say so (a worker killed while it sent its results: see :func:`train_groups`).
 _ENDED_GRACE_SECONDS = 1.0
 
+#: The most seconds :func:`_how_workers_ended` waits for the executor's thread to end.
+_MANAGER_SECONDS = 10.0
+
 #: How the workers are started (see the module docstring).
 START_METHOD = "fork" if sys.platform == "linux" else "spawn"
 
@@ -191,9 +194,17 @@ def _how_workers_ended(pool: ProcessPoolExecutor) -> str:
 
     The executor stops the others with ``SIGTERM``, which is left out where another one ended
     otherwise.
+
+    The executor's thread is awaited first (:data:`_MANAGER_SECONDS` at most), which reaps the
+    workers too: where it had collected a worker's exit status (``waitpid``) and not yet stored
+    it, a ``join`` here found no such child and gave no exit status, and the worker killed was
+    left out (on a loaded machine, where that thread waits long for a core).
     """
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None and manager is not threading.current_thread():
+        manager.join(timeout=_MANAGER_SECONDS)
     endings = []
-    for process in list(pool._processes.values()):
+    for process in list((pool._processes or {}).values()):
         process.join(timeout=1.0)
         code = process.exitcode
         if code is None or code == 0:
