@@ -1047,8 +1047,10 @@ class _StoreThatStops(_SilentStore):
     def __init__(self, answers: int) -> None:
         super().__init__()
         self.answers = answers
+        self.calls = 0
 
     def _answer(self, *args: object) -> bool:
+        self.calls += 1
         if self.answers == 0:
             return self._wait()
         self.answers -= 1
@@ -1071,7 +1073,9 @@ def test_a_store_that_stops_answering_after_the_census_is_named_within_a_bound(
     until the test releases the store, after 10 s). Each of those store calls is now awaited
     _STORE_SECONDS at most, on every rank: the error names every rank alive and the store as
     having stopped answering then (its host, the launcher, on every rank), and close() does
-    not ask it again."""
+    not ask it again. (That close() makes no store call is counted, not bounded by the store
+    calls' 0.5 s: a loaded machine may take the process off its core for that long during a
+    close that makes none.)"""
     monkeypatch.setattr(distributed, "_CENSUS_SECONDS", 0.0)
     monkeypatch.setattr(distributed, "_STORE_SECONDS", 0.5)
     store = _StoreThatStops(answers)
@@ -1094,9 +1098,11 @@ def test_a_store_that_stops_answering_after_the_census_is_named_within_a_bound(
         failing.start()
         failing.join(10.0)  # (the guard: a wait without bound would still go on)
         assert not failing.is_alive(), "the census still waits for the store after 10 s"
+        calls = store.calls
         start = time.monotonic()
         group.close()
         closing = time.monotonic() - start
+        assert store.calls == calls, "close() asked the store again"
     finally:
         store.released.set()
         failing.join(5.0)
@@ -1107,7 +1113,7 @@ def test_a_store_that_stops_answering_after_the_census_is_named_within_a_bound(
         "(collective timeout 30 s). Cause: timed out"
     ]
     assert group._store_answers is False
-    assert closing < 0.5, closing
+    assert closing < 5.0, closing  # (at once: only a guard against a close that waits on)
 
 
 _BY_HAND = (
