@@ -4,6 +4,7 @@ an existing folder that takes no new file, for the commands that must refuse one
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,13 @@ from minidl._validate import check_folder_takes_files
 settings.register_profile("default", derandomize=True, print_blob=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# A process started in the background by a shell without job control (`pytest &` in a script,
+# nohup, a CI step) starts with SIGINT ignored, and Python leaves it so: the tests of Ctrl-C,
+# which send SIGINT to this process or to the commands it starts (which inherit it), saw nothing
+# raised. Python's own handler is set, as Python sets it where SIGINT is not ignored.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The tests use small tensors, for which intra-op threads only add contention (a training step
 # can run 50x slower on a busy machine); one thread also makes every run sum in the same order.
