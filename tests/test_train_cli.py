@@ -1609,12 +1609,25 @@ def test_an_interrupt_raised_where_python_drops_exceptions_still_ends_the_run(
     collection may run one at any moment, matplotlib's often) raised its exception there, where
     Python prints and drops it: the run went on to its end, as if no signal had come. It is
     sent again, and ends the run as any other."""
-    run = (
+    done = _run_main_with(_signal_in_a_weakref_callback(number, hook=""))
+    assert (done.returncode, done.stdout, done.stderr) == (
+        status,
+        "",
+        f"minidl reproduce: {line}\n",
+    )
+
+
+def _signal_in_a_weakref_callback(number: str, hook: str) -> str:
+    """A ``run`` that sends itself the signal ``number`` from a weak reference's callback, where
+    Python drops what is raised, with the lines ``hook`` (indented for ``run``'s body) run first,
+    then sleeps 30 s and prints 'went on to the end'."""
+    return (
         "import weakref\n"
         "class Thing: pass\n"
         "def dropped(_):\n"
         f"    os.kill(os.getpid(), signal.{number})\n"
         "def run(args):\n"
+        f"{hook}"
         "    thing = Thing()\n"
         "    reference = weakref.ref(thing, dropped)\n"
         "    del thing\n"
@@ -1622,12 +1635,6 @@ def test_an_interrupt_raised_where_python_drops_exceptions_still_ends_the_run(
         "        time.sleep(0.1)\n"
         "    print('went on to the end')\n"
         "    return 0\n"
-    )
-    done = _run_main_with(run)
-    assert (done.returncode, done.stdout, done.stderr) == (
-        status,
-        "",
-        f"minidl reproduce: {line}\n",
     )
 
 
@@ -1643,26 +1650,14 @@ def test_an_interrupt_sent_again_is_sent_once_the_hook_has_returned(
     off its core in the hook, or another library's hook around minidl's ran on), it was raised
     in the hook, where Python drops it again (to its default hook, which prints it), and the
     run went on to its end with status 0. Here a hook around minidl's takes 0.2 s to return."""
-    run = (
-        "import weakref\n"
-        "class Thing: pass\n"
-        "def dropped(_):\n"
-        f"    os.kill(os.getpid(), signal.{number})\n"
-        "def run(args):\n"
+    slow_hook = (
         "    inner = sys.unraisablehook\n"
         "    def slow(unraisable):\n"
         "        inner(unraisable)\n"
         "        time.sleep(0.2)\n"
         "    sys.unraisablehook = slow\n"
-        "    thing = Thing()\n"
-        "    reference = weakref.ref(thing, dropped)\n"
-        "    del thing\n"
-        "    for _ in range(300):\n"
-        "        time.sleep(0.1)\n"
-        "    print('went on to the end')\n"
-        "    return 0\n"
     )
-    done = _run_main_with(run)
+    done = _run_main_with(_signal_in_a_weakref_callback(number, hook=slow_hook))
     assert (done.returncode, done.stdout, done.stderr) == (
         status,
         "",
