@@ -1995,6 +1995,60 @@ def test_a_reproduction_that_fails_while_writing_leaves_the_previous_files(
     assert _files(tmp_path) == before
 
 
+@pytest.mark.parametrize("failing", ["figure", "report", "json"])
+def test_a_file_the_disk_cannot_take_is_named(
+    failing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails (a full disk, a file size limit) raises an ``OSError`` that names no
+    file, and ``minidl reproduce`` said ``[Errno 27] File too large`` of none: the figure, the
+    report or the JSON is named (in the hidden folder it is written into, inside ``out``)."""
+    import matplotlib.figure
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    if failing == "figure":
+        monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+        name = "tableII_validation.png"
+    else:
+        name = "report.md" if failing == "report" else "results.json"
+        write_text = Path.write_text
+
+        def writing(path: Path, text: str, *args: Any, **kwargs: Any) -> int:
+            if path.name == name:
+                full()
+            return write_text(path, text, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "write_text", writing)
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="2", quick=True, epochs_override=1, command="test"
+    )
+    with pytest.raises(OSError, match="No space left on device") as info:
+        reproduce(settings, tmp_path / "out", progress=False, summary=False)
+    named = Path(info.value.filename)
+    assert (named.name, named.parent.parent) == (name, tmp_path / "out")
+    assert named.parent.name.startswith(".figures-" if failing == "figure" else ".report-")
+
+
+def test_reproduce_says_why_a_link_cannot_be_made_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mkdir`` says "File exists" of a link that leads to no file, and of a loop of links;
+    ``--out`` said so, where nothing seems to exist. It says what the link is."""
+    (tmp_path / "gone").symlink_to(tmp_path / "nothing" / "here")
+    (tmp_path / "one").symlink_to(tmp_path / "two")
+    (tmp_path / "two").symlink_to(tmp_path / "one")
+    for out, reason in [
+        ("gone", f"it is a link to {tmp_path / 'nothing' / 'here'}, which leads to no file"),
+        ("one", "it is a loop of symbolic links"),
+    ]:
+        path = tmp_path / out
+        assert main(["reproduce", "--quick", "--quiet", "--out", str(path)]) == 2
+        error = f"minidl reproduce: error: --out {path}: cannot be made a folder ({reason})\n"
+        assert capsys.readouterr().err == error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gone", "one", "two"]
+
+
 @pytest.mark.skipif(not hasattr(signal, "raise_signal"), reason="needs signal.raise_signal")
 @pytest.mark.parametrize("moved", [1, 2, 3], ids=["figure", "report", "json"])
 def test_an_interrupt_as_the_files_move_in_is_raised_once_all_have_moved(

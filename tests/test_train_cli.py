@@ -2004,3 +2004,31 @@ def test_train_without_safetensors_names_an_empty_path_of_its_flag(
         f"minidl train: error: {named}: a checkpoint is a safetensors file, and the safetensors "
         "package is not installed;"
     )
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs a file size limit (POSIX)")
+def test_a_checkpoint_beyond_the_file_size_limit_is_named(tmp_path: Path) -> None:
+    """Under a file size limit (``ulimit -f``) the kernel refuses the checkpoint's write with
+    EFBIG, whose ``OSError`` names no file: the run said ``[Errno 27] File too large``. It
+    names the checkpoint, and leaves no temporary file."""
+    import resource
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "minidl", "train", "--epochs", "1", "--checkpoint", "run.ckpt"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=tree_environment(),
+        preexec_fn=limited,
+    )
+    path = tmp_path / "run.ckpt"
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"minidl train: error: {path}: File too large\n",
+    )
+    assert list(tmp_path.iterdir()) == []

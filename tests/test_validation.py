@@ -1226,6 +1226,80 @@ def test_cli_names_a_file_system_error_during_the_run(
     assert errors == "minidl train: error: [Errno 28] No space left on device\n"
 
 
+def test_cli_names_the_checkpoint_a_full_disk_could_not_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails (a full disk) raises an ``OSError`` that names no file: the line named
+    neither file nor disk, ``[Errno 28] No space left on device``. It names the checkpoint, and
+    the file is left as it was."""
+    import minidl.checkpoint
+
+    def full_disk(descriptor: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    path = tmp_path / "run.ckpt"
+    path.write_bytes(b"kept")
+    monkeypatch.setattr(minidl.checkpoint.os, "fsync", full_disk)
+    code, errors = run_cli([*TRAIN, "--checkpoint", str(path)], capsys)
+    assert (code, errors) == (1, f"minidl train: error: {path}: No space left on device\n")
+    assert path.read_bytes() == b"kept"
+    assert sorted(tmp_path.iterdir()) == [path]  # (no temporary file left)
+
+
+class _FullOutput(io.StringIO):
+    """A standard output on a full disk (``> /dev/full``)."""
+
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("command", [["train", "--epochs", "1", "--hidden", "4"], ["reproduce"]])
+def test_cli_says_its_standard_output_takes_nothing(
+    command: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``minidl train > /dev/full``: the line said ``[Errno 28] No space left on device``, of no
+    file; it says that the standard output takes nothing (status 1, as any file's error).
+    ``minidl reproduce`` has written its results when it prints its summary."""
+    if command == ["reproduce"]:
+        command = ["reproduce", "--quick", "--tables", "2", "--jobs", "1"]
+        command += ["--out", str(tmp_path / "out")]
+    monkeypatch.setattr("sys.stdout", _FullOutput())
+    code, errors = run_cli(command, capsys)
+    assert (code, errors.splitlines()[-1]) == (
+        1,
+        f"minidl {command[0]}: error: cannot write to the standard output "
+        "(No space left on device)",
+    )
+    if command[0] == "reproduce":
+        assert (tmp_path / "out" / "results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (OSError(28, "No space left on device", "run.ckpt"), "run.ckpt: No space left on device"),
+        (
+            OSError(18, "Invalid cross-device link", "a/.tmp", None, "b/run.ckpt"),
+            "a/.tmp -> b/run.ckpt: Invalid cross-device link",
+        ),
+        (OSError(2, "No such file or directory", "x\ny"), "'x\\ny': No such file or directory"),
+        (OSError(9, "Bad file descriptor", 3), "[Errno 9] Bad file descriptor: 3"),
+        (OSError(28, "No space left on device"), "[Errno 28] No space left on device"),
+        (OSError("no errno"), "no errno"),
+    ],
+    ids=["file", "rename", "odd name", "descriptor", "no file", "no errno"],
+)
+def test_cli_line_of_a_file_system_error(error: OSError, line: str) -> None:
+    """The file first, as ``cp`` says it, shown as every path of the command line is (quoted
+    where it holds a line break); Python's own words where no file name is known."""
+    from minidl.cli import _file_error
+
+    assert _file_error(error) == line
+
+
 def test_cli_stops_quietly_when_its_reader_goes_away(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,7 +10,7 @@ import os
 import secrets
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -49,6 +49,10 @@ LONGEST_SHOWN_ITEMS = 20
 #: The most characters of a path that a message names whole (:func:`shown_path`): Linux's
 #: ``PATH_MAX``, the most bytes of a path that a system call takes (a longer one names no file).
 LONGEST_PATH = 4096
+
+
+# The ``filename`` of an ``OSError`` that :func:`say` raises: the commands' standard output.
+STANDARD_OUTPUT = "<standard output>"
 
 
 def shown(value: object) -> str:
@@ -286,6 +290,27 @@ def remove_if_empty(folders: Iterable[Path]) -> None:
     for folder in folders:
         with contextlib.suppress(OSError):  # (not empty, or gone)
             folder.rmdir()
+
+
+@contextlib.contextmanager
+def naming_file(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Give an ``OSError`` raised inside the block that names no file ``path`` as its
+    ``filename``: a write or an ``fsync`` that fails (a full disk, a file size limit) raises
+    one that names none, ``[Errno 28] No space left on device``, which told the user of a
+    command neither which file nor which disk."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = os.fspath(path)
+        raise
+
+
+def say(text: str) -> None:
+    """``print(text)`` to the standard output, whose write error (a full disk behind ``> file``,
+    ``/dev/full``) names :data:`STANDARD_OUTPUT` as its file (see :func:`naming_file`)."""
+    with naming_file(STANDARD_OUTPUT):
+        print(text)
 
 
 def check_folder_takes_files(folder: str | os.PathLike[str]) -> None:

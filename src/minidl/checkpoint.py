@@ -77,7 +77,14 @@ from torch import Tensor
 from minidl._extras import require
 from minidl._frozen import FrozenDict, frozen
 from minidl._interrupts import holding_interrupts
-from minidl._validate import LONGEST_SHOWN, LONGEST_TEXT, is_link_loop, shown, special_file_kind
+from minidl._validate import (
+    LONGEST_SHOWN,
+    LONGEST_TEXT,
+    is_link_loop,
+    naming_file,
+    shown,
+    special_file_kind,
+)
 from minidl.nn.module import Module, check_registered
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
@@ -721,7 +728,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
                 _create_temporary(folder, path.name, 0o666 if mode is None else mode, made), "wb"
             )
         temporary = made[-1]
-        with file:
+        with naming_file(path), file:  # (a full disk's error names no file)
             if mode is not None and hasattr(os, "fchmod"):
                 os.fchmod(file.fileno(), mode)  # (what the umask took away)
             half = len(data) // 2

@@ -546,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_train(args: argparse.Namespace) -> int:
     import torch
 
+    from minidl._validate import say
     from minidl.anomaly import AnomalyError, detect_anomaly
     from minidl.data import make_disk_data
     from minidl.nn import CrossEntropyLoss, MSELoss, mlp
@@ -609,7 +610,7 @@ def _run_train(args: argparse.Namespace) -> int:
     def log(record: EpochRecord) -> None:
         if args.quiet or ((record.epoch + 1) % args.log_every and record.epoch + 1 != args.epochs):
             return
-        print(
+        say(
             f"epoch {record.epoch + 1:>{width}}/{args.epochs}  "
             f"loss {_readable(record.train_loss, '.6f')}  "
             f"validation error {record.validation_error:6.2f}%  lr {record.lr:.3g}"
@@ -679,14 +680,14 @@ def _run_train(args: argparse.Namespace) -> int:
         _check_checkpoint_path(flag, checkpoint_path, writable=rank == 0)
     # Printed once every argument is checked: a refused run prints its error alone.
     if not args.quiet:
-        print(f"model: {model}".replace("\n", "\n       "))
-        print(
+        say(f"model: {model}".replace("\n", "\n       "))
+        say(
             f"loss: {criterion}   optimizer: {optimizer}"
             + (f"   scheduler: {scheduler}" if scheduler else "")
             + f"   dtype: {args.dtype}"
         )
         if args.resume is not None:
-            print(f"resumed from {_shown_path(args.resume)} at epoch {start_epoch}")
+            say(f"resumed from {_shown_path(args.resume)} at epoch {start_epoch}")
     saves: list[int] = []  # the epochs of the saves this run has started
 
     def save(done: int) -> None:
@@ -764,8 +765,8 @@ def _run_train(args: argparse.Namespace) -> int:
             print(_interrupted(saved, args.resume, checkpoint_path, how), file=sys.stderr)
         return status
     if rank == 0:
-        print(f"final train error: {train_error:.2f}%")
-        print(f"final test error: {test_error:.2f}%")
+        say(f"final train error: {train_error:.2f}%")
+        say(f"final test error: {test_error:.2f}%")
         diverged = next(
             (epoch for epoch, loss in enumerate(history.train_loss) if not math.isfinite(loss)),
             None,
@@ -782,7 +783,7 @@ def _run_train(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     if not args.quiet:
-        print(f"training time: {elapsed:.2f} s")
+        say(f"training time: {elapsed:.2f} s")
     return 0
 
 
@@ -1168,6 +1169,20 @@ def _out_of_memory(error: BaseException) -> str | None:
     return None
 
 
+def _file_error(error: OSError) -> str:
+    """What a command's line says of ``error``, raised by the file system during the run:
+    ``run.ckpt: No space left on device``, the file first (two for a rename), as ``cp`` and
+    ``mv`` say it; the standard output in words (see :func:`minidl._validate.say`)."""
+    from minidl._validate import STANDARD_OUTPUT
+
+    names = [name for name in (error.filename, error.filename2) if isinstance(name, str)]
+    if not names or error.strerror is None:
+        return str(error)
+    if names == [STANDARD_OUTPUT]:
+        return f"cannot write to the standard output ({error.strerror})"
+    return f"{' -> '.join(_shown_path(name) for name in names)}: {error.strerror}"
+
+
 def _report_stop(name: str, interrupt: KeyboardInterrupt) -> int:
     """Print the one line of a run that ``interrupt`` stopped, ``minidl train: interrupted``
     (``name``: ``minidl train``, or ``minidl`` before the command is known), and return the
@@ -1221,7 +1236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as error:  # the file system, during the run (a checkpoint's folder removed)
-        print(f"minidl {args.command}: error: {error}", file=sys.stderr)
+        print(f"minidl {args.command}: error: {_file_error(error)}", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as error:
         reason = _out_of_memory(error)

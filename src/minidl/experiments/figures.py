@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from minidl._extras import require
-from minidl._validate import make_folder, make_hidden_folder, remove_if_empty
+from minidl._validate import make_folder, make_hidden_folder, naming_file, remove_if_empty
 from minidl.experiments.config import Experiment
 from minidl.experiments.training import RowResult, make_round_data
 from minidl.train import predict
@@ -86,7 +86,8 @@ def _error_axes(axes: Any, title: str, n_validation: int) -> None:
 
 
 def _save(figure: Any, path: Path) -> None:
-    figure.savefig(path, dpi=DPI)
+    with naming_file(path):
+        figure.savefig(path, dpi=DPI)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from minidl._validate import naming_file
 from minidl.data import DISK_CENTER, DISK_RADIUS
 from minidl.experiments.config import (
     CHOICES,
@@ -276,7 +277,9 @@ def _finite(value: Any) -> Any:
 def write_json(document: dict[str, Any], path: Path) -> None:
     """Write ``document`` as indented, strict JSON: a non-finite number (e.g. the loss of a
     diverged run) is written as ``null``."""
-    path.write_text(json.dumps(_finite(document), indent=1, allow_nan=False) + "\n")
+    text = json.dumps(_finite(document), indent=1, allow_nan=False) + "\n"
+    with naming_file(path):
+        path.write_text(text)
 
 
 def _now() -> str:
@@ -1395,4 +1398,5 @@ def write_report(
         lines += _table_section(results, table, figures, settings.epochs_override)
     lines += _figures_section(results, figures)
     lines += _differences_section(results, settings.epochs_override)
-    path.write_text("\n".join(lines).rstrip() + "\n")
+    with naming_file(path):
+        path.write_text("\n".join(lines).rstrip() + "\n")

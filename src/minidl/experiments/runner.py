@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -23,9 +24,11 @@ from minidl._interrupts import holding_interrupts
 from minidl._validate import (
     check_folder_takes_files,
     check_int,
+    is_link_loop,
     make_folder,
     make_hidden_folder,
     remove_if_empty,
+    say,
     shown,
     shown_path,
 )
@@ -353,8 +356,8 @@ def reproduce(
         if not done:  # (the folders made for this run, and left empty by it)
             remove_if_empty(made)
     if summary:
-        print(summary_table(results))
-        print(f"wall time {wall_seconds:.0f} s; report: {out / 'report.md'}")
+        say(summary_table(results))
+        say(f"wall time {wall_seconds:.0f} s; report: {out / 'report.md'}")
     return document
 
 
@@ -452,8 +455,14 @@ def run_from_cli(args: argparse.Namespace) -> int:
     try:
         made = make_folder(out)
     except OSError as error:
+        reason = error.strerror
+        if is_link_loop(out):  # (mkdir says "File exists" of these two)
+            reason = "it is a loop of symbolic links"
+        elif os.path.islink(out) and not os.path.exists(out):  # (False for a name too long)
+            with contextlib.suppress(OSError):
+                reason = f"it is a link to {shown_path(os.readlink(out))}, which leads to no file"
         raise ValueError(
-            f"--out {shown_path(args.out)}: cannot be made a folder ({error.strerror})"
+            f"--out {shown_path(args.out)}: cannot be made a folder ({reason})"
         ) from None
     try:
         _check_out(args.out, out)
