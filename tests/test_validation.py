@@ -1238,12 +1238,58 @@ def test_cli_names_the_checkpoint_a_full_disk_could_not_take(
         raise OSError(28, "No space left on device")
 
     path = tmp_path / "run.ckpt"
-    path.write_bytes(b"kept")
+    assert run_cli([*TRAIN, "--checkpoint", str(path)], capsys) == (0, "")
+    kept = path.read_bytes()
     monkeypatch.setattr(minidl.checkpoint.os, "fsync", full_disk)
-    code, errors = run_cli([*TRAIN, "--checkpoint", str(path)], capsys)
+    code, errors = run_cli([*TRAIN, "--seed", "1", "--checkpoint", str(path)], capsys)
     assert (code, errors) == (1, f"minidl train: error: {path}: No space left on device\n")
-    assert path.read_bytes() == b"kept"
+    assert path.read_bytes() == kept
     assert sorted(tmp_path.iterdir()) == [path]  # (no temporary file left)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"notes\n", b"\x80\x02}q\x00.", b"PK\x03\x04" + bytes(40)],
+    ids=["text", "pickle", "zip"],
+)
+@pytest.mark.parametrize("resumed", [False, True])
+def test_cli_refuses_to_replace_a_file_that_is_no_checkpoint(
+    content: bytes, resumed: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--checkpoint train.py``, a path mistyped: the first save replaced the file with a
+    checkpoint. A file there that is no minidl checkpoint (text, a pickle, a ``torch.save``
+    zip) is refused before training, and left as it was; with ``--resume`` of another file too."""
+    path = tmp_path / "train.py"
+    path.write_bytes(content)
+    resume: list[str] = []
+    if resumed:
+        assert run_cli([*TRAIN, "--checkpoint", str(tmp_path / "run.ckpt")], capsys) == (0, "")
+        resume = ["--resume", str(tmp_path / "run.ckpt"), "--epochs", "2"]
+    code, errors = run_cli([*TRAIN, *resume, "--checkpoint", str(path)], capsys)
+    assert (code, errors) == (
+        2,
+        f"minidl train: error: --checkpoint {path}: a file of {len(content)} bytes is there "
+        "that is no minidl checkpoint, and a save would replace it; give another path, or "
+        "remove the file\n",
+    )
+    assert path.read_bytes() == content
+
+
+def test_cli_replaces_its_own_checkpoint_and_an_empty_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A minidl checkpoint (the last run's, any settings) and an empty file (``touch``) are
+    replaced, through a link as well."""
+    path = tmp_path / "run.ckpt"
+    empty = tmp_path / "empty.ckpt"
+    empty.touch()
+    link = tmp_path / "link.ckpt"
+    link.symlink_to(path)
+    for target, seed in [(path, "0"), (path, "1"), (link, "2"), (empty, "3")]:
+        code, errors = run_cli([*TRAIN, "--seed", seed, "--checkpoint", str(target)], capsys)
+        assert (code, errors) == (0, "")
+        assert read_checkpoint(target).training.epoch == 1
+    assert link.is_symlink()
 
 
 class _FullOutput(io.StringIO):

@@ -982,6 +982,28 @@ def _check_framing(head: bytes, size: int, where: str) -> dict[str, Any]:
     return framing
 
 
+def _foreign_file_size(path: str | os.PathLike[str]) -> int | None:
+    """The size of the file at ``path``, which a checkpoint would replace, where it is no
+    minidl checkpoint (by its first bytes, as :func:`read_checkpoint` first checks them);
+    ``None`` for a minidl checkpoint, an empty file, or one that cannot be read (missing, no
+    permission: the save's own checks tell)."""
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size == 0:
+                return None
+            head = file.read(8)
+            length = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            head += file.read(length if length <= min(size - 8, _MAX_HEADER) else 1)
+    except (OSError, ValueError):
+        return None
+    try:
+        _check_framing(head, size, "")
+    except CheckpointError:
+        return size
+    return None
+
+
 def _size_fault(where: str, size: int, expected: int) -> str:
     """The message for a file of ``size`` bytes whose header describes ``expected`` (as
     shown: a data offset of the file's JSON may have thousands of digits)."""

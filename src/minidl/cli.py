@@ -884,6 +884,16 @@ def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
             f"{flag} {_shown_path(path)}: cannot write into the folder {_shown_path(folder)} "
             f"({error.strerror or error})" + hint
         ) from None
+    if flag == "--checkpoint":
+        from minidl.checkpoint import _foreign_file_size
+
+        size = _foreign_file_size(path)
+        if size is not None:  # (a mistyped path: the first save would replace the file)
+            raise ValueError(
+                f"{flag} {_shown_path(path)}: a file of {size} bytes is there that is no "
+                "minidl checkpoint, and a save would replace it; give another path, or remove "
+                "the file"
+            )
 
 
 def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
