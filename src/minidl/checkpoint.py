@@ -923,12 +923,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     framing: dict[str, Any] = {}
 
     def check_head(file: BinaryIO, size: int) -> None:
-        head = file.read(8)
-        length = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-        # (the header, where the length field describes one that the file can hold; else a
-        # byte, which tells a pickle from a safetensors file cut off in its header)
-        head += file.read(length if length <= min(size - 8, _MAX_HEADER) else 1)
-        framing.update(_check_framing(head, size, where))
+        framing.update(_check_framing(_read_head(file, size), size, where))
 
     try:
         data = _read_regular_file(path, check_head)
@@ -953,6 +948,16 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     header = _check_header(metadata["minidl"], where)
     _check_tensors(header, tensors, _digests(data), where)
     return Checkpoint(header=header, tensors=tensors)
+
+
+def _read_head(file: BinaryIO, size: int) -> bytes:
+    """The first bytes of a file of ``size`` bytes that :func:`_check_framing` checks: the
+    safetensors header's length field, then the header where the field describes one that the
+    file can hold, else one byte (which tells a pickle from a safetensors file cut off in its
+    header)."""
+    head = file.read(8)
+    length = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+    return head + file.read(length if length <= min(size - 8, _MAX_HEADER) else 1)
 
 
 def _check_framing(head: bytes, size: int, where: str) -> dict[str, Any]:
@@ -992,9 +997,7 @@ def _foreign_file_size(path: str | os.PathLike[str]) -> int | None:
             size = os.fstat(file.fileno()).st_size
             if size == 0:
                 return None
-            head = file.read(8)
-            length = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-            head += file.read(length if length <= min(size - 8, _MAX_HEADER) else 1)
+            head = _read_head(file, size)
     except (OSError, ValueError):
         return None
     try:
