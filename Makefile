@@ -35,13 +35,13 @@ install: $(STAMP)
 dev: $(DEV_STAMP)
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 # tests/typing: programs of one's own, typed strictly, whose assert_type lines mypy checks;
 # tests/typecheck_docs.py: the README's and docs/'s code under mypy --strict, known errors listed.
 typecheck: $(DEV_STAMP)
-	$(BIN)/mypy src benchmarks tests/typing
+	$(BIN)/mypy src benchmarks examples tests/typing
 	$(BIN)/python -m tests.typecheck_docs
 
 test: lint typecheck
