@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dis
+import itertools
 import json
 import os
 import socket
@@ -145,12 +146,33 @@ def run_python(program: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+_PORTS_PER_WORKER = 1000
+_next_port = itertools.count(os.getpid())  # (two test runs at once start apart)
+
+
 def free_port() -> int:
     """A TCP port on the loopback interface that no process listens on now (for the rendezvous
-    of a process group)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    of a process group), never the same twice in one test process.
+
+    A port the kernel picks (``bind`` to port 0) is taken from the ephemeral range
+    (``/proc/sys/net/ipv4/ip_local_port_range``, 32768 to 60999 here), where the kernel may give
+    it again, once closed, to another test's probe or to any connection's own end before the
+    process group listens on it. The ports handed out here lie below that range (20000 to 29999),
+    a thousand for each pytest-xdist worker (``PYTEST_XDIST_WORKER``, ``gw0``, ``gw1``, ...), in
+    turn from one that the process id chooses, skipping any that something holds now (a
+    listener, or a port still in ``TIME_WAIT``).
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = 20000 + _PORTS_PER_WORKER * ((int(worker) if worker.isdigit() else 0) % 10)
+    for _ in range(_PORTS_PER_WORKER):
+        port = first + next(_next_port) % _PORTS_PER_WORKER
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"free_port: no port free in {first}..{first + _PORTS_PER_WORKER - 1}")
 
 
 def torch_twin(module: nn.Module) -> torch.nn.Module:
