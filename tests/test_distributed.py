@@ -1423,3 +1423,29 @@ def test_a_data_parallel_is_refused_by_pickle_and_deepcopy_in_the_groups_words(
         shallow = copy.copy(group)
         assert shallow is not group and shallow._store is group._store
         assert copy.copy(parallel).group is group
+
+
+@pytest.mark.slow
+def test_reproduce_under_torchrun_is_refused_by_every_rank(tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node 2 -m minidl reproduce``: both processes refuse (status 2,
+    which torchrun reports as its own failure), before either trains or makes --out."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+        "-m", "minidl", "reproduce", "--quick", "--quiet", "--out", "results",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command,
+        check=False,
+        env=_child_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    refusal = "minidl reproduce: error: reproduce runs as one process, which trains the rows"
+    assert done.stderr.count(refusal) == 2, done.stderr[-3000:]
+    assert "WORLD_SIZE='2'" in done.stderr
+    assert done.stdout == ""
+    assert not (tmp_path / "results").exists()

@@ -244,7 +244,7 @@ def test_the_collection_finds_the_commands_the_pages_show() -> None:
     assert "minidl train: error: rank 0 of 3" not in commands  # (a message, not a command)
     recipes = [line for where, line in documented_lines() if where == "Makefile"]
     assert [c for line in recipes for c in minidl_commands(line)] == [["train"], ["reproduce"]]
-    assert sum(line.startswith("torchrun ") for line in lines) == 5
+    assert sum(line.startswith("torchrun ") for line in lines) == 6
     assert sum(line.startswith("make ") for line in lines) >= 10
 
 

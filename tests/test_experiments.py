@@ -2696,3 +2696,49 @@ def test_reproduce_help_says_what_quick_mode_and_out_do(
     assert (
         "Needs matplotlib and, for the progress bar, tqdm: pip install 'minidl[reproduce]'" in text
     )
+
+
+@pytest.mark.parametrize("world_size", ["2", "8", "abc", ""])
+def test_reproduce_refuses_to_run_as_one_of_several_launched_processes(
+    world_size: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Under ``torchrun --nproc_per_node N -m minidl reproduce`` each of the N processes ran
+    every experiment, each with its pool of workers on the same cores, and wrote the same
+    --out folder: refused before anything is made, naming WORLD_SIZE and the command that is
+    data-parallel."""
+    from minidl.experiments import runner
+
+    started: list[object] = []
+    monkeypatch.setattr(runner, "_reproduce_from_cli", lambda *args: started.append(args))
+    monkeypatch.setenv("WORLD_SIZE", world_size)
+    out = tmp_path / "results"
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out)]) == 2
+    assert capsys.readouterr() == (
+        "",
+        "minidl reproduce: error: reproduce runs as one process, which trains the rows in --jobs "
+        "worker processes of its own; launched as one of several processes "
+        f"(WORLD_SIZE={world_size!r}, as torchrun sets it), each would run every experiment and "
+        "write the same --out folder: run minidl reproduce alone (minidl train is the command "
+        "that trains data-parallel under torchrun)\n",
+    )
+    assert started == []
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("world_size", ["1", " 1\n", None])
+def test_reproduce_runs_alone_with_a_world_size_of_one(
+    world_size: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from minidl.experiments import runner
+
+    started: list[object] = []
+    monkeypatch.setattr(runner, "_reproduce_from_cli", lambda *args: started.append(args))
+    if world_size is None:
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("WORLD_SIZE", world_size)
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(tmp_path / "results")]) == 0
+    assert len(started) == 1

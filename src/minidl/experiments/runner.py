@@ -430,8 +430,26 @@ def _check_rounds_fit(experiments: Sequence[Experiment], rounds: int) -> None:
             )
 
 
+def _check_not_launched() -> None:
+    """Refuse a run started as one of several processes of a launch (``torchrun``, which sets
+    ``WORLD_SIZE``): ``reproduce`` is not data-parallel, and each process would run every
+    experiment, its own pool of workers beside the others' on the same cores, and write the
+    same ``--out`` folder. ``WORLD_SIZE`` 1 is a run alone."""
+    world_size = os.environ.get("WORLD_SIZE")
+    if world_size is None or world_size.strip() == "1":
+        return
+    raise ValueError(
+        f"reproduce runs as one process, which trains the rows in --jobs worker processes of its "
+        f"own; launched as one of several processes (WORLD_SIZE={world_size!r}, as torchrun "
+        "sets it), each would run every experiment and write the same --out folder: run "
+        "minidl reproduce alone (minidl train is the command that trains data-parallel under "
+        "torchrun)"
+    )
+
+
 def run_from_cli(args: argparse.Namespace) -> int:
     """Entry point of ``minidl reproduce``."""
+    _check_not_launched()
     rounds = 1 if args.quick else args.rounds
     epochs = QUICK_EPOCHS if args.quick else None
     jobs = default_jobs() if args.jobs is None else args.jobs
