@@ -524,12 +524,21 @@ def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> No
 
 
 def _torchrun(world_size: int, argv: Sequence[str], tmp_path: Path) -> str:
+    done = _launch_torchrun(world_size, argv, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _launch_torchrun(
+    world_size: int, argv: Sequence[str], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """``torchrun`` of ``minidl ARGV`` in ``world_size`` processes, in ``tmp_path``."""
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world_size),
         "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
         "-m", "minidl", *argv,
     ]  # fmt: skip
-    done = subprocess.run(
+    return subprocess.run(
         command,
         check=False,
         env=_child_env(),
@@ -538,8 +547,6 @@ def _torchrun(world_size: int, argv: Sequence[str], tmp_path: Path) -> str:
         text=True,
         timeout=600,  # (a loaded machine took 2 minutes for the whole test)
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 #: ``minidl ARGV[4:]`` once every rank has imported it (torch included) and left a file in the
@@ -1429,20 +1436,8 @@ def test_a_data_parallel_is_refused_by_pickle_and_deepcopy_in_the_groups_words(
 def test_reproduce_under_torchrun_is_refused_by_every_rank(tmp_path: Path) -> None:
     """``torchrun --nproc_per_node 2 -m minidl reproduce``: both processes refuse (status 2,
     which torchrun reports as its own failure), before either trains or makes --out."""
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        "-m", "minidl", "reproduce", "--quick", "--quiet", "--out", "results",
-    ]  # fmt: skip
-    done = subprocess.run(
-        command,
-        check=False,
-        env=_child_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    argv = ["reproduce", "--quick", "--quiet", "--out", "results"]
+    done = _launch_torchrun(2, argv, tmp_path)
     assert done.returncode == 1, done.stderr[-3000:]
     refusal = "minidl reproduce: error: reproduce runs as one process, which trains the rows"
     assert done.stderr.count(refusal) == 2, done.stderr[-3000:]
