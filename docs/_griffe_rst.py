@@ -4,18 +4,26 @@ The docstrings follow PyTorch's style: Google sections (``Args:``, ``Shape:``, `
 reStructuredText roles (``:math:`y = x W^T```, ``:class:`~minidl.nn.Parameter```) and
 ``.. math::`` blocks. mkdocstrings renders Markdown, so before the docstrings are parsed:
 
-- an inline role becomes a code span (``~a.b.C`` shows as ``C``, as Sphinx does);
+- a ``:math:`` role becomes MathML, typeset by the browser (``<math>``, with the TeX source as
+  its ``alttext``, in a ``<span class="math">``); any other inline role becomes a code span (``~a.b.C`` shows as ``C``, as
+  Sphinx does);
 - a hyperlink, ```text <url>`_``, becomes a Markdown link;
 - a paragraph's closing ``::``, which announces a literal block, becomes ``:`` (or goes, after
   a space), as Sphinx shows it; the indented block after it is already code in Markdown;
-- a ``.. math::`` block becomes a fenced code block of its formula lines;
+- a ``.. math::`` block becomes displayed MathML, one equation to a line (its formula split at
+  each ``\\\\`` outside an environment such as ``cases``);
 - a simple table (columns under ``=====  =====`` borders) becomes a Markdown table;
 - an ``Example:`` section is read as griffe's ``Examples:``, so that its ``>>>`` lines show as
   a console session rather than as nested quotes;
 - the ``#:`` comment lines just above a module attribute (Sphinx's form of an attribute's
   docstring, e.g. ``minidl.nn.ACTIVATIONS``) become its docstring, so that it is documented.
 
-The formulas stay TeX source, readable as they are and without any script to typeset them.
+The formulas are turned into MathML when the site is built (`latex2mathml`_), so that the pages
+need no script to typeset them; a formula it cannot read stays TeX source, in a code span or a
+fenced block. MathML's text is written as character references, which Markdown leaves alone (an
+``_`` or ``*`` of a formula would otherwise start emphasis, a ``|`` end a table's cell).
+
+.. _latex2mathml: https://pypi.org/project/latex2mathml/
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import griffe
+from latex2mathml.converter import convert as latex_to_mathml
 
-ROLE = re.compile(r":(?:py:)?(?:math|class|func|meth|attr|mod|data|obj|exc):`(~?)([^`]+)`")
+ROLE = re.compile(r":(?:py:)?(math|class|func|meth|attr|mod|data|obj|exc):`(~?)([^`]+)`")
 DIRECTIVE = re.compile(r"^(\s*)\.\. math::\s*(.*)$")
 EXAMPLE = re.compile(r"^(\s*)Example:\s*$")
 BORDER = re.compile(r"^\s*=+(?: +=+)+\s*$")
@@ -35,11 +44,58 @@ LINK = re.compile(r"(?<!`)`([^`<>]+?)\s*<([^<>`\s]+)>`__?(?![\w`])")
 LITERAL = re.compile(r"^(\s*)(?!\s|\.\. |>>> |\.\.\. )(.*?)(\s?)::\s*$")
 
 
+#: A run of text between two tags of MathML, and a character that Markdown might read in it.
+TEXT = re.compile(r">([^<]+)<")
+SPECIAL = re.compile(r"&(?!#x?[0-9a-fA-F]+;|[a-zA-Z]+;)|[^A-Za-z0-9\s&;#]")
+
+
+def _references(text: str) -> str:
+    """``text`` with every character other than a letter, digit or space (and the entities
+    already in it) as a character reference."""
+    return SPECIAL.sub(lambda match: f"&#{ord(match.group())};", text)
+
+
+def mathml(tex: str, display: bool = False) -> str | None:
+    """The MathML of the TeX formula ``tex`` on one line, as a docstring's Markdown can hold it
+    (see the module docstring), or ``None`` where the formula cannot be read."""
+    source = " ".join(tex.split())
+    try:
+        markup = latex_to_mathml(
+            re.sub(r"\\_", "_", source), display="block" if display else "inline"
+        )
+    except Exception:  # (latex2mathml raises its own errors and others: IndexError, KeyError)
+        return None
+    markup = TEXT.sub(lambda match: f">{_references(match.group(1))}<", markup)
+    alttext = _references(source).replace("&#38;", "&amp;")
+    return markup.replace("<math ", f'<math alttext="{alttext}" ', 1)
+
+
 def _role(match: re.Match[str]) -> str:
-    tilde, target = match.groups()
+    kind, tilde, target = match.groups()
+    if kind == "math":
+        markup = mathml(target)
+        # (in a span: Markdown reads a line that opens with <math>, a block-level tag, as a
+        # block of HTML of its own, which ended the paragraph there)
+        return f'<span class="math">{markup}</span>' if markup else f"`{target}`"
     if tilde:
         target = target.rsplit(".", 1)[-1]
     return f"`{target}`"
+
+
+def _equations(formula: str) -> list[str]:
+    """``formula`` split at each ``\\\\`` outside braces and environments (``\\begin{cases}``
+    ... ``\\end{cases}``)."""
+    # (\begin{ opens an environment and a brace, \end{ closes one and opens another)
+    steps = {"\\begin{": 2, "\\end{": 0, "{": 1, "}": -1}
+    equations, depth, start = [], 0, 0
+    for match in re.finditer(r"\\begin\{|\\end\{|(?<!\\)[{}]|\\\\", formula):
+        if match.group() in steps:
+            depth += steps[match.group()]
+        elif depth == 0:
+            equations.append(formula[start : match.start()])
+            start = match.end()
+    equations.append(formula[start:])
+    return [equation.strip() for equation in equations if equation.strip()]
 
 
 def _literal(match: re.Match[str]) -> str:
@@ -81,8 +137,8 @@ def _table(lines: list[str]) -> list[str]:
 
 
 def rst_to_markdown(text: str) -> str:
-    """Return ``text`` in Markdown: inline roles as code spans, links as links, ``.. math::``
-    blocks as fences, simple tables as tables (see the module docstring)."""
+    """Return ``text`` in Markdown: math as MathML, other inline roles as code spans, links as
+    links, simple tables as tables (see the module docstring)."""
     lines = text.splitlines()
     output: list[str] = []
     index = 0
@@ -110,6 +166,13 @@ def rst_to_markdown(text: str) -> str:
         while body and not body[-1].strip():
             body.pop()
         depth = min((_indent(line) for line in body if line.strip()), default=0)
+        # (Sphinx's blank lines in a math block separate its equations, as \\ does)
+        formulas = "\n".join(line[depth:] for line in body).split("\n\n")
+        equations = [e for formula in formulas for e in _equations(formula)]
+        shown = [mathml(equation, display=True) for equation in equations]
+        if all(shown):
+            output += ["", *(f"{margin}{markup}" for markup in shown), ""]
+            continue
         output += ["", f"{margin}```text"]
         output += [f"{margin}{line[depth:]}" if line.strip() else "" for line in body]
         output += [f"{margin}```", ""]

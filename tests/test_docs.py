@@ -23,7 +23,7 @@
 - every ``Args:`` section of the package's docstrings names each parameter of its function, and
   no other;
 - the docstring converter (docs/_griffe_rst.py) turns roles, links, literal-block markers, math
-  blocks, tables and examples into the expected Markdown.
+  blocks, tables and examples into the expected Markdown, the formulas into MathML.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import re
 import subprocess
 import sys
 import unicodedata
+from html import unescape
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -59,6 +60,7 @@ def missing_docs_tools() -> list[str]:
         "mkdocstrings_handlers.python": "mkdocstrings-python",
         "material": "mkdocs-material",
         "griffe": "griffe",
+        "latex2mathml": "latex2mathml",
     }
     missing = []
     for module, package in modules.items():
@@ -159,7 +161,33 @@ def test_site_builds_strictly_and_documents_the_api(tmp_path: Path) -> None:
     assert "in_features" in linear and "size of each input sample" in linear  # Args
     assert "<summary>Shape</summary>" in linear
     assert "Examples:" in linear and "torch.Size([100, 25])" in linear  # a console session
-    assert r"\frac{\partial L}{\partial X} = G W" in linear  # the math block, as code
+    # The formulas as MathML, with their TeX as alttext: the roles inline (in a span, which
+    # keeps them in their paragraph), a math block displayed, one equation to a line.
+    displayed = r'<math alttext="([^"]*)"[^>]*display="block"'
+    assert [unescape(alt) for alt in re.findall(displayed, linear)] == [
+        r"\frac{\partial L}{\partial X} = G W, \qquad \frac{\partial L}{\partial W} "
+        r"\mathrel{+}= G^T X, \qquad \frac{\partial L}{\partial b} \mathrel{+}= "
+        r"\textstyle\sum_{n} G_{n,:}"
+    ]
+    assert '<p>Fully connected layer <span class="math"><math alttext="y' in linear
+    optim = (tmp_path / "api" / "optim.html").read_text(encoding="utf-8")
+    start = optim.index('id="minidl.optim.Adadelta"')
+    adadelta = [
+        unescape(alt)
+        for alt in re.findall(
+            displayed, optim[start : optim.index('id="minidl.optim.', start + 30)]
+        )
+    ]
+    assert adadelta == [
+        r"E[g^2]_t = \rho E[g^2]_{t-1} + (1 - \rho) g_t^2",
+        r"\Delta w_t = -\frac{\sqrt{E[\Delta w^2]_{t-1} + \epsilon}}{\sqrt{E[g^2]_t + \epsilon}}\, g_t",
+        r"E[\Delta w^2]_t = \rho E[\Delta w^2]_{t-1} + (1 - \rho) \Delta w_t^2",
+        r"w_t = w_{t-1} + \lambda\, \Delta w_t",
+    ]
+    # Markdown left the formulas' text as it was (no emphasis, code or link inside).
+    for page in tmp_path.rglob("*.html"):
+        for formula in re.findall(r"<math\b.*?</math>", page.read_text(encoding="utf-8"), re.S):
+            assert not re.search(r"<(?:em|strong|code|a|p)\b", formula), (page, formula)
 
 
 # -- the code of the pages -----------------------------------------------------------------------
@@ -808,11 +836,41 @@ def converter() -> ModuleType:
     return module
 
 
-def test_converter_turns_roles_into_code_spans(converter: ModuleType) -> None:
+def test_converter_turns_roles_into_code_spans_and_math_into_mathml(converter: ModuleType) -> None:
     text = "Layer :math:`y = x W^T` of :class:`~minidl.nn.Parameter`, see :func:`minidl.gradcheck`."
     assert converter.rst_to_markdown(text) == (
-        "Layer `y = x W^T` of `Parameter`, see `minidl.gradcheck`."
+        'Layer <span class="math"><math alttext="y &#61; x W&#94;T" '
+        'xmlns="http://www.w3.org/1998/Math/MathML" display="inline"><mrow><mi>y</mi>'
+        "<mo>&#x0003D;</mo><mi>x</mi><msup><mi>W</mi><mi>T</mi></msup></mrow></math></span> "
+        "of `Parameter`, see `minidl.gradcheck`."
     )
+
+
+def test_converter_writes_the_text_of_mathml_as_references(converter: ModuleType) -> None:
+    """What Markdown would read in a formula's text or its alttext (``_`` and ``*`` start
+    emphasis, a backquote a code span, ``|`` ends a table's cell, ``\\`` escapes) is written as
+    character references; ``\\_`` in ``\\text`` is an underscore, as in TeX."""
+    markup = converter.mathml(r"a_i * b | \text{max\_norm} < `c`")
+    text = "".join(re.findall(r">([^<]*)<", markup)) + re.findall(r'alttext="([^"]*)"', markup)[0]
+    assert not set(text) & set('_*`|\\[]<>"')
+    assert unescape(markup).count("max_norm") == 1
+    assert (
+        unescape(re.findall(r'alttext="([^"]*)"', markup)[0]) == r"a_i * b | \text{max\_norm} < `c`"
+    )
+    # Over lines, as a role can be: one line, its spaces as one.
+    assert converter.mathml("a +\n    b") == converter.mathml("a + b")
+
+
+def test_converter_keeps_a_formula_it_cannot_read_as_tex(
+    converter: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(tex: str, display: str) -> str:
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(converter, "latex_to_mathml", unreadable)
+    assert converter.rst_to_markdown(":math:`a \\bad b`.") == "`a \\bad b`."
+    text = ".. math::\n    a = b \\\\\n    c = d"
+    assert converter.rst_to_markdown(text) == "\n```text\na = b \\\\\nc = d\n```\n"
 
 
 def test_converter_turns_links_into_markdown_links(converter: ModuleType) -> None:
@@ -838,11 +896,21 @@ def test_converter_shows_a_literal_blocks_colons_as_sphinx_does(converter: Modul
     )
 
 
-def test_converter_turns_math_blocks_into_fences(converter: ModuleType) -> None:
-    text = "Backward:\n\n.. math::\n    a = b \\\\\n    c = d\n\nArgs:\n    x: the input."
-    assert converter.rst_to_markdown(text) == (
-        "Backward:\n\n\n```text\na = b \\\\\nc = d\n```\n\nArgs:\n    x: the input."
+def test_converter_displays_math_blocks_one_equation_to_a_line(converter: ModuleType) -> None:
+    """A block's equations are split at each ``\\\\`` outside an environment, and at its blank
+    lines, as Sphinx does; ``\\\\`` inside ``cases`` stays (MathML Core has no line break)."""
+    text = (
+        "Backward:\n\n.. math::\n    a = b \\\\\n    c = \\begin{cases} 1 & x \\\\ 2 & y \\end{cases}"
+        "\n\n    d = {e \\\\ f}\n\nArgs:\n    x: the input."
     )
+    lines = converter.rst_to_markdown(text).split("\n")
+    assert lines[:3] == ["Backward:", "", ""]
+    assert lines[-3:] == ["", "Args:", "    x: the input."]
+    alts = [unescape(re.findall(r'alttext="([^"]*)"', line)[0]) for line in lines[3:-3]]
+    assert alts == ["a = b", r"c = \begin{cases} 1 & x \\ 2 & y \end{cases}", r"d = {e \\ f}"]
+    assert all('display="block"' in line for line in lines[3:-3])
+    # Indented (a block inside a section), the lines keep the margin.
+    assert converter.rst_to_markdown("    .. math:: x").split("\n")[1].startswith("    <math ")
 
 
 def test_converter_turns_simple_tables_into_markdown(converter: ModuleType) -> None:
