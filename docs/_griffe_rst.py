@@ -65,6 +65,11 @@ def mathml(tex: str, display: bool = False) -> str | None:
         )
     except Exception:  # (latex2mathml raises its own errors and others: IndexError, KeyError)
         return None
+    # \mathrel{+}= (an accumulation): one relation, +=, where latex2mathml nests an operator
+    # in an operator, which browsers show as two apart
+    markup = re.sub(
+        r"<mo><mrow><mo>([^<]+)</mo></mrow></mo><mo>([^<]+)</mo>", r"<mo>\1\2</mo>", markup
+    )
     markup = TEXT.sub(lambda match: f">{_references(match.group(1))}<", markup)
     alttext = _references(source).replace("&#38;", "&amp;")
     return markup.replace("<math ", f'<math alttext="{alttext}" ', 1)

@@ -857,6 +857,10 @@ def test_converter_writes_the_text_of_mathml_as_references(converter: ModuleType
     assert (
         unescape(re.findall(r'alttext="([^"]*)"', markup)[0]) == r"a_i * b | \text{max\_norm} < `c`"
     )
+    # An accumulation, \mathrel{+}=, is one operator.
+    assert "<mi>a</mi><mo>&#x0002B;&#x0003D;</mo><mi>b</mi>" in converter.mathml(
+        r"a \mathrel{+}= b"
+    )
     # Over lines, as a role can be: one line, its spaces as one.
     assert converter.mathml("a +\n    b") == converter.mathml("a + b")
 
