@@ -5,8 +5,8 @@ reStructuredText roles (``:math:`y = x W^T```, ``:class:`~minidl.nn.Parameter```
 ``.. math::`` blocks. mkdocstrings renders Markdown, so before the docstrings are parsed:
 
 - a ``:math:`` role becomes MathML, typeset by the browser (``<math>``, with the TeX source as
-  its ``alttext``, in a ``<span class="math">``); any other inline role becomes a code span (``~a.b.C`` shows as ``C``, as
-  Sphinx does);
+  its ``alttext``, in a ``<span class="math">``); any other inline role becomes a code span
+  (``~a.b.C`` shows as ``C``, as Sphinx does);
 - a hyperlink, ```text <url>`_``, becomes a Markdown link;
 - a paragraph's closing ``::``, which announces a literal block, becomes ``:`` (or goes, after
   a space), as Sphinx shows it; the indented block after it is already code in Markdown;
@@ -60,9 +60,9 @@ def mathml(tex: str, display: bool = False) -> str | None:
     (see the module docstring), or ``None`` where the formula cannot be read."""
     source = " ".join(tex.split())
     try:
-        markup = latex_to_mathml(
-            re.sub(r"\\_", "_", source), display="block" if display else "inline"
-        )
+        # (\_ in \text is an underscore, which latex2mathml would show with its backslash)
+        text = re.sub(r"\\text\{[^}]*\}", lambda match: match.group().replace("\\_", "_"), source)
+        markup = latex_to_mathml(text, display="block" if display else "inline")
     except Exception:  # (latex2mathml raises its own errors and others: IndexError, KeyError)
         return None
     # \mathrel{+}= (an accumulation): one relation, +=, where latex2mathml nests an operator

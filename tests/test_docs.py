@@ -857,6 +857,8 @@ def test_converter_writes_the_text_of_mathml_as_references(converter: ModuleType
     assert (
         unescape(re.findall(r'alttext="([^"]*)"', markup)[0]) == r"a_i * b | \text{max\_norm} < `c`"
     )
+    # Outside \text, \_ is TeX's: an underscore, not a subscript.
+    assert "<msub>" not in converter.mathml(r"a\_b")
     # An accumulation, \mathrel{+}=, is one operator.
     assert "<mi>a</mi><mo>&#x0002B;&#x0003D;</mo><mi>b</mi>" in converter.mathml(
         r"a \mathrel{+}= b"
