@@ -48,6 +48,7 @@ __all__ = [
     "assert_close",
     "free_port",
     "helper_test_op",
+    "port_is_free",
     "relative_error",
     "rewrite_checkpoint",
     "torch_loss",
@@ -166,13 +167,19 @@ def free_port() -> int:
     first = 20000 + _PORTS_PER_WORKER * ((int(worker) if worker.isdigit() else 0) % 10)
     for _ in range(_PORTS_PER_WORKER):
         port = first + next(_next_port) % _PORTS_PER_WORKER
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
+        if port_is_free(port):
+            return port
     raise RuntimeError(f"free_port: no port free in {first}..{first + _PORTS_PER_WORKER - 1}")
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a socket can be bound to ``port`` on the loopback interface now."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def torch_twin(module: nn.Module) -> torch.nn.Module:

@@ -38,7 +38,9 @@ def test_without_xdist_the_first_workers_ports_are_taken(monkeypatch: pytest.Mon
 def test_a_port_something_listens_on_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw3")
     start = helpers.free_port() - 23000
-    while not _free(23000 + (start + 1) % 1000):  # (one free now, and the one after it)
+    while not helpers.port_is_free(
+        23000 + (start + 1) % 1000
+    ):  # (one free now, and the one after it)
         start = helpers.free_port() - 23000
     with socket.socket() as held:
         held.bind(("127.0.0.1", 23000 + start))
@@ -55,12 +57,3 @@ def test_no_port_free_in_the_workers_range_is_an_error(monkeypatch: pytest.Monke
     monkeypatch.setattr(socket.socket, "bind", taken)
     with pytest.raises(RuntimeError, match=r"^free_port: no port free in 21000\.\.21999$"):
         helpers.free_port()
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
