@@ -699,6 +699,19 @@ def test_readme_table_lists_every_layer_loss_optimizer_schedule_and_init() -> No
     assert {"clip_grad_norm_", "clip_grad_value_"} <= rows["gradient clipping"]
 
 
+def test_architecture_page_places_every_file_and_folder_of_the_package() -> None:
+    """docs/architecture.md's first two sections (the rule and its two exceptions, the layers
+    and the files beside them) name each module file (``name.py``) and subpackage (``name/``)
+    of ``src/minidl``: one added or renamed and not placed fails it (``_frozen.py`` was not)."""
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = page[: page.index("## A training step")]
+    named = set(re.findall(r"(?<![\w/.])(\w+\.py|\w+/)(?![\w.])", section))
+    package = ROOT / "src" / "minidl"
+    files = {path.name for path in package.glob("*.py") if path.name != "__init__.py"}
+    folders = {path.name + "/" for path in package.iterdir() if (path / "__init__.py").is_file()}
+    assert files | folders <= named, sorted((files | folders) - named)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_tutorial_softplus_matches_autograd_including_extreme_inputs(
     tutorial: dict[str, Any], dtype: torch.dtype
