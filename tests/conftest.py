@@ -33,6 +33,22 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_files_of_started_processes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """Give the processes the tests start (``TMPDIR``) a folder of pytest's own temporary one.
+
+    What such a process leaves behind when a test kills it (a killed parent's or worker's
+    ``pymp-*`` folder) or by design (torchrun's ``torchelastic_*`` logs) then goes with pytest's
+    folders of old runs, where it stayed in the system's temporary folder for good: four
+    folders a run of the suite. (Short, for the sockets that multiprocessing makes there.)
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(tmp_path_factory.mktemp("tmp")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _torch_state() -> Iterator[None]:
     """Seed torch's global generator and set one intra-op thread (whatever a test before set);
