@@ -903,6 +903,42 @@ def test_batch_norm_takes_pytorchs_track_running_stats_true_and_refuses_false() 
         nn.BatchNorm1d(4, track_running_stats=1)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("affine", "name", "value"),
+    [(True, "affine", False), (False, "affine", True), (True, "num_features", 4)],
+)
+def test_batch_norm_num_features_and_affine_are_fixed_at_construction(
+    affine: bool, name: str, value: object
+) -> None:
+    """Set by hand, ``affine`` described a layer other than the one computing (its ``repr``
+    said ``affine=False`` while its weight and bias still applied), and ``to_torch`` built a
+    PyTorch layer by it: with ``affine=True`` set on a layer without them, one whose weight and
+    bias were never written (uninitialised memory); ``num_features`` failed the next forward
+    in the tensor library's words. Setting or deleting either now raises, naming the value
+    kept, and leaves the layer, its forward and its conversion as they were."""
+    from minidl.interop import to_torch
+
+    torch.manual_seed(0)
+    layer = nn.BatchNorm1d(3, affine=affine, dtype=F64)
+    if affine:
+        layer.weight.data.uniform_(1, 2)  # type: ignore[union-attr]
+        layer.bias.data.uniform_(3, 4)  # type: ignore[union-attr]
+    x = torch.randn(5, 3, dtype=F64)
+    layer.eval()
+    expected, shown_before = layer(x), repr(layer)
+    kept = {"affine": affine, "num_features": 3}[name]
+    with raises(AttributeError, f"BatchNorm1d: {name} is fixed at construction ({kept}), got "):
+        setattr(layer, name, value)
+    with raises(AttributeError, f"BatchNorm1d.{name} cannot be deleted: it is fixed at "):
+        delattr(layer, name)
+    assert getattr(layer, name) == kept
+    assert repr(layer) == shown_before
+    assert torch.equal(layer(x), expected)
+    twin = to_torch(nn.Sequential(layer)).eval()
+    assert twin[0].affine is affine
+    torch.testing.assert_close(twin(x).detach(), expected, rtol=0, atol=1e-15)
+
+
 @pytest.mark.parametrize("affine", [True, False])
 def test_batch_norm_input_of_another_dtype_names_what_it_must_match(affine: bool) -> None:
     """A batch norm without parameters compares the input with its running statistics, and

@@ -1,4 +1,5 @@
-"""A setting of a module or a schedule, read and set as an attribute and checked when set: :class:`Setting`."""
+"""A setting of a module or a schedule, read and set as an attribute and checked when set:
+:class:`Setting`; one that only the constructor sets: :class:`Fixed`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import Tensor
 
 from minidl._validate import shown
 
-__all__ = ["Setting", "read_overridden_settings", "warn_dropped"]
+__all__ = ["Fixed", "Setting", "read_overridden_settings", "warn_dropped"]
 
 T = TypeVar("T")
 
@@ -100,6 +101,40 @@ class Setting(Generic[T]):
     def __delete__(self, instance: object) -> None:
         raise AttributeError(
             f"{type(instance).__name__}.{self.name} cannot be deleted; set another value"
+        )
+
+
+class Fixed(Setting[T]):
+    """An attribute of a module that its constructor sets, checked, and nothing sets again:
+    what the module's parameters and buffers were made from (``BatchNorm1d``'s
+    ``num_features`` and ``affine``). Set by hand afterwards, it described a layer other than
+    the one that computes (``affine=False`` beside a weight and a bias that still applied, a
+    ``repr`` that said otherwise, a conversion to PyTorch that built a layer without them);
+    setting it again, or deleting it, now raises ``AttributeError`` naming the value kept, the
+    one given and ``hint`` (what to do instead), and leaves the module as it was.
+
+    A module pickled before it was fixed holds the plain attribute, which
+    :meth:`Setting.set_pickled` sets, checked, as the constructor did.
+    """
+
+    def __init__(self, check: Callable[[str, Any], T], hint: str) -> None:
+        super().__init__(check)
+        self.hint = hint
+
+    def __set__(self, instance: object, value: Any) -> None:
+        if self.slot in vars(instance):  # (set by the constructor, or loaded)
+            kind = type(instance).__name__
+            kept = getattr(instance, self.slot)
+            raise AttributeError(
+                f"{kind}: {self.name} is fixed at construction ({kept!r}), got {shown(value)}; "
+                f"{self.hint}"
+            )
+        super().__set__(instance, value)
+
+    def __delete__(self, instance: object) -> None:
+        kind = type(instance).__name__
+        raise AttributeError(
+            f"{kind}.{self.name} cannot be deleted: it is fixed at construction; {self.hint}"
         )
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl._setting import Setting
+from minidl._setting import Fixed, Setting
 from minidl._validate import check_int, check_real, shown
 from minidl.nn._checks import (
     check_cached,
@@ -59,6 +59,16 @@ def _check_momentum(where: str, momentum: object) -> float | None:
     if momentum is None:  # (PyTorch's cumulative average)
         return None
     return check_real(where, "momentum", momentum, low=0.0, high=1.0)
+
+
+def _check_num_features(where: str, num_features: object) -> int:
+    return check_size(where, "num_features", check_int(where, "num_features", num_features))
+
+
+def _check_affine(where: str, affine: object) -> bool:
+    if not isinstance(affine, bool):
+        raise TypeError(f"{where}: affine must be a bool, got {shown(affine)}")
+    return affine
 
 
 def _check_track_running_stats(where: str, track_running_stats: object) -> bool:
@@ -155,6 +165,18 @@ class BatchNorm1d(Module):
         tensor(True)
     """
 
+    #: :math:`C` and whether :math:`\gamma` and :math:`\beta` are learnt: what the layer's
+    #: tensors were made from, fixed (setting either raises ``AttributeError``).
+    num_features = Fixed(
+        _check_num_features,
+        "the running statistics, the weight and the bias have that many entries; build a new "
+        "BatchNorm1d for another number",
+    )
+    affine = Fixed(
+        _check_affine,
+        "it made the layer with or without a weight and a bias; build a new BatchNorm1d with "
+        "the other value",
+    )
     #: :math:`\epsilon` and :math:`m`; checked when set, as by the constructor.
     eps = Setting(_check_eps)
     momentum = Setting(_check_momentum)
@@ -162,6 +184,8 @@ class BatchNorm1d(Module):
     #: (PyTorch's layer then stops updating its running statistics in training mode).
     track_running_stats = Setting(_check_track_running_stats, ignored_when_plain=True)
     _track_running_stats = True
+    _num_features: int
+    _affine: bool
     _eps: float
     _momentum: float | None
     weight: Parameter | None
@@ -182,15 +206,12 @@ class BatchNorm1d(Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        self.num_features = check_int("BatchNorm1d", "num_features", num_features)
-        check_size("BatchNorm1d", "num_features", num_features)
+        self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
-        if not isinstance(affine, bool):
-            raise TypeError(f"BatchNorm1d: affine must be a bool, got {shown(affine)}")
+        self.affine = affine
         _check_track_running_stats("BatchNorm1d", track_running_stats)
         device = check_factory_options("BatchNorm1d", dtype, device)
-        self.affine = affine
         options = {"dtype": dtype, "device": device}
         if affine:
             weight = torch.ones(num_features, **options)  # type: ignore[arg-type]
@@ -216,7 +237,7 @@ class BatchNorm1d(Module):
         self._gradients = GradientMemory()
 
     def forward(self, input: Tensor) -> Tensor:
-        check_input("BatchNorm1d", input, self.num_features)
+        check_input("BatchNorm1d", input, self._num_features)
         check_like_parameter("BatchNorm1d", input, self.running_mean, owner=self._owner())
         self._check_parameters()
         # An input from an autograd graph is read as a plain value (the running statistics
