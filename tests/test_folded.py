@@ -645,15 +645,28 @@ def test_interrupted_fit_leaves_the_steps_done() -> None:
 
 @pytest.mark.parametrize("loss", ["bce_with_logits", "cross_entropy_probabilities"])
 def test_targets_refused_mid_epoch_leave_zero_gradients(loss: str) -> None:
-    """A batch whose targets the loss refuses (one sample's, past the first batch: fit tries
-    the first sample only): the loop's ``zero_grad`` ran before that forward, so the gradients
-    are zeros and the parameters those of the steps done; the folded step leaves the same."""
+    """A batch whose targets the loss refuses (one sample's, written by ``on_epoch`` after the
+    first epoch: fit checks every target before training): the loop's ``zero_grad`` ran before
+    that forward, so the gradients are zeros and the parameters those of the steps done; the
+    folded step leaves the same."""
     x, y = _data()
     criterion, target = _loss_target(loss, y, 3)
     target = target.clone()
-    target[40, 0] = 2.0  # (outside [0, 1]; a row of probabilities summing to more than 1)
-    runs = _stopped_both_ways(ValueError, x, target, criterion, epochs=2)
-    assert runs[True][1].step_count > 0
+    good = float(target[40, 0])
+
+    def spoil(record: object) -> None:
+        target[40, 0] = 2.0  # (outside [0, 1]; a row of probabilities summing to more than 1)
+
+    runs = _stopped_both_ways(
+        ValueError,
+        x,
+        target,
+        criterion,
+        before=lambda: target.__setitem__((40, 0), good),
+        epochs=2,
+        on_epoch=spoil,
+    )
+    assert runs[True][1].step_count > 5  # (the first epoch's 5 steps, and more)
     assert all(not p.grad.any() for p in runs[True][0].parameters())
 
 

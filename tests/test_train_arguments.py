@@ -1081,3 +1081,113 @@ def test_fit_checks_the_training_targets_before_the_first_step(
         fit(model, nn.CrossEntropyLoss(), optimizer, x, make_y(y), epochs=2, batch_size=4)
     assert optimizer.step_count == 0
     assert all(torch.equal(model.state_dict()[name], value) for name, value in before.items())
+
+
+def _bad_value_in_a_later_batch(kind: str) -> Tensor:
+    """Targets of 20 samples whose 14th (in the fourth batch of 4) a loss refuses."""
+    torch.manual_seed(1)
+    if kind == "range":
+        return torch.rand(20, 3).index_fill(0, torch.tensor([13]), 1.5)
+    if kind == "nan":
+        return torch.rand(20, 3).index_fill(0, torch.tensor([13]), math.nan)
+    probabilities = torch.softmax(torch.randn(20, 3), dim=1)
+    if kind == "sum":
+        probabilities[13] = torch.tensor([0.5, 0.5, 0.5])
+    else:  # "negative"
+        probabilities[13] = torch.tensor([1.25, -0.25, 0.0])
+    return probabilities
+
+
+@pytest.mark.parametrize(
+    ("make_loss", "kind", "message"),
+    [
+        (
+            nn.BCEWithLogitsLoss,
+            "range",
+            r"BCEWithLogitsLoss: targets must lie in \[0, 1\], got values in \[0\.\d+, 1\.5\]",
+        ),
+        (nn.BCEWithLogitsLoss, "nan", r"BCEWithLogitsLoss: targets must lie in \[0, 1\], got "),
+        (
+            nn.CrossEntropyLoss,
+            "sum",
+            r"CrossEntropyLoss: a probability target must be non-negative with rows summing to "
+            r"1 \(got a minimum of 0\.\d+ and a row sum off by 0\.5\)",
+        ),
+        (
+            nn.CrossEntropyLoss,
+            "negative",
+            r"CrossEntropyLoss: a probability target must be non-negative with rows summing to "
+            r"1 \(got a minimum of -0\.25 ",
+        ),
+    ],
+)
+def test_fit_checks_every_target_value_before_the_first_step(
+    make_loss: Callable[[], nn.Loss], kind: str, message: str
+) -> None:
+    """A target value the loss refuses (BCE's outside [0, 1], a probability row not summing to
+    1) in a later batch used to stop the run there, with the batches before it trained: the
+    parameters, the momentum, the step count, the batch-norm statistics and the generator
+    changed, nothing recorded. Every target is now checked before training, with a note."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 3))
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(20, 2), _bad_value_in_a_later_batch(kind)
+    generator = torch.Generator().manual_seed(0)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    state = generator.get_state()
+    with pytest.raises(ValueError, match=message) as info:
+        fit(model, make_loss(), optimizer, x, y, epochs=2, batch_size=4, generator=generator)
+    assert info.value.__notes__ == ["fit checked every target of y before training"]
+    assert optimizer.step_count == 0
+    assert all(torch.equal(model.state_dict()[name], value) for name, value in before.items())
+    assert torch.equal(generator.get_state(), state)
+
+
+def test_fit_leaves_the_targets_to_a_loss_whose_forward_is_its_own() -> None:
+    """A subclass with a forward of its own may take targets its base refuses (here, clamped
+    into [0, 1] first): fit does not refuse them before training."""
+
+    class Clamped(nn.BCEWithLogitsLoss):
+        def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+            return super().forward(prediction, target.clamp(0, 1))
+
+    model = nn.mlp((2, 4, 3), "tanh")
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    y = _bad_value_in_a_later_batch("range")
+    fit(model, Clamped(), optimizer, torch.randn(20, 2), y, epochs=1, batch_size=4)
+    assert optimizer.step_count == 5
+
+
+def test_fit_rounds_checks_every_target_value_of_each_set_before_the_first_step() -> None:
+    """As fit: a probability row not summing to 1 in a later batch of one set stopped every
+    model part-way. Each set's targets are checked by its own model's loss (MSE, which takes
+    any values, for the first two models of this StackedLoss), and the set is named."""
+    torch.manual_seed(0)
+    models = [nn.mlp((2, 4, 3), "tanh") for _ in range(3)]
+    before = [copy.deepcopy(model.state_dict()) for model in models]
+    x, y = torch.randn(20, 2), _bad_value_in_a_later_batch("sum")
+    sets = [(x, y), (x, y), (x, y)]
+    generators = [torch.Generator().manual_seed(index) for index in range(3)]
+    states = [generator.get_state() for generator in generators]
+    criterion = nn.StackedLoss([(nn.MSELoss(), 2), (nn.CrossEntropyLoss(), 1)])
+    with pytest.raises(ValueError) as info:
+        fit_rounds(
+            models,
+            criterion,
+            lambda parameters: optim.SGD(parameters, lr=0.1),
+            sets,
+            epochs=1,
+            batch_size=4,
+            generators=generators,
+        )
+    assert str(info.value).startswith(
+        "fit_rounds: the targets of train_sets[2]: CrossEntropyLoss: a probability target must "
+        "be non-negative with rows summing to 1"
+    )
+    assert info.value.__notes__ == [
+        "fit_rounds checked every target of each training set before training"
+    ]
+    for model, state in zip(models, before, strict=True):
+        assert all(torch.equal(model.state_dict()[name], value) for name, value in state.items())
+    for generator, state in zip(generators, states, strict=True):
+        assert torch.equal(generator.get_state(), state)

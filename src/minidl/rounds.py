@@ -177,7 +177,8 @@ def fit_rounds(
     """Train R models of one architecture at once; model ``r`` ends as :func:`~minidl.train.fit`
     would leave it when trained alone on ``train_sets[r]`` shuffled by ``generators[r]``.
 
-    Every argument is checked before anything changes. Each model is then put in training mode
+    Every argument is checked before anything changes, every training set's targets too (as
+    the model's loss checks a batch's: see :func:`~minidl.train.fit`). Each model is then put in training mode
     (``model.train()``, as :func:`~minidl.train.fit` does) and left in it; the models are
     stacked (gradients included), trained together and their trained parameters, and their
     gradients (as :func:`~minidl.train.fit` leaves them: the last batch's, or, for a parameter
@@ -348,6 +349,7 @@ def fit_rounds(
     # no optimizer zeroes accumulates onto them.
     _copy_gradients_in(stacked, models)
     classes = _check_fit(stacked, criterion, train_sets)
+    _check_target_values(criterion, train_sets)
     if validation_sets is not None:
         for index, (_, y) in enumerate(validation_sets):
             check_class_indices("fit_rounds", f"validation_sets[{index}] ", y, classes)
@@ -704,6 +706,27 @@ def _check_fit(
             check_class_indices("fit_rounds", f"train_sets[{index}] ", y)
             check_class_indices("fit_rounds", f"train_sets[{index}] ", y, classes)
     return classes
+
+
+def _check_target_values(criterion: Loss, train_sets: Sequence[tuple[Tensor, Tensor]]) -> None:
+    """Check every target of every training set as its model's loss checks a batch's (the
+    trial of :func:`_check_fit` read each set's first sample only): one refused in a later
+    batch stopped the run part-way, every model trained on the batches before it."""
+    for index, (_, y) in enumerate(train_sets):
+        if not y.is_floating_point():
+            continue
+        loss = criterion._criterion_of(index) if isinstance(criterion, StackedLoss) else criterion
+        try:
+            loss._check_target_values(y)
+        except ValueError as error:
+            refusal = ValueError(f"fit_rounds: the targets of train_sets[{index}]: {error}")
+            add_note(
+                refusal, "fit_rounds checked every target of each training set before training"
+            )
+            try:
+                raise refusal from error
+            finally:
+                del refusal  # (see _check_fit)
 
 
 def _check_optimizer(

@@ -458,7 +458,10 @@ def fit(
             ``y`` tensors as its last call, unchanged since, does not run that trial again:
             they passed it, on the model it found unchanged; the class indices are checked on
             every call, as a write through ``.data`` or NumPy leaves no trace on a tensor).
-            That trial forward changes no parameter, gradient, optimizer state, batch-norm
+            Then every target in ``y`` is checked as the loss checks a batch's (the range of
+            ``BCEWithLogitsLoss``'s, the probability rows of ``CrossEntropyLoss``'s; a loss
+            whose ``forward`` is a subclass's own is left to check its batches). That trial
+            forward changes no parameter, gradient, optimizer state, batch-norm
             statistic or generator, but it does replace what the modules and the loss keep
             from their last forward for ``backward`` (their forward caches): after a refused
             fit they hold that trial on ``x[:1]`` and ``y[:1]`` (training's first forward
@@ -641,6 +644,14 @@ def fit(
         # (on a probed y too: what was written through .data or NumPy moved no version counter)
         check_class_indices("fit", "", y)  # >= 0 (the check against the width is only < C)
         check_class_indices("fit", "", y, width)
+    elif y.is_floating_point():
+        # Every target's values, as the loss checks a batch's (the trial read the first only):
+        # one refused in a later batch stopped the run part-way, the model trained.
+        try:
+            criterion._check_target_values(y)
+        except ValueError as error:
+            add_note(error, "fit checked every target of y before training")
+            raise
     if validation is not None:
         # Checked before training, so that a bad set does not fail after the first epoch.
         x_validation, y_validation = check_labelled("fit", "validation ", *validation)

@@ -73,14 +73,7 @@ class BCEWithLogitsLoss(Loss):
                 f"BCEWithLogitsLoss: expected a torch.Tensor target, got {type(target).__name__}"
             )
         self._check_dense_target(target, logits)
-        if not target.is_meta:  # (and so are the logits: no values to check, shapes only)
-            # (read as plain values: a target from an autograd graph would warn in float())
-            low, high = (float(v) for v in torch.aminmax(target.detach()))
-            if not 0 <= low <= high <= 1:  # (NaN fails too)
-                raise ValueError(
-                    "BCEWithLogitsLoss: targets must lie in [0, 1], got values in "
-                    f"[{low:g}, {high:g}]"
-                )
+        self._check_range(target)
         # max(z, 0) - z t as max(z, 0) (1 - t) + max(-z, 0) t, no cancellation, with
         # max(-z, 0) = max(z, 0) - z (inf - inf = NaN at z = +inf, as before); plus
         # log(1 + e^-|z|), with -|z| = z - 2 max(z, 0), exact, in one op.
@@ -93,6 +86,22 @@ class BCEWithLogitsLoss(Loss):
         self._logits, self._target = logits, target
         self._has_forward = True
         return scaled_sum(elements, self._scale)
+
+    def _check_target_values(self, target: Tensor) -> None:
+        if self._computes_as(BCEWithLogitsLoss):
+            self._check_range(target)
+
+    @staticmethod
+    def _check_range(target: Tensor) -> None:
+        """Refuse a target with a value outside ``[0, 1]`` (or a NaN)."""
+        if target.is_meta or target.numel() == 0:  # (no values to check: shapes only)
+            return
+        # (read as plain values: a target from an autograd graph would warn in float())
+        low, high = (float(v) for v in torch.aminmax(target.detach()))
+        if not 0 <= low <= high <= 1:  # (NaN fails too)
+            raise ValueError(
+                f"BCEWithLogitsLoss: targets must lie in [0, 1], got values in [{low:g}, {high:g}]"
+            )
 
     def _gradient(self) -> Tensor:
         assert self._logits is not None and self._target is not None

@@ -214,8 +214,12 @@ class CrossEntropyLoss(Loss):
         vector = minus_one_over_n.view(-1)
         return minus_one_over_n, vector, batch_size, picked, picked.view(-1), _dot_product(like)
 
+    def _check_target_values(self, target: Tensor) -> None:
+        if target.dtype.is_floating_point and self._computes_as(CrossEntropyLoss):
+            self._check_probabilities(target)
+
     def _check_probabilities(self, target: Tensor) -> None:
-        if target.is_meta:  # (and so are the logits: no values to check, shapes only)
+        if target.is_meta or target.numel() == 0:  # (no values to check: shapes only)
             return
         # (item(), not float(): float() of a target from an autograd graph warns)
         low = target.min().item()

@@ -175,6 +175,27 @@ class Loss(Module):
         loss: Tensor = self.forward(prediction, target)
         return loss
 
+    def _check_target_values(self, target: Tensor) -> None:
+        """Check the values of ``target``, the targets of a whole data set (of the shape a
+        batch's target has, with any number of samples), as :meth:`forward` checks a batch's
+        (``BCEWithLogitsLoss``'s range, ``CrossEntropyLoss``'s probabilities): what ``fit``
+        and ``fit_rounds`` ask before training, where a value refused in a later batch stopped
+        the run part-way, the model trained on the batches before it. Nothing by default: a
+        loss that takes any values (MSE, L1, Huber), or whose class indices are checked apart
+        against the width of the outputs; and nothing for a subclass whose ``forward`` is its
+        own (:meth:`_computes_as`), which may take other targets."""
+
+    def _computes_as(self, cls: type[Loss]) -> bool:
+        """Whether this loss computes as the built-in ``cls`` does: neither ``forward`` nor
+        ``_forward_accepted`` is replaced on its class or set on the instance."""
+        kind, own = type(self), vars(self)
+        return (
+            kind.forward is cls.forward
+            and kind._forward_accepted is cls._forward_accepted
+            and "forward" not in own
+            and "_forward_accepted" not in own
+        )
+
     def _check_class_indices(self, target: Tensor, prediction: Tensor) -> None:
         """Check a target of class indices: dense, int64, shape ``(N,)`` (``(R, N)``), values in
         ``[0, C)``."""

@@ -98,3 +98,7 @@ class StackedLoss(Loss):
 
     def _gradient(self) -> Tensor:
         return torch.cat([criterion.backward() for criterion, _, _ in self._runs])
+
+    def _criterion_of(self, model: int) -> Loss:
+        """The loss of model ``model`` (``0 <= model < models``)."""
+        return next(criterion for criterion, start, stop in self._runs if start <= model < stop)
