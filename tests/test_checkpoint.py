@@ -882,7 +882,9 @@ def test_a_header_without_an_entry_read_later_is_refused_and_changes_nothing(
     what = "the checkpoint holds no state of torch's generator"
     if message is not None:
         what = rf"the header is malformed \({message}\)"
-    with pytest.raises(CheckpointError, match=rf"^(load_checkpoint: )?checkpoint '.*': {what}$"):
+    with pytest.raises(
+        CheckpointError, match=rf"^(load|read)_checkpoint: checkpoint '.*': {what}$"
+    ):
         load_checkpoint(path, *target[:3], generator=target[3])
     assert_same(snapshot(target), before)
 
@@ -917,7 +919,9 @@ def test_a_checkpoint_built_by_hand_is_refused_as_read_checkpoint_refuses_its_he
     rewrite_checkpoint(path, header=change)
     with pytest.raises(CheckpointError) as read:
         read_checkpoint(path)
-    expected = str(read.value).replace(f"checkpoint {str(path)!r}", "Checkpoint", 1)
+    expected = str(read.value).replace(
+        f"read_checkpoint: checkpoint {str(path)!r}", "Checkpoint", 1
+    )
     assert expected.startswith("Checkpoint: ")
     with pytest.raises(CheckpointError) as built:
         Checkpoint(header=header, tensors=saved.tensors)
@@ -951,10 +955,12 @@ def test_a_checkpoint_built_by_hand_refuses_model_tensors_the_architecture_does_
         read_checkpoint(path)
     dtype = str(altered.dtype).removeprefix("torch.")
     assert str(read.value) == (
-        f"checkpoint {str(path)!r}: tensor {name!r} is {dtype} of shape "
+        f"read_checkpoint: checkpoint {str(path)!r}: tensor {name!r} is {dtype} of shape "
         f"{tuple(altered.shape)}, the header's architecture says float32 of shape (6, 2)"
     )
-    expected = str(read.value).replace(f"checkpoint {str(path)!r}", "Checkpoint", 1)
+    expected = str(read.value).replace(
+        f"read_checkpoint: checkpoint {str(path)!r}", "Checkpoint", 1
+    )
     with pytest.raises(CheckpointError) as built:
         Checkpoint(header=saved.header, tensors={**saved.tensors, name: altered})
     assert str(built.value) == expected
@@ -1742,7 +1748,9 @@ def test_reading_a_fifo_or_a_device_is_refused_unread(tmp_path: Path) -> None:
     try:
         with pytest.raises(CheckpointError) as info:
             read_checkpoint(fifo)
-        assert str(info.value) == f"checkpoint {str(fifo)!r}: is a FIFO, not a regular file"
+        assert str(info.value) == (
+            f"read_checkpoint: checkpoint {str(fifo)!r}: is a FIFO, not a regular file"
+        )
     finally:
         reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # let the writer finish
         writer.join(10)
@@ -2199,3 +2207,55 @@ def test_a_checkpoint_tensor_changed_in_place_is_refused_as_it_is_applied(tmp_pa
     )
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder", "empty", "another program's"])
+def test_a_file_that_is_no_checkpoint_is_refused_by_the_function_called(
+    tmp_path: Path, kind: str
+) -> None:
+    """A missing file, a folder, an empty file or another program's was refused in words that
+    began with the path (``checkpoint 'x': cannot be read``), naming neither read_checkpoint
+    nor load_checkpoint, where every other refusal of both names its function."""
+    path = tmp_path / "run.ckpt"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "another program's":
+        path.write_text("print('hello')\n")
+    model, optimizer, scheduler, generator = build("sgd-momentum-step")
+    named = f"checkpoint {str(path)!r}: "
+    with pytest.raises(CheckpointError) as read:
+        read_checkpoint(path)
+    assert str(read.value).startswith("read_checkpoint: " + named), str(read.value)
+    with pytest.raises(CheckpointError) as loaded:
+        load_checkpoint(path, model, optimizer, scheduler, generator=generator)
+    assert str(loaded.value) == str(read.value).replace("read_checkpoint", "load_checkpoint", 1)
+
+
+@pytest.mark.parametrize("kind", ["missing", "saved"])
+def test_load_checkpoint_checks_its_arguments_before_it_reads_the_file(
+    tmp_path: Path, kind: str
+) -> None:
+    """A model or optimizer of the wrong kind is named as such before the file is read: with a
+    missing file, the missing file was reported instead; with a checkpoint, the refusal of the
+    argument carried the file's path, as if the file were at fault."""
+    path = tmp_path / "run.ckpt"
+    model, optimizer, _, _ = build("sgd-momentum-step")
+    if kind == "saved":
+        save_checkpoint(path, model, optimizer)
+    with pytest.raises(
+        CheckpointError, match=r"^load_checkpoint: model must be a minidl Module, got str$"
+    ):
+        load_checkpoint(path, "model")  # type: ignore[arg-type]
+    with pytest.raises(
+        CheckpointError,
+        match=r"^load_checkpoint: optimizer must be a minidl Optimizer, got Sequential$",
+    ):
+        load_checkpoint(path, model, model)  # type: ignore[arg-type]
+    other = optim.SGD(build("sgd-momentum-step", seed=1)[0].parameters(), lr=0.1)
+    with pytest.raises(
+        CheckpointError,
+        match=r"^load_checkpoint: the optimizer updates none of the model's parameters$",
+    ):
+        load_checkpoint(path, model, other)

@@ -158,13 +158,13 @@ def _assert_same(before: list[Any], after: list[Any]) -> None:
 
 def _refused(path: Path, *fragments: str) -> None:
     """``path`` is refused by read_checkpoint with a CheckpointError naming it and holding
-    ``fragments``, and by load_checkpoint resuming a run, with one naming it (read_checkpoint's,
-    or load_checkpoint's own), the refused load changing nothing."""
+    ``fragments``, and by load_checkpoint resuming a run, with one naming it and itself, the
+    refused load changing nothing."""
     named = f"checkpoint {str(path)!r}: "
     with pytest.raises(CheckpointError) as info:
         read_checkpoint(path)
     message = str(info.value)
-    assert message.startswith(named), message
+    assert message.startswith("read_checkpoint: " + named), message
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in the message {message!r}"
     parts = _parts()
@@ -172,7 +172,7 @@ def _refused(path: Path, *fragments: str) -> None:
     before = _state(parts)
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path, *parts[:3], generator=parts[3])
-    assert named in str(info.value), str(info.value)
+    assert str(info.value).startswith("load_checkpoint: " + named), str(info.value)
     _assert_same(before, _state(parts))
 
 
@@ -443,7 +443,7 @@ def _read_refused(path: Path) -> str:
     with pytest.raises(CheckpointError) as info:
         read_checkpoint(path)
     message = str(info.value)
-    assert message.startswith(f"checkpoint {str(path)!r}: "), message
+    assert message.startswith(f"read_checkpoint: checkpoint {str(path)!r}: "), message
     return message
 
 
@@ -565,7 +565,11 @@ def test_hostile_values_at_every_field_of_the_header_are_refused(
             try:
                 load_checkpoint(path, *parts[:3], generator=parts[3])
             except CheckpointError as error:
-                assert f"checkpoint {str(path)!r}: " in str(error), (field, value, str(error))
+                assert f"load_checkpoint: checkpoint {str(path)!r}: " in str(error), (
+                    field,
+                    value,
+                    str(error),
+                )
                 _assert_same(before, _state(parts))
             else:
                 taken.add((field, value))
@@ -609,7 +613,7 @@ def test_any_json_at_any_field_of_the_header_is_refused_naming_the_file_or_taken
     try:
         load_checkpoint(path, *parts[:3], generator=parts[3])
     except CheckpointError as error:
-        assert f"checkpoint {str(path)!r}: " in str(error), str(error)
+        assert f"load_checkpoint: checkpoint {str(path)!r}: " in str(error), str(error)
         _assert_same(before, _state(parts))
 
 
@@ -864,7 +868,7 @@ def test_a_large_file_of_another_program_is_refused_unread(tmp_path: Path, kind:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert str(info.value) == f"checkpoint {str(path)!r}: " + (
+    assert str(info.value) == f"read_checkpoint: checkpoint {str(path)!r}: " + (
         f"not a safetensors file, or truncated (header of {struct.unpack('<Q', start)[0]} bytes "
         f"in a file of {2**28 + 8} bytes)"
         if kind == "no-safetensors"

@@ -909,12 +909,18 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             installed.
     """
     _require_safetensors("read_checkpoint")
+    _check_path_type(path, "read_checkpoint")
+    return _read_checkpoint(path, "read_checkpoint")
+
+
+def _read_checkpoint(path: str | os.PathLike[str], caller: str) -> Checkpoint:
+    """:func:`read_checkpoint` of a path of the right type, its refusals named by ``caller``
+    (``read_checkpoint``, ``load_checkpoint``) and the path."""
     from safetensors import SafetensorError
     from safetensors.torch import load as safetensors_load
     from safetensors.torch import save as safetensors_save
 
-    _check_path_type(path, "read_checkpoint")
-    where = f"checkpoint {os.fspath(path)!r}"
+    where = f"{caller}: checkpoint {os.fspath(path)!r}"
     kind = special_file_kind(path)
     if kind is not None:  # (reading a FIFO waits for a writer; /dev/zero never ends)
         raise CheckpointError(f"{where}: is a {kind}, not a regular file")
@@ -1551,17 +1557,20 @@ def load_checkpoint(
     """
     if not isinstance(path, Checkpoint):
         _check_path_type(path, "load_checkpoint", " (or a Checkpoint from read_checkpoint)")
+    # The arguments first, then the file (a model of the wrong kind is named as such, whatever
+    # the file holds, and without its path).
+    _check_components("load_checkpoint", model, optimizer, scheduler, generator)
+    _check_model_attributes("load_checkpoint", model, "load_state_dict")
+    _check_updates_model("load_checkpoint", model, optimizer)
+    if not isinstance(path, Checkpoint):
         _require_safetensors("load_checkpoint")
-    checkpoint = path if isinstance(path, Checkpoint) else read_checkpoint(path)
+    checkpoint = path if isinstance(path, Checkpoint) else _read_checkpoint(path, "load_checkpoint")
     where = (
         "load_checkpoint"
         if isinstance(path, Checkpoint)
         else f"load_checkpoint: checkpoint {os.fspath(path)!r}"
     )
     header, tensors = checkpoint.header, checkpoint.tensors
-    _check_components(where, model, optimizer, scheduler, generator)
-    _check_model_attributes(where, model, "load_state_dict")
-    _check_updates_model(where, model, optimizer)
     try:
         if isinstance(path, Checkpoint):
             # (a tensor of it resized or re-typed in place since it was made: its name and

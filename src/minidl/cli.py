@@ -635,7 +635,7 @@ def _run_train(args: argparse.Namespace) -> int:
         try:
             checkpoint = read_checkpoint(args.resume)
         except CheckpointError as error:  # named by its flag, as the errors below
-            reason = str(error).removeprefix(f"checkpoint {args.resume!r}: ")
+            reason = str(error).removeprefix(f"read_checkpoint: checkpoint {args.resume!r}: ")
             raise CheckpointError(f"--resume {_shown_path(args.resume)}: {reason}") from None
         resumed = checkpoint.training  # (a new copy of the history and extra at each read)
         saved_settings = resumed.extra.get("settings")
