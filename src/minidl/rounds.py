@@ -178,16 +178,16 @@ def fit_rounds(
     would leave it when trained alone on ``train_sets[r]`` shuffled by ``generators[r]``.
 
     Every argument is checked before anything changes, every training set's targets too (as
-    the model's loss checks a batch's: see :func:`~minidl.train.fit`). Each model is then put in training mode
-    (``model.train()``, as :func:`~minidl.train.fit` does) and left in it; the models are
-    stacked (gradients included), trained together and their trained parameters, and their
-    gradients (as :func:`~minidl.train.fit` leaves them: the last batch's, or, for a parameter
-    that no optimizer holds, accumulated over the batches onto the model's own; untouched when
-    no batch ran), are copied back into ``models`` (in place) when training ends, also when it
-    stops with an exception (from a step or from ``on_epoch``), so that each model holds its
-    parameters of that moment. Each epoch
-    draws one permutation per model from its generator (as :class:`~minidl.data.BatchIterator`
-    does), so each model sees its own data in its own order.
+    the model's loss checks a batch's: see :func:`~minidl.train.fit`). Each model is then put
+    in training mode (``model.train()``, as :func:`~minidl.train.fit` does) and left in it; the
+    models are stacked (gradients included), trained together and their trained parameters,
+    and their gradients (as :func:`~minidl.train.fit` leaves them: the last batch's, or, for a
+    parameter that no optimizer holds, accumulated over the batches onto the model's own;
+    untouched when no batch ran), are copied back into ``models`` (in place) when training
+    ends, also when it stops with an exception (from a step or from ``on_epoch``), so that each
+    model holds its parameters of that moment. Each epoch draws one permutation per model from
+    its generator (as :class:`~minidl.data.BatchIterator` does), so each model sees its own
+    data in its own order.
     The optimizer and the optional scheduler are built on the stack by the two factories; as all
     of minidl's optimizers are element-wise, this is one optimizer per model with the same
     hyper-parameters and schedule. Wrapped in :class:`PerModel`, the optimizer factory is called
