@@ -1583,3 +1583,112 @@ def test_an_optimizer_without_update_says_so_and_changes_nothing() -> None:
     after = optimizer.state_dict()
     assert after.keys() == before.keys() and after["lr"] == before["lr"]
     assert all(torch.equal(after["state"][name], before["state"][name]) for name in before["state"])
+
+
+def _float32_model(flat: bool, dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    """A model of ``dtype`` with gradients, its parameters flat or each its own tensor."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(3, 4, dtype=dtype), nn.Tanh(), nn.Linear(4, 2, dtype=dtype))
+    if not flat:
+        for parameter in model.parameters():
+            parameter.data = parameter.data.clone()
+            parameter.grad = parameter.grad.clone()
+    for parameter in model.parameters():
+        parameter.grad.uniform_(-1, 1)
+    return model
+
+
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-parameter"])
+@pytest.mark.parametrize(
+    ("make", "dtype", "message"),
+    [
+        (
+            lambda p: optim.Adam(p, lr=1e38),
+            torch.float32,
+            r"^Adam: the step size lr / \(1 - beta1\^t\) is 1e\+39 at step t = 1 \(lr=1e\+38, "
+            r"beta1=0\.9\), beyond the range of the parameters' dtype torch\.float32 \(largest "
+            r"3\.40282e\+38\); give a smaller lr",
+        ),
+        (
+            lambda p: optim.AdamW(p, lr=1e30, weight_decay=1e10),
+            torch.float32,
+            r"^AdamW: the decay factor 1 - lr \* weight_decay is -1e\+40 \(lr=1e\+30, "
+            r"weight_decay=10000000000\.0\), beyond the range of the parameters' dtype "
+            r"torch\.float32",
+        ),
+        (
+            lambda p: optim.Adam(p, lr=1.0, betas=(0.99999, 0.999), eps=1e-4),
+            torch.float16,
+            r"^Adam: the step size lr / \(1 - beta1\^t\) is 100\d\d\d at step t = 1 .* dtype "
+            r"torch\.float16 \(largest 65504\)",
+        ),
+    ],
+    ids=["adam-float32", "adamw-decay", "adam-float16"],
+)
+def test_an_adam_step_beyond_the_dtype_is_refused_before_anything_changes(
+    make: Callable[[Iterable[nn.Parameter]], optim.Optimizer],
+    dtype: torch.dtype,
+    message: str,
+    flat: bool,
+) -> None:
+    """A rate the constructor takes (below the dtype's largest number) made a step size beyond
+    it at the first step, ten times the rate with beta1 0.9: the step failed part-way in the
+    tensor library's words ('value cannot be converted to type float without overflow'),
+    the moving averages updated and AdamW's decay applied; in float16 it wrote infinities
+    without a word. It is refused now naming it, nothing changed, and fit refuses it before
+    training (the optimizer, the model and the generator untouched)."""
+    model = _float32_model(flat, dtype)
+    optimizer = make(model.parameters())
+    values = [p.data.clone() for p in model.parameters()]
+    state = {key: tensor.clone() for key, tensor in optimizer.state.items()}
+    with pytest.raises(ValueError, match=message):
+        optimizer.step()
+    assert optimizer.step_count == 0
+    assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+    assert all(torch.equal(optimizer.state[key], t) for key, t in state.items())
+    generator = torch.Generator().manual_seed(0)
+    drawn = generator.get_state()
+    x, y = torch.randn(8, 3, dtype=dtype), torch.randint(2, (8,))
+    with pytest.raises(ValueError, match=message) as info:
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, batch_size=4,
+            generator=generator)  # fmt: skip
+    assert info.value.__notes__ == [
+        "fit asked the optimizer before training, as its first step would"
+    ]
+    assert optimizer.step_count == 0 and torch.equal(generator.get_state(), drawn)
+    assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+
+
+@pytest.mark.parametrize("case", ["adam", "adamw-wd", "adagrad-all"])
+@pytest.mark.parametrize("count", [2**63, 10**400], ids=["2**63", "10**400"])
+def test_a_step_count_past_the_largest_count_is_refused_naming_it(case: str, count: int) -> None:
+    """A step count past 2**63 - 1 (torch's largest integer) passed every check, then Adam's
+    ``beta1 ** t`` raised Python's 'int too large to convert to float' after its moving
+    averages (and AdamW's decay) had changed. It is refused by the step, ``state_dict``,
+    ``load_state_dict`` and fit, naming it, before anything changes; 2**63 - 1 is a count."""
+    make, _ = CASES[case]
+    model = _model()
+    optimizer = make(model.parameters())
+    _run(model, optimizer, range(2))
+    values = [p.data.clone() for p in model.parameters()]
+    state = {key: tensor.clone() for key, tensor in optimizer.state.items()}
+    saved = optimizer.state_dict()
+    name = type(optimizer).__name__
+    optimizer.step_count = count
+    shown = "an int of 401 digits" if count == 10**400 else str(count)
+    ending = rf"must be an integer in \[0, 2\*\*63 - 1\], got {shown}"
+    with pytest.raises(
+        ValueError, match=rf"^{name}: step_count \(the number of steps done\) {ending}"
+    ):
+        optimizer.step()
+    with pytest.raises(ValueError, match=rf"^{name}\.state_dict: step_count .*{ending}"):
+        optimizer.state_dict()
+    x, y = _batch(3)
+    with pytest.raises(ValueError, match=rf"^fit: the {name}'s step_count .*{ending}"):
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, batch_size=3)
+    assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+    assert all(torch.equal(optimizer.state[key], t) for key, t in state.items())
+    with pytest.raises(ValueError, match=rf"^{name}\.load_state_dict: step_count {ending}"):
+        optimizer.load_state_dict({**saved, "step_count": count})
+    optimizer.load_state_dict({**saved, "step_count": 2**63 - 1})
+    assert optimizer.step_count == 2**63 - 1

@@ -31,7 +31,7 @@ from minidl.nn.loss import Loss
 from minidl.nn.module import Module, check_registered
 from minidl.nn.sequential import Sequential
 from minidl.optim.lr_scheduler import LRScheduler
-from minidl.optim.optimizer import Optimizer
+from minidl.optim.optimizer import Optimizer, check_step_count
 
 __all__ = ["EpochRecord", "History", "Parallel", "error_rate", "eval_mode", "fit", "predict"]
 
@@ -595,11 +595,10 @@ def fit(
     except (TypeError, ValueError) as error:
         add_note(error, "fit asked the optimizer before training, as its first step would")
         raise
-    check_int(
+    check_step_count(
         "fit",
         f"the {type(optimizer).__name__}'s step_count (the number of steps done)",
         optimizer.step_count,
-        low=0,
     )
     # The folded step kept from an earlier call, if it still fits (nothing is built yet).
     kept = (

@@ -10,7 +10,7 @@ from torch import Tensor
 from minidl._scalar import add_scaled, operand
 from minidl._validate import check_real
 from minidl.nn.parameter import Parameter
-from minidl.optim.optimizer import Hyperparameter, Optimizer
+from minidl.optim.optimizer import MOST_STEPS, Hyperparameter, Optimizer
 
 __all__ = ["Adagrad"]
 
@@ -97,8 +97,8 @@ class Adagrad(Optimizer):
     def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
         (accumulator,) = state
         count = self.step_count
-        if type(count) is not int or count < 0:  # (set by hand: refused before any change)
-            count = self._check_step_count()
+        if type(count) is not int or not 0 <= count <= MOST_STEPS:  # (set by hand)
+            count = self._check_step_count()  # (refused before any change)
         if self._weight_decay != 0.0:
             grad = add_scaled(grad, value, self._weight_decay)
         # lambda_t = lambda / (1 + (t - 1) eta): step_count is t - 1 during the update.

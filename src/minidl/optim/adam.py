@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from minidl._scalar import add_scaled, operand
 from minidl._validate import check_real, shown
 from minidl.nn.parameter import Parameter
-from minidl.optim.optimizer import Hyperparameter, Optimizer
+from minidl.optim.optimizer import MOST_STEPS, Hyperparameter, Optimizer
 
 __all__ = ["Adam", "check_betas"]
 
@@ -99,16 +100,53 @@ class Adam(Optimizer):
     def hyperparameters(self) -> dict[str, Any]:
         return {"betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay}
 
+    def _numbers(self, count: int, dtype: torch.dtype) -> tuple[float, float, float]:
+        """The numbers of step ``t = count + 1``: the step size ``lr / (1 - beta1^t)``,
+        ``sqrt(1 - beta2^t)`` and AdamW's decay factor ``1 - lr weight_decay``; refused, before
+        the step changes anything, where one lies beyond the parameters' ``dtype`` (a rate the
+        constructor takes, ten times larger at the first step with beta1 0.9, failed part-way
+        through the step in the tensor library's words, the moving averages updated)."""
+        beta1, beta2 = self._betas
+        step = count + 1
+        step_size = self.lr / (1 - beta1**step)
+        # (a power 0.5, as PyTorch: math.sqrt rounds otherwise for about one number in a
+        # thousand, 1 - 0.999^1270 among them, and the parameters then differ in their last bits)
+        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+        decay = 1 - self.lr * self._weight_decay if self._decoupled else 1.0
+        # (float16's largest number first: a test of finfo's only for a large number)
+        if max(step_size, -decay) > 65504.0 and max(step_size, -decay) > torch.finfo(dtype).max:
+            kind = type(self).__name__
+            if step_size > -decay:
+                what = (
+                    f"the step size lr / (1 - beta1^t) is {step_size:g} at step t = {step} "
+                    f"(lr={self.lr!r}, beta1={beta1!r})"
+                )
+            else:
+                what = (
+                    f"the decay factor 1 - lr * weight_decay is {decay:g} (lr={self.lr!r}, "
+                    f"weight_decay={self._weight_decay!r})"
+                )
+            raise ValueError(
+                f"{kind}: {what}, beyond the range of the parameters' dtype {dtype} (largest "
+                f"{torch.finfo(dtype).max:g}); give a smaller lr"
+            )
+        return step_size, bias_correction2_sqrt, decay
+
+    def _check_next_numbers(self) -> None:
+        count = self.step_count
+        if type(count) is int and 0 <= count <= MOST_STEPS:  # (else refused as it is read)
+            self._numbers(count, self.params[0].data.dtype)
+
     def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
         exp_avg, exp_avg_sq = state
         beta1, beta2 = self._betas
         count = self.step_count
-        if type(count) is not int or count < 0:  # (set by hand: refused before any change)
-            count = self._check_step_count()
-        step = count + 1
+        if type(count) is not int or not 0 <= count <= MOST_STEPS:  # (set by hand)
+            count = self._check_step_count()  # (refused before any change)
+        step_size, bias_correction2_sqrt, decay = self._numbers(count, value.dtype)
         if self._weight_decay != 0.0:
             if self._decoupled:
-                value.mul_(1 - self.lr * self._weight_decay)  # changes with lr: a number
+                value.mul_(decay)  # changes with lr: a number
             else:
                 grad = add_scaled(grad, value, self._weight_decay)
         # m = beta1 m + (1 - beta1) g as m + (1 - beta1)(g - m), one lerp; v = beta2 v +
@@ -116,10 +154,6 @@ class Adam(Optimizer):
         # of PyTorch's single-tensor Adam step.
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(operand(beta2, exp_avg_sq)).addcmul_(grad, grad, value=1 - beta2)
-        step_size = self.lr / (1 - beta1**step)
-        # (a power 0.5, as PyTorch: math.sqrt rounds otherwise for about one number in a
-        # thousand, 1 - 0.999^1270 among them, and the parameters then differ in their last bits)
-        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
         # sqrt(v) / sqrt(1 - beta2^t) + eps
         # (the bias correction changes every step: cheaper as a number than as an operand)
         denominator = (

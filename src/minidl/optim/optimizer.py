@@ -17,9 +17,24 @@ from minidl.nn.flat import flat_buffer
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 
-__all__ = ["Hyperparameter", "Optimizer"]
+__all__ = ["Hyperparameter", "Optimizer", "check_step_count"]
 
 T = TypeVar("T")
+
+#: The most steps an optimizer counts: torch's largest integer, which a checkpoint's
+#: ``step_count`` is read back as, and past which Adam's ``beta ** t`` has no float ``t``.
+MOST_STEPS = 2**63 - 1
+
+
+def check_step_count(where: str, name: str, value: object) -> int:
+    """Return ``value``, a step count, as an ``int`` after checking it is an integer in
+    ``[0, MOST_STEPS]`` (a numpy integer is one; a bool is not)."""
+    count = check_int(where, name, value, low=0)
+    if count > MOST_STEPS:
+        raise ValueError(
+            f"{where}: {name} must be an integer in [0, 2**63 - 1], got {shown(value)}"
+        )
+    return count
 
 
 class Hyperparameter(Generic[T]):
@@ -257,11 +272,8 @@ class Optimizer:
         """``step_count`` as an ``int`` (a numpy integer is made one), for an update that has
         found it to be no ``int`` >= 0; raise if it is none (set by hand: ``step`` and
         :meth:`load_state_dict` keep it one). Called before the update changes anything."""
-        count = check_int(
-            type(self).__name__,
-            "step_count (the number of steps done)",
-            self.step_count,
-            low=0,
+        count = check_step_count(
+            type(self).__name__, "step_count (the number of steps done)", self.step_count
         )
         self.step_count = count
         return count
@@ -309,6 +321,12 @@ class Optimizer:
         optimizer as it is)."""
         if Parameter.replacements != self._replacements_seen and self._layout_changed():
             self._check_layout()
+        self._check_next_numbers()
+
+    def _check_next_numbers(self) -> None:
+        """Refuse now the numbers that the next :meth:`step` would compute from the rate, the
+        settings and the step count and refuse, before anything changes (``Adam``'s
+        bias-corrected step size beyond the parameters' dtype); nothing by default."""
 
     def _check_one_kind(self) -> None:
         """Check that the parameters share one dtype and device, those of the state tensors."""
@@ -491,11 +509,10 @@ class Optimizer:
         """
         # (one that load_state_dict would refuse, set by hand, is refused here, before saving,
         # and before the state moves with the model)
-        step_count = check_int(
+        step_count = check_step_count(
             f"{type(self).__name__}.state_dict",
             "step_count (the number of steps done)",
             self.step_count,
-            low=0,
         )
         if self._layout_changed():
             self._refresh_layout()
@@ -540,8 +557,8 @@ class Optimizer:
         if moved:
             self._check_layout()
         lr = check_real(f"{name}.load_state_dict", "lr", state_dict["lr"], low=0.0)
-        step_count = check_int(
-            f"{name}.load_state_dict", "step_count", state_dict["step_count"], low=0
+        step_count = check_step_count(
+            f"{name}.load_state_dict", "step_count", state_dict["step_count"]
         )
         shapes = state_dict.get("shapes")
         if shapes is not None and not _same_shapes(shapes, self._shapes()):
