@@ -1978,7 +1978,8 @@ def test_a_save_that_finds_every_temporary_name_taken_is_refused_and_writes_noth
     other.write_bytes(b"another's")
     with pytest.raises(
         FileExistsError,
-        match=rf"^\[Errno 17\] no free temporary file name in {re.escape(str(tmp_path))}$",
+        match=rf"^\[Errno 17\] no free temporary file name in {re.escape(str(tmp_path))}: "
+        rf"{re.escape(repr(str(path)))}\nsave_checkpoint: the temporary file that replaces ",
     ):
         save_checkpoint(path, nn.Linear(2, 2))
     assert draws[0] == 100

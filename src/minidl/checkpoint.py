@@ -80,6 +80,7 @@ from minidl._interrupts import holding_interrupts
 from minidl._validate import (
     LONGEST_SHOWN,
     LONGEST_TEXT,
+    add_note,
     is_link_loop,
     naming_file,
     shown,
@@ -556,7 +557,34 @@ def save_checkpoint(
             f"the history holds {entries} entries and extra {extra_size} bytes of JSON: keep "
             "less of them"
         )
-    _write_atomically(Path(path), blob)
+    try:
+        _write_atomically(Path(path), blob)
+    except OSError as error:
+        _name_checkpoint(error, path)
+        raise
+
+
+def _name_checkpoint(error: OSError, path: str | os.PathLike[str]) -> None:
+    """Make ``path``, the checkpoint :func:`save_checkpoint` writes, the file that ``error``
+    names, where it named the temporary file beside it (a folder that takes no file refuses
+    that one first: ``[Errno 13] Permission denied: '/sys/.run.ckpt.56309e8cbdb0.tmp'`` named
+    neither the path given nor the function) or none, with a note naming both; a rename's
+    error, which names both files, is left as it is."""
+    given = os.fspath(path)
+    other = error.filename
+    if (
+        error.strerror is None  # (no error of the system's: its message is its own)
+        or error.filename2 is not None
+        or (other is not None and os.path.abspath(os.fspath(other)) == os.path.abspath(given))
+    ):
+        return
+    error.filename = given
+    written = f"writing {os.fspath(other)!r}, " if other is not None else ""
+    add_note(
+        error,
+        f"save_checkpoint: {written}the temporary file that replaces {given!r} once written "
+        "in full",
+    )
 
 
 #: Whether safetensors writes, and reads back, a tensor of each dtype met so far.
