@@ -2260,3 +2260,24 @@ def test_load_checkpoint_checks_its_arguments_before_it_reads_the_file(
         match=r"^load_checkpoint: the optimizer updates none of the model's parameters$",
     ):
         load_checkpoint(path, model, other)
+
+
+def test_a_folder_that_takes_no_file_is_named_by_the_checkpoint_path_given(
+    unwritable_folder: Path,
+) -> None:
+    """A folder that takes no new file refuses the temporary file first: the error named that
+    file alone (``[Errno 13] Permission denied: '/sys/.run.ckpt.56309e8cbdb0.tmp'``), neither
+    the path given nor the function. It names the path given now, a note the temporary file."""
+    path = unwritable_folder / "run.ckpt"
+    with pytest.raises(OSError) as info:
+        save_checkpoint(path, nn.Linear(2, 2))
+    assert info.value.filename == str(path)
+    assert str(info.value).endswith(f": {str(path)!r}")
+    [note] = info.value.__notes__
+    assert re.fullmatch(
+        rf"save_checkpoint: writing '{re.escape(str(unwritable_folder))}/\.run\.ckpt\.[0-9a-f]{{12}}"
+        rf"\.tmp', the temporary file that replaces {re.escape(repr(str(path)))} once written in "
+        "full",
+        note,
+    ), note
+    assert not path.exists()
