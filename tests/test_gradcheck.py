@@ -648,6 +648,27 @@ def test_a_dropout_of_one_element_is_always_reported(own_generator: bool) -> Non
         assert minidl.gradcheck(dropout.eval(), x)
 
 
+@pytest.mark.parametrize("raise_exception", [True, False])
+@pytest.mark.parametrize("own_generator", [False, True], ids=["global", "own-generator"])
+def test_a_module_that_draws_leaves_the_generators_as_they_were(
+    own_generator: bool, raise_exception: bool
+) -> None:
+    """gradcheck's forwards of a dropout in training mode drew from its generator (torch's, or
+    its own): reported as not deterministic, the generator was left advanced, where gradcheck
+    restores the parameters, gradients and buffers. Its state is restored too now."""
+    generator = torch.Generator().manual_seed(3) if own_generator else None
+    model = nn.Sequential(nn.Linear(3, 3, dtype=F64), nn.Dropout(0.5, generator=generator))
+    x = torch.randn(4, 3, dtype=F64)
+    drawn = generator if generator is not None else torch.default_generator
+    state = drawn.get_state()
+    if raise_exception:
+        with pytest.raises(minidl.GradcheckError, match=r"forward is not deterministic"):
+            minidl.gradcheck(model, x)
+    else:
+        assert minidl.gradcheck(model, x, raise_exception=False) is False
+    assert torch.equal(drawn.get_state(), state)
+
+
 def test_a_forward_that_makes_its_generator_is_reported_as_random() -> None:
     """A module that makes a generator in gradcheck's second forward on the input (its third:
     the first is on another input) changed the number of generators between gradcheck's two

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -77,8 +78,9 @@ def gradcheck(
     derivative, but a wrong gradient there is neither of them.)
 
     Run it in float64: float32 finite differences are too coarse. Parameters' values and
-    gradients, and the module's buffers (a batch norm's running statistics, which every forward
-    in training mode updates), are restored afterwards, also when the module raises part-way.
+    gradients, the module's buffers (a batch norm's running statistics, which every forward
+    in training mode updates) and the random generators' states (torch's, a dropout's) are
+    restored afterwards, also when the module raises part-way.
 
     Args:
         module: the module under test.
@@ -176,6 +178,7 @@ def gradcheck(
         return float((output(at) * projection).sum())
 
     generator = torch.Generator(device="cpu").manual_seed((seed + _PROJECTION_SEED_OFFSET) % 2**64)
+    restore_random = _saved_random_states(module, x.device)
     try:
         # A forward on another input first (x's rows in reverse order, scaled by 0.9; a 0-dim
         # x flips as itself): a backward that reads the input its first forward cached (at the
@@ -295,6 +298,7 @@ def gradcheck(
             parameter.grad.copy_(grad)
         for buffer, saved in zip(buffers, saved_buffers, strict=True):
             buffer.copy_(saved)
+        restore_random()
     if contract is not None or failures or parameter_failures:
         if raise_exception:
             where = type(module).__name__
@@ -333,13 +337,37 @@ def _random_states(module: Module, device: torch.device) -> list[Tensor]:
     states = [torch.random.get_rng_state()]
     if device.type == "cuda":
         states.append(torch.cuda.get_rng_state(device))
+    return states + [held.get_state() for held in _held_generators(module)]
+
+
+def _held_generators(module: Module) -> list[torch.Generator]:
+    """The generators that ``module`` and its children hold (a Dropout's)."""
+    generators = []
     for part in module.modules():
         # Found without asking for the module's __dict__, as check_registered does (asking
         # slows down every later attribute read on CPython 3.11).
         referents = gc.get_referents(part)
         held = referents + [v for d in referents if isinstance(d, dict) for v in d.values()]
-        states += [g.get_state() for g in held if isinstance(g, torch.Generator)]
-    return states
+        generators += [g for g in held if isinstance(g, torch.Generator)]
+    return generators
+
+
+def _saved_random_states(module: Module, device: torch.device) -> Callable[[], None]:
+    """Save the states of the generators a forward may draw from (see :func:`_random_states`)
+    and return what sets them back: a module that draws (a dropout in training mode, which
+    gradcheck refuses as not deterministic) left them advanced by gradcheck's forwards."""
+    global_state = torch.random.get_rng_state()
+    cuda_state = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    held = [(generator, generator.get_state()) for generator in _held_generators(module)]
+
+    def restore() -> None:
+        torch.random.set_rng_state(global_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state(cuda_state, device)
+        for generator, state in held:
+            generator.set_state(state)
+
+    return restore
 
 
 def _nondeterminism(module: Module, first: Tensor, second: Tensor, drew: bool) -> str | None:
