@@ -892,3 +892,15 @@ def test_a_value_of_another_kind_is_refused_and_changes_nothing(
     torch_method = {"parameter": "register_parameter", "buffer": "register_buffer"}
     with pytest.raises(TypeError):
         getattr(tnn.Linear(2, 2), torch_method.get(kind, "add_module"))("extra", value)
+
+
+@pytest.mark.parametrize(("name", "what"), [("forward", "a method"), ("training", "an attribute")])
+def test_a_name_of_a_method_or_attribute_is_refused_in_words(name: str, what: str) -> None:
+    """The refusal read "is already a attribute of Linear"."""
+    layer = nn.Linear(2, 2)
+    with pytest.raises(KeyError) as info:
+        layer.register_buffer(name, torch.zeros(2))
+    assert str(info.value) == repr(
+        f"Linear.register_buffer: {name!r} is already {what} of Linear (a buffer there would "
+        "hide it, or be hidden); expected another name"
+    )

@@ -416,9 +416,9 @@ class Module:
             if attribute is value:
                 return  # (self.block = block, then registered)
         if attribute is not missing:
-            what = "method" if callable(attribute) else "attribute"
+            what = "a method" if callable(attribute) else "an attribute"
             raise KeyError(
-                f"{where}: {name!r} is already a {what} of {type(self).__name__} (a {kind} "
+                f"{where}: {name!r} is already {what} of {type(self).__name__} (a {kind} "
                 "there would hide it, or be hidden); expected another name"
             )
 
