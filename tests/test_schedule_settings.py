@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -891,3 +892,37 @@ def test_a_sequence_of_a_schedule_of_its_own_rates_saves_no_base_lrs() -> None:
     for _ in range(4):
         sequence.step()
     assert sequence.state_dict() == {"base_lr": LR, "last_step": 4}
+
+
+@pytest.mark.parametrize(
+    ("bad", "kind"), [(-5, ValueError), (2.5, TypeError), ("3", TypeError), (None, TypeError)]
+)
+def test_a_last_step_set_by_hand_to_no_count_is_refused_before_anything_changes(
+    bad: object, kind: type[Exception]
+) -> None:
+    """``last_step`` is a plain attribute, the steps done. Set by hand to no integer >= 0, it
+    failed in ``lr_at``'s words (``OneCycle.lr_at: step must be an integer >= 0, got -4``) or
+    Python's (``"3"``: can only concatenate str (not "int") to str), and in fit after a batch
+    was trained. ``step``, ``lr``, ``state_dict`` and fit now refuse it, naming it, with the
+    optimizer, the model and the schedule as they were."""
+    from minidl import nn
+    from minidl.train import fit
+
+    torch.manual_seed(0)
+    model = nn.mlp((2, 4, 2), "tanh")
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    schedule = optim.OneCycle(optimizer, 0.5, 100)
+    schedule.last_step = bad  # type: ignore[assignment]
+    rate, values = optimizer.lr, [p.data.clone() for p in model.parameters()]
+    ending = rf"last_step \(the steps done\) must be an integer >= 0, got {re.escape(repr(bad))}$"
+    for method in ("step", "lr", "state_dict"):
+        with pytest.raises(kind, match=rf"^OneCycle\.{method}: {ending}"):
+            getattr(schedule, method)() if method != "lr" else schedule.lr
+    x, y = torch.randn(20, 2), torch.randint(2, (20,))
+    with pytest.raises(kind, match=rf"^fit: the OneCycle's {ending}"):
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, batch_size=5,
+            scheduler=schedule)  # fmt: skip
+    assert schedule.last_step == bad and optimizer.lr == rate and optimizer.step_count == 0
+    assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+    schedule.last_step = 3
+    assert schedule.lr == schedule.lr_at(3)

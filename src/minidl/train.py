@@ -226,6 +226,13 @@ def _check_step_limit(where: str, scheduler: LRScheduler, epochs: int, batches: 
     """Refuse, before training, ``epochs`` of ``batches`` batches that would step ``scheduler``
     past its :attr:`~minidl.optim.LRScheduler.step_limit` (which would raise at the end of the
     run, the training done but the epoch not recorded)."""
+    # (a last_step set by hand to no integer >= 0 failed at the first step, after a batch)
+    check_int(
+        where,
+        f"the {type(scheduler).__name__}'s last_step (the steps done)",
+        scheduler.last_step,
+        low=0,
+    )
     limit = scheduler.step_limit
     if limit is None:
         return

@@ -369,10 +369,25 @@ class LRScheduler:
         it raises and nothing changes.
         """
         self._check_scheduling("step")
-        lr = self._rate("step", self.last_step + 1)
-        self._give_rate("step", self.last_step + 1, lr)
-        self.last_step += 1
+        current = self._checked_last_step("step")
+        lr = self._rate("step", current + 1)
+        self._give_rate("step", current + 1, lr)
+        self.last_step = current + 1
         return lr
+
+    def _checked_last_step(self, where: str) -> int:
+        """``last_step``, the steps done (a plain attribute), as an ``int`` (a numpy integer is
+        made one); one set by hand to no integer >= 0 is refused in this schedule's words
+        (``where``: the method that reads it), before anything changes, where it failed in
+        ``lr_at``'s words, or Python's for ``"3"``, and after a step of training in
+        :func:`~minidl.train.fit`, which now refuses it before training."""
+        step = self.last_step
+        if type(step) is not int or step < 0:
+            step = check_int(
+                f"{type(self).__name__}.{where}", "last_step (the steps done)", step, low=0
+            )
+            self.last_step = step
+        return step
 
     def _rate(self, where: str, step: int) -> float:
         """``lr_at(step)``, refused in this schedule's words unless finite and >= 0 (a huge
@@ -434,7 +449,7 @@ class LRScheduler:
     @property
     def lr(self) -> float:
         """The learning rate of the current step."""
-        return self.lr_at(self.last_step)
+        return self._rate("lr", self._checked_last_step("lr"))
 
     def get_last_lr(self) -> list[float]:
         """``[lr]``: the rate of the current step in a list, as PyTorch's ``get_last_lr``
@@ -442,7 +457,7 @@ class LRScheduler:
         return [self.lr]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"base_lr": self.base_lr, "last_step": self.last_step}
+        return {"base_lr": self.base_lr, "last_step": self._checked_last_step("state_dict")}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the step counter (and the reference learning rate) and set the optimizer's lr.
