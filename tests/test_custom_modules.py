@@ -906,3 +906,45 @@ def test_an_activation_or_loss_without_its_hooks_says_which_it_lacks() -> None:
     ):
         loss.backward()
     assert torch.equal(loss.difference, x)
+
+
+class _FrozenNorm(nn.Module):
+    """A batch norm kept in evaluation mode by its own ``train`` (PyTorch's usual pattern for
+    a frozen batch norm): its running statistics never move."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.norm = self.register_module("norm", nn.BatchNorm1d(features))
+
+    def train(self, mode: bool = True) -> _FrozenNorm:
+        super().train(mode)
+        self.norm.training = False
+        return self
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self.norm(input)
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return self.norm.backward(grad_output)
+
+
+def test_train_calls_a_childs_own_train_as_pytorch_does() -> None:
+    """``train`` set ``training`` on every module below, so a child's own ``train`` ran only
+    when called on that child: inside a model, ``model.train()`` (and fit, which calls it) put
+    a frozen batch norm in training mode, and fit moved its running statistics. Each child's
+    ``train(mode)`` is called now, as PyTorch's ``Module.train`` does."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), _FrozenNorm(3), nn.Tanh(), nn.Linear(3, 2))
+    twin = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    twin[1].train = lambda mode=True: torch.nn.Module.train(twin[1], False)  # type: ignore[method-assign]
+    for mode in (True, False, True):
+        model.train(mode)
+        twin.train(mode)
+        assert [m.training for m in model.modules()] == [mode, mode, mode, False, mode, mode]
+        assert twin[1].training is False
+    statistics = [b.clone() for b in model[1].norm.buffers()]
+    x, y = torch.randn(20, 2), torch.randint(2, (20,))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=2, batch_size=5)
+    assert all(torch.equal(a, b) for a, b in zip(model[1].norm.buffers(), statistics, strict=True))
+    assert model[1].norm.training is False and model.training is True

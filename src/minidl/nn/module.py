@@ -799,13 +799,19 @@ class Module:
     # -- modes ------------------------------------------------------------------------------------
 
     def train(self: _Module, mode: bool = True) -> _Module:
-        """Put this module and its children in training mode (or evaluation mode if ``False``)."""
+        """Put this module and its children in training mode (or evaluation mode if ``False``).
+
+        As PyTorch's: this module's ``training`` is set, then each child's ``train(mode)`` is
+        called, so that a child that overrides ``train`` (a batch norm kept frozen in
+        evaluation mode) is put in its mode by its own method, inside a model too (setting
+        ``training`` on every module below left such an override unrun)."""
         if not isinstance(mode, bool):
             raise TypeError(
                 f"{type(self).__name__}.train: mode must be True or False, got {shown(mode)}"
             )
-        for module in self.modules():
-            module.training = mode
+        self.training = mode
+        for child in self._modules.values():
+            child.train(mode)
         return self
 
     def eval(self: _Module) -> _Module:
