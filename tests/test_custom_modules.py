@@ -948,3 +948,61 @@ def test_train_calls_a_childs_own_train_as_pytorch_does() -> None:
     fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=2, batch_size=5)
     assert all(torch.equal(a, b) for a, b in zip(model[1].norm.buffers(), statistics, strict=True))
     assert model[1].norm.training is False and model.training is True
+
+
+class _Listed(nn.Module):
+    """Hidden layers in a list (minidl has no ModuleList), a layer in a dict and parameters in
+    a list, none registered; the output layer registered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = [nn.Linear(2, 3), nn.Linear(3, 3)]
+        self.named = {"extra": nn.Linear(3, 3)}
+        self.out = self.register_module("out", nn.Linear(3, 2))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        for layer in self.hidden:
+            input = layer(input)
+        return self.out(self.named["extra"](input))
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        grad = self.named["extra"].backward(self.out.backward(grad_output))
+        for layer in reversed(self.hidden):
+            grad = layer.backward(grad)
+        return grad
+
+
+def test_layers_and_parameters_held_in_a_list_or_a_dict_are_refused() -> None:
+    """A module's layers in a list (a ModuleList's place) or a dict were not looked for: fit
+    trained the registered output layer alone for three epochs and left the hidden ones as
+    they were, without a word; Sequential took the module, save_checkpoint saved the output
+    layer only. Such a module is refused now, naming the item, where a tuple still keeps a
+    layer out on purpose."""
+    from minidl.nn.module import unregistered_modules, unregistered_parameters
+
+    torch.manual_seed(0)
+    model = _Listed()
+    x, y = torch.randn(10, 2), torch.randint(2, (10,))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    refusal = (
+        r"the Linear in attribute 'hidden\[0\]' \(and 2 more\) is not registered, so an "
+        r"optimizer on parameters\(\) would not train its parameters, .*; register each module "
+        r"of self\.hidden \(self\.register_module\(f'hidden\{i\}', module\): minidl has no "
+        r"ModuleList; a Sequential of them registers them as its children\), or, to keep them "
+        r"out on purpose, hold them in a tuple$"
+    )
+    with pytest.raises(ValueError, match=r"^fit: " + refusal):
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=3)
+    with pytest.raises(ValueError, match=r"^Sequential: .*'0\.hidden\[0\]' \(and 2 more\)"):
+        nn.Sequential(model)
+    assert [path for path, _ in unregistered_modules(model)] == [
+        "hidden[0]",
+        "hidden[1]",
+        "named['extra']",
+    ]
+    model.weights = [nn.Parameter(torch.zeros(2))]  # type: ignore[attr-defined]
+    assert unregistered_parameters(model) == ["weights[0]"]
+    model.hidden = tuple(model.hidden)  # type: ignore[assignment]
+    model.named = (model.named["extra"],)  # type: ignore[assignment]
+    model.weights = ()  # type: ignore[attr-defined]
+    assert unregistered_modules(model) == [] and unregistered_parameters(model) == []

@@ -1526,20 +1526,45 @@ def unregistered_parameters(module: Module) -> list[str]:
     registered = {id(parameter) for parameter in module.parameters()}
     found = []
     for path, part in module.named_modules():
-        # What the module refers to, found without asking for its __dict__: on CPython 3.11,
-        # an instance whose __dict__ was asked for keeps its attributes in a plain dict from
-        # then on, and every attribute read in its forward and backward gets slower (3% more
-        # instructions for a step of the paper's network). Only a refusal asks for the names.
-        referents = gc.get_referents(part)
-        held = [v for v in referents if isinstance(v, Parameter)] + [
-            v for d in referents if isinstance(d, dict) for v in d.values()
-        ]
+        held = _referred(part)  # (found without asking for the module's __dict__)
         if any(isinstance(v, Parameter) and id(v) not in registered for v in held):
             found += [
                 f"{path}.{name}" if path else name
-                for name, value in vars(part).items()
+                for name, value in _attributes(part)
                 if isinstance(value, Parameter) and id(value) not in registered
             ]
+    return found
+
+
+def _referred(part: Module) -> list[object]:
+    """What ``part`` refers to (its attributes' values), and the items of those that are lists
+    or dicts (a list of layers: minidl has no ``ModuleList``), found without asking for its
+    ``__dict__``: on CPython 3.11, an instance whose ``__dict__`` was asked for keeps its
+    attributes in a plain dict from then on, and every attribute read in its forward and
+    backward gets slower (3% more instructions for a step of the paper's network). Only a
+    refusal asks for the names (:func:`_attributes`). A tuple is not looked into: it is how a
+    module is kept out of the registries on purpose (a frozen teacher)."""
+    referents = gc.get_referents(part)
+    held = referents + [v for d in referents if isinstance(d, dict) for v in d.values()]
+    items: list[object] = []
+    for value in held:
+        if type(value) is list:
+            items += value
+        elif type(value) is dict:
+            items += value.values()
+    return held + items
+
+
+def _attributes(part: Module) -> list[tuple[str, object]]:
+    """``(name, value)`` of ``part``'s attributes, and ``(name[index], item)`` of the items of
+    those that are lists or dicts (see :func:`_referred`)."""
+    found: list[tuple[str, object]] = []
+    for name, value in vars(part).items():
+        found.append((name, value))
+        if type(value) is list:
+            found += [(f"{name}[{index}]", item) for index, item in enumerate(value)]
+        elif type(value) is dict and not name.startswith("_"):
+            found += [(f"{name}[{key!r}]", item) for key, item in value.items()]
     return found
 
 
@@ -1575,11 +1600,7 @@ def unregistered_modules(module: Module) -> list[tuple[str, Module]]:
     found: list[tuple[str, Module]] = []
     registered: set[int] | None = None  # (the ids of the parameters and buffers, if needed)
     for path, part in parts:
-        # Found without asking for the module's __dict__, as unregistered_parameters does.
-        referents = gc.get_referents(part)
-        held = [v for v in referents if isinstance(v, Module)] + [
-            v for d in referents if isinstance(d, dict) for v in d.values()
-        ]
+        held = _referred(part)  # (found without asking for the module's __dict__)
         outside = [
             v
             for v in held
@@ -1598,8 +1619,8 @@ def unregistered_modules(module: Module) -> list[tuple[str, Module]]:
         if missed:  # (only then are the names asked for)
             found += [
                 (f"{path}.{name}" if path else name, value)
-                for name, value in vars(part).items()
-                if id(value) in missed
+                for name, value in _attributes(part)
+                if isinstance(value, Module) and id(value) in missed
             ]
     return found
 
@@ -1649,22 +1670,40 @@ def check_registered(where: str, module: Module) -> None:
         name = path.rsplit(".", 1)[-1]
         kind = type(child).__name__
         more = f" (and {len(children) - 1} more)" if len(children) > 1 else ""
+        if "[" in name:  # (an item of a list or a dict)
+            held = name.split("[", 1)[0]
+            hint = (
+                f"register each module of self.{held} (self.register_module(f'{held}{{i}}', "
+                "module): minidl has no ModuleList; a Sequential of them registers them as its "
+                f"children), or, to keep them out on purpose, hold them in a tuple"
+            )
+        else:
+            hint = (
+                f"register it: self.{name} = self.register_module({name!r}, {kind}(...)) (or, "
+                "to keep it out of them on purpose, a frozen teacher, hold it in a tuple: "
+                f"self.{name} = ({kind}(...),))"
+            )
         raise ValueError(
             f"{where}: the {kind} in attribute {path!r}{more} is not registered, so an optimizer "
             "on parameters() would not train its parameters, state_dict would not save them and "
-            f"to() would not move them; register it: self.{name} = "
-            f"self.register_module({name!r}, {kind}(...)) (or, to keep it out of them on "
-            f"purpose, a frozen teacher, hold it in a tuple: self.{name} = ({kind}(...),))"
+            f"to() would not move them; {hint}"
         )
     found = unregistered_parameters(module)
     if found:
         path = found[0]
         name = path.rsplit(".", 1)[-1]
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        if "[" in name:  # (an item of a list or a dict)
+            held = name.split("[", 1)[0]
+            hint = (
+                f"register each Parameter of self.{held} "
+                f"(self.register_parameter(f'{held}{{i}}', parameter))"
+            )
+        else:
+            hint = f"register it: self.{name} = self.register_parameter({name!r}, Parameter(...))"
         raise ValueError(
             f"{where}: the Parameter in attribute {path!r}{more} is not registered, so an "
-            "optimizer on parameters() would not train it and state_dict would not save it; "
-            f"register it: self.{name} = self.register_parameter({name!r}, Parameter(...))"
+            f"optimizer on parameters() would not train it and state_dict would not save it; {hint}"
         )
     misreported = misreported_parameters(module)
     if misreported:
