@@ -493,6 +493,8 @@ def test_fit_calls_what_the_model_s_own_backward_or_backward_parameters_calls(ca
         "under detect_anomaly",
         "after an activation",
         "bound by MethodType",
+        "in a Residual's block",
+        "a Residual's block",
     ],
 )
 def test_fit_calls_a_backward_set_on_an_instance_that_backward_parameters_skips(
@@ -518,6 +520,15 @@ def test_fit_calls_a_backward_set_on_an_instance_that_backward_parameters_skips(
                 F64
             )
             patched = model[0][0]
+        elif where == "in a Residual's block":
+            # (fit used to look down Sequentials only: Residual's backward_parameters reached
+            # the Linear's, and the instance's backward was never called)
+            block = nn.Sequential(nn.Linear(3, 3), nn.Tanh())
+            model = nn.Sequential(nn.Residual(block), nn.Linear(3, 4)).to(F64)
+            patched = block[0]
+        elif where == "a Residual's block":
+            model = nn.Sequential(nn.Residual(nn.Linear(3, 3)), nn.Linear(3, 4)).to(F64)
+            patched = model[0].block
         elif where == "after an activation":
             model = nn.Sequential(nn.Tanh(), nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4)).to(F64)
             patched = model[1]

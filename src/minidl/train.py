@@ -29,6 +29,7 @@ from minidl.nn.batch_norm import BatchNorm1d
 from minidl.nn.clip import clip_grad_norm_
 from minidl.nn.loss import Loss
 from minidl.nn.module import Module, check_registered
+from minidl.nn.residual import Residual
 from minidl.nn.sequential import Sequential
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer, check_step_count
@@ -873,7 +874,8 @@ def _calls_backward(model: Module) -> bool:
     """Whether fit's step calls the model's ``backward`` rather than its
     ``backward_parameters``: its class says so (:attr:`Module._skips_own_backward`), or
     ``backward_parameters`` would reach a module (the model, or the first trained one of a
-    :class:`~minidl.nn.Sequential`, down through Sequentials) whose ``backward`` was set on
+    :class:`~minidl.nn.Sequential`, down through Sequentials and the blocks of
+    :class:`~minidl.nn.Residual`) whose ``backward`` was set on
     its instance, and whose class's own ``backward_parameters`` (a Linear's) would not call it.
     ``backward`` calls it, as it calls every module's, the input gradient it returns dropped.
     (Set on a child that ``backward_parameters`` reaches through ``backward``, it is called
@@ -889,6 +891,15 @@ def _calls_backward(model: Module) -> bool:
             and type(module).backward_parameters is not Module.backward_parameters
         ):
             return True
+        if (
+            isinstance(module, Residual)
+            and type(module).backward_parameters is Residual.backward_parameters
+        ):
+            block = module.block
+            if type(block)._skips_own_backward:
+                return False  # (Residual calls its backward)
+            module = block  # (whose backward_parameters Residual's calls)
+            continue
         if (
             not isinstance(module, Sequential)
             or type(module).backward_parameters is not Sequential.backward_parameters
