@@ -2281,3 +2281,56 @@ def test_a_folder_that_takes_no_file_is_named_by_the_checkpoint_path_given(
         note,
     ), note
     assert not path.exists()
+
+
+class _Noise(nn.Module):
+    """Gaussian noise in training mode, drawn from a generator of its own held in the
+    attribute ``name``."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        setattr(self, name, torch.Generator().manual_seed(3))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return input
+        generator = getattr(self, self.name)
+        return input + 0.1 * torch.randn(input.shape, generator=generator, dtype=input.dtype)
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return grad_output
+
+
+@pytest.mark.parametrize("name", ["generator", "rng"])
+def test_a_layers_own_generator_in_any_attribute_resumes_bit_for_bit(
+    tmp_path: Path, name: str
+) -> None:
+    """A module's generator was saved only from an attribute named ``generator`` (Dropout's):
+    a layer of one's own drawing from ``self.rng`` resumed from its state at the resume, not
+    the saved run's, and trained to other numbers. Any attribute holding one is saved now."""
+    path = tmp_path / "run.ckpt"
+    x = torch.randn(40, 2, generator=torch.Generator().manual_seed(1))
+    y = (x[:, 0] > 0).long()
+    runs = []
+    for resumed in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(2, 4), _Noise(name), nn.Tanh(), nn.Linear(4, 2))
+        optimizer = optim.SGD(model.parameters(), lr=0.1)
+        generator = torch.Generator().manual_seed(9)
+        history = fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=2, batch_size=10,
+                      generator=generator)  # fmt: skip
+        if resumed:
+            save_checkpoint(path, model, optimizer, epoch=2, history=history, generator=generator)
+            torch.manual_seed(5)
+            model = nn.Sequential(nn.Linear(2, 4), _Noise(name), nn.Tanh(), nn.Linear(4, 2))
+            getattr(model[1], name).manual_seed(77)
+            optimizer = optim.SGD(model.parameters(), lr=0.1)
+            generator = torch.Generator()
+            history = load_checkpoint(path, model, optimizer, generator=generator).history
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=4, batch_size=10,
+            generator=generator, start_epoch=2, history=history)  # fmt: skip
+        runs.append(model.state_dict())
+    assert all(torch.equal(runs[0][key], runs[1][key]) for key in runs[0])
+    saved = [entry for entry in read_checkpoint(path).tensors if entry.startswith("rng.module.")]
+    assert saved == ["rng.module.1" if name == "generator" else "rng.module.1.rng"]

@@ -58,6 +58,7 @@ from __future__ import annotations
 import copy
 import errno
 import functools
+import gc
 import hashlib
 import json
 import os
@@ -265,15 +266,29 @@ class Checkpoint:
 # -- saving ---------------------------------------------------------------------------------------
 
 
-def _module_generators(model: Module) -> dict[str, torch.Generator]:
-    """The generators of ``model``'s modules (a ``generator`` attribute holding a
-    ``torch.Generator``, as :class:`~minidl.nn.Dropout`'s), by checkpoint entry name."""
+def _module_generators(model: Module, others: bool = True) -> dict[str, torch.Generator]:
+    """The generators of ``model``'s modules, by checkpoint entry name: a ``generator``
+    attribute holding a ``torch.Generator`` (:class:`~minidl.nn.Dropout`'s) by the module's
+    path, any other attribute holding one (a noise layer's ``self.rng``, which was not saved,
+    so that a resumed run drew other numbers) by the module's path and the attribute's name.
+    (The two cannot meet: an attribute named as a child is that child.) ``others=False``: the
+    ``generator`` attributes only."""
     found: dict[str, torch.Generator] = {}
     # (every place of a module registered at two, as checkpoints always named them)
     for name, module in model.named_modules(remove_duplicate=False):
         generator = getattr(module, "generator", None)
         if isinstance(generator, torch.Generator):
             found[_RNG_MODULE + name] = generator
+        # Others found without asking for the module's __dict__ (see Module's checks of
+        # unregistered parameters), which is asked for only where one is held.
+        referents = gc.get_referents(module)
+        held = referents + [v for d in referents if isinstance(d, dict) for v in d.values()]
+        if others and any(
+            isinstance(value, torch.Generator) and value is not generator for value in held
+        ):
+            for attribute, value in vars(module).items():
+                if isinstance(value, torch.Generator) and attribute != "generator":
+                    found[_RNG_MODULE + (f"{name}.{attribute}" if name else attribute)] = value
     return found
 
 
@@ -297,7 +312,10 @@ def _check_module_generators(
             "e.g. Dropout(p, generator=torch.Generator())"
         )
     recorded = header.get("module_generators")  # (not in checkpoints of older versions)
-    added = [name for name in given if recorded is not None and name not in recorded]
+    # (a generator in another attribute than `generator`, which versions before saved none
+    # of, keeps its own state where the checkpoint does not know it)
+    plain = sorted(name[len(_RNG_MODULE) :] for name in _module_generators(model, others=False))
+    added = [name for name in plain if recorded is not None and name not in recorded]
     if added:
         raise CheckpointError(
             f"{where}: this model's modules {added} (by path) draw from generators of their "
