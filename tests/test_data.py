@@ -369,15 +369,20 @@ def test_a_set_resized_in_place_between_passes_is_refused_at_the_next(
 
 
 @pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
-@pytest.mark.parametrize("layout", ["sparse_coo", "sparse_csr"])
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+@pytest.mark.parametrize("layout", ["sparse_coo", "sparse_csr", "nested"])
 @pytest.mark.parametrize("sparse", ["x", "y"])
 def test_batch_iterator_refuses_sparse_data_when_made(layout: str, sparse: str) -> None:
     """A sparse x or y was taken, then the first pass failed in torch's words ("Could not run
     'aten::as_strided' with arguments from the 'SparseCPU' backend", "Sparse CSR tensors do
-    not have strides"): the batches are slices, which torch does not make of one."""
+    not have strides"): the batches are slices, which torch does not make of one. A nested
+    one failed in its words too ("Internal error: NestedTensorImpl doesn't support sizes")."""
     x, y = torch.zeros(6, 2), torch.zeros(6, 1)
     data = {"x": x, "y": y}
-    data[sparse] = x.to_sparse() if layout == "sparse_coo" else x.to_sparse_csr()
+    if layout == "nested":
+        data[sparse] = torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)])
+    else:
+        data[sparse] = x.to_sparse() if layout == "sparse_coo" else x.to_sparse_csr()
     with pytest.raises(
         TypeError,
         match=rf"^BatchIterator: {sparse} must be a dense \(strided\) tensor, got a {layout} "

@@ -381,8 +381,10 @@ def check_samples(where: str, x: object, y: object) -> tuple[Tensor, Tensor]:
     for name, tensor in (("x", x), ("y", y)):
         if not isinstance(tensor, Tensor):
             raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.layout != torch.strided:
-            layout = str(tensor.layout).removeprefix("torch.")
+        if tensor.layout != torch.strided or tensor.is_nested:
+            # (a nested tensor, strided or jagged, has no shape to slice: torch's "Internal
+            # error: NestedTensorImpl doesn't support sizes")
+            layout = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
             raise TypeError(
                 f"{where}: {name} must be a dense (strided) tensor, got a {layout} tensor"
             )
