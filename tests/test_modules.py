@@ -937,3 +937,19 @@ def test_linear_bias_gradient_of_a_large_float32_batch_keeps_its_digits(
     through = grad.double() if path == "layer" else grad.double() * (1 - output.double() ** 2)
     exact = through.sum(0)
     torch.testing.assert_close(layer.bias.grad.double(), exact, rtol=1e-6, atol=0)  # type: ignore[union-attr]
+
+
+def test_a_buffer_shared_by_two_modules_stays_shared_when_moved() -> None:
+    """Running statistics registered in two batch norms (as from_torch keeps them, "which
+    both update") were moved once for each by ``.to()``: after ``.double()`` each held its own
+    tensor, updated apart, and state_dict listed both. One moved tensor is shared now."""
+    first, second = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
+    second.running_mean = second.register_buffer("running_mean", first.running_mean)
+    model = nn.Sequential(first, second)
+    keys = list(model.state_dict())
+    model.double()
+    assert first.running_mean is second.running_mean
+    assert first.running_mean.dtype == torch.float64
+    assert list(model.state_dict()) == keys
+    model(torch.randn(8, 3, dtype=F64))
+    assert first.running_mean is second.running_mean

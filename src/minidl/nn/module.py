@@ -1223,11 +1223,18 @@ class Module:
         """Every tensor is moved first, then all are put in place: a move that fails (out of
         memory, say) leaves the module as it was. Return whether anything moved."""
         parameters = list(self.parameters())
-        buffers = [
-            (module, name, buffer.to(device, dtype if buffer.is_floating_point() else None))
-            for module in self.modules()
-            for name, buffer in module._buffers.items()
-        ]
+        # A buffer registered in two modules (running statistics shared by two batch norms,
+        # as from_torch keeps them) is moved once, so that both hold the one moved tensor
+        # (moved for each, they no longer shared it: both updated their own afterwards).
+        moves: dict[int, Tensor] = {}
+        buffers = []
+        for module in self.modules():
+            for name, buffer in module._buffers.items():
+                new = moves.get(id(buffer))
+                if new is None:
+                    kind = dtype if buffer.is_floating_point() else None
+                    new = moves[id(buffer)] = buffer.to(device, kind)
+                buffers.append((module, name, new))
         if all(p.data.to(device, dtype) is p.data for p in parameters) and all(
             moved is module._buffers[name] for module, name, moved in buffers
         ):
