@@ -1006,3 +1006,29 @@ def test_layers_and_parameters_held_in_a_list_or_a_dict_are_refused() -> None:
     model.named = (model.named["extra"],)  # type: ignore[assignment]
     model.weights = ()  # type: ignore[attr-defined]
     assert unregistered_modules(model) == [] and unregistered_parameters(model) == []
+
+
+def test_fit_names_the_loss_whose_gradient_the_model_refuses() -> None:
+    """A loss of one's own whose gradient has another shape than its prediction was refused by
+    the model's last layer, "Linear: gradient has shape (8,)", with nothing to say that the
+    loss made it. fit notes where the gradient came from, with both shapes."""
+
+    class SummedRows(nn.Loss):
+        def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+            self.difference = prediction - target.unsqueeze(1).to(prediction.dtype)
+            return (self.difference**2).mean()
+
+        def _gradient(self) -> Tensor:  # (wrong: the rows summed, shape (N,))
+            return (2 * self.difference / self.difference.numel()).sum(1)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2))
+    x = torch.randn(16, 2)
+    y = (x[:, 0] > 0).long()
+    with pytest.raises(ValueError, match=r"^Linear: gradient has shape \(8,\)") as info:
+        fit(model, SummedRows(), optim.SGD(model.parameters(), lr=0.1), x, y, epochs=1,
+            batch_size=8)  # fmt: skip
+    assert info.value.__notes__[-1] == (
+        "fit gave the model's backward the loss's gradient, SummedRows.backward(): a gradient "
+        "of shape (8,), torch.float32, for a prediction of shape (8, 2), torch.float32"
+    )

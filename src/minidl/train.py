@@ -913,6 +913,24 @@ def _calls_backward(model: Module) -> bool:
     return False
 
 
+def _note_loss_gradient(
+    error: BaseException, criterion: Loss, gradient: object, prediction: object
+) -> None:
+    """Note, on a refusal of the model's backward, where its gradient came from: the loss's
+    ``backward`` (a loss of one's own whose gradient has another shape than its prediction
+    was otherwise blamed on the model's last layer, "Linear: gradient has shape (8,)")."""
+    if isinstance(gradient, Tensor) and isinstance(prediction, Tensor):
+        given = f"a gradient of shape {tuple(gradient.shape)}, {gradient.dtype}"
+        made = f"a prediction of shape {tuple(prediction.shape)}, {prediction.dtype}"
+    else:
+        given, made = type(gradient).__name__, type(prediction).__name__
+    add_note(
+        error,
+        f"fit gave the model's backward the loss's gradient, {type(criterion).__name__}"
+        f".backward(): {given}, for {made}",
+    )
+
+
 def _train_epoch(
     model: Module,
     criterion: Loss,
@@ -934,11 +952,17 @@ def _train_epoch(
             loss = folded(x_batch, y_batch)
         else:
             optimizer.zero_grad()
-            loss = criterion(model(x_batch), y_batch)
-            if calls_backward:
-                model.backward(criterion.backward())
-            else:
-                model.backward_parameters(criterion.backward())
+            prediction = model(x_batch)
+            loss = criterion(prediction, y_batch)
+            gradient = criterion.backward()
+            try:
+                if calls_backward:
+                    model.backward(gradient)
+                else:
+                    model.backward_parameters(gradient)
+            except (TypeError, ValueError) as error:
+                _note_loss_gradient(error, criterion, gradient, prediction)
+                raise
             if parallel is not None:
                 loss = parallel.synchronize(loss)
             if max_grad_norm is not None:
