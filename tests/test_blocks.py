@@ -4,6 +4,7 @@ plus their argument checks and the buffer mechanism of Module."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
@@ -887,3 +888,98 @@ def test_softmax_layers_promote_a_gradient_of_another_dtype(
     assert leaf.grad is not None
     forward_eps = torch.finfo(forward_dtype).eps
     _close(result.double(), leaf.grad, rtol=4 * forward_eps, what="input gradient")
+
+
+def _refusing_chain(case: str) -> tuple[nn.Sequential, list[torch.Tensor], torch.Generator]:
+    """A chain whose batch norm or dropout (of its own generator) comes before a module that
+    refuses a batch of 8 samples of 3 features, with what it holds."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(1)
+    norm = nn.BatchNorm1d(4)
+    if case == "a layer cast since":
+        model = nn.Sequential(nn.Linear(3, 4), norm, nn.Tanh(), nn.Linear(4, 2))
+        model[3].to(torch.float64)
+    elif case == "a layer of another width":
+        model = nn.Sequential(nn.Linear(3, 4), norm, nn.Tanh(), nn.Linear(5, 2))
+    elif case == "after a dropout":
+        model = nn.Sequential(
+            nn.Linear(3, 4), nn.Dropout(0.5, generator=generator), nn.Linear(5, 2)
+        )
+    else:  # "a residual block of another width", its batch norm inside
+        model = nn.Sequential(nn.Residual(nn.Sequential(nn.Linear(3, 4), norm)), nn.Tanh())
+    return model, [buffer.clone() for buffer in norm.buffers()], generator
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "a layer cast since",
+        "a layer of another width",
+        "after a dropout",
+        "a residual block of another width",
+    ],
+)
+def test_a_chain_refused_after_a_batch_norm_or_dropout_leaves_them_as_they_were(
+    case: str,
+) -> None:
+    """A module that refused its input after a batch norm or a dropout had run (a layer cast
+    to float64 since, one of another width) left the batch norm's running statistics counting
+    the refused batch, and the dropout's generator advanced. A chain holding such a module runs
+    its children on the first sample in evaluation mode first, once a signature: the refusal
+    comes before anything changes, and the chain trains as before once mended."""
+    model, statistics, generator = _refusing_chain(case)
+    state = generator.get_state()
+    x = torch.randn(8, 3)
+    with pytest.raises((TypeError, ValueError)):
+        model(x)
+    norm = next(m for m in model.modules() if isinstance(m, nn.BatchNorm1d | nn.Dropout))
+    if isinstance(norm, nn.BatchNorm1d):
+        assert all(torch.equal(a, b) for a, b in zip(norm.buffers(), statistics, strict=True))
+    assert torch.equal(generator.get_state(), state)
+    with pytest.raises(RuntimeError, match="backward after the forward refused"):
+        model.backward(torch.ones(8, 2))
+
+
+def test_a_chains_trial_runs_once_a_signature_and_changes_no_number() -> None:
+    """The trial in evaluation mode runs once for each input signature and set of parameter
+    tensors (a module of one's own sees one forward more then, in evaluation mode), and the
+    training it precedes gives the numbers of the same steps run without it."""
+
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.modes: list[bool] = []
+
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            self.modes.append(self.training)
+            return input * 1.0
+
+        def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+            return grad_output * 1.0
+
+    torch.manual_seed(0)
+    counting = Counting()
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), counting, nn.Linear(4, 2))
+    reference = copy.deepcopy(model)
+    x = torch.randn(8, 3)
+    for _ in range(3):
+        model(x)
+        model.backward(torch.ones(8, 2))
+    model(x[:5])  # (a smaller batch: the same signature)
+    assert counting.modes == [False, True, True, True, True]
+    # (the same steps child by child, which no trial precedes)
+    for batch in (x, x, x, x[:5]):
+        output = batch
+        for child in reference:
+            output = child.forward(output)
+        if batch is x:
+            grad = torch.ones(8, 2)
+            for child in reversed(list(reference)):
+                grad = child.backward(grad)
+    for ours, theirs in zip(
+        model.state_dict().values(), reference.state_dict().values(), strict=True
+    ):
+        assert torch.equal(ours, theirs)
+    model[0].weight.data = model[0].weight.data.clone()  # (another tensor: tried again)
+    model(x)
+    assert counting.modes[5:] == [False, True]

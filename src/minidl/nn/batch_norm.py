@@ -184,6 +184,7 @@ class BatchNorm1d(Module):
     #: (PyTorch's layer then stops updating its running statistics in training mode).
     track_running_stats = Setting(_check_track_running_stats, ignored_when_plain=True)
     _track_running_stats = True
+    _updates_in_training = True  # (its running statistics)
     _num_features: int
     _affine: bool
     _eps: float

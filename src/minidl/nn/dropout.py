@@ -78,6 +78,7 @@ class Dropout(Module):
     #: does (the module never changes its input).
     inplace = Setting(check_in_place_setting, ignored_when_plain=True)
     _inplace = False
+    _updates_in_training = True  # (its generator draws the masks)
 
     def __init__(
         self, p: float = 0.5, generator: torch.Generator | None = None, *, inplace: bool = False

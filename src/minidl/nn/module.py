@@ -164,6 +164,10 @@ class Module:
     #: backward records): that one computes as the base class, so the containers and ``fit``,
     #: which would call it, call ``backward`` instead and drop the input gradient.
     _skips_own_backward: ClassVar[bool] = False
+    #: Whether the forward of the class's modules changes their state in training mode (a
+    #: batch norm's running statistics, a dropout's generator): a Sequential holding one runs
+    #: its children in evaluation mode first (see ``Sequential._try``).
+    _updates_in_training: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # A subclass that overrides a setting (Dropout.p) with an attribute or a property of its

@@ -111,6 +111,7 @@ class Sequential(Module):
         inside it at once, not through this chain's :meth:`_move`)."""
         self._plans.clear()
         self._planned = None
+        self._tried: tuple[object, ...] | None = None  # (the buffers moved: tried again)
 
     def _chain(self, modules: tuple[Module, ...], names: tuple[str, ...] | None = None) -> None:
         """Everything ``__init__`` does but the flattening; the modules are registered as
@@ -231,6 +232,7 @@ class Sequential(Module):
         """No plan yet (see :mod:`minidl.nn.chain`): a chain of Linear layers and built-in
         activations is planned for an input signature seen twice in a row, the first time
         followed by a backward."""
+        self._tried = None  # (what the last trial was made for: see _try)
         self._plannable = plannable(self._layers)
         self._plans: Recent[ChainPlan] = Recent(4)
         self._planned: ChainPlan | None = None  # the plan of the last forward, if it ran one
@@ -258,6 +260,14 @@ class Sequential(Module):
                     return planned
         self._planned = None
         first = input
+        if self.training and type(input) is Tensor and input.dim() and input.shape[0]:
+            tried = (
+                input.shape[1:], input.dtype, input.device,
+                Parameter.replacements, Module._registrations,
+            )  # fmt: skip
+            if tried != self._tried:
+                self._try(input)
+                self._tried = tried
         module = None
         try:
             for module in self._layers:
@@ -270,6 +280,34 @@ class Sequential(Module):
         if self._plannable and type(first) is Tensor and first.grad_fn is None:
             self._note_signature(first)
         return input
+
+    def _try(self, input: Tensor) -> None:
+        """Where a module inside the chain changes its state in training mode (a batch norm's
+        running statistics, a dropout's generator: :attr:`Module._updates_in_training`), run
+        the children on ``input``'s first sample in evaluation mode first, which changes
+        neither: a child after it that refuses its input (a layer of another width or dtype)
+        then refuses before the statistics counted the batch, or the generator drew, as every
+        refusal leaves the state as it was. Once for each signature of the input (its shape
+        past the batch, dtype and device) and set of parameter tensors and registrations, as
+        :func:`minidl.train.fit` runs its trial once a call; the children's forward caches then
+        hold the trial's, until the forward that follows replaces them."""
+        modules = list(self.modules())
+        if not any(type(part)._updates_in_training and part.training for part in modules):
+            return
+        modes = [(part, part.training) for part in modules]
+        module = None
+        try:
+            for part, _ in modes:
+                part.training = False
+            sample = input[:1]
+            for module in self._layers:
+                sample = module.forward(sample)
+        except BaseException as error:
+            self._note_refusal(module, error)
+            raise
+        finally:
+            for part, training in modes:
+                part.training = training
 
     def _plan_for(self, input: Tensor) -> ChainPlan | None:
         """The plan made for ``input``'s signature, if any and still valid."""
@@ -335,11 +373,12 @@ class Sequential(Module):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         # Plans hold buffers and the children's caches of this process: made again when needed.
-        state.update(_planned=None, _last_signature=None, _trained_signature=None)
+        state.update(_planned=None, _last_signature=None, _trained_signature=None, _tried=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_refused", None)  # (pickled before it existed)
+        state.setdefault("_tried", None)  # (likewise)
         state.setdefault("_registrations_seen", -1)  # (pickled before it existed: found again)
         state.setdefault("_gradients", GradientMemory())  # (likewise)
         super().__setstate__(state)
