@@ -1434,13 +1434,16 @@ def test_a_data_parallel_is_refused_by_pickle_and_deepcopy_in_the_groups_words(
 
 @pytest.mark.slow
 def test_reproduce_under_torchrun_is_refused_by_every_rank(tmp_path: Path) -> None:
-    """``torchrun --nproc_per_node 2 -m minidl reproduce``: both processes refuse (status 2,
-    which torchrun reports as its own failure), before either trains or makes --out."""
+    """``torchrun --nproc_per_node 2 -m minidl reproduce``: each process refuses (status 2,
+    which torchrun reports as its own failure), before either trains or makes --out. (torchrun
+    stops the other processes as soon as one fails: the second may be stopped before its own
+    refusal, which a loaded machine showed; one refusal at least, none of anything else.)"""
     argv = ["reproduce", "--quick", "--quiet", "--out", "results"]
     done = _launch_torchrun(2, argv, tmp_path)
     assert done.returncode == 1, done.stderr[-3000:]
     refusal = "minidl reproduce: error: reproduce runs as one process, which trains the rows"
-    assert done.stderr.count(refusal) == 2, done.stderr[-3000:]
+    assert done.stderr.count(refusal) in (1, 2), done.stderr[-3000:]
+    assert "exitcode: 2" in done.stderr, done.stderr[-3000:]
     assert "WORLD_SIZE='2'" in done.stderr
     assert done.stdout == ""
     assert not (tmp_path / "results").exists()
