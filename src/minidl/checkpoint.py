@@ -58,7 +58,6 @@ from __future__ import annotations
 import copy
 import errno
 import functools
-import gc
 import hashlib
 import json
 import os
@@ -87,7 +86,7 @@ from minidl._validate import (
     shown,
     special_file_kind,
 )
-from minidl.nn.module import Module, check_registered
+from minidl.nn.module import Module, check_registered, referred
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
 from minidl.train import History, history_fault
@@ -279,12 +278,11 @@ def _module_generators(model: Module, others: bool = True) -> dict[str, torch.Ge
         generator = getattr(module, "generator", None)
         if isinstance(generator, torch.Generator):
             found[_RNG_MODULE + name] = generator
-        # Others found without asking for the module's __dict__ (see Module's checks of
-        # unregistered parameters), which is asked for only where one is held.
-        referents = gc.get_referents(module)
-        held = referents + [v for d in referents if isinstance(d, dict) for v in d.values()]
+        # Others found without asking for the module's __dict__ (see referred), which is
+        # asked for only where one is held.
         if others and any(
-            isinstance(value, torch.Generator) and value is not generator for value in held
+            isinstance(value, torch.Generator) and value is not generator
+            for value in referred(module)
         ):
             for attribute, value in vars(module).items():
                 if isinstance(value, torch.Generator) and attribute != "generator":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import itertools
 from collections.abc import Callable
 
@@ -12,7 +11,7 @@ from torch import Tensor
 from minidl._validate import check_real, check_seed, shown
 from minidl.nn._checks import given_module
 from minidl.nn.loss import Loss
-from minidl.nn.module import Module, check_initialised, check_registered
+from minidl.nn.module import Module, check_initialised, check_registered, referred
 from minidl.nn.parameter import Parameter
 
 __all__ = ["GradcheckError", "gradcheck"]
@@ -342,14 +341,13 @@ def _random_states(module: Module, device: torch.device) -> list[Tensor]:
 
 def _held_generators(module: Module) -> list[torch.Generator]:
     """The generators that ``module`` and its children hold (a Dropout's)."""
-    generators = []
-    for part in module.modules():
-        # Found without asking for the module's __dict__, as check_registered does (asking
-        # slows down every later attribute read on CPython 3.11).
-        referents = gc.get_referents(part)
-        held = referents + [v for d in referents if isinstance(d, dict) for v in d.values()]
-        generators += [g for g in held if isinstance(g, torch.Generator)]
-    return generators
+    # (found without asking for the modules' __dict__, as check_registered does: see referred)
+    return [
+        held
+        for part in module.modules()
+        for held in referred(part)
+        if isinstance(held, torch.Generator)
+    ]
 
 
 def _saved_random_states(module: Module, device: torch.device) -> Callable[[], None]:

@@ -79,6 +79,7 @@ __all__ = [
     "check_initialised",
     "check_registered",
     "misreported_parameters",
+    "referred",
     "unregistered_modules",
     "unregistered_parameters",
 ]
@@ -1537,7 +1538,7 @@ def unregistered_parameters(module: Module) -> list[str]:
     registered = {id(parameter) for parameter in module.parameters()}
     found = []
     for path, part in module.named_modules():
-        held = _referred(part)  # (found without asking for the module's __dict__)
+        held = referred(part)  # (found without asking for the module's __dict__)
         if any(isinstance(v, Parameter) and id(v) not in registered for v in held):
             found += [
                 f"{path}.{name}" if path else name
@@ -1547,7 +1548,7 @@ def unregistered_parameters(module: Module) -> list[str]:
     return found
 
 
-def _referred(part: Module) -> list[object]:
+def referred(part: Module) -> list[object]:
     """What ``part`` refers to (its attributes' values), and the items of those that are lists
     or dicts (a list of layers: minidl has no ``ModuleList``), found without asking for its
     ``__dict__``: on CPython 3.11, an instance whose ``__dict__`` was asked for keeps its
@@ -1568,7 +1569,7 @@ def _referred(part: Module) -> list[object]:
 
 def _attributes(part: Module) -> list[tuple[str, object]]:
     """``(name, value)`` of ``part``'s attributes, and ``(name[index], item)`` of the items of
-    those that are lists or dicts (see :func:`_referred`)."""
+    those that are lists or dicts (see :func:`referred`)."""
     found: list[tuple[str, object]] = []
     for name, value in vars(part).items():
         found.append((name, value))
@@ -1611,7 +1612,7 @@ def unregistered_modules(module: Module) -> list[tuple[str, Module]]:
     found: list[tuple[str, Module]] = []
     registered: set[int] | None = None  # (the ids of the parameters and buffers, if needed)
     for path, part in parts:
-        held = _referred(part)  # (found without asking for the module's __dict__)
+        held = referred(part)  # (found without asking for the module's __dict__)
         outside = [
             v
             for v in held

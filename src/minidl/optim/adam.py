@@ -114,7 +114,8 @@ class Adam(Optimizer):
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
         decay = 1 - self.lr * self._weight_decay if self._decoupled else 1.0
         # (float16's largest number first: a test of finfo's only for a large number)
-        if max(step_size, -decay) > 65504.0 and max(step_size, -decay) > torch.finfo(dtype).max:
+        largest = max(step_size, -decay)
+        if largest > 65504.0 and largest > torch.finfo(dtype).max:
             kind = type(self).__name__
             if step_size > -decay:
                 what = (
