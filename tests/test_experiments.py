@@ -79,7 +79,8 @@ FIGURES = {"fig1", "fig2", "fig3", "tableI", "tableII", "tableIII"}
 ROW_FIELDS = {
     "table", "label", "activation", "loss", "optimizer", "lr", "momentum", "scheduler",
     "epochs", "rounds", "test_errors", "mean", "sd", "train_errors", "validation_curves",
-    "paper_mean", "paper_sd", "kind", "variant_of", "seeds",
+    "paper_mean", "paper_sd", "kind", "variant_of", "seeds", "compared_with", "lr_curve",
+    "batch_lr",
 }  # fmt: skip
 
 
@@ -456,10 +457,29 @@ def test_quick_run_json_has_every_row(quick_run: tuple[Path, dict[str, Any]]) ->
         assert row["mean"] == statistics.fmean(row["test_errors"]) and row["sd"] is None
         assert all(0 <= e <= 100 for e in row["test_errors"] + row["train_errors"])
         assert [len(c) for c in row["validation_curves"]] == [QUICK_EPOCHS]
-        paper = experiment.paper
+        # A variant's entry carries the numbers of the row it is compared with (they were
+        # null, so that its difference from the paper could not be checked from the entry).
+        compared = [
+            e for e in ALL_EXPERIMENTS
+            if e.table == experiment.table and e.label == (experiment.variant_of or experiment.label)
+            and e.paper is not None
+        ]  # fmt: skip
+        paper = compared[0].paper if compared else None
+        assert row["compared_with"] == (compared[0].label if compared else None)
         assert (row["paper_mean"], row["paper_sd"]) == (
             (None, None) if paper is None else (paper.mean, paper.sd)
         )
+        if experiment.kind == "variant" and experiment.table in ("II", "III"):
+            assert row["paper_mean"] is not None
+        # Fig. 3 draws the rate of every batch; the JSON holds it where it changes within an
+        # epoch (CLR), so that the figure can be drawn again from the JSON.
+        if experiment.scheduler_name == "clr":
+            batches = PROTOCOL.n_train // PROTOCOL.batch_size
+            assert len(row["batch_lr"]) == QUICK_EPOCHS * batches
+            assert len(set(row["batch_lr"][:batches])) > 1
+            assert row["batch_lr"][::batches] == row["lr_curve"]
+        else:
+            assert row["batch_lr"] is None
     # Round r has the same seeds in every row (rows are paired).
     assert len({json.dumps(r["seeds"]) for r in rows}) == 1
 

@@ -145,8 +145,10 @@ class Choices:
         metadata={
             "doc": "ADADELTA: section IV.C says the optimizers were tested 'with ... a learning "
             "rate of 1e-2', so 1e-2 is passed to ADADELTA, which (as PyTorch's Adadelta) "
-            "multiplies its update by it. Zeiler's method has no learning rate (lr = 1); that "
-            "reading is a variant row of Tables II and III."
+            "multiplies its update by it. Section II.F says the other way: ADADELTA 'does not "
+            "require any manual tuning of the learning rate', as Zeiler's method, which has "
+            "none (lr = 1). The paper does not settle it; that reading is a variant row of "
+            "Tables II and III."
         },
     )
     adadelta_rho: float = field(

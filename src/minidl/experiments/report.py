@@ -32,7 +32,7 @@ from minidl.experiments.config import (
     StepSchedule,
     training_key,
 )
-from minidl.experiments.training import RowResult, make_round_data
+from minidl.experiments.training import RoundResult, RowResult, make_round_data
 from minidl.experiments.welch import critical_t, regularized_beta, welch
 from minidl.train import predict
 
@@ -192,7 +192,8 @@ def _row_json(results: Sequence[RowResult], row: RowResult) -> dict[str, Any]:
     experiment = row.experiment
     paper_row = _paper_row(results, row)
     comparison = compare(row, paper_row)
-    paper = experiment.paper
+    # A variant's entry carries the numbers of the paper's row it is compared with.
+    published = None if paper_row is None else paper_row.experiment.paper
     return {
         "table": experiment.table,
         "label": experiment.label,
@@ -222,8 +223,8 @@ def _row_json(results: Sequence[RowResult], row: RowResult) -> dict[str, Any]:
         "mean": row.mean,
         "sd": _number(row.sd),
         "train_errors": row.train_errors,
-        "paper_mean": None if paper is None else paper.mean,
-        "paper_sd": None if paper is None else paper.sd,
+        "paper_mean": None if published is None else published.mean,
+        "paper_sd": None if published is None else published.sd,
         "differs_from_paper": None if comparison is None else comparison.differs,
         "difference_from_paper": None if comparison is None else comparison.difference,
         "standard_error": None if comparison is None else comparison.standard_error,
@@ -232,8 +233,16 @@ def _row_json(results: Sequence[RowResult], row: RowResult) -> dict[str, Any]:
         "validation_curves": [list(r.validation_curve) for r in row.rounds],
         "train_loss_curves": [list(r.train_loss) for r in row.rounds],
         "lr_curve": list(row.rounds[0].lr_curve),
+        "batch_lr": _batch_lr(row.rounds[0]),
         "seconds": row.seconds,
     }
+
+
+def _batch_lr(first: RoundResult) -> list[float] | None:
+    """The first round's rate at every batch, as Fig. 3 draws it, for a schedule stepped every
+    batch (:attr:`minidl.train.History.batch_lr`); ``None`` for the others, whose rate
+    ``lr_curve`` gives (one value an epoch)."""
+    return list(first.batch_lr) or None
 
 
 def results_json(
@@ -457,8 +466,9 @@ def _protocol_section(settings: RunSettings) -> list[str]:
         f"- Data: {p.n_train} training, {p.n_validation} validation and {p.n_test} test points, "
         "uniform in [0, 1]^2, label 1 inside the disk of centre (0.5, 0.5) and radius "
         "1/sqrt(2 pi), all normalised with the training set's mean and s.d.",
-        f"- {settings.rounds} round(s) per row. Round r takes its data, initial-weight and "
-        f"shuffle seeds from sha256(base seed {settings.base_seed}, r, stream) "
+        f"- {settings.rounds} round(s) per row, numbered from 1 here and in the figures and "
+        "from 0 in `results.json`: round r takes its data, initial-weight and shuffle seeds "
+        f"from sha256(base seed {settings.base_seed}, r - 1, stream) "
         "(`minidl.experiments.seeds`), so a run is reproducible bit for bit and round r is the "
         "same in every row. Rows that train identically (a 'without effect' variant and the row "
         "it equals) are trained once.",
@@ -1260,12 +1270,16 @@ def _fluctuation_test(
 
 def _p(p_value: float) -> str:
     """A p-value as the report writes it: ``p = 0.03``, or ``p < 0.01``; with more digits
-    where two would round one below :data:`SIGNIFICANCE` up to it (``p = 0.049``, not
-    ``p = 0.05``, for a contrast the report counts as shown)."""
+    where two would round it to :data:`SIGNIFICANCE` or across it (``p = 0.049``, not
+    ``p = 0.05``, for a contrast the report counts as shown; ``p = 0.053`` for one it does
+    not)."""
     if p_value < 0.01:
         return "p < 0.01"
     digits = 2
-    while p_value < SIGNIFICANCE <= round(p_value, digits) and digits < 6:
+    while digits < 6 and (
+        p_value < SIGNIFICANCE <= round(p_value, digits)
+        or p_value != round(p_value, digits) == SIGNIFICANCE
+    ):
         digits += 1
     return f"p = {p_value:.{digits}f}"
 

@@ -205,6 +205,11 @@ def train_round(
 ) -> RoundResult:
     """Train one round of ``experiment`` from ``seeds`` with :func:`minidl.train.fit`.
 
+    ``minidl reproduce`` trains its rounds stacked instead
+    (:func:`minidl.experiments.batched.train_rows_batched`): the same computation, whose
+    matrix products may sum in another order, so in float32 a round trained here can end a
+    test point apart from the report's (the two agree to 1e-12 in float64).
+
     Args:
         experiment: the row.
         seeds: the round's data, initialisation and shuffle seeds.
