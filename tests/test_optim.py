@@ -412,3 +412,72 @@ def test_a_hyperparameter_given_another_name_in_a_subclass_is_an_alias() -> None
     with pytest.raises(ValueError, match=r"^Aliased: momentum must be"):
         aliased.mu = 2.0
     assert aliased.momentum == 0.25
+
+
+def _check_beta(where: str, value: object) -> float:
+    if not isinstance(value, float) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{where}: beta must be a float in [0, 1), got {value!r}")
+    return value
+
+
+class _Momentum(optim.Optimizer):
+    """An optimizer of one's own: a :class:`~minidl.optim.Hyperparameter` with a check."""
+
+    state_names = ("buffer",)
+    beta = optim.Hyperparameter(_check_beta)
+
+    def __init__(self, params: Iterable[nn.Parameter], lr: float, beta: float = 0.9) -> None:
+        self.beta = beta
+        super().__init__(params, lr)
+
+    def _update(
+        self, value: torch.Tensor, grad: torch.Tensor, state: tuple[torch.Tensor, ...]
+    ) -> None:
+        state[0].mul_(self.beta).add_(grad)
+        value.sub_(state[0], alpha=self.lr)
+
+
+def test_an_optimizer_of_ones_own_saves_and_checks_its_hyperparameters() -> None:
+    """Its hyper-parameters were neither in ``state_dict`` nor in ``repr`` (the base class's
+    ``hyperparameters`` gave none): a resumed run went on with the value it was built with.
+    A ``Hyperparameter``'s ``check`` runs in the constructor, on assignment and on load."""
+    optimizer = _Momentum([nn.Parameter(torch.ones(3, dtype=F64))], lr=0.1, beta=0.5)
+    optimizer.beta = 0.7
+    assert repr(optimizer) == "_Momentum(lr=0.1, beta=0.7)"
+    saved = optimizer.state_dict()
+    assert saved["hyperparameters"] == {"beta": 0.7}
+    other = _Momentum([nn.Parameter(torch.ones(3, dtype=F64))], lr=0.1, beta=0.5)
+    other.load_state_dict(saved)
+    assert other.beta == 0.7
+    with pytest.raises(ValueError, match=r"^_Momentum: beta must be a float in \[0, 1\), got 2$"):
+        _Momentum([nn.Parameter(torch.ones(3, dtype=F64))], lr=0.1, beta=2)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^_Momentum: beta must be a float in \[0, 1\), got 'x'$"):
+        optimizer.beta = "x"
+    assert optimizer.beta == 0.7
+    with pytest.raises(
+        ValueError,
+        match=r"^_Momentum\.load_state_dict: beta must be a float in \[0, 1\), got 1\.5$",
+    ):
+        other.load_state_dict({**saved, "hyperparameters": {"beta": 1.5}})
+    assert other.beta == 0.7
+    # (a state saved before they were saved, without them, still loads, keeping the value)
+    other.load_state_dict({**saved, "hyperparameters": {}})
+    assert other.beta == 0.7
+
+
+def test_a_rate_set_after_the_model_was_cast_is_checked_against_its_new_dtype() -> None:
+    """The rate's range check compared with the dtype the optimizer last checked against: a
+    rate past float32's range, set after a cast from float64, was taken and refused only by
+    the next step."""
+    model = nn.Sequential(nn.Linear(2, 2)).to(dtype=F64)
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    model.to(dtype=torch.float32)
+    with pytest.raises(
+        ValueError,
+        match=r"^SGD: lr=1e\+39 is beyond the range of the parameters' dtype "
+        r"torch\.float32",
+    ):
+        optimizer.lr = 1e39
+    assert optimizer.lr == 0.1
+    optimizer.lr = 1e30
+    assert optimizer.lr == 1e30

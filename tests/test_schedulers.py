@@ -593,3 +593,48 @@ def test_rate_bound_is_the_largest_rate_of_every_step(
     assert max(rates) <= bound * (1 + 1e-15)
     assert max(rates) == pytest.approx(bound, rel=1e-3)
     assert optim.LRScheduler.rate_bound.fget(schedule) is None  # type: ignore[attr-defined]
+
+
+class _Tenths(optim.LRScheduler):
+    """A schedule of one's own as the docs describe one: ``lr_at`` alone, no ``_start``."""
+
+    def lr_at(self, step: int) -> float:
+        return self.base_lr * 0.1 * (step + 1)
+
+
+def test_a_schedule_of_ones_own_starts_when_built() -> None:
+    """Construction sets the rate of step 0 and takes the optimizer over, for a schedule that
+    only implements ``lr_at`` too: it left the rate as it was, and the schedule built before
+    it went on stepping, the two overwriting each other's rates."""
+    optimizer = _sgd()
+    older = optim.StepDecay(optimizer, step_size=1, gamma=0.5)
+    schedule = _Tenths(optimizer)
+    assert optimizer.lr == schedule.lr_at(0) == pytest.approx(0.01)
+    with pytest.raises(RuntimeError, match=r"^StepDecay\.step: the optimizer is scheduled by "):
+        older.step()
+    assert optimizer.lr == schedule.lr_at(0)
+    assert schedule.step() == optimizer.lr == schedule.lr_at(1)
+    # Its settings are checked from then on, as a built-in schedule's are.
+    with pytest.raises(ValueError, match=r"^_Tenths: interval must be 'epoch' or 'batch'"):
+        schedule.interval = "step"
+    with pytest.raises(ValueError, match=r"^_Tenths: base_lr must be"):
+        schedule.base_lr = -1.0
+    assert (schedule.base_lr, schedule.last_step, optimizer.lr) == (0.1, 1, schedule.lr_at(1))
+
+
+def test_a_schedule_that_starts_itself_starts_once() -> None:
+    """One that calls ``_start`` at the end of its ``__init__`` (as the built-in ones do) is
+    not started again; a subclass of a built-in one starts before its own ``__init__`` ends."""
+    optimizer = _sgd()
+    schedule = _Doubling(optimizer)
+    token = optimizer._scheduled_by
+    assert token is not None and token[1] == "_Doubling" and schedule._token == token[0]
+
+    class Quarter(optim.StepDecay):
+        def __init__(self, optimizer: optim.Optimizer) -> None:
+            super().__init__(optimizer, step_size=1, gamma=0.5)
+            self.gamma = 0.25
+
+    other = _sgd()
+    quarter = Quarter(other)
+    assert (quarter.gamma, quarter.step(), other.lr) == (0.25, 0.025, 0.025)

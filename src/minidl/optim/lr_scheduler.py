@@ -131,12 +131,29 @@ class ScheduleSetting(Setting[T]):
         schedule._change(self.name, {self.slot: self.check(type(instance).__name__, value)})
 
 
-class LRScheduler:
+class _StartsWhenBuilt(type):
+    """The class of :class:`LRScheduler` classes: once a schedule's constructor has returned,
+    the schedule starts (``LRScheduler._start``: the rate of step 0 is set and the schedule
+    takes the optimizer over) unless its constructor started it. A schedule of one's own that
+    only implemented ``lr_at`` did not start: it left the optimizer's rate as it was, and the
+    schedule built before it on the optimizer went on stepping, each overwriting the other's
+    rate."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        schedule = super().__call__(*args, **kwargs)
+        if not schedule._ready:
+            schedule._start()
+        return schedule
+
+
+class LRScheduler(metaclass=_StartsWhenBuilt):
     """Sets an optimizer's learning rate from a closed-form function of a step counter.
 
     A subclass implements :meth:`lr_at`, a pure function of the step (an epoch or a batch count,
     as the subclass documents). ``step()`` advances the counter by one and sets
-    ``optimizer.lr = lr_at(counter)``; construction sets ``optimizer.lr = lr_at(0)``. The
+    ``optimizer.lr = lr_at(counter)``; construction sets ``optimizer.lr = lr_at(0)``, once the
+    subclass's ``__init__`` has returned (its settings are checked against each other from
+    then on, as the built-in schedules' are). The
     schedule's reference learning rate ``base_lr`` is the optimizer's learning rate at
     construction unless the subclass takes its own rates (``takes_own_rates``). A ``step`` or a
     ``load_state_dict`` that raises (a rate the schedule does not define) changes nothing.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numbers
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, NoReturn, TypeVar, overload
+from typing import Any, ClassVar, Generic, Literal, NoReturn, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -24,6 +24,9 @@ T = TypeVar("T")
 #: The most steps an optimizer counts: torch's largest integer, which a checkpoint's
 #: ``step_count`` is read back as, and past which Adam's ``beta ** t`` has no float ``t``.
 MOST_STEPS = 2**63 - 1
+
+#: The largest finite float16, the smallest largest value of the dtypes parameters take.
+_FLOAT16_LARGEST = 65504.0
 
 
 def check_step_count(where: str, name: str, value: object) -> int:
@@ -47,12 +50,30 @@ class Hyperparameter(Generic[T]):
     ``SGD(..., momentum=5)`` does, and leaves the optimizer as it was. A value that would need
     other state tensors than the optimizer keeps (SGD's ``momentum`` between 0 and > 0) is
     refused too. The value is kept in ``_<name>``, which the updates read.
+
+    ``check(where, value)``, where given, checks one value on its own and returns it normalised
+    (a float for a number), or raises naming ``where``, the optimizer's class: a subclass of
+    one's own declares ``beta = Hyperparameter(check_beta)`` and has its values checked when
+    set, by the constructor, by assignment and by ``load_state_dict``, before anything
+    changes. The built-in optimizers check theirs with each other in
+    ``_validate_hyperparameters``.
+
+    Args:
+        check: the check of a value, ``None`` (the default) for none.
     """
 
-    if TYPE_CHECKING:
-        # (a hyper-parameter declared without its type, ``beta = Hyperparameter()``, is
-        # Hyperparameter[Any] to a type checker, read as Any, as all were before they had one)
-        def __init__(self: Hyperparameter[Any]) -> None: ...
+    # (a hyper-parameter declared without its type or check, ``beta = Hyperparameter()``, is
+    # Hyperparameter[Any] to a type checker, read as Any, as all were before they had one)
+    @overload
+    def __init__(self: Hyperparameter[Any], check: None = None) -> None: ...
+
+    @overload
+    def __init__(self, check: Callable[[str, Any], T]) -> None: ...
+
+    def __init__(self, check: Callable[[str, Any], T] | None = None) -> None:
+        self.check = check
+        self.name = ""
+        self.slot = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
         # Named once, by the class that made it (an alias in a subclass, ``mu =
@@ -198,7 +219,9 @@ class Optimizer:
     def lr(self, value: float) -> None:
         name = type(self).__name__
         lr = check_real(name, "lr", value, low=0.0)
-        if lr > self._largest:
+        # (_largest is the dtype's the optimizer last checked against: past float16's largest,
+        # the smallest of any, the parameters may have been cast since, so the dtype is read)
+        if lr > self._largest or lr > _FLOAT16_LARGEST:
             self._check_in_range({"lr": lr}, name)
         self._lr = lr
 
@@ -249,8 +272,11 @@ class Optimizer:
             self._largest = -1.0  # (no dtype's: _check_layout checks them all again)
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The constructor's hyper-parameters besides ``lr`` (for ``repr`` and ``state_dict``)."""
-        return {}
+        """The constructor's hyper-parameters besides ``lr`` (for ``repr`` and ``state_dict``):
+        by default every :class:`Hyperparameter` of the class, by name, in the order declared
+        (a subclass of one's own saved none of them, and its resumed run went on with the
+        values it was built with)."""
+        return {name: getattr(self, name) for name in self._hyperparameter_names()}
 
     # -- the update -------------------------------------------------------------------------------
 
@@ -659,7 +685,7 @@ class Optimizer:
                 f"{sorted(required)}{also}, got {sorted(found)}"
             )
         try:
-            self._validate_hyperparameters(**hyperparameters)
+            self._checked_hyperparameters(hyperparameters)
         except (TypeError, ValueError) as error:  # the constructor's message, from load_state_dict
             message = str(error).replace(f"{name}: ", f"{name}.load_state_dict: ", 1)
             raise type(error)(message) from None
@@ -671,7 +697,7 @@ class Optimizer:
         settings = {**self.optional_hyperparameters, **hyperparameters}
         given = ", ".join(f"{key}={shown(value)}" for key, value in hyperparameters.items())
         self._check_state_fits(
-            {**settings, **self._validate_hyperparameters(**settings)},
+            self._checked_hyperparameters(settings),
             f"{type(self).__name__}.load_state_dict: the saved hyper-parameters ({given}) need",
         )
 
@@ -690,6 +716,17 @@ class Optimizer:
     def _validate_hyperparameters(self, **hyperparameters: Any) -> dict[str, Any]:
         """Return the hyper-parameters checked (and normalised); raise on a bad one."""
         return dict(hyperparameters)
+
+    def _checked_hyperparameters(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """``settings`` checked: each by its :class:`Hyperparameter`'s own ``check``, then all
+        together by :meth:`_validate_hyperparameters`."""
+        name = type(self).__name__
+        checks = type(self)._hyperparameter_checks()
+        alone = {
+            key: checks[key](name, value) if key in checks else value
+            for key, value in settings.items()
+        }
+        return {**alone, **self._validate_hyperparameters(**alone)}
 
     def _set_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
         """Restore saved hyper-parameters (an optional one left out takes its default)."""
@@ -713,7 +750,7 @@ class Optimizer:
             **{key: value for key, value in current.items() if value is not absent},
             **changes,
         }
-        checked = {**settings, **self._validate_hyperparameters(**settings)}
+        checked = self._checked_hyperparameters(settings)
         if hasattr(self, "state"):  # (built: the state tensors exist)
             given = ", ".join(f"{key}={shown(value)}" for key, value in changes.items())
             self._check_state_fits(checked, f"{name}: {given} needs")
@@ -733,6 +770,16 @@ class Optimizer:
             if isinstance(value, Hyperparameter)
         )
         return list(dict.fromkeys(names))
+
+    @classmethod
+    def _hyperparameter_checks(cls) -> dict[str, Callable[[str, Any], Any]]:
+        """The ``check`` of each of the class's :class:`Hyperparameter` attributes that has one."""
+        checks: dict[str, Callable[[str, Any], Any]] = {}
+        for klass in reversed(cls.__mro__):
+            for value in vars(klass).values():
+                if isinstance(value, Hyperparameter) and value.check is not None:
+                    checks[value.name] = value.check
+        return checks
 
     def __repr__(self) -> str:
         settings = ", ".join(
