@@ -436,3 +436,46 @@ def test_batch_norm_of_features_far_from_zero(offset: float, dtype: torch.dtype)
     torch.testing.assert_close(grad.to(F64), leaf.grad, rtol=10 * rtol, atol=1e-10)
     torch.testing.assert_close(layer.running_var.to(F64), running_var, rtol=rtol, atol=0)
     assert float(output[2, 0]) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("build", "name", "dtype"),
+    [
+        (lambda: nn.LeakyReLU(1e39), "LeakyReLU: negative_slope=1e\\+39", torch.float32),
+        (lambda: nn.ELU(alpha=1e39), "ELU: alpha=1e\\+39", torch.float32),
+        # (16-bit inputs are computed in float32: taken, as PyTorch takes them)
+        (lambda: nn.LeakyReLU(1e5), None, torch.float16),
+        (lambda: nn.ELU(alpha=1e5), None, torch.float16),
+        (lambda: nn.ELU(alpha=1e39), "ELU: alpha=1e\\+39", torch.bfloat16),
+    ],
+)
+def test_a_setting_past_the_dtype_computed_in_is_refused_in_the_modules_words(
+    build: Callable[[], nn.Module], name: str | None, dtype: torch.dtype
+) -> None:
+    """LeakyReLU's forward failed in torch's words ("value cannot be converted to type float
+    without overflow"), and ELU's turned every output into NaN or -inf, the positive inputs'
+    too (0 times an infinite alpha); the same settings in float64 compute."""
+    module = build()
+    x = torch.tensor([-2.0, 0.0, 1.0, 3.0], dtype=dtype)
+    computed = torch.float32 if dtype.itemsize == 2 else dtype
+    if name is None:
+        assert torch.equal(module(x)[2:], x[2:])
+        return
+    with pytest.raises(
+        ValueError, match=rf"^{name} is beyond the range of the dtype it computes in, {computed}"
+    ):
+        module(x)
+    wide = module(x.double())
+    assert torch.equal(wide[2:], x[2:].double()) and bool((wide[:1] < -1e38).all())
+
+
+def test_log_softmax_of_a_16_bit_forward_reads_a_float64_gradient_in_float64() -> None:
+    """The 16-bit forward's backward read every gradient in float32: a float64 one past
+    float32's range became inf and the result NaN, where Softmax's is finite."""
+    module = nn.LogSoftmax()
+    module(torch.zeros(1, 3, dtype=torch.float16))
+    grad = torch.tensor([[1e300, 0.0, 0.0]], dtype=torch.float64)
+    result = module.backward(grad)
+    expected = grad - torch.full((1, 3), 1 / 3, dtype=torch.float64) * grad.sum()
+    assert result.dtype is torch.float64
+    torch.testing.assert_close(result, expected, rtol=1e-6, atol=0.0)

@@ -3,6 +3,7 @@ their numerical stability."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -458,3 +459,41 @@ def test_cross_entropy_first_called_under_another_default_device(
     F.cross_entropy(leaf, wide_target).backward()
     assert leaf.grad is not None
     torch.testing.assert_close(expected.double(), leaf.grad, rtol=2e-2, atol=2e-3)
+
+
+@pytest.mark.parametrize(
+    ("build", "argument", "message"),
+    [
+        (lambda: nn.CrossEntropyLoss(weight=torch.ones(3)), "weight", "but PyTorch's weight is "
+         r"not supported \(every class weighs the same\)$"),
+        (lambda: nn.CrossEntropyLoss(label_smoothing=0.1), "label_smoothing", "but PyTorch's "
+         r"label_smoothing is not supported \(give the smoothed probabilities as the target"),
+        (lambda: nn.CrossEntropyLoss(ignore_index=-100), "ignore_index", "PyTorch's default, "
+         r"which is what CrossEntropyLoss computes \(every target .*\): leave the argument out$"),
+        (lambda: nn.NLLLoss(weight=torch.ones(2)), "weight", "but PyTorch's weight is not"),
+        (lambda: nn.BCEWithLogitsLoss(pos_weight=torch.ones(3)), "pos_weight", "but PyTorch's "
+         r"pos_weight is not supported \(positive targets weigh as negative ones\)$"),
+        (lambda: nn.BCEWithLogitsLoss(weight=None), "weight", "PyTorch's default"),
+    ],
+)  # fmt: skip
+def test_pytorchs_loss_options_given_to_the_constructor_are_refused_with_the_hint(
+    build: Callable[[], object], argument: str, message: str
+) -> None:
+    """Ported code passes them by name: Python's TypeError ("unexpected keyword argument")
+    said nothing of what to do, where setting the attribute gives the hint."""
+    with pytest.raises(TypeError, match=rf"^[A-Za-z]+Loss: got {argument}=.*, {message}"):
+        build()
+
+
+def test_huber_loss_with_a_delta_past_the_dtype_computes_its_gradient() -> None:
+    """A delta past float32's range clamps nothing; torch refused to convert it as the clamp's
+    bound, so the backward failed in its words after a forward that worked (PyTorch's
+    huber_loss computes it)."""
+    prediction = torch.tensor([[1.0, -3.0], [2.5, 0.5]], requires_grad=True)
+    target = torch.tensor([[0.0, 0.0], [1.0, 4.0]])
+    loss = nn.HuberLoss(delta=1e39)
+    value = loss(prediction.detach(), target)
+    expected = torch.nn.functional.huber_loss(prediction, target, delta=1e39)
+    expected.backward()
+    assert torch.equal(value, expected.detach())
+    assert torch.equal(loss.backward(), prediction.grad)

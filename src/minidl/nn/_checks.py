@@ -29,6 +29,7 @@ __all__ = [
     "check_factory_options",
     "check_grad_like",
     "check_grad_output",
+    "check_in_dtype_range",
     "check_in_place_setting",
     "check_input",
     "check_layer_parameters",
@@ -49,6 +50,10 @@ __all__ = [
 #: The layout of a dense tensor, for the checks made on every call (a name imported into the
 #: module that reads it is cheaper to read than ``torch.strided``).
 STRIDED = torch.strided
+
+#: The largest finite float16, the smallest largest value of the floating dtypes computed in:
+#: a setting within it needs no check against the input's dtype (see check_in_dtype_range).
+FLOAT16_LARGEST = 65504.0
 
 
 def check_bool(where: str, name: str, value: object) -> bool:
@@ -130,6 +135,20 @@ def check_factory_options(
     if reason is not None:
         raise ValueError(f"{where}: cannot put tensors on device {shown(device)}: {reason}")
     return place
+
+
+def check_in_dtype_range(where: str, name: str, value: float, dtype: torch.dtype) -> None:
+    """Refuse a setting (``LeakyReLU``'s ``negative_slope``) beyond the largest finite value of
+    ``dtype``, the one the module computes in, before anything is computed: it would fail to
+    convert in torch's words, or turn finite outputs into NaN (``0 * inf``). Callers ask only
+    for a value beyond :data:`FLOAT16_LARGEST`, so that the check costs one comparison."""
+    largest = torch.finfo(dtype).max
+    if not abs(value) <= largest:
+        raise ValueError(
+            f"{where}: {name}={value:g} is beyond the range of the dtype it computes in, "
+            f"{dtype} (largest finite value {largest:.6g}); give a smaller {name}, or inputs "
+            "of a wider dtype"
+        )
 
 
 def check_size(where: str, name: str, value: object) -> int:

@@ -18,7 +18,9 @@ class Unsupported:
     (what to do instead), and leaves the module as it was (a plain attribute, which the
     computation would ignore without a word, where PyTorch's computes with it); reading it
     raises ``AttributeError`` too, as for an attribute the module has not (``hasattr`` is
-    false, ``getattr(loss, "weight", None)`` is ``None``).
+    false, ``getattr(loss, "weight", None)`` is ``None``). Given to the constructor by name
+    (``CrossEntropyLoss(weight=w)``), it raises ``TypeError`` with the same hint
+    (``Module.__new__``).
 
     A subclass that defines the name itself (a class attribute, a property) takes it over.
 
@@ -47,6 +49,20 @@ class Unsupported:
         raise AttributeError(
             f"{type(instance).__name__}: {self.name} cannot be set (got {shown(value)}): "
             f"PyTorch's {self.name} is not supported ({self.hint})"
+        )
+
+    def refused_argument(self, owner: type, value: object) -> TypeError:
+        """The error for PyTorch's argument of this name given to ``owner``'s constructor
+        (``CrossEntropyLoss(weight=w)``), where Python's own named no reason."""
+        default = self.default
+        if value is default or (type(value) in (int, float) and value == default):
+            return TypeError(
+                f"{owner.__name__}: got {self.name}={shown(value)}, PyTorch's default, which is "
+                f"what {owner.__name__} computes ({self.hint}): leave the argument out"
+            )
+        return TypeError(
+            f"{owner.__name__}: got {self.name}={shown(value)}, but PyTorch's {self.name} is not "
+            f"supported ({self.hint})"
         )
 
     def set_pickled(self, instance: object, value: object) -> None:

@@ -12,7 +12,12 @@ from minidl._scalar import operand, tensor_operand
 from minidl._setting import Setting
 from minidl._validate import shown
 from minidl.nn._cached_derivative import CachedDerivative
-from minidl.nn._checks import check_in_place_setting, check_not_in_place
+from minidl.nn._checks import (
+    FLOAT16_LARGEST,
+    check_in_dtype_range,
+    check_in_place_setting,
+    check_not_in_place,
+)
 
 __all__ = ["ELU"]
 
@@ -92,6 +97,11 @@ class ELU(CachedDerivative):
             # e^min(x, 0) is already the derivative, exactly 1 = e^0 for x > 0: the same bits
             # in four operations less.
             return torch.add(negative, positive, out=out), exponential
+        if self._scale * self._alpha > FLOAT16_LARGEST:
+            # (SELU's scale * alpha is 1.76: ELU's alpha alone can be too large)
+            check_in_dtype_range(
+                type(self).__name__, "alpha", self._alpha * self._scale, negative.dtype
+            )
         scaled_alpha = operand(self._scale * self._alpha, negative)
         negative.mul_(scaled_alpha)
         output = torch.add(negative, positive, alpha=self._scale, out=out)

@@ -10,6 +10,7 @@ from torch import Tensor
 from minidl._scalar import operand
 from minidl._setting import Setting
 from minidl._validate import check_real, shown
+from minidl.nn._checks import FLOAT16_LARGEST
 from minidl.nn.loss import Loss, check_mean_or_sum, scaled_sum
 
 __all__ = ["HuberLoss"]
@@ -122,6 +123,10 @@ class HuberLoss(Loss):
         assert self._difference is not None
         delta = self._forward_delta
         difference = self._difference
+        if delta > FLOAT16_LARGEST:
+            # Past the dtype's largest value the clamp changes no finite difference (and an
+            # infinite one is past delta too): torch refuses to convert such a bound.
+            delta = min(delta, torch.finfo(difference.dtype).max)
         clamped = difference.clamp(-delta, delta)
         gradient = clamped.mul_(operand(self._scale, clamped))
         dtype = self._forward_dtype

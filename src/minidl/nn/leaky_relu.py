@@ -12,7 +12,12 @@ from minidl._scalar import operand
 from minidl._setting import Setting
 from minidl._validate import shown
 from minidl.nn._cached_derivative import CachedDerivative
-from minidl.nn._checks import check_in_place_setting, check_not_in_place
+from minidl.nn._checks import (
+    FLOAT16_LARGEST,
+    check_in_dtype_range,
+    check_in_place_setting,
+    check_not_in_place,
+)
 
 __all__ = ["LeakyReLU"]
 
@@ -78,6 +83,10 @@ class LeakyReLU(CachedDerivative):
     def _output_and_derivative(self, input: Tensor, out: Tensor | None) -> tuple[Tensor, Tensor]:
         positive = input.clamp_min(0).sign_()
         negative = torch.rsub(positive, operand(1.0, positive))
+        if self._negative_slope > FLOAT16_LARGEST:
+            check_in_dtype_range(
+                "LeakyReLU", "negative_slope", self._negative_slope, negative.dtype
+            )
         slope = torch.add(positive, negative, alpha=self._negative_slope)
         return torch.mul(input, slope, out=out), slope
 

@@ -72,9 +72,10 @@ class LogSoftmax(Module):
         narrow = getattr(self, "_narrow", None)  # (pickled before it existed: None)
         if narrow is not None:
             # A 16-bit forward: its probabilities kept in float32, the result in the dtype of the
-            # gradient promoted with the forward's.
+            # gradient promoted with the forward's, computed in float32 or the gradient's wider
+            # dtype (a float64 gradient past float32's range was made inf, the result NaN).
             check_grad_like("LogSoftmax", grad_output, probabilities)  # (shape and device)
-            wide = grad_output.float()
+            wide = grad_output if grad_output.dtype is torch.float64 else grad_output.float()
             result = wide - probabilities * wide.sum(dim=1, keepdim=True)
             dtype = grad_output.dtype
             if dtype is not narrow:  # (promoted as torch does: float16 with bfloat16 is float32)

@@ -183,6 +183,16 @@ class Module:
                 cls._skips_own_backward = cls.backward_parameters is not Module.backward_parameters
                 break
 
+    def __new__(cls: type[_Module], *args: Any, **kwargs: Any) -> _Module:
+        # PyTorch's argument that the class refuses as an attribute (CrossEntropyLoss's weight,
+        # an Unsupported) is refused by name with its hint, where Python's TypeError for an
+        # unexpected keyword said nothing of what to do instead.
+        for name, value in kwargs.items():
+            refused = getattr(cls, name, None)
+            if isinstance(refused, Unsupported):
+                raise refused.refused_argument(cls, value)
+        return super().__new__(cls)
+
     def __init__(self) -> None:
         self._parameters: dict[str, Parameter] = {}
         self._modules: dict[str, Module] = {}

@@ -20,7 +20,9 @@ class ReLU(Activation):
     :math:`y = 0`), a float operation: on a CPU, masks of
     booleans (``masked_fill``, ``where``) cost several times more per element. The derivative at
     0 is taken as 0, as in PyTorch. At a NaN output the gradient is 0 (``sign`` of NaN is 0
-    here), where PyTorch passes it through.
+    here), where PyTorch passes it through; an infinite or NaN incoming gradient gives NaN where
+    :math:`y = 0` (it times 0), where PyTorch's mask gives 0 (a gradient that has overflowed
+    already, which a loss scaler finds either way: both are not finite).
 
     Args:
         inplace: ``False`` (default), what it does: PyTorch's argument; ``True`` is refused.
