@@ -983,3 +983,56 @@ def test_a_chains_trial_runs_once_a_signature_and_changes_no_number() -> None:
     model[0].weight.data = model[0].weight.data.clone()  # (another tensor: tried again)
     model(x)
     assert counting.modes[5:] == [False, True]
+
+
+class _Centre(nn.Module):
+    """A module of one's own that takes no single sample (it centres the batch)."""
+
+    def __init__(self, fewest: int = 2) -> None:
+        super().__init__()
+        self.fewest = fewest
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(x.shape))
+        if x.shape[0] < self.fewest:
+            raise ValueError(f"_Centre: needs 2 samples at least, got shape {tuple(x.shape)}")
+        return x - x.mean(0)
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return grad_output - grad_output.mean(0)
+
+
+def test_a_chain_with_a_dropout_takes_a_module_that_needs_several_samples() -> None:
+    """The trial on the first sample (see the test above) refused a batch that every child
+    takes: a module that needs two samples failed on the one, and the real batch never ran.
+    The trial runs the whole batch then, in evaluation mode still; the same chain without
+    the dropout always took it."""
+    torch.manual_seed(0)
+    layers = (nn.Linear(3, 4), nn.Linear(4, 2))
+    x = torch.randn(8, 3)
+    outputs = []
+    for fewest in (2, 1):  # the module; a twin that takes one sample, its batches alike
+        generator = torch.Generator().manual_seed(3)
+        centre = _Centre(fewest)
+        first, last = copy.deepcopy(layers)
+        model = nn.Sequential(first, nn.Dropout(0.25, generator=generator), centre, last)
+        outputs.append((model(x), generator.get_state(), centre.calls))
+    (output, state, calls), (expected, expected_state, expected_calls) = outputs
+    assert output.shape == (8, 2) and torch.equal(output, expected)
+    assert torch.equal(state, expected_state)  # (the trials drew nothing)
+    assert calls == [(1, 4), (8, 4), (8, 4)]  # the sample, the batch, the real forward
+    assert expected_calls == [(1, 4), (8, 4)]
+
+
+def test_a_chain_refused_by_its_trial_names_the_shapes_given() -> None:
+    """The trial on the first sample gave the sample's shape, (1, 3), in the message of a
+    refusal of the batch the caller gave, (8, 3); the chain without a batch norm named
+    (8, 3)."""
+    model = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(5, 2))
+    before = [buffer.clone() for buffer in model[0].buffers()]
+    with pytest.raises(
+        ValueError, match=r"^Linear: expected 5 input features, got 3 \(input shape \(8, 3\)\)"
+    ):
+        model(torch.randn(8, 3))
+    assert all(map(torch.equal, model[0].buffers(), before))

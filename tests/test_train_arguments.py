@@ -1191,3 +1191,48 @@ def test_fit_rounds_checks_every_target_value_of_each_set_before_the_first_step(
         assert all(torch.equal(model.state_dict()[name], value) for name, value in state.items())
     for generator, state in zip(generators, states, strict=True):
         assert torch.equal(generator.get_state(), state)
+
+
+class _Centred(nn.Module):
+    """A module of one's own that takes no single sample (it centres the batch)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] < 2:
+            raise ValueError(f"_Centred: needs 2 samples at least, got shape {tuple(x.shape)}")
+        return x - x.mean(0)
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return grad_output - grad_output.mean(0)
+
+
+def test_fit_trains_a_module_that_needs_several_samples() -> None:
+    """fit's trial on the first sample refused a model whose every batch trains: it runs the
+    first batch then, and trains as the loop does; a model the batch refuses too is refused
+    with the sample's refusal and note, as before."""
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 3, dtype=torch.float64), torch.randint(0, 2, (40,))
+    model = nn.Sequential(nn.Linear(3, 4), _Centred(), nn.Tanh(), nn.Linear(4, 2)).double()
+    twin = copy.deepcopy(model)
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    criterion = nn.CrossEntropyLoss()
+    history = fit(
+        model, criterion, optimizer, x, y, epochs=2, batch_size=8,
+        generator=torch.Generator().manual_seed(5),
+    )  # fmt: skip
+    twin_optimizer = optim.SGD(twin.parameters(), lr=0.1)
+    batches = BatchIterator(x, y, 8, generator=torch.Generator().manual_seed(5))
+    for _ in range(2):
+        for x_batch, y_batch in batches:
+            twin_optimizer.zero_grad()
+            criterion(twin(x_batch), y_batch)
+            twin.backward(criterion.backward())
+            twin_optimizer.step()
+    assert len(history.train_loss) == 2
+    for parameter, expected in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(parameter.data, expected.data)
+    wide = nn.Sequential(nn.Linear(5, 4), _Centred(), nn.Linear(4, 2)).double()
+    with pytest.raises(ValueError, match=r"^Linear: expected 5 input features, got 3") as info:
+        fit(wide, criterion, optim.SGD(wide.parameters(), lr=0.1), x, y, epochs=1, batch_size=8)
+    assert info.value.__notes__[-1].startswith(  # type: ignore[attr-defined]
+        "fit ran the model and the loss on the first sample, x[:1] and y[:1] (shapes (1, 3)"
+    )

@@ -6,7 +6,7 @@ import contextlib
 import types
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -460,7 +460,9 @@ def fit(
             included (a rate beyond the range of a dtype the model was cast to since the
             optimizer was built, a ``step_count`` set by hand to no integer >= 0). Before
             training, ``model`` and ``criterion``
-            run once on the first sample in evaluation mode, so that their own checks of ``x``
+            run once on the first sample in evaluation mode (and, where that is refused, on
+            the first batch: a module of one's own that takes no single sample passes there;
+            a refusal of both is the sample's), so that their own checks of ``x``
             and ``y`` apply and class indices in ``y`` (and in ``validation``) are checked
             against the width of the model's outputs (a folded fit given the same ``x`` and
             ``y`` tensors as its last call, unchanged since, does not run that trial again:
@@ -631,22 +633,26 @@ def fit(
         # so that the model's and the loss's own checks of x and y fail before the first step
         # (which would have changed batch-norm statistics), and class indices are checked
         # against the width of the outputs.
+        # Where the first sample is refused, the first batch runs too (in evaluation mode
+        # still): a module of one's own that takes no single sample passes there; one that the
+        # batch fails too stops the call with the sample's refusal.
         with eval_mode(model), torch.inference_mode():
             try:
-                probe = model(x[:1])
-                probe_loss = criterion(probe, y[:1])
-                _check_loss_value(criterion, probe_loss, probe)
+                probe = _trial(criterion, model, x[:1], y[:1])
             except (TypeError, ValueError) as error:
-                add_note(
-                    error,
-                    f"fit ran the model and the loss on the first sample, x[:1] and y[:1] "
-                    f"(shapes {tuple(x[:1].shape)} and {tuple(y[:1].shape)}), before training: "
-                    "the shapes above are that sample's",
-                )
-                raise
+                size = min(batch_size, len(x))
+                if size <= 1:
+                    _note_trial(error, "sample", x[:1], y[:1])
+                    raise
+                try:
+                    probe = _trial(criterion, model, x[:size], y[:size])
+                except (TypeError, ValueError):
+                    # (refused by the batch too: the sample's refusal, as documented)
+                    _note_trial(error, "sample", x[:1], y[:1])
+                    raise error from None
         scores = isinstance(probe, Tensor) and probe.dim() == 2
         width = int(probe.shape[1]) if scores else None
-        outputs = str(tuple(probe.shape)) if isinstance(probe, Tensor) else type(probe).__name__
+        outputs = str((1, *probe.shape[1:])) if isinstance(probe, Tensor) else type(probe).__name__
     if not y.is_floating_point() and width is not None:
         # (on a probed y too: what was written through .data or NumPy moved no version counter)
         check_class_indices("fit", "", y)  # >= 0 (the check against the width is only < C)
@@ -814,6 +820,24 @@ def _check_history(where: str, history: History) -> None:
         if kind is ValueError:
             words += "; pass the history of the run (load_checkpoint's state.history), or none"
         raise kind(f"{where}: {words}")
+
+
+def _trial(criterion: Loss, model: Module, x: Tensor, y: Tensor) -> Any:
+    """The model's output on ``x``, once the loss has taken it with ``y`` (fit's trial)."""
+    probe = model(x)
+    _check_loss_value(criterion, criterion(probe, y), probe)
+    return probe
+
+
+def _note_trial(error: BaseException, what: str, x: Tensor, y: Tensor) -> None:
+    """Say that ``error`` came from fit's trial on the first ``what`` (sample, batch), ``x``
+    and ``y``."""
+    rows = f"x[:{len(x)}] and y[:{len(x)}]"
+    add_note(
+        error,
+        f"fit ran the model and the loss on the first {what}, {rows} (shapes {tuple(x.shape)} "
+        f"and {tuple(y.shape)}), before training: the shapes above are that {what}'s",
+    )
 
 
 def _check_loss_value(criterion: Loss, value: object, prediction: object) -> None:

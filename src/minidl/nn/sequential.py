@@ -287,7 +287,9 @@ class Sequential(Module):
         the children on ``input``'s first sample in evaluation mode first, which changes
         neither: a child after it that refuses its input (a layer of another width or dtype)
         then refuses before the statistics counted the batch, or the generator drew, as every
-        refusal leaves the state as it was. Once for each signature of the input (its shape
+        refusal leaves the state as it was. Where the first sample is refused, the whole batch
+        runs in evaluation mode too: a child that takes no single sample passes there, and a
+        refusal names the shapes given. Once for each signature of the input (its shape
         past the batch, dtype and device) and set of parameter tensors and registrations, as
         :func:`minidl.train.fit` runs its trial once a call; the children's forward caches then
         hold the trial's, until the forward that follows replaces them."""
@@ -295,15 +297,27 @@ class Sequential(Module):
         if not any(type(part)._updates_in_training and part.training for part in modules):
             return
         modes = [(part, part.training) for part in modules]
-        module = None
+        at: list[Module | None] = [None]  # (the child running, for the note of a refusal)
+
+        def run(trial: Tensor) -> None:
+            for module in self._layers:
+                at[0] = module
+                trial = module.forward(trial)
+
         try:
             for part, _ in modes:
                 part.training = False
-            sample = input[:1]
-            for module in self._layers:
-                sample = module.forward(sample)
+            try:
+                run(input[:1])
+            except Exception:
+                if input.shape[0] <= 1:
+                    raise
+                # A child that takes no single sample (one of one's own that needs two), or a
+                # refusal whose message would give the sample's shape: the whole batch, still
+                # in evaluation mode; only if it fails too is the input refused, in its shapes.
+                run(input)
         except BaseException as error:
-            self._note_refusal(module, error)
+            self._note_refusal(at[0], error)
             raise
         finally:
             for part, training in modes:
