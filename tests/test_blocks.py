@@ -1036,3 +1036,30 @@ def test_a_chain_refused_by_its_trial_names_the_shapes_given() -> None:
     ):
         model(torch.randn(8, 3))
     assert all(map(torch.equal, model[0].buffers(), before))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("running_var", torch.ones(4), r"running_var has shape \(4,\), torch\.float32, expected "
+         r"a floating-point tensor of shape \(3,\) \(num_features\)"),
+        ("running_mean", torch.zeros(4), r"running_mean has shape \(4,\)"),
+        ("running_var", torch.ones(3, dtype=torch.float64), r"running_var is torch\.float64 on "
+         r"cpu, expected torch\.float32 on cpu like running_mean"),
+        ("running_mean", torch.zeros(3, dtype=torch.int64), r"running_mean has shape \(3,\), "
+         r"torch\.int64, expected a floating-point tensor"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("affine", [False, True])
+def test_batch_norm_checks_running_statistics_registered_by_hand(
+    name: str, value: torch.Tensor, message: str, affine: bool
+) -> None:
+    """Statistics put in place with ``register_buffer`` were not checked: a ``running_var``
+    of another shape failed in torch's words with the mean already updated, a float64 one in
+    a float32 layer was taken, and a mean of another shape was named as the weight's fault."""
+    norm = nn.BatchNorm1d(3, affine=affine)
+    norm.register_buffer(name, value)
+    before = [buffer.clone() for buffer in norm.buffers()]
+    with pytest.raises(ValueError, match=rf"^BatchNorm1d: {message}"):
+        norm(torch.randn(5, 3))
+    assert all(map(torch.equal, norm.buffers(), before))

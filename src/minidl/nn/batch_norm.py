@@ -239,8 +239,8 @@ class BatchNorm1d(Module):
 
     def forward(self, input: Tensor) -> Tensor:
         check_input("BatchNorm1d", input, self._num_features)
-        check_like_parameter("BatchNorm1d", input, self.running_mean, owner=self._owner())
         self._check_parameters()
+        check_like_parameter("BatchNorm1d", input, self.running_mean, owner=self._owner())
         # An input from an autograd graph is read as a plain value (the running statistics
         # would otherwise record the graph, for good).
         dtype = input.dtype
@@ -304,7 +304,30 @@ class BatchNorm1d(Module):
 
     def _check_parameters(self) -> None:
         """A weight or bias assigned by hand (``weight.data = ...``) must be like the running
-        statistics; checked before anything is updated."""
+        statistics, and the running statistics (put in place with ``register_buffer``) of
+        shape ``(num_features,)``, floating point, with one dtype and device; checked before
+        anything is updated (a ``running_var`` of another shape failed in torch's words, the
+        mean already updated)."""
+        mean, variance = self.running_mean, self.running_var
+        features = self._num_features
+        if (
+            mean.shape != (features,)
+            or variance.shape != (features,)
+            or variance.dtype != mean.dtype
+            or variance.device != mean.device
+            or not mean.is_floating_point()
+        ):
+            for name, statistic in (("running_mean", mean), ("running_var", variance)):
+                if statistic.shape != (features,) or not statistic.is_floating_point():
+                    raise ValueError(
+                        f"BatchNorm1d: {name} has shape {tuple(statistic.shape)}, "
+                        f"{statistic.dtype}, expected a floating-point tensor of shape "
+                        f"({features},) (num_features)"
+                    )
+            raise ValueError(
+                f"BatchNorm1d: running_var is {variance.dtype} on {variance.device}, expected "
+                f"{mean.dtype} on {mean.device} like running_mean"
+            )
         weight, bias = self.weight, self.bias
         registered = self._parameters
         if not (weight is None or weight is registered.get("weight")) or not (
