@@ -1063,3 +1063,30 @@ def test_batch_norm_checks_running_statistics_registered_by_hand(
     with pytest.raises(ValueError, match=rf"^BatchNorm1d: {message}"):
         norm(torch.randn(5, 3))
     assert all(map(torch.equal, norm.buffers(), before))
+
+
+@pytest.mark.parametrize("part", ["batch norm", "dropout"])
+def test_a_residual_refuses_its_blocks_shape_before_the_state_changes(part: str) -> None:
+    """On its own (a Sequential runs its trial), a Residual whose block changes the width
+    refused only after the block ran: the batch norm had counted the batch, the dropout's
+    generator drawn."""
+    generator = torch.Generator().manual_seed(2)
+    inner = nn.BatchNorm1d(4) if part == "batch norm" else nn.Dropout(0.5, generator=generator)
+    residual = nn.Residual(nn.Sequential(inner, nn.Linear(4, 3)))
+    buffers = [buffer.clone() for buffer in residual.buffers()]
+    state = generator.get_state()
+    with pytest.raises(
+        ValueError,
+        match=r"^Residual: the block's output has shape \(6, 3\), expected the input's shape "
+        r"\(6, 4\)$",
+    ):
+        residual(torch.randn(6, 4))
+    assert all(map(torch.equal, residual.buffers(), buffers))
+    assert torch.equal(generator.get_state(), state)
+    assert inner.training and residual.training
+    # A block that keeps the shape trains as before, its state moved by the real batch only.
+    fitting = nn.Residual(nn.Sequential(copy.deepcopy(inner), nn.Linear(4, 4)))
+    twin = copy.deepcopy(fitting)
+    x = torch.randn(6, 4)
+    assert torch.equal(fitting(x), x + twin.block(x))
+    assert all(map(torch.equal, fitting.buffers(), twin.buffers()))

@@ -12,6 +12,7 @@ from minidl.nn._checks import check_grad_output, given_module, refuse_given_grad
 from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn.loss import check_not_a_loss
 from minidl.nn.module import Module
+from minidl.nn.parameter import Parameter
 
 __all__ = ["Residual"]
 
@@ -53,6 +54,8 @@ class Residual(Module):
         # after one of its layers wrote a gradient (a built-in layer copies what lies in its
         # own gradients, not in another layer's).
         self._gradients = GradientMemory()
+        # What the last trial was made for (see _try).
+        self._tried: tuple[object, ...] | None = None
 
     def forward(self, input: Tensor) -> Tensor:
         if not isinstance(input, Tensor):
@@ -61,6 +64,14 @@ class Residual(Module):
             )
         if self._gradients.holds(input, self):
             input = input.clone()
+        if self.training and input.dim() and input.shape[0]:
+            tried = (
+                input.shape[1:], input.dtype, input.device,
+                Parameter.replacements, Module._registrations,
+            )  # fmt: skip
+            if tried != self._tried:
+                self._try(input)
+                self._tried = tried
         try:
             output: Tensor = self.block.forward(input)
         except BaseException as error:
@@ -71,18 +82,52 @@ class Residual(Module):
                 self._refused = f"a forward stopped in its block by {type(error).__name__}"
             raise
         if not isinstance(output, Tensor) or output.shape != input.shape:
-            got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
             # The block ran: it now holds the caches of this input, not of the last good one.
             self._refused = "a forward refused for its block's output shape"
-            raise ValueError(
-                f"Residual: the block's output has shape {got}, expected the input's shape "
-                f"{tuple(input.shape)}"
-            )
+            raise _shape_error(output, input)
         self._shape = tuple(input.shape)
         self._refused = None
         return input + output
 
+    def _try(self, input: Tensor) -> None:
+        """Where the block holds a module that changes its state in training mode (a batch
+        norm, a dropout: :attr:`Module._updates_in_training`), run it in evaluation mode on
+        ``input``'s first sample first (and on the whole batch, where the sample is refused or
+        gives an output of another shape), so that a block refused for its output's shape is
+        refused before their statistics count the batch or their generator draws, as a
+        :class:`~minidl.nn.Sequential` does for its children. Once for each signature of the
+        input and set of parameters."""
+        parts = list(self.block.modules())
+        if not any(type(part)._updates_in_training and part.training for part in parts):
+            return
+        modes = [(part, part.training) for part in parts]
+        try:
+            for part, _ in modes:
+                part.training = False
+            sample = input[:1]
+            try:
+                output = self.block.forward(sample)
+                fits = isinstance(output, Tensor) and output.shape == sample.shape
+            except Exception:
+                if input.shape[0] <= 1:
+                    raise
+                fits = False
+            if not fits and input.shape[0] > 1:
+                output = self.block.forward(input)
+                fits = isinstance(output, Tensor) and output.shape == input.shape
+            if not fits:
+                raise _shape_error(output, input)
+        finally:
+            for part, training in modes:
+                part.training = training
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_tried"] = None  # (made again where it is loaded)
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_tried", None)  # (pickled before it existed)
         state.setdefault("_refused", None)  # (pickled before it existed)
         state.setdefault("_gradients", GradientMemory())  # (likewise)
         super().__setstate__(state)
@@ -127,3 +172,12 @@ class Residual(Module):
                 "succeeds, then backward"
             )
         check_grad_output("Residual", grad_output, torch.Size(self._shape))
+
+
+def _shape_error(output: object, input: Tensor) -> ValueError:
+    """The refusal of a block's ``output`` that has not ``input``'s shape."""
+    got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+    return ValueError(
+        f"Residual: the block's output has shape {got}, expected the input's shape "
+        f"{tuple(input.shape)}"
+    )
