@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from minidl import nn
+from minidl import nn, optim
 from minidl.gradcheck import gradcheck
 
 F64 = torch.float64
@@ -462,9 +462,11 @@ def test_batch_norm_gradcheck(training: bool) -> None:
 def test_batch_norm_with_one_affine_parameter_set_to_none(
     dropped: str, training: bool, batch: int
 ) -> None:
-    """``layer.bias = None`` (or ``weight``), as ``torch.nn.BatchNorm1d`` allows, leaves out
-    that parameter only: the other one still scales or shifts, and gets its gradient (the
-    weight was dropped too). Against ``F.batch_norm`` with the same ``None`` in float64."""
+    """``layer.register_parameter("bias", None)`` (or ``weight``), as ``torch.nn.BatchNorm1d``
+    allows, leaves out that parameter only: the other one still scales or shifts, and gets its
+    gradient (the weight was dropped too), and it is no longer a parameter (a ``bias = None``
+    set by hand left it in ``parameters()`` and ``state_dict``; it is refused). Against
+    ``F.batch_norm`` with the same ``None`` in float64."""
     if training and batch == 1:
         batch = 3  # (training needs two samples)
     module = nn.BatchNorm1d(4, momentum=0.3, dtype=F64)
@@ -475,7 +477,20 @@ def test_batch_norm_with_one_affine_parameter_set_to_none(
     module.train(training)
     kept = module.bias if dropped == "weight" else module.weight
     assert kept is not None
-    setattr(module, dropped, None)
+    by_hand = copy.deepcopy(module)
+    setattr(by_hand, dropped, None)
+    with pytest.raises(
+        ValueError,
+        match=rf"^BatchNorm1d: {dropped} is None, but a {dropped} is still registered .*; remove "
+        rf"it with register_parameter\('{dropped}', None\)$",
+    ):
+        by_hand(_x(3, 4, seed=42))
+    assert module.register_parameter(dropped, None) is None
+    assert getattr(module, dropped) is None
+    assert [name for name, _ in module.named_parameters()] == [
+        "bias" if dropped == "weight" else "weight"
+    ]
+    assert dropped not in module.state_dict()
     leaf_kept = kept.data.clone().requires_grad_()
     running_mean, running_var = module.running_mean.clone(), module.running_var.clone()
     x = _x(batch, 4, seed=42, scale=2.0) + 1.0
@@ -502,16 +517,17 @@ def test_batch_norm_with_one_affine_parameter_set_to_none(
 
 @pytest.mark.parametrize("change", ["set to None", "registered again"])
 def test_batch_norm_refuses_a_backward_after_a_parameter_came_or_went(change: str) -> None:
-    """The backward of a forward with a bias, after ``bias = None`` (or the reverse), would
-    differentiate another function than the forward computed: refused, no gradient changed."""
+    """The backward of a forward with a bias, after ``register_parameter("bias", None)`` (or
+    the reverse), would differentiate another function than the forward computed: refused, no
+    gradient changed."""
     module = nn.BatchNorm1d(3, dtype=F64)
     bias = module.bias
     assert bias is not None
     if change == "registered again":
-        module.bias = None
+        module.register_parameter("bias", None)
     module(_x(5, 3, seed=50))
     if change == "set to None":
-        module.bias = None
+        module.register_parameter("bias", None)
     else:
         module.register_parameter("bias", bias)
     before = [p.grad.clone() for p in module.parameters()]
@@ -1090,3 +1106,40 @@ def test_a_residual_refuses_its_blocks_shape_before_the_state_changes(part: str)
     x = torch.randn(6, 4)
     assert torch.equal(fitting(x), x + twin.block(x))
     assert all(map(torch.equal, fitting.buffers(), twin.buffers()))
+
+
+def test_a_linear_layer_loses_its_bias_by_register_parameter_none() -> None:
+    """``layer.bias = None`` by hand computed without the bias while ``parameters()``, the
+    optimizers and ``state_dict`` kept it (weight decay moved it); it is refused, naming
+    ``register_parameter("bias", None)``, which removes it, in a Sequential too."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3, dtype=F64), nn.Tanh(), nn.Linear(3, 2, dtype=F64))
+    by_hand = copy.deepcopy(model)
+    by_hand[0].bias = None
+    x = _x(5, 2, seed=60)
+    with pytest.raises(
+        ValueError, match=r"^Linear: bias is None, but a bias is still registered"
+    ) as info:
+        by_hand(x)
+    assert "in Sequential, at module 0 (Linear)" in info.value.__notes__  # type: ignore[attr-defined]
+    layer = model[0]
+    assert isinstance(layer, nn.Linear)
+    layer.register_parameter("bias", None)
+    assert layer.bias is None and "bias=False" in repr(layer)
+    assert [name for name, _ in model.named_parameters()] == ["0.weight", "2.weight", "2.bias"]
+    assert "0.bias" not in model.state_dict()
+    twin = nn.Sequential(
+        nn.Linear(2, 3, bias=False, dtype=F64), nn.Tanh(), nn.Linear(3, 2, dtype=F64)
+    )
+    twin.load_state_dict(model.state_dict())
+    optimizer = optim.SGD(model.parameters(), lr=0.1, weight_decay=0.5)
+    twin_optimizer = optim.SGD(twin.parameters(), lr=0.1, weight_decay=0.5)
+    for net, opt in ((model, optimizer), (twin, twin_optimizer)):
+        opt.zero_grad()
+        net.backward(net(x))
+        opt.step()
+    for parameter, expected in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(parameter.data, expected.data)
+    # A bias registered again is a parameter again.
+    layer.register_parameter("bias", nn.Parameter(torch.zeros(3, dtype=F64)))
+    assert "0.bias" in model.state_dict()

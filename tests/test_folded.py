@@ -589,14 +589,15 @@ def test_on_epoch_copying_the_model_stays_folded(monkeypatch: pytest.MonkeyPatch
 
 
 def test_on_epoch_removing_a_bias_goes_on_step_by_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``on_epoch`` sets a layer's bias to ``None`` (its parameter stays registered, and in the
-    optimizer): the layer computes without it from then on, so the loop runs, as it would."""
+    """``on_epoch`` removes a layer's bias (``register_parameter("bias", None)``; its
+    parameter stays in the optimizer): the layer computes without it from then on, so the loop
+    runs, as it would."""
     calls = _count_folded_calls(monkeypatch)
 
     def on_epoch_for(model: nn.Module, *_: object) -> Callable[[Any], None]:
         def on_epoch(record: Any) -> None:
             if record.epoch == 0:
-                model[2].bias = None
+                model[2].register_parameter("bias", None)
 
         return on_epoch
 

@@ -412,18 +412,6 @@ def test_unsupported_layers_are_named_with_their_path() -> None:
         from_torch(torch.nn.Sequential(torch.nn.Softmax(dim=0)))
     with pytest.raises(ConversionError, match=r"track_running_stats=False"):
         from_torch(torch.nn.BatchNorm1d(3, track_running_stats=False))
-    without_bias = torch.nn.BatchNorm1d(3)
-    without_bias.bias = None  # what bias=False gives (an argument of recent torch versions only)
-    with pytest.raises(ConversionError, match=r"affine without a bias \(bias=False\)"):
-        from_torch(without_bias)
-    without_weight = torch.nn.BatchNorm1d(3)
-    without_weight.weight = None  # torch's forward runs (x_hat + bias); it raised AttributeError
-    with pytest.raises(
-        ConversionError,
-        match=r"^from_torch: cannot convert the model itself, of type .*BatchNorm1d \(affine "
-        r"without a weight \(weight set to None\)\)",
-    ):
-        from_torch(without_weight)
     with pytest.raises(ConversionError, match=r"cannot convert the model itself, of type .*Mish"):
         from_torch(torch.nn.Mish())
     stack = nn.stack_models([nn.mlp((2, 3, 2)) for _ in range(2)])
@@ -949,3 +937,29 @@ def test_training_after_conversion_follows_torch_optim(direction: str, name: str
             _close(value, theirs[key], key)
         else:
             assert torch.equal(value, theirs[key]), key
+
+
+@pytest.mark.parametrize("dropped", ["weight", "bias"])
+def test_a_batch_norm_without_its_weight_or_bias_converts_both_ways(dropped: str) -> None:
+    """torch's ``norm.bias = None`` (what ``bias=False`` gives) or ``weight = None`` was refused
+    by from_torch, and minidl's ``register_parameter(name, None)`` gave to_torch a layer with
+    both, the one left out uninitialised memory: each now converts into the other's layer
+    without it, computing the same."""
+    torch.manual_seed(0)
+    source = torch.nn.BatchNorm1d(3, dtype=torch.float64)
+    with torch.no_grad():
+        source.weight.uniform_(0.5, 1.5)
+        source.bias.uniform_(-1.0, 1.0)
+    setattr(source, dropped, None)
+    model = from_torch(source)
+    assert getattr(model, dropped) is None
+    assert [name for name, _ in model.named_parameters()] == [
+        "bias" if dropped == "weight" else "weight"
+    ]
+    x = torch.randn(6, 3, dtype=torch.float64)
+    torch.testing.assert_close(model(x), source(x).detach(), rtol=1e-12, atol=1e-12)
+    back = to_torch(model)
+    assert getattr(back, dropped) is None
+    kept = "bias" if dropped == "weight" else "weight"
+    assert torch.equal(getattr(back, kept).detach(), getattr(source, kept).detach())
+    torch.testing.assert_close(back(x).detach(), model(x), rtol=1e-12, atol=1e-12)

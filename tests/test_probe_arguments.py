@@ -298,7 +298,7 @@ def test_a_parameter_attribute_set_to_no_parameter_is_refused_at_the_next_forwar
 ) -> None:
     # A tensor was taken by the forward (the registered Parameter, which the optimizers and
     # state_dict keep, was no longer used); a number or None raised "'int' object has no
-    # attribute 'data'". (A bias set to None is no bias, as in PyTorch: tests/test_recent_shapes.)
+    # attribute 'data'". (A bias removed is no bias, as in PyTorch: tests/test_recent_shapes.)
     torch.manual_seed(0)
     layer, x = _layer_and_input(kind)
     layer(x)
@@ -306,6 +306,11 @@ def test_a_parameter_attribute_set_to_no_parameter_is_refused_at_the_next_forwar
     given = {"tensor": layer.weight.data.clone(), "number": 3, "no weight": None}[value]
     setattr(layer, name, given)
     if kind == "BatchNorm1d" and given is None:
+        # (a weight may be None, but not while one is still registered, which parameters()
+        # and state_dict would keep: removed with register_parameter, it computes without)
+        with pytest.raises(ValueError, match=r"^BatchNorm1d: weight is None, but a weight is"):
+            layer(x)
+        layer.register_parameter("weight", None)
         assert torch.equal(layer(x), layer._normalized)  # (no weight: the bias, zeros, only)
         return
     with pytest.raises(TypeError) as refused:

@@ -236,5 +236,5 @@ def test_a_batched_layer_whose_bias_is_removed_after_a_forward_adds_none() -> No
     layer = nn.BatchedLinear(2, 3, 2).to(dtype=F64)
     x = torch.randn(2, 4, 3, dtype=F64)
     layer(x)
-    layer.bias = None
+    layer.register_parameter("bias", None)
     assert torch.equal(layer(x), torch.bmm(x, layer.weight.data.transpose(1, 2)))

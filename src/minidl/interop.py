@@ -314,9 +314,14 @@ def _torch_layer(module: Module, path: str) -> tnn.Module:
             dtype=mean.dtype,
             device="meta",
         ).to_empty(device=mean.device)
-        if module.weight is not None and module.bias is not None:
-            _copy_parameter("weight", norm.weight, module.weight.data)
-            _copy_parameter("bias", norm.bias, module.bias.data)
+        if module.affine:
+            # (one of the two removed with register_parameter(name, None): removed here too,
+            # where it was left as uninitialised memory)
+            for name, parameter in (("weight", module.weight), ("bias", module.bias)):
+                if parameter is None:
+                    norm.register_parameter(name, None)
+                else:
+                    _copy_parameter(name, getattr(norm, name), parameter.data)
         for name, buffer in module._buffers.items():
             if name in norm._buffers:  # (another, registered by hand, is refused by the caller)
                 _copy_parameter(name, getattr(norm, name), buffer)
@@ -626,10 +631,6 @@ def _minidl_layer(
             or module.num_batches_tracked is None
         ):
             raise _unsupported(path, module, "track_running_stats=False")
-        if module.affine and module.bias is None:
-            raise _unsupported(path, module, "affine without a bias (bias=False)")
-        if module.affine and module.weight is None:
-            raise _unsupported(path, module, "affine without a weight (weight set to None)")
         norm = nn.BatchNorm1d(
             module.num_features,
             eps=module.eps,
@@ -638,9 +639,14 @@ def _minidl_layer(
             dtype=running_mean.dtype,
             device=running_mean.device,
         )
-        if norm.weight is not None and norm.bias is not None:
-            _copy_parameter("weight", norm.weight.data, module.weight)
-            _copy_parameter("bias", norm.bias.data, module.bias)
+        if module.affine:
+            # (one of the two set to None, as torch allows: removed here too)
+            for name in ("weight", "bias"):
+                parameter = getattr(module, name)
+                if parameter is None:
+                    norm.register_parameter(name, None)
+                else:
+                    _copy_parameter(name, getattr(norm, name).data, parameter)
         _copy_parameter("running_mean", norm.running_mean, running_mean)
         _copy_parameter("running_var", norm.running_var, running_var)
         _copy_parameter("num_batches_tracked", norm.num_batches_tracked, module.num_batches_tracked)

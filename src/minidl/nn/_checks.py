@@ -320,7 +320,8 @@ def check_parameter_attributes(
 ) -> None:
     """Refuse a layer's parameter attribute (``weight``, ``bias``: ``names``, separated by
     commas) that holds no :class:`Parameter` (those of ``optional`` may be ``None``: no bias, as
-    in PyTorch), or one that is not the Parameter registered under its name: a tensor, a number,
+    in PyTorch, where none is registered under the name), or one that is not the Parameter
+    registered under its name: a tensor, a number,
     ``None`` or another Parameter assigned by hand, with which the layer would compute while
     ``parameters()``, the optimizers and ``state_dict`` keep the registered one. (Read with ``getattr``: asking for a module's ``__dict__`` would make CPython
     keep its attributes in a slower dict.)"""
@@ -337,7 +338,13 @@ def check_parameter_attributes(
                 f"{name}.data.copy_(...), or register it with register_parameter({name!r}, ...)"
             )
         if value is None and name in optional.split(", "):
-            continue
+            if registry is None or name not in registry:
+                continue
+            raise ValueError(
+                f"{where}: {name} is None, but a {name} is still registered (set to None by "
+                f"hand: the layer would compute without it while parameters(), the optimizers "
+                f"and state_dict keep it); remove it with register_parameter({name!r}, None)"
+            )
         raise TypeError(
             f"{where}: {name} must be a minidl Parameter, got {type(value).__name__} (an "
             f"attribute set by hand is not registered: parameters() and the optimizers would "

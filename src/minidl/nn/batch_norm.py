@@ -139,8 +139,10 @@ class BatchNorm1d(Module):
             (default 0.1), or ``None`` for their cumulative average (:math:`m = 1/t`, above).
         affine: learn :math:`\gamma` (``weight``, starting at 1) and :math:`\beta` (``bias``,
             starting at 0); otherwise :math:`\gamma = 1, \beta = 0` (default ``True``). One of
-            the two set to ``None`` afterwards (``layer.bias = None``, as PyTorch allows)
-            is left out alone: the other still applies and gets its gradient.
+            the two removed afterwards (``layer.register_parameter("bias", None)``, as
+            PyTorch's ``layer.bias = None`` does) is left out alone: the other still applies
+            and gets its gradient. Set to ``None`` by hand, with the parameter still
+            registered (which ``parameters()`` and ``state_dict`` would keep), it is refused.
         track_running_stats: ``True`` (default), what it does: PyTorch's argument; ``False``
             (batch statistics in evaluation mode too) is refused.
         dtype: dtype of the parameters and running statistics (default: torch's default dtype).
@@ -275,7 +277,7 @@ class BatchNorm1d(Module):
         self._normalized, self._inv_std = _as(normalized, dtype), inv_std
         self._batch_statistics = self.training
         if self.weight is None or self.bias is None:
-            # (without affine; or one of the two set to None by hand, as PyTorch allows: the
+            # (without affine; or one of the two removed with register_parameter(name, None): the
             # other still applies)
             weight_or_none = None if self.weight is None else self.weight.data
             bias_or_none = None if self.bias is None else self.bias.data
@@ -330,8 +332,11 @@ class BatchNorm1d(Module):
             )
         weight, bias = self.weight, self.bias
         registered = self._parameters
-        if not (weight is None or weight is registered.get("weight")) or not (
-            bias is None or bias is registered.get("bias")
+        if (
+            not (weight is None or weight is registered.get("weight"))
+            or not (bias is None or bias is registered.get("bias"))
+            or (weight is None and "weight" in registered)
+            or (bias is None and "bias" in registered)
         ):
             check_parameter_attributes("BatchNorm1d", self, "weight, bias", "weight, bias")
         statistics = self.running_mean

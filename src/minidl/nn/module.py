@@ -262,29 +262,45 @@ class Module:
 
     # -- registration -----------------------------------------------------------------------------
 
-    def register_parameter(self, name: str, parameter: Parameter) -> Parameter:
+    @overload
+    def register_parameter(self, name: str, parameter: Parameter) -> Parameter: ...
+
+    @overload
+    def register_parameter(self, name: str, parameter: None) -> None: ...
+
+    def register_parameter(self, name: str, parameter: Parameter | None) -> Parameter | None:
         """Register ``parameter`` under ``name`` and return it (also set as an attribute).
+
+        ``None``, as in PyTorch, says the module has no such parameter: one registered under
+        ``name`` is removed (``layer.register_parameter("bias", None)``: a layer without its
+        bias, which ``parameters()``, the optimizers built after and ``state_dict`` no longer
+        hold), and the attribute is set to ``None``. A ``bias`` set to ``None`` by hand, the
+        registered one left, is refused by the layer, naming this call.
 
         Args:
             name: a non-empty ``str`` without ``"."``; not the name of a buffer or child module,
                 nor of another attribute or method (re-registering a parameter replaces it).
-            parameter: a :class:`Parameter`; named ``name`` if it has no name yet.
+            parameter: a :class:`Parameter`, named ``name`` if it has no name yet; or ``None``.
 
         Raises:
             AttributeError: called before ``Module.__init__()``.
-            TypeError: ``name`` is not a ``str``, or ``parameter`` is not a :class:`Parameter`.
+            TypeError: ``name`` is not a ``str``, or ``parameter`` is not a :class:`Parameter`
+                nor ``None``.
             KeyError: a name refused above. A refused call changes nothing.
         """
         registry = self._registry("register_parameter", "parameter")
         self._check_name("register_parameter", "parameter", name, parameter, registry)
-        if not isinstance(parameter, Parameter):
+        if parameter is None:
+            registry.pop(name, None)
+        elif not isinstance(parameter, Parameter):
             raise TypeError(
-                f"{type(self).__name__}.register_parameter: expected a Parameter for {name!r}, "
-                f"got {type(parameter).__name__}"
+                f"{type(self).__name__}.register_parameter: expected a Parameter (or None) for "
+                f"{name!r}, got {type(parameter).__name__}"
             )
-        if not parameter.name:
-            parameter.name = name
-        registry[name] = parameter
+        else:
+            if not parameter.name:
+                parameter.name = name
+            registry[name] = parameter
         Module._registrations = next(_REGISTRATIONS)  # (not += 1: see _REGISTRATIONS)
         for module in self._sharing("_parameters"):
             object.__setattr__(module, name, parameter)
@@ -428,8 +444,10 @@ class Module:
         attribute = getattr(type(self), name, missing)
         if attribute is missing:
             attribute = getattr(self, name, missing)
-            if attribute is value:
-                return  # (self.block = block, then registered)
+            if attribute is value or (attribute is None and kind == "parameter"):
+                # (self.block = block, then registered; a parameter where there was none, as
+                # after register_parameter(name, None) or Linear(bias=False))
+                return
         if attribute is not missing:
             what = "a method" if callable(attribute) else "an attribute"
             raise KeyError(
