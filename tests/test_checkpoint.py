@@ -2334,3 +2334,29 @@ def test_a_layers_own_generator_in_any_attribute_resumes_bit_for_bit(
     assert all(torch.equal(runs[0][key], runs[1][key]) for key in runs[0])
     saved = [entry for entry in read_checkpoint(path).tensors if entry.startswith("rng.module.")]
     assert saved == ["rng.module.1" if name == "generator" else "rng.module.1.rng"]
+
+
+@pytest.mark.parametrize("limit", [0, 10_000])
+def test_save_refuses_an_integer_json_cannot_read_back_whatever_the_limit(
+    tmp_path: Path, limit: int
+) -> None:
+    """A program that raised Python's limit on integer digits (``sys.set_int_max_str_digits``)
+    saved an ``extra`` holding 10**5000, and load_checkpoint then called the file corrupted:
+    save refuses such an integer in its own words, as it does under the default limit; one of
+    4300 digits is written and read back."""
+    model = nn.mlp((2, 3, 2))
+    path = tmp_path / "run.ckpt"
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(limit)
+    try:
+        with pytest.raises(
+            CheckpointError,
+            match=r"^save_checkpoint: .*it holds an integer of more than 4300 digits, which "
+            r"Python's JSON reader refuses",
+        ):
+            save_checkpoint(path, model, extra={"n": [1, {"deep": -(10**5000)}]})
+        assert not path.exists()
+        save_checkpoint(path, model, extra={"n": 10**4300 - 1})
+    finally:
+        sys.set_int_max_str_digits(before)
+    assert load_checkpoint(path, model).extra == {"n": 10**4300 - 1}

@@ -550,6 +550,15 @@ def save_checkpoint(
         }
         for name, tensor in tensors.items()
     }
+    if _holds_a_long_integer(header):
+        # (Python's JSON writer refuses one too, but not where a program raised the limit,
+        # sys.set_int_max_str_digits: a file then written would be refused as corrupted)
+        raise CheckpointError(
+            f"{where}: the state cannot be written as JSON: it holds an integer of more than "
+            f"{_MOST_DIGITS} digits, which Python's JSON reader refuses (see "
+            "sys.get_int_max_str_digits), so that the checkpoint could not be loaded; keep such "
+            "a number in extra as a string"
+        )
     try:
         metadata = _dump_header(header)
     except (TypeError, ValueError) as error:
@@ -650,6 +659,34 @@ def _check_extra_keys(value: object, name: str, where: str) -> None:
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             _check_extra_keys(item, f"{name}[{index}]", where)
+
+
+#: The most digits of an integer that Python's JSON reader takes by default (4300: see
+#: ``sys.get_int_max_str_digits``), whatever the limit of the program that saves.
+_MOST_DIGITS = 4300
+_FIRST_TOO_LONG = 10**_MOST_DIGITS
+
+
+def _holds_a_long_integer(value: object) -> bool:
+    """Whether ``value`` (a header) holds an integer of more than :data:`_MOST_DIGITS` digits,
+    found level by level, without recursion (its nesting is checked before)."""
+    level: list[object] = [value]
+    seen: set[int] = set()
+    while level:
+        following: list[object] = []
+        for item in level:
+            if isinstance(item, int):
+                if not -_FIRST_TOO_LONG < item < _FIRST_TOO_LONG:
+                    return True
+            elif isinstance(item, Mapping | list | tuple) and id(item) not in seen:
+                seen.add(id(item))
+                items = [*item.values()] if isinstance(item, Mapping) else item
+                # (a list of floats alone, as a history's, passed over by its types, in C)
+                kinds = set(map(type, items))
+                if not kinds <= _SCALARS - {int}:
+                    following += items
+        level = following
+    return False
 
 
 def _nested_deeper(value: object, limit: int) -> bool:
