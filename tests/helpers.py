@@ -237,6 +237,12 @@ def torch_loss(criterion: nn.Loss, prediction: Tensor, target: Tensor) -> Tensor
         return F.mse_loss(prediction, dense, reduction=criterion.reduction)
     if isinstance(criterion, nn.CrossEntropyLoss):
         return F.cross_entropy(prediction, target, reduction=criterion.reduction)
+    if isinstance(criterion, nn.L1Loss):
+        return F.l1_loss(prediction, target, reduction=criterion.reduction)
+    if isinstance(criterion, nn.HuberLoss):
+        return F.huber_loss(
+            prediction, target, reduction=criterion.reduction, delta=criterion.delta
+        )
     raise TypeError(f"no torch oracle for {type(criterion).__name__}")
 
 

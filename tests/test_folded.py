@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+from unittest import mock
 
 import pytest
 import torch
@@ -72,13 +73,16 @@ def _train_both(
     make: Callable[[], tuple[nn.Module, nn.Loss, optim.Optimizer, Any]],
     x: Tensor,
     y: Tensor,
+    folds: bool = True,
     **options: Any,
 ) -> tuple[tuple[nn.Module, optim.Optimizer, History], tuple[nn.Module, optim.Optimizer, History]]:
+    """``fit`` run folded (its folded step must run, unless ``folds`` is false: a test of a
+    case it declines) and step by step, each from ``make()``."""
     runs = []
     for fold in (True, False):
         model, criterion, optimizer, scheduler = make()
         generator = torch.Generator().manual_seed(5)
-        context = _path(fold)
+        context = _folding(folds) if fold else _path(fold)
         with context:
             history = fit(
                 model,
@@ -92,6 +96,23 @@ def _train_both(
             )
         runs.append((model, optimizer, history))
     return runs[0], runs[1]
+
+
+@contextlib.contextmanager
+def _folding(runs: bool = True) -> Iterator[None]:
+    """``fit`` as it runs, whose folded step must run in the block (a comparison with the loop
+    would still pass if ``fit`` stopped folding), or must not (``runs`` false: a case it
+    declines)."""
+    calls = [0]
+    original = FoldedStep.__call__
+
+    def counting(self: FoldedStep, x: Tensor, y: Tensor) -> Tensor:
+        calls[0] += 1
+        return original(self, x, y)
+
+    with mock.patch.object(FoldedStep, "__call__", counting):
+        yield
+    assert (calls[0] > 0) == runs, f"fit ran its folded step {calls[0]} times"
 
 
 def _path(fold: bool) -> contextlib.AbstractContextManager[object]:
@@ -1098,7 +1119,7 @@ def test_declines_parameters_that_are_not_one_flat_buffer() -> None:
 
     model, _, optimizer, _ = make()
     _declines(model, optimizer=optimizer)
-    _same_training(*_train_both(make, x, y, epochs=2, batch_size=10), tolerance=0.0)
+    _same_training(*_train_both(make, x, y, folds=False, epochs=2, batch_size=10), tolerance=0.0)
 
 
 def test_declines_an_update_set_on_the_optimizer() -> None:
@@ -1121,7 +1142,7 @@ def test_declines_an_update_set_on_the_optimizer() -> None:
         optimizer._update = recording  # type: ignore[method-assign]
         return model, nn.CrossEntropyLoss(), optimizer, None
 
-    _same_training(*_train_both(make, x, y, epochs=1, batch_size=10), tolerance=0.0)
+    _same_training(*_train_both(make, x, y, folds=False, epochs=1, batch_size=10), tolerance=0.0)
     assert len(seen[True]) == 5
     for a, b in zip(seen[True], seen[False], strict=True):
         assert torch.equal(a, b)
@@ -1279,7 +1300,7 @@ def test_declines_a_loss_method_replaced_on_its_class(
 
     _declines(_model())
     calls[0] = 0
-    folded, plain = _train_both(make, x, y, epochs=2, batch_size=10)
+    folded, plain = _train_both(make, x, y, folds=False, epochs=2, batch_size=10)
     assert calls[0] == 2 * (1 + 10 if name == "__call__" else 10)
     _same_training(folded, plain, tolerance=0.0)
 

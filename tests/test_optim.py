@@ -93,6 +93,43 @@ def test_trajectory_matches_torch_optim(case: str, criterion: nn.Loss) -> None:
     assert optimizer.step_count == STEPS
 
 
+REGRESSION_CASES: dict[str, tuple[MakeOptimizer, MakeTorchOptimizer]] = {
+    "sgd-momentum-0.9": CASES["sgd-momentum-0.9"],
+    "sgd-nesterov-0.9-weight-decay": (
+        lambda p: optim.SGD(p, lr=0.02, momentum=0.9, nesterov=True, weight_decay=0.01),
+        lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9, nesterov=True, weight_decay=0.01),
+    ),
+    "sgd-nesterov-0.5": (
+        lambda p: optim.SGD(p, lr=0.05, momentum=0.5, nesterov=True),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.5, nesterov=True),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [nn.L1Loss(), nn.L1Loss(reduction="sum"), nn.HuberLoss(delta=0.3), nn.HuberLoss(delta=2.0)],
+    ids=repr,
+)
+@pytest.mark.parametrize("case", list(REGRESSION_CASES))
+def test_regression_losses_train_as_torch_optim_with_momentum_and_nesterov(
+    case: str, criterion: nn.Loss
+) -> None:
+    """L1 and Huber over many steps of SGD with momentum and Nesterov's, against
+    ``torch.optim.SGD`` on the same numbers (the random training fuzz drew neither loss, nor
+    Nesterov's momentum, in its fixed examples)."""
+    make, make_torch = REGRESSION_CASES[case]
+    model = nn.mlp((3, 6, 5, 2), "tanh", dtype=F64)
+    twin = torch_twin(model)
+    optimizer, torch_optimizer = make(model.parameters()), make_torch(twin.parameters())
+    for step, (x, y) in enumerate(_batches(STEPS)):
+        batch = (x, torch.nn.functional.one_hot(y, 2).to(F64) * 2.0 - 0.5)
+        _step(model, criterion, optimizer, batch)
+        _torch_step(twin, criterion, torch_optimizer, batch)
+        _assert_same_parameters(model.parameters(), twin.parameters(), 1e-10, step)
+    assert optimizer.step_count == STEPS
+
+
 class _Chain:
     """Standalone layers run one after the other, without a Sequential (so not flattened)."""
 
