@@ -1143,3 +1143,91 @@ def test_a_linear_layer_loses_its_bias_by_register_parameter_none() -> None:
     # A bias registered again is a parameter again.
     layer.register_parameter("bias", nn.Parameter(torch.zeros(3, dtype=F64)))
     assert "0.bias" in model.state_dict()
+
+
+class _TakeTwo(nn.Module):
+    """A block of one's own that keeps the first two features (another width)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.x = x
+        return x[:, :2]
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        result = torch.zeros_like(self.x)
+        result[:, :2] = grad_output
+        return result
+
+
+def test_a_residual_refused_by_its_trial_refuses_the_backward_that_follows() -> None:
+    """The trial ran the block (its caches are the trial's), but the refusal left the Residual
+    taking a backward, which failed in torch's words."""
+    residual = nn.Residual(nn.Sequential(nn.Dropout(0.5), _TakeTwo()))
+    residual(torch.randn(4, 2))
+    with pytest.raises(ValueError, match=r"^Residual: the block's output has shape \(4, 2\)"):
+        residual(torch.randn(4, 3))
+    with pytest.raises(
+        RuntimeError,
+        match=r"^Residual: backward after a forward refused for its block's output shape",
+    ):
+        residual.backward(torch.ones(4, 2))
+
+
+def test_a_subclass_keeps_its_own_argument_of_a_name_pytorch_has() -> None:
+    """PyTorch's ``label_smoothing`` is refused by minidl's constructor with a hint; a
+    subclass whose own ``__init__`` takes the name was refused too, before it ran."""
+
+    class Smoothed(nn.CrossEntropyLoss):
+        def __init__(self, label_smoothing: float = 0.0) -> None:
+            super().__init__()
+            self.smoothing = label_smoothing
+
+    assert Smoothed(label_smoothing=0.1).smoothing == 0.1
+    with pytest.raises(TypeError, match=r"^CrossEntropyLoss: got label_smoothing=0\.1, but"):
+        nn.CrossEntropyLoss(label_smoothing=0.1)  # type: ignore[call-arg]
+
+
+def test_register_parameter_takes_over_only_a_parameter_removed() -> None:
+    """A parameter may come back where ``register_parameter(name, None)`` removed one, not
+    over any attribute that holds None (a plain attribute, a module's own state), which
+    PyTorch refuses too."""
+    module = nn.Module()
+    module.cache = None
+    with pytest.raises(KeyError, match=r"'cache' is already an attribute of Module"):
+        module.register_parameter("cache", nn.Parameter(torch.zeros(1)))
+    chain = nn.Sequential(nn.Linear(2, 2))
+    with pytest.raises(KeyError, match=r"'_tried' is already an attribute"):
+        chain.register_parameter("_tried", nn.Parameter(torch.zeros(1)))
+    layer = nn.Linear(2, 3)
+    bias = layer.bias
+    assert bias is not None
+    layer.register_parameter("bias", None)
+    assert layer.register_parameter("bias", bias) is bias
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
+    layer.register_parameter("weight", None)
+    with pytest.raises(
+        TypeError,
+        match=r"^Linear: weight is None \(removed with register_parameter\('weight', None\)\), "
+        r"but the layer computes with one",
+    ):
+        layer(torch.randn(4, 2))
+
+
+def test_a_chain_refused_by_its_trial_raises_one_error() -> None:
+    """The refusal of the whole batch was raised while handling the sample's: two chained
+    tracebacks for one bad input."""
+    with pytest.raises(ValueError) as info:
+        nn.Sequential(nn.BatchNorm1d(4), nn.Linear(5, 2))(torch.randn(8, 4))
+    assert info.value.__context__ is None
+
+
+def test_batch_norm_checks_its_count_of_batches() -> None:
+    norm = nn.BatchNorm1d(3, momentum=None)
+    norm.register_buffer("num_batches_tracked", torch.tensor([0, 0]))
+    before = [buffer.clone() for buffer in norm.buffers()]
+    with pytest.raises(
+        ValueError,
+        match=r"^BatchNorm1d: num_batches_tracked has shape \(2,\), torch\.int64, expected a "
+        r"0-dim integer tensor",
+    ):
+        norm(torch.randn(5, 3))
+    assert all(map(torch.equal, norm.buffers(), before))

@@ -2360,3 +2360,26 @@ def test_save_refuses_an_integer_json_cannot_read_back_whatever_the_limit(
     finally:
         sys.set_int_max_str_digits(before)
     assert load_checkpoint(path, model).extra == {"n": 10**4300 - 1}
+
+
+def test_save_names_an_optimizer_hyperparameter_json_cannot_hold(tmp_path: Path) -> None:
+    """An optimizer of one's own whose hyper-parameter is no JSON value (a dtype): save
+    failed with "Object of type dtype is not JSON serializable", naming neither; it names the
+    hyper-parameter, and writes nothing."""
+
+    class Cast(optim.Optimizer):
+        dtype = optim.Hyperparameter()
+
+        def __init__(self, params: Any) -> None:
+            self.dtype = torch.float64
+            super().__init__(params, 0.1)
+
+    model = nn.mlp((2, 3, 2))
+    path = tmp_path / "run.ckpt"
+    with pytest.raises(
+        CheckpointError,
+        match=r"^save_checkpoint: the optimizer's hyper-parameter dtype=torch\.float64 cannot be "
+        r"written as JSON",
+    ):
+        save_checkpoint(path, model, Cast(model.parameters()))
+    assert not path.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import pytest
 import torch
@@ -381,7 +382,6 @@ def test_a_step_in_the_middle_of_a_replacement_does_not_miss_it() -> None:
     good (the new data never moved)."""
     import sys
     from types import FrameType
-    from typing import Any
 
     model = nn.Sequential(nn.Linear(2, 3, dtype=F64))
     optimizer = optim.SGD(model.parameters(), lr=1.0)
@@ -518,3 +518,80 @@ def test_a_rate_set_after_the_model_was_cast_is_checked_against_its_new_dtype() 
     assert optimizer.lr == 0.1
     optimizer.lr = 1e30
     assert optimizer.lr == 1e30
+
+
+class _Clipped(optim.Optimizer):
+    """An optimizer of one's own whose hyper-parameter is set only when given."""
+
+    clip = optim.Hyperparameter()
+
+    def __init__(self, params: Iterable[nn.Parameter], lr: float, clip: float | None = None):
+        super().__init__(params, lr)
+        if clip is not None:
+            self.clip = clip
+
+    def _update(
+        self, value: torch.Tensor, grad: torch.Tensor, state: tuple[torch.Tensor, ...]
+    ) -> None:
+        value.sub_(grad, alpha=self.lr)
+
+
+def _trust(where: str, value: object) -> float:
+    if not isinstance(value, float) or not value > 0:
+        raise ValueError(f"{where}: trust must be a float > 0, got {value!r}")
+    return value
+
+
+class _Lars(optim.SGD):
+    """A subclass of a built-in optimizer that adds a hyper-parameter."""
+
+    trust = optim.Hyperparameter(_trust)
+
+    def __init__(self, params: Iterable[nn.Parameter], lr: float, trust: float, **kw: Any):
+        super().__init__(params, lr, **kw)
+        self.trust = trust
+
+
+def test_hyperparameters_of_ones_own_unset_aliased_or_added_to_a_built_in_one() -> None:
+    """One declared but not set left the optimizer unable to step, print or save (the default
+    ``hyperparameters`` read every one); one added by a subclass of SGD was neither shown nor
+    saved; an alias was listed twice. Each is listed once, by its own name, where set; those
+    added are optional in a state to load, and a tuple comes back a tuple."""
+    model = nn.Linear(2, 2, dtype=F64)
+    clipped = _Clipped(model.parameters(), 0.1)
+    model(torch.ones(3, 2, dtype=F64))
+    model.backward(torch.ones(3, 2, dtype=F64))
+    clipped.step()
+    assert repr(clipped) == "_Clipped(lr=0.1)" and clipped.state_dict()["hyperparameters"] == {}
+    lars = _Lars(model.parameters(), lr=0.1, trust=0.5, momentum=0.9)
+    assert repr(lars) == "_Lars(lr=0.1, momentum=0.9, trust=0.5)"
+    saved = lars.state_dict()
+    assert saved["hyperparameters"] == {"momentum": 0.9, "trust": 0.5}
+    other = _Lars(model.parameters(), lr=0.1, trust=0.01, momentum=0.9)
+    other.load_state_dict(saved)
+    assert other.trust == 0.5
+    other.load_state_dict({**saved, "hyperparameters": {"momentum": 0.9}})  # saved before
+    assert other.trust == 0.5
+    with pytest.raises(ValueError, match=r"^_Lars\.load_state_dict: trust must be a float > 0"):
+        other.load_state_dict({**saved, "hyperparameters": {"momentum": 0.9, "trust": -1.0}})
+    assert other.trust == 0.5
+    assert optim.SGD(model.parameters(), lr=0.1).state_dict()["hyperparameters"] == {
+        "momentum": 0.0
+    }  # (a built-in optimizer's keys as before)
+
+    class Aliased(_Momentum):
+        mu = _Momentum.beta
+
+    aliased = Aliased([nn.Parameter(torch.ones(2, dtype=F64))], lr=0.1, beta=0.5)
+    assert aliased.hyperparameters() == {"beta": 0.5}
+
+    class Paired(optim.Optimizer):
+        pair = optim.Hyperparameter()
+
+        def __init__(self, params: Iterable[nn.Parameter]) -> None:
+            self.pair = (0.5, 0.25)
+            super().__init__(params, 0.1)
+
+    paired = Paired([nn.Parameter(torch.ones(2, dtype=F64))])
+    paired.load_state_dict({**paired.state_dict(), "hyperparameters": {"pair": [0.75, 0.5]}})
+    assert paired.pair == (0.75, 0.5)

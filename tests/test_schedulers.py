@@ -638,3 +638,42 @@ def test_a_schedule_that_starts_itself_starts_once() -> None:
     other = _sgd()
     quarter = Quarter(other)
     assert (quarter.gamma, quarter.step(), other.lr) == (0.25, 0.025, 0.025)
+
+
+def test_schedule_classes_keep_their_signatures_and_mix_with_abstract_bases() -> None:
+    """How a schedule starts when built (a class of metaclass before) hid every schedule's
+    signature from ``inspect`` and ``help`` and made an abstract base of schedules a metaclass
+    conflict; a subclass of a built-in schedule sets what ``lr_at`` reads before
+    ``super().__init__``, which starts it."""
+    import abc
+    import inspect
+
+    assert str(inspect.signature(optim.StepDecay)).startswith(
+        "(optimizer: 'Optimizer', step_size: 'int' = 10"
+    )
+
+    class Base(optim.LRScheduler, abc.ABC):
+        @abc.abstractmethod
+        def lr_at(self, step: int) -> float: ...
+
+    class Halves(Base):
+        def lr_at(self, step: int) -> float:
+            return self.base_lr * 0.5**step
+
+    with pytest.raises(TypeError, match="abstract"):
+        Base(_sgd())  # type: ignore[abstract]
+    optimizer = _sgd()
+    assert Halves(optimizer).step() == optimizer.lr == 0.05
+
+    class Floored(optim.StepDecay):
+        def __init__(self, optimizer: optim.Optimizer, floor: float) -> None:
+            self.floor = floor
+            super().__init__(optimizer, step_size=1, gamma=0.1)
+
+        def lr_at(self, step: int) -> float:
+            return max(super().lr_at(step), self.floor)
+
+    other = _sgd()
+    floored = Floored(other, 0.002)
+    assert [floored.step() for _ in range(3)] == pytest.approx([0.01, 0.002, 0.002])
+    assert other.lr == 0.002

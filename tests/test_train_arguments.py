@@ -1236,3 +1236,29 @@ def test_fit_trains_a_module_that_needs_several_samples() -> None:
     assert info.value.__notes__[-1].startswith(  # type: ignore[attr-defined]
         "fit ran the model and the loss on the first sample, x[:1] and y[:1] (shapes (1, 3)"
     )
+
+
+class _OnSecond(nn.Module):
+    """A module of one's own that reads the second sample (an IndexError on one)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - x[1]
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        grad = grad_output.clone()
+        grad[1] -= grad_output.sum(0)
+        return grad
+
+
+def test_fit_trains_a_module_that_fails_on_one_sample_in_torchs_words() -> None:
+    """fit's second trial, on the first batch, caught only TypeError and ValueError, where the
+    Sequential's caught any exception: an IndexError on one sample stopped fit, and the
+    Sequential itself took the batch."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), _OnSecond(), nn.Linear(4, 2))
+    history = fit(
+        model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), x, y,
+        epochs=1, batch_size=4,
+    )  # fmt: skip
+    assert len(history.train_loss) == 1

@@ -485,6 +485,13 @@ def save_checkpoint(
         state = optimizer.state_dict()
         for name, tensor in state["state"].items():
             tensors[_OPTIMIZER + name] = tensor.detach().to("cpu").contiguous()
+        for key, value in state["hyperparameters"].items():
+            if not _json_value(value):
+                raise CheckpointError(
+                    f"{where}: the optimizer's hyper-parameter {key}={shown(value)} cannot be "
+                    "written as JSON (a number, a string, a bool, None, or a list of them); "
+                    f"keep it as one in {type(optimizer).__name__}"
+                )
         optimizer_header = {
             "class": type(optimizer).__name__,
             "lr": state["lr"],
@@ -665,6 +672,14 @@ def _check_extra_keys(value: object, name: str, where: str) -> None:
 #: ``sys.get_int_max_str_digits``), whatever the limit of the program that saves.
 _MOST_DIGITS = 4300
 _FIRST_TOO_LONG = 10**_MOST_DIGITS
+
+
+def _json_value(value: object) -> bool:
+    """Whether ``value`` is what JSON writes and reads back as it is: a number, a string, a
+    bool, ``None``, or a list or tuple of them (read back as a list)."""
+    if isinstance(value, list | tuple):
+        return all(_json_value(item) for item in value)
+    return value is None or isinstance(value, str | int | float)
 
 
 def _holds_a_long_integer(value: object) -> bool:

@@ -637,19 +637,22 @@ def fit(
         # still): a module of one's own that takes no single sample passes there; one that the
         # batch fails too stops the call with the sample's refusal.
         with eval_mode(model), torch.inference_mode():
+            refusal: Exception | None = None
             try:
                 probe = _trial(criterion, model, x[:1], y[:1])
-            except (TypeError, ValueError) as error:
-                size = min(batch_size, len(x))
-                if size <= 1:
-                    _note_trial(error, "sample", x[:1], y[:1])
-                    raise
+            except Exception as error:
+                refusal = error
+            size = min(batch_size, len(x))
+            if refusal is not None and size > 1:
                 try:
                     probe = _trial(criterion, model, x[:size], y[:size])
-                except (TypeError, ValueError):
-                    # (refused by the batch too: the sample's refusal, as documented)
-                    _note_trial(error, "sample", x[:1], y[:1])
-                    raise error from None
+                    refusal = None
+                except Exception:
+                    pass  # (refused by the batch too: the sample's refusal, as documented)
+            if refusal is not None:
+                if isinstance(refusal, TypeError | ValueError):
+                    _note_trial(refusal, "sample", x[:1], y[:1])
+                raise refusal
         scores = isinstance(probe, Tensor) and probe.dim() == 2
         width = int(probe.shape[1]) if scores else None
         outputs = str((1, *probe.shape[1:])) if isinstance(probe, Tensor) else type(probe).__name__

@@ -345,6 +345,12 @@ def check_parameter_attributes(
                 f"hand: the layer would compute without it while parameters(), the optimizers "
                 f"and state_dict keep it); remove it with register_parameter({name!r}, None)"
             )
+        if value is None and registry is not None and name not in registry:
+            raise TypeError(
+                f"{where}: {name} is None (removed with register_parameter({name!r}, None)), "
+                f"but the layer computes with one; register one with "
+                f"register_parameter({name!r}, Parameter(...))"
+            )
         raise TypeError(
             f"{where}: {name} must be a minidl Parameter, got {type(value).__name__} (an "
             f"attribute set by hand is not registered: parameters() and the optimizers would "

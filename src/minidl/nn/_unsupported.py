@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, NoReturn
 
 from minidl._setting import warn_dropped
@@ -55,7 +56,8 @@ class Unsupported:
         """The error for PyTorch's argument of this name given to ``owner``'s constructor
         (``CrossEntropyLoss(weight=w)``), where Python's own named no reason."""
         default = self.default
-        if value is default or (type(value) in (int, float) and value == default):
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if value is default or (number and default is not None and value == default):
             return TypeError(
                 f"{owner.__name__}: got {self.name}={shown(value)}, PyTorch's default, which is "
                 f"what {owner.__name__} computes ({self.hint}): leave the argument out"

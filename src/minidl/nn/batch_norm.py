@@ -307,11 +307,17 @@ class BatchNorm1d(Module):
     def _check_parameters(self) -> None:
         """A weight or bias assigned by hand (``weight.data = ...``) must be like the running
         statistics, and the running statistics (put in place with ``register_buffer``) of
-        shape ``(num_features,)``, floating point, with one dtype and device; checked before
-        anything is updated (a ``running_var`` of another shape failed in torch's words, the
+        shape ``(num_features,)``, floating point, with one dtype and device, and the count of
+        batches a 0-dim integer tensor; checked before anything is updated (a ``running_var`` of another shape failed in torch's words, the
         mean already updated)."""
         mean, variance = self.running_mean, self.running_var
         features = self._num_features
+        tracked = self.num_batches_tracked
+        if tracked.shape != () or tracked.dtype.is_floating_point or tracked.dtype is torch.bool:
+            raise ValueError(
+                f"BatchNorm1d: num_batches_tracked has shape {tuple(tracked.shape)}, "
+                f"{tracked.dtype}, expected a 0-dim integer tensor (the batches counted)"
+            )
         if (
             mean.shape != (features,)
             or variance.shape != (features,)

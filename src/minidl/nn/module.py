@@ -187,10 +187,13 @@ class Module:
         # PyTorch's argument that the class refuses as an attribute (CrossEntropyLoss's weight,
         # an Unsupported) is refused by name with its hint, where Python's TypeError for an
         # unexpected keyword said nothing of what to do instead.
-        for name, value in kwargs.items():
-            refused = getattr(cls, name, None)
-            if isinstance(refused, Unsupported):
-                raise refused.refused_argument(cls, value)
+        # A subclass whose own __init__ takes such an argument keeps it (its constructor is
+        # not minidl's).
+        if kwargs and _init_of(cls).__module__.startswith("minidl."):
+            for name, value in kwargs.items():
+                refused = getattr(cls, name, None)
+                if isinstance(refused, Unsupported):
+                    raise refused.refused_argument(cls, value)
         return super().__new__(cls)
 
     def __init__(self) -> None:
@@ -292,6 +295,11 @@ class Module:
         self._check_name("register_parameter", "parameter", name, parameter, registry)
         if parameter is None:
             registry.pop(name, None)
+            removed: set[str] | None = getattr(self, "_removed_parameters", None)
+            if removed is None:
+                removed = set()
+                object.__setattr__(self, "_removed_parameters", removed)
+            removed.add(name)
         elif not isinstance(parameter, Parameter):
             raise TypeError(
                 f"{type(self).__name__}.register_parameter: expected a Parameter (or None) for "
@@ -444,9 +452,11 @@ class Module:
         attribute = getattr(type(self), name, missing)
         if attribute is missing:
             attribute = getattr(self, name, missing)
-            if attribute is value or (attribute is None and kind == "parameter"):
-                # (self.block = block, then registered; a parameter where there was none, as
-                # after register_parameter(name, None) or Linear(bias=False))
+            if attribute is value or (
+                attribute is None and name in getattr(self, "_removed_parameters", ())
+            ):
+                # (self.block = block, then registered; a parameter again where one was
+                # removed with register_parameter(name, None))
                 return
         if attribute is not missing:
             what = "a method" if callable(attribute) else "an attribute"
@@ -1699,6 +1709,15 @@ def misreported_parameters(module: Module) -> list[tuple[str, Module, str]]:
             found.append((path, part, what))
             break
     return found
+
+
+def _init_of(cls: type) -> Any:
+    """The ``__init__`` that constructing ``cls`` runs (the first class in its MRO that
+    defines one)."""
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            return vars(klass)["__init__"]
+    return object.__init__
 
 
 def check_registered(where: str, module: Module) -> None:

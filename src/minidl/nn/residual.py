@@ -70,7 +70,12 @@ class Residual(Module):
                 Parameter.replacements, Module._registrations,
             )  # fmt: skip
             if tried != self._tried:
-                self._try(input)
+                try:
+                    self._try(input)
+                except BaseException:
+                    # The trial ran the block: it holds the trial's caches now.
+                    self._refused = "a forward refused for its block's output shape"
+                    raise
                 self._tried = tried
         try:
             output: Tensor = self.block.forward(input)

@@ -307,14 +307,18 @@ class Sequential(Module):
         try:
             for part, _ in modes:
                 part.training = False
+            sample_refused = False
             try:
                 run(input[:1])
             except Exception:
                 if input.shape[0] <= 1:
                     raise
+                sample_refused = True
+            if sample_refused:
                 # A child that takes no single sample (one of one's own that needs two), or a
                 # refusal whose message would give the sample's shape: the whole batch, still
-                # in evaluation mode; only if it fails too is the input refused, in its shapes.
+                # in evaluation mode; only if it fails too is the input refused, in its shapes
+                # (raised on its own, not as an error while handling the sample's).
                 run(input)
         except BaseException as error:
             self._note_refusal(at[0], error)

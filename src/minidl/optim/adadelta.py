@@ -65,7 +65,7 @@ class Adadelta(Optimizer):
             "eps": check_real(name, "eps", hyperparameters["eps"], low=0.0, low_open=True),
         }
 
-    def hyperparameters(self) -> dict[str, Any]:
+    def _listed_hyperparameters(self) -> dict[str, Any]:
         return {"rho": self.rho, "eps": self.eps}
 
     def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:

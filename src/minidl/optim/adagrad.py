@@ -86,7 +86,7 @@ class Adagrad(Optimizer):
         checked["eps"] = check_real(where, "eps", hyperparameters["eps"], low=0.0, low_open=True)
         return checked
 
-    def hyperparameters(self) -> dict[str, Any]:
+    def _listed_hyperparameters(self) -> dict[str, Any]:
         return {
             "lr_decay": self.lr_decay,
             "weight_decay": self.weight_decay,

@@ -97,7 +97,7 @@ class Adam(Optimizer):
             ),
         }
 
-    def hyperparameters(self) -> dict[str, Any]:
+    def _listed_hyperparameters(self) -> dict[str, Any]:
         return {"betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay}
 
     def _numbers(self, count: int, dtype: torch.dtype) -> tuple[float, float, float]:

@@ -131,29 +131,18 @@ class ScheduleSetting(Setting[T]):
         schedule._change(self.name, {self.slot: self.check(type(instance).__name__, value)})
 
 
-class _StartsWhenBuilt(type):
-    """The class of :class:`LRScheduler` classes: once a schedule's constructor has returned,
-    the schedule starts (``LRScheduler._start``: the rate of step 0 is set and the schedule
-    takes the optimizer over) unless its constructor started it. A schedule of one's own that
-    only implemented ``lr_at`` did not start: it left the optimizer's rate as it was, and the
-    schedule built before it on the optimizer went on stepping, each overwriting the other's
-    rate."""
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        schedule = super().__call__(*args, **kwargs)
-        if not schedule._ready:
-            schedule._start()
-        return schedule
-
-
-class LRScheduler(metaclass=_StartsWhenBuilt):
+class LRScheduler:
     """Sets an optimizer's learning rate from a closed-form function of a step counter.
 
     A subclass implements :meth:`lr_at`, a pure function of the step (an epoch or a batch count,
     as the subclass documents). ``step()`` advances the counter by one and sets
     ``optimizer.lr = lr_at(counter)``; construction sets ``optimizer.lr = lr_at(0)``, once the
     subclass's ``__init__`` has returned (its settings are checked against each other from
-    then on, as the built-in schedules' are). The
+    then on, as the built-in schedules' are; a schedule of one's own that only implemented
+    ``lr_at`` left the rate as it was, and a schedule built before it on the optimizer went
+    on stepping). A built-in schedule starts at the end of its own ``__init__``: a subclass of
+    one sets what its ``lr_at`` reads before calling ``super().__init__``, as with PyTorch's
+    schedulers. The
     schedule's reference learning rate ``base_lr`` is the optimizer's learning rate at
     construction unless the subclass takes its own rates (``takes_own_rates``). A ``step`` or a
     ``load_state_dict`` that raises (a rate the schedule does not define) changes nothing.
@@ -203,6 +192,21 @@ class LRScheduler(metaclass=_StartsWhenBuilt):
         # of its own: lr_at reads the setting's slot (_gamma), made to read the subclass's value.
         super().__init_subclass__(**kwargs)
         read_overridden_settings(cls)
+        # Its constructor starts the schedule (the rate of step 0, the optimizer taken over)
+        # when it returns, unless it did so itself: the outermost __init__ only, the one that
+        # the instance's class runs (an inherited one, already made so, does it as it is).
+        init = cls.__init__
+        if getattr(init, "_starts_schedule", False) and "__init__" not in vars(cls):
+            return
+
+        @functools.wraps(init)
+        def starting(self: LRScheduler, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            if type(self).__init__ is starting and not self._ready:
+                self._start()
+
+        starting._starts_schedule = True  # type: ignore[attr-defined]
+        setattr(cls, "__init__", starting)  # noqa: B010  # (mypy refuses assigning a method)
 
     def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):

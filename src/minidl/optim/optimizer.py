@@ -273,10 +273,32 @@ class Optimizer:
 
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor's hyper-parameters besides ``lr`` (for ``repr`` and ``state_dict``):
-        by default every :class:`Hyperparameter` of the class, by name, in the order declared
-        (a subclass of one's own saved none of them, and its resumed run went on with the
-        values it was built with)."""
-        return {name: getattr(self, name) for name in self._hyperparameter_names()}
+        those the class lists (a built-in optimizer's, see :meth:`_listed_hyperparameters`),
+        then every other :class:`Hyperparameter` declared (by a subclass of one's own, of
+        :class:`Optimizer` or of a built-in optimizer) that holds a value, in the order
+        declared. (Such a subclass's were neither saved nor shown, and its resumed run went on
+        with the values it was built with.) Those added so are optional in
+        :meth:`load_state_dict`: a state saved without them keeps the current values."""
+        settings = self._listed_hyperparameters()
+        for name in self._added_hyperparameters():
+            if name not in settings and hasattr(self, "_" + name):
+                settings[name] = getattr(self, "_" + name)
+        return settings
+
+    def _listed_hyperparameters(self) -> dict[str, Any]:
+        """The hyper-parameters the class lists itself, its own way (SGD leaves out a weight
+        decay of 0); none here. A class that overrides it lists every one it declares."""
+        return {}
+
+    @classmethod
+    def _added_hyperparameters(cls) -> list[str]:
+        """The :class:`Hyperparameter` names declared below the class that wrote
+        :meth:`_listed_hyperparameters` (all of them, where none did): not listed by it."""
+        lister: type[Optimizer] = next(
+            k for k in cls.__mro__ if "_listed_hyperparameters" in vars(k)
+        )
+        listed = set(lister._hyperparameter_names()) if lister is not Optimizer else set()
+        return [name for name in cls._hyperparameter_names() if name not in listed]
 
     # -- the update -------------------------------------------------------------------------------
 
@@ -675,7 +697,7 @@ class Optimizer:
     def _check_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
         """Check saved hyper-parameters with the constructor's own checks."""
         name = type(self).__name__
-        optional = set(self.optional_hyperparameters)
+        optional = set(self.optional_hyperparameters) | set(self._added_hyperparameters())
         required = set(self.hyperparameters()) - optional
         found = set(hyperparameters)
         if not required <= found <= required | optional:
@@ -729,8 +751,16 @@ class Optimizer:
         return {**alone, **self._validate_hyperparameters(**alone)}
 
     def _set_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
-        """Restore saved hyper-parameters (an optional one left out takes its default)."""
-        self._assign_hyperparameters({**self.optional_hyperparameters, **hyperparameters})
+        """Restore saved hyper-parameters (an optional one left out takes its default); a
+        list where the value is a tuple (as JSON gives one back, from a checkpoint) is made a
+        tuple again."""
+        restored = {
+            key: tuple(value)
+            if isinstance(value, list) and isinstance(getattr(self, "_" + key, None), tuple)
+            else value
+            for key, value in hyperparameters.items()
+        }
+        self._assign_hyperparameters({**self.optional_hyperparameters, **restored})
 
     def _state_names_for(self, hyperparameters: Mapping[str, Any]) -> tuple[str, ...]:
         """The state tensors that the (checked) ``hyperparameters`` need."""
@@ -763,10 +793,11 @@ class Optimizer:
     @classmethod
     def _hyperparameter_names(cls) -> list[str]:
         """The names of the class's :class:`Hyperparameter` attributes."""
+        # (by each one's own name: an alias in a subclass, ``mu = SGD.momentum``, is the same)
         names = (
-            key
+            value.name
             for klass in reversed(cls.__mro__)
-            for key, value in vars(klass).items()
+            for value in vars(klass).values()
             if isinstance(value, Hyperparameter)
         )
         return list(dict.fromkeys(names))

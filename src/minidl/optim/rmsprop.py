@@ -120,7 +120,7 @@ class RMSprop(Optimizer):
             "centered": centered,
         }
 
-    def hyperparameters(self) -> dict[str, Any]:
+    def _listed_hyperparameters(self) -> dict[str, Any]:
         return {
             "alpha": self.alpha,
             "eps": self.eps,

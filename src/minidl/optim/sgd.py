@@ -110,7 +110,7 @@ class SGD(Optimizer):
             raise ValueError(f"{where}: nesterov momentum needs momentum > 0, got momentum 0")
         return {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
 
-    def hyperparameters(self) -> dict[str, Any]:
+    def _listed_hyperparameters(self) -> dict[str, Any]:
         # The two extensions are listed only when used, so plain SGD's state_dict keeps its keys.
         settings: dict[str, Any] = {"momentum": self.momentum}
         if self.weight_decay != 0.0:
