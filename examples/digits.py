@@ -21,18 +21,23 @@ Ctrl-C stops it with one line, ``digits.py: interrupted``, and exit status 130.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor
+try:  # (most of a run is this start-up: a Ctrl-C here gets the one line too)
+    import torch
+    from torch import Tensor
 
-from minidl import nn, optim
-from minidl.cli import _ArgumentParser
-from minidl.data import BatchIterator
-from minidl.interop import to_torch
-from minidl.train import fit, predict
+    from minidl import nn, optim
+    from minidl.cli import _ArgumentParser
+    from minidl.data import BatchIterator
+    from minidl.interop import to_torch
+    from minidl.train import fit, predict
+except KeyboardInterrupt:
+    sys.stderr.write("digits.py: interrupted\n")
+    raise SystemExit(130) from None
 
 SIZES = (64, 128, 10)
 EPOCHS = 20

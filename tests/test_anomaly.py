@@ -444,3 +444,19 @@ def test_a_nested_sequential_that_refused_differentiates_after_a_checked_forward
         output = model(x)
         gradient = model.backward(torch.ones(4, 3))
     assert torch.equal(output, expected_output) and torch.equal(gradient, expected)
+
+
+def test_a_watched_module_takes_its_arguments_by_name_too() -> None:
+    """Inside a block watching the modules, a call by name (``layer(input=x)``, as outside
+    it) failed with "checked_forward() got an unexpected keyword argument"; the checks apply
+    to the named arguments too."""
+    layer, criterion = nn.Linear(2, 3), nn.MSELoss()
+    x = torch.randn(4, 2)
+    target = torch.randn(4, 3)
+    with minidl.detect_anomaly(layer, criterion):
+        output = layer(input=x)
+        loss = criterion(output, target=target)
+        grad = layer.backward(grad_output=criterion.backward())
+        assert torch.equal(output, layer(x)) and loss.dim() == 0 and grad.shape == x.shape
+        with pytest.raises(minidl.AnomalyError, match="input"):
+            layer(input=torch.full((4, 2), math.nan))

@@ -498,3 +498,23 @@ def test_an_iterator_pickled_with_plain_attributes_still_iterates() -> None:
         fresh.x = x
     with pytest.raises(AttributeError, match=r"^BatchIterator: y is read-only"):
         fresh.y = y
+
+
+def test_make_disk_data_refuses_the_meta_device() -> None:
+    """Taken, it gave a data set without values: normalize and == failed in torch's words."""
+    with pytest.raises(
+        ValueError, match=r"^make_disk_data: cannot put tensors on device 'meta': a meta tensor"
+    ):
+        make_disk_data(device="meta")
+
+
+def test_batch_iterator_names_the_class_of_a_generator_of_another_library() -> None:
+    """``got Generator`` read as if a generator had been refused for being one."""
+    import numpy as np
+
+    with pytest.raises(
+        TypeError,
+        match=r"^BatchIterator: generator must be a torch\.Generator or None, got "
+        r"numpy\.random\._generator\.Generator$",
+    ):
+        BatchIterator(torch.zeros(4, 2), torch.zeros(4), 2, generator=np.random.default_rng())

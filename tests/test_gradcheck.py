@@ -1148,3 +1148,49 @@ def test_a_mask_kept_from_the_first_forward_is_caught() -> None:
         minidl.GradcheckError, match=r"^gradcheck: _FirstMaskReLU\.backward disagrees"
     ):
         minidl.gradcheck(_FirstMaskReLU(), _input())
+
+
+class _Nested(nn.Module):
+    """A layer held in a list inside a list, whose weight gradient backward gets wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = [[nn.Linear(3, 3, dtype=F64)]]
+
+    def forward(self, x: Tensor) -> Tensor:
+        output: Tensor = self.layers[0][0](x)
+        return output
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        grad: Tensor = self.layers[0][0].backward(grad_output)
+        self.layers[0][0].weight.grad.mul_(-5)
+        return grad
+
+
+def test_gradcheck_refuses_a_layer_in_a_list_in_a_list() -> None:
+    """One list deep, an unregistered layer was refused (its wrong gradient would pass, as
+    gradcheck nudges only registered parameters); two deep it passed, its gradient wrong."""
+    with pytest.raises(
+        ValueError,
+        match=r"^gradcheck: the Linear in attribute 'layers\[0\]\[0\]' is not registered",
+    ):
+        minidl.gradcheck(_Nested(), torch.randn(4, 3, dtype=F64))
+
+
+def test_gradcheck_refuses_a_forward_that_returns_float32() -> None:
+    """A float32 output of float64 inputs was blamed on a right backward ("disagrees with
+    finite differences"); the differences are float32's, too coarse."""
+
+    class Narrowing(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return (2 * x).float()
+
+        def backward(self, grad_output: Tensor) -> Tensor:
+            return (2 * grad_output).double()
+
+    with pytest.raises(
+        TypeError,
+        match=r"^gradcheck: Narrowing\.forward returned a tensor of torch\.float32 for float64 "
+        r"inputs and parameters; float32 finite differences are too coarse",
+    ):
+        minidl.gradcheck(Narrowing(), torch.randn(3, 2, dtype=F64))

@@ -139,19 +139,20 @@ def _wrap(module: Module, label: str, own: dict[str, Any]) -> None:
     backward: Callable[..., Any] = module.backward
     backward_parameters: Callable[[Tensor], None] = module.backward_parameters
 
-    def checked_forward(*inputs: Any) -> Any:
-        for position, input in enumerate(inputs):
-            check_finite(
-                input, label, "forward", "input" if len(inputs) == 1 else f"input {position}"
-            )
-        output = forward(*inputs)
+    def checked_forward(*inputs: Any, **named: Any) -> Any:
+        # (by position or by name, as a module is called: Linear(2, 3)(input=x))
+        given = [*((f"input {position}", input) for position, input in enumerate(inputs))]
+        given += [(f"input {name!r}", input) for name, input in named.items()]
+        for what, input in given:
+            check_finite(input, label, "forward", "input" if len(given) == 1 else what)
+        output = forward(*inputs, **named)
         check_finite(output, label, "forward", "output")
         return output
 
-    def checked_backward(*gradwrtoutput: Any) -> Any:
-        for gradient in gradwrtoutput:
+    def checked_backward(*gradwrtoutput: Any, **named: Any) -> Any:
+        for gradient in (*gradwrtoutput, *named.values()):
             check_finite(gradient, label, "backward", "incoming gradient")
-        gradient = backward(*gradwrtoutput)
+        gradient = backward(*gradwrtoutput, **named)
         check_finite(gradient, label, "backward", "returned gradient")
         _check_parameters(module, label)
         return gradient

@@ -258,6 +258,8 @@ def _check_device(where: str, device: object) -> torch.device | None:
             f"{where}: cannot put tensors on device {shown(device)}: {error}"
         ) from None
     reason = unavailable(place)
+    if reason is None and place.type == "meta":
+        reason = "a meta tensor holds a shape and no values, and a data set is its values"
     if reason is not None:
         raise ValueError(f"{where}: cannot put tensors on device {shown(device)}: {reason}")
     return place
@@ -277,10 +279,13 @@ def _check_generator(generator: object) -> torch.Generator | None:
     if generator is None:
         return None
     if not isinstance(generator, torch.Generator):
-        raise TypeError(
-            "BatchIterator: generator must be a torch.Generator or None, got "
-            f"{type(generator).__name__}"
+        kind = type(generator)
+        given = (
+            kind.__name__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
         )
+        raise TypeError(f"BatchIterator: generator must be a torch.Generator or None, got {given}")
     check_cpu_generator("BatchIterator", "generator", generator)
     return generator
 

@@ -191,6 +191,13 @@ def gradcheck(
                 f"{kind or type(result).__name__}, expected a floating-point tensor: gradcheck "
                 "checks a module of one output"
             )
+        if result.dtype != torch.float64:
+            raise TypeError(
+                f"gradcheck: {type(module).__name__}.forward returned a tensor of "
+                f"{result.dtype} for float64 inputs and parameters; {_short(result.dtype)} "
+                "finite differences are too coarse to check a gradient: compute the output in "
+                "float64"
+            )
         y = result.clone()  # (a module may write each output into one buffer)
         if isinstance(module, Loss) and y.dim() != 0:
             where = type(module).__name__

@@ -1597,11 +1597,17 @@ def referred(part: Module) -> list[object]:
     referents = gc.get_referents(part)
     held = referents + [v for d in referents if isinstance(d, dict) for v in d.values()]
     items: list[object] = []
-    for value in held:
-        if type(value) is list:
-            items += value
-        elif type(value) is dict:
-            items += value.values()
+    # (lists and dicts inside them too, ``[[layer]]``, each once: one may hold itself)
+    seen: set[int] = set()
+    containers = [value for value in held if type(value) is list or type(value) is dict]
+    while containers:
+        container = containers.pop()
+        if id(container) in seen:
+            continue
+        seen.add(id(container))
+        values = list(container.values()) if type(container) is dict else container
+        items += values
+        containers += [v for v in values if type(v) is list or type(v) is dict]
     return held + items
 
 
@@ -1609,12 +1615,26 @@ def _attributes(part: Module) -> list[tuple[str, object]]:
     """``(name, value)`` of ``part``'s attributes, and ``(name[index], item)`` of the items of
     those that are lists or dicts (see :func:`referred`)."""
     found: list[tuple[str, object]] = []
-    for name, value in vars(part).items():
+    seen: set[int] = set()
+
+    def add(name: str, value: object) -> None:
         found.append((name, value))
+        if id(value) in seen:
+            return
         if type(value) is list:
-            found += [(f"{name}[{index}]", item) for index, item in enumerate(value)]
-        elif type(value) is dict and not name.startswith("_"):
-            found += [(f"{name}[{key!r}]", item) for key, item in value.items()]
+            seen.add(id(value))
+            for index, item in enumerate(value):
+                add(f"{name}[{index}]", item)
+        elif type(value) is dict:
+            seen.add(id(value))
+            for key, item in value.items():
+                add(f"{name}[{key!r}]", item)
+
+    for name, value in vars(part).items():
+        if type(value) is dict and name.startswith("_"):
+            found.append((name, value))  # (the registries and private caches, not walked)
+        else:
+            add(name, value)
     return found
 
 
