@@ -80,15 +80,6 @@ KNOWN = (
         line="torch.testing.assert_close(layer.scale.grad, 2 * scale_ref.grad, rtol=1e-10, "
         "atol=1e-12)",
     ),
-    Known(
-        "arg-type",
-        'Argument 2 to "register_parameter" of "Module" has incompatible type "Parameter | None"; '
-        'expected "Parameter"',
-        "a Linear's bias is None when it is built with bias=False, hence Parameter | None; the "
-        "tutorial's TwoSteps builds its Linears with a bias and shares it without narrowing it, "
-        "which would add a line about types to a section about shared parameters",
-        line='self.second.register_parameter("bias", self.first.bias)',
-    ),
 )
 
 
