@@ -1231,3 +1231,24 @@ def test_batch_norm_checks_its_count_of_batches() -> None:
     ):
         norm(torch.randn(5, 3))
     assert all(map(torch.equal, norm.buffers(), before))
+
+
+def test_a_layer_built_without_a_bias_may_register_one_later() -> None:
+    layer = nn.Linear(3, 2, bias=False)
+    bias = nn.Parameter(torch.ones(2))
+    assert layer.register_parameter("bias", bias) is bias
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
+    norm = nn.BatchNorm1d(3, affine=False)
+    norm.register_parameter("weight", nn.Parameter(torch.ones(3)))
+    assert [name for name, _ in norm.named_parameters()] == ["weight"]
+
+
+def test_a_residual_whose_block_refuses_its_input_takes_the_backward_after() -> None:
+    """A block that refused an input before changing anything leaves the last good forward's
+    caches: the backward after it runs (the trial's refusal marked the Residual refused)."""
+    residual = nn.Residual(nn.BatchNorm1d(3))
+    x = torch.randn(4, 3)
+    residual(x)
+    with pytest.raises(ValueError, match=r"^BatchNorm1d: expected 3 input features, got 5"):
+        residual(torch.randn(4, 5))
+    assert residual.backward(torch.ones(4, 3)).shape == (4, 3)

@@ -677,3 +677,23 @@ def test_schedule_classes_keep_their_signatures_and_mix_with_abstract_bases() ->
     floored = Floored(other, 0.002)
     assert [floored.step() for _ in range(3)] == pytest.approx([0.01, 0.002, 0.002])
     assert other.lr == 0.002
+
+
+def test_a_dataclass_schedule_keeps_its_constructor() -> None:
+    """A class without an ``__init__`` of its own got a wrapped one, which a dataclass does
+    not replace: its generated constructor was lost."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Halving(optim.LRScheduler):
+        optimizer_given: optim.Optimizer
+        factor: float = 0.5
+
+        def __post_init__(self) -> None:
+            super().__init__(self.optimizer_given)
+
+        def lr_at(self, step: int) -> float:
+            return self.base_lr * self.factor**step
+
+    optimizer = _sgd()
+    assert Halving(optimizer, 0.25).step() == pytest.approx(0.025)

@@ -221,8 +221,9 @@ class BatchNorm1d(Module):
             bias = torch.zeros(num_features, **options)  # type: ignore[arg-type]
             self.weight = self.register_parameter("weight", Parameter(weight))
             self.bias = self.register_parameter("bias", Parameter(bias))
-        else:
-            self.weight = self.bias = None
+        else:  # (either may be registered later)
+            self.weight = self.register_parameter("weight", None)
+            self.bias = self.register_parameter("bias", None)
         self.register_buffer("running_mean", torch.zeros(num_features, dtype=dtype, device=device))
         self.register_buffer("running_var", torch.ones(num_features, dtype=dtype, device=device))
         self.register_buffer(
@@ -313,7 +314,12 @@ class BatchNorm1d(Module):
         mean, variance = self.running_mean, self.running_var
         features = self._num_features
         tracked = self.num_batches_tracked
-        if tracked.shape != () or tracked.dtype.is_floating_point or tracked.dtype is torch.bool:
+        if (
+            tracked.shape != ()
+            or tracked.dtype.is_floating_point
+            or tracked.dtype.is_complex
+            or tracked.dtype is torch.bool
+        ):
             raise ValueError(
                 f"BatchNorm1d: num_batches_tracked has shape {tuple(tracked.shape)}, "
                 f"{tracked.dtype}, expected a 0-dim integer tensor (the batches counted)"

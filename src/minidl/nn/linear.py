@@ -124,7 +124,7 @@ class Linear(Module):
             b = torch.randn(out_features, dtype=dtype, device=device, generator=generator)
             self.bias = self.register_parameter("bias", Parameter(b))
         else:
-            self.bias = None
+            self.bias = self.register_parameter("bias", None)  # (one may be registered later)
         self._input: Tensor | None = None
         # Per-layer memory of the last accepted input, so that a call like the previous one is
         # checked with a few identity and equality tests, and views and constants reused from

@@ -1586,6 +1586,14 @@ def unregistered_parameters(module: Module) -> list[str]:
     return found
 
 
+#: The types of values that hold no module or parameter: a list of them is not looked into.
+_PLAIN = frozenset({int, float, str, bool, bytes, type(None)})
+#: The most lists and dicts in one nested level that :func:`referred` looks into.
+_MOST_NESTED = 1024
+#: How deep :func:`_attributes` names the items of lists inside lists (a refusal's message).
+_DEEPEST_NAMED = 50
+
+
 def referred(part: Module) -> list[object]:
     """What ``part`` refers to (its attributes' values), and the items of those that are lists
     or dicts (a list of layers: minidl has no ``ModuleList``), found without asking for its
@@ -1597,17 +1605,26 @@ def referred(part: Module) -> list[object]:
     referents = gc.get_referents(part)
     held = referents + [v for d in referents if isinstance(d, dict) for v in d.values()]
     items: list[object] = []
-    # (lists and dicts inside them too, ``[[layer]]``, each once: one may hold itself)
+    # (lists and dicts inside them too, ``[[layer]]``, level by level, each once: one may
+    # hold itself; a level of numbers and strings alone, as a log, is passed over in C)
+    # Past a level of more than _MOST_NESTED containers (a log of a million rows is data, not
+    # layers) the walk stops, so that fit's check of each call stays cheap.
     seen: set[int] = set()
-    containers = [value for value in held if type(value) is list or type(value) is dict]
-    while containers:
-        container = containers.pop()
-        if id(container) in seen:
-            continue
-        seen.add(id(container))
-        values = list(container.values()) if type(container) is dict else container
-        items += values
-        containers += [v for v in values if type(v) is list or type(v) is dict]
+    level = [value for value in held if type(value) is list or type(value) is dict]
+    first = True
+    while level and (first or len(level) <= _MOST_NESTED):
+        first = False
+        fresh = {id(c): c for c in level if id(c) not in seen}
+        seen.update(fresh)
+        values = list(
+            itertools.chain.from_iterable(
+                c.values() if type(c) is dict else c for c in fresh.values()
+            )
+        )
+        if set(map(type, values)) <= _PLAIN:
+            break
+        items += [v for v in values if type(v) not in _PLAIN]
+        level = [v for v in values if type(v) is list or type(v) is dict]
     return held + items
 
 
@@ -1617,18 +1634,18 @@ def _attributes(part: Module) -> list[tuple[str, object]]:
     found: list[tuple[str, object]] = []
     seen: set[int] = set()
 
-    def add(name: str, value: object) -> None:
+    def add(name: str, value: object, depth: int = 0) -> None:
         found.append((name, value))
-        if id(value) in seen:
+        if id(value) in seen or depth > _DEEPEST_NAMED:
             return
         if type(value) is list:
             seen.add(id(value))
             for index, item in enumerate(value):
-                add(f"{name}[{index}]", item)
+                add(f"{name}[{index}]", item, depth + 1)
         elif type(value) is dict:
             seen.add(id(value))
             for key, item in value.items():
-                add(f"{name}[{key!r}]", item)
+                add(f"{name}[{key!r}]", item, depth + 1)
 
     for name, value in vars(part).items():
         if type(value) is dict and name.startswith("_"):

@@ -70,12 +70,7 @@ class Residual(Module):
                 Parameter.replacements, Module._registrations,
             )  # fmt: skip
             if tried != self._tried:
-                try:
-                    self._try(input)
-                except BaseException:
-                    # The trial ran the block: it holds the trial's caches now.
-                    self._refused = "a forward refused for its block's output shape"
-                    raise
+                self._try(input)
                 self._tried = tried
         try:
             output: Tensor = self.block.forward(input)
@@ -121,6 +116,8 @@ class Residual(Module):
                 output = self.block.forward(input)
                 fits = isinstance(output, Tensor) and output.shape == input.shape
             if not fits:
+                # The block ran: it holds the trial's caches now.
+                self._refused = "a forward refused for its block's output shape"
                 raise _shape_error(output, input)
         finally:
             for part, training in modes:

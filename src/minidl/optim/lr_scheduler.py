@@ -195,9 +195,11 @@ class LRScheduler:
         # Its constructor starts the schedule (the rate of step 0, the optimizer taken over)
         # when it returns, unless it did so itself: the outermost __init__ only, the one that
         # the instance's class runs (an inherited one, already made so, does it as it is).
-        init = cls.__init__
-        if getattr(init, "_starts_schedule", False) and "__init__" not in vars(cls):
+        # (a class without an __init__ of its own, a dataclass's made later among them, is
+        # left as it is: LRScheduler.__init__ starts a schedule whose class has none at all)
+        if "__init__" not in vars(cls):
             return
+        init = vars(cls)["__init__"]
 
         @functools.wraps(init)
         def starting(self: LRScheduler, *args: Any, **kwargs: Any) -> None:
@@ -233,6 +235,8 @@ class LRScheduler:
         # token that survives pickling and copying with the optimizer, given to the optimizer
         # with the class's name by _start, once the subclass has accepted its arguments.
         self._token: int | None = None
+        if type(self).__init__ is LRScheduler.__init__:  # (no constructor of its own: start)
+            self._start()
 
     @property
     def optimizer(self) -> Optimizer:

@@ -755,7 +755,7 @@ class Optimizer:
         list where the value is a tuple (as JSON gives one back, from a checkpoint) is made a
         tuple again."""
         restored = {
-            key: tuple(value)
+            key: _as_tuples(value)
             if isinstance(value, list) and isinstance(getattr(self, "_" + key, None), tuple)
             else value
             for key, value in hyperparameters.items()
@@ -817,6 +817,13 @@ class Optimizer:
             f"{k}={v}" for k, v in {"lr": self._lr, **self.hyperparameters()}.items()
         )
         return f"{type(self).__name__}({settings})"
+
+
+def _as_tuples(value: object) -> object:
+    """``value`` with every list in it made a tuple (a saved tuple of tuples, from JSON)."""
+    if isinstance(value, list | tuple):
+        return tuple(_as_tuples(item) for item in value)
+    return value
 
 
 def _rounds_to_zero(value: object, dtype: torch.dtype) -> bool:
