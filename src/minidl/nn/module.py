@@ -1594,6 +1594,16 @@ _MOST_NESTED = 1024
 _DEEPEST_NAMED = 50
 
 
+def trial_signature(input: Tensor) -> tuple[object, ...]:
+    """What a container's trial in evaluation mode is made once for (see
+    ``Sequential._try``): the input's shape past the batch, dtype and device, and the state of
+    the parameter tensors and registrations."""
+    return (
+        input.shape[1:], input.dtype, input.device,
+        Parameter.replacements, Module._registrations,
+    )  # fmt: skip
+
+
 def referred(part: Module) -> list[object]:
     """What ``part`` refers to (its attributes' values), and the items of those that are lists
     or dicts (a list of layers: minidl has no ``ModuleList``), found without asking for its

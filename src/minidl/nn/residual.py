@@ -11,8 +11,7 @@ from minidl import anomaly
 from minidl.nn._checks import check_grad_output, given_module, refuse_given_gradient_dtype
 from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn.loss import check_not_a_loss
-from minidl.nn.module import Module
-from minidl.nn.parameter import Parameter
+from minidl.nn.module import Module, trial_signature
 
 __all__ = ["Residual"]
 
@@ -65,10 +64,7 @@ class Residual(Module):
         if self._gradients.holds(input, self):
             input = input.clone()
         if self.training and input.dim() and input.shape[0]:
-            tried = (
-                input.shape[1:], input.dtype, input.device,
-                Parameter.replacements, Module._registrations,
-            )  # fmt: skip
+            tried = trial_signature(input)
             if tried != self._tried:
                 self._try(input)
                 self._tried = tried

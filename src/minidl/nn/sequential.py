@@ -17,7 +17,7 @@ from minidl.nn._recent import Recent
 from minidl.nn.chain import ChainPlan, PlanDeclinedError, Signature, plannable
 from minidl.nn.flat import flat_buffer, flatten_parameters
 from minidl.nn.loss import check_not_a_loss
-from minidl.nn.module import Module, check_initialised, check_registered
+from minidl.nn.module import Module, check_initialised, check_registered, trial_signature
 from minidl.nn.parameter import Parameter
 
 __all__ = ["Sequential"]
@@ -261,10 +261,7 @@ class Sequential(Module):
         self._planned = None
         first = input
         if self.training and type(input) is Tensor and input.dim() and input.shape[0]:
-            tried = (
-                input.shape[1:], input.dtype, input.device,
-                Parameter.replacements, Module._registrations,
-            )  # fmt: skip
+            tried = trial_signature(input)
             if tried != self._tried:
                 self._try(input)
                 self._tried = tried
