@@ -1233,6 +1233,28 @@ def test_batch_norm_checks_its_count_of_batches() -> None:
     assert all(map(torch.equal, norm.buffers(), before))
 
 
+@pytest.mark.parametrize("count", [-1, -2, -(2**40)])
+def test_a_cumulative_batch_norm_refuses_a_negative_count_of_batches(count: int) -> None:
+    """With momentum=None the count weighs the average: -1 divided by zero, -2 doubled the old
+    statistics and subtracted the batch's; refused before anything is updated. A layer with a
+    momentum does not read the count (it counts on from it, as PyTorch's does)."""
+    norm = nn.BatchNorm1d(3, momentum=None)
+    norm.num_batches_tracked.fill_(count)
+    before = [buffer.clone() for buffer in norm.buffers()]
+    with pytest.raises(
+        ValueError,
+        match=rf"^BatchNorm1d: num_batches_tracked is {count}, expected a count of batches >= 0",
+    ):
+        norm(torch.randn(5, 3))
+    assert all(map(torch.equal, norm.buffers(), before))
+    norm.eval()  # (evaluation reads the statistics alone)
+    norm(torch.randn(5, 3))
+    counting = nn.BatchNorm1d(3, momentum=0.1)
+    counting.num_batches_tracked.fill_(count)
+    counting(torch.randn(5, 3))
+    assert int(counting.num_batches_tracked) == count + 1
+
+
 def test_a_layer_built_without_a_bias_may_register_one_later() -> None:
     layer = nn.Linear(3, 2, bias=False)
     bias = nn.Parameter(torch.ones(2))

@@ -101,7 +101,7 @@ class BatchNorm1d(Module):
     With ``momentum=None`` they are PyTorch's cumulative averages of the batches' statistics:
     :math:`m = 1/t` at the :math:`t`-th training batch (``num_batches_tracked`` after it), so
     the first batch replaces the initial values and :math:`\bar\mu` is the mean of the
-    :math:`t` batch means.
+    :math:`t` batch means (a negative count, set or loaded, is refused there).
     Evaluation mode uses them instead: :math:`\hat x = (x - \bar\mu)/\sqrt{\bar\sigma^2 + \epsilon}`.
 
     Backward in training mode (the statistics depend on the batch), with
@@ -261,7 +261,14 @@ class BatchNorm1d(Module):
             variance = _batch_mean(centered.square())
             momentum = self._momentum
             if momentum is None:  # PyTorch's 1 / float(num_batches_tracked), once it counts this
-                momentum = 1.0 / (float(self.num_batches_tracked) + 1.0)
+                counted = float(self.num_batches_tracked)
+                if counted < 0:  # (-1 divided by zero, -2 weighed the average by -1)
+                    raise ValueError(
+                        f"BatchNorm1d: num_batches_tracked is {int(self.num_batches_tracked)}, "
+                        "expected a count of batches >= 0 (with momentum=None the running "
+                        "statistics are the average over the batches counted)"
+                    )
+                momentum = 1.0 / (counted + 1.0)
             # m sigma^2 N / (N - 1) with the factor m N / (N - 1) as one number: one op.
             self._update(self.running_mean, mean, momentum, momentum, compute)
             self._update(
