@@ -894,6 +894,69 @@ def test_a_sequence_of_a_schedule_of_its_own_rates_saves_no_base_lrs() -> None:
     assert sequence.state_dict() == {"base_lr": LR, "last_step": 4}
 
 
+def _warmup_then_cyclic(
+    optimizer: optim.Optimizer,
+) -> tuple[optim.SequentialSchedule, optim.CyclicLR]:
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=5, interval="batch")
+    cyclic = optim.CyclicLR(optimizer, base_lr=0.01, max_lr=0.2, step_size_up=5)
+    return optim.SequentialSchedule(optimizer, [warmup, cyclic], milestones=[5]), cyclic
+
+
+@pytest.mark.parametrize("twice", [False, True])
+def test_a_sequence_saves_the_lower_bound_of_its_cyclic_lr_set_by_hand(twice: bool) -> None:
+    """A CyclicLR's base_lr (its lower bound, its own rate) set by hand inside a sequence was
+    saved only where another schedule's was set too: the resumed run went back to the bound it
+    was built with (0.162, ..., 0.01 where the run gave 0.17, ..., 0.05). A run restored from
+    such a state saves it again (``twice``)."""
+
+    def make() -> optim.SGD:
+        return optim.SGD([nn.Parameter(torch.zeros(3, dtype=torch.float64))], lr=0.3)
+
+    optimizer = make()
+    sequence, cyclic = _warmup_then_cyclic(optimizer)
+    for _ in range(20):
+        sequence.step()
+    cyclic.base_lr = 0.05
+    state, optimizer_state = sequence.state_dict(), optimizer.state_dict()
+    assert state == {"base_lr": 0.3, "last_step": 20, "base_lrs": [0.3, 0.05]}
+    if twice:
+        middle = make()
+        middle_sequence, _ = _warmup_then_cyclic(middle)
+        middle.load_state_dict(optimizer_state)
+        middle_sequence.load_state_dict(state)
+        state = middle_sequence.state_dict()
+        assert state == {"base_lr": 0.3, "last_step": 20, "base_lrs": [0.3, 0.05]}
+    expected = [sequence.step() for _ in range(5)]
+    resumed = make()
+    resumed_sequence, resumed_cyclic = _warmup_then_cyclic(resumed)
+    resumed.load_state_dict(optimizer_state)
+    resumed_sequence.load_state_dict(state)
+    assert resumed_cyclic.base_lr == 0.05
+    assert [resumed_sequence.step() for _ in range(5)] == expected
+
+
+def test_a_sequence_stepped_past_its_last_step_counts_its_own_steps() -> None:
+    """The refusal named the OneCycle inside and its own count (step 11 past total_steps=10),
+    where the sequence was asked for its step 16, past its step_limit 15; nothing changes."""
+    optimizer = optim.SGD([nn.Parameter(torch.zeros(3, dtype=torch.float64))], lr=0.3)
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=5, interval="batch")
+    cycle = optim.OneCycle(optimizer, max_lr=0.2, total_steps=10)
+    sequence = optim.SequentialSchedule(optimizer, [warmup, cycle], milestones=[5])
+    assert sequence.step_limit == 15
+    for _ in range(15):
+        sequence.step()
+    lr = optimizer.lr
+    with pytest.raises(
+        ValueError,
+        match=r"^SequentialSchedule: step 16 is past this schedule's last step 15 \(its "
+        r"step_limit: the OneCycle from step 5 has rates for 10 steps\)$",
+    ):
+        sequence.step()
+    assert (sequence.last_step, optimizer.lr) == (15, lr)
+    with pytest.raises(ValueError, match=r"^SequentialSchedule: step 17 is past"):
+        sequence.lr_at(17)
+
+
 @pytest.mark.parametrize(
     ("bad", "kind"), [(-5, ValueError), (2.5, TypeError), ("3", TypeError), (None, TypeError)]
 )

@@ -369,6 +369,9 @@ class LRScheduler:
         built on it before (subclasses call it at the end of ``__init__``); from then on, a
         setting set is checked against the others (see ``ScheduleSetting``)."""
         self._give_rate("", 0, self._rate("", 0))
+        # (a SequentialSchedule saves the base_lr of a schedule taking its own rates where it
+        # is no longer the one it was built with)
+        self._built_base_lr = self._base_lr
         self._token = secrets.randbits(63)
         self._optimizer._scheduled_by = (self._token, type(self).__name__)
         self._ready = True

@@ -235,7 +235,16 @@ class SequentialSchedule(LRScheduler):
         milestones = self._milestones
         index = bisect.bisect_right(milestones, step)
         start = milestones[index - 1] if index > 0 else 0
-        return self._schedules[index].lr_at(step - start)
+        schedule = self._schedules[index]
+        own = schedule.step_limit
+        if own is not None and step - start > own:
+            # (in the sequence's steps, where the schedule's refusal counted its own)
+            raise ValueError(
+                f"SequentialSchedule: step {shown(step)} is past this schedule's last step "
+                f"{shown(self.step_limit)} (its step_limit: the {type(schedule).__name__} from "
+                f"step {shown(start)} has rates for {shown(own)} steps)"
+            )
+        return schedule.lr_at(step - start)
 
     @property
     def step_limit(self) -> int | None:
@@ -266,7 +275,13 @@ class SequentialSchedule(LRScheduler):
         sequence inside it followed by its own."""
         state = super().state_dict()
         parts = self._parts()[1:]
-        if any(not part.takes_own_rates and part.base_lr != self.base_lr for part in parts):
+        # (restoring the sequence's base_lr gives it to every schedule but those that take
+        # their own rates, which keep the one they were built with: CyclicLR's lower bound)
+        if any(
+            part.base_lr
+            != (getattr(part, "_built_base_lr", None) if part.takes_own_rates else self.base_lr)
+            for part in parts
+        ):
             state["base_lrs"] = [part.base_lr for part in parts]
         return state
 
