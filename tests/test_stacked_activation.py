@@ -58,6 +58,12 @@ def test_bad_runs_and_inputs_are_refused() -> None:
         nn.StackedActivation([(nn.Tanh(), 1), (nn.Linear(2, 2), 1)])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="run 0 must cover a positive number of models, got 0"):
         nn.StackedActivation([(nn.Tanh(), 0)])
+    # (a count that is no integer is of the wrong type, as check_int refuses one)
+    for count in (True, 2.0, "2", None):
+        with pytest.raises(TypeError, match="run 0 must cover a positive number of models, got"):
+            nn.StackedActivation([(nn.Tanh(), count)])  # type: ignore[list-item]
+        with pytest.raises(TypeError, match="run 0 must cover a positive number of models, got"):
+            nn.StackedLoss([(nn.CrossEntropyLoss(), count)])  # type: ignore[list-item]
     layer = nn.StackedActivation([(nn.Tanh(), 2), (nn.ReLU(), 1)])
     with pytest.raises(ValueError, match="leading dimension of 3 models, got \\(2, 4\\)"):
         layer(torch.randn(2, 4))

@@ -449,7 +449,9 @@ def check_runs(
             )
         runs_of[id(module)] = index
         if isinstance(models, bool) or not isinstance(models, numbers.Integral) or models < 1:
-            raise ValueError(
+            # (a count of another type, a bool among them, is a TypeError, as check_int's)
+            integer = isinstance(models, numbers.Integral) and not isinstance(models, bool)
+            raise (ValueError if integer else TypeError)(
                 f"{where}: run {index} must cover a positive number of models, got {shown(models)}"
             )
         bounds.append((start, start + int(models)))
