@@ -3268,6 +3268,28 @@ def test_the_class_index_check_with_a_number_of_classes_refuses_a_negative_index
     check_class_indices("where", "", torch.tensor([0, 2, 1], dtype=torch.uint8), 3)
 
 
+@pytest.mark.parametrize("labels", ["uint16", "uint32", "uint64", "sparse"])
+def test_labels_torch_takes_no_minimum_of_are_refused_by_error_rate_and_fit(labels: str) -> None:
+    """Class indices of uint16, uint32 or uint64, or sparse ones, failed inside the check in
+    torch's words (NotImplementedError: "min_all" not implemented for 'UInt32'), from
+    error_rate and from fit's validation set, naming neither."""
+    from minidl.train import error_rate, fit
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2))
+    x, y = torch.randn(8, 2), torch.randint(0, 2, (8,))
+    bad = y.to_sparse() if labels == "sparse" else y.to(getattr(torch, labels))
+    said = "a sparse_coo tensor" if labels == "sparse" else f"got torch.{labels}; convert them"
+    with pytest.raises(TypeError, match=rf"^error_rate: y must .*{said}"):
+        error_rate(model, x, bad)
+    before = [p.data.clone() for p in model.parameters()]
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match=rf"^fit: validation y must .*{said}"):
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, validation=(x, bad))
+    assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))
+    assert error_rate(model, x, y.to(torch.uint8)) == error_rate(model, x, y)
+
+
 # torch.nn.Sequential's changes in place, and what minidl's refusal says was given.
 _CHANGES: dict[str, tuple[Callable[[Any, Any], object], str]] = {
     "model[1] = module": (lambda m, new: m.__setitem__(1, new), "a Sigmoid to put at model[1]"),

@@ -371,6 +371,16 @@ def check_copyable(where: str, what: str, value: Tensor, target: Tensor) -> None
         )
 
 
+def _layout(tensor: Tensor) -> str:
+    """A tensor's layout as a message names it: ``sparse_coo``, ``sparse_csr``, ``nested``."""
+    return "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
+
+
+#: The unsigned integer dtypes past uint8, which torch's CPU kernels barely support: no
+#: ``min``, ``aminmax`` or comparison with int64 (torch's "min_all" not implemented for 'UInt32').
+_BARE_UNSIGNED = frozenset({torch.uint16, torch.uint32, torch.uint64})
+
+
 def check_samples(where: str, x: object, y: object) -> tuple[Tensor, Tensor]:
     """Check a set of samples and their targets: two dense tensors, each holding at least one
     sample, as many of them, on one device; return them.
@@ -384,9 +394,8 @@ def check_samples(where: str, x: object, y: object) -> tuple[Tensor, Tensor]:
         if tensor.layout != torch.strided or tensor.is_nested:
             # (a nested tensor, strided or jagged, has no shape to slice: torch's "Internal
             # error: NestedTensorImpl doesn't support sizes")
-            layout = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
             raise TypeError(
-                f"{where}: {name} must be a dense (strided) tensor, got a {layout} tensor"
+                f"{where}: {name} must be a dense (strided) tensor, got a {_layout(tensor)} tensor"
             )
         if tensor.dim() == 0 or tensor.shape[0] == 0:
             raise ValueError(
@@ -408,11 +417,23 @@ def check_class_indices(where: str, what: str, y: Tensor, classes: int | None = 
 
     A float or out-of-range label never equals a predicted class, so that an error rate
     computed with it would silently count it wrong. ``what`` names the set as in
-    :func:`check_labelled`.
+    :func:`check_labelled`. A sparse or nested ``y``, and one of ``torch.uint16``, ``uint32``
+    or ``uint64``, on which torch's kernels compute no minimum, are refused by type.
     """
+    if y.layout != torch.strided or y.is_nested:
+        raise TypeError(
+            f"{where}: {what}y must be a dense (strided) tensor of class indices, got a "
+            f"{_layout(y)} tensor"
+        )
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise TypeError(
             f"{where}: {what}y must hold class indices of an integer dtype, got {y.dtype}"
+        )
+    if y.dtype in _BARE_UNSIGNED:
+        raise TypeError(
+            f"{where}: {what}y must hold class indices of a signed integer dtype or uint8 "
+            f"(torch computes no minimum of {y.dtype}), got {y.dtype}; convert them with "
+            "y.long()"
         )
     if y.is_meta or y.numel() == 0:  # no values to check
         return
