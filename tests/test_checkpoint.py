@@ -2383,3 +2383,19 @@ def test_save_names_an_optimizer_hyperparameter_json_cannot_hold(tmp_path: Path)
     ):
         save_checkpoint(path, model, Cast(model.parameters()))
     assert not path.exists()
+
+
+def test_a_numpy_integer_epoch_is_saved_as_the_integer(tmp_path: Path) -> None:
+    """fit takes a NumPy integer for start_epoch; save_checkpoint refused one as epoch ("epoch
+    must be an integer >= 0, got np.int64(2)"), a value np.argmin(errors) + 1 gives."""
+    numpy = pytest.importorskip("numpy")
+    model = nn.Sequential(nn.Linear(2, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, model, optimizer, epoch=numpy.int64(2))
+    epoch = read_checkpoint(path).training.epoch
+    assert epoch == 2 and type(epoch) is int
+    for bad in (numpy.float64(2.0), numpy.int64(-1), numpy.bool_(True)):
+        with pytest.raises(CheckpointError, match=r"^save_checkpoint: epoch must be an integer"):
+            save_checkpoint(tmp_path / "bad.ckpt", model, optimizer, epoch=bad)
+    assert not (tmp_path / "bad.ckpt").exists()

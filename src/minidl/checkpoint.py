@@ -60,6 +60,7 @@ import errno
 import functools
 import hashlib
 import json
+import numbers
 import os
 import re
 import secrets
@@ -418,8 +419,10 @@ def save_checkpoint(
     if scheduler is not None and scheduler.optimizer is not optimizer:
         raise CheckpointError(f"{where}: the scheduler given schedules another optimizer")
     _check_updates_model(where, model, optimizer)
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+    # (a NumPy integer is one, as fit's start_epoch takes it: np.argmin(errors) + 1, say)
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
         raise CheckpointError(f"{where}: epoch must be an integer >= 0, got {shown(epoch)}")
+    epoch = int(epoch)
     history = History() if history is None else history
     _check_history(history, where)
     recorded = len(history.train_loss)
