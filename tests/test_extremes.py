@@ -500,6 +500,27 @@ def test_a_setting_past_the_dtype_computed_in_is_refused_in_the_modules_words(
     assert torch.equal(wide[2:], x[2:].double()) and bool((wide[:1] < -1e38).all())
 
 
+@pytest.mark.parametrize(
+    ("module", "setting", "narrow"),
+    [(nn.ELU(), "alpha", torch.float16), (nn.LeakyReLU(0.5), "negative_slope", torch.bfloat16)],
+)
+def test_a_refused_forward_leaves_the_last_16_bit_forwards_backward(
+    module: nn.Module, setting: str, narrow: torch.dtype
+) -> None:
+    """A float32 forward refused for a setting past float32 forgot that the forward before it
+    was in 16 bits: its backward then returned float32, which the 16-bit layer before refused."""
+    x = torch.tensor([[-1.0, 2.0]], dtype=narrow)
+    grad = torch.tensor([[0.3, 0.7]], dtype=narrow)
+    module(x)
+    expected = module.backward(grad)
+    assert expected.dtype is narrow
+    setattr(module, setting, 1e39)
+    with pytest.raises(ValueError, match="is beyond the range of the dtype it computes in"):
+        module(torch.tensor([[-1.0]]))
+    again = module.backward(grad)
+    assert again.dtype is narrow and torch.equal(again, expected)
+
+
 def test_log_softmax_of_a_16_bit_forward_reads_a_float64_gradient_in_float64() -> None:
     """The 16-bit forward's backward read every gradient in float32: a float64 one past
     float32's range became inf and the result NaN, where Softmax's is finite."""

@@ -44,8 +44,11 @@ class CachedDerivative(Activation):
             output = wide.to(input.dtype) if out is None else out.copy_(wide)
             self._narrow = input.dtype
             return output, derivative
+        result = self._output_and_derivative(input, out)
+        # (after it: a forward refused there, ELU's alpha beyond float32, say, leaves the last
+        # forward's dtype for its backward)
         self._narrow = None
-        return self._output_and_derivative(input, out)
+        return result
 
     def _backward(
         self, grad_output: Tensor, derivative: Tensor, out: Tensor | None = None
