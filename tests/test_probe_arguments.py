@@ -506,6 +506,23 @@ def test_a_sparse_input_to_a_dropout_or_a_stacked_activation_is_refused_by_name(
     )
 
 
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.parametrize("mode", ["evaluation", "p=0"])
+def test_a_dropout_that_passes_its_input_on_refuses_a_sparse_one_too(mode: str) -> None:
+    """In evaluation mode, or with p=0, a sparse input was handed on as it was (to a layer
+    that refused its gradient at the backward), where training refused it by name; the
+    forward before it stays the one the backward reads."""
+    dropout = nn.Dropout(0.5) if mode == "p=0" else nn.Dropout(0.5).eval()
+    if mode == "p=0":
+        dropout.p = 0.0
+    dense = torch.randn(4, 3)
+    dropout(dense)
+    for sparse in (dense.to_sparse(), dense.to_sparse_csr()):
+        with pytest.raises(TypeError, match=r"^Dropout: expected a dense input, got a sparse"):
+            dropout(sparse)
+    assert torch.equal(dropout.backward(torch.ones(4, 3)), torch.ones(4, 3))
+
+
 SPARSE_GRADIENT_CASES: dict[str, Callable[[], nn.Module]] = {
     "Linear": lambda: nn.Linear(2, 3),
     "Tanh": nn.Tanh,

@@ -102,6 +102,9 @@ class Dropout(Module):
                 f"Dropout: expected a {FLOATING.format(what='input')}, got dtype {input.dtype}"
             )
         if not self.training or self._p == 0.0:
+            # (refused as in training, where its mask is drawn: a sparse input passed through
+            # to the layer after, and its gradient was refused at the backward)
+            check_dense("Dropout", input)
             self._shape, self._scaled_mask, self._device = input.shape, None, input.device
             self._dtype = input.dtype
             return input
