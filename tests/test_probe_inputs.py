@@ -201,6 +201,22 @@ def test_a_meta_class_index_target_is_refused_like_one_on_another_device(make: t
     assert criterion(prediction.to("meta"), target.to("meta")).is_meta
 
 
+@pytest.mark.parametrize("make", [nn.CrossEntropyLoss, nn.NLLLoss, nn.MSELoss])
+def test_class_indices_on_the_cpu_for_a_meta_prediction_are_refused(make: type) -> None:
+    """The mirror case: CPU indices of a meta prediction passed the fast path, index 7 of 3
+    classes too (a meta kernel reads no index, and takes one on another device), where PyTorch
+    and a probability target are refused; the last forward is kept for the backward."""
+    criterion = make()
+    criterion(torch.zeros(2, 3, device="meta"), torch.tensor([0, 2], device="meta"))
+    for target in (torch.tensor([0, 7]), torch.tensor([0, 1])):
+        with pytest.raises(
+            ValueError, match=f"^{make.__name__}: target is on cpu but the prediction is on meta$"
+        ):
+            criterion(torch.zeros(2, 3, device="meta"), target)
+    gradient = criterion.backward()
+    assert gradient.is_meta and gradient.shape == (2, 3)
+
+
 @pytest.mark.parametrize(
     ("make", "target"),
     [

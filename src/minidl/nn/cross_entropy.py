@@ -126,6 +126,7 @@ class CrossEntropyLoss(Loss):
                 dtype is not torch.int64
                 or target.shape != self._prediction_shape[:-1]
                 or target.is_meta
+                or logits.is_meta  # (whose gather reads no index: one on the CPU is taken)
             ):
                 self._check_class_indices(target, logits)
             index = target.unsqueeze(-1)

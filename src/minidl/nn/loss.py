@@ -233,11 +233,13 @@ class Loss(Module):
         ``scatter_add``) and range-checks them as it does; indices unlike the last accepted ones
         get the full check first, and an index the kernel refuses is named by it."""
         # (_check_prediction leaves the prediction's shape in _prediction_shape; a meta target
-        # holds no indices, which a kernel on another device would read from nowhere)
+        # holds no indices, which a kernel on another device would read from nowhere, and a
+        # meta prediction's kernels read none: a target on another device is not refused)
         if (
             target.dtype is not torch.int64
             or target.shape != self._prediction_shape[:-1]
             or target.is_meta
+            or prediction.is_meta
         ):
             self._check_class_indices(target, prediction)
         try:
