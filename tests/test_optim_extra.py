@@ -1692,3 +1692,26 @@ def test_a_step_count_past_the_largest_count_is_refused_naming_it(case: str, cou
         optimizer.load_state_dict({**saved, "step_count": count})
     optimizer.load_state_dict({**saved, "step_count": 2**63 - 1})
     assert optimizer.step_count == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    "make",
+    [optim.SGD, optim.Adam, optim.AdamW, optim.RMSprop, optim.Adagrad, optim.Adadelta],
+    ids=lambda make: make.__name__,
+)
+def test_two_parameters_over_one_tensor_are_refused(make: type[optim.Optimizer]) -> None:
+    """Parameter(t) twice: each step updated t twice (Adam with two sets of moments: -0.2
+    where one step is -0.1), with no message. Views of parts of one buffer, as a flat model's
+    parameters are, and empty tensors, are no such pair."""
+    tensor = torch.zeros(3, dtype=torch.float64)
+    first, second = nn.Parameter(tensor), nn.Parameter(tensor)
+    with pytest.raises(
+        ValueError,
+        match=rf"^{make.__name__}: params\[0\] and params\[1\] are two Parameters over the same "
+        r"tensor \(\(3,\), torch\.float64\): each step would update it twice",
+    ):
+        make([first, second], lr=0.1)
+    buffer = torch.zeros(6)
+    make([nn.Parameter(buffer[:3]), nn.Parameter(buffer[3:])], lr=0.1)
+    make([nn.Parameter(torch.zeros(0)), nn.Parameter(torch.zeros(0))], lr=0.1)
+    make(nn.mlp((2, 3, 2)).parameters(), lr=0.1)

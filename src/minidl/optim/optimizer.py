@@ -175,6 +175,7 @@ class Optimizer:
                 )
         if len({id(p) for p in self.params}) != len(self.params):
             raise ValueError(f"{name}: a parameter appears more than once in params")
+        _refuse_shared_data(name, self.params)
         self._check_one_kind()
         self._lr = check_real(name, "lr", lr, low=0.0)
         # The largest finite value of the parameters' dtype: a larger hyper-parameter cannot
@@ -901,3 +902,23 @@ def _not_a_parameter(value: object) -> str:
             "converts a PyTorch model)"
         )
     return given_module(value)
+
+
+def _refuse_shared_data(name: str, params: list[Parameter]) -> None:
+    """Refuse two Parameters over one tensor's memory (``Parameter(t)`` twice): each step
+    updated it twice, with two states, where PyTorch warns of a tensor given twice. Two views
+    of the same memory, the same shape and strides, count as one tensor; views of parts of it
+    (a flat model's parameters) do not."""
+    held: dict[tuple[torch.device, int, tuple[int, ...], tuple[int, ...]], int] = {}
+    for index, parameter in enumerate(params):
+        data = parameter.data
+        if data.numel() == 0 or data.is_meta:  # (no memory to share)
+            continue
+        key = (data.device, data.data_ptr(), tuple(data.shape), data.stride())
+        first = held.setdefault(key, index)
+        if first != index:
+            raise ValueError(
+                f"{name}: params[{first}] and params[{index}] are two Parameters over the same "
+                f"tensor ({tuple(data.shape)}, {data.dtype}): each step would update it twice; "
+                "give one of them"
+            )
