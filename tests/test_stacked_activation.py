@@ -551,3 +551,37 @@ def test_a_subclass_that_overrides_forward_and_backward_is_called_in_its_run() -
             torch.testing.assert_close(
                 grad_input[index], model.backward(grad[index]), rtol=0, atol=1e-15
             )
+
+
+def test_a_forward_refused_after_the_first_run_refuses_the_backward_until_one_succeeds() -> None:
+    """The runs before the refusing one had cached the refused input: the next backward mixed
+    it with the last good forward's caches (model 0's gradient from the refused input, in
+    float32 for a float16 forward) with no error. It is refused now, as a Sequential's is; a
+    refusal by the first run changes nothing, and a forward that succeeds ends it."""
+    elu = nn.ELU()
+    stacked = nn.StackedActivation([(nn.Tanh(), 1), (elu, 1)])
+    x = torch.tensor([[[-1.0, 2.0]], [[-0.5, 0.25]]], dtype=torch.float16)
+    grad = torch.tensor([[[0.3, 0.7]], [[0.2, 0.1]]], dtype=torch.float16)
+    stacked(x)
+    expected = stacked.backward(grad)
+    elu.alpha = 1e39
+    with pytest.raises(ValueError, match=r"^ELU: alpha=1e\+39 is beyond the range"):
+        stacked(torch.tensor([[[3.0, 4.0]], [[-1.0, -2.0]]]))
+    with pytest.raises(
+        RuntimeError,
+        match=r"^StackedActivation: backward after the forward refused by run 1 \(ELU\): the "
+        "runs before it had already cached its input",
+    ):
+        stacked.backward(grad)
+    elu.alpha = 1.0
+    stacked(x)
+    assert torch.equal(stacked.backward(grad), expected)
+    # The first run refusing: nothing changed, the last good forward's backward stands.
+    first = nn.ELU()
+    stacked = nn.StackedActivation([(first, 1), (nn.Tanh(), 1)])
+    stacked(x)
+    expected = stacked.backward(grad)
+    first.alpha = 1e39
+    with pytest.raises(ValueError, match=r"^ELU: alpha=1e\+39 is beyond the range"):
+        stacked(torch.tensor([[[-3.0, 4.0]], [[-1.0, -2.0]]]))
+    assert torch.equal(stacked.backward(grad), expected)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from minidl import anomaly
 from minidl._validate import shown
 from minidl.nn._checks import check_dense, check_runs
 from minidl.nn.activation import Activation
@@ -60,6 +61,8 @@ class StackedActivation(Module):
         self.models = bounds[-1][1]
         self._writes_out = _writes_out(self._runs)
         self._dtype: torch.dtype | None = None  # the last forward's input dtype
+        # What the last forward was, if a run after the first refused it (see forward).
+        self._refused: str | None = None
 
     def activation_of(self, index: int) -> Activation:
         """The activation of model ``index``."""
@@ -90,26 +93,48 @@ class StackedActivation(Module):
 
     def forward(self, input: Tensor) -> Tensor:
         input = self._check(input, "an input")
-        self._dtype = input.dtype
         output = torch.empty(input.shape, dtype=input.dtype, device=input.device)
+        run = 0
         try:
-            for (activation, start, stop), (writes, _) in zip(
-                self._runs, self._writes_out, strict=True
-            ):
-                if writes:
-                    activation._forward_out(input[start:stop], output[start:stop])
-                else:
-                    output[start:stop] = activation.forward(input[start:stop])
-        except RuntimeError:
-            check_dense("StackedActivation", input)  # (a sparse one found here, not per call)
-            # out= refused for an input from an autograd graph:
-            # each run makes its own result.
-            return torch.cat(
-                [activation.forward(input[start:stop]) for activation, start, stop in self._runs]
-            )
+            try:
+                for index, ((activation, start, stop), (writes, _)) in enumerate(
+                    zip(self._runs, self._writes_out, strict=True)
+                ):
+                    run = index  # (the run that raised, for _note_refusal)
+                    if writes:
+                        activation._forward_out(input[start:stop], output[start:stop])
+                    else:
+                        output[start:stop] = activation.forward(input[start:stop])
+            except RuntimeError:
+                check_dense("StackedActivation", input)  # (a sparse one found here, not per call)
+                # out= refused for an input from an autograd graph:
+                # each run makes its own result.
+                outputs = []
+                for index, (activation, start, stop) in enumerate(self._runs):
+                    run = index
+                    outputs.append(activation.forward(input[start:stop]))
+                output = torch.cat(outputs)
+        except BaseException as error:
+            self._note_refusal(run, error)
+            raise
+        self._dtype, self._refused = input.dtype, None
         return output
 
+    def _note_refusal(self, run: int, error: BaseException) -> None:
+        """A run's forward raised: unless it was the first run and refused its input (a
+        refusing activation changes nothing), the runs before it now hold the caches of the
+        refused input, so backward is refused until a forward succeeds (as a Sequential's)."""
+        if run > 0 or anomaly.may_follow_a_run(error):
+            name = type(self._runs[run][0]).__name__
+            self._refused = f"the forward refused by run {run} ({name})"
+
     def backward(self, grad_output: Tensor) -> Tensor:
+        if self._refused is not None:
+            raise RuntimeError(
+                f"StackedActivation: backward after {self._refused}: the runs before it had "
+                "already cached its input, so the last good forward cannot be differentiated; "
+                "run a forward that succeeds, then backward"
+            )
         grad_output = self._check(grad_output, "a gradient")
         if grad_output.dtype is not self._dtype:
             # A gradient of another dtype: each activation promotes it as it does alone.
@@ -139,6 +164,7 @@ class StackedActivation(Module):
         # looked at a subclass's forward and backward)
         state["_writes_out"] = _writes_out(state["_runs"])
         state.setdefault("_dtype", None)
+        state.setdefault("_refused", None)  # (pickled before it existed)
         super().__setstate__(state)
 
 
