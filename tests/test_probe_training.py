@@ -437,7 +437,7 @@ def test_sequential_schedule_step_limit_is_where_a_schedule_runs_out() -> None:
     assert schedule.step_limit == 10
     for _ in range(10):
         schedule.step()
-    with pytest.raises(ValueError, match="SequentialSchedule: step 11 is past this schedule's"):
+    with pytest.raises(ValueError, match="SequentialSchedule: step 11 is past step 10, the last"):
         schedule.step()
 
 

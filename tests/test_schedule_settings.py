@@ -948,13 +948,25 @@ def test_a_sequence_stepped_past_its_last_step_counts_its_own_steps() -> None:
     lr = optimizer.lr
     with pytest.raises(
         ValueError,
-        match=r"^SequentialSchedule: step 16 is past this schedule's last step 15 \(its "
-        r"step_limit: the OneCycle from step 5 has rates for 10 steps\)$",
+        match=r"^SequentialSchedule: step 16 is past step 15, the last of the OneCycle from "
+        r"step 5 \(it has rates for 10 steps; the sequence's step_limit is 15\)$",
     ):
         sequence.step()
     assert (sequence.last_step, optimizer.lr) == (15, lr)
     with pytest.raises(ValueError, match=r"^SequentialSchedule: step 17 is past"):
         sequence.lr_at(17)
+    # The last step named is the refusing schedule's, not the sequence's first to run out.
+    two = optim.SequentialSchedule(
+        optimizer,
+        [optim.OneCycle(optimizer, 0.2, total_steps=10), optim.OneCycle(optimizer, 0.2, 10)],
+        milestones=[12],
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^SequentialSchedule: step 25 is past step 22, the last of the OneCycle from step "
+        r"12 \(it has rates for 10 steps; the sequence's step_limit is 10\)$",
+    ):
+        two.lr_at(25)
 
 
 @pytest.mark.parametrize(

@@ -297,8 +297,8 @@ def test_sequential_schedule_step_limit_is_the_first_schedule_to_run_out() -> No
     stepped = 0
     with pytest.raises(
         ValueError,
-        match=r"^SequentialSchedule: step 11 is past this schedule's last step 10 \(its "
-        r"step_limit: the OneCycle from step 0 has rates for 10 steps\)",
+        match=r"^SequentialSchedule: step 11 is past step 10, the last of the OneCycle from "
+        r"step 0 \(it has rates for 10 steps; the sequence's step_limit is 10\)",
     ):
         for _ in range(30):
             schedule.step()
@@ -562,7 +562,8 @@ def test_a_failed_load_or_step_changes_no_schedule() -> None:
     lr = optimizer.lr
     for _ in range(2):
         with pytest.raises(
-            ValueError, match=r"^SequentialSchedule: step 7 is past this schedule's last step 6"
+            ValueError,
+            match=r"^SequentialSchedule: step 7 is past step 6, the last of the OneCycle",
         ):
             chain.step()
         assert (chain.last_step, optimizer.lr) == (6, lr)

@@ -240,9 +240,9 @@ class SequentialSchedule(LRScheduler):
         if own is not None and step - start > own:
             # (in the sequence's steps, where the schedule's refusal counted its own)
             raise ValueError(
-                f"SequentialSchedule: step {shown(step)} is past this schedule's last step "
-                f"{shown(self.step_limit)} (its step_limit: the {type(schedule).__name__} from "
-                f"step {shown(start)} has rates for {shown(own)} steps)"
+                f"SequentialSchedule: step {shown(step)} is past step {shown(start + own)}, the "
+                f"last of the {type(schedule).__name__} from step {shown(start)} (it has rates "
+                f"for {shown(own)} steps; the sequence's step_limit is {shown(self.step_limit)})"
             )
         return schedule.lr_at(step - start)
 
