@@ -465,6 +465,13 @@ def check_labelled(
             raise TypeError(
                 f"{where}: {what}{name} must be a torch.Tensor, got {type(tensor).__name__}"
             )
+        if tensor.layout != torch.strided or tensor.is_nested:
+            # (before its shape is read: a strided nested tensor's fails in torch's "Internal
+            # error: NestedTensorImpl doesn't support sizes")
+            raise TypeError(
+                f"{where}: {what}{name} must be a dense (strided) tensor, got a "
+                f"{_layout(tensor)} tensor"
+            )
     assert isinstance(x, Tensor) and isinstance(y, Tensor)
     if y.dim() != 1:
         raise ValueError(
