@@ -1711,6 +1711,19 @@ def test_two_parameters_over_one_tensor_are_refused(make: type[optim.Optimizer])
         r"tensor \(\(3,\), torch\.float64\): each step would update it twice",
     ):
         make([first, second], lr=0.1)
+    matrix = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"params\[0\] and params\[1\] are two Parameters"):
+        make([nn.Parameter(matrix), nn.Parameter(matrix.view(-1))], lr=0.1)
+    # Made so by a .data replaced after the constructor: refused at the step, nothing updated.
+    first = nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    second = nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    optimizer = make([first, second], lr=0.1)
+    second.data = first.data
+    first.grad = torch.ones(3, dtype=torch.float64)
+    second.grad = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"params\[0\] and params\[1\] are two Parameters"):
+        optimizer.step()
+    assert torch.equal(first.data, torch.zeros(3, dtype=torch.float64))
     buffer = torch.zeros(6)
     make([nn.Parameter(buffer[:3]), nn.Parameter(buffer[3:])], lr=0.1)
     make([nn.Parameter(torch.zeros(0)), nn.Parameter(torch.zeros(0))], lr=0.1)

@@ -355,6 +355,8 @@ class Optimizer:
                 "data was replaced by a tensor of another size); build a new optimizer"
             )
         self._check_one_kind()
+        # (a .data replaced since, q.data = p.data, as at the constructor)
+        _refuse_shared_data(type(self).__name__, self.params)
         dtype = self.params[0].data.dtype
         largest = torch.finfo(dtype).max
         if largest != self._largest:  # cast since (or set after the constructor): checked first
@@ -905,16 +907,19 @@ def _not_a_parameter(value: object) -> str:
 
 
 def _refuse_shared_data(name: str, params: list[Parameter]) -> None:
-    """Refuse two Parameters over one tensor's memory (``Parameter(t)`` twice): each step
-    updated it twice, with two states, where PyTorch warns of a tensor given twice. Two views
-    of the same memory, the same shape and strides, count as one tensor; views of parts of it
-    (a flat model's parameters) do not."""
-    held: dict[tuple[torch.device, int, tuple[int, ...], tuple[int, ...]], int] = {}
+    """Refuse two Parameters over one tensor's memory (``Parameter(t)`` twice, or over ``t``
+    and ``t.view(-1)``): each step updated it twice, with two states, where PyTorch warns of a
+    tensor given twice. Two views that start at one address and span as many elements over as
+    much memory count as one tensor; views of parts of one buffer (a flat model's parameters)
+    do not."""
+    held: dict[tuple[torch.device, int, int, int], int] = {}
     for index, parameter in enumerate(params):
         data = parameter.data
         if data.numel() == 0 or data.is_meta:  # (no memory to share)
             continue
-        key = (data.device, data.data_ptr(), tuple(data.shape), data.stride())
+        steps = zip(data.shape, data.stride(), strict=True)
+        span = 1 + sum((size - 1) * stride for size, stride in steps)
+        key = (data.device, data.data_ptr(), data.numel(), span * data.element_size())
         first = held.setdefault(key, index)
         if first != index:
             raise ValueError(
