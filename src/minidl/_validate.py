@@ -371,9 +371,13 @@ def check_copyable(where: str, what: str, value: Tensor, target: Tensor) -> None
         )
 
 
-def _layout(tensor: Tensor) -> str:
-    """A tensor's layout as a message names it: ``sparse_coo``, ``sparse_csr``, ``nested``."""
-    return "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
+def _check_strided(where: str, name: str, tensor: Tensor) -> None:
+    """Refuse a sparse or nested ``tensor`` (named ``name``), before its shape is read: a
+    strided nested tensor's fails in torch's "Internal error: NestedTensorImpl doesn't support
+    sizes", and slices of a sparse one are not made."""
+    if tensor.layout != torch.strided or tensor.is_nested:
+        layout = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
+        raise TypeError(f"{where}: {name} must be a dense (strided) tensor, got a {layout} tensor")
 
 
 #: The unsigned integer dtypes past uint8, which torch's CPU kernels barely support: no
@@ -391,12 +395,7 @@ def check_samples(where: str, x: object, y: object) -> tuple[Tensor, Tensor]:
     for name, tensor in (("x", x), ("y", y)):
         if not isinstance(tensor, Tensor):
             raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.layout != torch.strided or tensor.is_nested:
-            # (a nested tensor, strided or jagged, has no shape to slice: torch's "Internal
-            # error: NestedTensorImpl doesn't support sizes")
-            raise TypeError(
-                f"{where}: {name} must be a dense (strided) tensor, got a {_layout(tensor)} tensor"
-            )
+        _check_strided(where, name, tensor)
         if tensor.dim() == 0 or tensor.shape[0] == 0:
             raise ValueError(
                 f"{where}: {name} must hold at least one sample, got shape {tuple(tensor.shape)}"
@@ -420,11 +419,7 @@ def check_class_indices(where: str, what: str, y: Tensor, classes: int | None = 
     :func:`check_labelled`. A sparse or nested ``y``, and one of ``torch.uint16``, ``uint32``
     or ``uint64``, on which torch's kernels compute no minimum, are refused by type.
     """
-    if y.layout != torch.strided or y.is_nested:
-        raise TypeError(
-            f"{where}: {what}y must be a dense (strided) tensor of class indices, got a "
-            f"{_layout(y)} tensor"
-        )
+    _check_strided(where, f"{what}y", y)
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise TypeError(
             f"{where}: {what}y must hold class indices of an integer dtype, got {y.dtype}"
@@ -465,13 +460,7 @@ def check_labelled(
             raise TypeError(
                 f"{where}: {what}{name} must be a torch.Tensor, got {type(tensor).__name__}"
             )
-        if tensor.layout != torch.strided or tensor.is_nested:
-            # (before its shape is read: a strided nested tensor's fails in torch's "Internal
-            # error: NestedTensorImpl doesn't support sizes")
-            raise TypeError(
-                f"{where}: {what}{name} must be a dense (strided) tensor, got a "
-                f"{_layout(tensor)} tensor"
-            )
+        _check_strided(where, f"{what}{name}", tensor)
     assert isinstance(x, Tensor) and isinstance(y, Tensor)
     if y.dim() != 1:
         raise ValueError(
