@@ -1274,3 +1274,31 @@ def test_a_residual_whose_block_refuses_its_input_takes_the_backward_after() -> 
     with pytest.raises(ValueError, match=r"^BatchNorm1d: expected 3 input features, got 5"):
         residual(torch.randn(4, 5))
     assert residual.backward(torch.ones(4, 3)).shape == (4, 3)
+
+
+@pytest.mark.parametrize("container", ["Sequential", "Residual"])
+def test_a_forward_refused_by_the_first_module_after_a_trial_refuses_the_backward(
+    container: str,
+) -> None:
+    """A new signature (here a registration since) runs the trial in evaluation mode, which
+    replaced the batch norm's caches with the trial's; the forward was then refused by that
+    first module itself, and a backward of the refused batch's shape ran on the trial's
+    caches, accumulating their gradients without an error (and one of the last good forward's
+    shape was refused in the batch norm's words). Both are refused until a forward succeeds."""
+    model: nn.Module = (
+        nn.Sequential(nn.BatchNorm1d(3), nn.Tanh())
+        if container == "Sequential"
+        else nn.Residual(nn.BatchNorm1d(3))
+    )
+    model(torch.randn(4, 3))
+    model.backward(torch.ones(4, 3))
+    nn.Linear(1, 1)  # (a registration: the next forward's trial runs again)
+    with pytest.raises(ValueError, match="more than one sample"):
+        model(torch.randn(1, 3))
+    grads = [p.grad.clone() for p in model.parameters()]
+    for rows in (1, 4):
+        with pytest.raises(RuntimeError, match=rf"^{container}: backward after "):
+            model.backward(torch.ones(rows, 3))
+    assert all(map(torch.equal, (p.grad for p in model.parameters()), grads))
+    model(torch.randn(4, 3))
+    model.backward(torch.ones(4, 3))

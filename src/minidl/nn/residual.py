@@ -63,19 +63,23 @@ class Residual(Module):
             )
         if self._gradients.holds(input, self):
             input = input.clone()
+        tried_now = False  # (whether a trial ran the block here: its caches are the trial's)
         if self.training and input.dim() and input.shape[0]:
             tried = trial_signature(input)
             if tried != self._tried:
-                self._try(input)
+                tried_now = self._try(input)
                 self._tried = tried
         try:
             output: Tensor = self.block.forward(input)
         except BaseException as error:
             # Interrupted, or stopped by detect_anomaly's check of its output: the block may
-            # hold the caches of this input already. (A block that refused its input changed
-            # nothing; a Sequential block keeps its own refusal.)
+            # hold the caches of this input already; or this forward's trial ran the block,
+            # which holds the trial's. (A block that refused its input changed nothing else; a
+            # Sequential block keeps its own refusal.)
             if anomaly.may_follow_a_run(error):
                 self._refused = f"a forward stopped in its block by {type(error).__name__}"
+            elif tried_now:
+                self._refused = "a forward refused by its block (after a trial of it)"
             raise
         if not isinstance(output, Tensor) or output.shape != input.shape:
             # The block ran: it now holds the caches of this input, not of the last good one.
@@ -85,17 +89,18 @@ class Residual(Module):
         self._refused = None
         return input + output
 
-    def _try(self, input: Tensor) -> None:
+    def _try(self, input: Tensor) -> bool:
         """Where the block holds a module that changes its state in training mode (a batch
         norm, a dropout: :attr:`Module._updates_in_training`), run it in evaluation mode on
         ``input``'s first sample first (and on the whole batch, where the sample is refused or
         gives an output of another shape), so that a block refused for its output's shape is
         refused before their statistics count the batch or their generator draws, as a
         :class:`~minidl.nn.Sequential` does for its children. Once for each signature of the
-        input and set of parameters."""
+        input and set of parameters. Whether the block ran (it then holds the trial's caches)
+        is returned."""
         parts = list(self.block.modules())
         if not any(type(part)._updates_in_training and part.training for part in parts):
-            return
+            return False
         modes = [(part, part.training) for part in parts]
         try:
             for part, _ in modes:
@@ -118,6 +123,7 @@ class Residual(Module):
         finally:
             for part, training in modes:
                 part.training = training
+        return True
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

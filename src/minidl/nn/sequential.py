@@ -260,17 +260,18 @@ class Sequential(Module):
                     return planned
         self._planned = None
         first = input
+        tried_now = False  # (whether a trial ran children here: their caches are the trial's)
         if self.training and type(input) is Tensor and input.dim() and input.shape[0]:
             tried = trial_signature(input)
             if tried != self._tried:
-                self._try(input)
+                tried_now = self._try(input)
                 self._tried = tried
         module = None
         try:
             for module in self._layers:
                 input = module.forward(input)
         except BaseException as error:
-            self._note_refusal(module, error)
+            self._note_refusal(module, error, cached=tried_now)
             raise
         if self._refused is not None:
             self._refused = None  # a forward that succeeds makes backward possible again
@@ -278,7 +279,7 @@ class Sequential(Module):
             self._note_signature(first)
         return input
 
-    def _try(self, input: Tensor) -> None:
+    def _try(self, input: Tensor) -> bool:
         """Where a module inside the chain changes its state in training mode (a batch norm's
         running statistics, a dropout's generator: :attr:`Module._updates_in_training`), run
         the children on ``input``'s first sample in evaluation mode first, which changes
@@ -289,17 +290,20 @@ class Sequential(Module):
         refusal names the shapes given. Once for each signature of the input (its shape
         past the batch, dtype and device) and set of parameter tensors and registrations, as
         :func:`minidl.train.fit` runs its trial once a call; the children's forward caches then
-        hold the trial's, until the forward that follows replaces them."""
+        hold the trial's, until the forward that follows replaces them. Whether a child's
+        forward ran to its end (its cache is then the trial's) is returned."""
         modules = list(self.modules())
         if not any(type(part)._updates_in_training and part.training for part in modules):
-            return
+            return False
         modes = [(part, part.training) for part in modules]
         at: list[Module | None] = [None]  # (the child running, for the note of a refusal)
+        ran = [False]  # (whether a child's forward ran to its end)
 
         def run(trial: Tensor) -> None:
             for module in self._layers:
                 at[0] = module
                 trial = module.forward(trial)
+                ran[0] = True
 
         try:
             for part, _ in modes:
@@ -318,11 +322,12 @@ class Sequential(Module):
                 # (raised on its own, not as an error while handling the sample's).
                 run(input)
         except BaseException as error:
-            self._note_refusal(at[0], error)
+            self._note_refusal(at[0], error, cached=ran[0])
             raise
         finally:
             for part, training in modes:
                 part.training = training
+        return True
 
     def _plan_for(self, input: Tensor) -> ChainPlan | None:
         """The plan made for ``input``'s signature, if any and still valid."""
@@ -402,12 +407,16 @@ class Sequential(Module):
         if "_plans" not in state:  # (pickled before plans existed)
             self._init_plans()
 
-    def _note_refusal(self, module: Module | None, error: BaseException) -> None:
+    def _note_refusal(
+        self, module: Module | None, error: BaseException, cached: bool = False
+    ) -> None:
         """A child's forward raised: unless it was the first child, has no children of its
         own and refused its input (a refusing module changes nothing), the children before it
         now hold the caches of the refused input, so backward is refused until a forward
         succeeds. A first child interrupted (``KeyboardInterrupt``) or stopped by
-        :func:`minidl.detect_anomaly`'s check of its output may have cached its input already."""
+        :func:`minidl.detect_anomaly`'s check of its output may have cached its input already;
+        and where this forward's trial ran children (``cached``: see :meth:`_try`), their
+        caches are the trial's, whichever child refused."""
         if module is None:  # (no child ran)
             return
         index = next(i for i, layer in enumerate(self._layers) if layer is module)
@@ -418,7 +427,7 @@ class Sequential(Module):
             self._refused = (
                 f"a forward stopped at module {place} ({name}) by {type(error).__name__}"
             )
-        elif index > 0 or module._modules:
+        elif index > 0 or module._modules or cached:
             self._refused = f"the forward refused by module {place} ({name})"
         # Where in the chain: the module's own message names its class, not its place.
         add_note(error, f"in Sequential, at module {place} ({name})")
