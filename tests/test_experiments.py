@@ -2762,3 +2762,84 @@ def test_reproduce_runs_alone_with_a_world_size_of_one(
         monkeypatch.setenv("WORLD_SIZE", world_size)
     assert main(["reproduce", "--quick", "--quiet", "--out", str(tmp_path / "results")]) == 0
     assert len(started) == 1
+
+
+@pytest.mark.parametrize(
+    ("refused", "moving_in"),
+    [
+        ("tableII_validation.png", False),
+        ("report.md", False),
+        ("results.json", False),
+        ("results.json", True),
+    ],
+)
+def test_a_file_that_cannot_be_replaced_leaves_the_previous_run_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: str, moving_in: bool
+) -> None:
+    """The figures moved in first, then the report and the JSON: a file of ``out`` that may
+    not be replaced (another user's in a folder with the sticky bit, an immutable one) left
+    the new figures and report beside the previous run's JSON. Now the previous files are
+    moved aside first and put back where a move fails: ``out`` is as it was, nothing hidden
+    stays, and the error is the one of the refused move."""
+
+    def settings(seed: int) -> RunSettings:
+        return RunSettings(
+            rounds=1, base_seed=seed, tables="2", quick=True, epochs_override=1, command="test"
+        )
+
+    reproduce(settings(0), tmp_path, progress=False, summary=False)
+    (tmp_path / "fig1_loss_criteria.png").write_bytes(b"an earlier run's figure")
+    before = _files(tmp_path)
+    replace = os.replace
+    refusals: list[Any] = []
+
+    def refusing(source: Any, target: Any, **kwargs: Any) -> None:
+        # (moving in: once, as a file system that fails one rename would)
+        if Path(target if moving_in else source) == tmp_path / refused and not (
+            moving_in and refusals
+        ):
+            refusals.append(source)
+            raise PermissionError(1, "Operation not permitted", str(source))
+        replace(source, target, **kwargs)
+
+    monkeypatch.setattr(os, "replace", refusing)
+    with pytest.raises(PermissionError, match="Operation not permitted"):
+        reproduce(settings(1), tmp_path, progress=False, summary=False)
+    monkeypatch.undo()
+    assert _files(tmp_path) == before
+
+
+def test_a_previous_file_that_cannot_be_put_back_stays_aside_and_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a move fails and a file set aside cannot be put back either, the folder it is in
+    is kept (not removed with the run's hidden folders) and the error's note names it."""
+    from minidl.experiments import runner
+
+    (tmp_path / "a.txt").write_text("old a")
+    (tmp_path / "b.txt").write_text("old b")
+    staging = tmp_path / ".staging"
+    staging.mkdir()
+    (staging / "a.txt").write_text("new a")
+    (staging / "b.txt").write_text("new b")
+    replace = os.replace
+
+    def refusing(source: Any, target: Any, **kwargs: Any) -> None:
+        if Path(source) == tmp_path / "b.txt" or Path(target) == tmp_path / "a.txt":
+            raise PermissionError(1, "Operation not permitted", str(source))
+        replace(source, target, **kwargs)
+
+    monkeypatch.setattr(os, "replace", refusing)
+    hidden: list[Path] = []
+    with pytest.raises(PermissionError) as info:
+        runner._move_in(
+            tmp_path, [(staging / "a.txt", "a.txt"), (staging / "b.txt", "b.txt")], [], hidden
+        )
+    monkeypatch.undo()
+    assert hidden == []
+    (aside,) = tmp_path.glob(".previous-*")
+    assert (aside / "a.txt").read_text() == "old a"
+    assert (tmp_path / "b.txt").read_text() == "old b"
+    assert info.value.__notes__ == [
+        f"reproduce could not put back the previous run's a.txt: it is in {aside}"
+    ]

@@ -24,7 +24,14 @@ from minidl.experiments.config import Experiment
 from minidl.experiments.training import RowResult, make_round_data
 from minidl.train import predict
 
-__all__ = ["FIGURES", "Figure", "FigureWriter", "remove_other_figures", "write_figures"]
+__all__ = [
+    "FIGURES",
+    "Figure",
+    "FigureWriter",
+    "other_figures",
+    "remove_other_figures",
+    "write_figures",
+]
 
 DPI = 120
 
@@ -481,6 +488,14 @@ class FigureWriter:
         drawn = {figure.name for figure in self._drawn}
         return {figure.name: figure.file for figure in FIGURES if figure.name in drawn}
 
+    def staged(self) -> list[tuple[Path, str]]:
+        """The figures drawn and not yet moved into ``out``: ``(path, file name)`` of each, in
+        the order drawn (for a caller that moves them in with other files, then calls
+        :meth:`close`)."""
+        if self._staging is None:
+            return []
+        return [(self._staging / figure.file, figure.file) for figure in self._drawn]
+
     def move_into_out(self) -> None:
         """Move the figures drawn so far into ``out`` (replacing the files of those names)."""
         if self._staging is not None:
@@ -499,14 +514,23 @@ def remove_other_figures(out: Path, figures: dict[str, str]) -> list[str]:
     Returns:
         The names of the files removed.
     """
-    kept = set(figures.values())
-    removed = []
-    for figure in FIGURES:
-        path = out / figure.file
-        if figure.file not in kept and path.is_file() and not path.is_symlink():
-            path.unlink()
-            removed.append(figure.file)
+    removed = other_figures(out, figures)
+    for name in removed:
+        (out / name).unlink()
     return removed
+
+
+def other_figures(out: Path, figures: dict[str, str]) -> list[str]:
+    """The names of the files in ``out`` that :func:`remove_other_figures` removes: those of
+    :data:`FIGURES` not in ``figures`` that are plain files (not links)."""
+    kept = set(figures.values())
+    return [
+        figure.file
+        for figure in FIGURES
+        if figure.file not in kept
+        and (out / figure.file).is_file()
+        and not (out / figure.file).is_symlink()
+    ]
 
 
 def write_figures(results: Sequence[RowResult], out: Path) -> dict[str, str]:

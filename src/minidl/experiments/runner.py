@@ -22,6 +22,7 @@ from minidl._allocator import keep_freed_memory
 from minidl._extras import require
 from minidl._interrupts import holding_interrupts
 from minidl._validate import (
+    add_note,
     check_folder_takes_files,
     check_int,
     is_link_loop,
@@ -244,7 +245,9 @@ def reproduce(
     ``tables="2"``); other files in ``out`` are left alone. The files move into ``out`` only
     once all of them are written: a run that fails or is interrupted leaves the previous run's
     files as they were, and removes the folders it made (``out`` and its missing parents) that
-    it left empty. An interrupt (Ctrl-C, or SIGTERM under minidl's command line) that comes as
+    it left empty; so does a file of ``out`` that may not be replaced (another user's in a
+    folder with the sticky bit, an immutable one), found as they move in (the previous files
+    are moved aside first and put back). An interrupt (Ctrl-C, or SIGTERM under minidl's command line) that comes as
     they move in is raised once all have moved: ``out`` then holds this run's files. A folder
     in ``out`` with the name of one of these files is refused before the training.
 
@@ -257,7 +260,7 @@ def reproduce(
     anything is trained or written.
     """
     _require_extras("reproduce: ", "progress=False", progress=progress)
-    from minidl.experiments.figures import FigureWriter, remove_other_figures
+    from minidl.experiments.figures import FigureWriter, other_figures
     from minidl.experiments.report import results_json, summary_table, write_json, write_report
 
     experiments = experiments_for_tables(settings.tables)
@@ -337,12 +340,12 @@ def reproduce(
             # (an interrupt as they move in, one by one, is held back until all have moved: it
             # left the new figures beside the previous run's report and JSON)
             with holding_interrupts():
-                figure_writer.move_into_out()
-                for name in ("report.md", "results.json"):
-                    os.replace(documents / name, out / name)
+                incoming = figure_writer.staged()
+                incoming += [(documents / name, name) for name in ("report.md", "results.json")]
                 # The figures of an earlier run into ``out`` that this run did not draw belong
-                # to no report.
-                remove_other_figures(out, figures)
+                # to no report: removed with the files replaced, all or none.
+                _move_in(out, incoming, other_figures(out, figures), hidden)
+                figure_writer.close()
             # (here, where an interrupt meanwhile still finds it below: removed there alone,
             # an interrupt as that began left it in ``out``, though the run was done)
             shutil.rmtree(documents, ignore_errors=True)
@@ -359,6 +362,51 @@ def reproduce(
         say(summary_table(results))
         say(f"wall time {wall_seconds:.0f} s; report: {out / 'report.md'}")
     return document
+
+
+def _move_in(
+    out: Path, incoming: list[tuple[Path, str]], removed: list[str], hidden: list[Path]
+) -> None:
+    """Move each file of ``incoming`` (``(path, name)``) into ``out`` as ``name``, and the
+    files ``removed`` out of it, all or none.
+
+    The files of ``out`` that these replace or remove are first moved aside, into a hidden
+    folder made in ``out`` (on the same file system, so that each move is a rename), then the
+    new files move in; where a move fails (a file that may not be renamed: one of another user
+    in a folder with the sticky bit, an immutable file), whatever moved is put back before the
+    error is raised, so that ``out`` holds the previous run's files as they were. The folder
+    set aside is appended to ``hidden``, which the caller removes, once it is empty or its
+    files are of no use; a file that could not be put back keeps it (the error's note names
+    it)."""
+    aside = make_hidden_folder(out, ".previous-", hidden)
+    set_aside: list[str] = []
+    moved_in: list[tuple[Path, str]] = []
+    try:
+        for name in [*(name for _, name in incoming), *removed]:
+            if os.path.lexists(out / name):
+                os.replace(out / name, aside / name)
+                set_aside.append(name)
+        for path, name in incoming:
+            os.replace(path, out / name)
+            moved_in.append((path, name))
+    except OSError as error:
+        stranded = []
+        for path, name in reversed(moved_in):
+            with contextlib.suppress(OSError):  # (the new file: lost with its folder if not)
+                os.replace(out / name, path)
+        for name in reversed(set_aside):
+            try:
+                os.replace(aside / name, out / name)
+            except OSError:
+                stranded.append(name)
+        if stranded:
+            hidden.remove(aside)  # (not removed: it holds the previous run's files)
+            add_note(
+                error,
+                f"reproduce could not put back the previous run's {', '.join(stranded)}: "
+                f"{'it is' if len(stranded) == 1 else 'they are'} in {shown_path(aside)}",
+            )
+        raise
 
 
 def _folder_in_the_way(out: Path) -> str | None:
