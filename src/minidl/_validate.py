@@ -363,9 +363,15 @@ def is_link_loop(path: str | os.PathLike[str]) -> bool:
 
 def check_copyable(where: str, what: str, value: Tensor, target: Tensor) -> None:
     """Check that ``target.copy_(value)`` can work: ``value`` is dense and holds its values (a
-    meta tensor holds none, unless ``target`` is on the meta device too)."""
-    if value.layout != torch.strided or (value.is_meta and not target.is_meta):
-        kind = "meta" if value.is_meta else str(value.layout).removeprefix("torch.")
+    meta tensor holds none, unless ``target`` is on the meta device too), and is not nested."""
+    if value.layout != torch.strided or value.is_nested or (value.is_meta and not target.is_meta):
+        kind = (
+            "nested"
+            if value.is_nested
+            else "meta"
+            if value.is_meta
+            else str(value.layout).removeprefix("torch.")
+        )
         raise TypeError(
             f"{where}: {what} is a {kind} tensor; expected a dense tensor that holds its values"
         )

@@ -99,8 +99,16 @@ def may_follow_a_run(error: BaseException) -> bool:
 
 
 def check_finite(tensor: object, module: str, pass_: str, what: str) -> None:
-    """Raise :class:`AnomalyError` if ``tensor`` is a floating tensor with a NaN or infinity."""
-    if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
+    """Raise :class:`AnomalyError` if ``tensor`` is a floating tensor with a NaN or infinity.
+    A tensor without values (a meta one) is not read, nor one of another layout (sparse,
+    nested), which the modules refuse in their own words."""
+    if (
+        not isinstance(tensor, Tensor)
+        or not tensor.is_floating_point()
+        or tensor.layout is not torch.strided
+        or tensor.is_nested
+        or tensor.is_meta
+    ):
         return
     finite = torch.isfinite(tensor)
     if bool(finite.all()):

@@ -327,7 +327,18 @@ def _short(dtype: torch.dtype) -> str:
 
 
 def _check_finite(what: str, tensor: Tensor) -> None:
-    """Refuse a NaN or infinite element of ``tensor``, naming the first."""
+    """Refuse a NaN or infinite element of ``tensor``, naming the first; and a tensor without
+    values to take finite differences of (a meta one) or of another layout (sparse, nested)."""
+    if tensor.layout != torch.strided or tensor.is_nested:
+        layout = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
+        raise TypeError(
+            f"gradcheck: {what} is a {layout} tensor; finite differences are taken of a dense one"
+        )
+    if tensor.is_meta:
+        raise ValueError(
+            f"gradcheck: {what} is on the meta device, which holds no values to take finite "
+            "differences of"
+        )
     finite = torch.isfinite(tensor)
     if not bool(finite.all()):
         index = tuple(int(i) for i in (~finite).nonzero()[0])

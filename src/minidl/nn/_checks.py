@@ -162,12 +162,19 @@ def check_size(where: str, name: str, value: object) -> int:
 
 
 def check_dense(where: str, tensor: Tensor, what: str = "input") -> None:
-    """Refuse a sparse (or other non-strided) ``tensor``, the ``what`` of a module (its input
-    or gradient): the tensor library refuses some of the operations that follow, part-way."""
-    if tensor.layout is not STRIDED:
+    """Refuse a sparse (or other non-strided) or nested ``tensor``, the ``what`` of a module
+    (its input or gradient): the tensor library refuses some of the operations that follow,
+    part-way, and a strided nested tensor's shape is not read (torch's "Internal error:
+    NestedTensorImpl doesn't support sizes")."""
+    if tensor.layout is not STRIDED or tensor.is_nested:
+        if tensor.is_nested:  # (strided or jagged; to_dense is not theirs)
+            hint = f"one of equal sizes is made dense by torch.stack({what}.unbind())"
+            layout = "nested"
+        else:
+            hint = f"pass {what}.to_dense()"
+            layout = str(tensor.layout).removeprefix("torch.")
         raise TypeError(
-            f"{where}: expected a dense {what}, got a "
-            f"{str(tensor.layout).removeprefix('torch.')} tensor (pass {what}.to_dense())"
+            f"{where}: expected a dense {what}, got a {layout} tensor ({hint})"
         ) from None  # (raised where an operation refused it too: that error says less)
 
 

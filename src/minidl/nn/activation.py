@@ -49,7 +49,12 @@ class Activation(Module):
         self._cache: Tensor | None = None
 
     def forward(self, input: Tensor) -> Tensor:
-        if type(input) is not Tensor or input.dtype not in COMPUTED or input.layout is not STRIDED:
+        if (
+            type(input) is not Tensor
+            or input.dtype not in COMPUTED
+            or input.layout is not STRIDED
+            or input.is_nested
+        ):
             self._check_input(input)
         output, self._cache = self._accepted(self._forward(input))
         return output
@@ -119,6 +124,7 @@ class Activation(Module):
         if (
             cache is None
             or type(grad_output) is not Tensor
+            or grad_output.is_nested  # (whose shape is not read)
             or grad_output.shape != cache.shape
             or grad_output.dtype is not cache.dtype
             or grad_output.layout is not STRIDED
@@ -156,7 +162,12 @@ class Activation(Module):
     def _forward_out(self, input: Tensor, out: Tensor) -> None:
         """:meth:`forward`, writing the output into ``out`` (for an activation whose
         :meth:`_forward` takes ``out``)."""
-        if type(input) is not Tensor or input.dtype not in COMPUTED or input.layout is not STRIDED:
+        if (
+            type(input) is not Tensor
+            or input.dtype not in COMPUTED
+            or input.layout is not STRIDED
+            or input.is_nested
+        ):
             self._check_input(input)
         self._cache = self._accepted(self._forward(input, out=out))[1]  # type: ignore[call-arg]
 
@@ -164,7 +175,12 @@ class Activation(Module):
         """:meth:`backward`, writing the input gradient into ``out`` (for an activation whose
         :meth:`_backward` takes ``out``)."""
         cache = self._cache
-        if cache is None or type(grad_output) is not Tensor or grad_output.shape != cache.shape:
+        if (
+            cache is None
+            or type(grad_output) is not Tensor
+            or grad_output.is_nested
+            or grad_output.shape != cache.shape
+        ):
             cache = self._check_gradient(grad_output)
         # (a gradient of another dtype or device never comes here: StackedActivation gives it
         # to backward, which promotes or names it)

@@ -446,6 +446,7 @@ class BatchedLinear(Module):
             weight is not seen[0]
             or (bias.data if bias is not None else None) is not seen[1]
             or type(input) is not Tensor
+            or input.is_nested  # (whose shape is not read)
             or input.shape != seen[2]
             or input.dtype is not seen[3]
             or input.device != seen[4]
@@ -492,6 +493,7 @@ class BatchedLinear(Module):
             raise
         if (
             type(grad_output) is not Tensor
+            or grad_output.is_nested
             or grad_output.shape != self._output_shape
             or grad_output.dtype is not seen[3]
             or grad_output.layout is not STRIDED

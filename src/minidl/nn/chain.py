@@ -350,6 +350,7 @@ class ChainPlan:
         shape, dtype, device = self.signature
         return (
             type(input) is Tensor
+            and not input.is_nested
             and input.shape == shape
             and input.dtype is dtype
             and Parameter.replacements == self.replacements
@@ -366,6 +367,7 @@ class ChainPlan:
         tensor) was replaced. Another gradient goes to the children one by one."""
         if not (
             type(grad_output) is Tensor
+            and not grad_output.is_nested
             and grad_output.shape == self.output_shape
             and grad_output.dtype is self.signature[1]
             and Parameter.replacements == self.replacements

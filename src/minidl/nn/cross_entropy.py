@@ -124,6 +124,7 @@ class CrossEntropyLoss(Loss):
             # holds no indices, which gather on another device would read from nowhere)
             if (
                 dtype is not torch.int64
+                or target.is_nested  # (whose shape is not read)
                 or target.shape != self._prediction_shape[:-1]
                 or target.is_meta
                 or logits.is_meta  # (whose gather reads no index: one on the CPU is taken)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from minidl.nn._checks import check_grad_output
+from minidl.nn._checks import check_dense, check_grad_output
 from minidl.nn.module import Module
 
 __all__ = ["Identity"]
@@ -39,6 +39,8 @@ class Identity(Module):
             raise TypeError(
                 f"Identity: expected a torch.Tensor as input, got {type(input).__name__}"
             )
+        if input.is_nested:  # (whose shape is not read; backward checks the gradient's)
+            check_dense("Identity", input)
         self._shape, self._dtype = input.shape, input.dtype
         return input
 

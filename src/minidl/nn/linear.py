@@ -164,6 +164,7 @@ class Linear(Module):
             and input.dtype is self._dtype
             and input.device == self._device
             and input.layout is STRIDED
+            and not input.is_nested
         ):
             # A shape accepted lately (with these parameters: same dtype and device) passes.
             known = self._shapes.get(input.shape)
@@ -198,6 +199,7 @@ class Linear(Module):
             weight is not self._weight_seen
             or bias is not self._bias_seen
             or type(input) is not Tensor
+            or input.is_nested  # (whose shape is not read)
             or input.dtype is not self._dtype
             or input.shape != self._input_shape
             or input.device != self._device
@@ -230,6 +232,7 @@ class Linear(Module):
         shape = self._output_shape
         if (
             type(grad_output) is not Tensor
+            or grad_output.is_nested
             or grad_output.shape != shape
             or grad_output.dtype is not self._dtype
             or grad_output.layout is not STRIDED

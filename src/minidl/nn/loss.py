@@ -237,6 +237,7 @@ class Loss(Module):
         # meta prediction's kernels read none: a target on another device is not refused)
         if (
             target.dtype is not torch.int64
+            or target.is_nested  # (whose shape is not read)
             or target.shape != self._prediction_shape[:-1]
             or target.is_meta
             or prediction.is_meta
@@ -303,6 +304,12 @@ class Loss(Module):
             raise TypeError(
                 f"{name}.backward: the upstream gradient must be a tensor of one element, got "
                 f"{type(upstream).__name__}"
+            )
+        if upstream.layout is not torch.strided or upstream.is_nested:
+            layout = "nested" if upstream.is_nested else str(upstream.layout).removeprefix("torch.")
+            raise TypeError(
+                f"{name}.backward: the upstream gradient must be a dense tensor of one element, "
+                f"got a {layout} tensor"
             )
         if upstream.numel() != 1:
             raise ValueError(

@@ -391,12 +391,13 @@ class Module:
                 f"{type(self).__name__}.register_buffer: expected a torch.Tensor for {name!r}, "
                 f"got {type(tensor).__name__}"
             )
-        if tensor.layout != torch.strided:
+        if tensor.layout != torch.strided or tensor.is_nested:
             # (buffers are updated in place, saved and moved by dense operations)
+            hint = "" if tensor.is_nested else " (pass tensor.to_dense())"
+            layout = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
             raise TypeError(
                 f"{type(self).__name__}.register_buffer: expected a dense tensor for {name!r}, "
-                f"got a {str(tensor.layout).removeprefix('torch.')} tensor (pass "
-                "tensor.to_dense())"
+                f"got a {layout} tensor{hint}"
             )
         tensor = _plain(tensor)
         registry[name] = tensor
@@ -1099,6 +1100,8 @@ class Module:
                     f"{where}.load_state_dict: {entry} must be a tensor of dtype "
                     f"{tensor.dtype}, got {got}"
                 )
+            if value.is_nested:  # (whose shape is not read)
+                check_copyable(f"{where}.load_state_dict", entry, value, tensor)
             if value.shape != tensor.shape:
                 raise ValueError(
                     f"{where}.load_state_dict: {entry} has shape {tuple(value.shape)}, "

@@ -121,13 +121,13 @@ class Parameter:
                 f"{self._where()}: grad must have the dtype of data ({data.dtype}), "
                 f"got {value.dtype}"
             )
+        _check_dense(self._where(), "grad", value)  # (first: a nested one's shape is not read)
         if value.shape != data.shape or value.device != data.device:
             raise ValueError(
                 f"{self._where()}: grad must have the shape and device of data "
                 f"({tuple(data.shape)} on {data.device}), got {tuple(value.shape)} on "
                 f"{value.device}"
             )
-        _check_dense(self._where(), "grad", value)
         _check_own_memory(self._where(), "grad", value)
         if _share_memory(value, data):
             raise ValueError(
@@ -186,7 +186,9 @@ def _check_dense(where: str, name: str, tensor: Tensor) -> None:
     """Refuse a sparse (or other non-strided) tensor: the in-place updates of optimizers,
     backward passes and ``load_state_dict`` are dense operations, which the tensor library
     refuses for it part-way through, with other parameters already changed."""
-    if tensor.layout != torch.strided:
+    if tensor.layout != torch.strided or tensor.is_nested:
+        if tensor.is_nested:  # (whose shape is not read)
+            raise TypeError(f"{where}: {name} is a nested tensor; expected a dense tensor")
         kind = str(tensor.layout).removeprefix("torch.")
         raise TypeError(
             f"{where}: {name} is a {kind} tensor; expected a dense tensor (pass {name}.to_dense())"

@@ -64,7 +64,8 @@ class Residual(Module):
         if self._gradients.holds(input, self):
             input = input.clone()
         tried_now = False  # (whether a trial ran the block here: its caches are the trial's)
-        if self.training and input.dim() and input.shape[0]:
+        # (a nested input's shape is not read: the block refuses it)
+        if self.training and not input.is_nested and input.dim() and input.shape[0]:
             tried = trial_signature(input)
             if tried != self._tried:
                 tried_now = self._try(input)

@@ -261,7 +261,13 @@ class Sequential(Module):
         self._planned = None
         first = input
         tried_now = False  # (whether a trial ran children here: their caches are the trial's)
-        if self.training and type(input) is Tensor and input.dim() and input.shape[0]:
+        if (
+            self.training
+            and type(input) is Tensor
+            and not input.is_nested  # (whose shape is not read: its modules refuse it)
+            and input.dim()
+            and input.shape[0]
+        ):
             tried = trial_signature(input)
             if tried != self._tried:
                 tried_now = self._try(input)
@@ -275,7 +281,12 @@ class Sequential(Module):
             raise
         if self._refused is not None:
             self._refused = None  # a forward that succeeds makes backward possible again
-        if self._plannable and type(first) is Tensor and first.grad_fn is None:
+        if (
+            self._plannable
+            and type(first) is Tensor
+            and first.grad_fn is None
+            and not first.is_nested
+        ):
             self._note_signature(first)
         return input
 
@@ -331,7 +342,7 @@ class Sequential(Module):
 
     def _plan_for(self, input: Tensor) -> ChainPlan | None:
         """The plan made for ``input``'s signature, if any and still valid."""
-        if type(input) is not Tensor:
+        if type(input) is not Tensor or input.is_nested:
             return None
         plan = self._plans.get((input.shape, input.dtype, input.device))
         if plan is None or plan.accepts(input):
