@@ -34,6 +34,7 @@ from minidl.experiments.config import (
     TABLE_III,
     CyclicSchedule,
     Experiment,
+    Protocol,
     StepSchedule,
     experiments_for_tables,
     shares_a_stack,
@@ -273,11 +274,21 @@ def test_published_activations_keep_the_initial_weights() -> None:
         assert torch.equal(value, expected)
 
 
+def _forced(row: Experiment, **changes: object) -> Experiment:
+    """A copy of ``row`` with ``changes`` set past :class:`Experiment`'s checks."""
+    copy = dataclasses.replace(row)
+    for name, value in changes.items():
+        object.__setattr__(copy, name, value)
+    return copy
+
+
 def test_a_row_the_builders_cannot_build_is_refused_before_anything_is_drawn() -> None:
-    """An Experiment is a plain record: a row of one's own with an unknown activation, loss,
-    optimizer or schedule, or an activation per hidden layer too few, is refused naming the
-    builder, the row and what was given and expected, the generator as it was (the unknown
-    activation after the layers that come before it drew their weights from it)."""
+    """A row of one's own with an unknown activation, loss, optimizer or schedule, or an
+    activation per hidden layer too few, is refused naming the builder, the row and what was
+    given and expected, the generator as it was (the unknown activation after the layers that
+    come before it drew their weights from it). Such a row is refused when it is made now (see
+    the test after this one): here its fields are set past that check, as a frozen
+    dataclass's can be."""
     published = next(row for row in TABLE_I if row.label == "ELU, as published (SELU's alpha)")
     parameters = list(mlp((2, 3, 2), "tanh").parameters())
     generator = torch.Generator().manual_seed(3)
@@ -285,14 +296,14 @@ def test_a_row_the_builders_cannot_build_is_refused_before_anything_is_drawn() -
     cases: list[tuple[Callable[[], object], type[Exception], str]] = [
         (
             lambda: build_network(
-                dataclasses.replace(published, activations=("elu-published", "tanh")), generator
+                _forced(published, activations=("elu-published", "tanh")), generator
             ),
             ValueError,
             rf"^build_network: {re.escape(published.key)} has 2 activations for 3 hidden layers$",
         ),
         (
             lambda: build_network(
-                dataclasses.replace(published, activations=("elu-published", "tanh", "swish")),
+                _forced(published, activations=("elu-published", "tanh", "swish")),
                 generator,
             ),
             ValueError,
@@ -300,13 +311,13 @@ def test_a_row_the_builders_cannot_build_is_refused_before_anything_is_drawn() -
             r"expected one of .*elu-published, .*tanh$",
         ),
         (
-            lambda: build_criterion(dataclasses.replace(published, loss="hinge")),  # type: ignore[arg-type]
+            lambda: build_criterion(_forced(published, loss="hinge")),
             ValueError,
             r"^build_criterion: loss must be 'cross-entropy' or 'mse', got 'hinge'$",
         ),
         (
             lambda: build_optimizer(
-                dataclasses.replace(published, optimizer="adam"),  # type: ignore[arg-type]
+                _forced(published, optimizer="adam"),
                 parameters,
             ),
             ValueError,
@@ -315,7 +326,7 @@ def test_a_row_the_builders_cannot_build_is_refused_before_anything_is_drawn() -
         ),
         (
             lambda: build_scheduler(
-                dataclasses.replace(published, scheduler="cosine"),  # type: ignore[arg-type]
+                _forced(published, scheduler="cosine"),
                 Adadelta(parameters),
             ),
             TypeError,
@@ -331,6 +342,79 @@ def test_a_row_the_builders_cannot_build_is_refused_before_anything_is_drawn() -
         with pytest.raises(kind, match=message):
             build()
         assert torch.equal(generator.get_state(), state)
+
+
+@pytest.mark.parametrize(
+    ("changes", "kind", "message"),
+    [
+        ({"activations": "tanh"}, TypeError, "activations must be a tuple of activation names"),
+        ({"activations": ("tanh", "swish", "tanh")}, ValueError, "unknown activation 'swish'"),
+        ({"activations": ("tanh",)}, ValueError, "has 1 activations, expected one for each of"),
+        ({"loss": "hinge"}, ValueError, "loss must be one of 'cross-entropy', 'mse'"),
+        ({"optimizer": "adam"}, ValueError, "optimizer must be one of 'sgd', 'adadelta'"),
+        ({"lr": -1.0}, ValueError, "lr must be in [0, inf)"),
+        ({"lr": float("nan")}, ValueError, "lr must be"),
+        ({"epochs": 0}, ValueError, "epochs must be an integer >= 1"),
+        ({"epochs": 2.0}, TypeError, "epochs must be an integer >= 1"),
+        ({"momentum": 1.0}, ValueError, "momentum must be in [0, 1)"),
+        ({"scheduler": "cosine"}, TypeError, "scheduler must be StepSchedule or CyclicSchedule"),
+        ({"kind": "other"}, ValueError, "kind must be one of 'main', 'variant', 'figure'"),
+        ({"mse_reduction": "none"}, ValueError, "mse_reduction must be one of 'paper'"),
+        ({"fault": 1}, TypeError, "fault must be a bool, got 1"),
+        ({"protocol": None}, TypeError, "protocol must be Protocol, got None"),
+        ({"label": 3}, TypeError, "label must be a str, got 3"),
+    ],
+)
+def test_a_row_is_checked_when_it_is_made(
+    changes: dict[str, Any], kind: type[Exception], message: str
+) -> None:
+    """An Experiment was a plain record: a bad field failed only when its group trained,
+    after the groups before it, in the words of whatever read it first (a batch size of 0 in
+    a ZeroDivisionError, a list of sizes in "unhashable type: 'list'")."""
+    with pytest.raises(kind, match=rf"^Experiment: .*{re.escape(message)}"):
+        dataclasses.replace(TABLE_II[0], **changes)
+
+
+@pytest.mark.parametrize(
+    ("make", "kind", "message"),
+    [
+        (
+            lambda: Protocol(batch_size=0),
+            ValueError,
+            "Protocol: batch_size must be an integer >= 1",
+        ),
+        (lambda: Protocol(n_train=0), ValueError, "Protocol: n_train must be an integer >= 1"),
+        (lambda: Protocol(sizes=[2, 25, 2]), TypeError, "Protocol: sizes must be a tuple"),
+        (lambda: Protocol(sizes=(3, 25, 2)), ValueError, "Protocol: sizes must begin and end"),
+        (
+            lambda: Protocol(sizes=(2, 0, 2)),
+            ValueError,
+            "Protocol: every width of sizes must be an integer",
+        ),
+        (lambda: StepSchedule(gamma=-1), ValueError, "StepSchedule: gamma must be in (0, inf)"),
+        (lambda: StepSchedule(step_size=0), ValueError, "StepSchedule: step_size must be an"),
+        (
+            lambda: CyclicSchedule(1, 0.1, 1),
+            ValueError,
+            "CyclicSchedule: max_lr must be at least base_lr (1)",
+        ),
+        (lambda: CyclicSchedule(0, 0.1, 1), ValueError, "CyclicSchedule: base_lr must be in"),
+        (
+            lambda: CyclicSchedule(0.1, 1, 0),
+            ValueError,
+            "CyclicSchedule: step_size_up_epochs must be",
+        ),
+    ],
+)
+def test_a_protocol_or_schedule_is_checked_when_it_is_made(
+    make: Callable[[], object], kind: type[Exception], message: str
+) -> None:
+    with pytest.raises(kind, match=f"^{re.escape(message)}"):
+        make()
+    row = dataclasses.replace(
+        TABLE_II[0], protocol=Protocol(sizes=(2, 10, 2)), activations=("relu",)
+    )
+    assert row.protocol.sizes == (2, 10, 2)
 
 
 # -- the published faults, against transcriptions -----------------------------------------------
@@ -2843,3 +2927,21 @@ def test_a_previous_file_that_cannot_be_put_back_stays_aside_and_is_named(
     assert info.value.__notes__ == [
         f"reproduce could not put back the previous run's a.txt: it is in {aside}"
     ]
+
+
+def test_reproduce_names_settings_or_an_out_of_the_wrong_kind(tmp_path: Path) -> None:
+    """A dict as the settings failed in "'dict' object has no attribute 'tables'", a number
+    as ``out`` in os's "expected str, bytes or os.PathLike object", and a file as ``out`` in
+    "[Errno 17] File exists"; nothing is written."""
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="2", quick=True, epochs_override=1, command="test"
+    )
+    with pytest.raises(TypeError, match=r"^reproduce: settings must be a RunSettings, got \{"):
+        reproduce({"rounds": 1, "tables": "2"}, tmp_path, progress=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^reproduce: out must be the path of a folder .* got 5"):
+        reproduce(settings, 5, progress=False)  # type: ignore[arg-type]
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    with pytest.raises(ValueError, match=r"^reproduce: out .*notes\.txt is a file, expected a"):
+        reproduce(settings, file, progress=False)
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]

@@ -28,7 +28,7 @@ from typing import Literal
 
 import torch
 
-from minidl._validate import shown
+from minidl._validate import check_int, check_real, shown
 
 __all__ = [
     "ALL_EXPERIMENTS",
@@ -79,6 +79,20 @@ class Protocol:
 
     def __post_init__(self) -> None:
         _check_dtype_name(self.dtype)
+        if not isinstance(self.sizes, tuple) or len(self.sizes) < 2:
+            raise TypeError(
+                "Protocol: sizes must be a tuple of layer widths, input first, got "
+                f"{shown(self.sizes)}"
+            )
+        for width in self.sizes:
+            check_int("Protocol", "every width of sizes", width)
+        if (self.sizes[0], self.sizes[-1]) != (2, 2):
+            raise ValueError(
+                "Protocol: sizes must begin and end with 2 (the disk's points have 2 coordinates "
+                f"and 2 classes), got {shown(self.sizes)}"
+            )
+        for name in ("batch_size", "n_train", "n_validation", "n_test"):
+            check_int("Protocol", name, getattr(self, name))
         if self.shuffle_each_epoch is not True:
             # (the rows train with minidl.train.fit and minidl.rounds.fit_rounds, which draw a
             # new order at every epoch: a protocol that said otherwise would be written into
@@ -222,6 +236,10 @@ class StepSchedule:
     step_size: int = 10
     """The paper's beta: "every 10 epochs"."""
 
+    def __post_init__(self) -> None:
+        check_real("StepSchedule", "gamma", self.gamma, low=0.0, low_open=True)
+        check_int("StepSchedule", "step_size", self.step_size)
+
 
 @dataclass(frozen=True)
 class CyclicSchedule:
@@ -231,6 +249,16 @@ class CyclicSchedule:
     max_lr: float
     step_size_up_epochs: int
     """Epochs from ``base_lr`` to ``max_lr`` (and as many back down)."""
+
+    def __post_init__(self) -> None:
+        base_lr = check_real("CyclicSchedule", "base_lr", self.base_lr, low=0.0, low_open=True)
+        max_lr = check_real("CyclicSchedule", "max_lr", self.max_lr, low=0.0, low_open=True)
+        if max_lr < base_lr:
+            raise ValueError(
+                f"CyclicSchedule: max_lr must be at least base_lr ({shown(self.base_lr)}), got "
+                f"{shown(self.max_lr)}"
+            )
+        check_int("CyclicSchedule", "step_size_up_epochs", self.step_size_up_epochs)
 
     @property
     def step_size_up(self) -> int:
@@ -260,7 +288,8 @@ class Experiment:
         table: ``"I"``, ``"II"``, ``"III"`` or ``"Fig. 1"``.
         label: the row's name in the report (unique within its table).
         activations: one activation name per hidden layer (``minidl.nn.ACTIVATIONS`` or
-            ``minidl.experiments.faithful.PUBLISHED_ACTIVATIONS``).
+            ``minidl.experiments.faithful.PUBLISHED_ACTIVATIONS``; none in the keys of
+            :func:`stack_key`).
         loss: ``"cross-entropy"`` or ``"mse"``.
         optimizer: ``"sgd"``, ``"adadelta"`` or ``"adadelta-published"`` (the published fault).
         lr: the learning rate (for ADADELTA: the scale of its update).
@@ -294,6 +323,49 @@ class Experiment:
     fault: bool = False
     protocol: Protocol = field(default=PROTOCOL)
 
+    def __post_init__(self) -> None:
+        # (checked when the row is made: a bad field failed only when its group trained, the
+        # groups before it trained already, in the words of whatever read it first)
+        for name in ("table", "label", "hypothesis"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(
+                    f"Experiment: {name} must be a str, got {shown(getattr(self, name))}"
+                )
+        if not isinstance(self.protocol, Protocol):
+            raise TypeError(f"Experiment: protocol must be Protocol, got {shown(self.protocol)}")
+        _check_names(self, "activations", self.activations)
+        hidden = len(self.protocol.sizes) - 2
+        if self.activations and len(self.activations) != hidden:  # (() in stack_key's keys)
+            raise ValueError(
+                f"Experiment: {self.key} has {len(self.activations)} activations, expected one "
+                f"for each of the protocol's {hidden} hidden layers"
+            )
+        for name, value, allowed in (
+            ("loss", self.loss, ("cross-entropy", "mse")),
+            ("optimizer", self.optimizer, ("sgd", "adadelta", "adadelta-published")),
+            ("mse_reduction", self.mse_reduction, ("paper", "mean", "sum")),
+            ("kind", self.kind, ("main", "variant", "figure")),
+        ):
+            if type(value) is not str or value not in allowed:
+                raise ValueError(
+                    f"Experiment: {name} must be one of {', '.join(map(repr, allowed))}, got "
+                    f"{shown(value)}"
+                )
+        check_real("Experiment", "lr", self.lr, low=0.0)  # (0 in stack_key's keys)
+        check_int("Experiment", "epochs", self.epochs)
+        check_real("Experiment", "momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        objects: tuple[tuple[str, object, tuple[type, ...]], ...] = (
+            ("scheduler", self.scheduler, (StepSchedule, CyclicSchedule, type(None))),
+            ("paper", self.paper, (PaperResult, type(None))),
+            ("variant_of", self.variant_of, (str, type(None))),
+        )
+        for name, given, kinds in objects:
+            if not isinstance(given, kinds):
+                expected = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+                raise TypeError(f"Experiment: {name} must be {expected}, got {shown(given)}")
+        if not isinstance(self.fault, bool):
+            raise TypeError(f"Experiment: fault must be a bool, got {shown(self.fault)}")
+
     @property
     def activation(self) -> str:
         """The activations as one string: ``"tanh"``, or ``"sigmoid,tanh,sigmoid"`` when mixed."""
@@ -311,6 +383,26 @@ class Experiment:
     def key(self) -> str:
         """A unique name: ``"II / SGD, momentum 0.5"``."""
         return f"{self.table} / {self.label}"
+
+
+def _check_names(experiment: Experiment, field: str, names: object) -> None:
+    """Check an :class:`Experiment`'s activations: a tuple of the names of minidl's
+    activations (``minidl.nn.ACTIVATIONS``) or of a published fault's
+    (``minidl.experiments.faithful.PUBLISHED_ACTIVATIONS``)."""
+    from minidl.experiments.faithful import PUBLISHED_ACTIVATIONS
+    from minidl.nn.mlp import ACTIVATIONS
+
+    known = {*ACTIVATIONS, *PUBLISHED_ACTIVATIONS}
+    if not isinstance(names, tuple):
+        raise TypeError(
+            f"Experiment: {field} must be a tuple of activation names, got {shown(names)}"
+        )
+    for name in names:
+        if not isinstance(name, str) or name not in known:
+            raise ValueError(
+                f"Experiment: unknown activation {shown(name)} in {field}; expected one of "
+                f"{', '.join(sorted(known))}"
+            )
 
 
 def training_key(experiment: Experiment) -> Experiment:

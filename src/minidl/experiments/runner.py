@@ -259,6 +259,14 @@ def reproduce(
     without them it raises a :class:`ModuleNotFoundError` that says what to install, before
     anything is trained or written.
     """
+    if not isinstance(settings, RunSettings):
+        raise TypeError(f"reproduce: settings must be a RunSettings, got {shown(settings)}")
+    if not isinstance(out, str | os.PathLike):
+        raise TypeError(
+            f"reproduce: out must be the path of a folder (a str or os.PathLike), got {shown(out)}"
+        )
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"reproduce: out {shown_path(out)} is a file, expected a folder")
     _require_extras("reproduce: ", "progress=False", progress=progress)
     from minidl.experiments.figures import FigureWriter, other_figures
     from minidl.experiments.report import results_json, summary_table, write_json, write_report
