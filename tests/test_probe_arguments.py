@@ -13,6 +13,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -125,12 +126,21 @@ def test_stacked_activation_of_refuses_an_index_that_is_no_integer(index: object
 
 @pytest.mark.parametrize(
     "arguments",
-    [{"sizes": torch.tensor(3)}, {"sizes": [2, 3, 2], "activations": torch.tensor(1)}],
+    [
+        {"sizes": torch.tensor(3)},
+        {"sizes": [2, 3, 2], "activations": torch.tensor(1)},
+        {"sizes": np.array(3)},
+        {"sizes": [2, 3, 2], "activations": np.array("relu")},
+    ],
 )
-def test_mlp_refuses_a_0_dim_tensor_as_sizes_or_activations(arguments: dict[str, Any]) -> None:
-    # A 0-dim tensor is Iterable but one number: "iteration over a 0-d tensor".
+def test_mlp_refuses_a_0_dim_tensor_or_array_as_sizes_or_activations(
+    arguments: dict[str, Any],
+) -> None:
+    # A 0-dim tensor or NumPy array is Iterable but one value: "iteration over a 0-d tensor"
+    # (and "iteration over a 0-d array", bare, for the array).
     name = next(reversed(arguments))
-    with pytest.raises(TypeError, match=rf"^mlp: {name} must be .*, got a 0-dim Tensor$"):
+    kind = type(arguments[name]).__name__
+    with pytest.raises(TypeError, match=rf"^mlp: {name} must be .*, got a 0-dim {kind}$"):
         nn.mlp(**arguments)
 
 

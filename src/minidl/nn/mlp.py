@@ -201,17 +201,15 @@ def _as_int(size: object) -> object:
 
 
 def _iterable(value: object) -> bool:
-    """Whether ``value`` can be iterated: an ``Iterable`` other than a 0-dim tensor (one
-    number, whose ``__iter__`` raises)."""
-    return isinstance(value, Iterable) and not (
-        isinstance(value, torch.Tensor) and value.dim() == 0
-    )
+    """Whether ``value`` can be iterated: an ``Iterable`` other than a 0-dim tensor or array
+    (one number, or one string: a NumPy ``array('relu')``, whose ``__iter__`` raises)."""
+    return isinstance(value, Iterable) and getattr(value, "ndim", None) != 0
 
 
 def _unordered(value: object) -> str:
     """The start of a message that refuses ``value``: what is wrong with a set (its order,
     which is not the order it was written in, would be the order of the layers) or a tensor
     (a 0-dim one: one number)."""
-    if isinstance(value, torch.Tensor):
-        return "a 0-dim " if value.dim() == 0 else "a "
+    if isinstance(value, torch.Tensor) or getattr(value, "ndim", None) == 0:
+        return "a 0-dim " if getattr(value, "ndim", None) == 0 else "a "
     return "an unordered " if isinstance(value, AbstractSet) else ""
