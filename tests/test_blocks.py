@@ -1302,3 +1302,26 @@ def test_a_forward_refused_by_the_first_module_after_a_trial_refuses_the_backwar
     assert all(map(torch.equal, (p.grad for p in model.parameters()), grads))
     model(torch.randn(4, 3))
     model.backward(torch.ones(4, 3))
+
+
+def test_a_state_dict_without_num_batches_tracked_loads_and_keeps_the_count() -> None:
+    """PyTorch fills in a batch norm's num_batches_tracked where a state dict lacks it (those
+    of PyTorch before 0.4.1, and plain dicts made by hand), keeping the module's count; minidl
+    refused it as a missing key, with strict. Any other key missing is still refused."""
+    twin = torch.nn.BatchNorm1d(3)
+    twin(torch.randn(6, 3))
+    entries = {k: v for k, v in twin.state_dict().items() if k != "num_batches_tracked"}
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    model(torch.randn(4, 3))
+    model(torch.randn(4, 3))
+    given = {f"1.{name}": value for name, value in entries.items()}
+    given.update({"0.weight": torch.ones(3, 3), "0.bias": torch.zeros(3)})
+    assert model.load_state_dict(given) == ([], [])
+    norm = model[1]
+    assert isinstance(norm, nn.BatchNorm1d)
+    assert torch.equal(norm.running_mean, twin.running_mean)
+    assert norm.num_batches_tracked.item() == 2
+    del given["1.running_var"]
+    with pytest.raises(KeyError, match=r"missing keys \['1\.running_var'\]"):
+        model.load_state_dict(given)
+    assert torch.equal(norm.running_mean, twin.running_mean)

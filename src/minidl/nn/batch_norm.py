@@ -187,6 +187,7 @@ class BatchNorm1d(Module):
     track_running_stats = Setting(_check_track_running_stats, ignored_when_plain=True)
     _track_running_stats = True
     _updates_in_training = True  # (its running statistics)
+    _optional_buffers = ("num_batches_tracked",)  # (kept where a state dict lacks it)
     _num_features: int
     _affine: bool
     _eps: float

@@ -169,6 +169,10 @@ class Module:
     #: batch norm's running statistics, a dropout's generator): a Sequential holding one runs
     #: its children in evaluation mode first (see ``Sequential._try``).
     _updates_in_training: ClassVar[bool] = False
+    #: The buffers that a state dict may leave out, even with ``strict``: the module then keeps
+    #: its own value, as PyTorch fills one in (a batch norm's ``num_batches_tracked``, which
+    #: state dicts of PyTorch before 0.4.1, and plain dicts made by hand, lack).
+    _optional_buffers: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # A subclass that overrides a setting (Dropout.p) with an attribute or a property of its
@@ -1025,6 +1029,16 @@ class Module:
 
         return sorted(unexpected, key=reached)
 
+    def _optional_entries(self) -> set[str]:
+        """The state-dict keys of the buffers that :meth:`load_state_dict` takes as optional
+        (see :attr:`_optional_buffers`)."""
+        return {
+            f"{prefix}.{name}" if prefix else name
+            for prefix, module in self.named_modules()
+            for name in type(module)._optional_buffers
+            if module._buffers.get(name) is not None
+        }
+
     def load_state_dict(
         self, state_dict: Mapping[str, Tensor | Parameter], strict: bool = True
     ) -> IncompatibleKeys:
@@ -1074,14 +1088,15 @@ class Module:
         # (a Parameter, as state_dict(keep_vars=True) gives it, stands for its value)
         tensors = {name: _value(entry) for name, entry in state_dict.items()}
         entries, given = self._with_first_names(tensors, own)
-        missing = [k for k in own if k not in entries]
+        optional = self._optional_entries()  # (left out: kept as they are)
+        missing = [k for k in own if k not in entries and k not in optional]
         unexpected = self._in_torchs_order([k for k in entries if k not in own])
         if strict and (missing or unexpected):
             raise KeyError(
                 f"{where}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}; "
                 f"expected exactly {list(own)} (strict=False loads the keys both have)"
             )
-        for name in missing:
+        for name in [k for k in own if k not in entries]:
             del own[name]
         for name, tensor in own.items():
             value = entries[name]
