@@ -79,7 +79,10 @@ def gradcheck(
     Run it in float64: float32 finite differences are too coarse. Parameters' values and
     gradients, the module's buffers (a batch norm's running statistics, which every forward
     in training mode updates) and the random generators' states (torch's, a dropout's) are
-    restored afterwards, also when the module raises part-way.
+    restored afterwards, also when the module raises part-way. The forward caches are not:
+    after it, the module (and each module inside it) holds what gradcheck's last forward
+    cached, so that a ``backward`` called then differentiates that forward, not one made
+    before gradcheck: call it between training steps, not between a forward and its backward.
 
     Args:
         module: the module under test.
