@@ -407,3 +407,38 @@ def test_torch_residual_refuses_a_block_output_of_another_shape_as_residual_does
             from_torch(residual)(x)
     same = TorchResidual(torch.nn.Linear(3, 3, dtype=F64))
     torch.testing.assert_close(same(x), x + same.block(x), rtol=0, atol=0)
+
+
+def test_a_layer_whose_tensors_are_of_a_dtype_it_does_not_compute_with_is_refused() -> None:
+    """A minidl Linear without its weight failed in "'NoneType' object has no attribute
+    'data'"; integer or complex running statistics built an integer torch.nn batch norm, or
+    cast the weights to complex; an integer torch bias was cast to float (torch's forward fails
+    on it) and a float count of batches truncated (2.7 to 2, where torch's cumulative average
+    divides by 3.7); a torch batch norm with no count was called track_running_stats=False.
+    Each is refused, naming the layer and the tensor."""
+
+    layer = nn.Linear(3, 2)
+    layer.register_parameter("weight", None)
+    with pytest.raises(ConversionError, match=r"\(weight is None \(removed with register_"):
+        to_torch(layer)
+    for dtype in (torch.int64, torch.complex64):
+        norm = nn.BatchNorm1d(3)
+        norm.register_buffer("running_mean", torch.zeros(3, dtype=dtype))
+        with pytest.raises(
+            ConversionError, match=rf"its running_mean has dtype {dtype}; expected a floating"
+        ):
+            to_torch(norm)
+    twin = torch.nn.Linear(3, 2)
+    twin.bias = torch.nn.Parameter(torch.tensor([1, 2]), requires_grad=False)
+    with pytest.raises(ConversionError, match=r"its bias has dtype torch\.int64; expected a"):
+        from_torch(twin)
+    twin_norm = torch.nn.BatchNorm1d(3, momentum=None)
+    twin_norm.num_batches_tracked = torch.tensor(2.7)
+    with pytest.raises(
+        ConversionError, match=r"its num_batches_tracked has dtype torch\.float32; expected int"
+    ):
+        from_torch(twin_norm)
+    twin_norm = torch.nn.BatchNorm1d(3)
+    twin_norm.num_batches_tracked = None
+    with pytest.raises(ConversionError, match=r"\(its num_batches_tracked is set to None\)$"):
+        from_torch(twin_norm)

@@ -144,10 +144,31 @@ def _refused(where: str, path: str, kind: type, why: str) -> ConversionError:
     )
 
 
+#: The tensors of the layers converted that hold floating-point values.
+_FLOATING_TENSORS = frozenset({"weight", "bias", "running_mean", "running_var"})
+
+
 def _check_tensors(where: str, path: str, kind: type, tensors: dict[str, Tensor]) -> None:
     """Refuse a layer whose own parameters and buffers (``tensors``) are not of one floating
     dtype and one device (a bias assigned in another dtype, say): the converted layer holds
-    them in one, so the copy would cast them, or fail half-way (out of a meta tensor)."""
+    them in one, so the copy would cast them, or fail half-way (out of a meta tensor). And one
+    of a dtype the layer does not compute with: a weight, bias or running statistic that is
+    not floating point (the copy cast an integer bias; torch's forward fails on it), a count
+    of batches that is not an integer (2.7 became 2, where torch's cumulative average divides
+    by 3.7)."""
+    for name, tensor in tensors.items():
+        if name == "num_batches_tracked":
+            if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype is torch.bool:
+                raise _refused(
+                    where, path, kind, f"its {name} has dtype {tensor.dtype}; expected integers"
+                )
+        elif name in _FLOATING_TENSORS and not tensor.is_floating_point():
+            raise _refused(
+                where,
+                path,
+                kind,
+                f"its {name} has dtype {tensor.dtype}; expected a floating-point dtype",
+            )
     dtypes = {name: tensor.dtype for name, tensor in tensors.items() if tensor.is_floating_point()}
     devices = {name: tensor.device for name, tensor in tensors.items()}
     for what, found in (("dtypes", dtypes), ("devices", devices)):
@@ -288,6 +309,8 @@ def _torch_layer(module: Module, path: str) -> tnn.Module:
         )
     elif kind is nn.Linear:
         assert isinstance(module, nn.Linear)
+        if module.weight is None:  # (minidl's forward refuses it too)
+            raise ValueError("weight is None (removed with register_parameter('weight', None))")
         weight = module.weight.data
         # Built on the meta device, then given uninitialised memory: torch.nn.Linear's own
         # initialisation would draw from torch's global generator (of the CPU or of the device).
@@ -623,14 +646,13 @@ def _minidl_layer(
     elif kind is tnn.BatchNorm1d:
         assert isinstance(module, tnn.BatchNorm1d)
         running_mean, running_var = module.running_mean, module.running_var
-        if (
-            not module.track_running_stats  # (also set after construction, buffers kept:
+        if not module.track_running_stats:  # (also set after construction, buffers kept:
             # torch's training then leaves them as they are, where minidl's updates them)
-            or running_mean is None
-            or running_var is None
-            or module.num_batches_tracked is None
-        ):
             raise _unsupported(path, module, "track_running_stats=False")
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            if getattr(module, name) is None:
+                raise _refused("from_torch", path, kind, f"its {name} is set to None")
+        assert running_mean is not None and running_var is not None
         norm = nn.BatchNorm1d(
             module.num_features,
             eps=module.eps,
@@ -649,7 +671,9 @@ def _minidl_layer(
                     _copy_parameter(name, getattr(norm, name).data, parameter)
         _copy_parameter("running_mean", norm.running_mean, running_mean)
         _copy_parameter("running_var", norm.running_var, running_var)
-        _copy_parameter("num_batches_tracked", norm.num_batches_tracked, module.num_batches_tracked)
+        count = module.num_batches_tracked
+        assert count is not None  # (refused above)
+        _copy_parameter("num_batches_tracked", norm.num_batches_tracked, count)
         result = norm
     elif kind is TorchResidual:
         assert isinstance(module, TorchResidual)
