@@ -604,3 +604,45 @@ def test_a_sparse_target_is_refused_and_the_last_forward_stays(
     ):
         criterion(prediction, target.to_sparse())
     assert torch.equal(criterion.backward(), gradient) and torch.isfinite(loss)
+
+
+def test_load_state_dict_refuses_a_key_that_is_no_name() -> None:
+    """One such key was an unexpected key, two failed in sorting them ("'int' object has no
+    attribute 'split'"), and strict=False skipped them; nothing is loaded."""
+    layer = nn.Linear(2, 3)
+    entries = {name: torch.zeros_like(value) for name, value in layer.state_dict().items()}
+    before = [value.clone() for value in layer.state_dict().values()]
+    for extra in ({0: torch.zeros(1)}, {0: torch.zeros(1), 1: torch.zeros(1)}):
+        for strict in (True, False):
+            with pytest.raises(
+                TypeError, match=r"^Linear\.load_state_dict: keys must be names \(str\), got 0 "
+            ):
+                layer.load_state_dict({**entries, **extra}, strict=strict)  # type: ignore[dict-item]
+    assert all(map(torch.equal, layer.state_dict().values(), before))
+
+
+def test_small_messages_name_what_was_given() -> None:
+    """NumPy's bool is named ``bool`` too ("must be a bool, got bool np.True_"); a module's
+    class given for a module was "got type"; a loss's reduction of a str subclass kept the
+    subclass, whose own ``__eq__`` decided (one equal to everything took 'bogus', and its
+    refusal called it 'none')."""
+    parameter = nn.Parameter(torch.ones(2))
+    with pytest.raises(TypeError, match=r"must be a bool, got numpy\.bool np\.True_$"):
+        nn.clip_grad_norm_([parameter], 1.0, error_if_nonfinite=np.True_)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"got the class Linear \(give an instance, Linear\(\.\.\.\)\)$"
+    ):
+        nn.Residual(nn.Linear)  # type: ignore[arg-type]
+
+    class Lax(str):
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        __hash__ = str.__hash__
+
+    with pytest.raises(
+        ValueError, match=r"^L1Loss: reduction must be 'mean' or 'sum', got 'bogus'$"
+    ):
+        nn.L1Loss(reduction=Lax("bogus"))  # type: ignore[arg-type]
+    loss = nn.L1Loss(reduction=np.str_("sum"))  # type: ignore[arg-type]
+    assert type(loss.reduction) is str and repr(loss) == "L1Loss(reduction='sum')"

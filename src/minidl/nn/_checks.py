@@ -69,6 +69,11 @@ def given_module(value: object) -> str:
     kind = type(value)
     if is_pytorch_module(value):
         return f"{kind.__name__}, a PyTorch module (minidl.interop.from_torch converts one)"
+    if isinstance(value, type) and any(
+        base.__name__ == "Module" and base.__module__ == "minidl.nn.module"
+        for base in value.__mro__
+    ):
+        return f"the class {value.__name__} (give an instance, {value.__name__}(...))"
     return kind.__name__
 
 

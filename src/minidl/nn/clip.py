@@ -95,8 +95,8 @@ def clip_grad_norm_(
     order = _norm_type(where, norm_type)
     if error_if_nonfinite is not True and error_if_nonfinite is not False:
         raise TypeError(
-            f"{where}: error_if_nonfinite must be a bool, got "
-            f"{type(error_if_nonfinite).__name__} {shown(error_if_nonfinite)}"
+            f"{where}: error_if_nonfinite must be a bool, got {_type_name(error_if_nonfinite)} "
+            f"{shown(error_if_nonfinite)}"
         )
     return _clip_norm(where, grads, limit, order, error_if_nonfinite)
 
@@ -294,3 +294,11 @@ def _refused(error: Exception, where: str, name: str, expected: str, value: obje
 def _infinite(value: object) -> bool:
     """Whether ``value`` is a real number (not a bool) equal to ``+inf``."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == math.inf
+
+
+def _type_name(value: object) -> str:
+    """``value``'s type, named with its module where that is not Python's own (NumPy's bool
+    is called ``bool`` too: "must be a bool, got bool np.True_")."""
+    kind = type(value)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"

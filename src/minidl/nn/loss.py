@@ -19,9 +19,10 @@ _Read = TypeVar("_Read")
 
 
 def check_mean_or_sum(where: str, reduction: object) -> Literal["mean", "sum"]:
-    """Check a loss's ``reduction``: ``"mean"`` or ``"sum"``."""
-    if isinstance(reduction, str) and reduction in ("mean", "sum"):
-        return cast(Literal["mean", "sum"], reduction)
+    """Check a loss's ``reduction``: ``"mean"`` or ``"sum"``, returned as a plain ``str`` (a
+    subclass's own ``__eq__`` is not asked: its value is; ``numpy.str_('sum')`` is ``'sum'``)."""
+    if isinstance(reduction, str) and str.__str__(reduction) in ("mean", "sum"):
+        return cast(Literal["mean", "sum"], str.__str__(reduction))
     raise ValueError(
         f"{where}: reduction must be 'mean' or 'sum', got {reduction_given(reduction)}"
     )
@@ -37,7 +38,7 @@ def reduction_given(reduction: object) -> str:
             f"a tensor of shape {tuple(reduction.shape)} (weights, PyTorch's weight argument, "
             "are not supported; give reduction by name)"
         )
-    if isinstance(reduction, str) and reduction == "none":
+    if isinstance(reduction, str) and str.__str__(reduction) == "none":
         return "'none' (a loss per sample is not supported: the loss is one number)"
     return shown(reduction)
 

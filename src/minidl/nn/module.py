@@ -1082,6 +1082,12 @@ class Module:
             raise TypeError(
                 f"{where}.load_state_dict: strict must be True or False, got {shown(strict)}"
             )
+        foreign = next((key for key in state_dict if not isinstance(key, str)), None)
+        if foreign is not None:  # (two of them failed in sorting, in "'int' object has no ...")
+            raise TypeError(
+                f"{where}.load_state_dict: keys must be names (str), got {shown(foreign)} of "
+                f"type {type(foreign).__name__}"
+            )
         self._check_buffer_attributes("load_state_dict")
         # (in state_dict's order, as PyTorch lists the missing keys)
         own = self._state_entries()
