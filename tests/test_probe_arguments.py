@@ -646,3 +646,22 @@ def test_small_messages_name_what_was_given() -> None:
         nn.L1Loss(reduction=Lax("bogus"))  # type: ignore[arg-type]
     loss = nn.L1Loss(reduction=np.str_("sum"))  # type: ignore[arg-type]
     assert type(loss.reduction) is str and repr(loss) == "L1Loss(reduction='sum')"
+
+
+def test_init_refuses_a_float8_or_sparse_tensor_by_name() -> None:
+    """Both failed in torch's NotImplementedError ("isinf" not implemented for
+    'Float8_e4m3fn', inside minidl's own check; "Could not run 'aten::uniform_' ... SparseCPU")."""
+    with pytest.raises(
+        TypeError, match=r"^init\.normal_: .* got a tensor of torch\.float8_e4m3fn$"
+    ):
+        nn.init.normal_(torch.zeros(3, 3, dtype=torch.float8_e4m3fn))
+    with pytest.raises(TypeError, match=r"^init\.xavier_uniform_: .* got a sparse_coo tensor$"):
+        nn.init.xavier_uniform_(torch.zeros(3, 3).to_sparse())
+
+
+def test_a_cumulative_batch_norm_trains_on_the_meta_device() -> None:
+    """With momentum=None its count was read as a number (Tensor.item() on a meta tensor)."""
+    norm = nn.BatchNorm1d(3, momentum=None, device="meta")
+    output = norm(torch.empty(4, 3, device="meta"))
+    norm.backward(torch.empty(4, 3, device="meta"))
+    assert output.is_meta and output.shape == (4, 3)

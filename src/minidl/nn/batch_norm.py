@@ -262,7 +262,10 @@ class BatchNorm1d(Module):
             variance = _batch_mean(centered.square())
             momentum = self._momentum
             if momentum is None:  # PyTorch's 1 / float(num_batches_tracked), once it counts this
-                counted = float(self.num_batches_tracked)
+                # (a meta count holds no number: any factor gives the meta statistics)
+                counted = (
+                    0.0 if self.num_batches_tracked.is_meta else float(self.num_batches_tracked)
+                )
                 if counted < 0:  # (-1 divided by zero, -2 weighed the average by -1)
                     raise ValueError(
                         f"BatchNorm1d: num_batches_tracked is {int(self.num_batches_tracked)}, "

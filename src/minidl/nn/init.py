@@ -37,7 +37,7 @@ from typing import Literal, TypeVar
 import torch
 from torch import Tensor
 
-from minidl._validate import check_real, shown
+from minidl._validate import COMPUTED, check_real, shown
 from minidl.nn.parameter import Parameter
 
 __all__ = [
@@ -300,6 +300,16 @@ def _tensor(where: str, target: object, generator: object) -> Tensor:
     """The floating-point tensor that ``target`` (a Parameter or a tensor) holds, checked with
     its generator."""
     tensor = target.data if isinstance(target, Parameter) else target
+    if isinstance(tensor, Tensor) and (tensor.layout != torch.strided or tensor.is_nested):
+        layout = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
+        raise TypeError(
+            f"{where}: expected a Parameter or a dense floating-point tensor, got a {layout} tensor"
+        )
+    if isinstance(tensor, Tensor) and tensor.is_floating_point() and tensor.dtype not in COMPUTED:
+        raise TypeError(
+            f"{where}: expected a Parameter or a floating-point tensor of a dtype minidl computes "
+            f"in (float16, bfloat16, float32, float64), got a tensor of {tensor.dtype}"
+        )
     if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
         raise TypeError(
             f"{where}: expected a Parameter or a floating-point tensor, got "
