@@ -2945,3 +2945,16 @@ def test_reproduce_names_settings_or_an_out_of_the_wrong_kind(tmp_path: Path) ->
     with pytest.raises(ValueError, match=r"^reproduce: out .*notes\.txt is a file, expected a"):
         reproduce(settings, file, progress=False)
     assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_round_seeds_takes_a_numpy_base_seed_and_refuses_a_new_data_that_is_no_bool() -> None:
+    """A NumPy integer base seed was refused (RunSettings takes one); new_data="no" was taken
+    as True."""
+    import numpy as np
+
+    from minidl.experiments.seeds import derive_seed, round_seeds
+
+    assert round_seeds(np.int64(7), 2) == round_seeds(7, 2)
+    assert derive_seed(np.int64(7), np.int32(1), "data") == derive_seed(7, 1, "data")
+    with pytest.raises(TypeError, match=r"^round_seeds: new_data must be a bool, got 'no'$"):
+        round_seeds(0, 1, new_data="no")  # type: ignore[arg-type]

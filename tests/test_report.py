@@ -193,7 +193,7 @@ def test_only_a_variant_within_noise_explains_a_difference(tmp_path: Path) -> No
     elu = fake_row(experiment("I", "ELU"), DIFFERING)
     far = fake_row(experiment("I", ELU_VARIANT), (3.5, 3.6, 3.4, 3.5, 3.5))
     section = differences_section([elu, far], tmp_path)
-    assert "1 of the 1 rows differ; none is within noise." in section.splitlines()
+    assert "1 of the 1 rows differs; none is within noise." in section.splitlines()
     assert (
         f"- Hypothesis: {ELU_HYPOTHESIS}. Variant '{ELU_VARIANT}' gives 3.50 (s.d. 0.07), per "
         "round 3.5, 3.6, 3.4, 3.5, 3.5: still differs from the paper (+1.70, SE 0.24, p < 0.01), no "
@@ -1174,3 +1174,15 @@ def test_a_p_value_below_the_significance_is_never_written_as_it(p_value: float,
     One just above it gets them too (Holm's 0.0533 for Table II ADADELTA read "p = 0.05", the
     line itself, where docs/reproducing.md gives 0.053); 0.05 itself stays as it is."""
     assert _p(p_value) == text
+
+
+def test_the_reports_times_add_up_and_a_short_run_shows_tenths() -> None:
+    """Each part was rounded on its own: 1.807 s of which 0.353 s training read "2 s
+    (training 0 s ..., figures and report 1 s)"."""
+    from minidl.experiments.report import _time_parts
+
+    assert _time_parts(1.807, 0.353) == ("1.8", "0.4", "1.4")
+    assert _time_parts(47.5, 44.5) == ("48", "44", "4")
+    for wall, training in [(33.6, 30.4), (12.49, 0.51), (600.5, 599.5)]:
+        shown = _time_parts(wall, training)
+        assert int(shown[0]) == int(shown[1]) + int(shown[2])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import numbers
 from dataclasses import dataclass
 
 from minidl._validate import check_int, shown
@@ -23,8 +24,10 @@ def derive_seed(base_seed: int, round_index: int, stream: str) -> int:
         True
     """
     for name, value in (("base_seed", base_seed), ("round_index", round_index)):
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"derive_seed: {name} must be an int, got {shown(value)}")
+    # (a NumPy integer as the int it is, as RunSettings takes one: its text is the same)
+    base_seed, round_index = int(base_seed), int(round_index)
     if not isinstance(stream, str):
         raise TypeError(f"derive_seed: stream must be a str, got {shown(stream)}")
     digest = hashlib.sha256(f"minidl-reproduce/{base_seed}/{round_index}/{stream}".encode())
@@ -53,6 +56,8 @@ def round_seeds(base_seed: int, round_index: int, *, new_data: bool = True) -> R
         True
     """
     round_index = check_int("round_seeds", "round_index", round_index, low=0)
+    if not isinstance(new_data, bool):  # ("no" was taken as True)
+        raise TypeError(f"round_seeds: new_data must be a bool, got {shown(new_data)}")
     return RoundSeeds(
         round=round_index,
         data=derive_seed(base_seed, round_index if new_data else 0, "data"),
