@@ -442,3 +442,25 @@ def test_a_layer_whose_tensors_are_of_a_dtype_it_does_not_compute_with_is_refuse
     twin_norm.num_batches_tracked = None
     with pytest.raises(ConversionError, match=r"\(its num_batches_tracked is set to None\)$"):
         from_torch(twin_norm)
+
+
+def test_a_residual_whose_block_returns_no_tensor_says_what_it_returned() -> None:
+    """ "the block's output has shape NoneType": a TypeError now, naming the type returned."""
+
+    class Nothing(nn.Module):
+        def forward(self, input: torch.Tensor) -> None:  # type: ignore[override]
+            return None
+
+    class TorchNothing(torch.nn.Module):
+        def forward(self, input: torch.Tensor) -> None:
+            return None
+
+    x = torch.ones(2, 3)
+    with pytest.raises(
+        TypeError,
+        match=r"^Residual: the block returned NoneType, expected a tensor of the input's shape "
+        r"\(2, 3\)$",
+    ):
+        nn.Residual(Nothing())(x)
+    with pytest.raises(TypeError, match=r"^TorchResidual: the block returned NoneType, expected"):
+        TorchResidual(TorchNothing())(x)

@@ -665,3 +665,47 @@ def test_a_cumulative_batch_norm_trains_on_the_meta_device() -> None:
     output = norm(torch.empty(4, 3, device="meta"))
     norm.backward(torch.empty(4, 3, device="meta"))
     assert output.is_meta and output.shape == (4, 3)
+
+
+def test_the_names_of_a_tied_parameter_are_compared_as_they_load_and_named_as_given() -> None:
+    """Two other names of a tied weight holding different values were refused naming the
+    first name, which was not given; equal values of two dtypes were refused as different
+    (each loads cast to the parameter's dtype); a number under another name was called a
+    different value."""
+    first, second, third = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)
+    second.register_parameter("weight", first.weight)
+    third.register_parameter("weight", first.weight)
+    model = nn.Sequential(first, nn.Tanh(), second, nn.Tanh(), third)
+    biases = {k: v for k, v in model.state_dict().items() if k.endswith("bias")}
+    with pytest.raises(ValueError, match=r"entries '2\.weight' and '4\.weight' name one tensor"):
+        model.load_state_dict(
+            {**biases, "2.weight": torch.zeros(2, 2), "4.weight": torch.ones(2, 2)}
+        )
+    with pytest.raises(
+        TypeError,
+        match=r"^Sequential\.load_state_dict: entry '2\.weight' must be a tensor, got int$",
+    ):
+        model.load_state_dict({**biases, "0.weight": torch.zeros(2, 2), "2.weight": 5})  # type: ignore[dict-item]
+    halves = torch.full((2, 2), 0.5)
+    model.load_state_dict({**biases, "0.weight": halves, "2.weight": halves.double()})
+    assert torch.equal(first.weight.data, halves)
+
+
+@pytest.mark.parametrize(
+    ("index", "got"),
+    [
+        (torch.tensor(1.0), r"a tensor of torch\.float32 and shape \(\)"),
+        (torch.tensor([0, 1]), r"a tensor of torch\.int64 and shape \(2,\)"),
+        (1.0, "float"),
+        (True, "bool"),
+    ],
+)
+def test_a_sequential_names_an_index_that_is_no_integer(index: object, got: str) -> None:
+    """A float tensor (which has ``__index__``) failed in torch's "only integer tensors of a
+    single element can be converted to an index"."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.Tanh())
+    with pytest.raises(
+        TypeError, match=rf"^Sequential: indices must be integers or slices, got {got}$"
+    ):
+        model[index]  # type: ignore[index]
+    assert model[torch.tensor(1)] is model[1] is model[np.int64(-1)]

@@ -96,11 +96,16 @@ class TorchResidual(tnn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         output: Tensor = self.block(input)
-        if not isinstance(output, Tensor) or output.shape != input.shape:
-            got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        if not isinstance(output, Tensor):
+            raise TypeError(
+                f"TorchResidual: the block returned {type(output).__name__}, expected a tensor of "
+                f"the input's shape {tuple(input.shape)}"
+            )
+        if output.shape != input.shape:
             raise ValueError(
-                f"TorchResidual: the block's output has shape {got}, expected the input's shape "
-                f"{tuple(input.shape)} (as minidl's Residual: the sum would broadcast it)"
+                f"TorchResidual: the block's output has shape {tuple(output.shape)}, expected the "
+                f"input's shape {tuple(input.shape)} (as minidl's Residual: the sum would "
+                "broadcast it)"
             )
         return input + output
 
@@ -351,7 +356,10 @@ def _torch_layer(module: Module, path: str) -> tnn.Module:
         result = norm
     elif kind is nn.Residual:
         assert isinstance(module, nn.Residual)
-        result = TorchResidual(_to_torch(module.block, f"{path}.block" if path else "block"))
+        block = module._modules.get("block")
+        if block is None:  # (deleted, or set to None: minidl's forward fails on it too)
+            raise ValueError("its block was removed")
+        result = TorchResidual(_to_torch(block, f"{path}.block" if path else "block"))
     elif kind is nn.LeakyReLU:
         assert isinstance(module, nn.LeakyReLU)
         result = tnn.LeakyReLU(module.negative_slope)

@@ -987,18 +987,25 @@ class Module:
                 given[first] = alias
                 continue
             other = entries[first]
-            same = (
-                isinstance(value, Tensor)
-                and isinstance(other, Tensor)
-                and value.shape == other.shape
-                and value.dtype == other.dtype
-                and bool(torch.equal(value, other))
+            where = f"{type(self).__name__}.load_state_dict"
+            if not isinstance(value, Tensor):
+                raise TypeError(
+                    f"{where}: entry {alias!r} must be a tensor, got {type(value).__name__}"
+                )
+            if not isinstance(other, Tensor):
+                continue  # (refused below, in the words of any entry that is no tensor)
+            target = own[first]
+            check_copyable(where, f"entry {alias!r}", value, target)
+            check_copyable(where, f"entry {given.get(first, first)!r}", other, target)
+            # (compared as they load: cast to the tensor's dtype, as PyTorch loads both)
+            same = value.shape == other.shape and (
+                target.is_meta or bool(torch.equal(value.to(target.dtype), other.to(target.dtype)))
             )
             if not same:
                 raise ValueError(
-                    f"{type(self).__name__}.load_state_dict: entries {first!r} and {alias!r} name "
-                    "one tensor (a tied parameter, or a module registered at two places) but "
-                    "hold different values; expected one of them, or equal ones"
+                    f"{where}: entries {given.get(first, first)!r} and {alias!r} name one tensor "
+                    "(a tied parameter, or a module registered at two places) but hold different "
+                    "values; expected one of them, or equal ones"
                 )
         return entries, given
 

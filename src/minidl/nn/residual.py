@@ -179,10 +179,15 @@ class Residual(Module):
         check_grad_output("Residual", grad_output, torch.Size(self._shape))
 
 
-def _shape_error(output: object, input: Tensor) -> ValueError:
-    """The refusal of a block's ``output`` that has not ``input``'s shape."""
-    got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+def _shape_error(output: object, input: Tensor) -> ValueError | TypeError:
+    """The refusal of a block's ``output`` that has not ``input``'s shape (a ``TypeError`` for
+    one that is no tensor)."""
+    if not isinstance(output, Tensor):
+        return TypeError(
+            f"Residual: the block returned {type(output).__name__}, expected a tensor of the "
+            f"input's shape {tuple(input.shape)}"
+        )
     return ValueError(
-        f"Residual: the block's output has shape {got}, expected the input's shape "
-        f"{tuple(input.shape)}"
+        f"Residual: the block's output has shape {tuple(output.shape)}, expected the input's "
+        f"shape {tuple(input.shape)}"
     )

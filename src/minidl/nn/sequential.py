@@ -569,12 +569,16 @@ class Sequential(Module):
             part._chain(self._layers[index], tuple(self._modules)[index])
             part.training = self.training  # its modules are in this model's mode
             return part
-        if isinstance(index, bool) or not hasattr(index, "__index__"):
-            raise TypeError(
-                f"Sequential: indices must be integers or slices, got {type(index).__name__}"
+        position = None if isinstance(index, bool) else _as_index(index)
+        if position is None:  # (a float tensor has __index__, which refuses it in torch's words)
+            got = (
+                f"a tensor of {index.dtype} and shape {tuple(index.shape)}"
+                if isinstance(index, Tensor)
+                else type(index).__name__
             )
+            raise TypeError(f"Sequential: indices must be integers or slices, got {got}")
         try:
-            return self._layers[index]
+            return self._layers[position]
         except IndexError:
             raise IndexError(
                 f"Sequential: index {shown(index)} is out of range for {len(self._layers)} modules"
