@@ -180,3 +180,49 @@ def test_disk_labels_of_narrow_points_are_those_of_the_same_points_in_float64(
     assert torch.equal(disk_labels(points), disk_labels(points.double()))
     point = torch.tensor([[0.7656, 0.2021]], dtype=torch.bfloat16)  # (outside, just)
     assert disk_labels(point).tolist() == [0]
+
+
+def test_stacks_losses_optimizers_and_predict_refuse_a_nested_tensor_by_name() -> None:
+    """Paths the first change missed: a loss that had run before (its fast path read the
+    shape), a stacked prediction, StackedActivation and StackedLoss, an optimizer's state
+    dict, predict, and a buffer attribute assigned by hand."""
+    from minidl import optim
+    from minidl.train import predict
+
+    criterion = nn.MSELoss()
+    prediction, target = torch.randn(4, 3), torch.randn(4, 3)
+    criterion(prediction, target)
+    with pytest.raises(TypeError, match=r"^MSELoss: expected a dense input, got a nested"):
+        criterion(nested(prediction), target)
+    with pytest.raises(TypeError, match=r"^MSELoss: expected a dense input, got a nested"):
+        nn.MSELoss()(nested(torch.randn(2, 4, 3)), torch.randn(2, 4, 3))
+    stacked = nn.StackedActivation([(nn.Tanh(), 2), (nn.ReLU(), 1)])
+    with pytest.raises(
+        TypeError, match=r"^StackedActivation: expected a dense input, got a nested"
+    ):
+        stacked(nested(torch.randn(3, 4, 5)))
+    stacked(torch.randn(3, 4, 5))
+    with pytest.raises(TypeError, match=r"^StackedActivation: expected a dense gradient, got a"):
+        stacked.backward(nested(torch.randn(3, 4, 5)))
+    losses = nn.StackedLoss([(nn.MSELoss(), 3)])
+    with pytest.raises(TypeError, match=r"^StackedLoss: expected a dense prediction, got a nested"):
+        losses(nested(torch.randn(3, 4, 2)), torch.randn(3, 4, 2))
+    with pytest.raises(TypeError, match=r"^StackedLoss: expected a dense target, got a nested"):
+        losses(torch.randn(3, 4, 2), nested(torch.randn(3, 4, 2)))
+    layer = nn.Linear(2, 4)
+    optimizer = optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+    layer(torch.randn(3, 2))
+    layer.backward(torch.ones(3, 4))
+    optimizer.step()
+    state = optimizer.state_dict()
+    state["state"] = {name: nested(torch.zeros(2, 6)) for name in state["state"]}
+    with pytest.raises(
+        TypeError, match=r"^SGD\.load_state_dict: state 'momentum_buffer' is a nested tensor"
+    ):
+        optimizer.load_state_dict(state)
+    with pytest.raises(TypeError, match=r"^predict: x must be a dense \(strided\) tensor, got a"):
+        predict(layer, nested(torch.randn(3, 2)))
+    norm = nn.BatchNorm1d(3)
+    object.__setattr__(norm, "running_mean", nested(torch.randn(2, 3)))
+    with pytest.raises(ValueError, match=r"assigned a nested tensor of torch\.float32"):
+        norm.state_dict()

@@ -141,12 +141,15 @@ class Loss(Module):
         if (
             type(prediction) is Tensor
             and prediction.dtype is self._prediction_dtype
+            and not prediction.is_nested  # (whose shape is not read)
             and prediction.shape == self._prediction_shape
             and prediction.device == self._prediction_device
             and prediction.layout is STRIDED
         ):
             return prediction
         name = type(self).__name__
+        if isinstance(prediction, Tensor) and prediction.is_nested:
+            check_dense(name, prediction)
         if isinstance(prediction, Tensor) and prediction.dim() == 3:
             if not self.stacks:
                 raise ValueError(

@@ -1565,6 +1565,8 @@ _USES = {
 def _held(value: object) -> str:
     """What an attribute holds, for a message: a tensor's shape and dtype, or the type."""
     if isinstance(value, Tensor):
+        if value.is_nested:  # (whose shape is not read)
+            return f"a nested tensor of {value.dtype}"
         return f"a tensor of shape {tuple(value.shape)}, {value.dtype}"
     return f"a {type(value).__name__}"
 

@@ -83,6 +83,8 @@ class StackedActivation(Module):
                 f"StackedActivation: expected a torch.Tensor as {what.rsplit(maxsplit=1)[-1]}, got "
                 f"{type(tensor).__name__}"
             )
+        if tensor.is_nested:  # (whose shape is not read)
+            check_dense("StackedActivation", tensor, what.rsplit(maxsplit=1)[-1])
         if tensor.dim() == 0 or tensor.shape[0] != self.models:
             got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
             raise ValueError(

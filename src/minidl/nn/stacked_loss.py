@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from minidl.nn._checks import check_runs
+from minidl.nn._checks import check_dense, check_runs
 from minidl.nn.loss import Loss
 
 __all__ = ["StackedLoss"]
@@ -68,6 +68,7 @@ class StackedLoss(Loss):
                 raise TypeError(
                     f"StackedLoss: expected a torch.Tensor {what}, got {type(tensor).__name__}"
                 )
+            check_dense("StackedLoss", tensor, what)  # (a nested one's shape is not read)
         if prediction.dim() != 3 or prediction.shape[0] != self.models:
             raise ValueError(
                 f"StackedLoss: expected a stacked prediction (R, N, C) of R = {self.models} "

@@ -633,6 +633,10 @@ class Optimizer:
                     f"{name}.load_state_dict: state {state_name!r} must be a tensor, got "
                     f"{type(tensor).__name__}"
                 )
+            if tensor.is_nested:  # (whose shape is not read)
+                check_copyable(
+                    f"{name}.load_state_dict", f"state {state_name!r}", tensor, self.params[0].data
+                )
             if tensor.shape != expected.shape:
                 got = tuple(tensor.shape)
                 raise ValueError(
