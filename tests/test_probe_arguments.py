@@ -630,7 +630,7 @@ def test_small_messages_name_what_was_given() -> None:
     with pytest.raises(TypeError, match=r"must be a bool, got numpy\.bool np\.True_$"):
         nn.clip_grad_norm_([parameter], 1.0, error_if_nonfinite=np.True_)  # type: ignore[arg-type]
     with pytest.raises(
-        TypeError, match=r"got the class Linear \(give an instance, Linear\(\.\.\.\)\)$"
+        TypeError, match=r"got the class Linear; pass an instance, Linear\(\)$"
     ):
         nn.Residual(nn.Linear)  # type: ignore[arg-type]
 
@@ -698,6 +698,7 @@ def test_the_names_of_a_tied_parameter_are_compared_as_they_load_and_named_as_gi
         (torch.tensor([0, 1]), r"a tensor of torch\.int64 and shape \(2,\)"),
         (1.0, "float"),
         (True, "bool"),
+        (torch.tensor(True), r"a tensor of torch\.bool and shape \(\)"),
     ],
 )
 def test_a_sequential_names_an_index_that_is_no_integer(index: object, got: str) -> None:

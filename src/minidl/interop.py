@@ -315,7 +315,7 @@ def _torch_layer(module: Module, path: str) -> tnn.Module:
     elif kind is nn.Linear:
         assert isinstance(module, nn.Linear)
         if module.weight is None:  # (minidl's forward refuses it too)
-            raise ValueError("weight is None (removed with register_parameter('weight', None))")
+            raise ValueError("its weight is None, removed with register_parameter('weight', None)")
         weight = module.weight.data
         # Built on the meta device, then given uninitialised memory: torch.nn.Linear's own
         # initialisation would draw from torch's global generator (of the CPU or of the device).

@@ -84,15 +84,16 @@ class Protocol:
                 "Protocol: sizes must be a tuple of layer widths, input first, got "
                 f"{shown(self.sizes)}"
             )
-        for width in self.sizes:
-            check_int("Protocol", "every width of sizes", width)
+        # (NumPy numbers kept as Python's, as results.json writes them)
+        sizes = tuple(check_int("Protocol", "every width of sizes", width) for width in self.sizes)
+        object.__setattr__(self, "sizes", sizes)
         if (self.sizes[0], self.sizes[-1]) != (2, 2):
             raise ValueError(
                 "Protocol: sizes must begin and end with 2 (the disk's points have 2 coordinates "
                 f"and 2 classes), got {shown(self.sizes)}"
             )
         for name in ("batch_size", "n_train", "n_validation", "n_test"):
-            check_int("Protocol", name, getattr(self, name))
+            object.__setattr__(self, name, check_int("Protocol", name, getattr(self, name)))
         if self.shuffle_each_epoch is not True:
             # (the rows train with minidl.train.fit and minidl.rounds.fit_rounds, which draw a
             # new order at every epoch: a protocol that said otherwise would be written into
@@ -237,8 +238,13 @@ class StepSchedule:
     """The paper's beta: "every 10 epochs"."""
 
     def __post_init__(self) -> None:
-        check_real("StepSchedule", "gamma", self.gamma, low=0.0, low_open=True)
-        check_int("StepSchedule", "step_size", self.step_size)
+        # (as minidl.optim.StepDecay takes them; NumPy numbers kept as Python's)
+        object.__setattr__(
+            self, "gamma", check_real("StepSchedule", "gamma", self.gamma, low=0.0, high=1.0)
+        )
+        object.__setattr__(
+            self, "step_size", check_int("StepSchedule", "step_size", self.step_size)
+        )
 
 
 @dataclass(frozen=True)
@@ -251,14 +257,18 @@ class CyclicSchedule:
     """Epochs from ``base_lr`` to ``max_lr`` (and as many back down)."""
 
     def __post_init__(self) -> None:
-        base_lr = check_real("CyclicSchedule", "base_lr", self.base_lr, low=0.0, low_open=True)
+        # (as minidl.optim.CyclicLR takes them; NumPy numbers kept as Python's)
+        base_lr = check_real("CyclicSchedule", "base_lr", self.base_lr, low=0.0)
         max_lr = check_real("CyclicSchedule", "max_lr", self.max_lr, low=0.0, low_open=True)
         if max_lr < base_lr:
             raise ValueError(
                 f"CyclicSchedule: max_lr must be at least base_lr ({shown(self.base_lr)}), got "
                 f"{shown(self.max_lr)}"
             )
-        check_int("CyclicSchedule", "step_size_up_epochs", self.step_size_up_epochs)
+        up = check_int("CyclicSchedule", "step_size_up_epochs", self.step_size_up_epochs)
+        object.__setattr__(self, "base_lr", base_lr)
+        object.__setattr__(self, "max_lr", max_lr)
+        object.__setattr__(self, "step_size_up_epochs", up)
 
     @property
     def step_size_up(self) -> int:
@@ -288,8 +298,7 @@ class Experiment:
         table: ``"I"``, ``"II"``, ``"III"`` or ``"Fig. 1"``.
         label: the row's name in the report (unique within its table).
         activations: one activation name per hidden layer (``minidl.nn.ACTIVATIONS`` or
-            ``minidl.experiments.faithful.PUBLISHED_ACTIVATIONS``; none in the keys of
-            :func:`stack_key`).
+            ``minidl.experiments.faithful.PUBLISHED_ACTIVATIONS``).
         loss: ``"cross-entropy"`` or ``"mse"``.
         optimizer: ``"sgd"``, ``"adadelta"`` or ``"adadelta-published"`` (the published fault).
         lr: the learning rate (for ADADELTA: the scale of its update).
@@ -335,7 +344,7 @@ class Experiment:
             raise TypeError(f"Experiment: protocol must be Protocol, got {shown(self.protocol)}")
         _check_names(self, "activations", self.activations)
         hidden = len(self.protocol.sizes) - 2
-        if self.activations and len(self.activations) != hidden:  # (() in stack_key's keys)
+        if len(self.activations) != hidden:
             raise ValueError(
                 f"Experiment: {self.key} has {len(self.activations)} activations, expected one "
                 f"for each of the protocol's {hidden} hidden layers"
@@ -351,9 +360,20 @@ class Experiment:
                     f"Experiment: {name} must be one of {', '.join(map(repr, allowed))}, got "
                     f"{shown(value)}"
                 )
-        check_real("Experiment", "lr", self.lr, low=0.0)  # (0 in stack_key's keys)
-        check_int("Experiment", "epochs", self.epochs)
-        check_real("Experiment", "momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        # (NumPy numbers kept as Python's, as results.json writes them)
+        object.__setattr__(
+            self, "lr", check_real("Experiment", "lr", self.lr, low=0.0, low_open=True)
+        )
+        object.__setattr__(self, "epochs", check_int("Experiment", "epochs", self.epochs))
+        momentum = check_real(
+            "Experiment", "momentum", self.momentum, low=0.0, high=1.0, high_open=True
+        )
+        if momentum != 0.0 and self.optimizer != "sgd":
+            raise ValueError(
+                f"Experiment: momentum applies to SGD only, got momentum {shown(self.momentum)} "
+                f"with optimizer {self.optimizer!r}"
+            )
+        object.__setattr__(self, "momentum", momentum)
         objects: tuple[tuple[str, object, tuple[type, ...]], ...] = (
             ("scheduler", self.scheduler, (StepSchedule, CyclicSchedule, type(None))),
             ("paper", self.paper, (PaperResult, type(None))),
@@ -432,16 +452,18 @@ def stack_key(experiment: Experiment) -> Experiment:
     each row with its own activations (:class:`minidl.nn.StackedActivation`), loss
     (:class:`minidl.nn.StackedLoss`) and optimizer.
     """
-    return dataclasses.replace(
+    key = dataclasses.replace(
         training_key(experiment),
-        activations=(),
         loss="cross-entropy",
         mse_reduction="paper",
         optimizer="sgd",
-        lr=0.0,
         momentum=0.0,
         scheduler=None,
     )
+    # (set past the row's checks: a key is no row, and trains nothing)
+    object.__setattr__(key, "activations", ())
+    object.__setattr__(key, "lr", 0.0)
+    return key
 
 
 def _three(name: str) -> tuple[str, str, str]:

@@ -26,7 +26,7 @@ def derive_seed(base_seed: int, round_index: int, stream: str) -> int:
     for name, value in (("base_seed", base_seed), ("round_index", round_index)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"derive_seed: {name} must be an int, got {shown(value)}")
-    # (a NumPy integer as the int it is, as RunSettings takes one: its text is the same)
+    # (a NumPy integer as the int it is: its text, which the digest reads, is the same)
     base_seed, round_index = int(base_seed), int(round_index)
     if not isinstance(stream, str):
         raise TypeError(f"derive_seed: stream must be a str, got {shown(stream)}")

@@ -73,7 +73,7 @@ def given_module(value: object) -> str:
         base.__name__ == "Module" and base.__module__ == "minidl.nn.module"
         for base in value.__mro__
     ):
-        return f"the class {value.__name__} (give an instance, {value.__name__}(...))"
+        return f"the class {value.__name__}; pass an instance, {value.__name__}()"
     return kind.__name__
 
 

@@ -1068,6 +1068,11 @@ class Module:
             (module by module, each key at the deepest module its path reaches, and in
             ``state_dict``'s order within a module, its ``_extra_state`` key first).
 
+        A batch norm's ``num_batches_tracked`` may be left out even with ``strict``: the
+        module keeps its count, as PyTorch fills one in for a state dict without version
+        metadata (older PyTorch's, or a dict made by hand; PyTorch refuses its own state dict
+        with the key deleted, where minidl, whose state dicts carry no such metadata, takes it).
+
         Raises:
             KeyError: (with ``strict``) missing or unexpected keys.
             ValueError: an entry whose shape differs from the parameter's, or two entries that

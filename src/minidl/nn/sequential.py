@@ -569,7 +569,10 @@ class Sequential(Module):
             part._chain(self._layers[index], tuple(self._modules)[index])
             part.training = self.training  # its modules are in this model's mode
             return part
-        position = None if isinstance(index, bool) else _as_index(index)
+        boolean = isinstance(index, bool) or (
+            isinstance(index, Tensor) and index.dtype is torch.bool
+        )
+        position = None if boolean else _as_index(index)
         if position is None:  # (a float tensor has __index__, which refuses it in torch's words)
             got = (
                 f"a tensor of {index.dtype} and shape {tuple(index.shape)}"
