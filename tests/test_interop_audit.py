@@ -419,7 +419,9 @@ def test_a_layer_whose_tensors_are_of_a_dtype_it_does_not_compute_with_is_refuse
 
     layer = nn.Linear(3, 2)
     layer.register_parameter("weight", None)
-    with pytest.raises(ConversionError, match=r"\(its weight is None, removed with register_parameter"):
+    with pytest.raises(
+        ConversionError, match=r"\(its weight is None, removed with register_parameter"
+    ):
         to_torch(layer)
     for dtype in (torch.int64, torch.complex64):
         norm = nn.BatchNorm1d(3)

@@ -629,9 +629,7 @@ def test_small_messages_name_what_was_given() -> None:
     parameter = nn.Parameter(torch.ones(2))
     with pytest.raises(TypeError, match=r"must be a bool, got numpy\.bool np\.True_$"):
         nn.clip_grad_norm_([parameter], 1.0, error_if_nonfinite=np.True_)  # type: ignore[arg-type]
-    with pytest.raises(
-        TypeError, match=r"got the class Linear; pass an instance, Linear\(\)$"
-    ):
+    with pytest.raises(TypeError, match=r"got the class Linear; pass an instance, Linear\(\)$"):
         nn.Residual(nn.Linear)  # type: ignore[arg-type]
 
     class Lax(str):
