@@ -2099,6 +2099,21 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() if p.is_file() else b"(folder)" for p in folder.iterdir()}
 
 
+def _quick_table_2(seed: int) -> RunSettings:
+    """A quick run of Table II alone (1 round, 1 epoch) with ``seed``."""
+    return RunSettings(
+        rounds=1, base_seed=seed, tables="2", quick=True, epochs_override=1, command="test"
+    )
+
+
+def _an_earlier_run(out: Path) -> dict[str, bytes]:
+    """Run :func:`_quick_table_2` with seed 0 into ``out``, put an earlier run's Fig. 1 beside
+    it (a figure that run does not draw), and return ``out``'s files (see :func:`_files`)."""
+    reproduce(_quick_table_2(0), out, progress=False, summary=False)
+    (out / "fig1_loss_criteria.png").write_bytes(b"an earlier run's figure")
+    return _files(out)
+
+
 def test_a_reproduction_that_fails_while_writing_leaves_the_previous_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -2192,14 +2207,8 @@ def test_an_interrupt_as_the_files_move_in_is_raised_once_all_have_moved(
     that this one does not draw stayed. It is now raised once every file has moved: ``out``
     holds this run's files alone, and nothing hidden."""
 
-    def settings(seed: int) -> RunSettings:
-        return RunSettings(
-            rounds=1, base_seed=seed, tables="2", quick=True, epochs_override=1, command="test"
-        )
-
-    reproduce(settings(0), tmp_path, progress=False, summary=False)
-    (tmp_path / "fig1_loss_criteria.png").write_bytes(b"an earlier run's figure")
-    before = _files(tmp_path)
+    settings = _quick_table_2
+    before = _an_earlier_run(tmp_path)
     replace = os.replace
     into_out: list[str] = []
 
@@ -2894,14 +2903,8 @@ def test_a_file_that_cannot_be_replaced_leaves_the_previous_run_as_it_was(
     moved aside first and put back where a move fails: ``out`` is as it was, nothing hidden
     stays, and the error is the one of the refused move."""
 
-    def settings(seed: int) -> RunSettings:
-        return RunSettings(
-            rounds=1, base_seed=seed, tables="2", quick=True, epochs_override=1, command="test"
-        )
-
-    reproduce(settings(0), tmp_path, progress=False, summary=False)
-    (tmp_path / "fig1_loss_criteria.png").write_bytes(b"an earlier run's figure")
-    before = _files(tmp_path)
+    settings = _quick_table_2
+    before = _an_earlier_run(tmp_path)
     replace = os.replace
     refusals: list[Any] = []
 
