@@ -361,17 +361,17 @@ def is_link_loop(path: str | os.PathLike[str]) -> bool:
     return False
 
 
+def layout_name(tensor: Tensor) -> str:
+    """A tensor's layout as a message names it: ``sparse_coo``, ``sparse_csr``, ``strided``,
+    or ``nested`` for a nested tensor (whose layout is ``strided`` or ``jagged``)."""
+    return "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
+
+
 def check_copyable(where: str, what: str, value: Tensor, target: Tensor) -> None:
     """Check that ``target.copy_(value)`` can work: ``value`` is dense and holds its values (a
     meta tensor holds none, unless ``target`` is on the meta device too), and is not nested."""
     if value.layout != torch.strided or value.is_nested or (value.is_meta and not target.is_meta):
-        kind = (
-            "nested"
-            if value.is_nested
-            else "meta"
-            if value.is_meta
-            else str(value.layout).removeprefix("torch.")
-        )
+        kind = "meta" if value.is_meta and not value.is_nested else layout_name(value)
         raise TypeError(
             f"{where}: {what} is a {kind} tensor; expected a dense tensor that holds its values"
         )
@@ -382,8 +382,9 @@ def _check_strided(where: str, name: str, tensor: Tensor) -> None:
     strided nested tensor's fails in torch's "Internal error: NestedTensorImpl doesn't support
     sizes", and slices of a sparse one are not made."""
     if tensor.layout != torch.strided or tensor.is_nested:
-        layout = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
-        raise TypeError(f"{where}: {name} must be a dense (strided) tensor, got a {layout} tensor")
+        raise TypeError(
+            f"{where}: {name} must be a dense (strided) tensor, got a {layout_name(tensor)} tensor"
+        )
 
 
 #: The unsigned integer dtypes past uint8, which torch's CPU kernels barely support: no

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from minidl._validate import check_real, check_seed, shown
+from minidl._validate import check_real, check_seed, layout_name, shown
 from minidl.nn._checks import given_module
 from minidl.nn.loss import Loss
 from minidl.nn.module import Module, check_initialised, check_registered, referred
@@ -333,7 +333,7 @@ def _check_finite(what: str, tensor: Tensor) -> None:
     """Refuse a NaN or infinite element of ``tensor``, naming the first; and a tensor without
     values to take finite differences of (a meta one) or of another layout (sparse, nested)."""
     if tensor.layout != torch.strided or tensor.is_nested:
-        layout = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
+        layout = layout_name(tensor)
         raise TypeError(
             f"gradcheck: {what} is a {layout} tensor; finite differences are taken of a dense one"
         )

@@ -342,7 +342,7 @@ class Experiment:
                 )
         if not isinstance(self.protocol, Protocol):
             raise TypeError(f"Experiment: protocol must be Protocol, got {shown(self.protocol)}")
-        _check_names(self, "activations", self.activations)
+        _check_activation_names(self.activations)
         hidden = len(self.protocol.sizes) - 2
         if len(self.activations) != hidden:
             raise ValueError(
@@ -405,7 +405,7 @@ class Experiment:
         return f"{self.table} / {self.label}"
 
 
-def _check_names(experiment: Experiment, field: str, names: object) -> None:
+def _check_activation_names(names: object) -> None:
     """Check an :class:`Experiment`'s activations: a tuple of the names of minidl's
     activations (``minidl.nn.ACTIVATIONS``) or of a published fault's
     (``minidl.experiments.faithful.PUBLISHED_ACTIVATIONS``)."""
@@ -415,12 +415,12 @@ def _check_names(experiment: Experiment, field: str, names: object) -> None:
     known = {*ACTIVATIONS, *PUBLISHED_ACTIVATIONS}
     if not isinstance(names, tuple):
         raise TypeError(
-            f"Experiment: {field} must be a tuple of activation names, got {shown(names)}"
+            f"Experiment: activations must be a tuple of activation names, got {shown(names)}"
         )
     for name in names:
         if not isinstance(name, str) or name not in known:
             raise ValueError(
-                f"Experiment: unknown activation {shown(name)} in {field}; expected one of "
+                f"Experiment: unknown activation {shown(name)} in activations; expected one of "
                 f"{', '.join(sorted(known))}"
             )
 

@@ -15,6 +15,7 @@ from minidl._validate import (
     add_note,
     check_dtype,
     check_tensor_size,
+    layout_name,
     shown,
     unavailable,
 )
@@ -172,14 +173,13 @@ def check_dense(where: str, tensor: Tensor, what: str = "input") -> None:
     part-way, and a strided nested tensor's shape is not read (torch's "Internal error:
     NestedTensorImpl doesn't support sizes")."""
     if tensor.layout is not STRIDED or tensor.is_nested:
-        if tensor.is_nested:  # (strided or jagged; to_dense is not theirs)
-            hint = f"one of equal sizes is made dense by torch.stack({what}.unbind())"
-            layout = "nested"
-        else:
-            hint = f"pass {what}.to_dense()"
-            layout = str(tensor.layout).removeprefix("torch.")
+        hint = (
+            f"one of equal sizes is made dense by torch.stack({what}.unbind())"
+            if tensor.is_nested  # (strided or jagged; to_dense is not theirs)
+            else f"pass {what}.to_dense()"
+        )
         raise TypeError(
-            f"{where}: expected a dense {what}, got a {layout} tensor ({hint})"
+            f"{where}: expected a dense {what}, got a {layout_name(tensor)} tensor ({hint})"
         ) from None  # (raised where an operation refused it too: that error says less)
 
 

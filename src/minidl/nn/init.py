@@ -37,7 +37,7 @@ from typing import Literal, TypeVar
 import torch
 from torch import Tensor
 
-from minidl._validate import COMPUTED, check_real, shown
+from minidl._validate import COMPUTED, check_real, layout_name, shown
 from minidl.nn.parameter import Parameter
 
 __all__ = [
@@ -301,7 +301,7 @@ def _tensor(where: str, target: object, generator: object) -> Tensor:
     its generator."""
     tensor = target.data if isinstance(target, Parameter) else target
     if isinstance(tensor, Tensor) and (tensor.layout != torch.strided or tensor.is_nested):
-        layout = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
+        layout = layout_name(tensor)
         raise TypeError(
             f"{where}: expected a Parameter or a dense floating-point tensor, got a {layout} tensor"
         )

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl._validate import shown
+from minidl._validate import layout_name, shown
 from minidl.nn._checks import STRIDED, check_dense, check_input
 from minidl.nn.module import Module
 
@@ -310,7 +310,7 @@ class Loss(Module):
                 f"{type(upstream).__name__}"
             )
         if upstream.layout is not torch.strided or upstream.is_nested:
-            layout = "nested" if upstream.is_nested else str(upstream.layout).removeprefix("torch.")
+            layout = layout_name(upstream)
             raise TypeError(
                 f"{name}.backward: the upstream gradient must be a dense tensor of one element, "
                 f"got a {layout} tensor"

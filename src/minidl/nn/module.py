@@ -59,7 +59,7 @@ import torch
 from torch import Tensor
 
 from minidl._setting import Setting, read_overridden_settings
-from minidl._validate import check_copyable, check_dtype, shown, unavailable
+from minidl._validate import check_copyable, check_dtype, layout_name, shown, unavailable
 from minidl.nn._checks import check_bool, refuse_set_to_none
 from minidl.nn._recent import Recent
 from minidl.nn._unsupported import Unsupported
@@ -398,7 +398,7 @@ class Module:
         if tensor.layout != torch.strided or tensor.is_nested:
             # (buffers are updated in place, saved and moved by dense operations)
             hint = "" if tensor.is_nested else " (pass tensor.to_dense())"
-            layout = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
+            layout = layout_name(tensor)
             raise TypeError(
                 f"{type(self).__name__}.register_buffer: expected a dense tensor for {name!r}, "
                 f"got a {layout} tensor{hint}"
@@ -1133,14 +1133,13 @@ class Module:
                     f"{where}.load_state_dict: {entry} must be a tensor of dtype "
                     f"{tensor.dtype}, got {got}"
                 )
-            if value.is_nested:  # (whose shape is not read)
-                check_copyable(f"{where}.load_state_dict", entry, value, tensor)
+            # (first: a nested tensor's shape is not read)
+            check_copyable(f"{where}.load_state_dict", entry, value, tensor)
             if value.shape != tensor.shape:
                 raise ValueError(
                     f"{where}.load_state_dict: {entry} has shape {tuple(value.shape)}, "
                     f"expected {tuple(tensor.shape)}"
                 )
-            check_copyable(f"{where}.load_state_dict", entry, value, tensor)
         # An entry that shares memory with the module's tensors (a view of its own or another
         # parameter, of the flat buffer they share) is read before anything is written: each
         # entry is its value at the call, whatever the order of the writes, and a copy onto

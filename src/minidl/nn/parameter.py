@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from minidl._validate import DTYPES, TAKEN
+from minidl._validate import DTYPES, TAKEN, layout_name
 from minidl.nn.flat import storage_view
 
 __all__ = ["Parameter"]
@@ -186,12 +186,10 @@ def _check_dense(where: str, name: str, tensor: Tensor) -> None:
     """Refuse a sparse (or other non-strided) tensor: the in-place updates of optimizers,
     backward passes and ``load_state_dict`` are dense operations, which the tensor library
     refuses for it part-way through, with other parameters already changed."""
-    if tensor.layout != torch.strided or tensor.is_nested:
-        if tensor.is_nested:  # (whose shape is not read)
-            raise TypeError(f"{where}: {name} is a nested tensor; expected a dense tensor")
-        kind = str(tensor.layout).removeprefix("torch.")
+    if tensor.layout != torch.strided or tensor.is_nested:  # (a nested one's shape is not read)
+        hint = "" if tensor.is_nested else f" (pass {name}.to_dense())"
         raise TypeError(
-            f"{where}: {name} is a {kind} tensor; expected a dense tensor (pass {name}.to_dense())"
+            f"{where}: {name} is a {layout_name(tensor)} tensor; expected a dense tensor{hint}"
         )
 
 

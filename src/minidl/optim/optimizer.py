@@ -633,10 +633,10 @@ class Optimizer:
                     f"{name}.load_state_dict: state {state_name!r} must be a tensor, got "
                     f"{type(tensor).__name__}"
                 )
-            if tensor.is_nested:  # (whose shape is not read)
-                check_copyable(
-                    f"{name}.load_state_dict", f"state {state_name!r}", tensor, self.params[0].data
-                )
+            # (against the parameters, whose device the state has once it moves with them;
+            # first: a nested tensor's shape is not read)
+            where = f"{name}.load_state_dict"
+            check_copyable(where, f"state {state_name!r}", tensor, self.params[0].data)
             if tensor.shape != expected.shape:
                 got = tuple(tensor.shape)
                 raise ValueError(
@@ -648,9 +648,6 @@ class Optimizer:
                     f"{name}.load_state_dict: state {state_name!r} must be floating point, "
                     f"got {tensor.dtype}"
                 )
-            # (against the parameters, whose device the state has once it moves with them)
-            where = f"{name}.load_state_dict"
-            check_copyable(where, f"state {state_name!r}", tensor, self.params[0].data)
         hyperparameters = state_dict.get("hyperparameters", {})
         if not isinstance(hyperparameters, Mapping):
             raise TypeError(
