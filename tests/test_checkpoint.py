@@ -569,7 +569,29 @@ SCHEDULER_MISMATCHES: dict[str, tuple[Any, Any, str]] = {
         lambda o: optim.CosineAnnealing(o, T_max=10),
         "CosineAnnealing(T_max=10, eta_min=0.0, base_lr=",
     ),
+    # The interval of a schedule that takes none as an argument, set after construction: its
+    # repr left it out, and the checkpoint loaded into a schedule that fit stepped otherwise.
+    "step-decay-interval-set": (
+        lambda o: _interval_set(optim.StepDecay(o, step_size=2), "batch"),
+        lambda o: optim.StepDecay(o, step_size=2),
+        "StepDecay(step_size=2, gamma=0.5, base_lr=0.1)",
+    ),
+    "cyclic-interval-set": (
+        lambda o: _interval_set(optim.CyclicLR(o, 0.01, 0.1, step_size_up=3), "epoch"),
+        lambda o: optim.CyclicLR(o, 0.01, 0.1, step_size_up=3),
+        "mode='triangular', gamma=1.0)",
+    ),
+    "one-cycle-interval-set": (
+        lambda o: _interval_set(optim.OneCycle(o, 0.2, total_steps=50), "epoch"),
+        lambda o: optim.OneCycle(o, 0.2, total_steps=50),
+        "final_div_factor=10000.0)",
+    ),
 }
+
+
+def _interval_set(schedule: LRScheduler, interval: str) -> LRScheduler:
+    schedule.interval = interval  # type: ignore[assignment]
+    return schedule
 
 
 @pytest.mark.parametrize("case", sorted(SCHEDULER_MISMATCHES))

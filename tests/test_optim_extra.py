@@ -982,6 +982,31 @@ def test_a_hyperparameter_beyond_the_dtypes_range_is_refused_before_anything_cha
     assert optimizer.state and all(t.dtype == torch.float16 for t in optimizer.state.values())
 
 
+def test_adagrads_lr_decay_is_not_held_to_the_parameters_dtype() -> None:
+    """Adagrad's lr_decay only divides the rate, lr / (1 + t lr_decay), a Python float no
+    larger than lr: 1e5 for float16 parameters was refused as 'beyond the range of the
+    parameters' dtype', where torch.optim.Adagrad takes it. Taken now, at construction, when
+    set, loaded and after a cast, and the steps are torch's bit for bit."""
+    value, grad = torch.linspace(-1, 1, 6, dtype=torch.float16), torch.full((6,), 0.5)
+    parameter = nn.Parameter(value.clone())
+    twin = torch.nn.Parameter(value.clone())
+    optimizer = optim.Adagrad([parameter], lr=0.1, lr_decay=1e5, eps=1e-4)
+    reference = torch.optim.Adagrad([twin], lr=0.1, lr_decay=1e5, eps=1e-4)
+    for _ in range(3):
+        parameter.grad.copy_(grad)
+        twin.grad = grad.to(torch.float16)
+        optimizer.step()
+        reference.step()
+    assert torch.equal(parameter.data, twin.data)
+    optimizer.lr_decay = 1e300
+    optimizer.load_state_dict(optimizer.state_dict())
+    float32 = optim.Adagrad([nn.Parameter(torch.zeros(2))], lr_decay=1e300, eps=1e-4)
+    float32.params[0].data = float32.params[0].data.half()
+    float32.step()  # (the cast's check of every setting passes)
+    with pytest.raises(ValueError, match=r"^Adagrad: lr=1e\+39 is beyond the range"):
+        optimizer.lr = 1e39  # (the rate itself still is)
+
+
 @pytest.mark.parametrize(
     "build",
     [
@@ -1728,3 +1753,35 @@ def test_two_parameters_over_one_tensor_are_refused(make: type[optim.Optimizer])
     make([nn.Parameter(buffer[:3]), nn.Parameter(buffer[3:])], lr=0.1)
     make([nn.Parameter(torch.zeros(0)), nn.Parameter(torch.zeros(0))], lr=0.1)
     make(nn.mlp((2, 3, 2)).parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("make", [optim.SGD, optim.Adam], ids=lambda make: make.__name__)
+def test_two_parameters_sharing_some_elements_are_refused(make: type[optim.Optimizer]) -> None:
+    """Parameters over t[0:4] and t[2:6]: each step updated t[2:4] twice (SGD's step of 0.1 a
+    parameter gave [-0.1, -0.1, -0.2, -0.2, -0.1, -0.1]), without a word (PyTorch's optimizers
+    say none either). Refused, in the constructor and at a step after a .data set, naming both,
+    where views strided through each other (t[0::2], t[1::2]) share no element and are taken."""
+    tensor = torch.zeros(12, dtype=torch.float64)
+    ending = r"share elements of one tensor's memory: each step would update those elements twice"
+    for first, second, shown in [
+        (tensor[0:4], tensor[2:6], r"\(\(4,\), torch\.float64\)"),
+        (tensor[0:4].view(2, 2), tensor[3:9], r"\(\(2, 2\), torch\.float64\)"),
+        (tensor[0::3], tensor[6:8], r"\(\(4,\), torch\.float64\)"),  # (t[6] is in both)
+        (tensor.view(3, 4)[:, 1], tensor[4:6], r"\(\(3,\), torch\.float64\)"),
+    ]:
+        with pytest.raises(
+            ValueError, match=rf"^{make.__name__}: params\[0\] {shown} and params\[1\] .*{ending}"
+        ):
+            make([nn.Parameter(first), nn.Parameter(second)], lr=0.1)
+    make([nn.Parameter(tensor[0::2]), nn.Parameter(tensor[1::2])], lr=0.1)
+    make([nn.Parameter(tensor[0::3]), nn.Parameter(tensor[1:3]), nn.Parameter(tensor[4:6])], lr=0.1)
+    make([nn.Parameter(tensor.view(3, 4)[:, :2]), nn.Parameter(tensor.view(3, 4)[:, 2:])], lr=0.1)
+    first, second = nn.Parameter(tensor[0:4].clone()), nn.Parameter(tensor[4:8])
+    optimizer = make([first, second], lr=0.1)
+    second.data = tensor[2:6]
+    first.data = tensor[0:4]
+    first.grad = torch.ones(4, dtype=torch.float64)
+    second.grad = torch.ones(4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=rf"params\[0\] .* and params\[1\] .*{ending}"):
+        optimizer.step()
+    assert torch.equal(tensor, torch.zeros(12, dtype=torch.float64))

@@ -993,6 +993,19 @@ def test_a_last_step_set_by_hand_to_no_count_is_refused_before_anything_changes(
     for method in ("step", "lr", "state_dict"):
         with pytest.raises(kind, match=rf"^OneCycle\.{method}: {ending}"):
             getattr(schedule, method)() if method != "lr" else schedule.lr
+    # (a setting set, which reads the current step: Python's error or lr_at's words before)
+    with pytest.raises(kind, match=rf"^OneCycle\.pct_start: {ending}"):
+        schedule.pct_start = 0.4
+    assert schedule.pct_start == 0.3
+    inner = optim.StepDecay(optimizer, 3)
+    sequence = optim.SequentialSchedule(optimizer, [inner], [])
+    sequence.last_step = bad  # type: ignore[assignment]
+    with pytest.raises(kind, match=rf"^SequentialSchedule\.gamma: {ending}"):
+        inner.gamma = 0.25
+    assert inner.gamma == 0.5
+    sequence.last_step = 0
+    schedule = optim.OneCycle(optimizer, 0.5, 100)  # (the last built schedules the optimizer)
+    schedule.last_step = bad  # type: ignore[assignment]
     x, y = torch.randn(20, 2), torch.randint(2, (20,))
     with pytest.raises(kind, match=rf"^fit: the OneCycle's {ending}"):
         fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, batch_size=5,

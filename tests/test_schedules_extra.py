@@ -538,6 +538,57 @@ def test_nested_sequential_schedule_equals_the_flat_one() -> None:
     assert _rates(resumed, 12) == expected
 
 
+def test_a_nested_sequence_restarts_from_the_rate_before_its_first_schedule_whenever_built() -> (
+    None
+):
+    """The reference rate of a sequence is that of the schedule built first. A sequence inside
+    it is built after its own schedules, which may come after the outer sequence's others
+    (every schedule built first, then the sequences): the outer one took the rate of the
+    schedule built first at its own level, set by the inner sequence's first schedule (the
+    warm-up's 0.05, half the rate), and gave rates half those of the same chain built in the
+    other order. The earliest schedule at any depth counts now."""
+
+    def chain(leaves_first: bool) -> list[float]:
+        optimizer = optim.SGD(_params(), lr=LR)
+        warmup = optim.LinearWarmup(optimizer, warmup_steps=2, start_factor=0.5)
+        decay = optim.ExponentialDecay(optimizer, gamma=0.5)
+        inner = None if leaves_first else optim.SequentialSchedule(optimizer, [warmup, decay], [2])
+        cosine = optim.CosineAnnealing(optimizer, T_max=4)
+        inner = inner or optim.SequentialSchedule(optimizer, [warmup, decay], [2])
+        outer = optim.SequentialSchedule(optimizer, [inner, cosine], [4])
+        return _rates(outer, 7)
+
+    def flat() -> list[float]:
+        optimizer = optim.SGD(_params(), lr=LR)
+        schedules = [
+            optim.LinearWarmup(optimizer, warmup_steps=2, start_factor=0.5),
+            optim.ExponentialDecay(optimizer, gamma=0.5),
+            optim.CosineAnnealing(optimizer, T_max=4),
+        ]
+        return _rates(optim.SequentialSchedule(optimizer, schedules, [2, 4]), 7)
+
+    expected = flat()
+    assert expected[:3] == pytest.approx([0.05, 0.075, 0.1])
+    assert chain(leaves_first=False) == expected
+    assert chain(leaves_first=True) == expected
+
+
+def test_a_sequence_refused_at_its_first_rate_leaves_its_schedules_as_they_were() -> None:
+    """A sequence whose first rate the optimizer refuses (the rate before its schedules, beyond
+    float16, the model cast since) set every schedule's base_lr to that rate before the refusal
+    and left them so: the schedule still scheduling the optimizer then refused to step."""
+    model = nn.Sequential(nn.Linear(2, 2))
+    optimizer = optim.SGD(model.parameters(), lr=1e5)
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=5, start_factor=0.1)  # rate 1e4
+    cosine = optim.CosineAnnealing(optimizer, T_max=10)  # base_lr 1e4
+    model.to(dtype=torch.float16)  # (1e4 is a float16, 1e5 not)
+    before = [(vars(schedule).copy()) for schedule in (warmup, cosine)]
+    with pytest.raises(ValueError, match=r"^SequentialSchedule: the rate of step 0 is 100000\.0"):
+        optim.SequentialSchedule(optimizer, [cosine, warmup], milestones=[5])
+    assert [vars(schedule) for schedule in (warmup, cosine)] == before
+    assert cosine.step() == cosine.lr_at(1) == optimizer.lr
+
+
 def test_a_failed_load_or_step_changes_no_schedule() -> None:
     """A state whose step OneCycle has no rate for, and a step past it (inside a
     SequentialSchedule too), raise and leave the schedule and the optimizer as they were."""

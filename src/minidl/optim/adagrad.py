@@ -48,6 +48,7 @@ class Adagrad(Optimizer):
 
     state_names: tuple[str, ...] = ("sum",)
     denominator_terms: ClassVar[tuple[str, ...]] = ("eps",)
+    scalar_terms: ClassVar[tuple[str, ...]] = ("lr_decay",)  # (lr / (1 + t eta), a float)
     lr_decay: Hyperparameter[float] = Hyperparameter()
     weight_decay: Hyperparameter[float] = Hyperparameter()
     initial_accumulator_value: Hyperparameter[float] = Hyperparameter()

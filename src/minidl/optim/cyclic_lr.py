@@ -11,6 +11,7 @@ from minidl.optim.lr_scheduler import (
     ScheduleSetting,
     check_decay_gamma,
     checks_step,
+    interval_repr,
     steps_repr,
 )
 from minidl.optim.optimizer import Optimizer
@@ -167,5 +168,5 @@ class CyclicLR(LRScheduler):
             f"CyclicLR(base_lr={self.base_lr}, max_lr={self.max_lr}, "
             f"step_size_up={steps_repr(self.step_size_up)}, "
             f"step_size_down={steps_repr(self.step_size_down)}, "
-            f"mode={self.mode!r}, gamma={self.gamma})"
+            f"mode={self.mode!r}, gamma={self.gamma}{interval_repr(self.interval, 'batch')})"
         )

@@ -66,10 +66,11 @@ def check_interval(where: str, interval: object) -> Literal["epoch", "batch"]:
     return "epoch" if interval == "epoch" else "batch"
 
 
-def interval_repr(interval: str) -> str:
-    """``", interval='batch'"`` for a ``repr``, or nothing for the default ``"epoch"`` (so that the
-    ``repr`` that a checkpoint saved before it was shown still matches)."""
-    return "" if interval == "epoch" else f", interval={interval!r}"
+def interval_repr(interval: str, default: str = "epoch") -> str:
+    """``", interval='batch'"`` for a ``repr``, or nothing for the class's ``default`` (so that
+    the ``repr`` that a checkpoint saved before it was shown still matches, and a checkpoint,
+    which compares schedules by their ``repr``, tells a schedule whose interval was set)."""
+    return "" if interval == default else f", interval={interval!r}"
 
 
 def check_decay_gamma(where: str, gamma: object) -> float:
@@ -267,6 +268,12 @@ class LRScheduler:
             for slot, value in slots.items():
                 setattr(self, slot, value)
             return
+        # (a last_step set by hand to no count, here and in each sequence holding this one:
+        # refused in the words of step and state_dict, before anything changes)
+        schedule: LRScheduler | None = self
+        while schedule is not None:
+            schedule._checked_last_step(name)
+            schedule = schedule._container
         saved = self._saved()
         try:
             for slot, value in slots.items():

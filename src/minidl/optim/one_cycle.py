@@ -7,7 +7,13 @@ import sys
 from typing import Literal
 
 from minidl._validate import check_int, check_real, shown
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step, steps_repr
+from minidl.optim.lr_scheduler import (
+    LRScheduler,
+    ScheduleSetting,
+    checks_step,
+    interval_repr,
+    steps_repr,
+)
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["OneCycle"]
@@ -212,5 +218,6 @@ class OneCycle(LRScheduler):
         return (
             f"OneCycle(max_lr={self.max_lr}, total_steps={steps_repr(self.total_steps)}, "
             f"pct_start={self.pct_start}, anneal_strategy={self.anneal_strategy!r}, "
-            f"div_factor={self.div_factor}, final_div_factor={self.final_div_factor})"
+            f"div_factor={self.div_factor}, final_div_factor={self.final_div_factor}"
+            f"{interval_repr(self.interval, 'batch')})"
         )

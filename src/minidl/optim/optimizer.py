@@ -141,6 +141,11 @@ class Optimizer:
     #: that the parameters' dtype rounds to 0 is refused (see :meth:`_check_in_range`).
     denominator_terms: ClassVar[tuple[str, ...]] = ()
 
+    #: Hyper-parameters that enter no tensor operation, only the Python arithmetic of a step's
+    #: rate (Adagrad's ``lr_decay``, which divides it): not checked against the range of the
+    #: parameters' dtype (see :meth:`_check_in_range`).
+    scalar_terms: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         name = type(self).__name__
         if isinstance(params, Parameter | Tensor):
@@ -231,7 +236,8 @@ class Optimizer:
     ) -> None:
         """Refuse a hyper-parameter (or one of a pair, such as ``betas``) beyond the largest
         finite value of the parameters' dtype (or of ``dtype``, the one they were cast to): an
-        update would fail to convert it part-way, with some state tensors already changed.
+        update would fail to convert it part-way, with some state tensors already changed (but
+        one of :attr:`scalar_terms`, which no tensor operation takes).
 
         Refuse too a positive one of :attr:`denominator_terms` that the dtype rounds to 0 (Adam's
         default ``eps`` of 1e-8 in float16, whose smallest positive value is 6e-8; every value
@@ -251,6 +257,8 @@ class Optimizer:
         dtype = self.params[0].data.dtype if dtype is None else dtype
         largest = torch.finfo(dtype).max
         for key, value in values.items():
+            if key in self.scalar_terms:
+                continue
             parts = value if isinstance(value, tuple | list) else (value,)
             for part in parts:
                 real = isinstance(part, numbers.Real) and not isinstance(part, bool)
@@ -912,8 +920,10 @@ def _refuse_shared_data(name: str, params: list[Parameter]) -> None:
     and ``t.view(-1)``): each step updated it twice, with two states, where PyTorch warns of a
     tensor given twice. Two views that start at one address and span as many elements over as
     much memory count as one tensor; views of parts of one buffer (a flat model's parameters)
-    do not."""
+    do not, unless the parts share elements (``t[0:4]`` and ``t[2:6]``, whose shared elements
+    each step updated twice, without a word from PyTorch either)."""
     held: dict[tuple[torch.device, int, int, int], int] = {}
+    spans: list[tuple[str, int, int, int]] = []  # (device, first byte, past the last, index)
     for index, parameter in enumerate(params):
         data = parameter.data
         if data.numel() == 0 or data.is_meta:  # (no memory to share)
@@ -928,3 +938,46 @@ def _refuse_shared_data(name: str, params: list[Parameter]) -> None:
                 f"tensor ({tuple(data.shape)}, {data.dtype}): each step would update it twice; "
                 "give one of them"
             )
+        start = data.data_ptr()
+        spans.append((str(data.device), start, start + span * data.element_size(), index))
+    # Parts whose memory ranges meet (none in a flat buffer, whose parameters lie one after
+    # the other), compared element by element.
+    spans.sort()
+    open_spans: list[tuple[str, int, int, int]] = []
+    for device, start, end, index in spans:
+        open_spans = [s for s in open_spans if s[0] == device and s[2] > start]
+        for *_, other in open_spans:
+            first, second = sorted((other, index))
+            if _share_elements(params[first].data, params[second].data):
+                raise ValueError(
+                    f"{name}: params[{first}] ({_described(params[first].data)}) and "
+                    f"params[{second}] ({_described(params[second].data)}) share elements of "
+                    "one tensor's memory: each step would update those elements twice; give "
+                    "Parameters over separate memory (a clone() of one of them)"
+                )
+        open_spans.append((device, start, end, index))
+
+
+def _described(data: Tensor) -> str:
+    """A parameter's shape and dtype, for a message."""
+    return f"{tuple(data.shape)}, {data.dtype}"
+
+
+def _share_elements(first: Tensor, second: Tensor) -> bool:
+    """Whether two strided tensors, whose memory ranges meet, share an element: marked in a
+    mask over those ranges (on the CPU, from their strides alone). Of two dtypes of other sizes,
+    or at addresses not a whole number of elements apart, the ranges meeting is enough."""
+    size = first.element_size()
+    low = min(first.data_ptr(), second.data_ptr())
+    offsets = [tensor.data_ptr() - low for tensor in (first, second)]
+    if second.element_size() != size or any(offset % size for offset in offsets):
+        return True
+    ends = [
+        offset // size
+        + 1
+        + sum((n - 1) * stride for n, stride in zip(t.shape, t.stride(), strict=True))
+        for offset, t in zip(offsets, (first, second), strict=True)
+    ]
+    mask = torch.zeros(max(ends), dtype=torch.bool)
+    mask.as_strided(first.shape, first.stride(), offsets[0] // size).fill_(True)
+    return bool(mask.as_strided(second.shape, second.stride(), offsets[1] // size).any())

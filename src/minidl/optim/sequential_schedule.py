@@ -132,16 +132,23 @@ class SequentialSchedule(LRScheduler):
         )
         self._interval = schedules[0].interval
         # The rate before any of them was built: the reference of the one built first (the
-        # later ones were built on the rate it set).
+        # later ones were built on the rate it set), over the schedules inside a sequence too
+        # (a sequence is built after its schedules, which may come after those of this one).
         # (A schedule pickled before the optimizer counted them has no _order: built before
         # any built since it was loaded; such schedules in the order of the count of the
         # process that built them, _built.)
         first = min(
-            schedules,
+            (part for schedule in schedules for part in schedule._parts()),
             key=lambda schedule: (getattr(schedule, "_order", -1), getattr(schedule, "_built", -1)),
         )
-        self._set_base_lr(first.base_lr)
-        self._start()
+        # (refused, by the optimizer at the rate of step 0, say: the schedules as they were)
+        saved = [state for schedule in schedules for state in schedule._saved()]
+        try:
+            self._set_base_lr(first.base_lr)
+            self._start()
+        except BaseException:
+            self._put_back(saved)
+            raise
         # Built: from now on a change of a schedule's settings is checked by this sequence.
         for schedule in schedules:
             schedule._container = self

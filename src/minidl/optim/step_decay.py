@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from minidl._validate import check_int, check_real
-from minidl.optim.lr_scheduler import LRScheduler, ScheduleSetting, checks_step, steps_repr
+from minidl.optim.lr_scheduler import (
+    LRScheduler,
+    ScheduleSetting,
+    checks_step,
+    interval_repr,
+    steps_repr,
+)
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["StepDecay"]
@@ -65,4 +71,7 @@ class StepDecay(LRScheduler):
         return self._base_lr
 
     def __repr__(self) -> str:
-        return f"StepDecay(step_size={steps_repr(self.step_size)}, gamma={self.gamma}, base_lr={self.base_lr})"
+        return (
+            f"StepDecay(step_size={steps_repr(self.step_size)}, gamma={self.gamma}, "
+            f"base_lr={self.base_lr}{interval_repr(self.interval)})"
+        )
