@@ -328,6 +328,54 @@ def test_per_model_factory_must_return_optimizers() -> None:
         )
 
 
+@pytest.mark.parametrize("per_model", [True, False])
+def test_what_an_optimizers_first_step_refuses_is_refused_before_anything_changes(
+    per_model: bool,
+) -> None:
+    """An Adam whose first step size (lr / (1 - beta1)) float16 cannot hold, and a step count
+    set by hand to -1: fit refuses both before training. fit_rounds asked neither: the first
+    was refused by the first step (the generators drawn, every gradient overwritten, with
+    PerModel the models before it stepped), the second taken. Both refused now, naming
+    fit_rounds and the optimizer, with the models and the generators as they were."""
+    data = make_disk_data(20, 5, 5, seed=0)
+    torch.manual_seed(0)
+    models = [nn.mlp((2, 4, 2), "tanh", dtype=torch.float16) for _ in range(2)]
+    values = [[p.data.clone() for p in model.parameters()] for model in models]
+    generators = [torch.Generator().manual_seed(index) for index in range(2)]
+    states = [generator.get_state() for generator in generators]
+    sets = [(data.train.x.half(), data.train.y)] * 2
+
+    def adam(index: int, parameters: list[Parameter]) -> Optimizer:
+        return optim.Adam(parameters, lr=[1e-3, 1e4][index], eps=1e-4)
+
+    def counted(index: int, parameters: list[Parameter]) -> Optimizer:
+        optimizer = SGD(parameters, lr=0.1)
+        optimizer.step_count = -1 if index == 1 or not per_model else 0
+        return optimizer
+
+    named = "optimizer 1 \\(SGD\\)" if per_model else "the SGD"
+    for factory, kind, message in [
+        (adam, ValueError, r"^Adam: the step size lr / \(1 - beta1\^t\) is 100000 at step t = 1"),
+        (counted, ValueError, rf"^fit_rounds: {named}'s step_count \(the number of steps done\)"),
+    ]:
+        if per_model:
+            make: Any = PerModel(factory)
+        else:
+            make = lambda s, f=factory: f(1, list(s.parameters()))  # noqa: E731
+        with pytest.raises(kind, match=message) as raised:
+            fit_rounds(models, nn.CrossEntropyLoss(), make, sets, epochs=1, generators=generators)
+        if factory is adam:
+            assert "fit_rounds asked the optimizer before training" in str(raised.value.__notes__)
+        for model, before in zip(models, values, strict=True):
+            assert all(
+                torch.equal(p.data, v) for p, v in zip(model.parameters(), before, strict=True)
+            )
+            assert all(not p.grad.any() for p in model.parameters())
+        assert all(
+            torch.equal(g.get_state(), state) for g, state in zip(generators, states, strict=True)
+        )
+
+
 @pytest.mark.parametrize("group", [1, 2])
 def test_flat_per_model_optimizers_equal_one_by_one(group: int) -> None:
     """PerModel(flat=True): each optimizer gets one flat Parameter over its models (the stack
@@ -737,6 +785,19 @@ def test_fit_rounds_rejects_what_is_not_a_loss_a_pair_or_an_optimizer() -> None:
         run(validation_sets=[(data.validation.x, data.validation.y, 0)])
     with pytest.raises(TypeError, match="make_optimizer returned int, expected a minidl Optimizer"):
         run(make_optimizer=lambda stack: 3)
+    # Models of activations alone: the optimizer's refusal of no parameters, or (PerModel)
+    # an internal function's advice to use stack_models.
+    no_layer = (
+        r"^fit_rounds: the models hold no Linear layer \(each a Sequential of 1 module, none a "
+        r"Linear\), so there is nothing to train"
+    )
+    for make in (
+        lambda stack: SGD(stack.parameters(), lr=0.1),
+        PerModel(lambda index, parameters: SGD(parameters, lr=0.1)),
+        PerModel(lambda index, parameters: SGD(parameters, lr=0.1), flat=True),
+    ):
+        with pytest.raises(ValueError, match=no_layer):
+            run(models=[nn.Sequential(nn.Tanh())], make_optimizer=make)
     with pytest.raises(
         TypeError, match="make_scheduler returned str, expected a minidl LRScheduler"
     ):
@@ -1519,7 +1580,7 @@ def test_per_model_optimizers_zero_the_gradients_of_their_other_parameters(flat:
 
 def test_the_schedules_interval_is_read_before_training_not_at_every_batch() -> None:
     """A schedule's interval is a setting read through a descriptor (about 0.2 us): it was read
-    for every model at every batch; it is read once, as fit reads it."""
+    for every model at every batch; it is read once an epoch, as fit reads it."""
     reads = [0]
 
     class Counted(CyclicLR):
@@ -1541,7 +1602,7 @@ def test_the_schedules_interval_is_read_before_training_not_at_every_batch() -> 
         make_scheduler=lambda o: Counted(o, 0.01, 0.1, 3),
     )
     assert all(len(history.batch_lr) == 2 * 4 for history in histories)
-    assert reads[0] <= 3 * ROUNDS  # (not once a batch)
+    assert reads[0] <= 3 * ROUNDS  # (before training and once an epoch, not once a batch)
 
 
 class _DoubledLinear(nn.Linear):

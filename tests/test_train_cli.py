@@ -1011,6 +1011,98 @@ def test_evaluation_gives_every_module_back_its_own_mode() -> None:
     assert [module.training for _, module in model.named_modules()] == modes
 
 
+def test_evaluation_gives_a_module_its_mode_back_through_its_own_train() -> None:
+    """A module whose train() does more than set its flag (noise on in training) went back by
+    its flag alone: after predict, error_rate or fit's validation pass it trained with the
+    noise off, as in evaluation, where model.train() would have run its method. Its train()
+    runs now, with its mode, and its children keep their own (a frozen one stays frozen)."""
+
+    class Noisy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = self.register_module(
+                "inner", nn.Sequential(nn.Linear(3, 3, dtype=torch.float64), nn.Tanh())
+            )
+            self.noise_on = True
+            self.seen: list[bool] = []
+
+        def train(self, mode: bool = True) -> Noisy:
+            super().train(mode)
+            self.noise_on = mode
+            return self
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.training:
+                self.seen.append(self.noise_on)
+            return self.inner(x)
+
+        def backward(self, grad: torch.Tensor) -> torch.Tensor:
+            return self.inner.backward(grad)
+
+    torch.manual_seed(0)
+    noisy = Noisy()
+    model = nn.Sequential(nn.Linear(2, 3, dtype=torch.float64), noisy)
+    noisy.inner[1].eval()  # (a child of the module kept in evaluation mode)
+    modes = [module.training for module in model.modules()]
+    x, y = torch.randn(20, 2, dtype=torch.float64), torch.randint(0, 3, (20,))
+    predict(model, x)
+    error_rate(model, x, y)
+    with eval_mode(model):
+        assert not noisy.noise_on
+    assert noisy.noise_on and [module.training for module in model.modules()] == modes
+    fit(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), x, y, epochs=3,
+        batch_size=10, validation=(x, y))  # fmt: skip
+    assert noisy.seen == [True] * 6  # (fit put the model in training mode, then validated)
+
+
+@pytest.mark.parametrize("folded", [True, False], ids=["folded", "step-by-step"])
+@pytest.mark.parametrize(("start", "switch"), [("epoch", "batch"), ("batch", "epoch")])
+def test_a_schedules_interval_set_by_on_epoch_holds_from_the_next_epoch(
+    start: str, switch: str, folded: bool
+) -> None:
+    """fit read the interval once for the epochs' ends and at every epoch for the batches: set
+    from "epoch" to "batch" by on_epoch, the schedule stepped after every batch and at every
+    epoch's end (7 steps an epoch of 6 batches); from "batch" to "epoch", never again. It is
+    read once an epoch now, for both: 1, 7, 13 and 6, 7, 8 steps after each epoch. fit_rounds
+    the same."""
+    from minidl.rounds import fit_rounds
+
+    x, y = torch.randn(60, 2, dtype=F64), torch.randint(0, 2, (60,))
+    expected = [1, 7, 13] if start == "epoch" else [6, 7, 8]
+    models = [nn.mlp((2, 4, 2), "tanh", dtype=F64) for _ in range(2)]
+    seen: list[int] = []
+    schedules: list[optim.LRScheduler] = []
+
+    def on_epoch(record: EpochRecord) -> None:
+        seen.append(schedules[0].last_step)
+        schedules[0].interval = switch  # type: ignore[assignment]
+
+    optimizer = optim.SGD(models[0].parameters(), lr=0.1)
+    schedules.append(optim.ExponentialDecay(optimizer, 0.9, interval=start))  # type: ignore[arg-type]
+    context = contextlib.nullcontext() if folded else unfolded()
+    with context:
+        history = fit(models[0], nn.CrossEntropyLoss(), optimizer, x, y, epochs=3, batch_size=10,
+                      scheduler=schedules[0], on_epoch=on_epoch)  # fmt: skip
+    assert seen == expected
+    assert len(history.batch_lr) == {"epoch": 12, "batch": 6}[start]
+    assert history.lr == pytest.approx([0.1 * 0.9**steps for steps in [0, *expected[:2]]])
+
+    seen.clear()
+    schedules.clear()
+
+    def make_scheduler(optimizer: optim.Optimizer) -> optim.LRScheduler:
+        schedules.append(optim.ExponentialDecay(optimizer, 0.9, interval=start))  # type: ignore[arg-type]
+        return schedules[-1]
+
+    (history,) = fit_rounds(
+        [models[1]], nn.CrossEntropyLoss(), lambda stack: optim.SGD(stack.parameters(), lr=0.1),
+        [(x, y)], epochs=3, batch_size=10, generators=[torch.Generator().manual_seed(0)],
+        make_scheduler=make_scheduler, on_epoch=lambda epoch, records: on_epoch(records[0]),
+    )  # fmt: skip
+    assert seen == expected
+    assert len(history.batch_lr) == {"epoch": 12, "batch": 6}[start]
+
+
 def test_stacked_error_rates_gives_every_module_back_its_own_mode() -> None:
     from minidl.rounds import stacked_error_rates
 

@@ -1054,7 +1054,8 @@ def test_error_rate_with_mismatched_sets() -> None:
 
 
 def test_error_rate_with_an_empty_set_or_inputs_on_their_own() -> None:
-    with raises(ValueError, "error_rate", "the set is empty"):
+    # (named with its shape, as predict, fit's training set and BatchIterator name an empty one)
+    with raises(ValueError, "error_rate", "the set is empty, got x of shape (0, 2) and y of"):
         error_rate(nn.mlp((2, 2)), torch.randn(0, 2), torch.zeros(0, dtype=torch.int64))
     with raises(ValueError, "error_rate", "x and y must hold as many samples", "x of shape ()"):
         error_rate(nn.mlp((2, 2)), torch.tensor(1.0), torch.tensor([0]))
@@ -1077,7 +1078,7 @@ def test_fit_refuses_a_bad_validation_set_before_training() -> None:
         ((x, y[:, None]), ValueError, ("validation y", "class indices of shape (N,)", "(4, 1)")),
         ((x, [0, 1, 0, 1]), TypeError, ("validation y must be a torch.Tensor", "list")),
         (([[0.0, 1.0]], y), TypeError, ("validation x must be a torch.Tensor", "list")),
-        ((x[:0], y[:0]), ValueError, ("the validation set is empty",)),
+        ((x[:0], y[:0]), ValueError, ("the validation set is empty, got x of shape (0, 2)",)),
         ((x, y.to("meta")), ValueError, ("validation x and y must be on one device", "meta")),
     ]
     for validation, kind, fragments in bad:

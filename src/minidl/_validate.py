@@ -479,7 +479,10 @@ def check_labelled(
             f"{tuple(x.shape)} and y of shape {tuple(y.shape)}"
         )
     if y.shape[0] == 0:
-        raise ValueError(f"{where}: {set_name or f'the {what}set'} is empty")
+        raise ValueError(
+            f"{where}: {set_name or f'the {what}set'} is empty, got x of shape "
+            f"{tuple(x.shape)} and y of shape {tuple(y.shape)}; expected at least one sample"
+        )
     if x.device != y.device:
         raise ValueError(
             f"{where}: {what}x and y must be on one device, got {x.device} and {y.device}"

@@ -49,6 +49,7 @@ from minidl.optim.optimizer import Optimizer
 from minidl.train import (
     EpochRecord,
     History,
+    _check_first_step,
     _check_rates,
     _check_step_limit,
     _classes,
@@ -222,7 +223,7 @@ def fit_rounds(
             which only the return value holds, are lost with the error).
         max_grad_norm: clip every step's gradients to this total 2-norm before the optimizers'
             steps, each model by its own norm, as :func:`~minidl.train.fit` given it clips a
-            model trained alone (a number ``> 0``; ``None``, the default, clips nothing).
+            model trained alone (a finite number ``> 0``; ``None``, the default, clips nothing).
             Model ``r``'s norm is that of the gradients its optimizer holds, as fit's is of
             ``optimizer.params``: those of its parameters that the optimizer leaves out are
             neither counted nor scaled; the parameters outside the stack that an optimizer of
@@ -345,6 +346,15 @@ def fit_rounds(
         stacked = _stack_models(models, "model" if flat else "layer", modes=False)
     except (TypeError, ValueError) as error:  # models of other architectures
         raise type(error)(f"fit_rounds: {error}") from error
+    if not any(isinstance(layer, BatchedLinear) for layer in stacked):
+        # (the optimizers' own refusal, of no parameters, or an internal function's, of no
+        # stacked layer, said otherwise)
+        raise ValueError(
+            f"fit_rounds: the models hold no Linear layer (each a Sequential of "
+            f"{len(stacked)} module{'' if len(stacked) == 1 else 's'}, none a Linear), so "
+            "there is nothing to train; fit_rounds trains networks of Linear layers and "
+            "activations"
+        )
     # The stack starts with the models' gradients, as fit does with a model's: a gradient that
     # no optimizer zeroes accumulates onto them.
     _copy_gradients_in(stacked, models)
@@ -438,6 +448,14 @@ def fit_rounds(
             )
         _check_step_limit("fit_rounds", scheduler, epochs, batches_per_epoch)
         _check_rates("fit_rounds", scheduler, optimizer, 0, epochs, batches_per_epoch)
+    # What each optimizer's first step would refuse (at its schedule's first rate), as fit asks:
+    # refused there, the models before it had stepped and every gradient was overwritten.
+    for index, optimizer in enumerate(optimizers):
+        name = type(optimizer).__name__
+        what = (
+            f"optimizer {index} ({name})" if isinstance(make_optimizer, PerModel) else f"the {name}"
+        )
+        _check_first_step("fit_rounds", optimizer, what)
     # Each model's gradients clipped to their own norm (those its optimizer holds, as fit's).
     clip = (
         StackClip(
@@ -464,8 +482,6 @@ def fit_rounds(
     # The index of the optimizer (and schedule) of each model.
     owner = [index * len(optimizers) // rounds for index in range(rounds)]
 
-    per_batch = [s for s in schedulers if s is not None and s.interval == "batch"]
-    per_epoch = [s for s in schedulers if s is not None and s.interval != "batch"]
     x_all = torch.stack([x for x, _ in train_sets])
     y_all = torch.stack([y for _, y in train_sets])
     # The targets may be class indices (R, N) or rows (R, N, C) such as MSE's.
@@ -476,13 +492,6 @@ def fit_rounds(
         x_val = torch.stack([x for x, _ in validation_sets])
         y_val = torch.stack([y for _, y in validation_sets])
     histories = [History() for _ in range(rounds)]
-    # The history and optimizer of each model whose schedule steps per batch (whose rate each
-    # batch records), found once rather than at every batch.
-    batch_lrs = [
-        (history, optimizers[owner[index]])
-        for index, history in enumerate(histories)
-        if any(scheduler is schedulers[owner[index]] for scheduler in per_batch)
-    ]
     for model in models:
         model.train()
     stacked.train()
@@ -493,6 +502,20 @@ def fit_rounds(
     with _copied_back(stacked, models, stepped), torch.inference_mode():
         for epoch in range(epochs):
             epoch_lrs = [optimizers[owner[index]].lr for index in range(rounds)]
+            # Each schedule's interval, read once an epoch (on_epoch may set it between
+            # epochs, as in fit), and the history and optimizer of each model whose schedule
+            # steps per batch (whose rate each batch records), found once an epoch.
+            batch_wise = [s is not None and s.interval == "batch" for s in schedulers]
+            per_batch: list[LRScheduler] = []
+            per_epoch: list[LRScheduler] = []
+            for scheduler, wise in zip(schedulers, batch_wise, strict=True):
+                if scheduler is not None:
+                    (per_batch if wise else per_epoch).append(scheduler)
+            batch_lrs = [
+                (history, optimizers[owner[index]])
+                for index, history in enumerate(histories)
+                if batch_wise[owner[index]]
+            ]
             order = torch.cat(
                 [torch.randperm(samples, generator=generator) for generator in generators]
             ).to(x_all.device)

@@ -123,6 +123,19 @@ def predict(model: Module, x: Tensor, batch_size: int = 4096) -> Tensor:
     return _predict("predict", model, x, batch_size)[0]
 
 
+def _check_first_step(where: str, optimizer: Optimizer, what: str) -> None:
+    """What ``optimizer``'s first step would refuse, asked before training (``where`` names the
+    function, ``what`` the optimizer): its parameters' layout, a rate or setting beyond the
+    dtype the model was cast to, Adam's first step size, and a step count set by hand to no
+    integer >= 0 (which Adam and Adagrad read, and a checkpoint of the run could not save)."""
+    try:
+        optimizer._check_next_step()
+    except (TypeError, ValueError) as error:
+        add_note(error, f"{where} asked the optimizer before training, as its first step would")
+        raise
+    check_step_count(where, f"{what}'s step_count (the number of steps done)", optimizer.step_count)
+
+
 def _check_model(where: str, model: object) -> None:
     if not isinstance(model, Module):
         raise TypeError(f"{where}: model must be a minidl Module, got {type(model).__name__}")
@@ -178,7 +191,9 @@ def eval_mode(model: _Model) -> contextlib.AbstractContextManager[_Model]:
     """Put ``model`` in evaluation mode for the block, then give every module back its own mode.
 
     ``model.train(was_training)`` would put every module in the model's mode, so that a module
-    kept in evaluation mode inside a training model (a frozen batch norm) would train again.
+    kept in evaluation mode inside a training model (a frozen batch norm) would train again. A
+    module that overrides ``train`` gets its mode back through that method, as ``eval()`` took
+    it away (what the override does beside the flag is undone too).
 
     Example:
         >>> with eval_mode(model):
@@ -199,8 +214,14 @@ def _eval_mode(model: _Model) -> Iterator[_Model]:
     try:
         yield model
     finally:
+        # Parents first (the order of modules()): a module whose train() is its own, which may
+        # do more than set the flag (as eval() ran it), by that method, which sets its
+        # descendants' modes too, each set again after it; the others by their flag.
         for module, training in modes:
-            module.training = training
+            if type(module).train is Module.train and "train" not in vars(module):
+                module.training = training
+            else:
+                module.train(training)
 
 
 def error_rate(model: Module, x: Tensor, y: Tensor) -> float:
@@ -449,7 +470,8 @@ def fit(
             ``reduction='sum'`` is refused: the shards' weights would not give its gradient).
         max_grad_norm: clip every step's gradients to this total 2-norm before the
             optimizer's step, as :func:`minidl.nn.clip_grad_norm_` does with the optimizer's
-            parameters (a number ``> 0``; ``None``, the default, clips nothing). With
+            parameters (a finite number ``> 0``, where ``clip_grad_norm_`` takes ``inf`` too,
+            which clips nothing; ``None``, the default, clips nothing). With
             ``parallel``, the global batch's gradients are clipped, the same on every process.
 
     Returns:
@@ -602,16 +624,7 @@ def fit(
     # since: the same refusal in the same words; the state is not moved yet), and a
     # step count set by hand to no integer >= 0, which Adam and Adagrad read (SGD's is not read,
     # but a checkpoint of the run could not be saved with it).
-    try:
-        optimizer._check_next_step()
-    except (TypeError, ValueError) as error:
-        add_note(error, "fit asked the optimizer before training, as its first step would")
-        raise
-    check_step_count(
-        "fit",
-        f"the {type(optimizer).__name__}'s step_count (the number of steps done)",
-        optimizer.step_count,
-    )
+    _check_first_step("fit", optimizer, f"the {type(optimizer).__name__}")
     # The folded step kept from an earlier call, if it still fits (nothing is built yet).
     kept = (
         FoldedStep.kept(model, criterion, optimizer, x, y)
@@ -684,7 +697,6 @@ def fit(
     history = History() if history is None else history
     batches = BatchIterator(x, y, batch_size, generator=generator, drop_last=drop_last)
     batch_count = len(batches)  # (per epoch; fixed for the run)
-    per_batch = scheduler is not None and scheduler.interval == "batch"
     if scheduler is not None:
         _check_step_limit("fit", scheduler, epochs - start_epoch, batch_count)
         _check_rates("fit", scheduler, optimizer, start_epoch, epochs, batch_count)
@@ -714,6 +726,9 @@ def fit(
                     else:  # (changed by on_epoch: the step-by-step loop from now on)
                         folded = None
                 epoch_lr = optimizer.lr
+                # (read once an epoch, for the batches' steps and the epoch's alike: on_epoch
+                # may set it between epochs)
+                per_batch = scheduler is not None and scheduler.interval == "batch"
                 losses = _train_epoch(
                     model,
                     criterion,
@@ -725,6 +740,7 @@ def fit(
                     folded,
                     max_grad_norm,
                     epoch,
+                    per_batch,
                 )
                 # One float64 sum per epoch, cheaper than a mixed-dtype addition per batch.
                 total_loss = (
@@ -971,9 +987,10 @@ def _train_epoch(
     folded: FoldedStep | None,
     max_grad_norm: float | None = None,
     epoch: int = 0,
+    per_batch: bool = False,
 ) -> list[Tensor]:
-    """One epoch (``epoch``, for a message) of :func:`fit`'s steps; the loss of each batch."""
-    per_batch = scheduler is not None and scheduler.interval == "batch"
+    """One epoch (``epoch``, for a message) of :func:`fit`'s steps, stepping ``scheduler``
+    after each batch if ``per_batch``; the loss of each batch."""
     calls_backward = folded is None and _calls_backward(model)  # (once an epoch)
     losses: list[Tensor] = []
     for x_batch, y_batch in steps:

@@ -134,6 +134,12 @@ class StackClip:
         # (a model without some piece: its norm leaves that piece out, its coefficient is 1)
         self.partial = bool(not held.all())
         dtype, device = like.dtype, like.device
+        # The norms of 16-bit gradients are taken in float32 and the total rounded once, as
+        # fit's one norm of a model's buffer is (rounded to the dtype at each piece, the norm
+        # of the norms differed from it, and the models from those trained alone).
+        #: The dtype of the norms: float32 for 16-bit gradients, theirs otherwise.
+        self.norm_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+        norm_dtype = self.norm_dtype
         with torch.inference_mode(False):  # (written in place inside inference mode)
             self.held = held.to(device)
             self.unheld = ~self.held
@@ -141,16 +147,18 @@ class StackClip:
             # Each piece's norm per model, then a row per parameter outside the stack (the
             # norm in its model's column, zeros elsewhere).
             self.norms = torch.zeros(
-                len(self.pieces) + len(self.extras), models, dtype=dtype, device=device
+                len(self.pieces) + len(self.extras), models, dtype=norm_dtype, device=device
             )
-            self.total = torch.zeros(models, dtype=dtype, device=device)
+            self.total = torch.zeros(models, dtype=norm_dtype, device=device)
+            # (the total in the gradients' dtype, where the norms are float32)
+            self.rounded = torch.zeros(models, dtype=dtype, device=device)
             self.coefficient = torch.zeros(models, dtype=dtype, device=device)
             self.coefficients = torch.zeros(len(self.pieces), models, dtype=dtype, device=device)
             # The norms of the rows of _ROW entries of each piece longer than that (and of
             # the rest), whose norm is the piece's: its rounding stays bounded (as in
             # clip_grad_norm_'s buffer norm).
             self.rows = [
-                torch.zeros(models, -(-piece.shape[1] // _ROW), dtype=dtype, device=device)
+                torch.zeros(models, -(-piece.shape[1] // _ROW), dtype=norm_dtype, device=device)
                 if piece.shape[1] > _ROW
                 else None
                 for piece in self.pieces
@@ -186,15 +194,18 @@ class StackClip:
 
     def __call__(self) -> None:
         """Clip the gradients of this step, each model by its own norm."""
+        norm_dtype = self.norm_dtype
         for source, out, dim in self.steps:
-            torch.linalg.vector_norm(source, dim=dim, out=out)
+            torch.linalg.vector_norm(source, dim=dim, dtype=norm_dtype, out=out)
         if self.partial:
             self.piece_norms.masked_fill_(self.unheld, 0.0)
         for out, parameter, _ in self.extra_steps:
-            torch.linalg.vector_norm(parameter.grad, out=out)
+            torch.linalg.vector_norm(parameter.grad, dtype=norm_dtype, out=out)
         total = self.whole
         if total is None:
             total = torch.linalg.vector_norm(self.norms, dim=0, out=self.total)
+        if total.dtype is not self.rounded.dtype:
+            total = self.rounded.copy_(total)
         # max_norm / (norm + 1e-6), clamped to 1: clip_grad_norm_'s operations (a float over a
         # tensor is its reciprocal times the float), so the same bits for the same norm.
         coefficient = torch.add(total, 1e-6, out=self.coefficient)

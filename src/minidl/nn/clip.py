@@ -158,11 +158,13 @@ def _buffer_norm(flat: Tensor, order: float) -> Tensor:
         whole: Tensor = torch.linalg.vector_norm(flat, order)
         return whole
     rows = size // _ROW
-    norms = torch.linalg.vector_norm(flat[: rows * _ROW].view(rows, _ROW), order, dim=1)
+    # (16-bit rows' norms in float32, the total rounded once, as a shorter buffer's norm is)
+    wide = torch.float32 if flat.dtype in (torch.float16, torch.bfloat16) else flat.dtype
+    norms = torch.linalg.vector_norm(flat[: rows * _ROW].view(rows, _ROW), order, dim=1, dtype=wide)
     if size > rows * _ROW:
-        rest = torch.linalg.vector_norm(flat[rows * _ROW :], order)
+        rest = torch.linalg.vector_norm(flat[rows * _ROW :], order, dtype=wide)
         norms = torch.cat((norms, rest.reshape(1)))
-    total: Tensor = torch.linalg.vector_norm(norms, order)
+    total: Tensor = torch.linalg.vector_norm(norms, order).to(flat.dtype)
     return total
 
 

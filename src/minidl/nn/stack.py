@@ -13,6 +13,7 @@ import torch
 from minidl import anomaly
 from minidl._setting import Setting
 from minidl._validate import shown
+from minidl.nn._cached_derivative import CachedDerivative
 from minidl.nn._checks import check_parameter_attributes
 from minidl.nn.activation import Activation
 from minidl.nn.batched_linear import BatchedLinear
@@ -365,9 +366,10 @@ def _activation_runs(column: Sequence[Activation], modes: bool) -> list[tuple[Ac
 
 def _same_activation(a: Activation, b: Activation) -> bool:
     """Whether ``a`` and ``b`` compute the same function: the same class, ``repr``, public
-    settings and private attributes other than tensors (an activation of one's own may keep a
-    setting that its ``repr`` does not show, in a public or a private attribute; a private
-    tensor is taken for a cache of the last forward, as :class:`Activation`'s)."""
+    settings and private attributes, tensors among them, but the caches of the last forward
+    that the built-in activations keep (an activation of one's own may keep a setting that its
+    ``repr`` does not show, in a public or a private attribute, a tensor too: one taken for a
+    cache of its own that differs makes two runs of one function, the safe way to err)."""
     if type(a) is not type(b) or repr(a) != repr(b):
         return False
     settings_a, settings_b = _public_settings(a), _public_settings(b)
@@ -380,8 +382,6 @@ def _same_activation(a: Activation, b: Activation) -> bool:
     return all(
         _equal(private_a.get(name, _MISSING), private_b.get(name, _MISSING))
         for name in private_a.keys() | private_b.keys()
-        if not isinstance(private_a.get(name), torch.Tensor)
-        and not isinstance(private_b.get(name), torch.Tensor)
     )
 
 
@@ -391,12 +391,21 @@ _MISSING = object()
 
 def _equal(value: object, other: object) -> bool:
     if isinstance(value, torch.Tensor) or isinstance(other, torch.Tensor):
-        return (
+        if value is other:
+            return True
+        if not (
             isinstance(value, torch.Tensor)
             and isinstance(other, torch.Tensor)
+            and not (value.is_meta or value.is_nested or other.is_nested)  # (values unread)
+            and (value.dtype, value.device, value.layout)
+            == (other.dtype, other.device, other.layout)
             and value.shape == other.shape
-            and bool(torch.equal(value, other))
-        )
+        ):
+            return False
+        try:
+            return bool(torch.equal(value, other))
+        except (RuntimeError, NotImplementedError):  # (values torch does not compare)
+            return False
     try:
         return bool(value == other)
     except Exception:  # (a value whose comparison is not a truth value)
@@ -602,6 +611,19 @@ def model_parameters(stacked: Sequential, index: int | slice) -> list[Parameter]
     return parameters
 
 
+def _uncached_copy(module: Module) -> Module:
+    """A deep copy of ``module``; of an activation, without what its last forward cached (as
+    a new one holds nothing), which in a stack covers every model (``(R, N, features)``: a
+    model unstacked carried the others' activations, and its ``backward`` before a forward
+    failed on their shape rather than as called before a forward)."""
+    copied = copy.deepcopy(module)
+    if isinstance(copied, Activation):
+        copied._cache = None
+        if isinstance(copied, CachedDerivative):  # (the dtype the cache was made for)
+            copied._narrow = None
+    return copied
+
+
 def unstack_model(stacked: Sequential, index: int) -> Sequential:
     """Model ``index`` of a network made by :func:`stack_models`, as a plain :class:`Sequential`
     holding copies of its parameter values (its gradients start at zero), in the stack's modes:
@@ -629,9 +651,9 @@ def unstack_model(stacked: Sequential, index: int) -> Sequential:
             linear.training = layer.training
             layers.append(linear)
         elif isinstance(layer, StackedActivation):
-            layers.append(copy.deepcopy(layer.activation_of(index)))
+            layers.append(_uncached_copy(layer.activation_of(index)))
         else:
-            layers.append(copy.deepcopy(layer))
+            layers.append(_uncached_copy(layer))
     model = Sequential(*layers)
     model.training = stacked.training
     return model
