@@ -629,11 +629,13 @@ def cpu_model() -> str:
 
 def describe_machine() -> dict[str, Any]:
     """What the numbers were measured on: the CPU, the vector instructions PyTorch's kernels
-    use on it, the CPUs this process may use, and the versions."""
+    use on it, the CPUs this process may use (the machine may have more), and the versions."""
+    from minidl.experiments.runner import default_jobs
+
     return {
         "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_count": os.cpu_count(),
+        "cpu_count": default_jobs(),
         "platform": platform.platform(),
         "torch": torch.__version__,
         "python": platform.python_version(),

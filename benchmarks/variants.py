@@ -5,7 +5,8 @@ the paper's size (2-25-25-25-2, batch 100, float32, one thread) also takes other
 activations, losses, gradient clipping, schedules stepped per batch, batch normalisation and
 dropout. This script times, alternately in one process, three kinds of rows, each a minidl
 call and its PyTorch eager twin (``minidl.interop.to_torch`` of the same modules, identical
-weights and data, ``torch.optim`` with its defaults, ``foreach`` on the CPU, as a user gets it):
+weights and data, ``torch.optim`` with its defaults, as a user gets it: on the CPU its
+one-tensor-at-a-time loop, not ``foreach``):
 
 - ``step``: one training step written as a user writes it (``zero_grad``, the model, the loss,
   ``backward``, clipping, ``optimizer.step()``, the schedule's ``step()``), the network with
