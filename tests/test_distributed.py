@@ -107,6 +107,13 @@ def test_shards_make_up_every_global_batch(
             assert [shard.share for shard in shards] == [n / x_batch.shape[0] for n in sizes]
             steps += 1
         assert steps == len(expected)
+        # Once a pass ends, equal shares again: an uneven last batch's weighted every
+        # DataParallel.synchronize after fit (a step of one's own got another gradient).
+        assert all(shard.share == 1 / world_size for shard in shards)
+    for shard in shards:  # (a pass left part-way too)
+        for _ in shard:
+            break
+        assert shard.share == 1 / world_size
 
 
 def test_world_size_must_divide_the_batch_size() -> None:

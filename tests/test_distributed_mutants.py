@@ -85,7 +85,57 @@ def test_a_process_group_refuses_a_bad_timeout_or_device_before_joining() -> Non
             ProcessGroup(launch, timeout=bad)
     with pytest.raises(ValueError, match=r"^ProcessGroup: device must be cpu or cuda, got meta$"):
         ProcessGroup(launch, device="meta")
+    # (torch's own words before: its list of every device type, or no valid combination)
+    with pytest.raises(
+        ValueError, match=r"^ProcessGroup: device must be cpu or cuda, got 'bogus'$"
+    ):
+        ProcessGroup(launch, device="bogus")
+    with pytest.raises(
+        TypeError, match=r"^ProcessGroup: device must be a torch\.device or a str, got NoneType$"
+    ):
+        ProcessGroup(launch, device=None)  # type: ignore[arg-type]
     assert not torch.distributed.is_initialized()
+
+
+def test_a_collectives_bad_argument_is_refused_before_it_is_entered(world_of_one: Any) -> None:
+    """A source that is no rank was refused by gloo, reported as a failure of the group after a
+    census of the ranks' heartbeats (1.5 s), and counted as a collective entered; a list given
+    for a tensor got torch's TypeError; the helpers took any group and weight (None:
+    AttributeError, 'a': torch's mul_ error, NaN: NaN gradients). Each is refused by name now,
+    at once, and the count of collectives does not move."""
+    group = world_of_one
+    calls = group._calls[0]
+    started = time.monotonic()
+    with pytest.raises(
+        ValueError, match=r"^ProcessGroup\.broadcast_: source must be a rank in \[0, 0\], got 5$"
+    ):
+        group.broadcast_(torch.zeros(3), "x", source=5)
+    with pytest.raises(TypeError, match=r"^ProcessGroup\.broadcast_: source must be an integer"):
+        group.broadcast_(torch.zeros(3), "x", source=0.5)  # type: ignore[arg-type]
+    for method in ("all_reduce_", "broadcast_", "all_gather"):
+        with pytest.raises(
+            TypeError, match=rf"^ProcessGroup\.{method}: tensor must be a torch\.Tensor, got list$"
+        ):
+            getattr(group, method)([1.0], "x")
+    assert time.monotonic() - started < 1.0 and group._calls[0] == calls
+    model = mlp((2, 3, 2), "tanh", dtype=torch.float64)
+    for where, call in (
+        (
+            "all_reduce_gradients",
+            lambda g: distributed.all_reduce_gradients(g, model.parameters(), 1.0),
+        ),
+        ("broadcast_parameters", lambda g: distributed.broadcast_parameters(g, model.parameters())),
+        ("broadcast_buffers", lambda g: distributed.broadcast_buffers(g, [])),
+    ):
+        with pytest.raises(
+            TypeError, match=rf"^{where}: group must be a ProcessGroup, got NoneType$"
+        ):
+            call(None)
+    for weight in ("a", float("nan"), torch.tensor([1.0, 2.0])):
+        with pytest.raises((TypeError, ValueError), match=r"^all_reduce_gradients: weight must be"):
+            distributed.all_reduce_gradients(group, model.parameters(), weight)  # type: ignore[arg-type]
+    assert all(not p.grad.any() for p in model.parameters())
+    distributed.all_reduce_gradients(group, model.parameters(), 0.5)  # (and it still works)
 
 
 def test_a_second_group_is_refused_and_the_first_still_works(world_of_one: ProcessGroup) -> None:
@@ -107,12 +157,16 @@ def test_shard_refuses_what_is_no_batch_iterator(world_of_one: ProcessGroup) -> 
 
 
 def test_the_share_before_the_first_batch_is_an_equal_one() -> None:
-    """(documented on the attribute; synchronize weights by it)"""
+    """(documented on the attribute; synchronize weights by it) Equal before a pass and after
+    one; during a pass, the share of the batch yielded last."""
     batches = BatchIterator(torch.zeros(10, 2), torch.zeros(10), batch_size=6, shuffle=False)
     shards = ShardedBatches(batches, rank=1, world_size=3)
     assert shards.share == 1 / 3
-    assert [x.shape[0] for x, _ in shards] == [2, 1]  # the last batch of 4 splits 1/1/2
-    assert shards.share == 1 / 4
+    seen = []
+    for x, _ in shards:
+        seen.append((x.shape[0], shards.share))
+    assert seen == [(2, 1 / 3), (1, 1 / 4)]  # the last batch of 4 splits 1/1/2
+    assert shards.share == 1 / 3
 
 
 # -- the census -----------------------------------------------------------------------------------

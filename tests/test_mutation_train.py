@@ -518,6 +518,18 @@ def test_batches_of_one_sample_for_a_batch_norm_are_refused_when_they_divide_the
             batch_size=2,
             parallel=_TwoRanks(model),  # type: ignore[arg-type]
         )
+    # Fewer samples than 2 a process: the hint named drop_last or another batch size, each
+    # then refused in turn (drop_last leaves no batch; every size gives a rank 1 sample).
+    for batch_size, drop_last in ((2, True), (4, False), (6, False)):
+        with pytest.raises(
+            ValueError,
+            match=r"^fit: the training set holds 3 samples, fewer than 2 for each of the 2 "
+            r"processes, on which the BatchNorm1d '1' cannot estimate a variance in training "
+            r"mode; no batch_size or drop_last can change that: train on at least 4 samples$",
+        ):
+            fit(model, nn.CrossEntropyLoss(), optimizer, x[:3], y[:3], epochs=1,
+                batch_size=batch_size, drop_last=drop_last,
+                parallel=_TwoRanks(model))  # type: ignore[arg-type]  # fmt: skip
     assert all(torch.equal(a, p.data) for a, p in zip(before, model.parameters(), strict=True))
 
 

@@ -442,7 +442,7 @@ def test_the_refusals_naming_a_folder_or_the_optimizer_quote_a_path_that_would_h
         "(Permission denied)"
     )
     with pytest.raises(ValueError) as refusal:
-        _check_checkpoint_path("--checkpoint", path, writable=True)
+        _check_checkpoint_path("--checkpoint", path, writes=True)
     assert str(refusal.value) == expected
     optimizer = optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.01, momentum=0.9)
     saved = {"class": "SGD", "lr": 0.01, "hyperparameters": {"momentum": 0.5}}
@@ -1830,8 +1830,23 @@ def test_a_resumed_file_in_a_folder_that_takes_no_file_is_refused(unwritable_fol
     path = str(unwritable_folder / "run.ckpt")
     expected = f"--resume {path}: cannot write into the folder {unwritable_folder} ("
     with pytest.raises(ValueError, match=re.escape(expected) + ".*; give --checkpoint PATH to"):
-        _check_checkpoint_path("--resume", path, writable=True)
-    _check_checkpoint_path("--resume", path, writable=False)
+        _check_checkpoint_path("--resume", path, writes=True)
+    _check_checkpoint_path("--resume", path, writes=False)
+
+
+def test_a_checkpoint_path_is_only_looked_up_by_the_rank_that_writes_it(tmp_path: Path) -> None:
+    """Rank 0 alone writes --checkpoint, possibly on another machine than the other ranks: a
+    folder that exists on rank 0's machine alone was refused by the others ('expected a file
+    path in an existing folder'), which closed the group. They check the path's form alone."""
+    from minidl.cli import _check_checkpoint_path
+
+    elsewhere = str(tmp_path / "only-on-rank-0" / "run.ckpt")
+    with pytest.raises(ValueError, match="expected a file path in an existing folder"):
+        _check_checkpoint_path("--checkpoint", elsewhere, writes=True)
+    _check_checkpoint_path("--checkpoint", elsewhere, writes=False)
+    for malformed in ("", str(tmp_path) + os.sep, str(tmp_path / "..")):
+        with pytest.raises(ValueError, match="expected a file path in an existing folder"):
+            _check_checkpoint_path("--checkpoint", malformed, writes=False)
 
 
 @pytest.mark.parametrize(

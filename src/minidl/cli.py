@@ -677,7 +677,7 @@ def _run_train(args: argparse.Namespace) -> int:
     checkpoint_path = args.checkpoint if args.checkpoint is not None else args.resume
     if checkpoint_path is not None:
         flag = "--checkpoint" if args.checkpoint is not None else "--resume"
-        _check_checkpoint_path(flag, checkpoint_path, writable=rank == 0)
+        _check_checkpoint_path(flag, checkpoint_path, writes=rank == 0)
     # Printed once every argument is checked: a refused run prints its error alone.
     if not args.quiet:
         say(f"model: {model}".replace("\n", "\n       "))
@@ -829,12 +829,13 @@ def _check_network_fits(hidden: tuple[int, ...], dtype: str) -> None:
         )
 
 
-def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
+def _check_checkpoint_path(flag: str, path: str, *, writes: bool) -> None:
     """Refuse, before training, a checkpoint path that cannot be written: empty, a folder (or
-    ending in a separator, or in ``.`` or ``..``), a loop of symbolic links, in a missing folder (for a symbolic link,
-    its target's), a device, FIFO or socket (which a save would replace with a file), or
-    (``writable``) in a folder where no file can be made, which is tried by making and removing
-    a temporary file there."""
+    ending in a separator, or in ``.`` or ``..``), and, on the process that ``writes`` it (rank
+    0 alone, which may be on another machine than the other ranks, whose file system is not
+    read), a loop of symbolic links, in a missing folder (for a symbolic link, its target's),
+    a device, FIFO or socket (which a save would replace with a file), or in a folder where no
+    file can be made, which is tried by making and removing a temporary file there."""
     from minidl._validate import (
         LONGEST_PATH,
         check_folder_takes_files,
@@ -849,6 +850,8 @@ def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
     ):
         quoted = repr(path) if len(path) <= LONGEST_PATH else _shown(path)
         raise ValueError(f"{flag} {quoted}: expected a file path in an existing folder")
+    if not writes:
+        return
     if is_link_loop(path):  # (realpath gives it back: the save would replace the link)
         raise ValueError(
             f"{flag} {_shown_path(path)}: expected a file path, got a loop of symbolic links"
@@ -874,8 +877,6 @@ def _check_checkpoint_path(flag: str, path: str, *, writable: bool) -> None:
             f"{flag} {_shown_path(path)}: the file name is {len(os.fsencode(name))} bytes long, "
             f"longer than its folder takes ({longest})"
         )
-    if not writable:
-        return
     try:
         check_folder_takes_files(folder)
     except OSError as error:

@@ -282,7 +282,14 @@ class ProcessGroup:
         self.rank = launch.rank
         self.world_size = launch.world_size
         self.local_rank = launch.local_rank
-        device = torch.device(device)
+        if not isinstance(device, torch.device | str):
+            raise TypeError(
+                f"ProcessGroup: device must be a torch.device or a str, got {type(device).__name__}"
+            )
+        try:
+            device = torch.device(device)
+        except RuntimeError:  # (torch's list of every device type it knows)
+            raise ValueError(f"ProcessGroup: device must be cpu or cuda, got {device!r}") from None
         if device.type == "cuda":
             # (checked first: torch's set_device fails with an AttributeError of torch._C in a
             # build without CUDA, or an 'invalid device ordinal' without that GPU)
@@ -377,8 +384,17 @@ class ProcessGroup:
         self._check_open(what)
         self._calls[0] += 1
 
+    def _check_tensor(self, method: str, tensor: object) -> None:
+        """Refuse what is no tensor, before the collective is entered (torch's own error named
+        neither the group nor the method)."""
+        if not isinstance(tensor, Tensor):
+            raise TypeError(
+                f"ProcessGroup.{method}: tensor must be a torch.Tensor, got {type(tensor).__name__}"
+            )
+
     def all_reduce_(self, tensor: Tensor, what: str) -> Tensor:
         """Sum ``tensor`` over the ranks, in place, and return it; ``what`` names it in errors."""
+        self._check_tensor("all_reduce_", tensor)
         self._enter(f"the all_reduce of {what}")
         try:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
@@ -387,7 +403,20 @@ class ProcessGroup:
         return tensor
 
     def broadcast_(self, tensor: Tensor, what: str, source: int = 0) -> Tensor:
-        """Overwrite ``tensor`` with rank ``source``'s, in place, and return it."""
+        """Overwrite ``tensor`` with rank ``source``'s, in place, and return it.
+
+        Raises:
+            TypeError, ValueError: ``tensor`` is no tensor, ``source`` no rank of the group
+                (refused here, before the collective: gloo's refusal was reported as a failure
+                of the group, after a census of the ranks).
+        """
+        self._check_tensor("broadcast_", tensor)
+        source = check_int("ProcessGroup.broadcast_", "source", source, low=0)
+        if source >= self.world_size:
+            raise ValueError(
+                f"ProcessGroup.broadcast_: source must be a rank in [0, "
+                f"{shown(self.world_size - 1)}], got {shown(source)}"
+            )
         self._enter(f"the broadcast of {what}")
         try:
             dist.broadcast(tensor, src=source)
@@ -397,6 +426,7 @@ class ProcessGroup:
 
     def all_gather(self, tensor: Tensor, what: str) -> list[Tensor]:
         """Every rank's ``tensor``, in rank order."""
+        self._check_tensor("all_gather", tensor)
         self._enter(f"the all_gather of {what}")
         gathered = [torch.empty_like(tensor) for _ in range(self.world_size)]
         try:
@@ -657,6 +687,7 @@ def broadcast_parameters(group: ProcessGroup, parameters: Iterable[Parameter]) -
     One ``broadcast`` when the values are views of one flat buffer (a
     :class:`~minidl.nn.Sequential`), else one on a temporary flat copy.
     """
+    _check_group("broadcast_parameters", group)
     values = [p.data for p in parameters]
     if not values:
         return
@@ -672,6 +703,7 @@ def broadcast_parameters(group: ProcessGroup, parameters: Iterable[Parameter]) -
 def broadcast_buffers(group: ProcessGroup, buffers: Sequence[Tensor]) -> None:
     """Copy rank 0's buffers (e.g. a batch norm's running statistics) to every rank, in place:
     one ``broadcast`` per dtype, on a temporary flat copy."""
+    _check_group("broadcast_buffers", group)
     by_dtype: dict[torch.dtype, list[Tensor]] = {}
     for buffer in buffers:
         by_dtype.setdefault(buffer.dtype, []).append(buffer)
@@ -690,6 +722,8 @@ def all_reduce_gradients(
     One ``all_reduce`` on the flat gradient buffer when the gradients are views of one (a
     :class:`~minidl.nn.Sequential`); else one on a temporary flat copy, copied back.
     """
+    _check_group("all_reduce_gradients", group)
+    weight = check_real("all_reduce_gradients", "weight", weight)  # (finite)
     grads = [p.grad for p in parameters]
     if not grads:
         return
@@ -701,6 +735,12 @@ def all_reduce_gradients(
     buffer = torch.cat([grad.reshape(-1) for grad in grads]).mul_(weight)
     group.all_reduce_(buffer, "the gradients")
     _scatter_back(buffer, grads)
+
+
+def _check_group(where: str, group: object) -> None:
+    """Refuse a ``group`` that is no :class:`ProcessGroup`."""
+    if not isinstance(group, ProcessGroup):
+        raise TypeError(f"{where}: group must be a ProcessGroup, got {type(group).__name__}")
 
 
 def _scatter_back(buffer: Tensor, tensors: Sequence[Tensor]) -> None:
@@ -719,7 +759,8 @@ class ShardedBatches:
     slice of each: of a batch of :math:`s` samples, rank :math:`k` of :math:`W` takes samples
     :math:`\\lfloor sk/W \\rfloor` to :math:`\\lfloor s(k+1)/W \\rfloor - 1`. So the ranks'
     shards, in rank order, make up the batch exactly, and every full batch splits into equal
-    shards. After each batch, :attr:`share` is this rank's fraction of it.
+    shards. After each batch, :attr:`share` is this rank's fraction of it (and ``1 /
+    world_size`` again once the pass ends).
 
     Args:
         batches: the global batches, identical on every rank.
@@ -767,7 +808,8 @@ class ShardedBatches:
         self.batches = batches
         self.rank = rank
         self.world_size = world_size
-        #: This rank's fraction of the last batch yielded (``1 / world_size`` before any).
+        #: This rank's fraction of the batch yielded last while a pass runs (``1 / world_size``
+        #: before the first pass and once a pass ends, however it ends).
         self.share = 1.0 / world_size
 
     def __len__(self) -> int:
@@ -775,11 +817,16 @@ class ShardedBatches:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         rank, world_size = self.rank, self.world_size
-        for x, y in self.batches:
-            size = int(x.shape[0])
-            start, stop = size * rank // world_size, size * (rank + 1) // world_size
-            self.share = (stop - start) / size
-            yield x[start:stop], y[start:stop]
+        try:
+            for x, y in self.batches:
+                size = int(x.shape[0])
+                start, stop = size * rank // world_size, size * (rank + 1) // world_size
+                self.share = (stop - start) / size
+                yield x[start:stop], y[start:stop]
+        finally:
+            # (an uneven last batch's share weighted every synchronize after the pass, in a
+            # step of one's own after fit, say: equal shares outside a pass, as documented)
+            self.share = 1.0 / world_size
 
 
 class _AgreedShards(ShardedBatches):
@@ -932,8 +979,9 @@ class DataParallel:
         """Turn every rank's gradients into the global batch's (one ``all_reduce``) and return
         this rank's part of the global batch's loss, ``share * loss``.
 
-        Call it after ``model.backward`` and before ``optimizer.step``. Without :meth:`shard`,
-        every rank is assumed to hold an equal share. A model with buffers (a batch norm's
+        Call it after ``model.backward`` and before ``optimizer.step``. Outside a pass over
+        :meth:`shard`'s batches (without one, or after one, as after ``fit``), every rank is
+        assumed to hold an equal share. A model with buffers (a batch norm's
         running statistics) also gets rank 0's, as PyTorch's ``DistributedDataParallel`` does:
         each rank's forward updated them from its own shard.
         """

@@ -361,7 +361,17 @@ def _check_shards(
         return
     if smallest < world_size or smallest // world_size != 1:
         return
-    if batch_size // world_size == 1:
+    if samples < 2 * world_size:
+        # (then every batch size gives some process 1 sample; drop_last leaves no batch)
+        what = (
+            f"the training set holds {samples} samples, fewer than 2 for each of the "
+            f"{world_size} processes"
+        )
+        hint = (
+            "no batch_size or drop_last can change that: train on at least "
+            f"{2 * world_size} samples"
+        )
+    elif batch_size // world_size == 1:
         what = (
             f"every rank's shard of a batch would hold 1 sample (batches of {batch_size} split "
             f"over {world_size} processes)"
