@@ -384,6 +384,21 @@ def test_stacked_class_indices_fewer_than_the_rows_are_refused() -> None:
         criterion(prediction, torch.zeros(2, 2, dtype=torch.int64))
 
 
+def test_a_target_of_pytorchs_k_dimensional_form_hears_of_the_stacked_reading() -> None:
+    """PyTorch reads (N, C, d) with the classes on dimension 1; minidl (R, N, C), R stacked
+    models. A target of PyTorch's form that does not fit is refused, and the message now says
+    how a 3-D prediction is read (docs/pytorch.md gives the reshape)."""
+    with pytest.raises(
+        ValueError,
+        match=r"^CrossEntropyLoss: class-index target has shape \(2, 4\), expected \(2, 3\) for a "
+        r"prediction of shape \(2, 3, 4\) \(a 3-D prediction is \(R, N, C\), R stacked models' "
+        r"scores, the classes last\)$",
+    ):
+        nn.CrossEntropyLoss()(torch.randn(2, 3, 4, dtype=F64), torch.zeros(2, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"expected \(3,\) for a prediction of shape \(3, 4\)$"):
+        nn.CrossEntropyLoss()(torch.randn(3, 4, dtype=F64), torch.zeros(4, dtype=torch.int64))
+
+
 def test_loss_backward_refuses_two_upstream_gradients() -> None:
     criterion = nn.CrossEntropyLoss()
     criterion(torch.randn(3, 2, dtype=F64), torch.tensor([0, 1, 1]))

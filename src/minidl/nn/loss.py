@@ -211,10 +211,16 @@ class Loss(Module):
                 f"{name}: class-index targets must have dtype torch.int64, got {target.dtype}"
             )
         if target.shape != prediction.shape[:-1]:
+            # (PyTorch's K-dimensional form, the classes on dimension 1, reads otherwise)
+            stacked = (
+                " (a 3-D prediction is (R, N, C), R stacked models' scores, the classes last)"
+                if prediction.dim() == 3
+                else ""
+            )
             raise ValueError(
                 f"{name}: class-index target has shape {tuple(target.shape)}, expected "
                 f"{tuple(prediction.shape[:-1])} for a prediction of shape "
-                f"{tuple(prediction.shape)}"
+                f"{tuple(prediction.shape)}{stacked}"
             )
         if target.device != prediction.device:
             raise ValueError(

@@ -64,9 +64,13 @@ class Sequential(Module):
     backward): build the repeats with new modules, ``Sequential(*model, *copy.deepcopy(model))``.
 
     A forward refused part-way (a child raises, say for an input that the children before it
-    accepted) leaves those children holding the refused input's caches, and a
-    :class:`~minidl.nn.BatchNorm1d` among them with its running statistics updated by it, as in
-    PyTorch. Rather than mix the caches of two inputs, ``backward`` then raises a
+    accepted) leaves those children holding the refused input's caches. Where a child changes
+    its state in training mode (a :class:`~minidl.nn.BatchNorm1d`'s running statistics, a
+    ``Dropout``'s generator), an input of a new shape, dtype or device is first tried in
+    evaluation mode, so that one refused for its shape or dtype leaves that state as it was
+    (PyTorch's batch norm counts the batch); one refused otherwise, after such a trial passed
+    (a module of one's own refusing some values, say), leaves the statistics updated by it,
+    as in PyTorch. Rather than mix the caches of two inputs, ``backward`` then raises a
     ``RuntimeError`` until a forward succeeds (under :func:`minidl.detect_anomaly` too); so does
     a forward interrupted (``KeyboardInterrupt``) or stopped by ``detect_anomaly``, even in the
     first child. The parameters and their gradients are untouched.
