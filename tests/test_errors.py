@@ -3507,3 +3507,203 @@ def test_sequential_names_a_pytorch_network_of_ones_own_class_as_one() -> None:
         "Sequential: argument 0 must be a minidl Module, got TorchNet, a PyTorch module",
     ):
         nn.Sequential(TorchNet())  # type: ignore[arg-type]
+
+
+# -- a newcomer's mistakes (a review of what a first program gets wrong) --------------------------
+
+
+def test_pytorch_objects_given_to_register_are_named_as_pytorchs() -> None:
+    """register_parameter said 'expected a Parameter (or None) for 'w', got Parameter' for a
+    torch.nn.Parameter, register_module 'expected a Module ..., got Linear' for a torch Linear:
+    the names alike, the message contradicted itself. Both name PyTorch's now, with the fix."""
+
+    class Holder(nn.Module):
+        pass
+
+    from minidl.interop import to_torch
+
+    holder = Holder()
+    with pytest.raises(
+        TypeError,
+        match=r"^Holder\.register_parameter: expected a minidl Parameter \(or None\) for 'w', got "
+        r"torch\.nn\.parameter\.Parameter, a PyTorch tensor or parameter \(.*from_torch",
+    ):
+        holder.register_parameter("w", torch.nn.Parameter(torch.ones(3)))
+    with pytest.raises(
+        TypeError,
+        match=r"^Holder\.register_module: expected a minidl Module for 'fc', got Linear, a PyTorch "
+        r"module \(minidl\.interop\.from_torch converts one\)$",
+    ):
+        holder.register_module("fc", torch.nn.Linear(2, 3))
+    assert not holder._parameters and not holder._modules
+    for call in (
+        lambda: fit(torch.nn.Linear(2, 2), nn.MSELoss(), None, None, None, epochs=1),  # type: ignore[arg-type]
+        lambda: minidl.train.predict(torch.nn.Linear(2, 2), torch.ones(1, 2)),  # type: ignore[arg-type]
+        lambda: to_torch(torch.nn.Linear(2, 2)),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(TypeError, match=r"got Linear, a PyTorch module \(minidl\.interop"):
+            call()
+
+
+def test_an_optimizer_given_the_pairs_of_param_or_named_parameters_says_what_to_pass() -> None:
+    """The course's param() gives (value, gradient) pairs and named_parameters() (name,
+    Parameter) pairs: an optimizer given either said 'params[0] must be a minidl Parameter, got
+    tuple'."""
+    model = nn.mlp((2, 3, 2))
+    with pytest.raises(
+        TypeError,
+        match=r"^SGD: params\[0\] must be a minidl Parameter, got a tuple of two tensors, a "
+        r"\(value, gradient\) pair as param\(\) gives \(pass model\.parameters\(\)",
+    ):
+        optim.SGD(model.param(), lr=0.1)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"^SGD: params\[0\] must be a minidl Parameter, got a tuple \('0\.weight', "
+        r"Parameter\), a pair as named_parameters\(\) gives \(pass model\.parameters\(\)\)$",
+    ):
+        optim.SGD(model.named_parameters(), lr=0.1)  # type: ignore[arg-type]
+
+
+def test_a_module_whose_init_skips_supers_says_so_wherever_it_is_used() -> None:
+    """A module whose __init__ does not call super().__init__(): parameters(), repr, state_dict,
+    train, zero_grad and so fit and the optimizers failed with Python's "'MyNet' object has no
+    attribute '_parameters'", naming a private attribute. Each says what to do now."""
+
+    class MyNet(nn.Module):
+        def __init__(self) -> None:
+            self.fc = nn.Linear(2, 3)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.fc(x)
+
+    model = MyNet()
+    sgd = optim.SGD(nn.mlp((2, 3)).parameters(), lr=0.1)
+    ending = r"\): MyNet\.__init__ must call super\(\)\.__init__\(\) first$"
+    for call in (
+        lambda: optim.SGD(model.parameters(), lr=0.1),
+        lambda: repr(model),
+        model.state_dict,
+        model.train,
+        model.zero_grad,
+        lambda: model.to(F64),
+        lambda: fit(model, nn.MSELoss(), sgd, torch.ones(4, 2), torch.ones(4, 3), epochs=1),
+    ):
+        with pytest.raises(
+            AttributeError,
+            match=r"^MyNet was not initialised as a Module \(it has no _\w+" + ending,
+        ):
+            call()
+    assert not hasattr(model, "_parameters") and not hasattr(model, "training")
+    built = nn.mlp((2, 3))  # (a module built so reads its own registries, and copies alike)
+    assert built.training and len(built._parameters) == 0 and len(built._modules) == 1
+    assert pickle.loads(pickle.dumps(built)).training
+
+
+def test_a_parameter_asked_for_a_tensors_attribute_says_where_the_tensor_is() -> None:
+    """A minidl Parameter is no tensor (documented): torch.nn.init.xavier_uniform_(lin.weight)
+    failed inside torch ("'Parameter' object has no attribute 'dim'"), lin.weight.detach() so
+    too. The message now says where the value and the gradient are."""
+    layer = nn.Linear(3, 2)
+    hint = r"a minidl Parameter is no tensor; its value is \.data and its gradient \.grad"
+    with pytest.raises(AttributeError, match=rf"has no attribute 'dim': {hint}"):
+        torch.nn.init.xavier_uniform_(layer.weight)  # type: ignore[arg-type]
+    with pytest.raises(
+        AttributeError,
+        match=rf"^Parameter 'weight'\(shape=\(2, 3\), dtype=torch\.float32\) has no attribute 'detach': {hint} \(p\.data\.detach;",
+    ):
+        layer.weight.detach()  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match=r"^'Parameter' object has no attribute 'weights'$"):
+        layer.weight.weights  # type: ignore[attr-defined]  # noqa: B018
+    assert not hasattr(layer.weight, "numpy") and layer.weight.numel() == 6
+
+
+@pytest.mark.parametrize("how", ["error_rate", "fit"])
+def test_the_labels_of_a_one_logit_model_hear_how_its_classes_are_read(how: str) -> None:
+    """A binary classifier of one logit (Linear(8, 1) under BCEWithLogitsLoss): error_rate and
+    fit's validation refused its 0/1 labels as class indices out of [0, 1) ('the model's
+    outputs have 1 columns'), without a word of what such a model's classes are (predict's
+    argmax of its one column is class 0 for every sample, as its docstring says now)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 1))
+    x = torch.randn(50, 8)
+    y = (x[:, 0] > 0).long()
+    message = (
+        r"y must hold class indices in \[0, 1\) \(the model's outputs have 1 column\), got 1; a "
+        r"model of one output a sample \(one logit, as BCEWithLogitsLoss trains\) gives no "
+        r"score per class: its classes are \(model\(x\) > 0\)\.long\(\)$"
+    )
+    with pytest.raises(ValueError, match=rf"^{how}: .*{message}"):
+        if how == "error_rate":
+            minidl.train.error_rate(model, x, y)
+        else:
+            fit(model, nn.BCEWithLogitsLoss(), optim.SGD(model.parameters(), lr=0.1), x,
+                y[:, None].float(), epochs=1, validation=(x, y))  # fmt: skip
+    assert torch.equal(minidl.train.predict(model, x), torch.zeros(50, dtype=torch.int64))
+
+
+def test_regression_and_one_hot_mistakes_hear_how_a_target_is_read() -> None:
+    """An int64 (N,) target to MSELoss over one output a sample was refused as 'class index 4
+    is out of range for 1 classes'; a squeezed (N,) prediction as 'expected an input of shape
+    (N, features)'; a one-hot target of integers to CrossEntropyLoss as a target of another
+    shape. Each says now how the target is read and what to give."""
+    torch.manual_seed(0)
+    with pytest.raises(
+        ValueError,
+        match=r"^MSELoss: class index 4 is out of range for 1 classes \(expected values in \[0, "
+        r"0\]\); an integer target is read as class indices, one-hot encoded, by MSELoss: for "
+        r"values to regress give a float target of the prediction's shape "
+        r"\(target\.float\(\)\.unsqueeze\(-1\)\)$",
+    ):
+        nn.MSELoss()(torch.randn(6, 1), torch.tensor([0, 4, 0, 0, 0, 0]))
+    with pytest.raises(
+        ValueError, match=r"out of range for 1 classes \(expected values in \[0, 0\]\)$"
+    ):
+        nn.CrossEntropyLoss()(torch.randn(6, 1), torch.tensor([0, 4, 0, 0, 0, 0]))
+    with pytest.raises(
+        ValueError, match=r"^MSELoss: expected an input of shape \(N, features\)"
+    ) as raised:
+        nn.MSELoss()(torch.randn(6), torch.randn(6))
+    assert raised.value.__notes__ == [
+        "MSELoss takes one value a sample as (N, 1): prediction.unsqueeze(-1)"
+    ]
+    one_hot = torch.nn.functional.one_hot(torch.tensor([0, 2, 1]), 3)
+    ending = r"; a one-hot target of integers is given as class indices, target\.argmax\(-1\)"
+    with pytest.raises(ValueError, match=rf"{ending}, or as probabilities, target\.float\(\)$"):
+        nn.CrossEntropyLoss()(torch.randn(3, 3), one_hot)
+    with pytest.raises(ValueError, match=rf"^NLLLoss: .*{ending}$"):
+        nn.NLLLoss()(torch.randn(3, 3).log_softmax(-1), one_hot)
+
+
+def test_an_input_given_for_a_setting_is_shown_by_its_shape() -> None:
+    """nn.ReLU(x) for nn.ReLU()(x): the refusal of the setting printed the whole tensor (many
+    lines for a batch); it shows its shape and dtype now (a small one still as it is)."""
+    x = torch.randn(50, 8)
+    shape = r"a tensor of shape \(50, 8\), torch\.float32$"
+    for build, kind, start in (
+        (nn.ReLU, TypeError, "ReLU: inplace must be True or False, got "),
+        (nn.Softmax, ValueError, "Softmax: dim must be 1"),
+        (
+            nn.Dropout,
+            TypeError,
+            r"Dropout: p must be a finite number in \[0, 1\) \(a float or an int\), got ",
+        ),
+        (nn.LeakyReLU, TypeError, "LeakyReLU: negative_slope must be"),
+        (nn.ELU, TypeError, "ELU: alpha must be"),
+    ):
+        with pytest.raises(kind, match=rf"^{start}.*{shape}"):
+            build(x)
+    with pytest.raises(TypeError, match=r"got Tensor tensor\(\[0\.5000, 0\.5000\]\)$"):
+        nn.Dropout(torch.tensor([0.5, 0.5]))  # type: ignore[arg-type]
+
+
+def test_a_python_type_given_to_to_is_named_as_no_dtype() -> None:
+    """model.to(float) leaked torch's list of torch.device's signatures."""
+    model = nn.mlp((2, 3))
+    for kind in (float, int):
+        with pytest.raises(
+            TypeError,
+            match=rf"^Sequential\.to: got Python's {kind.__name__}, which is neither a device nor "
+            r"a dtype; a dtype is torch\.float32 or torch\.float64",
+        ):
+            model.to(kind)  # type: ignore[call-overload]
+    assert next(model.parameters()).dtype == torch.float32

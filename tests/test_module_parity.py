@@ -176,7 +176,7 @@ def test_a_parameter_with_a_bad_name_and_value_is_not_left_registered() -> None:
         module.register_parameter(3, parameter)  # type: ignore[arg-type]
     assert module._parameters == {} and list(module.parameters()) == []
     assert parameter.name == ""
-    with pytest.raises(TypeError, match=r"expected a Parameter \(or None\) for 'w'"):
+    with pytest.raises(TypeError, match=r"expected a minidl Parameter \(or None\) for 'w'"):
         module.register_parameter("w", torch.zeros(2))  # type: ignore[arg-type]
     assert module._parameters == {}
 
@@ -869,9 +869,13 @@ def test_identity_takes_any_arguments_and_uses_none_as_torchs() -> None:
 @pytest.mark.parametrize(
     ("kind", "value", "words"),
     [
-        ("parameter", torch.zeros(2), ["expected a Parameter (or None) for 'extra'", "got Tensor"]),
+        (
+            "parameter",
+            torch.zeros(2),
+            ["expected a minidl Parameter (or None) for 'extra'", "got Tensor"],
+        ),
         ("buffer", [0.0, 0.0], ["expected a torch.Tensor for 'extra'", "got list"]),
-        ("module", torch.zeros(2), ["expected a Module for 'extra'", "got Tensor"]),
+        ("module", torch.zeros(2), ["expected a minidl Module for 'extra'", "got Tensor"]),
     ],
 )
 def test_a_value_of_another_kind_is_refused_and_changes_nothing(

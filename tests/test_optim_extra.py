@@ -1052,6 +1052,27 @@ def test_a_setting_taken_in_float64_is_checked_again_after_a_cast_back_to_float3
     assert optimizer.step_count == 2
 
 
+def test_a_refusal_after_a_cast_names_the_method_that_found_it() -> None:
+    """After the model was cast to float16, Adam's default eps (0 there) is refused by the
+    first method that finds the cast: zero_grad and state_dict gave the step's words
+    ('Adam (parameters of dtype torch.float16): eps=1e-08 rounds to 0 ...'), as if a step had
+    been asked for. Each names itself now; the step's words are as they were."""
+    model = nn.mlp((2, 3, 2))
+    for method in ("zero_grad", "state_dict", None):
+        optimizer = optim.Adam(model.parameters(), lr=1e-3)
+        model.float()
+        model.half()
+        named = rf"Adam\.{method}" if method else "Adam"
+        with pytest.raises(
+            ValueError, match=rf"^{named} \(parameters of dtype torch\.float16\): eps=1e-08 rounds"
+        ):
+            getattr(optimizer, method or "step")()
+        optimizer.eps = 1e-4
+        optimizer.zero_grad()
+        optimizer.state_dict()
+        model.float()
+
+
 def test_a_refused_load_after_a_cast_leaves_the_state_of_its_dtype() -> None:
     """A state refused by load_state_dict (a negative rate) after the model was cast from
     float64 to float32, or a state_dict refused for a step count set by hand, leaves the

@@ -66,8 +66,14 @@ def shown(value: object) -> str:
     with each item so (``(0.9, an int of 5001 digits)``), one of more than
     :data:`LONGEST_SHOWN_ITEMS` items by those first items and its length (a list of 100 000
     numbers as ``[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, ...
-    (100000 items)]``)
+    (100000 items)]``). A tensor of more than :data:`LONGEST_SHOWN_ITEMS` elements (an input
+    given where a setting goes, ``ReLU(x)`` for ``ReLU()(x)``) by its shape and dtype (``a
+    tensor of shape (50, 8), torch.float32``).
     """
+    if isinstance(value, torch.Tensor) and not value.is_nested:
+        if value.numel() > LONGEST_SHOWN_ITEMS:
+            return f"a tensor of shape {tuple(value.shape)}, {value.dtype}"
+        return repr(value)
     if isinstance(value, str):
         if len(value) <= LONGEST_TEXT:
             return repr(value)
@@ -92,6 +98,13 @@ def shown(value: object) -> str:
         return repr(value)
     sign = "a negative" if value < 0 else "an"
     return f"{sign} {type(value).__name__} of {digits} digits"
+
+
+def shown_typed(value: object) -> str:
+    """:func:`shown` after the name of ``value``'s type (``float 'a'``, ``int 5``), but a tensor
+    that :func:`shown` writes by its shape (``a tensor of shape (50, 8), torch.float32``)."""
+    text = shown(value)
+    return text if text.startswith("a tensor of shape") else f"{type(value).__name__} {text}"
 
 
 def shown_path(path: str | os.PathLike[str]) -> str:
@@ -188,7 +201,7 @@ def check_real(
     if not real:
         raise TypeError(
             f"{where}: {name} must be a finite number in {bounds} (a float or an int), got "
-            f"{type(value).__name__} {shown(value)}"
+            f"{shown_typed(value)}"
         )
     if not finite:
         raise ValueError(f"{where}: {name} must be a finite number in {bounds}, got {shown(value)}")
@@ -446,9 +459,17 @@ def check_class_indices(where: str, what: str, y: Tensor, classes: int | None = 
         return
     lowest, highest = (int(v) for v in torch.aminmax(y))
     if lowest < 0 or highest >= classes:
+        # (one column: a binary classifier of one logit, whose argmax is class 0)
+        hint = (
+            "; a model of one output a sample (one logit, as BCEWithLogitsLoss trains) gives "
+            "no score per class: its classes are (model(x) > 0).long()"
+            if classes == 1
+            else ""
+        )
         raise ValueError(
             f"{where}: {what}y must hold class indices in [0, {classes}) (the model's outputs "
-            f"have {classes} columns), got {lowest if lowest < 0 else highest}"
+            f"have {classes} column{'' if classes == 1 else 's'}), got "
+            f"{lowest if lowest < 0 else highest}{hint}"
         )
 
 

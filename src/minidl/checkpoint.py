@@ -87,6 +87,7 @@ from minidl._validate import (
     shown,
     special_file_kind,
 )
+from minidl.nn._checks import given_module
 from minidl.nn.module import Module, check_registered, referred
 from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer
@@ -340,7 +341,7 @@ def architecture(model: Module) -> dict[str, Any]:
             buffer (see :meth:`~minidl.nn.Module.register_buffer`).
     """
     if not isinstance(model, Module):
-        raise TypeError(f"architecture: model must be a minidl Module, got {type(model).__name__}")
+        raise TypeError(f"architecture: model must be a minidl Module, got {given_module(model)}")
     model._check_buffer_attributes("architecture", "architecture")
     return {
         "parameters": [
@@ -1388,7 +1389,7 @@ def _check_components(
 ) -> None:
     """Refuse arguments of the wrong kind, before anything is read or written."""
     if not isinstance(model, Module):
-        raise CheckpointError(f"{where}: model must be a minidl Module, got {type(model).__name__}")
+        raise CheckpointError(f"{where}: model must be a minidl Module, got {given_module(model)}")
     for name, value, kind, what in (
         ("optimizer", optimizer, Optimizer, "a minidl Optimizer"),
         ("scheduler", scheduler, LRScheduler, "a minidl LRScheduler"),

@@ -101,6 +101,7 @@ from torch.distributed.rendezvous import rendezvous
 
 from minidl._validate import check_int, check_real, shown
 from minidl.data import BatchIterator
+from minidl.nn._checks import given_module
 from minidl.nn.flat import flat_buffer
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
@@ -883,7 +884,7 @@ class DataParallel:
     def __init__(self, model: Module, group: ProcessGroup) -> None:
         if not isinstance(model, Module):
             raise TypeError(
-                f"DataParallel: model must be a minidl Module, got {type(model).__name__}"
+                f"DataParallel: model must be a minidl Module, got {given_module(model)}"
             )
         if not isinstance(group, ProcessGroup):
             raise TypeError(

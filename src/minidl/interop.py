@@ -56,6 +56,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.utils import parametrize
 
 from minidl import nn
+from minidl.nn._checks import given_module
 from minidl.nn.module import Module
 
 __all__ = ["ConversionError", "TorchResidual", "from_torch", "to_torch"]
@@ -238,7 +239,7 @@ def to_torch(model: Module) -> tnn.Module:
         TypeError: ``model`` is not a minidl :class:`~minidl.nn.Module`.
     """
     if not isinstance(model, Module):
-        raise TypeError(f"to_torch: expected a minidl Module, got {type(model).__name__}")
+        raise TypeError(f"to_torch: expected a minidl Module, got {given_module(model)}")
     # Normal tensors, even when called inside torch.inference_mode(): autograd refuses to save
     # inference tensors for backward, and the torch model is made to be trained.
     with torch.inference_mode(False):

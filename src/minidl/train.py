@@ -26,6 +26,7 @@ from minidl._validate import (
 )
 from minidl.data import BatchIterator
 from minidl.folded import FoldedStep
+from minidl.nn._checks import given_module
 from minidl.nn.batch_norm import BatchNorm1d
 from minidl.nn.clip import clip_grad_norm_
 from minidl.nn.loss import Loss
@@ -112,6 +113,10 @@ def predict(model: Module, x: Tensor, batch_size: int = 4096) -> Tensor:
         ValueError: ``x`` holds no sample, or the model's outputs for a batch of ``n`` samples
             are not scores ``(n, C)`` (or ``(n, ..., C)``, whose last dimension is taken for
             the classes).
+
+    Outputs of one column (one logit a sample, as ``BCEWithLogitsLoss`` trains) are one
+    class's scores: every prediction is class 0. Such a model's classes are
+    ``(model(x) > 0).long()``.
     """
     _check_model("predict", model)
     batch_size = check_int("predict", "batch_size", batch_size)
@@ -138,7 +143,7 @@ def _check_first_step(where: str, optimizer: Optimizer, what: str) -> None:
 
 def _check_model(where: str, model: object) -> None:
     if not isinstance(model, Module):
-        raise TypeError(f"{where}: model must be a minidl Module, got {type(model).__name__}")
+        raise TypeError(f"{where}: model must be a minidl Module, got {given_module(model)}")
 
 
 def _predict(
@@ -231,7 +236,7 @@ def error_rate(model: Module, x: Tensor, y: Tensor) -> float:
         TypeError: ``y`` is not of an integer dtype.
         ValueError: a class index is negative, or not below the model's number of classes (the
             width of its outputs), or ``x`` and ``y`` do not hold as many samples, or the
-            model's outputs for ``N`` samples are not scores ``(N, C)``.
+            model's outputs for ``N`` samples are not scores ``(N, C)`` (see :func:`predict`).
     """
     _check_model("error_rate", model)
     check_labelled("error_rate", "", x, y)
@@ -523,9 +528,8 @@ def fit(
         ("optimizer", optimizer, Optimizer),
     ):
         if not isinstance(value, kind):
-            raise TypeError(
-                f"fit: {name} must be a minidl {kind.__name__}, got {type(value).__name__}"
-            )
+            given = given_module(value) if name == "model" else type(value).__name__
+            raise TypeError(f"fit: {name} must be a minidl {kind.__name__}, got {given}")
     if set(map(id, model.parameters())).isdisjoint(map(id, optimizer.params)):
         raise ValueError("fit: the optimizer updates none of the model's parameters")
     check_samples("fit", x, y)

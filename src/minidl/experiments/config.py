@@ -28,7 +28,7 @@ from typing import Literal
 
 import torch
 
-from minidl._validate import check_int, check_real, shown
+from minidl._validate import check_int, check_real, shown, shown_typed
 
 __all__ = [
     "ALL_EXPERIMENTS",
@@ -121,7 +121,7 @@ def _check_dtype_name(dtype: object) -> None:
     if not isinstance(dtype, str):
         raise TypeError(
             "Protocol: dtype must be the name of a torch floating-point dtype, a str such as "
-            f"'float32', got {type(dtype).__name__} {shown(dtype)}"
+            f"'float32', got {shown_typed(dtype)}"
         )
     found = getattr(torch, dtype, None)
     if found not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):

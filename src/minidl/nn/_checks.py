@@ -4,7 +4,7 @@ given and what was expected. They are plain attribute comparisons, cheap enough 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -76,6 +76,37 @@ def given_module(value: object) -> str:
     ):
         return f"the class {value.__name__}; pass an instance, {value.__name__}()"
     return kind.__name__
+
+
+def given_parameter(value: object) -> str:
+    """What was given in place of a minidl :class:`~minidl.nn.Parameter`, for a message: its
+    type's name and the usual fix (parameter groups, PyTorch's tensors and parameters, the
+    pairs that ``param()`` and ``named_parameters()`` give)."""
+    kind = type(value)
+    if isinstance(value, Mapping):
+        return (
+            f"a {kind.__name__}: parameter groups are not supported (a minidl optimizer is one "
+            "group; build one optimizer for each group's parameters)"
+        )
+    if kind.__module__.startswith("torch.") and isinstance(value, Tensor):
+        return (
+            f"{kind.__module__}.{kind.__qualname__}, a PyTorch tensor or parameter (minidl "
+            "modules give their Parameters with .parameters(); minidl.interop.from_torch "
+            "converts a PyTorch model)"
+        )
+    if isinstance(value, tuple | list) and len(value) == 2:
+        first, second = value
+        if isinstance(first, Tensor) and isinstance(second, Tensor):
+            return (
+                f"a {kind.__name__} of two tensors, a (value, gradient) pair as param() gives "
+                "(pass model.parameters(), the Parameters that hold them)"
+            )
+        if isinstance(first, str) and isinstance(second, Parameter):
+            return (
+                f"a {kind.__name__} ({first!r}, Parameter), a pair as named_parameters() gives "
+                "(pass model.parameters())"
+            )
+    return given_module(value)
 
 
 def is_pytorch_module(value: object) -> bool:

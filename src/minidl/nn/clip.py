@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl._validate import check_real, shown
+from minidl._validate import check_real, shown, shown_typed
 from minidl.nn._checks import is_pytorch_module
 from minidl.nn.flat import flat_buffer
 from minidl.nn.module import Module
@@ -289,7 +289,7 @@ def _norm_type(where: str, value: object) -> float:
 
 def _refused(error: Exception, where: str, name: str, expected: str, value: object) -> Exception:
     """``error`` (of :func:`check_real`, whose range is finite) again, naming ``expected``."""
-    got = f"{type(value).__name__} {shown(value)}" if isinstance(error, TypeError) else shown(value)
+    got = f"{shown_typed(value)}" if isinstance(error, TypeError) else shown(value)
     return type(error)(f"{where}: {name} must be {expected}, got {got}")
 
 

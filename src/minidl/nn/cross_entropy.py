@@ -68,6 +68,7 @@ class CrossEntropyLoss(Loss):
     """
 
     stacks = True
+    _takes_probabilities = True
 
     #: PyTorch's options that minidl's loss has not: set, each is refused (see
     #: ``Unsupported``), where PyTorch's loss computes with it.

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from minidl._scalar import operand, tensor_operand
 from minidl._setting import Setting
-from minidl._validate import shown
+from minidl._validate import shown, shown_typed
 from minidl.nn._cached_derivative import CachedDerivative
 from minidl.nn._checks import (
     FLOAT16_LARGEST,
@@ -26,7 +26,7 @@ def _check_alpha(where: str, alpha: object) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise TypeError(
             f"{where}: alpha must be a finite number > 0 (a float or an int), got "
-            f"{type(alpha).__name__} {shown(alpha)}"
+            f"{shown_typed(alpha)}"
         )
     try:
         number = float(alpha)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from minidl._scalar import operand, tensor_operand
 from minidl._setting import Setting
-from minidl._validate import shown
+from minidl._validate import shown, shown_typed
 from minidl.nn._cached_derivative import CachedDerivative
 
 __all__ = ["GELU"]
@@ -22,7 +22,7 @@ def _check_approximate(where: str, approximate: object) -> str:
     if not isinstance(approximate, str):
         raise TypeError(
             f"{where}: approximate must be a string, 'none' or 'tanh', got "
-            f"{type(approximate).__name__} {shown(approximate)}"
+            f"{shown_typed(approximate)}"
         )
     # Its characters as a plain str, compared and kept as such: a subclass of str may change
     # what == or str() give (str() of one that overrides __str__ is not its characters).

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from minidl._scalar import operand
 from minidl._setting import Setting
-from minidl._validate import shown
+from minidl._validate import shown, shown_typed
 from minidl.nn._cached_derivative import CachedDerivative
 from minidl.nn._checks import (
     FLOAT16_LARGEST,
@@ -26,7 +26,7 @@ def _check_negative_slope(where: str, negative_slope: object) -> float:
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
         raise TypeError(
             f"{where}: negative_slope must be a finite number >= 0 (a float or an int), got "
-            f"{type(negative_slope).__name__} {shown(negative_slope)}"
+            f"{shown_typed(negative_slope)}"
         )
     try:
         number = float(negative_slope)

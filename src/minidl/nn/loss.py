@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl._validate import layout_name, shown
+from minidl._validate import add_note, layout_name, shown
 from minidl.nn._checks import STRIDED, check_dense, check_input
 from minidl.nn.module import Module
 
@@ -111,6 +111,12 @@ class Loss(Module):
 
     #: Whether ``forward`` takes stacked predictions ``(R, N, C)`` (one loss per model).
     stacks: ClassVar[bool] = False
+    #: Whether the loss also regresses values (``MSELoss``), where class indices are one-hot
+    #: encoded: a refusal of integer targets for a prediction of one column says how to give
+    #: values to regress.
+    _regresses: ClassVar[bool] = False
+    #: Whether the loss takes probabilities of the classes as targets (``CrossEntropyLoss``).
+    _takes_probabilities: ClassVar[bool] = False
 
     if TYPE_CHECKING:
         # The forward of every loss (Module's takes anything), for a type checker: a loss
@@ -164,7 +170,16 @@ class Loss(Module):
                 )
             check_input(name, prediction[0])
         else:
-            prediction = check_input(name, prediction)
+            try:
+                prediction = check_input(name, prediction)
+            except ValueError as error:
+                if isinstance(prediction, Tensor) and prediction.dim() == 1:
+                    # (one value a sample, squeezed: PyTorch's losses take it, as (N,))
+                    add_note(
+                        error,
+                        f"{name} takes one value a sample as (N, 1): prediction.unsqueeze(-1)",
+                    )
+                raise
         self._prediction_shape = tuple(prediction.shape)
         self._prediction_dtype = prediction.dtype
         self._prediction_device = prediction.device
@@ -215,6 +230,10 @@ class Loss(Module):
             stacked = (
                 " (a 3-D prediction is (R, N, C), R stacked models' scores, the classes last)"
                 if prediction.dim() == 3
+                else "; a one-hot target of integers is given as class indices, "
+                "target.argmax(-1)"
+                + (", or as probabilities, target.float()" if self._takes_probabilities else "")
+                if target.shape == prediction.shape
                 else ""
             )
             raise ValueError(
@@ -231,9 +250,17 @@ class Loss(Module):
         low, high = (int(v) for v in torch.aminmax(target))
         if low < 0 or high >= classes:
             bad = low if low < 0 else high
+            # (a loss of regression given integer values, one output a sample: say how it reads)
+            hint = (
+                f"; an integer target is read as class indices, one-hot encoded, by {name}: for "
+                "values to regress give a float target of the prediction's shape "
+                "(target.float().unsqueeze(-1))"
+                if classes == 1 and self._regresses
+                else ""
+            )
             raise ValueError(
                 f"{name}: class index {bad} is out of range for {classes} classes "
-                f"(expected values in [0, {classes - 1}])"
+                f"(expected values in [0, {classes - 1}]){hint}"
             )
 
     def _read_class_indices(

@@ -14,7 +14,7 @@ from collections.abc import Set as AbstractSet
 
 import torch
 
-from minidl._validate import add_note, shown
+from minidl._validate import add_note, shown, shown_typed
 from minidl.nn.activation import Activation
 from minidl.nn.elu import ELU
 from minidl.nn.gelu import GELU
@@ -68,7 +68,7 @@ def _activation_key(where: str, name: object) -> str:
     ValueError for an unknown one."""
     valid = ", ".join(sorted(ACTIVATIONS))
     if not isinstance(name, str):
-        given = _module_given(where, name) or f"{type(name).__name__} {shown(name)}"
+        given = _module_given(where, name) or f"{shown_typed(name)}"
         raise TypeError(
             f"{where}: an activation name must be a str, got {given}; valid names are {valid}"
         )

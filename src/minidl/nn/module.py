@@ -59,8 +59,15 @@ import torch
 from torch import Tensor
 
 from minidl._setting import Setting, read_overridden_settings
-from minidl._validate import check_copyable, check_dtype, layout_name, shown, unavailable
-from minidl.nn._checks import check_bool, refuse_set_to_none
+from minidl._validate import (
+    check_copyable,
+    check_dtype,
+    layout_name,
+    shown,
+    shown_typed,
+    unavailable,
+)
+from minidl.nn._checks import check_bool, given_module, given_parameter, refuse_set_to_none
 from minidl.nn._recent import Recent
 from minidl.nn._unsupported import Unsupported
 from minidl.nn.flat import (
@@ -113,6 +120,26 @@ class IncompatibleKeys(NamedTuple):
 
     missing_keys: list[str]
     unexpected_keys: list[str]
+
+
+class _Made:
+    """A class attribute standing for one that :meth:`Module.__init__` sets on every instance
+    (where it then hides this one, which has no ``__set__``): read on a module whose own
+    ``__init__`` did not call ``super().__init__()``, it raises an ``AttributeError`` that says
+    so (``parameters()``, ``repr``, ``state_dict``, ``train``, ``fit`` failed naming a private
+    attribute: ``'MyNet' object has no attribute '_parameters'``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        kind = type(instance).__name__
+        raise AttributeError(
+            f"{kind} was not initialised as a Module (it has no {self.name}): {kind}.__init__ "
+            "must call super().__init__() first"
+        )
 
 
 class Module:
@@ -200,10 +227,19 @@ class Module:
                     raise refused.refused_argument(cls, value)
         return super().__new__(cls)
 
+    # What Module.__init__ sets on the instance (which then hides these): read on a module
+    # whose own __init__ did not call super().__init__(), each names the fix (see _Made).
+    _parameters: dict[str, Parameter] = _Made()  # type: ignore[assignment]
+    _modules: dict[str, Module] = _Made()  # type: ignore[assignment]
+    _buffers: dict[str, Tensor] = _Made()  # type: ignore[assignment]
+    training: bool = _Made()  # type: ignore[assignment]
+    """Whether the module is in training mode (see :meth:`train` and :meth:`eval`); ``True``
+    once built."""
+
     def __init__(self) -> None:
-        self._parameters: dict[str, Parameter] = {}
-        self._modules: dict[str, Module] = {}
-        self._buffers: dict[str, Tensor] = {}
+        self._parameters = {}
+        self._modules = {}
+        self._buffers = {}
         self.training = True
 
     # -- the course contract ----------------------------------------------------------------------
@@ -306,8 +342,8 @@ class Module:
             removed.add(name)
         elif not isinstance(parameter, Parameter):
             raise TypeError(
-                f"{type(self).__name__}.register_parameter: expected a Parameter (or None) for "
-                f"{name!r}, got {type(parameter).__name__}"
+                f"{type(self).__name__}.register_parameter: expected a minidl Parameter (or "
+                f"None) for {name!r}, got {given_parameter(parameter)}"
             )
         else:
             if not parameter.name:
@@ -343,8 +379,8 @@ class Module:
         self._check_name("register_module", "module", name, module, registry)
         if not isinstance(module, Module):
             raise TypeError(
-                f"{type(self).__name__}.register_module: expected a Module for {name!r}, "
-                f"got {type(module).__name__}"
+                f"{type(self).__name__}.register_module: expected a minidl Module for "
+                f"{name!r}, got {given_module(module)}"
             )
         check_initialised(f"{type(self).__name__}.register_module", f"child {name!r}", module)
         if any(part is self for part in module.modules()):
@@ -433,9 +469,7 @@ class Module:
         itself, as ``self.block = block`` before registering it, is allowed)."""
         where = f"{type(self).__name__}.{method}"
         if not isinstance(name, str):
-            raise TypeError(
-                f"{where}: {kind} name must be a str, got {type(name).__name__} {shown(name)}"
-            )
+            raise TypeError(f"{where}: {kind} name must be a str, got {shown_typed(name)}")
         if not name or "." in name:
             raise KeyError(
                 f"{where}: {kind} name {shown(name)} refused: expected a non-empty name without '.' "
@@ -857,8 +891,9 @@ class Module:
             raise TypeError(
                 f"{type(self).__name__}.train: mode must be True or False, got {shown(mode)}"
             )
+        children = self._modules.values()  # (first: a module not initialised is left as it is)
         self.training = mode
-        for child in self._modules.values():
+        for child in children:
             child.train(mode)
         return self
 
@@ -1218,6 +1253,14 @@ class Module:
             raise TypeError(f"{name}.to: dtype must be a torch.dtype, got {shown(dtype)}")
         if dtype is not None:
             check_dtype(f"{name}.to", dtype)
+        given: object = device
+        if isinstance(given, type) and given in (float, int, bool, complex):
+            # (torch's words listed every signature of torch.device)
+            kind = given.__name__
+            raise TypeError(
+                f"{name}.to: got Python's {kind}, which is neither a device nor a dtype; a dtype "
+                "is torch.float32 or torch.float64 (or torch.float16, torch.bfloat16)"
+            )
         if device is not None:
             try:
                 device = torch.device(device)

@@ -58,6 +58,7 @@ class MSELoss(Loss):
     """
 
     stacks = True
+    _regresses = True
 
     #: ``"paper"``, ``"mean"`` or ``"sum"``; checked when set, as by the constructor.
     reduction = Setting(_check_reduction)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from minidl._validate import check_copyable, check_int, check_real, shown
-from minidl.nn._checks import given_module, refuse_set_to_none
+from minidl.nn._checks import given_module, given_parameter, refuse_set_to_none
 from minidl.nn.flat import flat_buffer
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
@@ -176,7 +176,7 @@ class Optimizer:
             if not isinstance(parameter, Parameter):
                 raise TypeError(
                     f"{name}: params[{index}] must be a minidl Parameter, got "
-                    + _not_a_parameter(parameter)
+                    + given_parameter(parameter)
                 )
         if len({id(p) for p in self.params}) != len(self.params):
             raise ValueError(f"{name}: a parameter appears more than once in params")
@@ -335,23 +335,24 @@ class Optimizer:
         self.step_count = count
         return count
 
-    def _refresh_layout(self) -> None:
+    def _refresh_layout(self, method: str = "") -> None:
         """Find out whether the parameters are flat, and move the state along with them.
 
         The views are made outside inference mode, so that they stay usable in place whether
         the next step runs inside ``torch.inference_mode()`` (as :func:`minidl.train.fit` does)
         or not.
         """
-        self._sizes = self._check_layout()
+        self._sizes = self._check_layout(method)
         with torch.inference_mode(False):
             self._make_views()
 
-    def _check_layout(self) -> list[int]:
+    def _check_layout(self, method: str = "") -> list[int]:
         """Refuse parameters that the state cannot follow (one resized, two of another dtype or
         device) or whose dtype, another than when last checked (a cast), cannot hold the rate or
         a setting; return their sizes. Nothing is moved: :meth:`_refresh_layout` does it once
         they are taken, and :func:`minidl.train.fit` asks before it trains
-        (:meth:`_check_next_step`)."""
+        (:meth:`_check_next_step`). A refused rate or setting is named with ``method``, the
+        method that asks (none for a step)."""
         sizes = [p.numel() for p in self.params]
         if self.state and sizes != self._sizes:  # the state would not fit
             index = next(
@@ -368,7 +369,9 @@ class Optimizer:
         dtype = self.params[0].data.dtype
         largest = torch.finfo(dtype).max
         if largest != self._largest:  # cast since (or set after the constructor): checked first
-            where = f"{type(self).__name__} (parameters of dtype {dtype})"
+            # (named by the method asking, but for a step's: zero_grad refused an eps)
+            asked = f".{method}" if method else ""
+            where = f"{type(self).__name__}{asked} (parameters of dtype {dtype})"
             self._check_in_range({"lr": self._lr, **self.hyperparameters()}, where, dtype)
             self._largest = largest
         return sizes
@@ -490,7 +493,7 @@ class Optimizer:
         if set_to_none is not False:
             refuse_set_to_none(f"{type(self).__name__}.zero_grad", set_to_none)
         if Parameter.replacements != self._replacements_seen and self._layout_changed():
-            self._refresh_layout()
+            self._refresh_layout("zero_grad")
         flat = self._flat
         if flat is not None:
             flat[1].zero_()
@@ -574,7 +577,7 @@ class Optimizer:
             self.step_count,
         )
         if self._layout_changed():
-            self._refresh_layout()
+            self._refresh_layout("state_dict")
         return {
             "lr": self._lr,
             "step_count": step_count,
@@ -614,7 +617,7 @@ class Optimizer:
         # is refused first.
         moved = self._layout_changed()
         if moved:
-            self._check_layout()
+            self._check_layout("load_state_dict")
         lr = check_real(f"{name}.load_state_dict", "lr", state_dict["lr"], low=0.0)
         step_count = check_step_count(
             f"{name}.load_state_dict", "step_count", state_dict["step_count"]
@@ -667,7 +670,7 @@ class Optimizer:
             self._check_state_names(hyperparameters)
         self._check_in_range({"lr": lr, **hyperparameters}, f"{name}.load_state_dict")
         if moved:
-            self._refresh_layout()
+            self._refresh_layout("load_state_dict")
         self._lr = lr
         self.step_count = step_count
         for state_name, tensor in state.items():
@@ -896,23 +899,6 @@ def _format_shapes(shapes: object) -> str:
     if isinstance(shapes, list | tuple) and all(isinstance(s, list | tuple) for s in shapes):
         return "[" + ", ".join(str(tuple(shape)) for shape in shapes) + "]"
     return repr(shapes)
-
-
-def _not_a_parameter(value: object) -> str:
-    """What was given in place of a :class:`Parameter`, and the usual fix."""
-    kind = type(value)
-    if isinstance(value, Mapping):
-        return (
-            f"a {kind.__name__}: parameter groups are not supported (a minidl optimizer is one "
-            "group; build one optimizer for each group's parameters)"
-        )
-    if kind.__module__.startswith("torch.") and isinstance(value, Tensor):
-        return (
-            f"{kind.__module__}.{kind.__qualname__}, a PyTorch tensor or parameter (minidl "
-            "modules give their Parameters with .parameters(); minidl.interop.from_torch "
-            "converts a PyTorch model)"
-        )
-    return given_module(value)
 
 
 def _refuse_shared_data(name: str, params: list[Parameter]) -> None:
