@@ -3594,27 +3594,12 @@ def test_a_module_whose_init_skips_supers_says_so_wherever_it_is_used() -> None:
         ):
             call()
     assert not hasattr(model, "_parameters") and not hasattr(model, "training")
-    built = nn.mlp((2, 3))  # (a module built so reads its own registries, and copies alike)
-    assert built.training and len(built._parameters) == 0 and len(built._modules) == 1
-    assert pickle.loads(pickle.dumps(built)).training
-
-
-def test_a_parameter_asked_for_a_tensors_attribute_says_where_the_tensor_is() -> None:
-    """A minidl Parameter is no tensor (documented): torch.nn.init.xavier_uniform_(lin.weight)
-    failed inside torch ("'Parameter' object has no attribute 'dim'"), lin.weight.detach() so
-    too. The message now says where the value and the gradient are."""
-    layer = nn.Linear(3, 2)
-    hint = r"a minidl Parameter is no tensor; its value is \.data and its gradient \.grad"
-    with pytest.raises(AttributeError, match=rf"has no attribute 'dim': {hint}"):
-        torch.nn.init.xavier_uniform_(layer.weight)  # type: ignore[arg-type]
-    with pytest.raises(
-        AttributeError,
-        match=rf"^Parameter 'weight'\(shape=\(2, 3\), dtype=torch\.float32\) has no attribute 'detach': {hint} \(p\.data\.detach;",
-    ):
-        layer.weight.detach()  # type: ignore[attr-defined]
-    with pytest.raises(AttributeError, match=r"^'Parameter' object has no attribute 'weights'$"):
-        layer.weight.weights  # type: ignore[attr-defined]  # noqa: B018
-    assert not hasattr(layer.weight, "numpy") and layer.weight.numel() == 6
+    # (a child not initialised, inside a model that is, is named too)
+    outer = nn.Residual(nn.Linear(2, 2))
+    outer._modules["block"] = model  # (past register_module's own check of it)
+    for call in (outer.parameters, outer.train, outer.state_dict, lambda: repr(outer)):
+        with pytest.raises(AttributeError, match=r"^MyNet was not initialised as a Module"):
+            call()
 
 
 @pytest.mark.parametrize("how", ["error_rate", "fit"])

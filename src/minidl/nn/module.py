@@ -122,26 +122,6 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: list[str]
 
 
-class _Made:
-    """A class attribute standing for one that :meth:`Module.__init__` sets on every instance
-    (where it then hides this one, which has no ``__set__``): read on a module whose own
-    ``__init__`` did not call ``super().__init__()``, it raises an ``AttributeError`` that says
-    so (``parameters()``, ``repr``, ``state_dict``, ``train``, ``fit`` failed naming a private
-    attribute: ``'MyNet' object has no attribute '_parameters'``)."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, instance: object, owner: type | None = None) -> Any:
-        if instance is None:
-            return self
-        kind = type(instance).__name__
-        raise AttributeError(
-            f"{kind} was not initialised as a Module (it has no {self.name}): {kind}.__init__ "
-            "must call super().__init__() first"
-        )
-
-
 class Module:
     """Base class of every layer, activation, loss and container.
 
@@ -227,19 +207,10 @@ class Module:
                     raise refused.refused_argument(cls, value)
         return super().__new__(cls)
 
-    # What Module.__init__ sets on the instance (which then hides these): read on a module
-    # whose own __init__ did not call super().__init__(), each names the fix (see _Made).
-    _parameters: dict[str, Parameter] = _Made()  # type: ignore[assignment]
-    _modules: dict[str, Module] = _Made()  # type: ignore[assignment]
-    _buffers: dict[str, Tensor] = _Made()  # type: ignore[assignment]
-    training: bool = _Made()  # type: ignore[assignment]
-    """Whether the module is in training mode (see :meth:`train` and :meth:`eval`); ``True``
-    once built."""
-
     def __init__(self) -> None:
-        self._parameters = {}
-        self._modules = {}
-        self._buffers = {}
+        self._parameters: dict[str, Parameter] = {}
+        self._modules: dict[str, Module] = {}
+        self._buffers: dict[str, Tensor] = {}
         self.training = True
 
     # -- the course contract ----------------------------------------------------------------------
@@ -607,7 +578,10 @@ class Module:
         if type(self).named_parameters is not Module.named_parameters:
             return iter([p for _, p in self.named_parameters()])
         found: list[Parameter] = []
-        self._collect_parameters(found, set())
+        try:
+            self._collect_parameters(found, set())
+        except AttributeError as error:
+            raise _named_uninitialised(error) from None
         return iter(found)
 
     def _collect_parameters(self, found: list[Parameter], seen: set[int]) -> None:
@@ -891,7 +865,10 @@ class Module:
             raise TypeError(
                 f"{type(self).__name__}.train: mode must be True or False, got {shown(mode)}"
             )
-        children = self._modules.values()  # (first: a module not initialised is left as it is)
+        try:
+            children = self._modules.values()  # (first: one not initialised is left as it is)
+        except AttributeError as error:
+            raise _named_uninitialised(error) from None
         self.training = mode
         for child in children:
             child.train(mode)
@@ -1288,8 +1265,12 @@ class Module:
         message begins with it and says what its first word would do."""
         where = caller if caller is not None else f"{type(self).__name__}.{method}"
         doer = caller.split(":", 1)[0] if caller is not None else method
-        for path, module in self.named_modules():
-            for name, registered in module._buffers.items():
+        try:
+            held = [(path, module, module._buffers) for path, module in self.named_modules()]
+        except AttributeError as error:  # (the first walk of state_dict, load_state_dict, to)
+            raise _named_uninitialised(error) from None
+        for path, module, buffers in held:
+            for name, registered in buffers.items():
                 attribute = getattr(module, name, registered)
                 if attribute is registered:
                     continue
@@ -1535,9 +1516,13 @@ class Module:
         :meth:`extra_repr` and no child."""
         extra = self.extra_repr()
         lines = extra.split("\n") if extra else []
-        if len(lines) == 1 and not self._modules:
+        try:
+            modules = self._modules
+        except AttributeError as error:
+            raise _named_uninitialised(error) from None
+        if len(lines) == 1 and not modules:
             return f"{type(self).__name__}({lines[0]})"
-        for name, child in self._modules.items():
+        for name, child in modules.items():
             child_repr = repr(child).replace("\n", "\n  ")
             lines.append(f"({name}): {child_repr}")
         if not lines:
@@ -1743,6 +1728,26 @@ def _attributes(part: Module) -> list[tuple[str, object]]:
         else:
             add(name, value)
     return found
+
+
+#: The attributes that Module.__init__ makes, which a module whose own __init__ did not call
+#: super().__init__() lacks.
+_MADE_BY_INIT = ("_parameters", "_modules", "_buffers", "training")
+
+
+def _named_uninitialised(error: AttributeError) -> AttributeError:
+    """``error``, or, where it is the lack of an attribute that :meth:`Module.__init__` makes
+    (on a module whose own ``__init__`` did not call ``super().__init__()``), an error that says
+    so: Python's named a private attribute alone (``'MyNet' object has no attribute
+    '_parameters'``)."""
+    module = getattr(error, "obj", None)
+    if isinstance(module, Module) and getattr(error, "name", None) in _MADE_BY_INIT:
+        kind = type(module).__name__
+        return AttributeError(
+            f"{kind} was not initialised as a Module (it has no {error.name}): {kind}.__init__ "
+            "must call super().__init__() first"
+        )
+    return error
 
 
 def check_initialised(where: str, what: str, module: Module) -> None:

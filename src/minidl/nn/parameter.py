@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -150,25 +150,6 @@ class Parameter:
 
     def numel(self) -> int:
         return self.data.numel()
-
-    if not TYPE_CHECKING:  # (a type checker still finds a misspelt attribute)
-
-        def __getattr__(self, name: str) -> Any:
-            # (only for what normal lookup did not find) A tensor's attribute asked of a
-            # Parameter, by one's own code or by a torch function given it (torch.nn.init's,
-            # torch.norm): the message says where the tensor is, where Python's named the
-            # attribute alone.
-            if (
-                not name.startswith("__")
-                and name not in Parameter.__slots__
-                and hasattr(Tensor, name)
-            ):
-                raise AttributeError(
-                    f"{self!r} has no attribute {name!r}: a minidl Parameter is no tensor; its "
-                    f"value is .data and its gradient .grad (p.data.{name}; torch's functions "
-                    "take p.data, and minidl.nn.init has torch.nn.init's schemes)"
-                )
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __getstate__(self) -> dict[str, object]:
         """For pickle and ``copy.deepcopy``: ``data`` and ``grad`` as views of their whole
