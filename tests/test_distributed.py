@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import os
 import pickle
 import re
@@ -114,6 +115,17 @@ def test_shards_make_up_every_global_batch(
         for _ in shard:
             break
         assert shard.share == 1 / world_size
+    # A pass left behind, its iterator dropped during a later pass, leaves the later one's share.
+    shard = shards[-1]
+    stale = iter(shard)
+    next(stale)
+    running = iter(shard)
+    for _ in range(len(shard)):  # (to the last batch, the pass suspended there)
+        next(running)
+    during = shard.share
+    del stale
+    gc.collect()
+    assert shard.share == during
 
 
 def test_world_size_must_divide_the_batch_size() -> None:

@@ -3651,6 +3651,11 @@ def test_regression_and_one_hot_mistakes_hear_how_a_target_is_read() -> None:
     assert raised.value.__notes__ == [
         "MSELoss takes one value a sample as (N, 1): prediction.unsqueeze(-1)"
     ]
+    with pytest.raises(ValueError, match=r"^CrossEntropyLoss: expected an input") as raised:
+        nn.CrossEntropyLoss()(torch.randn(3), torch.tensor(1))  # (one sample's scores)
+    assert raised.value.__notes__ == [
+        "CrossEntropyLoss takes one sample's scores (C,) as (1, C): prediction.unsqueeze(0)"
+    ]
     one_hot = torch.nn.functional.one_hot(torch.tensor([0, 2, 1]), 3)
     ending = r"; a one-hot target of integers is given as class indices, target\.argmax\(-1\)"
     with pytest.raises(ValueError, match=rf"{ending}, or as probabilities, target\.float\(\)$"):
@@ -3692,3 +3697,42 @@ def test_a_python_type_given_to_to_is_named_as_no_dtype() -> None:
         ):
             model.to(kind)  # type: ignore[call-overload]
     assert next(model.parameters()).dtype == torch.float32
+
+
+def test_fit_names_pytorchs_loss_optimizer_and_schedule_as_pytorchs() -> None:
+    """fit said 'criterion must be a minidl Loss, got MSELoss' for torch.nn.MSELoss (and so for
+    an optimizer and a schedule): the names alike, the message contradicted itself."""
+    model = nn.mlp((2, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(4, 2), torch.randn(4, 2)
+    twin = torch.nn.Linear(2, 2)
+    theirs = torch.optim.SGD(twin.parameters(), lr=0.1)
+    for call, message in (
+        (
+            lambda: fit(model, torch.nn.MSELoss(), optimizer, x, y, epochs=1),  # type: ignore[arg-type]
+            r"criterion must be a minidl Loss, got torch\.nn\.modules\.loss\.MSELoss, PyTorch's: "
+            r"give minidl's, minidl\.nn\.MSELoss$",
+        ),
+        (
+            lambda: fit(model, nn.MSELoss(), theirs, x, y, epochs=1),  # type: ignore[arg-type]
+            r"optimizer must be a minidl Optimizer, got torch\.optim\.sgd\.SGD, PyTorch's: give "
+            r"minidl's, minidl\.optim\.SGD$",
+        ),
+        (
+            lambda: fit(
+                model,
+                nn.MSELoss(),
+                optimizer,
+                x,
+                y,
+                epochs=1,
+                scheduler=torch.optim.lr_scheduler.StepLR(theirs, 2),
+            ),
+            r"scheduler must be a minidl LRScheduler or None, got torch\.optim\.lr_scheduler\."
+            r"StepLR, PyTorch's \(minidl's losses are in "
+            r"minidl\.nn, its optimizers and schedules in minidl\.optim\)$",
+        ),
+    ):
+        with pytest.raises(TypeError, match=rf"^fit: {message}"):
+            call()
+    assert optimizer.step_count == 0

@@ -1000,7 +1000,7 @@ def test_a_last_step_set_by_hand_to_no_count_is_refused_before_anything_changes(
     inner = optim.StepDecay(optimizer, 3)
     sequence = optim.SequentialSchedule(optimizer, [inner], [])
     sequence.last_step = bad  # type: ignore[assignment]
-    with pytest.raises(kind, match=rf"^SequentialSchedule\.gamma: {ending}"):
+    with pytest.raises(kind, match=rf"^StepDecay\.gamma: the SequentialSchedule's {ending}"):
         inner.gamma = 0.25
     assert inner.gamma == 0.5
     sequence.last_step = 0

@@ -123,6 +123,9 @@ _RNG_CUDA = "rng.cuda."
 _MAX_HEADER = 100_000_000
 _HISTORY_FIELDS = ("train_loss", "validation_error", "lr", "batch_lr")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
+#: The interval of a StepDecay, CyclicLR or OneCycle in its repr, which a checkpoint written
+#: before the reprs showed it (one without the scheduler's "interval") does not hold.
+_SET_INTERVAL = re.compile(r"((?:StepDecay|CyclicLR|OneCycle)\([^()]*?), interval='\w+'\)")
 #: The refusal of a change to a Checkpoint's header or tensors (what, and what to build from).
 _READ_ONLY = (
     "Checkpoint: its {0} read-only (checked when it was made, as load_checkpoint applies it); "
@@ -511,6 +514,8 @@ def save_checkpoint(
             "class": type(scheduler).__name__,
             "repr": repr(scheduler),
             "state": scheduler.state_dict(),
+            # (its reprs show an interval set by hand: see _restore_scheduler)
+            "interval": scheduler.interval,
         }
     tensors[_RNG_TORCH] = torch.get_rng_state()
     if generator is not None:
@@ -1244,6 +1249,11 @@ def _check_header_fields(header: dict[str, Any]) -> None:
         string(entry(scheduler, "class", "scheduler"), "scheduler.class")
         string(entry(scheduler, "repr", "scheduler"), "scheduler.repr")
         mapping(entry(scheduler, "state", "scheduler"), "scheduler.state")
+        interval = scheduler.get("interval", "epoch")  # (not in checkpoints of older versions)
+        if interval not in ("epoch", "batch") or not isinstance(interval, str):
+            raise ValueError(
+                f"scheduler.interval must be 'epoch' or 'batch', got {shown(interval)}"
+            )
 
     training = mapping(entry(header, "training", ""), "training")
     integer(entry(training, "epoch", "training"), "training.epoch")
@@ -1537,6 +1547,16 @@ def _settings(text: str) -> str:
     return _ADDRESS.sub(">", text)
 
 
+def _same_settings(saved: Mapping[str, Any], given: str) -> bool:
+    """Whether the saved scheduler's ``repr`` is ``given``, a scheduler's. A checkpoint written
+    before the reprs of ``StepDecay``, ``CyclicLR`` and ``OneCycle`` showed an interval set by
+    hand (one without ``"interval"``) cannot tell it: their intervals are left out of
+    ``given`` there, as they were."""
+    if "interval" not in saved:
+        given = _SET_INTERVAL.sub(r"\1)", given)
+    return _settings(saved["repr"]) == _settings(given)
+
+
 def _restore_scheduler(
     saved: dict[str, Any], scheduler: LRScheduler, given: str, where: str
 ) -> None:
@@ -1557,12 +1577,12 @@ def _restore_scheduler(
     try:
         scheduler.load_state_dict(saved["state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        if _settings(saved["repr"]) == _settings(given):
+        if _same_settings(saved, given):
             raise
         message = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
         reason = f"\n(this one refuses the saved state: {message})"
     else:
-        if _settings(saved["repr"]) == _settings(repr(scheduler)):
+        if _same_settings(saved, repr(scheduler)):
             return
         reason = ""
     raise CheckpointError(

@@ -812,22 +812,27 @@ class ShardedBatches:
         #: This rank's fraction of the batch yielded last while a pass runs (``1 / world_size``
         #: before the first pass and once a pass ends, however it ends).
         self.share = 1.0 / world_size
+        self._pass: object | None = None  # (the pass that set the share last)
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         rank, world_size = self.rank, self.world_size
+        this_pass = object()
         try:
             for x, y in self.batches:
                 size = int(x.shape[0])
                 start, stop = size * rank // world_size, size * (rank + 1) // world_size
                 self.share = (stop - start) / size
+                self._pass = this_pass
                 yield x[start:stop], y[start:stop]
         finally:
             # (an uneven last batch's share weighted every synchronize after the pass, in a
-            # step of one's own after fit, say: equal shares outside a pass, as documented)
-            self.share = 1.0 / world_size
+            # step of one's own after fit, say: equal shares outside a pass, as documented;
+            # a pass left behind, whose iterator is dropped later, leaves a later one's share)
+            if self._pass is this_pass:
+                self.share = 1.0 / world_size
 
 
 class _AgreedShards(ShardedBatches):

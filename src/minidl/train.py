@@ -141,6 +141,27 @@ def _check_first_step(where: str, optimizer: Optimizer, what: str) -> None:
     check_step_count(where, f"{what}'s step_count (the number of steps done)", optimizer.step_count)
 
 
+def _given(value: object) -> str:
+    """What was given in place of a minidl loss, optimizer or schedule: its type's name, and
+    for PyTorch's (whose names minidl's share: ``MSELoss``, ``SGD``), that it is PyTorch's."""
+    kind = type(value)
+    if not kind.__module__.startswith("torch."):
+        return kind.__name__
+    import minidl.nn
+    import minidl.optim
+
+    for package in (minidl.nn, minidl.optim):
+        if kind.__name__ in package.__all__:
+            return (
+                f"{kind.__module__}.{kind.__qualname__}, PyTorch's: give minidl's, "
+                f"{package.__name__}.{kind.__name__}"
+            )
+    return (
+        f"{kind.__module__}.{kind.__qualname__}, PyTorch's (minidl's losses are in minidl.nn, "
+        "its optimizers and schedules in minidl.optim)"
+    )
+
+
 def _check_model(where: str, model: object) -> None:
     if not isinstance(model, Module):
         raise TypeError(f"{where}: model must be a minidl Module, got {given_module(model)}")
@@ -218,15 +239,34 @@ def _eval_mode(model: _Model) -> Iterator[_Model]:
     model.eval()
     try:
         yield model
-    finally:
-        # Parents first (the order of modules()): a module whose train() is its own, which may
-        # do more than set the flag (as eval() ran it), by that method, which sets its
-        # descendants' modes too, each set again after it; the others by their flag.
-        for module, training in modes:
-            if type(module).train is Module.train and "train" not in vars(module):
-                module.training = training
-            else:
-                module.train(training)
+    except BaseException as error:
+        failed = _give_modes_back(modes)
+        if failed is not None:
+            add_note(error, f"giving the modules their modes back then failed: {failed!r}")
+        raise
+    failed = _give_modes_back(modes)
+    if failed is not None:
+        raise failed
+
+
+def _give_modes_back(modes: list[tuple[Module, bool]]) -> BaseException | None:
+    """Give each module its mode, parents first (the order of ``modules()``): a module whose
+    ``train`` is its own, which may do more than set the flag (as ``eval()`` ran it), by that
+    method, which sets its descendants' modes too, each set again after it; the others by their
+    flag. Every module is given its mode; the first error of an override is returned."""
+    failed: BaseException | None = None
+    for module, training in modes:
+        # (the bound method tells an override, of the class or the instance, without asking
+        # for the instance's __dict__, which slows every later attribute read on CPython 3.11)
+        if getattr(module.train, "__func__", None) is Module.train:
+            module.training = training
+            continue
+        try:
+            module.train(training)
+        except Exception as error:
+            failed = failed or error
+            module.training = training
+    return failed
 
 
 def error_rate(model: Module, x: Tensor, y: Tensor) -> float:
@@ -528,7 +568,7 @@ def fit(
         ("optimizer", optimizer, Optimizer),
     ):
         if not isinstance(value, kind):
-            given = given_module(value) if name == "model" else type(value).__name__
+            given = given_module(value) if name == "model" else _given(value)
             raise TypeError(f"fit: {name} must be a minidl {kind.__name__}, got {given}")
     if set(map(id, model.parameters())).isdisjoint(map(id, optimizer.params)):
         raise ValueError("fit: the optimizer updates none of the model's parameters")
@@ -543,7 +583,7 @@ def fit(
     epochs = check_int("fit", "epochs", epochs, low=0)
     if scheduler is not None and not isinstance(scheduler, LRScheduler):
         raise TypeError(
-            f"fit: scheduler must be a minidl LRScheduler or None, got {type(scheduler).__name__}"
+            f"fit: scheduler must be a minidl LRScheduler or None, got {_given(scheduler)}"
         )
     if scheduler is not None and scheduler.optimizer is not optimizer:
         raise ValueError("fit: the scheduler must schedule the optimizer given to fit")

@@ -69,6 +69,7 @@ class CrossEntropyLoss(Loss):
 
     stacks = True
     _takes_probabilities = True
+    _scores_classes = True
 
     #: PyTorch's options that minidl's loss has not: set, each is refused (see
     #: ``Unsupported``), where PyTorch's loss computes with it.

@@ -117,6 +117,9 @@ class Loss(Module):
     _regresses: ClassVar[bool] = False
     #: Whether the loss takes probabilities of the classes as targets (``CrossEntropyLoss``).
     _takes_probabilities: ClassVar[bool] = False
+    #: Whether the prediction's rows are scores of the classes (``CrossEntropyLoss``,
+    #: ``NLLLoss``), not values to regress.
+    _scores_classes: ClassVar[bool] = False
 
     if TYPE_CHECKING:
         # The forward of every loss (Module's takes anything), for a type checker: a loss
@@ -174,10 +177,13 @@ class Loss(Module):
                 prediction = check_input(name, prediction)
             except ValueError as error:
                 if isinstance(prediction, Tensor) and prediction.dim() == 1:
-                    # (one value a sample, squeezed: PyTorch's losses take it, as (N,))
+                    # (PyTorch's losses take (N,), one value a sample, and its class losses
+                    # (C,), one sample's scores)
                     add_note(
                         error,
-                        f"{name} takes one value a sample as (N, 1): prediction.unsqueeze(-1)",
+                        f"{name} takes one sample's scores (C,) as (1, C): prediction.unsqueeze(0)"
+                        if self._scores_classes
+                        else f"{name} takes one value a sample as (N, 1): prediction.unsqueeze(-1)",
                     )
                 raise
         self._prediction_shape = tuple(prediction.shape)

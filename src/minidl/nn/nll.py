@@ -36,6 +36,8 @@ class NLLLoss(Loss):
         2.0
     """
 
+    _scores_classes = True
+
     #: ``"mean"`` or ``"sum"``; checked when set, as by the constructor.
     reduction = Setting(check_mean_or_sum)
     _reduction: Literal["mean", "sum"]

@@ -270,10 +270,13 @@ class LRScheduler:
             return
         # (a last_step set by hand to no count, here and in each sequence holding this one:
         # refused in the words of step and state_dict, before anything changes)
-        schedule: LRScheduler | None = self
-        while schedule is not None:
-            schedule._checked_last_step(name)
-            schedule = schedule._container
+        self._checked_last_step(name)
+        container = self._container
+        while container is not None:
+            container._checked_last_step(
+                name, f"{type(self).__name__}.{name}", f"the {type(container).__name__}'s"
+            )
+            container = container._container
         saved = self._saved()
         try:
             for slot, value in slots.items():
@@ -410,16 +413,21 @@ class LRScheduler:
         self.last_step = current + 1
         return lr
 
-    def _checked_last_step(self, where: str) -> int:
+    def _checked_last_step(self, where: str, asker: str = "", whose: str = "") -> int:
         """``last_step``, the steps done (a plain attribute), as an ``int`` (a numpy integer is
         made one); one set by hand to no integer >= 0 is refused in this schedule's words
         (``where``: the method that reads it), before anything changes, where it failed in
         ``lr_at``'s words, or Python's for ``"3"``, and after a step of training in
-        :func:`~minidl.train.fit`, which now refuses it before training."""
+        :func:`~minidl.train.fit`, which now refuses it before training. ``asker`` names
+        another that reads it (a setting of a schedule inside this sequence), ``whose`` this
+        one for that message (``"the SequentialSchedule's"``)."""
         step = self.last_step
         if type(step) is not int or step < 0:
             step = check_int(
-                f"{type(self).__name__}.{where}", "last_step (the steps done)", step, low=0
+                asker or f"{type(self).__name__}.{where}",
+                f"{whose} last_step (the steps done)".lstrip(),
+                step,
+                low=0,
             )
             self.last_step = step
         return step

@@ -914,8 +914,7 @@ def _refuse_shared_data(name: str, params: list[Parameter]) -> None:
         data = parameter.data
         if data.numel() == 0 or data.is_meta:  # (no memory to share)
             continue
-        steps = zip(data.shape, data.stride(), strict=True)
-        span = 1 + sum((size - 1) * stride for size, stride in steps)
+        span = _extent(data)
         key = (data.device, data.data_ptr(), data.numel(), span * data.element_size())
         first = held.setdefault(key, index)
         if first != index:
@@ -926,22 +925,62 @@ def _refuse_shared_data(name: str, params: list[Parameter]) -> None:
             )
         start = data.data_ptr()
         spans.append((str(data.device), start, start + span * data.element_size(), index))
-    # Parts whose memory ranges meet (none in a flat buffer, whose parameters lie one after
-    # the other), compared element by element.
+    # Parts whose memory ranges meet (none in a flat buffer laid out by layer, whose parameters
+    # lie one after the other; every pair in a stack laid out by model, whose weights stride
+    # through each other's blocks): each cluster of ranges that meet is marked element by
+    # element in one mask over it, in the parameters' order, so that the first parameter whose
+    # elements are marked already shares some with one before it (a linear cost, where one
+    # mask a pair took 9 s on a 43-million-entry stack).
     spans.sort()
-    open_spans: list[tuple[str, int, int, int]] = []
-    for device, start, end, index in spans:
-        open_spans = [s for s in open_spans if s[0] == device and s[2] > start]
-        for *_, other in open_spans:
-            first, second = sorted((other, index))
-            if _share_elements(params[first].data, params[second].data):
-                raise ValueError(
-                    f"{name}: params[{first}] ({_described(params[first].data)}) and "
-                    f"params[{second}] ({_described(params[second].data)}) share elements of "
-                    "one tensor's memory: each step would update those elements twice; give "
-                    "Parameters over separate memory (a clone() of one of them)"
-                )
-        open_spans.append((device, start, end, index))
+    cluster: list[int] = []  # (the indices of the parameters of the cluster being gathered)
+    cluster_device, cluster_end = "", 0
+    for device, start, end, index in [*spans, ("", 0, 0, -1)]:  # (the last closes the last)
+        if cluster and (device != cluster_device or start >= cluster_end):
+            if len(cluster) > 1:
+                _refuse_shared_elements(name, params, sorted(cluster))
+            cluster = []
+        if not cluster:
+            cluster_device, cluster_end = device, end
+        cluster.append(index)
+        cluster_end = max(cluster_end, end)
+
+
+def _refuse_shared_elements(name: str, params: list[Parameter], indices: list[int]) -> None:
+    """Refuse two of ``params[i]`` (``i`` in ``indices``, ascending; one dtype, their memory
+    ranges meeting) that share an element: each marks its elements in one mask over their
+    ranges (on the CPU, from their strides alone), and the first that finds one of its
+    elements marked already is named with the one before it that holds that element."""
+    tensors = [params[index].data for index in indices]
+    size = tensors[0].element_size()
+    low = min(tensor.data_ptr() for tensor in tensors)
+    offsets = [tensor.data_ptr() - low for tensor in tensors]
+    if any(offset % size for offset in offsets):  # (not a whole number of elements apart)
+        _raise_shared(name, params, indices[0], indices[1])
+    reach = [offset // size + _extent(t) for offset, t in zip(offsets, tensors, strict=True)]
+    mask = torch.zeros(max(reach), dtype=torch.bool)
+    for position, (tensor, offset) in enumerate(zip(tensors, offsets, strict=True)):
+        marks = mask.as_strided(tensor.shape, tensor.stride(), offset // size)
+        if position and bool(marks.any()):
+            earlier = next(e for e in range(position) if _share_elements(tensors[e], tensor))
+            _raise_shared(name, params, indices[earlier], indices[position])
+        marks.fill_(True)
+
+
+def _raise_shared(name: str, params: list[Parameter], first: int, second: int) -> NoReturn:
+    """Refuse ``params[first]`` and ``params[second]``, which share elements."""
+    raise ValueError(
+        f"{name}: params[{first}] ({_described(params[first].data)}) and "
+        f"params[{second}] ({_described(params[second].data)}) share elements of one tensor's "
+        "memory: each step would update those elements twice; give Parameters over separate "
+        "memory (a clone() of one of them)"
+    )
+
+
+def _extent(tensor: Tensor) -> int:
+    """The elements from a strided tensor's first to its last, both included."""
+    return 1 + sum(
+        (n - 1) * stride for n, stride in zip(tensor.shape, tensor.stride(), strict=True)
+    )
 
 
 def _described(data: Tensor) -> str:
@@ -958,12 +997,7 @@ def _share_elements(first: Tensor, second: Tensor) -> bool:
     offsets = [tensor.data_ptr() - low for tensor in (first, second)]
     if second.element_size() != size or any(offset % size for offset in offsets):
         return True
-    ends = [
-        offset // size
-        + 1
-        + sum((n - 1) * stride for n, stride in zip(t.shape, t.stride(), strict=True))
-        for offset, t in zip(offsets, (first, second), strict=True)
-    ]
+    ends = [offset // size + _extent(t) for offset, t in zip(offsets, (first, second), strict=True)]
     mask = torch.zeros(max(ends), dtype=torch.bool)
     mask.as_strided(first.shape, first.stride(), offsets[0] // size).fill_(True)
     return bool(mask.as_strided(second.shape, second.stride(), offsets[1] // size).any())
