@@ -5,6 +5,7 @@ AnomalyError naming the module by its path, the pass and the first bad index; ou
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import pickle
@@ -460,3 +461,62 @@ def test_a_watched_module_takes_its_arguments_by_name_too() -> None:
         assert torch.equal(output, layer(x)) and loss.dim() == 0 and grad.shape == x.shape
         with pytest.raises(minidl.AnomalyError, match="input"):
             layer(input=torch.full((4, 2), math.nan))
+
+
+@pytest.mark.parametrize("wrapped", FORMS)
+def test_a_refused_input_leaves_a_batch_norms_statistics_inside_the_block(wrapped: bool) -> None:
+    """A Sequential tries a new input signature in evaluation mode first, so that an input a
+    later layer refuses for its shape leaves a batch norm's statistics as they were. Inside
+    `with detect_anomaly():` the checked forward skipped that trial: the statistics counted the
+    refused batch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Linear(4, 2))
+    before = [buffer.clone() for buffer in model.buffers()]
+    with (
+        detect_anomaly(*((model,) if wrapped else ())),
+        pytest.raises(ValueError, match=r"^Linear: expected 4 input features, got 3"),
+    ):
+        model(torch.randn(5, 3))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.buffers(), strict=True))
+
+
+@pytest.mark.parametrize("wrapped", FORMS)
+def test_the_evaluation_mode_trial_is_not_checked(wrapped: bool) -> None:
+    """The trial runs the first sample in evaluation mode, whose values are not the training
+    forward's (a batch norm's running statistics, not the batch's): a non-finite value there
+    was reported as the forward's, though the training forward that follows is finite."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    model[2].weight.data.fill_(100.0)
+    x = torch.randn(8, 3) * 1e37
+    with detect_anomaly(*((model,) if wrapped else ())):
+        output = model(x)
+    assert bool(torch.isfinite(output).all())
+
+
+@pytest.mark.parametrize("method", ["backward", "backward_parameters"])
+def test_a_childs_backward_refusal_is_noted_inside_the_block(method: str) -> None:
+    """Without modules, the block's checked backward gave a child's refusal without the note
+    naming its place and where its gradient came from, the only pointer at a module of one's
+    own that returns a gradient of the wrong shape."""
+
+    class Narrowing(nn.Module):
+        def forward(self, input: Tensor) -> Tensor:
+            return input.clone()
+
+        def backward(self, grad_output: Tensor) -> Tensor:
+            return grad_output[:, :1]
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), Narrowing(), nn.Linear(4, 2))
+    for block in (False, True):
+        model(torch.randn(5, 3))
+        with (
+            detect_anomaly() if block else contextlib.nullcontext(),
+            pytest.raises(ValueError, match=r"^Linear: gradient has shape \(5, 1\)") as raised,
+        ):
+            getattr(model, method)(torch.ones(5, 2))
+        assert raised.value.__notes__ == [
+            f"in Sequential.{method}, at module 0 (Linear), given the gradient returned by the "
+            "backward of module 1 (Narrowing)"
+        ]

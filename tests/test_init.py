@@ -418,3 +418,17 @@ def test_a_tensor_that_requires_grad_is_filled_as_torch_fills_it(scheme: Scheme)
     assert not torch.isnan(parameter.detach()).any()
     assert init.zeros_(parameter) is parameter
     assert torch.equal(parameter.detach(), torch.zeros(4, 3))
+
+
+def test_a_meta_tensor_takes_a_generator_of_the_cpu() -> None:
+    """A meta tensor draws nothing; torch.nn.init takes it with a CPU generator (there is no
+    meta generator: 'META device type not an accelerator'), and so does a Linear built on meta
+    with one. minidl's init refused it, asking for a generator of the tensor's device."""
+    generator = torch.Generator().manual_seed(0)
+    state = generator.get_state()
+    tensor = torch.empty(3, 4, device="meta")
+    for scheme in (init.xavier_uniform_, init.xavier_normal_, init.kaiming_uniform_):
+        assert scheme(tensor, generator=generator).is_meta
+    layer = nn.Linear(3, 4, device="meta", generator=generator)
+    init.kaiming_uniform_(layer.weight, generator=generator)
+    assert torch.equal(generator.get_state(), state)

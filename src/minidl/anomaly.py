@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from minidl.nn._checks import given_module
-from minidl.nn.module import REPLACED, Module, own_method
+from minidl.nn.module import REPLACED, TRIAL, Module, own_method
 
 if TYPE_CHECKING:
     from minidl.nn.sequential import Sequential
@@ -148,6 +148,8 @@ def _wrap(module: Module, label: str, own: dict[str, Any]) -> None:
     backward_parameters: Callable[[Tensor], None] = module.backward_parameters
 
     def checked_forward(*inputs: Any, **named: Any) -> Any:
+        if TRIAL.get():  # (a container's trial in evaluation mode: its training forward follows)
+            return forward(*inputs, **named)
         # (by position or by name, as a module is called: Linear(2, 3)(input=x))
         given = [*((f"input {position}", input) for position, input in enumerate(inputs))]
         given += [(f"input {name!r}", input) for name, input in named.items()]
@@ -268,8 +270,11 @@ def _inner_paths(module: Module, path: str) -> Iterator[None]:
             del _paths[key]
 
 
-def sequential_forward(sequential: Sequential, input: Tensor, path: str = "") -> Tensor:
-    """``Sequential.forward`` with every layer's output checked (nested ``Sequential`` too)."""
+def sequential_forward(
+    sequential: Sequential, input: Tensor, path: str = "", *, cached: bool = False
+) -> Tensor:
+    """``Sequential.forward`` with every layer's output checked (nested ``Sequential`` too);
+    ``cached``: whether its trial left the children's caches (see ``Sequential._note_refusal``)."""
     from minidl.nn.sequential import Sequential
 
     path = path or _paths.get(id(sequential)) or type(sequential).__name__
@@ -292,13 +297,16 @@ def sequential_forward(sequential: Sequential, input: Tensor, path: str = "") ->
                 check_finite(input, f"{child}: {type(module).__name__}", "forward", "output")
     except BaseException as error:
         # As Sequential.forward: refused unless the first module refused its input unchanged.
-        sequential._note_refusal(module, error)
+        sequential._note_refusal(module, error, cached=cached)
         raise
     return input
 
 
-def sequential_backward(sequential: Sequential, grad_output: Tensor, path: str = "") -> Tensor:
-    """``Sequential.backward`` with every layer's returned and parameter gradients checked."""
+def sequential_backward(
+    sequential: Sequential, grad_output: Tensor, path: str = "", *, method: str = "backward"
+) -> Tensor:
+    """``Sequential.backward`` with every layer's returned and parameter gradients checked (the
+    ``method`` called, for the note of a child's refusal)."""
     from minidl.nn.sequential import Sequential
 
     path = path or _paths.get(id(sequential)) or type(sequential).__name__
@@ -312,11 +320,16 @@ def sequential_backward(sequential: Sequential, grad_output: Tensor, path: str =
             grad_output = sequential_backward(module, grad_output, child)
         else:
             label = f"{child}: {type(module).__name__}"
-            if module._modules:
-                with _inner_paths(module, child):
+            try:
+                if module._modules:
+                    with _inner_paths(module, child):
+                        grad_output = module.backward(grad_output)
+                else:
                     grad_output = module.backward(grad_output)
-            else:
-                grad_output = module.backward(grad_output)
+            except Exception as error:  # (noted as without the checks)
+                if not isinstance(error, AnomalyError):
+                    sequential._note_backward_refusal(method, module, error)
+                raise
             check_finite(grad_output, label, "backward", "returned gradient")
             for name, parameter in module.named_parameters():
                 check_finite(parameter.grad, label, "backward", f"gradient of parameter {name!r}")

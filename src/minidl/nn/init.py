@@ -324,7 +324,9 @@ def _tensor(where: str, target: object, generator: object) -> Tensor:
             raise TypeError(
                 f"{where}: generator must be a torch.Generator, got {type(generator).__name__}"
             )
-        if generator.device.type != tensor.device.type:
+        # (a meta tensor draws nothing: any generator will do, as in torch.nn.init and in a
+        # layer built on meta with a generator of the CPU)
+        if generator.device.type != tensor.device.type and not tensor.is_meta:
             raise ValueError(
                 f"{where}: the generator is on {generator.device.type}, the tensor on "
                 f"{tensor.device}; use a generator of the tensor's device"

@@ -1554,6 +1554,11 @@ class _Bound:
 #: kept as they are (not those of another module whose state that one's may ask for).
 _SHALLOW: contextvars.ContextVar[Module | None] = contextvars.ContextVar("shallow", default=None)
 
+#: Whether a container's trial in evaluation mode is running (``Sequential._try``): the checks
+#: of :func:`minidl.detect_anomaly` stand aside during it (its values are not the training
+#: forward's, which follows and is checked).
+TRIAL: contextvars.ContextVar[bool] = contextvars.ContextVar("trial", default=False)
+
 #: The methods that :func:`minidl.detect_anomaly` sets on the instances it watches.
 _CHECKED_METHODS = ("forward", "backward", "backward_parameters")
 

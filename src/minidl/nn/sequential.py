@@ -17,7 +17,13 @@ from minidl.nn._recent import Recent
 from minidl.nn.chain import ChainPlan, PlanDeclinedError, Signature, plannable
 from minidl.nn.flat import flat_buffer, flatten_parameters
 from minidl.nn.loss import check_not_a_loss
-from minidl.nn.module import Module, check_initialised, check_registered, trial_signature
+from minidl.nn.module import (
+    TRIAL,
+    Module,
+    check_initialised,
+    check_registered,
+    trial_signature,
+)
 from minidl.nn.parameter import Parameter
 
 __all__ = ["Sequential"]
@@ -249,12 +255,9 @@ class Sequential(Module):
     def forward(self, input: Tensor) -> Tensor:
         if self._gradients.holds(input, self):
             input = input.clone()
-        if anomaly.enabled:  # the one check of `with minidl.detect_anomaly():`
-            self._planned = None
-            output = anomaly.sequential_forward(self, input)  # (it notes a refusal, as below)
-            self._refused = None  # (a forward that succeeds, as below)
-            return output
-        if self._plannable:
+        # (the one check of `with minidl.detect_anomaly():`, but in a trial: see TRIAL)
+        checking = anomaly.enabled and not TRIAL.get()
+        if self._plannable and not checking:
             plan = self._planned
             if plan is None or not plan.accepts(input):
                 plan = self._plan_for(input)
@@ -276,6 +279,10 @@ class Sequential(Module):
             if tried != self._tried:
                 tried_now = self._try(input)
                 self._tried = tried
+        if checking:  # (after the trial, as without the checks)
+            output = anomaly.sequential_forward(self, input, cached=tried_now)  # (notes refusals)
+            self._refused = None  # (a forward that succeeds, as below)
+            return output
         module = None
         try:
             for module in self._layers:
@@ -320,6 +327,7 @@ class Sequential(Module):
                 trial = module.forward(trial)
                 ran[0] = True
 
+        trial = TRIAL.set(True)  # (detect_anomaly's checks stand aside: see TRIAL)
         try:
             for part, _ in modes:
                 part.training = False
@@ -340,6 +348,7 @@ class Sequential(Module):
             self._note_refusal(at[0], error, cached=ran[0])
             raise
         finally:
+            TRIAL.reset(trial)
             for part, training in modes:
                 part.training = training
         return True
@@ -484,7 +493,7 @@ class Sequential(Module):
             if self._checks:
                 self._check_fits_forward()
             try:
-                return anomaly.sequential_backward(self, grad_output)
+                return anomaly.sequential_backward(self, grad_output, method="backward")
             except Exception as error:
                 refuse_given_gradient_dtype("Sequential", error, grad_output)
                 raise
@@ -524,7 +533,7 @@ class Sequential(Module):
             if self._checks:
                 self._check_fits_forward()
             try:
-                anomaly.sequential_backward(self, grad_output)
+                anomaly.sequential_backward(self, grad_output, method="backward_parameters")
             except Exception as error:
                 refuse_given_gradient_dtype("Sequential", error, grad_output)
                 raise
