@@ -7,7 +7,8 @@ on it, and it plays no part in minidl's own forward and backward passes.
 :func:`to_torch` returns a ``torch.nn`` model with the same outputs (and, through autograd, the
 same gradients) as the minidl model; :func:`from_torch` does the reverse. Both keep dtypes,
 devices and the training mode of every module (a model may mix modes), and a round trip is
-lossless. Converted layers:
+lossless in them (the gradients accumulated are not carried: torch's ``.grad`` starts as
+``None``, minidl's as zeros). Converted layers:
 
 =========================  ==========================================
 minidl                     torch.nn
@@ -56,8 +57,9 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.utils import parametrize
 
 from minidl import nn
+from minidl._validate import shown
 from minidl.nn._checks import given_module
-from minidl.nn.module import Module
+from minidl.nn.module import Module, own_method
 
 __all__ = ["ConversionError", "TorchResidual", "from_torch", "to_torch"]
 
@@ -253,6 +255,7 @@ def _to_torch(module: Module, path: str) -> tnn.Module:
     # A constructor that refuses a setting names the layer (its children are named at theirs).
     if kind in _CONVERTED_MINIDL:  # (another type is refused for its type)
         _check_attributes(module, path)
+        _check_own_methods(module, path)
     own = {name: parameter.data for name, parameter in module._parameters.items()}
     own.update(module._buffers)
     _check_tensors("to_torch", path, kind, own)
@@ -271,6 +274,34 @@ def _to_torch(module: Module, path: str) -> tnn.Module:
     return result
 
 
+#: The methods of a minidl layer that compute (``_forward`` and ``_backward``: an activation's
+#: formulas): one set on the instance makes the layer compute otherwise than its class.
+_COMPUTING = ("forward", "backward", "backward_parameters", "_forward", "_backward")
+
+
+def _check_own_methods(module: Module, path: str) -> None:
+    """Refuse a layer with a computing method set on its instance (``layer.forward = ...``),
+    which its torch counterpart would not run (but the checks of
+    :func:`minidl.detect_anomaly`, which compute as the class does). Looked up without asking
+    for the instance's ``__dict__``, which slows its attribute reads on CPython 3.11."""
+    kind = type(module)
+    for name in _COMPUTING:
+        method = getattr(module, name, None)
+        own = getattr(kind, name, None)
+        if method is None or getattr(method, "__func__", None) is own:
+            continue
+        if own_method(module, method) is None:  # (detect_anomaly's checks alone)
+            continue
+        raise _refused(
+            "to_torch",
+            path,
+            kind,
+            f"its {name} is set on the instance ({getattr(method, '__qualname__', method)!r}), "
+            f"which the torch.nn layer would not run: it would compute what {kind.__name__} "
+            "computes; remove it (del layer." + name + ") first",
+        )
+
+
 def _check_attributes(module: Module, path: str) -> None:
     """Refuse a layer whose attribute named after one of its parameters, buffers or children
     holds another object (``norm.running_mean = tensor`` or ``residual.block = layer``, which
@@ -278,6 +309,20 @@ def _check_attributes(module: Module, path: str) -> None:
     ``state_dict()`` and ``parameters()`` hold the registered one, so the converted layer
     would match one of the two and not the other. (A ``Sequential``'s children have no
     attributes.)"""
+    # A parameter registered as none (Linear(bias=False)) set again as a plain attribute: the
+    # layer computes without it (its forward refuses it), a torch layer would train it.
+    for name in sorted(getattr(module, "_removed_parameters", ())):
+        attribute = getattr(module, name, None)
+        if attribute is not None:
+            raise _refused(
+                "to_torch",
+                path,
+                type(module),
+                f"its attribute {name!r} holds {shown(attribute)} where no {name} is "
+                f"registered (the layer was built without one, or given None): the layer "
+                f"computes without it; register it with register_parameter({name!r}, ...), or "
+                "remove the attribute",
+            )
     absent = object()
     for what, registry, holders, way_out in (
         ("parameter", module._parameters, "state_dict() and parameters() hold", True),
@@ -604,6 +649,26 @@ def _check_no_hooks(module: tnn.Module, path: str) -> None:
                 f"it has a {what}, {name}, which minidl cannot carry and which may change what "
                 f"it computes; remove it ({way_out}) first",
             )
+    # A parameter's own hooks change its gradient as torch accumulates it (register_hook,
+    # register_post_accumulate_grad_hook), which minidl's layer would not.
+    for name, parameter in module.named_parameters(recurse=False):
+        tensor_hooks: tuple[tuple[str, object], ...] = (
+            ("gradient hook (register_hook)", parameter._backward_hooks),
+            (
+                "post-accumulate-grad hook (register_post_accumulate_grad_hook)",
+                getattr(parameter, "_post_accumulate_grad_hooks", None),
+            ),
+        )
+        for hook_kind, held in tensor_hooks:
+            if held:
+                raise _refused(
+                    "from_torch",
+                    path,
+                    type(module),
+                    f"its parameter {name!r} has a {hook_kind}, which minidl cannot carry and which "
+                    "may change its gradient; remove it (the handle that registered it has "
+                    "remove()) first",
+                )
 
 
 #: The hooks that torch.nn.utils registers, by class, and what removes each of them.
