@@ -2989,3 +2989,67 @@ def test_round_seeds_takes_a_numpy_base_seed_and_refuses_a_new_data_that_is_no_b
     assert derive_seed(np.int64(7), np.int32(1), "data") == derive_seed(7, 1, "data")
     with pytest.raises(TypeError, match=r"^round_seeds: new_data must be a bool, got 'no'$"):
         round_seeds(0, 1, new_data="no")  # type: ignore[arg-type]
+
+
+def test_run_settings_refuse_a_command_of_no_str_and_a_quick_mode_that_is_not() -> None:
+    """A command that is no str trained every row and failed writing results.json ('Object of
+    type PosixPath is not JSON serializable'); quick=True with 3 rounds and no epochs override
+    gave a report saying both 'Quick mode: 1 round and a few epochs per row' and '3 round(s)
+    per row'. Both refused when made."""
+    from pathlib import Path
+
+    from minidl.experiments.runner import RunSettings
+
+    good = {"rounds": 1, "base_seed": 0, "tables": "2", "quick": True, "epochs_override": 1}
+    with pytest.raises(TypeError, match=r"^RunSettings: command must be a str, got PosixPath"):
+        RunSettings(**good, command=Path("minidl reproduce"))  # type: ignore[arg-type]
+    for changes in ({"rounds": 3}, {"epochs_override": None}):
+        with pytest.raises(
+            ValueError, match=r"^RunSettings: quick mode trains 1 round of a few epochs a row"
+        ):
+            RunSettings(**{**good, **changes}, command="test")  # type: ignore[arg-type]
+    RunSettings(**good, command="test")
+    RunSettings(**{**good, "quick": False, "rounds": 3}, command="test")  # type: ignore[arg-type]
+
+
+def test_only_the_files_a_run_writes_may_not_be_folders(tmp_path: Path) -> None:
+    """A folder named after Fig. 1 refused a run of Table II, which draws no Fig. 1 (and leaves
+    that name alone), saying the run writes it."""
+    from minidl.experiments.config import experiments_for_tables
+    from minidl.experiments.runner import _folder_in_the_way
+
+    (tmp_path / "fig1_loss_criteria.png").mkdir()
+    assert _folder_in_the_way(tmp_path, experiments_for_tables("2")) is None
+    refusal = _folder_in_the_way(tmp_path, experiments_for_tables("1"))
+    assert refusal is not None and refusal.endswith(
+        "fig1_loss_criteria.png is a folder, where the run writes its fig1_loss_criteria.png; "
+        "move it"
+    )
+    (tmp_path / "results.json").mkdir()
+    assert _folder_in_the_way(tmp_path, experiments_for_tables("2")) is not None
+
+
+def test_reproduce_refuses_an_empty_out_and_the_command_line_gives_a_files_note() -> None:
+    """reproduce(settings, "") wrote into the current folder where --out '' is refused; and the
+    command line's one line of a file error left out the note that says where the earlier
+    run's files went when they could not be put back."""
+    from minidl.cli import _file_error
+    from minidl.experiments.runner import RunSettings
+
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="2", quick=True, epochs_override=1, command="test"
+    )
+    with pytest.raises(
+        ValueError, match=r"^reproduce: out is empty, expected the path of a folder$"
+    ):
+        reproduce(settings, "", progress=False, summary=False)
+    error = PermissionError(
+        1, "Operation not permitted", "out/.report-1/results.json", None, "out/results.json"
+    )
+    error.add_note(
+        "reproduce could not put back the previous run's results.json: it is in out/.previous-1"
+    )
+    assert _file_error(error) == (
+        "out/.report-1/results.json -> out/results.json: Operation not permitted; reproduce "
+        "could not put back the previous run's results.json: it is in out/.previous-1"
+    )

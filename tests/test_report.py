@@ -750,7 +750,7 @@ def test_rows_are_described_with_their_own_settings(tmp_path: Path) -> None:
     for field in dataclasses.fields(CHOICES):
         assert f"- `{field.name} = {getattr(CHOICES, field.name)!r}`:" in text
     assert "quick mode" not in text
-    quick = dataclasses.replace(SETTINGS, quick=True, epochs_override=5)
+    quick = dataclasses.replace(SETTINGS, quick=True, rounds=1, epochs_override=5)
     path = tmp_path / "quick.md"
     write_report(rows, quick, 1.0, 1.0, {}, path)
     quick_text = path.read_text()

@@ -1187,11 +1187,13 @@ def _file_error(error: OSError) -> str:
     from minidl._validate import STANDARD_OUTPUT
 
     names = [name for name in (error.filename, error.filename2) if isinstance(name, str)]
+    # (a note says where the earlier run's files went, if they could not be put back)
+    notes = "".join(f"; {note}" for note in getattr(error, "__notes__", ()))
     if not names or error.strerror is None:
-        return str(error)
+        return str(error) + notes
     if names == [STANDARD_OUTPUT]:
-        return f"cannot write to the standard output ({error.strerror})"
-    return f"{' -> '.join(_shown_path(name) for name in names)}: {error.strerror}"
+        return f"cannot write to the standard output ({error.strerror}){notes}"
+    return f"{' -> '.join(_shown_path(name) for name in names)}: {error.strerror}{notes}"
 
 
 def _report_stop(name: str, interrupt: KeyboardInterrupt) -> int:

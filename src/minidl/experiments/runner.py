@@ -92,6 +92,15 @@ class RunSettings:
             epochs = check_int("RunSettings", "epochs_override", self.epochs_override)
             object.__setattr__(self, "epochs_override", epochs)
         object.__setattr__(self, "jobs", check_int("RunSettings", "jobs", self.jobs))
+        if not isinstance(self.command, str):  # (written into results.json, after training)
+            raise TypeError(f"RunSettings: command must be a str, got {shown(self.command)}")
+        if self.quick and (self.rounds != 1 or self.epochs_override is None):
+            # (the report says quick mode trains 1 round and a few epochs a row)
+            raise ValueError(
+                "RunSettings: quick mode trains 1 round of a few epochs a row, got rounds="
+                f"{self.rounds} and epochs_override={self.epochs_override}; give rounds=1 and "
+                "an epochs_override, or quick=False"
+            )
 
 
 def run_experiments(
@@ -265,6 +274,8 @@ def reproduce(
         raise TypeError(
             f"reproduce: out must be the path of a folder (a str or os.PathLike), got {shown(out)}"
         )
+    if not os.fspath(out):  # (as the command line's --out ''; "." is the current folder)
+        raise ValueError("reproduce: out is empty, expected the path of a folder")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"reproduce: out {shown_path(out)} is a file, expected a folder")
     _require_extras("reproduce: ", "progress=False", progress=progress)
@@ -282,7 +293,7 @@ def reproduce(
     done = False
     bar = None
     try:  # (from here, a run that fails or is interrupted removes what it made)
-        in_the_way = _folder_in_the_way(out)
+        in_the_way = _folder_in_the_way(out, experiments)
         if in_the_way is not None:  # (found before the training, not when the files move in)
             raise ValueError(f"reproduce: {in_the_way}")
         total = count_epochs(experiments, settings.rounds, settings.epochs_override)
@@ -417,12 +428,19 @@ def _move_in(
         raise
 
 
-def _folder_in_the_way(out: Path) -> str | None:
-    """Why ``out`` cannot take the files of a run (a folder with the name of one of them, as
-    :func:`~minidl._validate.shown_path` names it), or ``None``."""
+def _folder_in_the_way(out: Path, experiments: Sequence[Experiment]) -> str | None:
+    """Why ``out`` cannot take the files of a run of ``experiments`` (a folder with the name
+    of one of them, as :func:`~minidl._validate.shown_path` names it), or ``None``: the report,
+    the JSON and the figures of those experiments (a folder named after a figure the run does
+    not draw is left alone, as the figures of other tables are)."""
     from minidl.experiments.figures import FIGURES
 
-    for name in ("report.md", "results.json", *(figure.file for figure in FIGURES)):
+    drawn = [
+        figure.file
+        for figure in FIGURES
+        if any(figure.shows(experiment) for experiment in experiments)
+    ]
+    for name in ("report.md", "results.json", *drawn):
         if (out / name).is_dir():
             folder = shown_path(out / name)
             return f"{folder} is a folder, where the run writes its {name}; move it"
@@ -539,7 +557,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
             f"--out {shown_path(args.out)}: cannot be made a folder ({reason})"
         ) from None
     try:
-        _check_out(args.out, out)
+        _check_out(args.out, out, args.tables)
         _reproduce_from_cli(args, out, rounds, epochs, jobs)
     except BaseException:
         remove_if_empty(made)
@@ -547,15 +565,16 @@ def run_from_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_out(given: str, out: Path) -> None:
-    """Refuse an ``--out`` folder (``given`` as typed) that cannot take the run's files."""
+def _check_out(given: str, out: Path, tables: str) -> None:
+    """Refuse an ``--out`` folder (``given`` as typed) that cannot take the files of a run of
+    ``tables``."""
     try:
         check_folder_takes_files(out)
     except OSError as error:
         raise ValueError(
             f"--out {shown_path(given)}: cannot write into the folder ({error.strerror or error})"
         ) from None
-    in_the_way = _folder_in_the_way(out)
+    in_the_way = _folder_in_the_way(out, experiments_for_tables(tables))
     if in_the_way is not None:
         raise ValueError(f"--out {shown_path(given)}: {in_the_way}")
 
