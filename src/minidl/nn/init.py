@@ -324,8 +324,8 @@ def _tensor(where: str, target: object, generator: object) -> Tensor:
             raise TypeError(
                 f"{where}: generator must be a torch.Generator, got {type(generator).__name__}"
             )
-        # (a meta tensor draws nothing: any generator will do, as in torch.nn.init and in a
-        # layer built on meta with a generator of the CPU)
+        # (a meta tensor draws nothing: any generator will do, as PyTorch's init functions
+        # take it, and as a layer built on meta with a generator of the CPU does)
         if generator.device.type != tensor.device.type and not tensor.is_meta:
             raise ValueError(
                 f"{where}: the generator is on {generator.device.type}, the tensor on "

@@ -949,21 +949,36 @@ def _refuse_shared_elements(name: str, params: list[Parameter], indices: list[in
     """Refuse two of ``params[i]`` (``i`` in ``indices``, ascending; one dtype, their memory
     ranges meeting) that share an element: each marks its elements in one mask over their
     ranges (on the CPU, from their strides alone), and the first that finds one of its
-    elements marked already is named with the one before it that holds that element."""
+    elements marked already is named with the one before it that holds that element (found
+    by a second pass, which marks each element with its holder's number)."""
     tensors = [params[index].data for index in indices]
     size = tensors[0].element_size()
     low = min(tensor.data_ptr() for tensor in tensors)
     offsets = [tensor.data_ptr() - low for tensor in tensors]
     if any(offset % size for offset in offsets):  # (not a whole number of elements apart)
         _raise_shared(name, params, indices[0], indices[1])
-    reach = [offset // size + _extent(t) for offset, t in zip(offsets, tensors, strict=True)]
-    mask = torch.zeros(max(reach), dtype=torch.bool)
-    for position, (tensor, offset) in enumerate(zip(tensors, offsets, strict=True)):
-        marks = mask.as_strided(tensor.shape, tensor.stride(), offset // size)
-        if position and bool(marks.any()):
-            earlier = next(e for e in range(position) if _share_elements(tensors[e], tensor))
-            _raise_shared(name, params, indices[earlier], indices[position])
-        marks.fill_(True)
+    reach = max(offset // size + _extent(t) for offset, t in zip(offsets, tensors, strict=True))
+
+    def marked(dtype: torch.dtype) -> list[Tensor]:
+        """Each tensor's elements in one new mask of ``dtype`` over the ranges."""
+        mask = torch.zeros(reach, dtype=dtype)
+        return [
+            mask.as_strided(t.shape, t.stride(), offset // size)
+            for t, offset in zip(tensors, offsets, strict=True)
+        ]
+
+    for position, view in enumerate(marked(torch.bool)):
+        if position and bool(view.any()):
+            break
+        view.fill_(True)
+    else:
+        return
+    # (one shares: a mask again, each element marked with its holder's number, to name both)
+    for position, view in enumerate(marked(torch.int32)):
+        taken = view[view > 0]
+        if taken.numel():
+            _raise_shared(name, params, indices[int(taken[0]) - 1], indices[position])
+        view.fill_(position + 1)
 
 
 def _raise_shared(name: str, params: list[Parameter], first: int, second: int) -> NoReturn:
@@ -986,18 +1001,3 @@ def _extent(tensor: Tensor) -> int:
 def _described(data: Tensor) -> str:
     """A parameter's shape and dtype, for a message."""
     return f"{tuple(data.shape)}, {data.dtype}"
-
-
-def _share_elements(first: Tensor, second: Tensor) -> bool:
-    """Whether two strided tensors, whose memory ranges meet, share an element: marked in a
-    mask over those ranges (on the CPU, from their strides alone). Of two dtypes of other sizes,
-    or at addresses not a whole number of elements apart, the ranges meeting is enough."""
-    size = first.element_size()
-    low = min(first.data_ptr(), second.data_ptr())
-    offsets = [tensor.data_ptr() - low for tensor in (first, second)]
-    if second.element_size() != size or any(offset % size for offset in offsets):
-        return True
-    ends = [offset // size + _extent(t) for offset, t in zip(offsets, (first, second), strict=True)]
-    mask = torch.zeros(max(ends), dtype=torch.bool)
-    mask.as_strided(first.shape, first.stride(), offsets[0] // size).fill_(True)
-    return bool(mask.as_strided(second.shape, second.stride(), offsets[1] // size).any())
