@@ -1659,3 +1659,151 @@ def test_unfolded_runs_the_loop_for_a_model_with_a_kept_step(
     with unfolded():
         fit(model, criterion, optimizer, x, y, epochs=1, batch_size=10)
     assert calls[0] == 5
+
+
+def _count_columns(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls = [0]
+    original = nn.CrossEntropyLoss._forward_columns
+
+    def counting(self: nn.CrossEntropyLoss, *arguments: Tensor) -> Tensor:
+        calls[0] += 1
+        return original(self, *arguments)
+
+    monkeypatch.setattr(nn.CrossEntropyLoss, "_forward_columns", counting)
+    return calls
+
+
+@pytest.mark.parametrize("classes", [1, 3, 20])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("modules", ["linear", "activation_last", "layers", "wide_batch"])
+def test_cross_entropy_of_class_indices_takes_the_last_modules_columns(
+    classes: int, reduction: Any, modules: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cross-entropy of class indices reads the last module's ``(C, N)`` output as it is
+    (``CrossEntropyLoss._forward_columns``, no copy into ``(N, C)``), its gradient ``(C, N)``
+    going straight into the last module's backward: the loop's training to 1e-12 in float64,
+    for a lone layer (the first and the last), an activation last, 20 classes (whose softmax
+    sums in another order) and one class, a sum and a mean, and batches of more than 1024
+    (a sum, not a dot product); every step took that path."""
+    samples, batch_size = (2100, 1050) if modules == "wide_batch" else (50, 8)
+    x, y = _data(samples=samples, classes=classes)
+    calls = _count_columns(monkeypatch)
+
+    def make() -> tuple[nn.Module, nn.Loss, optim.Optimizer, Any]:
+        torch.manual_seed(4)
+        layers = {
+            "linear": lambda: [nn.Linear(3, classes)],
+            "activation_last": lambda: [
+                nn.Linear(3, 5),
+                nn.Tanh(),
+                nn.Linear(5, classes),
+                nn.ELU(),
+            ],
+            "layers": lambda: [
+                nn.Linear(3, 6),
+                nn.Tanh(),
+                nn.Linear(6, 5),
+                nn.ReLU(),
+                nn.Linear(5, classes),
+            ],
+            "wide_batch": lambda: [nn.Linear(3, 6), nn.Sigmoid(), nn.Linear(6, classes)],
+        }[modules]()
+        model = nn.Sequential(*layers).to(dtype=F64)
+        optimizer = optim.SGD(model.parameters(), 0.05, momentum=0.9)
+        return model, nn.CrossEntropyLoss(reduction=reduction), optimizer, None
+
+    folded, plain = _train_both(make, x, y, epochs=3, batch_size=batch_size)
+    _same_training(folded, plain)
+    assert calls[0] == 3 * -(-samples // batch_size)
+
+
+def test_cross_entropy_of_probabilities_copies_the_prediction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Probability targets go the batch-major way (the prediction copied, the loss's own
+    forward), in the same step as class indices of another call."""
+    x, y = _data()
+    calls = _count_columns(monkeypatch)
+    probabilities = torch.nn.functional.one_hot(y, 3).to(F64) * 0.7 + 0.1
+    model = _model()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), 0.05)
+    plain_model = copy.deepcopy(model)
+    plain_optimizer = optim.SGD(plain_model.parameters(), 0.05)
+    for target in (probabilities, y, probabilities):
+        for trained, loss, stepper, context in (
+            (model, criterion, optimizer, _folding()),
+            (plain_model, nn.CrossEntropyLoss(), plain_optimizer, unfolded()),
+        ):
+            with context:
+                fit(
+                    trained,
+                    loss,
+                    stepper,
+                    x,
+                    target,
+                    epochs=1,
+                    batch_size=8,
+                    generator=torch.Generator().manual_seed(0),
+                )
+    assert calls[0] == 7  # (the class indices' batches only)
+    for p, q in zip(model.parameters(), plain_model.parameters(), strict=True):
+        _close(p.data, q.data)
+
+
+def test_the_loss_after_a_folded_fit_gives_the_last_batchs_gradient() -> None:
+    """After fit, the cross-entropy's ``backward()`` is the gradient of the last batch, as the
+    loop leaves it: ``(N, C)``, contiguous, its own tensor (a second fit does not change it)."""
+    x, y = _data()
+    gradients = []
+    for fold in (True, False):
+        model = _model()
+        criterion = nn.CrossEntropyLoss()
+        with _folding() if fold else unfolded():
+            fit(
+                model,
+                criterion,
+                optim.SGD(model.parameters(), 0.05),
+                x,
+                y,
+                epochs=2,
+                batch_size=8,
+                generator=torch.Generator().manual_seed(0),
+            )
+        gradients.append(criterion.backward())
+        if fold:
+            again = gradients[-1].clone()
+            fit(
+                model,
+                nn.CrossEntropyLoss(),
+                optim.SGD(model.parameters(), 0.05),
+                x,
+                y,
+                epochs=1,
+                batch_size=8,
+            )
+            assert torch.equal(gradients[-1], again)
+    folded, plain = gradients
+    assert folded.shape == plain.shape == (2, 3) and folded.is_contiguous()
+    _close(folded, plain)
+
+
+def test_class_indices_refused_mid_epoch_by_the_columns_leave_zero_gradients() -> None:
+    """A class index out of range written by ``on_epoch`` after the first epoch: the columns'
+    gather refuses it in the loop's words, the gradients zeros and the steps done the loop's."""
+    x, y = _data()
+    target = y.clone()
+
+    def spoil(record: object) -> None:
+        target[40] = 3
+
+    runs = _stopped_both_ways(
+        ValueError,
+        x,
+        target,
+        before=lambda: target.__setitem__(40, 1),
+        epochs=2,
+        on_epoch=spoil,
+    )
+    assert runs[True][1].step_count > 5
+    assert all(not p.grad.any() for p in runs[True][0].parameters())

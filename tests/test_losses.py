@@ -497,3 +497,86 @@ def test_huber_loss_with_a_delta_past_the_dtype_computes_its_gradient() -> None:
     expected.backward()
     assert torch.equal(value, expected.detach())
     assert torch.equal(loss.backward(), prediction.grad)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (7, 2), (100, 10), (13, 40), (1030, 3)])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_cross_entropy_columns_give_forwards_loss_and_gradient(
+    shape: tuple[int, int], reduction: Any, dtype: torch.dtype
+) -> None:
+    """``_forward_columns`` (logits features by batch, ``(C, N)``, as :mod:`minidl.folded`
+    gives them) computes ``forward``'s loss of the transposed logits, its gradient (from
+    ``backward`` too, ``(N, C)`` and contiguous, as after ``forward``) ``(C, N)``, and against
+    PyTorch's in float64; a batch of more than 1024 rows (a sum, not a dot product) too. Equal
+    to rounding: PyTorch's softmax down the columns takes a vector's exp and log where the row
+    one may take a scalar's."""
+    n, c = shape
+    generator = torch.Generator().manual_seed(n * 100 + c)
+    logits = torch.randn(n, c, generator=generator, dtype=dtype) * 3
+    target = torch.randint(0, c, (n,), generator=generator)
+    plain = nn.CrossEntropyLoss(reduction=reduction)
+    loss = plain(logits, target)
+    gradient = plain.backward()
+    columns = nn.CrossEntropyLoss(reduction=reduction)
+    columns._check_prediction(logits)
+    buffer = torch.empty(c, n, dtype=dtype)
+    out = torch.empty(c, n, dtype=dtype)
+    loss_c = columns._forward_columns(logits.t().contiguous(), target, buffer)
+    gradient_c = columns._gradient_columns(out)
+    assert gradient_c is out
+    again = columns.backward()
+    assert again.shape == (n, c) and again.is_contiguous()
+    assert torch.equal(again, gradient_c.t())
+    tolerance = 1e-12 if dtype is F64 else 1e-5
+    assert_close(loss_c, loss, rtol=tolerance)
+    assert_close(gradient_c.t(), gradient, rtol=tolerance)
+    if dtype is F64:
+        reference = logits.clone().requires_grad_()
+        expected = F.cross_entropy(reference, target, reduction=reduction)
+        expected.backward()
+        assert_close(loss_c, expected.detach(), rtol=1e-10)
+        assert_close(gradient_c.t(), reference.grad, rtol=1e-10)
+
+
+def test_cross_entropy_columns_refuse_targets_as_forward_does() -> None:
+    """A target out of range, of another dtype or shape: ``forward``'s refusal, in its words."""
+    logits = torch.randn(4, 3)
+    for target in (torch.tensor([0, 1, 3, 2]), torch.tensor([0, 1, -1, 2]), torch.zeros(5).long()):
+        with pytest.raises(ValueError) as plain:
+            nn.CrossEntropyLoss()(logits, target)
+        criterion = nn.CrossEntropyLoss()
+        criterion._check_prediction(logits)
+        with pytest.raises(ValueError) as columns:
+            criterion._forward_columns(logits.t().contiguous(), target, torch.empty(3, 4))
+        assert str(columns.value) == str(plain.value)
+
+
+def test_cross_entropy_columns_pickled_and_reduction_set_between_calls() -> None:
+    """The state of a columns forward pickles (its backward gives the same gradient after), a
+    cross-entropy pickled before it existed loads, and a reduction set between two columns
+    forwards is the second one's (its -1/N made again)."""
+    import pickle
+
+    logits = torch.randn(6, 3, dtype=F64)
+    target = torch.tensor([0, 2, 1, 1, 0, 2])
+    criterion = nn.CrossEntropyLoss()
+    criterion._check_prediction(logits)
+    criterion._forward_columns(logits.t().contiguous(), target, torch.empty(3, 6, dtype=F64))
+    gradient = criterion.backward()
+    copied = pickle.loads(pickle.dumps(criterion))
+    assert torch.equal(copied.backward(), gradient)
+    state = criterion.__getstate__() if hasattr(criterion, "__getstate__") else vars(criterion)
+    state = dict(state)
+    del state["_columns"], state["_rows"]
+    old = nn.CrossEntropyLoss.__new__(nn.CrossEntropyLoss)
+    old.__setstate__(state)
+    assert old._columns is False and old._rows is None
+    criterion.reduction = "sum"
+    loss = criterion._forward_columns(logits.t().contiguous(), target, torch.empty(3, 6, dtype=F64))
+    assert_close(loss, F.cross_entropy(logits, target, reduction="sum"), rtol=1e-12)
+    assert_close(
+        criterion._gradient_columns(torch.empty(3, 6, dtype=F64)).t(),
+        torch.softmax(logits, -1) - F.one_hot(target, 3),
+        rtol=1e-12,
+    )

@@ -214,8 +214,9 @@ def test_fit_is_the_loop_written_by_hand_bit_for_bit(
 ) -> None:
     """A final partial batch, a batch as large as the set or larger, a schedule per batch or
     per epoch, a validation set of another size: the same parameters and the same history, bit
-    for bit from the loop ``fit`` documents, to 1e-12 from its folded step (whose products
-    round otherwise, ``minidl.folded``), with the same validation errors."""
+    for bit from the loop ``fit`` documents, to 1e-11 from its folded step (whose products and
+    softmax round otherwise, ``minidl.folded``: 212 steps of one sample at rates up to 0.2 with
+    momentum grow a last-bit difference to 5e-12), with the same validation errors."""
     x, y = _data(3, 53)
     x_val, y_val = _data(4, 17)
 
@@ -267,7 +268,7 @@ def test_fit_is_the_loop_written_by_hand_bit_for_bit(
         )
     for p, q in zip(fitted.parameters(), model.parameters(), strict=True):
         if folded:
-            assert torch.allclose(p.data, q.data, rtol=1e-12, atol=1e-12)
+            assert torch.allclose(p.data, q.data, rtol=1e-11, atol=1e-11)
         else:
             assert torch.equal(p.data, q.data)
     assert history.train_loss == pytest.approx(losses, rel=1e-12 if folded else 1e-14)

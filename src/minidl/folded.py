@@ -18,20 +18,29 @@ bias folded into its layer's matrix:
   gradient written, not accumulated: the step starts from zero gradients) and the input
   gradient ``W^T G`` another;
 - the activations and the loss are the modules' own operations (element-wise: any layout
-  will do); the last layer's ``(C, N)`` product is copied into a prediction ``(N, C)``, so
-  that the loss takes it contiguous, as from the model (an activation last gives the
-  transposed view of its result): computed batch-major instead, ``A^T [W | b]^T`` straight
-  into ``(N, C)``, that product took MKL 258 us for ``A`` of 65x1024 and 2 outputs, where
-  the product and the copy take 9 us;
+  will do). A cross-entropy of class indices takes the last module's ``(C, N)`` output as
+  it is (:meth:`~minidl.nn.CrossEntropyLoss._forward_columns`: its softmax down each
+  column, its gradient ``(C, N)`` into the last module's backward; PyTorch's CPU softmax
+  over a last dimension of fewer than 16 classes works one row at a time, 3.3 us for the
+  paper's 100 x 2 where the columns take 1.2). For the other losses the last layer's
+  ``(C, N)`` product is copied into a prediction ``(N, C)``, so that the loss takes it
+  contiguous, as from the model (an activation last gives the transposed view of its
+  result): computed batch-major instead, ``A^T [W | b]^T`` straight into ``(N, C)``, that
+  product took MKL 258 us for ``A`` of 65x1024 and 2 outputs, where the product and the
+  copy take 9 us;
 - the blocks, their gradients and the optimizer's state in that layout are flat buffers, so
   that the optimizer's own update (``Optimizer._step_buffers``) is one call.
 
 A step issues as many operations as the model's ``forward``, the loss and
-``backward_parameters`` with the optimizer's ``zero_grad`` and ``step``, and the copy of the
-prediction (31 for the paper's network, where the loop issues 34), cheaper ones (a product without a bias to copy, none to add up apart),
-and none of the checks: on the paper's network it took about a fifth less time (141 against
-180 us, alternating in one process). It computes the same function with other roundings: the
-products sum in another order (the bias inside the sum), so a trained parameter agrees with
+``backward_parameters`` with the optimizer's ``zero_grad`` and ``step`` (30 for the paper's
+network, where the loop issues 34; one more, the copy of the prediction, for losses other
+than a cross-entropy of class indices), cheaper ones (a product without a bias to copy, none
+to add up apart), and none of the checks: on the paper's network it took about a fifth less
+time (141 against 180 us, alternating in one process), and taking the cross-entropy's
+columns as they are a twentieth less again (87 against 92 us a step of ``fit``). It computes
+the same function with other roundings: the products sum in another order (the bias inside
+the sum), the cross-entropy's softmax of columns may take a vector's ``exp`` and ``log`` where
+the loop's of rows takes a scalar's, so a trained parameter agrees with
 the step-by-step loop's to about 1e-12 in float64 after a few epochs (``tests/test_folded.py``),
 in float32 to its last digits at first and less as training goes on. :meth:`FoldedStep.load` copies the model's
 parameters and the optimizer's state into the blocks, :meth:`FoldedStep.store` copies the
@@ -99,7 +108,9 @@ class _Batch:
     the prediction (computed batch-major, ``A^T [W | b]^T`` straight into ``(N, C)``, MKL took
     258 us for ``A`` of 65x1024 and 2 outputs where this takes 9 us, and 2.6 against 2.4 us at
     the paper's size), and an activation last gives the transposed view of its ``(C, N)``
-    result. ``grads[i]`` holds the gradient with respect to module ``i``'s input.
+    result; a cross-entropy of class indices reads the last module's ``(C, N)`` output
+    instead (``columns``), into ``log_probabilities`` and its gradient ``logit_grads``, of that
+    shape too. ``grads[i]`` holds the gradient with respect to module ``i``'s input.
     """
 
     def __init__(self, step: FoldedStep, size: int) -> None:
@@ -162,7 +173,7 @@ class _Batch:
         # backward: the modules before (or from) the last, last first: (kind, ...) with kind
         # 0 a layer, 1 the first layer (no input gradient), 2 an activation.
         self.backward: list[tuple[int, Any, Tensor, Tensor, int]] = []
-        for index in range(last - 1 if self.last_is_layer else last, -1, -1):
+        for index in range(last, -1, -1):
             module = modules[index]
             if isinstance(module, Linear):
                 layer = step.layer_of[index]
@@ -174,7 +185,17 @@ class _Batch:
             else:
                 assert isinstance(module, Activation)
                 self.backward.append((2, module._backward, grads[index], outputs[index], index))
+        # The loss's gradient batch-major goes on from the module before the last layer (the
+        # last one's backward is last_layer's); one features by batch, from the last module.
+        self.backward_rows = self.backward[1:] if self.last_is_layer else self.backward
         self.grads = grads
+        # A cross-entropy of class indices takes the last module's (C, N) output as it is (see
+        # CrossEntropyLoss._forward_columns), its log-probabilities and gradient (C, N) too.
+        self.columns: Tensor | None = None
+        if type(step.criterion) is CrossEntropyLoss:
+            self.columns = outputs[last]
+            self.log_probabilities = new(rows, size)
+            self.logit_grads = new(rows, size)
         # The loss's _prediction_shape once it accepted this batch's prediction: while it
         # holds that object, the prediction (this buffer, of a signature that never changes)
         # is one it accepts, and its check is skipped (see Loss._forward_accepted).
@@ -441,32 +462,46 @@ class FoldedStep:
                     operation(operand, out=out)
                 else:
                     caches[index] = operation(operand, out)[1]
-            if batch.product is not None:
-                batch.prediction.copy_(batch.product)
             # (the built-in losses' forward and _gradient: what __call__ and backward() call)
             loss: Tensor
-            if criterion._prediction_shape is batch.accepted:
-                loss = criterion._forward_accepted(batch.prediction, y)
+            columns = batch.columns is not None and y.dtype is torch.int64
+            if columns:
+                if criterion._prediction_shape is not batch.accepted:
+                    criterion._check_prediction(batch.prediction)
+                    batch.accepted = criterion._prediction_shape
+                loss = criterion._forward_columns(  # type: ignore[attr-defined]
+                    batch.columns, y, batch.log_probabilities
+                )
             else:
-                loss = criterion.forward(batch.prediction, y)
-                batch.accepted = criterion._prediction_shape
+                if batch.product is not None:
+                    batch.prediction.copy_(batch.product)
+                if criterion._prediction_shape is batch.accepted:
+                    loss = criterion._forward_accepted(batch.prediction, y)
+                else:
+                    loss = criterion.forward(batch.prediction, y)
+                    batch.accepted = criterion._prediction_shape
         except BaseException:
             # (a batch's targets refused by the loss, an interrupt: the gradients are zeros, as
             # the loop's zero_grad left them before its forward)
             self.grads.zero_()
             raise
         try:
-            grad = criterion._gradient()
-            if batch.last_is_layer:
-                inputs, grad_block_t, weight, input_grad_t, input_grad = batch.last_layer
-                torch.mm(inputs, grad, out=grad_block_t)
-                if input_grad_t is not None:
-                    torch.mm(grad, weight, out=input_grad_t)
-                grad = input_grad
-            else:
-                grad = grad.t()
+            if columns:  # (C, N): every layer's backward features by batch
+                grad = criterion._gradient_columns(batch.logit_grads)  # type: ignore[attr-defined]
+                backward = batch.backward
+            else:  # (N, C)
+                grad = criterion._gradient()
+                if batch.last_is_layer:
+                    inputs, grad_block_t, weight, input_grad_t, input_grad = batch.last_layer
+                    torch.mm(inputs, grad, out=grad_block_t)
+                    if input_grad_t is not None:
+                        torch.mm(grad, weight, out=input_grad_t)
+                    grad = input_grad
+                else:
+                    grad = grad.t()
+                backward = batch.backward_rows
             grads = batch.grads
-            for kind, first, second, third, index in batch.backward:
+            for kind, first, second, third, index in backward:
                 if kind == 2:  # an activation: its _backward, the input gradient's buffer
                     grad = first(grad, caches[index], second)
                 else:  # a layer: [dW | db] = G A^T, then W^T G
