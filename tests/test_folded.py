@@ -1753,57 +1753,115 @@ def test_cross_entropy_of_probabilities_copies_the_prediction(
 
 def test_the_loss_after_a_folded_fit_gives_the_last_batchs_gradient() -> None:
     """After fit, the cross-entropy's ``backward()`` is the gradient of the last batch, as the
-    loop leaves it: ``(N, C)``, contiguous, its own tensor (a second fit does not change it)."""
+    loop leaves it: ``(N, C)``, contiguous, and its own: a gradient taken then, and a shallow
+    copy of the loss, stay as they were while the same model, loss and optimizer train on (the
+    kept step writes its buffers again), where the loss's own ``backward()`` moves on."""
     x, y = _data()
-    gradients = []
+    results = {}
     for fold in (True, False):
         model = _model()
         criterion = nn.CrossEntropyLoss()
-        with _folding() if fold else unfolded():
+        optimizer = optim.SGD(model.parameters(), 0.05)
+        with _folding(fold) if fold else unfolded():
             fit(
                 model,
                 criterion,
-                optim.SGD(model.parameters(), 0.05),
+                optimizer,
                 x,
                 y,
                 epochs=2,
                 batch_size=8,
                 generator=torch.Generator().manual_seed(0),
             )
-        gradients.append(criterion.backward())
-        if fold:
-            again = gradients[-1].clone()
+            first = criterion.backward()
+            kept = copy.copy(criterion)
             fit(
                 model,
-                nn.CrossEntropyLoss(),
-                optim.SGD(model.parameters(), 0.05),
+                criterion,
+                optimizer,
                 x,
                 y,
                 epochs=1,
                 batch_size=8,
+                generator=torch.Generator().manual_seed(1),
             )
-            assert torch.equal(gradients[-1], again)
-    folded, plain = gradients
-    assert folded.shape == plain.shape == (2, 3) and folded.is_contiguous()
-    _close(folded, plain)
+        results[fold] = (first.clone(), first, kept.backward(), criterion.backward())
+    for folded, plain in zip(results[True], results[False], strict=True):
+        assert folded.shape == (2, 3) and folded.is_contiguous()
+        _close(folded, plain)
+    before, first, kept, last = results[True]
+    assert torch.equal(first, before) and torch.equal(kept, before)
+    assert not torch.equal(last, before)
 
 
-def test_class_indices_refused_mid_epoch_by_the_columns_leave_zero_gradients() -> None:
-    """A class index out of range written by ``on_epoch`` after the first epoch: the columns'
-    gather refuses it in the loop's words, the gradients zeros and the steps done the loop's."""
-    x, y = _data()
-    target = y.clone()
-
-    def spoil(record: object) -> None:
-        target[40] = 3
-
-    runs = _stopped_both_ways(
-        ValueError,
-        x,
-        target,
-        before=lambda: target.__setitem__(40, 1),
-        epochs=2,
-        on_epoch=spoil,
+def _refused_both_ways(
+    error: type[BaseException], spoil: Callable[[nn.CrossEntropyLoss], Any], **options: Any
+) -> dict[bool, tuple[str, Tensor, nn.Module, int]]:
+    """``fit`` under cross-entropy stopped by ``error`` (``spoil(criterion)`` run before each
+    run: it arranges the failure), folded and step by step: for each, the message, the loss's
+    ``backward()`` after, the model and the step count."""
+    x = _data()[0]
+    runs = {}
+    for fold in (True, False):
+        model = _model()
+        criterion = nn.CrossEntropyLoss()
+        optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
+        with _path(fold), pytest.raises(error) as raised:
+            fit(
+                model,
+                criterion,
+                optimizer,
+                x,
+                spoil(criterion),
+                batch_size=10,
+                generator=torch.Generator().manual_seed(0),
+                **options,
+            )
+        runs[fold] = (str(raised.value), criterion.backward(), model, optimizer.step_count)
+    (message, gradient, model, steps), (message_p, gradient_p, model_p, steps_p) = (
+        runs[True],
+        runs[False],
     )
-    assert runs[True][1].step_count > 5
-    assert all(not p.grad.any() for p in runs[True][0].parameters())
+    assert message == message_p and steps == steps_p
+    _close(gradient, gradient_p)
+    for p, q in zip(model.parameters(), model_p.parameters(), strict=True):
+        _close(p.data, q.data)
+        _close(p.grad, q.grad)
+    return runs
+
+
+def test_class_indices_refused_mid_epoch_by_the_columns_as_by_the_loop() -> None:
+    """A class index out of range written by ``on_epoch`` after the first epoch: the columns'
+    gather refuses it in the loop's words, the gradients zeros, the steps done and the loss's
+    ``backward()`` (the last good batch's) the loop's."""
+    target = _data()[1].clone()
+
+    def spoil(criterion: nn.CrossEntropyLoss) -> Tensor:
+        target[40] = 1
+        return target
+
+    runs = _refused_both_ways(
+        ValueError, spoil, epochs=2, on_epoch=lambda record: target.__setitem__(40, 3)
+    )
+    assert "out of range" in runs[True][0] and runs[True][3] > 5
+    assert all(not p.grad.any() for p in runs[True][2].parameters())
+
+
+def test_an_interrupt_in_the_columns_leaves_the_loss_as_the_loop() -> None:
+    """A KeyboardInterrupt from the 8th ``gather`` (after its batch's log-probabilities are
+    written): the parameters, gradients and the loss's ``backward()`` the loop's."""
+    original = torch.gather
+    calls = [0]
+
+    def gather(*arguments: Any, **options: Any) -> Tensor:
+        calls[0] += 1
+        if calls[0] == 8:
+            raise KeyboardInterrupt
+        return original(*arguments, **options)
+
+    def spoil(criterion: nn.CrossEntropyLoss) -> Tensor:
+        calls[0] = 0
+        return _data()[1]
+
+    with mock.patch.object(torch, "gather", gather):
+        _refused_both_ways(KeyboardInterrupt, spoil, epochs=2)

@@ -21,8 +21,8 @@ bias folded into its layer's matrix:
   will do). A cross-entropy of class indices takes the last module's ``(C, N)`` output as
   it is (:meth:`~minidl.nn.CrossEntropyLoss._forward_columns`: its softmax down each
   column, its gradient ``(C, N)`` into the last module's backward; PyTorch's CPU softmax
-  over a last dimension of fewer than 16 classes works one row at a time, 3.3 us for the
-  paper's 100 x 2 where the columns take 1.2). For the other losses the last layer's
+  over a last dimension of fewer classes than a vector of the machine holds works one row at
+  a time, 3.3 us for the paper's 100 x 2 in float32 where the columns take 1.2). For the other losses the last layer's
   ``(C, N)`` product is copied into a prediction ``(N, C)``, so that the loss takes it
   contiguous, as from the model (an activation last gives the transposed view of its
   result): computed batch-major instead, ``A^T [W | b]^T`` straight into ``(N, C)``, that
@@ -109,8 +109,9 @@ class _Batch:
     258 us for ``A`` of 65x1024 and 2 outputs where this takes 9 us, and 2.6 against 2.4 us at
     the paper's size), and an activation last gives the transposed view of its ``(C, N)``
     result; a cross-entropy of class indices reads the last module's ``(C, N)`` output
-    instead (``columns``), into ``log_probabilities`` and its gradient ``logit_grads``, of that
-    shape too. ``grads[i]`` holds the gradient with respect to module ``i``'s input.
+    instead (``columns``), into one of the two ``log_probabilities`` (the one the loss does not
+    hold: a batch refused or interrupted part-way leaves the loss the last good forward's) and
+    its gradient into ``logit_grads``, of that shape too. ``grads[i]`` holds the gradient with respect to module ``i``'s input.
     """
 
     def __init__(self, step: FoldedStep, size: int) -> None:
@@ -194,7 +195,7 @@ class _Batch:
         self.columns: Tensor | None = None
         if type(step.criterion) is CrossEntropyLoss:
             self.columns = outputs[last]
-            self.log_probabilities = new(rows, size)
+            self.log_probabilities = (new(rows, size), new(rows, size))
             self.logit_grads = new(rows, size)
         # The loss's _prediction_shape once it accepted this batch's prediction: while it
         # holds that object, the prediction (this buffer, of a signature that never changes)
@@ -424,9 +425,13 @@ class FoldedStep:
 
     def store(self) -> None:
         """Copy the blocks, their gradients and the optimizer's state back to the model's
-        parameters and the optimizer."""
+        parameters and the optimizer, and a cross-entropy's log-probabilities out of the
+        step's buffers (which later steps write), as the loop leaves them: its own."""
         optimizer = self._optimizer()
         assert optimizer is not None  # (usable; fit, which calls this, holds it)
+        criterion = self._criterion()
+        if isinstance(criterion, CrossEntropyLoss):
+            criterion._keep_columns()
         flat = optimizer._flat_buffers()
         assert flat is not None  # (usable)
         inverse = self._inverse
@@ -469,8 +474,10 @@ class FoldedStep:
                 if criterion._prediction_shape is not batch.accepted:
                     criterion._check_prediction(batch.prediction)
                     batch.accepted = criterion._prediction_shape
+                pair = batch.log_probabilities
+                held = criterion._log_probabilities  # type: ignore[attr-defined]
                 loss = criterion._forward_columns(  # type: ignore[attr-defined]
-                    batch.columns, y, batch.log_probabilities
+                    batch.columns, y, pair[held is pair[0]]
                 )
             else:
                 if batch.product is not None:
