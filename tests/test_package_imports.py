@@ -105,6 +105,25 @@ def test_a_fresh_package_lists_and_gives_its_names_and_keeps_them() -> None:
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
+def test_the_modules_the_docs_name_by_their_dotted_path_come_with_the_package() -> None:
+    """``import minidl`` then ``minidl.train.fit`` (as the README names it), ``minidl.rounds``,
+    ``minidl.checkpoint``, ``minidl.interop`` and ``minidl.distributed``: each the module, torch
+    imported at the first use, none of them a name of ``from minidl import *``."""
+    program = (
+        "import sys, minidl\n"
+        "assert 'torch' not in sys.modules\n"
+        "assert minidl.train.fit is sys.modules['minidl.train'].fit\n"
+        "namespace = {}\n"
+        "exec('from minidl import *', namespace)\n"
+        "assert 'nn' in namespace and 'train' not in namespace and 'rounds' not in namespace\n"
+        "for name in ('rounds', 'checkpoint', 'interop', 'distributed'):\n"
+        "    assert getattr(minidl, name) is sys.modules['minidl.' + name], name\n"
+        "    assert name in dir(minidl), name\n"
+    )
+    done = run_python(program)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
 def test_the_package_takes_any_value_set_on_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """The package's class puts the function :func:`minidl.gradcheck` in place of its module
     only: a number, a function, a stand-in module of another name (what a test patches in) or

@@ -324,6 +324,61 @@ def test_anomaly_loads_only_the_nn_files_docs_architecture_names() -> None:
     )
 
 
+def test_the_nn_files_that_import_anomaly_are_those_docs_architecture_names() -> None:
+    """nn/ imports anomaly.py (beside it, working at its level) only from the files named in
+    docs/architecture.md."""
+    importing = set()
+    for path in sorted((SOURCE / "nn").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if "minidl.anomaly" in set(_imported_modules(tree, _package_of(path))):
+            importing.add(path.relative_to(SOURCE).as_posix())
+    assert importing == {
+        "nn/residual.py",
+        "nn/sequential.py",
+        "nn/stack.py",
+        "nn/stacked_activation.py",
+    }
+    architecture = " ".join(
+        (Path(__file__).resolve().parent.parent / "docs" / "architecture.md")
+        .read_text(encoding="utf-8")
+        .split()
+    )
+    for name in importing:
+        assert f"`{name}`" in architecture, name
+
+
+#: The switches of autograd that the framework uses, outside interop.py and distributed.py,
+#: and the files that use each (docs/architecture.md says why): a new use is a decision.
+_AUTOGRAD_SWITCHES = {
+    "enable_grad": {"nn/module.py"},
+    "grad_fn": {"nn/chain.py", "nn/module.py", "nn/sequential.py"},
+    "no_grad": set(),
+    "set_grad_enabled": set(),
+    "is_grad_enabled": set(),
+}
+
+
+def test_autograds_switches_are_used_only_where_docs_architecture_says() -> None:
+    """Beside torch.inference_mode (the loops' and the buffers'), the framework reads
+    ``.grad_fn`` and enters ``torch.enable_grad()`` only in the files named here and in
+    docs/architecture.md, to read a caller's tensor as a plain value; no ``no_grad``."""
+    found: dict[str, set[str]] = {name: set() for name in _AUTOGRAD_SWITCHES}
+    for path in _framework_files():
+        relative = path.relative_to(SOURCE).as_posix()
+        if relative in ("interop.py", "distributed.py"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", None)
+            if name in found:
+                found[name].add(relative)
+    assert found == _AUTOGRAD_SWITCHES
+    architecture = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text(
+        encoding="utf-8"
+    )
+    assert "`torch.enable_grad()`" in architecture and "`.grad_fn`" in architecture
+
+
 # -- at run time -----------------------------------------------------------------------------------
 
 

@@ -939,10 +939,12 @@ class DataParallel:
 
     @property
     def rank(self) -> int:
+        """This process's rank in the group, in ``[0, world_size)``."""
         return self.group.rank
 
     @property
     def world_size(self) -> int:
+        """The number of processes in the group."""
         return self.group.world_size
 
     def shard(self, batches: BatchIterator) -> ShardedBatches:

@@ -98,6 +98,7 @@ class TorchResidual(tnn.Module):
         self.block = block
 
     def forward(self, input: Tensor) -> Tensor:
+        """``input + block(input)``, the block's output of the input's shape."""
         output: Tensor = self.block(input)
         if not isinstance(output, Tensor):
             raise TypeError(

@@ -62,6 +62,9 @@ class PublishedELU(ELU):
 
     :math:`y = x` for :math:`x > 0`, :math:`y = 1.6733 (e^x - 1)` otherwise.
 
+    Shape:
+        - Input: any shape. Output: the same shape.
+
     Example:
         >>> PublishedELU()(torch.tensor([-1000.0]))
         tensor([-1.6733])
@@ -78,6 +81,9 @@ class PublishedSELU(SELU):
     r"""SELU as published: scale 0.5 instead of :math:`\lambda \approx 1.0507`.
 
     :math:`y = 0.5 x` for :math:`x > 0`, :math:`y = 0.5 \cdot 1.6733 (e^x - 1)` otherwise.
+
+    Shape:
+        - Input: any shape. Output: the same shape.
 
     Example:
         >>> PublishedSELU()(torch.tensor([2.0]))

@@ -85,6 +85,7 @@ class Comparison:
 
     @property
     def differs(self) -> bool:
+        """Whether the difference is significant: ``p_value`` below :data:`SIGNIFICANCE`."""
         return self.p_value < SIGNIFICANCE
 
 

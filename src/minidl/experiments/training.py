@@ -165,10 +165,12 @@ class RowResult:
 
     @property
     def test_errors(self) -> list[float]:
+        """Each round's test error, in %, in the order of the rounds."""
         return [r.test_error for r in self.rounds]
 
     @property
     def train_errors(self) -> list[float]:
+        """Each round's training error, in %, in the order of the rounds."""
         return [r.train_error for r in self.rounds]
 
     @property

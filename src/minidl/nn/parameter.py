@@ -138,17 +138,21 @@ class Parameter:
 
     @property
     def shape(self) -> torch.Size:
+        """The shape of the value (and of the gradient)."""
         return self.data.shape
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the value (and of the gradient)."""
         return self.data.dtype
 
     @property
     def device(self) -> torch.device:
+        """The device of the value (and of the gradient)."""
         return self.data.device
 
     def numel(self) -> int:
+        """The number of entries of the value."""
         return self.data.numel()
 
     def __getstate__(self) -> dict[str, object]:

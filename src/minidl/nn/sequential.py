@@ -84,6 +84,11 @@ class Sequential(Module):
     Args:
         *modules: the modules, in the order data flows through them.
 
+    Shape:
+        - Input: what the first module takes, e.g. ``(N, in_features)`` for a ``Linear``.
+        - Output: what the last module gives, e.g. ``(N, out_features)``; the input gradient
+          of :meth:`backward` has the input's shape.
+
     Example:
         >>> model = Sequential(Linear(2, 25), Tanh(), Linear(25, 2))
         >>> model(torch.randn(4, 2)).shape

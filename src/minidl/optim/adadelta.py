@@ -40,6 +40,8 @@ class Adadelta(Optimizer):
 
     State:
         ``square_avg`` (:math:`E[g^2]`) and ``acc_delta`` (:math:`E[\Delta w^2]`).
+        Each a flat tensor ``(P,)`` of the parameters' dtype and device, ``P`` their number of
+        entries (``optimizer.state[name]``), the parameters' entries in their order.
 
     Example:
         >>> optimizer = Adadelta(model.parameters(), rho=0.95)

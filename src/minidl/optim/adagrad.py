@@ -41,6 +41,8 @@ class Adagrad(Optimizer):
 
     State:
         ``sum`` (:math:`S`).
+        Each a flat tensor ``(P,)`` of the parameters' dtype and device, ``P`` their number of
+        entries (``optimizer.state[name]``), the parameters' entries in their order.
 
     Example:
         >>> optimizer = Adagrad(model.parameters(), lr=0.1)

@@ -61,6 +61,8 @@ class Adam(Optimizer):
 
     State:
         ``exp_avg`` (:math:`m`) and ``exp_avg_sq`` (:math:`v`).
+        Each a flat tensor ``(P,)`` of the parameters' dtype and device, ``P`` their number of
+        entries (``optimizer.state[name]``), the parameters' entries in their order.
 
     Example:
         >>> optimizer = Adam(model.parameters(), lr=1e-3)

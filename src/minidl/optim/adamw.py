@@ -37,6 +37,8 @@ class AdamW(Adam):
 
     State:
         ``exp_avg`` (:math:`m`) and ``exp_avg_sq`` (:math:`v`).
+        Each a flat tensor ``(P,)`` of the parameters' dtype and device, ``P`` their number of
+        entries (``optimizer.state[name]``), the parameters' entries in their order.
 
     Example:
         >>> optimizer = AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)

@@ -500,6 +500,8 @@ class LRScheduler:
         return [self.lr]
 
     def state_dict(self) -> dict[str, Any]:
+        """The schedule's state: the reference learning rate ``base_lr`` and the step counter
+        ``last_step`` (a subclass adds its settings), as :meth:`load_state_dict` takes it."""
         return {"base_lr": self.base_lr, "last_step": self._checked_last_step("state_dict")}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:

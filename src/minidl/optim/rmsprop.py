@@ -48,6 +48,8 @@ class RMSprop(Optimizer):
     State:
         ``square_avg`` (:math:`s`), ``momentum_buffer`` (:math:`b`, when ``momentum > 0``) and
         ``grad_avg`` (:math:`\bar g`, when ``centered``).
+        Each a flat tensor ``(P,)`` of the parameters' dtype and device, ``P`` their number of
+        entries (``optimizer.state[name]``), the parameters' entries in their order.
 
     Example:
         >>> optimizer = RMSprop(model.parameters(), lr=1e-3, momentum=0.9)

@@ -55,6 +55,8 @@ class SGD(Optimizer):
 
     State:
         ``momentum_buffer``: the velocity :math:`v` (only when built with ``momentum > 0``).
+        Each a flat tensor ``(P,)`` of the parameters' dtype and device, ``P`` their number of
+        entries (``optimizer.state[name]``), the parameters' entries in their order.
 
     Example:
         >>> optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
