@@ -378,6 +378,24 @@ def test_linear_bias_init_is_standard_normal() -> None:
     assert abs(kurtosis - 3) < 0.1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("in_features", "out_features"), [(1, 1), (2, 25), (25, 2), (700, 300)])
+def test_linear_init_draws_the_papers_values(
+    in_features: int, out_features: int, dtype: torch.dtype
+) -> None:
+    """The exact values, not only their statistics: the weight is ``randn(out, in)`` times
+    ``sqrt(2 / (in + out))`` (Xavier normal, the paper's), then the bias ``randn(out)``, both
+    from the generator given, in that order."""
+    layer = nn.Linear(
+        in_features, out_features, dtype=dtype, generator=torch.Generator().manual_seed(11)
+    )
+    generator = torch.Generator().manual_seed(11)
+    weight = torch.randn(out_features, in_features, dtype=dtype, generator=generator)
+    bias = torch.randn(out_features, dtype=dtype, generator=generator)
+    assert torch.equal(layer.weight.data, weight * math.sqrt(2.0 / (in_features + out_features)))
+    assert layer.bias is not None and torch.equal(layer.bias.data, bias)
+
+
 def test_linear_init_is_seeded() -> None:
     torch.manual_seed(123)
     first = nn.mlp((2, 25, 25, 2)).state_dict()

@@ -1806,3 +1806,39 @@ def test_two_parameters_sharing_some_elements_are_refused(make: type[optim.Optim
     with pytest.raises(ValueError, match=rf"params\[0\] .* and params\[1\] .*{ending}"):
         optimizer.step()
     assert torch.equal(tensor, torch.zeros(12, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_step_refuses_a_state_of_other_names_before_changing_anything(flat: bool) -> None:
+    """``optimizer.state`` replaced by a dict of other names (emptied, renamed, one added, the
+    order changed): ``step`` names the optimizer, what it holds and what it expects, and leaves
+    the parameters and state as they were, flat parameters or not; a tensor replaced under its
+    own name is taken."""
+    model = nn.Linear(3, 2)
+    if not flat:
+        model.weight.data = model.weight.data.clone()  # (no longer a view of one buffer)
+    for parameter in model.parameters():
+        parameter.grad.fill_(1.0)
+    optimizer = optim.Adam(model.parameters(), lr=0.1)
+    before = [p.data.clone() for p in model.parameters()]
+    kept = dict(optimizer.state)
+    for state in (
+        {},
+        {"exp_avg": kept["exp_avg"], "sq": kept["exp_avg_sq"]},
+        {**kept, "extra": kept["exp_avg"]},
+        {"exp_avg_sq": kept["exp_avg_sq"], "exp_avg": kept["exp_avg"]},
+    ):
+        optimizer.state = state
+        with pytest.raises(ValueError) as error:
+            optimizer.step()
+        assert str(error.value) == (
+            f"Adam.step: state holds {tuple(state)}, expected ('exp_avg', 'exp_avg_sq') (one "
+            "flat tensor each, as the Adam made them); replace a tensor with "
+            "optimizer.state[name] = tensor, or build a new optimizer"
+        )
+        assert optimizer.step_count == 0
+        assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))
+        assert not any(t.any() for t in kept.values())
+    optimizer.state = {name: tensor.clone() for name, tensor in kept.items()}
+    optimizer.step()
+    assert optimizer.step_count == 1 and optimizer.state["exp_avg"].any()

@@ -528,11 +528,60 @@ def test_shown_path_names_a_path_like_object_by_its_path() -> None:
     ids=["mse-adadelta-step", "mixed-clr-momentum", "float64-selu"],
 )
 def test_train_options_run(arguments: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Each set of options runs, and builds what it names: the loss, the optimizer and its
+    momentum, the schedule, the activations and widths of the layers, the dtype (the lines that
+    ``minidl train`` prints before training); ``--quiet`` prints the final errors only."""
     assert main(["train", "--epochs", "2", "--quiet", *arguments]) == 0
     output = capsys.readouterr().out
     assert re.fullmatch(r"final train error: \d+\.\d\d%\nfinal test error: \d+\.\d\d%\n", output), (
         output
     )
+    assert main(["train", "--epochs", "1", *arguments]) == 0
+    output = capsys.readouterr().out
+    expected = {
+        "mse-adadelta-step": [
+            "loss: MSELoss(",
+            "optimizer: Adadelta(",
+            "scheduler: StepDecay(",
+            "(1): Tanh()",
+            "dtype: float32",
+        ],
+        "mixed-clr-momentum": [
+            "loss: CrossEntropyLoss(",
+            "optimizer: SGD(lr=0.001, momentum=0.9)",  # (CLR starts at its lower bound)
+            "scheduler: CyclicLR(",
+            "(0): Linear(in_features=2, out_features=6",
+            "(1): ReLU()",
+            "(2): Linear(in_features=6, out_features=6",
+            "(3): Tanh()",
+            "(4): Linear(in_features=6, out_features=2",
+        ],
+        "float64-selu": ["(1): SELU()", "(3): SELU()", "(5): SELU()", "dtype: float64"],
+    }[
+        "mse-adadelta-step"
+        if "adadelta" in arguments
+        else "mixed-clr-momentum"
+        if "clr" in arguments
+        else "float64-selu"
+    ]
+    for text in expected:
+        assert text in output, (text, output)
+
+
+def test_train_measures_the_validation_error_on_the_validation_set(tmp_path: Path) -> None:
+    """The validation error of each epoch (in the checkpoint's history) is the trained model's
+    error on the validation set of ``--seed``'s data, not on another set."""
+    from minidl.checkpoint import load_checkpoint
+
+    path = tmp_path / "run.ckpt"
+    argv = ["train", "--epochs", "2", "--hidden", "4", "--seed", "3", "--quiet"]
+    assert main([*argv, "--checkpoint", str(path)]) == 0
+    model = nn.mlp((2, 4, 2), "tanh")
+    state = load_checkpoint(path, model)
+    data = make_disk_data(seed=3)
+    validation = error_rate(model, data.validation.x, data.validation.y)
+    assert state.history.validation_error[-1] == validation
+    assert validation != error_rate(model, data.test.x, data.test.y)  # (the sets tell apart)
 
 
 # -- fit -----------------------------------------------------------------------------------------
@@ -641,6 +690,19 @@ def test_error_rate_counts_wrong_predictions() -> None:
     assert error_rate(layer, x, torch.tensor([0, 0, 1, 1])) == 0.0
     assert error_rate(layer, x, torch.tensor([0, 1, 1, 1])) == 25.0
     assert error_rate(layer, x, torch.tensor([1, 1, 0, 0])) == 100.0
+    # One sample, right and wrong; and fit's validation error of a one-sample set.
+    assert error_rate(layer, x[:1], torch.tensor([0])) == 0.0
+    assert error_rate(layer, x[:1], torch.tensor([1])) == 100.0
+    history = fit(
+        layer,
+        nn.CrossEntropyLoss(),
+        optim.SGD(layer.parameters(), lr=0.0),
+        x,
+        torch.tensor([0, 0, 1, 1]),
+        epochs=1,
+        validation=(x[2:3], torch.tensor([0])),
+    )
+    assert history.validation_error == [100.0]
     layer.train()
     error_rate(layer, x, torch.tensor([0, 0, 1, 1]))
     assert layer.training  # the mode is restored
@@ -864,9 +926,14 @@ def test_activation_names_are_case_insensitive(
     args = build_parser().parse_args(["train", "--activation", text])
     assert args.activation == expected
     hidden = ",".join(["3"] * len(expected))
-    argv = ["train", "--activation", text, "--hidden", hidden, "--epochs", "1", "--quiet"]
+    argv = ["train", "--activation", text, "--hidden", hidden, "--epochs", "1"]
     assert main([*argv, "--batch-size", "1000"]) == 0
-    assert capsys.readouterr().err == ""
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    built = re.findall(r"\(\d+\): (\w+)\(", captured.out)
+    names = {"leakyrelu": "LeakyReLU", "gelutanh": "GELU"}
+    activations = [names.get(name, name) for name in expected]
+    assert [name.lower() for name in built[1::2]] == [name.lower() for name in activations]
 
 
 @pytest.mark.parametrize("text", ["inf", "Infinity", "1e400", "nan", "0", "-0", "-5", "soon"])

@@ -443,6 +443,8 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter from its accumulated gradient."""
+        if tuple(self.state) != self.state_names:
+            self._refuse_state_names("step")
         if Parameter.replacements != self._replacements_seen and self._layout_changed():
             self._refresh_layout()
         if type(self.step_count) is not int:
@@ -454,6 +456,17 @@ class Optimizer:
             for parameter, state in zip(self.params, self._state_views, strict=True):
                 self._update(parameter.data, parameter.grad, state)
         self.step_count += 1
+
+    def _refuse_state_names(self, method: str) -> None:
+        """Refuse, before an update changes anything, a :attr:`state` whose names are not the
+        optimizer's (a dict set in its place, a tensor removed or added): the update reads the
+        tensors in the order of :attr:`state_names`."""
+        name = type(self).__name__
+        raise ValueError(
+            f"{name}.{method}: state holds {tuple(self.state)}, expected {self.state_names} (one "
+            f"flat tensor each, as the {name} made them); replace a tensor with "
+            "optimizer.state[name] = tensor, or build a new optimizer"
+        )
 
     def _check_countable(self) -> None:
         """Refuse, before an update changes anything, a ``step_count`` set by hand that the
