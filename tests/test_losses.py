@@ -580,3 +580,25 @@ def test_cross_entropy_columns_pickled_and_reduction_set_between_calls() -> None
         torch.softmax(logits, -1) - F.one_hot(target, 3),
         rtol=1e-12,
     )
+
+
+def test_cross_entropy_columns_refused_leave_the_last_good_forwards_gradient() -> None:
+    """A columns forward refused (an index out of range) after a good one of another batch
+    size, and of the other reduction's constants: ``backward()`` still gives the good one's
+    gradient, of its shape, as after a refused ``forward``."""
+    good_logits = torch.randn(4, 3, dtype=F64)
+    good_target = torch.tensor([0, 2, 1, 1])
+    plain = nn.CrossEntropyLoss()
+    plain(good_logits, good_target)
+    expected = plain.backward()
+    criterion = nn.CrossEntropyLoss()
+    criterion._check_prediction(good_logits)
+    good = torch.empty(3, 4, dtype=F64)
+    criterion._forward_columns(good_logits.t().contiguous(), good_target, good)
+    bad_logits = torch.randn(3, 3, dtype=F64)
+    criterion._check_prediction(bad_logits)
+    with pytest.raises(ValueError, match="out of range"):
+        criterion._forward_columns(
+            bad_logits.t().contiguous(), torch.tensor([0, 3, 1]), torch.empty(3, 3, dtype=F64)
+        )
+    assert torch.equal(criterion.backward(), expected)

@@ -21,13 +21,13 @@ bias folded into its layer's matrix:
   will do). A cross-entropy of class indices takes the last module's ``(C, N)`` output as
   it is (:meth:`~minidl.nn.CrossEntropyLoss._forward_columns`: its softmax down each
   column, its gradient ``(C, N)`` into the last module's backward; PyTorch's CPU softmax
-  over a last dimension of fewer classes than a vector of the machine holds works one row at
-  a time, 3.3 us for the paper's 100 x 2 in float32 where the columns take 1.2). For the other losses the last layer's
-  ``(C, N)`` product is copied into a prediction ``(N, C)``, so that the loss takes it
-  contiguous, as from the model (an activation last gives the transposed view of its
-  result): computed batch-major instead, ``A^T [W | b]^T`` straight into ``(N, C)``, that
-  product took MKL 258 us for ``A`` of 65x1024 and 2 outputs, where the product and the
-  copy take 9 us;
+  over a last dimension of fewer classes than a vector of the machine holds works one row
+  at a time, 3.3 us for the paper's 100 x 2 in float32 where the columns take 1.2). For the
+  other losses the last layer's ``(C, N)`` product is copied into a prediction ``(N, C)``,
+  so that the loss takes it contiguous, as from the model (an activation last gives the
+  transposed view of its result): computed batch-major instead, ``A^T [W | b]^T`` straight
+  into ``(N, C)``, that product took MKL 258 us for ``A`` of 65x1024 and 2 outputs, where
+  the product and the copy take 9 us;
 - the blocks, their gradients and the optimizer's state in that layout are flat buffers, so
   that the optimizer's own update (``Optimizer._step_buffers``) is one call.
 
@@ -40,9 +40,9 @@ time (141 against 180 us, alternating in one process), and taking the cross-entr
 columns as they are a twentieth less again (87 against 92 us a step of ``fit``). It computes
 the same function with other roundings: the products sum in another order (the bias inside
 the sum), the cross-entropy's softmax of columns may take a vector's ``exp`` and ``log`` where
-the loop's of rows takes a scalar's, so a trained parameter agrees with
-the step-by-step loop's to about 1e-12 in float64 after a few epochs (``tests/test_folded.py``),
-in float32 to its last digits at first and less as training goes on. :meth:`FoldedStep.load` copies the model's
+the loop's of rows takes a scalar's, so a trained parameter agrees with the step-by-step
+loop's to about 1e-12 in float64 after a few epochs (``tests/test_folded.py``), in float32 to
+its last digits at first and less as training goes on. :meth:`FoldedStep.load` copies the model's
 parameters and the optimizer's state into the blocks, :meth:`FoldedStep.store` copies the
 blocks, their gradients and the state back; between the two the model's parameters are stale.
 """
@@ -111,7 +111,8 @@ class _Batch:
     result; a cross-entropy of class indices reads the last module's ``(C, N)`` output
     instead (``columns``), into one of the two ``log_probabilities`` (the one the loss does not
     hold: a batch refused or interrupted part-way leaves the loss the last good forward's) and
-    its gradient into ``logit_grads``, of that shape too. ``grads[i]`` holds the gradient with respect to module ``i``'s input.
+    its gradient into ``logit_grads``, of that shape too. ``grads[i]`` holds the gradient with
+    respect to module ``i``'s input.
     """
 
     def __init__(self, step: FoldedStep, size: int) -> None:

@@ -201,7 +201,9 @@ class CrossEntropyLoss(Loss):
         _, minus_one_over_n_vector, _, picked, picked_vector, dot = constants
         rows = self._rows
         if rows is None or rows[0] is not constants:
-            rows = self._rows = (constants, constants[0].view(1, -1), picked.view(1, -1))
+            # (kept with the rest of the state once the forward succeeds: a batch refused
+            # leaves backward the last good forward's)
+            rows = (constants, constants[0].view(1, -1), picked.view(1, -1))
         torch.log_softmax(logits, 0, out=log_probabilities)
         index = target.view(1, -1)
         try:
@@ -217,6 +219,7 @@ class CrossEntropyLoss(Loss):
         self._index = index
         self._target = target
         self._used = constants
+        self._rows = rows
         self._columns = True
         self._has_forward = True
         return loss
