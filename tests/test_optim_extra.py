@@ -1842,3 +1842,22 @@ def test_step_refuses_a_state_of_other_names_before_changing_anything(flat: bool
     optimizer.state = {name: tensor.clone() for name, tensor in kept.items()}
     optimizer.step()
     assert optimizer.step_count == 1 and optimizer.state["exp_avg"].any()
+
+
+def test_an_optimizer_of_ones_own_may_name_its_state_in_a_list() -> None:
+    """``state_names`` given as a list (not a tuple) steps as before the check of the names."""
+
+    class Momentum(optim.Optimizer):
+        state_names = ["velocity"]  # type: ignore[assignment]  # noqa: RUF012
+
+        def _update(self, value: torch.Tensor, grad: torch.Tensor, state: Any) -> None:
+            (velocity,) = state
+            velocity.mul_(0.9).add_(grad)
+            value.sub_(velocity, alpha=self.lr)
+
+    layer = nn.Linear(2, 1)
+    layer.weight.grad.fill_(1.0)
+    before = layer.weight.data.clone()
+    optimizer = Momentum(layer.parameters(), lr=0.5)
+    optimizer.step()
+    assert torch.equal(layer.weight.data, before - 0.5)

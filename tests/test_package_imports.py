@@ -107,7 +107,7 @@ def test_a_fresh_package_lists_and_gives_its_names_and_keeps_them() -> None:
 
 def test_the_modules_the_docs_name_by_their_dotted_path_come_with_the_package() -> None:
     """``import minidl`` then ``minidl.train.fit`` (as the README names it), ``minidl.rounds``,
-    ``minidl.checkpoint``, ``minidl.interop`` and ``minidl.distributed``: each the module, torch
+    ``minidl.checkpoint`` and ``minidl.interop``: each the module, torch
     imported at the first use, none of them a name of ``from minidl import *``."""
     program = (
         "import sys, minidl\n"
@@ -116,7 +116,7 @@ def test_the_modules_the_docs_name_by_their_dotted_path_come_with_the_package() 
         "namespace = {}\n"
         "exec('from minidl import *', namespace)\n"
         "assert 'nn' in namespace and 'train' not in namespace and 'rounds' not in namespace\n"
-        "for name in ('rounds', 'checkpoint', 'interop', 'distributed'):\n"
+        "for name in ('rounds', 'checkpoint', 'interop'):\n"
         "    assert getattr(minidl, name) is sys.modules['minidl.' + name], name\n"
         "    assert name in dir(minidl), name\n"
     )

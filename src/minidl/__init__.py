@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from minidl import anomaly as anomaly
     from minidl import checkpoint as checkpoint
     from minidl import data, nn, optim
-    from minidl import distributed as distributed
     from minidl import interop as interop
     from minidl import rounds as rounds
     from minidl import train as train
@@ -47,9 +46,11 @@ __all__ = [
 
 #: The submodules imported at their first use as names of the package (``anomaly`` too, which
 #: ``import minidl`` imported when it imported every name; and those the docs name by their
-#: dotted path, ``minidl.train.fit``, which ``from minidl import *`` leaves alone).
+#: dotted path, ``minidl.train.fit``, which ``from minidl import *`` leaves alone; not
+#: ``distributed``, which a torch built without ``torch.distributed`` cannot import, so that
+#: ``dir()``, ``hasattr`` and ``help(minidl)`` hold there).
 _SUBMODULES = frozenset(
-    {"anomaly", "checkpoint", "data", "distributed", "interop", "nn", "optim", "rounds", "train"}
+    {"anomaly", "checkpoint", "data", "interop", "nn", "optim", "rounds", "train"}
 )
 
 #: The module that defines each other name of ``__all__``, imported at its first use.

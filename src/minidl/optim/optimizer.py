@@ -443,7 +443,7 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter from its accumulated gradient."""
-        if tuple(self.state) != self.state_names:
+        if tuple(self.state) != tuple(self.state_names):
             self._refuse_state_names("step")
         if Parameter.replacements != self._replacements_seen and self._layout_changed():
             self._refresh_layout()
@@ -463,7 +463,7 @@ class Optimizer:
         tensors in the order of :attr:`state_names`."""
         name = type(self).__name__
         raise ValueError(
-            f"{name}.{method}: state holds {tuple(self.state)}, expected {self.state_names} (one "
+            f"{name}.{method}: state holds {tuple(self.state)}, expected {tuple(self.state_names)} (one "
             f"flat tensor each, as the {name} made them); replace a tensor with "
             "optimizer.state[name] = tensor, or build a new optimizer"
         )
