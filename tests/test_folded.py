@@ -627,25 +627,52 @@ def test_on_epoch_removing_a_bias_goes_on_step_by_step(monkeypatch: pytest.Monke
     assert calls[0] == 5
 
 
-def test_on_epoch_emptying_the_optimizer_state_raises_as_the_loop() -> None:
-    """``on_epoch`` sets the optimizer's state to ``{}`` (one state tensor fewer than the step
-    holds): the next epoch runs the loop, whose update refuses it, naming the optimizer, the
-    names it holds and those expected, as the loop does."""
-    errors = {}
+def _emptied(state: dict[str, Tensor]) -> Any:
+    return {}
+
+
+def _reordered(state: dict[str, Tensor]) -> Any:
+    return dict(reversed(state.items()))
+
+
+def _no_dict(state: dict[str, Tensor]) -> Any:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("change", "held"),
+    [
+        (_emptied, "holds ()"),
+        (_reordered, "holds ('exp_avg_sq', 'exp_avg')"),
+        (_no_dict, "is a NoneType, not a dict"),
+    ],
+)
+def test_on_epoch_changing_the_optimizer_state_raises_as_the_loop(
+    change: Callable[[dict[str, Tensor]], Any], held: str
+) -> None:
+    """``on_epoch`` sets the optimizer's state to ``{}``, to its tensors in the other order
+    (which the folded step, reading them by position, trained with swapped), or to ``None``:
+    the next epoch runs the loop, whose update refuses it, naming the optimizer, what the state
+    holds and the names expected, as the loop does; the model holds the first epoch's steps,
+    the same on both paths."""
+    errors, values = {}, {}
     for fold in (True, False):
         model = _model()
-        optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
+        optimizer = optim.Adam(model.parameters(), 0.01)
 
         def on_epoch(record: Any, optimizer: optim.Optimizer = optimizer) -> None:
-            optimizer.state = {}
+            optimizer.state = change(optimizer.state)
 
         with _path(fold), pytest.raises(ValueError) as error:
             fit(model, nn.CrossEntropyLoss(), optimizer, *_data(), epochs=2, on_epoch=on_epoch)
         errors[fold] = str(error.value)
+        values[fold] = [p.data.clone() for p in model.parameters()]
     assert errors[True] == errors[False]
     assert errors[True].startswith(
-        "SGD.step: state holds (), expected ('momentum_buffer',) (one flat tensor each"
+        f"Adam.step: state {held}, expected ('exp_avg', 'exp_avg_sq') (one flat tensor each"
     )
+    for folded, looped in zip(values[True], values[False], strict=True):
+        _close(folded, looped)
 
 
 def test_interrupted_fit_leaves_the_steps_done() -> None:

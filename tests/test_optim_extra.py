@@ -1844,6 +1844,34 @@ def test_step_refuses_a_state_of_other_names_before_changing_anything(flat: bool
     assert optimizer.step_count == 1 and optimizer.state["exp_avg"].any()
 
 
+@pytest.mark.parametrize("state", [None, 0, [("momentum_buffer", None)]])
+def test_a_state_that_is_no_dict_is_refused_naming_the_optimizer(state: Any) -> None:
+    """A state replaced by no dict: step, state_dict and load_state_dict refuse it in the
+    optimizer's words, naming the method, what was set and the names expected, and change
+    nothing (Python's own TypeError or AttributeError before)."""
+    model = nn.Linear(3, 2)
+    for parameter in model.parameters():
+        parameter.grad.fill_(1.0)
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    saved = optimizer.state_dict()
+    before = [p.data.clone() for p in model.parameters()]
+    optimizer.state = state
+    for method, call in (
+        ("step", optimizer.step),
+        ("state_dict", optimizer.state_dict),
+        ("load_state_dict", lambda: optimizer.load_state_dict(saved)),
+    ):
+        with pytest.raises(ValueError) as error:
+            call()
+        assert str(error.value) == (
+            f"SGD.{method}: state is a {type(state).__name__}, not a dict, expected "
+            "('momentum_buffer',) (one flat tensor each, as the SGD made them); replace a "
+            "tensor with optimizer.state[name] = tensor, or build a new optimizer"
+        )
+        assert optimizer.state is state and optimizer.step_count == 0
+        assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
 def test_an_optimizer_of_ones_own_may_name_its_state_in_a_list() -> None:
     """``state_names`` given as a list (not a tuple) steps as before the check of the names."""
 

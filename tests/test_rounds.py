@@ -332,11 +332,12 @@ def test_per_model_factory_must_return_optimizers() -> None:
 def test_what_an_optimizers_first_step_refuses_is_refused_before_anything_changes(
     per_model: bool,
 ) -> None:
-    """An Adam whose first step size (lr / (1 - beta1)) float16 cannot hold, and a step count
-    set by hand to -1: fit refuses both before training. fit_rounds asked neither: the first
-    was refused by the first step (the generators drawn, every gradient overwritten, with
-    PerModel the models before it stepped), the second taken. Both refused now, naming
-    fit_rounds and the optimizer, with the models and the generators as they were."""
+    """An Adam whose first step size (lr / (1 - beta1)) float16 cannot hold, a step count
+    set by hand to -1, and an Adam whose state names are reordered: fit refuses them before
+    training. fit_rounds asked none: the first and the third were refused by the first step
+    (the generators drawn, every gradient overwritten, with PerModel the models before it
+    stepped), the second taken. All refused now, naming fit_rounds and the optimizer, with the
+    models and the generators as they were."""
     data = make_disk_data(20, 5, 5, seed=0)
     torch.manual_seed(0)
     models = [nn.mlp((2, 4, 2), "tanh", dtype=torch.float16) for _ in range(2)]
@@ -353,10 +354,17 @@ def test_what_an_optimizers_first_step_refuses_is_refused_before_anything_change
         optimizer.step_count = -1 if index == 1 or not per_model else 0
         return optimizer
 
+    def reordered(index: int, parameters: list[Parameter]) -> Optimizer:
+        optimizer = optim.Adam(parameters, lr=1e-3, eps=1e-4)
+        if index == 1:
+            optimizer.state = dict(reversed(optimizer.state.items()))
+        return optimizer
+
     named = "optimizer 1 \\(SGD\\)" if per_model else "the SGD"
     for factory, kind, message in [
         (adam, ValueError, r"^Adam: the step size lr / \(1 - beta1\^t\) is 100000 at step t = 1"),
         (counted, ValueError, rf"^fit_rounds: {named}'s step_count \(the number of steps done\)"),
+        (reordered, ValueError, r"^Adam.step: state holds \('exp_avg_sq', 'exp_avg'\), expected"),
     ]:
         if per_model:
             make: Any = PerModel(factory)
@@ -364,7 +372,7 @@ def test_what_an_optimizers_first_step_refuses_is_refused_before_anything_change
             make = lambda s, f=factory: f(1, list(s.parameters()))  # noqa: E731
         with pytest.raises(kind, match=message) as raised:
             fit_rounds(models, nn.CrossEntropyLoss(), make, sets, epochs=1, generators=generators)
-        if factory is adam:
+        if factory is not counted:
             assert "fit_rounds asked the optimizer before training" in str(raised.value.__notes__)
         for model, before in zip(models, values, strict=True):
             assert all(

@@ -360,8 +360,10 @@ _AUTOGRAD_SWITCHES = {
 
 def test_autograds_switches_are_used_only_where_docs_architecture_says() -> None:
     """Beside torch.inference_mode (the loops' and the buffers'), the framework reads
-    ``.grad_fn`` and enters ``torch.enable_grad()`` only in the files named here and in
-    docs/architecture.md, to read a caller's tensor as a plain value; no ``no_grad``."""
+    ``.grad_fn`` and enters ``torch.enable_grad()`` only in the files named here and, for
+    each, in docs/architecture.md, to read a caller's tensor as a plain value; no ``no_grad``.
+    A switch is found as an attribute or name, imported under another name, or named in a
+    string (``getattr(torch, "no_grad")``)."""
     found: dict[str, set[str]] = {name: set() for name in _AUTOGRAD_SWITCHES}
     for path in _framework_files():
         relative = path.relative_to(SOURCE).as_posix()
@@ -369,14 +371,30 @@ def test_autograds_switches_are_used_only_where_docs_architecture_says() -> None
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", None)
+            if isinstance(node, ast.Attribute):
+                name = node.attr
+            elif isinstance(node, ast.Name):
+                name = node.id
+            elif isinstance(node, ast.alias):
+                name = node.name.rpartition(".")[2]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                name = node.value
+            else:
+                continue
             if name in found:
                 found[name].add(relative)
     assert found == _AUTOGRAD_SWITCHES
     architecture = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text(
         encoding="utf-8"
     )
-    assert "`torch.enable_grad()`" in architecture and "`.grad_fn`" in architecture
+    text = " ".join(architecture.split())
+    grad_fn = re.search(r"`\.grad_fn` tells \(([^)]*)\)", text)
+    enable_grad = re.search(
+        r"((?:`[^`]+`(?:, | and )?)+) asks? once, under `torch\.enable_grad\(\)`", text
+    )
+    assert grad_fn is not None and enable_grad is not None
+    assert set(re.findall(r"`([^`]+)`", grad_fn.group(1))) == _AUTOGRAD_SWITCHES["grad_fn"]
+    assert set(re.findall(r"`([^`]+)`", enable_grad.group(1))) == _AUTOGRAD_SWITCHES["enable_grad"]
 
 
 # -- at run time -----------------------------------------------------------------------------------

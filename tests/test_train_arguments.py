@@ -196,6 +196,31 @@ def test_fit_refuses_a_bad_argument_before_anything_changes(
     run.assert_unchanged()
 
 
+def test_fit_refuses_a_state_of_other_names_before_anything_changes() -> None:
+    """An optimizer state emptied, added to or replaced by no dict, which the first step
+    refuses: fit refuses it before training (the step refused it once fit had drawn a
+    shuffle and, on the loop's path, run a forward and backward)."""
+    for bad in ({}, "extra", None):
+        run = Run()
+        kept = run.optimizer.state
+        if bad == "extra":
+            bad = {**kept, "extra": kept["momentum_buffer"].clone()}
+        run.optimizer.state = bad  # type: ignore[assignment]
+        with pytest.raises(ValueError) as info:
+            run.fit()
+        held = "is a NoneType, not a dict" if bad is None else f"holds {tuple(bad)}"
+        assert str(info.value) == (
+            f"SGD.step: state {held}, expected ('momentum_buffer',) (one flat tensor each, as "
+            "the SGD made them); replace a tensor with optimizer.state[name] = tensor, or build "
+            "a new optimizer"
+        )
+        assert info.value.__notes__ == [
+            "fit asked the optimizer before training, as its first step would"
+        ]
+        run.optimizer.state = kept
+        run.assert_unchanged()
+
+
 def test_fit_refuses_what_the_optimizers_first_step_would_before_anything_changes() -> None:
     """A rate that the float32 parameters cannot hold (set while the model was float64, then
     cast back), which the optimizer refuses at its first step, and a step count set by hand to

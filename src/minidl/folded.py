@@ -570,12 +570,16 @@ def _methods_replaced(model: Module, criterion: Loss, optimizer: Optimizer) -> b
 def _flat(optimizer: Optimizer) -> bool:
     """Whether the optimizer's parameters are views of flat buffers (its
     :meth:`~minidl.optim.Optimizer._flat_buffers`) and each of its state tensors has their
-    shape, dtype and device, as the optimizer made it. Not where finding that out raises (a
+    shape, dtype and device, as the optimizer made it, under the names of its ``state_names`` in
+    their order (the step reads them by position). Not where finding that out raises (a
     learning rate beyond the range of a dtype the model was cast to): the loop runs, whose
     ``zero_grad`` raises it, after the epoch's shuffle has drawn from the generator. Nor for a
     state tensor replaced (``optimizer.state[name] = ...``) by one of another size or dtype,
     which the optimizer's own step updates as it is (a float32 state of float64 parameters)
     or refuses: the loop runs, which does either."""
+    state = optimizer.state
+    if not isinstance(state, dict) or tuple(state) != tuple(optimizer.state_names):
+        return False
     try:
         flat = optimizer._flat_buffers()
     except (TypeError, ValueError):
@@ -588,7 +592,7 @@ def _flat(optimizer: Optimizer) -> bool:
         and tensor.shape == values.shape
         and tensor.dtype is values.dtype
         and tensor.device == values.device
-        for tensor in optimizer.state.values()
+        for tensor in state.values()
     )
 
 

@@ -342,6 +342,7 @@ class Optimizer:
         the next step runs inside ``torch.inference_mode()`` (as :func:`minidl.train.fit` does)
         or not.
         """
+        self._check_state_held(method or "step")
         self._sizes = self._check_layout(method)
         with torch.inference_mode(False):
             self._make_views()
@@ -377,10 +378,11 @@ class Optimizer:
         return sizes
 
     def _check_next_step(self) -> None:
-        """Refuse now what the next :meth:`step` would refuse of the parameters as they are
-        (:meth:`_check_layout`), before anything changes; where they are as at the last step,
+        """Refuse now what the next :meth:`step` would refuse of the state's names and of the
+        parameters as they are (:meth:`_check_layout`), before anything changes; where they are as at the last step,
         nothing is checked. The state stays where it is (a fit that trains no epoch leaves the
         optimizer as it is)."""
+        self._check_state_held("step")
         if Parameter.replacements != self._replacements_seen and self._layout_changed():
             self._check_layout()
         self._check_next_numbers()
@@ -443,7 +445,8 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter from its accumulated gradient."""
-        if tuple(self.state) != tuple(self.state_names):
+        held = self.state
+        if not isinstance(held, dict) or tuple(held) != tuple(self.state_names):
             self._refuse_state_names("step")
         if Parameter.replacements != self._replacements_seen and self._layout_changed():
             self._refresh_layout()
@@ -457,13 +460,25 @@ class Optimizer:
                 self._update(parameter.data, parameter.grad, state)
         self.step_count += 1
 
+    def _check_state_held(self, method: str) -> None:
+        """Refuse a :attr:`state` that is not a dict of the names of :attr:`state_names`, in
+        their order (see :meth:`_refuse_state_names`); :meth:`step` asks the same inline."""
+        state = self.state
+        if not isinstance(state, dict) or tuple(state) != tuple(self.state_names):
+            self._refuse_state_names(method)
+
     def _refuse_state_names(self, method: str) -> None:
         """Refuse, before an update changes anything, a :attr:`state` whose names are not the
         optimizer's (a dict set in its place, a tensor removed or added): the update reads the
         tensors in the order of :attr:`state_names`."""
-        name = type(self).__name__
+        name, state = type(self).__name__, self.state
+        held = (
+            f"holds {tuple(state)}"
+            if isinstance(state, dict)
+            else f"is a {type(state).__name__}, not a dict"
+        )
         raise ValueError(
-            f"{name}.{method}: state holds {tuple(self.state)}, expected {tuple(self.state_names)} (one "
+            f"{name}.{method}: state {held}, expected {tuple(self.state_names)} (one "
             f"flat tensor each, as the {name} made them); replace a tensor with "
             "optimizer.state[name] = tensor, or build a new optimizer"
         )
@@ -589,6 +604,7 @@ class Optimizer:
             "step_count (the number of steps done)",
             self.step_count,
         )
+        self._check_state_held("state_dict")
         if self._layout_changed():
             self._refresh_layout("state_dict")
         return {
@@ -628,6 +644,7 @@ class Optimizer:
         # The state moves with a model moved since the last step, once the state given is
         # taken (a refused one leaves it as it was, of the dtype it had); what the move refuses
         # is refused first.
+        self._check_state_held("load_state_dict")
         moved = self._layout_changed()
         if moved:
             self._check_layout("load_state_dict")
