@@ -1460,6 +1460,39 @@ def test_an_optimizer_over_parameters_of_other_shapes_is_refused(tmp_path: Path)
     assert torch.equal(after, before["state"]["momentum_buffer"])
 
 
+@pytest.mark.parametrize("state", ["none", "reordered", "short"])
+def test_an_optimizer_state_changed_by_hand_is_refused_in_its_words(
+    state: str, tmp_path: Path
+) -> None:
+    """An optimizer whose state was set to no dict, reordered, or given a tensor it cannot
+    update: load_checkpoint refuses it in the optimizer's words before reading the file (the
+    file was called malformed, or its state blamed for not fitting), and nothing changes."""
+    torch.manual_seed(0)
+    model = nn.mlp((2, 3, 2), "tanh", dtype=torch.float64)
+    source = optim.Adam(model.parameters(), lr=0.1)
+    save_checkpoint(tmp_path / "c", model, source)
+    target = optim.Adam(model.parameters(), lr=0.1)
+    kept = target.state
+    if state == "none":
+        target.state = None  # type: ignore[assignment]
+        said = "state is a NoneType, not a dict, expected ('exp_avg', 'exp_avg_sq') (one flat"
+    elif state == "reordered":
+        target.state = dict(reversed(kept.items()))
+        said = "state holds ('exp_avg_sq', 'exp_avg'), expected ('exp_avg', 'exp_avg_sq')"
+    else:
+        target.state = {**kept, "exp_avg": kept["exp_avg"][:-1].clone()}
+        said = "state 'exp_avg' is a torch.float64 tensor of shape (16,) on cpu, expected"
+    values = [p.data.clone() for p in model.parameters()]
+    with pytest.raises(ValueError) as error:
+        load_checkpoint(tmp_path / "c", model, target)
+    assert not isinstance(error.value, CheckpointError)
+    assert str(error.value).startswith(f"Adam.load_state_dict: {said}")
+    assert error.value.__notes__ == ["load_checkpoint asked the optimizer before reading the file"]
+    assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+    target.state = kept
+    load_checkpoint(tmp_path / "c", model, target)
+
+
 def test_a_checkpoint_without_optimizer_shapes_still_resumes(tmp_path: Path) -> None:
     """Checkpoints of earlier versions have no ``optimizer.shapes``: the sizes are checked as
     before, and the state loads."""

@@ -1634,7 +1634,13 @@ def _longer_state(optimizer: optim.Optimizer) -> None:
         optimizer.state[name] = torch.cat([optimizer.state[name], torch.zeros(5, dtype=F64)])
 
 
-@pytest.mark.parametrize("replace", [_float32_state, _longer_state])
+@pytest.mark.parametrize(
+    ("replace", "shown"),
+    [
+        (_float32_state, "a torch.float32 tensor of shape (77,) on cpu"),
+        (_longer_state, "a torch.float64 tensor of shape (82,) on cpu"),
+    ],
+)
 @pytest.mark.parametrize(
     "make",
     [
@@ -1644,16 +1650,18 @@ def _longer_state(optimizer: optim.Optimizer) -> None:
     ],
     ids=["momentum", "adam", "adadelta"],
 )
-def test_a_state_tensor_replaced_by_another_dtype_or_size_runs_the_loop(
+def test_a_state_tensor_replaced_by_another_dtype_or_size_is_refused_before_training(
     replace: Callable[[optim.Optimizer], None],
+    shown: str,
     make: Callable[[nn.Module], optim.Optimizer],
 ) -> None:
     """A state tensor replaced, between two calls, by one of another dtype (float32 under
-    float64 parameters) or size: the loop's step updates it as it is (momentum and Adadelta
-    in mixed precision) or refuses it (Adam, a longer one), and fit does the same, rather than
-    failing in the folded step's load or training on part of a longer tensor."""
+    float64 parameters, which the loop's step updated in float32 and no checkpoint could load)
+    or size (which Adam's step refused part-way, its other state tensor updated): fit refuses
+    it before training, on either path, naming the optimizer, the state and what it expects,
+    and the model and the state are as the first call left them."""
     x, y = _data()
-    runs, errors = {}, {}
+    errors = {}
     for fold in (True, False):
         model = _model()
         optimizer = make(model)
@@ -1662,18 +1670,22 @@ def test_a_state_tensor_replaced_by_another_dtype_or_size_runs_the_loop(
         options: dict[str, Any] = {"epochs": 1, "batch_size": 10, "generator": generator}
         history = fit(model, criterion, optimizer, x, y, **options)
         replace(optimizer)
-        with _path(fold):
-            try:
-                fit(model, criterion, optimizer, x, y, history=history, **options)
-                errors[fold] = None
-            except RuntimeError as error:
-                errors[fold] = str(error)
-        runs[fold] = (model, optimizer, history)
+        values = [p.data.clone() for p in model.parameters()]
+        state = {name: tensor.clone() for name, tensor in optimizer.state.items()}
+        with _path(fold), pytest.raises(ValueError) as error:
+            fit(model, criterion, optimizer, x, y, history=history, **options)
+        errors[fold] = str(error.value)
+        assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+        assert all(torch.equal(optimizer.state[name], t) for name, t in state.items())
+        assert len(history.train_loss) == 1
     assert errors[True] == errors[False]
-    for name in runs[True][1].state:
-        assert runs[True][1].state[name].dtype == runs[False][1].state[name].dtype
-    # (the first calls both folded, the second both the loop: the same bits)
-    _same_training(runs[True], runs[False], tolerance=0.0)
+    name = type(optimizer).__name__
+    first = next(iter(optimizer.state))
+    assert errors[True] == (
+        f"{name}.step: state {first!r} is {shown}, expected a contiguous torch.float64 tensor "
+        "of shape (77,) on cpu (one entry per parameter scalar, of the parameters' dtype and "
+        "device)"
+    )
 
 
 def test_unfolded_runs_the_loop_for_a_model_with_a_kept_step(

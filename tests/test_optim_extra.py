@@ -1872,6 +1872,125 @@ def test_a_state_that_is_no_dict_is_refused_naming_the_optimizer(state: Any) -> 
         assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))
 
 
+@pytest.mark.parametrize("flat", [True, False])
+def test_a_state_tensor_replaced_by_hand_is_the_one_updated(flat: bool) -> None:
+    """``optimizer.state[name] = tensor`` between steps (as the class documents): the next
+    step reads and updates the new tensor, flat parameters or not (parameter by parameter, the
+    views of the old one were kept and the new one never read), and so after a
+    ``load_state_dict`` into it; the numbers are torch.optim's SGD given the same buffer (at
+    a rate of 0.5 bit for bit: see SGD)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2, dtype=torch.float64))
+    if not flat:
+        model[0].weight.data = model[0].weight.data.clone()  # (no longer a view of one buffer)
+    twin = [p.data.clone().requires_grad_() for p in model.parameters()]
+    optimizer = optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    reference = torch.optim.SGD(twin, lr=0.5, momentum=0.9)
+    for step in range(4):
+        for parameter, other in zip(model.parameters(), twin, strict=True):
+            parameter.grad.copy_(torch.randn_like(parameter.data))
+            other.grad = parameter.grad.clone()
+        if step == 1:  # replaced by hand
+            optimizer.state["momentum_buffer"] = torch.full_like(
+                optimizer.state["momentum_buffer"], 50.0
+            )
+            for other in twin:  # (PyTorch's buffer b is minidl's velocity over lr)
+                reference.state[other]["momentum_buffer"].fill_(100.0)
+        if step == 3:  # replaced, then loaded into
+            saved = optimizer.state_dict()
+            optimizer.state["momentum_buffer"] = torch.zeros_like(saved["state"]["momentum_buffer"])
+            optimizer.load_state_dict(saved)
+        optimizer.step()
+        reference.step()
+        for parameter, other in zip(model.parameters(), twin, strict=True):
+            assert torch.equal(parameter.data, other.detach())
+    buffers = [reference.state[other]["momentum_buffer"].flatten() for other in twin]
+    assert torch.equal(optimizer.state["momentum_buffer"], 0.5 * torch.cat(buffers))
+
+
+def _replacements(kept: dict[str, torch.Tensor]) -> list[tuple[str, Any, str]]:
+    """(name, replacement, what the refusal says of it) for Adam's ``exp_avg_sq``."""
+    good = kept["exp_avg_sq"]
+    expected = (
+        "expected a contiguous torch.float64 tensor of shape (8,) on cpu (one entry per "
+        "parameter scalar, of the parameters' dtype and device)"
+    )
+    with torch.inference_mode():
+        inference = torch.zeros_like(good)
+    return [
+        ("short", good[:-1].clone(), f"is a torch.float64 tensor of shape (7,) on cpu, {expected}"),
+        (
+            "2-D",
+            good.view(1, -1).clone(),
+            f"is a torch.float64 tensor of shape (1, 8) on cpu, {expected}",
+        ),
+        ("int64", good.long(), f"is a torch.int64 tensor of shape (8,) on cpu, {expected}"),
+        ("float32", good.float(), f"is a torch.float32 tensor of shape (8,) on cpu, {expected}"),
+        (
+            "strided",
+            torch.zeros(16, dtype=torch.float64)[::2],
+            f"is a non-contiguous torch.float64 tensor of shape (8,) on cpu, {expected}",
+        ),
+        ("list", [0.0] * 8, f"is a list, {expected}"),
+        (
+            "inference",
+            inference,
+            "is an inference tensor (made inside torch.inference_mode()), which cannot be "
+            "updated in place outside it; make it outside, or clone() it there",
+        ),
+        (
+            "requires grad",
+            good.clone().requires_grad_(),
+            "is recorded by autograd (it requires grad), where an update in place would be "
+            "recorded too; give it tensor.detach()",
+        ),
+        (
+            "shared",
+            kept["exp_avg"],
+            "shares its memory with state 'exp_avg': each name needs a tensor of its own "
+            "(clone() one)",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("index", range(9))
+def test_a_state_tensor_replaced_by_one_the_update_cannot_take_is_refused(index: int) -> None:
+    """``exp_avg_sq`` replaced by a tensor that is short, 2-D, of another dtype, strided, no
+    tensor, an inference tensor, one requiring grad, or ``exp_avg`` itself: step, state_dict,
+    load_state_dict and fit refuse it, naming the optimizer, the method and the state, before
+    anything changes (the step raised torch's words with ``exp_avg`` already updated, a
+    float32 one was updated in float32 and saved, the shared one ran with wrong numbers)."""
+    model = nn.Sequential(nn.Linear(3, 2, dtype=torch.float64))
+    for parameter in model.parameters():
+        parameter.grad.fill_(1.0)
+    optimizer = optim.Adam(model.parameters(), lr=0.1)
+    optimizer.step()
+    saved = optimizer.state_dict()
+    kept = dict(optimizer.state)
+    what, replacement, said = _replacements(kept)[index]
+    optimizer.state["exp_avg_sq"] = replacement
+    before = [p.data.clone() for p in model.parameters()]
+    average = kept["exp_avg"].clone()
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0])
+    kind = TypeError if what == "list" else ValueError
+    for method, call in (
+        ("step", optimizer.step),
+        ("state_dict", optimizer.state_dict),
+        ("load_state_dict", lambda: optimizer.load_state_dict(saved)),
+        ("step", lambda: fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1)),
+    ):
+        with pytest.raises(kind) as error:
+            call()
+        assert str(error.value) == f"Adam.{method}: state 'exp_avg_sq' {said}", what
+        assert optimizer.step_count == 1
+        assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))
+        assert torch.equal(optimizer.state["exp_avg"], average)
+        assert optimizer.state["exp_avg_sq"] is replacement
+    optimizer.state["exp_avg_sq"] = kept["exp_avg_sq"]
+    optimizer.step()
+    assert optimizer.step_count == 2
+
+
 def test_an_optimizer_of_ones_own_may_name_its_state_in_a_list() -> None:
     """``state_names`` given as a list (not a tuple) steps as before the check of the names."""
 

@@ -1682,6 +1682,14 @@ def load_checkpoint(
     _check_components("load_checkpoint", model, optimizer, scheduler, generator)
     _check_model_attributes("load_checkpoint", model, "load_state_dict")
     _check_updates_model("load_checkpoint", model, optimizer)
+    if optimizer is not None:
+        # (what its load_state_dict below would refuse of the optimizer as it is, a state of
+        # other names or a state tensor replaced by hand, in its words: not the file's fault)
+        try:
+            optimizer._check_state_held("load_state_dict")
+        except (TypeError, ValueError) as error:
+            add_note(error, "load_checkpoint asked the optimizer before reading the file")
+            raise
     if not isinstance(path, Checkpoint):
         _require_safetensors("load_checkpoint")
     checkpoint = path if isinstance(path, Checkpoint) else _read_checkpoint(path, "load_checkpoint")

@@ -572,15 +572,11 @@ def _flat(optimizer: Optimizer) -> bool:
     :meth:`~minidl.optim.Optimizer._flat_buffers`) and each of its state tensors has their
     shape, dtype and device, as the optimizer made it, under the names of its ``state_names`` in
     their order (the step reads them by position). Not where finding that out raises (a
-    learning rate beyond the range of a dtype the model was cast to): the loop runs, whose
-    ``zero_grad`` raises it, after the epoch's shuffle has drawn from the generator. Nor for a
-    state tensor replaced (``optimizer.state[name] = ...``) by one of another size or dtype,
-    which the optimizer's own step updates as it is (a float32 state of float64 parameters)
-    or refuses: the loop runs, which does either."""
-    state = optimizer.state
-    if not isinstance(state, dict) or tuple(state) != tuple(optimizer.state_names):
-        return False
+    learning rate beyond the range of a dtype the model was cast to, a state of other names
+    or a state tensor replaced by one the optimizer refuses, set by ``on_epoch``, say): the
+    loop runs, whose ``zero_grad`` or ``step`` raises it, as it does without the fold."""
     try:
+        optimizer._check_state_held("step")  # (the names, and tensors replaced by hand)
         flat = optimizer._flat_buffers()
     except (TypeError, ValueError):
         return False
@@ -592,7 +588,7 @@ def _flat(optimizer: Optimizer) -> bool:
         and tensor.shape == values.shape
         and tensor.dtype is values.dtype
         and tensor.device == values.device
-        for tensor in state.values()
+        for tensor in optimizer.state.values()
     )
 
 

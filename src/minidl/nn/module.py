@@ -85,6 +85,7 @@ __all__ = [
     "Parameter",
     "check_initialised",
     "check_registered",
+    "in_graph",
     "misreported_parameters",
     "referred",
     "unregistered_modules",
@@ -1627,12 +1628,18 @@ def _plain(tensor: Tensor) -> Tensor:
     if tensor.is_inference():
         with torch.inference_mode(False):
             tensor = tensor.clone()
+    return tensor.detach() if in_graph(tensor) else tensor
+
+
+def in_graph(tensor: Tensor) -> bool:
+    """Whether autograd records ``tensor`` (a normal tensor, not an inference one): the result
+    of recorded operations, or a leaf whose operations are recorded (which an update in place
+    would be recorded on, or refused)."""
     if tensor.grad_fn is not None:
-        return tensor.detach()
+        return True
     # A leaf whose ops are recorded: a view of it taken with recording on has a grad_fn.
     with torch.inference_mode(False), torch.enable_grad():
-        recorded = tensor.view_as(tensor).grad_fn is not None
-    return tensor.detach() if recorded else tensor
+        return tensor.view_as(tensor).grad_fn is not None
 
 
 def unregistered_parameters(module: Module) -> list[str]:

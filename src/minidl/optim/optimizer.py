@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import operator
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
@@ -14,7 +15,7 @@ from torch import Tensor
 from minidl._validate import check_copyable, check_int, check_real, shown
 from minidl.nn._checks import given_module, given_parameter, refuse_set_to_none
 from minidl.nn.flat import flat_buffer
-from minidl.nn.module import Module
+from minidl.nn.module import Module, in_graph
 from minidl.nn.parameter import Parameter
 
 __all__ = ["Hyperparameter", "Optimizer", "check_step_count"]
@@ -219,6 +220,9 @@ class Optimizer:
         self._replacements_seen = -1
         self._flat: tuple[Tensor, Tensor] | None = None
         self._state_views: list[tuple[Tensor, ...]] = []
+        # The state tensors as the optimizer made or last took them (see _check_state_held):
+        # one replaced since (optimizer.state[name] = tensor) is checked, then taken.
+        self._state_key: tuple[Tensor, ...] = tuple(self.state.values())
 
     @property
     def lr(self) -> float:
@@ -423,6 +427,7 @@ class Optimizer:
         for state_name, tensor in self.state.items():
             if tensor.device != first.device or tensor.dtype != first.dtype:
                 self.state[state_name] = tensor.to(device=first.device, dtype=first.dtype)
+        self._state_key = tuple(self.state.values())
         self._state_views = []
         offset = 0
         for value in values:
@@ -454,11 +459,14 @@ class Optimizer:
             self._refuse_state_names("step")
         if Parameter.replacements != self._replacements_seen and self._layout_changed():
             self._refresh_layout()
+        tensors = tuple(held.values())
+        if tensors and not _same_objects(tensors, self._state_key):  # (one replaced by hand)
+            self._take_state("step")
         if type(self.step_count) is not int:
             self._check_countable()
         flat = self._flat
         if flat is not None:
-            self._update(flat[0], flat[1], tuple(self.state.values()))
+            self._update(flat[0], flat[1], tensors)
         else:
             for parameter, state in zip(self.params, self._state_views, strict=True):
                 self._update(parameter.data, parameter.grad, state)
@@ -466,10 +474,75 @@ class Optimizer:
 
     def _check_state_held(self, method: str) -> None:
         """Refuse a :attr:`state` that is not a dict of the names of :attr:`state_names`, in
-        their order (see :meth:`_refuse_state_names`); :meth:`step` asks the same inline."""
+        their order (see :meth:`_refuse_state_names`), or that holds a tensor replaced by one
+        the update cannot take (:meth:`_check_state_tensors`); :meth:`step` asks the same
+        inline. Nothing changes."""
         state = self.state
         if not isinstance(state, dict) or tuple(state) != tuple(self.state_names):
             self._refuse_state_names(method)
+        if not _same_objects(tuple(state.values()), self._state_key):
+            self._check_state_tensors(method)
+
+    def _take_state(self, method: str) -> None:
+        """Take the state tensors replaced by hand since the last step, once checked: the
+        views of each parameter's entries are made on them."""
+        self._check_state_tensors(method)
+        with torch.inference_mode(False):
+            self._make_views()
+
+    def _check_state_tensors(self, method: str) -> None:
+        """Refuse, before anything changes, a state tensor replaced by hand that the update
+        cannot take in place as one of its own: no tensor, one of another shape than
+        ``(P,)`` (``P`` the parameters' scalars), dtype or device than the parameters', not
+        contiguous, an inference tensor, one autograd records, or one sharing memory with
+        another state tensor (two names updated through one memory). The optimizer's own
+        tensors (cast with the parameters at the next step, after a ``model.to()``) are not
+        asked."""
+        name = type(self).__name__
+        first = self.params[0].data
+        size = sum(p.data.numel() for p in self.params)
+        own = {id(tensor) for tensor in self._state_key}
+        expected = (
+            f"expected a contiguous {first.dtype} tensor of shape ({size},) on {first.device} "
+            "(one entry per parameter scalar, of the parameters' dtype and device)"
+        )
+        memory: dict[int, str] = {}
+        for state_name, tensor in self.state.items():
+            where = f"{name}.{method}: state {state_name!r}"
+            if not isinstance(tensor, Tensor):
+                raise TypeError(f"{where} is a {type(tensor).__name__}, {expected}")
+            replaced = id(tensor) not in own
+            if replaced and (tensor.is_nested or tensor.layout is not torch.strided):
+                raise ValueError(f"{where} is a {tensor.layout} tensor, {expected}")
+            if replaced and (
+                tensor.dtype != first.dtype
+                or tensor.device != first.device
+                or tensor.shape != (size,)
+                or not tensor.is_contiguous()
+            ):
+                layout = "" if tensor.is_contiguous() else "non-contiguous "
+                raise ValueError(
+                    f"{where} is a {layout}{tensor.dtype} tensor of shape "
+                    f"{tuple(tensor.shape)} on {tensor.device}, {expected}"
+                )
+            if replaced and tensor.is_inference():
+                raise ValueError(
+                    f"{where} is an inference tensor (made inside torch.inference_mode()), "
+                    "which cannot be updated in place outside it; make it outside, or "
+                    "clone() it there"
+                )
+            if replaced and in_graph(tensor):
+                raise ValueError(
+                    f"{where} is recorded by autograd (it requires grad), where an update in "
+                    "place would be recorded too; give it tensor.detach()"
+                )
+            address = tensor.untyped_storage().data_ptr()
+            if address in memory:
+                raise ValueError(
+                    f"{where} shares its memory with state {memory[address]!r}: each name "
+                    "needs a tensor of its own (clone() one)"
+                )
+            memory[address] = state_name
 
     def _refuse_state_names(self, method: str) -> None:
         """Refuse, before an update changes anything, a :attr:`state` whose names are not the
@@ -573,6 +646,7 @@ class Optimizer:
         process); the next ``step`` or ``zero_grad`` finds it again."""
         state = self.__dict__.copy()
         state.update(_layout_key=(), _replacements_seen=-1, _flat=None, _state_views=[])
+        state.pop("_state_key", None)  # (found again: see __setstate__)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -590,6 +664,7 @@ class Optimizer:
             for name, tensor in self.state.items():
                 if tensor.is_inference():
                     self.state[name] = tensor.clone()
+        object.__setattr__(self, "_state_key", tuple(self.state.values()))
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -1035,3 +1110,9 @@ def _extent(tensor: Tensor) -> int:
 def _described(data: Tensor) -> str:
     """A parameter's shape and dtype, for a message."""
     return f"{tuple(data.shape)}, {data.dtype}"
+
+
+def _same_objects(these: tuple[object, ...], those: tuple[object, ...]) -> bool:
+    """Whether two tuples hold the same objects, in the same order (by identity: a tensor's
+    ``==`` compares its values)."""
+    return len(these) == len(those) and all(map(operator.is_, these, those))
