@@ -824,23 +824,39 @@ def test_a_loss_that_defines_only_forward_checks_every_prediction() -> None:
 def test_interrupted_forward_leaves_zero_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     """An interrupt (not an ``Exception``) in an activation's forward, in the 4th batch: the
     loop's ``zero_grad`` ran before it, so the gradients are zeros and the parameters those of
-    the 3 steps done; the folded step leaves the same."""
-    original = nn.Tanh._forward
+    the 3 steps done; the folded step (which runs) leaves the same. (Tanh._forward replaced on
+    the class, as this test did, made fit decline the folded step: both runs were the loop's.
+    torch's tanh is counted instead, on batches only: the trial's one sample is not.)"""
     calls = [0]
 
-    def interrupted(self: nn.Tanh, input: Tensor, *out: Tensor) -> Any:
-        calls[0] += 1
-        if calls[0] == 2 * (1 + 3) + 1:  # (the first sample's trial, 3 batches: 2 tanh each)
-            raise KeyboardInterrupt
-        return original(self, input, *out)
+    def counted(original: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        def tanh(input: Tensor, *arguments: Any, **options: Any) -> Tensor:
+            if input.numel() > 6:  # (a batch, not the trial's sample of width 6 or 5)
+                calls[0] += 1
+                if calls[0] == 2 * 3 + 1:  # (3 steps: 2 tanh each)
+                    raise KeyboardInterrupt
+            return original(input, *arguments, **options)
 
-    monkeypatch.setattr(nn.Tanh, "_forward", interrupted)
+        return tanh
+
+    for name in ("tanh", "tanh_"):
+        monkeypatch.setattr(torch.Tensor, name, counted(getattr(torch.Tensor, name)))
+    monkeypatch.setattr(torch, "tanh", counted(torch.tanh))
+    build = FoldedStep.build
+    built: list[FoldedStep | None] = []
+
+    def recorded(*arguments: Any) -> FoldedStep | None:
+        built.append(build(*arguments))
+        return built[-1]
+
+    monkeypatch.setattr(FoldedStep, "build", staticmethod(recorded))
 
     def reset() -> None:
         calls[0] = 0
 
     runs = _stopped_both_ways(KeyboardInterrupt, *_data(), before=reset, epochs=2)
-    assert runs[True][1].step_count == 3
+    assert built and built[0] is not None  # (the folded run folded)
+    assert runs[True][1].step_count == runs[False][1].step_count == 3
     assert all(not p.grad.any() for p in runs[True][0].parameters())
 
 
@@ -1794,16 +1810,30 @@ def test_cross_entropy_of_probabilities_copies_the_prediction(
         _close(p.data, q.data)
 
 
-def test_the_loss_after_a_folded_fit_gives_the_last_batchs_gradient() -> None:
-    """After fit, the cross-entropy's ``backward()`` is the gradient of the last batch, as the
-    loop leaves it: ``(N, C)``, contiguous, and its own: a gradient taken then, and a shallow
-    copy of the loss, stay as they were while the same model, loss and optimizer train on (the
-    kept step writes its buffers again), where the loss's own ``backward()`` moves on."""
+@pytest.mark.parametrize(
+    "loss",
+    [
+        "cross_entropy",
+        "cross_entropy_sum",
+        "cross_entropy_probabilities",
+        "mse_paper",
+        "nll",
+        "l1",
+        "huber",
+        "bce_with_logits",
+    ],
+)
+def test_the_loss_after_a_folded_fit_gives_the_last_batchs_gradient(loss: str) -> None:
+    """After fit, the loss's ``backward()`` is the gradient of the last batch, as the loop
+    leaves it: ``(N, C)``, contiguous, and its own: a gradient taken then, and a shallow copy
+    of the loss, stay as they were while the same model, loss and optimizer train on (the kept
+    step writes its buffers again), where the loss's own ``backward()`` moves on. (The binary
+    cross-entropy kept the step's prediction buffer, so that its copy moved on too.)"""
     x, y = _data()
     results = {}
     for fold in (True, False):
         model = _model()
-        criterion = nn.CrossEntropyLoss()
+        criterion, target = _loss_target(loss, y, 3)
         optimizer = optim.SGD(model.parameters(), 0.05)
         with _folding(fold) if fold else unfolded():
             fit(
@@ -1811,7 +1841,7 @@ def test_the_loss_after_a_folded_fit_gives_the_last_batchs_gradient() -> None:
                 criterion,
                 optimizer,
                 x,
-                y,
+                target,
                 epochs=2,
                 batch_size=8,
                 generator=torch.Generator().manual_seed(0),
@@ -1823,7 +1853,7 @@ def test_the_loss_after_a_folded_fit_gives_the_last_batchs_gradient() -> None:
                 criterion,
                 optimizer,
                 x,
-                y,
+                target,
                 epochs=1,
                 batch_size=8,
                 generator=torch.Generator().manual_seed(1),
@@ -1835,6 +1865,37 @@ def test_the_loss_after_a_folded_fit_gives_the_last_batchs_gradient() -> None:
     before, first, kept, last = results[True]
     assert torch.equal(first, before) and torch.equal(kept, before)
     assert not torch.equal(last, before)
+
+
+def test_a_batch_refused_by_the_binary_cross_entropy_leaves_it_the_last_good_gradient() -> None:
+    """A target out of ``[0, 1]`` refused by the binary cross-entropy in the second epoch:
+    its ``backward()`` is then the last good batch's gradient on both paths (the folded step's
+    refused batch had been written into the prediction buffer the loss kept)."""
+    x, y = _data()
+    results = {}
+    for fold in (True, False):
+        model = _model()
+        criterion, target = _loss_target("bce_with_logits", y, 3)
+        optimizer = optim.SGD(model.parameters(), 0.05)
+
+        def spoil(record: Any, target: Tensor = target) -> None:
+            target[40, 0] = 2.0
+
+        with _path(fold), pytest.raises(ValueError, match=r"targets must lie in \[0, 1\]"):
+            fit(
+                model,
+                criterion,
+                optimizer,
+                x,
+                target,
+                epochs=2,
+                batch_size=10,
+                on_epoch=spoil,
+                generator=torch.Generator().manual_seed(0),
+            )
+        results[fold] = (criterion.backward(), optimizer.step_count)
+    assert results[True][1] == results[False][1] < 10  # (refused in the second epoch)
+    _close(results[True][0], results[False][0])
 
 
 def _refused_both_ways(
@@ -1908,3 +1969,23 @@ def test_an_interrupt_in_the_columns_leaves_the_loss_as_the_loop() -> None:
 
     with mock.patch.object(torch, "gather", gather):
         _refused_both_ways(KeyboardInterrupt, spoil, epochs=2)
+
+
+def test_a_refused_call_that_skips_the_trial_leaves_the_loss_as_the_last_call() -> None:
+    """A call refused (a validation set of another width) on the same, unchanged tensors as
+    the last folded call, which does not run the trial forward again: the loss keeps what the
+    last call left it (its last batch's gradient), as fit documents; with the trial run (other
+    tensors), the trial's sample's."""
+    x, y = _data()
+    model, criterion = _model(), nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), 0.05)
+    options: dict[str, Any] = {"epochs": 1, "batch_size": 8}
+    fit(model, criterion, optimizer, x, y, generator=torch.Generator().manual_seed(0), **options)
+    last = criterion.backward()
+    bad = (x[:5, :2], y[:5])
+    with pytest.raises(ValueError, match="validation x must hold samples like the training x"):
+        fit(model, criterion, optimizer, x, y, validation=bad, **options)
+    assert torch.equal(criterion.backward(), last)
+    with pytest.raises(ValueError, match="validation x must hold samples like the training x"):
+        fit(model, criterion, optimizer, x.clone(), y, validation=bad, **options)
+    assert criterion.backward().shape == (1, 3)

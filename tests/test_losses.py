@@ -542,12 +542,17 @@ def test_cross_entropy_columns_give_forwards_loss_and_gradient(
 def test_cross_entropy_columns_refuse_targets_as_forward_does() -> None:
     """A target out of range, of another dtype or shape: ``forward``'s refusal, in its words."""
     logits = torch.randn(4, 3)
-    for target in (torch.tensor([0, 1, 3, 2]), torch.tensor([0, 1, -1, 2]), torch.zeros(5).long()):
-        with pytest.raises(ValueError) as plain:
+    for target, kind in (
+        (torch.tensor([0, 1, 3, 2]), ValueError),
+        (torch.tensor([0, 1, -1, 2]), ValueError),
+        (torch.zeros(5).long(), ValueError),
+        (torch.tensor([0, 1, 1, 2], dtype=torch.int32), TypeError),
+    ):
+        with pytest.raises(kind) as plain:
             nn.CrossEntropyLoss()(logits, target)
         criterion = nn.CrossEntropyLoss()
         criterion._check_prediction(logits)
-        with pytest.raises(ValueError) as columns:
+        with pytest.raises(kind) as columns:
             criterion._forward_columns(logits.t().contiguous(), target, torch.empty(3, 4))
         assert str(columns.value) == str(plain.value)
 
@@ -603,3 +608,24 @@ def test_cross_entropy_columns_refused_leave_the_last_good_forwards_gradient() -
             bad_logits.t().contiguous(), torch.tensor([0, 3, 1]), torch.empty(3, 3, dtype=F64)
         )
     assert torch.equal(criterion.backward(), expected)
+
+
+def test_bce_with_logits_pickled_when_it_kept_the_logits_loads() -> None:
+    """A binary cross-entropy pickled when forward kept the logits (now their sigma) loads,
+    and its backward gives the gradient of that forward."""
+    import pickle
+
+    logits = torch.randn(4, 3, dtype=F64)
+    target = torch.rand(4, 3, dtype=F64)
+    criterion = nn.BCEWithLogitsLoss()
+    criterion(logits, target)
+    expected = criterion.backward()
+    state = dict(
+        criterion.__getstate__() if hasattr(criterion, "__getstate__") else vars(criterion)
+    )
+    del state["_probabilities"]
+    state["_logits"] = logits
+    old = nn.BCEWithLogitsLoss.__new__(nn.BCEWithLogitsLoss)
+    old.__setstate__(state)
+    assert torch.equal(old.backward(), expected)
+    assert torch.equal(pickle.loads(pickle.dumps(old)).backward(), expected)

@@ -554,7 +554,8 @@ def fit(
             statistic or generator, but it does replace what the modules and the loss keep
             from their last forward for ``backward`` (their forward caches): after a refused
             fit they hold that trial on ``x[:1]`` and ``y[:1]`` (training's first forward
-            replaces them again). A scheduler that the run would step past its ``step_limit``
+            replaces them again), or, where the trial was not run again (above), what the last
+            call left them. A scheduler that the run would step past its ``step_limit``
             (a ``OneCycle`` built for fewer batches) is refused too, and one that it would step
             to a rate the optimizer refuses (``CyclicLR``'s ``max_lr`` beyond the parameters'
             dtype, reached after ``step_size_up`` batches), where its ``rate_bound`` says there

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -35,7 +35,9 @@ class BCEWithLogitsLoss(Loss):
     at :math:`z = 10^4`, :math:`t = 1 - 2^{-10}`, 18%), where PyTorch's is exact. With
     :math:`\max(-z, 0)` as :math:`\max(z, 0) - z` and :math:`-|z|` as :math:`z - 2\max(z, 0)`
     (both exact), an infinite logit gives what it gave before; nine element-wise ops, one more
-    than the cancelling form. Gradient: :math:`\partial L/\partial z = (\sigma(z) - t)/D`.
+    than the cancelling form. Gradient: :math:`\partial L/\partial z = (\sigma(z) - t)/D`, from
+    the :math:`\sigma(z)` that forward keeps (not the logits, which the caller may write over
+    before :meth:`backward`).
 
     Args:
         reduction: ``"mean"`` (default) or ``"sum"``.
@@ -60,7 +62,10 @@ class BCEWithLogitsLoss(Loss):
     def __init__(self, reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()
         self.reduction = reduction
-        self._logits: Tensor | None = None
+        # What backward reads: sigma(z), a tensor of the loss's own (the caller's logits may
+        # be written over before backward: fit's folded step writes every batch into one
+        # buffer), and the target.
+        self._probabilities: Tensor | None = None
         self._target: Tensor | None = None
         self._scale = 1.0
 
@@ -83,7 +88,7 @@ class BCEWithLogitsLoss(Loss):
         elements.addcmul_(negative, target)
         elements.add_(torch.sub(logits, positive, alpha=2).exp_().log1p_())
         self._scale = 1.0 / logits.numel() if self._reduction == "mean" else 1.0
-        self._logits, self._target = logits, target
+        self._probabilities, self._target = sigmoid(logits), target
         self._has_forward = True
         return scaled_sum(elements, self._scale)
 
@@ -104,9 +109,16 @@ class BCEWithLogitsLoss(Loss):
             )
 
     def _gradient(self) -> Tensor:
-        assert self._logits is not None and self._target is not None
-        gradient = sigmoid(self._logits).sub_(self._target)
+        assert self._probabilities is not None and self._target is not None
+        gradient = torch.sub(self._probabilities, self._target)
         return gradient.mul_(operand(self._scale, gradient))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # (pickled when it kept the logits themselves: their sigma, as forward keeps now)
+        if "_logits" in state:
+            logits = state.pop("_logits")
+            state["_probabilities"] = None if logits is None else sigmoid(logits)
+        super().__setstate__(state)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
