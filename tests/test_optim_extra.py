@@ -924,8 +924,45 @@ def test_an_rmsprop_subclass_is_named_in_its_refusal() -> None:
     class Centred(optim.RMSprop):
         pass
 
+    saved = _hand_made_rmsprop_state(True, 0.0)
+    saved["class"] = "Centred"
     with pytest.raises(ValueError, match=r"^Centred\.load_state_dict: the state was saved with"):
-        Centred(_params(), lr=0.01).load_state_dict(_hand_made_rmsprop_state(True, 0.0))
+        Centred(_params(), lr=0.01).load_state_dict(saved)
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [(optim.Adam, optim.AdamW), (optim.AdamW, optim.Adam), (optim.SGD, "subclass")],
+)
+def test_a_state_of_another_optimizer_class_of_the_same_names_is_refused(
+    source: type[optim.Optimizer], target: Any
+) -> None:
+    """Adam's state_dict loaded into an AdamW (and the other way round), whose states and
+    hyper-parameters share their names, not their meaning (L2 penalty against decoupled
+    decay): loaded without a word, the weight decay changing meaning. Refused now, naming both
+    classes, with nothing changed; a state_dict without its class (an older one) is taken."""
+
+    class Logged(optim.SGD):
+        pass
+
+    made = Logged if target == "subclass" else target
+    params = _params()
+    saved = source(params, lr=0.1).state_dict()
+    optimizer = made(params, lr=0.5)
+    before = optimizer.state_dict()
+    with pytest.raises(ValueError) as error:
+        optimizer.load_state_dict(saved)
+    assert str(error.value) == (
+        f"{made.__name__}.load_state_dict: the state was saved by {source.__name__} (its "
+        f"'class' entry), this optimizer is {made.__name__}; load it into {source.__name__}, "
+        "whose settings and state mean what they meant there"
+    )
+    after = optimizer.state_dict()
+    assert after["lr"] == before["lr"] == 0.5
+    assert after["hyperparameters"] == before["hyperparameters"]
+    del saved["class"]
+    optimizer.load_state_dict(saved)
+    assert optimizer.lr == 0.1
 
 
 @pytest.mark.parametrize(

@@ -669,9 +669,11 @@ class Optimizer:
     # -- state ------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """``lr``, ``step_count``, the hyper-parameters, a copy of each flat state tensor, and
-        the shapes of the parameters (``shapes``: a list of lists of ints) that the flat
-        tensors hold the state of, in order.
+        """``lr``, ``step_count``, the hyper-parameters, a copy of each flat state tensor, the
+        shapes of the parameters (``shapes``: a list of lists of ints) that the flat tensors
+        hold the state of, in order, and the optimizer's class name (``class``), which
+        :meth:`load_state_dict` compares: Adam's and AdamW's states hold the same names, whose
+        weight decay means another thing in each.
 
         The state tensors have the parameters' current device and dtype, even when the model was
         moved (``model.to(...)``) since the last ``step``.
@@ -692,6 +694,7 @@ class Optimizer:
             "hyperparameters": dict(self.hyperparameters()),
             "state": {name: tensor.clone() for name, tensor in self.state.items()},
             "shapes": self._shapes(),
+            "class": type(self).__name__,
         }
 
     def _shapes(self) -> list[list[int]]:
@@ -701,7 +704,8 @@ class Optimizer:
         """Restore what :meth:`state_dict` returned; everything is checked before anything changes.
 
         A state saved over parameters of other shapes is refused (``shapes``; a state without
-        it, from an older version, is checked by its total size only). State tensors are copied
+        it, from an older version, is checked by its total size only), and one of another
+        optimizer class (``class``; not asked of a state without it). State tensors are copied
         as plain values, detached from any autograd graph.
         """
         name = type(self).__name__
@@ -745,6 +749,16 @@ class Optimizer:
             raise KeyError(
                 f"{name}.load_state_dict: state must have the entries {sorted(self.state)}, "
                 f"got {found}{hint}"
+            )
+        # (after the names: another optimizer's state of other names is named from its
+        # hyper-parameters above; one of the same names, Adam's in an AdamW, here)
+        saved_class = state_dict.get("class", name)  # (a state saved without it: not asked)
+        if saved_class != name:
+            saver = saved_class if isinstance(saved_class, str) else shown(saved_class)
+            raise ValueError(
+                f"{name}.load_state_dict: the state was saved by {saver} (its 'class' entry), "
+                f"this optimizer is {name}; load it into {saver}, whose settings and state "
+                "mean what they meant there"
             )
         for state_name, tensor in state.items():
             expected = self.state[state_name]
