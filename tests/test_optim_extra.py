@@ -2028,6 +2028,34 @@ def test_a_state_tensor_replaced_by_one_the_update_cannot_take_is_refused(index:
     assert optimizer.step_count == 2
 
 
+def test_two_state_tensors_in_two_parts_of_one_buffer_are_taken() -> None:
+    """Adam's two state tensors replaced by the two halves of one buffer (not overlapping):
+    taken, and updated as the optimizer's own (torch.optim's Adam's numbers); the halves
+    overlapping by one entry are refused."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2, dtype=torch.float64))
+    twin = [p.data.clone().requires_grad_() for p in model.parameters()]
+    optimizer = optim.Adam(model.parameters(), lr=0.1)
+    reference = torch.optim.Adam(twin, lr=0.1)
+    buffer = torch.zeros(16, dtype=torch.float64)
+    optimizer.state["exp_avg"], optimizer.state["exp_avg_sq"] = buffer[:8], buffer[8:]
+    for _ in range(3):
+        for parameter, other in zip(model.parameters(), twin, strict=True):
+            parameter.grad.copy_(torch.randn_like(parameter.data))
+            other.grad = parameter.grad.clone()
+        optimizer.step()
+        reference.step()
+    for parameter, other in zip(model.parameters(), twin, strict=True):
+        assert torch.equal(parameter.data, other.detach())
+    assert buffer.any()
+    overlapping = torch.zeros(15, dtype=torch.float64)
+    optimizer.state["exp_avg"], optimizer.state["exp_avg_sq"] = overlapping[:8], overlapping[7:]
+    with pytest.raises(
+        ValueError, match="state 'exp_avg_sq' shares its memory with state 'exp_avg'"
+    ):
+        optimizer.step()
+
+
 def test_an_optimizer_of_ones_own_may_name_its_state_in_a_list() -> None:
     """``state_names`` given as a list (not a tuple) steps as before the check of the names."""
 

@@ -506,7 +506,7 @@ class Optimizer:
             f"expected a contiguous {first.dtype} tensor of shape ({size},) on {first.device} "
             "(one entry per parameter scalar, of the parameters' dtype and device)"
         )
-        memory: dict[int, str] = {}
+        memory: dict[str, tuple[torch.device, int, int]] = {}
         for state_name, tensor in self.state.items():
             where = f"{name}.{method}: state {state_name!r}"
             if not isinstance(tensor, Tensor):
@@ -536,13 +536,16 @@ class Optimizer:
                     f"{where} is recorded by autograd (it requires grad), where an update in "
                     "place would be recorded too; give it tensor.detach()"
                 )
-            address = tensor.untyped_storage().data_ptr()
-            if address in memory:
-                raise ValueError(
-                    f"{where} shares its memory with state {memory[address]!r}: each name "
-                    "needs a tensor of its own (clone() one)"
-                )
-            memory[address] = state_name
+            # (contiguous, all of them: the bytes each spans; two parts of one buffer may be)
+            start = tensor.data_ptr()
+            end = start + tensor.numel() * tensor.element_size()
+            for other, (device, other_start, other_end) in memory.items():
+                if device == tensor.device and start < other_end and other_start < end:
+                    raise ValueError(
+                        f"{where} shares its memory with state {other!r}: each name needs a "
+                        "tensor of its own (clone() one)"
+                    )
+            memory[state_name] = (tensor.device, start, end)
 
     def _refuse_state_names(self, method: str) -> None:
         """Refuse, before an update changes anything, a :attr:`state` whose names are not the
