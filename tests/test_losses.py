@@ -620,11 +620,12 @@ def test_bce_with_logits_pickled_when_it_kept_the_logits_loads() -> None:
     criterion = nn.BCEWithLogitsLoss()
     criterion(logits, target)
     expected = criterion.backward()
+    criterion._probabilities = logits  # (pickled as a cache, as the logits were)
     state = dict(
         criterion.__getstate__() if hasattr(criterion, "__getstate__") else vars(criterion)
     )
-    del state["_probabilities"]
-    state["_logits"] = logits
+    state["_logits"] = state.pop("_probabilities")
+    assert not isinstance(state["_logits"], torch.Tensor)  # (a pickled cache's form)
     old = nn.BCEWithLogitsLoss.__new__(nn.BCEWithLogitsLoss)
     old.__setstate__(state)
     assert torch.equal(old.backward(), expected)

@@ -115,10 +115,10 @@ class BCEWithLogitsLoss(Loss):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # (pickled when it kept the logits themselves: their sigma, as forward keeps now)
-        if "_logits" in state:
-            logits = state.pop("_logits")
-            state["_probabilities"] = None if logits is None else sigmoid(logits)
-        super().__setstate__(state)
+        super().__setstate__(state)  # (which makes the pickled caches tensors again)
+        if "_logits" in vars(self):
+            logits = vars(self).pop("_logits")
+            self._probabilities = None if logits is None else sigmoid(logits)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"

@@ -488,13 +488,19 @@ class Optimizer:
         views of each parameter's entries are made on them."""
         self._check_state_tensors(method)
         with torch.inference_mode(False):
+            # (one made inside torch.inference_mode() is taken as a copy made outside it, as
+            # __setstate__ takes one, updated in place inside and outside)
+            for state_name, tensor in self.state.items():
+                if tensor.is_inference():
+                    self.state[state_name] = tensor.clone()
             self._make_views()
 
     def _check_state_tensors(self, method: str) -> None:
         """Refuse, before anything changes, a state tensor replaced by hand that the update
         cannot take in place as one of its own: no tensor, one of another shape than
-        ``(P,)`` (``P`` the parameters' scalars), dtype or device than the parameters', not
-        contiguous, an inference tensor, one autograd records, or one sharing memory with
+        ``(P,)`` (``P`` the parameters' scalars), dtype or device than the parameters' (or
+        its own state's, the model cast since the last step), not contiguous, one autograd
+        records, or one sharing memory with
         another state tensor (two names updated through one memory). The optimizer's own
         tensors (cast with the parameters at the next step, after a ``model.to()``) are not
         asked."""
@@ -502,6 +508,9 @@ class Optimizer:
         first = self.params[0].data
         size = sum(p.data.numel() for p in self.params)
         own = {id(tensor) for tensor in self._state_key}
+        # (the parameters' dtype and device, or those of its own state tensors where the model
+        # was cast or moved since the last step: those move with them at the next one)
+        kinds = {(first.dtype, first.device)} | {(t.dtype, t.device) for t in self._state_key}
         expected = (
             f"expected a contiguous {first.dtype} tensor of shape ({size},) on {first.device} "
             "(one entry per parameter scalar, of the parameters' dtype and device)"
@@ -515,8 +524,7 @@ class Optimizer:
             if replaced and (tensor.is_nested or tensor.layout is not torch.strided):
                 raise ValueError(f"{where} is a {tensor.layout} tensor, {expected}")
             if replaced and (
-                tensor.dtype != first.dtype
-                or tensor.device != first.device
+                (tensor.dtype, tensor.device) not in kinds
                 or tensor.shape != (size,)
                 or not tensor.is_contiguous()
             ):
@@ -524,12 +532,6 @@ class Optimizer:
                 raise ValueError(
                     f"{where} is a {layout}{tensor.dtype} tensor of shape "
                     f"{tuple(tensor.shape)} on {tensor.device}, {expected}"
-                )
-            if replaced and tensor.is_inference():
-                raise ValueError(
-                    f"{where} is an inference tensor (made inside torch.inference_mode()), "
-                    "which cannot be updated in place outside it; make it outside, or "
-                    "clone() it there"
                 )
             if replaced and in_graph(tensor):
                 raise ValueError(
@@ -649,7 +651,6 @@ class Optimizer:
         process); the next ``step`` or ``zero_grad`` finds it again."""
         state = self.__dict__.copy()
         state.update(_layout_key=(), _replacements_seen=-1, _flat=None, _state_views=[])
-        state.pop("_state_key", None)  # (found again: see __setstate__)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -667,7 +668,8 @@ class Optimizer:
             for name, tensor in self.state.items():
                 if tensor.is_inference():
                     self.state[name] = tensor.clone()
-        object.__setattr__(self, "_state_key", tuple(self.state.values()))
+        if "_state_key" not in state:  # (pickled before it existed: the state as it was)
+            object.__setattr__(self, "_state_key", tuple(self.state.values()))
 
     # -- state ------------------------------------------------------------------------------------
 
