@@ -173,6 +173,19 @@ def _count_folded_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+def _record_builds(monkeypatch: pytest.MonkeyPatch) -> list[FoldedStep | None]:
+    """What each ``FoldedStep.build`` returns from now on (``None``: fit ran the loop)."""
+    build = FoldedStep.build
+    built: list[FoldedStep | None] = []
+
+    def recorded(*arguments: Any) -> FoldedStep | None:
+        built.append(build(*arguments))
+        return built[-1]
+
+    monkeypatch.setattr(FoldedStep, "build", staticmethod(recorded))
+    return built
+
+
 # -- the same training as the step-by-step loop ------------------------------------------------
 
 
@@ -842,14 +855,7 @@ def test_interrupted_forward_leaves_zero_gradients(monkeypatch: pytest.MonkeyPat
     for name in ("tanh", "tanh_"):
         monkeypatch.setattr(torch.Tensor, name, counted(getattr(torch.Tensor, name)))
     monkeypatch.setattr(torch, "tanh", counted(torch.tanh))
-    build = FoldedStep.build
-    built: list[FoldedStep | None] = []
-
-    def recorded(*arguments: Any) -> FoldedStep | None:
-        built.append(build(*arguments))
-        return built[-1]
-
-    monkeypatch.setattr(FoldedStep, "build", staticmethod(recorded))
+    built = _record_builds(monkeypatch)
 
     def reset() -> None:
         calls[0] = 0
@@ -888,14 +894,7 @@ def test_interrupted_backward_leaves_the_loops_gradients(
     folded step: both runs were the loop's.)"""
     ones = _InterruptingOnes(minidl.nn.tanh._ONES, at=2 * 3 + tanh)  # (3 steps: 2 tanh each)
     monkeypatch.setattr(minidl.nn.tanh, "_ONES", ones)
-    build = FoldedStep.build
-    built: list[FoldedStep | None] = []
-
-    def recorded(*arguments: Any) -> FoldedStep | None:
-        built.append(build(*arguments))
-        return built[-1]
-
-    monkeypatch.setattr(FoldedStep, "build", staticmethod(recorded))
+    built = _record_builds(monkeypatch)
 
     def reset() -> None:
         ones.calls = 0

@@ -2094,6 +2094,12 @@ def test_a_replaced_state_tensor_is_taken_across_a_cast_inference_mode_and_a_pic
         optimizer.step()
     optimizer.step()
     assert not optimizer.state["momentum_buffer"].is_inference()
+    model.float()  # (and with a cast in the same gap: the layout found again takes it)
+    with torch.inference_mode():
+        optimizer.state["momentum_buffer"] = torch.zeros(8)
+        optimizer.step()
+    optimizer.step()
+    assert not optimizer.state["momentum_buffer"].is_inference()
     adam = optim.Adam(model.parameters(), lr=0.1)
     adam.state["exp_avg"] = adam.state["exp_avg_sq"]
     copied = pickle.loads(pickle.dumps(adam))

@@ -386,10 +386,10 @@ class Optimizer:
         return sizes
 
     def _check_next_step(self) -> None:
-        """Refuse now what the next :meth:`step` would refuse of the state's names and of the
-        parameters as they are (:meth:`_check_layout`), before anything changes; where they are as at the last step,
-        nothing is checked. The state stays where it is (a fit that trains no epoch leaves the
-        optimizer as it is)."""
+        """Refuse now what the next :meth:`step` would refuse of the state
+        (:meth:`_check_state_held`) and of the parameters as they are (:meth:`_check_layout`),
+        before anything changes; where they are as at the last step, nothing is checked. The
+        state stays where it is (a fit that trains no epoch leaves the optimizer as it is)."""
         self._check_state_held("step")
         if Parameter.replacements != self._replacements_seen and self._layout_changed():
             self._check_layout()
@@ -427,6 +427,8 @@ class Optimizer:
         for state_name, tensor in self.state.items():
             if tensor.device != first.device or tensor.dtype != first.dtype:
                 self.state[state_name] = tensor.to(device=first.device, dtype=first.dtype)
+            elif tensor.is_inference():  # (one set inside inference mode: a copy made outside)
+                self.state[state_name] = tensor.clone()
         self._state_key = tuple(self.state.values())
         self._state_views = []
         offset = 0
@@ -476,7 +478,7 @@ class Optimizer:
         """Refuse a :attr:`state` that is not a dict of the names of :attr:`state_names`, in
         their order (see :meth:`_refuse_state_names`), or that holds a tensor replaced by one
         the update cannot take (:meth:`_check_state_tensors`); :meth:`step` asks the same
-        inline. Nothing changes."""
+        inline (one call less a step). Nothing changes."""
         state = self.state
         if not isinstance(state, dict) or tuple(state) != tuple(self.state_names):
             self._refuse_state_names(method)
@@ -488,11 +490,6 @@ class Optimizer:
         views of each parameter's entries are made on them."""
         self._check_state_tensors(method)
         with torch.inference_mode(False):
-            # (one made inside torch.inference_mode() is taken as a copy made outside it, as
-            # __setstate__ takes one, updated in place inside and outside)
-            for state_name, tensor in self.state.items():
-                if tensor.is_inference():
-                    self.state[state_name] = tensor.clone()
             self._make_views()
 
     def _check_state_tensors(self, method: str) -> None:
@@ -500,10 +497,10 @@ class Optimizer:
         cannot take in place as one of its own: no tensor, one of another shape than
         ``(P,)`` (``P`` the parameters' scalars), dtype or device than the parameters' (or
         its own state's, the model cast since the last step), not contiguous, one autograd
-        records, or one sharing memory with
-        another state tensor (two names updated through one memory). The optimizer's own
-        tensors (cast with the parameters at the next step, after a ``model.to()``) are not
-        asked."""
+        records, or one sharing memory with another state tensor (two names updated through
+        one memory). The optimizer's own tensors (cast with the parameters at the next step,
+        after a ``model.to()``) are not asked. One made inside ``torch.inference_mode()`` is
+        taken as a copy made outside it (:meth:`_make_views`)."""
         name = type(self).__name__
         first = self.params[0].data
         size = sum(p.data.numel() for p in self.params)
