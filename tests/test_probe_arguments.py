@@ -429,6 +429,67 @@ def test_make_disk_data_refuses_sets_past_int64_or_memory() -> None:
         make_disk_data(n_validation=2**46)
 
 
+#: torch's CPU allocator's error, as it is raised.
+_ALLOCATOR_ERROR = (
+    "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+    "you tried to allocate 16000 bytes. Error code 12 (Cannot allocate memory)"
+)
+
+
+@pytest.mark.parametrize("where", ["_normalized", "disk_labels"])
+def test_make_disk_data_names_memory_wanting_past_the_points(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The points may fit where their normalised copies or labels do not: an allocation there
+    that fails is the refusal of the first (it left torch's error, with its C++ source place),
+    and the allocator's words come without the ``[enforce fail at ...]`` prefix. Another error
+    there comes out as it was raised."""
+    import minidl.data
+    from minidl.data import make_disk_data
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(_ALLOCATOR_ERROR)
+
+    monkeypatch.setattr(minidl.data, where, refused)
+    with pytest.raises(ValueError) as info:
+        make_disk_data(n_train=10)
+    assert str(info.value) == (
+        "make_disk_data: cannot hold 10 + 1000 + 1000 samples (DefaultCPUAllocator: can't "
+        "allocate memory: you tried to allocate 16000 bytes. Error code 12 (Cannot allocate "
+        "memory))"
+    )
+    assert info.value.__cause__ is None
+    error = RuntimeError("Expected all tensors to be on the same device")
+
+    def failed(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(minidl.data, where, failed)
+    with pytest.raises(RuntimeError) as raised:
+        make_disk_data(n_train=10)
+    assert raised.value is error
+
+
+def test_out_of_memory_tells_an_allocation_refused_from_other_errors() -> None:
+    """The reason an allocation was refused, in one line without torch's source place, for the
+    CPU allocator's two wordings, a GPU's OutOfMemoryError and MemoryError; None otherwise."""
+    from minidl._memory import out_of_memory
+
+    assert (
+        out_of_memory(RuntimeError(_ALLOCATOR_ERROR + "\nframe 0"))
+        == _ALLOCATOR_ERROR.split("err == 0. ")[1]
+    )
+    enough = "[enforce fail at alloc_cpu.cpp:83] data. DefaultCPUAllocator: not enough memory: x"
+    assert out_of_memory(RuntimeError(enough)) == "DefaultCPUAllocator: not enough memory: x"
+    assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried")) == (
+        "CUDA out of memory. Tried"
+    )
+    assert out_of_memory(MemoryError()) == "MemoryError"
+    assert out_of_memory(MemoryError("big")) == "MemoryError big"
+    assert out_of_memory(RuntimeError("shape mismatch")) is None
+    assert out_of_memory(ValueError("can't allocate memory")) is None
+
+
 @pytest.mark.parametrize("kind", ["Linear", "BatchedLinear"])
 @pytest.mark.parametrize("name", ["weight", "bias"])
 @pytest.mark.parametrize("inside", [False, True])

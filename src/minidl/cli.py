@@ -1162,22 +1162,15 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
 
 def _out_of_memory(error: BaseException) -> str | None:
-    """Why memory could not be had, where ``error`` says so, in one line: torch's allocator's
-    words (a ``RuntimeError`` on the CPU, ``DefaultCPUAllocator: can't allocate memory: you
-    tried to allocate 400000000000000 bytes...``, without its ``[enforce fail at ...]`` prefix;
-    an ``OutOfMemoryError`` on a GPU) or Python's ``MemoryError``; ``None`` for another error.
+    """Why memory could not be had, where ``error`` says so, in one line (see
+    :func:`minidl._memory.out_of_memory`), or ``None``.
 
     ``--hidden`` widths whose parameters and gradients fit in the machine's memory (see
     :func:`_check_network_fits`) may still take more than this process can have: the
     optimizer's state, the activations of a batch, a memory limit (``ulimit -v``)."""
-    if isinstance(error, MemoryError):
-        return f"{type(error).__name__} {error}".strip()
-    torch = sys.modules.get("torch")
-    gpu = getattr(torch, "OutOfMemoryError", None)
-    text = str(error).split("\n", 1)[0]
-    if (isinstance(gpu, type) and isinstance(error, gpu)) or "can't allocate memory" in text:
-        return re.sub(r"^\[enforce fail at [^\]]*\] err == 0\. ", "", text)
-    return None
+    from minidl._memory import out_of_memory
+
+    return out_of_memory(error)
 
 
 def _file_error(error: OSError) -> str:

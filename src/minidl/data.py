@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from minidl._memory import out_of_memory
 from minidl._validate import (
     _check_strided,
     check_cpu_generator,
@@ -231,27 +232,32 @@ def make_disk_data(
             torch.rand(n, 2, dtype=torch.float64, generator=generator)
             for n in (n_train, n_validation, n_test)
         ]
-    except RuntimeError as error:  # (no memory for them)
-        raise ValueError(
-            f"make_disk_data: cannot hold {n_train} + {n_validation} + {n_test} samples ({error})"
-        ) from None
-    mean = raws[0].mean(dim=0)
-    std = raws[0].std(dim=0)
-    splits = [
-        Split(
-            x=_normalized(raw, mean, std, dtype, device),
-            y=disk_labels(raw).to(device=device),
-            raw=raw.to(device=device),
+        mean = raws[0].mean(dim=0)
+        std = raws[0].std(dim=0)
+        splits = [
+            Split(
+                x=_normalized(raw, mean, std, dtype, device),
+                y=disk_labels(raw).to(device=device),
+                raw=raw.to(device=device),
+            )
+            for raw in raws
+        ]
+        return DiskData(
+            train=splits[0],
+            validation=splits[1],
+            test=splits[2],
+            mean=mean.to(dtype=dtype, device=device),
+            std=std.to(dtype=dtype, device=device),
         )
-        for raw in raws
-    ]
-    return DiskData(
-        train=splits[0],
-        validation=splits[1],
-        test=splits[2],
-        mean=mean.to(dtype=dtype, device=device),
-        std=std.to(dtype=dtype, device=device),
-    )
+    except (MemoryError, RuntimeError) as error:
+        # (any of the sets' tensors, drawn, normalised, labelled or moved: the points alone
+        # may fit where their copies do not)
+        reason = out_of_memory(error)
+        if reason is None:
+            raise
+        raise ValueError(
+            f"make_disk_data: cannot hold {n_train} + {n_validation} + {n_test} samples ({reason})"
+        ) from None
 
 
 def _check_device(where: str, device: object) -> torch.device | None:
