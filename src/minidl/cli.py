@@ -1189,6 +1189,27 @@ def _file_error(error: OSError) -> str:
     return f"{' -> '.join(_shown_path(name) for name in names)}: {error.strerror}{notes}"
 
 
+def _holding_interrupts() -> contextlib.AbstractContextManager[None]:
+    """:func:`minidl._interrupts.holding_interrupts` (imported here, as it imports no torch)."""
+    from minidl._interrupts import holding_interrupts
+
+    return holding_interrupts()
+
+
+def _import_torch() -> None:
+    """Import torch, if it is not yet, with Ctrl-C and ``SIGTERM`` held back until it is done
+    (a second or so; see :mod:`minidl._interrupts`).
+
+    The exception of a signal raised inside the initialisation of one of the compiled modules
+    that torch imports (numpy's, torch's own) left them half made: the run went on with the
+    Ctrl-C lost (caught on the way), stopped on an ``ImportError`` of numpy's (``cannot load
+    module more than once per process``) with its traceback, or aborted. Held, the interrupt is
+    raised once torch is imported, and the command stops with its one line."""
+    if "torch" not in sys.modules:
+        with _holding_interrupts():
+            import torch  # noqa: F401
+
+
 def _report_stop(name: str, interrupt: KeyboardInterrupt) -> int:
     """Print the one line of a run that ``interrupt`` stopped, ``minidl train: interrupted``
     (``name``: ``minidl train``, or ``minidl`` before the command is known), and return the
@@ -1204,23 +1225,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     A Ctrl-C ends it with one line and the status 130 (``SIGTERM``, during the command: 143)
     from the parsing of the arguments on, torch's import included: the package imports torch
     at the first use of its modules (see :mod:`minidl`), here, as a flag's type or the command
-    first uses one."""
+    first uses one, with the interrupt held back until it is imported (see
+    :func:`_import_torch`; over the making of the parser and the whole parse, which are quick
+    but for that)."""
     # A character the output's encoding lacks (a path, under PYTHONIOENCODING=ascii or a C
     # locale) is printed escaped, as on stderr, rather than failing the command.
     reconfigure = getattr(sys.stdout, "reconfigure", None)
     if reconfigure is not None:
         with contextlib.suppress(ValueError, OSError):
             reconfigure(errors="backslashreplace")
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except KeyboardInterrupt as interrupt:  # (a flag's type imports torch: --lr, --activation)
-        return _report_stop(parser.prog, interrupt)
-    except ImportError as error:  # (torch's import, stopped in a compiled module: see below)
+        # Held (see _import_torch): the parser's making imports importlib.metadata (the
+        # version), and a flag's type may import torch (--lr, --activation).
+        with _holding_interrupts():
+            parser = build_parser()
+            args = parser.parse_args(argv)
+    except KeyboardInterrupt as interrupt:
+        return _report_stop("minidl", interrupt)
+    except ImportError as error:  # (an interrupt behind it, as after the command: see below)
         stopped = _interrupt_behind(error)
         if stopped is None:
             raise
-        return _report_stop(parser.prog, stopped)
+        return _report_stop("minidl", stopped)
     if args.command is None:
         # The usage and one line on stderr, as for any other usage error (exit status 2).
         parser.print_usage(sys.stderr)
@@ -1231,6 +1257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     launched = args.command == "train" and "WORLD_SIZE" in os.environ
     try:
         with contextlib.nullcontext() if launched else _sigterm_as_interrupt():
+            _import_torch()
             return int(args.run(args))
     except (ValueError, TypeError, KeyError) as error:
         print(f"minidl {args.command}: error: {error}", file=sys.stderr)
