@@ -12,9 +12,13 @@ timeout its group gets, and the exact messages of ``_validate``'s generator and 
 
 from __future__ import annotations
 
+import errno
+import io
 import math
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -526,3 +530,61 @@ def test_the_interrupt_an_import_error_was_raised_from_names_how_the_run_ended(
     line, status = ("terminated", 143) if first == "KeyboardInterrupt" else ("interrupted", 130)
     assert main(["reproduce", "--quick"]) == status
     assert capsys.readouterr() == ("", f"minidl reproduce: {line}\n")
+
+
+class _FailingOutput(io.StringIO):
+    """A standard stream whose writes fail with ``error`` (a full disk, a reader gone)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__()
+        self.error = error
+
+    def write(self, text: str) -> int:
+        raise self.error
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["--version"], ["train", "--help"]])
+def test_help_or_version_not_written_is_said_with_status_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], arguments: list[str]
+) -> None:
+    """The help or the version that the standard output does not take (``> /dev/full``) is an
+    error of one line and status 1, as a command's output not written is; argparse passed over
+    the failure, and the command exited 0 having written nothing. A reader gone (``| head``)
+    stops it quietly with status 1, as it stops a command."""
+    monkeypatch.setattr(sys, "stdout", _FailingOutput(OSError(errno.ENOSPC, "No space left")))
+    assert main(arguments) == 1
+    assert capsys.readouterr().err == (
+        "minidl: error: cannot write to the standard output (No space left)\n"
+    )
+    gone = _FailingOutput(BrokenPipeError(errno.EPIPE, "Broken pipe"))
+    monkeypatch.setattr(sys, "stdout", gone)
+    assert main(arguments) == 1
+    assert capsys.readouterr().err == ""
+
+
+def test_a_usage_error_the_standard_error_does_not_take_keeps_status_2(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A usage error whose usage the standard error does not take still ends with the usage
+    error's status, 2: nothing can be said where errors go."""
+    monkeypatch.setattr(sys, "stderr", _FailingOutput(OSError(errno.ENOSPC, "No space left")))
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--bogus"])
+    assert info.value.code == 2
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_help_into_a_full_device_fails() -> None:
+    """``minidl --help > /dev/full``, for real: status 1 and the error's one line."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "minidl", "--help"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert (done.returncode, done.stderr) == (
+        1,
+        "minidl: error: cannot write to the standard output (No space left on device)\n",
+    )

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import FrameType
-from typing import Any, NoReturn, TypeVar, overload
+from typing import IO, Any, NoReturn, TypeVar, overload
 
 __all__ = ["main"]
 
@@ -188,6 +188,24 @@ class _ArgumentParser(argparse.ArgumentParser):
             elif not text.isprintable():
                 message = message.replace(text, repr(text))
         super().error(message)
+
+    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+        """As argparse prints the help, the version or a usage, but flushed, and a failure to
+        write the standard output raised (``OSError``), for :func:`main` to say: argparse passed
+        over it, and ``minidl --help > /dev/full`` exited 0 having written nothing. A failure to
+        write the standard error (a usage error's) is passed over still: nothing can be said
+        there, and the usage error's status, 2, says it."""
+        if not message:
+            return
+        file = sys.stderr if file is None else file
+        if file is None:  # (no standard stream at all: pythonw)
+            return
+        try:
+            file.write(message)
+            file.flush()
+        except OSError:
+            if file is not sys.stderr:
+                raise
 
 
 def _quotable(given: str) -> tuple[str, ...]:
@@ -1210,6 +1228,15 @@ def _import_torch() -> None:
             import torch  # noqa: F401
 
 
+def _output_gone() -> int:
+    """Where the reader of the output went away (``minidl train | head -1``): the status, 1,
+    of a command stopped quietly, with the rest of the output (and Python's flush at exit)
+    sent nowhere."""
+    with contextlib.suppress(OSError, ValueError):  # (a stdout that is no file: nothing to do)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 1
+
+
 def _report_stop(name: str, interrupt: KeyboardInterrupt) -> int:
     """Print the one line of a run that ``interrupt`` stopped, ``minidl train: interrupted``
     (``name``: ``minidl train``, or ``minidl`` before the command is known), and return the
@@ -1242,6 +1269,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)
     except KeyboardInterrupt as interrupt:
         return _report_stop("minidl", interrupt)
+    except BrokenPipeError:  # (the help or the version's reader went away: see below)
+        return _output_gone()
+    except OSError as error:  # (the help or the version not written: see _print_message)
+        with contextlib.suppress(OSError):
+            print(
+                f"minidl: error: cannot write to the standard output ({error.strerror})",
+                file=sys.stderr,
+            )
+        return 1
     except ImportError as error:  # (an interrupt behind it, as after the command: see below)
         stopped = _interrupt_behind(error)
         if stopped is None:
@@ -1263,11 +1299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"minidl {args.command}: error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:
-        # The reader of the output went away (`minidl train | head -1`): stop quietly, with
-        # the rest of the output (and Python's flush at exit) sent nowhere.
-        with contextlib.suppress(OSError, ValueError):  # (a stdout that is no file: nothing to do)
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return _output_gone()
     except OSError as error:  # the file system, during the run (a checkpoint's folder removed)
         print(f"minidl {args.command}: error: {_file_error(error)}", file=sys.stderr)
         return 1
