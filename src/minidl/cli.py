@@ -15,7 +15,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import FrameType
-from typing import IO, Any, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 __all__ = ["main"]
 
@@ -189,7 +192,7 @@ class _ArgumentParser(argparse.ArgumentParser):
                 message = message.replace(text, repr(text))
         super().error(message)
 
-    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
         """As argparse prints the help, the version or a usage, but flushed, and a failure to
         write the standard output raised (``OSError``), for :func:`main` to say: argparse passed
         over it, and ``minidl --help > /dev/full`` exited 0 having written nothing. A failure to
@@ -202,7 +205,9 @@ class _ArgumentParser(argparse.ArgumentParser):
             return
         try:
             file.write(message)
-            file.flush()
+            flush = getattr(file, "flush", None)
+            if flush is not None:
+                flush()
         except OSError:
             if file is not sys.stderr:
                 raise
