@@ -2454,3 +2454,33 @@ def test_a_numpy_integer_epoch_is_saved_as_the_integer(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError, match=r"^save_checkpoint: epoch must be an integer"):
             save_checkpoint(tmp_path / "bad.ckpt", model, optimizer, epoch=bad)
     assert not (tmp_path / "bad.ckpt").exists()
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf", "3601", "1e400"])
+def test_a_test_delay_that_is_no_number_of_seconds_is_refused_before_any_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str
+) -> None:
+    """The crash tests' hook, MINIDL_CHECKPOINT_TEST_DELAY, set to no number of seconds in
+    [0, 3600]: refused in words naming it, before any file is made (it raised Python's
+    ``could not convert string to float: 'abc'``, or time.sleep's error with the temporary
+    file half written, or slept for ever)."""
+    model, optimizer, scheduler, generator = build("sgd-momentum-step")
+    monkeypatch.setenv("MINIDL_CHECKPOINT_TEST_DELAY", value)
+    with pytest.raises(ValueError) as info:
+        save_checkpoint(tmp_path / "c", model, optimizer, scheduler, epoch=1, generator=generator)
+    assert str(info.value) == (
+        "save_checkpoint: the environment variable MINIDL_CHECKPOINT_TEST_DELAY (a hook of "
+        f"minidl's crash tests) must be a number of seconds in [0, 3600], got {value!r}; unset it"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["", " ", "0", "0.01"])
+def test_a_test_delay_empty_or_of_seconds_saves(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str
+) -> None:
+    """The hook empty (as unset) or a number of seconds: the checkpoint is saved."""
+    model, optimizer, scheduler, generator = build("sgd-momentum-step")
+    monkeypatch.setenv("MINIDL_CHECKPOINT_TEST_DELAY", value)
+    save_checkpoint(tmp_path / "c", model, optimizer, scheduler, epoch=1, generator=generator)
+    assert read_checkpoint(tmp_path / "c").training.epoch == 1

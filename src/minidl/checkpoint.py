@@ -60,6 +60,7 @@ import errno
 import functools
 import hashlib
 import json
+import math
 import numbers
 import os
 import re
@@ -808,11 +809,36 @@ def _dump_header(header: dict[str, Any]) -> str:
     return _canonical({"header": header, "sha256": digest})
 
 
+#: The most seconds :data:`_TEST_DELAY_ENV` may ask for (a test's whole run is shorter).
+_MOST_TEST_DELAY = 3600.0
+
+
+def _test_delay() -> float:
+    """The seconds of :data:`_TEST_DELAY_ENV` (0 where it is unset or empty), read before
+    anything is written: a value that is no number of seconds in ``[0, 3600]`` is refused in
+    words naming the variable (it raised Python's ``could not convert string to float``, or
+    ``time.sleep``'s error with the temporary file half written, or slept for ever)."""
+    text = os.environ.get(_TEST_DELAY_ENV, "")
+    if not text.strip():
+        return 0.0
+    try:
+        delay = float(text)
+    except ValueError:
+        delay = math.nan
+    if not 0.0 <= delay <= _MOST_TEST_DELAY:  # (NaN too)
+        raise ValueError(
+            f"save_checkpoint: the environment variable {_TEST_DELAY_ENV} (a hook of minidl's "
+            f"crash tests) must be a number of seconds in [0, {_MOST_TEST_DELAY:g}], got "
+            f"{shown(text)}; unset it"
+        )
+    return delay
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``. A symbolic
     link is followed: its target is replaced (renaming over the link would replace the link
     with a file, and leave the target as it was)."""
-    delay = float(os.environ.get(_TEST_DELAY_ENV, "0") or 0)
+    delay = _test_delay()
     path = Path(os.path.realpath(path))
     folder = path.parent
     # The permissions of the file it replaces (a checkpoint made private stays so), or a new
