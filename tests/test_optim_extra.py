@@ -1945,8 +1945,11 @@ def test_a_state_tensor_replaced_by_hand_is_the_one_updated(flat: bool) -> None:
     assert torch.equal(optimizer.state["momentum_buffer"], 0.5 * torch.cat(buffers))
 
 
-def _replacements(kept: dict[str, torch.Tensor]) -> list[tuple[str, Any, str]]:
-    """(name, replacement, what the refusal says of it) for Adam's ``exp_avg_sq``."""
+def _replacements(
+    kept: dict[str, torch.Tensor], flat: tuple[torch.Tensor, torch.Tensor]
+) -> list[tuple[str, Any, str]]:
+    """(name, replacement, what the refusal says of it) for Adam's ``exp_avg_sq``, ``flat``
+    the parameters' values and gradients as one buffer each."""
     good = kept["exp_avg_sq"]
     expected = (
         "expected a contiguous torch.float64 tensor of shape (8,) on cpu (one entry per "
@@ -1979,13 +1982,27 @@ def _replacements(kept: dict[str, torch.Tensor]) -> list[tuple[str, Any, str]]:
             "shares its memory with state 'exp_avg': each name needs a tensor of its own "
             "(clone() one)",
         ),
+        (
+            "the gradients",
+            flat[1],
+            "shares its memory with the parameters' gradients, which the update reads and "
+            "zero_grad zeroes: give it a tensor of its own (clone() one)",
+        ),
+        (
+            "the values",
+            flat[0][:],
+            "shares its memory with the parameters' values, which the update writes: give it a "
+            "tensor of its own (clone() one)",
+        ),
     ]
 
 
-@pytest.mark.parametrize("index", range(8))
+@pytest.mark.parametrize("index", range(10))
 def test_a_state_tensor_replaced_by_one_the_update_cannot_take_is_refused(index: int) -> None:
     """``exp_avg_sq`` replaced by a tensor that is short, 2-D, of another dtype, strided, no
-    tensor, one requiring grad, or ``exp_avg`` itself: step, state_dict,
+    tensor, one requiring grad, ``exp_avg`` itself, or the memory of the parameters'
+    gradients or values (taken: the gradients were overwritten with the state's, zero_grad
+    zeroed the state): step, state_dict,
     load_state_dict and fit refuse it, naming the optimizer, the method and the state, before
     anything changes (the step raised torch's words with ``exp_avg`` already updated, a
     float32 one was updated in float32 and saved, the shared one ran with wrong numbers)."""
@@ -1996,7 +2013,10 @@ def test_a_state_tensor_replaced_by_one_the_update_cannot_take_is_refused(index:
     optimizer.step()
     saved = optimizer.state_dict()
     kept = dict(optimizer.state)
-    what, replacement, said = _replacements(kept)[index]
+    flat = optimizer._flat_buffers()
+    assert flat is not None
+    what, replacement, said = _replacements(kept, flat)[index]
+    gradients = flat[1].clone()
     optimizer.state["exp_avg_sq"] = replacement
     before = [p.data.clone() for p in model.parameters()]
     average = kept["exp_avg"].clone()
@@ -2015,6 +2035,7 @@ def test_a_state_tensor_replaced_by_one_the_update_cannot_take_is_refused(index:
         assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))
         assert torch.equal(optimizer.state["exp_avg"], average)
         assert optimizer.state["exp_avg_sq"] is replacement
+        assert torch.equal(flat[1], gradients)
     optimizer.state["exp_avg_sq"] = kept["exp_avg_sq"]
     optimizer.step()
     assert optimizer.step_count == 2

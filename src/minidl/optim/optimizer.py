@@ -101,6 +101,14 @@ class Hyperparameter(Generic[T]):
         instance._assign_hyperparameters({self.name: value})
 
 
+#: What becomes of the memory of the parameters' values and gradients, which a state tensor
+#: sharing it would take as its own (:meth:`Optimizer._check_state_tensors`).
+_PARAMETER_MEMORY = {
+    "values": "the update writes",
+    "gradients": "the update reads and zero_grad zeroes",
+}
+
+
 class Optimizer:
     """Updates a list of :class:`~minidl.nn.Parameter` in place from their accumulated gradients.
 
@@ -498,7 +506,7 @@ class Optimizer:
         ``(P,)`` (``P`` the parameters' scalars), dtype or device than the parameters' (or
         its own state's, the model cast since the last step), not contiguous, one autograd
         records, or one sharing memory with another state tensor (two names updated through
-        one memory). The optimizer's own tensors (cast with the parameters at the next step,
+        one memory) or with the parameters' values or gradients. The optimizer's own tensors (cast with the parameters at the next step,
         after a ``model.to()``) are not asked. One made inside ``torch.inference_mode()`` is
         taken as a copy made outside it (:meth:`_make_views`)."""
         name = type(self).__name__
@@ -538,6 +546,13 @@ class Optimizer:
             # (contiguous, all of them: the bytes each spans; two parts of one buffer may be)
             start = tensor.data_ptr()
             end = start + tensor.numel() * tensor.element_size()
+            if replaced:
+                for what, device, held_start, held_end in self._parameter_memory():
+                    if device == tensor.device and start < held_end and held_start < end:
+                        raise ValueError(
+                            f"{where} shares its memory with the parameters' {what}, which "
+                            f"{_PARAMETER_MEMORY[what]}: give it a tensor of its own (clone() one)"
+                        )
             for other, (device, other_start, other_end) in memory.items():
                 if device == tensor.device and start < other_end and other_start < end:
                     raise ValueError(
@@ -545,6 +560,24 @@ class Optimizer:
                         "tensor of its own (clone() one)"
                     )
             memory[state_name] = (tensor.device, start, end)
+
+    def _parameter_memory(self) -> list[tuple[str, torch.device, int, int]]:
+        """``(what, device, first byte, byte past the last)`` of the memory of each parameter's
+        value (``"values"``) and gradient (``"gradients"``), as the parameters hold them now."""
+        spans = []
+        for parameter in self.params:
+            for what, tensor in (("values", parameter.data), ("gradients", parameter.grad)):
+                if not isinstance(tensor, Tensor) or tensor.numel() == 0:
+                    continue
+                last = sum(
+                    (size - 1) * step
+                    for size, step in zip(tensor.shape, tensor.stride(), strict=True)
+                )
+                start = tensor.data_ptr()
+                spans.append(
+                    (what, tensor.device, start, start + (last + 1) * tensor.element_size())
+                )
+        return spans
 
     def _refuse_state_names(self, method: str) -> None:
         """Refuse, before an update changes anything, a :attr:`state` whose names are not the
