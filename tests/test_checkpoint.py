@@ -2484,3 +2484,37 @@ def test_a_test_delay_empty_or_of_seconds_saves(
     monkeypatch.setenv("MINIDL_CHECKPOINT_TEST_DELAY", value)
     save_checkpoint(tmp_path / "c", model, optimizer, scheduler, epoch=1, generator=generator)
     assert read_checkpoint(tmp_path / "c").training.epoch == 1
+
+
+@pytest.mark.parametrize("count", [2.5, -1, "3"])
+def test_a_step_count_set_by_hand_is_replaced_by_the_load_or_put_back_as_it_was(
+    tmp_path: Path, count: object
+) -> None:
+    """An optimizer whose step_count was set by hand to no integer >= 0 loads a checkpoint (its
+    backup called state_dict, which refused the count that the load replaces, naming
+    ``SGD.state_dict``); a load refused later puts it back as it was, with the rest."""
+    parts = build("sgd-momentum-step")
+    model, optimizer, scheduler, generator = parts
+    train(parts, epochs=2)
+    save_checkpoint(tmp_path / "c", model, optimizer, scheduler, epoch=2, generator=generator)
+    saved = read_checkpoint(tmp_path / "c")
+    expected = optimizer.step_count
+    other, other_optimizer, other_scheduler, other_generator = build("sgd-momentum-step", seed=1)
+    other_optimizer.step_count = count  # type: ignore[assignment]
+    buffer = other_optimizer.state["momentum_buffer"].clone()
+    tensors = {**saved.tensors, "rng.torch": saved.tensors["rng.torch"][:10]}
+    with pytest.raises(CheckpointError, match="the saved state was refused"):
+        load_checkpoint(
+            Checkpoint(header=saved.header, tensors=tensors),
+            other,
+            other_optimizer,
+            other_scheduler,
+            generator=other_generator,
+        )
+    assert other_optimizer.step_count == count
+    assert torch.equal(other_optimizer.state["momentum_buffer"], buffer)
+    load_checkpoint(
+        tmp_path / "c", other, other_optimizer, other_scheduler, generator=other_generator
+    )
+    assert other_optimizer.step_count == expected
+    assert torch.equal(other_optimizer.state["momentum_buffer"], optimizer.state["momentum_buffer"])

@@ -91,7 +91,7 @@ from minidl._validate import (
 from minidl.nn._checks import given_module
 from minidl.nn.module import Module, check_registered, referred
 from minidl.optim.lr_scheduler import LRScheduler
-from minidl.optim.optimizer import Optimizer
+from minidl.optim.optimizer import Optimizer, check_step_count
 from minidl.train import History, history_fault
 
 __all__ = [
@@ -1653,6 +1653,23 @@ def _described(tensor: Tensor) -> str:
     return f"a {dtype} tensor of shape {tuple(tensor.shape)} on {tensor.device}"
 
 
+def _optimizer_backup(optimizer: Optimizer) -> tuple[dict[str, Any], object]:
+    """``optimizer.state_dict()`` and its ``step_count`` as it is, which :func:`load_checkpoint`
+    puts back should the load go wrong. A step count set by hand to no integer >= 0 (2.5),
+    which ``state_dict`` refuses and the load replaces, does not stop the load: the state
+    dict is taken with 0 in its place, and the count put back as it was."""
+    count = optimizer.step_count
+    try:
+        check_step_count("", "", count)
+    except (TypeError, ValueError):
+        optimizer.step_count = 0
+        try:
+            return optimizer.state_dict(), count
+        finally:
+            optimizer.step_count = count
+    return optimizer.state_dict(), count
+
+
 def load_checkpoint(
     path: str | os.PathLike[str] | Checkpoint,
     model: Module,
@@ -1769,7 +1786,7 @@ def load_checkpoint(
     # torch's global generator is part of the training state: restored only with an optimizer.
     resuming = optimizer is not None
     backup_model = model.state_dict()
-    backup_optimizer = optimizer.state_dict() if optimizer is not None else None
+    backup_optimizer = _optimizer_backup(optimizer) if optimizer is not None else None
     # (its attributes, and those of the schedules a SequentialSchedule holds: loading its
     # state_dict back would give each of them its base_lr, losing one set by hand)
     backup_scheduler = scheduler._saved() if scheduler is not None else None
@@ -1848,7 +1865,8 @@ def load_checkpoint(
         if scheduler is not None and backup_scheduler is not None:
             scheduler._put_back(backup_scheduler)
         if optimizer is not None and backup_optimizer is not None:
-            optimizer.load_state_dict(backup_optimizer)
+            optimizer.load_state_dict(backup_optimizer[0])
+            optimizer.step_count = backup_optimizer[1]  # type: ignore[assignment]  # (one set by hand too)
         model.load_state_dict(backup_model)
         if isinstance(error, CheckpointError) or not isinstance(
             error, KeyError | TypeError | ValueError | RuntimeError
