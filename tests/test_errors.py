@@ -3686,6 +3686,33 @@ def test_an_input_given_for_a_setting_is_shown_by_its_shape() -> None:
         nn.Dropout(torch.tensor([0.5, 0.5]))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("name", ["Tanh", "Sigmoid"])
+def test_an_activation_of_no_settings_given_arguments_is_refused_naming_it(name: str) -> None:
+    """nn.Tanh(x) for nn.Tanh()(x): Python's words named ``Activation.__init__()``, not the
+    activation; the refusal names it and, for a tensor, says how a module is called."""
+    build = getattr(nn, name)
+    with pytest.raises(TypeError) as info:
+        build(torch.randn(50, 8))
+    assert str(info.value) == (
+        f"{name}() takes no arguments, got 1 (Tensor); a module is built, then called on its "
+        f"input: {name}()(x)"
+    )
+    with pytest.raises(TypeError) as info:
+        build(3, inplace=True)
+    assert str(info.value) == f"{name}() takes no arguments, got 2 (int, inplace=bool)"
+
+
+def test_an_activation_of_ones_own_takes_its_own_arguments() -> None:
+    """A subclass of Activation with settings of its own passes none to the base class."""
+
+    class Scaled(nn.Activation):
+        def __init__(self, beta: float) -> None:
+            super().__init__()
+            self.beta = beta
+
+    assert Scaled(2.0).beta == 2.0
+
+
 def test_a_python_type_given_to_to_is_named_as_no_dtype() -> None:
     """model.to(float) leaked torch's list of torch.device's signatures."""
     model = nn.mlp((2, 3))

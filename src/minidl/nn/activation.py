@@ -18,7 +18,7 @@ same.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import Tensor
 
@@ -43,10 +43,23 @@ class Activation(Module):
     #: the output of the layer before it, which nothing else keeps (one buffer and one pass
     #: over memory less). Set by the built-in activations for which it holds.
     _in_place: ClassVar[bool] = False
+    #: What :meth:`_forward` returned for the derivative, until the next forward.
+    _cache: Tensor | None
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._cache: Tensor | None = None
+    if TYPE_CHECKING:  # (a type checker refuses Tanh(x) itself)
+
+        def __init__(self) -> None: ...
+
+    else:
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            """Take no arguments: ``Tanh(x)``, which reads as the function on ``x``, is refused
+            naming the activation (Python's words named ``Activation.__init__()``); a module
+            is built, then called on its input, ``Tanh()(x)``."""
+            if args or kwargs:
+                raise TypeError(_arguments_refused(type(self).__name__, args, kwargs))
+            super().__init__()
+            self._cache = None
 
     def forward(self, input: Tensor) -> Tensor:
         if (
@@ -185,3 +198,14 @@ class Activation(Module):
         # (a gradient of another dtype or device never comes here: StackedActivation gives it
         # to backward, which promotes or names it)
         self._backward(grad_output, cache, out=out)  # type: ignore[call-arg]
+
+
+def _arguments_refused(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> str:
+    """The refusal of arguments given to the constructor of the activation ``name``, which
+    takes none."""
+    given = [type(value).__name__ for value in args]
+    given += [f"{key}={type(value).__name__}" for key, value in kwargs.items()]
+    said = f"{name}() takes no arguments, got {len(given)} ({', '.join(given)})"
+    if any(isinstance(value, Tensor) for value in (*args, *kwargs.values())):
+        return f"{said}; a module is built, then called on its input: {name}()(x)"
+    return said
