@@ -17,6 +17,7 @@ import io
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -588,3 +589,58 @@ def test_help_into_a_full_device_fails() -> None:
         1,
         "minidl: error: cannot write to the standard output (No space left on device)\n",
     )
+
+
+def test_an_os_error_of_a_flags_type_is_not_taken_for_the_output(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An OSError raised as a flag is read (torch's import failing on a missing library) comes
+    out as it was raised: taken for the help not written, it was said as "cannot write to the
+    standard output (None)", the library's name lost."""
+    from minidl import cli
+
+    error = OSError("libtorch_global_deps.so: cannot open shared object file")
+
+    def broken() -> None:
+        raise error
+
+    monkeypatch.setattr(cli, "_import_torch", broken)
+    with pytest.raises(OSError) as info:
+        main(["train", "--lr", "0.1", "--epochs", "0"])
+    assert info.value is error
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_the_help_is_written_with_interrupts_not_held(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C and SIGTERM are held back while torch is imported, not while the help is
+    written: a write that blocks (a terminal paused, a slow reader) could not be stopped."""
+    masks: list[set[int]] = []
+
+    class Recording(io.StringIO):
+        def write(self, text: str) -> int:
+            masks.append(set(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+            return super().write(text)
+
+    monkeypatch.setattr(sys, "stdout", Recording())
+    with pytest.raises(SystemExit):
+        main(["train", "--lr", "0.1", "--help"])
+    assert masks
+    assert all(signal.SIGINT not in mask and signal.SIGTERM not in mask for mask in masks)
+
+
+def test_an_interrupt_between_the_parse_and_the_command_ends_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Ctrl-C as main looks for torchrun's environment, between the parse and the command's
+    own handling: one line and 130 (a traceback before)."""
+    from minidl import cli
+
+    class Interrupting(dict[str, str]):
+        def __contains__(self, key: object) -> bool:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.os, "environ", Interrupting(os.environ))
+    assert main(["train", "--epochs", "0"]) == 130
+    assert capsys.readouterr().err == "minidl: interrupted\n"

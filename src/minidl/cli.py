@@ -127,6 +127,15 @@ def _send_once_out_of(hooks: set[object], thread: int, process: int, number: int
     os.kill(process, number)
 
 
+class _OutputNotWrittenError(Exception):
+    """The help, the version or a usage that the standard output did not take, raised by
+    :meth:`_ArgumentParser._print_message` with the write's ``OSError`` (``error``)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _ArgumentParser(argparse.ArgumentParser):
     """An :class:`argparse.ArgumentParser` that takes a value beginning with ``-`` and a number,
     ``inf`` or ``nan`` (``--lr -1e-3``, ``--lr -inf``, ``--hidden -3,4``) as the option's value,
@@ -194,7 +203,8 @@ class _ArgumentParser(argparse.ArgumentParser):
 
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
         """As argparse prints the help, the version or a usage, but flushed, and a failure to
-        write the standard output raised (``OSError``), for :func:`main` to say: argparse passed
+        write the standard output raised (:class:`_OutputNotWrittenError`), for :func:`main` to say (and
+        no other ``OSError``, a broken torch's, for one of the output): argparse passed
         over it, and ``minidl --help > /dev/full`` exited 0 having written nothing. A failure to
         write the standard error (a usage error's) is passed over still: nothing can be said
         there, and the usage error's status, 2, says it."""
@@ -208,9 +218,9 @@ class _ArgumentParser(argparse.ArgumentParser):
             flush = getattr(file, "flush", None)
             if flush is not None:
                 flush()
-        except OSError:
+        except OSError as error:
             if file is not sys.stderr:
-                raise
+                raise _OutputNotWrittenError(error) from error
 
 
 def _quotable(given: str) -> tuple[str, ...]:
@@ -290,6 +300,7 @@ def _non_negative_int(text: str) -> int:
 def _shown(value: object) -> str:
     """:func:`minidl._validate.shown` (imported when a message needs it, as this module imports
     the rest of minidl, and with it torch, where a command uses it: see :func:`main`)."""
+    _import_torch()  # (held: see there)
     from minidl._validate import shown
 
     return shown(value)
@@ -297,12 +308,14 @@ def _shown(value: object) -> str:
 
 def _shown_path(path: str) -> str:
     """:func:`minidl._validate.shown_path`, imported as :func:`_shown` imports ``shown``."""
+    _import_torch()  # (held: see there)
     from minidl._validate import shown_path
 
     return shown_path(path)
 
 
 def _positive_seconds(text: str) -> float:
+    _import_torch()  # (held: see there)
     from minidl.distributed import MAX_TIMEOUT
 
     try:
@@ -330,6 +343,7 @@ def _number(
     names the flag (``expected`` describes the range)."""
 
     def parse(text: str) -> float:
+        _import_torch()  # (held: see there)
         from minidl._validate import check_real
 
         try:
@@ -343,6 +357,7 @@ def _number(
 
 
 def _seed(text: str) -> int:
+    _import_torch()  # (held: see there)
     from minidl._validate import SEED_RANGE
 
     low, high = SEED_RANGE
@@ -363,6 +378,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def _activation_names(text: str) -> tuple[str, ...]:
+    _import_torch()  # (held: see there)
     from minidl.nn.mlp import ACTIVATIONS, _normalised
 
     # Case, "_" and "-" ignored, as nn.activation does: leaky_relu and GELU-tanh are the keys
@@ -1258,8 +1274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from the parsing of the arguments on, torch's import included: the package imports torch
     at the first use of its modules (see :mod:`minidl`), here, as a flag's type or the command
     first uses one, with the interrupt held back until it is imported (see
-    :func:`_import_torch`; over the making of the parser and the whole parse, which are quick
-    but for that)."""
+    :func:`_import_torch`)."""
     # A character the output's encoding lacks (a path, under PYTHONIOENCODING=ascii or a C
     # locale) is printed escaped, as on stderr, rather than failing the command.
     reconfigure = getattr(sys.stdout, "reconfigure", None)
@@ -1267,19 +1282,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(ValueError, OSError):
             reconfigure(errors="backslashreplace")
     try:
-        # Held (see _import_torch): the parser's making imports importlib.metadata (the
-        # version), and a flag's type may import torch (--lr, --activation).
-        with _holding_interrupts():
-            parser = build_parser()
-            args = parser.parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)  # (a flag's type may import torch: --lr, --activation)
+        if args.command is None:
+            # The usage and one line on stderr, as for any other usage error (exit status 2).
+            parser.print_usage(sys.stderr)
+            print(
+                f"{parser.prog}: error: give a command (minidl --help lists them)", file=sys.stderr
+            )
+            return 2
+        # Under torchrun, SIGTERM is how the launcher stops the ranks when one fails: it keeps
+        # its default (a rank that raised would wait in a collective for the one that is gone).
+        launched = args.command == "train" and "WORLD_SIZE" in os.environ
     except KeyboardInterrupt as interrupt:
         return _report_stop("minidl", interrupt)
-    except BrokenPipeError:  # (the help or the version's reader went away: see below)
-        return _output_gone()
-    except OSError as error:  # (the help or the version not written: see _print_message)
+    except _OutputNotWrittenError as failed:  # (the help or the version: see _print_message)
+        if isinstance(failed.error, BrokenPipeError):  # (its reader went away: see below)
+            return _output_gone()
         with contextlib.suppress(OSError):
             print(
-                f"minidl: error: cannot write to the standard output ({error.strerror})",
+                f"minidl: error: cannot write to the standard output ({failed.error.strerror})",
                 file=sys.stderr,
             )
         return 1
@@ -1288,14 +1310,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stopped is None:
             raise
         return _report_stop("minidl", stopped)
-    if args.command is None:
-        # The usage and one line on stderr, as for any other usage error (exit status 2).
-        parser.print_usage(sys.stderr)
-        print(f"{parser.prog}: error: give a command (minidl --help lists them)", file=sys.stderr)
-        return 2
-    # Under torchrun, SIGTERM is how the launcher stops the ranks when one fails: it keeps its
-    # default (a rank that raised would wait in a collective for the one that is gone).
-    launched = args.command == "train" and "WORLD_SIZE" in os.environ
     try:
         with contextlib.nullcontext() if launched else _sigterm_as_interrupt():
             _import_torch()
