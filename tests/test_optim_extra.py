@@ -2127,3 +2127,37 @@ def test_a_replaced_state_tensor_is_taken_across_a_cast_inference_mode_and_a_pic
     for each in (adam, copied):
         with pytest.raises(ValueError, match="shares its memory with state 'exp_avg'"):
             each.step()
+
+
+@pytest.mark.parametrize("attribute", ["grad", "data"])
+def test_a_parameter_given_the_memory_of_a_state_tensor_is_refused(attribute: str) -> None:
+    """A parameter whose gradient or value is replaced by a view of a state tensor the
+    optimizer holds (the other way round from a state tensor replaced by the parameters'
+    memory): step and fit refuse it before anything changes (taken, the update wrote the
+    momentum where it read the gradient, and zero_grad zeroed the momentum)."""
+    model = nn.Sequential(nn.Linear(3, 2, dtype=torch.float64))
+    for parameter in model.parameters():
+        parameter.grad.fill_(1.0)
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    optimizer.step()
+    momentum = optimizer.state["momentum_buffer"]
+    kept = momentum.clone()
+    bias = model[0].bias
+    setattr(bias, attribute, momentum[6:8])
+    said = (
+        f"params[1].{attribute} shares its memory with state 'momentum_buffer', which the "
+        "update writes: give the parameter a tensor of its own"
+    )
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0])
+    for call in (
+        optimizer.step,
+        lambda: fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1),
+    ):
+        with pytest.raises(ValueError) as error:
+            call()
+        assert str(error.value) == f"SGD: {said}"
+        assert torch.equal(momentum, kept)
+        assert optimizer.step_count == 1
+    setattr(bias, attribute, momentum[6:8].clone())
+    optimizer.step()
+    assert optimizer.step_count == 2

@@ -383,6 +383,7 @@ class Optimizer:
         self._check_one_kind()
         # (a .data replaced since, q.data = p.data, as at the constructor)
         _refuse_shared_data(type(self).__name__, self.params)
+        self._refuse_parameters_in_state(method)
         dtype = self.params[0].data.dtype
         largest = torch.finfo(dtype).max
         if largest != self._largest:  # cast since (or set after the constructor): checked first
@@ -506,9 +507,11 @@ class Optimizer:
         ``(P,)`` (``P`` the parameters' scalars), dtype or device than the parameters' (or
         its own state's, the model cast since the last step), not contiguous, one autograd
         records, or one sharing memory with another state tensor (two names updated through
-        one memory) or with the parameters' values or gradients. The optimizer's own tensors (cast with the parameters at the next step,
-        after a ``model.to()``) are not asked. One made inside ``torch.inference_mode()`` is
-        taken as a copy made outside it (:meth:`_make_views`)."""
+        one memory) or with the parameters' values or gradients (a strided parameter's whole
+        span; the other way round, a parameter given a state's memory, is refused by
+        :meth:`_check_layout`). The optimizer's own tensors (cast with the parameters at the
+        next step, after a ``model.to()``) are not asked. One made inside
+        ``torch.inference_mode()`` is taken as a copy made outside it (:meth:`_make_views`)."""
         name = type(self).__name__
         first = self.params[0].data
         size = sum(p.data.numel() for p in self.params)
@@ -547,7 +550,7 @@ class Optimizer:
             start = tensor.data_ptr()
             end = start + tensor.numel() * tensor.element_size()
             if replaced:
-                for what, device, held_start, held_end in self._parameter_memory():
+                for _, what, device, held_start, held_end in self._parameter_memory():
                     if device == tensor.device and start < held_end and held_start < end:
                         raise ValueError(
                             f"{where} shares its memory with the parameters' {what}, which "
@@ -561,23 +564,41 @@ class Optimizer:
                     )
             memory[state_name] = (tensor.device, start, end)
 
-    def _parameter_memory(self) -> list[tuple[str, torch.device, int, int]]:
-        """``(what, device, first byte, byte past the last)`` of the memory of each parameter's
-        value (``"values"``) and gradient (``"gradients"``), as the parameters hold them now."""
+    def _parameter_memory(self) -> list[tuple[int, str, torch.device, int, int]]:
+        """``(index, what, device, first byte, byte past the last)`` of the memory of each
+        parameter's value (``"values"``) and gradient (``"gradients"``), as the parameters
+        hold them now (a strided one's whole span)."""
         spans = []
-        for parameter in self.params:
+        for index, parameter in enumerate(self.params):
             for what, tensor in (("values", parameter.data), ("gradients", parameter.grad)):
                 if not isinstance(tensor, Tensor) or tensor.numel() == 0:
                     continue
-                last = sum(
-                    (size - 1) * step
-                    for size, step in zip(tensor.shape, tensor.stride(), strict=True)
-                )
+                steps = zip(tensor.shape, tensor.stride(), strict=True)
+                last = sum((size - 1) * step for size, step in steps)
                 start = tensor.data_ptr()
-                spans.append(
-                    (what, tensor.device, start, start + (last + 1) * tensor.element_size())
-                )
+                end = start + (last + 1) * tensor.element_size()
+                spans.append((index, what, tensor.device, start, end))
         return spans
+
+    def _refuse_parameters_in_state(self, method: str) -> None:
+        """Refuse a parameter whose value or gradient was replaced by memory of a state tensor
+        (``p.grad = optimizer.state["momentum_buffer"][:n]``): the update would write the state
+        where it reads the gradient (or over the value), and ``zero_grad`` zero the state."""
+        spans = self._parameter_memory()
+        for state_name, tensor in self.state.items():
+            if not isinstance(tensor, Tensor) or tensor.numel() == 0:
+                continue
+            start = tensor.data_ptr()
+            end = start + tensor.numel() * tensor.element_size()
+            for index, what, device, held_start, held_end in spans:
+                if device == tensor.device and start < held_end and held_start < end:
+                    asked = f".{method}" if method else ""
+                    attribute = "data" if what == "values" else "grad"
+                    raise ValueError(
+                        f"{type(self).__name__}{asked}: params[{index}].{attribute} shares its "
+                        f"memory with state {state_name!r}, which the update writes: give the "
+                        "parameter a tensor of its own"
+                    )
 
     def _refuse_state_names(self, method: str) -> None:
         """Refuse, before an update changes anything, a :attr:`state` whose names are not the
