@@ -1662,8 +1662,8 @@ def _optimizer_backup(optimizer: Optimizer) -> tuple[dict[str, Any], object]:
     try:
         check_step_count("", "", count)
     except (TypeError, ValueError):
-        optimizer.step_count = 0
         try:
+            optimizer.step_count = 0  # (inside: an interrupt before it leaves the count as is)
             return optimizer.state_dict(), count
         finally:
             optimizer.step_count = count
@@ -1866,7 +1866,8 @@ def load_checkpoint(
             scheduler._put_back(backup_scheduler)
         if optimizer is not None and backup_optimizer is not None:
             optimizer.load_state_dict(backup_optimizer[0])
-            optimizer.step_count = backup_optimizer[1]  # type: ignore[assignment]  # (one set by hand too)
+            # (as it was, one set by hand too)
+            optimizer.step_count = backup_optimizer[1]  # type: ignore[assignment]
         model.load_state_dict(backup_model)
         if isinstance(error, CheckpointError) or not isinstance(
             error, KeyError | TypeError | ValueError | RuntimeError
