@@ -670,16 +670,17 @@ def test_a_module_that_draws_leaves_the_generators_as_they_were(
 
 
 def test_a_forward_that_makes_its_generator_is_reported_as_random() -> None:
-    """A module that makes a generator in gradcheck's second forward on the input (its third:
-    the first is on another input) changed the number of generators between gradcheck's two
-    forwards on the input: the comparison of their states raised a ValueError."""
+    """A module that makes a generator in gradcheck's second forward on the input (its fourth:
+    the first and the third are on another input) changed the number of generators between
+    gradcheck's two forwards on the input: the comparison of their states raised a
+    ValueError."""
 
     class LazyNoise(nn.Module):
         calls = 0
 
         def forward(self, input: Tensor) -> Tensor:
             self.calls += 1
-            if self.calls == 3:
+            if self.calls == 4:
                 self.generator = torch.Generator().manual_seed(0)
             return input * 1.0
 
@@ -1194,3 +1195,113 @@ def test_gradcheck_refuses_a_forward_that_returns_float32() -> None:
         r"inputs and parameters; float32 finite differences are too coarse",
     ):
         minidl.gradcheck(Narrowing(), torch.randn(3, 2, dtype=F64))
+
+
+class StaleWeightLinear(nn.Linear):
+    """Right parameter gradients, and an input gradient from the weight its first forward
+    cached (the weight a later step changes is not read)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if getattr(self, "_first_weight", None) is None:
+            self._first_weight = self.weight.data.clone()
+        return super().forward(input)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        self.backward_parameters(grad_output)
+        return grad_output.mm(self._first_weight)
+
+
+class LagOne(nn.Module):
+    """``y = x * s``, whose backward reads the input of the forward before its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = nn.Parameter(torch.randn(3, dtype=F64))
+        self.register_parameter("s", self.s)
+        self._inputs: list[Tensor] = []
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._inputs = [*self._inputs[-1:], input.clone()]
+        return input * self.s.data
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        self.s.grad.add_((grad_output * self._inputs[0]).sum(0))
+        return grad_output * self.s.data
+
+
+@pytest.mark.parametrize("kind", [StaleWeightLinear, LagOne])
+def test_a_backward_reading_a_stale_cache_fails(kind: type[nn.Module]) -> None:
+    """A backward that reads the weights its first forward cached, or the input of the
+    forward before its own, passed: the first forward ran with the parameters as they are,
+    and the forward before the one checked was on the same input."""
+    torch.manual_seed(0)
+    module = kind(3, 3, dtype=F64) if kind is StaleWeightLinear else kind()
+    assert not minidl.gradcheck(module, torch.randn(4, 3, dtype=F64), raise_exception=False)
+
+
+class Scale(nn.Module):
+    """``y = x * s``, with a right backward; a running mean of its input, in training mode,
+    rebound to a new tensor at every forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = nn.Parameter(torch.randn(3, dtype=F64))
+        self.register_parameter("s", self.s)
+        self.register_buffer("running", torch.zeros(3, dtype=F64))
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self.training:
+            self.register_buffer("running", 0.9 * self.running + 0.1 * input.mean(0))
+        self._input = input.clone()
+        return input * self.s.data
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        self.s.grad.add_((grad_output * self._input).sum(0))
+        return grad_output * self.s.data
+
+
+def test_a_backward_parameters_set_on_the_instance_is_checked() -> None:
+    """A backward_parameters set on an instance of a class that does not override it (the
+    containers and fit call it) giving three times the gradient: gradcheck asked the class
+    only, and passed it."""
+    module = Scale()
+
+    def tripled(grad_output: Tensor) -> None:
+        module.s.grad.add_(3 * (grad_output * module._input).sum(0))
+
+    module.backward_parameters = tripled  # type: ignore[method-assign]
+    with pytest.raises(
+        minidl.GradcheckError, match=r"^gradcheck: Scale\.backward_parameters disagrees"
+    ):
+        minidl.gradcheck(module, torch.randn(4, 3, dtype=F64))
+
+
+def test_a_buffer_rebound_by_the_forward_is_put_back() -> None:
+    """A forward that registers a new tensor under a buffer's name: gradcheck restored the
+    values of the tensor it found before, and left the forward's new one in place."""
+    module = Scale()
+    running = module.running
+    assert minidl.gradcheck(module, torch.randn(4, 3, dtype=F64))
+    assert module.running is running
+    assert torch.equal(running, torch.zeros(3, dtype=F64))
+
+
+class DoublingTarget(nn.Module):
+    """A mean squared error against twice the target, doubled in place in the forward."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        target.mul_(2)
+        self._difference = input - target
+        return (self._difference**2).mean()
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output * 2 * self._difference / self._difference.numel()
+
+
+def test_the_inputs_after_the_first_are_given_as_copies() -> None:
+    """A forward that works in place on an input after the first (its target) got the
+    values the last call left: it was called random, and the caller's target was changed."""
+    target = torch.randn(3, 2, dtype=F64)
+    kept = target.clone()
+    assert minidl.gradcheck(DoublingTarget(), torch.randn(3, 2, dtype=F64), target)
+    assert torch.equal(target, kept)

@@ -160,8 +160,8 @@ def gradcheck(
     # Values too: a forward that raises part-way through would leave one nudged by eps.
     saved_values = [p.data.clone() for p in parameters]
     saved_grads = [p.grad.clone() for p in parameters]
-    buffers = [buffer for _, buffer in module.named_buffers()]
-    saved_buffers = [buffer.clone() for buffer in buffers]
+    buffers = list(module.named_buffers())
+    saved_buffers = [buffer.clone() for _, buffer in buffers]
     # (detached: an input from an autograd graph, or one requiring its gradient as
     # the inputs of PyTorch's autograd gradcheck do, is a value here)
     x = first.detach().clone()
@@ -173,7 +173,10 @@ def gradcheck(
         # (a call: a loss notes that a forward ran; on a copy, which a forward that works in
         # place may change, the function of x that finite differences take stays one)
         given[:] = [at.clone()]
-        result: Tensor = module(given[0], *rest)
+        # (the other inputs copied too: a forward that works in place on its target, say,
+        # gets the caller's values at every call and leaves the caller's tensor as it is)
+        others = (t.clone() if isinstance(t, Tensor) else t for t in rest)
+        result: Tensor = module(given[0], *others)
         return result
 
     def scalar(at: Tensor) -> float:
@@ -183,9 +186,15 @@ def gradcheck(
     restore_random = _saved_random_states(module, x.device)
     try:
         # A forward on another input first (x's rows in reverse order, scaled by 0.9; a 0-dim
-        # x flips as itself): a backward that reads the input its first forward cached (at the
-        # first call only) is then wrong, where forwards on x alone would all have cached x.
-        output(0.9 * x.flip(0))
+        # x flips as itself) with the parameters scaled by 0.9: a backward that reads the input
+        # or the weights its first forward cached (at the first call only) is then wrong, where
+        # forwards on x alone, with the parameters as they are, would all have cached them.
+        other = 0.9 * x.flip(0)
+        for parameter in parameters:
+            parameter.data.mul_(0.9)
+        output(other)
+        for parameter, value in zip(parameters, saved_values, strict=True):
+            parameter.data.copy_(value)
         result: object = output(x)
         if not isinstance(result, Tensor) or not result.is_floating_point():
             kind = f"a tensor of {result.dtype}" if isinstance(result, Tensor) else None
@@ -218,6 +227,9 @@ def gradcheck(
         projection = torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
         for parameter in parameters:
             parameter.grad.zero_()
+        # (the forward before the one whose backward is checked on another input too: a
+        # backward that reads the input of the forward before its own is then wrong)
+        output(other)
         states = _random_states(module, x.device)
         again = output(x)
         after = _random_states(module, x.device)
@@ -261,7 +273,10 @@ def gradcheck(
         if (
             contract is None
             and named
-            and type(module).backward_parameters is not Module.backward_parameters
+            and (
+                type(module).backward_parameters is not Module.backward_parameters
+                or "backward_parameters" in vars(module)  # (set on the instance)
+            )
             and not type(module)._skips_own_backward
         ):
             for parameter in parameters:
@@ -305,8 +320,14 @@ def gradcheck(
         for parameter, value, grad in zip(parameters, saved_values, saved_grads, strict=True):
             parameter.data.copy_(value)
             parameter.grad.copy_(grad)
-        for buffer, saved in zip(buffers, saved_buffers, strict=True):
+        # (by name: a forward that registers a new tensor under a buffer's name, as a
+        # running statistic rebound, gets the one it had back, with its values)
+        held = dict(module.named_buffers())
+        for (name, buffer), saved in zip(buffers, saved_buffers, strict=True):
             buffer.copy_(saved)
+            if held.get(name) is not buffer:
+                owner, _, leaf = name.rpartition(".")
+                module.get_submodule(owner).register_buffer(leaf, buffer)
         restore_random()
     if contract is not None or failures or parameter_failures:
         if raise_exception:
