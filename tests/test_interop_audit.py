@@ -245,7 +245,7 @@ def test_a_child_module_registered_by_hand_in_a_layer_is_refused() -> None:
     cases = [
         (torch.nn.Sequential(torch.nn.Tanh(), linear), "the layer at '1'",
          "torch.nn.modules.linear.Linear", "Linear"),
-        (residual, "the model itself,", "minidl.interop.TorchResidual", "TorchResidual"),
+        (residual, "the model itself,", "minidl.interop.TorchResidual", "Residual"),
     ]  # fmt: skip
     for model, where, kind, name in cases:
         with pytest.raises(ConversionError) as info:
@@ -258,15 +258,22 @@ def test_a_child_module_registered_by_hand_in_a_layer_is_refused() -> None:
     mine.register_module("extra", nn.Linear(2, 2, dtype=F64))
     block = nn.Residual(nn.Tanh())
     block.register_module("extra", nn.BatchNorm1d(2, dtype=F64))
-    for model, where, kind in (
-        (nn.Sequential(mine, nn.Tanh()), "the layer at '0'", "linear.Linear"),
-        (nn.Sequential(nn.Linear(2, 2, dtype=F64), block), "the layer at '1'", "residual.Residual"),
+    # (named by the class each becomes: a Residual becomes minidl.interop's TorchResidual,
+    # not a "torch.nn's Residual", nor the other way round a "minidl's TorchResidual")
+    for model, where, kind, counterpart in (
+        (nn.Sequential(mine, nn.Tanh()), "the layer at '0'", "linear.Linear", "torch.nn's Linear"),
+        (
+            nn.Sequential(nn.Linear(2, 2, dtype=F64), block),
+            "the layer at '1'",
+            "residual.Residual",
+            "minidl.interop.TorchResidual",
+        ),
     ):
         with pytest.raises(ConversionError) as info:
             to_torch(model)
         assert str(info.value) == (
             f"to_torch: cannot convert {where} of type minidl.nn.{kind} (child modules that "
-            f"torch.nn's {kind.rpartition('.')[2]} has not: ['extra'])"
+            f"{counterpart} has not: ['extra'])"
         )
     # A child set to None holds nothing, and a Sequential's children are all converted.
     linear.extra = None
@@ -546,3 +553,82 @@ def test_to_torch_refuses_a_parameter_registered_as_none_set_again_by_hand(value
             to_torch(model)
     layer.bias = None  # type: ignore[assignment]
     assert sorted(to_torch(layer).state_dict()) == ["weight"]
+
+
+@pytest.mark.parametrize(
+    ("build", "name"),
+    [
+        (lambda: nn.Linear(2, 2, dtype=F64), "_accumulate_bias"),
+        (lambda: nn.Linear(2, 2, dtype=F64), "_apply"),
+        (nn.GELU, "_output_and_derivative"),
+        (lambda: nn.BatchNorm1d(2, dtype=F64), "_update"),
+    ],
+)
+def test_a_method_that_the_computation_calls_set_on_the_instance_is_refused(
+    build: object, name: str
+) -> None:
+    """A method that forward or backward calls (not only forward, backward and an activation's
+    formulas) set on the instance: to_torch converted the layer, whose torch twin then
+    computed other numbers (a Linear's _apply replaced: outputs apart by 1.9)."""
+    layer = build()  # type: ignore[operator]
+
+    def replaced(*args: object, **kwargs: object) -> None:
+        return None
+
+    setattr(layer, name, replaced)
+    kind = type(layer)
+    with pytest.raises(ConversionError) as info:
+        to_torch(layer)
+    assert str(info.value) == (
+        f"to_torch: cannot convert the model itself, of type {kind.__module__}."
+        f"{kind.__qualname__} (its {name} is set on the instance ({replaced.__qualname__!r}), "
+        "which the "
+        f"torch.nn layer would not run: it would compute what {kind.__name__} computes; remove "
+        f"it (del layer.{name}) first)"
+    )
+    delattr(layer, name)
+    to_torch(layer)
+
+
+@pytest.mark.parametrize(
+    ("register", "what"),
+    [
+        (
+            torch.nn.modules.module.register_module_forward_hook,
+            "forward hook (register_module_forward_hook)",
+        ),
+        (
+            torch.nn.modules.module.register_module_forward_pre_hook,
+            "forward pre-hook (register_module_forward_pre_hook)",
+        ),
+    ],
+)
+def test_a_global_hook_of_torch_nn_is_refused(register: object, what: str) -> None:
+    """A hook that every torch.nn module runs (registered for all of them): from_torch
+    converted the model, which then computed without it (apart by 4.6)."""
+
+    def doubled(*args: object) -> None:
+        return None
+
+    handle = register(doubled)  # type: ignore[operator]
+    try:
+        with pytest.raises(ConversionError) as info:
+            from_torch(torch.nn.Linear(2, 2))
+    finally:
+        handle.remove()
+    assert str(info.value) == (
+        f"from_torch: torch.nn has a global {what}, {doubled.__qualname__}, which every "
+        "torch.nn module runs and minidl cannot carry, and which may change what the model "
+        "computes; remove it (the handle that registered it has remove()) first"
+    )
+    from_torch(torch.nn.Linear(2, 2))
+
+
+def test_a_minidl_module_given_to_from_torch_is_named_as_minidl_s() -> None:
+    """from_torch(a minidl model) said only "got Sequential", as if of torch.nn."""
+    with pytest.raises(TypeError) as info:
+        from_torch(nn.Sequential(nn.Tanh()))  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "from_torch: expected a torch.nn.Module, got minidl's Sequential, which is minidl's "
+        "already (to_torch converts one into torch.nn)"
+    )

@@ -45,6 +45,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -194,19 +195,27 @@ def _check_carried(
     kind: type,
     names: Iterable[str],
     carried: Iterable[str],
-    other: str,
+    counterpart: type,
     what: str = "parameters or buffers",
 ) -> None:
     """Refuse a layer with parameters or buffers (``names``) that its converted counterpart
     has not (``carried``): a tensor registered by hand would be dropped without a word, and
     the state dicts of the two models would no longer match. The same for child modules
-    (``what``): a child registered by hand in a layer would be dropped with its tensors."""
+    (``what``): a child registered by hand in a layer would be dropped with its tensors.
+    ``counterpart`` is the class it is converted to, named in the message (``torch.nn's
+    Linear``, ``minidl.interop.TorchResidual``)."""
     kept = set(carried)
     dropped = [name for name in names if name not in kept]
     if dropped:
-        raise _refused(
-            where, path, kind, f"{what} that {other}'s {kind.__qualname__} has not: {dropped}"
+        module, name = counterpart.__module__, counterpart.__qualname__
+        named = (
+            f"torch.nn's {name}"
+            if module.startswith("torch.nn.")
+            else f"minidl's {name}"
+            if module.startswith("minidl.nn.")
+            else f"{module}.{name}"
         )
+        raise _refused(where, path, kind, f"{what} that {named} has not: {dropped}")
 
 
 @overload
@@ -233,7 +242,8 @@ def to_torch(model: Module) -> tnn.Module:
         A new ``torch.nn.Module`` with the same dtype, device, training mode and outputs.
 
     Raises:
-        ConversionError: a layer has no ``torch.nn`` counterpart, parameters, buffers or
+        ConversionError: a layer has no ``torch.nn`` counterpart, a method of its class set
+            on the instance (``forward``, or one it calls), parameters, buffers or
             child modules that its counterpart has not (registered by hand), an attribute of a
             parameter's, buffer's or child's name that holds another object
             (``norm.running_mean = tensor``, which minidl does not register), tensors of
@@ -264,10 +274,10 @@ def _to_torch(module: Module, path: str) -> tnn.Module:
         result = _torch_layer(module, path)
     carried = {name for name, _ in result.named_parameters(recurse=False)}
     carried.update(name for name, _ in result.named_buffers(recurse=False))
-    _check_carried("to_torch", path, kind, own, carried, "torch.nn")
+    _check_carried("to_torch", path, kind, own, carried, type(result))
     # (a Sequential's and a Residual's children are converted under their names)
     _check_carried(
-        "to_torch", path, kind, module._modules, result._modules, "torch.nn", "child modules"
+        "to_torch", path, kind, module._modules, result._modules, type(result), "child modules"
     )
     # This module's mode only: its children keep theirs (e.g. a batch norm frozen in evaluation
     # mode inside a model that trains), which a recursive train() would overwrite.
@@ -275,18 +285,27 @@ def _to_torch(module: Module, path: str) -> tnn.Module:
     return result
 
 
-#: The methods of a minidl layer that compute (``_forward`` and ``_backward``: an activation's
-#: formulas): one set on the instance makes the layer compute otherwise than its class.
-_COMPUTING = ("forward", "backward", "backward_parameters", "_forward", "_backward")
+def _methods(kind: type) -> tuple[str, ...]:
+    """The names of the functions that the class ``kind`` (or a base) defines, but the special
+    ``__...__`` ones: what a layer computes with, ``forward`` and ``backward`` and the methods
+    they call (a ``Linear``'s ``_accumulate_bias``, an ELU's ``_output_and_derivative``, a
+    batch norm's ``_update``)."""
+    return tuple(
+        name
+        for name in dir(kind)
+        if not (name.startswith("__") and name.endswith("__"))
+        and inspect.isfunction(inspect.getattr_static(kind, name))
+    )
 
 
 def _check_own_methods(module: Module, path: str) -> None:
-    """Refuse a layer with a computing method set on its instance (``layer.forward = ...``),
-    which its torch counterpart would not run (but the checks of
-    :func:`minidl.detect_anomaly`, which compute as the class does). Looked up without asking
-    for the instance's ``__dict__``, which slows its attribute reads on CPython 3.11."""
+    """Refuse a layer with a method of its class set on its instance (``layer.forward = ...``,
+    or one that ``forward`` or ``backward`` calls), which its torch counterpart would not run
+    (but the checks of :func:`minidl.detect_anomaly`, which compute as the class does). Looked
+    up without asking for the instance's ``__dict__``, which slows its attribute reads on
+    CPython 3.11."""
     kind = type(module)
-    for name in _COMPUTING:
+    for name in _methods(kind):
         method = getattr(module, name, None)
         own = getattr(kind, name, None)
         if method is None or getattr(method, "__func__", None) is own:
@@ -477,11 +496,18 @@ def from_torch(model: tnn.Module) -> Module:
             not give, is a lazy layer not yet initialised, is ``None`` (a child, block or
             weight set to ``None``), or has ``inplace=True`` where it gets the input of a
             ``TorchResidual``'s block (which the skip connection adds); the message gives its
-            path (e.g. ``'1.0'``) and type.
+            path (e.g. ``'1.0'``) and type. So too while ``torch.nn`` holds a hook that every
+            module runs (``register_module_forward_hook`` and the like).
         TypeError: ``model`` is not a ``torch.nn.Module``.
     """
     if not isinstance(model, tnn.Module):
+        if isinstance(model, Module):
+            raise TypeError(
+                f"from_torch: expected a torch.nn.Module, got minidl's {type(model).__name__}, "
+                "which is minidl's already (to_torch converts one into torch.nn)"
+            )
         raise TypeError(f"from_torch: expected a torch.nn.Module, got {type(model).__name__}")
+    _check_no_global_hooks()
     converted: dict[str, Module] = {}
     result = _from_torch(model, "", {}, converted)
     _tie_minidl(model, result, converted)
@@ -593,12 +619,14 @@ def _from_torch(
     # names the layer (its children are named at theirs).
     with _building("from_torch", path, kind):
         result = _minidl_layer(module, path, trained, converted)
-    _check_carried("from_torch", path, kind, own, {*result._parameters, *result._buffers}, "minidl")
+    _check_carried(
+        "from_torch", path, kind, own, {*result._parameters, *result._buffers}, type(result)
+    )
     # (a Sequential's children are all converted, renumbered; a child set to None holds nothing)
     if kind is not tnn.Sequential:
         children = [name for name, child in module._modules.items() if child is not None]
         _check_carried(
-            "from_torch", path, kind, children, result._modules, "minidl", "child modules"
+            "from_torch", path, kind, children, result._modules, type(result), "child modules"
         )
     result.training = module.training  # this module's mode only, as in _to_torch
     converted[path] = result
@@ -670,6 +698,32 @@ def _check_no_hooks(module: tnn.Module, path: str) -> None:
                     "may change its gradient; remove it (the handle that registered it has "
                     "remove()) first",
                 )
+
+
+#: torch.nn's registries of the hooks that every module runs, and how each is registered.
+_GLOBAL_HOOKS = (
+    ("_global_forward_pre_hooks", "forward pre-hook (register_module_forward_pre_hook)"),
+    ("_global_forward_hooks", "forward hook (register_module_forward_hook)"),
+    ("_global_backward_pre_hooks", "backward pre-hook (register_module_full_backward_pre_hook)"),
+    ("_global_backward_hooks", "backward hook (register_module_full_backward_hook)"),
+)
+
+
+def _check_no_global_hooks() -> None:
+    """Refuse to convert while torch.nn holds a hook that every module runs (registered by
+    ``torch.nn.modules.module.register_module_forward_hook`` and the like): the torch model
+    computes with it, which the converted one would not (as for a module's own hooks, see
+    :func:`_check_no_hooks`)."""
+    from torch.nn.modules import module as registries
+
+    for attribute, what in _GLOBAL_HOOKS:
+        for hook in getattr(registries, attribute, {}).values():
+            name = getattr(hook, "__qualname__", type(hook).__qualname__)
+            raise ConversionError(
+                f"from_torch: torch.nn has a global {what}, {name}, which every torch.nn module "
+                "runs and minidl cannot carry, and which may change what the model computes; "
+                "remove it (the handle that registered it has remove()) first"
+            )
 
 
 #: The hooks that torch.nn.utils registers, by class, and what removes each of them.
