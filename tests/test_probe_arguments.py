@@ -8,6 +8,7 @@ and what was expected, raised before anything changes.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -769,3 +770,29 @@ def test_a_sequential_names_an_index_that_is_no_integer(index: object, got: str)
     ):
         model[index]  # type: ignore[index]
     assert model[torch.tensor(1)] is model[1] is model[np.int64(-1)]
+
+
+def test_make_disk_data_takes_a_numpy_integer_seed_as_its_sizes() -> None:
+    """np.int64(3) was taken for a size and refused for the seed ("seed must be an int");
+    it gives the set of the seed 3. A bool is still refused."""
+    import numpy as np
+
+    from minidl.data import make_disk_data
+
+    assert torch.equal(make_disk_data(seed=np.int64(3)).train.x, make_disk_data(seed=3).train.x)
+    with pytest.raises(TypeError, match=r"^make_disk_data: seed must be an int, got True"):
+        make_disk_data(seed=True)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_disk_labels_refuses_a_point_that_is_not_finite(value: float) -> None:
+    """A NaN point was labelled 0 (outside the disk) without a word."""
+    from minidl.data import disk_labels
+
+    points = torch.tensor([[0.0, 0.0], [value, 1.0]])
+    with pytest.raises(ValueError) as info:
+        disk_labels(points)
+    assert str(info.value) == (
+        f"disk_labels: points must be finite, got [{value}, 1.0] at row 1 (a point that is NaN "
+        "or infinite is inside no disk, nor outside it)"
+    )

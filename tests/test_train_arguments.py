@@ -1287,3 +1287,24 @@ def test_fit_trains_a_module_that_fails_on_one_sample_in_torchs_words() -> None:
         epochs=1, batch_size=4,
     )  # fmt: skip
     assert len(history.train_loss) == 1
+
+
+@pytest.mark.parametrize("argument", ["criterion", "optimizer", "scheduler"])
+def test_a_class_given_for_its_instance_is_named_as_a_class(argument: str) -> None:
+    """fit(model, nn.CrossEntropyLoss, ...) said "got type"; the class is named, and that an
+    instance is wanted (as for a model's class)."""
+    model = nn.mlp((2, 3, 2), "tanh")
+    given: dict[str, Any] = {
+        "criterion": nn.CrossEntropyLoss(),
+        "optimizer": optim.SGD(model.parameters(), lr=0.1),
+    }
+    classes = {"criterion": nn.CrossEntropyLoss, "optimizer": optim.Adam}
+    given[argument] = classes.get(argument, optim.StepDecay)
+    kind = {"criterion": "Loss", "optimizer": "Optimizer", "scheduler": "LRScheduler or None"}
+    name = given[argument].__name__
+    with pytest.raises(TypeError) as info:
+        fit(model, x=torch.randn(4, 2), y=torch.tensor([0, 1, 0, 1]), epochs=1, **given)
+    assert str(info.value) == (
+        f"fit: {argument} must be a minidl {kind[argument]}, got the class {name}; pass an "
+        "instance, built with its arguments"
+    )

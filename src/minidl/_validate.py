@@ -240,9 +240,11 @@ def check_cpu_generator(where: str, name: str, generator: torch.Generator) -> No
 
 
 def check_seed(where: str, value: object) -> int:
-    """Return ``value`` after checking it is an int that ``torch.Generator.manual_seed`` takes."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Return ``value`` as an ``int`` after checking it is an integer (a NumPy one too, as the
+    sizes take it; a bool is not) that ``torch.Generator.manual_seed`` takes."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{where}: seed must be an int, got {shown(value)}")
+    value = int(value)
     if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
         raise ValueError(
             f"{where}: seed must be in [-2**63, 2**64 - 1] (torch.Generator.manual_seed's "

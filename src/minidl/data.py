@@ -53,7 +53,7 @@ def disk_labels(points: Tensor) -> Tensor:
 
     Raises:
         TypeError: ``points`` is not a floating-point tensor, or is sparse or nested.
-        ValueError: its shape is not ``(N, 2)``.
+        ValueError: its shape is not ``(N, 2)``, or a point is NaN or infinite.
     """
     if not isinstance(points, Tensor) or not points.is_floating_point():
         got = f"a {points.dtype} tensor" if isinstance(points, Tensor) else type(points).__name__
@@ -64,6 +64,13 @@ def disk_labels(points: Tensor) -> Tensor:
     if points.dim() != 2 or points.shape[1] != 2:
         raise ValueError(
             f"disk_labels: points must have shape (N, 2), got shape {tuple(points.shape)}"
+        )
+    finite = torch.isfinite(points).all(dim=1)
+    if not points.is_meta and not bool(finite.all()):
+        row = int((~finite).nonzero()[0, 0])
+        raise ValueError(
+            f"disk_labels: points must be finite, got {points[row].tolist()} at row {row} "
+            "(a point that is NaN or infinite is inside no disk, nor outside it)"
         )
     points = points.to(torch.float64)
     center = torch.tensor(DISK_CENTER, dtype=torch.float64, device=points.device)
@@ -224,7 +231,7 @@ def make_disk_data(
         check_int("make_disk_data", name, n, low=2 if name == "n_train" else 1)
         check_tensor_size("make_disk_data", name, n)
     check_dtype("make_disk_data", dtype)
-    check_seed("make_disk_data", seed)
+    seed = check_seed("make_disk_data", seed)
     device = _check_device("make_disk_data", device)
     generator = torch.Generator().manual_seed(seed)
     try:

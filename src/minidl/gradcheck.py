@@ -138,7 +138,7 @@ def gradcheck(
     eps = check_real("gradcheck", "eps", eps, low=0.0, low_open=True)
     atol = check_real("gradcheck", "atol", atol, low=0.0)
     rtol = check_real("gradcheck", "rtol", rtol, low=0.0)
-    check_seed("gradcheck", seed)
+    seed = check_seed("gradcheck", seed)
     if not isinstance(raise_exception, bool):
         raise TypeError(f"gradcheck: raise_exception must be a bool, got {shown(raise_exception)}")
     # (an unregistered parameter's gradient would go unchecked: a wrong one would pass)

@@ -143,7 +143,10 @@ def _check_first_step(where: str, optimizer: Optimizer, what: str) -> None:
 
 def _given(value: object) -> str:
     """What was given in place of a minidl loss, optimizer or schedule: its type's name, and
-    for PyTorch's (whose names minidl's share: ``MSELoss``, ``SGD``), that it is PyTorch's."""
+    for PyTorch's (whose names minidl's share: ``MSELoss``, ``SGD``), that it is PyTorch's; a
+    class given for its instance (``nn.CrossEntropyLoss``), as such."""
+    if isinstance(value, type):
+        return f"the class {value.__name__}; pass an instance, built with its arguments"
     kind = type(value)
     if not kind.__module__.startswith("torch."):
         return kind.__name__
