@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
-__all__ = ["HELD_SIGNALS", "holding_interrupts"]
+__all__ = ["HELD_SIGNALS", "Deferred", "deferring_interrupts", "holding_interrupts"]
 
 #: The signals :func:`holding_interrupts` holds back.
 HELD_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
@@ -93,6 +93,79 @@ def holding_interrupts() -> Iterator[None]:
                         signal.pthread_kill(threading.get_ident(), taken)
                 finally:
                     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+class Deferred:
+    """The signals of :data:`HELD_SIGNALS` noted while :func:`deferring_interrupts` defers
+    them, and the handlers they go to when :meth:`deliver` hands them over."""
+
+    def __init__(self, handlers: dict[int, _Handler]) -> None:
+        self._handlers = handlers
+        self.noted: list[int] = []
+
+    def _note(self, number: int, frame: FrameType | None) -> None:
+        self.noted.append(number)
+
+    def _defer(self) -> None:
+        for number in self._handlers:
+            signal.signal(number, self._note)
+
+    def deliver(self) -> None:
+        """Hand the signals noted so far to their handlers (``KeyboardInterrupt`` raised here,
+        as a rule), then defer again. Called where the work may stop: one list read where none
+        was noted."""
+        if self.noted:
+            numbers = list(dict.fromkeys(self.noted))
+            self.noted.clear()
+            _put_back(self._handlers)
+            try:
+                _raise_each(numbers)
+            finally:
+                self._defer()  # (a handler of one's own that raised nothing: deferred again)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Meanwhile the signals go to their handlers as they come (code of the caller's, which
+        may wait long, runs inside): those noted before are handed over first."""
+        self.deliver()
+        _put_back(self._handlers)
+        try:
+            yield
+        finally:
+            self._defer()
+
+
+@contextlib.contextmanager
+def deferring_interrupts() -> Iterator[Deferred]:
+    """Note SIGINT and SIGTERM meanwhile rather than handle them; hand them over where the
+    :class:`Deferred` yielded is told to (:meth:`Deferred.deliver`), and at the end.
+
+    For work of many short steps each of which must be done whole (a training step: the
+    optimizer's update writes its state, then the parameters): an interrupt waits for the step
+    it comes in to end, then is raised between two steps, by the handler that was there
+    before. Unlike :func:`holding_interrupts`, nothing is blocked, and the handlers are set
+    once for the whole work (a step pays one list read). Only a signal whose handler is a
+    Python function is deferred: the default action (``SIGTERM``'s, which ends the process
+    at once, as torchrun's ranks keep it), an ignored signal and a handler that Python did not
+    set are left as they are. Outside the main thread it defers nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield Deferred({})
+        return
+    deferred = Deferred(
+        {
+            number: handler
+            for number in sorted(HELD_SIGNALS)
+            if callable(handler := signal.getsignal(number))
+        }
+    )
+    try:
+        deferred._defer()
+        yield deferred
+    finally:
+        try:
+            _put_back(deferred._handlers)
+        finally:
+            _raise_each(list(dict.fromkeys(deferred.noted)))
 
 
 def _put_back(handlers: dict[int, _Handler]) -> None:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from minidl import anomaly
+from minidl._interrupts import Deferred, deferring_interrupts
 from minidl._validate import (
     _check_strided,
     add_note,
@@ -37,6 +38,9 @@ from minidl.optim.lr_scheduler import LRScheduler
 from minidl.optim.optimizer import Optimizer, check_step_count
 
 __all__ = ["EpochRecord", "History", "Parallel", "error_rate", "eval_mode", "fit", "predict"]
+
+#: What fit's on_epoch runs in where no interrupt is deferred (data-parallel training).
+_NO_PAUSE = contextlib.nullcontext()
 
 #: The class of the model given to :func:`eval_mode`, which its block gets back.
 _Model = TypeVar("_Model", bound=Module)
@@ -489,6 +493,12 @@ def fit(
     Raises (or, where a call on the same tensors skipped it, what ran the model before the
     call); the loss's hold the last batch's forward, as the loop leaves them.
 
+    A Ctrl-C (``SIGINT``) or a ``SIGTERM`` whose handler is Python's waits for the step it
+    comes in to end, the optimizer's update whole, and is raised before the next step (or as
+    ``fit`` ends) by that handler: an update cut short left the optimizer's state a step
+    ahead of the parameters. ``on_epoch`` is interrupted as the signal comes. Not with
+    ``parallel``, whose step may wait for a process that is gone.
+
     Args:
         model: the network.
         criterion: the loss; it receives the model's output and the targets ``y``.
@@ -770,7 +780,12 @@ def fit(
     if folded is not None and folded is not probed:
         folded.note_probed(x, y)  # (the checks above passed on them; noted already if probed)
     loaded = False  # whether the folded step holds the model's parameters (they are stale)
-    with torch.inference_mode():
+    # A Ctrl-C or SIGTERM waits for the step it comes in to end (the optimizer's update, half
+    # done, left the state of the next step with the parameters of the last), and is raised
+    # between two steps; not in data-parallel training, whose step may wait for ever in a
+    # collective for a process that is gone.
+    deferring = deferring_interrupts() if parallel is None else contextlib.nullcontext(None)
+    with deferring as deferred, torch.inference_mode():
         try:
             for epoch in range(start_epoch, epochs):
                 if folded is not None and not loaded:
@@ -799,6 +814,7 @@ def fit(
                     max_grad_norm,
                     epoch,
                     per_batch,
+                    deferred,
                 )
                 # One float64 sum per epoch, cheaper than a mixed-dtype addition per batch.
                 total_loss = (
@@ -837,7 +853,8 @@ def fit(
                 )
                 history.append(record)
                 if on_epoch is not None:
-                    with torch.inference_mode(False):  # the caller's code, as outside fit
+                    # (the caller's code, as outside fit: interrupted as it comes)
+                    with torch.inference_mode(False), deferred.paused() if deferred else _NO_PAUSE:
                         stop = on_epoch(record)
                     if stop is not None and _stops(stop):
                         break
@@ -1046,12 +1063,16 @@ def _train_epoch(
     max_grad_norm: float | None = None,
     epoch: int = 0,
     per_batch: bool = False,
+    deferred: Deferred | None = None,
 ) -> list[Tensor]:
     """One epoch (``epoch``, for a message) of :func:`fit`'s steps, stepping ``scheduler``
-    after each batch if ``per_batch``; the loss of each batch."""
+    after each batch if ``per_batch``; the loss of each batch. The interrupts that
+    ``deferred`` noted are raised before each step (see :func:`fit`)."""
     calls_backward = folded is None and _calls_backward(model)  # (once an epoch)
     losses: list[Tensor] = []
     for x_batch, y_batch in steps:
+        if deferred is not None and deferred.noted:  # (the last step, and its schedule, done)
+            deferred.deliver()
         if folded is not None:
             loss = folded(x_batch, y_batch)
         else:
