@@ -129,3 +129,77 @@ def test_an_interrupt_before_the_end_is_raised_at_the_end() -> None:
     with pytest.raises(KeyboardInterrupt):
         _train(*interrupted, epochs=1)
     assert _same(reference, interrupted)
+
+
+class _Sending(optim.SGD):
+    """SGD that sends its process SIGINT as its ``at``-th update begins (updates counted
+    across every instance since ``_Sending.updates`` was set to 0)."""
+
+    updates = 0
+    at = 0
+
+    def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
+        type(self).updates += 1
+        if type(self).updates == type(self).at:
+            os.kill(os.getpid(), signal.SIGINT)
+        super()._update(value, grad, state)
+
+
+def _rounds(models: list[nn.Sequential], at: int, epochs: int) -> None:
+    """Train three models at once by fit_rounds, each with its own optimizer (3 steps an
+    epoch), the signal sent at update ``at`` (0: none)."""
+    from minidl.rounds import PerModel, fit_rounds
+
+    x = torch.randn(12, 2, dtype=F64, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 3, (12,), generator=torch.Generator().manual_seed(2))
+    _Sending.updates, _Sending.at = 0, at
+    generators = [torch.Generator().manual_seed(10 + r) for r in range(len(models))]
+    per_model = PerModel(lambda r, parameters: _Sending(parameters, lr=0.1, momentum=0.9))
+    try:
+        fit_rounds(models, nn.CrossEntropyLoss(), per_model, [(x, y)] * len(models),
+                   epochs=epochs, batch_size=4, generators=generators)  # fmt: skip
+    finally:
+        _Sending.at = 0
+
+
+def _models() -> list[nn.Sequential]:
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(nn.mlp((2, 4, 3), "tanh", dtype=F64))
+    return models
+
+
+def test_an_interrupt_in_fit_rounds_waits_for_every_models_update() -> None:
+    """fit_rounds steps each model's optimizer in turn, and each updates its parameters one
+    by one (4 here): SIGINT sent as the second model's second parameter's update of the third
+    step begins left the first model stepped three times, the second part-way and the third
+    twice. Now every model has its three steps, copied back."""
+    reference, interrupted = _models(), _models()
+    _rounds(reference, 0, epochs=1)
+    with pytest.raises(KeyboardInterrupt):
+        _rounds(interrupted, 2 * 12 + 4 + 2, epochs=2)
+    for model, other in zip(reference, interrupted, strict=True):
+        for a, b in zip(model.parameters(), other.parameters(), strict=True):
+            assert torch.equal(a.data, b.data)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_fit_rounds_copies_the_models_back_with_interrupts_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The copy of the stack back into the models runs with SIGINT and SIGTERM held (a second
+    Ctrl-C in it left some models trained and the rest as they were)."""
+    import minidl.rounds
+
+    masks: list[set[int]] = []
+    copy_back = minidl.rounds._copy_back
+
+    def recording(*args: Any, **kwargs: Any) -> None:
+        masks.append(set(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+        copy_back(*args, **kwargs)
+
+    monkeypatch.setattr(minidl.rounds, "_copy_back", recording)
+    _rounds(_models(), 0, epochs=1)
+    assert len(masks) == 1
+    assert {signal.SIGINT, signal.SIGTERM} <= masks[0]

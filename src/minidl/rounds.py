@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from minidl._interrupts import deferring_interrupts, holding_interrupts
 from minidl._validate import (
     add_note,
     check_class_indices,
@@ -214,7 +215,9 @@ def fit_rounds(
             training starts (the indices against the width of the stack's outputs, from one
             forward pass of the first sample of each set in evaluation mode).
         on_epoch: called after each epoch with the epoch and the R :class:`EpochRecord`,
-            outside ``torch.inference_mode()`` (in which the steps run). ``models`` get the
+            outside ``torch.inference_mode()`` (in which the steps run; a Ctrl-C or SIGTERM
+            there waits for the step to end, every model's update, as in
+            :func:`~minidl.train.fit`, where on_epoch is interrupted as the signal comes). ``models`` get the
             trained parameters only when training ends, so they are not updated yet here. As
             with :func:`~minidl.train.fit`, if it returns ``True`` (or a true numpy bool or
             one-element bool tensor), training stops after that epoch, for all the models (the
@@ -499,7 +502,13 @@ def fit_rounds(
     # a model where it stopped); the copy comes after inference mode is left. The gradients
     # are copied once a batch has begun (before, the stack's zeros are no gradient of fit's).
     stepped = [False]
-    with _copied_back(stacked, models, stepped), torch.inference_mode():
+    # A Ctrl-C or SIGTERM waits for the step it comes in to end (every model's update, not
+    # some of them) and is raised before the next one, as in fit.
+    with (
+        _copied_back(stacked, models, stepped),
+        deferring_interrupts() as deferred,
+        torch.inference_mode(),
+    ):
         for epoch in range(epochs):
             epoch_lrs = [optimizers[owner[index]].lr for index in range(rounds)]
             # Each schedule's interval, read once an epoch (on_epoch may set it between
@@ -530,6 +539,8 @@ def fit_rounds(
                 torch.split(y_epoch, batch_size, dim=1),
                 strict=True,
             ):
+                if deferred.noted:  # (the last step, and its schedules, done)
+                    deferred.deliver()
                 for history, optimizer in batch_lrs:
                     history.batch_lr.append(optimizer.lr)
                 zero_grad()
@@ -563,7 +574,8 @@ def fit_rounds(
             for history, record in zip(histories, records, strict=True):
                 history.append(record)
             if on_epoch is not None:
-                with torch.inference_mode(False):  # the caller's code, as outside
+                # (the caller's code, as outside: interrupted as the signal comes)
+                with torch.inference_mode(False), deferred.paused():
                     stop = on_epoch(epoch, records)
                 if stop is not None and _stops(stop, "fit_rounds"):
                     break
@@ -781,11 +793,14 @@ def _copied_back(
     stacked: Sequential, models: Sequence[Sequential], stepped: list[bool]
 ) -> Iterator[None]:
     """Copy the stack's parameters into ``models`` when the block ends, however it ends, and
-    their gradients if ``stepped[0]`` was set (a batch began)."""
+    their gradients if ``stepped[0]`` was set (a batch began), with Ctrl-C and SIGTERM held
+    back meanwhile (a second one, in the copy, left some models trained and the rest as they
+    were)."""
     try:
         yield
     finally:
-        _copy_back(stacked, models, gradients=stepped[0])
+        with holding_interrupts():
+            _copy_back(stacked, models, gradients=stepped[0])
 
 
 def _zero_grads(optimizers: Sequence[Optimizer]) -> None:
