@@ -394,3 +394,42 @@ def test_a_batch_size_of_the_whole_set_or_more_is_one_batch_per_epoch(batch_size
     )
     for ours, theirs in zip(model.parameters(), alone.parameters(), strict=True):
         torch.testing.assert_close(ours.data, theirs.data, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("layout", ["layer", "model"])
+@pytest.mark.parametrize("where", ["a layer", "a bias"])
+def test_a_model_of_several_dtypes_is_refused_by_stack_models(layout: str, where: str) -> None:
+    """A model whose output layer is float64 and the rest float32, or whose bias is float32
+    under a float64 weight: a stack by model cast every parameter to the first's dtype (the
+    float64 layer trained in float32) and one by layer cast the biases by torch.stack; both
+    trained a model that its own forward refuses. Now refused, naming the parameter."""
+    from minidl.nn import stack_models
+
+    torch.manual_seed(0)
+    model = nn.mlp((2, 4, 2), "tanh", dtype=torch.float64)
+    if where == "a layer":
+        model[0].to(torch.float32)
+        named, other = ("'2.weight' is torch.float64", "'0.weight' torch.float32")
+    else:
+        model[0].bias.data = model[0].bias.data.float()
+        model[0].bias.grad = model[0].bias.grad.float()
+        named, other = ("'0.bias' is torch.float32", "'0.weight' torch.float64")
+    before = [p.data.clone() for p in model.parameters()]
+    with pytest.raises(ValueError) as info:
+        stack_models([model, nn.mlp((2, 4, 2), "tanh")], layout=layout)
+    assert str(info.value) == (
+        f"stack_models: models[0]'s parameter {named} on cpu, its {other} on cpu: a model's "
+        "parameters must share one dtype and device (call .to() on the model)"
+    )
+    assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+def test_batched_linear_refuses_a_bias_of_another_dtype() -> None:
+    """BatchedLinear.stack compared the weights' dtypes only: a float32 bias beside float64
+    ones was promoted by torch.stack without a word."""
+    from minidl.nn import BatchedLinear
+
+    layers = [nn.Linear(2, 3, dtype=torch.float64) for _ in range(2)]
+    layers[0].bias.data = layers[0].bias.data.float()
+    with pytest.raises(ValueError, match=r"^BatchedLinear\.stack: every layer must have the same"):
+        BatchedLinear.stack(layers)

@@ -281,7 +281,11 @@ class BatchedLinear(Module):
         shapes = {
             (layer.in_features, layer.out_features, layer.bias is not None) for layer in layers
         }
-        placements = {(layer.weight.data.dtype, layer.weight.data.device) for layer in layers}
+        placements = {
+            (tensor.dtype, tensor.device)
+            for layer in layers
+            for tensor in (layer.weight.data, *((layer.bias.data,) if layer.bias else ()))
+        }
         if len(shapes) != 1 or len(placements) != 1:
             raise ValueError(
                 "BatchedLinear.stack: every layer must have the same shape, bias, dtype and "

@@ -92,7 +92,8 @@ def stack_models(
     Raises:
         ValueError: no model; the models differ in architecture (the message names the first
             layer that differs) or in the mode (``training``) of the models themselves or of
-            the Linear layers at one position; a model ties one Parameter to two places; an
+            the Linear layers at one position; a model ties one Parameter to two places, or
+            holds parameters of more than one dtype or device (its forward refuses them); an
             unknown layout; a Linear whose ``weight`` or ``bias`` is a Parameter set by hand
             rather than the one registered (a TypeError where it is no Parameter), which the
             layer itself refuses.
@@ -167,7 +168,19 @@ def _stack_models(
             "Sequential that overrides them is refused too)",
         )
         places: dict[int, str] = {}
+        kind: tuple[str, torch.dtype, torch.device] | None = None
         for name, parameter in model.named_parameters(remove_duplicate=False):
+            # (one dtype and device a model, as its forward needs: a stack made them its first
+            # parameter's, a float64 layer trained in float32, a bias cast to its weight's)
+            value = parameter.data
+            if kind is None:
+                kind = (name, value.dtype, value.device)
+            elif (value.dtype, value.device) != kind[1:]:
+                raise ValueError(
+                    f"stack_models: models[{index}]'s parameter {name!r} is {value.dtype} on "
+                    f"{value.device}, its {kind[0]!r} {kind[1]} on {kind[2]}: a model's "
+                    "parameters must share one dtype and device (call .to() on the model)"
+                )
             if id(parameter) in places:
                 raise ValueError(
                     f"stack_models: models[{index}] ties {name!r} to {places[id(parameter)]!r} "
