@@ -203,3 +203,86 @@ def test_fit_rounds_copies_the_models_back_with_interrupts_held(
     _rounds(_models(), 0, epochs=1)
     assert len(masks) == 1
     assert {signal.SIGINT, signal.SIGTERM} <= masks[0]
+
+
+class _Recording(optim.SGD):
+    """SGD that records the handlers of SIGINT and SIGTERM as each update begins."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[tuple[object, object]] = []
+
+    def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
+        self.seen.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)))
+        super()._update(value, grad, state)
+
+
+def test_only_python_handlers_are_deferred_and_every_handler_is_put_back() -> None:
+    """Inside a step SIGINT's handler (Python's) notes it, SIGTERM's default action is left as
+    it is (it ends the process at once, as torchrun's ranks keep it); on_epoch runs with the
+    handlers as they were, and fit leaves them so."""
+    model, _ = _build(True)
+    optimizer = _Recording(model.parameters(), lr=0.1)
+    in_on_epoch: list[object] = []
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        _train(model, optimizer, epochs=1,
+               on_epoch=lambda record: in_on_epoch.append(signal.getsignal(signal.SIGINT)))  # fmt: skip
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert optimizer.seen
+    for on_int, on_term in optimizer.seen:
+        assert on_int is not signal.default_int_handler
+        assert on_term == signal.SIG_DFL
+    assert in_on_epoch == [signal.default_int_handler]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+class _Twice(optim.SGD):
+    """SGD whose update ``at`` sends SIGINT twice before it updates anything."""
+
+    def __init__(self, *args: Any, at: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.at, self.updates = at, 0
+
+    def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
+        self.updates += 1
+        if self.updates == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)  # (the second's handler raises here at the latest)
+        super()._update(value, grad, state)
+
+
+def test_a_second_ctrl_c_cuts_the_step() -> None:
+    """A step that hangs or takes long is cut by pressing Ctrl-C again: the second signal is
+    handed over at once, in the step (the first waits for the step to end)."""
+    model, _ = _build(False)
+    optimizer = _Twice(model.parameters(), lr=0.1, at=2)
+    with pytest.raises(KeyboardInterrupt):
+        _train(model, optimizer, epochs=1)
+    assert optimizer.step_count == 1  # (the second step, cut in its update)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_handler_that_sets_another_keeps_it() -> None:
+    """A first Ctrl-C's handler of one's own that stops gracefully and sets Python's default
+    for a second one: the default is what fit leaves (the handler taken at the start was put
+    back, and the second Ctrl-C went to the graceful one again)."""
+    calls: list[int] = []
+
+    def graceful(signum: int, frame: object) -> None:
+        calls.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    model, optimizer = _build(True, at=2)
+    previous = signal.signal(signal.SIGINT, graceful)
+    try:
+        _train(model, optimizer, epochs=1)
+        after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert calls == [signal.SIGINT]
+    assert after is signal.default_int_handler
+    assert optimizer.step_count == 3  # (handled, raising nothing: the training went on)

@@ -99,29 +99,50 @@ class Deferred:
     """The signals of :data:`HELD_SIGNALS` noted while :func:`deferring_interrupts` defers
     them, and the handlers they go to when :meth:`deliver` hands them over."""
 
-    def __init__(self, handlers: dict[int, _Handler]) -> None:
-        self._handlers = handlers
+    def __init__(self, *, active: bool = True) -> None:
+        self._active = active  # (not outside the main thread, where no handler runs)
+        self._handlers: dict[int, _Handler] = {}
         self.noted: list[int] = []
 
     def _note(self, number: int, frame: FrameType | None) -> None:
         self.noted.append(number)
+        if len(self.noted) > 1:
+            # (a second signal while a step runs: the user insists, and a step that hangs or
+            # takes long is cut, as by a signal not deferred)
+            self.deliver()
 
     def _defer(self) -> None:
-        for number in self._handlers:
-            signal.signal(number, self._note)
+        """Note the signals whose handlers are Python's, taken as they are now: a handler
+        that ran, or the caller's code run :meth:`paused`, may have set others (a first
+        Ctrl-C's handler that sets Python's default for the second), which are then the ones
+        put back; a signal given the default action or ignored meanwhile is deferred no
+        more."""
+        if not self._active:
+            return
+        for number in sorted(HELD_SIGNALS):
+            handler = signal.getsignal(number)
+            if handler == self._note:
+                continue
+            if callable(handler):
+                self._handlers[number] = handler
+            else:
+                self._handlers.pop(number, None)
+        for deferred in self._handlers:
+            signal.signal(deferred, self._note)
 
     def deliver(self) -> None:
         """Hand the signals noted so far to their handlers (``KeyboardInterrupt`` raised here,
         as a rule), then defer again. Called where the work may stop: one list read where none
         was noted."""
         if self.noted:
-            numbers = list(dict.fromkeys(self.noted))
-            self.noted.clear()
-            _put_back(self._handlers)
+            taken, self.noted = self.noted, []  # (one noted meanwhile goes to the new list)
             try:
-                _raise_each(numbers)
+                _put_back(self._handlers)
             finally:
-                self._defer()  # (a handler of one's own that raised nothing: deferred again)
+                try:
+                    _raise_each(list(dict.fromkeys(taken)))
+                finally:
+                    self._defer()  # (a handler of one's own that raised nothing: deferred again)
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -143,21 +164,17 @@ def deferring_interrupts() -> Iterator[Deferred]:
     For work of many short steps each of which must be done whole (a training step: the
     optimizer's update writes its state, then the parameters): an interrupt waits for the step
     it comes in to end, then is raised between two steps, by the handler that was there
-    before. Unlike :func:`holding_interrupts`, nothing is blocked, and the handlers are set
-    once for the whole work (a step pays one list read). Only a signal whose handler is a
-    Python function is deferred: the default action (``SIGTERM``'s, which ends the process
-    at once, as torchrun's ranks keep it), an ignored signal and a handler that Python did not
-    set are left as they are. Outside the main thread it defers nothing."""
+    before. A second signal while one waits is handed over at once, with the first: a step
+    that hangs, or takes long, is cut by pressing Ctrl-C again. Unlike
+    :func:`holding_interrupts`, nothing is blocked, and the handlers are set once for the
+    whole work (a step pays one list read). Only a signal whose handler is a Python function
+    is deferred: the default action (``SIGTERM``'s, which ends the process at once, as
+    torchrun's ranks keep it), an ignored signal and a handler that Python did not set are left
+    as they are. Outside the main thread it defers nothing."""
     if threading.current_thread() is not threading.main_thread():
-        yield Deferred({})
+        yield Deferred(active=False)
         return
-    deferred = Deferred(
-        {
-            number: handler
-            for number in sorted(HELD_SIGNALS)
-            if callable(handler := signal.getsignal(number))
-        }
-    )
+    deferred = Deferred()
     try:
         deferred._defer()
         yield deferred

@@ -504,9 +504,10 @@ def fit_rounds(
     stepped = [False]
     # A Ctrl-C or SIGTERM waits for the step it comes in to end (every model's update, not
     # some of them) and is raised before the next one, as in fit.
+    # (outermost: the copy back runs deferred too, no gap between the two for a second one)
     with (
-        _copied_back(stacked, models, stepped),
         deferring_interrupts() as deferred,
+        _copied_back(stacked, models, stepped),
         torch.inference_mode(),
     ):
         for epoch in range(epochs):
