@@ -496,8 +496,9 @@ def fit(
     A Ctrl-C (``SIGINT``) or a ``SIGTERM`` whose handler is Python's waits for the step it
     comes in to end, the optimizer's update whole, and is raised before the next step (or as
     ``fit`` ends) by that handler: an update cut short left the optimizer's state a step
-    ahead of the parameters. ``on_epoch`` is interrupted as the signal comes. Not with
-    ``parallel``, whose step may wait for a process that is gone.
+    ahead of the parameters. A second signal meanwhile is raised at once (a step that hangs,
+    or takes long, is cut by pressing Ctrl-C again). ``on_epoch`` is interrupted as the signal
+    comes. Not with ``parallel``, whose step may wait for a process that is gone.
 
     Args:
         model: the network.
