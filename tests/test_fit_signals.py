@@ -286,3 +286,79 @@ def test_a_handler_that_sets_another_keeps_it() -> None:
     assert calls == [signal.SIGINT]
     assert after is signal.default_int_handler
     assert optimizer.step_count == 3  # (handled, raising nothing: the training went on)
+
+
+def test_each_signal_reaches_a_handler_of_ones_own() -> None:
+    """Two Ctrl-Cs in one step went to a handler that raises nothing as one call (the repeat
+    was dropped): it is called once a signal, as without the deferral."""
+    calls: list[int] = []
+    model, _ = _build(False)
+    optimizer = _Twice(model.parameters(), lr=0.1, at=2)
+    previous = signal.signal(signal.SIGINT, lambda number, frame: calls.append(number))
+    try:
+        _train(model, optimizer, epochs=1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert calls == [signal.SIGINT, signal.SIGINT]
+    assert optimizer.step_count == 3
+
+
+def test_a_signal_as_the_handlers_are_put_back_loses_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM noted, then a Ctrl-C as its delivery puts the handlers back (raised there by
+    Python's handler): the SIGTERM is raised too, the Ctrl-C's as its context (it was lost)."""
+    import minidl._interrupts as interrupts
+
+    class TerminatedError(Exception):
+        pass
+
+    def terminate(number: int, frame: object) -> None:
+        raise TerminatedError
+
+    put_back = interrupts._put_back
+    sent: list[bool] = []
+
+    def interrupted(handlers: Any) -> None:
+        put_back(handlers)
+        if not sent and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)  # (raised here at the latest)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        with (
+            pytest.raises(TerminatedError) as info,
+            interrupts.deferring_interrupts() as deferred,
+        ):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+            assert deferred.noted == [signal.SIGTERM]
+            monkeypatch.setattr(interrupts, "_put_back", interrupted)
+            deferred.deliver()
+    finally:
+        monkeypatch.setattr(interrupts, "_put_back", put_back)
+        signal.signal(signal.SIGTERM, previous)
+    assert sent == [True]
+    assert isinstance(info.value.__context__, KeyboardInterrupt)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_fit_rounds_copies_back_while_interrupts_are_deferred(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The copy back into the models begins while the deferral still notes the signals (it was
+    the outer block: between the deferral's end and the copy's hold, a second Ctrl-C left every
+    model untrained)."""
+    import minidl.rounds
+
+    seen: list[object] = []
+    holding = minidl.rounds.holding_interrupts
+
+    def recording() -> Any:
+        seen.append(signal.getsignal(signal.SIGINT))
+        return holding()
+
+    monkeypatch.setattr(minidl.rounds, "holding_interrupts", recording)
+    _rounds(_models(), 0, epochs=1)
+    assert len(seen) == 1
+    assert seen[0] is not signal.default_int_handler

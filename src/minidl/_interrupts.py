@@ -140,7 +140,9 @@ class Deferred:
                 _put_back(self._handlers)
             finally:
                 try:
-                    _raise_each(list(dict.fromkeys(taken)))
+                    # (each as often as it came: a handler of one's own that raises nothing is
+                    # called once a signal, as without the deferral)
+                    _raise_each(taken)
                 finally:
                     self._defer()  # (a handler of one's own that raised nothing: deferred again)
 
@@ -148,11 +150,17 @@ class Deferred:
     def paused(self) -> Iterator[None]:
         """Meanwhile the signals go to their handlers as they come (code of the caller's, which
         may wait long, runs inside): those noted before are handed over first."""
-        self.deliver()
-        _put_back(self._handlers)
+        active, self._active = self._active, False  # (a signal meanwhile: not deferred again)
         try:
+            try:
+                _put_back(self._handlers)
+            finally:
+                # (after the handlers are back: one noted as they were put back goes too)
+                taken, self.noted = self.noted, []
+                _raise_each(taken)
             yield
         finally:
+            self._active = active  # (never in a thread other than the main one)
             self._defer()
 
 
@@ -179,10 +187,13 @@ def deferring_interrupts() -> Iterator[Deferred]:
         deferred._defer()
         yield deferred
     finally:
+        # (first: a signal as the handlers are put back must not defer them again, for good)
+        deferred._active = False
         try:
             _put_back(deferred._handlers)
         finally:
-            _raise_each(list(dict.fromkeys(deferred.noted)))
+            taken, deferred.noted = deferred.noted, []
+            _raise_each(taken)
 
 
 def _put_back(handlers: dict[int, _Handler]) -> None:
