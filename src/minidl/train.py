@@ -497,8 +497,9 @@ def fit(
     comes in to end, the optimizer's update whole, and is raised before the next step (or as
     ``fit`` ends) by that handler: an update cut short left the optimizer's state a step
     ahead of the parameters. A second signal meanwhile is raised at once (a step that hangs,
-    or takes long, is cut by pressing Ctrl-C again). ``on_epoch`` is interrupted as the signal
-    comes. Not with ``parallel``, whose step may wait for a process that is gone.
+    or takes long, is cut by pressing Ctrl-C again, where Python next checks for signals: a
+    long torch operation ends first, as without the wait). ``on_epoch`` is interrupted as the
+    signal comes. Not with ``parallel``, whose step may wait for a process that is gone.
 
     Args:
         model: the network.
