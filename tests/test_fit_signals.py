@@ -226,8 +226,12 @@ def test_only_python_handlers_are_deferred_and_every_handler_is_put_back() -> No
     in_on_epoch: list[object] = []
     previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        _train(model, optimizer, epochs=1,
-               on_epoch=lambda record: in_on_epoch.append(signal.getsignal(signal.SIGINT)))  # fmt: skip
+        _train(
+            model,
+            optimizer,
+            epochs=1,
+            on_epoch=lambda record: in_on_epoch.append(signal.getsignal(signal.SIGINT)),
+        )
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     finally:
         signal.signal(signal.SIGTERM, previous)

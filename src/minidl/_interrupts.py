@@ -165,7 +165,7 @@ class Deferred:
 
 
 @contextlib.contextmanager
-def deferring_interrupts() -> Iterator[Deferred]:
+def deferring_interrupts(*, active: bool = True) -> Iterator[Deferred]:
     """Note SIGINT and SIGTERM meanwhile rather than handle them; hand them over where the
     :class:`Deferred` yielded is told to (:meth:`Deferred.deliver`), and at the end.
 
@@ -178,8 +178,9 @@ def deferring_interrupts() -> Iterator[Deferred]:
     whole work (a step pays one list read). Only a signal whose handler is a Python function
     is deferred: the default action (``SIGTERM``'s, which ends the process at once, as
     torchrun's ranks keep it), an ignored signal and a handler that Python did not set are left
-    as they are. Outside the main thread it defers nothing."""
-    if threading.current_thread() is not threading.main_thread():
+    as they are. Outside the main thread, or not ``active``, it defers nothing (the
+    :class:`Deferred` yielded notes nothing, and its :meth:`~Deferred.paused` changes nothing)."""
+    if not active or threading.current_thread() is not threading.main_thread():
         yield Deferred(active=False)
         return
     deferred = Deferred()

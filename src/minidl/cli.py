@@ -203,8 +203,8 @@ class _ArgumentParser(argparse.ArgumentParser):
 
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
         """As argparse prints the help, the version or a usage, but flushed, and a failure to
-        write the standard output raised (:class:`_OutputNotWrittenError`), for :func:`main` to say (and
-        no other ``OSError``, a broken torch's, for one of the output): argparse passed
+        write the standard output raised (:class:`_OutputNotWrittenError`), for :func:`main` to
+        say (and no other ``OSError``, a broken torch's, for one of the output): argparse passed
         over it, and ``minidl --help > /dev/full`` exited 0 having written nothing. A failure to
         write the standard error (a usage error's) is passed over still: nothing can be said
         there, and the usage error's status, 2, says it."""

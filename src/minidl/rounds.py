@@ -217,8 +217,8 @@ def fit_rounds(
         on_epoch: called after each epoch with the epoch and the R :class:`EpochRecord`,
             outside ``torch.inference_mode()`` (in which the steps run; a Ctrl-C or SIGTERM
             there waits for the step to end, every model's update, as in
-            :func:`~minidl.train.fit`, where on_epoch is interrupted as the signal comes). ``models`` get the
-            trained parameters only when training ends, so they are not updated yet here. As
+            :func:`~minidl.train.fit`, where on_epoch is interrupted as the signal comes).
+            ``models`` get the trained parameters only when training ends, so they are not updated yet here. As
             with :func:`~minidl.train.fit`, if it returns ``True`` (or a true numpy bool or
             one-element bool tensor), training stops after that epoch, for all the models (the
             histories end with it); other return values than ``None`` and bools are refused (a

@@ -39,9 +39,6 @@ from minidl.optim.optimizer import Optimizer, check_step_count
 
 __all__ = ["EpochRecord", "History", "Parallel", "error_rate", "eval_mode", "fit", "predict"]
 
-#: What fit's on_epoch runs in where no interrupt is deferred (data-parallel training).
-_NO_PAUSE = contextlib.nullcontext()
-
 #: The class of the model given to :func:`eval_mode`, which its block gets back.
 _Model = TypeVar("_Model", bound=Module)
 
@@ -786,8 +783,7 @@ def fit(
     # done, left the state of the next step with the parameters of the last), and is raised
     # between two steps; not in data-parallel training, whose step may wait for ever in a
     # collective for a process that is gone.
-    deferring = deferring_interrupts() if parallel is None else contextlib.nullcontext(None)
-    with deferring as deferred, torch.inference_mode():
+    with deferring_interrupts(active=parallel is None) as deferred, torch.inference_mode():
         try:
             for epoch in range(start_epoch, epochs):
                 if folded is not None and not loaded:
@@ -856,7 +852,7 @@ def fit(
                 history.append(record)
                 if on_epoch is not None:
                     # (the caller's code, as outside fit: interrupted as it comes)
-                    with torch.inference_mode(False), deferred.paused() if deferred else _NO_PAUSE:
+                    with torch.inference_mode(False), deferred.paused():
                         stop = on_epoch(record)
                     if stop is not None and _stops(stop):
                         break

@@ -101,6 +101,24 @@ class Hyperparameter(Generic[T]):
         instance._assign_hyperparameters({self.name: value})
 
 
+#: ``(device, first byte, byte past the last)`` of a tensor's memory (:func:`_memory_span`).
+_Span = tuple[torch.device, int, int]
+
+
+def _memory_span(tensor: Tensor) -> _Span:
+    """``(device, first byte, byte past the last)`` of the memory that ``tensor`` (strided,
+    not empty) reads and writes: a strided one's whole span, its gaps included."""
+    steps = zip(tensor.shape, tensor.stride(), strict=True)
+    last = sum((size - 1) * step for size, step in steps)
+    start = tensor.data_ptr()
+    return tensor.device, start, start + (last + 1) * tensor.element_size()
+
+
+def _overlap(span: _Span, other: _Span) -> bool:
+    """Whether two :func:`_memory_span` share a byte (on one device)."""
+    return span[0] == other[0] and span[1] < other[2] and other[1] < span[2]
+
+
 #: What becomes of the memory of the parameters' values and gradients, which a state tensor
 #: sharing it would take as its own (:meth:`Optimizer._check_state_tensors`).
 _PARAMETER_MEMORY = {
@@ -523,7 +541,8 @@ class Optimizer:
             f"expected a contiguous {first.dtype} tensor of shape ({size},) on {first.device} "
             "(one entry per parameter scalar, of the parameters' dtype and device)"
         )
-        memory: dict[str, tuple[torch.device, int, int]] = {}
+        memory: dict[str, _Span] = {}
+        parameters: list[tuple[int, str, _Span]] | None = None  # (found where needed)
         for state_name, tensor in self.state.items():
             where = f"{name}.{method}: state {state_name!r}"
             if not isinstance(tensor, Tensor):
@@ -547,37 +566,32 @@ class Optimizer:
                     "place would be recorded too; give it tensor.detach()"
                 )
             # (contiguous, all of them: the bytes each spans; two parts of one buffer may be)
-            start = tensor.data_ptr()
-            end = start + tensor.numel() * tensor.element_size()
+            span = _memory_span(tensor)
             if replaced:
-                for _, what, device, held_start, held_end in self._parameter_memory():
-                    if device == tensor.device and start < held_end and held_start < end:
+                parameters = self._parameter_memory() if parameters is None else parameters
+                for _, what, held in parameters:
+                    if _overlap(span, held):
                         raise ValueError(
                             f"{where} shares its memory with the parameters' {what}, which "
                             f"{_PARAMETER_MEMORY[what]}: give it a tensor of its own (clone() one)"
                         )
-            for other, (device, other_start, other_end) in memory.items():
-                if device == tensor.device and start < other_end and other_start < end:
+            for other, held in memory.items():
+                if _overlap(span, held):
                     raise ValueError(
                         f"{where} shares its memory with state {other!r}: each name needs a "
                         "tensor of its own (clone() one)"
                     )
-            memory[state_name] = (tensor.device, start, end)
+            memory[state_name] = span
 
-    def _parameter_memory(self) -> list[tuple[int, str, torch.device, int, int]]:
-        """``(index, what, device, first byte, byte past the last)`` of the memory of each
-        parameter's value (``"values"``) and gradient (``"gradients"``), as the parameters
-        hold them now (a strided one's whole span)."""
-        spans = []
+    def _parameter_memory(self) -> list[tuple[int, str, _Span]]:
+        """``(index, what, span)`` of the memory (:func:`_memory_span`) of each parameter's
+        value (``"values"``) and gradient (``"gradients"``), as the parameters hold them
+        now."""
+        spans: list[tuple[int, str, _Span]] = []
         for index, parameter in enumerate(self.params):
             for what, tensor in (("values", parameter.data), ("gradients", parameter.grad)):
-                if not isinstance(tensor, Tensor) or tensor.numel() == 0:
-                    continue
-                steps = zip(tensor.shape, tensor.stride(), strict=True)
-                last = sum((size - 1) * step for size, step in steps)
-                start = tensor.data_ptr()
-                end = start + (last + 1) * tensor.element_size()
-                spans.append((index, what, tensor.device, start, end))
+                if isinstance(tensor, Tensor) and tensor.numel():
+                    spans.append((index, what, _memory_span(tensor)))
         return spans
 
     def _refuse_parameters_in_state(self, method: str) -> None:
@@ -588,10 +602,9 @@ class Optimizer:
         for state_name, tensor in self.state.items():
             if not isinstance(tensor, Tensor) or tensor.numel() == 0:
                 continue
-            start = tensor.data_ptr()
-            end = start + tensor.numel() * tensor.element_size()
-            for index, what, device, held_start, held_end in spans:
-                if device == tensor.device and start < held_end and held_start < end:
+            span = _memory_span(tensor)
+            for index, what, held in spans:
+                if _overlap(span, held):
                     asked = f".{method}" if method else ""
                     attribute = "data" if what == "values" else "grad"
                     raise ValueError(
