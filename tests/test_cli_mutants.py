@@ -563,6 +563,34 @@ def test_help_or_version_not_written_is_said_with_status_1(
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.parametrize("arguments", [["--help"], ["--version"], ["train", "--help"]])
+def test_help_or_version_into_a_closed_output_is_said_with_status_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], arguments: list[str]
+) -> None:
+    """With the standard output closed (``minidl --help >&-``: Python's ``sys.stdout`` is
+    ``None``), the help or the version is not written, said as for a full disk, status 1:
+    argparse wrote it to the standard error instead, with status 0."""
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(arguments) == 1
+    assert capsys.readouterr().err == (
+        "minidl: error: cannot write to the standard output (Bad file descriptor)\n"
+    )
+
+
+def test_help_into_a_closed_output_fails_for_real() -> None:
+    """``minidl --help >&-`` in a shell: status 1 and the error's one line, no help."""
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$0" -m minidl --help >&-', sys.executable],
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (
+        1,
+        "minidl: error: cannot write to the standard output (Bad file descriptor)\n",
+    )
+
+
 def test_a_usage_error_the_standard_error_does_not_take_keeps_status_2(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

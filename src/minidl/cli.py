@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import itertools
 import math
 import os
@@ -207,9 +208,16 @@ class _ArgumentParser(argparse.ArgumentParser):
         say (and no other ``OSError``, a broken torch's, for one of the output): argparse passed
         over it, and ``minidl --help > /dev/full`` exited 0 having written nothing. A failure to
         write the standard error (a usage error's) is passed over still: nothing can be said
-        there, and the usage error's status, 2, says it."""
+        there, and the usage error's status, 2, says it.
+
+        argparse gives the help and the version ``sys.stdout``, which is ``None`` where the
+        standard output was closed (``minidl --help >&-``): that is the output not written
+        (``EBADF``) too, where argparse wrote the help to the standard error with status 0."""
         if not message:
             return
+        if file is None and sys.stdout is None and sys.stderr is not None:
+            closed = OSError(errno.EBADF, os.strerror(errno.EBADF))
+            raise _OutputNotWrittenError(closed)
         file = sys.stderr if file is None else file
         if file is None:  # (no standard stream at all: pythonw)
             return
