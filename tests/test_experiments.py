@@ -69,7 +69,7 @@ from minidl.experiments.training import (
     train_rows,
 )
 from minidl.nn import mlp
-from minidl.nn.mlp import ACTIVATIONS
+from minidl.nn.builders import ACTIVATIONS
 from minidl.nn.parameter import Parameter
 from minidl.nn.selu import SELU_ALPHA
 from minidl.optim import Adadelta

@@ -9,8 +9,10 @@ training step runs with autograd's entry points disabled and with autograd globa
 from __future__ import annotations
 
 import ast
+import importlib
 import io
 import re
+import sys
 import tokenize
 from collections.abc import Iterator
 from pathlib import Path
@@ -292,6 +294,33 @@ def test_import_resolution() -> None:
 def test_layers_import_only_downward(path: Path) -> None:
     assert layering_violations(path) == [], (
         f"{path.relative_to(SOURCE)} imports from a layer above it (see docs/architecture.md)"
+    )
+
+
+#: The one submodule that its package's name hides on purpose: ``minidl.gradcheck`` is the
+#: function, as ``torch.autograd.gradcheck`` is (see ``minidl._Package``).
+HIDDEN_ON_PURPOSE = {"gradcheck.py"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        p
+        for p in SOURCE.rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py")
+        and p.relative_to(SOURCE).as_posix() not in HIDDEN_ON_PURPOSE
+    ),
+    ids=lambda p: p.relative_to(SOURCE).as_posix(),
+)
+def test_no_name_of_a_package_hides_a_submodule(path: Path) -> None:
+    """``import minidl.nn.X as m`` gives the submodule ``X``: a function or class its package
+    exports under the same name replaced the package's attribute (``nn.activation`` and
+    ``nn.mlp``, functions, hid the submodules of those names, whose names are now others)."""
+    package = importlib.import_module(_package_of(path))
+    name = f"{package.__name__}.{path.stem}"
+    held = vars(package).get(path.stem)  # (not imported here: that would set the attribute)
+    assert held is None or held is sys.modules.get(name), (
+        f"{name} is {held!r}, not the submodule: rename the submodule or the name"
     )
 
 

@@ -387,7 +387,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 def _activation_names(text: str) -> tuple[str, ...]:
     _import_torch()  # (held: see there)
-    from minidl.nn.mlp import ACTIVATIONS, _normalised
+    from minidl.nn.builders import ACTIVATIONS, _normalised
 
     # Case, "_" and "-" ignored, as nn.activation does: leaky_relu and GELU-tanh are the keys
     # leakyrelu and gelutanh (which the checkpoint's settings keep).

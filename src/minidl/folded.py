@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from minidl import anomaly
-from minidl.nn.activation import Activation
+from minidl.nn.activation_base import Activation
 from minidl.nn.bce_with_logits import BCEWithLogitsLoss
 from minidl.nn.chain import ChainPlan, runs_in_place
 from minidl.nn.clip import _clip_norm

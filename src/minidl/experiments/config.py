@@ -410,7 +410,7 @@ def _check_activation_names(names: object) -> None:
     activations (``minidl.nn.ACTIVATIONS``) or of a published fault's
     (``minidl.experiments.faithful.PUBLISHED_ACTIVATIONS``)."""
     from minidl.experiments.faithful import PUBLISHED_ACTIVATIONS
-    from minidl.nn.mlp import ACTIVATIONS
+    from minidl.nn.builders import ACTIVATIONS
 
     known = {*ACTIVATIONS, *PUBLISHED_ACTIVATIONS}
     if not isinstance(names, tuple):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from minidl.nn.activation import Activation
+from minidl.nn.activation_base import Activation
 from minidl.nn.elu import ELU
 from minidl.nn.selu import SELU, SELU_ALPHA
 from minidl.optim.adadelta import Adadelta

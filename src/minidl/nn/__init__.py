@@ -2,10 +2,11 @@
 
 from minidl.nn import init
 from minidl.nn._checks import GradientDtypeError
-from minidl.nn.activation import Activation
+from minidl.nn.activation_base import Activation
 from minidl.nn.batch_norm import BatchNorm1d
 from minidl.nn.batched_linear import BatchedLinear
 from minidl.nn.bce_with_logits import BCEWithLogitsLoss
+from minidl.nn.builders import ACTIVATIONS, activation, mlp
 from minidl.nn.clip import clip_grad_norm_, clip_grad_value_
 from minidl.nn.cross_entropy import CrossEntropyLoss
 from minidl.nn.dropout import Dropout
@@ -18,7 +19,6 @@ from minidl.nn.leaky_relu import LeakyReLU
 from minidl.nn.linear import Linear
 from minidl.nn.log_softmax import LogSoftmax
 from minidl.nn.loss import Loss
-from minidl.nn.mlp import ACTIVATIONS, activation, mlp
 from minidl.nn.module import IncompatibleKeys, Module
 from minidl.nn.mse import MSELoss
 from minidl.nn.nll import NLLLoss

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from minidl.nn.activation import Activation
+from minidl.nn.activation_base import Activation
 
 __all__ = ["CachedDerivative"]
 

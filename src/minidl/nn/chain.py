@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from minidl.nn._checks import STRIDED
-from minidl.nn.activation import Activation
+from minidl.nn.activation_base import Activation
 from minidl.nn.elu import ELU
 from minidl.nn.gelu import GELU
 from minidl.nn.leaky_relu import LeakyReLU

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from minidl._setting import Setting
 from minidl.nn._checks import check_in_place_setting, check_not_in_place
-from minidl.nn.activation import Activation
+from minidl.nn.activation_base import Activation
 
 __all__ = ["ReLU"]
 

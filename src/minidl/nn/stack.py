@@ -15,7 +15,7 @@ from minidl._setting import Setting
 from minidl._validate import shown
 from minidl.nn._cached_derivative import CachedDerivative
 from minidl.nn._checks import check_parameter_attributes
-from minidl.nn.activation import Activation
+from minidl.nn.activation_base import Activation
 from minidl.nn.batched_linear import BatchedLinear
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module

@@ -13,7 +13,7 @@ from torch import Tensor
 from minidl import anomaly
 from minidl._validate import shown
 from minidl.nn._checks import check_dense, check_runs
-from minidl.nn.activation import Activation
+from minidl.nn.activation_base import Activation
 from minidl.nn.module import Module
 
 __all__ = ["StackedActivation"]

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import cpu_operand
-from minidl.nn.activation import Activation
+from minidl.nn.activation_base import Activation
 
 __all__ = ["Tanh"]
 

@@ -1,7 +1,8 @@
 """Multi-layer perceptrons from a list of sizes, and activations by name.
 
-:mod:`minidl.nn` exports the three names of this module: ``nn.mlp`` and ``nn.activation`` are
-the functions below (not their submodules), ``nn.ACTIVATIONS`` the table of names.
+:mod:`minidl.nn` exports the three names of this module: ``nn.mlp``, ``nn.activation`` and
+``nn.ACTIVATIONS``, the table of names. (No submodule of :mod:`minidl.nn` shares a name with
+them: the base class of the activations is in ``activation_base``.)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Set as AbstractSet
 import torch
 
 from minidl._validate import add_note, shown, shown_typed
-from minidl.nn.activation import Activation
+from minidl.nn.activation_base import Activation
 from minidl.nn.elu import ELU
 from minidl.nn.gelu import GELU
 from minidl.nn.leaky_relu import LeakyReLU
