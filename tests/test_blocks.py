@@ -1001,6 +1001,72 @@ def test_a_chains_trial_runs_once_a_signature_and_changes_no_number() -> None:
     assert counting.modes[5:] == [False, True]
 
 
+@pytest.mark.parametrize("container", ["Sequential", "Residual"])
+@pytest.mark.parametrize("how", ["the part", "the container"])
+def test_a_batch_norm_put_back_in_training_mode_is_tried_again(container: str, how: str) -> None:
+    """A batch norm frozen (``bn.eval()``) and unfrozen later, or a container in evaluation
+    mode around a batch norm in training mode: the trial was remembered for the input's
+    signature alone, made (or passed over) while the batch norm was in evaluation mode, and
+    a refused forward after ``bn.train()`` left its running statistics counting the batch."""
+    torch.manual_seed(0)
+    norm = nn.BatchNorm1d(3)
+    model: nn.Module
+    if container == "Sequential":
+        model = nn.Sequential(norm, nn.Linear(4, 2))  # (refuses 3 features, after the norm)
+    else:
+        model = nn.Residual(nn.Sequential(norm, nn.Linear(3, 2)))  # (refused: shape (4, 2))
+    statistics = [tensor.clone() for tensor in norm.buffers()]
+    x = torch.randn(4, 3)
+    if how == "the part":
+        norm.eval()
+        with pytest.raises(ValueError):
+            model(x)
+        norm.train()
+    else:
+        model.eval()
+        norm.train()
+    with pytest.raises(ValueError):
+        model(x)
+    assert all(torch.equal(a, b) for a, b in zip(norm.buffers(), statistics, strict=True))
+
+
+def test_a_trial_is_made_again_only_where_a_parts_mode_changed() -> None:
+    """The modes of the modules that need a trial are part of what it is made for: a batch norm
+    put in training mode makes one (none while it is in evaluation mode), as it was tried
+    before none; the chain's other modules' modes are not looked at."""
+
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.modes: list[bool] = []
+
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            self.modes.append(self.training)
+            return input * 1.0
+
+        def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+            return grad_output * 1.0
+
+    counting = Counting()
+    norm = nn.BatchNorm1d(3)
+    model = nn.Sequential(norm, counting)
+    x = torch.randn(4, 3)
+    norm.eval()
+    model(x)  # (no module that needs one in training mode: no trial)
+    counting.eval()
+    model(x)
+    counting.train()
+    norm.train()
+    model(x)  # (the batch norm in training mode: a trial)
+    counting.eval()
+    model(x)  # (the counting module's mode: no trial)
+    norm.eval()
+    model(x)
+    norm.train()
+    model(x)  # (as tried before: no trial)
+    assert counting.modes == [True, False, False, True, False, False, False]
+
+
 class _Centre(nn.Module):
     """A module of one's own that takes no single sample (it centres the batch)."""
 

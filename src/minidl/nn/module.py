@@ -1671,13 +1671,35 @@ _MOST_NESTED = 1024
 _DEEPEST_NAMED = 50
 
 
-def trial_signature(input: Tensor) -> tuple[object, ...]:
+def updating_parts(
+    root: Module, found: tuple[int, tuple[Module, ...]]
+) -> tuple[int, tuple[Module, ...]]:
+    """The modules under ``root`` (itself included) whose forward changes their state in
+    training mode (:attr:`Module._updates_in_training`: a batch norm, a dropout), after
+    :attr:`Module._registrations` as it is now; ``found``, the same pair found before, if no
+    module or parameter was registered since."""
+    if found[0] == Module._registrations:
+        return found
+    return Module._registrations, tuple(
+        part for part in root.modules() if type(part)._updates_in_training
+    )
+
+
+def trial_key(parts: tuple[Module, ...], input: Tensor) -> tuple[object, ...] | None:
     """What a container's trial in evaluation mode is made once for (see
-    ``Sequential._try``): the input's shape past the batch, dtype and device, and the state of
-    the parameter tensors and registrations."""
+    ``Sequential._try``), given ``parts``, its modules that change their state in training
+    mode (:func:`updating_parts`): ``None`` where none of them is in training mode (no trial is
+    needed, whatever the container's own mode); else the input's shape past the batch, dtype
+    and device, the state of the parameter tensors and registrations, and the parts' modes, so
+    that a part put back in training mode (a batch norm unfrozen) is tried again."""
+    if not parts:
+        return None
+    modes = tuple([part.training for part in parts])
+    if not any(modes):
+        return None
     return (
         input.shape[1:], input.dtype, input.device,
-        Parameter.replacements, Module._registrations,
+        Parameter.replacements, Module._registrations, modes,
     )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from minidl import anomaly
 from minidl.nn._checks import check_grad_output, given_module, refuse_given_gradient_dtype
 from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn.loss import check_not_a_loss
-from minidl.nn.module import Module, trial_signature
+from minidl.nn.module import Module, trial_key, updating_parts
 
 __all__ = ["Residual"]
 
@@ -55,6 +55,8 @@ class Residual(Module):
         self._gradients = GradientMemory()
         # What the last trial was made for (see _try).
         self._tried: tuple[object, ...] | None = None
+        # The block's modules that change their state in training mode, and when found.
+        self._updaters: tuple[int, tuple[Module, ...]] = (-1, ())
 
     def forward(self, input: Tensor) -> Tensor:
         if not isinstance(input, Tensor):
@@ -65,9 +67,10 @@ class Residual(Module):
             input = input.clone()
         tried_now = False  # (whether a trial ran the block here: its caches are the trial's)
         # (a nested input's shape is not read: the block refuses it)
-        if self.training and not input.is_nested and input.dim() and input.shape[0]:
-            tried = trial_signature(input)
-            if tried != self._tried:
+        if not input.is_nested and input.dim() and input.shape[0]:
+            self._updaters = updating_parts(self.block, self._updaters)
+            tried = trial_key(self._updaters[1], input)
+            if tried is not None and tried != self._tried:
                 tried_now = self._try(input)
                 self._tried = tried
         try:
@@ -97,8 +100,9 @@ class Residual(Module):
         gives an output of another shape), so that a block refused for its output's shape is
         refused before their statistics count the batch or their generator draws, as a
         :class:`~minidl.nn.Sequential` does for its children. Once for each signature of the
-        input and set of parameters. Whether the block ran (it then holds the trial's caches)
-        is returned."""
+        input, set of parameters and modes of those modules (see
+        :func:`~minidl.nn.module.trial_key`). Whether the block ran (it then holds the trial's
+        caches) is returned."""
         parts = list(self.block.modules())
         if not any(type(part)._updates_in_training and part.training for part in parts):
             return False
@@ -128,11 +132,12 @@ class Residual(Module):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["_tried"] = None  # (made again where it is loaded)
+        state.update(_tried=None, _updaters=(-1, ()))  # (made again where it is loaded)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_tried", None)  # (pickled before it existed)
+        state.setdefault("_updaters", (-1, ()))  # (likewise)
         state.setdefault("_refused", None)  # (pickled before it existed)
         state.setdefault("_gradients", GradientMemory())  # (likewise)
         super().__setstate__(state)

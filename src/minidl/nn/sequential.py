@@ -22,7 +22,8 @@ from minidl.nn.module import (
     Module,
     check_initialised,
     check_registered,
-    trial_signature,
+    trial_key,
+    updating_parts,
 )
 from minidl.nn.parameter import Parameter
 
@@ -127,6 +128,9 @@ class Sequential(Module):
         self._plans.clear()
         self._planned = None
         self._tried: tuple[object, ...] | None = None  # (the buffers moved: tried again)
+        # The modules inside that change their state in training mode, and when found (see
+        # _try).
+        self._updaters: tuple[int, tuple[Module, ...]] = (-1, ())
 
     def _chain(self, modules: tuple[Module, ...], names: tuple[str, ...] | None = None) -> None:
         """Everything ``__init__`` does but the flattening; the modules are registered as
@@ -248,6 +252,7 @@ class Sequential(Module):
         activations is planned for an input signature seen twice in a row, the first time
         followed by a backward."""
         self._tried = None  # (what the last trial was made for: see _try)
+        self._updaters = (-1, ())  # (and the modules it needs it for, found again)
         self._plannable = plannable(self._layers)
         self._plans: Recent[ChainPlan] = Recent(4)
         self._planned: ChainPlan | None = None  # the plan of the last forward, if it ran one
@@ -274,14 +279,14 @@ class Sequential(Module):
         first = input
         tried_now = False  # (whether a trial ran children here: their caches are the trial's)
         if (
-            self.training
-            and type(input) is Tensor
+            type(input) is Tensor
             and not input.is_nested  # (whose shape is not read: its modules refuse it)
             and input.dim()
             and input.shape[0]
         ):
-            tried = trial_signature(input)
-            if tried != self._tried:
+            self._updaters = updating_parts(self, self._updaters)
+            tried = trial_key(self._updaters[1], input)
+            if tried is not None and tried != self._tried:
                 tried_now = self._try(input)
                 self._tried = tried
         if checking:  # (after the trial, as without the checks)
@@ -315,7 +320,8 @@ class Sequential(Module):
         refusal leaves the state as it was. Where the first sample is refused, the whole batch
         runs in evaluation mode too: a child that takes no single sample passes there, and a
         refusal names the shapes given. Once for each signature of the input (its shape
-        past the batch, dtype and device) and set of parameter tensors and registrations, as
+        past the batch, dtype and device), set of parameter tensors and registrations and the
+        modes of the modules that need it (see :func:`~minidl.nn.module.trial_key`), as
         :func:`minidl.train.fit` runs its trial once a call; the children's forward caches then
         hold the trial's, until the forward that follows replaces them. Whether a child's
         forward ran to its end (its cache is then the trial's) is returned."""
@@ -422,12 +428,16 @@ class Sequential(Module):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         # Plans hold buffers and the children's caches of this process: made again when needed.
-        state.update(_planned=None, _last_signature=None, _trained_signature=None, _tried=None)
+        state.update(
+            _planned=None, _last_signature=None, _trained_signature=None, _tried=None,
+            _updaters=(-1, ()),
+        )  # fmt: skip
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_refused", None)  # (pickled before it existed)
         state.setdefault("_tried", None)  # (likewise)
+        state.setdefault("_updaters", (-1, ()))  # (likewise)
         state.setdefault("_registrations_seen", -1)  # (pickled before it existed: found again)
         state.setdefault("_gradients", GradientMemory())  # (likewise)
         super().__setstate__(state)
