@@ -120,6 +120,24 @@ def test_cyclic_lr_closed_form_and_torch(
     _assert_sequences_close(got, _torch_lrs(torch_scheduler, torch_optimizer, STEPS))
 
 
+def test_triangular2_goes_on_past_cycle_1024_at_the_lower_bound() -> None:
+    """The halved amplitude of cycle c, 2^(1 - c), is the closed form's at every step: past
+    cycle 1024, where torch's 1 / 2.0 ** (c - 1) overflows (OverflowError; minidl's step
+    refused the schedule as "cannot be computed", and fit stopped midway), it is below the
+    smallest float and the rate is base_lr; before, the same bits as torch's."""
+    base, top = 1e-3, 1e-2
+    scheduler = optim.CyclicLR(_optimizer(0.5), base, top, step_size_up=1, mode="triangular2")
+    got = _minidl_lrs(scheduler, 2200)
+    assert got == [_triangle(t, base, top, 1, 1, "triangular2", 1.0) for t in range(2201)]
+    assert got[2047:] == [base] * 154
+    assert scheduler.lr_at(10**30 + 1) == base  # (any step)
+    torch_optimizer = _torch_optimizer(0.5)
+    torch_scheduler = torch.optim.lr_scheduler.CyclicLR(
+        torch_optimizer, base, top, step_size_up=1, mode="triangular2", cycle_momentum=False
+    )
+    assert got[:2047] == _torch_lrs(torch_scheduler, torch_optimizer, 2046)
+
+
 @pytest.mark.parametrize(
     ("total_steps", "pct_start", "anneal_strategy"),
     [
