@@ -4,7 +4,8 @@ their numerical stability."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+import math
+from typing import Any, Literal
 
 import pytest
 import torch
@@ -175,6 +176,25 @@ def test_loss_backward_scales_by_an_upstream_scalar(criterion: nn.Loss) -> None:
         assert scaled.shape == prediction.shape
         assert_close(scaled, 2.5 * grad, 1e-15)
     assert torch.equal(criterion.backward(), grad)  # backward does not consume the cache
+
+
+@pytest.mark.parametrize("upstream", [math.inf, -math.inf, math.nan, 0.0, 2.5])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_nll_keeps_its_zeros_off_the_targets_whatever_the_upstream(
+    upstream: float, reduction: Literal["mean", "sum"]
+) -> None:
+    """NLLLoss's gradient is zero off the targets: an infinite or NaN upstream gradient made
+    all of those NaN (``0 * inf``), where autograd's are zeros; on the targets, autograd's."""
+    z = torch.log_softmax(torch.randn(5, 3, dtype=F64), 1)
+    y = torch.tensor([0, 2, 2, 1, 0])
+    criterion = nn.NLLLoss(reduction)
+    criterion(z, y)
+    got = criterion.backward(torch.tensor(upstream, dtype=F64))
+    leaf = z.clone().requires_grad_()
+    F.nll_loss(leaf, y, reduction=reduction).backward(torch.tensor(upstream, dtype=F64))
+    assert leaf.grad is not None
+    torch.testing.assert_close(got, leaf.grad, rtol=1e-15, atol=0.0, equal_nan=True)
+    assert not got[torch.arange(3) != y[:, None]].any()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, F64])

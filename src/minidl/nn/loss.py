@@ -366,7 +366,7 @@ class Loss(Module):
             )
         gradient = self._gradient()
         try:
-            return gradient * upstream.reshape(())
+            return self._times_upstream(gradient, upstream.reshape(()))
         except RuntimeError:
             if upstream.device == gradient.device:
                 raise
@@ -375,6 +375,13 @@ class Loss(Module):
                 f"{name}.backward: the upstream gradient is on {upstream.device} but the "
                 f"prediction is on {gradient.device}; expected a scalar on {where}"
             ) from None
+
+    def _times_upstream(self, gradient: Tensor, upstream: Tensor) -> Tensor:
+        """``gradient``, :meth:`_gradient`'s, times the 0-dim ``upstream`` given to
+        :meth:`backward`. A loss whose gradient is zero off some entries whatever the upstream
+        (:class:`~minidl.nn.NLLLoss`'s, off the targets) keeps those zeros where the upstream
+        is infinite or NaN (``0 * inf`` is NaN), as PyTorch's does."""
+        return gradient * upstream
 
     def _gradient(self) -> Tensor:
         """dL/dprediction for the last forward."""

@@ -84,5 +84,12 @@ class NLLLoss(Loss):
         grad = torch.zeros_like(self._prediction)
         return grad.scatter_(1, self._index, -self._scale)
 
+    def _times_upstream(self, gradient: Tensor, upstream: Tensor) -> Tensor:
+        """The targets' entries times ``upstream``, zeros elsewhere whatever it is (an infinite
+        one made every other entry NaN)."""
+        assert self._index is not None
+        scaled = gradient * upstream
+        return torch.zeros_like(scaled).scatter_(1, self._index, scaled.gather(1, self._index))
+
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
