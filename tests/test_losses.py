@@ -3,8 +3,8 @@ their numerical stability."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import pytest
