@@ -651,3 +651,21 @@ def test_a_long_float32_buffer_is_measured_as_torch_measures_its_tensors(
     torch.testing.assert_close(total, expected, rtol=rtol, atol=0)
     for parameter, twin in zip(parameters, twins, strict=True):
         torch.testing.assert_close(parameter.grad, twin.grad, rtol=rtol, atol=1e-30)
+
+
+@pytest.mark.parametrize("limit", [0.0, 1e-6, 1e-5])
+def test_float16_gradients_of_a_tiny_norm_are_clipped(limit: float) -> None:
+    """A float16 norm below 1.5e-5: 1 / (norm + 1e-6) overflows float16, and PyTorch's
+    coefficient (computed in float16) is then 1 (nothing clipped) or, for a max_norm of 0, NaN
+    (0 * inf), for a finite norm; minidl's is computed in float32 there, so the clipped norm is
+    at most max_norm (where the reciprocal is finite, PyTorch's bits: see above)."""
+    p = nn.Parameter(torch.zeros(3, dtype=torch.float16))
+    for value in (1e-7, 1e-6, 4e-6):
+        p.grad.fill_(value)
+        given = torch.linalg.vector_norm(p.grad.float()).half()  # (rounded once)
+        norm = nn.clip_grad_norm_(p, limit, error_if_nonfinite=True)
+        assert torch.equal(norm, given)
+        assert bool(p.grad.isfinite().all())
+        assert float(torch.linalg.vector_norm(p.grad.float())) <= limit * 1.01
+        if limit == 0.0:
+            assert not p.grad.any()

@@ -329,6 +329,36 @@ def _in_stack(
     return models[1]
 
 
+@pytest.mark.parametrize("limit", [0.0, 1e-6, 0.05])
+def test_float16_gradients_of_a_tiny_norm_are_clipped_as_clip_grad_norm_clips_them(
+    limit: float,
+) -> None:
+    """Models whose float16 gradients have a norm below 1.5e-5, where 1 / (norm + 1e-6)
+    overflows float16 (the coefficient was 1, or NaN for a max_norm of 0), beside one of a
+    larger norm: each model's gradients as clip_grad_norm_ leaves its twin's, bit for bit."""
+    from minidl.nn._stack_clip import StackClip
+
+    torch.manual_seed(0)
+    models = [nn.mlp((2, 3, 2), "tanh", dtype=torch.float16) for _ in range(3)]
+    twins = [copy.deepcopy(model) for model in models]
+    stack = nn.stack_models(models)
+    for index, scale in enumerate((1e-7, 2e-6, 1.0)):
+        for p, q in zip(nn.model_parameters(stack, index), twins[index].parameters(), strict=True):
+            p.grad.copy_(torch.randn(p.grad.shape).mul_(scale).to(torch.float16))
+            q.grad.copy_(p.grad)
+    holders = [
+        (f"optimizer {index}", index, index + 1, given, given)
+        for index, given in enumerate(nn.model_parameters(stack, i) for i in range(3))
+    ]
+    StackClip(stack, limit, holders, flat=False, where="test")()
+    for index, twin in enumerate(twins):
+        nn.clip_grad_norm_(twin.parameters(), limit)
+        for p, q in zip(nn.model_parameters(stack, index), twin.parameters(), strict=True):
+            assert torch.equal(p.grad, q.grad)
+        norm = torch.linalg.vector_norm(torch.cat([q.grad.flatten() for q in twin.parameters()]))
+        assert float(norm.float()) <= limit * 1.01
+
+
 def test_a_models_clipping_does_not_depend_on_the_others() -> None:
     """float32, one intra-op thread: model 1 trained with other models beside it, whose
     gradients are 100 times larger, ends bit for bit as with the first ones (a stack laid out by

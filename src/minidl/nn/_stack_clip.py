@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from minidl.nn.clip import _ROW
+from minidl.nn.clip import _ROW, _float16_coefficient
 from minidl.nn.parameter import Parameter
 from minidl.nn.sequential import Sequential
 from minidl.nn.stack import _stacked_models, flat_model_parameters
@@ -209,7 +209,12 @@ class StackClip:
         # max_norm / (norm + 1e-6), clamped to 1: clip_grad_norm_'s operations (a float over a
         # tensor is its reciprocal times the float), so the same bits for the same norm.
         coefficient = torch.add(total, 1e-6, out=self.coefficient)
-        coefficient.reciprocal_().mul_(self.max_norm).clamp_(max=1.0)
+        if total.dtype is torch.float16:  # (where 1 / (norm + 1e-6) overflows: see clip.py)
+            reciprocal = coefficient.reciprocal_().clone()
+            coefficient.mul_(self.max_norm).clamp_(max=1.0)
+            coefficient.copy_(_float16_coefficient(total, reciprocal, coefficient, self.max_norm))
+        else:
+            coefficient.reciprocal_().mul_(self.max_norm).clamp_(max=1.0)
         if self.partial:  # (1 for a model whose optimizer does not hold the piece)
             torch.where(self.held, coefficient, self.one, out=self.coefficients)
         for piece, column in zip(self.pieces, self.columns, strict=True):

@@ -57,7 +57,10 @@ def clip_grad_norm_(
     4096 entries as rows of that length, the norm of their norms) where the gradients tile
     one, and otherwise the norm of the per-parameter norms, as PyTorch computes it: the same
     number up to rounding (float32 sums in another order), so a clipped gradient agrees with
-    PyTorch's to a few units in the last place, not always bit for bit.
+    PyTorch's to a few units in the last place, not always bit for bit. The coefficient is
+    computed in the norm's dtype, as PyTorch's, but for a float16 norm below about 1.5e-5,
+    where :math:`1 / (\|g\|_p + 10^{-6})` overflows float16 and PyTorch's coefficient is 1 (the
+    gradients not clipped) or NaN (a ``max_norm`` of 0): minidl's is then computed in float32.
 
     Args:
         parameters: the parameters whose gradients are clipped (``model.parameters()``), or one
@@ -134,10 +137,24 @@ def _clip_norm(
     # reciprocal times the number), with the two numbers as cached operands: the same bits
     # without their conversions at every call (see minidl._scalar)
     denominator = total + operand(1e-6, total)
-    coefficient = torch.clamp(denominator.reciprocal_().mul_(operand(limit, total)), max=1.0)
+    reciprocal = denominator.reciprocal_()
+    coefficient = torch.clamp(reciprocal * operand(limit, total), max=1.0)
+    if total.dtype is torch.float16:
+        coefficient = _float16_coefficient(total, reciprocal, coefficient, limit)
     for grad in [flat] if flat is not None else grads:
         grad.mul_(coefficient.to(grad.device))
     return total
+
+
+def _float16_coefficient(
+    total: Tensor, reciprocal: Tensor, coefficient: Tensor, limit: float
+) -> Tensor:
+    """``coefficient``, PyTorch's of a float16 norm ``total``, but where 1 / (total + 1e-6)
+    overflowed float16 (``reciprocal`` infinite: a norm below about 1.5e-5), computed in
+    float32 and rounded to float16: PyTorch's was then 1 (the gradients not clipped) or, for a
+    ``limit`` of 0, NaN (0 * inf). Each ``total`` may be a vector (a stack's models')."""
+    wide = total.float().add_(1e-6).reciprocal_().mul_(limit).clamp_(max=1.0)
+    return torch.where(torch.isinf(reciprocal), wide.to(torch.float16), coefficient)
 
 
 #: The most entries of a flat buffer summed in one reduction. A CPU ``vector_norm`` adds its
