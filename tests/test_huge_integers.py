@@ -418,7 +418,7 @@ SITES: dict[str, tuple[Callable[[int, Path], object], type[BaseException], str, 
     "welch n_1": (
         lambda n, _: welch(1.0, 1.0, -n, 1.0, 1.0, 5),
         ValueError,
-        "welch: each side needs 2 samples or more, got a negative",
+        "welch: n_1 must be an integer >= 2, got a negative",
         None,
     ),
 }

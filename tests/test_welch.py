@@ -7,6 +7,7 @@ import math
 import random
 import re
 
+import numpy as np
 import pytest
 
 from minidl.experiments.welch import critical_t, regularized_beta, welch
@@ -62,9 +63,7 @@ def test_welch_is_scipys() -> None:
 def test_no_spread_at_all_and_too_few_samples() -> None:
     assert welch(2.0, 0.0, 5, 2.0, 0.0, 5).p_value == 1.0
     assert welch(2.0, 0.0, 5, 1.0, 0.0, 5).p_value == 0.0
-    with pytest.raises(
-        ValueError, match=r"^welch: each side needs 2 samples or more, got 1 and 5$"
-    ):
+    with pytest.raises(ValueError, match=r"^welch: n_1 must be an integer >= 2, got 1$"):
         welch(1.0, 0.0, 1, 1.0, 1.0, 5)
 
 
@@ -114,9 +113,7 @@ def test_summaries_that_are_no_numbers_are_refused(
 def test_a_second_side_of_one_sample_is_refused_too() -> None:
     """Each side needs 2 samples, the second as the first (with only the first checked, a
     second side of 1 sample divided by n_2 - 1 = 0 in the degrees of freedom)."""
-    with pytest.raises(
-        ValueError, match=r"^welch: each side needs 2 samples or more, got 5 and 1$"
-    ):
+    with pytest.raises(ValueError, match=r"^welch: n_2 must be an integer >= 2, got 1$"):
         welch(1.0, 1.0, 5, 1.0, 0.5, 1)
 
 
@@ -186,3 +183,51 @@ def test_a_critical_value_of_no_distribution_is_refused(
 ) -> None:
     with pytest.raises(error, match=f"^critical_t: {re.escape(message)}"):
         critical_t(*arguments)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("n", "error", "given"),
+    [
+        (2.5, TypeError, "2.5"),
+        (math.nan, TypeError, "nan"),
+        ("5", TypeError, "'5'"),
+        (True, TypeError, "True"),
+        (5.0, TypeError, "5.0"),
+    ],
+)
+def test_a_count_of_samples_must_be_an_integer(n: object, error: type, given: str) -> None:
+    """A count that is no integer was taken: 2.5 gave a p-value, NaN a NaN one (which reads as
+    "within noise"), a string a TypeError of the comparison's."""
+    with pytest.raises(
+        error, match=f"^welch: n_1 must be an integer >= 2, got {re.escape(given)}$"
+    ):
+        welch(1.0, 1.0, n, 0.0, 1.0, 5)  # type: ignore[arg-type]
+
+
+def test_a_count_no_float_holds_is_refused() -> None:
+    """10**400 samples: OverflowError from the division, now one line naming the bound; 2**53
+    is taken, and numpy's integers as Python's."""
+    with pytest.raises(
+        ValueError, match=r"^welch: n_2 must be an integer in \[2, 2\*\*53\], got an int of 401"
+    ):
+        welch(1.0, 1.0, 5, 0.0, 1.0, 10**400)
+    assert welch(1.0, 1.0, 5, 0.0, 1.0, 2**53).p_value > 0.0
+    assert welch(1.0, 1.0, np.int64(5), 0.0, 1.0, 5) == welch(1.0, 1.0, 5, 0.0, 1.0, 5)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ((0.5, 0, 0.5), ValueError, "a must be in (0, inf), got 0"),
+        ((0.5, 1.0, -1.0), ValueError, "b must be in (0, inf), got -1.0"),
+        ((1.5, 1.0, 1.0), ValueError, "x must be in [0, 1], got 1.5"),
+        ((math.nan, 1.0, 1.0), ValueError, "x must be a finite number in [0, 1], got nan"),
+        (("0.5", 1.0, 1.0), TypeError, "x must be a finite number in [0, 1] (a float or an int)"),
+    ],
+)
+def test_regularized_beta_refuses_what_it_is_not_defined_for(
+    arguments: tuple[object, object, object], error: type, message: str
+) -> None:
+    """``regularized_beta(0.5, 0, 0.5)`` raised math's "math domain error", naming nothing."""
+    with pytest.raises(error, match=f"^regularized_beta: {re.escape(message)}"):
+        regularized_beta(*arguments)  # type: ignore[arg-type]

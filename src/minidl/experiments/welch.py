@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from minidl._validate import check_real, shown
+from minidl._validate import check_int, check_real, shown
 
 __all__ = ["Welch", "critical_t", "regularized_beta", "welch"]
 
@@ -42,6 +42,10 @@ class Welch:
     difference with no spread at all)."""
 
 
+#: The most samples a side may have: every count up to it is a float exactly.
+_MOST_SAMPLES = 2**53
+
+
 def welch(mean_1: float, sd_1: float, n_1: int, mean_2: float, sd_2: float, n_2: int) -> Welch:
     """Welch's t-test of two means from their summaries (each ``n >= 2``, each s.d. ``>= 0``).
 
@@ -52,13 +56,16 @@ def welch(mean_1: float, sd_1: float, n_1: int, mean_2: float, sd_2: float, n_2:
     rounded once each, so summaries scaled by a power of two give the same bits.
 
     Raises:
-        ValueError: a side of fewer than 2 samples, a mean that is not a finite number, or an
-            s.d. that is not a finite number ``>= 0``.
+        TypeError: a count of samples that is no integer (a bool is none).
+        ValueError: a side of fewer than 2 samples (or more than 2**53), a mean that is not a
+            finite number, or an s.d. that is not a finite number ``>= 0``.
     """
-    if n_1 < 2 or n_2 < 2:
-        raise ValueError(
-            f"welch: each side needs 2 samples or more, got {shown(n_1)} and {shown(n_2)}"
-        )
+    for name, n in (("n_1", n_1), ("n_2", n_2)):
+        # (an integer count: a fraction, NaN or a string gave a p-value, NaN or another error)
+        check_int("welch", name, n, low=2)
+        if n > _MOST_SAMPLES:  # (a count no float holds: OverflowError below)
+            raise ValueError(f"welch: {name} must be an integer in [2, 2**53], got {shown(n)}")
+    n_1, n_2 = int(n_1), int(n_2)
     mean_1, mean_2 = check_real("welch", "mean_1", mean_1), check_real("welch", "mean_2", mean_2)
     sd_1, sd_2 = (
         check_real("welch", "sd_1", sd_1, low=0.0),
@@ -75,7 +82,7 @@ def welch(mean_1: float, sd_1: float, n_1: int, mean_2: float, sd_2: float, n_2:
     degrees = variance * variance / (share_1 * share_1 / (n_1 - 1) + share_2 * share_2 / (n_2 - 1))
     standard_error = math.ldexp(math.sqrt(variance), exponent)
     t = difference / standard_error
-    p_value = regularized_beta(degrees / (degrees + t * t), degrees / 2, 0.5)
+    p_value = _regularized_beta(degrees / (degrees + t * t), degrees / 2, 0.5)
     return Welch(difference, standard_error, degrees, p_value)
 
 
@@ -101,7 +108,7 @@ def critical_t(degrees_of_freedom: float, level: float = 0.05) -> float:
     )
 
     def p_value(t: float) -> float:
-        return regularized_beta(degrees / (degrees + t * t), degrees / 2, 0.5)
+        return _regularized_beta(degrees / (degrees + t * t), degrees / 2, 0.5)
 
     low, high = 0.0, 1.0
     while p_value(high) > level:
@@ -117,7 +124,20 @@ def critical_t(degrees_of_freedom: float, level: float = 0.05) -> float:
 
 
 def regularized_beta(x: float, a: float, b: float) -> float:
-    """:math:`I_x(a, b)` for ``0 <= x <= 1`` and ``a, b > 0``, to about 1e-14."""
+    """:math:`I_x(a, b)` for ``0 <= x <= 1`` and ``a, b > 0``, to about 1e-14.
+
+    Raises:
+        TypeError: an argument that is no real number.
+        ValueError: ``x`` out of ``[0, 1]``, or ``a`` or ``b`` not a finite number ``> 0``.
+    """
+    x = check_real("regularized_beta", "x", x, low=0.0, high=1.0)
+    a = check_real("regularized_beta", "a", a, low=0.0, low_open=True)
+    b = check_real("regularized_beta", "b", b, low=0.0, low_open=True)
+    return _regularized_beta(x, a, b)
+
+
+def _regularized_beta(x: float, a: float, b: float) -> float:
+    """:func:`regularized_beta` of checked arguments."""
     if x <= 0.0:
         return 0.0
     if x >= 1.0:
