@@ -182,6 +182,20 @@ def test_a_main_row_with_one_round_stops_the_differences_section(tmp_path: Path)
     assert compare(tanh) is not None and compare(tanh).differs  # type: ignore[union-attr]
 
 
+def test_a_main_row_of_ones_own_without_the_papers_numbers_is_said_so(tmp_path: Path) -> None:
+    """A main row built without a PaperResult, run for 3 rounds: the section said "Fewer than
+    2 rounds" and compared nothing; it now says that row has no number of the paper, and
+    compares the others."""
+    tanh = fake_row(experiment("I", "Tanh"), DIFFERING)
+    mine = fake_row(
+        dataclasses.replace(experiment("I", "Sigmoid"), label="mine", paper=None), (1.6, 1.7, 1.5)
+    )
+    section = differences_section([tanh, mine], tmp_path)
+    assert "Fewer than 2 rounds" not in section
+    assert "(Table I mine: no number of the paper to compare with.)" in section.splitlines()
+    assert "1 of the 1 rows differs; none is within noise." in section.splitlines()
+
+
 ELU_VARIANT = "ELU, as published (SELU's alpha)"
 ELU_HYPOTHESIS = "the published ELU used SELU's alpha (1.6733) instead of 1"
 

@@ -89,6 +89,12 @@ class Comparison:
         return self.p_value < SIGNIFICANCE
 
 
+def _published_mains(results: Sequence[RowResult]) -> list[RowResult]:
+    """The main rows of ``results`` that hold the paper's numbers (all of the paper's rows: a
+    main row of one's own may have none), which the report compares with the paper."""
+    return [r for r in results if r.experiment.kind == "main" and r.experiment.paper is not None]
+
+
 def criterion(results: Sequence[RowResult]) -> str:
     """:data:`CRITERION`, the rounds of the comparisons with the paper that ``results`` make
     (each main row and each variant with a paper's number and 2 rounds or more) and the line
@@ -105,7 +111,7 @@ def criterion(results: Sequence[RowResult]) -> str:
 
     Nothing is added when a main row has fewer than 2 rounds: the report then compares none.
     """
-    if any(compare(row) is None for row in results if row.experiment.kind == "main"):
+    if any(compare(row) is None for row in _published_mains(results)):
         return CRITERION
     sides = []
     for row in results:
@@ -368,7 +374,7 @@ def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> list[str]:
 def summary_table(results: Sequence[RowResult]) -> str:
     """Paper vs ours for the tables' main rows, as plain text for the terminal: the verdict is
     the report's, DIFFERS or "within noise" (the test does not tell the two apart), or n/a
-    with fewer than 2 rounds."""
+    with fewer than 2 rounds or no number of the paper."""
     lines = [
         f"{'table':<6}{'row':<22}{'paper mean (s.d.)':>19}{'ours mean (s.d.)':>19}  verdict",
     ]
@@ -890,7 +896,11 @@ def _differences_section(
             "paper: the comparisons below test the pipeline, not the paper's numbers.**",
             "",
         ]
-    mains = [r for r in results if r.experiment.kind == "main"]
+    unpublished = [r for r in results if r.experiment.kind == "main" and r.experiment.paper is None]
+    if unpublished:  # (main rows of one's own, given no PaperResult)
+        labels = ", ".join(f"Table {r.experiment.table} {r.experiment.label}" for r in unpublished)
+        lines += [f"({labels}: no number of the paper to compare with.)", ""]
+    mains = _published_mains(results)
     comparisons = [(r, compare(r)) for r in mains]
     if any(c is None for _, c in comparisons):
         lines += ["(Fewer than 2 rounds: no standard deviation, so no comparison.)", ""]
