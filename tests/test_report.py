@@ -18,11 +18,13 @@ import pytest
 
 from minidl.experiments.config import (
     FIGURE_1,
+    PROTOCOL,
     TABLE_I,
     TABLE_II,
     TABLE_III,
     Experiment,
     PaperResult,
+    Protocol,
 )
 from minidl.experiments.report import (
     CRITERION,
@@ -194,6 +196,34 @@ def test_a_main_row_of_ones_own_without_the_papers_numbers_is_said_so(tmp_path: 
     assert "Fewer than 2 rounds" not in section
     assert "(Table I mine: no number of the paper to compare with.)" in section.splitlines()
     assert "1 of the 1 rows differs; none is within noise." in section.splitlines()
+
+
+def test_the_protocol_written_is_the_one_the_rows_trained_with(tmp_path: Path) -> None:
+    """Rows built through the API with a protocol of their own: results.json and the report
+    gave the default protocol (batches of 100, float32, 1000 points) beside rows trained in
+    batches of 50 in float64; now the rows' shared one, and where rows differ, each row's."""
+    own = Protocol(dtype="float64", n_train=500, batch_size=50)
+    tanh, sigmoid = (
+        fake_row(dataclasses.replace(experiment("I", label), protocol=own), (1.5, 1.6))
+        for label in ("Tanh", "Sigmoid")
+    )
+    document = results_json([tanh, sigmoid], SETTINGS, 1.0, 1.0, {})
+    assert document["protocol"] == dataclasses.asdict(own)
+    assert all("protocol" not in row for row in document["rows"])
+    text = report_text([tanh, sigmoid], tmp_path)
+    assert "batches of 50" in text and "float64" in text and "- Data: 500 training" in text
+    assert "batches of 100" not in text
+    default = fake_row(experiment("I", "ReLU"), (1.5, 1.6))
+    document = results_json([tanh, default], SETTINGS, 1.0, 1.0, {})
+    assert document["protocol"] is None
+    assert [row["protocol"] for row in document["rows"]] == [
+        dataclasses.asdict(own),
+        dataclasses.asdict(PROTOCOL),
+    ]
+    text = report_text([tanh, default], tmp_path)
+    assert "- Table I Tanh: Network 2-25-25-25-2" in text
+    assert "- Table I ReLU: Data: 1000 training" in text
+    assert report_text([default], tmp_path).count("- Network 2-25-25-25-2 (") == 1
 
 
 ELU_VARIANT = "ELU, as published (SELU's alpha)"

@@ -29,6 +29,7 @@ from minidl.experiments.config import (
     PROTOCOL,
     CyclicSchedule,
     Experiment,
+    Protocol,
     StepSchedule,
     training_key,
 )
@@ -260,6 +261,11 @@ def results_json(
     figures: dict[str, str],
 ) -> dict[str, Any]:
     """The run as a JSON-ready dictionary: settings, choices, and one entry per row."""
+    protocol = _shared_protocol(results)
+    rows = [_row_json(results, row) for row in results]
+    if protocol is None:
+        for entry, row in zip(rows, results, strict=True):
+            entry["protocol"] = dataclasses.asdict(row.experiment.protocol)
     return {
         "command": settings.command,
         "base_seed": settings.base_seed,
@@ -271,11 +277,13 @@ def results_json(
         "training_time_s": training_seconds,
         "created": _now(),
         "machine": _machine(),
-        "protocol": dataclasses.asdict(PROTOCOL),
+        # (the rows' protocol, where they share one, as every run of `minidl reproduce`'s
+        # rows do; None where they do not, each row's then in its entry)
+        "protocol": None if protocol is None else dataclasses.asdict(protocol),
         "choices": dataclasses.asdict(CHOICES),
         "criterion": criterion(results),
         "figures": figures,
-        "rows": [_row_json(results, row) for row in results],
+        "rows": rows,
     }
 
 
@@ -456,23 +464,45 @@ def _choices_section() -> list[str]:
     return [*lines, ""]
 
 
-def _protocol_section(settings: RunSettings) -> list[str]:
-    p = PROTOCOL
+def _shared_protocol(results: Sequence[RowResult]) -> Protocol | None:
+    """The protocol of every row of ``results`` (the default one for no row), or ``None``
+    where rows built through the API have protocols of their own that differ."""
+    protocols = {row.experiment.protocol for row in results}
+    if not protocols:
+        return PROTOCOL
+    return protocols.pop() if len(protocols) == 1 else None
+
+
+def _protocol_section(settings: RunSettings, results: Sequence[RowResult]) -> list[str]:
     epochs = (
         f"**every row trained for {settings.epochs_override} epochs only"
         + (" (quick mode)**" if settings.quick else ", not the epochs of the paper**")
         if settings.epochs_override is not None
         else "epochs as each table says"
     )
+    shared = _shared_protocol(results)
+    groups: dict[Protocol, list[str]] = {}
+    for row in results if shared is None else ():
+        groups.setdefault(row.experiment.protocol, []).append(
+            f"Table {row.experiment.table} {row.experiment.label}"
+        )
+    described = [(shared, "")] if shared is not None else [
+        (p, f"{', '.join(labels)}: ") for p, labels in groups.items()
+    ]  # fmt: skip
+    network = []
+    for p, rows in described:
+        network += [
+            f"- {rows}Network {'-'.join(map(str, p.sizes))} (Xavier-normal weights, N(0, 1) "
+            f"biases), batches of {p.batch_size}, training set reshuffled every epoch (the "
+            f'paper: "shuffled at the beginning of each round"), {epochs}, {p.dtype}.',
+            f"- {rows}Data: {p.n_train} training, {p.n_validation} validation and {p.n_test} "
+            "test points, uniform in [0, 1]^2, label 1 inside the disk of centre (0.5, 0.5) and "
+            "radius 1/sqrt(2 pi), all normalised with the training set's mean and s.d.",
+        ]
     return [
         "## Protocol",
         "",
-        f"- Network {'-'.join(map(str, p.sizes))} (Xavier-normal weights, N(0, 1) biases), "
-        f"batches of {p.batch_size}, training set reshuffled every epoch (the paper: "
-        f'"shuffled at the beginning of each round"), {epochs}, {p.dtype}.',
-        f"- Data: {p.n_train} training, {p.n_validation} validation and {p.n_test} test points, "
-        "uniform in [0, 1]^2, label 1 inside the disk of centre (0.5, 0.5) and radius "
-        "1/sqrt(2 pi), all normalised with the training set's mean and s.d.",
+        *network,
         f"- {settings.rounds} round(s) per row, numbered from 1 here and in the figures and "
         "from 0 in `results.json`: round r takes its data, initial-weight and shuffle seeds "
         f"from sha256(base seed {settings.base_seed}, r - 1, stream) "
@@ -1411,7 +1441,7 @@ def write_report(
             "These numbers are not results; run `minidl reproduce` for the report.",
             "",
         ]
-    lines += _protocol_section(settings)
+    lines += _protocol_section(settings, results)
     lines += _choices_section()
     mains = [r for r in results if r.experiment.kind == "main"]
     if mains:
