@@ -1391,3 +1391,20 @@ def test_a_state_dict_without_num_batches_tracked_loads_and_keeps_the_count() ->
     with pytest.raises(KeyError, match=r"missing keys \['1\.running_var'\]"):
         model.load_state_dict(given)
     assert torch.equal(norm.running_mean, twin.running_mean)
+
+
+@pytest.mark.parametrize(("dtype", "eps"), [(torch.float32, 1e-300), (torch.float16, 1e-46)])
+def test_a_batch_norm_refuses_an_eps_its_dtype_rounds_to_0(dtype: torch.dtype, eps: float) -> None:
+    """An eps that the dtype the layer computes in (float32 for a float16 layer) rounds to 0:
+    a constant feature was divided by 0, its outputs and gradients NaN. Refused at the forward,
+    naming eps and the dtype, before the running statistics count the batch; an eps that the
+    dtype holds, however small, is taken."""
+    layer = nn.BatchNorm1d(2, eps=eps).to(dtype=dtype)
+    x = torch.tensor([[0.0, 1.0], [0.0, 2.0], [0.0, 3.0]], dtype=dtype)
+    statistics = [tensor.clone() for tensor in layer.buffers()]
+    with pytest.raises(ValueError, match=r"^BatchNorm1d: eps=.* rounds to 0 in torch\.float"):
+        layer(x)
+    assert all(torch.equal(a, b) for a, b in zip(layer.buffers(), statistics, strict=True))
+    smallest = torch.finfo(torch.float64 if dtype is torch.float64 else torch.float32)
+    layer.eps = smallest.smallest_normal * smallest.eps  # (the smallest it holds)
+    assert bool(layer(x).isfinite().all())

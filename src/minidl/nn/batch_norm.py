@@ -55,6 +55,20 @@ def _check_eps(where: str, eps: object) -> float:
     return check_real(where, "eps", eps, low=0.0, low_open=True)
 
 
+def _check_eps_fits(eps: float, compute: torch.dtype) -> None:
+    """Refuse an ``eps`` that ``compute``, the dtype the layer computes in, rounds to 0: a
+    feature constant over the batch (a dead unit) would then be divided by 0, its output and
+    gradients NaN, where eps is there to keep that denominator from 0."""
+    if float(torch.tensor(eps, dtype=torch.float64).to(compute)) != 0.0:
+        return
+    smallest = torch.finfo(compute).smallest_normal * torch.finfo(compute).eps
+    raise ValueError(
+        f"BatchNorm1d: eps={shown(eps)} rounds to 0 in {compute}, in which the layer "
+        f"computes (its smallest positive value is {smallest:.6g}): a feature constant over a "
+        f"batch would be divided by 0; give an eps that {compute} holds (the default, 1e-5)"
+    )
+
+
 def _check_momentum(where: str, momentum: object) -> float | None:
     if momentum is None:  # (PyTorch's cumulative average)
         return None
@@ -134,7 +148,8 @@ class BatchNorm1d(Module):
 
     Args:
         num_features: :math:`C`, the number of features, an integer >= 1.
-        eps: :math:`\epsilon`, added to the variance, > 0 (default 1e-5).
+        eps: :math:`\epsilon`, added to the variance, > 0 (default 1e-5); one that the dtype the
+            layer computes in (float32 for a 16-bit layer) rounds to 0 is refused by the forward.
         momentum: :math:`m`, the weight of the batch in the running statistics, in ``[0, 1]``
             (default 0.1), or ``None`` for their cumulative average (:math:`m = 1/t`, above).
         affine: learn :math:`\gamma` (``weight``, starting at 1) and :math:`\beta` (``bias``,
@@ -187,6 +202,8 @@ class BatchNorm1d(Module):
     track_running_stats = Setting(_check_track_running_stats, ignored_when_plain=True)
     _track_running_stats = True
     _updates_in_training = True  # (its running statistics)
+    #: The eps and compute dtype that the last forward found eps not to round to 0 in.
+    _eps_fits: tuple[float, torch.dtype] | None = None
     _optional_buffers = ("num_batches_tracked",)  # (kept where a state dict lacks it)
     _num_features: int
     _affine: bool
@@ -249,6 +266,9 @@ class BatchNorm1d(Module):
         # would otherwise record the graph, for good).
         dtype = input.dtype
         compute = _compute_dtype(dtype)
+        if self._eps_fits != (self._eps, compute):  # (checked once for each eps and dtype)
+            _check_eps_fits(self._eps, compute)
+            self._eps_fits = (self._eps, compute)
         x = _as(input.detach(), compute)
         if self.training:
             batch = x.shape[0]
