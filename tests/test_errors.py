@@ -1046,8 +1046,23 @@ def test_loss_backward_with_a_non_scalar_upstream() -> None:
             ValueError,
             ("BatchedLinear", "cannot put tensors on device 'cuda:99'"),
         ),
-        (lambda: nn.Softmax(1.0), ValueError, ("Softmax", "dim must be 1 (or -1)", "1.0")),
-        (lambda: nn.LogSoftmax(-1.0), ValueError, ("LogSoftmax", "dim must be 1", "-1.0")),
+        (
+            lambda: nn.Softmax(1.0),
+            TypeError,
+            ("Softmax", "dim must be an int, 1 (or -1)", "float 1.0"),
+        ),
+        (
+            lambda: nn.LogSoftmax(-1.0),
+            TypeError,
+            ("LogSoftmax", "dim must be an int", "float -1.0"),
+        ),
+        (lambda: nn.Softmax(True), TypeError, ("Softmax", "dim must be an int", "bool True")),
+        (lambda: nn.Softmax("1"), TypeError, ("Softmax", "dim must be an int", "str '1'")),
+        (
+            lambda: nn.LogSoftmax(None),
+            TypeError,
+            ("LogSoftmax", "dim must be an int", "NoneType None"),
+        ),
         (
             lambda: nn.mlp((2, 3, 2), None),
             TypeError,
@@ -3671,7 +3686,7 @@ def test_an_input_given_for_a_setting_is_shown_by_its_shape() -> None:
     shape = r"a tensor of shape \(50, 8\), torch\.float32$"
     for build, kind, start in (
         (nn.ReLU, TypeError, "ReLU: inplace must be True or False, got "),
-        (nn.Softmax, ValueError, "Softmax: dim must be 1"),
+        (nn.Softmax, TypeError, "Softmax: dim must be an int"),
         (
             nn.Dropout,
             TypeError,

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from minidl._setting import Setting
-from minidl._validate import shown
+from minidl._validate import shown, shown_typed
 from minidl.nn._checks import check_cached, check_grad_like, check_input
 from minidl.nn.module import Module
 
@@ -17,9 +17,15 @@ __all__ = ["Softmax", "check_dim"]
 
 def check_dim(where: str, dim: int) -> int:
     """Check a softmax dimension: only the feature dimension of an ``(N, C)`` input."""
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim not in (1, -1):
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):  # (1.0, True, "1")
+        raise TypeError(
+            f"{where}: dim must be an int, 1 (or -1), the feature dimension of an (N, C) "
+            f"input, got {shown_typed(dim)}"
+        )
+    if dim not in (1, -1):
         raise ValueError(
-            f"{where}: dim must be 1 (or -1), the feature dimension of an (N, C) input, got {shown(dim)}"
+            f"{where}: dim must be 1 (or -1), the feature dimension of an (N, C) input, got "
+            f"{shown(dim)}"
         )
     return 1
 
