@@ -669,3 +669,33 @@ def test_float16_gradients_of_a_tiny_norm_are_clipped(limit: float) -> None:
         assert float(torch.linalg.vector_norm(p.grad.float())) <= limit * 1.01
         if limit == 0.0:
             assert not p.grad.any()
+
+
+@pytest.mark.parametrize("clip", [nn.clip_grad_norm_, nn.clip_grad_value_])
+def test_the_pairs_of_named_parameters_and_param_are_refused_with_the_fix(
+    clip: Callable[..., object],
+) -> None:
+    """``clip_grad_norm_(model.named_parameters(), 1.0)`` said only "got tuple at position
+    0"; the optimizers name the pair and the fix, and so does clipping now."""
+    model = nn.mlp((2, 3, 2))
+    name = clip.__name__  # type: ignore[attr-defined]
+    with pytest.raises(
+        TypeError,
+        match=rf"^{name}: expected Parameters, got tuple at position 0, a pair as "
+        r"named_parameters\(\) gives \(pass model\.parameters\(\)\)$",
+    ):
+        clip(model.named_parameters(), 1.0)
+    with pytest.raises(TypeError, match=r"a \(value, gradient\) pair as param\(\) gives"):
+        clip(model.param(), 1.0)
+
+
+@pytest.mark.parametrize("clip", [nn.clip_grad_norm_, nn.clip_grad_value_])
+def test_a_limit_beyond_the_floats_is_infinity(clip: Callable[..., object]) -> None:
+    """10**400 as max_norm or clip_value was refused as no number in [0, inf]: it is one, and
+    larger than any gradient, as infinity is; it clips nothing."""
+    model = nn.mlp((2, 3, 2))
+    for p in model.parameters():
+        p.grad.normal_()
+    before = [p.grad.clone() for p in model.parameters()]
+    clip(model.parameters(), 10**400)
+    assert all(torch.equal(p.grad, q) for p, q in zip(model.parameters(), before, strict=True))

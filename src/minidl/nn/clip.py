@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Iterable
 
 import torch
@@ -278,12 +279,26 @@ def _what(value: object, index: int | None = None) -> str:
         if isinstance(value, Tensor)
         else ""
     )
+    if isinstance(value, tuple | list) and len(value) == 2:
+        first, second = value
+        if isinstance(first, str) and isinstance(second, Parameter):
+            hint = ", a pair as named_parameters() gives (pass model.parameters())"
+        elif isinstance(first, Tensor) and isinstance(second, Tensor):
+            hint = (
+                ", a (value, gradient) pair as param() gives (pass model.parameters(), the "
+                "Parameters that hold them)"
+            )
     return f"{kind.__name__}{where}{hint}"
 
 
 def _limit(where: str, name: str, value: object) -> float:
-    """``value`` as a float ``>= 0``, infinity allowed."""
-    if _infinite(value):
+    """``value`` as a float ``>= 0``, infinity allowed (and an int beyond the floats, 10**400,
+    taken as it: no gradient is larger, as none is larger than infinity)."""
+    if _infinite(value) or (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and value > sys.float_info.max
+    ):
         return math.inf
     try:
         return check_real(where, name, value, low=0.0)
