@@ -1155,7 +1155,7 @@ def test_a_float8_input_or_gradient_is_refused_naming_the_module(
         with raises(TypeError, f"{name}: expected a floating-point gradient of dtype float16, "):
             module.backward(x.to(dtype))
     loss = nn.CrossEntropyLoss()
-    with raises(TypeError, "CrossEntropyLoss: expected a floating-point input of dtype "):
+    with raises(TypeError, "CrossEntropyLoss: expected a floating-point prediction of dtype "):
         loss(x.to(dtype), torch.tensor([0, 1, 0]))
 
 
@@ -3238,7 +3238,7 @@ HUGE = 10**5000
         (lambda: nn.Linear(2, 2).cuda(HUGE), ValueError, "is not a device"),
         (lambda: nn.Linear(2, 2).to(HUGE), ValueError, "Linear.to: an int"),  # type: ignore[arg-type]
         (
-            lambda: nn.clip_grad_norm_(nn.Linear(2, 2).parameters(), HUGE),
+            lambda: nn.clip_grad_norm_(nn.Linear(2, 2).parameters(), -HUGE),
             ValueError,
             "clip_grad_norm_: max_norm must be",
         ),
@@ -3660,13 +3660,13 @@ def test_regression_and_one_hot_mistakes_hear_how_a_target_is_read() -> None:
     ):
         nn.CrossEntropyLoss()(torch.randn(6, 1), torch.tensor([0, 4, 0, 0, 0, 0]))
     with pytest.raises(
-        ValueError, match=r"^MSELoss: expected an input of shape \(N, features\)"
+        ValueError, match=r"^MSELoss: expected a prediction of shape \(N, features\)"
     ) as raised:
         nn.MSELoss()(torch.randn(6), torch.randn(6))
     assert raised.value.__notes__ == [
         "MSELoss takes one value a sample as (N, 1): prediction.unsqueeze(-1)"
     ]
-    with pytest.raises(ValueError, match=r"^CrossEntropyLoss: expected an input") as raised:
+    with pytest.raises(ValueError, match=r"^CrossEntropyLoss: expected a prediction") as raised:
         nn.CrossEntropyLoss()(torch.randn(3), torch.tensor(1))  # (one sample's scores)
     assert raised.value.__notes__ == [
         "CrossEntropyLoss takes one sample's scores (C,) as (1, C): prediction.unsqueeze(0)"

@@ -715,7 +715,9 @@ def test_fit_refuses_a_model_without_class_scores_before_training() -> None:
     x, y = torch.randn(4, 2), torch.tensor([0, 1, 0, 1])
     with pytest.raises(ValueError) as info:
         fit(model, nn.MSELoss(), optimizer, x, x, epochs=1, validation=(x, y))
-    assert str(info.value) == "MSELoss: expected an input of shape (N, features), got shape (1,)"
+    assert (
+        str(info.value) == "MSELoss: expected a prediction of shape (N, features), got shape (1,)"
+    )
     assert optimizer.step_count == 0
     assert all(torch.equal(model.state_dict()[name], value) for name, value in before.items())
 

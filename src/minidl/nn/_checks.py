@@ -214,30 +214,35 @@ def check_dense(where: str, tensor: Tensor, what: str = "input") -> None:
         ) from None  # (raised where an operation refused it too: that error says less)
 
 
-def check_input(where: str, input: object, features: int | None = None) -> Tensor:
+def check_input(
+    where: str, input: object, features: int | None = None, *, what: str = "input"
+) -> Tensor:
     """Check that ``input`` is a dense floating tensor of shape ``(N, features)`` with
-    ``N >= 1`` and at least one feature."""
+    ``N >= 1`` and at least one feature; the messages call it ``what`` (a loss's
+    ``"prediction"``)."""
     if not isinstance(input, Tensor):
-        raise TypeError(f"{where}: expected a torch.Tensor as input, got {type(input).__name__}")
+        raise TypeError(f"{where}: expected a torch.Tensor as {what}, got {type(input).__name__}")
     if input.dtype not in COMPUTED:
         raise TypeError(
-            f"{where}: expected a {FLOATING.format(what='input')}, got dtype {input.dtype}"
+            f"{where}: expected a {FLOATING.format(what=what)}, got dtype {input.dtype}"
         )
     # (a sparse input's products run, but its backward is refused by the tensor library)
     check_dense(where, input)
     if input.dim() != 2:
+        article = "an" if what[:1] in "aeiou" else "a"
         raise ValueError(
-            f"{where}: expected an input of shape (N, features), got shape {tuple(input.shape)}"
+            f"{where}: expected {article} {what} of shape (N, features), got shape "
+            f"{tuple(input.shape)}"
         )
     if features is not None and input.shape[1] != features:
         raise ValueError(
-            f"{where}: expected {features} input features, got {input.shape[1]} "
-            f"(input shape {tuple(input.shape)})"
+            f"{where}: expected {features} {what} features, got {input.shape[1]} "
+            f"({what} shape {tuple(input.shape)})"
         )
     if input.shape[0] == 0 or input.shape[1] == 0:
         # (no features: a loss or a softmax would divide by zero or reduce over nothing)
-        what = "an empty batch" if input.shape[0] == 0 else "no features"
-        raise ValueError(f"{where}: got {what} (input shape {tuple(input.shape)})")
+        empty = "an empty batch" if input.shape[0] == 0 else "no features"
+        raise ValueError(f"{where}: got {empty} ({what} shape {tuple(input.shape)})")
     return input
 
 

@@ -171,10 +171,10 @@ class Loss(Module):
                     f"{name}: got an empty stack, batch or feature dimension (prediction shape "
                     f"{tuple(prediction.shape)}, expected (R, N, C) with R, N, C >= 1)"
                 )
-            check_input(name, prediction[0])
+            check_input(name, prediction[0], what="prediction")
         else:
             try:
-                prediction = check_input(name, prediction)
+                prediction = check_input(name, prediction, what="prediction")
             except ValueError as error:
                 if isinstance(prediction, Tensor) and prediction.dim() == 1:
                     # (PyTorch's losses take (N,), one value a sample, and its class losses
