@@ -297,7 +297,7 @@ def _limit(where: str, name: str, value: object) -> float:
     if _infinite(value) or (
         isinstance(value, numbers.Integral)
         and not isinstance(value, bool)
-        and value > sys.float_info.max
+        and int(value) > sys.float_info.max
     ):
         return math.inf
     try:
