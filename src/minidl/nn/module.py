@@ -1692,10 +1692,8 @@ def trial_key(parts: tuple[Module, ...], input: Tensor) -> tuple[object, ...] | 
     needed, whatever the container's own mode); else the input's shape past the batch, dtype
     and device, the state of the parameter tensors and registrations, and the parts' modes, so
     that a part put back in training mode (a batch norm unfrozen) is tried again."""
-    if not parts:
-        return None
     modes = tuple([part.training for part in parts])
-    if not any(modes):
+    if True not in modes:  # (none in training mode, or no part at all)
         return None
     return (
         input.shape[1:], input.dtype, input.device,

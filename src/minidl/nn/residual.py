@@ -67,9 +67,11 @@ class Residual(Module):
             input = input.clone()
         tried_now = False  # (whether a trial ran the block here: its caches are the trial's)
         # (a nested input's shape is not read: the block refuses it)
-        if not input.is_nested and input.dim() and input.shape[0]:
-            self._updaters = updating_parts(self.block, self._updaters)
-            tried = trial_key(self._updaters[1], input)
+        updaters = self._updaters
+        if updaters[0] != Module._registrations:
+            updaters = self._updaters = updating_parts(self.block, updaters)
+        if updaters[1] and not input.is_nested and input.dim() and input.shape[0]:
+            tried = trial_key(updaters[1], input)
             if tried is not None and tried != self._tried:
                 tried_now = self._try(input)
                 self._tried = tried

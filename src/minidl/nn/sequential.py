@@ -278,14 +278,17 @@ class Sequential(Module):
         self._planned = None
         first = input
         tried_now = False  # (whether a trial ran children here: their caches are the trial's)
+        updaters = self._updaters
+        if updaters[0] != Module._registrations:
+            updaters = self._updaters = updating_parts(self, updaters)
         if (
-            type(input) is Tensor
+            updaters[1]  # (most chains hold no module that needs a trial: nothing more)
+            and type(input) is Tensor
             and not input.is_nested  # (whose shape is not read: its modules refuse it)
             and input.dim()
             and input.shape[0]
         ):
-            self._updaters = updating_parts(self, self._updaters)
-            tried = trial_key(self._updaters[1], input)
+            tried = trial_key(updaters[1], input)
             if tried is not None and tried != self._tried:
                 tried_now = self._try(input)
                 self._tried = tried
