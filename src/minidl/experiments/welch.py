@@ -42,8 +42,13 @@ class Welch:
     difference with no spread at all)."""
 
 
-#: The most samples a side may have: every count up to it is a float exactly.
-_MOST_SAMPLES = 2**53
+#: The most samples a side may have: the p-value's beta function loses digits as its arguments
+#: grow (the difference of log-gammas), within about 1e-9 up to a million (1e-4 at 3e10, and no
+#: probability at all from about 1e14).
+_MOST_SAMPLES = 10**6
+
+#: The largest ``a`` and ``b`` of :func:`regularized_beta`, for the same reason.
+_LARGEST_SHAPE = 1e6
 
 
 def welch(mean_1: float, sd_1: float, n_1: int, mean_2: float, sd_2: float, n_2: int) -> Welch:
@@ -57,14 +62,17 @@ def welch(mean_1: float, sd_1: float, n_1: int, mean_2: float, sd_2: float, n_2:
 
     Raises:
         TypeError: a count of samples that is no integer (a bool is none).
-        ValueError: a side of fewer than 2 samples (or more than 2**53), a mean that is not a
+        ValueError: a side of fewer than 2 samples (or more than 10**6), a mean that is not a
             finite number, or an s.d. that is not a finite number ``>= 0``.
     """
     for name, n in (("n_1", n_1), ("n_2", n_2)):
         # (an integer count: a fraction, NaN or a string gave a p-value, NaN or another error)
         check_int("welch", name, n, low=2)
-        if n > _MOST_SAMPLES:  # (a count no float holds: OverflowError below)
-            raise ValueError(f"welch: {name} must be an integer in [2, 2**53], got {shown(n)}")
+        if n > _MOST_SAMPLES:  # (see _MOST_SAMPLES)
+            raise ValueError(
+                f"welch: {name} must be an integer in [2, 10**6] (the p-value is computed to "
+                f"about 1e-9 up to there), got {shown(n)}"
+            )
     n_1, n_2 = int(n_1), int(n_2)
     mean_1, mean_2 = check_real("welch", "mean_1", mean_1), check_real("welch", "mean_2", mean_2)
     sd_1, sd_2 = (
@@ -97,11 +105,16 @@ def critical_t(degrees_of_freedom: float, level: float = 0.05) -> float:
 
     Raises:
         TypeError: degrees of freedom or a level that is no real number.
-        ValueError: degrees of freedom that are not a finite number ``> 0``, or a level out of
+        ValueError: degrees of freedom out of ``(0, 2e6]``, or a level out of
             ``(0, 1)``.
     """
     degrees = check_real(
-        "critical_t", "degrees_of_freedom", degrees_of_freedom, low=0.0, low_open=True
+        "critical_t",
+        "degrees_of_freedom",
+        degrees_of_freedom,
+        low=0.0,
+        high=2 * _LARGEST_SHAPE,  # (its half is regularized_beta's a)
+        low_open=True,
     )
     level = check_real(
         "critical_t", "level", level, low=0.0, high=1.0, low_open=True, high_open=True
@@ -124,15 +137,17 @@ def critical_t(degrees_of_freedom: float, level: float = 0.05) -> float:
 
 
 def regularized_beta(x: float, a: float, b: float) -> float:
-    """:math:`I_x(a, b)` for ``0 <= x <= 1`` and ``a, b > 0``, to about 1e-14.
+    """:math:`I_x(a, b)` for ``0 <= x <= 1`` and ``0 < a, b <= 10^6``: to about 1e-14 for ``a``
+    and ``b`` up to about 100, about 1e-9 at a million (the difference of log-gammas in its
+    front factor loses digits as they grow).
 
     Raises:
         TypeError: an argument that is no real number.
-        ValueError: ``x`` out of ``[0, 1]``, or ``a`` or ``b`` not a finite number ``> 0``.
+        ValueError: ``x`` out of ``[0, 1]``, or ``a`` or ``b`` out of ``(0, 1e6]``.
     """
     x = check_real("regularized_beta", "x", x, low=0.0, high=1.0)
-    a = check_real("regularized_beta", "a", a, low=0.0, low_open=True)
-    b = check_real("regularized_beta", "b", b, low=0.0, low_open=True)
+    a = check_real("regularized_beta", "a", a, low=0.0, high=_LARGEST_SHAPE, low_open=True)
+    b = check_real("regularized_beta", "b", b, low=0.0, high=_LARGEST_SHAPE, low_open=True)
     return _regularized_beta(x, a, b)
 
 
