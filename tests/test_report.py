@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -196,6 +197,39 @@ def test_a_main_row_of_ones_own_without_the_papers_numbers_is_said_so(tmp_path: 
     assert "Fewer than 2 rounds" not in section
     assert "(Table I mine: no number of the paper to compare with.)" in section.splitlines()
     assert "1 of the 1 rows differs; none is within noise." in section.splitlines()
+
+
+def test_a_run_whose_main_rows_are_all_ones_own_says_nothing_is_compared(
+    tmp_path: Path,
+) -> None:
+    """Every main row without the paper's numbers: the section ended "0 of the 0 rows
+    differ; none is within noise"."""
+    rows = [
+        fake_row(dataclasses.replace(experiment("I", label), paper=None), (1.6, 1.7, 1.5))
+        for label in ("Tanh", "Sigmoid")
+    ]
+    section = differences_section(rows, tmp_path)
+    assert "of the 0 rows" not in section
+    assert "(No row holds the paper's numbers: nothing is compared with the paper.)" in section
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ((1.06, 0.41, 5.0), TypeError, "rounds must be an integer >= 2, got 5.0"),
+        ((1.06, 0.41, 1), ValueError, "rounds must be an integer >= 2, got 1"),
+        ((1.06, -0.41), ValueError, "sd must be in [0, inf), got -0.41"),
+        ((101.0, 0.41), ValueError, "mean must be in [0, 100], got 101.0"),
+        ((math.nan, 0.41), ValueError, "mean must be a finite number in [0, 100], got nan"),
+    ],
+)
+def test_the_papers_numbers_are_checked_when_made(
+    arguments: tuple[float, ...], error: type, message: str
+) -> None:
+    """PaperResult(1.06, 0.41, rounds=5.0) was taken, the row trained, and the report failed
+    in Welch's test, naming its n_2."""
+    with pytest.raises(error, match=f"^PaperResult: {re.escape(message)}$"):
+        PaperResult(*arguments)
 
 
 def test_the_protocol_written_is_the_one_the_rows_trained_with(tmp_path: Path) -> None:

@@ -283,11 +283,23 @@ class CyclicSchedule:
 
 @dataclass(frozen=True)
 class PaperResult:
-    """A row's published test error: mean and s.d. over 5 rounds, in %."""
+    """A row's published test error: mean and s.d. over 5 rounds, in %.
+
+    Checked when made (a test error in [0, 100], an s.d. >= 0, an integer number of rounds
+    >= 2): a row of one's own given ``rounds=5.0`` trained, then failed in the report's test.
+    """
 
     mean: float
     sd: float
     rounds: int = 5
+
+    def __post_init__(self) -> None:
+        mean = check_real("PaperResult", "mean", self.mean, low=0.0, high=100.0)
+        sd = check_real("PaperResult", "sd", self.sd, low=0.0)
+        rounds = check_int("PaperResult", "rounds", self.rounds, low=2)
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "sd", sd)
+        object.__setattr__(self, "rounds", rounds)
 
 
 @dataclass(frozen=True)

@@ -935,6 +935,9 @@ def _differences_section(
     if any(c is None for _, c in comparisons):
         lines += ["(Fewer than 2 rounds: no standard deviation, so no comparison.)", ""]
         return lines
+    if not mains and unpublished:  # (every main row one's own: no verdict to count)
+        lines += ["(No row holds the paper's numbers: nothing is compared with the paper.)", ""]
+        return [*lines, *_differences_beside(results)]
     lines += _paper_sd_reading(results)
     differing = [(r, c) for r, c in comparisons if c is not None and c.differs]
     agreeing = [r for r, c in comparisons if c is not None and not c.differs]
@@ -961,8 +964,13 @@ def _differences_section(
     for row, comparison in differing:
         assert comparison is not None
         lines += _explain(results, row, comparison, (corrected[id(row)], len(mains)))
+    return [*lines, *_differences_beside(results)]
+
+
+def _differences_beside(results: Sequence[RowResult]) -> list[str]:
+    """The parts of the differences section besides the main rows' verdicts: the activations
+    alone, Figure 1's comparison and the paper's consistency."""
     return [
-        *lines,
         *_activations_alone(results),
         *_figure_1_comparison(results),
         *_paper_consistency(results),
