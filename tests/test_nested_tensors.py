@@ -87,7 +87,7 @@ def test_a_loss_refuses_a_nested_prediction_target_or_upstream_gradient(
     prediction = torch.randn(4, 3)
     indices = isinstance(criterion, nn.CrossEntropyLoss)
     target = torch.tensor([0, 1, 2, 0]) if indices else torch.rand(4, 3)
-    with pytest.raises(TypeError, match=rf"^{name}: expected a dense input, got a nested"):
+    with pytest.raises(TypeError, match=rf"^{name}: expected a dense prediction, got a nested"):
         criterion(nested(prediction), target)
     bad_target = torch.nested.nested_tensor([target[:2], target[2:]]) if indices else nested(target)
     with pytest.raises(TypeError, match=rf"^{name}: expected a dense target, got a nested"):
@@ -192,9 +192,9 @@ def test_stacks_losses_optimizers_and_predict_refuse_a_nested_tensor_by_name() -
     criterion = nn.MSELoss()
     prediction, target = torch.randn(4, 3), torch.randn(4, 3)
     criterion(prediction, target)
-    with pytest.raises(TypeError, match=r"^MSELoss: expected a dense input, got a nested"):
+    with pytest.raises(TypeError, match=r"^MSELoss: expected a dense prediction, got a nested"):
         criterion(nested(prediction), target)
-    with pytest.raises(TypeError, match=r"^MSELoss: expected a dense input, got a nested"):
+    with pytest.raises(TypeError, match=r"^MSELoss: expected a dense prediction, got a nested"):
         nn.MSELoss()(nested(torch.randn(2, 4, 3)), torch.randn(2, 4, 3))
     stacked = nn.StackedActivation([(nn.Tanh(), 2), (nn.ReLU(), 1)])
     with pytest.raises(

@@ -227,7 +227,7 @@ def check_input(
             f"{where}: expected a {FLOATING.format(what=what)}, got dtype {input.dtype}"
         )
     # (a sparse input's products run, but its backward is refused by the tensor library)
-    check_dense(where, input)
+    check_dense(where, input, what)
     if input.dim() != 2:
         article = "an" if what[:1] in "aeiou" else "a"
         raise ValueError(

@@ -158,7 +158,7 @@ class Loss(Module):
             return prediction
         name = type(self).__name__
         if isinstance(prediction, Tensor) and prediction.is_nested:
-            check_dense(name, prediction)
+            check_dense(name, prediction, "prediction")
         if isinstance(prediction, Tensor) and prediction.dim() == 3:
             if not self.stacks:
                 raise ValueError(
