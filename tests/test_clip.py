@@ -699,3 +699,18 @@ def test_a_limit_beyond_the_floats_is_infinity(clip: Callable[..., object]) -> N
     before = [p.grad.clone() for p in model.parameters()]
     clip(model.parameters(), 10**400)
     assert all(torch.equal(p.grad, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+def test_an_order_or_a_limit_beyond_the_floats_is_infinity() -> None:
+    """norm_type=10**400 was refused as no number in (0, inf], a Fraction of 10**400 as
+    max_norm too (its digits all printed): each is taken as infinity, as 10**400 is."""
+    from fractions import Fraction
+
+    layer = nn.Linear(3, 2)
+    for p in layer.parameters():
+        p.grad.normal_()
+    expected = nn.clip_grad_norm_(layer.parameters(), math.inf, norm_type=math.inf)
+    assert torch.equal(nn.clip_grad_norm_(layer.parameters(), 1e9, norm_type=10**400), expected)
+    before = [p.grad.clone() for p in layer.parameters()]
+    nn.clip_grad_norm_(layer.parameters(), Fraction(10**400))
+    assert all(torch.equal(p.grad, q) for p, q in zip(layer.parameters(), before, strict=True))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import sys
 from collections.abc import Iterable
 
 import torch
@@ -294,11 +293,7 @@ def _what(value: object, index: int | None = None) -> str:
 def _limit(where: str, name: str, value: object) -> float:
     """``value`` as a float ``>= 0``, infinity allowed (and an int beyond the floats, 10**400,
     taken as it: no gradient is larger, as none is larger than infinity)."""
-    if _infinite(value) or (
-        isinstance(value, numbers.Integral)
-        and not isinstance(value, bool)
-        and int(value) > sys.float_info.max
-    ):
+    if _infinite(value) or _beyond_floats(value):
         return math.inf
     try:
         return check_real(where, name, value, low=0.0)
@@ -310,7 +305,7 @@ def _limit(where: str, name: str, value: object) -> float:
 
 def _norm_type(where: str, value: object) -> float:
     """The order of the norm: a number ``> 0``, or infinity (also the string ``"inf"``)."""
-    if value == "inf" or _infinite(value):
+    if value == "inf" or _infinite(value) or _beyond_floats(value):
         return math.inf
     try:
         return check_real(where, "norm_type", value, low=0.0, low_open=True)
@@ -323,6 +318,18 @@ def _refused(error: Exception, where: str, name: str, expected: str, value: obje
     """``error`` (of :func:`check_real`, whose range is finite) again, naming ``expected``."""
     got = f"{shown_typed(value)}" if isinstance(error, TypeError) else shown(value)
     return type(error)(f"{where}: {name} must be {expected}, got {got}")
+
+
+def _beyond_floats(value: object) -> bool:
+    """Whether ``value`` is a real number (not a bool) above every float (an int or a
+    ``Fraction`` of 10**400), which the limits and orders take as infinity."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return bool(value > 0)  # type: ignore[operator]
+    return False
 
 
 def _infinite(value: object) -> bool:
