@@ -152,8 +152,9 @@ class CyclicLR(LRScheduler):
         if mode == "triangular":
             scale = 1.0
         elif mode == "triangular2":
-            # (2^(1 - c) exactly, as torch's 1 / 2.0 ** (c - 1) where that is defined, and 0
-            # past cycle 1024, where 2.0 ** 1024 overflowed: the rate is base_lr)
+            # (2^(1 - c) exactly, as torch's 1 / 2.0 ** (c - 1) where that is defined; past
+            # cycle 1024, where 2.0 ** 1024 overflowed, a subnormal float, then 0 from cycle
+            # 1076 on: the rate is base_lr, but for a base_lr of 0)
             scale = math.ldexp(1.0, 1 - cycle)
         else:
             scale = self._gamma**step
