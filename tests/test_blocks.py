@@ -956,25 +956,28 @@ def test_a_chain_refused_after_a_batch_norm_or_dropout_leaves_them_as_they_were(
         model.backward(torch.ones(8, 2))
 
 
+class _Counting(nn.Module):
+    """An identity of one's own that records the mode of each of its forwards."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modes: list[bool] = []
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self.modes.append(self.training)
+        return input * 1.0
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return grad_output * 1.0
+
+
 def test_a_chains_trial_runs_once_a_signature_and_changes_no_number() -> None:
     """The trial in evaluation mode runs once for each input signature and set of parameter
     tensors (a module of one's own sees one forward more then, in evaluation mode), and the
     training it precedes gives the numbers of the same steps run without it."""
 
-    class Counting(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.modes: list[bool] = []
-
-        def forward(self, input: torch.Tensor) -> torch.Tensor:
-            self.modes.append(self.training)
-            return input * 1.0
-
-        def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
-            return grad_output * 1.0
-
     torch.manual_seed(0)
-    counting = Counting()
+    counting = _Counting()
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), counting, nn.Linear(4, 2))
     reference = copy.deepcopy(model)
     x = torch.randn(8, 3)
@@ -1035,19 +1038,7 @@ def test_a_trial_is_made_again_only_where_a_parts_mode_changed() -> None:
     put in training mode makes one (none while it is in evaluation mode), as it was tried
     before none; the chain's other modules' modes are not looked at."""
 
-    class Counting(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.modes: list[bool] = []
-
-        def forward(self, input: torch.Tensor) -> torch.Tensor:
-            self.modes.append(self.training)
-            return input * 1.0
-
-        def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
-            return grad_output * 1.0
-
-    counting = Counting()
+    counting = _Counting()
     norm = nn.BatchNorm1d(3)
     model = nn.Sequential(norm, counting)
     x = torch.randn(4, 3)
