@@ -480,15 +480,15 @@ def _protocol_section(settings: RunSettings, results: Sequence[RowResult]) -> li
         if settings.epochs_override is not None
         else "epochs as each table says"
     )
+    # One protocol, or each with the rows that trained with it ("Table I Tanh: Network ...").
     shared = _shared_protocol(results)
-    groups: dict[Protocol, list[str]] = {}
-    for row in results if shared is None else ():
-        groups.setdefault(row.experiment.protocol, []).append(
-            f"Table {row.experiment.table} {row.experiment.label}"
-        )
-    described = [(shared, "")] if shared is not None else [
-        (p, f"{', '.join(labels)}: ") for p, labels in groups.items()
-    ]  # fmt: skip
+    described: list[tuple[Protocol, str]] = [(shared, "")] if shared is not None else []
+    if shared is None:
+        groups: dict[Protocol, list[str]] = {}
+        for row in results:
+            label = f"Table {row.experiment.table} {row.experiment.label}"
+            groups.setdefault(row.experiment.protocol, []).append(label)
+        described = [(p, f"{', '.join(labels)}: ") for p, labels in groups.items()]
     network = []
     for p, rows in described:
         network += [

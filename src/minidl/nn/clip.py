@@ -138,9 +138,11 @@ def _clip_norm(
     # without their conversions at every call (see minidl._scalar)
     denominator = total + operand(1e-6, total)
     reciprocal = denominator.reciprocal_()
-    coefficient = torch.clamp(reciprocal * operand(limit, total), max=1.0)
-    if total.dtype is torch.float16:
+    if total.dtype is torch.float16:  # (the reciprocal kept: where it overflowed, see below)
+        coefficient = torch.clamp(reciprocal * operand(limit, total), max=1.0)
         coefficient = _float16_coefficient(total, reciprocal, coefficient, limit)
+    else:
+        coefficient = torch.clamp(reciprocal.mul_(operand(limit, total)), max=1.0)
     for grad in [flat] if flat is not None else grads:
         grad.mul_(coefficient.to(grad.device))
     return total
@@ -291,8 +293,8 @@ def _what(value: object, index: int | None = None) -> str:
 
 
 def _limit(where: str, name: str, value: object) -> float:
-    """``value`` as a float ``>= 0``, infinity allowed (and an int beyond the floats, 10**400,
-    taken as it: no gradient is larger, as none is larger than infinity)."""
+    """``value`` as a float ``>= 0``, infinity allowed (and a number beyond the floats,
+    10**400, taken as it: no gradient is larger, as none is larger than infinity)."""
     if _infinite(value) or _beyond_floats(value):
         return math.inf
     try:
@@ -323,7 +325,7 @@ def _refused(error: Exception, where: str, name: str, expected: str, value: obje
 def _beyond_floats(value: object) -> bool:
     """Whether ``value`` is a real number (not a bool) above every float (an int or a
     ``Fraction`` of 10**400), which the limits and orders take as infinity."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+    if type(value) is float or not isinstance(value, numbers.Real) or isinstance(value, bool):
         return False
     try:
         float(value)

@@ -1671,15 +1671,11 @@ _MOST_NESTED = 1024
 _DEEPEST_NAMED = 50
 
 
-def updating_parts(
-    root: Module, found: tuple[int, tuple[Module, ...]]
-) -> tuple[int, tuple[Module, ...]]:
+def updating_parts(root: Module) -> tuple[int, tuple[Module, ...]]:
     """The modules under ``root`` (itself included) whose forward changes their state in
     training mode (:attr:`Module._updates_in_training`: a batch norm, a dropout), after
-    :attr:`Module._registrations` as it is now; ``found``, the same pair found before, if no
-    module or parameter was registered since."""
-    if found[0] == Module._registrations:
-        return found
+    :attr:`Module._registrations` as it is now: a container keeps the pair, and finds them
+    again once a module or parameter was registered since."""
     return Module._registrations, tuple(
         part for part in root.modules() if type(part)._updates_in_training
     )

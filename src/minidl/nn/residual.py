@@ -69,7 +69,7 @@ class Residual(Module):
         # (a nested input's shape is not read: the block refuses it)
         updaters = self._updaters
         if updaters[0] != Module._registrations:
-            updaters = self._updaters = updating_parts(self.block, updaters)
+            updaters = self._updaters = updating_parts(self.block)
         if updaters[1] and not input.is_nested and input.dim() and input.shape[0]:
             tried = trial_key(updaters[1], input)
             if tried is not None and tried != self._tried:

@@ -280,7 +280,7 @@ class Sequential(Module):
         tried_now = False  # (whether a trial ran children here: their caches are the trial's)
         updaters = self._updaters
         if updaters[0] != Module._registrations:
-            updaters = self._updaters = updating_parts(self, updaters)
+            updaters = self._updaters = updating_parts(self)
         if (
             updaters[1]  # (most chains hold no module that needs a trial: nothing more)
             and type(input) is Tensor
