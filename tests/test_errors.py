@@ -3272,6 +3272,29 @@ def test_shown_writes_an_integer_whole_up_to_40_digits() -> None:
     assert shown(True) == "True" and shown(0.5) == "0.5" and shown("x") == "'x'"
 
 
+def test_shown_writes_a_fraction_of_huge_terms_by_their_digits() -> None:
+    # (written whole: 495 characters for Fraction(-10**400); past 4300 digits, the message
+    # itself failed in Python's words, "Exceeds the limit (4300 digits)")
+    from decimal import Decimal
+    from fractions import Fraction
+
+    from minidl._validate import shown
+
+    assert shown(Fraction(-(10**400))) == "Fraction(a negative int of 401 digits, 1)"
+    assert shown(Fraction(10**5000)) == "Fraction(an int of 5001 digits, 1)"
+    assert shown(Fraction(1, 10**50)) == "Fraction(1, an int of 51 digits)"
+    assert (
+        shown(Fraction(1, 3)) == "Fraction(1, 3)" and shown(Decimal("1e400")) == "Decimal('1E+400')"
+    )
+    assert shown(Decimal(10**5000)) == (
+        "Decimal('1000000000000000000000000000000... (a Decimal written in 5012 characters)"
+    )
+    with raises(ValueError, "max_norm", "got Fraction(a negative int of 401 digits, 1)"):
+        nn.clip_grad_norm_(nn.Linear(2, 2).parameters(), Fraction(-(10**400)))
+    with raises(ValueError, "max_norm", "got Fraction(a negative int of 5001 digits, 1)"):
+        nn.clip_grad_norm_(nn.Linear(2, 2).parameters(), Fraction(-(10**5000)))
+
+
 def test_the_class_index_check_with_a_number_of_classes_refuses_a_negative_index() -> None:
     # Its docstring promises [0, classes); with classes given only the maximum was compared
     # (the callers ran the check without classes first, a second pass over the labels).

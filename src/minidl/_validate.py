@@ -68,7 +68,10 @@ def shown(value: object) -> str:
     numbers as ``[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, ...
     (100000 items)]``). A tensor of more than :data:`LONGEST_SHOWN_ITEMS` elements (an input
     given where a setting goes, ``ReLU(x)`` for ``ReLU()(x)``) by its shape and dtype (``a
-    tensor of shape (50, 8), torch.float32``).
+    tensor of shape (50, 8), torch.float32``). A fraction of terms beyond 40 digits is written
+    with each term so (``Fraction(a negative int of 401 digits, 1)``), and another number whose
+    ``repr`` is longer than :data:`LONGEST_TEXT` characters (a ``Decimal`` of 5000 digits) by
+    the start of it and its length.
     """
     if isinstance(value, torch.Tensor) and not value.is_nested:
         if value.numel() > LONGEST_SHOWN_ITEMS:
@@ -87,6 +90,16 @@ def shown(value: object) -> str:
         if len(parts) == 1 and type(value) is tuple:
             return f"({parts[0]},)"
         return f"({', '.join(parts)})" if type(value) is tuple else f"[{', '.join(parts)}]"
+    if isinstance(value, numbers.Rational) and not isinstance(value, int):
+        # (a Fraction of huge terms: each term as an int is written, by its digits)
+        terms = (value.numerator, value.denominator)
+        if max(abs(term) for term in terms).bit_length() > 132:
+            return f"{type(value).__name__}({shown(terms[0])}, {shown(terms[1])})"
+    if isinstance(value, numbers.Number) and not isinstance(value, int):
+        text = repr(value)  # (a Decimal of 5000 digits, say: its start and length)
+        if len(text) <= LONGEST_TEXT:
+            return text
+        return f"{text[:LONGEST_SHOWN]}... (a {type(value).__name__} written in {len(text)} characters)"
     if not isinstance(value, int) or isinstance(value, bool) or value.bit_length() <= 132:
         return repr(value)  # (below 2**132, 5.4e39: 40 digits at most)
     magnitude = abs(value)
