@@ -2391,6 +2391,73 @@ def test_a_layers_own_generator_in_any_attribute_resumes_bit_for_bit(
     assert saved == ["rng.module.1" if name == "generator" else "rng.module.1.rng"]
 
 
+class _HeldNoise(nn.Module):
+    """Gaussian noise drawn from the generator at ``pick(self.rngs)``, a list, tuple or dict."""
+
+    def __init__(self, rngs: object, pick: Callable[[Any], torch.Generator]) -> None:
+        super().__init__()
+        self.rngs, self.pick = rngs, pick
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        generator = self.pick(self.rngs)
+        return input + torch.randn(input.shape, generator=generator, dtype=input.dtype)
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return grad_output
+
+
+@pytest.mark.parametrize(
+    ("make", "pick", "entries"),
+    [
+        (lambda g: [g, 5], lambda rngs: rngs[0], ["rngs[0]"]),
+        (lambda g: (1.0, g), lambda rngs: rngs[1], ["rngs[1]"]),
+        (
+            lambda g: {"left": g, 3: [None, g]},
+            lambda rngs: rngs[3][1],
+            ["rngs['left']", "rngs[3][1]"],
+        ),
+    ],
+)
+def test_a_generator_held_in_a_list_tuple_or_dict_is_saved_and_resumed(
+    tmp_path: Path,
+    make: Callable[[torch.Generator], object],
+    pick: Callable[[Any], torch.Generator],
+    entries: list[str],
+) -> None:
+    """A generator held in a list, tuple or dict of a module's attribute was not saved (one in
+    a list or dict was found, and passed over): a resumed run drew other numbers. It is saved
+    by its place there now, and loaded back into the generator at that place."""
+    path = tmp_path / "run.ckpt"
+    model = nn.Sequential(nn.Linear(2, 2), _HeldNoise(make(torch.Generator().manual_seed(1)), pick))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    save_checkpoint(path, model, optimizer)
+    saved = sorted(
+        entry for entry in read_checkpoint(path).tensors if entry.startswith("rng.module.")
+    )
+    assert saved == sorted(f"rng.module.1.{entry}" for entry in entries)
+    first = model(torch.zeros(1, 2))
+    pick(model[1].rngs).manual_seed(99)
+    load_checkpoint(path, model, optimizer)
+    assert torch.equal(model(torch.zeros(1, 2)), first)
+
+
+def test_a_generator_held_in_a_dict_under_a_key_a_checkpoint_cannot_name_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "run.ckpt"
+    model = nn.Sequential(_HeldNoise({(0, 1): torch.Generator()}, lambda rngs: rngs[0, 1]))
+    with pytest.raises(
+        CheckpointError,
+        match=r"^save_checkpoint: the generator held at 0\.rngs\[\(0, 1\)\] cannot be named in a "
+        r"checkpoint: .* must be a str or an int, got tuple",
+    ):
+        save_checkpoint(path, model)
+    assert not path.exists()
+    # (one under such a key that holds no generator is no concern of the checkpoint's)
+    model = nn.Sequential(_HeldNoise([torch.Generator(), {(0, 1): 5}], lambda rngs: rngs[0]))
+    save_checkpoint(path, model)
+
+
 @pytest.mark.parametrize("limit", [0, 10_000])
 def test_save_refuses_an_integer_json_cannot_read_back_whatever_the_limit(
     tmp_path: Path, limit: int

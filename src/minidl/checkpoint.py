@@ -5,7 +5,8 @@ model's parameters, the optimizer's state (learning rate, step count, hyper-para
 flat state tensors such as ``momentum_buffer``), the scheduler's state, the epoch and step
 counters, the :class:`~minidl.train.History` so far, and the state of every random generator in
 use: torch's global generator, the data-shuffling :class:`torch.Generator`, the generators of the
-model's modules (a ``generator`` attribute, as :class:`~minidl.nn.Dropout`'s), and the default
+model's modules (a ``generator`` attribute, as :class:`~minidl.nn.Dropout`'s, any other
+attribute holding one, or a list, tuple or dict of an attribute holding one), and the default
 CUDA generator of each GPU the model is on (where a module without its own generator draws).
 
 The file is a `safetensors <https://huggingface.co/docs/safetensors>`_ file: the tensors, and one
@@ -68,7 +69,7 @@ import secrets
 import stat
 import struct
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -271,11 +272,15 @@ class Checkpoint:
 # -- saving ---------------------------------------------------------------------------------------
 
 
-def _module_generators(model: Module, others: bool = True) -> dict[str, torch.Generator]:
+def _module_generators(
+    where: str, model: Module, others: bool = True
+) -> dict[str, torch.Generator]:
     """The generators of ``model``'s modules, by checkpoint entry name: a ``generator``
     attribute holding a ``torch.Generator`` (:class:`~minidl.nn.Dropout`'s) by the module's
     path, any other attribute holding one (a noise layer's ``self.rng``, which was not saved,
-    so that a resumed run drew other numbers) by the module's path and the attribute's name.
+    so that a resumed run drew other numbers) by the module's path and the attribute's name,
+    and one held in a list, tuple or dict of an attribute (``self.rngs = [g0, g1]``) by its
+    place there too (``noise.rngs[1]``, ``noise.rngs['left']``; see :func:`_held_generators`).
     (The two cannot meet: an attribute named as a child is that child.) ``others=False``: the
     ``generator`` attributes only."""
     found: dict[str, torch.Generator] = {}
@@ -287,13 +292,73 @@ def _module_generators(model: Module, others: bool = True) -> dict[str, torch.Ge
         # Others found without asking for the module's __dict__ (see referred), which is
         # asked for only where one is held.
         if others and any(
-            isinstance(value, torch.Generator) and value is not generator
-            for value in referred(module)
+            value is not generator and _holds_generator(value)
+            for value in _attribute_values(module)
         ):
             for attribute, value in vars(module).items():
-                if isinstance(value, torch.Generator) and attribute != "generator":
-                    found[_RNG_MODULE + (f"{name}.{attribute}" if name else attribute)] = value
+                if attribute == "generator" and isinstance(value, torch.Generator):
+                    continue
+                place = f"{name}.{attribute}" if name else attribute
+                for at, held in _held_generators(where, value, place):
+                    found[_RNG_MODULE + at] = held
     return found
+
+
+#: How deep :func:`_held_generators` looks into lists, tuples and dicts inside one another.
+_DEEPEST = 4
+#: The types of items that hold no generator, passed over in C (a log of numbers).
+_NO_GENERATOR = frozenset({int, float, str, bool, type(None), Tensor})
+
+
+def _attribute_values(module: Module) -> list[object]:
+    """The values of ``module``'s attributes, found without asking for its ``__dict__`` (see
+    :func:`~minidl.nn.module.referred`), with tuples' items (which ``referred`` leaves out)."""
+    values = referred(module)
+    return values + [item for value in values if type(value) is tuple for item in value]
+
+
+def _holds_generator(value: object, depth: int = 0) -> bool:
+    """Whether ``value`` is a generator or a list, tuple or dict holding one, down to
+    :data:`_DEEPEST` levels (where :func:`_held_generators` looks)."""
+    if isinstance(value, torch.Generator):
+        return True
+    if depth >= _DEEPEST or type(value) not in (list, tuple, dict):
+        return False
+    assert isinstance(value, list | tuple | dict)
+    values = value.values() if isinstance(value, dict) else value
+    return not set(map(type, values)) <= _NO_GENERATOR and any(
+        _holds_generator(item, depth + 1) for item in values
+    )
+
+
+def _held_generators(
+    where: str, value: object, place: str, depth: int = 0
+) -> Iterator[tuple[str, torch.Generator]]:
+    """The generators that ``value``, found at ``place``, is or holds (see
+    :func:`_holds_generator`), by place: the items of a list or tuple by index
+    (``place[0]``), those of a dict by key (``place['key']``, ``place[3]``).
+
+    Raises:
+        CheckpointError: a generator held in a dict under a key that is no str or int, which
+            the checkpoint could not name so that loading finds it again.
+    """
+    if isinstance(value, torch.Generator):
+        yield place, value
+        return
+    if not _holds_generator(value, depth):
+        return
+    assert isinstance(value, list | tuple | dict)
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        if isinstance(key, bool) or not isinstance(key, str | int):
+            if _holds_generator(item, depth + 1):
+                raise CheckpointError(
+                    f"{where}: the generator held at {place}[{shown(key)}] cannot be named in a "
+                    "checkpoint: one held in a dict is named by its key, which must be a str "
+                    f"or an int, got {type(key).__name__}; hold it under such a key"
+                )
+            continue
+        yield from _held_generators(where, item, f"{place}[{key!r}]", depth + 1)
 
 
 def _check_module_generators(
@@ -306,7 +371,7 @@ def _check_module_generators(
     torch's generator instead, or the other way round. (A module generator that the checkpoint
     does not know, as in the files of versions before they were saved, keeps its own state.)"""
     saved = sorted(name[len(_RNG_MODULE) :] for name in tensors if name.startswith(_RNG_MODULE))
-    given = sorted(name[len(_RNG_MODULE) :] for name in _module_generators(model))
+    given = sorted(name[len(_RNG_MODULE) :] for name in _module_generators(where, model))
     missing = [name for name in saved if name not in given]
     if missing:
         raise CheckpointError(
@@ -318,7 +383,9 @@ def _check_module_generators(
     recorded = header.get("module_generators")  # (not in checkpoints of older versions)
     # (a generator in another attribute than `generator`, which versions before saved none
     # of, keeps its own state where the checkpoint does not know it)
-    plain = sorted(name[len(_RNG_MODULE) :] for name in _module_generators(model, others=False))
+    plain = sorted(
+        name[len(_RNG_MODULE) :] for name in _module_generators(where, model, others=False)
+    )
     added = [name for name in plain if recorded is not None and name not in recorded]
     if added:
         raise CheckpointError(
@@ -521,7 +588,7 @@ def save_checkpoint(
     tensors[_RNG_TORCH] = torch.get_rng_state()
     if generator is not None:
         tensors[_RNG_GENERATOR] = generator.get_state()
-    for name, module_generator in _module_generators(model).items():
+    for name, module_generator in _module_generators(where, model).items():
         tensors[name] = module_generator.get_state()
     for index in _cuda_devices(model):
         tensors[f"{_RNG_CUDA}{index}"] = torch.cuda.get_rng_state(index)
@@ -536,7 +603,9 @@ def save_checkpoint(
         "scheduler": scheduler_header,
         # (every module with a generator of its own, with a state or not: see
         # _check_module_generators)
-        "module_generators": sorted(name[len(_RNG_MODULE) :] for name in _module_generators(model)),
+        "module_generators": sorted(
+            name[len(_RNG_MODULE) :] for name in _module_generators(where, model)
+        ),
         "training": {
             "epoch": epoch,
             "step": optimizer.step_count if optimizer is not None else 0,
@@ -1796,7 +1865,7 @@ def load_checkpoint(
     # The modules' and the GPUs' generators, where the checkpoint holds their state.
     module_generators = {
         name: module_generator
-        for name, module_generator in _module_generators(model).items()
+        for name, module_generator in _module_generators(where, model).items()
         if resuming and name in tensors
     }
     backup_modules = {name: g.get_state() for name, g in module_generators.items()}
