@@ -92,9 +92,13 @@ def shown(value: object) -> str:
         return f"({', '.join(parts)})" if type(value) is tuple else f"[{', '.join(parts)}]"
     if isinstance(value, numbers.Rational) and not isinstance(value, int):
         # (a Fraction of huge terms: each term as an int is written, by its digits)
-        terms = (value.numerator, value.denominator)  # (a NumPy integer's: itself and 1)
-        if all(type(term) is int for term in terms) and max(map(abs, terms)).bit_length() > 132:
-            return f"{type(value).__name__}({shown(terms[0])}, {shown(terms[1])})"
+        numerator, denominator = value.numerator, value.denominator  # (a NumPy integer: itself, 1)
+        if (
+            isinstance(numerator, int)
+            and isinstance(denominator, int)
+            and max(abs(numerator), denominator).bit_length() > 132
+        ):
+            return f"{type(value).__name__}({shown(numerator)}, {shown(denominator)})"
     if isinstance(value, numbers.Number) and not isinstance(value, int):
         text = repr(value)  # (a Decimal of 5000 digits, say: its start and length)
         if len(text) <= LONGEST_TEXT:
