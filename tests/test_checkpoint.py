@@ -2265,6 +2265,44 @@ def test_a_checkpoint_tensor_changed_in_place_is_refused_as_it_is_applied(tmp_pa
         assert torch.equal(value, before[key]), key
 
 
+def test_two_reads_of_one_file_are_equal_checkpoints(tmp_path: Path) -> None:
+    """Comparing two checkpoints raised (the generated __eq__ compared the tensors with ==,
+    "Boolean value of Tensor with more than one value is ambiguous"), and hashing one failed
+    on its frozen header. Equal: the same header values (a history's NaN equal to NaN) and
+    the same tensors, bit for bit; unhashable."""
+    model = nn.mlp((2, 3, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    history = History(train_loss=[0.5], validation_error=[math.nan], lr=[0.1])
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, model, optimizer, epoch=1, history=history)
+    first, second = read_checkpoint(path), read_checkpoint(path)
+    assert first == second and second in [first] and first != path
+    with pytest.raises(TypeError, match="unhashable type: 'Checkpoint'"):
+        hash(first)
+    weight, state = first.tensors["model.0.weight"], first.tensors["rng.torch"]
+    for name, tensor in (
+        ("model.0.weight", weight + 1),
+        ("rng.torch", state.view(torch.int8)),  # (the same bits, another dtype)
+        ("rng.torch", state.reshape(1, -1)),
+    ):
+        assert Checkpoint(header=first.header, tensors={**first.tensors, name: tensor}) != first
+    zeros, negative = (
+        Checkpoint(header=first.header, tensors={**first.tensors, "model.0.weight": tensor})
+        for tensor in (torch.zeros_like(weight), -torch.zeros_like(weight))
+    )
+    assert zeros != negative  # (-0.0 == 0.0, but other bits)
+    header = copy.deepcopy(first.header)
+    header["training"]["epoch"] = 2
+    assert Checkpoint(header=header, tensors=dict(first.tensors)) != first
+    assert Checkpoint(header=copy.deepcopy(first.header), tensors=dict(first.tensors)) == first
+    nan = first.tensors["model.0.bias"].clone().fill_(math.nan)
+    same = [
+        Checkpoint(header=first.header, tensors={**first.tensors, "model.0.bias": nan.clone()})
+        for _ in range(2)
+    ]
+    assert same[0] == same[1]  # (a NaN's bits equal themselves)
+
+
 @pytest.mark.parametrize("kind", ["missing", "folder", "empty", "another program's"])
 def test_a_file_that_is_no_checkpoint_is_refused_by_the_function_called(
     tmp_path: Path, kind: str

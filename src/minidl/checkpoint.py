@@ -163,11 +163,14 @@ class TrainingState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Checkpoint:
     """A checkpoint read and verified by :func:`read_checkpoint`, not yet applied to anything.
 
-    It is a value, checked once when made: its ``header`` and ``tensors`` are read-only copies
+    It is a value, checked once when made: two are equal (``==``) when their headers hold the
+    same values (a NaN of a history equal to a NaN) and their tensors the same names, dtypes,
+    shapes and bits, as two reads of one file do; it is not hashable (its tensors may change in
+    place). Its ``header`` and ``tensors`` are read-only copies
     of those given (each ``dict`` and ``list`` of the header, and the mapping of tensors; the
     tensors themselves are not copied), which refuse a change with a ``TypeError``, so that what
     :func:`load_checkpoint` applies is what was checked. To apply another state, build a new
@@ -231,6 +234,20 @@ class Checkpoint:
         )
         object.__setattr__(self, "header", header)
         object.__setattr__(self, "tensors", tensors)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Checkpoint):
+            return NotImplemented
+        if self is other:
+            return True
+        # (the headers as JSON: NaN, which a run without validation records, equals NaN there)
+        if self.tensors.keys() != other.tensors.keys():
+            return False
+        if _canonical(self.header) != _canonical(other.header):
+            return False
+        return all(_same_bits(self.tensors[name], other.tensors[name]) for name in self.tensors)
+
+    __hash__ = None  # type: ignore[assignment]  # (a value whose tensors may change in place)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Copied and unpickled through the constructor, checked and read-only again (a deep
@@ -866,6 +883,17 @@ def _minidl_version() -> str:
     import minidl
 
     return str(minidl.__version__)
+
+
+def _same_bits(first: Tensor, second: Tensor) -> bool:
+    """Whether two tensors have the same dtype, shape and bits (a NaN equal to the same NaN,
+    -0.0 not equal to 0.0), wherever they lie."""
+    if first.dtype != second.dtype or first.shape != second.shape:
+        return False
+    if first.numel() == 0:
+        return True
+    bits = [t.detach().cpu().reshape(-1).contiguous().view(torch.uint8) for t in (first, second)]
+    return torch.equal(bits[0], bits[1])
 
 
 def _canonical(value: Any) -> str:
