@@ -13,8 +13,10 @@ The file is a `safetensors <https://huggingface.co/docs/safetensors>`_ file: the
 metadata entry ``"minidl"`` holding a JSON header with the format version, the minidl and torch
 versions, the architecture (parameter names, shapes and dtypes, and the model's ``repr``), the
 non-tensor state, a SHA-256 digest and a finiteness flag for every tensor, and a digest of the
-header itself. Loading never executes code from the file (no pickle, no ``torch.load``) and checks,
-before anything is written:
+header itself (written as Python's JSON writes it: a number that is not finite, the NaN of a
+history without validation, as ``NaN``, which strict JSON parsers refuse). Loading never
+executes code from the file (no pickle, no ``torch.load``) and checks, before anything is
+written:
 
 * that the file is a well-formed safetensors file, byte for byte as minidl writes it;
 * the header's digest, format and version (a newer format is refused, naming both versions);
@@ -484,7 +486,8 @@ def save_checkpoint(
             generators and of the default CUDA generator of each GPU the model is on.
         extra: a mapping with string keys of JSON-serialisable values to keep with the
             checkpoint (e.g. the run's settings); mappings inside it need string keys too, and
-            it nests arrays and objects 100 levels deep at most (itself the first).
+            it nests arrays and objects 100 levels deep at most (itself the first). Read back
+            as JSON gives it: a tuple as a list, another mapping as a ``dict``.
 
     Raises:
         CheckpointError: bad arguments, or a state that cannot be serialised.
