@@ -1065,6 +1065,90 @@ def test_a_run_stopped_by_on_epoch_leaves_the_models_where_it_stopped() -> None:
             assert not torch.equal(p.data, p0)
 
 
+def test_sets_changed_in_place_by_on_epoch_train_the_next_epoch_as_fits() -> None:
+    """fit_rounds stacked its sets once, before the first epoch: an on_epoch that changed them
+    in place (new noise, labels flipped) trained on as fit, which reads its data each epoch,
+    did not. Read again after each on_epoch, as in fit; the validation sets too."""
+
+    def sets(seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        data = [make_disk_data(40, 10, 10, seed=seed + r, dtype=DTYPE) for r in range(2)]
+        return [(d.train.x.clone(), d.train.y.clone()) for d in data]
+
+    def flip(x: torch.Tensor, y: torch.Tensor) -> None:
+        x.mul_(-1.5)
+        y.sub_(1).neg_()
+
+    def flip_all(pairs: tuple[tuple[torch.Tensor, torch.Tensor], ...]) -> None:
+        for pair in pairs:
+            flip(*pair)
+
+    def models() -> list[nn.Sequential]:
+        return [
+            nn.mlp((2, 5, 2), "tanh", dtype=DTYPE, generator=torch.Generator().manual_seed(r))
+            for r in range(2)
+        ]
+
+    alone, stacked = models(), models()
+    train, validation = sets(0), sets(10)
+    histories = []
+    for r, model in enumerate(alone):
+        (x, y), (x_val, y_val) = train[r], validation[r]
+        histories.append(
+            fit(model, nn.CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), x, y, epochs=3,
+                batch_size=8, generator=torch.Generator().manual_seed(r),
+                validation=(x_val, y_val),
+                on_epoch=lambda record, pairs=((x, y), (x_val, y_val)): flip_all(pairs))
+        )  # fmt: skip
+    train, validation = sets(0), sets(10)
+
+    def on_epoch(epoch: int, records: list[EpochRecord]) -> None:
+        flip_all((*train, *validation))
+
+    rounds = fit_rounds(
+        stacked,
+        nn.CrossEntropyLoss(),
+        lambda stack: SGD(stack.parameters(), lr=0.1),
+        train,
+        epochs=3,
+        batch_size=8,
+        generators=[torch.Generator().manual_seed(r) for r in range(2)],
+        validation_sets=validation,
+        on_epoch=on_epoch,
+    )
+    _assert_trained_alike(stacked, alone, rounds, histories)
+
+
+@pytest.mark.parametrize("change", ["resized", "another dtype"])
+def test_a_set_resized_or_cast_by_on_epoch_is_refused(change: str) -> None:
+    data = [make_disk_data(40, 10, 10, seed=r, dtype=DTYPE) for r in range(2)]
+    train = [(d.train.x.clone(), d.train.y.clone()) for d in data]
+
+    def on_epoch(epoch: int, records: list[EpochRecord]) -> None:
+        x = train[1][0]
+        if change == "resized":
+            x.resize_(39, 2)
+        else:
+            x.data = x.data.float()  # (the same tensor, of another dtype)
+
+    models = [nn.mlp((2, 5, 2), "tanh", dtype=DTYPE) for _ in range(2)]
+    expected = "(39, 2), torch.float64" if change == "resized" else "(40, 2), torch.float32"
+    with pytest.raises(
+        ValueError,
+        match=rf"^fit_rounds: train_sets\[1\] x was changed by on_epoch to {re.escape(expected)}, "
+        r"from \(40, 2\), torch.float64; the sets keep their shapes and dtypes",
+    ):
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            train,
+            epochs=3,
+            batch_size=8,
+            generators=[torch.Generator().manual_seed(r) for r in range(2)],
+            on_epoch=on_epoch,
+        )
+
+
 @pytest.mark.parametrize("index", [0, 2, 3])
 def test_batched_rows_equal_rows_trained_round_by_round(index: int) -> None:
     from minidl.experiments.batched import train_row_batched

@@ -218,7 +218,11 @@ def fit_rounds(
             outside ``torch.inference_mode()`` (in which the steps run; a Ctrl-C or SIGTERM
             there waits for the step to end, every model's update, as in
             :func:`~minidl.train.fit`, where on_epoch is interrupted as the signal comes).
-            ``models`` get the trained parameters only when training ends, so they are not updated yet here. As
+            ``models`` get the trained parameters only when training ends, so they are not
+            updated yet here; the sets are read again after it where their version counters
+            moved, as :func:`~minidl.train.fit` reads its data each epoch (changed in place,
+            they train the next epoch; resized, or of another dtype, they are refused; written
+            through a NumPy array, they move no counter and are not read again). As
             with :func:`~minidl.train.fit`, if it returns ``True`` (or a true numpy bool or
             one-element bool tensor), training stops after that epoch, for all the models (the
             histories end with it); other return values than ``None`` and bools are refused (a
@@ -491,9 +495,11 @@ def fit_rounds(
     x_flat = x_all.reshape(rounds * samples, *x_all.shape[2:])
     y_flat = y_all.reshape(rounds * samples, *y_all.shape[2:])
     model_offsets = torch.arange(rounds, device=x_all.device).repeat_interleave(samples) * samples
+    stacked_as = _signature(train_sets)  # (read again after on_epoch where it moved)
     if validation_sets is not None:
         x_val = torch.stack([x for x, _ in validation_sets])
         y_val = torch.stack([y for _, y in validation_sets])
+        validation_as = _signature(validation_sets)
     histories = [History() for _ in range(rounds)]
     for model in models:
         model.train()
@@ -580,7 +586,52 @@ def fit_rounds(
                     stop = on_epoch(epoch, records)
                 if stop is not None and _stops(stop, "fit_rounds"):
                     break
+                # (the sets as on_epoch left them, as fit's batches read them each epoch)
+                stacked_as = _stack_again("train_sets", train_sets, x_all, y_all, stacked_as)
+                if validation_sets is not None:
+                    validation_as = _stack_again(
+                        "validation_sets", validation_sets, x_val, y_val, validation_as
+                    )
     return histories
+
+
+def _signature(sets: Sequence[tuple[Tensor, Tensor]]) -> tuple[tuple[int, int], ...] | None:
+    """The version counter and address of each tensor of ``sets``, which a change in place
+    (``x.add_(noise)``, ``x.resize_(...)``) or of ``.data`` moves; ``None`` where one keeps no
+    counter (an inference tensor)."""
+    try:
+        return tuple((tensor._version, tensor.data_ptr()) for pair in sets for tensor in pair)
+    except RuntimeError:  # ("Inference tensors do not track version counter")
+        return None
+
+
+def _stack_again(
+    name: str,
+    sets: Sequence[tuple[Tensor, Tensor]],
+    x_all: Tensor,
+    y_all: Tensor,
+    signature: tuple[tuple[int, int], ...] | None,
+) -> tuple[tuple[int, int], ...] | None:
+    """Copy ``sets`` into their stacks ``x_all`` and ``y_all`` again where on_epoch may have
+    changed them in place (their :func:`_signature` is not ``signature``, the one they had
+    when last stacked), and return their signature; refuse a set resized, or given another
+    dtype, meanwhile. (Written through a NumPy array sharing its memory, a set moves no
+    counter, and is not read again.)"""
+    now = _signature(sets)
+    if now is not None and now == signature:
+        return now
+    for index, pair in enumerate(sets):
+        for what, tensor, stacked in (("x", pair[0], x_all), ("y", pair[1], y_all)):
+            if tensor.shape != stacked.shape[1:] or tensor.dtype != stacked.dtype:
+                raise ValueError(
+                    f"fit_rounds: {name}[{index}] {what} was changed by on_epoch to "
+                    f"{tuple(tensor.shape)}, {tensor.dtype}, from {tuple(stacked.shape[1:])}, "
+                    f"{stacked.dtype}; the sets keep their shapes and dtypes through a run "
+                    "(change their values in place)"
+                )
+    torch.stack([x for x, _ in sets], out=x_all)
+    torch.stack([y for _, y in sets], out=y_all)
+    return now
 
 
 def _check_sequence(name: str, value: object) -> None:
