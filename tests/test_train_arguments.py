@@ -1011,6 +1011,20 @@ ROUNDS_CASES: list[tuple[str, Callable[[Rounds], dict[str, Any]], type[Exception
         "out_features=4, bias=True) of torch.float32 on cpu",
     ),
     (
+        # (failed in torch's words, "Could not run 'aten::as_strided' with arguments from the
+        # 'SparseCPU' backend", where fit and the validation sets refuse it)
+        "train-x-sparse",
+        lambda r: {"train_sets": [r.sets[0], (r.sets[1][0].to_sparse(), r.sets[1][1])]},
+        TypeError,
+        "train_sets[1] x must be a dense (strided) tensor, got a sparse_coo tensor",
+    ),
+    (
+        "train-y-sparse",
+        lambda r: {"train_sets": [(r.sets[0][0], r.sets[0][1].to_sparse()), r.sets[1]]},
+        TypeError,
+        "train_sets[0] y must be a dense (strided) tensor, got a sparse_coo tensor",
+    ),
+    (
         "validation-labels-out-of-range",
         lambda r: {"validation_sets": [r.sets[0], (x6, torch.tensor([0, 1, 0, 1, 5, 0]))]},
         ValueError,

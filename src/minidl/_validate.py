@@ -28,6 +28,7 @@ __all__ = [
     "check_real",
     "check_samples",
     "check_seed",
+    "check_strided",
     "make_folder",
     "remove_if_empty",
     "shown",
@@ -409,7 +410,7 @@ def check_copyable(where: str, what: str, value: Tensor, target: Tensor) -> None
         )
 
 
-def _check_strided(where: str, name: str, tensor: Tensor) -> None:
+def check_strided(where: str, name: str, tensor: Tensor) -> None:
     """Refuse a sparse or nested ``tensor`` (named ``name``), before its shape is read: a
     strided nested tensor's fails in torch's "Internal error: NestedTensorImpl doesn't support
     sizes", and slices of a sparse one are not made."""
@@ -434,7 +435,7 @@ def check_samples(where: str, x: object, y: object) -> tuple[Tensor, Tensor]:
     for name, tensor in (("x", x), ("y", y)):
         if not isinstance(tensor, Tensor):
             raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(tensor).__name__}")
-        _check_strided(where, name, tensor)
+        check_strided(where, name, tensor)
         if tensor.dim() == 0 or tensor.shape[0] == 0:
             raise ValueError(
                 f"{where}: {name} must hold at least one sample, got shape {tuple(tensor.shape)}"
@@ -458,7 +459,7 @@ def check_class_indices(where: str, what: str, y: Tensor, classes: int | None = 
     :func:`check_labelled`. A sparse or nested ``y``, and one of ``torch.uint16``, ``uint32``
     or ``uint64``, on which torch's kernels compute no minimum, are refused by type.
     """
-    _check_strided(where, f"{what}y", y)
+    check_strided(where, f"{what}y", y)
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise TypeError(
             f"{where}: {what}y must hold class indices of an integer dtype, got {y.dtype}"
@@ -507,7 +508,7 @@ def check_labelled(
             raise TypeError(
                 f"{where}: {what}{name} must be a torch.Tensor, got {type(tensor).__name__}"
             )
-        _check_strided(where, f"{what}{name}", tensor)
+        check_strided(where, f"{what}{name}", tensor)
     assert isinstance(x, Tensor) and isinstance(y, Tensor)
     if y.dim() != 1:
         raise ValueError(

@@ -17,12 +17,12 @@ from torch import Tensor
 
 from minidl._memory import out_of_memory
 from minidl._validate import (
-    _check_strided,
     check_cpu_generator,
     check_dtype,
     check_int,
     check_samples,
     check_seed,
+    check_strided,
     check_tensor_size,
     shown,
     unavailable,
@@ -60,7 +60,7 @@ def disk_labels(points: Tensor) -> Tensor:
         raise TypeError(
             f"disk_labels: points must be a floating-point tensor of shape (N, 2), got {got}"
         )
-    _check_strided("disk_labels", "points", points)
+    check_strided("disk_labels", "points", points)
     if points.dim() != 2 or points.shape[1] != 2:
         raise ValueError(
             f"disk_labels: points must have shape (N, 2), got shape {tuple(points.shape)}"
@@ -167,7 +167,7 @@ class DiskData:
                 "DiskData.normalize: points must be a floating-point tensor of shape (N, 2), "
                 f"got {got}"
             )
-        _check_strided("DiskData.normalize", "points", points)
+        check_strided("DiskData.normalize", "points", points)
         if points.is_meta:
             raise ValueError(
                 "DiskData.normalize: points are on the meta device, which holds no values to "

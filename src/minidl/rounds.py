@@ -28,6 +28,7 @@ from minidl._validate import (
     check_labelled,
     check_like,
     check_real,
+    check_strided,
     shown,
 )
 from minidl.nn._stack_clip import StackClip
@@ -694,6 +695,9 @@ def _check_sets(
                 f"fit_rounds: train_sets[{index}] must be an (x, y) pair of tensors, got "
                 f"{_describe_pair(pair)}"
             )
+        # (a sparse or nested set failed in torch's words, at the stack or at its first slice)
+        check_strided("fit_rounds", f"train_sets[{index}] x", pair[0])
+        check_strided("fit_rounds", f"train_sets[{index}] y", pair[1])
         if pair[0].shape[0] != pair[1].shape[0]:
             raise ValueError(
                 f"fit_rounds: train_sets[{index}] holds {pair[0].shape[0]} inputs and "

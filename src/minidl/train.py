@@ -14,7 +14,6 @@ from torch import Tensor
 from minidl import anomaly
 from minidl._interrupts import Deferred, deferring_interrupts
 from minidl._validate import (
-    _check_strided,
     add_note,
     check_class_indices,
     check_cpu_generator,
@@ -23,6 +22,7 @@ from minidl._validate import (
     check_like,
     check_real,
     check_samples,
+    check_strided,
     shown,
 )
 from minidl.data import BatchIterator
@@ -123,7 +123,7 @@ def predict(model: Module, x: Tensor, batch_size: int = 4096) -> Tensor:
     batch_size = check_int("predict", "batch_size", batch_size)
     if not isinstance(x, Tensor):
         raise TypeError(f"predict: x must be a torch.Tensor, got {type(x).__name__}")
-    _check_strided("predict", "x", x)
+    check_strided("predict", "x", x)
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"predict: x must hold at least one sample, got shape {tuple(x.shape)}")
     return _predict("predict", model, x, batch_size)[0]
