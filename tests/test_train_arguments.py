@@ -877,6 +877,22 @@ def test_stacked_error_rates_refuses_labels_that_are_not_class_indices() -> None
         stacked_error_rates(stacked, x, torch.full((2, 5), -1))
 
 
+def test_stacked_error_rates_refuses_sets_on_two_devices_or_sparse_before_the_forward() -> None:
+    # (x on one device and y on another failed after the forward, in torch's words: "Tensor on
+    # device cpu is not on the expected device meta!"; a sparse x inside the forward)
+    stacked = nn.stack_models([nn.mlp((2, 3, 2), "tanh") for _ in range(2)])
+    x, y = torch.randn(2, 5, 2), torch.zeros(2, 5, dtype=torch.int64)
+    with pytest.raises(
+        ValueError, match=r"^stacked_error_rates: x and y must be on one device, got cpu and meta$"
+    ):
+        stacked_error_rates(stacked, x, y.to("meta"))
+    with pytest.raises(
+        TypeError,
+        match=r"^stacked_error_rates: x must be a dense \(strided\) tensor, got a sparse_coo",
+    ):
+        stacked_error_rates(stacked, x.to_sparse(), y)
+
+
 # -- fit_rounds ----------------------------------------------------------------------------------
 
 

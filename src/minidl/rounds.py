@@ -108,9 +108,10 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
             width of the model's outputs).
 
     Raises:
-        TypeError: ``model`` is not a :class:`Sequential`, ``x`` or ``y`` not a tensor.
+        TypeError: ``model`` is not a :class:`Sequential`, ``x`` or ``y`` not a dense tensor.
         ValueError: ``model`` holds no stacked layer (:class:`BatchedLinear`): it was not made
-            by :func:`minidl.nn.stack_models`.
+            by :func:`minidl.nn.stack_models`; ``x`` and ``y`` of other shapes than above, or
+            on two devices.
     """
     _stacked_models(model, "stacked_error_rates")
     for name, tensor, dims in (("x", x, 3), ("y", y, 2)):
@@ -118,6 +119,7 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
             raise TypeError(
                 f"stacked_error_rates: {name} must be a torch.Tensor, got {type(tensor).__name__}"
             )
+        check_strided("stacked_error_rates", name, tensor)
         if tensor.dim() != dims:
             expected = "inputs (R, N, features)" if name == "x" else "class indices (R, N)"
             raise ValueError(
@@ -127,6 +129,10 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
         raise ValueError(
             f"stacked_error_rates: x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)} "
             "must hold as many models and samples"
+        )
+    if x.device != y.device:  # (as error_rate: before the forward, not in torch's words after it)
+        raise ValueError(
+            f"stacked_error_rates: x and y must be on one device, got {x.device} and {y.device}"
         )
     check_class_indices("stacked_error_rates", "", y)
     with eval_mode(model):
