@@ -70,3 +70,20 @@ def test_a_set_size_beyond_a_tensor_size_is_refused_by_name(name: str) -> None:
         r"got 9223372036854775808$",
     ):
         make_disk_data(**sizes)
+
+
+@pytest.mark.parametrize("name", ["n_train", "n_validation", "n_test"])
+@pytest.mark.parametrize("size", [2**59, 2**62])
+def test_a_set_size_whose_points_pass_the_largest_tensor_is_refused_by_name(
+    name: str, size: int
+) -> None:
+    """From 2**59 points on, the bytes of a set's (n, 2) float64 points pass 2**63 - 1, and
+    torch's count of them overflowed ("Storage size calculation overflowed with sizes=...", a
+    RuntimeError naming no argument)."""
+    sizes = {"n_train": 2, "n_validation": 1, "n_test": 1, name: size}
+    with pytest.raises(
+        ValueError,
+        match=rf"^make_disk_data: {name} must be at most 2\*\*59 - 1, got {size}: the set's "
+        r"points, \(n, 2\) float64, would pass the largest tensor, 2\*\*63 - 1 bytes$",
+    ):
+        make_disk_data(**sizes)

@@ -230,6 +230,11 @@ def make_disk_data(
     for name, n in sizes.items():
         check_int("make_disk_data", name, n, low=2 if name == "n_train" else 1)
         check_tensor_size("make_disk_data", name, n)
+        if n > _MOST_POINTS:  # (torch's count of their bytes overflowed, in its words)
+            raise ValueError(
+                f"make_disk_data: {name} must be at most 2**59 - 1, got {shown(n)}: the set's "
+                "points, (n, 2) float64, would pass the largest tensor, 2**63 - 1 bytes"
+            )
     check_dtype("make_disk_data", dtype)
     seed = check_seed("make_disk_data", seed)
     device = _check_device("make_disk_data", device)
@@ -265,6 +270,11 @@ def make_disk_data(
         raise ValueError(
             f"make_disk_data: cannot hold {n_train} + {n_validation} + {n_test} samples ({reason})"
         ) from None
+
+
+#: The most points of a set of :func:`make_disk_data`: ``(n, 2)`` float64, 16 bytes a point,
+#: of at most ``2**63 - 1`` bytes, the most that torch counts.
+_MOST_POINTS = (2**63 - 1) // 16
 
 
 def _check_device(where: str, device: object) -> torch.device | None:
