@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import re
 import types
 from collections.abc import Callable
@@ -2217,3 +2218,35 @@ def test_batched_linear_stack_refuses_a_weight_set_by_hand() -> None:
         ValueError, match=r"^BatchedLinear.stack: layers\[1\]: bias is a Parameter that is not"
     ):
         nn.BatchedLinear.stack(layers)
+
+
+def test_models_watched_by_detect_anomaly_are_watched_in_their_stack() -> None:
+    """The stack ran without the checks detect_anomaly set on the models: a run diverging to
+    NaN under ``with detect_anomaly(*models)`` ended with no AnomalyError. The stack is
+    watched in their place, and the error says that its first index is the model's."""
+    from minidl.anomaly import AnomalyError, detect_anomaly
+
+    data = make_disk_data(100, 10, 10, seed=0, dtype=DTYPE)
+    models = [nn.mlp((2, 8, 2), "relu", dtype=DTYPE) for _ in range(2)]
+
+    def train() -> list[History]:
+        return fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=1e300),
+            [(data.train.x, data.train.y)] * 2,
+            epochs=2,
+            batch_size=10,
+            generators=[torch.Generator().manual_seed(r) for r in range(2)],
+        )
+
+    with detect_anomaly(*models), pytest.raises(AnomalyError) as info:
+        train()
+    assert re.match(r"^(forward|backward) \w+ of Sequential\[\d\]: ", str(info.value))
+    assert info.value.__notes__[-1] == (
+        "fit_rounds trained the models watched as one stack (Sequential): the first index of a "
+        "value is its model's"
+    )
+    assert all("forward" not in vars(module) for model in models for module in model.modules())
+    histories = train()  # (unwatched: no check, NaN losses)
+    assert any(math.isnan(loss) for loss in histories[0].train_loss)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from minidl import anomaly
 from minidl._interrupts import deferring_interrupts, holding_interrupts
 from minidl._validate import (
     add_note,
@@ -271,7 +272,10 @@ def fit_rounds(
             an activation's ``_forward`` and ``_backward`` are kept), which
             :func:`~minidl.train.fit` calls and the stack would leave out: train such a model
             with :func:`~minidl.train.fit`. The checks that :func:`minidl.detect_anomaly` sets
-            on the models it watches are no such method (the stack runs without them).
+            on the models it watches are no such method: the stack runs in their place, watched
+            where one of them is.
+        AnomalyError: inside a :func:`minidl.detect_anomaly` block watching one of ``models``,
+            at the first NaN or infinity of the stack (whose first index is the model's).
     """
     _check_sequence("models", models)
     _check_sequence("train_sets", train_sets)
@@ -522,6 +526,7 @@ def fit_rounds(
         deferring_interrupts() as deferred,
         _copied_back(stacked, models, stepped),
         torch.inference_mode(),
+        _watched(stacked, models),
     ):
         for epoch in range(epochs):
             epoch_lrs = [optimizers[owner[index]].lr for index in range(rounds)]
@@ -848,6 +853,27 @@ def _group_parameters(stacked: Sequential, start: int, group: int, flat: bool) -
     if flat:
         return [flat_model_parameters(stacked, index)]
     return model_parameters(stacked, index)
+
+
+@contextlib.contextmanager
+def _watched(stacked: Sequential, models: Sequence[Sequential]) -> Iterator[None]:
+    """Watch ``stacked`` for NaN and infinity (:func:`minidl.detect_anomaly`) where a block of
+    it watches one of ``models``: the stack runs in their place, without their checks. An
+    :class:`~minidl.anomaly.AnomalyError` then names the stack's module, and the first index of
+    the bad value is the model's."""
+    if not any(anomaly.checks_only(model, "forward") for model in models):
+        yield
+        return
+    try:
+        with anomaly.detect_anomaly(stacked):
+            yield
+    except anomaly.AnomalyError as error:
+        add_note(
+            error,
+            "fit_rounds trained the models watched as one stack (Sequential): the first index "
+            "of a value is its model's",
+        )
+        raise
 
 
 @contextlib.contextmanager
