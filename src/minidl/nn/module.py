@@ -1650,10 +1650,21 @@ def unregistered_parameters(module: Module) -> list[str]:
     parameter is not trained by an optimizer built on ``parameters()``, saved by ``state_dict``
     or checked by :func:`minidl.gradcheck`.
     """
+    return _unregistered_parameters(module, _held_by_parts(module))
+
+
+def _held_by_parts(module: Module) -> list[tuple[str, Module, list[object]]]:
+    """``(path, part, referred(part))`` of every module in ``module``: what the checks of
+    unregistered parameters and modules look through, found once for both."""
+    return [(path, part, referred(part)) for path, part in module.named_modules()]
+
+
+def _unregistered_parameters(
+    module: Module, walk: list[tuple[str, Module, list[object]]]
+) -> list[str]:
     registered = {id(parameter) for parameter in module.parameters()}
     found = []
-    for path, part in module.named_modules():
-        held = referred(part)  # (found without asking for the module's __dict__)
+    for path, part, held in walk:
         if any(isinstance(v, Parameter) and id(v) not in registered for v in held):
             found += [
                 f"{path}.{name}" if path else name
@@ -1706,14 +1717,21 @@ def referred(part: Module) -> list[object]:
     refusal asks for the names (:func:`_attributes`). A tuple is not looked into: it is how a
     module is kept out of the registries on purpose (a frozen teacher)."""
     referents = gc.get_referents(part)
-    held = referents + [v for d in referents if isinstance(d, dict) for v in d.values()]
-    items: list[object] = []
+    tops = [d for d in referents if isinstance(d, dict)]  # (the registries, a plain __dict__)
+    values = list(itertools.chain.from_iterable(d.values() for d in tops))
+    held = referents + values
+    kinds = set(map(type, referents))
+    kinds.discard(dict)  # (tops: their values are in held already)
+    kinds.update(map(type, values))
+    if list not in kinds and dict not in kinds:  # (most modules: nothing more to look into)
+        return held
     # (lists and dicts inside them too, ``[[layer]]``, level by level, each once: one may
     # hold itself; a level of numbers and strings alone, as a log, is passed over in C)
     # Past a level of more than _MOST_NESTED containers (a log of a million rows is data, not
     # layers) the walk stops, so that fit's check of each call stays cheap.
-    seen: set[int] = set()
-    level = [value for value in held if type(value) is list or type(value) is dict]
+    seen = {id(d) for d in tops}
+    level = [v for v in held if (type(v) is list or type(v) is dict) and id(v) not in seen]
+    items: list[object] = []
     first = True
     while level and (first or len(level) <= _MOST_NESTED):
         first = False
@@ -1805,12 +1823,16 @@ def unregistered_modules(module: Module) -> list[tuple[str, Module]]:
     One without parameters or buffers (a loss, an activation kept as a plain attribute) is
     not listed: nothing of it is missed.
     """
-    parts = list(module.named_modules())
-    inside = {id(part) for _, part in parts}
+    return _unregistered_modules(module, _held_by_parts(module))
+
+
+def _unregistered_modules(
+    module: Module, walk: list[tuple[str, Module, list[object]]]
+) -> list[tuple[str, Module]]:
+    inside = {id(part) for _, part, _ in walk}
     found: list[tuple[str, Module]] = []
     registered: set[int] | None = None  # (the ids of the parameters and buffers, if needed)
-    for path, part in parts:
-        held = referred(part)  # (found without asking for the module's __dict__)
+    for path, part, held in walk:
         outside = [
             v
             for v in held
@@ -1883,7 +1905,8 @@ def _init_of(cls: type) -> Any:
 def check_registered(where: str, module: Module) -> None:
     """Refuse ``module`` if :func:`unregistered_parameters`, :func:`unregistered_modules` or
     :func:`misreported_parameters` finds any, naming the first."""
-    children = unregistered_modules(module)
+    walk = _held_by_parts(module)  # (once for both checks)
+    children = _unregistered_modules(module, walk)
     if children:
         path, child = children[0]
         name = path.rsplit(".", 1)[-1]
@@ -1907,7 +1930,7 @@ def check_registered(where: str, module: Module) -> None:
             "on parameters() would not train its parameters, state_dict would not save them and "
             f"to() would not move them; {hint}"
         )
-    found = unregistered_parameters(module)
+    found = _unregistered_parameters(module, walk)
     if found:
         path = found[0]
         name = path.rsplit(".", 1)[-1]
