@@ -1988,3 +1988,30 @@ def test_a_refused_call_that_skips_the_trial_leaves_the_loss_as_the_last_call() 
     with pytest.raises(ValueError, match="validation x must hold samples like the training x"):
         fit(model, criterion, optimizer, x.clone(), y, validation=bad, **options)
     assert criterion.backward().shape == (1, 3)
+
+
+@pytest.mark.parametrize("what", ["parameter", "module"])
+def test_a_kept_step_refuses_what_was_set_unregistered_since_as_a_first_call_does(
+    what: str,
+) -> None:
+    """A fit whose folded step was kept from an earlier call skipped the check of plain
+    attributes: a Parameter (or a layer) set on a module since was accepted, and left out of
+    the training, where a first call, or the step-by-step loop, refuses it."""
+    x, y = _data()
+    model = _model()
+    optimizer = optim.SGD(model.parameters(), 0.1)
+    _fit(model, optimizer, x, y, epochs=1, batch_size=10)
+    assert FoldedStep.kept(model, nn.CrossEntropyLoss(), optimizer, x, y) is None  # (its loss)
+    criterion = nn.CrossEntropyLoss()
+    fit(model, criterion, optimizer, x, y, epochs=1, batch_size=10)
+    assert FoldedStep.kept(model, criterion, optimizer, x, y) is not None
+    if what == "parameter":
+        model[0].extra = nn.Parameter(torch.ones(3, dtype=F64))
+        expected = r"^fit: the Parameter in attribute '0\.extra' is not registered"
+    else:
+        model[2].extra = nn.Linear(2, 2)
+        expected = r"^fit: the Linear in attribute '2\.extra' is not registered"
+    before = [p.data.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=expected):
+        fit(model, criterion, optimizer, x, y, epochs=1, batch_size=10)
+    assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))

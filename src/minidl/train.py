@@ -698,10 +698,10 @@ def fit(
         if parallel is None and epochs > start_epoch
         else None
     )
-    if kept is None:
-        # (a parameter or child set as a plain attribute would not be trained, a param() of
-        # one's own not read; a kept folded step holds a chain of built-in layers, checked)
-        check_registered("fit", model)
+    # (a parameter or child set as a plain attribute would not be trained, a param() of one's
+    # own not read; checked on every call, also where a folded step is kept: one set since
+    # the last call would otherwise pass, where a first call refuses it)
+    check_registered("fit", model)
     # The width of the outputs (None: they are not class scores (N, C)), and what they are.
     width: int | None
     probed = kept if kept is not None and kept.probed(x, y) else None
