@@ -2015,3 +2015,47 @@ def test_a_kept_step_refuses_what_was_set_unregistered_since_as_a_first_call_doe
     with pytest.raises(ValueError, match=expected):
         fit(model, criterion, optimizer, x, y, epochs=1, batch_size=10)
     assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+class _LayerwiseSGD(optim.SGD):
+    """SGD with a rate per parameter, laid over the flat buffer in the parameters' order."""
+
+    def __init__(self, params: Any, lr: float, scales: list[float]) -> None:
+        params = list(params)
+        super().__init__(params, lr)
+        self.scale = torch.cat(
+            [
+                torch.full((p.data.numel(),), k, dtype=p.data.dtype)
+                for p, k in zip(params, scales, strict=True)
+            ]
+        )
+
+    def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
+        value.add_(grad * self.scale, alpha=-self.lr)
+
+
+class _KeptSGD(optim.SGD):
+    """A subclass that keeps SGD's update (a default of its own only)."""
+
+    def __init__(self, params: Any) -> None:
+        super().__init__(params, lr=0.1, momentum=0.5)
+
+
+def test_an_optimizer_of_ones_own_update_trains_step_by_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The folded step handed a subclass's own ``_update`` the entries in its blocks' order
+    ([W | b] row by row), not the flat buffer's: an update reading an entry's place (a rate per
+    layer, the biases frozen) moved the biases. Such an update runs step by step now; a
+    subclass keeping a built-in update still folds."""
+    calls = _count_folded_calls(monkeypatch)
+    x, y = _data()
+    model = _model((3, 4, 3))
+    biases = [model[0].bias.data.clone(), model[2].bias.data.clone()]
+    optimizer = _LayerwiseSGD(model.parameters(), 0.1, scales=[1.0, 0.0, 1.0, 0.0])
+    _fit(model, optimizer, x, y, epochs=2, batch_size=10)
+    assert calls[0] == 0
+    assert torch.equal(model[0].bias.data, biases[0]) and torch.equal(model[2].bias.data, biases[1])
+    model = _model((3, 4, 3))
+    _fit(model, _KeptSGD(model.parameters()), x, y, epochs=2, batch_size=10)
+    assert calls[0] == 10

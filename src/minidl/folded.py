@@ -72,7 +72,12 @@ from minidl.nn.mse import MSELoss
 from minidl.nn.nll import NLLLoss
 from minidl.nn.parameter import Parameter
 from minidl.nn.sequential import Sequential
+from minidl.optim.adadelta import Adadelta
+from minidl.optim.adagrad import Adagrad
+from minidl.optim.adam import Adam
 from minidl.optim.optimizer import Optimizer
+from minidl.optim.rmsprop import RMSprop
+from minidl.optim.sgd import SGD
 
 __all__ = ["FoldedStep"]
 
@@ -546,12 +551,21 @@ _ORIGINAL: dict[type, tuple[Any, ...]] = {
 }
 
 
+#: The updates of minidl's optimizers (AdamW's is Adam's), which work entry by entry: the
+#: folded step hands them the parameters' entries in the order of its blocks (each layer's
+#: ``[W | b]``, row by row), not the flat buffer's. An ``_update`` of one's own may read an
+#: entry's place (a rate per layer, scaled over the flat buffer), so fit runs step by step.
+_ENTRYWISE_UPDATES = frozenset(klass._update for klass in (SGD, Adam, Adadelta, Adagrad, RMSprop))
+
+
 def _methods_replaced(model: Module, criterion: Loss, optimizer: Optimizer) -> bool:
     """Whether a method that fit's loop calls was set on the model, the loss or the optimizer,
     or replaced on :class:`~minidl.nn.Sequential`, on the loss's class (or on
     :class:`~minidl.nn.Loss`, whose ``__call__`` and ``backward`` the loop calls) or on
     :class:`~minidl.optim.Optimizer` (whose subclasses must keep the base class's ``step`` and
-    ``zero_grad``)."""
+    ``zero_grad``), or whether the optimizer's update is no built-in one
+    (:data:`_ENTRYWISE_UPDATES`) or its buffers' step (``_step_buffers``) not the base
+    class's."""
     for instance, names in (
         (model, _MODEL_METHODS),
         (criterion, _LOSS_METHODS),
@@ -563,6 +577,8 @@ def _methods_replaced(model: Module, criterion: Loss, optimizer: Optimizer) -> b
     return (
         tuple(getattr(Sequential, name) for name in _MODEL_METHODS) != _ORIGINAL[Sequential]
         or (type(optimizer).step, type(optimizer).zero_grad) != _ORIGINAL[Optimizer]
+        or type(optimizer)._update not in _ENTRYWISE_UPDATES
+        or type(optimizer)._step_buffers is not Optimizer._step_buffers
         or tuple(getattr(loss, name) for name in _LOSS_METHODS) != _ORIGINAL.get(loss)
     )
 

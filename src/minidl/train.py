@@ -474,9 +474,10 @@ def fit(
 
     A :class:`~minidl.nn.Sequential` of :class:`~minidl.nn.Linear` layers with biases and
     built-in activations (the paper's networks, any :func:`~minidl.nn.mlp`), trained with a
-    built-in loss and an optimizer of exactly its parameters on CPU float32 or float64 data,
-    takes its steps folded (:class:`minidl.folded.FoldedStep`): the same computation, features
-    by batch with each bias inside its layer's matrix product, in fewer and cheaper operations.
+    built-in loss and a built-in optimizer (or a subclass keeping its update) of exactly its
+    parameters on CPU float32 or float64 data, takes its steps folded
+    (:class:`minidl.folded.FoldedStep`): the same computation, features by batch with each
+    bias inside its layer's matrix product, in fewer and cheaper operations.
     Its products round otherwise, so the parameters it trains agree with the loop's above to
     rounding (about 1e-12 in float64 after a few epochs, more as a float32 run goes on), not
     bit for bit; the loop itself runs where a method it calls was set on the model, the loss

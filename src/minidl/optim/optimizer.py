@@ -352,7 +352,10 @@ class Optimizer:
         shape: one parameter's, or the whole flat buffer's. During the call ``step_count`` is
         the number of steps done before this one (:math:`t - 1` at step :math:`t`). ``grad``
         is the parameters' own gradient: it is read, never changed (a penalty term such as
-        weight decay is added out of place).
+        weight decay is added out of place). (:func:`~minidl.train.fit` folds the steps of
+        minidl's own updates only, handing them the entries in another order than the flat
+        buffer's; with an ``_update`` of one's own it runs step by step, so that one may read
+        an entry's place, a rate per parameter laid over the flat buffer, say.)
         """
         raise NotImplementedError(
             f"{type(self).__name__}._update is not implemented (a subclass of Optimizer updates "
