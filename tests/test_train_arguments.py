@@ -437,6 +437,45 @@ def test_fit_refuses_a_loss_of_ones_own_that_returns_no_0_dim_tensor(
     assert len(run.fit(criterion=_SquaredLoss("tensor")).train_loss) == 2
 
 
+class _Hinge(nn.Loss):
+    """The mean hinge loss of one score a sample against integer labels -1 and +1."""
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        self._score, self._sign = prediction, target.to(prediction.dtype).unsqueeze(-1)
+        return torch.clamp(1 - self._sign * prediction, min=0).mean()
+
+    def _gradient(self) -> Tensor:
+        active = (1 - self._sign * self._score) > 0
+        return torch.where(active, -self._sign, 0.0) / self._score.numel()
+
+
+class _ClassIndicesOfItsOwn(nn.CrossEntropyLoss):
+    """A cross-entropy whose forward is its own (it shifts labels 1..C down to 0..C-1)."""
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return super().forward(prediction, target - 1)
+
+
+def test_integer_targets_of_a_loss_of_ones_own_are_left_to_it() -> None:
+    """fit took every integer target for a class index of the outputs: a hinge loss's labels
+    -1 and +1 (one score a sample) were refused ("y must hold class indices >= 0, got -1"), as
+    were labels 0 and 1 ("in [0, 1)"), where the loss trains on them by hand. A loss whose
+    forward is its own checks its targets itself; a built-in loss's are still checked."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=generator)
+    signs = torch.where(x[:, 0] > 0, 1, -1)
+    for labels in (signs, (signs > 0).long()):
+        model = nn.mlp((3, 6, 1), "tanh", generator=torch.Generator().manual_seed(1))
+        history = fit(model, _Hinge(), optim.SGD(model.parameters(), 0.1), x, labels, epochs=2,
+                      batch_size=10)  # fmt: skip
+        assert len(history.train_loss) == 2
+    model = nn.mlp((3, 6, 2), "tanh", generator=torch.Generator().manual_seed(1))
+    shifted = (signs > 0).long() + 1
+    fit(model, _ClassIndicesOfItsOwn(), optim.SGD(model.parameters(), 0.1), x, shifted, epochs=1)
+    with pytest.raises(ValueError, match=r"^fit: y must hold class indices in \[0, 2\) .* got 2"):
+        fit(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1), x, shifted, epochs=1)
+
+
 class _PerSampleMSE(nn.MSELoss):
     """Half the squared error of the scores against one-hot targets, one loss per sample
     (against the Loss contract), in a subclass of MSELoss, whose ``stacks`` it inherits."""

@@ -556,7 +556,9 @@ def fit(
             the first batch: a module of one's own that takes no single sample passes there;
             a refusal of both is the sample's), so that their own checks of ``x``
             and ``y`` apply and class indices in ``y`` (and in ``validation``) are checked
-            against the width of the model's outputs (a folded fit given the same ``x`` and
+            against the width of the model's outputs (those of ``y`` only for a built-in loss:
+            a loss's own ``forward`` may take integers that are no class indices, and checks
+            them itself; a folded fit given the same ``x`` and
             ``y`` tensors as its last call, unchanged since, does not run that trial again:
             they passed it, on the model it found unchanged; the class indices are checked on
             every call, as a write through ``.data`` or NumPy leaves no trace on a tensor).
@@ -739,9 +741,9 @@ def fit(
         scores = isinstance(probe, Tensor) and probe.dim() == 2
         width = int(probe.shape[1]) if scores else None
         outputs = str((1, *probe.shape[1:])) if isinstance(probe, Tensor) else type(probe).__name__
-    if not y.is_floating_point() and width is not None:
+    if not y.is_floating_point() and width is not None and not _forward_of_its_own(criterion):
         # (on a probed y too: what was written through .data or NumPy moved no version counter)
-        check_class_indices("fit", "", y)  # >= 0 (the check against the width is only < C)
+        check_class_indices("fit", "", y)  # (a negative index named so)
         check_class_indices("fit", "", y, width)
     elif y.is_floating_point():
         # Every target's values, as the loss checks a batch's (the trial read the first only):
@@ -862,6 +864,15 @@ def fit(
                 assert folded is not None
                 folded.store()
     return history
+
+
+def _forward_of_its_own(criterion: Loss) -> bool:
+    """Whether ``criterion`` computes otherwise than minidl's losses: a subclass of
+    :class:`~minidl.nn.Loss` with a ``forward`` of its own, or of a built-in loss replacing
+    its ``forward`` (see :meth:`~minidl.nn.Loss._computes_as`). Its integer targets may be no
+    class indices (a hinge loss's -1 and +1): it checks them itself."""
+    base = next(k for k in type(criterion).__mro__ if k.__module__.startswith("minidl."))
+    return base is Loss or not criterion._computes_as(base)
 
 
 #: The curves of a :class:`History` holding one entry per epoch (``batch_lr`` holds one per
