@@ -39,7 +39,7 @@ from minidl.checkpoint import (
 from minidl.data import make_disk_data
 from minidl.nn.module import Module
 from minidl.optim.lr_scheduler import LRScheduler
-from minidl.train import History, fit
+from minidl.train import EpochRecord, History, fit
 from tests.helpers import record_file_fsyncs, rewrite_checkpoint
 
 DATA = make_disk_data(n_train=120, n_validation=40, n_test=10, seed=5)
@@ -2623,3 +2623,39 @@ def test_a_step_count_set_by_hand_is_replaced_by_the_load_or_put_back_as_it_was(
     )
     assert other_optimizer.step_count == expected
     assert torch.equal(other_optimizer.state["momentum_buffer"], optimizer.state["momentum_buffer"])
+
+
+def test_identical_runs_record_equal_histories_with_their_nans(tmp_path: Path) -> None:
+    """Every epoch of a run without a validation set records a NaN validation error, and the
+    dataclass's == compared each NaN with another: two identical runs, or a history and its
+    checkpoint's, pickle's or copy's, compared unequal (and so did their epoch records).
+    NaN equals NaN in them now; other numbers, curves or lengths differ."""
+    x, y = make_disk_data(60, 10, 10, seed=0).train.x, make_disk_data(60, 10, 10, seed=0).train.y
+    histories, records = [], []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = nn.mlp((2, 4, 2))
+        optimizer = optim.SGD(model.parameters(), lr=0.1)
+        kept: list[EpochRecord] = []
+        histories.append(
+            fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=2, batch_size=20,
+                generator=torch.Generator().manual_seed(1), on_epoch=kept.append)
+        )  # fmt: skip
+        records.append(kept)
+    first, second = histories
+    assert math.isnan(first.validation_error[0]) and first == second
+    assert records[0] == records[1] and len({*records[0], *records[1]}) == 2
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, model, optimizer, epoch=2, history=first)
+    assert load_checkpoint(path, model, optimizer).history == first
+    assert pickle.loads(pickle.dumps(first)) == first and copy.deepcopy(first) == first
+    for changed in (
+        History(first.train_loss, [1.0, math.nan], first.lr),
+        History(first.train_loss[:1], first.validation_error[:1], first.lr[:1]),
+        History(first.train_loss, first.validation_error, first.lr, batch_lr=[0.1]),
+    ):
+        assert changed != first
+    assert EpochRecord(0, 0.5, 0.1, math.nan) != EpochRecord(0, 0.5, 0.1, 1.0)
+    assert first != first.train_loss  # (no History)
+    with pytest.raises(TypeError, match="unhashable type: 'History'"):
+        hash(first)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import types
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
@@ -64,13 +65,26 @@ class Parallel(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+def _same_numbers(first: Iterable[object], second: Iterable[object]) -> bool:
+    """Whether two sequences hold equal items, a NaN equal to a NaN (the validation error of
+    every epoch of a run without a validation set, a diverged loss): two identical runs then
+    record equal histories."""
+    first, second = list(first), list(second)
+    return len(first) == len(second) and all(
+        a == b
+        or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+        for a, b in zip(first, second, strict=True)
+    )
+
+
+@dataclass(frozen=True, eq=False)
 class EpochRecord:
     """What one epoch produced: mean training loss, learning rate at its start, and errors in %
     (``validation_error`` is ``nan`` without a validation set).
 
     ``train_loss`` is the mean of the epoch's batch losses, each batch counting once (a smaller
-    last batch as much as a full one, as in a loop that averages its batches' losses).
+    last batch as much as a full one, as in a loop that averages its batches' losses). Two
+    records are equal when their fields are, a NaN equal to a NaN.
     """
 
     epoch: int
@@ -78,16 +92,47 @@ class EpochRecord:
     lr: float
     validation_error: float
 
+    def _fields(self) -> tuple[object, ...]:
+        return (self.epoch, self.train_loss, self.lr, self.validation_error)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, EpochRecord)
+        return _same_numbers(self._fields(), other._fields())
+
+    def __hash__(self) -> int:
+        # (every NaN hashed alike, as they compare equal: Python hashes a NaN by its identity)
+        return hash(
+            tuple(
+                "nan" if isinstance(value, float) and math.isnan(value) else value
+                for value in self._fields()
+            )
+        )
+
 
 @dataclass
 class History:
     """Per-epoch curves of a run (``lr`` is the learning rate at the start of each epoch;
-    ``batch_lr`` the rate used by every batch, for per-batch schedules)."""
+    ``batch_lr`` the rate used by every batch, for per-batch schedules). Two histories are
+    equal when their curves are, a NaN equal to a NaN (a run without a validation set records
+    one each epoch): two identical runs, or a history and its checkpoint's, compare equal."""
 
     train_loss: list[float] = field(default_factory=list)
     validation_error: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     batch_lr: list[float] = field(default_factory=list)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, History)
+        return all(
+            _same_numbers(getattr(self, name), getattr(other, name))
+            for name in ("train_loss", "validation_error", "lr", "batch_lr")
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # (its curves change)
 
     def append(self, record: EpochRecord) -> None:
         """Add the epoch of ``record`` to the curves (``batch_lr`` is not touched).
