@@ -875,6 +875,29 @@ def test_predict_and_error_rate_refuse_outputs_that_are_not_the_samples_scores()
     assert predict(nn.Identity(), x, batch_size=3).tolist() == [1, 0, 1, 0]
     assert predict(nn.Identity(), x[None].expand(2, 4, 2)).tolist() == [[1, 0, 1, 0]] * 2
     assert error_rate(nn.Identity(), x, y) == 0.0
+    # (scores of no class, (N, 0): torch's IndexError, "argmax(): Expected reduction dim 1 to
+    # have non-zero size")
+    no_class = nn.Sequential(_NoClass())
+    for name, call, expected in (
+        ("predict", lambda: predict(no_class, x), "(N, C) or (N, ..., C)"),
+        ("error_rate", lambda: error_rate(no_class, x, y), "(N, C)"),
+    ):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(info.value) == (
+            f"{name}: the model's outputs must be class scores {expected} for N = 4 samples, "
+            "got shape (4, 0)"
+        )
+
+
+class _NoClass(nn.Module):
+    """Scores of no class: (N, 0)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input[:, :0]
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output
 
 
 def test_fit_refuses_validation_outputs_that_are_not_the_samples_scores() -> None:

@@ -241,11 +241,13 @@ def _predict(
 
 def _check_scores(where: str, output: object, rows: int, scores: bool) -> Tensor:
     """``output``, the model's for ``rows`` samples, once checked to be class scores: a tensor
-    ``(rows, ..., C)``, or ``(rows, C)`` with ``scores``."""
+    ``(rows, ..., C)``, or ``(rows, C)`` with ``scores``, ``C >= 1`` (no argmax is taken of
+    none: torch's IndexError)."""
     if (
         isinstance(output, Tensor)
         and (output.dim() == 2 or (output.dim() > 2 and not scores))
         and output.shape[0] == rows
+        and output.shape[-1] >= 1
     ):
         return output
     expected = "(N, C)" if scores else "(N, C) or (N, ..., C)"
