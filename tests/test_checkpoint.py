@@ -1042,7 +1042,7 @@ SAVE_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     (
         "history with a text",
         {"history": _history(lr=[0.1, "0.2"])},
-        r"history\.lr must be a list of numbers, got '0\.2' \(str\) at index 1$",
+        r"history\.lr must be a list of numbers, Python floats or ints, got '0\.2' \(str\) at index 1$",
     ),
     (
         "history with a tuple",
@@ -1052,7 +1052,7 @@ SAVE_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     (
         "history with a bool",  # (loading refuses it: a bool is no number)
         {"history": _history(validation_error=[1.0, True])},
-        r"history\.validation_error must be a list of numbers, got True \(bool\) at index 1$",
+        r"history\.validation_error must be a list of numbers, Python floats or ints, got True \(bool\) at index 1$",
     ),
     (
         "history of unequal lengths",  # (saved, and fit refused to resume from it)

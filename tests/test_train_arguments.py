@@ -656,19 +656,31 @@ HISTORY_CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         "a-string",
         {"train_loss": ["0.5"], "validation_error": [10.0], "lr": [0.1]},
         TypeError,
-        "history.train_loss must be a list of numbers, got '0.5' (str) at index 0",
+        "history.train_loss must be a list of numbers, Python floats or ints, got '0.5' (str) at "
+        "index 0",
     ),
     (
         "a-bool",
         {"train_loss": [0.5], "validation_error": [10.0], "lr": [0.1], "batch_lr": [0.1, True]},
         TypeError,
-        "history.batch_lr must be a list of numbers, got True (bool) at index 1",
+        "history.batch_lr must be a list of numbers, Python floats or ints, got True (bool) at "
+        "index 1",
     ),
     (
         "a-tensor",
         {"train_loss": [0.5], "validation_error": [torch.tensor(10.0)], "lr": [0.1]},
         TypeError,
-        "history.validation_error must be a list of numbers, got tensor(10.) (Tensor) at index 0",
+        "history.validation_error must be a list of numbers, Python floats or ints, got "
+        "tensor(10.) (Tensor) at index 0",
+    ),
+    (
+        # (a NumPy number, named so: "a list of numbers, got np.float32(1.0)" read as a
+        # contradiction)
+        "a-numpy-number",
+        {"train_loss": [0.5], "validation_error": [10.0], "lr": [np.float32(0.1)]},
+        TypeError,
+        "history.lr must be a list of numbers, Python floats or ints, got np.float32(0.1) "
+        "(float32) at index 0; convert it with float()",
     ),
     (
         "a-tuple",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import types
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
@@ -947,9 +948,16 @@ def history_fault(history: History) -> tuple[type[Exception], str] | None:
             # fit ran on every call extending a long history; a bool or a subclass goes through it)
         for index, value in enumerate(values):
             if isinstance(value, bool) or not isinstance(value, float | int):
+                # (a NumPy number named as such: "a list of numbers, got np.float32(1.0)" read
+                # as a contradiction)
+                hint = (
+                    "; convert it with float()"
+                    if isinstance(value, numbers.Real) and not isinstance(value, bool)
+                    else ""
+                )
                 return TypeError, (
-                    f"history.{name} must be a list of numbers, got {shown(value)} "
-                    f"({type(value).__name__}) at index {index}"
+                    f"history.{name} must be a list of numbers, Python floats or ints, got "
+                    f"{shown(value)} ({type(value).__name__}) at index {index}{hint}"
                 )
     lengths = [len(getattr(history, name)) for name in _EPOCH_CURVES]
     if len(set(lengths)) > 1:
