@@ -330,6 +330,17 @@ def test_a_launch_of_rank_world_size_is_refused() -> None:
     assert Launch(1, 2, 0).rank == 1
 
 
+def test_a_launch_of_numpy_integers_holds_python_ints() -> None:
+    """A Launch checked NumPy integers and kept them: fit's test of the shards against the
+    batch norms (``isinstance(world_size, int)``) passed them by, and a batch of 1 sample on
+    one rank failed there alone, after a step, with the other waiting in its collective."""
+    import numpy as np
+
+    launch = Launch(np.int64(1), np.int64(2), np.int32(0))
+    assert (launch.rank, launch.world_size, launch.local_rank) == (1, 2, 0)
+    assert all(type(value) is int for value in (launch.rank, launch.world_size, launch.local_rank))
+
+
 def test_an_empty_timeout_variable_is_one_not_set() -> None:
     """``MINIDL_DIST_TIMEOUT=`` (set to nothing, as ``export MINIDL_DIST_TIMEOUT=`` leaves it)
     gives the default, as an unset variable does (testing the name's presence refused it as

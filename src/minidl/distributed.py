@@ -169,9 +169,10 @@ class Launch:
     local_rank: int
 
     def __post_init__(self) -> None:
-        check_int("Launch", "world_size", self.world_size)
-        check_int("Launch", "rank", self.rank, low=0)
-        check_int("Launch", "local_rank", self.local_rank, low=0)
+        # (kept as the ints check_int returns: a NumPy integer kept as it was passed fit's
+        # isinstance(world_size, int) test of the shards unseen)
+        for name, low in (("world_size", 1), ("rank", 0), ("local_rank", 0)):
+            object.__setattr__(self, name, check_int("Launch", name, getattr(self, name), low=low))
         if self.rank >= self.world_size:
             raise ValueError(
                 f"Launch: rank must be in [0, {shown(self.world_size - 1)}] for world_size "
