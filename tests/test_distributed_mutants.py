@@ -138,6 +138,51 @@ def test_a_collectives_bad_argument_is_refused_before_it_is_entered(world_of_one
     distributed.all_reduce_gradients(group, model.parameters(), 0.5)  # (and it still works)
 
 
+def test_what_gloo_does_not_carry_or_no_tensor_is_refused_before_any_collective(
+    world_of_one: ProcessGroup,
+) -> None:
+    """A buffer of uint16 (uint32, int16, float8) failed in gloo ("Invalid scalar type"),
+    reported as a failure of the group after a census of the ranks; a PyTorch parameter or a
+    non-tensor buffer failed in AttributeErrors; synchronize(None) reduced the gradients, then
+    failed at ``None * share``, so that a second call reduced them twice. Each is refused by
+    name, before the collective, the gradients as they were."""
+    group = world_of_one
+    calls, started = group._calls[0], time.monotonic()
+    for dtype in (torch.uint16, torch.uint32, torch.int16, torch.float8_e4m3fn):
+        with pytest.raises(
+            TypeError,
+            match=rf"^broadcast_buffers: buffer 1 is {dtype}, which the gloo backend does not "
+            r"carry \(it takes torch\.bfloat16, .*\); convert it$",
+        ):
+            distributed.broadcast_buffers(group, [torch.zeros(2), torch.zeros(2, dtype=dtype)])
+        with pytest.raises(TypeError, match=rf"^ProcessGroup\.all_reduce_: tensor is {dtype}"):
+            group.all_reduce_(torch.zeros(2, dtype=dtype), "x")
+    with pytest.raises(
+        TypeError, match=r"^broadcast_buffers: buffer 0 must be a torch\.Tensor, got float$"
+    ):
+        distributed.broadcast_buffers(group, [1.0])  # type: ignore[list-item]
+    with pytest.raises(
+        TypeError,
+        match=r"^all_reduce_gradients: parameters must be minidl Parameters \(model\.parameters"
+        r"\(\)\), got torch\.nn\.parameter\.Parameter at index 0$",
+    ):
+        distributed.all_reduce_gradients(group, torch.nn.Linear(2, 2).parameters(), 0.5)  # type: ignore[arg-type]
+    assert group._calls[0] == calls
+    model = mlp((2, 3, 2), "tanh", dtype=F64)
+    parallel = DataParallel(model, group)
+    calls = group._calls[0]
+    for parameter in model.parameters():
+        parameter.grad.fill_(2.0)
+    with pytest.raises(
+        TypeError,
+        match=r"^DataParallel\.synchronize: loss must be a torch\.Tensor \(the loss of this "
+        r"rank's shard\), got NoneType$",
+    ):
+        parallel.synchronize(None)  # type: ignore[arg-type]
+    assert group._calls[0] == calls and all(bool((p.grad == 2).all()) for p in model.parameters())
+    assert time.monotonic() - started < 1.0
+
+
 def test_a_second_group_is_refused_and_the_first_still_works(world_of_one: ProcessGroup) -> None:
     with pytest.raises(DistributedError, match=r"^ProcessGroup: a default process group is alre"):
         ProcessGroup(Launch(0, 1, 0), timeout=2.0)

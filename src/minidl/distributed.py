@@ -154,6 +154,23 @@ _STORE_SECONDS = 5.0
 
 _T = TypeVar("_T")
 
+#: The dtypes that the gloo backend's collectives take (its "Invalid scalar type" for others).
+_GLOO_DTYPES = frozenset(
+    {
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.complex64,
+        torch.complex128,
+        torch.int8,
+        torch.uint8,
+        torch.int32,
+        torch.int64,
+        torch.bool,
+    }
+)
+
 
 class DistributedError(RuntimeError):
     """A failure of the process group: a rank that died or hung, a rendezvous that failed."""
@@ -386,17 +403,23 @@ class ProcessGroup:
         self._check_open(what)
         self._calls[0] += 1
 
-    def _check_tensor(self, method: str, tensor: object) -> None:
-        """Refuse what is no tensor, before the collective is entered (torch's own error named
-        neither the group nor the method)."""
+    def _check_tensor(self, where: str, tensor: object, what: str = "tensor") -> None:
+        """Refuse what is no tensor, or one of a dtype that gloo does not carry (int16, the
+        unsigned integers past uint8, float8), before the collective is entered (torch's own
+        error named neither the group nor the method; gloo's "Invalid scalar type" was
+        reported as a failure of the group, after a census of the ranks). ``where`` names the
+        caller, ``what`` the tensor."""
         if not isinstance(tensor, Tensor):
+            raise TypeError(f"{where}: {what} must be a torch.Tensor, got {type(tensor).__name__}")
+        if self.backend == "gloo" and tensor.dtype not in _GLOO_DTYPES:
             raise TypeError(
-                f"ProcessGroup.{method}: tensor must be a torch.Tensor, got {type(tensor).__name__}"
+                f"{where}: {what} is {tensor.dtype}, which the gloo backend does not carry (it "
+                f"takes {', '.join(sorted(str(d) for d in _GLOO_DTYPES))}); convert it"
             )
 
     def all_reduce_(self, tensor: Tensor, what: str) -> Tensor:
         """Sum ``tensor`` over the ranks, in place, and return it; ``what`` names it in errors."""
-        self._check_tensor("all_reduce_", tensor)
+        self._check_tensor("ProcessGroup.all_reduce_", tensor)
         self._enter(f"the all_reduce of {what}")
         try:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
@@ -412,7 +435,7 @@ class ProcessGroup:
                 (refused here, before the collective: gloo's refusal was reported as a failure
                 of the group, after a census of the ranks).
         """
-        self._check_tensor("broadcast_", tensor)
+        self._check_tensor("ProcessGroup.broadcast_", tensor)
         source = check_int("ProcessGroup.broadcast_", "source", source, low=0)
         if source >= self.world_size:
             raise ValueError(
@@ -428,7 +451,7 @@ class ProcessGroup:
 
     def all_gather(self, tensor: Tensor, what: str) -> list[Tensor]:
         """Every rank's ``tensor``, in rank order."""
-        self._check_tensor("all_gather", tensor)
+        self._check_tensor("ProcessGroup.all_gather", tensor)
         self._enter(f"the all_gather of {what}")
         gathered = [torch.empty_like(tensor) for _ in range(self.world_size)]
         try:
@@ -706,6 +729,9 @@ def broadcast_buffers(group: ProcessGroup, buffers: Sequence[Tensor]) -> None:
     """Copy rank 0's buffers (e.g. a batch norm's running statistics) to every rank, in place:
     one ``broadcast`` per dtype, on a temporary flat copy."""
     _check_group("broadcast_buffers", group)
+    buffers = list(buffers)
+    for index, buffer in enumerate(buffers):  # (before any collective: every rank refuses)
+        group._check_tensor("broadcast_buffers", buffer, f"buffer {index}")
     by_dtype: dict[torch.dtype, list[Tensor]] = {}
     for buffer in buffers:
         by_dtype.setdefault(buffer.dtype, []).append(buffer)
@@ -726,6 +752,14 @@ def all_reduce_gradients(
     """
     _check_group("all_reduce_gradients", group)
     weight = check_real("all_reduce_gradients", "weight", weight)  # (finite)
+    parameters = list(parameters)
+    for index, parameter in enumerate(parameters):
+        if not isinstance(parameter, Parameter):
+            raise TypeError(
+                "all_reduce_gradients: parameters must be minidl Parameters (model.parameters()),"
+                f" got {type(parameter).__module__}.{type(parameter).__qualname__} at index {index}"
+            )
+        group._check_tensor("all_reduce_gradients", parameter.grad, f"gradient {index}")
     grads = [p.grad for p in parameters]
     if not grads:
         return
@@ -994,6 +1028,11 @@ class DataParallel:
         running statistics) also gets rank 0's, as PyTorch's ``DistributedDataParallel`` does:
         each rank's forward updated them from its own shard.
         """
+        if not isinstance(loss, Tensor):  # (refused before the gradients are reduced)
+            raise TypeError(
+                "DataParallel.synchronize: loss must be a torch.Tensor (the loss of this rank's "
+                f"shard), got {type(loss).__name__}"
+            )
         share = self._sharded.share if self._sharded is not None else 1.0 / self.world_size
         buffers = self._current_buffers()
         all_reduce_gradients(self.group, self.model.parameters(), share)
