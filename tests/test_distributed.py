@@ -880,9 +880,9 @@ def test_a_rank_alive_but_late_is_named(tmp_path: Path) -> None:
     torch.multiprocessing.spawn(_late_worker, args=(free_port(), str(tmp_path)), nprocs=2)
     error = (tmp_path / "late0.txt").read_text()
     assert error.startswith(
-        "rank 0 of 2: the all_gather of the digests of the order failed: rank 1 has not reached "
-        "it: still alive, but stuck or slower than the timeout in its own code before it "
-        "(collective timeout 10 s). Cause: "
+        "rank 0 of 2: the all_gather of the digests of the batches and order failed: rank 1 has "
+        "not reached it: still alive, but stuck or slower than the timeout in its own code before "
+        "it (collective timeout 10 s). Cause: "
     ), error
     assert (tmp_path / "late1.txt").read_text().startswith("rank 1 of 2: the all_gather of ")
 

@@ -201,6 +201,38 @@ def test_shard_refuses_what_is_no_batch_iterator(world_of_one: ProcessGroup) -> 
 # -- the shards -----------------------------------------------------------------------------------
 
 
+def test_the_shards_check_the_batch_size_and_drop_last_at_every_pass(
+    world_of_one: ProcessGroup,
+) -> None:
+    """A BatchIterator's batch_size and drop_last may be set between two passes; ShardedBatches
+    checked them when built only: batches of 3 over 2 ranks gave rank 0 an empty shard (a
+    refusal there alone, the other rank waiting in its collective). Checked at every pass now,
+    and DataParallel's shards agree on them across the ranks at every pass (one collective with
+    the order's)."""
+    x, y = torch.randn(9, 2), torch.zeros(9, dtype=torch.int64)
+    batches = BatchIterator(x, y, 4, generator=torch.Generator().manual_seed(1), drop_last=True)
+    shards = ShardedBatches(batches, rank=0, world_size=2)
+    assert [len(shard) for shard, _ in shards] == [2, 2]
+    batches.batch_size = 3
+    with pytest.raises(
+        ValueError, match=r"^ShardedBatches: the batch size 3 is not divisible by the world size 2"
+    ):
+        iter(shards)
+    batches.batch_size, batches.drop_last = 4, False
+    with pytest.raises(
+        ValueError, match=r"^ShardedBatches: the last batch of every epoch holds 1 samples"
+    ):
+        iter(shards)
+    batches.batch_size, batches.drop_last = 8, True
+    assert [len(shard) for shard, _ in shards] == [4]
+    parallel = DataParallel(Linear(2, 2), world_of_one)
+    sharded = parallel.shard(batches)
+    for _ in range(2):
+        calls = world_of_one._calls[0]
+        assert [len(shard) for shard, _ in sharded] == [8]
+        assert world_of_one._calls[0] == calls + 1  # (the sizes and the order, agreed at once)
+
+
 def test_the_share_before_the_first_batch_is_an_equal_one() -> None:
     """(documented on the attribute; synchronize weights by it) Equal before a pass and after
     one; during a pass, the share of the batch yielded last."""

@@ -805,7 +805,8 @@ class ShardedBatches:
 
     Raises:
         ValueError: a world size that does not divide the batch size, or a last batch that holds
-            fewer samples than there are ranks.
+            fewer samples than there are ranks: when built, and at the start of every pass (the
+            batches' ``batch_size`` and ``drop_last`` may be set between two).
 
     Example:
         >>> from minidl.data import BatchIterator
@@ -825,6 +826,20 @@ class ShardedBatches:
             raise ValueError(
                 f"ShardedBatches: rank must be in [0, {shown(world_size - 1)}], got {shown(rank)}"
             )
+        self.batches = batches
+        self.rank = rank
+        self.world_size = world_size
+        self._check_sizes()
+        #: This rank's fraction of the batch yielded last while a pass runs (``1 / world_size``
+        #: before the first pass and once a pass ends, however it ends).
+        self.share = 1.0 / world_size
+        self._pass: object | None = None  # (the pass that set the share last)
+
+    def _check_sizes(self) -> None:
+        """Refuse a batch size that the world size does not divide, or a last batch of fewer
+        samples than ranks (one would get an empty shard): when built, and at every pass (the
+        batches' ``batch_size`` and ``drop_last`` may be set between two)."""
+        batches, world_size = self.batches, self.world_size
         size = batches.batch_size
         if size % world_size:
             raise ValueError(
@@ -838,21 +853,17 @@ class ShardedBatches:
             raise ValueError(
                 f"ShardedBatches: the last batch of every epoch holds {last} samples ({samples} "
                 f"samples, batches of {shown(size)}), fewer than the {shown(world_size)} ranks; "
-                "choose another "
-                f"batch size or drop the last batch"
+                "choose another batch size or drop the last batch"
             )
-        self.batches = batches
-        self.rank = rank
-        self.world_size = world_size
-        #: This rank's fraction of the batch yielded last while a pass runs (``1 / world_size``
-        #: before the first pass and once a pass ends, however it ends).
-        self.share = 1.0 / world_size
-        self._pass: object | None = None  # (the pass that set the share last)
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        self._check_sizes()  # (before the pass's first batch is drawn)
+        return self._shards()
+
+    def _shards(self) -> Iterator[tuple[Tensor, Tensor]]:
         rank, world_size = self.rank, self.world_size
         this_pass = object()
         try:
@@ -882,17 +893,25 @@ class _AgreedShards(ShardedBatches):
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         batches = self.batches
+        # (the sizes again: batch_size or drop_last set on one rank since, its shards would not
+        # make up the others' batches; and the order, where drawn: one collective for both)
+        checks: list[tuple[str, str, str | Tensor, str]] = [
+            self._parallel._batches_agreement(batches, data=False)
+        ]
         if batches.shuffle:
             generator = batches.generator
             state = (torch.default_generator if generator is None else generator).get_state()
-            self._parallel._agree(
-                "order",
-                "the state of the generator that draws this pass's order of the samples",
-                _checksum([state]),
-                "seed every rank's generator identically (fit(..., generator=torch.Generator()"
-                ".manual_seed(seed))) and draw nothing else from it: from torch's global "
-                "generator, a Dropout draws more numbers on a rank with a larger shard",
+            checks.append(
+                (
+                    "order",
+                    "the state of the generator that draws this pass's order of the samples",
+                    _checksum([state]),
+                    "seed every rank's generator identically (fit(..., generator=torch."
+                    "Generator().manual_seed(seed))) and draw nothing else from it: from torch's "
+                    "global generator, a Dropout draws more numbers on a rank with a larger shard",
+                )
             )
+        self._parallel._agree_all(checks)
         return super().__iter__()
 
 
@@ -958,19 +977,50 @@ class DataParallel:
         Raises:
             DistributedError: on every rank, naming the ranks whose ``what`` differs.
         """
-        if isinstance(description, str):
-            digest = hashlib.blake2b(description.encode(), digest_size=8).digest()
-            description = torch.tensor(int.from_bytes(digest, "little", signed=True))
-        mine = description.to(self.group.device)
-        digests = self.group.all_gather(
-            mine, f"the digests of the {what.split(' ', maxsplit=1)[0]}"
+        self._agree_all([(what, contents, description, hint)])
+
+    def _agree_all(self, checks: Sequence[tuple[str, str, str | Tensor, str]]) -> None:
+        """:meth:`_agree` of several ``(what, contents, description, hint)``, in one
+        ``all_gather`` of their digests; the first that differs is named."""
+        digests = []
+        for _, _, description, _ in checks:
+            if isinstance(description, str):
+                digest = hashlib.blake2b(description.encode(), digest_size=8).digest()
+                description = torch.tensor(int.from_bytes(digest, "little", signed=True))
+            digests.append(description.reshape(1))
+        mine = torch.cat(digests).to(self.group.device)
+        names = " and ".join(what.split(" ", maxsplit=1)[0] for what, _, _, _ in checks)
+        gathered = self.group.all_gather(mine, f"the digests of the {names}")
+        for index, (what, contents, _, hint) in enumerate(checks):
+            differ = [
+                rank
+                for rank, other in enumerate(gathered)
+                if not torch.equal(other[index], gathered[0][index])
+            ]
+            if differ:
+                raise DistributedError(
+                    f"DataParallel: the {what} ({contents}) of ranks {differ} differs from rank "
+                    "0's; " + hint
+                )
+
+    def _batches_agreement(
+        self, batches: BatchIterator, data: bool = True
+    ) -> tuple[str, str, str | Tensor, str]:
+        """The check of :meth:`_agree_all` that every rank has ``batches`` alike: their
+        number of samples, batch size, shuffle and ``drop_last``, and with ``data`` a digest of
+        the samples (read in full: once a call of :meth:`shard`, not at every pass)."""
+        sizes = f"{batches.x.shape[0]} {batches.batch_size} {batches.shuffle} {batches.drop_last}"
+        contents = "the number of samples, the batch size, shuffle, drop_last"
+        if not data:
+            return ("batches", contents, sizes, "every rank must run the same model on batches "
+                    "of the same sizes (set batch_size and drop_last alike on every rank)")  # fmt: skip
+        digest = int(_checksum([batches.x, batches.y]))
+        return (
+            "batches",
+            contents + " and a digest of the samples and their targets",
+            f"{sizes} {digest}",
+            "every rank must run the same model on the same data in batches of the same sizes",
         )
-        differ = [rank for rank, other in enumerate(digests) if not torch.equal(other, digests[0])]
-        if differ:
-            raise DistributedError(
-                f"DataParallel: the {what} ({contents}) of ranks {differ} differs from rank 0's; "
-                + hint
-            )
 
     @property
     def rank(self) -> int:
@@ -1004,17 +1054,9 @@ class DataParallel:
                 f"DataParallel.shard: batches must be a BatchIterator, got {type(batches).__name__}"
             )
         # (agreed first, so that every rank meets ShardedBatches' checks with the same sizes)
-        # The samples too (a digest, once per call): ranks given other data would each train on
-        # slices of their own, and stay identical while learning from neither data set.
-        data = int(_checksum([batches.x, batches.y]))
-        self._agree(
-            "batches",
-            "the number of samples, the batch size, shuffle, drop_last and a digest of the "
-            "samples and their targets",
-            f"{batches.x.shape[0]} {batches.batch_size} {batches.shuffle} {batches.drop_last} "
-            f"{data}",
-            "every rank must run the same model on the same data in batches of the same sizes",
-        )
+        # The samples too (a digest): ranks given other data would each train on slices of
+        # their own, and stay identical while learning from neither data set.
+        self._agree_all([self._batches_agreement(batches)])
         self._sharded = _AgreedShards(batches, self.rank, self.world_size, self)
         return self._sharded
 
