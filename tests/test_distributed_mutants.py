@@ -233,6 +233,26 @@ def test_the_shards_check_the_batch_size_and_drop_last_at_every_pass(
         assert world_of_one._calls[0] == calls + 1  # (the sizes and the order, agreed at once)
 
 
+def test_synchronize_weights_by_the_shard_drawn_last_whatever_shards_were_made_since(
+    world_of_one: ProcessGroup,
+) -> None:
+    """synchronize weighted by the shards that shard() made last: a loop that made other shards
+    (for an evaluation pass, say) before training on its first ones weighted an uneven last
+    batch equally (1/2 and 1/2 for 2 and 3 samples of 5), each rank alike, so nothing told.
+    The shard drawn last, while its pass runs, weights it now. (Shards of rank 0 of 2, made
+    by hand over a group of one, so that the shares differ.)"""
+    parallel = DataParallel(Linear(2, 2), world_of_one)
+    x, y = torch.randn(11, 2), torch.zeros(11, dtype=torch.int64)
+    training = distributed._AgreedShards(BatchIterator(x, y, 4, shuffle=False), 0, 2, parallel)
+    shares = []
+    for _ in training:
+        # (another pass's shards, made meanwhile, not drawn from)
+        distributed._AgreedShards(BatchIterator(x, y, 4, shuffle=False), 0, 2, parallel)
+        shares.append(float(parallel.synchronize(torch.tensor(1.0, dtype=F64))))
+    assert shares == [0.5, 0.5, 1 / 3]  # (1 of the last batch's 3 samples)
+    assert float(parallel.synchronize(torch.tensor(1.0, dtype=F64))) == 1.0  # (no pass: 1 / W)
+
+
 def test_the_share_before_the_first_batch_is_an_equal_one() -> None:
     """(documented on the attribute; synchronize weights by it) Equal before a pass and after
     one; during a pass, the share of the batch yielded last."""

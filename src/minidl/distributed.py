@@ -872,6 +872,7 @@ class ShardedBatches:
                 start, stop = size * rank // world_size, size * (rank + 1) // world_size
                 self.share = (stop - start) / size
                 self._pass = this_pass
+                self._drawn(this_pass)
                 yield x[start:stop], y[start:stop]
         finally:
             # (an uneven last batch's share weighted every synchronize after the pass, in a
@@ -879,6 +880,13 @@ class ShardedBatches:
             # a pass left behind, whose iterator is dropped later, leaves a later one's share)
             if self._pass is this_pass:
                 self.share = 1.0 / world_size
+            self._ended(this_pass)
+
+    def _drawn(self, this_pass: object) -> None:
+        """Called as the pass ``this_pass`` yields a shard (its share set)."""
+
+    def _ended(self, this_pass: object) -> None:
+        """Called as the pass ``this_pass`` ends, however it ends."""
 
 
 class _AgreedShards(ShardedBatches):
@@ -890,6 +898,15 @@ class _AgreedShards(ShardedBatches):
     ) -> None:
         super().__init__(batches, rank, world_size)
         self._parallel = parallel
+
+    def _drawn(self, this_pass: object) -> None:
+        # (the shard drawn last is the one a step of the loop trains on: its share weights
+        # synchronize, whatever other shards' objects were made since)
+        self._parallel._drawing = (self, this_pass)
+
+    def _ended(self, this_pass: object) -> None:
+        if self._parallel._drawing == (self, this_pass):
+            self._parallel._drawing = None
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         batches = self.batches
@@ -951,7 +968,8 @@ class DataParallel:
             )
         self.model = model
         self.group = group
-        self._sharded: ShardedBatches | None = None
+        #: The shards and the pass that drew the last shard, while that pass runs.
+        self._drawing: tuple[ShardedBatches, object] | None = None
         self._buffers = [buffer for _, buffer in model.named_buffers()]
         tensors = [parameter.data for parameter in model.parameters()] + self._buffers
         self._agree(
@@ -1057,16 +1075,18 @@ class DataParallel:
         # The samples too (a digest): ranks given other data would each train on slices of
         # their own, and stay identical while learning from neither data set.
         self._agree_all([self._batches_agreement(batches)])
-        self._sharded = _AgreedShards(batches, self.rank, self.world_size, self)
-        return self._sharded
+        return _AgreedShards(batches, self.rank, self.world_size, self)
 
     def synchronize(self, loss: Tensor) -> Tensor:
         """Turn every rank's gradients into the global batch's (one ``all_reduce``) and return
         this rank's part of the global batch's loss, ``share * loss``.
 
-        Call it after ``model.backward`` and before ``optimizer.step``. Outside a pass over
-        :meth:`shard`'s batches (without one, or after one, as after ``fit``), every rank is
-        assumed to hold an equal share. A model with buffers (a batch norm's
+        Call it after ``model.backward`` and before ``optimizer.step``. The share is that of
+        the shard drawn last from a pass over :meth:`shard`'s batches, while that pass runs
+        (draw them as the loop trains on them: a list of them, made before the loop, ends its
+        pass first, and weights every shard equally, an uneven last batch's too). Outside a
+        pass (without one, or after one, as after ``fit``), every rank is assumed to hold an
+        equal share. A model with buffers (a batch norm's
         running statistics) also gets rank 0's, as PyTorch's ``DistributedDataParallel`` does:
         each rank's forward updated them from its own shard.
         """
@@ -1075,7 +1095,8 @@ class DataParallel:
                 "DataParallel.synchronize: loss must be a torch.Tensor (the loss of this rank's "
                 f"shard), got {type(loss).__name__}"
             )
-        share = self._sharded.share if self._sharded is not None else 1.0 / self.world_size
+        drawing = self._drawing
+        share = drawing[0].share if drawing is not None else 1.0 / self.world_size
         buffers = self._current_buffers()
         all_reduce_gradients(self.group, self.model.parameters(), share)
         if buffers:
