@@ -979,9 +979,42 @@ def test_ranks_that_closed_their_group_are_named_as_such_with_their_error(
         ):
             if raised is not None:
                 raise raised
-        assert closed._store.get("minidl/left/0") == reason
+        assert closed._store.get(closed._key("left/", 0)) == reason
         closed.close()  # (again: nothing changes)
-        assert closed._store.get("minidl/left/0") == reason
+        assert closed._store.get(closed._key("left/", 0)) == reason
+
+
+def test_the_keys_of_an_earlier_group_on_the_store_are_not_this_groups(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The heartbeats, collective counts, censuses and reasons of leaving lay under fixed keys:
+    a second group joined on the same store (torchrun's launcher keeps it) read the first's,
+    and named a rank that died as alive, or as one that closed its group. Each group's keys lie
+    under rank 0's random number now, agreed at the join."""
+    monkeypatch.setattr(distributed, "_CENSUS_SECONDS", 0.0)
+    group = distributed.ProcessGroup.__new__(distributed.ProcessGroup)
+    group.rank, group.world_size, group.timeout, group._calls = 0, 2, 5.0, [5]
+    group._prefix = "minidl/00000000000000bb/"
+    earlier = "minidl/00000000000000aa/"
+    group._store = _Store(  # type: ignore[assignment]
+        {f"{earlier}left/1": b"", f"{earlier}census-done/1": b"1", f"{earlier}collectives/1": b"3"}
+    )
+    assert group._left([1]) == {} and group._census() == [1] and group._behind() == []
+    group._store.values[f"{group._prefix}left/1"] = b""
+    assert group._left([1]) == {1: ""}
+
+
+def test_two_groups_take_two_places_in_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    prefixes = []
+    for _ in range(2):
+        monkeypatch.setenv("MASTER_PORT", str(free_port()))
+        with ProcessGroup(Launch(0, 1, 0), timeout=10.0) as group:
+            prefixes.append(group._prefix)
+            assert group._key("left/", 3) == f"{group._prefix}left/3"
+    assert all(re.fullmatch(r"minidl/[0-9a-f]{16}/", prefix) for prefix in prefixes)
+    assert prefixes[0] != prefixes[1]
 
 
 class _SilentStore:

@@ -348,7 +348,7 @@ def test_a_failed_collective_names_what_the_census_found(
 def test_the_heartbeat_beats_while_the_group_is_open_and_stops_at_close(
     world_of_one: ProcessGroup,
 ) -> None:
-    key = "minidl/heartbeat/0"
+    key = world_of_one._key("heartbeat/", 0)
     # (a loaded machine may leave the heartbeat's thread waiting for seconds: the deadline only
     # bounds a heartbeat that never beats)
     deadline = time.monotonic() + 120

@@ -86,6 +86,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -136,17 +137,18 @@ MAX_TIMEOUT = 1e9
 TIMEOUT_ENV = "MINIDL_DIST_TIMEOUT"
 #: Every rank's heartbeat thread bumps its counter in the store this often (seconds) ...
 _BEAT_SECONDS = 0.25
+#: (The keys below lie in the group's own place in the store: see ProcessGroup._key.)
 #: ... and after a failed collective, a rank whose counter did not move for this long is named
 #: as stopped (killed, or hung as a whole process).
 _CENSUS_SECONDS = 1.5
-_BEAT_KEY = "minidl/heartbeat/"
+_BEAT_KEY = "heartbeat/"
 #: ... and the number of collectives the rank has entered, so that a rank still alive but late
 #: (stuck or slow in its own code) is told from ranks whose calls diverged.
-_CALLS_KEY = "minidl/collectives/"
-_DONE_KEY = "minidl/census-done/"
+_CALLS_KEY = "collectives/"
+_DONE_KEY = "census-done/"
 #: ... and, when the rank closes its group, why: empty for a plain close, else the error that
 #: left the ``with`` block, so that a rank that stopped on purpose is not named as dead.
-_LEFT_KEY = "minidl/left/"
+_LEFT_KEY = "left/"
 #: The store's answers are awaited this long at most after a failed collective (and at close): a
 #: store whose host hangs (rank 0 stopped, its machine cut off) never answers.
 _STORE_SECONDS = 5.0
@@ -286,6 +288,10 @@ class ProcessGroup:
             each time for ``timeout``).
     """
 
+    #: Where this group's keys lie in the rendezvous store (:meth:`_key`): ``minidl/`` and rank
+    #: 0's random number, agreed at the join.
+    _prefix = "minidl/"
+
     def __init__(
         self,
         launch: Launch,
@@ -357,7 +363,21 @@ class ProcessGroup:
                 f"ProcessGroup: rank {shown(self.rank)} could not join the {shown(self.world_size)} ranks at "
                 f"{address} within {self.timeout:g} s: {_first_line(error)}"
             ) from error
+        try:
+            # The group's own place in the store, rank 0's random number (one broadcast): the
+            # keys of an earlier group joined on the same store (torchrun's, kept by its
+            # launcher; or rank 0's server, still referred to) would otherwise be read as this
+            # group's, and a rank that died named as alive, or as one that closed its group.
+            token = torch.tensor(secrets.randbits(63) if self.rank == 0 else 0, device=device)
+            dist.broadcast(token, src=0)
+        except RuntimeError as error:
+            dist.destroy_process_group()
+            raise DistributedError(
+                f"ProcessGroup: rank {shown(self.rank)} could not join the {shown(self.world_size)} ranks at "
+                f"{address} within {self.timeout:g} s: {_first_line(error)}"
+            ) from error
         self._store: Store = store
+        self._prefix = f"minidl/{int(token):016x}/"
         # Whether the store answered the last census (a store that did not is not waited for
         # again at close).
         self._store_answers = True
@@ -372,6 +392,11 @@ class ProcessGroup:
         )
         self._heartbeat.start()
 
+    def _key(self, kind: str, rank: int) -> str:
+        """The store's key of ``kind`` (:data:`_BEAT_KEY`, ...) for ``rank``, in this group's
+        place."""
+        return f"{self._prefix}{kind}{rank}"
+
     def _beat(self) -> None:
         count = 0
         published = -1
@@ -379,9 +404,9 @@ class ProcessGroup:
             count += 1
             calls = self._calls[0]
             try:
-                self._store.set(f"{_BEAT_KEY}{self.rank}", str(count))
+                self._store.set(self._key(_BEAT_KEY, self.rank), str(count))
                 if calls != published:
-                    self._store.set(f"{_CALLS_KEY}{self.rank}", str(calls))
+                    self._store.set(self._key(_CALLS_KEY, self.rank), str(calls))
                     published = calls
             except RuntimeError:
                 return
@@ -545,7 +570,7 @@ class ProcessGroup:
         left = {}
         try:
             for rank in ranks:
-                key = f"{_LEFT_KEY}{rank}"
+                key = self._key(_LEFT_KEY, rank)
                 if self._store.check([key]):
                     left[rank] = self._store.get(key).decode(errors="replace")
         except RuntimeError:
@@ -559,7 +584,7 @@ class ProcessGroup:
         others = [rank for rank in range(self.world_size) if rank != self.rank]
 
         def beats() -> dict[int, bytes | None]:
-            keys = {rank: f"{_BEAT_KEY}{rank}" for rank in others}
+            keys = {rank: self._key(_BEAT_KEY, rank) for rank in others}
             return {
                 rank: self._store.get(key) if self._store.check([key]) else None
                 for rank, key in keys.items()
@@ -570,7 +595,7 @@ class ProcessGroup:
             time.sleep(_CENSUS_SECONDS)
             after = beats()
             stalled = [r for r in others if after[r] is None or after[r] == before[r]]
-            return [r for r in stalled if not self._store.check([f"{_DONE_KEY}{r}"])]
+            return [r for r in stalled if not self._store.check([self._key(_DONE_KEY, r)])]
         except RuntimeError:
             return None
 
@@ -580,7 +605,7 @@ class ProcessGroup:
         behind = []
         try:
             for rank in range(self.world_size):
-                key = f"{_CALLS_KEY}{rank}"
+                key = self._key(_CALLS_KEY, rank)
                 known = rank != self.rank and self._store.check([key])
                 if known and int(self._store.get(key)) < self._calls[0]:
                     behind.append(rank)
@@ -598,7 +623,7 @@ class ProcessGroup:
         store when the ranks are started by hand, but under ``torchrun`` the launcher does, and
         a launcher that stops or hangs (or its machine cut off) would hold rank 0 here for ever.
         A call that does not answer (or fails) ends the wait and clears ``_store_answers``."""
-        done = f"{_DONE_KEY}{self.rank}"
+        done = self._key(_DONE_KEY, self.rank)
 
         def say_done() -> bool:
             self._store.set(done, "1")
@@ -621,7 +646,7 @@ class ProcessGroup:
 
     def _unfinished(self, ranks: Sequence[int]) -> list[int]:
         """Of ``ranks``, those whose census is not done yet."""
-        return [rank for rank in ranks if not self._store.check([f"{_DONE_KEY}{rank}"])]
+        return [rank for rank in ranks if not self._store.check([self._key(_DONE_KEY, rank)])]
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -643,7 +668,9 @@ class ProcessGroup:
         # (before the group goes: the others' census reads it; a store that is gone with rank 0
         # raises, the others then find it unreachable)
         if self._store_answers:
-            _within(_STORE_SECONDS, lambda: self._store.set(f"{_LEFT_KEY}{self.rank}", reason))
+            _within(
+                _STORE_SECONDS, lambda: self._store.set(self._key(_LEFT_KEY, self.rank), reason)
+            )
         if dist.is_initialized():
             dist.destroy_process_group()
 
