@@ -591,6 +591,46 @@ def test_help_into_a_closed_output_fails_for_real() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [["train", "--epochs", "1", "--quiet"], ["reproduce", "--quick", "--tables", "1"]],
+)
+def test_a_command_into_a_closed_output_is_refused_before_the_work(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    arguments: list[str],
+) -> None:
+    """``minidl train >&-`` trained, printed its final errors nowhere and exited 0 (print
+    passes over a closed output); refused before the training now, as the help is. (reproduce
+    with --quiet prints nothing there, and runs.)"""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(arguments) == 1
+    assert capsys.readouterr().err == (
+        f"minidl {arguments[0]}: error: cannot write to the standard output (Bad file descriptor)\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_messages_into_a_closed_standard_error_go_nowhere(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """With the standard error closed (``2>&-``: ``sys.stderr`` is ``None``), print(file=None)
+    wrote the errors and warnings to the standard output, into the results' file; and
+    reproduce's progress bar failed inside tqdm (AttributeError), after all the work, its
+    folder removed. Both go nowhere now."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stderr", None)
+    arguments = ["train", "--quiet", "--epochs", "1", "--activation", "relu", "--lr", "1e30"]
+    assert main(arguments) == 0
+    assert capsys.readouterr().out == "final train error: 100.00%\nfinal test error: 100.00%\n"
+    assert main(["train", "--quiet", "--optimizer", "adadelta", "--momentum", "0.5"]) == 2
+    assert capsys.readouterr().out == ""
+    assert main(["reproduce", "--quick", "--jobs", "1", "--tables", "1", "--out", "out"]) == 0
+    assert (tmp_path / "out" / "report.md").is_file()
+
+
 def test_a_usage_error_the_standard_error_does_not_take_keeps_status_2(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

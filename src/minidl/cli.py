@@ -803,13 +803,13 @@ def _run_train(args: argparse.Namespace) -> int:
         train_error = error_rate(model, data.train.x, data.train.y)
         test_error = error_rate(model, data.test.x, data.test.y)
     except AnomalyError as error:
-        print(f"minidl train: anomaly detected: {error}", file=sys.stderr)
+        _to_stderr(f"minidl train: anomaly detected: {error}")
         return 1
     except KeyboardInterrupt as interrupt:
         how, status = _stopped_by(interrupt)
         if rank == 0:
             saved = checkpoint_path if saves else None
-            print(_interrupted(saved, args.resume, checkpoint_path, how), file=sys.stderr)
+            _to_stderr(_interrupted(saved, args.resume, checkpoint_path, how))
         return status
     if rank == 0:
         say(f"final train error: {train_error:.2f}%")
@@ -824,10 +824,9 @@ def _run_train(args: argparse.Namespace) -> int:
             # (an infinite loss may come from finite outputs, which still classify)
             if math.isnan(loss):
                 hint = f"a model whose outputs are NaN errs on every sample ({hint})"
-            print(
+            _to_stderr(
                 f"minidl train: warning: the training diverged (the loss was {loss} at epoch "
-                f"{diverged + 1}); {hint}",
-                file=sys.stderr,
+                f"{diverged + 1}); {hint}"
             )
     if not args.quiet:
         say(f"training time: {elapsed:.2f} s")
@@ -1183,10 +1182,10 @@ def _run_train_launched(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, KeyError) as error:
         if not joined or launch.rank == 0:
             raise  # reported by main
-        print(f"minidl train: rank {launch.rank}: error: {error}", file=sys.stderr)
+        _to_stderr(f"minidl train: rank {launch.rank}: error: {error}")
         return 2
     except DistributedError as error:
-        print(f"minidl train: error: {error}", file=sys.stderr)
+        _to_stderr(f"minidl train: error: {error}")
         # After a failed collective the communication threads can hold up the interpreter's exit
         # for seconds; nothing is left to clean up (the group is closed), so leave at once.
         sys.stdout.flush()
@@ -1204,7 +1203,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     try:
         return run_from_cli(args)
     except BrokenProcessPool as error:  # a worker killed (the out-of-memory killer): no traceback
-        print(f"minidl reproduce: error: {error}", file=sys.stderr)
+        _to_stderr(f"minidl reproduce: error: {error}")
         return 1
 
 
@@ -1257,6 +1256,14 @@ def _import_torch() -> None:
             import torch  # noqa: F401
 
 
+def _to_stderr(text: str) -> None:
+    """Print ``text`` to the standard error, or nowhere where it was closed (``2>&-``:
+    ``sys.stderr`` is ``None``, and ``print(file=None)`` writes to the standard output, which
+    may be the results' file)."""
+    if sys.stderr is not None:
+        print(text, file=sys.stderr)
+
+
 def _output_gone() -> int:
     """Where the reader of the output went away (``minidl train | head -1``): the status, 1,
     of a command stopped quietly, with the rest of the output (and Python's flush at exit)
@@ -1271,7 +1278,7 @@ def _report_stop(name: str, interrupt: KeyboardInterrupt) -> int:
     (``name``: ``minidl train``, or ``minidl`` before the command is known), and return the
     shell's status for its signal (see :func:`_stopped_by`)."""
     how, status = _stopped_by(interrupt)
-    print(f"{name}: {how}", file=sys.stderr)
+    _to_stderr(f"{name}: {how}")
     return status
 
 
@@ -1295,22 +1302,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             # The usage and one line on stderr, as for any other usage error (exit status 2).
             parser.print_usage(sys.stderr)
-            print(
-                f"{parser.prog}: error: give a command (minidl --help lists them)", file=sys.stderr
-            )
+            _to_stderr(f"{parser.prog}: error: give a command (minidl --help lists them)")
             return 2
         # Under torchrun, SIGTERM is how the launcher stops the ranks when one fails: it keeps
         # its default (a rank that raised would wait in a collective for the one that is gone).
         launched = args.command == "train" and "WORLD_SIZE" in os.environ
+        if sys.stdout is None and (args.command == "train" or not args.quiet):
+            # (closed, >&-: the final errors, or reproduce's summary, would go nowhere and the
+            # command exit 0; refused before the work, as the help is)
+            _to_stderr(
+                f"minidl {args.command}: error: cannot write to the standard output "
+                f"({os.strerror(errno.EBADF)})"
+            )
+            return 1
     except KeyboardInterrupt as interrupt:
         return _report_stop("minidl", interrupt)
     except _OutputNotWrittenError as failed:  # (the help or the version: see _print_message)
         if isinstance(failed.error, BrokenPipeError):  # (its reader went away: see below)
             return _output_gone()
         with contextlib.suppress(OSError):
-            print(
-                f"minidl: error: cannot write to the standard output ({failed.error.strerror})",
-                file=sys.stderr,
+            _to_stderr(
+                f"minidl: error: cannot write to the standard output ({failed.error.strerror})"
             )
         return 1
     except ImportError as error:  # (an interrupt behind it, as after the command: see below)
@@ -1323,19 +1335,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             _import_torch()
             return int(args.run(args))
     except (ValueError, TypeError, KeyError) as error:
-        print(f"minidl {args.command}: error: {error}", file=sys.stderr)
+        _to_stderr(f"minidl {args.command}: error: {error}")
         return 2
     except BrokenPipeError:
         return _output_gone()
     except OSError as error:  # the file system, during the run (a checkpoint's folder removed)
-        print(f"minidl {args.command}: error: {_file_error(error)}", file=sys.stderr)
+        _to_stderr(f"minidl {args.command}: error: {_file_error(error)}")
         return 1
     except (MemoryError, RuntimeError) as error:
         reason = _out_of_memory(error)
         if reason is None:
             raise
         hint = "; a smaller --hidden or --batch-size takes less" if args.command == "train" else ""
-        print(f"minidl {args.command}: error: out of memory: {reason}{hint}", file=sys.stderr)
+        _to_stderr(f"minidl {args.command}: error: out of memory: {reason}{hint}")
         return 1
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the shell's status, no traceback
         return _report_stop(f"minidl {args.command}", interrupt)

@@ -299,7 +299,7 @@ def reproduce(
         total = count_epochs(experiments, settings.rounds, settings.epochs_override)
         start = time.perf_counter()
         on_epoch = None
-        if progress:
+        if progress and sys.stderr is not None:  # (closed, 2>&-: no bar, as with --quiet)
             from tqdm import tqdm
 
             bar = tqdm(
