@@ -392,6 +392,21 @@ def test_the_command_to_continue_with_gives_the_path_back_to_a_shell(tmp_path: P
         assert shlex.split(command) == [path]
 
 
+def test_the_command_to_continue_with_takes_a_path_starting_with_a_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint named ``-x.ckpt`` (given as ``--checkpoint=-x.ckpt``) was named in the
+    command to continue with as ``--resume -x.ckpt``, which the parser refuses ("argument
+    --resume: expected one argument"); it is ``--resume=-x.ckpt`` now, which it takes."""
+    from minidl.cli import _interrupted
+
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint("-x.ckpt", nn.Sequential(nn.Linear(2, 2)), epoch=3)
+    line = _interrupted("-x.ckpt", None, "-x.ckpt")
+    assert line.endswith("(epoch 3); continue with --resume=-x.ckpt")
+    assert build_parser().parse_args(["train", "--resume=-x.ckpt"]).resume == "-x.ckpt"
+
+
 def _interrupt_behind_an_import_error(how: str, interrupt: KeyboardInterrupt) -> ImportError:
     """An ImportError with ``interrupt`` behind it, raised as ``how`` says."""
     if how == "raised from it, outside its handler":

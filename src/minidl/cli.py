@@ -989,9 +989,12 @@ def _interrupted(
         # takes it (quoted where it holds a space or another character the shell would read),
         # unless that would split the line (a newline: then as the message names it).
         command = shlex.quote(path) if path.isprintable() else _shown_path(path)
+        # (a path starting with '-' given as --resume's own argument: the parser would read
+        # it as an option, "expected one argument")
+        flag = "--resume=" if path.startswith("-") else "--resume "
         return (
             f"minidl train: {how}; the last checkpoint is {_shown_path(path)} (epoch {epoch}); "
-            f"continue with --resume {command}"
+            f"continue with {flag}{command}"
         )
     if checkpoint is None:
         return f"minidl train: {how}; no checkpoint (--checkpoint PATH saves one)"
