@@ -154,6 +154,13 @@ def test_a_resumed_file_that_cannot_be_written_is_named_by_resume(
         "(Permission denied); give --checkpoint PATH to save elsewhere\n"
     )
     assert read_checkpoint(path).training.epoch == 1
+    # A finished run resumed into its own file saves nothing: it is evaluated there (it was
+    # refused as above, on storage that takes no file); saved elsewhere, it is checked.
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "1", "--resume", str(path)]) == 0
+    assert capsys.readouterr().out.startswith("final train error: ")
+    other = ["--checkpoint", str(tmp_path / "other.ckpt")]
+    assert main([*argv, "--epochs", "1", "--resume", str(path), *other]) == 2
 
 
 def test_the_longest_file_name_the_folder_takes_is_accepted_and_one_byte_more_refused(

@@ -724,7 +724,10 @@ def _run_train(args: argparse.Namespace) -> int:
     checkpoint_path = args.checkpoint if args.checkpoint is not None else args.resume
     if checkpoint_path is not None:
         flag = "--checkpoint" if args.checkpoint is not None else "--resume"
-        _check_checkpoint_path(flag, checkpoint_path, writes=rank == 0)
+        # (a finished run resumed into its own file saves nothing: evaluated where the file
+        # lies on storage that takes none, it was refused)
+        saves_any = start_epoch < args.epochs or checkpoint_path != args.resume
+        _check_checkpoint_path(flag, checkpoint_path, writes=rank == 0 and saves_any)
     # Printed once every argument is checked: a refused run prints its error alone.
     if not args.quiet:
         say(f"model: {model}".replace("\n", "\n       "))
