@@ -339,10 +339,15 @@ class ProcessGroup:
             raise DistributedError("ProcessGroup: this torch build has no torch.distributed")
         if dist.is_initialized():
             raise DistributedError("ProcessGroup: a default process group is already initialised")
-        address = (
-            f"{os.environ.get('MASTER_ADDR', '<MASTER_ADDR unset>')}:"
-            f"{os.environ.get('MASTER_PORT', '<MASTER_PORT unset>')}"
-        )
+        unset = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+        if unset:  # (torch's env:// rendezvous failed at once, said as a timeout of the join)
+            raise DistributedError(
+                f"ProcessGroup: rank {shown(self.rank)} cannot join the {shown(self.world_size)} "
+                f"ranks: the environment variable{'s' if len(unset) > 1 else ''} "
+                f"{' and '.join(unset)} {'are' if len(unset) > 1 else 'is'} not set (the address "
+                "and port of rank 0's rendezvous store; torchrun sets both)"
+            )
+        address = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
         delta = timedelta(seconds=self.timeout)
         # Who hosts the rendezvous store, as torch's env:// rendezvous decides: the launcher,
         # where it shares its own store (TORCHELASTIC_USE_AGENT_STORE=True: torchrun, unless
