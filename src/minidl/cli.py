@@ -491,8 +491,9 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[_ArgumentParser]) -
         metavar="PATH",
         default=None,
         help="continue the run saved in PATH (same settings; --epochs may grow); it gives the "
-        "numbers of an uninterrupted run. Unless --checkpoint names another file, checkpoints "
-        "keep going to PATH",
+        "numbers of an uninterrupted run launched alike (as many processes; with another number, "
+        "or with or without torchrun, it goes on to rounding). Unless --checkpoint names another "
+        "file, checkpoints keep going to PATH",
     )
     parser.add_argument(
         "--detect-anomaly",
