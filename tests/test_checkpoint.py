@@ -2659,3 +2659,51 @@ def test_identical_runs_record_equal_histories_with_their_nans(tmp_path: Path) -
     assert first != first.train_loss  # (no History)
     with pytest.raises(TypeError, match="unhashable type: 'History'"):
         hash(first)
+
+
+def test_generators_of_a_list_tuple_or_dict_subclass_are_saved_and_the_model_alone_loads(
+    tmp_path: Path,
+) -> None:
+    """A generator in a namedtuple or an OrderedDict was neither saved nor refused (the walk
+    took list, tuple and dict themselves only); and loading the model alone, which leaves the
+    generators alone, refused one held under a key no checkpoint can name."""
+    import collections
+
+    pair = collections.namedtuple("pair", "left right")
+    path = tmp_path / "run.ckpt"
+    for held, pick, entry in (
+        (pair(torch.Generator().manual_seed(1), 0), lambda rngs: rngs.left, "rngs[0]"),
+        (
+            collections.OrderedDict(a=torch.Generator().manual_seed(1)),
+            lambda rngs: rngs["a"],
+            "rngs['a']",
+        ),
+    ):
+        model = nn.Sequential(nn.Linear(2, 2), _HeldNoise(held, pick))
+        optimizer = optim.SGD(model.parameters(), lr=0.1)
+        save_checkpoint(path, model, optimizer)
+        assert f"rng.module.1.{entry}" in read_checkpoint(path).tensors
+        first = model(torch.zeros(1, 2))
+        load_checkpoint(path, model, optimizer)
+        assert torch.equal(model(torch.zeros(1, 2)), first)
+    save_checkpoint(path, nn.Sequential(nn.Linear(2, 2), _HeldNoise({}, lambda rngs: rngs)))
+    odd = nn.Sequential(nn.Linear(2, 2), _HeldNoise({(0, 1): torch.Generator()}, lambda r: r))
+    load_checkpoint(path, odd)  # (the model alone: its generators left as they are held)
+
+
+def test_checkpoints_of_meta_or_sparse_tensors_compare_without_raising(tmp_path: Path) -> None:
+    """== read the bits of every tensor: a meta one (no bits) or a sparse one (no reshape),
+    which the constructor takes outside the model's entries, raised."""
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, nn.mlp((2, 3, 2)))
+    read = read_checkpoint(path)
+    meta = Checkpoint(
+        header=read.header, tensors={**read.tensors, "x": torch.zeros(2, device="meta")}
+    )
+    sparse = Checkpoint(header=read.header, tensors={**read.tensors, "x": torch.eye(2).to_sparse()})
+    dense = Checkpoint(header=read.header, tensors={**read.tensors, "x": torch.eye(2)})
+    assert meta != sparse
+    assert sparse != dense
+    assert dense != meta
+    again = Checkpoint(header=read.header, tensors={**read.tensors, "x": torch.eye(2).to_sparse()})
+    assert sparse == again

@@ -2059,3 +2059,17 @@ def test_an_optimizer_of_ones_own_update_trains_step_by_step(
     model = _model((3, 4, 3))
     _fit(model, _KeptSGD(model.parameters()), x, y, epochs=2, batch_size=10)
     assert calls[0] == 10
+
+
+def test_an_optimizer_whose_instance_holds_its_own_step_buffers_trains_step_by_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``_step_buffers`` set on the optimizer's instance was called by the folded step with the
+    entries in its blocks' order; it runs step by step now, as for one set on the class."""
+    calls = _count_folded_calls(monkeypatch)
+    x, y = _data()
+    model = _model((3, 4, 3))
+    optimizer = optim.SGD(model.parameters(), 0.1)
+    optimizer._step_buffers = lambda *args: None  # type: ignore[method-assign]
+    _fit(model, optimizer, x, y, epochs=1, batch_size=10)
+    assert calls[0] == 0

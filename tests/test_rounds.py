@@ -2250,3 +2250,49 @@ def test_models_watched_by_detect_anomaly_are_watched_in_their_stack() -> None:
     assert all("forward" not in vars(module) for model in models for module in model.modules())
     histories = train()  # (unwatched: no check, NaN losses)
     assert any(math.isnan(loss) for loss in histories[0].train_loss)
+
+
+def test_a_layer_watched_by_detect_anomaly_has_the_stack_watched() -> None:
+    """detect_anomaly(models[0][0]), one layer: the stack was watched only where a model's own
+    forward was, and trained on a NaN unchecked (fit raises there)."""
+    from minidl.anomaly import AnomalyError, detect_anomaly
+
+    data = make_disk_data(20, 10, 10, seed=0, dtype=DTYPE)
+    x = data.train.x.clone()
+    x[3, 0] = float("nan")
+    models = [nn.mlp((2, 4, 2), "tanh", dtype=DTYPE) for _ in range(2)]
+    with detect_anomaly(models[0][2]), pytest.raises(AnomalyError):
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            [(x, data.train.y), (data.train.x, data.train.y)],
+            epochs=1,
+            batch_size=5,
+            generators=[torch.Generator().manual_seed(r) for r in range(2)],
+        )
+
+
+@pytest.mark.parametrize("change", ["append", "pop"])
+def test_sets_added_or_taken_out_by_on_epoch_are_refused_by_name(change: str) -> None:
+    data = [make_disk_data(16, 10, 10, seed=r, dtype=DTYPE) for r in range(2)]
+    train = [(d.train.x, d.train.y) for d in data]
+
+    def on_epoch(epoch: int, records: list[EpochRecord]) -> None:
+        if change == "append":
+            train.append(train[0])
+        else:
+            train.pop()
+
+    counts = "3 sets, from 2" if change == "append" else "1 sets, from 2"
+    with pytest.raises(ValueError, match=rf"^fit_rounds: on_epoch changed train_sets to {counts}"):
+        fit_rounds(
+            [nn.mlp((2, 4, 2), "tanh", dtype=DTYPE) for _ in range(2)],
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            train,
+            epochs=2,
+            batch_size=8,
+            generators=[torch.Generator().manual_seed(r) for r in range(2)],
+            on_epoch=on_epoch,
+        )

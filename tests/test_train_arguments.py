@@ -1414,3 +1414,24 @@ def test_a_class_given_for_its_instance_is_named_as_a_class(argument: str) -> No
         f"fit: {argument} must be a minidl {kind[argument]}, got the class {name}; pass an "
         "instance, built with its arguments"
     )
+
+
+def test_fit_checks_the_class_indices_of_a_built_in_loss_under_detect_anomaly() -> None:
+    """detect_anomaly sets its check as the loss's forward: taken for a forward of the loss's
+    own, fit left a class index out of range to the loss, which refused it mid-epoch, the
+    model trained. The check over the class's forward is the built-in loss's."""
+    from minidl.anomaly import detect_anomaly
+
+    x = torch.randn(40, 2, generator=torch.Generator().manual_seed(0))
+    y = (x[:, 0] > 0).long()
+    y[35] = 3
+    model = nn.mlp((2, 4, 3), "tanh", generator=torch.Generator().manual_seed(1))
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), 0.1)
+    before = [p.data.clone() for p in model.parameters()]
+    with (
+        detect_anomaly(model, criterion),
+        pytest.raises(ValueError, match=r"^fit: y must hold class indices in \[0, 3\) .* got 3$"),
+    ):
+        fit(model, criterion, optimizer, x, y, epochs=2, batch_size=8)
+    assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))

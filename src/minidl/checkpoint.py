@@ -341,7 +341,7 @@ def _holds_generator(value: object, depth: int = 0) -> bool:
     :data:`_DEEPEST` levels (where :func:`_held_generators` looks)."""
     if isinstance(value, torch.Generator):
         return True
-    if depth >= _DEEPEST or type(value) not in (list, tuple, dict):
+    if depth >= _DEEPEST or not isinstance(value, list | tuple | dict):
         return False
     assert isinstance(value, list | tuple | dict)
     values = value.values() if isinstance(value, dict) else value
@@ -893,8 +893,12 @@ def _same_bits(first: Tensor, second: Tensor) -> bool:
     -0.0 not equal to 0.0), wherever they lie."""
     if first.dtype != second.dtype or first.shape != second.shape:
         return False
-    if first.numel() == 0:
+    if first.layout != second.layout or first.is_meta != second.is_meta:
+        return False
+    if first.is_meta or first.numel() == 0:  # (a meta tensor holds no bits to compare)
         return True
+    if first.layout != torch.strided:  # (sparse: compared as dense, whose bits it stands for)
+        first, second = first.to_dense(), second.to_dense()
     bits = [t.detach().cpu().reshape(-1).contiguous().view(torch.uint8) for t in (first, second)]
     return torch.equal(bits[0], bits[1])
 
@@ -1894,11 +1898,17 @@ def load_checkpoint(
     backup_rng = torch.get_rng_state() if resuming else None
     backup_generator = generator.get_state() if generator is not None else None
     # The modules' and the GPUs' generators, where the checkpoint holds their state.
-    module_generators = {
-        name: module_generator
-        for name, module_generator in _module_generators(where, model).items()
-        if resuming and name in tensors
-    }
+    # (found when resuming only: loading the model alone leaves them, and how they are held,
+    # alone)
+    module_generators = (
+        {
+            name: module_generator
+            for name, module_generator in _module_generators(where, model).items()
+            if name in tensors
+        }
+        if resuming
+        else {}
+    )
     backup_modules = {name: g.get_state() for name, g in module_generators.items()}
     cuda_devices = [
         index for index in _cuda_devices(model) if resuming and f"{_RNG_CUDA}{index}" in tensors

@@ -1089,8 +1089,10 @@ class DataParallel:
         The ranks' batches must agree on the samples and their targets, the batch size,
         ``shuffle`` and ``drop_last`` (checked here, with one pass over the data for its digest;
         a rank that shuffled alone would join the check below alone, and every rank would wait
-        out the timeout) and, when they shuffle, on the state of the generator that draws each
-        pass's order (checked at the start of every pass, one ``all_gather``): a rank whose
+        out the timeout); at the start of every pass (one ``all_gather``, entered by every
+        rank as it begins the pass: a rank iterating alone waits out the timeout) again on the
+        batch size and ``drop_last``, which may be set between passes, and, when they shuffle,
+        on the state of the generator that draws the pass's order: a rank whose
         generator was seeded otherwise, or that drew other numbers from it (torch's global
         generator, from which a ``Dropout`` draws more on a rank with a larger shard), would take
         its slice of another order, so that some samples were used twice and others never.

@@ -543,7 +543,7 @@ class FoldedStep:
 #: say), is called by the loop, so fit does not fold.
 _MODEL_METHODS = ("__call__", "forward", "backward", "backward_parameters")
 _LOSS_METHODS = ("__call__", "forward", "backward", "_gradient")
-_OPTIMIZER_METHODS = ("step", "zero_grad", "_update")
+_OPTIMIZER_METHODS = ("step", "zero_grad", "_update", "_step_buffers")
 _ORIGINAL: dict[type, tuple[Any, ...]] = {
     Sequential: tuple(getattr(Sequential, name) for name in _MODEL_METHODS),
     Optimizer: tuple(getattr(Optimizer, name) for name in ("step", "zero_grad")),

@@ -229,8 +229,8 @@ def fit_rounds(
             ``models`` get the trained parameters only when training ends, so they are not
             updated yet here; the sets are read again after it where their version counters
             moved, as :func:`~minidl.train.fit` reads its data each epoch (changed in place,
-            they train the next epoch; resized, or of another dtype, they are refused; written
-            through a NumPy array, they move no counter and are not read again). As
+            they train the next epoch; resized, cast, added or taken out, they are refused; written
+            through a NumPy array or .data, they move no counter and are not read again). As
             with :func:`~minidl.train.fit`, if it returns ``True`` (or a true numpy bool or
             one-element bool tensor), training stops after that epoch, for all the models (the
             histories end with it); other return values than ``None`` and bools are refused (a
@@ -627,8 +627,13 @@ def _stack_again(
     """Copy ``sets`` into their stacks ``x_all`` and ``y_all`` again where on_epoch may have
     changed them in place (their :func:`_signature` is not ``signature``, the one they had
     when last stacked), and return their signature; refuse a set resized, or given another
-    dtype, meanwhile. (Written through a NumPy array sharing its memory, a set moves no
+    dtype, meanwhile. (Written through .data or a NumPy array sharing its memory, a set moves no
     counter, and is not read again.)"""
+    if len(sets) != x_all.shape[0]:  # (a set added to the list, or taken out of it)
+        raise ValueError(
+            f"fit_rounds: on_epoch changed {name} to {len(sets)} sets, from {x_all.shape[0]} "
+            "(one per model); the sets keep their number through a run"
+        )
     now = _signature(sets)
     if now is not None and now == signature:
         return now
@@ -861,7 +866,9 @@ def _watched(stacked: Sequential, models: Sequence[Sequential]) -> Iterator[None
     it watches one of ``models``: the stack runs in their place, without their checks. An
     :class:`~minidl.anomaly.AnomalyError` then names the stack's module, and the first index of
     the bad value is the model's."""
-    if not any(anomaly.checks_only(model, "forward") for model in models):
+    if not any(  # (the model, or any module of it: detect_anomaly(models[0][0]))
+        anomaly.checks_only(module, "forward") for model in models for module in model.modules()
+    ):
         yield
         return
     try:

@@ -919,8 +919,20 @@ def _forward_of_its_own(criterion: Loss) -> bool:
     :class:`~minidl.nn.Loss` with a ``forward`` of its own, or of a built-in loss replacing
     its ``forward`` (see :meth:`~minidl.nn.Loss._computes_as`). Its integer targets may be no
     class indices (a hinge loss's -1 and +1): it checks them itself."""
-    base = next(k for k in type(criterion).__mro__ if k.__module__.startswith("minidl."))
-    return base is Loss or not criterion._computes_as(base)
+    kind = type(criterion)
+    base: type[Loss] = next(
+        k for k in kind.__mro__ if issubclass(k, Loss) and k.__module__.startswith("minidl.")
+    )
+    if base is Loss:
+        return True
+    if anomaly.checks_only(criterion, "forward"):  # (detect_anomaly's check over its class's)
+        own = vars(criterion)
+        return (
+            kind.forward is not base.forward
+            or kind._forward_accepted is not base._forward_accepted
+            or "_forward_accepted" in own
+        )
+    return not criterion._computes_as(base)
 
 
 #: The curves of a :class:`History` holding one entry per epoch (``batch_lr`` holds one per
