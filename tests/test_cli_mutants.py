@@ -651,6 +651,13 @@ def test_messages_into_a_closed_standard_error_go_nowhere(
     assert capsys.readouterr().out == ""
     assert main(["reproduce", "--quick", "--jobs", "1", "--tables", "1", "--out", "out"]) == 0
     assert (tmp_path / "out" / "report.md").is_file()
+    capsys.readouterr()
+    # (a usage error's usage: argparse fell back to the standard output)
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--epochs", "-1"])
+    assert info.value.code == 2
+    assert main([]) == 2
+    assert capsys.readouterr().out == ""
 
 
 def test_a_usage_error_the_standard_error_does_not_take_keeps_status_2(

@@ -202,6 +202,14 @@ class _ArgumentParser(argparse.ArgumentParser):
                 message = message.replace(text, repr(text))
         super().error(message)
 
+    def print_usage(self, file: SupportsWrite[str] | None = None) -> None:
+        """As argparse prints the usage, to the standard error by default (argparse's default
+        is the standard output), and nowhere where it was closed (``2>&-``): argparse's
+        fall-back to the standard output wrote a usage error's usage into the results' file."""
+        file = sys.stderr if file is None else file
+        if file is not None:
+            super().print_usage(file)
+
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
         """As argparse prints the help, the version or a usage, but flushed, and a failure to
         write the standard output raised (:class:`_OutputNotWrittenError`), for :func:`main` to
