@@ -1399,3 +1399,19 @@ def test_a_batch_norm_refuses_an_eps_its_dtype_rounds_to_0(dtype: torch.dtype, e
     smallest = torch.finfo(torch.float64 if dtype is torch.float64 else torch.float32)
     layer.eps = smallest.smallest_normal * smallest.eps  # (the smallest it holds)
     assert bool(layer(x).isfinite().all())
+
+
+def test_a_residual_block_registered_anew_is_the_one_that_runs() -> None:
+    """register_module("block", new) replaced the registry's child, not the attribute that the
+    Residual's forward and backward read: the old block ran, while parameters(), state_dict
+    and an optimizer held the new one (and a Sequential of it called the block unregistered).
+    The attribute follows the registry now."""
+    residual = nn.Residual(nn.Linear(3, 3, dtype=torch.float64))
+    new = nn.Linear(3, 3, dtype=torch.float64)
+    residual.register_module("block", new)
+    assert residual.block is new and list(residual.parameters()) == list(new.parameters())
+    x = torch.randn(2, 3, dtype=torch.float64)
+    assert torch.equal(residual(x), x + new(x))
+    residual.backward(torch.ones(2, 3, dtype=torch.float64))
+    assert bool(new.weight.grad.abs().sum() > 0)
+    nn.Sequential(residual)

@@ -336,7 +336,8 @@ class Module:
         Args:
             name: a non-empty ``str`` without ``"."``; not the name of a parameter or buffer, nor
                 of another attribute or method (but of an attribute holding ``module`` itself,
-                as after ``self.block = block``; re-registering a child replaces it).
+                as after ``self.block = block``; re-registering a child replaces it, and that
+                attribute with it).
             module: a :class:`Module`, not this module nor one that contains it.
 
         Raises:
@@ -362,7 +363,17 @@ class Module:
                 f"{name!r} (a module would be its own descendant); expected a module that "
                 "does not contain this one"
             )
+        previous = registry.get(name)
         registry[name] = module
+        if (
+            previous is not None
+            and previous is not module
+            and getattr(self, name, None) is previous
+        ):
+            # (the attribute that held the child replaced, ``self.block = block``, follows:
+            # Residual's forward, which reads it, ran the old block while parameters() and the
+            # optimizer held the new one)
+            setattr(self, name, module)
         Module._registrations = next(_REGISTRATIONS)
         return module
 
