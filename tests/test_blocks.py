@@ -1415,3 +1415,18 @@ def test_a_residual_block_registered_anew_is_the_one_that_runs() -> None:
     residual.backward(torch.ones(2, 3, dtype=torch.float64))
     assert bool(new.weight.grad.abs().sum() > 0)
     nn.Sequential(residual)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_tanh_backward_of_a_16_bit_output_into_a_wider_gradient_keeps_its_precision(
+    dtype: torch.dtype,
+) -> None:
+    """With a float32 gradient, y^2 of a 16-bit output was squared in the output's dtype (8 or
+    11 bits) before the promotion: 2.2% off for bfloat16, where Sigmoid and ELU promote
+    first. 1 - y^2 is now that of the exact y, rounded once in float32."""
+    tanh = nn.Tanh()
+    output = tanh(torch.linspace(-3, 3, 101).to(dtype))
+    got = tanh.backward(torch.ones(101, dtype=torch.float32))
+    expected = (1 - output.double() ** 2).float()
+    assert got.dtype is torch.float32
+    assert float(((got - expected).abs() / expected.abs().clamp_min(1e-30)).max()) < 1e-6

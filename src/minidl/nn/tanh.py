@@ -74,7 +74,12 @@ _NARROW = (torch.float16, torch.bfloat16)
 
 def _subtracted(grad_output: Tensor, output: Tensor, out: Tensor | None) -> Tensor:
     """:math:`g - g y^2` (by one fused multiply-add), for a gradient of another dtype than the
-    output (promoted), and for other dtypes and devices."""
+    output (promoted), and for other dtypes and devices. A narrower output is promoted first:
+    squared in its own dtype, :math:`y^2` of a bfloat16 output kept 8 bits (2% off in a
+    float32 gradient)."""
+    wide = torch.promote_types(output.dtype, grad_output.dtype)
+    if output.dtype != wide:
+        output = output.to(wide)
     squared = output * output
     if squared.dtype is not grad_output.dtype:  # a gradient of another dtype: promote
         return torch.addcmul(grad_output, grad_output, squared, value=-1, out=out)
