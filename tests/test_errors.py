@@ -3801,3 +3801,21 @@ def test_fit_names_pytorchs_loss_optimizer_and_schedule_as_pytorchs() -> None:
         with pytest.raises(TypeError, match=rf"^fit: {message}"):
             call()
     assert optimizer.step_count == 0
+
+
+def test_naming_a_file_keeps_the_message_of_an_os_error_without_errno() -> None:
+    """An OSError of no errno (io.UnsupportedOperation("not writable"), a library's
+    OSError("message")) given the file's name printed "[Errno None] None: 'path'", its message
+    lost; it keeps its message, the file named in a note."""
+    import io
+
+    from minidl._validate import naming_file
+
+    for error in (OSError("disk quota exceeded"), io.UnsupportedOperation("not writable")):
+        with pytest.raises(OSError) as info, naming_file("runs/a.ckpt"):
+            raise error
+        assert str(info.value) == str(error) and "[Errno None]" not in str(info.value)
+        assert info.value.__notes__ == ["while writing runs/a.ckpt"]
+    full = r"^\[Errno 28\] No space left on device: 'runs/a\.ckpt'$"
+    with pytest.raises(OSError, match=full), naming_file("runs/a.ckpt"):
+        raise OSError(28, "No space left on device")

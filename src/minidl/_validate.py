@@ -334,8 +334,11 @@ def naming_file(path: str | os.PathLike[str]) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        if error.filename is None:
+        if error.filename is None and error.errno is not None:
             error.filename = os.fspath(path)
+        elif error.filename is None:  # (no errno: a filename would replace the message with
+            # "[Errno None] None: 'path'"; io.UnsupportedOperation("not writable"), say)
+            add_note(error, f"while writing {shown_path(path)}")
         raise
 
 
