@@ -3819,3 +3819,18 @@ def test_naming_a_file_keeps_the_message_of_an_os_error_without_errno() -> None:
     full = r"^\[Errno 28\] No space left on device: 'runs/a\.ckpt'$"
     with pytest.raises(OSError, match=full), naming_file("runs/a.ckpt"):
         raise OSError(28, "No space left on device")
+
+
+def test_shown_writes_what_repr_cannot_and_a_list_holding_itself() -> None:
+    """A set or dict holding an int of more than 4300 digits failed in Python's ValueError in
+    place of the refusal; a list holding itself recursed without end (RecursionError)."""
+    loop: list[object] = []
+    loop.append(loop)
+    for value, got in (
+        ({10**5000}, "set (not written: it holds an integer of more than 4300 digits)"),
+        ({"d": 10**5000}, "dict (not written: it holds an integer of more than 4300 digits)"),
+        (loop, "list [[...]]"),
+    ):
+        with pytest.raises(TypeError, match=r"^HuberLoss: delta must be a finite number") as info:
+            nn.HuberLoss(delta=value)
+        assert str(info.value).endswith(f"got {got}")

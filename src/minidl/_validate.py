@@ -56,7 +56,7 @@ LONGEST_PATH = 4096
 STANDARD_OUTPUT = "<standard output>"
 
 
-def shown(value: object) -> str:
+def shown(value: object, *, _within: frozenset[int] = frozenset()) -> str:
     """``repr(value)`` for a message, but an integer of more than :data:`LONGEST_SHOWN` digits
     as its number of digits (``an int of 5001 digits``): written whole, hundreds of digits
     would bury the message, and past 4300 Python refuses to write it (``repr`` raises a
@@ -85,7 +85,10 @@ def shown(value: object) -> str:
         return f"{start}... (a {type(value).__name__} of {len(value)} characters)"
     if type(value) in (tuple, list):  # (a pair of settings such as betas, a list of sizes)
         assert isinstance(value, tuple | list)
-        parts = [shown(part) for part in value[:LONGEST_SHOWN_ITEMS]]
+        if id(value) in _within:  # (a list that holds itself, as repr writes it)
+            return "[...]" if type(value) is list else "(...)"
+        inside = _within | {id(value)}
+        parts = [shown(part, _within=inside) for part in value[:LONGEST_SHOWN_ITEMS]]
         if len(value) > LONGEST_SHOWN_ITEMS:
             parts.append(f"... ({len(value)} items)")
         if len(parts) == 1 and type(value) is tuple:
@@ -105,7 +108,12 @@ def shown(value: object) -> str:
         if len(text) <= LONGEST_TEXT:
             return text
         return f"{text[:LONGEST_SHOWN]}... (a {type(value).__name__} written in {len(text)} characters)"
-    if not isinstance(value, int) or isinstance(value, bool) or value.bit_length() <= 132:
+    if not isinstance(value, int) or isinstance(value, bool):
+        try:
+            return repr(value)
+        except ValueError:  # (a dict or set holding an int of more than 4300 digits)
+            return "(not written: it holds an integer of more than 4300 digits)"
+    if value.bit_length() <= 132:
         return repr(value)  # (below 2**132, 5.4e39: 40 digits at most)
     magnitude = abs(value)
     # The number of digits, from a lower bound of log10 (no conversion to a string).
