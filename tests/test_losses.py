@@ -650,3 +650,20 @@ def test_bce_with_logits_pickled_when_it_kept_the_logits_loads() -> None:
     old.__setstate__(state)
     assert torch.equal(old.backward(), expected)
     assert torch.equal(pickle.loads(pickle.dumps(old)).backward(), expected)
+
+
+def test_mse_takes_its_reduction_as_a_plain_str() -> None:
+    """MSELoss kept a numpy.str_ (its repr np.str_('sum')) and asked a str subclass's own
+    __eq__, taking one that equals everything and failing in forward (KeyError); the other
+    losses compare and keep the plain str."""
+    import numpy as np
+
+    class _Loud(str):
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        __hash__ = str.__hash__
+
+    assert repr(nn.MSELoss(reduction=np.str_("sum"))) == "MSELoss(reduction='sum')"
+    with pytest.raises(ValueError, match=r"^MSELoss: reduction must be 'paper', 'mean' or 'sum'"):
+        nn.MSELoss(reduction=_Loud("none"))

@@ -18,8 +18,10 @@ Reduction = Literal["paper", "mean", "sum"]
 
 
 def _check_reduction(where: str, reduction: object) -> Reduction:
-    if isinstance(reduction, str) and reduction in ("paper", "mean", "sum"):
-        return cast(Reduction, reduction)
+    """``reduction`` as a plain ``str`` (as :func:`~minidl.nn.loss.check_mean_or_sum` takes
+    it: a subclass's own ``__eq__`` is not asked, ``numpy.str_('sum')`` is ``'sum'``)."""
+    if isinstance(reduction, str) and str.__str__(reduction) in ("paper", "mean", "sum"):
+        return cast(Reduction, str.__str__(reduction))
     raise ValueError(
         f"{where}: reduction must be 'paper', 'mean' or 'sum', got {reduction_given(reduction)}"
     )
