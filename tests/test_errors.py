@@ -3834,3 +3834,16 @@ def test_shown_writes_what_repr_cannot_and_a_list_holding_itself() -> None:
         with pytest.raises(TypeError, match=r"^HuberLoss: delta must be a finite number") as info:
             nn.HuberLoss(delta=value)
         assert str(info.value).endswith(f"got {got}")
+
+
+def test_a_16_bit_update_by_minus_zero_keeps_the_sign_whatever_was_rounded_before() -> None:
+    """The cache of rounded factors took -0.0 for 0.0 (equal keys): add_scaled_ by -0.0 (an
+    update at rate 0) gave -0.0 + -0.0 the bits of +0.0 once +0.0 had been rounded first."""
+    from minidl._scalar import _rounded, add_scaled_
+
+    for dtype in (torch.bfloat16, torch.float16):
+        _rounded(0.0, dtype)
+        target = torch.tensor([-0.0, 1.0], dtype=dtype)
+        expected = target.clone().add_(torch.ones(2, dtype=dtype), alpha=-0.0)
+        got = add_scaled_(target.clone(), torch.ones(2, dtype=dtype), -0.0)
+        assert torch.equal(got.view(torch.int16), expected.view(torch.int16))

@@ -114,9 +114,17 @@ def scaled(tensor: Tensor, alpha: float) -> Tensor:
     return tensor.mul(operand(alpha, tensor))
 
 
-@lru_cache(maxsize=256)
 def _rounded(value: float, dtype: torch.dtype) -> float:
-    """``value`` rounded to ``dtype``, as a 16-bit ``add_`` rounds its ``alpha``."""
+    """``value`` rounded to ``dtype``, as a 16-bit ``add_`` rounds its ``alpha``; zero as it
+    is (the cache's key takes 0.0 for -0.0, which gave ``-lr`` of a rate 0 the sign of the zero
+    rounded first, and so other bits)."""
+    if not value:
+        return float(value)
+    return _rounded_nonzero(value, dtype)
+
+
+@lru_cache(maxsize=256)
+def _rounded_nonzero(value: float, dtype: torch.dtype) -> float:
     return float(torch.tensor(float(value), dtype=dtype))
 
 
