@@ -1719,6 +1719,10 @@ def trial_key(parts: tuple[Module, ...], input: Tensor) -> tuple[object, ...] | 
     )  # fmt: skip
 
 
+#: The registries of a module (see :func:`referred`).
+_REGISTRIES = ("_parameters", "_buffers", "_modules")
+
+
 def referred(part: Module) -> list[object]:
     """What ``part`` refers to (its attributes' values), and the items of those that are lists
     or dicts (a list of layers: minidl has no ``ModuleList``), found without asking for its
@@ -1726,22 +1730,21 @@ def referred(part: Module) -> list[object]:
     attributes in a plain dict from then on, and every attribute read in its forward and
     backward gets slower (3% more instructions for a step of the paper's network). Only a
     refusal asks for the names (:func:`_attributes`). A tuple is not looked into: it is how a
-    module is kept out of the registries on purpose (a frozen teacher)."""
+    module is kept out of the registries on purpose (a frozen teacher). The items of the
+    module's own registries (its registered parameters, buffers and children), where its
+    ``__dict__`` holds them, are not looked into: no check asks for them."""
     referents = gc.get_referents(part)
     tops = [d for d in referents if isinstance(d, dict)]  # (the registries, a plain __dict__)
-    values = list(itertools.chain.from_iterable(d.values() for d in tops))
-    held = referents + values
-    kinds = set(map(type, referents))
-    kinds.discard(dict)  # (tops: their values are in held already)
-    kinds.update(map(type, values))
-    if list not in kinds and dict not in kinds:  # (most modules: nothing more to look into)
-        return held
+    held = referents + list(itertools.chain.from_iterable(d.values() for d in tops))
     # (lists and dicts inside them too, ``[[layer]]``, level by level, each once: one may
     # hold itself; a level of numbers and strings alone, as a log, is passed over in C)
     # Past a level of more than _MOST_NESTED containers (a log of a million rows is data, not
     # layers) the walk stops, so that fit's check of each call stays cheap.
     seen = {id(d) for d in tops}
+    seen.update(id(getattr(part, name, None)) for name in _REGISTRIES)
     level = [v for v in held if (type(v) is list or type(v) is dict) and id(v) not in seen]
+    if not level:  # (most modules: nothing more to look into)
+        return held
     items: list[object] = []
     first = True
     while level and (first or len(level) <= _MOST_NESTED):
