@@ -1066,6 +1066,20 @@ def test_a_run_stopped_by_on_epoch_leaves_the_models_where_it_stopped() -> None:
             assert not torch.equal(p.data, p0)
 
 
+def _fit_by_sgd(models: list[nn.Sequential], train: Any, **options: Any) -> list[History]:
+    """fit_rounds of ``models`` under cross-entropy and SGD at 0.1, a generator seeded r each."""
+    options.setdefault("epochs", 3)
+    options.setdefault("batch_size", 8)
+    return fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        lambda stack: SGD(stack.parameters(), lr=0.1),
+        train,
+        generators=[torch.Generator().manual_seed(r) for r in range(len(models))],
+        **options,
+    )
+
+
 def test_sets_changed_in_place_by_on_epoch_train_the_next_epoch_as_fits() -> None:
     """fit_rounds stacked its sets once, before the first epoch: an on_epoch that changed them
     in place (new noise, labels flipped) trained on as fit, which reads its data each epoch,
@@ -1105,17 +1119,7 @@ def test_sets_changed_in_place_by_on_epoch_train_the_next_epoch_as_fits() -> Non
     def on_epoch(epoch: int, records: list[EpochRecord]) -> None:
         flip_all((*train, *validation))
 
-    rounds = fit_rounds(
-        stacked,
-        nn.CrossEntropyLoss(),
-        lambda stack: SGD(stack.parameters(), lr=0.1),
-        train,
-        epochs=3,
-        batch_size=8,
-        generators=[torch.Generator().manual_seed(r) for r in range(2)],
-        validation_sets=validation,
-        on_epoch=on_epoch,
-    )
+    rounds = _fit_by_sgd(stacked, train, validation_sets=validation, on_epoch=on_epoch)
     _assert_trained_alike(stacked, alone, rounds, histories)
 
 
@@ -1138,16 +1142,7 @@ def test_a_set_resized_or_cast_by_on_epoch_is_refused(change: str) -> None:
         match=rf"^fit_rounds: train_sets\[1\] x was changed by on_epoch to {re.escape(expected)}, "
         r"from \(40, 2\), torch.float64; the sets keep their shapes and dtypes",
     ):
-        fit_rounds(
-            models,
-            nn.CrossEntropyLoss(),
-            lambda stack: SGD(stack.parameters(), lr=0.1),
-            train,
-            epochs=3,
-            batch_size=8,
-            generators=[torch.Generator().manual_seed(r) for r in range(2)],
-            on_epoch=on_epoch,
-        )
+        _fit_by_sgd(models, train, on_epoch=on_epoch)
 
 
 @pytest.mark.parametrize("index", [0, 2, 3])
@@ -2286,13 +2281,5 @@ def test_sets_added_or_taken_out_by_on_epoch_are_refused_by_name(change: str) ->
 
     counts = "3 sets, from 2" if change == "append" else "1 sets, from 2"
     with pytest.raises(ValueError, match=rf"^fit_rounds: on_epoch changed train_sets to {counts}"):
-        fit_rounds(
-            [nn.mlp((2, 4, 2), "tanh", dtype=DTYPE) for _ in range(2)],
-            nn.CrossEntropyLoss(),
-            lambda stack: SGD(stack.parameters(), lr=0.1),
-            train,
-            epochs=2,
-            batch_size=8,
-            generators=[torch.Generator().manual_seed(r) for r in range(2)],
-            on_epoch=on_epoch,
-        )
+        models = [nn.mlp((2, 4, 2), "tanh", dtype=DTYPE) for _ in range(2)]
+        _fit_by_sgd(models, train, epochs=2, on_epoch=on_epoch)
