@@ -311,8 +311,7 @@ def _module_generators(
         # Others found without asking for the module's __dict__ (see referred), which is
         # asked for only where one is held.
         if others and any(
-            value is not generator and _holds_generator(value)
-            for value in _attribute_values(module)
+            value is not generator and _holds_generator(value) for value in referred(module)
         ):
             for attribute, value in vars(module).items():
                 if attribute == "generator" and isinstance(value, torch.Generator):
@@ -327,13 +326,6 @@ def _module_generators(
 _DEEPEST = 4
 #: The types of items that hold no generator, passed over in C (a log of numbers).
 _NO_GENERATOR = frozenset({int, float, str, bool, type(None), Tensor})
-
-
-def _attribute_values(module: Module) -> list[object]:
-    """The values of ``module``'s attributes, found without asking for its ``__dict__`` (see
-    :func:`~minidl.nn.module.referred`), with tuples' items (which ``referred`` leaves out)."""
-    values = referred(module)
-    return values + [item for value in values if type(value) is tuple for item in value]
 
 
 def _holds_generator(value: object, depth: int = 0) -> bool:

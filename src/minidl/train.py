@@ -923,16 +923,7 @@ def _forward_of_its_own(criterion: Loss) -> bool:
     base: type[Loss] = next(
         k for k in kind.__mro__ if issubclass(k, Loss) and k.__module__.startswith("minidl.")
     )
-    if base is Loss:
-        return True
-    if anomaly.checks_only(criterion, "forward"):  # (detect_anomaly's check over its class's)
-        own = vars(criterion)
-        return (
-            kind.forward is not base.forward
-            or kind._forward_accepted is not base._forward_accepted
-            or "_forward_accepted" in own
-        )
-    return not criterion._computes_as(base)
+    return base is Loss or not criterion._computes_as(base)
 
 
 #: The curves of a :class:`History` holding one entry per epoch (``batch_lr`` holds one per

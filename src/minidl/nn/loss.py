@@ -11,7 +11,7 @@ from torch import Tensor
 from minidl._scalar import operand
 from minidl._validate import add_note, layout_name, shown
 from minidl.nn._checks import STRIDED, check_dense, check_input
-from minidl.nn.module import Module
+from minidl.nn.module import Module, own_method
 
 __all__ = ["Loss", "check_mean_or_sum", "check_not_a_loss", "reduction_given", "scaled_sum"]
 
@@ -212,13 +212,17 @@ class Loss(Module):
 
     def _computes_as(self, cls: type[Loss]) -> bool:
         """Whether this loss computes as the built-in ``cls`` does: neither ``forward`` nor
-        ``_forward_accepted`` is replaced on its class or set on the instance."""
+        ``_forward_accepted`` is replaced on its class or set on the instance (but for the
+        checks of a :func:`minidl.detect_anomaly` block over the class's own, which compute
+        as it does)."""
         kind, own = type(self), vars(self)
         return (
             kind.forward is cls.forward
             and kind._forward_accepted is cls._forward_accepted
-            and "forward" not in own
-            and "_forward_accepted" not in own
+            and all(
+                name not in own or own_method(self, own[name]) is None
+                for name in ("forward", "_forward_accepted")
+            )
         )
 
     def _check_class_indices(self, target: Tensor, prediction: Tensor) -> None:
