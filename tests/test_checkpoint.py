@@ -2220,6 +2220,10 @@ def test_a_checkpoint_is_read_only_so_that_what_is_applied_is_what_was_checked(
         (lambda: checkpoint.header["training"].__setitem__("epoch", -1), header_refusal),
         (lambda: checkpoint.header["training"]["history"]["lr"].append("x"), header_refusal),
         (checkpoint.header["architecture"]["parameters"].clear, header_refusal),
+        # (__init__ called again: dict's and list's would add or replace the items)
+        (lambda: checkpoint.tensors.__init__({name: weight.t()}, "x"), tensors_refusal),
+        (lambda: checkpoint.header["training"].__init__({"epoch": -1}, "x"), header_refusal),
+        (lambda: checkpoint.header["training"]["history"]["lr"].__init__([], "x"), header_refusal),
     ]
     for change, message in changes:
         with pytest.raises(TypeError) as error:

@@ -25,6 +25,8 @@ class FrozenDict(dict[K, V]):
     __slots__ = ("_refusal",)
 
     def __init__(self, items: Mapping[K, V], refusal: str) -> None:
+        if _made(self):  # (called again on a made one: dict.__init__ would add the items)
+            self._refuse()
         super().__init__(items)
         self._refusal = refusal
 
@@ -57,6 +59,8 @@ class FrozenList(list[V]):
     __slots__ = ("_refusal",)
 
     def __init__(self, items: Iterable[V], refusal: str) -> None:
+        if _made(self):  # (called again on a made one: list.__init__ would replace the items)
+            self._refuse()
         super().__init__(items)
         self._refusal = refusal
 
@@ -84,6 +88,15 @@ class FrozenList(list[V]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (list(self), self._refusal))
+
+
+def _made(value: FrozenDict[Any, Any] | FrozenList[Any]) -> bool:
+    """Whether ``value``'s ``__init__`` ran already (its refusal is set)."""
+    try:
+        value._refusal  # noqa: B018 (read to see whether the slot is set)
+    except AttributeError:
+        return False
+    return True
 
 
 def frozen(value: Any, refusal: str) -> Any:
