@@ -836,9 +836,14 @@ def test_batched_linear_input_of_a_wrong_kind(bad: Any, got: str) -> None:
     )
 
 
-@pytest.mark.parametrize("models", [0, -1, 2.5, True, None])
-def test_batched_linear_needs_a_positive_number_of_models(models: Any) -> None:
-    with raises(ValueError, "BatchedLinear", "models must be a positive integer", repr(models)):
+@pytest.mark.parametrize(
+    ("models", "kind"),
+    [(0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError), (None, TypeError)],
+)
+def test_batched_linear_needs_a_positive_number_of_models(models: Any, kind: type) -> None:
+    """A number below 1 is a ValueError, another type (a bool among them) a TypeError, as
+    torch.nn.Linear and the other modules' sizes."""
+    with raises(kind, "BatchedLinear", "models must be a positive integer", repr(models)):
         nn.BatchedLinear(models, 3, 4)
 
 
@@ -976,7 +981,7 @@ def test_loss_backward_with_a_non_scalar_upstream() -> None:
     ("make", "kind", "fragments"),
     [
         (lambda: nn.Linear(0, 2), ValueError, ("Linear", "in_features", "positive integer", "0")),
-        (lambda: nn.Linear(2, 2.5), ValueError, ("Linear", "out_features", "2.5")),
+        (lambda: nn.Linear(2, 2.5), TypeError, ("Linear", "out_features", "2.5")),
         (lambda: nn.Linear(2, 2, dtype=torch.int64), TypeError, ("Linear", "torch.int64")),
         (lambda: nn.LeakyReLU(-0.1), ValueError, ("LeakyReLU", "negative_slope", ">= 0", "-0.1")),
         (lambda: nn.ELU(0.0), ValueError, ("ELU", "alpha", "> 0", "0.0")),
@@ -2435,7 +2440,7 @@ def test_sizes_may_be_numpy_integers() -> None:
     model = nn.mlp(numpy.array([2, 4, 2]), "tanh")
     assert [m.out_features for m in model if isinstance(m, nn.Linear)] == [4, 2]
     assert nn.BatchNorm1d(numpy.int64(3)).num_features == 3
-    with raises(ValueError, "Linear", "in_features", "positive integer"):
+    with raises(TypeError, "Linear", "in_features", "positive integer"):
         nn.Linear(numpy.float64(2.0), 3)
 
 
@@ -2848,7 +2853,7 @@ def test_review_findings_name_the_right_class() -> None:
     """BatchedLinear's arguments were checked by the Linear layers it builds (messages said
     "Linear"); the stacked modules raised ValueError for a non-tensor; load_checkpoint let a
     generator or scheduler of the wrong kind fail as an AttributeError."""
-    with raises(ValueError, "BatchedLinear: in_features must be a positive integer, got 2.5"):
+    with raises(TypeError, "BatchedLinear: in_features must be a positive integer, got 2.5"):
         nn.BatchedLinear(3, 2.5, 4)  # type: ignore[arg-type]
     with raises(TypeError, "BatchedLinear: bias must be True or False, got 1"):
         nn.BatchedLinear(3, 2, 4, bias=1)  # type: ignore[arg-type]
