@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,12 @@ def test_what_gloo_does_not_carry_or_no_tensor_is_refused_before_any_collective(
     ):
         distributed.all_reduce_gradients(group, torch.nn.Linear(2, 2).parameters(), 0.5)  # type: ignore[arg-type]
     assert group._calls[0] == calls
+    # (what gloo carries passes: complex32 among them, as pairs of float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (PyTorch's "ComplexHalf support is experimental")
+        half_complex = torch.ones(2, dtype=torch.complex32)
+    distributed.broadcast_buffers(group, [half_complex, torch.zeros(2, dtype=torch.bool)])
+    calls = group._calls[0]
     model = mlp((2, 3, 2), "tanh", dtype=F64)
     parallel = DataParallel(model, group)
     calls = group._calls[0]

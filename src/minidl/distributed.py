@@ -163,6 +163,7 @@ _GLOO_DTYPES = frozenset(
         torch.bfloat16,
         torch.float32,
         torch.float64,
+        torch.complex32,  # (carried as pairs of float16, as complex64 as pairs of float32)
         torch.complex64,
         torch.complex128,
         torch.int8,
