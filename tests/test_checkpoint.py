@@ -2500,6 +2500,39 @@ def test_a_generator_held_in_a_dict_under_a_key_a_checkpoint_cannot_name_is_refu
     save_checkpoint(path, model)
 
 
+@pytest.mark.parametrize(
+    ("make", "held"),
+    [
+        (lambda g: {g}, "in a set at 0.rngs"),
+        (lambda g: [1, frozenset({g})], r"in a frozenset at 0.rngs\[1\]"),
+        (lambda g: [[[[[g]]]]], r"inside 0.rngs\[0\]\[0\]\[0\]\[0\], deeper than 4 levels of .*,"),
+        (lambda g: {"a": (1, [{2: [[g]]}])}, r"inside 0.rngs\['a'\]\[1\]\[0\]\[2\], deeper .*,"),
+    ],
+)
+def test_a_generator_held_where_a_checkpoint_cannot_name_it_is_refused(
+    tmp_path: Path, make: Callable[[torch.Generator], object], held: str
+) -> None:
+    """A generator in a set, or deeper than the 4 levels of lists, tuples and dicts looked into
+    by place, was neither saved nor refused: a resumed run drew other numbers. It is refused,
+    before anything is written; one 4 levels deep is saved, and a structure that holds itself
+    (with no generator) is looked into once."""
+    path = tmp_path / "run.ckpt"
+    model = nn.Sequential(_HeldNoise(make(torch.Generator()), lambda rngs: torch.Generator()))
+    with pytest.raises(
+        CheckpointError, match=rf"^save_checkpoint: a generator held {held} cannot be named in a"
+    ):
+        save_checkpoint(path, model)
+    assert not path.exists()
+    model = nn.Sequential(_HeldNoise([[[[torch.Generator()]]]], lambda rngs: rngs[0][0][0][0]))
+    save_checkpoint(path, model)
+    assert [entry for entry in read_checkpoint(path).tensors if entry.startswith("rng.mod")] == [
+        "rng.module.0.rngs[0][0][0][0]"
+    ]
+    itself: list[object] = [1.0]
+    itself.append([[[[itself, {3}]]]])
+    save_checkpoint(path, nn.Sequential(_HeldNoise(itself, lambda rngs: torch.Generator())))
+
+
 @pytest.mark.parametrize("limit", [0, 10_000])
 def test_save_refuses_an_integer_json_cannot_read_back_whatever_the_limit(
     tmp_path: Path, limit: int

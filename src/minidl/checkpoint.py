@@ -330,16 +330,37 @@ _NO_GENERATOR = frozenset({int, float, str, bool, type(None), Tensor})
 
 def _holds_generator(value: object, depth: int = 0) -> bool:
     """Whether ``value`` is a generator or a list, tuple or dict holding one, down to
-    :data:`_DEEPEST` levels (where :func:`_held_generators` looks)."""
+    :data:`_DEEPEST` levels (where :func:`_held_generators` looks); or a set, or a list, tuple
+    or dict past those levels, holding one at any depth (which :func:`_held_generators`
+    refuses: it could not be named)."""
     if isinstance(value, torch.Generator):
         return True
-    if depth >= _DEEPEST or not isinstance(value, list | tuple | dict):
+    if isinstance(value, set | frozenset) or (
+        depth >= _DEEPEST and isinstance(value, list | tuple | dict)
+    ):
+        return _unplaced_generator(value) is not None
+    if not isinstance(value, list | tuple | dict):
         return False
-    assert isinstance(value, list | tuple | dict)
     values = value.values() if isinstance(value, dict) else value
     return not set(map(type, values)) <= _NO_GENERATOR and any(
         _holds_generator(item, depth + 1) for item in values
     )
+
+
+def _unplaced_generator(value: object) -> torch.Generator | None:
+    """A generator that ``value`` holds at any depth of lists, tuples, dicts (their values),
+    sets and frozensets, each looked into once (a list that holds itself), or ``None``."""
+    seen: set[int] = set()
+    waiting = [value]
+    while waiting:
+        item = waiting.pop()
+        if isinstance(item, torch.Generator):
+            return item
+        if not isinstance(item, list | tuple | dict | set | frozenset) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        waiting.extend(item.values() if isinstance(item, dict) else item)
+    return None
 
 
 def _held_generators(
@@ -358,6 +379,18 @@ def _held_generators(
         return
     if not _holds_generator(value, depth):
         return
+    if isinstance(value, set | frozenset) or depth >= _DEEPEST:
+        # (a set's items have no place; past _DEEPEST levels, one is not looked for by place)
+        where_held = (
+            f"in a {type(value).__name__} at {place}"
+            if isinstance(value, set | frozenset)
+            else f"inside {place}, deeper than {_DEEPEST} levels of lists, tuples and dicts,"
+        )
+        raise CheckpointError(
+            f"{where}: a generator held {where_held} cannot be named in a checkpoint, so that "
+            "loading would not find it again (and a resumed run would draw other numbers): hold "
+            f"it in a list, tuple or dict, at most {_DEEPEST} levels deep, or as an attribute"
+        )
     assert isinstance(value, list | tuple | dict)
     items = value.items() if isinstance(value, dict) else enumerate(value)
     for key, item in items:
