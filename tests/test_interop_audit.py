@@ -555,6 +555,35 @@ def test_to_torch_refuses_a_parameter_registered_as_none_set_again_by_hand(value
     assert sorted(to_torch(layer).state_dict()) == ["weight"]
 
 
+def test_a_parameter_removed_then_registered_again_converts_and_other_kinds_are_refused() -> None:
+    """A bias removed (built without one, or register_parameter("bias", None)) then registered
+    again with register_parameter: to_torch refused the layer, saying to register it, which
+    was done; a batch norm's weight so too. A buffer or child registered under the removed
+    parameter's name was taken (torch refuses: the attribute exists), and the layer then
+    failed in its forward (a buffer) or computed without its bias (a child). Each converts or
+    is refused now, and a refused call changes nothing."""
+    x = torch.randn(4, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    for layer in (nn.Linear(2, 3, bias=False, dtype=F64), nn.Linear(2, 3, dtype=F64)):
+        layer.register_parameter("bias", None)
+        layer.register_parameter("bias", nn.Parameter(torch.arange(3.0, dtype=F64)))
+        twin = to_torch(layer)
+        assert sorted(twin.state_dict()) == ["bias", "weight"]
+        assert torch.equal(twin(x).detach(), layer(x))
+    norm = nn.BatchNorm1d(3, dtype=F64)
+    norm.register_parameter("weight", None)
+    norm.register_parameter("weight", nn.Parameter(torch.full((3,), 2.0, dtype=F64)))
+    assert torch.equal(to_torch(norm).weight.detach(), norm.weight.data)  # type: ignore[union-attr]
+    for register in (
+        lambda layer: layer.register_buffer("bias", torch.ones(3, dtype=F64)),
+        lambda layer: layer.register_module("bias", nn.Linear(3, 3, dtype=F64)),
+    ):
+        layer = nn.Linear(2, 3, bias=False, dtype=F64)
+        with pytest.raises(KeyError, match=r"'bias' is already an attribute of Linear"):
+            register(layer)
+        assert layer.bias is None and sorted(layer.state_dict()) == ["weight"]
+        assert sorted(to_torch(layer).state_dict()) == ["weight"]
+
+
 @pytest.mark.parametrize(
     ("build", "name"),
     [

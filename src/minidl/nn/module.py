@@ -321,6 +321,9 @@ class Module:
             if not parameter.name:
                 parameter.name = name
             registry[name] = parameter
+            # (registered again where one was removed: no longer a removed one, which
+            # to_torch would take for a parameter set by hand)
+            getattr(self, "_removed_parameters", set()).discard(name)
         Module._registrations = next(_REGISTRATIONS)  # (not += 1: see _REGISTRATIONS)
         for module in self._sharing("_parameters"):
             object.__setattr__(module, name, parameter)
@@ -475,10 +478,14 @@ class Module:
         if attribute is missing:
             attribute = getattr(self, name, missing)
             if attribute is value or (
-                attribute is None and name in getattr(self, "_removed_parameters", ())
+                kind == "parameter"
+                and attribute is None
+                and name in getattr(self, "_removed_parameters", ())
             ):
                 # (self.block = block, then registered; a parameter again where one was
-                # removed with register_parameter(name, None))
+                # removed with register_parameter(name, None): a buffer or module there is
+                # refused, as torch's "attribute already exists", since the module's own
+                # code reads the name as its parameter)
                 return
         if attribute is not missing:
             what = "a method" if callable(attribute) else "an attribute"
