@@ -1312,6 +1312,38 @@ def test_a_cumulative_batch_norm_refuses_a_negative_count_of_batches(count: int)
     assert int(counting.num_batches_tracked) == count + 1
 
 
+@pytest.mark.parametrize("container", ["Sequential", "Residual"])
+@pytest.mark.parametrize("refusal", ["one sample", "negative count"])
+def test_a_training_refusal_of_a_later_batch_norm_leaves_the_earlier_modules_as_they_were(
+    container: str, refusal: str
+) -> None:
+    """A batch norm's refusals of training mode alone (a batch of one sample; with
+    momentum=None, a negative count of batches) came after the modules before it in the chain
+    had run: an earlier batch norm's statistics counted the batch, a dropout's generator drew.
+    The container's trial in evaluation mode makes them too now, before anything changes, also
+    once the trial of the input's signature ran (a last batch of one sample; a count set
+    since)."""
+    generator = torch.Generator().manual_seed(0)
+    first, last = nn.BatchNorm1d(3, dtype=F64), nn.BatchNorm1d(3, momentum=None, dtype=F64)
+    chain = nn.Sequential(nn.Dropout(0.5, generator=generator), first, last)
+    model = chain if container == "Sequential" else nn.Residual(chain)
+    model(_x(4, 3, seed=1))  # (trains; the trial of this signature ran)
+    if refusal == "negative count":
+        last.num_batches_tracked.fill_(-1)
+        x, message = _x(4, 3, seed=2), r"num_batches_tracked is -1, expected a count"
+    else:
+        x, message = _x(1, 3, seed=2), r"training mode needs more than one sample"
+    state = generator.get_state()
+    before = [buffer.clone() for buffer in chain.buffers()]
+    with pytest.raises(ValueError, match=rf"^BatchNorm1d: {message}"):
+        model(x)
+    assert torch.equal(generator.get_state(), state)
+    assert all(map(torch.equal, chain.buffers(), before))
+    last.num_batches_tracked.fill_(1)
+    model(_x(4, 3, seed=3))  # (trains again)
+    assert int(first.num_batches_tracked) == 2 and int(last.num_batches_tracked) == 2
+
+
 def test_a_layer_built_without_a_bias_may_register_one_later() -> None:
     layer = nn.Linear(3, 2, bias=False)
     bias = nn.Parameter(torch.ones(2))
@@ -1334,14 +1366,17 @@ def test_a_residual_whose_block_refuses_its_input_takes_the_backward_after() -> 
 
 
 @pytest.mark.parametrize("container", ["Sequential", "Residual"])
-def test_a_forward_refused_by_the_first_module_after_a_trial_refuses_the_backward(
+def test_a_forward_refused_by_the_first_module_in_a_trial_leaves_the_last_good_one(
     container: str,
 ) -> None:
     """A new signature (here a registration since) runs the trial in evaluation mode, which
     replaced the batch norm's caches with the trial's; the forward was then refused by that
     first module itself, and a backward of the refused batch's shape ran on the trial's
-    caches, accumulating their gradients without an error (and one of the last good forward's
-    shape was refused in the batch norm's words). Both are refused until a forward succeeds."""
+    caches, accumulating their gradients without an error. The batch norm now refuses a
+    single sample in the trial itself, before anything is cached (see
+    test_a_training_refusal_of_a_later_batch_norm_leaves_the_earlier_modules_as_they_were):
+    as for any first module that refuses its input, the last good forward stays, and its
+    backward runs; a gradient of the refused batch's shape is refused."""
     model: nn.Module = (
         nn.Sequential(nn.BatchNorm1d(3), nn.Tanh())
         if container == "Sequential"
@@ -1349,14 +1384,18 @@ def test_a_forward_refused_by_the_first_module_after_a_trial_refuses_the_backwar
     )
     model(torch.randn(4, 3))
     model.backward(torch.ones(4, 3))
+    alone = copy.deepcopy(model)
     nn.Linear(1, 1)  # (a registration: the next forward's trial runs again)
     with pytest.raises(ValueError, match="more than one sample"):
         model(torch.randn(1, 3))
     grads = [p.grad.clone() for p in model.parameters()]
-    for rows in (1, 4):
-        with pytest.raises(RuntimeError, match=rf"^{container}: backward after "):
-            model.backward(torch.ones(rows, 3))
+    with pytest.raises(ValueError, match=r"gradient has shape \(1, 3\), expected \(4, 3\)"):
+        model.backward(torch.ones(1, 3))
     assert all(map(torch.equal, (p.grad for p in model.parameters()), grads))
+    assert torch.equal(model.backward(torch.ones(4, 3)), alone.backward(torch.ones(4, 3)))
+    assert all(
+        map(torch.equal, (p.grad for p in model.parameters()), (p.grad for p in alone.parameters()))
+    )
     model(torch.randn(4, 3))
     model.backward(torch.ones(4, 3))
 

@@ -21,7 +21,7 @@ from minidl.nn._checks import (
     check_still_fits,
 )
 from minidl.nn._gradient_memory import GradientMemory
-from minidl.nn.module import Module
+from minidl.nn.module import TRAINING_IN_TRIAL, Module
 from minidl.nn.parameter import Parameter
 
 __all__ = ["BatchNorm1d"]
@@ -258,6 +258,34 @@ class BatchNorm1d(Module):
         # before the accumulation overwrites it (see minidl.nn._gradient_memory).
         self._gradients = GradientMemory()
 
+    def _check_trains_on(self, x: Tensor) -> float:
+        """The refusals of a training forward of ``x`` (the input, in the dtype computed in):
+        a single sample, and with ``momentum=None`` a negative count of batches; the count
+        (0 for a meta one, which holds no number; not read with a momentum) is returned."""
+        if x.shape[0] < 2:
+            raise ValueError(
+                "BatchNorm1d: training mode needs more than one sample per feature to "
+                f"estimate a variance, got an input of shape {tuple(x.shape)}"
+            )
+        if self._momentum is not None:
+            return 0.0
+        # (a meta count holds no number: any factor gives the meta statistics)
+        counted = 0.0 if self.num_batches_tracked.is_meta else float(self.num_batches_tracked)
+        if counted < 0:  # (-1 divided by zero, -2 weighed the average by -1)
+            raise ValueError(
+                f"BatchNorm1d: num_batches_tracked is {int(self.num_batches_tracked)}, "
+                "expected a count of batches >= 0 (with momentum=None the running "
+                "statistics are the average over the batches counted)"
+            )
+        return counted
+
+    def _trial_state(self) -> object:
+        # (with momentum=None, whether the count is negative: refused in training)
+        count = self.num_batches_tracked
+        if self._momentum is not None or not isinstance(count, Tensor) or count.is_meta:
+            return None
+        return bool(count < 0) if count.numel() == 1 else None
+
     def forward(self, input: Tensor) -> Tensor:
         check_input("BatchNorm1d", input, self._num_features)
         self._check_parameters()
@@ -270,28 +298,17 @@ class BatchNorm1d(Module):
             _check_eps_fits(self._eps, compute)
             self._eps_fits = (self._eps, compute)
         x = _as(input.detach(), compute)
+        if not self.training and TRAINING_IN_TRIAL.get() and id(self) in TRAINING_IN_TRIAL.get():
+            # (a container's trial, this layer in training mode outside it: see TRAINING_IN_TRIAL)
+            self._check_trains_on(x)
         if self.training:
             batch = x.shape[0]
-            if batch < 2:
-                raise ValueError(
-                    "BatchNorm1d: training mode needs more than one sample per feature to "
-                    f"estimate a variance, got an input of shape {tuple(x.shape)}"
-                )
+            counted = self._check_trains_on(x)
             mean = _batch_mean(x)
             centered = x - mean
             variance = _batch_mean(centered.square())
             momentum = self._momentum
             if momentum is None:  # PyTorch's 1 / float(num_batches_tracked), once it counts this
-                # (a meta count holds no number: any factor gives the meta statistics)
-                counted = (
-                    0.0 if self.num_batches_tracked.is_meta else float(self.num_batches_tracked)
-                )
-                if counted < 0:  # (-1 divided by zero, -2 weighed the average by -1)
-                    raise ValueError(
-                        f"BatchNorm1d: num_batches_tracked is {int(self.num_batches_tracked)}, "
-                        "expected a count of batches >= 0 (with momentum=None the running "
-                        "statistics are the average over the batches counted)"
-                    )
                 momentum = 1.0 / (counted + 1.0)
             # m sigma^2 N / (N - 1) with the factor m N / (N - 1) as one number: one op.
             self._update(self.running_mean, mean, momentum, momentum, compute)

@@ -182,6 +182,14 @@ class Module:
     #: state dicts of PyTorch before 0.4.1, and plain dicts made by hand, lack).
     _optional_buffers: ClassVar[tuple[str, ...]] = ()
 
+    def _trial_state(self) -> object:
+        """What of this module's state (not its input's signature, nor its parameters,
+        registrations and mode: :func:`trial_key`) decides whether its training forward
+        refuses an input, so that a container tries it again when that changes (a batch norm's
+        count of batches); ``None`` for most. Asked on every forward of a container holding a
+        module that :attr:`_updates_in_training`, for each such module."""
+        return None
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # A subclass that overrides a setting (Dropout.p) with an attribute or a property of its
         # own: forward reads the setting's slot (_p), made to read the subclass's value.
@@ -1578,6 +1586,14 @@ _SHALLOW: contextvars.ContextVar[Module | None] = contextvars.ContextVar("shallo
 #: forward's, which follows and is checked).
 TRIAL: contextvars.ContextVar[bool] = contextvars.ContextVar("trial", default=False)
 
+#: The ids of the modules that a running trial put in evaluation mode from training mode: such
+#: a module makes the refusals of its training forward in the trial too (a batch norm's of a
+#: single sample, or of a negative count of batches), so that a refusal that only training
+#: makes comes before an earlier module's statistics count the batch, as every other does.
+TRAINING_IN_TRIAL: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+    "training_in_trial", default=frozenset()
+)
+
 #: The methods that :func:`minidl.detect_anomaly` sets on the instances it watches.
 _CHECKED_METHODS = ("forward", "backward", "backward_parameters")
 
@@ -1723,6 +1739,8 @@ def trial_key(parts: tuple[Module, ...], input: Tensor) -> tuple[object, ...] | 
     return (
         input.shape[1:], input.dtype, input.device,
         Parameter.replacements, Module._registrations, modes,
+        input.shape[0] < 2,  # (a batch of one sample, which a batch norm trains on in none)
+        tuple([part._trial_state() for part in parts]),
     )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from minidl import anomaly
 from minidl.nn._checks import check_grad_output, given_module, refuse_given_gradient_dtype
 from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn.loss import check_not_a_loss
-from minidl.nn.module import Module, trial_key, updating_parts
+from minidl.nn.module import TRAINING_IN_TRIAL, Module, trial_key, updating_parts
 
 __all__ = ["Residual"]
 
@@ -109,6 +109,8 @@ class Residual(Module):
         if not any(type(part)._updates_in_training and part.training for part in parts):
             return False
         modes = [(part, part.training) for part in parts]
+        # (the parts in training mode make its refusals in the trial: see TRAINING_IN_TRIAL)
+        training = TRAINING_IN_TRIAL.set(frozenset(id(part) for part, was in modes if was))
         try:
             for part, _ in modes:
                 part.training = False
@@ -128,8 +130,9 @@ class Residual(Module):
                 self._refused = "a forward refused for its block's output shape"
                 raise _shape_error(output, input)
         finally:
-            for part, training in modes:
-                part.training = training
+            TRAINING_IN_TRIAL.reset(training)
+            for part, was in modes:
+                part.training = was
         return True
 
     def __getstate__(self) -> dict[str, Any]:

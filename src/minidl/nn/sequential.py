@@ -18,6 +18,7 @@ from minidl.nn.chain import ChainPlan, PlanDeclinedError, Signature, plannable
 from minidl.nn.flat import flat_buffer, flatten_parameters
 from minidl.nn.loss import check_not_a_loss
 from minidl.nn.module import (
+    TRAINING_IN_TRIAL,
     TRIAL,
     Module,
     check_initialised,
@@ -342,6 +343,8 @@ class Sequential(Module):
                 ran[0] = True
 
         trial = TRIAL.set(True)  # (detect_anomaly's checks stand aside: see TRIAL)
+        # (and the parts in training mode make its refusals in the trial: see TRAINING_IN_TRIAL)
+        training = TRAINING_IN_TRIAL.set(frozenset(id(part) for part, was in modes if was))
         try:
             for part, _ in modes:
                 part.training = False
@@ -363,8 +366,9 @@ class Sequential(Module):
             raise
         finally:
             TRIAL.reset(trial)
-            for part, training in modes:
-                part.training = training
+            TRAINING_IN_TRIAL.reset(training)
+            for part, was in modes:
+                part.training = was
         return True
 
     def _plan_for(self, input: Tensor) -> ChainPlan | None:
