@@ -8,7 +8,13 @@ import torch
 from torch import Tensor
 
 from minidl import anomaly
-from minidl.nn._checks import check_grad_output, given_module, refuse_given_gradient_dtype
+from minidl.nn._checks import (
+    STRIDED,
+    check_dense,
+    check_grad_output,
+    given_module,
+    refuse_given_gradient_dtype,
+)
 from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn.loss import check_not_a_loss
 from minidl.nn.module import TRAINING_IN_TRIAL, Module, trial_key, updating_parts
@@ -63,6 +69,8 @@ class Residual(Module):
             raise TypeError(
                 f"Residual: expected a torch.Tensor as input, got {type(input).__name__}"
             )
+        if input.layout is not STRIDED:  # (a sparse input: the trial's input[:1] fails on it)
+            check_dense("Residual", input)
         if self._gradients.holds(input, self):
             input = input.clone()
         tried_now = False  # (whether a trial ran the block here: its caches are the trial's)
