@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+import re
 
 import pytest
 import torch
@@ -33,8 +34,25 @@ def test_stacked_activation_refuses_a_gradient_that_only_broadcasts(shape: tuple
     into a result of the gradient's shape."""
     stacked = nn.StackedActivation([(nn.Tanh(), 1), (nn.ReLU(), 1)])
     stacked(torch.randn(2, 4, 3, dtype=F64))
-    with pytest.raises(ValueError, match=r"gradient has shape \(1, .*expected \(1, 4, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^StackedActivation: gradient has shape {re.escape(str(shape))}, expected "
+        r"\(2, 4, 3\) \(the shape of the last forward's output\)$",
+    ):
         stacked.backward(torch.randn(shape, dtype=F64))
+
+
+def test_stacked_activation_names_a_gradient_of_the_wrong_shape_in_its_own_shapes() -> None:
+    """A gradient of the wrong shape was refused by the first run's activation, in the shapes
+    of its slice ("Tanh: gradient has shape (2, 4, 6), expected (2, 4, 5)"), a tensor the
+    caller never gave; it is named by the StackedActivation, in the shapes given."""
+    stacked = nn.StackedActivation([(nn.Tanh(), 2), (nn.GELU(), 1)])
+    stacked(torch.randn(3, 4, 5, dtype=F64))
+    with pytest.raises(
+        ValueError,
+        match=r"^StackedActivation: gradient has shape \(3, 4, 6\), expected \(3, 4, 5\)",
+    ):
+        stacked.backward(torch.randn(3, 4, 6, dtype=F64))
 
 
 @pytest.mark.parametrize(

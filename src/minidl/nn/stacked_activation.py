@@ -61,6 +61,7 @@ class StackedActivation(Module):
         self.models = bounds[-1][1]
         self._writes_out = _writes_out(self._runs)
         self._dtype: torch.dtype | None = None  # the last forward's input dtype
+        self._shape: tuple[int, ...] | None = None  # and its shape
         # What the last forward was, if a run after the first refused it (see forward).
         self._refused: str | None = None
 
@@ -119,7 +120,7 @@ class StackedActivation(Module):
         except BaseException as error:
             self._note_refusal(run, error)
             raise
-        self._dtype, self._refused = input.dtype, None
+        self._dtype, self._shape, self._refused = input.dtype, tuple(input.shape), None
         return output
 
     def _note_refusal(self, run: int, error: BaseException) -> None:
@@ -138,6 +139,12 @@ class StackedActivation(Module):
                 "run a forward that succeeds, then backward"
             )
         grad_output = self._check(grad_output, "a gradient")
+        if self._shape is not None and tuple(grad_output.shape) != self._shape:
+            # (named here: a run's activation would name the shapes of its slice)
+            raise ValueError(
+                f"StackedActivation: gradient has shape {tuple(grad_output.shape)}, expected "
+                f"{self._shape} (the shape of the last forward's output)"
+            )
         if grad_output.dtype is not self._dtype:
             # A gradient of another dtype: each activation promotes it as it does alone.
             return self._concatenated_backward(grad_output)
@@ -166,6 +173,7 @@ class StackedActivation(Module):
         # looked at a subclass's forward and backward)
         state["_writes_out"] = _writes_out(state["_runs"])
         state.setdefault("_dtype", None)
+        state.setdefault("_shape", None)  # (pickled before it existed: the runs check)
         state.setdefault("_refused", None)  # (pickled before it existed)
         super().__setstate__(state)
 
