@@ -220,6 +220,24 @@ def test_to_rejects_a_non_floating_dtype_and_changes_nothing():
     assert is_flat(model)
 
 
+@pytest.mark.parametrize("device", ["cpu", torch.device("cpu")])
+def test_to_off_the_meta_device_is_refused_by_name(device: object) -> None:
+    """A model on the meta device (which minidl computes shapes on) moved elsewhere failed in
+    torch's words, "Cannot copy out of meta tensor; no data!", naming no module: refused by
+    name, nothing moved; to another dtype, on the meta device, it still goes."""
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)).to("meta")
+    with pytest.raises(
+        ValueError,
+        match=r"^Sequential\.to: its tensors are on the meta device, which holds no values to "
+        r"copy to cpu; build the model on cpu and load a state dict into it$",
+    ):
+        model.to(device)
+    assert all(t.is_meta for t in [*(p.data for p in model.parameters()), *model.buffers()])
+    with pytest.raises(ValueError, match=r"^Linear\.to: its tensors are on the meta device"):
+        nn.Linear(2, 2).to("meta").cpu()
+    assert model.to(torch.float64)[0].weight.dtype == torch.float64
+
+
 def test_to_a_tensor_takes_its_device_and_dtype_as_pytorchs_does():
     """``model.to(x)``: PyTorch's ``Module.to(tensor)`` (it was refused as "not a device"),
     the same parameters as ``model.to(x.device, x.dtype)``, the gradients moved too; a tensor

@@ -1352,6 +1352,18 @@ class Module:
         """Every tensor is moved first, then all are put in place: a move that fails (out of
         memory, say) leaves the module as it was. Return whether anything moved."""
         parameters = list(self.parameters())
+        if device is not None and device.type != "meta":
+            # (a meta tensor holds no values: torch's "Cannot copy out of meta tensor; no data!")
+            tensors = itertools.chain(
+                (p.data for p in parameters),
+                (b for module in self.modules() for b in module._buffers.values()),
+            )
+            if any(tensor.is_meta for tensor in tensors):
+                raise ValueError(
+                    f"{type(self).__name__}.to: its tensors are on the meta device, which holds "
+                    f"no values to copy to {device}; build the model on {device} and load a "
+                    "state dict into it"
+                )
         # A buffer registered in two modules (running statistics shared by two batch norms,
         # as from_torch keeps them) is moved once, so that both hold the one moved tensor
         # (moved for each, they no longer shared it: both updated their own afterwards).
