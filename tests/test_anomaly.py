@@ -97,6 +97,24 @@ def test_forward_names_the_first_module_whose_output_is_not_finite(wrapped: bool
 
 
 @pytest.mark.parametrize("wrapped", FORMS)
+@pytest.mark.parametrize("pass_", ["forward", "backward"])
+def test_a_slice_of_a_model_names_its_modules_as_registered(wrapped: bool, pass_: str) -> None:
+    """model[2:] keeps the model's names (its state dict's, its notes'); the checks of
+    ``detect_anomaly()`` without a module named its children by position ("Sequential[0]"),
+    where those of ``detect_anomaly(part)`` and the note of the refusal gave "2"."""
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 3), nn.Sigmoid())
+    part = model[2:]
+    weight = model[2].weight.data  # type: ignore[union-attr]
+    if pass_ == "forward":
+        weight[0, 0] = float("inf")
+    with pytest.raises(AnomalyError) as info, detect_anomaly(*([part] if wrapped else [])):
+        output = part(torch.ones(1, 3))
+        weight[0, 0] = float("inf")  # (its input gradient, G W, is not finite)
+        part.backward(torch.ones_like(output))
+    assert (info.value.module, info.value.pass_) == ("Sequential[2]: Linear", pass_)
+
+
+@pytest.mark.parametrize("wrapped", FORMS)
 def test_backward_names_the_module_that_returned_a_bad_gradient(wrapped: bool) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), Faulty((1, 3), float("-inf")), nn.Tanh())

@@ -280,9 +280,12 @@ def sequential_forward(
     path = path or _paths.get(id(sequential)) or type(sequential).__name__
     check_finite(input, path, "forward", "input")  # (before any module ran: nothing to undo)
     module = None
+    # (each child by its registered name, as the state dict and the model's notes name it: a
+    # slice, model[2:], keeps the model's names)
+    names = tuple(sequential._modules)
     try:
         for index, module in enumerate(sequential):
-            child = f"{path}[{index}]"
+            child = _child_path(path, names[index])
             if type(module) is Sequential:
                 # (its own forward, which keeps its refusal flag, is not called: this call
                 # sets the flag, as Sequential.forward would)
@@ -311,9 +314,10 @@ def sequential_backward(
 
     path = path or _paths.get(id(sequential)) or type(sequential).__name__
     check_finite(grad_output, path, "backward", "incoming gradient")
+    names = tuple(sequential._modules)  # (as in sequential_forward)
     for index in reversed(range(len(sequential))):
         module = sequential[index]
-        child = f"{path}[{index}]"
+        child = _child_path(path, names[index])
         if type(module) is Sequential:
             if module._refused is not None:  # (as its own backward would refuse)
                 module._check_not_refused()
