@@ -20,7 +20,9 @@ from torch import Tensor
 
 import minidl
 from minidl import nn, optim
+from minidl.anomaly import detect_anomaly
 from minidl.data import BatchIterator, make_disk_data
+from minidl.interop import to_torch
 from minidl.nn import GradientDtypeError
 from minidl.rounds import fit_rounds
 from minidl.train import fit
@@ -3630,12 +3632,31 @@ def test_a_module_whose_init_skips_supers_says_so_wherever_it_is_used() -> None:
         model.zero_grad,
         lambda: model.to(F64),
         lambda: fit(model, nn.MSELoss(), sgd, torch.ones(4, 2), torch.ones(4, 3), epochs=1),
+        # (the traversals refuse at the call: their iterators failed once iterated, in
+        # Python's words, "'MyNet' object has no attribute '_parameters'")
+        model.named_parameters,
+        model.named_buffers,
+        model.buffers,
+        model.named_modules,
+        model.modules,
+        model.children,
+        model.named_children,
+        lambda: model.apply(print),
+        lambda: model.get_submodule("fc"),
+        lambda: model.get_parameter("fc.weight"),
+        lambda: model.get_buffer("x"),
+        lambda: detect_anomaly(model).__enter__(),
     ):
         with pytest.raises(
             AttributeError,
             match=r"^MyNet was not initialised as a Module \(it has no _\w+" + ending,
         ):
             call()
+    with pytest.raises(
+        AttributeError,
+        match=r"^to_torch: the model, a MyNet, was not initialised as a Module: MyNet\.__init__",
+    ):
+        to_torch(model)
     assert not hasattr(model, "_parameters") and not hasattr(model, "training")
     # (a child not initialised, inside a model that is, is named too)
     outer = nn.Residual(nn.Linear(2, 2))

@@ -60,7 +60,7 @@ from torch.nn.utils import parametrize
 from minidl import nn
 from minidl._validate import shown
 from minidl.nn._checks import given_module
-from minidl.nn.module import Module, own_method
+from minidl.nn.module import Module, check_initialised, own_method
 
 __all__ = ["ConversionError", "TorchResidual", "from_torch", "to_torch"]
 
@@ -253,6 +253,7 @@ def to_torch(model: Module) -> tnn.Module:
     """
     if not isinstance(model, Module):
         raise TypeError(f"to_torch: expected a minidl Module, got {given_module(model)}")
+    check_initialised("to_torch", "the model", model)  # (the modules inside were, to be held)
     # Normal tensors, even when called inside torch.inference_mode(): autograd refuses to save
     # inference tensors for backward, and the torch model is made to be trained.
     with torch.inference_mode(False):

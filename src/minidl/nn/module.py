@@ -48,12 +48,23 @@ input, as every module without parameters promotes such a gradient).
 from __future__ import annotations
 
 import contextvars
+import functools
 import gc
 import itertools
 import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from types import MethodType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, ParamSpec, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Literal,
+    NamedTuple,
+    ParamSpec,
+    TypeVar,
+    cast,
+    overload,
+)
 
 import torch
 from torch import Tensor
@@ -100,6 +111,25 @@ _Destination = TypeVar("_Destination", bound=MutableMapping[str, Any])
 #: that :meth:`Module.register_module` registers, for a type checker: ``Linear(2, 3).double()``
 #: is a ``Linear``, as in PyTorch.
 _Module = TypeVar("_Module", bound="Module")
+#: A method of Module (see _initialised).
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _initialised(method: _Method) -> _Method:
+    """``method`` of :class:`Module`, refusing first a module whose ``__init__`` did not call
+    ``super().__init__()`` (see :func:`_named_uninitialised`), so that a traversal, whose
+    iterator would fail only once iterated, fails at the call, in those words."""
+
+    @functools.wraps(method)
+    def checked(self: Module, *args: Any, **kwargs: Any) -> Any:
+        try:
+            self._modules, self._parameters, self._buffers  # noqa: B018 (read to see they exist)
+        except AttributeError as error:
+            raise _named_uninitialised(error) from None
+        return method(self, *args, **kwargs)
+
+    return cast("_Method", checked)
+
 
 #: The arguments and result of a module's ``forward``, for a type checker (see ``_Forward``).
 _Arguments = ParamSpec("_Arguments")
@@ -504,6 +534,7 @@ class Module:
 
     # -- traversal --------------------------------------------------------------------------------
 
+    @_initialised
     def named_parameters(
         self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
     ) -> Iterator[tuple[str, Parameter]]:
@@ -557,6 +588,7 @@ class Module:
         for child_name, child in self._modules.items():
             yield from child._named_parameters(prefix + child_name + ".")
 
+    @_initialised
     def named_buffers(
         self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
     ) -> Iterator[tuple[str, Tensor]]:
@@ -621,6 +653,7 @@ class Module:
         for child in self._modules.values():
             child._collect_parameters(found, seen)
 
+    @_initialised
     def named_modules(
         self,
         memo: set[Module] | None = None,
@@ -681,12 +714,14 @@ class Module:
             path = f"{prefix}.{child_name}" if prefix else child_name
             yield from child._named_modules(path, seen)
 
+    @_initialised
     def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
         """An iterator over the buffers, as in PyTorch, in the order of :meth:`named_buffers`;
         with ``recurse=False``, this module's own only."""
         check_bool(f"{type(self).__name__}.buffers", "recurse", recurse)
         return iter([buffer for _, buffer in self.named_buffers(recurse=recurse)])
 
+    @_initialised
     def named_children(self) -> Iterator[tuple[str, Module]]:
         """``(name, module)`` for the direct children, in registration order; a child
         registered under two names comes once, under its first, as in PyTorch."""
@@ -698,6 +733,7 @@ class Module:
                 children.append((name, child))
         return iter(children)
 
+    @_initialised
     def apply(self: _Module, fn: Callable[[Module], object]) -> _Module:
         """Call ``fn`` on every descendant, then on this module (children first, as in
         PyTorch); return this module. For example, to initialise every ``Linear`` in place::
@@ -719,6 +755,7 @@ class Module:
         fn(self)
         return self
 
+    @_initialised
     def modules(self) -> Iterator[Module]:
         """This module and every descendant, depth first: :meth:`named_modules` without the
         paths (each module once). (Found without making the paths: ``train``, ``eval`` and
@@ -735,11 +772,13 @@ class Module:
                 found.append(child)
                 child._collect(found, seen)
 
+    @_initialised
     def children(self) -> Iterator[Module]:
         """An iterator over the direct children, as in PyTorch, in registration order:
         :meth:`named_children` without the names (a child registered under two names once)."""
         return (child for _, child in self.named_children())
 
+    @_initialised
     def get_submodule(self, target: str) -> Module:
         """The module at the dotted path ``target`` (``"2.0"``: child ``"0"`` of child ``"2"``),
         itself, not a copy; ``""`` is this module. As in PyTorch, the path is followed one name
@@ -756,6 +795,7 @@ class Module:
         self._check_target("get_submodule", target)
         return self._submodule("get_submodule", target, target)
 
+    @_initialised
     def get_parameter(self, target: str) -> Parameter:
         """The :class:`Parameter` at the dotted path ``target`` (``"0.weight"``), itself, as in
         PyTorch: ``target`` is :meth:`get_submodule`'s path of the module that registered it,
@@ -774,6 +814,7 @@ class Module:
         module, name = self._registered_at("get_parameter", target, "parameter")
         return module._parameters[name]
 
+    @_initialised
     def get_buffer(self, target: str) -> Tensor:
         """The buffer at the dotted path ``target`` (``"1.running_mean"``), the tensor itself,
         as in PyTorch: ``target`` is :meth:`get_submodule`'s path of the module that registered
