@@ -595,3 +595,58 @@ def test_hyperparameters_of_ones_own_unset_aliased_or_added_to_a_built_in_one() 
     paired = Paired([nn.Parameter(torch.ones(2, dtype=F64))])
     paired.load_state_dict({**paired.state_dict(), "hyperparameters": {"pair": [0.75, 0.5]}})
     assert paired.pair == (0.75, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("base", "settings"),
+    [
+        (optim.SGD, {"momentum": 0.9}),
+        (optim.Adam, {"betas": (0.8, 0.99)}),
+        (optim.AdamW, {"weight_decay": 0.1}),
+        (optim.RMSprop, {"centered": True, "momentum": 0.5}),
+        (optim.Adagrad, {"lr_decay": 0.01}),
+        (optim.Adadelta, {"rho": 0.5}),
+    ],
+    ids=["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta"],
+)
+def test_a_subclass_of_a_built_in_optimizer_sets_its_own_setting_before_the_built_ins(
+    base: type[optim.Optimizer], settings: dict[str, Any]
+) -> None:
+    """A subclass of a built-in optimizer that set a hyper-parameter of its own before calling
+    the built-in's constructor (as a subclass of Optimizer does) failed to build with a bare
+    KeyError (``'momentum'``, ``'betas'``, ...): the built-in's check of its settings together
+    ran on the one setting, the built-in's not set yet. It builds, trains as the built-in with
+    the same settings, and saves its own; a bad value of its own, or of the built-in's, is
+    refused by name."""
+
+    class Mine(base):  # type: ignore[valid-type,misc]
+        trust = optim.Hyperparameter(_trust)
+
+        def __init__(self, params: Iterable[nn.Parameter], lr: float, trust: float, **kw: Any):
+            self.trust = trust
+            super().__init__(params, lr, **kw)
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2, dtype=F64)
+    twin = nn.Linear(3, 2, dtype=F64)
+    twin.load_state_dict(model.state_dict())
+    mine = Mine(model.parameters(), 0.1, trust=0.5, **settings)
+    plain = base(twin.parameters(), 0.1, **settings)
+    assert mine.trust == 0.5 and mine.state_dict()["hyperparameters"] == {
+        **plain.state_dict()["hyperparameters"],
+        "trust": 0.5,
+    }
+    x = torch.randn(4, 3, dtype=F64)
+    for _ in range(5):
+        for layer, optimizer in ((model, mine), (twin, plain)):
+            optimizer.zero_grad()
+            out = layer(x)
+            layer.backward(out - 1.0)
+            optimizer.step()
+    for got, expected in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(got.data, expected.data)
+    with pytest.raises(ValueError, match=r"^Mine: trust must be a float > 0, got -1\.0$"):
+        Mine(twin.parameters(), 0.1, trust=-1.0, **settings)
+    key = next(iter(settings))
+    with pytest.raises((TypeError, ValueError), match=rf"^Mine: {key}"):
+        Mine(twin.parameters(), 0.1, trust=0.5, **{**settings, key: -1.0})

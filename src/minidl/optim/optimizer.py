@@ -57,7 +57,9 @@ class Hyperparameter(Generic[T]):
     one's own declares ``beta = Hyperparameter(check_beta)`` and has its values checked when
     set, by the constructor, by assignment and by ``load_state_dict``, before anything
     changes. The built-in optimizers check theirs with each other in
-    ``_validate_hyperparameters``.
+    ``_validate_hyperparameters``: a subclass of one that sets its own before calling the
+    built-in's constructor has it checked alone then, and with the built-in's when the
+    constructor sets them.
 
     Args:
         check: the check of a value, ``None`` (the default) for none.
@@ -949,15 +951,19 @@ class Optimizer:
         """Return the hyper-parameters checked (and normalised); raise on a bad one."""
         return dict(hyperparameters)
 
-    def _checked_hyperparameters(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+    def _checked_hyperparameters(
+        self, settings: Mapping[str, Any], together: bool = True
+    ) -> dict[str, Any]:
         """``settings`` checked: each by its :class:`Hyperparameter`'s own ``check``, then all
-        together by :meth:`_validate_hyperparameters`."""
+        together by :meth:`_validate_hyperparameters` (unless ``together`` is false)."""
         name = type(self).__name__
         checks = type(self)._hyperparameter_checks()
         alone = {
             key: checks[key](name, value) if key in checks else value
             for key, value in settings.items()
         }
+        if not together:
+            return alone
         return {**alone, **self._validate_hyperparameters(**alone)}
 
     def _set_hyperparameters(self, hyperparameters: Mapping[str, Any]) -> None:
@@ -990,7 +996,17 @@ class Optimizer:
             **{key: value for key, value in current.items() if value is not absent},
             **changes,
         }
-        checked = self._checked_hyperparameters(settings)
+        # A subclass of a built-in optimizer that sets a setting of its own before calling the
+        # built-in's constructor (as a subclass of Optimizer does its own): the built-in's are
+        # not set yet, and its _validate_hyperparameters, which reads them, would fail on the
+        # first one missing (a KeyError). The value is checked alone by its Hyperparameter,
+        # and stored; the built-in's constructor checks it with all the others when it sets
+        # its own.
+        added = self._added_hyperparameters()
+        if all(key in settings for key in names if key not in added):
+            checked = self._checked_hyperparameters(settings)
+        else:
+            checked = self._checked_hyperparameters(changes, together=False)
         if hasattr(self, "state"):  # (built: the state tensors exist)
             given = ", ".join(f"{key}={shown(value)}" for key, value in changes.items())
             self._check_state_fits(checked, f"{name}: {given} needs")
