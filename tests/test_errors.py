@@ -1439,6 +1439,42 @@ def test_optimizer_refuses_a_parameter_of_another_size(
     assert all(torch.equal(optimizer.state[k], v) for k, v in state.items())
 
 
+@pytest.mark.parametrize(
+    "make",
+    [lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: optim.Adam(p, lr=0.1)],
+    ids=["SGD momentum", "Adam"],
+)
+@pytest.mark.parametrize("change", ["append", "pop"])
+def test_optimizer_refuses_parameters_added_to_or_taken_from_its_list(
+    make: Callable[[list[nn.Parameter]], optim.Optimizer], change: str
+) -> None:
+    """A Parameter appended to ``optimizer.params`` (or one popped from it) after the state
+    was made: step, zero_grad and state_dict raised zip's "zip() argument 2 is shorter than
+    argument 1", from the message naming a parameter of another size. They name the
+    optimizer and both counts, before anything changes."""
+    model = nn.mlp((2, 3, 2))
+    optimizer = make(list(model.parameters()))
+    for parameter in model.parameters():
+        parameter.grad.fill_(1.0)
+    optimizer.step()
+    state = {k: v.clone() for k, v in optimizer.state.items()}
+    if change == "append":
+        optimizer.params.append(nn.Parameter(torch.ones(4)))
+    else:
+        optimizer.params.pop()
+    values = [p.data.clone() for p in model.parameters()]
+    count = 5 if change == "append" else 3
+    name = type(optimizer).__name__
+    expected = f"{name}: params holds {count} Parameters, 4 when the optimizer was built"
+    for method in (optimizer.step, optimizer.zero_grad, optimizer.state_dict):
+        with raises(ValueError, expected, "build a new optimizer"):
+            method()
+    assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+    assert all(p.grad.eq(1.0).all() for p in model.parameters())
+    assert all(torch.equal(optimizer.state[k], v) for k, v in state.items())
+    assert optimizer.step_count == 1
+
+
 def test_stateless_optimizer_follows_a_parameter_of_another_size() -> None:
     parameter = nn.Parameter(torch.zeros(3))
     optimizer = optim.SGD([parameter], lr=0.5)

@@ -395,6 +395,13 @@ class Optimizer:
         method that asks (none for a step)."""
         sizes = [p.numel() for p in self.params]
         if self.state and sizes != self._sizes:  # the state would not fit
+            if len(sizes) != len(self._sizes):  # (params appended to, or popped from, by hand)
+                raise ValueError(
+                    f"{type(self).__name__}: params holds {len(sizes)} Parameters, "
+                    f"{len(self._sizes)} when the optimizer was built (Parameters added to the "
+                    "list or taken from it since: the state holds the entries of those it was "
+                    "built with); build a new optimizer"
+                )
             index = next(
                 i for i, (a, b) in enumerate(zip(sizes, self._sizes, strict=True)) if a != b
             )
