@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,6 +85,9 @@ BAD: list[tuple[Build, str, object]] = [
     (_exponential, "gamma", 0),
     (_exponential, "gamma", float("nan")),
     (_exponential, "interval", "step"),
+    # (an array of strings: numpy's "truth value of an array ... is ambiguous" from ``in``; as
+    # mode's and anneal_strategy's below)
+    (_exponential, "interval", np.array(["epoch", "batch"])),
     (_cosine, "T_max", 0),
     (_cosine, "T_max", 20.0),
     (_cosine, "eta_min", -0.01),
@@ -106,6 +110,7 @@ BAD: list[tuple[Build, str, object]] = [
     (_one_cycle, "pct_start", 1.0),
     (_one_cycle, "pct_start", 1 / STEPS),  # a rise that ends at step 0: both together
     (_one_cycle, "anneal_strategy", "cosine"),
+    (_one_cycle, "anneal_strategy", np.array(["cos", "linear"])),
     (_one_cycle, "div_factor", 0),
     (_one_cycle, "div_factor", -25),
     (_one_cycle, "final_div_factor", math.nan),
@@ -117,6 +122,7 @@ BAD: list[tuple[Build, str, object]] = [
     (_cyclic, "step_size_down", 1.5),
     (_cyclic, "mode", "x"),
     (_cyclic, "mode", ["triangular"]),
+    (_cyclic, "mode", np.array(["triangular", "exp_range"])),
     (_cyclic, "gamma", 0),
     (_sequential, "milestones", [0]),
     (_sequential, "milestones", [5, 6]),

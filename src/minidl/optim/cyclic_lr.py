@@ -26,15 +26,17 @@ def _check_step_size_up(where: str, step_size_up: object) -> int:
 
 
 def _check_mode(where: str, mode: object) -> Mode:
-    if mode not in ("triangular", "triangular2", "exp_range"):
+    # (a str only: an array's ``in`` asks its ``==`` for one bool, which numpy's refused)
+    given = str.__str__(mode) if isinstance(mode, str) else None
+    if given not in ("triangular", "triangular2", "exp_range"):
         raise ValueError(
             f"{where}: mode must be 'triangular', 'triangular2' or 'exp_range', got {shown(mode)}"
         )
     return (
         "triangular"
-        if mode == "triangular"
+        if given == "triangular"
         else "triangular2"
-        if mode == "triangular2"
+        if given == "triangular2"
         else "exp_range"
     )
 

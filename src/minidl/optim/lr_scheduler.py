@@ -60,10 +60,12 @@ def steps_repr(steps: int | list[int]) -> str:
 
 
 def check_interval(where: str, interval: object) -> Literal["epoch", "batch"]:
-    """Check a scheduler's ``interval``: ``"epoch"`` or ``"batch"``."""
-    if interval not in ("epoch", "batch"):
+    """Check a scheduler's ``interval``: ``"epoch"`` or ``"batch"``, a ``str`` (an array's
+    ``in`` asks its ``==`` for one bool: numpy's raised that its truth value is ambiguous)."""
+    given = str.__str__(interval) if isinstance(interval, str) else None
+    if given not in ("epoch", "batch"):
         raise ValueError(f"{where}: interval must be 'epoch' or 'batch', got {shown(interval)}")
-    return "epoch" if interval == "epoch" else "batch"
+    return "epoch" if given == "epoch" else "batch"
 
 
 def interval_repr(interval: str, default: str = "epoch") -> str:

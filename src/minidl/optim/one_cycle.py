@@ -32,11 +32,13 @@ def _check_pct_start(where: str, pct_start: object) -> float:
 
 
 def _check_anneal_strategy(where: str, anneal_strategy: object) -> Literal["cos", "linear"]:
-    if anneal_strategy not in ("cos", "linear"):
+    # (a str only: an array's ``in`` asks its ``==`` for one bool, which numpy's refused)
+    given = str.__str__(anneal_strategy) if isinstance(anneal_strategy, str) else None
+    if given not in ("cos", "linear"):
         raise ValueError(
             f"{where}: anneal_strategy must be 'cos' or 'linear', got {shown(anneal_strategy)}"
         )
-    return "cos" if anneal_strategy == "cos" else "linear"
+    return "cos" if given == "cos" else "linear"
 
 
 def _check_div_factor(where: str, div_factor: object) -> float:
