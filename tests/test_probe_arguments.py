@@ -145,16 +145,26 @@ def test_mlp_refuses_a_0_dim_tensor_or_array_as_sizes_or_activations(
         nn.mlp(**arguments)
 
 
+@pytest.mark.parametrize("one", [torch.tensor(1), np.array(1)], ids=["Tensor", "ndarray"])
 @pytest.mark.parametrize("name", ["schedules", "milestones"])
-def test_sequential_schedule_refuses_a_0_dim_tensor_as_a_sequence(name: str) -> None:
+def test_sequential_schedule_refuses_a_0_dim_tensor_as_a_sequence(name: str, one: object) -> None:
+    # (a 0-dim NumPy array, as a 0-dim tensor, is Iterable but one value: numpy's bare
+    # "iteration over a 0-d array", from the constructor and from the milestones setter)
     optimizer = optim.SGD(_model(0).parameters(), lr=0.1)
     arguments: dict[str, Any] = {"schedules": [optim.StepDecay(optimizer)], "milestones": []}
-    arguments[name] = torch.tensor(1)
-    with pytest.raises(
-        TypeError, match=rf"^SequentialSchedule: {name} must be a sequence, got a 0-dim Tensor$"
-    ):
+    arguments[name] = one
+    kind = type(one).__name__
+    message = rf"^SequentialSchedule: {name} must be a sequence, got a 0-dim {kind}$"
+    with pytest.raises(TypeError, match=message):
         optim.SequentialSchedule(optimizer, **arguments)
     assert optimizer.lr == 0.1
+    schedules = [optim.StepDecay(optimizer), optim.ExponentialDecay(optimizer, 0.9)]
+    schedule = optim.SequentialSchedule(optimizer, schedules, [3])
+    schedule.step()
+    before = (schedule.state_dict(), optimizer.lr)
+    with pytest.raises(TypeError, match=message.replace(name, "milestones")):
+        schedule.milestones = one  # type: ignore[assignment]
+    assert (schedule.state_dict(), optimizer.lr) == before and schedule.milestones == [3]
 
 
 @pytest.mark.parametrize("record", [None, {"train_loss": 1.0}, (0, 1.0, 0.1, 50.0)])

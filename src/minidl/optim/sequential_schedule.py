@@ -8,8 +8,6 @@ import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from torch import Tensor
-
 from minidl._validate import shown
 from minidl.optim.lr_scheduler import LRScheduler, checks_step, fixed, steps_repr
 from minidl.optim.optimizer import Optimizer
@@ -18,13 +16,10 @@ __all__ = ["SequentialSchedule"]
 
 
 def _as_list(name: str, values: object) -> list[Any]:
-    # (a 0-dim tensor is one number: Iterable, but its __iter__ raises)
-    if (
-        isinstance(values, str)
-        or not isinstance(values, Iterable)
-        or (isinstance(values, Tensor) and values.dim() == 0)
-    ):
-        kind = "a 0-dim Tensor" if isinstance(values, Tensor) else type(values).__name__
+    # (a 0-dim tensor or NumPy array is one number: Iterable, but its __iter__ raises)
+    one = isinstance(values, Iterable) and getattr(values, "ndim", None) == 0
+    if isinstance(values, str) or not isinstance(values, Iterable) or one:
+        kind = f"a 0-dim {type(values).__name__}" if one else type(values).__name__
         raise TypeError(f"SequentialSchedule: {name} must be a sequence, got {kind}")
     return list(values)
 
