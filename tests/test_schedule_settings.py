@@ -827,6 +827,29 @@ def test_a_rate_that_the_optimizer_refuses_is_refused_in_the_schedules_words() -
     assert (optimizer.lr, decay.state_dict()) == (LR, {"base_lr": LR, "last_step": 0})
 
 
+def test_a_sequences_refused_rate_names_the_schedule_that_gives_it() -> None:
+    """A rate of a SequentialSchedule that the optimizer refuses, from a CyclicLR inside it
+    whose own max_lr was set beyond float32's range, is said to come from that CyclicLR. (The
+    message said "from base_lr 0.01", the sequence's, which gave no rate of the cycle.)"""
+    optimizer = optim.SGD([nn.Parameter(torch.zeros(2))], lr=LR)
+    cyclic = optim.CyclicLR(optimizer, base_lr=0.01, max_lr=0.02, step_size_up=2)
+    warmup = optim.LinearWarmup(optimizer, 3, interval="batch")
+    sequence = optim.SequentialSchedule(optimizer, [warmup, cyclic], [3])
+    cyclic.max_lr = 1e300  # (taken: the sequence's current step is the warmup's)
+    for _ in range(3):
+        sequence.step()
+    before = sequence.state_dict(), optimizer.lr
+    with pytest.raises(ValueError) as raised:
+        sequence.step()
+    assert str(raised.value) == (
+        "SequentialSchedule.step: the rate of step 4 is 5e+299 (CyclicLR(base_lr=0.01, "
+        "max_lr=1e+300, step_size_up=2, step_size_down=2, mode='triangular', gamma=1.0)), "
+        "which the optimizer refuses: SGD: lr=5e+299 is beyond the range of the parameters' "
+        "dtype torch.float32 (largest finite value 3.40282e+38)"
+    )
+    assert (sequence.state_dict(), optimizer.lr) == before
+
+
 def _warmup_cosine(cosine_lr: float | None) -> tuple[optim.SGD, optim.SequentialSchedule]:
     """A warmup then a cosine in a sequence stepped 3 times, the cosine's base_lr set by hand
     to ``cosine_lr`` (if given)."""

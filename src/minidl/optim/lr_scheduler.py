@@ -451,13 +451,13 @@ class LRScheduler:
         if not (math.isfinite(lr) and lr >= 0):
             raise ValueError(
                 f"{name}{'.' if where else ''}{where}: the rate of step {shown(step)} is {lr!r} "
-                f"({self._source()}); expected a finite rate >= 0"
+                f"({self._source(step)}); expected a finite rate >= 0"
             )
         return lr
 
-    def _source(self) -> str:
-        """Where the rates come from, for a message: the schedule's ``repr`` where it takes its
-        own rates, else its ``base_lr``."""
+    def _source(self, step: int) -> str:
+        """Where the rate of ``step`` comes from, for a message: the schedule's ``repr`` where
+        it takes its own rates, else its ``base_lr``."""
         return repr(self) if self.takes_own_rates else f"from base_lr {self.base_lr!r}"
 
     def _give_rate(self, where: str, step: int, rate: float) -> None:
@@ -472,7 +472,7 @@ class LRScheduler:
             name = type(self).__name__
             raise ValueError(
                 f"{name}{'.' if where else ''}{where}: the rate of step {shown(step)} is {rate!r} "
-                f"({self._source()}), which the optimizer refuses: {error}"
+                f"({self._source(step)}), which the optimizer refuses: {error}"
             ) from None
 
     @property

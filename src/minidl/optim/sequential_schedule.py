@@ -248,6 +248,14 @@ class SequentialSchedule(LRScheduler):
             )
         return schedule.lr_at(step - start)
 
+    def _source(self, step: int) -> str:
+        """Where the rate of ``step`` comes from: the schedule that gives it (the sequence's
+        ``base_lr`` was named, where a CyclicLR's own ``max_lr`` gave it)."""
+        milestones = self._milestones
+        index = bisect.bisect_right(milestones, step)
+        start = milestones[index - 1] if index > 0 else 0
+        return self._schedules[index]._source(step - start)
+
     @property
     def step_limit(self) -> int | None:
         """The last step before one of the schedules runs past its own ``step_limit`` (a
