@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from minidl.cli import main
+from minidl.data import make_disk_data
 from minidl.experiments import config, pool
 from minidl.experiments.batched import train_row_batched, train_rows_batched
 from minidl.experiments.config import (
@@ -411,7 +412,7 @@ def test_a_rows_numpy_numbers_are_kept_as_pythons_and_its_keys_as_before() -> No
             ValueError,
             "Protocol: batch_size must be an integer >= 1",
         ),
-        (lambda: Protocol(n_train=0), ValueError, "Protocol: n_train must be an integer >= 1"),
+        (lambda: Protocol(n_train=0), ValueError, "Protocol: n_train must be an integer >= 2"),
         (lambda: Protocol(sizes=[2, 25, 2]), TypeError, "Protocol: sizes must be a tuple"),
         (lambda: Protocol(sizes=(3, 25, 2)), ValueError, "Protocol: sizes must begin and end"),
         (
@@ -443,6 +444,35 @@ def test_a_protocol_or_schedule_is_checked_when_it_is_made(
         TABLE_II[0], protocol=Protocol(sizes=(2, 10, 2)), activations=("relu",)
     )
     assert row.protocol.sizes == (2, 10, 2)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"n_train": 1}, "Protocol: n_train must be an integer >= 2, got 1"),
+        ({"n_test": 0}, "Protocol: n_test must be an integer >= 1, got 0"),
+        (
+            {"n_validation": 2**59},
+            "Protocol: n_validation must be at most 2**59 - 1, got 576460752303423488: the "
+            "set's points, (n, 2) float64, would pass the largest tensor, 2**63 - 1 bytes",
+        ),
+        ({"n_train": 2**59}, "Protocol: n_train must be at most 2**59 - 1, got "),
+    ],
+)
+def test_a_protocol_s_set_sizes_are_make_disk_datas_when_it_is_made(
+    changes: dict[str, int], message: str
+) -> None:
+    """``Protocol(n_train=1)`` (or a set of 2**59 points) was taken: make_disk_data refused it
+    when the row's group drew its data, after the groups before it trained. Now the protocol
+    refuses it in its own name, with make_disk_data's limits, and the smallest sets it takes
+    are drawn."""
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        Protocol(**changes)
+    with pytest.raises(ValueError, match=f"^make_disk_data: {next(iter(changes))} must be "):
+        make_disk_data(**changes, seed=0)  # type: ignore[arg-type]
+    smallest = Protocol(n_train=2, n_validation=1, n_test=1)
+    data = make_disk_data(smallest.n_train, smallest.n_validation, smallest.n_test, seed=0)
+    assert [len(split.y) for split in (data.train, data.validation, data.test)] == [2, 1, 1]
 
 
 # -- the published faults, against transcriptions -----------------------------------------------

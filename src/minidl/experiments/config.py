@@ -29,6 +29,7 @@ from typing import Literal
 import torch
 
 from minidl._validate import check_int, check_real, shown, shown_typed
+from minidl.data import _MOST_POINTS
 
 __all__ = [
     "ALL_EXPERIMENTS",
@@ -69,7 +70,8 @@ class Protocol:
     n_validation: int = 1000
     n_test: int = 1000
     """"randomly split into 1000 samples for training, 1000 samples for validation and 1000
-    samples for testing"; every set is normalised with the training set's statistics."""
+    samples for testing"; every set is normalised with the training set's statistics (so it
+    has at least 2 points; each set at most 2**59 - 1, as ``minidl.data.make_disk_data``'s)."""
     shuffle_each_epoch: bool = True
     """The training set is reshuffled at every epoch (``minidl.train.fit`` does so), the usual
     practice of mini-batch SGD. The paper says only that "data was shuffled at the beginning of
@@ -92,8 +94,18 @@ class Protocol:
                 "Protocol: sizes must begin and end with 2 (the disk's points have 2 coordinates "
                 f"and 2 classes), got {shown(self.sizes)}"
             )
-        for name in ("batch_size", "n_train", "n_validation", "n_test"):
-            object.__setattr__(self, name, check_int("Protocol", name, getattr(self, name)))
+        object.__setattr__(self, "batch_size", check_int("Protocol", "batch_size", self.batch_size))
+        for name in ("n_train", "n_validation", "n_test"):
+            # (make_disk_data's limits: the training set's s.d. normalises every set, and a set
+            # of more points passes the largest tensor; it failed when the row's group drew its
+            # data, after the groups before it trained)
+            n = check_int("Protocol", name, getattr(self, name), low=2 if name == "n_train" else 1)
+            if n > _MOST_POINTS:
+                raise ValueError(
+                    f"Protocol: {name} must be at most 2**59 - 1, got {shown(n)}: the set's "
+                    "points, (n, 2) float64, would pass the largest tensor, 2**63 - 1 bytes"
+                )
+            object.__setattr__(self, name, n)
         if self.shuffle_each_epoch is not True:
             # (the rows train with minidl.train.fit and minidl.rounds.fit_rounds, which draw a
             # new order at every epoch: a protocol that said otherwise would be written into
