@@ -69,6 +69,7 @@ from minidl.experiments.training import (
     train_row,
     train_rows,
 )
+from minidl.experiments.welch import welch
 from minidl.nn import mlp
 from minidl.nn.builders import ACTIVATIONS
 from minidl.nn.parameter import Parameter
@@ -1853,10 +1854,15 @@ def test_reproduce_refuses_rounds_whose_stack_does_not_fit_in_memory(
         "_reproduce_from_cli",
         lambda args, out, rounds, epochs, jobs: started.append(rounds),
     )
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    # (a memory of 10**10 bytes: on a machine of more than 59416 * 10**6 bytes, --rounds past
+    # 10**6 are refused first, as the report's Welch test takes no more)
+    memory = 10**10
+    sysconf = os.sysconf
+    given = {"SC_PAGE_SIZE": 1, "SC_PHYS_PAGES": memory}
+    monkeypatch.setattr(os, "sysconf", lambda name: given.get(name) or sysconf(name))
     most = memory // 59416
     out = tmp_path / "results"
-    for rounds in (most + 1, 10**30):
+    for rounds in (most + 1, 10**6):
         argv = ["reproduce", "--tables", "2", "--rounds", str(rounds), "--out", str(out)]
         assert main(argv) == 2
         assert capsys.readouterr() == (
@@ -1868,6 +1874,39 @@ def test_reproduce_refuses_rounds_whose_stack_does_not_fit_in_memory(
     assert list(tmp_path.iterdir()) == []
     assert main(["reproduce", "--tables", "2", "--rounds", str(most), "--out", str(out)]) == 0
     assert started == [most]
+
+
+def test_reproduce_refuses_more_rounds_than_the_reports_welch_test_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--rounds 1000001`` was taken on a machine of the memory to hold its stacks: every row
+    trained, then the report's Welch test refused the row's 1000001 rounds (welch: n_1 must be
+    an integer in [2, 10**6]). Now refused before anything is made; 10**6 rounds run."""
+    import minidl.experiments.runner
+
+    started: list[int] = []
+    monkeypatch.setattr(
+        minidl.experiments.runner,
+        "_reproduce_from_cli",
+        lambda args, out, rounds, epochs, jobs: started.append(rounds),
+    )
+    sysconf = os.sysconf
+    given = {"SC_PAGE_SIZE": 1, "SC_PHYS_PAGES": 2**60}  # (room for any stack)
+    monkeypatch.setattr(os, "sysconf", lambda name: given.get(name) or sysconf(name))
+    out = tmp_path / "results"
+    with pytest.raises(ValueError, match=r"^welch: n_1 must be an integer in \[2, 10\*\*6\]"):
+        welch(1.0, 1.0, 10**6 + 1, 1.0, 1.0, 5)
+    for rounds in (10**6 + 1, 10**30):
+        argv = ["reproduce", "--tables", "2", "--rounds", str(rounds), "--out", str(out)]
+        assert main(argv) == 2
+        assert capsys.readouterr() == (
+            "",
+            f"minidl reproduce: error: --rounds {rounds}: expected at most 10**6 (the report's "
+            "Welch test takes at most 10**6 rounds a side)\n",
+        )
+    assert list(tmp_path.iterdir()) == []
+    assert main(["reproduce", "--tables", "2", "--rounds", str(10**6), "--out", str(out)]) == 0
+    assert started == [10**6]
 
 
 @pytest.mark.parametrize(
@@ -1921,8 +1960,8 @@ def test_reproduce_starts_where_the_system_does_not_give_its_memory(
 ) -> None:
     """Where the system does not give its memory (``os.sysconf`` without the name
     ``SC_PHYS_PAGES``, a ValueError, or without ``os.sysconf`` itself, as on Windows), the
-    rounds are not weighed against it: a run of 10**30 rounds starts, as it did before the
-    refusal existed. (Such a system's error let out, ending the run before it started, passed
+    rounds are not weighed against it: a run of 10**6 rounds (the most the report's Welch test
+    takes) starts, as it did before the refusal existed. (Such a system's error let out, ending the run before it started, passed
     the tests before; fails this.)"""
     import minidl.experiments.runner
 
@@ -1944,8 +1983,8 @@ def test_reproduce_starts_where_the_system_does_not_give_its_memory(
 
         monkeypatch.setattr(os, "sysconf", without_the_name)
     out = tmp_path / "results"
-    assert main(["reproduce", "--tables", "2", "--rounds", str(10**30), "--out", str(out)]) == 0
-    assert started == [10**30]
+    assert main(["reproduce", "--tables", "2", "--rounds", str(10**6), "--out", str(out)]) == 0
+    assert started == [10**6]
     assert capsys.readouterr().err == ""
 
 
@@ -3040,6 +3079,26 @@ def test_run_settings_refuse_a_command_of_no_str_and_a_quick_mode_that_is_not() 
             RunSettings(**{**good, **changes}, command="test")  # type: ignore[arg-type]
     RunSettings(**good, command="test")
     RunSettings(**{**good, "quick": False, "rounds": 3}, command="test")  # type: ignore[arg-type]
+
+
+def test_run_settings_refuse_more_rounds_than_the_reports_welch_test_takes() -> None:
+    """RunSettings(rounds=10**6 + 1) was taken: every row trained, then the report's Welch
+    test refused its rounds. Refused when made, as welch refuses them; 10**6 rounds are taken,
+    and 1 (quick mode, which the report tests by no Welch test)."""
+    from minidl.experiments.runner import RunSettings
+
+    good = {"base_seed": 0, "tables": "2", "quick": False, "epochs_override": None}
+    with pytest.raises(ValueError, match=r"^welch: n_1 must be an integer in \[2, 10\*\*6\]"):
+        welch(1.0, 1.0, 10**6 + 1, 1.0, 1.0, 5)
+    with pytest.raises(
+        ValueError,
+        match=r"^RunSettings: rounds must be an integer in \[1, 10\*\*6\] \(the report's Welch "
+        r"test takes at most 10\*\*6 rounds a side\), got 1000001$",
+    ):
+        RunSettings(**good, rounds=10**6 + 1, command="test")  # type: ignore[arg-type]
+    assert RunSettings(**good, rounds=10**6, command="test").rounds == 10**6  # type: ignore[arg-type]
+    quick = {**good, "quick": True, "epochs_override": 1}
+    assert RunSettings(**quick, rounds=1, command="test").rounds == 1  # type: ignore[arg-type]
 
 
 def test_only_the_files_a_run_writes_may_not_be_folders(tmp_path: Path) -> None:

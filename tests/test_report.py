@@ -218,6 +218,12 @@ def test_a_run_whose_main_rows_are_all_ones_own_says_nothing_is_compared(
     [
         ((1.06, 0.41, 5.0), TypeError, "rounds must be an integer >= 2, got 5.0"),
         ((1.06, 0.41, 1), ValueError, "rounds must be an integer >= 2, got 1"),
+        (
+            (1.06, 0.41, 10**6 + 1),
+            ValueError,
+            "rounds must be an integer in [2, 10**6] (the report's Welch test takes at most "
+            "10**6 rounds a side), got 1000001",
+        ),
         ((1.06, -0.41), ValueError, "sd must be in [0, inf), got -0.41"),
         ((101.0, 0.41), ValueError, "mean must be in [0, 100], got 101.0"),
         ((math.nan, 0.41), ValueError, "mean must be a finite number in [0, 100], got nan"),
@@ -227,9 +233,12 @@ def test_the_papers_numbers_are_checked_when_made(
     arguments: tuple[float, ...], error: type, message: str
 ) -> None:
     """PaperResult(1.06, 0.41, rounds=5.0) was taken, the row trained, and the report failed
-    in Welch's test, naming its n_2."""
+    in Welch's test, naming its n_2; so did rounds=10**6 + 1, past welch's limit. The most
+    rounds it takes, 10**6, welch takes."""
     with pytest.raises(error, match=f"^PaperResult: {re.escape(message)}$"):
         PaperResult(*arguments)
+    most = PaperResult(1.06, 0.41, 10**6)
+    assert welch(1.0, 0.5, 5, most.mean, most.sd, most.rounds).p_value > 0.0
 
 
 def test_the_protocol_written_is_the_one_the_rows_trained_with(tmp_path: Path) -> None:

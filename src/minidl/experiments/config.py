@@ -30,6 +30,7 @@ import torch
 
 from minidl._validate import check_int, check_real, shown, shown_typed
 from minidl.data import _MOST_POINTS
+from minidl.experiments.welch import _MOST_SAMPLES
 
 __all__ = [
     "ALL_EXPERIMENTS",
@@ -298,7 +299,8 @@ class PaperResult:
     """A row's published test error: mean and s.d. over 5 rounds, in %.
 
     Checked when made (a test error in [0, 100], an s.d. >= 0, an integer number of rounds
-    >= 2): a row of one's own given ``rounds=5.0`` trained, then failed in the report's test.
+    in [2, 10**6], as Welch's test takes): a row of one's own given ``rounds=5.0`` trained, then
+    failed in the report's test.
     """
 
     mean: float
@@ -309,6 +311,11 @@ class PaperResult:
         mean = check_real("PaperResult", "mean", self.mean, low=0.0, high=100.0)
         sd = check_real("PaperResult", "sd", self.sd, low=0.0)
         rounds = check_int("PaperResult", "rounds", self.rounds, low=2)
+        if rounds > _MOST_SAMPLES:  # (the report's Welch test refused it, after the training)
+            raise ValueError(
+                "PaperResult: rounds must be an integer in [2, 10**6] (the report's Welch test "
+                f"takes at most 10**6 rounds a side), got {shown(self.rounds)}"
+            )
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "sd", sd)
         object.__setattr__(self, "rounds", rounds)

@@ -41,6 +41,7 @@ from minidl.experiments.config import (
     training_key,
 )
 from minidl.experiments.training import RowResult
+from minidl.experiments.welch import _MOST_SAMPLES
 from minidl.train import EpochRecord
 
 __all__ = [
@@ -79,7 +80,13 @@ class RunSettings:
         # Checked here, so that a bad setting fails before anything is trained or written; the
         # integers are kept as plain ints (a numpy integer would fail results.json's writing,
         # after the training).
-        object.__setattr__(self, "rounds", check_int("RunSettings", "rounds", self.rounds))
+        rounds = check_int("RunSettings", "rounds", self.rounds)
+        if rounds > _MOST_SAMPLES:  # (the report's Welch test refused it, after the training)
+            raise ValueError(
+                "RunSettings: rounds must be an integer in [1, 10**6] (the report's Welch test "
+                f"takes at most 10**6 rounds a side), got {shown(self.rounds)}"
+            )
+        object.__setattr__(self, "rounds", rounds)
         if isinstance(self.base_seed, bool) or not isinstance(self.base_seed, int):
             raise TypeError(f"RunSettings: base_seed must be an int, got {shown(self.base_seed)}")
         try:
@@ -533,6 +540,11 @@ def run_from_cli(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--tables {shown(args.tables)}: expected a comma-separated choice from 1,2,3 (or I,II,III)"
         ) from None
+    if rounds > _MOST_SAMPLES:  # (as RunSettings, before anything runs)
+        raise ValueError(
+            f"--rounds {shown(rounds)}: expected at most 10**6 (the report's Welch test takes "
+            "at most 10**6 rounds a side)"
+        )
     _check_rounds_fit(experiments_for_tables(args.tables), rounds)
     if not str(args.out).strip():
         raise ValueError(f"--out {shown(args.out)}: expected a folder path")
