@@ -384,6 +384,24 @@ def test_a_row_is_checked_when_it_is_made(
         dataclasses.replace(TABLE_II[0], **changes)
 
 
+@pytest.mark.parametrize("table", ["IV", "", "i", "Fig.1", "Table II"])
+def test_a_row_of_another_table_than_the_papers_is_refused(table: str) -> None:
+    """A row of table "IV" was taken: it trained, and report.md, which has a section for each
+    of the paper's tables only, left it out without a word. Now refused when made, naming the
+    tables taken; a row of each of them is made, and the keys of a row (table "", no row of
+    a table) are as before."""
+    with pytest.raises(
+        ValueError,
+        match=r"^Experiment: table must be one of 'I', 'II', 'III', 'Fig\. 1', got "
+        f"{re.escape(repr(table))}$",
+    ):
+        dataclasses.replace(TABLE_II[0], table=table)
+    for name in ("I", "II", "III", "Fig. 1"):
+        assert dataclasses.replace(TABLE_II[0], table=name).table == name
+    assert training_key(TABLE_II[0]).table == stack_key(TABLE_II[0]).table == ""
+    assert training_key(TABLE_II[0]) == training_key(dataclasses.replace(TABLE_II[0], table="I"))
+
+
 def test_a_rows_numpy_numbers_are_kept_as_pythons_and_its_keys_as_before() -> None:
     """NumPy numbers were kept as given, and results.json failed after the training ("Object
     of type int64 is not JSON serializable"). A stack's key, which is no row (no activations,

@@ -321,6 +321,10 @@ class PaperResult:
         object.__setattr__(self, "rounds", rounds)
 
 
+#: The tables of :attr:`Experiment.table`: the paper's, which the report gives a section each.
+_TABLE_NAMES = ("I", "II", "III", "Fig. 1")
+
+
 @dataclass(frozen=True)
 class Experiment:
     """One row: a training configuration, and what the paper reported for it.
@@ -371,6 +375,13 @@ class Experiment:
                 raise TypeError(
                     f"Experiment: {name} must be a str, got {shown(getattr(self, name))}"
                 )
+        if self.table not in _TABLE_NAMES:
+            # (the report gives each of these a section, and a row of another table none: it
+            # trained, and was left out of report.md)
+            raise ValueError(
+                f"Experiment: table must be one of {', '.join(map(repr, _TABLE_NAMES))}, got "
+                f"{shown(self.table)}"
+            )
         if not isinstance(self.protocol, Protocol):
             raise TypeError(f"Experiment: protocol must be Protocol, got {shown(self.protocol)}")
         _check_activation_names(self.activations)
@@ -462,9 +473,8 @@ def training_key(experiment: Experiment) -> Experiment:
     Two rows with the same key train identically (same seeds, same numbers), so the runner
     trains them once: e.g. "momentum without effect" is the momentum-0 row.
     """
-    return dataclasses.replace(
+    key = dataclasses.replace(
         experiment,
-        table="",
         label="",
         kind="main",
         paper=None,
@@ -472,6 +482,9 @@ def training_key(experiment: Experiment) -> Experiment:
         hypothesis="",
         fault=False,
     )
+    # (set past the row's checks: a key is no row of a table)
+    object.__setattr__(key, "table", "")
+    return key
 
 
 def stack_key(experiment: Experiment) -> Experiment:
@@ -483,13 +496,15 @@ def stack_key(experiment: Experiment) -> Experiment:
     each row with its own activations (:class:`minidl.nn.StackedActivation`), loss
     (:class:`minidl.nn.StackedLoss`) and optimizer.
     """
-    key = dataclasses.replace(
-        training_key(experiment),
-        loss="cross-entropy",
-        mse_reduction="paper",
-        optimizer="sgd",
-        momentum=0.0,
-        scheduler=None,
+    key = training_key(
+        dataclasses.replace(
+            experiment,
+            loss="cross-entropy",
+            mse_reduction="paper",
+            optimizer="sgd",
+            momentum=0.0,
+            scheduler=None,
+        )
     )
     # (set past the row's checks: a key is no row, and trains nothing)
     object.__setattr__(key, "activations", ())
