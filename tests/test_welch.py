@@ -93,6 +93,41 @@ def test_summaries_scaled_by_any_factor_give_the_same_test() -> None:
 
 
 @pytest.mark.parametrize(
+    ("difference", "sd_1", "n_1", "sd_2", "n_2"),
+    [(1, 500, 10**6, 0, 2), (3, 1001, 10**6, 7, 5), (1, 3, 4, 2, 3), (5, 999, 10**6, 999, 10**6)],
+)
+def test_a_standard_error_below_the_smallest_float_gives_the_test_of_the_summaries_scaled_up(
+    difference: int, sd_1: int, n_1: int, sd_2: int, n_2: int
+) -> None:
+    """The summaries in units of the smallest float (2**-1074) give the test of the same
+    integers, bit for bit (t, the degrees of freedom and the p-value depend on the ratios
+    only), which is scipy's: t was the difference over the standard error of the s.d.'s own
+    scale, which underflowed to 0 (ZeroDivisionError, as for ``welch(1e-300, 1e-322, 10**6,
+    0.0, 0.0, 2)``) or to a subnormal of few digits (a t of as few)."""
+    tiny = [math.ldexp(value, -1074) for value in (difference, sd_1, sd_2)]
+    test = welch(tiny[0], tiny[1], n_1, 0.0, tiny[2], n_2)
+    reference = welch(difference, sd_1, n_1, 0.0, sd_2, n_2)
+    assert test.p_value == reference.p_value
+    assert test.degrees_of_freedom == reference.degrees_of_freedom
+    assert test.standard_error == math.ldexp(reference.standard_error, -1074)
+    assert test.difference == tiny[0]  # (the first's standard error is 0.5 of it: 0)
+    stats = pytest.importorskip("scipy.stats")
+    expected = stats.ttest_ind_from_stats(difference, sd_1, n_1, 0.0, sd_2, n_2, equal_var=False)
+    assert test.p_value == pytest.approx(float(expected.pvalue), rel=1e-9)
+
+
+def test_a_standard_error_below_the_smallest_float_gives_a_p_value_of_its_difference() -> None:
+    """A standard error of about 1e-325 (1e-322 over 1000) raised ZeroDivisionError: now a
+    difference of 1e-300 is about 1e25 standard errors (p-value 0), one of 1e300 past the
+    largest float of them (p-value 0), and no difference has p-value 1."""
+    assert welch(1e-300, 1e-322, 10**6, 0.0, 0.0, 2).p_value == 0.0
+    assert welch(1e300, 1e-322, 10**6, -1e300, 5e-323, 2).p_value == 0.0
+    same = welch(0.0, 1e-322, 10**6, 0.0, 0.0, 2)
+    assert (same.difference, same.standard_error, same.p_value) == (0.0, 0.0, 1.0)
+    assert same.degrees_of_freedom == pytest.approx(10**6 - 1, rel=1e-12)
+
+
+@pytest.mark.parametrize(
     ("summaries", "message"),
     [
         ((math.nan, 1.0, 5, 0.0, 1.0, 5), "mean_1 must be a finite number in (-inf, inf), got nan"),

@@ -57,8 +57,10 @@ def welch(mean_1: float, sd_1: float, n_1: int, mean_2: float, sd_2: float, n_2:
     The s.d. are first divided by the power of two just above the larger one, so that their
     squares and the fourth powers in the degrees of freedom neither underflow nor overflow,
     whatever the size of the s.d.: the test depends only on their ratio and on the difference
-    in units of the standard error. A power of two divides exactly and the powers are products,
-    rounded once each, so summaries scaled by a power of two give the same bits.
+    in units of the standard error, which is the difference, divided by the same power, over
+    the scaled standard error (a standard error below the smallest float, given as 0, still has
+    its t). A power of two divides exactly and the powers are products, rounded once each, so
+    summaries scaled by a power of two give the same bits.
 
     Raises:
         TypeError: a count of samples that is no integer (a bool is none).
@@ -89,7 +91,13 @@ def welch(mean_1: float, sd_1: float, n_1: int, mean_2: float, sd_2: float, n_2:
     variance = share_1 + share_2
     degrees = variance * variance / (share_1 * share_1 / (n_1 - 1) + share_2 * share_2 / (n_2 - 1))
     standard_error = math.ldexp(math.sqrt(variance), exponent)
-    t = difference / standard_error
+    # (t from the difference and the standard error scaled alike: the standard error itself
+    # underflows to 0, or to a subnormal of few digits, below about 1e-308; the scaled
+    # difference is at most t, so one past the largest float is an infinite t, of p-value 0)
+    try:
+        t = math.ldexp(difference, -exponent) / math.sqrt(variance)
+    except OverflowError:
+        t = math.inf
     p_value = _regularized_beta(degrees / (degrees + t * t), degrees / 2, 0.5)
     return Welch(difference, standard_error, degrees, p_value)
 
