@@ -828,6 +828,40 @@ def test_run_experiments_passes_the_rows_trained_so_far_in_order(
     assert here == []
 
 
+@pytest.mark.parametrize(
+    ("experiments", "message"),
+    [
+        (["x"], ", got 'x' at index 0"),
+        ([TABLE_II[0], None], ", got None at index 1"),
+        (TABLE_II[0], " (a list or tuple), got Experiment"),
+        ("II", " (a list or tuple), got str"),
+        (iter(TABLE_II), " (a list or tuple), got tuple_iterator"),
+        (set(TABLE_II[:1]), " (a list or tuple), got set"),
+    ],
+    ids=["a str in a list", "None in a list", "a row alone", "a str", "an iterator", "a set"],
+)
+def test_run_experiments_refuses_what_is_no_sequence_of_rows(
+    experiments: Any, message: str
+) -> None:
+    """``run_experiments(["x"], 2, 0)`` failed in dataclasses' words ("replace() should be
+    called on dataclass instances"), a row given alone with "'Experiment' object is not
+    iterable", and an iterator was used up before the results were matched to it. Now refused
+    by name before anything trains; a list of rows trains."""
+    trained: list[object] = []
+
+    def train(group: list[Experiment], *args: object, **kwargs: object) -> list[RowResult]:
+        trained.append(group)
+        return train_rows_batched(group, *args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.raises(
+        TypeError,
+        match=f"^run_experiments: experiments must be a sequence of Experiment{re.escape(message)}$",
+    ):
+        run_experiments(experiments, 1, 0, epochs=1, train=train)
+    assert trained == []
+    assert len(run_experiments([TABLE_II[0]], 1, 0, epochs=1, train=train)) == 1 == len(trained)
+
+
 def test_figure_writer_draws_each_figure_once_when_its_rows_are_in(tmp_path: Path) -> None:
     """A figure waits for every row it shows and is drawn once; the files reach ``out`` only in
     draw_all, the same bytes as figures drawn at the end (write_figures), named in the report's

@@ -146,6 +146,19 @@ def run_experiments(
             order of ``experiments``), so that work done there costs the training no core.
             Never called when training here.
     """
+    # (a row given alone, or a list of another thing, failed in dataclasses.replace's words or
+    # "'Experiment' object is not iterable")
+    if isinstance(experiments, str) or not isinstance(experiments, Sequence):
+        raise TypeError(
+            "run_experiments: experiments must be a sequence of Experiment (a list or tuple), "
+            f"got {type(experiments).__name__}"
+        )
+    for index, experiment in enumerate(experiments):
+        if not isinstance(experiment, Experiment):
+            raise TypeError(
+                "run_experiments: experiments must be a sequence of Experiment, got "
+                f"{shown(experiment)} at index {index}"
+            )
     rounds = check_int("run_experiments", "rounds", rounds)
     jobs = check_int("run_experiments", "jobs", jobs)
     groups = stack_groups(_distinct(experiments), rounds)
