@@ -190,6 +190,26 @@ def test_closed_forms_of_the_critical_value() -> None:
         )
 
 
+@pytest.mark.parametrize("level", [0.99, 1 - 1e-8, 1 - 1e-12, 1 - 2**-53])
+def test_the_critical_value_of_a_level_near_1_is_its_closed_form(level: float) -> None:
+    """Near 1, the p-value was 1 - P(|T| < t) with nu / (nu + t^2) rounded to 1 for a small t:
+    critical_t(8, 0.99999999) was 2.98e-8, not 1.293e-8. Now the closed forms of 1 and 2
+    degrees of freedom (see above), and, for others, the small t's P(|T| < t) = 2 t f(0) to
+    O(t^3), f(0) = Gamma((nu + 1) / 2) / (sqrt(nu pi) Gamma(nu / 2)) Student's density at 0;
+    scipy's, to its own precision (2e-10 off the closed form at 8 degrees)."""
+    c = 1 - level  # (exact from 0.5 up)
+    assert critical_t(1, level) == pytest.approx(math.tan(math.pi * c / 2), rel=1e-14)
+    assert critical_t(2, level) == pytest.approx(math.sqrt(2) * c / math.sqrt(1 - c * c), rel=1e-14)
+    for degrees in (3, 5.5, 8, 30):
+        density = math.exp(math.lgamma((degrees + 1) / 2) - math.lgamma(degrees / 2))
+        density /= math.sqrt(degrees * math.pi)
+        found = critical_t(degrees, level)
+        if level > 0.99:
+            assert found == pytest.approx(c / (2 * density), rel=1e-13)
+        stats = pytest.importorskip("scipy.stats")
+        assert found == pytest.approx(float(stats.t.isf(level / 2, degrees)), rel=1e-9)
+
+
 def test_critical_value_is_scipys() -> None:
     stats = pytest.importorskip("scipy.stats")
     rng = random.Random(3)

@@ -107,7 +107,9 @@ def critical_t(degrees_of_freedom: float, level: float = 0.05) -> float:
     :math:`P(|T_\\nu| \\ge t) = I_{\\nu / (\\nu + t^2)}(\\nu/2, 1/2)` equals ``level``, with
     :math:`\\nu` = ``degrees_of_freedom`` (a finite number ``> 0``) and ``0 < level < 1``.
 
-    Found by bisection on the p-value, which falls as ``t`` grows, to the precision of
+    Found by bisection on the p-value, which falls as ``t`` grows (above a level of 0.5, on
+    its complement :math:`I_{t^2 / (\\nu + t^2)}(1/2, \\nu/2)` against ``1 - level``, which
+    keep their digits for a small ``t``), to the precision of
     :func:`regularized_beta` (``critical_t(4)`` is 2.776..., ``critical_t(8)`` 2.306..., as in
     the tables).
 
@@ -128,17 +130,24 @@ def critical_t(degrees_of_freedom: float, level: float = 0.05) -> float:
         "critical_t", "level", level, low=0.0, high=1.0, low_open=True, high_open=True
     )
 
-    def p_value(t: float) -> float:
-        return _regularized_beta(degrees / (degrees + t * t), degrees / 2, 0.5)
+    def above(t: float) -> bool:
+        """Whether the p-value of ``t`` is above ``level``."""
+        if level <= 0.5:
+            return _regularized_beta(degrees / (degrees + t * t), degrees / 2, 0.5) > level
+        # (near 1 the p-value's complement, P(|T| < t) = I_{t^2 / (nu + t^2)}(1/2, nu/2), against
+        # 1 - level, exact from 0.5 up: nu / (nu + t^2) rounded to 1 for a small t, and the
+        # p-value with it; critical_t(8, 0.99999999) was 2.98e-8, not 1.293e-8)
+        square = t * t
+        return _regularized_beta(square / (degrees + square), 0.5, degrees / 2) < 1.0 - level
 
     low, high = 0.0, 1.0
-    while p_value(high) > level:
+    while above(high):
         low, high = high, 2.0 * high
     while True:
         middle = (low + high) / 2
         if middle in (low, high):
             return high
-        if p_value(middle) > level:
+        if above(middle):
             low = middle
         else:
             high = middle
