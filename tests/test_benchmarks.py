@@ -514,6 +514,46 @@ def test_only_a_full_run_writes_the_default_json(bench: SimpleNamespace) -> None
         assert not bench.default_json.exists(), argv
 
 
+def test_a_run_records_its_settings_and_a_quick_d_is_not_judged_by_the_targets(
+    bench: SimpleNamespace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --quick D (minidl reproduce --quick's rows, 1 round) was printed as "every row, all
+    rounds" and judged against the full run's targets, and its JSON did not say it was quick:
+    a quick file could pass for a full one. The JSON records the settings, and a quick D says
+    what it ran."""
+    assert bench.main() == 0
+    written = json.loads(bench.default_json.read_text())
+    assert written["settings"] == {
+        "quick": False,
+        "workloads": ["A", "C", "D"],
+        "repetitions": {"A": 15, "C": 21},
+    }
+    out = capsys.readouterr().out
+    assert "D: the paper's experiments (every row, all rounds; wall time)" in out
+    assert "(target >= 5x)" in out and "(target < 30 s)" in out
+    path = bench.tmp_path / "quick.json"
+    assert bench.main("--quick", "--only", "D", "--json", str(path)) == 0
+    settings = json.loads(path.read_text())["settings"]
+    assert settings == {"quick": True, "workloads": ["D"], "repetitions": {"A": 5, "C": 3}}
+    out = capsys.readouterr().out
+    assert "D: the paper's experiments, --quick (minidl reproduce --quick's rows, 1 round" in out
+    assert "target >=" not in out and "target <" not in out
+    assert out.count("(--quick: the target is the full run's)") == 2
+
+
+def test_the_floor_writes_its_outputs_at_the_set_up() -> None:
+    """The floor's outputs were made with torch.empty: their pages became resident at the
+    first step, and C's memory counted 32 MiB of set-up as held between steps (36.1 MiB in the
+    results, where minidl's read 19.0)."""
+    import run
+
+    step = run.wide_setup("floor", run.wide_weights())
+    cells = dict(zip(step.__code__.co_freevars, step.__closure__ or (), strict=True))
+    made = [*cells["activations"].cell_contents[1:], *cells["weight_grads"].cell_contents]
+    made += cells["input_grads"].cell_contents
+    assert len(made) == 12 and all(not tensor.any() for tensor in made)
+
+
 def test_every_run_records_and_prints_its_machine(
     bench: SimpleNamespace, capsys: pytest.CaptureFixture[str]
 ) -> None:
