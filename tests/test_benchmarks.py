@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 GPU_CHECK = BENCHMARKS.parent / "scripts" / "gpu-check"
@@ -686,6 +687,75 @@ def test_c_twin_from_weights_is_the_twin_of_the_minidl_network(tmp_path: Path) -
         wide, zip(*[iter(wide_model.parameters())] * 2, strict=True), strict=True
     ):
         assert torch.equal(weight, parameter.data) and torch.equal(bias, parameter_bias.data)
+
+
+def _closure(step: Callable[[], None]) -> dict[str, Any]:
+    """The names a step of :func:`run.wide_setup` closes over (its network, optimizer, buffers)."""
+    cells = zip(step.__code__.co_freevars, step.__closure__ or (), strict=True)
+    return {name: cell.cell_contents for name, cell in cells}
+
+
+def test_c_steps_of_minidl_pytorch_and_the_hand_written_step_train_alike() -> None:
+    """C's three timed steps (minidl's, PyTorch's autograd and SGD, the hand-written one) train
+    the same network from the same weights on the same batch: after three steps their
+    parameters agree to float32's rounding (3e-8 at most on an AVX-512 CPU, for updates up to
+    1e-3)."""
+    import run
+
+    minidl_step, torch_step, hand_step = (run.wide_setup(f) for f in ("minidl", "torch", "hand"))
+    model, twin = _closure(minidl_step)["model"], _closure(torch_step)["twin"]
+    hand = [tensor for pair in _closure(hand_step)["hand"].parameters() for tensor in pair]
+    initial = [parameter.data.clone() for parameter in model.parameters()]
+    for _ in range(3):
+        minidl_step()
+        torch_step()
+        hand_step()
+    eps = torch.finfo(torch.float32).eps
+    parameters = zip(model.parameters(), twin.parameters(), hand, initial, strict=True)
+    for parameter, twin_parameter, hand_parameter, start in parameters:
+        moved = float((parameter.data - start).abs().max())
+        assert moved > 1e-6  # (every tensor trained: the comparison is not of the weights alone)
+        # In float32, as C times it (wide_setup chooses no dtype): the three sum the products of
+        # 1024 terms in other orders (addmm, mm of transposes, the hand-written step's
+        # features-by-batch layout), so an update may differ by up to about 1024 eps of its
+        # size (a sum's worst rounding), and a parameter by the rounding of its own value.
+        for other in (twin_parameter.detach(), hand_parameter):
+            torch.testing.assert_close(other, parameter.data, rtol=2 * eps, atol=1024 * eps * moved)
+
+
+class _MatrixProducts(TorchDispatchMode):
+    """Records the shapes of the two factors of each matrix product issued under it (``mm``,
+    and ``addmm`` less the term it adds)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        name = func.overloadpacket.__name__
+        if name in ("mm", "addmm"):
+            first, second = args[-2:]  # (addmm's term is its first argument)
+            self.shapes.append((tuple(first.shape), tuple(second.shape)))
+        return func(*args, **(kwargs or {}))
+
+
+def test_c_floor_issues_the_matrix_products_of_a_step() -> None:
+    """C's floor (minidl / floor is a target) is the step's 11 matrix products alone: one step
+    of minidl and one of PyTorch issue products of the same shapes as the floor's (4 forward,
+    4 weight gradients, 3 input gradients), so the floor times no less and no more of them."""
+    import run
+
+    products: dict[str, list[tuple[tuple[int, ...], tuple[int, ...]]]] = {}
+    for framework in ("minidl", "torch", "floor"):
+        step = run.wide_setup(framework)
+        with _MatrixProducts() as recorded:
+            step()
+        products[framework] = sorted(recorded.shapes)
+    assert len(products["floor"]) == 11
+    assert products["minidl"] == products["floor"]
+    assert products["torch"] == products["floor"]
 
 
 # -- scripts/gpu-check's options ------------------------------------------------------------------
