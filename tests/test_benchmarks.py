@@ -890,6 +890,64 @@ def test_variants_twins_compute_the_same_step(name: str) -> None:
     _assert_twins_train_alike(twins, twins.batches, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("name", ["clip-norm", "clip-value", "step-decay", "cyclic"])
+def test_variants_timed_loops_train_alike(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """benchmarks/variants.py's clipping and schedule rows act in the timed loops of
+    :func:`variants.step_runs`, which the test above does not run: four calls of each loop (80
+    steps, float64) end with the same parameters and learning rate in minidl and the twin,
+    the clipping having acted at every step (the gradients' norm over 1, some element over
+    0.1) and the schedule having changed the rate (step decay every 10 steps, CLR's half-cycle
+    50)."""
+    import variants
+    from minidl import nn as mnn
+
+    made: list[Any] = []
+    make_twins = variants.make_twins
+
+    def float64_twins(row: str = "base", **settings: Any) -> Any:
+        made.append(make_twins(row, **{**settings, "dtype": torch.float64}))
+        return made[-1]
+
+    monkeypatch.setattr(variants, "make_twins", float64_twins)
+    clipped: list[bool] = []
+    clip_norm, clip_value = mnn.clip_grad_norm_, mnn.clip_grad_value_
+
+    def recorded_norm(parameters: list[Any], max_norm: float) -> Tensor:
+        norm = clip_norm(parameters, max_norm)
+        clipped.append(float(norm) > max_norm)
+        return norm
+
+    def recorded_value(parameters: list[Any], value: float) -> None:
+        clipped.append(any(float(p.grad.abs().max()) > value for p in parameters))
+        clip_value(parameters, value)
+
+    monkeypatch.setattr(mnn, "clip_grad_norm_", recorded_norm)
+    monkeypatch.setattr(mnn, "clip_grad_value_", recorded_value)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # (as variants.py times)
+    try:
+        runs = variants.step_runs(name)
+        (twins,) = made
+        initial = [parameter.data.clone() for parameter in twins.model.parameters()]
+        for _ in range(4):
+            runs["minidl"]()
+            runs["torch"]()
+    finally:
+        torch.set_num_threads(threads)
+    if name.startswith("clip"):
+        assert len(clipped) == 4 * variants.STEPS and all(clipped)
+    else:
+        assert twins.optimizer.lr != variants.LR
+    assert twins.optimizer.lr == pytest.approx(
+        twins.twin_optimizer.param_groups[0]["lr"], rel=1e-15
+    )
+    pairs = zip(twins.model.parameters(), twins.twin.parameters(), initial, strict=True)
+    for parameter, twin_parameter, start in pairs:
+        assert parameter.dtype == torch.float64
+        assert float((parameter.data - start).abs().max()) > 1e-5  # (trained)
+        torch.testing.assert_close(twin_parameter.detach(), parameter.data, rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("name", ["linear", "tanh", "elu", "gelutanh", "batchnorm"])
 def test_variants_module_twins_compute_the_same_gradients(name: str) -> None:
     """benchmarks/variants.py's module rows: the twin's output and input gradient (and a
