@@ -946,6 +946,40 @@ def test_batch_norm_num_features_and_affine_are_fixed_at_construction(
     torch.testing.assert_close(twin(x).detach(), expected, rtol=0, atol=1e-15)
 
 
+@pytest.mark.parametrize(
+    ("build", "name", "value"),
+    [
+        (lambda: nn.Linear(2, 3, dtype=F64), "in_features", "abc"),
+        (lambda: nn.Linear(2, 3, dtype=F64), "out_features", 4),
+        (lambda: nn.BatchedLinear(2, 2, 3, dtype=F64), "models", 5),
+        (lambda: nn.BatchedLinear(2, 2, 3, dtype=F64), "in_features", 2),
+        (lambda: nn.BatchedLinear(2, 2, 3, dtype=F64), "out_features", 1),
+    ],
+)
+def test_the_sizes_of_a_linear_layer_are_fixed_at_construction(
+    build: Callable[[], nn.Module], name: str, value: object
+) -> None:
+    """Set by hand, a layer's sizes described another layer than the one computing: its repr
+    said so, its next forward failed in the words of the parameter check ("expected
+    (out_features, in_features) = (3, 'abc')"), and a checkpoint recorded an architecture
+    that its tensors contradict, which a model built alike could not load. Setting or
+    deleting one now raises, naming the value kept, as a batch norm's num_features does, and
+    leaves the layer as it was (even the value it had)."""
+    layer = build()
+    kind = type(layer).__name__
+    kept = getattr(layer, name)
+    x = torch.randn(*((2,) if kind == "BatchedLinear" else ()), 4, 2, dtype=F64)
+    expected, shown_before = layer(x), repr(layer)
+    with raises(AttributeError, f"{kind}: {name} is fixed at construction ({kept}), got "):
+        setattr(layer, name, value)
+    with raises(AttributeError, f"{kind}.{name} cannot be deleted: it is fixed at "):
+        delattr(layer, name)
+    assert getattr(layer, name) == kept and repr(layer) == shown_before
+    assert torch.equal(layer(x), expected)
+    restored = pickle.loads(pickle.dumps(layer))
+    assert getattr(restored, name) == kept and torch.equal(restored(x), expected)
+
+
 @pytest.mark.parametrize("affine", [True, False])
 def test_batch_norm_input_of_another_dtype_names_what_it_must_match(affine: bool) -> None:
     """A batch norm without parameters compares the input with its running statistics, and

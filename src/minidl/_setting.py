@@ -122,7 +122,7 @@ class Fixed(Setting[T]):
         self.hint = hint
 
     def __set__(self, instance: object, value: Any) -> None:
-        if self.slot in vars(instance):  # (set by the constructor, or loaded)
+        if self._set_on(instance):  # (set by the constructor, or loaded)
             kind = type(instance).__name__
             kept = getattr(instance, self.slot)
             raise AttributeError(
@@ -136,6 +136,18 @@ class Fixed(Setting[T]):
         raise AttributeError(
             f"{kind}.{self.name} cannot be deleted: it is fixed at construction; {self.hint}"
         )
+
+    def _set_on(self, instance: object) -> bool:
+        """Whether ``instance`` holds the slot itself, found without asking for its
+        ``__dict__`` where no class gives the slot a value (on CPython 3.11, an instance whose
+        ``__dict__`` was asked for keeps its attributes in a plain dict from then on, and every
+        attribute read in its forward and backward gets slower: a ``Linear``'s)."""
+        missing = object()
+        if getattr(instance, self.slot, missing) is missing:
+            return False
+        if not any(self.slot in vars(klass) for klass in type(instance).__mro__):
+            return True  # (nothing else holds it)
+        return self.slot in vars(instance)
 
 
 class _ReadsOverride:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from minidl._setting import Fixed
 from minidl._validate import COMPUTED, FLOATING, shown
 from minidl.nn._checks import (
     STRIDED,
@@ -144,6 +145,18 @@ def _compare_the_two_ways(
     return True
 
 
+def _check_models(where: str, value: object) -> int:
+    return check_size(where, "models", value)
+
+
+def _check_in_features(where: str, value: object) -> int:
+    return check_size(where, "in_features", value)
+
+
+def _check_out_features(where: str, value: object) -> int:
+    return check_size(where, "out_features", value)
+
+
 class BatchedLinear(Module):
     r"""``models`` independent :class:`Linear` layers evaluated together: :math:`Y_r = X_r W_r^T + b_r`.
 
@@ -206,6 +219,25 @@ class BatchedLinear(Module):
         torch.Size([5, 100, 25])
     """
 
+    #: The sizes the layer's weight and bias were made from, fixed (setting one raises
+    #: ``AttributeError``, as :class:`Linear`'s).
+    models = Fixed(
+        _check_models,
+        "the weight and the bias have that many models; build a new BatchedLinear (stack, "
+        "unstack) for another number",
+    )
+    in_features = Fixed(
+        _check_in_features,
+        "the weight has that many columns; build a new BatchedLinear for another number",
+    )
+    out_features = Fixed(
+        _check_out_features,
+        "the weight has that many rows and the bias that many entries; build a new "
+        "BatchedLinear for another number",
+    )
+    _models: int
+    _in_features: int
+    _out_features: int
     bias: Parameter | None
 
     def __init__(

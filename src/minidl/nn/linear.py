@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from minidl._setting import Fixed
 from minidl.nn._checks import (
     STRIDED,
     check_bool,
@@ -38,6 +39,14 @@ _NO_SHAPE = (-1,)
 #: batch whose products cost far more than one). As the losses' dot products
 #: (``minidl.nn.cross_entropy.DOT_PRODUCT_ROWS``).
 SUMMED_BY_PRODUCT = 1024
+
+
+def _check_in_features(where: str, value: object) -> int:
+    return check_size(where, "in_features", value)
+
+
+def _check_out_features(where: str, value: object) -> int:
+    return check_size(where, "out_features", value)
 
 
 class Linear(Module):
@@ -93,6 +102,20 @@ class Linear(Module):
         torch.Size([100, 25])
     """
 
+    #: The sizes the layer's weight and bias were made from, fixed (setting either raises
+    #: ``AttributeError``: the layer went on computing with its tensors, its ``repr`` and a
+    #: checkpoint's architecture describing another layer).
+    in_features = Fixed(
+        _check_in_features,
+        "the weight has that many columns; build a new Linear for another number",
+    )
+    out_features = Fixed(
+        _check_out_features,
+        "the weight has that many rows and the bias that many entries; build a new Linear for "
+        "another number",
+    )
+    _in_features: int
+    _out_features: int
     bias: Parameter | None
 
     #: The names of the weight's dimensions, in the errors about its shape.
