@@ -1080,6 +1080,27 @@ def _fit_by_sgd(models: list[nn.Sequential], train: Any, **options: Any) -> list
     )
 
 
+@pytest.mark.parametrize("at", [0, 3])
+def test_a_set_of_class_indices_out_of_range_is_named_wherever_the_bad_one_is(at: int) -> None:
+    """A class index out of range in a set's first sample was refused by the loss in the trial
+    of every set's first sample ("the training sets do not fit: CrossEntropyLoss: class index 7
+    is out of range for 2 classes"), naming neither the set nor the sample, where one later in
+    the set was named with its set. Both are named alike now, before anything trains."""
+    models = _models(2, seed=3)
+    before = [copy.deepcopy(model.state_dict()) for model in models]
+    x = torch.randn(10, 2, dtype=DTYPE, generator=torch.Generator().manual_seed(1))
+    y = (x[:, 0] > 0).long()
+    bad = y.clone()
+    bad[at] = 7
+    with pytest.raises(
+        ValueError,
+        match=r"^fit_rounds: train_sets\[1\] y must hold class indices in \[0, 2\) .*got 7",
+    ):
+        _fit_by_sgd(models, [(x, y), (x, bad)])
+    for model, state in zip(models, before, strict=True):
+        assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())
+
+
 def test_sets_changed_in_place_by_on_epoch_train_the_next_epoch_as_fits() -> None:
     """fit_rounds stacked its sets once, before the first epoch: an on_epoch that changed them
     in place (new noise, labels flipped) trained on as fit, which reads its data each epoch,

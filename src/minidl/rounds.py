@@ -771,11 +771,17 @@ def _check_fit(
     width of the outputs, and return it (``None`` when the outputs are not class scores)."""
     x_probe = torch.stack([x[:1] for x, _ in train_sets])
     y_probe = torch.stack([y[:1] for _, y in train_sets])
+    probe: object = None
     try:
         with eval_mode(stacked), torch.inference_mode():
             probe = stacked(x_probe)
             losses = criterion(probe, y_probe)
     except (TypeError, ValueError) as error:
+        if isinstance(probe, Tensor) and probe.dim() == 3:
+            # The models took the sets and the loss refused: a set's class indices out of
+            # range (its first sample's) are named with the set, as those of a later sample are
+            # below (the loss named neither the set nor the sample).
+            _check_class_indices(train_sets, int(probe.shape[-1]))
         refusal = type(error)(f"fit_rounds: the training sets do not fit: {error}")
         x_first, y_first = train_sets[0]
         add_note(
@@ -808,11 +814,17 @@ def _check_fit(
     if not isinstance(probe, Tensor) or probe.dim() != 3:
         return None
     classes = int(probe.shape[-1])
+    _check_class_indices(train_sets, classes)
+    return classes
+
+
+def _check_class_indices(train_sets: Sequence[tuple[Tensor, Tensor]], classes: int) -> None:
+    """Refuse a training set whose integer targets are not class indices in ``[0, classes)``,
+    naming the set."""
     for index, (_, y) in enumerate(train_sets):
         if not y.is_floating_point():
             check_class_indices("fit_rounds", f"train_sets[{index}] ", y)
             check_class_indices("fit_rounds", f"train_sets[{index}] ", y, classes)
-    return classes
 
 
 def _check_target_values(criterion: Loss, train_sets: Sequence[tuple[Tensor, Tensor]]) -> None:
