@@ -1405,6 +1405,15 @@ def test_bad_parameter_lists() -> None:
         optim.SGD([layer.weight, torch.zeros(2)], lr=0.1)  # type: ignore[list-item]
     with raises(ValueError, "SGD", "more than once"):
         optim.SGD([layer.weight, layer.weight], lr=0.1)
+    # (named by both places, as two Parameters over one tensor are: docs/pytorch.md says so)
+    bias = layer.bias
+    assert bias is not None
+    with raises(
+        ValueError,
+        "SGD: a parameter appears more than once in params, at params[1] and params[3]: each "
+        "step would update it twice; give it once",
+    ):
+        optim.SGD([layer.weight, bias, nn.Parameter(torch.ones(2)), bias], lr=0.1)
 
 
 @pytest.mark.parametrize(

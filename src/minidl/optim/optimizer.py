@@ -212,7 +212,14 @@ class Optimizer:
                     + given_parameter(parameter)
                 )
         if len({id(p) for p in self.params}) != len(self.params):
-            raise ValueError(f"{name}: a parameter appears more than once in params")
+            first: dict[int, int] = {}
+            for index, parameter in enumerate(self.params):
+                seen = first.setdefault(id(parameter), index)
+                if seen != index:  # (the first repeat, named by both its places)
+                    raise ValueError(
+                        f"{name}: a parameter appears more than once in params, at params[{seen}] "
+                        f"and params[{index}]: each step would update it twice; give it once"
+                    )
         _refuse_shared_data(name, self.params)
         self._check_one_kind()
         self._lr = check_real(name, "lr", lr, low=0.0)
