@@ -138,6 +138,17 @@ def paired_medians(
     """Median seconds of each callable, timed alternately so that noise hits all alike, by
     ``clock`` (wall time by default; ``time.thread_time``, the CPU time of this thread, leaves
     out the time other processes take the CPU from a one-thread run)."""
+    times = paired_times(runs, repetitions, warmup, clock)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def paired_times(
+    runs: dict[str, Callable[[], None]],
+    repetitions: int,
+    warmup: int = 2,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
+    """The seconds of each callable in each repetition, timed as :func:`paired_medians` says."""
     for run in runs.values():
         for _ in range(warmup):
             run()
@@ -147,7 +158,15 @@ def paired_medians(
             start = clock()
             run()
             times[name].append(clock() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def ratio_range(numerators: list[float], denominators: list[float]) -> list[float]:
+    """The lowest and the highest ratio of the times of one repetition (timed alternately, so
+    that a moment of noise hits both): how far a median's ratio may be from a target and still
+    be the noise's."""
+    ratios = [a / b for a, b in zip(numerators, denominators, strict=True)]
+    return [min(ratios), max(ratios)]
 
 
 def count_ops(step: Callable[[], None], most_calls: int = 10) -> int:
@@ -228,7 +247,7 @@ def workload_small(repetitions: int, epochs_per_rep: int) -> dict[str, Any]:
                 for x_batch, y_batch in batches:
                     hand.step(x_batch, y_batch)
 
-    medians = paired_medians(
+    times = paired_times(
         {
             "A minidl": user_loop,
             "A in inference mode": user_loop_inference_mode,
@@ -238,7 +257,8 @@ def workload_small(repetitions: int, epochs_per_rep: int) -> dict[str, Any]:
         },
         repetitions,
     )
-    per_step = {name: seconds / steps * 1e6 for name, seconds in medians.items()}
+    per_step = {name: statistics.median(values) / steps * 1e6 for name, values in times.items()}
+    torch_times = times["PyTorch eager"]
     x_batch, y_batch = x[:100], y[:100]
 
     def minidl_step() -> None:
@@ -262,6 +282,13 @@ def workload_small(repetitions: int, epochs_per_rep: int) -> dict[str, Any]:
         "ratio_A_inference_mode": per_step["PyTorch eager"] / per_step["A in inference mode"],
         "ratio_B": per_step["PyTorch eager"] / per_step["B minidl fit"],
         "ratio_hand_written": per_step["PyTorch eager"] / per_step["hand-written"],
+        # (PyTorch's time over each one's, repetition by repetition: lowest and highest)
+        "ratio_ranges": {
+            "A": ratio_range(torch_times, times["A minidl"]),
+            "A in inference mode": ratio_range(torch_times, times["A in inference mode"]),
+            "B": ratio_range(torch_times, times["B minidl fit"]),
+            "hand-written": ratio_range(torch_times, times["hand-written"]),
+        },
         "ops_per_step": {
             "minidl": count_ops(minidl_step),
             "PyTorch eager": count_ops(torch_step),
@@ -495,7 +522,7 @@ def workload_memory() -> dict[str, Any]:
 def workload_wide(repetitions: int) -> dict[str, Any]:
     torch.set_num_threads(2)
     runs = {name: wide_setup(name) for name in ("minidl", "torch", "hand", "floor")}
-    medians = paired_medians(
+    times = paired_times(
         {
             "minidl": runs["minidl"],
             "PyTorch eager": runs["torch"],
@@ -505,12 +532,18 @@ def workload_wide(repetitions: int) -> dict[str, Any]:
         repetitions,
         warmup=1,
     )
-    ms = {name: seconds * 1e3 for name, seconds in medians.items()}
+    ms = {name: statistics.median(values) * 1e3 for name, values in times.items()}
     return {
         "ms_per_step": ms,
         "ratio_torch_over_minidl": ms["PyTorch eager"] / ms["minidl"],
         "ratio_minidl_over_floor": ms["minidl"] / ms["matmul floor"],
         "ratio_hand_written_over_floor": ms["hand-written"] / ms["matmul floor"],
+        # (as A's: repetition by repetition, lowest and highest)
+        "ratio_ranges": {
+            "PyTorch / minidl": ratio_range(times["PyTorch eager"], times["minidl"]),
+            "minidl / floor": ratio_range(times["minidl"], times["matmul floor"]),
+            "hand-written / floor": ratio_range(times["hand-written"], times["matmul floor"]),
+        },
         "memory": workload_memory(),
     }
 
@@ -700,13 +733,23 @@ def main(argv: list[str] | None = None) -> int:
         print("A/B: paper network 2-25-25-25-2, batch 100, float32, 1 thread (us per step)")
         for name, value in small["us_per_step"].items():
             print(f"  {name:<19} {value:8.1f}")
-        print(f"  A: PyTorch / minidl = {small['ratio_A']:.2f}x   (target >= 3x)")
+        spread = small.get("ratio_ranges", {})
+        print(
+            f"  A: PyTorch / minidl = {small['ratio_A']:.2f}x{_range(spread, 'A')}   (target >= 3x)"
+        )
         print(
             f"  A in inference mode: PyTorch / minidl = {small['ratio_A_inference_mode']:.2f}x"
+            f"{_range(spread, 'A in inference mode')}"
             "   (the user's loop inside torch.inference_mode())"
         )
-        print(f"  B: PyTorch / minidl fit = {small['ratio_B']:.2f}x   (target >= 4x)")
-        print(f"  PyTorch / hand-written = {small['ratio_hand_written']:.2f}x   (no modules)")
+        print(
+            f"  B: PyTorch / minidl fit = {small['ratio_B']:.2f}x{_range(spread, 'B')}"
+            "   (target >= 4x)"
+        )
+        print(
+            f"  PyTorch / hand-written = {small['ratio_hand_written']:.2f}x"
+            f"{_range(spread, 'hand-written')}   (no modules)"
+        )
         print(f"  ops per step: {small['ops_per_step']}")
     if "C" in chosen:
         wide = workload_wide(repetitions=settings["repetitions"]["C"])
@@ -714,11 +757,18 @@ def main(argv: list[str] | None = None) -> int:
         print("C: 2-1024-1024-1024-2, batch 1024, float32, 2 threads (ms per step)")
         for name, value in wide["ms_per_step"].items():
             print(f"  {name:<16} {value:8.1f}")
-        print(f"  PyTorch / minidl = {wide['ratio_torch_over_minidl']:.2f}x   (target >= 1)")
-        print(f"  minidl / floor = {wide['ratio_minidl_over_floor']:.2f}x   (target <= 1.10)")
+        spread = wide.get("ratio_ranges", {})
         print(
-            f"  hand-written / floor = {wide['ratio_hand_written_over_floor']:.2f}x"
-            "   (no modules, every buffer made once)"
+            f"  PyTorch / minidl = {wide['ratio_torch_over_minidl']:.2f}x"
+            f"{_range(spread, 'PyTorch / minidl')}   (target >= 1)"
+        )
+        print(
+            f"  minidl / floor = {wide['ratio_minidl_over_floor']:.3f}x"
+            f"{_range(spread, 'minidl / floor', '.3f')}   (target <= 1.10)"
+        )
+        print(
+            f"  hand-written / floor = {wide['ratio_hand_written_over_floor']:.3f}x"
+            f"{_range(spread, 'hand-written / floor', '.3f')}   (no modules, every buffer made once)"
         )
         print_memory(wide["memory"])
     elif "M" in chosen:
@@ -755,6 +805,14 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {json_path}")
     return 0
+
+
+def _range(spread: dict[str, list[float]], name: str, form: str = ".2f") -> str:
+    """`` (lowest-highest)`` of a ratio's repetitions, for the table; nothing where none."""
+    if name not in spread:
+        return ""
+    low, high = spread[name]
+    return f" ({low:{form}}-{high:{form}} over the repetitions)"
 
 
 def print_memory(memory: dict[str, dict[str, Any]]) -> None:

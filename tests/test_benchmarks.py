@@ -108,11 +108,27 @@ def test_small_workload_reports_ratios_and_op_counts() -> None:
     }
     ratios = ("ratio_A", "ratio_A_inference_mode", "ratio_B", "ratio_hand_written")
     assert all(result[ratio] > 0 for ratio in ratios)
+    # (and each ratio's lowest and highest over the repetitions: one repetition, one ratio,
+    # that of the medians)
+    spread = result["ratio_ranges"]
+    assert set(spread) == {"A", "A in inference mode", "B", "hand-written"}
+    for name, ratio in zip(spread, ratios, strict=True):
+        assert spread[name] == pytest.approx([result[ratio]] * 2, rel=1e-12)
     # One op count per step, and minidl's step issues fewer tensor ops than autograd's; the
     # hand-written step (A's network: 4 layers) issues 30.
     ops = result["ops_per_step"]
     assert 0 < ops["hand-written"] < ops["minidl"] < ops["PyTorch eager"]
     assert ops["hand-written"] == 30
+
+
+def test_a_ratio_range_is_the_lowest_and_highest_of_the_repetitions_ratios() -> None:
+    """The per-repetition ratios of two alternately timed runs (what a median hides: whether a
+    target is missed or held by more than the noise)."""
+    import run
+
+    assert run.ratio_range([3.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == [2.0, 3.0]
+    with pytest.raises(ValueError):
+        run.ratio_range([1.0], [1.0, 2.0])
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
