@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import settings
 
-from minidl._validate import check_folder_takes_files
+from minidl._files import check_folder_takes_files
 
 # The property tests draw the same examples on every run, so that `make test` passes or fails
 # alike on every run of one commit; HYPOTHESIS_PROFILE=explore draws new ones on every run, to

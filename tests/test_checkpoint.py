@@ -1667,7 +1667,7 @@ def test_a_fifo_or_a_device_is_refused_and_left_as_it_is(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "pipe"]
     if os.path.exists(os.devnull) and stat.S_ISCHR(os.stat(os.devnull).st_mode):
         null = os.stat(os.devnull)
-        from minidl._validate import special_file_kind
+        from minidl._files import special_file_kind
 
         assert special_file_kind(os.devnull) == "character device"
         assert os.stat(os.devnull).st_ino == null.st_ino

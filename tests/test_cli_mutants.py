@@ -138,7 +138,7 @@ def test_a_resumed_file_that_cannot_be_written_is_named_by_resume(
 ) -> None:
     """Without ``--checkpoint`` the saves go to the ``--resume`` file: an error about that path
     names ``--resume`` (the flag the user gave) and says how to save elsewhere."""
-    import minidl._validate
+    import minidl._files
 
     path = tmp_path / "run.ckpt"
     argv = ["train", "--quiet", "--hidden", "3", "--batch-size", "1000"]
@@ -147,7 +147,7 @@ def test_a_resumed_file_that_cannot_be_written_is_named_by_resume(
     def refuse(folder: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(minidl._validate, "check_folder_takes_files", refuse)
+    monkeypatch.setattr(minidl._files, "check_folder_takes_files", refuse)
     assert main([*argv, "--epochs", "2", "--resume", str(path)]) == 2
     assert capsys.readouterr().err == (
         f"minidl train: error: --resume {path}: cannot write into the folder {tmp_path} "

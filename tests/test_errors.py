@@ -3914,7 +3914,7 @@ def test_naming_a_file_keeps_the_message_of_an_os_error_without_errno() -> None:
     lost; it keeps its message, the file named in a note."""
     import io
 
-    from minidl._validate import naming_file
+    from minidl._files import naming_file
 
     for error in (OSError("disk quota exceeded"), io.UnsupportedOperation("not writable")):
         with pytest.raises(OSError) as info, naming_file("runs/a.ckpt"):

@@ -169,13 +169,13 @@ def test_make_hidden_folder_refuses_when_every_name_is_taken(
 ) -> None:
     """100 names drawn, all another's folder: refused with a FileExistsError naming the prefix
     and the folder, ``made`` as it was given and the other folder untouched."""
-    from minidl import _validate
+    from minidl import _files
 
-    monkeypatch.setattr(_validate.secrets, "token_hex", lambda nbytes: "taken")
+    monkeypatch.setattr(_files.secrets, "token_hex", lambda nbytes: "taken")
     (tmp_path / ".x-taken").mkdir()
     made: list[Path] = [tmp_path / "earlier"]
     with pytest.raises(FileExistsError, match=r"^\[Errno 17\] no free folder name \.x-\.\.\. in "):
-        _validate.make_hidden_folder(tmp_path, ".x-", made)
+        _files.make_hidden_folder(tmp_path, ".x-", made)
     assert made == [tmp_path / "earlier"]
     assert sorted(tmp_path.iterdir()) == [tmp_path / ".x-taken"]
 
@@ -189,10 +189,10 @@ def test_make_hidden_folder_keeps_its_name_before_making_it_and_skips_a_taken_on
     import os
     import stat
 
-    from minidl import _validate
+    from minidl import _files
 
     names = iter(["taken", "taken", "free"])
-    monkeypatch.setattr(_validate.secrets, "token_hex", lambda nbytes: next(names))
+    monkeypatch.setattr(_files.secrets, "token_hex", lambda nbytes: next(names))
     (tmp_path / ".x-taken").mkdir()
     made: list[Path] = []
     seen: list[list[Path]] = []
@@ -203,7 +203,7 @@ def test_make_hidden_folder_keeps_its_name_before_making_it_and_skips_a_taken_on
         make(path, mode)
 
     monkeypatch.setattr(os, "mkdir", recording)
-    folder = _validate.make_hidden_folder(tmp_path, ".x-", made)
+    folder = _files.make_hidden_folder(tmp_path, ".x-", made)
     assert folder == tmp_path / ".x-free" and made == [folder] and folder.is_dir()
     assert seen == [[tmp_path / ".x-taken"], [tmp_path / ".x-taken"], [folder]]
     assert stat.S_IMODE(folder.stat().st_mode) & 0o077 == 0

@@ -427,13 +427,13 @@ def test_the_refusals_naming_a_folder_or_the_optimizer_quote_a_path_that_would_h
     """A folder that takes no file, whose name holds a newline, is quoted with the path in it
     (a folder refusing files here as root: one made to refuse them); a checkpoint whose
     optimizer has other settings than the flags is named quoted too."""
-    import minidl._validate
+    import minidl._files
     from minidl.cli import _check_checkpoint_path, _check_resume_hyperparameters
 
     def refuse(folder: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(minidl._validate, "check_folder_takes_files", refuse)
+    monkeypatch.setattr(minidl._files, "check_folder_takes_files", refuse)
     folder = tmp_path / "odd\nfolder"
     folder.mkdir()
     path = str(folder / "run.ckpt ")

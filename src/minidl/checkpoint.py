@@ -80,17 +80,10 @@ import torch
 from torch import Tensor
 
 from minidl._extras import require
+from minidl._files import is_link_loop, naming_file, special_file_kind
 from minidl._frozen import FrozenDict, frozen
 from minidl._interrupts import holding_interrupts
-from minidl._validate import (
-    LONGEST_SHOWN,
-    LONGEST_TEXT,
-    add_note,
-    is_link_loop,
-    naming_file,
-    shown,
-    special_file_kind,
-)
+from minidl._validate import LONGEST_SHOWN, LONGEST_TEXT, add_note, shown
 from minidl.nn._checks import given_module
 from minidl.nn.module import Module, check_registered, referred
 from minidl.optim.lr_scheduler import LRScheduler

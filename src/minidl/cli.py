@@ -602,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from minidl._validate import say
+    from minidl._files import say
     from minidl.anomaly import AnomalyError, detect_anomaly
     from minidl.data import make_disk_data
     from minidl.nn import CrossEntropyLoss, MSELoss, mlp
@@ -894,12 +894,8 @@ def _check_checkpoint_path(flag: str, path: str, *, writes: bool) -> None:
     read), a loop of symbolic links, in a missing folder (for a symbolic link, its target's),
     a device, FIFO or socket (which a save would replace with a file), or in a folder where no
     file can be made, which is tried by making and removing a temporary file there."""
-    from minidl._validate import (
-        LONGEST_PATH,
-        check_folder_takes_files,
-        is_link_loop,
-        special_file_kind,
-    )
+    from minidl._files import check_folder_takes_files, is_link_loop, special_file_kind
+    from minidl._validate import LONGEST_PATH
 
     if (
         not path
@@ -1237,8 +1233,8 @@ def _out_of_memory(error: BaseException) -> str | None:
 def _file_error(error: OSError) -> str:
     """What a command's line says of ``error``, raised by the file system during the run:
     ``run.ckpt: No space left on device``, the file first (two for a rename), as ``cp`` and
-    ``mv`` say it; the standard output in words (see :func:`minidl._validate.say`)."""
-    from minidl._validate import STANDARD_OUTPUT
+    ``mv`` say it; the standard output in words (see :func:`minidl._files.say`)."""
+    from minidl._files import STANDARD_OUTPUT
 
     names = [name for name in (error.filename, error.filename2) if isinstance(name, str)]
     # (a note says where the earlier run's files went, if they could not be put back)

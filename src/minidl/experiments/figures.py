@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from minidl._extras import require
-from minidl._validate import make_folder, make_hidden_folder, naming_file, remove_if_empty
+from minidl._files import make_folder, make_hidden_folder, naming_file, remove_if_empty
 from minidl.experiments.config import Experiment
 from minidl.experiments.training import RowResult, make_round_data
 from minidl.train import predict

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from minidl._validate import naming_file
+from minidl._files import naming_file
 from minidl.data import DISK_CENTER, DISK_RADIUS
 from minidl.experiments.config import (
     CHOICES,

@@ -20,19 +20,16 @@ import torch
 
 from minidl._allocator import keep_freed_memory
 from minidl._extras import require
-from minidl._interrupts import holding_interrupts
-from minidl._validate import (
-    add_note,
+from minidl._files import (
     check_folder_takes_files,
-    check_int,
     is_link_loop,
     make_folder,
     make_hidden_folder,
     remove_if_empty,
     say,
-    shown,
-    shown_path,
 )
+from minidl._interrupts import holding_interrupts
+from minidl._validate import add_note, check_int, shown, shown_path
 from minidl.experiments.batched import train_rows_batched
 from minidl.experiments.config import (
     Experiment,

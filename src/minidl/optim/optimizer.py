@@ -212,9 +212,9 @@ class Optimizer:
                     + given_parameter(parameter)
                 )
         if len({id(p) for p in self.params}) != len(self.params):
-            first: dict[int, int] = {}
+            places: dict[int, int] = {}
             for index, parameter in enumerate(self.params):
-                seen = first.setdefault(id(parameter), index)
+                seen = places.setdefault(id(parameter), index)
                 if seen != index:  # (the first repeat, named by both its places)
                     raise ValueError(
                         f"{name}: a parameter appears more than once in params, at params[{seen}] "
