@@ -210,6 +210,21 @@ def test_the_critical_value_of_a_level_near_1_is_its_closed_form(level: float) -
         assert found == pytest.approx(float(stats.t.isf(level / 2, degrees)), rel=1e-9)
 
 
+@pytest.mark.parametrize(
+    ("degrees", "level"), [(0.001, 0.9), (0.01, 0.6), (0.5, 0.51), (1, 0.75), (3, 0.9)]
+)
+def test_a_level_above_half_with_a_t_large_beside_the_degrees(degrees: float, level: float) -> None:
+    """The complement's x, t^2 / (nu + t^2), rounds to 1 for a t large beside the degrees
+    (few degrees and a level above 1/2): its search stopped early, critical_t(0.001, 0.9) 4194304
+    where it is 9.05e43. Past a share of 1/2 the p-value's own x is read; 1 degree's closed form,
+    and scipy's."""
+    found = critical_t(degrees, level)
+    if degrees == 1:
+        assert found == pytest.approx(math.tan(math.pi * (1 - level) / 2), rel=1e-13)
+    stats = pytest.importorskip("scipy.stats")
+    assert found == pytest.approx(float(stats.t.isf(level / 2, degrees)), rel=1e-11)
+
+
 def test_critical_value_is_scipys() -> None:
     stats = pytest.importorskip("scipy.stats")
     rng = random.Random(3)

@@ -132,13 +132,17 @@ def critical_t(degrees_of_freedom: float, level: float = 0.05) -> float:
 
     def above(t: float) -> bool:
         """Whether the p-value of ``t`` is above ``level``."""
-        if level <= 0.5:
-            return _regularized_beta(degrees / (degrees + t * t), degrees / 2, 0.5) > level
-        # (near 1 the p-value's complement, P(|T| < t) = I_{t^2 / (nu + t^2)}(1/2, nu/2), against
-        # 1 - level, exact from 0.5 up: nu / (nu + t^2) rounded to 1 for a small t, and the
-        # p-value with it; critical_t(8, 0.99999999) was 2.98e-8, not 1.293e-8)
         square = t * t
-        return _regularized_beta(square / (degrees + square), 0.5, degrees / 2) < 1.0 - level
+        share = square / (degrees + square)  # (t^2 / (nu + t^2), the complement's x)
+        if level <= 0.5 or share >= 0.5:
+            return _regularized_beta(degrees / (degrees + square), degrees / 2, 0.5) > level
+        # (a level near 1, and a t small beside the degrees: the p-value's complement,
+        # P(|T| < t) = I_{t^2 / (nu + t^2)}(1/2, nu/2), against 1 - level: nu / (nu + t^2)
+        # rounded to 1 for a small t, and the p-value with it, critical_t(8, 0.99999999) was
+        # 2.98e-8, not 1.293e-8; past a share of 1/2 the p-value's own x keeps its digits,
+        # where the share rounds to 1 for a t large beside the degrees, critical_t(0.001,
+        # 0.9) 4194304 and not 9.05e43)
+        return _regularized_beta(share, 0.5, degrees / 2) < 1.0 - level
 
     low, high = 0.0, 1.0
     while above(high):
