@@ -1344,6 +1344,38 @@ def test_a_training_refusal_of_a_later_batch_norm_leaves_the_earlier_modules_as_
     assert int(first.num_batches_tracked) == 2 and int(last.num_batches_tracked) == 2
 
 
+class _LinearThenNorm(nn.Module):
+    """A block of one's own: a layer, then a batch norm (not a Sequential)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = self.register_module("lin", nn.Linear(3, 3, dtype=F64))
+        self.bn = self.register_module("bn", nn.BatchNorm1d(3, dtype=F64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.lin(x))
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return self.lin.backward(self.bn.backward(grad_output))
+
+
+def test_a_residual_refuses_the_backward_after_its_blocks_trial_refused_midway() -> None:
+    """A block of one's own whose batch norm refuses one sample in the trial: its layer had
+    run on the refused input, and the backward that followed took its gradients from it,
+    silently (the refusal came in the forward before the trial made it). Refused until a
+    forward succeeds; a block of one module that refuses changes nothing and is not."""
+    model = nn.Residual(_LinearThenNorm())
+    model.eval()
+    model(_x(1, 3, seed=1))
+    model.train()
+    with pytest.raises(ValueError, match=r"^BatchNorm1d: training mode needs more than one"):
+        model(_x(1, 3, seed=2))
+    with pytest.raises(RuntimeError, match=r"^Residual: backward after a forward refused in a "):
+        model.backward(torch.ones(1, 3, dtype=F64))
+    model(_x(4, 3, seed=3))
+    model.backward(torch.ones(4, 3, dtype=F64))
+
+
 def test_a_layer_built_without_a_bias_may_register_one_later() -> None:
     layer = nn.Linear(3, 2, bias=False)
     bias = nn.Parameter(torch.ones(2))

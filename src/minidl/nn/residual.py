@@ -69,8 +69,6 @@ class Residual(Module):
             raise TypeError(
                 f"Residual: expected a torch.Tensor as input, got {type(input).__name__}"
             )
-        if input.layout is not STRIDED:  # (a sparse input: the trial's input[:1] fails on it)
-            check_dense("Residual", input)
         if self._gradients.holds(input, self):
             input = input.clone()
         tried_now = False  # (whether a trial ran the block here: its caches are the trial's)
@@ -81,6 +79,8 @@ class Residual(Module):
         if updaters[1] and not input.is_nested and input.dim() and input.shape[0]:
             tried = trial_key(updaters[1], input)
             if tried is not None and tried != self._tried:
+                if input.layout is not STRIDED:  # (the trial's input[:1] fails on a sparse one)
+                    check_dense("Residual", input)
                 tried_now = self._try(input)
                 self._tried = tried
         try:
@@ -137,6 +137,14 @@ class Residual(Module):
                 # The block ran: it holds the trial's caches now.
                 self._refused = "a forward refused for its block's output shape"
                 raise _shape_error(output, input)
+        except Exception:
+            # Refused in the trial (a batch norm's refusal of training mode: see
+            # TRAINING_IN_TRIAL): a block of modules may have run some of them on the refused
+            # input, whose caches its backward would read; a single module that refuses its
+            # input changes nothing (as a Sequential's first child).
+            if self.block._modules and self._refused is None:
+                self._refused = "a forward refused in a trial of its block"
+            raise
         finally:
             TRAINING_IN_TRIAL.reset(training)
             for part, was in modes:
