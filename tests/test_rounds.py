@@ -1101,6 +1101,35 @@ def test_a_set_of_class_indices_out_of_range_is_named_wherever_the_bad_one_is(at
         assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())
 
 
+@pytest.mark.parametrize("loss", ["MSELoss", "CrossEntropyLoss"])
+def test_targets_that_are_no_class_indices_are_refused_in_the_losss_words(loss: str) -> None:
+    """The class-index check that names a set after the trial's refusal (see above) is for
+    sets of class indices alone: an MSE's integer one-hot targets, or a cross-entropy's of
+    shape (N, 1), were refused as class indices out of range where a value passed 1, and in
+    the loss's words (dtype, shape) otherwise; now always in the loss's."""
+    models = _models(2, seed=3)
+    x = torch.randn(10, 2, dtype=DTYPE, generator=torch.Generator().manual_seed(1))
+    if loss == "MSELoss":
+        y = torch.randint(0, 6, (10, 2), generator=torch.Generator().manual_seed(2))
+        criterion: nn.Loss = nn.MSELoss()
+        message = r"MSELoss: target dtype torch\.int64 does not match"
+    else:
+        y = torch.full((10, 1), 5)
+        criterion = nn.CrossEntropyLoss()
+        message = r"CrossEntropyLoss: class-index target has shape \(2, 1, 1\)"
+    with pytest.raises(
+        (TypeError, ValueError), match=rf"^fit_rounds: the training sets do not fit: {message}"
+    ):
+        fit_rounds(
+            models,
+            criterion,
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            [(x, y), (x, y)],
+            epochs=1,
+            generators=[torch.Generator().manual_seed(r) for r in range(2)],
+        )
+
+
 def test_sets_changed_in_place_by_on_epoch_train_the_next_epoch_as_fits() -> None:
     """fit_rounds stacked its sets once, before the first epoch: an on_epoch that changed them
     in place (new noise, labels flipped) trained on as fit, which reads its data each epoch,

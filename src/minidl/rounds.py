@@ -777,10 +777,15 @@ def _check_fit(
             probe = stacked(x_probe)
             losses = criterion(probe, y_probe)
     except (TypeError, ValueError) as error:
-        if isinstance(probe, Tensor) and probe.dim() == 3:
-            # The models took the sets and the loss refused: a set's class indices out of
-            # range (its first sample's) are named with the set, as those of a later sample are
-            # below (the loss named neither the set nor the sample).
+        if (
+            isinstance(probe, Tensor)
+            and probe.dim() == 3
+            and all(y.dim() == 1 and not y.is_floating_point() for _, y in train_sets)
+        ):
+            # The models took the sets and the loss refused sets of class indices: one out of
+            # range (a first sample's) is named with its set, as one of a later sample is below
+            # (the loss named neither the set nor the sample). Targets of another shape or
+            # dtype are the loss's to refuse (an MSE's integer one-hot targets).
             _check_class_indices(train_sets, int(probe.shape[-1]))
         refusal = type(error)(f"fit_rounds: the training sets do not fit: {error}")
         x_first, y_first = train_sets[0]
