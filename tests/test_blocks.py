@@ -1344,6 +1344,39 @@ def test_a_training_refusal_of_a_later_batch_norm_leaves_the_earlier_modules_as_
     assert int(first.num_batches_tracked) == 2 and int(last.num_batches_tracked) == 2
 
 
+def test_fit_refuses_a_negative_count_before_it_draws_or_counts() -> None:
+    """fit's trial runs in evaluation mode, which reads no count: a later batch norm's
+    negative count (momentum=None) was refused in the first training forward, after fit had
+    drawn the epoch's order from the generator. Refused before, nothing changed; a count put
+    right trains."""
+    from minidl.train import fit
+
+    torch.manual_seed(0)
+    x = _x(40, 2, seed=1)
+    y = (x[:, 0] > 0).long()
+    model = nn.Sequential(
+        nn.Linear(2, 4, dtype=F64), nn.BatchNorm1d(4, dtype=F64), nn.Tanh(),
+        nn.Linear(4, 4, dtype=F64), nn.BatchNorm1d(4, momentum=None, dtype=F64),
+        nn.Linear(4, 2, dtype=F64),
+    )  # fmt: skip
+    last = model[4]
+    assert isinstance(last, nn.BatchNorm1d)
+    last.num_batches_tracked.fill_(-2)
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    generator = torch.Generator().manual_seed(1)
+    state = generator.get_state()
+    before = [tensor.clone() for tensor in model.state_dict().values()]
+    with pytest.raises(ValueError, match=r"^BatchNorm1d: num_batches_tracked is -2, expected"):
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, batch_size=10,
+            generator=generator)  # fmt: skip
+    assert torch.equal(generator.get_state(), state)
+    assert all(map(torch.equal, model.state_dict().values(), before))
+    last.num_batches_tracked.fill_(0)
+    fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, batch_size=10,
+        generator=generator)  # fmt: skip
+    assert int(last.num_batches_tracked) == 4
+
+
 class _LinearThenNorm(nn.Module):
     """A block of one's own: a layer, then a batch norm (not a Sequential)."""
 

@@ -753,6 +753,12 @@ def fit(
     # own not read; checked on every call, also where a folded step is kept: one set since
     # the last call would otherwise pass, where a first call refuses it)
     check_registered("fit", model)
+    # (what a module's training forward refuses whatever its input, its state, before the
+    # first order is drawn: a batch norm's negative count, which its trial in evaluation mode
+    # below passes)
+    for part in model.modules():
+        if type(part)._updates_in_training and part.training:
+            part._check_training_state()
     # The width of the outputs (None: they are not class scores (N, C)), and what they are.
     width: int | None
     probed = kept if kept is not None and kept.probed(x, y) else None

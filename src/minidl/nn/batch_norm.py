@@ -267,9 +267,14 @@ class BatchNorm1d(Module):
                 "BatchNorm1d: training mode needs more than one sample per feature to "
                 f"estimate a variance, got an input of shape {tuple(x.shape)}"
             )
+        return self._counted()
+
+    def _counted(self) -> float:
+        """With ``momentum=None``, the count of batches, refused where negative (0 for a meta
+        one, which holds no number: any factor gives the meta statistics); 0 with a momentum,
+        which does not read it."""
         if self._momentum is not None:
             return 0.0
-        # (a meta count holds no number: any factor gives the meta statistics)
         counted = 0.0 if self.num_batches_tracked.is_meta else float(self.num_batches_tracked)
         if counted < 0:  # (-1 divided by zero, -2 weighed the average by -1)
             raise ValueError(
@@ -278,6 +283,10 @@ class BatchNorm1d(Module):
                 "statistics are the average over the batches counted)"
             )
         return counted
+
+    def _check_training_state(self) -> None:
+        self._check_parameters()  # (a count of another shape, named so first)
+        self._counted()
 
     def _trial_state(self) -> object:
         # (with momentum=None, whether the count is negative: refused in training)

@@ -212,6 +212,12 @@ class Module:
     #: state dicts of PyTorch before 0.4.1, and plain dicts made by hand, lack).
     _optional_buffers: ClassVar[tuple[str, ...]] = ()
 
+    def _check_training_state(self) -> None:
+        """Raise what this module's training forward would refuse whatever its input, for its
+        state (a batch norm's negative count of batches with ``momentum=None``), before it
+        changes anything; nothing for most. :func:`minidl.train.fit` asks each module in
+        training mode that :attr:`_updates_in_training` before it draws the epoch's order."""
+
     def _trial_state(self) -> object:
         """What of this module's state (not its input's signature, nor its parameters,
         registrations and mode: :func:`trial_key`) decides whether its training forward
