@@ -334,6 +334,8 @@ def _holds_generator(value: object, depth: int = 0) -> bool:
         return _unplaced_generator(value) is not None
     if not isinstance(value, list | tuple | dict):
         return False
+    if isinstance(value, dict) and any(isinstance(key, torch.Generator) for key in value):
+        return True  # (a key: refused by _held_generators)
     values = value.values() if isinstance(value, dict) else value
     return not set(map(type, values)) <= _NO_GENERATOR and any(
         _holds_generator(item, depth + 1) for item in values
@@ -341,8 +343,9 @@ def _holds_generator(value: object, depth: int = 0) -> bool:
 
 
 def _unplaced_generator(value: object) -> torch.Generator | None:
-    """A generator that ``value`` holds at any depth of lists, tuples, dicts (their values),
-    sets and frozensets, each looked into once (a list that holds itself), or ``None``."""
+    """A generator that ``value`` holds at any depth of lists, tuples, dicts (their keys and
+    values), sets and frozensets, each looked into once (a list that holds itself), or
+    ``None``."""
     seen: set[int] = set()
     waiting = [value]
     while waiting:
@@ -352,7 +355,7 @@ def _unplaced_generator(value: object) -> torch.Generator | None:
         if not isinstance(item, list | tuple | dict | set | frozenset) or id(item) in seen:
             continue
         seen.add(id(item))
-        waiting.extend(item.values() if isinstance(item, dict) else item)
+        waiting.extend([*item, *item.values()] if isinstance(item, dict) else item)
     return None
 
 
@@ -387,6 +390,13 @@ def _held_generators(
     assert isinstance(value, list | tuple | dict)
     items = value.items() if isinstance(value, dict) else enumerate(value)
     for key, item in items:
+        if isinstance(key, torch.Generator):
+            raise CheckpointError(
+                f"{where}: a generator held as a key of the dict at {place} cannot be named in "
+                "a checkpoint, so that loading would not find it again (and a resumed run "
+                f"would draw other numbers): hold it in a list, tuple or dict, at most "
+                f"{_DEEPEST} levels deep, or as an attribute"
+            )
         if isinstance(key, bool) or not isinstance(key, str | int):
             if _holds_generator(item, depth + 1):
                 raise CheckpointError(
