@@ -277,6 +277,33 @@ def test_optimizers(name: str) -> None:
     _same_training(*_train_both(make, x, y, epochs=4, batch_size=10))
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam", "adagrad"])
+def test_a_gradient_cancelled_on_one_path_only_is_magnified_by_an_adaptive_step(
+    name: str,
+) -> None:
+    """L1's gradients, sums of signs / (N C), cancel to 0 in a batch: the folded step's bias
+    gradient is 0.0 there, the loop's 1.4e-17 (its sum runs in another order). SGD adds lr
+    times that; Adagrad (eps 1e-10) and Adam (eps 1e-8) divide by the gradient's own size, so
+    their parameters part by about lr * 1e-17 / eps: 1.4e-8 and 1.4e-11 after an epoch, the
+    bound fit's docstring gives, not the 1e-12 of the other cases."""
+    data = minidl.data.make_disk_data(103, 17, 5, seed=1, dtype=F64)
+    x, y = data.train.x, torch.nn.functional.one_hot(data.train.y, 2).to(F64)
+    optimizers = {
+        "sgd": (lambda p: optim.SGD(p, 0.1), 1e-15),
+        "adam": (lambda p: optim.Adam(p, 0.1), 0.1 * 1e-16 / 1e-8),
+        "adagrad": (lambda p: optim.Adagrad(p, 0.1), 0.1 * 1e-16 / 1e-10),
+    }
+    build, bound = optimizers[name]
+
+    def make() -> tuple[nn.Module, nn.Loss, optim.Optimizer, Any]:
+        model = nn.mlp((2, 8, 2), "tanh", dtype=F64, generator=torch.Generator().manual_seed(0))
+        return model, nn.L1Loss(), build(list(model.parameters())), None
+
+    (folded, _, _), (plain, _, _) = _train_both(make, x, y, epochs=1, batch_size=10)
+    for p, q in zip(folded.parameters(), plain.parameters(), strict=True):
+        _close(p.data, q.data, bound)
+
+
 @pytest.mark.parametrize("interval", ["batch", "epoch"])
 def test_schedules(interval: str) -> None:
     """A per-batch cyclical schedule (its rates recorded per batch) and a per-epoch step decay."""

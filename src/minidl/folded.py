@@ -42,7 +42,9 @@ the same function with other roundings: the products sum in another order (the b
 the sum), the cross-entropy's softmax of columns may take a vector's ``exp`` and ``log`` where
 the loop's of rows takes a scalar's, so a trained parameter agrees with the step-by-step
 loop's to about 1e-12 in float64 after a few epochs (``tests/test_folded.py``), in float32 to
-its last digits at first and less as training goes on. :meth:`FoldedStep.load` copies the model's
+its last digits at first and less as training goes on; an optimizer that divides by a
+gradient's own size (Adam, AdamW, RMSprop, Adagrad) makes a gradient that cancels to 0 on one
+path and to a rounding on the other (L1's sums of signs) lr / eps times larger. :meth:`FoldedStep.load` copies the model's
 parameters and the optimizer's state into the blocks, :meth:`FoldedStep.store` copies the
 blocks, their gradients and the state back; between the two the model's parameters are stale.
 """

@@ -527,7 +527,10 @@ def fit(
     (:class:`minidl.folded.FoldedStep`): the same computation, features by batch with each
     bias inside its layer's matrix product, in fewer and cheaper operations.
     Its products round otherwise, so the parameters it trains agree with the loop's above to
-    rounding (about 1e-12 in float64 after a few epochs, more as a float32 run goes on), not
+    rounding (about 1e-12 in float64 after a few epochs, more as a float32 run goes on; where
+    a gradient cancels to 0 on one path and to a rounding on the other, L1's sums of signs, an
+    optimizer that divides by the gradient's own size, Adam, AdamW, RMSprop or Adagrad, makes
+    the rounding lr / eps times larger: 1.4e-8 with Adagrad's eps of 1e-10 at lr 0.1), not
     bit for bit; the loop itself runs where a method it calls was set on the model, the loss
     or the optimizer (or replaced on their base classes), under
     :func:`minidl.detect_anomaly`, and with ``parallel``. During a folded epoch the model's
