@@ -1344,7 +1344,8 @@ def test_a_training_refusal_of_a_later_batch_norm_leaves_the_earlier_modules_as_
     assert int(first.num_batches_tracked) == 2 and int(last.num_batches_tracked) == 2
 
 
-def test_fit_refuses_a_negative_count_before_it_draws_or_counts() -> None:
+@pytest.mark.parametrize("mode", ["training", "evaluation"])
+def test_fit_refuses_a_negative_count_before_it_draws_or_counts(mode: str) -> None:
     """fit's trial runs in evaluation mode, which reads no count: a later batch norm's
     negative count (momentum=None) was refused in the first training forward, after fit had
     drawn the epoch's order from the generator. Refused before, nothing changed; a count put
@@ -1362,6 +1363,8 @@ def test_fit_refuses_a_negative_count_before_it_draws_or_counts() -> None:
     last = model[4]
     assert isinstance(last, nn.BatchNorm1d)
     last.num_batches_tracked.fill_(-2)
+    if mode == "evaluation":  # (fit trains every module: the mode it is given is no matter)
+        model.eval()
     optimizer = optim.SGD(model.parameters(), lr=0.1)
     generator = torch.Generator().manual_seed(1)
     state = generator.get_state()
@@ -1430,7 +1433,7 @@ def test_a_residual_whose_block_refuses_its_input_takes_the_backward_after() -> 
     assert residual.backward(torch.ones(4, 3)).shape == (4, 3)
 
 
-@pytest.mark.parametrize("container", ["Sequential", "Residual"])
+@pytest.mark.parametrize("container", ["Sequential", "Residual", "Residual of a Sequential"])
 def test_a_forward_refused_by_the_first_module_in_a_trial_leaves_the_last_good_one(
     container: str,
 ) -> None:
@@ -1442,11 +1445,14 @@ def test_a_forward_refused_by_the_first_module_in_a_trial_leaves_the_last_good_o
     test_a_training_refusal_of_a_later_batch_norm_leaves_the_earlier_modules_as_they_were):
     as for any first module that refuses its input, the last good forward stays, and its
     backward runs; a gradient of the refused batch's shape is refused."""
-    model: nn.Module = (
-        nn.Sequential(nn.BatchNorm1d(3), nn.Tanh())
-        if container == "Sequential"
-        else nn.Residual(nn.BatchNorm1d(3))
-    )
+    model: nn.Module = {
+        "Sequential": lambda: nn.Sequential(nn.BatchNorm1d(3), nn.Tanh()),
+        "Residual": lambda: nn.Residual(nn.BatchNorm1d(3)),
+        # (a Sequential block notes its own refusal: none by its first module)
+        "Residual of a Sequential": lambda: nn.Residual(
+            nn.Sequential(nn.BatchNorm1d(3), nn.Tanh())
+        ),
+    }[container]()
     model(torch.randn(4, 3))
     model.backward(torch.ones(4, 3))
     alone = copy.deepcopy(model)

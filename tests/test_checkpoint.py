@@ -2507,8 +2507,10 @@ def test_a_generator_held_in_a_dict_under_a_key_a_checkpoint_cannot_name_is_refu
         (lambda g: [1, frozenset({g})], r"in a frozenset at 0.rngs\[1\]"),
         (lambda g: [[[[[g]]]]], r"inside 0.rngs\[0\]\[0\]\[0\]\[0\], deeper than 4 levels of .*,"),
         (lambda g: {"a": (1, [{2: [[g]]}])}, r"inside 0.rngs\['a'\]\[1\]\[0\]\[2\], deeper .*,"),
-        (lambda g: {g: "k"}, "as a key of the dict at 0.rngs"),
-        (lambda g: [{"a": {g: 1}}], r"as a key of the dict at 0.rngs\[0\]\['a'\]"),
+        (lambda g: {g: "k"}, "in a key of the dict at 0.rngs"),
+        (lambda g: [{"a": {g: 1}}], r"in a key of the dict at 0.rngs\[0\]\['a'\]"),
+        (lambda g: {(g, 0): 1}, "in a key of the dict at 0.rngs"),
+        (lambda g: [{frozenset({g}): 1}], r"in a key of the dict at 0.rngs\[0\]"),
         (lambda g: [[[[{g: 1}]]]], r"inside 0.rngs\[0\]\[0\]\[0\]\[0\], deeper .*,"),
     ],
 )

@@ -952,8 +952,10 @@ def test_batch_norm_num_features_and_affine_are_fixed_at_construction(
         (lambda: nn.Linear(2, 3, dtype=F64), "in_features", "abc"),
         (lambda: nn.Linear(2, 3, dtype=F64), "out_features", 4),
         (lambda: nn.BatchedLinear(2, 2, 3, dtype=F64), "models", 5),
-        (lambda: nn.BatchedLinear(2, 2, 3, dtype=F64), "in_features", 2),
+        (lambda: nn.BatchedLinear(2, 2, 3, dtype=F64), "in_features", 3),
         (lambda: nn.BatchedLinear(2, 2, 3, dtype=F64), "out_features", 1),
+        (lambda: nn.StackedActivation([(nn.Tanh(), 1), (nn.ReLU(), 1)]), "models", 4),
+        (lambda: nn.StackedLoss([(nn.CrossEntropyLoss(), 1), (nn.MSELoss(), 1)]), "models", 4),
     ],
 )
 def test_the_sizes_of_a_linear_layer_are_fixed_at_construction(
@@ -968,7 +970,15 @@ def test_the_sizes_of_a_linear_layer_are_fixed_at_construction(
     layer = build()
     kind = type(layer).__name__
     kept = getattr(layer, name)
-    x = torch.randn(*((2,) if kind == "BatchedLinear" else ()), 4, 2, dtype=F64)
+    # (a stacked activation or loss: its models past the runs were left unwritten, or ignored)
+    x = torch.randn(*((2,) if kind != "Linear" else ()), 4, 2, dtype=F64)
+    if kind == "StackedLoss":
+        target = torch.zeros(2, 4, dtype=torch.long)
+        expected, shown_before = layer(x, target), repr(layer)
+        with raises(AttributeError, f"{kind}: {name} is fixed at construction ({kept}), got "):
+            setattr(layer, name, value)
+        assert getattr(layer, name) == kept and torch.equal(layer(x, target), expected)
+        return
     expected, shown_before = layer(x), repr(layer)
     with raises(AttributeError, f"{kind}: {name} is fixed at construction ({kept}), got "):
         setattr(layer, name, value)
@@ -978,6 +988,31 @@ def test_the_sizes_of_a_linear_layer_are_fixed_at_construction(
     assert torch.equal(layer(x), expected)
     restored = pickle.loads(pickle.dumps(layer))
     assert getattr(restored, name) == kept and torch.equal(restored(x), expected)
+
+
+def test_a_subclass_may_set_a_fixed_size_again_to_the_value_kept() -> None:
+    """A subclass of Linear that sets in_features itself, before or after its base's
+    constructor, to the value the base keeps: refused as a change once the sizes were fixed,
+    though nothing changed. Taken; another value is still refused."""
+
+    class Before(nn.Linear):
+        def __init__(self, n: int, m: int) -> None:
+            nn.Module.__init__(self)
+            self.in_features = n
+            super().__init__(n, m)
+
+    class After(nn.Linear):
+        def __init__(self, n: int, m: int) -> None:
+            super().__init__(n, m)
+            self.in_features = n
+
+    for kind in (Before, After):
+        layer = kind(2, 3)
+        assert (layer.in_features, layer(torch.ones(4, 2)).shape) == (2, (4, 3))
+        with raises(AttributeError, f"{kind.__name__}: in_features is fixed at construction (2)"):
+            layer.in_features = 3
+    with raises(AttributeError, "Linear: in_features is fixed at construction (2), got 2.0"):
+        nn.Linear(2, 3).in_features = 2.0  # (equal, but no int: a change of type)
 
 
 @pytest.mark.parametrize("affine", [True, False])

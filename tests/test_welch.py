@@ -225,6 +225,17 @@ def test_a_level_above_half_with_a_t_large_beside_the_degrees(degrees: float, le
     assert found == pytest.approx(float(stats.t.isf(level / 2, degrees)), rel=1e-11)
 
 
+@pytest.mark.parametrize(("degrees", "level"), [(0.005, 0.05), (0.001, 0.6), (1, 1e-300)])
+def test_a_critical_value_past_the_normal_floats_is_refused(degrees: float, level: float) -> None:
+    """t^2 overflowed past 2^512 and the search stopped there: critical_t(0.005) gave 1.3e154
+    where it is 5.7e258 (scipy's stops short too). Past sqrt(nu / m), m the smallest normal
+    float, nu / (nu + t^2) keeps no digits: refused there, in its words; one just inside it
+    (one degree at 1e-150: t = 6.4e149) is found, to its closed form."""
+    with pytest.raises(ValueError, match=r"^critical_t: the critical value of .* lies past "):
+        critical_t(degrees, level)
+    assert critical_t(1, 1e-150) == pytest.approx(1 / math.tan(math.pi * 1e-150 / 2), rel=1e-13)
+
+
 def test_critical_value_is_scipys() -> None:
     stats = pytest.importorskip("scipy.stats")
     rng = random.Random(3)

@@ -125,6 +125,10 @@ class Fixed(Setting[T]):
         if self._set_on(instance):  # (set by the constructor, or loaded)
             kind = type(instance).__name__
             kept = getattr(instance, self.slot)
+            if type(value) is type(kept) and value == kept:
+                # (the value kept, set again: by a subclass's constructor, before or after its
+                # base's, which changes nothing)
+                return
             raise AttributeError(
                 f"{kind}: {self.name} is fixed at construction ({kept!r}), got {shown(value)}; "
                 f"{self.hint}"

@@ -334,8 +334,8 @@ def _holds_generator(value: object, depth: int = 0) -> bool:
         return _unplaced_generator(value) is not None
     if not isinstance(value, list | tuple | dict):
         return False
-    if isinstance(value, dict) and any(isinstance(key, torch.Generator) for key in value):
-        return True  # (a key: refused by _held_generators)
+    if isinstance(value, dict) and any(_unplaced_generator(key) is not None for key in value):
+        return True  # (in a key, (g, 0) too: refused by _held_generators)
     values = value.values() if isinstance(value, dict) else value
     return not set(map(type, values)) <= _NO_GENERATOR and any(
         _holds_generator(item, depth + 1) for item in values
@@ -390,9 +390,9 @@ def _held_generators(
     assert isinstance(value, list | tuple | dict)
     items = value.items() if isinstance(value, dict) else enumerate(value)
     for key, item in items:
-        if isinstance(key, torch.Generator):
+        if _unplaced_generator(key) is not None:
             raise CheckpointError(
-                f"{where}: a generator held as a key of the dict at {place} cannot be named in "
+                f"{where}: a generator held in a key of the dict at {place} cannot be named in "
                 "a checkpoint, so that loading would not find it again (and a resumed run "
                 f"would draw other numbers): hold it in a list, tuple or dict, at most "
                 f"{_DEEPEST} levels deep, or as an attribute"

@@ -759,8 +759,8 @@ def fit(
     # (what a module's training forward refuses whatever its input, its state, before the
     # first order is drawn: a batch norm's negative count, which its trial in evaluation mode
     # below passes)
-    for part in model.modules():
-        if type(part)._updates_in_training and part.training:
+    for part in model.modules():  # (in evaluation mode too: fit trains every module)
+        if type(part)._updates_in_training:
             part._check_training_state()
     # The width of the outputs (None: they are not class scores (N, C)), and what they are.
     width: int | None

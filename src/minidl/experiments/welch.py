@@ -17,6 +17,7 @@ continued fraction (the standard library has no Student distribution).
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 from minidl._validate import check_int, check_real, shown
@@ -102,6 +103,11 @@ def welch(mean_1: float, sd_1: float, n_1: int, mean_2: float, sd_2: float, n_2:
     return Welch(difference, standard_error, degrees, p_value)
 
 
+#: A t past which :func:`critical_t` computes nu / (nu + t^2) from sqrt(nu) / t (t^2 would
+#: overflow past 2^512); below it, from t^2, as the p-values of :func:`welch` are.
+_LARGE_T = 2.0**500
+
+
 def critical_t(degrees_of_freedom: float, level: float = 0.05) -> float:
     """The two-sided critical value of Student's t: the ``t`` for which
     :math:`P(|T_\\nu| \\ge t) = I_{\\nu / (\\nu + t^2)}(\\nu/2, 1/2)` equals ``level``, with
@@ -116,7 +122,11 @@ def critical_t(degrees_of_freedom: float, level: float = 0.05) -> float:
     Raises:
         TypeError: degrees of freedom or a level that is no real number.
         ValueError: degrees of freedom out of ``(0, 2e6]``, or a level out of
-            ``(0, 1)``.
+            ``(0, 1)``; or a critical value past :math:`\\sqrt{\\nu / m}`, with :math:`m` the
+            smallest normal float (about 1e153 for one degree), where
+            :math:`\\nu / (\\nu + t^2)` is no longer a normal float and the p-value loses its
+            digits (a fraction of a degree and a small level, or one degree and a level below
+            1e-153).
     """
     degrees = check_real(
         "critical_t",
@@ -130,12 +140,21 @@ def critical_t(degrees_of_freedom: float, level: float = 0.05) -> float:
         "critical_t", "level", level, low=0.0, high=1.0, low_open=True, high_open=True
     )
 
+    root = math.sqrt(degrees)
+
     def above(t: float) -> bool:
         """Whether the p-value of ``t`` is above ``level``."""
-        square = t * t
-        share = square / (degrees + square)  # (t^2 / (nu + t^2), the complement's x)
+        if t < _LARGE_T:
+            square = t * t
+            share = square / (degrees + square)  # (t^2 / (nu + t^2), the complement's x)
+            x = degrees / (degrees + square)
+        else:  # (from r = sqrt(nu) / t, as t^2 would overflow past 2^512)
+            ratio = root / t
+            squared = ratio * ratio
+            share = 1.0 / (1.0 + squared)
+            x = squared / (1.0 + squared)
         if level <= 0.5 or share >= 0.5:
-            return _regularized_beta(degrees / (degrees + square), degrees / 2, 0.5) > level
+            return _regularized_beta(x, degrees / 2, 0.5) > level
         # (a level near 1, and a t small beside the degrees: the p-value's complement,
         # P(|T| < t) = I_{t^2 / (nu + t^2)}(1/2, nu/2), against 1 - level: nu / (nu + t^2)
         # rounded to 1 for a small t, and the p-value with it, critical_t(8, 0.99999999) was
@@ -144,9 +163,20 @@ def critical_t(degrees_of_freedom: float, level: float = 0.05) -> float:
         # 0.9) 4194304 and not 9.05e43)
         return _regularized_beta(share, 0.5, degrees / 2) < 1.0 - level
 
+    # (past it nu / t^2 is subnormal: its digits, and the p-value's, go; critical_t(0.005)
+    # was 1.3e154 where it is 5.7e258, a t^2 overflowed)
+    limit = math.sqrt(degrees / sys.float_info.min)
     low, high = 0.0, 1.0
     while above(high):
         low, high = high, 2.0 * high
+        if high >= limit:
+            if above(limit):
+                raise ValueError(
+                    f"critical_t: the critical value of {shown(degrees)} degrees of freedom at "
+                    f"level {shown(level)} lies past {limit:.3g}, where nu / (nu + t^2) is no "
+                    "normal float and the p-value loses its digits"
+                )
+            high = limit
     while True:
         middle = (low + high) / 2
         if middle in (low, high):

@@ -18,6 +18,7 @@ from minidl.nn._checks import (
 from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn.loss import check_not_a_loss
 from minidl.nn.module import TRAINING_IN_TRIAL, Module, trial_key, updating_parts
+from minidl.nn.sequential import Sequential
 
 __all__ = ["Residual"]
 
@@ -139,10 +140,15 @@ class Residual(Module):
                 raise _shape_error(output, input)
         except Exception:
             # Refused in the trial (a batch norm's refusal of training mode: see
-            # TRAINING_IN_TRIAL): a block of modules may have run some of them on the refused
-            # input, whose caches its backward would read; a single module that refuses its
-            # input changes nothing (as a Sequential's first child).
-            if self.block._modules and self._refused is None:
+            # TRAINING_IN_TRIAL): a block of modules of one's own may have run some of them on
+            # the refused input, whose caches its backward would read; a single module that
+            # refuses its input changes nothing (as a Sequential's first child), and a
+            # Sequential notes where it was refused itself.
+            if (
+                self.block._modules
+                and not isinstance(self.block, Sequential)  # (it notes its own refusal)
+                and self._refused is None
+            ):
                 self._refused = "a forward refused in a trial of its block"
             raise
         finally:

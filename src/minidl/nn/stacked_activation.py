@@ -11,12 +11,17 @@ import torch
 from torch import Tensor
 
 from minidl import anomaly
+from minidl._setting import Fixed
 from minidl._validate import shown
-from minidl.nn._checks import check_dense, check_runs
+from minidl.nn._checks import check_dense, check_runs, check_size
 from minidl.nn.activation_base import Activation
 from minidl.nn.module import Module
 
 __all__ = ["StackedActivation"]
+
+
+def _check_models(where: str, value: object) -> int:
+    return check_size(where, "models", value)
 
 
 class StackedActivation(Module):
@@ -47,6 +52,14 @@ class StackedActivation(Module):
         >>> layer(torch.full((3, 1), -1.0)).flatten()
         tensor([-0.7616, -0.7616,  0.0000])
     """
+
+    #: The number of models, the runs' total: fixed (setting it raises ``AttributeError``, as
+    #: ``BatchedLinear``'s does; set by hand, the models past the runs were left unwritten).
+    models = Fixed(
+        _check_models,
+        "the runs cover that many models; build a new StackedActivation for another number",
+    )
+    _models: int
 
     def __init__(self, runs: Sequence[tuple[Activation, int]]) -> None:
         super().__init__()

@@ -7,10 +7,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from minidl.nn._checks import check_dense, check_runs
+from minidl._setting import Fixed
+from minidl.nn._checks import check_dense, check_runs, check_size
 from minidl.nn.loss import Loss
 
 __all__ = ["StackedLoss"]
+
+
+def _check_models(where: str, value: object) -> int:
+    return check_size(where, "models", value)
 
 
 class StackedLoss(Loss):
@@ -40,6 +45,13 @@ class StackedLoss(Loss):
     """
 
     stacks = True
+
+    #: The number of models, the runs' total: fixed (setting it raises ``AttributeError``, as
+    #: ``BatchedLinear``'s does; set by hand, the models past the runs were left unwritten).
+    models = Fixed(
+        _check_models, "the runs cover that many models; build a new StackedLoss for another number"
+    )
+    _models: int
 
     def __init__(self, runs: Sequence[tuple[Loss, int]]) -> None:
         super().__init__()
