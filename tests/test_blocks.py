@@ -1433,7 +1433,16 @@ def test_a_residual_whose_block_refuses_its_input_takes_the_backward_after() -> 
     assert residual.backward(torch.ones(4, 3)).shape == (4, 3)
 
 
-@pytest.mark.parametrize("container", ["Sequential", "Residual", "Residual of a Sequential"])
+@pytest.mark.parametrize(
+    "container",
+    [
+        "Sequential",
+        "Residual",
+        "Residual of a Sequential",
+        "Residual of a Residual",
+        "Sequential of a Residual",
+    ],
+)
 def test_a_forward_refused_by_the_first_module_in_a_trial_leaves_the_last_good_one(
     container: str,
 ) -> None:
@@ -1451,6 +1460,11 @@ def test_a_forward_refused_by_the_first_module_in_a_trial_leaves_the_last_good_o
         # (a Sequential block notes its own refusal: none by its first module)
         "Residual of a Sequential": lambda: nn.Residual(
             nn.Sequential(nn.BatchNorm1d(3), nn.Tanh())
+        ),
+        # (nor a Residual of such a block: see Module._refusal_noted)
+        "Residual of a Residual": lambda: nn.Residual(nn.Residual(nn.BatchNorm1d(3))),
+        "Sequential of a Residual": lambda: nn.Sequential(
+            nn.Residual(nn.BatchNorm1d(3)), nn.Tanh()
         ),
     }[container]()
     model(torch.randn(4, 3))

@@ -990,6 +990,29 @@ def test_the_sizes_of_a_linear_layer_are_fixed_at_construction(
     assert getattr(restored, name) == kept and torch.equal(restored(x), expected)
 
 
+def test_a_built_stacked_activation_or_loss_refuses_a_module_registered_in_a_runs_place() -> None:
+    """A run's module registered again by hand was taken: the repr, the state dict and
+    get_submodule named a Sigmoid where the forward computed the Tanh it was built with (a
+    StackedLoss's MSE where it computed a cross-entropy). Refused, as a built Sequential
+    refuses, nothing changed."""
+    stacked = nn.StackedActivation([(nn.Tanh(), 1), (nn.ReLU(), 1)])
+    loss = nn.StackedLoss([(nn.CrossEntropyLoss(), 1), (nn.MSELoss(), 1)])
+    cases: list[tuple[nn.Module, nn.Module, str]] = [
+        (stacked, nn.Sigmoid(), "StackedActivation"),
+        (loss, nn.MSELoss(), "StackedLoss"),
+    ]
+    for module, given, kind in cases:
+        shown_before = repr(module)
+        with raises(
+            ValueError,
+            f"{kind}.register_module: a {kind}'s runs are fixed when it is built (its forward "
+            f"computes them), got a {type(given).__name__} to register as '0:1'",
+        ):
+            module.register_module("0:1", given)
+        assert repr(module) == shown_before
+    assert isinstance(stacked.get_submodule("0:1"), nn.Tanh)
+
+
 def test_a_subclass_may_set_a_fixed_size_again_to_the_value_kept() -> None:
     """A subclass of Linear that sets in_features itself, before or after its base's
     constructor, to the value the base keeps: refused as a change once the sizes were fixed,

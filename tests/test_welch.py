@@ -234,6 +234,8 @@ def test_a_critical_value_past_the_normal_floats_is_refused(degrees: float, leve
     with pytest.raises(ValueError, match=r"^critical_t: the critical value of .* lies past "):
         critical_t(degrees, level)
     assert critical_t(1, 1e-150) == pytest.approx(1 / math.tan(math.pi * 1e-150 / 2), rel=1e-13)
+    # (past 2^500, nu / (nu + t^2) from sqrt(nu) / t: t^2 overflows past 2^512)
+    assert critical_t(1, 1e-153) == pytest.approx(1 / math.tan(math.pi * 1e-153 / 2), rel=1e-13)
 
 
 def test_critical_value_is_scipys() -> None:

@@ -110,8 +110,9 @@ class Fixed(Setting[T]):
     ``num_features`` and ``affine``). Set by hand afterwards, it described a layer other than
     the one that computes (``affine=False`` beside a weight and a bias that still applied, a
     ``repr`` that said otherwise, a conversion to PyTorch that built a layer without them);
-    setting it again, or deleting it, now raises ``AttributeError`` naming the value kept, the
-    one given and ``hint`` (what to do instead), and leaves the module as it was.
+    setting it again to another value, or deleting it, now raises ``AttributeError`` naming
+    the value kept, the one given and ``hint`` (what to do instead), and leaves the module as
+    it was; the value kept, set again (by a subclass's constructor), changes nothing.
 
     A module pickled before it was fixed holds the plain attribute, which
     :meth:`Setting.set_pickled` sets, checked, as the constructor did.

@@ -215,8 +215,18 @@ class Module:
     def _check_training_state(self) -> None:
         """Raise what this module's training forward would refuse whatever its input, for its
         state (a batch norm's negative count of batches with ``momentum=None``), before it
-        changes anything; nothing for most. :func:`minidl.train.fit` asks each module in
-        training mode that :attr:`_updates_in_training` before it draws the epoch's order."""
+        changes anything; nothing for most. :func:`minidl.train.fit` asks each module that
+        :attr:`_updates_in_training`, in whatever mode (it trains them all), before it draws
+        the epoch's order."""
+
+    def _refusal_noted(self) -> bool:
+        """Whether a forward of this module that raises leaves its backward nothing of the
+        refused input to read, or refuses that backward itself: a module without children
+        (which refuses before it caches anything), and a container that notes where its
+        children were refused (``Sequential``, a ``Residual`` of such a block). A container of
+        one's own may have run some children on the refused input: the ``Sequential`` or
+        ``Residual`` holding it refuses the backward until a forward succeeds."""
+        return not self._modules
 
     def _trial_state(self) -> object:
         """What of this module's state (not its input's signature, nor its parameters,

@@ -18,7 +18,6 @@ from minidl.nn._checks import (
 from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn.loss import check_not_a_loss
 from minidl.nn.module import TRAINING_IN_TRIAL, Module, trial_key, updating_parts
-from minidl.nn.sequential import Sequential
 
 __all__ = ["Residual"]
 
@@ -142,13 +141,9 @@ class Residual(Module):
             # Refused in the trial (a batch norm's refusal of training mode: see
             # TRAINING_IN_TRIAL): a block of modules of one's own may have run some of them on
             # the refused input, whose caches its backward would read; a single module that
-            # refuses its input changes nothing (as a Sequential's first child), and a
-            # Sequential notes where it was refused itself.
-            if (
-                self.block._modules
-                and not isinstance(self.block, Sequential)  # (it notes its own refusal)
-                and self._refused is None
-            ):
+            # refuses its input changes nothing, and a Sequential notes where it was refused
+            # itself (see Module._refusal_noted).
+            if not self.block._refusal_noted() and self._refused is None:
                 self._refused = "a forward refused in a trial of its block"
             raise
         finally:
@@ -156,6 +151,9 @@ class Residual(Module):
             for part, was in modes:
                 part.training = was
         return True
+
+    def _refusal_noted(self) -> bool:
+        return self.block._refusal_noted()  # (its own refusals it notes: see forward)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -18,6 +18,9 @@ from minidl.nn.activation_base import Activation
 from minidl.nn.module import Module
 
 __all__ = ["StackedActivation"]
+
+#: A module registered, returned as its own class (as by Module.register_module).
+_Module = TypeVar("_Module", bound=Module)
 
 
 def _check_models(where: str, value: object) -> int:
@@ -77,6 +80,22 @@ class StackedActivation(Module):
         self._shape: tuple[int, ...] | None = None  # and its shape
         # What the last forward was, if a run after the first refused it (see forward).
         self._refused: str | None = None
+
+    def register_module(self, name: str, module: _Module) -> _Module:
+        """Register a run's activation while the runs are built; a built StackedActivation refuses (its
+        ``forward`` reads the runs it was built with: a activation registered in place of one
+        would be named by its ``repr`` and its state dict, and not computed).
+
+        Raises:
+            ValueError: called on a built StackedActivation; nothing is changed.
+        """
+        if getattr(self, "_runs", None) is not None:  # (not __dict__: see Sequential's)
+            raise ValueError(
+                f"StackedActivation.register_module: a StackedActivation's runs are fixed when it is built (its "
+                f"forward computes them), got a {type(module).__name__} to register as "
+                f"{name!r}; build a new StackedActivation with the runs wanted"
+            )
+        return super().register_module(name, module)
 
     def activation_of(self, index: int) -> Activation:
         """The activation of model ``index``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -10,8 +11,12 @@ from torch import Tensor
 from minidl._setting import Fixed
 from minidl.nn._checks import check_dense, check_runs, check_size
 from minidl.nn.loss import Loss
+from minidl.nn.module import Module
 
 __all__ = ["StackedLoss"]
+
+#: A module registered, returned as its own class (as by Module.register_module).
+_Module = TypeVar("_Module", bound=Module)
 
 
 def _check_models(where: str, value: object) -> int:
@@ -73,6 +78,22 @@ class StackedLoss(Loss):
             for (criterion, _), (start, stop) in zip(runs, bounds, strict=True)
         )
         self.models = bounds[-1][1]
+
+    def register_module(self, name: str, module: _Module) -> _Module:
+        """Register a run's loss while the runs are built; a built StackedLoss refuses (its
+        ``forward`` reads the runs it was built with: a loss registered in place of one
+        would be named by its ``repr`` and its state dict, and not computed).
+
+        Raises:
+            ValueError: called on a built StackedLoss; nothing is changed.
+        """
+        if getattr(self, "_runs", None) is not None:  # (not __dict__: see Sequential's)
+            raise ValueError(
+                f"StackedLoss.register_module: a StackedLoss's runs are fixed when it is built (its "
+                f"forward computes them), got a {type(module).__name__} to register as "
+                f"{name!r}; build a new StackedLoss with the runs wanted"
+            )
+        return super().register_module(name, module)
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         for tensor, what in ((prediction, "prediction"), (target, "target")):
