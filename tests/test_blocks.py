@@ -1461,7 +1461,7 @@ def test_a_forward_refused_by_the_first_module_in_a_trial_leaves_the_last_good_o
         "Residual of a Sequential": lambda: nn.Residual(
             nn.Sequential(nn.BatchNorm1d(3), nn.Tanh())
         ),
-        # (nor a Residual of such a block: see Module._refusal_noted)
+        # (nor a Residual of such a block: see Module._refused_cleanly)
         "Residual of a Residual": lambda: nn.Residual(nn.Residual(nn.BatchNorm1d(3))),
         "Sequential of a Residual": lambda: nn.Sequential(
             nn.Residual(nn.BatchNorm1d(3)), nn.Tanh()

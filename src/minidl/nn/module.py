@@ -219,12 +219,12 @@ class Module:
         :attr:`_updates_in_training`, in whatever mode (it trains them all), before it draws
         the epoch's order."""
 
-    def _refusal_noted(self) -> bool:
-        """Whether a forward of this module that raises leaves its backward nothing of the
-        refused input to read, or refuses that backward itself: a module without children
-        (which refuses before it caches anything), and a container that notes where its
-        children were refused (``Sequential``, a ``Residual`` of such a block). A container of
-        one's own may have run some children on the refused input: the ``Sequential`` or
+    def _refused_cleanly(self) -> bool:
+        """Whether this module, whose forward just raised, was left as it was: its backward
+        reads the last good forward's caches. A module without children refuses before it
+        caches anything; a ``Sequential`` or ``Residual`` says whether it noted a refusal
+        after some children ran (then its own backward is refused); a container of one's own
+        may have run some children on the refused input, so the ``Sequential`` or
         ``Residual`` holding it refuses the backward until a forward succeeds."""
         return not self._modules
 

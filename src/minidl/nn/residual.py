@@ -142,8 +142,8 @@ class Residual(Module):
             # TRAINING_IN_TRIAL): a block of modules of one's own may have run some of them on
             # the refused input, whose caches its backward would read; a single module that
             # refuses its input changes nothing, and a Sequential notes where it was refused
-            # itself (see Module._refusal_noted).
-            if not self.block._refusal_noted() and self._refused is None:
+            # itself (see Module._refused_cleanly).
+            if not self.block._refused_cleanly() and self._refused is None:
                 self._refused = "a forward refused in a trial of its block"
             raise
         finally:
@@ -152,8 +152,9 @@ class Residual(Module):
                 part.training = was
         return True
 
-    def _refusal_noted(self) -> bool:
-        return self.block._refusal_noted()  # (its own refusals it notes: see forward)
+    def _refused_cleanly(self) -> bool:
+        # (its own refusals after its block ran it notes in _refused: see forward and _try)
+        return self._refused is None and self.block._refused_cleanly()
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

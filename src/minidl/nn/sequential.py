@@ -315,8 +315,8 @@ class Sequential(Module):
             self._note_signature(first)
         return input
 
-    def _refusal_noted(self) -> bool:
-        return True  # (_note_refusal: backward refused where a child ran on the input)
+    def _refused_cleanly(self) -> bool:
+        return self._refused is None  # (set by _note_refusal where a child ran on the input)
 
     def _try(self, input: Tensor) -> bool:
         """Where a module inside the chain changes its state in training mode (a batch norm's
@@ -476,7 +476,7 @@ class Sequential(Module):
             self._refused = (
                 f"a forward stopped at module {place} ({name}) by {type(error).__name__}"
             )
-        elif index > 0 or not module._refusal_noted() or cached:
+        elif index > 0 or not module._refused_cleanly() or cached:
             self._refused = f"the forward refused by module {place} ({name})"
         # Where in the chain: the module's own message names its class, not its place.
         add_note(error, f"in Sequential, at module {place} ({name})")
