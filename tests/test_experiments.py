@@ -1898,20 +1898,10 @@ def test_reproduce_refuses_rounds_whose_stack_does_not_fit_in_memory(
     are refused, naming the bytes, before anything is made. Table II's rows train one to a stack
     from 25 rounds on; each round's model has 1427 float32 parameters and as many gradients, and
     its data set 3000 samples of two float32 features and an int64 label: 59416 bytes."""
-    import minidl.experiments.runner
-
-    started: list[int] = []
-    monkeypatch.setattr(
-        minidl.experiments.runner,
-        "_reproduce_from_cli",
-        lambda args, out, rounds, epochs, jobs: started.append(rounds),
-    )
     # (a memory of 10**10 bytes: on a machine of more than 59416 * 10**6 bytes, --rounds past
     # 10**6 are refused first, as the report's Welch test takes no more)
     memory = 10**10
-    sysconf = os.sysconf
-    given = {"SC_PAGE_SIZE": 1, "SC_PHYS_PAGES": memory}
-    monkeypatch.setattr(os, "sysconf", lambda name: given.get(name) or sysconf(name))
+    started = _no_reproduction(monkeypatch, memory)
     most = memory // 59416
     out = tmp_path / "results"
     for rounds in (most + 1, 10**6):
@@ -1928,12 +1918,9 @@ def test_reproduce_refuses_rounds_whose_stack_does_not_fit_in_memory(
     assert started == [most]
 
 
-def test_reproduce_refuses_more_rounds_than_the_reports_welch_test_takes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``--rounds 1000001`` was taken on a machine of the memory to hold its stacks: every row
-    trained, then the report's Welch test refused the row's 1000001 rounds (welch: n_1 must be
-    an integer in [2, 10**6]). Now refused before anything is made; 10**6 rounds run."""
+def _no_reproduction(monkeypatch: pytest.MonkeyPatch, memory: int) -> list[int]:
+    """``minidl reproduce`` past its checks, on a machine of ``memory`` bytes (-1: unknown),
+    recording the rounds it would train in the list returned instead of training."""
     import minidl.experiments.runner
 
     started: list[int] = []
@@ -1943,8 +1930,18 @@ def test_reproduce_refuses_more_rounds_than_the_reports_welch_test_takes(
         lambda args, out, rounds, epochs, jobs: started.append(rounds),
     )
     sysconf = os.sysconf
-    given = {"SC_PAGE_SIZE": 1, "SC_PHYS_PAGES": 2**60}  # (room for any stack)
+    given = {"SC_PAGE_SIZE": 1, "SC_PHYS_PAGES": memory}
     monkeypatch.setattr(os, "sysconf", lambda name: given.get(name) or sysconf(name))
+    return started
+
+
+def test_reproduce_refuses_more_rounds_than_the_reports_welch_test_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--rounds 1000001`` was taken on a machine of the memory to hold its stacks: every row
+    trained, then the report's Welch test refused the row's 1000001 rounds (welch: n_1 must be
+    an integer in [2, 10**6]). Now refused before anything is made; 10**6 rounds run."""
+    started = _no_reproduction(monkeypatch, memory=2**60)  # (room for any stack)
     out = tmp_path / "results"
     with pytest.raises(ValueError, match=r"^welch: n_1 must be an integer in \[2, 10\*\*6\]"):
         welch(1.0, 1.0, 10**6 + 1, 1.0, 1.0, 5)
@@ -1977,17 +1974,7 @@ def test_reproduce_weighs_the_largest_stack_of_rows_against_the_memory(
     bytes, refused where the machine's memory is one byte less, not where it is that many (the
     gradients were not weighed: 354160 bytes); a memory that the system gives as -1 (unknown)
     refuses nothing."""
-    import minidl.experiments.runner
-
-    started: list[int] = []
-    monkeypatch.setattr(
-        minidl.experiments.runner,
-        "_reproduce_from_cli",
-        lambda args, out, rounds, epochs, jobs: started.append(rounds),
-    )
-    sysconf = os.sysconf
-    given = {"SC_PAGE_SIZE": 1, "SC_PHYS_PAGES": memory}
-    monkeypatch.setattr(os, "sysconf", lambda name: given.get(name) or sysconf(name))
+    started = _no_reproduction(monkeypatch, memory)
     out = tmp_path / "results"
     code = main(["reproduce", "--tables", "2", "--rounds", "5", "--out", str(out)])
     if refused:

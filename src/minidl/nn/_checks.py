@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 import torch
 from torch import Tensor
@@ -526,3 +527,14 @@ def check_grad_like(where: str, grad_output: object, output: Tensor) -> Tensor:
             f"{output.device}"
         )
     return grad_output
+
+
+def refuse_registration_in_runs(kind: str, name: str, module: object) -> NoReturn:
+    """Refuse a module registered on a built ``kind`` (a ``StackedActivation`` or
+    ``StackedLoss``), whose forward reads the runs it was built with: a module registered in a
+    run's place would be named by its ``repr`` and state dict, and not computed."""
+    raise ValueError(
+        f"{kind}.register_module: a {kind}'s runs are fixed when it is built (its forward "
+        f"computes them), got a {type(module).__name__} to register as {name!r}; build a new "
+        f"{kind} with the runs wanted"
+    )

@@ -13,7 +13,12 @@ from torch import Tensor
 from minidl import anomaly
 from minidl._setting import Fixed
 from minidl._validate import shown
-from minidl.nn._checks import check_dense, check_runs, check_size
+from minidl.nn._checks import (
+    check_dense,
+    check_runs,
+    check_size,
+    refuse_registration_in_runs,
+)
 from minidl.nn.activation_base import Activation
 from minidl.nn.module import Module
 
@@ -82,19 +87,15 @@ class StackedActivation(Module):
         self._refused: str | None = None
 
     def register_module(self, name: str, module: _Module) -> _Module:
-        """Register a run's activation while the runs are built; a built StackedActivation refuses (its
-        ``forward`` reads the runs it was built with: a activation registered in place of one
-        would be named by its ``repr`` and its state dict, and not computed).
+        """Register a run's module while the runs are built; a built ``StackedActivation``
+        refuses (:func:`~minidl.nn._checks.refuse_registration_in_runs`: an activation
+        registered in a run's place would be named, not computed).
 
         Raises:
-            ValueError: called on a built StackedActivation; nothing is changed.
+            ValueError: called on a built ``StackedActivation``; nothing is changed.
         """
         if getattr(self, "_runs", None) is not None:  # (not __dict__: see Sequential's)
-            raise ValueError(
-                f"StackedActivation.register_module: a StackedActivation's runs are fixed when it is built (its "
-                f"forward computes them), got a {type(module).__name__} to register as "
-                f"{name!r}; build a new StackedActivation with the runs wanted"
-            )
+            refuse_registration_in_runs("StackedActivation", name, module)
         return super().register_module(name, module)
 
     def activation_of(self, index: int) -> Activation:

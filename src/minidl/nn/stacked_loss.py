@@ -9,7 +9,12 @@ import torch
 from torch import Tensor
 
 from minidl._setting import Fixed
-from minidl.nn._checks import check_dense, check_runs, check_size
+from minidl.nn._checks import (
+    check_dense,
+    check_runs,
+    check_size,
+    refuse_registration_in_runs,
+)
 from minidl.nn.loss import Loss
 from minidl.nn.module import Module
 
@@ -80,19 +85,15 @@ class StackedLoss(Loss):
         self.models = bounds[-1][1]
 
     def register_module(self, name: str, module: _Module) -> _Module:
-        """Register a run's loss while the runs are built; a built StackedLoss refuses (its
-        ``forward`` reads the runs it was built with: a loss registered in place of one
-        would be named by its ``repr`` and its state dict, and not computed).
+        """Register a run's module while the runs are built; a built ``StackedLoss``
+        refuses (:func:`~minidl.nn._checks.refuse_registration_in_runs`: a loss
+        registered in a run's place would be named, not computed).
 
         Raises:
-            ValueError: called on a built StackedLoss; nothing is changed.
+            ValueError: called on a built ``StackedLoss``; nothing is changed.
         """
         if getattr(self, "_runs", None) is not None:  # (not __dict__: see Sequential's)
-            raise ValueError(
-                f"StackedLoss.register_module: a StackedLoss's runs are fixed when it is built (its "
-                f"forward computes them), got a {type(module).__name__} to register as "
-                f"{name!r}; build a new StackedLoss with the runs wanted"
-            )
+            refuse_registration_in_runs("StackedLoss", name, module)
         return super().register_module(name, module)
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
