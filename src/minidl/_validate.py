@@ -165,6 +165,18 @@ COMPUTED = frozenset(DTYPES)
 FLOATING = "floating-point {what} of dtype float16, bfloat16, float32 or float64"
 
 
+def plain_choice(value: object, choices: tuple[str, ...]) -> str | None:
+    """``value``'s characters as a plain ``str`` where it is a ``str`` among ``choices``
+    (``numpy.str_('sum')`` is ``'sum'``), else ``None``: a subclass's own ``__eq__`` or
+    ``__str__`` is not asked, and an array is not compared (its ``==`` gives no one bool: a
+    membership test of it raised numpy's "truth value of an array is ambiguous")."""
+    if isinstance(value, str):
+        plain = str.__str__(value)
+        if plain in choices:
+            return plain
+    return None
+
+
 def check_dtype(where: str, dtype: object) -> None:
     """Refuse a ``dtype`` that is not one of :data:`DTYPES` (an integer, complex or float8
     dtype, or no dtype at all), naming ``where``, the dtypes taken and what was given (a float8

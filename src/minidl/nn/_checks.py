@@ -192,7 +192,7 @@ def check_in_dtype_range(where: str, name: str, value: float, dtype: torch.dtype
 def check_size(where: str, name: str, value: object) -> int:
     """Return a layer's size ``value`` (a feature or model count) as an ``int`` after checking
     that it is a positive integer (a numpy integer is one; a bool is not) that a tensor
-    dimension can have: ``TypeError`` for another type (as ``torch.nn.Linear`` and
+    dimension can have: ``TypeError`` for another type (as PyTorch's ``Linear`` and
     :func:`~minidl._validate.check_int` refuse one), ``ValueError`` for a value below 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{where}: {name} must be a positive integer, got {shown(value)}")

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl._validate import add_note, layout_name, shown
+from minidl._validate import add_note, layout_name, plain_choice, shown
 from minidl.nn._checks import STRIDED, check_dense, check_input
 from minidl.nn.module import Module, own_method
 
@@ -21,8 +21,9 @@ _Read = TypeVar("_Read")
 def check_mean_or_sum(where: str, reduction: object) -> Literal["mean", "sum"]:
     """Check a loss's ``reduction``: ``"mean"`` or ``"sum"``, returned as a plain ``str`` (a
     subclass's own ``__eq__`` is not asked: its value is; ``numpy.str_('sum')`` is ``'sum'``)."""
-    if isinstance(reduction, str) and str.__str__(reduction) in ("mean", "sum"):
-        return cast(Literal["mean", "sum"], str.__str__(reduction))
+    given = plain_choice(reduction, ("mean", "sum"))
+    if given is not None:
+        return cast(Literal["mean", "sum"], given)
     raise ValueError(
         f"{where}: reduction must be 'mean' or 'sum', got {reduction_given(reduction)}"
     )

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from minidl._scalar import operand
 from minidl._setting import Setting
+from minidl._validate import plain_choice
 from minidl.nn._recent import Recent
 from minidl.nn.loss import Loss, reduction_given, scaled_sum
 
@@ -20,8 +21,9 @@ Reduction = Literal["paper", "mean", "sum"]
 def _check_reduction(where: str, reduction: object) -> Reduction:
     """``reduction`` as a plain ``str`` (as :func:`~minidl.nn.loss.check_mean_or_sum` takes
     it: a subclass's own ``__eq__`` is not asked, ``numpy.str_('sum')`` is ``'sum'``)."""
-    if isinstance(reduction, str) and str.__str__(reduction) in ("paper", "mean", "sum"):
-        return cast(Reduction, str.__str__(reduction))
+    given = plain_choice(reduction, ("paper", "mean", "sum"))
+    if given is not None:
+        return cast(Reduction, given)
     raise ValueError(
         f"{where}: reduction must be 'paper', 'mean' or 'sum', got {reduction_given(reduction)}"
     )

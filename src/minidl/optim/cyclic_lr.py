@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from minidl._validate import check_int, check_real, shown
+from minidl._validate import check_int, check_real, plain_choice, shown
 from minidl.optim.lr_scheduler import (
     LRScheduler,
     ScheduleSetting,
@@ -26,9 +26,8 @@ def _check_step_size_up(where: str, step_size_up: object) -> int:
 
 
 def _check_mode(where: str, mode: object) -> Mode:
-    # (a str only: an array's ``in`` asks its ``==`` for one bool, which numpy's refused)
-    given = str.__str__(mode) if isinstance(mode, str) else None
-    if given not in ("triangular", "triangular2", "exp_range"):
+    given = plain_choice(mode, ("triangular", "triangular2", "exp_range"))
+    if given is None:
         raise ValueError(
             f"{where}: mode must be 'triangular', 'triangular2' or 'exp_range', got {shown(mode)}"
         )

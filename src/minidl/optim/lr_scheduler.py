@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 from minidl._setting import Setting, read_overridden_settings
-from minidl._validate import LONGEST_SHOWN, check_int, check_real, shown
+from minidl._validate import LONGEST_SHOWN, check_int, check_real, plain_choice, shown
 from minidl.optim.optimizer import Optimizer
 
 __all__ = [
@@ -60,10 +60,10 @@ def steps_repr(steps: int | list[int]) -> str:
 
 
 def check_interval(where: str, interval: object) -> Literal["epoch", "batch"]:
-    """Check a scheduler's ``interval``: ``"epoch"`` or ``"batch"``, a ``str`` (an array's
-    ``in`` asks its ``==`` for one bool: numpy's raised that its truth value is ambiguous)."""
-    given = str.__str__(interval) if isinstance(interval, str) else None
-    if given not in ("epoch", "batch"):
+    """Check a scheduler's ``interval``: ``"epoch"`` or ``"batch"``, a ``str`` (see
+    :func:`~minidl._validate.plain_choice`)."""
+    given = plain_choice(interval, ("epoch", "batch"))
+    if given is None:
         raise ValueError(f"{where}: interval must be 'epoch' or 'batch', got {shown(interval)}")
     return "epoch" if given == "epoch" else "batch"
 

@@ -6,7 +6,7 @@ import math
 import sys
 from typing import Literal
 
-from minidl._validate import check_int, check_real, shown
+from minidl._validate import check_int, check_real, plain_choice, shown
 from minidl.optim.lr_scheduler import (
     LRScheduler,
     ScheduleSetting,
@@ -32,9 +32,8 @@ def _check_pct_start(where: str, pct_start: object) -> float:
 
 
 def _check_anneal_strategy(where: str, anneal_strategy: object) -> Literal["cos", "linear"]:
-    # (a str only: an array's ``in`` asks its ``==`` for one bool, which numpy's refused)
-    given = str.__str__(anneal_strategy) if isinstance(anneal_strategy, str) else None
-    if given not in ("cos", "linear"):
+    given = plain_choice(anneal_strategy, ("cos", "linear"))
+    if given is None:
         raise ValueError(
             f"{where}: anneal_strategy must be 'cos' or 'linear', got {shown(anneal_strategy)}"
         )
