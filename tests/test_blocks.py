@@ -1290,6 +1290,39 @@ def test_batch_norm_checks_its_count_of_batches() -> None:
     assert all(map(torch.equal, norm.buffers(), before))
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        ("num_batches_tracked", 3, "int 3"),
+        ("running_mean", [0.0, 0.0, 0.0], r"list \[0\.0, 0\.0, 0\.0\]"),
+        ("running_var", None, "NoneType None"),
+    ],
+)
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_names_a_buffer_assigned_a_non_tensor(
+    name: str, value: object, shown: str, training: bool
+) -> None:
+    """``norm.num_batches_tracked = 3`` (PyTorch refuses the assignment itself) failed in the
+    forward with a bare AttributeError of int; refused by name, in either mode, before anything
+    changes; backward, which reads the last forward's caches, refuses only a running mean
+    unlike the one that forward computed with."""
+    norm = nn.BatchNorm1d(3, momentum=None).train(training)
+    norm(torch.randn(5, 3))
+    before = [buffer.clone() for buffer in norm.buffers()]
+    setattr(norm, name, value)
+    message = rf"^BatchNorm1d: {name} is {shown}, expected a torch\.Tensor \(update the buffer"
+    with pytest.raises(TypeError, match=message):
+        norm(torch.randn(5, 3))
+    assert all(map(torch.equal, norm.buffers(), before))
+    if name == "running_mean":
+        with pytest.raises(TypeError, match=message):
+            norm.backward(torch.ones(5, 3))
+        assert norm.weight is not None and norm.weight.grad is not None
+        assert not norm.weight.grad.any()
+    else:
+        norm.backward(torch.ones(5, 3))
+
+
 @pytest.mark.parametrize("count", [-1, -2, -(2**40)])
 def test_a_cumulative_batch_norm_refuses_a_negative_count_of_batches(count: int) -> None:
     """With momentum=None the count weighs the average: -1 divided by zero, -2 doubled the old

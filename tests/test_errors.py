@@ -3827,6 +3827,26 @@ def test_the_labels_of_a_one_logit_model_hear_how_its_classes_are_read(how: str)
     assert torch.equal(minidl.train.predict(model, x), torch.zeros(50, dtype=torch.int64))
 
 
+def test_fit_rounds_tells_models_of_one_output_what_it_trains() -> None:
+    """fit_rounds' refusal of class indices for models of one output hinted at BCEWithLogitsLoss,
+    which fit_rounds itself refuses: it says what fit_rounds trains instead."""
+    models = [nn.Sequential(nn.Linear(2, 1)) for _ in range(2)]
+    sets = [(torch.randn(10, 2), torch.tensor([0, 1] * 5)) for _ in range(2)]
+    before = [parameter.data.clone() for model in models for parameter in model.parameters()]
+    with pytest.raises(
+        ValueError,
+        match=r"^fit_rounds: train_sets\[0\] y must hold class indices in \[0, 1\) \(the "
+        r"model's outputs have 1 column\), got 1; fit_rounds trains models of one output per "
+        r"class \(CrossEntropyLoss, MSELoss and a StackedLoss of them\): give the last layer "
+        r"an output for each class$",
+    ):
+        minidl.rounds.fit_rounds(models, nn.MSELoss(), lambda m: optim.SGD(m.parameters(), lr=0.1),
+                                 sets, epochs=1, batch_size=5,
+                                 generators=[torch.Generator() for _ in sets])  # fmt: skip
+    after = [parameter.data for model in models for parameter in model.parameters()]
+    assert all(map(torch.equal, after, before))
+
+
 def test_regression_and_one_hot_mistakes_hear_how_a_target_is_read() -> None:
     """An int64 (N,) target to MSELoss over one output a sample was refused as 'class index 4
     is out of range for 1 classes'; a squeezed (N,) prediction as 'expected an input of shape

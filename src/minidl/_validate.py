@@ -335,9 +335,24 @@ def check_samples(where: str, x: object, y: object) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def check_class_indices(where: str, what: str, y: Tensor, classes: int | None = None) -> None:
+#: What a refusal of class indices for a model of one output adds: its classes are read so.
+ONE_LOGIT_HINT = (
+    "a model of one output a sample (one logit, as BCEWithLogitsLoss trains) gives no score "
+    "per class: its classes are (model(x) > 0).long()"
+)
+
+
+def check_class_indices(
+    where: str,
+    what: str,
+    y: Tensor,
+    classes: int | None = None,
+    *,
+    one_output_hint: str = ONE_LOGIT_HINT,
+) -> None:
     """Check that ``y`` holds class indices: of an integer dtype, and in ``[0, classes)`` (only
     ``>= 0`` when ``classes`` is None: the model's number of classes is not known yet).
+    ``one_output_hint`` ends the refusal where the model has one output (``classes == 1``).
 
     A float or out-of-range label never equals a predicted class, so that an error rate
     computed with it would silently count it wrong. ``what`` names the set as in
@@ -365,12 +380,7 @@ def check_class_indices(where: str, what: str, y: Tensor, classes: int | None = 
     lowest, highest = (int(v) for v in torch.aminmax(y))
     if lowest < 0 or highest >= classes:
         # (one column: a binary classifier of one logit, whose argmax is class 0)
-        hint = (
-            "; a model of one output a sample (one logit, as BCEWithLogitsLoss trains) gives "
-            "no score per class: its classes are (model(x) > 0).long()"
-            if classes == 1
-            else ""
-        )
+        hint = f"; {one_output_hint}" if classes == 1 else ""
         raise ValueError(
             f"{where}: {what}y must hold class indices in [0, {classes}) (the model's outputs "
             f"have {classes} column{'' if classes == 1 else 's'}), got "

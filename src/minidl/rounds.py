@@ -823,13 +823,22 @@ def _check_fit(
     return classes
 
 
+#: fit_rounds' hint for class indices refused for models of one output: it does not train
+#: BCEWithLogitsLoss, with which such a model is a binary classifier.
+_ONE_OUTPUT_HINT = (
+    "fit_rounds trains models of one output per class (CrossEntropyLoss, MSELoss and a "
+    "StackedLoss of them): give the last layer an output for each class"
+)
+
+
 def _check_class_indices(train_sets: Sequence[tuple[Tensor, Tensor]], classes: int) -> None:
     """Refuse a training set whose integer targets are not class indices in ``[0, classes)``,
     naming the set."""
     for index, (_, y) in enumerate(train_sets):
         if not y.is_floating_point():
-            check_class_indices("fit_rounds", f"train_sets[{index}] ", y)
-            check_class_indices("fit_rounds", f"train_sets[{index}] ", y, classes)
+            what = f"train_sets[{index}] "
+            check_class_indices("fit_rounds", what, y)
+            check_class_indices("fit_rounds", what, y, classes, one_output_hint=_ONE_OUTPUT_HINT)
 
 
 def _check_target_values(criterion: Loss, train_sets: Sequence[tuple[Tensor, Tensor]]) -> None:

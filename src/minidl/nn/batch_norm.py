@@ -9,7 +9,7 @@ from torch import Tensor
 
 from minidl._scalar import operand
 from minidl._setting import Fixed, Setting
-from minidl._validate import check_int, check_real, shown
+from minidl._validate import check_int, check_real, shown, shown_typed
 from minidl.nn._checks import (
     check_cached,
     check_factory_options,
@@ -371,6 +371,16 @@ class BatchNorm1d(Module):
         mean, variance = self.running_mean, self.running_var
         features = self._num_features
         tracked = self.num_batches_tracked
+        for name, buffer in (
+            ("running_mean", mean),
+            ("running_var", variance),
+            ("num_batches_tracked", tracked),
+        ):
+            if not isinstance(buffer, Tensor):  # (an attribute assigned by hand: bn.x = 3)
+                raise TypeError(
+                    f"BatchNorm1d: {name} is {shown_typed(buffer)}, expected a torch.Tensor "
+                    f"(update the buffer in place, or register_buffer({name!r}, tensor))"
+                )
         if (
             tracked.shape != ()
             or tracked.dtype.is_floating_point
@@ -491,8 +501,8 @@ class BatchNorm1d(Module):
             for parameter in (weight, bias):
                 if parameter is not None:
                     check_still_fits("BatchNorm1d", normalized, parameter.data)
-        except AttributeError:  # (a number set by hand as weight or bias: named)
-            check_parameter_attributes("BatchNorm1d", self, "weight, bias", "weight, bias")
+        except AttributeError:  # (a number set by hand as weight, bias or running_mean: named)
+            self._check_parameters()
             raise
         self._check_parameters()
 
