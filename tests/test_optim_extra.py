@@ -713,6 +713,20 @@ def test_a_state_dict_without_shapes_still_loads() -> None:
     assert torch.equal(target.state["momentum_buffer"], source.state["momentum_buffer"])
 
 
+def test_state_given_as_the_optimizers_own_tensors_loads_its_values_at_the_call() -> None:
+    """exp_avg given as the optimizer's own exp_avg_sq and the other way round: the copies, made
+    in order, read the first one written (both became exp_avg_sq's values), where
+    torch.optim.Adam swaps them, as Module.load_state_dict loads such entries."""
+    optimizer = optim.Adam(_params(), lr=0.1)
+    optimizer.state["exp_avg"].fill_(1.0)
+    optimizer.state["exp_avg_sq"].fill_(2.0)
+    first, second = optimizer.state["exp_avg"].clone(), optimizer.state["exp_avg_sq"].clone()
+    swapped = {"exp_avg": optimizer.state["exp_avg_sq"], "exp_avg_sq": optimizer.state["exp_avg"]}
+    optimizer.load_state_dict({"lr": 0.1, "step_count": 1, "state": swapped})
+    assert torch.equal(optimizer.state["exp_avg"], second)
+    assert torch.equal(optimizer.state["exp_avg_sq"], first)
+
+
 def test_loaded_state_joins_no_autograd_graph() -> None:
     """State tensors from an autograd graph are read as plain values: neither the state nor
     the parameters record a graph in the steps after."""

@@ -6,7 +6,8 @@ flat state tensors such as ``momentum_buffer``), the scheduler's state, the epoc
 counters, the :class:`~minidl.train.History` so far, and the state of every random generator in
 use: torch's global generator, the data-shuffling :class:`torch.Generator`, the generators of the
 model's modules (a ``generator`` attribute, as :class:`~minidl.nn.Dropout`'s, any other
-attribute holding one, or a list, tuple or dict of an attribute holding one), and the default
+attribute holding one, or a list, tuple, deque or dict of an attribute holding one; not one
+that an object of one's own holds), and the default
 CUDA generator of each GPU the model is on (where a module without its own generator draws).
 
 The file is a `safetensors <https://huggingface.co/docs/safetensors>`_ file: the tensors, and one
@@ -71,6 +72,7 @@ import secrets
 import stat
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,8 +293,8 @@ def _module_generators(
     attribute holding a ``torch.Generator`` (:class:`~minidl.nn.Dropout`'s) by the module's
     path, any other attribute holding one (a noise layer's ``self.rng``, which was not saved,
     so that a resumed run drew other numbers) by the module's path and the attribute's name,
-    and one held in a list, tuple or dict of an attribute (``self.rngs = [g0, g1]``) by its
-    place there too (``noise.rngs[1]``, ``noise.rngs['left']``; see :func:`_held_generators`).
+    and one held in a list, tuple, deque or dict of an attribute (``self.rngs = [g0, g1]``) by
+    its place there too (``noise.rngs[1]``, ``noise.rngs['left']``; see :func:`_held_generators`).
     (The two cannot meet: an attribute named as a child is that child.) ``others=False``: the
     ``generator`` attributes only."""
     found: dict[str, torch.Generator] = {}
@@ -317,22 +319,23 @@ def _module_generators(
 
 #: How deep :func:`_held_generators` looks into lists, tuples and dicts inside one another.
 _DEEPEST = 4
+#: The containers whose generators are named by their place (a deque's by index, as a
+#: list's); a generator elsewhere in an object of one's own is not looked for.
+_PLACED = (list, tuple, deque, dict)
 #: The types of items that hold no generator, passed over in C (a log of numbers).
 _NO_GENERATOR = frozenset({int, float, str, bool, type(None), Tensor})
 
 
 def _holds_generator(value: object, depth: int = 0) -> bool:
-    """Whether ``value`` is a generator or a list, tuple or dict holding one, down to
+    """Whether ``value`` is a generator or a list, tuple, deque or dict holding one, down to
     :data:`_DEEPEST` levels (where :func:`_held_generators` looks); or a set, or a list, tuple
     or dict past those levels, holding one at any depth (which :func:`_held_generators`
     refuses: it could not be named)."""
     if isinstance(value, torch.Generator):
         return True
-    if isinstance(value, set | frozenset) or (
-        depth >= _DEEPEST and isinstance(value, list | tuple | dict)
-    ):
+    if isinstance(value, set | frozenset) or (depth >= _DEEPEST and isinstance(value, _PLACED)):
         return _unplaced_generator(value) is not None
-    if not isinstance(value, list | tuple | dict):
+    if not isinstance(value, _PLACED):
         return False
     if isinstance(value, dict) and any(_unplaced_generator(key) is not None for key in value):
         return True  # (in a key, (g, 0) too: refused by _held_generators)
@@ -352,7 +355,7 @@ def _unplaced_generator(value: object) -> torch.Generator | None:
         item = waiting.pop()
         if isinstance(item, torch.Generator):
             return item
-        if not isinstance(item, list | tuple | dict | set | frozenset) or id(item) in seen:
+        if not isinstance(item, (*_PLACED, set, frozenset)) or id(item) in seen:
             continue
         seen.add(id(item))
         waiting.extend([*item, *item.values()] if isinstance(item, dict) else item)
@@ -387,7 +390,7 @@ def _held_generators(
             "loading would not find it again (and a resumed run would draw other numbers): hold "
             f"it in a list, tuple or dict, at most {_DEEPEST} levels deep, or as an attribute"
         )
-    assert isinstance(value, list | tuple | dict)
+    assert isinstance(value, list | tuple | deque | dict)
     items = value.items() if isinstance(value, dict) else enumerate(value)
     for key, item in items:
         if _unplaced_generator(key) is not None:
@@ -656,7 +659,9 @@ def save_checkpoint(
         ),
         "training": {
             "epoch": epoch,
-            "step": optimizer.step_count if optimizer is not None else 0,
+            # (the state dict's count, checked and made an int: a NumPy integer set by hand
+            # as step_count, which the optimizer takes, is no JSON number)
+            "step": optimizer_header["step_count"] if optimizer_header is not None else 0,
             "history": {
                 "train_loss": list(history.train_loss),
                 "validation_error": list(history.validation_error),

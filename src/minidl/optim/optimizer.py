@@ -882,10 +882,21 @@ class Optimizer:
         self._check_in_range({"lr": lr, **hyperparameters}, f"{name}.load_state_dict")
         if moved:
             self._refresh_layout("load_state_dict")
+        # An entry that shares memory with the state (another state tensor of this optimizer,
+        # or a view of one) is read before anything is written: each entry is its value at the
+        # call, whatever the order of the writes (exp_avg given as exp_avg_sq and the other
+        # way round took the second's value twice), as Module.load_state_dict does.
+        written = {t.untyped_storage().data_ptr() for t in self.state.values() if not t.is_meta}
+        values = {}
+        for state_name, tensor in state.items():
+            value = tensor.detach()
+            if not value.is_meta and value.untyped_storage().data_ptr() in written:
+                value = value.clone()
+            values[state_name] = value
         self._lr = lr
         self.step_count = step_count
-        for state_name, tensor in state.items():
-            self.state[state_name].copy_(tensor.detach())
+        for state_name, value in values.items():
+            self.state[state_name].copy_(value)
         if hyperparameters:
             self._set_hyperparameters(hyperparameters)
 
