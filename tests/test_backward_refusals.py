@@ -88,6 +88,32 @@ def _trained(model: nn.Sequential, x: Tensor, plan: bool) -> None:
     assert (model._planned is not None) == plan
 
 
+@pytest.mark.parametrize("parameters_only", [False, True], ids=["backward", "parameters"])
+@pytest.mark.parametrize("chain", [False, True], ids=["alone", "in a Sequential"])
+def test_a_refused_forward_after_a_cast_leaves_the_cast_named_by_backward(
+    chain: bool, parameters_only: bool
+) -> None:
+    """A forward refused after the layer was cast (an input of the old dtype) remembered the
+    cast tensors all the same: the backward of the last good forward then took them for its
+    own and failed in the tensor library's words (mat2 of another dtype) instead of naming
+    the cast. Review."""
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 2)
+    module: nn.Module = nn.Sequential(layer) if chain else layer
+    module(torch.randn(4, 3))
+    module.to(F64)
+    with pytest.raises(TypeError, match=r"^Linear: input dtype torch\.float32 does not match"):
+        module(torch.randn(4, 3))
+    before = _snapshot(module)
+    backward = module.backward_parameters if parameters_only else module.backward
+    with pytest.raises(RuntimeError, match=r"^Linear: the parameters are torch\.float64 on cpu "
+                       r"but the last forward ran in torch\.float32 on cpu"):  # fmt: skip
+        backward(torch.randn(4, 2, dtype=F64))
+    _assert_unchanged(module, before)
+    output = module(torch.randn(4, 3, dtype=F64))  # (a forward of the new dtype is taken)
+    module.backward(torch.ones_like(output))
+
+
 @pytest.mark.parametrize("plan", [True, False], ids=["planned", "child by child"])
 @pytest.mark.parametrize("parameters_only", [False, True], ids=["backward", "parameters"])
 @pytest.mark.parametrize("place", [0, 2])

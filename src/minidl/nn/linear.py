@@ -178,10 +178,16 @@ class Linear(Module):
             check_layer_parameters(
                 "Linear", weight, bias, (self.out_features, self.in_features), self._NAMES
             )
+            # (the input checked before the new tensors are remembered: a refused forward left
+            # them remembered, and the backward of the last good forward, cast since, then
+            # failed in the tensor library's words instead of naming the cast)
+            checked = check_input("Linear", input, self.in_features)
+            check_like_parameter("Linear", checked, weight)
             self._weight_seen, self._bias_seen, self._weight_t = weight, bias, weight.t()
             self._dtype, self._device = weight.dtype, weight.device
             self._input_shape = _NO_SHAPE
             self._shapes.clear()
+            return self._remember(checked, weight)
         if (
             type(input) is Tensor
             and input.dtype is self._dtype
@@ -196,6 +202,10 @@ class Linear(Module):
                 return input
         checked = check_input("Linear", input, self.in_features)
         check_like_parameter("Linear", checked, weight)
+        return self._remember(checked, weight)
+
+    def _remember(self, checked: Tensor, weight: Tensor) -> Tensor:
+        """Remember the shape of ``checked``, an input accepted with ``weight``, and return it."""
         if checked.shape != self._input_shape:
             batch = checked.shape[0]
             # Ones for the bias gradient, a sum over the batch done as a matrix-vector product
