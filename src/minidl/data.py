@@ -25,6 +25,7 @@ from minidl._validate import (
     check_strided,
     check_tensor_size,
     shown,
+    shown_typed,
     unavailable,
 )
 
@@ -65,6 +66,7 @@ def disk_labels(points: Tensor) -> Tensor:
         raise ValueError(
             f"disk_labels: points must have shape (N, 2), got shape {tuple(points.shape)}"
         )
+    points = points.to(torch.float64)  # (first: torch has no isfinite of float8)
     finite = torch.isfinite(points).all(dim=1)
     if not points.is_meta and not bool(finite.all()):
         row = int((~finite).nonzero()[0, 0])
@@ -72,7 +74,6 @@ def disk_labels(points: Tensor) -> Tensor:
             f"disk_labels: points must be finite, got {points[row].tolist()} at row {row} "
             "(a point that is NaN or infinite is inside no disk, nor outside it)"
         )
-    points = points.to(torch.float64)
     center = torch.tensor(DISK_CENTER, dtype=torch.float64, device=points.device)
     inside = (points - center).square().sum(dim=1) < DISK_RADIUS**2
     return inside.to(torch.int64)
@@ -100,16 +101,63 @@ def _signature(fields: tuple[object, ...]) -> int:
     )
 
 
+def _given(value: object) -> str:
+    """A field given to :class:`Split` or :class:`DiskData`, as their refusals name it: a
+    tensor by its dtype and shape, anything else by its type and value."""
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return shown_typed(value)
+
+
 @dataclass(frozen=True, eq=False)
 class Split:
     """One set of the data: normalised inputs ``x`` ``(N, 2)``, labels ``y`` (int64, ``(N,)``),
     and the points before normalisation ``raw`` ``(N, 2)``.
 
-    Two splits are equal when their tensors are: the same dtype, device, shape and values."""
+    Two splits are equal when their tensors are: the same dtype, device, shape and values.
+
+    Raises:
+        TypeError: (built by hand) ``x`` or ``raw`` is not a floating-point tensor, or ``y``
+            not one of integers.
+        ValueError: their shapes are not ``(N, 2)``, ``(N,)`` and ``(N, 2)`` of one ``N``, or
+            they are on different devices.
+    """
 
     x: Tensor
     y: Tensor
     raw: Tensor
+
+    def __post_init__(self) -> None:
+        # (built by hand, a Split of other things failed later in Python's words: len(split)
+        # of an int; it holds what make_disk_data makes)
+        x, y, raw = self.x, self.y, self.raw
+        for name, points in (("x", x), ("raw", raw)):
+            if not isinstance(points, Tensor) or not points.is_floating_point():
+                raise TypeError(
+                    f"Split: {name} must be a floating-point tensor of shape (N, 2), got "
+                    f"{_given(points)}"
+                )
+            if points.dim() != 2 or points.shape[1] != 2:
+                raise ValueError(
+                    f"Split: {name} must have shape (N, 2), got shape {tuple(points.shape)}"
+                )
+        if (
+            not isinstance(y, Tensor)
+            or y.is_floating_point()
+            or y.is_complex()
+            or y.dtype is torch.bool
+        ):
+            raise TypeError(f"Split: y must be a tensor of integer labels (int64), got {_given(y)}")
+        if y.shape != (x.shape[0],) or raw.shape != x.shape:
+            raise ValueError(
+                f"Split: x, y and raw must hold as many points, (N, 2), (N,) and (N, 2), got "
+                f"shapes {tuple(x.shape)}, {tuple(y.shape)} and {tuple(raw.shape)}"
+            )
+        if not x.device == y.device == raw.device:
+            raise ValueError(
+                f"Split: x, y and raw must be on one device, got {x.device}, {y.device} and "
+                f"{raw.device}"
+            )
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -127,13 +175,36 @@ class Split:
 class DiskData:
     """Train, validation and test sets, and the training statistics used to normalise them.
 
-    Two data sets are equal when their splits and statistics are (see :class:`Split`)."""
+    Two data sets are equal when their splits and statistics are (see :class:`Split`).
+
+    Raises:
+        TypeError: (built by hand) a set that is not a :class:`Split`, or a ``mean`` or
+            ``std`` that is not a floating-point tensor of shape ``(2,)``.
+    """
 
     train: Split
     validation: Split
     test: Split
     mean: Tensor
     std: Tensor
+
+    def __post_init__(self) -> None:
+        # (built by hand, checked as Split is: what make_disk_data makes)
+        for name in ("train", "validation", "test"):
+            split = getattr(self, name)
+            if not isinstance(split, Split):
+                raise TypeError(f"DiskData: {name} must be a Split, got {_given(split)}")
+        for name in ("mean", "std"):
+            statistic = getattr(self, name)
+            if (
+                not isinstance(statistic, Tensor)
+                or not statistic.is_floating_point()
+                or statistic.shape != (2,)
+            ):
+                raise TypeError(
+                    f"DiskData: {name} must be a floating-point tensor of shape (2,) (one value "
+                    f"per coordinate), got {_given(statistic)}"
+                )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DiskData):
