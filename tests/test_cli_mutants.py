@@ -30,6 +30,7 @@ from minidl import nn, optim
 from minidl.checkpoint import read_checkpoint, save_checkpoint
 from minidl.cli import build_parser, main
 from minidl.data import make_disk_data
+from minidl.experiments.seeds import round_seeds
 from minidl.train import fit
 
 
@@ -108,14 +109,19 @@ def test_reproduce_defaults_reach_the_run(
 
 @pytest.mark.parametrize("seed", [0, 5])
 def test_train_seed_seeds_the_data_the_weights_and_the_shuffles(seed: int, tmp_path: Path) -> None:
-    """``minidl train --seed S`` trains, bit for bit, the network of the library's API: data
-    ``make_disk_data(seed=S)``, weights after ``torch.manual_seed(S)``, shuffles from a
-    generator seeded with S (each of the three with another seed gives other numbers)."""
+    """``minidl train --seed S`` trains, bit for bit, the network of the library's API from
+    the seeds of ``minidl reproduce``'s round 0 (``round_seeds(S, 0)``): data
+    ``make_disk_data(seed=seeds.data)``, weights after ``torch.manual_seed(seeds.init)``,
+    shuffles from a generator seeded with ``seeds.shuffle`` (each of the three with another
+    seed gives other numbers). Seeded with S alike, the data's draws and the weights' read the
+    same outputs of the generator (review)."""
     path = tmp_path / "run.ckpt"
     argv = ["train", "--quiet", "--epochs", "2", "--hidden", "4", "--batch-size", "250"]
     assert main([*argv, "--seed", str(seed), "--checkpoint", str(path)]) == 0
-    data = make_disk_data(seed=seed)
-    torch.manual_seed(seed)
+    seeds = round_seeds(seed, 0)
+    assert len({seed, seeds.data, seeds.init, seeds.shuffle}) == 4
+    data = make_disk_data(seed=seeds.data)
+    torch.manual_seed(seeds.init)
     model = nn.mlp((2, 4, 2), "tanh")
     fit(
         model,
@@ -125,7 +131,7 @@ def test_train_seed_seeds_the_data_the_weights_and_the_shuffles(seed: int, tmp_p
         data.train.y,
         epochs=2,
         batch_size=250,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(seeds.shuffle),
     )
     saved = read_checkpoint(path).model_state
     assert saved.keys() == model.state_dict().keys()

@@ -20,6 +20,7 @@ from minidl import nn, optim
 from minidl.checkpoint import Checkpoint, read_checkpoint
 from minidl.cli import build_parser, main
 from minidl.data import BatchIterator, make_disk_data
+from minidl.experiments.seeds import round_seeds
 from minidl.train import EpochRecord, History, error_rate, eval_mode, fit, predict
 from tests.helpers import free_port, run_python, tree_environment, unfolded
 
@@ -578,7 +579,7 @@ def test_train_measures_the_validation_error_on_the_validation_set(tmp_path: Pat
     assert main([*argv, "--checkpoint", str(path)]) == 0
     model = nn.mlp((2, 4, 2), "tanh")
     state = load_checkpoint(path, model)
-    data = make_disk_data(seed=3)
+    data = make_disk_data(seed=round_seeds(3, 0).data)
     validation = error_rate(model, data.validation.x, data.validation.y)
     assert state.history.validation_error[-1] == validation
     assert validation != error_rate(model, data.test.x, data.test.y)  # (the sets tell apart)
@@ -844,8 +845,9 @@ def _train_checkpoint(tmp_path: Path, *arguments: str) -> Checkpoint:
 
 def test_seed_sets_the_initial_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     """``--seed`` seeds the initial weights: the network `minidl train --seed S` starts from is,
-    bit for bit, ``mlp((2, 25, 25, 25, 2), "tanh")`` built after ``torch.manual_seed(S)``; the
-    same seed gives the same weights and another seed other weights."""
+    bit for bit, ``mlp((2, 25, 25, 25, 2), "tanh")`` built after
+    ``torch.manual_seed(round_seeds(S, 0).init)``; the same seed gives the same weights and
+    another seed other weights."""
     built: list[nn.Sequential] = []
     real_mlp = nn.mlp
 
@@ -858,7 +860,7 @@ def test_seed_sets_the_initial_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     for seed in ("3", "3", "4"):
         assert main(["train", "--epochs", "0", "--quiet", "--seed", seed]) == 0
     first, again, other = (model.state_dict() for model in built)
-    torch.manual_seed(3)
+    torch.manual_seed(round_seeds(3, 0).init)
     expected = real_mlp((2, 25, 25, 25, 2), "tanh").state_dict()
     assert first.keys() == again.keys() == other.keys() == expected.keys()
     for name, value in first.items():

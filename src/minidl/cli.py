@@ -467,7 +467,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[_ArgumentParser]) -
         "--seed",
         type=_seed,
         default=0,
-        help="seed of data, weights and shuffling, an integer in [-2**63, 2**64 - 1]",
+        help="seed of data, weights and shuffling (each drawn from a seed of its own derived "
+        "from it, as reproduce's round 0), an integer in [-2**63, 2**64 - 1]",
     )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point type")
     parser.add_argument(
@@ -605,6 +606,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from minidl._files import say
     from minidl.anomaly import AnomalyError, detect_anomaly
     from minidl.data import make_disk_data
+    from minidl.experiments.seeds import round_seeds
     from minidl.nn import CrossEntropyLoss, MSELoss, mlp
     from minidl.nn.loss import Loss
     from minidl.optim import SGD, Adadelta, CyclicLR, StepDecay
@@ -636,8 +638,13 @@ def _run_train(args: argparse.Namespace) -> int:
             "give one name, or one per hidden layer"
         )
     _check_network_fits(hidden, args.dtype)
-    data = make_disk_data(seed=args.seed, dtype=dtype)
-    torch.manual_seed(args.seed)
+    # One seed a stream, derived from --seed as `minidl reproduce` derives its rounds' (round
+    # 0's): seeded alike, the data's float64 draws and the weights' float32 draws read the same
+    # outputs of the generator, so the first layer's weights were a function of the first
+    # training points.
+    seeds = round_seeds(args.seed, 0)
+    data = make_disk_data(seed=seeds.data, dtype=dtype)
+    torch.manual_seed(seeds.init)
     model = mlp((2, *hidden, 2), activations, dtype=dtype)
     # Under torchrun (see _run_train_launched): rank 0 alone prints and writes checkpoints.
     group = getattr(args, "process_group", None)
@@ -672,7 +679,7 @@ def _run_train(args: argparse.Namespace) -> int:
             f"validation error {record.validation_error:6.2f}%  lr {record.lr:.3g}"
         )
 
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(seeds.shuffle)
     history = History()
     start_epoch = 0
     settings = _train_settings(args)
