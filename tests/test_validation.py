@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -215,6 +216,33 @@ def test_a_checkpoint_from_before_detect_anomaly_was_recorded_resumes_without_it
     )
     assert code == 2
     assert "--detect-anomaly off in the checkpoint, on now" in errors
+    assert main([*TRAIN, "--epochs", "4", "--resume", str(saved_run)]) == 0
+
+
+def test_a_checkpoint_of_a_train_that_seeded_every_stream_with_seed_is_not_resumed(
+    saved_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Earlier versions of minidl train drew the data, the weights and the shuffles from --seed
+    itself; this one derives a seed for each (round_seeds(seed, 0)). A checkpoint of theirs,
+    which records no "seeds", resumed, would train on other data than it began with: refused,
+    saying why; one of this version resumes."""
+
+    def drop(header: dict[str, Any]) -> None:
+        del header["training"]["extra"]["settings"]["seeds"]
+
+    assert read_checkpoint(saved_run).training.extra["settings"]["seeds"] == "derived"
+    before = saved_run.read_bytes()
+    rewrite(saved_run, header=drop)
+    code, errors = run_cli([*TRAIN, "--epochs", "4", "--resume", str(saved_run)], capsys)
+    assert code == 2
+    assert re.search(
+        r"--resume .*: the checkpoint was made by an earlier minidl train, which seeded the "
+        r"data, the initial weights and the shuffles with --seed itself, where this version "
+        r"derives a seed for each from it \(see --seed in minidl train --help\): the resumed "
+        r"run would train on other data than the run it resumes",
+        errors,
+    )
+    saved_run.write_bytes(before)
     assert main([*TRAIN, "--epochs", "4", "--resume", str(saved_run)]) == 0
 
 

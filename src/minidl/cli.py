@@ -1034,12 +1034,20 @@ _RESUME_SETTINGS = (
 )
 
 
+#: How `minidl train` seeds the data, the weights and the shuffles, recorded in its
+#: checkpoints' settings: from a seed each, derived from --seed (``round_seeds(seed, 0)``).
+#: A checkpoint without it was written by a version that seeded all three with --seed itself.
+_SEEDS = "derived"
+
+
 def _train_settings(args: argparse.Namespace) -> dict[str, object]:
-    return {
+    settings: dict[str, object] = {
         name: list(value) if isinstance(value, tuple) else value
         for name in _RESUME_SETTINGS
         for value in [getattr(args, name)]
     }
+    settings["seeds"] = _SEEDS
+    return settings
 
 
 #: Settings whose default is ``None`` (a checkpoint written before they existed ran without).
@@ -1089,12 +1097,19 @@ def _check_resume_settings(path: str, saved: object, settings: dict[str, object]
     """Refuse to resume a run saved with other settings (its numbers would differ)."""
     if not isinstance(saved, dict):
         return
+    if "seeds" in settings and saved.get("seeds") != settings["seeds"]:
+        raise ValueError(
+            f"--resume {_shown_path(path)}: the checkpoint was made by an earlier minidl train, "
+            "which seeded the data, the initial weights and the shuffles with --seed itself, "
+            "where this version derives a seed for each from it (see --seed in minidl train "
+            "--help): the resumed run would train on other data than the run it resumes"
+        )
     differences = [
         f"--{name.replace('_', '-')} "
         f"{_as_typed(saved.get(name, _UNRECORDED_DEFAULTS.get(name)), name)} in the "
         f"checkpoint, {_as_typed(value, name)} now"
         for name, value in settings.items()
-        if _meaning(saved, name) != _meaning(settings, name)
+        if name != "seeds" and _meaning(saved, name) != _meaning(settings, name)
     ]
     if differences:
         why = ""
