@@ -772,6 +772,14 @@ def _count_prediction_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         return original(self, prediction)
 
     monkeypatch.setattr(nn.Loss, "_check_prediction", counting)
+    # (a _check_prediction replaced declines the fold, which would not return what a hook of
+    # one's own returns: the counting one, which returns the check's, taken for the original)
+    for loss in minidl.folded._LOSSES:
+        monkeypatch.setitem(
+            minidl.folded._ORIGINAL,
+            loss,
+            tuple(getattr(loss, name) for name in minidl.folded._LOSS_METHODS),
+        )
     return calls
 
 
@@ -1376,6 +1384,45 @@ def test_declines_a_loss_method_replaced_on_its_class(
     folded, plain = _train_both(make, x, y, folds=False, epochs=2, batch_size=10)
     assert calls[0] == 2 * (1 + 10 if name == "__call__" else 10)
     _same_training(folded, plain, tolerance=0.0)
+
+
+@pytest.mark.parametrize("where", ["instance", "class"])
+@pytest.mark.parametrize("name", ["_forward_accepted", "_check_prediction"])
+def test_declines_a_loss_whose_forward_hooks_were_set_or_replaced(
+    monkeypatch: pytest.MonkeyPatch, name: str, where: str
+) -> None:
+    """A loss's forward calls ``_check_prediction`` and ``_forward_accepted``, which the folded
+    step passes over: one set on the loss (labels remapped, a prediction scaled) or replaced on
+    its class was folded all the same, and trained otherwise than the loop (or refused labels
+    that the loss's own hook takes). Review."""
+    original = getattr(nn.CrossEntropyLoss, name)
+
+    def hooked(self: nn.Loss, *args: Any) -> Any:
+        if name == "_forward_accepted":  # (the labels shifted by one class)
+            logits, target = args
+            return original(self, logits, (target + 1) % 3)
+        return original(self, *args) * 2.0  # (the prediction doubled)
+
+    def make() -> tuple[nn.Module, nn.Loss, optim.Optimizer, Any]:
+        model = _model()
+        criterion = nn.CrossEntropyLoss()
+        if where == "instance":
+            setattr(criterion, name, hooked.__get__(criterion))
+        return model, criterion, optim.SGD(model.parameters(), 0.1), None
+
+    if where == "class":
+        monkeypatch.setattr(nn.CrossEntropyLoss, name, hooked)
+    x, y = _data()
+    model, criterion, optimizer, _ = make()
+    assert FoldedStep.build(model, criterion, optimizer, x, y) is None
+    folded, plain = _train_both(make, x, y, folds=False, epochs=2, batch_size=10)
+    _same_training(folded, plain, tolerance=0.0)
+    # (the hook is what trains: without it, other numbers)
+    monkeypatch.undo()
+    model = _model()
+    history = fit(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1), x, y,
+                  epochs=2, batch_size=10, generator=torch.Generator().manual_seed(5))  # fmt: skip
+    assert history.train_loss != plain[2].train_loss
 
 
 def test_a_model_cast_between_calls_is_trained_in_its_new_dtype() -> None:

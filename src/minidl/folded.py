@@ -544,7 +544,17 @@ class FoldedStep:
 #: instance, or replaced on Sequential, the loss's class or Optimizer (to trace, clip or log,
 #: say), is called by the loop, so fit does not fold.
 _MODEL_METHODS = ("__call__", "forward", "backward", "backward_parameters")
-_LOSS_METHODS = ("__call__", "forward", "backward", "_gradient")
+#: (a loss's forward calls _check_prediction and _forward_accepted, which the folded step
+#: passes over: one set or replaced made it train otherwise than the loop, or refuse what
+#: the loss's own hook takes)
+_LOSS_METHODS = (
+    "__call__",
+    "forward",
+    "backward",
+    "_gradient",
+    "_check_prediction",
+    "_forward_accepted",
+)
 _OPTIMIZER_METHODS = ("step", "zero_grad", "_update", "_step_buffers")
 _ORIGINAL: dict[type, tuple[Any, ...]] = {
     Sequential: tuple(getattr(Sequential, name) for name in _MODEL_METHODS),
