@@ -44,7 +44,17 @@ from minidl.distributed import (
     parameter_checksum,
     timeout_from_env,
 )
-from minidl.nn import BatchNorm1d, CrossEntropyLoss, Dropout, Linear, Sequential, Tanh, mlp
+from minidl.nn import (
+    BatchNorm1d,
+    CrossEntropyLoss,
+    Dropout,
+    Linear,
+    Module,
+    Parameter,
+    Sequential,
+    Tanh,
+    mlp,
+)
 from minidl.nn.flat import flat_buffer
 from minidl.optim import SGD
 from minidl.train import EpochRecord, fit
@@ -515,9 +525,9 @@ def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> No
             )
             others = list(range(1, world_size))
             assert result["architecture"] == (
-                f"DataParallel: the model (the shapes and dtypes of its parameters and buffers) "
-                f"of ranks {others} differs from rank 0's; every rank must run the same model on "
-                "batches of the same sizes"
+                f"DataParallel: the model (the shapes and dtypes of its parameters) of ranks "
+                f"{others} differs from rank 0's; every rank must run the same model on batches "
+                "of the same sizes"
             )
             batches = (
                 "DataParallel: the batches (the number of samples, the batch size, shuffle, "
@@ -541,6 +551,143 @@ def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> No
             assert not torch.equal(result["own_masks"], results[0]["own_masks"])
         # The running statistics moved during training (they are not the initial ones).
         assert not torch.equal(results[0]["buffers"][:6], torch.zeros(6, dtype=torch.float64))
+
+
+# -- real process groups: refusals on every rank, before anything changes -------------------------
+
+
+class _ParameterOrBuffer(Module):
+    """An identity holding ``w``, a parameter, and ``v``, of shape (4,): a parameter on rank 1,
+    a buffer on rank 0. Described as one list of shapes, the parameters and buffers of both
+    ranks read (2, 3), (4,)."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.register_parameter("w", Parameter(torch.full((2, 3), 1.0 + rank, dtype=torch.float64)))
+        v = torch.full((4,), 1.0 + rank, dtype=torch.float64)
+        if rank == 0:
+            self.register_buffer("v", v)
+        else:
+            self.register_parameter("v", Parameter(v))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return grad_output
+
+
+def _attempt(call: Any) -> str:
+    """What ``call()`` raised, as ``Type: message``, or ``no error``."""
+    try:
+        call()
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return "no error"
+
+
+def _grads(model: Any) -> torch.Tensor:
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone()
+
+
+def _refusals_worker(rank: int, port: int, out: str) -> None:
+    """Rank ``rank`` of 2: models that DataParallel and synchronize must refuse on every rank,
+    each before anything changes (the one whose ranks differ last: refused too late, as it was,
+    it left the ranks in other collectives)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    result: dict[str, Any] = {}
+    with ProcessGroup(Launch(rank, 2, rank), timeout=120.0) as group:  # (slow imports)
+        # A buffer that gloo does not carry, on every rank.
+        torch.manual_seed(rank)
+        model = Sequential(Linear(2, 2, dtype=torch.float64))
+        model.register_buffer("count", torch.zeros(1, dtype=torch.int16))
+        before = _flat(model)
+        result["built"] = _attempt(lambda: DataParallel(model, group))
+        result["built_unchanged"] = torch.equal(_flat(model), before)
+        # Such a buffer registered after the DataParallel was built, at the same step on every
+        # rank: refused by synchronize before the gradients are reduced, every time (and after
+        # check_in_sync, which takes the new buffers without broadcasting them).
+        model = Sequential(Linear(2, 2, dtype=torch.float64))
+        parallel = DataParallel(model, group)
+        for parameter in model.parameters():
+            parameter.grad.fill_(1.0 + rank)
+        model.register_buffer("count", torch.zeros(1, dtype=torch.uint16))
+        grads, known = _grads(model), list(parallel._buffers)
+        result["synchronized"] = _attempt(lambda: parallel.synchronize(torch.tensor(1.0)))
+        result["grads_unchanged"] = torch.equal(_grads(model), grads)
+        result["buffers_kept"] = len(parallel._buffers) == len(known) and all(
+            a is b for a, b in zip(parallel._buffers, known, strict=True)
+        )
+        result["in_sync"] = _attempt(parallel.check_in_sync)
+        result["synchronized_again"] = _attempt(lambda: parallel.synchronize(torch.tensor(1.0)))
+        result["grads_unchanged_again"] = torch.equal(_grads(model), grads)
+        # A tensor that is a buffer on rank 0 and a parameter on rank 1.
+        moved = _ParameterOrBuffer(rank)
+        result["moved"] = _attempt(lambda: DataParallel(moved, group))
+        result["moved_values"] = (moved.w.data.clone(), moved.v.data.clone() if rank else moved.v)
+    torch.save(result, Path(out) / f"refusals-rank{rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def refusals_of_two(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The results of :func:`_refusals_worker` on 2 ranks (one start-up for the tests below)."""
+    out = tmp_path_factory.mktemp("refusals")
+    torch.multiprocessing.spawn(_refusals_worker, args=(free_port(), str(out)), nprocs=2)
+    return [torch.load(out / f"refusals-rank{rank}.pt") for rank in range(2)]
+
+
+def test_a_tensor_that_is_a_parameter_on_one_rank_and_a_buffer_on_another_is_refused(
+    refusals_of_two: list[dict[str, Any]],
+) -> None:
+    """The parameters and buffers were described as one list of shapes and dtypes: rank 0's
+    buffer v (4,) and rank 1's parameter v (4,) passed, then the broadcasts differed in size
+    (rank 1 built its DataParallel, rank 0 failed in the broadcast of the buffers once rank 1
+    left; or a buffer overwritten by a parameter). Described apart, refused on every rank before
+    either broadcast, every value as it was."""
+    for rank, result in enumerate(refusals_of_two):
+        assert result["moved"] == (
+            "DistributedError: DataParallel: the model (the shapes and dtypes of its parameters) "
+            "of ranks [1] differs from rank 0's; every rank must run the same model on batches "
+            "of the same sizes"
+        ), rank
+        w, v = result["moved_values"]
+        assert torch.equal(w, torch.full((2, 3), 1.0 + rank, dtype=torch.float64))
+        assert torch.equal(v, torch.full((4,), 1.0 + rank, dtype=torch.float64))
+
+
+def test_a_model_with_a_buffer_gloo_cannot_carry_is_refused_before_any_broadcast(
+    refusals_of_two: list[dict[str, Any]],
+) -> None:
+    """A buffer of int16 was refused by broadcast_buffers, in its name, once rank 0's
+    parameters had overwritten rank 1's: the refused DataParallel changed the model."""
+    for rank, result in enumerate(refusals_of_two):
+        assert re.fullmatch(
+            r"TypeError: DataParallel: buffer 'count' is torch\.int16, which the gloo backend does "
+            r"not carry \(it takes .*\); convert it",
+            result["built"],
+        ), result["built"]
+        assert result["built_unchanged"], rank
+
+
+def test_synchronize_refuses_a_new_buffer_gloo_cannot_carry_before_reducing_the_gradients(
+    refusals_of_two: list[dict[str, Any]],
+) -> None:
+    """A buffer of uint16 registered after the DataParallel was built: synchronize reduced the
+    gradients (a second call reduced them again), took the new buffers as its own, then
+    broadcast_buffers refused it. Refused by synchronize first now, the gradients and the
+    buffers it keeps as they were; also after check_in_sync (which does not broadcast them) took
+    the new buffers as its own."""
+    refusal = (
+        r"TypeError: DataParallel\.synchronize: buffer 'count' is torch\.uint16, which the gloo "
+        r"backend does not carry \(it takes .*\); convert it"
+    )
+    for rank, result in enumerate(refusals_of_two):
+        assert re.fullmatch(refusal, result["synchronized"]), result["synchronized"]
+        assert result["grads_unchanged"] and result["buffers_kept"], rank
+        assert result["in_sync"] == "no error"
+        assert re.fullmatch(refusal, result["synchronized_again"]), result["synchronized_again"]
+        assert result["grads_unchanged_again"], rank
 
 
 # -- real process groups: `minidl train` under torchrun, and launched by hand ---------------------
@@ -1386,6 +1533,82 @@ def test_a_closed_group_is_named_by_its_collectives(monkeypatch: pytest.MonkeyPa
     assert all(bool((p.grad == 1.0).all()) for p in flat.parameters())
 
 
+def test_a_group_whose_default_group_was_destroyed_outside_close_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``torch.distributed.destroy_process_group()`` called outside ``close()``: the group's
+    collectives failed with torch's bare ValueError ('Default process group has not been
+    initialized'), once all_reduce_gradients had scaled the gradients of a flat model; with a
+    group joined since, they ran on that one. Refused by name now, before anything changes,
+    and closing the first group leaves the one joined since."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    first = ProcessGroup(Launch(0, 1, 0), timeout=10.0)
+    model = mlp((2, 3, 2), "tanh")
+    parallel = DataParallel(model, first)
+    for parameter in model.parameters():
+        parameter.grad.fill_(1.0)
+    torch.distributed.destroy_process_group()
+    destroyed = (
+        r"^ProcessGroup: the {} was called on rank 0 of 1 after its default process group was "
+        r"destroyed outside close\(\) \(by torch\.distributed\.destroy_process_group\(\)\); "
+    )
+
+    def refused() -> None:
+        with pytest.raises(DistributedError, match=destroyed.format("all_reduce of the gradients")):
+            all_reduce_gradients(first, model.parameters(), weight=0.5)
+        with pytest.raises(DistributedError, match=destroyed.format("all_reduce of the gradients")):
+            parallel.synchronize(torch.tensor(1.0))
+        with pytest.raises(DistributedError, match=destroyed.format("broadcast of x")):
+            first.broadcast_(torch.zeros(2), "x")
+        with pytest.raises(DistributedError, match=destroyed.format("all_gather of x")):
+            first.all_gather(torch.zeros(2), "x")
+        assert all(bool((p.grad == 1.0).all()) for p in model.parameters())
+
+    refused()
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    with ProcessGroup(Launch(0, 1, 0), timeout=10.0) as second:
+        refused()  # (not run on the group joined since)
+        first.close()
+        assert torch.distributed.is_initialized()
+        assert torch.equal(second.all_reduce_(torch.ones(2), "x"), torch.ones(2))
+    assert not torch.distributed.is_initialized()
+
+
+def test_misuse_of_the_helpers_and_of_reduce_loss_is_named_by_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """broadcast_parameters of what is no Parameter failed with a bare AttributeError ('float'
+    object has no attribute 'data'); reduce_loss of no tensor, or of one gloo does not carry,
+    was refused in the words of ProcessGroup.all_reduce_, which the caller did not call."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    with ProcessGroup(Launch(0, 1, 0), timeout=10.0) as group:
+        with pytest.raises(
+            TypeError,
+            match=r"^broadcast_parameters: parameters must be minidl Parameters "
+            r"\(model\.parameters\(\)\), got builtins\.float at index 0$",
+        ):
+            broadcast_parameters(group, [1.0])  # type: ignore[list-item]
+        parallel = DataParallel(mlp((2, 3, 2), "tanh"), group)
+        calls = group._calls[0]
+        with pytest.raises(
+            TypeError,
+            match=r"^DataParallel\.reduce_loss: total must be a torch\.Tensor, got float$",
+        ):
+            parallel.reduce_loss(1.0)  # type: ignore[arg-type]
+        with pytest.raises(
+            TypeError,
+            match=r"^DataParallel\.reduce_loss: total is torch\.int16, which the gloo backend does "
+            r"not carry",
+        ):
+            parallel.reduce_loss(torch.tensor(1, dtype=torch.int16))
+        assert group._calls[0] == calls
+        assert torch.equal(parallel.reduce_loss(torch.tensor(2.0)), torch.tensor(2.0))
+
+
 def test_closing_a_closed_group_again_leaves_a_group_joined_since(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1466,6 +1689,65 @@ def test_fit_refuses_a_parallel_of_another_model_and_a_summed_loss() -> None:
     ):
         fit(model, summed, optimizer, x, y, parallel=_Unreachable(model), **arguments)
     assert torch.equal(_flat(model), before)
+
+
+@pytest.mark.parametrize(
+    ("samples", "batch_size", "message"),
+    [
+        (
+            10,
+            5,
+            "fit: batch_size 5 is not divisible by the world size 2 of parallel; every process "
+            "takes 1/2 of each batch, so choose a batch_size that is a multiple of 2",
+        ),
+        (
+            9,
+            4,
+            "fit: every epoch would end with a batch of 1 sample (9 samples, batches of 4), "
+            "fewer than the 2 processes of parallel, which take one sample each at least; pass "
+            "drop_last=True or choose another batch_size",
+        ),
+    ],
+)
+def test_fit_refuses_batches_the_processes_cannot_split_in_its_own_name(
+    samples: int, batch_size: int, message: str
+) -> None:
+    """Both were refused by the parallel's shards, in ShardedBatches' words ('ShardedBatches:
+    the batch size 5 is not divisible by the world size 2'), after fit's checks had passed,
+    naming neither fit nor its batch_size; now by fit, before the parallel is asked for its
+    shards."""
+    torch.manual_seed(0)
+    model = mlp((2, 3, 2), "tanh")
+    before = _flat(model)
+    x, y = torch.randn(samples, 2), torch.arange(samples) % 2
+    optimizer = SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError) as raised:
+        fit(
+            model,
+            CrossEntropyLoss(),
+            optimizer,
+            x,
+            y,
+            epochs=1,
+            batch_size=batch_size,
+            parallel=_Unreachable(model),
+        )
+    assert str(raised.value) == message
+    assert torch.equal(_flat(model), before)
+    # (drop_last drops a last batch too small to split)
+    if samples % batch_size:
+        with pytest.raises(AssertionError, match="fit trained with a parallel"):
+            fit(
+                model,
+                CrossEntropyLoss(),
+                optimizer,
+                x,
+                y,
+                epochs=1,
+                batch_size=batch_size,
+                drop_last=True,
+                parallel=_Unreachable(model),
+            )
 
 
 def test_a_data_parallel_is_refused_by_pickle_and_deepcopy_in_the_groups_words(

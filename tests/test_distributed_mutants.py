@@ -532,7 +532,7 @@ def test_two_ranks_share_rank_0s_buffers_average_gradients_and_refuse_any_differ
     results = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
     initial = results[0]["before"]
     assert not torch.equal(results[1]["before"]["1.running_mean"], initial["1.running_mean"])
-    model = "DataParallel: the model (the shapes and dtypes of its parameters and buffers) of "
+    model = "DataParallel: the model (the shapes and dtypes of its {}) of "
     batches = (
         "DataParallel: the batches (the number of samples, the batch size, shuffle, drop_last and "
     )
@@ -547,8 +547,10 @@ def test_two_ranks_share_rank_0s_buffers_average_gradients_and_refuse_any_differ
         for grad in result["grads"]:
             ramp = torch.arange(grad.numel(), dtype=F64).view(grad.shape)
             assert torch.equal(grad, (ramp * 1 + 0 + ramp * 2 + 1) / 2)
-        for what in ("dtype", "buffer"):
-            assert result[what].startswith(model + "ranks [1] differs from rank 0's"), what
+        for what, kind in (("dtype", "parameters"), ("buffer", "buffers")):
+            assert result[what].startswith(
+                model.format(kind) + "ranks [1] differs from rank 0's"
+            ), what
         for what in ("drop_last", "batch_size", "shuffle", "targets"):
             assert result[what].startswith(batches), what
             assert "of ranks [1] differs from rank 0's" in result[what], what

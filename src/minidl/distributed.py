@@ -89,6 +89,7 @@ import os
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -173,6 +174,9 @@ _GLOO_DTYPES = frozenset(
         torch.bool,
     }
 )
+
+#: The hint of :class:`DataParallel`'s refusal of ranks whose models differ.
+_SAME_MODEL = "every rank must run the same model on batches of the same sizes"
 
 
 class DistributedError(RuntimeError):
@@ -384,6 +388,11 @@ class ProcessGroup:
             ) from error
         self._store: Store = store
         self._prefix = f"minidl/{int(token):016x}/"
+        # The default process group this group joined: one destroyed behind its back
+        # (torch.distributed.destroy_process_group()), or replaced since, is not its own. (A
+        # weak reference: a strong one kept a destroyed group's gloo threads alive, to be torn
+        # down as the interpreter ended, which aborted the process now and then.)
+        self._world = weakref.ref(dist.group.WORLD)
         # Whether the store answered the last census (a store that did not is not waited for
         # again at close).
         self._store_answers = True
@@ -421,16 +430,33 @@ class ProcessGroup:
 
     # -- collectives ------------------------------------------------------------------------------
 
+    def _joined(self) -> bool:
+        """Whether torch's default process group is still the one this group joined (not
+        destroyed by ``torch.distributed.destroy_process_group()`` outside :meth:`close`, nor
+        replaced by one joined since)."""
+        world = dist.group.WORLD if dist.is_initialized() else None
+        return world is not None and world is self._world()
+
     def _check_open(self, what: str) -> None:
-        """Refuse ``what`` on a closed group."""
+        """Refuse ``what`` on a closed group, or one whose default process group was destroyed
+        outside :meth:`close` (torch's bare ``ValueError`` named neither the group nor minidl,
+        and came after the gradients were scaled)."""
         if self._stop_beating.is_set():  # (closed, by this object or a copy sharing it)
             raise DistributedError(
                 f"ProcessGroup: {what} was called on rank {shown(self.rank)} of {shown(self.world_size)} after "
                 "close(); join a new ProcessGroup (and build the DataParallel on it)"
             )
+        if not self._joined():
+            raise DistributedError(
+                f"ProcessGroup: {what} was called on rank {shown(self.rank)} of "
+                f"{shown(self.world_size)} after its default process group was destroyed outside "
+                "close() (by torch.distributed.destroy_process_group()); close this one and join "
+                "a new ProcessGroup (and build the DataParallel on it)"
+            )
 
     def _enter(self, what: str) -> None:
-        """Refuse ``what`` on a closed group; else count the collective about to start."""
+        """Refuse ``what`` on a closed group (:meth:`_check_open`); else count the collective
+        about to start."""
         self._check_open(what)
         self._calls[0] += 1
 
@@ -677,7 +703,7 @@ class ProcessGroup:
             _within(
                 _STORE_SECONDS, lambda: self._store.set(self._key(_LEFT_KEY, self.rank), reason)
             )
-        if dist.is_initialized():
+        if self._joined():  # (not a default group joined since another destroyed this one's)
             dist.destroy_process_group()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -746,7 +772,7 @@ def broadcast_parameters(group: ProcessGroup, parameters: Iterable[Parameter]) -
     :class:`~minidl.nn.Sequential`), else one on a temporary flat copy.
     """
     _check_group("broadcast_parameters", group)
-    values = [p.data for p in parameters]
+    values = [p.data for p in _given_parameters("broadcast_parameters", parameters)]
     if not values:
         return
     flat = flat_buffer(values)
@@ -785,13 +811,8 @@ def all_reduce_gradients(
     """
     _check_group("all_reduce_gradients", group)
     weight = check_real("all_reduce_gradients", "weight", weight)  # (finite)
-    parameters = list(parameters)
+    parameters = _given_parameters("all_reduce_gradients", parameters)
     for index, parameter in enumerate(parameters):
-        if not isinstance(parameter, Parameter):
-            raise TypeError(
-                "all_reduce_gradients: parameters must be minidl Parameters (model.parameters()),"
-                f" got {type(parameter).__module__}.{type(parameter).__qualname__} at index {index}"
-            )
         group._check_tensor("all_reduce_gradients", parameter.grad, f"gradient {index}")
     grads = [p.grad for p in parameters]
     if not grads:
@@ -804,6 +825,20 @@ def all_reduce_gradients(
     buffer = torch.cat([grad.reshape(-1) for grad in grads]).mul_(weight)
     group.all_reduce_(buffer, "the gradients")
     _scatter_back(buffer, grads)
+
+
+def _given_parameters(where: str, parameters: Iterable[Parameter]) -> list[Parameter]:
+    """``parameters`` as a list, each a minidl :class:`Parameter` (anything else failed in a
+    bare ``AttributeError`` at its ``.data`` or ``.grad``, naming neither ``where`` nor the
+    index)."""
+    parameters = list(parameters)
+    for index, parameter in enumerate(parameters):
+        if not isinstance(parameter, Parameter):
+            raise TypeError(
+                f"{where}: parameters must be minidl Parameters (model.parameters()), got "
+                f"{type(parameter).__module__}.{type(parameter).__qualname__} at index {index}"
+            )
+    return parameters
 
 
 def _check_group(where: str, group: object) -> None:
@@ -979,6 +1014,14 @@ class DataParallel:
         model: the network (the same architecture on every rank).
         group: the joined :class:`ProcessGroup`.
 
+    Raises:
+        DistributedError: on every rank, ranks whose parameters, or whose buffers, differ from
+            rank 0's in their shapes or dtypes (told apart: a tensor that is a parameter on one
+            rank and a buffer on another), before either broadcast.
+        TypeError: on every rank, a parameter or buffer of a dtype that the backend does not
+            carry (gloo: int16, the unsigned integers past uint8, float8), before either
+            broadcast: the model is left as it was.
+
     Example:
         >>> from minidl.data import BatchIterator
         >>> parallel = DataParallel(model, group)
@@ -1003,22 +1046,46 @@ class DataParallel:
         self.group = group
         #: The shards and the pass that drew the last shard, while that pass runs.
         self._drawing: tuple[ShardedBatches, object] | None = None
-        self._buffers = [buffer for _, buffer in model.named_buffers()]
-        tensors = [parameter.data for parameter in model.parameters()] + self._buffers
-        self._agree(
-            "model",
-            "the shapes and dtypes of its parameters and buffers",
-            ";".join(f"{tuple(t.shape)} {t.dtype}" for t in tensors),
+        named_buffers = list(model.named_buffers())
+        #: The buffers agreed on last, and whether they were found carried by the backend
+        #: since (see :meth:`_current_buffers`).
+        self._buffers = [buffer for _, buffer in named_buffers]
+        self._carried = False
+        named_parameters = list(model.named_parameters())
+        # The parameters and the buffers described apart (one list of both let a tensor that
+        # is a parameter on one rank and a buffer of the same shape on another pass: the
+        # broadcasts that follow then differ in size), in one all_gather.
+        self._agree_all(
+            [
+                ("model", f"the shapes and dtypes of its {kind}", _shapes(tensors), _SAME_MODEL)
+                for kind, tensors in (
+                    ("parameters", [parameter.data for _, parameter in named_parameters]),
+                    ("buffers", self._buffers),
+                )
+            ]
         )
+        # Then what the backend cannot carry, before either broadcast (rank 0's parameters
+        # were on every rank, the model changed, when broadcast_buffers refused a buffer);
+        # after the agreement, so that every rank refuses it, or none.
+        for name, parameter in named_parameters:
+            group._check_tensor("DataParallel", parameter.data, f"parameter {name!r}")
+        self._check_carried("DataParallel", named_buffers)
+        self._carried = True
         broadcast_parameters(group, model.parameters())
         broadcast_buffers(group, self._buffers)
+
+    def _check_carried(self, where: str, named_buffers: Sequence[tuple[str, Tensor]]) -> None:
+        """Refuse, naming ``where``, buffers of a dtype that the backend does not carry (gloo:
+        int16, the unsigned integers past uint8, float8), before any broadcast of them."""
+        for name, buffer in named_buffers:
+            self.group._check_tensor(where, buffer, f"buffer {name!r}")
 
     def _agree(
         self,
         what: str,
         contents: str,
         description: str | Tensor,
-        hint: str = "every rank must run the same model on batches of the same sizes",
+        hint: str = _SAME_MODEL,
     ) -> None:
         """Check that every rank has the same ``description`` of its ``what`` (one
         ``all_gather`` of a digest of it, or of ``description`` itself when it is a 0-dim
@@ -1040,7 +1107,7 @@ class DataParallel:
                 description = torch.tensor(int.from_bytes(digest, "little", signed=True))
             digests.append(description.reshape(1))
         mine = torch.cat(digests).to(self.group.device)
-        names = " and ".join(what.split(" ", maxsplit=1)[0] for what, _, _, _ in checks)
+        names = " and ".join(dict.fromkeys(what.split(" ", maxsplit=1)[0] for what, *_ in checks))
         gathered = self.group.all_gather(mine, f"the digests of the {names}")
         for index, (what, contents, _, hint) in enumerate(checks):
             differ = [
@@ -1124,6 +1191,11 @@ class DataParallel:
         equal share. A model with buffers (a batch norm's
         running statistics) also gets rank 0's, as PyTorch's ``DistributedDataParallel`` does:
         each rank's forward updated them from its own shard.
+
+        Raises:
+            TypeError: buffers registered since of a dtype that the backend does not carry,
+                before the gradients are reduced (they, and the buffers this keeps, are left as
+                they were).
         """
         if not isinstance(loss, Tensor):  # (refused before the gradients are reduced)
             raise TypeError(
@@ -1132,34 +1204,52 @@ class DataParallel:
             )
         drawing = self._drawing
         share = drawing[0].share if drawing is not None else 1.0 / self.world_size
-        buffers = self._current_buffers()
+        # (buffers that the backend cannot carry are refused here, before the gradients are
+        # reduced; checked once for every set of buffers, not at every step)
+        buffers = self._current_buffers("DataParallel.synchronize")
         all_reduce_gradients(self.group, self.model.parameters(), share)
         if buffers:
             broadcast_buffers(self.group, buffers)
         return loss * share
 
-    def _current_buffers(self) -> list[Tensor]:
+    def _current_buffers(self, broadcaster: str | None = None) -> list[Tensor]:
         """The model's buffers: those of the last call, or, if the model holds others since
         (``model.to(...)`` replaces them, as ``register_buffer`` does), those, once every rank
         agrees on their shapes and dtypes (one ``all_gather``), so that the ranks go on
         broadcasting and checking the tensors the model computes with. (Every rank must replace
         them at the same step, as it moves its model alike: a rank alone would meet the others
-        in another collective, which the group's timeout ends.)"""
-        buffers = [buffer for _, buffer in self.model.named_buffers()]
+        in another collective, which the group's timeout ends.)
+
+        With ``broadcaster`` (the caller, which broadcasts them), buffers of a dtype that the
+        backend does not carry are refused in its name, before they are kept: each set of
+        buffers is checked once, not at every step.
+        """
+        named = list(self.model.named_buffers())
+        buffers = [buffer for _, buffer in named]
         known = self._buffers
-        if len(buffers) != len(known) or any(
+        replaced = len(buffers) != len(known) or any(
             new is not old for new, old in zip(buffers, known, strict=True)
-        ):
+        )
+        if replaced:
             self._agree(
                 "buffers",
                 "the shapes and dtypes of the model's buffers, replaced since the last step",
-                ";".join(f"{tuple(t.shape)} {t.dtype}" for t in buffers),
+                _shapes(buffers),
             )
+        carried = self._carried and not replaced
+        if broadcaster is not None and not carried:
+            self._check_carried(broadcaster, named)  # (raises before anything is kept)
+            carried = True
+        self._carried = carried
+        if replaced:
             self._buffers = buffers
         return buffers
 
     def reduce_loss(self, total: Tensor) -> Tensor:
-        """Sum ``total`` (e.g. an epoch's sum of :meth:`synchronize`'s losses) over the ranks."""
+        """Sum ``total`` (e.g. an epoch's sum of :meth:`synchronize`'s losses) over the ranks,
+        in place, and return it."""
+        # (refused in this method's name: the group's named ProcessGroup.all_reduce_)
+        self.group._check_tensor("DataParallel.reduce_loss", total, "total")
         return self.group.all_reduce_(total, "the epoch's loss")
 
     def check_in_sync(self) -> None:
@@ -1187,6 +1277,12 @@ def parameter_checksum(parameters: Iterable[Parameter]) -> Tensor:
     checksums, and any change of any bit gives another (but with probability 2**-64): the first
     8 bytes of a BLAKE2b digest of the values' bytes, dtypes and shapes, in order."""
     return _checksum([parameter.data for parameter in parameters])
+
+
+def _shapes(tensors: Sequence[Tensor]) -> str:
+    """The shapes and dtypes of ``tensors``, in order: what the ranks agree on before they
+    join collectives of their sizes."""
+    return ";".join(f"{tuple(tensor.shape)} {tensor.dtype}" for tensor in tensors)
 
 
 def _checksum(tensors: Sequence[Tensor]) -> Tensor:

@@ -447,13 +447,36 @@ def _refuse_batch_norm(model: Module, what: str, hint: str) -> None:
             )
 
 
+def _check_split(world_size: object, samples: int, batch_size: int, drop_last: bool) -> None:
+    """Refuse, in fit's name, batches that the ``world_size`` processes cannot split: a world
+    size that does not divide ``batch_size``, a last batch of fewer samples than processes
+    (:class:`~minidl.distributed.ShardedBatches` refuses them too, in its own name, which
+    told nothing of fit's arguments)."""
+    if not isinstance(world_size, int) or world_size < 2:
+        return
+    if batch_size % world_size:
+        raise ValueError(
+            f"fit: batch_size {shown(batch_size)} is not divisible by the world size "
+            f"{world_size} of parallel; every process takes 1/{world_size} of each batch, so "
+            f"choose a batch_size that is a multiple of {world_size}"
+        )
+    last = samples % batch_size if samples > batch_size else samples
+    if last and last < world_size and not drop_last:
+        raise ValueError(
+            f"fit: every epoch would end with a batch of {last} sample{'s' * (last > 1)} "
+            f"({samples} samples, batches of {shown(batch_size)}), fewer than the "
+            f"{world_size} processes of parallel, which take one sample each at least; pass "
+            "drop_last=True or choose another batch_size"
+        )
+
+
 def _check_shards(
     model: Module, world_size: object, samples: int, batch_size: int, smallest: int
 ) -> None:
     """Refuse, before training, data-parallel batches whose shards would give some rank's
     batch norm a batch of one sample (each rank normalises over its own shard). Batches that
     the processes cannot split (a world size that does not divide ``batch_size``, a last batch
-    with fewer samples than processes) are left to the sharding's own refusal."""
+    with fewer samples than processes) are refused before, by :func:`_check_split`."""
     if not isinstance(world_size, int) or world_size < 2 or batch_size % world_size:
         return
     if smallest < world_size or smallest // world_size != 1:
@@ -582,11 +605,13 @@ def fit(
         parallel: data-parallel training (a :class:`minidl.distributed.DataParallel`): each
             process trains on its shard of every batch, the gradients are made the global
             batch's after every ``backward``, and the recorded loss is the global one (the
-            validation error is computed by every process on the whole set, not sharded). A
-            batch norm normalises over each process's shard, so a run that would give a
-            process a shard of one sample is refused, as a batch of one is without it. It must
-            be built on ``model``, and the loss must be a mean over the samples (a
-            ``reduction='sum'`` is refused: the shards' weights would not give its gradient).
+            validation error is computed by every process on the whole set, not sharded). Its
+            world size must divide ``batch_size``, and the last batch hold a sample for every
+            process (both refused before training). A batch norm normalises over each
+            process's shard, so a run that would give a process a shard of one sample is
+            refused, as a batch of one is without it. It must be built on ``model``, and the
+            loss must be a mean over the samples (a ``reduction='sum'`` is refused: the
+            shards' weights would not give its gradient).
         max_grad_norm: clip every step's gradients to this total 2-norm before the
             optimizer's step, as :func:`minidl.nn.clip_grad_norm_` does with the optimizer's
             parameters (a finite number ``> 0``, where ``clip_grad_norm_`` takes ``inf`` too,
@@ -725,7 +750,9 @@ def fit(
                 f"{criterion!r}, whose gradient would then be neither the batch's sum nor its "
                 "mean; use reduction='mean' (with a learning rate scaled by the batch size)"
             )
-        _check_shards(model, getattr(parallel, "world_size", 1), samples, batch_size, smallest)
+        world_size = getattr(parallel, "world_size", 1)
+        _check_split(world_size, samples, batch_size, drop_last)
+        _check_shards(model, world_size, samples, batch_size, smallest)
     if history is not None and not isinstance(history, History):
         raise TypeError(f"fit: history must be a History, got {type(history).__name__}")
     if history is not None:
