@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import Tensor
 
 from minidl import nn, optim
 from minidl.nn.flat import flat_buffer
@@ -94,6 +95,41 @@ def test_an_optimizer_loaded_in_another_process_updates_its_model(
     ):
         assert not torch.equal(old, new.data)
         assert torch.equal(new.data, expected.data)
+
+
+class _LateScale(nn.Module):
+    """A per-feature scale, registered after the module is made (none at first)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._input = input
+        scale = self._parameters.get("scale")
+        return input if scale is None else input * scale.data
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        scale = self._parameters.get("scale")
+        if scale is None:
+            return grad_output
+        scale.grad += (grad_output * self._input).sum(0)
+        return grad_output * scale.data
+
+
+def test_a_chain_loaded_in_another_process_finds_a_parameter_registered_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Sequential remembers the count of registrations at which it last found which children
+    have parameters. Loaded where the count happens to have that value (another process), it
+    skipped the search, and backward_parameters (which fit calls) gave a parameter registered
+    on a child after loading no gradient. Review."""
+    model = nn.Sequential(_LateScale(), nn.Linear(2, 2, dtype=F64))
+    x = torch.randn(4, 2, dtype=F64)
+    model.backward_parameters(torch.ones_like(model(x)))
+    seen = model._registrations_seen
+    copied = pickle.loads(pickle.dumps(model))
+    copied[0].register_parameter("scale", nn.Parameter(torch.ones(2, dtype=F64)))
+    monkeypatch.setattr(nn.Module, "_registrations", seen)  # (the other process's count)
+    copied.backward_parameters(torch.ones_like(copied(x)))
+    assert copied[0].scale.grad.abs().sum() > 0
+    assert torch.equal(copied[0].scale.grad, (copied[1].weight.data.sum(0) * x).sum(0))
 
 
 def test_a_pickled_model_holds_its_parameters_once() -> None:

@@ -438,9 +438,11 @@ class Sequential(Module):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         # Plans hold buffers and the children's caches of this process: made again when needed.
+        # The count of registrations seen is this process's too (another starts from 0 and may
+        # come to the same number, the registrations since then not seen): found again.
         state.update(
             _planned=None, _last_signature=None, _trained_signature=None, _tried=None,
-            _updaters=(-1, ()),
+            _updaters=(-1, ()), _registrations_seen=-1,
         )  # fmt: skip
         return state
 
