@@ -2532,12 +2532,17 @@ def test_a_generator_held_in_a_dict_under_a_key_a_checkpoint_cannot_name_is_refu
         (lambda g: {(g, 0): 1}, "in a key of the dict at 0.rngs"),
         (lambda g: [{frozenset({g}): 1}], r"in a key of the dict at 0.rngs\[0\]"),
         (lambda g: [[[[{g: 1}]]]], r"inside 0.rngs\[0\]\[0\]\[0\]\[0\], deeper .*,"),
+        (
+            lambda g: collections.deque([[[[collections.deque([g])]]]]),
+            r"inside 0.rngs\[0\]\[0\]\[0\]\[0\], deeper than 4 levels of lists, tuples, "
+            r"deques and dicts,",
+        ),
     ],
 )
 def test_a_generator_held_where_a_checkpoint_cannot_name_it_is_refused(
     tmp_path: Path, make: Callable[[torch.Generator], object], held: str
 ) -> None:
-    """A generator in a set, or deeper than the 4 levels of lists, tuples and dicts looked into
+    """A generator in a set, or deeper than the 4 levels of lists, tuples, deques and dicts looked into
     by place, was neither saved nor refused: a resumed run drew other numbers. It is refused,
     before anything is written; one 4 levels deep is saved, and a structure that holds itself
     (with no generator) is looked into once."""

@@ -1410,6 +1410,19 @@ def test_a_seed_out_of_torchs_range_is_refused_naming_the_flag_and_the_range(
     assert error.endswith(f", got {repr(seed) if seed == 'x' else seed}\n")
 
 
+def test_a_negative_seed_trains_as_its_64_bit_twin(tmp_path: Path) -> None:
+    """``--seed -1`` is ``--seed 2**64 - 1``, as for torch's generators (the help says so):
+    derived by their text, the two gave other runs (review)."""
+    states = []
+    for seed in ("-1", str(2**64 - 1), "1"):
+        path = tmp_path / f"{seed}.ckpt"
+        argv = ["train", "--epochs", "1", "--quiet", "--hidden", "3", "--seed", seed]
+        assert main([*argv, "--checkpoint", str(path)]) == 0
+        states.append(read_checkpoint(path).model_state)
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert not all(torch.equal(states[0][k], states[2][k]) for k in states[0])
+
+
 def test_the_seeds_at_the_ends_of_torchs_range_train() -> None:
     for seed in (str(2**64 - 1), str(-(2**63))):
         argv = ["train", "--epochs", "1", "--quiet", "--hidden", "3", "--seed", seed]

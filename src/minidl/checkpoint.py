@@ -317,7 +317,8 @@ def _module_generators(
     return found
 
 
-#: How deep :func:`_held_generators` looks into lists, tuples and dicts inside one another.
+#: How deep :func:`_held_generators` looks into lists, tuples, deques and dicts inside one
+#: another.
 _DEEPEST = 4
 #: The containers whose generators are named by their place (a deque's by index, as a
 #: list's); a generator elsewhere in an object of one's own is not looked for.
@@ -328,8 +329,8 @@ _NO_GENERATOR = frozenset({int, float, str, bool, type(None), Tensor})
 
 def _holds_generator(value: object, depth: int = 0) -> bool:
     """Whether ``value`` is a generator or a list, tuple, deque or dict holding one, down to
-    :data:`_DEEPEST` levels (where :func:`_held_generators` looks); or a set, or a list, tuple
-    or dict past those levels, holding one at any depth (which :func:`_held_generators`
+    :data:`_DEEPEST` levels (where :func:`_held_generators` looks); or a set, or a list, tuple,
+    deque or dict past those levels, holding one at any depth (which :func:`_held_generators`
     refuses: it could not be named)."""
     if isinstance(value, torch.Generator):
         return True
@@ -346,7 +347,7 @@ def _holds_generator(value: object, depth: int = 0) -> bool:
 
 
 def _unplaced_generator(value: object) -> torch.Generator | None:
-    """A generator that ``value`` holds at any depth of lists, tuples, dicts (their keys and
+    """A generator that ``value`` holds at any depth of lists, tuples, deques, dicts (their keys and
     values), sets and frozensets, each looked into once (a list that holds itself), or
     ``None``."""
     seen: set[int] = set()
@@ -383,12 +384,14 @@ def _held_generators(
         where_held = (
             f"in a {type(value).__name__} at {place}"
             if isinstance(value, set | frozenset)
-            else f"inside {place}, deeper than {_DEEPEST} levels of lists, tuples and dicts,"
+            else f"inside {place}, deeper than {_DEEPEST} levels of lists, tuples, deques and "
+            "dicts,"
         )
         raise CheckpointError(
             f"{where}: a generator held {where_held} cannot be named in a checkpoint, so that "
             "loading would not find it again (and a resumed run would draw other numbers): hold "
-            f"it in a list, tuple or dict, at most {_DEEPEST} levels deep, or as an attribute"
+            f"it in a list, tuple, deque or dict, at most {_DEEPEST} levels deep, or as an "
+            "attribute"
         )
     assert isinstance(value, list | tuple | deque | dict)
     items = value.items() if isinstance(value, dict) else enumerate(value)
@@ -397,7 +400,7 @@ def _held_generators(
             raise CheckpointError(
                 f"{where}: a generator held in a key of the dict at {place} cannot be named in "
                 "a checkpoint, so that loading would not find it again (and a resumed run "
-                f"would draw other numbers): hold it in a list, tuple or dict, at most "
+                f"would draw other numbers): hold it in a list, tuple, deque or dict, at most "
                 f"{_DEEPEST} levels deep, or as an attribute"
             )
         if isinstance(key, bool) or not isinstance(key, str | int):

@@ -380,7 +380,8 @@ def _seed(text: str) -> int:
     value = _int(text, f"an integer in [{low}, {high}]")
     if not low <= value <= high:
         raise argparse.ArgumentTypeError(
-            f"expected an integer in [{low}, {high}] (the seeds torch accepts), got {_shown(value)}"
+            f"expected an integer in [{low}, {high}] (a 64-bit seed, as torch's generators "
+            f"take: a negative s is 2**64 + s), got {_shown(value)}"
         )
     return value
 
@@ -468,7 +469,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[_ArgumentParser]) -
         type=_seed,
         default=0,
         help="seed of data, weights and shuffling (each drawn from a seed of its own derived "
-        "from it, as reproduce's round 0), an integer in [-2**63, 2**64 - 1]",
+        "from it, as reproduce's round 0), an integer in [-2**63, 2**64 - 1] (a negative s is "
+        "2**64 + s)",
     )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point type")
     parser.add_argument(
@@ -642,7 +644,7 @@ def _run_train(args: argparse.Namespace) -> int:
     # 0's): seeded alike, the data's float64 draws and the weights' float32 draws read the same
     # outputs of the generator, so the first layer's weights were a function of the first
     # training points.
-    seeds = round_seeds(args.seed, 0)
+    seeds = round_seeds(args.seed % 2**64, 0)  # (-1 is 2**64 - 1, as for torch's generators)
     data = make_disk_data(seed=seeds.data, dtype=dtype)
     torch.manual_seed(seeds.init)
     model = mlp((2, *hidden, 2), activations, dtype=dtype)

@@ -118,7 +118,7 @@ class Split:
 
     Raises:
         TypeError: (built by hand) ``x`` or ``raw`` is not a floating-point tensor, or ``y``
-            not one of integers.
+            not an int64 one; or one is sparse or nested.
         ValueError: their shapes are not ``(N, 2)``, ``(N,)`` and ``(N, 2)`` of one ``N``, or
             they are on different devices.
     """
@@ -137,17 +137,16 @@ class Split:
                     f"Split: {name} must be a floating-point tensor of shape (N, 2), got "
                     f"{_given(points)}"
                 )
+            check_strided("Split", name, points)
             if points.dim() != 2 or points.shape[1] != 2:
                 raise ValueError(
                     f"Split: {name} must have shape (N, 2), got shape {tuple(points.shape)}"
                 )
-        if (
-            not isinstance(y, Tensor)
-            or y.is_floating_point()
-            or y.is_complex()
-            or y.dtype is torch.bool
-        ):
-            raise TypeError(f"Split: y must be a tensor of integer labels (int64), got {_given(y)}")
+        if not isinstance(y, Tensor) or y.dtype is not torch.int64:
+            # (int64, as the losses take class indices: int32 labels were taken, then refused
+            # by the loss in its own words)
+            raise TypeError(f"Split: y must be an int64 tensor of labels, got {_given(y)}")
+        check_strided("Split", "y", y)
         if y.shape != (x.shape[0],) or raw.shape != x.shape:
             raise ValueError(
                 f"Split: x, y and raw must hold as many points, (N, 2), (N,) and (N, 2), got "

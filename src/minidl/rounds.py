@@ -380,7 +380,13 @@ def fit_rounds(
     _check_target_values(criterion, train_sets)
     if validation_sets is not None:
         for index, (_, y) in enumerate(validation_sets):
-            check_class_indices("fit_rounds", f"validation_sets[{index}] ", y, classes)
+            check_class_indices(
+                "fit_rounds",
+                f"validation_sets[{index}] ",
+                y,
+                classes,
+                one_output_hint=_ONE_OUTPUT_HINT,
+            )
     samples = int(train_sets[0][0].shape[0])
     # A batch size beyond the samples is one batch of them all (torch.split takes no size
     # beyond 64 bits).
