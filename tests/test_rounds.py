@@ -1491,6 +1491,83 @@ def _train_two(
     )
 
 
+@pytest.mark.parametrize("change", ["in place", "data", "parameter"])
+def test_fit_rounds_refuses_a_change_on_epoch_makes_to_a_model(change: str) -> None:
+    """The models get the stack's parameters when training ends: a change on_epoch made to one
+    (shrunk weights, a new tensor or Parameter) was overwritten, silently, where fit trains on
+    from it. Refused after that on_epoch, naming the model; the models then hold the training
+    of the epochs before, as after any refusal of on_epoch's (review)."""
+    models = _two_models()
+
+    def edit(epoch: int, records: list[EpochRecord]) -> None:
+        layer = models[1][0]
+        if change == "in place":
+            layer.weight.data.mul_(0.5)
+        elif change == "data":
+            layer.weight.data = layer.weight.data * 0.5
+        else:
+            layer.register_parameter("bias", Parameter(torch.zeros(5, dtype=DTYPE)))
+
+    with pytest.raises(
+        ValueError,
+        match=r"^fit_rounds: on_epoch changed the parameters of models\[1\]; fit_rounds trains "
+        r"the models as one stack of copies",
+    ):
+        _train_two(models, 3, on_epoch=edit)
+    trained = _two_models()
+    _train_two(trained, 1)
+    for model, expected in zip(models, trained, strict=True):
+        for p, q in zip(model.parameters(), expected.parameters(), strict=True):
+            assert torch.equal(p.data, q.data)
+    # (reading them, as recording them, is no change)
+    reading = _two_models()
+
+    def read(epoch: int, records: list[EpochRecord]) -> None:
+        for parameter in reading[0].parameters():
+            parameter.data.sum()
+
+    _train_two(reading, 2, on_epoch=read)
+
+
+@pytest.mark.parametrize("label", [5, -1])
+def test_fit_rounds_refuses_validation_labels_on_epoch_puts_out_of_range(label: int) -> None:
+    """With two classes the right samples were counted as y == 1 against class 1 and any other
+    label against class 0: labels that on_epoch set to 5 (or -1) were counted right wherever
+    class 0 was predicted, where fit counts them wrong. The labels read again are checked, as
+    those given were (review)."""
+    data = [make_disk_data(40, 10, 10, seed=r, dtype=DTYPE) for r in range(2)]
+    validation = [(d.validation.x, d.validation.y.clone()) for d in data]
+
+    def spoil(epoch: int, records: list[EpochRecord]) -> None:
+        validation[0][1].fill_(label)
+
+    with pytest.raises(
+        ValueError,
+        match=rf"^fit_rounds: validation_sets\[0\] \(changed by on_epoch\) y must hold class "
+        rf"indices in \[0, 2\) \(the model's outputs have 2 columns\), got {label}$",
+    ):
+        _train_two(_two_models(), 3, on_epoch=spoil, validation_sets=validation)
+
+
+def test_fit_rounds_names_a_layer_whose_weight_was_resized() -> None:
+    """One model's weight data of another shape failed in torch.stack's words (every model's, as
+    "the training sets do not fit"): BatchedLinear.stack checks the tensors against the
+    layer's sizes, as Linear does (review)."""
+    models = _two_models()
+    before = [p.data.clone() for model in models for p in model.parameters()]
+    original = models[1][0].weight.data
+    models[1][0].weight.data = torch.randn(5, 3, dtype=DTYPE)
+    with pytest.raises(
+        ValueError,
+        match=r"^fit_rounds: BatchedLinear\.stack: layers\[1\]: weight has shape \(5, 3\), "
+        r"expected \(out_features, in_features\) = \(5, 2\)$",
+    ):
+        _train_two(models, 1)
+    models[1][0].weight.data = original  # (the rest was left as it was)
+    after = [p.data for model in models for p in model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
 def test_fit_rounds_stops_every_model_after_an_epoch_whose_on_epoch_returns_true() -> None:
     """A True return value used to be ignored (fit stops on it); any other was taken too."""
     seen: list[int] = []

@@ -431,5 +431,13 @@ def test_batched_linear_refuses_a_bias_of_another_dtype() -> None:
 
     layers = [nn.Linear(2, 3, dtype=torch.float64) for _ in range(2)]
     layers[0].bias.data = layers[0].bias.data.float()
+    with pytest.raises(
+        ValueError,
+        match=r"^BatchedLinear\.stack: layers\[0\]: bias is torch\.float32 on cpu but weight is "
+        r"torch\.float64 on cpu$",
+    ):
+        BatchedLinear.stack(layers)
+    # (each layer fitting itself, but not the others: float32 against float64)
+    layers = [nn.Linear(2, 3, dtype=torch.float64), nn.Linear(2, 3)]
     with pytest.raises(ValueError, match=r"^BatchedLinear\.stack: every layer must have the same"):
         BatchedLinear.stack(layers)

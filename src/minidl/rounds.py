@@ -227,10 +227,14 @@ def fit_rounds(
             there waits for the step to end, every model's update, as in
             :func:`~minidl.train.fit`, where on_epoch is interrupted as the signal comes).
             ``models`` get the trained parameters only when training ends, so they are not
-            updated yet here; the sets are read again after it where their version counters
+            updated yet here, and a change made to their parameters here is refused after it
+            (the copy at the end would overwrite it, where ``fit`` trains on from it); the
+            sets are read again after it where their version counters
             moved, as :func:`~minidl.train.fit` reads its data each epoch (changed in place,
-            they train the next epoch; resized, cast, added or taken out, they are refused; written
-            through a NumPy array or .data, they move no counter and are not read again). As
+            they train the next epoch; resized, cast, added or taken out, they are refused;
+            validation labels that are no class indices below the outputs' width are refused;
+            written through a NumPy array or .data, they move no counter and are not read
+            again). As
             with :func:`~minidl.train.fit`, if it returns ``True`` (or a true numpy bool or
             one-element bool tensor), training stops after that epoch, for all the models (the
             histories end with it); other return values than ``None`` and bools are refused (a
@@ -521,6 +525,7 @@ def fit_rounds(
     for model in models:
         model.train()
     stacked.train()
+    models_as = _parameters_signature(models)  # (on_epoch must leave them: see there)
     # The models get the stack's parameters also when a step or on_epoch raises (as fit leaves
     # a model where it stopped); the copy comes after inference mode is left. The gradients
     # are copied once a batch has begun (before, the stack's zeros are no gradient of fit's).
@@ -608,8 +613,11 @@ def fit_rounds(
                 stacked_as = _stack_again("train_sets", train_sets, x_all, y_all, stacked_as)
                 if validation_sets is not None:
                     validation_as = _stack_again(
-                        "validation_sets", validation_sets, x_val, y_val, validation_as
+                        "validation_sets", validation_sets, x_val, y_val, validation_as, classes
                     )
+                # (the models are copies' destination: a change made to them here would be
+                # overwritten when training ends)
+                _check_models_kept(models, models_as)
     return histories
 
 
@@ -623,17 +631,57 @@ def _signature(sets: Sequence[tuple[Tensor, Tensor]]) -> tuple[tuple[int, int], 
         return None
 
 
+def _parameters_signature(
+    models: Sequence[Sequential],
+) -> list[tuple[tuple[Tensor, int], ...] | None]:
+    """For each model, its parameter tensors and their version counters, which a change in
+    place or of ``.data`` moves; ``None`` for a model whose tensors keep no counter (inference
+    tensors)."""
+    signatures: list[tuple[tuple[Tensor, int], ...] | None] = []
+    for model in models:
+        try:
+            signatures.append(tuple((p.data, p.data._version) for p in model.parameters()))
+        except RuntimeError:  # ("Inference tensors do not track version counter")
+            signatures.append(None)
+    return signatures
+
+
+def _check_models_kept(
+    models: Sequence[Sequential], signatures: list[tuple[tuple[Tensor, int], ...] | None]
+) -> None:
+    """Refuse a change that on_epoch made to a model's parameters (in place, or a tensor or
+    Parameter put in place): the models get the stack's parameters when training ends, so
+    that it would be overwritten, silently, where :func:`~minidl.train.fit` trains on from it."""
+    for index, (now, before) in enumerate(
+        zip(_parameters_signature(models), signatures, strict=True)
+    ):
+        if before is None or now is None:
+            continue
+        if len(now) != len(before) or any(
+            a[0] is not b[0] or a[1] != b[1] for a, b in zip(now, before, strict=True)
+        ):
+            raise ValueError(
+                f"fit_rounds: on_epoch changed the parameters of models[{index}]; fit_rounds "
+                "trains the models as one stack of copies and copies its parameters into them "
+                "when training ends, which would overwrite the change: change the models "
+                "before or after fit_rounds (or train them one by one with fit)"
+            )
+
+
 def _stack_again(
     name: str,
     sets: Sequence[tuple[Tensor, Tensor]],
     x_all: Tensor,
     y_all: Tensor,
     signature: tuple[tuple[int, int], ...] | None,
+    classes: int | None = None,
 ) -> tuple[tuple[int, int], ...] | None:
     """Copy ``sets`` into their stacks ``x_all`` and ``y_all`` again where on_epoch may have
     changed them in place (their :func:`_signature` is not ``signature``, the one they had
     when last stacked), and return their signature; refuse a set resized, or given another
-    dtype, meanwhile. (Written through .data or a NumPy array sharing its memory, a set moves no
+    dtype, meanwhile, and (with ``classes``, for validation sets) labels that are no class
+    indices below it (with two classes, the count of right samples took any label but 1 for
+    class 0). (Written through .data or a NumPy array sharing its memory, a set moves no
     counter, and is not read again.)"""
     if len(sets) != x_all.shape[0]:  # (a set added to the list, or taken out of it)
         raise ValueError(
@@ -652,6 +700,14 @@ def _stack_again(
                     f"{stacked.dtype}; the sets keep their shapes and dtypes through a run "
                     "(change their values in place)"
                 )
+        if classes is not None:
+            check_class_indices(
+                "fit_rounds",
+                f"{name}[{index}] (changed by on_epoch) ",
+                pair[1],
+                classes,
+                one_output_hint=_ONE_OUTPUT_HINT,
+            )
     torch.stack([x for x, _ in sets], out=x_all)
     torch.stack([y for _, y in sets], out=y_all)
     return now

@@ -306,9 +306,16 @@ class BatchedLinear(Module):
                     f"{type(layer).__name__} at layers[{index}]"
                 )
         for index, layer in enumerate(layers):
-            # (a weight or bias set by hand, which the layer itself refuses at its forward)
-            check_parameter_attributes(
-                f"BatchedLinear.stack: layers[{index}]", layer, "weight, bias"
+            # (a weight or bias set by hand, which the layer itself refuses at its forward; and
+            # parameter tensors of other shapes, which torch.stack refused in its own words)
+            where = f"BatchedLinear.stack: layers[{index}]"
+            check_parameter_attributes(where, layer, "weight, bias")
+            check_layer_parameters(
+                where,
+                layer.weight.data,
+                None if layer.bias is None else layer.bias.data,
+                (layer.out_features, layer.in_features),
+                Linear._NAMES,
             )
         shapes = {
             (layer.in_features, layer.out_features, layer.bias is not None) for layer in layers
