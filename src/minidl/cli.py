@@ -864,8 +864,10 @@ def _check_batches_split(batch_size: int, samples: int, world_size: int) -> None
             f"the launch (WORLD_SIZE); each takes 1/{world_size} of every batch: choose a "
             f"multiple of {world_size}"
         )
-    last = samples % batch_size if samples > batch_size else samples
-    if last and last < world_size:
+    from minidl.data import short_last_batch
+
+    last = short_last_batch(samples, batch_size, world_size, drop_last=False)
+    if last:
         raise ValueError(
             f"--batch-size {_shown(batch_size)} ends every epoch with a batch of {last} of the "
             f"{samples} training samples, fewer than the {world_size} processes of the launch "

@@ -396,6 +396,15 @@ def _check_generator(generator: object) -> torch.Generator | None:
     return generator
 
 
+def short_last_batch(samples: int, batch_size: int, shares: int, drop_last: bool) -> int:
+    """The size of an epoch's last batch of ``samples`` in batches of ``batch_size`` where it
+    holds fewer samples than the ``shares`` it is split into (data-parallel processes, each of
+    which takes one at least), else 0 (a last batch as large as the others, one that
+    ``drop_last`` drops, or one large enough)."""
+    last = samples % batch_size if samples > batch_size else samples
+    return last if last and last < shares and not drop_last else 0
+
+
 class BatchIterator:
     """Mini-batches of ``(x, y)``, in a new random order on every pass.
 

@@ -102,7 +102,7 @@ from torch import Tensor
 from torch.distributed.rendezvous import rendezvous
 
 from minidl._validate import check_int, check_real, shown
-from minidl.data import BatchIterator
+from minidl.data import BatchIterator, short_last_batch
 from minidl.nn._checks import given_module
 from minidl.nn.flat import flat_buffer
 from minidl.nn.module import Module
@@ -916,8 +916,8 @@ class ShardedBatches:
                 f"choose a batch size that is a multiple of {shown(world_size)}"
             )
         samples = int(batches.x.shape[0])
-        last = samples % size if samples > size else samples
-        if last and last < world_size and not batches.drop_last:
+        last = short_last_batch(samples, size, world_size, batches.drop_last)
+        if last:
             raise ValueError(
                 f"ShardedBatches: the last batch of every epoch holds {last} samples ({samples} "
                 f"samples, batches of {shown(size)}), fewer than the {shown(world_size)} ranks; "

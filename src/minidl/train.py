@@ -27,7 +27,7 @@ from minidl._validate import (
     check_strided,
     shown,
 )
-from minidl.data import BatchIterator
+from minidl.data import BatchIterator, short_last_batch
 from minidl.folded import FoldedStep
 from minidl.nn._checks import given_module
 from minidl.nn.batch_norm import BatchNorm1d
@@ -460,8 +460,8 @@ def _check_split(world_size: object, samples: int, batch_size: int, drop_last: b
             f"{world_size} of parallel; every process takes 1/{world_size} of each batch, so "
             f"choose a batch_size that is a multiple of {world_size}"
         )
-    last = samples % batch_size if samples > batch_size else samples
-    if last and last < world_size and not drop_last:
+    last = short_last_batch(samples, batch_size, world_size, drop_last)
+    if last:
         raise ValueError(
             f"fit: every epoch would end with a batch of {last} sample{'s' * (last > 1)} "
             f"({samples} samples, batches of {shown(batch_size)}), fewer than the "
