@@ -1499,7 +1499,7 @@ def test_fit_rounds_refuses_a_change_on_epoch_makes_to_a_model(change: str) -> N
     of the epochs before, as after any refusal of on_epoch's (review)."""
     models = _two_models()
 
-    def edit(epoch: int, records: list[EpochRecord]) -> None:
+    def edit(epoch: int, records: list[EpochRecord]) -> bool:
         layer = models[1][0]
         if change == "in place":
             layer.weight.data.mul_(0.5)
@@ -1507,6 +1507,7 @@ def test_fit_rounds_refuses_a_change_on_epoch_makes_to_a_model(change: str) -> N
             layer.weight.data = layer.weight.data * 0.5
         else:
             layer.register_parameter("bias", Parameter(torch.zeros(5, dtype=DTYPE)))
+        return change == "data"  # (refused also where on_epoch stops the training)
 
     with pytest.raises(
         ValueError,

@@ -607,6 +607,9 @@ def fit_rounds(
                 # (the caller's code, as outside: interrupted as the signal comes)
                 with torch.inference_mode(False), deferred.paused():
                     stop = on_epoch(epoch, records)
+                # (the models are the copies' destination: a change made to them here would
+                # be overwritten when training ends, also where on_epoch stops it)
+                _check_models_kept(models, models_as)
                 if stop is not None and _stops(stop, "fit_rounds"):
                     break
                 # (the sets as on_epoch left them, as fit's batches read them each epoch)
@@ -615,9 +618,6 @@ def fit_rounds(
                     validation_as = _stack_again(
                         "validation_sets", validation_sets, x_val, y_val, validation_as, classes
                     )
-                # (the models are copies' destination: a change made to them here would be
-                # overwritten when training ends)
-                _check_models_kept(models, models_as)
     return histories
 
 
