@@ -154,3 +154,91 @@ def test_a_scaled_elu_with_alpha_one_keeps_its_scale(alpha: float) -> None:
         torch.testing.assert_close(
             tested.backward(gradient), gradient * derivative, rtol=1e-15, atol=0
         )
+
+
+def _bits(tensor: Tensor) -> Tensor:
+    """The tensor's bits as integers (NaNs compared by their bits, -0.0 apart from 0.0)."""
+    return tensor.view(torch.int32 if tensor.dtype == F32 else torch.int64)
+
+
+#: The activations with a form on buffers (``_operations``), which fit's folded step runs.
+_WITH_OPERATIONS = {"Tanh": nn.Tanh, "Sigmoid": nn.Sigmoid, "ReLU": nn.ReLU}
+
+
+@pytest.mark.parametrize("name", sorted(_WITH_OPERATIONS))
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 25), (25, 1), (25, 100), (7, 13)])
+@pytest.mark.parametrize("in_place", [True, False], ids=["in_place", "into_another"])
+def test_operations_have_the_bits_of_the_forward_and_backward(
+    name: str, dtype: torch.dtype, shape: tuple[int, int], in_place: bool
+) -> None:
+    """An activation's ``_operations``, fit's folded step's form of it on buffers made once,
+    run in order: the bits of ``_forward`` and ``_backward`` on the same values, in place
+    over the input or into another tensor, down to a batch of one, with special values among
+    random ones, and again from the same buffers; Tanh's are autograd's too."""
+    generator = torch.Generator().manual_seed(sum(shape) + in_place)
+    values = torch.randn(shape, dtype=dtype, generator=generator) * 3
+    special = torch.tensor(SPECIAL, dtype=dtype)
+    values.view(-1)[: min(values.numel(), len(special))] = special[: values.numel()]
+    gradient = torch.randn(shape, dtype=dtype, generator=generator)
+    module = _WITH_OPERATIONS[name]()
+    output, cache = module._forward(values.clone())
+    expected = module._backward(gradient, cache)
+    input = values.clone()
+    out = input if in_place else torch.empty_like(input)
+    grad_input = torch.full_like(input, float("nan"))
+    operations = module._operations(input, out, gradient, grad_input)
+    assert operations is not None
+    forward, backward = operations
+    for operation in forward:
+        operation()
+    assert torch.equal(_bits(out), _bits(output))
+    for operation in backward:
+        operation()
+    assert torch.equal(_bits(grad_input), _bits(expected))
+    if name == "Tanh":
+        leaf = values.clone().requires_grad_()
+        torch.tanh(leaf).backward(gradient)
+        assert leaf.grad is not None and torch.equal(_bits(grad_input), _bits(leaf.grad))
+    # Run again, as the folded step does at every step: the same bits from the same buffers.
+    input.copy_(values)
+    for operation in (*forward, *backward):
+        operation()
+    assert torch.equal(_bits(out), _bits(output))
+    assert torch.equal(_bits(grad_input), _bits(expected))
+
+
+@pytest.mark.parametrize("name", sorted(_WITH_OPERATIONS))
+def test_no_operations_where_the_methods_compute_otherwise(name: str) -> None:
+    """No form on buffers for float16 and bfloat16 (computed in float32 and rounded once), a
+    gradient of another dtype than the output (promoted), the meta device, nor a subclass that
+    overrides ``_forward`` or ``_backward``: its caller calls the two methods. An activation
+    that caches a derivative of its own (ELU) has none."""
+    kind = _WITH_OPERATIONS[name]
+    module = kind()
+
+    def buffers(*dtypes: torch.dtype, device: str = "cpu") -> list[Tensor]:
+        return [torch.zeros(3, 4, dtype=dtype, device=device) for dtype in dtypes]
+
+    assert module._operations(*buffers(F32, F32, F32, F32)) is not None
+    assert module._operations(*buffers(F64, F64, F64, F64)) is not None
+    for dtype in (torch.float16, torch.bfloat16):
+        assert module._operations(*buffers(dtype, dtype, dtype, dtype)) is None
+    assert module._operations(*buffers(F32, F32, F64, F32)) is None
+    assert module._operations(*buffers(F32, F32, F32, F64)) is None
+    assert module._operations(*buffers(F64, F32, F32, F32)) is None
+    assert module._operations(*buffers(F32, F32, F32, F32, device="meta")) is None
+
+    class Scaled(kind):  # type: ignore[valid-type, misc]
+        def _backward(
+            self, grad_output: Tensor, output: Tensor, out: Tensor | None = None
+        ) -> Tensor:
+            return super()._backward(grad_output * 2, output, out)  # type: ignore[no-any-return]
+
+    class Shifted(kind):  # type: ignore[valid-type, misc]
+        def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+            return super()._forward(input + 1, out)  # type: ignore[no-any-return]
+
+    assert Scaled()._operations(*buffers(F32, F32, F32, F32)) is None
+    assert Shifted()._operations(*buffers(F32, F32, F32, F32)) is None
+    assert nn.ELU()._operations(*buffers(F32, F32, F32, F32)) is None

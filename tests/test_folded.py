@@ -901,20 +901,24 @@ def test_interrupted_forward_leaves_zero_gradients(monkeypatch: pytest.MonkeyPat
     assert all(not p.grad.any() for p in runs[True][0].parameters())
 
 
-class _InterruptingOnes(dict[torch.dtype, Tensor]):
-    """Tanh's operands of 1 (``minidl.nn.tanh._ONES``), read once by every Tanh backward: the
-    read numbered ``at`` raises KeyboardInterrupt. A class method replaced (``Tanh._backward``)
-    would make fit decline the folded step, which runs Tanh's own."""
+def _interrupting_tanh_backward(monkeypatch: pytest.MonkeyPatch, at: int) -> list[int]:
+    """Make the ``at``-th Tanh backward raise KeyboardInterrupt (its fused multiply-add
+    ``1 - y^2``, ``torch.addcmul`` of a 0-dim 1, the first of its two operations, which the
+    loop's ``Tanh._backward`` and the folded step's :meth:`Tanh._operations` both call); the
+    count, to reset. A class method replaced (``Tanh._backward``) would make fit decline the
+    folded step, which runs Tanh's own."""
+    calls = [0]
+    original = torch.addcmul
 
-    def __init__(self, ones: dict[torch.dtype, Tensor], at: int) -> None:
-        super().__init__(ones)
-        self.at, self.calls = at, 0
+    def addcmul(input: Tensor, *arguments: Any, **options: Any) -> Tensor:
+        if isinstance(input, Tensor) and input.dim() == 0:
+            calls[0] += 1
+            if calls[0] == at:
+                raise KeyboardInterrupt
+        return original(input, *arguments, **options)
 
-    def get(self, key: torch.dtype, default: Any = None) -> Any:  # type: ignore[override]
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return super().get(key, default)
+    monkeypatch.setattr(torch, "addcmul", addcmul)
+    return calls
 
 
 @pytest.mark.parametrize("tanh", [1, 2])
@@ -927,12 +931,11 @@ def test_interrupted_backward_leaves_the_loops_gradients(
     last layer's (and with 2 the second's) hold the step's; the folded step (which runs) leaves the same, not the 3rd step's gradients in the layers it had
     not reached. (Tanh._backward replaced on the class, as this test did, made fit decline the
     folded step: both runs were the loop's.)"""
-    ones = _InterruptingOnes(minidl.nn.tanh._ONES, at=2 * 3 + tanh)  # (3 steps: 2 tanh each)
-    monkeypatch.setattr(minidl.nn.tanh, "_ONES", ones)
+    calls = _interrupting_tanh_backward(monkeypatch, at=2 * 3 + tanh)  # (3 steps: 2 tanh each)
     built = _record_builds(monkeypatch)
 
     def reset() -> None:
-        ones.calls = 0
+        calls[0] = 0
 
     runs = _stopped_both_ways(KeyboardInterrupt, *_data(), before=reset, epochs=2)
     assert built and built[0] is not None  # (the folded run folded)
@@ -2147,3 +2150,40 @@ def test_an_optimizer_whose_instance_holds_its_own_step_buffers_trains_step_by_s
     optimizer._step_buffers = lambda *args: None  # type: ignore[method-assign]
     _fit(model, optimizer, x, y, epochs=1, batch_size=10)
     assert calls[0] == 0
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu", "elu"])
+def test_a_step_runs_its_modules_as_torch_operations_on_fixed_operands(activation: str) -> None:
+    """A step's forward and backward of the modules (the last layer's backward included,
+    under a cross-entropy of class indices) are ``torch`` functions with their operands fixed
+    (``functools.partial``, called with no arguments): the layers' products and the
+    activations' own operations (``_operations``: Tanh, Sigmoid, ReLU), with no Python
+    function of minidl between them. An activation without such a form (ELU, which caches a
+    derivative of its own) runs through its ``_forward`` and ``_backward``. All train as the
+    loop does (``test_activations_and_batch_sizes``)."""
+    import functools
+
+    x, y = _data()
+    model = _model(activation=activation)
+    criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1)
+    fit(model, criterion, optimizer, x, y, epochs=1)
+    step = minidl.folded._STEPS[model]  # (kept while the loss and the optimizer live)
+    (batch,) = step._batches.values()  # (one batch of the 50 samples)
+    operations = [*batch.forward, *(batch.columns_backward or ())]
+    assert all(isinstance(operation, functools.partial) for operation in operations)
+    functions = {operation.func for operation in operations}
+    own = {
+        "tanh": ({torch.Tensor.tanh_}, {torch.addcmul, torch.mul}),
+        "sigmoid": (
+            {torch.neg, torch.Tensor.exp_, torch.Tensor.add_, torch.Tensor.reciprocal_},
+            {torch.mul, torch.addcmul},
+        ),
+        "relu": ({torch.clamp_min}, {torch.sign, torch.mul}),
+        "elu": ({minidl.folded._forward}, {minidl.folded._backward}),
+    }[activation]
+    assert functions == {torch.mm, *own[0], *own[1]}
+    # (3 layers and 2 activations; backward: 2 products a layer but the first, 1 there)
+    per_forward = 4 if activation == "sigmoid" else 1
+    per_backward = 1 if activation == "elu" else 2
+    assert len(batch.forward) == 3 + 2 * per_forward
+    assert len(operations) - len(batch.forward) == 2 * 2 + 1 + 2 * per_backward

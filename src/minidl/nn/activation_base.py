@@ -18,15 +18,21 @@ same.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
+import torch
 from torch import Tensor
 
 from minidl._validate import COMPUTED, FLOATING
 from minidl.nn._checks import STRIDED, check_cached, check_dense, check_grad_like
 from minidl.nn.module import Module
 
-__all__ = ["Activation"]
+__all__ = ["Activation", "Operations", "computes_on_buffers"]
+
+#: An activation's forward and backward on buffers fixed for many calls (see
+#: :meth:`Activation._operations`): two sequences of operations that take no arguments.
+Operations = tuple[tuple[Callable[[], object], ...], tuple[Callable[[], object], ...]]
 
 
 class Activation(Module):
@@ -172,6 +178,25 @@ class Activation(Module):
             "returns dL/dinput from the upstream gradient and the cache)"
         )
 
+    def _operations(
+        self, input: Tensor, output: Tensor, grad_output: Tensor, grad_input: Tensor
+    ) -> Operations | None:
+        """:meth:`_forward` and :meth:`_backward` on buffers that stay the same for many calls
+        (those of ``fit``'s folded step), as operations to run in order, each taking no
+        arguments (``functools.partial`` of a ``torch`` function: no Python frame of its own),
+        or ``None`` where the activation has no such form (the caller then calls the two
+        methods).
+
+        The forward reads ``input`` and writes ``output`` (``input`` itself for a run in
+        place, where :attr:`_in_place` allows it); the backward reads ``grad_output`` (the
+        gradient with respect to ``output``) and what the forward left in the buffers, and
+        writes ``grad_input``. They are the operations the two methods issue on those buffers,
+        in their order, with their bits: what those decide from their operands' dtypes and
+        devices on every call is decided once here, from the buffers' (all of one dtype, on
+        one device, dense and contiguous). A subclass that overrides :meth:`_forward` or
+        :meth:`_backward` gets ``None`` from a built-in activation's form."""
+        return None
+
     def _forward_out(self, input: Tensor, out: Tensor) -> None:
         """:meth:`forward`, writing the output into ``out`` (for an activation whose
         :meth:`_forward` takes ``out``)."""
@@ -209,3 +234,17 @@ def _arguments_refused(name: str, args: tuple[object, ...], kwargs: dict[str, ob
     if any(isinstance(value, Tensor) for value in (*args, *kwargs.values())):
         return f"{said}; a module is built, then called on its input: {name}()(x)"
     return said
+
+
+def computes_on_buffers(module: Activation, kind: type[Activation], *buffers: Tensor) -> bool:
+    """Whether ``kind``'s form of :meth:`Activation._operations` gives ``module``'s
+    computation on ``buffers``: ``module`` computes with ``kind``'s own ``_forward`` and
+    ``_backward`` (no subclass overrides them), and the buffers are float32 or float64 CPU
+    tensors of one dtype, for which those methods take the path that the form writes out."""
+    dtype = buffers[0].dtype
+    return (
+        (dtype is torch.float32 or dtype is torch.float64)
+        and all(buffer.dtype is dtype and buffer.is_cpu for buffer in buffers)
+        and type(module)._forward is kind._forward
+        and type(module)._backward is kind._backward
+    )

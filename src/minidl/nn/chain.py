@@ -88,14 +88,14 @@ _METHODS = ("forward", "backward", "backward_parameters")
 
 #: And, for each planned class, those methods with the hooks through which they compute, which
 #: a plan calls itself (a layer's product and accumulation, an activation's ``_forward`` and
-#: ``_backward``, with ``out``): one set on an instance (``tanh._backward = ...``, to change
+#: ``_backward``, with ``out``, and its ``_operations``, which fit's folded step runs): one set on an instance (``tanh._backward = ...``, to change
 #: a gradient) is called by the methods above, child by child, with their arguments (but a
 #: layer's ``_accumulate``, which only a plan calls: set on an instance, it is then called by
 #: nothing, as a layer's ``backward_parameters`` makes the same product itself).
 _NAMES = {
     kind: (*_METHODS, "_apply", "_accumulate", "_accumulate_bias")
     if kind is Linear
-    else (*_METHODS, "_forward", "_backward")
+    else (*_METHODS, "_forward", "_backward", "_operations")
     for kind in (Linear, *PLANNED_ACTIVATIONS)
 }
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 
 from minidl._setting import Setting
 from minidl.nn._checks import check_in_place_setting, check_not_in_place
-from minidl.nn.activation_base import Activation
+from minidl.nn.activation_base import Activation, Operations, computes_on_buffers
 
 __all__ = ["ReLU"]
 
@@ -53,3 +55,14 @@ class ReLU(Activation):
 
     def _backward(self, grad_output: Tensor, output: Tensor, out: Tensor | None = None) -> Tensor:
         return torch.mul(grad_output, output.sign(), out=out)
+
+    def _operations(
+        self, input: Tensor, output: Tensor, grad_output: Tensor, grad_input: Tensor
+    ) -> Operations | None:
+        if not computes_on_buffers(self, ReLU, output, input, grad_output, grad_input):
+            return None
+        # (backward's sign written into grad_input, its temporary)
+        return (partial(torch.clamp_min, input, 0, out=output),), (
+            partial(torch.sign, output, out=grad_input),
+            partial(torch.mul, grad_output, grad_input, out=grad_input),
+        )

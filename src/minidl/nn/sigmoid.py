@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 
 from minidl._scalar import operand
-from minidl.nn.activation_base import Activation
+from minidl.nn.activation_base import Activation, Operations, computes_on_buffers
 
 __all__ = ["Sigmoid", "sigmoid"]
 
@@ -79,6 +81,24 @@ class Sigmoid(Activation):
             grad_times_y, output = grad_times_y.detach(), output.detach()
             target = grad_times_y if out is None else out
             return torch.addcmul(grad_times_y, grad_times_y, output, value=-1, out=target)
+
+    def _operations(
+        self, input: Tensor, output: Tensor, grad_output: Tensor, grad_input: Tensor
+    ) -> Operations | None:
+        if not computes_on_buffers(self, Sigmoid, output, input, grad_output, grad_input):
+            return None
+        # (sigmoid's four operations; backward's g y written into grad_input, its temporary)
+        forward = (
+            partial(torch.neg, input, out=output),
+            partial(Tensor.exp_, output),
+            partial(Tensor.add_, output, operand(1.0, output)),
+            partial(Tensor.reciprocal_, output),
+        )
+        backward = (
+            partial(torch.mul, grad_output, output, out=grad_input),
+            partial(torch.addcmul, grad_input, grad_input, output, value=-1, out=grad_input),
+        )
+        return forward, backward
 
 
 def _wide_backward(grad_output: Tensor, output: Tensor, dtype: torch.dtype) -> Tensor:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 
 from minidl._scalar import cpu_operand
-from minidl.nn.activation_base import Activation
+from minidl.nn.activation_base import Activation, Operations, computes_on_buffers
 
 __all__ = ["Tanh"]
 
@@ -56,6 +58,23 @@ class Tanh(Activation):
             output, grad_output = output.detach(), grad_output.detach()
             derivative = torch.addcmul(one, output, output, value=-1, out=out)
             return torch.mul(derivative, grad_output, out=derivative)
+
+    def _operations(
+        self, input: Tensor, output: Tensor, grad_output: Tensor, grad_input: Tensor
+    ) -> Operations | None:
+        if not computes_on_buffers(self, Tanh, output, input, grad_output, grad_input):
+            return None
+        one = _ONES[output.dtype]
+        forward = (
+            partial(Tensor.tanh_, input)
+            if output is input
+            else partial(torch.tanh, input, out=output)
+        )
+        backward = (
+            partial(torch.addcmul, one, output, output, value=-1, out=grad_input),
+            partial(torch.mul, grad_input, grad_output, out=grad_input),
+        )
+        return (forward,), backward
 
     def _other_backward(self, grad_output: Tensor, output: Tensor, out: Tensor | None) -> Tensor:
         """Backward for a 16-bit output (on the CPU: in float32, rounded once, as PyTorch's
