@@ -212,7 +212,8 @@ def test_operations_have_the_bits_of_the_forward_and_backward(
 def test_no_operations_where_the_methods_compute_otherwise(name: str) -> None:
     """No form on buffers for float16 and bfloat16 (computed in float32 and rounded once), a
     gradient of another dtype than the output (promoted), the meta device, nor a subclass that
-    overrides ``_forward`` or ``_backward``: its caller calls the two methods. An activation
+    overrides ``_forward`` or ``_backward``, nor one of them set on the instance: its caller
+    calls the two methods. An activation
     that caches a derivative of its own (ELU) has none."""
     kind = _WITH_OPERATIONS[name]
     module = kind()
@@ -241,4 +242,8 @@ def test_no_operations_where_the_methods_compute_otherwise(name: str) -> None:
 
     assert Scaled()._operations(*buffers(F32, F32, F32, F32)) is None
     assert Shifted()._operations(*buffers(F32, F32, F32, F32)) is None
+    for hook in ("_forward", "_backward"):  # (set on the instance, to trace or change it)
+        traced = kind()
+        setattr(traced, hook, getattr(traced, hook))
+        assert traced._operations(*buffers(F32, F32, F32, F32)) is None
     assert nn.ELU()._operations(*buffers(F32, F32, F32, F32)) is None

@@ -2187,3 +2187,51 @@ def test_a_step_runs_its_modules_as_torch_operations_on_fixed_operands(activatio
     per_backward = 1 if activation == "elu" else 2
     assert len(batch.forward) == 3 + 2 * per_forward
     assert len(operations) - len(batch.forward) == 2 * 2 + 1 + 2 * per_backward
+
+
+@pytest.mark.parametrize(
+    ("where", "loss"),
+    [("middle", "cross_entropy"), ("last", "cross_entropy"), ("last", "mse"), ("middle", "mse")],
+)
+def test_interrupted_input_gradient_leaves_the_layers_own_gradient(
+    where: str, loss: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt in a layer's input-gradient product (``W^T G``; ``G W`` batch-major), in the
+    2nd step: that layer's own gradient, written by its first product, is left as the loop's
+    ``backward_parameters`` leaves it (the loop accumulates a layer's parameter gradients before
+    its input gradient), the layers before it zero; for the middle layer of 6 -> 5 and the
+    last of 5 -> 3, under a cross-entropy of class indices (its columns) and under MSE (the
+    last layer's backward batch-major)."""
+    inner, outer = (6, 5) if where == "middle" else (5, 3)
+    # (the folded step's W^T G reads (in, out) x (out, N); the loop's G W (N, out) x (out, in))
+    products = {((inner, outer), (outer, 10)), ((10, outer), (outer, inner))}
+    calls = [0]
+
+    def counted(original: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        def mm(a: Tensor, b: Tensor, **options: Any) -> Tensor:
+            if (tuple(a.shape), tuple(b.shape)) in products:
+                calls[0] += 1
+                if calls[0] == 2:
+                    raise KeyboardInterrupt
+            return original(a, b, **options)
+
+        return mm
+
+    monkeypatch.setattr(torch, "mm", counted(torch.mm))
+    monkeypatch.setattr(torch.Tensor, "mm", counted(torch.Tensor.mm))
+    built = _record_builds(monkeypatch)
+
+    def reset() -> None:
+        calls[0] = 0
+
+    x, y = _data()
+    criterion, target = _loss_target(
+        "cross_entropy" if loss == "cross_entropy" else "mse_mean", y, 3
+    )
+    runs = _stopped_both_ways(KeyboardInterrupt, x, target, criterion, before=reset, epochs=1)
+    assert built and built[0] is not None  # (the folded run folded)
+    assert calls[0] == 2
+    written = [bool(p.grad.any()) for p in runs[True][0].parameters()]
+    assert written == (
+        [False, False, True, True, True, True] if where == "middle" else [False] * 4 + [True] * 2
+    )

@@ -161,7 +161,8 @@ class _Batch:
             if isinstance(module, Linear):
                 inputs[index] = new(module.in_features + 1, size)
                 inputs[index][-1] = 1
-        self.features = inputs[0][:-1]
+        # (the first layer's input rows, transposed: (N, in), as the batch comes)
+        self.samples = inputs[0][:-1].t()
         self.last_is_layer = isinstance(modules[last], Linear)
         slots: list[Tensor | None] = []  # (each module's output)
         rows = 0
@@ -251,8 +252,10 @@ class _Batch:
                 input_grad,
                 None if input_grad is None else input_grad.t(),
             )
-        # The backward of the modules before the last, last first, and the module of each
-        # operation (an interrupted step zeroes the gradients it has not written: _zero_from).
+        # The backward of the modules before the last, last first, and for each operation the
+        # last module whose gradient block is not written until it has run: where it raises,
+        # the step zeroes the blocks up to that module's (_zero_from), which it has not written
+        # (a layer's block product: that layer; its input gradient's: the module before it).
         steps: list[Callable[[], object]] = []
         of: list[int] = []
         for index in range(last - 1, -1, -1):
@@ -264,17 +267,20 @@ class _Batch:
                         torch.mm, gradient, inputs[index].t(), out=step.grad_blocks[layer]
                     )
                 ]
+                of.append(index)
                 if index:  # (the first layer's input gradient is not needed)
                     weights_t = step.blocks[layer][:, :-1].t()
                     taken.append(functools.partial(torch.mm, weights_t, gradient, out=grads[index]))
+                    of.append(index - 1)
             else:
                 taken = list(backward[index])
+                of += [index] * len(taken)
             steps += taken
-            of += [index] * len(taken)
         self.backward = tuple(steps)
-        # (a step through the last module's backward first: the module of each operation,
-        # that one's ahead of them)
-        self.backward_of = (last, *of)
+        # (a step through the last module's backward first, as two stages: the loss's gradient
+        # and the last layer's block product, or the activation's backward; then the layer's
+        # input gradient: see FoldedStep.__call__)
+        self.backward_of = (last, last - 1, *of)
         # With a cross-entropy of class indices and a layer last, the last layer's products
         # read the loss's gradient buffer too: that backward as operations, the layer's first.
         self.columns_backward: tuple[Callable[[], object], ...] | None = None
@@ -294,7 +300,7 @@ class _Batch:
                     )
                 )  # fmt: skip
             self.columns_backward = (*head, *steps)
-            self.columns_backward_of = (*[last] * len(head), *of)
+            self.columns_backward_of = (last, last - 1, *of)[: len(head)] + tuple(of)
 
 
 def _forward(
@@ -555,35 +561,13 @@ class FoldedStep:
 
     def _zero_from(self, index: int) -> None:
         """Zero the gradients of the layers at module ``index`` and before it, those that a
-        step interrupted in its backward at module ``index`` has not written (the layers after
-        it hold their gradients of the step, as the loop's ``backward_parameters`` leaves
-        them)."""
+        step interrupted in its backward has not written (``index``: the last such module, see
+        :attr:`_Batch.backward_of`; the layers after it hold their gradients of the step, as
+        the loop's ``backward_parameters`` leaves them, a layer interrupted in its input
+        gradient's product among them)."""
         for position, layer in self.layer_of.items():
             if position <= index:
                 self.grad_blocks[layer].zero_()
-
-    def _last_backward(self, batch: _Batch, criterion: Loss, columns: bool) -> None:
-        """The backward of the last module from the loss's gradient: ``(C, N)`` where
-        ``columns`` (a cross-entropy of class indices), else ``(N, C)``."""
-        grad = (
-            criterion._gradient_columns(batch.logit_grads)  # type: ignore[attr-defined]
-            if columns
-            else criterion._gradient()
-        )
-        last = batch.last_layer
-        if last is None:  # (an activation last, through its _backward)
-            activation, cache = batch.last_activation, self._caches[-1]
-            assert isinstance(activation, Activation) and cache is not None
-            gradient = grad if columns else grad.t()
-            activation._backward(gradient, cache, batch.grads[-1])  # type: ignore[call-arg]
-        elif columns:  # [dW | db] = G A^T, then W^T G
-            torch.mm(grad, last.inputs_t, out=last.grad_block)
-            if last.input_grad is not None:
-                torch.mm(last.weight_t, grad, out=last.input_grad)
-        else:  # the same, transposed: A G, then G W
-            torch.mm(last.inputs, grad, out=last.grad_block_t)
-            if last.input_grad_t is not None:
-                torch.mm(grad, last.weight, out=last.input_grad_t)
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """Train on the batch ``(x, y)`` (``x``: ``(N, in)``); return its loss."""
@@ -593,7 +577,7 @@ class FoldedStep:
                 self._batches.clear()
             with torch.inference_mode(False):
                 batch = self._batches[x.shape[0]] = _Batch(self, x.shape[0])
-        batch.features.copy_(x.t())
+        batch.samples.copy_(x)
         criterion = self._criterion()
         assert criterion is not None  # (fit, which calls the step, holds it)
         try:
@@ -624,16 +608,31 @@ class FoldedStep:
             # the loop's zero_grad left them before its forward)
             self.grads.zero_()
             raise
-        done = 0  # (the operations of the backward that ran)
-        of = batch.columns_backward_of  # (the module of each)
+        done = 0  # (the stages of the backward that ran: see _Batch.backward_of)
+        of = batch.columns_backward_of
         try:
             operations = batch.columns_backward
             if columns and operations is not None:  # (C, N): every layer's features by batch
                 criterion._gradient_columns(batch.logit_grads)  # type: ignore[attr-defined]
-            else:
+            else:  # the last module's backward from a gradient given anew, then the operations
                 of = batch.backward_of
-                self._last_backward(batch, criterion, columns)
-                done, operations = 1, batch.backward
+                last = batch.last_layer
+                if last is None:  # an activation last, through its _backward
+                    grad = (
+                        criterion._gradient_columns(batch.logit_grads)  # type: ignore[attr-defined]
+                        if columns
+                        else criterion._gradient().t()
+                    )
+                    activation, cache = batch.last_activation, self._caches[-1]
+                    assert isinstance(activation, Activation) and cache is not None
+                    activation._backward(grad, cache, batch.grads[-1])  # type: ignore[call-arg]
+                else:  # a layer, under another loss: (N, C), [dW | db]^T = A G, then G W
+                    grad = criterion._gradient()
+                    torch.mm(last.inputs, grad, out=last.grad_block_t)
+                    done = 1
+                    if last.input_grad_t is not None:
+                        torch.mm(grad, last.weight, out=last.input_grad_t)
+                done, operations = 2, batch.backward
             for operation in operations:
                 operation()
                 done += 1

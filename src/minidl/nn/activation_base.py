@@ -190,7 +190,8 @@ class Activation(Module):
         The forward reads ``input`` and writes ``output`` (``input`` itself for a run in
         place, where :attr:`_in_place` allows it); the backward reads ``grad_output`` (the
         gradient with respect to ``output``) and what the forward left in the buffers, and
-        writes ``grad_input``. They are the operations the two methods issue on those buffers,
+        writes ``grad_input``, which shares no memory with the other three (an operation may
+        use it as its temporary), as ``grad_output`` shares none with ``input`` or ``output``. They are the operations the two methods issue on those buffers,
         in their order, with their bits: what those decide from their operands' dtypes and
         devices on every call is decided once here, from the buffers' (all of one dtype, on
         one device, dense and contiguous). A subclass that overrides :meth:`_forward` or
@@ -239,12 +240,16 @@ def _arguments_refused(name: str, args: tuple[object, ...], kwargs: dict[str, ob
 def computes_on_buffers(module: Activation, kind: type[Activation], *buffers: Tensor) -> bool:
     """Whether ``kind``'s form of :meth:`Activation._operations` gives ``module``'s
     computation on ``buffers``: ``module`` computes with ``kind``'s own ``_forward`` and
-    ``_backward`` (no subclass overrides them), and the buffers are float32 or float64 CPU
-    tensors of one dtype, for which those methods take the path that the form writes out."""
+    ``_backward`` (no subclass overrides them, none is set on the instance), and the buffers
+    are float32 or float64 CPU tensors of one dtype, for which those methods take the path
+    that the form writes out."""
     dtype = buffers[0].dtype
+    attributes = module.__dict__
     return (
         (dtype is torch.float32 or dtype is torch.float64)
         and all(buffer.dtype is dtype and buffer.is_cpu for buffer in buffers)
         and type(module)._forward is kind._forward
         and type(module)._backward is kind._backward
+        and "_forward" not in attributes
+        and "_backward" not in attributes
     )

@@ -88,10 +88,12 @@ _METHODS = ("forward", "backward", "backward_parameters")
 
 #: And, for each planned class, those methods with the hooks through which they compute, which
 #: a plan calls itself (a layer's product and accumulation, an activation's ``_forward`` and
-#: ``_backward``, with ``out``, and its ``_operations``, which fit's folded step runs): one set on an instance (``tanh._backward = ...``, to change
-#: a gradient) is called by the methods above, child by child, with their arguments (but a
-#: layer's ``_accumulate``, which only a plan calls: set on an instance, it is then called by
-#: nothing, as a layer's ``backward_parameters`` makes the same product itself).
+#: ``_backward``, with ``out``) or fit's folded step (an activation's ``_operations``): one set
+#: on an instance (``tanh._backward = ...``, to change a gradient) is called by the methods
+#: above, child by child, with their arguments, but a layer's ``_accumulate`` and an
+#: activation's ``_operations``, which only a plan or the folded step calls: set on an
+#: instance, either is then called by nothing (a layer's ``backward_parameters`` makes the same
+#: product itself, and ``fit`` trains step by step).
 _NAMES = {
     kind: (*_METHODS, "_apply", "_accumulate", "_accumulate_bias")
     if kind is Linear
