@@ -2175,3 +2175,23 @@ def test_a_parameter_given_the_memory_of_a_state_tensor_is_refused(attribute: st
     setattr(bias, attribute, momentum[6:8].clone())
     optimizer.step()
     assert optimizer.step_count == 2
+
+
+def test_a_schedules_refusals_name_its_subclass() -> None:
+    """A subclass of OneCycle or of SequentialSchedule is named in their refusals (a step past
+    the last one, no schedule given, a schedule of another optimizer), not the base class."""
+
+    class WarmCycle(optim.OneCycle):
+        pass
+
+    class Chain(optim.SequentialSchedule):
+        pass
+
+    optimizer = optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    other = optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"^WarmCycle: step 4 is past total_steps=3"):
+        WarmCycle(optimizer, max_lr=1.0, total_steps=3).lr_at(4)
+    with pytest.raises(ValueError, match=r"^Chain: give at least one schedule"):
+        Chain(optimizer, [], [])
+    with pytest.raises(ValueError, match=r"^Chain: schedules\[0\] \(StepDecay\) schedules another"):
+        Chain(optimizer, [optim.StepDecay(other, step_size=1)], [])

@@ -205,7 +205,8 @@ class OneCycle(LRScheduler):
     def lr_at(self, step: int) -> float:
         if step > self._total_steps:
             raise ValueError(
-                f"OneCycle: step {shown(step)} is past total_steps={shown(self._total_steps)}; build the "
+                f"{type(self).__name__}: step {shown(step)} is past total_steps="
+                f"{shown(self._total_steps)}; build the "
                 "schedule with the number of batches of the whole training"
             )
         if step <= self._rise_end:

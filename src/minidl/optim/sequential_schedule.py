@@ -103,22 +103,22 @@ class SequentialSchedule(LRScheduler):
         schedules = _as_list("schedules", schedules)
         milestones = _as_list("milestones", milestones)
         if not schedules:
-            raise ValueError("SequentialSchedule: give at least one schedule")
+            raise ValueError(f"{type(self).__name__}: give at least one schedule")
         for index, schedule in enumerate(schedules):
             if not isinstance(schedule, LRScheduler):
                 raise TypeError(
-                    f"SequentialSchedule: schedules[{index}] must be an LRScheduler, "
+                    f"{type(self).__name__}: schedules[{index}] must be an LRScheduler, "
                     f"got {type(schedule).__name__}"
                 )
             if schedule.optimizer is not optimizer:
                 raise ValueError(
-                    f"SequentialSchedule: schedules[{index}] ({type(schedule).__name__}) "
+                    f"{type(self).__name__}: schedules[{index}] ({type(schedule).__name__}) "
                     "schedules another optimizer"
                 )
         intervals = {schedule.interval for schedule in schedules}
         if len(intervals) != 1:
             raise ValueError(
-                f"SequentialSchedule: all schedules must step at the same interval, got "
+                f"{type(self).__name__}: all schedules must step at the same interval, got "
                 f"{sorted(intervals)}"
             )
         self._schedules: list[LRScheduler] = schedules
@@ -242,7 +242,7 @@ class SequentialSchedule(LRScheduler):
         if own is not None and step - start > own:
             # (in the sequence's steps, where the schedule's refusal counted its own)
             raise ValueError(
-                f"SequentialSchedule: step {shown(step)} is past step {shown(start + own)}, the "
+                f"{type(self).__name__}: step {shown(step)} is past step {shown(start + own)}, the "
                 f"last of the {type(schedule).__name__} from step {shown(start)} (it has rates "
                 f"for {shown(own)} steps; the sequence's step_limit is {shown(self.step_limit)})"
             )
