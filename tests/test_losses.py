@@ -667,3 +667,20 @@ def test_mse_takes_its_reduction_as_a_plain_str() -> None:
     assert repr(nn.MSELoss(reduction=np.str_("sum"))) == "MSELoss(reduction='sum')"
     with pytest.raises(ValueError, match=r"^MSELoss: reduction must be 'paper', 'mean' or 'sum'"):
         nn.MSELoss(reduction=_Loud("none"))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_huber_beyond_the_dtypes_range_gives_an_infinite_difference_an_infinite_gradient(
+    reduction: str,
+) -> None:
+    """A delta past float32's largest value, in float32: an infinite difference's gradient is
+    delta rounded to float32, infinite (as autograd gives it), not float32's largest value; a
+    finite difference's is the difference itself."""
+    prediction = torch.tensor([[float("inf"), 1.0]])
+    target = torch.tensor([[0.0, 0.0]])
+    loss = nn.HuberLoss(delta=1e39, reduction=reduction)  # type: ignore[arg-type]
+    loss(prediction, target)
+    leaf = prediction.clone().requires_grad_()
+    torch.nn.functional.huber_loss(leaf, target, reduction=reduction, delta=1e39).backward()
+    assert leaf.grad is not None
+    assert torch.equal(loss.backward(), leaf.grad)

@@ -81,8 +81,9 @@ class GELU(CachedDerivative):
     :math:`x` or :math:`-0` and the derivative exactly 1 or 0 in float32 and float64, so
     :math:`x` is clamped there first (the same bits for every finite input): at
     :math:`x = -\infty` the output is :math:`-0` and the derivative 0 (PyTorch's are NaN), at
-    :math:`+\infty` they are :math:`\infty` and 1 (PyTorch's derivative is NaN, and on the CPUs
-    here so is its exact output in float32 and bfloat16 tensors of more than one element). A NaN
+    :math:`+\infty` they are :math:`\infty` and 1 (PyTorch's derivative is NaN, and so is its
+    exact output in float32 tensors of more than one element on a CPU where oneDNN's AVX-512
+    kernel computes it). A NaN
     input gives NaN. A float16 or bfloat16 input is computed in float32 and rounded once, as
     PyTorch does; the derivative is kept in float32, so that backward rounds once too.
 

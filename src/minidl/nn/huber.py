@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -125,10 +126,11 @@ class HuberLoss(Loss):
         assert self._difference is not None
         delta = self._forward_delta
         difference = self._difference
-        if delta > FLOAT16_LARGEST:
-            # Past the dtype's largest value the clamp changes no finite difference (and an
-            # infinite one is past delta too): torch refuses to convert such a bound.
-            delta = min(delta, torch.finfo(difference.dtype).max)
+        if delta > FLOAT16_LARGEST and delta > torch.finfo(difference.dtype).max:
+            # Past the dtype's largest value the clamp changes no finite difference, and an
+            # infinite one's gradient is delta rounded to the dtype, infinite: torch refuses to
+            # convert such a bound, and takes an infinite one.
+            delta = math.inf
         clamped = difference.clamp(-delta, delta)
         gradient = clamped.mul_(operand(self._scale, clamped))
         dtype = self._forward_dtype
