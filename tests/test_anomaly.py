@@ -538,3 +538,24 @@ def test_a_childs_backward_refusal_is_noted_inside_the_block(method: str) -> Non
             f"in Sequential.{method}, at module 0 (Linear), given the gradient returned by the "
             "backward of module 1 (Narrowing)"
         ]
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_an_anomaly_in_fits_trial_says_it_came_from_the_trial(wrapped: bool) -> None:
+    """A non-finite value met by fit's trial forward on the first sample (in evaluation mode: a
+    batch norm's running mean, which training's forward does not read) is raised with the note
+    that fit ran the model on ``x[:1]`` before training, as a refusal there is: its shape is
+    the sample's, none of a training batch's."""
+    from minidl import nn as mnn
+    from minidl import optim as moptim
+    from minidl.train import fit
+
+    model = mnn.Sequential(mnn.Linear(3, 4), mnn.BatchNorm1d(4), mnn.Linear(4, 2))
+    model[1].running_mean.fill_(-math.inf)
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1] * 4)
+    optimizer = moptim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(AnomalyError) as info, detect_anomaly(*([model] if wrapped else [])):
+        fit(model, mnn.CrossEntropyLoss(), optimizer, x, y, epochs=1, batch_size=4)
+    notes = getattr(info.value, "__notes__", [])
+    assert any("fit ran the model and the loss on the first sample, x[:1]" in n for n in notes)

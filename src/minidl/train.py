@@ -819,7 +819,9 @@ def fit(
                 except Exception:
                     pass  # (refused by the batch too: the sample's refusal, as documented)
             if refusal is not None:
-                if isinstance(refusal, TypeError | ValueError):
+                # (an anomaly too: a value of the trial in evaluation mode, a running statistic
+                # that training's forward does not read, is none of a training batch's)
+                if isinstance(refusal, TypeError | ValueError | anomaly.AnomalyError):
                     _note_trial(refusal, "sample", x[:1], y[:1])
                 raise refusal
         scores = isinstance(probe, Tensor) and probe.dim() == 2
