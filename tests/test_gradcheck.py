@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Callable
@@ -1305,3 +1306,26 @@ def test_the_inputs_after_the_first_are_given_as_copies() -> None:
     kept = target.clone()
     assert minidl.gradcheck(DoublingTarget(), torch.randn(3, 2, dtype=F64), target)
     assert torch.equal(target, kept)
+
+
+@pytest.mark.parametrize("where", ["buffer", "target"])
+def test_a_non_finite_buffer_or_later_input_is_refused_before_anything_runs(where: str) -> None:
+    """A NaN or infinite value in a floating-point buffer (a batch norm's running mean, read in
+    evaluation mode) or in a later input (a loss's target) is refused before anything runs, as
+    one in the first input or a parameter is: finite differences through it are NaN, and the
+    module's right backward was blamed."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, dtype=torch.float64, generator=generator)
+    if where == "buffer":
+        module: nn.Module = nn.BatchNorm1d(3, dtype=torch.float64).eval()
+        module.running_mean[0] = math.inf  # type: ignore[index]
+        inputs: tuple[torch.Tensor, ...] = (x,)
+        expected = r"buffer 'running_mean' has a non-finite value"
+    else:
+        module = nn.MSELoss()
+        target = torch.randn(4, 3, dtype=torch.float64, generator=generator)
+        target[1, 2] = math.inf
+        inputs = (x, target)
+        expected = r"input 1 has a non-finite value"
+    with pytest.raises(ValueError, match=rf"^gradcheck: {expected} \(inf at index"):
+        minidl.gradcheck(module, *inputs)

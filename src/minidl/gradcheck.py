@@ -104,7 +104,8 @@ def gradcheck(
             backward returns no tensor like the input, writes over its argument or its
             forward's input, or does not accumulate (with ``raise_exception``).
         TypeError, ValueError: a bad argument, named in the message, before anything runs
-            (a NaN or infinite value in the first input or a parameter is one); a forward that
+            (a NaN or infinite value in an input, a parameter or a floating-point buffer, a
+            batch norm's running statistics, is one); a forward that
             returns no floating-point tensor (a tuple, an integer tensor), a TypeError.
 
     Example:
@@ -154,8 +155,14 @@ def gradcheck(
             )
     # (finite differences through a non-finite value are NaN: the module would be blamed)
     _check_finite("the first input", first)
+    for position, other in enumerate(inputs[1:], start=1):  # (a loss's targets, say)
+        if isinstance(other, Tensor) and other.is_floating_point():
+            _check_finite(f"input {position}", other)
     for name, parameter in named:
         _check_finite(f"parameter {name!r}", parameter.data)
+    for name, buffer in module.named_buffers():
+        if isinstance(buffer, Tensor) and buffer.is_floating_point():
+            _check_finite(f"buffer {name!r}", buffer)
     parameters = [parameter for _, parameter in named]
     # Values too: a forward that raises part-way through would leave one nudged by eps.
     saved_values = [p.data.clone() for p in parameters]
