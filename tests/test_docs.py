@@ -584,9 +584,10 @@ NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
 
 
 def this_versions_bench_runs() -> tuple[list[str], list[list[str]]]:
-    """The header of docs/speed.md's table of the runs on the machine in use now, and its rows
-    of this version: the first and the ``run N`` rows after it, each as its cells."""
-    section = page_text("speed.md").partition("## The runs on the Zen 5 EPYC")[2]
+    """The header of docs/speed.md's table of the runs on the machine in use now (the first
+    section of runs: ``## The runs on the ...``), and its rows of this version: the first and the
+    ``run N`` rows after it, each as its cells."""
+    section = page_text("speed.md").partition("\n## The runs on the ")[2].partition("\n## ")[0]
     rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| ")]
     assert len(rows) > 2, "docs/speed.md's table of this machine's runs moved: update this test"
     header, first, *older = rows
