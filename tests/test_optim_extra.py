@@ -2195,3 +2195,55 @@ def test_a_schedules_refusals_name_its_subclass() -> None:
         Chain(optimizer, [], [])
     with pytest.raises(ValueError, match=r"^Chain: schedules\[0\] \(StepDecay\) schedules another"):
         Chain(optimizer, [optim.StepDecay(other, step_size=1)], [])
+
+
+def test_a_schedules_state_is_refused_by_another_class_or_other_settings() -> None:
+    """A schedule's ``state_dict`` holds its class and settings (a sequence's milestones and
+    schedules too): a ``StepDecay(step_size=3, gamma=0.5)``'s step 4 loads into no
+    ``StepDecay`` of other settings nor into another class (both gave another rate, silently),
+    each refusal naming what differs and changing nothing; a state without them (an earlier
+    version's) loads as before, and into the same settings it restores the rate."""
+
+    def sgd() -> optim.SGD:
+        return optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+
+    saved = optim.StepDecay(sgd(), step_size=3, gamma=0.5)
+    for _ in range(4):
+        saved.step()
+    state = saved.state_dict()
+    assert state["class"] == "StepDecay"
+    assert state["settings"] == {"interval": "epoch", "step_size": 3, "gamma": 0.5}
+    other = optim.StepDecay(sgd(), step_size=10, gamma=0.9)
+    with pytest.raises(
+        ValueError,
+        match=r"^StepDecay.load_state_dict: the state was saved by a StepDecay of other "
+        r"settings: gamma=0.5 \(here 0.9\), step_size=3 \(here 10\)",
+    ):
+        other.load_state_dict(state)
+    assert (other.last_step, other.optimizer.lr) == (0, 0.1)
+    cosine = optim.CosineAnnealing(sgd(), T_max=5)
+    with pytest.raises(ValueError, match=r"saved by a 'StepDecay' \(its 'class' entry\)"):
+        cosine.load_state_dict(state)
+    same = optim.StepDecay(sgd(), step_size=3, gamma=0.5)
+    same.load_state_dict(state)
+    assert (same.last_step, same.optimizer.lr) == (4, saved.optimizer.lr)
+    earlier = optim.StepDecay(sgd(), step_size=10, gamma=0.9)
+    earlier.load_state_dict({"base_lr": 0.1, "last_step": 4})  # (no class nor settings)
+    assert earlier.last_step == 4
+    optimizer = sgd()
+    chain = optim.SequentialSchedule(
+        optimizer,
+        [optim.LinearWarmup(optimizer, warmup_steps=2), optim.StepDecay(optimizer, 2)],
+        [2],
+    )
+    chained = chain.state_dict()
+    assert chained["milestones"] == [2]
+    assert [part["class"] for part in chained["schedules"]] == ["LinearWarmup", "StepDecay"]
+    optimizer = sgd()
+    longer = optim.SequentialSchedule(
+        optimizer,
+        [optim.LinearWarmup(optimizer, warmup_steps=3), optim.StepDecay(optimizer, 2)],
+        [3],
+    )
+    with pytest.raises(ValueError, match=r"of other milestones: \[2\] \(here \[3\]\)"):
+        longer.load_state_dict(chained)
