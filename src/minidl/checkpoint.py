@@ -635,13 +635,7 @@ def save_checkpoint(
         scheduler_header = {
             "class": type(scheduler).__name__,
             "repr": repr(scheduler),
-            # (its class and settings are the entries above: the state's own copies of them,
-            # which load_state_dict compares, would be read twice)
-            "state": {
-                key: value
-                for key, value in scheduler.state_dict().items()
-                if key not in ("class", "settings", "milestones", "schedules")
-            },
+            "state": scheduler.state_dict(),
             # (its reprs show an interval set by hand: see _restore_scheduler)
             "interval": scheduler.interval,
         }

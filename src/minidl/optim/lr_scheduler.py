@@ -503,53 +503,8 @@ class LRScheduler:
 
     def state_dict(self) -> dict[str, Any]:
         """The schedule's state: the reference learning rate ``base_lr`` and the step counter
-        ``last_step``, as :meth:`load_state_dict` takes it; and what the state means a rate
-        for: the schedule's ``class`` and ``settings`` (each :class:`ScheduleSetting` but
-        ``base_lr``: ``step_size``, ``gamma``, ``interval``, ...; a sequence's ``milestones``
-        and ``schedules`` too), which :meth:`load_state_dict` compares with its own."""
-        return {
-            "base_lr": self.base_lr,
-            "last_step": self._checked_last_step("state_dict"),
-            **self._identity(),
-        }
-
-    def _identity(self) -> dict[str, Any]:
-        """``class`` and ``settings`` of :meth:`state_dict` (see there)."""
-        settings: dict[str, Any] = {}
-        for klass in reversed(type(self).__mro__):
-            for value in vars(klass).values():
-                if isinstance(value, ScheduleSetting) and value.name != "base_lr":
-                    settings[value.name] = getattr(self, value.name)
-        return {"class": type(self).__name__, "settings": settings}
-
-    def _check_identity(self, where: str, state_dict: Mapping[str, Any]) -> None:
-        """Refuse a state saved by another class of schedule, or with other settings (a
-        ``StepDecay(step_size=3)``'s step 4 is another rate in a ``StepDecay(step_size=10)``):
-        each entry of :meth:`_identity` that the state holds must be this schedule's (a state
-        saved without them, by an earlier version, is not asked)."""
-        for key, mine in self._identity().items():
-            saved = state_dict.get(key, mine)
-            if saved == mine:
-                continue
-            if key == "class":
-                raise ValueError(
-                    f"{where}: the state was saved by a {shown(saved)} (its 'class' entry), this "
-                    f"schedule is a {mine}; load it into a {shown(saved)}, whose steps give the "
-                    "rates it was saved with"
-                )
-            if isinstance(saved, Mapping) and isinstance(mine, Mapping):
-                given = ", ".join(
-                    f"{name}={shown(saved.get(name))} (here {shown(mine.get(name))})"
-                    for name in sorted(set(saved) | set(mine), key=str)
-                    if saved.get(name) != mine.get(name)
-                )
-            else:
-                given = f"{shown(saved)} (here {shown(mine)})"
-            raise ValueError(
-                f"{where}: the state was saved by a {type(self).__name__} of other {key}: "
-                f"{given}; build the schedule with the settings it was saved with (its steps "
-                "give other rates here)"
-            )
+        ``last_step`` (a subclass adds its settings), as :meth:`load_state_dict` takes it."""
+        return {"base_lr": self.base_lr, "last_step": self._checked_last_step("state_dict")}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the step counter (and the reference learning rate) and set the optimizer's lr.
@@ -568,7 +523,6 @@ class LRScheduler:
         missing = {"base_lr", "last_step"} - set(state_dict)
         if missing:
             raise KeyError(f"{name}.load_state_dict: missing keys {sorted(missing)}")
-        self._check_identity(f"{name}.load_state_dict", state_dict)
         last_step = check_int(
             f"{name}.load_state_dict", "last_step", state_dict["last_step"], low=0
         )

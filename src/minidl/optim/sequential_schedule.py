@@ -279,9 +279,7 @@ class SequentialSchedule(LRScheduler):
         return None if None in bounds else max(bound for bound in bounds if bound is not None)
 
     def state_dict(self) -> dict[str, Any]:
-        """``base_lr``, ``last_step``, ``class`` and ``settings``, as every schedule's, with the
-        sequence's ``milestones`` and ``schedules`` (each one's class and settings); and, where a
-        schedule it holds
+        """``base_lr`` and ``last_step``, as every schedule's; and, where a schedule it holds
         has a ``base_lr`` of its own set by hand (one that restoring the sequence's would not
         give it back), ``base_lrs``: the ``base_lr`` of every schedule it holds, in order, a
         sequence inside it followed by its own."""
@@ -296,15 +294,6 @@ class SequentialSchedule(LRScheduler):
         ):
             state["base_lrs"] = [part.base_lr for part in parts]
         return state
-
-    def _identity(self) -> dict[str, Any]:
-        """The sequence's ``class`` and ``settings`` (see :meth:`LRScheduler.state_dict`), its
-        ``milestones`` and, for each schedule it holds, that one's ``class`` and ``settings``."""
-        return {
-            **super()._identity(),
-            "milestones": list(self._milestones),
-            "schedules": [schedule._identity() for schedule in self._schedules],
-        }
 
     def _checked_parts(self, where: str, state_dict: Mapping[str, Any]) -> Callable[[], None]:
         """The ``base_lrs`` of a state (see :meth:`state_dict`), checked as each schedule checks
