@@ -300,7 +300,7 @@ class _Batch:
                     )
                 )  # fmt: skip
             self.columns_backward = (*head, *steps)
-            self.columns_backward_of = (last, last - 1, *of)[: len(head)] + tuple(of)
+            self.columns_backward_of = (last, last - 1)[: len(head)] + tuple(of)
 
 
 def _forward(
