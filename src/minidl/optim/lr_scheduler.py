@@ -503,11 +503,22 @@ class LRScheduler:
 
     def state_dict(self) -> dict[str, Any]:
         """The schedule's state: the reference learning rate ``base_lr`` and the step counter
-        ``last_step`` (a subclass adds its settings), as :meth:`load_state_dict` takes it."""
+        ``last_step``, as :meth:`load_state_dict` takes it (a
+        :class:`~minidl.optim.SequentialSchedule` may add ``base_lrs``).
+
+        The state is where the schedule stands, not what it is: neither its class nor its
+        settings (``step_size``, ``max_lr``, ...) are in it, as they are the schedule's own,
+        given to its constructor or set since (a setting changed between a save and a load is
+        kept). A state loaded into a schedule of other settings or another class gives that
+        schedule's rate at the saved step. A checkpoint also saves the scheduler's class and
+        settings (its repr), and :func:`minidl.checkpoint.load_checkpoint` refuses a scheduler
+        that differs."""
         return {"base_lr": self.base_lr, "last_step": self._checked_last_step("state_dict")}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the step counter (and the reference learning rate) and set the optimizer's lr.
+
+        The schedule keeps its class and settings (see :meth:`state_dict`).
 
         Everything is checked before anything changes, the rate of the restored step included;
         a refused state leaves the schedule as it was, and the schedules of a
