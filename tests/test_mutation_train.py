@@ -598,3 +598,45 @@ def test_a_validation_set_for_outputs_of_three_dimensions_is_refused_before_trai
         )
     assert optimizer.step_count == 0
     assert all(torch.equal(a, p.data) for a, p in zip(before, model.parameters(), strict=True))
+
+
+class _TwoScales(nn.Module):
+    """``y = (1e9 a + b) x`` with two scalar parameters, ``a = 0`` (the output stays of ``x``'s
+    size): ``a``'s gradient is 1e9 times ``b``'s. Its backward accumulates into ``a``'s
+    gradient and overwrites ``b``'s (``overwrite``)."""
+
+    def __init__(self, overwrite: bool) -> None:
+        super().__init__()
+        self.a = self.register_parameter("a", Parameter(torch.tensor(0.0)))
+        self.b = self.register_parameter("b", Parameter(torch.tensor(0.25)))
+        self.overwrite = overwrite
+        self._input: Tensor | None = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._input = input
+        return (1e9 * self.a.data + self.b.data) * input
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        assert self._input is not None
+        total = (grad_output * self._input).sum()
+        self.a.grad.add_(1e9 * total)
+        if self.overwrite:
+            self.b.grad.copy_(total)
+        else:
+            self.b.grad.add_(total)
+        return grad_output * (1e9 * self.a.data + self.b.data)
+
+
+def test_gradcheck_reports_an_overwritten_gradient_beside_a_far_larger_one() -> None:
+    """The accumulation check of each gradient is relative to that gradient's own size: ``b``'s
+    gradient overwritten (off by all of itself after the second backward) is found though
+    ``a``'s is 1e9 times larger (a tolerance relative to the largest of all let it pass)."""
+    from minidl import GradcheckError, gradcheck
+
+    x = torch.linspace(0.5, 1.5, 3, dtype=F64)
+    assert gradcheck(_TwoScales(overwrite=False).to(F64), x)
+    with pytest.raises(
+        GradcheckError,
+        match=r"^gradcheck: _TwoScales\.backward does not accumulate into the gradient of 'b'",
+    ):
+        gradcheck(_TwoScales(overwrite=True).to(F64), x)

@@ -548,24 +548,33 @@ def _unrepeated(second: object, first: Tensor) -> str | None:
     )
 
 
+def _largest_finite(gradient: Tensor) -> float:
+    """The largest absolute finite value of ``gradient`` (0 if it has none)."""
+    finite = gradient[gradient.isfinite()]
+    return float(finite.abs().max()) if finite.numel() else 0.0
+
+
 def _overwritten(
     named: list[tuple[str, Parameter]], analytic: dict[str, Tensor], method: str = "backward"
 ) -> str | None:
     """What is wrong when a second ``method`` call (``backward`` or ``backward_parameters``)
     did not double a parameter's gradient: it must accumulate into ``grad`` (add to it), not
     overwrite it."""
-    # Relative to the largest gradient: one that is zero but for rounding (a bias before a
-    # batch norm) may come out of two passes as other rounding.
-    finite = [g[g.isfinite()] for g in analytic.values()]
-    scale = max((float(g.abs().max()) for g in finite if g.numel()), default=0.0)
+    # Relative to the gradient's own largest value; to a millionth of the largest of all
+    # gradients where its own is smaller: one that is zero but for rounding (a bias before a
+    # batch norm) may come out of two passes as other rounding. (Relative to the largest of
+    # all alone, a gradient overwritten beside one 1e8 times larger passed.)
+    sizes = {name: _largest_finite(gradient) for name, gradient in analytic.items()}
+    largest = max(sizes.values(), default=0.0)
     for name, parameter in named:
         expected = 2 * analytic[name]
         if not expected.numel():
             continue
         grad = parameter.grad
+        tolerance = 1e-8 * max(sizes[name], 1e-6 * largest)
         # NaN after the second backward alone is a mismatch; NaN after both is left to the
         # comparison with finite differences, which reports the NaN gradient itself.
-        agree = ((grad - expected).abs() <= 1e-8 * scale) | (grad == expected)
+        agree = ((grad - expected).abs() <= tolerance) | (grad == expected)
         bad = ~(agree | (grad.isnan() & expected.isnan()))
         if bool(bad.any()):
             index = tuple(int(i) for i in bad.nonzero()[0])
