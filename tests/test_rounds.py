@@ -844,6 +844,18 @@ def test_fit_rounds_refuses_bad_sets_before_training() -> None:
             ("train_sets[1] y", "torch.int64", "got (N,), torch.float32"),
         ),
         ({"train_sets": [(x[:0], y[:0])] * 2}, ValueError, ("the training sets are empty",)),
+        # Training sets the models do not take are named as such, not the validation sets that
+        # differ from them (those were compared with the training x first).
+        (
+            {"train_sets": [(x.double(), y)] * 2},
+            TypeError,
+            ("the training sets do not fit", "input dtype torch.float64", "torch.float32"),
+        ),
+        (
+            {"train_sets": [(torch.randn(6, 3), y)] * 2},
+            ValueError,
+            ("the training sets do not fit", "3"),
+        ),
         (
             {"validation_sets": [(x, y), (torch.randn(6, 3), y)]},
             ValueError,

@@ -383,6 +383,11 @@ def fit_rounds(
     classes = _check_fit(stacked, criterion, train_sets)
     _check_target_values(criterion, train_sets)
     if validation_sets is not None:
+        # (after the training sets were run: a training x the models do not take is named as
+        # such, not as the validation x that differs from it)
+        for index, (x, _) in enumerate(validation_sets):
+            name = f"validation_sets[{index}] x"
+            check_like("fit_rounds", name, x, train_sets[0][0], "the training x")
         for index, (_, y) in enumerate(validation_sets):
             check_class_indices(
                 "fit_rounds",
@@ -762,7 +767,9 @@ def _check_sets(
     validation_sets: Sequence[tuple[Tensor, Tensor]] | None,
 ) -> None:
     """Refuse training and validation sets that cannot be stacked or that a stack cannot take,
-    before anything is trained (a bad validation set would otherwise fail after an epoch)."""
+    before anything is trained (a bad validation set would otherwise fail after an epoch). A
+    validation x is compared with the training x later, once the models took the training
+    sets."""
     for index, pair in enumerate(train_sets):
         if not (
             isinstance(pair, tuple | list)
@@ -799,8 +806,7 @@ def _check_sets(
                 f"{_describe_pair(pair)}"
             )
         name = f"validation_sets[{index}]"
-        x, y = check_labelled("fit_rounds", name + " ", *pair, set_name=name)
-        check_like("fit_rounds", name + " x", x, x_first, "the training x")
+        _, y = check_labelled("fit_rounds", name + " ", *pair, set_name=name)
         check_class_indices("fit_rounds", name + " ", y)
     if validation_sets is not None:
         sizes = {int(x.shape[0]) for x, _ in validation_sets}
