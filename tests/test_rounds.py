@@ -2423,3 +2423,85 @@ def test_sets_added_or_taken_out_by_on_epoch_are_refused_by_name(change: str) ->
     with pytest.raises(ValueError, match=rf"^fit_rounds: on_epoch changed train_sets to {counts}"):
         models = [nn.mlp((2, 4, 2), "tanh", dtype=DTYPE) for _ in range(2)]
         _fit_by_sgd(models, train, epochs=2, on_epoch=on_epoch)
+
+
+def test_a_set_put_in_place_of_one_by_on_epoch_trains_the_next_epoch_at_any_address() -> None:
+    """A tensor that on_epoch puts in place of a set's is read, also where it has the replaced
+    one's address and version counter (a view of the same memory here; the allocator may give
+    a new tensor a freed one's address too): fit_rounds compared addresses and counters only,
+    and trained on with the old values."""
+    data = [make_disk_data(40, 10, 10, seed=r, dtype=DTYPE) for r in range(2)]
+
+    def run(same_memory: bool) -> tuple[list[History], list[nn.Sequential]]:
+        train = [(d.train.x.clone(), d.train.y.clone()) for d in data]
+        x = train[0][0]
+        # x's memory read in another order: other samples, at x's address, with x's counter
+        other = x.as_strided(x.shape, (1, x.shape[0]))
+        assert other.data_ptr() == x.data_ptr() and other._version == x._version
+        replacement = other if same_memory else other.clone()
+
+        def on_epoch(epoch: int, records: list[EpochRecord]) -> None:
+            train[0] = (replacement, train[0][1])
+
+        models = _models(2, seed=3)
+        return _fit_by_sgd(models, train, on_epoch=on_epoch), models
+
+    (in_place, trained), (copied, expected) = run(same_memory=True), run(same_memory=False)
+    assert [h.train_loss for h in in_place] == [h.train_loss for h in copied]
+    for a, b in zip(trained, expected, strict=True):
+        assert all(
+            torch.equal(p.data, q.data) for p, q in zip(a.parameters(), b.parameters(), strict=True)
+        )
+
+
+def test_validation_labels_of_two_integer_dtypes_changed_in_place_are_taken() -> None:
+    """Validation labels may be int32 in one set and int64 in another (the stack holds them as
+    int64): a change in place made by on_epoch to one set was refused as a cast of the other
+    ("validation_sets[0] y was changed by on_epoch to (10,), torch.int32, from (10,),
+    torch.int64"). Each set is compared with its own dtype; the errors are those of int64
+    labels changed alike."""
+    data = [make_disk_data(40, 10, 10, seed=r, dtype=DTYPE) for r in range(2)]
+    train = [(d.train.x, d.train.y) for d in data]
+
+    def run(first_dtype: torch.dtype) -> list[History]:
+        validation = [
+            (data[0].validation.x, data[0].validation.y.to(first_dtype)),
+            (data[1].validation.x, data[1].validation.y.clone()),
+        ]
+
+        def on_epoch(epoch: int, records: list[EpochRecord]) -> None:
+            labels = validation[1][1]
+            labels.sub_(1).neg_()
+
+        return _fit_by_sgd(_models(2, seed=3), train, validation_sets=validation, on_epoch=on_epoch)
+
+    mixed, alike = run(torch.int32), run(torch.int64)
+    assert [h.validation_error for h in mixed] == [h.validation_error for h in alike]
+
+
+@pytest.mark.parametrize(
+    ("entry", "given"),
+    [
+        ("list y", "a tuple of Tensor and list"),
+        ("three items", "a tuple of 3 items"),
+        ("a tensor", "Tensor"),
+    ],
+)
+def test_a_set_that_on_epoch_makes_no_pair_of_tensors_is_refused_by_name(
+    entry: str, given: str
+) -> None:
+    """on_epoch that puts something other than an (x, y) pair of tensors in a set's place is
+    refused naming the set (a bare AttributeError came from reading a list's version counter)."""
+    data = [make_disk_data(16, 10, 10, seed=r, dtype=DTYPE) for r in range(2)]
+    train: list[Any] = [(d.train.x, d.train.y) for d in data]
+
+    def on_epoch(epoch: int, records: list[EpochRecord]) -> None:
+        x, y = train[1]
+        train[1] = {"list y": (x, y.tolist()), "three items": (x, y, None), "a tensor": x}[entry]
+
+    with pytest.raises(
+        TypeError,
+        match=rf"^fit_rounds: on_epoch put {given} in train_sets\[1\]; it must stay an \(x, y\) "
+        r"pair of tensors$",
+    ):
+        _fit_by_sgd(_models(2, seed=3), train, epochs=2, on_epoch=on_epoch)

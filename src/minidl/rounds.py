@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -230,8 +231,10 @@ def fit_rounds(
             updated yet here, and a change made to their parameters here is refused after it
             (the copy at the end would overwrite it, where ``fit`` trains on from it); the
             sets are read again after it where their version counters
-            moved, as :func:`~minidl.train.fit` reads its data each epoch (changed in place,
-            they train the next epoch; resized, cast, added or taken out, they are refused;
+            moved, or a tensor was put in place of one, as :func:`~minidl.train.fit` reads its
+            data each epoch (changed in place or replaced, they train the next epoch; resized,
+            cast, added or taken out, or replaced by something other than a pair of tensors,
+            they are refused;
             validation labels that are no class indices below the outputs' width are refused;
             written through a NumPy array or .data, they move no counter and are not read
             again). As
@@ -522,10 +525,13 @@ def fit_rounds(
     y_flat = y_all.reshape(rounds * samples, *y_all.shape[2:])
     model_offsets = torch.arange(rounds, device=x_all.device).repeat_interleave(samples) * samples
     stacked_as = _signature(train_sets)  # (read again after on_epoch where it moved)
+    train_dtypes = _dtypes(train_sets)
     if validation_sets is not None:
         x_val = torch.stack([x for x, _ in validation_sets])
         y_val = torch.stack([y for _, y in validation_sets])
         validation_as = _signature(validation_sets)
+        # (each set's own: the stack takes labels of several integer dtypes in one)
+        validation_dtypes = _dtypes(validation_sets)
     histories = [History() for _ in range(rounds)]
     for model in models:
         model.train()
@@ -618,22 +624,67 @@ def fit_rounds(
                 if stop is not None and _stops(stop, "fit_rounds"):
                     break
                 # (the sets as on_epoch left them, as fit's batches read them each epoch)
-                stacked_as = _stack_again("train_sets", train_sets, x_all, y_all, stacked_as)
+                stacked_as = _stack_again(
+                    "train_sets", train_sets, x_all, y_all, stacked_as, train_dtypes
+                )
                 if validation_sets is not None:
                     validation_as = _stack_again(
-                        "validation_sets", validation_sets, x_val, y_val, validation_as, classes
+                        "validation_sets",
+                        validation_sets,
+                        x_val,
+                        y_val,
+                        validation_as,
+                        validation_dtypes,
+                        classes,
                     )
     return histories
 
 
-def _signature(sets: Sequence[tuple[Tensor, Tensor]]) -> tuple[tuple[int, int], ...] | None:
-    """The version counter and address of each tensor of ``sets``, which a change in place
-    (``x.add_(noise)``, ``x.resize_(...)``) or of ``.data`` moves; ``None`` where one keeps no
-    counter (an inference tensor)."""
+#: What :func:`_signature` keeps of each tensor of the sets: a weak reference to it, its version
+#: counter and its address.
+_Seen = tuple[tuple["weakref.ref[Tensor]", int, int], ...]
+
+
+def _signature(sets: Sequence[tuple[Tensor, Tensor]]) -> _Seen | None:
+    """A weak reference to each tensor of ``sets`` (pairs of tensors), its version counter and
+    its address, which a change in place (``x.add_(noise)``, ``x.resize_(...)``) or of
+    ``.data`` moves; ``None`` where one keeps no counter (an inference tensor). A tensor put in
+    place of another is told by the reference: it may have the other's address and counter."""
     try:
-        return tuple((tensor._version, tensor.data_ptr()) for pair in sets for tensor in pair)
+        return tuple(
+            (weakref.ref(tensor), tensor._version, tensor.data_ptr())
+            for pair in sets
+            for tensor in pair
+        )
     except RuntimeError:  # ("Inference tensors do not track version counter")
         return None
+
+
+def _unchanged(sets: Sequence[object], seen: _Seen | None) -> bool:
+    """Whether ``sets`` are the pairs of tensors that :func:`_signature` gave ``seen`` for, with
+    the same counters and addresses."""
+    if seen is None or len(seen) != 2 * len(sets):
+        return False
+    tensors: list[object] = []
+    for pair in sets:
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            return False
+        tensors += pair
+    try:
+        return all(
+            reference() is tensor
+            and isinstance(tensor, Tensor)
+            and tensor._version == version
+            and tensor.data_ptr() == address
+            for (reference, version, address), tensor in zip(seen, tensors, strict=True)
+        )
+    except RuntimeError:  # (an inference tensor put in place of one)
+        return False
+
+
+def _dtypes(sets: Sequence[tuple[Tensor, Tensor]]) -> tuple[tuple[torch.dtype, torch.dtype], ...]:
+    """The dtypes of each pair ``(x, y)`` of ``sets``."""
+    return tuple((x.dtype, y.dtype) for x, y in sets)
 
 
 def _parameters_signature(
@@ -678,31 +729,42 @@ def _stack_again(
     sets: Sequence[tuple[Tensor, Tensor]],
     x_all: Tensor,
     y_all: Tensor,
-    signature: tuple[tuple[int, int], ...] | None,
+    signature: _Seen | None,
+    dtypes: tuple[tuple[torch.dtype, torch.dtype], ...],
     classes: int | None = None,
-) -> tuple[tuple[int, int], ...] | None:
+) -> _Seen | None:
     """Copy ``sets`` into their stacks ``x_all`` and ``y_all`` again where on_epoch may have
-    changed them in place (their :func:`_signature` is not ``signature``, the one they had
-    when last stacked), and return their signature; refuse a set resized, or given another
-    dtype, meanwhile, and (with ``classes``, for validation sets) labels that are no class
-    indices below it (with two classes, the count of right samples took any label but 1 for
-    class 0). (Written through .data or a NumPy array sharing its memory, a set moves no
-    counter, and is not read again.)"""
+    changed them in place or put other tensors in place of them (see :func:`_unchanged`:
+    ``signature`` is the :func:`_signature` they had when last stacked), and return their
+    signature; refuse a set resized, or given another dtype than its own (``dtypes``),
+    meanwhile, an entry that is no longer a pair of tensors, and (with ``classes``, for
+    validation sets) labels that are no class indices below it (with two classes, the count
+    of right samples took any label but 1 for class 0). (Written through .data or a NumPy
+    array sharing its memory, a set moves no counter, and is not read again.)"""
     if len(sets) != x_all.shape[0]:  # (a set added to the list, or taken out of it)
         raise ValueError(
             f"fit_rounds: on_epoch changed {name} to {len(sets)} sets, from {x_all.shape[0]} "
             "(one per model); the sets keep their number through a run"
         )
-    now = _signature(sets)
-    if now is not None and now == signature:
-        return now
+    if _unchanged(sets, signature):
+        return signature
     for index, pair in enumerate(sets):
-        for what, tensor, stacked in (("x", pair[0], x_all), ("y", pair[1], y_all)):
-            if tensor.shape != stacked.shape[1:] or tensor.dtype != stacked.dtype:
+        if not (
+            isinstance(pair, tuple | list)
+            and len(pair) == 2
+            and all(isinstance(tensor, Tensor) for tensor in pair)
+        ):
+            raise TypeError(
+                f"fit_rounds: on_epoch put {_describe_pair(pair)} in {name}[{index}]; it must "
+                "stay an (x, y) pair of tensors"
+            )
+        kinds = zip(("x", "y"), pair, (x_all, y_all), dtypes[index], strict=True)
+        for what, tensor, stacked, dtype in kinds:
+            if tensor.shape != stacked.shape[1:] or tensor.dtype != dtype:
                 raise ValueError(
                     f"fit_rounds: {name}[{index}] {what} was changed by on_epoch to "
                     f"{tuple(tensor.shape)}, {tensor.dtype}, from {tuple(stacked.shape[1:])}, "
-                    f"{stacked.dtype}; the sets keep their shapes and dtypes through a run "
+                    f"{dtype}; the sets keep their shapes and dtypes through a run "
                     "(change their values in place)"
                 )
         if classes is not None:
@@ -715,7 +777,7 @@ def _stack_again(
             )
     torch.stack([x for x, _ in sets], out=x_all)
     torch.stack([y for _, y in sets], out=y_all)
-    return now
+    return _signature(sets)
 
 
 def _check_sequence(name: str, value: object) -> None:
