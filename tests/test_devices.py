@@ -747,3 +747,38 @@ def test_the_cuda_tests_run_on_the_cpu_as_a_smoke_run() -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     # Nothing skipped but the NCCL test, nothing failed or deselected.
     assert re.fullmatch(r"\d+ passed, 1 skipped in .*", summary), summary
+
+
+def test_fit_error_rate_and_fit_rounds_refuse_meta_data_before_anything_changes() -> None:
+    """fit ran every step of a first epoch on meta tensors (the optimizer stepped) and failed
+    turning the epoch's loss into a number, in torch's words ("Tensor.item() cannot be called on
+    meta tensors"); error_rate and fit_rounds failed so too. Each refuses meta data by name
+    before anything changes; predict, which gives shapes, still runs there."""
+    from minidl.rounds import fit_rounds
+    from minidl.train import error_rate, fit, predict
+
+    def model() -> nn.Sequential:
+        return nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 2)).to("meta")
+
+    network = model()
+    optimizer = optim.SGD(network.parameters(), lr=0.1)
+    x = torch.empty(10, 2, device="meta")
+    y = torch.zeros(10, dtype=torch.long, device="meta")
+    with pytest.raises(
+        ValueError, match=r"^fit: x and y are on the meta device, which holds shapes and no values"
+    ):
+        fit(network, nn.CrossEntropyLoss(), optimizer, x, y, epochs=2, batch_size=4)
+    assert optimizer.step_count == 0
+    with pytest.raises(ValueError, match=r"^error_rate: x or y is on the meta device"):
+        error_rate(network, x, y)
+    with pytest.raises(ValueError, match=r"^fit_rounds: the training sets are on the meta device"):
+        fit_rounds(
+            [model(), model()],
+            nn.CrossEntropyLoss(),
+            lambda stack: optim.SGD(stack.parameters(), lr=0.1),
+            [(x, y), (x, y)],
+            epochs=1,
+            batch_size=4,
+            generators=[torch.Generator(), torch.Generator()],
+        )
+    assert predict(network, x).shape == (10,)

@@ -857,6 +857,11 @@ def _check_sets(
         )
     if sizes == {0}:
         raise ValueError("fit_rounds: the training sets are empty")
+    if any(tensor.is_meta for pair in train_sets for tensor in pair):
+        raise ValueError(
+            "fit_rounds: the training sets are on the meta device, which holds shapes and no "
+            "values; fit_rounds trains on values (its losses and errors are numbers)"
+        )
     x_first, y_first = train_sets[0]
     for index, (x, y) in enumerate(train_sets[1:], start=1):
         check_like("fit_rounds", f"train_sets[{index}] x", x, x_first, "train_sets[0]'s x")

@@ -328,10 +328,16 @@ def error_rate(model: Module, x: Tensor, y: Tensor) -> float:
         TypeError: ``y`` is not of an integer dtype.
         ValueError: a class index is negative, or not below the model's number of classes (the
             width of its outputs), or ``x`` and ``y`` do not hold as many samples, or the
-            model's outputs for ``N`` samples are not scores ``(N, C)`` (see :func:`predict`).
+            model's outputs for ``N`` samples are not scores ``(N, C)`` (see :func:`predict`),
+            or ``x`` or ``y`` is on the meta device (no values).
     """
     _check_model("error_rate", model)
     check_labelled("error_rate", "", x, y)
+    if x.is_meta or y.is_meta:
+        raise ValueError(
+            "error_rate: x or y is on the meta device, which holds shapes and no values: "
+            "there are no errors to count"
+        )
     check_class_indices("error_rate", "", y)
     predicted, classes = _predict("error_rate", model, x, scores=True)
     check_class_indices("error_rate", "", y, classes)
@@ -577,7 +583,8 @@ def fit(
         model: the network.
         criterion: the loss; it receives the model's output and the targets ``y``.
         optimizer: built on ``model.parameters()``.
-        x, y: training inputs and targets.
+        x, y: training inputs and targets, on one device that holds values (not the meta
+            device).
         epochs: the epoch to stop at (training runs epochs ``start_epoch .. epochs - 1``).
         batch_size: samples per batch.
         scheduler: an optional learning-rate schedule on ``optimizer``.
@@ -665,6 +672,12 @@ def fit(
     if set(map(id, model.parameters())).isdisjoint(map(id, optimizer.params)):
         raise ValueError("fit: the optimizer updates none of the model's parameters")
     check_samples("fit", x, y)
+    if x.is_meta:  # (y is on x's device)
+        raise ValueError(
+            "fit: x and y are on the meta device, which holds shapes and no values; fit trains "
+            "on values (its losses and errors are numbers): put them on a device that holds "
+            "them, as the model's parameters"
+        )
     batch_size = check_int("fit", "batch_size", batch_size)
     if validation is not None and (
         not isinstance(validation, tuple | list) or len(validation) != 2
