@@ -2774,3 +2774,35 @@ def test_checkpoints_of_meta_or_sparse_tensors_compare_without_raising(tmp_path:
     assert dense != meta
     again = Checkpoint(header=read.header, tensors={**read.tensors, "x": torch.eye(2).to_sparse()})
     assert sparse == again
+
+
+def test_an_optimizer_is_saved_without_a_schedule_only_where_none_alive_schedules_it(
+    tmp_path: Path,
+) -> None:
+    """save_checkpoint without the scheduler that sets the optimizer's rate was accepted, and a
+    run resumed from it started the schedule over (rates 0.1, 0.05, 0.025, then 0.05 again). It
+    is refused while that schedule is alive, in a copy of the optimizer and schedule made
+    together (deepcopy, pickle) too; a schedule let go of, or superseded by one given, is not
+    asked for."""
+    model = nn.mlp((2, 3, 2), "tanh")
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "c"
+    save_checkpoint(path, model, optimizer)  # (no schedule built on it)
+    schedule = optim.StepDecay(optimizer, step_size=1, gamma=0.5)
+    refusal = (
+        r"^save_checkpoint: the optimizer is scheduled by the StepDecay built on it, which is "
+        r"not given; pass it \(scheduler=\.\.\.\)"
+    )
+    with pytest.raises(CheckpointError, match=refusal):
+        save_checkpoint(path, model, optimizer)
+    for copied in (copy.deepcopy, lambda parts: pickle.loads(pickle.dumps(parts))):
+        model_copy, optimizer_copy, schedule_copy = copied((model, optimizer, schedule))
+        with pytest.raises(CheckpointError, match=refusal):
+            save_checkpoint(path, model_copy, optimizer_copy)
+        save_checkpoint(path, model_copy, optimizer_copy, schedule_copy)
+    later = optim.CosineAnnealing(optimizer, T_max=4)  # (now the one that sets the rate)
+    with pytest.raises(CheckpointError, match="scheduled by the CosineAnnealing built on it"):
+        save_checkpoint(path, model, optimizer)
+    save_checkpoint(path, model, optimizer, later)
+    del schedule, later
+    save_checkpoint(path, model, optimizer)

@@ -990,6 +990,12 @@ SAVE_CASES: list[tuple[dict[str, Any], list[str]]] = [
     ({"optimizer": None}, ["a scheduler is saved with its optimizer; give the optimizer too"]),
     ({"optimizer": "other"}, ["the scheduler given schedules another optimizer"]),
     ({"model": "other", "scheduler": None}, ["the optimizer updates none of the model's"]),
+    # (saved without it, the schedule that sets the optimizer's rate was lost: a resumed run
+    # started it over, and load_checkpoint could not tell)
+    (
+        {"scheduler": None},
+        ["the optimizer is scheduled by the StepDecay built on it, which is not given"],
+    ),
 ]
 
 

@@ -88,7 +88,7 @@ from minidl._interrupts import holding_interrupts
 from minidl._validate import LONGEST_SHOWN, LONGEST_TEXT, add_note, shown
 from minidl.nn._checks import given_module
 from minidl.nn.module import Module, check_registered, referred
-from minidl.optim.lr_scheduler import LRScheduler
+from minidl.optim.lr_scheduler import LRScheduler, scheduling
 from minidl.optim.optimizer import Optimizer, check_step_count
 from minidl.train import History, history_fault
 
@@ -509,7 +509,8 @@ def save_checkpoint(
             updating some of ``model``'s parameters and no others (the values of parameters
             outside ``model`` would not be saved: refused).
         scheduler: the learning-rate scheduler of ``optimizer``, if any (its ``state_dict``
-            and ``repr``).
+            and ``repr``); required where a schedule alive sets ``optimizer``'s rate (the last
+            one built on it: a resumed run without its state would start it over).
         epoch: epochs completed so far, an integer >= 0.
         history: the curves so far, a :class:`~minidl.train.History` of lists of numbers
             (``train_loss``, ``validation_error`` and ``lr`` of one length, its epochs)
@@ -545,6 +546,16 @@ def save_checkpoint(
     if scheduler is not None and scheduler.optimizer is not optimizer:
         raise CheckpointError(f"{where}: the scheduler given schedules another optimizer")
     _check_updates_model(where, model, optimizer)
+    live = None if scheduler is not None or optimizer is None else scheduling(optimizer)
+    if live is not None:
+        # (resumed without its state, the schedule would start over at its first rate, and
+        # load_checkpoint could not tell: the file would hold no scheduler)
+        raise CheckpointError(
+            f"{where}: the optimizer is scheduled by the {type(live).__name__} built on it, "
+            "which is not given; pass it (scheduler=...), so that a resumed run goes on with "
+            "its rates rather than start the schedule over (a schedule no longer used is let "
+            "go of with del)"
+        )
     # (a NumPy integer is one, as fit's start_epoch takes it: np.argmin(errors) + 1, say)
     if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
         raise CheckpointError(f"{where}: epoch must be an integer >= 0, got {shown(epoch)}")

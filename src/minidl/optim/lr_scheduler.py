@@ -6,6 +6,7 @@ import functools
 import math
 import re
 import secrets
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
@@ -132,6 +133,19 @@ class ScheduleSetting(Setting[T]):
     def __set__(self, instance: object, value: Any) -> None:
         schedule = cast("LRScheduler", instance)
         schedule._change(self.name, {self.slot: self.check(type(instance).__name__, value)})
+
+
+#: The schedules alive, by ``(id(optimizer), token)``: the optimizer each schedules and the
+#: token it gave it (see :func:`scheduling`). (Held weakly: one let go of is gone from here. A
+#: schedule holds its optimizer, so that an optimizer's id names it while it is here.)
+_LIVE: weakref.WeakValueDictionary[tuple[int, int], LRScheduler] = weakref.WeakValueDictionary()
+
+
+def scheduling(optimizer: Optimizer) -> LRScheduler | None:
+    """The schedule alive that sets ``optimizer``'s rate (the last one built on it, or a copy of
+    it made with the optimizer, by pickle or ``copy.deepcopy``), or ``None``."""
+    owner = getattr(optimizer, "_scheduled_by", None)
+    return None if owner is None else _LIVE.get((id(optimizer), owner[0]))
 
 
 class LRScheduler:
@@ -341,6 +355,9 @@ class LRScheduler:
                 state["_" + key] = state.pop(key)
         state.setdefault("_ready", True)
         self.__dict__.update(state)
+        token, optimizer = state.get("_token"), state.get("_optimizer")
+        if token is not None and optimizer is not None:
+            _LIVE[(id(optimizer), token)] = self  # (the copy schedules the copied optimizer)
 
     @property
     def superseded_by(self) -> str | None:
@@ -386,6 +403,7 @@ class LRScheduler:
         self._built_base_lr = self._base_lr
         self._token = secrets.randbits(63)
         self._optimizer._scheduled_by = (self._token, type(self).__name__)
+        _LIVE[(id(self._optimizer), self._token)] = self
         self._ready = True
 
     def _set_base_lr(self, base_lr: float) -> None:
