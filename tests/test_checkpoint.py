@@ -2806,3 +2806,33 @@ def test_an_optimizer_is_saved_without_a_schedule_only_where_none_alive_schedule
     save_checkpoint(path, model, optimizer, later)
     del schedule, later
     save_checkpoint(path, model, optimizer)
+
+
+def test_an_optimizers_or_schedules_refused_state_is_a_checkpoint_error_of_save(
+    tmp_path: Path,
+) -> None:
+    """An optimizer's or schedule's state_dict refusing its state (a count set by hand to no
+    count) escaped save_checkpoint in its own words and type (TypeError "Adam.state_dict:
+    ..."); it is a CheckpointError naming save_checkpoint and the part, with those words, and
+    nothing is written."""
+    model = nn.mlp((2, 3, 2), "tanh")
+    optimizer = optim.Adam(model.parameters())
+    optimizer.step_count = 2.5  # type: ignore[assignment]
+    path = tmp_path / "c"
+    with pytest.raises(
+        CheckpointError,
+        match=r"^save_checkpoint: the optimizer's state cannot be saved: Adam\.state_dict: "
+        r"step_count",
+    ) as caught:
+        save_checkpoint(path, model, optimizer)
+    assert isinstance(caught.value.__cause__, TypeError)
+    optimizer.step_count = 0
+    schedule = optim.StepDecay(optimizer, 2)
+    schedule.last_step = -1
+    with pytest.raises(
+        CheckpointError,
+        match=r"^save_checkpoint: the scheduler's state cannot be saved: StepDecay\.state_dict: "
+        r"last_step",
+    ):
+        save_checkpoint(path, model, optimizer, schedule)
+    assert list(tmp_path.iterdir()) == []

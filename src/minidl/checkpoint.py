@@ -622,7 +622,7 @@ def save_checkpoint(
     }
     optimizer_header: dict[str, Any] | None = None
     if optimizer is not None:
-        state = optimizer.state_dict()
+        state = _state_of(where, "optimizer", optimizer)
         for name, tensor in state["state"].items():
             tensors[_OPTIMIZER + name] = tensor.detach().to("cpu").contiguous()
         for key, value in state["hyperparameters"].items():
@@ -646,7 +646,7 @@ def save_checkpoint(
         scheduler_header = {
             "class": type(scheduler).__name__,
             "repr": repr(scheduler),
-            "state": scheduler.state_dict(),
+            "state": _state_of(where, "scheduler", scheduler),
             # (its reprs show an interval set by hand: see _restore_scheduler)
             "interval": scheduler.interval,
         }
@@ -740,6 +740,16 @@ def save_checkpoint(
     except OSError as error:
         _name_checkpoint(error, path)
         raise
+
+
+def _state_of(where: str, name: str, part: Optimizer | LRScheduler) -> dict[str, Any]:
+    """``part.state_dict()``, its refusal (a ``step_count`` set by hand to no count, a state
+    tensor replaced by one of another shape) raised as a :class:`CheckpointError` of ``where``
+    naming ``name``."""
+    try:
+        return part.state_dict()
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{where}: the {name}'s state cannot be saved: {error}") from error
 
 
 def _name_checkpoint(error: OSError, path: str | os.PathLike[str]) -> None:
