@@ -2836,3 +2836,27 @@ def test_an_optimizers_or_schedules_refused_state_is_a_checkpoint_error_of_save(
     ):
         save_checkpoint(path, model, optimizer, schedule)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_long_models_other_module_is_shown_as_the_lines_that_differ(tmp_path: Path) -> None:
+    """A refusal of another model of the same parameters gave both reprs whole: for 60 modules,
+    125 lines with the one that differs among them. A repr of 12 lines or more is shown as the
+    lines that differ (a short one still whole)."""
+
+    def network(p: float) -> nn.Sequential:
+        modules: list[nn.Module] = []
+        for index in range(20):
+            modules += [nn.Linear(4, 4), nn.Tanh(), nn.Dropout(p if index == 13 else 0.1)]
+        return nn.Sequential(*modules)
+
+    path = tmp_path / "c"
+    save_checkpoint(path, network(0.2))
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path, network(0.5))
+    message = str(caught.value)
+    assert message.endswith(
+        "the modules differ.\nthe lines of their reprs that differ:\n--- checkpoint's model\n"
+        "+++ this model\n@@ -43 +43 @@\n-  (41): Dropout(p=0.2)\n+  (41): Dropout(p=0.5)\n(to "
+        "load the parameters alone into this model: "
+        "model.load_state_dict(read_checkpoint(path).model_state))"
+    ), message

@@ -60,6 +60,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import difflib
 import errno
 import functools
 import hashlib
@@ -1547,8 +1548,8 @@ def _check_architecture(header: dict[str, Any], model: Module, where: str) -> No
         # The same tensors, other modules: an activation or a hyper-parameter differs.
         raise CheckpointError(
             f"{where}: the checkpoint is for another model: the parameters fit, the modules "
-            f"differ.\ncheckpoint's model: {header['architecture']['repr']}\nthis model: "
-            f"{model!r}\n(to load the parameters alone into this model: "
+            f"differ.\n{_reprs_compared(header['architecture']['repr'], repr(model))}\n(to "
+            "load the parameters alone into this model: "
             "model.load_state_dict(read_checkpoint(path).model_state))"
         )
     if (
@@ -1726,6 +1727,28 @@ def _check_scheduler(
         raise CheckpointError(
             f"{where}: the checkpoint was saved with scheduler {saved_name}, got {name}"
         )
+
+
+#: The most lines of a model's repr that a refusal shows whole; of longer ones, the lines that
+#: differ.
+REPR_LINES_SHOWN = 12
+
+
+def _reprs_compared(saved: str, own: str) -> str:
+    """The two reprs of a model, the checkpoint's and this one's, for a refusal: whole where
+    both are short, else the lines that differ (a unified diff without context: in a network
+    of 60 modules, the one that differs)."""
+    if max(saved.count("\n"), own.count("\n")) < REPR_LINES_SHOWN:
+        return f"checkpoint's model: {saved}\nthis model: {own}"
+    lines = difflib.unified_diff(
+        _settings(saved).splitlines(),
+        _settings(own).splitlines(),
+        "checkpoint's model",
+        "this model",
+        n=0,
+        lineterm="",
+    )
+    return "the lines of their reprs that differ:\n" + "\n".join(lines)
 
 
 def _settings(text: str) -> str:
