@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -1089,6 +1090,13 @@ SAVE_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
         r"extra must be a mapping with string keys, got the key 1 in extra\['a'\]\[0\] \(JSON "
         "would make it a string\\)",
     ),
+    (
+        "extra with a NumPy integer inside",  # (was JSON's words, naming no place in extra)
+        {"extra": {"a": [1, {"b": np.int64(2)}]}},
+        r"extra\['a'\]\[1\]\['b'\] is of type numpy\.int64, which a checkpoint cannot keep: extra "
+        r"holds numbers, strings, bools, None, and lists, tuples and mappings of them",
+    ),
+    ("extra with a set", {"extra": {"a": {1}}}, r"extra\['a'\] is of type set, which a checkpoint"),
     ("path as an int", {"path": 3}, r"path must be a str or os\.PathLike, got int"),
     ("path as bytes", {"path": b"run.ckpt"}, r"path must be a str or os\.PathLike, got bytes"),
     ("empty path", {"path": ""}, "path is empty; give a file path"),
@@ -2860,3 +2868,21 @@ def test_a_long_models_other_module_is_shown_as_the_lines_that_differ(tmp_path: 
         "load the parameters alone into this model: "
         "model.load_state_dict(read_checkpoint(path).model_state))"
     ), message
+
+
+def test_extra_takes_any_mapping_at_any_level(tmp_path: Path) -> None:
+    """Mappings inside extra need not be dicts, as extra itself need not (a MappingProxyType
+    inside it was refused in JSON's words); read back, each is a dict, each tuple a list."""
+    import types
+
+    extra = {
+        "a": types.MappingProxyType({"b": 1}),
+        "c": collections.OrderedDict(d=(1, 2.5)),
+        "e": [types.MappingProxyType({"f": None})],
+    }
+    save_checkpoint(tmp_path / "c", nn.Linear(2, 2), extra=extra)
+    assert read_checkpoint(tmp_path / "c").training.extra == {
+        "a": {"b": 1},
+        "c": {"d": [1, 2.5]},
+        "e": [{"f": None}],
+    }

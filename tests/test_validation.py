@@ -985,7 +985,7 @@ SAVE_CASES: list[tuple[dict[str, Any], list[str]]] = [
     ({"optimizer": "sgd"}, ["optimizer must be a minidl Optimizer", "str"]),
     ({"scheduler": 3}, ["scheduler must be a minidl LRScheduler", "int"]),
     ({"generator": 0}, ["generator must be a torch.Generator", "int"]),
-    ({"extra": {"when": object()}}, ["cannot be written as JSON", "object"]),
+    ({"extra": {"when": object()}}, ["extra['when'] is of type object", "cannot keep"]),
     # (saved, a resume loaded the scheduler's state onto an optimizer it never scheduled)
     ({"optimizer": None}, ["a scheduler is saved with its optimizer; give the optimizer too"]),
     ({"optimizer": "other"}, ["the scheduler given schedules another optimizer"]),

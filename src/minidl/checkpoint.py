@@ -521,7 +521,9 @@ def save_checkpoint(
             generator state is always saved, and so are the states of the model's modules'
             generators and of the default CUDA generator of each GPU the model is on.
         extra: a mapping with string keys of JSON-serialisable values to keep with the
-            checkpoint (e.g. the run's settings); mappings inside it need string keys too, and
+            checkpoint (e.g. the run's settings): numbers, strings, bools, ``None``, and lists,
+            tuples and mappings of them (any mapping; a value of another type, a NumPy integer
+            say, is refused naming where it is); mappings inside it need string keys too, and
             it nests arrays and objects 100 levels deep at most (itself the first). Read back
             as JSON gives it: a tuple as a list, another mapping as a ``dict``.
 
@@ -683,7 +685,7 @@ def save_checkpoint(
                 "lr": list(history.lr),
                 "batch_lr": list(history.batch_lr),
             },
-            "extra": dict(extra or {}),
+            "extra": _plain_extra(extra or {}),
         },
         "tensors": {},
     }
@@ -810,7 +812,8 @@ def _finite(tensor: Tensor) -> bool:
 def _check_extra_keys(value: object, name: str, where: str) -> None:
     """Refuse a mapping in ``extra`` (``name``: where it is) with a key that is not a string:
     JSON would turn it into one (``{1: 2}`` into ``{"1": 2}``), and the checkpoint would give
-    back another ``extra`` than the one saved."""
+    back another ``extra`` than the one saved; and a value that JSON does not write (a NumPy
+    integer, a set), naming where it is."""
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
@@ -823,6 +826,24 @@ def _check_extra_keys(value: object, name: str, where: str) -> None:
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             _check_extra_keys(item, f"{name}[{index}]", where)
+    elif not (value is None or isinstance(value, str | int | float)):
+        kind = type(value)
+        module = "" if kind.__module__ == "builtins" else kind.__module__.split(".")[0] + "."
+        raise CheckpointError(
+            f"{where}: {name} is of type {module}{kind.__qualname__}, which a checkpoint cannot "
+            "keep: extra holds numbers, strings, bools, None, and lists, tuples and mappings "
+            "of them (what JSON writes; convert it, e.g. int(value) or value.tolist())"
+        )
+
+
+def _plain_extra(value: object) -> object:
+    """``extra`` (checked) with every mapping inside it a ``dict``, as JSON writes one (a
+    ``MappingProxyType``, say, it does not)."""
+    if isinstance(value, Mapping):
+        return {key: _plain_extra(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_extra(item) for item in value]
+    return value
 
 
 #: The most digits of an integer that Python's JSON reader takes by default (4300: see
