@@ -747,3 +747,26 @@ def test_an_interrupt_between_the_parse_and_the_command_ends_with_one_line(
     monkeypatch.setattr(cli.os, "environ", Interrupting(os.environ))
     assert main(["train", "--epochs", "0"]) == 130
     assert capsys.readouterr().err == "minidl: interrupted\n"
+
+
+def test_a_run_of_a_negative_seed_resumes_under_the_same_seed_written_as_2_to_the_64_minus_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--seed -1`` and ``--seed 2**64 - 1`` train alike (see --seed), but a run saved with one
+    was refused resuming with the other ("--seed -1 in the checkpoint, 18446744073709551615
+    now"): they are one setting; the resumed run ends as the uninterrupted one."""
+    path = tmp_path / "run.ckpt"
+    argv = ["train", "--quiet", "--hidden", "4", "--batch-size", "250"]
+    assert main([*argv, "--epochs", "1", "--seed=-1", "--checkpoint", str(path)]) == 0
+    resumed = tmp_path / "resumed.ckpt"
+    seed = str(2**64 - 1)
+    assert main([*argv, "--epochs", "2", "--seed", seed, "--resume", str(path),
+                 "--checkpoint", str(resumed)]) == 0  # fmt: skip
+    whole = tmp_path / "whole.ckpt"
+    assert main([*argv, "--epochs", "2", "--seed=-1", "--checkpoint", str(whole)]) == 0
+    expected = read_checkpoint(whole).model_state
+    for name, value in read_checkpoint(resumed).model_state.items():
+        assert torch.equal(value, expected[name]), name
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "2", "--seed", "1", "--resume", str(path)]) == 2
+    assert "--seed -1 in the checkpoint, 1 now" in capsys.readouterr().err

@@ -3097,6 +3097,10 @@ def test_round_seeds_takes_a_numpy_base_seed_and_refuses_a_new_data_that_is_no_b
     assert derive_seed(np.int64(7), np.int32(1), "data") == derive_seed(7, 1, "data")
     with pytest.raises(TypeError, match=r"^round_seeds: new_data must be a bool, got 'no'$"):
         round_seeds(0, 1, new_data="no")  # type: ignore[arg-type]
+    # (named as round_seeds's argument: derive_seed's refusal named a function not called)
+    for seed in ("0", 1.5, True):
+        with pytest.raises(TypeError, match=r"^round_seeds: base_seed must be an int, got "):
+            round_seeds(seed, 0)  # type: ignore[arg-type]
 
 
 def test_run_settings_refuse_a_command_of_no_str_and_a_quick_mode_that_is_not() -> None:

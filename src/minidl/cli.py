@@ -469,8 +469,9 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[_ArgumentParser]) -
         type=_seed,
         default=0,
         help="seed of data, weights and shuffling (each drawn from a seed of its own derived "
-        "from it, as reproduce's round 0), an integer in [-2**63, 2**64 - 1] (a negative s is "
-        "2**64 + s)",
+        "from it, as reproduce's round 0 of the same seed), an integer in [-2**63, 2**64 - 1] "
+        "(a negative s is 2**64 + s, as for torch's generators: reproduce's round 0 of "
+        "--seed 2**64 + s)",
     )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point type")
     parser.add_argument(
@@ -1089,11 +1090,13 @@ def _typed_item(value: object) -> str:
 def _meaning(settings: dict[str, object], name: str) -> object:
     """A setting as the network it builds reads it: ``--activation tanh`` is ``tanh`` for every
     hidden layer, so ``tanh,tanh,tanh`` is the same setting (and with another ``--hidden``,
-    only ``--hidden`` differs)."""
+    only ``--hidden`` differs); ``--seed -1`` is ``--seed 2**64 - 1``."""
     value = settings.get(name, _UNRECORDED_DEFAULTS.get(name))
     # (by equality, not a set: a checkpoint's list may hold lists, which no set takes)
     if name == "activation" and isinstance(value, list) and value[:1] * len(value) == value:
         return value[:1]
+    if name == "seed" and type(value) is int:
+        return value % 2**64  # (-1 is 2**64 - 1: see --seed)
     return value
 
 

@@ -55,6 +55,8 @@ def round_seeds(base_seed: int, round_index: int, *, new_data: bool = True) -> R
         >>> round_seeds(0, 0).data == round_seeds(0, 3, new_data=False).data
         True
     """
+    if isinstance(base_seed, bool) or not isinstance(base_seed, numbers.Integral):
+        raise TypeError(f"round_seeds: base_seed must be an int, got {shown(base_seed)}")
     round_index = check_int("round_seeds", "round_index", round_index, low=0)
     if not isinstance(new_data, bool):  # ("no" was taken as True)
         raise TypeError(f"round_seeds: new_data must be a bool, got {shown(new_data)}")
