@@ -2740,27 +2740,31 @@ def test_reproduce_seed_reaches_the_training(
     assert [row["seeds"] for row in document["rows"]] == [expected] * len(TABLE_II)
 
 
-@pytest.mark.parametrize("tables", ["1, 3", "II", "2,3"])
+@pytest.mark.parametrize(
+    ("tables", "recorded"), [("1, 3", "1,3"), ("II", "II"), ("2,3", "2,3"), (" 2\n", "2")]
+)
 def test_the_recorded_command_runs_the_same_tables(
-    tables: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tables: str, recorded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The command in the report and the JSON, read back as a shell reads it, gives the run's
     own ``--tables``: ``--tables "1, 3"`` was written unquoted, so the command read ``--tables
-    1,`` and a stray ``3``."""
+    1,`` and a stray ``3``. Each part is recorded stripped (a newline kept in it split the
+    report's line that quotes the command in two)."""
     import shlex
 
     from minidl.cli import build_parser
     from minidl.experiments import runner
 
-    recorded: list[RunSettings] = []
-    monkeypatch.setattr(runner, "reproduce", lambda settings, *_, **__: recorded.append(settings))
+    runs: list[RunSettings] = []
+    monkeypatch.setattr(runner, "reproduce", lambda settings, *_, **__: runs.append(settings))
     out = tmp_path / "out"
     assert main(["reproduce", "--quick", "--quiet", "--tables", tables, "--out", str(out)]) == 0
-    (settings,) = recorded
+    (settings,) = runs
+    assert settings.tables == recorded and "\n" not in settings.command
     words = shlex.split(settings.command)
     assert words[:2] == ["minidl", "reproduce"]
     again = build_parser().parse_args(words[1:])
-    assert (again.tables, again.quick, again.seed) == (tables, True, 0)
+    assert (again.tables, again.quick, again.seed) == (recorded, True, 0)
 
 
 def test_reproduce_restores_the_torch_thread_count(tmp_path: Path) -> None:

@@ -605,11 +605,14 @@ def _reproduce_from_cli(
     args: argparse.Namespace, out: Path, rounds: int, epochs: int | None, jobs: int
 ) -> None:
     """Run :func:`reproduce` into the checked ``out`` with the settings of the command line."""
+    # (--tables as checked, each part stripped: " 1, 3\n" is "1,3"; a newline kept split the
+    # report's line that quotes the command)
+    tables = ",".join(part.strip() for part in args.tables.split(","))
     command = "minidl reproduce " + " ".join(
         part
         for part in (
             "" if args.quick else f"--rounds {args.rounds}",  # (quick mode trains one round)
-            f"--tables {shlex.quote(args.tables)}",  # ("1, 3" is one argument)
+            f"--tables {shlex.quote(tables)}",
             f"--seed {args.seed}",
             "--quick" if args.quick else "",
             f"--jobs {jobs}",
@@ -619,7 +622,7 @@ def _reproduce_from_cli(
     settings = RunSettings(
         rounds=rounds,
         base_seed=int(args.seed),
-        tables=args.tables,
+        tables=tables,
         quick=bool(args.quick),
         epochs_override=epochs,
         command=command,
