@@ -216,6 +216,48 @@ def test_the_progress_bar_names_figure_1_without_table() -> None:
 
     assert progress_label(experiment("Fig. 1", "MSE"), 1) == "Fig. 1 | MSE | round 1"
     assert progress_label(TABLE_II[3], 5) == "Table II | ADADELTA | rounds 1-5"
+    assert (
+        progress_label(TABLE_II[3], 5, others=1)
+        == "Table II | ADADELTA and 1 more row | rounds 1-5"
+    )
+    assert progress_label(TABLE_II[3], 5, others=3) == (
+        "Table II | ADADELTA and 3 more rows | rounds 1-5"
+    )
+
+
+def test_the_progress_bar_names_the_stack_training_not_its_last_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stack's rows report their first epoch one after the other, and the bar named the last
+    of them all the while the stack trained ("Table II | ADADELTA, as published ..." from the
+    start of Table II to its end): it names the stack's first row and how many more it holds."""
+    labels: list[str] = []
+
+    class Bar:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def set_description(self, text: str, refresh: bool = True) -> None:
+            labels.append(text)
+
+        def update(self, count: int) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("tqdm.tqdm", Bar)
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="2", quick=True, epochs_override=2, command="test"
+    )
+    reproduce(settings, tmp_path, progress=True, summary=False)
+    groups = runner.stack_groups(runner._distinct(list(TABLE_II)), 1)
+    expected = [
+        runner.progress_label(group[0], 1, others=count)
+        for group in groups
+        for count in range(len(group))
+    ]
+    assert labels == expected
 
 
 @pytest.mark.parametrize(

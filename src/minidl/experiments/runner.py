@@ -328,10 +328,18 @@ def reproduce(
                 mininterval=1.0,
             )
 
+            # The rows of the stack training now: a stack's rows report each epoch one after
+            # the other, the first epoch's of a new stack after the last epoch of the one before.
+            stack: list[Experiment] = []
+
             def on_epoch(experiment: Experiment, index: int, record: EpochRecord) -> None:
                 assert bar is not None
                 if record.epoch == 0 and index == 0 and settings.jobs == 1:
-                    bar.set_description(progress_label(experiment, settings.rounds), refresh=False)
+                    stack.append(experiment)
+                    label = progress_label(stack[0], settings.rounds, others=len(stack) - 1)
+                    bar.set_description(label, refresh=False)
+                elif stack and record.epoch > 0:
+                    stack.clear()
                 bar.update(1)
 
             if settings.jobs > 1:
@@ -464,12 +472,15 @@ def _folder_in_the_way(out: Path, experiments: Sequence[Experiment]) -> str | No
     return None
 
 
-def progress_label(experiment: Experiment, rounds: int) -> str:
-    """The progress bar's description while ``experiment`` trains (its rounds train at once):
-    ``"Table II | ADADELTA | rounds 1-5"``, ``"Fig. 1 | MSE | round 1"``."""
+def progress_label(experiment: Experiment, rounds: int, others: int = 0) -> str:
+    """The progress bar's description while ``experiment`` trains (its rounds train at once),
+    with ``others`` rows in its stack after it: ``"Table II | ADADELTA | rounds 1-5"``,
+    ``"Fig. 1 | MSE | round 1"``, ``"Table I | ELU and 3 more rows | rounds 1-5"``."""
     where = experiment.table if experiment.table.startswith("Fig.") else f"Table {experiment.table}"
     which = "round 1" if rounds == 1 else f"rounds 1-{rounds}"
-    return f"{where} | {experiment.label[:40]} | {which}"
+    more = f" and {others} more row{'s' * (others != 1)}" if others else ""
+    label = experiment.label[:24] if others else experiment.label[:40]
+    return f"{where} | {label}{more} | {which}"
 
 
 def default_jobs() -> int:
