@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from minidl.data import DISK_RADIUS, disk_labels, make_disk_data
+from minidl.data import DISK_RADIUS, Split, disk_labels, make_disk_data
 
 F64 = torch.float64
 
@@ -52,8 +52,23 @@ def test_splits_and_data_sets_of_other_dtypes_but_equal_values_differ() -> None:
     other = dataclasses.replace(split, x=split.x.to(F64))
     assert torch.equal(other.x, split.x) and torch.equal(other.y, split.y)
     assert other != split
-    assert dataclasses.replace(data, train=other) != data
-    assert dataclasses.replace(data, mean=data.mean.to(F64)) != data
+
+    def cast(part: Split) -> Split:
+        return dataclasses.replace(part, x=part.x.to(F64))
+
+    cast_data = dataclasses.replace(
+        data,
+        train=other,
+        validation=cast(data.validation),
+        test=cast(data.test),
+        mean=data.mean.to(F64),
+        std=data.std.to(F64),
+    )
+    assert cast_data != data
+    # (a data set of points and statistics of two dtypes is refused: normalize(split.raw)
+    # would not be split.x)
+    with pytest.raises(ValueError, match=r"^DiskData: the sets' points, mean and std must be"):
+        dataclasses.replace(data, mean=data.mean.to(F64))
 
 
 @pytest.mark.parametrize("name", ["n_train", "n_validation", "n_test"])
@@ -85,3 +100,29 @@ def test_a_set_size_whose_points_pass_the_largest_tensor_is_refused_by_name(
         r"points, \(n, 2\) float64, would pass the largest tensor, 2\*\*63 - 1 bytes$",
     ):
         make_disk_data(**sizes)
+
+
+def test_splits_and_data_sets_built_by_hand_hold_what_make_disk_data_makes() -> None:
+    """A Split of meta tensors was taken (comparing it then failed in torch's words), a DiskData
+    whose mean is of another dtype or device than its sets' points too (normalize(split.raw)
+    was then no longer split.x, as documented), and a y of shape (N, 1) was refused as sets of
+    unequal lengths. Each is refused by name."""
+    data = make_disk_data(4, 2, 2)
+    meta = torch.zeros(3, 2, device="meta")
+    with pytest.raises(ValueError, match=r"^Split: x, y and raw are on the meta device"):
+        Split(meta, torch.zeros(3, dtype=torch.long, device="meta"), meta)
+    with pytest.raises(
+        ValueError,
+        match=r"^DiskData: the sets' points, mean and std must be of one dtype on one device "
+        r"\(normalize gives points in the mean's\), got train\.x float32 on cpu, validation\.x "
+        r"float32 on cpu, test\.x float32 on cpu, mean float64 on cpu, std float32 on cpu$",
+    ):
+        dataclasses.replace(data, mean=data.mean.double())
+    with pytest.raises(ValueError, match=r"mean float32 on meta"):
+        dataclasses.replace(data, mean=torch.zeros(2, device="meta"))
+    with pytest.raises(
+        ValueError,
+        match=r"^Split: y must hold one label per point, of shape \(N,\), got shape "
+        r"\(3, 1\)$",
+    ):
+        Split(torch.zeros(3, 2), torch.zeros(3, 1, dtype=torch.long), torch.zeros(3, 2))

@@ -120,7 +120,7 @@ class Split:
         TypeError: (built by hand) ``x`` or ``raw`` is not a floating-point tensor, or ``y``
             not an int64 one; or one is sparse or nested.
         ValueError: their shapes are not ``(N, 2)``, ``(N,)`` and ``(N, 2)`` of one ``N``, or
-            they are on different devices.
+            they are on different devices, or on the meta device (no values).
     """
 
     x: Tensor
@@ -147,6 +147,11 @@ class Split:
             # by the loss in its own words)
             raise TypeError(f"Split: y must be an int64 tensor of labels, got {_given(y)}")
         check_strided("Split", "y", y)
+        if y.dim() != 1:
+            raise ValueError(
+                f"Split: y must hold one label per point, of shape (N,), got shape "
+                f"{tuple(y.shape)}"
+            )
         if y.shape != (x.shape[0],) or raw.shape != x.shape:
             raise ValueError(
                 f"Split: x, y and raw must hold as many points, (N, 2), (N,) and (N, 2), got "
@@ -156,6 +161,12 @@ class Split:
             raise ValueError(
                 f"Split: x, y and raw must be on one device, got {x.device}, {y.device} and "
                 f"{raw.device}"
+            )
+        if x.is_meta:
+            # (as make_disk_data refuses it: comparing two such splits failed in torch's words)
+            raise ValueError(
+                "Split: x, y and raw are on the meta device, which holds shapes and no values, "
+                "and a data set is its values"
             )
 
     def __len__(self) -> int:
@@ -179,6 +190,8 @@ class DiskData:
     Raises:
         TypeError: (built by hand) a set that is not a :class:`Split`, or a ``mean`` or
             ``std`` that is not a floating-point tensor of shape ``(2,)``.
+        ValueError: (built by hand) the sets' ``x``, ``mean`` and ``std`` are not of one dtype
+            on one device.
     """
 
     train: Split
@@ -204,6 +217,27 @@ class DiskData:
                     f"DiskData: {name} must be a floating-point tensor of shape (2,) (one value "
                     f"per coordinate), got {_given(statistic)}"
                 )
+        # (normalize gives points in the mean's dtype and on its device, which are the sets'
+        # in what make_disk_data makes: normalize(split.raw) is split.x)
+        kinds = {
+            name: (tensor.dtype, tensor.device)
+            for name, tensor in (
+                ("train.x", self.train.x),
+                ("validation.x", self.validation.x),
+                ("test.x", self.test.x),
+                ("mean", self.mean),
+                ("std", self.std),
+            )
+        }
+        if len(set(kinds.values())) != 1:
+            shown_kinds = ", ".join(
+                f"{name} {str(dtype).removeprefix('torch.')} on {device}"
+                for name, (dtype, device) in kinds.items()
+            )
+            raise ValueError(
+                "DiskData: the sets' points, mean and std must be of one dtype on one device "
+                f"(normalize gives points in the mean's), got {shown_kinds}"
+            )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DiskData):
