@@ -140,12 +140,16 @@ def unavailable(device: torch.device) -> str | None:
 
     A device type this build of torch lacks fails in several ways: ``"cuda"`` without CUDA with
     an ``AssertionError``, ``"mps"`` or ``"xla"`` with a ``NotImplementedError``, ``"hpu"`` with
-    a ``ModuleNotFoundError``, a GPU index past the last with a ``RuntimeError``.
+    a ``ModuleNotFoundError``, a GPU index past the last with a ``RuntimeError``. Only the
+    first sentence of torch's message is given: ``"mps"``'s goes on for some 7 000 characters
+    (every backend of the dispatcher), which buried the reason.
     """
     try:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError, ImportError) as error:
-        return str(error)
+        lines = str(error).strip().splitlines()
+        first = lines[0].strip() if lines else type(error).__name__
+        return first.split(". ", 1)[0].removesuffix(".")
     return None
 
 
