@@ -51,6 +51,7 @@ from minidl.nn import (
     Linear,
     Module,
     Parameter,
+    ReLU,
     Sequential,
     Tanh,
     mlp,
@@ -381,6 +382,12 @@ def _library_worker(rank: int, ports: tuple[int, int], out: str) -> None:
                 result["architecture"] = "no error"
             except DistributedError as error:
                 result["architecture"] = str(error)
+            try:  # the same parameters, another activation on the last rank
+                activation = ReLU() if rank == world_size - 1 else Tanh()
+                DataParallel(Sequential(Linear(3, 2), activation), group)
+                result["modules"] = "no error"
+            except DistributedError as error:
+                result["modules"] = str(error)
             samples = 12 + 6 * (rank > 0)
             try:
                 parallel.shard(BatchIterator(torch.zeros(samples, 3), torch.zeros(samples), 6))
@@ -528,6 +535,11 @@ def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> No
                 f"DataParallel: the model (the shapes and dtypes of its parameters) of ranks "
                 f"{others} differs from rank 0's; every rank must run the same model on batches "
                 "of the same sizes"
+            )
+            assert result["modules"] == (
+                "DataParallel: the model (its modules and their settings, as its repr shows them) "
+                f"of ranks [{world_size - 1}] differs from rank 0's; every rank must run the same "
+                "model on batches of the same sizes"
             )
             batches = (
                 "DataParallel: the batches (the number of samples, the batch size, shuffle, "

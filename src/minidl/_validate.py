@@ -7,6 +7,7 @@ import contextlib
 import math
 import numbers
 import os
+import re
 
 import torch
 from torch import Tensor
@@ -133,6 +134,16 @@ def shown_path(path: str | os.PathLike[str]) -> str:
     if text and text.strip() == text and text.isprintable():
         return text
     return repr(text)
+
+
+#: The memory address in a default repr (``<function f at 0x7f...>``).
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
+
+
+def without_addresses(text: str) -> str:
+    """A ``repr`` without the memory addresses of default reprs (``<X object at 0x...>``), which
+    differ between two objects of the same settings (in two processes, or two builds)."""
+    return _ADDRESS.sub(">", text)
 
 
 def unavailable(device: torch.device) -> str | None:

@@ -86,7 +86,7 @@ from minidl._extras import require
 from minidl._files import is_link_loop, naming_file, special_file_kind
 from minidl._frozen import FrozenDict, frozen
 from minidl._interrupts import holding_interrupts
-from minidl._validate import LONGEST_SHOWN, LONGEST_TEXT, add_note, shown
+from minidl._validate import LONGEST_SHOWN, LONGEST_TEXT, add_note, shown, without_addresses
 from minidl.nn._checks import given_module
 from minidl.nn.module import Module, check_registered, referred
 from minidl.optim.lr_scheduler import LRScheduler, scheduling
@@ -122,7 +122,6 @@ _RNG_MODULE = "rng.module."
 _RNG_CUDA = "rng.cuda."
 _MAX_HEADER = 100_000_000
 _HISTORY_FIELDS = ("train_loss", "validation_error", "lr", "batch_lr")
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
 #: The interval of a StepDecay, CyclicLR or OneCycle in its repr, which a checkpoint written
 #: before the reprs showed it (one without the scheduler's "interval") does not hold.
 _SET_INTERVAL = re.compile(r"((?:StepDecay|CyclicLR|OneCycle)\([^()]*?), interval='\w+'\)")
@@ -1775,7 +1774,7 @@ def _reprs_compared(saved: str, own: str) -> str:
 def _settings(text: str) -> str:
     """A ``repr`` without the memory addresses of default reprs (``<X object at 0x...>``), which
     differ between two objects of the same settings."""
-    return _ADDRESS.sub(">", text)
+    return without_addresses(text)
 
 
 def _same_settings(saved: Mapping[str, Any], given: str) -> bool:

@@ -149,8 +149,7 @@ class Split:
         check_strided("Split", "y", y)
         if y.dim() != 1:
             raise ValueError(
-                f"Split: y must hold one label per point, of shape (N,), got shape "
-                f"{tuple(y.shape)}"
+                f"Split: y must hold one label per point, of shape (N,), got shape {tuple(y.shape)}"
             )
         if y.shape != (x.shape[0],) or raw.shape != x.shape:
             raise ValueError(

@@ -101,7 +101,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.distributed.rendezvous import rendezvous
 
-from minidl._validate import check_int, check_real, shown
+from minidl._validate import check_int, check_real, shown, without_addresses
 from minidl.data import BatchIterator, short_last_batch
 from minidl.nn._checks import given_module
 from minidl.nn.flat import flat_buffer
@@ -1054,14 +1054,23 @@ class DataParallel:
         named_parameters = list(model.named_parameters())
         # The parameters and the buffers described apart (one list of both let a tensor that
         # is a parameter on one rank and a buffer of the same shape on another pass: the
-        # broadcasts that follow then differ in size), in one all_gather.
+        # broadcasts that follow then differ in size), and its modules (a Tanh on one rank and
+        # a ReLU on another averaged the gradients of two networks), in one all_gather.
         self._agree_all(
             [
-                ("model", f"the shapes and dtypes of its {kind}", _shapes(tensors), _SAME_MODEL)
-                for kind, tensors in (
-                    ("parameters", [parameter.data for _, parameter in named_parameters]),
-                    ("buffers", self._buffers),
-                )
+                *(
+                    ("model", f"the shapes and dtypes of its {kind}", _shapes(tensors), _SAME_MODEL)
+                    for kind, tensors in (
+                        ("parameters", [parameter.data for _, parameter in named_parameters]),
+                        ("buffers", self._buffers),
+                    )
+                ),
+                (
+                    "model",
+                    "its modules and their settings, as its repr shows them",
+                    without_addresses(repr(model)),
+                    _SAME_MODEL,
+                ),
             ]
         )
         # Then what the backend cannot carry, before either broadcast (rank 0's parameters
