@@ -1465,7 +1465,9 @@ def _optimizer_over(*shapes: tuple[int, ...]) -> tuple[nn.Module, optim.SGD]:
 
 def test_an_optimizer_over_parameters_of_other_shapes_is_refused(tmp_path: Path) -> None:
     """The same number of values in parameters of other shapes: the momentum of one would be
-    given to another. The model loads alone (its own check), the optimizer is refused by name."""
+    given to another. The model loads alone (its own check), the optimizer is refused by name,
+    with the parameters that one updates and the other does not (in a model of many layers,
+    the shapes alone did not show a bias left out)."""
     model, _ = _optimizer_over((3, 4), (4,), (16,))
     first, second, third = model.parameters()
     source = optim.SGD([first, second], lr=0.1, momentum=0.9)
@@ -1478,7 +1480,8 @@ def test_an_optimizer_over_parameters_of_other_shapes_is_refused(tmp_path: Path)
     with pytest.raises(
         CheckpointError,
         match=r"the checkpoint's SGD updates parameters of shapes \[\(3, 4\), \(4,\)\], this one "
-        r"\[\(16,\)\]",
+        r"\[\(16,\)\] \(this one leaves out \['p0', 'p1'\]; this one updates \['p2'\], which "
+        r"it does not\)$",
     ):
         load_checkpoint(tmp_path / "c", model, target)
     after = target.state_dict()["state"]["momentum_buffer"]

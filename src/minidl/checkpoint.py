@@ -1693,15 +1693,26 @@ def _check_optimizer(
             f"one {sorted(optimizer.state)} (e.g. momentum on in one and off in the other)"
         )
     shapes = [list(parameter.data.shape) for parameter in optimizer.params]
+    names = _optimizer_parameters(model, optimizer)
     if "shapes" in saved and saved["shapes"] != shapes:
+        # (and, where the checkpoint names them, which parameters one updates and the other
+        # does not: a bias left out, in a model of many layers, is found)
+        differences = []
+        if "parameters" in saved:
+            left_out = [name for name in saved["parameters"] if name not in names]
+            added = [name for name in names if name not in saved["parameters"]]
+            if left_out:
+                differences.append(f"this one leaves out {left_out}")
+            if added:
+                differences.append(f"this one updates {added}, which it does not")
         raise CheckpointError(
             f"{where}: the checkpoint's {saved['class']} updates parameters of shapes "
             f"{[tuple(shape) for shape in saved['shapes']]}, this one "
             f"{[tuple(shape) for shape in shapes]}"
+            + (f" ({'; '.join(differences)})" if differences else "")
         )
     # Parameters of the same shapes elsewhere in the model (one layer's momentum given to
     # another's); not in checkpoints of older versions.
-    names = _optimizer_parameters(model, optimizer)
     if "parameters" in saved and saved["parameters"] != names:
         raise CheckpointError(
             f"{where}: the checkpoint's {saved['class']} updates the model's parameters "
