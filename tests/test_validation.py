@@ -522,8 +522,12 @@ TAMPERING: list[tuple[str, Callable[[Path], None], list[str]]] = [
         lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
         ["good.ckpt", "truncated"],
     ),
-    ("empty", lambda p: p.write_bytes(b""), ["truncated (0 bytes)"]),
-    ("seven bytes", lambda p: p.write_bytes(p.read_bytes()[:7]), ["truncated (7 bytes)"]),
+    ("empty", lambda p: p.write_bytes(b""), ["not a safetensors file, or truncated (0 bytes,"]),
+    (
+        "seven bytes",
+        lambda p: p.write_bytes(p.read_bytes()[:7]),
+        ["not a safetensors file, or truncated (7 bytes, fewer than the 8 that give the length"],
+    ),
     ("text", lambda p: p.write_text("weights = [1, 2]"), ["not a safetensors file"]),
     (
         "a safetensors header that is a JSON list",

@@ -1153,7 +1153,12 @@ def _parse_safetensors_header(
     header's end."""
     length = len(data) if file_size is None else file_size
     if length < 8:
-        raise CheckpointError(f"{where}: the file is truncated ({length} bytes)")
+        # (as a longer file that is no safetensors file is refused: a short text file is
+        # more likely no checkpoint than a truncated one)
+        raise CheckpointError(
+            f"{where}: not a safetensors file, or truncated ({length} bytes, fewer than the 8 "
+            "that give the length of a safetensors header)"
+        )
     (size,) = struct.unpack("<Q", data[:8])
     if size > min(length - 8, _MAX_HEADER):
         raise CheckpointError(
