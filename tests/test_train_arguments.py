@@ -1435,3 +1435,48 @@ def test_fit_checks_the_class_indices_of_a_built_in_loss_under_detect_anomaly() 
     ):
         fit(model, criterion, optimizer, x, y, epochs=2, batch_size=8)
     assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+@pytest.mark.parametrize("change", ["label out of range", "negative label", "resized"])
+def test_a_validation_set_that_on_epoch_spoils_is_refused_after_it(change: str) -> None:
+    """fit checked the validation set before training only: labels that on_epoch set out of
+    range were counted as errors, silently (54, 58, 52% with one label 7), and a set resized
+    failed in torch's words. The set is checked again after each on_epoch, as fit_rounds
+    does; the epoch stays recorded."""
+    from minidl.data import make_disk_data
+    from minidl.train import History, fit
+
+    data = make_disk_data(40, 20, 10, seed=1)
+    x, y = data.validation.x.clone(), data.validation.y.clone()
+    model = nn.mlp((2, 4, 2))
+    history = History()
+
+    def on_epoch(record: object) -> None:
+        if change == "label out of range":
+            y[0] = 7
+        elif change == "negative label":
+            y[3] = -1
+        else:
+            y.resize_(10)
+
+    expected = {
+        "label out of range": r"y must hold class indices in \[0, 2\) \(the model's outputs have 2 "
+        r"columns\), got 7$",
+        "negative label": r"y must hold class indices .*got -1",
+        "resized": r"x and y must hold as many samples, got x of shape \(20, 2\) and y of shape "
+        r"\(10,\)$",
+    }[change]
+    with pytest.raises(ValueError, match=r"^fit: validation \(changed by on_epoch\) " + expected):
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optim.SGD(model.parameters(), lr=0.1),
+            data.train.x,
+            data.train.y,
+            epochs=3,
+            batch_size=10,
+            validation=(x, y),
+            on_epoch=on_epoch,
+            history=history,
+        )
+    assert len(history.train_loss) == 1

@@ -608,7 +608,10 @@ def fit(
         on_epoch: called with the :class:`EpochRecord` of each epoch; if it returns ``True``
             (or a true numpy bool or one-element bool tensor), training stops after that epoch
             (early stopping: the history ends with it). Other return values than ``None`` and
-            bools are refused (a TypeError after the epoch, which stays recorded).
+            bools are refused (a TypeError after the epoch, which stays recorded). A
+            ``validation`` set it changes in place is checked again after it, as before
+            training (labels that are no class indices below the outputs' width are refused,
+            the epoch recorded).
         parallel: data-parallel training (a :class:`minidl.distributed.DataParallel`): each
             process trains on its shard of every batch, the gradients are made the global
             batch's after every ``backward``, and the recorded loss is the global one (the
@@ -958,6 +961,13 @@ def fit(
                         stop = on_epoch(record)
                     if stop is not None and _stops(stop):
                         break
+                    if validation is not None:
+                        # The validation set as on_epoch left it, checked as before training:
+                        # labels made no class indices below the width were counted as wrong,
+                        # silently, and a set resized failed in torch's words.
+                        changed = "validation (changed by on_epoch) "
+                        check_labelled("fit", changed, *validation)
+                        check_class_indices("fit", changed, validation[1], width)
         finally:
             if loaded:
                 assert folded is not None
