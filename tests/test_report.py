@@ -781,7 +781,9 @@ def test_a_difference_within_noise_of_the_papers_own_repeat_is_called_weak(
     """Table III's SGD row is the training of Table I's Tanh row, measured again by the paper
     (1.66, s.d. 0.81, against 1.06, s.d. 0.41). Ours, 2.00 (s.d. 0.07), differs from Table I's
     number by 5.1 SE but is within noise of Table III's (0.94 SE): the report says so, with the
-    numbers, and concludes that the difference is weak."""
+    numbers, and concludes that the difference is weak. Within noise is not agreement: ours,
+    above both of the paper's numbers, was said to agree with the repeat; a mean between them
+    is said to lie within the paper's spread."""
     errors = (1.9, 2.0, 2.1, 2.0, 2.0)
     tanh = fake_row(experiment("I", "Tanh"), errors)
     sgd = fake_row(experiment("III", "SGD"), errors)
@@ -797,9 +799,20 @@ def test_a_difference_within_noise_of_the_papers_own_repeat_is_called_weak(
         "is within noise of that (+0.34, SE 0.36, p = 0.40)." in row.splitlines()
     )
     assert conclusions(row) == [
-        "**Conclusion:** ours agrees with the paper's own repeat of this training, so the "
-        "difference is within the spread of the paper's repeated measurements (see the last "
-        "section), not a sign of a different method."
+        "**Conclusion:** ours is within noise of the paper's own repeat of this training, though "
+        "not between the paper's measurements of it (1.06 and 1.66): this run cannot tell the "
+        "difference from the spread between the paper's repeated measurements (see the last "
+        "section), nor show a different method."
+    ]
+    between = (1.61, 1.62, 1.63, 1.62, 1.62)
+    rows = [fake_row(experiment("I", "Tanh"), between), fake_row(experiment("III", "SGD"), between)]
+    section = differences_section(rows, tmp_path)
+    row = section.split("### Table I, Tanh\n")[1].split("###")[0]
+    assert conclusions(row) == [
+        "**Conclusion:** ours lies between the paper's own measurements of this training (1.06 "
+        "and 1.66) and is within noise of its repeat, so the difference is within the spread of "
+        "the paper's repeated measurements (see the last section), not a sign of a different "
+        "method."
     ]
     # Lower than the paper: the direction is said.
     low = fake_row(experiment("I", "Tanh"), (0.1, 0.1, 0.2, 0.1, 0.1))

@@ -824,11 +824,30 @@ def _explain(
             + verdict
         )
     elif agreeing_repeats:
-        lines.append(
-            "**Conclusion:** ours agrees with the paper's own repeat of this training, so the "
-            "difference is within the spread of the paper's repeated measurements (see the "
-            "last section), not a sign of a different method."
-        )
+        # (within noise is not agreement: between the paper's numbers, the difference is the
+        # paper's own spread; outside them, this run cannot tell which it is)
+        paper = row.experiment.paper
+        assert paper is not None
+        means = [paper.mean] + [
+            other.experiment.paper.mean
+            for other in agreeing_repeats
+            if other.experiment.paper is not None
+        ]
+        named = " and ".join(f"{mean:.2f}" for mean in means)
+        if min(means) <= row.mean <= max(means):
+            lines.append(
+                f"**Conclusion:** ours lies between the paper's own measurements of this "
+                f"training ({named}) and is within noise of its repeat, so the difference is "
+                "within the spread of the paper's repeated measurements (see the last section), "
+                "not a sign of a different method."
+            )
+        else:
+            lines.append(
+                "**Conclusion:** ours is within noise of the paper's own repeat of this "
+                f"training, though not between the paper's measurements of it ({named}): this "
+                "run cannot tell the difference from the spread between the paper's repeated "
+                "measurements (see the last section), nor show a different method."
+            )
     elif spread_only:
         names = ", ".join(f"'{v.experiment.label}'" for v in spread_only)
         lines.append(
