@@ -316,6 +316,7 @@ def reproduce(
         total = count_epochs(experiments, settings.rounds, settings.epochs_override)
         start = time.perf_counter()
         on_epoch = None
+        train: Callable[..., list[RowResult]] = train_rows_batched
         if progress and sys.stderr is not None:  # (closed, 2>&-: no bar, as with --quiet)
             from tqdm import tqdm
 
@@ -328,19 +329,23 @@ def reproduce(
                 mininterval=1.0,
             )
 
-            # The rows of the stack training now: a stack's rows report each epoch one after
-            # the other, the first epoch's of a new stack after the last epoch of the one before.
-            stack: list[Experiment] = []
-
             def on_epoch(experiment: Experiment, index: int, record: EpochRecord) -> None:
                 assert bar is not None
-                if record.epoch == 0 and index == 0 and settings.jobs == 1:
-                    stack.append(experiment)
-                    label = progress_label(stack[0], settings.rounds, others=len(stack) - 1)
-                    bar.set_description(label, refresh=False)
-                elif stack and record.epoch > 0:
-                    stack.clear()
                 bar.update(1)
+
+            if settings.jobs == 1:
+                # Each stack named as it starts (its rows train at once: labelled at each row's
+                # first epoch, the bar named the stack's last row all the while it trained).
+
+                def labelled(
+                    group: Sequence[Experiment], rounds: int, base_seed: int, **options: Any
+                ) -> list[RowResult]:
+                    assert bar is not None
+                    label = progress_label(group[0], settings.rounds, others=len(group) - 1)
+                    bar.set_description(label, refresh=False)
+                    return train_rows_batched(group, rounds, base_seed, **options)
+
+                train = labelled
 
             if settings.jobs > 1:
                 bar.set_description(f"{settings.jobs} processes", refresh=False)
@@ -365,6 +370,7 @@ def reproduce(
                     settings.rounds,
                     settings.base_seed,
                     epochs=settings.epochs_override,
+                    train=train,
                     on_epoch=on_epoch,
                     jobs=settings.jobs,
                     when_idle=figure_writer.draw_next,
