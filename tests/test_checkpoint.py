@@ -2889,3 +2889,36 @@ def test_extra_takes_any_mapping_at_any_level(tmp_path: Path) -> None:
         "c": {"d": [1, 2.5]},
         "e": [{"f": None}],
     }
+
+
+def test_a_sequence_let_go_of_or_a_schedule_copied_alone_is_judged_by_the_schedule_alive(
+    tmp_path: Path,
+) -> None:
+    """A SequentialSchedule and its schedules refer to each other: let go of (del), it stayed
+    in the registry until the cyclic collector ran, and save_checkpoint refused or took the
+    same call by chance. And a schedule copied alone (copy.copy) took over the original's entry,
+    which went with the copy: the original, alive, was no longer asked for."""
+    import gc
+
+    model = nn.mlp((2, 3, 2), "tanh")
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "c"
+    sequence = optim.SequentialSchedule(
+        optimizer, [optim.LinearWarmup(optimizer, 2), optim.StepDecay(optimizer, 1)], [2]
+    )
+    with pytest.raises(CheckpointError, match="scheduled by the SequentialSchedule"):
+        save_checkpoint(path, model, optimizer)
+    del sequence
+    enabled = gc.isenabled()
+    gc.disable()  # (the collector does not run by chance between the del and the save)
+    try:
+        save_checkpoint(path, model, optimizer)
+    finally:
+        if enabled:
+            gc.enable()
+    schedule = optim.StepDecay(optimizer, step_size=1, gamma=0.5)
+    duplicate = copy.copy(schedule)
+    del duplicate
+    with pytest.raises(CheckpointError, match="scheduled by the StepDecay"):
+        save_checkpoint(path, model, optimizer)
+    save_checkpoint(path, model, optimizer, schedule)

@@ -63,6 +63,7 @@ import copy
 import difflib
 import errno
 import functools
+import gc
 import hashlib
 import json
 import math
@@ -548,7 +549,12 @@ def save_checkpoint(
     if scheduler is not None and scheduler.optimizer is not optimizer:
         raise CheckpointError(f"{where}: the scheduler given schedules another optimizer")
     _check_updates_model(where, model, optimizer)
-    live = None if scheduler is not None or optimizer is None else scheduling(optimizer)
+    live = None
+    if scheduler is None and optimizer is not None and scheduling(optimizer) is not None:
+        # (one let go of that is in a reference cycle, a SequentialSchedule with its
+        # schedules, is gone once collected)
+        gc.collect()
+        live = scheduling(optimizer)
     if live is not None:
         # (resumed without its state, the schedule would start over at its first rate, and
         # load_checkpoint could not tell: the file would hold no scheduler)

@@ -136,8 +136,10 @@ class ScheduleSetting(Setting[T]):
 
 
 #: The schedules alive, by ``(id(optimizer), token)``: the optimizer each schedules and the
-#: token it gave it (see :func:`scheduling`). (Held weakly: one let go of is gone from here. A
-#: schedule holds its optimizer, so that an optimizer's id names it while it is here.)
+#: token it gave it (see :func:`scheduling`). (Held weakly: one let go of is gone from here,
+#: once collected; a SequentialSchedule and its schedules refer to each other, and go when the
+#: cyclic collector runs. A schedule holds its optimizer, so that an optimizer's id names it
+#: while it is here.)
 _LIVE: weakref.WeakValueDictionary[tuple[int, int], LRScheduler] = weakref.WeakValueDictionary()
 
 
@@ -357,7 +359,10 @@ class LRScheduler:
         self.__dict__.update(state)
         token, optimizer = state.get("_token"), state.get("_optimizer")
         if token is not None and optimizer is not None:
-            _LIVE[(id(optimizer), token)] = self  # (the copy schedules the copied optimizer)
+            # (a copy made with its optimizer schedules the copied one; a copy of the schedule
+            # alone, copy.copy, leaves the entry of the schedule alive that it copies, which
+            # would go with the copy)
+            _LIVE.setdefault((id(optimizer), token), self)
 
     @property
     def superseded_by(self) -> str | None:
