@@ -755,7 +755,7 @@ def test_the_cuda_tests_run_on_the_cpu_as_a_smoke_run() -> None:
     assert re.fullmatch(r"\d+ passed, 1 skipped in .*", summary), summary
 
 
-def test_fit_error_rate_and_fit_rounds_refuse_meta_data_before_anything_changes() -> None:
+def test_fit_error_rates_and_fit_rounds_refuse_meta_data_before_anything_changes() -> None:
     """fit ran every step of a first epoch on meta tensors (the optimizer stepped) and failed
     turning the epoch's loss into a number, in torch's words ("Tensor.item() cannot be called on
     meta tensors"); error_rate and fit_rounds failed so too. Each refuses meta data by name
@@ -788,3 +788,8 @@ def test_fit_error_rate_and_fit_rounds_refuse_meta_data_before_anything_changes(
             generators=[torch.Generator(), torch.Generator()],
         )
     assert predict(network, x).shape == (10,)
+    from minidl.rounds import stacked_error_rates
+
+    stack = nn.stack_models([model(), model()])
+    with pytest.raises(ValueError, match=r"^stacked_error_rates: x and y are on the meta device"):
+        stacked_error_rates(stack, torch.stack([x, x]), torch.stack([y, y]))

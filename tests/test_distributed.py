@@ -539,7 +539,9 @@ def test_data_parallel_on_2_and_3_ranks_equals_one_process(tmp_path: Path) -> No
             assert result["modules"] == (
                 "DataParallel: the model (its modules and their settings, as its repr shows them) "
                 f"of ranks [{world_size - 1}] differs from rank 0's; every rank must run the same "
-                "model on batches of the same sizes"
+                "model on batches of the same sizes (a module of one's own whose extra_repr shows "
+                "a value of the rank's own, a path or a device, differs too: leave it out of the "
+                "repr)"
             )
             batches = (
                 "DataParallel: the batches (the number of samples, the batch size, shuffle, "

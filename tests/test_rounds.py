@@ -1185,8 +1185,10 @@ def test_sets_changed_in_place_by_on_epoch_train_the_next_epoch_as_fits() -> Non
     _assert_trained_alike(stacked, alone, rounds, histories)
 
 
-@pytest.mark.parametrize("change", ["resized", "another dtype"])
+@pytest.mark.parametrize("change", ["resized", "another dtype", "meta", "sparse"])
 def test_a_set_resized_or_cast_by_on_epoch_is_refused(change: str) -> None:
+    """Also a set put on another device (the meta device here) or in a sparse layout, which
+    failed in torch's words ("Tensor on device cpu is not on the expected device meta!")."""
     data = [make_disk_data(40, 10, 10, seed=r, dtype=DTYPE) for r in range(2)]
     train = [(d.train.x.clone(), d.train.y.clone()) for d in data]
 
@@ -1194,15 +1196,24 @@ def test_a_set_resized_or_cast_by_on_epoch_is_refused(change: str) -> None:
         x = train[1][0]
         if change == "resized":
             x.resize_(39, 2)
-        else:
+        elif change == "another dtype":
             x.data = x.data.float()  # (the same tensor, of another dtype)
+        elif change == "meta":
+            train[1] = (x.to("meta"), train[1][1])
+        else:
+            train[1] = (x.to_sparse(), train[1][1])
 
     models = [nn.mlp((2, 5, 2), "tanh", dtype=DTYPE) for _ in range(2)]
-    expected = "(39, 2), torch.float64" if change == "resized" else "(40, 2), torch.float32"
+    expected = {
+        "resized": "(39, 2), torch.float64 on cpu",
+        "another dtype": "(40, 2), torch.float32 on cpu",
+        "meta": "(40, 2), torch.float64 on meta",
+        "sparse": "(40, 2), torch.float64 on cpu, torch.sparse_coo",
+    }[change]
     with pytest.raises(
         ValueError,
         match=rf"^fit_rounds: train_sets\[1\] x was changed by on_epoch to {re.escape(expected)}, "
-        r"from \(40, 2\), torch.float64; the sets keep their shapes and dtypes",
+        r"from \(40, 2\), torch.float64 on cpu; the sets keep their shapes, dtypes and devices",
     ):
         _fit_by_sgd(models, train, on_epoch=on_epoch)
 

@@ -1069,7 +1069,8 @@ class DataParallel:
                     "model",
                     "its modules and their settings, as its repr shows them",
                     without_addresses(repr(model)),
-                    _SAME_MODEL,
+                    _SAME_MODEL + " (a module of one's own whose extra_repr shows a value of "
+                    "the rank's own, a path or a device, differs too: leave it out of the repr)",
                 ),
             ]
         )

@@ -113,7 +113,7 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
         TypeError: ``model`` is not a :class:`Sequential`, ``x`` or ``y`` not a dense tensor.
         ValueError: ``model`` holds no stacked layer (:class:`BatchedLinear`): it was not made
             by :func:`minidl.nn.stack_models`; ``x`` and ``y`` of other shapes than above, or
-            on two devices.
+            on two devices, or on the meta device (no values).
     """
     _stacked_models(model, "stacked_error_rates")
     for name, tensor, dims in (("x", x, 3), ("y", y, 2)):
@@ -135,6 +135,11 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
     if x.device != y.device:  # (as error_rate: before the forward, not in torch's words after it)
         raise ValueError(
             f"stacked_error_rates: x and y must be on one device, got {x.device} and {y.device}"
+        )
+    if x.is_meta:  # (as error_rate)
+        raise ValueError(
+            "stacked_error_rates: x and y are on the meta device, which holds shapes and no "
+            "values: there are no errors to count"
         )
     check_class_indices("stacked_error_rates", "", y)
     with eval_mode(model):
@@ -682,6 +687,13 @@ def _unchanged(sets: Sequence[object], seen: _Seen | None) -> bool:
         return False
 
 
+def _kind(tensor: Tensor) -> str:
+    """A set's tensor as a refusal names it: ``(40, 2), torch.float64 on cpu`` (and its layout
+    where it is not strided)."""
+    layout = "" if tensor.layout is torch.strided else f", {tensor.layout}"
+    return f"{tuple(tensor.shape)}, {tensor.dtype} on {tensor.device}{layout}"
+
+
 def _dtypes(sets: Sequence[tuple[Tensor, Tensor]]) -> tuple[tuple[torch.dtype, torch.dtype], ...]:
     """The dtypes of each pair ``(x, y)`` of ``sets``."""
     return tuple((x.dtype, y.dtype) for x, y in sets)
@@ -760,12 +772,18 @@ def _stack_again(
             )
         kinds = zip(("x", "y"), pair, (x_all, y_all), dtypes[index], strict=True)
         for what, tensor, stacked, dtype in kinds:
-            if tensor.shape != stacked.shape[1:] or tensor.dtype != dtype:
+            if (
+                tensor.shape != stacked.shape[1:]
+                or tensor.dtype != dtype
+                or tensor.device != stacked.device
+                or tensor.layout is not torch.strided
+            ):
+                # (another device, the meta device or a sparse layout failed in torch's words)
                 raise ValueError(
                     f"fit_rounds: {name}[{index}] {what} was changed by on_epoch to "
-                    f"{tuple(tensor.shape)}, {tensor.dtype}, from {tuple(stacked.shape[1:])}, "
-                    f"{dtype}; the sets keep their shapes and dtypes through a run "
-                    "(change their values in place)"
+                    f"{_kind(tensor)}, from {tuple(stacked.shape[1:])}, {dtype} on "
+                    f"{stacked.device}; the sets keep their shapes, dtypes and devices through a "
+                    "run (change their values in place)"
                 )
         if classes is not None:
             check_class_indices(
