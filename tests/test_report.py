@@ -1286,3 +1286,15 @@ def test_the_reports_times_add_up_and_a_short_run_shows_tenths() -> None:
     for wall, training in [(33.6, 30.4), (12.49, 0.51), (600.5, 599.5)]:
         shown = _time_parts(wall, training)
         assert int(shown[0]) == int(shown[1]) + int(shown[2])
+
+
+def test_a_report_of_no_published_row_compares_nothing(tmp_path: Path) -> None:
+    """Given Fig. 1's rows alone (through the API: the CLI always trains Table I), the section
+    said "0 of the 0 rows differ; none is within noise."; it says nothing is compared."""
+    rows = [
+        fake_row(experiment("Fig. 1", "MSE"), (3.0, 4.0)),
+        fake_row(experiment("Fig. 1", "Cross-entropy"), (2.0, 2.5)),
+    ]
+    section = differences_section(rows, tmp_path)
+    assert "0 of the 0 rows" not in section
+    assert "(No row holds the paper's numbers: nothing is compared with the paper.)" in section

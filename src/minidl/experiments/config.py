@@ -155,8 +155,10 @@ BATCHES_PER_EPOCH = PROTOCOL.batches_per_epoch
 class Choices:
     """The decision taken on every point the paper leaves open (the report lists each).
 
-    Each field is one decision; its ``metadata["doc"]`` says why (the report prints it). The
-    other readings are run as variant rows, so the report shows what each decision changes.
+    Each field is one decision; its ``metadata["doc"]`` says why (the report prints it). Other
+    readings of some of them are run as variant rows, so the report shows what those decisions
+    change (not of ``adadelta_rho``, ``adadelta_eps``, ``clr_step_size_epochs`` nor
+    ``new_data_per_round``).
     """
 
     mse_reduction: Literal["paper", "mean", "sum"] = field(

@@ -954,7 +954,7 @@ def _differences_section(
     if any(c is None for _, c in comparisons):
         lines += ["(Fewer than 2 rounds: no standard deviation, so no comparison.)", ""]
         return lines
-    if not mains and unpublished:  # (every main row one's own: no verdict to count)
+    if not mains:  # (every main row one's own, or none given: no verdict to count)
         lines += ["(No row holds the paper's numbers: nothing is compared with the paper.)", ""]
         return [*lines, *_differences_beside(results)]
     lines += _paper_sd_reading(results)
