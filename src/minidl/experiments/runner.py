@@ -316,7 +316,8 @@ def reproduce(
         total = count_epochs(experiments, settings.rounds, settings.epochs_override)
         start = time.perf_counter()
         on_epoch = None
-        train: Callable[..., list[RowResult]] = train_rows_batched
+        # (given to run_experiments only to name the stacks on the bar: its own default else)
+        labelling: dict[str, Callable[..., list[RowResult]]] = {}
         if progress and sys.stderr is not None:  # (closed, 2>&-: no bar, as with --quiet)
             from tqdm import tqdm
 
@@ -345,7 +346,7 @@ def reproduce(
                     bar.set_description(label, refresh=False)
                     return train_rows_batched(group, rounds, base_seed, **options)
 
-                train = labelled
+                labelling["train"] = labelled
 
             if settings.jobs > 1:
                 bar.set_description(f"{settings.jobs} processes", refresh=False)
@@ -370,10 +371,10 @@ def reproduce(
                     settings.rounds,
                     settings.base_seed,
                     epochs=settings.epochs_override,
-                    train=train,
                     on_epoch=on_epoch,
                     jobs=settings.jobs,
                     when_idle=figure_writer.draw_next,
+                    **labelling,
                 )
             finally:
                 if bar is not None:
