@@ -617,3 +617,29 @@ def test_a_forward_refused_after_the_first_run_refuses_the_backward_until_one_su
     with pytest.raises(ValueError, match=r"^ELU: alpha=1e\+39 is beyond the range"):
         stacked(torch.tensor([[[-3.0, 4.0]], [[-1.0, -2.0]]]))
     assert torch.equal(stacked.backward(grad), expected)
+
+
+@pytest.mark.parametrize("activations", [("tanh", "tanh"), ("tanh", "elu")], ids=["one", "two"])
+def test_a_stack_keeps_no_cache_of_its_models_forward(activations: tuple[str, str]) -> None:
+    """The other way round: stack_models deep-copied each model's activation with what the
+    model's last forward cached, so that the stack held a stale copy of one model's activations
+    and its backward before a forward was refused on that model's shape ("gradient has shape
+    (1, 4, 3), expected (4, 3) (the shape of the last forward's output)"). It holds none, as
+    a stack built from fresh models: backward is refused as called before a forward."""
+    torch.manual_seed(0)
+    kinds = {"tanh": nn.Tanh, "elu": nn.ELU}
+    models = [
+        nn.Sequential(nn.Linear(2, 3, dtype=DTYPE), kinds[name]())
+        for name in (activations[0], activations[1])
+    ]
+    for model in models:
+        model(torch.randn(4, 2, dtype=DTYPE))
+    stacked = nn.stack_models(models)
+    activation = stacked[1]
+    assert (
+        all(activation.activation_of(index)._cache is None for index in range(2))
+        if isinstance(activation, nn.StackedActivation)
+        else activation._cache is None
+    )
+    with pytest.raises(RuntimeError, match=r"backward called before forward$"):
+        activation.backward(torch.ones(2, 4, 3, dtype=DTYPE))

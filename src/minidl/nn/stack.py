@@ -6,7 +6,7 @@ import copy
 import numbers
 from collections.abc import Sequence
 from types import MethodType
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 
@@ -250,7 +250,7 @@ def _stack_models(
             activations = [layer for layer in column if isinstance(layer, Activation)]
             runs = _activation_runs(activations, modes)
             if len(runs) == 1:
-                layers.append(copy.deepcopy(reference))
+                layers.append(_uncached_copy(reference))
             else:
                 stacked_activation = StackedActivation(runs)
                 shared = {layer.training for layer in activations}
@@ -373,7 +373,7 @@ def _activation_runs(column: Sequence[Activation], modes: bool) -> list[tuple[Ac
         ):
             runs[-1] = (runs[-1][0], runs[-1][1] + 1)
         else:
-            runs.append((copy.deepcopy(layer), 1))
+            runs.append((_uncached_copy(layer), 1))
     return runs
 
 
@@ -624,11 +624,15 @@ def model_parameters(stacked: Sequential, index: int | slice) -> list[Parameter]
     return parameters
 
 
-def _uncached_copy(module: Module) -> Module:
+_ModuleT = TypeVar("_ModuleT", bound=Module)
+
+
+def _uncached_copy(module: _ModuleT) -> _ModuleT:
     """A deep copy of ``module``; of an activation, without what its last forward cached (as
     a new one holds nothing), which in a stack covers every model (``(R, N, features)``: a
     model unstacked carried the others' activations, and its ``backward`` before a forward
-    failed on their shape rather than as called before a forward)."""
+    failed on their shape rather than as called before a forward), and in a model one model's
+    (a stack carried it, the same way)."""
     copied = copy.deepcopy(module)
     if isinstance(copied, Activation):
         copied._cache = None
