@@ -643,3 +643,17 @@ def test_a_stack_keeps_no_cache_of_its_models_forward(activations: tuple[str, st
     )
     with pytest.raises(RuntimeError, match=r"backward called before forward$"):
         activation.backward(torch.ones(2, 4, 3, dtype=DTYPE))
+
+
+@pytest.mark.parametrize("modules", [(nn.Tanh,), ()], ids=["an activation", "nothing"])
+def test_models_of_no_linear_layer_are_not_stacked(modules: tuple[type[nn.Module], ...]) -> None:
+    """Models without a Linear layer were stacked into a network that unstack_model then refused
+    as not made by stack_models; stack_models refuses them, naming what they hold."""
+    models = [nn.Sequential(*(kind() for kind in modules)) for _ in range(2)]
+    held = "Tanh" if modules else "none"
+    with pytest.raises(
+        ValueError,
+        match=rf"^stack_models: the models hold no Linear layer \(models\[0\]'s modules: {held}\); "
+        "stack_models stacks networks of Linear layers and activations$",
+    ):
+        nn.stack_models(models)

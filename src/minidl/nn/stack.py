@@ -90,7 +90,7 @@ def stack_models(
         layout: ``"layer"`` (the default) or ``"model"``.
 
     Raises:
-        ValueError: no model; the models differ in architecture (the message names the first
+        ValueError: no model, or models without a Linear layer; the models differ in architecture (the message names the first
             layer that differs) or in the mode (``training``) of the models themselves or of
             the Linear layers at one position; a model ties one Parameter to two places, or
             holds parameters of more than one dtype or device (its forward refuses them); an
@@ -111,7 +111,16 @@ def stack_models(
             which the stack would leave out; not the checks that :func:`minidl.detect_anomaly`
             sets there over the class's methods (the stack runs without them).
     """
-    return _stack_models(models, layout, modes=True)
+    stacked = _stack_models(models, layout, modes=True)
+    if not any(isinstance(layer, BatchedLinear) for layer in stacked):
+        # (such a stack holds no stacked layer: unstack_model refused it as not made by
+        # stack_models)
+        raise ValueError(
+            "stack_models: the models hold no Linear layer (models[0]'s modules: "
+            f"{', '.join(type(layer).__name__ for layer in models[0]) or 'none'}); stack_models "
+            "stacks networks of Linear layers and activations"
+        )
+    return stacked
 
 
 def _stack_models(
