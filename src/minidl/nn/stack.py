@@ -90,8 +90,9 @@ def stack_models(
         layout: ``"layer"`` (the default) or ``"model"``.
 
     Raises:
-        ValueError: no model, or models without a Linear layer; the models differ in architecture (the message names the first
-            layer that differs) or in the mode (``training``) of the models themselves or of
+        ValueError: no model, or models without a Linear layer; the models differ in
+            architecture (the message names the first layer that differs) or in the mode
+            (``training``) of the models themselves or of
             the Linear layers at one position; a model ties one Parameter to two places, or
             holds parameters of more than one dtype or device (its forward refuses them); an
             unknown layout; a Linear whose ``weight`` or ``bias`` is a Parameter set by hand
