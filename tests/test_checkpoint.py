@@ -2851,7 +2851,7 @@ def test_an_optimizers_or_schedules_refused_state_is_a_checkpoint_error_of_save(
 
 def test_a_long_models_other_module_is_shown_as_the_lines_that_differ(tmp_path: Path) -> None:
     """A refusal of another model of the same parameters gave both reprs whole: for 60 modules,
-    125 lines with the one that differs among them. A repr of 12 lines or more is shown as the
+    125 lines with the one that differs among them. A repr of more than 12 lines is shown as the
     lines that differ (a short one still whole)."""
 
     def network(p: float) -> nn.Sequential:

@@ -1574,7 +1574,7 @@ def _check_architecture(header: dict[str, Any], model: Module, where: str) -> No
     if saved == own:
         # (without the addresses of default reprs, such as a function's that a module of
         # one's own shows: they differ between two processes, or two builds of the model)
-        if _settings(header["architecture"]["repr"]) == _settings(repr(model)):
+        if without_addresses(header["architecture"]["repr"]) == without_addresses(repr(model)):
             return
         # The same tensors, other modules: an activation or a hyper-parameter differs.
         raise CheckpointError(
@@ -1586,7 +1586,7 @@ def _check_architecture(header: dict[str, Any], model: Module, where: str) -> No
     if (
         saved.keys() == own.keys()
         and all(saved[n][0] == own[n][0] for n in own)
-        and _settings(header["architecture"]["repr"]) == _settings(repr(model))
+        and without_addresses(header["architecture"]["repr"]) == without_addresses(repr(model))
     ):
         # Only dtypes differ: the same model, cast (a float64 copy for gradcheck, say).
         saved_dtypes = sorted({dtype for _, dtype in saved.values()})
@@ -1783,20 +1783,14 @@ def _reprs_compared(saved: str, own: str) -> str:
     if max(saved.count("\n"), own.count("\n")) < REPR_LINES_SHOWN:
         return f"checkpoint's model: {saved}\nthis model: {own}"
     lines = difflib.unified_diff(
-        _settings(saved).splitlines(),
-        _settings(own).splitlines(),
+        without_addresses(saved).splitlines(),
+        without_addresses(own).splitlines(),
         "checkpoint's model",
         "this model",
         n=0,
         lineterm="",
     )
     return "the lines of their reprs that differ:\n" + "\n".join(lines)
-
-
-def _settings(text: str) -> str:
-    """A ``repr`` without the memory addresses of default reprs (``<X object at 0x...>``), which
-    differ between two objects of the same settings."""
-    return without_addresses(text)
 
 
 def _same_settings(saved: Mapping[str, Any], given: str) -> bool:
@@ -1806,7 +1800,7 @@ def _same_settings(saved: Mapping[str, Any], given: str) -> bool:
     ``given`` there, as they were."""
     if "interval" not in saved:
         given = _SET_INTERVAL.sub(r"\1)", given)
-    return _settings(saved["repr"]) == _settings(given)
+    return without_addresses(saved["repr"]) == without_addresses(given)
 
 
 def _restore_scheduler(

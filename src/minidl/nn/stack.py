@@ -92,8 +92,8 @@ def stack_models(
     Raises:
         ValueError: no model, or models without a Linear layer; the models differ in
             architecture (the message names the first layer that differs) or in the mode
-            (``training``) of the models themselves or of
-            the Linear layers at one position; a model ties one Parameter to two places, or
+            (``training``) of the models themselves or of the Linear layers at one position;
+            a model ties one Parameter to two places, or
             holds parameters of more than one dtype or device (its forward refuses them); an
             unknown layout; a Linear whose ``weight`` or ``bias`` is a Parameter set by hand
             rather than the one registered (a TypeError where it is no Parameter), which the
