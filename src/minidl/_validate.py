@@ -8,6 +8,7 @@ import math
 import numbers
 import os
 import re
+from typing import NoReturn
 
 import torch
 from torch import Tensor
@@ -134,6 +135,15 @@ def shown_path(path: str | os.PathLike[str]) -> str:
     if text and text.strip() == text and text.isprintable():
         return text
     return repr(text)
+
+
+def refuse_meta(where: str, subject: str, why: str) -> NoReturn:
+    """Refuse data on the meta device, which holds shapes and no values, where numbers are
+    computed from it: ``"{where}: {subject} on the meta device, which holds shapes and no
+    values{why}"`` (``subject`` says what and its verb: ``"x and y are"``)."""
+    raise ValueError(
+        f"{where}: {subject} on the meta device, which holds shapes and no values{why}"
+    )
 
 
 #: The memory address in a default repr (``<function f at 0x7f...>``).

@@ -16,6 +16,7 @@ import functools
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import torch
 from torch import Tensor
@@ -31,6 +32,7 @@ from minidl._validate import (
     check_like,
     check_real,
     check_strided,
+    refuse_meta,
     shown,
 )
 from minidl.nn._stack_clip import StackClip
@@ -137,10 +139,7 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
             f"stacked_error_rates: x and y must be on one device, got {x.device} and {y.device}"
         )
     if x.is_meta:  # (as error_rate)
-        raise ValueError(
-            "stacked_error_rates: x and y are on the meta device, which holds shapes and no "
-            "values: there are no errors to count"
-        )
+        refuse_meta("stacked_error_rates", "x and y are", ": there are no errors to count")
     check_class_indices("stacked_error_rates", "", y)
     with eval_mode(model):
         output = model(x)
@@ -393,10 +392,9 @@ def fit_rounds(
     if validation_sets is not None:
         # (after the training sets were run: a training x the models do not take is named as
         # such, not as the validation x that differs from it)
-        for index, (x, _) in enumerate(validation_sets):
+        for index, (x, y) in enumerate(validation_sets):
             name = f"validation_sets[{index}] x"
             check_like("fit_rounds", name, x, train_sets[0][0], "the training x")
-        for index, (_, y) in enumerate(validation_sets):
             check_class_indices(
                 "fit_rounds",
                 f"validation_sets[{index}] ",
@@ -672,7 +670,7 @@ def _unchanged(sets: Sequence[object], seen: _Seen | None) -> bool:
         return False
     tensors: list[object] = []
     for pair in sets:
-        if not isinstance(pair, tuple | list) or len(pair) != 2:
+        if not _pair_of_tensors(pair):
             return False
         tensors += pair
     try:
@@ -761,11 +759,7 @@ def _stack_again(
     if _unchanged(sets, signature):
         return signature
     for index, pair in enumerate(sets):
-        if not (
-            isinstance(pair, tuple | list)
-            and len(pair) == 2
-            and all(isinstance(tensor, Tensor) for tensor in pair)
-        ):
+        if not _pair_of_tensors(pair):
             raise TypeError(
                 f"fit_rounds: on_epoch put {_describe_pair(pair)} in {name}[{index}]; it must "
                 "stay an (x, y) pair of tensors"
@@ -851,11 +845,7 @@ def _check_sets(
     validation x is compared with the training x later, once the models took the training
     sets."""
     for index, pair in enumerate(train_sets):
-        if not (
-            isinstance(pair, tuple | list)
-            and len(pair) == 2
-            and all(isinstance(tensor, Tensor) and tensor.dim() >= 1 for tensor in pair)
-        ):
+        if not (_pair_of_tensors(pair) and all(tensor.dim() >= 1 for tensor in pair)):
             raise TypeError(
                 f"fit_rounds: train_sets[{index}] must be an (x, y) pair of tensors, got "
                 f"{_describe_pair(pair)}"
@@ -876,9 +866,10 @@ def _check_sets(
     if sizes == {0}:
         raise ValueError("fit_rounds: the training sets are empty")
     if any(tensor.is_meta for pair in train_sets for tensor in pair):
-        raise ValueError(
-            "fit_rounds: the training sets are on the meta device, which holds shapes and no "
-            "values; fit_rounds trains on values (its losses and errors are numbers)"
+        refuse_meta(
+            "fit_rounds",
+            "the training sets are",
+            "; fit_rounds trains on values (its losses and errors are numbers)",
         )
     x_first, y_first = train_sets[0]
     for index, (x, y) in enumerate(train_sets[1:], start=1):
@@ -899,6 +890,15 @@ def _check_sets(
             raise ValueError(
                 f"fit_rounds: every validation set must have as many samples, got {sorted(sizes)}"
             )
+
+
+def _pair_of_tensors(pair: object) -> TypeGuard[tuple[Tensor, Tensor] | list[Tensor]]:
+    """Whether ``pair`` is an ``(x, y)`` pair of tensors (a tuple or a list)."""
+    return (
+        isinstance(pair, tuple | list)
+        and len(pair) == 2
+        and all(isinstance(tensor, Tensor) for tensor in pair)
+    )
 
 
 def _describe_pair(pair: object) -> str:

@@ -25,6 +25,7 @@ from minidl._validate import (
     check_real,
     check_samples,
     check_strided,
+    refuse_meta,
     shown,
 )
 from minidl.data import BatchIterator, short_last_batch
@@ -334,10 +335,7 @@ def error_rate(model: Module, x: Tensor, y: Tensor) -> float:
     _check_model("error_rate", model)
     check_labelled("error_rate", "", x, y)
     if x.is_meta or y.is_meta:
-        raise ValueError(
-            "error_rate: x or y is on the meta device, which holds shapes and no values: "
-            "there are no errors to count"
-        )
+        refuse_meta("error_rate", "x or y is", ": there are no errors to count")
     check_class_indices("error_rate", "", y)
     predicted, classes = _predict("error_rate", model, x, scores=True)
     check_class_indices("error_rate", "", y, classes)
@@ -676,10 +674,11 @@ def fit(
         raise ValueError("fit: the optimizer updates none of the model's parameters")
     check_samples("fit", x, y)
     if x.is_meta:  # (y is on x's device)
-        raise ValueError(
-            "fit: x and y are on the meta device, which holds shapes and no values; fit trains "
-            "on values (its losses and errors are numbers): put them on a device that holds "
-            "them, as the model's parameters"
+        refuse_meta(
+            "fit",
+            "x and y are",
+            "; fit trains on values (its losses and errors are numbers): put them on a device "
+            "that holds them, as the model's parameters",
         )
     batch_size = check_int("fit", "batch_size", batch_size)
     if validation is not None and (
