@@ -1561,6 +1561,35 @@ def test_the_same_model_in_another_dtype_is_named_as_such(tmp_path: Path) -> Non
         assert torch.equal(mine.data, saved.data.double())
 
 
+def test_a_cast_model_with_buffers_is_named_by_the_tensors_that_differ(tmp_path: Path) -> None:
+    """A batch-normalized model cast to float64: its parameters and running statistics are
+    float64, its count of batches still int64. The refusal said "the checkpoint's parameters
+    are float32, int64 and this model's float64, int64": buffers called parameters, and a
+    dtype that does not differ named on both sides."""
+    torch.manual_seed(0)
+
+    def build() -> nn.Module:
+        return nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Tanh())
+
+    save_checkpoint(tmp_path / "c", build())
+    cast = build().to(torch.float64)
+    assert {b.dtype for b in cast.buffers()} == {torch.float64, torch.int64}
+    with pytest.raises(
+        CheckpointError,
+        match=r"the checkpoint's parameters and buffers are float32 and this model's float64 "
+        r"\(the same names and shapes\)",
+    ):
+        load_checkpoint(tmp_path / "c", cast)
+    # Buffers alone of another dtype: named as buffers.
+    model = build()
+    model[1].running_mean.data = model[1].running_mean.double()
+    model[1].running_var.data = model[1].running_var.double()
+    with pytest.raises(
+        CheckpointError, match=r"the checkpoint's buffers are float32 and this model's float64 "
+    ):
+        load_checkpoint(tmp_path / "c", model)
+
+
 def test_a_model_of_another_dtype_and_other_modules_is_another_model(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "c", nn.mlp((2, 4, 2), "tanh"))
     other = nn.mlp((2, 4, 2), "relu").to(torch.float64)

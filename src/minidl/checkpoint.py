@@ -1588,11 +1588,16 @@ def _check_architecture(header: dict[str, Any], model: Module, where: str) -> No
         and all(saved[n][0] == own[n][0] for n in own)
         and without_addresses(header["architecture"]["repr"]) == without_addresses(repr(model))
     ):
-        # Only dtypes differ: the same model, cast (a float64 copy for gradcheck, say).
-        saved_dtypes = sorted({dtype for _, dtype in saved.values()})
-        own_dtypes = sorted({dtype for _, dtype in own.values()})
+        # Only dtypes differ: the same model, cast (a float64 copy for gradcheck, say). Named
+        # are the dtypes of the tensors that differ, as parameters or buffers.
+        cast = [name for name in own if saved[name] != own[name]]
+        saved_dtypes = sorted({saved[name][1] for name in cast})
+        own_dtypes = sorted({own[name][1] for name in cast})
+        parameters = {name for name, _ in model.named_parameters()}
+        kinds = {"parameters" if name in parameters else "buffers" for name in cast}
+        tensors = " and ".join(sorted(kinds, reverse=True))
         raise CheckpointError(
-            f"{where}: the checkpoint's parameters are {', '.join(saved_dtypes)} and this "
+            f"{where}: the checkpoint's {tensors} are {', '.join(saved_dtypes)} and this "
             f"model's {', '.join(own_dtypes)} (the same names and shapes): cast the model to "
             "the checkpoint's dtype before loading (.to(dtype)), or load the parameters alone, "
             "converted: model.load_state_dict(read_checkpoint(path).model_state)"
