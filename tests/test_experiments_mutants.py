@@ -129,11 +129,13 @@ def test_figure_1_a_change_of_exactly_one_point_per_epoch_is_not_stable() -> Non
     """The paper's contrast "holds" only when cross-entropy changes by less than 1 point per
     epoch; at exactly 1.00 it holds only in part."""
     mse, _, entropy = (fake_row(e, [1.0, 2.0]) for e in FIGURE_1)
-    lines = _figure_1_comparison([with_curves(mse, (5.0, 2.0)), with_curves(entropy, (5.0, 4.0))])
+    lines = _figure_1_comparison(
+        [with_curves(mse, (5.0, 2.0, 5.0)), with_curves(entropy, (5.0, 4.0, 5.0))]
+    )
     (verdict,) = [line for line in lines if line.startswith("The paper's contrast")]
     assert verdict == (
         "The paper's contrast holds only in part between MSE (3.00) and Cross-entropy (1.00), "
-        "3.0 times as much change per epoch (paired t-test over the 2 rounds, p < 0.01); "
+        "3.0 times as much fluctuation per epoch (paired t-test over the 2 rounds, p < 0.01); "
         "cross-entropy's error is not stable either (1.00 points per epoch)."
     )
 
@@ -157,10 +159,12 @@ def test_the_papers_own_numbers_differ_by_the_largest_pair() -> None:
 def test_figure_1_equal_fluctuations_do_not_hold_the_papers_contrast() -> None:
     """MSE changing by exactly as much per epoch as cross-entropy shows no contrast."""
     mse, _, entropy = (fake_row(e, [1.0, 2.0]) for e in FIGURE_1)
-    lines = _figure_1_comparison([with_curves(mse, (5.0, 4.5)), with_curves(entropy, (2.0, 2.5))])
+    lines = _figure_1_comparison(
+        [with_curves(mse, (5.0, 4.5, 5.0)), with_curves(entropy, (2.0, 2.5, 2.0))]
+    )
     assert not [line for line in lines if line.startswith("The paper's contrast")]
     assert (
-        "This run does not tell the change per epoch of MSE (0.50) and Cross-entropy (0.50) "
+        "This run does not tell the fluctuation per epoch of MSE (0.50) and Cross-entropy (0.50) "
         "apart (paired t-test over the 2 rounds, p = 1.00): it does not show the paper's "
         "contrast."
     ) in lines
@@ -170,7 +174,7 @@ def test_figure_1_an_end_of_exactly_40_percent_is_near_chance() -> None:
     """Near chance is 40% to 60%, both ends included."""
     mse, _, entropy = (fake_row(e, [1.0, 2.0]) for e in FIGURE_1)
     lines = _figure_1_comparison(
-        [with_curves(mse, (50.0, 40.0)), with_curves(entropy, (5.0, 60.0))]
+        [with_curves(mse, (40.0, 50.0, 40.0)), with_curves(entropy, (60.0, 5.0, 60.0))]
     )
     assert lines[4:6] == [
         "- MSE: 10.00 points per epoch; its validation error ends at 40.00%, near chance level.",
@@ -185,9 +189,9 @@ def test_figure_1_a_row_diverged_in_every_round_is_left_out_of_the_contrast() ->
     mse, _, entropy = (fake_row(e, [1.0, 2.0]) for e in FIGURE_1)
     mse = with_curves(
         fake_row(mse.experiment, [100.0, 100.0], losses=[(0.7, math.nan), (math.inf, math.nan)]),
-        (10.0, 100.0),
+        (10.0, 100.0, 100.0),
     )
-    lines = _figure_1_comparison([mse, entropy])
+    lines = _figure_1_comparison([mse, with_curves(entropy, (5.0, 4.0, 4.5))])
     assert not [line for line in lines if line.startswith("The paper's contrast")]
     assert any(line.startswith("MSE diverged in every round") for line in lines)
 
