@@ -657,3 +657,36 @@ def test_models_of_no_linear_layer_are_not_stacked(modules: tuple[type[nn.Module
         "stack_models stacks networks of Linear layers and activations$",
     ):
         nn.stack_models(models)
+
+
+def test_refusals_of_a_stacked_activation_or_loss_name_the_stacked_module_and_whole_shapes() -> (
+    None
+):
+    """A backward before any forward was refused by the first run's activation in its own name
+    ("Tanh: backward called before forward"); a target that a run's loss refuses was refused
+    in that loss's name with the shapes of its slice, (2, 4, 3) for a target of (3, 4, 3). Each
+    is named as the stacked module's now, the whole shapes given and the run's own words
+    kept; the run's criterion keeps its last good forward."""
+    layer = nn.StackedActivation([(nn.Tanh(), 2), (nn.ReLU(), 1)])
+    with pytest.raises(RuntimeError, match=r"^StackedActivation: backward called before forward$"):
+        layer.backward(torch.ones(3, 4, 2))
+    mse = nn.MSELoss()
+    criterion = nn.StackedLoss([(mse, 2), (nn.CrossEntropyLoss(), 1)])
+    prediction = torch.zeros(3, 4, 2)
+    criterion(prediction, torch.ones(3, 4, dtype=torch.int64))
+    good = mse.backward().clone()
+    with pytest.raises(
+        ValueError,
+        match=r"^StackedLoss: run 0 \(MSELoss, models 0:2\) refused its slice of the target "
+        r"\(3, 4, 3\) \(float32\) for the prediction \(3, 4, 2\): MSELoss: target has shape "
+        r"\(2, 4, 3\), expected the prediction's shape \(2, 4, 2\)",
+    ):
+        criterion(prediction, torch.zeros(3, 4, 3))
+    with pytest.raises(  # (MSE takes any floating target of the prediction's shape)
+        ValueError,
+        match=r"^StackedLoss: run 1 \(CrossEntropyLoss, models 2:3\) refused its slice of the "
+        r"target \(3, 4, 2\) \(float32\) for the prediction \(3, 4, 2\): CrossEntropyLoss: a "
+        "probability target",
+    ):
+        criterion(prediction, torch.ones(3, 4, 2))
+    assert torch.equal(mse.backward(), good)

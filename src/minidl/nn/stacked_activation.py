@@ -172,7 +172,9 @@ class StackedActivation(Module):
                 "run a forward that succeeds, then backward"
             )
         grad_output = self._check(grad_output, "a gradient")
-        if self._shape is not None and tuple(grad_output.shape) != self._shape:
+        if self._shape is None:  # (named here: a run's activation would name itself)
+            raise RuntimeError("StackedActivation: backward called before forward")
+        if tuple(grad_output.shape) != self._shape:
             # (named here: a run's activation would name the shapes of its slice)
             raise ValueError(
                 f"StackedActivation: gradient has shape {tuple(grad_output.shape)}, expected "
@@ -206,7 +208,7 @@ class StackedActivation(Module):
         # looked at a subclass's forward and backward)
         state["_writes_out"] = _writes_out(state["_runs"])
         state.setdefault("_dtype", None)
-        state.setdefault("_shape", None)  # (pickled before it existed: the runs check)
+        state.setdefault("_shape", None)  # (pickled before it existed: forward again first)
         state.setdefault("_refused", None)  # (pickled before it existed)
         super().__setstate__(state)
 

@@ -118,10 +118,7 @@ class StackedLoss(Loss):
         saved = [dict(criterion.__dict__) for criterion, _, _ in self._runs]
         try:
             losses = torch.cat(
-                [
-                    criterion(prediction[start:stop], target[start:stop])
-                    for criterion, start, stop in self._runs
-                ]
+                [self._run_forward(index, prediction, target) for index in range(len(self._runs))]
             )
         except BaseException:
             for (criterion, _, _), state in zip(self._runs, saved, strict=True):
@@ -130,6 +127,22 @@ class StackedLoss(Loss):
             raise
         self._has_forward = True
         return losses
+
+    def _run_forward(self, index: int, prediction: Tensor, target: Tensor) -> Tensor:
+        """Run ``index``'s loss of its slice; a slice it refuses is named within the whole
+        (the run's own message gives the slice's shapes, which the caller did not pass)."""
+        criterion, start, stop = self._runs[index]
+        try:
+            return criterion(prediction[start:stop], target[start:stop])
+        except (TypeError, ValueError) as error:
+            if type(error) not in (TypeError, ValueError):
+                raise
+            raise type(error)(
+                f"StackedLoss: run {index} ({type(criterion).__name__}, models {start}:{stop}) "
+                f"refused its slice of the target {tuple(target.shape)} "
+                f"({str(target.dtype).removeprefix('torch.')}) for the prediction "
+                f"{tuple(prediction.shape)}: {error}"
+            ) from error
 
     def _gradient(self) -> Tensor:
         return torch.cat([criterion.backward() for criterion, _, _ in self._runs])
