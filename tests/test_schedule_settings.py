@@ -181,6 +181,34 @@ def test_a_lower_bound_above_the_upper_is_refused_and_changes_nothing() -> None:
     assert (schedule.base_lr, schedule.max_lr) == (0.5, 1.0)
 
 
+def test_one_cycles_base_lr_which_its_rates_do_not_read_cannot_be_set() -> None:
+    """OneCycle's rates come from max_lr and its factors; its base_lr is the optimizer's rate
+    before it was built. Setting it was taken and changed nothing but the state it saves (the
+    docstring says that a setting set makes the schedule "the one built with that value"): it
+    is refused, naming what to set, and nothing changes; in a sequence too."""
+    schedule = _one_cycle(_sgd())
+    schedule.step()
+    before = _snapshot(schedule)
+    with pytest.raises(
+        AttributeError,
+        match=r"^OneCycle\.base_lr is the optimizer's rate before the schedule was built, "
+        r"which its rates do not read \(they come from max_lr, div_factor and "
+        r"final_div_factor\); set those$",
+    ):
+        schedule.base_lr = 5.0
+    assert _snapshot(schedule) == before and schedule.base_lr == LR
+    optimizer = _sgd()
+    warmup = _warmup(optimizer)
+    warmup.interval = "batch"  # (OneCycle's)
+    sequence = optim.SequentialSchedule(optimizer, [warmup, _one_cycle(optimizer)], milestones=[10])
+    before, own = _snapshot(sequence), sequence.schedules[1].base_lr
+    with pytest.raises(AttributeError, match=r"^OneCycle\.base_lr is the optimizer's rate"):
+        sequence.schedules[1].base_lr = 5.0
+    assert _snapshot(sequence) == before
+    sequence.base_lr = 0.5  # (the sequence's reference rate: its warm-up's, not OneCycle's)
+    assert [s.base_lr for s in sequence.schedules] == [0.5, own]
+
+
 @pytest.mark.parametrize(
     "build", [_step_decay, _exponential, _cosine, _restarts, _warmup, _sequential]
 )

@@ -68,7 +68,7 @@ class OneCycle(LRScheduler):
     the learning rate only) for steps 0 to :math:`T - 1`; at step :math:`T`, after the last
     batch, it stays at :math:`\lambda_{min}` where PyTorch extrapolates the annealing (below
     zero for ``"linear"``). Building it sets the optimizer's learning rate to step 0's:
-    :math:`\lambda_{init}`, or with :math:`pT < 1` (so :math:`-1 \le u < 0`) no step rises and
+    :math:`\lambda_{init}` (with ``"cos"``, as the formula rounds it), or with :math:`pT < 1` (so :math:`-1 \le u < 0`) no step rises and
     every step is one of the fall from :math:`u` on, as in PyTorch (step 0 then a little below
     :math:`\lambda_{max}`, :math:`\lambda_{init}` never taken, and with :math:`T = 1` the one
     step at :math:`\lambda_{min}`). :math:`pT = 1` is refused: the rise would end at step 0,
@@ -88,7 +88,9 @@ class OneCycle(LRScheduler):
     Every setting may be set after construction: it is checked as by the constructor (the
     ``total_steps`` set must also leave the current step within it), the rates derived from it
     (``initial_lr``, ``min_lr``, the end of the rise) are recomputed, and the optimizer's rate is
-    set to the current step's, so that the schedule is the one built with that value.
+    set to the current step's, so that the schedule is the one built with that value. Its
+    ``base_lr``, the optimizer's rate before it was built, which its rates do not read, cannot
+    be set (``AttributeError``).
 
     Example:
         >>> scheduler = OneCycle(optimizer, max_lr=0.1, total_steps=400 * 10)  # epochs * batches
@@ -134,7 +136,14 @@ class OneCycle(LRScheduler):
 
     def _derive(self, where: str, name: str) -> None:
         """The rates and steps derived from the settings, and the check that the rise, if it
-        has a step, ends past step 0 and before the end."""
+        has a step, ends past step 0 and before the end; ``base_lr`` set is refused (the
+        rates do not read it)."""
+        if name == "base_lr":
+            raise AttributeError(
+                f"{where}.base_lr is the optimizer's rate before the schedule was built, which "
+                "its rates do not read (they come from max_lr, div_factor and "
+                "final_div_factor); set those"
+            )
         self._initial_lr = self._max_lr / self._div_factor
         self._min_lr = self._initial_lr / self._final_div_factor
         if self._total_steps > self._LARGEST_STEPS:  # (pct_start * total_steps would overflow)
@@ -160,8 +169,9 @@ class OneCycle(LRScheduler):
 
     @property
     def initial_lr(self) -> float:
-        r""":math:`\lambda_{init} = \lambda_{max} / d`, the rate of step 0 (set ``max_lr`` or
-        ``div_factor`` to change it)."""
+        r""":math:`\lambda_{init} = \lambda_{max} / d`, the rate of step 0 (with ``"cos"``, as
+        the annealing formula rounds it: 0.020000000000000018 for 0.02, as in PyTorch) (set
+        ``max_lr`` or ``div_factor`` to change it)."""
         return self._initial_lr
 
     @initial_lr.setter
