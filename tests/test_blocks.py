@@ -1445,6 +1445,55 @@ def test_a_residual_refuses_the_backward_after_its_blocks_trial_refused_midway()
     model.backward(torch.ones(4, 3, dtype=F64))
 
 
+class _TwoLayersChecked(nn.Module):
+    """A block of one's own with a check of its own between its two layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = self.register_module("a", nn.Linear(3, 3, dtype=F64))
+        self.b = self.register_module("b", nn.Linear(3, 3, dtype=F64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.a(x)
+        if hidden.abs().max() > 1e3:
+            raise ValueError("_TwoLayersChecked: hidden values above 1e3")
+        return self.b(hidden)
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return self.a.backward(self.b.backward(grad_output))
+
+
+@pytest.mark.parametrize("mode", ["training", "evaluation"])
+def test_a_residual_refuses_the_backward_after_its_block_refused_after_a_module_ran(
+    mode: str,
+) -> None:
+    """A block of one's own that refuses an input after its first layer ran on it, with no
+    trial (no batch norm or dropout): the backward after it took the first layer's weight
+    gradient from the refused input (1e6 times the good one), silently; a Sequential holding
+    the block refused it. Refused until a forward succeeds, which then differentiates as a
+    copy that never saw the refused input."""
+    model = nn.Residual(_TwoLayersChecked())
+    if mode == "evaluation":
+        model.eval()
+    x = _x(4, 3, seed=1)
+    model(x)
+    twin = copy.deepcopy(model)
+    with pytest.raises(ValueError, match="hidden values above 1e3"):
+        model(x * 1e6)
+    with pytest.raises(
+        RuntimeError,
+        match=r"^Residual: backward after a forward refused by its block after some of its "
+        r"modules ran: ",
+    ):
+        model.backward(torch.ones(4, 3, dtype=F64))
+    model(x)
+    twin(x)
+    assert torch.equal(model.backward(torch.ones(4, 3, dtype=F64)), twin.backward(
+        torch.ones(4, 3, dtype=F64)))  # fmt: skip
+    assert all(map(torch.equal, (p.grad for p in model.parameters()),
+                   (p.grad for p in twin.parameters())))  # fmt: skip
+
+
 def test_a_layer_built_without_a_bias_may_register_one_later() -> None:
     layer = nn.Linear(3, 2, bias=False)
     bias = nn.Parameter(torch.ones(2))

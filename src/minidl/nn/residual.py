@@ -88,12 +88,15 @@ class Residual(Module):
         except BaseException as error:
             # Interrupted, or stopped by detect_anomaly's check of its output: the block may
             # hold the caches of this input already; or this forward's trial ran the block,
-            # which holds the trial's. (A block that refused its input changed nothing else; a
-            # Sequential block keeps its own refusal.)
+            # which holds the trial's; or the block refused after some of its modules ran on
+            # this input (a container of one's own: see Module._refused_cleanly). (A module
+            # that refused its input changed nothing.)
             if anomaly.may_follow_a_run(error):
                 self._refused = f"a forward stopped in its block by {type(error).__name__}"
             elif tried_now:
                 self._refused = "a forward refused by its block (after a trial of it)"
+            elif not self.block._refused_cleanly():
+                self._refused = "a forward refused by its block after some of its modules ran"
             raise
         if not isinstance(output, Tensor) or output.shape != input.shape:
             # The block ran: it now holds the caches of this input, not of the last good one.
