@@ -870,6 +870,33 @@ def test_identity_refuses_a_gradient_that_has_no_common_dtype_with_the_forwards(
     assert module.backward(same) is same
 
 
+@pytest.mark.parametrize("grad_dtype", [torch.int64, torch.bool, torch.complex64], ids=str)
+def test_identity_refuses_a_gradient_that_is_not_floating_for_a_floating_forward(
+    grad_dtype: torch.dtype,
+) -> None:
+    """After a float32 forward, an integer, bool or complex gradient was converted or passed on
+    (a Sequential ending in Identity took an int64 gradient that the same model ending in an
+    evaluation-mode Dropout, or a Tanh, refused): refused by name. After an integer forward,
+    which Identity takes as PyTorch's does, any gradient is passed on as before."""
+    x = _x(4, 3, seed=1).float()
+    for tail in (nn.Identity(), nn.Dropout().eval()):
+        model = nn.Sequential(nn.Linear(3, 3), tail)
+        model(x)
+        with pytest.raises(TypeError, match=r"floating-point gradient.*got dtype"):
+            model.backward(torch.ones(4, 3, dtype=grad_dtype))
+    identity = nn.Identity()
+    identity(x)
+    with pytest.raises(
+        TypeError,
+        match=rf"^Identity: expected a floating-point gradient for the last forward's "
+        rf"torch.float32 input, got dtype {grad_dtype}$",
+    ):
+        identity.backward(torch.ones(4, 3, dtype=grad_dtype))
+    identity(torch.ones(4, 3, dtype=torch.int64))
+    gradient = torch.ones(4, 3, dtype=grad_dtype)
+    assert identity.backward(gradient).dtype == torch.promote_types(grad_dtype, torch.int64)
+
+
 @pytest.mark.parametrize("layer", ["softmax", "log_softmax"])
 @pytest.mark.parametrize(
     ("forward_dtype", "grad_dtype"),

@@ -48,11 +48,22 @@ class Identity(Module):
         """Return ``grad_output``, checked like every module's: a forward ran, and the gradient
         has the shape of its output. One of another dtype than the forward's is promoted (as
         the activations' backward promotes it: a float16 gradient through a float32 forward is
-        float32); a float8 one and another dtype have no common dtype, and are refused."""
+        float32); a float8 one and another dtype have no common dtype, and are refused. Where
+        the forward's input was floating-point, a gradient that is not (integer, bool, complex)
+        is refused, as the activations and an evaluation-mode ``Dropout`` refuse it."""
         if self._shape is None:
             raise RuntimeError("Identity: backward called before forward")
         check_grad_output("Identity", grad_output, self._shape)
         dtype = self._dtype
+        if (
+            dtype is not None
+            and dtype.is_floating_point
+            and not grad_output.dtype.is_floating_point
+        ):
+            raise TypeError(
+                f"Identity: expected a floating-point gradient for the last forward's {dtype} "
+                f"input, got dtype {grad_output.dtype}"
+            )
         if dtype is not None and grad_output.dtype is not dtype:
             try:
                 promoted = torch.promote_types(grad_output.dtype, dtype)
