@@ -520,6 +520,42 @@ def test_an_input_or_gradient_in_a_gradients_memory_is_read_as_given(
         assert torch.equal(parameter.grad, expected.grad), name
 
 
+@pytest.mark.parametrize(
+    "make",
+    [lambda: nn.Linear(4, 4, dtype=F64), _batched, _chain, _residual_last],
+    ids=["Linear", "BatchedLinear", "Sequential", "Residual"],
+)
+def test_an_input_in_a_gradients_memory_is_read_as_given_after_zero_grad(
+    make: Callable[[], nn.Module],
+) -> None:
+    """``layer(layer.weight.grad)``, then ``zero_grad()`` (a common order of a loop), then the
+    backward: a layer used alone cached the input as given and copied it only at the
+    backward, after zero_grad had zeroed it (its weight gradient came out 0), where a
+    Sequential copies it in the forward. Copied as it is cached now: the gradients are those of
+    a copy given instead, bit for bit."""
+    torch.manual_seed(0)
+    model = make()
+    for parameter in model.parameters():
+        parameter.grad.normal_()
+    twin = copy.deepcopy(model)
+    x = model.get_parameter(next(name for name, _ in model.named_parameters())).grad
+    if x.dim() == 1:
+        x = x.expand(4, 4)
+    x_copy = x.clone()
+    shape = (2, 4, 4) if isinstance(model, nn.BatchedLinear) else (4, 4)
+    grad = torch.randn(shape, dtype=F64)
+    model(x)
+    twin(x_copy)
+    model.zero_grad()
+    twin.zero_grad()
+    assert torch.equal(model.backward(grad), twin.backward(grad))
+    for (name, parameter), expected in zip(
+        model.named_parameters(), twin.parameters(), strict=True
+    ):
+        assert torch.equal(parameter.grad, expected.grad), name
+    assert any(bool(parameter.grad.any()) for parameter in model.parameters())
+
+
 @pytest.mark.parametrize("change", ["grad assigned", "weight registered"])
 @pytest.mark.parametrize("make", [lambda: nn.Linear(4, 4, dtype=F64), _chain, _residual_last])
 def test_a_gradient_tensor_changed_after_a_call_is_found_in_its_new_memory(

@@ -496,6 +496,8 @@ class BatchedLinear(Module):
             or input.layout is not STRIDED
         ):
             input = self._accept(input)
+        if self._gradients.holds(input, self):  # (as Linear's: see its forward)
+            input = input.clone()
         self._input = input
         weight_t, bias_row = self._weight_t, self._bias_row
         if self._pair_forward:  # (one model, one output: see the class docstring)

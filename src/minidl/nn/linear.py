@@ -166,8 +166,9 @@ class Linear(Module):
         # parameter tensors, so that switching back to one (from the last, smaller batch of an
         # epoch, or from an evaluation on another batch size) needs no checks or new tensor.
         self._shapes: Recent[tuple[tuple[int, ...], tuple[int, ...], Tensor | None]] = Recent()
-        # An input or gradient given in the memory of weight.grad or bias.grad is copied before
-        # the accumulation overwrites it (see minidl.nn._gradient_memory).
+        # An input given in the memory of weight.grad or bias.grad is copied as it is cached (a
+        # zero_grad() before the backward would zero it), a gradient before the accumulation
+        # overwrites it (see minidl.nn._gradient_memory).
         self._gradients = GradientMemory()
 
     def _accept(self, input: object, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -239,6 +240,10 @@ class Linear(Module):
             or input.layout is not STRIDED
         ):
             input = self._accept(input, weight, bias)
+        if self._gradients.holds(input, self):
+            # (cached as a copy: a zero_grad() before backward would zero what it reads; as a
+            # Sequential copies such an input, the planned layers read the copy)
+            input = input.clone()
         return self._apply(input)
 
     def _apply(self, input: Tensor, out: Tensor | None = None) -> Tensor:
