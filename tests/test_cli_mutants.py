@@ -51,7 +51,7 @@ def test_train_defaults_are_table_one_tanh_row() -> None:
         "hidden": (25, 25, 25),
         "seed": 0,
         "dtype": "float32",
-        "log_every": 1,
+        "log_every": None,  # (1 without --quiet: see test_train_cli)
         "quiet": False,
         "checkpoint": None,
         "checkpoint_every": None,  # (10, with --checkpoint or --resume: see test_train_cli)

@@ -123,7 +123,7 @@ def test_help_of_log_every_names_its_metavar_and_what_it_prints(
     assert (
         "--log-every N print the loss, validation error and learning rate every N epochs, " in text
     )
-    assert "and at the last (default: 1)" in text
+    assert "and at the last; not with --quiet (default: 1)" in text
     assert "LOG_EVERY" not in text
 
 
@@ -326,6 +326,24 @@ def test_checkpoint_every_without_a_checkpoint_is_refused(
         "",
         f"minidl train: error: --checkpoint-every {every} applies with --checkpoint PATH or "
         "--resume PATH only (without them no checkpoint is written)\n",
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("every", ["1", "5"])
+def test_log_every_with_quiet_is_refused(
+    every: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--log-every N --quiet`` ran printing only the final errors, N ignored without a word
+    (as ``--checkpoint-every`` without a checkpoint was): refused, naming both, also for N
+    the default; nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    _no_training(monkeypatch)
+    assert main(["train", "--epochs", "3", "--hidden", "3", "--quiet", "--log-every", every]) == 2
+    assert capsys.readouterr() == (
+        "",
+        f"minidl train: error: --log-every {every} prints every N epochs and --quiet prints "
+        "nothing but the final errors: give one of them\n",
     )
     assert list(tmp_path.iterdir()) == []
 

@@ -477,9 +477,10 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[_ArgumentParser]) -
     parser.add_argument(
         "--log-every",
         type=_positive_int,
-        default=1,
+        default=None,
         metavar="N",
-        help="print the loss, validation error and learning rate every N epochs, and at the last",
+        help="print the loss, validation error and learning rate every N epochs, and at the "
+        "last; not with --quiet (default: 1)",
     )
     parser.add_argument("--quiet", action="store_true", help="print only the final errors")
     parser.add_argument(
@@ -622,6 +623,12 @@ def _run_train(args: argparse.Namespace) -> int:
             f"--checkpoint-every {_shown(args.checkpoint_every)} applies with --checkpoint PATH or "
             "--resume PATH only (without them no checkpoint is written)"
         )
+    if args.log_every is not None and args.quiet:  # (ignored, it would seem in force)
+        raise ValueError(
+            f"--log-every {_shown(args.log_every)} prints every N epochs and --quiet prints "
+            "nothing but the final errors: give one of them"
+        )
+    log_every = 1 if args.log_every is None else args.log_every
     checkpoint_every = CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
     dtype = getattr(torch, args.dtype)
     largest = torch.finfo(dtype).max
@@ -674,7 +681,7 @@ def _run_train(args: argparse.Namespace) -> int:
     width = len(str(args.epochs))
 
     def log(record: EpochRecord) -> None:
-        if args.quiet or ((record.epoch + 1) % args.log_every and record.epoch + 1 != args.epochs):
+        if args.quiet or ((record.epoch + 1) % log_every and record.epoch + 1 != args.epochs):
             return
         say(
             f"epoch {record.epoch + 1:>{width}}/{args.epochs}  "
