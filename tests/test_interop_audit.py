@@ -661,3 +661,77 @@ def test_a_minidl_module_given_to_from_torch_is_named_as_minidl_s() -> None:
         "from_torch: expected a torch.nn.Module, got minidl's Sequential, which is minidl's "
         "already (to_torch converts one into torch.nn)"
     )
+
+
+def test_a_type_not_converted_is_refused_for_its_type_before_its_hooks_or_tensors() -> None:
+    """A layer that neither direction converts was refused for its hooks, its lazy sizes, its
+    parametrization or its tensors' dtypes first, with a way out ("remove it first") after
+    which it was refused again for its type. Its type is named first now, with what is
+    supported; a lazy or parametrized layer of a type converted keeps the refusal that says
+    what to do."""
+    conv = torch.nn.Conv1d(2, 2, 3)
+    conv.register_forward_hook(lambda *args: None)
+    weight_normed = torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv1d(2, 2, 3))
+    for model, kind in (
+        (torch.nn.Sequential(torch.nn.Linear(2, 2), conv), "torch.nn.modules.conv.Conv1d"),
+        (
+            torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LazyConv1d(4, 3)),
+            "torch.nn.modules.conv.LazyConv1d",
+        ),
+        (weight_normed, "torch.nn.utils.parametrize.ParametrizedConv1d"),
+    ):
+        with pytest.raises(ConversionError, match=rf" of type {re.escape(kind)}; supported: "):
+            from_torch(model)
+    with pytest.raises(ConversionError, match=r"LazyLinear \(a lazy module whose sizes"):
+        from_torch(torch.nn.LazyLinear(3))
+    linear_normed = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(2, 2))
+    with pytest.raises(ConversionError, match=r"ParametrizedLinear \(a parametrized layer"):
+        from_torch(linear_normed)
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_parameter("a", nn.Parameter(torch.zeros(2)))
+            self.register_parameter("b", nn.Parameter(torch.zeros(2, dtype=F64)))
+
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            return input
+
+    with pytest.raises(
+        ConversionError,
+        match=r"^to_torch: cannot convert the layer at '1' of type .*Mixed; supported: ",
+    ):
+        to_torch(nn.Sequential(nn.Linear(2, 2), Mixed()))
+
+
+@pytest.mark.parametrize("deleted", ["block", "weight", "running_mean"])
+def test_a_layer_whose_attribute_was_deleted_is_refused_as_such(deleted: str) -> None:
+    """``del residual.block`` left the block registered and the Residual unable to run (a raw
+    "'Residual' object has no attribute 'block'"); to_torch converted it all the same (its
+    check skipped a missing child's attribute, as a Sequential's children have none). A
+    deleted parameter or buffer was refused as "assigned by hand". Each is refused as deleted
+    now, saying how to set it again, and the Residual's forward names what happened; set
+    again, both run."""
+    linear = nn.Linear(3, 3, dtype=F64)
+    layer: nn.Module = {
+        "block": nn.Residual(linear),
+        "weight": linear,
+        "running_mean": nn.BatchNorm1d(3, dtype=F64),
+    }[deleted]
+    registered = {"block": "module", "weight": "parameter", "running_mean": "buffer"}[deleted]
+    getter = {"block": "get_submodule", "weight": "get_parameter"}.get(deleted, "get_buffer")
+    delattr(layer, deleted)
+    with pytest.raises(ConversionError) as info:
+        to_torch(nn.Sequential(layer))
+    assert (
+        f"(its attribute {deleted!r} was deleted, where its {registered} {deleted!r} is still "
+        f"registered (the layer cannot compute without the attribute; "
+    ) in str(info.value)
+    assert str(info.value).endswith(f"set it again: layer.{deleted} = layer.{getter}('{deleted}'))")
+    if deleted == "block":
+        with pytest.raises(AttributeError, match=r"^Residual: its attribute 'block' was deleted"):
+            layer(torch.randn(2, 3, dtype=F64))
+    setattr(layer, deleted, getattr(layer, getter)(deleted))
+    torch.testing.assert_close(
+        to_torch(layer)(x := torch.randn(2, 3, dtype=F64)), layer(x), rtol=0, atol=1e-12
+    )

@@ -264,10 +264,12 @@ def to_torch(model: Module) -> tnn.Module:
 
 def _to_torch(module: Module, path: str) -> tnn.Module:
     kind = type(module)
-    # A constructor that refuses a setting names the layer (its children are named at theirs).
-    if kind in _CONVERTED_MINIDL:  # (another type is refused for its type)
-        _check_attributes(module, path)
-        _check_own_methods(module, path)
+    # Another type is refused for its type, before anything else: a refusal of its tensors or
+    # attributes would ask for a change that cannot make it convertible.
+    if kind not in _CONVERTED_MINIDL:
+        raise _unsupported_minidl(path, kind)
+    _check_attributes(module, path)
+    _check_own_methods(module, path)
     own = {name: parameter.data for name, parameter in module._parameters.items()}
     own.update(module._buffers)
     _check_tensors("to_torch", path, kind, own)
@@ -351,9 +353,28 @@ def _check_attributes(module: Module, path: str) -> None:
         ("module", module._modules, "state_dict() and parameters() hold", False),
     ):
         for name, registered in registry.items():
-            attribute = getattr(module, name, absent if what == "module" else None)
-            if attribute is absent or attribute is registered:
+            attribute = getattr(module, name, absent)
+            if attribute is registered:
                 continue
+            if attribute is absent:
+                # Deleted (del layer.weight, del residual.block): registering a parameter or a
+                # buffer sets the attribute, and a Residual sets its block's; a child module
+                # registered alone has none (a Sequential's, one registered by hand: refused
+                # below as a child that torch's layer has not).
+                if what == "module" and not (type(module) is nn.Residual and name == "block"):
+                    continue
+                getter = {"parameter": "get_parameter", "buffer": "get_buffer"}.get(
+                    what, "get_submodule"
+                )
+                raise _refused(
+                    "to_torch",
+                    path,
+                    type(module),
+                    f"its attribute {name!r} was deleted, where its {what} {name!r} is still "
+                    f"registered (the layer cannot compute without the attribute; "
+                    f"{holders} the registered one); set it again: layer.{name} = "
+                    f"layer.{getter}({name!r})",
+                )
             copy = "copy the values in place, or " if way_out else ""
             raise _refused(
                 "to_torch",
@@ -448,17 +469,22 @@ def _torch_layer(module: Module, path: str) -> tnn.Module:
     elif kind in _SIMPLE_TO_TORCH:
         result = _SIMPLE_TO_TORCH[kind]()
     else:
-        hint = (
-            " (a stack of models: convert each, from minidl.nn.unstack_model(stack, index))"
-            if kind in (nn.BatchedLinear, nn.StackedActivation)
-            else ""
-        )
-        raise ConversionError(
-            f"to_torch: cannot convert {_path_name(path)} of type "
-            f"{kind.__module__}.{kind.__qualname__}{hint}; supported: "
-            f"{', '.join(_SUPPORTED_MINIDL)}"
-        )
+        raise _unsupported_minidl(path, kind)
     return result
+
+
+def _unsupported_minidl(path: str, kind: type) -> ConversionError:
+    """The refusal of a minidl module of a type that :func:`to_torch` does not convert."""
+    hint = (
+        " (a stack of models: convert each, from minidl.nn.unstack_model(stack, index))"
+        if kind in (nn.BatchedLinear, nn.StackedActivation)
+        else ""
+    )
+    return ConversionError(
+        f"to_torch: cannot convert {_path_name(path)} of type "
+        f"{kind.__module__}.{kind.__qualname__}{hint}; supported: "
+        f"{', '.join(_SUPPORTED_MINIDL)}"
+    )
 
 
 @overload
@@ -597,6 +623,18 @@ def _from_torch(
                 "its own forward's cache for its backward)"
             )
         trained[id(module)] = path
+    # A type not converted is refused for its type first (a refusal of its hooks or its lazy
+    # sizes would ask for a change that cannot make it convertible); a lazy module that becomes
+    # a converted type, and a parametrized one of a converted type, are refused for that below.
+    becomes = (
+        getattr(module, "cls_to_become", None) if isinstance(module, LazyModuleMixin) else None
+    )
+    if not (
+        kind in _CONVERTED_TORCH
+        or becomes in _CONVERTED_TORCH
+        or (parametrize.is_parametrized(module) and kind.__mro__[1] in _CONVERTED_TORCH)
+    ):
+        raise _unsupported(path, module)
     _check_not_lazy(module, path)
     _check_no_hooks(module, path)
     # (Only on the types converted: a torch.jit.ScriptModule sets its forward on the object,

@@ -106,6 +106,16 @@ class Residual(Module):
         self._refused = None
         return input + output
 
+    def __getattr__(self, name: str) -> Any:
+        # (only where the attribute is missing: a block deleted by hand, del residual.block)
+        if name == "block" and "block" in self.__dict__.get("_modules", {}):
+            raise AttributeError(
+                "Residual: its attribute 'block' was deleted (its registered block remains in "
+                "its modules, which state_dict() and parameters() read); set it again with "
+                "residual.block = residual.get_submodule('block'), or build a new Residual"
+            )
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
     def _try(self, input: Tensor) -> bool:
         """Where the block holds a module that changes its state in training mode (a batch
         norm, a dropout: :attr:`Module._updates_in_training`), run it in evaluation mode on
