@@ -1039,6 +1039,45 @@ def test_only_rank_0_writes_the_checkpoint(tmp_path: Path) -> None:
     assert len(checkpoint.training.history.train_loss) == 2
 
 
+def test_log_every_trains_under_torchrun_and_rank_0_alone_prints_it(tmp_path: Path) -> None:
+    """Launched as 2 ranks with ``--log-every 2``: the ranks other than 0 print no epoch lines,
+    which the launcher did by setting their --quiet, so that the refusal of --log-every with
+    --quiet refused the user's --log-every on rank 1 (exit 2, and rank 0 stopped with it).
+    Both train; rank 0 prints epochs 2 and 3 (the last), rank 1 no epoch line."""
+    port = str(free_port())
+    argv = ["train", "--epochs", "3", "--hidden", "4", "--batch-size", "500", "--log-every", "2"]
+    argv += ["--dist-timeout", "300"]  # (their start-ups may differ by a minute on a busy machine)
+    ranks = []
+    for rank in range(2):
+        env = tree_environment(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+            GLOO_SOCKET_IFNAME="lo",
+            OMP_NUM_THREADS="1",
+            WORLD_SIZE="2",
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+        )
+        ranks.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "minidl", *argv],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    results = [_finish(process) for process in ranks]
+    for code, _, stderr in results:
+        assert code == 0, stderr
+    epochs = [
+        [line.split()[1] for line in stdout.splitlines() if line.startswith("epoch ")]
+        for _, stdout, _ in results
+    ]
+    assert epochs == [["2/3", "3/3"], []], [stdout for _, stdout, _ in results]
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 59, 60, 4096])
 @pytest.mark.parametrize("training", [True, False])
 def test_predict_in_batches_equals_one_pass(batch_size: int, training: bool) -> None:

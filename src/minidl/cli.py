@@ -629,6 +629,7 @@ def _run_train(args: argparse.Namespace) -> int:
             "nothing but the final errors: give one of them"
         )
     log_every = 1 if args.log_every is None else args.log_every
+    quiet = args.quiet or getattr(args, "silent_rank", False)  # (torchrun's ranks but rank 0)
     checkpoint_every = CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
     dtype = getattr(torch, args.dtype)
     largest = torch.finfo(dtype).max
@@ -681,7 +682,7 @@ def _run_train(args: argparse.Namespace) -> int:
     width = len(str(args.epochs))
 
     def log(record: EpochRecord) -> None:
-        if args.quiet or ((record.epoch + 1) % log_every and record.epoch + 1 != args.epochs):
+        if quiet or ((record.epoch + 1) % log_every and record.epoch + 1 != args.epochs):
             return
         say(
             f"epoch {record.epoch + 1:>{width}}/{args.epochs}  "
@@ -755,7 +756,7 @@ def _run_train(args: argparse.Namespace) -> int:
         saves_any = start_epoch < args.epochs or checkpoint_path != args.resume
         _check_checkpoint_path(flag, checkpoint_path, writes=rank == 0 and saves_any)
     # Printed once every argument is checked: a refused run prints its error alone.
-    if not args.quiet:
+    if not quiet:
         say(f"model: {model}".replace("\n", "\n       "))
         say(
             f"loss: {criterion}   optimizer: {optimizer}"
@@ -857,7 +858,7 @@ def _run_train(args: argparse.Namespace) -> int:
                 f"minidl train: warning: the training diverged (the loss was {loss} at epoch "
                 f"{diverged + 1}); {hint}"
             )
-    if not args.quiet:
+    if not quiet:
         say(f"training time: {elapsed:.2f} s")
     return 0
 
@@ -1224,7 +1225,9 @@ def _run_train_launched(args: argparse.Namespace) -> int:
         with ProcessGroup(launch, device=getattr(args, "device", "cpu"), timeout=timeout) as group:
             joined = True
             args.process_group = group
-            args.quiet = args.quiet or group.rank != 0
+            # (ranks other than 0 print nothing: not args.quiet, which the user's flags are
+            # checked against)
+            args.silent_rank = group.rank != 0
             return _run_train(args)
     except (ValueError, TypeError, KeyError) as error:
         if not joined or launch.rank == 0:
