@@ -690,3 +690,18 @@ def test_refusals_of_a_stacked_activation_or_loss_name_the_stacked_module_and_wh
     ):
         criterion(prediction, torch.ones(3, 4, 2))
     assert torch.equal(mse.backward(), good)
+
+
+def test_a_residual_around_a_stacked_activation_that_refused_its_input_takes_the_backward() -> None:
+    """A StackedActivation that refuses an input before any run (its leading dimension) changes
+    nothing: the Residual holding it took it for a container that may have run some of its
+    modules, and refused the backward of the last good forward."""
+    layer = nn.StackedActivation([(nn.Tanh(), 2), (nn.ReLU(), 1)])
+    residual = nn.Residual(layer)
+    x = torch.randn(3, 4, 2, dtype=DTYPE)
+    residual(x)
+    expected = residual.backward(torch.ones(3, 4, 2, dtype=DTYPE))
+    with pytest.raises(ValueError, match="leading dimension of 3 models"):
+        residual(torch.randn(2, 4, 2, dtype=DTYPE))
+    assert layer._refused_cleanly()
+    assert torch.equal(residual.backward(torch.ones(3, 4, 2, dtype=DTYPE)), expected)

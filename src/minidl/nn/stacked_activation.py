@@ -156,6 +156,11 @@ class StackedActivation(Module):
         self._dtype, self._shape, self._refused = input.dtype, tuple(input.shape), None
         return output
 
+    def _refused_cleanly(self) -> bool:
+        # (a refusal after a run cached the refused input it notes in _refused: see
+        # _note_refusal; one before any run, of the input's shape, say, changed nothing)
+        return self._refused is None
+
     def _note_refusal(self, run: int, error: BaseException) -> None:
         """A run's forward raised: unless it was the first run and refused its input (a
         refusing activation changes nothing), the runs before it now hold the caches of the
