@@ -677,19 +677,25 @@ def test_refusals_of_a_stacked_activation_or_loss_name_the_stacked_module_and_wh
     good = mse.backward().clone()
     with pytest.raises(
         ValueError,
-        match=r"^StackedLoss: run 0 \(MSELoss, models 0:2\) refused its slice of the target "
-        r"\(3, 4, 3\) \(float32\) for the prediction \(3, 4, 2\): MSELoss: target has shape "
-        r"\(2, 4, 3\), expected the prediction's shape \(2, 4, 2\)",
+        match=r"^StackedLoss: run 0 \(MSELoss, models 0:2\) refused its slices of the "
+        r"prediction \(3, 4, 2\) \(float32\) and the target \(3, 4, 3\) \(float32\): "
+        r"MSELoss: target has shape \(2, 4, 3\), expected the prediction's shape \(2, 4, 2\)",
     ):
         criterion(prediction, torch.zeros(3, 4, 3))
     with pytest.raises(  # (MSE takes any floating target of the prediction's shape)
         ValueError,
-        match=r"^StackedLoss: run 1 \(CrossEntropyLoss, models 2:3\) refused its slice of the "
-        r"target \(3, 4, 2\) \(float32\) for the prediction \(3, 4, 2\): CrossEntropyLoss: a "
-        "probability target",
+        match=r"^StackedLoss: run 1 \(CrossEntropyLoss, models 2:3\) refused its slices of "
+        r"the prediction \(3, 4, 2\) \(float32\) and the target \(3, 4, 2\) \(float32\): "
+        "CrossEntropyLoss: a probability target",
     ):
         criterion(prediction, torch.ones(3, 4, 2))
     assert torch.equal(mse.backward(), good)
+    with pytest.raises(  # (the prediction refused: both named, neither blamed)
+        TypeError,
+        match=r"^StackedLoss: run 0 \(MSELoss, models 0:2\) refused its slices of the "
+        r"prediction \(3, 4, 2\) \(int64\) and the target \(3, 4, 2\) \(float32\): MSELoss: ",
+    ):
+        criterion(prediction.long(), torch.ones(3, 4, 2))
 
 
 def test_a_residual_around_a_stacked_activation_that_refused_its_input_takes_the_backward() -> None:

@@ -137,11 +137,14 @@ class StackedLoss(Loss):
         except (TypeError, ValueError) as error:
             if type(error) not in (TypeError, ValueError):
                 raise
+
+            def named(tensor: Tensor) -> str:
+                return f"{tuple(tensor.shape)} ({str(tensor.dtype).removeprefix('torch.')})"
+
             raise type(error)(
                 f"StackedLoss: run {index} ({type(criterion).__name__}, models {start}:{stop}) "
-                f"refused its slice of the target {tuple(target.shape)} "
-                f"({str(target.dtype).removeprefix('torch.')}) for the prediction "
-                f"{tuple(prediction.shape)}: {error}"
+                f"refused its slices of the prediction {named(prediction)} and the target "
+                f"{named(target)}: {error}"
             ) from error
 
     def _gradient(self) -> Tensor:
