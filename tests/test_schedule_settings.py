@@ -196,6 +196,9 @@ def test_one_cycles_base_lr_which_its_rates_do_not_read_cannot_be_set() -> None:
         r"final_div_factor\); set those$",
     ):
         schedule.base_lr = 5.0
+    for bad in (-1.0, "x"):  # (whatever the value: no value is taken, so none is checked)
+        with pytest.raises(AttributeError, match=r"^OneCycle\.base_lr is the optimizer's rate"):
+            schedule.base_lr = bad
     assert _snapshot(schedule) == before and schedule.base_lr == LR
     optimizer = _sgd()
     warmup = _warmup(optimizer)
@@ -580,6 +583,10 @@ def test_a_schedule_pickled_before_its_settings_were_checked_loads(build: Build)
         assert all(inner._container is loaded for inner in loaded.schedules)
     assert loaded.interval == schedule.interval
     assert _rates(loaded, 20)[1:] == [schedule.lr_at(step) for step in range(6, 26)]
+    if isinstance(loaded, optim.OneCycle):  # (whose base_lr is not set: its rates ignore it)
+        with pytest.raises(AttributeError, match=r"^OneCycle\.base_lr is the optimizer's rate"):
+            loaded.base_lr = -1
+        return
     with pytest.raises(ValueError, match=f"^{type(schedule).__name__}: base_lr must be"):
         loaded.base_lr = -1  # (and checked from then on)
 

@@ -132,6 +132,9 @@ class ScheduleSetting(Setting[T]):
 
     def __set__(self, instance: object, value: Any) -> None:
         schedule = cast("LRScheduler", instance)
+        fixed = type(schedule)._fixed_settings.get(self.name)
+        if fixed is not None:  # (whatever the value: no value would be taken)
+            raise AttributeError(f"{type(instance).__name__}.{self.name} {fixed}")
         schedule._change(self.name, {self.slot: self.check(type(instance).__name__, value)})
 
 
@@ -194,6 +197,11 @@ class LRScheduler:
     #: The reference learning rate (checked when set: finite and >= 0).
     base_lr = ScheduleSetting(_check_reference_lr)
     _base_lr: float
+
+    #: The settings of the base class that a subclass does not take, each with why (the end of
+    #: the ``AttributeError`` that setting it raises, whatever the value): OneCycle's
+    #: ``base_lr``, which its rates do not read.
+    _fixed_settings: ClassVar[Mapping[str, str]] = {}
 
     #: Whether the schedule's rates come from its own arguments (``CyclicLR``'s bounds) rather
     #: than from the optimizer's rate: a :class:`~minidl.optim.SequentialSchedule` leaves its

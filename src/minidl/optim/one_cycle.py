@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Literal
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 from minidl._validate import check_int, check_real, plain_choice, shown
 from minidl.optim.lr_scheduler import (
@@ -98,6 +99,10 @@ class OneCycle(LRScheduler):
 
     _interval = "batch"
     takes_own_rates = True
+    _fixed_settings: ClassVar[Mapping[str, str]] = {
+        "base_lr": "is the optimizer's rate before the schedule was built, which its rates do "
+        "not read (they come from max_lr, div_factor and final_div_factor); set those"
+    }
     # The largest total_steps that converts to a float (the largest finite float, an integer).
     _LARGEST_STEPS = int(sys.float_info.max)
 
@@ -136,14 +141,7 @@ class OneCycle(LRScheduler):
 
     def _derive(self, where: str, name: str) -> None:
         """The rates and steps derived from the settings, and the check that the rise, if it
-        has a step, ends past step 0 and before the end; ``base_lr`` set is refused (the
-        rates do not read it)."""
-        if name == "base_lr":
-            raise AttributeError(
-                f"{where}.base_lr is the optimizer's rate before the schedule was built, which "
-                "its rates do not read (they come from max_lr, div_factor and "
-                "final_div_factor); set those"
-            )
+        has a step, ends past step 0 and before the end."""
         self._initial_lr = self._max_lr / self._div_factor
         self._min_lr = self._initial_lr / self._final_div_factor
         if self._total_steps > self._LARGEST_STEPS:  # (pct_start * total_steps would overflow)
