@@ -1002,6 +1002,34 @@ def test_figure_1_a_steady_fall_is_no_fluctuation_however_fast() -> None:
     assert _fluctuation((1.0, 2.0, 3.0)) == 0.0 == _fluctuation((3.0, 3.0))
 
 
+def test_figure_1_a_steady_rise_of_cross_entropy_is_not_its_stable_decrease() -> None:
+    """Cross-entropy's error rising by 5 points an epoch, never falling, fluctuates by 0 (the
+    measure's change beyond the net change) and was said stable, the paper's "decreases in a
+    stable manner": the contrast "held" in full. It holds only in part now, and the report
+    says the error rises. Where it falls (or ends where it began), as before."""
+    mse = fake_row(experiment("Fig. 1", MEAN_MSE), (3.0, 3.0))
+    entropy = fake_row(experiment("Fig. 1", "Cross-entropy"), (2.0, 2.0))
+    jumpy = [(10.0, 30.0, 12.0, 28.0) * 3, (10.0, 32.0, 12.0, 28.0) * 3]
+    rising = tuple(5.0 + 5.0 * epoch for epoch in range(12))
+    lines = _figure_1_comparison([_with_curves(mse, jumpy), _with_curves(entropy, [rising] * 2)])
+    assert "- Cross-entropy: 0.00 points per epoch; its validation error ends at 60.00%, near " \
+        "chance level." in lines  # fmt: skip
+    (verdict,) = [line for line in lines if line.startswith("The paper's contrast")]
+    assert verdict.startswith(
+        f"The paper's contrast holds only in part between {MEAN_MSE} (19.00) and "
+        "Cross-entropy (0.00) (paired t-test over the 2 rounds, "
+    )
+    assert verdict.endswith(
+        "; cross-entropy's error rises over those epochs (5.00 points per epoch on average), "
+        "not the decrease the paper describes."
+    )
+    falling = tuple(60.0 - 5.0 * epoch for epoch in range(12))
+    lines = _figure_1_comparison([_with_curves(mse, jumpy), _with_curves(entropy, [falling] * 2)])
+    (verdict,) = [line for line in lines if line.startswith("The paper's contrast")]
+    assert verdict.startswith(f"The paper's contrast holds between {MEAN_MSE} (19.00) and ")
+    assert verdict.endswith(").")
+
+
 MEAN_MSE = "MSE averaged over outputs too (PyTorch's MSELoss)"
 
 
