@@ -14,8 +14,10 @@ keeps the batch-major layout of ``torch.nn``):
   flat buffers, so the SGD update is one ``add_``.
 
 Its step is 30 operations where a loop over minidl's modules issues 35; ``fit`` computes this
-way too (``minidl/folded.py``: features by batch, the biases folded), in as many operations
-(a cross-entropy of class indices reads the last layer's ``(C, N)`` product as this step does),
+way too (``minidl/folded.py``: features by batch, the biases folded), in one operation fewer,
+29 (a cross-entropy of class indices reads the last layer's ``(C, N)`` product as this step
+does, and a narrow batch is copied through a transposed view made once, where this step
+transposes it first),
 with the modules' own activations and loss and the optimizer's own update. This step is not
 part of minidl: it trains the paper's network only, and its outputs are buffers that the next
 step overwrites. The test suite checks it against minidl's step in float64.

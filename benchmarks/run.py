@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -196,18 +197,40 @@ def count_ops(step: Callable[[], None], most_calls: int = 10) -> int:
 # -- workloads A and B ----------------------------------------------------------------------------
 
 
-def workload_small(repetitions: int, epochs_per_rep: int) -> dict[str, Any]:
+@dataclasses.dataclass
+class SmallLoops:
+    """Workload A and B's loops over the paper's network, each training ``epochs`` epochs of
+    batches of 100 drawn from ``generator``: minidl's ``model`` (A, A in inference mode, B
+    through ``fit``), its PyTorch twin ``twin`` and the hand-written step ``hand``, all from
+    the same initial weights."""
+
+    loops: dict[str, Callable[[], None]]
+    model: Any
+    criterion: Any
+    optimizer: Any
+    twin: torch.nn.Module
+    twin_criterion: torch.nn.Module
+    twin_optimizer: torch.optim.Optimizer
+    hand: Any
+    x: torch.Tensor
+    y: torch.Tensor
+    generator: torch.Generator
+    steps: int
+
+
+def small_loops(epochs: int) -> SmallLoops:
+    """The loops timed by :func:`workload_small` (see :class:`SmallLoops`)."""
     from handwritten import HandwrittenStep
-    from minidl import nn as mnn
     from minidl import optim as moptim
     from minidl.data import BatchIterator, make_disk_data
+    from minidl.nn import CrossEntropyLoss
     from minidl.train import fit
 
-    torch.set_num_threads(1)
+    epochs_per_rep = epochs
     data = make_disk_data(seed=0)
     model = minidl_model(PAPER_SIZES, seed=0)
     twin = torch_twin(model)
-    criterion = mnn.CrossEntropyLoss()
+    criterion = CrossEntropyLoss()
     optimizer = moptim.SGD(model.parameters(), lr=1e-2)
     twin_criterion = torch.nn.CrossEntropyLoss()
     twin_optimizer = torch.optim.SGD(twin.parameters(), lr=1e-2)
@@ -247,19 +270,39 @@ def workload_small(repetitions: int, epochs_per_rep: int) -> dict[str, Any]:
                 for x_batch, y_batch in batches:
                     hand.step(x_batch, y_batch)
 
-    times = paired_times(
-        {
-            "A minidl": user_loop,
-            "A in inference mode": user_loop_inference_mode,
-            "B minidl fit": fit_loop,
-            "PyTorch eager": torch_loop,
-            "hand-written": hand_loop,
-        },
-        repetitions,
+    loops = {
+        "A minidl": user_loop,
+        "A in inference mode": user_loop_inference_mode,
+        "B minidl fit": fit_loop,
+        "PyTorch eager": torch_loop,
+        "hand-written": hand_loop,
+    }
+    return SmallLoops(
+        loops,
+        model,
+        criterion,
+        optimizer,
+        twin,
+        twin_criterion,
+        twin_optimizer,
+        hand,
+        x,
+        y,
+        generator,
+        steps,
     )
+
+
+def workload_small(repetitions: int, epochs_per_rep: int) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    small = small_loops(epochs_per_rep)
+    model, criterion, optimizer = small.model, small.criterion, small.optimizer
+    twin, twin_criterion, twin_optimizer = small.twin, small.twin_criterion, small.twin_optimizer
+    hand, steps = small.hand, small.steps
+    times = paired_times(small.loops, repetitions)
     per_step = {name: statistics.median(values) / steps * 1e6 for name, values in times.items()}
     torch_times = times["PyTorch eager"]
-    x_batch, y_batch = x[:100], y[:100]
+    x_batch, y_batch = small.x[:100], small.y[:100]
 
     def minidl_step() -> None:
         optimizer.zero_grad()
@@ -637,19 +680,22 @@ def positive_int(text: str) -> int:
 
 def check_writable(path: Path) -> str | None:
     """Why ``path`` cannot be written as the JSON file, or None where it can (checked by opening
-    it for appending, which changes nothing, or by creating it and removing it again)."""
+    it for appending, which changes nothing, or by creating it and removing it again; a
+    symbolic link is left as it is, the file it names created and removed, as the write would
+    create it)."""
     if path.is_dir():
         return f"{path} is a folder, not a file"
-    if not path.parent.is_dir():
-        return f"the folder {path.parent} does not exist"
-    existed = path.exists()
+    target = path.resolve()  # (what a symbolic link names, also one that names no file yet)
+    if not target.parent.is_dir():
+        return f"the folder {target.parent} does not exist"
+    existed = target.exists()
     try:
         with path.open("a"):
             pass
     except OSError as error:
         return f"{path} cannot be written ({error.strerror or error})"
     if not existed:
-        path.unlink()
+        target.unlink()
     return None
 
 

@@ -220,7 +220,9 @@ def step_runs(name: str) -> dict[str, Callable[[], None]]:
     from minidl import nn as mnn
     from minidl import optim as moptim
 
-    model, criterion, optimizer, twin, twin_criterion, twin_optimizer, batches = make_twins(name)
+    model, criterion, optimizer, twin, twin_criterion, twin_optimizer, batches = make_twins(
+        name, steps=STEPS
+    )
     parameters = list(model.parameters())
     twin_parameters = list(twin.parameters())
     schedule: moptim.LRScheduler | None = None
@@ -265,7 +267,7 @@ def step_runs(name: str) -> dict[str, Callable[[], None]]:
 def optimizer_runs(name: str) -> dict[str, Callable[[], None]]:
     """``STEPS`` calls of minidl's ``optimizer.step()`` and of its twin's, on the gradients of
     one batch."""
-    twins = make_twins(name)
+    twins = make_twins(name, steps=1)  # (one batch: its gradients)
     x, y = twins.batches[0]
     twins.criterion(twins.model(x), y)
     twins.model.backward(twins.criterion.backward())

@@ -91,6 +91,47 @@ def test_handwritten_step_refuses_what_it_does_not_compute() -> None:
         hand.step(torch.zeros(3, 2), torch.zeros(3, dtype=torch.int64))
 
 
+def test_a_and_bs_loops_and_their_twins_train_the_same_steps() -> None:
+    """Workloads A and B time minidl's loops against PyTorch's and the hand-written step's:
+    each must do the same work. From the same weights and the generator's same draws, one
+    epoch of each (10 steps of SGD, float32) ends at the same parameters within float32's
+    rounding: a twin that skipped its update, drew other batches, or ran another rate, would
+    not (nothing checked the twin's loop: with its optimizer's step removed, or its rate
+    tenfold, every test passed)."""
+    import run
+
+    threads = torch.get_num_threads()
+    try:
+        small = run.small_loops(epochs=1)
+        start = [p.data.clone() for p in small.twin.parameters()]
+        assert all(
+            torch.equal(a.data, b) for a, b in zip(small.model.parameters(), start, strict=True)
+        )
+        ends: dict[str, list[Tensor]] = {}
+        for name in ("PyTorch eager", "A minidl", "A in inference mode", "B minidl fit"):
+            for parameter, value in zip(small.model.parameters(), start, strict=True):
+                parameter.data.copy_(value)
+            small.generator.manual_seed(7)
+            small.loops[name]()
+            trained = small.twin if name == "PyTorch eager" else small.model
+            ends[name] = [p.data.clone() for p in trained.parameters()]
+        small.generator.manual_seed(7)
+        small.loops["hand-written"]()
+        ends["hand-written"] = [
+            tensor.clone() for pair in small.hand.parameters() for tensor in pair
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    assert small.steps == 10
+    moved = max(
+        float((a - b).abs().max()) for a, b in zip(ends["PyTorch eager"], start, strict=True)
+    )
+    assert moved > 1e-4  # (the twin trained)
+    for name, values in ends.items():
+        for value, expected in zip(values, ends["PyTorch eager"], strict=True):
+            torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_small_workload_reports_ratios_and_op_counts() -> None:
     import run
 
@@ -283,6 +324,39 @@ def test_torch_reproduce_twin_trains_every_row_in_quick_mode(
     assert compared == len(rows) - 4
     # In worker processes, the same numbers.
     assert torch_reproduce.run_torch_reproduce(quick=True, jobs=2) == rows
+
+
+def test_torch_reproduce_twin_evaluates_the_validation_set_every_epoch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """minidl's reproduction measures the validation error after every epoch (its curves);
+    the twin must too, on the same set, or D's ratio would leave out a quarter of minidl's
+    epoch (nothing checked it: the twin's per-epoch pass removed, every test passed). A round
+    of 3 epochs: 3 passes over the validation set, then one over the test set and one over
+    the training set, in that order."""
+    import torch_reproduce
+    from minidl.experiments.config import TABLE_I
+
+    made: list[Any] = []
+    make_round_data = torch_reproduce.make_round_data
+
+    def keeping(*args: Any) -> Any:
+        made.append(make_round_data(*args))
+        return made[-1]
+
+    seen: list[str] = []
+    error_rate = torch_reproduce._error_rate
+
+    def counting(model: torch.nn.Module, x: Tensor, y: Tensor) -> float:
+        (data,) = made
+        sets = {"validation": data.validation, "test": data.test, "train": data.train}
+        seen.extend(name for name, part in sets.items() if part.x is x and part.y is y)
+        return error_rate(model, x, y)
+
+    monkeypatch.setattr(torch_reproduce, "make_round_data", keeping)
+    monkeypatch.setattr(torch_reproduce, "_error_rate", counting)
+    torch_reproduce._train_round(TABLE_I[0], 0, 3, 0)
+    assert seen == ["validation"] * 3 + ["test", "train"]
 
 
 def _stub_round(experiment: Any, round_index: int, epochs: int, base_seed: int) -> Any:
@@ -687,6 +761,29 @@ def test_an_unwritable_json_folder_stops_the_run_before_any_work(
     assert bench.calls == []
 
 
+def test_the_json_check_leaves_a_symbolic_link_and_what_it_names_as_they_were(
+    tmp_path: Path,
+) -> None:
+    """A --json path that is a symbolic link to a file not made yet: the check created the
+    file the link names, then removed the link, leaving an empty file where the link was
+    followed; it said it changed nothing. It removes what it created now, and leaves the link;
+    a link to a file that exists leaves both as they were."""
+    import run
+
+    link = tmp_path / "link.json"
+    link.symlink_to("target.json")
+    assert run.check_writable(link) is None
+    assert link.is_symlink() and not (tmp_path / "target.json").exists()
+    (tmp_path / "target.json").write_text("{}")
+    assert run.check_writable(link) is None
+    assert link.is_symlink() and (tmp_path / "target.json").read_text() == "{}"
+    plain = tmp_path / "plain.json"
+    assert run.check_writable(plain) is None and not plain.exists()
+    assert run.check_writable(tmp_path / "missing" / "a.json") == (
+        f"the folder {tmp_path / 'missing'} does not exist"
+    )
+
+
 def test_help_and_the_default_jobs_work_without_sched_getaffinity(
     bench: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -713,11 +810,13 @@ def test_jobs_is_checked_by_the_bench_and_reaches_workload_d(
 
 def test_peak_memory_is_the_fresh_process_own(tmp_path: Path) -> None:
     """C's memory comes from a new interpreter, whatever the process that starts it holds (Linux's
-    ru_maxrss of a child carries over its parent's high-water mark)."""
+    ru_maxrss of a child carries over its parent's high-water mark). Over 3 steps, so that
+    the growth from the first step to the last measures something (with 1 step, the two
+    readings were taken back to back: 0 whatever the steps held)."""
     import run
 
     ballast = torch.ones(256 * 2**20)  # 1 GiB, written, so resident
-    memory = run.peak_memory_mib("floor", steps=1)
+    memory = run.peak_memory_mib("floor", steps=3)
     del ballast
     assert 100 < memory["peak_mib"] < 900
     assert memory["imports_minidl"] is False  # (the floor is torch alone)
@@ -1002,9 +1101,21 @@ def test_variants_prints_and_writes_a_row_per_variant(
     ]
     monkeypatch.setattr(variants, "variants", lambda quick: rows)
     monkeypatch.setattr(variants, "STEPS", 2)
+    # (a training step's loop runs STEPS batches, the number its time is divided by: it ran
+    # the STEPS of when make_twins was defined, 20, and gave times per step 10 times too high)
+    made: list[int] = []
+    make_twins = variants.make_twins
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        twins = make_twins(*args, **kwargs)
+        made.append(len(twins.batches))
+        return twins
+
+    monkeypatch.setattr(variants, "make_twins", counting)
     threads = torch.get_num_threads()
     arguments = ["--rounds", "2", "--wall", "--json", str(tmp_path / "variants.json")]
     assert variants.main(arguments) == 0
+    assert made and set(made) == {1, 2}  # (an optimizer's rows: the gradients of one batch)
     assert torch.get_num_threads() == threads
     written = json.loads((tmp_path / "variants.json").read_text())
     assert written["clock"] == "wall clock" and written["rounds"] == 2
