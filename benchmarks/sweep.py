@@ -129,11 +129,17 @@ def make_twins(point: Point, rows: int) -> Twins:
 
 def setup(point: Point, batches: int) -> dict[str, Callable[[], None]]:
     """The three loops of ``batches`` training steps at ``point`` (see the module docstring)."""
+    return setup_with_twins(point, batches)[0]
+
+
+def setup_with_twins(point: Point, batches: int) -> tuple[dict[str, Callable[[], None]], Twins]:
+    """:func:`setup`'s loops and the twins they train (``loop`` and ``fit`` minidl's model,
+    ``torch`` its twin; ``fit`` shuffles with a generator of seed 1, the others take the batches
+    in order)."""
     from minidl.train import fit
 
-    model, criterion, optimizer, twin, twin_criterion, twin_optimizer, x, y = make_twins(
-        point, point.batch * batches
-    )
+    twins = make_twins(point, point.batch * batches)
+    model, criterion, optimizer, twin, twin_criterion, twin_optimizer, x, y = twins
     pairs = list(zip(torch.split(x, point.batch), torch.split(y, point.batch), strict=True))
     shuffle = torch.Generator().manual_seed(1)
 
@@ -153,7 +159,7 @@ def setup(point: Point, batches: int) -> dict[str, Callable[[], None]]:
             twin_criterion(twin(x_batch), y_batch).backward()
             twin_optimizer.step()
 
-    return {"loop": loop, "fit": fit_loop, "torch": torch_loop}
+    return {"loop": loop, "fit": fit_loop, "torch": torch_loop}, twins
 
 
 def measure(point: Point, rounds: int, budget_s: float, max_ms: float) -> dict[str, Any] | None:

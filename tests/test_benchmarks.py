@@ -185,6 +185,51 @@ def test_sweep_twins_compute_the_same_step(activation: str, loss: str) -> None:
     _assert_twins_train_alike(twins, batches, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("loss", ["cross-entropy", "mse"])
+def test_sweep_timed_loops_train_the_same_steps(loss: str) -> None:
+    """The three loops the sweep times (minidl's loop, fit, PyTorch's loop) train the same
+    steps from the same weights (float64): the loop and PyTorch's over the batches in order,
+    fit over the order its generator draws (seed 1), which PyTorch's steps over those batches
+    give too. (Nothing ran the timed loops: with every update removed, every test passed.)"""
+    import sweep
+
+    point = sweep.Point(7, 2, 5, "tanh", loss, dtype="float64")
+    runs, twins = sweep.setup_with_twins(point, batches=4)
+    start = [p.data.clone() for p in twins.model.parameters()]
+    twin_parameters = list(twins.twin.parameters())
+
+    def reset() -> None:
+        for parameter, value in zip(twins.model.parameters(), start, strict=True):
+            parameter.data.copy_(value)
+        with torch.no_grad():
+            for parameter, value in zip(twin_parameters, start, strict=True):
+                parameter.copy_(value)
+
+    def ends(parameters: Iterable[Any]) -> list[Tensor]:
+        return [parameter.data.clone() for parameter in parameters]
+
+    runs["loop"]()
+    loop = ends(twins.model.parameters())
+    runs["torch"]()
+    in_order = ends(twin_parameters)
+    reset()
+    runs["fit"]()
+    fitted = ends(twins.model.parameters())
+    reset()
+    order = torch.randperm(twins.x.shape[0], generator=torch.Generator().manual_seed(1))
+    for x_batch, y_batch in zip(
+        twins.x[order].split(point.batch), twins.y[order].split(point.batch), strict=True
+    ):
+        twins.twin_optimizer.zero_grad()
+        twins.twin_criterion(twins.twin(x_batch), y_batch).backward()
+        twins.twin_optimizer.step()
+    shuffled = ends(twin_parameters)
+    assert min(float((a - b).abs().max()) for a, b in zip(in_order, start, strict=True)) > 0
+    for mine, theirs in ((loop, in_order), (fitted, shuffled)):
+        for value, expected in zip(mine, theirs, strict=True):
+            torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-15)
+
+
 def _assert_twins_train_alike(
     twins: Any, batches: Iterable[tuple[Tensor, Tensor]], rtol: float, atol: float
 ) -> None:
