@@ -884,10 +884,10 @@ def test_a_parameter_set_as_a_plain_attribute_after_planning_is_refused() -> Non
             model(x)
 
 
-@pytest.mark.parametrize("how", ["register_parameter"])
-def test_a_parameter_put_in_place_of_a_layers_after_planning_is_used(how: str) -> None:
-    """An existing Parameter (a weight tied to another layer's) replaces no tensor: the plan
-    computed with the layer's view of the weight it had."""
+def test_a_parameter_put_in_place_of_a_layers_after_planning_is_used() -> None:
+    """An existing Parameter (a weight tied to another layer's) registered in a layer's place
+    replaces no tensor: the plan computed with the layer's view of the weight it had. (One
+    set as a plain attribute is refused: the test above.)"""
     planned = _chain("LTLTL", [3, 4, 4, 2], F64, seed=23)
     plain = copy.deepcopy(planned)
     donors = [nn.Linear(4, 4, dtype=F64) for _ in range(2)]
@@ -898,10 +898,7 @@ def test_a_parameter_put_in_place_of_a_layers_after_planning_is_used(how: str) -
     _plain_forward(plain, x)
     for model, donor in ((planned, donors[0]), (plain, donors[1])):
         for name in ("weight", "bias"):
-            if how == "attribute":
-                setattr(model[2], name, getattr(donor, name))
-            else:
-                model[2].register_parameter(name, getattr(donor, name))
+            model[2].register_parameter(name, getattr(donor, name))
     for _ in range(3):
         y = planned(x)
         assert torch.equal(y, _plain_forward(plain, x))
