@@ -290,8 +290,9 @@ def test_stacked_loss_gives_each_models_loss_and_gradient() -> None:
         single = copy.deepcopy(criteria[owner])
         assert float(losses[r]) == pytest.approx(float(single(prediction[r].detach(), target[r])))
         torch.testing.assert_close(gradient[r], single.backward(), rtol=1e-12, atol=1e-12)
-    # The gradient is that of the sum of the losses (autograd on the same formulas).
-    reference = sum(
+    # Each loss is PyTorch's formula's, and the gradient that of the sum of the losses
+    # (autograd on those formulas).
+    each = [
         torch.nn.functional.cross_entropy(prediction[r], target[r])
         if owners[r] == 2
         else (
@@ -300,7 +301,9 @@ def test_stacked_loss_gives_each_models_loss_and_gradient() -> None:
             else (prediction[r] - torch.nn.functional.one_hot(target[r], 3)).pow(2).mean()
         )
         for r in range(5)
-    )
+    ]
+    torch.testing.assert_close(losses, torch.stack(each).detach(), rtol=1e-12, atol=0)
+    reference = sum(each)
     assert isinstance(reference, torch.Tensor)
     reference.backward()
     assert prediction.grad is not None
