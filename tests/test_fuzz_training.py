@@ -66,12 +66,16 @@ SCHEDULES: list[Any] = [
 
 
 @st.composite
-def runs(draw: st.DrawFn) -> dict[str, Any]:
+def runs(draw: st.DrawFn, optimizer: str | None = None, loss: str | None = None) -> dict[str, Any]:
+    """A run to train (see the module's docstring), its ``optimizer`` or ``loss`` drawn unless
+    given."""
     depth = draw(st.integers(1, 3))
-    name = draw(st.sampled_from(["sgd", "adam", "adamw", "adadelta", "rmsprop", "adagrad"]))
+    names = ["sgd", "adam", "adamw", "adadelta", "rmsprop", "adagrad"]
+    name = optimizer if optimizer is not None else draw(st.sampled_from(names))
     # (with SGD only: L1 and Huber losses, batch norms; see the module's docstring)
     losses = sorted(REDUCTIONS) if name == "sgd" else ["bce", "cross-entropy", "mse", "nll"]
-    loss = draw(st.sampled_from(losses))
+    loss = loss if loss is not None else draw(st.sampled_from(losses))
+    assert loss in losses, (name, loss)
     hyper = draw_settings(draw, name)
     extras = ["", "dropout", "residual"] + (["batch-norm"] if name == "sgd" else [])
     return {
@@ -265,6 +269,26 @@ def _values(parameters: Any) -> Tensor:
 @settings(max_examples=25, deadline=None)
 @given(runs())
 def test_random_training_runs_agree_with_pytorch_and_fit(run: dict[str, Any]) -> None:
+    _agrees_with_pytorch_and_fit(run)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "loss"), [("adamw", None), ("sgd", "l1"), ("sgd", "huber")], ids=str
+)
+@settings(max_examples=5, deadline=None)
+@given(data=st.data())
+def test_random_runs_of_the_choices_the_draws_above_miss_agree(
+    optimizer: str, loss: str | None, data: st.DataObject
+) -> None:
+    """The fixed examples of the test above (derandomized, 25) draw no AdamW, L1 or Huber run:
+    runs of each, the rest drawn."""
+    run = data.draw(runs(optimizer, loss))
+    assert run["optimizer"] == optimizer and loss in (None, run["loss"])
+    _agrees_with_pytorch_and_fit(run)
+
+
+def _agrees_with_pytorch_and_fit(run: dict[str, Any]) -> None:
+    """Train ``run`` three ways (see the module's docstring) and compare."""
     if run["extra"] == "batch-norm":  # (a batch of one sample has no variance to normalise by)
         assume(run["batch_size"] > 1 and run["samples"] % run["batch_size"] != 1)
     model, (x, y) = _model(run), _data(run)
