@@ -999,29 +999,26 @@ def test_dist_timeout_outside_torchrun_is_refused_before_anything_runs(
     assert capsys.readouterr().err == ""
 
 
-def test_only_rank_0_writes_the_checkpoint(tmp_path: Path) -> None:
-    """Launched as 2 ranks (gloo over 127.0.0.1, started by hand as torchrun would), each in its
-    own folder with the same relative ``--checkpoint run.ckpt``: rank 0 writes it (at the last
-    epoch) and rank 1 writes nothing at all, not even a temporary file."""
+def _two_ranks(argv: list[str], folders: list[Path]) -> list[tuple[int, str, str]]:
+    """``python -m minidl *argv`` launched as 2 ranks (gloo over 127.0.0.1, started by hand as
+    torchrun would), rank r in ``folders[r]``: each one's exit status, stdout and stderr."""
     port = str(free_port())
-    argv = ["train", "--epochs", "2", "--hidden", "4", "--batch-size", "500"]
-    argv += ["--dist-timeout", "300"]  # (their start-ups may differ by a minute on a busy machine)
+    # (their start-ups may differ by a minute on a busy machine)
+    argv = [*argv, "--dist-timeout", "300"]
     ranks = []
-    for rank in range(2):
-        folder = tmp_path / f"rank{rank}"
-        folder.mkdir()
+    for rank, folder in enumerate(folders):
         env = tree_environment(
             MASTER_ADDR="127.0.0.1",
             MASTER_PORT=port,
             GLOO_SOCKET_IFNAME="lo",
             OMP_NUM_THREADS="1",
-            WORLD_SIZE="2",
+            WORLD_SIZE=str(len(folders)),
             RANK=str(rank),
             LOCAL_RANK=str(rank),
         )
         ranks.append(
             subprocess.Popen(
-                [sys.executable, "-m", "minidl", *argv, "--checkpoint", "run.ckpt"],
+                [sys.executable, "-m", "minidl", *argv],
                 env=env,
                 cwd=folder,
                 stdout=subprocess.PIPE,
@@ -1029,7 +1026,18 @@ def test_only_rank_0_writes_the_checkpoint(tmp_path: Path) -> None:
                 text=True,
             )
         )
-    results = [_finish(process) for process in ranks]
+    return [_finish(process) for process in ranks]
+
+
+def test_only_rank_0_writes_the_checkpoint(tmp_path: Path) -> None:
+    """Launched as 2 ranks (gloo over 127.0.0.1, started by hand as torchrun would), each in its
+    own folder with the same relative ``--checkpoint run.ckpt``: rank 0 writes it (at the last
+    epoch) and rank 1 writes nothing at all, not even a temporary file."""
+    argv = ["train", "--epochs", "2", "--hidden", "4", "--batch-size", "500"]
+    folders = [tmp_path / f"rank{rank}" for rank in range(2)]
+    for folder in folders:
+        folder.mkdir()
+    results = _two_ranks([*argv, "--checkpoint", "run.ckpt"], folders)
     for code, _, stderr in results:
         assert code == 0, stderr
     assert os.listdir(tmp_path / "rank1") == []
@@ -1044,31 +1052,8 @@ def test_log_every_trains_under_torchrun_and_rank_0_alone_prints_it(tmp_path: Pa
     which the launcher did by setting their --quiet, so that the refusal of --log-every with
     --quiet refused the user's --log-every on rank 1 (exit 2, and rank 0 stopped with it).
     Both train; rank 0 prints epochs 2 and 3 (the last), rank 1 no epoch line."""
-    port = str(free_port())
     argv = ["train", "--epochs", "3", "--hidden", "4", "--batch-size", "500", "--log-every", "2"]
-    argv += ["--dist-timeout", "300"]  # (their start-ups may differ by a minute on a busy machine)
-    ranks = []
-    for rank in range(2):
-        env = tree_environment(
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=port,
-            GLOO_SOCKET_IFNAME="lo",
-            OMP_NUM_THREADS="1",
-            WORLD_SIZE="2",
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-        )
-        ranks.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "minidl", *argv],
-                env=env,
-                cwd=tmp_path,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    results = [_finish(process) for process in ranks]
+    results = _two_ranks(argv, [tmp_path, tmp_path])
     for code, _, stderr in results:
         assert code == 0, stderr
     epochs = [
