@@ -1199,7 +1199,8 @@ def _figure_1_comparison(results: Sequence[RowResult]) -> list[str]:
         'The paper: with cross-entropy the validation error "decreases in a stable manner at '
         'the beginning of the training", with MSE it "fluctuates a lot". Ours, as the mean '
         "absolute change of the validation error from one epoch to the next beyond its net "
-        f"change (0 for a curve that only falls) over the first {span} epochs (mean over rounds):",
+        "change (0 for a curve that only falls, or only rises) over the first "
+        f"{span} epochs (mean over rounds):",
         "",
     ]
     trained: list[tuple[RowResult, float]] = []

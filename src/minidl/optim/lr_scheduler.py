@@ -174,7 +174,8 @@ class LRScheduler:
     :class:`~minidl.optim.SequentialSchedule` runs several one after the other).
 
     A schedule's settings (``StepDecay.step_size``, ``OneCycle.div_factor``, ``interval``,
-    ``base_lr``, ...) may be set after construction, as PyTorch's schedulers' attributes may:
+    ``base_lr``, ...) may be set after construction, as PyTorch's schedulers' attributes may
+    (but one that its class does not take, ``OneCycle.base_lr``, raises ``AttributeError``):
     each value is checked as the constructor checks it, what the constructor derived from it is
     recomputed, and the optimizer's rate is set to the current step's, so that the schedule
     goes on as one built with that value (a schedule that does not set the rate, one inside a

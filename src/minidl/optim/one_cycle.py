@@ -69,12 +69,12 @@ class OneCycle(LRScheduler):
     the learning rate only) for steps 0 to :math:`T - 1`; at step :math:`T`, after the last
     batch, it stays at :math:`\lambda_{min}` where PyTorch extrapolates the annealing (below
     zero for ``"linear"``). Building it sets the optimizer's learning rate to step 0's:
-    :math:`\lambda_{init}` (with ``"cos"``, as the formula rounds it), or with :math:`pT < 1` (so :math:`-1 \le u < 0`) no step rises and
-    every step is one of the fall from :math:`u` on, as in PyTorch (step 0 then a little below
-    :math:`\lambda_{max}`, :math:`\lambda_{init}` never taken, and with :math:`T = 1` the one
-    step at :math:`\lambda_{min}`). :math:`pT = 1` is refused: the rise would end at step 0,
-    whose fraction of it is :math:`0 / 0` (PyTorch's ``OneCycleLR`` raises
-    ``ZeroDivisionError`` there).
+    :math:`\lambda_{init}` (with ``"cos"``, as the formula rounds it), or with :math:`pT < 1`
+    (so :math:`-1 \le u < 0`) no step rises and every step is one of the fall from :math:`u`
+    on, as in PyTorch (step 0 then a little below :math:`\lambda_{max}`, :math:`\lambda_{init}`
+    never taken, and with :math:`T = 1` the one step at :math:`\lambda_{min}`). :math:`pT = 1`
+    is refused: the rise would end at step 0, whose fraction of it is :math:`0 / 0` (PyTorch's
+    ``OneCycleLR`` raises ``ZeroDivisionError`` there).
 
     Args:
         optimizer: the optimizer to schedule.
@@ -168,8 +168,8 @@ class OneCycle(LRScheduler):
     @property
     def initial_lr(self) -> float:
         r""":math:`\lambda_{init} = \lambda_{max} / d`, the rate of step 0 (with ``"cos"``, as
-        the annealing formula rounds it: 0.020000000000000018 for 0.02, as in PyTorch) (set
-        ``max_lr`` or ``div_factor`` to change it)."""
+        the annealing formula rounds it, as PyTorch's does: 0.020000000000000018 for 0.02);
+        set ``max_lr`` or ``div_factor`` to change it."""
         return self._initial_lr
 
     @initial_lr.setter
