@@ -226,7 +226,6 @@ def small_loops(epochs: int) -> SmallLoops:
     from minidl.nn import CrossEntropyLoss
     from minidl.train import fit
 
-    epochs_per_rep = epochs
     data = make_disk_data(seed=0)
     model = minidl_model(PAPER_SIZES, seed=0)
     twin = torch_twin(model)
@@ -237,10 +236,10 @@ def small_loops(epochs: int) -> SmallLoops:
     x, y = data.train.x, data.train.y
     generator = torch.Generator().manual_seed(0)
     batches = BatchIterator(x, y, 100, generator=generator)
-    steps = epochs_per_rep * len(batches)
+    steps = epochs * len(batches)
 
     def user_loop() -> None:
-        for _ in range(epochs_per_rep):
+        for _ in range(epochs):
             for x_batch, y_batch in batches:
                 optimizer.zero_grad()
                 criterion(model(x_batch), y_batch)
@@ -252,10 +251,10 @@ def small_loops(epochs: int) -> SmallLoops:
             user_loop()
 
     def fit_loop() -> None:
-        fit(model, criterion, optimizer, x, y, epochs=epochs_per_rep, generator=generator)
+        fit(model, criterion, optimizer, x, y, epochs=epochs, generator=generator)
 
     def torch_loop() -> None:
-        for _ in range(epochs_per_rep):
+        for _ in range(epochs):
             for x_batch, y_batch in batches:
                 twin_optimizer.zero_grad()
                 twin_criterion(twin(x_batch), y_batch).backward()
@@ -266,7 +265,7 @@ def small_loops(epochs: int) -> SmallLoops:
 
     def hand_loop() -> None:
         with torch.inference_mode():
-            for _ in range(epochs_per_rep):
+            for _ in range(epochs):
                 for x_batch, y_batch in batches:
                     hand.step(x_batch, y_batch)
 

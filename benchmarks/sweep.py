@@ -127,15 +127,10 @@ def make_twins(point: Point, rows: int) -> Twins:
     return Twins(model, criterion, optimizer, twin, twin_criterion, twin_optimizer, x, y)
 
 
-def setup(point: Point, batches: int) -> dict[str, Callable[[], None]]:
-    """The three loops of ``batches`` training steps at ``point`` (see the module docstring)."""
-    return setup_with_twins(point, batches)[0]
-
-
-def setup_with_twins(point: Point, batches: int) -> tuple[dict[str, Callable[[], None]], Twins]:
-    """:func:`setup`'s loops and the twins they train (``loop`` and ``fit`` minidl's model,
-    ``torch`` its twin; ``fit`` shuffles with a generator of seed 1, the others take the batches
-    in order)."""
+def setup(point: Point, batches: int) -> tuple[dict[str, Callable[[], None]], Twins]:
+    """The three loops of ``batches`` training steps at ``point`` (see the module docstring)
+    and the twins they train (``loop`` and ``fit`` minidl's model, ``torch`` its twin; ``fit``
+    shuffles with a generator of seed 1, the others take the batches in order)."""
     from minidl.train import fit
 
     twins = make_twins(point, point.batch * batches)
@@ -166,7 +161,7 @@ def measure(point: Point, rounds: int, budget_s: float, max_ms: float) -> dict[s
     """Microseconds per step (the median of ``rounds`` rounds) of each loop at ``point`` and the
     ratios PyTorch / minidl of each round; None where PyTorch's step takes over ``max_ms``."""
     torch.set_num_threads(point.threads)
-    probe = setup(point, 1)["torch"]
+    probe = setup(point, 1)[0]["torch"]
     probe()
     start = time.perf_counter()
     probe()
@@ -178,7 +173,7 @@ def measure(point: Point, rounds: int, budget_s: float, max_ms: float) -> dict[s
     # fill the budget.
     batches = max(MIN_STEPS, round(5e-3 / max(step_s, 1e-7)))
     repetitions = max(3, min(15, round(budget_s / rounds / (3 * batches * step_s))))
-    runs = setup(point, batches)
+    runs = setup(point, batches)[0]
     per_round: list[dict[str, float]] = []
     for _ in range(rounds):
         medians = paired_medians(runs, repetitions, warmup=1)

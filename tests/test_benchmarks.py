@@ -194,7 +194,7 @@ def test_sweep_timed_loops_train_the_same_steps(loss: str) -> None:
     import sweep
 
     point = sweep.Point(7, 2, 5, "tanh", loss, dtype="float64")
-    runs, twins = sweep.setup_with_twins(point, batches=4)
+    runs, twins = sweep.setup(point, batches=4)
     start = [p.data.clone() for p in twins.model.parameters()]
     twin_parameters = list(twins.twin.parameters())
 
