@@ -297,7 +297,8 @@ def test_only_a_variant_within_noise_explains_a_difference(tmp_path: Path) -> No
     assert (
         f"- Hypothesis: {ELU_HYPOTHESIS}. Variant '{ELU_VARIANT}' gives 2.00 (s.d. 0.07), per "
         "round 2.0, 2.1, 1.9, 2.0, 2.0: within noise of the paper (+0.20, SE 0.24, p = 0.45), "
-        "closer to the paper than our row."
+        "closer to the paper than our row and measurably apart from it (-1.00, SE 0.04, "
+        "p < 0.01)."
     ) in section.splitlines()
     assert conclusions(section) == [
         f"**Conclusion:** the difference is accounted for if {ELU_HYPOTHESIS}. The paper's "
@@ -331,8 +332,8 @@ def test_a_variant_within_noise_only_by_its_spread_explains_nothing(tmp_path: Pa
     ) in section.splitlines()
     assert conclusions(section) == [
         "**Conclusion:** none of the variants run here explains the difference: "
-        f"'{ELU_VARIANT}' is within noise of the paper only through the spread of its rounds, "
-        "no closer to the paper than our row; the difference stays unexplained by this run."
+        f"'{ELU_VARIANT}' is within noise of the paper, but not measurably closer to it than our "
+        "row; the difference stays unexplained by this run."
     ]
     # Beside a variant that is closer and within noise, it is not cited.
     near = fake_row(experiment("I", ELU_VARIANT), (2.0, 2.1, 1.9, 2.0, 2.0))
@@ -342,6 +343,43 @@ def test_a_variant_within_noise_only_by_its_spread_explains_nothing(tmp_path: Pa
         "number is consistent with the published code's fault rather than with the method as "
         "the paper describes it."
     ]
+
+
+def test_a_variant_closer_only_by_its_spread_explains_nothing(tmp_path: Path) -> None:
+    """CLR (paper 1.38, s.d. 0.16) differs at 4.00 (s.d. 0.22). A reading at 3.90 with an s.d.
+    of 3.27 is within noise of the paper and, by 0.10, closer to it than our row, but Welch's
+    test cannot tell it from our row (p = 0.95): its spread, not its mean, puts it within
+    noise. The report said the difference was accounted for by that reading; beside a fault
+    variant on the paper's number, that "either explanation fits"."""
+    clr = fake_row(experiment("III", "SGD, CLR"), (3.7, 4.0, 4.3, 3.9, 4.1))
+    label = "SGD, CLR from 0.01 to 0.1"
+    reading = fake_row(experiment("III", label), (1.0, 7.5, 0.5, 7.0, 3.5))
+    section = differences_section([clr, reading], tmp_path)
+    # (Welch's test of the reading against our row: t = -0.068 on 4.04 degrees, p = 0.949)
+    se = math.sqrt(
+        statistics.variance([1.0, 7.5, 0.5, 7.0, 3.5]) / 5
+        + statistics.variance([3.7, 4.0, 4.3, 3.9, 4.1]) / 5
+    )
+    (line,) = [line for line in section.splitlines() if line.startswith("- Hypothesis:")]
+    assert line.endswith(
+        "within noise of the paper (+2.52, SE 1.46, p = 0.16), closer to the paper than our "
+        f"row, but not measurably apart from it (-0.10, SE {se:.2f}, p = 0.95)."
+    )
+    assert conclusions(section) == [
+        f"**Conclusion:** none of the variants run here explains the difference: '{label}' is "
+        "within noise of the paper, but not measurably closer to it than our row; the "
+        "difference stays unexplained by this run."
+    ]
+    fault = "SGD, CLR, as published (schedule without effect)"
+    on_paper = fake_row(experiment("III", fault), (1.2, 1.4, 1.5, 1.3, 1.5))
+    (conclusion,) = conclusions(differences_section([clr, on_paper, reading], tmp_path))
+    assert conclusion.startswith(
+        f"**Conclusion:** the difference is accounted for if {experiment('III', fault).hypothesis}."
+        " The paper's number is consistent with the published code's fault rather than with "
+        f"the method as run here: our row differs from it; the reading ('{label}') is within "
+        "noise of it, but not measurably closer to it than our row;"
+    )
+    assert "Either explanation fits" not in conclusion
 
 
 def test_a_reading_within_noise_only_by_its_spread_is_not_said_to_differ(tmp_path: Path) -> None:
@@ -366,9 +404,8 @@ def test_a_reading_within_noise_only_by_its_spread_is_not_said_to_differ(tmp_pat
         "it; "
     )
     assert conclusion == (
-        f"{accounted}the reading ('{label}') is within noise of it only through the spread of "
-        "its rounds, no closer to it than our row; the paper does not say enough to rule out a "
-        "reading not run here."
+        f"{accounted}the reading ('{label}') is within noise of it, but not measurably closer to "
+        "it than our row; the paper does not say enough to rule out a reading not run here."
     )
     # two such readings (the second a copy under another name)
     other = f"{label}, again"
@@ -379,9 +416,9 @@ def test_a_reading_within_noise_only_by_its_spread_is_not_said_to_differ(tmp_pat
         differences_section([clr, without_effect, reading, again], tmp_path)
     )
     assert conclusion == (
-        f"{accounted}the readings ('{label}'; '{other}') are within noise of it only through the "
-        "spread of their rounds, no closer to it than our row; the paper does not say enough to "
-        "rule out a reading not run here."
+        f"{accounted}the readings ('{label}'; '{other}') are within noise of it, but not "
+        "measurably closer to it than our row; the paper does not say enough to rule out a "
+        "reading not run here."
     )
     once = fake_row(experiment("III", label), (1.0,))
     (conclusion,) = conclusions(differences_section([clr, without_effect, once], tmp_path))

@@ -333,6 +333,12 @@ def _paper(row: RowResult) -> str:
     return "-" if paper is None else _mean_sd(paper.mean, paper.sd)
 
 
+def _between(variant: RowResult, row: RowResult) -> Comparison:
+    """Welch's test between a variant's rounds and ``row``'s (both of 2 rounds or more)."""
+    test = welch(variant.mean, variant.sd, len(variant.rounds), row.mean, row.sd, len(row.rounds))
+    return Comparison(test.difference, test.standard_error, test.p_value)
+
+
 def _tested(difference: float, standard_error: float, p_value: float) -> str:
     """A comparison's numbers as the report writes them: ``+0.48, SE 0.21, p = 0.06``, so that
     its verdict can be checked against the rule (a difference of about 2.3 to 2.8 SE is on
@@ -738,10 +744,12 @@ def _explain(
         and r.experiment.table == experiment.table
         and r.experiment.variant_of == experiment.label
     ]
-    # A variant explains the difference when it is within noise of the paper and closer to it
-    # than our row; one within noise but no closer is so only through the spread of its rounds.
+    # A variant explains the difference when it is within noise of the paper, closer to it than
+    # our row, and measurably apart from our row (Welch's test between the two): one within
+    # noise of the paper but not measurably closer to it than our row is so through the spread
+    # of its rounds, not through its mean (a variant at our row's mean, spread widely, would do).
     explained: list[RowResult] = []
-    spread_only: list[RowResult] = []
+    not_closer: list[RowResult] = []
     for variant in variants:
         result = compare(variant, row)
         if result is None:  # a variant run once: no standard deviation to compare with
@@ -751,21 +759,35 @@ def _explain(
                 "comparison (fewer than 2 rounds)."
             )
             continue
-        closer = abs(result.difference) < abs(comparison.difference)
         numbers = _tested(result.difference, result.standard_error, result.p_value)
         verdict = (
             f"within noise of the paper ({numbers})"
             if not result.differs
             else f"still differs from the paper ({numbers})"
         )
+        closer = abs(result.difference) < abs(comparison.difference)
+        if closer:
+            apart = _between(variant, row)
+            moved = apart.p_value < SIGNIFICANCE
+            closeness = (
+                "closer to the paper than our row"
+                + (
+                    " and measurably apart from it"
+                    if moved
+                    else ", but not measurably apart from it"
+                )
+                + f" ({_tested(apart.difference, apart.standard_error, apart.p_value)})"
+            )
+        else:
+            moved = False
+            closeness = "no closer to the paper than our row"
         lines.append(
             f"- Hypothesis: {variant.experiment.hypothesis}. Variant '{variant.experiment.label}'"
             f" gives {variant.mean:.2f} (s.d. {variant.sd:.2f}), per round "
-            f"{_rounds(variant)}: {verdict}, {'closer to' if closer else 'no closer to'} the "
-            "paper than our row."
+            f"{_rounds(variant)}: {verdict}, {closeness}."
         )
         if not result.differs:
-            (explained if closer else spread_only).append(variant)
+            (explained if moved else not_closer).append(variant)
     repeats = _paper_repeats(results, row)
     agreeing_repeats = []
     for other, via in repeats:
@@ -801,7 +823,7 @@ def _explain(
             verdict = (
                 "The paper's number is consistent with the published code's fault rather than "
                 "with the method as run here: "
-                + _readings_verdict(readings, spread_only, row)
+                + _readings_verdict(readings, not_closer, row)
                 + "; the paper does not say enough to rule out a reading not run here."
             )
         elif kinds == {True}:
@@ -848,15 +870,13 @@ def _explain(
                 "run cannot tell the difference from the spread between the paper's repeated "
                 "measurements (see the last section), nor show a different method."
             )
-    elif spread_only:
-        names = ", ".join(f"'{v.experiment.label}'" for v in spread_only)
+    elif not_closer:
+        names = ", ".join(f"'{v.experiment.label}'" for v in not_closer)
         lines.append(
             f"**Conclusion:** none of the variants run here explains the difference: {names} "
-            + ("is" if len(spread_only) == 1 else "are")
-            + " within noise of the paper only through the spread of "
-            + ("its" if len(spread_only) == 1 else "their")
-            + " rounds, no closer to the paper than our row; the difference stays unexplained "
-            "by this run."
+            + ("is" if len(not_closer) == 1 else "are")
+            + " within noise of the paper, but not measurably closer to it than our row; the "
+            "difference stays unexplained by this run."
         )
     elif variants:
         lines.append(
@@ -872,11 +892,11 @@ def _explain(
 
 
 def _readings_verdict(
-    readings: Sequence[RowResult], spread_only: Sequence[RowResult], row: RowResult
+    readings: Sequence[RowResult], not_closer: Sequence[RowResult], row: RowResult
 ) -> str:
     """What the readings of the paper that explain nothing say against ``row``'s paper number:
-    those that differ from it, those within noise of it only through the spread of their
-    rounds, and those of one round, which are not compared."""
+    those that differ from it, those within noise of it but not measurably closer to it than
+    ``row`` (see :func:`_explain`), and those of one round, which are not compared."""
 
     def names(group: Sequence[RowResult]) -> str:
         return "; ".join(f"'{v.experiment.label}'" for v in group)
@@ -884,7 +904,7 @@ def _readings_verdict(
     def plural(group: Sequence[RowResult], one: str, more: str) -> str:
         return one if len(group) == 1 else more
 
-    spread = [v for v in readings if v in spread_only]
+    spread = [v for v in readings if v in not_closer]
     once = [v for v in readings if compare(v, row) is None]
     differ = [v for v in readings if v not in spread and v not in once]
     parts = [
@@ -898,9 +918,7 @@ def _readings_verdict(
         parts.append(
             f"the {plural(spread, 'reading', 'readings')} ({names(spread)}) "
             + plural(spread, "is", "are")
-            + " within noise of it only through the spread of "
-            + plural(spread, "its", "their")
-            + " rounds, no closer to it than our row"
+            + " within noise of it, but not measurably closer to it than our row"
         )
     if once:
         parts.append(
