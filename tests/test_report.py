@@ -174,16 +174,66 @@ def test_variant_is_compared_with_the_paper_row_of_its_own_table(tmp_path: Path)
     assert line.endswith("| within noise (-0.86, SE 0.42, p = 0.11) |")
 
 
-def test_a_main_row_with_one_round_stops_the_differences_section(tmp_path: Path) -> None:
-    """R12: if ANY main row has fewer than 2 rounds (not only when all have), the section says
-    there is no comparison and explains no row, even though another row clearly differs."""
-    tanh = fake_row(experiment("I", "Tanh"), DIFFERING)
+def test_every_main_row_of_one_round_stops_the_differences_section(tmp_path: Path) -> None:
+    """With every main row of one round (as ``--rounds 1`` gives), the section says there is no
+    comparison."""
+    tanh = fake_row(experiment("I", "Tanh"), [3.0])
     sigmoid = fake_row(experiment("I", "Sigmoid"), [1.6])
     section = differences_section([tanh, sigmoid], tmp_path)
     assert section == (
         "\n" + CRITERION + "\n\n(Fewer than 2 rounds: no standard deviation, so no comparison.)\n"
     )
-    assert compare(tanh) is not None and compare(tanh).differs  # type: ignore[union-attr]
+
+
+def test_a_main_row_of_one_round_is_left_out_and_the_others_explained(tmp_path: Path) -> None:
+    """One main row of one round beside rows of five (results put together by hand): the
+    section said there was no comparison and explained no row, while the summary table still
+    marked the other rows as differing. It now names the row left out and compares and
+    explains the others, Holm's correction over those compared."""
+    tanh = fake_row(experiment("I", "Tanh"), DIFFERING)
+    elu = fake_row(experiment("I", "ELU"), DIFFERING)
+    sigmoid = fake_row(experiment("I", "Sigmoid"), [1.6])
+    section = differences_section([tanh, elu, sigmoid], tmp_path)
+    lines = section.splitlines()
+    assert "Fewer than 2 rounds: no standard deviation, so no comparison." not in section
+    assert (
+        "(Table I Sigmoid: fewer than 2 rounds, no standard deviation, so not compared; the "
+        "counts below are of the other rows.)"
+    ) in lines
+    assert "2 of the 2 rows differ; none is within noise." in lines
+    assert any(
+        line.startswith("With Holm's correction for the 2 rows' comparisons") for line in lines
+    )
+    assert "### Table I, Tanh" in lines and "### Table I, ELU" in lines
+    assert "### Table I, Sigmoid" not in lines
+    assert "This run makes 2 such comparisons" in section
+    table = summary_table([tanh, elu, sigmoid]).splitlines()
+    assert table[1].split()[-1] == "DIFFERS" and table[2].split()[-1] == "DIFFERS"
+    assert table[3].split()[:2] == ["I", "Sigmoid"] and table[3].split()[-1] == "n/a"
+
+
+def test_a_p_value_rounding_onto_the_line_at_six_digits_says_which_side() -> None:
+    """A p-value within 5e-7 of 0.05 was written ``p = 0.050000`` beside either verdict."""
+    assert _p(0.04999999) == "p < 0.05"
+    assert _p(0.0500001) == "p > 0.05"
+    assert _p(0.05) == "p = 0.05"
+    assert _p(0.049999) == "p = 0.049999"
+    assert _p(0.0503) == "p = 0.0503"
+
+
+def test_a_row_of_no_rounds_is_refused_by_name(tmp_path: Path) -> None:
+    """A row of no rounds failed with raw errors (``fmean requires at least one data point``,
+    ``tuple index out of range``); nothing is written."""
+    empty = RowResult(experiment=experiment("I", "Tanh"), rounds=(), seconds=0.0)
+    message = "row 'I / Tanh' has no rounds; expected at least 1 round per row"
+    with pytest.raises(ValueError, match=f"^summary_table: {re.escape(message)}$"):
+        summary_table([empty])
+    with pytest.raises(ValueError, match=f"^results_json: {re.escape(message)}$"):
+        results_json([empty], SETTINGS, 1.0, 1.0, {})
+    path = tmp_path / "report.md"
+    with pytest.raises(ValueError, match=f"^write_report: {re.escape(message)}$"):
+        write_report([empty], SETTINGS, 1.0, 1.0, {}, path)
+    assert not path.exists()
 
 
 def test_a_main_row_of_ones_own_without_the_papers_numbers_is_said_so(tmp_path: Path) -> None:

@@ -110,10 +110,9 @@ def criterion(results: Sequence[RowResult]) -> str:
     true difference of that size gives a t about as large, which falls short of the line about
     half the time.
 
-    Nothing is added when a main row has fewer than 2 rounds: the report then compares none.
+    Nothing is added when every main row has fewer than 2 rounds: the report then compares
+    none (a row of one round beside rows of more is left out of the comparisons).
     """
-    if any(compare(row) is None for row in _published_mains(results)):
-        return CRITERION
     sides = []
     for row in results:
         paper_row = _paper_row(results, row)
@@ -253,6 +252,16 @@ def _batch_lr(first: RoundResult) -> list[float] | None:
     return list(first.batch_lr) or None
 
 
+def _check_rounds(function: str, results: Sequence[RowResult]) -> None:
+    """Refuse a row of no rounds, whose mean and s.d. do not exist."""
+    for row in results:
+        if not row.rounds:
+            raise ValueError(
+                f"{function}: row {row.experiment.key!r} has no rounds; expected at least 1 "
+                "round per row"
+            )
+
+
 def results_json(
     results: Sequence[RowResult],
     settings: RunSettings,
@@ -260,7 +269,12 @@ def results_json(
     training_seconds: float,
     figures: dict[str, str],
 ) -> dict[str, Any]:
-    """The run as a JSON-ready dictionary: settings, choices, and one entry per row."""
+    """The run as a JSON-ready dictionary: settings, choices, and one entry per row.
+
+    Raises:
+        ValueError: a row of no rounds.
+    """
+    _check_rounds("results_json", results)
     protocol = _shared_protocol(results)
     rows = [_row_json(results, row) for row in results]
     if protocol is None:
@@ -388,7 +402,12 @@ def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> list[str]:
 def summary_table(results: Sequence[RowResult]) -> str:
     """Paper vs ours for the tables' main rows, as plain text for the terminal: the verdict is
     the report's, DIFFERS or "within noise" (the test does not tell the two apart), or n/a
-    with fewer than 2 rounds or no number of the paper."""
+    with fewer than 2 rounds or no number of the paper.
+
+    Raises:
+        ValueError: a row of no rounds.
+    """
+    _check_rounds("summary_table", results)
     lines = [
         f"{'table':<6}{'row':<22}{'paper mean (s.d.)':>19}{'ours mean (s.d.)':>19}  verdict",
     ]
@@ -967,11 +986,21 @@ def _differences_section(
     if unpublished:  # (main rows of one's own, given no PaperResult)
         labels = ", ".join(f"Table {r.experiment.table} {r.experiment.label}" for r in unpublished)
         lines += [f"({labels}: no number of the paper to compare with.)", ""]
-    mains = _published_mains(results)
-    comparisons = [(r, compare(r)) for r in mains]
-    if any(c is None for _, c in comparisons):
+    published = _published_mains(results)
+    comparisons = [(r, compare(r)) for r in published]
+    if published and all(c is None for _, c in comparisons):
         lines += ["(Fewer than 2 rounds: no standard deviation, so no comparison.)", ""]
         return lines
+    once = [r for r, c in comparisons if c is None]
+    if once:  # (rows of one round beside rows of more, as results put together by hand give)
+        labels = ", ".join(f"Table {r.experiment.table} {r.experiment.label}" for r in once)
+        lines += [
+            f"({labels}: fewer than 2 rounds, no standard deviation, so not compared; the "
+            "counts below are of the other rows.)",
+            "",
+        ]
+    mains = [r for r, c in comparisons if c is not None]
+    comparisons = [(r, c) for r, c in comparisons if c is not None]
     if not mains:  # (every main row one's own, or none given: no verdict to count)
         lines += ["(No row holds the paper's numbers: nothing is compared with the paper.)", ""]
         return [*lines, *_differences_beside(results)]
@@ -1386,7 +1415,7 @@ def _p(p_value: float) -> str:
     """A p-value as the report writes it: ``p = 0.03``, or ``p < 0.01``; with more digits
     where two would round it to :data:`SIGNIFICANCE` or across it (``p = 0.049``, not
     ``p = 0.05``, for a contrast the report counts as shown; ``p = 0.053`` for one it does
-    not)."""
+    not), up to 6, and ``p < 0.05`` or ``p > 0.05`` where 6 still round it onto the line."""
     if p_value < 0.01:
         return "p < 0.01"
     digits = 2
@@ -1395,6 +1424,9 @@ def _p(p_value: float) -> str:
         or p_value != round(p_value, digits) == SIGNIFICANCE
     ):
         digits += 1
+    if p_value != SIGNIFICANCE and round(p_value, digits) == SIGNIFICANCE:
+        # (within 5e-7 of the line: a sixth digit still rounds onto it)
+        return f"p {'<' if p_value < SIGNIFICANCE else '>'} {SIGNIFICANCE}"
     return f"p = {p_value:.{digits}f}"
 
 
@@ -1491,7 +1523,12 @@ def write_report(
     figures: dict[str, str],
     path: Path,
 ) -> None:
-    """Write the Markdown report to ``path``."""
+    """Write the Markdown report to ``path``.
+
+    Raises:
+        ValueError: a row of no rounds (before anything is written).
+    """
+    _check_rounds("write_report", results)
     wall, training, rest = _time_parts(wall_seconds, training_seconds)
     lines = [
         '# Reproduction of "Mini deep-learning framework" (EPFL EE-559) with minidl',
