@@ -1393,6 +1393,63 @@ def test_a_schedule_of_ones_own_with_the_default_repr_resumes(tmp_path: Path) ->
     assert (resumed.last_step, resumed_optimizer.lr) == (1, 0.05)
 
 
+def test_a_schedule_of_ones_own_saved_at_another_interval_is_refused(tmp_path: Path) -> None:
+    """A schedule of one's own with the default repr shows no interval: a checkpoint of it
+    stepping per batch loaded into the same schedule stepping per epoch, and the resumed run
+    went on at another rate (0.003125 against 0.000390625 after one more epoch of 4 batches).
+    The interval is compared apart from the repr; nothing is changed."""
+    model = nn.mlp((2, 3, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    schedule = _Halving(optimizer)
+    schedule.interval = "batch"
+    schedule.step()
+    save_checkpoint(tmp_path / "c", model, optimizer, schedule)
+    target = nn.mlp((2, 3, 2))
+    target_optimizer = optim.SGD(target.parameters(), lr=0.1)
+    resumed = _Halving(target_optimizer)
+    assert resumed.interval == "epoch"
+    before = [p.data.clone() for p in target.parameters()]
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "c", target, target_optimizer, resumed)
+    assert str(error.value).startswith(
+        f"load_checkpoint: checkpoint {str(tmp_path / 'c')!r}: the checkpoint is for another "
+        "scheduler: the settings differ (it stepped once per batch, this one steps once per "
+        "epoch; the interval is a setting, not restored from the checkpoint).\n"
+        "checkpoint's scheduler: "
+    )
+    assert (resumed.last_step, target_optimizer.lr, target_optimizer.step_count) == (0, 0.1, 0)
+    assert all(torch.equal(p.data, b) for p, b in zip(target.parameters(), before, strict=True))
+    resumed.interval = "batch"
+    load_checkpoint(tmp_path / "c", target, target_optimizer, resumed)
+    assert (resumed.last_step, target_optimizer.lr) == (1, 0.05)
+
+
+@pytest.mark.parametrize("side", ["save", "load"])
+def test_a_model_on_the_meta_device_is_refused(side: str, tmp_path: Path) -> None:
+    """A model on the meta device holds no values: save_checkpoint failed in torch's words
+    ("Cannot copy out of meta tensor; no data!"), and load_checkpoint returned as if it had
+    restored the parameters, which stayed on the meta device. Both refuse it by name, before
+    anything is written or read."""
+    meta = nn.Sequential(nn.Linear(3, 4, device="meta"), nn.Tanh(), nn.Linear(4, 2, device="meta"))
+    path = tmp_path / "c"
+    if side == "save":
+        with pytest.raises(CheckpointError) as error:
+            save_checkpoint(path, meta)
+        assert not path.exists() and os.listdir(tmp_path) == []
+        what = "there is nothing to save"
+    else:
+        save_checkpoint(path, nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)))
+        with pytest.raises(CheckpointError) as error:
+            load_checkpoint(path, meta)
+        assert all(p.data.is_meta for p in meta.parameters())
+        what = "loading would put nothing in them"
+    assert str(error.value) == (
+        f"{side}_checkpoint: the model's tensors (0.weight, 0.bias, 2.weight and 1 more) are "
+        f"on the meta device, which holds shapes and no values: {what}; build the model on the "
+        "CPU or a GPU"
+    )
+
+
 def test_loading_the_model_alone_leaves_the_modules_generators_alone(tmp_path: Path) -> None:
     source = _dropout_run(seed=0)
     _train_dropout(source, epochs=1)

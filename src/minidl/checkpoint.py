@@ -540,6 +540,7 @@ def save_checkpoint(
     where = "save_checkpoint"
     _check_components(where, model, optimizer, scheduler, generator)
     _check_model_attributes(where, model, "state_dict")
+    _check_not_meta(where, model, "there is nothing to save")
     # What load_checkpoint (and fit) refuse: a scheduler saved with another optimizer's state,
     # or with none, would be restored onto an optimizer it never scheduled.
     if scheduler is not None and optimizer is None:
@@ -1651,6 +1652,22 @@ def _check_model_attributes(where: str, model: Module, method: str) -> None:
         raise CheckpointError(str(error)) from None
 
 
+def _check_not_meta(where: str, model: Module, what: str) -> None:
+    """Refuse, before anything is read or written, a model with a tensor on the meta device,
+    which holds shapes and no values: there would be nothing to save, or a load would change
+    nothing (``copy_`` into a meta tensor does nothing) and still return. ``what`` says which."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    on_meta = [name for name, tensor in named if tensor.data.is_meta]
+    if on_meta:
+        shown = ", ".join(on_meta[:3]) + (
+            f" and {len(on_meta) - 3} more" if len(on_meta) > 3 else ""
+        )
+        raise CheckpointError(
+            f"{where}: the model's tensors ({shown}) are on the meta device, which holds shapes "
+            f"and no values: {what}; build the model on the CPU or a GPU"
+        )
+
+
 def _check_updates_model(where: str, model: Module, optimizer: Optimizer | None) -> None:
     """Refuse an optimizer that updates none of ``model``'s parameters (one built on another
     model, or on this one before it was built again): its state is not this model's. Refuse
@@ -1818,13 +1835,21 @@ def _restore_scheduler(
     (and a ``SequentialSchedule``'s, the ``base_lr`` of its schedules where one was set by
     hand): the state of a schedule with other settings would load into a mix of both. The ``repr``
     after loading (with the saved ``base_lr``, so a scheduler built on an optimizer at another
-    learning rate is accepted) must be the saved one. ``given`` is the scheduler's ``repr``
-    before loading. Raises ``CheckpointError`` naming both schedules, or what the scheduler
+    learning rate is accepted) must be the saved one, and the interval the saved one (which a
+    schedule of one's own with the default ``repr`` does not show). ``given`` is the
+    scheduler's ``repr`` before loading. Raises ``CheckpointError`` naming both schedules, or what the scheduler
     raises for a state it refuses; the caller puts everything back.
     """
-    # (no local variable holds the scheduler's refusal: its traceback holds this frame and the
-    # callers', so that one would make a cycle keeping the model, the optimizer and the
-    # checkpoint's tensors until the cyclic collector runs)
+    # The interval is a setting, which no repr of one's own need show: compared apart (a
+    # schedule saved stepping per batch would go on per epoch). Checkpoints of older versions
+    # do not hold it.
+    if "interval" in saved and saved["interval"] != scheduler.interval:
+        raise CheckpointError(
+            f"{where}: the checkpoint is for another scheduler: the settings differ (it stepped "
+            f"once per {saved['interval']}, this one steps once per {scheduler.interval}; the "
+            "interval is a setting, not restored from the checkpoint).\ncheckpoint's "
+            f"scheduler: {saved['repr']}\nthis scheduler: {given}"
+        )
     try:
         scheduler.load_state_dict(saved["state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
@@ -1949,6 +1974,7 @@ def load_checkpoint(
     # the file holds, and without its path).
     _check_components("load_checkpoint", model, optimizer, scheduler, generator)
     _check_model_attributes("load_checkpoint", model, "load_state_dict")
+    _check_not_meta("load_checkpoint", model, "loading would put nothing in them")
     _check_updates_model("load_checkpoint", model, optimizer)
     if optimizer is not None:
         # (what its load_state_dict below would refuse of the optimizer as it is, a state of
