@@ -2494,6 +2494,40 @@ def test_a_folder_that_takes_no_file_is_named_by_the_checkpoint_path_given(
     assert not path.exists()
 
 
+@pytest.mark.parametrize("through_link", [False, True])
+def test_a_write_that_fails_names_the_temporary_file_written(
+    through_link: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk's error names no file: it named the checkpoint's path, and through a
+    symbolic link the link's target, which the note then called "the temporary file" (the file
+    written is ``.real.ckpt.<random>.tmp`` beside the target). The error names the path given,
+    its note the temporary file written; nothing is left of it."""
+    import errno
+
+    (tmp_path / "t").mkdir()
+    target = tmp_path / "t" / "real.ckpt"
+    path = tmp_path / "link.ckpt" if through_link else target
+    if through_link:
+        path.symlink_to(target)
+
+    def no_space(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError) as info:
+        save_checkpoint(path, nn.Linear(2, 2))
+    monkeypatch.undo()
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    [note] = info.value.__notes__
+    assert re.fullmatch(
+        rf"save_checkpoint: writing '{re.escape(str(tmp_path / 't'))}/\.real\.ckpt\.[0-9a-f]{{12}}"
+        rf"\.tmp', the temporary file that replaces {re.escape(repr(str(path)))} once written in "
+        "full",
+        note,
+    ), note
+    assert os.listdir(tmp_path / "t") == []
+
+
 class _Noise(nn.Module):
     """Gaussian noise in training mode, drawn from a generator of its own held in the
     attribute ``name``."""

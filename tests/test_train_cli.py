@@ -2009,6 +2009,36 @@ def test_a_resumed_file_in_a_folder_that_takes_no_file_is_refused(unwritable_fol
     _check_checkpoint_path("--resume", path, writes=False)
 
 
+@pytest.mark.parametrize("flag", ["--checkpoint", "--resume"])
+def test_a_checkpoint_folder_that_cannot_be_searched_is_named_so(
+    flag: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder behind one that cannot be searched (mode 700, another user's) was said not to
+    exist ("expected a file path in an existing folder"): its permission is the cause. (Its
+    lookup is refused here by hand, which works as root too.)"""
+    import errno
+
+    from minidl.cli import _check_checkpoint_path
+
+    folder = tmp_path / "locked" / "sub"
+    folder.mkdir(parents=True)
+    real_stat = os.stat
+
+    def refusing_stat(target: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if os.fspath(target) == str(folder):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(target))
+        return real_stat(target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", refusing_stat)
+    path = str(folder / "x.ckpt")
+    hint = "; give --checkpoint PATH to save elsewhere" if flag == "--resume" else ""
+    with pytest.raises(ValueError) as error:
+        _check_checkpoint_path(flag, path, writes=True)
+    assert str(error.value) == (
+        f"{flag} {path}: cannot write into the folder {folder} (Permission denied){hint}"
+    )
+
+
 def test_a_checkpoint_path_is_only_looked_up_by_the_rank_that_writes_it(tmp_path: Path) -> None:
     """Rank 0 alone writes --checkpoint, possibly on another machine than the other ranks: a
     folder that exists on rank 0's machine alone was refused by the others ('expected a file

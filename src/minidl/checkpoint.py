@@ -1048,7 +1048,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
                 _create_temporary(folder, path.name, 0o666 if mode is None else mode, made), "wb"
             )
         temporary = made[-1]
-        with naming_file(path), file:  # (a full disk's error names no file)
+        with naming_file(temporary), file:  # (a full disk's error names no file)
             if mode is not None and hasattr(os, "fchmod"):
                 os.fchmod(file.fileno(), mode)  # (what the umask took away)
             half = len(data) // 2
@@ -1656,8 +1656,8 @@ def _check_not_meta(where: str, model: Module, what: str) -> None:
     """Refuse, before anything is read or written, a model with a tensor on the meta device,
     which holds shapes and no values: there would be nothing to save, or a load would change
     nothing (``copy_`` into a meta tensor does nothing) and still return. ``what`` says which."""
-    named = [*model.named_parameters(), *model.named_buffers()]
-    on_meta = [name for name, tensor in named if tensor.data.is_meta]
+    on_meta = [name for name, p in model.named_parameters() if p.data.is_meta]
+    on_meta += [name for name, buffer in model.named_buffers() if buffer.is_meta]
     if on_meta:
         shown = ", ".join(on_meta[:3]) + (
             f" and {len(on_meta) - 3} more" if len(on_meta) > 3 else ""

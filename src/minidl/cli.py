@@ -933,6 +933,16 @@ def _check_checkpoint_path(flag: str, path: str, *, writes: bool) -> None:
     # A symbolic link: the save writes its target, whose folder is the one to check.
     real = os.path.realpath(path)
     folder = os.path.dirname(real)
+    hint = "; give --checkpoint PATH to save elsewhere" if flag == "--resume" else ""
+    try:
+        os.stat(folder)
+    except PermissionError as error:  # (a folder above it not searchable: it may well exist)
+        raise ValueError(
+            f"{flag} {_shown_path(path)}: cannot write into the folder {_shown_path(folder)} "
+            f"({error.strerror or error})" + hint
+        ) from None
+    except (OSError, ValueError):
+        pass  # (missing: refused just below)
     if not os.path.isdir(folder) or os.path.isdir(path):
         linked = f" (it links to {_shown_path(real)})" if os.path.islink(path) else ""
         raise ValueError(
@@ -954,7 +964,6 @@ def _check_checkpoint_path(flag: str, path: str, *, writes: bool) -> None:
     try:
         check_folder_takes_files(folder)
     except OSError as error:
-        hint = "; give --checkpoint PATH to save elsewhere" if flag == "--resume" else ""
         raise ValueError(
             f"{flag} {_shown_path(path)}: cannot write into the folder {_shown_path(folder)} "
             f"({error.strerror or error})" + hint
