@@ -4,6 +4,7 @@ found missing: each pins a behaviour that a small change of the code left unnoti
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import pytest
@@ -77,8 +78,11 @@ def test_on_epoch_returning_a_tensor_that_is_no_bool_of_one_element_is_refused(
     model = nn.mlp((2, 3, 2), "tanh", dtype=F64)
     optimizer = optim.SGD(model.parameters(), lr=0.1)
     history = History()
+    described = f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
     with pytest.raises(
-        TypeError, match=r"^fit: on_epoch must return None or a bool .*, got Tensor$"
+        TypeError,
+        match=r"^fit: on_epoch must return None or a bool \(True stops the training after its "
+        r"epoch; a tensor of one bool too\), got " + re.escape(described) + "$",
     ):
         fit(
             model,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -1480,3 +1481,137 @@ def test_a_validation_set_that_on_epoch_spoils_is_refused_after_it(change: str) 
             history=history,
         )
     assert len(history.train_loss) == 1
+
+
+@pytest.mark.parametrize("change", ["item added", "item taken out", "x of other features"])
+def test_a_validation_list_that_on_epoch_reshapes_is_refused_after_it(change: str) -> None:
+    """A validation list that on_epoch gave a third item, or took one out of, failed with
+    ``check_labelled() takes 4 positional arguments but 5 were given``; one whose x it replaced
+    by one of 5 features trained another epoch, not recorded, and failed in Linear's words. Each
+    is refused after on_epoch, before any more training; the epoch stays recorded."""
+    from minidl.train import History, fit
+
+    x = torch.randn(20, 2, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(20) % 3
+    validation: list[Tensor] = [x.clone(), y.clone()]
+
+    def on_epoch(record: object) -> None:
+        if change == "item added":
+            validation.append(y)
+        elif change == "item taken out":
+            validation.pop()
+        else:
+            validation[0] = torch.randn(20, 5)
+
+    model = nn.mlp((2, 4, 3))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    history = History()
+    expected = {
+        "item added": (
+            TypeError,
+            "on_epoch changed validation to a list of 3 items; it must stay "
+            "an (x, y) pair of tensors",
+        ),
+        "item taken out": (
+            TypeError,
+            "on_epoch changed validation to a list of 1 item; it must "
+            "stay an (x, y) pair of tensors",
+        ),
+        "x of other features": (
+            ValueError,
+            "validation (changed by on_epoch) x must hold samples like the training x",
+        ),
+    }[change]
+    with pytest.raises(expected[0], match=r"^fit: " + re.escape(expected[1])):
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optimizer,
+            x,
+            y,
+            epochs=3,
+            batch_size=5,
+            validation=validation,
+            on_epoch=on_epoch,
+            history=history,
+        )
+    assert len(history.train_loss) == 1 and optimizer.step_count == 4
+
+
+@pytest.mark.parametrize("change", ["shrunk", "grown", "other dtype"])
+def test_a_training_set_that_on_epoch_resizes_is_refused_after_it(change: str) -> None:
+    """x and y resized in place by on_epoch (``resize_``, or x given float64 values through
+    ``.data``) were taken: the next epoch ran on
+    the batches of the new size while its loss was divided by the old count of batches (2/5
+    of the true loss, 0.748 for 1.871). Refused after on_epoch, as fit_rounds refuses it."""
+    from minidl.train import History, fit
+
+    x = torch.randn(23, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(23) % 3
+
+    def on_epoch(record: object) -> None:
+        if change == "shrunk":
+            x.resize_(10, 3)
+            y.resize_(10)
+        elif change == "grown":
+            x.resize_(30, 3)
+            y.resize_(30)
+        else:
+            x.data = x.data.double()
+
+    model = nn.mlp((3, 6, 3))
+    optimizer = optim.SGD(model.parameters(), lr=0.0)
+    history = History()
+    name, shape, dtype = {
+        "shrunk": ("x", "(10, 3)", "float32"),
+        "grown": ("x", "(30, 3)", "float32"),
+        "other dtype": ("x", "(23, 3)", "float64"),
+    }[change]
+    with pytest.raises(
+        ValueError,
+        match=r"^fit: on_epoch changed "
+        + re.escape(
+            f"{name} to shape {shape}, {dtype} on cpu, from (23, 3), float32 on cpu; the "
+            "training set keeps its shape, dtype and device through a run (change its values in "
+            "place)"
+        )
+        + "$",
+    ):
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optimizer,
+            x,
+            y,
+            epochs=2,
+            batch_size=5,
+            on_epoch=on_epoch,
+            history=history,
+        )
+    assert len(history.train_loss) == 1 and optimizer.step_count == 5
+
+
+@pytest.mark.parametrize(
+    ("validation", "got"),
+    [((1,), "a tuple of 1 item"), ((1, 2, 3), "a tuple of 3 items"), ("ab", "str")],
+)
+def test_a_validation_pair_of_other_length_is_named_by_its_length(
+    validation: object, got: str
+) -> None:
+    """``validation=(x,)`` was refused as "got tuple", the kind that was asked for."""
+    from minidl.train import fit
+
+    model = nn.mlp((2, 3, 2))
+    x, y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(
+        TypeError, match=f"^fit: validation must be an \\(x, y\\) pair of tensors, got {got}$"
+    ):
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optim.SGD(model.parameters(), lr=0.1),
+            x,
+            y,
+            epochs=1,
+            validation=validation,  # type: ignore[arg-type]
+        )

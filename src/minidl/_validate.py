@@ -485,3 +485,17 @@ def add_note(error: BaseException, note: str) -> None:
     if isinstance(error, Exception) and hasattr(error, "add_note"):
         with contextlib.suppress(Exception):
             error.add_note(note)
+
+
+def describe_pair(pair: object) -> str:
+    """What was given for an ``(x, y)`` pair, for a refusal: ``"Tensor"``, ``"a tuple of 3
+    items"``, ``"a tuple of Tensor and list"``, ``"a tuple of a 0-dim Tensor and Tensor"``."""
+    if not isinstance(pair, tuple | list):
+        return type(pair).__name__
+    if len(pair) != 2:
+        return f"a {type(pair).__name__} of {len(pair)} item{'s' if len(pair) != 1 else ''}"
+    parts = [
+        "a 0-dim Tensor" if isinstance(item, Tensor) and item.dim() == 0 else type(item).__name__
+        for item in pair
+    ]
+    return f"a {type(pair).__name__} of {parts[0]} and {parts[1]}"

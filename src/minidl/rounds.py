@@ -32,6 +32,7 @@ from minidl._validate import (
     check_like,
     check_real,
     check_strided,
+    describe_pair,
     refuse_meta,
     shown,
 )
@@ -761,7 +762,7 @@ def _stack_again(
     for index, pair in enumerate(sets):
         if not _pair_of_tensors(pair):
             raise TypeError(
-                f"fit_rounds: on_epoch put {_describe_pair(pair)} in {name}[{index}]; it must "
+                f"fit_rounds: on_epoch put {describe_pair(pair)} in {name}[{index}]; it must "
                 "stay an (x, y) pair of tensors"
             )
         kinds = zip(("x", "y"), pair, (x_all, y_all), dtypes[index], strict=True)
@@ -848,7 +849,7 @@ def _check_sets(
         if not (_pair_of_tensors(pair) and all(tensor.dim() >= 1 for tensor in pair)):
             raise TypeError(
                 f"fit_rounds: train_sets[{index}] must be an (x, y) pair of tensors, got "
-                f"{_describe_pair(pair)}"
+                f"{describe_pair(pair)}"
             )
         # (a sparse or nested set failed in torch's words, at the stack or at its first slice)
         check_strided("fit_rounds", f"train_sets[{index}] x", pair[0])
@@ -879,7 +880,7 @@ def _check_sets(
         if not isinstance(pair, tuple | list) or len(pair) != 2:
             raise TypeError(
                 f"fit_rounds: validation_sets[{index}] must be an (x, y) pair of tensors, got "
-                f"{_describe_pair(pair)}"
+                f"{describe_pair(pair)}"
             )
         name = f"validation_sets[{index}]"
         _, y = check_labelled("fit_rounds", name + " ", *pair, set_name=name)
@@ -899,20 +900,6 @@ def _pair_of_tensors(pair: object) -> TypeGuard[tuple[Tensor, Tensor] | list[Ten
         and len(pair) == 2
         and all(isinstance(tensor, Tensor) for tensor in pair)
     )
-
-
-def _describe_pair(pair: object) -> str:
-    """What was given for an ``(x, y)`` pair, for a refusal: ``"Tensor"``, ``"a tuple of 3
-    items"``, ``"a tuple of Tensor and list"``, ``"a tuple of a 0-dim Tensor and Tensor"``."""
-    if not isinstance(pair, tuple | list):
-        return type(pair).__name__
-    if len(pair) != 2:
-        return f"a {type(pair).__name__} of {len(pair)} item{'s' if len(pair) != 1 else ''}"
-    parts = [
-        "a 0-dim Tensor" if isinstance(item, Tensor) and item.dim() == 0 else type(item).__name__
-        for item in pair
-    ]
-    return f"a {type(pair).__name__} of {parts[0]} and {parts[1]}"
 
 
 def _check_fit(

@@ -25,6 +25,7 @@ from minidl._validate import (
     check_real,
     check_samples,
     check_strided,
+    describe_pair,
     refuse_meta,
     shown,
 )
@@ -432,10 +433,14 @@ def _stops(value: object, where: str = "fit") -> bool:
         return bool(value)
     if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
         return bool(value)
+    got = (
+        f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
+        if isinstance(value, Tensor)
+        else type(value).__name__
+    )
     raise TypeError(
         f"{where}: on_epoch must return None or a bool (True stops the training after its "
-        "epoch), "
-        f"got {type(value).__name__}"
+        f"epoch; a tensor of one bool too), got {got}"
     )
 
 
@@ -685,7 +690,7 @@ def fit(
         not isinstance(validation, tuple | list) or len(validation) != 2
     ):
         raise TypeError(
-            f"fit: validation must be an (x, y) pair of tensors, got {type(validation).__name__}"
+            f"fit: validation must be an (x, y) pair of tensors, got {describe_pair(validation)}"
         )
     epochs = check_int("fit", "epochs", epochs, low=0)
     if scheduler is not None and not isinstance(scheduler, LRScheduler):
@@ -867,7 +872,8 @@ def fit(
         check_class_indices("fit", "validation ", y_validation, width)
     history = History() if history is None else history
     batches = BatchIterator(x, y, batch_size, generator=generator, drop_last=drop_last)
-    batch_count = len(batches)  # (per epoch; fixed for the run)
+    batch_count = len(batches)  # (per epoch; fixed for the run: see _check_kept)
+    training_kinds = (_kind(x), _kind(y))
     if scheduler is not None:
         _check_step_limit("fit", scheduler, epochs - start_epoch, batch_count)
         _check_rates("fit", scheduler, optimizer, start_epoch, epochs, batch_count)
@@ -960,18 +966,46 @@ def fit(
                         stop = on_epoch(record)
                     if stop is not None and _stops(stop):
                         break
+                    _check_kept(x, y, training_kinds)
                     if validation is not None:
                         # The validation set as on_epoch left it, checked as before training:
                         # labels made no class indices below the width were counted as wrong,
                         # silently, and a set resized failed in torch's words.
                         changed = "validation (changed by on_epoch) "
-                        check_labelled("fit", changed, *validation)
+                        if len(validation) != 2:  # (a list's items added or taken out)
+                            raise TypeError(
+                                "fit: on_epoch changed validation to "
+                                f"{describe_pair(validation)}; it must stay an (x, y) pair of "
+                                "tensors"
+                            )
+                        x_changed, _ = check_labelled("fit", changed, *validation)
+                        check_like("fit", f"{changed}x", x_changed, x, "the training x")
                         check_class_indices("fit", changed, validation[1], width)
         finally:
             if loaded:
                 assert folded is not None
                 folded.store()
     return history
+
+
+def _kind(tensor: Tensor) -> tuple[tuple[int, ...], torch.dtype, torch.device]:
+    """A tensor's shape, dtype and device."""
+    return tuple(tensor.shape), tensor.dtype, tensor.device
+
+
+def _check_kept(x: Tensor, y: Tensor, kinds: tuple[tuple[Any, ...], tuple[Any, ...]]) -> None:
+    """Refuse a training set that ``on_epoch`` resized or gave another dtype or device in place
+    (``resize_``, ``set_``): the run's batches per epoch, by which its losses are averaged and
+    its schedule counted, are fixed before training (the epoch's loss came out 2/5 of the
+    true one), as :func:`~minidl.rounds.fit_rounds` refuses it."""
+    for name, tensor, (shape, dtype, device) in zip(("x", "y"), (x, y), kinds, strict=True):
+        if _kind(tensor) != (shape, dtype, device):
+            raise ValueError(
+                f"fit: on_epoch changed {name} to shape {tuple(tensor.shape)}, "
+                f"{str(tensor.dtype).removeprefix('torch.')} on {tensor.device}, from {shape}, "
+                f"{str(dtype).removeprefix('torch.')} on {device}; the training set keeps its "
+                "shape, dtype and device through a run (change its values in place)"
+            )
 
 
 def _forward_of_its_own(criterion: Loss) -> bool:
