@@ -402,7 +402,8 @@ class FoldedStep:
         (:data:`_LOSSES`); an optimizer that does not update exactly the model's parameters, as
         flat buffers, with state tensors of their shape and dtype; a method that fit calls set
         on one of the three or replaced on its class (see :data:`_MODEL_METHODS`); data that is
-        not a plain CPU float32 or float64 tensor; or :func:`minidl.detect_anomaly` enabled."""
+        not a plain CPU float32 or float64 tensor, or that shares memory with the parameters or
+        their gradients (see :func:`_apart`); or :func:`minidl.detect_anomaly` enabled."""
         if type(model) is not Sequential or type(criterion) not in _LOSSES:
             return None
         if not _plain(x, y):
@@ -424,6 +425,8 @@ class FoldedStep:
         layers = sum(isinstance(module, Linear) for module in modules)
         if len(parameters) != 2 * layers or not _same(parameters, optimizer.params):
             return None  # (a parameter shared by two layers: its gradient is their sum)
+        if not _apart(x, y, parameters):
+            return None
         first = parameters[0].data
         if any(p.data.dtype is not x.dtype or not p.data.is_cpu for p in parameters):
             return None
@@ -448,6 +451,7 @@ class FoldedStep:
             and _plain(x, y)
             and step.values.dtype is x.dtype
             and step.usable(model)  # type: ignore[arg-type]
+            and _apart(x, y, step._parameters)
         ):
             return step
         return None
@@ -788,6 +792,25 @@ def _plain(x: Tensor, y: Tensor) -> bool:
         type(tensor) is Tensor and tensor.is_cpu and tensor.layout is torch.strided
         for tensor in (x, y)
     )
+
+
+def _apart(x: Tensor, y: Tensor, parameters: Sequence[Parameter]) -> bool:
+    """Whether the memory of ``x`` and ``y`` lies apart from that of ``parameters`` and their
+    gradients. Data over a parameter's memory (``x = layer.weight.data``) changes as the model
+    trains, which the step-by-step loop reads at each epoch; a folded step trains on copies of
+    the parameters, written back at the end (the parameters came out 0.2 apart)."""
+    spans = []
+    for parameter in parameters:
+        for tensor in (parameter.data, parameter.grad):
+            if tensor is not None:
+                storage = tensor.untyped_storage()
+                spans.append((storage.data_ptr(), storage.data_ptr() + storage.nbytes()))
+    for tensor in (x, y):
+        storage = tensor.untyped_storage()
+        low, high = storage.data_ptr(), storage.data_ptr() + storage.nbytes()
+        if any(low < end and start < high for start, end in spans):
+            return False
+    return True
 
 
 def _version(tensor: Tensor) -> int | None:

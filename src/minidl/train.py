@@ -966,7 +966,7 @@ def fit(
                         stop = on_epoch(record)
                     if stop is not None and _stops(stop):
                         break
-                    _check_kept(x, y, training_kinds)
+                    _check_set_unchanged(x, y, training_kinds)
                     if validation is not None:
                         # The validation set as on_epoch left it, checked as before training:
                         # labels made no class indices below the width were counted as wrong,
@@ -993,7 +993,9 @@ def _kind(tensor: Tensor) -> tuple[tuple[int, ...], torch.dtype, torch.device]:
     return tuple(tensor.shape), tensor.dtype, tensor.device
 
 
-def _check_kept(x: Tensor, y: Tensor, kinds: tuple[tuple[Any, ...], tuple[Any, ...]]) -> None:
+def _check_set_unchanged(
+    x: Tensor, y: Tensor, kinds: tuple[tuple[Any, ...], tuple[Any, ...]]
+) -> None:
     """Refuse a training set that ``on_epoch`` resized or gave another dtype or device in place
     (``resize_``, ``set_``): the run's batches per epoch, by which its losses are averaged and
     its schedule counted, are fixed before training (the epoch's loss came out 2/5 of the
