@@ -776,6 +776,10 @@ def _name_checkpoint(error: OSError, path: str | os.PathLike[str]) -> None:
     ):
         return
     error.filename = given
+    if other is not None and os.path.abspath(os.fspath(other)) == os.path.realpath(given):
+        # (a write's error, named by the target of the symbolic link given: see naming_file)
+        add_note(error, f"save_checkpoint: {given!r} is a symbolic link to {os.fspath(other)!r}")
+        return
     written = f"writing {os.fspath(other)!r}, " if other is not None else ""
     add_note(
         error,
@@ -1048,7 +1052,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
                 _create_temporary(folder, path.name, 0o666 if mode is None else mode, made), "wb"
             )
         temporary = made[-1]
-        with naming_file(temporary), file:  # (a full disk's error names no file)
+        with naming_file(path), file:  # (a full disk's error names no file)
             if mode is not None and hasattr(os, "fchmod"):
                 os.fchmod(file.fileno(), mode)  # (what the umask took away)
             half = len(data) // 2
