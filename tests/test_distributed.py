@@ -1182,6 +1182,67 @@ def test_two_groups_take_two_places_in_the_store(monkeypatch: pytest.MonkeyPatch
     assert prefixes[0] != prefixes[1]
 
 
+def _rejoin_worker(rank: int, port: int, out: str) -> None:
+    """Rank ``rank`` of 2, on one store (one MASTER_PORT): three groups joined one after the
+    other, rank 1 leaving each half a second after rank 0; then a pass over shards after rank 1
+    alone set its batches' shuffle off."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    result: dict[str, Any] = {"joins": []}
+    for _ in range(3):
+        try:
+            with ProcessGroup(Launch(rank, 2, rank), timeout=60.0) as group:
+                DataParallel(mlp((2, 3, 2), "tanh"), group)
+                if rank == 1:
+                    time.sleep(0.5)
+            result["joins"].append("joined")
+        except DistributedError as error:
+            result["joins"].append(str(error))
+            break
+    with ProcessGroup(Launch(rank, 2, rank), timeout=60.0) as group:
+        parallel = DataParallel(mlp((2, 3, 2), "tanh"), group)
+        x, y = torch.zeros(40, 2), torch.zeros(40, dtype=torch.long)
+        batches = BatchIterator(x, y, 20, generator=torch.Generator().manual_seed(1))
+        shards = parallel.shard(batches)
+        for _ in shards:
+            pass
+        if rank == 1:
+            batches.shuffle = False
+        result["second pass"] = _attempt(lambda: list(shards))
+    torch.save(result, Path(out) / f"rejoin-rank{rank}.pt")
+
+
+def test_groups_joined_again_on_one_store_and_a_shuffle_set_on_one_rank(tmp_path: Path) -> None:
+    """torch names every default group "0" again once the last one is destroyed, and gloo read
+    the addresses of the ranks' previous group in the store: a rank joining a new group while
+    another was still in the previous one failed after 50 s (``Gloo connectFullMesh failed``).
+    Each join of a process has its own place in the store now. And the digest of a pass's order
+    was gathered only from ranks that shuffle: a rank that set shuffle off gathered fewer
+    digests, and gloo aborted its process (``Received data size doesn't match``) where every
+    rank should refuse the batches by name."""
+    torch.multiprocessing.spawn(_rejoin_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    results = [torch.load(tmp_path / f"rejoin-rank{rank}.pt") for rank in range(2)]
+    refusal = (
+        "DistributedError: DataParallel: the batches (the number of samples, the batch size, "
+        "shuffle, drop_last) of ranks [1] differs from rank 0's; every rank must run the same "
+        "model on batches of the same sizes (set batch_size, shuffle and drop_last alike on "
+        "every rank)"
+    )
+    for result in results:
+        assert result["joins"] == ["joined"] * 3
+        assert result["second pass"] == refusal
+
+
+def test_parameter_checksum_refuses_what_is_no_parameter_by_name() -> None:
+    """It failed with a bare ``AttributeError: 'float' object has no attribute 'data'``."""
+    with pytest.raises(
+        TypeError,
+        match=r"^parameter_checksum: parameters must be minidl Parameters "
+        r"\(model\.parameters\(\)\), got builtins\.float at index 0$",
+    ):
+        distributed.parameter_checksum([1.0])  # type: ignore[list-item]
+
+
 class _SilentStore:
     """The store of a rank 0 that hangs (stopped, its machine cut off): every call waits for an
     answer that comes only when the test releases it."""

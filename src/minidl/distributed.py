@@ -99,6 +99,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.distributed.distributed_c10d import PrefixStore
 from torch.distributed.rendezvous import rendezvous
 
 from minidl._validate import check_int, check_real, shown, without_addresses
@@ -297,6 +298,9 @@ class ProcessGroup:
     #: 0's random number, agreed at the join.
     _prefix = "minidl/"
 
+    #: The joins this process has made (each gloo's keys under its own count: see __init__).
+    _joins = 0
+
     def __init__(
         self,
         launch: Launch,
@@ -361,9 +365,14 @@ class ProcessGroup:
         try:
             url = f"env://?rank={self.rank}&world_size={self.world_size}"
             store, _, _ = next(rendezvous(url, timeout=delta))
+            # Each join of this process its own place in the store: torch names every default
+            # group "0" again once the last is destroyed, so that gloo read the addresses of
+            # the ranks' previous group there, and a rank joining while another was still in
+            # its previous group failed (ranks join their groups in the same order).
+            ProcessGroup._joins += 1
             dist.init_process_group(
                 self.backend,
-                store=store,
+                store=PrefixStore(f"minidl-join/{ProcessGroup._joins}/", store),
                 rank=self.rank,
                 world_size=self.world_size,
                 timeout=delta,
@@ -978,24 +987,30 @@ class _AgreedShards(ShardedBatches):
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         batches = self.batches
-        # (the sizes again: batch_size or drop_last set on one rank since, its shards would not
-        # make up the others' batches; and the order, where drawn: one collective for both)
+        # (the sizes again: batch_size, shuffle or drop_last set on one rank since, its shards
+        # would not make up the others' batches; and the order: one collective for both)
         checks: list[tuple[str, str, str | Tensor, str]] = [
             self._parallel._batches_agreement(batches, data=False)
         ]
-        if batches.shuffle:
-            generator = batches.generator
-            state = (torch.default_generator if generator is None else generator).get_state()
-            checks.append(
-                (
-                    "order",
-                    "the state of the generator that draws this pass's order of the samples",
-                    _checksum([state]),
-                    "seed every rank's generator identically (fit(..., generator=torch."
-                    "Generator().manual_seed(seed))) and draw nothing else from it: from torch's "
-                    "global generator, a Dropout draws more numbers on a rank with a larger shard",
-                )
+        # (an order's digest on every rank, a constant one where nothing is drawn: a rank that
+        # set shuffle since would gather another number of digests, which gloo answers by
+        # aborting the process, not by the refusal of the first check below)
+        generator = batches.generator
+        state = (
+            (torch.default_generator if generator is None else generator).get_state()
+            if batches.shuffle
+            else torch.empty(0, dtype=torch.uint8)
+        )
+        checks.append(
+            (
+                "order",
+                "the state of the generator that draws this pass's order of the samples",
+                _checksum([state]),
+                "seed every rank's generator identically (fit(..., generator=torch."
+                "Generator().manual_seed(seed))) and draw nothing else from it: from torch's "
+                "global generator, a Dropout draws more numbers on a rank with a larger shard",
             )
+        )
         self._parallel._agree_all(checks)
         return super().__iter__()
 
@@ -1141,7 +1156,8 @@ class DataParallel:
         contents = "the number of samples, the batch size, shuffle, drop_last"
         if not data:
             return ("batches", contents, sizes, "every rank must run the same model on batches "
-                    "of the same sizes (set batch_size and drop_last alike on every rank)")  # fmt: skip
+                    "of the same sizes (set batch_size, shuffle and drop_last alike on every "
+                    "rank)")  # fmt: skip
         digest = int(_checksum([batches.x, batches.y]))
         return (
             "batches",
@@ -1285,8 +1301,13 @@ class DataParallel:
 def parameter_checksum(parameters: Iterable[Parameter]) -> Tensor:
     """A 0-dim int64 checksum of the bits of every parameter value: equal values give equal
     checksums, and any change of any bit gives another (but with probability 2**-64): the first
-    8 bytes of a BLAKE2b digest of the values' bytes, dtypes and shapes, in order."""
-    return _checksum([parameter.data for parameter in parameters])
+    8 bytes of a BLAKE2b digest of the values' bytes, dtypes and shapes, in order.
+
+    Raises:
+        TypeError: what is not an iterable of minidl Parameters.
+    """
+    given = _given_parameters("parameter_checksum", parameters)
+    return _checksum([parameter.data for parameter in given])
 
 
 def _shapes(tensors: Sequence[Tensor]) -> str:
