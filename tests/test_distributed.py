@@ -934,6 +934,24 @@ def test_cli_an_error_of_the_groups_arguments_is_mains_on_every_rank(
     )
 
 
+def test_cli_an_anomaly_of_a_rank_other_than_0_is_printed_naming_it(tmp_path: Path) -> None:
+    """Each rank checks its own shards under --detect-anomaly: rank 0 and rank 1 printed the
+    same line, which the docs say rank 0 alone prints; rank 1's now names it, as its errors
+    do (an anomaly of its shard alone would not be rank 0's to print)."""
+    argv = ["train", "--epochs", "20", "--activation", "relu", "--lr", "1e10", "--detect-anomaly"]
+    ranks = _start_ranks(2, [*argv, "--quiet", "--batch-size", str(BATCH)], tmp_path)
+    for rank in ranks:
+        assert rank.wait(timeout=600) == 1, (tmp_path / "err0.txt").read_text()
+    first = (tmp_path / "err0.txt").read_text().splitlines()
+    second = (tmp_path / "err1.txt").read_text().splitlines()
+    assert next(line for line in first if "anomaly" in line).startswith(
+        "minidl train: anomaly detected: "
+    )
+    assert next(line for line in second if "anomaly" in line).startswith(
+        "minidl train: rank 1: anomaly detected: "
+    )
+
+
 # -- real process groups: a rank that dies or hangs -----------------------------------------------
 
 

@@ -956,19 +956,26 @@ def test_activation_names_are_case_insensitive(
     assert [name.lower() for name in built[1::2]] == [name.lower() for name in activations]
 
 
-@pytest.mark.parametrize("text", ["inf", "Infinity", "1e400", "nan", "0", "-0", "-5", "soon"])
+@pytest.mark.parametrize(
+    "text", ["inf", "Infinity", "1e400", "2e9", "nan", "0", "-0", "-5", "soon"]
+)
 def test_dist_timeout_must_be_a_finite_positive_number(
     text: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``--dist-timeout`` refuses infinity, NaN, zero, negatives and non-numbers with an
-    argparse usage error (exit code 2) that names the flag and the value."""
+    argparse usage error (exit code 2) that names the flag and the value: infinity, as a
+    timeout too long (it was said not to be above 0)."""
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["train", "--dist-timeout", text])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert f"argument --dist-timeout: expected a number of seconds > 0, got {text!r}" in error, (
-        error
+    expected = (
+        "expected a number of seconds <= 1e+09 (about 31 years: torch's timeouts overflow beyond "
+        "9.2e9)"
+        if text in ("inf", "Infinity", "1e400", "2e9")
+        else "expected a number of seconds > 0"
     )
+    assert f"argument --dist-timeout: {expected}, got {text!r}" in error, error
 
 
 def test_dist_timeout_accepts_positive_seconds() -> None:

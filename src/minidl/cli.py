@@ -340,9 +340,9 @@ def _positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"expected a number of seconds > 0, got {_shown(text)}"
         ) from None
-    if not value > 0 or value == float("inf"):
+    if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {_shown(text)}")
-    if value > MAX_TIMEOUT:
+    if value > MAX_TIMEOUT:  # (inf too)
         raise argparse.ArgumentTypeError(
             f"expected a number of seconds <= {MAX_TIMEOUT:g} (about 31 years: torch's timeouts "
             f"overflow beyond 9.2e9), got {_shown(text)}"
@@ -833,7 +833,8 @@ def _run_train(args: argparse.Namespace) -> int:
         train_error = error_rate(model, data.train.x, data.train.y)
         test_error = error_rate(model, data.test.x, data.test.y)
     except AnomalyError as error:
-        _to_stderr(f"minidl train: anomaly detected: {error}")
+        # (each rank checks its own shards: one other than 0 names itself, as its errors do)
+        _to_stderr(f"minidl train: {f'rank {rank}: ' if rank else ''}anomaly detected: {error}")
         return 1
     except KeyboardInterrupt as interrupt:
         how, status = _stopped_by(interrupt)
