@@ -272,6 +272,23 @@ def test_a_rendezvous_without_its_address_is_refused_naming_what_is_unset(
         assert torch.equal(group.all_reduce_(torch.ones(2), "x"), torch.ones(2))
 
 
+@pytest.mark.parametrize("port", ["abc", "0", "65536", "-1", "80x", "\u0661\u0662"])
+def test_a_rendezvous_port_that_is_no_port_number_is_refused_by_name(
+    port: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MASTER_PORT=abc failed at once, said as a timeout of the join ("could not join ...
+    within 3 s: invalid literal for int()"), naming no variable."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", port)
+    with pytest.raises(DistributedError) as error:
+        ProcessGroup(Launch(0, 2, 0), timeout=3.0)
+    assert str(error.value) == (
+        "ProcessGroup: rank 0 cannot join the 2 ranks: the environment variable MASTER_PORT "
+        f"must be a port number in [1, 65535], got {port!r}"
+    )
+    assert not torch.distributed.is_initialized()
+
+
 def test_parameter_checksum_sees_one_ulp() -> None:
     model = mlp((2, 5, 2), "tanh", dtype=torch.float64)
     before = parameter_checksum(model.parameters())

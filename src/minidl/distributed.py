@@ -356,6 +356,14 @@ class ProcessGroup:
                 f"{' and '.join(unset)} {'are' if len(unset) > 1 else 'is'} not set (the address "
                 "and port of rank 0's rendezvous store; torchrun sets both)"
             )
+        port = os.environ["MASTER_PORT"]
+        if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            # (torch's int() of it failed at once, said as a timeout of the join)
+            raise DistributedError(
+                f"ProcessGroup: rank {shown(self.rank)} cannot join the {shown(self.world_size)} "
+                f"ranks: the environment variable MASTER_PORT must be a port number in [1, "
+                f"65535], got {shown(port)}"
+            )
         address = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
         delta = timedelta(seconds=self.timeout)
         # Who hosts the rendezvous store, as torch's env:// rendezvous decides: the launcher,
