@@ -7,6 +7,7 @@ import gc
 import inspect
 import math
 import pickle
+import re
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -874,6 +875,25 @@ def test_batched_linear_stacks_only_alike_linear_layers(
 ) -> None:
     with raises(kind, "BatchedLinear.stack", *fragments):
         nn.BatchedLinear.stack(layers)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("which", ["bias", "weight"])
+def test_stack_models_names_a_layer_resized_by_hand_in_its_own_words(which: str) -> None:
+    """A weight or bias resized through ``.data`` was refused as ``BatchedLinear.stack:
+    layers[3]: ...``, a function the caller did not call and the model's index taken for the
+    layer's; it names the layer and the model, as stack_models' other refusals do."""
+    models = [nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2)) for _ in range(4)]
+    if which == "bias":
+        models[3][2].bias.data = torch.zeros(5)
+        expected = "layer 2 of models[3]: bias has shape (5,), expected (out_features,) = (2,)"
+    else:
+        models[1][0].weight.data = torch.zeros(3, 3)
+        expected = (
+            "layer 0 of models[1]: weight has shape (3, 3), expected (out_features, "
+            "in_features) = (3, 2)"
+        )
+    with pytest.raises(ValueError, match=f"^stack_models: {re.escape(expected)}$"):
+        nn.stack_models(models)
 
 
 def test_batched_linear_of_one_model_is_that_linear() -> None:

@@ -14,7 +14,7 @@ from minidl import anomaly
 from minidl._setting import Setting
 from minidl._validate import shown
 from minidl.nn._cached_derivative import CachedDerivative
-from minidl.nn._checks import check_parameter_attributes
+from minidl.nn._checks import check_layer_parameters, check_parameter_attributes
 from minidl.nn.activation_base import Activation
 from minidl.nn.batched_linear import BatchedLinear
 from minidl.nn.linear import Linear
@@ -223,8 +223,16 @@ def _stack_models(
                     "own instead (a subclass of Linear that overrides them is refused too)",
                 )
                 # (a weight or bias set by hand, which the layer itself refuses at its forward)
-                check_parameter_attributes(
-                    f"stack_models: layer {position} of models[{index}]", layer, "weight, bias"
+                where = f"stack_models: layer {position} of models[{index}]"
+                check_parameter_attributes(where, layer, "weight, bias")
+                # (their shapes, resized by hand through .data, which BatchedLinear.stack refused
+                # in its own name, of a layer of its list)
+                check_layer_parameters(
+                    where,
+                    layer.weight.data,
+                    None if layer.bias is None else layer.bias.data,
+                    (layer.out_features, layer.in_features),
+                    "out_features, in_features",
                 )
             _check_same_linear(position, linears)
             if modes:
