@@ -862,6 +862,125 @@ def test_run_experiments_refuses_what_is_no_sequence_of_rows(
     assert len(run_experiments([TABLE_II[0]], 1, 0, epochs=1, train=train)) == 1 == len(trained)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "kind", "message"),
+    [
+        ({"base_seed": "a"}, TypeError, "base_seed must be an int, got 'a'"),
+        ({"epochs": -1}, ValueError, "epochs must be an integer >= 1, got -1"),
+        ({"epochs": 0}, ValueError, "epochs must be an integer >= 1, got 0"),
+        ({"epochs": "2", "jobs": 2}, TypeError, "epochs must be an integer >= 1, got '2'"),
+        ({"train": None}, TypeError, "train must be a function, got None"),
+        ({"on_epoch": 3}, TypeError, "on_epoch must be a function or None, got 3"),
+        ({"when_idle": "x"}, TypeError, "when_idle must be a function or None, got 'x'"),
+    ],
+    ids=["seed", "epochs-negative", "epochs-0", "epochs-str", "train", "on-epoch", "when-idle"],
+)
+def test_run_experiments_refuses_its_other_arguments_before_anything_trains(
+    arguments: dict[str, Any], kind: type[Exception], message: str
+) -> None:
+    """A seed, epochs or functions of another kind failed in round_seeds' or fit_rounds' name,
+    in the pool's sorting (``bad operand type for unary -: 'str'``), or once a group had
+    trained (``'int' object is not callable``); epochs=0 was taken. Each is refused in
+    run_experiments' name before any group trains."""
+    seen: list[object] = []
+    rows = [TABLE_II[0], TABLE_III[0]]
+    given = {"base_seed": 0, "epochs": 1, **arguments}
+    base_seed = given.pop("base_seed")
+    with pytest.raises(kind, match=f"^run_experiments: {re.escape(message)}$"):
+        run_experiments(
+            rows,
+            1,
+            base_seed,
+            **{"on_epoch": lambda *record: seen.append(record), **given},
+        )
+    assert seen == []
+
+
+def test_run_experiments_refuses_a_train_function_that_drops_a_row() -> None:
+    """A train function of one's own that returned fewer rows than it was given failed on a
+    bare assert (which ``python -O`` skips)."""
+
+    def train(group: list[Experiment], *args: object, **kwargs: object) -> list[RowResult]:
+        return train_rows_batched(group, *args, **kwargs)[:-1]  # type: ignore[arg-type]
+
+    with pytest.raises(
+        ValueError,
+        match=r"^run_experiments: train returned results for 0 of the 1 distinct rows; it must "
+        r"return one result per row of each group, in the group's order$",
+    ):
+        run_experiments([TABLE_II[0]], 1, 0, epochs=1, train=train)
+
+
+def test_stack_groups_and_training_processes_refuse_what_is_no_rows_or_rounds() -> None:
+    """``training_processes(3, 1, 1)`` raised ``'int' object is not iterable``,
+    ``stack_groups(rows, 'x')`` ``'>' not supported``, and ``stack_groups(rows, 0)`` was
+    taken."""
+    from minidl.experiments.runner import training_processes
+
+    with pytest.raises(TypeError, match=r"^training_processes: experiments must be a sequence"):
+        training_processes(3, 1, 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^stack_groups: rounds must be an integer >= 1, got 'x'$"):
+        stack_groups(TABLE_II, "x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^stack_groups: rounds must be an integer >= 1, got 0$"):
+        stack_groups(TABLE_II, 0)
+
+
+def test_a_learning_rate_beyond_the_protocols_dtype_is_refused_by_the_row() -> None:
+    """A row's lr (or CLR's max_lr) past float32's range was taken, and refused by SGD once
+    its group trained, after the groups before it."""
+    with pytest.raises(
+        ValueError,
+        match=r"^Experiment: lr 1e\+39 is beyond the range of the protocol's dtype float32 "
+        r"\(largest finite value 3\.40282e\+38\)$",
+    ):
+        dataclasses.replace(TABLE_III[0], label="x", lr=1e39)
+    clr = next(row for row in TABLE_III if isinstance(row.scheduler, config.CyclicSchedule))
+    assert clr.scheduler is not None
+    with pytest.raises(ValueError, match=r"^Experiment: scheduler's max_lr 1e\+39 is beyond"):
+        dataclasses.replace(
+            clr,
+            scheduler=dataclasses.replace(clr.scheduler, max_lr=1e39),  # type: ignore[type-var]
+        )
+    wide = dataclasses.replace(clr.protocol, dtype="float64")
+    assert dataclasses.replace(TABLE_III[0], lr=1e39, protocol=wide).lr == 1e39
+
+
+def test_run_settings_take_a_numpy_seed_as_an_int() -> None:
+    """RunSettings converted a NumPy rounds or jobs and refused a NumPy base_seed."""
+    import numpy as np
+
+    settings = RunSettings(
+        rounds=np.int64(2),
+        base_seed=np.int64(3),
+        tables="2",
+        quick=False,
+        epochs_override=None,
+        command="x",
+    )
+    assert type(settings.base_seed) is int and settings.base_seed == 3
+
+
+def test_reproduce_refuses_rounds_whose_stack_would_not_fit_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command line refused such --rounds; reproduce() built the stack, growing until the
+    out-of-memory killer stopped it. Refused before anything is made. (The machine's memory is
+    1 MB here, whatever this machine has.)"""
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 256}
+    monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+    settings = RunSettings(
+        rounds=100, base_seed=0, tables="1", quick=False, epochs_override=None, command="x"
+    )
+    out = tmp_path / "out"
+    with pytest.raises(
+        ValueError,
+        match=r"^reproduce: settings\.rounds 100: the run trains the 100 rounds of .* more than "
+        r"this machine's memory \(1048576 bytes\)$",
+    ):
+        reproduce(settings, out, progress=False, summary=False)
+    assert not out.exists()
+
+
 def test_figure_writer_draws_each_figure_once_when_its_rows_are_in(tmp_path: Path) -> None:
     """A figure waits for every row it shows and is drawn once; the files reach ``out`` only in
     draw_all, the same bytes as figures drawn at the end (write_figures), named in the report's

@@ -429,6 +429,19 @@ class Experiment:
                 raise TypeError(f"Experiment: {name} must be {expected}, got {shown(given)}")
         if not isinstance(self.fault, bool):
             raise TypeError(f"Experiment: fault must be a bool, got {shown(self.fault)}")
+        # (refused by the optimizer only when the row's group trained, after the groups before
+        # it, in SGD's name)
+        dtype = getattr(torch, self.protocol.dtype)
+        largest = torch.finfo(dtype).max
+        rates = [("lr", self.lr)]
+        if isinstance(self.scheduler, CyclicSchedule):
+            rates.append(("scheduler's max_lr", self.scheduler.max_lr))
+        for name, rate in rates:
+            if rate > largest:
+                raise ValueError(
+                    f"Experiment: {name} {shown(rate)} is beyond the range of the protocol's "
+                    f"dtype {self.protocol.dtype} (largest finite value {largest:g})"
+                )
 
     @property
     def activation(self) -> str:

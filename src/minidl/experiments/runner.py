@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import itertools
+import numbers
 import os
 import shlex
 import shutil
@@ -84,8 +85,9 @@ class RunSettings:
                 f"takes at most 10**6 rounds a side), got {shown(self.rounds)}"
             )
         object.__setattr__(self, "rounds", rounds)
-        if isinstance(self.base_seed, bool) or not isinstance(self.base_seed, int):
+        if isinstance(self.base_seed, bool) or not isinstance(self.base_seed, numbers.Integral):
             raise TypeError(f"RunSettings: base_seed must be an int, got {shown(self.base_seed)}")
+        object.__setattr__(self, "base_seed", int(self.base_seed))
         try:
             experiments_for_tables(self.tables)
         except (TypeError, ValueError) as error:
@@ -137,27 +139,30 @@ def run_experiments(
             do not depend on the other rows of its group.
         on_epoch: called with ``(experiment, round index, record)`` after every epoch.
         jobs: worker processes (:mod:`minidl.experiments.pool`); 1 trains here, in this
-            process. The results are the same for any number.
+            process. The results are the same for any number where this process trains with
+            one intra-op thread (``torch.set_num_threads(1)``, as :func:`reproduce` and the
+            workers do; with more, a product's last bits may differ).
         when_idle: with worker processes, called here about every 0.1 s while a worker has
             nothing left to train, with the results of the experiments trained so far (in the
             order of ``experiments``), so that work done there costs the training no core.
             Never called when training here.
     """
-    # (a row given alone, or a list of another thing, failed in dataclasses.replace's words or
-    # "'Experiment' object is not iterable")
-    if isinstance(experiments, str) or not isinstance(experiments, Sequence):
-        raise TypeError(
-            "run_experiments: experiments must be a sequence of Experiment (a list or tuple), "
-            f"got {type(experiments).__name__}"
-        )
-    for index, experiment in enumerate(experiments):
-        if not isinstance(experiment, Experiment):
-            raise TypeError(
-                "run_experiments: experiments must be a sequence of Experiment, got "
-                f"{shown(experiment)} at index {index}"
-            )
+    _check_experiments("run_experiments", experiments)
     rounds = check_int("run_experiments", "rounds", rounds)
     jobs = check_int("run_experiments", "jobs", jobs)
+    # (each failed past the checks: in round_seeds' or fit_rounds' name, in the pool's sorting,
+    # or as "'NoneType' object is not callable" once a group had trained)
+    if isinstance(base_seed, bool) or not isinstance(base_seed, numbers.Integral):
+        raise TypeError(f"run_experiments: base_seed must be an int, got {shown(base_seed)}")
+    base_seed = int(base_seed)
+    if epochs is not None:
+        epochs = check_int("run_experiments", "epochs", epochs)
+    for name, function in (("train", train), ("on_epoch", on_epoch), ("when_idle", when_idle)):
+        if not callable(function) and (name == "train" or function is not None):
+            none = "" if name == "train" else " or None"
+            raise TypeError(
+                f"run_experiments: {name} must be a function{none}, got {shown(function)}"
+            )
     groups = stack_groups(_distinct(experiments), rounds)
     if jobs > 1 and len(groups) > 1:
         from minidl.experiments.pool import train_groups
@@ -181,8 +186,30 @@ def run_experiments(
             train(group, rounds, base_seed, epochs=epochs, on_epoch=on_epoch) for group in groups
         ]
     by_experiment = _by_experiment(experiments, results)
-    assert len(by_experiment) == len(experiments), "a group's results miss one of its rows"
+    if len(by_experiment) != len(experiments):  # (a train function of one's own)
+        raise ValueError(
+            f"run_experiments: train returned results for {len(by_experiment)} of the "
+            f"{len(experiments)} distinct rows; it must return one result per row of each group, "
+            "in the group's order"
+        )
     return by_experiment
+
+
+def _check_experiments(where: str, experiments: object) -> None:
+    """Refuse what is no sequence of :class:`Experiment` (a row given alone, or a list of
+    another thing, failed in dataclasses.replace's words or "'Experiment' object is not
+    iterable")."""
+    if isinstance(experiments, str) or not isinstance(experiments, Sequence):
+        raise TypeError(
+            f"{where}: experiments must be a sequence of Experiment (a list or tuple), "
+            f"got {type(experiments).__name__}"
+        )
+    for index, experiment in enumerate(experiments):
+        if not isinstance(experiment, Experiment):
+            raise TypeError(
+                f"{where}: experiments must be a sequence of Experiment, got "
+                f"{shown(experiment)} at index {index}"
+            )
 
 
 def _distinct(experiments: Sequence[Experiment]) -> list[Experiment]:
@@ -204,6 +231,7 @@ def training_processes(experiments: Sequence[Experiment], rounds: int, jobs: int
         >>> training_processes(experiments_for_tables("2"), 2, 2)  # one stack of 14 models
         1
     """
+    _check_experiments("training_processes", experiments)
     rounds = check_int("training_processes", "rounds", rounds)
     jobs = check_int("training_processes", "jobs", jobs)
     groups = stack_groups(_distinct(experiments), rounds)
@@ -238,10 +266,12 @@ def stack_groups(experiments: Sequence[Experiment], rounds: int) -> list[list[Ex
     (``rounds`` per row, at least one row), the rows with the same loss and activations side by
     side (one run each in a :class:`~minidl.nn.StackedLoss` and
     :class:`~minidl.nn.StackedActivation`)."""
+    _check_experiments("stack_groups", experiments)
+    rounds = check_int("stack_groups", "rounds", rounds)
     grouped: dict[Experiment, list[Experiment]] = {}
     for experiment in experiments:
         grouped.setdefault(stack_key(experiment), []).append(experiment)
-    most = max(1, MAX_STACKED_MODELS // max(rounds, 1))
+    most = max(1, MAX_STACKED_MODELS // rounds)
     groups = []
     for rows in grouped.values():
         rows = sorted(rows, key=lambda e: (e.loss, e.mse_reduction, e.activations))
@@ -300,6 +330,9 @@ def reproduce(
     from minidl.experiments.report import results_json, summary_table, write_json, write_report
 
     experiments = experiments_for_tables(settings.tables)
+    # (the command line refuses --rounds so; RunSettings takes up to 10**6 rounds, whose
+    # largest stack would grow until the system's out-of-memory killer stopped the process)
+    _check_rounds_fit(experiments, settings.rounds, "reproduce: settings.rounds")
     # The report and the JSON give the processes that train, which --jobs only bounds.
     processes = training_processes(experiments, settings.rounds, settings.jobs)
     settings = dataclasses.replace(settings, jobs=processes)
@@ -510,8 +543,10 @@ def _require_extras(prefix: str, without_bar: str, *, progress: bool) -> None:
         )
 
 
-def _check_rounds_fit(experiments: Sequence[Experiment], rounds: int) -> None:
-    """Refuse ``--rounds`` whose largest stack (:func:`stack_groups`) takes more bytes than the
+def _check_rounds_fit(
+    experiments: Sequence[Experiment], rounds: int, name: str = "--rounds"
+) -> None:
+    """Refuse ``--rounds`` (``name``) whose largest stack (:func:`stack_groups`) takes more bytes than the
     machine has memory in its models' parameters and their gradients (every
     :class:`~minidl.nn.Parameter` has its ``grad``) and its rounds' data sets alone: the run
     would grow, before its first epoch, until the system's out-of-memory killer stopped it,
@@ -532,7 +567,7 @@ def _check_rounds_fit(experiments: Sequence[Experiment], rounds: int) -> None:
         per_round = len(group) * 2 * parameters * item + samples * (protocol.sizes[0] * item + 8)
         if memory > 0 and rounds * per_round > memory:
             raise ValueError(
-                f"--rounds {shown(rounds)}: the run trains the {shown(rounds)} rounds of "
+                f"{name} {shown(rounds)}: the run trains the {shown(rounds)} rounds of "
                 f"{len(group)} row{'s' * (len(group) != 1)} at once, whose parameters, their "
                 f"gradients and data sets alone take {shown(rounds * per_round)} bytes, more than "
                 f"this machine's memory ({memory} bytes)"
