@@ -1575,15 +1575,15 @@ def test_fit_rounds_refuses_validation_labels_on_epoch_puts_out_of_range(label: 
 
 def test_fit_rounds_names_a_layer_whose_weight_was_resized() -> None:
     """One model's weight data of another shape failed in torch.stack's words (every model's, as
-    "the training sets do not fit"): BatchedLinear.stack checks the tensors against the
-    layer's sizes, as Linear does (review)."""
+    "the training sets do not fit"): stack_models checks the tensors against the layer's
+    sizes, as Linear does, naming the layer and the model (review)."""
     models = _two_models()
     before = [p.data.clone() for model in models for p in model.parameters()]
     original = models[1][0].weight.data
     models[1][0].weight.data = torch.randn(5, 3, dtype=DTYPE)
     with pytest.raises(
         ValueError,
-        match=r"^fit_rounds: BatchedLinear\.stack: layers\[1\]: weight has shape \(5, 3\), "
+        match=r"^fit_rounds: stack_models: layer 0 of models\[1\]: weight has shape \(5, 3\), "
         r"expected \(out_features, in_features\) = \(5, 2\)$",
     ):
         _train_two(models, 1)
