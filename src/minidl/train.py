@@ -613,8 +613,11 @@ def fit(
             (early stopping: the history ends with it). Other return values than ``None`` and
             bools are refused (a TypeError after the epoch, which stays recorded). A
             ``validation`` set it changes in place is checked again after it, as before
-            training (labels that are no class indices below the outputs' width are refused,
-            the epoch recorded).
+            training (an item added to or taken out of a list, an x unlike the training x, or
+            labels that are no class indices below the outputs' width are refused, the epoch
+            recorded); ``x`` and ``y`` keep their shapes, dtypes and devices (a set resized in
+            place, whose epochs would hold other counts of batches, is refused): change their
+            values in place.
         parallel: data-parallel training (a :class:`minidl.distributed.DataParallel`): each
             process trains on its shard of every batch, the gradients are made the global
             batch's after every ``backward``, and the recorded loss is the global one (the
