@@ -18,7 +18,7 @@ import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -803,3 +803,88 @@ def test_a_module_pickled_before_its_gradient_memory_or_dtype_existed_loads_and_
         assert got.dtype == expected.dtype == F64 and torch.equal(got, expected)
         for got_parameter, parameter in zip(old.parameters(), module.parameters(), strict=True):
             assert torch.equal(got_parameter.grad, parameter.grad)
+
+
+class _MaxPick(nn.Module):
+    """Keeps its forward's ``x.max(dim=1)`` (a ``torch.return_types.max``) for its backward."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.best = x.max(dim=1)
+        return self.best.values
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        grad = torch.zeros(grad_output.shape[0], 4)
+        grad.scatter_(1, self.best.indices[:, None], grad_output[:, None])
+        return grad
+
+
+class _Pair(NamedTuple):
+    first: Tensor
+    second: int
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_tuple_of_another_type_holding_tensors_keeps_its_type(how: str) -> None:
+    """A cache that is a tuple of another type (``torch.return_types.max``, a NamedTuple) came
+    back as a plain tuple, and the copy's backward failed (``'tuple' object has no attribute
+    'indices'``); torch.nn.Module keeps the type."""
+    module = _MaxPick()
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    module(x)
+    module.pair = _Pair(torch.ones(2), 3)
+    copied = copy.deepcopy(module) if how == "deepcopy" else pickle.loads(pickle.dumps(module))
+    assert type(copied.best) is type(module.best) and type(copied.pair) is _Pair
+    assert torch.equal(copied.best.indices, module.best.indices)
+    assert torch.equal(copied.pair.first, torch.ones(2)) and copied.pair.second == 3
+    assert torch.equal(copied.backward(torch.ones(3)), module.backward(torch.ones(3)))
+
+
+@pytest.mark.parametrize(
+    ("layout", "how"),
+    [("coo", "deepcopy"), ("coo", "pickle"), ("csr", "pickle"), ("nested", "pickle")],
+)
+def test_a_module_holding_a_tensor_without_storage_is_copied(layout: str, how: str) -> None:
+    """A sparse or nested tensor kept as an attribute (a graph layer's adjacency matrix) failed
+    ``deepcopy`` and pickling in torch's words (``Cannot access storage of SparseTensorImpl``),
+    where torch.nn.Module copies it. It is written as it is; the copy holds equal values, and a
+    tuple holding one with a strided tensor beside it too. (torch deep-copies no CSR or nested
+    tensor, itself: those are pickled only.)"""
+    dense = torch.eye(3)
+    held = {
+        "coo": dense.to_sparse(),
+        "csr": dense.to_sparse_csr(),
+        "nested": torch.nested.nested_tensor([torch.ones(2), torch.ones(3)]),
+    }[layout]
+    module = nn.Linear(3, 3)
+    module.adjacency = held
+    module.both = (held, torch.ones(2))
+    copied = copy.deepcopy(module) if how == "deepcopy" else pickle.loads(pickle.dumps(module))
+    for got in (copied.adjacency, copied.both[0]):
+        assert got.layout == held.layout and got.is_nested == held.is_nested
+        if layout == "nested":
+            assert all(torch.equal(a, b) for a, b in zip(got.unbind(), held.unbind(), strict=True))
+        else:
+            assert torch.equal(got.to_dense(), dense)
+    assert torch.equal(copied.both[1], torch.ones(2))
+
+
+def test_a_shallow_copy_registered_in_its_original_is_refused() -> None:
+    """copy.copy shares the registry of children, so the check that a module does not contain
+    the one it is registered in passed, and the copy became its own child: every traversal
+    then recursed without end (RecursionError)."""
+
+    class Holder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_module("layer", nn.Linear(2, 2))
+
+    original = Holder()
+    shallow = copy.copy(original)
+    with pytest.raises(ValueError) as error:
+        original.register_module("x", shallow)
+    assert str(error.value) == (
+        "Holder.register_module: cannot register a shallow copy of itself (copy.copy, which "
+        "shares its children) as child 'x' (a module would be its own descendant); expected a "
+        "module that does not contain this one"
+    )
+    assert list(original._modules) == ["layer"] and len(list(original.parameters())) == 2

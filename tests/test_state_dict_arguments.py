@@ -180,3 +180,88 @@ def test_the_arguments_are_taken_by_keyword() -> None:
     model, _ = _pair()
     with pytest.raises(TypeError, match=r"state_dict\(\) takes 1 positional argument"):
         model.state_dict(None, "model.")  # type: ignore[misc]
+
+
+def test_loading_into_a_buffer_whose_elements_share_memory_is_refused_before_any_write() -> None:
+    """A buffer registered expanded (a broadcast constant, which PyTorch takes): the load wrote
+    the parameters, then failed in torch's words (``more than one element of the written-to
+    tensor refers to a single memory location``) with the parameter already changed. Refused
+    by name before anything is written; with the entry left out, the rest loads."""
+
+    class Scale(Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_parameter("w", Parameter(torch.ones(3)))
+            self.register_buffer("mask", torch.ones(1).expand(3))
+
+    module = Scale()
+    state = {"w": torch.full((3,), 5.0), "mask": torch.tensor([1.0, 0.0, 1.0])}
+    with pytest.raises(ValueError) as error:
+        module.load_state_dict(state)
+    assert str(error.value) == (
+        "Scale.load_state_dict: entry 'mask' is to be written into 'mask' of shape (3,), whose "
+        "elements share memory (strides (0,), as an expanded tensor has): the copy would fail "
+        "part-way, other entries written; register 'mask' as a tensor whose elements each have "
+        "their own memory (its .clone()), or load without this entry (strict=False)"
+    )
+    assert torch.equal(module.w.data, torch.ones(3))
+    module.load_state_dict({"w": state["w"]}, strict=False)
+    assert torch.equal(module.w.data, state["w"]) and torch.equal(module.mask, torch.ones(3))
+
+
+def _tied_model() -> nn.Sequential:
+    first, second = nn.Linear(3, 3, dtype=F64), nn.Linear(3, 3, dtype=F64)
+    second.register_parameter("weight", first.weight)
+    return nn.Sequential(first, nn.Tanh(), second)
+
+
+def test_a_tied_tensor_given_under_both_names_with_a_nan_loads() -> None:
+    """The two entries of a tied weight (a diverged run's, one tensor under both names) were
+    compared with torch.equal, for which NaN equals nothing: refused as "different values"."""
+    model = _tied_model()
+    state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    weight = state["0.weight"]
+    weight[0, 0] = float("nan")
+    state["2.weight"] = weight
+    model.load_state_dict(state)
+    assert bool(torch.isnan(model[0].weight.data[0, 0])) and model[2].weight is model[0].weight
+    state["2.weight"] = weight.clone()  # (a copy: equal, NaN at the same place)
+    model.load_state_dict(state)
+    other = weight.clone()
+    other[1, 1] = 7.0
+    state["2.weight"] = other
+    with pytest.raises(ValueError, match=r"hold different values; expected one of them"):
+        model.load_state_dict(state)
+
+
+def test_a_tied_tensors_second_entry_of_another_shape_is_named_by_its_shape() -> None:
+    """Said as "hold different values", where the entry has another shape."""
+    model = _tied_model()
+    state = dict(model.state_dict())
+    state["2.weight"] = torch.zeros(3, 4, dtype=F64)
+    with pytest.raises(ValueError) as error:
+        model.load_state_dict(state)
+    assert str(error.value) == (
+        "Sequential.load_state_dict: entry '2.weight' has shape (3, 4), expected (3, 3)"
+    )
+
+
+def test_a_sequential_refuses_two_parameters_over_one_tensor() -> None:
+    """``second.weight.data = first.weight.data`` makes two Parameters over one tensor, which an
+    optimizer refuses by name; a Sequential copied each into its flat buffer, untying them
+    without a word (and an optimizer built on it then took them). Refused, nothing changed; the
+    tie made as one Parameter builds."""
+    first, second = nn.Linear(3, 3, dtype=F64), nn.Linear(3, 3, dtype=F64)
+    second.weight.data = first.weight.data
+    with pytest.raises(ValueError) as error:
+        nn.Sequential(first, nn.Tanh(), second)
+    assert str(error.value) == (
+        "Sequential: parameters '0.weight' and '2.weight' are two Parameters over the same "
+        "tensor, which the model's flat buffer would copy apart (untying them); tie them as one "
+        "Parameter (register the Parameter at '0.weight' as '2.weight' too, register_parameter), "
+        "or give each its own tensor (.clone())"
+    )
+    assert second.weight.data.data_ptr() == first.weight.data.data_ptr()
+    second.register_parameter("weight", first.weight)
+    model = nn.Sequential(first, nn.Tanh(), second)
+    assert model[2].weight is model[0].weight

@@ -88,7 +88,7 @@ from minidl.nn.flat import (
     moved_keeping_runs,
     storage_view,
 )
-from minidl.nn.parameter import Parameter
+from minidl.nn.parameter import Parameter, _overlaps
 
 __all__ = [
     "IncompatibleKeys",
@@ -413,8 +413,16 @@ class Module:
                 f"{name!r}, got {given_module(module)}"
             )
         check_initialised(f"{type(self).__name__}.register_module", f"child {name!r}", module)
-        if any(part is self for part in module.modules()):
-            what = "itself" if module is self else f"a {type(module).__name__} that contains it"
+        # (a shallow copy, copy.copy, shares this module's registry of children: registered
+        # here, it would be its own child)
+        if any(part is self or part._modules is self._modules for part in module.modules()):
+            what = (
+                "itself"
+                if module is self
+                else "a shallow copy of itself (copy.copy, which shares its children)"
+                if module._modules is self._modules
+                else f"a {type(module).__name__} that contains it"
+            )
             raise ValueError(
                 f"{type(self).__name__}.register_module: cannot register {what} as child "
                 f"{name!r} (a module would be its own descendant); expected a module that "
@@ -1093,9 +1101,23 @@ class Module:
             target = own[first]
             check_copyable(where, f"entry {alias!r}", value, target)
             check_copyable(where, f"entry {given.get(first, first)!r}", other, target)
-            # (compared as they load: cast to the tensor's dtype, as PyTorch loads both)
-            same = value.shape == other.shape and (
-                target.is_meta or bool(torch.equal(value.to(target.dtype), other.to(target.dtype)))
+            for entry, tensor in ((given.get(first, first), other), (alias, value)):
+                if tensor.shape != target.shape:  # (said as different values, of both)
+                    raise ValueError(
+                        f"{where}: entry {entry!r} has shape {tuple(tensor.shape)}, expected "
+                        f"{tuple(target.shape)}"
+                    )
+            # (compared as they load: cast to the tensor's dtype, as PyTorch loads both; a NaN
+            # in both at one place is the same value, as one tensor given under both names is)
+            same = (
+                value is other
+                or target.is_meta
+                or bool(
+                    torch.equal(value.to(target.dtype), other.to(target.dtype))
+                    or torch.allclose(
+                        value.to(target.dtype), other.to(target.dtype), 0.0, 0.0, equal_nan=True
+                    )
+                )
             )
             if not same:
                 raise ValueError(
@@ -1235,6 +1257,15 @@ class Module:
                 raise ValueError(
                     f"{where}.load_state_dict: {entry} has shape {tuple(value.shape)}, "
                     f"expected {tuple(tensor.shape)}"
+                )
+            if _shares_elements(tensor):  # (a buffer registered expanded: PyTorch takes one)
+                raise ValueError(
+                    f"{where}.load_state_dict: {entry} is to be written into {name!r} of shape "
+                    f"{tuple(tensor.shape)}, whose elements share memory (strides "
+                    f"{tensor.stride()}, as an expanded tensor has): the copy would fail part-way, "
+                    f"other entries written; register {name!r} as a tensor whose elements each "
+                    "have their own memory (its .clone()), or load without this entry "
+                    "(strict=False)"
                 )
         # An entry that shares memory with the module's tensors (a view of its own or another
         # parameter, of the flat buffer they share) is read before anything is written: each
@@ -1540,17 +1571,16 @@ class Module:
                 continue
             if shallow and not isinstance(value, Recent):
                 continue
-            if isinstance(value, Tensor) or (
-                isinstance(value, tuple) and any(isinstance(v, Tensor) for v in value)
-            ):
+            # (a tensor with a storage, alone or in a plain tuple: a sparse or nested one has
+            # none, and a tuple of another type, a NamedTuple or torch.return_types.max, is
+            # written as it is, which keeps its type)
+            if _viewable(value) or (type(value) is tuple and any(_viewable(v) for v in value)):
                 if owned is None:
                     owned = self._owned_storages()
                 if isinstance(value, Tensor):
                     state[name] = _kept_view(value, owned)
                 else:
-                    state[name] = tuple(
-                        _kept_view(v, owned) if isinstance(v, Tensor) else v for v in value
-                    )
+                    state[name] = tuple(_kept_view(v, owned) if _viewable(v) else v for v in value)
             elif isinstance(value, Recent):
                 # A new one, also for a shallow copy (copy.copy), whose parameters may be
                 # replaced on their own: what a cache keeps belongs to this module's tensors.
@@ -1563,7 +1593,7 @@ class Module:
         """The addresses of the storages of the parameters (values and gradients) and buffers
         of this module and its descendants."""
         tensors = [t for p in self.parameters() for t in (p.data, p.grad)] + list(self.buffers())
-        return {t.untyped_storage().data_ptr() for t in tensors}
+        return {t.untyped_storage().data_ptr() for t in tensors if _viewable(t)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """The tensors again; loaded inside ``torch.inference_mode()``, buffers are copied out of
@@ -1710,6 +1740,23 @@ def _held(value: object) -> str:
             return f"a nested tensor of {value.dtype}"
         return f"a tensor of shape {tuple(value.shape)}, {value.dtype}"
     return f"a {type(value).__name__}"
+
+
+def _viewable(value: object) -> bool:
+    """Whether ``value`` is a tensor that :func:`_kept_view` writes: a strided one, not
+    nested (a sparse or nested tensor has no storage to view; it is pickled as it is)."""
+    return isinstance(value, Tensor) and value.layout is torch.strided and not value.is_nested
+
+
+def _shares_elements(tensor: Tensor) -> bool:
+    """Whether two elements of a strided ``tensor`` lie at one memory location (a stride 0, as
+    ``expand`` makes, or strides that meet), which a copy into it refuses part-way."""
+    if tensor.layout is not torch.strided or tensor.is_nested or tensor.is_meta:
+        return False
+    stride_zero = any(
+        stride == 0 and size > 1 for size, stride in zip(tensor.shape, tensor.stride(), strict=True)
+    )
+    return stride_zero or _overlaps(tensor)
 
 
 def _kept_view(tensor: Tensor, owned: set[int]) -> StorageView:
