@@ -137,6 +137,8 @@ class ScaledTanh(nn.Tanh):
         (ScaledTanh(offset=5e-6), 1e-5, 0.0, True),
         (ScaledTanh(offset=2e-5), 1e-5, 0.0, False),
         (ScaledTanh(error=2.0), 0.0, 1.5, False),
+        (ScaledTanh(error=8e-4, offset=8e-6), 1e-5, 1e-3, True),
+        (ScaledTanh(error=2e-3, offset=2e-5), 1e-5, 1e-3, False),
     ],
     ids=[
         "relative-within",
@@ -144,6 +146,8 @@ class ScaledTanh(nn.Tanh):
         "absolute-within",
         "absolute-beyond",
         "relative-to-numeric",
+        "sum-within",
+        "sum-beyond",
     ],
 )
 def test_gradcheck_tolerance_is_atol_plus_rtol_times_numeric(
@@ -152,9 +156,75 @@ def test_gradcheck_tolerance_is_atol_plus_rtol_times_numeric(
     """An element passes when ``|analytic - numeric| <= atol + rtol * |numeric|``: each of the
     two terms on its own lets an error below it pass and catches one above it; the relative
     one is of the numeric value (an analytic 3 times it is 2 times it off: beyond 1.5, though
-    within 1.5 times the analytic)."""
+    within 1.5 times the analytic); and the two are summed, not the larger taken: an error of
+    8e-4 |n| + 8e-6 passes atol 1e-5 and rtol 1e-3, though above the larger of the two terms
+    where |n| is near 1e-2 (a test-suite audit's mutant, max for sum, passed every case)."""
     result = minidl.gradcheck(module, _input(), atol=atol, rtol=rtol, raise_exception=False)
     assert result is passes
+
+
+@pytest.mark.parametrize("scale", [1e5, 3e5])
+@pytest.mark.parametrize("name", ["identity", "leaky", "linear"])
+def test_correct_modules_pass_at_large_magnitudes(name: str, scale: float) -> None:
+    """The outputs were summed under the projection before the difference of the two sides
+    was taken, and that sum's rounding, divided by 2 eps, was beyond the tolerance for outputs
+    of 1e5 and more: correct modules failed, the message blaming their backward (Identity 3 of
+    10 seeds at 1e5, 9 of 10 at 3e5). The differences are taken element by element, and over
+    the step eps actually takes there."""
+    module: nn.Module = {
+        "identity": nn.Identity,
+        "leaky": lambda: nn.LeakyReLU(0.2),
+        "linear": lambda: nn.Linear(5, 4, dtype=F64, generator=torch.Generator().manual_seed(0)),
+    }[name]()
+    for seed in range(3):
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn(8, 5, dtype=F64, generator=generator) * scale
+        assert minidl.gradcheck(module, x), (name, scale, seed)
+
+
+def test_an_eps_below_the_values_resolution_is_named_so() -> None:
+    """eps 1e-300 at a value of 3e5 leaves it as it is: the numeric derivative was 0 and the
+    module's backward was blamed."""
+    x = torch.full((2, 3), 3e5, dtype=F64)
+    with pytest.raises(ValueError) as error:
+        minidl.gradcheck(nn.Identity(), x, eps=1e-300)
+    assert str(error.value) == (
+        "gradcheck: eps 1e-300 is below the resolution of input[0, 0] = 300000 (300000 + eps "
+        "rounds back to it): give a larger eps, or check at values of smaller magnitude"
+    )
+
+
+class _LazyDerivative(nn.Module):
+    """y = x ** 3, whose backward computes 3 x ** 2 at its first call and keeps it."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        self.input = input
+        return input**3
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        if not hasattr(self, "derivative"):
+            self.derivative = 3 * self.input**2
+        return grad_output * self.derivative
+
+
+class _StaleWeightLinear(nn.Linear):
+    """A Linear whose backward copies its weight at its first call and uses that copy after."""
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        if not hasattr(self, "kept"):
+            self.kept = self.weight.data.clone()
+        super().backward(grad_output)
+        return grad_output.mm(self.kept)
+
+
+@pytest.mark.parametrize("module", [_LazyDerivative, _StaleWeightLinear])
+def test_a_backward_that_keeps_what_its_first_call_computed_fails(module: type) -> None:
+    """Every backward gradcheck ran followed a forward on the same input with the same
+    parameters, so one that kept a derivative or a copy of the weights from its first call
+    passed, though wrong at every later call. A forward and backward on another input, with
+    other parameters, comes first now."""
+    built = module() if module is _LazyDerivative else module(3, 3, dtype=F64)
+    assert not minidl.gradcheck(built, _input(), raise_exception=False)
 
 
 @pytest.mark.parametrize("name", ["linear", "tanh", "sequential"])
@@ -497,8 +567,9 @@ class NanBiasLinear(nn.Linear):
 
 
 class NanOnSecondBackwardLinear(nn.Linear):
-    """Right gradients, but every second backward writes NaN into the weight gradient (the
-    second of gradcheck's, which checks that a backward accumulates)."""
+    """Right gradients, but every third backward writes NaN into the weight gradient (the third
+    of each gradcheck's: after the one on another input and the checked one, the one that checks
+    that a backward accumulates)."""
 
     def __init__(self) -> None:
         super().__init__(3, 2, dtype=F64)
@@ -507,7 +578,7 @@ class NanOnSecondBackwardLinear(nn.Linear):
     def backward(self, grad_output: Tensor) -> Tensor:
         self.calls += 1
         grad_input = super().backward(grad_output)
-        if self.calls % 2 == 0:
+        if self.calls % 3 == 0:
             self.weight.grad.fill_(float("nan"))
         return grad_input
 
@@ -859,8 +930,9 @@ def test_a_transposed_weight_gradient_is_caught_on_an_input_drawn_with_the_same_
 class _Square(nn.Module):
     """y = x ** 2 (derivative 2 x), with a student's ``mistake`` in its backward: writing over
     its upstream gradient (or transposing it in place) or over its cached input, a count of
-    calls that the gradient reads, random numbers drawn, or from its second call on a gradient
-    of one row, a tuple, or its upstream gradient written over."""
+    calls that the gradient reads, random numbers drawn, or from its third call on (gradcheck's
+    second on the input checked, after one on another input) a gradient of one row, a tuple, or
+    its upstream gradient written over."""
 
     def __init__(self, mistake: str | None = None) -> None:
         super().__init__()
@@ -886,11 +958,11 @@ class _Square(nn.Module):
         if self.mistake == "transpose":
             grad_output.t_()
             return grad_output.t() * 2 * self._input
-        if self.mistake == "second-shape" and self.calls > 1:
+        if self.mistake == "second-shape" and self.calls > 2:
             return (grad_output * 2 * self._input)[:1]
-        if self.mistake == "second-tuple" and self.calls > 1:
+        if self.mistake == "second-tuple" and self.calls > 2:
             return (grad_output * 2 * self._input,)  # type: ignore[return-value]
-        if self.mistake == "second-writes" and self.calls > 1:
+        if self.mistake == "second-writes" and self.calls > 2:
             return grad_output.mul_(2 * self._input)
         return grad_output * 2 * self._input
 

@@ -41,7 +41,10 @@ def gradcheck(
     The module is reduced to the scalar :math:`s = \langle u, f(x) \rangle` with a fixed random
     :math:`u`; its analytic gradients (``backward(u)`` for the input, the accumulated ``grad`` of
     each parameter) are compared element by element with
-    :math:`(s(\theta + \epsilon e_i) - s(\theta - \epsilon e_i)) / 2\epsilon`. A loss module
+    :math:`\langle u, f(\theta + \epsilon e_i) - f(\theta - \epsilon e_i) \rangle / 2\epsilon`
+    (the outputs' differences taken before they are projected, so that the rounding of a sum of
+    large outputs does not swamp them; and over the step ``eps`` actually takes at each value,
+    as it rounds there). A loss module
     (whose ``forward`` takes ``(prediction, target)``) is checked with respect to the prediction,
     its ``backward`` given the scalar :math:`u`. A module that overrides
     ``backward_parameters`` (what training runs for a network's first layers) has the parameter
@@ -64,9 +67,10 @@ def gradcheck(
 
     Every forward is given a copy of the first input, so that a module that works in place
     on its input (``input.mul_(2)``) is checked as the function of the input it computes. The
-    first forward is given another input (the first input's rows in reverse order, scaled by
-    0.9), so that a backward reading the input of an earlier forward (one cached at the first
-    call only) is caught.
+    first forward and ``backward`` are given another input (the first input's rows in reverse
+    order, scaled by 0.9) and the parameters scaled by 0.9, so that a backward reading the
+    input of an earlier forward, or keeping what its first call computed (a derivative, a copy
+    of the weights), is caught.
 
     A disagreement at a point within ``eps`` of a kink of the function (a ReLU's 0), where the
     one-sided differences :math:`(s(\theta + \epsilon e_i) - s(\theta)) / \epsilon` and
@@ -106,7 +110,9 @@ def gradcheck(
         TypeError, ValueError: a bad argument, named in the message, before anything runs
             (a NaN or infinite value in an input, a parameter or a floating-point buffer, a
             batch norm's running statistics, is one); a forward that
-            returns no floating-point tensor (a tuple, an integer tensor), a TypeError.
+            returns no floating-point tensor (a tuple, an integer tensor), a TypeError; an
+            ``eps`` below the resolution of a value (``x + eps`` rounds back to ``x``), a
+            ValueError naming the element.
 
     Example:
         >>> gradcheck(nn.Linear(3, 2, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64))
@@ -186,8 +192,8 @@ def gradcheck(
         result: Tensor = module(given[0], *others)
         return result
 
-    def scalar(at: Tensor) -> float:
-        return float((output(at) * projection).sum())
+    def _projected(difference: Tensor) -> float:
+        return float((difference * projection).sum())
 
     generator = torch.Generator(device="cpu").manual_seed((seed + _PROJECTION_SEED_OFFSET) % 2**64)
     restore_random = _saved_random_states(module, x.device)
@@ -195,11 +201,20 @@ def gradcheck(
         # A forward on another input first (x's rows in reverse order, scaled by 0.9; a 0-dim
         # x flips as itself) with the parameters scaled by 0.9: a backward that reads the input
         # or the weights its first forward cached (at the first call only) is then wrong, where
-        # forwards on x alone, with the parameters as they are, would all have cached them.
+        # forwards on x alone, with the parameters as they are, would all have cached them;
         other = 0.9 * x.flip(0)
         for parameter in parameters:
             parameter.data.mul_(0.9)
-        output(other)
+        warm_up = output(other)
+        if (
+            isinstance(warm_up, Tensor)
+            and warm_up.is_floating_point()
+            and not (isinstance(module, Loss) and warm_up.dim() != 0)  # (refused below)
+        ):
+            # and its backward: one that keeps what its first call computed (a derivative, a
+            # copy of the weights) is then wrong at the checked call. (The gradients it adds
+            # are zeroed before that call.)
+            module.backward(torch.ones_like(warm_up))
         for parameter, value in zip(parameters, saved_values, strict=True):
             parameter.data.copy_(value)
         result: object = output(x)
@@ -302,8 +317,8 @@ def gradcheck(
         targets += [(name, parameter.data) for name, parameter in named]
         failures: list[str] = []
         parameter_failures: list[str] = []
-        # (the unperturbed value, for the one-sided differences that tell a kink)
-        center = scalar(x) if contract is None else 0.0
+        # (the unperturbed output, for the one-sided differences that tell a kink)
+        center = output(x).clone() if contract is None else None
         for name, tensor in targets if contract is None else ():
             numeric = torch.zeros_like(tensor)
             ahead, behind = torch.zeros_like(tensor), torch.zeros_like(tensor)
@@ -311,13 +326,24 @@ def gradcheck(
             for index in itertools.product(*(range(size) for size in tensor.shape)):
                 original = float(tensor[index])
                 tensor[index] = original + eps
-                plus = scalar(x)
+                up = float(tensor[index]) - original  # (the step taken: eps as it rounds there)
+                plus = output(x).clone()
                 tensor[index] = original - eps
-                minus = scalar(x)
+                down = original - float(tensor[index])
+                minus = output(x).clone()
                 tensor[index] = original
-                numeric[index] = (plus - minus) / (2 * eps)
-                ahead[index] = (plus - center) / eps
-                behind[index] = (center - minus) / eps
+                if up <= 0.0 or down <= 0.0:
+                    raise ValueError(
+                        f"gradcheck: eps {eps:g} is below the resolution of {name}"
+                        f"{list(index)} = {original:.6g} ({original:.6g} + eps rounds back to "
+                        "it): give a larger eps, or check at values of smaller magnitude"
+                    )
+                # The outputs' differences first, then projected: the projection's sum of large
+                # outputs would round away a difference of their last bits.
+                assert center is not None
+                numeric[index] = _projected(plus - minus) / (up + down)
+                ahead[index] = _projected(plus - center) / up
+                behind[index] = _projected(center - minus) / down
             failures += _disagreement(name, analytic[name], numeric, atol, rtol, (ahead, behind))
             if name in only_parameters:
                 parameter_failures += _disagreement(
