@@ -559,3 +559,41 @@ def test_an_anomaly_in_fits_trial_says_it_came_from_the_trial(wrapped: bool) -> 
         fit(model, mnn.CrossEntropyLoss(), optimizer, x, y, epochs=1, batch_size=4)
     notes = getattr(info.value, "__notes__", [])
     assert any("fit ran the model and the loss on the first sample, x[:1]" in n for n in notes)
+
+
+class _Split(nn.Module):
+    """Two outputs: the log and the square root of its input."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x.log(), x.sqrt()
+
+    def backward(self, first: Tensor, second: Tensor) -> Tensor:
+        return first
+
+
+class _Product(nn.Module):
+    """a * b, whose backward returns a gradient for each input, the second divided by 0."""
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+        return grad_output * self.b, grad_output * self.a / 0.0
+
+
+def test_each_output_and_each_returned_gradient_of_a_tuple_is_checked() -> None:
+    """A forward of several outputs and a backward returning a gradient per input, as the
+    module contract allows (``forward(*input)``, ``backward(*gradwrtoutput)``): a tuple was no
+    tensor to check, and NaN and infinity passed through unreported."""
+    split = _Split()
+    with detect_anomaly(split), pytest.raises(AnomalyError) as error:
+        split(torch.tensor([-1.0, 4.0]))
+    assert (error.value.pass_, error.value.what, error.value.index) == ("forward", "output 0", (0,))
+    product = _Product()
+    with detect_anomaly(product):
+        product(torch.ones(2), torch.ones(2))
+        with pytest.raises(AnomalyError) as error:
+            product.backward(torch.ones(2))
+    assert (error.value.pass_, error.value.what) == ("backward", "returned gradient 1")
+    assert math.isinf(error.value.value)

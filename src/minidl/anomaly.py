@@ -118,6 +118,17 @@ def check_finite(tensor: object, module: str, pass_: str, what: str) -> None:
     raise AnomalyError(module, pass_, what, index, float(tensor[index]), tensor.shape)
 
 
+def _check_each(value: object, module: str, pass_: str, what: str) -> None:
+    """:func:`check_finite` of ``value``, or of each tensor of a tuple or list of them (the
+    outputs of a forward of several, the gradients of a backward of several inputs), each
+    named by its position (``output 1``)."""
+    if isinstance(value, tuple | list):
+        for position, item in enumerate(value):
+            check_finite(item, module, pass_, f"{what} {position}")
+    else:
+        check_finite(value, module, pass_, what)
+
+
 def _check_parameters(module: Module, label: str) -> None:
     for name, parameter in module._parameters.items():
         check_finite(parameter.grad, label, "backward", f"gradient of parameter {name!r}")
@@ -156,14 +167,14 @@ def _wrap(module: Module, label: str, own: dict[str, Any]) -> None:
         for what, input in given:
             check_finite(input, label, "forward", "input" if len(given) == 1 else what)
         output = forward(*inputs, **named)
-        check_finite(output, label, "forward", "output")
+        _check_each(output, label, "forward", "output")
         return output
 
     def checked_backward(*gradwrtoutput: Any, **named: Any) -> Any:
         for gradient in (*gradwrtoutput, *named.values()):
             check_finite(gradient, label, "backward", "incoming gradient")
         gradient = backward(*gradwrtoutput, **named)
-        check_finite(gradient, label, "backward", "returned gradient")
+        _check_each(gradient, label, "backward", "returned gradient")
         _check_parameters(module, label)
         return gradient
 
