@@ -4050,3 +4050,32 @@ def test_a_16_bit_update_by_minus_zero_keeps_the_sign_whatever_was_rounded_befor
         expected = target.clone().add_(torch.ones(2, dtype=dtype), alpha=-0.0)
         got = add_scaled_(target.clone(), torch.ones(2, dtype=dtype), -0.0)
         assert torch.equal(got.view(torch.int16), expected.view(torch.int16))
+
+
+def test_minidl_imports_on_a_torch_without_the_wide_unsigned_dtypes() -> None:
+    """torch before 2.3 has no uint16, uint32 or uint64, and the package takes torch 2.1 on:
+    importing minidl failed there with a raw AttributeError (a set of them built at import)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import tree_environment
+
+    code = (
+        "import torch\n"
+        "del torch.uint16, torch.uint32, torch.uint64\n"
+        "from minidl import nn, optim\n"
+        "from minidl.train import fit\n"
+        "m = nn.mlp((2, 3, 2))\n"
+        "x, y = torch.randn(8, 2), torch.arange(8) % 2\n"
+        "fit(m, nn.CrossEntropyLoss(), optim.SGD(m.parameters(), lr=0.1), x, y, epochs=1)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=tree_environment(),
+    )
+    assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr

@@ -190,16 +190,17 @@ def test_a_torch_module_used_at_several_places_is_converted_at_each() -> None:
     shared = torch.nn.Linear(2, 2)
     with pytest.raises(
         ConversionError,
-        match=r"^from_torch: the layer at '2\.0' is the Linear already at '0': one module used at "
-        r"two places \(shared weights or running statistics\)",
+        match=r"^from_torch: the layer at '2\.0' is the Linear already at '0': one module object "
+        r"used at two places, .*; share its tensors instead, two modules holding the same "
+        r"Parameter \(second\.weight = first\.weight\) or buffer, which converts",
     ):
         from_torch(torch.nn.Sequential(shared, torch.nn.Tanh(), torch.nn.Sequential(shared)))
     # Buffers alone (it was split into two BatchNorm1d tracking their statistics apart).
     statistics = torch.nn.BatchNorm1d(3, affine=False)
     with pytest.raises(
         ConversionError,
-        match=r"^from_torch: the layer at '3' is the BatchNorm1d already at '1': one module used "
-        r"at two places \(shared weights or running statistics\)",
+        match=r"^from_torch: the layer at '3' is the BatchNorm1d already at '1': one module "
+        r"object used at two places",
     ):
         from_torch(
             torch.nn.Sequential(

@@ -728,9 +728,10 @@ def test_a_layer_with_parameters_at_two_places_is_refused_naming_both(
         raise AssertionError("from_torch took one layer at two places")
     assert message == (
         f"from_torch: the layer at {second!r} is the {type(layer).__name__} already at "
-        f"{first!r}: one module used at two places (shared weights or running statistics), "
-        "which minidl cannot express (each of its modules keeps its own forward's cache for its "
-        "backward)"
+        f"{first!r}: one module object used at two places, which minidl cannot express (each "
+        "of its modules keeps its own forward's cache for its backward); share its tensors "
+        "instead, two modules holding the same Parameter (second.weight = first.weight) or "
+        "buffer, which converts, or give each place a copy of its own (copy.deepcopy)"
     )
     before.check(model)
 

@@ -332,7 +332,12 @@ def check_strided(where: str, name: str, tensor: Tensor) -> None:
 
 #: The unsigned integer dtypes past uint8, which torch's CPU kernels barely support: no
 #: ``min``, ``aminmax`` or comparison with int64 (torch's "min_all" not implemented for 'UInt32').
-_BARE_UNSIGNED = frozenset({torch.uint16, torch.uint32, torch.uint64})
+_BARE_UNSIGNED = frozenset(
+    # (getattr: torch before 2.3 has none of them)
+    getattr(torch, name)
+    for name in ("uint16", "uint32", "uint64")
+    if hasattr(torch, name)
+)
 
 
 def check_samples(where: str, x: object, y: object) -> tuple[Tensor, Tensor]:

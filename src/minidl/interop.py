@@ -618,9 +618,11 @@ def _from_torch(
         if id(module) in trained:
             raise ConversionError(
                 f"from_torch: {_path_name(path)} is the {kind.__qualname__} already at "
-                f"{trained[id(module)]!r}: one module used at two places (shared weights or "
-                "running statistics), which minidl cannot express (each of its modules keeps "
-                "its own forward's cache for its backward)"
+                f"{trained[id(module)]!r}: one module object used at two places, which minidl "
+                "cannot express (each of its modules keeps its own forward's cache for its "
+                "backward); share its tensors instead, two modules holding the same Parameter "
+                "(second.weight = first.weight) or buffer, which converts, or give each place a "
+                "copy of its own (copy.deepcopy)"
             )
         trained[id(module)] = path
     # A type not converted is refused for its type first (a refusal of its hooks or its lazy
