@@ -4055,10 +4055,7 @@ def test_a_16_bit_update_by_minus_zero_keeps_the_sign_whatever_was_rounded_befor
 def test_minidl_imports_on_a_torch_without_the_wide_unsigned_dtypes() -> None:
     """torch before 2.3 has no uint16, uint32 or uint64, and the package takes torch 2.1 on:
     importing minidl failed there with a raw AttributeError (a set of them built at import)."""
-    import subprocess
-    import sys
-
-    from tests.helpers import tree_environment
+    from tests.helpers import run_python
 
     code = (
         "import torch\n"
@@ -4070,12 +4067,5 @@ def test_minidl_imports_on_a_torch_without_the_wide_unsigned_dtypes() -> None:
         "fit(m, nn.CrossEntropyLoss(), optim.SGD(m.parameters(), lr=0.1), x, y, epochs=1)\n"
         "print('ok')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=tree_environment(),
-    )
+    done = run_python(code)
     assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr

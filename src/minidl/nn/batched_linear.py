@@ -306,17 +306,7 @@ class BatchedLinear(Module):
                     f"{type(layer).__name__} at layers[{index}]"
                 )
         for index, layer in enumerate(layers):
-            # (a weight or bias set by hand, which the layer itself refuses at its forward; and
-            # parameter tensors of other shapes, which torch.stack refused in its own words)
-            where = f"BatchedLinear.stack: layers[{index}]"
-            check_parameter_attributes(where, layer, "weight, bias")
-            check_layer_parameters(
-                where,
-                layer.weight.data,
-                None if layer.bias is None else layer.bias.data,
-                (layer.out_features, layer.in_features),
-                Linear._NAMES,
-            )
+            check_stackable(f"BatchedLinear.stack: layers[{index}]", layer)
         shapes = {
             (layer.in_features, layer.out_features, layer.bias is not None) for layer in layers
         }
@@ -632,3 +622,17 @@ class BatchedLinear(Module):
             f"models={self.models}, in_features={self.in_features}, "
             f"out_features={self.out_features}, bias={self.bias is not None}"
         )
+
+
+def check_stackable(where: str, layer: Linear) -> None:
+    """Refuse, in the words of ``where``, a layer whose weight or bias was set by hand (which
+    the layer itself refuses at its forward) or whose parameter tensors have other shapes than
+    its sizes (which torch.stack refused in its own words)."""
+    check_parameter_attributes(where, layer, "weight, bias")
+    check_layer_parameters(
+        where,
+        layer.weight.data,
+        None if layer.bias is None else layer.bias.data,
+        (layer.out_features, layer.in_features),
+        Linear._NAMES,
+    )

@@ -14,9 +14,8 @@ from minidl import anomaly
 from minidl._setting import Setting
 from minidl._validate import shown
 from minidl.nn._cached_derivative import CachedDerivative
-from minidl.nn._checks import check_layer_parameters, check_parameter_attributes
 from minidl.nn.activation_base import Activation
-from minidl.nn.batched_linear import BatchedLinear
+from minidl.nn.batched_linear import BatchedLinear, check_stackable
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
@@ -222,18 +221,9 @@ def _stack_models(
                     "with the layer's own methods; train this model with fit or a loop of one's "
                     "own instead (a subclass of Linear that overrides them is refused too)",
                 )
-                # (a weight or bias set by hand, which the layer itself refuses at its forward)
-                where = f"stack_models: layer {position} of models[{index}]"
-                check_parameter_attributes(where, layer, "weight, bias")
-                # (their shapes, resized by hand through .data, which BatchedLinear.stack refused
-                # in its own name, of a layer of its list)
-                check_layer_parameters(
-                    where,
-                    layer.weight.data,
-                    None if layer.bias is None else layer.bias.data,
-                    (layer.out_features, layer.in_features),
-                    "out_features, in_features",
-                )
+                # (checked here too, in this function's words: BatchedLinear.stack's named a
+                # layer of its own list, by the model's index)
+                check_stackable(f"stack_models: layer {position} of models[{index}]", layer)
             _check_same_linear(position, linears)
             if modes:
                 for index, layer in enumerate(linears):
