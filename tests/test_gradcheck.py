@@ -1406,3 +1406,38 @@ def test_a_non_finite_buffer_or_later_input_is_refused_before_anything_runs(wher
         expected = r"input 1 has a non-finite value"
     with pytest.raises(ValueError, match=rf"^gradcheck: {expected} \(inf at index"):
         minidl.gradcheck(module, *inputs)
+
+
+class _Float32Output(nn.Module):
+    """A product whose output is float32 by mistake, and whose backward then fails in torch's
+    words on float64 operands."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_parameter("weight", nn.Parameter(torch.randn(3, 3, dtype=F64)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.x = x
+        out = torch.zeros(x.shape[0], 3)
+        out += x @ self.weight.data
+        return out
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        self.weight.grad += self.x.T @ grad_output
+        return grad_output @ self.weight.data.T
+
+
+def test_an_output_of_another_dtype_is_named_before_any_backward() -> None:
+    """The backward on another input, run first, reached the module's backward with a float32
+    output, which failed in torch's words (``expected m1 and m2 to have the same dtype``);
+    gradcheck's own refusal of the dtype comes first again."""
+    with pytest.raises(TypeError, match=r"^gradcheck: _Float32Output\.forward returned a tensor "):
+        minidl.gradcheck(_Float32Output(), _input())
+
+
+def test_an_eps_below_the_resolution_names_the_side_that_rounds_back() -> None:
+    """At a negative power of two, x + eps moves and x - eps rounds back to x: the message
+    said "+ eps"."""
+    x = torch.tensor([[-(2.0**40), 0.5]], dtype=F64)
+    with pytest.raises(ValueError, match=r"\(-1\.09951e\+12 - eps rounds back to it\)"):
+        minidl.gradcheck(nn.Tanh(), x, eps=1e-4)

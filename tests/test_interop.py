@@ -964,3 +964,23 @@ def test_a_batch_norm_without_its_weight_or_bias_converts_both_ways(dropped: str
     kept = "bias" if dropped == "weight" else "weight"
     assert torch.equal(getattr(back, kept).detach(), getattr(source, kept).detach())
     torch.testing.assert_close(back(x).detach(), model(x), rtol=1e-12, atol=1e-12)
+
+
+def test_two_torch_parameters_over_one_tensor_are_refused_as_untied() -> None:
+    """Two torch Parameters over one tensor's memory (``b.weight = nn.Parameter(a.weight.data)``)
+    were converted into two minidl Parameters, untied where torch updates one memory (a change
+    of the one did not reach the other); minidl's Sequential refuses them so. A tie made as one
+    Parameter converts tied."""
+    first, second = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    second.weight = torch.nn.Parameter(first.weight.data)
+    with pytest.raises(ConversionError) as error:
+        from_torch(torch.nn.Sequential(first, torch.nn.ReLU(), second))
+    assert str(error.value) == (
+        "from_torch: parameters '0.weight' and '2.weight' are two Parameters over one tensor's "
+        "memory, which a conversion would copy apart (untying them); tie them as one Parameter "
+        "(weight set to the Parameter at '0.weight'), which converts tied, or give each its own "
+        "tensor (.clone())"
+    )
+    second.weight = first.weight
+    converted = from_torch(torch.nn.Sequential(first, torch.nn.ReLU(), second))
+    assert converted[2].weight is converted[0].weight

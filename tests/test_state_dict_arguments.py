@@ -256,12 +256,33 @@ def test_a_sequential_refuses_two_parameters_over_one_tensor() -> None:
     with pytest.raises(ValueError) as error:
         nn.Sequential(first, nn.Tanh(), second)
     assert str(error.value) == (
-        "Sequential: parameters '0.weight' and '2.weight' are two Parameters over the same "
-        "tensor, which the model's flat buffer would copy apart (untying them); tie them as one "
+        "Sequential: parameters '0.weight' and '2.weight' are two Parameters over one tensor's "
+        "memory, which the model's flat buffer would copy apart (untying them); tie them as one "
         "Parameter (register the Parameter at '0.weight' as '2.weight' too, register_parameter), "
         "or give each its own tensor (.clone())"
     )
+    # over a part of it (starting at another address): refused too
+    other = nn.Linear(3, 2, dtype=F64)
+    other.weight.data = first.weight.data[1:]
+    with pytest.raises(ValueError, match=r"^Sequential: parameters '2\.weight' and '4\.weight' "):
+        nn.Sequential(nn.Linear(3, 3, dtype=F64), nn.Tanh(), other, nn.Tanh(), first)
+    with pytest.raises(ValueError, match=r"^Sequential: parameters '0\.weight' and '2\.weight' "):
+        nn.Sequential(first, nn.Tanh(), other)
     assert second.weight.data.data_ptr() == first.weight.data.data_ptr()
     second.register_parameter("weight", first.weight)
     model = nn.Sequential(first, nn.Tanh(), second)
     assert model[2].weight is model[0].weight
+
+
+def test_an_empty_expanded_buffer_still_loads() -> None:
+    """A buffer of no elements with a stride 0 has nothing to write: it loaded before the check
+    of elements sharing memory, which refused it."""
+
+    class Empty(Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("a", torch.zeros(0, 1).expand(0, 3))
+
+    module = Empty()
+    module.load_state_dict({"a": torch.zeros(0, 3)})
+    assert module.a.shape == (0, 3)

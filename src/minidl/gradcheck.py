@@ -206,10 +206,10 @@ def gradcheck(
         for parameter in parameters:
             parameter.data.mul_(0.9)
         warm_up = output(other)
-        if (
+        if (  # (what the checks below refuse is refused there, by name)
             isinstance(warm_up, Tensor)
-            and warm_up.is_floating_point()
-            and not (isinstance(module, Loss) and warm_up.dim() != 0)  # (refused below)
+            and warm_up.dtype == torch.float64
+            and not (isinstance(module, Loss) and warm_up.dim() != 0)
         ):
             # and its backward: one that keeps what its first call computed (a derivative, a
             # copy of the weights) is then wrong at the checked call. (The gradients it adds
@@ -333,10 +333,11 @@ def gradcheck(
                 minus = output(x).clone()
                 tensor[index] = original
                 if up <= 0.0 or down <= 0.0:
+                    side = "+" if up <= 0.0 else "-"
                     raise ValueError(
                         f"gradcheck: eps {eps:g} is below the resolution of {name}"
-                        f"{list(index)} = {original:.6g} ({original:.6g} + eps rounds back to "
-                        "it): give a larger eps, or check at values of smaller magnitude"
+                        f"{list(index)} = {original:.6g} ({original:.6g} {side} eps rounds back "
+                        "to it): give a larger eps, or check at values of smaller magnitude"
                     )
                 # The outputs' differences first, then projected: the projection's sum of large
                 # outputs would round away a difference of their last bits.

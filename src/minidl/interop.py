@@ -61,6 +61,7 @@ from minidl import nn
 from minidl._validate import shown
 from minidl.nn._checks import given_module
 from minidl.nn.module import Module, check_initialised, own_method
+from minidl.nn.parameter import first_overlap
 
 __all__ = ["ConversionError", "TorchResidual", "from_torch", "to_torch"]
 
@@ -537,8 +538,27 @@ def from_torch(model: tnn.Module) -> Module:
     _check_no_global_hooks()
     converted: dict[str, Module] = {}
     result = _from_torch(model, "", {}, converted)
+    # (after the conversion's own refusals: a layer of a type not converted, a lazy one whose
+    # parameters hold no memory yet, is refused for that first; the conversion copied)
+    _refuse_untied_sharing(model)
     _tie_minidl(model, result, converted)
     return result
+
+
+def _refuse_untied_sharing(model: tnn.Module) -> None:
+    """Refuse two torch Parameters over one tensor's memory (``b.weight =
+    nn.Parameter(a.weight.data)``): each would be copied into a minidl Parameter of its own,
+    untied where torch updates one memory (one Parameter at two places is tied, see
+    :func:`_tie_minidl`), as minidl's Sequential refuses them."""
+    pair = first_overlap((name, p.detach()) for name, p in model.named_parameters())
+    if pair is not None:
+        first, second = pair
+        raise ConversionError(
+            f"from_torch: parameters {first!r} and {second!r} are two Parameters over one "
+            "tensor's memory, which a conversion would copy apart (untying them); tie them as "
+            f"one Parameter ({second.rpartition('.')[2]} set to the Parameter at {first!r}), "
+            "which converts tied, or give each its own tensor (.clone())"
+        )
 
 
 def _ties(names: Iterator[tuple[str, object]]) -> Iterator[tuple[str, str]]:

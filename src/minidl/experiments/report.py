@@ -110,8 +110,9 @@ def criterion(results: Sequence[RowResult]) -> str:
     true difference of that size gives a t about as large, which falls short of the line about
     half the time.
 
-    Nothing is added when every main row has fewer than 2 rounds: the report then compares
-    none (a row of one round beside rows of more is left out of the comparisons).
+    Nothing is added where no row or variant with the paper's number has 2 rounds or more;
+    those of one round are left out of the count (and, of the main rows, out of the
+    comparisons, see :func:`_differences_section`).
     """
     sides = []
     for row in results:

@@ -1753,6 +1753,8 @@ def _shares_elements(tensor: Tensor) -> bool:
     ``expand`` makes, or strides that meet), which a copy into it refuses part-way."""
     if tensor.layout is not torch.strided or tensor.is_nested or tensor.is_meta:
         return False
+    if tensor.numel() == 0:  # (nothing to write)
+        return False
     stride_zero = any(
         stride == 0 and size > 1 for size, stride in zip(tensor.shape, tensor.stride(), strict=True)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
@@ -254,6 +255,27 @@ def _share_memory(first: Tensor, second: Tensor) -> bool:
     first_low, first_high = _span(first)
     second_low, second_high = _span(second)
     return first_low < second_high and second_low < first_high
+
+
+def first_overlap(named: Iterable[tuple[str, Tensor]]) -> tuple[str, str] | None:
+    """The names of the first two of ``named`` tensors (in their order) whose memory spans meet
+    (see :func:`_share_memory`; per device), or ``None``: one sweep over the spans sorted by
+    address, the farthest end met so far kept."""
+    spans = []
+    for position, (name, tensor) in enumerate(named):
+        if tensor.layout is torch.strided and not tensor.is_nested:
+            low, high = _span(tensor)
+            if high > low:  # (a tensor without elements, or meta, holds no memory)
+                spans.append((str(tensor.device), low, high, position, name))
+    spans.sort()
+    reach: dict[str, tuple[int, int, str]] = {}  # (per device: the farthest end, and whose)
+    for device, low, high, position, name in spans:
+        end, place, other = reach.get(device, (0, 0, ""))
+        if low < end:
+            return (other, name) if place < position else (name, other)
+        if high > end:
+            reach[device] = (high, position, name)
+    return None
 
 
 def _span(tensor: Tensor) -> tuple[int, int]:

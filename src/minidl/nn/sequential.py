@@ -26,7 +26,7 @@ from minidl.nn.module import (
     trial_key,
     updating_parts,
 )
-from minidl.nn.parameter import Parameter
+from minidl.nn.parameter import Parameter, first_overlap
 
 __all__ = ["Sequential"]
 
@@ -107,24 +107,19 @@ class Sequential(Module):
         self._flatten()
 
     def _refuse_untied_sharing(self) -> None:
-        """Refuse two Parameters over one tensor (``second.weight.data = first.weight.data``):
-        the flat buffer copies each into a place of its own, which would untie them without a
-        word (an optimizer refuses them so). A tied weight is one Parameter at two places."""
-        seen: dict[tuple[torch.device, int], str] = {}
-        for name, parameter in self.named_parameters():
-            data = parameter.data
-            if data.numel() == 0 or data.is_meta or data.layout is not torch.strided:
-                continue
-            key = (data.device, data.data_ptr())
-            if key in seen:
-                raise ValueError(
-                    f"Sequential: parameters {seen[key]!r} and {name!r} are two Parameters over "
-                    "the same tensor, which the model's flat buffer would copy apart (untying "
-                    f"them); tie them as one Parameter (register the Parameter at {seen[key]!r} "
-                    f"as {name!r} too, register_parameter), or give each its own tensor "
-                    "(.clone())"
-                )
-            seen[key] = name
+        """Refuse two Parameters over one tensor's memory (``second.weight.data =
+        first.weight.data``, or a part of it): the flat buffer copies each into a place of its
+        own, which would untie them without a word (an optimizer refuses them so). A tied
+        weight is one Parameter at two places."""
+        pair = first_overlap((name, p.data) for name, p in self.named_parameters())
+        if pair is not None:
+            first, second = pair
+            raise ValueError(
+                f"Sequential: parameters {first!r} and {second!r} are two Parameters over one "
+                "tensor's memory, which the model's flat buffer would copy apart (untying "
+                f"them); tie them as one Parameter (register the Parameter at {first!r} as "
+                f"{second!r} too, register_parameter), or give each its own tensor (.clone())"
+            )
 
     def _flatten(self) -> None:
         """Make the parameters views of one flat buffer, unless they already are."""
