@@ -184,3 +184,37 @@ def test_linear_accumulates_over_backwards_of_autograd_inputs() -> None:
     for grad, first in zip((p.grad for p in layer.parameters()), once, strict=True):
         torch.testing.assert_close(grad, 2 * first, rtol=1e-15, atol=0)
     torch.testing.assert_close(once[0], upstream.t() @ x.detach(), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    ["cross-entropy", "mse", "bce", "huber", "l1"],
+)
+def test_a_losss_value_on_graph_logits_backpropagates_through_autograd(loss: str) -> None:
+    """A loss's forward output may carry the graph of its prediction, whose loss.backward() is
+    autograd's: BCEWithLogitsLoss wrote log1p in place over the exp that autograd keeps for its
+    derivative (``one of the variables needed for gradient computation has been modified by an
+    inplace operation``). Each loss's graph gives torch.nn.functional's gradient."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.nn.Linear(3, 2, dtype=F64)
+    x = torch.randn(4, 3, dtype=F64, generator=generator)
+    target = torch.rand(4, 2, dtype=F64, generator=generator)
+    minidl_loss, functional = {
+        "cross-entropy": (
+            nn.CrossEntropyLoss(),
+            lambda z: torch.nn.functional.cross_entropy(z, target.softmax(-1)),
+        ),
+        "mse": (nn.MSELoss("mean"), lambda z: torch.nn.functional.mse_loss(z, target)),
+        "bce": (
+            nn.BCEWithLogitsLoss(),
+            lambda z: torch.nn.functional.binary_cross_entropy_with_logits(z, target),
+        ),
+        "huber": (nn.HuberLoss(), lambda z: torch.nn.functional.huber_loss(z, target)),
+        "l1": (nn.L1Loss(), lambda z: torch.nn.functional.l1_loss(z, target)),
+    }[loss]
+    given = target.softmax(-1) if loss == "cross-entropy" else target
+    minidl_loss(features(x), given).backward()
+    ours = features.weight.grad.clone()
+    features.weight.grad = None
+    functional(features(x)).backward()
+    torch.testing.assert_close(ours, features.weight.grad, rtol=1e-12, atol=1e-14)

@@ -3898,11 +3898,22 @@ def test_regression_and_one_hot_mistakes_hear_how_a_target_is_read() -> None:
         "CrossEntropyLoss takes one sample's scores (C,) as (1, C): prediction.unsqueeze(0)"
     ]
     one_hot = torch.nn.functional.one_hot(torch.tensor([0, 2, 1]), 3)
-    ending = r"; a one-hot target of integers is given as class indices, target\.argmax\(-1\)"
+    ending = r"; a one-hot target is given as class indices, target\.argmax\(-1\)"
     with pytest.raises(ValueError, match=rf"{ending}, or as probabilities, target\.float\(\)$"):
         nn.CrossEntropyLoss()(torch.randn(3, 3), one_hot)
     with pytest.raises(ValueError, match=rf"^NLLLoss: .*{ending}$"):
         nn.NLLLoss()(torch.randn(3, 3).log_softmax(-1), one_hot)
+    # A one-hot target of bools or int32 was told to become int64 alone (then refused for its
+    # shape); it gets the same hint. A complex one, no class indices at all, does not.
+    for dtype in (torch.bool, torch.int32):
+        with pytest.raises(
+            TypeError,
+            match=r"^CrossEntropyLoss: class-index targets must have dtype torch\.int64, got "
+            rf"{re.escape(str(dtype))}{ending}, or as probabilities, target\.float\(\)$",
+        ):
+            nn.CrossEntropyLoss()(torch.randn(3, 3), one_hot.to(dtype))
+    with pytest.raises(TypeError, match=r"got torch\.complex64$"):
+        nn.CrossEntropyLoss()(torch.randn(3, 3), one_hot.to(torch.complex64))
 
 
 def test_an_input_given_for_a_setting_is_shown_by_its_shape() -> None:

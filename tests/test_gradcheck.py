@@ -481,6 +481,15 @@ def test_a_stacked_loss_is_refused_with_what_to_check_instead() -> None:
     ):
         minidl.gradcheck(nn.CrossEntropyLoss(), prediction, target)
     assert minidl.gradcheck(nn.CrossEntropyLoss(), prediction[1], target[1])
+    # A StackedLoss refuses a prediction of one model: the hint names its run's loss (it said
+    # gradcheck(loss, ...), which the StackedLoss then refused).
+    stacked = nn.StackedLoss([(nn.CrossEntropyLoss(), 1), (nn.CrossEntropyLoss(), 1)])
+    with pytest.raises(
+        ValueError,
+        match=r"check one model's loss: gradcheck\(the loss of model r's run, prediction\[r\], "
+        r"target\[r\]\)$",
+    ):
+        minidl.gradcheck(stacked, prediction, target)
 
 
 class SquaredErrorOfShapeOne(nn.Loss):

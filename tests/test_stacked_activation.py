@@ -331,13 +331,21 @@ def test_stacked_loss_refuses_bad_runs_and_inputs() -> None:
             ValueError, match=r"prediction \(R, N, C\) of R = 2 models, got \(2, 4\)"
         ):
             nn.StackedLoss([(loss, 1), (type(loss)(), 1)])(torch.zeros(2, 4), torch.zeros(2, 4))
-    for shape in ((4,), (2,), (3, 4)):  # (2,): one target per model, not a stacked target
+    # (2,): one target per model, not a stacked target; its leading dimension is R's (the
+    # message said a leading dimension of 2 was expected, for a target of (2,))
+    for shape in ((4,), (2,)):
         with pytest.raises(
             ValueError,
-            match=r"^StackedLoss: expected a stacked target with a leading dimension of 2 "
-            rf"models, got \({shape[0]},{' ' + str(shape[1]) if len(shape) > 1 else ''}\)$",
+            match=r"^StackedLoss: expected a stacked target \(R, N\) or \(R, N, C\) of R = 2 "
+            rf"models, got \({shape[0]},\)$",
         ):
             criterion(torch.randn(2, 4, 2), torch.randint(0, 2, shape))
+    with pytest.raises(
+        ValueError,
+        match=r"^StackedLoss: expected a stacked target with a leading dimension of 2 models, "
+        r"got \(3, 4\)$",
+    ):
+        criterion(torch.randn(2, 4, 2), torch.randint(0, 2, (3, 4)))
     with pytest.raises(RuntimeError, match="backward called before forward"):
         nn.StackedLoss([(nn.MSELoss(), 2)]).backward()
     with pytest.raises(TypeError, match="run 1 must hold a single loss, got StackedLoss"):

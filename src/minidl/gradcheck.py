@@ -13,6 +13,7 @@ from minidl.nn._checks import given_module
 from minidl.nn.loss import Loss
 from minidl.nn.module import Module, check_initialised, check_registered, referred
 from minidl.nn.parameter import Parameter
+from minidl.nn.stacked_loss import StackedLoss
 
 __all__ = ["GradcheckError", "gradcheck"]
 
@@ -236,10 +237,13 @@ def gradcheck(
         if isinstance(module, Loss) and y.dim() != 0:
             where = type(module).__name__
             if x.dim() >= 3 and y.shape == x.shape[:1]:  # (R, N, ...) predictions: (R,) losses
+                # (a StackedLoss takes stacked predictions alone: each run's own loss is checked)
+                name = "the loss of model r's run" if isinstance(module, StackedLoss) else "loss"
                 raise ValueError(
                     f"gradcheck: {where} returned one loss per stacked model (shape "
                     f"{tuple(y.shape)}), and a loss's backward takes a scalar upstream "
-                    "gradient; check one model's loss: gradcheck(loss, prediction[r], target[r])"
+                    f"gradient; check one model's loss: gradcheck({name}, prediction[r], "
+                    "target[r])"
                 )
             # (a loss of one's own that returns, say, shape (1,) or a loss per sample)
             raise ValueError(

@@ -232,18 +232,30 @@ class Loss(Module):
         name = type(self).__name__
         check_dense(name, target, "target")
         classes = prediction.shape[-1]
+        one_hot = "; a one-hot target is given as class indices, target.argmax(-1)" + (
+            ", or as probabilities, target.float()" if self._takes_probabilities else ""
+        )
         if target.dtype != torch.int64:
+            # (a one-hot target of bools or int32 would be told to become int64, then refused
+            # for its shape)
+            hint = (
+                one_hot
+                if target.shape == prediction.shape
+                and prediction.dim() != 3
+                and not target.is_complex()
+                and not target.is_floating_point()
+                else ""
+            )
             raise TypeError(
                 f"{name}: class-index targets must have dtype torch.int64, got {target.dtype}"
+                + hint
             )
         if target.shape != prediction.shape[:-1]:
             # (PyTorch's K-dimensional form, the classes on dimension 1, reads otherwise)
             stacked = (
                 " (a 3-D prediction is (R, N, C), R stacked models' scores, the classes last)"
                 if prediction.dim() == 3
-                else "; a one-hot target of integers is given as class indices, "
-                "target.argmax(-1)"
-                + (", or as probabilities, target.float()" if self._takes_probabilities else "")
+                else one_hot
                 if target.shape == prediction.shape
                 else ""
             )

@@ -108,7 +108,12 @@ class StackedLoss(Loss):
                 f"StackedLoss: expected a stacked prediction (R, N, C) of R = {self.models} "
                 f"models, got {tuple(prediction.shape)}"
             )
-        if target.dim() < 2 or target.shape[0] != self.models:
+        if target.dim() < 2:  # (its leading dimension may well be R: the samples' is missing)
+            raise ValueError(
+                f"StackedLoss: expected a stacked target (R, N) or (R, N, C) of R = "
+                f"{self.models} models, got {tuple(target.shape)}"
+            )
+        if target.shape[0] != self.models:
             raise ValueError(
                 f"StackedLoss: expected a stacked target with a leading dimension of "
                 f"{self.models} models, got {tuple(target.shape)}"
