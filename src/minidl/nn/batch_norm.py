@@ -354,8 +354,11 @@ class BatchNorm1d(Module):
         self, running: Tensor, batch: Tensor, momentum: float, weight: float, compute: torch.dtype
     ) -> None:
         """``running <- (1 - m) running + weight batch`` in place; for a 16-bit layer computed
-        in float32 and rounded once, as PyTorch does (rounded after each of the two ops, a
-        float16 average with a small momentum drifts: the batch's share is lost to rounding)."""
+        in float32 and rounded once, as PyTorch does in float16 (rounded after each of the two
+        ops, a float16 average with a small momentum drifts: the batch's share is lost to
+        rounding; PyTorch's CPU kernel does so in bfloat16, where this one keeps closer to the
+        exact average: running_var 8.25 against torch's 6.84, exact 8.20, after 200 steps at
+        momentum 0.01 in a review's run)."""
         scale = 1 - momentum
         if running.dtype is compute:
             running.mul_(operand(scale, running)).add_(batch, alpha=weight)

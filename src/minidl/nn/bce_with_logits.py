@@ -86,11 +86,9 @@ class BCEWithLogitsLoss(Loss):
         negative = positive - logits
         elements = torch.rsub(target, operand(1.0, target)).mul_(positive)
         elements.addcmul_(negative, target)
-        softplus = torch.sub(logits, positive, alpha=2).exp_()
-        # (log1p in place over exp_'s result, which autograd keeps for its derivative where the
-        # logits come from a graph: out of place there)
-        softplus = softplus.log1p_() if not softplus.requires_grad else softplus.log1p()
-        elements.add_(softplus)
+        # (log1p out of place: exp_'s result is what autograd keeps for its derivative where the
+        # logits come from a graph, which log1p_ over it made fail at loss.backward())
+        elements.add_(torch.sub(logits, positive, alpha=2).exp_().log1p())
         self._scale = 1.0 / logits.numel() if self._reduction == "mean" else 1.0
         self._probabilities, self._target = sigmoid(logits), target
         self._has_forward = True
