@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -372,6 +372,8 @@ class FoldedStep:
             p.grad for p in self._parameters
         )
         self._replacements = Parameter.replacements
+        # (their storages' address ranges, fixed while they are held: see _apart)
+        self._memory = _memory(self._tensors)
         # The place of each block entry in the optimizer's flat buffers, which tile its
         # parameters in order (as do its state tensors): load and store are one index_select
         # per buffer, not a copy per parameter.
@@ -425,7 +427,7 @@ class FoldedStep:
         layers = sum(isinstance(module, Linear) for module in modules)
         if len(parameters) != 2 * layers or not _same(parameters, optimizer.params):
             return None  # (a parameter shared by two layers: its gradient is their sum)
-        if not _apart(x, y, parameters):
+        if not _apart(x, y, _memory(t for p in parameters for t in (p.data, p.grad))):
             return None
         first = parameters[0].data
         if any(p.data.dtype is not x.dtype or not p.data.is_cpu for p in parameters):
@@ -451,7 +453,7 @@ class FoldedStep:
             and _plain(x, y)
             and step.values.dtype is x.dtype
             and step.usable(model)  # type: ignore[arg-type]
-            and _apart(x, y, step._parameters)
+            and _apart(x, y, step._memory)
         ):
             return step
         return None
@@ -794,21 +796,24 @@ def _plain(x: Tensor, y: Tensor) -> bool:
     )
 
 
-def _apart(x: Tensor, y: Tensor, parameters: Sequence[Parameter]) -> bool:
-    """Whether the memory of ``x`` and ``y`` lies apart from that of ``parameters`` and their
-    gradients. Data over a parameter's memory (``x = layer.weight.data``) changes as the model
-    trains, which the step-by-step loop reads at each epoch; a folded step trains on copies of
-    the parameters, written back at the end (the parameters came out 0.2 apart)."""
-    spans = []
-    for parameter in parameters:
-        for tensor in (parameter.data, parameter.grad):
-            if tensor is not None:
-                storage = tensor.untyped_storage()
-                spans.append((storage.data_ptr(), storage.data_ptr() + storage.nbytes()))
-    for tensor in (x, y):
-        storage = tensor.untyped_storage()
-        low, high = storage.data_ptr(), storage.data_ptr() + storage.nbytes()
-        if any(low < end and start < high for start, end in spans):
+def _memory(tensors: Iterable[Tensor | None]) -> tuple[tuple[int, int], ...]:
+    """The address ranges of the storages of ``tensors`` (each storage once)."""
+    spans = set()
+    for tensor in tensors:
+        if tensor is not None:
+            storage = tensor.untyped_storage()
+            spans.add((storage.data_ptr(), storage.data_ptr() + storage.nbytes()))
+    return tuple(spans)
+
+
+def _apart(x: Tensor, y: Tensor, memory: tuple[tuple[int, int], ...]) -> bool:
+    """Whether the storages of ``x`` and ``y`` lie apart from ``memory`` (:func:`_memory` of
+    the parameters and their gradients). Data over a parameter's memory (``x =
+    layer.weight.data``) changes as the model trains, which the step-by-step loop reads at each
+    epoch; a folded step trains on copies of the parameters, written back at the end (the
+    parameters came out 0.2 apart)."""
+    for low, high in _memory((x, y)):
+        if any(low < end and start < high for start, end in memory):
             return False
     return True
 
