@@ -905,8 +905,8 @@ def test_run_experiments_refuses_a_train_function_that_drops_a_row() -> None:
 
     with pytest.raises(
         ValueError,
-        match=r"^run_experiments: train returned results for 0 of the 1 distinct rows; it must "
-        r"return one result per row of each group, in the group's order$",
+        match=r"^run_experiments: train returned results for 0 of the 1 rows; it must return one "
+        r"result per row of each group, in the group's order$",
     ):
         run_experiments([TABLE_II[0]], 1, 0, epochs=1, train=train)
 

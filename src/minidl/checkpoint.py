@@ -1841,8 +1841,8 @@ def _restore_scheduler(
     after loading (with the saved ``base_lr``, so a scheduler built on an optimizer at another
     learning rate is accepted) must be the saved one, and the interval the saved one (which a
     schedule of one's own with the default ``repr`` does not show). ``given`` is the
-    scheduler's ``repr`` before loading. Raises ``CheckpointError`` naming both schedules, or what the scheduler
-    raises for a state it refuses; the caller puts everything back.
+    scheduler's ``repr`` before loading. Raises ``CheckpointError`` naming both schedules, or
+    what the scheduler raises for a state it refuses; the caller puts everything back.
     """
     # The interval is a setting, which no repr of one's own need show: compared apart (a
     # schedule saved stepping per batch would go on per epoch). Checkpoints of older versions
@@ -1854,6 +1854,9 @@ def _restore_scheduler(
             "interval is a setting, not restored from the checkpoint).\ncheckpoint's "
             f"scheduler: {saved['repr']}\nthis scheduler: {given}"
         )
+    # (no local variable holds the scheduler's refusal: its traceback holds this frame and the
+    # callers', so that one would make a cycle keeping the model, the optimizer and the
+    # checkpoint's tensors until the cyclic collector runs)
     try:
         scheduler.load_state_dict(saved["state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:

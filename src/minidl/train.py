@@ -875,7 +875,7 @@ def fit(
         check_class_indices("fit", "validation ", y_validation, width)
     history = History() if history is None else history
     batches = BatchIterator(x, y, batch_size, generator=generator, drop_last=drop_last)
-    batch_count = len(batches)  # (per epoch; fixed for the run: see _check_kept)
+    batch_count = len(batches)  # (per epoch; fixed for the run: see _check_set_unchanged)
     training_kinds = (_kind(x), _kind(y))
     if scheduler is not None:
         _check_step_limit("fit", scheduler, epochs - start_epoch, batch_count)

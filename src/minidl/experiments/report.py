@@ -924,9 +924,9 @@ def _readings_verdict(
     def plural(group: Sequence[RowResult], one: str, more: str) -> str:
         return one if len(group) == 1 else more
 
-    spread = [v for v in readings if v in not_closer]
+    near = [v for v in readings if v in not_closer]
     once = [v for v in readings if compare(v, row) is None]
-    differ = [v for v in readings if v not in spread and v not in once]
+    differ = [v for v in readings if v not in near and v not in once]
     parts = [
         "our row and the other "
         + plural(differ, "reading", "readings")
@@ -934,10 +934,10 @@ def _readings_verdict(
         if differ
         else "our row differs from it"
     ]
-    if spread:
+    if near:
         parts.append(
-            f"the {plural(spread, 'reading', 'readings')} ({names(spread)}) "
-            + plural(spread, "is", "are")
+            f"the {plural(near, 'reading', 'readings')} ({names(near)}) "
+            + plural(near, "is", "are")
             + " within noise of it, but not measurably closer to it than our row"
         )
     if once:

@@ -189,8 +189,8 @@ def run_experiments(
     if len(by_experiment) != len(experiments):  # (a train function of one's own)
         raise ValueError(
             f"run_experiments: train returned results for {len(by_experiment)} of the "
-            f"{len(experiments)} distinct rows; it must return one result per row of each group, "
-            "in the group's order"
+            f"{len(experiments)} rows; it must return one result per row of each group, in the "
+            "group's order"
         )
     return by_experiment
 
@@ -546,8 +546,8 @@ def _require_extras(prefix: str, without_bar: str, *, progress: bool) -> None:
 def _check_rounds_fit(
     experiments: Sequence[Experiment], rounds: int, name: str = "--rounds"
 ) -> None:
-    """Refuse ``--rounds`` (``name``) whose largest stack (:func:`stack_groups`) takes more bytes than the
-    machine has memory in its models' parameters and their gradients (every
+    """Refuse ``--rounds`` (``name``) whose largest stack (:func:`stack_groups`) takes more
+    bytes than the machine has memory in its models' parameters and their gradients (every
     :class:`~minidl.nn.Parameter` has its ``grad``) and its rounds' data sets alone: the run
     would grow, before its first epoch, until the system's out-of-memory killer stopped it,
     with no message (``--rounds 1000000000``), as ``minidl train`` refuses ``--hidden``

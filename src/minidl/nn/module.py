@@ -88,7 +88,7 @@ from minidl.nn.flat import (
     moved_keeping_runs,
     storage_view,
 )
-from minidl.nn.parameter import Parameter, _overlaps
+from minidl.nn.parameter import Parameter, shares_elements
 
 __all__ = [
     "IncompatibleKeys",
@@ -1258,7 +1258,7 @@ class Module:
                     f"{where}.load_state_dict: {entry} has shape {tuple(value.shape)}, "
                     f"expected {tuple(tensor.shape)}"
                 )
-            if _shares_elements(tensor):  # (a buffer registered expanded: PyTorch takes one)
+            if shares_elements(tensor):  # (a buffer registered expanded: PyTorch takes one)
                 raise ValueError(
                     f"{where}.load_state_dict: {entry} is to be written into {name!r} of shape "
                     f"{tuple(tensor.shape)}, whose elements share memory (strides "
@@ -1746,19 +1746,6 @@ def _viewable(value: object) -> bool:
     """Whether ``value`` is a tensor that :func:`_kept_view` writes: a strided one, not
     nested (a sparse or nested tensor has no storage to view; it is pickled as it is)."""
     return isinstance(value, Tensor) and value.layout is torch.strided and not value.is_nested
-
-
-def _shares_elements(tensor: Tensor) -> bool:
-    """Whether two elements of a strided ``tensor`` lie at one memory location (a stride 0, as
-    ``expand`` makes, or strides that meet), which a copy into it refuses part-way."""
-    if tensor.layout is not torch.strided or tensor.is_nested or tensor.is_meta:
-        return False
-    if tensor.numel() == 0:  # (nothing to write)
-        return False
-    stride_zero = any(
-        stride == 0 and size > 1 for size, stride in zip(tensor.shape, tensor.stride(), strict=True)
-    )
-    return stride_zero or _overlaps(tensor)
 
 
 def _kept_view(tensor: Tensor, owned: set[int]) -> StorageView:

@@ -223,6 +223,19 @@ def _check_own_memory(where: str, name: str, tensor: Tensor) -> None:
         )
 
 
+def shares_elements(tensor: Tensor) -> bool:
+    """Whether two elements of a strided ``tensor`` lie at one memory location (a stride 0, as
+    ``expand`` makes, or strides that meet), which a copy into it refuses part-way."""
+    if tensor.layout is not torch.strided or tensor.is_nested or tensor.is_meta:
+        return False
+    if tensor.numel() == 0:  # (nothing to write)
+        return False
+    stride_zero = any(
+        stride == 0 and size > 1 for size, stride in zip(tensor.shape, tensor.stride(), strict=True)
+    )
+    return stride_zero or _overlaps(tensor)
+
+
 def _overlaps(tensor: Tensor) -> bool:
     """Whether two elements of ``tensor`` (no stride 0) are at one memory location: not when
     its dimensions, by increasing stride, each step past the span of those before (any dense
