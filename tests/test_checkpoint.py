@@ -1006,6 +1006,59 @@ def test_a_checkpoint_built_by_hand_refuses_model_tensors_the_architecture_does_
     assert str(built.value) == expected
 
 
+@pytest.mark.parametrize("change", ["missing", "unexpected"])
+def test_a_checkpoint_holds_exactly_the_model_tensors_its_architecture_lists(
+    tmp_path: Path, change: str
+) -> None:
+    """A file whose model tensors are not those its header's architecture lists (a batch
+    norm's num_batches_tracked left out, or a tensor added, each tensor's own header entry
+    changed with it and redigested) is refused by read_checkpoint, a Checkpoint built by hand
+    from it by name, and nothing of a model is changed. (Without num_batches_tracked the load
+    went through, the model keeping its own count, 0: the cumulative running average of the
+    resumed run left the saved run's.)"""
+    path = tmp_path / "run.ckpt"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3, momentum=None))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(5):
+        model(torch.randn(4, 2))
+    save_checkpoint(path, model, optimizer)
+    saved = read_checkpoint(path)
+    name = "model.1.num_batches_tracked" if change == "missing" else "model.2.weight"
+    tensors = dict(saved.tensors)
+    header = json.loads(json.dumps(saved.header))
+    if change == "missing":
+        del tensors[name]
+        del header["tensors"][name]
+    else:
+        tensors[name] = torch.ones(3)
+        header["tensors"][name] = {**header["tensors"]["model.1.weight"], "finite": True}
+
+    def edit(written: dict[str, Any]) -> None:
+        written["tensors"].clear()
+        written["tensors"].update(copy.deepcopy(header["tensors"]))
+
+    rewrite_checkpoint(path, lambda content: (content.clear(), content.update(tensors)), edit)
+    missing, unexpected = ([name], []) if change == "missing" else ([], [name])
+    words = (
+        "the model's tensors do not match the header's architecture: missing "
+        f"{missing}, unexpected {unexpected}"
+    )
+    with pytest.raises(CheckpointError) as read:
+        read_checkpoint(path)
+    assert str(read.value) == f"read_checkpoint: checkpoint {str(path)!r}: {words}"
+    with pytest.raises(CheckpointError) as built:
+        Checkpoint(header=header, tensors=tensors)
+    assert str(built.value) == f"Checkpoint: {words}"
+    fresh = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3, momentum=None))
+    before = copy.deepcopy(fresh.state_dict())
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path, fresh, optim.SGD(fresh.parameters(), lr=0.1))
+    after = fresh.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[key], after[key]) for key in before)
+
+
 def test_a_checkpoint_built_by_hand_needs_a_header_and_tensors_by_name(tmp_path: Path) -> None:
     """Checkpoint refuses a header that is no dict and tensors that are no dict of names to
     tensors (a list, a list for a tensor, a tensor under a name that is no string), naming what
@@ -2471,6 +2524,51 @@ def test_load_checkpoint_checks_its_arguments_before_it_reads_the_file(
         match=r"^load_checkpoint: the optimizer updates none of the model's parameters$",
     ):
         load_checkpoint(path, model, other)
+
+
+@pytest.mark.parametrize(
+    ("views", "layout"),
+    [
+        ("model_parameters", "model"),
+        ("model_parameters", "layer"),
+        ("flat_model_parameters", "model"),
+    ],
+)
+def test_an_optimizer_over_views_of_a_stacks_parameters_is_named_as_such(
+    tmp_path: Path, layout: str, views: str
+) -> None:
+    """An optimizer built on a stack's per-model or flat parameters (views of the stack's own,
+    whose values it does update) is refused by save_checkpoint and load_checkpoint, naming the
+    view and the parameter it lies in, before anything is written or read. (It was told it
+    "updates none of the model's parameters", which is not so.)"""
+    from minidl.nn.stack import flat_model_parameters, model_parameters, stack_models
+
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)) for _ in range(3)]
+    stacked = stack_models(models, layout=layout)
+    params = (
+        model_parameters(stacked, 1)
+        if views == "model_parameters"
+        else [flat_model_parameters(stacked, slice(0, 2))]
+    )
+    optimizer = optim.SGD(params, lr=0.1, momentum=0.9)
+    shape = tuple(params[0].data.shape)
+    words = (
+        f"the optimizer updates params[0] of shape {shape}, a view of the model's parameter "
+        "'0.weight', not the parameter itself: a checkpoint names the state of the model's "
+        "own parameters; build the optimizer on model.parameters()"
+    )
+    path = tmp_path / "run.ckpt"
+    with pytest.raises(CheckpointError) as saving:
+        save_checkpoint(path, stacked, optimizer)
+    assert str(saving.value) == f"save_checkpoint: {words}"
+    assert not path.exists()
+    save_checkpoint(path, stacked, optim.SGD(stacked.parameters(), lr=0.1, momentum=0.9))
+    before = [p.data.clone() for p in stacked.parameters()]
+    with pytest.raises(CheckpointError) as loading:
+        load_checkpoint(path, stacked, optimizer)
+    assert str(loading.value) == f"load_checkpoint: {words}"
+    assert all(torch.equal(p.data, b) for p, b in zip(stacked.parameters(), before, strict=True))
 
 
 def test_a_folder_that_takes_no_file_is_named_by_the_checkpoint_path_given(

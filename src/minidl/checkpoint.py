@@ -90,6 +90,7 @@ from minidl._interrupts import holding_interrupts
 from minidl._validate import LONGEST_SHOWN, LONGEST_TEXT, add_note, shown, without_addresses
 from minidl.nn._checks import given_module
 from minidl.nn.module import Module, check_registered, referred
+from minidl.nn.parameter import first_overlap
 from minidl.optim.lr_scheduler import LRScheduler, scheduling
 from minidl.optim.optimizer import Optimizer, check_step_count
 from minidl.train import History, history_fault
@@ -1553,14 +1554,25 @@ def _check_tensors(
 
 
 def _check_model_tensors(header: dict[str, Any], tensors: Mapping[str, Tensor], where: str) -> None:
-    """Refuse a model tensor of another shape or dtype than the header's architecture says."""
+    """Refuse model tensors other than those the header's architecture lists (one missing, or
+    one it does not list), and one of another shape or dtype than it says."""
     # The model's tensors are those the architecture describes (it is what a model is checked
     # against): one of another dtype would be converted to the model's on loading.
     described = {
         name: (shape, dtype) for name, shape, dtype in header["architecture"]["parameters"]
     }
+    # (each, buffers too: a model loads a state without an optional buffer, such as
+    # BatchNorm1d's num_batches_tracked, keeping its own, where a checkpoint restores all)
+    held = {name[len(_MODEL) :] for name in tensors if name.startswith(_MODEL)}
+    missing = [_MODEL + name for name in described if name not in held]
+    unexpected = sorted(_MODEL + name for name in held - described.keys())
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{where}: the model's tensors do not match the header's architecture: missing "
+            f"{missing}, unexpected {unexpected}"
+        )
     for name, tensor in tensors.items():
-        if name.startswith(_MODEL) and name[len(_MODEL) :] in described:
+        if name.startswith(_MODEL):
             shape, dtype = described[name[len(_MODEL) :]]
             own = str(tensor.dtype).removeprefix("torch.")
             if (list(tensor.shape), own) != (shape, dtype):
@@ -1681,6 +1693,14 @@ def _check_updates_model(where: str, model: Module, optimizer: Optimizer | None)
     if optimizer is None:
         return
     own = {id(p) for p in model.parameters()}
+    view = _view_of_model(model, optimizer, own)
+    if view is not None:
+        # (what a stack's model_parameters and flat_model_parameters give: the updates reach
+        # the model's values, but the state is not of parameters the checkpoint can name)
+        raise CheckpointError(
+            f"{where}: the optimizer updates {view}: a checkpoint names the state of the "
+            "model's own parameters; build the optimizer on model.parameters()"
+        )
     if not own & {id(p) for p in optimizer.params}:
         raise CheckpointError(f"{where}: the optimizer updates none of the model's parameters")
     outside = [
@@ -1695,6 +1715,24 @@ def _check_updates_model(where: str, model: Module, optimizer: Optimizer | None)
             "theirs would not be saved and a resumed run would not go on as this one; register "
             "them in a module of the model (register_parameter)"
         )
+
+
+def _view_of_model(model: Module, optimizer: Optimizer, own: set[int]) -> str | None:
+    """The first parameter ``optimizer`` updates that is not one of ``model``'s but lies in
+    the memory of one (a view of it), described with that parameter's name; ``None`` if none
+    does."""
+    named = [(name, parameter.data) for name, parameter in model.named_parameters()]
+    for index, parameter in enumerate(optimizer.params):
+        if id(parameter) in own:
+            continue
+        given = (f"params[{index}]", parameter.data)
+        for name, data in named:  # (pair by pair: a stack's own parameters interleave)
+            if first_overlap([(name, data), given]) is not None:
+                return (
+                    f"{given[0]} of shape {tuple(parameter.data.shape)}, a view of the "
+                    f"model's parameter {name!r}, not the parameter itself"
+                )
+    return None
 
 
 def _optimizer_parameters(model: Module, optimizer: Optimizer) -> list[str]:
