@@ -13,6 +13,7 @@ plan ran, so that it cannot pass on the child-by-child path alone.
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
 import pickle
 import re
@@ -654,9 +655,15 @@ def test_an_interrupted_planned_forward_refuses_backward(monkeypatch: pytest.Mon
             raise KeyboardInterrupt
         return original(self, input, out)
 
-    monkeypatch.setattr(nn.Tanh, "_forward", interrupted)
+    # (on the plan's steps: a plan calls the hooks as defined, not one replaced on the class)
+    plan = model._planned
+    assert plan is not None
+    for step in plan.steps:
+        if isinstance(step.module, nn.Tanh):
+            monkeypatch.setattr(step, "forward_function", interrupted)
     with pytest.raises(KeyboardInterrupt):
         model(x)
+    assert len(calls) == 2
     with pytest.raises(RuntimeError, match=r"stopped at module 3 \(Tanh\) by KeyboardInterrupt"):
         model.backward(torch.ones(4, 3, dtype=F64))
     monkeypatch.undo()
@@ -910,6 +917,83 @@ def test_a_parameter_put_in_place_of_a_layers_after_planning_is_used() -> None:
     planned[2].register_parameter("bias", narrow.bias)
     with pytest.raises(ValueError, match="Linear"):
         planned(x)
+
+
+@pytest.mark.parametrize("between", ["layer", "model"])
+def test_a_layers_own_parameter_registered_back_after_another_is_used(between: str) -> None:
+    """A layer given another existing Parameter (weights averaged apart, say), called with it
+    on another shape, then given its own back: the plan, which finds the layer holding its
+    Parameter again, computes with that Parameter's tensor, as the children one by one do.
+    (It computed with the other Parameter's, the view the layer had made of it last: 2.99
+    apart, and the backward with its own, for every later step.)"""
+    planned = _chain("LTLTL", [3, 4, 4, 2], F64, seed=29)
+    plain = copy.deepcopy(planned)
+    x = torch.randn(8, 3, dtype=F64)
+    # (made before the plan: a Parameter made since replaces a tensor, which drops it)
+    others = [nn.Parameter(torch.ones(4, 3, dtype=F64)) for _ in range(2)]
+    _planned(planned, x)
+    for model, other in zip((planned, plain), others, strict=True):
+        layer = model[0]
+        own = layer.weight
+        layer.register_parameter("weight", other)
+        (layer if between == "layer" else model)(x[:2])
+        layer.register_parameter("weight", own)
+    for _ in range(3):
+        y = planned(x)
+        assert planned._planned is not None
+        assert torch.equal(y, _plain_forward(plain, x))
+        assert torch.equal(planned.backward(y), _plain_backward(plain, y))
+        _assert_same(planned, plain)
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        (nn.Tanh, "_forward"),
+        (nn.Tanh, "_backward"),
+        (nn.Linear, "_apply"),
+        (nn.Linear, "_accumulate"),
+    ],
+)
+def test_a_hook_replaced_on_a_class_after_planning_is_not_called_by_the_plan(
+    monkeypatch: pytest.MonkeyPatch, kind: type[nn.Module], name: str
+) -> None:
+    """A tracer with a hook's own arguments (no ``out``) set on a planned class once a plan is
+    made: the plan keeps calling the hooks as defined (ChainPlan.possible's docstring says so),
+    with the results of the children one by one, bit for bit; a chain planned afterwards runs
+    child by child and calls it. (The plan called the tracer with its ``out`` too: a raw
+    TypeError part-way through the backward, the last layer's gradients written, on every
+    step.)"""
+    calls: list[nn.Module] = []  # (the children called)
+    original = getattr(kind, name)
+    parameters = list(inspect.signature(original).parameters)[1:]
+    if "out" in parameters:
+        parameters.remove("out")
+
+    def traced(self: nn.Module, *arguments: Any) -> Any:
+        assert len(arguments) == len(parameters), "called with the plan's out"
+        calls.append(self)
+        return original(self, *arguments)
+
+    planned = _chain("LTLTL", [2, 5, 5, 3], F64, seed=21)
+    plain = copy.deepcopy(planned)
+    x = torch.randn(4, 2, dtype=F64)
+    _planned(planned, x)
+    _plain_forward(plain, x)
+    planned.zero_grad()
+    monkeypatch.setattr(kind, name, traced)
+    for _ in range(3):
+        y = planned(x)
+        assert torch.equal(y, _plain_forward(plain, x))
+        assert torch.equal(planned.backward(y), _plain_backward(plain, y))
+        _assert_same(planned, plain)
+    assert planned._planned is not None
+    assert not [child for child in calls if any(child is own for own in planned)]
+    other = _chain("LTLTL", [2, 5, 5, 3], F64, seed=21)
+    for _ in range(3):
+        other.backward(other(x))
+    assert other._planned is None and len(other._plans) == 0
+    assert calls or name == "_accumulate"  # (which only a plan calls)
 
 
 @pytest.mark.parametrize(

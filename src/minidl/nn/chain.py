@@ -35,7 +35,8 @@ shape for the gradients between the children, these made at the first ``backward
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -107,6 +108,14 @@ _CLASS_METHODS = {
 }
 
 
+#: The layer's hooks a plan calls, as defined: a plan is made only while its children's class
+#: methods are those (see :meth:`ChainPlan.possible`), and one replaced on the class since (by
+#: a tracer, with the hook's documented arguments, which lack the plan's ``out``) is not seen
+#: by that plan, which would otherwise call it part-way through a step.
+_APPLY = Linear._apply
+_ACCUMULATE = Linear._accumulate
+
+
 def _first_layer(items: Sequence[object]) -> int:
     """The index of the first :class:`~minidl.nn.Linear` (or its step) in ``items``, or the
     last index if none is."""
@@ -161,13 +170,32 @@ class _Buffers:
 class _LinearStep:
     """A :class:`~minidl.nn.Linear` in a plan."""
 
-    __slots__ = ("cached", "grad_input", "grad_output_t", "known", "module", "output")
+    __slots__ = (
+        "accepted",
+        "cached",
+        "grad_input",
+        "grad_output_t",
+        "known",
+        "module",
+        "output",
+    )
 
-    def __init__(self, layer: Linear, known: tuple[object, ...], output: Tensor | None) -> None:
+    def __init__(
+        self,
+        layer: Linear,
+        known: tuple[object, ...],
+        accepted: tuple[object, ...],
+        output: Tensor | None,
+    ) -> None:
         self.module = layer
         # What the layer keeps for an input of this shape (its _input_shape, _output_shape and
         # _ones), restored on every call: the layer may have seen other shapes in between.
         self.known = known
+        # And what it keeps of the parameter tensors it accepted (its _weight_seen,
+        # _bias_seen, _weight_t, _dtype and _device), restored where it has made its view of
+        # others since (other Parameters registered, then its own again: the plan's, which
+        # ChainPlan._intact finds it holding, their tensors unchanged).
+        self.accepted = accepted
         self.output = output  # the buffer of the output, or None (a new tensor)
         self.cached: Tensor | None = None  # the input this plan last gave the layer
         self.grad_input: Tensor | None = None  # the buffer of the input gradient, or None
@@ -176,8 +204,17 @@ class _LinearStep:
     def forward(self, input: Tensor) -> Tensor:
         layer = self.module
         layer._input_shape, layer._output_shape, layer._ones = self.known  # type: ignore[assignment]
+        accepted = self.accepted
+        if layer._weight_t is not accepted[2]:
+            (
+                layer._weight_seen,
+                layer._bias_seen,
+                layer._weight_t,
+                layer._dtype,
+                layer._device,
+            ) = accepted  # type: ignore[assignment]
         self.cached = input
-        return layer._apply(input, self.output)
+        return _APPLY(layer, input, self.output)
 
     def backward(self, grad_output: Tensor, with_input: bool) -> Tensor | None:
         layer = self.module
@@ -187,7 +224,7 @@ class _LinearStep:
         if grad_output_t is None:
             grad_output_t = grad_output.t()
         try:
-            layer._accumulate(grad_output_t, input)
+            _ACCUMULATE(layer, grad_output_t, input)
         except RuntimeError as error:
             # The first layer's input, the caller's tensor, may be an autograd leaf (given
             # under torch.no_grad(), or made one since the forward): out= refused it before
@@ -195,7 +232,7 @@ class _LinearStep:
             # (Another error, or a gradient from an autograd graph, fails again here: the first
             # error is raised as it was.)
             try:
-                layer._accumulate(grad_output_t, input.detach())
+                _ACCUMULATE(layer, grad_output_t, input.detach())
             except RuntimeError:
                 raise error from None
         if not with_input:
@@ -207,10 +244,22 @@ class _ActivationStep:
     """A built-in activation in a plan: into a buffer of its own, or in place over the output
     of the layer before it (``in_place``: see :attr:`Activation._in_place`)."""
 
-    __slots__ = ("cached", "grad_input", "in_place", "module", "output")
+    __slots__ = (
+        "backward_function",
+        "cached",
+        "forward_function",
+        "grad_input",
+        "in_place",
+        "module",
+        "output",
+    )
 
     def __init__(self, activation: Activation, output: Tensor | None, in_place: bool) -> None:
         self.module = activation
+        # (its class's, as defined: see _APPLY)
+        methods = dict(zip(_NAMES[type(activation)], _CLASS_METHODS[type(activation)], strict=True))
+        self.forward_function: Callable[..., tuple[Tensor, Any]] = methods["_forward"]
+        self.backward_function: Callable[..., Tensor] = methods["_backward"]
         self.output = output
         self.in_place = in_place
         self.cached: Tensor | None = None  # the cache this plan last gave the activation
@@ -219,14 +268,14 @@ class _ActivationStep:
     def forward(self, input: Tensor) -> Tensor:
         activation = self.module
         out = input if self.in_place else self.output
-        output, cache = activation._forward(input, out)  # type: ignore[call-arg]
+        output, cache = self.forward_function(activation, input, out)
         activation._cache = self.cached = cache
         return output
 
     def backward(self, grad_output: Tensor, with_input: bool) -> Tensor | None:
         cache = self.cached
         assert cache is not None
-        return self.module._backward(grad_output, cache, self.grad_input)  # type: ignore[call-arg]
+        return self.backward_function(self.module, grad_output, cache, self.grad_input)
 
 
 _Step = _LinearStep | _ActivationStep
@@ -248,7 +297,9 @@ class ChainPlan:
         """Whether a plan can be made for ``modules``: a chain that :func:`plannable` accepts,
         with no method or hook set on a child's instance (see :data:`_NAMES`) nor replaced on
         its class (by a tracer or profiler, say: a plan calls the children's operations, not
-        those methods). A class method replaced once a plan is made is not seen by that plan."""
+        those methods). A class method replaced once a plan is made is not seen by that plan,
+        which calls the hooks as defined (:data:`_APPLY`, :data:`_ACCUMULATE` and each
+        activation step's own), not one with other arguments, part-way through a step."""
         return (
             plannable(modules)
             and not any(
@@ -303,7 +354,14 @@ class ChainPlan:
                 else:
                     output = self._own(shape, index, last)
                 known = (module._input_shape, module._output_shape, module._ones)
-                steps.append(_LinearStep(module, known, output))
+                accepted = (
+                    module._weight_seen,
+                    module._bias_seen,
+                    module._weight_t,
+                    module._dtype,
+                    module._device,
+                )
+                steps.append(_LinearStep(module, known, accepted, output))
             else:
                 assert isinstance(module, Activation)
                 in_place = index > 0 and isinstance(modules[index - 1], Linear)
