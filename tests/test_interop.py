@@ -444,10 +444,10 @@ def _gelu_set_to(approximate: object) -> torch.nn.GELU:
     ("layer", "fragment"),
     [
         (
-            torch.nn.LeakyReLU(-0.5),
-            "LeakyReLU: negative_slope must be a finite number >= 0, got -0.5",
+            torch.nn.LeakyReLU(float("inf")),
+            "LeakyReLU: negative_slope must be a finite number, got inf",
         ),
-        (torch.nn.ELU(-1.0), "ELU: alpha must be a finite number > 0, got -1.0"),
+        (torch.nn.ELU(float("nan")), "ELU: alpha must be a finite number, got nan"),
         (torch.nn.Dropout(1.0), "Dropout: p must be in [0, 1), got 1.0"),
         (torch.nn.BatchNorm1d(3, momentum=1.5), "BatchNorm1d: momentum"),
         (_gelu_set_to("exact"), "GELU: approximate must be 'none' or 'tanh', got 'exact'"),

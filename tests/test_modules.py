@@ -24,6 +24,11 @@ ACTIVATION_FACTORIES: dict[str, Callable[[], nn.Module]] = {
     "leakyrelu-0.01": nn.LeakyReLU,
     "leakyrelu-0.3": lambda: nn.LeakyReLU(0.3),
     "leakyrelu-2": lambda: nn.LeakyReLU(2.0),
+    # (negative slopes and alphas, 0 too, as PyTorch takes them: |x| is LeakyReLU(-1))
+    "leakyrelu--0.5": lambda: nn.LeakyReLU(-0.5),
+    "leakyrelu--1": lambda: nn.LeakyReLU(-1),
+    "elu-0": lambda: nn.ELU(0.0),
+    "elu--1.5": lambda: nn.ELU(-1.5),
     "elu-0.1": lambda: nn.ELU(0.1),
     "elu-1": nn.ELU,
     "elu-2.5": lambda: nn.ELU(2.5),

@@ -71,10 +71,10 @@ def test_leaky_relu_refuses_a_slope_that_is_not_a_finite_number(
     slope: object, kind: type[Exception]
 ) -> None:
     """A number out of range is a ValueError, anything else (a bool too) a TypeError."""
-    with pytest.raises(kind, match="LeakyReLU: negative_slope must be a finite number >= 0"):
+    with pytest.raises(kind, match="LeakyReLU: negative_slope must be a finite number"):
         nn.LeakyReLU(slope)  # type: ignore[arg-type]
     layer = nn.LeakyReLU(0.2)
-    with pytest.raises(kind, match="LeakyReLU: negative_slope must be a finite number >= 0"):
+    with pytest.raises(kind, match="LeakyReLU: negative_slope must be a finite number"):
         layer.negative_slope = slope  # type: ignore[assignment]
     assert layer.negative_slope == 0.2
 
@@ -82,18 +82,18 @@ def test_leaky_relu_refuses_a_slope_that_is_not_a_finite_number(
 @pytest.mark.parametrize(
     ("alpha", "kind", "shown"),
     [
-        (0.0, ValueError, ", got 0.0"),
+        (math.inf, ValueError, ", got inf"),
         (math.nan, ValueError, ", got nan"),
         (True, TypeError, " (a float or an int), got bool True"),
         ("1.0", TypeError, " (a float or an int), got str '1.0'"),
     ],
 )
-def test_elu_refuses_an_alpha_that_is_not_a_positive_number(
+def test_elu_refuses_an_alpha_that_is_not_a_finite_number(
     alpha: object, kind: type[Exception], shown: str
 ) -> None:
     """A number out of range is a ValueError, anything else (a bool too) a TypeError, from
     ELU's constructor and from setting ``alpha`` (the value is kept)."""
-    message = f"ELU: alpha must be a finite number > 0{shown}"
+    message = f"ELU: alpha must be a finite number{shown}"
     with pytest.raises(kind) as info:
         nn.ELU(alpha=alpha)  # type: ignore[arg-type]
     assert str(info.value) == message

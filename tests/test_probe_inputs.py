@@ -3,6 +3,7 @@ function, what was given and what was expected, and leaves every bit of state as
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -267,8 +268,8 @@ def test_a_losss_upstream_gradient_must_be_real_and_where_the_gradient_can_take_
 
 SETTINGS = [
     (lambda: nn.Dropout(0.5), "p", 1.0, r"Dropout: p must be in \[0, 1\), got 1.0"),
-    (nn.LeakyReLU, "negative_slope", -0.5, "LeakyReLU: negative_slope must be a finite number"),
-    (nn.ELU, "alpha", -1, r"ELU: alpha must be a finite number > 0, got -1"),
+    (nn.LeakyReLU, "negative_slope", math.inf, "LeakyReLU: negative_slope must be a finite number"),
+    (nn.ELU, "alpha", math.nan, r"ELU: alpha must be a finite number, got nan"),
     (nn.GELU, "approximate", "exact", r"GELU: approximate must be 'none' or 'tanh', got 'exact'"),
     (lambda: nn.BatchNorm1d(3), "eps", -1, r"BatchNorm1d: eps must be in \(0, inf\), got -1"),
     (lambda: nn.BatchNorm1d(3), "momentum", 2, r"BatchNorm1d: momentum must be in \[0, 1\]"),

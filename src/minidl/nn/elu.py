@@ -25,15 +25,14 @@ __all__ = ["ELU"]
 def _check_alpha(where: str, alpha: object) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise TypeError(
-            f"{where}: alpha must be a finite number > 0 (a float or an int), got "
-            f"{shown_typed(alpha)}"
+            f"{where}: alpha must be a finite number (a float or an int), got {shown_typed(alpha)}"
         )
     try:
         number = float(alpha)
     except OverflowError:  # (an int beyond float's range)
         number = math.inf
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{where}: alpha must be a finite number > 0, got {shown(alpha)}")
+    if not math.isfinite(number):
+        raise ValueError(f"{where}: alpha must be a finite number, got {shown(alpha)}")
     return number
 
 
@@ -50,7 +49,8 @@ class ELU(CachedDerivative):
     is NaN (the cached derivative is), where PyTorch's is :math:`g` (times SELU's scale).
 
     Args:
-        alpha: the saturation value :math:`\alpha` for negative inputs (default 1.0), finite, > 0.
+        alpha: the saturation value :math:`\alpha` for negative inputs (default 1.0), finite;
+            0 or negative too, as in PyTorch.
         inplace: ``False`` (default), what it does: PyTorch's argument; ``True`` is refused.
 
     Shape:
@@ -97,7 +97,7 @@ class ELU(CachedDerivative):
             # e^min(x, 0) is already the derivative, exactly 1 = e^0 for x > 0: the same bits
             # in four operations less.
             return torch.add(negative, positive, out=out), exponential
-        if self._scale * self._alpha > FLOAT16_LARGEST:
+        if abs(self._scale * self._alpha) > FLOAT16_LARGEST:
             # (SELU's scale * alpha is 1.76: ELU's alpha alone can be too large)
             check_in_dtype_range(
                 type(self).__name__, "alpha", self._alpha * self._scale, negative.dtype

@@ -25,16 +25,16 @@ __all__ = ["LeakyReLU"]
 def _check_negative_slope(where: str, negative_slope: object) -> float:
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
         raise TypeError(
-            f"{where}: negative_slope must be a finite number >= 0 (a float or an int), got "
+            f"{where}: negative_slope must be a finite number (a float or an int), got "
             f"{shown_typed(negative_slope)}"
         )
     try:
         number = float(negative_slope)
     except OverflowError:  # (an int beyond float's range)
         number = math.inf
-    if not math.isfinite(number) or number < 0:
+    if not math.isfinite(number):
         raise ValueError(
-            f"{where}: negative_slope must be a finite number >= 0, got {shown(negative_slope)}"
+            f"{where}: negative_slope must be a finite number, got {shown(negative_slope)}"
         )
     return number
 
@@ -54,7 +54,8 @@ class LeakyReLU(CachedDerivative):
     away from PyTorch's).
 
     Args:
-        negative_slope: the slope :math:`a` for negative inputs (default 0.01), finite and >= 0.
+        negative_slope: the slope :math:`a` for negative inputs (default 0.01), finite; a
+            negative one too, as in PyTorch (``LeakyReLU(-1)`` is :math:`|x|`).
         inplace: ``False`` (default), what it does: PyTorch's argument; ``True`` is refused.
 
     Shape:
@@ -83,7 +84,7 @@ class LeakyReLU(CachedDerivative):
     def _output_and_derivative(self, input: Tensor, out: Tensor | None) -> tuple[Tensor, Tensor]:
         positive = input.clamp_min(0).sign_()
         negative = torch.rsub(positive, operand(1.0, positive))
-        if self._negative_slope > FLOAT16_LARGEST:
+        if abs(self._negative_slope) > FLOAT16_LARGEST:
             check_in_dtype_range(
                 "LeakyReLU", "negative_slope", self._negative_slope, negative.dtype
             )
