@@ -193,6 +193,25 @@ def test_restored_inside_trains_outside(optimizer_name: str) -> None:
     _assert_same(_state(model, optimizer), expected)
 
 
+@pytest.mark.parametrize("optimizer_name", OPTIMIZERS)
+def test_state_dicts_taken_inside_can_be_changed_outside(optimizer_name: str) -> None:
+    """A model's and an optimizer's state dicts taken inside inference mode hold no inference
+    tensors (PyTorch's and torch.optim's do not): a state dict kept as the best so far can be
+    changed in place outside, and its values are the live ones. (They were inference tensors:
+    "Inplace update to inference tensor outside InferenceMode is not allowed".)"""
+    model, optimizer = _build(_batch_norm, OPTIMIZERS[optimizer_name])
+    _train(model, optimizer, [_data((), 4, seed) for seed in range(3)], lambda _: True)
+    with torch.inference_mode():
+        model_state = model.state_dict()
+        optimizer_state = optimizer.state_dict()
+    taken = [*model_state.values(), *optimizer_state["state"].values()]
+    assert taken
+    _assert_same(taken, _state(model, optimizer))
+    for tensor in taken:
+        assert not tensor.is_inference()
+        tensor.add_(1)  # in place, outside inference mode
+
+
 def test_register_buffer_copies_an_inference_tensor_out() -> None:
     module = nn.Module()
     with torch.inference_mode():

@@ -5,7 +5,9 @@ save/restore."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 from collections.abc import Callable, Iterable
 from fractions import Fraction
 from typing import Any
@@ -13,9 +15,11 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from minidl import nn, optim
 from minidl.train import fit
+from tests.helpers import unfolded
 
 F64 = torch.float64
 STEPS = 45
@@ -1029,6 +1033,12 @@ def test_a_hyperparameter_beyond_the_dtypes_range_is_refused_before_anything_cha
         for parameter, value in zip(model.parameters(), values, strict=True)
     )
     optimizer.lr = 0.01
+    # (SGD's velocity, scaled by the rate of 1e5, is beyond float16 too: refused by name)
+    beyond_float16 = [key for key, tensor in before.items() if tensor.abs().max() > 65504]
+    if beyond_float16:
+        with pytest.raises(ValueError, match=rf"state '{beyond_float16[0]}' holds .* beyond"):
+            optimizer.step()
+        return
     optimizer.step()  # and it steps once the rate fits
     assert optimizer.state and all(t.dtype == torch.float16 for t in optimizer.state.values())
 
@@ -1154,6 +1164,181 @@ def test_a_refused_load_after_a_cast_leaves_the_state_of_its_dtype() -> None:
     model.to("meta")
     optimizer.load_state_dict({**saved, "state": {k: v.to("meta") for k, v in before.items()}})
     assert all(tensor.is_meta for tensor in optimizer.state.values())
+
+
+@pytest.mark.parametrize(
+    ("make", "entry"),
+    [
+        (lambda p: optim.Adagrad(p, lr=0.1, eps=1e-4), "sum"),
+        (lambda p: optim.Adam(p, lr=1e-3, eps=1e-4), "exp_avg"),  # (the first found)
+        (lambda p: optim.SGD(p, lr=0.1, momentum=0.9), "momentum_buffer"),
+    ],
+    ids=["Adagrad", "Adam", "SGD momentum"],
+)
+def test_a_state_beyond_a_narrower_dtype_is_refused_before_anything_changes(
+    make: Callable[[Iterable[nn.Parameter]], optim.Optimizer], entry: str
+) -> None:
+    """A state whose finite values would be infinite in the parameters' new dtype (the model
+    cast to float16, or a float32 state loaded into an optimizer of float16 parameters) is
+    refused by name, by the step, by fit before training and by load_state_dict, the state
+    and the parameters left as they were. (It was cast: Adagrad's sum infinite, every update
+    0, the parameters stopped with no error; PyTorch's step fails on the dtypes.)"""
+    model = nn.Linear(2, 2)
+    optimizer = make(model.parameters())
+    for parameter in model.parameters():
+        parameter.grad.fill_(3e6)
+    optimizer.step()
+    name = type(optimizer).__name__
+    largest = optimizer.state[entry].abs().max().item()
+    saved = optimizer.state_dict()
+    assert largest > 65504
+    words = (
+        f"state {entry!r} holds {largest:.6g}, beyond the range of the parameters' dtype "
+        "torch.float16 (largest finite value 65504): cast to it, the state would be infinite, "
+        "and the updates made from it infinite or 0; "
+    )
+    before = {key: tensor.clone() for key, tensor in optimizer.state.items()}
+    model.half()
+    values = [parameter.data.clone() for parameter in model.parameters()]
+    refused = f"{name} (parameters of dtype torch.float16): {words}build a new optimizer"
+    with pytest.raises(ValueError, match=f"^{re.escape(refused)}"):
+        optimizer.step()
+    with pytest.raises(ValueError, match=f"^{re.escape(refused)}"):
+        fit(model, nn.MSELoss(), optimizer, *[torch.ones(4, 2).half()] * 2, epochs=1)
+    assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+    for key, tensor in optimizer.state.items():
+        assert tensor.dtype == torch.float32 and torch.equal(tensor, before[key])
+    fresh = nn.Linear(2, 2, dtype=torch.float16)
+    other = make(fresh.parameters())
+    kept = other.state_dict()
+    loaded = f"{name}.load_state_dict: {words}load it into an optimizer of parameters of its dtype"
+    with pytest.raises(ValueError, match=f"^{re.escape(loaded)}$"):
+        other.load_state_dict(saved)
+    assert other.step_count == kept["step_count"]
+    for key, tensor in other.state.items():
+        assert torch.equal(tensor, kept["state"][key])
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "apart"])
+def test_a_parameter_put_in_params_after_steps_is_the_one_updated(steps: int, flat: bool) -> None:
+    """After steps (two or more: the optimizer then found its layout unchanged once), a
+    Parameter put in ``params`` in place of another (which replaces no tensor) is the one that
+    ``step`` updates and ``zero_grad`` zeroes, the one taken out is left alone; one appended, or
+    one of another size put in, is refused by name before anything changes. (From the second
+    step on, the flat buffers of the old parameters were updated: the new one never moved,
+    and the appended one was skipped or failed in zip's words, a parameter updated first.)"""
+    model = nn.mlp((2, 3, 2)) if flat else None
+    params = (
+        list(model.parameters())
+        if model is not None
+        else [nn.Parameter(torch.zeros(6)), nn.Parameter(torch.zeros(3))]
+    )
+    optimizer = optim.SGD(params, lr=0.5, momentum=0.9)  # (a state, kept by position)
+    # (made before the steps: a Parameter made replaces a tensor, which the optimizer notices)
+    put = nn.Parameter(torch.zeros(params[1].data.shape))
+    appended = nn.Parameter(torch.ones(4))
+    resized = nn.Parameter(torch.ones(params[1].data.numel() + 1))
+    for _ in range(steps):
+        for parameter in params:
+            parameter.grad.fill_(1.0)
+        optimizer.step()
+    taken = optimizer.params[1]
+    put.grad.fill_(1.0)
+    taken_before = taken.data.clone()
+    start = params[0].data.numel()
+    velocity = optimizer.state["momentum_buffer"][start : start + taken.data.numel()]
+    # (minidl's velocity holds the rate: v = mu v + lr g, w -= v)
+    expected = -(0.9 * velocity.view(taken.data.shape) + 0.5 * 1.0)
+    optimizer.params[1] = put
+    optimizer.step()
+    assert torch.equal(put.data, expected)
+    assert torch.equal(taken.data, taken_before)
+    optimizer.zero_grad()
+    assert not put.grad.any() and taken.grad.eq(1.0).all()
+    held = list(optimizer.params)
+    values = [p.data.clone() for p in held]
+    for change in ("append", "resize"):
+        if change == "append":
+            optimizer.params.append(appended)
+            expected = "SGD: params holds 3 Parameters" if not flat else "SGD: params holds 5"
+        else:
+            optimizer.params[1] = resized
+            expected = "SGD: params[1] (Parameter(shape="
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            optimizer.step()
+        assert all(torch.equal(p.data, v) for p, v in zip(held, values, strict=True))
+        optimizer.params[:] = held
+    assert optimizer.step_count == steps + 1
+
+
+def test_a_state_tensor_made_in_inference_mode_takes_the_steps_update() -> None:
+    """A state tensor replaced inside ``torch.inference_mode()`` is taken as a copy made
+    outside it, and the step that takes it updates that copy, inside the mode or outside, and
+    in fit's folded step as in its loop. (The step that took it updated the inference tensor,
+    no longer held: the velocity lost that step's update; outside the mode it failed in torch's
+    words.)"""
+
+    def velocity(inside: bool) -> list[float]:
+        parameter = nn.Parameter(torch.zeros(3, dtype=F64))
+        optimizer = optim.SGD([parameter], lr=1.0, momentum=0.9)
+        parameter.grad.fill_(1.0)
+        optimizer.step()
+        with torch.inference_mode(inside):
+            optimizer.state["momentum_buffer"] = optimizer.state["momentum_buffer"] * 3
+        with torch.inference_mode(inside):
+            optimizer.step()
+            optimizer.step()
+        assert not optimizer.state["momentum_buffer"].is_inference()
+        return optimizer.state["momentum_buffer"].tolist() + parameter.data.tolist()
+
+    assert velocity(True) == velocity(False) == pytest.approx([4.33] * 3 + [-9.03] * 3)
+
+    def fitted(inside: bool, fold: bool) -> list[Tensor]:
+        model = nn.mlp((2, 3, 2), "tanh", dtype=F64, generator=torch.Generator().manual_seed(0))
+        optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        x = torch.randn(8, 2, dtype=F64, generator=torch.Generator().manual_seed(1))
+        y = torch.tensor([0, 1, 0, 1, 1, 0, 1, 0])
+        run = contextlib.nullcontext() if fold else unfolded()
+        with run:
+            fit(
+                model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, batch_size=4,
+                generator=torch.Generator().manual_seed(2),
+            )  # fmt: skip
+        with torch.inference_mode(inside):
+            optimizer.state["momentum_buffer"] = optimizer.state["momentum_buffer"] * 0.5
+        with contextlib.nullcontext() if fold else unfolded():
+            fit(
+                model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=2, batch_size=4,
+                generator=torch.Generator().manual_seed(3),
+            )  # fmt: skip
+        optimizer.step()  # (outside inference mode: the state held is no inference tensor)
+        return [*optimizer.state.values(), *(p.data for p in model.parameters())]
+
+    for fold in (True, False):
+        expected = fitted(False, fold)
+        for a, b in zip(fitted(True, fold), expected, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_a_state_that_fits_loads_after_a_cast_the_old_one_does_not_fit() -> None:
+    """A state dict whose values fit float16, loaded after the model was cast to it, where the
+    state held (about to be replaced) does not fit: loaded, and the next step takes it. (It
+    was refused for the state it replaces.) The state held alone is still refused by step."""
+    model = nn.Sequential(nn.Linear(2, 2))
+    optimizer = optim.Adagrad(model.parameters(), lr=0.1, eps=1e-4)
+    for parameter in model.parameters():
+        parameter.grad.fill_(1000.0)
+    optimizer.step()
+    saved = optimizer.state_dict()
+    saved["state"]["sum"] = torch.ones(6, dtype=torch.float16)
+    model.half()
+    optimizer.load_state_dict(saved)
+    assert optimizer.state["sum"].dtype == torch.float16 and optimizer.state["sum"].eq(1).all()
+    for parameter in model.parameters():
+        parameter.grad.fill_(1.0)
+    optimizer.step()
+    assert torch.isfinite(optimizer.state["sum"]).all()
 
 
 EpsPair = tuple[Callable[..., optim.Optimizer], Callable[..., torch.optim.Optimizer]]

@@ -1538,6 +1538,48 @@ def test_a_validation_list_that_on_epoch_reshapes_is_refused_after_it(change: st
     assert len(history.train_loss) == 1 and optimizer.step_count == 4
 
 
+@pytest.mark.parametrize("target", ["class index", "probabilities"])
+def test_training_targets_that_on_epoch_makes_invalid_are_refused_after_it(target: str) -> None:
+    """A training label made out of range by on_epoch (or a probability target made negative)
+    is refused after on_epoch, as before training, before the next epoch takes a step: it
+    failed part-way through that epoch, in the loss's words, its first steps taken, the
+    model and the optimizer changed, the epoch unrecorded."""
+    from minidl.train import History, fit
+
+    x = torch.randn(20, 2, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(20) % 2 if target == "class index" else torch.full((20, 2), 0.5)
+
+    def on_epoch(record: object) -> None:
+        if target == "class index":
+            y[19] = 5
+        else:
+            y[19, 0] = -1.0
+
+    model = nn.mlp((2, 5, 2), "tanh")
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    history = History()
+    values: list[torch.Tensor] = []
+
+    def noted(record: object) -> None:
+        on_epoch(record)
+        values.extend(p.data.clone() for p in model.parameters())
+
+    with pytest.raises(ValueError) as refused:
+        fit(
+            model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=3, batch_size=4,
+            on_epoch=noted, history=history,
+        )  # fmt: skip
+    if target == "class index":
+        assert str(refused.value) == (
+            "fit: training (changed by on_epoch) y must hold class indices in [0, 2) (the "
+            "model's outputs have 2 columns), got 5"
+        )
+    else:
+        assert "fit checked every target of y after on_epoch" in refused.value.__notes__
+    assert len(history.train_loss) == 1 and optimizer.step_count == 5
+    assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+
+
 @pytest.mark.parametrize("change", ["shrunk", "grown", "other dtype"])
 def test_a_training_set_that_on_epoch_resizes_is_refused_after_it(change: str) -> None:
     """x and y resized in place by on_epoch (``resize_``, or x given float64 values through

@@ -404,8 +404,9 @@ class FoldedStep:
         (:data:`_LOSSES`); an optimizer that does not update exactly the model's parameters, as
         flat buffers, with state tensors of their shape and dtype; a method that fit calls set
         on one of the three or replaced on its class (see :data:`_MODEL_METHODS`); data that is
-        not a plain CPU float32 or float64 tensor, or that shares memory with the parameters or
-        their gradients (see :func:`_apart`); or :func:`minidl.detect_anomaly` enabled."""
+        not a plain CPU float32 or float64 tensor, or that shares memory with the parameters,
+        their gradients or the optimizer's state (see :func:`_apart`); or
+        :func:`minidl.detect_anomaly` enabled."""
         if type(model) is not Sequential or type(criterion) not in _LOSSES:
             return None
         if not _plain(x, y):
@@ -428,6 +429,8 @@ class FoldedStep:
         if len(parameters) != 2 * layers or not _same(parameters, optimizer.params):
             return None  # (a parameter shared by two layers: its gradient is their sum)
         if not _apart(x, y, _memory(t for p in parameters for t in (p.data, p.grad))):
+            return None
+        if not _apart(x, y, _memory(optimizer.state.values())):
             return None
         first = parameters[0].data
         if any(p.data.dtype is not x.dtype or not p.data.is_cpu for p in parameters):
@@ -454,6 +457,8 @@ class FoldedStep:
             and step.values.dtype is x.dtype
             and step.usable(model)  # type: ignore[arg-type]
             and _apart(x, y, step._memory)
+            # (the state's, which may have been replaced since the step was built)
+            and _apart(x, y, _memory(optimizer.state.values()))
         ):
             return step
         return None
@@ -553,8 +558,9 @@ class FoldedStep:
         index = self._index
         torch.index_select(flat[0], 0, index, out=self.values)
         # (the state tensors as they are now: code between epochs or calls may have replaced
-        # one, optimizer.state[name] = ..., which the optimizer's own step then updates)
-        for mine, theirs in zip(self.state, optimizer.state.values(), strict=True):
+        # one, optimizer.state[name] = ..., which the optimizer's own step then updates: taken
+        # as its step takes it, one made in inference mode copied out of it)
+        for mine, theirs in zip(self.state, optimizer._taken_state(), strict=True):
             torch.index_select(theirs, 0, index, out=mine)
 
     def store(self) -> None:
@@ -808,10 +814,10 @@ def _memory(tensors: Iterable[Tensor | None]) -> tuple[tuple[int, int], ...]:
 
 def _apart(x: Tensor, y: Tensor, memory: tuple[tuple[int, int], ...]) -> bool:
     """Whether the storages of ``x`` and ``y`` lie apart from ``memory`` (:func:`_memory` of
-    the parameters and their gradients). Data over a parameter's memory (``x =
-    layer.weight.data``) changes as the model trains, which the step-by-step loop reads at each
-    epoch; a folded step trains on copies of the parameters, written back at the end (the
-    parameters came out 0.2 apart)."""
+    the parameters and their gradients, or of the optimizer's state). Data over a parameter's
+    memory (``x = layer.weight.data``) changes as the model trains, which the step-by-step loop
+    reads at each epoch; a folded step trains on copies of the parameters and the state,
+    written back at the end (the parameters came out 0.2 apart, 0.03 over the state's)."""
     for low, high in _memory((x, y)):
         if any(low < end and start < high for start, end in memory):
             return False

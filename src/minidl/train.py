@@ -850,18 +850,8 @@ def fit(
         scores = isinstance(probe, Tensor) and probe.dim() == 2
         width = int(probe.shape[1]) if scores else None
         outputs = str((1, *probe.shape[1:])) if isinstance(probe, Tensor) else type(probe).__name__
-    if not y.is_floating_point() and width is not None and not _forward_of_its_own(criterion):
-        # (on a probed y too: what was written through .data or NumPy moved no version counter)
-        check_class_indices("fit", "", y)  # (a negative index named so)
-        check_class_indices("fit", "", y, width)
-    elif y.is_floating_point():
-        # Every target's values, as the loss checks a batch's (the trial read the first only):
-        # one refused in a later batch stopped the run part-way, the model trained.
-        try:
-            criterion._check_target_values(y)
-        except ValueError as error:
-            add_note(error, "fit checked every target of y before training")
-            raise
+    # (on a probed y too: what was written through .data or NumPy moved no version counter)
+    _check_targets(criterion, y, width, "", "before training")
     if validation is not None:
         # Checked before training, so that a bad set does not fail after the first epoch.
         x_validation, y_validation = check_labelled("fit", "validation ", *validation)
@@ -882,6 +872,10 @@ def fit(
         _check_rates("fit", scheduler, optimizer, start_epoch, epochs, batch_count)
     steps: _Batches = batches if parallel is None else parallel.shard(batches)
     model.train()
+    if kept is not None and not kept.usable(model):  # type: ignore[arg-type]
+        # (a train() of one's own, set on a module, changed what the kept step holds: as a
+        # first call decides after model.train(), a step is built anew, or none)
+        kept = None
     folded = (
         kept
         if kept is not None
@@ -970,6 +964,11 @@ def fit(
                     if stop is not None and _stops(stop):
                         break
                     _check_set_unchanged(x, y, training_kinds)
+                    # (its values too, as before training: a label made out of range failed
+                    # part-way through the next epoch, its steps taken)
+                    _check_targets(
+                        criterion, y, width, "training (changed by on_epoch) ", "after on_epoch"
+                    )
                     if validation is not None:
                         # The validation set as on_epoch left it, checked as before training:
                         # labels made no class indices below the width were counted as wrong,
@@ -994,6 +993,23 @@ def fit(
 def _kind(tensor: Tensor) -> tuple[tuple[int, ...], torch.dtype, torch.device]:
     """A tensor's shape, dtype and device."""
     return tuple(tensor.shape), tensor.dtype, tensor.device
+
+
+def _check_targets(criterion: Loss, y: Tensor, width: int | None, what: str, when: str) -> None:
+    """Check every training target as the loss checks a batch's (the trial reads the first
+    only): class indices in ``[0, width)`` (``width``: the model's outputs, ``None`` where they
+    are not scores), or the target values the loss takes; ``what`` names ``y`` in a refusal,
+    ``when`` the moment in its note. One refused in a later batch stopped the run part-way, the
+    model trained."""
+    if not y.is_floating_point() and width is not None and not _forward_of_its_own(criterion):
+        check_class_indices("fit", what, y)  # (a negative index named so)
+        check_class_indices("fit", what, y, width)
+    elif y.is_floating_point():
+        try:
+            criterion._check_target_values(y)
+        except ValueError as error:
+            add_note(error, f"fit checked every target of y {when}")
+            raise
 
 
 def _check_set_unchanged(

@@ -1000,7 +1000,9 @@ class Module:
         buffers (a tied parameter, or the buffers of a module registered twice, once, under the
         first name). The copies are detached from any autograd graph and share no memory with
         the module (PyTorch's share it): a state dict taken during training keeps its values,
-        and one saved holds its own values only, not the flat buffer around them.
+        and one saved holds its own values only, not the flat buffer around them. Taken inside
+        ``torch.inference_mode()``, they are no inference tensors (PyTorch's are not either):
+        they can be changed outside it.
 
         The arguments are PyTorch's, by keyword (PyTorch's positional form is deprecated).
 
@@ -1034,7 +1036,11 @@ class Module:
         if keep_vars:
             entries = self._state_entries(keep_vars=True)
         else:
-            entries = {name: t.detach().clone() for name, t in self._state_entries().items()}
+            # (copied outside torch.inference_mode(), when taken inside it: an inference
+            # tensor would refuse in-place changes outside it, where PyTorch's detached
+            # tensors are not inference tensors)
+            with torch.inference_mode(False):
+                entries = {name: t.detach().clone() for name, t in self._state_entries().items()}
         if destination is None:
             destination = {}
         for name, value in entries.items():

@@ -253,6 +253,8 @@ class Optimizer:
         # Parameter.replacements when the layout was last found unchanged: while it stays the
         # same, no parameter tensor was replaced and the per-parameter comparison is skipped.
         self._replacements_seen = -1
+        #: The parameters as they were then (a list: one changed by hand is looked at again).
+        self._params_seen: list[Parameter] | None = None
         self._flat: tuple[Tensor, Tensor] | None = None
         self._state_views: list[tuple[Tensor, ...]] = []
         # The state tensors as the optimizer made or last took them (see _check_state_held):
@@ -381,25 +383,28 @@ class Optimizer:
         self.step_count = count
         return count
 
-    def _refresh_layout(self, method: str = "") -> None:
-        """Find out whether the parameters are flat, and move the state along with them.
+    def _refresh_layout(self, method: str = "", state: bool = True) -> None:
+        """Find out whether the parameters are flat, and move the state along with them
+        (``state``: see :meth:`_check_layout`).
 
         The views are made outside inference mode, so that they stay usable in place whether
         the next step runs inside ``torch.inference_mode()`` (as :func:`minidl.train.fit` does)
         or not.
         """
         self._check_state_held(method or "step")
-        self._sizes = self._check_layout(method)
+        self._sizes = self._check_layout(method, state)
         with torch.inference_mode(False):
             self._make_views()
 
-    def _check_layout(self, method: str = "") -> list[int]:
+    def _check_layout(self, method: str = "", state: bool = True) -> list[int]:
         """Refuse parameters that the state cannot follow (one resized, two of another dtype or
         device) or whose dtype, another than when last checked (a cast), cannot hold the rate or
         a setting; return their sizes. Nothing is moved: :meth:`_refresh_layout` does it once
         they are taken, and :func:`minidl.train.fit` asks before it trains
         (:meth:`_check_next_step`). A refused rate or setting is named with ``method``, the
-        method that asks (none for a step)."""
+        method that asks (none for a step). ``state`` ``False``: the state held, which the
+        caller replaces (:meth:`load_state_dict`), is not checked against a new dtype, and the
+        dtype is checked again at the next call."""
         sizes = [p.numel() for p in self.params]
         if self.state and sizes != self._sizes:  # the state would not fit
             if len(sizes) != len(self._sizes):  # (params appended to, or popped from, by hand)
@@ -415,7 +420,8 @@ class Optimizer:
             raise ValueError(
                 f"{type(self).__name__}: params[{index}] ({self.params[index]!r}) holds "
                 f"{sizes[index]} values, {self._sizes[index]} when the optimizer was built (its "
-                "data was replaced by a tensor of another size); build a new optimizer"
+                "data was replaced by a tensor of another size, or another Parameter put in its "
+                "place); build a new optimizer"
             )
         self._check_one_kind()
         # (a .data replaced since, q.data = p.data, as at the constructor)
@@ -428,7 +434,14 @@ class Optimizer:
             asked = f".{method}" if method else ""
             where = f"{type(self).__name__}{asked} (parameters of dtype {dtype})"
             self._check_in_range({"lr": self._lr, **self.hyperparameters()}, where, dtype)
-            self._largest = largest
+            for state_name, tensor in self.state.items() if state else ():
+                _check_state_fits(
+                    where, state_name, tensor, dtype,
+                    "build a new optimizer for the parameters cast (its state starts anew), or load a "
+                    "state that fits",
+                )  # fmt: skip
+            if state:
+                self._largest = largest
         return sizes
 
     def _check_next_step(self) -> None:
@@ -437,7 +450,9 @@ class Optimizer:
         before anything changes; where they are as at the last step, nothing is checked. The
         state stays where it is (a fit that trains no epoch leaves the optimizer as it is)."""
         self._check_state_held("step")
-        if Parameter.replacements != self._replacements_seen and self._layout_changed():
+        if (
+            Parameter.replacements != self._replacements_seen or self.params != self._params_seen
+        ) and self._layout_changed():
             self._check_layout()
         self._check_next_numbers()
 
@@ -487,7 +502,8 @@ class Optimizer:
 
     def _layout_changed(self) -> bool:
         replacements = Parameter.replacements
-        if replacements == self._replacements_seen:
+        # (a Parameter put in params, or taken out of it, replaces no tensor: compared apart)
+        if replacements == self._replacements_seen and self.params == self._params_seen:
             return False
         key = self._layout_key
         params = self.params
@@ -498,6 +514,7 @@ class Optimizer:
             if parameter.data is not key[index] or parameter.grad is not key[count + index]:
                 return True
         self._replacements_seen = replacements
+        self._params_seen = list(params)
         return False
 
     def step(self) -> None:
@@ -505,11 +522,15 @@ class Optimizer:
         held = self.state
         if not isinstance(held, dict) or tuple(held) != tuple(self.state_names):
             self._refuse_state_names("step")
-        if Parameter.replacements != self._replacements_seen and self._layout_changed():
+        if (
+            Parameter.replacements != self._replacements_seen or self.params != self._params_seen
+        ) and self._layout_changed():
             self._refresh_layout()
         tensors = tuple(held.values())
         if tensors and not _same_objects(tensors, self._state_key):  # (one replaced by hand)
             self._take_state("step")
+            # (as taken: one made in torch.inference_mode() is held as a copy made outside it)
+            tensors = tuple(held.values())
         if type(self.step_count) is not int:
             self._check_countable()
         flat = self._flat
@@ -530,6 +551,16 @@ class Optimizer:
             self._refuse_state_names(method)
         if not _same_objects(tuple(state.values()), self._state_key):
             self._check_state_tensors(method)
+
+    def _taken_state(self) -> tuple[Tensor, ...]:
+        """The state tensors, one replaced by hand since the last step taken first (checked;
+        one made in ``torch.inference_mode()`` held as a copy made outside it), as
+        :meth:`step` takes it inline: for :mod:`minidl.folded`, which updates them itself."""
+        tensors = tuple(self.state.values())
+        if tensors and not _same_objects(tensors, self._state_key):
+            self._take_state("step")
+            tensors = tuple(self.state.values())
+        return tensors
 
     def _take_state(self, method: str) -> None:
         """Take the state tensors replaced by hand since the last step, once checked: the
@@ -661,7 +692,9 @@ class Optimizer:
     def _flat_buffers(self) -> tuple[Tensor, Tensor] | None:
         """The flat buffers of the parameters' values and gradients (see :meth:`step`), or
         ``None`` where they are not views of two such buffers."""
-        if Parameter.replacements != self._replacements_seen and self._layout_changed():
+        if (
+            Parameter.replacements != self._replacements_seen or self.params != self._params_seen
+        ) and self._layout_changed():
             self._refresh_layout()
         return self._flat
 
@@ -685,7 +718,9 @@ class Optimizer:
         """
         if set_to_none is not False:
             refuse_set_to_none(f"{type(self).__name__}.zero_grad", set_to_none)
-        if Parameter.replacements != self._replacements_seen and self._layout_changed():
+        if (
+            Parameter.replacements != self._replacements_seen or self.params != self._params_seen
+        ) and self._layout_changed():
             self._refresh_layout("zero_grad")
         flat = self._flat
         if flat is not None:
@@ -733,7 +768,9 @@ class Optimizer:
         take whole storages along, and a count of replacements that means nothing in another
         process); the next ``step`` or ``zero_grad`` finds it again."""
         state = self.__dict__.copy()
-        state.update(_layout_key=(), _replacements_seen=-1, _flat=None, _state_views=[])
+        state.update(
+            _layout_key=(), _replacements_seen=-1, _params_seen=None, _flat=None, _state_views=[]
+        )
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -764,7 +801,8 @@ class Optimizer:
         weight decay means another thing in each.
 
         The state tensors have the parameters' current device and dtype, even when the model was
-        moved (``model.to(...)``) since the last ``step``.
+        moved (``model.to(...)``) since the last ``step``, and are no inference tensors when
+        taken inside ``torch.inference_mode()``.
         """
         # (one that load_state_dict would refuse, set by hand, is refused here, before saving,
         # and before the state moves with the model)
@@ -776,11 +814,13 @@ class Optimizer:
         self._check_state_held("state_dict")
         if self._layout_changed():
             self._refresh_layout("state_dict")
+        with torch.inference_mode(False):  # (no inference tensors: torch.optim's are not)
+            state = {name: tensor.clone() for name, tensor in self.state.items()}
         return {
             "lr": self._lr,
             "step_count": step_count,
             "hyperparameters": dict(self.hyperparameters()),
-            "state": {name: tensor.clone() for name, tensor in self.state.items()},
+            "state": state,
             "shapes": self._shapes(),
             "class": type(self).__name__,
         }
@@ -818,7 +858,8 @@ class Optimizer:
         self._check_state_held("load_state_dict")
         moved = self._layout_changed()
         if moved:
-            self._check_layout("load_state_dict")
+            # (not the state held, which the state given replaces: that one is checked below)
+            self._check_layout("load_state_dict", state=False)
         lr = check_real(f"{name}.load_state_dict", "lr", state_dict["lr"], low=0.0)
         step_count = check_step_count(
             f"{name}.load_state_dict", "step_count", state_dict["step_count"]
@@ -870,6 +911,10 @@ class Optimizer:
                     f"{name}.load_state_dict: state {state_name!r} must be floating point, "
                     f"got {tensor.dtype}"
                 )
+            _check_state_fits(
+                where, state_name, tensor, self.params[0].data.dtype,
+                "load it into an optimizer of parameters of its dtype",
+            )  # fmt: skip
         hyperparameters = state_dict.get("hyperparameters", {})
         if not isinstance(hyperparameters, Mapping):
             raise TypeError(
@@ -881,7 +926,7 @@ class Optimizer:
             self._check_state_names(hyperparameters)
         self._check_in_range({"lr": lr, **hyperparameters}, f"{name}.load_state_dict")
         if moved:
-            self._refresh_layout("load_state_dict")
+            self._refresh_layout("load_state_dict", state=False)
         # An entry that shares memory with the state (another state tensor of this optimizer,
         # or a view of one) is read before anything is written: each entry is its value at the
         # call, whatever the order of the writes (exp_avg given as exp_avg_sq and the other
@@ -1068,6 +1113,26 @@ class Optimizer:
             f"{k}={v}" for k, v in {"lr": self._lr, **self.hyperparameters()}.items()
         )
         return f"{type(self).__name__}({settings})"
+
+
+def _check_state_fits(where: str, name: str, tensor: Tensor, dtype: torch.dtype, then: str) -> None:
+    """Refuse a state tensor whose finite values would be infinite in ``dtype`` (the
+    parameters', which the state takes): Adagrad's ``sum`` or Adam's ``exp_avg_sq`` infinite
+    makes every update it divides 0, the parameters stopping with no error. ``then`` ends the
+    message: what to do instead."""
+    if tensor.dtype == dtype or tensor.is_meta or not tensor.numel():
+        return
+    if torch.finfo(tensor.dtype).max <= torch.finfo(dtype).max:  # (cannot overflow)
+        return
+    finite = tensor.isfinite()
+    if not bool((finite & tensor.to(dtype).isinf()).any()):
+        return
+    largest = tensor[finite].abs().max().item()
+    raise ValueError(
+        f"{where}: state {name!r} holds {largest:.6g}, beyond the range of the parameters' "
+        f"dtype {dtype} (largest finite value {torch.finfo(dtype).max:.6g}): cast to it, the "
+        f"state would be infinite, and the updates made from it infinite or 0; {then}"
+    )
 
 
 def _as_tuples(value: object) -> object:
