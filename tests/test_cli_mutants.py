@@ -352,10 +352,11 @@ def test_an_interrupted_run_names_the_checkpoint_it_saved_last(tmp_path: Path) -
     save_checkpoint(saved, model, epoch=3)
     assert _interrupted(str(saved), str(resumed), str(saved)) == (
         f"minidl train: interrupted; the last checkpoint is {saved} (epoch 3); continue with "
-        f"--resume {saved}"
+        f"the same options and --resume {saved}"
     )
     assert _interrupted(None, str(resumed), str(saved)).endswith(
-        f"the last checkpoint is {resumed} (epoch 1); continue with --resume {resumed}"
+        f"the last checkpoint is {resumed} (epoch 1); continue with the same options and "
+        f"--resume {resumed}"
     )
 
 
@@ -372,7 +373,7 @@ def test_an_interrupted_runs_line_shows_a_path_that_would_hide_or_split_it(tmp_p
     save_checkpoint(spaced, model, epoch=2)
     assert _interrupted(str(spaced), None, str(spaced)) == (
         f"minidl train: interrupted; the last checkpoint is {str(spaced)!r} (epoch 2); "
-        f"continue with --resume '{spaced}'"
+        f"continue with the same options and --resume '{spaced}'"
     )
     split = tmp_path / "a\nb.ckpt"
     save_checkpoint(split, model, epoch=1)
@@ -400,7 +401,7 @@ def test_the_command_to_continue_with_gives_the_path_back_to_a_shell(tmp_path: P
         path = str(tmp_path / name)
         save_checkpoint(path, model, epoch=3)
         line = _interrupted(path, None, path)
-        shown, command = line.split(" (epoch 3); continue with --resume ")
+        shown, command = line.split(" (epoch 3); continue with the same options and --resume ")
         assert shown == f"minidl train: interrupted; the last checkpoint is {path}"
         assert shlex.split(command) == [path]
 
@@ -416,7 +417,7 @@ def test_the_command_to_continue_with_takes_a_path_starting_with_a_dash(
     monkeypatch.chdir(tmp_path)
     save_checkpoint("-x.ckpt", nn.Sequential(nn.Linear(2, 2)), epoch=3)
     line = _interrupted("-x.ckpt", None, "-x.ckpt")
-    assert line.endswith("(epoch 3); continue with --resume=-x.ckpt")
+    assert line.endswith("(epoch 3); continue with the same options and --resume=-x.ckpt")
     assert build_parser().parse_args(["train", "--resume=-x.ckpt"]).resume == "-x.ckpt"
 
 

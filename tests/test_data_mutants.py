@@ -75,24 +75,24 @@ def test_splits_and_data_sets_of_other_dtypes_but_equal_values_differ() -> None:
 def test_a_set_size_beyond_a_tensor_size_is_refused_by_name(name: str) -> None:
     """A size past 2**63 - 1, which no tensor dimension holds, is refused naming the argument
     (without the check torch's overflow error came out of ``torch.rand``, or the message
-    named no argument)."""
+    named no argument), and the limit of a set's size, 2**59 - 1, below it."""
     sizes = {"n_train": 2, "n_validation": 1, "n_test": 1, name: 2**63}
     with pytest.raises(
         ValueError,
-        match=rf"^make_disk_data: {name} must be at most 2\*\*63 - 1 \(the largest tensor size\), "
-        r"got 9223372036854775808$",
+        match=rf"^make_disk_data: {name} must be at most 2\*\*59 - 1, got 9223372036854775808: ",
     ):
         make_disk_data(**sizes)
 
 
 @pytest.mark.parametrize("name", ["n_train", "n_validation", "n_test"])
-@pytest.mark.parametrize("size", [2**59, 2**62])
+@pytest.mark.parametrize("size", [2**59, 2**62, 2**63, 2**70])
 def test_a_set_size_whose_points_pass_the_largest_tensor_is_refused_by_name(
     name: str, size: int
 ) -> None:
     """From 2**59 points on, the bytes of a set's (n, 2) float64 points pass 2**63 - 1, and
     torch's count of them overflowed ("Storage size calculation overflowed with sizes=...", a
-    RuntimeError naming no argument)."""
+    RuntimeError naming no argument). Past a tensor's largest size too, the limit named is
+    this one (it was "at most 2**63 - 1 (the largest tensor size)" from 2**63 on)."""
     sizes = {"n_train": 2, "n_validation": 1, "n_test": 1, name: size}
     with pytest.raises(
         ValueError,

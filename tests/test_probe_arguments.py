@@ -430,7 +430,7 @@ def test_make_disk_data_refuses_sets_past_int64_or_memory() -> None:
     with pytest.raises(
         ValueError,
         match=re.escape(
-            f"make_disk_data: n_test must be at most 2**63 - 1 (the largest tensor size), got {2**63}"
+            f"make_disk_data: n_test must be at most 2**59 - 1, got {2**63}: the set's points"
         ),
     ):
         make_disk_data(n_test=2**63)

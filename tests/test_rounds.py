@@ -940,6 +940,34 @@ def test_fit_rounds_refuses_bad_sets_before_training() -> None:
     assert torch.equal(generator.get_state(), state)
 
 
+@pytest.mark.parametrize("rounds", [1, 2])
+@pytest.mark.parametrize("where", ["train_sets", "validation_sets"])
+def test_fit_rounds_names_one_pair_given_for_a_list_of_pairs(rounds: int, where: str) -> None:
+    """One (x, y) pair given where a list of pairs, one per model, belongs is named as such,
+    for any number of models, before anything trains. (With one model it was counted: "expected
+    1 train_sets, one per model, got 2"; with two, its x was refused as no pair.)"""
+    torch.manual_seed(0)
+    models = [nn.mlp((2, 3, 2), "tanh") for _ in range(rounds)]
+    before = [model.state_dict() for model in models]
+    x, y = torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 1, 0])
+    sets: dict[str, Any] = {"train_sets": [(x, y)] * rounds, where: (x, y)}
+    with pytest.raises(TypeError) as caught:
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            lambda model: SGD(model.parameters(), lr=0.1),
+            epochs=1,
+            generators=[torch.Generator() for _ in range(rounds)],
+            **sets,
+        )
+    assert str(caught.value) == (
+        f"fit_rounds: {where} must be a list of (x, y) pairs, one per model, got one (x, y) "
+        "pair of tensors (for one model: [(x, y)])"
+    )
+    for model, state in zip(models, before, strict=True):
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
 def test_stacked_error_rates_refuses_what_is_not_a_stacked_set() -> None:
     stacked = nn.stack_models([nn.mlp((2, 3, 2), "tanh") for _ in range(2)])
     x, y = torch.randn(2, 5, 2), torch.zeros(2, 5, dtype=torch.int64)

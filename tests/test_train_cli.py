@@ -1623,7 +1623,7 @@ def test_an_interrupted_run_says_where_its_last_checkpoint_is(
         assert read_checkpoint(last[0]).training.epoch == last[1]
         expected = (
             f"minidl train: interrupted; the last checkpoint is {last[0]} (epoch {last[1]}); "
-            f"continue with --resume {last[0]}\n"
+            f"continue with the same options and --resume {last[0]}\n"
         )
     elif case == "none yet":
         expected = f"minidl train: interrupted; no checkpoint was written to {path} yet\n"
@@ -1788,9 +1788,34 @@ def test_ctrl_c_exits_with_130_and_names_the_last_checkpoint(tmp_path: Path) -> 
     assert epoch >= 1
     assert stderr == (
         f"minidl train: interrupted; the last checkpoint is {path} (epoch {epoch}); "
-        f"continue with --resume {path}\n"
+        f"continue with the same options and --resume {path}\n"
     )
     assert stdout == ""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+def test_a_second_ctrl_c_or_sigterm_after_the_line_changes_nothing(tmp_path: Path) -> None:
+    """An impatient second Ctrl-C, then a SIGTERM, once the run's one line is printed: still
+    that one line, no traceback, the status of the first (a second line, "minidl train:
+    interrupted", came every time; a traceback from the interpreter's exit at times)."""
+    path = tmp_path / "run.ckpt"
+    arguments = ["--epochs", "1000000", "--hidden", "4", "--batch-size", "1000", "--quiet"]
+    process = _start_cli(*arguments, "--checkpoint-every", "1", "--checkpoint", str(path))
+    try:
+        deadline = time.monotonic() + 300
+        while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process.poll() is None and path.exists(), "no checkpoint before the deadline"
+        process.send_signal(signal.SIGINT)
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if process.poll() is None:
+                process.send_signal(signum)
+    finally:
+        code, stdout, stderr = _finish(process)
+    assert line.startswith("minidl train: interrupted; the last checkpoint is ")
+    assert (code, stdout, stderr) == (130, "", "")
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
@@ -1828,7 +1853,7 @@ def test_sigterm_during_a_save_leaves_no_temporary_file_and_names_the_last_check
     assert epoch >= 1
     assert stderr == (
         f"minidl train: terminated; the last checkpoint is {path} (epoch {epoch}); "
-        f"continue with --resume {path}\n"
+        f"continue with the same options and --resume {path}\n"
     )
     assert stdout == ""
 

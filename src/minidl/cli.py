@@ -840,7 +840,7 @@ def _run_train(args: argparse.Namespace) -> int:
         how, status = _stopped_by(interrupt)
         if rank == 0:
             saved = checkpoint_path if saves else None
-            _to_stderr(_interrupted(saved, args.resume, checkpoint_path, how))
+            _stop_line(_interrupted(saved, args.resume, checkpoint_path, how), status)
         return status
     if rank == 0:
         say(f"final train error: {train_error:.2f}%")
@@ -1032,7 +1032,7 @@ def _interrupted(
         flag = "--resume=" if path.startswith("-") else "--resume "
         return (
             f"minidl train: {how}; the last checkpoint is {_shown_path(path)} (epoch {epoch}); "
-            f"continue with {flag}{command}"
+            f"continue with the same options and {flag}{command}"
         )
     if checkpoint is None:
         return f"minidl train: {how}; no checkpoint (--checkpoint PATH saves one)"
@@ -1333,12 +1333,33 @@ def _output_gone() -> int:
     return 1
 
 
+#: Whether the run's one stop line was printed (by :func:`_stop_line`), and whether this is
+#: the process's command (:func:`main` called without arguments, as the ``minidl`` script
+#: calls it), which then ignores the signals that would stop it again.
+_STOP = {"printed": False, "command": False, "status": 0}
+
+
+def _stop_line(line: str, status: int) -> None:
+    """Print the one line of a run stopped by Ctrl-C or ``SIGTERM``. A second signal after it
+    neither prints a second line (:func:`_report_stop`) nor, in the ``minidl`` command, stops
+    the clean-up or the interpreter's exit with a traceback: both are ignored from here on, the
+    process about to exit with the status of the first."""
+    if _STOP["command"] and threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+    _STOP.update(printed=True, status=status)
+    _to_stderr(line)
+
+
 def _report_stop(name: str, interrupt: KeyboardInterrupt) -> int:
     """Print the one line of a run that ``interrupt`` stopped, ``minidl train: interrupted``
-    (``name``: ``minidl train``, or ``minidl`` before the command is known), and return the
-    shell's status for its signal (see :func:`_stopped_by`)."""
+    (``name``: ``minidl train``, or ``minidl`` before the command is known), unless a line was
+    printed already (a second Ctrl-C during the clean-up after it: the first's status then),
+    and return the shell's status for its signal (see :func:`_stopped_by`)."""
+    if _STOP["printed"]:
+        return int(_STOP["status"])
     how, status = _stopped_by(interrupt)
-    _to_stderr(f"{name}: {how}")
+    _stop_line(f"{name}: {how}", status)
     return status
 
 
@@ -1350,6 +1371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     at the first use of its modules (see :mod:`minidl`), here, as a flag's type or the command
     first uses one, with the interrupt held back until it is imported (see
     :func:`_import_torch`)."""
+    _STOP.update(printed=False, command=argv is None, status=0)
     # A character the output's encoding lacks (a path, under PYTHONIOENCODING=ascii or a C
     # locale) is printed escaped, as on stderr, rather than failing the command.
     reconfigure = getattr(sys.stdout, "reconfigure", None)

@@ -332,12 +332,13 @@ def make_disk_data(
     sizes = {"n_train": n_train, "n_validation": n_validation, "n_test": n_test}
     for name, n in sizes.items():
         check_int("make_disk_data", name, n, low=2 if name == "n_train" else 1)
-        check_tensor_size("make_disk_data", name, n)
+        # (first: the limit of any tensor's size, 2**63 - 1, is past it)
         if n > _MOST_POINTS:  # (torch's count of their bytes overflowed, in its words)
             raise ValueError(
                 f"make_disk_data: {name} must be at most 2**59 - 1, got {shown(n)}: the set's "
                 "points, (n, 2) float64, would pass the largest tensor, 2**63 - 1 bytes"
             )
+        check_tensor_size("make_disk_data", name, n)
     check_dtype("make_disk_data", dtype)
     seed = check_seed("make_disk_data", seed)
     device = _check_device("make_disk_data", device)

@@ -312,6 +312,13 @@ def fit_rounds(
             f"fit_rounds: criterion is a StackedLoss of {criterion.models} models, for "
             f"{rounds} models; its runs must cover the {rounds} models"
         )
+    for name, sets in (("train_sets", train_sets), ("validation_sets", validation_sets)):
+        if isinstance(sets, tuple) and len(sets) == 2 and all(isinstance(t, Tensor) for t in sets):
+            # (one pair where a list of pairs belongs: with one model, counted as 2 sets)
+            raise TypeError(
+                f"fit_rounds: {name} must be a list of (x, y) pairs, one per model, got one "
+                "(x, y) pair of tensors (for one model: [(x, y)])"
+            )
     for name, sequence in (("train_sets", train_sets), ("generators", generators)):
         if len(sequence) != rounds:
             raise ValueError(
