@@ -461,16 +461,16 @@ def test_a_hook_set_on_a_child_is_called_by_its_methods_in_training_and_in_fit()
             assert torch.equal(mine.data, theirs.data)
 
 
-@pytest.mark.parametrize(
-    ("kind", "name"),
-    [
-        (nn.Tanh, "_forward"),
-        (nn.Tanh, "_backward"),
-        (nn.Linear, "_apply"),
-        (nn.Linear, "_accumulate"),
-        (nn.Linear, "_accumulate_bias"),
-    ],
-)
+#: The hooks through which a plan computes, each on its planned class.
+PLAN_HOOKS = [
+    (nn.Tanh, "_forward"),
+    (nn.Tanh, "_backward"),
+    (nn.Linear, "_apply"),
+    (nn.Linear, "_accumulate"),
+]
+
+
+@pytest.mark.parametrize(("kind", "name"), [*PLAN_HOOKS, (nn.Linear, "_accumulate_bias")])
 def test_a_hook_replaced_on_a_class_before_training_is_called(
     monkeypatch: pytest.MonkeyPatch, kind: type[nn.Module], name: str
 ) -> None:
@@ -946,15 +946,7 @@ def test_a_layers_own_parameter_registered_back_after_another_is_used(between: s
         _assert_same(planned, plain)
 
 
-@pytest.mark.parametrize(
-    ("kind", "name"),
-    [
-        (nn.Tanh, "_forward"),
-        (nn.Tanh, "_backward"),
-        (nn.Linear, "_apply"),
-        (nn.Linear, "_accumulate"),
-    ],
-)
+@pytest.mark.parametrize(("kind", "name"), PLAN_HOOKS)
 def test_a_hook_replaced_on_a_class_after_planning_is_not_called_by_the_plan(
     monkeypatch: pytest.MonkeyPatch, kind: type[nn.Module], name: str
 ) -> None:

@@ -1767,19 +1767,28 @@ def test_a_signal_while_torch_is_imported_waits_for_the_import(
     )
 
 
+def _start_until_checkpoint(path: Path) -> subprocess.Popen[str]:
+    """Start a long ``minidl train`` that saves a checkpoint to ``path`` every epoch, and
+    return it once the first is on disk (killed if none comes before the deadline)."""
+    arguments = ["--epochs", "1000000", "--hidden", "4", "--batch-size", "1000", "--quiet"]
+    process = _start_cli(*arguments, "--checkpoint-every", "1", "--checkpoint", str(path))
+    deadline = time.monotonic() + 300
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if process.poll() is not None or not path.exists():
+        _finish(process)
+        pytest.fail("no checkpoint before the deadline")
+    return process
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
 def test_ctrl_c_exits_with_130_and_names_the_last_checkpoint(tmp_path: Path) -> None:
     """A real SIGINT (what Ctrl-C sends) to ``minidl train`` once its first checkpoint is on
     disk: exit status 130, no traceback, and one line naming the checkpoint and its epoch, which
     is the epoch of the file on disk (where ever the signal lands, a save included)."""
     path = tmp_path / "run.ckpt"
-    arguments = ["--epochs", "1000000", "--hidden", "4", "--batch-size", "1000", "--quiet"]
-    process = _start_cli(*arguments, "--checkpoint-every", "1", "--checkpoint", str(path))
+    process = _start_until_checkpoint(path)
     try:
-        deadline = time.monotonic() + 300
-        while not path.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert process.poll() is None and path.exists(), "no checkpoint before the deadline"
         process.send_signal(signal.SIGINT)
     finally:
         code, stdout, stderr = _finish(process)
@@ -1799,13 +1808,8 @@ def test_a_second_ctrl_c_or_sigterm_after_the_line_changes_nothing(tmp_path: Pat
     that one line, no traceback, the status of the first (a second line, "minidl train:
     interrupted", came every time; a traceback from the interpreter's exit at times)."""
     path = tmp_path / "run.ckpt"
-    arguments = ["--epochs", "1000000", "--hidden", "4", "--batch-size", "1000", "--quiet"]
-    process = _start_cli(*arguments, "--checkpoint-every", "1", "--checkpoint", str(path))
+    process = _start_until_checkpoint(path)
     try:
-        deadline = time.monotonic() + 300
-        while not path.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert process.poll() is None and path.exists(), "no checkpoint before the deadline"
         process.send_signal(signal.SIGINT)
         assert process.stderr is not None
         line = process.stderr.readline()

@@ -97,7 +97,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # (kept ignored once the run's stop line is out: see _stop_line)
+        ignored = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if ignored else previous)
         sys.unraisablehook = unraisable
 
 

@@ -332,7 +332,7 @@ def make_disk_data(
     sizes = {"n_train": n_train, "n_validation": n_validation, "n_test": n_test}
     for name, n in sizes.items():
         check_int("make_disk_data", name, n, low=2 if name == "n_train" else 1)
-        # (first: the limit of any tensor's size, 2**63 - 1, is past it)
+        # (before check_tensor_size, whose limit, 2**63 - 1, lies past this one)
         if n > _MOST_POINTS:  # (torch's count of their bytes overflowed, in its words)
             raise ValueError(
                 f"make_disk_data: {name} must be at most 2**59 - 1, got {shown(n)}: the set's "
