@@ -1719,6 +1719,46 @@ def test_misuse_of_the_helpers_and_of_reduce_loss_is_named_by_them(
         assert torch.equal(parallel.reduce_loss(torch.tensor(2.0)), torch.tensor(2.0))
 
 
+def test_collectives_in_place_refuse_a_view_that_is_not_contiguous(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gloo reduced or broadcast a strided view's storage as if it were contiguous: on two ranks
+    reduce_loss of a column gave [3, 6, 3] and [3, 6, 6] for [3, 6, 9], wrote into the other
+    column, and broadcast_ of x[::2] left the ranks apart. Refused by name before the collective,
+    the tensor and its storage as they were; a contiguous tensor still goes through."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    with ProcessGroup(Launch(0, 1, 0), timeout=10.0) as group:
+        parallel = DataParallel(mlp((2, 3, 2), "tanh"), group)
+        totals = torch.tensor([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]])
+        stored = totals.clone()
+        calls = group._calls[0]
+        attempts = [
+            ("DataParallel.reduce_loss", "total", lambda: parallel.reduce_loss(totals[:, 0])),
+            ("ProcessGroup.all_reduce_", "tensor", lambda: group.all_reduce_(totals.t(), "t")),
+            ("ProcessGroup.broadcast_", "tensor", lambda: group.broadcast_(totals[:, 1], "c")),
+        ]
+        for where, what, attempt in attempts:
+            with pytest.raises(
+                ValueError,
+                match=rf"^{re.escape(where)}: {what} must be contiguous, got a view of shape "
+                r"\(\d+,( \d+)?\) with strides \(\d+,( \d+)?\); give tensor\.contiguous\(\) "
+                r"and copy the result back$",
+            ):
+                attempt()
+        assert group._calls[0] == calls
+        assert torch.equal(totals, stored)
+        assert torch.equal(group.all_reduce_(totals[1], "a row"), stored[1])
+        # torch's own group, named with its module ("must be a ProcessGroup, got ProcessGroup").
+        with pytest.raises(
+            TypeError,
+            match=r"^DataParallel: group must be a minidl\.distributed\.ProcessGroup \(join one "
+            r"with ProcessGroup\(launch\)\), got torch\..*ProcessGroup$",
+        ):
+            DataParallel(mlp((2, 3, 2), "tanh"), torch.distributed.group.WORLD)  # type: ignore[arg-type]
+
+
 def test_closing_a_closed_group_again_leaves_a_group_joined_since(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

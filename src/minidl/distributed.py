@@ -491,9 +491,23 @@ class ProcessGroup:
                 f"takes {', '.join(sorted(str(d) for d in _GLOO_DTYPES))}); convert it"
             )
 
+    def _check_in_place(self, where: str, tensor: object, what: str = "tensor") -> None:
+        """:meth:`_check_tensor`, and refuse a view that is not contiguous for a collective that
+        writes its result into the tensor given: gloo reduces and broadcasts the storage from
+        the view's first element on as if it were contiguous (wrong sums, elements outside the
+        view overwritten, the ranks apart)."""
+        self._check_tensor(where, tensor, what)
+        assert isinstance(tensor, Tensor)
+        if not tensor.is_contiguous():
+            raise ValueError(
+                f"{where}: {what} must be contiguous, got a view of shape {tuple(tensor.shape)} "
+                f"with strides {tensor.stride()}; give tensor.contiguous() and copy the result "
+                "back"
+            )
+
     def all_reduce_(self, tensor: Tensor, what: str) -> Tensor:
         """Sum ``tensor`` over the ranks, in place, and return it; ``what`` names it in errors."""
-        self._check_tensor("ProcessGroup.all_reduce_", tensor)
+        self._check_in_place("ProcessGroup.all_reduce_", tensor)
         self._enter(f"the all_reduce of {what}")
         try:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
@@ -509,7 +523,7 @@ class ProcessGroup:
                 (refused here, before the collective: gloo's refusal was reported as a failure
                 of the group, after a census of the ranks).
         """
-        self._check_tensor("ProcessGroup.broadcast_", tensor)
+        self._check_in_place("ProcessGroup.broadcast_", tensor)
         source = check_int("ProcessGroup.broadcast_", "source", source, low=0)
         if source >= self.world_size:
             raise ValueError(
@@ -861,7 +875,17 @@ def _given_parameters(where: str, parameters: Iterable[Parameter]) -> list[Param
 def _check_group(where: str, group: object) -> None:
     """Refuse a ``group`` that is no :class:`ProcessGroup`."""
     if not isinstance(group, ProcessGroup):
-        raise TypeError(f"{where}: group must be a ProcessGroup, got {type(group).__name__}")
+        raise TypeError(_not_a_group(where, group))
+
+
+def _not_a_group(where: str, group: object) -> str:
+    """The refusal of a ``group`` that is no :class:`ProcessGroup`, its type named with its
+    module (torch's own ``ProcessGroup``, ``dist.group.WORLD``, was "got ProcessGroup")."""
+    given = type(group)
+    return (
+        f"{where}: group must be a minidl.distributed.ProcessGroup (join one with "
+        f"ProcessGroup(launch)), got {given.__module__}.{given.__qualname__}"
+    )
 
 
 def _scatter_back(buffer: Tensor, tensors: Sequence[Tensor]) -> None:
@@ -1062,9 +1086,7 @@ class DataParallel:
                 f"DataParallel: model must be a minidl Module, got {given_module(model)}"
             )
         if not isinstance(group, ProcessGroup):
-            raise TypeError(
-                f"DataParallel: group must be a ProcessGroup, got {type(group).__name__}"
-            )
+            raise TypeError(_not_a_group("DataParallel", group))
         self.model = model
         self.group = group
         #: The shards and the pass that drew the last shard, while that pass runs.
@@ -1283,7 +1305,7 @@ class DataParallel:
         """Sum ``total`` (e.g. an epoch's sum of :meth:`synchronize`'s losses) over the ranks,
         in place, and return it."""
         # (refused in this method's name: the group's named ProcessGroup.all_reduce_)
-        self.group._check_tensor("DataParallel.reduce_loss", total, "total")
+        self.group._check_in_place("DataParallel.reduce_loss", total, "total")
         return self.group.all_reduce_(total, "the epoch's loss")
 
     def check_in_sync(self) -> None:
