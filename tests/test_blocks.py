@@ -1165,6 +1165,41 @@ def test_batch_norm_checks_running_statistics_registered_by_hand(
     assert all(map(torch.equal, norm.buffers(), before))
 
 
+@pytest.mark.parametrize("shared", ["expanded", "one buffer as both"])
+def test_batch_norm_refuses_statistics_that_share_memory_before_updating_them(
+    shared: str,
+) -> None:
+    """A ``running_var`` registered as an expanded tensor failed in torch's words ("more than
+    one element of the written-to tensor refers to a single memory location") with the mean
+    already updated and the count not; the mean registered as the variance too took both
+    updates. Refused by name in training before any update (in ``fit``'s check too); the
+    evaluation forward, which only reads them, takes them."""
+    norm = nn.BatchNorm1d(3, dtype=F64)
+    if shared == "expanded":
+        norm.register_buffer("running_var", torch.ones(1, dtype=F64).expand(3))
+        message = (
+            r"running_var has elements that share memory \(strides \(0,\), as expand makes\), "
+            r"but training updates it in place; register_buffer\('running_var', tensor\.clone\(\)\)"
+        )
+    else:
+        norm.register_buffer("running_var", norm.running_mean)
+        message = (
+            r"running_mean and running_var share memory, but training updates each in place; "
+            r"register one of them again as a tensor of its own \(\.clone\(\)\)"
+        )
+    before = [buffer.clone() for buffer in norm.buffers()]
+    x = torch.randn(4, 3, dtype=F64)
+    with pytest.raises(ValueError, match=rf"^BatchNorm1d: {message}$"):
+        norm(x)
+    with pytest.raises(ValueError, match=rf"^BatchNorm1d: {message}$"):
+        norm._check_training_state()
+    assert all(map(torch.equal, norm.buffers(), before))
+    norm.eval()
+    variance = norm.running_var.expand(4, 3)
+    expected = (x - norm.running_mean) / torch.sqrt(variance + norm.eps)
+    assert torch.allclose(norm(x), expected, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("part", ["batch norm", "dropout"])
 def test_a_residual_refuses_its_blocks_shape_before_the_state_changes(part: str) -> None:
     """On its own (a Sequential runs its trial), a Residual whose block changes the width

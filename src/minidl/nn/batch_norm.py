@@ -22,7 +22,7 @@ from minidl.nn._checks import (
 )
 from minidl.nn._gradient_memory import GradientMemory
 from minidl.nn.module import TRAINING_IN_TRIAL, Module
-from minidl.nn.parameter import Parameter
+from minidl.nn.parameter import Parameter, first_overlap, shares_elements
 
 __all__ = ["BatchNorm1d"]
 
@@ -267,6 +267,7 @@ class BatchNorm1d(Module):
                 "BatchNorm1d: training mode needs more than one sample per feature to "
                 f"estimate a variance, got an input of shape {tuple(x.shape)}"
             )
+        self._check_own_memory()
         return self._counted()
 
     def _counted(self) -> float:
@@ -286,7 +287,27 @@ class BatchNorm1d(Module):
 
     def _check_training_state(self) -> None:
         self._check_parameters()  # (a count of another shape, named so first)
+        self._check_own_memory()
         self._counted()
+
+    def _check_own_memory(self) -> None:
+        """The running statistics, updated in place in training, must each give every element
+        its own memory, apart from the other's (put in place with ``register_buffer``: an
+        expanded ``running_var`` failed in torch's words once the mean was updated, and one
+        buffer registered as both took both updates)."""
+        mean, variance = self.running_mean, self.running_var
+        for name, statistic in (("running_mean", mean), ("running_var", variance)):
+            if shares_elements(statistic):
+                raise ValueError(
+                    f"BatchNorm1d: {name} has elements that share memory (strides "
+                    f"{statistic.stride()}, as expand makes), but training updates it in place; "
+                    f"register_buffer({name!r}, tensor.clone())"
+                )
+        if first_overlap((("running_mean", mean), ("running_var", variance))) is not None:
+            raise ValueError(
+                "BatchNorm1d: running_mean and running_var share memory, but training updates "
+                "each in place; register one of them again as a tensor of its own (.clone())"
+            )
 
     def _trial_state(self) -> object:
         # (with momentum=None, whether the count is negative: refused in training)
