@@ -1200,6 +1200,33 @@ def test_batch_norm_refuses_statistics_that_share_memory_before_updating_them(
     assert torch.allclose(norm(x), expected, rtol=1e-12, atol=0)
 
 
+def test_a_residual_refuses_a_block_set_by_hand_until_it_is_registered() -> None:
+    """``residual.block = Linear(4, 4)`` (PyTorch's way, whose ``__setattr__`` registers it):
+    the Residual ran and trained the new block while ``parameters()``, the optimizers and
+    ``state_dict`` kept the old one, which never moved. Refused by name in forward, backward and
+    backward_parameters, the registered block untouched; ``register_module`` takes it."""
+    torch.manual_seed(0)
+    residual = nn.Residual(nn.Linear(4, 4, dtype=F64))
+    x = torch.randn(8, 4, dtype=F64)
+    residual(x)
+    registered = [p.data.clone() for p in residual.parameters()]
+    residual.block = nn.Linear(4, 4, dtype=F64)
+    refusal = (
+        r"^Residual: its attribute 'block' \(Linear\) is not its registered block \(set by "
+        r"hand: it would be run and trained while parameters\(\), the optimizers and "
+        r"state_dict keep the registered one\); register it with "
+        r"residual\.register_module\('block', module\), which replaces both$"
+    )
+    for call in (residual, residual.backward, residual.backward_parameters):
+        with pytest.raises(ValueError, match=refusal):
+            call(torch.ones(8, 4, dtype=F64))
+    assert all(p.grad is None or not p.grad.any() for p in residual.parameters())
+    assert all(map(torch.equal, (p.data for p in residual.parameters()), registered))
+    residual.register_module("block", residual.block)
+    assert list(residual.parameters()) == list(residual.block.parameters())
+    assert torch.equal(residual(x), x + residual.block(x))
+
+
 @pytest.mark.parametrize("part", ["batch norm", "dropout"])
 def test_a_residual_refuses_its_blocks_shape_before_the_state_changes(part: str) -> None:
     """On its own (a Sequential runs its trial), a Residual whose block changes the width

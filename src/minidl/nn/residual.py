@@ -69,6 +69,7 @@ class Residual(Module):
             raise TypeError(
                 f"Residual: expected a torch.Tensor as input, got {type(input).__name__}"
             )
+        self._check_block()
         if self._gradients.holds(input, self):
             input = input.clone()
         tried_now = False  # (whether a trial ran the block here: its caches are the trial's)
@@ -181,8 +182,23 @@ class Residual(Module):
         state.setdefault("_gradients", GradientMemory())  # (likewise)
         super().__setstate__(state)
 
+    def _check_block(self) -> None:
+        """Refuse a ``block`` attribute that is not the registered block: a module set by hand
+        (``residual.block = Linear(4, 4)``, as in PyTorch, whose ``__setattr__`` registers it)
+        would be run and trained while ``parameters()``, the optimizers and ``state_dict``
+        keep the registered one, which never moved."""
+        block = self.block
+        if block is not self._modules.get("block"):
+            raise ValueError(
+                f"Residual: its attribute 'block' ({given_module(block)}) is not its "
+                "registered block (set by hand: it would be run and trained while parameters(), "
+                "the optimizers and state_dict keep the registered one); register it with "
+                "residual.register_module('block', module), which replaces both"
+            )
+
     def backward(self, grad_output: Tensor) -> Tensor:
         self._check_backward(grad_output)
+        self._check_block()
         if self._gradients.holds(grad_output, self):
             # (the skip's g, added below, would be read after the block wrote over it)
             grad_output = grad_output.clone()
@@ -197,6 +213,7 @@ class Residual(Module):
         """The block's parameter gradients only: the skip path has no parameters, and the
         block's see the same upstream gradient :math:`g`."""
         self._check_backward(grad_output)
+        self._check_block()
         try:
             if type(self.block)._skips_own_backward:
                 self.block.backward(grad_output)  # (see Module._skips_own_backward)
