@@ -577,3 +577,33 @@ def test_a_checkpoint_of_a_schedule_with_a_setting_of_5001_digits_loads_into_tha
     load_checkpoint(path, *parts(huge))
     with pytest.raises(CheckpointError, match="the checkpoint is for another scheduler"):
         load_checkpoint(path, *parts(huge + 1))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda o: optim.CosineAnnealing(o, 10),
+        lambda o: optim.StepDecay(o, 3),
+        lambda o: optim.ExponentialDecay(o, 0.5),
+        lambda o: optim.CyclicLR(o, 0.01, 0.1, 5),
+        lambda o: optim.CosineAnnealingWarmRestarts(o, 2, T_mult=2),
+        lambda o: optim.SequentialSchedule(
+            o, [optim.LinearWarmup(o, 2), optim.CosineAnnealing(o, 4)], [2]
+        ),
+    ],
+)
+def test_lr_at_names_a_step_past_a_floats_range(make: Callable[[optim.Optimizer], Any]) -> None:
+    """``lr_at(10**400)`` raised Python's OverflowError ("int too large to convert to float")
+    where ``step()`` refuses the same step by name: a ValueError in the schedule's words, the
+    schedule as it was and its rates as before."""
+    optimizer = optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1)
+    schedule = make(optimizer)
+    state, rate = schedule.state_dict(), schedule.lr_at(3)
+    name = type(schedule).__name__
+    with pytest.raises(
+        ValueError,
+        match=rf"^{name}\.lr_at: the rate of step an int of 401 digits cannot be computed "
+        r"\([^;]+\); expected a step within the range of a float$",
+    ):
+        schedule.lr_at(10**400)
+    assert schedule.state_dict() == state and schedule.lr_at(3) == rate

@@ -89,6 +89,12 @@ def _check_reference_lr(where: str, base_lr: object) -> float:
 Schedule = TypeVar("Schedule", bound="LRScheduler")
 
 
+class StepOverflowError(ValueError, OverflowError):
+    """A step whose rate a float cannot hold (``lr_at(10**400)``): a ``ValueError`` in the
+    schedule's words for the caller of ``lr_at``, and still the ``OverflowError`` that a
+    schedule's ``step()`` names in its own (see :meth:`Schedule._rate`)."""
+
+
 def checks_step(
     lr_at: Callable[[Schedule, int], float],
 ) -> Callable[[Schedule, int], float]:
@@ -96,13 +102,24 @@ def checks_step(
     >= 0 raises before the formula sees it (a float or a negative step gives a number from most
     formulas): ``TypeError`` for a non-integer (a float, a bool), ``ValueError`` for a negative
     one, in the words of the schedule's class (``"CyclicLR.lr_at: step must be an integer >=
-    0, got -1"``); a NumPy integer is taken as an ``int``. Every built-in schedule's ``lr_at``
+    0, got -1"``), and ``ValueError`` for one past a float's range (Python's ``OverflowError``
+    named); a NumPy integer is taken as an ``int``. Every built-in schedule's ``lr_at``
     has it; a schedule of one's own may use it too (``from minidl.optim.lr_scheduler import
     checks_step``)."""
 
     @functools.wraps(lr_at)
     def checked(self: Schedule, step: int) -> float:
-        return lr_at(self, check_int(f"{type(self).__name__}.lr_at", "step", step, low=0))
+        where = f"{type(self).__name__}.lr_at"
+        step = check_int(where, "step", step, low=0)
+        try:
+            return lr_at(self, step)
+        except OverflowError as error:  # (a step past a float: 10**400)
+            # (Python's own error, where an inner schedule's lr_at named it already)
+            cause = error.__cause__ if isinstance(error, StepOverflowError) else error
+            raise StepOverflowError(
+                f"{where}: the rate of step {shown(step)} cannot be computed ({cause}); "
+                "expected a step within the range of a float"
+            ) from cause
 
     return checked
 
@@ -475,9 +492,11 @@ class LRScheduler:
         try:
             lr = self.lr_at(step)
         except (OverflowError, ZeroDivisionError) as error:
+            # (Python's own error, where lr_at named it: see checks_step)
+            cause = error.__cause__ if isinstance(error, StepOverflowError) else error
             raise ValueError(
                 f"{name}{'.' if where else ''}{where}: the rate of step {shown(step)} cannot be "
-                f"computed ({error}; {_shortened(repr(self))}); expected settings and steps "
+                f"computed ({cause}; {_shortened(repr(self))}); expected settings and steps "
                 "within the range of a float"
             ) from error
         if not (math.isfinite(lr) and lr >= 0):

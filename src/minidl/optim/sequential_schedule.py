@@ -9,7 +9,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from minidl._validate import shown
-from minidl.optim.lr_scheduler import LRScheduler, checks_step, fixed, steps_repr
+from minidl.optim.lr_scheduler import (
+    LRScheduler,
+    StepOverflowError,
+    checks_step,
+    fixed,
+    steps_repr,
+)
 from minidl.optim.optimizer import Optimizer
 
 __all__ = ["SequentialSchedule"]
@@ -206,9 +212,11 @@ class SequentialSchedule(LRScheduler):
         try:
             rate = self.lr_at(self.last_step)
         except (OverflowError, ZeroDivisionError) as error:  # (as _rate names them)
+            # (Python's own error, where an lr_at named it: see checks_step)
+            cause = error.__cause__ if isinstance(error, StepOverflowError) else error
             raise ValueError(
                 f"{where}: with {change} the rate of the current step {shown(self.last_step)} of "
-                f"the {kind} it is part of cannot be computed ({error}); expected settings and "
+                f"the {kind} it is part of cannot be computed ({cause}); expected settings and "
                 "steps within the range of a float"
             ) from error
         if not (math.isfinite(rate) and rate >= 0):
