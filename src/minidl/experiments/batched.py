@@ -1,8 +1,9 @@
 """Training the rounds of rows at once (batched rounds).
 
 :func:`train_rows_batched` returns what :func:`minidl.experiments.training.train_rows` returns
-(to 1e-12 in float64; in float32 a stack's products may sum in another order than one model's,
-and a round can then end a test point apart), computed with :func:`minidl.rounds.fit_rounds`: the R rounds of every given row are stacked and
+(to 1e-12 in float64 where the training loss stays finite: a round that diverges, as Fig. 1's
+MSE does, amplifies the last bits without bound; in float32 a stack's products may sum in
+another order than one model's, and a round can then end a test point apart), computed with :func:`minidl.rounds.fit_rounds`: the R rounds of every given row are stacked and
 trained together, each on its own data set, initial weights and shuffles, and each row with its
 own optimizer and schedule. The rows must share a :func:`~minidl.experiments.config.stack_key`
 (same layer sizes, epochs and data; they differ only in activations, loss and how they update

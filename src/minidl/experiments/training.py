@@ -210,7 +210,8 @@ def train_round(
     ``minidl reproduce`` trains its rounds stacked instead
     (:func:`minidl.experiments.batched.train_rows_batched`): the same computation, whose
     matrix products may sum in another order, so in float32 a round trained here can end a
-    test point apart from the report's (the two agree to 1e-12 in float64).
+    test point apart from the report's (the two agree to 1e-12 in float64, but in a round whose
+    training diverges, which amplifies the last bits without bound).
 
     Args:
         experiment: the row.

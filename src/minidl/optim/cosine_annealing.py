@@ -36,7 +36,8 @@ class CosineAnnealing(LRScheduler):
     with :math:`\lambda_0` the optimizer's learning rate when the scheduler is built. Past
     :math:`T_{max}` the cosine goes on (back up to :math:`\lambda_0` at :math:`2T_{max}`), like
     PyTorch's ``lr_scheduler.CosineAnnealingLR``; that class computes the same values
-    recursively (they agree to rounding).
+    recursively: they agree to rounding, PyTorch's error growing with the steps (a relative
+    1e-11 after 1 000 steps of ``T_max=1000``, 2e-10 after 5 000 of ``T_max=5000``, in float64).
 
     Args:
         optimizer: the optimizer to schedule.

@@ -35,7 +35,8 @@ class LinearWarmup(LRScheduler):
     = ``start_factor`` and :math:`T` = ``warmup_steps``; constant at :math:`\lambda_0` after
     that. The same rates as PyTorch's ``lr_scheduler.LinearLR(start_factor=f,
     end_factor=1, total_iters=T)`` to rounding (it multiplies the previous rate by a ratio at
-    every step, where this computes the closed form). To warm up into another schedule, chain both with
+    every step, where this computes the closed form); ``start_factor`` defaults to 0.1, where
+    ``LinearLR``'s is 1/3. To warm up into another schedule, chain both with
     :class:`~minidl.optim.SequentialSchedule`.
 
     Args:

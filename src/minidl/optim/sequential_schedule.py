@@ -76,7 +76,11 @@ class SequentialSchedule(LRScheduler):
     wherever it is listed. A nested sequence is the other: a ``SequentialSchedule`` inside
     another runs as the flat sequence of their schedules, where a ``SequentialLR`` inside
     another is stepped once by the outer one's constructor and reaches its own milestones one
-    step early (PyTorch 2.13). Only this object's :meth:`step` should be called.
+    step early (PyTorch 2.13). A third is a schedule stepped before the sequence was built:
+    minidl restarts from the rate that the first schedule of the sequence found, where
+    ``SequentialLR`` restarts from the ``initial_lr`` that the first scheduler ever built on
+    the optimizer recorded (after three steps of an ``ExponentialLR`` of 0.5, its rates are 8
+    times minidl's). Only this object's :meth:`step` should be called.
 
     Args:
         optimizer: the optimizer to schedule.

@@ -32,7 +32,9 @@ class StepDecay(LRScheduler):
     :math:`\beta` = ``step_size`` and :math:`\gamma` = ``gamma`` (the paper's :math:`\alpha`).
     Call :meth:`step` once per epoch, after the epoch's updates (as PyTorch's
     ``lr_scheduler.StepLR``, which gives the same rates to rounding: it multiplies the previous
-    rate by :math:`\gamma` at each drop, where this computes the closed form).
+    rate by :math:`\gamma` at each drop, where this computes the closed form). The defaults
+    are the paper's, not ``StepLR``'s (``gamma`` 0.1, and no default ``step_size``); ``gamma``
+    above 1, which ``StepLR`` takes, is refused.
 
     Args:
         optimizer: the optimizer to schedule.
