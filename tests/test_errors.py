@@ -1765,6 +1765,14 @@ def _adam_without_hyperparameters(params: list[nn.Parameter]) -> dict[str, Any]:
     return state
 
 
+def _adam_with_an_entry_added(params: list[nn.Parameter]) -> dict[str, Any]:
+    """An Adam's state dict with an entry no Adam has: its own settings were named as "other
+    settings", to build the Adam with (the ones it had)."""
+    state = optim.Adam(params).state_dict()
+    state["state"]["max_exp_avg_sq"] = torch.zeros(sum(p.data.numel() for p in params))
+    return state
+
+
 @pytest.mark.parametrize(
     ("make", "source", "expected"),
     [
@@ -1795,8 +1803,22 @@ def _adam_without_hyperparameters(params: list[nn.Parameter]) -> dict[str, Any]:
             "SGD.load_state_dict: state must have the entries [], got ['exp_avg', 'exp_avg_sq'] "
             "(it looks like another optimizer's state, or one saved with other settings)",
         ),
+        (
+            optim.Adam,
+            _adam_with_an_entry_added,
+            "Adam.load_state_dict: state must have the entries ['exp_avg', 'exp_avg_sq'], got "
+            "['exp_avg', 'exp_avg_sq', 'max_exp_avg_sq'] (saved with this Adam's own settings, "
+            "whose state has no other entries: the state was edited, or put together from "
+            "another optimizer's)",
+        ),
     ],
-    ids=["Adam into SGD", "RMSprop into Adam", "momentum into plain SGD", "no hyper-parameters"],
+    ids=[
+        "Adam into SGD",
+        "RMSprop into Adam",
+        "momentum into plain SGD",
+        "no hyper-parameters",
+        "an entry added",
+    ],
 )
 def test_another_optimizers_state_is_refused_saying_so(
     make: Callable[[list[nn.Parameter]], optim.Optimizer],

@@ -1896,7 +1896,7 @@ def _float32_model(flat: bool, dtype: torch.dtype = torch.float32) -> nn.Sequent
             torch.float32,
             r"^AdamW: the decay factor 1 - lr \* weight_decay is -1e\+40 \(lr=1e\+30, "
             r"weight_decay=10000000000\.0\), beyond the range of the parameters' dtype "
-            r"torch\.float32",
+            r"torch\.float32 \(largest 3\.40282e\+38\); give a smaller lr or weight_decay",
         ),
         (
             lambda p: optim.Adam(p, lr=1.0, betas=(0.99999, 0.999), eps=1e-4),

@@ -124,14 +124,16 @@ class Adam(Optimizer):
                     f"the step size lr / (1 - beta1^t) is {step_size:g} at step t = {step} "
                     f"(lr={self.lr!r}, beta1={beta1!r})"
                 )
+                smaller = "lr"
             else:
                 what = (
                     f"the decay factor 1 - lr * weight_decay is {decay:g} (lr={self.lr!r}, "
                     f"weight_decay={self._weight_decay!r})"
                 )
+                smaller = "lr or weight_decay"
             raise ValueError(
                 f"{kind}: {what}, beyond the range of the parameters' dtype {dtype} (largest "
-                f"{torch.finfo(dtype).max:g}); give a smaller lr"
+                f"{torch.finfo(dtype).max:g}); give a smaller {smaller}"
             )
         return step_size, bias_correction2_sqrt, decay
 

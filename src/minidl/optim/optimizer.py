@@ -955,6 +955,12 @@ class Optimizer:
         if not isinstance(saved, Mapping) or not saved:
             return " (it looks like another optimizer's state, or one saved with other settings)"
         found = set(saved)
+        if _takes(type(self), found) and _same_settings(saved, self.hyperparameters()):
+            # (this optimizer's own settings: the state's names were changed, not the settings)
+            return (
+                f" (saved with this {name}'s own settings, whose state has no other entries: "
+                "the state was edited, or put together from another optimizer's)"
+            )
         if _takes(type(self), found):
             given = ", ".join(f"{key}={shown(value)}" for key, value in saved.items())
             return f" (a state saved with other settings, {given}; build this {name} with them)"
@@ -1176,6 +1182,21 @@ def _float_bits(value: float) -> int:
 def _bits_float(bits: int) -> float:
     """The float of the bit pattern ``bits`` (see :func:`_float_bits`)."""
     return float(struct.unpack("<d", struct.pack("<q", bits))[0])
+
+
+def _same_settings(saved: Mapping[str, Any], own: Mapping[str, Any]) -> bool:
+    """Whether hyper-parameters saved in a state dict are ``own`` (a pair such as ``betas`` as
+    a tuple or a list); anything that is no plain value compares unequal."""
+
+    def plain(value: object) -> object:
+        return tuple(value) if isinstance(value, list | tuple) else value
+
+    if set(saved) != set(own):
+        return False
+    try:
+        return all(bool(plain(saved[key]) == plain(value)) for key, value in own.items())
+    except Exception:  # (a tensor of several elements, or a value of one's own)
+        return False
 
 
 def _takes(klass: type[Optimizer], names: set[str]) -> bool:
