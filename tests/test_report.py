@@ -320,6 +320,12 @@ def test_the_protocol_written_is_the_one_the_rows_trained_with(tmp_path: Path) -
     assert report_text([default], tmp_path).count("- Network 2-25-25-25-2 (") == 1
 
 
+def hypothesis_line(section: str) -> str:
+    """The one line of ``section`` that tests a variant's hypothesis."""
+    (line,) = [line for line in section.splitlines() if line.startswith("- Hypothesis:")]
+    return line
+
+
 ELU_VARIANT = "ELU, as published (SELU's alpha)"
 ELU_HYPOTHESIS = "the published ELU used SELU's alpha (1.6733) instead of 1"
 
@@ -376,7 +382,7 @@ def test_a_variant_below_its_row_in_every_round_is_measurably_apart_from_it(
     errors = (2.95, 1.05, 2.0, 1.45, 2.55)
     lower = fake_row(experiment("I", ELU_VARIANT), errors)
     section = differences_section([selu, lower], tmp_path)
-    (line,) = [line for line in section.splitlines() if line.startswith("- Hypothesis:")]
+    line = hypothesis_line(section)
     assert line.endswith(
         "closer to the paper than our row and measurably apart from it (paired over the 5 "
         "rounds: -1.00, SE 0.02, p < 0.01)."
@@ -387,7 +393,7 @@ def test_a_variant_below_its_row_in_every_round_is_measurably_apart_from_it(
     other_seeds = [round_seeds(1, index) for index in range(5)]
     apart = fake_row(experiment("I", ELU_VARIANT), errors, seeds=other_seeds)
     section = differences_section([selu, apart], tmp_path)
-    (line,) = [line for line in section.splitlines() if line.startswith("- Hypothesis:")]
+    line = hypothesis_line(section)
     assert line.endswith(
         "closer to the paper than our row, but not measurably apart from it (Welch: -1.00, "
         "SE 0.49, p = 0.07)."
@@ -440,7 +446,7 @@ def test_a_variant_closer_only_by_its_spread_explains_nothing(tmp_path: Path) ->
     pairs = zip((1.0, 7.5, 0.5, 7.0, 3.5), (3.7, 4.0, 4.3, 3.9, 4.1), strict=True)
     differences = [a - b for a, b in pairs]
     se = statistics.stdev(differences) / math.sqrt(5)
-    (line,) = [line for line in section.splitlines() if line.startswith("- Hypothesis:")]
+    line = hypothesis_line(section)
     assert line.endswith(
         "within noise of the paper (+2.52, SE 1.46, p = 0.16), closer to the paper than our "
         f"row, but not measurably apart from it (paired over the 5 rounds: -0.10, SE {se:.2f}, "

@@ -95,6 +95,13 @@ class StepOverflowError(ValueError, OverflowError):
     schedule's ``step()`` names in its own (see :meth:`Schedule._rate`)."""
 
 
+def python_error(error: BaseException) -> BaseException:
+    """Python's own error behind ``error``: the ``OverflowError`` that a
+    :class:`StepOverflowError` names (an inner schedule's ``lr_at`` named it already), else
+    ``error`` itself."""
+    return error.__cause__ if isinstance(error, StepOverflowError) and error.__cause__ else error
+
+
 def checks_step(
     lr_at: Callable[[Schedule, int], float],
 ) -> Callable[[Schedule, int], float]:
@@ -114,8 +121,7 @@ def checks_step(
         try:
             return lr_at(self, step)
         except OverflowError as error:  # (a step past a float: 10**400)
-            # (Python's own error, where an inner schedule's lr_at named it already)
-            cause = error.__cause__ if isinstance(error, StepOverflowError) else error
+            cause = python_error(error)
             raise StepOverflowError(
                 f"{where}: the rate of step {shown(step)} cannot be computed ({cause}); "
                 "expected a step within the range of a float"
@@ -492,8 +498,7 @@ class LRScheduler:
         try:
             lr = self.lr_at(step)
         except (OverflowError, ZeroDivisionError) as error:
-            # (Python's own error, where lr_at named it: see checks_step)
-            cause = error.__cause__ if isinstance(error, StepOverflowError) else error
+            cause = python_error(error)
             raise ValueError(
                 f"{name}{'.' if where else ''}{where}: the rate of step {shown(step)} cannot be "
                 f"computed ({cause}; {_shortened(repr(self))}); expected settings and steps "

@@ -11,9 +11,9 @@ from typing import Any, Literal
 from minidl._validate import shown
 from minidl.optim.lr_scheduler import (
     LRScheduler,
-    StepOverflowError,
     checks_step,
     fixed,
+    python_error,
     steps_repr,
 )
 from minidl.optim.optimizer import Optimizer
@@ -216,8 +216,7 @@ class SequentialSchedule(LRScheduler):
         try:
             rate = self.lr_at(self.last_step)
         except (OverflowError, ZeroDivisionError) as error:  # (as _rate names them)
-            # (Python's own error, where an lr_at named it: see checks_step)
-            cause = error.__cause__ if isinstance(error, StepOverflowError) else error
+            cause = python_error(error)
             raise ValueError(
                 f"{where}: with {change} the rate of the current step {shown(self.last_step)} of "
                 f"the {kind} it is part of cannot be computed ({cause}); expected settings and "
