@@ -20,7 +20,6 @@ import torch
 
 from minidl._allocator import keep_freed_memory
 from minidl.experiments.config import (
-    CHOICES,
     Experiment,
     StepSchedule,
     experiments_for_tables,
@@ -79,7 +78,7 @@ def _train_round(
     experiment: Experiment, round_index: int, epochs: int, base_seed: int
 ) -> tuple[float, float]:
     """The test and training errors (%) of one round of ``experiment``."""
-    seeds = round_seeds(base_seed, round_index, new_data=CHOICES.new_data_per_round)
+    seeds = round_seeds(base_seed, round_index, new_data=experiment.protocol.new_data_per_round)
     data = make_round_data(experiment, seeds)
     model = _twin(build_network(experiment, torch.Generator().manual_seed(seeds.init)))
     if experiment.optimizer == "sgd":
@@ -87,7 +86,12 @@ def _train_round(
             model.parameters(), lr=experiment.lr, momentum=experiment.momentum
         )
     else:
-        optimizer = torch.optim.Adadelta(model.parameters(), lr=experiment.lr)
+        optimizer = torch.optim.Adadelta(
+            model.parameters(),
+            lr=experiment.lr,
+            rho=experiment.adadelta_rho,
+            eps=experiment.adadelta_eps,
+        )
     scheduler: Any = None
     per_batch = False
     schedule = experiment.scheduler

@@ -499,6 +499,42 @@ def test_torch_reproduce_twin_trains_table_iii_schedules_as_minidl_does(
         torch.set_num_threads(threads)
 
 
+def test_torch_reproduce_twin_takes_a_rows_adadelta_settings_and_data_per_round() -> None:
+    """The twin built torch's Adadelta with its defaults and drew each round's data as
+    CHOICES said, whatever the row's own ``adadelta_rho``, ``adadelta_eps`` and protocol: its
+    round 1 of such a row (float64, 3 epochs) now ends with minidl's errors and parameters."""
+    import torch_reproduce
+    from minidl.experiments.config import TABLE_III
+    from minidl.experiments.seeds import round_seeds
+    from minidl.experiments.training import train_round
+
+    row = next(e for e in TABLE_III if e.optimizer == "adadelta")
+    protocol = dataclasses.replace(row.protocol, dtype="float64", new_data_per_round=False)
+    experiment = dataclasses.replace(
+        row, protocol=protocol, adadelta_rho=0.5, adadelta_eps=1e-3, lr=1.0
+    )
+    evaluated: list[torch.nn.Module] = []
+    error_rate = torch_reproduce._error_rate
+
+    def recorded(model: torch.nn.Module, x: Tensor, y: Tensor) -> float:
+        evaluated.append(model)
+        return error_rate(model, x, y)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(torch_reproduce, "_error_rate", recorded)
+            errors = torch_reproduce._train_round(experiment, 1, 3, 0)
+        expected = train_round(experiment, round_seeds(0, 1, new_data=False), epochs=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert errors == (expected.test_error, expected.train_error)
+    pairs = zip(expected.model.parameters(), evaluated[-1].parameters(), strict=True)
+    for parameter, twin_parameter in pairs:
+        torch.testing.assert_close(twin_parameter.detach(), parameter.data, rtol=1e-12, atol=1e-14)
+
+
 OPTIONS = ("--jobs", "--tables", "--rounds")
 
 

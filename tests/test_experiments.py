@@ -24,7 +24,7 @@ import torch
 
 from minidl.cli import main
 from minidl.data import make_disk_data
-from minidl.experiments import config, pool
+from minidl.experiments import config, pool, report
 from minidl.experiments.batched import train_row_batched, train_rows_batched
 from minidl.experiments.config import (
     ALL_EXPERIMENTS,
@@ -369,6 +369,20 @@ def test_a_row_the_builders_cannot_build_is_refused_before_anything_is_drawn() -
         ({"fault": 1}, TypeError, "fault must be a bool, got 1"),
         ({"protocol": None}, TypeError, "protocol must be Protocol, got None"),
         ({"label": 3}, TypeError, "label must be a str, got 3"),
+        (
+            {"adadelta_rho": 0.95},
+            ValueError,
+            "adadelta_rho applies to ADADELTA only, got adadelta_rho 0.95 with optimizer 'sgd'",
+        ),
+        (
+            {"adadelta_eps": 1e-3},
+            ValueError,
+            "adadelta_eps applies to ADADELTA only, got adadelta_eps 0.001 with optimizer 'sgd'",
+        ),
+        ({"optimizer": "adadelta", "adadelta_rho": 0.95}, None, ""),
+        ({"optimizer": "adadelta", "adadelta_rho": 1.5}, ValueError, "adadelta_rho must be in"),
+        ({"optimizer": "adadelta", "adadelta_eps": 0.0}, ValueError, "adadelta_eps must be in"),
+        ({"optimizer": "adadelta", "adadelta_eps": "1e-6"}, TypeError, "adadelta_eps must be"),
     ],
 )
 def test_a_row_is_checked_when_it_is_made(
@@ -1933,6 +1947,101 @@ def test_results_keep_the_trained_networks_without_their_caches() -> None:
             assert cached == []
             data = make_round_data(row, result.seeds)
             assert error_rate(result.model, data.test.x, data.test.y) == result.test_error
+
+
+def _small(row: Experiment, **protocol: Any) -> Experiment:
+    """``row`` on a small float64 protocol (60 training points in batches of 20)."""
+    small = Protocol(n_train=60, n_validation=20, n_test=20, batch_size=20, dtype="float64")
+    return dataclasses.replace(row, protocol=dataclasses.replace(small, **protocol))
+
+
+def _assert_close_rounds(first: Sequence[RoundResult], second: Sequence[RoundResult]) -> None:
+    for a, b in zip(first, second, strict=True):
+        assert a.seeds == b.seeds
+        assert (a.test_error, a.train_error) == (b.test_error, b.train_error)
+        for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            torch.testing.assert_close(p.data, q.data, rtol=1e-12, atol=1e-12)
+
+
+def test_a_rows_adadelta_rho_and_eps_are_its_own() -> None:
+    """ADADELTA's rho and epsilon were read from CHOICES by every row, with no way to set them
+    (PAPER-NOTES: each open point "a parameter"). A row's own train it, alone and in a stack
+    beside a row of the chosen values, one by one and batched alike, and the report's
+    settings and results.json name them."""
+    chosen = _small(next(e for e in TABLE_III if e.optimizer == "adadelta"))
+    own = dataclasses.replace(
+        chosen, label="ADADELTA, rho 0.5", adadelta_rho=0.5, adadelta_eps=1e-3
+    )
+    optimizer = build_optimizer(own, [Parameter(torch.zeros(2, dtype=torch.float64))])
+    assert isinstance(optimizer, Adadelta)
+    assert (optimizer.rho, optimizer.eps) == (0.5, 1e-3)
+    published = dataclasses.replace(own, optimizer="adadelta-published")
+    optimizer = build_optimizer(published, [Parameter(torch.zeros(2, dtype=torch.float64))])
+    assert (optimizer.rho, optimizer.eps) == (0.5, 1e-3)  # type: ignore[attr-defined]
+    assert stack_key(own) == stack_key(chosen)
+    assert training_key(own) != training_key(chosen)
+    together = train_rows_batched([chosen, own], 2, 0, epochs=3)
+    for row, result in zip([chosen, own], together, strict=True):
+        _assert_close_rounds(result.rounds, train_row(row, 2, 0, epochs=3).rounds)
+    apart = zip(*(result.rounds[0].model.parameters() for result in together), strict=True)
+    assert not all(torch.equal(p.data, q.data) for p, q in apart)
+    entry = report._row_json(together, together[1])
+    assert entry["optimizer_settings"] == {"rho": 0.5, "eps": 1e-3}
+    assert "rho 0.5, eps 0.001" in report._settings(own)
+    assert "rho 0.9, eps 1e-06" in report._settings(chosen)
+
+
+def test_a_rows_adadelta_eps_is_checked_in_the_protocols_dtype() -> None:
+    """An epsilon that the protocol's dtype rounds to 0, or beyond its range, was refused only
+    when the row's group trained, in Adadelta's name; a NumPy number is kept as Python's."""
+    import numpy as np
+
+    row = next(e for e in TABLE_III if e.optimizer == "adadelta")
+    half = dataclasses.replace(row.protocol, dtype="float16")
+    with pytest.raises(
+        ValueError,
+        match=r"^Experiment: adadelta_eps 1e-08 rounds to 0 in the protocol's dtype float16, "
+        r"and ADADELTA's denominators with it; give adadelta_eps >= 2\.98023",
+    ):
+        dataclasses.replace(row, protocol=half, adadelta_eps=1e-8)
+    with pytest.raises(
+        ValueError,
+        match=r"^Experiment: adadelta_eps 1e\+39 is beyond the range of the protocol's dtype "
+        r"float32 \(largest finite value 3\.40282e\+38\)$",
+    ):
+        dataclasses.replace(row, adadelta_eps=1e39)
+    kept = dataclasses.replace(row, adadelta_rho=np.float64(0.5), adadelta_eps=np.float32(0.5))
+    assert (type(kept.adadelta_rho), type(kept.adadelta_eps)) == (float, float)
+    assert dataclasses.replace(row, protocol=half, adadelta_eps=1e-4).adadelta_eps == 1e-4
+
+
+def test_a_protocol_may_keep_one_data_set_for_every_round() -> None:
+    """Whether each round draws new data was read from CHOICES, with no way to set it. With
+    ``Protocol(new_data_per_round=False)`` every round trains on round 0's data with its own
+    weights and shuffles, one by one and batched alike; the report says so."""
+    row = _small(TABLE_III[0])
+    same = _small(TABLE_III[0], new_data_per_round=False)
+    assert PROTOCOL.new_data_per_round is config.CHOICES.new_data_per_round is True
+    rounds = train_row(same, 3, 0, epochs=2).rounds
+    assert {result.seeds.data for result in rounds} == {round_seeds(0, 0).data}
+    assert [result.seeds for result in rounds] == [
+        round_seeds(0, index, new_data=False) for index in range(3)
+    ]
+    assert len({result.seeds.init for result in rounds}) == 3
+    (batched,) = train_rows_batched([same], 3, 0, epochs=2)
+    _assert_close_rounds(batched.rounds, rounds)
+    drawn = train_row(row, 3, 0, epochs=2).rounds
+    assert len({result.seeds.data for result in drawn}) == 3
+    assert drawn[0].test_error == rounds[0].test_error
+    with pytest.raises(TypeError, match=r"^Protocol: new_data_per_round must be a bool, got 'no'$"):
+        Protocol(new_data_per_round="no")  # type: ignore[arg-type]
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="3", quick=False, epochs_override=1, command="test"
+    )
+    lines = "\n".join(report._protocol_section(settings, [train_row(same, 1, 0, epochs=1)]))
+    assert "**round 1's data set in every round**" in lines
+    lines = "\n".join(report._protocol_section(settings, [train_row(row, 1, 0, epochs=1)]))
+    assert "a new data set for every round." in lines
 
 
 def test_train_rows_batched_rejects_rows_of_different_stacks() -> None:

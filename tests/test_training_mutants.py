@@ -42,20 +42,21 @@ def test_each_figure_1_mse_row_gets_its_own_reduction() -> None:
     assert losses["paper"] == pytest.approx(2 * losses["mean"])
 
 
-def test_each_optimizer_gets_the_rows_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """SGD with the row's rate and momentum; ADADELTA, and the published one, with the chosen
-    rho and eps (the shipped choices are ADADELTA's defaults, so other ones are set here)."""
+def test_each_optimizer_gets_the_rows_settings() -> None:
+    """SGD with the row's rate and momentum; ADADELTA, and the published one, with the row's
+    rho and eps: the chosen ones by default (ADADELTA's defaults), other ones where the row
+    has them."""
     by_label = {row.label: row for row in TABLE_II}
     sgd = build_optimizer(by_label["SGD, momentum 0.9"], _parameters())
     assert isinstance(sgd, SGD)
     assert (sgd.lr, sgd.momentum) == (by_label["SGD, momentum 0.9"].lr, 0.9)
-    monkeypatch.setattr(
-        training, "CHOICES", dataclasses.replace(CHOICES, adadelta_rho=0.8, adadelta_eps=1e-4)
-    )
-    adadelta = build_optimizer(by_label["ADADELTA"], _parameters())
+    chosen = build_optimizer(by_label["ADADELTA"], _parameters())
+    assert (chosen.rho, chosen.eps) == (CHOICES.adadelta_rho, CHOICES.adadelta_eps)  # type: ignore[attr-defined]
+    own = {"adadelta_rho": 0.8, "adadelta_eps": 1e-4}
+    adadelta = build_optimizer(dataclasses.replace(by_label["ADADELTA"], **own), _parameters())
     assert type(adadelta) is Adadelta and (adadelta.rho, adadelta.eps) == (0.8, 1e-4)
     published = by_label["ADADELTA, as published (accumulators overwritten by sqrt_)"]
-    faulty = build_optimizer(published, _parameters())
+    faulty = build_optimizer(dataclasses.replace(published, **own), _parameters())
     assert type(faulty) is PublishedAdadelta and (faulty.rho, faulty.eps) == (0.8, 1e-4)
 
 
@@ -88,14 +89,15 @@ def test_a_rounds_data_has_the_protocols_set_sizes() -> None:
     assert [len(split.y) for split in (data.train, data.validation, data.test)] == [300, 200, 100]
 
 
-def test_train_row_draws_each_rounds_seeds_with_the_chosen_data_policy(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """``train_row`` seeds round r with ``round_seeds(base_seed, r)`` under the choice of new
-    data per round or not (the shipped choice is ``round_seeds``' default, so the other one is
-    set here)."""
-    monkeypatch.setattr(training, "CHOICES", dataclasses.replace(CHOICES, new_data_per_round=False))
-    result = training.train_row(TABLE_I[1], 2, 7, epochs=0)
+def test_train_row_draws_each_rounds_seeds_with_the_protocols_data_policy() -> None:
+    """``train_row`` seeds round r with ``round_seeds(base_seed, r)`` under the protocol's
+    policy of new data per round or not (the chosen one is ``round_seeds``' default, so the
+    other one is set here)."""
+    row = TABLE_I[1]
+    row = dataclasses.replace(
+        row, protocol=dataclasses.replace(row.protocol, new_data_per_round=False)
+    )
+    result = training.train_row(row, 2, 7, epochs=0)
     assert [r.seeds for r in result.rounds] == [
         round_seeds(7, index, new_data=False) for index in range(2)
     ]

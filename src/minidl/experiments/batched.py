@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from minidl._validate import check_int
-from minidl.experiments.config import CHOICES, Experiment, shares_a_stack, stack_key
+from minidl.experiments.config import Experiment, shares_a_stack, stack_key
 from minidl.experiments.seeds import round_seeds
 from minidl.experiments.training import (
     RoundResult,
@@ -89,7 +89,7 @@ def train_rows_batched(
     epochs = first.epochs if epochs is None else epochs
     start = time.perf_counter()
     seeds = [
-        round_seeds(base_seed, index, new_data=CHOICES.new_data_per_round)
+        round_seeds(base_seed, index, new_data=first.protocol.new_data_per_round)
         for index in range(rounds)
     ]
     data = [make_round_data(first, round_seed) for round_seed in seeds]

@@ -60,98 +60,6 @@ Kind = Literal["main", "variant", "figure"]
 
 
 @dataclass(frozen=True)
-class Protocol:
-    """What every experiment of the paper shares (section III and the start of section IV)."""
-
-    sizes: tuple[int, ...] = (2, 25, 25, 25, 2)
-    """Layer widths: "two input units, three hidden layers of 25 units and two output units"."""
-    batch_size: int = 100
-    """"A batch size of 100 samples was used during the training process"."""
-    n_train: int = 1000
-    n_validation: int = 1000
-    n_test: int = 1000
-    """"randomly split into 1000 samples for training, 1000 samples for validation and 1000
-    samples for testing"; every set is normalised with the training set's statistics (so it
-    has at least 2 points; each set at most 2**59 - 1, as ``minidl.data.make_disk_data``'s)."""
-    shuffle_each_epoch: bool = True
-    """The training set is reshuffled at every epoch (``minidl.train.fit`` does so), the usual
-    practice of mini-batch SGD. The paper says only that "data was shuffled at the beginning of
-    each round"; a single shuffle per round is another reading, not run."""
-    dtype: str = "float32"
-    """Floating-point type of data and weights (float32, as PyTorch's default)."""
-
-    def __post_init__(self) -> None:
-        _check_dtype_name(self.dtype)
-        if not isinstance(self.sizes, tuple) or len(self.sizes) < 2:
-            raise TypeError(
-                "Protocol: sizes must be a tuple of layer widths, input first, got "
-                f"{shown(self.sizes)}"
-            )
-        # (NumPy numbers kept as Python's, as results.json writes them)
-        sizes = tuple(check_int("Protocol", "every width of sizes", width) for width in self.sizes)
-        object.__setattr__(self, "sizes", sizes)
-        if (self.sizes[0], self.sizes[-1]) != (2, 2):
-            raise ValueError(
-                "Protocol: sizes must begin and end with 2 (the disk's points have 2 coordinates "
-                f"and 2 classes), got {shown(self.sizes)}"
-            )
-        object.__setattr__(self, "batch_size", check_int("Protocol", "batch_size", self.batch_size))
-        for name in ("n_train", "n_validation", "n_test"):
-            # (make_disk_data's limits: the training set's s.d. normalises every set, and a set
-            # of more points passes the largest tensor; it failed when the row's group drew its
-            # data, after the groups before it trained)
-            n = check_int("Protocol", name, getattr(self, name), low=2 if name == "n_train" else 1)
-            if n > _MOST_POINTS:
-                raise ValueError(
-                    f"Protocol: {name} must be at most 2**59 - 1, got {shown(n)}: the set's "
-                    "points, (n, 2) float64, would pass the largest tensor, 2**63 - 1 bytes"
-                )
-            object.__setattr__(self, name, n)
-        if self.shuffle_each_epoch is not True:
-            # (the rows train with minidl.train.fit and minidl.rounds.fit_rounds, which draw a
-            # new order at every epoch: a protocol that said otherwise would be written into
-            # results.json, and not followed)
-            raise ValueError(
-                "Protocol: shuffle_each_epoch must be True (the training reshuffles at every "
-                f"epoch; one shuffle per round is not implemented), got {shown(self.shuffle_each_epoch)}"
-            )
-
-    @property
-    def batches_per_epoch(self) -> int:
-        """Batches in one epoch, ``ceil(n_train / batch_size)`` (the last one may be smaller)."""
-        return -(-self.n_train // self.batch_size)
-
-
-def _check_dtype_name(dtype: object) -> None:
-    """Check a :class:`Protocol`'s ``dtype``: the name of one of torch's floating-point dtypes
-    that the layers compute in (a name, which results.json records; the training makes
-    ``getattr(torch, dtype)`` of it), not a float8 one."""
-    if isinstance(dtype, torch.dtype):
-        raise TypeError(
-            "Protocol: dtype must be the name of a torch floating-point dtype, a str such as "
-            f"'float32', got {dtype} (written {str(dtype).removeprefix('torch.')!r})"
-        )
-    if not isinstance(dtype, str):
-        raise TypeError(
-            "Protocol: dtype must be the name of a torch floating-point dtype, a str such as "
-            f"'float32', got {shown_typed(dtype)}"
-        )
-    found = getattr(torch, dtype, None)
-    if found not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise ValueError(
-            "Protocol: dtype must be the name of a torch floating-point dtype ('float32', "
-            f"'float64', 'float16' or 'bfloat16'), got {shown(dtype)}"
-        )
-
-
-#: The protocol of every row.
-PROTOCOL = Protocol()
-
-#: Batches in one epoch: 1000 training samples in batches of 100.
-BATCHES_PER_EPOCH = PROTOCOL.batches_per_epoch
-
-
-@dataclass(frozen=True)
 class Choices:
     """The decision taken on every point the paper leaves open (the report lists each).
 
@@ -159,6 +67,14 @@ class Choices:
     readings of some of them are run as variant rows, so the report shows what those decisions
     change (not of ``adadelta_rho``, ``adadelta_eps``, ``clr_step_size_epochs`` nor
     ``new_data_per_round``).
+
+    Each is a parameter of the rows, taken from here by default: ``mse_reduction``,
+    ``adadelta_rho`` and ``adadelta_eps`` are :class:`Experiment`'s fields of those names,
+    ``new_data_per_round`` is :attr:`Protocol.new_data_per_round`; the CLR choices give the
+    bounds and half-cycle of the rows' :class:`CyclicSchedule`, ``mixed_activations`` their
+    ``activations``, and ``adadelta_lr_scales_update`` the ADADELTA rows' ``lr`` (1 where it
+    does not scale the update). A row built with other values trains with them, and the report
+    and results.json give each row's own.
     """
 
     mse_reduction: Literal["paper", "mean", "sum"] = field(
@@ -241,6 +157,106 @@ class Choices:
 
 #: The choices of this reproduction.
 CHOICES = Choices()
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What every experiment of the paper shares (section III and the start of section IV)."""
+
+    sizes: tuple[int, ...] = (2, 25, 25, 25, 2)
+    """Layer widths: "two input units, three hidden layers of 25 units and two output units"."""
+    batch_size: int = 100
+    """"A batch size of 100 samples was used during the training process"."""
+    n_train: int = 1000
+    n_validation: int = 1000
+    n_test: int = 1000
+    """"randomly split into 1000 samples for training, 1000 samples for validation and 1000
+    samples for testing"; every set is normalised with the training set's statistics (so it
+    has at least 2 points; each set at most 2**59 - 1, as ``minidl.data.make_disk_data``'s)."""
+    shuffle_each_epoch: bool = True
+    """The training set is reshuffled at every epoch (``minidl.train.fit`` does so), the usual
+    practice of mini-batch SGD. The paper says only that "data was shuffled at the beginning of
+    each round"; a single shuffle per round is another reading, not run."""
+    dtype: str = "float32"
+    """Floating-point type of data and weights (float32, as PyTorch's default)."""
+    new_data_per_round: bool = CHOICES.new_data_per_round
+    """Whether each round draws a data set of its own (see :attr:`Choices.new_data_per_round`);
+    with ``False`` every round trains and tests on round 0's, and only the initial weights and
+    the shuffles change from round to round."""
+
+    def __post_init__(self) -> None:
+        _check_dtype_name(self.dtype)
+        if not isinstance(self.new_data_per_round, bool):  # ("no" would be taken as True)
+            raise TypeError(
+                f"Protocol: new_data_per_round must be a bool, got {shown(self.new_data_per_round)}"
+            )
+        if not isinstance(self.sizes, tuple) or len(self.sizes) < 2:
+            raise TypeError(
+                "Protocol: sizes must be a tuple of layer widths, input first, got "
+                f"{shown(self.sizes)}"
+            )
+        # (NumPy numbers kept as Python's, as results.json writes them)
+        sizes = tuple(check_int("Protocol", "every width of sizes", width) for width in self.sizes)
+        object.__setattr__(self, "sizes", sizes)
+        if (self.sizes[0], self.sizes[-1]) != (2, 2):
+            raise ValueError(
+                "Protocol: sizes must begin and end with 2 (the disk's points have 2 coordinates "
+                f"and 2 classes), got {shown(self.sizes)}"
+            )
+        object.__setattr__(self, "batch_size", check_int("Protocol", "batch_size", self.batch_size))
+        for name in ("n_train", "n_validation", "n_test"):
+            # (make_disk_data's limits: the training set's s.d. normalises every set, and a set
+            # of more points passes the largest tensor; it failed when the row's group drew its
+            # data, after the groups before it trained)
+            n = check_int("Protocol", name, getattr(self, name), low=2 if name == "n_train" else 1)
+            if n > _MOST_POINTS:
+                raise ValueError(
+                    f"Protocol: {name} must be at most 2**59 - 1, got {shown(n)}: the set's "
+                    "points, (n, 2) float64, would pass the largest tensor, 2**63 - 1 bytes"
+                )
+            object.__setattr__(self, name, n)
+        if self.shuffle_each_epoch is not True:
+            # (the rows train with minidl.train.fit and minidl.rounds.fit_rounds, which draw a
+            # new order at every epoch: a protocol that said otherwise would be written into
+            # results.json, and not followed)
+            raise ValueError(
+                "Protocol: shuffle_each_epoch must be True (the training reshuffles at every "
+                f"epoch; one shuffle per round is not implemented), got {shown(self.shuffle_each_epoch)}"
+            )
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches in one epoch, ``ceil(n_train / batch_size)`` (the last one may be smaller)."""
+        return -(-self.n_train // self.batch_size)
+
+
+def _check_dtype_name(dtype: object) -> None:
+    """Check a :class:`Protocol`'s ``dtype``: the name of one of torch's floating-point dtypes
+    that the layers compute in (a name, which results.json records; the training makes
+    ``getattr(torch, dtype)`` of it), not a float8 one."""
+    if isinstance(dtype, torch.dtype):
+        raise TypeError(
+            "Protocol: dtype must be the name of a torch floating-point dtype, a str such as "
+            f"'float32', got {dtype} (written {str(dtype).removeprefix('torch.')!r})"
+        )
+    if not isinstance(dtype, str):
+        raise TypeError(
+            "Protocol: dtype must be the name of a torch floating-point dtype, a str such as "
+            f"'float32', got {shown_typed(dtype)}"
+        )
+    found = getattr(torch, dtype, None)
+    if found not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise ValueError(
+            "Protocol: dtype must be the name of a torch floating-point dtype ('float32', "
+            f"'float64', 'float16' or 'bfloat16'), got {shown(dtype)}"
+        )
+
+
+#: The protocol of every row.
+PROTOCOL = Protocol()
+
+#: Batches in one epoch: 1000 training samples in batches of 100.
+BATCHES_PER_EPOCH = PROTOCOL.batches_per_epoch
 
 
 @dataclass(frozen=True)
@@ -343,6 +359,10 @@ class Experiment:
         momentum: SGD momentum.
         scheduler: ``None``, a :class:`StepSchedule` or a :class:`CyclicSchedule`.
         mse_reduction: normalisation of the MSE (see :attr:`Choices.mse_reduction`).
+        adadelta_rho: ADADELTA's decay rate, in [0, 1] (see :attr:`Choices.adadelta_rho`).
+        adadelta_eps: ADADELTA's epsilon, > 0 and not 0 in the protocol's dtype (see
+            :attr:`Choices.adadelta_eps`). Both are ADADELTA's: a row of another optimizer
+            keeps the choices' values.
         kind: ``"main"``, ``"variant"`` or ``"figure"``.
         paper: the paper's numbers (main rows only).
         variant_of: the main row whose difference from the paper this variant tests.
@@ -362,6 +382,8 @@ class Experiment:
     momentum: float = 0.0
     scheduler: StepSchedule | CyclicSchedule | None = None
     mse_reduction: Literal["paper", "mean", "sum"] = CHOICES.mse_reduction
+    adadelta_rho: float = CHOICES.adadelta_rho
+    adadelta_eps: float = CHOICES.adadelta_eps
     kind: Kind = "main"
     paper: PaperResult | None = None
     variant_of: str | None = None
@@ -418,6 +440,7 @@ class Experiment:
                 f"with optimizer {self.optimizer!r}"
             )
         object.__setattr__(self, "momentum", momentum)
+        self._check_adadelta_settings()
         objects: tuple[tuple[str, object, tuple[type, ...]], ...] = (
             ("scheduler", self.scheduler, (StepSchedule, CyclicSchedule, type(None))),
             ("paper", self.paper, (PaperResult, type(None))),
@@ -442,6 +465,42 @@ class Experiment:
                     f"Experiment: {name} {shown(rate)} is beyond the range of the protocol's "
                     f"dtype {self.protocol.dtype} (largest finite value {largest:g})"
                 )
+
+    def _check_adadelta_settings(self) -> None:
+        """Check ``adadelta_rho`` and ``adadelta_eps`` as :class:`minidl.optim.Adadelta` takes
+        them, in the protocol's dtype (they were refused only when the row's group trained,
+        after the groups before it, in Adadelta's name); another optimizer's row keeps the
+        choices' values (other ones would be recorded and not used)."""
+        from minidl.optim.optimizer import _rounds_to_zero, _smallest_taken
+
+        rho = check_real("Experiment", "adadelta_rho", self.adadelta_rho, low=0.0, high=1.0)
+        eps = check_real("Experiment", "adadelta_eps", self.adadelta_eps, low=0.0, low_open=True)
+        if not self.optimizer.startswith("adadelta"):
+            for name, value, chosen in (
+                ("adadelta_rho", rho, CHOICES.adadelta_rho),
+                ("adadelta_eps", eps, CHOICES.adadelta_eps),
+            ):
+                if value != chosen:
+                    raise ValueError(
+                        f"Experiment: {name} applies to ADADELTA only, got {name} "
+                        f"{shown(getattr(self, name))} with optimizer {self.optimizer!r}"
+                    )
+        dtype = getattr(torch, self.protocol.dtype)
+        largest = torch.finfo(dtype).max
+        if eps > largest:
+            raise ValueError(
+                f"Experiment: adadelta_eps {shown(self.adadelta_eps)} is beyond the range of the "
+                f"protocol's dtype {self.protocol.dtype} (largest finite value {largest:g})"
+            )
+        if _rounds_to_zero(eps, dtype):
+            raise ValueError(
+                f"Experiment: adadelta_eps {shown(self.adadelta_eps)} rounds to 0 in the "
+                f"protocol's dtype {self.protocol.dtype}, and ADADELTA's denominators with it; "
+                f"give adadelta_eps >= {_smallest_taken(dtype)!r}"
+            )
+        # (NumPy numbers kept as Python's, as results.json writes them)
+        object.__setattr__(self, "adadelta_rho", rho)
+        object.__setattr__(self, "adadelta_eps", eps)
 
     @property
     def activation(self) -> str:
@@ -518,6 +577,8 @@ def stack_key(experiment: Experiment) -> Experiment:
             mse_reduction="paper",
             optimizer="sgd",
             momentum=0.0,
+            adadelta_rho=CHOICES.adadelta_rho,
+            adadelta_eps=CHOICES.adadelta_eps,
             scheduler=None,
         )
     )

@@ -218,7 +218,7 @@ def _row_json(results: Sequence[RowResult], row: RowResult) -> dict[str, Any]:
         "scheduler": experiment.scheduler_name,
         "scheduler_settings": _scheduler_settings(experiment),
         "optimizer_settings": (
-            {"rho": CHOICES.adadelta_rho, "eps": CHOICES.adadelta_eps}
+            {"rho": experiment.adadelta_rho, "eps": experiment.adadelta_eps}
             if experiment.optimizer.startswith("adadelta")
             else None
         ),
@@ -414,7 +414,7 @@ def _settings(experiment: Experiment) -> str:
     optimizer = experiment.optimizer.replace("adadelta", "ADADELTA").replace("sgd", "SGD")
     parts.append(f"{optimizer} lr {experiment.lr:g}")
     if experiment.optimizer.startswith("adadelta"):
-        parts.append(f"rho {CHOICES.adadelta_rho:g}, eps {CHOICES.adadelta_eps:g}")
+        parts.append(f"rho {experiment.adadelta_rho:g}, eps {experiment.adadelta_eps:g}")
     if experiment.momentum:
         parts.append(f"momentum {experiment.momentum:g}")
     schedule = experiment.scheduler
@@ -557,7 +557,13 @@ def _protocol_section(settings: RunSettings, results: Sequence[RowResult]) -> li
             f'paper: "shuffled at the beginning of each round"), {epochs}, {p.dtype}.',
             f"- {rows}Data: {p.n_train} training, {p.n_validation} validation and {p.n_test} "
             "test points, uniform in [0, 1]^2, label 1 inside the disk of centre (0.5, 0.5) and "
-            "radius 1/sqrt(2 pi), all normalised with the training set's mean and s.d.",
+            "radius 1/sqrt(2 pi), all normalised with the training set's mean and s.d.; "
+            + (
+                "a new data set for every round."
+                if p.new_data_per_round
+                else "**round 1's data set in every round** (only the initial weights and the "
+                "shuffles change)."
+            ),
         ]
     return [
         "## Protocol",

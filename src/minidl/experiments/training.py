@@ -18,7 +18,7 @@ import torch
 
 from minidl._validate import check_int, shown
 from minidl.data import DiskData, make_disk_data
-from minidl.experiments.config import CHOICES, CyclicSchedule, Experiment, StepSchedule
+from minidl.experiments.config import CyclicSchedule, Experiment, StepSchedule
 from minidl.experiments.faithful import PUBLISHED_ACTIVATIONS, PublishedAdadelta
 from minidl.experiments.seeds import RoundSeeds, round_seeds
 from minidl.nn import ACTIVATIONS, CrossEntropyLoss, Linear, MSELoss, Sequential, mlp
@@ -95,7 +95,7 @@ def build_optimizer(experiment: Experiment, parameters: Iterable[Parameter]) -> 
         return SGD(parameters, lr=experiment.lr, momentum=experiment.momentum)
     if experiment.momentum:
         raise ValueError(f"build_optimizer: momentum applies to SGD only ({experiment.key})")
-    rho, eps = CHOICES.adadelta_rho, CHOICES.adadelta_eps
+    rho, eps = experiment.adadelta_rho, experiment.adadelta_eps
     if experiment.optimizer == "adadelta":
         return Adadelta(parameters, lr=experiment.lr, rho=rho, eps=eps)
     if experiment.optimizer == "adadelta-published":
@@ -279,7 +279,7 @@ def train_row(
     start = time.perf_counter()
     results = []
     for index in range(rounds):
-        seeds = round_seeds(base_seed, index, new_data=CHOICES.new_data_per_round)
+        seeds = round_seeds(base_seed, index, new_data=experiment.protocol.new_data_per_round)
         callback = None if on_epoch is None else _bind_round(on_epoch, index)
         results.append(train_round(experiment, seeds, epochs=epochs, on_epoch=callback))
     return RowResult(
