@@ -505,6 +505,61 @@ def test_to_torch_refuses_a_computing_method_set_on_a_layers_instance() -> None:
     assert torch.equal(twin(x), model(x))
 
 
+def test_to_torch_names_the_users_method_beneath_detect_anomalys_check() -> None:
+    """Inside detect_anomaly the refusal of a forward set on the instance named anomaly's
+    check ('_wrap.<locals>.checked_forward') and told to ``del layer.forward``, which there
+    removes the check and leaves the user's method to come back at the block's end. The user's
+    method is named now, to be removed after the block."""
+    from minidl.anomaly import detect_anomaly
+
+    layer = nn.Linear(2, 2, dtype=F64)
+
+    def doubled(x: torch.Tensor) -> torch.Tensor:
+        return 2 * nn.Linear.forward(layer, x)
+
+    layer.forward = doubled  # type: ignore[method-assign]
+    with (
+        detect_anomaly(layer),
+        pytest.raises(
+            ConversionError,
+            match=r"\(its forward is set on the instance \('.*doubled'\), which the torch\.nn "
+            r"layer would not run: it would compute what Linear computes; remove it "
+            r"\(del layer\.forward\) after the detect_anomaly block first\)$",
+        ),
+    ):
+        to_torch(layer)
+    with pytest.raises(ConversionError, match=r"\(del layer\.forward\) first\)$"):
+        to_torch(layer)
+    del layer.forward
+    to_torch(layer)
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+@pytest.mark.parametrize("name", ["weight", "running_mean"])
+def test_from_torch_refuses_a_tensor_that_is_not_dense(layout: str, name: str) -> None:
+    """A sparse weight or running statistic set by hand failed in the copy, in torch's words
+    ("copy_() between dense and sparse Tensors is not implemented"), the layer unnamed."""
+    layer: torch.nn.Module = (
+        torch.nn.Linear(2, 2, dtype=F64) if name == "weight" else torch.nn.BatchNorm1d(2)
+    )
+    dense = getattr(layer, name).detach()
+    dense = dense if dense.dim() == 2 else torch.diag(dense + 1)
+    sparse = dense.to_sparse() if layout == "coo" else dense.to_sparse_csr()
+    if name == "weight":
+        layer.weight = torch.nn.Parameter(sparse)
+    else:
+        layer.running_mean = sparse
+    shown = "torch.sparse_coo" if layout == "coo" else "torch.sparse_csr"
+    with pytest.raises(
+        ConversionError,
+        match=rf"^from_torch: cannot convert the model itself, of type torch\.nn\.modules\.\w+"
+        rf"\.\w+ \(its {name} is a tensor of layout {re.escape(shown)}; expected a dense one "
+        r"\(torch\.strided\)\)$",
+    ):
+        from_torch(layer)
+
+
 def test_from_torch_refuses_a_parameters_own_gradient_hooks() -> None:
     """A hook on a torch parameter (register_hook, register_post_accumulate_grad_hook) changes
     its gradient as autograd accumulates it; module hooks were refused, these dropped without a

@@ -575,19 +575,27 @@ BAD_TORCH_LAYERS: dict[str, tuple[Any, str]] = {
     "subclass": (_Tanh, SUPPORTED_TORCH),
     "softmax-dim-0": (
         lambda: tnn.Softmax(dim=0),
-        " (dim=0; only dim=1 is supported)" + SUPPORTED_TORCH,
+        " (dim=0; only dim=1 (or -1) is supported)" + SUPPORTED_TORCH,
     ),
     "softmax-dim-none": (
         tnn.Softmax,
-        " (dim=None; only dim=1 is supported)" + SUPPORTED_TORCH,
+        " (dim=None; only dim=1 (or -1) is supported)" + SUPPORTED_TORCH,
+    ),
+    "softmax-dim-true": (
+        lambda: tnn.Softmax(dim=True),
+        " (dim=True; only dim=1 (or -1) is supported)" + SUPPORTED_TORCH,
+    ),
+    "log-softmax-dim-1.0": (
+        lambda: tnn.LogSoftmax(dim=1.0),
+        " (dim=1.0; only dim=1 (or -1) is supported)" + SUPPORTED_TORCH,
     ),
     "log-softmax-dim-2": (
         lambda: tnn.LogSoftmax(dim=2),
-        " (dim=2; only dim=1 is supported)" + SUPPORTED_TORCH,
+        " (dim=2; only dim=1 (or -1) is supported)" + SUPPORTED_TORCH,
     ),
     "log-softmax-dim--2": (
         lambda: tnn.LogSoftmax(dim=-2),
-        " (dim=-2; only dim=1 is supported)" + SUPPORTED_TORCH,
+        " (dim=-2; only dim=1 (or -1) is supported)" + SUPPORTED_TORCH,
     ),
     "leaky-inf": (
         lambda: tnn.LeakyReLU(float("inf")),

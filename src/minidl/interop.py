@@ -46,6 +46,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -137,7 +138,7 @@ def _copy_parameter(name: str, target: Tensor, source: Tensor) -> None:
 @contextmanager
 def _building(where: str, path: str, kind: type) -> Iterator[None]:
     """Turn a constructor's refusal of a layer's settings (``ValueError`` or ``TypeError``, e.g.
-    ``torch.nn.LeakyReLU(-0.5)``, which minidl's ``LeakyReLU`` refuses) into a
+    ``torch.nn.LeakyReLU(float("inf"))``, which minidl's ``LeakyReLU`` refuses) into a
     :class:`ConversionError` that names the layer's path and type."""
     try:
         yield
@@ -166,8 +167,17 @@ def _check_tensors(where: str, path: str, kind: type, tensors: dict[str, Tensor]
     of a dtype the layer does not compute with: a weight, bias or running statistic that is
     not floating point (the copy cast an integer bias; torch's forward fails on it), a count
     of batches that is not an integer (2.7 became 2, where torch's cumulative average divides
-    by 3.7)."""
+    by 3.7). And one that is not dense (a sparse weight set by hand, which the copy failed on
+    in torch's words, the layer unnamed)."""
     for name, tensor in tensors.items():
+        if tensor.layout is not torch.strided:
+            raise _refused(
+                where,
+                path,
+                kind,
+                f"its {name} is a tensor of layout {tensor.layout}; expected a dense one "
+                "(torch.strided)",
+            )
         if name == "num_batches_tracked":
             if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype is torch.bool:
                 raise _refused(
@@ -314,15 +324,19 @@ def _check_own_methods(module: Module, path: str) -> None:
         own = getattr(kind, name, None)
         if method is None or getattr(method, "__func__", None) is own:
             continue
-        if own_method(module, method) is None:  # (detect_anomaly's checks alone)
+        user = own_method(module, method)
+        if user is None:  # (detect_anomaly's checks alone)
             continue
+        # (beneath detect_anomaly's checks, the user's method is named, and removed after the
+        # block: del inside it removes the check, and the block's end puts the method back)
+        when = "" if user is method else " after the detect_anomaly block"
         raise _refused(
             "to_torch",
             path,
             kind,
-            f"its {name} is set on the instance ({getattr(method, '__qualname__', method)!r}), "
+            f"its {name} is set on the instance ({getattr(user, '__qualname__', user)!r}), "
             f"which the torch.nn layer would not run: it would compute what {kind.__name__} "
-            "computes; remove it (del layer." + name + ") first",
+            f"computes; remove it (del layer.{name}){when} first",
         )
 
 
@@ -676,7 +690,7 @@ def _from_torch(
     }
     own.update((name, tensor) for name, tensor in module._buffers.items() if tensor is not None)
     _check_tensors("from_torch", path, kind, own)
-    # A constructor that refuses a setting (torch.nn.LeakyReLU(-0.5): minidl's slope is >= 0)
+    # A constructor that refuses a setting (torch.nn.LeakyReLU(inf): minidl's slope is finite)
     # names the layer (its children are named at theirs).
     with _building("from_torch", path, kind):
         result = _minidl_layer(module, path, trained, converted)
@@ -887,8 +901,10 @@ def _minidl_layer(
         result = nn.Dropout(module.p)
     elif kind in (tnn.Softmax, tnn.LogSoftmax):
         assert isinstance(module, tnn.Softmax | tnn.LogSoftmax)
-        if module.dim not in (1, -1):
-            raise _unsupported(path, module, f"dim={module.dim}; only dim=1 is supported")
+        dim = module.dim
+        # (True and 1.0 equal 1, and torch's forward refuses them: not an int)
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim not in (1, -1):
+            raise _unsupported(path, module, f"dim={dim!r}; only dim=1 (or -1) is supported")
         result = nn.Softmax(dim=1) if kind is tnn.Softmax else nn.LogSoftmax(dim=1)
     elif kind in _SIMPLE_FROM_TORCH:
         result = _SIMPLE_FROM_TORCH[kind]()
