@@ -981,12 +981,24 @@ def test_stacked_error_rates_refuses_what_is_not_a_stacked_set() -> None:
         ),
         (x[0], y[0], ValueError, r"x must hold inputs \(R, N, features\), got shape \(5, 2\)"),
         (x, y.tolist(), TypeError, "y must be a torch.Tensor, got list"),
+        # (refused by the first stacked layer, in its words, not the function's: review)
+        (
+            x[:, :0],
+            y[:, :0],
+            ValueError,
+            r"the sets are empty, got x of shape \(2, 0, 2\) and y of shape \(2, 0\); expected "
+            r"at least one sample$",
+        ),
+        (
+            torch.randn(3, 5, 2),
+            torch.zeros(3, 5, dtype=torch.int64),
+            ValueError,
+            r"x of shape \(3, 5, 2\) holds the inputs of 3 models, the stack 2$",
+        ),
     ]
     for inputs, targets, kind, message in bad:
         with pytest.raises(kind, match="^stacked_error_rates: " + message):
             stacked_error_rates(stacked, inputs, targets)
-    with pytest.raises(ValueError, match=r"BatchedLinear: expected an input of shape \(2, N, 2\)"):
-        stacked_error_rates(stacked, x[:, :0], y[:, :0])
     assert stacked.training
 
 
@@ -1599,6 +1611,58 @@ def test_fit_rounds_refuses_validation_labels_on_epoch_puts_out_of_range(label: 
         rf"indices in \[0, 2\) \(the model's outputs have 2 columns\), got {label}$",
     ):
         _train_two(_two_models(), 3, on_epoch=spoil, validation_sets=validation)
+
+
+@pytest.mark.parametrize("spoiled", ["7", "-1", "probabilities"])
+def test_fit_rounds_refuses_training_targets_on_epoch_makes_bad_before_the_next_epoch(
+    spoiled: str,
+) -> None:
+    """A training label that on_epoch set out of range (or a probability row it made 2, 0)
+    was found by the loss in the next epoch's batch that held it, in the loss's words, every
+    model trained on the batches before it; fit checks the targets after on_epoch. Refused now
+    before the next epoch, naming the set, the models where the epoch left them (review)."""
+    data = [make_disk_data(40, 10, 10, seed=r, dtype=DTYPE) for r in range(2)]
+    probabilities = spoiled == "probabilities"
+
+    def spoil(sets: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        bad = [2.0, 0.0] if probabilities else int(spoiled)
+        sets[1][1][37] = torch.tensor(bad, dtype=DTYPE) if probabilities else bad
+
+    def train(epochs: int, spoiling: bool) -> list[nn.Sequential]:
+        models = _two_models()
+        sets = [
+            (d.train.x, torch.nn.functional.one_hot(d.train.y, 2).to(DTYPE))
+            if probabilities
+            else (d.train.x, d.train.y.clone())
+            for d in data
+        ]
+        try:
+            fit_rounds(
+                models,
+                nn.CrossEntropyLoss(),
+                lambda stack: SGD(stack.parameters(), lr=0.1, momentum=0.9),
+                sets,
+                epochs=epochs,
+                batch_size=15,
+                generators=[torch.Generator().manual_seed(r) for r in range(2)],
+                on_epoch=(lambda epoch, records: spoil(sets)) if spoiling else None,
+            )
+        finally:
+            trained.append(models)
+        return models
+
+    trained: list[list[nn.Sequential]] = []
+    message = (
+        r"^fit_rounds: the targets of train_sets\[1\] \(changed by on_epoch\): CrossEntropyLoss: "
+        if probabilities
+        else rf"^fit_rounds: train_sets\[1\] \(changed by on_epoch\) y must hold class indices "
+        rf"in \[0, 2\) .*got {spoiled}$"
+    )
+    with pytest.raises(ValueError, match=message):
+        train(3, spoiling=True)
+    for model, expected in zip(trained[0], train(1, spoiling=False), strict=True):
+        for p, q in zip(model.parameters(), expected.parameters(), strict=True):
+            assert torch.equal(p.data, q.data)
 
 
 def test_fit_rounds_names_a_layer_whose_weight_was_resized() -> None:

@@ -115,10 +115,11 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
     Raises:
         TypeError: ``model`` is not a :class:`Sequential`, ``x`` or ``y`` not a dense tensor.
         ValueError: ``model`` holds no stacked layer (:class:`BatchedLinear`): it was not made
-            by :func:`minidl.nn.stack_models`; ``x`` and ``y`` of other shapes than above, or
-            on two devices, or on the meta device (no values).
+            by :func:`minidl.nn.stack_models`; ``x`` and ``y`` of other shapes than above (of
+            another number R of models than the stack's, or no sample), or on two devices, or
+            on the meta device (no values).
     """
-    _stacked_models(model, "stacked_error_rates")
+    models = _stacked_models(model, "stacked_error_rates")
     for name, tensor, dims in (("x", x, 3), ("y", y, 2)):
         if not isinstance(tensor, Tensor):
             raise TypeError(
@@ -134,6 +135,17 @@ def stacked_error_rates(model: Sequential, x: Tensor, y: Tensor) -> list[float]:
         raise ValueError(
             f"stacked_error_rates: x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)} "
             "must hold as many models and samples"
+        )
+    # (refused by the first stacked layer, in its words)
+    if x.shape[0] != models:
+        raise ValueError(
+            f"stacked_error_rates: x of shape {tuple(x.shape)} holds the inputs of "
+            f"{x.shape[0]} models, the stack {models}"
+        )
+    if x.shape[1] == 0:  # (as error_rate)
+        raise ValueError(
+            f"stacked_error_rates: the sets are empty, got x of shape {tuple(x.shape)} and y of "
+            f"shape {tuple(y.shape)}; expected at least one sample"
         )
     if x.device != y.device:  # (as error_rate: before the forward, not in torch's words after it)
         raise ValueError(
@@ -636,7 +648,14 @@ def fit_rounds(
                     break
                 # (the sets as on_epoch left them, as fit's batches read them each epoch)
                 stacked_as = _stack_again(
-                    "train_sets", train_sets, x_all, y_all, stacked_as, train_dtypes
+                    "train_sets",
+                    train_sets,
+                    x_all,
+                    y_all,
+                    stacked_as,
+                    train_dtypes,
+                    classes,
+                    criterion,
                 )
                 if validation_sets is not None:
                     validation_as = _stack_again(
@@ -750,15 +769,20 @@ def _stack_again(
     signature: _Seen | None,
     dtypes: tuple[tuple[torch.dtype, torch.dtype], ...],
     classes: int | None = None,
+    criterion: Loss | None = None,
 ) -> _Seen | None:
     """Copy ``sets`` into their stacks ``x_all`` and ``y_all`` again where on_epoch may have
     changed them in place or put other tensors in place of them (see :func:`_unchanged`:
     ``signature`` is the :func:`_signature` they had when last stacked), and return their
     signature; refuse a set resized, or given another dtype than its own (``dtypes``),
-    meanwhile, an entry that is no longer a pair of tensors, and (with ``classes``, for
-    validation sets) labels that are no class indices below it (with two classes, the count
-    of right samples took any label but 1 for class 0). (Written through .data or a NumPy
-    array sharing its memory, a set moves no counter, and is not read again.)"""
+    meanwhile, an entry that is no longer a pair of tensors, (with ``classes``) labels that
+    are no class indices below it (with two classes, the count of right samples took any
+    label but 1 for class 0), and (with ``criterion``, for training sets) floating-point
+    targets its loss refuses: one found by the loss in a later batch stopped the run
+    part-way, every model trained on the batches before it, as before training (see
+    :func:`_check_target_values`). Nothing is copied until every set passed. (Written through
+    .data or a NumPy array sharing its memory, a set moves no counter, and is not read
+    again.)"""
     if len(sets) != x_all.shape[0]:  # (a set added to the list, or taken out of it)
         raise ValueError(
             f"fit_rounds: on_epoch changed {name} to {len(sets)} sets, from {x_all.shape[0]} "
@@ -787,7 +811,8 @@ def _stack_again(
                     f"{stacked.device}; the sets keep their shapes, dtypes and devices through a "
                     "run (change their values in place)"
                 )
-        if classes is not None:
+        # (a training set's floating-point targets are its loss's to check, below)
+        if classes is not None and not (criterion is not None and pair[1].is_floating_point()):
             check_class_indices(
                 "fit_rounds",
                 f"{name}[{index}] (changed by on_epoch) ",
@@ -795,6 +820,8 @@ def _stack_again(
                 classes,
                 one_output_hint=_ONE_OUTPUT_HINT,
             )
+    if criterion is not None:
+        _check_target_values(criterion, sets, changed=True)
     torch.stack([x for x, _ in sets], out=x_all)
     torch.stack([y for _, y in sets], out=y_all)
     return _signature(sets)
@@ -988,10 +1015,13 @@ def _check_class_indices(train_sets: Sequence[tuple[Tensor, Tensor]], classes: i
             check_class_indices("fit_rounds", what, y, classes, one_output_hint=_ONE_OUTPUT_HINT)
 
 
-def _check_target_values(criterion: Loss, train_sets: Sequence[tuple[Tensor, Tensor]]) -> None:
+def _check_target_values(
+    criterion: Loss, train_sets: Sequence[tuple[Tensor, Tensor]], *, changed: bool = False
+) -> None:
     """Check every target of every training set as its model's loss checks a batch's (the
     trial of :func:`_check_fit` read each set's first sample only): one refused in a later
-    batch stopped the run part-way, every model trained on the batches before it."""
+    batch stopped the run part-way, every model trained on the batches before it. ``changed``:
+    the sets as on_epoch left them, checked before the next epoch."""
     for index, (_, y) in enumerate(train_sets):
         if not y.is_floating_point():
             continue
@@ -999,10 +1029,10 @@ def _check_target_values(criterion: Loss, train_sets: Sequence[tuple[Tensor, Ten
         try:
             loss._check_target_values(y)
         except ValueError as error:
-            refusal = ValueError(f"fit_rounds: the targets of train_sets[{index}]: {error}")
-            add_note(
-                refusal, "fit_rounds checked every target of each training set before training"
-            )
+            what = f"train_sets[{index}]" + (" (changed by on_epoch)" if changed else "")
+            refusal = ValueError(f"fit_rounds: the targets of {what}: {error}")
+            when = "after on_epoch" if changed else "before training"
+            add_note(refusal, f"fit_rounds checked every target of each training set {when}")
             try:
                 raise refusal from error
             finally:
