@@ -1902,6 +1902,37 @@ def test_a_second_sigterm_does_not_cut_the_clean_up_short() -> None:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
+def test_a_sigterm_ignored_by_the_starting_process_stays_ignored() -> None:
+    """A run started with SIGTERM ignored (``trap '' TERM`` in a wrapper script) was stopped by
+    it all the same: the handler replaced the inherited SIG_IGN (Python leaves an ignored
+    SIGINT as it found it). It runs to its end now, and SIGTERM is still ignored after it
+    (review)."""
+    run = (
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "def run(args):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(0.2)\n"
+        "    print('went on to the end')\n"
+        "    return 0\n"
+    )
+    done = _run_main_with(run)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "went on to the end\n", "")
+
+
+def test_main_leaves_torchs_global_generator_as_it_was(tmp_path: Path) -> None:
+    """``main(["train", ...])`` seeded torch's global generator with the initial weights' seed,
+    also where it was refused (a --checkpoint in a missing folder), changing the random numbers
+    of the program that called it (review). Its weights come from a generator of their own,
+    the same bits."""
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    missing = str(tmp_path / "missing" / "run.ckpt")
+    assert main(["train", "--epochs", "1", "--hidden", "4", "--checkpoint", missing]) == 2
+    assert main(["train", "--epochs", "1", "--hidden", "4", "--quiet"]) == 0
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
 @pytest.mark.parametrize(
     ("number", "status", "line"), [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")]
 )

@@ -61,9 +61,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     :func:`_send_once_out_of`), so that it is raised elsewhere: ``SIGTERM`` is sent once, then ``SIGKILL``, by those who send it, and a Ctrl-C lost so would
     let the run go on to its end. A process forked meanwhile (``minidl reproduce``'s workers)
     inherits the handler: there it ends the process, as ``SIGTERM`` does by default.
+
+    A ``SIGTERM`` that the process ignores when it starts (``trap '' TERM`` in the shell that
+    started it, ``nohup``-like wrappers) stays ignored, as Python leaves an ignored ``SIGINT``.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # (signal handlers belong to the main thread)
+        return
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        yield  # (ignored by whoever started the process, `trap '' TERM`: it stays so)
         return
     owner = os.getpid()
 
@@ -657,8 +663,10 @@ def _run_train(args: argparse.Namespace) -> int:
     # training points.
     seeds = round_seeds(args.seed % 2**64, 0)  # (-1 is 2**64 - 1, as for torch's generators)
     data = make_disk_data(seed=seeds.data, dtype=dtype)
-    torch.manual_seed(seeds.init)
-    model = mlp((2, *hidden, 2), activations, dtype=dtype)
+    # (a generator of its own: main() called from a program, refused or not, left torch's
+    # global one reseeded; the weights are those torch.manual_seed(seeds.init) gives)
+    initial = torch.Generator().manual_seed(seeds.init)
+    model = mlp((2, *hidden, 2), activations, dtype=dtype, generator=initial)
     # Under torchrun (see _run_train_launched): rank 0 alone prints and writes checkpoints.
     group = getattr(args, "process_group", None)
     rank = 0 if group is None else group.rank
