@@ -925,6 +925,77 @@ def test_run_experiments_refuses_a_train_function_that_drops_a_row() -> None:
         run_experiments([TABLE_II[0]], 1, 0, epochs=1, train=train)
 
 
+def _returns_a_lock(group: list[Experiment], *args: object, **kwargs: object) -> object:
+    import threading
+
+    return threading.Lock()
+
+
+def test_run_experiments_refuses_what_a_train_function_returns_that_is_no_results() -> None:
+    """A train function of one's own that returned no list of RowResult failed in
+    _by_experiment's words ("'_thread.lock' object has no attribute 'experiment'"), after the
+    training (review)."""
+    with pytest.raises(
+        TypeError,
+        match=r"^run_experiments: train returned <unlocked _thread\.lock object at 0x\w+> for a "
+        r"group of 1 rows; it must return a list of RowResult, one per row of the group, in "
+        r"its order$",
+    ):
+        run_experiments([TABLE_II[0]], 1, 0, epochs=1, train=_returns_a_lock)  # type: ignore[arg-type]
+
+
+def test_run_experiments_names_itself_for_a_train_function_no_worker_can_import() -> None:
+    """A lambda given to run_experiments with jobs=2 was refused in the name of train_groups,
+    a function its caller never called (review)."""
+    rows = [TABLE_II[0], TABLE_III[0]]
+    assert len(stack_groups(rows, 1)) == 2
+    with pytest.raises(
+        TypeError,
+        match=r"^run_experiments: the train function runs in worker processes, so it must be "
+        r"importable \(a function defined at the top level of a module\), got <function ",
+    ):
+        run_experiments(rows, 1, 0, epochs=1, jobs=2, train=lambda *a, **k: [])
+
+
+@pytest.mark.parametrize(
+    ("groups", "change", "message"),
+    [
+        (
+            [[], [TABLE_II[0]]],
+            {},
+            r"every group must be a non-empty sequence of Experiment, got "
+            r"\[\] at position 0",
+        ),
+        ([TABLE_II[0]], {}, r"every group must be a non-empty sequence of Experiment, got "),
+        ("2", {}, r"groups must be a sequence of groups of Experiment, got '2'"),
+        ([[TABLE_II[0]]], {"on_epoch": 5}, r"on_epoch must be a function or None, got 5"),
+        ([[TABLE_II[0]]], {"when_idle": "x"}, r"when_idle must be a function or None, got 'x'"),
+    ],
+)
+def test_train_groups_refuses_what_is_no_groups_or_functions_before_any_worker_starts(
+    groups: Any, change: dict[str, Any], message: str
+) -> None:
+    """An empty group failed in the sorting of the groups (an IndexError), an on_epoch that is
+    no function at the first progress message, the workers training (review)."""
+    with pytest.raises(TypeError, match=f"^train_groups: {message}"):
+        pool.train_groups(groups, 1, 0, jobs=2, train=train_rows_batched, epochs=1, **change)
+
+
+def test_reproduce_refuses_an_out_holding_a_nul_before_training(tmp_path: Path) -> None:
+    """A path with a NUL character failed in os.makedirs' words ("embedded null byte"),
+    naming neither reproduce nor out (the command line cannot pass one: Python API only)."""
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="2", quick=False, epochs_override=1, command=""
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^reproduce: out '.*a\\x00b' holds a NUL character, which no path holds; "
+        r"expected the path of a folder$",
+    ):
+        reproduce(settings, str(tmp_path / "a\0b"), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_stack_groups_and_training_processes_refuse_what_is_no_rows_or_rounds() -> None:
     """``training_processes(3, 1, 1)`` raised ``'int' object is not iterable``,
     ``stack_groups(rows, 'x')`` ``'>' not supported``, and ``stack_groups(rows, 0)`` was

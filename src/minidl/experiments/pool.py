@@ -42,12 +42,12 @@ import torch
 
 from minidl._allocator import keep_freed_memory
 from minidl._interrupts import HELD_SIGNALS, holding_interrupts
-from minidl._validate import check_int
+from minidl._validate import check_int, shown
 from minidl.experiments.config import Experiment
 from minidl.experiments.training import RowResult
 from minidl.train import EpochRecord
 
-__all__ = ["train_groups"]
+__all__ = ["check_importable", "train_groups"]
 
 #: Seconds between two progress messages of a worker (a row's last epochs are always sent).
 _FLUSH_SECONDS = 0.25
@@ -225,6 +225,18 @@ def _how_workers_ended(pool: ProcessPoolExecutor) -> str:
     return "; ".join(named) if named else "its exit status is unknown"
 
 
+def check_importable(where: str, train: object) -> None:
+    """Refuse a ``train`` function that cannot be sent to a worker process (a lambda, a
+    function defined inside another), in ``where``'s name."""
+    try:
+        pickle.dumps(train)
+    except (pickle.PicklingError, AttributeError, TypeError) as error:
+        raise TypeError(
+            f"{where}: the train function runs in worker processes, so it must be importable "
+            f"(a function defined at the top level of a module), got {train!r}"
+        ) from error
+
+
 def train_groups(
     groups: Sequence[Sequence[Experiment]],
     rounds: int,
@@ -259,13 +271,29 @@ def train_groups(
             it exited); the message says how. The other workers are stopped.
     """
     jobs = check_int("train_groups", "jobs", jobs)
-    try:
-        pickle.dumps(train)
-    except (pickle.PicklingError, AttributeError, TypeError) as error:
+    # (an empty group failed in the sorting below, an IndexError; an on_epoch that is no
+    # function at the first progress message, the workers training)
+    if isinstance(groups, str) or not isinstance(groups, Sequence):
         raise TypeError(
-            "train_groups: the train function runs in worker processes, so it must be importable "
-            f"(a function defined at the top level of a module), got {train!r}"
-        ) from error
+            f"train_groups: groups must be a sequence of groups of Experiment, got {shown(groups)}"
+        )
+    for position, group in enumerate(groups):
+        if (
+            isinstance(group, str)
+            or not isinstance(group, Sequence)
+            or not group
+            or not all(isinstance(row, Experiment) for row in group)
+        ):
+            raise TypeError(
+                "train_groups: every group must be a non-empty sequence of Experiment, got "
+                f"{shown(group)} at position {position}"
+            )
+    for name, function in (("on_epoch", on_epoch), ("when_idle", when_idle)):
+        if function is not None and not callable(function):
+            raise TypeError(
+                f"train_groups: {name} must be a function or None, got {shown(function)}"
+            )
+    check_importable("train_groups", train)
     context = multiprocessing.get_context(START_METHOD)
     progress = context.Queue()
     # The longest groups first (epochs times rows): the workers then finish at about the

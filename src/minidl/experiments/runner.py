@@ -165,7 +165,9 @@ def run_experiments(
             )
     groups = stack_groups(_distinct(experiments), rounds)
     if jobs > 1 and len(groups) > 1:
-        from minidl.experiments.pool import train_groups
+        from minidl.experiments.pool import check_importable, train_groups
+
+        check_importable("run_experiments", train)  # (named as the function called)
 
         def report_idle(finished: dict[int, list[RowResult]]) -> None:
             if when_idle is not None:
@@ -185,6 +187,18 @@ def run_experiments(
         results = [
             train(group, rounds, base_seed, epochs=epochs, on_epoch=on_epoch) for group in groups
         ]
+    for group, result in zip(groups, results, strict=True):
+        # (a train function of one's own: anything else failed in _by_experiment, as
+        # "'...' object has no attribute 'experiment'")
+        if (
+            isinstance(result, str)
+            or not isinstance(result, Sequence)
+            or not all(isinstance(row, RowResult) for row in result)
+        ):
+            raise TypeError(
+                f"run_experiments: train returned {shown(result)} for a group of {len(group)} "
+                "rows; it must return a list of RowResult, one per row of the group, in its order"
+            )
     by_experiment = _by_experiment(experiments, results)
     if len(by_experiment) != len(experiments):  # (a train function of one's own)
         raise ValueError(
@@ -323,6 +337,11 @@ def reproduce(
         )
     if not os.fspath(out):  # (as the command line's --out ''; "." is the current folder)
         raise ValueError("reproduce: out is empty, expected the path of a folder")
+    if "\0" in os.fsdecode(out):  # (os.makedirs refused it, "embedded null byte", unnamed)
+        raise ValueError(
+            f"reproduce: out {shown_path(out)} holds a NUL character, which no path holds; "
+            "expected the path of a folder"
+        )
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"reproduce: out {shown_path(out)} is a file, expected a folder")
     _require_extras("reproduce: ", "progress=False", progress=progress)
