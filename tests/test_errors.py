@@ -3365,6 +3365,55 @@ def test_mlp_names_itself_when_a_layer_refuses_its_options(
     assert "in mlp, building layer 0 (Linear(2, 3))" in getattr(caught.value, "__notes__", [])
 
 
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: nn.Linear(2**62, 4),
+            r"^Linear: cannot hold a weight of 4 x 4611686018427387904 and its bias \(",
+        ),
+        (
+            lambda: nn.Linear(2**62, 4, bias=False),
+            r"^Linear: cannot hold a weight of 4 x 4611686018427387904 \(",
+        ),
+        (
+            lambda: nn.BatchNorm1d(2**61),
+            r"^BatchNorm1d: cannot hold the statistics of 2305843009213693952 features \(",
+        ),
+    ],
+)
+def test_a_layer_too_large_to_hold_is_refused_by_name_before_any_draw(
+    make: Callable[[], object], message: str
+) -> None:
+    """A Linear or BatchNorm1d of sizes that cannot be held failed in the allocator's words
+    ("Storage size calculation overflowed"), naming no layer, as BatchedLinear did not
+    (review); no number is drawn from torch's generator."""
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    with pytest.raises(ValueError, match=message):
+        make()
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_mlp_puts_the_generator_back_when_a_later_layer_is_refused(given: bool) -> None:
+    """``mlp((2, 25, 2**62, 2))`` drew the first layer's weights before the second was refused,
+    moving the generator of a call that changed nothing else (review). It is put back; the
+    weights of a network built are the generator's draws, as before."""
+    generator = torch.Generator().manual_seed(5) if given else None
+    torch.manual_seed(5)
+    before = torch.get_rng_state() if generator is None else generator.get_state()
+    with pytest.raises(ValueError, match=r"^Linear: cannot hold a weight of ") as caught:
+        nn.mlp((2, 25, 2**62, 2), generator=generator)
+    assert "in mlp, building layer 1 (Linear(25, 4611686018427387904))" in caught.value.__notes__
+    after = torch.get_rng_state() if generator is None else generator.get_state()
+    assert torch.equal(after, before)
+    built = nn.mlp((2, 25, 2), generator=generator)
+    torch.manual_seed(5)
+    weight = torch.randn(25, 2, generator=generator and torch.Generator().manual_seed(5))
+    assert torch.equal(built[0].weight.data, weight.mul_(math.sqrt(2 / 27)))
+
+
 def test_a_built_sequential_refuses_a_module_registered_afterwards() -> None:
     """Its forward runs the modules it was built with: a child registered afterwards (or put in
     place of one) would be listed by children() and parameters() but never run. Refused, with

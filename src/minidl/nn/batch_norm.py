@@ -234,16 +234,23 @@ class BatchNorm1d(Module):
         _check_track_running_stats("BatchNorm1d", track_running_stats)
         device = check_factory_options("BatchNorm1d", dtype, device)
         options = {"dtype": dtype, "device": device}
-        if affine:
-            weight = torch.ones(num_features, **options)  # type: ignore[arg-type]
-            bias = torch.zeros(num_features, **options)  # type: ignore[arg-type]
+        try:  # (a size that cannot be held failed in the allocator's words)
+            running_mean = torch.zeros(num_features, **options)  # type: ignore[arg-type]
+            running_var = torch.ones(num_features, **options)  # type: ignore[arg-type]
+            weight = torch.ones(num_features, **options) if affine else None  # type: ignore[arg-type]
+            bias = torch.zeros(num_features, **options) if affine else None  # type: ignore[arg-type]
+        except (RuntimeError, ValueError) as error:  # (no memory for it; past int64)
+            raise ValueError(
+                f"BatchNorm1d: cannot hold the statistics of {num_features} features ({error})"
+            ) from None
+        if weight is not None and bias is not None:
             self.weight = self.register_parameter("weight", Parameter(weight))
             self.bias = self.register_parameter("bias", Parameter(bias))
         else:  # (either may be registered later)
             self.weight = self.register_parameter("weight", None)
             self.bias = self.register_parameter("bias", None)
-        self.register_buffer("running_mean", torch.zeros(num_features, dtype=dtype, device=device))
-        self.register_buffer("running_var", torch.ones(num_features, dtype=dtype, device=device))
+        self.register_buffer("running_mean", running_mean)
+        self.register_buffer("running_var", running_var)
         self.register_buffer(
             "num_batches_tracked", torch.zeros((), dtype=torch.int64, device=device)
         )

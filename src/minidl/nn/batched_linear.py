@@ -264,7 +264,8 @@ class BatchedLinear(Module):
             biases = torch.empty(models, out_features, dtype=dtype, device=device) if bias else None
         except (RuntimeError, ValueError) as error:  # (no memory for it; past int64)
             raise ValueError(
-                f"BatchedLinear: cannot hold the parameters of {models} models of "
+                f"BatchedLinear: cannot hold the parameters of {models} "
+                f"model{'s' * (models != 1)} of "
                 f"{out_features} x {in_features} weights ({error})"
             ) from None
         for index in range(models):

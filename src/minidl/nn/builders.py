@@ -179,11 +179,15 @@ def mlp(
         )
     keys = [_activation_key("mlp", name) for name in names]  # all checked before any draw
     layers: list[Module] = []
+    restore = _restoring_draws(generator, device)
     for index, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         try:
             layers.append(Linear(n_in, n_out, dtype=dtype, device=device, generator=generator))
         except (TypeError, ValueError, RuntimeError) as error:
-            # (the first layer refuses a dtype, device or generator: every layer gets them)
+            # (the first layer refuses a dtype, device or generator: every layer gets them; a
+            # later one, a size that cannot be held, after the layers before it drew their
+            # weights: the generator is put back as it was)
+            restore()
             add_note(
                 error, f"in mlp, building layer {index} (Linear({shown(n_in)}, {shown(n_out)}))"
             )
@@ -191,6 +195,33 @@ def mlp(
         if index < hidden:
             layers.append(ACTIVATIONS[keys[index]]())
     return Sequential(*layers)
+
+
+def _restoring_draws(
+    generator: torch.Generator | None, device: torch.device | str | None
+) -> Callable[[], None]:
+    """A function that puts back the state, as it is now, of the generator that layers made
+    with ``generator`` and ``device`` draw from: ``generator``, or torch's default one of the
+    device (CPU or CUDA); one that does nothing where there is none to put back (a device or
+    generator that the layers will refuse, the meta device)."""
+    try:
+        if generator is not None:
+            given, state = generator, generator.get_state()
+
+            def put_back() -> None:
+                given.set_state(state)
+
+            return put_back
+        where = torch.device(device) if device is not None else torch.empty(0).device
+        if where.type == "cpu":
+            cpu = torch.random.get_rng_state()
+            return lambda: torch.random.set_rng_state(cpu)
+        if where.type == "cuda":
+            cuda = torch.cuda.get_rng_state(where)
+            return lambda: torch.cuda.set_rng_state(cuda, where)
+    except (RuntimeError, TypeError, ValueError, AttributeError, AssertionError):
+        pass  # (AssertionError: torch built without CUDA)
+    return lambda: None
 
 
 def _as_int(size: object) -> object:

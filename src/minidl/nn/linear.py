@@ -139,13 +139,21 @@ class Linear(Module):
         self.in_features = in_features
         self.out_features = out_features
         std = math.sqrt(2.0 / (in_features + out_features))
-        weight = torch.randn(
-            out_features, in_features, dtype=dtype, device=device, generator=generator
-        )
+        # Made first, then drawn (torch.randn's own two steps, the same draws): a size that
+        # cannot be held is refused by name (it failed in the allocator's words), before any
+        # draw from the generator.
+        try:
+            weight = torch.empty(out_features, in_features, dtype=dtype, device=device)
+            b = torch.empty(out_features, dtype=dtype, device=device) if bias else None
+        except (RuntimeError, ValueError) as error:  # (no memory for it; past int64)
+            raise ValueError(
+                f"Linear: cannot hold a weight of {out_features} x {in_features}"
+                f"{' and its bias' if bias else ''} ({error})"
+            ) from None
+        weight.normal_(generator=generator)
         self.weight = self.register_parameter("weight", Parameter(weight.mul_(std)))
-        if bias:
-            b = torch.randn(out_features, dtype=dtype, device=device, generator=generator)
-            self.bias = self.register_parameter("bias", Parameter(b))
+        if b is not None:
+            self.bias = self.register_parameter("bias", Parameter(b.normal_(generator=generator)))
         else:
             self.bias = self.register_parameter("bias", None)  # (one may be registered later)
         self._input: Tensor | None = None
