@@ -218,3 +218,40 @@ def test_a_losss_value_on_graph_logits_backpropagates_through_autograd(loss: str
     features.weight.grad = None
     functional(features(x)).backward()
     torch.testing.assert_close(ours, features.weight.grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("loss", ["cross-entropy", "nll", "mse", "bce", "huber", "l1"])
+@pytest.mark.parametrize("upstream", [False, True])
+def test_a_losss_gradient_of_graph_logits_is_a_plain_tensor(loss: str, upstream: bool) -> None:
+    """The gradient that a loss's backward returns for a prediction from an autograd graph (or
+    with an upstream gradient from one) carried that graph, ``requires_grad`` and a grad_fn,
+    holding it for as long as it was kept (NLLLoss's, made of zeros, did not). A plain tensor
+    now, the bits of the same loss on the plain prediction."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(3, 2, dtype=F64, generator=generator, requires_grad=True)
+    x = torch.randn(4, 3, dtype=F64, generator=generator)
+    target: Tensor = {
+        "cross-entropy": torch.tensor([0, 1, 1, 0]),
+        "nll": torch.tensor([0, 1, 1, 0]),
+        "bce": torch.rand(4, 2, dtype=F64, generator=generator),
+    }.get(loss, torch.randn(4, 2, dtype=F64, generator=generator))
+    make = {
+        "cross-entropy": nn.CrossEntropyLoss,
+        "nll": nn.NLLLoss,
+        "mse": nn.MSELoss,
+        "bce": nn.BCEWithLogitsLoss,
+        "huber": nn.HuberLoss,
+        "l1": nn.L1Loss,
+    }[loss]
+    prediction = x @ weight
+    if loss == "nll":
+        prediction = prediction.log_softmax(1)
+    scale = torch.tensor(0.5, dtype=F64, requires_grad=upstream)
+    given = (scale,) if upstream else ()
+    criterion, plain = make(), make()
+    criterion(prediction, target)
+    gradient = criterion.backward(*given)
+    plain(prediction.detach(), target)
+    expected = plain.backward(*(s.detach() for s in given))
+    assert not gradient.requires_grad and gradient.grad_fn is None
+    assert torch.equal(gradient, expected)

@@ -341,9 +341,14 @@ class Loss(Module):
             )
 
     def backward(self, *gradwrtoutput: Tensor) -> Tensor:
-        """Return dL/dprediction, times the upstream scalar gradient if one is given."""
+        """Return dL/dprediction, times the upstream scalar gradient if one is given.
+
+        A plain tensor also where the prediction (or the upstream gradient) came from an
+        autograd graph: the gradient held that graph, as long as it was kept (the layers read
+        it as a plain value; NLLLoss's, made of zeros, held none)."""
         if not gradwrtoutput and self._has_forward:
-            return self._gradient()
+            gradient = self._gradient()
+            return gradient.detach() if gradient.requires_grad else gradient
         name = type(self).__name__
         if not self._has_forward:
             hint = ""
@@ -383,7 +388,7 @@ class Loss(Module):
             )
         gradient = self._gradient()
         try:
-            return self._times_upstream(gradient, upstream.reshape(()))
+            scaled = self._times_upstream(gradient, upstream.reshape(()))
         except RuntimeError:
             if upstream.device == gradient.device:
                 raise
@@ -392,6 +397,7 @@ class Loss(Module):
                 f"{name}.backward: the upstream gradient is on {upstream.device} but the "
                 f"prediction is on {gradient.device}; expected a scalar on {where}"
             ) from None
+        return scaled.detach() if scaled.requires_grad else scaled
 
     def _times_upstream(self, gradient: Tensor, upstream: Tensor) -> Tensor:
         """``gradient``, :meth:`_gradient`'s, times the 0-dim ``upstream`` given to
