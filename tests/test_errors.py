@@ -3395,6 +3395,17 @@ def test_a_layer_too_large_to_hold_is_refused_by_name_before_any_draw(
     assert torch.equal(torch.get_rng_state(), before)
 
 
+def test_a_layer_that_memory_cannot_hold_is_torchs_error_naming_the_layer() -> None:
+    """Sizes a tensor holds but memory cannot (400 TB) stay torch's out-of-memory error, which
+    minidl's command line reports as such, with a note naming the layer; nothing is drawn."""
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    with pytest.raises(RuntimeError, match="can't allocate memory") as caught:
+        nn.Linear(10**7, 10**7)
+    assert caught.value.__notes__ == ["Linear: making a weight of 10000000 x 10000000 and its bias"]
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 @pytest.mark.parametrize("given", [False, True])
 def test_mlp_puts_the_generator_back_when_a_later_layer_is_refused(given: bool) -> None:
     """``mlp((2, 25, 2**62, 2))`` drew the first layer's weights before the second was refused,

@@ -7,9 +7,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from minidl._memory import out_of_memory
 from minidl._scalar import operand
 from minidl._setting import Fixed, Setting
-from minidl._validate import check_int, check_real, shown, shown_typed
+from minidl._validate import add_note, check_int, check_real, shown, shown_typed
 from minidl.nn._checks import (
     check_cached,
     check_factory_options,
@@ -234,15 +235,17 @@ class BatchNorm1d(Module):
         _check_track_running_stats("BatchNorm1d", track_running_stats)
         device = check_factory_options("BatchNorm1d", dtype, device)
         options = {"dtype": dtype, "device": device}
-        try:  # (a size that cannot be held failed in the allocator's words)
+        try:  # (a size past what a tensor holds failed in torch's words: see Linear)
             running_mean = torch.zeros(num_features, **options)  # type: ignore[arg-type]
             running_var = torch.ones(num_features, **options)  # type: ignore[arg-type]
             weight = torch.ones(num_features, **options) if affine else None  # type: ignore[arg-type]
             bias = torch.zeros(num_features, **options) if affine else None  # type: ignore[arg-type]
-        except (RuntimeError, ValueError) as error:  # (no memory for it; past int64)
-            raise ValueError(
-                f"BatchNorm1d: cannot hold the statistics of {num_features} features ({error})"
-            ) from None
+        except (RuntimeError, ValueError) as error:
+            what = f"the statistics of {num_features} features"
+            if out_of_memory(error) is not None:
+                add_note(error, f"BatchNorm1d: making {what}")
+                raise
+            raise ValueError(f"BatchNorm1d: cannot hold {what} ({error})") from None
         if weight is not None and bias is not None:
             self.weight = self.register_parameter("weight", Parameter(weight))
             self.bias = self.register_parameter("bias", Parameter(bias))

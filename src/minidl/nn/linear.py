@@ -8,7 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from minidl._memory import out_of_memory
 from minidl._setting import Fixed
+from minidl._validate import add_note
 from minidl.nn._checks import (
     STRIDED,
     check_bool,
@@ -139,17 +141,19 @@ class Linear(Module):
         self.in_features = in_features
         self.out_features = out_features
         std = math.sqrt(2.0 / (in_features + out_features))
-        # Made first, then drawn (torch.randn's own two steps, the same draws): a size that
-        # cannot be held is refused by name (it failed in the allocator's words), before any
-        # draw from the generator.
+        # Made first, then drawn (torch.randn's own two steps, the same draws): a size past
+        # what a tensor holds is refused by name (it failed in torch's words), and memory that
+        # cannot be had is torch's error with a note naming the layer, before any draw from
+        # the generator.
         try:
             weight = torch.empty(out_features, in_features, dtype=dtype, device=device)
             b = torch.empty(out_features, dtype=dtype, device=device) if bias else None
-        except (RuntimeError, ValueError) as error:  # (no memory for it; past int64)
-            raise ValueError(
-                f"Linear: cannot hold a weight of {out_features} x {in_features}"
-                f"{' and its bias' if bias else ''} ({error})"
-            ) from None
+        except (RuntimeError, ValueError) as error:
+            what = f"a weight of {out_features} x {in_features}{' and its bias' if bias else ''}"
+            if out_of_memory(error) is not None:
+                add_note(error, f"Linear: making {what}")
+                raise
+            raise ValueError(f"Linear: cannot hold {what} ({error})") from None
         weight.normal_(generator=generator)
         self.weight = self.register_parameter("weight", Parameter(weight.mul_(std)))
         if b is not None:
