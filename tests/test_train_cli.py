@@ -31,6 +31,8 @@ FLAGS = (
     "--optimizer",
     "--lr",
     "--momentum",
+    "--rho",
+    "--eps",
     "--max-grad-norm",
     "--scheduler",
     "--epochs",
@@ -217,6 +219,10 @@ def test_a_learning_rate_beyond_float32_is_refused_in_one_line(
         (["--momentum", "1"], "argument --momentum: expected a number in [0, 1), got '1'"),
         (["--momentum", "nan"], "argument --momentum: expected a number in [0, 1), got 'nan'"),
         (["--momentum", "-0.1"], "argument --momentum: expected a number in [0, 1), got '-0.1'"),
+        (["--rho", "1.5"], "argument --rho: expected a number in [0, 1], got '1.5'"),
+        (["--rho", "nan"], "argument --rho: expected a number in [0, 1], got 'nan'"),
+        (["--eps", "0"], "argument --eps: expected a finite number in (0, inf), got '0'"),
+        (["--eps", "inf"], "argument --eps: expected a finite number in (0, inf), got 'inf'"),
         (
             ["--max-grad-norm", "0"],
             "argument --max-grad-norm: expected a finite number in (0, inf), got '0'",
@@ -859,6 +865,37 @@ def _train_checkpoint(tmp_path: Path, *arguments: str) -> Checkpoint:
     argv = ["train", "--quiet", "--hidden", "4", "--batch-size", "400", *arguments]
     assert main([*argv, "--checkpoint", str(path)]) == 0
     return read_checkpoint(path)
+
+
+def test_rho_and_eps_are_adadeltas(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ADADELTA's rho and epsilon had no flag (the reproduction's rows take them now): --rho
+    and --eps build it with them, are refused with SGD and where --dtype would round --eps to
+    0 or past its range, and a resumed run of other ones is refused naming the flag."""
+    path = tmp_path / "run.ckpt"
+    base = ["train", "--quiet", "--epochs", "1", "--hidden", "3", "--optimizer", "adadelta"]
+    assert main([*base, "--rho", "0.5", "--eps", "1e-3", "--checkpoint", str(path)]) == 0
+    saved = read_checkpoint(path).header["optimizer"]["hyperparameters"]
+    assert (saved["rho"], saved["eps"]) == (0.5, 1e-3)
+    capsys.readouterr()
+    refused = [
+        (["--rho", "0.5"], "--rho applies to --optimizer adadelta only"),
+        (["--eps", "1e-3"], "--eps applies to --optimizer adadelta only"),
+        (
+            ["--optimizer", "adadelta", "--eps", "1e-46"],
+            "--eps 1e-46 rounds to 0 in --dtype float32, and ADADELTA's denominators with it; "
+            "give --eps >= 7.006492321624087e-46",
+        ),
+        (
+            ["--optimizer", "adadelta", "--eps", "1e39"],
+            "--eps 1e+39 is beyond the range of --dtype float32 (largest finite value 3.40282e+38)",
+        ),
+    ]
+    for arguments, message in refused:
+        assert main(["train", "--quiet", "--epochs", "1", "--hidden", "3", *arguments]) == 2
+        assert capsys.readouterr().err == f"minidl train: error: {message}\n"
+    resumed = [*base, "--epochs", "2", "--rho", "0.6", "--eps", "1e-3", "--resume", str(path)]
+    assert main(resumed[:2] + resumed[4:]) == 2
+    assert "rho 0.5 in the checkpoint's Adadelta, --rho 0.6 now" in capsys.readouterr().err
 
 
 def test_seed_sets_the_initial_weights(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -359,10 +359,16 @@ def _positive_seconds(text: str) -> float:
 
 
 def _number(
-    expected: str, *, low: float, high: float | None = None, low_open: bool = False
+    expected: str,
+    *,
+    low: float,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = True,
 ) -> Callable[[str], float]:
     """An argparse type for a flag passed on to an optimizer or to ``fit``: a number in
-    ``[low, high)`` (``(low, high)`` with ``low_open``) by their own rule
+    ``[low, high)`` (``(low, ...`` with ``low_open``, ``..., high]`` without ``high_open``) by
+    their own rule
     (:func:`minidl._validate.check_real`), checked where the flag is read, so that the error
     names the flag (``expected`` describes the range)."""
 
@@ -372,7 +378,7 @@ def _number(
 
         try:
             return check_real(
-                "", "", float(text), low=low, high=high, low_open=low_open, high_open=True
+                "", "", float(text), low=low, high=high, low_open=low_open, high_open=high_open
             )
         except ValueError:  # (not a number, NaN, an infinity or out of the range)
             raise argparse.ArgumentTypeError(f"expected {expected}, got {_shown(text)}") from None
@@ -452,6 +458,20 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[_ArgumentParser]) -
         type=_number("a number in [0, 1)", low=0, high=1),
         default=0.0,
         help="SGD momentum, in [0, 1)",
+    )
+    parser.add_argument(
+        "--rho",
+        type=_number("a number in [0, 1]", low=0, high=1, high_open=False),
+        default=None,
+        help="ADADELTA's decay rate of its running averages, in [0, 1] (default 0.9; with "
+        "--optimizer adadelta only)",
+    )
+    parser.add_argument(
+        "--eps",
+        type=_number("a finite number in (0, inf)", low=0, low_open=True),
+        default=None,
+        help="ADADELTA's epsilon, added inside its square roots, > 0 (default 1e-6; with "
+        "--optimizer adadelta only)",
     )
     parser.add_argument(
         "--max-grad-norm",
@@ -612,6 +632,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_eps_fits(eps: float | None, dtype_name: str) -> None:
+    """Refuse an ``--eps`` beyond the range of ``--dtype``, or that it rounds to 0 (Adadelta
+    would refuse it in its own words, naming no flag)."""
+    if eps is None:
+        return
+    import torch
+
+    from minidl.optim.optimizer import _rounds_to_zero, _smallest_taken
+
+    dtype = getattr(torch, dtype_name)
+    largest = torch.finfo(dtype).max
+    if eps > largest:
+        raise ValueError(
+            f"--eps {eps:g} is beyond the range of --dtype {dtype_name} (largest finite value "
+            f"{largest:g})"
+        )
+    if _rounds_to_zero(eps, dtype):
+        raise ValueError(
+            f"--eps {eps:g} rounds to 0 in --dtype {dtype_name}, and ADADELTA's denominators "
+            f"with it; give --eps >= {_smallest_taken(dtype)!r}"
+        )
+
+
 def _run_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -646,6 +689,7 @@ def _run_train(args: argparse.Namespace) -> int:
             f"--lr {args.lr:g} is beyond the range of --dtype {args.dtype} (largest finite "
             f"value {largest:g})"
         )
+    _check_eps_fits(args.eps, args.dtype)
     hidden = args.hidden
     activations = args.activation
     if len(activations) == 1:
@@ -674,12 +718,17 @@ def _run_train(args: argparse.Namespace) -> int:
         _check_batches_split(args.batch_size, len(data.train), group.world_size)
     criterion: Loss = CrossEntropyLoss() if args.loss == "cross-entropy" else MSELoss()
     optimizer: Optimizer
+    adadelta = {"rho": args.rho, "eps": args.eps}
     if args.optimizer == "sgd":
+        for name, value in adadelta.items():
+            if value is not None:
+                raise ValueError(f"--{name} applies to --optimizer adadelta only")
         optimizer = SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     else:
         if args.momentum:
             raise ValueError("--momentum applies to --optimizer sgd only")
-        optimizer = Adadelta(model.parameters(), lr=args.lr)
+        given = {name: value for name, value in adadelta.items() if value is not None}
+        optimizer = Adadelta(model.parameters(), lr=args.lr, **given)
     scheduler: LRScheduler | None = None
     if args.scheduler == "step":
         scheduler = StepDecay(optimizer, step_size=10, gamma=0.5)
@@ -1163,7 +1212,7 @@ def _check_resume_settings(path: str, saved: object, settings: dict[str, object]
 
 #: The flag of `minidl train` that sets each optimizer hyper-parameter (the others keep their
 #: defaults).
-_HYPERPARAMETER_FLAGS = {"momentum": "--momentum"}
+_HYPERPARAMETER_FLAGS = {"momentum": "--momentum", "rho": "--rho", "eps": "--eps"}
 
 
 def _check_resume_hyperparameters(
