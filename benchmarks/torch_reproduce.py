@@ -102,7 +102,7 @@ def _train_round(
             optimizer,
             schedule.base_lr,
             schedule.max_lr,
-            schedule.step_size_up,
+            schedule.batches_up(experiment.protocol),
             cycle_momentum=False,
         )
         per_batch = True

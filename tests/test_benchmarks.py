@@ -499,20 +499,30 @@ def test_torch_reproduce_twin_trains_table_iii_schedules_as_minidl_does(
         torch.set_num_threads(threads)
 
 
-def test_torch_reproduce_twin_takes_a_rows_adadelta_settings_and_data_per_round() -> None:
-    """The twin built torch's Adadelta with its defaults and drew each round's data as
-    CHOICES said, whatever the row's own ``adadelta_rho``, ``adadelta_eps`` and protocol: its
-    round 1 of such a row (float64, 3 epochs) now ends with minidl's errors and parameters."""
+@pytest.mark.parametrize("optimizer", ["adadelta", "clr"])
+def test_torch_reproduce_twin_takes_a_rows_adadelta_settings_and_protocol(optimizer: str) -> None:
+    """The twin built torch's Adadelta with its defaults, drew each round's data as CHOICES
+    said, and gave CyclicLR the default protocol's half-cycle, whatever the row's own
+    ``adadelta_rho``, ``adadelta_eps`` and protocol: its round 1 of such a row (float64, 3
+    epochs; CLR's on batches of 20, 6 to a half-cycle) now ends with minidl's errors and
+    parameters."""
     import torch_reproduce
-    from minidl.experiments.config import TABLE_III
+    from minidl.experiments.config import TABLE_III, CyclicSchedule
     from minidl.experiments.seeds import round_seeds
     from minidl.experiments.training import train_round
 
-    row = next(e for e in TABLE_III if e.optimizer == "adadelta")
-    protocol = dataclasses.replace(row.protocol, dtype="float64", new_data_per_round=False)
-    experiment = dataclasses.replace(
-        row, protocol=protocol, adadelta_rho=0.5, adadelta_eps=1e-3, lr=1.0
-    )
+    if optimizer == "adadelta":
+        row = next(e for e in TABLE_III if e.optimizer == "adadelta")
+        protocol = dataclasses.replace(row.protocol, dtype="float64", new_data_per_round=False)
+        experiment = dataclasses.replace(
+            row, protocol=protocol, adadelta_rho=0.5, adadelta_eps=1e-3, lr=1.0
+        )
+    else:
+        row = next(e for e in TABLE_III if isinstance(e.scheduler, CyclicSchedule))
+        protocol = dataclasses.replace(
+            row.protocol, dtype="float64", n_train=60, n_validation=20, n_test=20, batch_size=20
+        )
+        experiment = dataclasses.replace(row, protocol=protocol, epochs=3)
     evaluated: list[torch.nn.Module] = []
     error_rate = torch_reproduce._error_rate
 
@@ -526,7 +536,8 @@ def test_torch_reproduce_twin_takes_a_rows_adadelta_settings_and_data_per_round(
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(torch_reproduce, "_error_rate", recorded)
             errors = torch_reproduce._train_round(experiment, 1, 3, 0)
-        expected = train_round(experiment, round_seeds(0, 1, new_data=False), epochs=3)
+        seeds = round_seeds(0, 1, new_data=protocol.new_data_per_round)
+        expected = train_round(experiment, seeds, epochs=3)
     finally:
         torch.set_num_threads(threads)
     assert errors == (expected.test_error, expected.train_error)
