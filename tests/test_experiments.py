@@ -944,6 +944,29 @@ def test_run_experiments_refuses_what_a_train_function_returns_that_is_no_result
         run_experiments([TABLE_II[0]], 1, 0, epochs=1, train=_returns_a_lock)  # type: ignore[arg-type]
 
 
+def test_run_experiments_refuses_a_groups_results_before_when_idle_reads_them() -> None:
+    """With worker processes and ``when_idle``, the results of the groups finished first were
+    read for ``when_idle`` before they were checked: no results failed in _by_experiment's
+    words (review)."""
+    from tests.pool_helpers import no_results_table_iii_late
+
+    seen: list[object] = []
+    with pytest.raises(
+        TypeError,
+        match=r"^run_experiments: train returned \['not a result'\] for a group of 1 rows; ",
+    ):
+        run_experiments(
+            [TABLE_II[0], TABLE_III[0]],
+            1,
+            0,
+            epochs=1,
+            jobs=2,
+            train=no_results_table_iii_late,  # type: ignore[arg-type]
+            when_idle=seen.append,
+        )
+    assert seen == []
+
+
 def test_run_experiments_names_itself_for_a_train_function_no_worker_can_import() -> None:
     """A lambda given to run_experiments with jobs=2 was refused in the name of train_groups,
     a function its caller never called (review)."""

@@ -171,6 +171,8 @@ def run_experiments(
 
         def report_idle(finished: dict[int, list[RowResult]]) -> None:
             if when_idle is not None:
+                for position, result in finished.items():
+                    _check_trained(groups[position], result)
                 when_idle(_by_experiment(experiments, finished.values()))
 
         results = train_groups(
@@ -188,17 +190,7 @@ def run_experiments(
             train(group, rounds, base_seed, epochs=epochs, on_epoch=on_epoch) for group in groups
         ]
     for group, result in zip(groups, results, strict=True):
-        # (a train function of one's own: anything else failed in _by_experiment, as
-        # "'...' object has no attribute 'experiment'")
-        if (
-            isinstance(result, str)
-            or not isinstance(result, Sequence)
-            or not all(isinstance(row, RowResult) for row in result)
-        ):
-            raise TypeError(
-                f"run_experiments: train returned {shown(result)} for a group of {len(group)} "
-                "rows; it must return a list of RowResult, one per row of the group, in its order"
-            )
+        _check_trained(group, result)
     by_experiment = _by_experiment(experiments, results)
     if len(by_experiment) != len(experiments):  # (a train function of one's own)
         raise ValueError(
@@ -207,6 +199,21 @@ def run_experiments(
             "group's order"
         )
     return by_experiment
+
+
+def _check_trained(group: Sequence[Experiment], result: object) -> None:
+    """Refuse what a train function of one's own returned for ``group`` that is no sequence of
+    :class:`RowResult` (it failed in _by_experiment, as "'...' object has no attribute
+    'experiment'")."""
+    if (
+        isinstance(result, str)
+        or not isinstance(result, Sequence)
+        or not all(isinstance(row, RowResult) for row in result)
+    ):
+        raise TypeError(
+            f"run_experiments: train returned {shown(result)} for a group of {len(group)} "
+            "rows; it must return a list of RowResult, one per row of the group, in its order"
+        )
 
 
 def _check_experiments(where: str, experiments: object) -> None:
