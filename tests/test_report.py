@@ -185,6 +185,32 @@ def test_every_main_row_of_one_round_stops_the_differences_section(tmp_path: Pat
     )
 
 
+def test_rows_of_one_round_keep_the_sections_that_need_no_comparison(tmp_path: Path) -> None:
+    """With every row of one round (``--quick``, ``--rounds 1``) the section stopped after
+    saying there was no comparison, leaving out Fig. 1's, the activations alone and the
+    paper's numbers compared with each other, which the report computed (review)."""
+    rows = [fake_row(row, [3.0]) for row in (*FIGURE_1, *TABLE_I, *TABLE_II, *TABLE_III)]
+    curve = (9.0, 7.0, 8.0, 5.0, 4.0)  # (Fig. 1's comparison reads 3 epochs at least)
+    rows = [
+        dataclasses.replace(
+            row,
+            rounds=tuple(
+                dataclasses.replace(r, validation_curve=curve, train_loss=(0.7,) * 5)
+                for r in row.rounds
+            ),
+        )
+        for row in rows
+    ]
+    section = differences_section(rows, tmp_path)
+    assert "(Fewer than 2 rounds: no standard deviation, so no comparison.)" in section
+    for heading in (
+        "### Fig. 1",
+        "### Table I, the activations alone",
+        "### The paper's numbers for one and the same training",
+    ):
+        assert heading in section.splitlines(), heading
+
+
 def test_a_main_row_of_one_round_is_left_out_and_the_others_explained(tmp_path: Path) -> None:
     """One main row of one round beside rows of five (results put together by hand): the
     section said there was no comparison and explained no row, while the summary table still

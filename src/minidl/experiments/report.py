@@ -1031,7 +1031,9 @@ def _differences_section(
     comparisons = [(r, compare(r)) for r in published]
     if published and all(c is None for _, c in comparisons):
         lines += ["(Fewer than 2 rounds: no standard deviation, so no comparison.)", ""]
-        return lines
+        # (the rest as with more rounds: Fig. 1's and the activations alone say what one round
+        # shows, and the paper's numbers are compared with each other whatever ours are)
+        return [*lines, *_differences_beside(results)]
     once = [r for r, c in comparisons if c is None]
     if once:  # (rows of one round beside rows of more, as results put together by hand give)
         labels = ", ".join(f"Table {r.experiment.table} {r.experiment.label}" for r in once)
