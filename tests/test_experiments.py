@@ -2083,6 +2083,19 @@ def test_a_rows_adadelta_rho_and_eps_are_its_own() -> None:
     assert entry["optimizer_settings"] == {"rho": 0.5, "eps": 1e-3}
     assert "rho 0.5, eps 0.001" in report._settings(own)
     assert "rho 0.9, eps 1e-06" in report._settings(chosen)
+    decisions = {
+        line.split("`")[1].split(" =")[0]: line
+        for line in report._choices_section(together)
+        if line.startswith("- `")
+    }
+    assert decisions["adadelta_rho"].endswith(
+        " **Rows trained with another value:** Table III ADADELTA, rho 0.5 (0.5)."
+    )
+    assert decisions["adadelta_eps"].endswith(
+        " **Rows trained with another value:** Table III ADADELTA, rho 0.5 (0.001)."
+    )
+    assert "another value" not in decisions["new_data_per_round"]
+    assert "another value" not in "\n".join(report._choices_section(together[:1]))
 
 
 def test_a_rows_adadelta_eps_is_checked_in_the_protocols_dtype() -> None:
@@ -2132,8 +2145,16 @@ def test_a_protocol_may_keep_one_data_set_for_every_round() -> None:
     settings = RunSettings(
         rounds=1, base_seed=0, tables="3", quick=False, epochs_override=1, command="test"
     )
-    lines = "\n".join(report._protocol_section(settings, [train_row(same, 1, 0, epochs=1)]))
+    kept = [train_row(same, 1, 0, epochs=1)]
+    lines = "\n".join(report._protocol_section(settings, kept))
     assert "**round 1's data set in every round**" in lines
+    assert (
+        "(its data seed round 1's where the protocol keeps one data set for every round)" in lines
+    )
+    (line,) = [line for line in report._choices_section(kept) if "new_data_per_round" in line]
+    assert line.endswith(
+        f" **Rows trained with another value:** Table III {TABLE_III[0].label} (False)."
+    )
     lines = "\n".join(report._protocol_section(settings, [train_row(row, 1, 0, epochs=1)]))
     assert "a new data set for every round." in lines
 

@@ -15,7 +15,7 @@ import math
 import os
 import platform
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -516,11 +516,33 @@ def _diverged(row: RowResult) -> int:
 # -- the report ---------------------------------------------------------------------------------
 
 
-def _choices_section() -> list[str]:
+#: The decisions that are each row's parameter, not run as variants, with the row's own value
+#: (``None`` where the decision does not apply to the row): a row of one's own given another
+#: is named beside the decision (see :func:`_choices_section`).
+_ROW_VALUES: dict[str, Callable[[Experiment], object]] = {
+    "adadelta_rho": lambda e: e.adadelta_rho if e.optimizer.startswith("adadelta") else None,
+    "adadelta_eps": lambda e: e.adadelta_eps if e.optimizer.startswith("adadelta") else None,
+    "new_data_per_round": lambda e: e.protocol.new_data_per_round,
+}
+
+
+def _choices_section(results: Sequence[RowResult] = ()) -> list[str]:
+    """Every decision with its reason; where rows of ``results`` (of one's own) trained with
+    another value of a decision that is a row's parameter, those rows and their values (the
+    decision read as the run's, where it was not)."""
     lines = ["## Decisions on what the paper leaves open", ""]
     for field in dataclasses.fields(CHOICES):
         value = getattr(CHOICES, field.name)
-        lines.append(f"- `{field.name} = {value!r}`: {field.metadata['doc']}")
+        line = f"- `{field.name} = {value!r}`: {field.metadata['doc']}"
+        read = _ROW_VALUES.get(field.name)
+        others = [
+            f"Table {row.experiment.table} {row.experiment.label} ({own!r})"
+            for row in results
+            if read is not None and (own := read(row.experiment)) is not None and own != value
+        ]
+        if others:
+            line += f" **Rows trained with another value:** {', '.join(others)}."
+        lines.append(line)
     return [*lines, ""]
 
 
@@ -572,7 +594,13 @@ def _protocol_section(settings: RunSettings, results: Sequence[RowResult]) -> li
         f"- {settings.rounds} round(s) per row, numbered from 1 here and in the figures and "
         "from 0 in `results.json`: round r takes its data, initial-weight and shuffle seeds "
         f"from sha256(base seed {settings.base_seed}, r - 1, stream) "
-        "(`minidl.experiments.seeds`), so a run is reproducible bit for bit and round r is the "
+        "(`minidl.experiments.seeds`)"
+        + (
+            " (its data seed round 1's where the protocol keeps one data set for every round)"
+            if any(not row.experiment.protocol.new_data_per_round for row in results)
+            else ""
+        )
+        + ", so a run is reproducible bit for bit and round r is the "
         "same in every row. Rows that train identically (a 'without effect' variant and the row "
         "it equals) are trained once.",
         "- Test error: % of misclassified test points after the last epoch; mean and sample "
@@ -1587,7 +1615,7 @@ def write_report(
             "",
         ]
     lines += _protocol_section(settings, results)
-    lines += _choices_section()
+    lines += _choices_section(results)
     mains = [r for r in results if r.experiment.kind == "main"]
     if mains:
         lines += ["## Summary: the paper's tables and ours (test error, %)", ""]
