@@ -1958,14 +1958,17 @@ def test_a_sigterm_ignored_by_the_starting_process_stays_ignored() -> None:
 
 def test_main_leaves_torchs_global_generator_as_it_was(tmp_path: Path) -> None:
     """``main(["train", ...])`` seeded torch's global generator with the initial weights' seed,
-    also where it was refused (a --checkpoint in a missing folder), changing the random numbers
-    of the program that called it (review). Its weights come from a generator of their own,
-    the same bits."""
+    also where it was refused (a --checkpoint in a missing folder), and set it to the saved one
+    when resuming, changing the random numbers of the program that called it (review). The run
+    still seeds it (its checkpoints record it), and puts the caller's back when it ends."""
+    path = str(tmp_path / "run.ckpt")
+    assert main(["train", "--epochs", "1", "--hidden", "4", "--quiet", "--checkpoint", path]) == 0
     torch.manual_seed(123)
     before = torch.get_rng_state()
     missing = str(tmp_path / "missing" / "run.ckpt")
     assert main(["train", "--epochs", "1", "--hidden", "4", "--checkpoint", missing]) == 2
     assert main(["train", "--epochs", "1", "--hidden", "4", "--quiet"]) == 0
+    assert main(["train", "--epochs", "2", "--hidden", "4", "--quiet", "--resume", path]) == 0
     assert torch.equal(torch.get_rng_state(), before)
 
 

@@ -656,6 +656,20 @@ def _check_eps_fits(eps: float | None, dtype_name: str) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    """:func:`_train`, torch's global generator put back afterwards as the caller had it: the
+    run seeds it (its initial weights are drawn from it, and its checkpoints record it, so that
+    a resumed run's are the uninterrupted run's bit for bit), and main() called from a program,
+    refused or not, left it reseeded."""
+    import torch
+
+    callers = torch.get_rng_state()
+    try:
+        return _train(args)
+    finally:
+        torch.set_rng_state(callers)
+
+
+def _train(args: argparse.Namespace) -> int:
     import torch
 
     from minidl._files import say
@@ -707,10 +721,10 @@ def _run_train(args: argparse.Namespace) -> int:
     # training points.
     seeds = round_seeds(args.seed % 2**64, 0)  # (-1 is 2**64 - 1, as for torch's generators)
     data = make_disk_data(seed=seeds.data, dtype=dtype)
-    # (a generator of its own: main() called from a program, refused or not, left torch's
-    # global one reseeded; the weights are those torch.manual_seed(seeds.init) gives)
-    initial = torch.Generator().manual_seed(seeds.init)
-    model = mlp((2, *hidden, 2), activations, dtype=dtype, generator=initial)
+    # (torch's global generator, which the checkpoints record: put back as the caller had it
+    # once the run ends, see _run_train)
+    torch.manual_seed(seeds.init)
+    model = mlp((2, *hidden, 2), activations, dtype=dtype)
     # Under torchrun (see _run_train_launched): rank 0 alone prints and writes checkpoints.
     group = getattr(args, "process_group", None)
     rank = 0 if group is None else group.rank
