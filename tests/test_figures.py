@@ -333,6 +333,42 @@ def test_a_short_run_labels_its_error_axis_within_a_decade_and_its_epochs_as_who
     assert _shown_ticks(full.xaxis) == [str(epoch) for epoch in range(0, 401, 50)]
 
 
+@pytest.mark.parametrize(
+    ("curve", "shown"),
+    [
+        ((12.0, 15.0, 18.0), ["12", "14", "16", "18"]),
+        ((46.0, 48.0, 49.5), ["46", "47", "48", "49"]),
+    ],
+)
+def test_an_error_axis_between_its_fixed_ticks_labels_evenly_spaced_ones(
+    drawn: list[Any], tmp_path: Path, curve: tuple[float, ...], shown: list[str]
+) -> None:
+    """Curves between 12% and 18% (or 46% and 49%) lie between the axis's ticks at 1, 2, 5 x
+    10^k and the other digits x 10^k: the axis had no label at all (review). Where fewer than
+    two of those ticks lie within it, evenly spaced ones are labelled."""
+    table_figure([_with_curves(experiment("I", "Tanh"), [curve])], "I", tmp_path / "a.png")
+    (figure,) = drawn
+    figure.canvas.draw()
+    assert _shown_ticks(figure.axes[0].yaxis) == shown
+
+
+def test_a_tables_eleventh_main_row_is_told_from_its_first(
+    drawn: list[Any], tmp_path: Path
+) -> None:
+    """The colours (10) and the markers (10) both repeated after 10 main rows: the 11th row
+    looked as the first (review). 11 markers: no two of 11 rows share colour and marker."""
+    base = experiment("I", "Tanh")
+    rows = [
+        _with_curves(dataclasses.replace(base, label=f"lr {i}", lr=0.01 * (i + 1)), [(5.0, 4.0)])
+        for i in range(11)
+    ]
+    table_figure(rows, "I", tmp_path / "a.png")
+    (figure,) = drawn
+    lines = [line for line in figure.axes[0].get_lines() if line.get_label().startswith("lr")]
+    assert len(lines) == 11
+    assert len({(str(line.get_color()), line.get_marker()) for line in lines}) == 11
+
+
 def test_table_figure_colours_variants_as_their_row_and_names_mixed_activations(
     drawn: list[Any], tmp_path: Path
 ) -> None:
@@ -475,6 +511,31 @@ def test_figure_2_shows_the_labels_the_answers_and_the_boundary_in_raw_coordinat
     mean_x1 = float(data.train.raw[:, 0].mean())
     assert (points[:, 0] - mean_x1).abs().max() < 1 / 300  # (the grid's step)
     assert points[:, 1].min() < 0.01 and points[:, 1].max() > 0.99
+    assert "decision boundary" in [text.get_text() for text in bottom.get_legend().get_texts()]
+
+
+@pytest.mark.parametrize("weights", ["one class", "nan"])
+def test_figure_2_says_when_there_is_no_decision_boundary(
+    drawn: list[Any], tmp_path: Path, weights: str
+) -> None:
+    """A network that answers one class over the whole square (a chance-level one of a short
+    run), or NaN, has no boundary: the legend listed a "decision boundary" all the same
+    (review). It says there is none, and the boundary of the network above is still named."""
+    import warnings
+
+    from minidl import nn
+
+    row = fake_row(experiment("I", "Tanh"), [50.0])
+    model = nn.Linear(2, 2)
+    model.weight.data.fill_(float("nan") if weights == "nan" else 0.0)
+    model.bias.data.copy_(torch.tensor([0.0, 1.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (matplotlib's, for a contour of no level)
+        figures.figure_2(_rounds_with(row, model=model), tmp_path / "fig2.png")
+    (figure,) = drawn
+    labels = [text.get_text() for text in figure.axes[1].get_legend().get_texts()]
+    assert "no decision boundary (one class everywhere)" in labels
+    assert "decision boundary" not in labels
 
 
 def test_figure_2_tells_its_classes_apart_by_marker_and_draws_the_errors_on_top(

@@ -302,6 +302,14 @@ def test_the_report_names_the_variants_its_table_figure_leaves_out(tmp_path: Pat
     ) in path.read_text().splitlines()
     write_report(rows[:2], SETTINGS, 1.0, 1.0, {"tableII": "tableII_validation.png"}, path)
     assert "Not drawn" not in path.read_text()
+    # A main row of one's own that trains as another was left out of the figure unnamed.
+    again = dataclasses.replace(experiment("II", "SGD, momentum 0"), label="SGD again")
+    rows = [*rows[:2], fake_row(again, (3.0, 3.1, 2.9, 3.0, 3.0))]
+    write_report(rows, SETTINGS, 1.0, 1.0, {"tableII": "tableII_validation.png"}, path)
+    assert (
+        "Not drawn, as they train exactly as a row drawn: 'SGD again' (the curve of 'SGD, "
+        "momentum 0')."
+    ) in path.read_text().splitlines()
 
 
 def test_reproduce_takes_its_folder_as_a_string(

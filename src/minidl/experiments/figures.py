@@ -66,8 +66,10 @@ def _error_axes(axes: Any, title: str, n_validation: int) -> None:
     The errors span decades (50% to under 1%), hence the logarithm; a plain log axis has no
     0, and a curve or a band that reached 0% (no validation point wrong, in a round) fell off
     the bottom of the axes. A short run (``--quick``: 5 epochs, errors from 30% to 60%, say)
-    had one labelled tick, 50, and epochs 1.5, 2.5 on x."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
+    had one labelled tick, 50, and epochs 1.5, 2.5 on x. Where fewer than two of those ticks
+    lie within the axis (curves between 12% and 18%, or 46% and 49%, had none), evenly spaced
+    ones are labelled instead (12, 14, 16, 18)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, Locator, MaxNLocator
 
     one_point = 100 / n_validation
     axes.set_yscale("symlog", linthresh=one_point, linscale=0.3)
@@ -80,7 +82,20 @@ def _error_axes(axes: Any, title: str, n_validation: int) -> None:
         bottom, top = axes.get_ylim()
         return f"{value:g}" if top < 10 * max(bottom, one_point) else ""
 
-    axes.yaxis.set_major_locator(FixedLocator([0.0, *ticks((1, 2, 5))]))
+    class ErrorLocator(Locator):
+        """The ticks 0 and 1, 2, 5 x 10^k, or evenly spaced ones where fewer than two of
+        those lie within the axis."""
+
+        def __call__(self) -> list[float]:
+            fixed = [0.0, *ticks((1, 2, 5))]
+            assert self.axis is not None  # (set by set_major_locator)
+            bottom, top = sorted(self.axis.get_view_interval())
+            if sum(bottom <= value <= top for value in fixed) >= 2:
+                return fixed
+            even = MaxNLocator(4, steps=[1, 2, 2.5, 5, 10])
+            return [float(value) for value in even.tick_values(bottom, top)]
+
+    axes.yaxis.set_major_locator(ErrorLocator())
     axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.yaxis.set_minor_locator(FixedLocator(ticks((3, 4, 6, 7, 8, 9))))
     axes.yaxis.set_minor_formatter(FuncFormatter(minor_label))
@@ -185,8 +200,17 @@ def figure_2(row: RowResult, path: Path) -> None:
         gx, gy = torch.meshgrid(grid, grid, indexing="xy")
         points = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
         inside = predict(first.model, data.normalize(points)).reshape(gx.shape).to(torch.float64)
-        bottom.contour(gx, gy, inside, levels=[0.5], colors="black", linewidths=1.2)
-        bottom.plot([], [], color="black", lw=1.2, label="decision boundary")
+        contours = bottom.contour(gx, gy, inside, levels=[0.5], colors="black", linewidths=1.2)
+        # (a network that gives one class over the whole square has none: the legend said so
+        # all the same)
+        drawn = any(len(path.vertices) for path in contours.get_paths())
+        bottom.plot(
+            [],
+            [],
+            color="black" if drawn else "none",
+            lw=1.2,
+            label="decision boundary" if drawn else "no decision boundary (one class everywhere)",
+        )
         from minidl.data import DISK_CENTER, DISK_RADIUS
 
         circle = plt.Circle(DISK_CENTER, DISK_RADIUS, fill=False, ls="--", color="0.45", lw=1.0)
@@ -262,18 +286,20 @@ def figure_3(rows: Sequence[RowResult], path: Path) -> None:
         _save(figure, path)
 
 
-#: The markers of a table's main rows, in order (a variant has its row's, open).
-TABLE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+#: The markers of a table's main rows, in order (a variant has its row's, open): 11 of them,
+#: against the 10 colours, so that no two of the first 110 rows share both.
+TABLE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
 
 
 def table_figure(rows: Sequence[RowResult], table: str, path: Path) -> None:
     """Mean validation error per epoch of each row of a table.
 
     Each main row has its own colour and marker (:data:`TABLE_MARKERS`, filled, one every
-    tenth of the epochs, the rows' markers at staggered epochs), so that the rows are told
-    apart in greyscale and by a reader who confuses colours; variants are drawn in the colour
-    and the marker of the row they vary (the marker open), dashed or dotted. A variant that
-    trains exactly as a row already drawn (a "without effect" variant) is left out.
+    tenth of the epochs, the rows' markers at staggered epochs; the pair repeats after 110
+    rows), so that the rows are told apart in greyscale and by a reader who confuses colours;
+    variants are drawn in the colour and the marker of the row they vary (the marker open),
+    dashed or dotted. A row that trains exactly as a row already drawn (a "without effect"
+    variant, or a main row of one's own) is left out; the report names it.
     """
     plt = _pyplot()
     from minidl.experiments.config import training_key

@@ -678,7 +678,7 @@ def _table_section(
         for r in (*mains, *variants):
             first.setdefault(training_key(r.experiment), r)
         hidden = []
-        for r in variants:
+        for r in (*mains, *variants):  # (a main row of one's own may train as another)
             drawn = first[training_key(r.experiment)]
             if drawn is not r:
                 hidden.append(f"'{r.experiment.label}' (the curve of '{drawn.experiment.label}')")
