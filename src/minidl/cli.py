@@ -639,20 +639,11 @@ def _check_eps_fits(eps: float | None, dtype_name: str) -> None:
         return
     import torch
 
-    from minidl.optim.optimizer import _rounds_to_zero, _smallest_taken
+    from minidl.optim.adadelta import eps_refusal
 
-    dtype = getattr(torch, dtype_name)
-    largest = torch.finfo(dtype).max
-    if eps > largest:
-        raise ValueError(
-            f"--eps {eps:g} is beyond the range of --dtype {dtype_name} (largest finite value "
-            f"{largest:g})"
-        )
-    if _rounds_to_zero(eps, dtype):
-        raise ValueError(
-            f"--eps {eps:g} rounds to 0 in --dtype {dtype_name}, and ADADELTA's denominators "
-            f"with it; give --eps >= {_smallest_taken(dtype)!r}"
-        )
+    refusal = eps_refusal("--eps", eps, getattr(torch, dtype_name), f"--dtype {dtype_name}")
+    if refusal is not None:
+        raise ValueError(refusal)
 
 
 def _run_train(args: argparse.Namespace) -> int:

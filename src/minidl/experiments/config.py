@@ -471,7 +471,7 @@ class Experiment:
         them, in the protocol's dtype (they were refused only when the row's group trained,
         after the groups before it, in Adadelta's name); another optimizer's row keeps the
         choices' values (other ones would be recorded and not used)."""
-        from minidl.optim.optimizer import _rounds_to_zero, _smallest_taken
+        from minidl.optim.adadelta import eps_refusal
 
         rho = check_real("Experiment", "adadelta_rho", self.adadelta_rho, low=0.0, high=1.0)
         eps = check_real("Experiment", "adadelta_eps", self.adadelta_eps, low=0.0, low_open=True)
@@ -486,18 +486,10 @@ class Experiment:
                         f"{shown(getattr(self, name))} with optimizer {self.optimizer!r}"
                     )
         dtype = getattr(torch, self.protocol.dtype)
-        largest = torch.finfo(dtype).max
-        if eps > largest:
-            raise ValueError(
-                f"Experiment: adadelta_eps {shown(self.adadelta_eps)} is beyond the range of the "
-                f"protocol's dtype {self.protocol.dtype} (largest finite value {largest:g})"
-            )
-        if _rounds_to_zero(eps, dtype):
-            raise ValueError(
-                f"Experiment: adadelta_eps {shown(self.adadelta_eps)} rounds to 0 in the "
-                f"protocol's dtype {self.protocol.dtype}, and ADADELTA's denominators with it; "
-                f"give adadelta_eps >= {_smallest_taken(dtype)!r}"
-            )
+        words = f"the protocol's dtype {self.protocol.dtype}"
+        refusal = eps_refusal("adadelta_eps", eps, dtype, words)
+        if refusal is not None:
+            raise ValueError(f"Experiment: {refusal}")
         # (NumPy numbers kept as Python's, as results.json writes them)
         object.__setattr__(self, "adadelta_rho", rho)
         object.__setattr__(self, "adadelta_eps", eps)

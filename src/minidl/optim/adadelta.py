@@ -5,14 +5,35 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from minidl._scalar import add_scaled_, operand
 from minidl._validate import check_real
 from minidl.nn.parameter import Parameter
-from minidl.optim.optimizer import Hyperparameter, Optimizer
+from minidl.optim.optimizer import Hyperparameter, Optimizer, _rounds_to_zero, _smallest_taken
 
-__all__ = ["Adadelta"]
+__all__ = ["Adadelta", "eps_refusal"]
+
+
+def eps_refusal(name: str, eps: float, dtype: torch.dtype, dtype_words: str) -> str | None:
+    """Why ADADELTA's ``eps``, given as ``name`` (``--eps``, ``adadelta_eps``), cannot be used
+    in ``dtype`` (``dtype_words`` names it, ``--dtype float32``): past its range, or rounded to
+    0 (as :class:`Adadelta` refuses it at its first step, in its own name); ``None`` where it
+    can. For the callers that take it before any parameter is made (the command line, a row of
+    the experiments)."""
+    largest = torch.finfo(dtype).max
+    if eps > largest:
+        return (
+            f"{name} {eps:g} is beyond the range of {dtype_words} (largest finite value "
+            f"{largest:g})"
+        )
+    if _rounds_to_zero(eps, dtype):
+        return (
+            f"{name} {eps:g} rounds to 0 in {dtype_words}, and ADADELTA's denominators with it; "
+            f"give {name} >= {_smallest_taken(dtype)!r}"
+        )
+    return None
 
 
 class Adadelta(Optimizer):
