@@ -11,7 +11,7 @@ from torch import Tensor
 from minidl._scalar import operand
 from minidl._validate import add_note, layout_name, plain_choice, shown
 from minidl.nn._checks import STRIDED, check_dense, check_input
-from minidl.nn.module import Module, own_method
+from minidl.nn.module import Module, off_graph, own_method
 
 __all__ = ["Loss", "check_mean_or_sum", "check_not_a_loss", "reduction_given", "scaled_sum"]
 
@@ -347,8 +347,7 @@ class Loss(Module):
         autograd graph: the gradient held that graph, as long as it was kept (the layers read
         it as a plain value; NLLLoss's, made of zeros, held none)."""
         if not gradwrtoutput and self._has_forward:
-            gradient = self._gradient()
-            return gradient.detach() if gradient.requires_grad else gradient
+            return off_graph(self._gradient())
         name = type(self).__name__
         if not self._has_forward:
             hint = ""
@@ -397,7 +396,7 @@ class Loss(Module):
                 f"{name}.backward: the upstream gradient is on {upstream.device} but the "
                 f"prediction is on {gradient.device}; expected a scalar on {where}"
             ) from None
-        return scaled.detach() if scaled.requires_grad else scaled
+        return off_graph(scaled)
 
     def _times_upstream(self, gradient: Tensor, upstream: Tensor) -> Tensor:
         """``gradient``, :meth:`_gradient`'s, times the 0-dim ``upstream`` given to

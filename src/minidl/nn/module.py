@@ -1776,6 +1776,14 @@ def _plain(tensor: Tensor) -> Tensor:
     return tensor.detach() if in_graph(tensor) else tensor
 
 
+def off_graph(result: Tensor) -> Tensor:
+    """``result``, a tensor computed by a module, detached if it was computed from a tensor of
+    an autograd graph (a loss's gradient of such a prediction: it held the graph for as long as
+    it was kept); itself otherwise. (Where the operations ran with recording on, a result of a
+    recorded tensor has a grad_fn.)"""
+    return result.detach() if result.grad_fn is not None else result
+
+
 def in_graph(tensor: Tensor) -> bool:
     """Whether autograd records ``tensor`` (a normal tensor, not an inference one): the result
     of recorded operations, or a leaf whose operations are recorded (which an update in place
