@@ -359,10 +359,6 @@ class Experiment:
         momentum: SGD momentum.
         scheduler: ``None``, a :class:`StepSchedule` or a :class:`CyclicSchedule`.
         mse_reduction: normalisation of the MSE (see :attr:`Choices.mse_reduction`).
-        adadelta_rho: ADADELTA's decay rate, in [0, 1] (see :attr:`Choices.adadelta_rho`).
-        adadelta_eps: ADADELTA's epsilon, > 0 and not 0 in the protocol's dtype (see
-            :attr:`Choices.adadelta_eps`). Both are ADADELTA's: a row of another optimizer
-            keeps the choices' values.
         kind: ``"main"``, ``"variant"`` or ``"figure"``.
         paper: the paper's numbers (main rows only).
         variant_of: the main row whose difference from the paper this variant tests.
@@ -370,6 +366,10 @@ class Experiment:
         fault: for a variant, whether it reproduces a fault of the authors' published code
             (otherwise it is another reading of what the paper says).
         protocol: the shared protocol.
+        adadelta_rho: ADADELTA's decay rate, in [0, 1] (see :attr:`Choices.adadelta_rho`).
+        adadelta_eps: ADADELTA's epsilon, > 0 and not 0 in the protocol's dtype (see
+            :attr:`Choices.adadelta_eps`). Both are ADADELTA's: a row of another optimizer
+            keeps the choices' values.
     """
 
     table: str
@@ -382,14 +382,15 @@ class Experiment:
     momentum: float = 0.0
     scheduler: StepSchedule | CyclicSchedule | None = None
     mse_reduction: Literal["paper", "mean", "sum"] = CHOICES.mse_reduction
-    adadelta_rho: float = CHOICES.adadelta_rho
-    adadelta_eps: float = CHOICES.adadelta_eps
     kind: Kind = "main"
     paper: PaperResult | None = None
     variant_of: str | None = None
     hypothesis: str = ""
     fault: bool = False
     protocol: Protocol = field(default=PROTOCOL)
+    # (last: the fields before them keep their positions)
+    adadelta_rho: float = CHOICES.adadelta_rho
+    adadelta_eps: float = CHOICES.adadelta_eps
 
     def __post_init__(self) -> None:
         # (checked when the row is made: a bad field failed only when its group trained, the
