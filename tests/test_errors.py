@@ -3967,6 +3967,14 @@ def test_regression_and_one_hot_mistakes_hear_how_a_target_is_read() -> None:
         ValueError, match=r"out of range for 1 classes \(expected values in \[0, 0\]\)$"
     ):
         nn.CrossEntropyLoss()(torch.randn(6, 1), torch.tensor([0, 4, 0, 0, 0, 0]))
+    # (with more than one output the indices are classes: no word of regression, whose
+    # unsqueeze(-1) would not give the prediction's shape)
+    with pytest.raises(
+        ValueError,
+        match=r"^MSELoss: class index 5 is out of range for 3 classes \(expected "
+        r"values in \[0, 2\]\)$",
+    ):
+        nn.MSELoss()(torch.randn(6, 3), torch.tensor([0, 5, 0, 0, 0, 0]))
     with pytest.raises(
         ValueError, match=r"^MSELoss: expected a prediction of shape \(N, features\)"
     ) as raised:

@@ -338,6 +338,48 @@ def test_cross_entropy_probability_rows_accepted_off_one_match_torch(reduction: 
     helper_test_op(None, prediction, nn.CrossEntropyLoss(reduction), target)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "within", "beyond"),
+    [
+        # float16: within 1e-3 of summing to 1 (its rounding of the row's entries)
+        (torch.float16, 0.4995, 0.495),
+        # bfloat16: within its epsilon, 2**-7
+        (torch.bfloat16, 0.49609375, 0.490234375),
+    ],
+)
+def test_cross_entropy_takes_16_bit_probability_rows_within_their_rounding_only(
+    dtype: torch.dtype, within: float, beyond: float
+) -> None:
+    """16-bit probability rows are taken within their dtype's rounding of 1 (float16 1e-3,
+    bfloat16 2**-7) and refused beyond it: no test held the tolerance (a mutant of 1e-2 took a
+    float16 row off by 0.005; review)."""
+    logits = torch.zeros(2, 2, dtype=dtype)
+    taken = torch.tensor([[0.5, within], [0.0, 1.0]], dtype=dtype)
+    assert torch.isfinite(nn.CrossEntropyLoss()(logits, taken))
+    refused = torch.tensor([[0.5, beyond], [0.0, 1.0]], dtype=dtype)
+    with pytest.raises(
+        ValueError,
+        match=r"^CrossEntropyLoss: a probability target must be non-negative with rows summing "
+        r"to 1 ",
+    ):
+        nn.CrossEntropyLoss()(logits, refused)
+
+
+def test_a_cross_entropy_pickled_before_its_reduction_existed_takes_the_mean() -> None:
+    """A CrossEntropyLoss pickled before it had a reduction (the mean, the only one then)
+    loads as the mean: no test held the default (a mutant loading it as a sum, N times the
+    loss, passed; review)."""
+    import pickle
+
+    state = dict(nn.CrossEntropyLoss().__dict__)
+    del state["_reduction"]
+    earlier = nn.CrossEntropyLoss.__new__(nn.CrossEntropyLoss)
+    earlier.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert earlier.reduction == "mean"
+    logits, target = torch.randn(4, 2, dtype=F64), torch.tensor([0, 1, 0, 1])
+    assert torch.equal(earlier(logits, target), nn.CrossEntropyLoss()(logits, target))
+
+
 def test_cross_entropy_takes_torch_softmax_rows_of_a_million_classes() -> None:
     """float32 rows of ``torch.softmax`` over 10**6 classes sum to 1 only within about 2e-4
     (the rounding grows about as sqrt(C)); they are accepted, within 2 sqrt(C) epsilons
