@@ -647,10 +647,10 @@ def _check_eps_fits(eps: float | None, dtype_name: str) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    """:func:`_train`, torch's global generator put back afterwards as the caller had it: the
+    """:func:`_train`, torch's global generator put back afterwards as the caller had it. The
     run seeds it (its initial weights are drawn from it, and its checkpoints record it, so that
-    a resumed run's are the uninterrupted run's bit for bit), and main() called from a program,
-    refused or not, left it reseeded."""
+    a resumed run's are the uninterrupted run's bit for bit); without the putting back, main()
+    called from a program, refused or not, left it reseeded."""
     import torch
 
     callers = torch.get_rng_state()

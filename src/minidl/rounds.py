@@ -812,7 +812,7 @@ def _stack_again(
                     "run (change their values in place)"
                 )
         # (a training set's floating-point targets are its loss's to check, below)
-        if classes is not None and not (criterion is not None and pair[1].is_floating_point()):
+        if classes is not None and (criterion is None or not pair[1].is_floating_point()):
             check_class_indices(
                 "fit_rounds",
                 f"{name}[{index}] (changed by on_epoch) ",

@@ -526,7 +526,7 @@ _ROW_VALUES: dict[str, Callable[[Experiment], object]] = {
 }
 
 
-def _choices_section(results: Sequence[RowResult] = ()) -> list[str]:
+def _choices_section(results: Sequence[RowResult]) -> list[str]:
     """Every decision with its reason; where rows of ``results`` (of one's own) trained with
     another value of a decision that is a row's parameter, those rows and their values (the
     decision read as the run's, where it was not)."""
