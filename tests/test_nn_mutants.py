@@ -357,21 +357,23 @@ def test_a_stacked_activation_refuses_a_float8_input_that_its_hook_would_take(
 ) -> None:
     """A StackedActivation runs an activation whose hook takes ``out`` through its
     ``_forward_out``, whose per-call check is the forward's: a float8 input is refused naming
-    the activation, the dtype and the four taken, as by the activation alone, also where the
-    hook's operation has a float8 kernel (``torch.abs``). (With the dtype dropped from that
-    check, asked as ``is_floating_point()``, or joined by ``and``, the stack returned ``|x|``
-    in float8; a built-in activation's hook fails in torch's words there, and the stack's
-    fall-back to each forward refused it anyway.)"""
+    the dtype and the four taken, as the activation alone does, also where the hook's
+    operation has a float8 kernel (``torch.abs``); the stack names itself. (With the dtype
+    dropped from the run's check, asked as ``is_floating_point()``, or joined by ``and``, the
+    stack returned ``|x|`` in float8; a built-in activation's hook fails in torch's words
+    there, and the stack's fall-back to each forward refused it anyway.)"""
     x = torch.randn(2, 3, 4)
     stacked = nn.StackedActivation([(_Abs(), 2)])
     assert torch.equal(stacked(x), x.abs())  # (the oracle: |x|, written through out=)
     message = (
-        r"^_Abs: expected a floating-point input of dtype float16, bfloat16, float32 or "
+        r": expected a floating-point input of dtype float16, bfloat16, float32 or "
         rf"float64, got dtype {dtype}$"
     )
-    for module in (_Abs(), stacked):
-        with pytest.raises(TypeError, match=message):
+    for module, name in ((_Abs(), "_Abs"), (stacked, "StackedActivation")):
+        with pytest.raises(TypeError, match=f"^{name}{message}"):
             module(x.to(dtype))
+    with pytest.raises(TypeError, match="^_Abs" + message):
+        stacked._runs[0][0](x.to(dtype))  # (the run's own check, which the stack's names)
 
 
 # -- losses ---------------------------------------------------------------------------------------

@@ -77,6 +77,32 @@ def test_bad_runs_and_inputs_are_refused() -> None:
         layer.activation_of(3)
 
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64], ids=str)
+def test_an_input_or_gradient_of_a_dtype_no_activation_takes_is_refused_by_the_stack(
+    dtype: torch.dtype,
+) -> None:
+    """The refusal names the stack (it named the first run's activation, which the caller
+    did not call), the dtype given and the four taken; the last good forward stays the one
+    backward differentiates."""
+    layer = nn.StackedActivation([(nn.ReLU(), 2), (nn.Tanh(), 1)])
+    x = torch.randn(3, 4, 5, dtype=DTYPE)
+    grad = torch.randn(3, 4, 5, dtype=DTYPE)
+    layer(x)
+    taken = "of dtype float16, bfloat16, float32 or float64"
+    with pytest.raises(
+        TypeError,
+        match=rf"^StackedActivation: expected a floating-point input {taken}, got dtype {dtype}$",
+    ):
+        layer(x.to(dtype))
+    with pytest.raises(
+        TypeError,
+        match=rf"^StackedActivation: expected a floating-point gradient {taken}, got dtype {dtype}$",
+    ):
+        layer.backward(grad.to(dtype))
+    expected = torch.cat([(x[:2] > 0) * grad[:2], (1 - x[2:].tanh() ** 2) * grad[2:]])
+    torch.testing.assert_close(layer.backward(grad), expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("kind", ["StackedActivation", "StackedLoss"])
 def test_runs_that_are_not_a_list_of_pairs_are_refused_naming_what_was_given(kind: str) -> None:
     # They were unpacked unchecked: "'Tanh' object is not iterable", "not enough values to

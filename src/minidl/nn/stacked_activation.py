@@ -12,7 +12,7 @@ from torch import Tensor
 
 from minidl import anomaly
 from minidl._setting import Fixed
-from minidl._validate import shown
+from minidl._validate import COMPUTED, FLOATING, shown
 from minidl.nn._checks import (
     check_dense,
     check_runs,
@@ -119,6 +119,10 @@ class StackedActivation(Module):
             )
         if tensor.is_nested:  # (whose shape is not read)
             check_dense("StackedActivation", tensor, what.rsplit(maxsplit=1)[-1])
+        if tensor.dtype not in COMPUTED and self._checks_dtypes_as_activation(what):
+            # (named here: the first run's activation would name itself)
+            taken = FLOATING.format(what=what.rsplit(maxsplit=1)[-1])
+            raise TypeError(f"StackedActivation: expected a {taken}, got dtype {tensor.dtype}")
         if tensor.dim() == 0 or tensor.shape[0] != self.models:
             got = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
             raise ValueError(
@@ -126,6 +130,15 @@ class StackedActivation(Module):
                 f"models, got {got}"
             )
         return tensor
+
+    def _checks_dtypes_as_activation(self, what: str) -> bool:
+        """Whether every run refuses the dtypes :class:`Activation` refuses (a subclass that
+        overrides the check of its input or gradient may take others)."""
+        method = "_check_input" if what == "an input" else "_check_gradient"
+        return all(
+            getattr(type(activation), method) is getattr(Activation, method)
+            for activation, _, _ in self._runs
+        )
 
     def forward(self, input: Tensor) -> Tensor:
         input = self._check(input, "an input")
