@@ -1972,6 +1972,63 @@ def test_main_leaves_torchs_global_generator_as_it_was(tmp_path: Path) -> None:
     assert torch.equal(torch.get_rng_state(), before)
 
 
+CPUS = os.cpu_count() or 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "threads"), [((), 1), (("--threads", str(CPUS)), CPUS)], ids=["default", "all"]
+)
+def test_train_runs_on_its_threads_and_puts_the_callers_count_back(
+    monkeypatch: pytest.MonkeyPatch, flags: tuple[str, ...], threads: int
+) -> None:
+    """``minidl train`` trained on torch's default thread pool, where intra-op threads only
+    add synchronisation for the paper's network: ten times slower and more with other
+    processes on the cores (review; ``minidl reproduce`` trains on one). It trains on
+    ``--threads`` (default 1), and leaves the caller's count as it was, also when refused."""
+    import minidl.train
+
+    seen: list[int] = []
+    real_fit = minidl.train.fit
+
+    def fit_noting_threads(*args: Any, **kwargs: Any) -> Any:
+        seen.append(torch.get_num_threads())
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(minidl.train, "fit", fit_noting_threads)
+    callers = torch.get_num_threads()
+    try:
+        torch.set_num_threads(CPUS + 1)  # (neither 1 nor the CPUs)
+        assert main(["train", "--epochs", "1", "--hidden", "4", "--quiet", *flags]) == 0
+        assert seen == [threads]
+        assert torch.get_num_threads() == CPUS + 1
+        assert main(["train", "--epochs", "1", "--quiet", "--log-every", "1", *flags]) == 2
+        assert torch.get_num_threads() == CPUS + 1
+    finally:
+        torch.set_num_threads(callers)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("0", "a positive integer, got 0"),
+        ("-1", "a positive integer, got -1"),
+        ("1.5", "a positive integer, got '1.5'"),
+        ("two", "a positive integer, got 'two'"),
+        (str(CPUS + 1), f"at most this machine's {CPUS} CPUs, got {CPUS + 1}"),
+        ("1" + "0" * 30, f"at most this machine's {CPUS} CPUs, got 1" + "0" * 30),
+    ],
+)
+def test_threads_that_are_no_positive_integer_up_to_the_cpus_are_refused(
+    given: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(Many thousands of threads crashed the process in torch's thread library, and a number
+    past 64 bits failed in torch's words, after the data set was made.)"""
+    with pytest.raises(SystemExit) as ended:
+        main(["train", "--threads", given])
+    assert ended.value.code == 2
+    assert capsys.readouterr().err.endswith(f"argument --threads: expected {expected}\n")
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
 @pytest.mark.parametrize(
     ("number", "status", "line"), [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")]

@@ -314,6 +314,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _threads(text: str) -> int:
+    """A positive number of threads, at most the machine's CPUs (a pool of many thousands
+    makes torch's thread library fail, or the process crash)."""
+    value = _positive_int(text)
+    cpus = os.cpu_count() or 1
+    if value > cpus:
+        raise argparse.ArgumentTypeError(
+            f"expected at most this machine's {cpus} CPUs, got {_shown(value)}"
+        )
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     value = _int(text, "an integer >= 0")
     if value < 0:
@@ -503,6 +515,17 @@ def _add_train_parser(subparsers: argparse._SubParsersAction[_ArgumentParser]) -
     )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point type")
     parser.add_argument(
+        "--threads",
+        type=_threads,
+        default=1,
+        metavar="N",
+        help="torch's intra-op threads while training (default 1: the paper's network is so "
+        "small that more threads only add synchronisation, which makes a step ten times slower "
+        "and more when other processes share the cores; raise it for wide --hidden layers), at "
+        "most the machine's CPUs. "
+        "Not a setting of the run: a resumed run may take another",
+    )
+    parser.add_argument(
         "--log-every",
         type=_positive_int,
         default=None,
@@ -647,16 +670,20 @@ def _check_eps_fits(eps: float | None, dtype_name: str) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    """:func:`_train`, torch's global generator put back afterwards as the caller had it. The
-    run seeds it (its initial weights are drawn from it, and its checkpoints record it, so that
-    a resumed run's are the uninterrupted run's bit for bit); without the putting back, main()
-    called from a program, refused or not, left it reseeded."""
+    """:func:`_train` on ``--threads`` intra-op threads, torch's global generator and thread
+    count put back afterwards as the caller had them. The run seeds the generator (its initial
+    weights are drawn from it, and its checkpoints record it, so that a resumed run's are the
+    uninterrupted run's bit for bit); without the putting back, main() called from a program,
+    refused or not, left it reseeded."""
     import torch
 
     callers = torch.get_rng_state()
+    threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(args.threads)
         return _train(args)
     finally:
+        torch.set_num_threads(threads)
         torch.set_rng_state(callers)
 
 
