@@ -746,3 +746,41 @@ def test_a_sequences_schedules_and_milestones_are_copies_that_cannot_bypass_its_
     assert repr(seq).endswith("milestones=[5])")
     rates = [seq.step() for _ in range(6)]
     assert rates[4] == pytest.approx(LR) and rates[5] == pytest.approx(decay.lr_at(1))
+
+
+@pytest.mark.parametrize("step_size", [1, 3, 7])
+def test_step_decay_stepped_every_batch_follows_steplr_and_fit_steps_it_every_batch(
+    step_size: int,
+) -> None:
+    """``StepDecay(..., interval="batch")``, as the other decaying schedules take (it took no
+    interval but by setting the attribute after): PyTorch's ``StepLR`` stepped every batch
+    gives the same rates over 40 steps, and ``fit`` steps it after every batch, each batch's
+    rate in ``batch_lr``."""
+    optimizer = optim.SGD(_params(), lr=LR)
+    schedule = optim.StepDecay(optimizer, step_size=step_size, gamma=0.5, interval="batch")
+    assert schedule.interval == "batch"
+    torch_optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=LR)
+    torch_schedule = torch.optim.lr_scheduler.StepLR(torch_optimizer, step_size, gamma=0.5)
+    for step in range(40):
+        assert optimizer.lr == pytest.approx(torch_optimizer.param_groups[0]["lr"], rel=1e-15), (
+            f"step {step}"
+        )
+        schedule.step()
+        torch_optimizer.step()
+        torch_schedule.step()
+
+    from minidl.train import fit
+
+    x = torch.randn(20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = (x[:, 0] > 0).long()
+    model = nn.mlp((2, 3, 2), "tanh", dtype=torch.float64)
+    optimizer = optim.SGD(model.parameters(), lr=LR)
+    schedule = optim.StepDecay(optimizer, step_size=step_size, gamma=0.5, interval="batch")
+    history = fit(
+        model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=2, batch_size=5, scheduler=schedule
+    )
+    assert history.batch_lr == [LR * 0.5 ** (step // step_size) for step in range(8)]
+    with pytest.raises(
+        ValueError, match=r"^StepDecay: interval must be 'epoch' or 'batch', got 'step'"
+    ):
+        optim.StepDecay(optimizer, interval="step")  # type: ignore[arg-type]

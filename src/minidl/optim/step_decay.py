@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from minidl._validate import check_int, check_real
 from minidl.optim.lr_scheduler import (
     LRScheduler,
@@ -30,16 +32,19 @@ class StepDecay(LRScheduler):
 
     with :math:`\lambda_0` the optimizer's learning rate when the scheduler is built,
     :math:`\beta` = ``step_size`` and :math:`\gamma` = ``gamma`` (the paper's :math:`\alpha`).
-    Call :meth:`step` once per epoch, after the epoch's updates (as PyTorch's
+    Call :meth:`step` once per epoch, after the epoch's updates (with ``interval="batch"``,
+    once per batch: :math:`e` and :math:`\beta` then count batches), as PyTorch's
     ``lr_scheduler.StepLR``, which gives the same rates to rounding: it multiplies the previous
-    rate by :math:`\gamma` at each drop, where this computes the closed form). The defaults
+    rate by :math:`\gamma` at each drop, where this computes the closed form. The defaults
     are the paper's, not ``StepLR``'s (``gamma`` 0.1, and no default ``step_size``); ``gamma``
     above 1, which ``StepLR`` takes, is refused.
 
     Args:
         optimizer: the optimizer to schedule.
-        step_size: :math:`\beta`, epochs between drops, an integer >= 1 (default 10).
+        step_size: :math:`\beta`, epochs (batches, with ``interval="batch"``) between drops,
+            an integer >= 1 (default 10).
         gamma: :math:`\gamma`, the factor of each drop, in ``[0, 1]`` (default 0.5).
+        interval: call :meth:`step` after every ``"epoch"`` (default) or ``"batch"``.
 
     Example:
         >>> optimizer = SGD(model.parameters(), lr=0.1)
@@ -57,10 +62,17 @@ class StepDecay(LRScheduler):
     _step_size: int
     _gamma: float
 
-    def __init__(self, optimizer: Optimizer, step_size: int = 10, gamma: float = 0.5) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        step_size: int = 10,
+        gamma: float = 0.5,
+        interval: Literal["epoch", "batch"] = "epoch",
+    ) -> None:
         super().__init__(optimizer)
         self.step_size = step_size
         self.gamma = gamma
+        self.interval = interval
         self._start()
 
     @checks_step
