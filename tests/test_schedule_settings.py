@@ -1034,7 +1034,8 @@ def test_a_sequence_stepped_past_its_last_step_counts_its_own_steps() -> None:
 
 
 @pytest.mark.parametrize(
-    ("bad", "kind"), [(-5, ValueError), (2.5, TypeError), ("3", TypeError), (None, TypeError)]
+    ("bad", "kind"),
+    [(-5, ValueError), (2.5, TypeError), ("3", TypeError), (None, TypeError), (True, TypeError)],
 )
 def test_a_last_step_set_by_hand_to_no_count_is_refused_before_anything_changes(
     bad: object, kind: type[Exception]
