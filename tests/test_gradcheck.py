@@ -1450,3 +1450,71 @@ def test_an_eps_below_the_resolution_names_the_side_that_rounds_back() -> None:
     x = torch.tensor([[-(2.0**40), 0.5]], dtype=F64)
     with pytest.raises(ValueError, match=r"\(-1\.09951e\+12 - eps rounds back to it\)"):
         minidl.gradcheck(nn.Tanh(), x, eps=1e-4)
+
+
+def test_a_correct_loss_passes_where_the_step_eps_takes_rounds() -> None:
+    """At 1e9 the step 1e-6 rounds to 9.54e-7: the numeric derivative divides by the steps
+    taken, not by 2 eps (which made a correct MSELoss fail: analytic -0.812447, numeric
+    -0.77481, its backward blamed)."""
+    prediction = torch.tensor([[1e9 + 0.5, 2.0]], dtype=F64)
+    target = torch.tensor([[1e9, 1.0]], dtype=F64)
+    assert minidl.gradcheck(nn.MSELoss(), prediction, target)
+    assert minidl.gradcheck(nn.Identity(), torch.full((2, 3), 1e9, dtype=F64) + 0.25)
+
+
+class _Quadratic(nn.Module):
+    """y = x + 404 x^2, smooth, with a backward off by ``error``."""
+
+    def __init__(self, error: float) -> None:
+        super().__init__()
+        self.error = error
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._x = input.clone()
+        return input + 404.0 * input**2
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output * (1 + 808.0 * self._x + self.error)
+
+
+def test_a_wrong_gradient_of_a_smooth_function_is_not_called_a_kink() -> None:
+    """The kink note needs the two one-sided differences to disagree: here they agree (the
+    function is smooth), so the message blames the backward alone."""
+    with pytest.raises(minidl.GradcheckError) as error:
+        minidl.gradcheck(_Quadratic(1.2e-3), torch.zeros(1, dtype=F64))
+    message = str(error.value)
+    assert message.startswith("gradcheck: _Quadratic.backward disagrees with finite differences")
+    assert "kink" not in message
+    assert minidl.gradcheck(_Quadratic(0.0), torch.zeros(1, dtype=F64))
+
+
+class _Drifting(nn.Module):
+    """Adds ``drift`` times its number of calls to ``scale * input``: two calls on one input
+    differ by ``drift``."""
+
+    def __init__(self, scale: float, drift: float) -> None:
+        super().__init__()
+        self.scale, self.drift, self.calls = scale, drift, 0
+
+    def forward(self, input: Tensor) -> Tensor:
+        self.calls += 1
+        return self.scale * input + self.drift * self.calls
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return self.scale * grad_output
+
+
+def test_two_calls_differing_past_1e_10_of_the_outputs_scale_or_of_1_are_not_deterministic() -> (
+    None
+):
+    """Two forwards on one input that differ by more than 1e-10 times the largest output (at
+    least 1) are named as not deterministic (with a threshold of 1e-6, a drift of 2e-8 was
+    blamed on the backward); a difference below it, outputs of 1e-5 drifting by 1e-14 a call
+    (a reduction in another order), passes."""
+    with pytest.raises(minidl.GradcheckError) as error:
+        minidl.gradcheck(_Drifting(1.0, 1e-8), torch.ones(3, dtype=F64))
+    assert str(error.value).startswith(
+        "gradcheck: _Drifting.forward is not deterministic: two calls on the same input differ "
+        "by up to 2e-08, so finite differences cannot check its backward"
+    )
+    assert minidl.gradcheck(_Drifting(1e-5, 1e-14), torch.ones(3, dtype=F64))
