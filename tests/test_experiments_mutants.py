@@ -355,3 +355,21 @@ def test_batched_rounds_shuffle_with_the_rounds_shuffle_seed() -> None:
     batched = train_row_batched(row, 1, 0, epochs=2).rounds[0]
     assert batched.seeds == alone.seeds == round_seeds(0, 0)
     assert batched.train_loss == pytest.approx(alone.train_loss, rel=1e-6, abs=0.0)
+
+
+def test_two_mse_rows_of_other_reductions_in_one_stack_each_train_with_their_own() -> None:
+    """Two rows of one loss type with other settings (MSE, the paper's reduction and PyTorch's
+    mean) stack as two runs of the loss: each row's numbers are those it gets alone (merged by
+    the loss's type, the second row trained with the first row's reduction: a training loss of
+    4927 where alone it is 1.18)."""
+    from minidl.experiments.batched import train_row_batched
+
+    paper = next(e for e in FIGURE_1 if e.loss == "mse" and e.mse_reduction == "paper")
+    mean = dataclasses.replace(paper, label=paper.label + " (mean)", mse_reduction="mean")
+    assert stack_key(paper) == stack_key(mean)
+    together = train_rows_batched([paper, mean], 1, 0, epochs=1)
+    for row, result in zip((paper, mean), together, strict=True):
+        alone = train_row_batched(row, 1, 0, epochs=1)
+        assert result.rounds[0].train_loss == alone.rounds[0].train_loss
+        assert result.rounds[0].validation_curve == alone.rounds[0].validation_curve
+    assert together[0].rounds[0].train_loss != together[1].rounds[0].train_loss

@@ -9,6 +9,7 @@ documented error (type and the words of its message).
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, ClassVar
 
 import pytest
@@ -441,3 +442,148 @@ def test_batched_linear_refuses_a_bias_of_another_dtype() -> None:
     layers = [nn.Linear(2, 3, dtype=torch.float64), nn.Linear(2, 3)]
     with pytest.raises(ValueError, match=r"^BatchedLinear\.stack: every layer must have the same"):
         BatchedLinear.stack(layers)
+
+
+# -- found by a second mutation audit ------------------------------------------------------------
+
+
+def _pair(seed: int) -> nn.Sequential:
+    generator = torch.Generator().manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(2, 3, dtype=F64, generator=generator),
+        nn.Tanh(),
+        nn.Linear(3, 2, dtype=F64, generator=generator),
+    )
+
+
+def _pair_data() -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(8, 2, dtype=F64, generator=torch.Generator().manual_seed(5))
+    return x, (x[:, 0] > 0).long()
+
+
+@pytest.mark.parametrize("shape", [(1,), (3,), (2, 1)])
+def test_a_loss_of_another_shape_than_one_per_model_is_refused(shape: tuple[int, ...]) -> None:
+    """A criterion whose forward gives a loss of shape ``(1,)`` (the models' total) for 2
+    models was taken as each model's loss (only a 0-d total and the number of dimensions were
+    checked); any shape but ``(R,)`` is refused, naming the shape given and the one expected."""
+
+    class Reshaped(nn.CrossEntropyLoss):
+        def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            loss = super().forward(prediction, target)
+            return loss.sum().expand(shape) if shape != (3,) else torch.cat([loss, loss[:1]])
+
+    x, y = _pair_data()
+    models = [_pair(0), _pair(1)]
+    with pytest.raises(
+        ValueError,
+        match=rf"fit_rounds: criterion Reshaped returned a loss of shape {re.escape(str(shape))}"
+        r".*expected one loss per model, of shape \(2,\)",
+    ):
+        fit_rounds(
+            models,
+            Reshaped(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            [(x, y)] * 2,
+            epochs=1,
+            batch_size=8,
+            generators=[torch.Generator().manual_seed(r) for r in range(2)],
+        )
+
+
+class _FailingSGD(SGD):
+    """SGD whose ``failing``-th step (counted over all instances) raises."""
+
+    steps = 0
+    failing = 2
+
+    def step(self) -> None:
+        type(self).steps += 1
+        if type(self).steps == self.failing:
+            raise RuntimeError("the step failed")
+        super().step()
+
+
+def test_a_step_raising_in_the_first_epoch_leaves_each_models_gradient_as_fit_does() -> None:
+    """The models' gradients are copied back from the stack also when a step raises (the
+    docstring says so); with the copy's flag set only after the first epoch's batches, a step
+    raising in the first epoch left them zero. Each model's gradient is then what ``fit``
+    leaves alone, where the same step raises: that of the batch being stepped."""
+    x, y = _pair_data()
+    models = [_pair(0), _pair(1)]
+    _FailingSGD.steps = 0
+    with pytest.raises(RuntimeError, match="the step failed"):
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            lambda stack: _FailingSGD(stack.parameters(), lr=0.1),
+            [(x, y)] * 2,
+            epochs=1,
+            batch_size=4,
+            generators=[torch.Generator().manual_seed(r) for r in range(2)],
+        )
+    for r, model in enumerate(models):
+        alone = _pair(r)
+        _FailingSGD.steps = 0
+        with pytest.raises(RuntimeError, match="the step failed"):
+            fit(
+                alone,
+                nn.CrossEntropyLoss(),
+                _FailingSGD(alone.parameters(), lr=0.1),
+                x,
+                y,
+                epochs=1,
+                batch_size=4,
+                generator=torch.Generator().manual_seed(r),
+            )
+        for p, q in zip(model.parameters(), alone.parameters(), strict=True):
+            assert bool(p.grad.abs().sum() > 0)
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(p.data, q.data, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("watched", [0, 1])
+def test_detect_anomaly_on_any_one_model_watches_it_in_the_stack(watched: int) -> None:
+    """``detect_anomaly(models[1])`` around ``fit_rounds`` stops at model 1's NaN input, as
+    around ``fit``; with only the first model looked at, model 1 trained to the end."""
+    from minidl.anomaly import AnomalyError, detect_anomaly
+
+    x, y = _pair_data()
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    models = [_pair(0), _pair(1)]
+    sets = [(x, y), (x, y)]
+    sets[watched] = (bad, y)
+    with detect_anomaly(models[watched]), pytest.raises(AnomalyError, match="non-finite value nan"):
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            sets,
+            epochs=1,
+            batch_size=8,
+            generators=[torch.Generator().manual_seed(r) for r in range(2)],
+        )
+
+
+def test_a_runs_own_value_error_subclass_reaches_the_caller_as_raised() -> None:
+    """A stacked loss passes a run's refusal of a type of its own (a ``ValueError`` subclass
+    with attributes) through as raised: rebuilt from its message with the run named, it lost
+    its attributes, and a subclass whose constructor takes other arguments could not be
+    rebuilt at all."""
+
+    class RefusalError(ValueError):
+        def __init__(self, code: int) -> None:
+            super().__init__(f"refused with code {code}")
+            self.code = code
+
+    raised = RefusalError(42)
+
+    class Picky(nn.MSELoss):
+        def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            raise raised
+
+    criterion = nn.StackedLoss([(nn.MSELoss(), 1), (Picky(), 1)])
+    with pytest.raises(RefusalError) as error:
+        criterion(torch.zeros(2, 1, 2), torch.zeros(2, 1, 2))
+    assert error.value is raised
+    assert (str(error.value), error.value.code) == ("refused with code 42", 42)
