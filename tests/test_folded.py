@@ -1800,6 +1800,30 @@ def test_data_changed_past_the_version_counters_is_checked_before_training(
     assert torch.equal(generator.get_state(), state)
 
 
+def test_targets_made_float_through_data_are_refused_as_class_indices_of_another_dtype() -> None:
+    """Class indices assigned a float64 ``.data`` between two calls (no version counter moves,
+    and ``torch.equal`` finds the first target the same across dtypes): the trial runs again
+    and the loss refuses the dtype of its class indices, before any step; taken for the same
+    data, the float targets were read as probabilities and refused for their row sums."""
+    x, y = _data(samples=40)
+    model = _model()
+    criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1)
+    generator = torch.Generator().manual_seed(0)
+    fit(model, criterion, optimizer, x, y, epochs=1, batch_size=8, generator=generator)
+    before = [p.data.clone() for p in model.parameters()]
+    state = generator.get_state()
+    y.data = y.data.double()
+    with pytest.raises(
+        TypeError,
+        match=r"^CrossEntropyLoss: a target of shape \(1,\) holds class indices, which must have "
+        r"dtype torch\.int64, got torch\.float64",
+    ):
+        fit(model, criterion, optimizer, x, y, epochs=1, batch_size=8, generator=generator)
+    for p, q in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p.data, q)
+    assert torch.equal(generator.get_state(), state)
+
+
 @pytest.mark.parametrize(
     ("criterion", "message"),
     [(nn.BCEWithLogitsLoss(), "must lie in"), (nn.CrossEntropyLoss(), "rows summing")],
@@ -2289,6 +2313,42 @@ def test_an_optimizer_whose_instance_holds_its_own_step_buffers_trains_step_by_s
     assert calls[0] == 0
 
 
+def _seeded() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+class _HalvingSGD(optim.SGD):
+    """SGD whose ``_step_buffers`` (the flat buffers' update) halves the values after
+    stepping, and counts its calls: an update of one's own on the class."""
+
+    calls = 0
+
+    def _step_buffers(self, *args: Any) -> None:
+        type(self).calls += 1
+        super()._step_buffers(*args)
+        args[0].mul_(0.5)
+
+
+def test_an_optimizer_whose_class_overrides_its_step_buffers_trains_step_by_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A subclass's own ``_step_buffers`` (an override on the class, not the instance) runs
+    step by step too, as the loop's ``step`` does, which does not call it: folded, the
+    override was called with the entries in the blocks' order and trained otherwise."""
+    calls = _count_folded_calls(monkeypatch)
+    x, y = _data()
+    model = _model((3, 4, 3))
+    _HalvingSGD.calls = 0
+    order = {"epochs": 1, "batch_size": 10}
+    _fit(model, _HalvingSGD(model.parameters(), 0.1), x, y, generator=_seeded(), **order)
+    assert (calls[0], _HalvingSGD.calls) == (0, 0)
+    twin = _model((3, 4, 3))
+    with unfolded():
+        _fit(twin, _HalvingSGD(twin.parameters(), 0.1), x, y, generator=_seeded(), **order)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p.data, q.data)
+
+
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu", "elu"])
 def test_a_step_runs_its_modules_as_torch_operations_on_fixed_operands(activation: str) -> None:
     """A step's forward and backward of the modules (the last layer's backward included,
@@ -2324,6 +2384,51 @@ def test_a_step_runs_its_modules_as_torch_operations_on_fixed_operands(activatio
     per_backward = 1 if activation == "elu" else 2
     assert len(batch.forward) == 3 + 2 * per_forward
     assert len(operations) - len(batch.forward) == 2 * 2 + 1 + 2 * per_backward
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_interrupted_weight_gradient_leaves_the_layers_gradients_zero(
+    loss: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt in the middle layer's weight-gradient product (folded ``G [A; 1]^T``, which
+    writes the weight's and the bias's; the loop's ``addmm`` into the weight's), in the 2nd
+    step: that layer's gradients and those before it are zero, as the loop leaves them (the
+    folded step zeroed the layers before the interrupted one only, and the middle layer kept
+    the 1st step's gradient); the last layer's are the 2nd step's."""
+    # (the middle layer 6 -> 5 over batches of 10: (5, 10) x (10, 7) folded, with the row
+    # of ones; (5, 10) x (10, 6) in the loop)
+    products = {((5, 10), (10, 7)), ((5, 10), (10, 6))}
+    calls = [0]
+
+    def counted(original: Callable[..., Tensor], operands: slice) -> Callable[..., Tensor]:
+        def product(*args: Any, **options: Any) -> Tensor:
+            a, b = args[operands]
+            if (tuple(a.shape), tuple(b.shape)) in products:
+                calls[0] += 1
+                if calls[0] == 2:
+                    raise KeyboardInterrupt
+            return original(*args, **options)
+
+        return product
+
+    monkeypatch.setattr(torch, "mm", counted(torch.mm, slice(0, 2)))
+    monkeypatch.setattr(torch.Tensor, "mm", counted(torch.Tensor.mm, slice(0, 2)))
+    monkeypatch.setattr(torch, "addmm", counted(torch.addmm, slice(1, 3)))
+    built = _record_builds(monkeypatch)
+
+    def reset() -> None:
+        calls[0] = 0
+
+    x, y = _data()
+    criterion, target = _loss_target(
+        "cross_entropy" if loss == "cross_entropy" else "mse_mean", y, 3
+    )
+    runs = _stopped_both_ways(KeyboardInterrupt, x, target, criterion, before=reset, epochs=1)
+    assert built and built[0] is not None  # (the folded run folded)
+    assert calls[0] == 2
+    for fold in (True, False):
+        written = [bool(p.grad.any()) for p in runs[fold][0].parameters()]
+        assert written == [False] * 4 + [True] * 2, fold
 
 
 @pytest.mark.parametrize(
