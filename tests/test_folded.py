@@ -2386,18 +2386,12 @@ def test_a_step_runs_its_modules_as_torch_operations_on_fixed_operands(activatio
     assert len(operations) - len(batch.forward) == 2 * 2 + 1 + 2 * per_backward
 
 
-@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
-def test_interrupted_weight_gradient_leaves_the_layers_gradients_zero(
-    loss: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An interrupt in the middle layer's weight-gradient product (folded ``G [A; 1]^T``, which
-    writes the weight's and the bias's; the loop's ``addmm`` into the weight's), in the 2nd
-    step: that layer's gradients and those before it are zero, as the loop leaves them (the
-    folded step zeroed the layers before the interrupted one only, and the middle layer kept
-    the 1st step's gradient); the last layer's are the 2nd step's."""
-    # (the middle layer 6 -> 5 over batches of 10: (5, 10) x (10, 7) folded, with the row
-    # of ones; (5, 10) x (10, 6) in the loop)
-    products = {((5, 10), (10, 7)), ((5, 10), (10, 6))}
+def _stopped_in_the_second_product(
+    monkeypatch: pytest.MonkeyPatch, products: set[tuple[tuple[int, ...], ...]], loss: str
+) -> dict[bool, tuple[nn.Module, optim.Optimizer, History]]:
+    """:func:`_stopped_both_ways` by a KeyboardInterrupt in the 2nd matrix product (``mm`` or
+    ``addmm``) of one of ``products``' pairs of operand shapes, in one epoch under a
+    cross-entropy of class indices or MSE; the folded run folded."""
     calls = [0]
 
     def counted(original: Callable[..., Tensor], operands: slice) -> Callable[..., Tensor]:
@@ -2426,6 +2420,22 @@ def test_interrupted_weight_gradient_leaves_the_layers_gradients_zero(
     runs = _stopped_both_ways(KeyboardInterrupt, x, target, criterion, before=reset, epochs=1)
     assert built and built[0] is not None  # (the folded run folded)
     assert calls[0] == 2
+    return runs
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_interrupted_weight_gradient_leaves_the_layers_gradients_zero(
+    loss: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt in the middle layer's weight-gradient product (folded ``G [A; 1]^T``, which
+    writes the weight's and the bias's; the loop's ``addmm`` into the weight's), in the 2nd
+    step: that layer's gradients and those before it are zero, as the loop leaves them (the
+    folded step zeroed the layers before the interrupted one only, and the middle layer kept
+    the 1st step's gradient); the last layer's are the 2nd step's."""
+    # (the middle layer 6 -> 5 over batches of 10: (5, 10) x (10, 7) folded, with the row
+    # of ones; (5, 10) x (10, 6) in the loop)
+    products = {((5, 10), (10, 7)), ((5, 10), (10, 6))}
+    runs = _stopped_in_the_second_product(monkeypatch, products, loss)
     for fold in (True, False):
         written = [bool(p.grad.any()) for p in runs[fold][0].parameters()]
         assert written == [False] * 4 + [True] * 2, fold
@@ -2447,32 +2457,7 @@ def test_interrupted_input_gradient_leaves_the_layers_own_gradient(
     inner, outer = (6, 5) if where == "middle" else (5, 3)
     # (the folded step's W^T G reads (in, out) x (out, N); the loop's G W (N, out) x (out, in))
     products = {((inner, outer), (outer, 10)), ((10, outer), (outer, inner))}
-    calls = [0]
-
-    def counted(original: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        def mm(a: Tensor, b: Tensor, **options: Any) -> Tensor:
-            if (tuple(a.shape), tuple(b.shape)) in products:
-                calls[0] += 1
-                if calls[0] == 2:
-                    raise KeyboardInterrupt
-            return original(a, b, **options)
-
-        return mm
-
-    monkeypatch.setattr(torch, "mm", counted(torch.mm))
-    monkeypatch.setattr(torch.Tensor, "mm", counted(torch.Tensor.mm))
-    built = _record_builds(monkeypatch)
-
-    def reset() -> None:
-        calls[0] = 0
-
-    x, y = _data()
-    criterion, target = _loss_target(
-        "cross_entropy" if loss == "cross_entropy" else "mse_mean", y, 3
-    )
-    runs = _stopped_both_ways(KeyboardInterrupt, x, target, criterion, before=reset, epochs=1)
-    assert built and built[0] is not None  # (the folded run folded)
-    assert calls[0] == 2
+    runs = _stopped_in_the_second_product(monkeypatch, products, loss)
     written = [bool(p.grad.any()) for p in runs[True][0].parameters()]
     assert written == (
         [False, False, True, True, True, True] if where == "middle" else [False] * 4 + [True] * 2
