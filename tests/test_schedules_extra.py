@@ -784,3 +784,16 @@ def test_step_decay_stepped_every_batch_follows_steplr_and_fit_steps_it_every_ba
         ValueError, match=r"^StepDecay: interval must be 'epoch' or 'batch', got 'step'"
     ):
         optim.StepDecay(optimizer, interval="step")  # type: ignore[arg-type]
+
+
+def test_a_step_decay_subclass_keeps_its_own_class_interval() -> None:
+    """``interval`` left out (``None``) keeps the class's: ``"epoch"`` for StepDecay, and what
+    a subclass sets as its class attribute (a constructor setting ``"epoch"`` overrode a
+    subclass's ``interval = "batch"``, and fit stepped it once an epoch)."""
+
+    class PerBatch(optim.StepDecay):
+        interval = "batch"
+
+    assert optim.StepDecay(optim.SGD(_params(), lr=LR)).interval == "epoch"
+    assert PerBatch(optim.SGD(_params(), lr=LR), step_size=3).interval == "batch"
+    assert PerBatch(optim.SGD(_params(), lr=LR), interval="epoch").interval == "epoch"

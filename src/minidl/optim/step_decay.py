@@ -44,7 +44,9 @@ class StepDecay(LRScheduler):
         step_size: :math:`\beta`, epochs (batches, with ``interval="batch"``) between drops,
             an integer >= 1 (default 10).
         gamma: :math:`\gamma`, the factor of each drop, in ``[0, 1]`` (default 0.5).
-        interval: call :meth:`step` after every ``"epoch"`` (default) or ``"batch"``.
+        interval: call :meth:`step` after every ``"epoch"`` or ``"batch"``; ``None``
+            (default) keeps the class's, ``"epoch"`` (or what a subclass sets as its own
+            class attribute ``interval``).
 
     Example:
         >>> optimizer = SGD(model.parameters(), lr=0.1)
@@ -67,12 +69,13 @@ class StepDecay(LRScheduler):
         optimizer: Optimizer,
         step_size: int = 10,
         gamma: float = 0.5,
-        interval: Literal["epoch", "batch"] = "epoch",
+        interval: Literal["epoch", "batch"] | None = None,
     ) -> None:
         super().__init__(optimizer)
         self.step_size = step_size
         self.gamma = gamma
-        self.interval = interval
+        if interval is not None:  # (a subclass's own class attribute stays in force without)
+            self.interval = interval
         self._start()
 
     @checks_step
