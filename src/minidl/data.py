@@ -583,7 +583,7 @@ class BatchIterator:
         size = self.batch_size
         full, rest = divmod(n, size)
         if self.drop_last and rest:
-            if not full:  # no full batch (a split would give one empty batch)
+            if not full:  # no full batch: no batch at all
                 return
             x, y = x[: n - rest], y[: n - rest]
             rest = 0
