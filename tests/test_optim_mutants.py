@@ -5,6 +5,8 @@ rest of the suite let through. Trajectories are compared with ``torch.optim`` an
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -141,3 +143,92 @@ def test_a_state_dict_missing_a_key_is_refused_naming_it(key: str) -> None:
     assert (after["lr"], after["step_count"]) == (before["lr"], before["step_count"]) == (0.5, 1)
     for name, tensor in before["state"].items():
         assert torch.equal(after["state"][name], tensor)
+
+
+# -- found by a second mutation audit ------------------------------------------------------------
+
+
+def test_zero_grad_right_after_a_parameter_is_put_in_params_zeroes_the_new_one() -> None:
+    """A Parameter put in ``params`` after steps (the flat buffers built), with no step
+    between: ``zero_grad`` zeroes its gradient and leaves the one taken out alone (noticed by
+    ``step`` only, it zeroed the old one's through the stale buffers)."""
+    torch.manual_seed(0)
+    params = list(nn.mlp((2, 3, 2)).parameters())
+    optimizer = optim.SGD(params, lr=0.5)
+    # (made before the steps: making one assigns its tensors, which Parameter.replacements
+    # counts, and zero_grad would notice the count)
+    put = nn.Parameter(torch.zeros(params[1].data.shape))
+    for p in params:
+        p.grad.fill_(1.0)
+    optimizer.step()
+    optimizer.step()
+    put.grad.fill_(1.0)
+    optimizer.params[1] = put
+    optimizer.zero_grad()
+    assert not put.grad.any()
+    assert params[1].grad.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_fit_trains_the_parameters_put_in_params_of_an_optimizer_that_stepped() -> None:
+    """``fit``'s folded step reads the optimizer's flat buffers: after the parameters of
+    another model are put in ``params``, that model trains, as the loop trains it, and the
+    first model stays as it was (through stale buffers the first model moved, the second not)."""
+    from minidl.train import fit
+    from tests.helpers import unfolded
+
+    torch.manual_seed(0)
+    x, y = torch.randn(20, 2, dtype=F64), torch.randn(20, 1, dtype=F64)
+    results = []
+    for folded in (True, False):
+        first = nn.mlp((2, 4, 1), dtype=F64, generator=torch.Generator().manual_seed(1))
+        second = nn.mlp((2, 4, 1), dtype=F64, generator=torch.Generator().manual_seed(2))
+        optimizer = optim.SGD(first.parameters(), lr=0.1)
+        for _ in range(2):
+            for p in first.parameters():
+                p.grad.fill_(1.0)
+            optimizer.step()
+        kept = [p.data.clone() for p in first.parameters()]
+        optimizer.params[:] = list(second.parameters())
+        with contextlib.nullcontext() if folded else unfolded():
+            fit(
+                second,
+                nn.MSELoss(),
+                optimizer,
+                x,
+                y,
+                epochs=1,
+                batch_size=10,
+                generator=torch.Generator().manual_seed(0),
+            )
+        assert all(torch.equal(p.data, q) for p, q in zip(first.parameters(), kept, strict=True))
+        results.append([p.data.clone() for p in second.parameters()])
+    for p, q in zip(*results, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+    untrained = nn.mlp((2, 4, 1), dtype=F64, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(results[0][0], next(iter(untrained.parameters())).data)
+
+
+def test_a_refused_load_after_a_cast_leaves_the_state_checked_against_the_new_dtype() -> None:
+    """After the model is cast to float16, a refused ``load_state_dict`` (shapes of another
+    model) leaves the held state as it was, and the next step still refuses its sum of 1e12,
+    past float16's range (the refused load had recorded the range as checked: the step ran,
+    the sum went infinite and every later update was 0)."""
+    model = nn.Linear(2, 2)
+    optimizer = optim.Adagrad(model.parameters(), lr=0.1, eps=1e-3)
+    for p in model.parameters():
+        p.grad.fill_(1e6)
+    optimizer.step()
+    bad = optimizer.state_dict()
+    bad["shapes"] = [[9, 9], [9]]
+    model.to(dtype=torch.float16)
+    with pytest.raises(ValueError):
+        optimizer.load_state_dict(bad)
+    for p in model.parameters():
+        p.grad.fill_(1.0)
+    weight = model.weight.data.clone()
+    with pytest.raises(
+        ValueError,
+        match=r"state 'sum' holds 1e\+12, beyond the range of the parameters' dtype torch\.float16",
+    ):
+        optimizer.step()
+    assert torch.equal(model.weight.data, weight)
