@@ -669,3 +669,166 @@ def test_model_layout_blocks_start_on_64_byte_boundaries_in_every_dtype(dtype: t
     assert block_bytes < 13 * weight.element_size() + MODEL_ALIGNMENT  # (no more than needed)
     for index in range(3):
         assert nn.flat_model_parameters(stacked, index).data.data_ptr() % MODEL_ALIGNMENT == 0
+
+
+# -- found by a second mutation audit of the core layers -----------------------------------------
+
+
+@pytest.mark.parametrize("switch", ["eval", "train"])
+def test_batch_norm_differentiates_the_forward_it_ran_whatever_the_mode_now(switch: str) -> None:
+    """The mode switched between forward and backward: the backward is that of the forward
+    that ran (batch statistics in training, running ones in evaluation), against autograd of
+    the same forward (read from the mode at backward, a training forward got the evaluation
+    gradient, off by 1.09, with no error)."""
+    torch.manual_seed(0)
+    x, g = torch.randn(5, 3, dtype=F64), torch.randn(5, 3, dtype=F64)
+    bn = nn.BatchNorm1d(3, dtype=F64)
+    bn.running_mean.copy_(torch.tensor([0.5, -0.2, 0.1], dtype=F64))
+    bn.running_var.copy_(torch.tensor([2.0, 0.5, 1.5], dtype=F64))
+    training = switch == "eval"  # (the mode of the forward; then switched to the other)
+    bn.train(training)
+    running = (bn.running_mean.clone(), bn.running_var.clone())
+    bn(x)
+    bn.train(not training)
+    grad_input = bn.backward(g)
+    xr = x.clone().requires_grad_()
+    F.batch_norm(xr, *running, training=training).backward(g)
+    assert_close(grad_input, xr.grad, 1e-12)
+
+
+def test_batch_norm_checks_eps_again_in_a_new_dtype_and_on_every_refused_call() -> None:
+    """eps 1e-300 fits float64 but rounds to 0 in float32: after a cast the forward is refused
+    (checked once per eps alone, it returned NaN); eps 1e-50 is refused on the second call as
+    on the first (remembered before the check, the second call returned NaN)."""
+    x = torch.tensor([[0.0, -1.0], [0.0, 1.0]], dtype=F64)
+    bn = nn.BatchNorm1d(2, eps=1e-300, dtype=F64)
+    bn(x)
+    bn.float()
+    with pytest.raises(ValueError, match=r"^BatchNorm1d: eps=1e-300 rounds to 0 in torch\.float32"):
+        bn(x.float())
+    small = nn.BatchNorm1d(2, eps=1e-50)
+    for _ in range(2):
+        with pytest.raises(
+            ValueError, match=r"^BatchNorm1d: eps=1e-50 rounds to 0 in torch\.float32"
+        ):
+            small(x.float())
+
+
+class _Picky(nn.Module):
+    """A module of one's own that refuses a batch of 4 but takes any other."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.shape[0] == 4:
+            raise ValueError("_Picky: no batches of 4")
+        return input
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return grad_output
+
+
+def test_a_forward_refused_after_a_trial_ran_later_modules_refuses_the_backward() -> None:
+    """A Sequential's trial on the first sample ran the Linear after a module of one's own,
+    which then refused the batch: the backward is refused naming that module, and no gradient
+    changes (with the trial's caches taken as clean, the backward ran into the BatchNorm1d's
+    gradients and failed in the Linear's words)."""
+    torch.manual_seed(0)
+    linear, bn = nn.Linear(3, 3), nn.BatchNorm1d(3)
+    model = nn.Sequential(_Picky(), linear, bn)
+    model(torch.randn(3, 3))
+    model.backward(torch.ones(3, 3))
+    linear.weight.data = linear.weight.data.clone()  # (a new tensor: the trial runs again)
+    with pytest.raises(ValueError, match="no batches of 4"):
+        model(torch.randn(4, 3))
+    grads = [p.grad.clone() for p in model.parameters()]
+    with pytest.raises(
+        RuntimeError,
+        match=r"^Sequential: backward after the forward refused by module 0 \(_Picky\)",
+    ):
+        model.backward(torch.ones(3, 3))
+    assert all(torch.equal(p.grad, q) for p, q in zip(model.parameters(), grads, strict=True))
+
+
+class _DropThenLinear(nn.Module):
+    """A block of one's own (no Sequential, which tries its input itself): Dropout, Linear."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        super().__init__()
+        self.drop = self.register_module("drop", nn.Dropout(0.5, generator=generator))
+        self.linear = self.register_module("linear", nn.Linear(3, 3))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.drop(input))
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return self.drop.backward(self.linear.backward(grad_output))
+
+
+def test_a_residuals_trial_runs_for_every_new_input_shape() -> None:
+    """After a good forward, an input of a new shape that the block's Linear refuses: the
+    Residual's trial runs again and the refusal draws no random number of the block's Dropout
+    (tried for a first shape only, the refused forward advanced the generator)."""
+    generator = torch.Generator().manual_seed(0)
+    residual = nn.Residual(_DropThenLinear(generator))
+    residual(torch.randn(4, 3))
+    state = generator.get_state()
+    with pytest.raises(ValueError, match=r"^Linear: expected 3 input features, got 5"):
+        residual(torch.randn(4, 5))
+    assert torch.equal(generator.get_state(), state)
+
+
+def test_log_softmax_of_a_float32_forward_after_a_16_bit_one_gives_a_float32_gradient() -> None:
+    """The 16-bit forward's state is cleared by a float32 forward: a float16 gradient then
+    gives a float32 input gradient, autograd's (left set, it was rounded to float16)."""
+    torch.manual_seed(0)
+    module = nn.LogSoftmax()
+    module(torch.randn(2, 3, dtype=torch.float16))
+    x = torch.randn(2, 3)
+    module(x)
+    g = torch.randn(2, 3, dtype=torch.float16)
+    grad_input = module.backward(g)
+    xr = x.clone().requires_grad_()
+    torch.log_softmax(xr, 1).backward(g.float())
+    assert grad_input.dtype is torch.float32
+    assert_close(grad_input, xr.grad, 1e-6)
+
+
+def test_two_overlapping_parameters_are_named_in_the_order_of_their_memory() -> None:
+    """The refusal names first the parameter whose memory comes first (its advice, to register
+    one Parameter at the first name as the second, depends on it)."""
+    first, second = nn.Linear(2, 2), nn.Linear(2, 2)
+    memory = torch.zeros(8)
+    first.weight.data = memory[0:4].view(2, 2)
+    second.weight.data = memory[2:6].view(2, 2)
+    with pytest.raises(ValueError, match=r"^Sequential: parameters '0\.weight' and '1\.weight' "):
+        nn.Sequential(first, second)
+    with pytest.raises(ValueError, match=r"^Sequential: parameters '0\.weight' and '1\.weight' "):
+        nn.Sequential(second, first)
+
+
+def test_a_parameter_of_one_element_with_stride_0_is_taken() -> None:
+    """One element repeated by stride 0 shares no memory between elements: taken, and updated
+    in place."""
+    parameter = nn.Parameter(torch.zeros(()).expand(1))
+    assert parameter.data.stride() == (0,)
+    parameter.data.add_(1.0)
+    assert parameter.data.tolist() == [1.0]
+
+
+@pytest.mark.parametrize("batch", [1024, 1025])
+def test_linears_bias_gradient_is_a_product_up_to_1024_samples_and_a_sum_above(batch: int) -> None:
+    """Up to ``SUMMED_BY_PRODUCT`` (1024) samples the bias gradient is ``G^T 1`` (one
+    ``addmv``), above it ``G.sum(0)``: the bits of each (they differ in float32)."""
+    from minidl.nn.linear import SUMMED_BY_PRODUCT
+
+    assert SUMMED_BY_PRODUCT == 1024
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 4)
+    x, g = torch.randn(batch, 3), torch.randn(batch, 4)
+    layer(x)
+    layer.backward(g)
+    expected = (
+        torch.zeros(4).addmv_(g.t(), torch.ones(batch))
+        if batch <= 1024
+        else torch.zeros(4).add_(g.t().sum(1))
+    )
+    assert torch.equal(layer.bias.grad, expected)
