@@ -1766,6 +1766,10 @@ def _assign_targets_of_two_columns(x: Tensor, y: Tensor) -> None:
     y.data = torch.zeros(40, 2, dtype=torch.int64)
 
 
+def _assign_float_targets(x: Tensor, y: Tensor) -> None:
+    y.data = y.data.double()
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -1775,6 +1779,11 @@ def _assign_targets_of_two_columns(x: Tensor, y: Tensor) -> None:
         (_write_a_negative_index_through_data, r"^fit: y must hold class indices >= 0"),
         (_assign_four_features, r"^Linear: expected 3 input features, got 4"),
         (_assign_targets_of_two_columns, r"^CrossEntropyLoss: class-index target has shape"),
+        (
+            _assign_float_targets,
+            r"^CrossEntropyLoss: a target of shape \(1,\) holds class indices, which must have "
+            r"dtype torch\.int64, got torch\.float64",
+        ),
     ],
 )
 def test_data_changed_past_the_version_counters_is_checked_before_training(
@@ -1784,7 +1793,9 @@ def test_data_changed_past_the_version_counters_is_checked_before_training(
     through ``.data`` or a NumPy array sharing the memory, or a ``.data`` assigned, moves
     none): fit called again on the same tensors still checks the class indices and runs the
     trial forward on what changed, and refuses before any step (the parameters and the
-    generator as they were), as the version before the skip did."""
+    generator as they were), as the version before the skip did. Class indices assigned a
+    float64 ``.data`` (``torch.equal`` finds the first target the same across dtypes) are
+    refused for their dtype (a TypeError), not read as probabilities."""
     x, y = _data(samples=40)
     model = _model()
     criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1)
@@ -1793,31 +1804,8 @@ def test_data_changed_past_the_version_counters_is_checked_before_training(
     before = [p.data.clone() for p in model.parameters()]
     state = generator.get_state()
     change(x, y)
-    with pytest.raises(ValueError, match=message):
-        fit(model, criterion, optimizer, x, y, epochs=1, batch_size=8, generator=generator)
-    for p, q in zip(model.parameters(), before, strict=True):
-        assert torch.equal(p.data, q)
-    assert torch.equal(generator.get_state(), state)
-
-
-def test_targets_made_float_through_data_are_refused_as_class_indices_of_another_dtype() -> None:
-    """Class indices assigned a float64 ``.data`` between two calls (no version counter moves,
-    and ``torch.equal`` finds the first target the same across dtypes): the trial runs again
-    and the loss refuses the dtype of its class indices, before any step; taken for the same
-    data, the float targets were read as probabilities and refused for their row sums."""
-    x, y = _data(samples=40)
-    model = _model()
-    criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1)
-    generator = torch.Generator().manual_seed(0)
-    fit(model, criterion, optimizer, x, y, epochs=1, batch_size=8, generator=generator)
-    before = [p.data.clone() for p in model.parameters()]
-    state = generator.get_state()
-    y.data = y.data.double()
-    with pytest.raises(
-        TypeError,
-        match=r"^CrossEntropyLoss: a target of shape \(1,\) holds class indices, which must have "
-        r"dtype torch\.int64, got torch\.float64",
-    ):
+    kind = TypeError if change is _assign_float_targets else ValueError
+    with pytest.raises(kind, match=message):
         fit(model, criterion, optimizer, x, y, epochs=1, batch_size=8, generator=generator)
     for p, q in zip(model.parameters(), before, strict=True):
         assert torch.equal(p.data, q)
