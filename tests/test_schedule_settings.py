@@ -92,7 +92,7 @@ BAD: list[tuple[Build, str, object]] = [
     (_cosine, "T_max", 20.0),
     (_cosine, "eta_min", -0.01),
     (_cosine, "eta_min", math.inf),
-    (_cosine, "interval", None),
+    (_cosine, "interval", 0),  # (None given to the constructor keeps the class's)
     (_restarts, "T_0", 0),
     (_restarts, "T_mult", 0),
     (_restarts, "T_mult", True),

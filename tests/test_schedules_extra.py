@@ -786,14 +786,52 @@ def test_step_decay_stepped_every_batch_follows_steplr_and_fit_steps_it_every_ba
         optim.StepDecay(optimizer, interval="step")  # type: ignore[arg-type]
 
 
-def test_a_step_decay_subclass_keeps_its_own_class_interval() -> None:
-    """``interval`` left out (``None``) keeps the class's: ``"epoch"`` for StepDecay, and what
-    a subclass sets as its class attribute (a constructor setting ``"epoch"`` overrode a
-    subclass's ``interval = "batch"``, and fit stepped it once an epoch)."""
+#: The schedules whose constructor takes an ``interval``, with arguments for each.
+_TAKING_AN_INTERVAL: dict[str, dict[str, float]] = {
+    "StepDecay": {"step_size": 3},
+    "ExponentialDecay": {"gamma": 0.9},
+    "CosineAnnealing": {"T_max": 10},
+    "LinearWarmup": {"warmup_steps": 5},
+    "CosineAnnealingWarmRestarts": {"T_0": 4},
+}
 
-    class PerBatch(optim.StepDecay):
-        interval = "batch"
 
-    assert optim.StepDecay(optim.SGD(_params(), lr=LR)).interval == "epoch"
-    assert PerBatch(optim.SGD(_params(), lr=LR), step_size=3).interval == "batch"
-    assert PerBatch(optim.SGD(_params(), lr=LR), interval="epoch").interval == "epoch"
+@pytest.mark.parametrize("attribute", ["interval", "_interval"])
+@pytest.mark.parametrize("name", sorted(_TAKING_AN_INTERVAL))
+def test_a_schedule_subclass_keeps_its_own_class_interval(name: str, attribute: str) -> None:
+    """``interval`` left out (``None``) keeps the class's: ``"epoch"`` for each schedule that
+    takes an ``interval`` argument, and what a subclass sets as its class attribute
+    (``interval`` or ``_interval``; a constructor's default of ``"epoch"`` overrode it, and fit
+    stepped such a subclass once an epoch); an ``interval`` given still overrides it."""
+    base: type[optim.LRScheduler] = getattr(optim, name)
+    arguments = _TAKING_AN_INTERVAL[name]
+    per_batch: type[optim.LRScheduler] = type("PerBatch", (base,), {attribute: "batch"})
+
+    def built(kind: type[optim.LRScheduler], **interval: str | None) -> optim.LRScheduler:
+        return kind(optim.SGD(_params(), lr=LR), **arguments, **interval)
+
+    assert built(base).interval == "epoch"
+    assert built(base, interval=None).interval == "epoch"
+    assert built(base, interval="batch").interval == "batch"
+    assert built(per_batch).interval == "batch"
+    assert built(per_batch, interval=None).interval == "batch"
+    assert built(per_batch, interval="epoch").interval == "epoch"
+    schedule = built(base)
+    with pytest.raises(
+        ValueError, match=rf"^{name}: interval must be 'epoch' or 'batch', got None$"
+    ):
+        schedule.interval = None  # type: ignore[assignment]  # (set, None is no interval)
+    assert schedule.interval == "epoch"
+
+    from minidl.train import fit
+
+    x = torch.randn(20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = (x[:, 0] > 0).long()
+    model = nn.mlp((2, 3, 2), "tanh", dtype=torch.float64)
+    optimizer = optim.SGD(model.parameters(), lr=LR)
+    plain = built(base, interval="batch")
+    schedule = per_batch(optimizer, **arguments)
+    history = fit(
+        model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=2, batch_size=5, scheduler=schedule
+    )
+    assert history.batch_lr == [plain.lr_at(step) for step in range(8)]

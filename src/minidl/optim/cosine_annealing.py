@@ -43,7 +43,9 @@ class CosineAnnealing(LRScheduler):
         optimizer: the optimizer to schedule.
         T_max: :math:`T_{max}`, the steps of the half period, an integer >= 1.
         eta_min: :math:`\eta_{min}`, the lowest rate, >= 0 (default 0).
-        interval: call :meth:`step` after every ``"epoch"`` (default) or ``"batch"``.
+        interval: call :meth:`step` after every ``"epoch"`` or ``"batch"``; ``None``
+            (default) keeps the class's, ``"epoch"`` (or what a subclass sets as its own
+            class attribute ``interval``).
 
     Example:
         >>> scheduler = CosineAnnealing(optimizer, T_max=100)
@@ -61,12 +63,12 @@ class CosineAnnealing(LRScheduler):
         optimizer: Optimizer,
         T_max: int,
         eta_min: float = 0.0,
-        interval: Literal["epoch", "batch"] = "epoch",
+        interval: Literal["epoch", "batch"] | None = None,
     ) -> None:
         super().__init__(optimizer)
         self.T_max = T_max
         self.eta_min = eta_min
-        self.interval = interval
+        self._take_interval(interval)
         self._start()
 
     @checks_step

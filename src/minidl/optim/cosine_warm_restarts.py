@@ -44,7 +44,9 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         T_0: :math:`T_0`, the steps of the first period, an integer >= 1.
         T_mult: :math:`T_{mult}`, the growth of the periods, an integer >= 1 (default 1).
         eta_min: :math:`\eta_{min}`, the lowest rate, >= 0 (default 0).
-        interval: call :meth:`step` after every ``"epoch"`` (default) or ``"batch"``.
+        interval: call :meth:`step` after every ``"epoch"`` or ``"batch"``; ``None``
+            (default) keeps the class's, ``"epoch"`` (or what a subclass sets as its own
+            class attribute ``interval``).
 
     Example:
         >>> scheduler = CosineAnnealingWarmRestarts(optimizer, T_0=10, T_mult=2)
@@ -66,13 +68,13 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         T_0: int,
         T_mult: int = 1,
         eta_min: float = 0.0,
-        interval: Literal["epoch", "batch"] = "epoch",
+        interval: Literal["epoch", "batch"] | None = None,
     ) -> None:
         super().__init__(optimizer)
         self.T_0 = T_0
         self.T_mult = T_mult
         self.eta_min = eta_min
-        self.interval = interval
+        self._take_interval(interval)
         self._start()
 
     def _position(self, step: int) -> tuple[int, int]:

@@ -26,7 +26,9 @@ class ExponentialDecay(LRScheduler):
     Args:
         optimizer: the optimizer to schedule.
         gamma: :math:`\gamma`, in ``(0, 1]``.
-        interval: call :meth:`step` after every ``"epoch"`` (default) or ``"batch"``.
+        interval: call :meth:`step` after every ``"epoch"`` or ``"batch"``; ``None``
+            (default) keeps the class's, ``"epoch"`` (or what a subclass sets as its own
+            class attribute ``interval``).
 
     Example:
         >>> scheduler = ExponentialDecay(optimizer, gamma=0.95)
@@ -41,11 +43,11 @@ class ExponentialDecay(LRScheduler):
         self,
         optimizer: Optimizer,
         gamma: float,
-        interval: Literal["epoch", "batch"] = "epoch",
+        interval: Literal["epoch", "batch"] | None = None,
     ) -> None:
         super().__init__(optimizer)
         self.gamma = gamma
-        self.interval = interval
+        self._take_interval(interval)
         self._start()
 
     @checks_step

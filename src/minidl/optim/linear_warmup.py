@@ -43,7 +43,9 @@ class LinearWarmup(LRScheduler):
         optimizer: the optimizer to schedule.
         warmup_steps: :math:`T`, an integer >= 1.
         start_factor: :math:`f`, in ``(0, 1]`` (default 0.1).
-        interval: call :meth:`step` after every ``"epoch"`` (default) or ``"batch"``.
+        interval: call :meth:`step` after every ``"epoch"`` or ``"batch"``; ``None``
+            (default) keeps the class's, ``"epoch"`` (or what a subclass sets as its own
+            class attribute ``interval``).
 
     Example:
         >>> scheduler = LinearWarmup(optimizer, warmup_steps=100, start_factor=0.01)
@@ -61,12 +63,12 @@ class LinearWarmup(LRScheduler):
         optimizer: Optimizer,
         warmup_steps: int,
         start_factor: float = 0.1,
-        interval: Literal["epoch", "batch"] = "epoch",
+        interval: Literal["epoch", "batch"] | None = None,
     ) -> None:
         super().__init__(optimizer)
         self.warmup_steps = warmup_steps
         self.start_factor = start_factor
-        self.interval = interval
+        self._take_interval(interval)
         self._start()
 
     @checks_step

@@ -289,6 +289,13 @@ class LRScheduler:
         if type(self).__init__ is LRScheduler.__init__:  # (no constructor of its own: start)
             self._start()
 
+    def _take_interval(self, interval: Literal["epoch", "batch"] | None) -> None:
+        """Set ``interval`` as a constructor's argument: ``None`` keeps the class's (``"epoch"``,
+        or what a subclass sets as its own class attribute ``interval`` or ``_interval``, which
+        a default of the constructor's own would override)."""
+        if interval is not None:
+            self.interval = interval
+
     @property
     def optimizer(self) -> Optimizer:
         """The optimizer whose ``lr`` is scheduled (fixed at construction)."""

@@ -74,8 +74,7 @@ class StepDecay(LRScheduler):
         super().__init__(optimizer)
         self.step_size = step_size
         self.gamma = gamma
-        if interval is not None:  # (a subclass's own class attribute stays in force without)
-            self.interval = interval
+        self._take_interval(interval)
         self._start()
 
     @checks_step
