@@ -3114,7 +3114,8 @@ def test_a_sequence_let_go_of_or_a_schedule_copied_alone_is_judged_by_the_schedu
     """A SequentialSchedule and its schedules refer to each other: let go of (del), it stayed
     in the registry until the cyclic collector ran, and save_checkpoint refused or took the
     same call by chance. And a schedule copied alone (copy.copy) took over the original's entry,
-    which went with the copy: the original, alive, was no longer asked for."""
+    which went with the copy: the original, alive, was no longer asked for; a copy is now a
+    schedule made after the original, which sets the rate, and once let go of, none alive does."""
     import gc
 
     model = nn.mlp((2, 3, 2), "tanh")
@@ -3135,7 +3136,13 @@ def test_a_sequence_let_go_of_or_a_schedule_copied_alone_is_judged_by_the_schedu
             gc.enable()
     schedule = optim.StepDecay(optimizer, step_size=1, gamma=0.5)
     duplicate = copy.copy(schedule)
-    del duplicate
-    with pytest.raises(CheckpointError, match="scheduled by the StepDecay"):
+    with pytest.raises(CheckpointError, match="scheduled by the StepDecay built on it, which is"):
         save_checkpoint(path, model, optimizer)
-    save_checkpoint(path, model, optimizer, schedule)
+    save_checkpoint(path, model, optimizer, duplicate)
+    superseded = "scheduled by the StepDecay built on it after the StepDecay given"
+    with pytest.raises(CheckpointError, match=superseded):
+        save_checkpoint(path, model, optimizer, schedule)
+    del duplicate
+    save_checkpoint(path, model, optimizer)  # (no schedule alive sets the rate)
+    with pytest.raises(CheckpointError, match=superseded):
+        save_checkpoint(path, model, optimizer, schedule)

@@ -282,7 +282,7 @@ def test_an_older_schedule_on_the_same_optimizer_refuses_to_step() -> None:
         with pytest.raises(
             RuntimeError,
             match=r"^LinearWarmup\.(step|load_state_dict): the optimizer is scheduled by the "
-            r"ExponentialDecay built on it after this schedule; .*SequentialSchedule$",
+            r"ExponentialDecay built \(or copied, by copy\.copy\) on it after this schedule; .*SequentialSchedule$",
         ):
             call()
         assert optimizer.lr == lr and warmup.last_step == 0

@@ -835,3 +835,78 @@ def test_a_schedule_subclass_keeps_its_own_class_interval(name: str, attribute: 
         model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=2, batch_size=5, scheduler=schedule
     )
     assert history.batch_lr == [plain.lr_at(step) for step in range(8)]
+
+
+def _superseded(name: str, by: str) -> str:
+    return (
+        rf"^{name}\.step: the optimizer is scheduled by the {by} built \(or copied, by "
+        r"copy\.copy\) on it after this schedule; "
+    )
+
+
+def test_a_shallow_copy_is_a_schedule_made_last_and_the_original_refuses_to_step() -> None:
+    """``copy.copy(schedule)``: a schedule of the same optimizer with the original's settings
+    and step, which sets the rate from then on; the original refuses to step, changing nothing,
+    as after any schedule built later (the copy shared the original's place, and the two
+    stepped one optimizer, each overwriting the other's rate, silently)."""
+    import copy
+
+    optimizer = optim.SGD(_params(), lr=LR)
+    schedule = optim.StepDecay(optimizer, step_size=2, gamma=0.5)
+    twin = optim.StepDecay(optim.SGD(_params(), lr=LR), step_size=2, gamma=0.5)
+    for _ in range(3):
+        schedule.step()
+        twin.step()
+    copied = copy.copy(schedule)
+    assert copied is not schedule and copied.optimizer is optimizer
+    assert repr(copied) == repr(schedule) and copied.state_dict() == schedule.state_dict()
+    assert optimizer.lr == twin.lr
+    assert copied.superseded_by is None and schedule.superseded_by == "StepDecay"
+    with pytest.raises(RuntimeError, match=_superseded("StepDecay", "StepDecay")):
+        schedule.step()
+    assert schedule.last_step == 3 and optimizer.lr == twin.lr
+    assert [copied.step() for _ in range(6)] == [twin.step() for _ in range(6)]
+    assert schedule.last_step == 3
+
+
+def test_a_shallow_copy_of_a_sequence_copies_its_schedules_and_of_a_part_stands_alone() -> None:
+    """``copy.copy`` of a SequentialSchedule copies its schedules with it (shared, a setting
+    changed on the copy's changed the original's), and the copy goes on as the original would;
+    a copy of a schedule inside a sequence is part of none (its settings are no longer checked
+    by the sequence) and sets the rate, so the sequence refuses to step."""
+    import copy
+
+    def sequence(optimizer: optim.Optimizer) -> optim.SequentialSchedule:
+        warmup = optim.LinearWarmup(optimizer, warmup_steps=3)
+        decay = optim.CosineAnnealing(optimizer, T_max=6)
+        return optim.SequentialSchedule(optimizer, [warmup, decay], milestones=[3])
+
+    optimizer = optim.SGD(_params(), lr=LR)
+    original, twin = sequence(optimizer), sequence(optim.SGD(_params(), lr=LR))
+    original.step()
+    twin.step()
+    copied = copy.copy(original)
+    assert all(
+        mine is not theirs
+        for mine, theirs in zip(copied.schedules, original.schedules, strict=True)
+    )
+    copied.schedules[1].eta_min = 0.01
+    assert original.schedules[1].eta_min == 0.0
+    twin.schedules[1].eta_min = 0.01
+    assert [copied.step() for _ in range(7)] == [twin.step() for _ in range(7)]
+    with pytest.raises(RuntimeError, match=_superseded("SequentialSchedule", "SequentialSchedule")):
+        original.step()
+
+    optimizer = optim.SGD(_params(), lr=LR)
+    whole = sequence(optimizer)
+    part = whole.schedules[0]
+    with pytest.raises(
+        ValueError, match=r"^LinearWarmup: interval must be 'epoch', that of the SequentialSchedule"
+    ):
+        part.interval = "batch"
+    alone = copy.copy(part)
+    alone.interval = "batch"  # (in no sequence)
+    assert alone.interval == "batch" and part.interval == "epoch"
+    with pytest.raises(RuntimeError, match=_superseded("SequentialSchedule", "LinearWarmup")):
+        whole.step()
+    assert whole.last_step == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import re
@@ -170,8 +171,9 @@ _LIVE: weakref.WeakValueDictionary[tuple[int, int], LRScheduler] = weakref.WeakV
 
 
 def scheduling(optimizer: Optimizer) -> LRScheduler | None:
-    """The schedule alive that sets ``optimizer``'s rate (the last one built on it, or a copy of
-    it made with the optimizer, by pickle or ``copy.deepcopy``), or ``None``."""
+    """The schedule alive that sets ``optimizer``'s rate (the last one built on it or copied by
+    ``copy.copy``, or a copy of it made with the optimizer, by pickle or ``copy.deepcopy``), or
+    ``None``."""
     owner = getattr(optimizer, "_scheduled_by", None)
     return None if owner is None else _LIVE.get((id(optimizer), owner[0]))
 
@@ -194,7 +196,9 @@ class LRScheduler:
 
     The schedule built last on an optimizer sets its rate: an older one refuses to ``step``
     (two schedules would overwrite each other's rates; a
-    :class:`~minidl.optim.SequentialSchedule` runs several one after the other).
+    :class:`~minidl.optim.SequentialSchedule` runs several one after the other). A copy made
+    by ``copy.copy`` is such a schedule, made last (``copy.deepcopy`` and pickle copy the
+    optimizer with it).
 
     A schedule's settings (``StepDecay.step_size``, ``OneCycle.div_factor``, ``interval``,
     ``base_lr``, ...) may be set after construction, as PyTorch's schedulers' attributes may
@@ -400,7 +404,7 @@ class LRScheduler:
         if token is not None and optimizer is not None:
             # (a copy made with its optimizer schedules the copied one; a copy of the schedule
             # alone, copy.copy, leaves the entry of the schedule alive that it copies, which
-            # would go with the copy)
+            # would go with the copy, and takes over with a token of its own: __copy__)
             _LIVE.setdefault((id(optimizer), token), self)
 
     @property
@@ -421,7 +425,7 @@ class LRScheduler:
         if other is not None:
             raise RuntimeError(
                 f"{type(self).__name__}.{where}: the optimizer is scheduled by the {other} "
-                "built on it after this schedule; minidl's schedules set the rate rather than "
+                "built (or copied, by copy.copy) on it after this schedule; minidl's schedules set the rate rather than "
                 "scale it, so two would overwrite each other: step only the last one built, "
                 "or put them one after the other in a SequentialSchedule"
             )
@@ -445,10 +449,32 @@ class LRScheduler:
         # (a SequentialSchedule saves the base_lr of a schedule taking its own rates where it
         # is no longer the one it was built with)
         self._built_base_lr = self._base_lr
+        self._take_over()
+        self._ready = True
+
+    def _take_over(self) -> None:
+        """Become the schedule that sets the optimizer's rate (a new token given to it): every
+        schedule built on it before refuses to step from now on."""
         self._token = secrets.randbits(63)
         self._optimizer._scheduled_by = (self._token, type(self).__name__)
         _LIVE[(id(self._optimizer), self._token)] = self
-        self._ready = True
+
+    def __copy__(self) -> LRScheduler:
+        """``copy.copy``: a schedule of the same optimizer with this one's settings and step
+        (the schedules of a :class:`~minidl.optim.SequentialSchedule` copied with it), made
+        last, so that it sets the optimizer's rate from now on and this one refuses to
+        ``step``, as after any schedule built on the optimizer after it (a copy sharing this
+        one's place stepped the same optimizer beside it, each overwriting the other's rate).
+        The copy is part of no :class:`~minidl.optim.SequentialSchedule`, and its rate is this
+        one's, so the optimizer's rate does not change. ``copy.deepcopy`` copies the optimizer
+        with the schedule, and the copy schedules the copied optimizer."""
+        memo: dict[int, Any] = {id(self._optimizer): self._optimizer}
+        if self._container is not None:  # (not copied with it: the copy stands alone)
+            memo[id(self._container)] = None
+        copied = copy.deepcopy(self, memo)
+        if self._ready:  # (one whose constructor has not returned takes nothing over)
+            copied._take_over()
+        return copied
 
     def _set_base_lr(self, base_lr: float) -> None:
         """Take ``base_lr`` (checked) as the reference learning rate."""
