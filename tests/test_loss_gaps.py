@@ -1,0 +1,207 @@
+"""Losses' behaviours that hand-made mutants of their sources showed untested: each test
+fails with one of those changes applied (a value, a refusal's type and message, or the state
+a refusal leaves), against PyTorch's loss or exact expected values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minidl import nn
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize("criterion", [nn.L1Loss(), nn.MSELoss("mean")], ids=repr)
+def test_a_bfloat16_mean_is_summed_in_float32_and_rounded_once(criterion: nn.Loss) -> None:
+    """257 errors of 1 in bfloat16: summed in bfloat16 the total is 256 (257 is not a
+    bfloat16), and 256 / 257 rounds to 0.99609375; PyTorch's mean, summed in float32, is 1."""
+    prediction = torch.ones(1, 257, dtype=torch.bfloat16)
+    target = torch.zeros(1, 257, dtype=torch.bfloat16)
+    expected = F.l1_loss(prediction, target)
+    assert float(expected) == 1.0
+    got = criterion(prediction, target)
+    assert got.dtype is torch.bfloat16
+    assert torch.equal(got, expected)
+
+
+def test_a_target_of_another_shape_for_one_output_gets_no_unsqueeze_hint() -> None:
+    """The hint "give the target that shape: target.unsqueeze(-1)" is for one value per sample,
+    ``(N,)`` for a prediction ``(N, 1)``; a target of another batch size is told its shape
+    only (the hint would lead to another refusal)."""
+    with pytest.raises(ValueError) as caught:
+        nn.L1Loss()(torch.zeros(4, 1), torch.zeros(3))
+    assert str(caught.value) == (
+        "L1Loss: target has shape (3,), expected the prediction's shape (4, 1)"
+    )
+    with pytest.raises(ValueError) as caught:
+        nn.L1Loss()(torch.zeros(4, 1), torch.zeros(4))
+    assert str(caught.value) == (
+        "L1Loss: target has shape (4,), expected the prediction's shape (4, 1); for one value "
+        "per sample, give the target that shape: target.unsqueeze(-1)"
+    )
+
+
+def test_backward_refuses_an_empty_upstream_gradient_as_not_a_scalar() -> None:
+    """An upstream gradient of no element is no scalar: a ValueError giving its shape, not the
+    tensor library's reshape error."""
+    criterion = nn.MSELoss()
+    criterion(torch.zeros(4, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError) as caught:
+        criterion.backward(torch.ones(0))
+    assert str(caught.value) == (
+        "MSELoss.backward: the upstream gradient must be a scalar, got shape (0,)"
+    )
+
+
+def test_huber_backward_uses_the_delta_set_before_its_forward() -> None:
+    """delta set between the constructor and forward is the forward's: the gradient is clamped
+    at it, as autograd's of PyTorch's huber_loss with that delta."""
+    prediction = torch.tensor([[0.2, -3.0, 0.7, 2.0]], dtype=F64)
+    target = torch.zeros(1, 4, dtype=F64)
+    criterion = nn.HuberLoss(reduction="sum")
+    criterion.delta = 0.5
+    loss = criterion(prediction, target)
+    leaf = prediction.clone().requires_grad_()
+    expected = F.huber_loss(leaf, target, reduction="sum", delta=0.5)
+    (expected_gradient,) = torch.autograd.grad(expected, leaf)
+    torch.testing.assert_close(loss, expected.detach(), rtol=1e-15, atol=0.0)
+    torch.testing.assert_close(criterion.backward(), expected_gradient, rtol=1e-15, atol=0.0)
+
+
+def test_huber_delta_past_float16_but_inside_float32_clamps_an_infinite_difference() -> None:
+    """A float32 delta of 1e5 (past float16's 65504, inside float32's range) still bounds the
+    gradient: an infinite difference's gradient is delta, not inf."""
+    criterion = nn.HuberLoss(delta=1e5, reduction="sum")
+    criterion(torch.tensor([[float("inf"), 3e5, -2.0]]), torch.zeros(1, 3))
+    assert torch.equal(criterion.backward(), torch.tensor([[1e5, 1e5, -2.0]]))
+
+
+class _TwoPartError(ValueError):
+    """A loss's own error, whose constructor takes two arguments."""
+
+    def __init__(self, first: str, second: str) -> None:
+        super().__init__(first + second)
+
+
+class _RefusingLoss(nn.Loss):
+    stacks = True
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise _TwoPartError("refused ", "by its own loss")
+
+
+def test_stacked_loss_passes_a_runs_own_error_subclass_through_unchanged() -> None:
+    """Only plain TypeError and ValueError are re-raised named within the whole; a subclass of
+    them raised by a run's loss reaches the caller as it was raised (its class and message)."""
+    criterion = nn.StackedLoss([(_RefusingLoss(), 1)])
+    with pytest.raises(_TwoPartError) as caught:
+        criterion(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2))
+    assert str(caught.value) == "refused by its own loss"
+
+
+def test_log_softmax_reads_a_16_bit_gradient_in_the_forwards_float32() -> None:
+    """A float16 gradient through a float32 forward is summed in float32 (the promoted dtype):
+    the float32 result matches autograd's in float64 to float32 rounding."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 50, generator=generator)
+    upstream = (torch.randn(4, 50, generator=generator) * 100).half()
+    layer = nn.LogSoftmax()
+    layer(x)
+    got = layer.backward(upstream)
+    assert got.dtype is torch.float32
+    leaf = x.to(F64).requires_grad_()
+    (expected,) = torch.autograd.grad(torch.log_softmax(leaf, 1), leaf, upstream.to(F64))
+    torch.testing.assert_close(got.to(F64), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [nn.Softmax, nn.LogSoftmax])
+def test_softmax_dim_refuses_a_bool(layer: type[nn.Softmax] | type[nn.LogSoftmax]) -> None:
+    """True == 1, but a bool is no dimension: a TypeError naming what was given."""
+    with pytest.raises(TypeError) as caught:
+        layer(True)
+    assert str(caught.value) == (
+        f"{layer.__name__}: dim must be an int, 1 (or -1), the feature dimension of an (N, C) "
+        "input, got bool True"
+    )
+
+
+def test_cross_entropy_refuses_a_float64_row_off_one_by_5e_5() -> None:
+    """In float64 a probability row is accepted within 1e-5 of 1 (for a few classes); off by
+    5e-5 it is refused, with the amount."""
+    target = torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 5e-5]], dtype=F64)
+    with pytest.raises(ValueError) as caught:
+        nn.CrossEntropyLoss()(torch.zeros(2, 3, dtype=F64), target)
+    assert str(caught.value) == (
+        "CrossEntropyLoss: a probability target must be non-negative with rows summing to 1 "
+        "(got a minimum of 0 and a row sum off by 5e-05); pass class indices as int64 instead"
+    )
+
+
+class _NormalisedCrossEntropy(nn.CrossEntropyLoss):
+    """Cross-entropy of unnormalised non-negative weights, made rows of probabilities first."""
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().forward(prediction, target / target.sum(-1, keepdim=True))
+
+
+def test_fit_leaves_the_targets_to_a_cross_entropy_whose_forward_is_its_own() -> None:
+    """A CrossEntropyLoss subclass with a forward of its own may take rows that do not sum to 1
+    (here normalised first): fit does not refuse them before training, and trains every batch;
+    the built-in loss refuses the same targets before the first step."""
+    from minidl import optim
+    from minidl.train import fit
+
+    torch.manual_seed(6)
+    x, weights = torch.randn(8, 2), torch.rand(8, 3) + 0.5
+    model = nn.mlp((2, 3))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    fit(model, _NormalisedCrossEntropy(), optimizer, x, weights, epochs=1, batch_size=4)
+    assert optimizer.step_count == 2
+    refused = optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"^CrossEntropyLoss: a probability target must be"):
+        fit(model, nn.CrossEntropyLoss(), refused, x, weights, epochs=1, batch_size=4)
+    assert refused.step_count == 0
+
+
+def test_log_softmax_float16_forward_and_bfloat16_gradient_give_float32() -> None:
+    """float16 with bfloat16 promotes to float32, as torch promotes them: the gradient through
+    a float16 forward of a bfloat16 upstream is float32."""
+    layer = nn.LogSoftmax()
+    layer(torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float16))
+    got = layer.backward(torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.bfloat16))
+    assert got.dtype is torch.float32
+
+
+def test_a_cross_entropy_pickled_before_its_divisor_was_kept_gives_the_mean_gradient() -> None:
+    """A state pickled after a probability-target forward, before the divisor of the last
+    forward was kept (no ``_divisor_used``), loads to a backward of that forward's mean: the
+    gradient divided by N, PyTorch's."""
+    generator = torch.Generator().manual_seed(7)
+    logits = torch.randn(4, 3, dtype=F64, generator=generator)
+    target = torch.softmax(torch.randn(4, 3, dtype=F64, generator=generator), 1)
+    criterion = nn.CrossEntropyLoss()
+    criterion(logits, target)
+    state = criterion.__getstate__()
+    del state["_divisor_used"]
+    loaded = nn.CrossEntropyLoss.__new__(nn.CrossEntropyLoss)
+    loaded.__setstate__(state)
+    leaf = logits.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(F.cross_entropy(leaf, target), leaf)
+    torch.testing.assert_close(loaded.backward(), expected, rtol=1e-14, atol=1e-16)
+
+
+def test_softmax_16_bit_gradient_through_a_float32_forward_is_float32() -> None:
+    """A float16 gradient through a float32 output gives float32 (torch's promotion), autograd's
+    values in float64 to float32 rounding, not a result rounded to float16."""
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(3, 5, generator=generator)
+    upstream = torch.randn(3, 5, generator=generator).half()
+    layer = nn.Softmax()
+    layer(x)
+    got = layer.backward(upstream)
+    assert got.dtype is torch.float32
+    leaf = x.to(F64).requires_grad_()
+    (expected,) = torch.autograd.grad(torch.softmax(leaf, 1), leaf, upstream.to(F64))
+    torch.testing.assert_close(got.to(F64), expected, rtol=1e-5, atol=1e-6)
