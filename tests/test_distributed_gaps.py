@@ -44,6 +44,7 @@ from minidl.distributed import (
 from minidl.nn import BatchNorm1d, Linear, Sequential, mlp
 from minidl.nn.flat import flat_buffer
 from tests.helpers import free_port
+from tests.test_distributed_mutants import _refusal
 
 F64 = torch.float64
 
@@ -340,15 +341,6 @@ def test_rank_0_waits_for_the_others_census_up_to_a_timeout_and_more(
 
 
 # -- two ranks ------------------------------------------------------------------------------------
-
-
-def _refusal(make: Any) -> str:
-    """The words of the DistributedError that ``make()`` raises, or ``"no error"``."""
-    try:
-        make()
-    except DistributedError as error:
-        return str(error)
-    return "no error"
 
 
 def _two_ranks_worker(rank: int, port: int, out: str) -> None:
