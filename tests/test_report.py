@@ -301,7 +301,9 @@ def test_a_run_whose_main_rows_are_all_ones_own_says_nothing_is_compared(
             "rounds must be an integer in [2, 10**6] (the report's Welch test takes at most "
             "10**6 rounds a side), got 1000001",
         ),
-        ((1.06, -0.41), ValueError, "sd must be in [0, inf), got -0.41"),
+        ((1.06, -0.41), ValueError, "sd must be in [0, 100], got -0.41"),
+        ((1.06, 100.5), ValueError, "sd must be in [0, 100], got 100.5"),
+        ((1.06, 1.7e308), ValueError, "sd must be in [0, 100], got 1.7e+308"),
         ((101.0, 0.41), ValueError, "mean must be in [0, 100], got 101.0"),
         ((math.nan, 0.41), ValueError, "mean must be a finite number in [0, 100], got nan"),
     ],
@@ -311,11 +313,15 @@ def test_the_papers_numbers_are_checked_when_made(
 ) -> None:
     """PaperResult(1.06, 0.41, rounds=5.0) was taken, the row trained, and the report failed
     in Welch's test, naming its n_2; so did rounds=10**6 + 1, past welch's limit. The most
-    rounds it takes, 10**6, welch takes."""
+    rounds it takes, 10**6, welch takes. An s.d. of 1.7e308 was taken, and the report failed
+    after the training: read as a population s.d., it became infinite; the largest taken, 100,
+    the report reads both ways."""
     with pytest.raises(error, match=f"^PaperResult: {re.escape(message)}$"):
         PaperResult(*arguments)
     most = PaperResult(1.06, 0.41, 10**6)
     assert welch(1.0, 0.5, 5, most.mean, most.sd, most.rounds).p_value > 0.0
+    widest = PaperResult(1.06, 100.0, 2)
+    assert welch(1.0, 0.5, 5, widest.mean, widest.sd * math.sqrt(2), 2).p_value > 0.0
 
 
 def test_the_protocol_written_is_the_one_the_rows_trained_with(tmp_path: Path) -> None:

@@ -316,9 +316,11 @@ class CyclicSchedule:
 class PaperResult:
     """A row's published test error: mean and s.d. over 5 rounds, in %.
 
-    Checked when made (a test error in [0, 100], an s.d. >= 0, an integer number of rounds
-    in [2, 10**6], as Welch's test takes): a row of one's own given ``rounds=5.0`` trained, then
-    failed in the report's test.
+    Checked when made (a test error in [0, 100], an s.d. in [0, 100], an integer number of
+    rounds in [2, 10**6], as Welch's test takes): a row of one's own given ``rounds=5.0``
+    trained, then failed in the report's test, and so did an s.d. of 1.7e308, which the
+    report's second reading of it (``sqrt(n / (n - 1))`` times as large) took past a float. The
+    s.d. of test errors in [0, 100] is at most 50 sqrt(n / (n - 1)), 70.8 for 2 rounds.
     """
 
     mean: float
@@ -327,7 +329,7 @@ class PaperResult:
 
     def __post_init__(self) -> None:
         mean = check_real("PaperResult", "mean", self.mean, low=0.0, high=100.0)
-        sd = check_real("PaperResult", "sd", self.sd, low=0.0)
+        sd = check_real("PaperResult", "sd", self.sd, low=0.0, high=100.0)
         rounds = check_int("PaperResult", "rounds", self.rounds, low=2)
         if rounds > _MOST_SAMPLES:  # (the report's Welch test refused it, after the training)
             raise ValueError(
