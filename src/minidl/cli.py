@@ -718,7 +718,7 @@ def _train(args: argparse.Namespace) -> int:
     largest = torch.finfo(dtype).max
     if args.lr > largest:  # (the optimizer would refuse it in its own words)
         raise ValueError(
-            f"--lr {args.lr:g} is beyond the range of --dtype {args.dtype} (largest finite "
+            f"--lr {_shown(args.lr)} is beyond the range of --dtype {args.dtype} (largest finite "
             f"value {largest:g})"
         )
     _check_eps_fits(args.eps, args.dtype)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from minidl._scalar import add_scaled_, operand
-from minidl._validate import check_real
+from minidl._validate import check_real, shown
 from minidl.nn.parameter import Parameter
 from minidl.optim.optimizer import Hyperparameter, Optimizer, _rounds_to_zero, _smallest_taken
 
@@ -25,12 +25,12 @@ def eps_refusal(name: str, eps: float, dtype: torch.dtype, dtype_words: str) -> 
     largest = torch.finfo(dtype).max
     if eps > largest:
         return (
-            f"{name} {eps:g} is beyond the range of {dtype_words} (largest finite value "
+            f"{name} {shown(eps)} is beyond the range of {dtype_words} (largest finite value "
             f"{largest:g})"
         )
     if _rounds_to_zero(eps, dtype):
         return (
-            f"{name} {eps:g} rounds to 0 in {dtype_words}, and ADADELTA's denominators with it; "
+            f"{name} {shown(eps)} rounds to 0 in {dtype_words}, and ADADELTA's denominators with it; "
             f"give {name} >= {_smallest_taken(dtype)!r}"
         )
     return None
