@@ -9,6 +9,7 @@ rule written out) or the exact text that the report gives.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import statistics
 import sys
@@ -202,3 +203,25 @@ def test_figure_1_compares_an_mse_run_that_diverged_in_some_rounds_only() -> Non
         "(5.00), 4.0 times as much fluctuation per epoch (paired t-test over the 2 rounds, "
         "p < 0.01); cross-entropy's error is not stable either (5.00 points per epoch)."
     ]
+
+
+def test_write_json_writes_a_non_finite_number_as_null_at_any_depth(tmp_path: Path) -> None:
+    """A diverged run's losses are non-finite floats inside lists, tuples and dicts (a curve, a
+    pair of bounds): each is written ``null`` in strict JSON, where ``json.dumps`` with
+    ``allow_nan=False`` refuses them, and the finite numbers keep their value."""
+    from minidl.experiments.report import write_json
+
+    document = {
+        "curve": [1.5, math.nan, 2.0],
+        "bounds": (math.inf, -0.25),
+        "nested": {"rows": [(0.5, -math.inf), {"loss": math.nan}]},
+        "count": 3,
+    }
+    path = tmp_path / "results.json"
+    write_json(document, path)
+    assert json.loads(path.read_text()) == {
+        "curve": [1.5, None, 2.0],
+        "bounds": [None, -0.25],
+        "nested": {"rows": [[0.5, None], {"loss": None}]},
+        "count": 3,
+    }
