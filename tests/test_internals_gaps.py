@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import torch
 
+from tests.test_figures import _Axes
+
 # -- minidl._validate -------------------------------------------------------------------------
 
 
@@ -435,27 +437,13 @@ def _row(table: str, label: str, curve: tuple[float, ...]) -> Any:
     return RowResult(experiment=row, rounds=(result,), seconds=0.0)
 
 
-class _Recorder:
-    """Records the curves and the bands that ``_band`` draws."""
-
-    def __init__(self) -> None:
-        self.plotted: list[list[float]] = []
-        self.bands: list[tuple[list[float], list[float]]] = []
-
-    def plot(self, x: Any, y: torch.Tensor, **style: Any) -> None:
-        self.plotted.append(y.tolist())
-
-    def fill_between(self, x: Any, low: torch.Tensor, high: torch.Tensor, **style: Any) -> None:
-        self.bands.append((low.tolist(), high.tolist()))
-
-
 def test_a_run_of_one_round_is_drawn_as_its_curve_without_a_band() -> None:
     """One round has no spread between a lowest and a highest round: its curve is drawn, and
     no band (a band of no width over the curve)."""
     from minidl.experiments import figures
 
     row = _row("I", "Tanh", (3.0, 2.0, 1.0))
-    axes = _Recorder()
+    axes = _Axes()
     figures._band(axes, row, "Tanh", "C0")
     assert axes.plotted == [[3.0, 2.0, 1.0]] and axes.bands == []
 
