@@ -845,10 +845,11 @@ def _superseded(name: str, by: str) -> str:
 
 
 def test_a_shallow_copy_is_a_schedule_made_last_and_the_original_refuses_to_step() -> None:
-    """``copy.copy(schedule)``: a schedule of the same optimizer with the original's settings
-    and step, which sets the rate from then on; the original refuses to step, changing nothing,
-    as after any schedule built later (the copy shared the original's place, and the two
-    stepped one optimizer, each overwriting the other's rate, silently)."""
+    """``copy.copy(schedule)``: a schedule of the same optimizer with the original's settings,
+    step and other attributes (shared, as a shallow copy shares them), which sets the rate from
+    then on; the original refuses to step, changing nothing, as after any schedule built later
+    (the copy shared the original's place, and the two stepped one optimizer, each overwriting
+    the other's rate, silently)."""
     import copy
 
     optimizer = optim.SGD(_params(), lr=LR)
@@ -857,8 +858,10 @@ def test_a_shallow_copy_is_a_schedule_made_last_and_the_original_refuses_to_step
     for _ in range(3):
         schedule.step()
         twin.step()
+    schedule.notes = ["a user's own attribute"]  # type: ignore[attr-defined]
     copied = copy.copy(schedule)
     assert copied is not schedule and copied.optimizer is optimizer
+    assert copied.notes is schedule.notes  # type: ignore[attr-defined]  # (a shallow copy)
     assert repr(copied) == repr(schedule) and copied.state_dict() == schedule.state_dict()
     assert optimizer.lr == twin.lr
     assert copied.superseded_by is None and schedule.superseded_by == "StepDecay"

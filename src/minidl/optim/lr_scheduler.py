@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import re
@@ -460,21 +459,26 @@ class LRScheduler:
         _LIVE[(id(self._optimizer), self._token)] = self
 
     def __copy__(self) -> LRScheduler:
-        """``copy.copy``: a schedule of the same optimizer with this one's settings and step
-        (the schedules of a :class:`~minidl.optim.SequentialSchedule` copied with it), made
-        last, so that it sets the optimizer's rate from now on and this one refuses to
+        """``copy.copy``: a schedule of the same optimizer with this one's settings and step,
+        made last, so that it sets the optimizer's rate from now on and this one refuses to
         ``step``, as after any schedule built on the optimizer after it (a copy sharing this
         one's place stepped the same optimizer beside it, each overwriting the other's rate).
-        The copy is part of no :class:`~minidl.optim.SequentialSchedule`, and its rate is this
-        one's, so the optimizer's rate does not change. ``copy.deepcopy`` copies the optimizer
-        with the schedule, and the copy schedules the copied optimizer."""
-        memo: dict[int, Any] = {id(self._optimizer): self._optimizer}
-        if self._container is not None:  # (not copied with it: the copy stands alone)
-            memo[id(self._container)] = None
-        copied = copy.deepcopy(self, memo)
+        Its attributes are this one's (a shallow copy), but for the schedules it holds (a
+        :class:`~minidl.optim.SequentialSchedule`'s are copied with it, see
+        ``_copy_parts``); it is part of no :class:`~minidl.optim.SequentialSchedule`, and its
+        rate is this one's, so the optimizer's rate does not change. ``copy.deepcopy`` copies
+        the optimizer with the schedule, and the copy schedules the copied optimizer."""
+        copied = type(self).__new__(type(self))
+        copied.__dict__.update(self.__dict__)
+        copied._container = None  # (the copy stands alone)
+        copied._copy_parts(self)
         if self._ready:  # (one whose constructor has not returned takes nothing over)
             copied._take_over()
         return copied
+
+    def _copy_parts(self, original: LRScheduler) -> None:
+        """In a shallow copy of ``original`` (``copy.copy``): give it copies of the schedules
+        that ``original`` holds, each part of the copy. None by default."""
 
     def _set_base_lr(self, base_lr: float) -> None:
         """Take ``base_lr`` (checked) as the reference learning rate."""

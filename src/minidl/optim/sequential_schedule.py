@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import copy
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -235,6 +236,12 @@ class SequentialSchedule(LRScheduler):
         for schedule in self._schedules:
             if "_container" not in vars(schedule):
                 schedule._container = self
+
+    def _copy_parts(self, original: LRScheduler) -> None:
+        # (its schedules copied with their own parts, each given to this copy, the optimizer
+        # shared: a copy's schedules stepped by both sequences would be stepped twice)
+        memo: dict[int, Any] = {id(self._optimizer): self._optimizer, id(original): self}
+        self._schedules = copy.deepcopy(self._schedules, memo)
 
     def _parts(self) -> list[LRScheduler]:
         return [self, *(part for schedule in self._schedules for part in schedule._parts())]
