@@ -1088,7 +1088,8 @@ def test_a_rank_alive_but_late_is_named(tmp_path: Path) -> None:
 
 
 class _Store:
-    """A rendezvous store of fixed heartbeats and finished censuses (for ``_census``)."""
+    """A rendezvous store of fixed heartbeats and finished censuses (for ``_census`` and what
+    follows it)."""
 
     def __init__(self, values: dict[str, bytes]) -> None:
         self.values = values
@@ -1098,6 +1099,9 @@ class _Store:
 
     def get(self, key: str) -> bytes:
         return self.values[key]
+
+    def set(self, key: str, value: str) -> None:
+        self.values[key] = value.encode()
 
 
 def test_the_census_does_not_name_a_survivor_that_left(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,6 +44,7 @@ from minidl.distributed import (
 from minidl.nn import BatchNorm1d, Linear, Sequential, mlp
 from minidl.nn.flat import flat_buffer
 from tests.helpers import free_port
+from tests.test_distributed import _Store
 from tests.test_distributed_mutants import _refusal
 
 F64 = torch.float64
@@ -229,22 +230,6 @@ def test_the_dtypes_refused_are_the_gloo_backends_only() -> None:
 
 
 # -- the census -----------------------------------------------------------------------------------
-
-
-class _Store:
-    """A rendezvous store of fixed values (for the census and what follows it)."""
-
-    def __init__(self, values: dict[str, bytes]) -> None:
-        self.values = values
-
-    def check(self, keys: list[str]) -> bool:
-        return all(key in self.values for key in keys)
-
-    def get(self, key: str) -> bytes:
-        return self.values[key]
-
-    def set(self, key: str, value: str) -> None:
-        self.values[key] = value.encode()
 
 
 def _bare_group(rank: int, world_size: int, calls: int, values: dict[str, bytes]) -> ProcessGroup:
