@@ -273,7 +273,7 @@ def test_a_main_row_of_ones_own_without_the_papers_numbers_is_said_so(tmp_path: 
     section = differences_section([tanh, mine], tmp_path)
     assert "Fewer than 2 rounds" not in section
     assert "(Table I mine: no number of the paper to compare with.)" in section.splitlines()
-    assert "1 of the 1 rows differs; none is within noise." in section.splitlines()
+    assert "The one row compared, Table I Tanh, differs." in section.splitlines()
 
 
 def test_a_run_whose_main_rows_are_all_ones_own_says_nothing_is_compared(
@@ -369,7 +369,7 @@ def test_only_a_variant_within_noise_explains_a_difference(tmp_path: Path) -> No
     elu = fake_row(experiment("I", "ELU"), DIFFERING)
     far = fake_row(experiment("I", ELU_VARIANT), (3.5, 3.6, 3.4, 3.5, 3.5))
     section = differences_section([elu, far], tmp_path)
-    assert "1 of the 1 rows differs; none is within noise." in section.splitlines()
+    assert "The one row compared, Table I ELU, differs." in section.splitlines()
     assert (
         f"- Hypothesis: {ELU_HYPOTHESIS}. Variant '{ELU_VARIANT}' gives 3.50 (s.d. 0.07), per "
         "round 3.5, 3.6, 3.4, 3.5, 3.5: still differs from the paper (+1.70, SE 0.24, p < 0.01), no "

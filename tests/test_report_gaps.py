@@ -106,6 +106,47 @@ def test_a_mean_equal_to_the_papers_repeat_lies_between_its_measurements(tmp_pat
     ]
 
 
+def test_a_mean_printed_as_the_papers_repeat_lies_between_its_measurements(
+    tmp_path: Path,
+) -> None:
+    """Ours at 1.664, printed 1.66 as the paper's repeat (Table III's SGD, 1.66), lies between
+    the paper's measurements as the reader sees them: the report said it was "not between the
+    paper's measurements of it (1.06 and 1.66)" beside "ours 1.66" (a mean of
+    1.6600000000000001 read so too). A mean printed 1.67 is beyond them."""
+    errors = (1.664, 1.664, 1.664, 1.764, 1.564)
+    assert statistics.fmean(errors) > 1.66
+    rows = [fake_row(experiment("I", "Tanh"), errors), fake_row(experiment("III", "SGD"), errors)]
+    row = differences_section(rows, tmp_path).split("### Table I, Tanh\n")[1].split("###")[0]
+    assert "ours 1.66 (s.d. 0.07)" in row
+    assert conclusions(row) == [
+        "**Conclusion:** ours lies between the paper's own measurements of this training (1.06 "
+        "and 1.66) and is within noise of its repeat, so the difference is within the spread of "
+        "the paper's repeated measurements (see the last section), not a sign of a different "
+        "method."
+    ]
+    above = tuple(e + 0.006 for e in errors)
+    rows = [fake_row(experiment("I", "Tanh"), above), fake_row(experiment("III", "SGD"), above)]
+    row = differences_section(rows, tmp_path).split("### Table I, Tanh\n")[1].split("###")[0]
+    assert "ours 1.67 (s.d. 0.07)" in row
+    assert conclusions(row)[0].startswith(
+        "**Conclusion:** ours is within noise of the paper's own repeat of this training, though "
+        "not between the paper's measurements of it (1.06 and 1.66)"
+    )
+
+
+def test_a_single_row_compared_is_named_with_its_verdict(tmp_path: Path) -> None:
+    """One main row compared: the count read "1 of the 1 rows differs; none is within noise."
+    (and of a row within noise, "0 of the 1 rows differ; within noise: Table I Tanh."); it
+    names the row and its verdict."""
+    differing = differences_section([fake_row(experiment("I", "Tanh"), DIFFERING)], tmp_path)
+    assert "The one row compared, Table I Tanh, differs." in differing.splitlines()
+    assert " of the 1 rows" not in differing
+    within = fake_row(experiment("I", "Tanh"), (1.0, 1.1, 1.05, 1.0, 1.1))
+    section = differences_section([within], tmp_path)
+    assert "The one row compared, Table I Tanh, is within noise." in section.splitlines()
+    assert " of the 1 rows" not in section
+
+
 def test_only_a_mixed_rows_variant_is_an_activation_alone(tmp_path: Path) -> None:
     """The section on the activations alone sets beside a mixed row (Sigmoid: sigmoid, tanh,
     sigmoid) its variant of one activation; ELU's published variant uses one activation too,

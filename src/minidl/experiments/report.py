@@ -944,7 +944,10 @@ def _explain(
             if other.experiment.paper is not None
         ]
         named = " and ".join(f"{mean:.2f}" for mean in means)
-        if min(means) <= row.mean <= max(means):
+        # (compared as printed, to the hundredth: a mean of 1.6600000000000001, printed 1.66,
+        # lies between 1.06 and 1.66 as the reader sees them)
+        printed = [float(f"{mean:.2f}") for mean in means]
+        if min(printed) <= float(f"{row.mean:.2f}") <= max(printed):
             lines.append(
                 f"**Conclusion:** ours lies between the paper's own measurements of this "
                 f"training ({named}) and is within noise of its repeat, so the difference is "
@@ -1078,16 +1081,7 @@ def _differences_section(
     lines += _paper_sd_reading(results)
     differing = [(r, c) for r, c in comparisons if c is not None and c.differs]
     agreeing = [r for r, c in comparisons if c is not None and not c.differs]
-    lines.append(
-        f"{len(differing)} of the {len(mains)} rows {'differs' if len(differing) == 1 else 'differ'}; "
-        + (
-            "within noise: "
-            + ", ".join(f"Table {r.experiment.table} {r.experiment.label}" for r in agreeing)
-            + "."
-            if agreeing
-            else "none is within noise."
-        )
-    )
+    lines.append(_differing_count(differing, agreeing, len(mains)))
     lines.append("")
     corrected = dict(
         zip(
@@ -1223,6 +1217,35 @@ def _paper_sd_reading(results: Sequence[RowResult]) -> list[str]:
         ),
         "",
     ]
+
+
+def _differing_count(
+    differing: Sequence[tuple[RowResult, Comparison | None]],
+    agreeing: Sequence[RowResult],
+    compared: int,
+) -> str:
+    """The sentence opening the verdicts: how many of the ``compared`` main rows differ from the
+    paper and which are within noise ("2 of the 5 rows differ; within noise: Table I Tanh, ...");
+    of a single row, that row and its verdict."""
+
+    def name(row: RowResult) -> str:
+        return f"Table {row.experiment.table} {row.experiment.label}"
+
+    if compared == 1:
+        row = differing[0][0] if differing else agreeing[0]
+        return f"The one row compared, {name(row)}, " + (
+            "differs." if differing else "is within noise."
+        )
+    return (
+        f"{len(differing)} of the {compared} rows "
+        + ("differs" if len(differing) == 1 else "differ")
+        + "; "
+        + (
+            "within noise: " + ", ".join(name(r) for r in agreeing) + "."
+            if agreeing
+            else "none is within noise."
+        )
+    )
 
 
 def _holm_sentence(
