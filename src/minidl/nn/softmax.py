@@ -16,7 +16,8 @@ __all__ = ["Softmax", "check_dim"]
 
 
 def check_dim(where: str, dim: int) -> int:
-    """Check a softmax dimension: only the feature dimension of an ``(N, C)`` input."""
+    """Check a softmax dimension: only the feature dimension of an ``(N, C)`` input, ``1`` or
+    ``-1``, kept as given (a plain ``int``), as ``torch.nn.Softmax`` keeps it."""
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):  # (1.0, True, "1")
         raise TypeError(
             f"{where}: dim must be an int, 1 (or -1), the feature dimension of an (N, C) "
@@ -27,7 +28,7 @@ def check_dim(where: str, dim: int) -> int:
             f"{where}: dim must be 1 (or -1), the feature dimension of an (N, C) input, got "
             f"{shown(dim)}"
         )
-    return 1
+    return int(dim)
 
 
 class Softmax(Module):
