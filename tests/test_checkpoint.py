@@ -3146,3 +3146,22 @@ def test_a_sequence_let_go_of_or_a_schedule_copied_alone_is_judged_by_the_schedu
     save_checkpoint(path, model, optimizer)  # (no schedule alive sets the rate)
     with pytest.raises(CheckpointError, match=superseded):
         save_checkpoint(path, model, optimizer, schedule)
+
+
+@pytest.mark.parametrize("kind", [nn.Softmax, nn.LogSoftmax])
+def test_a_softmax_of_dim_minus_one_is_the_module_of_dim_one(
+    kind: type[Module], tmp_path: Path
+) -> None:
+    """``dim=-1`` and ``dim=1`` name the same dimension of the ``(N, C)`` input a softmax
+    takes: the module keeps ``1`` for both, so their reprs agree and a checkpoint of a model
+    built with one loads into the model built with the other (comparing ``dim=-1`` with
+    ``dim=1``, the architecture check would call it another model)."""
+    torch.manual_seed(0)
+    saved = nn.Sequential(nn.Linear(3, 4), kind(dim=-1))
+    path = tmp_path / "softmax.safetensors"
+    save_checkpoint(path, saved)
+    loaded = nn.Sequential(nn.Linear(3, 4), kind(dim=1))
+    assert loaded[1].dim == saved[1].dim == 1 and repr(loaded) == repr(saved)
+    load_checkpoint(path, loaded)
+    x = torch.randn(5, 3)
+    assert torch.equal(loaded(x), saved(x))

@@ -24,8 +24,8 @@ minidl                     torch.nn
 ``Dropout(p)``             ``Dropout(p)``
 ``BatchNorm1d``            ``BatchNorm1d`` (with running statistics)
 ``Identity``               ``Identity``
-``Softmax(dim)``           ``Softmax(dim)`` (``dim`` 1 or -1)
-``LogSoftmax(dim)``        ``LogSoftmax(dim)`` (``dim`` 1 or -1)
+``Softmax(1)``             ``Softmax(dim=1)``
+``LogSoftmax(1)``          ``LogSoftmax(dim=1)``
 ``Residual(block)``        :class:`TorchResidual` (defined here)
 =========================  ==========================================
 
@@ -478,11 +478,9 @@ def _torch_layer(module: Module, path: str) -> tnn.Module:
     elif kind is nn.SELU:
         result = tnn.SELU()  # (the constants of both are fixed)
     elif kind is nn.Softmax:
-        assert isinstance(module, nn.Softmax)
-        result = tnn.Softmax(dim=module.dim)
+        result = tnn.Softmax(dim=1)
     elif kind is nn.LogSoftmax:
-        assert isinstance(module, nn.LogSoftmax)
-        result = tnn.LogSoftmax(dim=module.dim)
+        result = tnn.LogSoftmax(dim=1)
     elif kind in _SIMPLE_TO_TORCH:
         result = _SIMPLE_TO_TORCH[kind]()
     else:
@@ -907,7 +905,7 @@ def _minidl_layer(
         # (True and 1.0 equal 1, and torch's forward refuses them: not an int)
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim not in (1, -1):
             raise _unsupported(path, module, f"dim={dim!r}; only dim=1 (or -1) is supported")
-        result = nn.Softmax(dim) if kind is tnn.Softmax else nn.LogSoftmax(dim)
+        result = nn.Softmax(dim=1) if kind is tnn.Softmax else nn.LogSoftmax(dim=1)
     elif kind in _SIMPLE_FROM_TORCH:
         result = _SIMPLE_FROM_TORCH[kind]()
     elif parametrize.is_parametrized(module):

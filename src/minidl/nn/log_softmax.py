@@ -25,7 +25,10 @@ class LogSoftmax(Module):
     Followed by :class:`~minidl.nn.NLLLoss` it computes the cross-entropy.
 
     Args:
-        dim: the dimension normalised, ``1`` (or ``-1``), the features (default 1).
+        dim: the dimension normalised, ``1`` (or ``-1``), the features (default 1). ``-1``
+            is kept as ``1``, the same dimension of an ``(N, C)`` input: ``dim=1`` and
+            ``dim=-1`` make one module, with one ``repr``, which a checkpoint's check of
+            the architecture compares.
 
     Shape:
         - Input: ``(N, C)``. Output: ``(N, C)``.

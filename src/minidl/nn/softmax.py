@@ -16,8 +16,7 @@ __all__ = ["Softmax", "check_dim"]
 
 
 def check_dim(where: str, dim: int) -> int:
-    """Check a softmax dimension: only the feature dimension of an ``(N, C)`` input, ``1`` or
-    ``-1``, kept as given (a plain ``int``), as ``torch.nn.Softmax`` keeps it."""
+    """Check a softmax dimension: only the feature dimension of an ``(N, C)`` input."""
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):  # (1.0, True, "1")
         raise TypeError(
             f"{where}: dim must be an int, 1 (or -1), the feature dimension of an (N, C) "
@@ -28,7 +27,7 @@ def check_dim(where: str, dim: int) -> int:
             f"{where}: dim must be 1 (or -1), the feature dimension of an (N, C) input, got "
             f"{shown(dim)}"
         )
-    return int(dim)
+    return 1
 
 
 class Softmax(Module):
@@ -46,7 +45,10 @@ class Softmax(Module):
     which is more accurate than the log of this output.
 
     Args:
-        dim: the dimension normalised, ``1`` (or ``-1``), the features (default 1).
+        dim: the dimension normalised, ``1`` (or ``-1``), the features (default 1). ``-1``
+            is kept as ``1``, the same dimension of an ``(N, C)`` input: ``dim=1`` and
+            ``dim=-1`` make one module, with one ``repr``, which a checkpoint's check of
+            the architecture compares.
 
     Shape:
         - Input: ``(N, C)``. Output: ``(N, C)``, rows summing to 1.
