@@ -1,0 +1,243 @@
+"""Gaps in the tests of ``fit``'s folded step (:mod:`minidl.folded`) found by mutation testing.
+
+The oracle is ``fit``'s step-by-step loop (the folded step made unusable the documented way,
+:func:`tests.helpers.unfolded`): the folded step must leave the model and the optimizer as the
+loop leaves them, to rounding (its products sum in another order, see the module's docstring),
+in float64 and float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from unittest import mock
+
+import pytest
+import torch
+from torch import Tensor
+
+from minidl import nn, optim
+from minidl.folded import FoldedStep
+from minidl.train import fit
+from tests.helpers import unfolded
+
+_TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+def _data(dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=generator, dtype=dtype)
+    y = torch.randint(0, 3, (40,), generator=generator)
+    return x, y
+
+
+def _close(a: Tensor, b: Tensor, dtype: torch.dtype) -> None:
+    scale = max(1.0, float(b.abs().max()))
+    error = float((a - b).abs().max())
+    assert error <= _TOLERANCE[dtype] * scale, f"differs by {error:g} (scale {scale:g})"
+
+
+@contextlib.contextmanager
+def _counting(calls: list[int]) -> Iterator[None]:
+    """``fit`` as it runs, counting the folded step's calls in ``calls[0]``."""
+    original = FoldedStep.__call__
+
+    def counting(self: FoldedStep, x: Tensor, y: Tensor) -> Tensor:
+        calls[0] += 1
+        return original(self, x, y)
+
+    with mock.patch.object(FoldedStep, "__call__", counting):
+        yield
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_state_tensor_made_in_inference_mode_between_calls_is_taken_as_the_loop_takes_it(
+    dtype: torch.dtype,
+) -> None:
+    """Between two calls of ``fit``, the momentum buffer is replaced by one made in
+    ``torch.inference_mode()``: the loop's step takes it as a copy made outside it, so that
+    the program can change it in place afterwards; the folded step, which loads the state
+    itself, must take it so too (the values trained, and a state tensor that is no inference
+    tensor, usable in place outside inference mode), on the second call's folded steps."""
+    x, y = _data(dtype)
+    results = {}
+    for fold in (True, False):
+        model = nn.mlp((3, 5, 3), "tanh", dtype=dtype, generator=torch.Generator().manual_seed(1))
+        optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
+        criterion = nn.CrossEntropyLoss()
+        calls = [0]
+        context = _counting(calls) if fold else unfolded()
+        with context:
+            generator = torch.Generator().manual_seed(2)
+            fit(model, criterion, optimizer, x, y, epochs=1, batch_size=10, generator=generator)
+            with torch.inference_mode():
+                replaced = optimizer.state["momentum_buffer"] * 0.5
+            optimizer.state["momentum_buffer"] = replaced
+            fit(model, criterion, optimizer, x, y, epochs=1, batch_size=10, generator=generator)
+        if fold:
+            assert calls[0] == 8  # (both calls folded, 4 batches each)
+        state = optimizer.state["momentum_buffer"]
+        assert not state.is_inference()
+        state.mul_(1.0)  # (outside inference mode: refused for an inference tensor)
+        results[fold] = [p.data.clone() for p in model.parameters()] + [state.clone()]
+    for folded, looped in zip(results[True], results[False], strict=True):
+        _close(folded, looped, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_state_of_other_names_set_by_on_epoch_fails_in_the_loops_step(dtype: torch.dtype) -> None:
+    """``on_epoch`` sets the Adam state to its tensors in the other order: the folded step
+    declines it and the loop runs the next batch, whose ``step`` refuses it after its backward,
+    leaving that batch's gradients; the error, the parameters and the gradients are the loop's
+    (a folded step raising the refusal itself, before the batch, would leave the last
+    epoch's gradients)."""
+    x, y = _data(dtype)
+    errors, results = {}, {}
+    for fold in (True, False):
+        model = nn.mlp((3, 5, 3), "tanh", dtype=dtype, generator=torch.Generator().manual_seed(1))
+        optimizer = optim.Adam(model.parameters(), 0.01)
+
+        def on_epoch(record: object, optimizer: optim.Optimizer = optimizer) -> None:
+            optimizer.state = dict(reversed(optimizer.state.items()))
+
+        calls = [0]
+        context = _counting(calls) if fold else unfolded()
+        with context, pytest.raises(ValueError) as error:
+            fit(
+                model,
+                nn.CrossEntropyLoss(),
+                optimizer,
+                x,
+                y,
+                epochs=2,
+                batch_size=10,
+                generator=torch.Generator().manual_seed(2),
+                on_epoch=on_epoch,
+            )
+        if fold:
+            assert calls[0] == 4  # (the first epoch folded)
+        errors[fold] = str(error.value)
+        results[fold] = [t.clone() for p in model.parameters() for t in (p.data, p.grad)]
+    assert errors[True] == errors[False]
+    assert errors[True].startswith("Adam.step: state holds ('exp_avg_sq', 'exp_avg')")
+    for folded, looped in zip(results[True], results[False], strict=True):
+        _close(folded, looped, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_data_given_another_dtype_through_data_is_refused_on_a_second_call(
+    dtype: torch.dtype,
+) -> None:
+    """After a folded call, ``x.data`` is assigned the data in the other float dtype (no
+    version counter moves, the shape is the same): the second call must refuse it as the
+    loop does, with the layer's ``TypeError`` naming both dtypes, the parameters left as the
+    first call left them, rather than copy it into the kept step's buffers and train."""
+    other = torch.float32 if dtype is torch.float64 else torch.float64
+    errors, results = {}, {}
+    for fold in (True, False):
+        x, y = _data(dtype)
+        model = nn.mlp((3, 5, 3), "tanh", dtype=dtype, generator=torch.Generator().manual_seed(1))
+        criterion, optimizer_ = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1)
+        calls = [0]
+        context = _counting(calls) if fold else unfolded()
+        with context:
+            generator = torch.Generator().manual_seed(2)
+            fit(model, criterion, optimizer_, x, y, epochs=1, batch_size=10, generator=generator)
+            before = [p.data.clone() for p in model.parameters()]
+            x.data = x.data.to(other)
+            with pytest.raises(TypeError) as error:
+                fit(
+                    model, criterion, optimizer_, x, y, epochs=1, batch_size=10, generator=generator
+                )
+        if fold:
+            assert calls[0] == 4  # (the first call's 4 batches only)
+        errors[fold] = str(error.value)
+        results[fold] = [p.data.clone() for p in model.parameters()]
+        for now, then in zip(results[fold], before, strict=True):
+            assert torch.equal(now, then)
+    assert errors[True] == errors[False]
+    assert errors[True].startswith(
+        f"Linear: input dtype {other} does not match the parameters' dtype {dtype}"
+    )
+    for folded, looped in zip(results[True], results[False], strict=True):
+        _close(folded, looped, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_non_finite_gradient_is_scaled_by_fits_clipping_as_by_the_loops(
+    dtype: torch.dtype,
+) -> None:
+    """``fit(..., max_grad_norm=...)`` clips as ``clip_grad_norm_`` with its default
+    ``error_if_nonfinite=False``: a sample with an infinite feature makes a batch's gradient
+    norm non-finite, and the gradients are scaled by it (made NaN), not refused; the folded
+    step must not raise where the loop goes on, and must leave the same parameters and
+    losses (NaN where the loop's are)."""
+    x, y = _data(dtype)
+    x[17, 1] = float("inf")
+    results = {}
+    for fold in (True, False):
+        model = nn.mlp((3, 5, 3), "tanh", dtype=dtype, generator=torch.Generator().manual_seed(1))
+        optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
+        calls = [0]
+        context = _counting(calls) if fold else unfolded()
+        with context:
+            history = fit(
+                model,
+                nn.CrossEntropyLoss(),
+                optimizer,
+                x,
+                y,
+                epochs=2,
+                batch_size=10,
+                generator=torch.Generator().manual_seed(2),
+                max_grad_norm=0.5,
+            )
+        if fold:
+            assert calls[0] == 8  # (2 epochs of 4 batches, folded)
+        tensors = [t.clone() for p in model.parameters() for t in (p.data, p.grad)]
+        results[fold] = (tensors, history.train_loss)
+    (folded, folded_losses), (looped, looped_losses) = results[True], results[False]
+    assert any(bool(t.isnan().any()) for t in looped)  # (the case this test is about)
+    for a, b in zip(folded, looped, strict=True):
+        assert torch.equal(a.isnan(), b.isnan())
+        _close(a.nan_to_num(), b.nan_to_num(), dtype)
+    assert len(folded_losses) == len(looped_losses) == 2
+    for a_loss, b_loss in zip(folded_losses, looped_losses, strict=True):
+        assert math.isnan(a_loss) == math.isnan(b_loss)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_data_over_a_later_parameters_memory_through_numpy_trains_as_the_loop(
+    dtype: torch.dtype,
+) -> None:
+    """Data that shares the memory of the last layer's weight through NumPy (a storage of its
+    own, starting part-way into the parameters' flat buffer, not at its start) changes as the
+    model trains, which the loop reads at each step: the folded step must decline it (its
+    storage overlaps the parameters' anywhere, not only at their first byte) and ``fit`` must
+    train as the loop does."""
+
+    def run(fold: bool) -> tuple[list[Tensor], list[float]]:
+        model = nn.mlp((3, 3, 3), "tanh", dtype=dtype, generator=torch.Generator().manual_seed(1))
+        criterion = nn.CrossEntropyLoss()
+        optimizer = optim.SGD(model.parameters(), 0.5, momentum=0.9)
+        x = torch.from_numpy(model[2].weight.data.numpy())
+        y = torch.tensor([0, 1, 2])
+        assert FoldedStep.build(model, criterion, optimizer, x, y) is None
+        with contextlib.nullcontext() if fold else unfolded():
+            history = fit(
+                model,
+                criterion,
+                optimizer,
+                x,
+                y,
+                epochs=3,
+                batch_size=1,
+                generator=torch.Generator().manual_seed(0),
+            )
+        return [p.data.clone() for p in model.parameters()], history.train_loss
+
+    folded, loop = run(True), run(False)
+    for a, b in zip(folded[0], loop[0], strict=True):
+        _close(a, b, dtype)
+    assert folded[1] == pytest.approx(loop[1], rel=_TOLERANCE[dtype], abs=0)
