@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import gc
-import itertools
 import weakref
 from collections.abc import Callable
 
@@ -22,50 +21,15 @@ import minidl
 from minidl import nn, optim
 from minidl.data import BatchIterator
 from minidl.nn.activation_base import Operations
-from tests.helpers import PLANNED_ACTIVATION_MAKERS
+from tests.test_chain_plan import _chain as _chain_of
+from tests.test_chain_plan import _plain_backward, _plain_forward, _planned
 
 F64 = torch.float64
 
-ACTIVATIONS = PLANNED_ACTIVATION_MAKERS
-
 
 def _chain(layout: str, widths: list[int], seed: int) -> nn.Sequential:
-    """A float64 Sequential from ``layout``: ``L`` a Linear, ``T`` Tanh, ``R`` ReLU, ``S``
-    Sigmoid, ``W`` SiLU; ``widths`` the features before and after each Linear."""
-    torch.manual_seed(seed)
-    letters = {"T": "Tanh", "R": "ReLU", "S": "Sigmoid", "W": "SiLU"}
-    modules: list[nn.Module] = []
-    sizes = itertools.pairwise(widths)
-    for letter in layout:
-        if letter == "L":
-            fan_in, fan_out = next(sizes)
-            modules.append(nn.Linear(fan_in, fan_out, dtype=F64))
-        else:
-            modules.append(ACTIVATIONS[letters[letter]]())
-    return nn.Sequential(*modules)
-
-
-def _plain_forward(model: nn.Sequential, x: Tensor) -> Tensor:
-    for module in model:
-        x = module(x)
-    return x
-
-
-def _plain_backward(model: nn.Sequential, grad: Tensor) -> Tensor:
-    for module in reversed(list(model)):
-        grad = module.backward(grad)
-    return grad
-
-
-def _planned(model: nn.Sequential, x: Tensor) -> Tensor:
-    """Run ``model`` on ``x`` until it runs a plan (the second forward makes it after a
-    backward of zeros, which changes no gradient; the third runs it); return the output."""
-    for _ in range(3):
-        y = model(x)
-        if model._planned is None:
-            model.backward_parameters(torch.zeros_like(y))
-    assert model._planned is not None
-    return y
+    """test_chain_plan's chain of ``layout``, in float64."""
+    return _chain_of(layout, widths, F64, seed)
 
 
 def _assert_same(planned: nn.Module, plain: nn.Module) -> None:

@@ -205,39 +205,3 @@ def test_a_non_finite_gradient_is_scaled_by_fits_clipping_as_by_the_loops(
     assert len(folded_losses) == len(looped_losses) == 2
     for a_loss, b_loss in zip(folded_losses, looped_losses, strict=True):
         assert math.isnan(a_loss) == math.isnan(b_loss)
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_data_over_a_later_parameters_memory_through_numpy_trains_as_the_loop(
-    dtype: torch.dtype,
-) -> None:
-    """Data that shares the memory of the last layer's weight through NumPy (a storage of its
-    own, starting part-way into the parameters' flat buffer, not at its start) changes as the
-    model trains, which the loop reads at each step: the folded step must decline it (its
-    storage overlaps the parameters' anywhere, not only at their first byte) and ``fit`` must
-    train as the loop does."""
-
-    def run(fold: bool) -> tuple[list[Tensor], list[float]]:
-        model = nn.mlp((3, 3, 3), "tanh", dtype=dtype, generator=torch.Generator().manual_seed(1))
-        criterion = nn.CrossEntropyLoss()
-        optimizer = optim.SGD(model.parameters(), 0.5, momentum=0.9)
-        x = torch.from_numpy(model[2].weight.data.numpy())
-        y = torch.tensor([0, 1, 2])
-        assert FoldedStep.build(model, criterion, optimizer, x, y) is None
-        with contextlib.nullcontext() if fold else unfolded():
-            history = fit(
-                model,
-                criterion,
-                optimizer,
-                x,
-                y,
-                epochs=3,
-                batch_size=1,
-                generator=torch.Generator().manual_seed(0),
-            )
-        return [p.data.clone() for p in model.parameters()], history.train_loss
-
-    folded, loop = run(True), run(False)
-    for a, b in zip(folded[0], loop[0], strict=True):
-        _close(a, b, dtype)
-    assert folded[1] == pytest.approx(loop[1], rel=_TOLERANCE[dtype], abs=0)
