@@ -873,6 +873,42 @@ def test_a_move_that_changes_nothing_keeps_every_layout() -> None:
     assert flat_buffer([p.data for p in parent.parameters()]) is not None
 
 
+class _WithBuffer(nn.Module):
+    """A module of one's own: a flat Sequential, a parameter of its own and a float32 buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers = nn.Sequential(nn.Linear(2, 3, dtype=F64), nn.Linear(3, 1, dtype=F64))
+        self.layers = self.register_module("layers", layers)
+        self.scale = self.register_parameter("scale", nn.Parameter(torch.ones(1, dtype=F64)))
+        self.count = self.register_buffer("count", torch.zeros(2))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return input
+
+
+def test_a_move_of_the_buffers_alone_keeps_the_parameters_memory() -> None:
+    """Cast to the dtype its parameters already have, a module whose float32 buffer is cast
+    keeps its parameters' values and gradients where they are (the same tensors, as
+    ``torch.nn.Module.to`` keeps them): the flat Sequential inside was copied into new memory,
+    and a module's parameter of its own too where the parameters tiled one buffer."""
+    module = _WithBuffer()
+    values = [(p.data, p.grad) for p in module.parameters()]
+    module.to(F64)
+    assert module.count.dtype is F64
+    for parameter, (value, grad) in zip(module.parameters(), values, strict=True):
+        assert parameter.data is value and parameter.grad is grad
+    assert flat_buffer([p.data for p in module.layers.parameters()]) is not None
+    alone = nn.Linear(2, 3, dtype=F64)
+    alone.register_buffer("count", torch.zeros(2))
+    weight = alone.weight.data
+    alone.to(F64)
+    assert alone.weight.data is weight and alone.count.dtype is F64
+    module.to(torch.float32)  # (a cast of the parameters moves them, each run kept flat)
+    assert {p.data.dtype for p in module.parameters()} == {torch.float32}
+    assert flat_buffer([p.data for p in module.layers.parameters()]) is not None
+
+
 def test_stack_models_refuses_tied_parameters() -> None:
     first, second = nn.Linear(3, 3), nn.Linear(3, 3)
     second.register_parameter("weight", first.weight)

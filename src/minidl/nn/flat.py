@@ -113,7 +113,11 @@ def moved_keeping_runs(
         for run in runs:
             values = [p.data.to(device=device, dtype=dtype) for p in run]
             grads = [p.grad.to(device=device, dtype=dtype) for p in run]
-            if len(run) > 1:
+            unmoved = all(
+                value is p.data and grad is p.grad
+                for value, grad, p in zip(values, grads, run, strict=True)
+            )
+            if len(run) > 1 and not unmoved:  # (a run already in place keeps its memory)
                 flat_values = torch.cat([t.reshape(-1) for t in values])
                 flat_grads = torch.cat([t.reshape(-1) for t in grads])
                 offset = 0

@@ -1299,7 +1299,9 @@ class Module:
 
         The :class:`Parameter` objects stay the same, so optimizers built on them keep working
         (their state moves with the next ``step``). A move that fails leaves the module as it
-        was, and one that changes nothing does nothing. As in PyTorch, a device is a
+        was, and one that changes nothing does nothing; parameters already on ``device`` and of
+        ``dtype`` keep their tensors where only buffers move, as in PyTorch. As in PyTorch, a
+        device is a
         ``torch.device``, a ``str`` (``"cuda:1"``) or an index (``1``, as ``torch.device(1)``
         takes it: a GPU's), a dtype may come alone as the first argument,
         ``model.to(torch.float64)``, and a tensor stands for its device and dtype,
@@ -1470,11 +1472,14 @@ class Module:
                     kind = dtype if buffer.is_floating_point() else None
                     new = moves[id(buffer)] = buffer.to(device, kind)
                 buffers.append((module, name, new))
-        if all(p.data.to(device, dtype) is p.data for p in parameters) and all(
-            moved is module._buffers[name] for module, name, moved in buffers
-        ):
+        # (parameters already of the device and dtype keep their memory, as in PyTorch, where
+        # only buffers move: their views, and a flat model's buffer, stay as they are)
+        kept = all(p.data.to(device, dtype) is p.data for p in parameters)
+        if kept and all(moved is module._buffers[name] for module, name, moved in buffers):
             return False  # nothing to move (a copy would take a part of a flat model out of it)
-        if flat_buffer([p.data for p in parameters]) is not None:
+        if kept:
+            pass
+        elif flat_buffer([p.data for p in parameters]) is not None:
             # Keep a flat model flat: move the whole buffer, then view it again (its own moves
             # all come before the first view is put in place).
             flatten_parameters(parameters, device=device, dtype=dtype)
