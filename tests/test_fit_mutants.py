@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 from collections.abc import Callable
 from typing import Any, Literal
@@ -20,6 +19,7 @@ from minidl import nn, optim
 from minidl.data import BatchIterator
 from minidl.train import EpochRecord, History, error_rate, fit
 from tests.helpers import F64, unfolded
+from tests.test_fit_signals import Signalling
 
 Interval = Literal["epoch", "batch"]
 
@@ -209,20 +209,6 @@ def test_on_epoch_sees_the_schedule_stepped_and_a_stop_ends_the_run_as_the_hand_
     _assert_same_state(mine, theirs)
 
 
-class _Interrupting(optim.SGD):
-    """SGD with momentum that sends its process SIGINT as its update ``at`` begins."""
-
-    def __init__(self, *args: Any, at: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.at, self.updates = at, 0
-
-    def _update(self, value: Tensor, grad: Tensor, state: tuple[Tensor, ...]) -> None:
-        self.updates += 1
-        if self.updates == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-        super()._update(value, grad, state)
-
-
 @pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="POSIX signals")
 def test_a_ctrl_c_in_a_step_is_raised_after_that_batchs_schedule_step() -> None:
     """A Ctrl-C as the update of batch 2 (of 5) begins is raised before batch 3: batch 2's step
@@ -231,7 +217,7 @@ def test_a_ctrl_c_in_a_step_is_raised_after_that_batchs_schedule_step() -> None:
     taken then resumes with the schedule in step with the optimizer."""
     x, y, _, _ = _data()
     model = nn.mlp((3, 6, 3), "tanh", dtype=F64, generator=torch.Generator().manual_seed(1))
-    optimizer = _Interrupting(model.parameters(), lr=0.3, momentum=0.9, at=2)
+    optimizer = Signalling(model.parameters(), lr=0.3, momentum=0.9, at=2, number=signal.SIGINT)
     scheduler = optim.ExponentialDecay(optimizer, gamma=0.8, interval="batch")
     history = History()
     with unfolded(), pytest.raises(KeyboardInterrupt):
