@@ -187,6 +187,9 @@ def test_copies_made_in_inference_mode_train_outside_it() -> None:
     for copier in (copy.deepcopy, lambda pair: pickle.loads(pickle.dumps(pair))):
         with torch.inference_mode():
             copied, copied_optimizer = copier((model, optimizer))
+        # (the state too before any step, which would copy it: it is changed in place here)
+        assert not any(t.is_inference() for t in copied_optimizer.state.values())
+        copied_optimizer.state["momentum_buffer"].mul_(0.5)
         criterion = nn.CrossEntropyLoss()
         criterion(copied(torch.randn(5, 3)), torch.tensor([0, 1, 1, 0, 1]))
         copied.backward(criterion.backward())
