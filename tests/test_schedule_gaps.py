@@ -1,0 +1,379 @@
+"""Learning-rate schedules: behaviours that changed code passed every other test of (a second
+pass of mutation testing over ``lr_scheduler``, ``sequential_schedule``, ``cyclic_lr`` and
+``step_decay``).
+
+Each test names the change it catches and checks what a user relies on: the rates (against
+PyTorch's schedulers or the closed form, exactly), the refusals (type and message, naming the
+schedule) and the state left unchanged after one.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+
+from minidl import nn, optim
+from minidl.optim.lr_scheduler import ScheduleSetting
+
+LR = 0.1
+
+
+def _sgd(lr: float = LR) -> optim.SGD:
+    return optim.SGD([nn.Parameter(torch.zeros(2, dtype=torch.float64))], lr=lr)
+
+
+def _restore(kind: type[optim.LRScheduler], state: dict[str, Any]) -> optim.LRScheduler:
+    schedule = kind.__new__(kind)
+    schedule.__setstate__(state)
+    return schedule
+
+
+def test_a_schedule_pickled_before_ready_existed_checks_and_applies_a_setting() -> None:
+    """A schedule pickled before ``_ready`` existed is a built one once loaded: a setting set
+    then is checked against the others and sets the optimizer's rate to the current step's
+    (taken as still being built, the value was only stored: the rate stayed the old one, and
+    a ``CyclicLR`` lower bound above its upper one was taken)."""
+    optimizer = _sgd()
+    decay = optim.StepDecay(optimizer, step_size=2, gamma=0.5)
+    for _ in range(5):
+        decay.step()
+    state = dict(decay.__dict__)
+    del state["_ready"]
+    loaded = _restore(optim.StepDecay, state)
+    assert isinstance(loaded, optim.StepDecay)
+    loaded.gamma = 0.25
+    assert optimizer.lr == LR * 0.25**2
+    cyclic = optim.CyclicLR(_sgd(), 0.01, 0.1, 2)
+    state = dict(cyclic.__dict__)
+    del state["_ready"]
+    old = _restore(optim.CyclicLR, state)
+    assert isinstance(old, optim.CyclicLR)
+    with pytest.raises(ValueError, match=r"^CyclicLR: base_lr must be"):
+        old.base_lr = 0.5
+    assert (old.base_lr, old.max_lr) == (0.01, 0.1)
+
+
+def test_a_numpy_last_step_set_by_hand_is_made_an_int_once_read() -> None:
+    """``last_step`` set by hand to a NumPy integer is read as the ``int`` it stands for, and
+    kept as one (the attribute, as ``state_dict``'s value, is a plain ``int``, as pickled
+    checkpoints and ``json`` take it), with the rate of that step."""
+    np = pytest.importorskip("numpy")
+    optimizer = _sgd()
+    decay = optim.StepDecay(optimizer, step_size=2, gamma=0.5)
+    decay.last_step = np.int64(4)
+    assert decay.lr == LR * 0.25
+    assert type(decay.last_step) is int and decay.last_step == 4
+    decay.last_step = np.int32(3)
+    assert decay.state_dict() == {"base_lr": LR, "last_step": 3}
+    assert type(decay.last_step) is int
+
+
+def test_load_state_dict_keeps_a_numpy_last_step_as_an_int() -> None:
+    """``load_state_dict`` takes a NumPy ``last_step`` (a state saved by hand from an array)
+    as the ``int`` it stands for: the schedule's ``last_step`` is a plain ``int`` afterwards,
+    with the rate of that step."""
+    np = pytest.importorskip("numpy")
+    optimizer = _sgd()
+    decay = optim.StepDecay(optimizer, step_size=2, gamma=0.5)
+    decay.load_state_dict({"base_lr": 0.2, "last_step": np.int64(5)})
+    assert type(decay.last_step) is int and decay.last_step == 5
+    assert optimizer.lr == 0.2 * 0.25
+    assert decay.step() == 0.2 * 0.125
+
+
+@pytest.mark.parametrize("make", [torch.tensor, "numpy"], ids=["tensor", "numpy"])
+def test_a_zero_dim_milestones_is_refused_in_the_sequences_words(make: Any) -> None:
+    """A 0-dim tensor or array given as ``milestones`` (one number, though ``Iterable``) is
+    refused as no sequence, naming it, by the constructor and by the setter, which leaves the
+    milestones as they were (listed, it failed in the tensor's or NumPy's own words)."""
+    if make == "numpy":
+        make = pytest.importorskip("numpy").array
+    optimizer = _sgd()
+    first = optim.StepDecay(optimizer, step_size=2)
+    second = optim.ExponentialDecay(optimizer, 0.5)
+    kind = "Tensor" if make is torch.tensor else "ndarray"
+    message = rf"^SequentialSchedule: milestones must be a sequence, got a 0-dim {kind}$"
+    with pytest.raises(TypeError, match=message):
+        optim.SequentialSchedule(optimizer, [first, second], milestones=make(3))
+    sequence = optim.SequentialSchedule(optimizer, [first, second], milestones=[3])
+    with pytest.raises(TypeError, match=message):
+        sequence.milestones = make(4)
+    assert sequence.milestones == [3]
+    with pytest.raises(
+        TypeError, match=r"^SequentialSchedule: schedules must be a sequence, got a 0-dim"
+    ):
+        optim.SequentialSchedule(optimizer, make(3), milestones=[])
+
+
+@pytest.mark.parametrize(
+    ("state", "missing"),
+    [
+        ({"last_step": 2}, "['base_lr']"),
+        ({"base_lr": 0.2}, "['last_step']"),
+        ({}, "['base_lr', 'last_step']"),
+    ],
+    ids=["base_lr", "last_step", "both"],
+)
+def test_a_schedule_state_missing_a_key_is_refused_naming_every_one(
+    state: dict[str, Any], missing: str
+) -> None:
+    """A schedule's ``load_state_dict`` names each missing key, in the schedule's words (a raw
+    ``KeyError: 'base_lr'`` named neither the schedule nor the other key missing), and changes
+    nothing."""
+    optimizer = _sgd()
+    decay = optim.StepDecay(optimizer, step_size=2, gamma=0.5)
+    decay.step()
+    decay.step()
+    before = (decay.state_dict(), optimizer.lr)
+    with pytest.raises(KeyError) as raised:
+        decay.load_state_dict(state)
+    assert raised.value.args == (f"StepDecay.load_state_dict: missing keys {missing}",)
+    assert (decay.state_dict(), optimizer.lr) == before
+
+
+def test_a_sequence_refuses_an_empty_base_lrs_and_changes_nothing() -> None:
+    """``base_lrs`` given as an empty list is refused as a list of the wrong length (taken as
+    absent, the sequence's ``base_lr`` was given to every schedule, losing the one set by hand
+    on a schedule); the sequence and its schedules are left as they were."""
+    optimizer = _sgd()
+    first = optim.StepDecay(optimizer, step_size=2)
+    second = optim.ExponentialDecay(optimizer, 0.5)
+    sequence = optim.SequentialSchedule(optimizer, [first, second], milestones=[3])
+    second.base_lr = 0.3
+    sequence.step()
+    before = (sequence.state_dict(), first.base_lr, second.base_lr, optimizer.lr)
+    assert before[0]["base_lrs"] == [LR, 0.3]
+    with pytest.raises(
+        ValueError,
+        match=r"^SequentialSchedule\.load_state_dict: base_lrs must be a list of 2 rates, the "
+        r"base_lr of each schedule it holds \(as state_dict\(\) gives it\), got \[\]$",
+    ):
+        sequence.load_state_dict({"base_lr": 0.2, "last_step": 4, "base_lrs": []})
+    assert (sequence.state_dict(), first.base_lr, second.base_lr, optimizer.lr) == before
+
+
+class _Resumed(optim.StepDecay):
+    """A schedule of one's own that resumes, in its constructor, from a saved state."""
+
+    def __init__(self, optimizer: optim.Optimizer, state: dict[str, Any]) -> None:
+        super().__init__(optimizer, step_size=2, gamma=0.5)
+        self.load_state_dict(state)
+
+
+def test_a_subclass_that_loads_a_state_in_its_constructor_keeps_that_steps_rate() -> None:
+    """A built-in schedule starts once, at the end of its own ``__init__``: a subclass whose
+    constructor goes on to restore a state keeps the restored step's rate on the optimizer
+    (started again when the subclass's constructor returned, the rate was step 0's while
+    ``last_step`` was the restored one), and steps on from it."""
+    optimizer = _sgd()
+    resumed = _Resumed(optimizer, {"base_lr": 0.4, "last_step": 5})
+    assert resumed.last_step == 5
+    assert optimizer.lr == resumed.lr == 0.4 * 0.25
+    assert resumed.step() == 0.4 * 0.125
+
+
+def _torch_cyclic_rates(
+    base_lr: float, max_lr: float, up: int, down: int, mode: str, gamma: float, steps: int
+) -> list[float]:
+    parameter = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    optimizer = torch.optim.SGD([parameter], lr=base_lr)
+    schedule = torch.optim.lr_scheduler.CyclicLR(
+        optimizer,
+        base_lr,
+        max_lr,
+        step_size_up=up,
+        step_size_down=down,
+        mode=mode,  # type: ignore[arg-type]
+        gamma=gamma,
+        cycle_momentum=False,
+    )
+    rates = [optimizer.param_groups[0]["lr"]]
+    for _ in range(steps):
+        optimizer.step()
+        schedule.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    return rates
+
+
+@pytest.mark.parametrize(
+    ("base_lr", "max_lr", "up", "down", "mode", "gamma"),
+    [
+        (0.01, 0.1, 3, 5, "triangular", 1.0),
+        (0.013, 0.37, 7, 3, "triangular2", 1.0),
+        (0.001, 0.3, 4, 4, "exp_range", 0.97),
+        (0.02, 0.7, 5, 7, "exp_range", 0.99),
+        (0.0, 1.0, 2, 9, "exp_range", 0.9),
+    ],
+    ids=["triangular-3-5", "triangular2-7-3", "exp_range-4-4", "exp_range-5-7", "exp_range-2-9"],
+)
+def test_cyclic_lr_gives_torchs_rates_exactly_over_many_cycles(
+    base_lr: float, max_lr: float, up: int, down: int, mode: str, gamma: float
+) -> None:
+    """``CyclicLR`` gives ``torch.optim.lr_scheduler.CyclicLR``'s rates bit for bit, over 15
+    cycles and more, for unequal rising and falling phases and every mode (the docstring says
+    so: computed with the same roundings; with the amplitude's scale multiplied in another
+    order, or the cycle's fraction or the rising share computed otherwise, rates differed in
+    the last bit)."""
+    optimizer = _sgd(0.5)
+    cyclic = optim.CyclicLR(
+        optimizer,
+        base_lr,
+        max_lr,
+        up,
+        mode=mode,  # type: ignore[arg-type]
+        gamma=gamma,
+        step_size_down=down,
+    )
+    ours = [optimizer.lr] + [cyclic.step() for _ in range(180)]
+    assert ours == _torch_cyclic_rates(base_lr, max_lr, up, down, mode, gamma, 180)
+    assert [cyclic.lr_at(step) for step in range(181)] == ours
+
+
+def test_a_setting_that_ends_the_sequence_at_its_current_step_is_taken() -> None:
+    """A setting of a schedule in a sequence after which the sequence ends exactly at its
+    current step (``step_limit == last_step``) is taken: that step still has a rate (refused
+    with the limit compared as ``>=``, in the words of a step past the end); one step earlier
+    is refused, changing nothing."""
+    optimizer = _sgd()
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=3, interval="batch")
+    cycle = optim.OneCycle(optimizer, max_lr=1.0, total_steps=10)
+    sequence = optim.SequentialSchedule(optimizer, [warmup, cycle], milestones=[3])
+    for _ in range(8):
+        sequence.step()
+    with pytest.raises(
+        ValueError,
+        match=r"^OneCycle: with total_steps=4 the SequentialSchedule it is part of would end at "
+        r"step 7 \(its step_limit\), before its current step 8$",
+    ):
+        cycle.total_steps = 4
+    assert (cycle.total_steps, sequence.step_limit) == (10, 13)
+    cycle.total_steps = 5
+    assert (sequence.step_limit, sequence.last_step) == (8, 8)
+    assert sequence.lr == cycle.lr_at(5)
+
+
+def test_a_refused_interval_leaves_the_optimizer_to_the_schedule_built_before() -> None:
+    """A constructor that refuses its ``interval`` takes nothing over: the schedule built
+    before still sets the optimizer's rate and steps (with the schedule started before the
+    interval was checked, the older one refused to step for a schedule that does not exist),
+    and an empty ``interval`` is refused as any other, not taken as the default."""
+    optimizer = _sgd()
+    older = optim.StepDecay(optimizer, step_size=2, gamma=0.5)
+    for interval in ("hourly", ""):
+        with pytest.raises(
+            ValueError, match=rf"^StepDecay: interval must be 'epoch' or 'batch', got '{interval}'$"
+        ):
+            optim.StepDecay(optimizer, step_size=3, interval=interval)  # type: ignore[arg-type]
+        assert older.superseded_by is None
+    assert [older.step() for _ in range(4)] == [LR, LR * 0.5, LR * 0.5, LR * 0.25]
+    assert optimizer.lr == LR * 0.25
+
+
+def test_a_shallow_copy_of_a_sequence_checks_its_schedules_against_itself() -> None:
+    """The schedules of a ``copy.copy`` of a sequence are part of the copy: a setting of one
+    of them that ends the copy before its current step is refused in the copy's terms, changing
+    nothing (checked against a copy of the original sequence, still at step 0, it was taken,
+    and the copy could no longer step)."""
+    optimizer = _sgd()
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=3, interval="batch")
+    cycle = optim.OneCycle(optimizer, max_lr=1.0, total_steps=10)
+    sequence = optim.SequentialSchedule(optimizer, [warmup, cycle], milestones=[3])
+    copied = copy.copy(sequence)
+    for _ in range(8):
+        copied.step()
+    inner = copied.schedules[1]
+    assert isinstance(inner, optim.OneCycle) and inner is not cycle
+    with pytest.raises(
+        ValueError,
+        match=r"^OneCycle: with total_steps=4 the SequentialSchedule it is part of would end at "
+        r"step 7 \(its step_limit\), before its current step 8$",
+    ):
+        inner.total_steps = 4
+    assert (inner.total_steps, copied.step_limit, sequence.last_step) == (10, 13, 0)
+    assert copied.step() == cycle.lr_at(6)
+
+
+def test_step_decay_takes_a_gamma_of_zero() -> None:
+    """``gamma`` is in ``[0, 1]`` (documented, and as ``StepLR`` takes it): 0 is taken, by the
+    constructor and when set, and drops the rate to 0 at the first drop (refused, a schedule
+    that stops training after a warm start could not be built)."""
+    optimizer = _sgd()
+    decay = optim.StepDecay(optimizer, step_size=2, gamma=0.0)
+    assert [decay.step() for _ in range(4)] == [LR, 0.0, 0.0, 0.0]
+    other = optim.StepDecay(_sgd(), step_size=2, gamma=0.5)
+    other.step()
+    other.step()
+    other.gamma = 0.0
+    assert (other.gamma, other.optimizer.lr) == (0.0, 0.0)
+
+
+def _check_count(where: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}: horizon must be an integer >= 1, got {value!r}")
+    return value
+
+
+class _Hyperbolic(optim.LRScheduler):
+    """A schedule of one's own, ``base_lr * horizon / (horizon - step)``: no rate at step
+    ``horizon`` (a division by zero), which a sequence must refuse in the schedule's words."""
+
+    horizon = ScheduleSetting(_check_count)
+    _horizon: int
+
+    def __init__(self, optimizer: optim.Optimizer, horizon: int) -> None:
+        self.horizon = horizon
+        super().__init__(optimizer)
+
+    def lr_at(self, step: int) -> float:
+        return self._base_lr * self._horizon / (self._horizon - step)
+
+
+def test_a_setting_that_divides_by_zero_at_the_sequences_step_is_refused_in_its_words() -> None:
+    """A setting of a schedule in a sequence after which the sequence's current step has no
+    rate (the schedule's formula divides by zero there) is refused as a ``ValueError`` naming
+    the schedule, the change and the step (a raw ``ZeroDivisionError`` escaped), and changes
+    nothing."""
+    optimizer = _sgd()
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=2)
+    hyperbolic = _Hyperbolic(optimizer, horizon=10)
+    sequence = optim.SequentialSchedule(optimizer, [warmup, hyperbolic], milestones=[2])
+    for _ in range(5):
+        sequence.step()
+    rate = optimizer.lr
+    with pytest.raises(
+        ValueError,
+        match=r"^_Hyperbolic: with horizon=3 the rate of the current step 5 of the "
+        r"SequentialSchedule it is part of cannot be computed \((?:float )?division by zero\); expected "
+        r"settings and steps within the range of a float$",
+    ):
+        hyperbolic.horizon = 3
+    assert (hyperbolic.horizon, sequence.last_step, optimizer.lr) == (10, 5, rate)
+    hyperbolic.horizon = 4
+    assert sequence.lr == LR * 4
+
+
+def test_a_refused_rate_in_a_nested_sequence_names_the_inner_schedule_that_gives_it() -> None:
+    """A rate refused by the optimizer inside a nested sequence names where it comes from, as
+    the inner sequence counts its steps (from its own milestone): step 5 of the outer one is
+    step 2 of the inner, the StepDecay's, ``from base_lr`` (looked up at the outer step, the
+    message named the CyclicLR after the inner milestone 4)."""
+    optimizer = optim.SGD([nn.Parameter(torch.zeros(2))], lr=LR)  # (float32: 1e39 is past it)
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=3, interval="batch")
+    decay = optim.StepDecay(optimizer, step_size=4, interval="batch")
+    cyclic = optim.CyclicLR(optimizer, 0.01, 0.1, 2)
+    inner = optim.SequentialSchedule(optimizer, [decay, cyclic], milestones=[4])
+    outer = optim.SequentialSchedule(optimizer, [warmup, inner], milestones=[3])
+    for _ in range(4):
+        outer.step()
+    decay.base_lr = 1e39
+    rate = optimizer.lr
+    with pytest.raises(
+        ValueError,
+        match=r"^SequentialSchedule\.step: the rate of step 5 is 1e\+39 \(from base_lr 1e\+39\), "
+        r"which the optimizer refuses",
+    ):
+        outer.step()
+    assert (outer.last_step, optimizer.lr) == (4, rate)
