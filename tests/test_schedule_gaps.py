@@ -10,6 +10,7 @@ schedule) and the state left unchanged after one.
 from __future__ import annotations
 
 import copy
+import pickle
 from typing import Any
 
 import pytest
@@ -377,3 +378,29 @@ def test_a_refused_rate_in_a_nested_sequence_names_the_inner_schedule_that_gives
     ):
         outer.step()
     assert (outer.last_step, optimizer.lr) == (4, rate)
+
+
+def test_schedules_pickled_before_tokens_leave_the_rate_to_the_one_unpickled_last() -> None:
+    """Schedules pickled before they had tokens (no ``_token``; their optimizer no
+    ``_scheduled_by``) were never superseded: both of two on one optimizer stepped it, each
+    overwriting the other's rate, and so did such a schedule beside its own ``copy.copy``. The
+    one unpickled last now sets the rate, as if made last (the others refuse to step), and a
+    copy takes over from it as from any schedule."""
+    optimizer = optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1)
+    first = optim.StepDecay(optimizer, step_size=2)
+    second = optim.ExponentialDecay(optimizer, gamma=0.5)
+    for schedule in (first, second):  # (as an earlier version pickled them)
+        del schedule.__dict__["_token"]
+    del optimizer.__dict__["_scheduled_by"]
+    loaded, old_first, old_second = pickle.loads(pickle.dumps((optimizer, first, second)))
+    assert old_first.superseded_by == "ExponentialDecay" and old_second.superseded_by is None
+    with pytest.raises(RuntimeError, match=r"^StepDecay\.step: the optimizer is scheduled by"):
+        old_first.step()
+    old_second.step()
+    assert loaded.lr == 0.05
+    copied = copy.copy(old_second)
+    assert old_second.superseded_by == "ExponentialDecay" and copied.superseded_by is None
+    with pytest.raises(RuntimeError, match=r"^ExponentialDecay\.step: the optimizer is sched"):
+        old_second.step()
+    copied.step()
+    assert loaded.lr == 0.025

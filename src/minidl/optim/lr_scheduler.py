@@ -400,7 +400,12 @@ class LRScheduler:
         state.setdefault("_ready", True)
         self.__dict__.update(state)
         token, optimizer = state.get("_token"), state.get("_optimizer")
-        if token is not None and optimizer is not None:
+        if "_token" not in state and optimizer is not None and self._ready:
+            # Pickled before schedules had tokens, when nothing told which one sets the rate:
+            # the one unpickled last does, as if made last (a SequentialSchedule after its
+            # schedules, which its BUILD follows), so that the others refuse to step.
+            self._take_over()
+        elif token is not None and optimizer is not None:
             # (a copy made with its optimizer schedules the copied one; a copy of the schedule
             # alone, copy.copy, leaves the entry of the schedule alive that it copies, which
             # would go with the copy, and takes over with a token of its own: __copy__)
