@@ -28,6 +28,7 @@ from minidl.experiments.report import (
 from minidl.experiments.training import RowResult
 from minidl.experiments.welch import critical_t, regularized_beta
 from tests.test_report import (
+    BETWEEN_REPEATS,
     DIFFERING,
     MEAN_MSE,
     SETTINGS,
@@ -98,12 +99,7 @@ def test_a_mean_equal_to_the_papers_repeat_lies_between_its_measurements(tmp_pat
     rows = [fake_row(experiment("I", "Tanh"), errors), fake_row(experiment("III", "SGD"), errors)]
     section = differences_section(rows, tmp_path)
     row = section.split("### Table I, Tanh\n")[1].split("###")[0]
-    assert conclusions(row) == [
-        "**Conclusion:** ours lies between the paper's own measurements of this training (1.06 "
-        "and 1.66) and is within noise of its repeat, so the difference is within the spread of "
-        "the paper's repeated measurements (see the last section), not a sign of a different "
-        "method."
-    ]
+    assert conclusions(row) == [BETWEEN_REPEATS]
 
 
 def test_a_mean_printed_as_the_papers_repeat_lies_between_its_measurements(
@@ -118,12 +114,7 @@ def test_a_mean_printed_as_the_papers_repeat_lies_between_its_measurements(
     rows = [fake_row(experiment("I", "Tanh"), errors), fake_row(experiment("III", "SGD"), errors)]
     row = differences_section(rows, tmp_path).split("### Table I, Tanh\n")[1].split("###")[0]
     assert "ours 1.66 (s.d. 0.07)" in row
-    assert conclusions(row) == [
-        "**Conclusion:** ours lies between the paper's own measurements of this training (1.06 "
-        "and 1.66) and is within noise of its repeat, so the difference is within the spread of "
-        "the paper's repeated measurements (see the last section), not a sign of a different "
-        "method."
-    ]
+    assert conclusions(row) == [BETWEEN_REPEATS]
     above = tuple(e + 0.006 for e in errors)
     rows = [fake_row(experiment("I", "Tanh"), above), fake_row(experiment("III", "SGD"), above)]
     row = differences_section(rows, tmp_path).split("### Table I, Tanh\n")[1].split("###")[0]

@@ -1301,9 +1301,8 @@ class Module:
         (their state moves with the next ``step``). A move that fails leaves the module as it
         was, and one that changes nothing does nothing; parameters already on ``device`` and of
         ``dtype`` keep their tensors where only buffers move, as in PyTorch. As in PyTorch, a
-        device is a
-        ``torch.device``, a ``str`` (``"cuda:1"``) or an index (``1``, as ``torch.device(1)``
-        takes it: a GPU's), a dtype may come alone as the first argument,
+        device is a ``torch.device``, a ``str`` (``"cuda:1"``) or an index (``1``, as
+        ``torch.device(1)`` takes it: a GPU's), a dtype may come alone as the first argument,
         ``model.to(torch.float64)``, and a tensor stands for its device and dtype,
         ``model.to(x)`` (a floating-point one).
 
@@ -1477,13 +1476,11 @@ class Module:
         kept = all(p.data.to(device, dtype) is p.data for p in parameters)
         if kept and all(moved is module._buffers[name] for module, name, moved in buffers):
             return False  # nothing to move (a copy would take a part of a flat model out of it)
-        if kept:
-            pass
-        elif flat_buffer([p.data for p in parameters]) is not None:
+        if not kept and flat_buffer([p.data for p in parameters]) is not None:
             # Keep a flat model flat: move the whole buffer, then view it again (its own moves
             # all come before the first view is put in place).
             flatten_parameters(parameters, device=device, dtype=dtype)
-        else:
+        elif not kept:
             # Parameters of its own and flat parts (a Sequential inside): each part stays flat.
             moved = moved_keeping_runs(parameters, device, dtype)
             for parameter, (data, grad) in zip(parameters, moved, strict=True):
