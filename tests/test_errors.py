@@ -3,6 +3,7 @@ what was given and what was expected, and leaves nothing half-changed."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import inspect
 import math
@@ -2879,7 +2880,11 @@ def test_training_counts_may_be_numpy_integers() -> None:
     assert [len(h.train_loss) for h in histories] == [2, 2]
     for function in (predict, error_rate):
         name = function.__name__
-        with raises(TypeError, f"{name}: model must be a minidl Module, got function"):
+        with raises(
+            TypeError,
+            f"{name}: model must be a minidl Module, got a lambda, which has no backward; a "
+            "module of your own computes a function in its forward and its gradient in its backward",
+        ):
             function(lambda t: t, x, *([y] if function is error_rate else []))  # type: ignore[operator, arg-type]
 
 
@@ -2904,6 +2909,80 @@ def test_sequential_says_how_to_mend_the_usual_wrong_arguments() -> None:
         nn.Sequential(OrderedDict(fc=nn.Linear(2, 3), act=nn.ReLU()))  # type: ignore[arg-type]
     with raises(TypeError, "argument 0 must be a minidl Module, got int"):
         nn.Sequential(3)  # type: ignore[arg-type]
+
+
+class _Identity(nn.Module):
+    """A module of one's own, whose bound method is given where the module is meant."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output
+
+
+def test_a_function_given_for_a_module_is_named_with_the_fix() -> None:
+    """A function in a module's place (torch.tanh, as a functional network is written) is named
+    with the minidl module that computes it; one minidl has no module for, with how to write
+    one; a module's bound method, with the module itself; model.parameters given uncalled to
+    an optimizer, with the call; PyTorch's loss functions given to fit, with minidl's loss."""
+    prefix = "Sequential: argument 1 must be a minidl Module, got "
+    cases: list[tuple[object, str]] = [
+        (torch.tanh, "the function tanh, which has no backward; minidl.nn.Tanh() computes it"),
+        (
+            torch.nn.functional.relu,
+            "the function relu, which has no backward; minidl.nn.ReLU() computes it",
+        ),
+        (
+            torch.Tensor.sigmoid,
+            "the function sigmoid, which has no backward; minidl.nn.Sigmoid() computes it",
+        ),
+        (
+            functools.partial(torch.nn.functional.leaky_relu, negative_slope=0.1),
+            "the function leaky_relu, which has no backward; minidl.nn.LeakyReLU() computes it",
+        ),
+        (
+            torch.square,
+            "the function square, which has no backward; a module of your own computes a "
+            "function in its forward and its gradient in its backward",
+        ),
+        (_Identity().forward, "the method forward of a _Identity; pass the module itself"),
+        (nn.Tanh().backward, "the method backward of a Tanh; pass the module itself"),
+    ]
+    for given, described in cases:
+        with raises(TypeError, prefix + described):
+            nn.Sequential(nn.Linear(2, 3), given)  # type: ignore[arg-type]
+    with raises(
+        TypeError,
+        "Residual: block must be a minidl Module, got the function gelu, which has no backward; "
+        "minidl.nn.GELU() computes it",
+    ):
+        nn.Residual(torch.nn.functional.gelu)  # type: ignore[arg-type]
+    model = nn.mlp((2, 3, 2))
+    with raises(
+        TypeError,
+        "SGD: params must be an iterable of Parameters (e.g. model.parameters()), got the "
+        "method parameters of a Sequential, uncalled; pass .parameters()",
+    ):
+        optim.SGD(model.parameters, lr=0.1)  # type: ignore[arg-type]
+    x, y = torch.randn(4, 2), torch.tensor([0, 1, 1, 0])
+    before = [p.data.clone() for p in model.parameters()]
+    for criterion, described in [
+        (
+            torch.nn.functional.cross_entropy,
+            "the function cross_entropy, which has no backward; minidl.nn.CrossEntropyLoss() "
+            "computes it",
+        ),
+        (
+            lambda prediction, target: prediction,
+            "a lambda, which has no backward; a loss of your own computes a function in its "
+            "forward and its gradient in its backward",
+        ),
+        (nn.MSELoss().forward, "the method forward of a MSELoss; pass the loss itself"),
+    ]:
+        with raises(TypeError, f"fit: criterion must be a minidl Loss, got {described}"):
+            fit(model, criterion, optim.SGD(model.parameters(), lr=0.1), x, y, epochs=1)  # type: ignore[arg-type]
+    assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))
 
 
 @pytest.mark.skipif(not hasattr(Exception, "add_note"), reason="exception notes: Python >= 3.11")

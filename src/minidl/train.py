@@ -31,7 +31,7 @@ from minidl._validate import (
 )
 from minidl.data import BatchIterator, short_last_batch
 from minidl.folded import FoldedStep
-from minidl.nn._checks import given_module
+from minidl.nn._checks import given_function, given_module
 from minidl.nn.batch_norm import BatchNorm1d
 from minidl.nn.clip import clip_grad_norm_
 from minidl.nn.loss import Loss
@@ -676,7 +676,12 @@ def fit(
         ("optimizer", optimizer, Optimizer),
     ):
         if not isinstance(value, kind):
-            given = given_module(value) if name == "model" else _given(value)
+            if name == "model":
+                given = given_module(value)
+            elif name == "criterion":
+                given = given_function(value, "loss") or _given(value)
+            else:
+                given = _given(value)
             raise TypeError(f"fit: {name} must be a minidl {kind.__name__}, got {given}")
     if set(map(id, model.parameters())).isdisjoint(map(id, optimizer.params)):
         raise ValueError("fit: the optimizer updates none of the model's parameters")

@@ -3,7 +3,9 @@ given and what was expected. They are plain attribute comparisons, cheap enough 
 
 from __future__ import annotations
 
+import functools
 import numbers
+import types
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
@@ -41,6 +43,7 @@ __all__ = [
     "check_runs",
     "check_size",
     "check_still_fits",
+    "given_function",
     "given_module",
     "gradient_dtype_error",
     "is_pytorch_module",
@@ -65,18 +68,79 @@ def check_bool(where: str, name: str, value: object) -> bool:
     return value
 
 
+#: The modules and losses that compute a function of PyTorch's, by the function's name: what a
+#: message suggests for ``Sequential(Linear(2, 3), torch.tanh)``.
+_MODULE_OF_FUNCTION = {
+    "tanh": "Tanh",
+    "sigmoid": "Sigmoid",
+    "relu": "ReLU",
+    "leaky_relu": "LeakyReLU",
+    "elu": "ELU",
+    "selu": "SELU",
+    "gelu": "GELU",
+    "silu": "SiLU",
+    "softmax": "Softmax",
+    "log_softmax": "LogSoftmax",
+    "dropout": "Dropout",
+    "linear": "Linear",
+    "cross_entropy": "CrossEntropyLoss",
+    "nll_loss": "NLLLoss",
+    "mse_loss": "MSELoss",
+    "l1_loss": "L1Loss",
+    "huber_loss": "HuberLoss",
+    "binary_cross_entropy_with_logits": "BCEWithLogitsLoss",
+}
+
+#: The types of functions and methods, Python's and PyTorch's (``torch.tanh`` is a builtin).
+_FUNCTIONS = (
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.MethodDescriptorType,
+    functools.partial,
+)
+
+
 def given_module(value: object) -> str:
     """What was given in place of a minidl module, for a message: its type's name, and for a
-    PyTorch module (whose names minidl's share: ``Linear``), that it is one, and the fix."""
+    PyTorch module (whose names minidl's share: ``Linear``), a class or a function, what it
+    is and the fix."""
     kind = type(value)
     if is_pytorch_module(value):
         return f"{kind.__name__}, a PyTorch module (minidl.interop.from_torch converts one)"
-    if isinstance(value, type) and any(
-        base.__name__ == "Module" and base.__module__ == "minidl.nn.module"
-        for base in value.__mro__
-    ):
+    if isinstance(value, type) and _module_class(value):
         return f"the class {value.__name__}; pass an instance, {value.__name__}()"
-    return kind.__name__
+    return given_function(value) or kind.__name__
+
+
+def _module_class(kind: type) -> bool:
+    """Whether ``kind`` is minidl's ``Module`` or a subclass (not imported here: module.py
+    imports this file)."""
+    return any(
+        base.__name__ == "Module" and base.__module__ == "minidl.nn.module" for base in kind.__mro__
+    )
+
+
+def given_function(value: object, own: str = "module") -> str | None:
+    """A function or method given in place of a module (or, with ``own="loss"``, a loss), and
+    the fix: the module that computes it (``torch.tanh``: ``Tanh()``), the module whose method
+    it is, or one of your own; ``None`` for a value that is no function."""
+    if not isinstance(value, _FUNCTIONS):
+        return None
+    function = value.func if isinstance(value, functools.partial) else value
+    name = getattr(function, "__name__", None)
+    owner = getattr(function, "__self__", None)
+    if isinstance(name, str) and _module_class(type(owner)):
+        # (a bound method of a module, model.forward: the module itself was meant)
+        return f"the method {name} of a {type(owner).__name__}; pass the {own} itself"
+    what = "a lambda" if name == "<lambda>" else f"the function {name}"
+    module = _MODULE_OF_FUNCTION.get(name) if isinstance(name, str) else None
+    if module is not None:
+        return f"{what}, which has no backward; minidl.nn.{module}() computes it"
+    return (
+        f"{what}, which has no backward; a {own} of your own computes a function in its "
+        "forward and its gradient in its backward"
+    )
 
 
 def given_parameter(value: object) -> str:

@@ -188,6 +188,15 @@ class Optimizer:
             )
         if isinstance(params, Module) or not isinstance(params, Iterable):
             hint = " (pass its .parameters())" if isinstance(params, Module) else ""
+            owner = getattr(params, "__self__", None)
+            if isinstance(owner, Module) and callable(params):
+                # (model.parameters, uncalled: given_module would say to pass the module)
+                given = getattr(params, "__name__", "method")
+                raise TypeError(
+                    f"{name}: params must be an iterable of Parameters (e.g. "
+                    f"model.parameters()), got the method {given} of a "
+                    f"{type(owner).__name__}, uncalled; pass .parameters()"
+                )
             raise TypeError(
                 f"{name}: params must be an iterable of Parameters (e.g. model.parameters()), "
                 f"got {given_module(params)}{hint}"
