@@ -98,6 +98,28 @@ def test_weight_decay_leaves_the_gradients_as_they_were(case: str, flat: bool) -
         _assert_close(ours, theirs, f"{case}, step {step}")
 
 
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-parameter"])
+def test_adam_takes_a_step_size_past_float16s_range_in_float64(flat: bool) -> None:
+    """Adam's step size ``lr / (1 - beta1^t)`` is refused only beyond the parameters' own dtype:
+    in float64 a rate of 1e4 (a step size of 1e5 at step 1, past float16's 65504) trains as
+    torch.optim's Adam does (50 steps, 1e-12). (A refusal of any step size past 65504, whatever
+    the dtype, passed every test.)"""
+    ours = _parameters(flat)
+    theirs = _twins(ours)
+    optimizer = optim.Adam(ours, lr=1e4, betas=(0.9, 0.99))
+    reference = torch.optim.Adam(theirs, lr=1e4, betas=(0.9, 0.99))
+    generator = torch.Generator().manual_seed(6)
+    for step in range(STEPS):
+        for mine, other in zip(ours, theirs, strict=True):
+            grad = torch.randn(mine.data.shape, generator=generator, dtype=F64)
+            mine.grad.copy_(grad)
+            other.grad = grad.clone()
+        optimizer.step()
+        reference.step()
+        _assert_close(ours, theirs, f"step {step}")
+    assert optimizer.step_count == STEPS
+
+
 @pytest.mark.parametrize(
     ("dtype", "lr", "larger", "message"),
     [
