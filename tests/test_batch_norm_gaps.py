@@ -1,0 +1,264 @@
+"""Tests that kill the mutants of ``minidl.nn.batch_norm`` that survived a second mutation audit.
+
+Each test pins down a behaviour a user relies on, against an oracle: the documented error
+(type and the words of its message, naming the layer and what was given) and the state left
+unchanged after a refusal.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from minidl import nn
+from tests.helpers import F64
+
+
+@pytest.mark.parametrize("value", [0, 0.0, None, "False"])
+def test_batch_norm_refuses_a_track_running_stats_that_is_no_bool_as_a_type_error(
+    value: object,
+) -> None:
+    """Only ``True`` and ``False`` are PyTorch's values; ``0`` equals ``False`` but is no bool,
+    so it is a TypeError naming what was given (not the ValueError of ``False``, which would
+    tell the user to leave out an argument they gave as a number), in the constructor and when
+    set, the layer left as it was."""
+    message = (
+        rf"^BatchNorm1d: track_running_stats must be True or False, got {re.escape(repr(value))}"
+    )
+    with pytest.raises(TypeError, match=message):
+        nn.BatchNorm1d(3, track_running_stats=value)  # type: ignore[arg-type]
+    layer = nn.BatchNorm1d(3, dtype=F64)
+    with pytest.raises(TypeError, match=message):
+        layer.track_running_stats = value
+    assert layer.track_running_stats is True
+
+
+@pytest.mark.parametrize(
+    ("dtype", "eps"), [(torch.float32, 1e-50), (torch.float16, 1e-46), (torch.bfloat16, 5e-46)]
+)
+def test_batch_norm_names_the_smallest_positive_value_of_the_dtype_that_rounds_eps_to_0(
+    dtype: torch.dtype, eps: float
+) -> None:
+    """The refusal of an eps that rounds to 0 tells the smallest positive value the dtype
+    holds: float32's smallest subnormal, 1.4013e-45 (a 16-bit layer computes in float32), the
+    bound an eps must reach, not its smallest normal number (1.17549e-38), which would have the
+    user refuse eps values the layer holds; the running statistics are left as they were."""
+    layer = nn.BatchNorm1d(2, dtype=dtype)
+    layer.eps = eps
+    before = [buffer.clone() for buffer in layer.buffers()]
+    with pytest.raises(
+        ValueError,
+        match=rf"^BatchNorm1d: eps={re.escape(repr(eps))} rounds to 0 in torch\.float32, in which the "
+        r"layer computes \(its smallest positive value is 1\.4013e-45\)",
+    ):
+        layer(torch.randn(4, 2, dtype=dtype))
+    assert all(map(torch.equal, layer.buffers(), before))
+    layer.eps = 1.4013e-45  # (the value named is taken)
+    layer(torch.randn(4, 2, dtype=dtype))
+
+
+@pytest.mark.parametrize(
+    "count",
+    [
+        torch.tensor(0.0, dtype=F64),
+        torch.tensor(0, dtype=torch.complex64),
+        torch.tensor(False),
+    ],
+    ids=["float64", "complex64", "bool"],
+)
+@pytest.mark.parametrize("momentum", [None, 0.1])
+def test_batch_norm_refuses_a_count_of_batches_that_is_no_integer(
+    count: torch.Tensor, momentum: float | None
+) -> None:
+    """``num_batches_tracked`` is PyTorch's int64 count: one registered by hand as a 0-dim
+    float, complex or bool tensor is refused by name in training, whatever the momentum (a
+    float count would average with a fractional weight; a bool one stops at True), before
+    the running statistics or the count change."""
+    norm = nn.BatchNorm1d(3, momentum=momentum, dtype=F64)
+    norm.register_buffer("num_batches_tracked", count.clone())
+    before = [buffer.clone() for buffer in norm.buffers()]
+    with pytest.raises(
+        ValueError,
+        match=rf"^BatchNorm1d: num_batches_tracked has shape \(\), {re.escape(str(count.dtype))}, "
+        r"expected a 0-dim integer tensor \(the batches counted\)$",
+    ):
+        norm(torch.randn(5, 3, dtype=F64))
+    assert all(map(torch.equal, norm.buffers(), before))
+    assert norm.num_batches_tracked.dtype == count.dtype
+
+
+def test_batch_norm_refuses_a_running_var_on_another_device_than_its_mean() -> None:
+    """A ``running_var`` registered on another device (here the meta device) than the
+    ``running_mean`` is named with both devices before anything is updated (in training, the
+    update would mix devices; in evaluation the output would be computed on no data)."""
+    norm = nn.BatchNorm1d(3, dtype=F64)
+    norm.register_buffer("running_var", torch.ones(3, dtype=F64, device="meta"))
+    mean = norm.running_mean.clone()
+    for training in (True, False):
+        norm.train(training)
+        with pytest.raises(
+            ValueError,
+            match=r"^BatchNorm1d: running_var is torch\.float64 on meta, expected torch\.float64 "
+            r"on cpu like running_mean$",
+        ):
+            norm(torch.randn(5, 3, dtype=F64))
+        assert torch.equal(norm.running_mean, mean)
+        assert int(norm.num_batches_tracked) == 0
+
+
+@pytest.mark.parametrize("name", ["weight", "bias"])
+def test_batch_norm_refuses_a_plain_tensor_set_by_hand_as_its_weight_or_bias(name: str) -> None:
+    """``norm.weight = torch.ones(3)`` leaves the registered Parameter in ``parameters()`` and
+    the state dict: the forward refuses it by name as a TypeError (not a Parameter), before
+    the running statistics or the count change."""
+    norm = nn.BatchNorm1d(3, dtype=F64)
+    setattr(norm, name, torch.ones(3, dtype=F64))
+    before = [buffer.clone() for buffer in norm.buffers()]
+    with pytest.raises(
+        TypeError,
+        match=rf"^BatchNorm1d: {name} must be a minidl Parameter, got Tensor \(an attribute set "
+        r"by hand is not registered",
+    ):
+        norm(torch.randn(4, 3, dtype=F64))
+    assert all(map(torch.equal, norm.buffers(), before))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_backward_of_a_gradient_in_the_memory_of_its_weights_gradient(
+    training: bool,
+) -> None:
+    """A gradient that is ``weight.grad`` expanded over the batch is read as it was given: the
+    input and parameter gradients equal PyTorch autograd's in float64 for that gradient, though
+    the backward adds into ``weight.grad`` (read after the addition, they were wrong)."""
+    torch.manual_seed(0)
+    norm = nn.BatchNorm1d(3, dtype=F64).train(training)
+    assert norm.weight is not None and norm.bias is not None
+    norm.weight.data.copy_(torch.tensor([0.5, -2.0, 1.5], dtype=F64))
+    norm.bias.data.copy_(torch.tensor([0.1, 0.2, -0.3], dtype=F64))
+    norm.running_mean.copy_(torch.tensor([0.3, -0.1, 0.2], dtype=F64))
+    norm.running_var.copy_(torch.tensor([1.5, 0.5, 2.0], dtype=F64))
+    assert norm.weight.grad is not None and norm.bias.grad is not None
+    norm.weight.grad.copy_(torch.tensor([1.0, -3.0, 2.0], dtype=F64))
+    given = norm.weight.grad.clone()
+    x = torch.randn(4, 3, dtype=F64)
+    twin = torch.nn.BatchNorm1d(3, dtype=F64).train(training)
+    with torch.no_grad():
+        twin.weight.copy_(norm.weight.data)
+        twin.bias.copy_(norm.bias.data)
+        twin.running_mean.copy_(norm.running_mean)  # type: ignore[union-attr]
+        twin.running_var.copy_(norm.running_var)  # type: ignore[union-attr]
+    norm(x)
+    leaf = x.clone().requires_grad_()
+    twin(leaf).backward(given.expand(4, 3))
+    assert leaf.grad is not None and twin.weight.grad is not None and twin.bias.grad is not None
+    grad_input = norm.backward(norm.weight.grad.expand(4, 3))
+    torch.testing.assert_close(grad_input, leaf.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(norm.weight.grad, given + twin.weight.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(norm.bias.grad, twin.bias.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_batch_norm_without_its_weight_still_checks_its_bias() -> None:
+    """With the weight removed (``register_parameter("weight", None)``) the bias still
+    applies, so a bias whose data was set by hand to another dtype is refused by name, as
+    with both, before the running statistics or the count change."""
+    norm = nn.BatchNorm1d(3, dtype=F64)
+    norm.register_parameter("weight", None)
+    assert norm.bias is not None
+    norm.bias.data = torch.zeros(3)
+    before = [buffer.clone() for buffer in norm.buffers()]
+    with pytest.raises(
+        ValueError,
+        match=r"^BatchNorm1d: bias has shape \(3,\), torch\.float32 on cpu, expected \(3,\), "
+        r"torch\.float64 on cpu like the running statistics$",
+    ):
+        norm(torch.randn(4, 3, dtype=F64))
+    assert all(map(torch.equal, norm.buffers(), before))
+
+
+def test_batch_norm_reads_an_input_that_requires_grad_as_a_plain_value() -> None:
+    """An input from a torch autograd graph updates the running statistics by value: they
+    record no graph (which would keep every batch's graph alive and make them non-leaf
+    tensors), and equal torch.nn.BatchNorm1d's in float64."""
+    torch.manual_seed(1)
+    norm = nn.BatchNorm1d(3, dtype=F64)
+    twin = torch.nn.BatchNorm1d(3, dtype=F64)
+    x = torch.randn(5, 3, dtype=F64, requires_grad=True)
+    out = norm(x * 2.0)
+    with torch.no_grad():
+        expected = twin(x * 2.0)
+    assert out.grad_fn is None and not out.requires_grad
+    for statistic in (norm.running_mean, norm.running_var):
+        assert statistic.grad_fn is None and not statistic.requires_grad
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(norm.running_mean, twin.running_mean, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(norm.running_var, twin.running_var, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16_bit_batch_norm_without_affine_computes_its_backward_in_float32(
+    dtype: torch.dtype,
+) -> None:
+    """A 16-bit layer computes the backward's sums over the batch in float32, as PyTorch
+    does: for gradients near 1000 that differ by about 1, the batch mean of the gradient
+    rounded to 16 bits (an error of up to 0.25 in float16, 2 in bfloat16) would swamp the
+    deviations from it. The input gradient equals the float64 formula, evaluated on the
+    16-bit input and gradient (and the normalised input, cached in 16 bits), to the 16-bit
+    rounding of the result."""
+    torch.manual_seed(2)
+    norm = nn.BatchNorm1d(3, affine=False, dtype=dtype)
+    x = torch.randn(8, 3).to(dtype)
+    grad = (1000.0 + torch.randn(8, 3)).to(dtype)
+    norm(x)
+    grad_input = norm.backward(grad)
+    x64, g64 = x.to(F64), grad.to(F64)
+    centered = x64 - x64.mean(0)
+    inv_std = (centered.square().mean(0) + norm.eps).rsqrt()
+    normalized = (centered * inv_std).to(dtype).to(F64)  # (cached in the layer's dtype)
+    expected = inv_std * (g64 - g64.mean(0) - normalized * (g64 * normalized).mean(0))
+    assert grad_input.dtype == dtype
+    scale = float(expected.abs().max())
+    error = float((grad_input.to(F64) - expected).abs().max())
+    assert error <= 2 * torch.finfo(dtype).eps * scale, (error, scale)
+
+
+def test_batch_norm_refuses_integer_running_statistics_of_one_dtype() -> None:
+    """Running statistics both registered by hand as int64 (of the right shape, one dtype and
+    device) are no statistics the layer can update in place or normalise with: the mean is
+    named, as a floating-point tensor is expected, before anything changes."""
+    norm = nn.BatchNorm1d(3, affine=False)
+    norm.register_buffer("running_mean", torch.zeros(3, dtype=torch.int64))
+    norm.register_buffer("running_var", torch.ones(3, dtype=torch.int64))
+    before = [buffer.clone() for buffer in norm.buffers()]
+    with pytest.raises(
+        ValueError,
+        match=r"^BatchNorm1d: running_mean has shape \(3,\), torch\.int64, expected a "
+        r"floating-point tensor of shape \(3,\) \(num_features\)$",
+    ):
+        norm(torch.randn(5, 3))
+    assert all(map(torch.equal, norm.buffers(), before))
+
+
+def test_batch_norm_repr_names_every_setting() -> None:
+    """The repr, which a checkpoint's architecture check compares, names the features, eps,
+    momentum (None for the cumulative average) and affine: two batch norms that normalise
+    differently never print alike (affine dropped from it passed every test)."""
+    assert repr(nn.BatchNorm1d(3)) == "BatchNorm1d(3, eps=1e-05, momentum=0.1, affine=True)"
+    assert (
+        repr(nn.BatchNorm1d(4, eps=1e-3, momentum=None, affine=False))
+        == "BatchNorm1d(4, eps=0.001, momentum=None, affine=False)"
+    )
+
+
+def test_a_cumulative_batch_norm_on_the_meta_device_trains_in_a_sequential() -> None:
+    """A Sequential on the meta device (shapes only, as a model is laid out before its memory)
+    holding a BatchNorm1d with momentum=None runs a training forward: the trial's check of a
+    negative count of batches reads no meta value (reading it raised 'Tensor.item() cannot be
+    called on meta tensors'), and the output has the batch's shape."""
+    model = nn.Sequential(
+        nn.Linear(2, 3, device="meta"), nn.BatchNorm1d(3, momentum=None, device="meta")
+    )
+    output = model(torch.randn(4, 2, device="meta"))
+    assert output.shape == (4, 3) and output.is_meta
+    assert model[1].num_batches_tracked.is_meta
