@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from minidl import nn, optim
+from tests.test_optimizer_mutants import _assert_unchanged, _set_gradients, _snapshot
 
 F64 = torch.float64
 
@@ -26,36 +27,6 @@ def _parameters() -> list[nn.Parameter]:
 
 def _twin(parameters: list[nn.Parameter]) -> list[torch.Tensor]:
     return [p.data.clone().requires_grad_() for p in parameters]
-
-
-def _set_gradients(
-    parameters: list[nn.Parameter], twin: list[torch.Tensor], generator: torch.Generator
-) -> None:
-    for parameter, other in zip(parameters, twin, strict=True):
-        parameter.grad.copy_(torch.randn(parameter.data.shape, dtype=F64, generator=generator))
-        other.grad = parameter.grad.clone()
-
-
-def _snapshot(optimizer: optim.Optimizer) -> tuple[object, ...]:
-    return (
-        optimizer.lr,
-        optimizer.step_count,
-        optimizer.hyperparameters(),
-        {name: tensor.clone() for name, tensor in optimizer.state.items()},
-    )
-
-
-def _assert_unchanged(optimizer: optim.Optimizer, before: tuple[object, ...]) -> None:
-    lr, step_count, hyperparameters, state = before
-    assert (optimizer.lr, optimizer.step_count, optimizer.hyperparameters()) == (
-        lr,
-        step_count,
-        hyperparameters,
-    )
-    assert isinstance(state, dict)
-    for name, tensor in optimizer.state.items():
-        assert torch.equal(tensor, state[name]), name
-        assert not tensor.requires_grad, name
 
 
 def test_a_state_tensor_sharing_only_the_last_gradient_entry_is_refused() -> None:

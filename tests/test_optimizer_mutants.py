@@ -139,6 +139,7 @@ def _assert_unchanged(optimizer: optim.Optimizer, before: tuple[object, ...]) ->
     assert isinstance(state, dict)
     for name, tensor in optimizer.state.items():
         assert torch.equal(tensor, state[name]), name
+        assert not tensor.requires_grad, name
 
 
 def test_a_state_saved_for_another_number_of_parameters_is_refused_by_its_shapes() -> None:
