@@ -187,7 +187,6 @@ class Optimizer:
                 f"got a single {type(params).__name__}"
             )
         if isinstance(params, Module) or not isinstance(params, Iterable):
-            hint = " (pass its .parameters())" if isinstance(params, Module) else ""
             owner = getattr(params, "__self__", None)
             if isinstance(owner, Module) and callable(params):
                 # (model.parameters, uncalled: given_module would say to pass the module)
@@ -197,6 +196,7 @@ class Optimizer:
                     f"model.parameters()), got the method {given} of a "
                     f"{type(owner).__name__}, uncalled; pass .parameters()"
                 )
+            hint = " (pass its .parameters())" if isinstance(params, Module) else ""
             raise TypeError(
                 f"{name}: params must be an iterable of Parameters (e.g. model.parameters()), "
                 f"got {given_module(params)}{hint}"
