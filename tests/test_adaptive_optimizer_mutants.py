@@ -229,3 +229,57 @@ def test_an_edited_adam_state_with_betas_read_back_as_a_list_is_named_as_edited(
     )
     for name, tensor in saved["state"].items():
         assert torch.equal(after["state"][name], tensor)
+
+
+ADAGRAD_SETTINGS = {
+    "lr_decay": 0.01,
+    "weight_decay": 0.125,
+    "initial_accumulator_value": 0.25,
+    "eps": 1e-6,
+}
+
+
+def test_adagrad_saves_shows_and_restores_its_initial_accumulator_value() -> None:
+    """Adagrad's ``initial_accumulator_value`` is one of its settings like the others: listed by
+    ``hyperparameters()`` and ``state_dict()`` as given (torch.optim's ``param_groups`` hold the
+    same numbers), shown by ``repr``, and restored by ``load_state_dict`` into an Adagrad built
+    with another one, whose sums are the saved ones. (Listing it as 0 whatever was given passed
+    every test: the reload test's other settings differ anyway, and the value changes no sum
+    after the constructor, so trajectories agree.)"""
+    start = torch.tensor([1.0, -2.0, 0.5], dtype=F64)
+    parameter = nn.Parameter(start.clone())
+    optimizer = optim.Adagrad([parameter], lr=0.1, **ADAGRAD_SETTINGS)
+    theirs = torch.nn.Parameter(start.clone())
+    reference = torch.optim.Adagrad(
+        [theirs],
+        lr=0.1,
+        lr_decay=0.01,
+        weight_decay=0.125,
+        initial_accumulator_value=0.25,
+        eps=1e-6,
+    )
+    group = reference.state_dict()["param_groups"][0]
+    assert (
+        optimizer.hyperparameters()
+        == ADAGRAD_SETTINGS
+        == {key: group[key] for key in ADAGRAD_SETTINGS}
+    )
+    assert repr(optimizer) == (
+        "Adagrad(lr=0.1, lr_decay=0.01, weight_decay=0.125, initial_accumulator_value=0.25, "
+        "eps=1e-06)"
+    )
+    grad = torch.tensor([0.5, -1.0, 2.0], dtype=F64)
+    parameter.grad.copy_(grad)
+    theirs.grad = grad.clone()
+    optimizer.step()
+    reference.step()
+    saved = optimizer.state_dict()
+    assert saved["hyperparameters"] == ADAGRAD_SETTINGS
+    assert torch.equal(saved["state"]["sum"], reference.state[theirs]["sum"])
+
+    other = optim.Adagrad([nn.Parameter(start.clone())], lr=0.1, lr_decay=0.01, eps=1e-6)
+    other.load_state_dict(saved)
+    assert other.initial_accumulator_value == 0.25
+    assert other.hyperparameters() == ADAGRAD_SETTINGS
+    assert repr(other) == repr(optimizer)
+    assert torch.equal(other.state["sum"], saved["state"]["sum"])
