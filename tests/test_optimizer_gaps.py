@@ -8,12 +8,14 @@ and message, with the optimizer left as it was."""
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from minidl import nn, optim
+from minidl.optim.adadelta import eps_refusal
 from tests.test_optimizer_mutants import _assert_unchanged, _set_gradients, _snapshot
 
 F64 = torch.float64
@@ -144,3 +146,178 @@ def test_a_list_setting_of_ones_own_is_restored_as_a_list() -> None:
     assert type(optimizer.windows) is list
     assert optimizer.windows == [3, 5]
     assert optimizer.hyperparameters() == {"momentum": 0.5, "windows": [3, 5]}
+
+
+def _loose_parameters() -> list[nn.Parameter]:
+    """Two float64 parameters of their own memory (no flat buffer)."""
+    torch.manual_seed(21)
+    return [
+        nn.Parameter(torch.randn(2, 3, dtype=F64)),
+        nn.Parameter(torch.randn(2, dtype=F64)),
+    ]
+
+
+def test_a_state_dict_missing_its_rate_is_refused_without_the_pytorch_hint() -> None:
+    """A minidl state dict missing ``lr`` (it holds ``state``, as PyTorch's do too) is refused
+    naming the key missing, with no word of PyTorch's ``param_groups``, which it has not: the
+    hint is for a dict that has them. Mutant killed: the hint given to a dict holding
+    ``state``."""
+    optimizer = optim.SGD(_loose_parameters(), lr=0.5, momentum=0.5)
+    saved = optimizer.state_dict()
+    del saved["lr"]
+    before = _snapshot(optimizer)
+    message = "SGD.load_state_dict: missing keys ['lr']"
+    with pytest.raises(KeyError, match=f"^{re.escape(repr(message))}$"):
+        optimizer.load_state_dict(saved)
+    _assert_unchanged(optimizer, before)
+
+
+def _from_bytes(memory: bytearray, dtype: torch.dtype, offset: int, count: int) -> torch.Tensor:
+    """``count`` elements of ``dtype`` over ``memory`` from byte ``offset`` (any offset, where
+    a view of a tensor's storage takes whole elements only)."""
+    with warnings.catch_warnings():  # (torch.frombuffer's over memory it cannot make read-only)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.frombuffer(memory, dtype=dtype, offset=offset, count=count)
+
+
+def test_parameters_sharing_an_element_at_a_misaligned_offset_are_refused() -> None:
+    """Two float32 Parameters over one buffer of bytes, the second starting 6 bytes in (not a
+    whole number of elements from the first) across the first's second element (bytes 8 to
+    12, the first strided over bytes 0 to 4 and 8 to 12), are refused as sharing memory: each
+    step would write those bytes twice. Mutant killed: the refusal of parameters a fraction of
+    an element apart dropped (the overlap then looked for at whole elements, and missed)."""
+    memory = bytearray(16)
+    strided = _from_bytes(memory, torch.float32, 0, 3)[::2]
+    shifted = _from_bytes(memory, torch.float32, 6, 1)
+    parameters = [nn.Parameter(strided), nn.Parameter(shifted)]
+    message = (
+        "SGD: params[0] ((2,), torch.float32) and params[1] ((1,), torch.float32) share "
+        "elements of one tensor's memory: each step would update those elements twice; give "
+        "Parameters over separate memory (a clone() of one of them)"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        optim.SGD(parameters, lr=0.1)
+
+
+def test_parameters_of_two_dtypes_back_to_back_in_one_buffer_are_refused_for_their_dtypes() -> None:
+    """A float32 Parameter over bytes 2 to 6 of a buffer and a float16 one over bytes 0 to 2
+    (their memory meets, sharing no byte) are refused for their two dtypes, which one state
+    tensor cannot hold, not as sharing memory, which they do not. Mutant killed: memory ranges
+    that only meet taken as one cluster (their offsets then found not a whole number of the
+    first's elements apart)."""
+    memory = bytearray(8)
+    wide = _from_bytes(memory, torch.float32, 2, 1)
+    narrow = _from_bytes(memory, torch.float16, 0, 1)
+    message = (
+        "SGD: all parameters must have one dtype and device (the state is one tensor of them), "
+        "but params[1] is torch.float16 on cpu and params[0] torch.float32 on cpu; build one "
+        "optimizer for each kind, or move the model with .to()"
+    )
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        optim.SGD([nn.Parameter(wide), nn.Parameter(narrow)], lr=0.1)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "smallest"),
+    [(torch.float32, 7.006492321624087e-46), (torch.bfloat16, 4.591844872822778e-41)],
+    ids=["float32", "bfloat16"],
+)
+def test_eps_refusal_names_the_smallest_eps_of_the_dtype_asked(
+    dtype: torch.dtype, smallest: float
+) -> None:
+    """``eps_refusal`` refuses an eps that ``dtype`` rounds to 0 naming the smallest eps that
+    dtype takes (float32's and bfloat16's, far below float16's 2.98e-08), which Adadelta then
+    takes; below it Adadelta refuses the eps as ``eps_refusal`` does. Mutant killed: the
+    smallest value named always float16's."""
+    words = "--dtype " + str(dtype).removeprefix("torch.")
+    message = (
+        f"--eps 1e-50 rounds to 0 in {words}, and ADADELTA's denominators with it; "
+        f"give --eps >= {smallest!r}"
+    )
+    assert eps_refusal("--eps", 1e-50, dtype, words) == message
+    assert eps_refusal("--eps", smallest, dtype, words) is None
+    parameter = nn.Parameter(torch.ones(2, dtype=dtype))
+    optimizer = optim.Adadelta([parameter], eps=smallest)
+    assert optimizer.eps == smallest
+    with pytest.raises(ValueError, match=f"every eps below {re.escape(repr(smallest))} does"):
+        optim.Adadelta([parameter], eps=1e-50)
+
+
+class _Damped(optim.Optimizer):
+    """An optimizer of one's own whose ``eps`` (a denominator term) may be 0:
+    ``w -= lr g / (|g| + eps)``."""
+
+    denominator_terms = ("eps",)
+    eps: optim.Hyperparameter[float] = optim.Hyperparameter()
+
+    def __init__(self, params: list[nn.Parameter], lr: float, eps: float) -> None:
+        self.eps = eps
+        super().__init__(params, lr)
+
+    def _update(
+        self, value: torch.Tensor, grad: torch.Tensor, state: tuple[torch.Tensor, ...]
+    ) -> None:
+        value.sub_(grad / (grad.abs() + self.eps) * self.lr)
+
+
+def test_a_denominator_term_of_0_is_left_to_the_optimizers_own_check() -> None:
+    """A denominator term (``denominator_terms``) of 0, which an optimizer of one's own may
+    take (its own check allowing it), is not refused as "rounding to 0": only a positive value
+    that the dtype rounds to 0 is (1e-50 in float32). Mutant killed: 0 counted as a value
+    rounded to 0."""
+    parameter = nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float32))
+    optimizer = _Damped([parameter], lr=0.5, eps=0.0)
+    parameter.grad.copy_(torch.tensor([4.0, -0.5]))
+    optimizer.step()
+    assert torch.equal(parameter.data, torch.tensor([0.5, -1.5]))
+    with pytest.raises(ValueError, match=r"^_Damped: eps=1e-50 rounds to 0 in the parameters'"):
+        _Damped([nn.Parameter(torch.ones(2))], lr=0.5, eps=1e-50)
+
+
+def test_a_load_after_a_parameter_was_resized_names_the_parameter_first() -> None:
+    """A state saved by this SGD, loaded after one of its parameters was given data of
+    another size, is refused naming that parameter and its sizes then and at the build (the
+    change that makes the state unusable, which the load refuses first, as a step would), not
+    by the shapes the state was saved for, and nothing changes. Mutant killed: the check of
+    the parameters moved since dropped from the start of ``load_state_dict`` (the refusal then
+    the state's shapes, found before the parameters)."""
+    parameters = _loose_parameters()
+    optimizer = optim.SGD(parameters, lr=0.5, momentum=0.5)
+    for parameter in parameters:
+        parameter.grad.fill_(1.0)
+    optimizer.step()
+    saved = optimizer.state_dict()
+    saved["lr"] = 0.125
+    before = _snapshot(optimizer)
+    parameters[1].data = torch.zeros(3, dtype=F64)
+    message = (
+        "SGD: params[1] (Parameter(shape=(3,), dtype=torch.float64)) holds 3 values, 2 when the "
+        "optimizer was built (its data was replaced by a tensor of another size, or another "
+        "Parameter put in its place); build a new optimizer"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        optimizer.load_state_dict(saved)
+    _assert_unchanged(optimizer, before)
+
+
+class _AliasedSGD(optim.SGD):
+    """SGD whose momentum may be read and set as ``mu`` too (one hyper-parameter)."""
+
+    mu = optim.SGD.momentum
+
+
+def test_an_aliased_setting_is_named_once_where_the_settings_are_listed() -> None:
+    """An SGD subclass that gives ``momentum`` a second name (``mu = SGD.momentum``) has one
+    setting under two names: the refusal of ``param_groups``, which lists the settings to set
+    as attributes, names each of them once, as SGD's own does. Mutant killed: the names of the
+    class's hyper-parameters not deduplicated (``momentum`` listed twice)."""
+    optimizer = _AliasedSGD(_loose_parameters(), lr=0.5, momentum=0.5)
+    message = (
+        "_AliasedSGD.param_groups: a minidl optimizer is one group of parameters "
+        "(optimizer.params) and has no param_groups: read and set its settings (lr, momentum, "
+        "weight_decay, nesterov) as attributes, optimizer.lr = 0.01, checked as the "
+        "constructor checks them; build one optimizer for each group"
+    )
+    with pytest.raises(AttributeError, match=f"^{re.escape(message)}$"):
+        optimizer.param_groups  # noqa: B018
+    assert optimizer.mu == 0.5

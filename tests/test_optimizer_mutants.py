@@ -137,6 +137,7 @@ def _assert_unchanged(optimizer: optim.Optimizer, before: tuple[object, ...]) ->
         hyperparameters,
     )
     assert isinstance(state, dict)
+    assert list(optimizer.state) == list(state)
     for name, tensor in optimizer.state.items():
         assert torch.equal(tensor, state[name]), name
         assert not tensor.requires_grad, name
