@@ -326,25 +326,36 @@ def sequential_backward(
     path = path or _paths.get(id(sequential)) or type(sequential).__name__
     check_finite(grad_output, path, "backward", "incoming gradient")
     names = tuple(sequential._modules)  # (as in sequential_forward)
+    # Without the checks, backward_parameters reaches the first module with parameters (the
+    # last module if none has) by its own backward_parameters, the modules after it by their
+    # backward: a nested Sequential's notes name the method it would have been called by.
+    first = len(sequential) - 1
+    if method == "backward_parameters":
+        first = next(
+            (i for i, part in enumerate(sequential) if next(part.parameters(), None) is not None),
+            first,
+        )
     for index in reversed(range(len(sequential))):
         module = sequential[index]
         child = _child_path(path, names[index])
-        if type(module) is Sequential:
-            if module._refused is not None:  # (as its own backward would refuse)
-                module._check_not_refused()
-            grad_output = sequential_backward(module, grad_output, child)
-        else:
-            label = f"{child}: {type(module).__name__}"
-            try:
-                if module._modules:
-                    with _inner_paths(module, child):
-                        grad_output = module.backward(grad_output)
-                else:
+        nested = type(module) is Sequential
+        try:
+            if type(module) is Sequential:
+                if module._refused is not None:  # (as its own backward would refuse)
+                    module._check_not_refused()
+                inner = method if index <= first else "backward"
+                grad_output = sequential_backward(module, grad_output, child, method=inner)
+            elif module._modules:
+                with _inner_paths(module, child):
                     grad_output = module.backward(grad_output)
-            except Exception as error:  # (noted as without the checks)
-                if not isinstance(error, AnomalyError):
-                    sequential._note_backward_refusal(method, module, error)
-                raise
+            else:
+                grad_output = module.backward(grad_output)
+        except Exception as error:  # (noted as without the checks, a nested Sequential's too)
+            if not isinstance(error, AnomalyError):
+                sequential._note_backward_refusal(method, module, error)
+            raise
+        if not nested:
+            label = f"{child}: {type(module).__name__}"
             check_finite(grad_output, label, "backward", "returned gradient")
             for name, parameter in module.named_parameters():
                 check_finite(parameter.grad, label, "backward", f"gradient of parameter {name!r}")
