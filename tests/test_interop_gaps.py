@@ -1,0 +1,139 @@
+"""minidl.interop, what mutation testing found untested: refusals that a changed check let
+through (a count of batches that is complex or on another device, a global backward hook of
+torch.nn, a truthy ``inplace`` at a residual block's input), and refusals that must name the
+right layer and its way out (a StackedActivation, a None child before an in-place layer, a
+Residual's block taken out of its registry). Each test fails on a mutant of the source that
+the rest of the suite let pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minidl import nn
+from minidl.interop import ConversionError, TorchResidual, from_torch, to_torch
+
+F64 = torch.float64
+
+
+def test_from_torch_refuses_a_complex_count_of_batches() -> None:
+    """A batch norm's ``num_batches_tracked`` must hold integers: a complex count would be cast
+    (its imaginary part dropped) into minidl's integer buffer without a word."""
+    layer = torch.nn.BatchNorm1d(3, dtype=F64)
+    layer.num_batches_tracked = torch.tensor(2 + 1j)
+    with pytest.raises(ConversionError) as info:
+        from_torch(torch.nn.Sequential(torch.nn.Tanh(), layer))
+    assert str(info.value) == (
+        "from_torch: cannot convert the layer at '1' of type "
+        "torch.nn.modules.batchnorm.BatchNorm1d (its num_batches_tracked has dtype "
+        "torch.complex64; expected integers)"
+    )
+
+
+def test_to_torch_refuses_a_stacked_activation_with_the_way_out() -> None:
+    """A ``StackedActivation`` (the activations of a stack of models) has no torch.nn
+    counterpart: the refusal says to convert each model of the stack, as for a
+    ``BatchedLinear``."""
+    stack = nn.Sequential(nn.Tanh(), nn.StackedActivation([(nn.ReLU(), 2), (nn.Tanh(), 1)]))
+    with pytest.raises(ConversionError) as info:
+        to_torch(stack)
+    assert str(info.value).startswith(
+        "to_torch: cannot convert the layer at '1' of type "
+        "minidl.nn.stacked_activation.StackedActivation (a stack of models: convert each, from "
+        "minidl.nn.unstack_model(stack, index)); supported: Sequential, Linear,"
+    )
+
+
+@pytest.mark.parametrize(
+    ("register", "what"),
+    [
+        (
+            torch.nn.modules.module.register_module_full_backward_pre_hook,
+            "backward pre-hook (register_module_full_backward_pre_hook)",
+        ),
+        (
+            torch.nn.modules.module.register_module_full_backward_hook,
+            "backward hook (register_module_full_backward_hook)",
+        ),
+    ],
+)
+def test_a_global_backward_hook_of_torch_nn_is_refused(register: object, what: str) -> None:
+    """A backward hook that every torch.nn module runs may change the gradients torch
+    computes, which the converted model would not: refused, naming the registry, and the
+    model converts once the hook is removed."""
+
+    def halved(*args: object) -> None:
+        return None
+
+    handle = register(halved)  # type: ignore[operator]
+    try:
+        with pytest.raises(ConversionError) as info:
+            from_torch(torch.nn.Linear(2, 2))
+    finally:
+        handle.remove()
+    assert str(info.value) == (
+        f"from_torch: torch.nn has a global {what}, {halved.__qualname__}, which every "
+        "torch.nn module runs and minidl cannot carry, and which may change what the model "
+        "computes; remove it (the handle that registered it has remove()) first"
+    )
+    assert isinstance(from_torch(torch.nn.Linear(2, 2)), nn.Linear)
+
+
+def test_a_none_child_before_an_in_place_layer_in_a_residual_block_is_named() -> None:
+    """In a TorchResidual's block, a child set to None comes first: it is what torch's forward
+    fails on, so it is the one named (the in-place layer after it gets no input of the
+    block's)."""
+    block = torch.nn.Sequential()
+    block.add_module("0", None)
+    block.add_module("1", torch.nn.ReLU(inplace=True))
+    with pytest.raises(ConversionError) as info:
+        from_torch(TorchResidual(block))
+    assert str(info.value) == (
+        "from_torch: cannot convert the layer at 'block.0', which is None (a child set to None, "
+        "which torch's forward cannot call either); remove it or put a layer there"
+    )
+
+
+def test_a_truthy_inplace_at_a_residual_blocks_input_is_refused() -> None:
+    """torch.nn's activations test ``inplace`` for truth: ``ReLU(inplace=1)`` changes the input
+    that the skip connection adds (torch computes ``2 relu(x)``), so it is refused as
+    ``inplace=True`` is."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, dtype=F64)
+    residual = TorchResidual(torch.nn.ReLU(inplace=1))  # type: ignore[arg-type]
+    assert torch.equal(residual(x.clone()), 2 * x.relu())
+    with pytest.raises(
+        ConversionError,
+        match=r"^from_torch: cannot convert the layer at 'block' "
+        r"of type torch\.nn\.modules\.activation\.ReLU \(inplace=True at the input",
+    ):
+        from_torch(residual)
+
+
+def test_from_torch_refuses_a_count_of_batches_on_another_device() -> None:
+    """The count of batches is one of a batch norm's tensors too: on another device than the
+    running statistics (the meta device here) it is refused with them named, not met by
+    torch's error copying out of it, the layer unnamed."""
+    norm = torch.nn.BatchNorm1d(2, affine=False, dtype=F64)
+    norm.num_batches_tracked = torch.tensor(3, device="meta")
+    with pytest.raises(ConversionError) as info:
+        from_torch(torch.nn.Sequential(torch.nn.Tanh(), norm))
+    assert str(info.value) == (
+        "from_torch: cannot convert the layer at '1' of type "
+        "torch.nn.modules.batchnorm.BatchNorm1d (its tensors have different devices: "
+        "running_mean cpu, running_var cpu, num_batches_tracked meta; expected one)"
+    )
+
+
+def test_to_torch_refuses_a_residual_whose_block_is_no_longer_registered() -> None:
+    """A Residual whose block was taken out of its registry (``_modules``) has nothing to
+    convert: refused as such, naming the Residual, not as a layer of type ``NoneType`` at
+    ``'1.block'``."""
+    residual = nn.Residual(nn.Tanh())
+    del residual._modules["block"]
+    with pytest.raises(ConversionError) as info:
+        to_torch(nn.Sequential(nn.Tanh(), residual))
+    assert str(info.value) == (
+        "to_torch: cannot convert the layer at '1' of type minidl.nn.residual.Residual "
+        "(its block was removed)"
+    )
