@@ -176,18 +176,26 @@ class StackedActivation(Module):
 
     def _note_refusal(self, run: int, error: BaseException) -> None:
         """A run's forward raised: unless it was the first run and refused its input (a
-        refusing activation changes nothing), the runs before it now hold the caches of the
-        refused input, so backward is refused until a forward succeeds (as a Sequential's)."""
-        if run > 0 or anomaly.may_follow_a_run(error):
+        refusing activation changes nothing), the runs before it (and the run itself, where the
+        error came after it ran: an interrupt, or detect_anomaly's check of its output) now hold
+        the caches of the refused input, so backward is refused until a forward succeeds (as a
+        Sequential's)."""
+        followed = anomaly.may_follow_a_run(error)  # (the run itself cached it too)
+        if run > 0 or followed:
             name = type(self._runs[run][0]).__name__
-            self._refused = f"the forward refused by run {run} ({name})"
+            if not followed:
+                cached = "the runs before it"
+            else:
+                cached = "it and the runs before it" if run > 0 else "it"
+            self._refused = (
+                f"the forward refused by run {run} ({name}): {cached} had already cached its input"
+            )
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._refused is not None:
             raise RuntimeError(
-                f"StackedActivation: backward after {self._refused}: the runs before it had "
-                "already cached its input, so the last good forward cannot be differentiated; "
-                "run a forward that succeeds, then backward"
+                f"StackedActivation: backward after {self._refused}, so the last good forward "
+                "cannot be differentiated; run a forward that succeeds, then backward"
             )
         grad_output = self._check(grad_output, "a gradient")
         if self._shape is None:  # (named here: a run's activation would name itself)

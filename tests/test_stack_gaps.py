@@ -1,0 +1,281 @@
+"""Stacking: behaviours of stack_models, unstack_model, StackedLoss and StackedActivation that
+mutation testing found unchecked (each test fails with the mutant it names applied)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+import minidl
+from minidl import nn
+
+DTYPE = torch.float64
+
+
+def _model(seed: int, *layers: nn.Module) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(*layers)
+
+
+class _RecordingMSE(nn.Loss):
+    """A stacked loss of one's own whose forward adds an attribute the loss did not have."""
+
+    stacks = True
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        self.difference = prediction - target.unsqueeze(-1).to(prediction.dtype)
+        return self.difference.square().mean(dim=(1, 2))
+
+    def _gradient(self) -> Tensor:
+        return 2 * self.difference / self.difference[0].numel()
+
+
+class _Exp(nn.Activation):
+    """An activation of one's own (hooks without ``out``: a StackedActivation calls its
+    forward, which detect_anomaly checks)."""
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        output = torch.exp(input)
+        return output, output
+
+    def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
+        return grad_output * cache
+
+
+def test_stack_models_refuses_a_string_as_no_sequence_of_models() -> None:
+    """A str is a Sequence (of characters): it is refused as no sequence of models, by its type,
+    rather than by its first character's."""
+    with pytest.raises(
+        TypeError,
+        match=r"^stack_models: expected a sequence \(list or tuple\) of Sequential models, "
+        r"got str$",
+    ):
+        nn.stack_models("ab")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"got bytes$"):
+        nn.stack_models(b"ab")  # type: ignore[arg-type]
+
+
+def test_stack_models_refuses_a_model_with_parameters_on_two_devices() -> None:
+    """A model's parameters of one dtype on two devices (the meta device here, no GPU needed)
+    are refused by the model's own check, naming both parameters and devices."""
+    linear = nn.Linear(2, 2)
+    model = _model(0, linear)
+    assert linear.bias is not None
+    linear.bias.data = torch.zeros(2, device="meta")
+    with pytest.raises(
+        ValueError,
+        match=r"^stack_models: models\[1\]'s parameter '0\.bias' is torch\.float32 on meta, its "
+        r"'0\.weight' torch\.float32 on cpu: a model's parameters must share one dtype and "
+        r"device",
+    ):
+        nn.stack_models([_model(1, nn.Linear(2, 2)), model])
+
+
+def test_stacked_loss_refused_forward_removes_what_a_run_added() -> None:
+    """A run's loss that set a new attribute in a forward that a later run then refused gets
+    back exactly its state before that forward: the attribute it added is gone too."""
+    recording = _RecordingMSE()
+    criterion = nn.StackedLoss([(recording, 1), (nn.CrossEntropyLoss(), 1)])
+    before = dict(vars(recording))
+    prediction = torch.randn(2, 3, 2, dtype=DTYPE)
+    with pytest.raises(ValueError, match="CrossEntropyLoss"):
+        criterion(prediction, torch.tensor([[0, 1, 0], [1, 7, 0]]))
+    assert vars(recording).keys() == before.keys()
+    assert not hasattr(recording, "difference")
+
+
+def test_stacked_loss_refusal_of_a_run_chains_the_runs_own_error() -> None:
+    """The refusal that names the run and the whole shapes is raised from the run's own error
+    (its ``__cause__``, shown in the traceback), which gives the slice's shapes."""
+    criterion = nn.StackedLoss([(nn.MSELoss(), 1), (nn.CrossEntropyLoss(), 1)])
+    with pytest.raises(
+        ValueError, match=r"^StackedLoss: run 1 \(CrossEntropyLoss, models 1:2\)"
+    ) as info:
+        criterion(torch.randn(2, 3, 2, dtype=DTYPE), torch.tensor([[0, 1, 0], [1, 7, 0]]))
+    cause = info.value.__cause__
+    assert type(cause) is ValueError
+    assert str(cause).startswith("CrossEntropyLoss:")
+    assert str(info.value).endswith(f": {cause}")
+
+
+@pytest.mark.parametrize("index", [-1, -3, 3])
+def test_activation_of_refuses_an_index_out_of_range_negative_ones_too(index: int) -> None:
+    """A negative index is no model index (it is not counted from the end): an IndexError
+    naming the index and the number of models, not the first run's activation."""
+    layer = nn.StackedActivation([(nn.Tanh(), 2), (nn.ReLU(), 1)])
+    with pytest.raises(
+        IndexError, match=rf"^StackedActivation: index {index} is out of range for 3 models$"
+    ):
+        layer.activation_of(index)
+
+
+def test_model_parameters_checks_the_index_against_every_stacked_layer() -> None:
+    """In a network of BatchedLinear layers of different numbers of models, an index past a
+    later layer's models is refused in model_parameters' words, naming that layer's number
+    of models (not by torch's indexing of its weight)."""
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.BatchedLinear(3, 2, 4), nn.Tanh(), nn.BatchedLinear(2, 4, 1))
+    assert len(nn.model_parameters(network, 1)) == 4
+    with pytest.raises(
+        IndexError, match=r"^model_parameters: index 2 is out of range for 2 models$"
+    ):
+        nn.model_parameters(network, 2)
+
+
+def test_model_parameters_of_layers_without_bias_are_their_weights_alone() -> None:
+    """Linear layers without a bias stack into BatchedLinear layers without one: a model's
+    parameters are then its weights alone, as views of the stack's values and gradients."""
+    models = [
+        _model(seed, nn.Linear(3, 4, bias=False), nn.Tanh(), nn.Linear(4, 2)) for seed in (0, 1)
+    ]
+    stacked = nn.stack_models(models)
+    parameters = nn.model_parameters(stacked, 1)
+    assert [parameter.name for parameter in parameters] == ["[0].weight", "[2].weight", "[2].bias"]
+    linear, batched = models[1][0], stacked[0]
+    assert isinstance(linear, nn.Linear) and isinstance(batched, nn.BatchedLinear)
+    assert batched.bias is None
+    assert torch.equal(parameters[0].data, linear.weight.data)
+    assert parameters[0].data.data_ptr() == batched.weight.data[1].data_ptr()
+    assert parameters[0].grad is not None and batched.weight.grad is not None
+    assert parameters[0].grad.data_ptr() == batched.weight.grad[1].data_ptr()
+
+
+def test_an_anomaly_in_the_first_runs_output_refuses_the_backward() -> None:
+    """detect_anomaly refuses the first run's output after the run cached its input: the
+    backward that follows is refused until a forward succeeds (it differentiated the refused
+    input's cache, an infinite gradient), and works again after one."""
+    layer = nn.StackedActivation([(_Exp(), 1), (nn.ReLU(), 1)])
+    torch.manual_seed(0)
+    good = torch.randn(2, 3, 2, dtype=DTYPE)
+    layer(good)
+    bad = good.clone()
+    bad[0, 0, 0] = 1000.0
+    with minidl.detect_anomaly(layer), pytest.raises(minidl.AnomalyError, match=r"Exp: non-finite"):
+        layer(bad)
+    grad = torch.ones(2, 3, 2, dtype=DTYPE)
+    with pytest.raises(
+        RuntimeError,
+        match=r"^StackedActivation: backward after the forward refused by run 0 \(_Exp\): it had "
+        "already cached its input, so",
+    ):
+        layer.backward(grad)
+    layer(good)
+    expected = torch.cat([torch.exp(good[:1]), (good[1:] > 0).to(DTYPE)])
+    torch.testing.assert_close(layer.backward(grad), expected, rtol=1e-12, atol=0)
+
+
+def test_a_sequential_refuses_the_backward_after_its_stacked_activation_refused_part_way() -> None:
+    """A StackedActivation first in a Sequential whose second run refused the input (the first
+    run had cached it) did not refuse cleanly: the Sequential refuses the backward in its own
+    words, naming the module, rather than keeping its last good forward."""
+    elu = nn.ELU()
+    stacked = nn.StackedActivation([(nn.Tanh(), 1), (elu, 1)])
+    model = nn.Sequential(stacked, nn.BatchedLinear(2, 2, 1))
+    x = torch.tensor([[[-1.0, 2.0]], [[-0.5, 0.25]]])
+    model(x)
+    elu.alpha = 1e39
+    with pytest.raises(ValueError, match=r"ELU: alpha=1e\+39 is beyond the range"):
+        model(x)
+    with pytest.raises(
+        RuntimeError, match=r"backward after the forward refused by module 0 \(StackedActivation\)"
+    ):
+        model.backward(torch.ones(2, 1, 1))
+
+
+class _Interrupted(nn.Activation):
+    """An activation of one's own whose forward is interrupted (Ctrl-C) when ``stop`` is set."""
+
+    stop = False
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        if self.stop:
+            raise KeyboardInterrupt
+        return input.clone(), input
+
+    def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
+        return grad_output.clone()
+
+
+def test_an_interrupt_in_a_later_run_refuses_the_backward_until_a_forward_succeeds() -> None:
+    """A KeyboardInterrupt in the second run came after the first run cached the new input:
+    the backward is refused (it mixed the two forwards' caches), until a forward succeeds."""
+    interrupted = _Interrupted()
+    stacked = nn.StackedActivation([(nn.Tanh(), 1), (interrupted, 1)])
+    x = torch.tensor([[[-1.0, 2.0]], [[-0.5, 0.25]]], dtype=DTYPE)
+    grad = torch.ones(2, 1, 2, dtype=DTYPE)
+    stacked(x)
+    expected = stacked.backward(grad)
+    interrupted.stop = True
+    with pytest.raises(KeyboardInterrupt):
+        stacked(2 * x)
+    with pytest.raises(
+        RuntimeError,
+        match=r"^StackedActivation: backward after the forward refused by run 1 "
+        r"\(_Interrupted\): it and the runs before it had already cached its input, so",
+    ):
+        stacked.backward(grad)
+    interrupted.stop = False
+    stacked(x)
+    assert torch.equal(stacked.backward(grad), expected)
+
+
+def _scaling(factor: float) -> type[nn.Activation]:
+    class Scaling(nn.Activation):
+        """Two classes of one name (and repr): ``factor`` times the input."""
+
+        def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+            return factor * input, input
+
+        def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
+            return factor * grad_output
+
+    return Scaling
+
+
+def test_activations_of_two_classes_with_one_repr_stack_apart() -> None:
+    """Two activation classes of one name print alike but compute differently: each model of
+    the stack keeps its own (two runs), as it computes alone."""
+    models = [_model(seed, nn.Linear(2, 2), _scaling(f)()) for seed, f in ((0, 2.0), (1, 3.0))]
+    assert repr(models[0][1]) == repr(models[1][1])
+    stacked = nn.stack_models(models)
+    assert isinstance(stacked[1], nn.StackedActivation)
+    x = torch.randn(2, 4, 2)
+    output = stacked(x)
+    for index, model in enumerate(models):
+        torch.testing.assert_close(output[index], model(x[index]), rtol=1e-6, atol=1e-6)
+
+
+class _Nudged(nn.Activation):
+    """An activation of one's own whose tensor setting's dtype is part of its function: the
+    input plus the setting times its dtype's machine epsilon."""
+
+    def __init__(self, scale: Tensor) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        return input + torch.finfo(self.scale.dtype).eps * self.scale.to(input.dtype), input
+
+    def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
+        return grad_output.clone()
+
+
+def test_tensor_settings_of_equal_values_and_other_dtypes_stack_apart() -> None:
+    """Two activations whose tensor settings hold the same value (``torch.equal`` says so) in
+    float32 and float64 are not one function: each model keeps its own (two runs), and the
+    stack computes each model's output bit for bit as the model alone."""
+    models = [
+        _model(seed, nn.Linear(2, 2), _Nudged(torch.tensor(2.0, dtype=dtype)))
+        for seed, dtype in ((0, torch.float32), (1, torch.float64))
+    ]
+    assert torch.equal(models[0][1].scale, models[1][1].scale)
+    stacked = nn.stack_models(models)
+    assert isinstance(stacked[1], nn.StackedActivation)
+    x = torch.randn(2, 4, 2, dtype=DTYPE)
+    for model in models:
+        model.to(DTYPE)
+    stacked.to(DTYPE)
+    output = stacked(x)
+    for index, model in enumerate(models):
+        assert torch.equal(output[index], model(x[index]))
