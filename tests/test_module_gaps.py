@@ -1,0 +1,242 @@
+"""Tests that kill the mutants of ``minidl.nn.module`` (the Module base class) that survived a
+second mutation audit.
+
+Each test pins down a behaviour a user relies on, against an oracle: PyTorch's ``torch.nn``
+where minidl follows it, the documented order of the names, or the documented error (its type
+and the words of its message), with the module left as it was after a refusal.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn as tnn
+
+from minidl import nn
+from minidl.nn.module import Module
+from minidl.nn.parameter import Parameter
+from tests.helpers import F64
+
+
+def _removed_bias() -> nn.Linear:
+    """A Linear whose bias was removed with ``register_parameter("bias", None)``."""
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 2, dtype=F64)
+    layer.register_parameter("bias", None)
+    return layer
+
+
+@pytest.mark.parametrize("kind", ["buffer", "module"])
+def test_a_removed_parameters_name_is_refused_to_a_buffer_or_module(kind: str) -> None:
+    """After ``register_parameter("bias", None)`` only a parameter may take the name again (as
+    torch's "attribute 'bias' already exists" for a buffer or a module): the layer's own code
+    reads ``bias`` as its parameter. The refusal changes nothing: ``bias`` stays ``None`` and
+    no buffer or child is registered."""
+    layer = _removed_bias()
+    theirs = tnn.Linear(3, 2, bias=False)
+    with pytest.raises(KeyError, match="attribute 'bias' already exists"):
+        if kind == "buffer":
+            theirs.register_buffer("bias", torch.zeros(2))
+        else:
+            theirs.add_module("bias", tnn.Identity())
+    with pytest.raises(
+        KeyError,
+        match=rf"^\"Linear.register_{kind}: 'bias' is already an attribute of Linear \(a {kind} "
+        r"there would hide it, or be hidden\); expected another name\"$",
+    ):
+        if kind == "buffer":
+            layer.register_buffer("bias", torch.zeros(2, dtype=F64))
+        else:
+            layer.register_module("bias", nn.ReLU())
+    assert layer.bias is None
+    assert list(layer.named_buffers()) == []
+    assert list(layer.named_children()) == []
+    assert list(layer.state_dict()) == ["weight"]
+
+
+class _Aliased(Module):
+    """A module with a child and its own ``named_parameters``, which also gives the child's
+    weight under a name that is no module's path (``"alias.weight"``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = self.register_parameter("scale", Parameter(torch.ones(1, dtype=F64)))
+        self.inner = self.register_module("inner", nn.Linear(2, 2, bias=False, dtype=F64))
+        self.extra = Parameter(torch.zeros(3, dtype=F64))
+
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Parameter]]:
+        yield from super().named_parameters(prefix, recurse, remove_duplicate)
+        yield "alias.extra", self.extra
+
+
+def test_a_name_that_is_no_modules_path_comes_last_in_the_state_dict() -> None:
+    """A subclass's own ``named_parameters`` may give a name whose path is no module's: its
+    entry keeps its place at the end of the state dict, after the children's (the documented
+    order; sorting it with the root module's entries put it before the child's weight)."""
+    module = _Aliased()
+    assert list(module.state_dict()) == ["scale", "inner.weight", "alias.extra"]
+    assert list(module.state_dict(keep_vars=True)) == ["scale", "inner.weight", "alias.extra"]
+
+
+class _Holder(Module):
+    """A module with a ``block`` attribute of its own (set before registering it)."""
+
+    block: Module
+
+
+def test_register_module_sets_no_attribute_and_replaces_only_the_one_holding_the_child() -> None:
+    """``register_module`` registers, it does not set an attribute (unlike
+    ``register_parameter``): a child registered under a name no attribute holds is reached by
+    ``get_submodule``, and reading it as an attribute fails as before. Re-registered, the
+    attribute that held the previous child follows (``self.block = block``)."""
+    torch.manual_seed(0)
+    parent = _Holder()
+    first, second = nn.Linear(2, 2, dtype=F64), nn.Linear(2, 2, dtype=F64)
+    assert parent.register_module("fc", first) is first
+    assert "fc" not in vars(parent)
+    assert parent.get_submodule("fc") is first
+    assert parent.register_module("fc", second) is second
+    assert "fc" not in vars(parent)
+    assert parent.get_submodule("fc") is second
+    third: Module = nn.Tanh()
+    fourth: Module = nn.ReLU()
+    parent.block = third
+    parent.register_module("block", third)
+    parent.register_module("block", fourth)
+    assert parent.block is fourth
+    assert [name for name, _ in parent.named_children()] == ["fc", "block"]
+
+
+def _tied() -> nn.Sequential:
+    """A Sequential whose last Linear's weight is the first's (a tied parameter)."""
+    torch.manual_seed(0)
+    first, last = nn.Linear(3, 2, dtype=F64), nn.Linear(3, 2, dtype=F64)
+    last.register_parameter("weight", first.weight)
+    return nn.Sequential(first, nn.ReLU(), last)
+
+
+@pytest.mark.parametrize("wrong", ["0.weight", "2.weight"])
+def test_a_tied_entry_of_the_same_size_but_another_shape_is_refused_by_its_shape(
+    wrong: str,
+) -> None:
+    """Both names of a tied weight given, one of them transposed (same number of elements, other
+    shape): refused by its shape, naming that entry, as an entry given alone is, and the model
+    is left as it was."""
+    model = _tied()
+    before = model.state_dict()
+    state = {**model.state_dict(), "2.weight": model.state_dict()["0.weight"].clone()}
+    state[wrong] = state[wrong].T.contiguous()
+    with pytest.raises(
+        ValueError,
+        match=rf"^Sequential\.load_state_dict: entry '{wrong}' has shape \(3, 2\), expected "
+        r"\(2, 3\)$",
+    ):
+        model.load_state_dict(state)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+def test_two_unexpected_keys_are_listed_in_torchs_order() -> None:
+    """Two unexpected keys (the fewest that have an order) are listed as PyTorch lists them,
+    module by module, not in the state dict's order."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2, dtype=F64))
+    twin = tnn.Sequential(tnn.Linear(2, 2, dtype=F64))
+    extra = {"0.foo": torch.zeros(1, dtype=F64), "foo": torch.zeros(1, dtype=F64)}
+    expected = twin.load_state_dict({**extra, **twin.state_dict()}, strict=False)
+    assert expected.unexpected_keys == ["foo", "0.foo"]
+    assert model.load_state_dict({**extra, **model.state_dict()}, strict=False) == (
+        [],
+        ["foo", "0.foo"],
+    )
+    with pytest.raises(KeyError, match=r"unexpected keys \['foo', '0\.foo'\]"):
+        model.load_state_dict({**extra, **model.state_dict()})
+
+
+class _Wrap(Module):
+    """A container of one's own: the identity until a child ``"inner"`` is registered in it,
+    then that child."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        inner = self._modules.get("inner")
+        return input if inner is None else inner(input)
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        inner = self._modules.get("inner")
+        return grad_output if inner is None else inner.backward(grad_output)
+
+
+def test_a_child_registered_inside_a_built_sequential_is_trained_by_backward_parameters() -> None:
+    """A Sequential finds which of its children is the first with parameters (for
+    ``backward_parameters``) again when a module is registered anywhere: a Linear registered in
+    a child that had none, after a backward, gets its gradient (PyTorch autograd in float64),
+    where a stale search skipped it and left its gradient zero."""
+    torch.manual_seed(0)
+    wrap, inner, last = _Wrap(), nn.Linear(2, 2, dtype=F64), nn.Linear(2, 2, dtype=F64)
+    assert inner.bias is not None and last.bias is not None
+    model = nn.Sequential(wrap, nn.Tanh(), last)
+    x, grad = torch.randn(4, 2, dtype=F64), torch.randn(4, 2, dtype=F64)
+    model(x)
+    model.backward_parameters(grad)
+    wrap.register_module("inner", inner)
+    model.zero_grad()
+    model(x)
+    model.backward_parameters(grad)
+    w, b = (inner.weight.data.clone().requires_grad_(), inner.bias.data.clone().requires_grad_())
+    out = torch.tanh(x @ w.T + b) @ last.weight.data.T + last.bias.data
+    torch.autograd.backward(out, grad)
+    torch.testing.assert_close(inner.weight.grad, w.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(inner.bias.grad, b.grad, rtol=0, atol=1e-12)
+
+
+class _FrozenNorm(nn.BatchNorm1d):
+    """A batch norm kept in evaluation mode by its own ``train`` (frozen statistics)."""
+
+    def train(self, mode: bool = True) -> _FrozenNorm:
+        return super().train(False)
+
+
+class _TorchFrozenNorm(tnn.BatchNorm1d):
+    """PyTorch's twin of :class:`_FrozenNorm`."""
+
+    def train(self, mode: bool = True) -> _TorchFrozenNorm:
+        return super().train(False)
+
+
+def test_train_runs_the_train_of_each_child_that_overrides_it() -> None:
+    """``model.train()`` calls each child's ``train(mode)``, as PyTorch's does, so that a batch
+    norm kept frozen by its own ``train`` stays in evaluation mode inside a model, and its
+    running statistics are not updated by a forward."""
+    torch.manual_seed(0)
+    mine = nn.Sequential(nn.Linear(3, 3, dtype=F64), _FrozenNorm(3, dtype=F64))
+    theirs = tnn.Sequential(tnn.Linear(3, 3, dtype=F64), _TorchFrozenNorm(3, dtype=F64))
+    assert mine.train() is mine
+    theirs.train()
+    assert [m.training for m in mine.modules()] == [m.training for m in theirs.modules()]
+    assert [m.training for m in mine.modules()] == [True, True, False]
+    mine(torch.randn(5, 3, dtype=F64))
+    norm = mine[1]
+    assert isinstance(norm, _FrozenNorm)
+    assert torch.equal(norm.running_mean, torch.zeros(3, dtype=F64))
+    assert int(norm.num_batches_tracked) == 0
+
+
+def test_a_shallow_copy_given_registries_of_its_own_no_longer_follows_the_original() -> None:
+    """A shallow copy follows the original's registrations only while it shares its registries:
+    one re-initialised (``Module.__init__``, registries of its own) keeps its attribute when
+    the original registers a new buffer under that name."""
+    original = Module()
+    old, new = torch.zeros(2, dtype=F64), torch.ones(2, dtype=F64)
+    original.register_buffer("stat", old)
+    shallow = copy.copy(original)
+    follower = copy.copy(original)
+    Module.__init__(shallow)
+    original.register_buffer("stat", new)
+    assert vars(follower)["stat"] is new
+    assert vars(shallow)["stat"] is old
+    assert list(shallow.named_buffers()) == []
+    assert original.get_buffer("stat") is new
