@@ -1,0 +1,330 @@
+"""Mutation review of minidl._setting, minidl._interrupts, minidl.nn.parameter and
+minidl.nn.flat: tests that kill the hand-made bugs the suite let through (each checks a value,
+an exception's type and message, or state left as it was, against an exact oracle)."""
+
+from __future__ import annotations
+
+import signal
+import warnings
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from minidl import nn
+
+_NUMBERS = (signal.SIGINT, signal.SIGTERM)
+
+
+@pytest.fixture(autouse=True)
+def _signals_as_before() -> Iterator[None]:
+    """The handlers and the mask as they were before each test, whatever it did."""
+    before = {number: signal.getsignal(number) for number in _NUMBERS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    yield
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    for number, handler in before.items():
+        signal.signal(number, handler)
+
+
+# -- minidl._setting --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [
+        (8, "tensor([0., 0., 0., 0., 0., 0., 0., 0.])"),
+        (9, "a tensor of shape (9,) and dtype torch.float32"),
+    ],
+)
+def test_a_dropped_tensor_is_named_whole_up_to_8_elements_then_by_its_shape(
+    size: int, shown: str
+) -> None:
+    """A plain ``inplace`` pickled as a tensor (which the check refuses), dropped as the
+    module is copied: the warning writes a tensor of 8 elements whole (its repr on one
+    line), one of 9 by its shape and dtype."""
+    import copy
+
+    relu = nn.ReLU()
+    relu.__dict__["inplace"] = torch.zeros(size)  # (a plain attribute, as an earlier version)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        copied = copy.deepcopy(relu)
+    assert [str(w.message) for w in caught] == [
+        f"ReLU: inplace={shown}, pickled by an earlier minidl version that ignored it, is "
+        "dropped (setting it now raises): the ReLU computes as it did, as with inplace=False"
+    ]
+    assert copied.inplace is False
+
+
+# -- minidl.nn.parameter ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float8_e4m3fn], ids=["int64", "float8"])
+def test_a_parameter_refuses_data_of_a_dtype_minidl_does_not_compute_in(dtype: torch.dtype) -> None:
+    """Data of int64 (no floating point) or float8 (no optimizer steps it) is refused with a
+    TypeError naming the parameter, the dtypes taken and the one given; a parameter given it
+    as new data keeps its data and grad."""
+    taken = (
+        r"torch\.float16, torch\.bfloat16, torch\.float32 or torch\.float64 \(the dtypes minidl "
+        r"computes in\)"
+    )
+    with pytest.raises(
+        TypeError, match=rf"^Parameter 'w': data must be a tensor of {taken}, got {dtype}$"
+    ):
+        nn.Parameter(torch.zeros(3).to(dtype), name="w")
+    parameter = nn.Parameter(torch.ones(3))
+    data, grad = parameter.data, parameter.grad
+    with pytest.raises(TypeError, match=rf"^Parameter: data must be a tensor of {taken}, got "):
+        parameter.data = torch.zeros(3).to(dtype)
+    assert parameter.data is data and parameter.grad is grad
+
+
+def test_a_parameter_refuses_a_grad_of_another_dtype_and_keeps_its_grad() -> None:
+    """A float64 grad for float32 data is refused with a TypeError naming both dtypes (not
+    taken, to be cast at every accumulation, or fail in an optimizer's step); the grad kept is
+    the one before."""
+    parameter = nn.Parameter(torch.ones(3), name="w")
+    grad = parameter.grad
+    with pytest.raises(
+        TypeError,
+        match=r"^Parameter 'w': grad must have the dtype of data \(torch\.float32\), got "
+        r"torch\.float64$",
+    ):
+        parameter.grad = torch.zeros(3, dtype=torch.float64)
+    assert parameter.grad is grad
+
+
+def test_a_parameter_refuses_a_grad_of_another_shape_on_its_device() -> None:
+    """A grad of shape (2,) for data of shape (3,), on the same device, is refused with a
+    ValueError naming both shapes and devices; the grad kept is the one before."""
+    parameter = nn.Parameter(torch.ones(3), name="w")
+    grad = parameter.grad
+    with pytest.raises(
+        ValueError,
+        match=r"^Parameter 'w': grad must have the shape and device of data \(\(3,\) on cpu\), "
+        r"got \(2,\) on cpu$",
+    ):
+        parameter.grad = torch.zeros(2)
+    assert parameter.grad is grad
+
+
+def test_a_parameter_takes_data_whose_one_element_dimension_has_stride_0() -> None:
+    """A dimension of size 1 with stride 0 (as ``as_strided`` or ``expand`` of a size-1
+    dimension makes) puts no two elements at one location: the data is taken as it is, and
+    an optimizer's in-place update writes each element once."""
+    data = torch.arange(3.0).as_strided((1, 3), (0, 1))
+    parameter = nn.Parameter(data)
+    assert parameter.data.stride() == (0, 1)
+    parameter.data.add_(1.0)
+    assert parameter.data.tolist() == [[1.0, 2.0, 3.0]]
+
+
+def test_a_parameter_takes_data_and_grad_side_by_side_in_one_buffer() -> None:
+    """Data and grad as two parts of one buffer that meet but do not overlap (``[0:3]`` and
+    ``[3:6]``) share no element: both are taken; overlapping by one element, refused."""
+    buffer = torch.zeros(6)
+    parameter = nn.Parameter(buffer[0:3])
+    parameter.grad = buffer[3:6]
+    assert parameter.grad.data_ptr() == buffer[3:].data_ptr()
+    with pytest.raises(ValueError, match=r"^Parameter: grad shares memory with data, "):
+        parameter.grad = buffer[2:5]
+
+
+def test_a_meta_parameter_is_taken_with_a_meta_grad() -> None:
+    """A meta tensor holds no memory: as data it is taken (its grad zeros on meta, which
+    shares nothing with it), and data of a parameter moved to meta gets a meta grad."""
+    parameter = nn.Parameter(torch.zeros(3, device="meta"))
+    assert parameter.grad.device.type == "meta" and parameter.grad.shape == (3,)
+    moved = nn.Parameter(torch.zeros(3))
+    moved.data = torch.zeros(3, device="meta")
+    assert moved.grad.device.type == "meta"
+
+
+def test_first_overlap_names_the_two_in_the_order_given_and_not_parts_side_by_side() -> None:
+    """``first_overlap``: two parts of one buffer side by side meet nowhere (``None``);
+    overlapping ones are named in the order they were given, whatever their addresses;
+    tensors on meta (no memory) and without elements overlap nothing."""
+    from minidl.nn.parameter import first_overlap
+
+    buffer = torch.zeros(10)
+    assert first_overlap([("a", buffer[0:3]), ("b", buffer[3:6]), ("c", buffer[6:])]) is None
+    assert first_overlap([("b", buffer[2:6]), ("a", buffer[0:3])]) == ("b", "a")
+    assert first_overlap([("a", buffer[0:3]), ("b", buffer[2:6])]) == ("a", "b")
+    meta = torch.zeros(4, device="meta")
+    assert first_overlap([("m", meta[0:2]), ("n", meta[1:3]), ("e", buffer[1:1])]) is None
+
+
+def test_shares_elements_only_where_two_elements_meet() -> None:
+    """``shares_elements``: an expanded dimension of size > 1 and strides that meet
+    (``as_strided((2, 2), (1, 1))``) share; a stride 0 on a size-1 dimension, a tensor
+    without elements (an expanded empty one) and a meta tensor (no memory) do not."""
+    from minidl.nn.parameter import shares_elements
+
+    assert shares_elements(torch.zeros(1).expand(3))
+    assert shares_elements(torch.zeros(4).as_strided((2, 2), (1, 1)))
+    assert not shares_elements(torch.zeros(3).as_strided((1, 3), (0, 1)))
+    assert not shares_elements(torch.zeros(1, 0).expand(3, 0))
+    assert not shares_elements(torch.zeros(1, device="meta").expand(3))
+    assert not shares_elements(torch.zeros(4, 3).t()[1:])
+
+
+def test_a_parameter_keeps_its_tensors_detached_from_autograd() -> None:
+    """Data and grad given with ``requires_grad`` (a leaf of PyTorch's autograd) are kept
+    detached: minidl computes its own gradients, and an in-place update of a leaf that
+    requires grad would raise."""
+    parameter = nn.Parameter(torch.zeros(3, requires_grad=True))
+    parameter.grad = torch.zeros(3, requires_grad=True)
+    assert not parameter.data.requires_grad and not parameter.grad.requires_grad
+    parameter.data.add_(1.0)
+    assert parameter.data.tolist() == [1.0, 1.0, 1.0]
+
+
+# -- minidl._interrupts -----------------------------------------------------------------------
+
+
+def test_holding_delivers_every_signal_another_thread_took_meanwhile() -> None:
+    """SIGINT then SIGTERM sent to the process while the main thread holds them (blocked
+    there, so another thread takes them and the holder only notes them): at the end both are
+    sent again to the main thread and each reaches its own handler once."""
+    import os
+    import threading
+    import time
+
+    from minidl._interrupts import holding_interrupts
+
+    handled: list[int] = []
+    for number in _NUMBERS:
+        signal.signal(number, lambda got, frame: handled.append(got))
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, args=(5.0,))  # (unblocked: it takes them)
+    other.start()
+    try:
+        with holding_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline and handled == []:
+                time.sleep(0.01)  # (the noting handler runs here, in the main thread)
+            assert handled == []
+    finally:
+        release.set()
+        other.join()
+    assert sorted(handled) == sorted(_NUMBERS)
+
+
+def test_a_signal_noted_before_a_pause_reaches_its_handler_as_the_pause_begins() -> None:
+    """A SIGTERM noted by ``deferring_interrupts`` (one signal waits for the step), then
+    ``Deferred.paused``: its handler gets it as the pause begins, once, not lost."""
+    from minidl._interrupts import deferring_interrupts
+
+    calls: list[int] = []
+    signal.signal(signal.SIGTERM, lambda got, frame: calls.append(got))
+    with deferring_interrupts() as deferred:
+        signal.raise_signal(signal.SIGTERM)
+        assert calls == [] and deferred.noted == [signal.SIGTERM]
+        with deferred.paused():
+            assert calls == [signal.SIGTERM]
+    assert calls == [signal.SIGTERM]
+
+
+# -- minidl.nn.flat ---------------------------------------------------------------------------
+
+
+def test_flat_buffer_of_no_tensors_is_none() -> None:
+    """``flat_buffer([])``: no tensors tile no buffer, ``None`` (as for tensors that do not
+    tile one), rather than an IndexError."""
+    from minidl.nn.flat import flat_buffer
+
+    assert flat_buffer([]) is None
+
+
+def test_a_compact_storage_view_of_a_slice_pickles_only_that_part() -> None:
+    """``storage_view(big[10:13], compact=True)``: written as a view of a copy of the three
+    elements it reaches, and loaded as a tensor of those values over a storage of three
+    elements (12 bytes), not the 100 of ``big``; without ``compact``, the whole storage."""
+    import pickle
+
+    from minidl.nn.flat import storage_view
+
+    big = torch.arange(100.0)
+    compact = pickle.loads(pickle.dumps(storage_view(big[10:13], compact=True))).tensor()
+    assert compact.tolist() == [10.0, 11.0, 12.0]
+    assert compact.untyped_storage().nbytes() == 3 * 4
+    whole = pickle.loads(pickle.dumps(storage_view(big[10:13]))).tensor()
+    assert whole.tolist() == [10.0, 11.0, 12.0]
+    assert whole.untyped_storage().nbytes() == 100 * 4
+
+
+def test_moving_a_flat_model_to_its_own_dtype_keeps_its_memory_and_another_keeps_it_flat() -> None:
+    """``Sequential.to(float32)`` of a float32 model moves nothing: every parameter keeps its
+    tensors (same addresses); ``.to(float64)`` makes new ones that still tile one buffer of
+    values and one of gradients, with the values cast exactly."""
+    from minidl.nn.flat import flat_buffer
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    parameters = list(model.parameters())
+    before = [(p.data.data_ptr(), p.grad.data_ptr()) for p in parameters]
+    values = [p.data.clone() for p in parameters]
+    model.to(torch.float32)
+    assert [(p.data.data_ptr(), p.grad.data_ptr()) for p in parameters] == before
+    model.to(torch.float64)
+    assert flat_buffer([p.data for p in parameters]) is not None
+    assert flat_buffer([p.grad for p in parameters]) is not None
+    for parameter, value in zip(parameters, values, strict=True):
+        assert parameter.dtype == torch.float64
+        assert torch.equal(parameter.data, value.double())
+
+
+def test_flat_buffer_refuses_tensors_of_two_storages_whose_offsets_follow() -> None:
+    """Two tensors whose storage offsets follow on (0 to 3, then 3 to 6) but in two storages
+    tile no buffer: ``None``, not a view of the first storage past its end."""
+    from minidl.nn.flat import flat_buffer
+
+    first, second = torch.zeros(3), torch.ones(6)[3:]
+    assert second.storage_offset() == 3
+    assert flat_buffer([first, second]) is None
+
+
+class _PartlyCast(nn.Module):
+    """A float64 flat Sequential and a float32 parameter of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers = nn.Sequential(
+            nn.Linear(2, 3, dtype=torch.float64), nn.Linear(3, 1, dtype=torch.float64)
+        )
+        self.layers = self.register_module("layers", layers)
+        self.scale = self.register_parameter("scale", nn.Parameter(torch.ones(1)))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return input
+
+
+def test_a_cast_keeps_the_memory_of_a_flat_part_already_of_that_dtype() -> None:
+    """``to(float64)`` of a module whose Sequential is float64 already and whose own
+    parameter is float32: the Sequential's parameters keep their memory (the run already in
+    place is not copied), the float32 one is cast exactly."""
+    torch.manual_seed(0)
+    module = _PartlyCast()
+    kept = [(p.data.data_ptr(), p.grad.data_ptr()) for p in module.layers.parameters()]
+    module.to(torch.float64)
+    assert [(p.data.data_ptr(), p.grad.data_ptr()) for p in module.layers.parameters()] == kept
+    assert module.scale.dtype == torch.float64 and module.scale.data.tolist() == [1.0]
+
+
+def test_parameters_on_two_devices_are_left_as_they_are_by_flatten_parameters() -> None:
+    """Parameters of one dtype on two devices (cpu and meta) cannot share one buffer: nothing
+    is flattened and None is returned, each parameter keeping its own tensors."""
+    from minidl.nn import Parameter
+    from minidl.nn.flat import flatten_parameters
+
+    on_cpu = Parameter(torch.arange(3.0))
+    on_meta = Parameter(torch.empty(2, device="meta"))
+    tensors = [(p.data, p.grad) for p in (on_cpu, on_meta)]
+    assert flatten_parameters([on_cpu, on_meta]) is None
+    for parameter, (data, grad) in zip((on_cpu, on_meta), tensors, strict=True):
+        assert parameter.data is data and parameter.grad is grad
+    assert torch.equal(on_cpu.data, torch.arange(3.0))
+    assert on_meta.device.type == "meta"
