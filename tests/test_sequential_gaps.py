@@ -1,0 +1,280 @@
+"""``Sequential``'s behaviours that hand-made mutants of ``minidl/nn/sequential.py`` showed untested.
+
+Each test checks what a user relies on: the model that a refused change says to build (checked
+against what ``torch.nn.Sequential``'s change leaves, where PyTorch is the oracle), the values and
+gradients of a chain against PyTorch autograd in float64, and the state left after a refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from minidl import nn
+
+F64 = torch.float64
+
+_BUILD = "; build a new Sequential with every module in the order data flows through them, "
+
+
+def _four() -> tuple[nn.Sequential, torch.nn.Sequential]:
+    """A model of four modules and its ``torch.nn`` twin (the same layer types, in order)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2), nn.Tanh())
+    twin = torch.nn.Sequential(
+        torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2), torch.nn.Tanh()
+    )
+    return model, twin
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "given", "recipe"),
+    [
+        (
+            lambda m: m.insert(0, nn.Sigmoid()),
+            lambda t: t.insert(0, torch.nn.Sigmoid()),
+            "a Sigmoid to insert at 0",
+            "Sequential(module, *model)",
+        ),
+        (
+            lambda m: m.__setitem__(-4, nn.Sigmoid()),
+            lambda t: t.__setitem__(-4, torch.nn.Sigmoid()),
+            "a Sigmoid to put at model[-4]",
+            "Sequential(module, *model[1:])",
+        ),
+        (
+            lambda m: m.__delitem__(-4),
+            lambda t: t.__delitem__(-4),
+            "del model[-4]",
+            "Sequential(*model[1:])",
+        ),
+        (
+            lambda m: m.__setitem__(3, nn.Sigmoid()),
+            lambda t: t.__setitem__(3, torch.nn.Sigmoid()),
+            "a Sigmoid to put at model[3]",
+            "Sequential(*model[:3], module)",
+        ),
+    ],
+    ids=["insert(0)", "model[-4] =", "del model[-4]", "model[3] ="],
+)
+def test_a_refused_change_at_either_end_says_to_build_what_torch_leaves(
+    ours: Callable[[Any], object], theirs: Callable[[Any], object], given: str, recipe: str
+) -> None:
+    """At the first place (``insert(0)``, index ``-len``) and the last, the refusal's recipe is
+    exact, and the model it builds has the layer types that PyTorch's in-place change leaves:
+    ``insert(0)`` puts the module first, not last; ``model[-4]`` is in range, not refused as
+    out of range."""
+    model, twin = _four()
+    layers = list(model)
+    with pytest.raises(TypeError) as info:
+        ours(model)
+    assert str(info.value).endswith(f"got {given}{_BUILD}{recipe}")
+    assert list(model) == layers
+    theirs(twin)
+    built = eval(  # (the message's own code)
+        recipe,
+        {"Sequential": nn.Sequential},
+        {"model": model, "module": nn.Sigmoid()},
+    )
+    assert [type(part).__name__ for part in built] == [type(part).__name__ for part in twin]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m.__setitem__(4, nn.Sigmoid()),
+        lambda m: m.__setitem__(-5, nn.Sigmoid()),
+        lambda m: m.__delitem__(4),
+        lambda m: m.pop(4),
+    ],
+    ids=["model[4] =", "model[-5] =", "del model[4]", "pop(4)"],
+)
+def test_a_change_just_out_of_range_names_no_place(change: Callable[[Any], object]) -> None:
+    """An index one past either end, which PyTorch refuses (IndexError), names no place to
+    build the model at (``Sequential(*modules)``), as one far out of range does; not the
+    first place (``4 % 4 == 0``)."""
+    model, twin = _four()
+    with pytest.raises(IndexError):
+        twin[4]
+    layers = list(model)
+    with pytest.raises(TypeError) as info:
+        change(model)
+    assert str(info.value).endswith("Sequential(*modules)")
+    assert list(model) == layers
+
+
+@pytest.mark.parametrize("kind", [list, tuple])
+def test_modules_given_in_a_list_or_tuple_are_refused_saying_to_unpack_them(kind: type) -> None:
+    """``Sequential([a, b])`` or ``Sequential((a, b))`` (a common slip) is refused naming the
+    container and the fix, ``Sequential(*modules)``."""
+    with pytest.raises(TypeError) as info:
+        nn.Sequential(kind([nn.Linear(2, 2), nn.Tanh()]))
+    assert str(info.value) == (
+        f"Sequential: argument 0 must be a minidl Module, got a {kind.__name__}; pass the "
+        "modules themselves, Sequential(*modules)"
+    )
+
+
+class _NotInitialised(nn.Module):
+    """A module whose ``__init__`` forgets ``super().__init__()``."""
+
+    def __init__(self) -> None:
+        self.scale = 2.0
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input * self.scale
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output * self.scale
+
+
+def test_a_module_not_initialised_is_refused_naming_its_place_and_the_fix() -> None:
+    """A module of one's own whose ``__init__`` did not call ``super().__init__()`` is refused
+    when the model is built, naming the argument, the class and the fix (not a missing
+    attribute found inside a traversal)."""
+    with pytest.raises(AttributeError) as info:
+        nn.Sequential(nn.Tanh(), _NotInitialised())
+    assert str(info.value) == (
+        "Sequential: argument 1, a _NotInitialised, was not initialised as a Module: "
+        "_NotInitialised.__init__ must call super().__init__() first"
+    )
+
+
+class _SameTwice(nn.Module):
+    """One ``Tanh`` object registered under two names, applied twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tanh = self.register_module("a", nn.Tanh())
+        self.register_module("b", self.tanh)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self.tanh.forward(self.tanh.forward(input))
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return self.tanh.backward(self.tanh.backward(grad_output))
+
+
+def test_a_module_at_two_places_inside_one_child_is_refused() -> None:
+    """A child that holds one module object at two places (its second forward overwrites the
+    cache the first one's backward needs) is refused when the model is built, naming both
+    paths, as two children that are one object are."""
+    with pytest.raises(ValueError) as info:
+        nn.Sequential(nn.Linear(2, 2), _SameTwice())
+    assert str(info.value) == (
+        "Sequential: the Tanh at '1.b' is the same object as the one at '1.a'; a module keeps "
+        "what its last forward computed for its backward, so each place needs its own (e.g. a "
+        "second Tanh())"
+    )
+
+
+class _NanAbove2(nn.Module):
+    """The identity, but NaN for every value above 2."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return torch.where(input > 2, torch.nan, input)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output.clone()
+
+
+def test_detect_anomaly_does_not_check_the_values_of_a_trial_in_a_nested_sequential() -> None:
+    """A batch norm makes a new input shape run a trial (the first sample, in evaluation mode)
+    before the training forward. Under ``detect_anomaly()`` the trial's values, which are not
+    the training forward's, are not checked in a nested ``Sequential`` either: here the trial
+    sees 5 (NaN after the last layer) where training sees the normalised batch (finite). The
+    forward is PyTorch's, and the running statistics counted the batch once."""
+    from minidl.anomaly import detect_anomaly
+
+    norm = nn.BatchNorm1d(1, dtype=F64)
+    model = nn.Sequential(norm, nn.Sequential(_NanAbove2()))
+    twin = torch.nn.BatchNorm1d(1, dtype=F64)
+    x = torch.tensor([[5.0], [3.0]], dtype=F64)
+    with detect_anomaly():
+        output = model(x)
+    expected = twin(x).detach()
+    torch.testing.assert_close(output, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(norm.running_mean, twin.running_mean, rtol=0, atol=1e-15)
+
+
+class _AtMost10(nn.Module):
+    """The identity, which refuses any value above 10."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if bool((input > 10).any()):
+            raise ValueError("_AtMost10: a value above 10")
+        return input.clone()
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output.clone()
+
+
+class _Pair(nn.Module):
+    """A container of one's own: a ``Linear`` then an ``_AtMost10``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = self.register_module("linear", nn.Linear(2, 3, dtype=F64))
+        self.check = self.register_module("check", _AtMost10())
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self.check.forward(self.linear.forward(input))
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return self.linear.backward(self.check.backward(grad_output))
+
+
+def test_a_first_child_container_refusing_part_way_refuses_the_backward() -> None:
+    """The first child is a container of one's own whose second layer refuses an input after
+    its first layer cached it. Its backward would differentiate that cache (the refused input,
+    of the good one's shape: silently wrong gradients), so the chain refuses the backward until
+    a forward succeeds, naming the child, and leaves every gradient as it was."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_Pair(), nn.Tanh())
+    x = torch.full((4, 2), 0.1, dtype=F64)
+    model(x)
+    with pytest.raises(ValueError, match=r"^_AtMost10: a value above 10"):
+        model(x * 1000)
+    before = [parameter.grad.clone() for parameter in model.parameters()]
+    for method in ("backward", "backward_parameters"):
+        with pytest.raises(RuntimeError) as info:
+            getattr(model, method)(torch.ones(4, 3, dtype=F64))
+        assert str(info.value).startswith(
+            "Sequential: backward after the forward refused by module 0 (_Pair): the modules "
+            "that ran had already cached its input"
+        )
+    assert all(
+        torch.equal(parameter.grad, old)
+        for parameter, old in zip(model.parameters(), before, strict=True)
+    )
+
+
+class _Narrowing(nn.Module):
+    """Returns a gradient of one column: the module before it refuses it, in its own name."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input.clone()
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output[:, :1]
+
+
+@pytest.mark.parametrize("method", ["backward", "backward_parameters"])
+def test_a_refusal_in_a_slices_backward_names_the_modules_as_registered(method: str) -> None:
+    """A slice keeps the model's names (``model[2:]``'s first module is ``"2"``): the note of
+    a refusal in its backward names the refusing module and the module whose backward gave the
+    gradient by those names, as the model's own refusal would."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), _Narrowing(), nn.Tanh())
+    part = model[2:]
+    part(torch.randn(5, 4))
+    with pytest.raises(ValueError, match=r"gradient has shape \(5, 1\)") as info:
+        getattr(part, method)(torch.ones(5, 4))
+    assert getattr(info.value, "__notes__", None) == [
+        f"in Sequential.{method}, at module 2 (Linear), given the gradient returned by the "
+        "backward of module 3 (_Narrowing)"
+    ]
