@@ -1,0 +1,297 @@
+"""Mutation gaps in ``minidl.nn.batched_linear`` and ``minidl.nn.init``: behaviours that the
+other test files left unchecked (each test named after what a user relies on), every refusal
+checked by its exact type and message, with the tensor and the generator left unchanged."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minidl import nn
+from minidl.nn import init
+
+NORMAL_F32 = (
+    "would draw values beyond the range of the tensor's dtype torch.float32: its draws, up to "
+    "|mean| + 9 std in magnitude, must be at most 3.40282e+38, the largest finite value"
+)
+
+
+def test_a_large_negative_mean_whose_draws_reach_past_the_dtype_is_refused() -> None:
+    """A normal distribution's reach is |mean| + 9 std: a mean of -3e38 with a std of 1e37
+    reaches -3.9e38, past float32's -3.4e38 (some draws would be -inf), so it is refused like
+    its mirror image +3e38, the tensor and the generator unchanged (mean + 9 std, -2.1e38,
+    would pass it)."""
+    for mean in (-3e38, 3e38):
+        tensor = torch.randn(4, 3)
+        before = tensor.clone()
+        generator = torch.Generator().manual_seed(3)
+        state = generator.get_state()
+        with pytest.raises(ValueError) as raised:
+            init.normal_(tensor, mean, 1e37, generator)
+        assert str(raised.value) == (
+            f"init.normal_: N(mean, std^2) with mean={mean!r}, std=1e+37 " + NORMAL_F32
+        )
+        assert torch.equal(tensor, before)
+        assert torch.equal(generator.get_state(), state)
+
+
+@pytest.mark.parametrize("scheme", [init.xavier_uniform_, init.xavier_normal_])
+def test_xavier_refuses_a_negative_gain_in_its_name(scheme: object) -> None:
+    """A negative gain is refused by both Xavier schemes as a gain outside [0, inf), not by the
+    tensor library's own words about a uniform distribution's reversed bounds, and nothing is
+    drawn or written."""
+    tensor = torch.randn(4, 3)
+    before = tensor.clone()
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    name = scheme.__name__  # type: ignore[attr-defined]
+    with pytest.raises(ValueError) as raised:
+        scheme(tensor, gain=-0.5, generator=generator)  # type: ignore[operator]
+    assert str(raised.value) == f"init.{name}: gain must be in [0, inf), got -0.5"
+    assert torch.equal(tensor, before)
+    assert torch.equal(generator.get_state(), state)
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 0, 3)], ids=str)
+@pytest.mark.parametrize(
+    "scheme",
+    [init.xavier_uniform_, init.xavier_normal_, init.kaiming_uniform_, init.kaiming_normal_],
+)
+def test_a_weight_with_no_fan_at_all_is_left_alone(shape: tuple[int, ...], scheme: object) -> None:
+    """A zero-element weight whose fan_in and fan_out are both 0 (shape (0, 0)) is returned as
+    it is, nothing drawn, as one of shape (0, 3) is: its std, 1 / sqrt(fan_in + fan_out) for
+    Xavier, is never computed (a ZeroDivisionError otherwise)."""
+    tensor = torch.empty(shape)
+    generator = torch.Generator().manual_seed(0)
+    state = generator.get_state()
+    assert scheme(tensor, generator=generator) is tensor  # type: ignore[operator]
+    assert tensor.shape == shape
+    assert torch.equal(generator.get_state(), state)
+
+
+@pytest.mark.parametrize(
+    ("mean", "error", "message"),
+    [
+        (True, TypeError, "mean must be a finite number in (-inf, inf) (a float or an int), "
+         "got bool True"),
+        ("1", TypeError, "mean must be a finite number in (-inf, inf) (a float or an int), "
+         "got str '1'"),
+        (float("inf"), ValueError, "mean must be a finite number in (-inf, inf), got inf"),
+        (float("nan"), ValueError, "mean must be a finite number in (-inf, inf), got nan"),
+    ],
+    ids=["bool", "str", "inf", "nan"],
+)  # fmt: skip
+def test_normal_refuses_a_mean_that_is_no_finite_number(
+    mean: object, error: type[Exception], message: str
+) -> None:
+    """normal_'s mean is checked as its std is: a bool or a string (which float() would
+    take) and a non-finite value are refused naming the mean, nothing drawn or written."""
+    tensor = torch.randn(4, 3)
+    before = tensor.clone()
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    with pytest.raises(error) as raised:
+        init.normal_(tensor, mean, 1.0, generator)  # type: ignore[arg-type]
+    assert str(raised.value) == f"init.normal_: {message}"
+    assert torch.equal(tensor, before)
+    assert torch.equal(generator.get_state(), state)
+
+
+@pytest.mark.parametrize("mode", ["fan_avg", "FAN_IN", "fan_in "])
+@pytest.mark.parametrize("scheme", [init.kaiming_uniform_, init.kaiming_normal_])
+def test_kaiming_takes_only_fan_in_and_fan_out(mode: str, scheme: object) -> None:
+    """Only the two modes PyTorch takes are accepted: Keras' 'fan_avg', another case or a
+    stray space are refused in the scheme's name, nothing drawn or written."""
+    tensor = torch.randn(4, 3)
+    before = tensor.clone()
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    name = scheme.__name__  # type: ignore[attr-defined]
+    with pytest.raises(ValueError) as raised:
+        scheme(tensor, mode=mode, generator=generator)  # type: ignore[operator]
+    assert str(raised.value) == (f"init.{name}: mode must be 'fan_in' or 'fan_out', got {mode!r}")
+    assert torch.equal(tensor, before)
+    assert torch.equal(generator.get_state(), state)
+
+
+def test_model_takes_every_index_in_range_and_refuses_a_bool() -> None:
+    """model(i) copies model i's weight and bias for every i in [-R, R) (-R is model 0),
+    refuses R and -R - 1 as out of range and a bool (an int to Python) as no index, the
+    layer's parameters unchanged."""
+    layer = nn.BatchedLinear(
+        3, 2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    assert layer.bias is not None
+    weight, bias = layer.weight.data.clone(), layer.bias.data.clone()
+    for index in range(-3, 3):
+        part = layer.model(index)
+        assert part.bias is not None
+        assert torch.equal(part.weight.data, weight[index])
+        assert torch.equal(part.bias.data, bias[index])
+        assert part.weight.data.data_ptr() != layer.weight.data.data_ptr()
+    for index in (3, -4):
+        with pytest.raises(IndexError) as raised:
+            layer.model(index)
+        assert str(raised.value) == (
+            f"BatchedLinear.model: index {index} is out of range for 3 models"
+        )
+    for index in (True, False):
+        with pytest.raises(TypeError) as refused:
+            layer.model(index)
+        assert str(refused.value) == f"BatchedLinear.model: expected an integer index, got {index}"
+    assert torch.equal(layer.weight.data, weight) and torch.equal(layer.bias.data, bias)
+
+
+def test_a_stack_without_bias_unstacks_to_layers_without_bias() -> None:
+    """A BatchedLinear built with bias=False gives Linear layers without bias, each holding its
+    model's weight."""
+    layer = nn.BatchedLinear(2, 3, 2, bias=False, generator=torch.Generator().manual_seed(1))
+    parts = layer.unstack()
+    assert len(parts) == 2
+    for index, part in enumerate(parts):
+        assert part.bias is None
+        assert torch.equal(part.weight.data, layer.weight.data[index])
+
+
+def test_the_models_are_drawn_from_the_given_generator_as_linear_layers_in_turn() -> None:
+    """BatchedLinear(R, ...) with a generator holds the weights and biases of R Linear layers
+    built one after the other from that generator, and leaves torch's global generator alone."""
+    state = torch.get_rng_state()
+    layer = nn.BatchedLinear(3, 4, 2, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(torch.get_rng_state(), state)
+    generator = torch.Generator().manual_seed(7)
+    twins = [nn.Linear(4, 2, generator=generator) for _ in range(3)]
+    assert layer.bias is not None
+    for index, twin in enumerate(twins):
+        assert twin.bias is not None
+        assert torch.equal(layer.weight.data[index], twin.weight.data)
+        assert torch.equal(layer.bias.data[index], twin.bias.data)
+
+
+def test_sizes_whose_storage_overflows_are_refused_naming_the_layer() -> None:
+    """Sizes each within int64 whose product is not (2**62 models of 4 x 4 weights) are
+    refused as parameters the layer cannot hold, in its name, before any model is drawn, and
+    torch's global generator is left alone."""
+    state = torch.get_rng_state()
+    with pytest.raises(ValueError) as raised:
+        nn.BatchedLinear(2**62, 4, 4)
+    assert str(raised.value).startswith(
+        f"BatchedLinear: cannot hold the parameters of {2**62} models of 4 x 4 weights ("
+    )
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def _oracle(
+    layer: nn.BatchedLinear, x: torch.Tensor, g: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dL/dX, dL/dW, dL/db) of sum(Y * G) by PyTorch autograd in float64, for Y = X W^T + b."""
+    assert layer.bias is not None
+    weight = layer.weight.data.clone().requires_grad_()
+    bias = layer.bias.data.clone().requires_grad_()
+    x = x.clone().requires_grad_()
+    ((torch.bmm(x, weight.transpose(1, 2)) + bias.unsqueeze(1)) * g).sum().backward()  # type: ignore[no-untyped-call]
+    assert x.grad is not None and weight.grad is not None and bias.grad is not None
+    return x.grad, weight.grad, bias.grad
+
+
+def _square_layer() -> nn.BatchedLinear:
+    """Two 3 x 3 models, float64, with gradients that start from known non-zero values."""
+    layer = nn.BatchedLinear(
+        2, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
+    )
+    assert layer.bias is not None
+    generator = torch.Generator().manual_seed(5)
+    layer.weight.grad.copy_(torch.randn(2, 3, 3, dtype=torch.float64, generator=generator))
+    layer.bias.grad.copy_(torch.randn(2, 3, dtype=torch.float64, generator=generator))
+    return layer
+
+
+def test_an_input_in_the_weight_gradients_memory_is_read_as_it_was_at_forward() -> None:
+    """An input that is weight.grad itself (R, N, in) = (2, 3, 3) is the value it had at the
+    forward for the weight gradient dL/dW += G^T X, as autograd says, although the accumulation
+    writes over that memory."""
+    layer = _square_layer()
+    x = layer.weight.grad
+    g = torch.randn(2, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    grad_w0 = layer.weight.grad.clone()
+    assert layer.bias is not None
+    grad_b0 = layer.bias.grad.clone()
+    d_x, d_w, d_b = _oracle(layer, x.clone(), g)
+    layer(x)
+    torch.testing.assert_close(layer.backward(g), d_x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.weight.grad, grad_w0 + d_w, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.bias.grad, grad_b0 + d_b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("parameters_only", [False, True], ids=["backward", "backward_parameters"])
+def test_a_gradient_in_the_parameter_gradients_memory_is_read_as_it_was_given(
+    parameters_only: bool,
+) -> None:
+    """A grad_output that is weight.grad itself (R, N, out) = (2, 3, 3) gives the input gradient
+    G W and the accumulated gradients of the G given, as autograd says (the accumulation into
+    weight.grad writes over G before G W and the bias sum read it), through backward and
+    through backward_parameters."""
+    layer = _square_layer()
+    x = torch.randn(2, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    g = layer.weight.grad
+    grad_w0 = layer.weight.grad.clone()
+    assert layer.bias is not None
+    grad_b0 = layer.bias.grad.clone()
+    d_x, d_w, d_b = _oracle(layer, x, g.clone())
+    layer(x)
+    if parameters_only:
+        layer.backward_parameters(g)
+    else:
+        torch.testing.assert_close(layer.backward(g), d_x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.weight.grad, grad_w0 + d_w, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.bias.grad, grad_b0 + d_b, rtol=1e-12, atol=1e-12)
+
+
+def test_an_input_in_the_gradients_memory_zeroed_before_backward_keeps_its_forward_value() -> None:
+    """An input that is weight.grad, zeroed by zero_grad between the forward and the backward
+    (gradients reset in the middle of a step), still counts with the value it had at the
+    forward: dL/dW = G^T X of that X, as autograd says (the cached input is a copy)."""
+    layer = _square_layer()
+    x = layer.weight.grad
+    g = torch.randn(2, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    d_x, d_w, d_b = _oracle(layer, x.clone(), g)
+    layer(x)
+    layer.zero_grad()
+    assert not bool(x.any())  # (the input's memory was zeroed)
+    torch.testing.assert_close(layer.backward(g), d_x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.weight.grad, d_w, rtol=1e-12, atol=1e-12)
+    assert layer.bias is not None
+    torch.testing.assert_close(layer.bias.grad, d_b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        ("uniform_", lambda t: init.uniform_(t, -1.0, 1.0, torch.Generator().manual_seed(0))),
+        ("zeros_", init.zeros_),
+        ("constant_", lambda t: init.constant_(t, 2.0)),
+    ],
+    ids=["uniform", "zeros", "constant"],
+)
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+def test_a_nested_tensor_is_refused_as_not_dense(name: str, call: object) -> None:
+    """A nested tensor (whose layout reads as strided) is refused as no dense tensor, naming
+    the function, and its values are left as they were."""
+    nested = torch.nested.nested_tensor([torch.ones(2, 3), torch.ones(4, 3)])
+    with pytest.raises(TypeError) as raised:
+        call(nested)  # type: ignore[operator]
+    assert str(raised.value) == (
+        f"init.{name}: expected a Parameter or a dense floating-point tensor, got a nested tensor"
+    )
+    assert all(bool((part == 1).all()) for part in nested.unbind())
+
+
+def test_an_input_of_four_dimensions_is_refused_in_the_layers_words() -> None:
+    """An input (R, N, in, k) whose first and third sizes are the layer's R and in is no
+    (R, N, in) input: refused naming the layer, the expected shape and the one given."""
+    layer = nn.BatchedLinear(2, 3, 4)
+    with pytest.raises(ValueError) as raised:
+        layer(torch.randn(2, 5, 3, 7))
+    assert str(raised.value) == (
+        "BatchedLinear: expected an input of shape (2, N, 3) with N >= 1, got (2, 5, 3, 7)"
+    )
