@@ -75,6 +75,18 @@ PLANNED_ACTIVATION_MAKERS: dict[str, Callable[[], nn.Activation]] = {
 }
 
 
+class OneColumnGradient(nn.Module):
+    """The identity forward, and a backward that returns the gradient's first column only: the
+    module before it refuses that gradient, in its own name (a module of one's own whose
+    backward returns a gradient of the wrong shape)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input.clone()
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output[:, :1]
+
+
 class CudaLikeGenerator(torch.Generator):
     """A CPU generator that says it is on ``cuda:0``: a stand-in for a CUDA generator on a
     machine without CUDA (``torch.randperm`` on the CPU would fail with a real one)."""

@@ -17,6 +17,7 @@ from torch import Tensor
 from minidl import nn
 from minidl.anomaly import AnomalyError, detect_anomaly
 from minidl.experiments.welch import Welch, critical_t, regularized_beta, welch
+from tests.helpers import OneColumnGradient
 
 # Both forms: modules given (wrapped) and none (the Sequential flag).
 FORMS = [pytest.param(True, id="wrapped"), pytest.param(False, id="flag")]
@@ -246,16 +247,6 @@ def test_backward_names_a_layer_of_a_nested_sequential_by_its_full_path(
     )
 
 
-class _Narrowing(nn.Module):
-    """Returns a gradient of one column: the module before it refuses it, in its own name."""
-
-    def forward(self, input: Tensor) -> Tensor:
-        return input.clone()
-
-    def backward(self, grad_output: Tensor) -> Tensor:
-        return grad_output[:, :1]
-
-
 @pytest.mark.parametrize("method", ["backward", "backward_parameters"])
 @pytest.mark.parametrize("inner_first", [True, False], ids=["inner-first", "inner-after"])
 def test_a_refusal_inside_a_nested_sequential_has_the_same_notes_inside_the_block(
@@ -268,9 +259,11 @@ def test_a_refusal_inside_a_nested_sequential_has_the_same_notes_inside_the_bloc
     holds the first parameters, ``backward`` after them)."""
     torch.manual_seed(0)
     if inner_first:
-        model = nn.Sequential(nn.Sequential(nn.Linear(3, 4), _Narrowing()), nn.Tanh())
+        model = nn.Sequential(nn.Sequential(nn.Linear(3, 4), OneColumnGradient()), nn.Tanh())
     else:
-        model = nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.Tanh(), _Narrowing()), nn.Tanh())
+        model = nn.Sequential(
+            nn.Linear(3, 4), nn.Sequential(nn.Tanh(), OneColumnGradient()), nn.Tanh()
+        )
     x = torch.randn(5, 3)
     notes = []
     for block in (False, True):
@@ -286,7 +279,7 @@ def test_a_refusal_inside_a_nested_sequential_has_the_same_notes_inside_the_bloc
     place = 0 if inner_first else 1
     assert notes[0] == [
         f"in Sequential.{inner}, at module 0 ({first}), given the gradient returned by the "
-        "backward of module 1 (_Narrowing)",
+        "backward of module 1 (OneColumnGradient)",
         f"in Sequential.{method}, at module {place} (Sequential), given the gradient returned "
         f"by the backward of module {place + 1} (Tanh)",
     ]

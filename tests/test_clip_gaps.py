@@ -163,10 +163,15 @@ def _stack_and_twins(
 
 
 def _stack_clip(
-    twins: list[nn.Sequential], alone: list[nn.Sequential], layout: Layout, limit: float
+    twins: list[nn.Sequential],
+    alone: list[nn.Sequential],
+    layout: Layout,
+    limit: float,
+    unheld: int | None = None,
 ) -> nn.Sequential:
     """The models of ``alone`` stacked (laid out by ``layout``), each model's gradients set to
-    its twin's, each held by an optimizer of its own, clipped by :class:`StackClip`."""
+    its twin's, each held by an optimizer of its own (but model ``unheld``'s, which holds none
+    of the parameters it was given), clipped by :class:`StackClip`."""
     from minidl.nn._stack_clip import StackClip
 
     stack = nn.stack_models(alone, layout=layout)
@@ -177,7 +182,8 @@ def _stack_clip(
         for parameter, source in zip(own, twin.parameters(), strict=True):
             parameter.grad.copy_(source.grad)
         given = [nn.flat_model_parameters(stack, slice(index, index + 1))] if flat else own
-        holders.append((f"optimizer {index}", index, index + 1, given, given))
+        held = given if index != unheld else []
+        holders.append((f"optimizer {index}", index, index + 1, given, held))
     StackClip(stack, limit, holders, flat=flat, where="test")()
     return stack
 
@@ -230,22 +236,11 @@ def test_a_model_whose_optimizer_holds_none_of_its_gradients_is_left_as_it_is(
     model too, where the one flat parameter is each model's): model 1's gradients keep their
     bits, neither counted nor scaled, and models 0 and 2 are clipped as clip_grad_norm_ clips
     each alone, to 1e-13."""
-    from minidl.nn._stack_clip import StackClip
-
     alone, twins = _stack_and_twins((3, 5, 2), 3, seed=4)
     for twin in twins:
         for parameter in twin.parameters():
             parameter.grad.mul_(1e3)  # (every model's norm above max_norm)
-    stack = nn.stack_models(alone, layout=layout)
-    flat = layout == "model"
-    holders = []
-    for index, twin in enumerate(twins):
-        own = nn.model_parameters(stack, index)
-        for parameter, source in zip(own, twin.parameters(), strict=True):
-            parameter.grad.copy_(source.grad)
-        given = [nn.flat_model_parameters(stack, slice(index, index + 1))] if flat else own
-        holders.append((f"optimizer {index}", index, index + 1, given, given if index != 1 else []))
-    StackClip(stack, 0.5, holders, flat=flat, where="test")()
+    stack = _stack_clip(twins, alone, layout, 0.5, unheld=1)
     for index, twin in enumerate(twins):
         if index != 1:
             assert float(nn.clip_grad_norm_(twin.parameters(), 0.5)) > 0.5  # (clipped)

@@ -685,11 +685,21 @@ def test_a_method_that_the_computation_calls_set_on_the_instance_is_refused(
             torch.nn.modules.module.register_module_forward_pre_hook,
             "forward pre-hook (register_module_forward_pre_hook)",
         ),
+        (
+            torch.nn.modules.module.register_module_full_backward_pre_hook,
+            "backward pre-hook (register_module_full_backward_pre_hook)",
+        ),
+        (
+            torch.nn.modules.module.register_module_full_backward_hook,
+            "backward hook (register_module_full_backward_hook)",
+        ),
     ],
 )
 def test_a_global_hook_of_torch_nn_is_refused(register: object, what: str) -> None:
     """A hook that every torch.nn module runs (registered for all of them): from_torch
-    converted the model, which then computed without it (apart by 4.6)."""
+    converted the model, which then computed without it (apart by 4.6); a backward hook may
+    change the gradients torch computes, which the converted model would not. The model
+    converts once the hook is removed."""
 
     def doubled(*args: object) -> None:
         return None
@@ -705,7 +715,7 @@ def test_a_global_hook_of_torch_nn_is_refused(register: object, what: str) -> No
         "torch.nn module runs and minidl cannot carry, and which may change what the model "
         "computes; remove it (the handle that registered it has remove()) first"
     )
-    from_torch(torch.nn.Linear(2, 2))
+    assert isinstance(from_torch(torch.nn.Linear(2, 2)), nn.Linear)
 
 
 def test_a_minidl_module_given_to_from_torch_is_named_as_minidl_s() -> None:

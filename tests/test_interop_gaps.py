@@ -1,6 +1,7 @@
 """minidl.interop, what mutation testing found untested: refusals that a changed check let
-through (a count of batches that is complex or on another device, a global backward hook of
-torch.nn, a truthy ``inplace`` at a residual block's input), and refusals that must name the
+through (a count of batches that is complex or on another device, a truthy ``inplace`` at a
+residual block's input; the global backward hooks of torch.nn are in test_interop_audit's
+test of the global hooks), and refusals that must name the
 right layer and its way out (a StackedActivation, a None child before an in-place layer, a
 Residual's block taken out of its registry). Each test fails on a mutant of the source that
 the rest of the suite let pass."""
@@ -42,41 +43,6 @@ def test_to_torch_refuses_a_stacked_activation_with_the_way_out() -> None:
         "minidl.nn.stacked_activation.StackedActivation (a stack of models: convert each, from "
         "minidl.nn.unstack_model(stack, index)); supported: Sequential, Linear,"
     )
-
-
-@pytest.mark.parametrize(
-    ("register", "what"),
-    [
-        (
-            torch.nn.modules.module.register_module_full_backward_pre_hook,
-            "backward pre-hook (register_module_full_backward_pre_hook)",
-        ),
-        (
-            torch.nn.modules.module.register_module_full_backward_hook,
-            "backward hook (register_module_full_backward_hook)",
-        ),
-    ],
-)
-def test_a_global_backward_hook_of_torch_nn_is_refused(register: object, what: str) -> None:
-    """A backward hook that every torch.nn module runs may change the gradients torch
-    computes, which the converted model would not: refused, naming the registry, and the
-    model converts once the hook is removed."""
-
-    def halved(*args: object) -> None:
-        return None
-
-    handle = register(halved)  # type: ignore[operator]
-    try:
-        with pytest.raises(ConversionError) as info:
-            from_torch(torch.nn.Linear(2, 2))
-    finally:
-        handle.remove()
-    assert str(info.value) == (
-        f"from_torch: torch.nn has a global {what}, {halved.__qualname__}, which every "
-        "torch.nn module runs and minidl cannot carry, and which may change what the model "
-        "computes; remove it (the handle that registered it has remove()) first"
-    )
-    assert isinstance(from_torch(torch.nn.Linear(2, 2)), nn.Linear)
 
 
 def test_a_none_child_before_an_in_place_layer_in_a_residual_block_is_named() -> None:

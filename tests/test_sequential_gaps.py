@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from minidl import nn
+from tests.helpers import OneColumnGradient
 
 F64 = torch.float64
 
@@ -116,31 +117,6 @@ def test_modules_given_in_a_list_or_tuple_are_refused_saying_to_unpack_them(kind
     assert str(info.value) == (
         f"Sequential: argument 0 must be a minidl Module, got a {kind.__name__}; pass the "
         "modules themselves, Sequential(*modules)"
-    )
-
-
-class _NotInitialised(nn.Module):
-    """A module whose ``__init__`` forgets ``super().__init__()``."""
-
-    def __init__(self) -> None:
-        self.scale = 2.0
-
-    def forward(self, input: Tensor) -> Tensor:
-        return input * self.scale
-
-    def backward(self, grad_output: Tensor) -> Tensor:
-        return grad_output * self.scale
-
-
-def test_a_module_not_initialised_is_refused_naming_its_place_and_the_fix() -> None:
-    """A module of one's own whose ``__init__`` did not call ``super().__init__()`` is refused
-    when the model is built, naming the argument, the class and the fix (not a missing
-    attribute found inside a traversal)."""
-    with pytest.raises(AttributeError) as info:
-        nn.Sequential(nn.Tanh(), _NotInitialised())
-    assert str(info.value) == (
-        "Sequential: argument 1, a _NotInitialised, was not initialised as a Module: "
-        "_NotInitialised.__init__ must call super().__init__() first"
     )
 
 
@@ -253,28 +229,20 @@ def test_a_first_child_container_refusing_part_way_refuses_the_backward() -> Non
     )
 
 
-class _Narrowing(nn.Module):
-    """Returns a gradient of one column: the module before it refuses it, in its own name."""
-
-    def forward(self, input: Tensor) -> Tensor:
-        return input.clone()
-
-    def backward(self, grad_output: Tensor) -> Tensor:
-        return grad_output[:, :1]
-
-
 @pytest.mark.parametrize("method", ["backward", "backward_parameters"])
 def test_a_refusal_in_a_slices_backward_names_the_modules_as_registered(method: str) -> None:
     """A slice keeps the model's names (``model[2:]``'s first module is ``"2"``): the note of
     a refusal in its backward names the refusing module and the module whose backward gave the
     gradient by those names, as the model's own refusal would."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), _Narrowing(), nn.Tanh())
+    model = nn.Sequential(
+        nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), OneColumnGradient(), nn.Tanh()
+    )
     part = model[2:]
     part(torch.randn(5, 4))
     with pytest.raises(ValueError, match=r"gradient has shape \(5, 1\)") as info:
         getattr(part, method)(torch.ones(5, 4))
     assert getattr(info.value, "__notes__", None) == [
         f"in Sequential.{method}, at module 2 (Linear), given the gradient returned by the "
-        "backward of module 3 (_Narrowing)"
+        "backward of module 3 (OneColumnGradient)"
     ]
