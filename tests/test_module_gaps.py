@@ -9,6 +9,7 @@ and the words of its message), with the module left as it was after a refusal.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -240,3 +241,71 @@ def test_a_shallow_copy_given_registries_of_its_own_no_longer_follows_the_origin
     assert vars(shallow)["stat"] is old
     assert list(shallow.named_buffers()) == []
     assert original.get_buffer("stat") is new
+
+
+@pytest.mark.parametrize("remove_duplicate", [True, False])
+@pytest.mark.parametrize("kind", [list, frozenset])
+def test_a_memo_that_is_no_set_is_refused_when_called(
+    kind: type[list[object]] | type[frozenset[object]], remove_duplicate: bool
+) -> None:
+    """``named_modules``'s ``memo`` must be a set (or ``None``), as documented: a list or a
+    frozenset of modules is refused by a ``TypeError`` naming the method and what was given,
+    at the call, before any walk (PyTorch fails later, in the walk, with "'list' object has
+    no attribute 'add'", or walks on with ``remove_duplicate=False``). The memo is left as it
+    was given."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    twin = tnn.Sequential(tnn.Linear(2, 2), tnn.ReLU())
+    with pytest.raises(AttributeError, match="object has no attribute 'add'"):
+        list(twin.named_modules([twin[1]]))  # type: ignore[arg-type]
+    memo = kind([model[1]])
+    shown = re.escape("[ReLU()]" if kind is list else "frozenset({ReLU()})")
+    with pytest.raises(
+        TypeError,
+        match=rf"^Sequential\.named_modules: memo must be a set of modules or None, got {shown}$",
+    ):
+        model.named_modules(memo, "", remove_duplicate)  # type: ignore[arg-type]
+    assert list(memo) == [model[1]]
+
+
+@pytest.mark.parametrize(
+    ("method", "kind", "label", "what", "own"),
+    [
+        ("get_parameter", "parameter", "an nn.Parameter", "an attribute (Tensor)", "parameters"),
+        ("get_submodule", "module", "an nn.Module", "an attribute (Tensor)", "children"),
+        (
+            "get_buffer",
+            "buffer",
+            "a buffer",
+            "a tensor not registered (register_buffer)",
+            "buffers",
+        ),
+    ],
+)
+def test_a_plain_tensor_attribute_is_named_for_what_the_lookup_wanted(
+    method: str, kind: str, label: str, what: str, own: str
+) -> None:
+    """A plain tensor set as an attribute (not registered) is refused by each lookup as
+    PyTorch's is ("`plain` is not an nn.Parameter"), saying what it is: only where a buffer was
+    wanted is the hint to register it as one (``register_buffer``) the right one; to
+    ``get_parameter`` and ``get_submodule`` it is an attribute holding a tensor (a parameter
+    is made with ``Parameter``, a module is no tensor). The model is left as it was."""
+    twin = tnn.Sequential(tnn.Linear(2, 2))
+    twin[0].plain = torch.zeros(2)
+    with pytest.raises(AttributeError, match=rf"^`plain` is not {label}$"):
+        getattr(twin, method)("0.plain")
+    model = nn.Sequential(nn.Linear(2, 2))
+    plain = torch.zeros(2)
+    model[0].plain = plain  # type: ignore[attr-defined]
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    has = {"parameters": "'weight', 'bias'", "children": "none", "buffers": "none"}[own]
+    message = (
+        f"Sequential.{method}: '0.plain' names no {kind}: `plain` is not {label}: it is {what} "
+        f"of Linear (the Linear at '0', whose {own} are: {has})"
+    )
+    with pytest.raises(AttributeError, match=f"^{re.escape(message)}$"):
+        getattr(model, method)("0.plain")
+    assert model[0].plain is plain  # type: ignore[attr-defined]
+    assert list(model.named_buffers()) == []
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(after[name], before[name]) for name in before)
