@@ -246,3 +246,79 @@ def test_a_refusal_in_a_slices_backward_names_the_modules_as_registered(method: 
         f"in Sequential.{method}, at module 2 (Linear), given the gradient returned by the "
         "backward of module 3 (OneColumnGradient)"
     ]
+
+
+def _model() -> nn.Sequential:
+    """A small model of two layers (seeded)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2))
+
+
+@pytest.mark.parametrize(
+    "move",
+    [
+        lambda m: m.to(torch.float32),
+        lambda m: m.to("cpu"),
+        lambda m: m.float(),
+    ],
+    ids=["to(float32)", "to(cpu)", "float()"],
+)
+def test_a_move_that_changes_nothing_keeps_an_assigned_parameter_tensor_as_torch_does(
+    move: Callable[[Any], object],
+) -> None:
+    """A tensor assigned to a parameter's ``.data`` stays that parameter's memory through a
+    ``.to()`` to the dtype and device it already has, as in ``torch.nn``: a move that changes
+    nothing copies nothing (the flat buffer is not made again, which would untie the tensor
+    the caller still holds and writes into)."""
+    torch.manual_seed(0)
+    first, last = nn.Linear(2, 3), nn.Linear(3, 2)
+    model = nn.Sequential(first, nn.Tanh(), last)
+    twin = torch.nn.Linear(2, 3)
+    torch.manual_seed(1)
+    given = torch.randn(3, 2)
+    first.weight.data = given
+    twin.weight.data = given
+    assert move(model) is model
+    move(twin)
+    assert twin.weight.data.data_ptr() == given.data_ptr()  # (the oracle)
+    assert first.weight.data.data_ptr() == given.data_ptr()
+    with torch.no_grad():
+        given.add_(1.0)  # (the caller's tensor is still the layer's weight)
+    assert first.bias is not None and last.bias is not None
+    x = torch.randn(4, 2)
+    expected = torch.tanh(x @ given.T + first.bias.data) @ last.weight.data.T + last.bias.data
+    torch.testing.assert_close(model(x), expected)
+
+
+class _RefusingIndex:
+    """An object whose ``__index__`` refuses with an error that is no ``TypeError``."""
+
+    def __index__(self) -> int:
+        raise ValueError("no index here")
+
+
+@pytest.mark.parametrize(
+    ("index", "got"),
+    [
+        (torch.tensor(1, device="meta"), "a tensor of torch.int64 and shape ()"),
+        (_RefusingIndex(), "_RefusingIndex"),
+    ],
+    ids=["meta int tensor", "__index__ raising ValueError"],
+)
+def test_an_index_whose_index_method_refuses_in_any_error_is_refused_as_no_integer(
+    index: object, got: str
+) -> None:
+    """An index whose ``__index__`` raises (a meta tensor's ``.item()`` raises RuntimeError, a
+    class of one's own may raise ValueError) is refused as a float tensor's is: a TypeError
+    naming ``Sequential`` and what was given, not the index's own error; the model is
+    unchanged and still runs."""
+    model = _model()
+    before = [p.data.clone() for p in model.parameters()]
+    with pytest.raises(TypeError) as caught:
+        model[index]  # type: ignore[call-overload]
+    assert str(caught.value) == f"Sequential: indices must be integers or slices, got {got}"
+    assert len(model) == 3
+    for p, b in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p.data, b)
+    y: Tensor = model(torch.ones(1, 2))
+    assert y.shape == (1, 2)
