@@ -4,11 +4,13 @@ checked by its exact type and message, with the tensor and the generator left un
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
 from minidl import nn
-from minidl.nn import init
+from minidl.nn import batched_linear, init
 
 NORMAL_F32 = (
     "would draw values beyond the range of the tensor's dtype torch.float32: its draws, up to "
@@ -295,3 +297,90 @@ def test_an_input_of_four_dimensions_is_refused_in_the_layers_words() -> None:
     assert str(raised.value) == (
         "BatchedLinear: expected an input of shape (2, N, 3) with N >= 1, got (2, 5, 3, 7)"
     )
+
+
+def _nested(input: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():  # (torch's prototype warning about strided nested tensors)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.nested.nested_tensor(list(input.unbind()))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda x: x.to_sparse(),
+            "BatchedLinear: expected a dense input, got a sparse_coo tensor "
+            "(pass input.to_dense())",
+        ),
+        (
+            lambda x: x.to_mkldnn(),
+            "BatchedLinear: expected a dense input, got a _mkldnn tensor (pass input.to_dense())",
+        ),
+        (
+            _nested,
+            "BatchedLinear: expected a dense input, got a nested tensor (one of equal sizes is "
+            "made dense by torch.stack(input.unbind()))",
+        ),
+    ],
+    ids=["sparse", "mkldnn", "nested"],
+)
+def test_a_batched_linear_refuses_an_input_that_is_not_dense_in_its_name(
+    make: object, message: str
+) -> None:
+    """A sparse, MKL-DNN or nested input of the right shape and dtype is refused by the layer
+    in its own words, naming the layout and the way to a dense one (the tensor library would
+    otherwise fail part-way in a matrix product with a list of its backends, or with an
+    internal error about a nested tensor's sizes), and the layer is left as it was: its
+    parameters and gradients unchanged, and a dense input of the same shape is then taken."""
+    torch.manual_seed(0)
+    layer = nn.BatchedLinear(2, 3, 4)
+    dense = torch.randn(2, 5, 3)
+    weight, bias = layer.weight.data.clone(), layer.bias.data.clone()  # type: ignore[union-attr]
+    with pytest.raises(TypeError) as raised:
+        layer(make(dense))  # type: ignore[operator]
+    assert str(raised.value) == message
+    assert torch.equal(layer.weight.data, weight)
+    assert torch.equal(layer.bias.data, bias)  # type: ignore[union-attr]
+    assert not layer.weight.grad.any() and not layer.bias.grad.any()  # type: ignore[union-attr]
+    expected = torch.baddbmm(bias.unsqueeze(1), dense, weight.transpose(1, 2))
+    assert torch.equal(layer(dense), expected)
+
+
+def test_a_model_layout_stack_cast_after_forward_refuses_backward_before_any_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``layout="model"`` stack whose weight gradient goes through the batched product's
+    temporary (float32, made at forward), cast to float64 between forward and backward, is
+    refused by backward_parameters in the layer's own words, naming both dtypes, before
+    anything is written: the float32 temporary is not added into the new float64 gradients
+    (which the tensor library would do without a word, type promotion accepting it)."""
+    # (the batched product taken wherever it is used: whether it gives the per-model bits is
+    # the CPU's, and so is whether a layer uses it unforced)
+    monkeypatch.setattr(batched_linear, "_EXACT_BATCHED_GRADIENT", {})
+    monkeypatch.setattr(batched_linear, "_compare_the_two_ways", lambda *args: True)
+    torch.manual_seed(0)
+    stack = nn.stack_models([nn.mlp((2, 25, 25, 2), "tanh") for _ in range(4)], layout="model")
+    x = torch.randn(4, 100, 2)
+    stack.backward(torch.randn_like(stack(x)))  # (the first backward decides the temporary)
+    layers = [
+        layer
+        for layer in stack
+        if isinstance(layer, nn.BatchedLinear) and layer._product is not None
+    ]
+    assert layers
+    layer = layers[0]
+    input = torch.randn(4, 100, layer.in_features)
+    grad_output = torch.randn_like(layer(input))
+    stack.to(torch.float64)
+    for parameter in stack.parameters():
+        parameter.grad.zero_()
+    with pytest.raises(RuntimeError) as raised:
+        layer.backward_parameters(grad_output)
+    assert str(raised.value) == (
+        "BatchedLinear: the parameters are torch.float64 on cpu but the last forward ran in "
+        "torch.float32 on cpu: the module was cast or moved (.to(...)) after that forward; "
+        "run forward again before backward"
+    )
+    assert all(not parameter.grad.any() for parameter in stack.parameters())
+    assert all(parameter.grad.dtype == torch.float64 for parameter in stack.parameters())
