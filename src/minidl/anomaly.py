@@ -326,24 +326,22 @@ def sequential_backward(
     path = path or _paths.get(id(sequential)) or type(sequential).__name__
     check_finite(grad_output, path, "backward", "incoming gradient")
     names = tuple(sequential._modules)  # (as in sequential_forward)
-    # Without the checks, backward_parameters reaches the first module with parameters (the
-    # last module if none has) by its own backward_parameters, the modules after it by their
-    # backward: a nested Sequential's notes name the method it would have been called by.
-    first = len(sequential) - 1
-    if method == "backward_parameters":
-        first = next(
-            (i for i, part in enumerate(sequential) if next(part.parameters(), None) is not None),
-            first,
-        )
+    # Without the checks, backward_parameters reaches the module it trains first by its own
+    # backward_parameters, the modules after it by their backward: a nested Sequential's notes
+    # name the method it would have been called by.
+    after_first_trained = method == "backward_parameters"  # (until the loop reaches it)
+    if after_first_trained and sequential._registrations_seen != Module._registrations:
+        sequential._find_first_trained()  # (as Sequential.backward_parameters)
     for index in reversed(range(len(sequential))):
         module = sequential[index]
         child = _child_path(path, names[index])
-        nested = type(module) is Sequential
+        if module is sequential._first_trained:
+            after_first_trained = False
         try:
             if type(module) is Sequential:
                 if module._refused is not None:  # (as its own backward would refuse)
                     module._check_not_refused()
-                inner = method if index <= first else "backward"
+                inner = "backward" if after_first_trained else method
                 grad_output = sequential_backward(module, grad_output, child, method=inner)
             elif module._modules:
                 with _inner_paths(module, child):
@@ -354,7 +352,7 @@ def sequential_backward(
             if not isinstance(error, AnomalyError):
                 sequential._note_backward_refusal(method, module, error)
             raise
-        if not nested:
+        if type(module) is not Sequential:
             label = f"{child}: {type(module).__name__}"
             check_finite(grad_output, label, "backward", "returned gradient")
             for name, parameter in module.named_parameters():
