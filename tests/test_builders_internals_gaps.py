@@ -249,6 +249,19 @@ def test_a_pickled_option_is_dropped_silently_only_where_it_is_pytorchs_default(
     assert len(_loaded_with("ignore_index", 3)) == 1
 
 
+def test_a_pickled_numpy_default_is_dropped_as_the_constructor_names_it() -> None:
+    """A NumPy number equal to PyTorch's default (``numpy.float64(0.0)``, ``numpy.int64(-100)``)
+    is the default on loading too, as the constructor calls it (it warned before, where only
+    ``int`` and ``float`` counted); one equal to another option's default is not. A tensor
+    equal to the default is no number there either."""
+    for name, value in (("label_smoothing", np.float64(0.0)), ("ignore_index", np.int64(-100))):
+        assert _loaded_with(name, value) == []
+        with pytest.raises(TypeError, match="PyTorch's default"):
+            nn.CrossEntropyLoss(**{name: value})
+    assert len(_loaded_with("label_smoothing", np.int64(-100))) == 1
+    assert len(_loaded_with("label_smoothing", torch.tensor(0.0))) == 1
+
+
 def test_mlp_notes_itself_on_a_layer_that_memory_cannot_hold() -> None:
     """A layer that memory cannot hold (400 TB) stays torch's out-of-memory RuntimeError, with
     mlp's note naming the layer, and nothing drawn from torch's generator."""

@@ -55,9 +55,7 @@ class Unsupported:
     def refused_argument(self, owner: type, value: object) -> TypeError:
         """The error for PyTorch's argument of this name given to ``owner``'s constructor
         (``CrossEntropyLoss(weight=w)``), where Python's own named no reason."""
-        default = self.default
-        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if value is default or (number and default is not None and value == default):
+        if self._is_default(value):
             return TypeError(
                 f"{owner.__name__}: got {self.name}={shown(value)}, PyTorch's default, which is "
                 f"what {owner.__name__} computes ({self.hint}): leave the argument out"
@@ -70,10 +68,18 @@ class Unsupported:
     def set_pickled(self, instance: object, value: object) -> None:
         """Drop ``value``, the plain attribute ``name`` of ``instance`` pickled before the name
         was refused (which the computation ignored), warning unless it is PyTorch's default."""
-        default = self.default
-        if value is default or (type(value) in (int, float) and value == default):
+        if self._is_default(value):
             return
         warn_dropped(instance, self.name, value, f"without it ({self.hint})")
+
+    def _is_default(self, value: object) -> bool:
+        """Whether ``value`` is PyTorch's default: the default itself, or a real number equal to
+        it (``0``, ``numpy.float64(0.0)``; no bool, whose ``False == 0``, nor a tensor)."""
+        default = self.default
+        if value is default:
+            return True
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        return number and default is not None and value == default
 
     def __delete__(self, instance: object) -> NoReturn:
         raise AttributeError(f"{type(instance).__name__} has no {self.name} to delete")
