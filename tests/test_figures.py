@@ -609,6 +609,40 @@ def test_figure_writer_draws_each_figure_from_its_own_rows_and_lists_them_in_rep
         plt.close(figure)
 
 
+def test_a_figure_drawn_after_move_into_out_is_staged_and_moved_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``move_into_out`` moves the figures drawn so far; one drawn after it waits in a new
+    hidden folder, and ``staged`` and the next ``move_into_out`` name it alone (they named
+    the figures moved already too, and the second move failed on their missing files), while
+    ``draw_remaining`` still lists every figure drawn."""
+
+    def save(figure: Any, path: Path) -> None:
+        path.write_bytes(path.name.encode())
+
+    monkeypatch.setattr(figures, "_save", save)
+    table_ii = [fake_row(experiment("II", "ADADELTA"), [1.0])]
+    table_iii = [fake_row(experiment("III", "ADADELTA"), [1.0])]  # (no row of Fig. 3)
+    out = tmp_path / "out"
+    with figures.FigureWriter([row.experiment for row in (*table_ii, *table_iii)], out) as writer:
+        assert writer.draw_next(table_ii)
+        writer.move_into_out()
+        assert writer.staged() == []
+        assert writer.draw_next([*table_ii, *table_iii])
+        (staged, name), *others = writer.staged()
+        assert (others, name, staged.parent.parent) == ([], "tableIII_validation.png", out)
+        assert staged.read_bytes() == name.encode()
+        writer.move_into_out()
+        assert writer.draw_remaining([*table_ii, *table_iii]) == {
+            "tableII": "tableII_validation.png",
+            "tableIII": "tableIII_validation.png",
+        }
+    assert {path.name for path in out.iterdir()} == {
+        "tableII_validation.png",
+        "tableIII_validation.png",
+    }
+
+
 def test_removing_other_figures_leaves_a_symbolic_link_of_that_name(tmp_path: Path) -> None:
     """A link named as a figure (to a file of the user's elsewhere) is not the figure of an
     earlier run: it stays, as the files it is not named as do."""

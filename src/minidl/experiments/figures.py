@@ -437,6 +437,7 @@ class FigureWriter:
         shown_by = [(figure, [e for e in experiments if figure.shows(e)]) for figure in FIGURES]
         self._pending = [(figure, shown) for figure, shown in shown_by if shown]
         self._drawn: list[Figure] = []
+        self._staged: list[Figure] = []  # (those of _drawn in the staging folder, not yet moved)
         self._staging: Path | None = None
         self._hidden: list[Path] = []  # (the staging folder's name, known before it is made)
         self._made: list[Path] = []  # (the folders made for out, removed again if left empty)
@@ -454,6 +455,7 @@ class FigureWriter:
             shutil.rmtree(folder, ignore_errors=True)
         self._hidden = []
         self._staging = None
+        self._staged = []
         remove_if_empty(self._made)
         self._made = []
 
@@ -472,6 +474,7 @@ class FigureWriter:
                 rows = [result for result in results if figure.shows(result.experiment)]
                 figure.draw(rows, self._staging / figure.file)
                 self._drawn.append(figure)
+                self._staged.append(figure)
                 del self._pending[index]
                 return True
         return False
@@ -520,12 +523,13 @@ class FigureWriter:
         :meth:`close`)."""
         if self._staging is None:
             return []
-        return [(self._staging / figure.file, figure.file) for figure in self._drawn]
+        return [(self._staging / figure.file, figure.file) for figure in self._staged]
 
     def move_into_out(self) -> None:
-        """Move the figures drawn so far into ``out`` (replacing the files of those names)."""
+        """Move the figures drawn so far into ``out`` (replacing the files of those names); a
+        figure drawn after it waits in a new hidden folder until it is called again."""
         if self._staging is not None:
-            for figure in self._drawn:
+            for figure in self._staged:
                 os.replace(self._staging / figure.file, self.out / figure.file)
             self.close()
 
