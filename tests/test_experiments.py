@@ -3033,6 +3033,27 @@ def test_a_protocol_of_no_dtype_name_is_refused_in_its_name(
     assert config.Protocol(dtype="float64").dtype == "float64"
 
 
+@pytest.mark.parametrize(
+    ("alias", "name"),
+    [("float", "float32"), ("double", "float64"), ("half", "float16"), ("bfloat16", "bfloat16")],
+)
+def test_a_protocol_records_a_dtype_by_its_full_name(alias: str, name: str) -> None:
+    """torch's other names of a dtype (``"double"``, ``torch.double``'s) are taken and
+    recorded by the full name, a plain ``str``: a row of ``"double"`` is the row of
+    ``"float64"``, one training key, trained once (it was recorded as given, and the two
+    were trained twice)."""
+    import numpy as np
+
+    for given in (alias, np.str_(alias)):
+        protocol = config.Protocol(dtype=given)
+        assert (protocol.dtype, type(protocol.dtype)) == (name, str)
+        assert protocol == config.Protocol(dtype=name)
+    row = TABLE_I[0]
+    aliased = dataclasses.replace(row, protocol=config.Protocol(dtype=alias))
+    named = dataclasses.replace(row, protocol=config.Protocol(dtype=name))
+    assert config.training_key(aliased) == config.training_key(named)
+
+
 def _fake_round() -> Any:
     from minidl.experiments.training import RoundResult
 

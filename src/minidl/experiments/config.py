@@ -178,14 +178,16 @@ class Protocol:
     practice of mini-batch SGD. The paper says only that "data was shuffled at the beginning of
     each round"; a single shuffle per round is another reading, not run."""
     dtype: str = "float32"
-    """Floating-point type of data and weights (float32, as PyTorch's default)."""
+    """Floating-point type of data and weights (float32, as PyTorch's default): the name of one
+    of torch's, recorded by its full name (``"double"``, one of torch's names for float64,
+    becomes ``"float64"``: the same rows, trained once)."""
     new_data_per_round: bool = CHOICES.new_data_per_round
     """Whether each round draws a data set of its own (see :attr:`Choices.new_data_per_round`);
     with ``False`` every round trains and tests on round 0's, and only the initial weights and
     the shuffles change from round to round."""
 
     def __post_init__(self) -> None:
-        _check_dtype_name(self.dtype)
+        object.__setattr__(self, "dtype", _dtype_name(self.dtype))
         if not isinstance(self.new_data_per_round, bool):  # ("no" would be taken as True)
             raise TypeError(
                 f"Protocol: new_data_per_round must be a bool, got {shown(self.new_data_per_round)}"
@@ -230,10 +232,12 @@ class Protocol:
         return -(-self.n_train // self.batch_size)
 
 
-def _check_dtype_name(dtype: object) -> None:
+def _dtype_name(dtype: object) -> str:
     """Check a :class:`Protocol`'s ``dtype``: the name of one of torch's floating-point dtypes
     that the layers compute in (a name, which results.json records; the training makes
-    ``getattr(torch, dtype)`` of it), not a float8 one."""
+    ``getattr(torch, dtype)`` of it), not a float8 one; returned as its full name (torch's
+    ``"float"``, ``"double"`` and ``"half"`` as ``"float32"``, ``"float64"`` and
+    ``"float16"``), a plain ``str``."""
     if isinstance(dtype, torch.dtype):
         raise TypeError(
             "Protocol: dtype must be the name of a torch floating-point dtype, a str such as "
@@ -250,6 +254,7 @@ def _check_dtype_name(dtype: object) -> None:
             "Protocol: dtype must be the name of a torch floating-point dtype ('float32', "
             f"'float64', 'float16' or 'bfloat16'), got {shown(dtype)}"
         )
+    return str(found).removeprefix("torch.")
 
 
 #: The protocol of every row.
