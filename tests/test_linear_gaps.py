@@ -106,3 +106,97 @@ def test_a_bias_set_by_hand_after_the_forward_is_refused_before_the_weight_gradi
     with pytest.raises(TypeError, match=r"^Linear: bias must be a minidl Parameter, got Tensor"):
         layer.backward(torch.randn(4, 2, dtype=F64))
     assert torch.equal(layer.weight.grad, before)
+
+
+def test_backward_reads_the_cached_input_as_given_when_a_gradient_is_set_over_it() -> None:
+    """An input that a gradient is set over between forward and backward (``weight.grad =
+    x``, the cached input of the weight's shape) is read as it was given: the weight gradient
+    accumulated into it is its old values plus autograd's G^T X, not a product that read X
+    while writing it; the bias and input gradients are autograd's."""
+    torch.manual_seed(10)
+    layer = nn.Linear(3, 2, dtype=F64)
+    x = torch.randn(2, 3, dtype=F64)
+    given = x.clone()
+    layer(x)
+    layer.weight.grad = x
+    assert layer.weight.grad.data_ptr() == x.data_ptr()
+    g = torch.randn(2, 2, dtype=F64)
+    grad_input = layer.backward(g)
+    assert layer.bias is not None
+    dx, dw, db = _autograd(given, layer.weight.data, layer.bias.data, g)
+    torch.testing.assert_close(grad_input, dx, rtol=1e-13, atol=0)
+    torch.testing.assert_close(layer.weight.grad, given + dw, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(layer.bias.grad, db, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["the last shape", "an earlier shape"])
+def test_a_sparse_input_of_a_shape_accepted_before_is_refused_by_name(earlier: bool) -> None:
+    """A sparse input of a shape, dtype and device the layer accepted before (the last call's,
+    or one of the recent shapes it keeps) is refused with the layer's TypeError, as on a first
+    call, and the last good forward stays cached: its backward gives autograd's gradients."""
+    torch.manual_seed(11)
+    layer = nn.Linear(3, 2, dtype=F64)
+    layer(torch.randn(4, 3, dtype=F64))
+    x = torch.randn(5, 3, dtype=F64)
+    layer(x)
+    dense = torch.randn(4 if earlier else 5, 3, dtype=F64)
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "Linear: expected a dense input, got a sparse_coo tensor (pass input.to_dense())"
+        ),
+    ):
+        layer(dense.to_sparse())
+    g = torch.randn(5, 2, dtype=F64)
+    layer.zero_grad()
+    grad_input = layer.backward(g)
+    assert layer.bias is not None
+    dx, dw, db = _autograd(x, layer.weight.data, layer.bias.data, g)
+    torch.testing.assert_close(grad_input, dx, rtol=1e-13, atol=0)
+    torch.testing.assert_close(layer.weight.grad, dw, rtol=1e-13, atol=0)
+    torch.testing.assert_close(layer.bias.grad, db, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("step", ["forward", "backward"])
+@pytest.mark.parametrize("name", ["weight", "bias"])
+def test_a_number_set_as_weight_or_bias_is_named_by_the_next_step(name: str, step: str) -> None:
+    """A number set by hand as ``weight`` or ``bias`` after a forward makes the next forward,
+    or the backward of that forward, raise the layer's TypeError naming the attribute and what
+    it got (not Python's AttributeError about ``.data``); the gradients are left unchanged."""
+    torch.manual_seed(12)
+    layer = nn.Linear(3, 2)
+    layer(torch.randn(4, 3))
+    gradients = dict(layer.named_parameters())
+    before = {key: p.grad.clone() for key, p in gradients.items()}
+    setattr(layer, name, 3)
+    with pytest.raises(TypeError, match=rf"^Linear: {name} must be a minidl Parameter, got int \("):
+        if step == "forward":
+            layer(torch.randn(4, 3))
+        else:
+            layer.backward(torch.randn(4, 2))
+    for key, p in gradients.items():
+        assert torch.equal(p.grad, before[key])
+
+
+@pytest.mark.parametrize("method", ["backward", "backward_parameters"])
+def test_a_sparse_gradient_of_the_outputs_shape_is_refused_before_any_gradient_changes(
+    method: str,
+) -> None:
+    """A sparse upstream gradient of the output's shape, dtype and device is refused by
+    ``backward`` and ``backward_parameters`` with the layer's TypeError naming its layout (not
+    torch's NotImplementedError, nor a silent result), before the weight or bias gradient is
+    written: both are left as they were."""
+    torch.manual_seed(14)
+    layer = nn.Linear(3, 2, dtype=F64)
+    layer(torch.randn(4, 3, dtype=F64))
+    assert layer.bias is not None
+    before = (layer.weight.grad.clone(), layer.bias.grad.clone())
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "Linear: expected a dense gradient, got a sparse_coo tensor (pass gradient.to_dense())"
+        ),
+    ):
+        getattr(layer, method)(torch.randn(4, 2, dtype=F64).to_sparse())
+    assert torch.equal(layer.weight.grad, before[0])
+    assert torch.equal(layer.bias.grad, before[1])
