@@ -842,6 +842,8 @@ def test_a_tuple_of_another_type_holding_tensors_keeps_its_type(how: str) -> Non
     assert torch.equal(copied.backward(torch.ones(3)), module.backward(torch.ones(3)))
 
 
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
 @pytest.mark.parametrize(
     ("layout", "how"),
     [("coo", "deepcopy"), ("coo", "pickle"), ("csr", "pickle"), ("nested", "pickle")],
