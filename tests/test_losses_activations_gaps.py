@@ -124,3 +124,32 @@ def test_fit_refuses_a_bce_target_out_of_range_in_a_later_batch_before_training(
         fit(model, nn.BCEWithLogitsLoss(), optimizer, x, y, epochs=1, batch_size=10)
     after = [parameter.data for parameter in model.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+class _HalvedTargets(nn.BCEWithLogitsLoss):
+    """A BCE of one's own that takes targets in [0, 2] and halves them."""
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().forward(prediction, target / 2)
+
+
+def test_fit_leaves_the_targets_to_a_bce_that_computes_its_own_loss() -> None:
+    """A subclass of BCEWithLogitsLoss with a forward of its own decides which targets it
+    takes (here [0, 2], halved): fit does not refuse its targets of 2 by the built-in loss's
+    range, and trains as the built-in loss does on the halved targets."""
+    torch.manual_seed(1)
+    x, y = torch.randn(8, 3), torch.rand(8, 1) * 2
+    y[0, 0] = 2.0
+    model, twin = nn.Sequential(nn.Linear(3, 1)), nn.Sequential(nn.Linear(3, 1))
+    twin.load_state_dict(model.state_dict())
+    optimizer, expected = (
+        optim.SGD(model.parameters(), lr=0.1),
+        optim.SGD(twin.parameters(), lr=0.1),
+    )
+    torch.manual_seed(2)
+    fit(model, _HalvedTargets(), optimizer, x, y, epochs=1, batch_size=4)
+    torch.manual_seed(2)
+    fit(twin, nn.BCEWithLogitsLoss(), expected, x, y / 2, epochs=1, batch_size=4)
+    assert optimizer.step_count == expected.step_count == 2
+    for got, want in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(got.data, want.data)
