@@ -904,3 +904,44 @@ def test_a_table_figure_draws_the_mean_curves_of_results_json(small_run: _Run, t
         assert list(line.get_ydata()) == _mean(row["validation_curves"])
         if row["kind"] == "variant":
             assert line.get_color() == colour[row["variant_of"]]
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in out.iterdir()}
+
+
+def test_removing_other_figures_keeps_the_figures_it_is_given_and_unlinks_the_rest(
+    tmp_path: Path,
+) -> None:
+    """Given ``{name: file}`` of the figures a run drew, the figures' files not among its
+    values are unlinked from ``out`` (and named in the return value, in the report's order);
+    the figures given, read by their file names, and a file of no figure stay as they were."""
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = {
+        "fig1_loss_criteria.png": b"earlier fig1",
+        "tableI_validation.png": b"earlier table I",
+        "tableII_validation.png": b"this run's table II",
+        "notes.txt": b"the user's",
+    }
+    for name, content in earlier.items():
+        (out / name).write_bytes(content)
+    removed = figures.remove_other_figures(out, {"tableII": "tableII_validation.png"})
+    assert removed == ["fig1_loss_criteria.png", "tableI_validation.png"]
+    assert _files(out) == {
+        "tableII_validation.png": b"this run's table II",
+        "notes.txt": b"the user's",
+    }
+
+
+def test_other_figures_names_only_the_files_of_figures_not_given(tmp_path: Path) -> None:
+    """:func:`~minidl.experiments.figures.other_figures` reads the figures given by their file
+    names (the values): a figure given is not listed, nor is a figure's file that is missing;
+    it removes nothing."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("fig2_test_set.png", "fig3_learning_rates.png"):
+        (out / name).write_bytes(name.encode())
+    given = {"fig3": "fig3_learning_rates.png", "tableIII": "tableIII_validation.png"}
+    assert figures.other_figures(out, given) == ["fig2_test_set.png"]
+    assert sorted(_files(out)) == ["fig2_test_set.png", "fig3_learning_rates.png"]
