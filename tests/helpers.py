@@ -299,7 +299,7 @@ def helper_test_op(
         assert loss.shape == (), f"the loss must be a 0-dim tensor, got shape {tuple(loss.shape)}"
         assert loss.dtype == x.dtype
         assert_close(loss, loss_torch, rtol, "loss")
-        loss_torch.backward()
+        loss_torch.backward()  # type: ignore[no-untyped-call]
         grad_prediction = criterion.backward()
         grad_input = grad_prediction if model is None else model.backward(grad_prediction)
 

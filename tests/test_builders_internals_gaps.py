@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from minidl import nn
+from tests.helpers import F64, assert_close
 
 # -- mlp: what it refuses, in its words --------------------------------------------------------
 
@@ -289,3 +290,108 @@ def test_the_name_gelutanh_builds_gelu_of_the_tanh_approximation(name: str) -> N
     torch.testing.assert_close(module(x), expected.detach(), rtol=1e-14, atol=1e-14)
     torch.testing.assert_close(module.backward(upstream), leaf.grad, rtol=1e-14, atol=1e-14)
     assert repr(module) == "GELU(approximate='tanh')"
+
+
+#: (loss, option, hint) for every option of PyTorch's losses that minidl's refuses.
+OPTIONS = [
+    ("CrossEntropyLoss", "weight", "every class weighs the same"),
+    (
+        "CrossEntropyLoss",
+        "ignore_index",
+        "every target is a class in [0, C): leave out the samples to skip",
+    ),
+    (
+        "CrossEntropyLoss",
+        "label_smoothing",
+        "give the smoothed probabilities as the target: (1 - s) one_hot(y) + s / C",
+    ),
+    ("NLLLoss", "weight", "every class weighs the same"),
+    ("NLLLoss", "ignore_index", "every target is a class in [0, C): leave out the samples to skip"),
+    ("BCEWithLogitsLoss", "weight", "every element weighs the same"),
+    ("BCEWithLogitsLoss", "pos_weight", "positive targets weigh as negative ones"),
+]
+IDS = [f"{name}.{option}" for name, option, _ in OPTIONS]
+
+
+def _batch(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A float64 prediction and a target for the loss ``name``."""
+    prediction = torch.randn(4, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    if name == "BCEWithLogitsLoss":
+        return prediction, torch.tensor([[0.0, 1.0, 1.0]] * 4, dtype=F64)
+    if name == "NLLLoss":
+        prediction = prediction.log_softmax(1)
+    return prediction, torch.tensor([0, 1, 2, 1])
+
+
+@pytest.mark.parametrize(("name", "option", "hint"), OPTIONS, ids=IDS)
+def test_reading_a_refused_option_names_it_and_says_what_to_do_instead(
+    name: str, option: str, hint: str
+) -> None:
+    """Reading an option that minidl's loss has not raises AttributeError (as for any
+    attribute it has not: ``getattr`` with a default gives the default) in words that name the
+    loss and the option and end with the hint, what to do instead; the loss computes as
+    PyTorch's without the option."""
+    loss = getattr(nn, name)()
+    with pytest.raises(AttributeError) as caught:
+        getattr(loss, option)
+    assert str(caught.value) == (
+        f"{name} has no {option}: PyTorch's {option} is not supported ({hint})"
+    )
+    assert getattr(loss, option, "absent") == "absent"
+    prediction, target = _batch(name)
+    assert_close(loss(prediction, target), getattr(torch.nn, name)()(prediction, target))
+
+
+@pytest.mark.parametrize(("name", "option", "hint"), OPTIONS, ids=IDS)
+def test_deleting_a_refused_option_is_an_attribute_error_naming_it(
+    name: str, option: str, hint: str
+) -> None:
+    """``del loss.option`` (``delattr``) of an option the loss has not raises AttributeError,
+    Python's type for an attribute that is not there, naming the loss and the option; the
+    option stays refused (reading it raises the error of an option the loss has not) and the
+    loss computes as PyTorch's without it."""
+    loss = getattr(nn, name)()
+    with pytest.raises(AttributeError) as caught:
+        delattr(loss, option)
+    assert str(caught.value) == f"{name} has no {option} to delete"
+    assert option not in vars(loss)
+    with pytest.raises(AttributeError) as read:
+        getattr(loss, option)
+    assert (
+        str(read.value) == f"{name} has no {option}: PyTorch's {option} is not supported ({hint})"
+    )
+    assert not hasattr(loss, option)
+    prediction, target = _batch(name)
+    assert_close(loss(prediction, target), getattr(torch.nn, name)()(prediction, target))
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        ("0.1", "'0.1'"),
+        ("", "''"),
+        (torch.full((1000,), 0.5, dtype=F64), "a tensor of shape (1000,), torch.float64"),
+        (10**5000, "an int of 5001 digits"),
+    ],
+    ids=["str", "empty str", "tensor of 1000 elements", "int of 5001 digits"],
+)
+def test_setting_a_refused_option_writes_the_value_given_as_other_messages_do(
+    value: object, written: str
+) -> None:
+    """Setting ``label_smoothing`` to a value whose ``str`` would mislead or bury the message
+    (a text, which unquoted reads as the number, an empty one as nothing; a tensor of 1000
+    elements; an int of 5001 digits, whose ``str`` Python refuses to write) is refused with
+    the value written as minidl's other messages write it: a text quoted, a large tensor by
+    its shape and dtype, a long int by its number of digits. The loss is left as it was,
+    computing as PyTorch's without label smoothing."""
+    loss = nn.CrossEntropyLoss()
+    with pytest.raises(AttributeError) as caught:
+        loss.label_smoothing = value
+    assert str(caught.value) == (
+        f"CrossEntropyLoss: label_smoothing cannot be set (got {written}): PyTorch's "
+        "label_smoothing is not supported (give the smoothed probabilities as the target: "
+        "(1 - s) one_hot(y) + s / C)"
+    )
+    assert "label_smoothing" not in vars(loss)
+    prediction, target = _batch("CrossEntropyLoss")
+    assert_close(loss(prediction, target), torch.nn.CrossEntropyLoss()(prediction, target))
