@@ -1,5 +1,6 @@
 """Stacking: behaviours of stack_models, unstack_model, StackedLoss and StackedActivation that
-mutation testing found unchecked (each test fails with the mutant it names applied)."""
+mutation testing found unchecked (each test fails with the mutant it names applied; the tests
+after ``_pair`` come from a later round, over the mutants the first had not run)."""
 
 from __future__ import annotations
 
@@ -269,7 +270,9 @@ def test_tensor_settings_of_equal_values_and_other_dtypes_stack_apart() -> None:
         _model(seed, nn.Linear(2, 2), _Nudged(torch.tensor(2.0, dtype=dtype)))
         for seed, dtype in ((0, torch.float32), (1, torch.float64))
     ]
-    assert torch.equal(models[0][1].scale, models[1][1].scale)
+    first, second = models[0][1], models[1][1]
+    assert isinstance(first, _Nudged) and isinstance(second, _Nudged)
+    assert torch.equal(first.scale, second.scale)
     stacked = nn.stack_models(models)
     assert isinstance(stacked[1], nn.StackedActivation)
     x = torch.randn(2, 4, 2, dtype=DTYPE)
@@ -279,3 +282,229 @@ def test_tensor_settings_of_equal_values_and_other_dtypes_stack_apart() -> None:
     output = stacked(x)
     for index, model in enumerate(models):
         assert torch.equal(output[index], model(x[index]))
+
+
+def _pair(*activations: nn.Activation) -> list[nn.Sequential]:
+    """Models Linear(2, 3) then one of ``activations`` each, of seeded float64 weights."""
+    torch.manual_seed(0)
+    return [nn.Sequential(nn.Linear(2, 3, dtype=DTYPE), activation) for activation in activations]
+
+
+def _check_each_model(stacked: nn.Sequential, models: list[nn.Sequential]) -> None:
+    """The stack's output and input gradient for each model are the model's own, run alone
+    (float64): each test checks the function itself against its formula."""
+    torch.manual_seed(1)
+    x = torch.randn(len(models), 4, 2, dtype=DTYPE)
+    output = stacked(x)
+    grad = torch.randn_like(output)
+    grad_input = stacked.backward(grad)
+    for index, model in enumerate(models):
+        torch.testing.assert_close(output[index], model(x[index]), rtol=0, atol=1e-15)
+        torch.testing.assert_close(
+            grad_input[index], model.backward(grad[index]), rtol=0, atol=1e-15
+        )
+
+
+class _Shifted(nn.Activation):
+    """``x + shift``, the shift a private attribute: 1 where the instance has none, 0 where it
+    holds ``None``."""
+
+    _shift: float | None  # (declared, not set: an instance has none until one is set)
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        shift = getattr(self, "_shift", 1.0)
+        return input + (0.0 if shift is None else shift), input
+
+    def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
+        return grad_output.clone()
+
+
+#: The offsets of every jagged table below: rows of 1 and 2 values (one nested shape for all).
+_OFFSETS = torch.tensor([0, 1, 3])
+
+
+class _Tabled(nn.Activation):
+    """``tanh(x) * scale``, the scale the first value of a jagged nested tensor that it holds
+    (which ``torch.equal`` cannot compare: AttributeError)."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        values = torch.tensor([scale, 0.0, 0.0], dtype=DTYPE)
+        self.table = torch.nested.nested_tensor_from_jagged(values, _OFFSETS)
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.tanh(input) * self.table.values()[0], input
+
+    def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
+        return grad_output * (1 - torch.tanh(cache) ** 2) * self.table.values()[0]
+
+
+class _Holder(nn.Activation):
+    """tanh, with a child module registered (whose mode is the only thing that differs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_module("inner", nn.Tanh())
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        output = torch.tanh(input)
+        return output, output
+
+    def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
+        return grad_output * (1 - cache * cache)
+
+
+class _Refusing(nn.Activation):
+    """tanh that refuses an input above 10 (after the runs before it ran)."""
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        if bool((input > 10).any()):
+            raise ValueError("_Refusing: input above 10")
+        output = torch.tanh(input)
+        return output, output
+
+    def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
+        return grad_output * (1 - cache * cache)
+
+
+class _OutRecordingTanh(nn.Activation):
+    """tanh whose hooks take ``out`` and record whether each ``out`` given was contiguous."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contiguous: list[bool] = []
+
+    def _forward(self, input: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if out is not None:
+            self.contiguous.append(out.is_contiguous())
+        output = torch.tanh(input, out=out)
+        return output, output
+
+    def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
+        return grad_output * (1 - cache * cache)
+
+
+def test_activations_whose_children_differ_in_mode_alone_keep_their_modes() -> None:
+    """S42: equal activations whose registered children differ in mode are two runs, so that
+    each model unstacked has its own children's modes back (the mutant compared the
+    activations' own flags alone, merged them, and gave model 1 model 0's child mode)."""
+    holders = _Holder(), _Holder()
+    next(iter(holders[1].children())).eval()
+    models = _pair(*holders)
+    stacked = nn.stack_models(models)
+    assert isinstance(stacked[1], nn.StackedActivation)
+    for index, model in enumerate(models):
+        unstacked = nn.unstack_model(stacked, index)
+        assert [module.training for module in unstacked.modules()] == [
+            module.training for module in model.modules()
+        ]
+    _check_each_model(stacked, models)
+
+
+def test_an_activation_that_lacks_a_private_attribute_is_not_one_holding_none() -> None:
+    """S49: a private attribute that one activation holds as ``None`` and the other lacks
+    differs (its class may read the absence as a default): the stack gives each model its
+    own function; the mutant read both as ``None``, merged them, and gave model 1 ``x + 1``."""
+    holding_none = _Shifted()
+    holding_none._shift = None
+    models = _pair(_Shifted(), holding_none)
+    stacked = nn.stack_models(models)
+    assert isinstance(stacked[1], nn.StackedActivation)
+    _check_each_model(stacked, models)
+    torch.manual_seed(2)
+    x = torch.randn(2, 4, 3, dtype=DTYPE)
+    torch.testing.assert_close(stacked[1](x), torch.stack([x[0] + 1, x[1]]), rtol=0, atol=0)
+
+
+def test_activations_holding_nested_tensors_are_stacked_apart() -> None:
+    """S51: a setting held in a nested tensor, whose values are not read, is taken as differing
+    from another activation's, the safe way: the models stack, as two runs, each with its own
+    scale (the mutant compared two jagged tensors of one nested shape with torch.equal, whose
+    AttributeError came out of stack_models)."""
+    models = _pair(_Tabled(2.0), _Tabled(-3.0))
+    stacked = nn.stack_models(models)
+    assert isinstance(stacked[1], nn.StackedActivation)
+    _check_each_model(stacked, models)
+    torch.manual_seed(2)
+    x = torch.randn(2, 4, 3, dtype=DTYPE)
+    expected = torch.stack([torch.tanh(x[0]) * 2.0, torch.tanh(x[1]) * -3.0])
+    torch.testing.assert_close(stacked[1](x), expected, rtol=0, atol=0)
+
+
+def test_a_forward_from_an_autograd_graph_refused_by_a_later_run_refuses_the_backward() -> None:
+    """A12: an input from an autograd graph is computed run by run without ``out`` (the first
+    run's ``out=`` refused); a refusal there by run 1, after run 0 cached the refused input,
+    refuses the next backward naming run 1, as for any other input, until a forward succeeds
+    (the mutant noted the refusal as run 0's, a refusal that changes nothing, and the
+    backward mixed the refused input's caches with the last good forward's)."""
+    stacked = nn.StackedActivation([(nn.Tanh(), 1), (_Refusing(), 1)])
+    x = torch.tensor([[[-1.0, 2.0]], [[-0.5, 0.25]]], dtype=DTYPE)
+    grad = torch.tensor([[[0.3, 0.7]], [[0.2, 0.1]]], dtype=DTYPE)
+    stacked(x)
+    expected = stacked.backward(grad)
+    refused = torch.tensor([[[3.0, 4.0]], [[11.0, 2.0]]], dtype=DTYPE, requires_grad=True)
+    with pytest.raises(ValueError, match=r"^_Refusing: input above 10$"):
+        stacked(refused)
+    with pytest.raises(
+        RuntimeError,
+        match=r"^StackedActivation: backward after the forward refused by run 1 \(_Refusing\): "
+        r"the runs before it had already cached its input, so the last good forward cannot be "
+        r"differentiated; run a forward that succeeds, then backward$",
+    ):
+        stacked.backward(grad)
+    stacked(x)
+    assert torch.equal(stacked.backward(grad), expected)
+
+
+@pytest.mark.parametrize("missing", [("_shape", "_refused"), ("_dtype",), ("_refused",)])
+def test_a_stacked_activation_pickled_before_its_checks_existed_loads_and_works(
+    missing: tuple[str, ...],
+) -> None:
+    """A22, A23, A30: a StackedActivation pickled by a version without ``_shape`` and
+    ``_refused`` (or without ``_dtype``, or ``_refused`` alone) loads: a backward before a
+    forward is refused in the stack's words, and after a forward, or with the last forward
+    kept, the backward is each run's (the mutants left the attribute out: AttributeError)."""
+    layer = nn.StackedActivation([(nn.Tanh(), 1), (nn.ELU(), 1)])
+    x = torch.tensor([[[-1.0, 2.0]], [[-0.5, 0.25]]], dtype=DTYPE)
+    grad = torch.tensor([[[0.3, 0.7]], [[0.2, 0.1]]], dtype=DTYPE)
+    output = layer(x)
+    expected = layer.backward(grad)
+    state = layer.__getstate__()
+    for name in missing:
+        del state[name]
+    old = nn.StackedActivation.__new__(nn.StackedActivation)
+    old.__setstate__(state)
+    if "_shape" in missing:
+        with pytest.raises(
+            RuntimeError, match=r"^StackedActivation: backward called before forward$"
+        ):
+            old.backward(grad)
+        assert torch.equal(old(x), output)
+    assert torch.equal(old.backward(grad), expected)
+    torch.testing.assert_close(
+        expected,
+        torch.stack(
+            [
+                grad[0] * (1 - torch.tanh(x[0]) ** 2),
+                grad[1] * torch.where(x[1] > 0, 1.0, torch.exp(x[1])).to(DTYPE),
+            ]
+        ),
+        rtol=0,
+        atol=1e-15,
+    )
+
+
+def test_a_hook_taking_out_is_given_a_contiguous_out_for_an_input_of_any_strides() -> None:
+    """A27: the ``out`` given to an activation's hook is contiguous, as documented, also for a
+    non-contiguous input (a transposed batch), and the output is that of each run (the mutant
+    made the output with the input's strides, and gave the hook a non-contiguous ``out``)."""
+    torch.manual_seed(3)
+    recording = _OutRecordingTanh()
+    stacked = nn.StackedActivation([(nn.ELU(), 1), (recording, 1)])
+    x = torch.randn(2, 3, 4, dtype=DTYPE).transpose(1, 2)
+    assert not x.is_contiguous()
+    output = stacked(x)
+    assert recording.contiguous == [True]
+    assert output.is_contiguous()
+    torch.testing.assert_close(output[1], torch.tanh(x[1]), rtol=0, atol=0)
+    torch.testing.assert_close(output[0], torch.nn.functional.elu(x[0]), rtol=0, atol=1e-15)
