@@ -4,12 +4,16 @@ an exception's type and message, or state left as it was, against an exact oracl
 
 from __future__ import annotations
 
+import copy
+import pickle
 import signal
 import warnings
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 from minidl import nn
 
@@ -328,3 +332,73 @@ def test_parameters_on_two_devices_are_left_as_they_are_by_flatten_parameters() 
         assert parameter.data is data and parameter.grad is grad
     assert torch.equal(on_cpu.data, torch.arange(3.0))
     assert on_meta.device.type == "meta"
+
+
+class _Holder(nn.Module):
+    """A module of one's own keeping a plain tensor attribute (a cache, a constant)."""
+
+    def __init__(self, kept: Tensor | tuple[Tensor, ...]) -> None:
+        super().__init__()
+        self.kept = kept
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+# -- minidl.nn.parameter ----------------------------------------------------------------------
+
+
+def test_new_data_of_another_dtype_replaces_the_grad_by_zeros_of_that_dtype() -> None:
+    """Data of the same shape and device but another dtype (float32 to float64): the grad,
+    which no longer fits it, becomes float64 zeros (not the float32 grad kept, which a backward
+    or an optimizer's step would then mix with float64 data); new data that fits the grad
+    (same shape, dtype and device) keeps it."""
+    parameter = nn.Parameter(torch.ones(3), name="w")
+    parameter.grad = torch.full((3,), 2.0)
+    parameter.data = torch.full((3,), 5.0)  # (fits: the grad is kept)
+    assert torch.equal(parameter.grad, torch.full((3,), 2.0))
+    parameter.data = torch.full((3,), 5.0, dtype=torch.float64)
+    assert parameter.data.dtype == torch.float64
+    assert parameter.grad.dtype == torch.float64
+    assert torch.equal(parameter.grad, torch.zeros(3, dtype=torch.float64))
+
+
+# -- minidl.nn.flat ---------------------------------------------------------------------------
+
+
+def test_a_module_keeping_another_modules_weight_shares_it_again_once_loaded() -> None:
+    """A module whose plain attribute is the whole weight of a Linear pickled with it (one
+    written compactly, the other as a parameter): loaded, the attribute is again a view of the
+    loaded weight's memory (one storage written once), so writing one shows in the other."""
+    linear = nn.Linear(2, 2)
+    holder = _Holder(linear.weight.data)
+    linear2, holder2 = pickle.loads(pickle.dumps([linear, holder]))
+    assert torch.equal(holder2.kept, linear.weight.data)
+    assert holder2.kept.data_ptr() == linear2.weight.data.data_ptr()
+    linear2.weight.data.fill_(7.0)
+    assert torch.equal(holder2.kept, torch.full((2, 2), 7.0))
+
+
+def test_a_view_of_a_parameter_as_another_dtype_is_loaded_with_its_dtype() -> None:
+    """A module keeping ``weight.data.view(torch.int32)`` of a Linear pickled with it (one
+    storage, two dtypes): loaded, the attribute is int32 with the same bits, not a float32
+    view of the weight's storage."""
+    linear = nn.Linear(2, 2)
+    holder = _Holder(linear.weight.data.view(torch.int32))
+    _, holder2 = pickle.loads(pickle.dumps([linear, holder]))
+    assert holder2.kept.dtype == torch.int32
+    assert torch.equal(holder2.kept, linear.weight.data.view(torch.int32))
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_two_tensors_at_one_address_of_two_sizes_are_loaded_each_whole(how: str) -> None:
+    """Two tensors over the same memory from one address, of 4 and of 8 elements (two storages
+    of two sizes, as ``torch.from_numpy`` of an array and of a slice of it makes), kept by one
+    module: each comes back with all its values, not the second one taken as a view of the
+    first's 4 elements (refused as out of bounds)."""
+    array = np.arange(8, dtype=np.float32)
+    holder = _Holder((torch.from_numpy(array[:4]), torch.from_numpy(array)))
+    loaded = pickle.loads(pickle.dumps(holder)) if how == "pickle" else copy.deepcopy(holder)
+    first, second = loaded.kept
+    assert torch.equal(first, torch.arange(4.0))
+    assert torch.equal(second, torch.arange(8.0))
