@@ -1,0 +1,168 @@
+"""Behaviour of ``minidl.experiments.batched``, ``seeds`` and ``faithful`` that a second
+mutation audit found untested.
+
+Each test checks a value a user relies on against an oracle computed apart from the code under
+test: the seeds against the documented sha256 recipe, the records that ``on_epoch`` receives
+against the histories kept in the results, and ``PublishedAdadelta`` against a transcription of
+the published step written with fresh tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from minidl.experiments.batched import train_rows_batched
+from minidl.experiments.config import (
+    TABLE_I,
+    TABLE_III,
+    Experiment,
+    experiments_for_tables,
+    stack_key,
+)
+from minidl.experiments.faithful import PublishedAdadelta, PublishedELU, PublishedSELU
+from minidl.experiments.seeds import derive_seed, round_seeds
+from minidl.nn.parameter import Parameter
+from minidl.train import EpochRecord
+
+
+def _documented_seed(base_seed: int, round_index: int, stream: str) -> int:
+    """The seed recipe of ``derive_seed``'s docstring, written out again."""
+    text = f"minidl-reproduce/{base_seed}/{round_index}/{stream}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def test_round_seeds_names_its_round_and_keeps_its_own_shuffles_with_one_data_set() -> None:
+    """A round's seeds carry the round's index, and with ``new_data=False`` only the data seed
+    is round 0's: each round keeps its own initial weights and shuffles (the documented
+    protocol: the same data, other weights and orders), each the documented sha256 seed."""
+    for new_data in (True, False):
+        for index in range(4):
+            seeds = round_seeds(7, index, new_data=new_data)
+            assert seeds.round == index
+            assert seeds.data == _documented_seed(7, index if new_data else 0, "data")
+            assert seeds.init == _documented_seed(7, index, "init")
+            assert seeds.shuffle == _documented_seed(7, index, "shuffle")
+    kept = [round_seeds(7, index, new_data=False) for index in range(4)]
+    assert len({seeds.shuffle for seeds in kept}) == 4
+    assert len({seeds.init for seeds in kept}) == 4
+
+
+class _HexInt(int):
+    """An int whose text is not its decimal (as a user's int subclass may print)."""
+
+    def __str__(self) -> str:
+        return hex(self)
+
+    __repr__ = __str__
+    __format__ = int.__format__
+
+
+def test_derive_seed_reads_an_int_subclass_as_its_decimal_value() -> None:
+    """The seed depends only on the numbers "in decimal": an int subclass whose own text is
+    another (here hexadecimal) gives the seed of the plain int, in derive_seed and round_seeds
+    alike, not the digest of its text."""
+    base, index = _HexInt(26), _HexInt(11)
+    assert f"{base}" == "0x1a"  # (its text would change the digest)
+    assert derive_seed(base, index, "data") == _documented_seed(26, 11, "data")
+    assert round_seeds(base, index) == round_seeds(26, 11)
+
+
+def test_batched_on_epoch_receives_each_models_own_record() -> None:
+    """Two rows of one stack, 2 rounds, 2 epochs: ``on_epoch`` receives, for row k and round r,
+    that model's own record (its training loss, learning rate and validation error), the one
+    kept in the row's results, not another model's of the same epoch."""
+    rows = (TABLE_I[1], TABLE_I[2])
+    assert stack_key(rows[0]) == stack_key(rows[1])
+    seen: dict[tuple[str, int, int], EpochRecord] = {}
+
+    def on_epoch(experiment: Experiment, index: int, record: EpochRecord) -> None:
+        seen[(experiment.label, index, record.epoch)] = record
+
+    results = train_rows_batched(rows, 2, 0, epochs=2, on_epoch=on_epoch)
+    assert len(seen) == 8
+    losses = set()
+    for row, result in zip(rows, results, strict=True):
+        for index, round_result in enumerate(result.rounds):
+            for epoch in range(2):
+                record = seen[(row.label, index, epoch)]
+                assert record.train_loss == round_result.train_loss[epoch]
+                assert record.lr == round_result.lr_curve[epoch]
+                assert record.validation_error == round_result.validation_curve[epoch]
+                losses.add(record.train_loss)
+    assert len(losses) == 8  # (the models' records differ, so a mix-up shows)
+
+
+def test_published_adadelta_follows_the_transcription_to_steps_of_thousands() -> None:
+    """With a large persistent gradient (thousands) the published fault's accumulator of steps
+    grows step after step, and its steps with it (by about 1.3 a step here): over 1000 steps
+    (float64, rho 0.9) the parameter follows the transcription of the published step to 1e-12,
+    its last step beyond 1e3 in size (nothing bounds it)."""
+    rho, eps, lr = 0.9, 1e-6, 1e-2
+    gradient = torch.tensor([2e3, -5e3, 1e3], dtype=torch.float64)
+    parameter = Parameter(torch.zeros(3, dtype=torch.float64))
+    optimizer = PublishedAdadelta([parameter], lr=lr, rho=rho, eps=eps)
+    value = torch.zeros(3, dtype=torch.float64)
+    square_avg = torch.zeros(3, dtype=torch.float64)
+    acc_delta = torch.zeros(3, dtype=torch.float64)
+    delta = torch.zeros(3, dtype=torch.float64)
+    for _ in range(1000):
+        square_avg = torch.sqrt(rho * square_avg + (1 - rho) * gradient**2 + eps)
+        root_delta = torch.sqrt(acc_delta + eps)
+        delta = root_delta / square_avg * gradient
+        acc_delta = rho * root_delta + (1 - rho) * delta**2
+        value = value - lr * delta
+        optimizer.zero_grad()
+        parameter.grad.add_(gradient)
+        optimizer.step()
+    assert delta.abs().max() > 1e3
+    torch.testing.assert_close(parameter.data, value, rtol=1e-12, atol=0.0)
+
+
+def test_published_activations_say_in_their_repr_that_they_are_the_fault() -> None:
+    """A printed network shows which activations are the published faults and their constant
+    (an ELU with SELU's alpha, a SELU of scale 0.5), as a correct ELU shows its alpha."""
+    assert repr(PublishedELU()) == "PublishedELU(alpha=SELU_ALPHA (published fault))"
+    assert repr(PublishedSELU()) == "PublishedSELU(scale=0.5 (published fault))"
+
+
+def test_rows_of_different_stacks_are_refused_naming_every_row_and_training_nothing() -> None:
+    """Rows of two stacks are refused before anything trains, with a message that names every
+    row given (the second, the one that does not fit, included), not only the first."""
+    rows = [TABLE_III[0], experiments_for_tables("2")[0]]
+    calls: list[int] = []
+    with pytest.raises(ValueError) as info:
+        train_rows_batched(rows, 1, 0, epochs=1, on_epoch=lambda *args: calls.append(1))
+    assert str(info.value) == (
+        "train_rows_batched: the rows must differ only in activations, loss, optimizer and "
+        f"schedule (one stack_key), got {rows[0].key!r}, {rows[1].key!r}"
+    )
+    assert calls == []
+
+
+def test_published_adadelta_follows_the_transcription_with_a_tiny_eps_and_gradients() -> None:
+    """With an epsilon of 1e-12 and gradients of about 1e-8 the published step's first
+    denominator sqrt((1 - rho) g^2 + eps) is near 1e-6 (it settles near rho later): the
+    parameter follows the transcription of the published step to 1e-12 (float64, 30 steps),
+    with no floor on the denominator."""
+    rho, eps, lr = 0.9, 1e-12, 1e-2
+    generator = torch.Generator().manual_seed(3)
+    gradients = [torch.randn(6, dtype=torch.float64, generator=generator) * 1e-8 for _ in range(30)]
+    parameter = Parameter(torch.zeros(6, dtype=torch.float64))
+    optimizer = PublishedAdadelta([parameter], lr=lr, rho=rho, eps=eps)
+    value = torch.zeros(6, dtype=torch.float64)
+    square_avg = torch.zeros(6, dtype=torch.float64)
+    acc_delta = torch.zeros(6, dtype=torch.float64)
+    for gradient in gradients:
+        square_avg = torch.sqrt(rho * square_avg + (1 - rho) * gradient**2 + eps)
+        root_delta = torch.sqrt(acc_delta + eps)
+        delta = root_delta / square_avg * gradient
+        acc_delta = rho * root_delta + (1 - rho) * delta**2
+        value = value - lr * delta
+        optimizer.zero_grad()
+        parameter.grad.add_(gradient)
+        optimizer.step()
+    assert torch.sqrt((1 - rho) * gradients[0] ** 2 + eps).max() < 1e-5
+    torch.testing.assert_close(parameter.data, value, rtol=1e-12, atol=0.0)
