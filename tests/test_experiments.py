@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import Tensor
 
 from minidl.cli import main
 from minidl.data import make_disk_data
@@ -524,30 +525,69 @@ def test_published_activations_match_their_formula(module: Any, scale: float) ->
     torch.testing.assert_close(module.backward(grad_output), expected_grad, rtol=1e-12, atol=1e-12)
 
 
-def test_published_adadelta_matches_a_transcription_of_the_fault() -> None:
-    rho, eps, lr = 0.9, 1e-6, 1e-2
-    start = torch.randn(6, dtype=torch.float64)
-    gradients = [torch.randn(6, dtype=torch.float64) for _ in range(30)]
+def _published_trajectory(
+    start: Tensor, gradients: list[Tensor], rho: float, eps: float, lr: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The parameter after ``PublishedAdadelta``'s steps from ``start`` over ``gradients``; the
+    published step transcribed with fresh tensors (each accumulator replaced by
+    sqrt(accumulator + eps) before use), its value after the same steps; and its last step."""
     parameter = Parameter(start.clone())
     optimizer = PublishedAdadelta([parameter], lr=lr, rho=rho, eps=eps)
-    correct = Parameter(start.clone())
-    reference = Adadelta([correct], lr=lr, rho=rho, eps=eps)
-    # The published step, written with fresh tensors: each accumulator is replaced by
-    # sqrt(accumulator + eps) before use.
-    value, square_avg = start.clone(), torch.zeros(6, dtype=torch.float64)
-    acc_delta = torch.zeros(6, dtype=torch.float64)
+    value, square_avg = start.clone(), torch.zeros_like(start)
+    acc_delta, delta = torch.zeros_like(start), torch.zeros_like(start)
     for gradient in gradients:
         square_avg = torch.sqrt(rho * square_avg + (1 - rho) * gradient**2 + eps)
         root_delta = torch.sqrt(acc_delta + eps)
         delta = root_delta / square_avg * gradient
         acc_delta = rho * root_delta + (1 - rho) * delta**2
         value = value - lr * delta
-        for p, opt in ((parameter, optimizer), (correct, reference)):
-            opt.zero_grad()
-            p.grad.add_(gradient)
-            opt.step()
-    torch.testing.assert_close(parameter.data, value, rtol=1e-12, atol=1e-14)
+        optimizer.zero_grad()
+        parameter.grad.add_(gradient)
+        optimizer.step()
+    return parameter.data, value, delta
+
+
+def test_published_adadelta_matches_a_transcription_of_the_fault() -> None:
+    rho, eps, lr = 0.9, 1e-6, 1e-2
+    start = torch.randn(6, dtype=torch.float64)
+    gradients = [torch.randn(6, dtype=torch.float64) for _ in range(30)]
+    published, value, _ = _published_trajectory(start, gradients, rho, eps, lr)
+    torch.testing.assert_close(published, value, rtol=1e-12, atol=1e-14)
+    correct = Parameter(start.clone())
+    reference = Adadelta([correct], lr=lr, rho=rho, eps=eps)
+    for gradient in gradients:
+        reference.zero_grad()
+        correct.grad.add_(gradient)
+        reference.step()
     assert not torch.allclose(correct.data, value)  # the fault changes the trajectory
+
+
+def test_published_adadelta_follows_the_transcription_to_steps_of_thousands() -> None:
+    """With a large persistent gradient (thousands) the published fault's accumulator of steps
+    grows step after step, and its steps with it (by about 1.3 a step here): over 1000 steps
+    (float64, rho 0.9) the parameter follows the transcription of the published step to 1e-12,
+    its last step beyond 1e3 in size (nothing bounds it)."""
+    gradient = torch.tensor([2e3, -5e3, 1e3], dtype=torch.float64)
+    published, value, delta = _published_trajectory(
+        torch.zeros(3, dtype=torch.float64), [gradient] * 1000, 0.9, 1e-6, 1e-2
+    )
+    assert delta.abs().max() > 1e3
+    torch.testing.assert_close(published, value, rtol=1e-12, atol=0.0)
+
+
+def test_published_adadelta_follows_the_transcription_with_a_tiny_eps_and_gradients() -> None:
+    """With an epsilon of 1e-12 and gradients of about 1e-8 the published step's first
+    denominator sqrt((1 - rho) g^2 + eps) is near 1e-6 (it settles near rho later): the
+    parameter follows the transcription of the published step to 1e-12 (float64, 30 steps),
+    with no floor on the denominator."""
+    rho, eps = 0.9, 1e-12
+    generator = torch.Generator().manual_seed(3)
+    gradients = [torch.randn(6, dtype=torch.float64, generator=generator) * 1e-8 for _ in range(30)]
+    published, value, _ = _published_trajectory(
+        torch.zeros(6, dtype=torch.float64), gradients, rho, eps, 1e-2
+    )
+    assert torch.sqrt((1 - rho) * gradients[0] ** 2 + eps).max() < 1e-5
+    torch.testing.assert_close(published, value, rtol=1e-12, atol=0.0)
 
 
 def test_published_adadelta_steps_nearly_as_sgd_at_its_rate() -> None:
