@@ -15,6 +15,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import types
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -1174,10 +1175,6 @@ def test_a_worker_sends_every_record_once_in_messages_it_no_longer_changes(
 
     sent: list[tuple[int, list[tuple[int, int, EpochRecord]]]] = []
 
-    class Recorder:
-        def put(self, message: tuple[int, list[tuple[int, int, EpochRecord]]]) -> None:
-            sent.append(message)
-
     def train(
         group: list[Experiment], rounds: int, base_seed: int, *, epochs: int, on_epoch: Any
     ) -> list[Any]:
@@ -1188,7 +1185,7 @@ def test_a_worker_sends_every_record_once_in_messages_it_no_longer_changes(
                         on_epoch(row, index, EpochRecord(epoch, 0.5, 0.1, float(index)))
         return []
 
-    monkeypatch.setitem(pool._worker, "progress", Recorder())
+    monkeypatch.setitem(pool._worker, "progress", types.SimpleNamespace(put=sent.append))
     for flush_seconds in (0.0, 3600.0):  # a message per epoch record; one at the end
         sent.clear()
         monkeypatch.setattr(pool, "_FLUSH_SECONDS", flush_seconds)
@@ -1215,10 +1212,6 @@ def test_each_progress_message_is_one_pipe_write_of_at_most_pipe_buf_bytes(
     limit = select.PIPE_BUF - 4
     sent: list[tuple[int, list[Any]]] = []
 
-    class Recorder:
-        def put(self, message: tuple[int, list[Any]]) -> None:
-            sent.append(message)
-
     def size(records: list[Any]) -> int:
         return len(ForkingPickler.dumps((7, records)))
 
@@ -1229,7 +1222,7 @@ def test_each_progress_message_is_one_pipe_write_of_at_most_pipe_buf_bytes(
         assert size(records) == total
         return records
 
-    monkeypatch.setitem(pool._worker, "progress", Recorder())
+    monkeypatch.setitem(pool._worker, "progress", types.SimpleNamespace(put=sent.append))
     many = [(row, 0, EpochRecord(epoch, 0.5, 0.1, 50.0)) for epoch in range(300) for row in (0, 1)]
     long = (0, 0, b"x" * 2 * limit)
     cases = [

@@ -141,10 +141,6 @@ def test_a_worker_sends_its_records_once_per_flush_interval(
     monkeypatch.setattr(pool, "time", types.SimpleNamespace(monotonic=lambda: next(ticks) * 0.125))
     sent: list[tuple[int, list[tuple[int, int, EpochRecord]]]] = []
 
-    class Recorder:
-        def put(self, message: tuple[int, list[tuple[int, int, EpochRecord]]]) -> None:
-            sent.append(message)
-
     def train(
         group: list[Experiment], rounds: int, base_seed: int, *, epochs: int, on_epoch: Any
     ) -> list[Any]:
@@ -152,7 +148,7 @@ def test_a_worker_sends_its_records_once_per_flush_interval(
             on_epoch(group[0], 0, EpochRecord(epoch, 0.5, 0.1, 50.0))
         return []
 
-    monkeypatch.setitem(pool._worker, "progress", Recorder())
+    monkeypatch.setitem(pool._worker, "progress", types.SimpleNamespace(put=sent.append))
     assert pool._train_in_worker(5, train, [TABLE_II[0]], 1, 0, 8, True) == []
     assert [[record.epoch for _, _, record in records] for _, records in sent] == [
         [0, 1],
