@@ -12,7 +12,11 @@ store; the weights of the gradients in a world of one; the documented bounds of 
 shard; the share of a training pass when a pass left behind ends; the global generator's
 orders; and, on a real group of two ranks (gloo over 127.0.0.1), broadcasts from rank 1, sums,
 parameters and gradients that are no flat buffer, buffers, unshuffled batches of ranks whose
-generators differ, and check_in_sync's naming of what differs.
+generators differ, and check_in_sync's naming of what differs. A third audit added: the
+census never names the rank that runs it as behind; a store that refuses every call is named
+unreachable; a buffer registered after the wrapper was built is agreed on and, of a dtype gloo
+does not carry, refused by ``synchronize``; a rank whose batches' own generator is seeded
+otherwise is refused at the start of a pass.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import pytest
 import torch
 import torch.multiprocessing
+from torch import Tensor
 
 from minidl import distributed
 from minidl.data import BatchIterator
@@ -490,3 +495,137 @@ def test_shards_of_batches_drawn_from_the_global_generator_keep_its_order(
     got = [y_shard.tolist() for _ in range(2) for _, y_shard in shards]
     assert got == expected
     assert torch.equal(torch.get_rng_state(), after)
+
+
+# -- a third audit: the census, buffers registered since, the order of the samples --------------
+
+
+def test_the_rank_that_runs_the_census_is_never_named_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rank 1 of 3 failed in its 5th collective; its own heartbeat last published 3 (it was
+    held up, or its thread stopped), rank 0 published 4 and rank 2 5. Only rank 0 is behind:
+    the rank that diagnoses the failure is in the collective, whatever its stale count says,
+    and naming it would tell the user that the failing rank itself had not reached it."""
+    monkeypatch.setattr(distributed, "_CENSUS_SECONDS", 0.0)
+    values = {f"minidl/collectives/{rank}": n for rank, n in ((0, b"4"), (1, b"3"), (2, b"5"))}
+    group = _bare_group(1, 3, 5, values)
+    assert group._behind() == [0]
+    group._census = lambda: []  # type: ignore[method-assign]
+    group._finish_census = lambda missing: None  # type: ignore[method-assign]
+    error = group._failure("the all_reduce of the gradients", RuntimeError("timed out"))
+    assert str(error) == (
+        "rank 1 of 3: the all_reduce of the gradients failed: rank 0 has not reached it: still "
+        "alive, but stuck or slower than the timeout in its own code before it (collective "
+        "timeout 5 s). Cause: timed out"
+    )
+
+
+class _StoreGone:
+    """A rendezvous store whose host is gone: every call raises the store's RuntimeError at once
+    (a refused or reset connection), as when rank 0, which hosts it, died."""
+
+    def check(self, keys: list[str]) -> bool:
+        raise RuntimeError("Connection refused")
+
+    def get(self, key: str) -> bytes:
+        raise RuntimeError("Connection refused")
+
+    def set(self, key: str, value: str) -> None:
+        raise RuntimeError("Connection refused")
+
+
+def test_a_store_that_refuses_the_census_is_named_unreachable_not_every_rank_alive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rank 1 of 2 fails in a collective and its census finds the store refusing every call:
+    the error names the store as unreachable and rank 0 (its host) as stopped, not 'every rank
+    is still alive' (a census that read nothing found no rank stopped), and close() does not
+    wait for that store again."""
+    monkeypatch.setattr(distributed, "_CENSUS_SECONDS", 0.0)
+    group = _bare_group(1, 2, 3, {})
+    group._store = _StoreGone()  # type: ignore[assignment]
+    assert group._census() is None
+    error = group._failure("the all_reduce of the gradients", RuntimeError("Connection reset"))
+    assert str(error) == (
+        "rank 1 of 2: the all_reduce of the gradients failed: the rendezvous store is "
+        "unreachable too (or does not answer), so rank 0 (which hosts it) has stopped or hung "
+        "(collective timeout 5 s). Cause: Connection reset"
+    )
+    assert group._store_answers is False
+
+
+# -- buffers registered since ---------------------------------------------------------------------
+
+
+def test_a_buffer_registered_under_a_new_name_is_agreed_on_and_checked_by_synchronize(
+    world_of_one: ProcessGroup,
+) -> None:
+    """A buffer registered after the DataParallel was built, under a name of its own (the model
+    then holds more buffers than the wrapper knew): synchronize agrees on it and broadcasts it
+    with the others, and one of a dtype gloo does not carry is refused in synchronize's name
+    before the gradients are reduced, as documented, the gradients left as they were."""
+    torch.manual_seed(0)
+    model = Sequential(Linear(2, 3, dtype=F64), BatchNorm1d(3, dtype=F64))
+    parallel = DataParallel(model, world_of_one)
+    for parameter in model.parameters():
+        parameter.grad.fill_(3.0)
+    extra = model[1].register_buffer("extra", torch.arange(4, dtype=F64))
+    loss = torch.tensor(0.5, dtype=F64)
+    assert torch.equal(parallel.synchronize(loss), loss)
+    assert [b.dtype for _, b in model.named_buffers()] == [F64, F64, torch.int64, F64]
+    assert dict(model.named_buffers())["1.extra"] is extra
+    assert torch.equal(extra, torch.arange(4, dtype=F64))
+    assert all(bool((p.grad == 3.0).all()) for p in model.parameters())
+    parallel.check_in_sync()
+    model[1].register_buffer("counts", torch.zeros(2, dtype=torch.int16))
+    with pytest.raises(
+        TypeError,
+        match=r"^DataParallel\.synchronize: buffer '1\.counts' is torch\.int16, which the gloo "
+        r"backend does not carry",
+    ):
+        parallel.synchronize(loss)
+    assert all(bool((p.grad == 3.0).all()) for p in model.parameters())
+
+
+# -- the order of the samples ---------------------------------------------------------------------
+
+
+def test_a_rank_whose_own_generator_is_seeded_otherwise_is_refused_at_the_pass(
+    world_of_one: ProcessGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches that shuffle with a generator of their own: the check at the start of a pass
+    digests that generator's state (not torch's global one, which such batches never draw
+    from). Here the digests a rank 1 would gather are those of this process's own pass over
+    batches whose generator was seeded 1: a rank 0 seeded 0 is refused on its next pass, one
+    seeded 1 passes, and the global generator's state plays no part."""
+    parallel = DataParallel(Linear(2, 2, dtype=F64), world_of_one)
+    x, y = torch.randn(8, 2, dtype=F64), torch.arange(8)
+    group = world_of_one
+    gather = group.all_gather
+    recorded: list[Tensor] = []
+
+    def record(tensor: Tensor, what: str) -> list[Tensor]:
+        recorded.append(tensor.clone())
+        return gather(tensor, what)
+
+    def with_rank_1(tensor: Tensor, what: str) -> list[Tensor]:
+        """Rank 1's digests at the start of a pass (its batches' order), else this rank's."""
+        mine = gather(tensor, what)[0]
+        return [mine, recorded[-1] if what.endswith("order") else mine]
+
+    seeded_1 = parallel.shard(BatchIterator(x, y, 4, generator=torch.Generator().manual_seed(1)))
+    monkeypatch.setattr(group, "all_gather", record)
+    iter(seeded_1)  # (the check runs as the pass begins)
+    monkeypatch.setattr(group, "all_gather", with_rank_1)
+    torch.manual_seed(123)  # (the global generator: another state than at the recording)
+    again = parallel.shard(BatchIterator(x, y, 4, generator=torch.Generator().manual_seed(1)))
+    assert [y_shard.tolist() for _, y_shard in again] == [y_b.tolist() for _, y_b in seeded_1]
+    seeded_0 = parallel.shard(BatchIterator(x, y, 4, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(
+        DistributedError,
+        match=r"^DataParallel: the order \(the state of the generator that draws this pass's "
+        r"order of the samples\) of ranks \[1\] differs from rank 0's; seed every rank's "
+        r"generator identically",
+    ):
+        iter(seeded_0)
