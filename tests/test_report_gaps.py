@@ -3,7 +3,9 @@
 
 Each test checks a value, a refusal or a sentence that a reader of the report (or a caller of the
 test) relies on, against a number computed here by other means (closed forms, the report's own
-rule written out) or the exact text that the report gives.
+rule written out) or the exact text that the report gives. A second audit added: a critical value past 2^500 at a level above 1/2, a
+variant of a row without the paper's numbers compared with nothing, a variant sharing some
+rounds' seeds compared by Welch, and a fall below a quarter point called flat.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from minidl.experiments.report import (
     _time_parts,
     results_json,
 )
+from minidl.experiments.seeds import round_seeds
 from minidl.experiments.training import RowResult
 from minidl.experiments.welch import critical_t, regularized_beta
 from tests.test_report import (
     BETWEEN_REPEATS,
     DIFFERING,
+    ELU_VARIANT,
     MEAN_MSE,
     SETTINGS,
     _with_curves,
@@ -37,6 +41,7 @@ from tests.test_report import (
     differences_section,
     experiment,
     fake_row,
+    hypothesis_line,
     report_text,
 )
 
@@ -257,3 +262,75 @@ def test_write_json_writes_a_non_finite_number_as_null_at_any_depth(tmp_path: Pa
         "nested": {"rows": [[0.5, None], {"loss": None}]},
         "count": 3,
     }
+
+
+# -- a second audit: a critical value past 2^500, variants of no paper row, seeds shared in part,
+# -- a trend below a quarter point
+
+
+def _two_sided_p(t: float, degrees: float) -> float:
+    """P(|T_nu| >= t) = I_{nu / (nu + t^2)}(nu / 2, 1 / 2), by mpmath at 50 digits."""
+    import mpmath  # (a dependency of torch's, through sympy)
+
+    with mpmath.workdps(50):
+        nu = mpmath.mpf(degrees)
+        x = nu / (nu + mpmath.mpf(t) ** 2)
+        return float(mpmath.betainc(nu / 2, mpmath.mpf(1) / 2, 0, x, regularized=True))
+
+
+def test_a_level_above_half_with_a_critical_value_past_2_to_the_500_is_found() -> None:
+    """3e-4 degrees of freedom at level 0.9: the critical value is 2.9e150, past 2^500 (where t
+    is taken through sqrt(nu) / t, as t^2 nears overflow) and inside the line of the normal
+    floats (1.16e152). Above a level of 1/2 the search reads the share t^2 / (nu + t^2) of that
+    branch, near 1 for such a t; read as the p-value's own x (near 0), the search took the
+    complement's branch and refused the level as past the line. The value found has mpmath's
+    p-value 0.9 to 1e-9 (the precision of the incomplete beta at these shapes)."""
+    t = critical_t(3e-4, 0.9)
+    assert 2.0**499 < t < 2.0**500
+    assert _two_sided_p(t, 3e-4) == pytest.approx(0.9, rel=1e-9)
+
+
+def test_a_variant_of_a_row_without_the_papers_numbers_is_compared_with_nothing() -> None:
+    """A variant of a main row of one's own built without a PaperResult (Table I's ELU, its
+    paper numbers removed): there is no published number to compare it with, so its JSON entry
+    names no row it is compared with and carries no paper number or verdict (it named the row
+    of no numbers as the one it was compared with)."""
+    elu = fake_row(dataclasses.replace(experiment("I", "ELU"), paper=None), DIFFERING)
+    variant = fake_row(experiment("I", ELU_VARIANT), (2.0, 2.1, 1.9, 2.0, 2.0))
+    rows = results_json([elu, variant], SETTINGS, 1.0, 1.0, {})["rows"]
+    assert [row["label"] for row in rows] == ["ELU", ELU_VARIANT]
+    for row in rows:
+        assert row["compared_with"] is None
+        assert (row["paper_mean"], row["paper_sd"]) == (None, None)
+        assert row["differs_from_paper"] is None and row["p_value"] is None
+
+
+def test_a_variant_sharing_only_some_rounds_seeds_is_compared_by_welch(tmp_path: Path) -> None:
+    """A variant 1.0 point below our ELU row in every round, whose first round has the row's
+    seeds and whose others do not: its rounds are not paired with the row's (the noise of
+    rounds of other data, weights and shuffles does not cancel), so Welch's test compares them,
+    as for rounds of no seed in common (p = 0.07); one round of shared seeds made the report
+    pair all five (p < 0.01)."""
+    elu = fake_row(experiment("I", "ELU"), (3.9, 2.1, 3.0, 2.4, 3.6))
+    seeds = [round_seeds(0, 0), *(round_seeds(1, index) for index in range(1, 5))]
+    lower = fake_row(experiment("I", ELU_VARIANT), (2.95, 1.05, 2.0, 1.45, 2.55), seeds=seeds)
+    line = hypothesis_line(differences_section([elu, lower], tmp_path))
+    assert line.endswith(
+        "closer to the paper than our row, but not measurably apart from it (Welch: -1.00, "
+        "SE 0.49, p = 0.07)."
+    ), line
+
+
+def test_a_fall_below_a_quarter_point_is_no_trend_at_a_low_error() -> None:
+    """A change of the mean validation error counts as a trend only past 0.25 points and 5% of
+    the error: at 2.00% (5% is 0.10 points), a fall of 0.20 points over the last quarter is
+    flat, and one of 0.30 points is still falling (a threshold of the smaller of the two called
+    the jitter of a low error a fall)."""
+    row = fake_row(experiment("I", "Tanh"), DIFFERING)
+    flat = _with_curves(row, [(3.0,) * 8 + (2.0,) * 4 + (1.8,) * 4] * 5)
+    assert _curve_trend(flat) == (
+        "mean validation error 2.00% over epochs 9-12, 1.80% over the last 4 (flat over the "
+        "last quarter); the best epoch of each round averaged 1.80%."
+    )
+    falling = _with_curves(row, [(3.0,) * 8 + (2.0,) * 4 + (1.7,) * 4] * 5)
+    assert "(still falling when training stopped)" in _curve_trend(falling)
