@@ -3,9 +3,10 @@
 
 Each test checks a value, a refusal or a sentence that a reader of the report (or a caller of the
 test) relies on, against a number computed here by other means (closed forms, the report's own
-rule written out) or the exact text that the report gives. A second audit added: a critical value past 2^500 at a level above 1/2, a
-variant of a row without the paper's numbers compared with nothing, a variant sharing some
-rounds' seeds compared by Welch, and a fall below a quarter point called flat.
+rule written out) or the exact text that the report gives. A second audit added: a critical
+value past 2^500 at a level above 1/2, a variant of a row without the paper's numbers compared
+with nothing, a variant sharing some rounds' seeds compared by Welch, and a fall below a quarter
+point called flat.
 """
 
 from __future__ import annotations
