@@ -1,0 +1,124 @@
+"""Behaviour of ``minidl.rounds`` that a second mutation audit found untested.
+
+Each test pins down a behaviour against an oracle: a run of fit_rounds whose sets are read
+again (a copy of the same values), or the documented error (type and the words of its message).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minidl import nn
+from minidl.data import make_disk_data
+from minidl.nn.parameter import Parameter
+from minidl.optim import SGD
+from minidl.rounds import PerModel, fit_rounds
+
+F64 = torch.float64
+
+
+def _generators(count: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(r) for r in range(count)]
+
+
+def test_a_non_sequential_given_twice_is_refused_as_no_sequential() -> None:
+    """A Linear given for two models is refused as what it is (no Sequential), not as a model
+    given twice: the check of a repeated model only speaks of models that are Sequentials."""
+    linear = nn.Linear(2, 2, generator=torch.Generator().manual_seed(0))
+    x, y = torch.randn(4, 2), torch.tensor([0, 1, 1, 0])
+    with pytest.raises(TypeError) as caught:
+        fit_rounds(
+            [linear, linear],  # type: ignore[list-item]
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            [(x, y), (x, y)],
+            epochs=1,
+            generators=_generators(2),
+        )
+    assert str(caught.value) == "fit_rounds: models[0] must be a minidl Sequential, got Linear"
+
+
+def _two_mlps() -> list[nn.Sequential]:
+    return [
+        nn.mlp((2, 5, 2), "tanh", dtype=F64, generator=torch.Generator().manual_seed(r))
+        for r in range(2)
+    ]
+
+
+def _disk_sets() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    data = [make_disk_data(40, 10, 10, seed=r, dtype=F64) for r in range(2)]
+    return [(d.train.x.clone(), d.train.y.clone()) for d in data]
+
+
+def _trained_with(change: str, fresh: bool) -> tuple[list[nn.Sequential], list[list[float]]]:
+    """Two models trained 3 epochs; after the first epoch on_epoch puts in train_sets[1] an x of
+    other values, made by ``change``; ``fresh``: a new tensor of those values (the oracle)."""
+    models, train = _two_mlps(), _disk_sets()
+
+    def on_epoch(epoch: int, records: object) -> None:
+        if epoch != 0:
+            return
+        x, y = train[1]
+        if change == "view":  # (a view of x's memory: x's address and version counter)
+            new = x.as_strided((40, 2), (1, 40))
+        else:  # (x's .data replaced: the same tensor object, of other values)
+            new = x
+            x.data = torch.flip(x.data, dims=(0,)).clone()
+        train[1] = (new.clone() if fresh else new, y)
+
+    histories = fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        lambda stack: SGD(stack.parameters(), lr=0.1),
+        train,
+        epochs=3,
+        batch_size=8,
+        generators=_generators(2),
+        on_epoch=on_epoch,
+    )
+    return models, [h.train_loss for h in histories]
+
+
+@pytest.mark.parametrize("change", ["view", "data"])
+def test_a_tensor_put_in_place_of_a_set_with_its_address_is_read_again(change: str) -> None:
+    """on_epoch putting another tensor in a set is read again before the next epoch, as fit
+    reads its data each epoch, also where that tensor has the old one's address and version
+    counter (a view of its memory, or its .data replaced): the run equals one given a new
+    tensor of the same values."""
+    models, losses = _trained_with(change, fresh=False)
+    expected_models, expected_losses = _trained_with(change, fresh=True)
+    assert losses == expected_losses
+    for model, expected in zip(models, expected_models, strict=True):
+        for p, q in zip(model.parameters(), expected.parameters(), strict=True):
+            assert torch.equal(p.data, q.data)
+
+
+def test_a_later_groups_optimizer_holding_a_parameter_outside_the_stack_names_its_models() -> None:
+    """With max_grad_norm, the optimizer of the second group of two models (models 2 and 3)
+    that holds a parameter outside the stack is refused naming its own models, before
+    anything changes (the models' values are as they were)."""
+    extra = Parameter(torch.ones(3, dtype=F64))
+    models = [
+        nn.mlp((2, 3, 2), "tanh", dtype=F64, generator=torch.Generator().manual_seed(r))
+        for r in range(4)
+    ]
+    before = [[p.data.clone() for p in model.parameters()] for model in models]
+    x, y = torch.randn(6, 2, dtype=F64), torch.tensor([0, 1, 1, 0, 1, 0])
+    with pytest.raises(ValueError) as caught:
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            PerModel(lambda g, p: SGD([*p, extra] if g == 1 else p, lr=0.1), group=2),
+            [(x, y)] * 4,
+            epochs=1,
+            generators=_generators(4),
+            max_grad_norm=0.5,
+        )
+    assert str(caught.value).startswith(
+        "fit_rounds: with max_grad_norm, each model's gradients are clipped to their own norm, "
+        f"but optimizer 1, of models 2 to 3, holds {extra!r}, which is not the parameter of "
+        "one model in the stack"
+    )
+    for model, values in zip(models, before, strict=True):
+        assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
