@@ -105,7 +105,9 @@ def test_a_forward_replaced_on_the_object_is_refused() -> None:
         assert torch.equal(from_torch(model)(x), model(x))
     # A ScriptModule sets its forward on the object: still refused for its type.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # (torch.jit, in recent versions)
+        # (torch.jit's deprecation: a DeprecationWarning in 2.13, a FutureWarning from 2.14)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.script(model)
     with pytest.raises(
         ConversionError,

@@ -554,6 +554,14 @@ def _not_tracking() -> tnn.Module:
     return norm
 
 
+def _with_dim(layer: tnn.Softmax | tnn.LogSoftmax, dim: object) -> tnn.Module:
+    """A softmax whose ``dim`` is set after it was built (torch 2.14's constructor refuses a
+    bool or a float; one set by hand, or unpickled from an older torch, still reaches
+    from_torch)."""
+    layer.dim = dim  # type: ignore[assignment]
+    return layer
+
+
 def _gelu(approximate: str) -> tnn.Module:
     layer = tnn.GELU()
     layer.approximate = approximate
@@ -582,11 +590,11 @@ BAD_TORCH_LAYERS: dict[str, tuple[Any, str]] = {
         " (dim=None; only dim=1 (or -1) is supported)" + SUPPORTED_TORCH,
     ),
     "softmax-dim-true": (
-        lambda: tnn.Softmax(dim=True),
+        lambda: _with_dim(tnn.Softmax(dim=1), True),
         " (dim=True; only dim=1 (or -1) is supported)" + SUPPORTED_TORCH,
     ),
     "log-softmax-dim-1.0": (
-        lambda: tnn.LogSoftmax(dim=1.0),
+        lambda: _with_dim(tnn.LogSoftmax(dim=1), 1.0),
         " (dim=1.0; only dim=1 (or -1) is supported)" + SUPPORTED_TORCH,
     ),
     "log-softmax-dim-2": (
