@@ -1,0 +1,236 @@
+"""Checkpoint writing, reading and loading behaviour that a second mutation audit of
+``minidl.checkpoint`` (atomic writes, ``read_checkpoint``'s framing, header and tensor checks,
+``load_checkpoint``'s restore) found no test for: each test here fails on a small change to
+the source (named in its docstring) that the rest of the suite let through."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save as safetensors_save
+
+from minidl import nn, optim
+from minidl.checkpoint import (
+    CheckpointError,
+    _canonical,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from tests.helpers import rewrite_checkpoint
+
+
+def _sgd_model() -> tuple[nn.Sequential, optim.SGD]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2))
+    return model, optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+
+def test_a_test_delay_of_exactly_3600_seconds_is_taken(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The crash tests' hook accepts the bound of its range, [0, 3600], as its message says:
+    3600 seconds are slept (time.sleep recorded, not slept) once mid-write and once before the
+    rename, and the checkpoint is saved (with ``< 3600`` it was refused)."""
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    monkeypatch.setenv("MINIDL_CHECKPOINT_TEST_DELAY", "3600")
+    model, optimizer = _sgd_model()
+    save_checkpoint(tmp_path / "c", model, optimizer, epoch=1)
+    assert slept == [3600.0, 3600.0]
+    assert read_checkpoint(tmp_path / "c").training.epoch == 1
+
+
+@pytest.mark.parametrize("tensors", [{}, {"weight": torch.zeros(2)}], ids=["none", "one"])
+def test_a_safetensors_file_of_another_program_is_refused_as_no_minidl_checkpoint(
+    tmp_path: Path, tensors: dict[str, torch.Tensor]
+) -> None:
+    """A safetensors file with metadata but no 'minidl' entry (as torch's own writers make it,
+    ``{"format": "pt"}``), with tensors or none (its header then fills the file to its last
+    byte), is refused as no minidl checkpoint. (Checking only that the metadata is an object
+    raised a bare KeyError 'minidl'; reading one byte of a header that ends the file, or
+    taking a header of the file's whole length for a truncated one, called it corrupted or
+    truncated.)"""
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(safetensors_save(tensors, metadata={"format": "pt"}))
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert str(info.value) == (
+        f"read_checkpoint: checkpoint {str(path)!r}: not a minidl checkpoint (no 'minidl' header)"
+    )
+
+
+def _saved(tmp_path: Path) -> Path:
+    """A checkpoint of an SGD run with momentum, at epoch 1."""
+    model, optimizer = _sgd_model()
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, model, optimizer, epoch=1)
+    return path
+
+
+@pytest.mark.parametrize("first", [0x80, 0xB0], ids=["0x80", "0xb0"])
+def test_a_file_of_its_8_byte_length_field_alone_is_called_truncated(
+    tmp_path: Path, first: int
+) -> None:
+    """A file of exactly the 8 bytes that give a safetensors header's length (a checkpoint cut
+    off there) is called truncated, naming the header's length and the file's: also where the
+    length's first byte is 0x80, a pickle's first byte. (With ``length <= 8`` it was said to
+    hold fewer than 8 bytes; without ``size > 8`` it was called a pickle.)"""
+    path = tmp_path / "cut.ckpt"
+    path.write_bytes(bytes([first, 6]) + bytes(6))
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert str(info.value) == (
+        f"read_checkpoint: checkpoint {str(path)!r}: not a safetensors file, or truncated "
+        f"(header of {first + 6 * 256} bytes in a file of 8 bytes)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "missing"),
+    [({"comment": "mine"}, ()), ({}, ("sha256",))],
+    ids=["an extra entry", "no digest"],
+)
+def test_a_header_wrapper_of_other_entries_is_refused(
+    tmp_path: Path, wrapper: dict[str, str], missing: tuple[str, ...]
+) -> None:
+    """The 'minidl' metadata holds exactly ``{"header", "sha256"}``: one with another entry
+    beside them (canonical, its digest valid) or without the digest is refused as of an
+    unexpected structure. (Without the check, the first was read as a good checkpoint and the
+    second raised a bare KeyError.)"""
+    path = _saved(tmp_path)
+
+    def dump(saved: dict[str, object]) -> str:
+        changed = {**saved, **wrapper}
+        for name in missing:
+            del changed[name]
+        return _canonical(changed)
+
+    rewrite_checkpoint(path, dump=dump)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert str(info.value) == (
+        f"read_checkpoint: checkpoint {str(path)!r}: the header is corrupted (unexpected structure)"
+    )
+
+
+def _set_item(container: list[object], index: int, value: object) -> None:
+    container[index] = value
+
+
+MALFORMED: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    (
+        "an epoch of True",
+        lambda h: h["training"].update(epoch=True),
+        "training.epoch must be an integer >= 0, got True",
+    ),
+    (
+        "a tensor's shape with a negative size",
+        lambda h: h["tensors"]["model.0.bias"].update(shape=[-2]),
+        "tensors.model.0.bias.shape must be a list of integers >= 0, got [-2]",
+    ),
+    (
+        "a parameter's shape with a negative size",
+        lambda h: _set_item(h["architecture"]["parameters"][1], 1, [-2]),
+        "architecture.parameters[1]'s shape must be a list of integers >= 0, got [-2]",
+    ),
+    (
+        "a parameter's shape with a boolean",
+        lambda h: _set_item(h["architecture"]["parameters"][1], 1, [True, True]),
+        "architecture.parameters[1]'s shape must be a list of integers >= 0, got [True, True]",
+    ),
+    (
+        "a tensor's shape with a boolean",
+        lambda h: h["tensors"]["model.0.bias"].update(shape=[True, 2]),
+        "tensors.model.0.bias.shape must be a list of integers >= 0, got [True, 2]",
+    ),
+    (
+        "the optimizer's parameters by number",
+        lambda h: h["optimizer"].update(parameters=[0, 1]),
+        "optimizer.parameters must be a list of names, got [0, 1]",
+    ),
+    (
+        "the module generators by number",
+        lambda h: h.update(module_generators=[1]),
+        "module_generators must be a list of paths, got [1]",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"), [case[1:] for case in MALFORMED], ids=[case[0] for case in MALFORMED]
+)
+def test_a_header_field_of_the_wrong_kind_is_refused_naming_it(
+    tmp_path: Path, change: Callable[[dict[str, Any]], None], words: str
+) -> None:
+    """A header field of the wrong kind (digests valid) is refused as malformed, naming the
+    field and the value: a boolean is no integer, a size is >= 0, names are strings. (Without
+    each check, the value was taken, or refused later in other words.)"""
+    path = _saved(tmp_path)
+    rewrite_checkpoint(path, header=change)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert str(info.value) == (
+        f"read_checkpoint: checkpoint {str(path)!r}: the header is malformed ({words})"
+    )
+
+
+def test_a_replaced_checkpoint_keeps_permissions_the_umask_takes_away(tmp_path: Path) -> None:
+    """A save over a checkpoint made writable by its group and others (0o666) keeps those bits
+    under a umask that takes them from new files (0o022): the temporary file is created less
+    the umask's bits and then given the old file's permissions. (Without that ``fchmod`` it
+    became 0o644.)"""
+    path = _saved(tmp_path)
+    os.chmod(path, 0o666)
+    model, optimizer = _sgd_model()
+    previous = os.umask(0o022)
+    try:
+        save_checkpoint(path, model, optimizer, epoch=2)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666
+    assert read_checkpoint(path).training.epoch == 2
+
+
+class _MetaBuffer(nn.Module):
+    """A linear layer with a buffer on ``device``."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.linear = self.register_module("linear", nn.Linear(2, 2))
+        self.register_buffer("scale", torch.full((2,), 3.0, device=device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return self.linear.backward(grad_output)
+
+
+def test_a_model_with_a_buffer_on_the_meta_device_is_refused_on_load(tmp_path: Path) -> None:
+    """A model whose parameters hold values but whose buffer is on the meta device is refused
+    by name before the file is read (copy_ into a meta buffer does nothing, and the load
+    returned as if it had restored it); its parameters are left as they were. (Checking the
+    parameters alone let it through.)"""
+    torch.manual_seed(0)
+    source = _MetaBuffer("cpu")
+    path = tmp_path / "c"
+    save_checkpoint(path, source)
+    torch.manual_seed(1)
+    target = _MetaBuffer("meta")
+    values = [p.data.clone() for p in target.parameters()]
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, target)
+    assert str(info.value) == (
+        "load_checkpoint: the model's tensors (scale) are on the meta device, which holds "
+        "shapes and no values: loading would put nothing in them; build the model on the CPU "
+        "or a GPU"
+    )
+    assert all(torch.equal(p.data, v) for p, v in zip(target.parameters(), values, strict=True))
