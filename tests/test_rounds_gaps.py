@@ -2,9 +2,13 @@
 
 Each test pins down a behaviour against an oracle: a run of fit_rounds whose sets are read
 again (a copy of the same values), or the documented error (type and the words of its message).
+The audit's rest added a set that on_epoch puts back after another, and a string given for a
+list.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 import torch
@@ -119,6 +123,85 @@ def test_a_later_groups_optimizer_holding_a_parameter_outside_the_stack_names_it
         "fit_rounds: with max_grad_norm, each model's gradients are clipped to their own norm, "
         f"but optimizer 1, of models 2 to 3, holds {extra!r}, which is not the parameter of "
         "one model in the stack"
+    )
+    for model, values in zip(models, before, strict=True):
+        assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+
+
+# -- the rest of the audit: a set put back, a string given for a list --------------------------------
+
+
+def _swapped_back(fresh: bool) -> tuple[list[nn.Sequential], list[list[float]]]:
+    """Two models trained 4 epochs; on_epoch puts in train_sets[1] another x (its samples in
+    reverse order) after epoch 0, and the first x back after epoch 1 (e.g. a curriculum that
+    alternates two sets). ``fresh``: each is put as a new tensor of its values (the oracle)."""
+    data = [make_disk_data(40, 10, 10, seed=r, dtype=F64) for r in range(2)]
+    train = [(d.train.x.clone(), d.train.y.clone()) for d in data]
+    first, y = train[1]
+    other = torch.flip(first, dims=(0,)).clone()
+
+    def on_epoch(epoch: int, records: object) -> None:
+        if epoch > 1:
+            return
+        x = other if epoch == 0 else first
+        train[1] = (x.clone() if fresh else x, y)
+
+    models = _two_mlps()
+    histories = fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        lambda stack: SGD(stack.parameters(), lr=0.1),
+        train,
+        epochs=4,
+        batch_size=8,
+        generators=_generators(2),
+        on_epoch=on_epoch,
+    )
+    return models, [h.train_loss for h in histories]
+
+
+def test_a_set_put_back_by_on_epoch_after_another_trains_the_next_epochs() -> None:
+    """A set's x that on_epoch replaces by another tensor, and then puts back (the very tensor
+    given at the start, unchanged), trains the epochs after it, as fit reads its data each
+    epoch: the sets are compared with those last read, not with those given at the start
+    (which the tensor put back equals in object, address and version counter, so that the
+    stack kept the other x's values). The run equals one given new tensors of the same
+    values."""
+    models, losses = _swapped_back(fresh=False)
+    expected_models, expected_losses = _swapped_back(fresh=True)
+    assert losses == expected_losses
+    for model, expected in zip(models, expected_models, strict=True):
+        for p, q in zip(model.parameters(), expected.parameters(), strict=True):
+            assert torch.equal(p.data, q.data)
+
+
+@pytest.mark.parametrize("name", ["models", "train_sets", "generators", "validation_sets"])
+def test_a_string_given_for_a_list_is_refused_as_no_list(name: str) -> None:
+    """A str, a Sequence of as many one-character strings as it is long, given for one of the
+    per-model lists is refused as no list or tuple (as a single model or tensor is), before
+    anything changes, not as a list whose items are strings."""
+    models = _two_mlps()
+    before = [[p.data.clone() for p in model.parameters()] for model in models]
+    x, y = torch.randn(6, 2, dtype=F64), torch.tensor([0, 1, 1, 0, 1, 0])
+    arguments: dict[str, Any] = {
+        "models": models,
+        "train_sets": [(x, y), (x, y)],
+        "generators": _generators(2),
+        "validation_sets": None,
+    }
+    arguments[name] = "ab"
+    with pytest.raises(TypeError) as caught:
+        fit_rounds(
+            arguments["models"],
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            arguments["train_sets"],
+            epochs=1,
+            generators=arguments["generators"],
+            validation_sets=arguments["validation_sets"],
+        )
+    assert (
+        str(caught.value) == f"fit_rounds: {name} must be a list or tuple, one per model, got str"
     )
     for model, values in zip(models, before, strict=True):
         assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
