@@ -1,13 +1,18 @@
 """Checkpoint writing, reading and loading behaviour that a second mutation audit of
 ``minidl.checkpoint`` (atomic writes, ``read_checkpoint``'s framing, header and tensor checks,
 ``load_checkpoint``'s restore) found no test for: each test here fails on a small change to
-the source (named in its docstring) that the rest of the suite let through."""
+the source (named in its docstring) that the rest of the suite let through. The audit's rest
+added a scheduler interval of null, a large tail refused from the first bytes, a newer
+checkpoint's version named as is only when short and printable, and a long repr compared by
+the lines that differ."""
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -234,3 +239,116 @@ def test_a_model_with_a_buffer_on_the_meta_device_is_refused_on_load(tmp_path: P
         "or a GPU"
     )
     assert all(torch.equal(p.data, v) for p, v in zip(target.parameters(), values, strict=True))
+
+
+# -- the audit's rest: a null interval, a large tail, a newer version's name, a long repr ----------
+
+
+def _scheduled(tmp_path: Path) -> Path:
+    """A checkpoint of a Linear model, SGD with momentum (one step taken) and a StepDecay."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = optim.StepDecay(optimizer, step_size=2)
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, model, optimizer, scheduler)
+    return path
+
+
+def test_a_scheduler_interval_of_null_is_refused_as_malformed(tmp_path: Path) -> None:
+    """A header whose ``scheduler.interval`` is JSON null (not left out, as checkpoints written
+    before it was saved leave it) is no interval: read_checkpoint refuses it naming the field
+    and the value. Killed: None taken as an interval (T18)."""
+    path = _scheduled(tmp_path)
+
+    def null_interval(header: dict[str, Any]) -> None:
+        header["scheduler"]["interval"] = None
+
+    rewrite_checkpoint(path, header=null_interval)
+    expected = (
+        f"read_checkpoint: checkpoint {str(path)!r}: the header is malformed "
+        "(scheduler.interval must be 'epoch' or 'batch', got None)"
+    )
+    with pytest.raises(CheckpointError, match=f"^{re.escape(expected)}$"):
+        read_checkpoint(path)
+
+
+def test_a_checkpoint_followed_by_a_large_tail_is_refused_from_its_first_bytes(
+    tmp_path: Path,
+) -> None:
+    """A minidl checkpoint followed by 64 MiB of other bytes (a sparse tail here: a file
+    appended to by mistake) is refused from its header, which describes the file's size,
+    before the rest is read: the message names both sizes, and the refusal takes well under
+    1 MiB of memory (read whole first, it took the whole file's). Killed: the framing's size
+    check dropped, leaving the one after the whole file is read (F4)."""
+    path = _scheduled(tmp_path)
+    size = path.stat().st_size
+    os.truncate(path, size + 2**26)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError) as info:
+            read_checkpoint(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(info.value) == (
+        f"read_checkpoint: checkpoint {str(path)!r}: the file is followed by extra bytes "
+        f"({size + 2**26} bytes, its header describes {size})"
+    )
+    assert peak < 2**20, peak
+
+
+@pytest.mark.parametrize(
+    ("writer", "shown"),
+    [
+        ("1." + "2" * 38, "1." + "2" * 38),
+        ("1." + "2" * 39, repr("1." + "2" * 39)),
+        ("0.9.1\n", repr("0.9.1\n")),
+    ],
+    ids=["40-characters", "41-characters", "newline"],
+)
+def test_the_minidl_version_of_a_newer_checkpoint_is_written_as_is_only_when_short_and_printable(
+    tmp_path: Path, writer: str, shown: str
+) -> None:
+    """A checkpoint of a newer format version is refused naming the minidl version that wrote
+    it: as written where it is printable and at most 40 characters long (its bound taken),
+    else quoted as ``repr`` quotes it (a newline escaped: the message stays one line). Killed:
+    the bound exclusive (V4), the printable check dropped (V5)."""
+    path = _scheduled(tmp_path)
+
+    def newer(header: dict[str, Any]) -> None:
+        header["format_version"] = 2
+        header["minidl_version"] = writer
+
+    rewrite_checkpoint(path, header=newer)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(
+        f"read_checkpoint: checkpoint {str(path)!r}: format version 2 (written by minidl "
+        f"{shown}) is newer than this minidl ("
+    ), message
+    assert message.endswith(") reads (format version 1); upgrade minidl"), message
+    assert "\n" not in message
+
+
+def test_a_model_whose_repr_has_13_lines_is_compared_by_the_lines_that_differ(
+    tmp_path: Path,
+) -> None:
+    """The reprs of a checkpoint's model and of a model with the same parameters and another
+    module are shown whole up to 12 lines, and past that (13 lines here: a Sequential of 11
+    modules) by the lines that differ. Killed: the bound taken as whole (Z1)."""
+    torch.manual_seed(0)
+    path = tmp_path / "c.ckpt"
+    saved = nn.Sequential(nn.Linear(2, 2), *[nn.Tanh() for _ in range(10)])
+    assert repr(saved).count("\n") == 12
+    save_checkpoint(path, saved)
+    model = nn.Sequential(nn.Linear(2, 2), *[nn.Tanh() for _ in range(9)], nn.ReLU())
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, model)
+    message = str(info.value)
+    assert message.startswith(
+        f"load_checkpoint: checkpoint {str(path)!r}: the checkpoint is for another model: the "
+        "parameters fit, the modules differ.\nthe lines of their reprs that differ:\n"
+    ), message
+    assert "checkpoint's model: Sequential(" not in message
