@@ -113,7 +113,7 @@ def test_the_wheel_holds_the_package_and_its_metadata(
     assert f"{info}/licenses/LICENSE" in names
     assert metadata["Description-Content-Type"] == "text/markdown"
     requirements = metadata.get_all("Requires-Dist")
-    assert [r for r in requirements if "extra ==" not in r] == ["torch>=2.1"]
+    assert [r for r in requirements if "extra ==" not in r] == ["torch>=2.13"]
     for extra, packages in (
         ("reproduce", ["matplotlib>=3.7", "tqdm>=4.60"]),
         ("checkpoint", ["safetensors>=0.4"]),

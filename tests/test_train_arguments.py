@@ -680,7 +680,8 @@ HISTORY_CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         "a-numpy-number",
         {"train_loss": [0.5], "validation_error": [10.0], "lr": [np.float32(0.1)]},
         TypeError,
-        "history.lr must be a list of numbers, Python floats or ints, got np.float32(0.1) "
+        # (NumPy's repr: "np.float32(0.1)" from NumPy 2, "0.1" before)
+        f"history.lr must be a list of numbers, Python floats or ints, got {np.float32(0.1)!r} "
         "(float32) at index 0; convert it with float()",
     ),
     (
