@@ -1,7 +1,8 @@
 """Checkpoint behaviour (``Checkpoint``, the generator checks, ``save_checkpoint`` and the checks
 it calls) that a second mutation audit of ``minidl.checkpoint`` found no test for: each test here
 fails on a small change to the source (named in its docstring) that the rest of the suite let
-through."""
+through. The audit's rest added the header's size limit, a bool epoch and a missing folder, and
+found complex tensors recorded as finite whatever they held (fixed)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import safetensors.torch
 import torch
+from safetensors import SafetensorError, safe_open
 
+import minidl.checkpoint
 from minidl import nn, optim
 from minidl.checkpoint import (
     Checkpoint,
@@ -24,6 +28,7 @@ from minidl.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from tests.helpers import rewrite_checkpoint
 
 
 class _Noise(nn.Module):
@@ -338,3 +343,149 @@ def test_a_path_like_of_bytes_is_refused_naming_its_type() -> None:
         match=r"^save_checkpoint: path must be a str or os.PathLike, got _BytesPath$",
     ):
         save_checkpoint(_BytesPath(), model)  # type: ignore[arg-type]
+
+
+# -- the audit's rest: the header's size limit, a bool epoch, a missing folder ---------------------
+
+
+def _metadata(path: Path) -> str:
+    """The ``"minidl"`` metadata entry (the JSON header) of a checkpoint."""
+    with safe_open(path, "pt") as file:
+        header: str = file.metadata()["minidl"]
+    return header
+
+
+def _save(path: Path) -> None:
+    """Save one fixed state (torch's generator seeded, so that the header is the same each
+    time)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2))
+    torch.manual_seed(1)
+    save_checkpoint(path, model, optim.SGD(model.parameters(), lr=0.1), epoch=1)
+
+
+def test_a_header_exactly_as_long_as_the_limit_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A JSON header of exactly ``_MAX_HEADER`` bytes (what safetensors takes at most) is
+    written, and one byte less of limit refuses it, the previous file kept: shown with the
+    limit lowered to the size of a real header (a header at the limit was refused as too
+    large)."""
+    path = tmp_path / "run.ckpt"
+    _save(path)
+    size = len(_metadata(path).encode())
+    before = path.read_bytes()
+    monkeypatch.setattr(minidl.checkpoint, "_MAX_HEADER", size - 1)
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^save_checkpoint: the checkpoint cannot be written \(header too large\): its "
+        rf"JSON header holds {size} bytes, and safetensors \(as read_checkpoint\) takes at most "
+        rf"{size - 1};",
+    ):
+        _save(path)
+    assert path.read_bytes() == before
+    path.unlink()
+    monkeypatch.setattr(minidl.checkpoint, "_MAX_HEADER", size)
+    _save(path)
+    assert path.read_bytes() == before
+
+
+def test_a_header_safetensors_refuses_under_the_limit_is_refused_in_its_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where safetensors refuses to write a header shorter than ``_MAX_HEADER`` (its own count
+    includes the tensors' entries), the refusal is a CheckpointError quoting safetensors' words
+    and naming the sizes, nothing is written and the previous file is kept (the header was
+    written only when over the limit: the write of nothing then raised a TypeError; and the
+    refusal was always called "header too large")."""
+    path = tmp_path / "run.ckpt"
+    _save(path)
+    size = len(_metadata(path).encode())
+    before = path.read_bytes()
+    save = safetensors.torch.save
+
+    def refuse(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+        if metadata is not None:
+            raise SafetensorError("Error while serializing: HeaderTooLarge")
+        return save(tensors)
+
+    monkeypatch.setattr(safetensors.torch, "save", refuse)
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^save_checkpoint: the checkpoint cannot be written \(Error while serializing: "
+        rf"HeaderTooLarge\): its JSON header holds {size} bytes, and safetensors \(as "
+        rf"read_checkpoint\) takes at most 100000000;",
+    ):
+        _save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run.ckpt"]
+
+
+@pytest.mark.parametrize("epoch", [True, False])
+def test_a_bool_epoch_is_refused_before_anything_is_written(tmp_path: Path, epoch: bool) -> None:
+    """An epoch of ``True`` or ``False`` (a bool, which Python counts as an int) is refused
+    naming what was given, and nothing is written (``True`` was saved as epoch 1, ``False`` as
+    0)."""
+    path = tmp_path / "run.ckpt"
+    model = nn.Sequential(nn.Linear(2, 2))
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^save_checkpoint: epoch must be an integer >= 0, got {epoch}$",
+    ):
+        save_checkpoint(path, model, epoch=epoch)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_path_in_a_missing_folder_is_refused_naming_that_folder(tmp_path: Path) -> None:
+    """A path whose folder does not exist (and is no symbolic link) is refused with Python's
+    FileNotFoundError naming the path and its folder, and no folder is made (it was called a
+    symbolic link to itself, "whose folder does not exist")."""
+    path = tmp_path / "missing" / "run.ckpt"
+    model = nn.Sequential(nn.Linear(2, 2))
+    with pytest.raises(FileNotFoundError) as raised:
+        save_checkpoint(path, model)
+    assert str(raised.value) == (
+        f"save_checkpoint: cannot write {str(path)!r}: the folder {str(path.parent)!r} does not "
+        "exist"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_complex_tensor_holding_inf_or_nan_is_recorded_as_not_finite(tmp_path: Path) -> None:
+    """A complex buffer is finite where both parts of every value are (``torch.isfinite``):
+    one holding inf or NaN in either part is recorded as not finite, as a float one is, and
+    loads back bit for bit (every complex tensor was recorded as finite, whatever it held). A
+    file whose header calls such a tensor finite, as minidl wrote it before, is still read;
+    one that calls a finite complex tensor not finite is refused."""
+    values = {
+        "finite": torch.tensor([1 + 2j, -3j], dtype=torch.complex64),
+        "inf": torch.tensor([complex(float("inf"), 0), 1j], dtype=torch.complex64),
+        "nan": torch.tensor([complex(0, float("nan"))], dtype=torch.complex64),
+    }
+    for name, value in values.items():
+        model = nn.Sequential(nn.Linear(2, 2))
+        model.register_buffer("phase", value.clone())
+        path = tmp_path / name
+        save_checkpoint(path, model)
+        entry = read_checkpoint(path).header["tensors"]["model.phase"]
+        assert entry["finite"] is bool(torch.isfinite(value).all()), name
+        target = nn.Sequential(nn.Linear(2, 2))
+        target.register_buffer("phase", torch.zeros_like(value))
+        load_checkpoint(path, target)
+        assert torch.equal(target.phase.view(torch.uint8), value.view(torch.uint8)), name
+
+    def finite(header: dict[str, Any]) -> None:
+        header["tensors"]["model.phase"]["finite"] = True
+
+    def not_finite(header: dict[str, Any]) -> None:
+        header["tensors"]["model.phase"]["finite"] = False
+
+    rewrite_checkpoint(tmp_path / "inf", header=finite)
+    assert read_checkpoint(tmp_path / "inf").header["tensors"]["model.phase"]["finite"] is True
+    rewrite_checkpoint(tmp_path / "finite", header=not_finite)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(tmp_path / "finite")
+    assert str(info.value) == (
+        f"read_checkpoint: checkpoint {str(tmp_path / 'finite')!r}: tensor 'model.phase' is "
+        "finite, the header says not finite"
+    )
