@@ -8,16 +8,20 @@ after a leading zero, the bounds of ``--lr``, ``--dist-timeout`` and ``--rho`` t
 handlers of ``main`` called from a program, the one stop line of a run interrupted again while
 it cleans up, the checkpoint path that a rank other than 0 does not look up, ``minidl
 reproduce`` out of memory, ``--checkpoint-every`` with ``--resume`` alone, and the refusal of
-a resume under another ``--detect-anomaly``."""
+a resume under another ``--detect-anomaly``. A third audit added a ``--checkpoint`` file name
+measured in bytes, a checkpoint past ``--epochs 0`` refused by ``--resume``, and an interrupt
+behind an error chain that loops."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from minidl import cli
 from minidl.cli import main
 
 
@@ -351,3 +355,64 @@ def test_a_checkpoints_setting_of_100_characters_is_named_whole() -> None:
             "--resume run.ckpt: the checkpoint was made with other settings: "
             f"--loss {shown} in the checkpoint, cross-entropy now"
         )
+
+
+# -- a third audit: a file name in bytes, --epochs 0, an error chain that loops ---------------------
+
+
+def test_a_checkpoint_name_is_measured_in_bytes_not_characters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``PC_NAME_MAX`` counts bytes: a name of two-byte characters (``é``) that has fewer
+    characters than the folder takes but more bytes is refused before training, by its flag
+    and its length in bytes, and no file is left (a count of characters let it through, and
+    the first save failed on the file system's ``File name too long``)."""
+    longest = os.pathconf(tmp_path, "PC_NAME_MAX")
+    name = "é" * (longest // 2 + 1)  # (fewer characters than longest, more bytes)
+    assert len(name) <= longest < len(name.encode())
+    path = tmp_path / name
+    argv = ["train", "--epochs", "0", "--quiet", "--hidden", "3", "--checkpoint", str(path)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"minidl train: error: --checkpoint {path}: the file name is {len(name.encode())} bytes "
+        f"long, longer than its folder takes ({longest})\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_past_epochs_0_is_refused_by_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint at epoch 1 resumed with ``--epochs 0`` is past the run's end, as one at
+    epoch 3 is past ``--epochs 2``: refused by ``--resume`` with both numbers (status 2), and
+    the file left as it was."""
+    path = tmp_path / "run.ckpt"
+    argv = ["train", "--quiet", "--hidden", "3", "--batch-size", "1000"]
+    assert main([*argv, "--epochs", "1", "--checkpoint", str(path)]) == 0
+    before = path.read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "0", "--resume", str(path)]) == 2
+    assert capsys.readouterr() == (
+        "",
+        f"minidl train: error: --resume {path}: the checkpoint is at epoch 1, past --epochs 0\n",
+    )
+    assert path.read_bytes() == before
+
+
+def test_an_interrupt_behind_an_error_chain_that_loops_still_ends_the_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ImportError raised while a Ctrl-C was handled (its ``__context__``) whose cause was
+    set by hand to itself: the walk meets the error again before the interrupt, and goes on to
+    it, so the run ends as the interrupt does, one line and 130, not with the ImportError's
+    traceback (a walk that stopped at the first error seen found no interrupt)."""
+    error = ImportError("initialization failed")
+    error.__context__ = KeyboardInterrupt()
+    error.__cause__ = error
+
+    def stopped_in_an_import(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "_run_reproduce", stopped_in_an_import)
+    assert main(["reproduce", "--quick"]) == 130
+    assert capsys.readouterr() == ("", "minidl reproduce: interrupted\n")
