@@ -724,15 +724,20 @@ def test_holm_says_which_differences_stand_among_the_rows_compared(tmp_path: Pat
     assert f"SE ({_p(selu)})." in section
 
 
+def _holm_rows() -> list[RowResult]:
+    """Two rows that differ from the paper in their own comparisons (Holm's sentence's tests)."""
+    return [
+        fake_row(experiment("I", "SELU"), (1.8, 2.2, 2.0, 1.9, 2.1)),
+        fake_row(experiment("III", "SGD, CLR"), (1.6, 1.9, 1.5, 1.8, 1.6)),
+    ]
+
+
 def test_a_difference_whose_corrected_p_is_5_percent_does_not_stand() -> None:
     """A row differs where its p-value is below 5% (CRITERION), not at it: a corrected p of
     exactly 0.05 is a difference that does not stand once the rows are counted together, and
     one of 0.0499 stands. (Holm's sentence keeping a row at 0.05 passed the tests before,
     whose corrected p-values are nowhere near it; fails this.)"""
-    rows = [
-        fake_row(experiment("I", "SELU"), (1.8, 2.2, 2.0, 1.9, 2.1)),
-        fake_row(experiment("III", "SGD, CLR"), (1.6, 1.9, 1.5, 1.8, 1.6)),
-    ]
+    rows = _holm_rows()
     comparisons = [(row, compare(row)) for row in rows]
     corrected = {id(rows[0]): 0.05, id(rows[1]): 0.0499}
     assert _holm_sentence(comparisons, corrected, 2) == (

@@ -37,6 +37,7 @@ from tests.test_report import (
     ELU_VARIANT,
     MEAN_MSE,
     SETTINGS,
+    _holm_rows,
     _with_curves,
     conclusions,
     differences_section,
@@ -164,10 +165,7 @@ def test_holm_counts_five_percent_of_every_comparison_made() -> None:
     """Where a row differs in its own comparison only, the sentence says how many of the
     ``count`` comparisons would differ by chance alone: 5% of 6 is 0.3 (5% of 5, 0.25, would
     print 0.2; 2 to 5 rows print the same figure either way)."""
-    rows = [
-        fake_row(experiment("I", "SELU"), (1.8, 2.2, 2.0, 1.9, 2.1)),
-        fake_row(experiment("III", "SGD, CLR"), (1.6, 1.9, 1.5, 1.8, 1.6)),
-    ]
+    rows = _holm_rows()
     differing = [(row, compare(row)) for row in rows]
     corrected = {id(rows[0]): 0.2, id(rows[1]): 0.01}
     assert _holm_sentence(differing, corrected, 6) == (
