@@ -19,6 +19,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -34,7 +35,7 @@ from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
 from minidl import nn
-from minidl.checkpoint import _canonical, _digests, _dump_header
+from minidl.checkpoint import CheckpointError, _canonical, _digests, _dump_header, read_checkpoint
 from minidl.folded import FoldedStep
 from minidl.optim import SGD
 from minidl.rounds import PerModel, fit_rounds
@@ -342,6 +343,20 @@ def rewrite_checkpoint(
     if dump is not None:
         metadata = dump(json.loads(metadata))
     path.write_bytes(safetensors_save(content, metadata={"minidl": metadata}))
+
+
+def read_refusal_and_peak(path: Path) -> tuple[str, int]:
+    """The message of ``read_checkpoint(path)``'s :class:`CheckpointError` and the peak of the
+    memory Python allocated meanwhile (``tracemalloc``, bytes): a file refused from its first
+    bytes takes far less than the file's size."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError) as info:
+            read_checkpoint(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return str(info.value), peak
 
 
 def record_file_fsyncs(monkeypatch: Any) -> list[int]:

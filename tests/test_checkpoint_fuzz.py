@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import struct
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from minidl.checkpoint import (
 )
 from minidl.cli import main
 from minidl.train import History
+from tests.helpers import read_refusal_and_peak
 
 Parts = tuple[nn.Sequential, optim.SGD, optim.StepDecay, torch.Generator]
 
@@ -867,14 +867,8 @@ def test_a_large_file_of_another_program_is_refused_unread(tmp_path: Path, kind:
     path = tmp_path / "large.bin"
     path.write_bytes(start)
     os.truncate(path, len(start) + 2**28)
-    tracemalloc.start()
-    try:
-        with pytest.raises(CheckpointError) as info:
-            read_checkpoint(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert str(info.value) == f"read_checkpoint: checkpoint {str(path)!r}: " + (
+    message, peak = read_refusal_and_peak(path)
+    assert message == f"read_checkpoint: checkpoint {str(path)!r}: " + (
         f"not a safetensors file, or truncated (header of {struct.unpack('<Q', start)[0]} bytes "
         f"in a file of {2**28 + 8} bytes)"
         if kind == "no-safetensors"

@@ -12,7 +12,6 @@ import os
 import re
 import stat
 import time
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from minidl.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from tests.helpers import rewrite_checkpoint
+from tests.helpers import read_refusal_and_peak, rewrite_checkpoint
 
 
 def _sgd_model() -> tuple[nn.Sequential, optim.SGD]:
@@ -284,14 +283,8 @@ def test_a_checkpoint_followed_by_a_large_tail_is_refused_from_its_first_bytes(
     path = _scheduled(tmp_path)
     size = path.stat().st_size
     os.truncate(path, size + 2**26)
-    tracemalloc.start()
-    try:
-        with pytest.raises(CheckpointError) as info:
-            read_checkpoint(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert str(info.value) == (
+    message, peak = read_refusal_and_peak(path)
+    assert message == (
         f"read_checkpoint: checkpoint {str(path)!r}: the file is followed by extra bytes "
         f"({size + 2**26} bytes, its header describes {size})"
     )
