@@ -199,3 +199,35 @@ def test_a_declined_gradient_from_an_autograd_graph_is_not_kept_alive_by_the_mod
     grad = torch.randn(y.shape).to(dtype)
     assert torch.equal(planned.backward(grad), _plain_backward(plain, grad))
     _assert_same(planned, plain)
+
+
+class _Doubled(nn.Linear):
+    """A layer of one's own: a Linear whose output is doubled (and its gradient with it)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return 2 * super().forward(input)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return super().backward(2 * grad_output)
+
+    def backward_parameters(self, grad_output: Tensor) -> None:
+        super().backward_parameters(2 * grad_output)
+
+
+def test_a_subclass_of_linear_in_a_chain_trains_child_by_child() -> None:
+    """A ``Sequential`` holding a subclass of ``Linear`` (which may compute otherwise, as this
+    one does) is never planned: trained on one signature again and again, it runs the
+    subclass's own methods, its outputs, input gradients and parameter gradients those of a
+    twin driven child by child, bit for bit."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_Doubled(3, 4, dtype=F64), nn.Tanh(), nn.Linear(4, 2, dtype=F64))
+    twin = copy.deepcopy(model)
+    x = torch.randn(5, 3, dtype=F64)
+    for step in range(4):
+        grad = torch.randn(5, 2, dtype=F64, generator=torch.Generator().manual_seed(step))
+        y = model(x)
+        assert model._planned is None
+        assert torch.equal(y, _plain_forward(twin, x))
+        assert torch.equal(model.backward(grad), _plain_backward(twin, grad))
+        for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+            assert torch.equal(p.grad, q.grad)

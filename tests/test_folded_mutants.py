@@ -9,7 +9,9 @@ in float64 and float32.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
+import weakref
 from collections.abc import Iterator
 from unittest import mock
 
@@ -205,3 +207,58 @@ def test_a_non_finite_gradient_is_scaled_by_fits_clipping_as_by_the_loops(
     assert len(folded_losses) == len(looped_losses) == 2
     for a_loss, b_loss in zip(folded_losses, looped_losses, strict=True):
         assert math.isnan(a_loss) == math.isnan(b_loss)
+
+
+@pytest.mark.parametrize("dropped", ["optimizer", "loss"])
+def test_the_folded_step_is_freed_once_its_optimizer_or_its_loss_is_dropped(dropped: str) -> None:
+    """A program that keeps the model (to predict with it) and the loss but drops the optimizer
+    (or keeps the optimizer and drops the loss): the folded step kept for the model, of no use
+    without either, is freed with its buffers at once, not held until the model goes."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(20, 3, dtype=torch.float64, generator=generator)
+    y = torch.randint(0, 3, (20,), generator=generator)
+    model = nn.mlp(
+        (3, 5, 3), "tanh", dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
+    criterion: nn.Loss | None = nn.CrossEntropyLoss()
+    optimizer: optim.Optimizer | None = optim.SGD(model.parameters(), 0.1)
+    assert criterion is not None and optimizer is not None
+    fit(model, criterion, optimizer, x, y, epochs=1, batch_size=10)
+    step = FoldedStep.kept(model, criterion, optimizer, x, y)
+    assert step is not None  # (fit folded its steps)
+    reference = weakref.ref(step)
+    del step
+    if dropped == "optimizer":
+        optimizer = None
+    else:
+        criterion = None
+    gc.collect()
+    assert reference() is None
+    assert criterion is not None or optimizer is not None  # (the other one lives on)
+
+
+def test_a_second_call_with_another_loss_kept_alive_trains_with_the_second_loss() -> None:
+    """A program that holds two losses (the first still alive, so the step made for it is
+    still kept for the model) trains with the first, then calls ``fit`` again with the second
+    (a summed cross-entropy): the second call trains under the loss it was given, its
+    parameters, gradients and losses those of the step-by-step loop, to rounding."""
+    x, y = _data(torch.float64)
+    runs = {}
+    for fold in (True, False):
+        model = nn.mlp(
+            (3, 5, 3), "tanh", dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+        )
+        first, second = nn.CrossEntropyLoss(), nn.CrossEntropyLoss(reduction="sum")
+        optimizer = optim.SGD(model.parameters(), 0.01, momentum=0.9)
+        with contextlib.nullcontext() if fold else unfolded():
+            fit(model, first, optimizer, x, y, epochs=1, batch_size=10,
+                generator=torch.Generator().manual_seed(0))  # fmt: skip
+            history = fit(model, second, optimizer, x, y, epochs=2, batch_size=10,
+                          generator=torch.Generator().manual_seed(1))  # fmt: skip
+        runs[fold] = (model, history.train_loss, second.backward())
+    (model, losses, gradient), (twin, twin_losses, twin_gradient) = runs[True], runs[False]
+    assert losses == pytest.approx(twin_losses, rel=1e-12, abs=0)
+    _close(gradient, twin_gradient, torch.float64)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        _close(p.data, q.data, torch.float64)
+        _close(p.grad, q.grad, torch.float64)
