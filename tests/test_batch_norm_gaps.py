@@ -12,7 +12,7 @@ import re
 import pytest
 import torch
 
-from minidl import nn
+from minidl import nn, optim
 from tests.helpers import F64
 
 
@@ -262,3 +262,62 @@ def test_a_cumulative_batch_norm_on_the_meta_device_trains_in_a_sequential() -> 
     output = model(torch.randn(4, 2, device="meta"))
     assert output.shape == (4, 3) and output.is_meta
     assert model[1].num_batches_tracked.is_meta
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batch_norm_on_the_meta_device_trains_alone(momentum: float | None) -> None:
+    """A layer on the meta device (shapes only) runs a training forward with a momentum or
+    without: the count, which holds no number there, is not read (reading it raised), and
+    the output and buffers keep their shapes on the meta device."""
+    norm = nn.BatchNorm1d(3, momentum=momentum, device="meta")
+    output = norm(torch.randn(4, 3, device="meta"))
+    assert output.shape == (4, 3) and output.is_meta
+    assert norm.running_mean.is_meta and norm.num_batches_tracked.is_meta
+
+
+def test_fit_names_a_count_of_batches_of_another_shape_before_it_draws_or_counts() -> None:
+    """fit asks each batch norm, before it draws the epoch's order, what its training forward
+    would refuse: a ``num_batches_tracked`` registered by hand with shape ``(2,)`` (with
+    ``momentum=None``, where it is read) is named as a ValueError, as the forward names it,
+    not torch's error of a tensor of two elements read as a number; the generator, the
+    parameters and the buffers are left as they were."""
+    from minidl.train import fit
+
+    torch.manual_seed(8)
+    x = torch.randn(20, 2, dtype=F64)
+    y = (x[:, 0] > 0).long()
+    norm = nn.BatchNorm1d(3, momentum=None, dtype=F64)
+    model = nn.Sequential(nn.Linear(2, 3, dtype=F64), norm, nn.Linear(3, 2, dtype=F64))
+    norm.register_buffer("num_batches_tracked", torch.zeros(2, dtype=torch.int64))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    generator = torch.Generator().manual_seed(1)
+    state = generator.get_state()
+    before = [tensor.clone() for tensor in model.state_dict().values()]
+    with pytest.raises(
+        ValueError,
+        match=r"^BatchNorm1d: num_batches_tracked has shape \(2,\), torch\.int64, expected a "
+        r"0-dim integer tensor \(the batches counted\)$",
+    ):
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, batch_size=10,
+            generator=generator)  # fmt: skip
+    assert torch.equal(generator.get_state(), state)
+    assert all(map(torch.equal, model.state_dict().values(), before))
+
+
+@pytest.mark.parametrize("name", ["weight", "bias"])
+def test_batch_norm_refuses_a_parameter_whose_data_was_moved_to_another_device(
+    name: str,
+) -> None:
+    """A weight or bias whose data was set by hand on another device (here the meta device)
+    than the running statistics is refused by name with both devices, before the running
+    statistics or the count change (the output would otherwise be computed on no data)."""
+    norm = nn.BatchNorm1d(3, dtype=F64)
+    getattr(norm, name).data = torch.ones(3, dtype=F64, device="meta")
+    before = [buffer.clone() for buffer in norm.buffers()]
+    with pytest.raises(
+        ValueError,
+        match=rf"^BatchNorm1d: {name} has shape \(3,\), torch\.float64 on meta, expected "
+        r"\(3,\), torch\.float64 on cpu like the running statistics$",
+    ):
+        norm(torch.randn(4, 3, dtype=F64))
+    assert all(map(torch.equal, norm.buffers(), before))
