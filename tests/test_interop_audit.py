@@ -134,6 +134,27 @@ def test_an_uninitialised_lazy_layer_is_refused_with_its_way_out() -> None:
         assert torch.equal(from_torch(model)(x), model(x))
 
 
+def test_a_lazy_layer_loaded_but_never_run_is_refused_with_its_way_out() -> None:
+    """A state dict loaded into a lazy layer sets its parameters, not its sizes (in_features
+    stays 0) nor its class: it still converts only after its first forward. It was refused for
+    its forward pre-hook, with the advice to remove it, which would leave it a LazyLinear of
+    no input size for good; it is named a lazy layer, and converts after one forward."""
+    model = torch.nn.Sequential(torch.nn.LazyLinear(2))
+    model.load_state_dict(torch.nn.Sequential(torch.nn.Linear(3, 2)).state_dict())
+    with pytest.raises(ConversionError) as info:
+        from_torch(model)
+    assert str(info.value) == (
+        "from_torch: cannot convert the layer at '0' of type torch.nn.modules.linear.LazyLinear "
+        "(a lazy module whose parameters were loaded but whose first forward, which sets its "
+        "sizes, has not run: run one forward through the model first, which makes it a "
+        "torch.nn.Linear)"
+    )
+    x = torch.randn(5, 3)
+    model(x)
+    with torch.no_grad():
+        assert torch.equal(from_torch(model)(x), model(x))
+
+
 def test_an_attribute_that_is_not_the_registered_tensor_is_refused_by_to_torch() -> None:
     """``norm.running_mean = tensor`` registers the tensor in torch.nn, not in minidl: the
     layer computes with the attribute and its state_dict holds the registered buffer. to_torch

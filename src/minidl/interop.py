@@ -709,18 +709,24 @@ def _from_torch(
 
 
 def _check_not_lazy(module: tnn.Module, path: str) -> None:
-    """Refuse a lazy module (``torch.nn.LazyLinear``) whose sizes are not known yet: its first
-    forward sets them, with a forward pre-hook that must not be removed (the way out that
-    :func:`_check_no_hooks` would give)."""
-    if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+    """Refuse a lazy module (``torch.nn.LazyLinear``) whose first forward has not run: that
+    forward sets its sizes and its class, with a forward pre-hook that must not be removed
+    (the way out that :func:`_check_no_hooks` would give). A state dict loaded into it sets
+    its parameters but neither its sizes (``in_features`` stays 0) nor its class."""
+    if isinstance(module, LazyModuleMixin):
         becomes = getattr(module, "cls_to_become", None)
         then = f", which makes it a torch.nn.{becomes.__name__}" if becomes is not None else ""
+        what = (
+            "whose sizes are not known yet"
+            if module.has_uninitialized_params()
+            else "whose parameters were loaded but whose first forward, which sets its sizes, "
+            "has not run"
+        )
         raise _refused(
             "from_torch",
             path,
             type(module),
-            f"a lazy module whose sizes are not known yet: run one forward through the model "
-            f"first{then}",
+            f"a lazy module {what}: run one forward through the model first{then}",
         )
 
 
