@@ -103,3 +103,65 @@ def test_to_torch_refuses_a_residual_whose_block_is_no_longer_registered() -> No
         "to_torch: cannot convert the layer at '1' of type minidl.nn.residual.Residual "
         "(its block was removed)"
     )
+
+
+def test_torch_residual_refuses_an_output_of_another_shape_with_as_many_values() -> None:
+    """A block that returns the input's values in another shape (``(3,)`` for a ``(1, 3)``
+    input) is refused as minidl's Residual refuses it: the sum would broadcast to ``(1, 3)``
+    and hide the change of shape, though the number of values is the same."""
+    x = torch.arange(3, dtype=F64).reshape(1, 3)
+    residual = TorchResidual(torch.nn.Flatten(0, -1))
+    with pytest.raises(ValueError) as info:
+        residual(x)
+    assert str(info.value) == (
+        "TorchResidual: the block's output has shape (3,), expected the input's shape (1, 3) "
+        "(as minidl's Residual: the sum would broadcast it)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("layer", "fragment"),
+    [
+        (
+            torch.nn.LeakyReLU("a"),  # type: ignore[arg-type]
+            "LeakyReLU: negative_slope must be a finite number (a float or an int), got str 'a'",
+        ),
+        (
+            torch.nn.ELU("a"),  # type: ignore[arg-type]
+            "ELU: alpha must be a finite number (a float or an int), got str 'a'",
+        ),
+    ],
+    ids=["leakyrelu", "elu"],
+)
+def test_a_setting_minidl_refuses_with_a_type_error_is_named_with_its_path(
+    layer: torch.nn.Module, fragment: str
+) -> None:
+    """A torch.nn layer whose setting minidl's constructor refuses with a ``TypeError`` (a slope
+    that is a string) is a ConversionError naming its path and type, as for a ``ValueError``:
+    not the constructor's bare error, which names neither (ConversionError being a TypeError,
+    its type alone would not tell)."""
+    kind = type(layer)
+    with pytest.raises(ConversionError) as info:
+        from_torch(torch.nn.Sequential(torch.nn.Tanh(), layer))
+    assert str(info.value) == (
+        f"from_torch: cannot convert the layer at '1' of type {kind.__module__}."
+        f"{kind.__qualname__} ({fragment})"
+    )
+    assert type(info.value.__cause__) is TypeError
+
+
+def test_an_in_place_layer_after_a_computing_sequential_in_a_residual_block_converts() -> None:
+    """In a TorchResidual's block, a ``ReLU(inplace=True)`` after a nested ``Sequential`` that
+    computes (a Linear in it) changes that Sequential's output, not the block's input: the
+    skip connection adds ``x`` unchanged, so the model converts and computes
+    ``x + relu(linear(x))`` as torch does. (Only a nested Sequential of layers that may return
+    their input, Identity or Dropout, passes the input on to it.)"""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, dtype=F64)
+    linear = torch.nn.Linear(3, 3, dtype=F64)
+    block = torch.nn.Sequential(torch.nn.Sequential(linear), torch.nn.ReLU(inplace=True))
+    residual = TorchResidual(block)
+    expected = residual(x.clone()).detach()
+    torch.testing.assert_close(expected, x + linear(x).relu().detach(), rtol=0, atol=0)
+    converted = from_torch(residual)
+    torch.testing.assert_close(converted(x), expected, rtol=0, atol=0)
