@@ -1,14 +1,16 @@
 """Mutation review of minidl._setting, minidl._interrupts, minidl.nn.parameter and
-minidl.nn.flat: tests that kill the hand-made bugs the suite let through (each checks a value,
+minidl.nn.flat, then of minidl._frozen, _extras and _scalar: tests that kill the hand-made bugs the suite let through (each checks a value,
 an exception's type and message, or state left as it was, against an exact oracle)."""
 
 from __future__ import annotations
 
 import copy
+import importlib
 import pickle
 import signal
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -402,3 +404,92 @@ def test_two_tensors_at_one_address_of_two_sizes_are_loaded_each_whole(how: str)
     first, second = loaded.kept
     assert torch.equal(first, torch.arange(4.0))
     assert torch.equal(second, torch.arange(8.0))
+
+
+# -- minidl._frozen ---------------------------------------------------------------------------
+
+
+def test_a_deep_copy_of_a_frozen_tree_keeps_shared_parts_shared_as_for_plain_values() -> None:
+    """``copy.deepcopy`` of a structure that holds a frozen tree and one of its lists gives one
+    plain list for both places, as it does for plain dicts and lists (its memo): a change to
+    the copy shows in both places, as it would in a copy of the plain tree."""
+    from minidl._frozen import frozen
+
+    plain: dict[str, Any] = {"lr": [0.1, 0.01], "training": {"history": [[1.0]]}}
+    tree = frozen(plain, "read-only")
+    for value in (plain, tree):
+        pair = copy.deepcopy([value, value["lr"], value["training"]])
+        assert pair[1] is pair[0]["lr"] and pair[2] is pair[0]["training"]
+        assert type(pair[1]) is list and type(pair[2]) is dict
+        assert pair[0] == plain and pair[0] is not value
+
+
+# -- minidl._extras ---------------------------------------------------------------------------
+
+
+def _import_failing_with(monkeypatch: pytest.MonkeyPatch, error: ImportError) -> list[str]:
+    """Make ``importlib.import_module`` raise ``error``; returns the names it was asked for."""
+    asked: list[str] = []
+
+    def import_module(name: str) -> None:
+        asked.append(name)
+        raise error
+
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    return asked
+
+
+def test_require_says_what_to_install_in_one_error_without_the_import_error_chained(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A missing package gives one ModuleNotFoundError naming the package, the extra and the
+    pip command, with Python's own ``No module named`` error neither its cause nor shown as
+    its context (the traceback is the one line, not "During handling ... another")."""
+    from minidl import _extras
+
+    asked = _import_failing_with(
+        monkeypatch, ModuleNotFoundError("No module named 'safetensors'", name="safetensors")
+    )
+    with pytest.raises(ModuleNotFoundError) as raised:
+        _extras.require("safetensors", "saving a checkpoint needs it")
+    assert asked == ["safetensors"]
+    assert str(raised.value) == (
+        "saving a checkpoint needs it, and the safetensors package is not installed; install "
+        "minidl's checkpoint extra: pip install 'minidl[checkpoint]' (or pip install "
+        "safetensors)"
+    )
+    assert raised.value.name == "safetensors"
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__ is True
+
+
+def test_require_refuses_a_package_that_is_no_extra_before_importing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``require`` of a package that no extra installs (``numpy``) raises the documented
+    KeyError, without importing anything: it cannot say what to install."""
+    from minidl import _extras
+
+    asked = _import_failing_with(monkeypatch, ModuleNotFoundError("x", name="numpy"))
+    with pytest.raises(KeyError, match=r"^'numpy'$"):
+        _extras.require("numpy", "a figure needs it")
+    assert asked == []
+
+
+# -- minidl._scalar ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_add_scaled_of_a_float32_or_float64_tensor_has_the_bits_of_add(dtype: torch.dtype) -> None:
+    """Outside float16 and bfloat16, ``add_scaled_`` is ``add_`` itself: every element has the
+    bits of ``target.add_(other, alpha=alpha)`` (PyTorch's optimizers' update), for lengths
+    that fill the vectorised body and its scalar tail, and the target is the tensor returned."""
+    from minidl._scalar import add_scaled_
+
+    generator = torch.Generator().manual_seed(0)
+    for size in (1, 7, 33, 1000):
+        for alpha in (0.1, -1e-3, 1 / 3):
+            target = torch.randn(size, generator=generator, dtype=dtype)
+            other = torch.randn(size, generator=generator, dtype=dtype)
+            expected = target.clone().add_(other, alpha=alpha)
+            assert add_scaled_(target, other, alpha) is target
+            assert torch.equal(target, expected), (size, alpha)
