@@ -4,6 +4,8 @@ after ``_pair`` come from a later round, over the mutants the first had not run)
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import torch
 from torch import Tensor
@@ -508,3 +510,109 @@ def test_a_hook_taking_out_is_given_a_contiguous_out_for_an_input_of_any_strides
     assert output.is_contiguous()
     torch.testing.assert_close(output[1], torch.tanh(x[1]), rtol=0, atol=0)
     torch.testing.assert_close(output[0], torch.nn.functional.elu(x[0]), rtol=0, atol=1e-15)
+
+
+def _models(*activations: nn.Activation) -> list[nn.Sequential]:
+    """Models Linear(2, 3) then one of ``activations`` each, of seeded float64 weights."""
+    torch.manual_seed(0)
+    return [nn.Sequential(nn.Linear(2, 3, dtype=DTYPE), activation) for activation in activations]
+
+
+class _Shift(nn.Activation):
+    """``x + shift``: the shift read from the instance (a public or a private attribute), 0
+    where it has none; its repr shows neither."""
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        shift = getattr(self, "shift", 0.0) + getattr(self, "_offset", 0.0)
+        return input + shift, input
+
+    def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
+        return grad_output.clone()
+
+
+def _outputs_of_each_model(stacked: nn.Sequential, models: list[nn.Sequential]) -> None:
+    """The stack's output for each model is the model's own, run alone (float64, exactly)."""
+    torch.manual_seed(1)
+    x = torch.randn(len(models), 4, 2, dtype=DTYPE)
+    output = stacked(x)
+    for index, model in enumerate(models):
+        torch.testing.assert_close(output[index], model(x[index]), rtol=0, atol=0)
+
+
+def test_a_private_attribute_that_only_the_earlier_activation_holds_keeps_two_runs() -> None:
+    """S39: model 0's activation holds a private attribute that model 1's lacks: two runs
+    (the mutant compared model 1's private attributes alone and merged them, giving model 1
+    model 0's offset)."""
+    offset = _Shift()
+    offset._offset = 2.0  # type: ignore[attr-defined]
+    models = _models(offset, _Shift())
+    stacked = nn.stack_models(models)
+    assert isinstance(stacked[1], nn.StackedActivation)
+    _outputs_of_each_model(stacked, models)
+
+
+class _Through(nn.Activation):
+    """Its registered child activation's function (the child a module, no setting of its
+    own: only the repr, which shows the child, tells two apart)."""
+
+    def __init__(self, inner: nn.Activation) -> None:
+        super().__init__()
+        self.register_module("inner", inner)
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        inner = cast(nn.Activation, self._modules["inner"])
+        return inner.forward(input), input
+
+    def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
+        inner = cast(nn.Activation, self._modules["inner"])
+        return inner.backward(grad_output)
+
+
+def test_activations_whose_children_differ_in_settings_are_stacked_apart() -> None:
+    """S37: activations of one class whose registered children differ (ELU's alpha), which
+    their reprs show, are two runs, each model its own function (the mutant compared the
+    settings and private attributes alone, not the children, and gave model 1 model 0's)."""
+    models = _models(_Through(nn.ELU(alpha=1.0)), _Through(nn.ELU(alpha=3.0)))
+    stacked = nn.stack_models(models)
+    assert isinstance(stacked[1], nn.StackedActivation)
+    _outputs_of_each_model(stacked, models)
+
+
+@pytest.mark.parametrize("index", [True, False])
+def test_activation_of_refuses_a_bool_index(index: bool) -> None:
+    """A02: a bool is no model index: activation_of refuses it with a TypeError naming it
+    (the mutant took True for model 1 and False for model 0)."""
+    layer = nn.StackedActivation([(nn.Tanh(), 1), (nn.ReLU(), 1)])
+    with pytest.raises(TypeError) as info:
+        layer.activation_of(index)
+    assert str(info.value) == (
+        f"StackedActivation.activation_of: expected an integer index, got {index}"
+    )
+
+
+class _InterruptedMSE(nn.Loss):
+    """A stacked loss of one's own whose forward notes an attribute, then is interrupted (as by
+    Ctrl-C) before it returns."""
+
+    stacks = True
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        self.noted = prediction
+        raise KeyboardInterrupt
+
+    def _gradient(self) -> Tensor:
+        raise AssertionError("never reached")
+
+
+def test_an_interrupt_in_a_run_leaves_every_criterion_as_it_was() -> None:
+    """L10: an interrupt (KeyboardInterrupt, no Exception) in a later run still restores every
+    run's criterion, which keep their last good forward and lose what the interrupted forward
+    added (the mutant restored them on an Exception alone)."""
+    first, interrupted = nn.MSELoss(), _InterruptedMSE()
+    criterion = nn.StackedLoss([(first, 1), (interrupted, 1)])
+    before = [dict(vars(first)), dict(vars(interrupted))]
+    with pytest.raises(KeyboardInterrupt):
+        criterion(torch.zeros(2, 3, 1, dtype=DTYPE), torch.ones(2, 3, 1, dtype=DTYPE))
+    assert "noted" not in vars(interrupted)
+    assert list(vars(first)) == list(before[0])
+    assert all(vars(first)[name] is value for name, value in before[0].items())
