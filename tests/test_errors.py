@@ -4135,9 +4135,10 @@ def test_an_activation_of_ones_own_takes_its_own_arguments() -> None:
 
 
 def test_a_python_type_given_to_to_is_named_as_no_dtype() -> None:
-    """model.to(float) leaked torch's list of torch.device's signatures."""
+    """model.to(float) leaked torch's list of torch.device's signatures (to(bool) and
+    to(complex) in a ValueError saying it is no device)."""
     model = nn.mlp((2, 3))
-    for kind in (float, int):
+    for kind in (float, int, bool, complex):
         with pytest.raises(
             TypeError,
             match=rf"^Sequential\.to: got Python's {kind.__name__}, which is neither a device nor "

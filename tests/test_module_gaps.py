@@ -9,6 +9,7 @@ and the words of its message), with the module left as it was after a refusal.
 from __future__ import annotations
 
 import copy
+import pickle
 import re
 from collections.abc import Iterator
 
@@ -309,3 +310,83 @@ def test_a_plain_tensor_attribute_is_named_for_what_the_lookup_wanted(
     after = model.state_dict()
     assert list(after) == list(before)
     assert all(torch.equal(after[name], before[name]) for name in before)
+
+
+def test_to_the_meta_device_of_a_model_already_there_changes_nothing() -> None:
+    """A model built on the meta device (``device="meta"``) may be sent there again, as
+    PyTorch's: the refusal of a move out of the meta device (which holds no values) is not made
+    for a move to it."""
+    layer = nn.Linear(2, 3, device="meta")
+    theirs = torch.nn.Linear(2, 3, device="meta")
+    assert theirs.to("meta") is theirs
+    weight = layer.weight
+    assert layer.to("meta") is layer
+    assert layer.weight is weight and layer.weight.data.is_meta
+    with pytest.raises(ValueError, match="on the meta device, which holds no values to copy"):
+        layer.to("cpu")
+
+
+def test_a_batch_norm_on_its_own_loads_a_state_dict_without_its_count() -> None:
+    """A batch norm that is the model itself (not inside a container: its keys have no path)
+    takes a state dict without ``num_batches_tracked`` with ``strict``, keeping its own count,
+    as PyTorch fills one in for such a dict; any other key missing is still refused."""
+    torch.manual_seed(0)
+    twin = torch.nn.BatchNorm1d(3)
+    twin(torch.randn(6, 3))
+    entries = {k: v for k, v in twin.state_dict().items() if k != "num_batches_tracked"}
+    assert twin.load_state_dict(entries) == ([], [])  # (PyTorch fills the count in)
+    norm = nn.BatchNorm1d(3)
+    norm(torch.randn(4, 3))
+    assert norm.load_state_dict(entries) == ([], [])
+    assert twin.running_mean is not None and twin.running_var is not None
+    assert torch.equal(norm.running_mean, twin.running_mean)
+    assert torch.equal(norm.running_var, twin.running_var)
+    assert norm.num_batches_tracked.item() == 1
+    del entries["running_var"]
+    with pytest.raises(KeyError, match=r"missing keys \['running_var'\], unexpected keys \[\]"):
+        norm.load_state_dict(entries)
+
+
+class _GradientView(Module):
+    """A module that keeps a view of its parameter's gradient as a plain attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = self.register_parameter("w", Parameter(torch.ones(3)))
+        self.seen = self.w.grad[1:]
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_kept_view_of_a_gradient_stays_a_view_of_the_copys_gradient(how: str) -> None:
+    """A tensor kept between calls that views a parameter's gradient comes back, in a deep copy
+    or a pickle, as a view of the copy's gradient (as it viewed the original's), not as a
+    compact copy of its own: a change of the copy's gradient is seen through it, and the
+    original's is left alone."""
+    module = _GradientView()
+    copied = copy.deepcopy(module) if how == "deepcopy" else pickle.loads(pickle.dumps(module))
+    copied.w.grad.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    assert torch.equal(copied.seen, torch.tensor([2.0, 3.0]))
+    assert torch.equal(module.seen, torch.zeros(2))
+    assert torch.equal(module.w.grad, torch.zeros(3))
+
+
+def test_a_model_moved_inside_inference_mode_trains_outside_it() -> None:
+    """``to(...)`` called inside ``torch.inference_mode()`` makes normal tensors, as PyTorch's
+    does not (its parameters become inference tensors): the moved parameters and buffers are
+    updated in place outside it, by a training forward (a batch norm's running statistics) and
+    by a gradient step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    with torch.inference_mode():
+        model.to(F64)
+    tensors = [p.data for p in model.parameters()] + list(model.buffers())
+    assert not any(t.is_inference() for t in tensors)
+    assert not any(p.grad.is_inference() for p in model.parameters())
+    x = torch.randn(4, 2, dtype=F64)
+    output = model(x)
+    model.backward(torch.ones_like(output))
+    norm = model[1]
+    assert isinstance(norm, nn.BatchNorm1d)
+    assert norm.num_batches_tracked.item() == 1
+    for parameter in model.parameters():
+        parameter.data.sub_(0.1 * parameter.grad)
