@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import sys
 import weakref
 from collections.abc import Iterator
 from unittest import mock
@@ -24,6 +25,7 @@ from minidl.folded import FoldedStep
 from minidl.train import fit
 from tests.helpers import unfolded
 
+F64 = torch.float64
 _TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
 
 
@@ -262,3 +264,114 @@ def test_a_second_call_with_another_loss_kept_alive_trains_with_the_second_loss(
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
         _close(p.data, q.data, torch.float64)
         _close(p.grad, q.grad, torch.float64)
+
+
+def _model() -> nn.Sequential:
+    return nn.mlp((3, 5, 3), "tanh", dtype=F64, generator=torch.Generator().manual_seed(1))
+
+
+def _side_by_side(data: int, state: int, data_first: bool, overlap: int) -> tuple[Tensor, Tensor]:
+    """A float64 tensor of ``data`` entries and one of ``state`` entries, each on a storage of
+    its own, the two storages side by side in memory (the data's first or the state's: one
+    starts at the very byte where the other ends), or overlapping by ``overlap`` entries."""
+    whole = torch.zeros(data + state, dtype=F64).untyped_storage()
+    size = F64.itemsize
+    first, second = (data, state) if data_first else (state, data)
+    before = whole[0 : first * size]
+    after = whole[(first - overlap) * size : (first - overlap + second) * size]
+    a = torch.empty(0, dtype=F64).set_(before, 0, (first,), (1,))
+    b = torch.empty(0, dtype=F64).set_(after, 0, (second,), (1,))
+    assert a.untyped_storage().data_ptr() + first * size - overlap * size == (
+        b.untyped_storage().data_ptr()
+    )
+    return (a, b) if data_first else (b, a)
+
+
+@pytest.mark.parametrize("data_first", [True, False], ids=["data first", "state first"])
+def test_data_right_beside_the_optimizers_state_is_folded(data_first: bool) -> None:
+    """The data's storage and the momentum buffer's lie side by side in memory, one starting
+    at the very byte where the other ends: they share no memory, so ``fit`` folds, and trains
+    as the loop (the data left as it was); data whose storage runs one entry into the
+    buffer's is declined (see ``_apart``: the two address ranges are half-open)."""
+    x, y = _data(F64)
+    results = {}
+    for fold in (True, False):
+        model = _model()
+        optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
+        size = optimizer.state["momentum_buffer"].numel()
+        data, velocity = _side_by_side(x.numel(), size, data_first, overlap=0)
+        data.copy_(x.flatten())
+        optimizer.state["momentum_buffer"] = velocity
+        inputs = data.view(x.shape)
+        criterion = nn.CrossEntropyLoss()
+        calls = [0]
+        with _counting(calls) if fold else unfolded():
+            fit(model, criterion, optimizer, inputs, y, epochs=2, batch_size=10,
+                generator=torch.Generator().manual_seed(2))  # fmt: skip
+        assert calls[0] == (8 if fold else 0)
+        assert torch.equal(inputs, x)
+        results[fold] = [p.data.clone() for p in model.parameters()] + [
+            optimizer.state["momentum_buffer"].clone()
+        ]
+    for folded, looped in zip(results[True], results[False], strict=True):
+        _close(folded, looped, F64)
+    model = _model()
+    optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
+    size = optimizer.state["momentum_buffer"].numel()
+    data, velocity = _side_by_side(x.numel(), size, data_first, overlap=1)
+    optimizer.state["momentum_buffer"] = velocity
+    assert FoldedStep.build(model, nn.CrossEntropyLoss(), optimizer, data.view(x.shape), y) is None
+
+
+def test_an_optimizer_narrowed_to_the_first_layer_between_calls_trains_that_layer_alone() -> None:
+    """After a folded call, ``optimizer.params`` is narrowed to the first layer's weight and
+    bias (the other layers frozen, a list the optimizer takes at its next step): the step kept
+    for the model no longer fits the optimizer, and the second call trains as the loop, the
+    first layer alone, the others left as the first call left them (a kept step used anyway
+    raised an ``IndexError`` from its copy of the parameters)."""
+    x, y = _data(F64)
+    results = {}
+    for fold in (True, False):
+        model = _model()
+        optimizer = optim.SGD(model.parameters(), 0.1)  # (no state, which holds every entry)
+        criterion = nn.CrossEntropyLoss()
+        with contextlib.nullcontext() if fold else unfolded():
+            fit(model, criterion, optimizer, x, y, epochs=1, batch_size=10,
+                generator=torch.Generator().manual_seed(2))  # fmt: skip
+            frozen = [p.data.clone() for p in model[2].parameters()]
+            first = [p.data.clone() for p in model[0].parameters()]
+            optimizer.params = optimizer.params[:2]
+            fit(model, criterion, optimizer, x, y, epochs=1, batch_size=10,
+                generator=torch.Generator().manual_seed(3))  # fmt: skip
+        for now, then in zip(model[2].parameters(), frozen, strict=True):
+            assert torch.equal(now.data, then)
+        for now, then in zip(model[0].parameters(), first, strict=True):
+            assert not torch.equal(now.data, then)
+        results[fold] = [p.data.clone() for p in model.parameters()]
+    for folded, looped in zip(results[True], results[False], strict=True):
+        _close(folded, looped, F64)
+
+
+def test_a_model_its_loss_and_its_optimizer_collected_together_raise_nothing() -> None:
+    """A model trained folded, its loss and its optimizer, held in a reference cycle (a list
+    that holds itself), are collected together by the garbage collector: the step's weak
+    references to the loss and the optimizer call back once the model is gone (the step,
+    held by the module's table until then, is no garbage itself), and must do nothing, not
+    fail inside the callback (an error there can only be printed, "Exception ignored")."""
+    x, y = _data(F64)
+    model = _model()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), 0.1)
+    calls = [0]
+    with _counting(calls):
+        fit(model, criterion, optimizer, x, y, epochs=1, batch_size=10)
+    assert calls[0] == 4
+    bundle: list[object] = [model, criterion, optimizer]
+    bundle.append(bundle)
+    gone = weakref.ref(model)
+    del model, criterion, optimizer, bundle
+    ignored: list[object] = []
+    with mock.patch.object(sys, "unraisablehook", ignored.append):
+        gc.collect()
+    assert gone() is None
+    assert ignored == []
