@@ -7,6 +7,8 @@ unchanged after a refusal.
 
 from __future__ import annotations
 
+import copy
+import pickle
 import re
 
 import pytest
@@ -321,3 +323,92 @@ def test_batch_norm_refuses_a_parameter_whose_data_was_moved_to_another_device(
     ):
         norm(torch.randn(4, 3, dtype=F64))
     assert all(map(torch.equal, norm.buffers(), before))
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_a_batch_norm_in_a_sequential_names_a_complex_count_of_batches(
+    momentum: float | None,
+) -> None:
+    """A Sequential in training mode asks its batch norm, before it runs, what its training
+    forward would refuse: a ``num_batches_tracked`` registered by hand as a complex tensor is
+    refused by the layer's own check, by name as a ValueError, with a momentum (the count not
+    read there) and without (where the trial compared it with 0: torch's NotImplementedError
+    of a complex tensor, as the layer alone and fit named it), the running statistics and the
+    count left as they were."""
+    norm = nn.BatchNorm1d(3, momentum=momentum, dtype=F64)
+    norm.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.complex64))
+    model = nn.Sequential(norm)
+    before = [buffer.clone() for buffer in norm.buffers()]
+    with pytest.raises(
+        ValueError,
+        match=r"^BatchNorm1d: num_batches_tracked has shape \(\), torch\.complex64, expected a "
+        r"0-dim integer tensor \(the batches counted\)",
+    ):
+        model(torch.randn(4, 3, dtype=F64))
+    assert all(map(torch.equal, norm.buffers(), before))
+
+
+def test_batch_norm_backward_after_its_bias_alone_was_cast_names_the_cast() -> None:
+    """A bias whose data was cast by hand (to float32) after a float64 forward, the weight and
+    running statistics left as they were, is refused by backward as a cast after the forward
+    (RuntimeError naming both dtypes and telling to run forward again), as a cast weight is,
+    before either gradient is written."""
+    torch.manual_seed(3)
+    norm = nn.BatchNorm1d(3, dtype=F64)
+    norm(torch.randn(5, 3, dtype=F64))
+    assert norm.bias is not None and norm.weight is not None
+    norm.bias.data = norm.bias.data.to(torch.float32)
+    with pytest.raises(
+        RuntimeError,
+        match=r"^BatchNorm1d: the parameters are torch\.float32 on cpu but the last forward ran "
+        r"in torch\.float64 on cpu: the module was cast or moved \(\.to\(\.\.\.\)\) after that "
+        r"forward; run forward again before backward",
+    ):
+        norm.backward(torch.randn(5, 3, dtype=F64))
+    assert not norm.weight.grad.any() and not norm.bias.grad.any()
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_a_batch_norm_pickled_after_a_forward_holds_its_running_mean_once(affine: bool) -> None:
+    """Pickled after a forward, a layer holds its tensors once: what the forward adds to the
+    pickle is its two caches (the normalised batch and the inverse standard deviations, 5 x
+    1000 float64 values, 40000 bytes) and a little bookkeeping, not a second copy of the
+    running mean (8000 bytes) kept for the forward's checks, which would also make the loaded
+    copy hold the statistics twice."""
+    torch.manual_seed(4)
+    norm = nn.BatchNorm1d(1000, affine=affine, dtype=F64)
+    before = len(pickle.dumps(norm))
+    norm(torch.randn(4, 1000, dtype=F64))
+    caches = (4 * 1000 + 1000) * 8
+    assert len(pickle.dumps(norm)) - before < caches + 4000
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("name", ["weight", "bias"])
+def test_a_parameter_removed_from_a_copy_after_its_forward_is_refused_by_backward(
+    how: str, name: str
+) -> None:
+    """A deep copy or an unpickled copy of a layer after a forward, whose weight (or bias) is
+    then removed, refuses backward as the layer itself does: its backward would differentiate
+    another function (it gave the input gradient of the layer without gamma, no error). A
+    parameter put back, the copy's backward runs, its gradients those of the layer itself."""
+    torch.manual_seed(5)
+    norm = nn.BatchNorm1d(3, dtype=F64)
+    norm.weight.data.mul_(3.0)
+    norm(torch.randn(5, 3, dtype=F64))
+    copied = copy.deepcopy(norm) if how == "deepcopy" else pickle.loads(pickle.dumps(norm))
+    kept = getattr(copied, name)
+    copied.register_parameter(name, None)
+    grad = torch.randn(5, 3, dtype=F64)
+    with pytest.raises(
+        RuntimeError,
+        match=rf"^BatchNorm1d: {name} was set to None after the last forward, which had one; its "
+        r"backward would differentiate another function: run forward again before backward$",
+    ):
+        copied.backward(grad)
+    copied.register_parameter(name, kept)
+    assert torch.equal(copied.backward(grad), norm.backward(grad))
+    theirs = dict(norm.named_parameters())
+    for key, mine in copied.named_parameters():
+        assert torch.equal(mine.grad, theirs.pop(key).grad)
+    assert not theirs

@@ -264,6 +264,9 @@ class BatchNorm1d(Module):
         # computed with: while they are the same objects, backward's checks (see
         # _check_fits_forward) pass without being run.
         self._fitted: tuple[Tensor | None, Tensor | None, Tensor | None] = (None, None, None)
+        # Whether the last forward had a weight and a bias, where _fitted no longer tells it
+        # (a copy or an unpickled layer: _fitted is not kept); None before a forward.
+        self._fitted_with: tuple[bool, bool] | None = None
         # A gradient given in the memory of weight.grad (expanded over the batch) is copied
         # before the accumulation overwrites it (see minidl.nn._gradient_memory).
         self._gradients = GradientMemory()
@@ -320,11 +323,12 @@ class BatchNorm1d(Module):
             )
 
     def _trial_state(self) -> object:
-        # (with momentum=None, whether the count is negative: refused in training)
+        # (with momentum=None, whether the count is negative: refused in training; a count
+        # that is no 0-dim integer tensor is refused by the forward's check, by name)
         count = self.num_batches_tracked
         if self._momentum is not None or not isinstance(count, Tensor) or count.is_meta:
             return None
-        return bool(count < 0) if count.numel() == 1 else None
+        return bool(count < 0) if count.numel() == 1 and not count.dtype.is_complex else None
 
     def forward(self, input: Tensor) -> Tensor:
         check_input("BatchNorm1d", input, self._num_features)
@@ -518,16 +522,14 @@ class BatchNorm1d(Module):
                 and self.running_mean is fitted[2]
             ):
                 return  # (what the forward checked and computed with: it fits)
-            if fitted[2] is not None:  # (the forward's, in this process: not unpickled)
-                for name, parameter, used in (
-                    ("weight", weight, fitted[0]),
-                    ("bias", bias, fitted[1]),
-                ):
-                    if (parameter is None) != (used is None):
+            had = self._forward_had()
+            if had is not None:
+                for name, parameter, used in (("weight", weight, had[0]), ("bias", bias, had[1])):
+                    if (parameter is not None) != used:
                         raise RuntimeError(
                             f"BatchNorm1d: {name} was set to "
                             f"{'None' if parameter is None else 'a Parameter'} after the last "
-                            f"forward, which {'had one' if used is not None else 'had none'}; its "
+                            f"forward, which {'had one' if used else 'had none'}; its "
                             "backward would differentiate another function: run forward again "
                             "before backward"
                         )
@@ -540,14 +542,25 @@ class BatchNorm1d(Module):
             raise
         self._check_parameters()
 
+    def _forward_had(self) -> tuple[bool, bool] | None:
+        """Whether the last forward had a weight and a bias (``None`` where no forward ran, or
+        in a layer pickled before this was kept)."""
+        fitted = self._fitted
+        if fitted[2] is None:  # (no forward in this object: a copy's or unpickled layer's)
+            return self._fitted_with
+        return fitted[0] is not None, fitted[1] is not None
+
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        # (views of the parameters and a buffer: the next backward checks in full instead)
+        # (views of the parameters and a buffer: the next backward checks in full instead,
+        # knowing which of the two the forward had)
+        state["_fitted_with"] = self._forward_had()
         state["_fitted"] = (None, None, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_fitted", (None, None, None))  # (pickled before they existed)
+        state.setdefault("_fitted_with", None)
         state.setdefault("_gradients", GradientMemory())
         super().__setstate__(state)
 
