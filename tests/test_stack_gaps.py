@@ -4,6 +4,7 @@ after ``_pair`` come from a later round, over the mutants the first had not run)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 import pytest
@@ -616,3 +617,70 @@ def test_an_interrupt_in_a_run_leaves_every_criterion_as_it_was() -> None:
     assert "noted" not in vars(interrupted)
     assert list(vars(first)) == list(before[0])
     assert all(vars(first)[name] is value for name, value in before[0].items())
+
+
+@pytest.mark.parametrize("from_graph", ["input", "gradient"])
+def test_backward_with_an_operand_from_an_autograd_graph_matches_autograd(from_graph: str) -> None:
+    """A19: out= is refused where an operand of the backward comes from an autograd graph (the
+    caches of an input that requires grad, or such a gradient): each run then makes its own
+    gradient and they are concatenated, as in forward; the mutant let PyTorch's RuntimeError
+    ("functions with out=... arguments don't support automatic differentiation") escape."""
+    torch.manual_seed(0)
+    layer = nn.StackedActivation([(nn.Tanh(), 2), (nn.ELU(), 1), (nn.Sigmoid(), 1)])
+    x = torch.randn(4, 3, 5, dtype=DTYPE, requires_grad=True)
+    grad = torch.randn(4, 3, 5, dtype=DTYPE, requires_grad=from_graph == "gradient")
+    functions: list[Callable[[Tensor], Tensor]] = [torch.tanh] * 2 + [
+        torch.nn.functional.elu,
+        torch.sigmoid,
+    ]
+    reference = torch.stack([function(x[r]) for r, function in enumerate(functions)])
+    (expected,) = torch.autograd.grad(reference, x, grad.detach())
+    layer(x if from_graph == "input" else x.detach())
+    grad_input = layer.backward(grad)
+    assert grad_input.shape == (4, 3, 5) and grad_input.dtype == DTYPE
+    torch.testing.assert_close(grad_input.detach(), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_model_layout_stack_made_inside_inference_mode_keeps_the_layout_and_trains() -> None:
+    """N07: a ``layout="model"`` stack made inside ``torch.inference_mode()`` gets the same
+    padded per-model blocks as one made outside (its buffer is made as normal tensors), so
+    ``flat_model_parameters`` takes it and one SGD step outside gives the same bits; the mutant
+    made the buffer an inference tensor, which Parameter copied out of inference mode into
+    contiguous tensors: the stack silently lost its layout, and flat_model_parameters refused
+    it."""
+    torch.manual_seed(0)
+    models = [nn.mlp((3, 5, 2), "tanh").to(dtype=DTYPE) for _ in range(2)]
+    with torch.inference_mode():
+        inside = nn.stack_models(models, layout="model")
+    outside = nn.stack_models(models, layout="model")
+    for made_inside, made_outside in zip(inside.parameters(), outside.parameters(), strict=True):
+        for a, b in ((made_inside.data, made_outside.data), (made_inside.grad, made_outside.grad)):
+            assert a is not None and b is not None and not a.is_inference()
+            assert torch.equal(a, b) and a.stride() == b.stride()
+    x = torch.randn(2, 4, 3, dtype=DTYPE)
+    for stacked in (inside, outside):
+        flat = nn.flat_model_parameters(stacked, slice(0, 2))
+        optimizer = minidl.optim.SGD([flat], lr=0.5)
+        output = stacked(x)
+        stacked.backward(torch.ones_like(output))
+        optimizer.step()
+    for made_inside, made_outside in zip(inside.parameters(), outside.parameters(), strict=True):
+        assert torch.equal(made_inside.data, made_outside.data)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [nn.Linear(2, 3), nn.Tanh(), nn.StackedActivation([(nn.Tanh(), 1), (nn.ReLU(), 1)])],
+    ids=["Linear", "Tanh", "StackedActivation"],
+)
+def test_a_single_module_of_any_kind_is_refused_as_one_rather_than_a_sequence(
+    module: nn.Module,
+) -> None:
+    """N16: any single Module given for the models (a layer rather than a list of networks) is
+    named as one ("got a single Linear"), as a single Sequential is; the mutant said so of a
+    Sequential alone, and called a single Linear "no sequence" (the message for a generator,
+    a set, ...)."""
+    name = type(module).__name__
+    with pytest.raises(TypeError) as refused:
+        nn.stack_models(module)  # type: ignore[arg-type]
+    assert str(refused.value) == f"stack_models: expected a sequence of models, got a single {name}"
