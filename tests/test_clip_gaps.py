@@ -8,6 +8,7 @@ and :func:`minidl.nn.clip_grad_norm_` on each model alone for a stack's :class:`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -334,3 +335,19 @@ def test_a_numpy_bool_flag_is_refused_naming_numpys_type() -> None:
     )
     for parameter, grad in zip(layer.parameters(), before, strict=True):
         assert torch.equal(parameter.grad, grad)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_a_long_float16_gradient_is_measured_to_its_correctly_rounded_norm(seed: int) -> None:
+    """A float16 gradient of more than 4096 entries (measured as rows of 4096, the norm of their
+    norms) has its norm taken in float32 and rounded once to float16: the float64 norm of its
+    values rounded to float16, bit for bit, in float16 (rounding each row's norm to float16 first
+    is a unit in the last place off for these seeds)."""
+    generator = torch.Generator().manual_seed(seed)
+    parameter = nn.Parameter(torch.zeros(3 * 4096 + 5, dtype=torch.float16))
+    values = torch.rand(parameter.grad.shape, generator=generator, dtype=torch.float64) + 0.5
+    parameter.grad.copy_(values.to(torch.float16))
+    exact = torch.linalg.vector_norm(parameter.grad.double()).to(torch.float16)
+    total = nn.clip_grad_norm_(parameter, math.inf)
+    assert total.dtype == torch.float16
+    assert torch.equal(total, exact)

@@ -372,3 +372,45 @@ def test_a_trial_refused_by_any_error_after_a_module_ran_refuses_the_backward() 
     ):
         residual.backward(torch.ones(4, 3, dtype=F64))
     assert all(p.grad is None or not p.grad.any() for p in residual.parameters())
+
+
+class _Chain(nn.Module):
+    """A block of one's own that runs its registered modules one after another (no
+    :class:`~minidl.nn.Sequential`, which would try its children itself)."""
+
+    def __init__(self, *parts: nn.Module) -> None:
+        super().__init__()
+        for index, part in enumerate(parts):
+            self.register_module(f"p{index}", part)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for part in self._modules.values():
+            x = part(x)
+        return x
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        for part in reversed(list(self._modules.values())):
+            grad_output = part.backward(grad_output)
+        return grad_output
+
+
+def test_a_batch_norm_registered_in_the_block_after_a_forward_is_tried_first() -> None:
+    """A batch norm registered in a block of one's own after the Residual ran it is found:
+    a block of another width is refused for its output shape before the batch norm counts the
+    batch (its running statistics and count keep their values)."""
+    torch.manual_seed(0)
+    chain = _Chain(nn.Linear(4, 4))
+    residual = nn.Residual(chain)
+    x = torch.randn(6, 4)
+    assert residual(x).shape == (6, 4)
+    chain.register_module("p0", nn.BatchNorm1d(4))
+    chain.register_module("p1", nn.Linear(4, 3))
+    buffers = [buffer.clone() for buffer in residual.buffers()]
+    with pytest.raises(
+        ValueError,
+        match=r"^Residual: the block's output has shape \(6, 3\), expected the input's shape "
+        r"\(6, 4\)$",
+    ):
+        residual(x)
+    assert len(buffers) == 3
+    assert all(map(torch.equal, residual.buffers(), buffers))
