@@ -165,3 +165,82 @@ def test_an_in_place_layer_after_a_computing_sequential_in_a_residual_block_conv
     torch.testing.assert_close(expected, x + linear(x).relu().detach(), rtol=0, atol=0)
     converted = from_torch(residual)
     torch.testing.assert_close(converted(x), expected, rtol=0, atol=0)
+
+
+def test_an_integer_tensor_registered_by_hand_is_refused_as_one_the_other_side_has_not() -> None:
+    """An integer buffer registered by hand (a step counter) next to a layer's floating-point
+    weight: the refusal says that the counterpart has no such buffer (its way out: remove it),
+    both ways. The dtypes compared are the floating-point ones only (a batch norm's integer
+    count of batches is no mix of dtypes), so it must not be refused as tensors of different
+    dtypes, which would ask to cast a counter into floating point."""
+    layer = torch.nn.Linear(3, 2, dtype=F64)
+    layer.register_buffer("steps", torch.tensor(7))
+    with pytest.raises(ConversionError) as info:
+        from_torch(torch.nn.Sequential(torch.nn.Tanh(), layer))
+    assert str(info.value) == (
+        "from_torch: cannot convert the layer at '1' of type torch.nn.modules.linear.Linear "
+        "(parameters or buffers that minidl's Linear has not: ['steps'])"
+    )
+    assert int(layer.get_buffer("steps")) == 7 and layer.weight.dtype is F64
+
+    linear = nn.Linear(3, 2, dtype=F64)
+    linear.register_buffer("steps", torch.tensor(7))
+    with pytest.raises(ConversionError) as info:
+        to_torch(nn.Sequential(nn.Tanh(), linear))
+    assert str(info.value) == (
+        "to_torch: cannot convert the layer at '1' of type minidl.nn.linear.Linear "
+        "(parameters or buffers that torch.nn's Linear has not: ['steps'])"
+    )
+
+
+@pytest.mark.parametrize("hook", ["gradient", "post-accumulate-grad"])
+def test_a_gradient_hook_on_a_parameter_inside_a_model_names_its_layer(hook: str) -> None:
+    """A hook on the weight of a Linear inside a Sequential is refused at that Linear (path
+    ``'1'``, its parameter ``'weight'``), where the user removes it; not at the Sequential,
+    which has no parameter of its own. Once removed, the model converts with the values."""
+    layer = torch.nn.Linear(3, 2, dtype=F64)
+    if hook == "gradient":
+        handle = layer.weight.register_hook(lambda g: g * 0)  # type: ignore[no-untyped-call]
+        what = "gradient hook (register_hook)"
+    else:
+        handle = layer.weight.register_post_accumulate_grad_hook(lambda p: None)  # type: ignore[no-untyped-call]
+        what = "post-accumulate-grad hook (register_post_accumulate_grad_hook)"
+    model = torch.nn.Sequential(torch.nn.Tanh(), layer)
+    with pytest.raises(ConversionError) as info:
+        from_torch(model)
+    assert str(info.value) == (
+        "from_torch: cannot convert the layer at '1' of type torch.nn.modules.linear.Linear "
+        f"(its parameter 'weight' has a {what}, which minidl cannot carry and which may change "
+        "its gradient; remove it (the handle that registered it has remove()) first)"
+    )
+    handle.remove()
+    converted = from_torch(model)
+    x = torch.randn(4, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(converted(x), model(x).detach(), rtol=0, atol=0)
+
+
+def test_an_in_place_layer_alone_in_a_residual_blocks_sequential_is_refused() -> None:
+    """``TorchResidual(Sequential(ReLU(inplace=True)))``: a block that is a Sequential of one
+    in-place layer changes the input that the skip connection adds, as the bare layer does
+    (torch computes ``relu(x) + relu(x)``, minidl's Residual would compute ``x + relu(x)``).
+    Refused, naming the layer inside the Sequential; with ``inplace`` set to False it converts
+    and computes as torch's."""
+    relu = torch.nn.ReLU(inplace=True)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 3, dtype=F64), TorchResidual(torch.nn.Sequential(relu))
+    )
+    x = torch.randn(4, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    hidden = model[0](x).detach()
+    assert torch.equal(model(x).detach(), 2 * hidden.relu())  # not hidden + relu(hidden)
+    with pytest.raises(ConversionError) as info:
+        from_torch(model)
+    assert str(info.value) == (
+        "from_torch: cannot convert the layer at '1.block.0' of type "
+        "torch.nn.modules.activation.ReLU (inplace=True at the input of the block of the "
+        "TorchResidual at '1': it changes the input that the skip connection adds, so that "
+        "torch.nn computes changed(x) + block(x), where minidl's layers never change their "
+        "input (x + block(x)); set its inplace to False)"
+    )
+    relu.inplace = False
+    converted = from_torch(model)
+    torch.testing.assert_close(converted(x), hidden + hidden.relu(), rtol=0, atol=0)
