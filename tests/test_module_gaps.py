@@ -390,3 +390,64 @@ def test_a_model_moved_inside_inference_mode_trains_outside_it() -> None:
     assert norm.num_batches_tracked.item() == 1
     for parameter in model.parameters():
         parameter.data.sub_(0.1 * parameter.grad)
+
+
+class _ScaledCrossEntropy(nn.CrossEntropyLoss):
+    """A loss of the user's whose own ``__init__`` takes ``weight``, a name that
+    ``CrossEntropyLoss`` refuses as PyTorch's unsupported argument."""
+
+    def __init__(self, weight: float) -> None:
+        super().__init__()
+        self.scale = weight
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.scale * super().forward(input, target)
+
+
+def test_a_subclass_with_its_own_init_takes_a_refused_argument_of_its_parent() -> None:
+    """minidl's constructor refuses PyTorch's ``weight`` of ``CrossEntropyLoss`` by name, but
+    a subclass whose own ``__init__`` declares ``weight`` keeps it, given by keyword: its
+    constructor is the user's, not minidl's, and it computes with the value."""
+    with pytest.raises(TypeError, match=r"^CrossEntropyLoss: got weight=tensor"):
+        nn.CrossEntropyLoss(weight=torch.ones(3))  # type: ignore[call-arg]
+    loss = _ScaledCrossEntropy(weight=2.0)
+    assert loss.scale == 2.0
+    torch.manual_seed(0)
+    logits = torch.randn(4, 3, dtype=F64)
+    target = torch.tensor([0, 2, 1, 2])
+    expected = 2.0 * torch.nn.functional.cross_entropy(logits, target)
+    assert torch.allclose(loss(logits, target), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_cuda_refuses_a_bool_as_a_device_index_and_changes_nothing(flag: bool) -> None:
+    """``cuda(True)`` is no device index (a bool is refused where an index is taken): refused
+    by type, naming the module and what was given, before any move (not read as ``cuda:1``
+    or ``cuda:0`` and refused later as a device that is not there, or moved there)."""
+    torch.manual_seed(0)
+    model = nn.Linear(2, 3, dtype=F64)
+    before = [p.data for p in model.parameters()]
+    values = [p.data.clone() for p in model.parameters()]
+    with pytest.raises(
+        TypeError,
+        match=rf"^Linear\.cuda: device must be an index, a str or a torch\.device, got {flag}$",
+    ):
+        model.cuda(flag)
+    assert all(p.data is b for p, b in zip(model.parameters(), before, strict=True))
+    assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+def test_a_nested_buffer_is_refused_without_the_hint_it_cannot_take() -> None:
+    """A nested tensor given to ``register_buffer`` is refused by type, naming the module, the
+    name and the layout, with no hint to ``to_dense()`` (which a sparse tensor is given, and
+    which a nested tensor, of rows of several lengths, cannot take); nothing is registered."""
+    module = nn.Module()
+    nested = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])
+    with pytest.raises(TypeError) as caught:
+        module.register_buffer("b", nested)
+    message = "Module.register_buffer: expected a dense tensor for 'b', got a nested tensor"
+    assert str(caught.value) == message
+    assert module._buffers == {} and "b" not in vars(module)
+    with pytest.raises(TypeError, match=r"got a sparse_coo tensor \(pass tensor\.to_dense\(\)\)$"):
+        module.register_buffer("b", torch.eye(2).to_sparse())
