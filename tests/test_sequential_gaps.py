@@ -322,3 +322,56 @@ def test_an_index_whose_index_method_refuses_in_any_error_is_refused_as_no_integ
         assert torch.equal(p.data, b)
     y: Tensor = model(torch.ones(1, 2))
     assert y.shape == (1, 2)
+
+
+def test_a_module_in_evaluation_mode_at_two_places_is_refused() -> None:
+    """A module's forward cache is overwritten by its second place in evaluation mode as in
+    training mode (its backward would differentiate the wrong input), so a module object given
+    twice is refused whatever its mode, naming both places."""
+    layer = nn.Linear(2, 2)
+    layer.eval()
+    with pytest.raises(ValueError) as info:
+        nn.Sequential(layer, nn.Tanh(), layer)
+    assert str(info.value).startswith(
+        "Sequential: the Linear at '2' is the same object as the one at '0'; a module keeps "
+        "what its last forward computed for its backward, so each place needs its own"
+    )
+
+
+def test_a_change_at_a_slice_of_step_zero_names_the_slice_as_written() -> None:
+    """``del model[::0]`` (which PyTorch refuses too, a slice step cannot be zero) is refused
+    naming the slice as written, its step included, not as ``model[:]`` (every module)."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.Tanh())
+    with pytest.raises(TypeError) as info:
+        del model[::0]
+    assert str(info.value) == (
+        "Sequential: a Sequential's modules are fixed when it is built (its forward runs them "
+        "in that order, and its parameters are one flat buffer made then), got del "
+        "model[::0]; build a new Sequential with every module in the order data flows through "
+        "them, Sequential(*modules)"
+    )
+    assert len(model) == 2
+
+
+def test_a_nested_chains_skipped_layer_cast_since_the_forward_is_not_checked() -> None:
+    """``backward_parameters`` skips the modules in front of the first one with parameters,
+    also inside a nested ``Sequential`` that is that first one: a batch norm without
+    parameters in front of its first ``Linear``, cast since the forward, is neither run nor
+    checked, and the parameters get autograd's gradients (float64)."""
+    torch.manual_seed(0)
+    norm = nn.BatchNorm1d(3, affine=False).to(F64)
+    linear = nn.Linear(3, 2).to(F64)
+    model = nn.Sequential(nn.Sequential(norm, linear), nn.Tanh())
+    x = torch.randn(5, 3, dtype=F64)
+    grad = torch.randn(5, 2, dtype=F64)
+    assert linear.bias is not None
+    weight = linear.weight.data.clone().requires_grad_(True)
+    bias = linear.bias.data.clone().requires_grad_(True)
+    normalized = torch.nn.functional.batch_norm(x, None, None, training=True, eps=1e-5)
+    output = torch.tanh(normalized @ weight.T + bias)
+    expected = torch.autograd.grad(output, (weight, bias), grad)
+    model(x)
+    norm.to(torch.float32)  # (its backward would refuse: it is not run)
+    model.backward_parameters(grad)
+    torch.testing.assert_close(linear.weight.grad, expected[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(linear.bias.grad, expected[1], rtol=1e-12, atol=1e-12)
