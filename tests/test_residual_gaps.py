@@ -5,6 +5,8 @@ refusals by type and message with the state left as it was."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import Tensor
@@ -414,3 +416,72 @@ def test_a_batch_norm_registered_in_the_block_after_a_forward_is_tried_first() -
         residual(x)
     assert len(buffers) == 3
     assert all(map(torch.equal, residual.buffers(), buffers))
+
+
+def _residual_first_network() -> tuple[nn.Sequential, nn.BatchNorm1d]:
+    """A network whose first module is a residual block of a batch norm without parameters
+    (before the block's first layer with parameters), then a Linear; and that batch norm."""
+    torch.manual_seed(0)
+    norm = nn.BatchNorm1d(3, affine=False, dtype=torch.float64)
+    block = nn.Sequential(norm, nn.Linear(3, 3, dtype=torch.float64))
+    model = nn.Sequential(nn.Residual(block), nn.Tanh(), nn.Linear(3, 2, dtype=torch.float64))
+    return model, norm
+
+
+def test_backward_parameters_checks_only_what_it_runs_in_a_first_residual_block() -> None:
+    """backward_parameters runs no backward below the first layer with parameters, inside a
+    residual block as in a Sequential: a batch norm there whose running mean was replaced by
+    a float32 one after the forward (which its own backward refuses) is not checked (the
+    residual's check of its block before the backward was the full one), and the parameter
+    gradients are those of a twin whose batch norm was left as it was, bit for bit. backward,
+    which runs it, refuses."""
+    x = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    grad = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    model, norm = _residual_first_network()
+    twin, _ = _residual_first_network()
+    model(x)
+    twin(x)
+    norm.running_mean = norm.running_mean.float()
+    model.backward_parameters(grad)
+    twin.backward_parameters(grad)
+    for got, expected in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(got.grad, expected.grad)
+    model.zero_grad()
+    with pytest.raises(RuntimeError, match=r"^BatchNorm1d: the parameters are torch\.float32"):
+        model.backward(grad)
+
+
+class _ScaledSequential(nn.Sequential):
+    """A Sequential whose backward_parameters, overridden alone, counts its calls and halves
+    the gradient it is given (its backward, Sequential's, does neither)."""
+
+    calls = 0
+
+    def backward_parameters(self, grad_output: Tensor) -> None:
+        self.calls += 1
+        super().backward_parameters(grad_output * 0.5)
+
+
+def test_a_residual_runs_its_blocks_own_backward_parameters() -> None:
+    """A residual block whose block overrides backward_parameters alone (a Sequential
+    subclass): the residual's backward_parameters calls it, once, as a Sequential calls a
+    module's, so the parameter gradients are those of the block's backward_parameters given
+    the same gradient directly (halved here), not those of Sequential's backward."""
+    x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    grad = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(2)
+    block = _ScaledSequential(nn.Linear(3, 3, dtype=torch.float64), nn.Tanh())
+    residual = nn.Residual(block)
+    twin = copy.deepcopy(block)
+    residual(x)
+    twin(x)
+    residual.backward_parameters(grad)
+    assert block.calls == 1
+    twin.backward_parameters(grad)
+    for got, expected in zip(block.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(got.grad, expected.grad)
+    unscaled = copy.deepcopy(twin)
+    unscaled.zero_grad()
+    unscaled(x)
+    nn.Sequential.backward(unscaled, grad)
+    assert not torch.equal(next(unscaled.parameters()).grad, next(block.parameters()).grad)
