@@ -11,6 +11,7 @@ import torch
 
 from minidl import nn
 from minidl.nn import batched_linear, init
+from minidl.nn.batched_linear import BatchedLinear, _batched_gradient_is_exact
 
 NORMAL_F32 = (
     "would draw values beyond the range of the tensor's dtype torch.float32: its draws, up to "
@@ -384,3 +385,109 @@ def test_a_model_layout_stack_cast_after_forward_refuses_backward_before_any_cha
     )
     assert all(not parameter.grad.any() for parameter in stack.parameters())
     assert all(parameter.grad.dtype == torch.float64 for parameter in stack.parameters())
+
+
+def _layers(stack: nn.Sequential) -> list[BatchedLinear]:
+    return [layer for layer in stack if isinstance(layer, BatchedLinear)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_the_check_says_yes_where_each_element_is_a_single_product(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
+) -> None:
+    """With one sample, every element of G_r^T X_r is a single product g * x, rounded once
+    whichever way it is computed, so the two ways cannot differ on any CPU: the check must say
+    yes, and a model-layout stack trained on one sample then uses the batched product (a check
+    whose draws were compared wrongly, e.g. accumulating one draw into the next, said no and
+    gave up the batched product everywhere)."""
+    monkeypatch.setattr(batched_linear, "_EXACT_BATCHED_GRADIENT", {})
+    torch.manual_seed(0)
+    stack = nn.stack_models(
+        [nn.mlp((3, 4, 2), "tanh", dtype=dtype) for _ in range(3)], layout="model"
+    )
+    layers = _layers(stack)
+    assert not layers[0].weight.grad.is_contiguous()  # (blocks of one buffer)
+    assert _batched_gradient_is_exact(layers[0].weight.grad, 1) is True
+    stack(torch.randn(3, 1, 3, dtype=dtype))
+    stack.backward(torch.randn(3, 1, 2, dtype=dtype))
+    assert all(layer._choice == [True] for layer in layers)
+    assert all(layer._product is not None for layer in layers)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_a_stack_of_one_model_has_the_bits_of_that_model_in_a_larger_stack(
+    dtype: torch.dtype,
+) -> None:
+    """A layer with one output (forward a matrix times a vector) and one with one input (its
+    input gradient so) give a single model the bits of the same model stacked with others (the
+    CPU's batched product of two or more models rounds such products otherwise than the plain
+    product ATen uses for one)."""
+    generator = torch.Generator().manual_seed(7)
+    for in_features, out_features in ((300, 1), (1, 300)):
+        layers = [
+            nn.Linear(in_features, out_features, dtype=dtype, generator=generator) for _ in range(3)
+        ]
+        x = torch.randn(3, 64, in_features, dtype=dtype, generator=generator)
+        g = torch.randn(3, 64, out_features, dtype=dtype, generator=generator)
+        alone, stacked = BatchedLinear.stack(layers[:1]), BatchedLinear.stack(layers)
+        assert torch.equal(alone(x[:1]), stacked(x)[:1])
+        assert torch.equal(alone.backward(g[:1]), stacked.backward(g)[:1])
+
+
+def test_each_batch_size_keeps_its_own_choice_of_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The choice of the weight-gradient product is made per batch size: where the check said
+    yes for one size and no for another, alternating between them takes the batched product's
+    temporary only at the first (a forward at the second that kept the first's temporary
+    computed its gradients the way the check refused), and the gradients are the per-model
+    products' either way (values checked against bmm in float64)."""
+    monkeypatch.setattr(
+        batched_linear, "_batched_gradient_is_exact", lambda grad, batch: batch == 5
+    )
+    torch.manual_seed(2)
+    stack = nn.stack_models(
+        [nn.mlp((3, 4, 2), "tanh", dtype=torch.float64) for _ in range(3)], layout="model"
+    )
+    layer = _layers(stack)[-1]
+    for batch in (5, 6, 5, 6, 6):
+        x = torch.randn(3, batch, 3, dtype=torch.float64)
+        g = torch.randn(3, batch, 2, dtype=torch.float64)
+        stack(x)
+        for parameter in stack.parameters():
+            parameter.grad.zero_()
+        if batch == 6:
+            assert layer._product is None
+        stack.backward(g)
+        assert (layer._product is not None) == (batch == 5)
+        assert layer._input is not None
+        expected = torch.bmm(g.transpose(1, 2), layer._input)
+        assert torch.allclose(layer.weight.grad, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: [nn.Linear(2, 3), nn.Linear(3, 3)],
+            "['(2, 3, True)', '(3, 3, True)'] and [\"(torch.float32, device(type='cpu'))\"]",
+        ),
+        (
+            lambda: [nn.Linear(2, 3), nn.Linear(2, 3, bias=False)],
+            "['(2, 3, False)', '(2, 3, True)'] and [\"(torch.float32, device(type='cpu'))\"]",
+        ),
+        (
+            lambda: [nn.Linear(2, 3, dtype=torch.float64), nn.Linear(2, 3)],
+            "['(2, 3, True)'] and [\"(torch.float32, device(type='cpu'))\", "
+            "\"(torch.float64, device(type='cpu'))\"]",
+        ),
+    ],
+    ids=["in-features", "bias", "dtype"],
+)
+def test_stack_refuses_layers_that_differ_naming_what_it_got(make: object, message: str) -> None:
+    """Layers of other sizes, bias or dtype are refused by stack in its own words, listing the
+    (in, out, bias) and (dtype, device) it got."""
+    with pytest.raises(ValueError) as raised:
+        BatchedLinear.stack(make())  # type: ignore[operator]
+    assert str(raised.value) == (
+        "BatchedLinear.stack: every layer must have the same shape, bias, dtype and device, got "
+        + message
+    )
