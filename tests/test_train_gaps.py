@@ -6,6 +6,7 @@ it, and fails on a mutant of the source that the rest of the suite let pass."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
@@ -127,3 +128,60 @@ def test_fit_calls_a_backward_parameters_set_on_the_model_whatever_its_first_lay
     optimizer = optim.SGD(model.parameters(), lr=0.1)
     fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, batch_size=4)
     assert calls.count("model.backward_parameters") == 2
+
+
+def test_a_per_epoch_schedule_is_weighed_against_its_step_limit_by_epochs() -> None:
+    """A OneCycle stepped once an epoch (``interval = "epoch"``) built for 5 steps trains 5
+    epochs of 4 batches, its rates those of torch's OneCycleLR stepped once an epoch (they are
+    not 20 steps, which a count of every batch would have refused); a sixth epoch is refused
+    before training, in epochs, the model left as it was."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 2, dtype=F64), torch.tensor([0, 1] * 8)
+    model = nn.mlp((2, 3, 2), "tanh", dtype=F64)
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    schedule = optim.OneCycle(optimizer, max_lr=0.5, total_steps=5)
+    schedule.interval = "epoch"
+    history = fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=5, batch_size=4,
+                  scheduler=schedule)  # fmt: skip
+    twin = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    theirs = torch.optim.lr_scheduler.OneCycleLR(twin, max_lr=0.5, total_steps=5)
+    rates = []
+    for epoch in range(5):
+        rates.append(twin.param_groups[0]["lr"])
+        twin.step()
+        if epoch < 4:  # (OneCycleLR refuses a step past total_steps)
+            theirs.step()
+    assert history.lr == pytest.approx(rates, rel=1e-12)
+    assert len(set(rates)) == 5
+    model = nn.mlp((2, 3, 2), "tanh", dtype=F64)
+    before = [p.data.clone() for p in model.parameters()]
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    schedule = optim.OneCycle(optimizer, max_lr=0.5, total_steps=5)
+    schedule.interval = "epoch"
+    with pytest.raises(ValueError) as raised:
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=6, batch_size=4,
+            scheduler=schedule)  # fmt: skip
+    assert str(raised.value) == (
+        "fit: the scheduler OneCycle has rates up to step 5 and is at step 0, but 6 epochs "
+        "would step it 6 times (to step 6); build it for the whole training (e.g. OneCycle's "
+        "total_steps = epochs * batches per epoch)"
+    )
+    assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+@pytest.mark.parametrize("value", [np.int64(1), np.float64(0.0)], ids=["int64", "float64"])
+def test_on_epoch_returning_a_numpy_number_is_refused(value: object) -> None:
+    """``on_epoch`` returning a NumPy number that is no bool (a count, a metric) is refused
+    after the first epoch, naming its type, as a Python int is: not taken as "stop" or "go on"
+    by its truth."""
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 2, dtype=F64), torch.tensor([0, 1] * 4)
+    model = nn.mlp((2, 3, 2), "tanh", dtype=F64)
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError) as raised:
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=3, batch_size=4,
+            on_epoch=lambda record: value)  # fmt: skip
+    assert str(raised.value) == (
+        "fit: on_epoch must return None or a bool (True stops the training after its epoch; a "
+        f"tensor of one bool too), got {type(value).__name__}"
+    )
