@@ -117,36 +117,34 @@ def test_a_forward_replaced_on_the_object_is_refused() -> None:
         from_torch(scripted)
 
 
-def test_an_uninitialised_lazy_layer_is_refused_with_its_way_out() -> None:
+@pytest.mark.parametrize(
+    ("loaded", "why"),
+    [
+        (False, "whose sizes are not known yet"),
+        (
+            True,
+            "whose parameters were loaded but whose first forward, which sets its sizes, has "
+            "not run",
+        ),
+    ],
+    ids=["uninitialised", "loaded"],
+)
+def test_a_lazy_layer_before_its_first_forward_is_refused_with_its_way_out(
+    loaded: bool, why: str
+) -> None:
     """A lazy layer before its first forward was refused for its forward pre-hook, with the
-    advice to remove it, which would leave the layer without sizes for good."""
+    advice to remove it, which would leave the layer without sizes for good; so was one whose
+    parameters a state dict had set (its in_features stays 0, its class LazyLinear, until that
+    forward). Named a lazy layer, it converts after one forward."""
     model = torch.nn.Sequential(torch.nn.LazyLinear(4), torch.nn.Tanh(), torch.nn.LazyLinear(2))
+    if loaded:
+        twin = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+        model.load_state_dict(twin.state_dict())
     with pytest.raises(ConversionError) as info:
         from_torch(model)
     assert str(info.value) == (
         "from_torch: cannot convert the layer at '0' of type torch.nn.modules.linear.LazyLinear "
-        "(a lazy module whose sizes are not known yet: run one forward through the model first, "
-        "which makes it a torch.nn.Linear)"
-    )
-    x = torch.randn(5, 3)
-    model(x)
-    with torch.no_grad():
-        assert torch.equal(from_torch(model)(x), model(x))
-
-
-def test_a_lazy_layer_loaded_but_never_run_is_refused_with_its_way_out() -> None:
-    """A state dict loaded into a lazy layer sets its parameters, not its sizes (in_features
-    stays 0) nor its class: it still converts only after its first forward. It was refused for
-    its forward pre-hook, with the advice to remove it, which would leave it a LazyLinear of
-    no input size for good; it is named a lazy layer, and converts after one forward."""
-    model = torch.nn.Sequential(torch.nn.LazyLinear(2))
-    model.load_state_dict(torch.nn.Sequential(torch.nn.Linear(3, 2)).state_dict())
-    with pytest.raises(ConversionError) as info:
-        from_torch(model)
-    assert str(info.value) == (
-        "from_torch: cannot convert the layer at '0' of type torch.nn.modules.linear.LazyLinear "
-        "(a lazy module whose parameters were loaded but whose first forward, which sets its "
-        "sizes, has not run: run one forward through the model first, which makes it a "
+        f"(a lazy module {why}: run one forward through the model first, which makes it a "
         "torch.nn.Linear)"
     )
     x = torch.randn(5, 3)
