@@ -325,27 +325,42 @@ def test_batch_norm_refuses_a_parameter_whose_data_was_moved_to_another_device(
     assert all(map(torch.equal, norm.buffers(), before))
 
 
+@pytest.mark.parametrize("alone", [False, True], ids=["in a Sequential", "alone"])
+@pytest.mark.parametrize(
+    ("dtype", "hint"),
+    [
+        (torch.complex64, ""),
+        (torch.float8_e4m3fn, ""),
+        (torch.uint16, "; torch cannot add to a torch.uint16 tensor: use torch.int64"),
+        (torch.uint64, "; torch cannot add to a torch.uint64 tensor: use torch.int64"),
+    ],
+    ids=str,
+)
 @pytest.mark.parametrize("momentum", [0.1, None])
-def test_a_batch_norm_in_a_sequential_names_a_complex_count_of_batches(
-    momentum: float | None,
+def test_a_batch_norm_names_a_count_of_batches_torch_cannot_count_in(
+    momentum: float | None, dtype: torch.dtype, hint: str, alone: bool
 ) -> None:
-    """A Sequential in training mode asks its batch norm, before it runs, what its training
-    forward would refuse: a ``num_batches_tracked`` registered by hand as a complex tensor is
-    refused by the layer's own check, by name as a ValueError, with a momentum (the count not
-    read there) and without (where the trial compared it with 0: torch's NotImplementedError
-    of a complex tensor, as the layer alone and fit named it), the running statistics and the
-    count left as they were."""
+    """A ``num_batches_tracked`` registered by hand as a tensor torch cannot compare with 0 or
+    add 1 to (complex, float8, uint16 to uint64) is refused by the layer's own check, by name
+    as a ValueError, alone and inside a Sequential (whose trial asks the layer, before it runs,
+    what its training forward would refuse), with a momentum (the count not read there) and
+    without: a Sequential's trial compared it with 0 (torch's NotImplementedError of a complex,
+    float8 or uint16 tensor), and a uint16 count alone failed at ``add_`` after the running
+    statistics were updated. The running statistics and the count are left as they were."""
     norm = nn.BatchNorm1d(3, momentum=momentum, dtype=F64)
-    norm.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.complex64))
-    model = nn.Sequential(norm)
+    norm.register_buffer("num_batches_tracked", torch.zeros((), dtype=dtype))
+    model = norm if alone else nn.Sequential(norm)
     before = [buffer.clone() for buffer in norm.buffers()]
-    with pytest.raises(
-        ValueError,
-        match=r"^BatchNorm1d: num_batches_tracked has shape \(\), torch\.complex64, expected a "
-        r"0-dim integer tensor \(the batches counted\)",
-    ):
+    with pytest.raises(ValueError) as raised:
         model(torch.randn(4, 3, dtype=F64))
-    assert all(map(torch.equal, norm.buffers(), before))
+    assert str(raised.value) == (
+        f"BatchNorm1d: num_batches_tracked has shape (), {dtype}, expected a 0-dim integer "
+        f"tensor (the batches counted){hint}"
+    )
+    assert all(
+        b.dtype == a.dtype and b.tolist() == a.tolist()
+        for a, b in zip(norm.buffers(), before, strict=True)
+    )
 
 
 def test_batch_norm_backward_after_its_bias_alone_was_cast_names_the_cast() -> None:

@@ -101,6 +101,17 @@ def _check_track_running_stats(where: str, track_running_stats: object) -> bool:
     return True
 
 
+#: The integer dtypes torch counts in (``add_``, ``<``); it has no such kernels for uint16,
+#: uint32 and uint64.
+_COUNT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def _is_count(tracked: Tensor) -> bool:
+    """Whether ``tracked`` can be a count of batches: a 0-dim tensor of an integer dtype torch
+    counts in."""
+    return tracked.shape == () and tracked.dtype in _COUNT_DTYPES
+
+
 class BatchNorm1d(Module):
     r"""Batch normalisation (Ioffe & Szegedy, 2015) of each feature of an ``(N, C)`` batch.
 
@@ -324,11 +335,12 @@ class BatchNorm1d(Module):
 
     def _trial_state(self) -> object:
         # (with momentum=None, whether the count is negative: refused in training; a count
-        # that is no 0-dim integer tensor is refused by the forward's check, by name)
+        # that is no 0-dim integer tensor is refused by the forward's check, by name, and read
+        # as _counted reads it: torch's < has no kernel for some dtypes, uint16 or float8)
         count = self.num_batches_tracked
         if self._momentum is not None or not isinstance(count, Tensor) or count.is_meta:
             return None
-        return bool(count < 0) if count.numel() == 1 and not count.dtype.is_complex else None
+        return float(count) < 0 if _is_count(count) else None
 
     def forward(self, input: Tensor) -> Tensor:
         check_input("BatchNorm1d", input, self._num_features)
@@ -419,15 +431,15 @@ class BatchNorm1d(Module):
                     f"BatchNorm1d: {name} is {shown_typed(buffer)}, expected a torch.Tensor "
                     f"(update the buffer in place, or register_buffer({name!r}, tensor))"
                 )
-        if (
-            tracked.shape != ()
-            or tracked.dtype.is_floating_point
-            or tracked.dtype.is_complex
-            or tracked.dtype is torch.bool
-        ):
+        if not _is_count(tracked):
+            dtype = tracked.dtype
+            uncounted = dtype not in _COUNT_DTYPES and not (
+                dtype.is_floating_point or dtype.is_complex or dtype is torch.bool
+            )
             raise ValueError(
                 f"BatchNorm1d: num_batches_tracked has shape {tuple(tracked.shape)}, "
-                f"{tracked.dtype}, expected a 0-dim integer tensor (the batches counted)"
+                f"{dtype}, expected a 0-dim integer tensor (the batches counted)"
+                + (f"; torch cannot add to a {dtype} tensor: use torch.int64" if uncounted else "")
             )
         if (
             mean.shape != (features,)
