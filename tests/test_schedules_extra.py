@@ -913,3 +913,30 @@ def test_a_shallow_copy_of_a_sequence_copies_its_schedules_and_of_a_part_stands_
     with pytest.raises(RuntimeError, match=_superseded("SequentialSchedule", "LinearWarmup")):
         whole.step()
     assert whole.last_step == 0
+
+
+@pytest.mark.parametrize(
+    ("lr", "eta_min"),
+    [(0.3, 0.03), (0.9, 0.07), (0.9, 0.2), (0.6, 0.07), (0.1, 1e39), (1e-3, 0.5), (0.37, 0.37)],
+)
+def test_cosine_annealing_starts_at_the_optimizers_rate_and_reaches_eta_min_exactly(
+    lr: float, eta_min: float
+) -> None:
+    """The first rate is the optimizer's, bit for bit, as PyTorch's CosineAnnealingLR keeps it,
+    and the rate at ``T_max`` is ``eta_min``, at ``2 * T_max`` the first again. Computed as
+    ``eta_min + (lr - eta_min) * 1`` the first rate misses by its rounding for each pair but
+    the last (``eta_min`` far above the rate giving 0.0)."""
+    optimizer = optim.SGD(_params(), lr=lr)
+    schedule = optim.CosineAnnealing(optimizer, T_max=7, eta_min=eta_min)
+    reference = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=lr)
+    torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max=7, eta_min=eta_min)
+    assert optimizer.lr == reference.param_groups[0]["lr"] == lr
+    rates = [schedule.step() for _ in range(14)]
+    assert (rates[6], rates[13]) == (eta_min, lr)
+    between = [rate for step, rate in enumerate(rates, 1) if step % 7]
+    closed_form = [
+        eta_min + (lr - eta_min) * (1 + math.cos(math.pi * step / 7)) / 2
+        for step in range(1, 15)
+        if step % 7
+    ]
+    assert between == pytest.approx(closed_form, rel=1e-14, abs=0.0)

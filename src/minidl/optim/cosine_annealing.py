@@ -33,7 +33,10 @@ class CosineAnnealing(LRScheduler):
     .. math::
         \lambda_t = \eta_{min} + \tfrac12(\lambda_0 - \eta_{min})\left(1 + \cos\frac{\pi t}{T_{max}}\right)
 
-    with :math:`\lambda_0` the optimizer's learning rate when the scheduler is built. Past
+    with :math:`\lambda_0` the optimizer's learning rate when the scheduler is built, computed
+    as :math:`\lambda_0 w + \eta_{min}(1 - w)` with :math:`w = \tfrac12(1 + \cos\frac{\pi t}{T_{max}})`
+    so that step 0 has exactly :math:`\lambda_0` (as in PyTorch) and step :math:`T_{max}`
+    exactly :math:`\eta_{min}`, whatever their rounding. Past
     :math:`T_{max}` the cosine goes on (back up to :math:`\lambda_0` at :math:`2T_{max}`), like
     PyTorch's ``lr_scheduler.CosineAnnealingLR``; that class computes the same values
     recursively: they agree to rounding, PyTorch's error growing with the steps (a relative
@@ -73,8 +76,11 @@ class CosineAnnealing(LRScheduler):
 
     @checks_step
     def lr_at(self, step: int) -> float:
-        cosine = 1 + math.cos(math.pi * step / self._T_max)
-        return self._eta_min + (self._base_lr - self._eta_min) * (cosine / 2)
+        # The two weights, (1 + cos) / 2 and (1 - cos) / 2, are exactly 1 and 0 where the cosine
+        # is 1 or -1: the rate is then exactly lambda_0 (at step 0, as PyTorch's first rate) or
+        # eta_min, which eta_min + (lambda_0 - eta_min) * 1 can miss by its rounding.
+        cosine = math.cos(math.pi * step / self._T_max)
+        return self._base_lr * ((1 + cosine) / 2) + self._eta_min * ((1 - cosine) / 2)
 
     @property
     def rate_bound(self) -> float:
