@@ -10,6 +10,7 @@ the values a figure draws (read back from the matplotlib Figure, not saved), and
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 
 from minidl.experiments import figures
 from minidl.experiments.config import (
+    CHOICES,
     FIGURE_1,
     TABLE_I,
     TABLE_II,
@@ -307,6 +309,37 @@ def test_figure_1_runs_are_mse_pytorchs_mse_and_cross_entropy_in_order() -> None
     ]
 
 
+@pytest.mark.parametrize("rho", [0.0, 1.0])
+def test_an_adadelta_row_takes_a_decay_rate_at_either_end_of_its_range(rho: float) -> None:
+    """``adadelta_rho`` is in [0, 1], both ends included, as Adadelta takes it (1 keeps the
+    accumulators as they were, 0 keeps only the last step's); just past either end is refused
+    in the row's name, quoting what was given."""
+    adadelta = {row.label: row for row in TABLE_II}["ADADELTA"]
+    assert dataclasses.replace(adadelta, adadelta_rho=rho).adadelta_rho == rho
+    past = math.nextafter(rho, 2.0 * rho - 0.5)
+    with pytest.raises(
+        ValueError, match=rf"^Experiment: adadelta_rho must be in \[0, 1\], got {past!r}$"
+    ):
+        dataclasses.replace(adadelta, adadelta_rho=past)
+
+
+def test_table_iii_clr_reading_runs_between_the_bounds_its_label_names() -> None:
+    """The variant "SGD, CLR from 0.01 to 0.1" cycles from lr to 10 lr with the main CLR row's
+    half-cycle; the main row from lr / 10 to lr (the choices' ratios)."""
+    rows = {row.label: row for row in TABLE_III}
+    main, reading = rows["SGD, CLR"], rows["SGD, CLR from 0.01 to 0.1"]
+    assert isinstance(main.scheduler, CyclicSchedule)
+    assert isinstance(reading.scheduler, CyclicSchedule)
+    assert (main.scheduler.base_lr, main.scheduler.max_lr) == pytest.approx(
+        (0.01 * CHOICES.clr_base_lr_ratio, 0.01 * CHOICES.clr_max_lr_ratio), rel=1e-12
+    )
+    assert (reading.scheduler.base_lr, reading.scheduler.max_lr) == pytest.approx(
+        (0.01, 0.1), rel=1e-12
+    )
+    assert reading.scheduler.step_size_up_epochs == main.scheduler.step_size_up_epochs == 2
+    assert reading.lr == main.lr == 0.01
+
+
 # -- figures ------------------------------------------------------------------------------------
 
 
@@ -333,12 +366,16 @@ def _with_curves(row: Any, curves: list[tuple[float, ...]], **fields: Any) -> Ro
     return RowResult(experiment=row, rounds=rounds, seconds=0.0)
 
 
+@pytest.mark.parametrize(
+    "train_loss", [(0.5, math.inf), (0.5, math.inf, 0.25), (math.nan, 0.5)], ids=str
+)
 def test_figure_1_counts_a_round_whose_loss_reached_infinity_as_diverged(
-    drawn: list[Any], tmp_path: Path
+    drawn: list[Any], tmp_path: Path, train_loss: tuple[float, ...]
 ) -> None:
     """A training loss that overflowed to inf (not only one that became NaN) is a diverged
-    round in the legend."""
-    mse = _with_curves(experiment("Fig. 1", "MSE"), [(4.0, 2.0)], train_loss=(0.5, float("inf")))
+    round in the legend, also where a later epoch's loss is finite again (a cross-entropy of
+    inf still has finite gradients, so the training goes on)."""
+    mse = _with_curves(experiment("Fig. 1", "MSE"), [(4.0, 2.0)], train_loss=train_loss)
     figures.figure_1([mse], tmp_path / "fig1.png")
     (figure,) = drawn
     (line,) = figure.axes[0].get_lines()
