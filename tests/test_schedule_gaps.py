@@ -11,6 +11,7 @@ schedule) and the state left unchanged after one.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import pickle
 import signal
@@ -23,13 +24,13 @@ import pytest
 import torch
 
 from minidl import nn, optim
-from minidl.optim.lr_scheduler import ScheduleSetting
+from minidl.optim.lr_scheduler import ScheduleSetting, checks_step
 
 LR = 0.1
 
 
-def _sgd(lr: float = LR) -> optim.SGD:
-    return optim.SGD([nn.Parameter(torch.zeros(2, dtype=torch.float64))], lr=lr)
+def _sgd(lr: float = LR, dtype: torch.dtype = torch.float64) -> optim.SGD:
+    return optim.SGD([nn.Parameter(torch.zeros(2, dtype=dtype))], lr=lr)
 
 
 def _restore(kind: type[optim.LRScheduler], state: dict[str, Any]) -> optim.LRScheduler:
@@ -511,3 +512,225 @@ def test_one_cycle_derives_its_rates_from_a_huge_max_lr_too() -> None:
     assert (schedule.initial_lr, schedule.min_lr) == (1e301 / 25.0, 1e301 / 25.0 / 1e4)
     assert schedule.lr_at(10) == schedule.min_lr
     assert optimizer.lr == schedule.lr_at(0) == pytest.approx(1e301 / 25.0, rel=1e-15)
+
+
+# -- a fourth pass over lr_scheduler and sequential_schedule -----------------------------------
+
+
+class _Reciprocal(optim.LRScheduler):
+    """A schedule of one's own, checked by ``checks_step``, whose formula divides by zero at
+    step 3."""
+
+    @checks_step
+    def lr_at(self, step: int) -> float:
+        return self.base_lr / (3 - step)
+
+
+def test_checks_step_lets_a_formulas_own_division_by_zero_through() -> None:
+    """``checks_step`` names only a step past a float's range (an ``OverflowError``): a
+    ``ZeroDivisionError`` of the formula itself reaches the caller of ``lr_at`` as Python
+    raised it (caught as an arithmetic error, it became a ``ValueError`` blaming a step
+    beyond the range of a float, step 3), and ``step`` refuses it in the schedule's words,
+    changing nothing."""
+    optimizer = _sgd()
+    schedule = _Reciprocal(optimizer)
+    assert schedule.lr_at(2) == LR
+    with pytest.raises(ZeroDivisionError, match=r"^float division by zero$") as caught:
+        schedule.lr_at(3)
+    assert type(caught.value) is ZeroDivisionError
+    for _ in range(2):
+        schedule.step()
+    with pytest.raises(
+        ValueError,
+        match=r"^_Reciprocal\.step: the rate of step 3 cannot be computed \(float division by "
+        r"zero; ",
+    ):
+        schedule.step()
+    assert (schedule.last_step, optimizer.lr) == (2, LR)
+
+
+def test_a_schedule_whose_first_rate_the_optimizer_refuses_takes_nothing_over() -> None:
+    """A constructor whose rate of step 0 the optimizer refuses (beyond its parameters' dtype)
+    raises in the schedule's words and leaves the optimizer to the schedule built before it,
+    which goes on stepping (taken over before the rate was given, the older one refused to
+    step for a schedule that does not exist)."""
+    optimizer = _sgd(dtype=torch.float32)
+    older = optim.StepDecay(optimizer, step_size=1, gamma=0.5)
+    with pytest.raises(
+        ValueError,
+        match=r"^CyclicLR: the rate of step 0 is 1e\+39 \(CyclicLR\(.*\), which the optimizer "
+        r"refuses: SGD: lr=1e\+39 is beyond the range",
+    ):
+        optim.CyclicLR(optimizer, base_lr=1e39, max_lr=2e39, step_size_up=2)
+    assert older.superseded_by is None
+    assert optimizer.lr == LR
+    assert [older.step() for _ in range(2)] == [LR * 0.5, LR * 0.25]
+
+
+class _Interrupted(optim.LRScheduler):
+    """A schedule of one's own whose ``lr_at`` is interrupted (Ctrl-C) at step 7."""
+
+    def lr_at(self, step: int) -> float:
+        if step == 7:
+            raise KeyboardInterrupt
+        return self.base_lr * 0.5**step
+
+
+def test_a_load_state_dict_interrupted_part_way_changes_nothing() -> None:
+    """A ``KeyboardInterrupt`` while ``load_state_dict`` computes the restored step's rate
+    leaves the schedule as it was, its ``base_lr`` included (restored on ``Exception`` only,
+    the state's ``base_lr`` stayed, and every later rate came from it), and the optimizer's
+    rate too; so does one in a sequence holding the schedule (the schedule's ``base_lr``,
+    given by the sequence, is put back)."""
+    optimizer = _sgd()
+    schedule = _Interrupted(optimizer)
+    schedule.step()
+    with pytest.raises(KeyboardInterrupt):
+        schedule.load_state_dict({"base_lr": 0.8, "last_step": 7})
+    assert (schedule.base_lr, schedule.last_step, optimizer.lr) == (LR, 1, LR * 0.5)
+    assert schedule.step() == LR * 0.25
+    optimizer = _sgd()
+    inner = _Interrupted(optimizer)
+    sequence = optim.SequentialSchedule(
+        optimizer, [optim.StepDecay(optimizer, step_size=2), inner], milestones=[2]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        sequence.load_state_dict({"base_lr": 0.8, "last_step": 9})
+    assert (sequence.base_lr, inner.base_lr, sequence.last_step) == (LR, LR, 0)
+    assert sequence.state_dict() == {"base_lr": LR, "last_step": 0}
+    assert [sequence.step() for _ in range(3)] == [LR, LR, LR * 0.5]
+
+
+def test_numpy_milestones_are_kept_as_python_ints() -> None:
+    """NumPy integer milestones (``np.cumsum(lengths)``) are taken as the ``int`` each stands
+    for, in the constructor and when set: ``milestones`` gives plain ``int`` values (which
+    ``json`` writes; kept as NumPy integers, ``json.dumps`` refused them), and the sequence
+    switches schedules at them."""
+    np = pytest.importorskip("numpy")
+    optimizer = _sgd()
+    first = optim.StepDecay(optimizer, step_size=1, gamma=0.5)
+    second = optim.StepDecay(optimizer, step_size=1, gamma=0.25)
+    sequence = optim.SequentialSchedule(
+        optimizer, [first, second], milestones=np.cumsum(np.array([2], dtype=np.int64))
+    )
+    assert [type(milestone) for milestone in sequence.milestones] == [int]
+    assert json.dumps(sequence.milestones) == "[2]"
+    assert [sequence.step() for _ in range(3)] == [LR * 0.5, LR, LR * 0.25]
+    sequence.milestones = [np.int32(1)]
+    assert [type(milestone) for milestone in sequence.milestones] == [int]
+    assert json.dumps(sequence.milestones) == "[1]"
+    assert optimizer.lr == LR * 0.25**2
+
+
+class _Halving(optim.LRScheduler):
+    """A schedule of one's own with a constructor of its own that does not start it."""
+
+    def __init__(self, optimizer: optim.Optimizer, factor: float = 0.5) -> None:
+        super().__init__(optimizer)
+        self.factor = factor
+
+    def lr_at(self, step: int) -> float:
+        return self.base_lr * self.factor**step
+
+
+class _ScaledHalving(_Halving):
+    """A subclass of it that sets, after ``super().__init__``, what its ``lr_at`` reads."""
+
+    def __init__(self, optimizer: optim.Optimizer, scale: float) -> None:
+        super().__init__(optimizer)
+        self.scale = scale
+
+    def lr_at(self, step: int) -> float:
+        return super().lr_at(step) * self.scale
+
+
+def test_a_subclass_of_a_schedule_of_ones_own_starts_when_its_own_constructor_returns() -> None:
+    """Only the outermost constructor (the instance's class's) starts the schedule: the rate
+    of step 0 is set once the subclass's ``__init__`` has set what ``lr_at`` reads (started
+    when the inherited ``__init__`` returned, ``lr_at`` ran before ``scale`` existed and the
+    construction raised ``AttributeError``), and the schedule takes the optimizer over from
+    the one built before."""
+    optimizer = _sgd()
+    older = optim.StepDecay(optimizer, step_size=1)
+    scaled = _ScaledHalving(optimizer, scale=3.0)
+    assert optimizer.lr == LR * 3.0
+    assert (scaled.last_step, scaled.base_lr, older.superseded_by) == (0, LR, "_ScaledHalving")
+    assert [scaled.step() for _ in range(2)] == [LR * 0.5 * 3.0, LR * 0.25 * 3.0]
+
+
+def test_a_pytorch_optimizer_is_refused_naming_it_and_the_minidl_one_to_build() -> None:
+    """A PyTorch optimizer given to a schedule is refused with a ``TypeError`` naming its full
+    class (``torch.optim.sgd.SGD``: a module under ``torch.``) and saying which optimizer to
+    build instead (the module compared with ``"torch"`` alone, or the class named without
+    its module, gave only ``got SGD``); any other object is named by its class."""
+    parameter = torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(
+        TypeError,
+        match=r"^StepDecay: expected a minidl Optimizer, got torch\.optim\.sgd\.SGD, a PyTorch "
+        r"optimizer \(build the optimizer of the same name from minidl\.optim\)$",
+    ):
+        optim.StepDecay(torch.optim.SGD([parameter], lr=LR), step_size=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^_Halving: expected a minidl Optimizer, got dict$"):
+        _Halving({"lr": LR})  # type: ignore[arg-type]
+
+
+def test_a_deep_copy_checks_a_shared_schedules_change_against_the_sequence_built_last() -> None:
+    """Schedules put in two sequences are checked against the one built last, and so are
+    their copies in a ``copy.deepcopy`` (or pickle) of the first sequence, which copies the
+    second with them: a ``total_steps`` that would end the second copy before its current
+    step is refused, changing nothing, as with the originals (given to the first copy, at
+    step 0, by its ``__setstate__``, the change was taken and the second copy could no
+    longer step)."""
+    optimizer = _sgd()
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=3, interval="batch")
+    cycle = optim.OneCycle(optimizer, max_lr=1.0, total_steps=10)
+    first = optim.SequentialSchedule(optimizer, [warmup, cycle], milestones=[3])
+    last = optim.SequentialSchedule(optimizer, [warmup, cycle], milestones=[6])
+    for _ in range(12):
+        last.step()
+    message = (
+        r"^OneCycle: with total_steps=5 the SequentialSchedule it is part of would end at step "
+        r"11 \(its step_limit\), before its current step 12$"
+    )
+    with pytest.raises(ValueError, match=message):
+        cycle.total_steps = 5
+    copied = copy.deepcopy(first)
+    inner = copied.schedules[1]
+    assert isinstance(inner, optim.OneCycle)
+    with pytest.raises(ValueError, match=message):
+        inner.total_steps = 5
+    assert (inner.total_steps, copied.last_step, copied.superseded_by) == (
+        10,
+        0,
+        "SequentialSchedule",
+    )
+
+
+class _ResumedHalving(optim.LRScheduler):
+    """A schedule of one's own whose constructor restores a state before it has started."""
+
+    def __init__(self, optimizer: optim.Optimizer, state: dict[str, Any]) -> None:
+        super().__init__(optimizer)
+        self.load_state_dict(state)
+
+    def lr_at(self, step: int) -> float:
+        return self.base_lr * 0.5**step
+
+
+def test_a_schedule_not_yet_started_is_superseded_by_no_older_one() -> None:
+    """A schedule whose constructor has not returned has taken nothing over, and is not
+    superseded by the one built before it: a constructor that restores a state (as one
+    resuming a run does) may ``load_state_dict`` on an optimizer that another schedule set
+    (taken as superseded by the older one, it raised ``RuntimeError``); once built, it sets
+    the rate, that of the restored step (started when the constructor returned, the
+    optimizer had step 0's rate while ``last_step`` was the restored one), and the older one
+    refuses to step."""
+    optimizer = _sgd()
+    older = optim.StepDecay(optimizer, step_size=1)
+    resumed = _ResumedHalving(optimizer, {"base_lr": 0.4, "last_step": 3})
+    assert (resumed.superseded_by, older.superseded_by) == (None, "_ResumedHalving")
+    assert (resumed.base_lr, resumed.last_step, resumed.lr) == (0.4, 3, 0.4 * 0.125)
+    assert optimizer.lr == 0.4 * 0.125
+    assert resumed.step() == optimizer.lr == 0.4 * 0.0625
+    with pytest.raises(RuntimeError, match=r"^StepDecay\.step: the optimizer is scheduled by"):
+        older.step()

@@ -446,10 +446,13 @@ class LRScheduler:
         )
 
     def _start(self) -> None:
-        """Set the learning rate of step 0 and take over the optimizer's rate from any schedule
-        built on it before (subclasses call it at the end of ``__init__``); from then on, a
-        setting set is checked against the others (see ``ScheduleSetting``)."""
-        self._give_rate("", 0, self._rate("", 0))
+        """Set the learning rate of the current step and take over the optimizer's rate from
+        any schedule built on it before (subclasses call it at the end of ``__init__``); from
+        then on, a setting set is checked against the others (see ``ScheduleSetting``). The
+        current step is 0 unless the constructor restored a state (``load_state_dict``) before
+        the schedule started: that step's rate stays."""
+        step = self._checked_last_step("", type(self).__name__)  # (its constructor's words)
+        self._give_rate("", step, self._rate("", step))
         # (a SequentialSchedule saves the base_lr of a schedule taking its own rates where it
         # is no longer the one it was built with)
         self._built_base_lr = self._base_lr
