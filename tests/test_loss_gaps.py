@@ -369,3 +369,111 @@ def test_cross_entropy_columns_refuse_a_target_of_another_shape_and_change_nothi
     torch.testing.assert_close(criterion.backward(), expected, rtol=1e-12, atol=1e-15)
     loss = criterion._forward_columns(plain.t().contiguous(), good, torch.empty(3, 4, dtype=F64))
     torch.testing.assert_close(loss, expected_loss.detach(), rtol=1e-12, atol=1e-15)
+
+
+# -- a third pass over the losses ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [nn.MSELoss, nn.NLLLoss, nn.CrossEntropyLoss])
+def test_class_indices_on_the_meta_device_are_refused_for_a_cpu_prediction(
+    make: type[nn.Loss],
+) -> None:
+    """Class indices on the meta device hold no values: for a CPU prediction they are a
+    ValueError naming both devices, before and after a forward of that shape (read by the
+    kernel, the loss was computed from whatever memory it found)."""
+    criterion = make()
+    prediction = torch.zeros(2, 3)
+    expected = f"{make.__name__}: target is on meta but the prediction is on cpu"
+    with pytest.raises(ValueError) as caught:
+        criterion(prediction, torch.tensor([0, 1], device="meta"))
+    assert str(caught.value) == expected
+    criterion(prediction, torch.tensor([0, 1]))
+    with pytest.raises(ValueError) as caught:
+        criterion(prediction, torch.tensor([0, 1], device="meta"))
+    assert str(caught.value) == expected
+
+
+def test_a_floating_target_of_the_predictions_shape_gets_no_one_hot_hint_from_nll() -> None:
+    """NLLLoss given a float target of the prediction's shape (probabilities, say) is asked
+    for int64 class indices only: the one-hot hint is for integer or bool targets, which are
+    one-hot rows, and a float row need not be one."""
+    with pytest.raises(TypeError) as caught:
+        nn.NLLLoss()(torch.zeros(3, 3), torch.full((3, 3), 1.0 / 3))
+    assert str(caught.value) == (
+        "NLLLoss: class-index targets must have dtype torch.int64, got torch.float32"
+    )
+
+
+def test_a_stacked_int32_one_hot_target_gets_no_one_hot_hint() -> None:
+    """For stacked logits ``(R, N, C)`` an int32 target of their shape is asked for int64
+    only, not told to take ``argmax(-1)`` as for a 2-D prediction."""
+    one_hot = F.one_hot(torch.tensor([[0, 2], [1, 1]]), 3).to(torch.int32)
+    with pytest.raises(TypeError) as caught:
+        nn.CrossEntropyLoss()(torch.zeros(2, 2, 3), one_hot)
+    assert str(caught.value) == (
+        "CrossEntropyLoss: class-index targets must have dtype torch.int64, got torch.int32"
+    )
+
+
+def test_the_values_of_an_empty_data_sets_binary_targets_pass() -> None:
+    """``BCEWithLogitsLoss._check_target_values`` takes a data set's targets of any number of
+    samples, as cross-entropy's does: none, ``(0, C)``, has no value to refuse (its range is
+    not asked of an empty tensor, which ``aminmax`` refuses); one of 1.5 is still refused."""
+    criterion = nn.BCEWithLogitsLoss()
+    criterion._check_target_values(torch.zeros(0, 3))
+    with pytest.raises(ValueError) as caught:
+        criterion._check_target_values(torch.tensor([[0.0, 1.5]]))
+    assert (
+        str(caught.value) == "BCEWithLogitsLoss: targets must lie in [0, 1], got values in [0, 1.5]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("prediction", "target", "expected"),
+    [
+        (
+            torch.zeros(2, 3),
+            torch.tensor(1),
+            "MSELoss: target has shape (), expected the prediction's shape (2, 3) (or class "
+            "indices of shape (2,))",
+        ),
+        (
+            torch.zeros(2, 2, 3),
+            torch.tensor([0, 1], dtype=torch.int32),
+            "MSELoss: target has shape (2,), expected the prediction's shape (2, 2, 3) (or class "
+            "indices of shape (2, 2))",
+        ),
+    ],
+    ids=["0-dim", "stacked-1-dim"],
+)
+def test_an_mse_integer_target_of_too_few_dimensions_is_told_both_shapes(
+    prediction: torch.Tensor, target: torch.Tensor, expected: str
+) -> None:
+    """An integer target with neither the prediction's dimensions nor one fewer is no class
+    indices of any shape: a ValueError giving the prediction's shape and that of class
+    indices (not a refusal of its dtype or of it as class indices)."""
+    with pytest.raises(ValueError) as caught:
+        nn.MSELoss()(prediction, target)
+    assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value", "delta"), [(torch.float32, 2e19, 3e19), (F64, 1.5e154, 1e155)]
+)
+def test_huber_halves_a_large_difference_before_it_squares_it(
+    dtype: torch.dtype, value: float, delta: float
+) -> None:
+    """A difference below delta whose square overflows the dtype while half of it does not
+    (float32 past about 1.84e19) has PyTorch's finite loss, 0.5 * d * d (squared first, it
+    was inf), and the gradient d / N."""
+    prediction = torch.tensor([[value, 1.0]], dtype=dtype)
+    target = torch.zeros(1, 2, dtype=dtype)
+    criterion = nn.HuberLoss(delta=delta)
+    loss = criterion(prediction, target)
+    reference = prediction.clone().requires_grad_(True)
+    expected = F.huber_loss(reference, target, delta=delta)
+    expected.backward()
+    assert torch.isfinite(loss)
+    assert torch.equal(loss, expected.detach())
+    assert reference.grad is not None
+    assert torch.equal(criterion.backward(), reference.grad)

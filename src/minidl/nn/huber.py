@@ -105,7 +105,9 @@ class HuberLoss(Loss):
         delta = operand(self._delta, magnitude)
         elements = torch.where(
             magnitude <= delta,
-            difference.square().mul_(operand(0.5, magnitude)),
+            # (halved first, as PyTorch's 0.5 * d * d: the square of a d past the square root
+            # of the dtype's largest value overflows where half of it does not)
+            difference.mul(operand(0.5, magnitude)).mul_(difference),
             magnitude.sub(operand(0.5 * self._delta, magnitude)).mul_(delta),
         )
         return scaled_sum(elements.to(dtype) if sixteen_bit else elements, self._scale)
