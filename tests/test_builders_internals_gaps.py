@@ -395,3 +395,19 @@ def test_setting_a_refused_option_writes_the_value_given_as_other_messages_do(
     assert "label_smoothing" not in vars(loss)
     prediction, target = _batch("CrossEntropyLoss")
     assert_close(loss(prediction, target), torch.nn.CrossEntropyLoss()(prediction, target))
+
+
+@pytest.mark.parametrize("device", [3.5, object()], ids=["float", "object"])
+def test_mlp_given_a_device_of_no_device_type_is_linears_refusal_naming_mlp(
+    device: object,
+) -> None:
+    """A device that ``torch.device`` refuses with a TypeError (a float, any object) is refused
+    by the first Linear in its own words, with mlp's note naming the layer, and nothing is
+    drawn: the generator that mlp puts back on a refusal is not looked up on a device torch
+    cannot even name (torch's TypeError escaped, naming neither mlp nor Linear)."""
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    with pytest.raises(ValueError, match=r"^Linear: .* is not a device") as caught:
+        nn.mlp((2, 3, 2), "tanh", device=device)  # type: ignore[arg-type]
+    assert getattr(caught.value, "__notes__", None) == ["in mlp, building layer 0 (Linear(2, 3))"]
+    assert torch.equal(torch.get_rng_state(), before)

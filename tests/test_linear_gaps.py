@@ -200,3 +200,79 @@ def test_a_sparse_gradient_of_the_outputs_shape_is_refused_before_any_gradient_c
         getattr(layer, method)(torch.randn(4, 2, dtype=F64).to_sparse())
     assert torch.equal(layer.weight.grad, before[0])
     assert torch.equal(layer.bias.grad, before[1])
+
+
+def test_a_linear_too_large_to_hold_does_not_chain_torchs_error() -> None:
+    """A size past what a tensor holds is refused as ``ValueError`` whose message already quotes
+    torch's words: it is raised ``from None`` so that the traceback does not show torch's
+    RuntimeError a second time as its direct cause."""
+    with pytest.raises(ValueError, match=r"^Linear: cannot hold a weight of 4 x ") as caught:
+        nn.Linear(2**62, 4)
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__ is True
+
+
+def test_an_input_in_the_weight_gradients_memory_is_read_as_given_after_zero_grad() -> None:
+    """An input given to forward in the memory of ``weight.grad`` (the gradient itself, of the
+    input's shape) is cached as a copy: a ``zero_grad()`` between forward and backward, as a
+    training step does, zeroes the gradient but not the input that backward reads, so the
+    weight gradient is autograd's G^T X of the input as given (not zeros)."""
+    torch.manual_seed(11)
+    layer = nn.Linear(3, 3, dtype=F64)
+    assert layer.weight.grad is not None and layer.bias is not None
+    layer.weight.grad.copy_(torch.randn(3, 3, dtype=F64))
+    x = layer.weight.grad
+    given = x.clone()
+    out = layer(x)
+    torch.testing.assert_close(
+        out, torch.nn.functional.linear(given, layer.weight.data, layer.bias.data)
+    )
+    layer.zero_grad()
+    g = torch.randn(3, 3, dtype=F64)
+    grad_input = layer.backward(g)
+    dx, dw, db = _autograd(given, layer.weight.data, layer.bias.data, g)
+    assert db is not None
+    torch.testing.assert_close(grad_input, dx, rtol=1e-13, atol=0)
+    torch.testing.assert_close(layer.weight.grad, dw, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(layer.bias.grad, db, rtol=1e-13, atol=0)
+
+
+def test_a_gradient_given_in_the_weight_gradients_memory_gives_g_w_as_given() -> None:
+    """A gradient of the outputs given to backward in the memory of ``weight.grad`` (the
+    gradient itself, of the outputs' shape) is read as given for the input gradient G W, though
+    the weight gradient is accumulated over it: G W is autograd's for G as given, and the weight
+    gradient is G's old values plus G^T X."""
+    torch.manual_seed(12)
+    layer = nn.Linear(3, 3, dtype=F64)
+    assert layer.weight.grad is not None and layer.bias is not None
+    x = torch.randn(3, 3, dtype=F64)
+    layer(x)
+    layer.weight.grad.copy_(torch.randn(3, 3, dtype=F64))
+    g = layer.weight.grad
+    given = g.clone()
+    grad_input = layer.backward(g)
+    dx, dw, db = _autograd(x, layer.weight.data, layer.bias.data, given)
+    assert db is not None
+    torch.testing.assert_close(grad_input, dx, rtol=1e-13, atol=0)
+    torch.testing.assert_close(layer.weight.grad, given + dw, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(layer.bias.grad, db, rtol=1e-13, atol=0)
+
+
+def test_backward_parameters_given_a_gradient_in_the_weight_gradients_memory() -> None:
+    """``backward_parameters`` called by itself (no G W) with a gradient of the outputs in the
+    memory of ``weight.grad`` reads G as given: the weight gradient is G's old values plus
+    autograd's G^T X, and the bias gradient autograd's sum of G's rows (not of the rows that
+    the weight's accumulation wrote over them)."""
+    torch.manual_seed(13)
+    layer = nn.Linear(3, 3, dtype=F64)
+    assert layer.weight.grad is not None and layer.bias is not None
+    x = torch.randn(3, 3, dtype=F64)
+    layer(x)
+    layer.weight.grad.copy_(torch.randn(3, 3, dtype=F64))
+    g = layer.weight.grad
+    given = g.clone()
+    layer.backward_parameters(g)
+    _, dw, db = _autograd(x, layer.weight.data, layer.bias.data, given)
+    assert db is not None
+    torch.testing.assert_close(layer.weight.grad, given + dw, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(layer.bias.grad, db, rtol=1e-13, atol=0)
