@@ -7,6 +7,7 @@ gradients of a chain against PyTorch autograd in float64, and the state left aft
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -375,3 +376,199 @@ def test_a_nested_chains_skipped_layer_cast_since_the_forward_is_not_checked() -
     model.backward_parameters(grad)
     torch.testing.assert_close(linear.weight.grad, expected[0], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(linear.bias.grad, expected[1], rtol=1e-12, atol=1e-12)
+
+
+# -- a fourth pass: the trial in evaluation mode ----------------------------------------------
+
+
+class _NeedsTwo(nn.Module):
+    """An identity of one's own computing batch statistics, as a batch norm: in training mode
+    it refuses a batch of fewer than two samples; in evaluation mode it takes any."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, input: Tensor) -> Tensor:
+        self.calls += 1
+        if self.training and input.shape[0] < 2:
+            raise ValueError(f"_NeedsTwo: got {input.shape[0]} samples in training mode")
+        return input.clone()
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output.clone()
+
+
+def _with_needs_two() -> nn.Sequential:
+    """``_NeedsTwo`` first, then a layer and a batch norm (whose running statistics make a new
+    input signature run a trial in evaluation mode), in float64 (seeded)."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        _NeedsTwo(), nn.Linear(3, 4, dtype=F64), nn.BatchNorm1d(4, dtype=F64), nn.Tanh()
+    )
+
+
+def test_a_first_child_refusing_after_a_trial_that_ran_every_child_refuses_the_backward() -> None:
+    """A dropout makes a batch of one sample run a trial (in evaluation mode, where the first
+    child takes it) through every child, whose caches are then the trial's; the first child
+    then refuses the batch in training mode. A backward would differentiate the trial's caches
+    (the dropout's, with no mask), so the chain refuses it, naming the child, and leaves the
+    gradients and the dropout's generator as they were."""
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    first = _NeedsTwo()
+    model = nn.Sequential(
+        first, nn.Linear(3, 4, dtype=F64), nn.Dropout(0.5, generator=generator), nn.Tanh()
+    )
+    state = generator.get_state()
+    with pytest.raises(ValueError, match=r"^_NeedsTwo: got 1 samples in training mode"):
+        model(torch.randn(1, 3, dtype=F64))
+    assert first.calls == 2  # (the trial's forward, then the training one)
+    for method in ("backward", "backward_parameters"):
+        with pytest.raises(RuntimeError) as info:
+            getattr(model, method)(torch.ones(1, 4, dtype=F64))
+        assert str(info.value).startswith(
+            "Sequential: backward after the forward refused by module 0 (_NeedsTwo): the "
+            "modules that ran had already cached its input"
+        )
+    assert all(not p.grad.any() for p in model.parameters())
+    assert torch.equal(generator.get_state(), state)
+
+
+def test_an_empty_batch_refused_by_the_first_child_keeps_the_last_forwards_backward() -> None:
+    """An empty batch runs no trial (it has no sample to try): the first child, which takes it
+    in evaluation mode, refuses it in training mode in its own words, before anything ran on
+    it, so the backward of the last good forward still gives the numbers of a twin that never
+    saw the empty batch, not a refusal (nor the error of a layer after it in a trial)."""
+    model = _with_needs_two()
+    twin = copy.deepcopy(model)
+    torch.manual_seed(1)
+    x = torch.randn(5, 3, dtype=F64)
+    grad = torch.randn(5, 4, dtype=F64)
+    model(x)
+    twin(x)
+    with pytest.raises(ValueError, match=r"^_NeedsTwo: got 0 samples in training mode") as info:
+        model(torch.empty(0, 3, dtype=F64))
+    assert getattr(info.value, "__notes__", None) == ["in Sequential, at module 0 (_NeedsTwo)"]
+    torch.testing.assert_close(model.backward(grad), twin.backward(grad), rtol=0, atol=0)
+    for ours, theirs in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=0, atol=0)
+    for buffer, twins in zip(model.buffers(), twin.buffers(), strict=True):
+        torch.testing.assert_close(buffer, twins, rtol=0, atol=0)
+
+
+def test_a_refused_batch_of_one_sample_is_tried_once() -> None:
+    """A batch of one sample is its own first sample: the trial refuses it (a layer of another
+    width) having run the children before the refusing one once, in evaluation mode, not a
+    second time on the whole batch; the dropout's generator is left as it was, and the error
+    names the layer and the shape given."""
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    first = _NeedsTwo()
+    model = nn.Sequential(
+        first, nn.Dropout(0.5, generator=generator), nn.Linear(3, 4, dtype=F64), nn.Tanh()
+    )
+    state = generator.get_state()
+    with pytest.raises(
+        ValueError, match=r"^Linear: expected 3 input features, got 5 \(input shape \(1, 5\)\)"
+    ):
+        model(torch.randn(1, 5, dtype=F64))
+    assert first.calls == 1
+    assert torch.equal(generator.get_state(), state)
+
+
+def test_a_single_sample_in_evaluation_mode_after_a_trial_is_normalised_as_torch_does() -> None:
+    """A trial makes a batch norm in training mode refuse a single sample in evaluation mode
+    too (as its training forward would), for the trial's time only: after a training forward
+    that ran a trial, the model in evaluation mode normalises a single sample with the running
+    statistics, as ``torch.nn`` does."""
+    torch.manual_seed(0)
+    linear = nn.Linear(3, 4, dtype=F64)
+    model = nn.Sequential(linear, nn.BatchNorm1d(4, dtype=F64))
+    twin_linear = torch.nn.Linear(3, 4, dtype=F64)
+    twin = torch.nn.Sequential(twin_linear, torch.nn.BatchNorm1d(4, dtype=F64))
+    with torch.no_grad():
+        twin_linear.weight.copy_(linear.weight.data)
+        assert linear.bias is not None
+        twin_linear.bias.copy_(linear.bias.data)
+    x = torch.randn(6, 3, dtype=F64)
+    torch.testing.assert_close(model(x), twin(x).detach(), rtol=1e-12, atol=1e-12)
+    model.eval()
+    twin.eval()
+    sample = torch.randn(1, 3, dtype=F64)
+    torch.testing.assert_close(model(sample), twin(sample).detach(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("given", [torch.nn.Linear, int], ids=["torch.nn.Linear", "int"])
+def test_a_class_that_is_no_minidl_module_is_not_said_to_be_one_to_instantiate(
+    given: type,
+) -> None:
+    """A minidl module's class given for an instance is refused with the fix, an instance; a
+    class that is no minidl module (PyTorch's ``Linear``, ``int``) is refused without it: an
+    instance of it would be refused too."""
+    prefix = "Sequential: argument 1 must be a minidl Module, got "
+    with pytest.raises(TypeError) as info:
+        nn.Sequential(nn.Tanh(), given)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.startswith(prefix)
+    assert "pass an instance" not in message and f"{given.__name__}()" not in message
+    with pytest.raises(TypeError) as info:
+        nn.Sequential(nn.Tanh(), nn.ReLU)  # type: ignore[arg-type]
+    assert str(info.value) == prefix + "the class ReLU; pass an instance, ReLU()"
+
+
+def test_an_insert_at_a_bool_index_says_to_build_at_the_int_it_stands_for() -> None:
+    """``insert`` takes an index as PyTorch's does (``operator.index``: ``True`` is 1); the
+    refusal's recipe writes the place as that int (``model[:1]``, not ``model[:True]``)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+    with pytest.raises(TypeError) as info:
+        model.insert(True, nn.Sigmoid())
+    recipe = "Sequential(*model[:1], module, *model[1:])"
+    assert str(info.value).endswith(f"got a Sigmoid to insert at True{_BUILD}{recipe}")
+
+
+@pytest.mark.parametrize("name", ["_refused", "_tried", "_updaters", "_registrations_seen"])
+def test_a_sequential_pickled_before_an_attribute_existed_loads_and_runs(name: str) -> None:
+    """A chain (with a batch norm, which its trial concerns) pickled after a forward by a version
+    without the attribute (its note of a refused forward, its trial's key, the parts it tries,
+    its count of registrations) loads with it made again: its backward, before and after a new
+    forward, gives the input and parameter gradients of the chain itself, bit for bit."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4, dtype=F64), nn.BatchNorm1d(4, dtype=F64), nn.Tanh())
+    x = torch.randn(5, 4, dtype=F64)
+    model(x)
+    state = model.__getstate__()
+    del state[name]
+    old = nn.Sequential.__new__(nn.Sequential)
+    old.__setstate__(state)
+    grad = torch.randn(5, 4, dtype=F64)
+    for again in (False, True):
+        if again:
+            assert torch.equal(old(x), model(x))
+        model.zero_grad()
+        old.zero_grad()
+        assert torch.equal(old.backward(grad), model.backward(grad))
+        for got, expected in zip(old.parameters(), model.parameters(), strict=True):
+            assert got.grad is not None and expected.grad is not None
+            assert torch.equal(got.grad, expected.grad)
+
+
+def test_an_input_that_is_no_tensor_gets_the_first_layers_error_in_a_chain_with_a_trial() -> None:
+    """A chain with a batch norm (whose running statistics make a new input run a trial) given
+    an input that is no tensor (a list) raises the first layer's error, as a chain without one
+    does, not an ``AttributeError`` of the trial reading its shape; the statistics are left as
+    they were."""
+    torch.manual_seed(0)
+    norm = nn.BatchNorm1d(2, dtype=F64)
+    model = nn.Sequential(nn.Linear(2, 2, dtype=F64), norm, nn.Tanh())
+    statistics = [buffer.clone() for buffer in norm.buffers()]
+    with pytest.raises(
+        TypeError,
+        match=r"^Linear: expected a torch\.Tensor as input, got list\n"
+        r"in Sequential, at module 0 \(Linear\)$",
+    ):
+        model([[1.0, 2.0], [3.0, 4.0]])  # type: ignore[arg-type]
+    assert all(
+        torch.equal(buffer, old) for buffer, old in zip(norm.buffers(), statistics, strict=True)
+    )
