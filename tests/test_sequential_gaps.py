@@ -499,19 +499,29 @@ def test_a_single_sample_in_evaluation_mode_after_a_trial_is_normalised_as_torch
     torch.testing.assert_close(model(sample), twin(sample).detach(), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("given", [torch.nn.Linear, int], ids=["torch.nn.Linear", "int"])
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        (
+            torch.nn.Linear,
+            "the class torch.nn.modules.linear.Linear, a PyTorch module's class (minidl.nn has "
+            "its own modules; minidl.interop.from_torch converts a PyTorch module)",
+        ),
+        (int, "the class int"),
+    ],
+    ids=["torch.nn.Linear", "int"],
+)
 def test_a_class_that_is_no_minidl_module_is_not_said_to_be_one_to_instantiate(
-    given: type,
+    given: type, named: str
 ) -> None:
     """A minidl module's class given for an instance is refused with the fix, an instance; a
-    class that is no minidl module (PyTorch's ``Linear``, ``int``) is refused without it: an
-    instance of it would be refused too."""
+    class that is no minidl module (PyTorch's ``Linear``, ``int``) is refused without it (an
+    instance of it would be refused too), named as a class, PyTorch's as PyTorch's (it was
+    "got type")."""
     prefix = "Sequential: argument 1 must be a minidl Module, got "
     with pytest.raises(TypeError) as info:
         nn.Sequential(nn.Tanh(), given)  # type: ignore[arg-type]
-    message = str(info.value)
-    assert message.startswith(prefix)
-    assert "pass an instance" not in message and f"{given.__name__}()" not in message
+    assert str(info.value) == prefix + named
     with pytest.raises(TypeError) as info:
         nn.Sequential(nn.Tanh(), nn.ReLU)  # type: ignore[arg-type]
     assert str(info.value) == prefix + "the class ReLU; pass an instance, ReLU()"

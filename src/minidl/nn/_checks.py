@@ -108,8 +108,18 @@ def given_module(value: object) -> str:
     kind = type(value)
     if is_pytorch_module(value):
         return f"{kind.__name__}, a PyTorch module (minidl.interop.from_torch converts one)"
-    if isinstance(value, type) and _module_class(value):
-        return f"the class {value.__name__}; pass an instance, {value.__name__}()"
+    if isinstance(value, type):
+        if _module_class(value):
+            return f"the class {value.__name__}; pass an instance, {value.__name__}()"
+        if callable(getattr(value, "parameters", None)) and any(
+            base.__module__.startswith("torch.") for base in value.__mro__
+        ):
+            return (
+                f"the class {value.__module__}.{value.__qualname__}, a PyTorch module's class "
+                "(minidl.nn has its own modules; minidl.interop.from_torch converts a PyTorch "
+                "module)"
+            )
+        return f"the class {value.__name__}"
     return given_function(value) or kind.__name__
 
 
