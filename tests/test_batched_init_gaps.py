@@ -13,6 +13,8 @@ from minidl import nn
 from minidl.nn import batched_linear, init
 from minidl.nn.batched_linear import BatchedLinear, _batched_gradient_is_exact
 
+F64 = torch.float64
+
 NORMAL_F32 = (
     "would draw values beyond the range of the tensor's dtype torch.float32: its draws, up to "
     "|mean| + 9 std in magnitude, must be at most 3.40282e+38, the largest finite value"
@@ -491,3 +493,211 @@ def test_stack_refuses_layers_that_differ_naming_what_it_got(make: object, messa
         "BatchedLinear.stack: every layer must have the same shape, bias, dtype and device, got "
         + message
     )
+
+
+# -- a third pass ---------------------------------------------------------------------------
+
+
+def _bmm_autograd(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, g: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dL/dX, dL/dW, dL/db) of sum(Y * G) by PyTorch autograd in float64, Y = X W^T + b."""
+    weight = weight.clone().requires_grad_()
+    bias = bias.clone().requires_grad_()
+    x = x.clone().requires_grad_()
+    ((torch.bmm(x, weight.transpose(1, 2)) + bias.unsqueeze(1)) * g).sum().backward()  # type: ignore[no-untyped-call]
+    assert x.grad is not None and weight.grad is not None and bias.grad is not None
+    return x.grad, weight.grad, bias.grad
+
+
+def test_backward_reads_the_cached_input_as_given_when_a_gradient_is_set_over_it() -> None:
+    """An input that the weight gradient is set over between forward and backward
+    (``weight.grad = x``, the cached input of the weight's shape (R, out, in)) is read as it
+    was given: the weight gradient accumulated into it is its old values plus autograd's
+    G_r^T X_r, not a product that read X while writing over it; the bias and input gradients
+    are autograd's."""
+    generator = torch.Generator().manual_seed(10)
+    layer = nn.BatchedLinear(2, 3, 4, dtype=F64, generator=generator)
+    assert layer.bias is not None
+    x = torch.randn(2, 4, 3, dtype=F64, generator=generator)
+    given = x.clone()
+    layer(x)
+    layer.weight.grad = x
+    assert layer.weight.grad.data_ptr() == x.data_ptr()
+    g = torch.randn(2, 4, 4, dtype=F64, generator=generator)
+    dx, dw, db = _bmm_autograd(given, layer.weight.data, layer.bias.data, g)
+    torch.testing.assert_close(layer.backward(g), dx, rtol=1e-13, atol=0)
+    torch.testing.assert_close(layer.weight.grad, given + dw, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(layer.bias.grad, db, rtol=1e-13, atol=0)
+
+
+def test_float64_tensors_set_by_hand_after_a_float32_step_train_in_float64(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``layout="model"`` stack's layer (its weight gradient not contiguous: it goes through
+    the batched product's temporary), trained a step in float32, then given float64 weight and
+    bias tensors by hand (``weight.data = ...``; the new gradients made to fit, laid out as the
+    weight, the weight's not contiguous either), gives
+    the float64 step autograd's gradients: the temporary is made again for the new gradient
+    (a kept float32 one made backward fail)."""
+    # (the batched product taken wherever it is used: whether it gives the per-model bits is
+    # the CPU's, and so is whether a layer uses it unforced)
+    monkeypatch.setattr(batched_linear, "_EXACT_BATCHED_GRADIENT", {})
+    monkeypatch.setattr(batched_linear, "_compare_the_two_ways", lambda *args: True)
+    generator = torch.Generator().manual_seed(16)
+    torch.manual_seed(16)
+    stack = nn.stack_models([nn.mlp((3, 2)) for _ in range(2)], layout="model")
+    (layer,) = (module for module in stack if isinstance(module, BatchedLinear))
+    assert layer.bias is not None
+    assert not layer.weight.grad.is_contiguous()  # (blocks of one buffer)
+    stack(torch.randn(2, 5, 3, generator=generator))
+    stack.backward(torch.randn(2, 5, 2, generator=generator))
+    assert layer._product is not None and layer._product.dtype == torch.float32
+    # (a weight laid out (R, in, out) and read transposed: its new gradient is made like it)
+    layer.weight.data = torch.randn(2, 3, 2, dtype=F64, generator=generator).transpose(1, 2)
+    layer.bias.data = torch.randn(2, 2, dtype=F64, generator=generator)
+    assert not layer.weight.grad.is_contiguous() and layer.weight.grad.dtype == F64
+    x = torch.randn(2, 5, 3, dtype=F64, generator=generator)
+    g = torch.randn(2, 5, 2, dtype=F64, generator=generator)
+    dx, dw, db = _bmm_autograd(x, layer.weight.data, layer.bias.data, g)
+    layer(x)
+    torch.testing.assert_close(layer.backward(g), dx, rtol=1e-13, atol=0)
+    torch.testing.assert_close(layer.weight.grad, dw, rtol=1e-13, atol=0)
+    torch.testing.assert_close(layer.bias.grad, db, rtol=1e-13, atol=0)
+    assert layer._product is not None and layer._product.dtype == F64
+
+
+@pytest.mark.parametrize(
+    ("mean", "std"),
+    [(3.4028235e38, 1.0), (-3.4028235e38, 1.0), (3.4028234663852886e38, 1e30)],
+    ids=["above the largest", "below the lowest", "the largest with std 1e30"],
+)
+def test_a_normal_whose_reach_rounds_to_float32s_largest_value_is_drawn(
+    mean: float, std: float
+) -> None:
+    """A normal distribution whose reach |mean| + 9 std lies past float32's largest finite
+    value but rounds to it in float32 (less than half an ulp beyond) draws finite values, so it
+    is not refused: the tensor gets torch's own draws from the same generator, bit for bit, all
+    finite (the mean rounds to the largest value and the draws are it)."""
+    tensor = torch.empty(64)
+    init.normal_(tensor, mean, std, torch.Generator().manual_seed(17))
+    expected = torch.empty(64).normal_(mean, std, generator=torch.Generator().manual_seed(17))
+    assert torch.equal(tensor, expected)
+    assert bool(tensor.isfinite().all())
+    assert bool((tensor.abs() == torch.finfo(torch.float32).max).all())
+
+
+@pytest.mark.parametrize("fill", [init.ones_, init.zeros_], ids=["ones_", "zeros_"])
+def test_ones_and_zeros_fill_a_torch_leaf_and_refuse_an_integer_tensor_by_name(
+    fill: object,
+) -> None:
+    """ones_ and zeros_ fill a tensor that requires grad (a leaf of an autograd graph, such as
+    PyTorch's own parameters) outside the graph, as PyTorch's nn.init does (autograd refuses an
+    in-place fill of such a leaf itself), and refuse an integer tensor in their own name with a
+    TypeError, the tensor unchanged."""
+    name = fill.__name__  # type: ignore[attr-defined]
+    value = 1.0 if name == "ones_" else 0.0
+    leaf = torch.full((2, 3), 7.0, dtype=F64, requires_grad=True)
+    assert fill(leaf) is leaf  # type: ignore[operator]
+    assert torch.equal(leaf.detach(), torch.full((2, 3), value, dtype=F64))
+    assert leaf.requires_grad and leaf.is_leaf and leaf.grad_fn is None
+    integers = torch.full((2, 3), 7)
+    with pytest.raises(TypeError) as raised:
+        fill(integers)  # type: ignore[operator]
+    assert str(raised.value) == (
+        f"init.{name}: expected a Parameter or a floating-point tensor, got a tensor of torch.int64"
+    )
+    assert torch.equal(integers, torch.full((2, 3), 7))
+
+
+def _set_by_hand(layers: list[nn.Linear]) -> None:
+    layers[1].weight = torch.zeros(2, 3)  # type: ignore[assignment]
+
+
+def _reshaped(layers: list[nn.Linear]) -> None:
+    for layer in layers:
+        layer.weight.data = torch.zeros(2, 4)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "error", "message"),
+    [
+        (
+            _set_by_hand,
+            TypeError,
+            "BatchedLinear.stack: layers[1]: weight must be a minidl Parameter, got Tensor (an "
+            "attribute set by hand is not registered: parameters() and the optimizers would keep "
+            "the old one); set its values in place with weight.data.copy_(...), or register a "
+            "new one with register_parameter('weight', Parameter(...))",
+        ),
+        (
+            _reshaped,
+            ValueError,
+            "BatchedLinear.stack: layers[0]: weight has shape (2, 4), expected (out_features, "
+            "in_features) = (2, 3)",
+        ),
+    ],
+    ids=["a tensor set by hand", "every weight of another shape"],
+)
+def test_stack_refuses_a_layer_whose_weight_does_not_fit_it_naming_the_layer(
+    spoil: object, error: type[Exception], message: str
+) -> None:
+    """A Linear layer whose weight was set by hand to a plain tensor, or layers all given
+    weights of another shape than their sizes (alike, so that the layers do not differ), are
+    refused by stack with the exception and message naming the layer, rather than stacked into
+    a BatchedLinear whose weight does not fit its sizes or holds an unregistered tensor."""
+    generator = torch.Generator().manual_seed(19)
+    layers = [nn.Linear(3, 2, generator=generator) for _ in range(2)]
+    spoil(layers)  # type: ignore[operator]
+    with pytest.raises(error) as raised:
+        BatchedLinear.stack(layers)
+    assert type(raised.value) is error
+    assert str(raised.value) == message
+
+
+def _model_laid_out_gradient(shift: int) -> torch.Tensor:
+    """A zero (2, 10, 7) float64 weight gradient laid out by model (each model's block 128
+    elements long, as a ``layout="model"`` stack's), ``shift`` elements into its buffer."""
+    buffer = torch.zeros(2 * 128 + 8, dtype=F64)
+    return buffer.as_strided((2, 10, 7), (128, 7, 1), shift)
+
+
+@pytest.mark.parametrize("when", ["before the forward", "after the forward"])
+def test_a_weight_gradient_set_by_hand_has_the_product_its_own_layout_takes(
+    monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The choice of the weight-gradient product is made for the gradient's layout: a gradient
+    set by hand (the weight kept, the batch shape too), before the next forward or between it
+    and its backward, is checked for its own layout, not given the choice made for the one
+    before (a check that says yes at offset 0 and no one element in: the new gradient was
+    computed by the batched product the check refused for it); its values are the per-model
+    products' (against bmm in float64) and the choice is asked once per layout."""
+    asked: list[int] = []
+
+    def exact_at_offset_0(grad: torch.Tensor, batch: int) -> bool:
+        asked.append(grad.storage_offset())
+        return grad.storage_offset() == 0
+
+    monkeypatch.setattr(batched_linear, "_batched_gradient_is_exact", exact_at_offset_0)
+    generator = torch.Generator().manual_seed(18)
+    layer = BatchedLinear(2, 7, 10, bias=False, dtype=F64, generator=generator)
+    x = torch.randn(2, 16, 7, dtype=F64, generator=generator)
+    g = torch.randn(2, 16, 10, dtype=F64, generator=generator)
+    layer.weight.grad = _model_laid_out_gradient(0)
+    layer(x)
+    layer.backward_parameters(g)
+    assert layer._product is not None
+    if when == "before the forward":
+        layer.weight.grad = _model_laid_out_gradient(1)
+        layer(x)
+    else:
+        layer(x)
+        layer.weight.grad = _model_laid_out_gradient(1)
+    layer.backward_parameters(g)
+    assert layer._product is None
+    assert asked == [0, 1]
+    expected = torch.bmm(g.transpose(1, 2), x)
+    torch.testing.assert_close(layer.weight.grad, expected, rtol=1e-13, atol=0)
+    layer(x)
+    layer.backward_parameters(g)
+    assert layer._product is None and asked == [0, 1]

@@ -157,6 +157,13 @@ def _check_out_features(where: str, value: object) -> int:
     return check_size(where, "out_features", value)
 
 
+def _candidate(grad: Tensor) -> list[bool | None]:
+    """The product choice of a batch shape before its first backward: ``[None]`` (to be
+    decided, see :func:`_batched_gradient_is_exact`) for a weight gradient on the CPU that is
+    not contiguous (a ``layout="model"`` stack's), else ``[False]`` (one product per model)."""
+    return [None if not grad.is_contiguous() and grad.device.type == "cpu" else False]
+
+
 class BatchedLinear(Module):
     r"""``models`` independent :class:`Linear` layers evaluated together: :math:`Y_r = X_r W_r^T + b_r`.
 
@@ -442,7 +449,7 @@ class BatchedLinear(Module):
             input.shape,
             lambda: (
                 torch.Size((self.models, input.shape[1], self.out_features)),
-                [None if not grad.is_contiguous() and grad.device.type == "cpu" else False],
+                _candidate(grad),
             ),
         )
         self._product = self._made_temporary() if self._choice[0] else None
@@ -544,6 +551,14 @@ class BatchedLinear(Module):
             grad_output = grad_output.clone()
         if gradients.holds(input, self):
             input = input.clone()
+        grad = self.weight.grad
+        if grad is not self._grad_seen:
+            # A gradient set by hand since the forward (the weight kept): the choices made for
+            # the old one's layout do not hold for it.
+            self._grad_seen = grad
+            self._shapes.clear()
+            self._choice = self._shapes.put(input.shape, (self._output_shape, _candidate(grad)))[1]
+            self._product = None
         product = self._product
         if self._choice[0] is None:
             product = self._decide(input.shape[1])
