@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from minidl import nn
+from minidl.nn.flat import flat_buffer, flatten_parameters
 
 _NUMBERS = (signal.SIGINT, signal.SIGTERM)
 
@@ -493,3 +494,85 @@ def test_add_scaled_of_a_float32_or_float64_tensor_has_the_bits_of_add(dtype: to
             expected = target.clone().add_(other, alpha=alpha)
             assert add_scaled_(target, other, alpha) is target
             assert torch.equal(target, expected), (size, alpha)
+
+
+# -- nn/parameter.py, nn/flat.py (a second pass) ------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+def test_a_parameter_refuses_a_nested_tensor_without_a_to_dense_hint() -> None:
+    """A nested tensor is refused as data with a TypeError that names its layout and ends
+    there: no ``(pass data.to_dense())`` hint, which a nested tensor of ragged parts cannot
+    follow."""
+    given = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])
+    with pytest.raises(
+        TypeError, match=r"^Parameter 'w': data is a nested tensor; expected a dense tensor$"
+    ):
+        nn.Parameter(given, name="w")
+
+
+@pytest.mark.parametrize("attribute", ["data", "grad"])
+def test_a_parameter_refuses_a_tensor_expanded_to_two_elements(attribute: str) -> None:
+    """``torch.zeros(1).expand(2)``: two elements at one location (stride 0 on a dimension of
+    size 2, the smallest that shares) are refused as ``data`` or ``grad`` with a ValueError
+    naming the parameter, the shape and strides and the way out; its tensors are kept."""
+    parameter = nn.Parameter(torch.ones(2), name="w")
+    data, grad = parameter.data, parameter.grad
+    with pytest.raises(
+        ValueError,
+        match=rf"^Parameter 'w': {attribute} of shape \(2,\) has elements that share memory "
+        r"\(strides \(0,\), as an expanded tensor has\), but it is updated in place; expected "
+        rf"a tensor whose elements each have their own memory \(pass {attribute}\.clone\(\)\)$",
+    ):
+        setattr(parameter, attribute, torch.zeros(1).expand(2))
+    assert parameter.data is data and parameter.grad is grad
+
+
+def test_zero_grad_zeroes_the_grad_in_place() -> None:
+    """``zero_grad`` writes zeros into the grad it has (the same tensor, at the same address,
+    so a flat gradient buffer it is a view of is zeroed too), and counts no replacement."""
+    buffer = torch.full((5,), 3.0)
+    parameter = nn.Parameter(torch.ones(2))
+    parameter.grad = buffer[1:3]
+    grad, count = parameter.grad, nn.Parameter.replacements
+    parameter.zero_grad()
+    assert parameter.grad is grad
+    assert nn.Parameter.replacements == count
+    assert buffer.tolist() == [3.0, 0.0, 0.0, 3.0, 3.0]
+
+
+def test_flatten_parameters_inside_inference_mode_makes_normal_views_of_the_buffers() -> None:
+    """Flattened inside ``torch.inference_mode()``, the buffers are normal tensors and every
+    value and gradient a view of them (at its offset), with the values kept: not inference
+    tensors that the parameter copies, which would leave the buffers shared with nothing."""
+    first, second = nn.Parameter(torch.ones(2)), nn.Parameter(torch.full((3,), 2.0))
+    second.grad = torch.full((3,), 5.0)
+    with torch.inference_mode():
+        flat = flatten_parameters([first, second])
+    assert flat is not None
+    values, grads = flat
+    assert not values.is_inference() and not grads.is_inference()
+    assert values.tolist() == [1.0, 1.0, 2.0, 2.0, 2.0]
+    assert grads.tolist() == [0.0, 0.0, 5.0, 5.0, 5.0]
+    assert first.data.data_ptr() == values.data_ptr()
+    assert second.data.data_ptr() == values[2:].data_ptr()
+    assert second.grad.data_ptr() == grads[2:].data_ptr()
+    values.mul_(2.0)
+    assert second.data.tolist() == [4.0, 4.0, 4.0]
+
+
+def test_a_flat_model_loaded_inside_inference_mode_is_flat_and_normal() -> None:
+    """A flat Sequential unpickled inside ``torch.inference_mode()``: its values and gradients
+    come back views of one normal buffer each (not inference tensors each copied apart), with
+    the values it was pickled with."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    written = pickle.dumps(model)
+    with torch.inference_mode():
+        loaded = pickle.loads(written)
+    parameters = list(loaded.parameters())
+    assert not any(p.data.is_inference() or p.grad.is_inference() for p in parameters)
+    assert flat_buffer([p.data for p in parameters]) is not None
+    assert flat_buffer([p.grad for p in parameters]) is not None
+    for got, expected in zip(parameters, model.parameters(), strict=True):
+        assert torch.equal(got.data, expected.data)
