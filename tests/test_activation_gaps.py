@@ -122,3 +122,51 @@ def test_a_negative_setting_beyond_float32_is_refused_as_a_positive_one(
     x = torch.tensor([-1.0, 2.0], dtype=F64)
     reference = F.elu(x, -1e300) if name == "ELU" else F.leaky_relu(x, -1e300)
     assert torch.allclose(module(x), reference, rtol=1e-15, atol=0)
+
+
+# -- Dropout and the activations' checks (a second pass) ---------------------------------------
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_dropout_refuses_a_bool_generator_with_the_hint_about_pytorchs_inplace(flag: bool) -> None:
+    """``Dropout(0.5, False)``, PyTorch's ``(p, inplace)``, passes a bool as minidl's generator:
+    refused (``False`` as well as ``True``), with the hint that names ``inplace=``."""
+    with pytest.raises(TypeError) as info:
+        nn.Dropout(0.5, flag)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "Dropout: generator must be a torch.Generator or None, got bool (PyTorch's second "
+        "argument is inplace, minidl's generator: name inplace=)"
+    )
+
+
+@pytest.mark.parametrize("name", ["LeakyReLU", "ELU"])
+def test_a_setting_of_exactly_float32s_largest_value_is_computed_in_float32(name: str) -> None:
+    """The largest finite float32 is within float32's range: computed (to PyTorch's result),
+    not refused as beyond it (only a value past it is)."""
+    largest = torch.finfo(torch.float32).max
+    x = torch.tensor([-0.5, 0.0, 2.0], dtype=torch.float32)
+    if name == "LeakyReLU":
+        module: nn.Module = nn.LeakyReLU(largest)
+        expected = F.leaky_relu(x, largest)
+    else:
+        module = nn.ELU(alpha=largest)
+        expected = F.elu(x, largest)
+    assert torch.equal(module(x), expected)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "p0-training"])
+def test_dropout_as_the_identity_refuses_a_sparse_input_and_keeps_its_last_forward(
+    training: bool,
+) -> None:
+    """The identity (evaluation mode, or ``p = 0``) refuses a sparse input as training with
+    ``p > 0`` does, naming Dropout, rather than pass it to the layer after; the refused
+    forward leaves the last one's backward (its shape)."""
+    layer = nn.Dropout(0.0) if training else nn.Dropout(0.5).eval()
+    layer(torch.ones(2, 3))
+    with pytest.raises(TypeError) as info:
+        layer(torch.eye(3).to_sparse())
+    assert str(info.value) == (
+        "Dropout: expected a dense input, got a sparse_coo tensor (pass input.to_dense())"
+    )
+    grad = torch.full((2, 3), 0.5)
+    assert torch.equal(layer.backward(grad), grad)
