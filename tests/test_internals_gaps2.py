@@ -576,3 +576,211 @@ def test_a_flat_model_loaded_inside_inference_mode_is_flat_and_normal() -> None:
     assert flat_buffer([p.grad for p in parameters]) is not None
     for got, expected in zip(parameters, model.parameters(), strict=True):
         assert torch.equal(got.data, expected.data)
+
+
+# -- _setting.py, _interrupts.py, _files.py (a second pass) --------------------------------
+
+
+def test_a_setting_aliased_in_a_subclass_keeps_its_name_for_the_class_that_made_it() -> None:
+    """``slope = LeakyReLU.negative_slope`` in a subclass reads and sets the same value as
+    ``negative_slope``; a LeakyReLU made afterwards still computes with its slope and its
+    refusal names ``negative_slope`` (renamed, the setting kept every LeakyReLU's value under
+    the alias's slot, and the forward, which reads ``_negative_slope``, failed)."""
+
+    class Aliased(nn.LeakyReLU):
+        slope = nn.LeakyReLU.negative_slope
+
+    aliased = Aliased(0.5)
+    assert aliased.slope == 0.5 == aliased.negative_slope
+    aliased.slope = 0.25
+    assert aliased.negative_slope == 0.25
+    plain = nn.LeakyReLU(0.1)
+    assert plain.negative_slope == 0.1
+    x = torch.tensor([-2.0, 3.0], dtype=torch.float64)
+    assert torch.equal(plain(x), torch.tensor([-0.2, 3.0], dtype=torch.float64))
+    assert torch.equal(aliased(x), torch.tensor([-0.5, 3.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"^LeakyReLU: negative_slope "):
+        plain.negative_slope = float("nan")
+    assert plain.negative_slope == 0.1
+
+
+def test_a_setting_read_before_it_is_set_raises_without_the_slots_error_as_context() -> None:
+    """The AttributeError for a setting not set yet names the setting, and is raised alone
+    (``from None``): the traceback does not show the slot's own AttributeError (``'Dropout'
+    object has no attribute '_p'``) as the error it was raised while handling."""
+    bare = nn.Dropout.__new__(nn.Dropout)
+    with pytest.raises(AttributeError) as info:
+        bare.p  # noqa: B018
+    assert str(info.value) == "Dropout.p has no value yet: Dropout's constructor sets it"
+    assert info.value.__suppress_context__ and info.value.__cause__ is None
+
+
+def test_a_fixed_setting_refused_names_the_value_kept_the_value_given_and_what_to_do() -> None:
+    """Setting or deleting ``BatchNorm1d.num_features`` raises AttributeError whose whole
+    message names the value kept, the value given and the hint (build a new layer); the layer
+    keeps its value. The same value set again (as a subclass's constructor may) is taken."""
+    layer = nn.BatchNorm1d(3)
+    hint = (
+        "the running statistics, the weight and the bias have that many entries; build a new "
+        "BatchNorm1d for another number"
+    )
+    with pytest.raises(AttributeError) as info:
+        layer.num_features = 4
+    assert (
+        str(info.value) == f"BatchNorm1d: num_features is fixed at construction (3), got 4; {hint}"
+    )
+    with pytest.raises(AttributeError) as info:
+        del layer.num_features
+    assert str(info.value) == (
+        f"BatchNorm1d.num_features cannot be deleted: it is fixed at construction; {hint}"
+    )
+    layer.num_features = 3
+    assert layer.num_features == 3 and type(layer.num_features) is int
+
+
+def test_a_dropped_tensor_of_two_rows_is_named_on_one_line() -> None:
+    """A plain ``inplace`` pickled as a 2 x 4 tensor (8 elements: written whole), dropped as
+    the module is copied: its repr's two rows are written on one line, one space between
+    them, so that the warning is one line."""
+    import copy
+    import warnings
+
+    relu = nn.ReLU()
+    relu.__dict__["inplace"] = torch.zeros(2, 4)  # (a plain attribute, as an earlier version)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        copied = copy.deepcopy(relu)
+    assert [str(w.message) for w in caught] == [
+        "ReLU: inplace=tensor([[0., 0., 0., 0.], [0., 0., 0., 0.]]), pickled by an earlier "
+        "minidl version that ignored it, is dropped (setting it now raises): the ReLU computes "
+        "as it did, as with inplace=False"
+    ]
+    assert copied.inplace is False
+
+
+# -- minidl._interrupts -----------------------------------------------------------------------
+
+
+class _TerminatedError(Exception):
+    pass
+
+
+def test_the_first_interrupt_as_the_handlers_are_put_back_is_the_one_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two interrupts as the handlers are put back (a Ctrl-C, then a SIGTERM as the attempt
+    after it runs): every handler is back, and the first, the Ctrl-C, is raised (not replaced
+    by the one that came while it waited)."""
+    from minidl import _interrupts
+
+    put_back = signal.signal
+    raising: list[BaseException] = [KeyboardInterrupt(), _TerminatedError()]
+
+    def interrupted(number: int, handler: Any) -> Any:
+        previous = put_back(number, handler)
+        if raising:
+            raise raising.pop(0)
+        return previous
+
+    handlers: dict[int, Any] = {
+        signal.SIGINT: signal.default_int_handler,
+        signal.SIGTERM: signal.SIG_DFL,
+    }
+    monkeypatch.setattr(signal, "signal", interrupted)
+    with pytest.raises(BaseException) as info:
+        _interrupts._put_back(handlers)
+    monkeypatch.undo()
+    assert type(info.value) is KeyboardInterrupt, repr(info.value)
+    assert raising == []
+    assert {number: signal.getsignal(number) for number in _NUMBERS} == handlers
+
+
+def test_handlers_that_could_not_be_put_back_in_a_delivery_are_put_back_at_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A delivery whose putting back fails at every attempt (no interrupt: an OSError) raises
+    it, with the handler that notes the signals still in place (the signal is noted again);
+    the deferral goes on, and at its end the handlers there were before, not the one that
+    notes, are put back, and the signal reaches its own handler once."""
+    from minidl._interrupts import deferring_interrupts
+
+    handled: list[int] = []
+    signal.signal(signal.SIGTERM, lambda number, frame: handled.append(number))
+    before: dict[int, Any] = {number: signal.getsignal(number) for number in _NUMBERS}
+    replace = signal.signal
+    failing = [True]
+
+    def refused(number: int, handler: Any) -> Any:
+        if failing[0] and handler is before[number]:
+            raise OSError("refused")
+        return replace(number, handler)
+
+    with deferring_interrupts() as deferred:
+        signal.raise_signal(signal.SIGTERM)
+        monkeypatch.setattr(signal, "signal", refused)
+        with pytest.raises(OSError, match=r"^refused$"):
+            deferred.deliver()
+        failing[0] = False
+        monkeypatch.undo()
+        assert handled == []
+    assert handled == [signal.SIGTERM]
+    assert {number: signal.getsignal(number) for number in _NUMBERS} == before
+
+
+def test_a_delivery_as_a_pause_begins_leaves_the_signals_going_to_their_handlers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A second signal as a pause puts the handlers back (a SIGTERM handled just then, with a
+    SIGINT noted before) hands both over at once; the pause then runs with the signals going
+    to their own handlers as they come, not noted again until it ends."""
+    from minidl import _interrupts
+
+    handled: list[int] = []
+    for number in _NUMBERS:
+        signal.signal(number, lambda got, frame: handled.append(got))
+    before: dict[int, Any] = {number: signal.getsignal(number) for number in _NUMBERS}
+    replace = signal.signal
+    sent: list[int] = []
+
+    def interrupted(number: int, handler: Any) -> Any:
+        previous = replace(number, handler)
+        if number == signal.SIGINT and handler is before[number] and not sent:
+            # (SIGINT's handler back, SIGTERM's not yet: a SIGTERM handled just then)
+            sent.append(signal.SIGTERM)
+            noting = signal.getsignal(signal.SIGTERM)
+            assert callable(noting)
+            noting(signal.SIGTERM, None)
+        return previous
+
+    with _interrupts.deferring_interrupts() as deferred:
+        signal.raise_signal(signal.SIGINT)
+        assert handled == []
+        monkeypatch.setattr(signal, "signal", interrupted)
+        with deferred.paused():
+            monkeypatch.undo()
+            assert sorted(handled) == sorted(_NUMBERS)
+            signal.raise_signal(signal.SIGINT)
+            assert sorted(handled) == sorted([*_NUMBERS, signal.SIGINT])
+    assert sent == [signal.SIGTERM]
+    assert sorted(handled) == sorted([*_NUMBERS, signal.SIGINT])
+
+
+def test_a_pause_of_a_deferral_not_active_defers_nothing_after_it() -> None:
+    """``deferring_interrupts(active=False)`` defers nothing, before, during and after a pause
+    of its Deferred: Ctrl-C raises KeyboardInterrupt at once after the pause, and SIGTERM keeps
+    its handler, after the deferral too (set to the handler that notes, it was never put
+    back)."""
+    from minidl._interrupts import deferring_interrupts
+
+    handled: list[int] = []
+    signal.signal(signal.SIGTERM, lambda number, frame: handled.append(number))
+    before = {number: signal.getsignal(number) for number in _NUMBERS}
+    with deferring_interrupts(active=False) as deferred:
+        with deferred.paused():
+            pass
+        assert {number: signal.getsignal(number) for number in _NUMBERS} == before
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)
+        assert handled == [signal.SIGTERM]
+    assert {number: signal.getsignal(number) for number in _NUMBERS} == before
