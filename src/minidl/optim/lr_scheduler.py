@@ -182,7 +182,8 @@ class LRScheduler:
 
     A subclass implements :meth:`lr_at`, a pure function of the step (an epoch or a batch count,
     as the subclass documents). ``step()`` advances the counter by one and sets
-    ``optimizer.lr = lr_at(counter)``; construction sets ``optimizer.lr = lr_at(0)``, once the
+    ``optimizer.lr = lr_at(counter)``; construction sets ``optimizer.lr = lr_at(0)`` (or the
+    rate of the step a constructor of one's own restored with :meth:`load_state_dict`), once the
     subclass's ``__init__`` has returned (its settings are checked against each other from
     then on, as the built-in schedules' are; a schedule of one's own that only implemented
     ``lr_at`` left the rate as it was, and a schedule built before it on the optimizer went
