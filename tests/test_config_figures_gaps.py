@@ -534,3 +534,84 @@ def test_a_row_refuses_a_name_of_a_str_subclass_it_would_record_as_given() -> No
         ValueError, match=r"^Experiment: loss must be one of 'cross-entropy', 'mse', got "
     ):
         dataclasses.replace(TABLE_II[0], loss=np.str_("mse"))
+
+
+def _with_one_curve(row: Any, curve: tuple[float, ...]) -> RowResult:
+    """A result of ``row`` of one round whose validation curve is ``curve``."""
+    result = fake_row(row, [1.0])
+    rounds = tuple(dataclasses.replace(r, validation_curve=curve) for r in result.rounds)
+    return RowResult(experiment=row, rounds=rounds, seconds=0.0)
+
+
+def test_the_error_axis_of_100000_validation_points_is_labelled_from_its_one_point_error() -> None:
+    """With 100 000 validation points one point's error is 0.001%: the axis is logarithmic down
+    to it and labelled there, at 0.001, 0.002, 0.005 and up by decades (the ticks from one
+    point's error up, however small that is)."""
+    pytest.importorskip("matplotlib")
+
+    plt = figures._pyplot()
+    figure, axes = plt.subplots()
+    try:
+        figures._error_axes(axes, "title", 100_000)
+        axes.set_ylim(0.0, 60.0)
+        ticks = [float(value) for value in axes.yaxis.get_major_locator()()]
+    finally:
+        plt.close(figure)
+    assert ticks[:7] == pytest.approx([0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05])
+    assert ticks[-1] == 100.0
+
+
+def _minor_labels(bottom: float, top: float) -> list[str]:
+    """The labels of the error axis's minor ticks 30, 40 and 60 (1000 validation points)
+    shown from ``bottom`` to ``top``."""
+    pytest.importorskip("matplotlib")
+
+    plt = figures._pyplot()
+    figure, axes = plt.subplots()
+    try:
+        figures._error_axes(axes, "title", 1000)
+        axes.set_ylim(bottom, top)
+        minor = axes.yaxis.get_minor_formatter()
+        return [minor(value, 0) for value in (30.0, 40.0, 60.0)]
+    finally:
+        plt.close(figure)
+
+
+def test_an_error_axis_spanning_less_than_a_decade_above_its_linear_part_labels_its_minor_ticks() -> (
+    None
+):
+    """Errors from 15% to 60% (less than a decade, all above one point's 0.1%) show only the
+    ticks 20 and 50 of 1, 2, 5 x 10^k: the ticks at 30, 40 and 60 are labelled as well; from
+    1% to 60% (more than a decade) they are not."""
+    assert _minor_labels(15.0, 60.0) == ["30", "40", "60"]
+    assert _minor_labels(1.0, 60.0) == ["", "", ""]
+
+
+def test_a_closed_figure_writer_leaves_a_folder_made_since_at_its_old_staging_name(
+    tmp_path: Path,
+) -> None:
+    """Once closed, a writer forgets its hidden folder: a folder that another makes at that
+    name afterwards is not the writer's, and its next ``close`` (after drawing again into a
+    new hidden folder) removes only its own."""
+    pytest.importorskip("matplotlib")
+
+    rows = [
+        _with_one_curve(experiment("II", label), (4.0, 2.0))
+        for label in ("SGD, momentum 0", "SGD, momentum 0.5")
+    ]
+    table_iii = [_with_one_curve(experiment("III", "ADADELTA"), (4.0, 2.0))]
+    out = tmp_path / "out"
+    with figures.FigureWriter([r.experiment for r in (*rows, *table_iii)], out) as writer:
+        assert writer.draw_next(rows) is True
+        ((staged, _),) = writer.staged()
+        old = staged.parent
+        writer.close()
+        assert not old.exists()
+        old.mkdir(parents=True)  # (another's folder, of the name the writer used before)
+        (old / "theirs.txt").write_text("kept")
+        assert writer.draw_next([*rows, *table_iii]) is True
+        ((staged, _),) = writer.staged()
+        assert staged.parent != old
+        writer.close()
+        assert not staged.parent.exists()
+    assert (old / "theirs.txt").read_text() == "kept"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from typing import Any
 
 import pytest
 import torch
@@ -276,3 +277,29 @@ def test_backward_parameters_given_a_gradient_in_the_weight_gradients_memory() -
     assert db is not None
     torch.testing.assert_close(layer.weight.grad, given + dw, rtol=1e-13, atol=1e-15)
     torch.testing.assert_close(layer.bias.grad, db, rtol=1e-13, atol=0)
+
+
+def test_a_linear_layer_pickled_before_it_remembered_input_shapes_still_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Linear pickled by a version before it kept its recent input shapes (no ``_shapes`` in
+    its state) loads into a layer that computes as before, on one batch size, another and the
+    first again."""
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 2, dtype=torch.float64)
+    current = nn.Linear.__getstate__
+
+    def without_shapes(self: nn.Linear) -> dict[str, Any]:
+        state = current(self)
+        del state["_shapes"]
+        return state
+
+    monkeypatch.setattr(nn.Linear, "__getstate__", without_shapes)
+    data = pickle.dumps(layer)
+    monkeypatch.undo()
+    restored = pickle.loads(data)
+    assert layer.bias is not None
+    for batch in (4, 5, 4):
+        x = torch.randn(batch, 3, dtype=torch.float64)
+        expected = x @ layer.weight.data.t() + layer.bias.data
+        torch.testing.assert_close(restored(x), expected, rtol=0, atol=1e-12)
