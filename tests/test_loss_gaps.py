@@ -477,3 +477,53 @@ def test_huber_halves_a_large_difference_before_it_squares_it(
     assert torch.equal(loss, expected.detach())
     assert reference.grad is not None
     assert torch.equal(criterion.backward(), reference.grad)
+
+
+def test_a_float16_mean_of_a_small_batch_is_summed_in_float32_and_rounded_once() -> None:
+    """Float16 logits of a few rows (a batch a dot product would sum in other dtypes): the
+    mean loss is the float64 mean of the float16 log-probabilities picked, rounded once to
+    float16, for 20 seeded batches of 3 rows (whose -1/3 float16 cannot hold exactly)."""
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        logits = torch.randn(3, 5, generator=generator).half()
+        target = torch.randint(0, 5, (3,), generator=generator)
+        loss = nn.CrossEntropyLoss()(logits, target)
+        picked = logits.log_softmax(-1).gather(-1, target.unsqueeze(-1)).double()
+        assert torch.equal(loss, (-picked.sum() / 3).half()), (logits, target)
+
+
+def test_a_16_bit_huber_loss_rounds_each_element_before_the_sum() -> None:
+    """A float16 or bfloat16 Huber loss (a mean and a sum) rounds each element, computed in
+    float32 from the 16-bit inputs, to the 16-bit dtype before the sum, which is exact and
+    rounded once: as PyTorch's float16 loss is, bit for bit. Summing the float32 elements
+    unrounded differs in the last bit for some of these 100 seeded batches a case."""
+    generator = torch.Generator().manual_seed(0)
+    for dtype in (torch.float16, torch.bfloat16):
+        for reduction in ("mean", "sum"):
+            for _ in range(100):
+                prediction = torch.randn(16, 8, generator=generator).to(dtype)
+                target = torch.randn(16, 8, generator=generator).to(dtype)
+                got = nn.HuberLoss(delta=0.75, reduction=reduction)(prediction, target)
+                elements = F.huber_loss(
+                    prediction.float(), target.float(), delta=0.75, reduction="none"
+                )
+                total = elements.to(dtype).double().sum()
+                expected = (total / 128 if reduction == "mean" else total).to(dtype)
+                assert got.dtype is dtype
+                assert torch.equal(got, expected), (dtype, reduction, got, expected)
+                if dtype is torch.float16:
+                    assert torch.equal(
+                        got, F.huber_loss(prediction, target, delta=0.75, reduction=reduction)
+                    )
+
+
+def test_bce_with_logits_of_large_logits_keeps_its_two_nonnegative_terms_exact() -> None:
+    """Logits of millions with targets near 0 or 1: the float32 loss, summed, is the float64
+    loss of the same inputs rounded to float32 (3500034.5); computed as ``max(z, 0) - z t``
+    the difference of two near-equal products lost two units (3500036.5)."""
+    logits = torch.tensor([[1e8, -3e7, 5e6]])
+    target = torch.tensor([[1 - 2**-24, 2**-20, 0.3]])
+    got = nn.BCEWithLogitsLoss(reduction="sum")(logits, target)
+    expected = F.binary_cross_entropy_with_logits(logits.double(), target.double(), reduction="sum")
+    assert got.dtype is torch.float32
+    assert torch.equal(got, expected.float())
