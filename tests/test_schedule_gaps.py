@@ -734,3 +734,46 @@ def test_a_schedule_not_yet_started_is_superseded_by_no_older_one() -> None:
     assert resumed.step() == optimizer.lr == 0.4 * 0.0625
     with pytest.raises(RuntimeError, match=r"^StepDecay\.step: the optimizer is scheduled by"):
         older.step()
+
+
+@pytest.mark.parametrize("given", [[0.2, 3], "base_lr"], ids=["list", "str"])
+def test_load_state_dict_refuses_a_sequence_as_no_mapping(given: object) -> None:
+    """A list or a str (which can be indexed, but are no mapping) is refused as what it is,
+    naming the schedule, not read for keys it would be missing; nothing changes."""
+    optimizer = _sgd()
+    decay = optim.StepDecay(optimizer, step_size=1, gamma=0.5)
+    decay.step()
+    with pytest.raises(TypeError) as caught:
+        decay.load_state_dict(given)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "StepDecay.load_state_dict: expected a mapping (as state_dict() returns), got "
+        f"{type(given).__name__}"
+    )
+    assert (decay.last_step, decay.base_lr, optimizer.lr) == (1, LR, LR * 0.5)
+
+
+class _Overflowing(optim.LRScheduler):
+    """A schedule of one's own whose rate cannot be computed past step 0, and whose repr holds
+    an integer of 40 digits (the longest written in full) and one of 41."""
+
+    def lr_at(self, step: int) -> float:
+        if step:
+            raise OverflowError("int too large to convert to float")
+        return self.base_lr
+
+    def __repr__(self) -> str:
+        return f"_Overflowing(kept={10**39}, shortened={10**40})"
+
+
+def test_a_refused_rate_shortens_only_the_integers_longer_than_40_digits() -> None:
+    """The message of a rate that cannot be computed quotes the schedule's repr with each
+    integer of more than 40 digits written by its number of digits, and one of exactly 40 in
+    full."""
+    schedule = _Overflowing(_sgd())
+    with pytest.raises(ValueError) as caught:
+        schedule.step()
+    assert str(caught.value) == (
+        "_Overflowing.step: the rate of step 1 cannot be computed (int too large to convert to "
+        f"float; _Overflowing(kept={10**39}, shortened=an int of 41 digits)); expected settings "
+        "and steps within the range of a float"
+    )
