@@ -777,3 +777,25 @@ def test_a_refused_rate_shortens_only_the_integers_longer_than_40_digits() -> No
         f"float; _Overflowing(kept={10**39}, shortened=an int of 41 digits)); expected settings "
         "and steps within the range of a float"
     )
+
+
+def test_a_setting_changed_inside_nested_sequences_checks_the_outer_sequences_step() -> None:
+    """A setting of a schedule inside a sequence that is itself inside another is checked
+    against every sequence holding it: the outer one's ``last_step`` set by hand to no count
+    is named, in the setting's words, before anything changes (the inner sequence's alone was
+    checked, and the outer one failed later, in its own step)."""
+    optimizer = _sgd()
+    first = optim.StepDecay(optimizer, step_size=1, gamma=0.5)
+    second = optim.StepDecay(optimizer, step_size=2, gamma=0.5)
+    inner = optim.SequentialSchedule(optimizer, [first, second], milestones=[2])
+    after = optim.StepDecay(optimizer, step_size=1, gamma=0.9)
+    outer = optim.SequentialSchedule(optimizer, [inner, after], milestones=[4])
+    outer.step()
+    outer.last_step = "x"  # type: ignore[assignment]
+    with pytest.raises(TypeError) as caught:
+        second.gamma = 0.25
+    assert str(caught.value) == (
+        "StepDecay.gamma: the SequentialSchedule's last_step (the steps done) must be an "
+        "integer >= 0, got 'x'"
+    )
+    assert (second.gamma, optimizer.lr) == (0.5, LR * 0.5)
