@@ -238,11 +238,13 @@ def test_an_input_in_the_weight_gradients_memory_is_read_as_given_after_zero_gra
     torch.testing.assert_close(layer.bias.grad, db, rtol=1e-13, atol=0)
 
 
-def test_a_gradient_given_in_the_weight_gradients_memory_gives_g_w_as_given() -> None:
-    """A gradient of the outputs given to backward in the memory of ``weight.grad`` (the
-    gradient itself, of the outputs' shape) is read as given for the input gradient G W, though
-    the weight gradient is accumulated over it: G W is autograd's for G as given, and the weight
-    gradient is G's old values plus G^T X."""
+@pytest.mark.parametrize("method", ["backward", "backward_parameters"])
+def test_a_gradient_given_in_the_weight_gradients_memory_is_read_as_given(method: str) -> None:
+    """A gradient of the outputs given to ``backward`` (or to ``backward_parameters`` alone) in
+    the memory of ``weight.grad`` (the gradient itself, of the outputs' shape) is read as
+    given, though the weight gradient is accumulated over it: G W is autograd's for G as given,
+    the weight gradient G's old values plus G^T X, and the bias gradient the sum of G's rows
+    (not of the rows the weight's accumulation wrote over them)."""
     torch.manual_seed(12)
     layer = nn.Linear(3, 3, dtype=F64)
     assert layer.weight.grad is not None and layer.bias is not None
@@ -251,30 +253,12 @@ def test_a_gradient_given_in_the_weight_gradients_memory_gives_g_w_as_given() ->
     layer.weight.grad.copy_(torch.randn(3, 3, dtype=F64))
     g = layer.weight.grad
     given = g.clone()
-    grad_input = layer.backward(g)
     dx, dw, db = _autograd(x, layer.weight.data, layer.bias.data, given)
     assert db is not None
-    torch.testing.assert_close(grad_input, dx, rtol=1e-13, atol=0)
-    torch.testing.assert_close(layer.weight.grad, given + dw, rtol=1e-13, atol=1e-15)
-    torch.testing.assert_close(layer.bias.grad, db, rtol=1e-13, atol=0)
-
-
-def test_backward_parameters_given_a_gradient_in_the_weight_gradients_memory() -> None:
-    """``backward_parameters`` called by itself (no G W) with a gradient of the outputs in the
-    memory of ``weight.grad`` reads G as given: the weight gradient is G's old values plus
-    autograd's G^T X, and the bias gradient autograd's sum of G's rows (not of the rows that
-    the weight's accumulation wrote over them)."""
-    torch.manual_seed(13)
-    layer = nn.Linear(3, 3, dtype=F64)
-    assert layer.weight.grad is not None and layer.bias is not None
-    x = torch.randn(3, 3, dtype=F64)
-    layer(x)
-    layer.weight.grad.copy_(torch.randn(3, 3, dtype=F64))
-    g = layer.weight.grad
-    given = g.clone()
-    layer.backward_parameters(g)
-    _, dw, db = _autograd(x, layer.weight.data, layer.bias.data, given)
-    assert db is not None
+    if method == "backward":
+        torch.testing.assert_close(layer.backward(g), dx, rtol=1e-13, atol=0)
+    else:
+        layer.backward_parameters(g)
     torch.testing.assert_close(layer.weight.grad, given + dw, rtol=1e-13, atol=1e-15)
     torch.testing.assert_close(layer.bias.grad, db, rtol=1e-13, atol=0)
 
