@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ import torch
 
 from minidl import nn, optim
 from minidl.optim.adadelta import eps_refusal
+from minidl.optim.optimizer import MOST_STEPS
+from minidl.train import fit
 from tests.test_optimizer_mutants import _assert_unchanged, _set_gradients, _snapshot
 
 F64 = torch.float64
@@ -321,3 +324,90 @@ def test_an_aliased_setting_is_named_once_where_the_settings_are_listed() -> Non
     with pytest.raises(AttributeError, match=f"^{re.escape(message)}$"):
         optimizer.param_groups  # noqa: B018
     assert optimizer.mu == 0.5
+
+
+# -- the concrete optimizers (a second pass) -------------------------------------------------
+
+
+def test_fit_refuses_an_adamw_decay_beyond_float16_at_the_last_countable_step() -> None:
+    """At ``step_count`` 2**63 - 1, the last step count an optimizer takes, AdamW's decay
+    factor ``1 - lr * weight_decay`` beyond float16's range is refused by fit before training
+    (the note says so; the generator is not drawn, the parameters are untouched), as at any
+    other step count. Mutant killed: Adam's look-ahead check taking only counts below
+    2**63 - 1 (the step then refused it, once fit had drawn a shuffle)."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 2, dtype=torch.float16))
+    optimizer = optim.AdamW(model.parameters(), lr=300.0, eps=1e-4, weight_decay=300.0)
+    optimizer.step_count = MOST_STEPS
+    values = [p.data.clone() for p in model.parameters()]
+    generator = torch.Generator().manual_seed(0)
+    drawn = generator.get_state()
+    x, y = torch.randn(4, 3).half(), torch.randint(2, (4,))
+    with pytest.raises(ValueError) as info:
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, batch_size=2,
+            generator=generator)  # fmt: skip
+    assert str(info.value) == (
+        "AdamW: the decay factor 1 - lr * weight_decay is -89999 (lr=300.0, "
+        "weight_decay=300.0), beyond the range of the parameters' dtype torch.float16 "
+        "(largest 65504); give a smaller lr or weight_decay"
+    )
+    assert getattr(info.value, "__notes__", None) == [
+        "fit asked the optimizer before training, as its first step would"
+    ]
+    assert optimizer.step_count == MOST_STEPS
+    assert torch.equal(generator.get_state(), drawn)
+    assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+
+
+RMSPROP_NAMES = "['alpha', 'centered', 'eps', 'momentum', 'weight_decay']"
+
+
+@pytest.mark.parametrize(
+    ("change", "kind", "message"),
+    [
+        ({"alpha": 1.5}, ValueError, "RMSprop.load_state_dict: alpha must be in [0, 1], got 1.5"),
+        (
+            {"momentum": "0.5"},
+            TypeError,
+            "RMSprop.load_state_dict: momentum must be a finite number in [0, 1) (a float or an "
+            "int), got str '0.5'",
+        ),
+        ({"eps": 0.0}, ValueError, "RMSprop.load_state_dict: eps must be in (0, inf), got 0.0"),
+        (
+            {"centered": None},
+            KeyError,
+            f"RMSprop.load_state_dict: hyper-parameters must be {RMSPROP_NAMES}, got "
+            "['alpha', 'eps', 'momentum', 'weight_decay']",
+        ),
+        (
+            {"nesterov": True},
+            KeyError,
+            f"RMSprop.load_state_dict: hyper-parameters must be {RMSPROP_NAMES}, got "
+            "['alpha', 'centered', 'eps', 'momentum', 'nesterov', 'weight_decay']",
+        ),
+    ],
+    ids=["alpha-1.5", "momentum-str", "eps-0", "centered-missing", "nesterov-extra"],
+)
+def test_rmsprop_refuses_bad_saved_hyperparameters_in_load_state_dicts_name(
+    change: dict[str, Any], kind: type[Exception], message: str
+) -> None:
+    """A state saved by RMSprop whose hyper-parameters were edited (a value out of range or of
+    the wrong type, one missing or one of another optimizer) is refused as the constructor
+    refuses the value, in ``load_state_dict``'s name, with the list of names expected, and the
+    optimizer is left as it was. Mutant killed: RMSprop's own check of the saved settings
+    (centered and momentum) no longer calling the base class's (the value then refused in the
+    constructor's name, a missing one as a bare KeyError, an extra one taken)."""
+    parameter = nn.Parameter(torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64))
+    optimizer = optim.RMSprop([parameter], lr=0.01, momentum=0.5)
+    parameter.grad.copy_(torch.tensor([0.5, 0.25, -1.0], dtype=torch.float64))
+    optimizer.step()
+    saved = optimizer.state_dict()
+    edited = {key: value for key, value in saved["hyperparameters"].items() if key not in change}
+    edited.update({key: value for key, value in change.items() if value is not None})
+    before = {key: tensor.clone() for key, tensor in optimizer.state.items()}
+    with pytest.raises(kind) as info:
+        optimizer.load_state_dict({**saved, "hyperparameters": edited, "lr": 0.5})
+    assert info.value.args == (message,)
+    assert optimizer.lr == 0.01 and optimizer.step_count == 1
+    assert optimizer.hyperparameters() == saved["hyperparameters"]
+    assert all(torch.equal(optimizer.state[key], t) for key, t in before.items())
