@@ -4,10 +4,15 @@ an exception's type and message, or state left as it was, against an exact oracl
 
 from __future__ import annotations
 
+import _thread
 import copy
+import errno
 import importlib
+import os
 import pickle
 import signal
+import sys
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +22,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from minidl import nn
+from minidl import _files, nn
 from minidl.nn.flat import flat_buffer, flatten_parameters
 
 _NUMBERS = (signal.SIGINT, signal.SIGTERM)
@@ -784,3 +789,49 @@ def test_a_pause_of_a_deferral_not_active_defers_nothing_after_it() -> None:
         signal.raise_signal(signal.SIGTERM)
         assert handled == [signal.SIGTERM]
     assert {number: signal.getsignal(number) for number in _NUMBERS} == before
+
+
+def test_a_dropped_setting_loaded_where_minidl_code_is_the_threads_first_frame_still_warns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``pickle.loads`` run as the whole of a low-level thread (``_thread.start_new_thread``:
+    the module's ``__setstate__`` is then the thread's first Python frame, with no caller):
+    the plain ``inplace`` that the check refuses is dropped with its warning, not lost to an
+    error raised in looking for a caller outside minidl that does not exist."""
+    relu = nn.ReLU()
+    relu.__dict__["inplace"] = torch.zeros(2)  # (a plain attribute, as an earlier version)
+    blob = pickle.dumps(relu)
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _thread.start_new_thread(pickle.loads, (blob,))
+        deadline = time.monotonic() + 10
+        while not caught and not unraisable and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert [repr(hook.exc_value) for hook in unraisable] == []
+    assert [str(w.message) for w in caught] == [
+        "ReLU: inplace=tensor([0., 0.]), pickled by an earlier minidl version that ignored it, "
+        "is dropped (setting it now raises): the ReLU computes as it did, as with inplace=False"
+    ]
+
+
+class _Place(os.PathLike[str]):
+    """A path object of the caller's own: ``os.fspath`` gives its path; its ``str`` (the
+    default ``repr``) is no path."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __fspath__(self) -> str:
+        return self.path
+
+
+def test_naming_file_names_a_path_like_object_by_its_path() -> None:
+    """A write error that names no file, inside ``naming_file`` given a path-like object of
+    the caller's own (``os.PathLike``, which minidl's savers take): the error names its path
+    (``os.fspath``), not the object's ``str``."""
+    with pytest.raises(OSError) as info, _files.naming_file(_Place("runs/a.ckpt")):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.filename == "runs/a.ckpt"
+    assert str(info.value) == "[Errno 28] No space left on device: 'runs/a.ckpt'"
