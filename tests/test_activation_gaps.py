@@ -8,12 +8,15 @@ documented formula, a fresh module's result, or the documented error (type and m
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from minidl import nn
+from minidl import nn, optim
 
 F16, BF16, F32, F64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
 
@@ -170,3 +173,167 @@ def test_dropout_as_the_identity_refuses_a_sparse_input_and_keeps_its_last_forwa
     )
     grad = torch.full((2, 3), 0.5)
     assert torch.equal(layer.backward(grad), grad)
+
+
+# -- Dropout: a module pickled before it kept its last forward's device and dtype ----------------
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "p0-training"])
+def test_dropout_pickled_before_it_kept_the_forwards_device_and_dtype_passes_the_gradient_on(
+    training: bool,
+) -> None:
+    """A Dropout pickled after an identity forward (evaluation mode, or ``p = 0``) by a version
+    that kept neither the forward's device nor its dtype loads, and its backward is the identity
+    as before: the gradient itself, not an ``AttributeError`` for the attributes it lacks."""
+    module = nn.Dropout(0.5 if not training else 0.0)
+    module.train(training)
+    x = torch.tensor([[0.5, -1.0, 2.0], [0.0, 3.0, -2.0]], dtype=F64)
+    assert torch.equal(module(x), x)
+    state = module.__getstate__()
+    del state["_device"], state["_dtype"]
+    old = nn.Dropout.__new__(nn.Dropout)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    gradient = torch.tensor([[1.0, 2.0, -3.0], [0.25, 0.0, 4.0]], dtype=F64)
+    assert old.backward(gradient) is gradient
+    # A forward after loading keeps them again: a float16 gradient is then promoted to float64.
+    old(x)
+    assert old.backward(gradient.to(F16)).dtype is F64
+
+
+# -- Activation: a run that writes into a stack's output checks its input's dtype ---------------
+
+
+class _IntegerReLU(nn.ReLU):
+    """A ReLU of one's own that takes integer inputs (its input check refuses only non-tensors)."""
+
+    def _check_input(self, input: object) -> None:
+        if not isinstance(input, torch.Tensor):
+            raise TypeError(f"_IntegerReLU: expected a tensor, got {type(input).__name__}")
+
+
+def test_a_stacked_relu_refuses_an_integer_input_that_a_run_of_ones_own_takes() -> None:
+    """A stack whose other run checks its input itself (taking integers) leaves the dtype to
+    each run: the built-in ReLU's run, which writes into the stack's output, refuses an int64
+    input as ``ReLU()`` alone does (a TypeError naming ReLU and the dtype), rather than compute
+    on it; its own run alone takes it, and a float input is computed by both."""
+    stack = nn.StackedActivation([(nn.ReLU(), 2), (_IntegerReLU(), 1)])
+    x = torch.tensor([[-1, 2], [3, -4], [5, -6]])
+    expected = (
+        "ReLU: expected a floating-point input of dtype float16, bfloat16, float32 or float64, "
+        "got dtype torch.int64"
+    )
+    with pytest.raises(TypeError) as alone:
+        nn.ReLU()(x)
+    assert str(alone.value) == expected
+    with pytest.raises(TypeError) as stacked:
+        stack(x)
+    assert str(stacked.value) == expected
+    assert torch.equal(_IntegerReLU()(x), torch.tensor([[0, 2], [3, 0], [5, 0]]))
+    floats = x.to(F32)
+    assert torch.equal(stack(floats), torch.relu(floats))
+
+
+# -- check_input: a sparse input, and the article of the shape's refusal -------------------------
+
+_TWO_D: dict[str, Callable[[], nn.Module]] = {
+    "Softmax": lambda: nn.Softmax(dim=1),
+    "LogSoftmax": lambda: nn.LogSoftmax(dim=1),
+    "Linear": lambda: nn.Linear(3, 2),
+    "BatchNorm1d": lambda: nn.BatchNorm1d(3),
+}
+
+
+@pytest.mark.parametrize("name", list(_TWO_D))
+def test_a_module_of_two_dimensional_inputs_refuses_a_sparse_input_by_name(name: str) -> None:
+    """A sparse COO input of the right shape and dtype is refused before anything is computed,
+    a TypeError naming the module and the fix (Linear would otherwise return a dense output
+    whose backward the tensor library refuses; the others fail in its words)."""
+    x = torch.tensor([[0.5, 0.0, -1.0], [0.0, 2.0, 0.0]]).to_sparse()
+    with pytest.raises(TypeError) as info:
+        _TWO_D[name]()(x)
+    assert str(info.value) == (
+        f"{name}: expected a dense input, got a sparse_coo tensor (pass input.to_dense())"
+    )
+
+
+def test_the_refusal_of_a_shape_says_an_input_and_a_prediction() -> None:
+    """The refusal of a tensor that is not ``(N, features)`` names it with its article: "an
+    input" for a module, "a prediction" for a loss."""
+    with pytest.raises(ValueError) as input_refused:
+        nn.Softmax(dim=1)(torch.ones(2, 3, 4))
+    assert str(input_refused.value) == (
+        "Softmax: expected an input of shape (N, features), got shape (2, 3, 4)"
+    )
+    with pytest.raises(ValueError) as prediction_refused:
+        nn.MSELoss()(torch.ones(3), torch.ones(3))
+    assert str(prediction_refused.value) == (
+        "MSELoss: expected a prediction of shape (N, features), got shape (3,)"
+    )
+
+
+# -- check_like_parameter and check_layer_parameters: a gradient's refusal, a bias's device --------
+
+
+def test_a_linear_whose_bias_was_moved_by_hand_to_another_device_names_both_devices() -> None:
+    """A bias set by hand on another device than the weight (``bias.data = ...``) is refused
+    at the next forward, a ValueError naming both dtypes and devices, rather than failing in
+    the tensor library's words."""
+    layer = nn.Linear(3, 2)
+    assert layer.bias is not None
+    layer.bias.data = torch.zeros(2, device="meta")
+    with pytest.raises(ValueError) as info:
+        layer(torch.ones(4, 3))
+    assert str(info.value) == (
+        "Linear: bias is torch.float32 on meta but weight is torch.float32 on cpu"
+    )
+
+
+# -- check_still_fits: a module moved to another device between forward and backward --------------
+
+
+@pytest.mark.parametrize("name", ["Linear", "BatchNorm1d"])
+def test_a_layer_moved_to_another_device_after_its_forward_says_so_at_backward(name: str) -> None:
+    """A layer moved (``.to(device=...)``) between its forward and its backward is refused with
+    the move named, the parameters' device against the last forward's, and the fix (forward
+    again), not in the tensor library's words nor as a gradient on the wrong device."""
+    layer = nn.Linear(3, 2) if name == "Linear" else nn.BatchNorm1d(3)
+    output = layer(torch.randn(4, 3, generator=torch.Generator().manual_seed(0)))
+    layer.to(device="meta")
+    with pytest.raises(RuntimeError) as info:
+        layer.backward(torch.ones_like(output))
+    assert str(info.value) == (
+        f"{name}: the parameters are torch.float32 on meta but the last forward ran in "
+        "torch.float32 on cpu: the module was cast or moved (.to(...)) after that forward; run "
+        "forward again before backward"
+    )
+
+
+# -- given_parameter: a pair given as a list ------------------------------------------------------
+
+
+def test_an_optimizer_given_pairs_as_lists_names_them_with_the_fix() -> None:
+    """A (value, gradient) pair or a (name, Parameter) pair given as a two-item list (as after
+    a round trip through JSON, or built by hand) is named as the tuple is, with the fix (pass
+    ``model.parameters()``), not only as a "list"; a plain tensor is named with the Parameter
+    that holds one (it was "got Tensor", torch.Tensor's module being "torch")."""
+    layer = nn.Linear(2, 1)
+
+    with pytest.raises(TypeError) as values:
+        optim.SGD([[torch.zeros(2), torch.zeros(2)]], lr=0.1)  # type: ignore[list-item]
+    assert str(values.value) == (
+        "SGD: params[0] must be a minidl Parameter, got a list of two tensors, a (value, "
+        "gradient) pair as param() gives (pass model.parameters(), the Parameters that hold them)"
+    )
+    with pytest.raises(TypeError) as named:
+        optim.SGD([["weight", layer.weight]], lr=0.1)  # type: ignore[list-item]
+    assert str(named.value) == (
+        "SGD: params[0] must be a minidl Parameter, got a list ('weight', Parameter), a pair as "
+        "named_parameters() gives (pass model.parameters())"
+    )
+    with pytest.raises(TypeError) as plain:
+        optim.SGD([torch.zeros(2)], lr=0.1)  # type: ignore[list-item]
+    assert str(plain.value) == (
+        "SGD: params[0] must be a minidl Parameter, got torch.Tensor, a PyTorch tensor "
+        "(minidl.nn.Parameter(tensor) holds one as a Parameter; minidl modules give theirs with "
+        ".parameters())"
+    )

@@ -163,6 +163,11 @@ def given_parameter(value: object) -> str:
             f"a {kind.__name__}: parameter groups are not supported (a minidl optimizer is one "
             "group; build one optimizer for each group's parameters)"
         )
+    if kind is Tensor:  # (whose module is "torch")
+        return (
+            "torch.Tensor, a PyTorch tensor (minidl.nn.Parameter(tensor) holds one as a "
+            "Parameter; minidl modules give theirs with .parameters())"
+        )
     if kind.__module__.startswith("torch.") and isinstance(value, Tensor):
         return (
             f"{kind.__module__}.{kind.__qualname__}, a PyTorch tensor or parameter (minidl "
