@@ -872,7 +872,7 @@ def test_identity_takes_any_arguments_and_uses_none_as_torchs() -> None:
         (
             "parameter",
             torch.zeros(2),
-            ["expected a minidl Parameter (or None) for 'extra'", "got Tensor"],
+            ["expected a minidl Parameter (or None) for 'extra'", "got torch.Tensor, a PyTorch"],
         ),
         ("buffer", [0.0, 0.0], ["expected a torch.Tensor for 'extra'", "got list"]),
         ("module", torch.zeros(2), ["expected a minidl Module for 'extra'", "got Tensor"]),
