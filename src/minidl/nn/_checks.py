@@ -111,9 +111,7 @@ def given_module(value: object) -> str:
     if isinstance(value, type):
         if _module_class(value):
             return f"the class {value.__name__}; pass an instance, {value.__name__}()"
-        if callable(getattr(value, "parameters", None)) and any(
-            base.__module__.startswith("torch.") for base in value.__mro__
-        ):
+        if callable(getattr(value, "parameters", None)) and _derives_from_torch(value):
             return (
                 f"the class {value.__module__}.{value.__qualname__}, a PyTorch module's class "
                 "(minidl.nn has its own modules; minidl.interop.from_torch converts a PyTorch "
@@ -193,9 +191,12 @@ def is_pytorch_module(value: object) -> bool:
     """Whether ``value`` is a PyTorch module: of PyTorch's own module classes, or of a class of
     one's own derived from one (a network written for PyTorch), told by the modules its
     classes come from, without importing PyTorch's module package."""
-    return callable(getattr(value, "parameters", None)) and any(
-        base.__module__.startswith("torch.") for base in type(value).__mro__
-    )
+    return callable(getattr(value, "parameters", None)) and _derives_from_torch(type(value))
+
+
+def _derives_from_torch(kind: type) -> bool:
+    """Whether ``kind`` or a class it derives from comes from a module of PyTorch's."""
+    return any(base.__module__.startswith("torch.") for base in kind.__mro__)
 
 
 def check_not_in_place(where: str, inplace: object) -> None:
