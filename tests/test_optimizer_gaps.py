@@ -7,6 +7,7 @@ and message, with the optimizer left as it was."""
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from typing import Any
@@ -411,3 +412,45 @@ def test_rmsprop_refuses_bad_saved_hyperparameters_in_load_state_dicts_name(
     assert optimizer.lr == 0.01 and optimizer.step_count == 1
     assert optimizer.hyperparameters() == saved["hyperparameters"]
     assert all(torch.equal(optimizer.state[key], t) for key, t in before.items())
+
+
+# -- SGD against torch.optim.SGD at the edges of a dtype's range (docs/pytorch.md) --------------
+
+
+@pytest.mark.parametrize(
+    ("dtype", "weight", "gradient", "momentum", "steps", "mine", "theirs"),
+    [
+        # lr * g subnormal: 0.5 * 5e-324 rounds to 0 on its own, not inside PyTorch's w - lr b
+        (torch.float64, 5e-324, 5e-324, 0.5, 1, 5e-324, 0.0),
+        (torch.float32, 1e-45, 1e-45, 0.5, 1, 1.401298464324817e-45, 0.0),
+        # the sign of a zero: PyTorch's first buffer is g itself, minidl's velocity mu 0 + lr g
+        (torch.float64, -0.0, -0.0, 0.5, 1, -0.0, 0.0),
+        # PyTorch's buffer b = mu b + g overflows, minidl's velocity v = lr b does not
+        (torch.float32, 3e38, 3e38, 0.9, 2, -1.3499998199323037e38, -math.inf),
+    ],
+)
+def test_sgd_differs_from_pytorch_at_a_power_of_two_rate_only_where_its_docs_say(
+    dtype: torch.dtype,
+    weight: float,
+    gradient: float,
+    momentum: float,
+    steps: int,
+    mine: float,
+    theirs: float,
+) -> None:
+    """SGD's docstring and docs/pytorch.md ("The paper's conventions") give PyTorch's bits at
+    a power-of-two rate but for subnormal products, the sign of a zero and a PyTorch buffer
+    that overflows: each exception as they describe it, both sides computed here (a PyTorch
+    that changed its side makes the docs out of date)."""
+    parameter = nn.Parameter(torch.tensor([weight], dtype=dtype))
+    twin = torch.nn.Parameter(torch.tensor([weight], dtype=dtype))
+    optimizer = optim.SGD([parameter], lr=0.5, momentum=momentum)
+    reference = torch.optim.SGD([twin], lr=0.5, momentum=momentum, foreach=False)
+    for _ in range(steps):
+        parameter.grad.fill_(gradient)
+        twin.grad = torch.tensor([gradient], dtype=dtype)
+        optimizer.step()
+        reference.step()
+    for value, expected in ((parameter.data, mine), (twin.detach(), theirs)):
+        assert value.item() == expected
+        assert math.copysign(1.0, value.item()) == math.copysign(1.0, expected)

@@ -107,7 +107,11 @@ class Adam(Optimizer):
         ``sqrt(1 - beta2^t)`` and AdamW's decay factor ``1 - lr weight_decay``; refused, before
         the step changes anything, where one lies beyond the parameters' ``dtype`` (a rate the
         constructor takes, ten times larger at the first step with beta1 0.9, failed part-way
-        through the step in the tensor library's words, the moving averages updated)."""
+        through the step in the tensor library's words, the moving averages updated). In float16
+        and bfloat16 PyTorch's kernels take such a number, computing in float32, and its step
+        may come out finite (``lr`` 1e4 at the first step, a step size of 1e5, in float16):
+        refused there too, one rule for every dtype, as a rate whose step the parameters'
+        dtype cannot hold."""
         beta1, beta2 = self._betas
         step = count + 1
         step_size = self.lr / (1 - beta1**step)

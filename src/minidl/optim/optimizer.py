@@ -137,12 +137,14 @@ class Optimizer:
     state tensors (where an update writes ``operand(rho, x)`` for a constant ``rho``, read the
     number ``rho``: a cached 0-dim tensor of ``x``'s dtype that gives the same bits without a
     conversion on every call, see ``minidl/_scalar.py``). The state of all parameters lives in
-    one flat tensor per name, in :attr:`state`, a dict of those names in that order: a tensor
-    may be replaced (``optimizer.state[name] = tensor``), but a state of other names, of
+    one flat tensor per name, in :attr:`state`, a dict of those names in that order, the
+    parameters' entries in the order of :attr:`params`, so that the state is kept by place: a
+    ``Parameter`` of the same size put in ``params[i]`` takes over the state there (PyTorch's
+    optimizers key it by parameter object), one of another size is refused at the next step. A
+    tensor may be replaced (``optimizer.state[name] = tensor``), but a state of other names, of
     another order or no dict is refused by ``step``, ``state_dict`` and ``load_state_dict``
     (and by :func:`~minidl.train.fit` before it trains), before anything changes. When the
-    parameters' values and gradients are views of flat
-    buffers (as in a :class:`~minidl.nn.Sequential`), ``step`` and ``zero_grad`` run one update
+    parameters' values and gradients are views of flat buffers (as in a :class:`~minidl.nn.Sequential`), ``step`` and ``zero_grad`` run one update
     over the whole model; otherwise they run it parameter by parameter. Both give the same
     numbers.
 

@@ -43,7 +43,9 @@ class RMSprop(Optimizer):
         weight_decay: :math:`\lambda_{wd}`, >= 0 (default 0).
         momentum: :math:`\mu`, in ``[0, 1)`` (default 0).
         centered: divide by the moving standard deviation instead of the root mean square
-            (default ``False``).
+            (default ``False``). Set between steps, ``momentum`` may go from one positive value
+            to another, not to or from 0, and ``centered`` not change: their state tensors are
+            made, or not, when the optimizer is built.
 
     State:
         ``square_avg`` (:math:`s`), ``momentum_buffer`` (:math:`b`, when ``momentum > 0``) and

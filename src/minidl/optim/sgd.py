@@ -25,9 +25,12 @@ class SGD(Optimizer):
     (minidl has no dampening) in exact arithmetic (whose buffer is
     :math:`b_t = \mu b_{t-1} + g_t` with :math:`w_t = w_{t-1} - \lambda b_t`, so :math:`v = \lambda b`).
     At a rate that is a power of two (1, 0.5, 0.25, ...) :math:`v = \lambda b` holds in floating
-    point too, a scaling by :math:`2^k` commuting with rounding (short of float16's subnormal
-    numbers), and the parameters are PyTorch's bit for bit (its CPU default, one tensor at a
-    time; in float16 and bfloat16 where its ``add_`` rounds once, see :mod:`minidl._scalar`).
+    point too, a scaling by :math:`2^k` commuting with rounding (short of subnormal numbers),
+    and the parameters are PyTorch's bit for bit (its CPU default, one tensor at a time; in
+    float16 and bfloat16 where its ``add_`` rounds once, see :mod:`minidl._scalar`), but where
+    :math:`\lambda g` or the step is subnormal, in the sign of a zero (PyTorch's first buffer is
+    :math:`g` itself, minidl's :math:`\mu \cdot 0 + \lambda g`), and where PyTorch's
+    :math:`b` overflows and :math:`v` does not (docs/pytorch.md, "The paper's conventions").
     At any other rate :math:`v` is :math:`\lambda b` rounded, and the two round at other places
     (:math:`\mu v + \lambda g` against :math:`\lambda(\mu b + g)`): with momentum the parameters
     then agree to rounding, not bit for bit, minidl's as near the exact trajectory as PyTorch's
@@ -49,7 +52,9 @@ class SGD(Optimizer):
     Args:
         params: the parameters to optimise, usually ``model.parameters()``.
         lr: the learning rate :math:`\lambda`, finite and >= 0.
-        momentum: the momentum coefficient :math:`\mu`, in ``[0, 1)`` (default 0).
+        momentum: the momentum coefficient :math:`\mu`, in ``[0, 1)`` (default 0). Set
+            between steps, it may go from one positive value to another, not to or from 0:
+            the velocity's state tensor is made, or not, when the optimizer is built.
         weight_decay: the L2 penalty :math:`\lambda_{wd}`, >= 0 (default 0).
         nesterov: use Nesterov momentum (needs ``momentum > 0``; default ``False``).
 
