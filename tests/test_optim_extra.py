@@ -237,7 +237,7 @@ def _params() -> list[nn.Parameter]:
             lambda: optim.CyclicLR(
                 optim.SGD(_params(), lr=0.1), base_lr=0.1000002, max_lr=0.1000001, step_size_up=2
             ),
-            r"CyclicLR: max_lr must be in \[0\.1000002, inf\), got 0\.1000001",
+            r"CyclicLR: max_lr must be in \[0\.1000002, inf\) \(at least base_lr\), got 0\.1000001",
         ),
     ],
 )

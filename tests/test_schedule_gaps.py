@@ -799,3 +799,83 @@ def test_a_setting_changed_inside_nested_sequences_checks_the_outer_sequences_st
         "integer >= 0, got 'x'"
     )
     assert (second.gamma, optimizer.lr) == (0.5, LR * 0.5)
+
+
+# -- a user's review against PyTorch's schedulers (2026-12-07) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("torch_kind", "mine"),
+    [
+        (
+            lambda o: torch.optim.lr_scheduler.StepLR(o, 2),
+            lambda o: optim.StepDecay(o, 2),
+        ),
+        (
+            lambda o: torch.optim.lr_scheduler.CyclicLR(o, 0.01, 0.1, 3, cycle_momentum=False),
+            lambda o: optim.CyclicLR(o, 0.01, 0.1, 3),
+        ),
+    ],
+)
+def test_a_pytorch_schedulers_state_dict_is_refused_with_what_to_load(
+    torch_kind: Any, mine: Any
+) -> None:
+    """A PyTorch scheduler's state_dict (``last_epoch``, ``base_lrs``, ...) given to a minidl
+    schedule says what it is, as an optimizer's ``load_state_dict`` does for a PyTorch
+    optimizer's (it said only "missing keys ['base_lr', 'last_step']"); the schedule and the
+    optimizer's rate are left as they were."""
+    theirs = torch_kind(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR))
+    theirs.optimizer.step()
+    theirs.step()
+    optimizer = _sgd()
+    schedule = mine(optimizer)
+    schedule.step()
+    before = (schedule.last_step, schedule.base_lr, optimizer.lr)
+    name = type(schedule).__name__
+    message = (
+        f"{name}.load_state_dict: missing keys ['base_lr', 'last_step'] (a PyTorch scheduler's "
+        "state_dict, with last_epoch: a minidl schedule loads what a minidl schedule's "
+        "state_dict() returns)"
+    )
+    with pytest.raises(KeyError) as info:
+        schedule.load_state_dict(theirs.state_dict())
+    assert info.value.args == (message,)
+    assert (schedule.last_step, schedule.base_lr, optimizer.lr) == before
+    # (a mapping that lacks the keys and is no PyTorch state: the plain message)
+    with pytest.raises(KeyError) as info:
+        schedule.load_state_dict({"last_step": 1})
+    assert info.value.args == (f"{name}.load_state_dict: missing keys ['base_lr']",)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda o: optim.CyclicLR(o, 0.1, 0.01, 3),
+            "CyclicLR: max_lr must be in [0.1, inf) (at least base_lr), got 0.01",
+        ),
+        (
+            lambda o: optim.CyclicLR(o, math.nan, 0.01, 3),
+            "CyclicLR: base_lr must be a finite number in [0, inf), got nan",
+        ),
+    ],
+)
+def test_cyclic_lrs_bounds_are_named_in_each_others_refusal(build: Any, message: str) -> None:
+    """A CyclicLR ``max_lr`` below ``base_lr`` names the bound it is checked against as
+    ``base_lr`` (the message said only "must be in [0.1, inf)", the 0.1 unnamed), and a
+    ``base_lr`` set above ``max_lr`` names ``max_lr``; a check of a value on its own (NaN) names
+    no other bound."""
+    with pytest.raises(ValueError) as info:
+        build(_sgd())
+    assert str(info.value) == message
+    optimizer = _sgd()
+    schedule = optim.CyclicLR(optimizer, 0.01, 0.1, 3)
+    schedule.step()
+    for name, value, expected in (
+        ("base_lr", 0.5, "CyclicLR: base_lr must be in [0, 0.1] (at most max_lr), got 0.5"),
+        ("max_lr", 0.005, "CyclicLR: max_lr must be in [0.01, inf) (at least base_lr), got 0.005"),
+    ):
+        with pytest.raises(ValueError) as info:
+            setattr(schedule, name, value)
+        assert str(info.value) == expected
+        assert (schedule.base_lr, schedule.max_lr, optimizer.lr) == (0.01, 0.1, schedule.lr_at(1))

@@ -173,7 +173,9 @@ def test_a_lower_bound_above_the_upper_is_refused_and_changes_nothing() -> None:
     schedule = _cyclic(_sgd())
     schedule.step()
     before = _snapshot(schedule)
-    with pytest.raises(ValueError, match=r"^CyclicLR: base_lr must be in \[0, 0\.1\], got 0\.5$"):
+    with pytest.raises(
+        ValueError, match=r"^CyclicLR: base_lr must be in \[0, 0\.1\] \(at most max_lr\), got 0\.5$"
+    ):
         schedule.base_lr = 0.5
     assert _snapshot(schedule) == before
     schedule.max_lr = 1.0  # raise the upper bound first, then the lower one

@@ -647,7 +647,9 @@ def test_cyclic_lr_refuses_a_saved_lower_bound_above_its_max() -> None:
     schedule = optim.CyclicLR(optimizer, base_lr=0.01, max_lr=0.05, step_size_up=3)
     schedule.step()
     with pytest.raises(
-        ValueError, match=r"CyclicLR\.load_state_dict: base_lr must be in \[0, 0\.05\], got 0\.06"
+        ValueError,
+        match=r"CyclicLR\.load_state_dict: base_lr must be in \[0, 0\.05\] \(at most max_lr\), "
+        r"got 0\.06",
     ):
         schedule.load_state_dict({"base_lr": 0.06, "last_step": 2})
     assert (schedule.base_lr, schedule.last_step, optimizer.lr) == (0.01, 1, schedule.lr_at(1))

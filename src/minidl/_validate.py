@@ -219,11 +219,14 @@ def check_real(
     high: float | None = None,
     low_open: bool = False,
     high_open: bool = False,
+    bound: str = "",
 ) -> float:
     """Return ``value`` as a float after checking it is a finite real number in the given range.
 
     The message names the caller, the argument, the value and the allowed range, e.g.
-    ``SGD: momentum must be in [0, 1), got 1.5``. A value that is no real number (a string
+    ``SGD: momentum must be in [0, 1), got 1.5``; ``bound`` follows the range where one of its
+    ends is another setting, to name it (``"at least base_lr"``: ``CyclicLR: max_lr must be in
+    [0.1, inf) (at least base_lr), got 0.01``). A value that is no real number (a string
     such as ``"0.1"``, a bool, a tensor) is a ``TypeError``, as in :func:`check_int`; a real
     number out of the range (NaN and the infinities too) is a ``ValueError``.
     """
@@ -249,6 +252,8 @@ def check_real(
     left = "(" if low_open or low is None else "["
     right = ")" if high_open or high is None else "]"
     bounds = f"{left}{_fmt(low, '-inf')}, {_fmt(high, 'inf')}{right}"
+    if bound:
+        bounds = f"{bounds} ({bound})"
     if not real:
         raise TypeError(
             f"{where}: {name} must be a finite number in {bounds} (a float or an int), got "

@@ -115,7 +115,9 @@ class CyclicLR(LRScheduler):
 
     @max_lr.setter
     def max_lr(self, value: float) -> None:
-        checked = check_real(type(self).__name__, "max_lr", value, low=self._base_lr)
+        checked = check_real(
+            type(self).__name__, "max_lr", value, low=self._base_lr, bound="at least base_lr"
+        )
         self._change("max_lr", {"_max_lr": checked})
 
     @property
@@ -133,11 +135,15 @@ class CyclicLR(LRScheduler):
     def _derive(self, where: str, name: str) -> None:
         """A lower bound set must not pass ``max_lr``."""
         if name == "base_lr":
-            check_real(where, "base_lr", self._base_lr, low=0.0, high=self._max_lr)
+            check_real(
+                where, "base_lr", self._base_lr, low=0.0, high=self._max_lr, bound="at most max_lr"
+            )
 
     def _check_base_lr(self, where: str, base_lr: object) -> float:
         """The lower bound restored: in ``[0, max_lr]``."""
-        return check_real(where, "base_lr", base_lr, low=0.0, high=self._max_lr)
+        return check_real(
+            where, "base_lr", base_lr, low=0.0, high=self._max_lr, bound="at most max_lr"
+        )
 
     @checks_step
     def lr_at(self, step: int) -> float:

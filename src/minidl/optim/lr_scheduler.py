@@ -635,7 +635,14 @@ class LRScheduler:
             )
         missing = {"base_lr", "last_step"} - set(state_dict)
         if missing:
-            raise KeyError(f"{name}.load_state_dict: missing keys {sorted(missing)}")
+            # (a PyTorch scheduler's state_dict: {"last_epoch": ..., "base_lrs": [...], ...})
+            hint = (
+                " (a PyTorch scheduler's state_dict, with last_epoch: a minidl schedule loads "
+                "what a minidl schedule's state_dict() returns)"
+                if "last_epoch" in state_dict
+                else ""
+            )
+            raise KeyError(f"{name}.load_state_dict: missing keys {sorted(missing)}{hint}")
         last_step = check_int(
             f"{name}.load_state_dict", "last_step", state_dict["last_step"], low=0
         )
