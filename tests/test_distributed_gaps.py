@@ -21,6 +21,7 @@ otherwise is refused at the start of a pass.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import time
@@ -629,3 +630,159 @@ def test_a_rank_whose_own_generator_is_seeded_otherwise_is_refused_at_the_pass(
         r"generator identically",
     ):
         iter(seeded_0)
+
+
+# -- a fourth pass of mutation testing (2026-12-07) ----------------------------------------------
+
+
+def _recording(group: ProcessGroup, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Every all_gather of ``group`` from now on, as (what, a copy of the tensor given)."""
+    calls: list[tuple[str, Any]] = []
+    real = group.all_gather
+
+    def all_gather(tensor: torch.Tensor, what: str) -> list[torch.Tensor]:
+        calls.append((what, tensor.clone()))
+        return real(tensor, what)
+
+    monkeypatch.setattr(group, "all_gather", all_gather)
+    return calls
+
+
+def _model() -> Sequential:
+    torch.manual_seed(0)
+    return Sequential(Linear(2, 3, dtype=F64), BatchNorm1d(3, dtype=F64))
+
+
+def test_the_digests_are_named_once_by_what_they_check(
+    world_of_one: ProcessGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """m60: the all_gather of several checks of one kind (the model's parameters, buffers and
+    modules) is named once by that kind ("the digests of the model", not "the model and model
+    and model"), as the message of a failed collective shows it; checks of two kinds name both."""
+    calls = _recording(world_of_one, monkeypatch)
+    parallel = DataParallel(_model(), world_of_one)
+    batches = BatchIterator(
+        torch.zeros(8, 2, dtype=F64),
+        torch.zeros(8, 3, dtype=F64),
+        batch_size=4,
+        generator=torch.Generator().manual_seed(0),
+    )
+    for _ in parallel.shard(batches):
+        pass
+    assert [what for what, _ in calls] == [
+        "the digests of the model",
+        "the digests of the batches",
+        "the digests of the batches and order",
+    ]
+
+
+def test_a_pass_without_shuffle_digests_no_generator_state(
+    world_of_one: ProcessGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """m56: batches that do not shuffle draw nothing, so the ranks' generators need not agree:
+    the order's digest is a constant one (that of no state), whatever torch's global generator
+    holds; batches that shuffle digest the state of the generator that draws their order."""
+    parallel = DataParallel(_model(), world_of_one)
+    calls = _recording(world_of_one, monkeypatch)
+    x, y = torch.zeros(8, 2, dtype=F64), torch.zeros(8, 3, dtype=F64)
+    batches = parallel.shard(BatchIterator(x, y, batch_size=4, shuffle=False))
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        for _ in batches:
+            pass
+    (what_1, first), (what_2, second) = calls[-2:]
+    assert what_1 == what_2 == "the digests of the batches and order"
+    constant = distributed._checksum([torch.empty(0, dtype=torch.uint8)])
+    assert torch.equal(first[1], constant) and torch.equal(second[1], constant)
+    generator = torch.Generator().manual_seed(5)
+    state = distributed._checksum([generator.get_state()])
+    shuffled = parallel.shard(BatchIterator(x, y, batch_size=4, generator=generator))
+    for _ in shuffled:
+        pass
+    assert torch.equal(calls[-1][1][1], state)
+
+
+def test_check_in_sync_compares_the_buffers_the_model_holds_now(
+    world_of_one: ProcessGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """m69: a buffer registered after the DataParallel was built is agreed on and checked by
+    check_in_sync (its checksum is of the model's buffers now, not of those known before)."""
+    model = _model()
+    parallel = DataParallel(model, world_of_one)
+    model[1].register_buffer("extra", torch.arange(4, dtype=F64))
+    calls = _recording(world_of_one, monkeypatch)
+    parallel.check_in_sync()
+    assert [what for what, _ in calls] == [
+        "the digests of the buffers",
+        "the parameter checksums",
+    ]
+    expected = torch.stack(
+        [
+            distributed.parameter_checksum(model.parameters()),
+            distributed._checksum(list(model.buffers())),
+        ]
+    )
+    assert torch.equal(calls[-1][1], expected)
+
+
+def test_buffers_replaced_once_are_agreed_on_once(
+    world_of_one: ProcessGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """m64: buffers replaced since the last step are agreed on at the next synchronize (one
+    all_gather), then known: the steps after take one all_reduce and one broadcast, no more."""
+    model = _model()
+    parallel = DataParallel(model, world_of_one)
+    model[1].register_buffer("extra", torch.arange(4, dtype=F64))
+    calls = _recording(world_of_one, monkeypatch)
+    loss = torch.tensor(0.5, dtype=F64)
+    parallel.synchronize(loss)
+    parallel.synchronize(loss)
+    parallel.check_in_sync()
+    assert [what for what, _ in calls] == [
+        "the digests of the buffers",
+        "the parameter checksums",
+    ]
+
+
+def test_synchronize_outside_a_pass_weights_by_an_equal_share(
+    world_of_one: ProcessGroup,
+) -> None:
+    """m62: outside a pass (no shard drawn) every rank holds 1 / world_size of the batch: the
+    gradient and the loss are weighted by it. (A world of one stands in for two ranks: a copy of
+    the group, which shares its membership, is told a world size of 2; its all_reduce sums this
+    rank's part alone, so the gradient that comes back is this rank's weighted one.)"""
+    model = Sequential(Linear(2, 3, dtype=F64))
+    parallel = DataParallel(model, world_of_one)
+    pretend = copy.copy(world_of_one)
+    pretend.world_size = 2
+    parallel.group = pretend
+    for parameter in model.parameters():
+        parameter.grad.fill_(3.0)
+    loss = torch.tensor(0.5, dtype=F64)
+    assert torch.equal(parallel.synchronize(loss), torch.tensor(0.25, dtype=F64))
+    assert all(bool((p.grad == 1.5).all()) for p in model.parameters())
+
+
+def test_a_collective_refused_on_a_destroyed_group_is_not_counted(
+    world_of_one: ProcessGroup,
+) -> None:
+    """m17: a collective refused (its default process group destroyed outside close) is not
+    entered: the count of collectives that the heartbeat publishes, and that the others' census
+    compares with theirs to name ranks behind, is left as it was."""
+    tensor = torch.zeros(3, dtype=F64)
+    world_of_one.all_reduce_(tensor, "a test tensor")
+    before = list(world_of_one._calls)
+    torch.distributed.destroy_process_group()
+    for call in (
+        lambda: world_of_one.all_reduce_(tensor, "a test tensor"),
+        lambda: world_of_one.broadcast_(tensor, "a test tensor"),
+        lambda: world_of_one.all_gather(tensor, "a test tensor"),
+    ):
+        with pytest.raises(
+            distributed.DistributedError,
+            match=r"^ProcessGroup: the (all_reduce|broadcast|all_gather) of a test tensor was "
+            r"called on rank 0 of 1 after its default process group was destroyed outside "
+            r"close\(\)",
+        ):
+            call()
+    assert world_of_one._calls == before
