@@ -427,3 +427,49 @@ def test_a_parameter_removed_from_a_copy_after_its_forward_is_refused_by_backwar
     for key, mine in copied.named_parameters():
         assert torch.equal(mine.grad, theirs.pop(key).grad)
     assert not theirs
+
+
+# -- a count of batches of a narrow integer dtype (a review against PyTorch, 2026-12-07) ----------
+
+
+@pytest.mark.parametrize("momentum", [None, 0.1])
+@pytest.mark.parametrize(("dtype", "largest"), [(torch.uint8, 255), (torch.int8, 127)])
+def test_a_narrow_count_at_its_largest_value_is_refused_before_it_wraps(
+    momentum: float | None, dtype: torch.dtype, largest: int
+) -> None:
+    """A uint8 count of 255 wrapped to 0 at the next training batch, and with momentum=None the
+    cumulative average started over (the running statistics replaced by one batch's), without a
+    word; an int8 count wrapped to -128. Counting up to the largest value is taken, one more
+    batch is refused before anything changes (statistics, count), with any momentum."""
+    torch.manual_seed(0)
+    layer = nn.BatchNorm1d(2, momentum=momentum, dtype=F64)
+    layer.register_buffer("num_batches_tracked", torch.tensor(largest - 1, dtype=dtype))
+    twin = torch.nn.BatchNorm1d(2, momentum=momentum, dtype=F64)
+    twin.num_batches_tracked = torch.tensor(largest - 1)  # (int64: counts on)
+    x = torch.randn(5, 2, dtype=F64) + 3.0
+    layer(x)
+    twin(x)
+    assert layer.num_batches_tracked.dtype is dtype and int(layer.num_batches_tracked) == largest
+    torch.testing.assert_close(layer.running_mean, twin.running_mean, rtol=1e-14, atol=0.0)
+    before = [t.clone() for t in layer.buffers()]
+    message = (
+        f"BatchNorm1d: num_batches_tracked is {largest}, the largest {dtype} value: counting "
+        f"this training batch would wrap it to {torch.iinfo(dtype).min}; register a count of a "
+        "wider dtype, register_buffer('num_batches_tracked', count.to(torch.int64))"
+    )
+    with pytest.raises(ValueError) as info:
+        layer(x)
+    assert str(info.value) == message
+    assert all(torch.equal(a, b) for a, b in zip(layer.buffers(), before, strict=True))
+    assert layer.num_batches_tracked.dtype is dtype
+    # (in evaluation mode nothing is counted: taken)
+    layer.eval()
+    layer(x)
+    # (registered again in int64, it counts on as PyTorch's does)
+    layer.train()
+    layer.register_buffer("num_batches_tracked", layer.num_batches_tracked.to(torch.int64))
+    layer(x)
+    twin(x)
+    assert int(layer.num_batches_tracked) == largest + 1
+    torch.testing.assert_close(layer.running_mean, twin.running_mean, rtol=1e-14, atol=0.0)
+    torch.testing.assert_close(layer.running_var, twin.running_var, rtol=1e-14, atol=0.0)

@@ -103,13 +103,13 @@ def _check_track_running_stats(where: str, track_running_stats: object) -> bool:
 
 #: The integer dtypes torch counts in (``add_``, ``<``); it has no such kernels for uint16,
 #: uint32 and uint64.
-_COUNT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+COUNT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
 def _is_count(tracked: Tensor) -> bool:
     """Whether ``tracked`` can be a count of batches: a 0-dim tensor of an integer dtype torch
     counts in."""
-    return tracked.shape == () and tracked.dtype in _COUNT_DTYPES
+    return tracked.shape == () and tracked.dtype in COUNT_DTYPES
 
 
 class BatchNorm1d(Module):
@@ -297,10 +297,23 @@ class BatchNorm1d(Module):
     def _counted(self) -> float:
         """With ``momentum=None``, the count of batches, refused where negative (0 for a meta
         one, which holds no number: any factor gives the meta statistics); 0 with a momentum,
-        which does not read it."""
+        which does not read it. A count of a narrower integer dtype than int64 (whose largest
+        value no run reaches) at its dtype's largest value is refused with any momentum:
+        counting one more batch would wrap it (a uint8 count of 255 to 0, and the cumulative
+        average of ``momentum=None`` would then start over, without a word)."""
+        count = self.num_batches_tracked
+        if count.dtype is not torch.int64 and not count.is_meta and count.dtype in COUNT_DTYPES:
+            largest = torch.iinfo(count.dtype).max
+            if int(count) == largest:
+                raise ValueError(
+                    f"BatchNorm1d: num_batches_tracked is {largest}, the largest {count.dtype} "
+                    "value: counting this training batch would wrap it to "
+                    f"{torch.iinfo(count.dtype).min}; register a count of a wider dtype, "
+                    "register_buffer('num_batches_tracked', count.to(torch.int64))"
+                )
         if self._momentum is not None:
             return 0.0
-        counted = 0.0 if self.num_batches_tracked.is_meta else float(self.num_batches_tracked)
+        counted = 0.0 if count.is_meta else float(count)
         if counted < 0:  # (-1 divided by zero, -2 weighed the average by -1)
             raise ValueError(
                 f"BatchNorm1d: num_batches_tracked is {int(self.num_batches_tracked)}, "
@@ -433,7 +446,7 @@ class BatchNorm1d(Module):
                 )
         if not _is_count(tracked):
             dtype = tracked.dtype
-            uncounted = dtype not in _COUNT_DTYPES and not (
+            uncounted = dtype not in COUNT_DTYPES and not (
                 dtype.is_floating_point or dtype.is_complex or dtype is torch.bool
             )
             raise ValueError(
