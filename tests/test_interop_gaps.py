@@ -244,3 +244,56 @@ def test_an_in_place_layer_alone_in_a_residual_blocks_sequential_is_refused() ->
     relu.inplace = False
     converted = from_torch(model)
     torch.testing.assert_close(converted(x), hidden + hidden.relu(), rtol=0, atol=0)
+
+
+# -- a review against PyTorch (2026-12-07) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8, torch.int64])
+def test_a_count_of_batches_keeps_its_dtype_both_ways(dtype: torch.dtype) -> None:
+    """The module's docstring: both conversions keep dtypes. A BatchNorm1d's count of another
+    integer dtype than int64 became int64 in to_torch's layer and in from_torch's (copied into
+    the new layer's own count); now it is the same dtype, value and device on both sides, its
+    own tensor (not the other's), and the two layers count on alike (momentum=None)."""
+    torch.manual_seed(0)
+    layer = nn.BatchNorm1d(3, momentum=None, dtype=torch.float64)
+    count = torch.tensor(7, dtype=dtype)
+    layer.register_buffer("num_batches_tracked", count)
+    twin = to_torch(layer)
+    assert twin.num_batches_tracked.dtype is dtype
+    assert int(twin.num_batches_tracked) == 7
+    assert twin.num_batches_tracked.data_ptr() != count.data_ptr()
+    back = from_torch(twin)
+    assert back.num_batches_tracked.dtype is dtype and int(back.num_batches_tracked) == 7
+    assert back.num_batches_tracked.data_ptr() != twin.num_batches_tracked.data_ptr()
+    for shift in range(3):
+        x = torch.randn(4, 3, dtype=torch.float64) + shift
+        layer(x)
+        twin(x)
+    assert layer.num_batches_tracked.dtype is twin.num_batches_tracked.dtype is dtype
+    assert int(layer.num_batches_tracked) == int(twin.num_batches_tracked) == 10
+    torch.testing.assert_close(layer.running_mean, twin.running_mean, rtol=1e-14, atol=0.0)
+    torch.testing.assert_close(layer.running_var, twin.running_var, rtol=1e-14, atol=0.0)
+
+
+def test_a_count_of_a_dtype_minidl_does_not_count_in_is_copied_into_int64() -> None:
+    """A torch count of uint16 (which torch's add_ has no kernel for, and minidl's BatchNorm1d
+    refuses) is copied into the converted layer's int64 count, as before; one of another shape
+    is refused, naming the layer."""
+    twin = torch.nn.BatchNorm1d(2)
+    twin.num_batches_tracked = torch.tensor(5, dtype=torch.uint16)
+    layer = from_torch(twin)
+    assert layer.num_batches_tracked.dtype is torch.int64 and int(layer.num_batches_tracked) == 5
+    twin.num_batches_tracked = torch.tensor([5, 6], dtype=torch.int32)
+    with pytest.raises(ConversionError, match=r"num_batches_tracked has shape \(2,\)"):
+        from_torch(twin)
+
+
+def test_from_torch_given_a_class_says_to_build_an_instance() -> None:
+    """``from_torch(torch.nn.Linear)`` said "got type"; now it names the class and the fix."""
+    with pytest.raises(TypeError) as info:
+        from_torch(torch.nn.Linear)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "from_torch: expected a torch.nn.Module, got the class torch.nn.modules.linear.Linear; "
+        "pass an instance, built with its arguments"
+    )

@@ -61,6 +61,7 @@ from torch.nn.utils import parametrize
 from minidl import nn
 from minidl._validate import shown
 from minidl.nn._checks import given_module
+from minidl.nn.batch_norm import COUNT_DTYPES
 from minidl.nn.module import Module, check_initialised, own_method
 from minidl.nn.parameter import first_overlap
 
@@ -133,6 +134,20 @@ def _copy_parameter(name: str, target: Tensor, source: Tensor) -> None:
         )
     with torch.no_grad():
         target.copy_(source.detach())
+
+
+def _count(target: Tensor, source: Tensor) -> Tensor:
+    """The converted layer's count of batches: a copy of ``source`` in its own dtype (an
+    int32 count stays int32, where a copy into ``target``, the new layer's int64 count, cast
+    it), or copied into ``target`` where minidl's ``BatchNorm1d`` counts in no such dtype
+    (uint16, say); refused, as :func:`_copy_parameter` refuses, where its shape is not 0-dim."""
+    if source.dtype not in COUNT_DTYPES:
+        _copy_parameter("num_batches_tracked", target, source)
+        return target
+    if source.shape != target.shape:
+        _copy_parameter("num_batches_tracked", target, source)  # (refused, by its shape)
+    with torch.no_grad():
+        return source.detach().to(device=target.device, copy=True)
 
 
 @contextmanager
@@ -455,7 +470,11 @@ def _torch_layer(module: Module, path: str) -> tnn.Module:
                     _copy_parameter(name, getattr(norm, name), parameter.data)
         for name, buffer in module._buffers.items():
             if name in norm._buffers:  # (another, registered by hand, is refused by the caller)
-                _copy_parameter(name, getattr(norm, name), buffer)
+                target = getattr(norm, name)
+                if name == "num_batches_tracked":
+                    norm.register_buffer(name, _count(target, buffer))
+                else:
+                    _copy_parameter(name, target, buffer)
         result = norm
     elif kind is nn.Residual:
         assert isinstance(module, nn.Residual)
@@ -547,6 +566,11 @@ def from_torch(model: tnn.Module) -> Module:
             raise TypeError(
                 f"from_torch: expected a torch.nn.Module, got minidl's {type(model).__name__}, "
                 "which is minidl's already (to_torch converts one into torch.nn)"
+            )
+        if isinstance(model, type):  # (torch.nn.Linear, uncalled)
+            raise TypeError(
+                f"from_torch: expected a torch.nn.Module, got the class {model.__module__}."
+                f"{model.__qualname__}; pass an instance, built with its arguments"
             )
         raise TypeError(f"from_torch: expected a torch.nn.Module, got {type(model).__name__}")
     _check_no_global_hooks()
@@ -883,7 +907,7 @@ def _minidl_layer(
         _copy_parameter("running_var", norm.running_var, running_var)
         count = module.num_batches_tracked
         assert count is not None  # (refused above)
-        _copy_parameter("num_batches_tracked", norm.num_batches_tracked, count)
+        norm.register_buffer("num_batches_tracked", _count(norm.num_batches_tracked, count))
         result = norm
     elif kind is TorchResidual:
         assert isinstance(module, TorchResidual)
