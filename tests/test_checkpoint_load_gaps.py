@@ -345,3 +345,79 @@ def test_a_model_whose_repr_has_13_lines_is_compared_by_the_lines_that_differ(
         "parameters fit, the modules differ.\nthe lines of their reprs that differ:\n"
     ), message
     assert "checkpoint's model: Sequential(" not in message
+
+
+# -- a review against PyTorch (2026-12-07) --------------------------------------------------------
+
+
+def _pytorch_components() -> list[tuple[str, Any, str]]:
+    twin = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    return [
+        (
+            "optimizer",
+            twin,
+            "optimizer must be a minidl Optimizer, got torch.optim.sgd.SGD, PyTorch's: give "
+            "minidl's, minidl.optim.SGD",
+        ),
+        (
+            "optimizer",
+            optim.SGD,
+            "optimizer must be a minidl Optimizer, got the class SGD; pass an instance, built "
+            "with its arguments",
+        ),
+        (
+            "scheduler",
+            torch.optim.lr_scheduler.CyclicLR(twin, 0.01, 0.1, cycle_momentum=False),
+            "scheduler must be a minidl LRScheduler, got "
+            "torch.optim.lr_scheduler.CyclicLR, PyTorch's: give minidl's, minidl.optim.CyclicLR",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), _pytorch_components())
+def test_a_pytorch_optimizer_or_scheduler_or_a_class_is_named_as_such(
+    tmp_path: Path, name: str, value: Any, message: str
+) -> None:
+    """PyTorch's SGD given to save_checkpoint or load_checkpoint was "got SGD" (minidl has a
+    class of that name), and a class "got type"; now named as fit names them. Nothing is written
+    or changed."""
+    model, optimizer = _sgd_model()
+    path = tmp_path / "c"
+    components: dict[str, Any] = {"optimizer": optimizer, name: value}
+    with pytest.raises(CheckpointError) as info:
+        save_checkpoint(path, model, components["optimizer"], components.get("scheduler"))
+    assert str(info.value) == f"save_checkpoint: {message}"
+    assert not path.exists()
+    save_checkpoint(path, model, optimizer, epoch=1)
+    values = [p.data.clone() for p in model.parameters()]
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, model, components["optimizer"], components.get("scheduler"))
+    assert str(info.value) == f"load_checkpoint: {message}"
+    assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+
+
+def test_a_count_of_another_integer_dtype_is_not_told_to_be_cast(tmp_path: Path) -> None:
+    """A checkpoint whose BatchNorm1d count is int32, loaded into the model with the default
+    int64 count, said to cast the model (.to(dtype)), which takes floating-point dtypes alone:
+    the count is now told to be registered again, and a float cast is still told to cast."""
+    torch.manual_seed(0)
+    saved = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    saved[1].register_buffer("num_batches_tracked", torch.tensor(4, dtype=torch.int32))
+    path = tmp_path / "c"
+    save_checkpoint(path, saved, optim.SGD(saved.parameters(), lr=0.1), epoch=1)
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, model)
+    assert str(info.value) == (
+        f"load_checkpoint: checkpoint {str(path)!r}: the checkpoint's buffers are int32 and "
+        "this model's int64 (the same "
+        "names and shapes): register 1.num_batches_tracked again in the checkpoint's dtype "
+        "(register_buffer; .to casts floating-point tensors alone), or load the parameters "
+        "alone, converted: model.load_state_dict(read_checkpoint(path).model_state)"
+    )
+    model[1].register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.int32))
+    load_checkpoint(path, model)
+    assert int(model[1].num_batches_tracked) == 4
+    model = model.to(torch.float64)
+    with pytest.raises(CheckpointError, match=r"\): cast the model to the checkpoint's dtype "):
+        load_checkpoint(path, model)

@@ -93,7 +93,7 @@ from minidl.nn.module import Module, check_registered, referred
 from minidl.nn.parameter import first_overlap
 from minidl.optim.lr_scheduler import LRScheduler, scheduling
 from minidl.optim.optimizer import Optimizer, check_step_count
-from minidl.train import History, history_fault
+from minidl.train import History, given_component, history_fault
 
 __all__ = [
     "FORMAT",
@@ -1615,11 +1615,24 @@ def _check_architecture(header: dict[str, Any], model: Module, where: str) -> No
         parameters = {name for name, _ in model.named_parameters()}
         kinds = {"parameters" if name in parameters else "buffers" for name in cast}
         tensors = " and ".join(sorted(kinds, reverse=True))
+        # (a model's .to casts its floating-point tensors alone: a count of batches of another
+        # integer dtype is registered again in the checkpoint's)
+        counts = [
+            name for name in cast if not (_floating(saved[name][1]) and _floating(own[name][1]))
+        ]
+        fixes = []
+        if len(counts) < len(cast):
+            fixes.append("cast the model to the checkpoint's dtype before loading (.to(dtype))")
+        if counts:
+            fixes.append(
+                f"register {', '.join(counts)} again in the checkpoint's dtype "
+                "(register_buffer; .to casts floating-point tensors alone)"
+            )
         raise CheckpointError(
             f"{where}: the checkpoint's {tensors} are {', '.join(saved_dtypes)} and this "
-            f"model's {', '.join(own_dtypes)} (the same names and shapes): cast the model to "
-            "the checkpoint's dtype before loading (.to(dtype)), or load the parameters alone, "
-            "converted: model.load_state_dict(read_checkpoint(path).model_state)"
+            f"model's {', '.join(own_dtypes)} (the same names and shapes): "
+            f"{' and '.join(fixes)}, or load the parameters alone, converted: "
+            "model.load_state_dict(read_checkpoint(path).model_state)"
         )
     differences = []
     for name, (shape, dtype) in own.items():
@@ -1637,6 +1650,13 @@ def _check_architecture(header: dict[str, Any], model: Module, where: str) -> No
     )
 
 
+def _floating(dtype: str) -> bool:
+    """Whether ``dtype``, a dtype's name as :func:`architecture` writes it (``"float32"``), is
+    a floating-point one (a name torch does not know, from another version, is not)."""
+    kind = getattr(torch, dtype, None)
+    return isinstance(kind, torch.dtype) and kind.is_floating_point
+
+
 def _check_components(
     where: str, model: object, optimizer: object, scheduler: object, generator: object
 ) -> None:
@@ -1649,7 +1669,7 @@ def _check_components(
         ("generator", generator, torch.Generator, "a torch.Generator"),
     ):
         if value is not None and not isinstance(value, kind):
-            raise CheckpointError(f"{where}: {name} must be {what}, got {type(value).__name__}")
+            raise CheckpointError(f"{where}: {name} must be {what}, got {given_component(value)}")
     if isinstance(scheduler, LRScheduler) and scheduler.superseded_by is not None:
         raise CheckpointError(
             f"{where}: the optimizer is scheduled by the {scheduler.superseded_by} built on it "

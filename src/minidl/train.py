@@ -190,7 +190,7 @@ def _check_first_step(where: str, optimizer: Optimizer, what: str) -> None:
     check_step_count(where, f"{what}'s step_count (the number of steps done)", optimizer.step_count)
 
 
-def _given(value: object) -> str:
+def given_component(value: object) -> str:
     """What was given in place of a minidl loss, optimizer or schedule: its type's name, and
     for PyTorch's (whose names minidl's share: ``MSELoss``, ``SGD``), that it is PyTorch's; a
     class given for its instance (``nn.CrossEntropyLoss``), as such."""
@@ -679,9 +679,9 @@ def fit(
             if name == "model":
                 given = given_module(value)
             elif name == "criterion":
-                given = given_function(value, "loss") or _given(value)
+                given = given_function(value, "loss") or given_component(value)
             else:
-                given = _given(value)
+                given = given_component(value)
             raise TypeError(f"fit: {name} must be a minidl {kind.__name__}, got {given}")
     if set(map(id, model.parameters())).isdisjoint(map(id, optimizer.params)):
         raise ValueError("fit: the optimizer updates none of the model's parameters")
@@ -703,7 +703,7 @@ def fit(
     epochs = check_int("fit", "epochs", epochs, low=0)
     if scheduler is not None and not isinstance(scheduler, LRScheduler):
         raise TypeError(
-            f"fit: scheduler must be a minidl LRScheduler or None, got {_given(scheduler)}"
+            f"fit: scheduler must be a minidl LRScheduler or None, got {given_component(scheduler)}"
         )
     if scheduler is not None and scheduler.optimizer is not optimizer:
         raise ValueError("fit: the scheduler must schedule the optimizer given to fit")
