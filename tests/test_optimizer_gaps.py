@@ -454,3 +454,193 @@ def test_sgd_differs_from_pytorch_at_a_power_of_two_rate_only_where_its_docs_say
     for value, expected in ((parameter.data, mine), (twin.detach(), theirs)):
         assert value.item() == expected
         assert math.copysign(1.0, value.item()) == math.copysign(1.0, expected)
+
+
+# -- the Optimizer base class (a fourth pass of mutation testing, 2026-12-07) ---------------------
+
+
+def _mlp_parameters(dtype: torch.dtype = F64) -> list[nn.Parameter]:
+    torch.manual_seed(11)
+    model = nn.Sequential(nn.Linear(3, 4, dtype=dtype), nn.Tanh(), nn.Linear(4, 2, dtype=dtype))
+    return list(model.parameters())
+
+
+def test_a_rate_beyond_the_parameters_dtype_is_refused_by_the_constructor() -> None:
+    """``SGD(float32 parameters, lr=1e39)`` is refused when built, naming the rate and the
+    dtype's largest value (lr passes check_real: it is finite in Python). Mutant killed: the
+    constructor's range check given the hyper-parameters without ``lr``."""
+    parameters = [nn.Parameter(torch.zeros(3))]
+    with pytest.raises(
+        ValueError,
+        match=r"^SGD: lr=1e\+39 is beyond the range of the parameters' dtype torch\.float32 "
+        r"\(largest finite value 3\.40282e\+38\)$",
+    ):
+        optim.SGD(parameters, lr=1e39, momentum=0.5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
+        lambda p: optim.Adam(p, lr=0.1),
+        lambda p: optim.AdamW(p, lr=0.1),
+        lambda p: optim.RMSprop(p, lr=0.1, momentum=0.5, centered=True),
+        lambda p: optim.Adagrad(p, lr=0.1),
+        lambda p: optim.Adadelta(p, lr=1.0),
+    ],
+    ids=["SGD momentum", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta"],
+)
+def test_a_model_on_the_meta_device_steps_with_state(make: Any) -> None:
+    """Parameters on the meta device (shapes, no memory): torch.optim's SGD with momentum and
+    Adam step over them, their state on the meta device. minidl's base class refused them at
+    the first step, saying ``params[0].data shares its memory with state 'momentum_buffer'``:
+    ``_parameter_memory`` and ``_refuse_parameters_in_state`` take every meta tensor's
+    ``data_ptr()`` (0) as an address, so a meta parameter and a meta state tensor always
+    "overlap" (``_refuse_shared_data`` skips meta tensors for this very reason: "no memory to
+    share"; ``_check_state_fits`` and ``load_state_dict`` skip them too). Expected: a step and
+    a zero_grad run, the step counted, the state meta tensors of one entry per scalar."""
+    parameters = [
+        nn.Parameter(torch.zeros(3, device="meta")),
+        nn.Parameter(torch.zeros(2, device="meta")),
+    ]
+    optimizer = make(parameters)
+    optimizer.zero_grad()
+    optimizer.step()
+    assert optimizer.step_count == 1
+    for tensor in optimizer.state.values():
+        assert tensor.is_meta and tensor.shape == (5,)
+    saved = optimizer.state_dict()
+    assert saved["step_count"] == 1
+
+
+def test_a_list_setting_of_ones_own_beyond_the_dtype_is_refused_and_kept() -> None:
+    """A subclass's own ``scales = Hyperparameter()`` (no check) set to the list
+    ``[1.0, 1e39]`` is refused as beyond float32's range, as a tuple is, and keeps its value.
+    Mutant killed: the range check splitting tuples only (``isinstance(value, tuple)``), which
+    took the list whole, as no real number, and let 1e39 through."""
+
+    class Scaled(optim.SGD):
+        scales = optim.Hyperparameter()
+
+    optimizer = Scaled([nn.Parameter(torch.zeros(3))], lr=0.1)
+    optimizer.scales = [1.0, 2.0]
+    with pytest.raises(
+        ValueError,
+        match=r"^Scaled: scales=\[1\.0, 1e\+39\] is beyond the range of the parameters' dtype "
+        r"torch\.float32 \(largest finite value 3\.40282e\+38\)$",
+    ):
+        optimizer.scales = [1.0, 1e39]
+    assert optimizer.scales == [1.0, 2.0]
+
+
+def test_a_negative_setting_of_ones_own_beyond_the_dtype_is_refused_and_kept() -> None:
+    """A subclass's own ``shift = Hyperparameter()`` set to -1e39 (beyond float32's range
+    below, as 1e39 is above) is refused, naming it, and keeps its value. Mutant killed: the
+    range check comparing ``float(part) <= largest`` without ``abs``, which took any negative
+    value."""
+
+    class Shifted(optim.SGD):
+        shift = optim.Hyperparameter()
+
+    optimizer = Shifted([nn.Parameter(torch.zeros(3))], lr=0.1)
+    optimizer.shift = -2.0
+    with pytest.raises(
+        ValueError,
+        match=r"^Shifted: shift=-1e\+39 is beyond the range of the parameters' dtype "
+        r"torch\.float32 \(largest finite value 3\.40282e\+38\)$",
+    ):
+        optimizer.shift = -1e39
+    assert optimizer.shift == -2.0
+
+
+def test_zero_grad_after_a_replaced_value_names_itself_refusing_a_state_of_other_names() -> None:
+    """A parameter's value replaced after a step (a new layout) and the state set to ``{}``:
+    ``zero_grad``, which finds the layout again, refuses the state naming ``SGD.zero_grad``
+    (not ``SGD.step``), and zeroes nothing. Mutant killed: ``_refresh_layout`` asking
+    ``_check_state_held("step")`` whatever method called it."""
+    parameters = [nn.Parameter(torch.zeros(3, dtype=F64))]
+    optimizer = optim.SGD(parameters, lr=0.1, momentum=0.9)
+    optimizer.step()
+    parameters[0].data = parameters[0].data.clone()
+    parameters[0].grad.fill_(2.0)
+    optimizer.state = {}
+    with pytest.raises(
+        ValueError,
+        match=r"^SGD\.zero_grad: state holds \(\), expected \('momentum_buffer',\) \(one flat "
+        r"tensor each, as the SGD made them\); replace a tensor with optimizer\.state\[name\] = "
+        r"tensor, or build a new optimizer$",
+    ):
+        optimizer.zero_grad()
+    assert torch.equal(parameters[0].grad, torch.full((3,), 2.0, dtype=F64))
+
+
+def test_zero_grad_names_itself_refusing_a_gradient_given_a_state_tensors_memory() -> None:
+    """A gradient replaced after a step by a view of the momentum buffer: ``zero_grad`` refuses
+    it naming ``SGD.zero_grad`` and zeroes nothing (it would have zeroed the state). Mutant
+    killed: ``_check_layout`` calling ``_refuse_parameters_in_state("")``, whose message named
+    no method (``SGD: params[1].grad ...``)."""
+    parameters = _mlp_parameters()
+    optimizer = optim.SGD(parameters, lr=0.1, momentum=0.9)
+    for parameter in parameters:
+        parameter.grad.fill_(1.0)
+    optimizer.step()
+    buffer = optimizer.state["momentum_buffer"]
+    before = buffer.clone()
+    size = parameters[0].data.numel()
+    parameters[1].grad = buffer[size : size + parameters[1].data.numel()]
+    with pytest.raises(
+        ValueError,
+        match=r"^SGD\.zero_grad: params\[1\]\.grad shares its memory with state "
+        r"'momentum_buffer', which the update writes: give the parameter a tensor of its own$",
+    ):
+        optimizer.zero_grad()
+    assert torch.equal(optimizer.state["momentum_buffer"], before)
+    assert torch.equal(parameters[0].grad, torch.ones_like(parameters[0].grad))
+
+
+def test_a_step_refuses_the_state_names_in_another_order_before_anything_changes() -> None:
+    """Adadelta's state given back as a dict of its two names in the other order (the same
+    tensors): ``step`` refuses it naming both orders, and changes no parameter, state tensor
+    or step count (the update reads the tensors in the order of ``state_names``: it would have
+    taken ``acc_delta`` for ``square_avg``). Mutant killed: ``step`` comparing the names as
+    sets, which took the dict and swapped the two accumulators."""
+    parameters = _mlp_parameters()
+    optimizer = optim.Adadelta(parameters, lr=0.5, rho=0.8)
+    for parameter in parameters:
+        parameter.grad.fill_(0.5)
+    optimizer.step()
+    values = [p.data.clone() for p in parameters]
+    square_avg, acc_delta = optimizer.state["square_avg"], optimizer.state["acc_delta"]
+    held = (square_avg.clone(), acc_delta.clone())
+    optimizer.state = {"acc_delta": acc_delta, "square_avg": square_avg}
+    with pytest.raises(
+        ValueError,
+        match=r"^Adadelta\.step: state holds \('acc_delta', 'square_avg'\), expected "
+        r"\('square_avg', 'acc_delta'\) \(one flat tensor each, as the Adadelta made them\)",
+    ):
+        optimizer.step()
+    assert optimizer.step_count == 1
+    assert all(torch.equal(p.data, v) for p, v in zip(parameters, values, strict=True))
+    assert torch.equal(square_avg, held[0]) and torch.equal(acc_delta, held[1])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_nested_state_tensor_is_refused_by_the_step_before_anything_changes() -> None:
+    """A nested tensor (strided layout, no flat shape) put in place of the momentum buffer is
+    refused by ``step`` as the wrong kind of tensor, a ValueError naming the state and what is
+    expected, and the parameter and step count stay as they were. Mutant killed: the check
+    asking only ``tensor.layout is not torch.strided`` (a nested tensor's layout is strided),
+    which went on to read the nested tensor's shape and failed in torch's words."""
+    parameters = [nn.Parameter(torch.ones(3, dtype=F64))]
+    optimizer = optim.SGD(parameters, lr=0.1, momentum=0.9)
+    parameters[0].grad.fill_(1.0)
+    optimizer.state["momentum_buffer"] = torch.nested.nested_tensor([torch.zeros(3, dtype=F64)])
+    with pytest.raises(
+        ValueError,
+        match=r"^SGD\.step: state 'momentum_buffer' is a torch\.strided tensor, expected a "
+        r"contiguous torch\.float64 tensor of shape \(3,\) on cpu \(one entry per parameter "
+        r"scalar, of the parameters' dtype and device\)$",
+    ):
+        optimizer.step()
+    assert optimizer.step_count == 0
+    assert torch.equal(parameters[0].data, torch.ones(3, dtype=F64))

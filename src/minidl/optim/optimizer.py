@@ -117,8 +117,11 @@ def _memory_span(tensor: Tensor) -> _Span:
 
 
 def _overlap(span: _Span, other: _Span) -> bool:
-    """Whether two :func:`_memory_span` share a byte (on one device)."""
-    return span[0] == other[0] and span[1] < other[2] and other[1] < span[2]
+    """Whether two :func:`_memory_span` share a byte (on one device; never on the meta device,
+    which holds no memory, every tensor's address 0 there)."""
+    return (
+        span[0] == other[0] and span[0].type != "meta" and span[1] < other[2] and other[1] < span[2]
+    )
 
 
 #: What becomes of the memory of the parameters' values and gradients, which a state tensor
