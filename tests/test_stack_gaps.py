@@ -13,6 +13,8 @@ from torch import Tensor
 
 import minidl
 from minidl import nn
+from minidl.optim import SGD
+from minidl.rounds import fit_rounds
 
 DTYPE = torch.float64
 
@@ -684,3 +686,400 @@ def test_a_single_module_of_any_kind_is_refused_as_one_rather_than_a_sequence(
     with pytest.raises(TypeError) as refused:
         nn.stack_models(module)  # type: ignore[arg-type]
     assert str(refused.value) == f"stack_models: expected a sequence of models, got a single {name}"
+
+
+# -- a third pass of mutation testing over stack, stacked_activation and stacked_loss (2026-12-07)
+
+
+def _networks(count: int, *activations: type[nn.Activation], seed: int = 0) -> list[nn.Sequential]:
+    """``count`` float64 2-3-2 networks; model r's activation is ``activations[r]`` (or the
+    first)."""
+    torch.manual_seed(seed)
+    return [
+        nn.Sequential(
+            nn.Linear(2, 3),
+            (activations[r] if r < len(activations) else activations[0])(),
+            nn.Linear(3, 2),
+        ).to(DTYPE)
+        for r in range(count)
+    ]
+
+
+def test_the_mode_refusal_names_each_models_own_mode() -> None:
+    """S06: the message gives models[0]'s mode first and the other model's second."""
+    models = _networks(2, nn.Tanh)
+    models[1].eval()
+    with pytest.raises(
+        ValueError,
+        match=r"^stack_models: models\[0\] is in training mode and models\[1\] in evaluation "
+        r"mode \(their own modes",
+    ):
+        nn.stack_models(models)
+
+
+def test_fit_rounds_takes_models_in_different_modes_and_trains_them_as_fit() -> None:
+    """S05: fit_rounds stacks models in any modes (as fit takes a model in any mode) and leaves
+    each in training mode; the trained values are those of one model trained alone."""
+    models = _networks(2, nn.Tanh)
+    models[1].eval()
+    models[1][0].eval()
+    torch.manual_seed(1)
+    x = torch.randn(6, 2, dtype=DTYPE)
+    y = torch.tensor([0, 1, 1, 0, 1, 0])
+    fit_rounds(
+        models,
+        nn.CrossEntropyLoss(),
+        lambda stack: SGD(stack.parameters(), lr=0.1),
+        [(x, y), (x, y)],
+        epochs=1,
+        batch_size=3,
+        generators=[torch.Generator().manual_seed(r) for r in range(2)],
+    )
+    assert all(module.training for model in models for module in model.modules())
+
+
+def test_a_model_that_ties_one_parameter_to_two_layers_is_refused_and_left_as_it_was() -> None:
+    """S08, S09: a Parameter registered in two Linear layers of a model would be trained as two
+    in the stack; it is refused, naming both places, and the model is untouched."""
+    models = _networks(2, nn.Tanh)
+    tied = nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 2)).to(DTYPE)
+    tied[2].register_parameter("weight", tied[0].weight)
+    other = nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 2)).to(DTYPE)
+    before = [p.data.clone() for p in tied.parameters()]
+    with pytest.raises(
+        ValueError,
+        match=r"^stack_models: models\[1\] ties '2\.weight' to '0\.weight' \(one Parameter at "
+        r"two places\), which a stack would train as two$",
+    ):
+        nn.stack_models([other, tied])
+    assert tied[2].weight is tied[0].weight
+    for p, q in zip(tied.parameters(), before, strict=True):
+        assert torch.equal(p.data, q)
+    del models
+
+
+class _BiasLinear(nn.Linear):
+    """A Linear whose bias gradient is computed otherwise (a stack would compute Linear's)."""
+
+    def _accumulate_bias(self, grad_output_t: Tensor) -> None:
+        super()._accumulate_bias(2 * grad_output_t)
+
+
+class _ApplyLinear(nn.Linear):
+    """A Linear whose product is computed otherwise."""
+
+    def _apply(self, input: Tensor, out: Tensor | None = None) -> Tensor:
+        return super()._apply(input, out) + 1
+
+
+@pytest.mark.parametrize(
+    ("klass", "method"), [(_BiasLinear, "_accumulate_bias"), (_ApplyLinear, "_apply")]
+)
+def test_a_linear_whose_class_overrides_a_private_computation_is_refused(
+    klass: type[nn.Linear], method: str
+) -> None:
+    """S11, S12: Linear's _apply, _accumulate and _accumulate_bias are how it computes; a
+    subclass overriding one is refused, naming the layer, the model and the method."""
+    models = _networks(2, nn.Tanh)
+    torch.manual_seed(3)
+    models[1] = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), klass(3, 2)).to(DTYPE)
+    with pytest.raises(
+        TypeError,
+        match=rf"^stack_models: layer 2 of models\[1\] is a {klass.__name__}, whose class "
+        rf"overrides Linear\.{method}: a stack computes",
+    ):
+        nn.stack_models(models)
+
+
+@pytest.mark.parametrize("where", ["model", "activation"])
+def test_backward_parameters_set_on_an_instance_is_refused(where: str) -> None:
+    """S13: backward_parameters set on a model's or an activation's instance would be left out
+    by the stack; it is refused like forward and backward."""
+    models = _networks(2, nn.Tanh)
+    module = models[1] if where == "model" else models[1][1]
+    module.backward_parameters = lambda grad_output: None  # type: ignore[method-assign]
+    what = r"models\[1\] \(Sequential\)" if where == "model" else r"layer 1 of models\[1\] \(Tanh\)"
+    with pytest.raises(
+        TypeError, match=rf"^stack_models: {what} has backward_parameters set on its instance: "
+    ):
+        nn.stack_models(models)
+
+
+def test_a_linear_in_another_mode_in_a_later_model_than_the_second_is_refused() -> None:
+    """S14: every model's Linear at a position is compared with models[0]'s, the third too."""
+    models = _networks(3, nn.Tanh)
+    models[2][2].eval()
+    with pytest.raises(
+        ValueError,
+        match=r"^stack_models: layer 2 is in training mode in models\[0\] and in evaluation "
+        r"mode in models\[2\]; a stacked Linear",
+    ):
+        nn.stack_models(models)
+
+
+def test_a_stack_of_models_in_evaluation_mode_unstacks_in_their_modes() -> None:
+    """S15, S22, S41, S43: the stack and each of its BatchedLinear layers has the mode of what it
+    stacks, and unstack_model gives each model back in it."""
+    models = _networks(2, nn.Tanh, nn.ReLU)
+    for model in models:
+        model.eval()
+    models[0][1].train()
+    models[1][1].train()
+    stacked = nn.stack_models(models)
+    assert [layer.training for layer in stacked] == [False, True, False]
+    assert not stacked.training
+    for index in range(2):
+        model = nn.unstack_model(stacked, index)
+        assert [layer.training for layer in model] == [False, True, False]
+        assert not model.training
+
+
+def test_a_stacked_activation_of_activations_in_different_modes_has_the_models_mode() -> None:
+    """S20: where the models' activations differ in class and mode, the StackedActivation has
+    the models' own mode (models[0]'s), not one of the activations'."""
+    models = _networks(2, nn.Tanh, nn.ReLU)
+    models[0][1].eval()  # (models[1]'s ReLU stays in training mode, as the models do)
+    stacked = nn.stack_models(models)
+    assert isinstance(stacked[1], nn.StackedActivation)
+    assert stacked[1].training is True
+    assert [stacked[1].activation_of(r).training for r in range(2)] == [False, True]
+    for model in models:
+        model.eval()
+    models[1][1].train()  # (models[0]'s Tanh in evaluation mode, as the models are)
+    stacked = nn.stack_models(models)
+    assert stacked[1].training is False
+
+
+def _bias_free(count: int, width: int) -> list[nn.Sequential]:
+    torch.manual_seed(5)
+    return [
+        nn.Sequential(
+            nn.Linear(2, width, bias=False), nn.Tanh(), nn.Linear(width, 2, bias=False)
+        ).to(DTYPE)
+        for _ in range(count)
+    ]
+
+
+@pytest.mark.parametrize(("width", "block"), [(2, 8), (3, 16), (4, 16), (5, 24)])
+def test_the_model_layout_pads_each_models_block_to_64_bytes_and_no_further(
+    width: int, block: int
+) -> None:
+    """S24, S25: a model's block is its parameters' elements rounded up to a multiple of 64
+    bytes (8 float64 elements): 4 * width elements give ``block``, exactly, a multiple of 8 no
+    more padded; its flat Parameter views that block, named by its models."""
+    models = _bias_free(3, width)
+    stacked = nn.stack_models(models, layout="model")
+    for layer in (stacked[0], stacked[2]):
+        assert layer.weight.data.stride(0) == block
+        assert layer.weight.grad.stride(0) == block
+    for r in range(3):
+        flat = nn.flat_model_parameters(stacked, r)
+        assert flat.data.numel() == block
+        assert flat.data.data_ptr() % 64 == 0
+        assert flat.name == f"models[{r}:{r + 1}]"
+        expected = torch.cat([p.data.flatten() for p in models[r].parameters()])
+        assert torch.equal(flat.data[: 4 * width], expected)
+        assert torch.equal(flat.data[4 * width :], torch.zeros(block - 4 * width, dtype=DTYPE))
+    both = nn.flat_model_parameters(stacked, slice(1, 3))
+    assert both.name == "models[1:3]"
+    assert both.data.numel() == 2 * block
+
+
+def test_stacked_loss_refuses_a_prediction_of_more_than_three_dimensions_in_its_words() -> None:
+    """L02: a prediction (R, N, C, 1) is no stacked prediction; it is refused as such, before a
+    run sees it."""
+    criterion = nn.StackedLoss([(nn.MSELoss(), 1), (nn.CrossEntropyLoss(), 1)])
+    with pytest.raises(
+        ValueError,
+        match=r"^StackedLoss: expected a stacked prediction \(R, N, C\) of R = 2 models, got "
+        r"\(2, 4, 2, 1\)$",
+    ):
+        criterion(torch.zeros(2, 4, 2, 1, dtype=DTYPE), torch.zeros(2, 4, 2, dtype=DTYPE))
+
+
+class _RefusalError(ValueError):
+    """A refusal of a loss of one's own, of a subclass of ValueError."""
+
+
+class _RefusingLoss(nn.Loss):
+    stacks = True
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        raise _RefusalError("in its own words")
+
+    def _gradient(self) -> Tensor:
+        raise AssertionError("not reached")
+
+
+def test_stacked_loss_lets_a_runs_error_of_a_subclass_through_as_it_was_raised() -> None:
+    """L07: only a plain TypeError or ValueError of a run is said again within the whole; one of
+    a subclass (which may carry more than a message) is raised as the run raised it."""
+    criterion = nn.StackedLoss([(nn.MSELoss(), 1), (_RefusingLoss(), 1)])
+    with pytest.raises(_RefusalError, match=r"^in its own words$") as caught:
+        criterion(torch.zeros(2, 3, 1, dtype=DTYPE), torch.zeros(2, 3, 1, dtype=DTYPE))
+    assert caught.value.__cause__ is None
+
+
+def test_stacked_loss_names_the_models_of_the_run_that_refused() -> None:
+    """L08, L09: the message gives the run's models as a slice start:stop and chains the run's
+    own error."""
+    criterion = nn.StackedLoss([(nn.MSELoss(), 2), (nn.CrossEntropyLoss(), 2)])
+    with pytest.raises(
+        ValueError,
+        match=r"^StackedLoss: run 1 \(CrossEntropyLoss, models 2:4\) refused its slices of the "
+        r"prediction \(4, 3, 2\) \(float64\) and the target \(4, 3, 2\) \(float64\): ",
+    ) as caught:
+        criterion(torch.zeros(4, 3, 2, dtype=DTYPE), torch.full((4, 3, 2), 7.0, dtype=DTYPE))
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert str(caught.value).endswith(str(caught.value.__cause__))
+
+
+class _NoTruth:
+    def __bool__(self) -> bool:
+        raise TypeError("no truth value")
+
+
+class _Factor:
+    """A setting whose comparison gives no truth value (as a NumPy array's)."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> _NoTruth:  # type: ignore[override]
+        return _NoTruth()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _Scaled(nn.Activation):
+    """x * factor.value, a public setting that its repr does not show."""
+
+    def __init__(self, factor: _Factor) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        return input * self.factor.value, input
+
+    def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
+        return grad_output * self.factor.value
+
+
+def test_settings_whose_comparison_has_no_truth_value_stack_apart() -> None:
+    """S48: two settings that cannot be compared are taken for different (two runs, the safe
+    way to err); each model computes with its own."""
+    torch.manual_seed(2)
+    shared = _Factor(2.0)
+    models = [
+        nn.Sequential(nn.Linear(2, 3), _Scaled(f), nn.Linear(3, 2)).to(DTYPE)
+        for f in (shared, _Factor(3.0), shared)
+    ]
+    stacked = nn.stack_models(models)
+    assert isinstance(stacked[1], nn.StackedActivation)
+    assert [stacked[1].activation_of(r).factor.value for r in range(3)] == [2.0, 3.0, 2.0]
+    x = torch.randn(3, 4, 2, dtype=DTYPE)
+    output = stacked(x)
+    for r, model in enumerate(models):
+        torch.testing.assert_close(output[r], model(x[r]), rtol=1e-14, atol=0)
+
+
+class _PrivatelyShifted(nn.Activation):
+    """x + self._shift where an instance holds one (a private setting its repr does not show),
+    else x."""
+
+    def _forward(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        return input + getattr(self, "_shift", 0.0), input
+
+    def _backward(self, grad_output: Tensor, cache: Tensor) -> Tensor:
+        return grad_output.clone()
+
+
+def test_a_private_attribute_that_only_the_later_activation_holds_keeps_two_runs() -> None:
+    """S46: the private attributes of both activations are compared, also one that only the
+    later model's holds; each model then computes with its own."""
+    torch.manual_seed(4)
+    activations = [_PrivatelyShifted(), _PrivatelyShifted()]
+    activations[1]._shift = 5.0
+    models = [nn.Sequential(nn.Linear(2, 3), a, nn.Linear(3, 2)).to(DTYPE) for a in activations]
+    stacked = nn.stack_models(models)
+    assert isinstance(stacked[1], nn.StackedActivation)
+    x = torch.randn(2, 4, 2, dtype=DTYPE)
+    output = stacked(x)
+    for r, model in enumerate(models):
+        torch.testing.assert_close(output[r], model(x[r]), rtol=1e-14, atol=0)
+
+
+def test_a_model_unstacked_shares_no_activation_with_a_stacked_activation() -> None:
+    """S42: unstack_model copies model r's activation out of a StackedActivation: running the
+    unstacked model leaves the stack's last forward, and so its backward, as they were."""
+    models = _networks(2, nn.Tanh, nn.ReLU)
+    stacked = nn.stack_models(models)
+    assert isinstance(stacked[1], nn.StackedActivation)
+    torch.manual_seed(6)
+    x = torch.randn(2, 4, 2, dtype=DTYPE)
+    grad = torch.randn(2, 4, 2, dtype=DTYPE)
+    stacked(x)
+    expected = stacked.backward(grad).clone()
+    stacked(x)
+    for r in range(2):
+        model = nn.unstack_model(stacked, r)
+        assert model[1] is not stacked[1].activation_of(r)
+        model(torch.randn(3, 2, dtype=DTYPE))
+    assert torch.equal(stacked.backward(grad), expected)
+
+
+def test_model_parameters_grads_are_views_of_the_stacks_gradients() -> None:
+    """S38: model_parameters' grads are views: a backward of the stack shows in them, and
+    zeroing them zeroes that model's part of the stack's gradients alone."""
+    models = _networks(2, nn.Tanh)
+    stacked = nn.stack_models(models)
+    views = nn.model_parameters(stacked, 1)
+    torch.manual_seed(7)
+    stacked(torch.randn(2, 4, 2, dtype=DTYPE))
+    stacked.backward(torch.randn(2, 4, 2, dtype=DTYPE))
+    stacked_parameters = list(stacked.parameters())
+    for view, whole in zip(views, stacked_parameters, strict=True):
+        assert torch.equal(view.grad, whole.grad[1])
+        assert bool(view.grad.abs().sum() > 0)
+    for view in views:
+        view.grad.zero_()
+    for whole in stacked_parameters:
+        assert not whole.grad[1].any()
+        assert whole.grad[0].any()
+
+
+@pytest.mark.parametrize("index", [-1, -2, 2])
+def test_a_negative_or_too_large_model_index_is_refused_by_every_function(index: int) -> None:
+    """S35: model indices are in [0, R): -1 is no alias of the last model."""
+    stacked = nn.stack_models(_bias_free(2, 2), layout="model")
+    for function in (nn.model_parameters, nn.flat_model_parameters, nn.unstack_model):
+        with pytest.raises(
+            IndexError,
+            match=rf"^{function.__name__}: index {index} is out of range for 2 models$",
+        ):
+            function(stacked, index)
+
+
+def test_flat_model_parameters_of_a_model_layout_that_starts_inside_its_buffer() -> None:
+    """S28: the flat Parameter starts where the stack's first parameter starts in the buffer
+    (its storage offset), not at the buffer's start."""
+    models = _bias_free(2, 2)
+    stacked = nn.stack_models(models, layout="model")
+    parameters = list(stacked.parameters())
+    block = parameters[0].data.stride(0)
+    values = torch.zeros(8 + 2 * block, dtype=DTYPE)
+    grads = torch.zeros_like(values)
+    offset = 8
+    for parameter in parameters:
+        shape, strides = parameter.data.shape, parameter.data.stride()
+        value = values.as_strided(shape, strides, offset)
+        grad = grads.as_strided(shape, strides, offset)
+        value.copy_(parameter.data)
+        parameter.data, parameter.grad = value, grad
+        offset += parameter.data[0].numel()
+    for r, model in enumerate(models):
+        flat = nn.flat_model_parameters(stacked, r)
+        expected = torch.cat([p.data.flatten() for p in model.parameters()])
+        assert torch.equal(flat.data[: expected.numel()], expected)
+        assert flat.data.storage_offset() == 8 + r * block
+        assert flat.grad.storage_offset() == 8 + r * block
