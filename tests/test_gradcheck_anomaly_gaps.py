@@ -378,3 +378,220 @@ def test_the_module_form_checks_a_gradient_given_by_name_before_the_backward() -
         with pytest.raises(AnomalyError) as error:
             layer.backward(grad_output=grad)
     assert (error.value.what, error.value.index) == ("incoming gradient", (1,))
+
+
+# == a third pass of mutation testing over gradcheck and anomaly (2026-12-07) ===================
+
+
+# -- gradcheck ----------------------------------------------------------------------------------
+
+
+class _WithFloat32Buffer(nn.Module):
+    """y = 2 x, holding a float32 buffer that it does not read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.tensor([1.0, float("nan")], dtype=torch.float32))
+
+    def forward(self, input: Tensor) -> Tensor:
+        return 2 * input
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return 2 * grad_output
+
+
+def test_a_non_finite_float32_buffer_is_refused_before_anything_runs() -> None:
+    """Every floating-point buffer is checked, not only a float64 one."""
+    with pytest.raises(
+        ValueError,
+        match=r"^gradcheck: buffer 'scale' has a non-finite value \(nan at index \(1,\)\); "
+        r"finite differences need finite values$",
+    ):
+        minidl.gradcheck(_WithFloat32Buffer(), _input())
+
+
+class _KeepsFirstDerivativeLoss(nn.Loss):
+    """sum((p - t)**2), whose backward keeps the derivative its first call computed."""
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        self._difference = prediction - target
+        return (self._difference**2).sum()
+
+    def backward(self, grad_output: Tensor | None = None) -> Tensor:
+        if getattr(self, "_kept", None) is None:
+            self._kept = 2 * self._difference
+        return self._kept * (1.0 if grad_output is None else grad_output)
+
+
+def test_a_loss_whose_backward_keeps_its_first_derivative_fails() -> None:
+    """The warm-up backward runs for a loss too (its output is 0-dim): a backward that keeps
+    what its first call computed then returns the warm-up's derivative at the call checked."""
+    prediction = _input()
+    target = torch.zeros_like(prediction)
+    with pytest.raises(
+        minidl.GradcheckError,
+        match=r"^gradcheck: _KeepsFirstDerivativeLoss\.backward disagrees with finite "
+        r"differences at input\[0, 0\]: ",
+    ):
+        minidl.gradcheck(_KeepsFirstDerivativeLoss(), prediction, target)
+
+    # (the oracle: the same loss, fresh at each call, passes)
+    class Fresh(_KeepsFirstDerivativeLoss):
+        def backward(self, grad_output: Tensor | None = None) -> Tensor:
+            return 2 * self._difference * (1.0 if grad_output is None else grad_output)
+
+    assert minidl.gradcheck(Fresh(), prediction, target) is True
+
+
+class _ReturnsMeta(nn.Module):
+    """y = 2 x, whose backward returns its gradient on the meta device."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return 2 * input
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return (2 * grad_output).to("meta")
+
+
+def test_an_input_gradient_on_another_device_is_refused() -> None:
+    """The input gradient must be on the input's device, named with the device it is on."""
+    with pytest.raises(
+        minidl.GradcheckError,
+        match=re.escape(
+            "gradcheck: _ReturnsMeta.backward returned an input gradient of shape (4, 3), "
+            "torch.float64, on meta; expected a tensor of the input's shape (4, 3), "
+            "torch.float64, on cpu"
+        ),
+    ):
+        minidl.gradcheck(_ReturnsMeta(), _input())
+
+
+class _TwoSlopes(nn.Module):
+    """y = x - 1 for x >= 1, 2 (x - 1) below: a kink at 1, of slopes 2 (left) and 1 (right);
+    its backward returns the right slope there."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._input = input.clone()
+        shifted = input - 1
+        return torch.where(input >= 1, shifted, 2 * shifted)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output * torch.where(self._input >= 1, 1.0, 2.0).to(grad_output.dtype)
+
+
+def test_the_backward_one_sided_difference_is_over_the_step_it_took() -> None:
+    """At 1.0, eps 3e-16 steps up by 2**-52 (the spacing above 1) and down by 3 * 2**-53 (the
+    spacing below it): the one-sided differences are the slopes 1 and 2 exactly, each over the
+    step its own side took (the backward one over the upward step would be 3)."""
+    x = torch.tensor([1.0], dtype=F64)
+    with pytest.raises(minidl.GradcheckError) as error:
+        minidl.gradcheck(_TwoSlopes(), x, eps=3e-16)
+    found = re.search(
+        r"input\[0\]: analytic (\S+), numeric (\S+) \(one-sided differences (\S+) and (\S+): "
+        r"the function has a kink within eps of this point",
+        str(error.value),
+    )
+    assert found is not None, str(error.value)
+    analytic, numeric, ahead, behind = (float(v) for v in found.groups())
+    up, down = 2.0**-52, 3 * 2.0**-53
+    assert ahead == pytest.approx(analytic, rel=1e-5)  # (the slope 1, times u)
+    assert behind / ahead == pytest.approx(2.0, rel=1e-5)
+    assert numeric / ahead == pytest.approx((up + 2 * down) / (up + down), rel=1e-5)
+
+
+class _NothingToTrain(nn.Module):
+    """y = 3 x, without parameters, whose backward_parameters refuses: there is nothing to
+    train (fit and the containers never call it on a module without parameters)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return 3 * input
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return 3 * grad_output
+
+    def backward_parameters(self, grad_output: Tensor) -> None:
+        raise RuntimeError("_NothingToTrain has no parameters to train")
+
+
+def test_backward_parameters_is_not_run_on_a_module_without_parameters() -> None:
+    """Only a module with parameters has backward_parameters checked: this one passes, its
+    backward (3 u) agreeing with finite differences."""
+    assert minidl.gradcheck(_NothingToTrain(), _input()) is True
+
+
+class _CentredWithBias(nn.Module):
+    """y = z - mean(z) over the batch, z = x * w + c: a bias before a centring, whose gradient
+    is zero but for rounding; the backward accumulates it row by row (as a BLAS accumulates
+    into its output), so that a second backward's sum, started from the first one's, rounds
+    otherwise than twice the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.w = self.register_parameter("w", nn.Parameter(torch.randn(3, dtype=F64)))
+        self.c = self.register_parameter("c", nn.Parameter(torch.randn(3, dtype=F64)))
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._input = input.clone()
+        z = input * self.w.data + self.c.data
+        return z - z.mean(0)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        g = grad_output - grad_output.mean(0)
+        self.w.grad.add_((g * self._input).sum(0))
+        for row in g:
+            self.c.grad.add_(row)
+        return g * self.w.data
+
+
+def test_a_gradient_zero_but_for_rounding_that_accumulates_is_not_called_overwritten() -> None:
+    """c's gradient (about 1e-16, of a true 0) is judged against a millionth of w's (about 1),
+    not against its own size: its second backward's rounding is no overwrite, and the module,
+    whose gradients are right, passes."""
+    module = _CentredWithBias()
+    torch.manual_seed(0)
+    x = 1.7 * torch.randn(4, 3, dtype=F64)
+    assert minidl.gradcheck(module, x, seed=0) is True
+
+
+# -- anomaly ------------------------------------------------------------------------------------
+
+
+class _TwoInputs(nn.Module):
+    def forward(self, input: Tensor, other: Tensor) -> Tensor:
+        return input + other
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output
+
+
+def test_each_input_of_several_is_named_by_its_position_or_name() -> None:
+    module = _TwoInputs()
+    good = torch.zeros(2, dtype=F64)
+    bad = torch.tensor([0.0, float("inf")], dtype=F64)
+    with detect_anomaly(module):
+        with pytest.raises(AnomalyError) as error:
+            module(good, bad)
+        assert error.value.what == "input 1"
+        with pytest.raises(AnomalyError) as error:
+            module(good, other=bad)
+        assert error.value.what == "input 'other'"
+        with pytest.raises(AnomalyError) as error:
+            module(input=bad, other=good)
+        assert error.value.what == "input 'input'"
+    assert (error.value.index, error.value.value) == ((1,), float("inf"))
+
+
+def test_a_module_less_block_inside_another_keeps_the_checks_on() -> None:
+    """The flag is switched on, not flipped: inside two nested module-less blocks a Sequential
+    still checks its layers; after each exit the flag is what it was on entry."""
+    model = nn.Sequential(nn.Linear(2, 2, dtype=F64), nn.Tanh())
+    x = torch.tensor([[float("nan"), 0.0]], dtype=F64)
+    assert minidl.anomaly.enabled is False
+    with detect_anomaly():
+        with detect_anomaly():
+            assert minidl.anomaly.enabled is True
+            with pytest.raises(AnomalyError, match=r"^forward input of Sequential: non-finite "):
+                model(x)
+        assert minidl.anomaly.enabled is True
+    assert minidl.anomaly.enabled is False
