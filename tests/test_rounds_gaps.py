@@ -8,6 +8,9 @@ list.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from typing import Any
 
 import pytest
@@ -17,7 +20,7 @@ from minidl import nn
 from minidl.data import make_disk_data
 from minidl.nn.parameter import Parameter
 from minidl.optim import SGD
-from minidl.rounds import PerModel, fit_rounds
+from minidl.rounds import PerModel, fit_rounds, stacked_error_rates
 
 F64 = torch.float64
 
@@ -205,3 +208,187 @@ def test_a_string_given_for_a_list_is_refused_as_no_list(name: str) -> None:
     )
     for model, values in zip(models, before, strict=True):
         assert all(torch.equal(p.data, v) for p, v in zip(model.parameters(), values, strict=True))
+
+
+# -- a third pass of mutation testing over rounds.py (2026-12-07) --------------------------------
+
+
+def _mlps(count: int, sizes: tuple[int, ...] = (2, 5, 2)) -> list[nn.Sequential]:
+    return [
+        nn.mlp(sizes, "tanh", dtype=F64, generator=torch.Generator().manual_seed(r))
+        for r in range(count)
+    ]
+
+
+def _sets(count: int, samples: int = 40) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    data = [make_disk_data(samples, 10, 10, seed=r, dtype=F64) for r in range(count)]
+    return [(d.train.x.clone(), d.train.y.clone()) for d in data]
+
+
+def _values(models: list[nn.Sequential]) -> list[list[torch.Tensor]]:
+    return [[p.data.clone() for p in model.parameters()] for model in models]
+
+
+def _assert_values(models: list[nn.Sequential], values: list[list[torch.Tensor]]) -> None:
+    for model, before in zip(models, values, strict=True):
+        for p, q in zip(model.parameters(), before, strict=True):
+            assert torch.equal(p.data, q)
+
+
+def _sgd(stack: nn.Sequential) -> SGD:
+    return SGD(stack.parameters(), lr=0.1)
+
+
+# --- stacked_error_rates
+
+
+def test_stacked_error_rates_names_inputs_of_fewer_models_than_the_stack() -> None:
+    """x holding the inputs of fewer models than the stack is refused in the function's words,
+    as one of more models is (not by the first stacked layer, in its own)."""
+    stacked = nn.stack_models(_mlps(2))
+    x, y = torch.randn(1, 5, 2, dtype=F64), torch.zeros(1, 5, dtype=torch.int64)
+    with pytest.raises(
+        ValueError,
+        match=r"^stacked_error_rates: x of shape \(1, 5, 2\) holds the inputs of 1 models, "
+        r"the stack 2$",
+    ):
+        stacked_error_rates(stacked, x, y)
+    assert stacked.training
+
+
+# --- fit_rounds: refusals before anything changes
+
+
+def test_a_parameter_shared_under_another_name_names_both_names() -> None:
+    """models[1]'s last layer holding models[0]'s first weight is refused naming the parameter
+    by its name in each model ('2.weight' in models[1], '0.weight' in models[0])."""
+    models = _mlps(2, (2, 2, 2))
+    models[1][2].register_parameter("weight", models[0][0].weight)
+    values = _values(models)
+    with pytest.raises(
+        ValueError,
+        match=r"^fit_rounds: models\[1\] shares its parameter '2\.weight' with models\[0\] "
+        r"\('0\.weight'\); each round needs parameters of its own$",
+    ):
+        fit_rounds(
+            models, nn.CrossEntropyLoss(), _sgd, _sets(2), epochs=1, generators=_generators(2)
+        )
+    _assert_values(models, values)
+
+
+def test_one_empty_training_set_is_refused_as_empty() -> None:
+    """One model (R = 1) given an empty training set is refused as with several models."""
+    models = _mlps(1)
+    values = _values(models)
+    x, y = _sets(1)[0]
+    with pytest.raises(ValueError, match=r"^fit_rounds: the training sets are empty$"):
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            _sgd,
+            [(x[:0], y[:0])],
+            epochs=1,
+            generators=_generators(1),
+        )
+    _assert_values(models, values)
+
+
+def test_targets_alone_on_the_meta_device_are_refused_as_meta() -> None:
+    """Training targets on the meta device (the inputs on the CPU) hold no values: refused as
+    sets on the meta device, naming fit_rounds, before anything changes."""
+    models = _mlps(2)
+    values = _values(models)
+    sets = [(x, y.to("meta")) for x, y in _sets(2)]
+    with pytest.raises(
+        ValueError,
+        match=r"^fit_rounds: the training sets are on the meta device, which holds shapes and no "
+        r"values; fit_rounds trains on values \(its losses and errors are numbers\)$",
+    ):
+        fit_rounds(models, nn.CrossEntropyLoss(), _sgd, sets, epochs=1, generators=_generators(2))
+    _assert_values(models, values)
+
+
+def _probability_sets() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Two sets of target rows: the second's later rows are no probabilities (they sum to 2),
+    which MSELoss takes and CrossEntropyLoss refuses; every first row sums to 1."""
+    sets = []
+    for x, y in _sets(2):
+        rows = torch.nn.functional.one_hot(y, 2).to(F64)
+        sets.append((x, rows))
+    sets[1][1][5:] *= 2.0
+    return sets
+
+
+def test_targets_made_bad_by_on_epoch_are_refused_saying_when() -> None:
+    """Training targets that on_epoch makes no probabilities are refused before the next epoch,
+    the refusal naming the set as changed by on_epoch and its note saying the check ran after
+    on_epoch; the models hold the first epoch's training, as a run of one epoch leaves them."""
+    models, expected = _mlps(2), _mlps(2)
+    sets = _probability_sets()
+    sets[1][1][5:] /= 2.0  # (probabilities: the run takes them)
+    criterion = nn.CrossEntropyLoss()
+
+    def on_epoch(epoch: int, records: object) -> None:
+        sets[0][1][7:] *= 3.0
+
+    with pytest.raises(
+        ValueError, match=r"^fit_rounds: the targets of train_sets\[0\] \(changed by on_epoch\): "
+    ) as caught:
+        fit_rounds(
+            models,
+            criterion,
+            _sgd,
+            sets,
+            epochs=3,
+            batch_size=8,
+            generators=_generators(2),
+            on_epoch=on_epoch,
+        )
+    assert caught.value.__notes__ == [
+        "fit_rounds checked every target of each training set after on_epoch"
+    ]
+    fresh = _probability_sets()
+    fresh[1][1][5:] /= 2.0
+    fit_rounds(expected, criterion, _sgd, fresh, epochs=1, batch_size=8, generators=_generators(2))
+    _assert_values(models, _values(expected))
+
+
+# --- fit_rounds: interrupts
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="POSIX signals")
+def test_on_epoch_of_fit_rounds_is_interrupted_as_the_signal_comes() -> None:
+    """on_epoch, the caller's code, is not deferred (as in fit): a Ctrl-C in it is raised there,
+    at once, not held until the next step; the models hold the first epoch's training, as a
+    run of one epoch leaves them."""
+    models, expected = _mlps(2), _mlps(2)
+    reached: list[str] = []
+
+    def waiting(epoch: int, records: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # (the handler raises in the call, or as it returns)
+        reached.append("after")
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            _sgd,
+            _sets(2),
+            epochs=3,
+            batch_size=8,
+            generators=_generators(2),
+            on_epoch=waiting,
+        )
+    assert reached == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    fit_rounds(
+        expected,
+        nn.CrossEntropyLoss(),
+        _sgd,
+        _sets(2),
+        epochs=1,
+        batch_size=8,
+        generators=_generators(2),
+    )
+    _assert_values(models, _values(expected))
