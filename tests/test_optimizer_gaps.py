@@ -644,3 +644,205 @@ def test_a_nested_state_tensor_is_refused_by_the_step_before_anything_changes() 
         optimizer.step()
     assert optimizer.step_count == 0
     assert torch.equal(parameters[0].data, torch.ones(3, dtype=F64))
+
+
+# (the rest of the fourth pass: saved states, settings of one's own, parameter memory)
+
+
+def _fill_grads(parameters: list[nn.Parameter], seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for parameter in parameters:
+        grad = torch.randn(parameter.data.shape, generator=generator, dtype=F64)
+        parameter.grad.copy_(grad.to(parameter.data.dtype))
+
+
+def _stepped_sgd(**settings: Any) -> tuple[list[nn.Parameter], optim.SGD]:
+    parameters = _mlp_parameters()
+    optimizer = optim.SGD(parameters, lr=0.1, **settings)
+    _fill_grads(parameters, 1)
+    optimizer.step()
+    return parameters, optimizer
+
+
+def test_a_state_saved_with_an_empty_shapes_list_is_refused_and_nothing_changes() -> None:
+    """A state dict whose ``shapes`` is ``[]`` (present, but no shape at all) is refused as
+    saved over other parameters, like any other wrong list: ``[]`` is not absent (only a
+    state without the key, from an older version, skips the check). Mutant killed: the check
+    asked ``if shapes`` instead of ``if shapes is not None``, and loaded it."""
+    _, optimizer = _stepped_sgd(momentum=0.9)
+    saved = optimizer.state_dict()
+    saved.update(lr=0.5, step_count=7, shapes=[])
+    saved["state"]["momentum_buffer"] = torch.full((26,), 3.0, dtype=F64)
+    before = _snapshot(optimizer)
+    with pytest.raises(
+        ValueError,
+        match=r"^SGD\.load_state_dict: the state was saved for parameters of shapes \[\], but "
+        r"this optimizer's parameters have shapes \[\(4, 3\), \(4,\), \(2, 4\), \(2,\)\]$",
+    ):
+        optimizer.load_state_dict(saved)
+    _assert_unchanged(optimizer, before)
+
+
+class _Base(optim.Optimizer):
+    """An optimizer of one's own with a setting ``first``; ``w -= lr * first * second * g``."""
+
+    first: optim.Hyperparameter[float] = optim.Hyperparameter()
+
+    def __init__(self, params, lr: float, first: float, second: float = 1.0) -> None:
+        self.first = first
+        self.second = second
+        super().__init__(params, lr)
+
+    def _update(self, value, grad, state) -> None:
+        value.sub_(grad, alpha=self.lr * self.first * self.second)
+
+
+class _Derived(_Base):
+    """Adds ``second`` below ``_Base``'s ``first``."""
+
+    second: optim.Hyperparameter[float] = optim.Hyperparameter()
+
+
+def test_settings_of_ones_own_are_listed_in_the_order_declared_base_class_first() -> None:
+    """The settings of a subclass of a subclass of Optimizer are listed base class first, as
+    declared: ``hyperparameters()``, ``repr``, the ``param_groups`` message and
+    ``state_dict``. Mutant killed: the names gathered over the MRO unreversed (derived class
+    first)."""
+    optimizer = _Derived(_mlp_parameters(), lr=0.1, first=2.0, second=3.0)
+    assert list(optimizer.hyperparameters()) == ["first", "second"]
+    assert list(optimizer.state_dict()["hyperparameters"]) == ["first", "second"]
+    assert repr(optimizer) == "_Derived(lr=0.1, first=2.0, second=3.0)"
+    with pytest.raises(AttributeError, match=re.escape("its settings (lr, first, second)")):
+        optimizer.param_groups  # noqa: B018
+
+
+def test_a_state_refused_as_infinite_in_the_dtype_names_its_largest_finite_value() -> None:
+    """A float64 state of ``[inf, 1e300, 1, ...]`` loaded into an optimizer of float32
+    parameters is refused for 1e300 (finite, but infinite in float32): the message names
+    1e300, the largest finite value, not the infinity it also holds; nothing changes. Mutant
+    killed: the largest taken over every value (``inf``)."""
+    parameters = _mlp_parameters(torch.float32)
+    optimizer = optim.SGD(parameters, lr=0.1, momentum=0.9)
+    _fill_grads(parameters, 1)
+    optimizer.step()
+    saved = optimizer.state_dict()
+    state = torch.ones(26, dtype=F64)
+    state[0], state[5] = float("inf"), 1e300
+    saved["state"]["momentum_buffer"] = state
+    saved.update(lr=0.5, step_count=9)
+    before = _snapshot(optimizer)
+    with pytest.raises(
+        ValueError,
+        match=r"^SGD\.load_state_dict: state 'momentum_buffer' holds 1e\+300, beyond the range "
+        r"of the parameters' dtype torch\.float32 \(largest finite value 3\.40282e\+38\): cast "
+        r"to it, the state would be infinite, and the updates made from it infinite or 0; load "
+        r"it into an optimizer of parameters of its dtype$",
+    ):
+        optimizer.load_state_dict(saved)
+    _assert_unchanged(optimizer, before)
+
+
+def test_an_edited_state_with_a_setting_this_sgd_lacks_is_named_as_other_settings() -> None:
+    """SGD(momentum=0.9, no weight decay) given a state whose settings are momentum 0.9 and
+    weight decay 0.1 and whose buffer was renamed: the message calls them other settings (it
+    has one this SGD lacks), not this SGD's own. Mutant killed: ``_same_settings`` comparing
+    only this optimizer's keys, so the saved ``weight_decay`` went unseen."""
+    _, optimizer = _stepped_sgd(momentum=0.9)
+    saved = optimizer.state_dict()
+    saved["hyperparameters"]["weight_decay"] = 0.1
+    saved["state"] = {"momentum": saved["state"]["momentum_buffer"]}
+    before = _snapshot(optimizer)
+    with pytest.raises(KeyError) as raised:
+        optimizer.load_state_dict(saved)
+    assert raised.value.args[0] == (
+        "SGD.load_state_dict: state must have the entries ['momentum_buffer'], got "
+        "['momentum'] (a state saved with other settings, momentum=0.9, weight_decay=0.1; "
+        "build this SGD with them)"
+    )
+    _assert_unchanged(optimizer, before)
+
+
+def test_a_part_after_one_inside_a_long_strided_parameter_is_still_checked_against_it() -> None:
+    """Parameters over one buffer ``t`` of 10: ``t[0:10:2]`` (elements 0, 2, 4, 6, 8),
+    ``t[1:2]`` (element 1, shared with none) and ``t[4:5]`` (element 4, shared with the
+    first): refused, naming params[0] and params[2]; the first's range still reaches past the
+    second's end. Mutant killed: the cluster's end taken as the last range's end
+    (``cluster_end = end``), which closed the cluster at ``t[1:2]`` and let the sharing
+    through."""
+    buffer = torch.zeros(10, dtype=F64)
+    parameters = [
+        nn.Parameter(buffer[0:10:2]),
+        nn.Parameter(buffer[1:2]),
+        nn.Parameter(buffer[4:5]),
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"^SGD: params\[0\] \(\(5,\), torch\.float64\) and params\[2\] \(\(1,\), "
+        r"torch\.float64\) share elements of one tensor's memory: each step would update those "
+        r"elements twice; give Parameters over separate memory \(a clone\(\) of one of them\)$",
+    ):
+        optim.SGD(parameters, lr=0.1)
+
+
+def test_a_state_beyond_the_dtype_the_model_was_cast_to_is_refused_by_load() -> None:
+    """SGD stepped over float64 parameters, the model then cast to float32: a float64 state
+    holding 1e300 is refused by load_state_dict against float32, the parameters' dtype now
+    (the state held is still float64 until it moves with them), and the optimizer keeps its
+    state as it was, float64. Mutant killed: the check made against the held state's dtype
+    (float64), which took the state and cast it to infinities in float32."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 4, dtype=F64), nn.Tanh(), nn.Linear(4, 2, dtype=F64))
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    _fill_grads(list(model.parameters()), 1)
+    optimizer.step()
+    saved = optimizer.state_dict()
+    state = torch.ones(26, dtype=F64)
+    state[3] = 1e300
+    saved["state"]["momentum_buffer"] = state
+    saved.update(lr=0.5, step_count=9)
+    model.float()
+    before = _snapshot(optimizer)
+    with pytest.raises(
+        ValueError,
+        match=r"^SGD\.load_state_dict: state 'momentum_buffer' holds 1e\+300, beyond the range "
+        r"of the parameters' dtype torch\.float32 \(largest finite value 3\.40282e\+38\): cast "
+        r"to it, the state would be infinite, and the updates made from it infinite or 0; load "
+        r"it into an optimizer of parameters of its dtype$",
+    ):
+        optimizer.load_state_dict(saved)
+    _assert_unchanged(optimizer, before)
+    assert optimizer.state["momentum_buffer"].dtype == F64
+
+
+class _Legacy(optim.Optimizer):
+    """An optimizer of one's own from before Hyperparameter existed: ``decay`` is a plain
+    attribute, which it lists itself; ``w -= lr * decay * g``."""
+
+    def __init__(self, params, lr: float, decay: float) -> None:
+        self.decay = decay
+        super().__init__(params, lr)
+
+    def _listed_hyperparameters(self) -> dict:
+        return {"decay": self.decay}
+
+    def _update(self, value, grad, state) -> None:
+        value.add_(grad, alpha=-self.lr * self.decay)
+
+
+def test_a_plain_attribute_setting_is_restored_by_load_state_dict_where_it_lives() -> None:
+    """A plain-attribute setting (``self.decay``, no Hyperparameter) saved in a state dict is
+    restored into that attribute by load_state_dict, and the next step uses it:
+    ``w - (lr * decay) g``. Mutant killed: every restored setting written to ``_`` + its
+    name, which left ``decay`` at its old value."""
+    parameters = _mlp_parameters()
+    optimizer = _Legacy(parameters, lr=0.1, decay=2.0)
+    saved = optimizer.state_dict()
+    assert saved["hyperparameters"] == {"decay": 2.0}
+    saved["hyperparameters"]["decay"] = 0.5
+    optimizer.load_state_dict(saved)
+    assert optimizer.decay == 0.5 and optimizer.hyperparameters() == {"decay": 0.5}
+    _fill_grads(parameters, 2)
+    expected = [p.data - (0.1 * 0.5) * p.grad for p in parameters]
+    optimizer.step()
+    for value, parameter in zip(expected, parameters, strict=True):
+        torch.testing.assert_close(parameter.data, value, rtol=0, atol=1e-15)
