@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import signal
 import sys
 import weakref
 from collections.abc import Iterator
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -375,3 +377,170 @@ def test_a_model_its_loss_and_its_optimizer_collected_together_raise_nothing() -
         gc.collect()
     assert gone() is None
     assert ignored == []
+
+
+# -- a third pass of mutation testing over folded and chain (2026-12-07) ------------------------
+
+
+def _class_data(samples: int = 50, features: int = 3, classes: int = 3) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(samples, features, generator=generator, dtype=F64)
+    y = torch.randint(0, classes, (samples,), generator=generator)
+    return x, y
+
+
+def _near(a: Tensor, b: Tensor, tolerance: float = 1e-12) -> None:
+    scale = max(1.0, float(b.abs().max()))
+    error = float((a - b).abs().max())
+    assert error <= tolerance * scale, f"differs by {error:g} (scale {scale:g})"
+
+
+def _chain_of(*modules: nn.Module) -> nn.Sequential:
+    return nn.Sequential(*modules)
+
+
+def _linear(i: int, o: int, seed: int) -> nn.Linear:
+    return nn.Linear(i, o, dtype=F64, generator=torch.Generator().manual_seed(seed))
+
+
+def _two_layers_then_more() -> nn.Sequential:
+    # Linear, Linear (at index 1, not last), Tanh, Linear
+    return _chain_of(_linear(3, 4, 1), _linear(4, 5, 2), nn.Tanh(), _linear(5, 3, 3))
+
+
+def test_a_second_layer_right_after_the_first_passes_its_input_gradient_back() -> None:
+    """A layer at index 1 (right after the first layer, not the last) computes its input
+    gradient ``W^T G``, which the first layer's weight gradient reads: trained folded, the
+    first layer moves as under the loop."""
+    x, y = _class_data()
+    runs = []
+    for fold in (True, False):
+        model = _two_layers_then_more()
+        optimizer = optim.SGD(model.parameters(), 0.1)
+        calls = [0]
+        original = FoldedStep.__call__
+
+        def counting(
+            self: FoldedStep,
+            xb: Tensor,
+            yb: Tensor,
+            calls: list[int] = calls,
+            original: Any = original,
+        ) -> Tensor:
+            calls[0] += 1
+            return original(self, xb, yb)
+
+        with mock.patch.object(FoldedStep, "__call__", counting):
+            if fold:
+                fit(
+                    model,
+                    nn.CrossEntropyLoss(),
+                    optimizer,
+                    x,
+                    y,
+                    epochs=3,
+                    batch_size=10,
+                    generator=torch.Generator().manual_seed(5),
+                )
+            else:
+                with unfolded():
+                    fit(
+                        model,
+                        nn.CrossEntropyLoss(),
+                        optimizer,
+                        x,
+                        y,
+                        epochs=3,
+                        batch_size=10,
+                        generator=torch.Generator().manual_seed(5),
+                    )
+        assert calls[0] == (15 if fold else 0)
+        runs.append(model)
+    for p, q in zip(runs[0].parameters(), runs[1].parameters(), strict=True):
+        _near(p.data, q.data)
+        _near(p.grad, q.grad)
+
+
+def _interrupt_before_the_first_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C that comes as fit enters its training (fit defers it to the first step's
+    start, where it is raised before any step is taken), folded or not."""
+    import contextlib
+
+    import minidl.train
+
+    original = minidl.train.deferring_interrupts
+
+    @contextlib.contextmanager
+    def deferring(*args: Any, **options: Any) -> Any:
+        with original(*args, **options) as deferred:
+            signal.raise_signal(signal.SIGINT)
+            yield deferred
+
+    monkeypatch.setattr(minidl.train, "deferring_interrupts", deferring)
+
+
+def _folded_or_not(fold: bool) -> Any:
+    import contextlib
+
+    return contextlib.nullcontext() if fold else unfolded()
+
+
+@pytest.mark.parametrize("fold", [True, False], ids=["folded", "loop"])
+def test_an_interrupt_before_the_first_step_leaves_zero_gradients_on_a_fresh_model(
+    monkeypatch: pytest.MonkeyPatch, fold: bool
+) -> None:
+    """Interrupted before its first step, a fit leaves the parameters, their gradients and the
+    optimizer's state as they were (no step, no zero_grad): on a fresh model, its values and
+    zeros. The folded step stores its gradient buffer back, which must then hold zeros."""
+    x, y = _class_data()
+    model = _two_layers_then_more()
+    optimizer = optim.SGD(model.parameters(), 0.1, momentum=0.9)
+    criterion = nn.CrossEntropyLoss()
+    before = [p.data.clone() for p in model.parameters()]
+    assert all(torch.equal(p.grad, torch.zeros_like(p.grad)) for p in model.parameters())
+    _interrupt_before_the_first_step(monkeypatch)
+    with _folded_or_not(fold), pytest.raises(KeyboardInterrupt):
+        fit(model, criterion, optimizer, x, y, epochs=2, batch_size=10)
+    assert (FoldedStep.kept(model, criterion, optimizer, x, y) is not None) is fold
+    assert optimizer.step_count == 0
+    for p, value in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p.data, value)
+        assert torch.equal(p.grad, torch.zeros_like(p.grad))
+    buffer = optimizer.state["momentum_buffer"]
+    assert torch.equal(buffer, torch.zeros_like(buffer))
+
+
+@pytest.mark.parametrize("fold", [True, False], ids=["folded", "loop"])
+def test_an_interrupt_before_the_first_step_leaves_the_gradients_as_they_were(
+    monkeypatch: pytest.MonkeyPatch, fold: bool
+) -> None:
+    """The loop, interrupted before its first step (no zero_grad run), leaves the parameters'
+    gradients as they were (here: set by a backward before fit, then zeroed by hand after a fit
+    that kept its folded step); the folded step's store() wrote its own gradient buffer over
+    them (zeros on a new step, the last call's gradients on a kept one), which it now loads
+    from the parameters first. The loop's case is the oracle."""
+    x, y = _class_data()
+    model = _two_layers_then_more()
+    optimizer = optim.SGD(model.parameters(), 0.1)
+    criterion = nn.CrossEntropyLoss()
+    criterion(model(x[:10]), y[:10])
+    model.backward_parameters(criterion.backward())
+    grads = [p.grad.clone() for p in model.parameters()]
+    assert any(bool(g.abs().max() > 0) for g in grads)
+    _interrupt_before_the_first_step(monkeypatch)
+    with _folded_or_not(fold), pytest.raises(KeyboardInterrupt):
+        fit(model, criterion, optimizer, x, y, epochs=2, batch_size=10)
+    assert (FoldedStep.kept(model, criterion, optimizer, x, y) is not None) is fold
+    assert optimizer.step_count == 0
+    for p, g in zip(model.parameters(), grads, strict=True):
+        assert torch.equal(p.grad, g)
+    # (a call that kept its step, the gradients then zeroed by hand, and a call interrupted)
+    monkeypatch.undo()
+    with _folded_or_not(fold):
+        fit(model, criterion, optimizer, x, y, epochs=1, batch_size=10)
+    optimizer.zero_grad()
+    _interrupt_before_the_first_step(monkeypatch)
+    with _folded_or_not(fold), pytest.raises(KeyboardInterrupt):
+        fit(model, criterion, optimizer, x, y, epochs=2, batch_size=10)
+    assert optimizer.step_count == 5
+    assert all(torch.equal(p.grad, torch.zeros_like(p.grad)) for p in model.parameters())

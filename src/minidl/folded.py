@@ -549,14 +549,17 @@ class FoldedStep:
         return True
 
     def load(self) -> None:
-        """Copy the model's parameters and the optimizer's state into the blocks (after
-        :meth:`usable`)."""
+        """Copy the model's parameters, their gradients and the optimizer's state into the
+        blocks (after :meth:`usable`): :meth:`store` copies all three back, so that a call
+        interrupted before its first step leaves the gradients as they were, as the loop
+        leaves them (not the zeros of a new step, or the last gradients of an earlier call)."""
         optimizer = self._optimizer()
         assert optimizer is not None  # (usable)
         flat = optimizer._flat_buffers()
         assert flat is not None  # (usable)
         index = self._index
         torch.index_select(flat[0], 0, index, out=self.values)
+        torch.index_select(flat[1], 0, index, out=self.grads)
         # (the state tensors as they are now: code between epochs or calls may have replaced
         # one, optimizer.state[name] = ..., which the optimizer's own step then updates: taken
         # as its step takes it, one made in inference mode copied out of it)
