@@ -430,30 +430,17 @@ def test_a_second_layer_right_after_the_first_passes_its_input_gradient_back() -
             calls[0] += 1
             return original(self, xb, yb)
 
-        with mock.patch.object(FoldedStep, "__call__", counting):
-            if fold:
-                fit(
-                    model,
-                    nn.CrossEntropyLoss(),
-                    optimizer,
-                    x,
-                    y,
-                    epochs=3,
-                    batch_size=10,
-                    generator=torch.Generator().manual_seed(5),
-                )
-            else:
-                with unfolded():
-                    fit(
-                        model,
-                        nn.CrossEntropyLoss(),
-                        optimizer,
-                        x,
-                        y,
-                        epochs=3,
-                        batch_size=10,
-                        generator=torch.Generator().manual_seed(5),
-                    )
+        with mock.patch.object(FoldedStep, "__call__", counting), _folded_or_not(fold):
+            fit(
+                model,
+                nn.CrossEntropyLoss(),
+                optimizer,
+                x,
+                y,
+                epochs=3,
+                batch_size=10,
+                generator=torch.Generator().manual_seed(5),
+            )
         assert calls[0] == (15 if fold else 0)
         runs.append(model)
     for p, q in zip(runs[0].parameters(), runs[1].parameters(), strict=True):

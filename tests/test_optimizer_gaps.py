@@ -649,6 +649,15 @@ def test_a_nested_state_tensor_is_refused_by_the_step_before_anything_changes() 
 # (the rest of the fourth pass: saved states, settings of one's own, parameter memory)
 
 
+#: SGD's refusal of a saved momentum of 1e300 for float32 parameters.
+_STATE_BEYOND_FLOAT32 = (
+    r"^SGD\.load_state_dict: state 'momentum_buffer' holds 1e\+300, beyond the range of the "
+    r"parameters' dtype torch\.float32 \(largest finite value 3\.40282e\+38\): cast to it, the "
+    r"state would be infinite, and the updates made from it infinite or 0; load it into an "
+    r"optimizer of parameters of its dtype$"
+)
+
+
 def _fill_grads(parameters: list[nn.Parameter], seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     for parameter in parameters:
@@ -733,10 +742,7 @@ def test_a_state_refused_as_infinite_in_the_dtype_names_its_largest_finite_value
     before = _snapshot(optimizer)
     with pytest.raises(
         ValueError,
-        match=r"^SGD\.load_state_dict: state 'momentum_buffer' holds 1e\+300, beyond the range "
-        r"of the parameters' dtype torch\.float32 \(largest finite value 3\.40282e\+38\): cast "
-        r"to it, the state would be infinite, and the updates made from it infinite or 0; load "
-        r"it into an optimizer of parameters of its dtype$",
+        match=_STATE_BEYOND_FLOAT32,
     ):
         optimizer.load_state_dict(saved)
     _assert_unchanged(optimizer, before)
@@ -804,10 +810,7 @@ def test_a_state_beyond_the_dtype_the_model_was_cast_to_is_refused_by_load() -> 
     before = _snapshot(optimizer)
     with pytest.raises(
         ValueError,
-        match=r"^SGD\.load_state_dict: state 'momentum_buffer' holds 1e\+300, beyond the range "
-        r"of the parameters' dtype torch\.float32 \(largest finite value 3\.40282e\+38\): cast "
-        r"to it, the state would be infinite, and the updates made from it infinite or 0; load "
-        r"it into an optimizer of parameters of its dtype$",
+        match=_STATE_BEYOND_FLOAT32,
     ):
         optimizer.load_state_dict(saved)
     _assert_unchanged(optimizer, before)

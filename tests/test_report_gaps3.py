@@ -19,8 +19,6 @@ from minidl.data import DISK_CENTER, DISK_RADIUS
 from minidl.experiments.config import (
     CHOICES,
     PROTOCOL,
-    TABLE_I,
-    TABLE_II,
     TABLE_III,
     CyclicSchedule,
     Experiment,
@@ -39,6 +37,7 @@ from minidl.experiments.runner import RunSettings
 from minidl.experiments.seeds import round_seeds
 from minidl.experiments.training import RoundResult, RowResult, make_round_data
 from minidl.nn import Module, mlp
+from tests.test_report import experiment
 
 SETTINGS = RunSettings(
     rounds=3,
@@ -48,12 +47,6 @@ SETTINGS = RunSettings(
     epochs_override=None,
     command="minidl reproduce",
 )
-
-
-def _experiment(table: str, label: str) -> Experiment:
-    rows = {"I": TABLE_I, "II": TABLE_II, "III": TABLE_III}[table]
-    (found,) = [row for row in rows if row.label == label]
-    return found
 
 
 def _row(
@@ -94,7 +87,7 @@ def _entry(results: Sequence[RowResult], label: str) -> dict:
 def test_the_json_gives_a_clr_half_cycle_in_batches_of_the_rows_protocol() -> None:
     """Mutant 4: ``step_size_up_batches`` is the half-cycle's epochs times the batches of an
     epoch of the row's own protocol (ceil(n_train / batch_size)), not its epochs."""
-    row = _experiment("III", "SGD, CLR")
+    row = experiment("III", "SGD, CLR")
     schedule = row.scheduler
     assert isinstance(schedule, CyclicSchedule)
     for n_train, batch_size in ((1000, 100), (450, 100), (1000, 1000)):
@@ -119,7 +112,7 @@ def test_the_json_counts_the_epochs_of_the_validation_curve() -> None:
     (the fake rounds' training loss has as many values)."""
     for epochs in (1, 3, 7):
         curve = tuple(float(50 - e) for e in range(epochs))
-        row = _row(_experiment("I", "Tanh"), [1.0, 2.0], curves=[curve, curve])
+        row = _row(experiment("I", "Tanh"), [1.0, 2.0], curves=[curve, curve])
         entry = _entry([row], "Tanh")
         assert entry["epochs"] == epochs
         assert [len(c) for c in entry["validation_curves"]] == [epochs, epochs]
@@ -130,7 +123,7 @@ def test_the_json_gives_the_first_rounds_rate_per_epoch() -> None:
     """Mutant 7: ``lr_curve`` is the first round's, as ``batch_lr`` is (one curve for the row),
     not another round's."""
     row = _row(
-        _experiment("I", "Tanh"),
+        experiment("I", "Tanh"),
         [1.0, 2.0, 3.0],
         lr_curves=[(0.1, 0.05, 0.025), (0.2, 0.2, 0.2), (0.3, 0.3, 0.3)],
     )
@@ -140,7 +133,7 @@ def test_the_json_gives_the_first_rounds_rate_per_epoch() -> None:
 def test_a_variants_json_carries_the_numbers_of_the_papers_row_it_is_compared_with() -> None:
     """Mutant 9: a variant has no number of the paper of its own; its entry gives the numbers
     of the paper's row it is compared with (the same table's), beside the comparison made."""
-    main = _experiment("III", "SGD, CLR")
+    main = experiment("III", "SGD, CLR")
     (variant,) = [e for e in TABLE_III if e.kind == "variant" and e.variant_of == "SGD, CLR"][:1]
     assert variant.paper is None and main.paper is not None
     results = [_row(main, [1.2, 1.4, 1.3]), _row(variant, [1.5, 1.7, 1.6])]
@@ -155,9 +148,9 @@ def test_every_nonzero_momentum_is_named_in_the_settings() -> None:
     """Mutant 20: the settings of a row name its momentum whenever it has one (0.5 as 0.9),
     and none for momentum 0."""
     for label, momentum in (("SGD, momentum 0.5", 0.5), ("SGD, momentum 0.9", 0.9)):
-        text = _settings(_experiment("II", label))
+        text = _settings(experiment("II", label))
         assert text.endswith(f"SGD lr 0.01, momentum {momentum:g}")
-    assert "momentum" not in _settings(_experiment("II", "SGD, momentum 0"))
+    assert "momentum" not in _settings(experiment("II", "SGD, momentum 0"))
 
 
 def test_the_curves_best_epoch_is_each_rounds_minimum_averaged() -> None:
@@ -165,7 +158,7 @@ def test_the_curves_best_epoch_is_each_rounds_minimum_averaged() -> None:
     round's lowest validation error, wherever it lies, not of its last."""
     first = (30.0, 20.0, 10.0, 2.0, 4.0, 6.0, 8.0, 9.0)
     second = (30.0, 20.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)
-    text = _curve_trend(_row(_experiment("I", "Tanh"), [1.0, 2.0], curves=[first, second]))
+    text = _curve_trend(_row(experiment("I", "Tanh"), [1.0, 2.0], curves=[first, second]))
     best = statistics.fmean([min(first), min(second)])
     assert best == 3.0
     assert text.endswith(f"the best epoch of each round averaged {best:.2f}%.")
@@ -174,7 +167,7 @@ def test_the_curves_best_epoch_is_each_rounds_minimum_averaged() -> None:
 def test_only_a_row_of_another_value_of_a_decision_is_named_beside_it() -> None:
     """Mutant 25: a row of one's own whose ADADELTA rho is the decision's own value is not
     "trained with another value"; one of another rho is, by name and value."""
-    chosen = _experiment("II", "ADADELTA")
+    chosen = experiment("II", "ADADELTA")
     assert chosen.adadelta_rho == CHOICES.adadelta_rho
     own = dataclasses.replace(chosen, label="ADADELTA, rho 0.5", adadelta_rho=0.5)
     lines = _choices_section([_row(chosen, [1.0, 2.0])])
@@ -195,10 +188,10 @@ def test_the_seed_note_is_given_where_any_row_keeps_one_data_set() -> None:
     from minidl.experiments.report import _protocol_section
 
     note = " (its data seed round 1's where the protocol keeps one data set for every round)"
-    tanh = _experiment("I", "Tanh")
+    tanh = experiment("I", "Tanh")
     assert tanh.protocol.new_data_per_round
     kept = dataclasses.replace(
-        _experiment("I", "ELU"),
+        experiment("I", "ELU"),
         protocol=dataclasses.replace(PROTOCOL, new_data_per_round=False),
     )
     mixed = "\n".join(_protocol_section(SETTINGS, [_row(tanh, [1.0, 2.0]), _row(kept, [1.0, 2.0])]))
@@ -224,7 +217,7 @@ def test_figure_2_says_two_misclassified_points_in_the_plural(tmp_path: Path) ->
     """Mutant 35: round 1's network wrong on exactly 2 test points: "the 2 misclassified test
     points lie", with the farther one's distance from the circle and the share of the test
     points as close, computed here with math.hypot."""
-    tanh = _row(_experiment("I", "Tanh"), [1.0, 2.0])
+    tanh = _row(experiment("I", "Tanh"), [1.0, 2.0])
     data = make_round_data(tanh.experiment, tanh.rounds[0].seeds)
     flipped = data.test.y.clone()
     flipped[:2] = 1 - flipped[:2]
@@ -251,7 +244,7 @@ def test_figure_2_says_two_misclassified_points_in_the_plural(tmp_path: Path) ->
 def test_two_variants_within_noise_but_not_closer_are_named_in_the_plural() -> None:
     """Mutant 41: two readings within noise of the paper only through their spread: "'a', 'b'
     are within noise of the paper", in the plural (one: "is")."""
-    clr = _experiment("III", "SGD, CLR")
+    clr = experiment("III", "SGD, CLR")
     (reading,) = [
         e for e in TABLE_III if e.kind == "variant" and e.variant_of == "SGD, CLR" and not e.fault
     ]
@@ -279,8 +272,8 @@ def test_the_sd_factor_is_given_only_for_one_count_of_the_papers_rounds() -> Non
     from minidl.experiments.config import PaperResult
     from minidl.experiments.report import _paper_sd_reading
 
-    tanh = _row(_experiment("I", "Tanh"), [1.0, 1.2, 0.9, 1.1, 1.0])
-    elu = _experiment("I", "ELU")
+    tanh = _row(experiment("I", "Tanh"), [1.0, 1.2, 0.9, 1.1, 1.0])
+    elu = experiment("I", "ELU")
     ten = dataclasses.replace(elu, paper=PaperResult(1.80, 0.53, rounds=10))
     (text, blank) = _paper_sd_reading([tanh])
     assert blank == ""
@@ -296,8 +289,8 @@ def test_the_papers_repeats_give_ours_of_the_first_row_of_that_training() -> Non
     they may not), as the table's figure draws the first (``_table_section``), not the last."""
     from minidl.experiments.report import _paper_consistency
 
-    tanh = _row(_experiment("I", "Tanh"), [3.0, 3.1, 2.9, 3.0, 3.0])
-    sgd = _row(_experiment("III", "SGD"), [1.0, 1.2, 0.8, 1.0, 1.0])
+    tanh = _row(experiment("I", "Tanh"), [3.0, 3.1, 2.9, 3.0, 3.0])
+    sgd = _row(experiment("III", "SGD"), [1.0, 1.2, 0.8, 1.0, 1.0])
     for first, second in ((tanh, sgd), (sgd, tanh)):
         (line,) = [
             line for line in _paper_consistency([first, second]) if line.startswith("- Same")
@@ -308,7 +301,7 @@ def test_the_papers_repeats_give_ours_of_the_first_row_of_that_training() -> Non
 def test_the_report_names_every_number_of_processes_from_2(tmp_path: Path) -> None:
     """Mutant 66: 2 processes are several (the figures then drawn on a core left free); 1 is
     "1 process"."""
-    tanh = _row(_experiment("I", "Tanh"), [1.0, 2.0])
+    tanh = _row(experiment("I", "Tanh"), [1.0, 2.0])
     path = tmp_path / "report.md"
     for jobs, text in (
         (1, "(training 8.0 s in 1 process, figures and report 1.0 s)."),
@@ -335,8 +328,8 @@ def test_compare_uses_the_paper_numbers_of_the_row_given() -> None:
     from scipy import stats
 
     errors = [1.0, 1.2, 0.9, 1.1, 1.0]
-    tanh = _row(_experiment("I", "Tanh"), errors)
-    sgd = _row(_experiment("III", "SGD"), [2.0, 2.0])
+    tanh = _row(experiment("I", "Tanh"), errors)
+    sgd = _row(experiment("III", "SGD"), [2.0, 2.0])
     paper = sgd.experiment.paper
     assert paper is not None
     result = compare(tanh, sgd)
