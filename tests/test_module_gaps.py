@@ -18,6 +18,7 @@ import torch
 import torch.nn as tnn
 
 from minidl import nn
+from minidl.interop import TorchResidual, to_torch
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
 from tests.helpers import F64
@@ -451,3 +452,69 @@ def test_a_nested_buffer_is_refused_without_the_hint_it_cannot_take() -> None:
     assert module._buffers == {} and "b" not in vars(module)
     with pytest.raises(TypeError, match=r"got a sparse_coo tensor \(pass tensor\.to_dense\(\)\)$"):
         module.register_buffer("b", torch.eye(2).to_sparse())
+
+
+# -- shallow copies and registration (a review against torch.nn, 2026-12-07) ----------------------
+
+
+class _Box(nn.Module):
+    """A module of one's own in the documented pattern: its child kept in an attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = self.register_module("a", nn.Linear(2, 2, dtype=torch.float64))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self.a(input)
+
+
+def test_a_child_registered_again_through_a_shallow_copy_is_the_originals_too() -> None:
+    """``copy.copy`` shares the registry of children: a child registered again through the copy
+    was in the original's parameters() (and so its optimizer's and state_dict), while the
+    original's attribute, which its forward reads, still held the old child (a module of one's
+    own then computed with one layer and trained another, without a word; a Residual refused
+    as if its block had been set by hand). PyTorch's shallow copy, ``copy.copy(t).block = new``,
+    gives both the new child; so does minidl's now, through either copy."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, dtype=torch.float64)
+    for first_is_copy in (True, False):
+        box = _Box()
+        copied = copy.copy(box)
+        new = nn.Linear(2, 2, dtype=torch.float64)
+        (copied if first_is_copy else box).register_module("a", new)
+        for module in (box, copied):
+            assert module.a is new
+            assert [p for p in module.parameters()] == [new.weight, new.bias]
+            assert torch.equal(module(x), new(x))
+    residual = nn.Residual(nn.Linear(2, 2, dtype=torch.float64))
+    copied_residual = copy.copy(residual)
+    block = nn.Linear(2, 2, dtype=torch.float64)
+    copied_residual.register_module("block", block)
+    twin = TorchResidual(torch.nn.Linear(2, 2, dtype=torch.float64))
+    copy.copy(twin).block = to_torch(block)
+    assert torch.equal(residual(x), x + block(x))
+    torch.testing.assert_close(residual(x), twin(x), rtol=1e-15, atol=0.0)
+
+
+def test_a_parameter_removed_through_one_shallow_copy_may_be_registered_through_the_other() -> None:
+    """``register_parameter("bias", None)`` on one of two shallow copies set the attribute of
+    both to None but noted the removal on the one called only: registering a bias again through
+    the other was refused ("'bias' is already an attribute of Linear"), where PyTorch takes it.
+    Now either copy registers it again, and both compute with it."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, dtype=torch.float64)
+    layer = nn.Linear(2, 3, dtype=torch.float64)
+    copied = copy.copy(layer)
+    layer.register_parameter("bias", None)
+    assert copied.bias is None and [p.name for p in copied.parameters()] == ["weight"]
+    bias = nn.Parameter(torch.arange(3, dtype=torch.float64))
+    copied.register_parameter("bias", bias)
+    for module in (layer, copied):
+        assert module.bias is bias
+        torch.testing.assert_close(
+            module(x), x @ module.weight.data.T + bias.data, rtol=1e-15, atol=0.0
+        )
+    # (and removed again through the copy, registered again through the original)
+    copied.register_parameter("bias", None)
+    layer.register_parameter("bias", nn.Parameter(torch.zeros(3, dtype=torch.float64)))
+    assert copied.bias is layer.bias and copied.bias is not None

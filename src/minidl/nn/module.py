@@ -175,8 +175,9 @@ class Module:
     makes, made again. What is done
     to the state through one is done to the other: ``to(...)`` on the copy moves the original's
     parameters, buffers and children too, and a parameter or buffer registered in one is the
-    other's (its attribute set on both, which each computes with), while the registries are
-    shared. ``copy.deepcopy`` copies the state. A method or other attribute set on the
+    other's (its attribute set on both, which each computes with), as is a child registered
+    again in one (the attribute of either that held the child replaced follows), while the
+    registries are shared. ``copy.deepcopy`` copies the state. A method or other attribute set on the
     instance (``layer.backward = my_backward``) is kept by both and by pickle, as in PyTorch
     (the same function; one bound to the module still bound to it in a shallow copy, so that it
     computes with the original's caches, and bound to a deep copy and, unlike PyTorch's, to a
@@ -361,11 +362,6 @@ class Module:
         self._check_name("register_parameter", "parameter", name, parameter, registry)
         if parameter is None:
             registry.pop(name, None)
-            removed: set[str] | None = getattr(self, "_removed_parameters", None)
-            if removed is None:
-                removed = set()
-                object.__setattr__(self, "_removed_parameters", removed)
-            removed.add(name)
         elif not isinstance(parameter, Parameter):
             raise TypeError(
                 f"{type(self).__name__}.register_parameter: expected a minidl Parameter (or "
@@ -375,12 +371,22 @@ class Module:
             if not parameter.name:
                 parameter.name = name
             registry[name] = parameter
-            # (registered again where one was removed: no longer a removed one, which
-            # to_torch would take for a parameter set by hand)
-            getattr(self, "_removed_parameters", set()).discard(name)
         Module._registrations = next(_REGISTRATIONS)  # (not += 1: see _REGISTRATIONS)
+        # (the shallow copies sharing the registry follow, the names removed too: a copy
+        # registering a parameter again where the other removed one took the None there for
+        # an attribute of its own)
         for module in self._sharing("_parameters"):
             object.__setattr__(module, name, parameter)
+            removed: set[str] | None = getattr(module, "_removed_parameters", None)
+            if parameter is None:
+                if removed is None:
+                    removed = set()
+                    object.__setattr__(module, "_removed_parameters", removed)
+                removed.add(name)
+            elif removed is not None:
+                # (registered again where one was removed: no longer a removed one, which
+                # to_torch would take for a parameter set by hand)
+                removed.discard(name)
         return parameter
 
     def register_module(self, name: str, module: _Module) -> _Module:
@@ -430,15 +436,13 @@ class Module:
             )
         previous = registry.get(name)
         registry[name] = module
-        if (
-            previous is not None
-            and previous is not module
-            and getattr(self, name, None) is previous
-        ):
+        if previous is not None and previous is not module:
             # (the attribute that held the child replaced, ``self.block = block``, follows:
             # Residual's forward, which reads it, ran the old block while parameters() and the
-            # optimizer held the new one)
-            setattr(self, name, module)
+            # optimizer held the new one; in a shallow copy sharing the registry too)
+            for holder in self._sharing("_modules"):
+                if getattr(holder, name, None) is previous:
+                    setattr(holder, name, module)
         Module._registrations = next(_REGISTRATIONS)
         return module
 
@@ -1532,8 +1536,8 @@ class Module:
 
     def _sharing(self, registry: str) -> list[Module]:
         """This module and the shallow copies of it (or that it is one of) whose ``registry``
-        (``"_parameters"``, ``"_buffers"``) is still this module's own dict: those whose
-        attribute must follow it."""
+        (``"_parameters"``, ``"_buffers"``, ``"_modules"``) is still this module's own dict:
+        those whose attribute must follow it."""
         family = getattr(self, "_shallow_copies", None)
         if family is None:
             return [self]
