@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import save as safetensors_save
 
-from minidl import nn, optim
+from minidl import checkpoint, nn, optim
 from minidl.checkpoint import (
     CheckpointError,
     _canonical,
@@ -71,11 +71,11 @@ def test_a_safetensors_file_of_another_program_is_refused_as_no_minidl_checkpoin
     )
 
 
-def _saved(tmp_path: Path) -> Path:
-    """A checkpoint of an SGD run with momentum, at epoch 1."""
+def _saved(tmp_path: Path, **kwargs: Any) -> Path:
+    """A checkpoint of an SGD run with momentum, at epoch 1 (``kwargs``: save_checkpoint's)."""
     model, optimizer = _sgd_model()
     path = tmp_path / "run.ckpt"
-    save_checkpoint(path, model, optimizer, epoch=1)
+    save_checkpoint(path, model, optimizer, epoch=1, **kwargs)
     return path
 
 
@@ -421,3 +421,364 @@ def test_a_count_of_another_integer_dtype_is_not_told_to_be_cast(tmp_path: Path)
     model = model.to(torch.float64)
     with pytest.raises(CheckpointError, match=r"\): cast the model to the checkpoint's dtype "):
         load_checkpoint(path, model)
+
+
+# -- a fourth pass of mutation testing over checkpoint.py (2026-12-07) ----------------------------
+
+
+def _malformed(path: Path, words: str) -> None:
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert str(info.value) == (
+        f"read_checkpoint: checkpoint {str(path)!r}: the header is malformed ({words})"
+    )
+
+
+def test_a_file_cut_off_inside_the_last_8_bytes_of_its_header_is_called_truncated(
+    tmp_path: Path,
+) -> None:
+    """A file cut off 3 bytes before its safetensors header ends (a header longer than the
+    file less its 8-byte length field, yet shorter than the whole file) is refused as truncated,
+    naming the header's and the file's sizes. (Mutant m13, ``size > min(length, ...)``, took
+    the header for one the file holds and called it corrupted JSON instead.)"""
+    path = _saved(tmp_path)
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    path.write_bytes(data[: 8 + size - 3])
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert str(info.value) == (
+        f"read_checkpoint: checkpoint {str(path)!r}: not a safetensors file, or truncated "
+        f"(header of {size} bytes in a file of {size + 5} bytes)"
+    )
+
+
+def test_a_file_that_grows_after_its_head_was_checked_is_refused_by_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The size the header describes is checked again against the bytes read in full (the file
+    may be written to between its first bytes' check and the reading of the rest): a file
+    grown by 16 bytes meanwhile is refused as followed by extra bytes. (Mutant m17, the second
+    check removed, left it to safetensors and the layout check, in other words.)"""
+    path = _saved(tmp_path)
+    size = path.stat().st_size
+    original = checkpoint._read_regular_file
+
+    def grown(*args: Any, **kwargs: Any) -> bytes:
+        return original(*args, **kwargs) + bytes(16)
+
+    monkeypatch.setattr(checkpoint, "_read_regular_file", grown)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert str(info.value) == (
+        f"read_checkpoint: checkpoint {str(path)!r}: the file is followed by extra bytes "
+        f"({size + 16} bytes, its header describes {size})"
+    )
+
+
+def test_a_safetensors_header_padded_further_is_refused_as_not_canonical(tmp_path: Path) -> None:
+    """A file whose safetensors header carries 8 more bytes of padding (still aligned, every
+    tensor and digest intact, so that it parses and loads as before) is not byte for byte what
+    minidl writes for its content: refused. (Mutant m18, the comparison with the rewritten
+    bytes removed, read it.)"""
+    path = _saved(tmp_path)
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    padded = (size + 8).to_bytes(8, "little") + data[8 : 8 + size] + b" " * 8 + data[8 + size :]
+    path.write_bytes(padded)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert str(info.value) == (
+        f"read_checkpoint: checkpoint {str(path)!r}: the file is corrupted (its layout is not "
+        "canonical)"
+    )
+
+
+def test_a_header_written_with_spaces_is_refused_as_not_canonical_json(tmp_path: Path) -> None:
+    """The 'minidl' header written by another JSON writer (json.dumps's default separators, a
+    digest that matches its content) is refused: minidl writes canonical JSON alone. (Mutant
+    m19, the comparison with the canonical text removed, read it.)"""
+    import json
+
+    path = _saved(tmp_path)
+    rewrite_checkpoint(path, dump=json.dumps)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert str(info.value) == (
+        f"read_checkpoint: checkpoint {str(path)!r}: the header is corrupted (not canonical JSON)"
+    )
+
+
+def _update_history(header: dict[str, Any], **values: list[Any]) -> None:
+    header["training"]["history"].update(values)
+
+
+MALFORMED: list[tuple[str, Any, str, str]] = [
+    (
+        "m29",
+        lambda h: h["scheduler"].update(interval="step"),
+        "scheduler.interval must be 'epoch' or 'batch', got 'step'",
+        "scheduled",
+    ),
+    (
+        "m30",
+        lambda h: _update_history(h, train_loss=[True]),
+        "training.history.train_loss must be a list of numbers",
+        "plain",
+    ),
+    (
+        "m31",
+        lambda h: _update_history(h, train_loss=[1.0], validation_error=[0.5], lr=[]),
+        "training.history must hold as many epochs in train_loss, validation_error and lr, "
+        "got 1, 1 and 0",
+        "plain",
+    ),
+    (
+        "m33",
+        lambda h: h["training"].update(extra=[1, 2]),
+        "training.extra must be an object, got list",
+        "plain",
+    ),
+    (
+        "m34",
+        lambda h: h["tensors"]["model.0.bias"].update(finite="yes"),
+        "tensors.model.0.bias.finite must be a boolean, got str",
+        "plain",
+    ),
+    (
+        "m26",
+        lambda h: h["optimizer"].update(shapes=5),
+        "optimizer.shapes must be a list of shapes, got 5",
+        "plain",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "words", "kind"),
+    [case[1:] for case in MALFORMED],
+    ids=[case[0] for case in MALFORMED],
+)
+def test_a_header_field_out_of_its_kind_is_refused_as_malformed(
+    tmp_path: Path, change: Any, words: str, kind: str
+) -> None:
+    """Header fields (digests valid) that save_checkpoint never writes are refused as malformed,
+    naming the field: an interval other than 'epoch' and 'batch' (m29 took 'step'), a bool in a
+    history (m30), an lr curve of another length (m31 compared train_loss and
+    validation_error alone), an extra that is no object (m33), a finiteness flag that is no
+    bool (m34), shapes that are no list (m26)."""
+    if kind == "scheduled":
+        model, optimizer = _sgd_model()
+        path = tmp_path / "run.ckpt"
+        save_checkpoint(path, model, optimizer, optim.StepDecay(optimizer, step_size=2), epoch=1)
+    else:
+        path = _saved(tmp_path)
+    rewrite_checkpoint(path, header=change)
+    _malformed(path, words)
+
+
+class _Held(nn.Module):
+    """An identity layer holding ``held`` in its attribute ``name`` (a generator, or a list or
+    dict of them), and, with ``size``, a parameter ``w`` of that size (its repr shows neither)."""
+
+    def __init__(self, name: str, held: object, size: int = 0) -> None:
+        super().__init__()
+        setattr(self, name, held)
+        if size:
+            self.w = self.register_parameter("w", nn.Parameter(torch.zeros(size)))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return input
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return grad_output
+
+
+def test_a_list_of_generators_in_an_attribute_named_generator_is_saved_by_place(
+    tmp_path: Path,
+) -> None:
+    """A ``generator`` attribute holding a list of generators (no generator itself) is looked
+    into as any other attribute: each is saved by its place. (Mutant m70 passed over every
+    attribute named ``generator``, so that these were not saved.)"""
+    rngs = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2), _Held("generator", rngs))
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, model, optim.SGD(model.parameters(), lr=0.1))
+    tensors = read_checkpoint(path).tensors
+    saved = sorted(name for name in tensors if name.startswith("rng.module."))
+    assert saved == ["rng.module.1.generator[0]", "rng.module.1.generator[1]"]
+    assert torch.equal(tensors["rng.module.1.generator[1]"], rngs[1].get_state())
+
+
+def test_the_generator_of_the_model_itself_is_saved_and_resumed(tmp_path: Path) -> None:
+    """The model itself (the root module, of path ``""``) holding a ``generator`` has its state
+    saved and restored on resuming, as a child's. (Mutant m59 left the root's out.)"""
+    generator = torch.Generator().manual_seed(5)
+    model = _Held("generator", generator, size=2)
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, model, optimizer)
+    saved = generator.get_state()
+    torch.rand(3, generator=generator)
+    load_checkpoint(path, model, optimizer)
+    assert torch.equal(generator.get_state(), saved)
+
+
+def test_a_generator_under_a_bool_key_is_refused_on_save(tmp_path: Path) -> None:
+    """A generator held in a dict under the key ``True`` (a bool, which JSON and the entry name
+    would not tell from 1) is refused, naming the key's type, and nothing is written. (Mutant
+    m61 took a bool as an int key and saved it as ``rngs[True]``.)"""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2), _Held("rngs", {True: torch.Generator()}))
+    path = tmp_path / "run.ckpt"
+    with pytest.raises(CheckpointError) as info:
+        save_checkpoint(path, model, optim.SGD(model.parameters(), lr=0.1))
+    assert str(info.value) == (
+        "save_checkpoint: the generator held at 1.rngs[True] cannot be named in a checkpoint: "
+        "one held in a dict is named by its key, which must be a str or an int, got bool; hold "
+        "it under such a key"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_module_generator_the_checkpoint_does_not_know_keeps_its_state(tmp_path: Path) -> None:
+    """A checkpoint of a version before module generators were saved (no ``module_generators``
+    and no ``rng.module.`` tensor) resumes a model whose Dropout has a generator of its own:
+    that generator keeps its state, the rest is restored. (Mutant m49 looked for every
+    module generator's state in the checkpoint and refused the load.)"""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(4)
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5, generator=generator))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, model, optimizer)
+
+    def older(header: dict[str, Any]) -> None:
+        del header["module_generators"], header["tensors"]["rng.module.1"]
+
+    rewrite_checkpoint(path, tensors=lambda t: t.pop("rng.module.1"), header=older)
+    torch.rand(3, generator=generator)
+    own = generator.get_state()
+    load_checkpoint(path, model, optimizer)
+    assert torch.equal(generator.get_state(), own)
+
+
+def test_the_model_alone_loads_from_a_checkpoint_with_a_data_generator(tmp_path: Path) -> None:
+    """Loading the model alone (no optimizer, e.g. to evaluate it) needs no data generator,
+    even where one was saved: only resuming does. (Mutant m46 asked for it without an
+    optimizer too.)"""
+    model, optimizer = _sgd_model()
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, model, optimizer, generator=torch.Generator().manual_seed(1))
+    saved = {name: value.clone() for name, value in model.state_dict().items()}
+    torch.manual_seed(3)
+    other = nn.Sequential(nn.Linear(2, 2))
+    state = load_checkpoint(path, other)
+    assert state.epoch == 0
+    assert all(torch.equal(other.state_dict()[name], saved[name]) for name in saved)
+
+
+def test_the_extra_of_a_read_checkpoint_is_a_plain_changeable_copy(tmp_path: Path) -> None:
+    """``Checkpoint.training.extra`` is a new, plain copy, nested values too: changing them
+    leaves the checkpoint as read. (Mutant m69, a shallow copy, gave the read-only nested
+    values of the header, which refused the change.)"""
+    path = _saved(tmp_path, extra={"settings": {"lr": 0.1}, "tags": ["a"]})
+    read = read_checkpoint(path)
+    extra = read.training.extra
+    extra["settings"]["lr"] = 0.5
+    extra["tags"].append("b")
+    assert read.training.extra == {"settings": {"lr": 0.1}, "tags": ["a"]}
+
+
+def test_a_model_of_other_shapes_and_the_same_repr_is_named_by_its_shapes(
+    tmp_path: Path,
+) -> None:
+    """A model whose repr does not show its sizes (a layer of one's own), with a parameter of
+    another shape than the saved one's, is refused as another architecture naming the shapes,
+    not as a cast of the same model. (Mutant m40, without the shapes' comparison, called it
+    a model of other dtypes.)"""
+    model = _Held("unused", None, size=2)
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, model)
+    other = _Held("unused", None, size=3)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, other)
+    assert str(info.value).startswith(
+        f"load_checkpoint: checkpoint {str(path)!r}: the checkpoint is for another "
+        "architecture: 'w' has shape (2,) (float32) in the checkpoint, (3,) (float32) in the "
+        "model.\n"
+    )
+
+
+def test_a_finite_complex_tensor_said_not_finite_is_refused(tmp_path: Path) -> None:
+    """The finiteness flag of a complex tensor is checked as any other's, but for the one case
+    older files hold (a complex tensor with a NaN said finite): a finite complex buffer said
+    not finite is refused. (Mutant m35 passed over every complex tensor's flag.)"""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2))
+    model[0].register_buffer("phase", torch.ones(2, dtype=torch.complex64))
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, model)
+    rewrite_checkpoint(path, header=lambda h: h["tensors"]["model.0.phase"].update(finite=False))
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert str(info.value) == (
+        f"read_checkpoint: checkpoint {str(path)!r}: tensor 'model.0.phase' is finite, the "
+        "header says not finite"
+    )
+
+
+def test_optimizer_state_of_another_dtype_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    """An optimizer state tensor of another dtype than the parameters' (a tampered file, header
+    and digests consistent) is refused before anything is written, naming both dtypes: the
+    model and optimizer are left as they were. (Mutant m57, the dtype check removed, let the
+    optimizer convert it, or refuse it in its own words.)"""
+    path = _saved(tmp_path)
+
+    def to_double(tensors: dict[str, torch.Tensor]) -> None:
+        tensors["optimizer.momentum_buffer"] = tensors["optimizer.momentum_buffer"].double() + 1
+
+    rewrite_checkpoint(
+        path,
+        tensors=to_double,
+        header=lambda h: h["tensors"]["optimizer.momentum_buffer"].update(dtype="float64"),
+    )
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(2, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    before = ({k: v.clone() for k, v in model.state_dict().items()}, optimizer.state_dict())
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, model, optimizer)
+    assert str(info.value) == (
+        f"load_checkpoint: checkpoint {str(path)!r}: the checkpoint's SGD state "
+        "'momentum_buffer' is float64, this one's parameters are float32"
+    )
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before[0].items())
+    after = optimizer.state_dict()
+    assert (after["lr"], after["step_count"]) == (before[1]["lr"], before[1]["step_count"])
+    assert all(torch.equal(after["state"][k], v) for k, v in before[1]["state"].items())
+
+
+def test_a_refused_scheduler_state_is_named_so_whatever_the_optimizers_rate(
+    tmp_path: Path,
+) -> None:
+    """A tampered scheduler state (last_step -5, digests valid) is refused as a state, in the
+    scheduler's words, whatever the learning rate the scheduler was built at (its base_lr is
+    part of the state, not a setting); the scheduler and optimizer are left as they were. (Built
+    at another rate, it was told "the settings differ": the repr compared after a failed load
+    was the one from before it, with the scheduler's own base_lr.)"""
+    model, optimizer = _sgd_model()
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, model, optimizer, optim.StepDecay(optimizer, step_size=2))
+    rewrite_checkpoint(path, header=lambda h: h["scheduler"]["state"].update(last_step=-5))
+    for lr in (0.1, 0.2):
+        other = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        scheduler = optim.StepDecay(other, step_size=2)
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path, model, other, scheduler)
+        assert str(info.value) == (
+            f"load_checkpoint: checkpoint {str(path)!r}: the saved state was refused: "
+            "StepDecay.load_state_dict: last_step must be an integer >= 0, got -5"
+        ), f"lr={lr}"
+        assert (other.lr, scheduler.state_dict()) == (lr, {"base_lr": lr, "last_step": 0})

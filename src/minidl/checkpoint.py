@@ -1879,14 +1879,23 @@ def _reprs_compared(saved: str, own: str) -> str:
     return "the lines of their reprs that differ:\n" + "\n".join(lines)
 
 
-def _same_settings(saved: Mapping[str, Any], given: str) -> bool:
+def _same_settings(saved: Mapping[str, Any], given: str, *, rates: bool = True) -> bool:
     """Whether the saved scheduler's ``repr`` is ``given``, a scheduler's. A checkpoint written
     before the reprs of ``StepDecay``, ``CyclicLR`` and ``OneCycle`` showed an interval set by
     hand (one without ``"interval"``) cannot tell it: their intervals are left out of
-    ``given`` there, as they were."""
+    ``given`` there, as they were. ``rates=False`` leaves the ``base_lr`` of each schedule out
+    of both (state, which a load restores: ``given`` before a load that failed holds the
+    scheduler's own)."""
     if "interval" not in saved:
         given = _SET_INTERVAL.sub(r"\1)", given)
-    return without_addresses(saved["repr"]) == without_addresses(given)
+    mine, theirs = without_addresses(saved["repr"]), without_addresses(given)
+    if not rates:
+        mine, theirs = _BASE_LR.sub("base_lr=", mine), _BASE_LR.sub("base_lr=", theirs)
+    return mine == theirs
+
+
+#: A schedule's ``base_lr`` in its ``repr`` (``StepDecay(step_size=2, gamma=0.5, base_lr=0.1)``).
+_BASE_LR = re.compile(r"\bbase_lr=[^,)\]]*")
 
 
 def _restore_scheduler(
@@ -1920,7 +1929,9 @@ def _restore_scheduler(
     try:
         scheduler.load_state_dict(saved["state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        if _same_settings(saved, given):
+        # (the scheduler's own base_lr, restored by a load, is no setting: one built on an
+        # optimizer at another rate refuses a bad saved state in its own words too)
+        if _same_settings(saved, given, rates=False):
             raise
         message = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
         reason = f"\n(this one refuses the saved state: {message})"
