@@ -9,15 +9,18 @@ test.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import pytest
 import torch
 
+from minidl.experiments import runner
 from minidl.experiments.config import (
     PROTOCOL,
     TABLE_I,
@@ -27,7 +30,7 @@ from minidl.experiments.config import (
     Protocol,
 )
 from minidl.experiments.pool import train_groups
-from minidl.experiments.runner import run_experiments
+from minidl.experiments.runner import RunSettings, run_experiments
 from minidl.experiments.training import RowResult
 
 #: Seconds the group beside a failing one would train (see fail_or_wait).
@@ -296,3 +299,106 @@ def test_the_progress_bar_names_the_processes_of_a_run_in_two_or_more(
         reproduce(settings, tmp_path / "out", progress=True, summary=False)
     assert _Bar.descriptions == described
     assert not (tmp_path / "out").exists()
+
+
+# -- a third pass of mutation testing over runner, pool and batched (2026-12-07) -----------------
+
+
+def test_run_settings_keep_a_numpy_epochs_override_as_an_int() -> None:
+    """A numpy integer ``epochs_override`` is taken and kept as a plain int, as ``rounds`` and
+    ``jobs`` are: results.json is written with ``json``, which refuses a numpy integer (after
+    the training)."""
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="2", quick=True, epochs_override=np.int64(3), command=""
+    )
+    assert type(settings.epochs_override) is int and settings.epochs_override == 3
+    assert json.dumps(settings.epochs_override) == "3"
+
+
+def test_rows_of_different_stacks_are_refused_naming_all_three() -> None:
+    """The refusal of rows of several stacks names every row given, the third too."""
+    from minidl.experiments.batched import train_rows_batched
+    from minidl.experiments.config import TABLE_III, experiments_for_tables
+
+    rows = [TABLE_III[0], TABLE_III[1], experiments_for_tables("2")[0]]
+    with pytest.raises(ValueError) as info:
+        train_rows_batched(rows, 1, 0, epochs=1)
+    assert str(info.value) == (
+        "train_rows_batched: the rows must differ only in activations, loss, optimizer and "
+        f"schedule (one stack_key), got {rows[0].key!r}, {rows[1].key!r}, {rows[2].key!r}"
+    )
+
+
+def test_reproduce_with_no_stderr_runs_without_a_progress_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process whose stderr is closed (``2>&-``: ``sys.stderr`` is None) runs with
+    ``progress=True`` as with ``progress=False``: no bar (tqdm would write into None), and the
+    run writes its report and JSON."""
+    import sys
+
+    from minidl.experiments.runner import reproduce
+
+    settings = RunSettings(
+        rounds=1, base_seed=0, tables="2", quick=True, epochs_override=1, command="x"
+    )
+    monkeypatch.setattr(sys, "stderr", None)
+    document = reproduce(settings, tmp_path / "out", progress=True, summary=False)
+    monkeypatch.undo()
+    assert (tmp_path / "out" / "report.md").is_file()
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert written == json.loads(json.dumps(document))
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_float64_rows_rounds_are_weighed_at_8_bytes_a_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The memory check weighs a number of the row's own dtype: a float64 protocol's
+    parameters, gradients and features take 8 bytes each (a float32's 4), its labels 8
+    (int64). Rounds that take exactly the machine's memory are accepted, a byte less refuses
+    them."""
+    import dataclasses
+    import itertools
+    import os
+
+    row = TABLE_II[0]
+    row = dataclasses.replace(row, protocol=dataclasses.replace(row.protocol, dtype="float64"))
+    sizes = row.protocol.sizes
+    parameters = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
+    samples = row.protocol.n_train + row.protocol.n_validation + row.protocol.n_test
+    per_round = 2 * parameters * 8 + samples * (sizes[0] * 8 + 8)
+    rounds = 1000
+
+    def memory(total: int) -> None:
+        pages = {"SC_PAGE_SIZE": 1, "SC_PHYS_PAGES": total}
+        monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+
+    memory(rounds * per_round)
+    runner._check_rounds_fit([row], rounds)
+    memory(rounds * per_round - 1)
+    with pytest.raises(
+        ValueError,
+        match=rf"^--rounds 1000: the run trains the 1000 rounds of 1 row at once, whose "
+        rf"parameters, their gradients and data sets alone take {rounds * per_round} bytes, "
+        rf"more than this machine's memory \({rounds * per_round - 1} bytes\)$",
+    ):
+        runner._check_rounds_fit([row], rounds)
+
+
+def test_an_out_that_links_to_a_file_is_named_as_a_file_not_as_a_link_to_no_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out`` a link to a file that exists cannot be made a folder: mkdir's own reason,
+    "File exists", is given (true of it), not "a link ... which leads to no file" (said only of
+    a link whose target is missing). Nothing is made or removed."""
+    from minidl.cli import main
+
+    (tmp_path / "report.txt").write_text("kept")
+    path = tmp_path / "link"
+    path.symlink_to(tmp_path / "report.txt")
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(path)]) == 2
+    error = f"minidl reproduce: error: --out {path}: cannot be made a folder (File exists)\n"
+    assert capsys.readouterr().err == error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "report.txt"]
+    assert (tmp_path / "report.txt").read_text() == "kept"
