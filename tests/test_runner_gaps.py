@@ -172,7 +172,6 @@ def test_a_link_to_no_file_in_out_is_put_back_where_a_move_fails(
     """A symbolic link of ``out`` that leads to no file, under a name the run writes, is one
     of the previous run's files too: where a later move fails, it is put back as it was (a
     link to the same target), and the new file goes back to where it came from."""
-    from minidl.experiments import runner
 
     os.symlink("nowhere", tmp_path / "a.txt")
     staging = tmp_path / ".staging"
@@ -283,7 +282,6 @@ def test_the_progress_bar_names_the_processes_of_a_run_in_two_or_more(
     labels are for a run in this one process), with 2 jobs as with more."""
     import tqdm
 
-    from minidl.experiments import runner
     from minidl.experiments.runner import RunSettings, reproduce
 
     def stop(*args: object, **kwargs: object) -> None:
@@ -349,41 +347,6 @@ def test_reproduce_with_no_stderr_runs_without_a_progress_bar(
     written = json.loads((tmp_path / "out" / "results.json").read_text())
     assert written == json.loads(json.dumps(document))
     assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []
-
-
-def test_a_float64_rows_rounds_are_weighed_at_8_bytes_a_number(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The memory check weighs a number of the row's own dtype: a float64 protocol's
-    parameters, gradients and features take 8 bytes each (a float32's 4), its labels 8
-    (int64). Rounds that take exactly the machine's memory are accepted, a byte less refuses
-    them."""
-    import dataclasses
-    import itertools
-    import os
-
-    row = TABLE_II[0]
-    row = dataclasses.replace(row, protocol=dataclasses.replace(row.protocol, dtype="float64"))
-    sizes = row.protocol.sizes
-    parameters = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
-    samples = row.protocol.n_train + row.protocol.n_validation + row.protocol.n_test
-    per_round = 2 * parameters * 8 + samples * (sizes[0] * 8 + 8)
-    rounds = 1000
-
-    def memory(total: int) -> None:
-        pages = {"SC_PAGE_SIZE": 1, "SC_PHYS_PAGES": total}
-        monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
-
-    memory(rounds * per_round)
-    runner._check_rounds_fit([row], rounds)
-    memory(rounds * per_round - 1)
-    with pytest.raises(
-        ValueError,
-        match=rf"^--rounds 1000: the run trains the 1000 rounds of 1 row at once, whose "
-        rf"parameters, their gradients and data sets alone take {rounds * per_round} bytes, "
-        rf"more than this machine's memory \({rounds * per_round - 1} bytes\)$",
-    ):
-        runner._check_rounds_fit([row], rounds)
 
 
 def test_an_out_that_links_to_a_file_is_named_as_a_file_not_as_a_link_to_no_file(

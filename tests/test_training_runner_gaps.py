@@ -9,6 +9,7 @@ test.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -267,17 +268,19 @@ def test_a_world_size_of_one_is_a_run_alone(
         runner._check_not_launched()
 
 
+@pytest.mark.parametrize(("dtype", "size"), [("float32", 4), ("float64", 8)])
 def test_rounds_are_refused_exactly_past_the_machines_memory(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, dtype: str, size: int
 ) -> None:
     """A run's largest stack takes, per round, each row's parameters and their gradients
-    (float32: 4 bytes each) and the round's 3000 points (2 float32 features and an int64
-    label each). Rounds that take exactly the machine's memory are accepted, a byte less
-    memory refuses them."""
-    rows = [TABLE_II[0]]
-    sizes = TABLE_II[0].protocol.sizes
+    (4 bytes each in float32, 8 in float64: a number of the row's own dtype) and the round's
+    3000 points (2 features of that dtype and an int64 label each). Rounds that take exactly
+    the machine's memory are accepted, a byte less memory refuses them."""
+    row = TABLE_II[0]
+    rows = [dataclasses.replace(row, protocol=dataclasses.replace(row.protocol, dtype=dtype))]
+    sizes = row.protocol.sizes
     parameters = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
-    per_round = 2 * parameters * 4 + 3000 * (2 * 4 + 8)
+    per_round = 2 * parameters * size + 3000 * (2 * size + 8)
     rounds = 1000
 
     def memory(total: int) -> None:
