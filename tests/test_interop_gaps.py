@@ -297,3 +297,90 @@ def test_from_torch_given_a_class_says_to_build_an_instance() -> None:
         "from_torch: expected a torch.nn.Module, got the class torch.nn.modules.linear.Linear; "
         "pass an instance, built with its arguments"
     )
+
+
+# -- a third pass of mutation testing over interop.py (2026-12-07) -------------------------------
+
+
+def test_from_torch_refuses_a_boolean_count_of_batches() -> None:
+    """(m14) A bool ``num_batches_tracked`` is not a count: it must be refused, not cast to 1."""
+    layer = torch.nn.BatchNorm1d(3, dtype=F64)
+    layer.num_batches_tracked = torch.tensor(True)
+    before = layer.num_batches_tracked.clone()
+    with pytest.raises(ConversionError) as info:
+        from_torch(torch.nn.Sequential(torch.nn.Tanh(), layer))
+    assert str(info.value) == (
+        "from_torch: cannot convert the layer at '1' of type "
+        "torch.nn.modules.batchnorm.BatchNorm1d (its num_batches_tracked has dtype "
+        "torch.bool; expected integers)"
+    )
+    assert torch.equal(layer.num_batches_tracked, before)
+    assert layer.num_batches_tracked.dtype is torch.bool
+
+
+def test_from_torch_refuses_a_buffer_registered_by_hand_with_an_underscore_name() -> None:
+    """(m20) Every tensor the counterpart has not is refused, whatever its name: a private
+    ``_extra`` buffer would be dropped without a word."""
+    layer = torch.nn.Linear(2, 3, dtype=F64)
+    layer.register_buffer("_extra", torch.zeros(3, dtype=F64))
+    with pytest.raises(ConversionError) as info:
+        from_torch(torch.nn.Sequential(layer))
+    assert str(info.value) == (
+        "from_torch: cannot convert the layer at '0' of type torch.nn.modules.linear.Linear "
+        "(parameters or buffers that minidl's Linear has not: ['_extra'])"
+    )
+
+
+def test_to_torch_refuses_a_model_not_initialised_as_a_module() -> None:
+    """(m22) A model whose __init__ never ran is refused by to_torch, naming it, before any
+    traversal fails on a missing registry."""
+    model = nn.ReLU.__new__(nn.ReLU)
+    with pytest.raises(
+        AttributeError,
+        match=r"^to_torch: the model, a ReLU, was not initialised as a Module: "
+        r"ReLU\.__init__ must call super\(\)\.__init__\(\) first$",
+    ):
+        to_torch(model)
+
+
+def test_to_torch_inside_inference_mode_gives_a_trainable_torch_model() -> None:
+    """(m24) Called inside torch.inference_mode(), to_torch still builds normal tensors: the
+    torch model trains outside it, its gradients those of autograd on an independent copy."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4, dtype=F64), nn.Tanh(), nn.Linear(4, 2, dtype=F64))
+    with torch.inference_mode():
+        twin = to_torch(model)
+    for p in twin.parameters():
+        assert not p.is_inference()
+        assert p.requires_grad
+    for b in twin.buffers():
+        assert not b.is_inference()
+    x = torch.randn(5, 3, dtype=F64)
+    out = twin(x)
+    out.sum().backward()
+    # oracle: a plain torch model built from the same values outside inference mode
+    ref = torch.nn.Sequential(
+        torch.nn.Linear(3, 4, dtype=F64), torch.nn.Tanh(), torch.nn.Linear(4, 2, dtype=F64)
+    )
+    ref.load_state_dict(twin.state_dict())
+    ref(x).sum().backward()
+    for (name, p), q in zip(twin.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-12, msg=name)
+
+
+def test_a_parameter_tied_at_three_places_stays_tied_both_ways() -> None:
+    """(m49, killed before only by the hypothesis fuzz test) One Parameter at three places
+    converts to one Parameter at the same three places, in both directions."""
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(2, 2, dtype=F64) for _ in range(3)]
+    for layer in layers[1:]:
+        layer.weight = layers[0].weight
+    model = torch.nn.Sequential(layers[0], torch.nn.Tanh(), layers[1], torch.nn.Tanh(), layers[2])
+    back = from_torch(model)
+    assert back[0].weight is back[2].weight is back[4].weight
+    assert torch.equal(back[0].weight.data, layers[0].weight.detach())
+    twin = to_torch(back)
+    assert twin[0].weight is twin[2].weight is twin[4].weight
+    assert len(list(twin.parameters())) == len(list(model.parameters())) == 4
+    x = torch.randn(4, 2, dtype=F64)
+    torch.testing.assert_close(twin(x), model(x), rtol=0, atol=0)
