@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 import torch.nn as tnn
+from torch import Tensor
 
 from minidl import nn
 from minidl.interop import TorchResidual, to_torch
@@ -518,3 +519,235 @@ def test_a_parameter_removed_through_one_shallow_copy_may_be_registered_through_
     copied.register_parameter("bias", None)
     layer.register_parameter("bias", nn.Parameter(torch.zeros(3, dtype=torch.float64)))
     assert copied.bias is layer.bias and copied.bias is not None
+
+
+# -- a third pass of mutation testing over module.py (2026-12-07) --------------------------------
+
+
+class _Scale(Module):
+    """``x * w`` once a parameter ``w`` is registered; the identity before."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._x = x
+        w = self._parameters.get("w")
+        return x if w is None else x * w.data
+
+    def backward(self, grad: Tensor) -> Tensor:
+        w = self._parameters.get("w")
+        if w is None:
+            return grad
+        w.grad += (grad * self._x).sum(0)
+        return grad * w.data
+
+
+def test_a_parameter_registered_in_a_child_of_a_built_sequential_is_trained_by_backward_parameters() -> (
+    None
+):
+    """m03: ``register_parameter`` counts as a registration, so that a Sequential that found
+    which child is its first with parameters (for ``backward_parameters``) looks again: the
+    parameter registered later in its first child gets its gradient (autograd in float64)."""
+    torch.manual_seed(0)
+    scale, last = _Scale(), nn.Linear(2, 2, dtype=F64)
+    model = nn.Sequential(scale, nn.Tanh(), last)
+    x, grad = torch.randn(4, 2, dtype=F64), torch.randn(4, 2, dtype=F64)
+    model(x)
+    model.backward_parameters(grad)
+    before = Module._registrations
+    scale.register_parameter("w", Parameter(torch.tensor([0.5, -1.5], dtype=F64)))
+    assert Module._registrations != before
+    model.zero_grad()
+    model(x)
+    model.backward_parameters(grad)
+    w = scale.w.data.clone().requires_grad_()
+    out = torch.tanh(x * w) @ last.weight.data.T + last.bias.data
+    torch.autograd.backward(out, grad)
+    torch.testing.assert_close(scale.w.grad, w.grad, rtol=0, atol=1e-12)
+
+
+def test_a_bias_removed_then_registered_again_converts_to_torch() -> None:
+    """m04: a parameter registered again after ``register_parameter(name, None)`` is no longer
+    noted as removed: ``to_torch`` converts the layer with its bias (PyTorch's output, float64)
+    where it refused it as an attribute set by hand."""
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 2, dtype=F64)
+    layer.register_parameter("bias", None)
+    bias = layer.register_parameter("bias", Parameter(torch.tensor([0.25, -2.0], dtype=F64)))
+    converted = to_torch(layer)
+    x = torch.randn(4, 3, dtype=F64)
+    torch.testing.assert_close(
+        converted(x), x @ layer.weight.data.T + bias.data, rtol=0, atol=1e-14
+    )
+    torch.testing.assert_close(converted(x), layer(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("flag", [1, 0, "yes", None])
+def test_zero_grad_refuses_a_set_to_none_that_is_no_bool_and_keeps_the_gradients(
+    flag: object,
+) -> None:
+    """m38: ``zero_grad(set_to_none=...)`` takes ``False`` alone (True is refused as unsupported):
+    any other value (``1``, ``0``, a str, ``None``) is refused as no bool, naming it, and the
+    gradients are left as they were (not zeroed)."""
+    layer = nn.Linear(2, 2, dtype=F64)
+    layer.weight.grad.fill_(3.0)
+    layer.bias.grad.fill_(-1.0)
+    with pytest.raises(
+        TypeError, match=rf"^Linear\.zero_grad: set_to_none must be True or False, got {flag!r}$"
+    ):
+        layer.zero_grad(flag)  # type: ignore[arg-type]
+    assert torch.equal(layer.weight.grad, torch.full((2, 2), 3.0, dtype=F64))
+    assert torch.equal(layer.bias.grad, torch.full((2,), -1.0, dtype=F64))
+
+
+class _Uninitialised(Module):
+    """A module whose ``__init__`` forgot ``super().__init__()`` but set ``training``."""
+
+    def __init__(self) -> None:
+        self.training = True
+
+
+def test_train_on_a_module_not_initialised_is_refused_and_leaves_its_mode() -> None:
+    """m39: ``train(False)`` on a module whose ``__init__`` did not call ``super().__init__()``
+    is refused, naming the fix, before its ``training`` is set: the mode is left as it was."""
+    bad = _Uninitialised()
+    with pytest.raises(
+        AttributeError,
+        match=r"^_Uninitialised was not initialised as a Module \(it has no _modules\): "
+        r"_Uninitialised\.__init__ must call super\(\)\.__init__\(\) first$",
+    ):
+        bad.train(False)
+    assert bad.training is True
+    with pytest.raises(AttributeError, match=r"^_Uninitialised was not initialised"):
+        bad.eval()
+    assert bad.training is True
+
+
+def test_a_state_dict_taken_inside_inference_mode_can_be_changed_outside_it() -> None:
+    """m43: the copies of ``state_dict()`` taken inside ``torch.inference_mode()`` are no
+    inference tensors (as PyTorch's are not): changed in place outside it, as PyTorch's can be,
+    where an inference tensor refuses ("Inplace update to inference tensor outside
+    InferenceMode")."""
+    torch.manual_seed(0)
+    layer, twin = nn.Linear(3, 2, dtype=F64), tnn.Linear(3, 2, dtype=F64)
+    norm = nn.BatchNorm1d(2, dtype=F64)
+    model = nn.Sequential(layer, norm)
+    with torch.inference_mode():
+        ours = model.state_dict()
+        theirs = twin.state_dict()
+    assert not any(t.is_inference() for t in theirs.values())
+    assert not any(t.is_inference() for t in ours.values())
+    for tensor in ours.values():
+        tensor.add_(1)  # (refused for an inference tensor)
+    torch.testing.assert_close(ours["0.weight"], layer.weight.data + 1, rtol=0, atol=0)
+
+
+class _OptionalNamedParameter(Module):
+    """A module whose class declares ``scale`` an optional buffer but registers it as a
+    parameter: only a buffer of that name may be left out of a state dict."""
+
+    _optional_buffers = ("scale",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_parameter("scale", Parameter(torch.ones(2, dtype=F64)))
+
+
+def test_an_optional_buffers_name_held_by_a_parameter_is_still_required() -> None:
+    """m50: ``_optional_buffers`` lets a state dict leave out a *registered buffer* of that name;
+    a parameter of the name stays required with ``strict``, refused naming it, nothing loaded."""
+    module = _OptionalNamedParameter()
+    with pytest.raises(
+        KeyError,
+        match=r"_OptionalNamedParameter\.load_state_dict: missing keys \['scale'\], unexpected "
+        r"keys \[\]; expected exactly \['scale'\]",
+    ):
+        module.load_state_dict({})
+    assert torch.equal(module.scale.data, torch.ones(2, dtype=F64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int32])
+def test_an_entry_of_another_dtype_for_an_integer_buffer_is_refused_and_nothing_is_loaded(
+    dtype: torch.dtype,
+) -> None:
+    """m52: a buffer that is not floating point (a batch norm's ``num_batches_tracked``, int64)
+    takes an entry of its own dtype only, as documented: another (a float, an int32) is refused
+    naming the entry, both dtypes, and nothing is loaded (the other entries neither)."""
+    norm = nn.BatchNorm1d(2, dtype=F64)
+    state = norm.state_dict()
+    state["weight"] = torch.full((2,), 7.0, dtype=F64)
+    state["num_batches_tracked"] = torch.tensor(5, dtype=dtype)
+    before = {k: v.clone() for k, v in norm.state_dict().items()}
+    with pytest.raises(
+        TypeError,
+        match=rf"^BatchNorm1d\.load_state_dict: entry 'num_batches_tracked' must be a tensor of "
+        rf"dtype torch\.int64, got {dtype}$",
+    ):
+        norm.load_state_dict(state)
+    after = norm.state_dict()
+    assert all(torch.equal(after[k], v) and after[k].dtype == v.dtype for k, v in before.items())
+
+
+def test_entries_that_are_the_modules_own_tensors_load_their_values_at_the_call() -> None:
+    """m54: each entry is loaded with its value at the call, even one that is the module's own
+    tensor: two layers' weights given swapped come swapped (the first write does not change
+    what the second reads), as documented."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2, dtype=F64), nn.Linear(2, 2, dtype=F64))
+    first, second = model[0], model[1]
+    w0, w1 = first.weight.data.clone(), second.weight.data.clone()
+    b0, b1 = first.bias.data.clone(), second.bias.data.clone()
+    state = {
+        "0.weight": second.weight.data, "0.bias": second.bias.data,
+        "1.weight": first.weight.data, "1.bias": first.bias.data,
+    }  # fmt: skip
+    model.load_state_dict(state)
+    for got, expected in (
+        (first.weight, w1),
+        (first.bias, b1),
+        (second.weight, w0),
+        (second.bias, b0),
+    ):
+        assert torch.equal(got.data, expected)
+
+
+def test_to_refuses_non_blocking_given_twice_and_changes_nothing() -> None:
+    """m56: ``to(dtype, True, non_blocking=True)`` gives ``non_blocking`` twice (PyTorch's
+    positional form and the keyword): refused naming both, the module left in its dtype."""
+    layer = nn.Linear(2, 2, dtype=torch.float32)
+    weight = layer.weight.data
+    with pytest.raises(
+        TypeError,
+        match=r"^Linear\.to: got non_blocking twice, True after the dtype and non_blocking=True; "
+        r"give one of them$",
+    ):
+        layer.to(torch.float64, True, non_blocking=True)  # type: ignore[call-overload]
+    assert layer.weight.data is weight and weight.dtype == torch.float32
+
+
+def test_to_a_tensor_takes_its_dtype_as_torch_does() -> None:
+    """m58: ``model.to(x)`` takes the tensor's device and dtype, as PyTorch's ``Module.to``:
+    a float32 layer moved to a float64 tensor is float64 (parameters, gradients, buffers)."""
+    model = nn.Sequential(
+        nn.Linear(2, 2, dtype=torch.float32), nn.BatchNorm1d(2, dtype=torch.float32)
+    )
+    twin = tnn.Sequential(tnn.Linear(2, 2), tnn.BatchNorm1d(2))
+    like = torch.zeros(1, dtype=F64)
+    assert model.to(like) is model
+    twin.to(like)
+    assert (
+        [p.dtype for p in model.parameters()] == [p.dtype for p in twin.parameters()] == [F64] * 4
+    )
+    assert all(p.grad.dtype == F64 for p in model.parameters())
+    assert [b.dtype for b in model.buffers()] == [b.dtype for b in twin.buffers()]
+
+
+def test_cuda_names_an_index_of_thousands_of_digits_by_its_number_of_digits() -> None:
+    """m59: ``cuda(index)`` with an index past 64 bits is refused by ``to`` as no device; one
+    of thousands of digits is named by its number of digits (Python refuses to write it whole:
+    "Exceeds the limit (4300 digits)"), and nothing moves."""
+    layer = nn.Linear(2, 2, dtype=F64)
+    weight = layer.weight.data
+    with pytest.raises(
+        ValueError, match=r"^Linear\.to: 'cuda:an int of 5001 digits' is not a device"
+    ):
+        layer.cuda(10**5000)
+    assert layer.weight.data is weight
