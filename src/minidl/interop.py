@@ -141,13 +141,10 @@ def _count(target: Tensor, source: Tensor) -> Tensor:
     int32 count stays int32, where a copy into ``target``, the new layer's int64 count, cast
     it), or copied into ``target`` where minidl's ``BatchNorm1d`` counts in no such dtype
     (uint16, say); refused, as :func:`_copy_parameter` refuses, where its shape is not 0-dim."""
-    if source.dtype not in COUNT_DTYPES:
-        _copy_parameter("num_batches_tracked", target, source)
+    if source.dtype not in COUNT_DTYPES or source.shape != target.shape:
+        _copy_parameter("num_batches_tracked", target, source)  # (copied, or refused)
         return target
-    if source.shape != target.shape:
-        _copy_parameter("num_batches_tracked", target, source)  # (refused, by its shape)
-    with torch.no_grad():
-        return source.detach().to(device=target.device, copy=True)
+    return source.detach().to(device=target.device, copy=True)
 
 
 @contextmanager

@@ -316,7 +316,7 @@ class BatchNorm1d(Module):
         counted = 0.0 if count.is_meta else float(count)
         if counted < 0:  # (-1 divided by zero, -2 weighed the average by -1)
             raise ValueError(
-                f"BatchNorm1d: num_batches_tracked is {int(self.num_batches_tracked)}, "
+                f"BatchNorm1d: num_batches_tracked is {int(count)}, "
                 "expected a count of batches >= 0 (with momentum=None the running "
                 "statistics are the average over the batches counted)"
             )

@@ -177,8 +177,8 @@ class Module:
     parameters, buffers and children too, and a parameter or buffer registered in one is the
     other's (its attribute set on both, which each computes with), as is a child registered
     again in one (the attribute of either that held the child replaced follows), while the
-    registries are shared. ``copy.deepcopy`` copies the state. A method or other attribute set on the
-    instance (``layer.backward = my_backward``) is kept by both and by pickle, as in PyTorch
+    registries are shared. ``copy.deepcopy`` copies the state. A method or other attribute set
+    on the instance (``layer.backward = my_backward``) is kept by both and by pickle, as in PyTorch
     (the same function; one bound to the module still bound to it in a shallow copy, so that it
     computes with the original's caches, and bound to a deep copy and, unlike PyTorch's, to a
     module loaded from a pickle), but for the checks of :func:`minidl.detect_anomaly`, which

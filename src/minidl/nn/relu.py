@@ -22,8 +22,9 @@ class ReLU(Activation):
     :math:`y = 0`), a float operation: on a CPU, masks of
     booleans (``masked_fill``, ``where``) cost several times more per element. The derivative at
     0 is taken as 0, as in PyTorch (a negative incoming gradient gives -0.0 there, as
-    :math:`g \cdot 0`, where PyTorch's mask gives +0.0: equal numbers). At a NaN output the gradient is 0 (``sign`` of NaN is 0
-    here), where PyTorch passes it through; an infinite or NaN incoming gradient gives NaN where
+    :math:`g \cdot 0`, where PyTorch's mask gives +0.0: equal numbers). At a NaN output the
+    gradient is 0 (``sign`` of NaN is 0 here), where PyTorch passes it through; an infinite or
+    NaN incoming gradient gives NaN where
     :math:`y = 0` (it times 0), where PyTorch's mask gives 0 (a gradient that has overflowed
     already, which a loss scaler finds either way: both are not finite).
 

@@ -147,9 +147,9 @@ class Optimizer:
     tensor may be replaced (``optimizer.state[name] = tensor``), but a state of other names, of
     another order or no dict is refused by ``step``, ``state_dict`` and ``load_state_dict``
     (and by :func:`~minidl.train.fit` before it trains), before anything changes. When the
-    parameters' values and gradients are views of flat buffers (as in a :class:`~minidl.nn.Sequential`), ``step`` and ``zero_grad`` run one update
-    over the whole model; otherwise they run it parameter by parameter. Both give the same
-    numbers.
+    parameters' values and gradients are views of flat buffers (as in a
+    :class:`~minidl.nn.Sequential`), ``step`` and ``zero_grad`` run one update over the whole
+    model; otherwise they run it parameter by parameter. Both give the same numbers.
 
     The parameters must share one dtype and device (the state's); a model moved with
     ``model.to(...)`` after the optimizer was built takes its state along at the next ``step``.
