@@ -9,18 +9,21 @@ test.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pytest
 import torch
 
-from minidl.experiments import runner
+from minidl.experiments import batched, runner
+from minidl.experiments.batched import train_rows_batched
 from minidl.experiments.config import (
     PROTOCOL,
     TABLE_I,
@@ -365,3 +368,95 @@ def test_an_out_that_links_to_a_file_is_named_as_a_file_not_as_a_link_to_no_file
     assert capsys.readouterr().err == error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "report.txt"]
     assert (tmp_path / "report.txt").read_text() == "kept"
+
+
+# The pool's order and the batched rows' seconds (P12, B07, B08 of pool.py's and batched.py's
+# mutants, which only tests of progress reporting caught, or none).
+
+# In a worker: how many groups it has been handed so far (its copy, forked, starts at 0).
+_calls = itertools.count()
+
+
+def record_call_order(
+    group: Sequence[Experiment], rounds: int, base_seed: int, **kwargs: Any
+) -> list[RowResult]:
+    """A train function (importable, for the workers): each row's ``seconds`` is the index of
+    this call in its worker (0 for the first group it is handed), and its rounds are empty."""
+    index = next(_calls)
+    return [RowResult(experiment=row, rounds=(), seconds=float(index)) for row in group]
+
+
+def _longest_first(groups: Sequence[Sequence[Experiment]], epochs: int | None) -> list[int]:
+    """The oracle: positions by epochs times rows, longest first, ties in the given order."""
+    return sorted(
+        range(len(groups)),
+        key=lambda i: -(groups[i][0].epochs if epochs is None else epochs) * len(groups[i]),
+    )
+
+
+@pytest.mark.parametrize(
+    ("groups", "epochs", "expected"),
+    [
+        # Same epochs (400 each): the rows decide, 3 > 2 > 1.
+        (
+            [[TABLE_I[0]], [TABLE_I[1], TABLE_I[2], TABLE_I[3]], [TABLE_I[4], TABLE_I[5]]],
+            None,
+            [1, 2, 0],
+        ),
+        # 1 row of 400 epochs against 5 rows of 100: 500 epochs of rows go first.
+        (
+            [[TABLE_I[0]], [TABLE_II[0], TABLE_II[1], TABLE_II[2], TABLE_II[3], TABLE_II[4]]],
+            None,
+            [1, 0],
+        ),
+        # epochs given: every group has the same epochs, the rows alone decide.
+        ([[TABLE_II[0]], [TABLE_I[0], TABLE_I[1]]], 2, [1, 0]),
+    ],
+    ids=["same-epochs", "rows-outweigh-epochs", "epochs-given"],
+)
+def test_train_groups_hands_the_groups_to_workers_longest_first_by_epochs_times_rows(
+    groups: list[list[Experiment]], epochs: int | None, expected: list[int]
+) -> None:
+    """With one worker (``jobs=1`` still trains in a worker process) the groups are trained in
+    the order they are handed out: the call index each group's rows carry is its place in it."""
+    assert _longest_first(groups, epochs) == expected  # (the oracle agrees with the table)
+    results = train_groups(groups, 1, 0, jobs=1, train=record_call_order, epochs=epochs)
+    assert [[r.experiment for r in group] for group in results] == groups
+    stamps = [{r.seconds for r in group} for group in results]
+    assert all(len(stamp) == 1 for stamp in stamps)  # (one call a group)
+    calls = [int(next(iter(stamp))) for stamp in stamps]
+    handed = sorted(range(len(groups)), key=lambda position: calls[position])
+    assert sorted(calls) == list(range(len(groups)))
+    assert handed == expected
+
+
+class _Clock:
+    """``perf_counter`` for batched.py alone: ``start`` at its first call, ``start + elapsed``
+    at every later one."""
+
+    def __init__(self, start: float, elapsed: float) -> None:
+        self.times = [start, start + elapsed]
+        self.calls = 0
+
+    def perf_counter(self) -> float:
+        self.calls += 1
+        return self.times[min(self.calls - 1, 1)]
+
+
+@pytest.mark.parametrize(("rows", "rounds"), [(2, 3), (3, 2)])
+def test_batched_seconds_are_the_stacks_time_per_model_and_per_row(
+    rows: int, rounds: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack of K rows of R rounds took 12 s (a fake clock, batched.py's only): each round
+    took 12 / (K R) s, each row 12 / K s, and all of them together the 12 s."""
+    clock = _Clock(100.0, 12.0)
+    monkeypatch.setattr(batched, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    experiments = list(TABLE_I[:rows])
+    results = train_rows_batched(experiments, rounds, 0, epochs=1)
+    assert clock.calls == 2
+    assert [result.experiment for result in results] == experiments
+    for result in results:
+        assert len(result.rounds) == rounds
+        assert [r.seconds for r in result.rounds] == [12.0 / (rows * rounds)] * rounds
+        assert result.seconds == 12.0 / rows
+    assert sum(result.seconds for result in results) == pytest.approx(12.0, rel=1e-15)
