@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from minidl import nn, optim
+from minidl.nn.parameter import Parameter
 from tests.helpers import F64
 
 
@@ -473,3 +474,121 @@ def test_a_narrow_count_at_its_largest_value_is_refused_before_it_wraps(
     assert int(layer.num_batches_tracked) == largest + 1
     torch.testing.assert_close(layer.running_mean, twin.running_mean, rtol=1e-14, atol=0.0)
     torch.testing.assert_close(layer.running_var, twin.running_var, rtol=1e-14, atol=0.0)
+
+
+# A third mutation audit of batch_norm.py (mutants 9, 10, 51, 57, 58, 66).
+
+
+def test_batch_norm_counts_in_an_int16_count_as_pytorch_does() -> None:
+    """A ``num_batches_tracked`` registered as a 0-dim int16 tensor is a count torch counts in:
+    with ``momentum=None`` the running statistics are the cumulative average of
+    torch.nn.BatchNorm1d's (whose count is int64) and the count keeps its dtype."""
+    torch.manual_seed(0)
+    layer = nn.BatchNorm1d(3, momentum=None, dtype=F64)
+    layer.register_buffer("num_batches_tracked", torch.tensor(4, dtype=torch.int16))
+    twin = torch.nn.BatchNorm1d(3, momentum=None, dtype=F64)
+    twin.num_batches_tracked = torch.tensor(4)
+    for _ in range(3):
+        x = torch.randn(5, 3, dtype=F64) * 2.0 + 1.0
+        layer(x)
+        twin(x)
+    assert layer.num_batches_tracked.dtype is torch.int16
+    assert int(layer.num_batches_tracked) == 7
+    torch.testing.assert_close(layer.running_mean, twin.running_mean, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(layer.running_var, twin.running_var, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("momentum", [None, 0.1])
+def test_batch_norm_refuses_a_count_of_shape_one(momentum: float | None) -> None:
+    """A count of shape ``(1,)`` holds one number but is no 0-dim tensor (PyTorch's count and
+    what the state dict holds): refused by name, as one of shape (2,), before anything changes."""
+    layer = nn.BatchNorm1d(3, momentum=momentum, dtype=F64)
+    layer.register_buffer("num_batches_tracked", torch.zeros(1, dtype=torch.int64))
+    before = [t.clone() for t in layer.buffers()]
+    with pytest.raises(
+        ValueError,
+        match=r"^BatchNorm1d: num_batches_tracked has shape \(1,\), torch\.int64, expected a "
+        r"0-dim integer tensor \(the batches counted\)$",
+    ):
+        layer(torch.randn(4, 3, dtype=F64))
+    assert all(torch.equal(a, b) for a, b in zip(layer.buffers(), before, strict=True))
+    assert layer.num_batches_tracked.shape == (1,)
+
+
+def test_an_int32_count_at_its_largest_value_is_refused_before_it_wraps() -> None:
+    """An int32 count of 2**31 - 1 (narrower than int64) would wrap to -2**31 at the next
+    training batch: refused, with any momentum, before the statistics or the count change."""
+    layer = nn.BatchNorm1d(2, dtype=F64)
+    layer.register_buffer("num_batches_tracked", torch.tensor(2**31 - 1, dtype=torch.int32))
+    before = [t.clone() for t in layer.buffers()]
+    with pytest.raises(ValueError) as info:
+        layer(torch.randn(4, 2, dtype=F64))
+    assert str(info.value) == (
+        "BatchNorm1d: num_batches_tracked is 2147483647, the largest torch.int32 value: counting "
+        "this training batch would wrap it to -2147483648; register a count of a wider dtype, "
+        "register_buffer('num_batches_tracked', count.to(torch.int64))"
+    )
+    assert all(torch.equal(a, b) for a, b in zip(layer.buffers(), before, strict=True))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_backward_reads_a_gradient_from_a_graph_as_a_plain_value(
+    training: bool,
+) -> None:
+    """A gradient that requires grad (from a torch autograd graph) is read by value: the input
+    gradient and the parameters' gradients record no graph, and equal torch autograd's."""
+    torch.manual_seed(2)
+    layer = nn.BatchNorm1d(3, dtype=F64).train(training)
+    twin = torch.nn.BatchNorm1d(3, dtype=F64).train(training)
+    x = torch.randn(5, 3, dtype=F64)
+    layer(x)
+    leaf = x.clone().requires_grad_()
+    grad = torch.randn(5, 3, dtype=F64)
+    twin(leaf).backward(grad)
+    source = grad.clone().requires_grad_()
+    grad_input = layer.backward(source * 1.0)
+    assert layer.weight is not None and layer.bias is not None
+    for tensor in (grad_input, layer.weight.grad, layer.bias.grad):
+        assert not tensor.requires_grad and tensor.grad_fn is None
+    torch.testing.assert_close(grad_input, leaf.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(layer.weight.grad, twin.weight.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(layer.bias.grad, twin.bias.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_batch_norm_backward_refuses_a_weight_of_another_shape_put_in_after_forward() -> None:
+    """A weight whose data was set by hand to shape ``(1,)`` (same dtype and device) after the
+    forward would broadcast over the features: backward refuses it by name, before any
+    gradient is written."""
+    torch.manual_seed(4)
+    layer = nn.BatchNorm1d(3, dtype=F64)
+    layer(torch.randn(5, 3, dtype=F64))
+    assert layer.weight is not None and layer.bias is not None
+    layer.weight.data = torch.full((1,), 2.0, dtype=F64)
+    with pytest.raises(
+        ValueError,
+        match=r"^BatchNorm1d: weight has shape \(1,\), torch\.float64 on cpu, expected \(3,\), "
+        r"torch\.float64 on cpu like the running statistics$",
+    ):
+        layer.backward(torch.randn(5, 3, dtype=F64))
+    assert not layer.weight.grad.any() and not layer.bias.grad.any()
+
+
+@pytest.mark.parametrize("name", ["weight", "bias"])
+def test_batch_norm_without_affine_refuses_a_parameter_registered_after_its_forward(
+    name: str,
+) -> None:
+    """A layer made with ``affine=False`` whose weight (or bias) is registered after a forward
+    would have backward differentiate another function: refused, no gradient written."""
+    torch.manual_seed(5)
+    layer = nn.BatchNorm1d(3, affine=False, dtype=F64)
+    layer(torch.randn(5, 3, dtype=F64))
+    parameter = Parameter(torch.ones(3, dtype=F64))
+    layer.register_parameter(name, parameter)
+    with pytest.raises(
+        RuntimeError,
+        match=rf"^BatchNorm1d: {name} was set to a Parameter after the last forward, which had "
+        r"none; its backward would differentiate another function: run forward again before "
+        r"backward$",
+    ):
+        layer.backward(torch.randn(5, 3, dtype=F64))
+    assert parameter.grad is None or not parameter.grad.any()
