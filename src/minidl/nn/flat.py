@@ -27,24 +27,32 @@ def flat_buffer(tensors: Sequence[Tensor]) -> Tensor | None:
 
     The tensors tile a buffer when they are contiguous, share one storage, dtype and device, and
     each starts where the previous one ends. The returned tensor is a view of that storage, so
-    writing to it writes to every tensor at once.
+    writing to it writes to every tensor at once. A storage is known by its address and its size
+    (two storages may start at one address: two NumPy arrays' of one buffer, say), as
+    :func:`storage_view` knows it.
     """
     if not tensors:
         return None
     first = tensors[0]
-    storage = first.untyped_storage().data_ptr()
+    storage = _storage_key(first)
     start = first.storage_offset()
     end = start
     for tensor in tensors:
         if (
             tensor.dtype != first.dtype
             or not tensor.is_contiguous()
-            or tensor.untyped_storage().data_ptr() != storage
+            or _storage_key(tensor) != storage
             or tensor.storage_offset() != end
         ):
             return None
         end += tensor.numel()
     return first.as_strided((end - start,), (1,), start)
+
+
+def _storage_key(tensor: Tensor) -> tuple[int, int, torch.device]:
+    """What tells ``tensor``'s storage apart: its address, its size in bytes and its device."""
+    storage = tensor.untyped_storage()
+    return storage.data_ptr(), storage.nbytes(), tensor.device
 
 
 def flatten_parameters(

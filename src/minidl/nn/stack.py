@@ -539,8 +539,8 @@ def flat_model_parameters(stacked: Sequential, index: int | slice) -> Parameter:
                     "flat_model_parameters: the stack does not have the 'model' layout (build "
                     "it with stack_models(models, layout='model'))"
                 )
-            if tensor.untyped_storage().data_ptr() != _storage(
-                parameters[0], tensor is parameter.grad
+            if _storage(tensor) != _storage(
+                parameters[0].grad if tensor is parameter.grad else parameters[0].data
             ):
                 raise ValueError("flat_model_parameters: the stack's parameters are not one buffer")
         offset += parameter.data[0].numel()
@@ -554,8 +554,11 @@ def flat_model_parameters(stacked: Sequential, index: int | slice) -> Parameter:
     return flat
 
 
-def _storage(parameter: Parameter, grad: bool) -> int:
-    return (parameter.grad if grad else parameter.data).untyped_storage().data_ptr()
+def _storage(tensor: torch.Tensor) -> tuple[int, int]:
+    """What tells ``tensor``'s storage apart: its address and its size (two storages may start
+    at one address)."""
+    storage = tensor.untyped_storage()
+    return storage.data_ptr(), storage.nbytes()
 
 
 def _stacked_models(stacked: Sequential, where: str = "flat_model_parameters") -> int:
