@@ -849,3 +849,31 @@ def test_a_plain_attribute_setting_is_restored_by_load_state_dict_where_it_lives
     optimizer.step()
     for value, parameter in zip(expected, parameters, strict=True):
         torch.testing.assert_close(parameter.data, value, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("settings", "names"),
+    [
+        ({}, ["square_avg"]),
+        ({"centered": True}, ["square_avg", "grad_avg"]),
+        ({"momentum": 0.5}, ["square_avg", "momentum_buffer"]),
+        ({"momentum": 0.5, "centered": True}, ["square_avg", "momentum_buffer", "grad_avg"]),
+    ],
+    ids=["plain", "centered", "momentum", "both"],
+)
+def test_rmsprop_keeps_a_momentum_buffer_only_with_momentum(
+    settings: dict[str, Any], names: list[str]
+) -> None:
+    """RMSprop keeps ``momentum_buffer`` only when ``momentum > 0`` and ``grad_avg`` only when
+    ``centered`` (its docstring's State), in ``state`` and in ``state_dict``, each a zero
+    float64 tensor of the parameters' 26 entries, and still so after a step (a mutant of
+    rmsprop.py kept a momentum buffer, never used, at momentum 0)."""
+    optimizer = optim.RMSprop(_parameters(), lr=0.01, **settings)
+    assert list(optimizer.state) == names
+    assert list(optimizer.state_dict()["state"]) == names
+    for tensor in optimizer.state.values():
+        assert tensor.dtype == F64 and tensor.shape == (26,) and not tensor.any()
+    for p in optimizer.params:
+        p.grad.fill_(0.5)
+    optimizer.step()
+    assert list(optimizer.state_dict()["state"]) == names
