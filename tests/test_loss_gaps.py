@@ -527,3 +527,76 @@ def test_bce_with_logits_of_large_logits_keeps_its_two_nonnegative_terms_exact()
     expected = F.binary_cross_entropy_with_logits(logits.double(), target.double(), reduction="sum")
     assert got.dtype is torch.float32
     assert torch.equal(got, expected.float())
+
+
+# A mutation audit of the losses (L13, L27 of loss.py, H01 of huber.py).
+
+
+@pytest.mark.parametrize("criterion", [nn.MSELoss(), nn.CrossEntropyLoss()], ids=repr)
+def test_a_0_dim_prediction_gets_no_unsqueeze_note(criterion: nn.Loss) -> None:
+    """(L13: the note for a 1-D prediction given to a 0-dim one too.) A 0-dim prediction is
+    refused for its shape alone: "prediction.unsqueeze(-1)" (or "(0)") would make it (1,),
+    refused again; only a 1-D one, (N,) or (C,), is told how to mend it."""
+    with pytest.raises(ValueError, match=r"got shape \(\)$") as caught:
+        criterion(torch.tensor(1.0), torch.tensor(1.0))
+    assert getattr(caught.value, "__notes__", []) == []
+    with pytest.raises(ValueError, match=r"got shape \(3,\)") as caught:
+        criterion(torch.zeros(3), torch.zeros(3))
+    assert len(caught.value.__notes__) == 1
+
+
+@pytest.mark.parametrize(
+    "make",
+    [nn.MSELoss, nn.CrossEntropyLoss, nn.NLLLoss, nn.HuberLoss, nn.BCEWithLogitsLoss],
+    ids=lambda make: make.__name__,
+)
+def test_a_complex_upstream_gradient_is_refused_and_the_forward_kept(make: type[nn.Loss]) -> None:
+    """(L27: the refusal of a complex upstream removed: the gradient came back complex.) The
+    refusal leaves the forward's caches: backward with a real upstream still gives its
+    gradient, as PyTorch's."""
+    criterion = make()
+    torch.manual_seed(0)
+    prediction = torch.randn(3, 2, dtype=F64)
+    target = (
+        torch.tensor([0, 1, 1])
+        if make in (nn.CrossEntropyLoss, nn.NLLLoss)
+        else torch.rand(3, 2, dtype=F64)
+    )
+    criterion(prediction, target)
+    name = make.__name__
+    for upstream in (torch.tensor(2.0 + 0j), torch.tensor([[1j]], dtype=torch.complex128)):
+        with pytest.raises(
+            TypeError,
+            match=rf"^{name}\.backward: the upstream gradient must be a real scalar, got dtype "
+            rf"{upstream.dtype}$",
+        ):
+            criterion.backward(upstream)
+    leaf = prediction.clone().requires_grad_()
+    oracle = {
+        nn.MSELoss: lambda z: F.mse_loss(z, target, reduction="sum") / 3,
+        nn.CrossEntropyLoss: lambda z: F.cross_entropy(z, target),
+        nn.NLLLoss: lambda z: F.nll_loss(z, target),
+        nn.HuberLoss: lambda z: F.huber_loss(z, target),
+        nn.BCEWithLogitsLoss: lambda z: F.binary_cross_entropy_with_logits(z, target),
+    }[make]
+    oracle(leaf).backward(torch.tensor(2.0, dtype=F64))
+    got = criterion.backward(torch.tensor(2.0, dtype=F64))
+    assert got.dtype == F64
+    torch.testing.assert_close(got, leaf.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("delta", [0.0, 0, -0.0], ids=repr)
+def test_a_huber_delta_of_zero_is_refused_and_the_delta_kept(delta: float) -> None:
+    """(H01: delta's bound closed, 0 accepted: a loss identically 0, whose gradient is 0.)
+    PyTorch's huber_loss requires delta > 0 too; refused when set, delta stays as it was."""
+    with pytest.raises(ValueError) as caught:
+        nn.HuberLoss(delta=delta)
+    assert str(caught.value) == f"HuberLoss: delta must be in (0, inf), got {delta!r}"
+    criterion = nn.HuberLoss(delta=2.0)
+    with pytest.raises(ValueError) as caught:
+        criterion.delta = delta
+    assert str(caught.value) == f"HuberLoss: delta must be in (0, inf), got {delta!r}"
+    assert criterion.delta == 2.0
+    prediction, target = torch.tensor([[0.5, 3.0]], dtype=F64), torch.zeros(1, 2, dtype=F64)
+    expected = F.huber_loss(prediction, target, delta=2.0)
+    assert torch.equal(criterion(prediction, target), expected)
