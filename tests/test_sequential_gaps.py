@@ -582,3 +582,151 @@ def test_an_input_that_is_no_tensor_gets_the_first_layers_error_in_a_chain_with_
     assert all(
         torch.equal(buffer, old) for buffer, old in zip(norm.buffers(), statistics, strict=True)
     )
+
+
+# A fourth mutation audit of sequential.py (m15, m17, m20, m23, m24, m35, m66, m68).
+
+
+def test_a_first_layer_put_in_place_with_another_shape_is_refused_before_any_gradient_accumulates() -> (
+    None
+):
+    """A weight of another shape put in place of the first layer's after the forward: backward
+    refuses (the Linear's own error) before the last layer's backward ran, so its gradient is
+    unchanged (no half-accumulated backward)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(F64)
+    x = torch.randn(5, 3, dtype=F64)
+    model(x)
+    model[0].weight.data = torch.zeros(6, 3, dtype=F64)
+    before = [p.grad.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"^Linear"):
+        model.backward(torch.ones(5, 2, dtype=F64))
+    for p, b in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p.grad, b)
+
+
+def test_backward_parameters_refuses_a_first_trained_layer_of_another_shape_before_anything_accumulates() -> (
+    None
+):
+    """``backward_parameters`` checks the first layer with parameters (which runs its own
+    ``backward_parameters`` last) before the layers after it accumulate anything."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(F64)
+    model(torch.randn(5, 3, dtype=F64))
+    model[0].weight.data = torch.zeros(6, 3, dtype=F64)
+    before = [p.grad.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"^Linear"):
+        model.backward_parameters(torch.ones(5, 2, dtype=F64))
+    for p, b in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p.grad, b)
+
+
+class _Square(nn.Module):
+    """``x**2``, which caches its input and reads it in backward (a module of one's own)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._x = input
+        return input * input
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return 2 * self._x * grad_output
+
+
+def test_an_input_in_the_memory_of_the_parameters_gradients_is_read_as_it_was_at_forward() -> None:
+    """An input that is a parameter's gradient (a view of the chain's flat gradient buffer) is
+    copied by forward: a module of one's own first, which reads its cached input in backward,
+    reads the input's value at forward, not what the last layer's backward wrote into it since
+    (the oracle: PyTorch autograd on a copy of the input)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_Square(), nn.Linear(4, 4)).to(F64)
+    model[1].weight.grad.copy_(torch.randn(4, 4, dtype=F64))
+    x = model[1].weight.grad  # (4, 4): a batch of 4 inputs of 4 features
+    leaf = x.clone().requires_grad_(True)
+    weight = model[1].weight.data.clone().requires_grad_(True)
+    bias = model[1].bias.data.clone()
+    expected = torch.nn.functional.linear(leaf * leaf, weight, bias)
+    output = model(x)
+    torch.testing.assert_close(output, expected.detach(), rtol=1e-12, atol=1e-12)
+    g = torch.randn(4, 4, dtype=F64)
+    expected.backward(g)
+    torch.testing.assert_close(model.backward(g), leaf.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("anomaly", [False, True], ids=["plain", "detect_anomaly"])
+def test_a_forward_that_succeeds_after_a_refused_one_makes_backward_possible_again(
+    anomaly: bool,
+) -> None:
+    """A forward refused part-way refuses backward; the next forward that succeeds makes it
+    possible again, with the gradient of that forward (oracle: PyTorch autograd), with and
+    without ``detect_anomaly``."""
+    import contextlib
+
+    import minidl
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2), _AtMost10()).to(F64)
+    weight, bias = model[0].weight.data.clone(), model[0].bias.data.clone()
+    with minidl.detect_anomaly() if anomaly else contextlib.nullcontext():
+        with pytest.raises(ValueError, match=r"^_AtMost10: a value above 10"):
+            model(torch.full((3, 2), 1e6, dtype=F64))
+        with pytest.raises(
+            RuntimeError,
+            match=r"^Sequential: backward after the forward refused by module 1 \(_AtMost10\)",
+        ):
+            model.backward(torch.ones(3, 2, dtype=F64))
+        x = torch.randn(3, 2, dtype=F64)
+        model(x)
+        g = torch.randn(3, 2, dtype=F64)
+        got = model.backward(g)
+    leaf = x.clone().requires_grad_(True)
+    torch.nn.functional.linear(leaf, weight, bias).backward(g)
+    torch.testing.assert_close(got, leaf.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_a_pickled_chain_finds_its_first_trained_module_again_in_the_process_that_loads_it() -> (
+    None
+):
+    """The count of registrations seen is this process's: a pickle carries none (-1, found
+    again), as another process counts from 0 and may reach the same number with registrations
+    not seen. (The plans and signatures are dropped likewise.)"""
+    import pickle
+
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))
+    state = model.__getstate__()
+    assert state["_registrations_seen"] == -1
+    assert state["_planned"] is None and state["_tried"] is None
+    loaded = pickle.loads(pickle.dumps(model))
+    assert loaded._registrations_seen == -1
+    x = torch.randn(4, 2)
+    loaded(x)
+    loaded.backward_parameters(torch.ones(4, 1))
+    assert not torch.equal(loaded[0].weight.grad, torch.zeros(3, 2))
+
+
+def test_a_sequential_pickled_before_plans_existed_loads_and_trains_as_a_new_one() -> None:
+    """A state without the plans' attributes (a pickle from before they existed) makes them
+    on load: forward and backward run, and give the fresh model's results bit for bit."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)).to(F64)
+    twin = copy.deepcopy(model)
+    state = model.__getstate__()
+    for key in ("_plannable", "_plans", "_planned", "_last_signature", "_trained_signature"):
+        del state[key]
+    loaded = nn.Sequential.__new__(nn.Sequential)
+    loaded.__setstate__(state)
+    for _ in range(3):  # (the third call runs a plan, in the twin at least)
+        x, g = torch.randn(4, 2, dtype=F64), torch.randn(4, 1, dtype=F64)
+        assert torch.equal(loaded(x), twin(x))
+        assert torch.equal(loaded.backward(g), twin.backward(g))
+    for p, q in zip(loaded.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad)
+
+
+def test_a_tuple_of_modules_given_as_one_argument_says_to_unpack_it() -> None:
+    """``Sequential((a, b))`` (a tuple, as a list) is refused with the fix: pass the modules."""
+    with pytest.raises(
+        TypeError,
+        match=r"^Sequential: argument 0 must be a minidl Module, got a tuple; pass the modules "
+        r"themselves, Sequential\(\*modules\)$",
+    ):
+        nn.Sequential((nn.Tanh(), nn.ReLU()))  # type: ignore[arg-type]
