@@ -289,3 +289,66 @@ def test_a_loss_per_model_is_refused_for_a_prediction_of_four_dimensions() -> No
         "model, of shape (R,) (the model's prediction: shape (2, 1, 3, 1))"
     )
     assert torch.equal(_flat(model), before) and optimizer.step_count == 0
+
+
+class _Steps(nn.Module):
+    """Scores ``(N, 2 * C)`` read as ``(N, 2, C)``: two steps' class scores per sample (a tagger
+    of two time steps), which CrossEntropyLoss takes as stacked predictions, with class-index
+    targets ``(N, 2)``."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input.reshape(input.shape[0], 2, -1)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output.reshape(grad_output.shape[0], -1)
+
+
+def _tagger() -> nn.Sequential:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(2, 6, dtype=F64), _Steps())
+
+
+def _tagged() -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 2, generator=generator, dtype=F64)
+    return x, torch.randint(0, 3, (8, 2), generator=generator)
+
+
+def test_fit_trains_a_tagger_of_three_dimensional_scores() -> None:
+    """The setting of the test below is one fit takes: outputs (N, 2, 3), targets (N, 2), the
+    epoch's loss the total of the per-sample losses, as a loop of the same batch (one of all
+    8) records it, to float64 rounding."""
+    x, y = _tagged()
+    model, twin = _tagger(), _tagger()
+    criterion = nn.CrossEntropyLoss()
+    history = fit(model, criterion, optim.SGD(model.parameters(), lr=0.1), x, y, epochs=1,
+                  batch_size=8)  # fmt: skip
+    optimizer = optim.SGD(twin.parameters(), lr=0.1)
+    optimizer.zero_grad()
+    loss = criterion(twin(x), y)
+    twin.backward_parameters(criterion.backward())
+    optimizer.step()
+    assert history.train_loss == [pytest.approx(float(loss.sum()), rel=1e-12)]
+    for mine, theirs in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(mine.data, theirs.data, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [-1, 3])
+def test_fit_checks_the_class_indices_of_three_dimensional_scores_before_training(
+    bad: int,
+) -> None:
+    """fit checks every target before training, as its docstring says, for outputs (N, L, C)
+    too, which a loss that stacks reads as stacked scores, against their last width: a label
+    out of range in the second batch was refused by the loss there, after the first batch's
+    step (a mutant of train.py checking them >= 0 only showed it)."""
+    x, y = _tagged()
+    y[6, 1] = bad  # (in the second batch of 4)
+    model = _tagger()
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    before = [p.data.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"^fit: y must hold class indices") as info:
+        fit(model, nn.CrossEntropyLoss(), optimizer, x, y, epochs=1, batch_size=4,
+            generator=torch.Generator().manual_seed(2))  # fmt: skip
+    assert str(bad) in str(info.value)
+    assert optimizer.step_count == 0
+    assert all(torch.equal(p.data, b) for p, b in zip(model.parameters(), before, strict=True))

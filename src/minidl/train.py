@@ -817,13 +817,16 @@ def fit(
     for part in model.modules():  # (in evaluation mode too: fit trains every module)
         if type(part)._updates_in_training:
             part._check_training_state()
-    # The width of the outputs (None: they are not class scores (N, C)), and what they are.
+    # The width of the outputs (None: they are not class scores (N, C)), and what they are;
+    # the classes the loss reads integer targets against (None: not known).
     width: int | None
+    classes: int | None
     probed = kept if kept is not None and kept.probed(x, y) else None
     if probed is not None:
         # (the trial below passed on these very tensors, unchanged since where it looks, for
         # this step's model, loss and optimizer, found unchanged too)
         width, outputs = probed.classes, "(1, C)"
+        classes = width
     else:
         # One forward of the first sample and its loss, in evaluation mode (which changes no
         # parameter, statistic or generator; only the forward caches then hold this trial),
@@ -855,8 +858,13 @@ def fit(
         scores = isinstance(probe, Tensor) and probe.dim() == 2
         width = int(probe.shape[1]) if scores else None
         outputs = str((1, *probe.shape[1:])) if isinstance(probe, Tensor) else type(probe).__name__
+        # (outputs (N, L, C), a tagger's, say: a loss that stacks reads them as stacked scores,
+        # its classes the last width, and refuses a label out of range in the batch that holds
+        # it, after the steps before)
+        stacked = isinstance(probe, Tensor) and probe.dim() == 3 and criterion.stacks
+        classes = int(probe.shape[-1]) if stacked else width
     # (on a probed y too: what was written through .data or NumPy moved no version counter)
-    _check_targets(criterion, y, width, "", "before training")
+    _check_targets(criterion, y, classes, "", "before training")
     if validation is not None:
         # Checked before training, so that a bad set does not fail after the first epoch.
         x_validation, y_validation = check_labelled("fit", "validation ", *validation)
@@ -972,7 +980,7 @@ def fit(
                     # (its values too, as before training: a label made out of range failed
                     # part-way through the next epoch, its steps taken)
                     _check_targets(
-                        criterion, y, width, "training (changed by on_epoch) ", "after on_epoch"
+                        criterion, y, classes, "training (changed by on_epoch) ", "after on_epoch"
                     )
                     if validation is not None:
                         # The validation set as on_epoch left it, checked as before training:
@@ -1000,15 +1008,16 @@ def _kind(tensor: Tensor) -> tuple[tuple[int, ...], torch.dtype, torch.device]:
     return tuple(tensor.shape), tensor.dtype, tensor.device
 
 
-def _check_targets(criterion: Loss, y: Tensor, width: int | None, what: str, when: str) -> None:
+def _check_targets(criterion: Loss, y: Tensor, classes: int | None, what: str, when: str) -> None:
     """Check every training target as the loss checks a batch's (the trial reads the first
-    only): class indices in ``[0, width)`` (``width``: the model's outputs, ``None`` where they
-    are not scores), or the target values the loss takes; ``what`` names ``y`` in a refusal,
-    ``when`` the moment in its note. One refused in a later batch stopped the run part-way, the
-    model trained."""
-    if not y.is_floating_point() and width is not None and not _forward_of_its_own(criterion):
+    only): class indices in ``[0, classes)`` (``classes``: the last width of the model's
+    outputs, scores (N, C) or, for a loss that stacks, (N, L, C); ``None`` where they are
+    neither), or the target values the loss takes; ``what`` names ``y`` in a refusal, ``when``
+    the moment in its note. One refused in a later batch stopped the run part-way, the model
+    trained."""
+    if not y.is_floating_point() and classes is not None and not _forward_of_its_own(criterion):
         check_class_indices("fit", what, y)  # (a negative index named so)
-        check_class_indices("fit", what, y, width)
+        check_class_indices("fit", what, y, classes)
     elif y.is_floating_point():
         try:
             criterion._check_target_values(y)
