@@ -648,7 +648,9 @@ def fit(
             the first batch: a module of one's own that takes no single sample passes there;
             a refusal of both is the sample's), so that their own checks of ``x``
             and ``y`` apply and class indices in ``y`` (and in ``validation``) are checked
-            against the width of the model's outputs (those of ``y`` only for a built-in loss:
+            against the width of the model's outputs (for ``y``, the last width of outputs
+            ``(N, L, C)`` too, which a loss that stacks reads as stacked scores; only for a
+            built-in loss:
             a loss's own ``forward`` may take integers that are no class indices, and checks
             them itself; a folded fit given the same ``x`` and
             ``y`` tensors as its last call, unchanged since, does not run that trial again:
