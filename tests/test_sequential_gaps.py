@@ -730,3 +730,159 @@ def test_a_tuple_of_modules_given_as_one_argument_says_to_unpack_it() -> None:
         r"themselves, Sequential\(\*modules\)$",
     ):
         nn.Sequential((nn.Tanh(), nn.ReLU()))  # type: ignore[arg-type]
+
+
+# The rest of the fourth mutation audit of sequential.py (m40, m42, m49, m59).
+
+
+class _WritesThenReads(nn.Module):
+    """``y = x W^T + b``, a module of one's own whose backward accumulates ``W.grad`` first and
+    then reads ``grad_output`` (for ``b.grad`` and the input gradient): a ``grad_output`` in the
+    memory of ``W.grad`` would be read after it was changed."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        weight = torch.randn(features, features, dtype=F64) / features**0.5
+        self.weight = self.register_parameter("weight", nn.Parameter(weight))
+        self.bias = self.register_parameter("bias", nn.Parameter(torch.randn(features, dtype=F64)))
+        self._input: Tensor | None = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._input = input
+        return input @ self.weight.data.t() + self.bias.data
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        assert self._input is not None
+        self.weight.grad.add_(grad_output.t() @ self._input)
+        self.bias.grad.add_(grad_output.sum(0))
+        return grad_output @ self.weight.data
+
+
+@pytest.mark.parametrize("method", ["backward", "backward_parameters"])
+def test_a_gradient_in_the_memory_of_the_last_modules_parameter_gradient_is_read_as_given(
+    method: str,
+) -> None:
+    """A ``grad_output`` that is the last module's ``weight.grad`` itself (in the chain's flat
+    gradient memory) is copied before any module runs: a last module of one's own that writes
+    ``weight.grad`` and then reads ``grad_output`` gets the gradient as it was given (oracle:
+    PyTorch autograd on copies, the gradients accumulated onto what they held)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Tanh(), _WritesThenReads(4))
+    own = model[1]
+    own.weight.grad.copy_(torch.randn(4, 4, dtype=F64))
+    own.bias.grad.copy_(torch.randn(4, dtype=F64))
+    weight_before, bias_before = own.weight.grad.clone(), own.bias.grad.clone()
+    x = torch.randn(4, 4, dtype=F64)
+    leaf = x.clone().requires_grad_(True)
+    weight = own.weight.data.clone().requires_grad_(True)
+    bias = own.bias.data.clone().requires_grad_(True)
+    expected = torch.tanh(leaf) @ weight.t() + bias
+    torch.testing.assert_close(model(x), expected.detach(), rtol=1e-12, atol=1e-12)
+    gradient = own.weight.grad  # (4, 4): the output's shape
+    expected.backward(gradient.clone())
+    got = getattr(model, method)(gradient)
+    torch.testing.assert_close(own.weight.grad, weight_before + weight.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(own.bias.grad, bias_before + bias.grad, rtol=1e-12, atol=1e-12)
+    if method == "backward":
+        assert got is not None
+        torch.testing.assert_close(got, leaf.grad, rtol=1e-12, atol=1e-12)
+    else:
+        assert got is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_plan_that_declined_a_leaf_gradient_in_backward_is_dropped_with_the_graph_it_holds(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``backward`` (not ``backward_parameters``) of a leaf gradient whose operations are
+    recorded, through a plan whose last child is a 16-bit ELU: the ELU writes the graph's result
+    into a plan buffer before the first layer's product refuses it (the plan declines). The plan
+    is dropped: the buffer no longer holds the leaf's graph (the leaf is freed), and the plan
+    made again runs the next backwards instead of declining each (results: the children's, bit
+    for bit)."""
+    import copy
+    import gc
+    import weakref
+
+    import minidl.nn.chain
+
+    declined: list[int] = []
+    original = minidl.nn.chain.ChainPlan.backward
+
+    def counted(self: minidl.nn.chain.ChainPlan, grad: Tensor, with_input: bool) -> Tensor | None:
+        try:
+            return original(self, grad, with_input)
+        except minidl.nn.chain.PlanDeclinedError:
+            declined.append(1)
+            raise
+
+    monkeypatch.setattr(minidl.nn.chain.ChainPlan, "backward", counted)
+    torch.manual_seed(20)
+    model = nn.Sequential(
+        nn.Linear(3, 5, dtype=dtype), nn.Tanh(), nn.Linear(5, 2, dtype=dtype), nn.ELU()
+    )
+    plain = copy.deepcopy(model)
+    x = torch.randn(5, 3).to(dtype)
+    for _ in range(3):  # (the second forward after a backward makes a plan; the third runs it)
+        y = model(x)
+        if model._planned is None:
+            model.backward_parameters(torch.zeros_like(y))
+    assert model._planned is not None
+    leaf = torch.randn(y.shape).to(dtype).requires_grad_()
+    alive = weakref.ref(leaf)
+    model.backward(leaf)
+    assert declined == [1]
+    del leaf
+    gc.collect()
+    assert alive() is None
+    for _ in range(3):
+        y = model(x)
+        expected = x
+        for module in plain:
+            expected = module(expected)
+        assert torch.equal(y, expected)
+        g = torch.randn(y.shape).to(dtype)
+        want = g
+        for module in reversed(list(plain)):
+            want = module.backward(want)
+        assert torch.equal(model.backward(g), want)
+    assert declined == [1]
+    assert model._planned is not None  # (the last backward ran the plan made again)
+
+
+def test_an_index_out_of_range_given_as_a_numpy_integer_or_tensor_is_named_as_given() -> None:
+    """``model[i]`` takes what PyTorch's takes (``operator.index``: a NumPy integer, a one-element
+    integer tensor): in range, the module at that place; out of range, an ``IndexError`` naming
+    the index as it was given (not the int it stands for)."""
+    import numpy as np
+
+    model = nn.Sequential(nn.Tanh(), nn.ReLU(), nn.Tanh())
+    assert model[np.int64(1)] is model[1] and model[torch.tensor(-1)] is model[2]
+    for index, written in [
+        (np.int64(7), "np.int64(7)"),
+        (torch.tensor(7), "tensor(7)"),
+        (torch.tensor([-4]), "tensor([-4])"),
+    ]:
+        with pytest.raises(IndexError) as caught:
+            model[index]
+        assert str(caught.value) == f"Sequential: index {written} is out of range for 3 modules"
+
+
+def test_a_sum_with_a_module_nested_in_the_model_names_its_dotted_path_in_the_model() -> None:
+    """``model + other`` where the module shared lies inside a child of ``model`` (not one of
+    its own children): refused by ``+`` (not by the sum's build, which numbers the places in the
+    sum the caller never sees), naming the module's path in each model; nothing is changed."""
+    inner = nn.Sequential(nn.Linear(2, 2), nn.Tanh())
+    model = nn.Sequential(inner, nn.Linear(2, 2))
+    other = nn.Sequential(nn.ReLU(), inner[1])
+    data = [parameter.data for parameter in model.parameters()]
+    with pytest.raises(ValueError) as refused:
+        model + other
+    assert str(refused.value) == (
+        "Sequential: model + other would put the Tanh at '1' of other, the same object as the "
+        "one at '0.1' of model, at two places; a module keeps what its last forward computed for "
+        "its backward, so each place needs its own: add a copy with modules of its own, "
+        "model + copy.deepcopy(other)"
+    )
+    assert all(p.data is d for p, d in zip(model.parameters(), data, strict=True))
+    assert len(model) == 2 and len(other) == 2 and len(inner) == 2
