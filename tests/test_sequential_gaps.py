@@ -800,7 +800,6 @@ def test_a_plan_that_declined_a_leaf_gradient_in_backward_is_dropped_with_the_gr
     is dropped: the buffer no longer holds the leaf's graph (the leaf is freed), and the plan
     made again runs the next backwards instead of declining each (results: the children's, bit
     for bit)."""
-    import copy
     import gc
     import weakref
 
