@@ -272,3 +272,16 @@ def test_data_and_grad_made_in_inference_mode_are_copied_out_and_step_outside_it
     parameter.zero_grad()
     assert torch.equal(parameter.grad, torch.zeros(3))
     assert torch.equal(data, torch.ones(3)) and torch.equal(grad, torch.full((3,), 2.0))
+
+
+def test_flat_buffer_refuses_empty_tensors_of_two_devices() -> None:
+    """Tensors tile a buffer only on one device: an empty cpu tensor and an empty meta
+    tensor (both storages at address 0, of 0 bytes) tile none, ``None``; two empty cpu
+    tensors of one storage tile its empty buffer."""
+    from minidl.nn.flat import flat_buffer
+
+    assert flat_buffer([torch.empty(0), torch.empty(0, device="meta")]) is None
+    assert flat_buffer([torch.empty(0, device="meta"), torch.empty(0)]) is None
+    buffer = torch.empty(0)
+    flat = flat_buffer([buffer[0:0], buffer[0:0]])
+    assert flat is not None and flat.shape == (0,) and flat.device == torch.device("cpu")

@@ -879,3 +879,99 @@ def test_cyclic_lrs_bounds_are_named_in_each_others_refusal(build: Any, message:
             setattr(schedule, name, value)
         assert str(info.value) == expected
         assert (schedule.base_lr, schedule.max_lr, optimizer.lr) == (0.01, 0.1, schedule.lr_at(1))
+
+
+# A mutation audit of the concrete schedules (L3, L6 of linear_warmup.py, O10 of one_cycle.py,
+# Q18 of sequential_schedule.py).
+
+
+def _schedule_sgd(lr: float = 0.1) -> optim.SGD:
+    return optim.SGD([nn.Parameter(torch.zeros(2))], lr=lr)
+
+
+def _torch_rates(build: Any, steps: int, lr: float = 0.1) -> list[float]:
+    """The rates of steps 0..steps of a PyTorch scheduler, in float64."""
+    optimizer = torch.optim.SGD([torch.zeros(2, dtype=torch.float64, requires_grad=True)], lr=lr)
+    schedule = build(optimizer)
+    rates = [optimizer.param_groups[0]["lr"]]
+    for _ in range(steps):
+        optimizer.step()
+        schedule.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    return rates
+
+
+def test_linear_warmup_takes_a_start_factor_of_one() -> None:
+    """``start_factor`` is in ``(0, 1]``: 1 (no warm-up, PyTorch's ``LinearLR`` takes it) is
+    accepted, and every rate is ``base_lr``, PyTorch's (with 1 refused, it raised)."""
+    optimizer = _schedule_sgd(0.3)
+    schedule = optim.LinearWarmup(optimizer, warmup_steps=4, start_factor=1.0)
+    assert optimizer.lr == 0.3
+    rates = [optimizer.lr] + [schedule.step() for _ in range(6)]
+    expected = _torch_rates(
+        lambda o: torch.optim.lr_scheduler.LinearLR(
+            o, start_factor=1.0, end_factor=1.0, total_iters=4
+        ),
+        6,
+        lr=0.3,
+    )
+    assert rates == expected == [0.3] * 7
+    schedule.start_factor = 0.5  # and set back to 1 after construction
+    schedule.start_factor = 1.0
+    assert schedule.start_factor == 1.0 and optimizer.lr == 0.3
+
+
+def test_linear_warmup_repr_names_its_start_factor() -> None:
+    """The ``repr`` (which checkpoints compare) writes ``start_factor``, not another value
+    (with ``base_lr`` written in its place, two warm-ups of different factors passed for one)."""
+    optimizer = _schedule_sgd(0.1)
+    schedule = optim.LinearWarmup(optimizer, warmup_steps=4, start_factor=0.25, interval="batch")
+    assert repr(schedule) == (
+        "LinearWarmup(warmup_steps=4, start_factor=0.25, base_lr=0.1, interval='batch')"
+    )
+    other = optim.LinearWarmup(
+        _schedule_sgd(0.1), warmup_steps=4, start_factor=0.5, interval="batch"
+    )
+    assert repr(other) != repr(schedule)
+
+
+@pytest.mark.parametrize("max_lr", [1e308, 1e-320])
+def test_one_cycle_cos_rounds_as_torch_at_the_ends_of_the_float_range(max_lr: float) -> None:
+    """The "cos" annealing halves ``start - end`` before multiplying by ``cos + 1``, as torch's
+    ``OneCycleLR`` does: the same rates bit for bit also where the other order differs (with
+    ``max_lr=1e308``, ``(start - end) * 2`` overflows to -inf; in subnormals, halving last
+    rounds otherwise)."""
+    optimizer = optim.SGD([nn.Parameter(torch.zeros(2, dtype=torch.float64))], lr=0.1)
+    schedule = optim.OneCycle(optimizer, max_lr=max_lr, total_steps=20, div_factor=25.0)
+    rates = [optimizer.lr] + [schedule.step() for _ in range(19)]
+    expected = _torch_rates(
+        lambda o: torch.optim.lr_scheduler.OneCycleLR(
+            o, max_lr=max_lr, total_steps=20, div_factor=25.0, cycle_momentum=False
+        ),
+        19,
+    )
+    assert rates == expected
+
+
+def test_sequence_state_with_base_lrs_as_a_tuple_loads() -> None:
+    """``base_lrs`` may be a list or a tuple (a state passed through JSON-like or immutable
+    containers): a tuple is restored as the list is, each schedule given back its own
+    ``base_lr``, the rates those of the state saved (with tuples refused, it raised)."""
+    optimizer = _schedule_sgd(0.1)
+    warmup = optim.LinearWarmup(optimizer, warmup_steps=2)
+    decay = optim.StepDecay(optimizer, step_size=2, gamma=0.5)
+    sequence = optim.SequentialSchedule(optimizer, [warmup, decay], milestones=[2])
+    decay.base_lr = 0.3
+    for _ in range(3):
+        sequence.step()
+    state = sequence.state_dict()
+    assert state == {"base_lr": 0.1, "last_step": 3, "base_lrs": [0.1, 0.3]}
+    rate = optimizer.lr
+    assert rate == 0.3  # decay's step 1
+    fresh = _schedule_sgd(0.1)
+    warmup2 = optim.LinearWarmup(fresh, warmup_steps=2)
+    decay2 = optim.StepDecay(fresh, step_size=2, gamma=0.5)
+    copy_ = optim.SequentialSchedule(fresh, [warmup2, decay2], milestones=[2])
+    copy_.load_state_dict({**state, "base_lrs": tuple(state["base_lrs"])})
+    assert (warmup2.base_lr, decay2.base_lr, copy_.last_step, fresh.lr) == (0.1, 0.3, 3, rate)
+    assert [copy_.step() for _ in range(3)] == [sequence.step() for _ in range(3)]
