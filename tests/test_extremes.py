@@ -416,26 +416,69 @@ def test_leaky_relu_in_16_bits_rounds_once_as_torch(slope: float, dtype: torch.d
     assert torch.equal(grad, leaf.grad)
 
 
+def _nearest(value: Fraction, dtype: torch.dtype) -> float:
+    """``value`` rounded to the nearest number of the 16-bit ``dtype``, ties to even (its
+    significand's bits and its lowest exponent; no overflow)."""
+    precision, lowest = {torch.float16: (11, -14), torch.bfloat16: (8, -126)}[dtype]
+    if value == 0:
+        return 0.0
+    size = abs(value)
+    exponent = size.numerator.bit_length() - size.denominator.bit_length()
+    if Fraction(2) ** exponent > size:
+        exponent -= 1
+    quantum = Fraction(2) ** (max(exponent, lowest) - (precision - 1))
+    return math.copysign(float(round(size / quantum) * quantum), value)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_sigmoid_backward_in_16_bits_is_correctly_rounded(dtype: torch.dtype) -> None:
-    """Sigmoid's backward for a 16-bit gradient and output is g y (1 - y) computed in float32
-    and rounded once: the float64 value of the same 16-bit g and y, correctly rounded, on
-    20 000 values (computed in 16 bits, a quarter of them were one unit in the last place off).
-    PyTorch's bfloat16 kernel rounds once too and gives the same bits; its float16 CPU kernel
-    rounds after each operation."""
+    """Sigmoid's backward for a 16-bit gradient and output is the correctly rounded g y (1 - y):
+    the exact value of the same 16-bit g and y (in rationals) rounded to the nearest, ties to
+    even, on 20 000 values (computed in 16 bits, a quarter of them were one unit in the last
+    place off; computed in float32 and rounded to 16 bits, 2 in float16, where float32's
+    rounding landed on a midpoint). PyTorch's bfloat16 kernel gives the same bits on these; its
+    float16 CPU kernel rounds after each operation."""
     generator = torch.Generator().manual_seed(4)
     x = (torch.randn(200, 100, dtype=F64, generator=generator) * 6).to(dtype)
     upstream = torch.randn(200, 100, dtype=F64, generator=generator).to(dtype)
     module = nn.Sigmoid()
     y = module(x)
     grad = module.backward(upstream)
-    exact = upstream.to(F64) * y.to(F64) * (1 - y.to(F64))
+    exact = [
+        _nearest(Fraction(g) * Fraction(v) * (1 - Fraction(v)), dtype)
+        for g, v in zip(upstream.flatten().tolist(), y.flatten().tolist(), strict=True)
+    ]
     assert grad.dtype is dtype
-    assert torch.equal(grad, exact.to(dtype))
+    assert torch.equal(grad.to(F64).flatten(), torch.tensor(exact, dtype=F64))
     if dtype is torch.bfloat16:
         leaf = x.clone().requires_grad_(True)
         torch.sigmoid(leaf).backward(upstream)
         assert torch.equal(grad, leaf.grad)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "x", "g", "expected"),
+    [
+        # y = sigmoid(-17) in bfloat16: g y is a midpoint of bfloat16, g y (1 - y) just below it
+        (torch.bfloat16, -17.0, 1.5, 6.193295121192932e-08),
+        (torch.bfloat16, -17.0, -1.5, -6.193295121192932e-08),
+        # y = 0.97998046875 in float16: float32's g y (1 - y) lands on a midpoint, above the
+        # exact value
+        (torch.float16, 3.888671875, 10000.0, 196.125),
+    ],
+)
+def test_sigmoid_backward_in_16_bits_rounds_once_where_float32_lands_on_a_midpoint(
+    dtype: torch.dtype, x: float, g: float, expected: float
+) -> None:
+    """Where g y (1 - y) rounded to float32 falls on a midpoint of the 16-bit dtype, a second
+    rounding to nearest, ties to even, went the wrong way (float32 rounded to odd first keeps
+    the exact value's side)."""
+    module = nn.Sigmoid()
+    y = module(torch.tensor([x], dtype=dtype))
+    grad = module.backward(torch.tensor([g], dtype=dtype))
+    exact = Fraction(g) * Fraction(y.item()) * (1 - Fraction(y.item()))
+    assert _nearest(exact, dtype) == expected
+    assert grad.item() == expected
 
 
 # -- BatchNorm1d: features far from zero ---------------------------------------------------------

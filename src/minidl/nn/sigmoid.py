@@ -47,8 +47,8 @@ class Sigmoid(Activation):
     Forward is :func:`sigmoid` (the same bits for an element wherever it sits in the input, which
     ``torch.sigmoid`` does not give). Backward reuses the cached output:
     :math:`\partial L/\partial x = g\,y\,(1 - y)`, computed as :math:`g y - g y \cdot y`; for a
-    float16 or bfloat16 gradient and output in float32, rounded once (float16: as
-    :math:`(g y)(1 - y)`, see :func:`_wide_backward`).
+    float16 or bfloat16 gradient and output, the correctly rounded :math:`g y (1 - y)` (found
+    exactly in float64, then rounded once: see :func:`_wide_backward`).
 
     Shape:
         - Input: any shape. Output: the same shape.
@@ -67,10 +67,10 @@ class Sigmoid(Activation):
     def _backward(self, grad_output: Tensor, output: Tensor, out: Tensor | None = None) -> Tensor:
         dtype = grad_output.dtype
         if (dtype is torch.float16 or dtype is torch.bfloat16) and output.dtype is dtype:
-            # A 16-bit gradient and output: computed in float32 and rounded once, the correctly
-            # rounded g y (1 - y) (PyTorch's float16 CPU kernel rounds after each operation:
-            # about a quarter of its results are one unit in the last place further away).
-            wide = _wide_backward(grad_output.float(), output.float(), dtype)
+            # A 16-bit gradient and output: the correctly rounded g y (1 - y) (PyTorch's float16
+            # CPU kernel rounds after each operation: about a quarter of its results are one
+            # unit in the last place further away).
+            wide = _wide_backward(grad_output, output, dtype)
             return wide.to(dtype) if out is None else out.copy_(wide)
         # g y - g y^2, written over the g y temporary (one allocation, not two), or into out.
         grad_times_y = grad_output * output
@@ -102,19 +102,43 @@ class Sigmoid(Activation):
 
 
 def _wide_backward(grad_output: Tensor, output: Tensor, dtype: torch.dtype) -> Tensor:
-    r""":math:`g\,y\,(1 - y)` for a float16 or bfloat16 (``dtype``) gradient and output given in
-    float32, each operation exact in float32 but the last, whichever kernels run.
+    r""":math:`g\,y\,(1 - y)` for a float16 or bfloat16 (``dtype``) gradient and output, in
+    float32 rounded to odd, so that its rounding to ``dtype`` (to nearest) is the
+    correctly rounded :math:`g y (1 - y)`, whichever kernels run.
 
-    :math:`g y` is exact (two significands of 11 or 8 bits; for bfloat16, unless it falls in
-    float32's subnormal range). For float16, :math:`1 - y` is exact too, and the result is
-    :math:`(g y)(1 - y)`; for bfloat16 it is not (:math:`y` can be :math:`2^{-100}`), but
-    :math:`(g y)\,y` is (24 bits), and the result is :math:`g y - (g y)\,y`. Computed as
-    :math:`g y - (g y)\,y` in float16 too, by one ``addcmul``, it was rounded once where the
-    kernel fuses the multiply and the subtraction (ATen's AVX2 and AVX-512 kernels) but twice
-    where it does not (its ``default`` kernels: 0.8% of the float16 results one unit in the last
-    place off).
+    The value is found exactly in float64, as a sum: :math:`g y` is exact there (two
+    significands of 11 or 8 bits). For float16, :math:`1 - y` is exact too (at most 24 bits),
+    and so is :math:`(g y)(1 - y)` (at most 46). For bfloat16 it is not (:math:`y` can be
+    :math:`2^{-133}`), but :math:`(g y)\,y` is (24 bits), and :math:`g y - (g y)\,y` is its
+    float64 difference plus that difference's rounding error (Knuth's two-sum, exact). Rounding
+    that to the nearest float32 and then to ``dtype`` rounds twice: where the first lands on a
+    midpoint of ``dtype``, the second can round the wrong way (at :math:`y = \sigma(-17)` and :math:`g = 1.5` in bfloat16, :math:`g y`
+    is a midpoint and :math:`g y - (g y) y` rounded up from it). Rounded to odd (an inexact
+    result is the neighbour whose last bit is 1) a number of at least two bits more than
+    ``dtype``'s keeps what the second rounding needs: the float32 rounding to nearest of that
+    is the correctly rounded one (Boldo and Melquiond, 2008).
     """
-    grad_times_y = grad_output * output
+    grad_times_y = grad_output.double() * output.double()
+    wide = output.double()
     if dtype is torch.float16:
-        return grad_times_y * torch.rsub(output, operand(1.0, output))
-    return torch.addcmul(grad_times_y, grad_times_y, output, value=-1)
+        return _to_odd_float32(grad_times_y * torch.rsub(wide, operand(1.0, wide)), None)
+    product = grad_times_y * wide
+    difference = grad_times_y - product
+    # (two-sum of grad_times_y and -product: the error of their float64 difference, exactly)
+    virtual = difference - grad_times_y
+    error = (grad_times_y - (difference - virtual)) - (product + virtual)
+    return _to_odd_float32(difference, error)
+
+
+def _to_odd_float32(value: Tensor, error: Tensor | None) -> Tensor:
+    """``value + error`` (float64 tensors; ``error`` None for 0) rounded to float32 to odd: the
+    nearest float32 if exact, else the neighbour whose last bit is 1. Infinities and NaNs are
+    rounded to nearest."""
+    rounded = value.float()
+    rest = value - rounded.double()  # (exact: within half a float32 unit of value)
+    if error is not None:
+        rest = rest + error  # (its sign is that of the exact sum)
+    even = torch.bitwise_and(rounded.view(torch.int32), 1) == 0
+    step = (rest != 0) & even & rest.isfinite()
+    toward = torch.where(rest > 0, operand(float("inf"), rounded), operand(float("-inf"), rounded))
+    return torch.where(step, torch.nextafter(rounded, toward), rounded)
