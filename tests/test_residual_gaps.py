@@ -485,3 +485,276 @@ def test_a_residual_runs_its_blocks_own_backward_parameters() -> None:
     unscaled(x)
     nn.Sequential.backward(unscaled, grad)
     assert not torch.equal(next(unscaled.parameters()).grad, next(block.parameters()).grad)
+
+
+# A third mutation audit of residual.py and one of dropout.py (R03, R05, R07, R09, R14, R19, R21,
+# R37, R38, R40, D04).
+
+
+class _ScaledByLayer(nn.Module):
+    """A block of one's own, ``a(x) + x * x``, that caches its input and reads it in
+    its backward after its layer wrote its parameter gradients."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = self.register_module("a", nn.Linear(4, 4, dtype=F64))
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.x = x
+        return self.a(x) + x * x
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        through = self.a.backward(grad_output)  # (writes a's gradients)
+        return through + 2 * self.x * grad_output  # (reads the cached input after it)
+
+
+def _reference(x: Tensor, g: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, ...]:
+    leaf = x.clone().requires_grad_()
+    w = weight.detach().clone().requires_grad_()
+    b = bias.detach().clone().requires_grad_()
+    output = leaf + torch.nn.functional.linear(leaf, w, b) + leaf * leaf
+    output.backward(g)
+    assert leaf.grad is not None and w.grad is not None and b.grad is not None
+    return output.detach(), leaf.grad, w.grad, b.grad
+
+
+def test_an_input_lying_in_the_blocks_gradients_is_copied_before_the_block_caches_it() -> None:
+    """The input is the block's layer's weight gradient (a 4 x 4 tensor), which that layer's
+    backward overwrites: the Residual copies it before its block of one's own caches it, so
+    the input gradient and the parameter gradients are autograd's for the values given (the
+    weight gradient accumulated onto what it held)."""
+    torch.manual_seed(0)
+    block = _ScaledByLayer()
+    residual = nn.Residual(block)
+    residual(torch.randn(4, 4, dtype=F64))
+    residual.backward(torch.randn(4, 4, dtype=F64))  # (the gradients exist now)
+    held = block.a.weight.grad
+    assert held is not None
+    before_w, before_b = held.clone(), block.a.bias.grad.clone()
+    x = held.clone()
+    g = torch.randn(4, 4, dtype=F64)
+    output, grad_x, grad_w, grad_b = _reference(x, g, block.a.weight.data, block.a.bias.data)
+    assert torch.allclose(residual(held), output, rtol=1e-12, atol=0)
+    assert torch.allclose(residual.backward(g), grad_x, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(block.a.weight.grad, before_w + grad_w, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(block.a.bias.grad, before_b + grad_b, rtol=1e-10, atol=1e-12)
+
+
+def test_a_gradient_lying_in_the_blocks_gradients_is_copied_before_the_skip_reads_it() -> None:
+    """The upstream gradient given to backward is the block's weight gradient: the skip's
+    ``g``, added after the block's backward wrote over that gradient, is the value given, as
+    in autograd (``g + g W``, and ``W.grad`` accumulated with ``g^T x``)."""
+    torch.manual_seed(1)
+    layer = nn.Linear(4, 4, dtype=F64)
+    residual = nn.Residual(layer)
+    x = torch.randn(4, 4, dtype=F64)
+    residual(x)
+    residual.backward(torch.randn(4, 4, dtype=F64))
+    held = layer.weight.grad
+    assert held is not None
+    before_w, before_b = held.clone(), layer.bias.grad.clone()
+    g = held.clone()
+    leaf = x.clone().requires_grad_()
+    w = layer.weight.data.clone().requires_grad_()
+    b = layer.bias.data.clone().requires_grad_()
+    (leaf + torch.nn.functional.linear(leaf, w, b)).backward(g)
+    assert leaf.grad is not None and w.grad is not None and b.grad is not None
+    residual(x)
+    assert torch.allclose(residual.backward(held), leaf.grad, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(layer.weight.grad, before_w + w.grad, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(layer.bias.grad, before_b + b.grad, rtol=1e-10, atol=1e-12)
+
+
+class _CountedRefusingEmptyInTraining(nn.Module):
+    """An element-wise block of one's own, ``2 * x``, that changes its state in training mode
+    (so the Residual tries it first), counts its forwards, and refuses an empty batch in
+    training mode only, before it caches anything."""
+
+    _updates_in_training = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        self.shapes.append(tuple(x.shape))
+        if self.training and x.numel() == 0:
+            raise ValueError("_CountedRefusingEmptyInTraining: an empty batch in training")
+        self.x = x
+        return 2 * x
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return 2 * grad_output
+
+
+def test_the_block_is_tried_once_for_each_signature_of_the_input() -> None:
+    """The trial (evaluation mode, the first sample) is made once for each signature of the
+    input (see ``trial_key``): a second forward of the same signature runs the block once, a
+    new signature tries it again; the outputs are ``3 x``."""
+    block = _CountedRefusingEmptyInTraining()
+    residual = nn.Residual(block)
+    x = torch.randn(5, 3, dtype=F64)
+    assert torch.equal(residual(x), 3 * x)
+    assert block.calls == 2  # (the trial, then the forward)
+    assert block.shapes == [(1, 3), (5, 3)]  # (the trial on the first sample alone)
+    assert torch.equal(residual(x + 1), 3 * (x + 1))
+    assert block.calls == 3
+    wider = torch.randn(5, 4, dtype=F64)
+    assert torch.equal(residual(wider), 3 * wider)
+    assert block.calls == 5
+    assert block.shapes[3:] == [(1, 4), (5, 4)]
+
+
+def test_an_empty_batch_is_not_tried_and_its_refusal_keeps_the_last_backward() -> None:
+    """An empty batch has no first sample to try: the block is not tried, and refuses it in
+    training mode before caching anything (a clean refusal), so the backward of the last good
+    forward is still taken, ``3 g``."""
+    block = _CountedRefusingEmptyInTraining()
+    residual = nn.Residual(block)
+    x = torch.randn(4, 3, dtype=F64)
+    residual(x)
+    calls = block.calls
+    with pytest.raises(ValueError, match=r"^_CountedRefusingEmptyInTraining: an empty batch"):
+        residual(torch.empty(0, 3, dtype=F64))
+    assert block.calls == calls + 1  # (no trial)
+    g = torch.randn(4, 3, dtype=F64)
+    assert torch.equal(residual.backward(g), 3 * g)
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.parametrize("layout", ["sparse_coo", "sparse_csr"])
+def test_a_sparse_input_to_a_block_it_tries_is_refused_by_the_residual(layout: str) -> None:
+    """A sparse input, where the Residual would try its dropout block on the first sample (a
+    new signature: its first forward), is refused in the Residual's words before the trial
+    (not in the dropout's, nor torch's), its generator untouched; a dense one is taken after,
+    with the dropout's draw from the same generator state."""
+    generator = torch.Generator().manual_seed(4)
+    residual = nn.Residual(nn.Dropout(0.5, generator=generator))
+    state = generator.get_state()
+    dense = torch.randn(4, 3, dtype=F64)
+    sparse = dense.to_sparse() if layout == "sparse_coo" else dense.to_sparse_csr()
+    with pytest.raises(
+        TypeError,
+        match=rf"^Residual: expected a dense input, got a {layout} tensor \(pass "
+        r"input\.to_dense\(\)\)$",
+    ):
+        residual(sparse)
+    assert torch.equal(generator.get_state(), state)
+    twin = nn.Dropout(0.5, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(residual(dense), dense + twin(dense))
+
+
+class _Unsqueezed(nn.Module):
+    """A block of one's own that returns ``2 x`` with a leading dimension of one added: as
+    many elements as the input, another shape (which broadcasts with it)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (2 * x).unsqueeze(0)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        raise AssertionError("not reached: the backward is refused")
+
+
+def test_a_block_output_of_as_many_elements_but_another_shape_is_refused() -> None:
+    """A block whose output has the input's number of elements in another shape, (1, 4, 3)
+    for (4, 3), which ``x + f(x)`` would broadcast silently, is refused naming both shapes,
+    and the backward after it is refused."""
+    residual = nn.Residual(_Unsqueezed())
+    with pytest.raises(
+        ValueError,
+        match=r"^Residual: the block's output has shape \(1, 4, 3\), expected the input's "
+        r"shape \(4, 3\)$",
+    ):
+        residual(torch.ones(4, 3, dtype=F64))
+    with pytest.raises(RuntimeError, match=r"^Residual: backward (called before forward|after)"):
+        residual.backward(torch.ones(4, 3, dtype=F64))
+
+
+class _CountedFirstTwo(nn.Module):
+    """A block of one's own that changes its state in training mode (so the Residual tries it
+    first), counts its forwards and keeps the first two features: another width for three."""
+
+    _updates_in_training = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modes: list[bool] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.modes.append(self.training)
+        return x[:, :2]
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        raise AssertionError("not reached: the backward is refused")
+
+
+def test_a_one_sample_batch_of_another_width_is_refused_after_one_trial_run() -> None:
+    """For a batch of one sample, the trial's sample is the whole batch: a block that gives
+    another shape for it is refused after that one run (in evaluation mode), not run again
+    on the same batch, nor in training mode."""
+    block = _CountedFirstTwo()
+    residual = nn.Residual(block)
+    with pytest.raises(
+        ValueError,
+        match=r"^Residual: the block's output has shape \(1, 2\), expected the input's shape "
+        r"\(1, 3\)$",
+    ):
+        residual(torch.ones(1, 3, dtype=F64))
+    assert block.modes == [False]
+    assert block.training
+
+
+@pytest.mark.parametrize("generator", [5, 0, 1.5])
+def test_a_number_given_as_generator_is_refused_without_the_inplace_hint(
+    generator: object,
+) -> None:
+    """Only a bool (PyTorch's second argument, ``inplace``) gets the hint naming ``inplace=``;
+    another number given as the generator is refused naming its type alone, as set later on
+    a module, which keeps its generator."""
+    name = type(generator).__name__
+    message = rf"^Dropout: generator must be a torch\.Generator or None, got {name}$"
+    with pytest.raises(TypeError, match=message):
+        nn.Dropout(0.5, generator)  # type: ignore[arg-type]
+    own = torch.Generator().manual_seed(1)
+    layer = nn.Dropout(0.5, generator=own)
+    with pytest.raises(TypeError, match=message):
+        layer.generator = generator  # type: ignore[assignment]
+    assert layer.generator is own
+
+
+class _LinearThenTanh(nn.Module):
+    """A block of one's own (no Sequential, which rewords a promoted gradient's refusal
+    itself): a bfloat16 layer, then a tanh."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = self.register_module("a", nn.Linear(3, 3, dtype=torch.bfloat16))
+        self.t = self.register_module("t", nn.Tanh())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.t(self.a(x))
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return self.a.backward(self.t.backward(grad_output))
+
+
+@pytest.mark.parametrize("call", ["backward", "backward_parameters"])
+def test_a_gradient_promoted_inside_the_block_is_refused_naming_the_callers_dtype(
+    call: str,
+) -> None:
+    """A float16 gradient, promoted by the block's tanh (whose forward was bfloat16) to
+    float32 on its way to the bfloat16 layer, which refuses it: the refusal names the dtype
+    the caller gave, float16, and the layer's, bfloat16 (not float32, which the caller never
+    gave), and no parameter gradient is written."""
+    residual = nn.Residual(_LinearThenTanh())
+    residual(torch.randn(4, 3, dtype=torch.bfloat16))
+    with pytest.raises(
+        TypeError,
+        match=r"^Residual: gradient dtype torch\.float16 does not match torch\.bfloat16, the "
+        r"dtype of a module inside \(the modules without parameters after it promoted the "
+        r"gradient to torch\.float32 on its way there: ",
+    ):
+        getattr(residual, call)(torch.ones(4, 3, dtype=torch.float16))
+    assert all(p.grad is None or not p.grad.any() for p in residual.parameters())
