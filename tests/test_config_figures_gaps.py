@@ -615,3 +615,32 @@ def test_a_closed_figure_writer_leaves_a_folder_made_since_at_its_old_staging_na
         writer.close()
         assert not staged.parent.exists()
     assert (old / "theirs.txt").read_text() == "kept"
+
+
+def test_a_tables_main_rows_markers_start_staggered_within_the_first_period(
+    drawn: list[Any], tmp_path: Path
+) -> None:
+    """Main row i's first marker is at index i * every // len(mains) (1 + that, as an
+    epoch), within the first ``every`` epochs, so that every row has a marker in each tenth of
+    the epochs; a variant takes its row's. 40 epochs: a marker every 4, the six rows' first at
+    0, 0, 1, 2, 2, 3 (not at 0..5, which put the fifth and sixth rows' past the first period)."""
+    mains = [e for e in TABLE_I if e.kind == "main"]
+    (sigmoid_alone,) = [e for e in TABLE_I if e.label == "Sigmoid alone"]
+    (selu_published,) = [e for e in TABLE_I if e.label == "SELU, as published (scale 0.5)"]
+    curve = tuple(float(v) for v in range(40, 0, -1))
+    rows = [_with_one_curve(e, curve) for e in (*mains, sigmoid_alone, selu_published)]
+    figures.table_figure(rows, "I", tmp_path / "table.png")
+    (figure,) = drawn
+    lines = figure.axes[0].get_lines()
+    assert [line.get_label().split(" (")[0] for line in lines[:6]] == [
+        e.label.split(" (")[0] for e in mains
+    ]
+    every = 40 // 10
+    expected = [(i * every // len(mains), every) for i in range(len(mains))]
+    assert expected == [(0, 4), (0, 4), (1, 4), (2, 4), (2, 4), (3, 4)]
+    assert [tuple(line.get_markevery()) for line in lines[:6]] == expected
+    assert [line.get_label() for line in lines[6:]] == [
+        "variant: Sigmoid alone",
+        "variant: SELU, as published (scale 0.5)",
+    ]
+    assert [tuple(line.get_markevery()) for line in lines[6:]] == [expected[0], expected[5]]
