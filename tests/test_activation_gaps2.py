@@ -14,14 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from minidl import nn
+from tests.test_activation_gaps import _seeded
 
 F16, BF16, F32, F64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
-
-
-def _seeded(*shape: int, seed: int, dtype: torch.dtype = F32) -> Tensor:
-    """A standard normal tensor from its own generator (no global state)."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=generator, dtype=F64).to(dtype)
 
 
 def _autograd(function, x: Tensor, g: Tensor) -> Tensor:

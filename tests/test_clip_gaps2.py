@@ -5,7 +5,6 @@ or the exact message of a refusal (with every gradient left as it was)."""
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -14,22 +13,7 @@ import torch
 from minidl import nn
 from minidl.nn._stack_clip import StackClip
 from minidl.nn.flat import flat_buffer
-
-
-def _stack_and_twins(
-    sizes: tuple[int, ...], models: int, seed: int, dtype: torch.dtype = torch.float64
-) -> tuple[list[nn.Sequential], list[nn.Sequential]]:
-    """R random MLPs and their copies, whose gradients are random, of scales 1e-3 to 1e3."""
-    torch.manual_seed(seed)
-    alone = [nn.mlp(sizes, "tanh", dtype=dtype) for _ in range(models)]
-    twins = [copy.deepcopy(model) for model in alone]
-    generator = torch.Generator().manual_seed(seed)
-    for index, twin in enumerate(twins):
-        scale = 10.0 ** (6.0 * index / max(models - 1, 1) - 3.0)
-        for parameter in twin.parameters():
-            values = torch.randn(parameter.grad.shape, generator=generator, dtype=torch.float64)
-            parameter.grad.copy_(values * scale)
-    return alone, twins
+from tests.test_clip_gaps import _stack_and_twins
 
 
 def _stacked(twins: list[nn.Sequential], alone: list[nn.Sequential], layout: str) -> nn.Sequential:

@@ -25,6 +25,7 @@ import torch
 
 from minidl import nn, optim
 from minidl.optim.lr_scheduler import ScheduleSetting, checks_step
+from tests.test_schedule_settings import _torch_rates
 
 LR = 0.1
 
@@ -887,18 +888,6 @@ def test_cyclic_lrs_bounds_are_named_in_each_others_refusal(build: Any, message:
 
 def _schedule_sgd(lr: float = 0.1) -> optim.SGD:
     return optim.SGD([nn.Parameter(torch.zeros(2))], lr=lr)
-
-
-def _torch_rates(build: Any, steps: int, lr: float = 0.1) -> list[float]:
-    """The rates of steps 0..steps of a PyTorch scheduler, in float64."""
-    optimizer = torch.optim.SGD([torch.zeros(2, dtype=torch.float64, requires_grad=True)], lr=lr)
-    schedule = build(optimizer)
-    rates = [optimizer.param_groups[0]["lr"]]
-    for _ in range(steps):
-        optimizer.step()
-        schedule.step()
-        rates.append(optimizer.param_groups[0]["lr"])
-    return rates
 
 
 def test_linear_warmup_takes_a_start_factor_of_one() -> None:
