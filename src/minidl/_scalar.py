@@ -87,7 +87,11 @@ def add_scaled_(target: Tensor, other: Tensor, alpha: float) -> Tensor:
     of the parameters one by one (PyTorch's) in the last bit of about one element in ten.
     There it is ``addcmul_`` with ``alpha`` rounded as ``add_`` rounds it, which gives every
     element the bits of the vectorised body, under every set of kernels (the product of two
-    16-bit numbers is exact in float32); elsewhere ``add_`` itself.
+    16-bit numbers is exact in float32, but for bfloat16 where it leaves float32's range);
+    elsewhere ``add_`` itself. The exception: a bfloat16 product beyond float32's largest value
+    (``alpha`` and ``other`` near 1e38 and 10, say) is infinite here, where the vectorised
+    body, which fuses the multiply and the add, may give a finite sum, and one below float32's
+    smallest normal value may give the sum another zero's sign.
     """
     if target.dtype in _SIXTEEN_BIT and target.is_cpu:
         one = _zero_dim_on(1.0, 1.0, target.dtype, _CPU)
