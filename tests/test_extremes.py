@@ -574,3 +574,19 @@ def test_log_softmax_of_a_16_bit_forward_reads_a_float64_gradient_in_float64() -
     expected = grad - torch.full((1, 3), 1 / 3, dtype=torch.float64) * grad.sum()
     assert result.dtype is torch.float64
     torch.testing.assert_close(result, expected, rtol=1e-6, atol=0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(("x", "g"), [(40.0, -3.125), (40.0, 3.125), (-200.0, -1.5), (0.0, -0.0)])
+def test_sigmoid_backward_in_16_bits_gives_a_zero_the_sign_of_the_product(
+    dtype: torch.dtype, x: float, g: float
+) -> None:
+    """Where g y (1 - y) is a zero (y rounds to 1 or 0, or g is a zero), the 16-bit backward
+    gives it the product's sign, as PyTorch's autograd does (g y - g y was +0 for g < 0)."""
+    module = nn.Sigmoid()
+    module(torch.tensor([x], dtype=dtype))
+    grad = module.backward(torch.tensor([g], dtype=dtype))
+    leaf = torch.tensor([x], dtype=dtype, requires_grad=True)
+    torch.sigmoid(leaf).backward(torch.tensor([g], dtype=dtype))
+    assert leaf.grad is not None and grad.item() == 0.0
+    assert math.copysign(1.0, grad.item()) == math.copysign(1.0, leaf.grad.item())

@@ -124,6 +124,9 @@ def _wide_backward(grad_output: Tensor, output: Tensor, dtype: torch.dtype) -> T
         return _to_odd_float32(grad_times_y * torch.rsub(wide, operand(1.0, wide)), None)
     product = grad_times_y * wide
     difference = grad_times_y - product
+    # (a zero is (g y)(1 - y) itself, exact there, with its sign: g y - g y is +0 where g < 0)
+    exact_zero = grad_times_y * torch.rsub(wide, operand(1.0, wide))
+    difference = torch.where(difference == operand(0.0, difference), exact_zero, difference)
     # (two-sum of grad_times_y and -product: the error of their float64 difference, exactly)
     virtual = difference - grad_times_y
     error = (grad_times_y - (difference - virtual)) - (product + virtual)
