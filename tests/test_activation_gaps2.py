@@ -8,12 +8,15 @@ documented formula, a fresh module's result, or the documented error (type and m
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from minidl import nn
+from minidl.nn.selu import SELU_ALPHA, SELU_SCALE
 from tests.test_activation_gaps import _seeded
 
 F16, BF16, F32, F64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
@@ -248,3 +251,135 @@ def test_tanh_backward_of_a_gradient_that_requires_grad() -> None:
     result = module.backward(gradient)
     expected = _autograd(torch.tanh, x.detach(), gradient.detach())
     torch.testing.assert_close(result.detach().double(), expected, rtol=1e-6, atol=1e-7)
+
+
+# The rest of the activations' mutation audit (selu_setstate_scale_del, sm_dim_zero, sm_dim_return,
+# sm_fwd16_round, sm_bwd_promote, ls_narrow_check, tanh_sub_except_out).
+
+
+def test_a_selu_pickled_with_the_constant_scale_in_its_slot_loads_as_a_fresh_selu() -> None:
+    """A SELU pickled before its scale was fixed held the constant (and alpha) in instance
+    slots: loading drops them, as the class now gives them, so that the module's state is a
+    fresh SELU's (no instance ``_scale`` left to shadow the class's) and it pickles again as
+    one; it computes as a fresh SELU."""
+    fresh = nn.SELU()
+    state = dict(fresh.__dict__)
+    state["_scale"] = SELU_SCALE
+    state["_alpha"] = SELU_ALPHA
+    module = nn.SELU.__new__(nn.SELU)
+    module.__setstate__(state)
+    assert sorted(vars(module)) == sorted(vars(fresh))
+    assert "_scale" not in vars(module)
+    assert sorted(vars(pickle.loads(pickle.dumps(module)))) == sorted(vars(fresh))
+    x = torch.tensor([1.5, -0.5, 0.0], dtype=F64)
+    assert torch.equal(module(x), fresh(x))
+
+
+# -- Softmax: the dim setting -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given", [0, 2, -2])
+def test_softmax_refuses_a_dim_other_than_the_features(given: int) -> None:
+    """``dim`` 0 (the batch), 2 or -2 is refused with a ValueError naming what was given; a
+    module whose dim is set to it keeps its dim."""
+    with pytest.raises(ValueError) as info:
+        nn.Softmax(dim=given)
+    expected = (
+        f"Softmax: dim must be 1 (or -1), the feature dimension of an (N, C) input, got {given}"
+    )
+    assert str(info.value) == expected
+    module = nn.Softmax(dim=1)
+    with pytest.raises(ValueError) as info:
+        module.dim = given
+    assert str(info.value) == expected
+    assert module.dim == 1 and repr(module) == "Softmax(dim=1)"
+
+
+def test_softmax_keeps_dim_minus_one_as_one() -> None:
+    """``dim=-1`` is kept as 1 (the same dimension of an (N, C) input): one module, with one
+    repr, whichever was given, at construction and when set."""
+    module = nn.Softmax(dim=-1)
+    assert module.dim == 1
+    assert repr(module) == repr(nn.Softmax(dim=1)) == "Softmax(dim=1)"
+    other = nn.Softmax()
+    other.dim = -1
+    assert other.dim == 1 and repr(other) == "Softmax(dim=1)"
+
+
+# -- Softmax: 16-bit forward and a gradient of another dtype ------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16], ids=str)
+def test_softmax_of_a_16_bit_input_is_pytorchs_in_its_dtype(dtype: torch.dtype) -> None:
+    """A float16 or bfloat16 input gives an output of its dtype, torch.softmax's bits
+    (computed in float32, rounded once)."""
+    x = (_seeded(6, 9, seed=31) * 4).to(dtype)
+    output = nn.Softmax(dim=1)(x)
+    assert output.dtype is dtype
+    assert torch.equal(output, torch.softmax(x, dim=1))
+
+
+@pytest.mark.parametrize(
+    ("forward", "gradient", "promoted"),
+    [(F32, F16, F32), (F32, BF16, F32), (F16, BF16, F32), (BF16, F16, F32), (F64, F16, F64)],
+    ids=["f32-f16", "f32-bf16", "f16-bf16", "bf16-f16", "f64-f16"],
+)
+def test_softmax_backward_of_a_gradient_of_another_dtype_is_promoted(
+    forward: torch.dtype, gradient: torch.dtype, promoted: torch.dtype
+) -> None:
+    """A gradient of another dtype than the forward's is promoted as torch promotes them (a
+    16-bit gradient through a float32 forward gives float32, float16 with bfloat16 gives
+    float32): y (g - sum(g y)) with y the cached output, to the promoted dtype's precision."""
+    module = nn.Softmax(dim=1)
+    x = _seeded(5, 7, seed=32, dtype=forward)
+    y = module(x)
+    g = _seeded(5, 7, seed=33, dtype=gradient)
+    result = module.backward(g)
+    assert result.dtype is promoted
+    yd, gd = y.double(), g.double()
+    expected = yd * (gd - (gd * yd).sum(dim=1, keepdim=True))
+    tolerance = 1e-6 if promoted is F32 else 1e-12
+    torch.testing.assert_close(result.double(), expected, rtol=tolerance, atol=tolerance)
+
+
+# -- LogSoftmax: a gradient of the wrong shape after a 16-bit forward ---------------------------
+
+
+@pytest.mark.parametrize("shape", [(3, 1), (4,), (1, 4)], ids=str)
+def test_log_softmax_after_a_16_bit_forward_refuses_a_gradient_of_another_shape(
+    shape: tuple[int, ...],
+) -> None:
+    """After a float16 forward, a gradient that would broadcast against the (3, 4) output is
+    refused as after a float32 one (a ValueError naming the module, the shape given and the
+    one expected), not broadcast; the cache is kept: a gradient of the right shape then gives a
+    fresh module's result."""
+    x = _seeded(3, 4, seed=34, dtype=F16)
+    module = nn.LogSoftmax(dim=1)
+    module(x)
+    with pytest.raises(ValueError) as info:
+        module.backward(torch.ones(shape, dtype=F16))
+    assert str(info.value) == (
+        f"LogSoftmax: gradient has shape {tuple(shape)}, expected (3, 4) (the shape of the "
+        "last forward's output)"
+    )
+    g = _seeded(3, 4, seed=35, dtype=F16)
+    fresh = nn.LogSoftmax(dim=1)
+    fresh(x)
+    assert torch.equal(module.backward(g), fresh.backward(g))
+
+
+# -- Tanh: out= of a promoted gradient from an autograd graph -----------------------------------
+
+
+def test_tanh_backward_out_of_a_promoted_gradient_from_an_autograd_graph_writes_out() -> None:
+    """Tanh's backward into ``out`` (the hook's) with a float16 output from an autograd graph
+    and a float32 gradient (promoted: out= refused for values that require grad, read plain)
+    writes g (1 - y^2) into ``out``, autograd's to float32's precision."""
+    module = nn.Tanh()
+    x = _seeded(11, seed=36, dtype=F16).requires_grad_()
+    y = module(x)
+    gradient = _seeded(11, seed=37)
+    out = torch.full((11,), float("nan"))
+    module._backward_out(gradient, out)
+    expected = gradient.double() * (1 - y.detach().double() ** 2)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-6, atol=1e-7)
