@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from minidl import nn
+from minidl.nn import init
 
 F64 = torch.float64
 
@@ -287,3 +288,144 @@ def test_a_linear_layer_pickled_before_it_remembered_input_shapes_still_runs(
         x = torch.randn(batch, 3, dtype=torch.float64)
         expected = x @ layer.weight.data.t() + layer.bias.data
         torch.testing.assert_close(restored(x), expected, rtol=0, atol=1e-12)
+
+
+# A third mutation audit of linear.py and init.py (L08, L13, L19, L20, L21, L30, I25).
+
+
+def _autograd_grads(layer: nn.Linear, x: Tensor, g: Tensor) -> tuple[Tensor, ...]:
+    w = layer.weight.data.detach().clone().requires_grad_(True)
+    b = layer.bias.data.detach().clone().requires_grad_(True)
+    xx = x.detach().clone().requires_grad_(True)
+    torch.nn.functional.linear(xx, w, b).backward(g)
+    return xx.grad, w.grad, b.grad
+
+
+def test_linear_cast_after_two_batch_sizes_forgets_the_shapes_of_the_old_dtype() -> None:
+    """(mutant L08: ``self._shapes.clear()`` dropped when the parameters are replaced.) A batch
+    size seen before a cast is checked afresh after it: its ones for the bias gradient are of
+    the new dtype, and the gradients are autograd's in float64."""
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 2, dtype=torch.float32)
+    layer(torch.randn(4, 3))
+    layer(torch.randn(5, 3))
+    layer.to(F64)
+    layer(torch.randn(5, 3, dtype=F64))  # (the new tensors: full checks, this shape remembered)
+    x, g = torch.randn(4, 3, dtype=F64), torch.randn(4, 2, dtype=F64)
+    layer.zero_grad()
+    out = layer(x)
+    assert out.dtype == F64
+    grad_input = layer.backward(g)
+    gx, gw, gb = _autograd_grads(layer, x, g)
+    torch.testing.assert_close(grad_input, gx, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.weight.grad, gw, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.bias.grad, gb, rtol=1e-12, atol=1e-12)
+
+
+def test_linear_moved_to_meta_refuses_a_cpu_input_of_the_shape_it_saw_last() -> None:
+    """(mutant L30: the remembered device not updated when the parameters are replaced.) After
+    ``.to("meta")`` and a meta forward, a CPU input of the same shape is refused by name, as
+    one of a new shape is, and the cached input stays the meta one."""
+    layer = nn.Linear(3, 2)
+    layer(torch.randn(4, 3))
+    layer.to("meta")
+    meta_input = torch.randn(4, 3, device="meta")
+    assert layer(meta_input).device.type == "meta"
+    message = (
+        "^Linear: input is on cpu but the parameters are on meta; move one of them with "
+        r"\.to\(device=\.\.\.\)$"
+    )
+    with pytest.raises(ValueError, match=message):
+        layer(torch.randn(4, 3))
+    with pytest.raises(ValueError, match=message):
+        layer(torch.randn(6, 3))
+    assert layer._input is meta_input
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_16_bit_tensor_refuses_a_normal_beyond_its_own_range(dtype: torch.dtype) -> None:
+    """(mutant I25: the reach checked against float32 for every dtype.) float16's largest value
+    is 65504: a mean of 1e5 would be drawn as infinities (as torch.nn.init draws them), and is
+    refused naming the dtype, the tensor and the generator unchanged. bfloat16 holds 1e5 but not 1e39."""
+    mean = 1e5 if dtype == torch.float16 else 1e39
+    largest = f"{torch.finfo(dtype).max:.6g}"
+    tensor = torch.zeros(3, 2, dtype=dtype)
+    generator = torch.Generator().manual_seed(0)
+    state = generator.get_state()
+    twin = torch.nn.init.normal_(
+        torch.zeros(3, 2, dtype=dtype), mean, 1.0, torch.Generator().manual_seed(0)
+    )
+    assert bool(twin.isinf().all())  # (what torch writes)
+    with pytest.raises(ValueError) as raised:
+        init.normal_(tensor, mean, 1.0, generator)
+    assert str(raised.value) == (
+        f"init.normal_: N(mean, std^2) with mean={mean!r}, std=1.0 would draw values beyond the "
+        f"range of the tensor's dtype {dtype}: its draws, up to |mean| + 9 std in magnitude, "
+        f"must be at most {largest}, the largest finite value"
+    )
+    assert torch.equal(tensor, torch.zeros(3, 2, dtype=dtype))
+    assert torch.equal(generator.get_state(), state)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("grad_dtype", [torch.float32, F64], ids=str)
+def test_linear_cast_between_forward_and_backward_is_refused_by_name_changing_nothing(
+    grad_dtype: torch.dtype, bias: bool
+) -> None:
+    """(mutants L19, L20: the check that the parameters still fit the last forward skipped, or
+    its dtype/device comparison dropped.) A layer cast after its forward refuses the backward
+    naming the cast, before any gradient is written, whatever the gradient's dtype, with a
+    bias or without (L19 lived where no bias changed with the weight)."""
+    layer = nn.Linear(3, 2, bias=bias)
+    layer(torch.randn(4, 3))
+    layer.to(F64)
+    layer.weight.grad.fill_(0.5)
+    if bias:
+        layer.bias.grad.fill_(0.25)
+    with pytest.raises(RuntimeError) as raised:
+        layer.backward(torch.randn(4, 2, dtype=grad_dtype))
+    assert str(raised.value) == (
+        "Linear: the parameters are torch.float64 on cpu but the last forward ran in "
+        "torch.float32 on cpu: the module was cast or moved (.to(...)) after that forward; run "
+        "forward again before backward"
+    )
+    assert torch.equal(layer.weight.grad, torch.full((2, 3), 0.5, dtype=F64))
+    if bias:
+        assert torch.equal(layer.bias.grad, torch.full((2,), 0.25, dtype=F64))
+
+
+def test_linear_bias_set_to_another_dtype_after_forward_is_refused_before_any_gradient() -> None:
+    """(mutants L21, L36, L37: the parameters' own check skipped when only the bias changed.) A
+    bias of float64 set by hand after a float32 forward is refused by name, and neither
+    gradient changes."""
+    layer = nn.Linear(3, 2)
+    layer(torch.randn(4, 3))
+    layer.bias.data = layer.bias.data.double()
+    weight_grad, bias_grad = layer.weight.grad.clone(), layer.bias.grad.clone()
+    with pytest.raises(
+        ValueError,
+        match=r"^Linear: bias is torch\.float64 on cpu but weight is torch\.float32 on cpu$",
+    ):
+        layer.backward(torch.randn(4, 2))
+    assert torch.equal(layer.weight.grad, weight_grad)
+    assert torch.equal(layer.bias.grad, bias_grad)
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype")
+def test_linear_refuses_a_nested_input_of_a_batch_size_it_saw_before() -> None:
+    """(mutant L13: ``not input.is_nested`` dropped from the check of a remembered shape.) A
+    nested input after a dense one of the same size is refused by name, not in the tensor
+    library's words about a nested tensor's sizes."""
+    layer = nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    layer(x)
+    nested = torch.nested.nested_tensor([torch.randn(4, 3)])
+    nested2 = torch.nested.nested_tensor([torch.randn(3), torch.randn(3)])
+    for given in (nested, nested2):
+        with pytest.raises(
+            TypeError,
+            match=r"^Linear: expected a dense input, got a nested tensor \(one of equal sizes is made "
+            r"dense by torch\.stack\(input\.unbind\(\)\)\)$",
+        ):
+            layer(given)
+        assert layer._input is x
