@@ -296,8 +296,15 @@ def test_a_name_and_parameter_pair_as_a_list_is_refused_with_the_fix(
 
 @pytest.mark.parametrize(
     "pair",
-    [("weight", torch.zeros(2)), ("weight", "bias"), (torch.zeros(2), 1.0), (torch.zeros(2), None)],
-    ids=["name-tensor", "name-name", "tensor-number", "tensor-none"],
+    [
+        ("weight", torch.zeros(2)),
+        ("weight", "bias"),
+        (torch.zeros(2), 1.0),
+        (torch.zeros(2), None),
+        # (enumerate(model.parameters())'s: no named_parameters() fix)
+        (0, nn.Parameter(torch.zeros(2))),
+    ],
+    ids=["name-tensor", "name-name", "tensor-number", "tensor-none", "index-parameter"],
 )
 @pytest.mark.parametrize("clip", [nn.clip_grad_norm_, nn.clip_grad_value_])
 def test_a_pair_of_another_kind_is_named_without_a_wrong_fix(

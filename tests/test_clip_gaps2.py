@@ -117,28 +117,6 @@ def test_the_last_entry_of_a_long_buffer_counts(norm_type: float) -> None:
         torch.testing.assert_close(parameter.grad, twin.grad, rtol=1e-13, atol=0)
 
 
-@pytest.mark.parametrize("clip", [nn.clip_grad_norm_, nn.clip_grad_value_])
-def test_a_pair_of_an_index_and_a_parameter_is_named_without_the_named_parameters_fix(
-    clip,
-) -> None:
-    """(mutant C43) enumerate(model.parameters()) gives (int, Parameter) pairs: refused as a
-    tuple at position 0, without the fix for named_parameters()'s (name, Parameter) pairs, which
-    would be wrong advice; every gradient is left as it was."""
-    model = nn.mlp((2, 3, 2))
-    for parameter in model.parameters():
-        parameter.grad.normal_()
-    before = [parameter.grad.clone() for parameter in model.parameters()]
-    name = clip.__name__
-    with pytest.raises(TypeError) as raised:
-        clip(enumerate(model.parameters()), 1e-3)
-    assert str(raised.value) == f"{name}: expected Parameters, got tuple at position 0"
-    for parameter, grad in zip(model.parameters(), before, strict=True):
-        assert torch.equal(parameter.grad, grad)
-
-
-# ---- _stack_clip.py -------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize("layout", ["layer", "model"])
 def test_stack_models_of_a_long_gradient_with_a_rest_of_one_are_clipped_as_each_alone(
     layout: str,

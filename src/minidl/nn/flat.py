@@ -19,7 +19,14 @@ from torch import Tensor
 if TYPE_CHECKING:
     from minidl.nn.parameter import Parameter
 
-__all__ = ["StorageView", "flat_buffer", "flatten_parameters", "moved_keeping_runs", "storage_view"]
+__all__ = [
+    "StorageView",
+    "flat_buffer",
+    "flatten_parameters",
+    "moved_keeping_runs",
+    "storage_key",
+    "storage_view",
+]
 
 
 def flat_buffer(tensors: Sequence[Tensor]) -> Tensor | None:
@@ -27,21 +34,21 @@ def flat_buffer(tensors: Sequence[Tensor]) -> Tensor | None:
 
     The tensors tile a buffer when they are contiguous, share one storage, dtype and device, and
     each starts where the previous one ends. The returned tensor is a view of that storage, so
-    writing to it writes to every tensor at once. A storage is known by its address and its size
-    (two storages may start at one address: two NumPy arrays' of one buffer, say), as
-    :func:`storage_view` knows it.
+    writing to it writes to every tensor at once. A storage is known by its address, its size
+    and its device (:func:`storage_key`: two storages may start at one address, two NumPy
+    arrays' of one buffer, say).
     """
     if not tensors:
         return None
     first = tensors[0]
-    storage = _storage_key(first)
+    storage = storage_key(first)
     start = first.storage_offset()
     end = start
     for tensor in tensors:
         if (
             tensor.dtype != first.dtype
             or not tensor.is_contiguous()
-            or _storage_key(tensor) != storage
+            or storage_key(tensor) != storage
             or tensor.storage_offset() != end
         ):
             return None
@@ -49,7 +56,7 @@ def flat_buffer(tensors: Sequence[Tensor]) -> Tensor | None:
     return first.as_strided((end - start,), (1,), start)
 
 
-def _storage_key(tensor: Tensor) -> tuple[int, int, torch.device]:
+def storage_key(tensor: Tensor) -> tuple[int, int, torch.device]:
     """What tells ``tensor``'s storage apart: its address, its size in bytes and its device."""
     storage = tensor.untyped_storage()
     return storage.data_ptr(), storage.nbytes(), tensor.device
@@ -201,12 +208,7 @@ def storage_view(tensor: Tensor, compact: bool = False) -> StorageView:
     for the same part. (The same :class:`Whole` is given for that part while it is held.)
     """
     storage = tensor.untyped_storage()
-    key: tuple[object, ...] = (
-        storage.data_ptr(),
-        storage.nbytes(),
-        tensor.dtype,
-        str(tensor.device),
-    )
+    key: tuple[object, ...] = (*storage_key(tensor), tensor.dtype)
     offset = int(tensor.storage_offset())
     size, stride = tuple(tensor.shape), tuple(tensor.stride())
     length = storage.nbytes() // tensor.element_size()

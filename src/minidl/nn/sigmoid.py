@@ -112,21 +112,22 @@ def _wide_backward(grad_output: Tensor, output: Tensor, dtype: torch.dtype) -> T
     :math:`2^{-133}`), but :math:`(g y)\,y` is (24 bits), and :math:`g y - (g y)\,y` is its
     float64 difference plus that difference's rounding error (Knuth's two-sum, exact). Rounding
     that to the nearest float32 and then to ``dtype`` rounds twice: where the first lands on a
-    midpoint of ``dtype``, the second can round the wrong way (at :math:`y = \sigma(-17)` and :math:`g = 1.5` in bfloat16, :math:`g y`
-    is a midpoint and :math:`g y - (g y) y` rounded up from it). Rounded to odd (an inexact
-    result is the neighbour whose last bit is 1) a number of at least two bits more than
-    ``dtype``'s keeps what the second rounding needs: the float32 rounding to nearest of that
-    is the correctly rounded one (Boldo and Melquiond, 2008).
+    midpoint of ``dtype``, the second can round the wrong way (at :math:`y = \sigma(-17)` and
+    :math:`g = 1.5` in bfloat16, :math:`g y` is a midpoint and :math:`g y - (g y) y` rounded up
+    from it). Rounded to odd (an inexact result is the neighbour whose last bit is 1) a number
+    of at least two bits more than ``dtype``'s keeps what the second rounding needs: the float32
+    rounding to nearest of that is the correctly rounded one (Boldo and Melquiond, 2008).
     """
-    grad_times_y = grad_output.double() * output.double()
     wide = output.double()
+    grad_times_y = grad_output.double() * wide
+    complement = torch.rsub(wide, operand(1.0, wide))  # (1 - y: exact for float16)
     if dtype is torch.float16:
-        return _to_odd_float32(grad_times_y * torch.rsub(wide, operand(1.0, wide)), None)
+        return _to_odd_float32(grad_times_y * complement, None)
     product = grad_times_y * wide
     difference = grad_times_y - product
     # (a zero is (g y)(1 - y) itself, exact there, with its sign: g y - g y is +0 where g < 0)
-    exact_zero = grad_times_y * torch.rsub(wide, operand(1.0, wide))
-    difference = torch.where(difference == operand(0.0, difference), exact_zero, difference)
+    zero = difference == operand(0.0, difference)
+    difference = torch.where(zero, grad_times_y * complement, difference)
     # (two-sum of grad_times_y and -product: the error of their float64 difference, exactly)
     virtual = difference - grad_times_y
     error = (grad_times_y - (difference - virtual)) - (product + virtual)

@@ -16,6 +16,7 @@ from minidl._validate import shown
 from minidl.nn._cached_derivative import CachedDerivative
 from minidl.nn.activation_base import Activation
 from minidl.nn.batched_linear import BatchedLinear, check_stackable
+from minidl.nn.flat import storage_key
 from minidl.nn.linear import Linear
 from minidl.nn.module import Module
 from minidl.nn.parameter import Parameter
@@ -539,7 +540,7 @@ def flat_model_parameters(stacked: Sequential, index: int | slice) -> Parameter:
                     "flat_model_parameters: the stack does not have the 'model' layout (build "
                     "it with stack_models(models, layout='model'))"
                 )
-            if _storage(tensor) != _storage(
+            if storage_key(tensor) != storage_key(
                 parameters[0].grad if tensor is parameter.grad else parameters[0].data
             ):
                 raise ValueError("flat_model_parameters: the stack's parameters are not one buffer")
@@ -552,13 +553,6 @@ def flat_model_parameters(stacked: Sequential, index: int | slice) -> Parameter:
     )
     flat.grad = first.grad.as_strided((size,), (1,), base + start * block)
     return flat
-
-
-def _storage(tensor: torch.Tensor) -> tuple[int, int]:
-    """What tells ``tensor``'s storage apart: its address and its size (two storages may start
-    at one address)."""
-    storage = tensor.untyped_storage()
-    return storage.data_ptr(), storage.nbytes()
 
 
 def _stacked_models(stacked: Sequential, where: str = "flat_model_parameters") -> int:
