@@ -118,7 +118,10 @@ class GradientMemory:
             storage = parameter.grad.untyped_storage()
             low = storage.data_ptr()
             if low:  # (0: a meta or empty storage, which holds no element)
-                (ranges if storage.resizable() else windows)[low] = low + storage.nbytes()
+                # (two storages may start at one address, torch.from_numpy of an array and of
+                # its first half: the longer is kept, which holds the shorter)
+                found = ranges if storage.resizable() else windows
+                found[low] = max(found.get(low, low), low + storage.nbytes())
         self._windows = tuple(windows.items())
         # A window is searched as (0, its end), after the other ranges: a tensor that starts
         # there is then measured (only then: the loop of holds costs no more without windows).

@@ -88,7 +88,7 @@ from minidl.nn.flat import (
     moved_keeping_runs,
     storage_view,
 )
-from minidl.nn.parameter import Parameter, shares_elements
+from minidl.nn.parameter import Parameter, count_replacement, shares_elements
 
 __all__ = [
     "IncompatibleKeys",
@@ -1543,6 +1543,14 @@ class Module:
             return [self]
         own = getattr(self, registry)
         return [module for module in family if getattr(module, registry, None) is own]
+
+    def __delattr__(self, name: str) -> None:
+        object.__delattr__(self, name)
+        # A plan of a chain finds a method set on a child's instance by the number of
+        # attributes the child holds (see minidl.nn.chain): one deleted and another set, with
+        # no call between, would leave it as it was. (Setting an attribute is not checked:
+        # Module has no __setattr__, which every attribute set in a step would pay for.)
+        count_replacement()
 
     def __getstate__(self) -> dict[str, Any]:
         """For pickle and ``copy.deepcopy``: the module's attributes, with the tensors it keeps

@@ -12,7 +12,7 @@ from torch import Tensor
 from minidl._validate import DTYPES, TAKEN, layout_name
 from minidl.nn.flat import storage_view
 
-__all__ = ["Parameter"]
+__all__ = ["Parameter", "count_replacement"]
 
 
 class Parameter:
@@ -31,7 +31,8 @@ class Parameter:
     since it last looked knows that its parameters still hold the same tensors. Each assignment
     takes the next number of one process-wide :func:`itertools.count` (whose ``next`` is one
     call, not a read then a write), so that no two assignments store the same count, in
-    whatever order threads store them.
+    whatever order threads store them. An attribute deleted from a module moves the count on
+    too (see :func:`count_replacement`).
 
     Args:
         data: the initial value, a dense tensor of float16, bfloat16, float32 or float64 (not
@@ -178,6 +179,15 @@ class Parameter:
 
 # The numbers Parameter.replacements takes, from 1 on.
 _REPLACEMENTS = itertools.count(1)
+
+
+def count_replacement() -> None:
+    """Move :attr:`Parameter.replacements` on, to a number no other change stores, as an
+    assignment of a parameter's tensor does: for every attribute deleted from a module
+    (``Module.__delattr__``), since a plan of a chain finds a method set on a child's instance
+    by the number of attributes the child holds, which one deleted and another set, with no
+    call between, would leave as it was."""
+    Parameter.replacements = next(_REPLACEMENTS)
 
 
 def _fits(tensor: Tensor, like: Tensor) -> bool:
