@@ -112,8 +112,9 @@ def _compare_the_two_ways(
 ) -> bool:
     """The comparison of :func:`_batched_gradient_is_exact` (whose docstring says how)."""
     step = _ALIGNMENT // size  # (elements in one alignment period)
-    generator = torch.Generator().manual_seed(0)
-    options: dict[str, Any] = {"dtype": grad.dtype}
+    # (on the gradient's device, the CPU, whatever device torch.set_default_device names)
+    generator = torch.Generator(grad.device).manual_seed(0)
+    options: dict[str, Any] = {"dtype": grad.dtype, "device": grad.device}
     extent = 1 + sum((n - 1) * s for n, s in zip(grad.shape, grad.stride(), strict=True))
     buffer = torch.zeros(extent + step, **options)
     shift, rest = divmod((grad.data_ptr() - buffer.data_ptr()) % _ALIGNMENT, size)
@@ -463,7 +464,7 @@ class BatchedLinear(Module):
         if self._temporary is None:
             grad = self.weight.grad
             with torch.inference_mode(False):
-                self._temporary = torch.empty(grad.shape, dtype=grad.dtype)
+                self._temporary = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
         return self._temporary
 
     def _decide(self, batch: int) -> Tensor | None:
