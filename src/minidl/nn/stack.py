@@ -577,7 +577,14 @@ def _model_range(
         kind = "an integer index or a slice" if slices else "an integer index"
         raise TypeError(f"{where}: expected {kind}, got {shown(index)}")
     if isinstance(index, slice):
-        start, stop, step = index.indices(models)
+        try:
+            start, stop, step = index.indices(models)
+        except TypeError:  # (a bound that is not an integer nor None)
+            raise TypeError(
+                f"{where}: expected a slice of integers or None, got {_slice_text(index)}"
+            ) from None
+        except ValueError:  # (a step of zero: refused as any other step below)
+            start = stop = step = 0
         if step != 1 or start >= stop:
             raise IndexError(
                 f"{where}: expected a non-empty slice of step 1 within {models} models, got "
