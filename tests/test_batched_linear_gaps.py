@@ -6,6 +6,7 @@ default device rather than the gradient's."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -292,3 +293,44 @@ def test_the_check_answers_alike_under_a_meta_default_device(
     with torch.device("meta"):
         assert _batched_gradient_is_exact(grad, 5) is outside
     assert list(batched_linear._EXACT_BATCHED_GRADIENT.values()) == [outside]
+
+
+def test_a_shallow_copy_after_a_forward_computes_as_the_original() -> None:
+    """(mutant 62) ``copy.copy`` of a layer that has run a forward shares its parameters
+    (as PyTorch's shallow copy) but not the views of them that a forward uses (not kept,
+    as in a pickle): its first call makes them again, so its output and input gradient are
+    autograd's (float64), and its gradients accumulate into the shared ones. (With the last
+    call's record kept, the copy took the call for one like the last and read a view that it
+    did not have: torch's ``bmm()`` TypeError.)"""
+    torch.manual_seed(0)
+    layer = BatchedLinear(2, 3, 4, dtype=F64)
+    x = torch.randn(2, 5, 3, dtype=F64)
+    g = torch.randn(2, 5, 4, dtype=F64)
+    assert layer.bias is not None
+    expected_output = layer(x)
+    shallow = copy.copy(layer)
+    assert shallow.weight is layer.weight and shallow.bias is layer.bias
+    w = layer.weight.data.clone().requires_grad_(True)
+    b = layer.bias.data.clone().requires_grad_(True)
+    xr = x.clone().requires_grad_(True)
+    reference = torch.baddbmm(b.unsqueeze(1), xr, w.transpose(1, 2))
+    reference.backward(g)
+    output = shallow(x)
+    assert torch.equal(output, expected_output)
+    torch.testing.assert_close(output, reference.detach(), rtol=1e-12, atol=1e-12)
+    grad_x = shallow.backward(g)
+    torch.testing.assert_close(grad_x, xr.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.weight.grad, w.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.bias.grad, b.grad, rtol=1e-12, atol=1e-12)
+    # (and the original still computes as before)
+    assert torch.equal(layer(x), expected_output)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_repr_names_the_sizes_and_whether_there_is_a_bias(bias: bool) -> None:
+    """(mutant 64) As ``Linear``'s, with the number of models first: ``bias=`` says whether
+    the layer has one."""
+    layer = BatchedLinear(2, 3, 4, bias=bias)
+    assert (layer.bias is not None) is bias
+    assert repr(layer) == f"BatchedLinear(models=2, in_features=3, out_features=4, bias={bias})"
+    assert layer.extra_repr() == f"models=2, in_features=3, out_features=4, bias={bias}"
