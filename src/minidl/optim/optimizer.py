@@ -320,8 +320,13 @@ class Optimizer:
                 continue
             parts = value if isinstance(value, tuple | list) else (value,)
             for part in parts:
-                real = isinstance(part, numbers.Real) and not isinstance(part, bool)
-                if real and not abs(float(part)) <= largest:
+                if not isinstance(part, numbers.Real) or isinstance(part, bool):
+                    continue
+                try:
+                    within = abs(float(part)) <= largest
+                except OverflowError:  # (an int, or a fraction, beyond every float)
+                    within = False
+                if not within:
                     raise ValueError(
                         f"{where}: {key}={shown(value)} is beyond the range of the parameters' "
                         f"dtype {dtype} (largest finite value {largest:.6g})"
