@@ -204,3 +204,54 @@ def test_sets_of_inference_tensors_train_as_ordinary_ones_with_on_epoch() -> Non
     (h1, s1), (h2, s2) = run(True), run(False)
     assert h1 == h2
     assert _same(s1, s2)
+
+
+@pytest.mark.parametrize("name", ["make_scheduler", "on_epoch"])
+def test_a_scheduler_maker_or_on_epoch_that_is_no_callable_is_refused_before_training(
+    name: str,
+) -> None:
+    """A ``make_scheduler`` or ``on_epoch`` that cannot be called is refused up front, in
+    fit_rounds' words, nothing trained (not at its first call: a scheduler maker's as Python's
+    "'int' object is not callable", an on_epoch's after an epoch had trained every model).
+    (Mutant R14: the check removed.)"""
+    models = _mlps(2)
+    before = _state(models)
+    with pytest.raises(TypeError, match=rf"^fit_rounds: {name} must be callable or None, got int$"):
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            _sets(2),
+            epochs=1,
+            generators=_generators(2),
+            **{name: 5},  # type: ignore[arg-type]
+        )
+    assert _same(_state(models), before)
+
+
+def test_a_scheduler_built_on_another_optimizer_is_refused_naming_its_optimizer() -> None:
+    """``make_scheduler`` returning a schedule built on another optimizer than the one it was
+    given (which would set that one's rate while the stack's stayed as it was) is refused,
+    naming the optimizer's index, nothing trained. (Mutant R18: the check removed; the stack
+    trained at the unscheduled rate.)"""
+    from minidl.optim import ExponentialDecay
+
+    models = _mlps(2)
+    before = _state(models)
+    other = SGD([nn.Parameter(torch.zeros(2, dtype=F64))], lr=0.1)
+    with pytest.raises(
+        ValueError,
+        match=r"^fit_rounds: make_scheduler returned a ExponentialDecay for optimizer 0 that "
+        r"schedules another optimizer; build it on the optimizer it is given$",
+    ):
+        fit_rounds(
+            models,
+            nn.CrossEntropyLoss(),
+            lambda stack: SGD(stack.parameters(), lr=0.1),
+            _sets(2),
+            epochs=1,
+            generators=_generators(2),
+            make_scheduler=lambda optimizer: ExponentialDecay(other, gamma=0.5),
+        )
+    assert _same(_state(models), before)
+    assert other.lr == 0.1
