@@ -908,7 +908,7 @@ class Module:
         # (a child is registered, not set as an attribute: a Sequential's "0" is no attribute)
         found = next((k for k, r in registries.items() if name in r), None)
         missing = object()
-        value = getattr(module, name, missing) if name and found is None else missing
+        value = getattr(module, name, missing) if found is None else missing
         if found is None and value is missing:
             reason = f"{owner} has no attribute `{name}`"
         else:
