@@ -207,6 +207,8 @@ class DiskData:
                 raise TypeError(f"DiskData: {name} must be a Split, got {_given(split)}")
         for name in ("mean", "std"):
             statistic = getattr(self, name)
+            if isinstance(statistic, Tensor):  # (a nested tensor has no shape to read)
+                check_strided("DiskData", name, statistic)
             if (
                 not isinstance(statistic, Tensor)
                 or not statistic.is_floating_point()
