@@ -144,6 +144,7 @@ class StackedActivation(Module):
         input = self._check(input, "an input")
         output = torch.empty(input.shape, dtype=input.dtype, device=input.device)
         run = 0
+        ran = False  # (whether the run that raised had run: its result refused)
         try:
             try:
                 for index, ((activation, start, stop), (writes, _)) in enumerate(
@@ -153,7 +154,11 @@ class StackedActivation(Module):
                     if writes:
                         activation._forward_out(input[start:stop], output[start:stop])
                     else:
-                        output[start:stop] = activation.forward(input[start:stop])
+                        result = activation.forward(input[start:stop])
+                        ran = True
+                        _check_result(index, activation, result, input, "forward")
+                        ran = False
+                        output[start:stop] = result
             except RuntimeError:
                 check_dense("StackedActivation", input)  # (a sparse one found here, not per call)
                 # out= refused for an input from an autograd graph:
@@ -161,10 +166,14 @@ class StackedActivation(Module):
                 outputs = []
                 for index, (activation, start, stop) in enumerate(self._runs):
                     run = index
-                    outputs.append(activation.forward(input[start:stop]))
+                    result = activation.forward(input[start:stop])
+                    ran = True
+                    _check_result(index, activation, result, input, "forward")
+                    ran = False
+                    outputs.append(result)
                 output = torch.cat(outputs)
         except BaseException as error:
-            self._note_refusal(run, error)
+            self._note_refusal(run, error, ran)
             raise
         self._dtype, self._shape, self._refused = input.dtype, tuple(input.shape), None
         return output
@@ -174,13 +183,13 @@ class StackedActivation(Module):
         # _note_refusal; one before any run, of the input's shape, say, changed nothing)
         return self._refused is None
 
-    def _note_refusal(self, run: int, error: BaseException) -> None:
+    def _note_refusal(self, run: int, error: BaseException, ran: bool = False) -> None:
         """A run's forward raised: unless it was the first run and refused its input (a
         refusing activation changes nothing), the runs before it (and the run itself, where the
-        error came after it ran: an interrupt, or detect_anomaly's check of its output) now hold
-        the caches of the refused input, so backward is refused until a forward succeeds (as a
-        Sequential's)."""
-        followed = anomaly.may_follow_a_run(error)  # (the run itself cached it too)
+        error came after it ran: an interrupt, detect_anomaly's check of its output, or ``ran``,
+        its result refused) now hold the caches of the refused input, so backward is refused
+        until a forward succeeds (as a Sequential's)."""
+        followed = ran or anomaly.may_follow_a_run(error)  # (the run itself cached it too)
         if run > 0 or followed:
             name = type(self._runs[run][0]).__name__
             if not followed:
@@ -213,13 +222,15 @@ class StackedActivation(Module):
             grad_output.shape, dtype=grad_output.dtype, device=grad_output.device
         )
         try:
-            for (activation, start, stop), (_, writes) in zip(
-                self._runs, self._writes_out, strict=True
+            for index, ((activation, start, stop), (_, writes)) in enumerate(
+                zip(self._runs, self._writes_out, strict=True)
             ):
                 if writes:
                     activation._backward_out(grad_output[start:stop], grad_input[start:stop])
                 else:
-                    grad_input[start:stop] = activation.backward(grad_output[start:stop])
+                    result = activation.backward(grad_output[start:stop])
+                    _check_result(index, activation, result, grad_output, "backward")
+                    grad_input[start:stop] = result
         except RuntimeError:  # (as in forward)
             return self._concatenated_backward(grad_output)
         return grad_input
@@ -237,6 +248,23 @@ class StackedActivation(Module):
         state.setdefault("_shape", None)  # (pickled before it existed: forward again first)
         state.setdefault("_refused", None)  # (pickled before it existed)
         super().__setstate__(state)
+
+
+def _check_result(
+    index: int, activation: Activation, result: object, given: Tensor, method: str
+) -> None:
+    """Refuse the result of run ``index``'s ``method`` (``forward`` or ``backward``) where it is
+    a tensor of another dtype than the one ``given`` it: written into the stack's result, of
+    ``given``'s dtype, it would be rounded (or widened), where the model alone computes on in
+    that dtype (or is refused by its next layer), and a stack trains each model as alone."""
+    if isinstance(result, Tensor) and result.dtype is not given.dtype:
+        what, article = ("input", "an") if method == "forward" else ("gradient", "a")
+        raise TypeError(
+            f"StackedActivation: run {index} ({type(activation).__name__})'s {method} returned "
+            f"dtype {result.dtype} for {article} {what} of dtype {given.dtype}; a stack writes every "
+            f"run's result into one tensor of the {what}'s dtype, which would change it where "
+            f"the model alone would not (give the activation's settings the {what}'s dtype)"
+        )
 
 
 def _takes_out(hook: Callable[..., object]) -> bool:
