@@ -281,6 +281,11 @@ def to_torch(model: Module) -> tnn.Module:
     # inference tensors for backward, and the torch model is made to be trained.
     with torch.inference_mode(False):
         twin = _to_torch(model, "")
+        _refuse_shared_memory(
+            "to_torch",
+            [("parameter", name, p.data) for name, p in model.named_parameters()]
+            + [("buffer", name, b) for name, b in model.named_buffers()],
+        )
         _tie_torch(model, twin)
         return twin
 
@@ -334,19 +339,25 @@ def _check_own_methods(module: Module, path: str) -> None:
     for name in _methods(kind):
         method = getattr(module, name, None)
         own = getattr(kind, name, None)
-        if method is None or getattr(method, "__func__", None) is own:
-            continue
+        if method is None or (
+            getattr(method, "__func__", None) is own and getattr(method, "__self__", None) is module
+        ):
+            continue  # (the class's own, bound to this layer: another layer's is refused)
         user = own_method(module, method)
         if user is None:  # (detect_anomaly's checks alone)
             continue
         # (beneath detect_anomaly's checks, the user's method is named, and removed after the
         # block: del inside it removes the check, and the block's end puts the method back)
         when = "" if user is method else " after the detect_anomaly block"
+        named = repr(getattr(user, "__qualname__", user))
+        bound = getattr(user, "__self__", module)
+        if bound is not module:  # (a method of another object: another layer's forward)
+            named += f" of another {type(bound).__name__}"
         raise _refused(
             "to_torch",
             path,
             kind,
-            f"its {name} is set on the instance ({getattr(user, '__qualname__', user)!r}), "
+            f"its {name} is set on the instance ({named}), "
             f"which the torch.nn layer would not run: it would compute what {kind.__name__} "
             f"computes; remove it (del layer.{name}){when} first",
         )
@@ -576,6 +587,11 @@ def from_torch(model: tnn.Module) -> Module:
     # (after the conversion's own refusals: a layer of a type not converted, a lazy one whose
     # parameters hold no memory yet, is refused for that first; the conversion copied)
     _refuse_untied_sharing(model)
+    _refuse_shared_memory(
+        "from_torch",
+        [("parameter", name, p.detach()) for name, p in model.named_parameters()]
+        + [("buffer", name, b.detach()) for name, b in model.named_buffers()],
+    )
     _tie_minidl(model, result, converted)
     return result
 
@@ -593,6 +609,25 @@ def _refuse_untied_sharing(model: tnn.Module) -> None:
             "tensor's memory, which a conversion would copy apart (untying them); tie them as "
             f"one Parameter ({second.rpartition('.')[2]} set to the Parameter at {first!r}), "
             "which converts tied, or give each its own tensor (.clone())"
+        )
+
+
+def _refuse_shared_memory(where: str, named: list[tuple[str, str, Tensor]]) -> None:
+    """Refuse two tensors, ``(kind, name, tensor)`` of ``named`` (the model's parameters and
+    buffers, each once), over one memory (two batch norms' running statistics, ``b.running_mean
+    = a.running_mean.view(3)``; two torch Parameters are refused first by
+    :func:`_refuse_untied_sharing`, in its words): each would be copied into a tensor of its
+    own, which the two layers then update apart where the model updates one memory (one tensor
+    at two places is tied: see :func:`_tie_torch`)."""
+    kinds = {name: kind for kind, name, _ in named}
+    pair = first_overlap((name, tensor) for _, name, tensor in named)
+    if pair is not None:
+        first, second = pair
+        raise ConversionError(
+            f"{where}: the {kinds[first]} {first!r} and the {kinds[second]} {second!r} are two "
+            "tensors over one memory, which a conversion would copy apart (the layers then "
+            "updating copies of their own); register one tensor at both places, which converts "
+            "tied, or give each its own (.clone())"
         )
 
 
