@@ -17,6 +17,9 @@ from tests.test_chain_plan import _assert_same, _plain_backward, _plain_forward,
 
 F64 = torch.float64
 
+#: (several tests here make CSR tensors, whose support torch calls beta)
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+
 
 @pytest.mark.parametrize("layout", [torch.sparse_coo, torch.sparse_csr])
 def test_a_sparse_input_or_gradient_of_a_sequential_gets_the_childs_error_and_changes_nothing(
