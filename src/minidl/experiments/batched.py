@@ -38,6 +38,7 @@ from minidl.experiments.training import (
     build_network,
     build_optimizer,
     build_scheduler,
+    check_rows,
     make_round_data,
     trained_copy,
 )
@@ -76,6 +77,7 @@ def train_rows_batched(
         divided by its K R models, and each row's the stack's time divided by K.
     """
     rounds = check_int("train_rows_batched", "rounds", rounds)
+    check_rows("train_rows_batched", experiments, on_epoch)
     if not experiments:
         raise ValueError("train_rows_batched: expected at least one experiment")
     keys = {stack_key(experiment) for experiment in experiments}
@@ -190,6 +192,7 @@ def train_row_batched(
     Same arguments and result as :func:`~minidl.experiments.training.train_row`; the numbers
     are those of the row in :func:`train_rows_batched`, alone or beside others.
     """
+    check_rows("train_row_batched", [experiment], on_epoch, one=True)
     callback = None
     if on_epoch is not None:
         report = on_epoch

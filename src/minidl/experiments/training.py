@@ -54,14 +54,14 @@ def build_network(experiment: Experiment, generator: torch.Generator) -> Sequent
     """
     dtype = getattr(torch, experiment.protocol.dtype)
     names = experiment.activations
-    if all(name in ACTIVATIONS for name in names):
-        return mlp(experiment.protocol.sizes, names, dtype=dtype, generator=generator)
     sizes = experiment.protocol.sizes
     if len(names) != len(sizes) - 2:
         raise ValueError(
             f"build_network: {experiment.key} has {len(names)} activations for "
             f"{len(sizes) - 2} hidden layers"
         )
+    if all(name in ACTIVATIONS for name in names):
+        return mlp(sizes, names, dtype=dtype, generator=generator)
     # (every name checked before the first layer draws its weights from the generator)
     makers = {**ACTIVATIONS, **PUBLISHED_ACTIVATIONS}
     for name in names:
@@ -276,6 +276,7 @@ def train_row(
         (..., ...)
     """
     rounds = check_int("train_row", "rounds", rounds)
+    check_rows("train_row", [experiment], on_epoch, one=True)
     start = time.perf_counter()
     results = []
     for index in range(rounds):
@@ -301,6 +302,7 @@ def train_rows(
     :func:`minidl.experiments.runner.run_experiments`; ``on_epoch`` is called with
     ``(experiment, round index, record)``.
     """
+    check_rows("train_rows", experiments, on_epoch)
     results = []
     for experiment in experiments:
         callback = None
@@ -308,6 +310,27 @@ def train_rows(
             callback = _bind_experiment(on_epoch, experiment)
         results.append(train_row(experiment, rounds, base_seed, epochs=epochs, on_epoch=callback))
     return results
+
+
+def check_rows(where: str, experiments: object, on_epoch: object, *, one: bool = False) -> None:
+    """Refuse, in ``where``'s name and before anything trains, ``experiments`` that is no
+    sequence of :class:`Experiment` (a table's name, a row that is ``None``; ``one``: the single
+    row of a function that takes one, as ``[experiment]``), and an ``on_epoch`` that is neither
+    a function nor ``None`` (which would fail at the end of the first epoch)."""
+    if isinstance(experiments, str) or not isinstance(experiments, Sequence):
+        raise TypeError(
+            f"{where}: experiments must be a sequence of Experiment, got {shown(experiments)}"
+        )
+    for position, row in enumerate(experiments):
+        if not isinstance(row, Experiment):
+            if one:
+                raise TypeError(f"{where}: experiment must be an Experiment, got {shown(row)}")
+            raise TypeError(
+                f"{where}: experiments must be a sequence of Experiment, got {shown(row)} at "
+                f"position {position}"
+            )
+    if on_epoch is not None and not callable(on_epoch):
+        raise TypeError(f"{where}: on_epoch must be a function or None, got {shown(on_epoch)}")
 
 
 def _bind_experiment(
