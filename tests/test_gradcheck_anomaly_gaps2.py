@@ -234,17 +234,23 @@ class _NanBackward(nn.Module):
         return gradient
 
 
-def test_an_anomaly_in_a_nested_sequential_is_no_refusal_noted_by_the_outer_one() -> None:
+@pytest.mark.parametrize("given", [False, True], ids=["no modules", "the model given"])
+def test_an_anomaly_in_a_nested_sequential_is_no_refusal_noted_by_the_outer_one(
+    given: bool,
+) -> None:
     """Inside ``detect_anomaly()``, the AnomalyError of a nested Sequential's layer is the
     block's own report, not a refusal of a gradient: the outer Sequential adds no note of where
-    that gradient came from (as it does to a layer's refusal). (Mutant A17: every error noted,
-    the AnomalyError given a note blaming the gradient of the Tanh after it.)"""
+    that gradient came from (as it does to a layer's refusal), with no modules given and with
+    the model given alike. (Mutant A17: every error noted, the AnomalyError given a note
+    blaming the gradient of the Tanh after it; and with the model given, the Sequentials'
+    notes said "given the gradient passed to Sequential.backward" until fixed.)"""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Linear(3, 3), nn.Sequential(nn.Linear(3, 3), _NanBackward()), nn.Tanh()
     )
     output = model(torch.randn(4, 3))
-    with detect_anomaly(), pytest.raises(AnomalyError) as info:
+    block = detect_anomaly(model) if given else detect_anomaly()
+    with block, pytest.raises(AnomalyError) as info:
         model.backward(torch.ones_like(output))
     assert (info.value.module, info.value.what, info.value.index) == (
         "Sequential[1][1]: _NanBackward",

@@ -349,8 +349,7 @@ def sequential_backward(
             else:
                 grad_output = module.backward(grad_output)
         except Exception as error:  # (noted as without the checks, a nested Sequential's too)
-            if not isinstance(error, AnomalyError):
-                sequential._note_backward_refusal(method, module, error)
+            sequential._note_backward_refusal(method, module, error)
             raise
         if type(module) is not Sequential:
             label = f"{child}: {type(module).__name__}"

@@ -503,8 +503,10 @@ class Sequential(Module):
         """A child's backward raised: note its place, and where the gradient it was given came
         from (the backward of the module after it, or this ``Sequential``'s caller). A module of
         one's own that returns a gradient of the wrong shape (or none) is otherwise named by
-        no message: the module before it refuses that gradient, in its own name."""
-        if module is None:
+        no message: the module before it refuses that gradient, in its own name. (Not an
+        :class:`~minidl.anomaly.AnomalyError`, which names the module and the pass itself: the
+        gradient given was finite, or the check of the module after it would have named it.)"""
+        if module is None or isinstance(error, anomaly.AnomalyError):
             return
         index = next(i for i, layer in enumerate(self._layers) if layer is module)
         places = tuple(self._modules)
