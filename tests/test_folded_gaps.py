@@ -7,8 +7,8 @@ the two runs must agree to 1e-12 and the folded step must not be kept or built.
 
 from __future__ import annotations
 
-import contextlib
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,13 +18,22 @@ from torch import Tensor
 from minidl import nn, optim
 from minidl.folded import FoldedStep
 from minidl.train import fit
-from tests.test_folded import _close, _path
+from tests.test_folded import _close, _count_trials, _path
 
 F64 = torch.float64
 
 
 def _model(sizes: tuple[int, ...] = (3, 3, 3)) -> nn.Sequential:
     return nn.mlp(sizes, "tanh", dtype=F64, generator=torch.Generator().manual_seed(1))
+
+
+def _assert_alike(run: Callable[[bool], tuple[list[Tensor], list[float]]]) -> None:
+    """``run(fold)``, the parameters and epoch losses of a fit folded or step by step: the
+    two agree to 1e-12."""
+    folded, loop = run(True), run(False)
+    for a, b in zip(folded[0], loop[0], strict=True):
+        _close(a, b)
+    assert folded[1] == pytest.approx(loop[1], rel=1e-12, abs=0)
 
 
 def _data(samples: int = 12) -> tuple[Tensor, Tensor]:
@@ -82,10 +91,7 @@ def test_data_over_parameters_moved_to_a_new_flat_buffer_is_declined_by_the_kept
             )  # fmt: skip
         return [p.data.clone() for p in model.parameters()], history.train_loss
 
-    folded, loop = run(True), run(False)
-    for a, b in zip(folded[0], loop[0], strict=True):
-        _close(a, b)
-    assert folded[1] == pytest.approx(loop[1], rel=1e-12, abs=0)
+    _assert_alike(run)
 
 
 # -- a state grown by hand between calls -------------------------------------------------------
@@ -136,16 +142,7 @@ def test_inference_targets_are_never_taken_for_the_ones_probed(
     taken for the same". The test of ``x`` exists; here ``y`` made in inference mode: every
     call runs the trial forward again (counted through ``eval_mode``, which only the trial uses
     in a fit without validation), as for a new ``y``, while a plain ``y`` skips it."""
-    import minidl.train
-
-    trials = [0]
-    original = minidl.train.eval_mode
-
-    def counting(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
-        trials[0] += 1
-        return original(model)
-
-    monkeypatch.setattr(minidl.train, "eval_mode", counting)
+    trials = _count_trials(monkeypatch)
     x, y = _data()
     model = _model()
     criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), 0.1)
@@ -291,10 +288,7 @@ def test_strided_data_reaching_into_the_parameters_storage_is_declined() -> None
             )  # fmt: skip
         return [p.data.clone() for p in model.parameters()], history.train_loss
 
-    folded, loop = run(True), run(False)
-    for a, b in zip(folded[0], loop[0], strict=True):
-        _close(a, b)
-    assert folded[1] == pytest.approx(loop[1], rel=1e-12, abs=0)
+    _assert_alike(run)
 
 
 # -- a bias moved to another name of its layer by on_epoch -------------------------------------

@@ -22,6 +22,7 @@ from minidl.experiments.batched import train_row_batched, train_rows_batched
 from minidl.experiments.config import TABLE_I, TABLE_II, Experiment
 from minidl.experiments.training import build_network, train_row, train_rows
 from tests.pool_helpers import report_at_exit
+from tests.test_experiments import _forced
 
 # A train function that no worker can import although it is defined at the top level of a
 # module: pickle fails on it with PicklingError (its name is "<lambda>"), not AttributeError.
@@ -201,14 +202,6 @@ def test_a_broken_pools_error_keeps_the_executors_as_its_cause() -> None:
 
 
 # -- training ---------------------------------------------------------------------------------
-
-
-def _forced(row: Experiment, **changes: object) -> Experiment:
-    """A copy of ``row`` with ``changes`` set past :class:`Experiment`'s checks."""
-    copy = dataclasses.replace(row)
-    for name, value in changes.items():
-        object.__setattr__(copy, name, value)
-    return copy
 
 
 def test_build_network_refuses_more_activations_than_hidden_layers() -> None:
