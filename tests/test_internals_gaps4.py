@@ -263,3 +263,125 @@ def test_check_copyable_names_a_nested_meta_tensor_as_nested() -> None:
         check_copyable("f", "v", nested, torch.zeros(2))
     with pytest.raises(TypeError, match=r"^f: v is a meta tensor; expected a dense tensor"):
         check_copyable("f", "v", torch.zeros(2, device="meta"), torch.zeros(2))
+
+
+# -- C18: check_dense raises its refusal alone (from None) -------------------------------------
+
+
+def test_a_sparse_input_to_a_training_dropout_is_refused_without_torchs_error() -> None:
+    """C18 (``from None`` dropped): a sparse input to a Dropout in training, found when
+    torch's ``bernoulli_`` refuses it (a NotImplementedError naming the dispatcher's
+    backends), is named by one TypeError, torch's error not shown as its context; the
+    refused forward caches nothing (backward still finds no forward)."""
+    dropout = nn.Dropout(0.5)
+    assert dropout.training
+    message = "Dropout: expected a dense input, got a sparse_coo tensor (pass input.to_dense())"
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$") as raised:
+        dropout(torch.eye(2).to_sparse())
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__ is True
+    with pytest.raises(RuntimeError, match=r"^Dropout: backward called before forward$"):
+        dropout.backward(torch.ones(2, 2))
+
+
+# -- C23: a class is named as a PyTorch module's only when it has parameters() --------------
+
+
+def test_the_tensor_class_given_for_a_module_is_not_called_a_pytorch_modules_class() -> None:
+    """C23 (``callable(getattr(value, "parameters", None))`` dropped): ``torch.Tensor`` (the
+    class, which derives from ``torch._C.TensorBase``) given for a module is named as the class
+    it is, not as a PyTorch module's class to convert; ``torch.nn.Linear`` still is."""
+    with pytest.raises(
+        TypeError, match=r"^Sequential: argument 0 must be a minidl Module, got the class Tensor$"
+    ):
+        nn.Sequential(torch.Tensor)  # type: ignore[arg-type]
+    message = (
+        "Sequential: argument 0 must be a minidl Module, got the class "
+        "torch.nn.modules.linear.Linear, a PyTorch module's class (minidl.nn has its own "
+        "modules; minidl.interop.from_torch converts a PyTorch module)"
+    )
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        nn.Sequential(torch.nn.Linear)  # type: ignore[arg-type]
+
+
+# -- C28: check_input refuses the dtype before the layout, as the other modules do ------------
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: nn.Linear(2, 2), lambda: nn.Dropout(0.5)], ids=["Linear", "Dropout"]
+)
+def test_a_sparse_integer_input_is_refused_for_its_dtype_first(
+    make: Callable[[], nn.Module],
+) -> None:
+    """C28 (check_dense before the dtype check): a sparse int64 input is refused for its
+    dtype by Linear (through check_input) as by Dropout (its own checks), the same words; the
+    layer's parameters are left as they were."""
+    module = make()
+    before = [p.data.clone() for p in module.parameters()]
+    name = type(module).__name__
+    message = (
+        f"{name}: expected a floating-point input of dtype float16, bfloat16, float32 or "
+        "float64, got dtype torch.int64"
+    )
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        module(torch.eye(2, dtype=torch.long).to_sparse())
+    for parameter, value in zip(module.parameters(), before, strict=True):
+        assert torch.equal(parameter.data, value)
+
+
+# -- C30: the hint for a 0-dim gradient (the loss itself) is given for a 1-dim output too ---
+
+
+@pytest.mark.parametrize("make", [nn.Tanh, nn.Identity], ids=["Tanh", "Identity"])
+def test_a_0_dim_gradient_for_a_1_dim_output_gets_the_loss_hint(
+    make: type[nn.Module],
+) -> None:
+    """C30 (``len(shape) > 1``): a module run on a 1-dim input (an activation takes any
+    shape) and given a 0-dim gradient, most likely the loss value, is told to pass the
+    loss's gradient; a 1-dim gradient of the wrong length is not."""
+    module = make()
+    name = make.__name__
+    x = torch.tensor([-1.5, 0.25, 2.0], dtype=torch.float64)
+    module(x)
+    message = (
+        f"{name}: gradient has shape (), expected (3,) (the shape of the last forward's "
+        "output); backward takes the gradient of the loss with respect to the output, "
+        "criterion.backward(), not the loss"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        module.backward(torch.tensor(1.0, dtype=torch.float64))
+    message = (
+        f"{name}: gradient has shape (2,), expected (3,) (the shape of the last forward's output)"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        module.backward(torch.ones(2, dtype=torch.float64))
+    # the refusals left the forward's cache: the backward of the right gradient is autograd's
+    g = torch.tensor([0.5, -2.0, 3.0], dtype=torch.float64)
+    leaf = x.clone().requires_grad_(True)
+    (torch.tanh(leaf) if name == "Tanh" else leaf).backward(g)
+    torch.testing.assert_close(module.backward(g), leaf.grad, rtol=1e-12, atol=1e-12)
+
+
+# -- V09: a long text is quoted from its characters, not through a subclass's slicing --------
+
+
+def test_shown_quotes_a_long_str_subclass_by_its_characters_not_its_own_slicing() -> None:
+    """V09 (``repr(value[:LONGEST_SHOWN])``): a long ``str`` subclass whose ``__getitem__`` and
+    ``__repr__`` are its own (one that refuses slicing, say) is quoted by its first 40
+    characters as a plain text, its own methods not asked: the message is still written."""
+    from minidl._validate import check_real, shown
+
+    class Masked(str):
+        def __getitem__(self, key: object) -> str:
+            raise TypeError("Masked refuses slicing")
+
+        def __repr__(self) -> str:
+            return "Masked(...)"
+
+    text = Masked("a" * 60 + "b" * 140)
+    expected = f"{'a' * 40!r}... (a Masked of 200 characters)"
+    assert shown(text) == expected
+    message = (
+        f"f: x must be a finite number in (-inf, inf) (a float or an int), got Masked {expected}"
+    )
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        check_real("f", "x", text)
