@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from minidl.experiments.batched import train_rows_batched
 from minidl.experiments.config import Experiment
 from minidl.experiments.training import RowResult
@@ -287,3 +289,14 @@ def no_results_table_iii_late(
     if group[0].table == "III":
         time.sleep(1.5)
     return ["not a result"] * len(group)
+
+
+def threads_in_worker(group: Any, rounds: int, base_seed: int, **kwargs: Any) -> list[Any]:
+    """A train function (importable: a worker runs it) that gives the worker's intra-op threads."""
+    return [torch.get_num_threads()]
+
+
+def sleep_then_nothing(group: Any, rounds: int, base_seed: int, **kwargs: Any) -> list[Any]:
+    """A train function that sleeps ``$MINIDL_TEST_SLEEP`` seconds, then gives its rows' keys."""
+    time.sleep(float(os.environ["MINIDL_TEST_SLEEP"]))
+    return [row.key for row in group]

@@ -9,19 +9,29 @@ import multiprocessing
 import pickle
 import re
 import signal
+import sys
 import threading
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from minidl import nn
 from minidl.experiments import pool
 from minidl.experiments.batched import train_row_batched, train_rows_batched
-from minidl.experiments.config import TABLE_I, TABLE_II, Experiment
-from minidl.experiments.training import build_network, train_row, train_rows
-from tests.pool_helpers import report_at_exit
+from minidl.experiments.config import TABLE_I, TABLE_II, TABLE_III, Experiment, StepSchedule
+from minidl.experiments.training import (
+    build_network,
+    build_optimizer,
+    build_scheduler,
+    train_row,
+    train_rows,
+)
+from minidl.optim import StepDecay
+from tests.pool_helpers import report_at_exit, sleep_then_nothing, threads_in_worker
 from tests.test_experiments import _forced
 
 # A train function that no worker can import although it is defined at the top level of a
@@ -311,3 +321,94 @@ def test_the_row_trainers_refuse_an_on_epoch_that_is_no_function_before_training
         function(TABLE_II[0], 1, 0, epochs=1, on_epoch=5)
     with pytest.raises(TypeError, match=rf"^{name}: experiment must be an Experiment, got None$"):
         function(None, 1, 0, epochs=1)
+
+
+def test_a_step_decay_row_gets_its_own_gamma_not_step_decays_default() -> None:
+    """T30 (StepDecay built without ``gamma=``): every row of the catalogue has gamma 0.5, which
+    is StepDecay's default too, so a row of one's own with gamma 0.25 tells them apart; the
+    rate after 3 epochs (step_size 3) is lr * 0.25, after 6 lr * 0.25**2."""
+    row = next(r for r in TABLE_III if r.label == "SGD, step decay")
+    row = dataclasses.replace(row, scheduler=StepSchedule(gamma=0.25, step_size=3))
+    optimizer = build_optimizer(row, list(nn.mlp((2, 2)).parameters()))
+    scheduler = build_scheduler(row, optimizer)
+    assert isinstance(scheduler, StepDecay)
+    assert (scheduler.step_size, scheduler.gamma) == (3, 0.25)
+    rates = [optimizer.lr]
+    for _ in range(6):
+        scheduler.step()
+        rates.append(optimizer.lr)
+    lr = row.lr
+    assert rates == [lr, lr, lr, lr * 0.25, lr * 0.25, lr * 0.25, lr * 0.25**2]
+
+
+def test_each_worker_trains_with_one_intra_op_thread_whatever_the_parents() -> None:
+    """P25 (``torch.set_num_threads(2)`` in the worker): the module promises one intra-op thread
+    per worker; with the parent at 3 threads, each worker (two groups, two jobs) reports 1."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        results: Any = pool.train_groups(
+            [[TABLE_II[0]], [TABLE_II[1]]], 1, 0, jobs=2, train=threads_in_worker
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert results == [[1], [1]]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the workers are forked on Linux only")
+def test_each_worker_keeps_freed_memory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """P10 (``keep_freed_memory()`` left out of ``_start_worker``): every worker sets glibc's
+    thresholds (minidl reproduce's workers are its own). The forked workers run the parent's
+    module, so a recording stand-in shows each call: one per worker, each in its own process."""
+    import os
+
+    def record() -> bool:
+        (tmp_path / f"kept-{os.getpid()}").touch()
+        return True
+
+    monkeypatch.setattr(pool, "keep_freed_memory", record)
+    results: Any = pool.train_groups(
+        [[TABLE_II[0]], [TABLE_II[1]]], 1, 0, jobs=2, train=threads_in_worker
+    )
+    assert results == [[1], [1]]
+    pids = {int(p.name.removeprefix("kept-")) for p in tmp_path.glob("kept-*")}
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_a_worker_found_ended_is_given_the_grace_before_the_pool_is_called_broken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """P12 (the grace of ``_ENDED_GRACE_SECONDS`` made 0): a worker the parent finds ended
+    while groups are left is given the grace to be reported by the executor. With the check
+    made to say "ended" all along and a grace of 60 s, groups of 0.5 s train to their end."""
+    monkeypatch.setenv("MINIDL_TEST_SLEEP", "0.5")
+    monkeypatch.setattr(pool, "_ENDED_GRACE_SECONDS", 60.0)
+    monkeypatch.setattr(pool, "_a_worker_ended", lambda executor: True)
+    groups = [[TABLE_II[0]], [TABLE_II[1]]]
+    results: Any = pool.train_groups(groups, 1, 0, jobs=2, train=sleep_then_nothing)
+    assert results == [[TABLE_II[0].key], [TABLE_II[1].key]]
+
+
+def test_a_worker_found_ended_breaks_the_pool_once_the_grace_is_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """P13 (the time a worker was first found ended taken anew at every check): the grace runs
+    from the first time; P16 (no ``_stop_workers`` on BrokenProcessPool): the pool's end then
+    waits for the groups left, which nobody stops. So with the check made to say "ended" all
+    along and a grace of 0.3 s, groups of 20 s are given up (their workers stopped) long before
+    they end, with train_groups' BrokenProcessPool, caused by its own."""
+    import time
+    from concurrent.futures.process import BrokenProcessPool
+
+    monkeypatch.setenv("MINIDL_TEST_SLEEP", "20")
+    monkeypatch.setattr(pool, "_ENDED_GRACE_SECONDS", 0.3)
+    monkeypatch.setattr(pool, "_a_worker_ended", lambda executor: True)
+    start = time.monotonic()
+    with pytest.raises(
+        BrokenProcessPool,
+        match=r"^train_groups: a worker process ended before its rows were trained \(.*\); "
+        r"the other workers were stopped$",
+    ) as caught:
+        pool.train_groups([[TABLE_II[0]], [TABLE_II[1]]], 1, 0, jobs=2, train=sleep_then_nothing)
+    assert time.monotonic() - start < 15
+    assert str(caught.value.__cause__) == "a worker ended, unnoticed by the executor"
