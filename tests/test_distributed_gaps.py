@@ -21,6 +21,7 @@ otherwise is refused at the start of a pass.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import threading
@@ -786,3 +787,86 @@ def test_a_collective_refused_on_a_destroyed_group_is_not_counted(
         ):
             call()
     assert world_of_one._calls == before
+
+
+# -- a fifth mutation audit ------------------------------------------------------------------
+
+
+def test_a_cause_that_begins_with_a_blank_line_is_told_by_its_first_line_of_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """(first_line_strip) The cause of a failed collective is the first line of the error's
+    text, leading blank lines skipped: not an empty "Cause: "."""
+    monkeypatch.setattr(distributed, "_CENSUS_SECONDS", 0.0)
+    group = _bare_group(1, 2, 3, {"minidl/heartbeat/0": b"1", "minidl/collectives/0": b"3"})
+    group._census = lambda: []  # type: ignore[method-assign]
+    group._finish_census = lambda missing: None  # type: ignore[method-assign]
+    error = group._failure("the all_reduce of x", RuntimeError("\n  gloo: timed out\nin detail"))
+    assert str(error) == (
+        "rank 1 of 2: the all_reduce of x failed: every rank is still alive (the ranks may have "
+        "diverged in their calls) (collective timeout 5 s). Cause: gloo: timed out"
+    )
+
+
+def test_a_count_of_collectives_that_is_no_integer_names_no_rank_behind() -> None:
+    """(behind_valueerror) A count of collectives in the store that is no integer is taken as
+    unknown (no rank named behind), not raised out of the census, which then named the store
+    as unreachable."""
+    group = _bare_group(
+        0, 3, 5, {"minidl/collectives/1": b"not a count", "minidl/collectives/2": b"2"}
+    )
+    assert group._behind() == []
+    group._census = lambda: []  # type: ignore[method-assign]
+    finished: list[list[int]] = []
+    group._finish_census = finished.append  # type: ignore[method-assign]
+    error = group._failure("the all_reduce of x", RuntimeError("timed out"))
+    assert finished == [[]]
+    assert str(error) == (
+        "rank 0 of 3: the all_reduce of x failed: every rank is still alive (the ranks may have "
+        "diverged in their calls) (collective timeout 5 s). Cause: timed out"
+    )
+
+
+def test_an_error_whose_message_holds_an_undecodable_path_is_published_as_the_reason_for_leaving(
+    world_of_one: ProcessGroup,
+) -> None:
+    """An error whose message holds a lone surrogate (os.fsdecode of a file name's
+    undecodable byte, as Python gives for such paths) leaves the ``with`` block: its reason is
+    published, what UTF-8 cannot carry escaped. (Fixed: the store's ``set`` refused the str, a
+    pybind TypeError that ``_within`` let out of its thread with a traceback, and no reason was
+    published, so the other ranks named this one as "stopped responding (died or hung)" rather
+    than as one that "closed its group on an error of its own".)"""
+    path = os.fsdecode(b"/data/\xff.csv")
+    with contextlib.suppress(FileNotFoundError), world_of_one:
+        raise FileNotFoundError(f"no file {path}")
+    key = world_of_one._key("left/", 0)
+    assert world_of_one._store.check([key])
+    assert world_of_one._store.get(key) == b"FileNotFoundError: no file /data/\\udcff.csv"
+
+
+def test_check_in_sync_names_the_checksums_of_what_differs(
+    world_of_one: ProcessGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(insync_msg) Ranks whose buffers alone differ are named with the buffers' checksums, not
+    the parameters' (which agree). Rank 1's checksums are made up: rank 0's, its buffers' + 1."""
+    torch.manual_seed(0)
+    model = Sequential(Linear(2, 3, dtype=F64), BatchNorm1d(3, dtype=F64))
+    parallel = DataParallel(model, world_of_one)
+    real = world_of_one.all_gather
+
+    def all_gather(tensor: torch.Tensor, what: str) -> list[torch.Tensor]:
+        (mine,) = real(tensor, what)
+        other = mine.clone()
+        other[1] += 1
+        return [mine, other]
+
+    monkeypatch.setattr(world_of_one, "all_gather", all_gather)
+    params = int(distributed.parameter_checksum(model.parameters()))
+    buffers = int(distributed._checksum([b for _, b in model.named_buffers()]))
+    assert params != buffers
+    with pytest.raises(DistributedError) as raised:
+        parallel.check_in_sync()
+    assert str(raised.value) == (
+        f"DataParallel: the buffers of ranks [1] differ from rank 0's (checksums "
+        f"[{buffers}, {buffers + 1}])"
+    )
