@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from minidl.cli import main
 from minidl.experiments import batched, runner
 from minidl.experiments.batched import train_rows_batched
 from minidl.experiments.config import (
@@ -460,3 +461,28 @@ def test_batched_seconds_are_the_stacks_time_per_model_and_per_row(
         assert [r.seconds for r in result.rounds] == [12.0 / (rows * rounds)] * rounds
         assert result.seconds == 12.0 / rows
     assert sum(result.seconds for result in results) == pytest.approx(12.0, rel=1e-15)
+
+
+def test_reproduce_names_an_out_refusal_that_gives_no_strerror_by_its_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OSError of the write probe that carries no errno/strerror (``OSError("...")``) is
+    named by its own message, not as "(None)"; the folder made for the run is removed again
+    and nothing is trained. (Mutant R30 of a fourth audit: ``error.strerror`` alone.)"""
+
+    def refuse(folder: object) -> None:
+        raise OSError("the probe file vanished")
+
+    def reproduce(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(runner, "check_folder_takes_files", refuse)
+    monkeypatch.setattr(runner, "reproduce", reproduce)
+    out = tmp_path / "new" / "results"
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(out)]) == 2
+    assert capsys.readouterr() == (
+        "",
+        f"minidl reproduce: error: --out {out}: cannot write into the folder "
+        "(the probe file vanished)\n",
+    )
+    assert list(tmp_path.iterdir()) == []
