@@ -734,9 +734,7 @@ class ProcessGroup:
             # (the store takes UTF-8 alone: a lone surrogate, as os.fsdecode gives for a file
             # name's undecodable bytes, is written escaped rather than refused)
             text = reason.encode("utf-8", "backslashreplace").decode()
-            _within(
-                _STORE_SECONDS, lambda: self._store.set(self._key(_LEFT_KEY, self.rank), text)
-            )
+            _within(_STORE_SECONDS, lambda: self._store.set(self._key(_LEFT_KEY, self.rank), text))
         if self._joined():  # (not a default group joined since another destroyed this one's)
             dist.destroy_process_group()
 
