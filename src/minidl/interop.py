@@ -281,7 +281,7 @@ def to_torch(model: Module) -> tnn.Module:
     # inference tensors for backward, and the torch model is made to be trained.
     with torch.inference_mode(False):
         twin = _to_torch(model, "")
-        _refuse_shared_memory(
+        _refuse_untied_sharing(
             "to_torch",
             [("parameter", name, p.data) for name, p in model.named_parameters()]
             + [("buffer", name, b) for name, b in model.named_buffers()],
@@ -586,8 +586,7 @@ def from_torch(model: tnn.Module) -> Module:
     result = _from_torch(model, "", {}, converted)
     # (after the conversion's own refusals: a layer of a type not converted, a lazy one whose
     # parameters hold no memory yet, is refused for that first; the conversion copied)
-    _refuse_untied_sharing(model)
-    _refuse_shared_memory(
+    _refuse_untied_sharing(
         "from_torch",
         [("parameter", name, p.detach()) for name, p in model.named_parameters()]
         + [("buffer", name, b.detach()) for name, b in model.named_buffers()],
@@ -596,39 +595,32 @@ def from_torch(model: tnn.Module) -> Module:
     return result
 
 
-def _refuse_untied_sharing(model: tnn.Module) -> None:
-    """Refuse two torch Parameters over one tensor's memory (``b.weight =
-    nn.Parameter(a.weight.data)``): each would be copied into a minidl Parameter of its own,
-    untied where torch updates one memory (one Parameter at two places is tied, see
-    :func:`_tie_minidl`), as minidl's Sequential refuses them."""
-    pair = first_overlap((name, p.detach()) for name, p in model.named_parameters())
-    if pair is not None:
-        first, second = pair
+def _refuse_untied_sharing(where: str, named: list[tuple[str, str, Tensor]]) -> None:
+    """Refuse two tensors of ``named``, ``(kind, name, tensor)`` (the model's parameters and
+    buffers, each once), over one memory: two Parameters (``b.weight =
+    nn.Parameter(a.weight.data)``), or two batch norms' running statistics (``b.running_mean =
+    a.running_mean.view(3)``). Each would be copied into a tensor of its own, which the layers
+    then update apart where the model updates one memory (one tensor at two places is tied:
+    see :func:`_tie_minidl` and :func:`_tie_torch`), as minidl's Sequential refuses two
+    Parameters over one memory."""
+    kinds = {name: kind for kind, name, _ in named}
+    pair = first_overlap((name, tensor) for _, name, tensor in named)
+    if pair is None:
+        return
+    first, second = pair
+    if kinds[first] == kinds[second] == "parameter":
         raise ConversionError(
-            f"from_torch: parameters {first!r} and {second!r} are two Parameters over one "
+            f"{where}: parameters {first!r} and {second!r} are two Parameters over one "
             "tensor's memory, which a conversion would copy apart (untying them); tie them as "
             f"one Parameter ({second.rpartition('.')[2]} set to the Parameter at {first!r}), "
             "which converts tied, or give each its own tensor (.clone())"
         )
-
-
-def _refuse_shared_memory(where: str, named: list[tuple[str, str, Tensor]]) -> None:
-    """Refuse two tensors, ``(kind, name, tensor)`` of ``named`` (the model's parameters and
-    buffers, each once), over one memory (two batch norms' running statistics, ``b.running_mean
-    = a.running_mean.view(3)``; two torch Parameters are refused first by
-    :func:`_refuse_untied_sharing`, in its words): each would be copied into a tensor of its
-    own, which the two layers then update apart where the model updates one memory (one tensor
-    at two places is tied: see :func:`_tie_torch`)."""
-    kinds = {name: kind for kind, name, _ in named}
-    pair = first_overlap((name, tensor) for _, name, tensor in named)
-    if pair is not None:
-        first, second = pair
-        raise ConversionError(
-            f"{where}: the {kinds[first]} {first!r} and the {kinds[second]} {second!r} are two "
-            "tensors over one memory, which a conversion would copy apart (the layers then "
-            "updating copies of their own); register one tensor at both places, which converts "
-            "tied, or give each its own (.clone())"
-        )
+    raise ConversionError(
+        f"{where}: the {kinds[first]} {first!r} and the {kinds[second]} {second!r} are two "
+        "tensors over one memory, which a conversion would copy apart (the layers then "
+        "updating copies of their own); register one tensor at both places, which converts "
+        "tied, or give each its own (.clone())"
+    )
 
 
 def _ties(names: Iterator[tuple[str, object]]) -> Iterator[tuple[str, str]]:
